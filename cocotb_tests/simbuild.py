@@ -1,0 +1,203 @@
+"""Build Verilator simulators once per run and run cocotb tests in them, from pytest.
+
+* A :class:`SimTarget` names a Verilog top and its sources. :func:`build` compiles it under
+  ``build/sim/<name>`` (``<name>-waves`` for a traced build) guarded by a file lock, and skips the
+  compile when the sources and options hash to the stamp of the previous build, so xdist workers and
+  later runs reuse one build.
+* :func:`run` runs one cocotb test module in a fresh test directory, honours ``SEED=``, and fails
+  when the module executed zero tests or any test failed, printing the one command that reruns it
+  with waves on.
+* ``KAKI_WAVES=1`` (``make waves``) switches to the traced build and writes ``dump.vcd``.
+"""
+import hashlib
+import os
+import random
+import re
+import shlex
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from . import toolchain  # noqa: F401  (sets VERILATOR_ROOT, PATH, MAKEFLAGS)
+
+REPO = toolchain.REPO
+BUILD = REPO / "build"
+WAIVERS = REPO / "hdl_gen" / "verilator_waivers.vlt"
+
+# The runner forces --public-flat-rw, which halves Verilator's speed on Amaranth output. Fast builds
+# expose only the ports (and what hand-written testbench Verilog marks public); the waves build keeps
+# full visibility for debugging.
+_FAST_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "unique", "-Wno-fatal",
+              "--autoflush"]
+_DEBUG_ARGS = ["-O1", "--x-assign", "unique", "--x-initial", "unique", "-Wno-fatal",
+               "--trace-structs"]
+
+
+@dataclass
+class SimTarget:
+    """A simulator to build: ``toplevel`` module from ``sources`` (Verilog and .vlt files)."""
+    name: str
+    toplevel: str
+    sources: list = field(default_factory=list)
+    build_args: list = field(default_factory=list)
+
+
+def _runner(fast):
+    from cocotb_tools.runner import Verilator
+
+    class KakiVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            if fast:
+                cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    return KakiVerilator()
+
+
+def wants_waves():
+    return os.environ.get("KAKI_WAVES", "0") not in ("", "0")
+
+
+def _stamp(target, waves):
+    h = hashlib.sha256()
+    for src in [*target.sources, WAIVERS]:
+        h.update(str(src).encode())
+        h.update(Path(src).read_bytes())
+    h.update(repr(("scheme-2", target.toplevel, target.build_args, waves, _FAST_ARGS, _DEBUG_ARGS)).encode())
+    return h.hexdigest()
+
+
+def build(target, *, waves=None):
+    """Compile ``target`` unless an identical build exists; return its build directory."""
+    waves = wants_waves() if waves is None else waves
+    bdir = BUILD / "sim" / (target.name + ("-waves" if waves else ""))
+    bdir.parent.mkdir(parents=True, exist_ok=True)
+    stamp_file = bdir / "kaki.stamp"
+    stamp = _stamp(target, waves)
+    with FileLock(str(bdir) + ".lock"):
+        if stamp_file.exists() and stamp_file.read_text() == stamp:
+            return bdir
+        for stale in bdir.glob("*.gch"):
+            stale.unlink()
+        t0 = time.monotonic()
+        public = write_if_changed(
+            bdir.parent / f"{target.name}.public.vlt",
+            f'`verilator_config\npublic_flat_rw -module "{target.toplevel}" -var "*"\n')
+        _runner(fast=not waves).build(
+            sources=[WAIVERS, public, *target.sources],
+            hdl_toplevel=target.toplevel,
+            build_dir=bdir,
+            build_args=[*(_DEBUG_ARGS if waves else _FAST_ARGS), *target.build_args],
+            waves=waves,
+            timescale=("1ns", "1ps"),
+            always=True,
+            log_file=bdir / "build.log",
+        )
+        stamp_file.write_text(stamp)
+        print(f"[simbuild] built {bdir.name} in {time.monotonic() - t0:.1f} s")
+    return bdir
+
+
+def test_seed():
+    """The seed for this test: ``SEED=`` from the environment, else a fresh random one."""
+    env = os.environ.get("SEED", "")
+    return int(env) if env else random.SystemRandom().randrange(1, 2**31)
+
+
+def repro_command(seed):
+    """The one command that reruns the current pytest test with waves on."""
+    node = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    return f"make waves TEST={shlex.quote(node)} SEED={seed}"
+
+
+def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=None):
+    """Run the cocotb tests in ``test_module`` (optionally one ``testcase``) on ``target``.
+
+    Returns the parsed results (a list of (name, passed) pairs). Raises AssertionError if no test
+    ran or any failed; the message carries the seed and the repro command.
+    """
+    waves = wants_waves()
+    seed = test_seed() if seed is None else seed
+    bdir = build(target, waves=waves)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", tag or testcase or test_module)
+    tdir = BUILD / "runs" / target.name / f"{safe}-{os.getpid()}-{time.time_ns() % 10**9}"
+    tdir.mkdir(parents=True, exist_ok=True)
+    print(f"[simbuild] {target.name} {test_module}{'::' + testcase if testcase else ''} "
+          f"SEED={seed} dir={tdir.relative_to(REPO)}")
+    env = {"KAKI_SEED": str(seed), "PYTHONPATH": str(REPO), **(extra_env or {})}
+    results_xml = tdir / "results.xml"
+    try:
+        _run_sim(not waves, test_module=test_module, hdl_toplevel=target.toplevel,
+                 hdl_toplevel_lang="verilog", testcase=testcase, seed=seed, build_dir=bdir,
+                 test_dir=tdir, results_xml=str(results_xml), extra_env=env, waves=waves,
+                 timescale=("1ns", "1ps"))
+    except SystemExit as e:
+        raise AssertionError(f"simulator exited abnormally ({e}) SEED={seed}; log dir {tdir}; "
+                             f"rerun with waves: {repro_command(seed)}") from None
+    results = _parse_results(results_xml)
+    failed = [name for name, ok in results if not ok]
+    if waves:
+        print(f"[simbuild] waves: {tdir / 'dump.vcd'}")
+    if not results:
+        raise AssertionError(f"cocotb ran no test from {test_module} (filter {testcase!r})")
+    if failed:
+        raise AssertionError(f"cocotb tests failed: {failed} (SEED={seed}); "
+                             f"rerun with waves: {repro_command(seed)}; log dir {tdir}")
+    return results
+
+
+def _run_sim(fast, **kwargs):
+    _runner(fast=fast).test(**kwargs)
+
+
+def _parse_results(path):
+    if not Path(path).exists():
+        return []
+    out = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        ok = not any(child.tag in ("failure", "error") for child in case)
+        out.append((case.get("name"), ok))
+    return out
+
+
+def write_if_changed(path, text):
+    """Write ``text`` to ``path`` only when it differs (keeps build stamps and mtimes stable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def _hdl_gen_hash():
+    h = hashlib.sha256()
+    for src in sorted((REPO / "hdl_gen").glob("*.py")):
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def amaranth_target(name, factory, *, extra_sources=(), build_args=()):
+    """A :class:`SimTarget` for a test harness built from Amaranth at test time.
+
+    ``factory()`` returns the top component; it is converted to ``build/gen/<name>.v`` (top module
+    ``name``) once per change of ``hdl_gen/``, under a file lock so parallel workers share it.
+    The SRAM macro model is always included.
+    """
+    from hdl_gen.emit import to_verilog
+    from hdl_gen import sram
+
+    gen = BUILD / "gen"
+    gen.mkdir(parents=True, exist_ok=True)
+    out = gen / f"{name}.v"
+    key = f"// kaki-gen {_hdl_gen_hash()}\n"
+    with FileLock(str(out) + ".lock"):
+        if not out.exists() or not out.read_text().startswith(key):
+            out.write_text(key + to_verilog(factory(), name))
+        sram_v = write_if_changed(gen / f"{sram.MODULE_NAME}.v", sram.VERILOG)
+    return SimTarget(name=name, toplevel=name, sources=[sram_v, out, *extra_sources],
+                     build_args=list(build_args))

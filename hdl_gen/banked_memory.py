@@ -1,0 +1,87 @@
+"""Banked on-chip memory (scratchpad or accumulator) shared by several requesters."""
+from amaranth import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+from .mem_port import ReadPortSignature, WritePortSignature
+from .sram import Sram1R1W
+
+
+class BankedMemory(wiring.Component):
+    """``banks`` SRAM banks of ``bank_rows`` rows × ``width`` bits behind per-bank arbiters.
+
+    Every bank has its own read port and write port, so requesters that touch different banks never
+    wait on each other: the DMA fills one bank while the PE array streams from another (double
+    buffering). Within a bank, the lowest-numbered requester wins (fixed priority); the loser sees
+    ``gnt`` low and retries. The bank is the high bits of the row address.
+
+    Ports
+    -----
+    rd[i] : In(ReadPortSignature(addr_bits, width)), ``i`` < n_read — read requesters, by priority.
+    wr[i] : In(WritePortSignature(addr_bits, width)), ``i`` < n_write — write requesters, by priority.
+    """
+
+    def __init__(self, *, banks, bank_rows, width, n_read, n_write):
+        for name, v in (("banks", banks), ("bank_rows", bank_rows)):
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"{name} must be a power of two, not {v!r}")
+        if n_read < 1 or n_write < 1:
+            raise ValueError(f"need at least one read and one write port, not {n_read}/{n_write}")
+        self.banks, self.bank_rows, self.width = banks, bank_rows, width
+        self.row_bits = (bank_rows - 1).bit_length()
+        self.addr_bits = max(1, (banks * bank_rows - 1).bit_length())
+        super().__init__({
+            "rd": In(ReadPortSignature(self.addr_bits, width)).array(n_read),
+            "wr": In(WritePortSignature(self.addr_bits, width)).array(n_write),
+        })
+
+    def _bank(self, addr):
+        return addr[self.row_bits:] if self.banks > 1 else 0
+
+    def _arbitrate(self, m, ports, b):
+        """Grant bank ``b`` to the first requesting port; return (granted, row address, winner)."""
+        reqs = [p.en & (self._bank(p.addr) == b) for p in ports]
+        wins = []
+        for i, r in enumerate(reqs):
+            win = Signal()
+            m.d.comb += win.eq(r & ~Cat(*reqs[:i]).any() if i else r)
+            wins.append(win)
+        addr = Signal(self.row_bits, name=f"bank{b}_addr")
+        for win, p in zip(wins, ports):
+            with m.If(win):
+                m.d.comb += addr.eq(p.addr[:self.row_bits])
+        return Cat(*wins).any(), addr, wins
+
+    def elaborate(self, platform):
+        m = Module()
+        rd_gnt = [[] for _ in self.rd]
+        wr_gnt = [[] for _ in self.wr]
+        bank_rdata = []
+        for b in range(self.banks):
+            sram = Sram1R1W(self.bank_rows, self.width)
+            m.submodules[f"bank{b}"] = sram
+            ren, raddr, rwins = self._arbitrate(m, self.rd, b)
+            wen, waddr, wwins = self._arbitrate(m, self.wr, b)
+            m.d.comb += [sram.ren.eq(ren), sram.raddr.eq(raddr),
+                         sram.wen.eq(wen), sram.waddr.eq(waddr)]
+            for i, win in enumerate(wwins):
+                with m.If(win):
+                    m.d.comb += sram.wdata.eq(self.wr[i].data)
+            for i, win in enumerate(rwins):
+                rd_gnt[i].append(win)
+            for i, win in enumerate(wwins):
+                wr_gnt[i].append(win)
+            bank_rdata.append(sram.rdata)
+        for i, p in enumerate(self.rd):
+            m.d.comb += p.gnt.eq(Cat(*rd_gnt[i]).any())
+            # Route next cycle's data from the bank this requester was granted.
+            bank_q = Signal(range(self.banks), name=f"rd{i}_bank_q")
+            with m.If(p.en & p.gnt):
+                m.d.sync += bank_q.eq(self._bank(p.addr))
+            with m.Switch(bank_q):
+                for b in range(self.banks):
+                    with m.Case(b):
+                        m.d.comb += p.data.eq(bank_rdata[b])
+        for i, p in enumerate(self.wr):
+            m.d.comb += p.gnt.eq(Cat(*wr_gnt[i]).any())
+        return m

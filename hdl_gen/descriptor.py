@@ -1,0 +1,139 @@
+"""The command descriptor: the single source of the opcode set, error codes and every field layout.
+
+A descriptor is 256 bits (8 little-endian 32-bit words). The same layout is what the host writes
+into the ``CMD`` staging registers today and what the queue controller will fetch from command rings.
+Python (driver, golden model, tests), the firmware C header and ``docs/descriptors.md`` are all
+generated from these classes.
+
+Address units: ``host_addr`` and host strides are bytes; scratchpad (``spad``) and accumulator
+(``acc``) addresses and strides are rows (a scratchpad row is ``dim`` int8, an accumulator row
+``dim`` int32).
+"""
+from amaranth.lib import data, enum
+
+DESCRIPTOR_BITS = 256
+DESCRIPTOR_WORDS = DESCRIPTOR_BITS // 32
+PAYLOAD_BITS = 224
+
+
+class Opcode(enum.Enum, shape=8):
+    """What a descriptor asks for."""
+    NOP = 0
+    DMA_LOAD = 1       #: host memory -> scratchpad/accumulator
+    DMA_STORE = 2      #: scratchpad/accumulator -> host memory
+    GEMM = 3           #: PE array: acc (+)= A x B
+    VECTOR = 4         #: vector unit epilogue: acc rows -> int8 scratchpad rows
+
+
+class ErrorCode(enum.Enum, shape=8):
+    """Why a command failed; 0 means success. Reported in ``ERROR_INFO`` and completion records."""
+    OK = 0
+    BAD_OPCODE = 1        #: opcode not implemented
+    RESERVED_BITS = 2     #: a reserved descriptor bit is set
+    BAD_SHAPE = 3         #: a size field is zero or inconsistent (e.g. row_bytes+col_offset > row)
+    LOCAL_RANGE = 4       #: a scratchpad/accumulator row address falls outside the memory
+    HOST_RANGE = 5        #: a host address falls outside the AXI address space
+    AXI_SLVERR = 6        #: the host memory answered SLVERR
+    AXI_DECERR = 7        #: the host memory answered DECERR
+    BAD_SHIFT = 8         #: a requantization shift is outside 0..63
+    CMD_OVERFLOW = 9      #: a command was submitted while the engine's command FIFO was full
+
+
+class DescFlags(data.Struct):
+    """Per-descriptor flags."""
+    irq: 1            #: raise the completion interrupt when this command retires
+    reserved: 7
+
+
+class DmaCmd(data.Struct):
+    """DMA_LOAD / DMA_STORE payload: a 3D strided copy between host memory and a local memory.
+
+    For ``p < planes`` and ``r < rows``, host row ``host_addr + p*host_plane_stride +
+    r*host_row_stride`` (``row_bytes`` bytes, any alignment) pairs with local row ``local_addr +
+    p*local_plane_stride + r*local_row_stride``. Loads write the whole local row: ``col_offset``
+    zero bytes, the ``row_bytes`` data bytes, then zeros to the end of the row (zero padding).
+    Stores write ``row_bytes`` bytes taken from byte ``col_offset`` of the local row.
+    """
+    host_addr: 48
+    host_row_stride: 32
+    host_plane_stride: 32
+    local_addr: 20
+    local_row_stride: 16
+    local_plane_stride: 20
+    row_bytes: 8
+    col_offset: 8
+    rows: 16
+    planes: 16
+    acc: 1              #: local memory is the accumulator (else the scratchpad)
+    reserved: 7
+
+
+class GemmCmd(data.Struct):
+    """GEMM payload: ``C[m, n] (+)= sum_k A[m, k] * B[k, n]`` over ``k_tiles`` × ``n_tiles`` tiles.
+
+    A k-tile ``kt`` row ``i`` is scratchpad row ``a_addr + kt*a_kt_stride + i`` (``i < m``) and holds
+    ``A[i, kt*dim:(kt+1)*dim]``. B tile ``(kt, nt)`` row ``kk`` is scratchpad row ``b_addr +
+    nt*b_nt_stride + kt*dim + kk`` and holds ``B[kt*dim+kk, nt*dim:(nt+1)*dim]``. C tile ``nt`` row
+    ``i`` is accumulator row ``c_addr + nt*c_nt_stride + i``. With ``accumulate`` clear the first
+    k-tile overwrites C; with it set every k-tile adds (K-tiling across commands). Edges are zero
+    padded by the DMA loads.
+    """
+    a_addr: 20
+    b_addr: 20
+    c_addr: 20
+    m: 16
+    k_tiles: 12
+    n_tiles: 12
+    a_kt_stride: 20
+    b_nt_stride: 20
+    c_nt_stride: 20
+    accumulate: 1
+    reserved: 15
+
+
+class VecOps(data.Struct):
+    """Which epilogue stages a VECTOR command runs (requantization always runs)."""
+    bias: 1       #: add the per-channel int32 bias row (wrapping int32 add)
+    relu: 1       #: clamp the int8 result below at the zero point
+    add: 1        #: saturating int8 add of the residual scratchpad rows
+    maxred: 1     #: reduce all rows to one row by elementwise max
+    reserved: 4
+
+
+class VecCmd(data.Struct):
+    """VECTOR payload: ``rows`` accumulator rows from ``src_addr`` -> int8 scratchpad rows at ``dst_addr``.
+
+    Per-channel parameters are accumulator rows: ``bias_addr`` (int32 bias), ``mult_addr`` (int32
+    multiplier) and ``shift_addr`` (right shift 0..63). ``res_addr`` is the first residual scratchpad
+    row when ``ops.add`` is set. See docs/numerics.md for the exact arithmetic.
+    """
+    src_addr: 20
+    dst_addr: 20
+    rows: 16
+    bias_addr: 20
+    mult_addr: 20
+    shift_addr: 20
+    res_addr: 20
+    zero_point: 8     #: output zero point, two's complement int8
+    ops: VecOps
+    reserved: 4
+
+
+class Payload(data.Union):
+    raw: PAYLOAD_BITS
+    dma: DmaCmd
+    gemm: GemmCmd
+    vec: VecCmd
+
+
+class Descriptor(data.Struct):
+    """One 256-bit command descriptor."""
+    opcode: Opcode
+    flags: DescFlags
+    tag: 16            #: software tag, echoed in completion records
+    payload: Payload
+
+
+for _layout in (DmaCmd, GemmCmd, VecCmd):
+    assert data.Layout.cast(_layout).size <= PAYLOAD_BITS, _layout
+assert data.Layout.cast(Descriptor).size == DESCRIPTOR_BITS
