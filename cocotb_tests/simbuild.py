@@ -135,10 +135,14 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
                  hdl_toplevel_lang="verilog", testcase=testcase, seed=seed, build_dir=bdir,
                  test_dir=tdir, results_xml=str(results_xml), extra_env=env, waves=waves,
                  timescale=("1ns", "1ps"))
-    except SystemExit as e:
-        raise AssertionError(f"simulator exited abnormally ({e}) SEED={seed}; log dir {tdir}; "
-                             f"rerun with waves: {repro_command(seed)}") from None
+    except SystemExit as e:   # the runner exits non-zero when a test failed or the sim crashed
+        abnormal = e
+    else:
+        abnormal = None
     results = _parse_results(results_xml)
+    if abnormal is not None and not results:
+        raise AssertionError(f"simulator exited abnormally ({abnormal}) SEED={seed}; log dir {tdir}; "
+                             f"rerun with waves: {repro_command(seed)}")
     failed = [name for name, ok in results if not ok]
     if waves:
         print(f"[simbuild] waves: {tdir / 'dump.vcd'}")

@@ -1,0 +1,11 @@
+"""CSR block generated from the SystemRDL map, driven over AXI4-Lite by cocotbext-axi."""
+import pytest
+
+from hdl_gen.csr_block import CsrBlock
+from . import simbuild
+
+
+@pytest.mark.sim
+def test_csr_block():
+    target = simbuild.amaranth_target("kaki_tb_csr_block", CsrBlock)
+    simbuild.run(target, "cocotb_tests.cocotb_csr_block")

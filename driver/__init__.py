@@ -1,0 +1,1 @@
+"""Kaki host driver."""

@@ -1,0 +1,94 @@
+"""Descriptor dispatch: routes submitted descriptors to per-engine command FIFOs and retires them."""
+from amaranth import Cat, Module, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .descriptor import DESCRIPTOR_BITS, Descriptor, ErrorCode, Opcode
+
+#: Engines in dispatch order; index i owns IRQ_STATUS/DONE_* cause i.
+ENGINES = (("dma_load", Opcode.DMA_LOAD), ("dma_store", Opcode.DMA_STORE),
+           ("gemm", Opcode.GEMM), ("vec", Opcode.VECTOR))
+
+
+class RetireSignature(wiring.Signature):
+    """What the dispatcher reports for an engine when one of its commands retires.
+
+    done : Out(1) pulse; irq : Out(1) the descriptor asked for a completion interrupt;
+    error : Out(ErrorCode); opcode : Out(Opcode); tag : Out(16).
+    """
+
+    def __init__(self):
+        super().__init__({"done": Out(1), "irq": Out(1), "error": Out(ErrorCode),
+                          "opcode": Out(Opcode), "tag": Out(16)})
+
+
+class Dispatcher(wiring.Component):
+    """Accepts one descriptor per ``submit`` and queues it for the engine its opcode names.
+
+    Commands for different engines run concurrently; commands for one engine run in submission
+    order. A descriptor that cannot be queued retires at once with an error (BAD_OPCODE for an
+    opcode no engine serves, CMD_OVERFLOW when the engine's FIFO is full); NOP retires silently.
+
+    Ports
+    -----
+    desc       : In(256) — the descriptor, sampled when ``submit`` is high.
+    submit     : In(1) — one-cycle submit strobe.
+    <engine>   : Out(stream.Signature(Descriptor)) — the next descriptor for each engine of
+                 :data:`ENGINES` (``dma_load``, ``dma_store``, ``gemm``, ``vec``).
+    <engine>_done, <engine>_error : In(1), In(ErrorCode) — the engine's retire pulse and result.
+    retire     : Out(RetireSignature()).array(len(ENGINES)) — retire events per engine.
+    reject     : Out(RetireSignature()) — descriptors refused at submission.
+    inflight   : Out(len(ENGINES)) — engine i holds an accepted command.
+    idle       : Out(1) — no command queued or executing.
+    """
+
+    def __init__(self, depth=4):
+        if depth < 1:
+            raise ValueError(f"FIFO depth must be at least 1, not {depth!r}")
+        self.depth = depth
+        members = {"desc": In(DESCRIPTOR_BITS), "submit": In(1)}
+        for name, _ in ENGINES:
+            members[name] = Out(stream.Signature(Descriptor))
+            members[f"{name}_done"] = In(1)
+            members[f"{name}_error"] = In(ErrorCode)
+        members["retire"] = Out(RetireSignature()).array(len(ENGINES))
+        members["reject"] = Out(RetireSignature())
+        members["inflight"] = Out(len(ENGINES))
+        members["idle"] = Out(1)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        desc = Descriptor(self.desc)
+        known = Signal()
+        busy = []
+        m.d.comb += [self.reject.opcode.eq(desc.opcode), self.reject.tag.eq(desc.tag),
+                     self.reject.irq.eq(desc.flags.irq)]
+        for i, (name, opcode) in enumerate(ENGINES):
+            q = fifo.SyncFIFOBuffered(width=DESCRIPTOR_BITS, depth=self.depth)
+            m.submodules[f"{name}_fifo"] = q
+            port = getattr(self, name)
+            hit = self.submit & (desc.opcode == opcode)
+            m.d.comb += [q.w_data.eq(self.desc), q.w_en.eq(hit),
+                         port.valid.eq(q.r_rdy), port.payload.eq(q.r_data),
+                         q.r_en.eq(port.ready)]
+            with m.If(hit):
+                m.d.comb += known.eq(1)
+                with m.If(~q.w_rdy):
+                    m.d.comb += [self.reject.done.eq(1),
+                                 self.reject.error.eq(ErrorCode.CMD_OVERFLOW)]
+            # The descriptor in flight, kept for its flags and tag until it retires.
+            held = Signal(Descriptor, name=f"{name}_held")
+            with m.If(port.valid & port.ready):
+                m.d.sync += [held.eq(port.payload), self.inflight[i].eq(1)]
+            done = getattr(self, f"{name}_done")
+            with m.If(done):
+                m.d.sync += self.inflight[i].eq(0)
+            r = self.retire[i]
+            m.d.comb += [r.done.eq(done), r.error.eq(getattr(self, f"{name}_error")),
+                         r.irq.eq(held.flags.irq), r.opcode.eq(held.opcode), r.tag.eq(held.tag)]
+            busy.append(q.r_rdy)
+        with m.If(self.submit & ~known & (desc.opcode != Opcode.NOP)):
+            m.d.comb += [self.reject.done.eq(1), self.reject.error.eq(ErrorCode.BAD_OPCODE)]
+        m.d.comb += self.idle.eq(~Cat(*busy).any() & ~self.inflight.any())
+        return m
