@@ -53,17 +53,19 @@ class DmaCmd(data.Struct):
     p*local_plane_stride + r*local_row_stride``. Loads write the whole local row: ``col_offset``
     zero bytes, the ``row_bytes`` data bytes, then zeros to the end of the row (zero padding).
     Stores write ``row_bytes`` bytes taken from byte ``col_offset`` of the local row.
+    ``row_bytes == 0`` is legal: a load then writes all-zero rows (padding rows), a store writes
+    nothing. ``rows`` and ``planes`` must be nonzero.
     """
-    host_addr: 48
-    host_row_stride: 32
-    host_plane_stride: 32
-    local_addr: 20
-    local_row_stride: 16
-    local_plane_stride: 20
-    row_bytes: 8
-    col_offset: 8
-    rows: 16
-    planes: 16
+    host_addr: 48           #: first byte of the first host row
+    host_row_stride: 32     #: bytes between host rows
+    host_plane_stride: 32   #: bytes between host planes
+    local_addr: 20          #: first local row
+    local_row_stride: 16    #: local rows between rows
+    local_plane_stride: 20  #: local rows between planes
+    row_bytes: 8            #: bytes per row (0..local row bytes - col_offset)
+    col_offset: 8           #: byte offset in the local row (leading zero padding on loads)
+    rows: 16                #: rows per plane, >= 1
+    planes: 16              #: planes, >= 1
     acc: 1              #: local memory is the accumulator (else the scratchpad)
     reserved: 7
 

@@ -1,0 +1,1 @@
+"""Kaki compiler: model graph -> tiled, scheduled command stream."""

@@ -1,0 +1,165 @@
+"""Lower one int8 GEMM with a fused bias + requantize (+ ReLU) epilogue to Kaki commands.
+
+Host tensors are row-major: ``A[M, K]`` and ``B[K, N]`` int8, ``bias``/``mult``/``shift`` int32
+``[N]``, output ``Y[M, N]`` int8. The DMA's strides do the tiling: A is loaded as K/dim planes of M
+scratchpad rows, B as N/dim tiles of K rows, so no host-side repacking is needed. Edges are zero
+padded by the loads (columns) or by zero-row loads (B's K edge).
+
+The result is four phases (loads, GEMM, epilogue, stores) that must run in order; the last command
+of each phase asks for a completion interrupt so the host can wait on it.
+"""
+from dataclasses import dataclass
+
+from driver.descriptors import Opcode
+
+from .errors import CompileError
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def _align(x, a):
+    return _ceil_div(x, a) * a
+
+
+@dataclass(frozen=True)
+class Command:
+    opcode: Opcode
+    fields: dict
+    irq: bool = False
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """Byte addresses of the operands in host memory."""
+    a: int
+    b: int
+    bias: int
+    mult: int
+    shift: int
+    out: int
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """Where one GEMM lives on chip (row addresses) and in host memory (byte addresses)."""
+    m: int
+    k: int
+    n: int
+    dim: int
+    host: HostLayout
+    a_spad: int
+    b_spad: int
+    out_spad: int
+    c_acc: int
+    param_acc: int
+
+    @property
+    def k_tiles(self):
+        return _ceil_div(self.k, self.dim)
+
+    @property
+    def n_tiles(self):
+        return _ceil_div(self.n, self.dim)
+
+    @property
+    def b_tile_stride(self):
+        return self.k_tiles * self.dim
+
+
+def plan_gemm(m, k, n, caps, host, name="gemm"):
+    """Place A, B, C, the epilogue parameters and the output on chip; raise CompileError if not."""
+    for label, v, hi in (("M", m, 0xFFFF), ("K", k, 0xFFF * caps.dim), ("N", n, 0xFFF * caps.dim)):
+        if not 1 <= v <= hi:
+            raise CompileError(name, f"{label}={v} is outside 1..{hi}")
+    dim = caps.dim
+    kt, nt = _ceil_div(k, dim), _ceil_div(n, dim)
+    # Operands in separate banks where possible, so DMA and compute do not contend.
+    a_spad = 0
+    b_spad = _align(a_spad + kt * m, caps.spad_bank_rows)
+    out_spad = _align(b_spad + nt * kt * dim, caps.spad_bank_rows)
+    if out_spad + nt * m > caps.spad_rows:
+        raise CompileError(name, f"{m}x{k}x{n} needs {out_spad + nt * m} scratchpad rows, "
+                                 f"the chip has {caps.spad_rows} (tile the GEMM)")
+    c_acc = 0
+    param_acc = c_acc + nt * m
+    if param_acc + 3 * nt > caps.acc_rows:
+        raise CompileError(name, f"{m}x{k}x{n} needs {param_acc + 3 * nt} accumulator rows, "
+                                 f"the chip has {caps.acc_rows}")
+    return GemmPlan(m, k, n, dim, host, a_spad, b_spad, out_spad, c_acc, param_acc)
+
+
+def _tiled_dma(opcode, *, host_addr, host_row_stride, rows, cols, elem_bytes, local_addr,
+               local_plane_stride, local_row_stride, dim, acc=0):
+    """DMA commands moving a rows×cols matrix as column tiles of ``dim`` elements (one plane each)."""
+    full, edge = divmod(cols, dim)
+    cmds = []
+    common = dict(host_row_stride=host_row_stride, rows=rows, local_row_stride=local_row_stride,
+                  host_plane_stride=dim * elem_bytes, local_plane_stride=local_plane_stride, acc=acc)
+    if full:
+        cmds.append(Command(opcode, dict(common, host_addr=host_addr, local_addr=local_addr,
+                                         row_bytes=dim * elem_bytes, planes=full)))
+    if edge:
+        cmds.append(Command(opcode, dict(common, host_addr=host_addr + full * dim * elem_bytes,
+                                         local_addr=local_addr + full * local_plane_stride,
+                                         row_bytes=edge * elem_bytes, planes=1)))
+    return cmds
+
+
+def _with_irq(cmds):
+    return [*cmds[:-1], Command(cmds[-1].opcode, cmds[-1].fields, irq=True)]
+
+
+def lower_gemm_epilogue(plan, *, zero_point, relu=True, bias=True):
+    """Commands computing ``Y = requant(A @ B (+ bias)) (ReLU)``, as [loads, gemm, epilogue, stores]."""
+    p, dim, h = plan, plan.dim, plan.host
+    loads = _tiled_dma(Opcode.DMA_LOAD, host_addr=h.a, host_row_stride=p.k, rows=p.m, cols=p.k,
+                       elem_bytes=1, local_addr=p.a_spad, local_plane_stride=p.m,
+                       local_row_stride=1, dim=dim)
+    loads += _tiled_dma(Opcode.DMA_LOAD, host_addr=h.b, host_row_stride=p.n, rows=p.k, cols=p.n,
+                        elem_bytes=1, local_addr=p.b_spad, local_plane_stride=p.b_tile_stride,
+                        local_row_stride=1, dim=dim)
+    if p.k_tiles * dim > p.k:   # B's K edge: the tile rows past K must be zero
+        loads.append(Command(Opcode.DMA_LOAD, dict(
+            host_addr=h.b, host_row_stride=0, host_plane_stride=0, row_bytes=0,
+            rows=p.k_tiles * dim - p.k, planes=p.n_tiles, local_addr=p.b_spad + p.k,
+            local_row_stride=1, local_plane_stride=p.b_tile_stride)))
+    for i, addr in enumerate((h.bias, h.mult, h.shift)):
+        loads += _tiled_dma(Opcode.DMA_LOAD, host_addr=addr, host_row_stride=0, rows=1, cols=p.n,
+                            elem_bytes=4, local_addr=p.param_acc + i, local_plane_stride=3,
+                            local_row_stride=1, dim=dim, acc=1)
+    gemm = [Command(Opcode.GEMM, dict(
+        a_addr=p.a_spad, b_addr=p.b_spad, c_addr=p.c_acc, m=p.m, k_tiles=p.k_tiles,
+        n_tiles=p.n_tiles, a_kt_stride=p.m, b_nt_stride=p.b_tile_stride, c_nt_stride=p.m,
+        accumulate=0))]
+    ops = {"bias": int(bias), "relu": int(relu)}
+    epilogue = [Command(Opcode.VECTOR, dict(
+        src_addr=p.c_acc + nt * p.m, dst_addr=p.out_spad + nt * p.m, rows=p.m,
+        bias_addr=p.param_acc + 3 * nt, mult_addr=p.param_acc + 3 * nt + 1,
+        shift_addr=p.param_acc + 3 * nt + 2, zero_point=zero_point & 0xFF,
+        **{f"ops.{k}": v for k, v in ops.items()})) for nt in range(p.n_tiles)]
+    stores = _tiled_dma(Opcode.DMA_STORE, host_addr=h.out, host_row_stride=p.n, rows=p.m,
+                        cols=p.n, elem_bytes=1, local_addr=p.out_spad, local_plane_stride=p.m,
+                        local_row_stride=1, dim=dim)
+    return [_with_irq(phase) for phase in (loads, gemm, epilogue, stores)]
+
+
+def host_layout(m, k, n, base=0x1000, align=64):
+    """Consecutive host placement of A, B, bias, mult, shift and Y (each ``align``-aligned)."""
+    addrs, cur = [], base
+    for size in (m * k, k * n, 4 * n, 4 * n, 4 * n, m * n):
+        addrs.append(cur)
+        cur = _align(cur + size, align)
+    return HostLayout(*addrs), cur
+
+
+def encode_phases(phases, tag_base=0):
+    """Descriptor words of every command, phase by phase (tags number the commands)."""
+    from driver.commands import encode
+    out, tag = [], tag_base
+    for phase in phases:
+        out.append([encode(c.opcode, irq=c.irq, tag=tag + i, **c.fields)
+                    for i, c in enumerate(phase)])
+        tag += len(phase)
+    return out

@@ -1,0 +1,162 @@
+"""Functional model of a whole Kaki chip: executes descriptors on NumPy memories.
+
+It follows the descriptor contract (hdl_gen/descriptor.py docstrings, docs/numerics.md) with the
+arithmetic of :mod:`golden.ops`, not the RTL: commands run one at a time in submission order,
+which is the result any legal RTL schedule must reproduce. Errors are reported with the same
+:class:`ErrorCode` the hardware uses; a failing command changes nothing.
+
+Check order when several faults hold at once: RESERVED_BITS, BAD_SHAPE, LOCAL_RANGE, HOST_RANGE,
+then the data-dependent BAD_SHIFT and AXI errors.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from driver import commands
+from driver.descriptors import ErrorCode, Opcode
+
+from . import ops
+
+
+@dataclass
+class Retired:
+    opcode: object
+    tag: int
+    error: ErrorCode
+
+
+class _Fault(Exception):
+    def __init__(self, code):
+        self.code = code
+
+
+def _signed32(row):
+    return row.astype(np.int64)
+
+
+@dataclass
+class DeviceModel:
+    """A chip with capabilities ``caps`` and ``host_bytes`` of host memory at address 0.
+
+    Host accesses beyond ``host_bytes`` answer DECERR (as an AXI interconnect would); addresses
+    beyond ``2**caps.addr_bits`` are refused up front with HOST_RANGE.
+    """
+    caps: object
+    host_bytes: int = 1 << 20
+    retired: list = field(default_factory=list)
+
+    def __post_init__(self):
+        c = self.caps
+        self.host = np.zeros(self.host_bytes, dtype=np.uint8)
+        self.spad = np.zeros((c.spad_rows, c.dim), dtype=np.int8)
+        self.acc = np.zeros((c.acc_rows, c.dim), dtype=np.int32)
+
+    # ------------------------------------------------------------------ submission
+    def submit(self, words):
+        """Execute one descriptor; return its ErrorCode (also appended to ``retired``)."""
+        d = commands.decode(words)
+        opcode = d["opcode"]
+        handlers = {Opcode.DMA_LOAD: self._dma_load, Opcode.DMA_STORE: self._dma_store,
+                    Opcode.GEMM: self._gemm, Opcode.VECTOR: self._vector}
+        if opcode == Opcode.NOP:
+            return ErrorCode.OK
+        try:
+            if opcode not in handlers:
+                raise _Fault(ErrorCode.BAD_OPCODE)
+            if d["flags.reserved"] or d.get("reserved") or d.get("ops.reserved"):
+                raise _Fault(ErrorCode.RESERVED_BITS)
+            handlers[opcode](d)
+            code = ErrorCode.OK
+        except _Fault as f:
+            code = f.code
+        self.retired.append(Retired(opcode, d["tag"], code))
+        return code
+
+    def run(self, program):
+        """Submit every descriptor of ``program`` (a list of word lists); return the error codes."""
+        return [self.submit(w) for w in program]
+
+    # ------------------------------------------------------------------ DMA
+    def _dma_rows(self, d):
+        """Validate a DMA; return (local memory as bytes view, local row indices, row bytes)."""
+        acc = bool(d["acc"])
+        mem = self.acc if acc else self.spad
+        row_bytes_local = self.caps.dim * (4 if acc else 1)
+        if d["rows"] == 0 or d["planes"] == 0 or d["row_bytes"] + d["col_offset"] > row_bytes_local:
+            raise _Fault(ErrorCode.BAD_SHAPE)
+        p = np.arange(d["planes"])[:, None]
+        r = np.arange(d["rows"])[None, :]
+        local = (d["local_addr"] + p * d["local_plane_stride"] + r * d["local_row_stride"]).ravel()
+        if local.max() >= mem.shape[0]:
+            raise _Fault(ErrorCode.LOCAL_RANGE)
+        if d["row_bytes"]:
+            last = (d["host_addr"] + (d["planes"] - 1) * d["host_plane_stride"]
+                    + (d["rows"] - 1) * d["host_row_stride"] + d["row_bytes"] - 1)
+            if last >= 1 << self.caps.addr_bits:
+                raise _Fault(ErrorCode.HOST_RANGE)
+            if last >= self.host_bytes:
+                raise _Fault(ErrorCode.AXI_DECERR)
+        return mem.view(np.uint8).reshape(mem.shape[0], row_bytes_local), local, row_bytes_local
+
+    def _dma_fields(self, d):
+        return {k: d[k] for k in ("host_addr", "host_row_stride", "host_plane_stride",
+                                  "row_bytes", "col_offset", "rows", "planes")}
+
+    def _dma_load(self, d):
+        view, local, lrb = self._dma_rows(d)
+        if d["row_bytes"] == 0:
+            view[local] = 0
+            return
+        view[local] = ops.dma_load(self.host, local_row_bytes=lrb, **self._dma_fields(d))
+
+    def _dma_store(self, d):
+        view, local, _ = self._dma_rows(d)
+        if d["row_bytes"] == 0:
+            return
+        self.host = ops.dma_store(self.host, view[local], **self._dma_fields(d))
+
+    # ------------------------------------------------------------------ GEMM
+    def _gemm(self, d):
+        dim = self.caps.dim
+        m, kt, nt = d["m"], d["k_tiles"], d["n_tiles"]
+        if m == 0 or kt == 0 or nt == 0:
+            raise _Fault(ErrorCode.BAD_SHAPE)
+        if (d["a_addr"] + (kt - 1) * d["a_kt_stride"] + m > self.caps.spad_rows
+                or d["b_addr"] + (nt - 1) * d["b_nt_stride"] + kt * dim > self.caps.spad_rows
+                or d["c_addr"] + (nt - 1) * d["c_nt_stride"] + m > self.caps.acc_rows):
+            raise _Fault(ErrorCode.LOCAL_RANGE)
+        for n in range(nt):
+            c0 = d["c_addr"] + n * d["c_nt_stride"]
+            for k in range(kt):
+                a0 = d["a_addr"] + k * d["a_kt_stride"]
+                b0 = d["b_addr"] + n * d["b_nt_stride"] + k * dim
+                c_init = None if (k == 0 and not d["accumulate"]) else self.acc[c0:c0 + m]
+                self.acc[c0:c0 + m] = ops.gemm(self.spad[a0:a0 + m], self.spad[b0:b0 + dim], c_init)
+
+    # ------------------------------------------------------------------ vector unit
+    def _vector(self, d):
+        rows = d["rows"]
+        if rows == 0:
+            raise _Fault(ErrorCode.BAD_SHAPE)
+        out_rows = 1 if d["ops.maxred"] else rows
+        acc_rows = [d["src_addr"] + rows, d["mult_addr"] + 1, d["shift_addr"] + 1]
+        if d["ops.bias"]:
+            acc_rows.append(d["bias_addr"] + 1)
+        spad_rows = [d["dst_addr"] + out_rows]
+        if d["ops.add"]:
+            spad_rows.append(d["res_addr"] + rows)
+        if max(acc_rows) > self.caps.acc_rows or max(spad_rows) > self.caps.spad_rows:
+            raise _Fault(ErrorCode.LOCAL_RANGE)
+        zp = d["zero_point"] - 256 if d["zero_point"] & 0x80 else d["zero_point"]
+        shift = self.acc[d["shift_addr"]].astype(np.int64)
+        if shift.min() < 0 or shift.max() > ops.SHIFT_MAX:
+            raise _Fault(ErrorCode.BAD_SHIFT)
+        residual = None
+        if d["ops.add"]:
+            residual = self.spad[d["res_addr"]:d["res_addr"] + rows]
+        y = ops.vector_epilogue(
+            self.acc[d["src_addr"]:d["src_addr"] + rows],
+            bias=self.acc[d["bias_addr"]] if d["ops.bias"] else None,
+            mult=self.acc[d["mult_addr"]], shift=shift, zero_point=zp,
+            relu=bool(d["ops.relu"]), residual=residual, maxred=bool(d["ops.maxred"]))
+        self.spad[d["dst_addr"]:d["dst_addr"] + out_rows] = y

@@ -1,0 +1,61 @@
+"""Golden device model: every error class is reported with its code and changes nothing."""
+import numpy as np
+import pytest
+
+from driver.capabilities import Capabilities
+from driver.commands import encode
+from driver.descriptors import ErrorCode, Opcode
+from golden.device_model import DeviceModel
+from hdl_gen.config import KakiConfig
+
+CAPS = Capabilities.from_config(KakiConfig(dim=4, spad_bank_rows=64, acc_bank_rows=64))
+DMA = dict(host_addr=0x100, host_row_stride=4, host_plane_stride=0, row_bytes=4, rows=2, planes=1,
+           local_row_stride=1)
+GEMM = dict(m=2, k_tiles=1, n_tiles=1, a_addr=0, b_addr=8, c_addr=0)
+VEC = dict(src_addr=0, dst_addr=20, rows=2, mult_addr=10, shift_addr=11)
+
+BAD = [
+    ("reserved flag bit", encode(Opcode.GEMM, **GEMM), ErrorCode.RESERVED_BITS, (0, 1 << 9)),
+    ("reserved payload bit", encode(Opcode.GEMM, reserved=1, **GEMM), ErrorCode.RESERVED_BITS, None),
+    ("unknown opcode", encode(Opcode.NOP), ErrorCode.BAD_OPCODE, (0, 0x7F)),
+    ("zero rows", encode(Opcode.DMA_LOAD, **{**DMA, "rows": 0}), ErrorCode.BAD_SHAPE, None),
+    ("row too long", encode(Opcode.DMA_LOAD, **{**DMA, "row_bytes": 3, "col_offset": 2}),
+     ErrorCode.BAD_SHAPE, None),
+    ("local range", encode(Opcode.DMA_LOAD, **{**DMA, "local_addr": CAPS.spad_rows - 1}),
+     ErrorCode.LOCAL_RANGE, None),
+    ("host range", encode(Opcode.DMA_STORE, **{**DMA, "host_addr": (1 << 32) - 4}),
+     ErrorCode.HOST_RANGE, None),
+    ("gemm m=0", encode(Opcode.GEMM, **{**GEMM, "m": 0}), ErrorCode.BAD_SHAPE, None),
+    ("gemm C out of range", encode(Opcode.GEMM, **{**GEMM, "c_addr": CAPS.acc_rows - 1}),
+     ErrorCode.LOCAL_RANGE, None),
+    ("vector dst out of range", encode(Opcode.VECTOR, **{**VEC, "dst_addr": CAPS.spad_rows - 1}),
+     ErrorCode.LOCAL_RANGE, None),
+    ("bad shift", encode(Opcode.VECTOR, **VEC), ErrorCode.BAD_SHIFT, "shift64"),
+]
+
+
+@pytest.mark.parametrize("name,words,code,patch", BAD, ids=[b[0] for b in BAD])
+def test_error_is_reported_and_changes_nothing(name, words, code, patch):
+    dev = DeviceModel(CAPS, host_bytes=1 << 16)
+    rng = np.random.default_rng(7)
+    dev.host[:] = rng.integers(0, 256, dev.host.size, dtype=np.uint8)
+    dev.spad[:] = rng.integers(-128, 128, dev.spad.shape, dtype=np.int8)
+    dev.acc[:] = rng.integers(-2**31, 2**31, dev.acc.shape, dtype=np.int32)
+    dev.acc[11] = 5
+    if patch == "shift64":
+        dev.acc[11, 2] = 64
+    elif patch:
+        words = list(words)
+        words[patch[0]] |= patch[1]
+    before = (dev.host.copy(), dev.spad.copy(), dev.acc.copy())
+    assert dev.submit(words) == code
+    assert dev.retired[-1].error == code
+    for a, b in zip(before, (dev.host, dev.spad, dev.acc)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_zero_byte_load_writes_zero_rows():
+    dev = DeviceModel(CAPS, host_bytes=1 << 12)
+    dev.spad[:] = 5
+    assert dev.submit(encode(Opcode.DMA_LOAD, **{**DMA, "row_bytes": 0, "local_addr": 3})) == ErrorCode.OK
+    assert (dev.spad[3:5] == 0).all() and (dev.spad[5] == 5).all() and (dev.spad[2] == 5).all()
