@@ -126,6 +126,8 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", tag or testcase or test_module)
     tdir = BUILD / "runs" / target.name / f"{safe}-{os.getpid()}-{time.time_ns() % 10**9}"
     tdir.mkdir(parents=True, exist_ok=True)
+    global _last_run_dir
+    _last_run_dir = tdir
     print(f"[simbuild] {target.name} {test_module}{'::' + testcase if testcase else ''} "
           f"SEED={seed} dir={tdir.relative_to(REPO)}")
     env = {"KAKI_SEED": str(seed), "PYTHONPATH": str(REPO), **(extra_env or {})}
@@ -152,6 +154,14 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
         raise AssertionError(f"cocotb tests failed: {failed} (SEED={seed}); "
                              f"rerun with waves: {repro_command(seed)}; log dir {tdir}")
     return results
+
+
+_last_run_dir = None
+
+
+def last_run_dir():
+    """The test directory of the most recent :func:`run` in this process."""
+    return _last_run_dir
 
 
 def _run_sim(fast, **kwargs):

@@ -1,0 +1,116 @@
+"""Whole-chip testbench: one Kaki SoC wired to the HDL host memory model.
+
+:class:`ChipTB` owns the clock, reset, the CSR bus master (cocotbext-axi AXI4-Lite), the host
+memory backdoor and the interrupt line. It talks to the chip only through its ports; host memory
+belongs to the testbench and is loaded through the backdoor.
+"""
+import os
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+
+from driver import registers as R
+from driver.capabilities import Capabilities
+from driver.descriptors import ErrorCode, Opcode
+
+from .host_mem import HostMemory
+
+CLOCK_NS = 10
+
+
+class DeviceTimeout(AssertionError):
+    """A wait on the device exceeded its budget; the message says what was awaited and the state."""
+
+
+class CommandFailed(AssertionError):
+    """The device reported an error for a command."""
+
+    def __init__(self, code, opcode, tag):
+        super().__init__(f"command tag {tag} ({Opcode(opcode).name if opcode in Opcode._value2member_map_ else opcode}) "
+                         f"failed with {ErrorCode(code).name if code in ErrorCode._value2member_map_ else code}")
+        self.code, self.opcode, self.tag = code, opcode, tag
+
+
+class ChipTB:
+    def __init__(self, dut):
+        self.dut = dut
+        self.seed = int(os.environ.get("KAKI_SEED", "1"))
+        Clock(dut.clk, CLOCK_NS, unit="ns").start()
+        self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr", bus_separator="__"),
+                                 dut.clk, dut.rst)
+        self.host = HostMemory(dut)
+        self.caps = None
+        self.log = dut._log
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 5)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+        self.caps = await self.capabilities()
+        return self.caps
+
+    # ------------------------------------------------------------------ registers
+    async def read(self, reg):
+        resp = await self.csr.read(reg.addr, 4)
+        return int.from_bytes(resp.data, "little")
+
+    async def write(self, reg, value):
+        await self.csr.write(reg.addr, int(value).to_bytes(4, "little"))
+
+    async def capabilities(self):
+        values = {}
+        for reg in (R.ID, R.VERSION, R.CAP_ARRAY, R.CAP_SPAD, R.CAP_ACC, R.CAP_DMA, R.CAP_QUEUES):
+            values[reg.name] = await self.read(reg)
+        return Capabilities.from_values(lambda reg: values[reg.name])
+
+    # ------------------------------------------------------------------ commands
+    async def submit(self, words):
+        for reg, w in zip(R.CMD, words):
+            await self.write(reg, w)
+        await self.write(R.CMD_SUBMIT, R.CMD_SUBMIT.GO.put(1))
+
+    async def wait_irq(self, timeout_cycles, what):
+        """Wait for the IRQ line; on timeout raise DeviceTimeout naming ``what`` and the state."""
+        if not int(self.dut.irq.value):
+            try:
+                await with_timeout(RisingEdge(self.dut.irq), timeout_cycles * CLOCK_NS, "ns")
+            except cocotb.triggers.SimTimeoutError:
+                raise DeviceTimeout(f"no interrupt after {timeout_cycles} cycles waiting for "
+                                    f"{what}; {await self.state()}") from None
+        status = await self.read(R.IRQ_STATUS)
+        await self.write(R.IRQ_STATUS, status)          # W1C acknowledge
+        if R.IRQ_STATUS.ERROR.get(status):
+            info = R.ERROR_INFO.decode(await self.read(R.ERROR_INFO))
+            raise CommandFailed(info["CODE"], info["OPCODE"], info["TAG"])
+        return status
+
+    async def state(self):
+        """Status, retire counts and first error, for timeout messages."""
+        parts = [f"STATUS={R.STATUS.decode(await self.read(R.STATUS))}"]
+        for reg in (R.DONE_DMA_LOAD, R.DONE_DMA_STORE, R.DONE_GEMM, R.DONE_VEC):
+            parts.append(f"{reg.name}={await self.read(reg)}")
+        parts.append(f"IRQ_STATUS={await self.read(R.IRQ_STATUS):#x}")
+        parts.append(f"ERROR_INFO={R.ERROR_INFO.decode(await self.read(R.ERROR_INFO))}")
+        return ", ".join(parts)
+
+    async def enable_irqs(self):
+        await self.write(R.IRQ_ENABLE, sum(f.mask for f in R.IRQ_ENABLE.fields))
+
+    async def run_phases(self, phases, timeout_cycles=2_000_000):
+        """Submit each phase (a list of descriptor word lists) and wait for its last command's IRQ."""
+        for i, phase in enumerate(phases):
+            for words in phase:
+                await self.submit(words)
+            await self.wait_irq(timeout_cycles, f"phase {i} ({len(phase)} commands)")
+
+    async def perf(self):
+        names = ["PERF_CYCLES", "PERF_GEMM_BUSY", "PERF_GEMM_ACTIVE", "PERF_GEMM_STALL",
+                 "PERF_VEC_BUSY", "PERF_VEC_ACTIVE", "PERF_DMA_LOAD_BUSY", "PERF_DMA_STORE_BUSY",
+                 "PERF_DMA_LOAD_BYTES", "PERF_DMA_STORE_BYTES"]
+        return {n: await self.read(R.REGISTERS[n]) for n in names}
+
+    async def clear_perf(self):
+        await self.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))
