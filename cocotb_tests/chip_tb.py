@@ -4,6 +4,7 @@
 memory backdoor and the interrupt line. It talks to the chip only through its ports; host memory
 belongs to the testbench and is loaded through the backdoor.
 """
+import logging
 import os
 
 import cocotb
@@ -16,8 +17,11 @@ from driver.capabilities import Capabilities
 from driver.descriptors import ErrorCode, Opcode
 
 from .host_mem import HostMemory
+from .soc_target import HOST_WORDS
 
 CLOCK_NS = 10
+_ENGINE_DONE = {Opcode.DMA_LOAD: "DONE_DMA_LOAD", Opcode.DMA_STORE: "DONE_DMA_STORE",
+                Opcode.GEMM: "DONE_GEMM", Opcode.VECTOR: "DONE_VEC"}
 
 
 class DeviceTimeout(AssertionError):
@@ -40,7 +44,10 @@ class ChipTB:
         Clock(dut.clk, CLOCK_NS, unit="ns").start()
         self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr", bus_separator="__"),
                                  dut.clk, dut.rst)
-        self.host = HostMemory(dut)
+        for channel in (self.csr.write_if, self.csr.read_if):
+            channel.log.setLevel(logging.WARNING)
+        self.host = HostMemory(dut, prefix="host_", words=HOST_WORDS)
+        self.host.configure(seed=self.seed)
         self.caps = None
         self.log = dut._log
 
@@ -50,6 +57,8 @@ class ChipTB:
         self.dut.rst.value = 0
         await ClockCycles(self.dut.clk, 2)
         self.caps = await self.capabilities()
+        self._submitted = {e: 0 for e in _ENGINE_DONE.values()}
+        self._retired = {e: 0 for e in _ENGINE_DONE.values()}
         return self.caps
 
     # ------------------------------------------------------------------ registers
@@ -68,6 +77,21 @@ class ChipTB:
 
     # ------------------------------------------------------------------ commands
     async def submit(self, words):
+        """Write one descriptor and ring the doorbell, first waiting for room in its engine's FIFO.
+
+        Room is judged from the engine's DONE_* counter: at most FIFO_DEPTH of the commands this
+        testbench submitted to an engine may be unretired (the executing one counts, so this is
+        conservative by one).
+        """
+        engine = _ENGINE_DONE.get(words[0] & 0xFF)
+        if engine is not None:
+            for _ in range(100_000):
+                if self._submitted[engine] - self._retired[engine] < self.caps.fifo_depth:
+                    break
+                self._retired[engine] = await self.read(R.REGISTERS[engine])
+            else:
+                raise DeviceTimeout(f"{engine} never retired a command to make room; {await self.state()}")
+            self._submitted[engine] += 1
         for reg, w in zip(R.CMD, words):
             await self.write(reg, w)
         await self.write(R.CMD_SUBMIT, R.CMD_SUBMIT.GO.put(1))

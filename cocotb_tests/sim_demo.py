@@ -52,7 +52,7 @@ def main(argv=None):
     target = soc_target(args.dim)
     try:
         simbuild.run(target, "cocotb_tests.cocotb_sim_demo", seed=args.seed, extra_env=env,
-                     tag="sim_demo")
+                     tag="sim_demo", repro=lambda seed: f"make sim DIM={args.dim} SEED={seed} WAVES=1")
         failed = None
     except AssertionError as e:
         failed = e

@@ -114,12 +114,14 @@ def repro_command(seed):
     return f"make waves TEST={shlex.quote(node)} SEED={seed}"
 
 
-def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=None):
+def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=None, repro=None):
     """Run the cocotb tests in ``test_module`` (optionally one ``testcase``) on ``target``.
 
     Returns the parsed results (a list of (name, passed) pairs). Raises AssertionError if no test
-    ran or any failed; the message carries the seed and the repro command.
+    ran or any failed; the message carries the seed and the repro command (``repro(seed)`` when
+    given, else the ``make waves`` line of the current pytest test).
     """
+    repro = repro or repro_command
     waves = wants_waves()
     seed = test_seed() if seed is None else seed
     bdir = build(target, waves=waves)
@@ -144,7 +146,7 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
     results = _parse_results(results_xml)
     if abnormal is not None and not results:
         raise AssertionError(f"simulator exited abnormally ({abnormal}) SEED={seed}; log dir {tdir}; "
-                             f"rerun with waves: {repro_command(seed)}")
+                             f"rerun with waves: {repro(seed)}")
     failed = [name for name, ok in results if not ok]
     if waves:
         print(f"[simbuild] waves: {tdir / 'dump.vcd'}")
@@ -152,7 +154,7 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
         raise AssertionError(f"cocotb ran no test from {test_module} (filter {testcase!r})")
     if failed:
         raise AssertionError(f"cocotb tests failed: {failed} (SEED={seed}); "
-                             f"rerun with waves: {repro_command(seed)}; log dir {tdir}")
+                             f"rerun with waves: {repro(seed)}; log dir {tdir}")
     return results
 
 

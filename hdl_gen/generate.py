@@ -56,22 +56,22 @@ def registers_py():
     return "\n".join(lines)
 
 
-def _peakrdl(exporter_call):
+def _peakrdl(exporter_call, suffix):
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out"
+        out = Path(tmp) / f"out{suffix}"
         exporter_call(_rdl_root().top, str(out))
         return out.read_text()
 
 
 def regs_header():
     from peakrdl_cheader.exporter import CHeaderExporter
-    return _peakrdl(lambda top, path: CHeaderExporter().export(top, path))
+    return _peakrdl(lambda top, path: CHeaderExporter().export(top, path), ".h")
 
 
 def regs_markdown():
     from peakrdl_markdown import MarkdownExporter
     body = _peakrdl(lambda top, path: MarkdownExporter().export(
-        top, path, input_files=["hdl_gen/kaki_regs.rdl"]))
+        top, path, input_files=["hdl_gen/kaki_regs.rdl"]), ".md")
     return f"# Register map\n\n_{HEADER.format(src='hdl_gen/kaki_regs.rdl')}_\n\n{body}"
 
 

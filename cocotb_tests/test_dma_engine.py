@@ -1,0 +1,223 @@
+"""DMA engine block tests: elaboration/lint checks plus cocotb tests under Verilator.
+
+The simulated harness (:class:`DmaHarness`) is the DMA engine with
+
+* a scratchpad and an accumulator :class:`BankedMemory` (``n_read=2``, ``n_write=2``): port 1 is the
+  DMA, port 0 is a backdoor for the test (preload / read back rows) and, while the DMA runs, a
+  random *blocker* that steals the DMA's grants (it writes inverted data to the row the DMA is
+  writing, and reads a neighbouring row of the bank the DMA reads, so a DMA that ignored ``gnt``
+  would be caught);
+* the AXI port wired either to the HDL host memory model ``kaki_host_mem`` (fast path, backdoor by
+  ``$readmemh``/``$writememh``) or, with ``use_ext`` = 1, to the ``ext__*`` ports where a
+  cocotbext-axi ``AxiRam`` with pause generators answers (protocol path).
+
+Two builds: dim 8 (64-bit AXI, bursts of at most 4 beats, 4 reads outstanding) and dim 16 (64-byte
+accumulator rows, 16-beat bursts, 2 outstanding). The cocotb side is ``cocotb_dma_engine.py``.
+"""
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from amaranth import Cat, ClockSignal, Instance, Module, Mux, ResetSignal, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from filelock import FileLock
+
+from hdl_gen.axi import Axi4Signature
+from hdl_gen.banked_memory import BankedMemory
+from hdl_gen.config import KakiConfig
+from hdl_gen.descriptor import DmaCmd
+from hdl_gen.dma_engine import DmaEngine
+from hdl_gen.emit import to_verilog
+from hdl_gen.engine import EngineSignature
+from . import simbuild, toolchain
+
+HOST_MEM_V = Path(__file__).resolve().parent / "hdl" / "kaki_host_mem.v"
+HM_WORDS = 131072          # 1 MiB host memory model
+FNAME_BITS = 1024
+
+CONFIGS = {
+    "d8": dict(dim=8, spad_banks=4, spad_bank_rows=64, acc_banks=2, acc_bank_rows=64,
+               max_burst_beats=4, dma_outstanding=4),
+    "d16": dict(dim=16, spad_banks=2, spad_bank_rows=32, acc_banks=2, acc_bank_rows=32,
+                max_burst_beats=16, dma_outstanding=2),
+}
+
+
+class DmaHarness(wiring.Component):
+    """Test top: DmaEngine + local memories + blocker + host memory model / external AXI port."""
+
+    def __init__(self, cfg, hm_words=HM_WORDS):
+        self.cfg = cfg
+        self.hm_words = hm_words
+        aab, adb, aib = cfg.axi_addr_bits, cfg.axi_data_bits, cfg.axi_id_bits
+        super().__init__({
+            "load": Out(EngineSignature(DmaCmd)),
+            "store": Out(EngineSignature(DmaCmd)),
+            "load_bytes": Out(8),
+            "store_bytes": Out(8),
+            "use_ext": In(1),
+            "ext": Out(Axi4Signature(aab, adb, aib)),
+            "hm_cfg_latency": In(8), "hm_cfg_stall": In(8), "hm_cfg_seed": In(32),
+            "hm_cfg_err_base": In(aab), "hm_cfg_err_limit": In(aab), "hm_cfg_err_resp": In(2),
+            "hm_cfg_max_len": In(8),
+            "hm_bd_load": In(1), "hm_bd_dump": In(1), "hm_bd_fname": In(FNAME_BITS),
+            "hm_bd_lo": In(32), "hm_bd_hi": In(32),
+            "hm_st_prot_err": Out(8), "hm_st_ar_count": Out(32), "hm_st_aw_count": Out(32),
+            "hm_st_rd_max_out": Out(8),
+            "blk_prob": In(8),
+            "spad_bd_we": In(1), "spad_bd_re": In(1), "spad_bd_addr": In(cfg.spad_addr_bits),
+            "spad_bd_wdata": In(cfg.dim * 8), "spad_bd_rdata": Out(cfg.dim * 8),
+            "acc_bd_we": In(1), "acc_bd_re": In(1), "acc_bd_addr": In(cfg.acc_addr_bits),
+            "acc_bd_wdata": In(cfg.dim * 32), "acc_bd_rdata": Out(cfg.dim * 32),
+            "cycles": Out(32),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        m.submodules.dma = dma = DmaEngine(cfg)
+        m.submodules.spad = spad = BankedMemory(banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows,
+                                                width=cfg.dim * 8, n_read=2, n_write=2)
+        m.submodules.acc = acc = BankedMemory(banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows,
+                                              width=cfg.dim * 32, n_read=2, n_write=2)
+        wiring.connect(m, wiring.flipped(self.load), dma.load)
+        wiring.connect(m, wiring.flipped(self.store), dma.store)
+        m.d.comb += [self.load_bytes.eq(dma.load_bytes), self.store_bytes.eq(dma.store_bytes)]
+        m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        # Blocker randomness: a 32-bit Galois LFSR.
+        lfsr = Signal(32, init=0xACE1_2468)
+        m.d.sync += lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0x8020_0003, lfsr >> 1))
+        steal = [Signal(name=f"steal{i}") for i in range(4)]
+        for i, s in enumerate(steal):
+            m.d.comb += s.eq(lfsr[8 * i:8 * i + 8] < self.blk_prob)
+
+        for k, (mem, wr, rd) in enumerate(((spad, dma.spad_wr, dma.spad_rd),
+                                           (acc, dma.acc_wr, dma.acc_rd))):
+            pre = ("spad", "acc")[k]
+            we, re = getattr(self, f"{pre}_bd_we"), getattr(self, f"{pre}_bd_re")
+            addr = getattr(self, f"{pre}_bd_addr")
+            wiring.connect(m, mem.wr[1], wr)
+            wiring.connect(m, mem.rd[1], rd)
+            m.d.comb += [
+                mem.wr[0].en.eq(we | (steal[2 * k] & wr.en)),
+                mem.wr[0].addr.eq(Mux(we, addr, wr.addr)),
+                mem.wr[0].data.eq(Mux(we, getattr(self, f"{pre}_bd_wdata"), ~wr.data)),
+                mem.rd[0].en.eq(re | (steal[2 * k + 1] & rd.en)),
+                mem.rd[0].addr.eq(Mux(re, addr, rd.addr ^ 1)),
+                getattr(self, f"{pre}_bd_rdata").eq(mem.rd[0].data),
+            ]
+
+        # AXI: host memory model or the external port.
+        hm_ports = {}
+        for name, member in dma.axi.signature.members.items():
+            dsig, esig = getattr(dma.axi, name), getattr(self.ext, name)
+            if member.flow == Out:       # manager -> subordinate
+                hsig = Signal(member.shape, name=f"hm_s_{name}")
+                if name in ("arvalid", "awvalid", "wvalid", "rready", "bready"):
+                    m.d.comb += [esig.eq(dsig & self.use_ext), hsig.eq(dsig & ~self.use_ext)]
+                else:
+                    m.d.comb += [esig.eq(dsig), hsig.eq(dsig)]
+                hm_ports[f"i_s__{name}"] = hsig
+            else:
+                hsig = Signal(member.shape, name=f"hm_s_{name}")
+                m.d.comb += dsig.eq(Mux(self.use_ext, esig, hsig))
+                hm_ports[f"o_s__{name}"] = hsig
+        ctrl = {f"i_{n}": getattr(self, f"hm_{n}") for n in (
+            "cfg_latency", "cfg_stall", "cfg_seed", "cfg_err_base", "cfg_err_limit", "cfg_err_resp",
+            "cfg_max_len", "bd_load", "bd_dump", "bd_fname", "bd_lo", "bd_hi")}
+        ctrl.update({f"o_{n}": getattr(self, f"hm_{n}") for n in (
+            "st_prot_err", "st_ar_count", "st_aw_count", "st_rd_max_out")})
+        m.submodules.host_mem = Instance(
+            "kaki_host_mem",
+            p_DATA_W=cfg.axi_data_bits, p_ADDR_W=cfg.axi_addr_bits, p_ID_W=cfg.axi_id_bits,
+            p_WORDS=self.hm_words, p_FNAME_W=FNAME_BITS,
+            i_clk=ClockSignal(), i_rst=ResetSignal(), **hm_ports, **ctrl)
+        return m
+
+
+def _target(key):
+    """Simulator target for CONFIGS[key]; regenerates the harness Verilog when this file changes."""
+    name = f"kaki_tb_dma_{key}"
+    gen = simbuild.BUILD / "gen"
+    gen.mkdir(parents=True, exist_ok=True)
+    out = gen / f"{name}.v"
+    digest = hashlib.sha256(Path(__file__).read_bytes() + repr(CONFIGS[key]).encode()).hexdigest()
+    stamp = gen / f"{name}.harness-stamp"
+    with FileLock(str(out) + ".lock"):
+        if not stamp.exists() or stamp.read_text() != digest:
+            out.unlink(missing_ok=True)
+            stamp.write_text(digest)
+    return simbuild.amaranth_target(name, lambda: DmaHarness(KakiConfig(**CONFIGS[key])),
+                                    extra_sources=[HOST_MEM_V])
+
+
+# ------------------------------------------------------------------------------------------------
+# Fast checks (no simulation)
+
+LINT_CONFIGS = [
+    dict(dim=4),
+    dict(dim=8),
+    dict(dim=16, axi_data_bits=128, max_burst_beats=256, dma_outstanding=8),
+    dict(dim=32, axi_data_bits=32, max_burst_beats=1, dma_outstanding=1, axi_addr_bits=48),
+]
+
+
+@pytest.mark.parametrize("params", LINT_CONFIGS, ids=lambda p: "-".join(f"{k}{v}" for k, v in p.items()))
+def test_dma_engine_lints(params, tmp_path):
+    """DmaEngine converts and is clean under verilator --lint-only -Wall (with the generated-RTL waivers)."""
+    cfg = KakiConfig(**params)
+    dma = DmaEngine(cfg)
+    assert len(dma.axi.wdata) == cfg.axi_data_bits
+    assert len(dma.acc_wr.data) == cfg.dim * 32
+    rtl = tmp_path / "rtl"
+    rtl.mkdir()
+    src = rtl / "kaki_dma_lint.v"
+    src.write_text(to_verilog(dma, "kaki_dma_lint"))
+    r = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
+                        str(src), "--top-module", "kaki_dma_lint"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_dma_engine_rejects_bad_config():
+    with pytest.raises(TypeError):
+        DmaEngine({"dim": 8})
+    with pytest.raises(ValueError):
+        DmaEngine(KakiConfig(dma_outstanding=0))
+
+
+def test_host_mem_model_lints():
+    """kaki_host_mem.v is clean under verilator --lint-only -Wall at several parameter sets."""
+    for params in ([], ["-GDATA_W=128", "-GWORDS=1024"], ["-GDATA_W=32", "-GADDR_W=48", "-GAR_DEPTH=2"]):
+        r = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", *params, str(HOST_MEM_V)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, (params, r.stderr[-3000:])
+
+
+# ------------------------------------------------------------------------------------------------
+# Simulation
+
+SIM_TESTS = [
+    ("d8", "t_host_mem_backdoor"),
+    ("d8", "t_validation"),
+    ("d8", "t_random_fast"),
+    ("d8", "t_random_axiram"),
+    ("d8", "t_axi_errors"),
+    ("d8", "t_perf"),
+    ("d16", "t_random_fast"),
+    ("d16", "t_random_axiram"),
+    ("d16", "t_axi_errors"),
+    ("d16", "t_perf"),
+]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("key,test", SIM_TESTS, ids=[f"{k}-{t}" for k, t in SIM_TESTS])
+def test_dma_sim(key, test):
+    env = {"KAKI_DMA_CFG": json.dumps(CONFIGS[key]), "KAKI_HM_WORDS": str(HM_WORDS)}
+    simbuild.run(_target(key), "cocotb_tests.cocotb_dma_engine", testcase=test, extra_env=env,
+                 tag=f"{key}-{test}")

@@ -1,0 +1,544 @@
+"""DMA engine: strided copies between host memory (AXI4 master) and the scratchpad/accumulator.
+
+Two independent channels share one AXI4 manager port and run concurrently:
+
+* the **load** channel (``DMA_LOAD``, host -> local) owns AR and R,
+* the **store** channel (``DMA_STORE``, local -> host) owns AW, W and B.
+
+Command semantics are those of :class:`~hdl_gen.descriptor.DmaCmd`. This module adds the bus-level
+behaviour:
+
+* Every host row is fetched/written with INCR bursts of full-width beats (``arsize``/``awsize`` =
+  log2 of the data bytes) starting at the row's address rounded down to the beat size. A row is
+  split into several bursts when it would exceed ``config.max_burst_beats`` beats or cross a 4 KiB
+  boundary; a burst never spans two rows. Unaligned rows are handled by byte extraction (loads)
+  and WSTRB (stores): a store never writes a host byte outside its rows.
+* All bursts use ID 0, so responses return in order.
+* Loads keep up to ``config.dma_outstanding`` read bursts in flight; stores keep up to
+  ``config.dma_outstanding`` write bursts waiting for their B response.
+* The DMA is the lowest-priority requester of the local memories: a write or read that is not
+  granted is simply retried. A load row that waits for its local write stalls the R channel
+  (``rready`` low) only when the next row has also been fully received.
+
+Validation (before any transfer; in this priority order, the first that applies is reported):
+
+1. ``reserved`` != 0 -> ``RESERVED_BITS``
+2. ``rows`` == 0, ``planes`` == 0 or ``row_bytes + col_offset`` > local row bytes -> ``BAD_SHAPE``
+3. last local row ``local_addr + (planes-1)*local_plane_stride + (rows-1)*local_row_stride``
+   >= rows of the chosen memory -> ``LOCAL_RANGE`` (also checked when ``row_bytes`` == 0)
+4. ``row_bytes`` != 0 and last host byte ``host_addr + (planes-1)*host_plane_stride +
+   (rows-1)*host_row_stride + row_bytes - 1`` >= 2**axi_addr_bits -> ``HOST_RANGE``
+
+``row_bytes == 0`` is legal: a load writes all-zero local rows, a store does nothing.
+
+AXI error responses (SLVERR/DECERR, on R or B): the channel stops issuing new bursts, completes
+the W data of bursts already issued, drains every outstanding response, and retires with ``done``
+and ``AXI_SLVERR``/``AXI_DECERR`` (the first error seen). A load writes every row before the first
+failing row into local memory and neither the failing row nor any later one. A store may have
+written rows after the failing one that were already in flight; it never writes outside its rows.
+"""
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
+
+from .axi import BURST_INCR, Axi4Signature
+from .config import KakiConfig
+from .descriptor import DmaCmd, ErrorCode
+from .engine import EngineSignature
+from .mem_port import ReadPortSignature, WritePortSignature
+
+__all__ = ["DmaEngine"]
+
+
+def _min(a, b):
+    return Mux(a < b, a, b)
+
+
+class _RowIter:
+    """Walks the ``planes`` x ``rows`` row sequence of a command, keeping running sums.
+
+    ``accs`` is a list of ``(width, start, row_stride, plane_stride)``; for each one the iterator
+    holds the current row value (``row[i]``) and plane start, and exposes the next row's value
+    combinationally (``nxt[i]``). Sums wrap at ``width`` bits (validation guarantees that every
+    value actually used fits).
+    """
+
+    def __init__(self, m, name, cmd, accs):
+        self.cmd, self.accs = cmd, accs
+        self.r = Signal(16, name=f"{name}_r")          # rows left in this plane, counting the current
+        self.p = Signal(16, name=f"{name}_p")          # planes left, counting the current
+        self.active = Signal(name=f"{name}_active")    # the current row exists
+        self.row, self.plane, self.nxt = [], [], []
+        for i, (w, _start, rs, ps) in enumerate(accs):
+            row = Signal(w, name=f"{name}_row{i}")
+            plane = Signal(w, name=f"{name}_plane{i}")
+            nxt = Signal(w, name=f"{name}_nxt{i}")
+            m.d.comb += nxt.eq(Mux(self.r > 1, row + rs, plane + ps))
+            self.row.append(row)
+            self.plane.append(plane)
+            self.nxt.append(nxt)
+        self.last = Signal(name=f"{name}_last")
+        m.d.comb += self.last.eq((self.r == 1) & (self.p == 1))
+
+    def init(self, m):
+        """Restart at the first row (use inside the caller's condition)."""
+        m.d.sync += [self.r.eq(self.cmd.rows), self.p.eq(self.cmd.planes), self.active.eq(1)]
+        for (_w, start, _rs, _ps), row, plane in zip(self.accs, self.row, self.plane):
+            m.d.sync += [row.eq(start), plane.eq(start)]
+
+    def advance(self, m):
+        """Step to the next row (use inside the caller's condition)."""
+        for row, nxt in zip(self.row, self.nxt):
+            m.d.sync += row.eq(nxt)
+        with m.If(self.r > 1):
+            m.d.sync += self.r.eq(self.r - 1)
+        with m.Else():
+            m.d.sync += [self.r.eq(self.cmd.rows), self.p.eq(self.p - 1)]
+            for plane, nxt in zip(self.plane, self.nxt):
+                m.d.sync += plane.eq(nxt)
+        with m.If(self.last):
+            m.d.sync += self.active.eq(0)
+
+
+class DmaEngine(wiring.Component):
+    """Kaki DMA engine: a load channel (host -> local) and a store channel (local -> host).
+
+    Parameters
+    ----------
+    config : KakiConfig
+        ``dim``, local memory sizes, AXI widths, ``max_burst_beats`` and ``dma_outstanding``.
+
+    Ports (directions from the engine's side; widths with the default config dim=8, 64-bit AXI)
+    ---------------------------------------------------------------------------------------------
+    load : Out(EngineSignature(DmaCmd))
+        ``load.cmd`` In stream of :class:`DmaCmd` (224-bit payload, valid/ready; ready only when
+        idle), ``load.done`` Out(1) one-cycle pulse, ``load.error`` Out(ErrorCode) (8 bits, valid
+        with done), ``load.busy`` Out(1). Executes DMA_LOAD: host -> local memory.
+    store : Out(EngineSignature(DmaCmd))
+        Same for DMA_STORE: local memory -> host.
+    axi : Out(Axi4Signature(axi_addr_bits, axi_data_bits, axi_id_bits))
+        AXI4 manager. AR/R belong to the load channel, AW/W/B to the store channel. ID is always 0,
+        bursts are INCR with full-width beats, ``arprot``/``awprot`` are 0.
+    spad_wr : Out(WritePortSignature(spad_addr_bits, dim*8))
+        Scratchpad write requester (loads with ``acc`` = 0). ``addr``/``en``/``data`` Out, ``gnt`` In.
+    acc_wr : Out(WritePortSignature(acc_addr_bits, dim*32))
+        Accumulator write requester (loads with ``acc`` = 1).
+    spad_rd : Out(ReadPortSignature(spad_addr_bits, dim*8))
+        Scratchpad read requester (stores with ``acc`` = 0). ``addr``/``en`` Out, ``gnt``/``data``
+        In, data valid the cycle after a granted request.
+    acc_rd : Out(ReadPortSignature(acc_addr_bits, dim*32))
+        Accumulator read requester (stores with ``acc`` = 1).
+    load_bytes : Out(8)
+        Host bytes delivered into local memory this cycle (``row_bytes`` when a load row's local
+        write is granted, else 0): a performance-counter increment.
+    store_bytes : Out(8)
+        Host bytes accepted by the AXI W channel this cycle (set WSTRB bits of a W handshake).
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, KakiConfig):
+            raise TypeError(f"config must be a KakiConfig, not {type(config).__name__}")
+        if not 1 <= config.dma_outstanding <= 255:
+            raise ValueError(f"dma_outstanding must be in 1..255, not {config.dma_outstanding!r}")
+        if config.axi_id_bits < 1:
+            raise ValueError(f"axi_id_bits must be at least 1, not {config.axi_id_bits!r}")
+        if config.dim * 4 > 255:
+            raise ValueError(f"accumulator rows of {config.dim * 4} bytes do not fit row_bytes (8 bits)")
+        self.config = config
+        self.data_bytes = config.axi_data_bits // 8
+        self.beat_bits = (self.data_bytes - 1).bit_length()       # log2(data bytes) = AxSIZE
+        self.max_row_bytes = 4 * config.dim                       # an accumulator row
+        # Beats a row of at most max_row_bytes can touch at any alignment.
+        self.row_beats_max = (self.data_bytes - 1 + self.max_row_bytes + self.data_bytes - 1) // self.data_bytes
+        self.local_bits = max(config.spad_addr_bits, config.acc_addr_bits)
+        super().__init__({
+            "load": Out(EngineSignature(DmaCmd)),
+            "store": Out(EngineSignature(DmaCmd)),
+            "axi": Out(Axi4Signature(config.axi_addr_bits, config.axi_data_bits, config.axi_id_bits)),
+            "spad_wr": Out(WritePortSignature(config.spad_addr_bits, config.dim * 8)),
+            "acc_wr": Out(WritePortSignature(config.acc_addr_bits, config.dim * 32)),
+            "spad_rd": Out(ReadPortSignature(config.spad_addr_bits, config.dim * 8)),
+            "acc_rd": Out(ReadPortSignature(config.acc_addr_bits, config.dim * 32)),
+            "load_bytes": Out(8),
+            "store_bytes": Out(8),
+        })
+
+    # ---------------------------------------------------------------------------------------------
+    # Shared pieces
+
+    def _beats(self, lo, rb):
+        """Beats touched by a row of ``rb`` > 0 bytes starting at byte ``lo`` of a beat."""
+        return (lo + rb + (self.data_bytes - 1)) >> self.beat_bits
+
+    def _byte_mask(self, m, name, rb):
+        """``max_row_bytes`` bits, bit i set when i < rb."""
+        mask = Signal(self.max_row_bytes, name=name)
+        m.d.comb += mask.eq(Cat(*[rb > i for i in range(self.max_row_bytes)]))
+        return mask
+
+    @staticmethod
+    def _expand(mask, width_bytes):
+        """Byte mask -> bit mask (each bit repeated 8 times)."""
+        return Cat(*[mask[i].replicate(8) for i in range(width_bytes)])
+
+    def _validate(self, m, name, cmd, fsm_check2_err):
+        """Two-cycle command check. Returns (stage-1 statements, error code of stage 2)."""
+        cfg = self.config
+        aab = cfg.axi_addr_bits
+        rows_m1 = Signal(16, name=f"{name}_rows_m1")
+        planes_m1 = Signal(16, name=f"{name}_planes_m1")
+        m.d.comb += [rows_m1.eq(cmd.rows - 1), planes_m1.eq(cmd.planes - 1)]
+        last_local = Signal(40, name=f"{name}_last_local")
+        host_end = Signal(52, name=f"{name}_host_end")    # one past the last host byte
+        stage1 = [
+            last_local.eq(cmd.local_addr + planes_m1 * cmd.local_plane_stride
+                          + rows_m1 * cmd.local_row_stride),
+            host_end.eq(cmd.host_addr + planes_m1 * cmd.host_plane_stride
+                        + rows_m1 * cmd.host_row_stride + cmd.row_bytes),
+        ]
+        lrb = Mux(cmd.acc, cfg.acc_row_bytes, cfg.spad_row_bytes)
+        mem_rows = Mux(cmd.acc, cfg.acc_rows, cfg.spad_rows)
+        with m.If(cmd.reserved != 0):
+            m.d.comb += fsm_check2_err.eq(ErrorCode.RESERVED_BITS)
+        with m.Elif((cmd.rows == 0) | (cmd.planes == 0) | (cmd.row_bytes + cmd.col_offset > lrb)):
+            m.d.comb += fsm_check2_err.eq(ErrorCode.BAD_SHAPE)
+        with m.Elif(last_local >= mem_rows):
+            m.d.comb += fsm_check2_err.eq(ErrorCode.LOCAL_RANGE)
+        with m.Elif((cmd.row_bytes != 0) & (host_end > (1 << aab))):
+            m.d.comb += fsm_check2_err.eq(ErrorCode.HOST_RANGE)
+        with m.Else():
+            m.d.comb += fsm_check2_err.eq(ErrorCode.OK)
+        return stage1
+
+    def _issuer(self, m, name, cmd, enable, ready):
+        """Address-channel burst generator for one channel (AR or AW).
+
+        Walks the command's host rows, splitting each into INCR bursts (max length, 4 KiB). The
+        address-channel payload sits in registers (``valid`` is held until ``ready``). ``enable``
+        allows loading a new burst. Returns a namespace of signals plus the row iterator.
+        """
+        cfg = self.config
+        aab, bb, db = cfg.axi_addr_bits, self.beat_bits, self.data_bytes
+        it = _RowIter(m, f"{name}_it", cmd,
+                      [(aab, cmd.host_addr[:aab], cmd.host_row_stride, cmd.host_plane_stride)])
+        beat_addr = Signal(aab, name=f"{name}_beat_addr")
+        beats_left = Signal(range(self.row_beats_max + 1), name=f"{name}_beats_left")
+        valid = Signal(name=f"{name}_valid")
+        addr = Signal(aab, name=f"{name}_addr")
+        len_m1 = Signal(8, name=f"{name}_len_m1")
+        to4k = Signal(13 - bb, name=f"{name}_to4k")
+        blen = Signal(range(max(cfg.max_burst_beats, self.row_beats_max) + 1), name=f"{name}_blen")
+        issue = Signal(name=f"{name}_issue")
+        m.d.comb += [
+            to4k.eq((4096 - beat_addr[:12]) >> bb),
+            blen.eq(_min(_min(beats_left, cfg.max_burst_beats), to4k)),
+            issue.eq(enable & it.active & (~valid | ready)),
+        ]
+        align = ~Const(db - 1, aab)
+        with m.If(issue):
+            m.d.sync += [addr.eq(beat_addr), len_m1.eq(blen - 1), valid.eq(1)]
+            with m.If(beats_left == blen):
+                it.advance(m)
+                m.d.sync += [beat_addr.eq(it.nxt[0] & align),
+                             beats_left.eq(self._beats(it.nxt[0][:bb], cmd.row_bytes))]
+            with m.Else():
+                m.d.sync += [beat_addr.eq(beat_addr + (blen << bb)),
+                             beats_left.eq(beats_left - blen)]
+        with m.Elif(ready):
+            m.d.sync += valid.eq(0)
+
+        def start():
+            it.init(m)
+            start_addr = cmd.host_addr[:aab]
+            m.d.sync += [it.active.eq(cmd.row_bytes != 0), valid.eq(0),
+                         beat_addr.eq(start_addr & align),
+                         beats_left.eq(self._beats(start_addr[:bb], cmd.row_bytes))]
+
+        class _NS:
+            pass
+        ns = _NS()
+        ns.it, ns.valid, ns.addr, ns.len_m1, ns.issue, ns.start = it, valid, addr, len_m1, issue, start
+        return ns
+
+    @staticmethod
+    def _resp_error(resp):
+        return Mux(resp == 3, ErrorCode.AXI_DECERR, ErrorCode.AXI_SLVERR)
+
+    # ---------------------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        self._elab_load(m)
+        self._elab_store(m)
+        return m
+
+    def _elab_load(self, m):
+        cfg = self.config
+        axi, eng = self.axi, self.load
+        db, bb = self.data_bytes, self.beat_bits
+        lw = self.local_bits
+        mrb = self.max_row_bytes
+
+        cmd = Signal(DmaCmd, name="ld_cmd")
+        err = Signal(ErrorCode, name="ld_err")
+        chk_err = Signal(ErrorCode, name="ld_chk_err")
+        stage1 = self._validate(m, "ld", cmd, chk_err)
+        run = Signal(name="ld_run")
+        drain = Signal(name="ld_drain")          # an error response was seen: drain, write nothing new
+        outstanding = Signal(range(cfg.dma_outstanding + 1), name="ld_outstanding")
+
+        # --- AR: burst issuer --------------------------------------------------------------------
+        ar = self._issuer(m, "ld_ar", cmd, run & ~drain & (outstanding < cfg.dma_outstanding),
+                          axi.arready)
+        m.d.comb += [
+            axi.arvalid.eq(ar.valid), axi.araddr.eq(ar.addr), axi.arlen.eq(ar.len_m1),
+            axi.arsize.eq(bb), axi.arburst.eq(BURST_INCR), axi.arprot.eq(0), axi.arid.eq(0),
+        ]
+
+        # --- R: row assembly ---------------------------------------------------------------------
+        rx = _RowIter(m, "ld_rx", cmd, [
+            (bb, cmd.host_addr[:bb], cmd.host_row_stride[:bb], cmd.host_plane_stride[:bb]),
+            (lw, cmd.local_addr, cmd.local_row_stride, cmd.local_plane_stride)])
+        rx_lo, rx_laddr = rx.row
+        rx_beats = Signal(range(self.row_beats_max + 1), name="ld_rx_beats")
+        m.d.comb += rx_beats.eq(Mux(cmd.row_bytes == 0, 0, self._beats(rx_lo, cmd.row_bytes)))
+        rx_beat = Signal(range(self.row_beats_max), name="ld_rx_beat")
+        buf = Signal(self.row_beats_max * db * 8, name="ld_buf")
+        full = Signal(name="ld_full")                    # buf holds a complete row
+        ext_off = Signal(max(bb, 1), name="ld_ext_off")  # its first byte within beat 0
+        ext_laddr = Signal(lw, name="ld_ext_laddr")      # its local row
+        wb_valid = Signal(name="ld_wb_valid")            # a finished local row waits for its write
+        wb_data = Signal(mrb * 8, name="ld_wb_data")
+        wb_addr = Signal(lw, name="ld_wb_addr")
+        rb_mask = self._byte_mask(m, "ld_rb_mask", cmd.row_bytes)
+
+        wr_gnt = Mux(cmd.acc, self.acc_wr.gnt, self.spad_wr.gnt)
+        wb_done = Signal(name="ld_wb_done")
+        wb_load = Signal(name="ld_wb_load")
+        can_accept = Signal(name="ld_can_accept")
+        m.d.comb += [
+            wb_done.eq(wb_valid & wr_gnt),
+            wb_load.eq(full & (~wb_valid | wb_done)),
+            can_accept.eq(~full | wb_load),
+            axi.rready.eq(drain | (run & rx.active & can_accept)),
+        ]
+        for port, width in ((self.spad_wr, cfg.dim * 8), (self.acc_wr, cfg.dim * 32)):
+            m.d.comb += [port.addr.eq(wb_addr), port.data.eq(wb_data[:width])]
+        m.d.comb += [self.spad_wr.en.eq(wb_valid & ~cmd.acc), self.acc_wr.en.eq(wb_valid & cmd.acc)]
+        m.d.comb += self.load_bytes.eq(Mux(wb_done, cmd.row_bytes, 0))
+
+        # Extraction: row_bytes bytes from byte ext_off of buf, placed at byte col_offset.
+        extracted = Signal(mrb * 8, name="ld_extracted")
+        raw = Signal(mrb * 8, name="ld_raw")
+        col = cmd.col_offset[:(mrb).bit_length()]
+        m.d.comb += [
+            raw.eq(buf.bit_select(ext_off * 8, mrb * 8) & self._expand(rb_mask, mrb)),
+            extracted.eq(raw << (col * 8)),
+        ]
+
+        rhs = axi.rvalid & axi.rready
+        row_done = Signal(name="ld_row_done")
+        with m.If(run & ~drain & rx.active):
+            with m.If(rx_beats == 0):
+                m.d.comb += row_done.eq(can_accept)
+            with m.Elif(rhs & ~axi.rresp[1]):
+                m.d.sync += buf.word_select(rx_beat, db * 8).eq(axi.rdata)
+                with m.If(rx_beat == rx_beats - 1):
+                    m.d.comb += row_done.eq(1)
+                with m.Else():
+                    m.d.sync += rx_beat.eq(rx_beat + 1)
+            with m.If(rhs & axi.rresp[1]):
+                m.d.sync += [drain.eq(1), err.eq(self._resp_error(axi.rresp))]
+        with m.If(rhs & axi.rlast):
+            m.d.sync += outstanding.eq(outstanding + ar.issue - 1)
+        with m.Else():
+            m.d.sync += outstanding.eq(outstanding + ar.issue)
+
+        with m.If(wb_load):
+            m.d.sync += [wb_data.eq(extracted), wb_addr.eq(ext_laddr), wb_valid.eq(1), full.eq(0)]
+        with m.Elif(wb_done):
+            m.d.sync += wb_valid.eq(0)
+        with m.If(row_done):
+            m.d.sync += [full.eq(1), ext_off.eq(rx_lo), ext_laddr.eq(rx_laddr), rx_beat.eq(0)]
+            rx.advance(m)
+
+        finished = Signal(name="ld_finished")
+        m.d.comb += finished.eq((outstanding == 0) & ~ar.valid & ~full & ~wb_valid
+                                & (drain | ~rx.active))
+
+        # --- control -----------------------------------------------------------------------------
+        m.d.comb += [eng.error.eq(err)]
+        with m.FSM(init="IDLE", name="dma_load_fsm"):
+            with m.State("IDLE"):
+                m.d.comb += eng.cmd.ready.eq(1)
+                with m.If(eng.cmd.valid):
+                    m.d.sync += cmd.eq(eng.cmd.payload)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += eng.busy.eq(1)
+                m.d.sync += stage1
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                m.d.comb += eng.busy.eq(1)
+                m.d.sync += [err.eq(chk_err), drain.eq(0), full.eq(0), wb_valid.eq(0),
+                             rx_beat.eq(0)]
+                with m.If(chk_err == ErrorCode.OK):
+                    ar.start()
+                    rx.init(m)
+                    m.next = "RUN"
+                with m.Else():
+                    m.next = "DONE"
+            with m.State("RUN"):
+                m.d.comb += [eng.busy.eq(1), run.eq(1)]
+                with m.If(finished):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [eng.busy.eq(1), eng.done.eq(1)]
+                m.next = "IDLE"
+
+    def _elab_store(self, m):
+        cfg = self.config
+        axi, eng = self.axi, self.store
+        db, bb = self.data_bytes, self.beat_bits
+        lw = self.local_bits
+        mrb = self.max_row_bytes
+        nb = self.row_beats_max
+
+        cmd = Signal(DmaCmd, name="st_cmd")
+        err = Signal(ErrorCode, name="st_err")
+        chk_err = Signal(ErrorCode, name="st_chk_err")
+        stage1 = self._validate(m, "st", cmd, chk_err)
+        run = Signal(name="st_run")
+        drain = Signal(name="st_drain")
+        b_out = Signal(range(cfg.dma_outstanding + 1), name="st_b_out")      # AW issued, no B yet
+        w_credit = Signal(range(cfg.dma_outstanding + 2), name="st_w_credit")  # AW issued, W not all sent
+
+        # --- AW ----------------------------------------------------------------------------------
+        aw = self._issuer(m, "st_aw", cmd, run & ~drain & (b_out < cfg.dma_outstanding),
+                          axi.awready)
+        m.d.comb += [
+            axi.awvalid.eq(aw.valid), axi.awaddr.eq(aw.addr), axi.awlen.eq(aw.len_m1),
+            axi.awsize.eq(bb), axi.awburst.eq(BURST_INCR), axi.awprot.eq(0), axi.awid.eq(0),
+        ]
+
+        # --- local reads -------------------------------------------------------------------------
+        rd = _RowIter(m, "st_rd", cmd,
+                      [(lw, cmd.local_addr, cmd.local_row_stride, cmd.local_plane_stride)])
+        # Rows read from local memory wait in a two-entry FIFO (rq0 = head) so that a read can be
+        # in flight while the W side holds a row: one row per cycle when the W side keeps up.
+        rd_inflight = Signal(name="st_rd_inflight")   # granted last cycle: data arrives now
+        rq0 = Signal(mrb * 8, name="st_rq0")
+        rq1 = Signal(mrb * 8, name="st_rq1")
+        rq_n = Signal(range(3), name="st_rq_n")
+        rbuf, rbuf_valid = rq0, Signal(name="st_rbuf_valid")
+        w_take = Signal(name="st_w_take")
+        rd_en = Signal(name="st_rd_en")
+        m.d.comb += [
+            rbuf_valid.eq(rq_n != 0),
+            rd_en.eq(run & rd.active & (rq_n + rd_inflight - w_take < 2)),
+        ]
+        for port in (self.spad_rd, self.acc_rd):
+            m.d.comb += port.addr.eq(rd.row[0])
+        m.d.comb += [self.spad_rd.en.eq(rd_en & ~cmd.acc), self.acc_rd.en.eq(rd_en & cmd.acc)]
+        rd_gnt = Mux(cmd.acc, self.acc_rd.gnt, self.spad_rd.gnt)
+        rd_data = Mux(cmd.acc, self.acc_rd.data, self.spad_rd.data)
+        m.d.sync += [rd_inflight.eq(rd_en & rd_gnt), rq_n.eq(rq_n + rd_inflight - w_take)]
+        with m.If(rd_en & rd_gnt):
+            rd.advance(m)
+        with m.If(w_take):
+            m.d.sync += rq0.eq(rq1)
+        with m.If(rd_inflight):
+            with m.If(rq_n - w_take == 0):
+                m.d.sync += rq0.eq(rd_data)
+            with m.Else():
+                m.d.sync += rq1.eq(rd_data)
+
+        # --- W -----------------------------------------------------------------------------------
+        wi = _RowIter(m, "st_w", cmd, [
+            (12, cmd.host_addr[:12], cmd.host_row_stride[:12], cmd.host_plane_stride[:12])])
+        w_lo = wi.row[0][:bb]
+        w_row_valid = Signal(name="st_w_row_valid")
+        wbuf = Signal(nb * db * 8, name="st_wbuf")
+        wstrb_buf = Signal(nb * db, name="st_wstrb_buf")
+        w_beat = Signal(range(nb), name="st_w_beat")
+        w_nbeats = Signal(range(nb + 1), name="st_w_nbeats")
+        w_addr12 = Signal(12, name="st_w_addr12")
+        w_bib = Signal(range(max(cfg.max_burst_beats, 2)), name="st_w_bib")   # beat index in burst
+        rb_mask = self._byte_mask(m, "st_rb_mask", cmd.row_bytes)
+
+        wvalid = Signal(name="st_wvalid")
+        wlast = Signal(name="st_wlast")
+        whs = Signal(name="st_whs")
+        row_end = Signal(name="st_w_row_end")
+        m.d.comb += [
+            wvalid.eq(run & w_row_valid & (w_credit != 0)),
+            row_end.eq(w_beat == w_nbeats - 1),
+            wlast.eq(row_end | (w_addr12 == 4096 - db) | (w_bib == cfg.max_burst_beats - 1)),
+            whs.eq(wvalid & axi.wready),
+            w_take.eq(run & wi.active & rbuf_valid & (~w_row_valid | (whs & row_end))),
+            axi.wvalid.eq(wvalid), axi.wlast.eq(wlast),
+            axi.wdata.eq(wbuf.word_select(w_beat, db * 8)),
+            axi.wstrb.eq(wstrb_buf.word_select(w_beat, db)),
+            self.store_bytes.eq(Mux(whs, sum(axi.wstrb[i] for i in range(db)), 0)),
+        ]
+        col = cmd.col_offset[:(mrb).bit_length()]
+        shifted = Signal(mrb * 8, name="st_shifted")
+        m.d.comb += shifted.eq((rbuf >> (col * 8)) & self._expand(rb_mask, mrb))
+        with m.If(whs):
+            m.d.sync += [w_beat.eq(w_beat + 1), w_addr12.eq(w_addr12 + db),
+                         w_bib.eq(Mux(wlast, 0, w_bib + 1))]
+            with m.If(row_end):
+                m.d.sync += w_row_valid.eq(0)
+        with m.If(w_take):
+            m.d.sync += [
+                wbuf.eq(shifted << (w_lo * 8)),
+                wstrb_buf.eq(rb_mask << w_lo),
+                w_nbeats.eq(self._beats(w_lo, cmd.row_bytes)),
+                w_beat.eq(0),
+                w_addr12.eq(wi.row[0] & ~Const(db - 1, 12)),
+                w_row_valid.eq(1),
+            ]
+            wi.advance(m)
+        m.d.sync += w_credit.eq(w_credit + aw.issue - (whs & wlast))
+
+        # --- B -----------------------------------------------------------------------------------
+        m.d.comb += axi.bready.eq(1)
+        bhs = axi.bvalid & axi.bready
+        m.d.sync += b_out.eq(b_out + aw.issue - bhs)
+        with m.If(run & bhs & axi.bresp[1] & ~drain):
+            m.d.sync += [drain.eq(1), err.eq(self._resp_error(axi.bresp))]
+
+        finished = Signal(name="st_finished")
+        m.d.comb += finished.eq(~aw.valid & (w_credit == 0) & (b_out == 0)
+                                & (drain | (~aw.it.active & ~wi.active & ~w_row_valid)))
+
+        # --- control -----------------------------------------------------------------------------
+        m.d.comb += eng.error.eq(err)
+        with m.FSM(init="IDLE", name="dma_store_fsm"):
+            with m.State("IDLE"):
+                m.d.comb += eng.cmd.ready.eq(1)
+                with m.If(eng.cmd.valid):
+                    m.d.sync += cmd.eq(eng.cmd.payload)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += eng.busy.eq(1)
+                m.d.sync += stage1
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                m.d.comb += eng.busy.eq(1)
+                m.d.sync += [err.eq(chk_err), drain.eq(0), rq_n.eq(0), w_row_valid.eq(0),
+                             w_bib.eq(0)]
+                with m.If((chk_err == ErrorCode.OK) & (cmd.row_bytes != 0)):
+                    aw.start()
+                    rd.init(m)
+                    wi.init(m)
+                    m.next = "RUN"
+                with m.Else():
+                    m.next = "DONE"
+            with m.State("RUN"):
+                m.d.comb += [eng.busy.eq(1), run.eq(1)]
+                with m.If(finished):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [eng.busy.eq(1), eng.done.eq(1)]
+                m.next = "IDLE"

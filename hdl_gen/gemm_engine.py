@@ -1,0 +1,271 @@
+"""GEMM sequencer: streams tiles from the scratchpad through the PE array into the accumulator."""
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
+
+from .config import KakiConfig
+from .descriptor import ErrorCode, GemmCmd
+from .engine import EngineSignature
+from .mem_port import ReadPortSignature, WritePortSignature
+from .pe_array import PEArray
+
+
+class GemmEngine(wiring.Component):
+    """Executes :class:`~hdl_gen.descriptor.GemmCmd` commands on a :class:`PEArray`.
+
+    For every n-tile ``nt`` (outer loop) and k-tile ``kt`` (inner loop) the sequencer reads the
+    ``dim`` rows of B tile ``(kt, nt)`` into the idle weight bank of the array (one broadcast row
+    write per scratchpad read), then streams the ``m`` A rows of k-tile ``kt`` through the array
+    with the bank bit of that tile, one scratchpad read per cycle. Tiles alternate weight banks, so
+    the next tile's weights load while the current tile's rows are still in the array; only one
+    scratchpad read port exists, so a tile takes ``dim + m`` read cycles (A-row utilization
+    ``m / (m + dim)``). Result row ``i`` goes to accumulator row ``c_addr + nt*c_nt_stride + i``:
+    written when ``kt == 0`` and ``accumulate == 0``, else read-modify-write added (wrapping int32).
+
+    Validation, before any memory access, in this priority: a nonzero ``reserved`` field →
+    ``RESERVED_BITS``; ``m``, ``k_tiles`` or ``n_tiles`` zero → ``BAD_SHAPE``; any A, B or C row the
+    command would touch at or beyond ``config.spad_rows`` / ``config.acc_rows`` (computed at full
+    width, so large 20-bit addresses and strides cannot wrap into range) → ``LOCAL_RANGE``. A failing
+    command retires with ``done`` and the code and touches no memory.
+
+    Timing. A command is accepted only when idle (``ctl.cmd.ready`` = not busy). Accept → 2 check
+    cycles → the first scratchpad read. A scratchpad row read in cycle ``c`` enters the array in
+    ``c+1``; its result leaves the array in ``c+1+L`` (``L = 2*dim-1``) and is written to the
+    accumulator in that same cycle (an accumulating row's old value is read one cycle earlier from
+    the address carried down a delay line next to the array; a write to that row in the read cycle is
+    forwarded, so back-to-back RMW of one row is hazard-free whatever the SRAM's read-during-write
+    behaviour). ``done`` pulses the cycle after the last accumulator write, with ``busy`` already
+    low, so the next command can be accepted in the ``done`` cycle. In steady state one A row (one
+    MAC per PE) enters per cycle.
+
+    Weight-bank hazards. A B-row write into bank ``b`` must not reach a PE row that an in-flight A
+    row of bank ``b`` (the tile before last) still has to pass. A per-bank down-counter is loaded with
+    ``2*dim-2`` whenever an A row of that bank enters the array; B row ``kk`` is issued only when
+    ``counter[b] + kk <= dim + 1`` and no row of bank ``b`` enters in the same cycle (row ``kk`` of an
+    entering row is last read ``kk + dim - 1`` cycles later). With the one-port issue order (all
+    ``dim`` B reads of tile ``t+1`` and at least one A read of it lie between tile ``t-1``'s last
+    A row and tile ``t+1``'s B rows) that condition always holds, so it never stalls today; it keeps
+    the array safe if the issue order changes. ``array.w_conflict`` independently flags a violation.
+
+    Memory ports. In the SoC this engine has priority 0 on all three ports, so it assumes ``gnt``
+    is always 1 on ``acc_rd`` and ``acc_wr`` (they are not retried). A denied scratchpad read is
+    handled: the row is simply re-requested next cycle and a bubble enters the array.
+
+    Ports
+    -----
+    ctl     : Out(EngineSignature(GemmCmd)) — ``cmd`` stream in, ``done``/``error``/``busy`` out.
+    spad_rd : Out(ReadPortSignature(spad_addr_bits, dim*8)) — A and B rows.
+    acc_rd  : Out(ReadPortSignature(acc_addr_bits, dim*32)) — old C rows for accumulation.
+    acc_wr  : Out(WritePortSignature(acc_addr_bits, dim*32)) — C rows.
+    active  : Out(1) — a (non-bubble) A row enters the array this cycle (MAC cycles).
+    stall   : Out(1) — busy and no A row entered this cycle.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, KakiConfig):
+            raise ValueError(f"GemmEngine needs a KakiConfig, not {config!r}")
+        self.config = config
+        self.array = PEArray(config.dim)
+        super().__init__({
+            "ctl": Out(EngineSignature(GemmCmd)),
+            "spad_rd": Out(ReadPortSignature(config.spad_addr_bits, config.dim * 8)),
+            "acc_rd": Out(ReadPortSignature(config.acc_addr_bits, config.dim * 32)),
+            "acc_wr": Out(WritePortSignature(config.acc_addr_bits, config.dim * 32)),
+            "active": Out(1),
+            "stall": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        d = cfg.dim
+        kb = (d - 1).bit_length()
+        sa, ca = cfg.spad_addr_bits, cfg.acc_addr_bits
+        m.submodules.array = arr = self.array
+        lat = arr.latency
+
+        # ---- command latch and validation ------------------------------------------------------
+        cmd = Signal(GemmCmd)
+        kt_m1 = (cmd.k_tiles - 1)[:12]
+        nt_m1 = (cmd.n_tiles - 1)[:12]
+        m_m1 = (cmd.m - 1)[:16]
+        # Last row touched in each region, at full width (only meaningful when the shape is valid).
+        a_last = cmd.a_addr + kt_m1 * cmd.a_kt_stride + m_m1
+        b_last = cmd.b_addr + nt_m1 * cmd.b_nt_stride + kt_m1 * d + (d - 1)
+        c_last = cmd.c_addr + nt_m1 * cmd.c_nt_stride + m_m1
+        err_reserved = Signal()
+        err_shape = Signal()
+        err_range = Signal()
+
+        done = Signal()
+        error = Signal(ErrorCode)
+        busy = Signal()
+        m.d.sync += done.eq(0)
+        m.d.comb += [self.ctl.done.eq(done), self.ctl.error.eq(error), self.ctl.busy.eq(busy)]
+
+        # ---- loop state --------------------------------------------------------------------------
+        nt = Signal(12)
+        kt = Signal(12)
+        idx = Signal(16)          # B row kk while loading weights, else A row i
+        load_b = Signal()
+        bank = Signal()           # weight bank of the current tile
+        a_base = Signal(sa)       # a_addr + kt*a_kt_stride
+        a_ptr = Signal(sa)
+        b_base = Signal(sa)       # b_addr + nt*b_nt_stride
+        b_ptr = Signal(sa)        # b_base + kt*dim + kk
+        c_base = Signal(ca)       # c_addr + nt*c_nt_stride
+        c_ptr = Signal(ca)
+
+        # ---- stage 1: scratchpad data arrives and enters the array --------------------------------
+        s1_valid = Signal()
+        s1_is_a = Signal()
+        s1_row = Signal(range(d))
+        s1_bank = Signal()
+        s1_caddr = Signal(ca)
+        s1_accum = Signal()
+        s1_last = Signal()
+        a_enter = s1_valid & s1_is_a
+
+        # Weight-bank hazard tracking (see class docstring).
+        bank_cnt = [Signal(range(2 * d - 1), name=f"bank{b}_busy_cnt") for b in range(2)]
+        for b in range(2):
+            with m.If(a_enter & (s1_bank == b)):
+                m.d.sync += bank_cnt[b].eq(2 * d - 2)
+            with m.Elif(bank_cnt[b] != 0):
+                m.d.sync += bank_cnt[b].eq(bank_cnt[b] - 1)
+        b_safe = (~(a_enter & (s1_bank == bank))
+                  & (Mux(bank, bank_cnt[1], bank_cnt[0]) + idx[:kb] <= d + 1))
+
+        # ---- stage 0: scratchpad read issue ---------------------------------------------------------
+        issuing = Signal()
+        spad_rd = self.spad_rd
+        m.d.comb += [
+            spad_rd.en.eq(issuing & (~load_b | b_safe)),
+            spad_rd.addr.eq(Mux(load_b, b_ptr, a_ptr)),
+        ]
+        fire = spad_rd.en & spad_rd.gnt
+        m.d.sync += [
+            s1_valid.eq(fire),
+            s1_is_a.eq(~load_b),
+            s1_row.eq(idx[:kb]),
+            s1_bank.eq(bank),
+            s1_caddr.eq(c_ptr),
+            s1_accum.eq(cmd.accumulate | (kt != 0)),
+            s1_last.eq((nt == nt_m1) & (kt == kt_m1) & (idx == m_m1)),
+        ]
+        m.d.comb += [
+            arr.a_data.eq(spad_rd.data),
+            arr.a_valid.eq(a_enter),
+            arr.a_bank.eq(s1_bank),
+            arr.w_en.eq(s1_valid & ~s1_is_a),
+            arr.w_row.eq(s1_row),
+            arr.w_bank.eq(s1_bank),
+            arr.w_data.eq(spad_rd.data),
+            self.active.eq(a_enter),
+            self.stall.eq(busy & ~a_enter),
+        ]
+
+        # ---- accumulator side: row metadata travels next to the array --------------------------
+        meta = Cat(a_enter, s1_caddr, s1_accum, s1_last)
+        stages = [meta]
+        for k in range(1, lat + 1):
+            q = Signal(len(meta), name=f"meta{k}")
+            m.d.sync += q.eq(stages[-1])
+            stages.append(q)
+        pre, out = stages[lat - 1], stages[lat]      # one cycle before / aligned with arr.out_*
+        pre_valid, pre_addr, pre_accum = pre[0], pre[1:1 + ca], pre[1 + ca]
+        out_addr, out_accum, out_last = out[1:1 + ca], out[1 + ca], out[2 + ca]
+
+        m.d.comb += [
+            self.acc_rd.en.eq(pre_valid & pre_accum),
+            self.acc_rd.addr.eq(pre_addr),
+        ]
+        fwd_hit = Signal()
+        fwd_data = Signal(d * 32)
+        m.d.sync += [
+            fwd_hit.eq(self.acc_wr.en & (self.acc_wr.addr == pre_addr)),
+            fwd_data.eq(self.acc_wr.data),
+        ]
+        old = Mux(fwd_hit, fwd_data, self.acc_rd.data)
+        total = Cat(*[(old[32 * n:32 * n + 32] + arr.out_data[32 * n:32 * n + 32])[:32]
+                      for n in range(d)])
+        m.d.comb += [
+            self.acc_wr.en.eq(arr.out_valid),
+            self.acc_wr.addr.eq(out_addr),
+            self.acc_wr.data.eq(Mux(out_accum, total, arr.out_data)),
+        ]
+
+        # ---- control ---------------------------------------------------------------------------
+        with m.FSM(init="IDLE", name="gemm_fsm") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.ctl.cmd.ready.eq(1)
+                with m.If(self.ctl.cmd.valid):
+                    m.d.sync += cmd.eq(self.ctl.cmd.payload)
+                    m.next = "CHECK"
+
+            with m.State("CHECK"):
+                m.d.sync += [
+                    err_reserved.eq(cmd.reserved != 0),
+                    err_shape.eq((cmd.m == 0) | (cmd.k_tiles == 0) | (cmd.n_tiles == 0)),
+                    err_range.eq((a_last >= cfg.spad_rows) | (b_last >= cfg.spad_rows)
+                                 | (c_last >= cfg.acc_rows)),
+                ]
+                m.next = "DECIDE"
+
+            with m.State("DECIDE"):
+                with m.If(err_reserved | err_shape | err_range):
+                    m.d.sync += done.eq(1)
+                    with m.If(err_reserved):
+                        m.d.sync += error.eq(ErrorCode.RESERVED_BITS)
+                    with m.Elif(err_shape):
+                        m.d.sync += error.eq(ErrorCode.BAD_SHAPE)
+                    with m.Else():
+                        m.d.sync += error.eq(ErrorCode.LOCAL_RANGE)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [
+                        nt.eq(0), kt.eq(0), idx.eq(0), load_b.eq(1),
+                        a_base.eq(cmd.a_addr), a_ptr.eq(cmd.a_addr),
+                        b_base.eq(cmd.b_addr), b_ptr.eq(cmd.b_addr),
+                        c_base.eq(cmd.c_addr), c_ptr.eq(cmd.c_addr),
+                    ]
+                    m.next = "RUN"
+
+            with m.State("RUN"):
+                m.d.comb += issuing.eq(1)
+                with m.If(fire & load_b):
+                    m.d.sync += [b_ptr.eq(b_ptr + 1), idx.eq(idx + 1)]
+                    with m.If(idx[:kb] == d - 1):
+                        m.d.sync += [load_b.eq(0), idx.eq(0)]
+                with m.If(fire & ~load_b):
+                    m.d.sync += [a_ptr.eq(a_ptr + 1), c_ptr.eq(c_ptr + 1), idx.eq(idx + 1)]
+                    with m.If(idx == m_m1):
+                        # Tile done: the next one loads its weights into the other bank.
+                        m.d.sync += [load_b.eq(1), idx.eq(0), bank.eq(~bank)]
+                        with m.If(kt != kt_m1):
+                            m.d.sync += [
+                                kt.eq(kt + 1),
+                                a_base.eq(a_base + cmd.a_kt_stride),
+                                a_ptr.eq(a_base + cmd.a_kt_stride),
+                                c_ptr.eq(c_base),
+                            ]
+                        with m.Elif(nt != nt_m1):
+                            m.d.sync += [
+                                nt.eq(nt + 1), kt.eq(0),
+                                a_base.eq(cmd.a_addr), a_ptr.eq(cmd.a_addr),
+                                b_base.eq(b_base + cmd.b_nt_stride),
+                                b_ptr.eq(b_base + cmd.b_nt_stride),
+                                c_base.eq(c_base + cmd.c_nt_stride),
+                                c_ptr.eq(c_base + cmd.c_nt_stride),
+                            ]
+                        with m.Else():
+                            m.next = "DRAIN"
+
+            with m.State("DRAIN"):
+                # Wait for the last row's accumulator write; done follows it by one cycle.
+                with m.If(arr.out_valid & out_last):
+                    m.d.sync += [done.eq(1), error.eq(ErrorCode.OK)]
+                    m.next = "IDLE"
+
+        m.d.comb += busy.eq(~fsm.ongoing("IDLE"))
+        return m

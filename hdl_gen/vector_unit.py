@@ -1,0 +1,270 @@
+"""Vector unit: the fused GEMM epilogue (bias, requantize, ReLU, residual add, max-reduce).
+
+Turns int32 accumulator rows into int8 scratchpad rows, one row per cycle in steady state, every
+lane in parallel, exactly as docs/numerics.md specifies.
+"""
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import Out
+
+from .config import KakiConfig
+from .descriptor import ErrorCode, VecCmd
+from .engine import EngineSignature
+from .mem_port import ReadPortSignature, WritePortSignature
+
+#: Cycles from the cycle a row's read is granted to the cycle its write (``spad_wr.en``) is driven.
+PIPELINE_LATENCY = 5
+
+#: Widest address a VECTOR descriptor can name (its address fields are 20 bits).
+DESC_ADDR_BITS = 20
+
+
+def _clamp_i8(v):
+    """``v`` (a signed value of any width) saturated to -128..127, as ``signed(8)``."""
+    return Mux(v > 127, 127, Mux(v < -128, -128, v))[:8].as_signed()
+
+
+def _max(a, b):
+    return Mux(a > b, a, b)
+
+
+class VectorUnit(wiring.Component):
+    """Executes VECTOR commands (:class:`~hdl_gen.descriptor.VecCmd`).
+
+    Ports
+    -----
+    ctl : Out(EngineSignature(VecCmd)) — command link from the dispatcher:
+        ``ctl.cmd`` (in: valid, payload :class:`VecCmd`; out: ready) accepted only when idle;
+        ``ctl.done`` (out, 1) pulses one cycle after the command's last scratchpad write (or after
+        the error is found); ``ctl.error`` (out, :class:`ErrorCode`) is valid with ``done``;
+        ``ctl.busy`` (out, 1) is high from the cycle after acceptance through the ``done`` cycle.
+    acc_rd : Out(ReadPortSignature(acc_addr_bits, dim*32)) — accumulator read requester (addr, en
+        out; gnt, data in). Reads the parameter rows, then one source row per cycle. It may be
+        denied (priority 1 in the SoC): the unit retries.
+    spad_rd : Out(ReadPortSignature(spad_addr_bits, dim*8)) — scratchpad read requester for the
+        residual rows (``ops.add``). May be denied: the unit retries.
+    spad_wr : Out(WritePortSignature(spad_addr_bits, dim*8)) — scratchpad write requester for the
+        int8 result rows. **It must always be granted** (it has priority 0 in the SoC); ``gnt`` is
+        not looked at, a denied write would be lost.
+    active : Out(1) — a row entered the pipeline this cycle (performance counter).
+
+    Operation
+    ---------
+    1. Accept a command, then validate it (one cycle): reserved bits → ``RESERVED_BITS``;
+       ``rows == 0`` → ``BAD_SHAPE``; any touched row out of range (source and parameter rows
+       against the accumulator, destination and residual rows against the scratchpad) →
+       ``LOCAL_RANGE``. The bias row is only read (and range checked) with ``ops.bias``, the
+       residual rows only with ``ops.add``; with ``ops.maxred`` only ``dst_addr`` is written.
+    2. Read the bias (if enabled), multiplier and shift rows into registers, one granted read each.
+       A shift lane (an int32) outside 0..63 → ``BAD_SHIFT``. Every error retires with ``done`` and
+       its code before anything is written.
+    3. Stream the rows: row ``r`` enters the pipeline only in a cycle where its accumulator read
+       (``src_addr + r``) *and*, with ``ops.add``, its residual read (``res_addr + r``) are both
+       granted; otherwise both are retried (a lone grant is wasted). The pipeline never stalls:
+       the write of a row is driven exactly :data:`PIPELINE_LATENCY` cycles after its reads were
+       granted (stages: bias add | 64-bit product | 66-bit round, shift, zero point, clamp, ReLU |
+       residual add into the write registers).
+    4. Without ``ops.maxred`` row ``r`` is written at ``dst_addr + r``; with it a running
+       column-wise max is kept and one row is written at ``dst_addr`` after the last row.
+
+    The residual rows are read ahead of the writes, so ``dst`` may equal ``res`` (in place) or lie
+    below it; a destination range that starts above ``res_addr`` and overlaps the residual rows
+    is not supported (later residual reads could see new results).
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, KakiConfig):
+            raise TypeError(f"config must be a KakiConfig, not {config!r}")
+        for name in ("acc_rows", "spad_rows"):
+            if getattr(config, name) > 2 ** DESC_ADDR_BITS:
+                raise ValueError(f"{name} = {getattr(config, name)} exceeds what a {DESC_ADDR_BITS}-bit "
+                                 "descriptor address can reach")
+        self.config = config
+        super().__init__({
+            "ctl": Out(EngineSignature(VecCmd)),
+            "acc_rd": Out(ReadPortSignature(config.acc_addr_bits, config.dim * 32)),
+            "spad_rd": Out(ReadPortSignature(config.spad_addr_bits, config.dim * 8)),
+            "spad_wr": Out(WritePortSignature(config.spad_addr_bits, config.dim * 8)),
+            "active": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.config
+        dim = cfg.dim
+        m = Module()
+
+        cmd = Signal(VecCmd)
+        err = Signal(ErrorCode)
+
+        # Per-channel parameters, loaded at command start.
+        bias = [Signal(signed(32), name=f"bias_{c}") for c in range(dim)]
+        mult = [Signal(signed(32), name=f"mult_{c}") for c in range(dim)]
+        shift = [Signal(6, name=f"shift_{c}") for c in range(dim)]
+
+        # Parameter fetch: pidx is the row being requested (0 bias, 1 mult, 2 shift); a grant sets
+        # cap_valid/cap_idx so the row is captured from acc_rd.data in the next cycle.
+        pidx = Signal(2)
+        cap_valid = Signal()
+        cap_idx = Signal(2)
+
+        issued = Signal(17)      # rows whose reads were granted (entered the pipeline)
+        retired = Signal(17)     # rows that left the last stage
+        fire = Signal()
+
+        acc_lanes = [self.acc_rd.data[32 * c:32 * (c + 1)].as_signed() for c in range(dim)]
+
+        with m.If(cap_valid):
+            with m.Switch(cap_idx):
+                with m.Case(0):
+                    m.d.sync += [b.eq(v) for b, v in zip(bias, acc_lanes)]
+                with m.Case(1):
+                    m.d.sync += [k.eq(v) for k, v in zip(mult, acc_lanes)]
+                with m.Case(2):
+                    m.d.sync += [s.eq(v[:6]) for s, v in zip(shift, acc_lanes)]
+        m.d.sync += cap_valid.eq(0)
+
+        # ---- validation (combinational on the latched command) ----
+        ops = cmd.ops
+        rows = cmd.rows
+        reserved_bad = (cmd.reserved != 0) | (ops.reserved != 0)
+        shape_bad = rows == 0
+        acc_rows, spad_rows = cfg.acc_rows, cfg.spad_rows
+        range_bad = Signal()
+        m.d.comb += range_bad.eq(
+            (cmd.src_addr + rows > acc_rows)
+            | (ops.bias & (cmd.bias_addr >= acc_rows))
+            | (cmd.mult_addr >= acc_rows)
+            | (cmd.shift_addr >= acc_rows)
+            | Mux(ops.maxred, cmd.dst_addr >= spad_rows, cmd.dst_addr + rows > spad_rows)
+            | (ops.add & (cmd.res_addr + rows > spad_rows)))
+        shift_bad = Signal()
+        m.d.comb += shift_bad.eq(Cat(*[v[6:] != 0 for v in acc_lanes]).any())
+
+        # ---- control FSM ----
+        with m.FSM(init="IDLE", name="vec_fsm") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.ctl.cmd.ready.eq(1)
+                with m.If(self.ctl.cmd.valid):
+                    m.d.sync += [cmd.eq(self.ctl.cmd.payload), err.eq(ErrorCode.OK),
+                                 issued.eq(0), retired.eq(0)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(reserved_bad):
+                    m.d.sync += err.eq(ErrorCode.RESERVED_BITS)
+                    m.next = "FIN"
+                with m.Elif(shape_bad):
+                    m.d.sync += err.eq(ErrorCode.BAD_SHAPE)
+                    m.next = "FIN"
+                with m.Elif(range_bad):
+                    m.d.sync += err.eq(ErrorCode.LOCAL_RANGE)
+                    m.next = "FIN"
+                with m.Else():
+                    m.d.sync += pidx.eq(Mux(ops.bias, 0, 1))
+                    with m.If(~ops.bias):
+                        m.d.sync += [b.eq(0) for b in bias]
+                    m.next = "PARAM"
+            with m.State("PARAM"):
+                m.d.comb += [
+                    self.acc_rd.en.eq(1),
+                    self.acc_rd.addr.eq(Mux(pidx == 0, cmd.bias_addr,
+                                            Mux(pidx == 1, cmd.mult_addr, cmd.shift_addr))),
+                ]
+                with m.If(self.acc_rd.gnt):
+                    m.d.sync += [cap_valid.eq(1), cap_idx.eq(pidx), pidx.eq(pidx + 1)]
+                    with m.If(pidx == 2):
+                        m.next = "SHIFT_CHECK"
+            with m.State("SHIFT_CHECK"):
+                # acc_rd.data holds the shift row this cycle (being captured).
+                with m.If(shift_bad):
+                    m.d.sync += err.eq(ErrorCode.BAD_SHIFT)
+                    m.next = "FIN"
+                with m.Else():
+                    m.next = "RUN"
+            with m.State("RUN"):
+                more = issued != rows
+                m.d.comb += [
+                    self.acc_rd.en.eq(more),
+                    self.acc_rd.addr.eq(cmd.src_addr + issued),
+                    self.spad_rd.en.eq(more & ops.add),
+                    self.spad_rd.addr.eq(cmd.res_addr + issued),
+                    fire.eq(more & self.acc_rd.gnt & (self.spad_rd.gnt | ~ops.add)),
+                ]
+                with m.If(fire):
+                    m.d.sync += issued.eq(issued + 1)
+                with m.If(retired == rows):
+                    # Every row left the pipeline; without maxred the last write is on the port now.
+                    with m.If(ops.maxred):
+                        m.next = "MAX_WRITE"
+                    with m.Else():
+                        m.next = "FIN"
+            with m.State("MAX_WRITE"):
+                # The reduced row is on the write port this cycle (loaded by the datapath below).
+                m.next = "FIN"
+            with m.State("FIN"):
+                m.d.comb += self.ctl.done.eq(1)
+                m.next = "IDLE"
+        m.d.comb += [
+            self.ctl.busy.eq(~fsm.ongoing("IDLE")),
+            self.ctl.error.eq(err),
+            self.active.eq(fire),
+        ]
+
+        # ---- datapath: a valid bit travels with each row; the pipeline never stalls ----
+        v0 = Signal()   # memory data of a fired row is on acc_rd.data / spad_rd.data
+        v1 = Signal()
+        v2 = Signal()
+        v3 = Signal()
+        m.d.sync += [v0.eq(fire), v1.eq(v0), v2.eq(v1), v3.eq(v2)]
+
+        res_lanes0 = [self.spad_rd.data[8 * c:8 * (c + 1)].as_signed() for c in range(dim)]
+        x1 = [Signal(signed(32), name=f"x1_{c}") for c in range(dim)]
+        res1 = [Signal(signed(8), name=f"res1_{c}") for c in range(dim)]
+        p2 = [Signal(signed(64), name=f"p2_{c}") for c in range(dim)]
+        res2 = [Signal(signed(8), name=f"res2_{c}") for c in range(dim)]
+        y3 = [Signal(signed(8), name=f"y3_{c}") for c in range(dim)]
+        res3 = [Signal(signed(8), name=f"res3_{c}") for c in range(dim)]
+        out4 = [Signal(signed(8), name=f"out4_{c}") for c in range(dim)]
+        max4 = [Signal(signed(8), name=f"max4_{c}") for c in range(dim)]
+
+        zp = cmd.zero_point.as_signed()
+        for c in range(dim):
+            # Stage 1: wrapping int32 bias add (bias is zero when ops.bias is clear).
+            with m.If(v0):
+                m.d.sync += [x1[c].eq((acc_lanes[c] + bias[c])[:32].as_signed()),
+                             res1[c].eq(res_lanes0[c])]
+            # Stage 2: exact 64-bit product.
+            with m.If(v1):
+                m.d.sync += [p2[c].eq(x1[c] * mult[c]), res2[c].eq(res1[c])]
+            # Stage 3: round half up and shift in 66 bits, zero point, clamp, ReLU.
+            p_wide = Signal(signed(66), name=f"p_wide_{c}")
+            rnd = Signal(64, name=f"rnd_{c}")           # 2^(s-1), or 0 when s == 0
+            r = Signal(signed(66), name=f"r_{c}")
+            y = Signal(signed(8), name=f"y_{c}")
+            m.d.comb += [
+                p_wide.eq(p2[c]),
+                rnd.eq((Const(1, 1) << shift[c]) >> 1),
+                r.eq((p_wide + rnd)[:66].as_signed() >> shift[c]),
+                y.eq(_clamp_i8(r + zp)),
+            ]
+            with m.If(v2):
+                m.d.sync += [y3[c].eq(Mux(ops.relu, _max(y, zp), y)), res3[c].eq(res2[c])]
+            # Stage 4: saturating residual add; result row to the write registers / running max.
+            m.d.comb += out4[c].eq(Mux(ops.add, _clamp_i8(y3[c] + res3[c]), y3[c]))
+
+        wr_en = Signal()
+        wr_addr = Signal(cfg.spad_addr_bits)
+        wr_data = Signal(dim * 8)
+        m.d.sync += wr_en.eq(0)
+        with m.If(v3):
+            m.d.sync += retired.eq(retired + 1)
+            with m.If(ops.maxred):
+                for c in range(dim):
+                    m.d.sync += max4[c].eq(Mux(retired == 0, out4[c], _max(max4[c], out4[c])))
+            with m.Else():
+                m.d.sync += [wr_en.eq(1), wr_addr.eq(cmd.dst_addr + retired),
+                             wr_data.eq(Cat(*out4))]
+        with m.If(fsm.ongoing("RUN") & (retired == rows) & ops.maxred):
+            m.d.sync += [wr_en.eq(1), wr_addr.eq(cmd.dst_addr), wr_data.eq(Cat(*max4))]
+        m.d.comb += [self.spad_wr.en.eq(wr_en), self.spad_wr.addr.eq(wr_addr),
+                     self.spad_wr.data.eq(wr_data)]
+        return m
