@@ -233,12 +233,15 @@ class Tb:
         assert int(dut.ctl__busy.value) == 0 and int(dut.ctl__cmd__ready.value) == 1, "busy/ready in done cycle"
         after = await self.perf()
         delta = {p: after[p] - before[p] for p in PERF}
+        hazard, idle_access = int(dut.hazard_seen.value), int(dut.idle_access_seen.value)
         await RisingEdge(dut.clk)
         await ReadOnly()
         assert int(dut.ctl__done.value) == 0, "done longer than one cycle"
         await RisingEdge(dut.clk)
         if task is not None:
             await task
+        assert not hazard, f"{what}: PE array weight-bank hazard (w_conflict) during {c}"
+        assert not idle_access, f"{what}: engine accessed a memory while not busy ({c})"
         assert err == expect, f"{what}: error {err!r}, expected {expect!r} for {c}"
         assert delta["active"] + delta["stall"] == delta["busy"], delta
         if expect == ErrorCode.OK:

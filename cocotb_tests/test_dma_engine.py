@@ -15,6 +15,7 @@ Two builds: dim 8 (64-bit AXI, bursts of at most 4 beats, 4 reads outstanding) a
 accumulator rows, 16-beat bursts, 2 outstanding). The cocotb side is ``cocotb_dma_engine.py``.
 """
 import hashlib
+import inspect
 import json
 import subprocess
 from pathlib import Path
@@ -145,7 +146,8 @@ def _target(key):
     gen = simbuild.BUILD / "gen"
     gen.mkdir(parents=True, exist_ok=True)
     out = gen / f"{name}.v"
-    digest = hashlib.sha256(Path(__file__).read_bytes() + repr(CONFIGS[key]).encode()).hexdigest()
+    digest = hashlib.sha256(repr((inspect.getsource(DmaHarness), CONFIGS[key], HM_WORDS,
+                                  FNAME_BITS)).encode()).hexdigest()
     stamp = gen / f"{name}.harness-stamp"
     with FileLock(str(out) + ".lock"):
         if not stamp.exists() or stamp.read_text() != digest:
@@ -159,10 +161,10 @@ def _target(key):
 # Fast checks (no simulation)
 
 LINT_CONFIGS = [
-    dict(dim=4),
+    dict(dim=4, axi_data_bits=32, max_burst_beats=1, dma_outstanding=1),
     dict(dim=8),
     dict(dim=16, axi_data_bits=128, max_burst_beats=256, dma_outstanding=8),
-    dict(dim=32, axi_data_bits=32, max_burst_beats=1, dma_outstanding=1, axi_addr_bits=48),
+    dict(dim=32, axi_addr_bits=48, max_burst_beats=2),
 ]
 
 
@@ -204,10 +206,12 @@ def test_host_mem_model_lints():
 SIM_TESTS = [
     ("d8", "t_host_mem_backdoor"),
     ("d8", "t_validation"),
+    ("d8", "t_align_sweep"),
     ("d8", "t_random_fast"),
     ("d8", "t_random_axiram"),
     ("d8", "t_axi_errors"),
     ("d8", "t_perf"),
+    ("d16", "t_align_sweep"),
     ("d16", "t_random_fast"),
     ("d16", "t_random_axiram"),
     ("d16", "t_axi_errors"),

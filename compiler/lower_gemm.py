@@ -71,7 +71,7 @@ class GemmPlan:
 def plan_gemm(m, k, n, caps, host, name="gemm", with_output=True):
     """Place A, B, C, the epilogue parameters and the output on chip; raise CompileError if not.
 
-    ``with_output=False`` plans the GEMM alone (no int8 output rows in the scratchpad).
+    ``with_output=False`` plans the GEMM alone (no epilogue parameters, no int8 output rows).
     """
     for label, v, hi in (("M", m, 0xFFFF), ("K", k, 0xFFF * caps.dim), ("N", n, 0xFFF * caps.dim)):
         if not 1 <= v <= hi:
@@ -88,8 +88,9 @@ def plan_gemm(m, k, n, caps, host, name="gemm", with_output=True):
                                  f"the chip has {caps.spad_rows} (tile the GEMM)")
     c_acc = 0
     param_acc = c_acc + nt * m
-    if param_acc + 3 * nt > caps.acc_rows:
-        raise CompileError(name, f"{m}x{k}x{n} needs {param_acc + 3 * nt} accumulator rows, "
+    acc_end = param_acc + 3 * nt if with_output else param_acc
+    if acc_end > caps.acc_rows:
+        raise CompileError(name, f"{m}x{k}x{n} needs {acc_end} accumulator rows, "
                                  f"the chip has {caps.acc_rows}")
     return GemmPlan(m, k, n, dim, host, a_spad, b_spad, out_spad, c_acc, param_acc)
 

@@ -58,13 +58,13 @@ class DeviceModel:
         opcode = d["opcode"]
         handlers = {Opcode.DMA_LOAD: self._dma_load, Opcode.DMA_STORE: self._dma_store,
                     Opcode.GEMM: self._gemm, Opcode.VECTOR: self._vector}
-        if opcode == Opcode.NOP:
-            return ErrorCode.OK
         try:
-            if opcode not in handlers:
+            if opcode not in handlers and opcode != Opcode.NOP:
                 raise _Fault(ErrorCode.BAD_OPCODE)
             if d["flags.reserved"] or d.get("reserved") or d.get("ops.reserved"):
                 raise _Fault(ErrorCode.RESERVED_BITS)
+            if opcode == Opcode.NOP:
+                return ErrorCode.OK
             handlers[opcode](d)
             code = ErrorCode.OK
         except _Fault as f:

@@ -27,7 +27,8 @@ class Dispatcher(wiring.Component):
 
     Commands for different engines run concurrently; commands for one engine run in submission
     order. A descriptor that cannot be queued retires at once with an error (BAD_OPCODE for an
-    opcode no engine serves, CMD_OVERFLOW when the engine's FIFO is full); NOP retires silently.
+    opcode no engine serves, RESERVED_BITS for reserved flag bits, CMD_OVERFLOW when the engine's
+    FIFO is full); NOP retires silently. Payload fields are checked by the engine.
 
     Ports
     -----
@@ -61,6 +62,8 @@ class Dispatcher(wiring.Component):
         m = Module()
         desc = Descriptor(self.desc)
         known = Signal()
+        flags_bad = Signal()
+        m.d.comb += flags_bad.eq(desc.flags.reserved != 0)
         busy = []
         m.d.comb += [self.reject.opcode.eq(desc.opcode), self.reject.tag.eq(desc.tag),
                      self.reject.irq.eq(desc.flags.irq)]
@@ -68,27 +71,30 @@ class Dispatcher(wiring.Component):
             q = fifo.SyncFIFOBuffered(width=DESCRIPTOR_BITS, depth=self.depth)
             m.submodules[f"{name}_fifo"] = q
             port = getattr(self, name)
-            hit = self.submit & (desc.opcode == opcode)
+            hit = self.submit & (desc.opcode == opcode) & ~flags_bad
             m.d.comb += [q.w_data.eq(self.desc), q.w_en.eq(hit),
                          port.valid.eq(q.r_rdy), port.payload.eq(q.r_data),
                          q.r_en.eq(port.ready)]
-            with m.If(hit):
+            with m.If(self.submit & (desc.opcode == opcode)):
                 m.d.comb += known.eq(1)
+            with m.If(hit):
                 with m.If(~q.w_rdy):
                     m.d.comb += [self.reject.done.eq(1),
                                  self.reject.error.eq(ErrorCode.CMD_OVERFLOW)]
             # The descriptor in flight, kept for its flags and tag until it retires.
             held = Signal(Descriptor, name=f"{name}_held")
-            with m.If(port.valid & port.ready):
-                m.d.sync += [held.eq(port.payload), self.inflight[i].eq(1)]
             done = getattr(self, f"{name}_done")
             with m.If(done):
                 m.d.sync += self.inflight[i].eq(0)
+            with m.If(port.valid & port.ready):   # after `done`: a same-cycle accept wins
+                m.d.sync += [held.eq(port.payload), self.inflight[i].eq(1)]
             r = self.retire[i]
             m.d.comb += [r.done.eq(done), r.error.eq(getattr(self, f"{name}_error")),
                          r.irq.eq(held.flags.irq), r.opcode.eq(held.opcode), r.tag.eq(held.tag)]
             busy.append(q.r_rdy)
         with m.If(self.submit & ~known & (desc.opcode != Opcode.NOP)):
             m.d.comb += [self.reject.done.eq(1), self.reject.error.eq(ErrorCode.BAD_OPCODE)]
+        with m.Elif(self.submit & flags_bad):
+            m.d.comb += [self.reject.done.eq(1), self.reject.error.eq(ErrorCode.RESERVED_BITS)]
         m.d.comb += self.idle.eq(~Cat(*busy).any() & ~self.inflight.any())
         return m

@@ -108,31 +108,57 @@ class DmaEngine(wiring.Component):
     config : KakiConfig
         ``dim``, local memory sizes, AXI widths, ``max_burst_beats`` and ``dma_outstanding``.
 
-    Ports (directions from the engine's side; widths with the default config dim=8, 64-bit AXI)
+    Ports (directions seen from the engine; [widths at the default KakiConfig: dim 8, 4x4096
+    scratchpad rows, 2x4096 accumulator rows, 32-bit address / 64-bit data / 4-bit ID AXI])
     ---------------------------------------------------------------------------------------------
     load : Out(EngineSignature(DmaCmd))
-        ``load.cmd`` In stream of :class:`DmaCmd` (224-bit payload, valid/ready; ready only when
-        idle), ``load.done`` Out(1) one-cycle pulse, ``load.error`` Out(ErrorCode) (8 bits, valid
-        with done), ``load.busy`` Out(1). Executes DMA_LOAD: host -> local memory.
+        ``load.cmd.valid`` In(1), ``load.cmd.ready`` Out(1) (high only when idle),
+        ``load.cmd.payload`` In(DmaCmd) [224], ``load.done`` Out(1) one-cycle pulse,
+        ``load.error`` Out(ErrorCode) [8] valid with done, ``load.busy`` Out(1) (high from the
+        accepting cycle's successor through the done cycle). Executes DMA_LOAD: host -> local.
     store : Out(EngineSignature(DmaCmd))
-        Same for DMA_STORE: local memory -> host.
+        Same members for DMA_STORE: local -> host.
     axi : Out(Axi4Signature(axi_addr_bits, axi_data_bits, axi_id_bits))
-        AXI4 manager. AR/R belong to the load channel, AW/W/B to the store channel. ID is always 0,
-        bursts are INCR with full-width beats, ``arprot``/``awprot`` are 0.
+        AXI4 manager, flat members: Out ``awid`` [4] ``awaddr`` [32] ``awlen`` [8] ``awsize`` [3]
+        ``awburst`` [2] ``awprot`` [3] ``awvalid``, In ``awready``; Out ``wdata`` [64] ``wstrb`` [8]
+        ``wlast`` ``wvalid``, In ``wready``; In ``bid`` [4] ``bresp`` [2] ``bvalid``, Out ``bready``;
+        Out ``arid`` ``araddr`` ``arlen`` ``arsize`` ``arburst`` ``arprot`` ``arvalid``, In ``arready``;
+        In ``rid`` ``rdata`` [64] ``rresp`` [2] ``rlast`` ``rvalid``, Out ``rready``. AR/R belong to
+        the load channel, AW/W/B to the store channel. IDs are always 0, bursts INCR with
+        full-width beats, ``*prot`` 0. ``bready`` is always 1.
     spad_wr : Out(WritePortSignature(spad_addr_bits, dim*8))
-        Scratchpad write requester (loads with ``acc`` = 0). ``addr``/``en``/``data`` Out, ``gnt`` In.
+        Scratchpad write requester for loads with ``acc`` = 0: Out ``addr`` [14], ``en``,
+        ``data`` [64]; In ``gnt``. ``en`` stays up (same addr/data) until ``gnt``.
     acc_wr : Out(WritePortSignature(acc_addr_bits, dim*32))
-        Accumulator write requester (loads with ``acc`` = 1).
+        Accumulator write requester for loads with ``acc`` = 1: Out ``addr`` [13], ``en``,
+        ``data`` [256]; In ``gnt``.
     spad_rd : Out(ReadPortSignature(spad_addr_bits, dim*8))
-        Scratchpad read requester (stores with ``acc`` = 0). ``addr``/``en`` Out, ``gnt``/``data``
-        In, data valid the cycle after a granted request.
+        Scratchpad read requester for stores with ``acc`` = 0: Out ``addr`` [14], ``en``;
+        In ``gnt``, ``data`` [64] (valid the cycle after a granted request).
     acc_rd : Out(ReadPortSignature(acc_addr_bits, dim*32))
-        Accumulator read requester (stores with ``acc`` = 1).
+        Accumulator read requester for stores with ``acc`` = 1: Out ``addr`` [13], ``en``;
+        In ``gnt``, ``data`` [256].
     load_bytes : Out(8)
-        Host bytes delivered into local memory this cycle (``row_bytes`` when a load row's local
-        write is granted, else 0): a performance-counter increment.
+        Host bytes delivered into local memory this cycle (``row_bytes`` in the cycle a load
+        row's local write is granted, else 0): a performance-counter increment.
     store_bytes : Out(8)
         Host bytes accepted by the AXI W channel this cycle (set WSTRB bits of a W handshake).
+
+    Design notes
+    ------------
+    * Validation takes two cycles (CHECK: products and sums in 40/52-bit arithmetic; CHECK2:
+      compare), so a command costs 4 cycles of overhead (accept, CHECK, CHECK2, DONE) plus its
+      transfer.
+    * Load: the AR issuer walks the rows (running sums, no multipliers) and keeps up to
+      ``dma_outstanding`` bursts in flight. The R side collects a row's beats into a buffer of
+      ``row_beats_max`` beats; a complete row is extracted (shift by the host misalignment, mask
+      to ``row_bytes``, shift to ``col_offset``) into a write-back register while the next row's
+      beats already arrive. ``rready`` drops only when a second row completes before the first
+      one's local write is granted.
+    * Store: the AW issuer runs ahead independently (``dma_outstanding`` bursts awaiting B). Local
+      rows are read (retrying until granted) into a two-entry buffer; the W side shifts a row to its
+      host alignment, builds WSTRB, and sends beats only for bursts whose AW has been issued, with
+      WLAST placed by the same split rule as AW (row end, 4 KiB, ``max_burst_beats``).
     """
 
     def __init__(self, config):

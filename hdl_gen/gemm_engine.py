@@ -32,11 +32,13 @@ class GemmEngine(wiring.Component):
     cycles → the first scratchpad read. A scratchpad row read in cycle ``c`` enters the array in
     ``c+1``; its result leaves the array in ``c+1+L`` (``L = 2*dim-1``) and is written to the
     accumulator in that same cycle (an accumulating row's old value is read one cycle earlier from
-    the address carried down a delay line next to the array; a write to that row in the read cycle is
-    forwarded, so back-to-back RMW of one row is hazard-free whatever the SRAM's read-during-write
-    behaviour). ``done`` pulses the cycle after the last accumulator write, with ``busy`` already
-    low, so the next command can be accepted in the ``done`` cycle. In steady state one A row (one
-    MAC per PE) enters per cycle.
+    the address carried down a delay line next to the array). Rows are written in issue order and a
+    row's read and write are one cycle apart; a write to the same row in the read cycle is forwarded,
+    so even back-to-back RMW of one row would be hazard-free whatever the SRAM's read-during-write
+    behaviour. (With today's issue order a C row recurs at least ``dim + 1`` cycles later, e.g. the
+    next k-tile with ``m = 1``, so the forward is a safeguard that does not fire.) ``done`` pulses
+    the cycle after the last accumulator write, with ``busy`` already low, so the next command can
+    be accepted in the ``done`` cycle. In steady state one A row (one MAC per PE) enters per cycle.
 
     Weight-bank hazards. A B-row write into bank ``b`` must not reach a PE row that an in-flight A
     row of bank ``b`` (the tile before last) still has to pass. A per-bank down-counter is loaded with
@@ -53,12 +55,19 @@ class GemmEngine(wiring.Component):
 
     Ports
     -----
-    ctl     : Out(EngineSignature(GemmCmd)) — ``cmd`` stream in, ``done``/``error``/``busy`` out.
-    spad_rd : Out(ReadPortSignature(spad_addr_bits, dim*8)) — A and B rows.
+    ctl     : Out(EngineSignature(GemmCmd)) — in: ``cmd.valid`` (1), ``cmd.payload`` (GemmCmd, 176
+              bits); out: ``cmd.ready`` (1, = idle), ``done`` (1), ``error`` (ErrorCode, 8), ``busy`` (1).
+    spad_rd : Out(ReadPortSignature(spad_addr_bits, dim*8)) — A and B rows (out: ``addr``, ``en``;
+              in: ``gnt``, ``data``).
     acc_rd  : Out(ReadPortSignature(acc_addr_bits, dim*32)) — old C rows for accumulation.
-    acc_wr  : Out(WritePortSignature(acc_addr_bits, dim*32)) — C rows.
+    acc_wr  : Out(WritePortSignature(acc_addr_bits, dim*32)) — C rows (out: ``addr``, ``en``,
+              ``data``; in: ``gnt``, ignored).
     active  : Out(1) — a (non-bubble) A row enters the array this cycle (MAC cycles).
-    stall   : Out(1) — busy and no A row entered this cycle.
+    stall   : Out(1) — busy and no A row entered this cycle (checks, weight loads, denied reads,
+              drain).
+
+    ``array`` (the :class:`PEArray` submodule) is an attribute so test harnesses can observe
+    ``array.w_conflict``.
     """
 
     def __init__(self, config):
@@ -181,7 +190,7 @@ class GemmEngine(wiring.Component):
             self.acc_rd.addr.eq(pre_addr),
         ]
         fwd_hit = Signal()
-        fwd_data = Signal(d * 32)
+        fwd_data = Signal(d * 32, reset_less=True)
         m.d.sync += [
             fwd_hit.eq(self.acc_wr.en & (self.acc_wr.addr == pre_addr)),
             fwd_data.eq(self.acc_wr.data),

@@ -27,9 +27,12 @@ class PEArray(wiring.Component):
     ``latency = 2*dim - 1``. One row per cycle, no stalls.
 
     Weight loads are broadcast row writes: ``w_en`` writes ``w_data`` into PE row ``w_row`` of bank
-    ``w_bank`` at the end of the cycle. Writing bank ``b`` of row ``r`` while an in-flight A element
-    that uses bank ``b`` will still pass through row ``r`` corrupts that row's result; the caller
-    prevents it, ``w_conflict`` flags it (a simulation monitor, not needed for operation).
+    ``w_bank`` at the end of the cycle; elements reaching that row's PEs from the next cycle on use
+    the new weights. An element presented in cycle ``t`` reads PE ``(r, j)`` in cycle ``t + r + j``,
+    so writing row ``r`` of bank ``b`` in cycle ``c`` is safe only if every in-flight element of
+    bank ``b`` has ``t + r + dim - 1 <= c``. The caller guarantees it; ``w_conflict`` flags a
+    violation (a simulation monitor computed from the in-flight valid/bank bits, not needed for
+    operation).
 
     Ports
     -----
@@ -37,7 +40,7 @@ class PEArray(wiring.Component):
     a_valid    : In(1)       — ``a_data`` is a real row (else a bubble).
     a_bank     : In(1)       — weight bank this row multiplies with.
     w_en       : In(1)       — write one weight row this cycle.
-    w_row      : In(range(dim)) — PE row ``k`` written (B row ``k`` of the tile).
+    w_row      : In(range(dim)) — log2(dim) bits: PE row ``k`` written (B row ``k`` of the tile).
     w_bank     : In(1)       — weight bank written.
     w_data     : In(dim*8)   — the weights, element ``n`` is int8 bits ``[8n, 8n+8)``.
     out_data   : Out(dim*32) — result row, element ``n`` is int32 bits ``[32n, 32n+32)`` (registered).

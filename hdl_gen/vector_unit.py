@@ -73,12 +73,15 @@ class VectorUnit(wiring.Component):
     """
 
     def __init__(self, config):
+        # A rejected instance is not an unused one: keep Amaranth's UnusedElaboratable quiet.
+        self._MustUse__silence = True
         if not isinstance(config, KakiConfig):
             raise TypeError(f"config must be a KakiConfig, not {config!r}")
         for name in ("acc_rows", "spad_rows"):
             if getattr(config, name) > 2 ** DESC_ADDR_BITS:
-                raise ValueError(f"{name} = {getattr(config, name)} exceeds what a {DESC_ADDR_BITS}-bit "
-                                 "descriptor address can reach")
+                raise ValueError(f"{name} = {getattr(config, name)} exceeds what a "
+                                 f"{DESC_ADDR_BITS}-bit descriptor address can reach")
+        self._MustUse__silence = False
         self.config = config
         super().__init__({
             "ctl": Out(EngineSignature(VecCmd)),

@@ -1126,7 +1126,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_gemm_stall_count(perf_gemm_stall_count),
     .perf_vec_active_count(perf_vec_active_count),
     .perf_vec_busy_count(perf_vec_busy_count),
-    .\port$5438$0 (inflight),
+    .\port$5471$0 (inflight),
     .rst(rst),
     .rvalid(csr__rvalid),
     .status_idle(status_idle)
@@ -1142,14 +1142,14 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm__valid(ctl__cmd__valid),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$5436$0 (\$87 ),
-    .\port$5440$0 (\$88 ),
-    .\port$5442$0 (\$89 ),
-    .\port$5444$0 (\$90 ),
+    .\port$5473$0 (\$87 ),
+    .\port$5475$0 (\$88 ),
+    .\port$5477$0 (\$89 ),
+    .\port$5479$0 (\$90 ),
     .r_en(dma_load__ready),
-    .\r_en$31 (dma_store__ready),
-    .\r_en$48 (gemm__ready),
-    .\r_en$65 (vec__ready),
+    .\r_en$32 (dma_store__ready),
+    .\r_en$49 (gemm__ready),
+    .\r_en$66 (vec__ready),
     .reject__done(reject__done),
     .reject__error(reject__error),
     .retire__0__done(dma_load_done),
@@ -2402,7 +2402,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, do_read, cmd_submit_go, perf_ctrl_clear, status_idle, irq_status_error_set, done_dma_load_count
 , done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, bvalid, bus__bresp, rvalid, bus__rdata, bus__rresp
-, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$5438$0 , bus__awaddr
+, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$5471$0 , bus__awaddr
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
@@ -2856,8 +2856,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_active_count;
   input [31:0] perf_vec_busy_count;
   wire [31:0] perf_vec_busy_count;
-  input [3:0] \port$5438$0 ;
-  wire [3:0] \port$5438$0 ;
+  input [3:0] \port$5471$0 ;
+  wire [3:0] \port$5471$0 ;
   (* init = 32'd0 *)
   wire [31:0] rdata;
   (* init = 2'h0 *)
@@ -3748,10 +3748,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_dma_addr_bits = 8'h20;
   assign cap_queues_queues = 8'h00;
   assign cap_queues_fifo_depth = 8'h04;
-  assign status_dma_load_busy = \port$5438$0 [0];
-  assign status_dma_store_busy = \port$5438$0 [1];
-  assign status_gemm_busy = \port$5438$0 [2];
-  assign status_vec_busy = \port$5438$0 [3];
+  assign status_dma_load_busy = \port$5471$0 [0];
+  assign status_dma_store_busy = \port$5471$0 [1];
+  assign status_gemm_busy = \port$5471$0 [2];
+  assign status_vec_busy = \port$5471$0 [3];
   assign \$43  = 33'h04b414b49;
   assign \$44  = \$43 ;
   assign \$47  = 17'h00001;
@@ -3792,11 +3792,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$140  = \$139 ;
   assign \$143  = 2'h0;
   assign \$144  = { 30'h00000000, \$143  };
-  assign \$147  = { 1'h0, \port$5438$0 [0] };
+  assign \$147  = { 1'h0, \port$5471$0 [0] };
   assign \$148  = { 30'h00000000, \$147  };
-  assign \$149  = { \port$5438$0 [1], 1'h0 };
-  assign \$151  = { 1'h0, \port$5438$0 [2], 2'h0 };
-  assign \$153  = { \port$5438$0 [3], 3'h0 };
+  assign \$149  = { \port$5471$0 [1], 1'h0 };
+  assign \$151  = { 1'h0, \port$5471$0 [2], 2'h0 };
+  assign \$153  = { \port$5471$0 [3], 3'h0 };
   assign \$155  = { 3'h0, status_idle, 4'h0 };
   assign \$174  = { 1'h0, irq_status_dma_load_done };
   assign \$175  = { 30'h00000000, \$174  };
@@ -3857,8 +3857,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, \port$5436$0 , retire__0__tag, inflight, \port$5440$0 , retire__1__tag, \port$5442$0 , retire__2__tag, \port$5444$0 , retire__3__tag, dma_load__valid, dma_store__valid
-, gemm__valid, vec__valid, r_en, retire__0__done, \r_en$31 , retire__1__done, retire__0__error, retire__1__error, retire__2__done, retire__2__error, \r_en$48 , retire__3__error, \r_en$65 , retire__3__done, clk);
+module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$5473$0 , retire__0__tag, \port$5475$0 , retire__1__tag, \port$5477$0 , retire__2__tag, \port$5479$0 , retire__3__tag, dma_load__valid, dma_store__valid
+, gemm__valid, vec__valid, r_en, retire__0__done, \r_en$32 , retire__1__done, retire__0__error, retire__1__error, retire__2__done, retire__2__error, \r_en$49 , retire__3__error, \r_en$66 , retire__3__done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -3881,14 +3881,39 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  reg [255:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  reg [3:0] \$30 ;
-  reg [255:0] \$31 ;
-  reg [255:0] \$32 ;
-  reg [255:0] \$33 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  reg [3:0] \$54 ;
+  reg [255:0] \$55 ;
+  reg [255:0] \$56 ;
+  reg [255:0] \$57 ;
+  reg [255:0] \$58 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
@@ -4151,6 +4176,7 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   wire [19:0] \dma_store_held.payload.vec.src_addr ;
   wire [7:0] \dma_store_held.payload.vec.zero_point ;
   wire [15:0] \dma_store_held.tag ;
+  wire flags_bad;
   output [255:0] gemm__payload;
   wire [255:0] gemm__payload;
   wire [7:0] \gemm__payload.flags ;
@@ -4283,30 +4309,30 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$5436$0 ;
-  wire [8:0] \port$5436$0 ;
-  output [8:0] \port$5440$0 ;
-  wire [8:0] \port$5440$0 ;
-  output [8:0] \port$5442$0 ;
-  wire [8:0] \port$5442$0 ;
-  output [8:0] \port$5444$0 ;
-  wire [8:0] \port$5444$0 ;
+  output [8:0] \port$5473$0 ;
+  wire [8:0] \port$5473$0 ;
+  output [8:0] \port$5475$0 ;
+  wire [8:0] \port$5475$0 ;
+  output [8:0] \port$5477$0 ;
+  wire [8:0] \port$5477$0 ;
+  output [8:0] \port$5479$0 ;
+  wire [8:0] \port$5479$0 ;
   wire [255:0] r_data;
-  wire [255:0] \r_data$30 ;
-  wire [255:0] \r_data$47 ;
-  wire [255:0] \r_data$64 ;
+  wire [255:0] \r_data$31 ;
+  wire [255:0] \r_data$48 ;
+  wire [255:0] \r_data$65 ;
   input r_en;
   wire r_en;
-  input \r_en$31 ;
-  wire \r_en$31 ;
-  input \r_en$48 ;
-  wire \r_en$48 ;
-  input \r_en$65 ;
-  wire \r_en$65 ;
+  input \r_en$32 ;
+  wire \r_en$32 ;
+  input \r_en$49 ;
+  wire \r_en$49 ;
+  input \r_en$66 ;
+  wire \r_en$66 ;
   wire r_rdy;
-  wire \r_rdy$28 ;
-  wire \r_rdy$45 ;
-  wire \r_rdy$62 ;
+  wire \r_rdy$29 ;
+  wire \r_rdy$46 ;
+  wire \r_rdy$63 ;
   output reject__done;
   reg reject__done;
   (* enum_base_type = "ErrorCode" *)
@@ -4563,60 +4589,86 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   wire [7:0] \vec_held.payload.vec.zero_point ;
   wire [15:0] \vec_held.tag ;
   wire [255:0] w_data;
-  wire [255:0] \w_data$25 ;
-  wire [255:0] \w_data$42 ;
-  wire [255:0] \w_data$59 ;
+  wire [255:0] \w_data$26 ;
+  wire [255:0] \w_data$43 ;
+  wire [255:0] \w_data$60 ;
   wire w_en;
-  wire \w_en$26 ;
-  wire \w_en$43 ;
-  wire \w_en$60 ;
+  wire \w_en$27 ;
+  wire \w_en$44 ;
+  wire \w_en$61 ;
   wire w_rdy;
-  wire \w_rdy$33 ;
-  wire \w_rdy$50 ;
-  wire \w_rdy$67 ;
+  wire \w_rdy$34 ;
+  wire \w_rdy$51 ;
+  wire \w_rdy$68 ;
+  assign \$37  = submit & \$36 ;
+  assign \$38  = ~ flags_bad;
+  assign \$39  = \$37  & \$38 ;
+  assign \$40  = ~ \w_rdy$68 ;
+  assign \$41  = ~ known;
+  assign \$42  = submit & \$41 ;
+  assign \$43  = | desc[7:0];
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = submit & flags_bad;
+  assign \$46  = | { vec__valid, gemm__valid, dma_store__valid, dma_load__valid };
+  assign \$47  = ~ \$46 ;
+  assign \$48  = | inflight;
+  assign \$49  = ~ \$48 ;
+  assign idle = \$47  & \$49 ;
+  assign \$50  = dma_load__valid & r_en;
+  assign \$51  = dma_store__valid & \r_en$32 ;
+  assign \$52  = gemm__valid & \r_en$49 ;
+  assign \$53  = vec__valid & \r_en$66 ;
+  always @(posedge clk)
+    inflight <= \$54 ;
+  always @(posedge clk)
+    dma_load_held <= \$55 ;
+  always @(posedge clk)
+    dma_store_held <= \$56 ;
+  always @(posedge clk)
+    gemm_held <= \$57 ;
+  always @(posedge clk)
+    vec_held <= \$58 ;
+  assign flags_bad = | desc[15:9];
   assign \$1  = desc[7:0] == 1'h1;
-  assign w_en = submit & \$1 ;
-  assign \$2  = desc[7:0] == 1'h1;
-  assign \$3  = submit & \$2 ;
-  assign \$4  = ~ w_rdy;
-  assign \$5  = desc[7:0] == 2'h2;
-  assign \w_en$26  = submit & \$5 ;
-  assign \$6  = desc[7:0] == 2'h2;
+  assign \$2  = submit & \$1 ;
+  assign \$3  = ~ flags_bad;
+  assign w_en = \$2  & \$3 ;
+  assign \$4  = desc[7:0] == 1'h1;
+  assign \$5  = submit & \$4 ;
+  assign \$6  = desc[7:0] == 1'h1;
   assign \$7  = submit & \$6 ;
-  assign \$8  = ~ \w_rdy$33 ;
-  assign \$9  = desc[7:0] == 2'h3;
-  assign \w_en$43  = submit & \$9 ;
-  assign \$10  = desc[7:0] == 2'h3;
-  assign \$11  = submit & \$10 ;
-  assign \$12  = ~ \w_rdy$50 ;
-  assign \$13  = desc[7:0] == 3'h4;
-  assign \w_en$60  = submit & \$13 ;
-  assign \$14  = desc[7:0] == 3'h4;
+  assign \$8  = ~ flags_bad;
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = ~ w_rdy;
+  assign \$11  = desc[7:0] == 2'h2;
+  assign \$12  = submit & \$11 ;
+  assign \$13  = ~ flags_bad;
+  assign \w_en$27  = \$12  & \$13 ;
+  assign \$14  = desc[7:0] == 2'h2;
   assign \$15  = submit & \$14 ;
-  assign \$16  = ~ \w_rdy$67 ;
-  assign \$17  = ~ known;
-  assign \$18  = submit & \$17 ;
-  assign \$19  = | desc[7:0];
-  assign \$20  = \$18  & \$19 ;
-  assign \$21  = | { vec__valid, gemm__valid, dma_store__valid, dma_load__valid };
-  assign \$22  = ~ \$21 ;
-  assign \$23  = | inflight;
-  assign \$24  = ~ \$23 ;
-  assign idle = \$22  & \$24 ;
-  assign \$25  = dma_load__valid & r_en;
-  assign \$26  = dma_store__valid & \r_en$31 ;
-  assign \$27  = gemm__valid & \r_en$48 ;
-  assign \$28  = vec__valid & \r_en$65 ;
-  always @(posedge clk)
-    dma_load_held <= \$29 ;
-  always @(posedge clk)
-    inflight <= \$30 ;
-  always @(posedge clk)
-    dma_store_held <= \$31 ;
-  always @(posedge clk)
-    gemm_held <= \$32 ;
-  always @(posedge clk)
-    vec_held <= \$33 ;
+  assign \$16  = desc[7:0] == 2'h2;
+  assign \$17  = submit & \$16 ;
+  assign \$18  = ~ flags_bad;
+  assign \$19  = \$17  & \$18 ;
+  assign \$20  = ~ \w_rdy$34 ;
+  assign \$21  = desc[7:0] == 2'h3;
+  assign \$22  = submit & \$21 ;
+  assign \$23  = ~ flags_bad;
+  assign \w_en$44  = \$22  & \$23 ;
+  assign \$24  = desc[7:0] == 2'h3;
+  assign \$25  = submit & \$24 ;
+  assign \$26  = desc[7:0] == 2'h3;
+  assign \$27  = submit & \$26 ;
+  assign \$28  = ~ flags_bad;
+  assign \$29  = \$27  & \$28 ;
+  assign \$30  = ~ \w_rdy$51 ;
+  assign \$31  = desc[7:0] == 3'h4;
+  assign \$32  = submit & \$31 ;
+  assign \$33  = ~ flags_bad;
+  assign \w_en$61  = \$32  & \$33 ;
+  assign \$34  = desc[7:0] == 3'h4;
+  assign \$35  = submit & \$34 ;
+  assign \$36  = desc[7:0] == 3'h4;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
     .r_data(dma_load__payload),
@@ -4630,172 +4682,176 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
     .r_data(dma_store__payload),
-    .r_en(\r_en$31 ),
+    .r_en(\r_en$32 ),
     .r_rdy(dma_store__valid),
     .rst(rst),
-    .w_en(\w_en$26 ),
+    .w_en(\w_en$27 ),
     .w_port__data(desc),
-    .w_rdy(\w_rdy$33 )
+    .w_rdy(\w_rdy$34 )
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
     .r_data(gemm__payload),
-    .r_en(\r_en$48 ),
+    .r_en(\r_en$49 ),
     .r_rdy(gemm__valid),
     .rst(rst),
-    .w_en(\w_en$43 ),
+    .w_en(\w_en$44 ),
     .w_port__data(desc),
-    .w_rdy(\w_rdy$50 )
+    .w_rdy(\w_rdy$51 )
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
     .r_data(vec__payload),
-    .r_en(\r_en$65 ),
+    .r_en(\r_en$66 ),
     .r_rdy(vec__valid),
     .rst(rst),
-    .w_en(\w_en$60 ),
+    .w_en(\w_en$61 ),
     .w_port__data(desc),
-    .w_rdy(\w_rdy$67 )
+    .w_rdy(\w_rdy$68 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     known = 1'h0;
-    if (\$3 ) begin
-      known = 1'h1;
-    end
-    if (\$7 ) begin
-      known = 1'h1;
-    end
-    if (\$11 ) begin
+    if (\$5 ) begin
       known = 1'h1;
     end
     if (\$15 ) begin
+      known = 1'h1;
+    end
+    if (\$25 ) begin
+      known = 1'h1;
+    end
+    if (\$35 ) begin
       known = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     reject__done = 1'h0;
-    if (\$3 ) begin
-      if (\$4 ) begin
+    if (\$9 ) begin
+      if (\$10 ) begin
         reject__done = 1'h1;
       end
     end
-    if (\$7 ) begin
-      if (\$8 ) begin
+    if (\$19 ) begin
+      if (\$20 ) begin
         reject__done = 1'h1;
       end
     end
-    if (\$11 ) begin
-      if (\$12 ) begin
+    if (\$29 ) begin
+      if (\$30 ) begin
         reject__done = 1'h1;
       end
     end
-    if (\$15 ) begin
-      if (\$16 ) begin
+    if (\$39 ) begin
+      if (\$40 ) begin
         reject__done = 1'h1;
       end
     end
-    if (\$20 ) begin
+    if (\$44 ) begin
+      reject__done = 1'h1;
+    end else if (\$45 ) begin
       reject__done = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     reject__error = 8'h00;
-    if (\$3 ) begin
-      if (\$4 ) begin
+    if (\$9 ) begin
+      if (\$10 ) begin
         reject__error = 8'h09;
       end
     end
-    if (\$7 ) begin
-      if (\$8 ) begin
+    if (\$19 ) begin
+      if (\$20 ) begin
         reject__error = 8'h09;
       end
     end
-    if (\$11 ) begin
-      if (\$12 ) begin
+    if (\$29 ) begin
+      if (\$30 ) begin
         reject__error = 8'h09;
       end
     end
-    if (\$15 ) begin
-      if (\$16 ) begin
+    if (\$39 ) begin
+      if (\$40 ) begin
         reject__error = 8'h09;
       end
     end
-    if (\$20 ) begin
+    if (\$44 ) begin
       reject__error = 8'h01;
+    end else if (\$45 ) begin
+      reject__error = 8'h02;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$29  = dma_load_held;
-    if (\$25 ) begin
-      \$29  = dma_load__payload;
-    end
-    if (rst) begin
-      \$29  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$30  = inflight;
-    if (\$25 ) begin
-      \$30 [0] = 1'h1;
-    end
+    \$54  = inflight;
     if (retire__0__done) begin
-      \$30 [0] = 1'h0;
+      \$54 [0] = 1'h0;
     end
-    if (\$26 ) begin
-      \$30 [1] = 1'h1;
+    if (\$50 ) begin
+      \$54 [0] = 1'h1;
     end
     if (retire__1__done) begin
-      \$30 [1] = 1'h0;
+      \$54 [1] = 1'h0;
     end
-    if (\$27 ) begin
-      \$30 [2] = 1'h1;
+    if (\$51 ) begin
+      \$54 [1] = 1'h1;
     end
     if (retire__2__done) begin
-      \$30 [2] = 1'h0;
+      \$54 [2] = 1'h0;
     end
-    if (\$28 ) begin
-      \$30 [3] = 1'h1;
+    if (\$52 ) begin
+      \$54 [2] = 1'h1;
     end
     if (retire__3__done) begin
-      \$30 [3] = 1'h0;
+      \$54 [3] = 1'h0;
+    end
+    if (\$53 ) begin
+      \$54 [3] = 1'h1;
     end
     if (rst) begin
-      \$30  = 4'h0;
+      \$54  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$31  = dma_store_held;
-    if (\$26 ) begin
-      \$31  = dma_store__payload;
+    \$55  = dma_load_held;
+    if (\$50 ) begin
+      \$55  = dma_load__payload;
     end
     if (rst) begin
-      \$31  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$55  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$32  = gemm_held;
-    if (\$27 ) begin
-      \$32  = gemm__payload;
+    \$56  = dma_store_held;
+    if (\$51 ) begin
+      \$56  = dma_store__payload;
     end
     if (rst) begin
-      \$32  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$56  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$33  = vec_held;
-    if (\$28 ) begin
-      \$33  = vec__payload;
+    \$57  = gemm_held;
+    if (\$52 ) begin
+      \$57  = gemm__payload;
     end
     if (rst) begin
-      \$33  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$57  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$58  = vec_held;
+    if (\$53 ) begin
+      \$58  = vec__payload;
+    end
+    if (rst) begin
+      \$58  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   assign reject__opcode = desc[7:0];
@@ -4809,37 +4865,37 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   assign dma_load_error = retire__0__error;
   assign retire__0__irq = dma_load_held[8];
   assign retire__0__opcode = dma_load_held[7:0];
-  assign \w_data$25  = desc;
-  assign \r_rdy$28  = dma_store__valid;
-  assign \r_data$30  = dma_store__payload;
-  assign dma_store__ready = \r_en$31 ;
+  assign \w_data$26  = desc;
+  assign \r_rdy$29  = dma_store__valid;
+  assign \r_data$31  = dma_store__payload;
+  assign dma_store__ready = \r_en$32 ;
   assign dma_store_done = retire__1__done;
   assign dma_store_error = retire__1__error;
   assign retire__1__irq = dma_store_held[8];
   assign retire__1__opcode = dma_store_held[7:0];
-  assign \w_data$42  = desc;
-  assign \r_rdy$45  = gemm__valid;
-  assign \r_data$47  = gemm__payload;
-  assign gemm__ready = \r_en$48 ;
+  assign \w_data$43  = desc;
+  assign \r_rdy$46  = gemm__valid;
+  assign \r_data$48  = gemm__payload;
+  assign gemm__ready = \r_en$49 ;
   assign gemm_done = retire__2__done;
   assign gemm_error = retire__2__error;
   assign retire__2__irq = gemm_held[8];
   assign retire__2__opcode = gemm_held[7:0];
-  assign \w_data$59  = desc;
-  assign \r_rdy$62  = vec__valid;
-  assign \r_data$64  = vec__payload;
-  assign vec__ready = \r_en$65 ;
+  assign \w_data$60  = desc;
+  assign \r_rdy$63  = vec__valid;
+  assign \r_data$65  = vec__payload;
+  assign vec__ready = \r_en$66 ;
   assign vec_done = retire__3__done;
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$5436$0  = dma_load_held[8:0];
+  assign \port$5473$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$5440$0  = dma_store_held[8:0];
+  assign \port$5475$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$5442$0  = gemm_held[8:0];
+  assign \port$5477$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$5444$0  = vec_held[8:0];
+  assign \port$5479$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \dma_load__payload.opcode  = dma_load__payload[7:0];
   assign \dma_load__payload.flags  = dma_load__payload[15:8];
@@ -9083,26 +9139,26 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   reg [15:0] \$172 ;
   reg [15:0] \$173 ;
   reg \$174 ;
-  reg [511:0] \$175 ;
-  reg [175:0] \$176 ;
-  reg [2:0] \$177 ;
+  reg [175:0] \$175 ;
+  reg [2:0] \$176 ;
+  reg \$177 ;
   reg \$178 ;
   reg \$179 ;
   wire \$18 ;
-  reg \$180 ;
-  reg [7:0] \$181 ;
+  reg [7:0] \$180 ;
+  reg [11:0] \$181 ;
   reg [11:0] \$182 ;
-  reg [11:0] \$183 ;
-  reg [15:0] \$184 ;
-  reg \$185 ;
+  reg [15:0] \$183 ;
+  reg \$184 ;
+  reg [13:0] \$185 ;
   reg [13:0] \$186 ;
   reg [13:0] \$187 ;
   reg [13:0] \$188 ;
-  reg [13:0] \$189 ;
+  reg [12:0] \$189 ;
   wire \$19 ;
   reg [12:0] \$190 ;
-  reg [12:0] \$191 ;
-  reg \$192 ;
+  reg \$191 ;
+  wire [31:0] \$192 ;
   wire [31:0] \$193 ;
   wire [31:0] \$194 ;
   wire [31:0] \$195 ;
@@ -9120,7 +9176,6 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   wire [31:0] \$205 ;
   wire [31:0] \$206 ;
   wire [31:0] \$207 ;
-  wire [31:0] \$208 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -9469,38 +9524,38 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   assign stall = ctl__busy & \$95 ;
   assign acc_rd__en = meta30[0] & meta30[14];
   assign \$96  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$97  = \$96 [31:0] + \$194 ;
+  assign \$97  = \$96 [31:0] + \$193 ;
   assign \$98  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$99  = \$98 [63:32] + \$195 ;
+  assign \$99  = \$98 [63:32] + \$194 ;
   assign \$100  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$101  = \$100 [95:64] + \$196 ;
+  assign \$101  = \$100 [95:64] + \$195 ;
   assign \$102  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$103  = \$102 [127:96] + \$197 ;
+  assign \$103  = \$102 [127:96] + \$196 ;
   assign \$104  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$105  = \$104 [159:128] + \$198 ;
+  assign \$105  = \$104 [159:128] + \$197 ;
   assign \$106  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$107  = \$106 [191:160] + \$199 ;
+  assign \$107  = \$106 [191:160] + \$198 ;
   assign \$108  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$109  = \$108 [223:192] + \$200 ;
+  assign \$109  = \$108 [223:192] + \$199 ;
   assign \$110  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$111  = \$110 [255:224] + \$201 ;
+  assign \$111  = \$110 [255:224] + \$200 ;
   assign \$112  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$113  = \$112 [287:256] + \$202 ;
+  assign \$113  = \$112 [287:256] + \$201 ;
   assign \$114  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$115  = \$114 [319:288] + \$203 ;
+  assign \$115  = \$114 [319:288] + \$202 ;
   assign \$116  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$117  = \$116 [351:320] + \$204 ;
+  assign \$117  = \$116 [351:320] + \$203 ;
   assign \$118  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$119  = \$118 [383:352] + \$205 ;
+  assign \$119  = \$118 [383:352] + \$204 ;
   assign \$120  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$121  = \$120 [415:384] + \$206 ;
+  assign \$121  = \$120 [415:384] + \$205 ;
   assign \$122  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$123  = \$122 [447:416] + \$207 ;
+  assign \$123  = \$122 [447:416] + \$206 ;
   assign \$124  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$125  = \$124 [479:448] + \$208 ;
+  assign \$125  = \$124 [479:448] + \$207 ;
   assign \$126  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$127  = \$126 [511:480] + \$193 ;
-  assign acc_wr__data = meta31[14] ? { \$127 [31:0], \$125 [31:0], \$123 [31:0], \$121 [31:0], \$119 [31:0], \$117 [31:0], \$115 [31:0], \$113 [31:0], \$111 [31:0], \$109 [31:0], \$107 [31:0], \$105 [31:0], \$103 [31:0], \$101 [31:0], \$99 [31:0], \$97 [31:0] } : { \$193 , \$208 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196 , \$195 , \$194  };
+  assign \$127  = \$126 [511:480] + \$192 ;
+  assign acc_wr__data = meta31[14] ? { \$127 [31:0], \$125 [31:0], \$123 [31:0], \$121 [31:0], \$119 [31:0], \$117 [31:0], \$115 [31:0], \$113 [31:0], \$111 [31:0], \$109 [31:0], \$107 [31:0], \$105 [31:0], \$103 [31:0], \$101 [31:0], \$99 [31:0], \$97 [31:0] } : { \$192 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196 , \$195 , \$194 , \$193  };
   assign ctl__busy = ~ \$128 ;
   assign \$128  = ! gemm_fsm_state;
   assign \$129  = gemm_fsm_state == 1'h1;
@@ -9592,61 +9647,61 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   always @(posedge clk)
     fwd_hit <= \$174 ;
   always @(posedge clk)
-    fwd_data <= \$175 ;
+    fwd_data <= acc_wr__data;
   always @(posedge clk)
-    cmd <= \$176 ;
+    cmd <= \$175 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$177 ;
+    gemm_fsm_state <= \$176 ;
   always @(posedge clk)
-    err_reserved <= \$178 ;
+    err_reserved <= \$177 ;
   always @(posedge clk)
-    err_shape <= \$179 ;
+    err_shape <= \$178 ;
   always @(posedge clk)
-    err_range <= \$180 ;
+    err_range <= \$179 ;
   always @(posedge clk)
-    error <= \$181 ;
+    error <= \$180 ;
   always @(posedge clk)
-    nt <= \$182 ;
+    nt <= \$181 ;
   always @(posedge clk)
-    kt <= \$183 ;
+    kt <= \$182 ;
   always @(posedge clk)
-    idx <= \$184 ;
+    idx <= \$183 ;
   always @(posedge clk)
-    load_b <= \$185 ;
+    load_b <= \$184 ;
   always @(posedge clk)
-    a_base <= \$186 ;
+    a_base <= \$185 ;
   always @(posedge clk)
-    a_ptr <= \$187 ;
+    a_ptr <= \$186 ;
   always @(posedge clk)
-    b_base <= \$188 ;
+    b_base <= \$187 ;
   always @(posedge clk)
-    b_ptr <= \$189 ;
+    b_ptr <= \$188 ;
   always @(posedge clk)
-    c_base <= \$190 ;
+    c_base <= \$189 ;
   always @(posedge clk)
-    c_ptr <= \$191 ;
+    c_ptr <= \$190 ;
   always @(posedge clk)
-    bank <= \$192 ;
+    bank <= \$191 ;
   \kaki_soc_16x16.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_14(\$194 ),
-    .deskew10_4(\$204 ),
-    .deskew11_3(\$205 ),
-    .deskew12_2(\$206 ),
-    .deskew13_1(\$207 ),
-    .deskew14_0(\$208 ),
-    .deskew1_13(\$195 ),
-    .deskew2_12(\$196 ),
-    .deskew3_11(\$197 ),
-    .deskew4_10(\$198 ),
-    .deskew5_9(\$199 ),
-    .deskew6_8(\$200 ),
-    .deskew7_7(\$201 ),
-    .deskew8_6(\$202 ),
-    .deskew9_5(\$203 ),
+    .deskew0_14(\$193 ),
+    .deskew10_4(\$203 ),
+    .deskew11_3(\$204 ),
+    .deskew12_2(\$205 ),
+    .deskew13_1(\$206 ),
+    .deskew14_0(\$207 ),
+    .deskew1_13(\$194 ),
+    .deskew2_12(\$195 ),
+    .deskew3_11(\$196 ),
+    .deskew4_10(\$197 ),
+    .deskew5_9(\$198 ),
+    .deskew6_8(\$199 ),
+    .deskew7_7(\$200 ),
+    .deskew8_6(\$201 ),
+    .deskew9_5(\$202 ),
     .out_valid_q(acc_wr__en),
-    .pe15_15_psum(\$193 ),
+    .pe15_15_psum(\$192 ),
     .rst(rst),
     .w_bank(s1_bank),
     .w_data(a_data),
@@ -9975,40 +10030,33 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$175  = acc_wr__data;
-    if (rst) begin
-      \$175  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$176  = cmd;
+    \$175  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$176  = ctl__cmd__payload;
+            \$175  = ctl__cmd__payload;
           end
     endcase
     if (rst) begin
-      \$176  = 176'h00000000000000000000000000000000000000000000;
+      \$175  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$177  = gemm_fsm_state;
+    \$176  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$177  = 3'h1;
+            \$176  = 3'h1;
           end
       3'h1:
-          \$177  = 3'h2;
+          \$176  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (\$55 ) begin
-            \$177  = 3'h0;
+            \$176  = 3'h0;
           end else begin
-            \$177  = 3'h3;
+            \$176  = 3'h3;
           end
       3'h3:
           if (\$63 ) begin
@@ -10017,27 +10065,40 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
               if (\$71 ) begin
               end else if (\$73 ) begin
               end else begin
-                \$177  = 3'h4;
+                \$176  = 3'h4;
               end
             end
           end
       3'h4:
           if (\$82 ) begin
-            \$177  = 3'h0;
+            \$176  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$177  = 3'h0;
+      \$176  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$178  = err_reserved;
+    \$177  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$178  = \$26 ;
+          \$177  = \$26 ;
+    endcase
+    if (rst) begin
+      \$177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$178  = err_shape;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$178  = \$31 ;
     endcase
     if (rst) begin
       \$178  = 1'h0;
@@ -10045,12 +10106,12 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$179  = err_shape;
+    \$179  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$179  = \$31 ;
+          \$179  = \$53 ;
     endcase
     if (rst) begin
       \$179  = 1'h0;
@@ -10058,20 +10119,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$180  = err_range;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$180  = \$53 ;
-    endcase
-    if (rst) begin
-      \$180  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$181  = error;
+    \$180  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -10081,27 +10129,55 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
           if (\$55 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$181  = 8'h02;
+              \$180  = 8'h02;
             end else if (err_shape) begin
-              \$181  = 8'h03;
+              \$180  = 8'h03;
             end else begin
-              \$181  = 8'h04;
+              \$180  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
           if (\$82 ) begin
-            \$181  = 8'h00;
+            \$180  = 8'h00;
           end
     endcase
     if (rst) begin
-      \$181  = 8'h00;
+      \$180  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$182  = nt;
+    \$181  = nt;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$55 ) begin
+          end else begin
+            \$181  = 12'h000;
+          end
+      3'h3:
+          if (\$63 ) begin
+            if (\$68 ) begin
+              if (\$71 ) begin
+              end else if (\$73 ) begin
+                \$181  = \$77 [11:0];
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$181  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$182  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -10117,8 +10193,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
           if (\$63 ) begin
             if (\$68 ) begin
               if (\$71 ) begin
+                \$182  = \$74 [11:0];
               end else if (\$73 ) begin
-                \$182  = \$77 [11:0];
+                \$182  = 12'h000;
               end
             end
           end
@@ -10129,7 +10206,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$183  = kt;
+    \$183  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -10139,92 +10216,92 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
           (* full_case = 32'd1 *)
           if (\$55 ) begin
           end else begin
-            \$183  = 12'h000;
+            \$183  = 16'h0000;
+          end
+      3'h3:
+        begin
+          if (\$57 ) begin
+            \$183  = \$59 [15:0];
+            if (\$60 ) begin
+              \$183  = 16'h0000;
+            end
+          end
+          if (\$63 ) begin
+            \$183  = \$66 [15:0];
+            if (\$68 ) begin
+              \$183  = 16'h0000;
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$183  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$184  = load_b;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$55 ) begin
+          end else begin
+            \$184  = 1'h1;
+          end
+      3'h3:
+        begin
+          if (\$57 ) begin
+            if (\$60 ) begin
+              \$184  = 1'h0;
+            end
+          end
+          if (\$63 ) begin
+            if (\$68 ) begin
+              \$184  = 1'h1;
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$184  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$185  = a_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$55 ) begin
+          end else begin
+            \$185  = cmd[13:0];
           end
       3'h3:
           if (\$63 ) begin
             if (\$68 ) begin
               if (\$71 ) begin
-                \$183  = \$74 [11:0];
+                \$185  = \$75 [13:0];
               end else if (\$73 ) begin
-                \$183  = 12'h000;
+                \$185  = cmd[13:0];
               end
             end
           end
     endcase
     if (rst) begin
-      \$183  = 12'h000;
+      \$185  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$184  = idx;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$55 ) begin
-          end else begin
-            \$184  = 16'h0000;
-          end
-      3'h3:
-        begin
-          if (\$57 ) begin
-            \$184  = \$59 [15:0];
-            if (\$60 ) begin
-              \$184  = 16'h0000;
-            end
-          end
-          if (\$63 ) begin
-            \$184  = \$66 [15:0];
-            if (\$68 ) begin
-              \$184  = 16'h0000;
-            end
-          end
-        end
-    endcase
-    if (rst) begin
-      \$184  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$185  = load_b;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$55 ) begin
-          end else begin
-            \$185  = 1'h1;
-          end
-      3'h3:
-        begin
-          if (\$57 ) begin
-            if (\$60 ) begin
-              \$185  = 1'h0;
-            end
-          end
-          if (\$63 ) begin
-            if (\$68 ) begin
-              \$185  = 1'h1;
-            end
-          end
-        end
-    endcase
-    if (rst) begin
-      \$185  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$186  = a_base;
+    \$186  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -10238,9 +10315,10 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
           end
       3'h3:
           if (\$63 ) begin
+            \$186  = \$64 [13:0];
             if (\$68 ) begin
               if (\$71 ) begin
-                \$186  = \$75 [13:0];
+                \$186  = \$76 [13:0];
               end else if (\$73 ) begin
                 \$186  = cmd[13:0];
               end
@@ -10253,7 +10331,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$187  = a_ptr;
+    \$187  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -10263,16 +10341,14 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
           (* full_case = 32'd1 *)
           if (\$55 ) begin
           end else begin
-            \$187  = cmd[13:0];
+            \$187  = cmd[33:20];
           end
       3'h3:
           if (\$63 ) begin
-            \$187  = \$64 [13:0];
             if (\$68 ) begin
               if (\$71 ) begin
-                \$187  = \$76 [13:0];
               end else if (\$73 ) begin
-                \$187  = cmd[13:0];
+                \$187  = \$78 [13:0];
               end
             end
           end
@@ -10283,7 +10359,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$188  = b_base;
+    \$188  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -10296,14 +10372,19 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
             \$188  = cmd[33:20];
           end
       3'h3:
+        begin
+          if (\$57 ) begin
+            \$188  = \$58 [13:0];
+          end
           if (\$63 ) begin
             if (\$68 ) begin
               if (\$71 ) begin
               end else if (\$73 ) begin
-                \$188  = \$78 [13:0];
+                \$188  = \$79 [13:0];
               end
             end
           end
+        end
     endcase
     if (rst) begin
       \$188  = 14'h0000;
@@ -10311,7 +10392,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$189  = b_ptr;
+    \$189  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -10321,30 +10402,25 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
           (* full_case = 32'd1 *)
           if (\$55 ) begin
           end else begin
-            \$189  = cmd[33:20];
+            \$189  = cmd[52:40];
           end
       3'h3:
-        begin
-          if (\$57 ) begin
-            \$189  = \$58 [13:0];
-          end
           if (\$63 ) begin
             if (\$68 ) begin
               if (\$71 ) begin
               end else if (\$73 ) begin
-                \$189  = \$79 [13:0];
+                \$189  = \$80 [12:0];
               end
             end
           end
-        end
     endcase
     if (rst) begin
-      \$189  = 14'h0000;
+      \$189  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$190  = c_base;
+    \$190  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -10358,10 +10434,12 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
           end
       3'h3:
           if (\$63 ) begin
+            \$190  = \$65 [12:0];
             if (\$68 ) begin
               if (\$71 ) begin
+                \$190  = c_base;
               end else if (\$73 ) begin
-                \$190  = \$80 [12:0];
+                \$190  = \$81 [12:0];
               end
             end
           end
@@ -10372,37 +10450,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$191  = c_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$55 ) begin
-          end else begin
-            \$191  = cmd[52:40];
-          end
-      3'h3:
-          if (\$63 ) begin
-            \$191  = \$65 [12:0];
-            if (\$68 ) begin
-              if (\$71 ) begin
-                \$191  = c_base;
-              end else if (\$73 ) begin
-                \$191  = \$81 [12:0];
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$191  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$192  = bank;
+    \$191  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -10413,12 +10461,12 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
       3'h3:
           if (\$63 ) begin
             if (\$68 ) begin
-              \$192  = \$69 ;
+              \$191  = \$69 ;
             end
           end
     endcase
     if (rst) begin
-      \$192  = 1'h0;
+      \$191  = 1'h0;
     end
   end
   always @* begin
@@ -10452,7 +10500,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
   assign w_row = s1_row;
   assign w_bank = s1_bank;
   assign w_data = a_data;
-  assign out_data = { \$193 , \$208 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196 , \$195 , \$194  };
+  assign out_data = { \$192 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196 , \$195 , \$194 , \$193  };
   assign acc_rd__addr = meta30[13:1];
   assign acc_wr__addr = meta31[13:1];
   assign \cmd.a_addr  = cmd[19:0];

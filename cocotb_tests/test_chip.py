@@ -1,0 +1,20 @@
+"""Whole-chip tests: the committed rtl/ SoC with the HDL host memory model, at every array size."""
+import pytest
+
+from hdl_gen.config import ARRAY_SIZES
+from . import simbuild
+from .soc_target import soc_target
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dim", ARRAY_SIZES)
+def test_chip_gemm_epilogue(dim):
+    simbuild.run(soc_target(dim), "cocotb_tests.cocotb_chip", testcase="random_gemms",
+                 tag=f"gemm_{dim}")
+
+
+@pytest.mark.sim
+def test_chip_errors_and_interrupts():
+    simbuild.run(soc_target(8), "cocotb_tests.cocotb_chip",
+                 testcase="errors_are_precise_and_isolated,interrupt_mask_and_ack,dma_overlaps_gemm",
+                 tag="errors")
