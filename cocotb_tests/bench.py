@@ -19,7 +19,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     simbuild.run(soc_target(args.dim), "cocotb_tests.cocotb_bench", seed=1,
                  extra_env={"KAKI_BENCH_SIZES": args.sizes}, tag="bench",
-                 repro=lambda seed: f"make bench  # then open the run dir's log")
+                 repro=lambda seed: "make bench")
     out = simbuild.BUILD / "bench.json"
     shutil.copy(simbuild.last_run_dir() / "bench.json", out)
     data = json.loads(out.read_text())

@@ -12,9 +12,13 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
+import numpy as np
+
+from compiler.lower_gemm import encode_phases, host_layout, lower_gemm_epilogue, plan_gemm
 from driver import registers as R
 from driver.capabilities import Capabilities
 from driver.descriptors import ErrorCode, Opcode
+from golden.workloads import gemm_epilogue_reference, host_tensors, run_on_model
 
 from .host_mem import HostMemory
 from .soc_target import HOST_WORDS
@@ -138,3 +142,32 @@ class ChipTB:
 
     async def clear_perf(self):
         await self.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))
+
+    async def gemm_epilogue(self, case, base=0x1000):
+        """Run one compiled GEMM + epilogue case; check it against the golden model and NumPy.
+
+        Returns the performance counters of each phase (load, gemm, epilogue, store).
+        """
+        m, k = case["a"].shape
+        n = case["b"].shape[1]
+        layout, end = host_layout(m, k, n, base=base)
+        tensors = host_tensors(case, layout)
+        for addr, arr in tensors:
+            await self.host.load(addr, arr.tobytes())
+        phases = encode_phases(lower_gemm_epilogue(plan_gemm(m, k, n, self.caps, layout),
+                                                   zero_point=case["zp"]))
+        perf = {}
+        for name, phase in zip(("load", "gemm", "epilogue", "store"), phases):
+            await self.clear_perf()
+            await self.run_phases([phase])
+            perf[name] = await self.perf()
+        got = np.frombuffer(await self.host.read(layout.out, m * n), np.int8).reshape(m, n)
+        model = run_on_model(self.caps, phases, tensors, end)
+        expect = model.host[layout.out:layout.out + m * n].view(np.int8).reshape(m, n)
+        ref = gemm_epilogue_reference(case)
+        assert np.array_equal(expect, ref), "golden device model disagrees with the NumPy reference"
+        wrong = np.argwhere(got != ref)
+        assert wrong.size == 0, (
+            f"GEMM {m}x{k}x{n}: {len(wrong)} of {m * n} outputs wrong, first at {tuple(wrong[0])}: "
+            f"got {got[tuple(wrong[0])]}, expected {ref[tuple(wrong[0])]}")
+        return perf

@@ -3,43 +3,15 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from compiler.lower_gemm import (encode_phases, gemm_command, host_layout, load_operands,
-                                 lower_gemm_epilogue, plan_gemm, with_irq)
+from compiler.lower_gemm import (gemm_command, host_layout, load_operands, plan_gemm,
+                                 store_accumulator, with_irq)
 from driver import registers as R
 from driver.commands import encode
 from driver.descriptors import ErrorCode, Opcode
 from golden import ops
-from golden.device_model import DeviceModel
+from golden.workloads import random_gemm_case
 
 from .chip_tb import ChipTB, CommandFailed
-from .cocotb_sim_demo import make_case
-
-
-async def _gemm_case(tb, caps, rng, m, k, n, base=0x1000):
-    case = make_case(rng, m, k, n)
-    layout, end = host_layout(m, k, n, base=base)
-    tensors = [(layout.a, case["a"]), (layout.b, case["b"]), (layout.bias, case["bias"]),
-               (layout.mult, case["mult"]), (layout.shift, case["shift"])]
-    for addr, arr in tensors:
-        await tb.host.load(addr, arr.tobytes())
-    phases = encode_phases(lower_gemm_epilogue(plan_gemm(m, k, n, caps, layout),
-                                               zero_point=case["zp"]))
-    await tb.run_phases(phases)
-    got = np.frombuffer(await tb.host.read(layout.out, m * n), np.int8).reshape(m, n)
-    model = DeviceModel(caps, host_bytes=end)
-    for addr, arr in tensors:
-        raw = np.frombuffer(arr.tobytes(), np.uint8)
-        model.host[addr:addr + raw.size] = raw
-    for phase in phases:
-        assert all(c == ErrorCode.OK for c in model.run(phase))
-    expect = model.host[layout.out:layout.out + m * n].view(np.int8).reshape(m, n)
-    ref = ops.vector_epilogue(ops.gemm(case["a"], case["b"]), bias=case["bias"],
-                              mult=case["mult"], shift=case["shift"], zero_point=case["zp"],
-                              relu=True)
-    np.testing.assert_array_equal(expect, ref)
-    mism = np.argwhere(got != ref)
-    assert mism.size == 0, (f"GEMM {m}x{k}x{n}: {len(mism)} wrong outputs, first at {mism[0]}: "
-                            f"got {got[tuple(mism[0])]}, expected {ref[tuple(mism[0])]}")
 
 
 @cocotb.test()
@@ -55,7 +27,7 @@ async def random_gemms(dut):
     shapes += [tuple(int(x) for x in rng.integers(1, 48, 3)) for _ in range(3)]
     for m, k, n in shapes:
         tb.log.info(f"GEMM {m}x{k}x{n}")
-        await _gemm_case(tb, caps, rng, m, k, n)
+        await tb.gemm_epilogue(random_gemm_case(rng, m, k, n))
 
 
 BAD_DESCRIPTORS = [
@@ -121,7 +93,7 @@ async def errors_are_precise_and_isolated(dut):
         tb.host.clear_error_window()
     assert await tb.host.read(0x8000, len(canary)) == canary, "an erroring command wrote host memory"
     # The chip keeps working after every error.
-    await _gemm_case(tb, caps, rng, 9, 20, 11)
+    await tb.gemm_epilogue(random_gemm_case(rng, 9, 20, 11))
 
 
 @cocotb.test()
@@ -188,7 +160,6 @@ async def dma_overlaps_gemm(dut):
     perf = await tb.perf()
     assert perf["PERF_GEMM_STALL"] + perf["PERF_GEMM_ACTIVE"] <= perf["PERF_GEMM_BUSY"] + 1
     # GEMM result still exact: store C and compare.
-    from compiler.lower_gemm import store_accumulator
     await tb.run_phases([enc(with_irq(store_accumulator(plan, end + 0x1000)))])
     c = np.frombuffer(await tb.host.read(end + 0x1000, 4 * s * s), np.int32).reshape(s, s)
     np.testing.assert_array_equal(c, ops.gemm(a, b))

@@ -1,6 +1,6 @@
 """Descriptor dispatch: routes submitted descriptors to per-engine command FIFOs and retires them."""
 from amaranth import Cat, Module, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .descriptor import DESCRIPTOR_BITS, Descriptor, ErrorCode, Opcode

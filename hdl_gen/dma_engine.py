@@ -357,9 +357,13 @@ class DmaEngine(wiring.Component):
         extracted = Signal(mrb * 8, name="ld_extracted")
         raw = Signal(mrb * 8, name="ld_raw")
         col = cmd.col_offset[:(mrb).bit_length()]
+        place = Signal(range(mrb + 1), name="ld_place")     # mrb - col_offset (col <= mrb)
         m.d.comb += [
             raw.eq(buf.bit_select(ext_off * 8, mrb * 8) & self._expand(rb_mask, mrb)),
-            extracted.eq(raw << (col * 8)),
+            # raw << col*8, written as a fixed-width right shift (a variable left shift widens
+            # its result by 2**width(col*8) bits, which slows conversion at large dim)
+            place.eq(mrb - col),
+            extracted.eq((Cat(Const(0, mrb * 8), raw) >> (place * 8))[:mrb * 8]),
         ]
 
         rhs = axi.rvalid & axi.rready

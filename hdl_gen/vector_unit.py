@@ -4,7 +4,7 @@ Turns int32 accumulator rows into int8 scratchpad rows, one row per cycle in ste
 lane in parallel, exactly as docs/numerics.md specifies.
 """
 from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from .config import KakiConfig

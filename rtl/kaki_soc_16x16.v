@@ -1126,7 +1126,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_gemm_stall_count(perf_gemm_stall_count),
     .perf_vec_active_count(perf_vec_active_count),
     .perf_vec_busy_count(perf_vec_busy_count),
-    .\port$5471$0 (inflight),
+    .\port$5472$0 (inflight),
     .rst(rst),
     .rvalid(csr__rvalid),
     .status_idle(status_idle)
@@ -1142,10 +1142,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm__valid(ctl__cmd__valid),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$5473$0 (\$87 ),
-    .\port$5475$0 (\$88 ),
-    .\port$5477$0 (\$89 ),
-    .\port$5479$0 (\$90 ),
+    .\port$5474$0 (\$87 ),
+    .\port$5476$0 (\$88 ),
+    .\port$5478$0 (\$89 ),
+    .\port$5480$0 (\$90 ),
     .r_en(dma_load__ready),
     .\r_en$32 (dma_store__ready),
     .\r_en$49 (gemm__ready),
@@ -2402,7 +2402,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, do_read, cmd_submit_go, perf_ctrl_clear, status_idle, irq_status_error_set, done_dma_load_count
 , done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, bvalid, bus__bresp, rvalid, bus__rdata, bus__rresp
-, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$5471$0 , bus__awaddr
+, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$5472$0 , bus__awaddr
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
@@ -2856,8 +2856,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_active_count;
   input [31:0] perf_vec_busy_count;
   wire [31:0] perf_vec_busy_count;
-  input [3:0] \port$5471$0 ;
-  wire [3:0] \port$5471$0 ;
+  input [3:0] \port$5472$0 ;
+  wire [3:0] \port$5472$0 ;
   (* init = 32'd0 *)
   wire [31:0] rdata;
   (* init = 2'h0 *)
@@ -3748,10 +3748,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_dma_addr_bits = 8'h20;
   assign cap_queues_queues = 8'h00;
   assign cap_queues_fifo_depth = 8'h04;
-  assign status_dma_load_busy = \port$5471$0 [0];
-  assign status_dma_store_busy = \port$5471$0 [1];
-  assign status_gemm_busy = \port$5471$0 [2];
-  assign status_vec_busy = \port$5471$0 [3];
+  assign status_dma_load_busy = \port$5472$0 [0];
+  assign status_dma_store_busy = \port$5472$0 [1];
+  assign status_gemm_busy = \port$5472$0 [2];
+  assign status_vec_busy = \port$5472$0 [3];
   assign \$43  = 33'h04b414b49;
   assign \$44  = \$43 ;
   assign \$47  = 17'h00001;
@@ -3792,11 +3792,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$140  = \$139 ;
   assign \$143  = 2'h0;
   assign \$144  = { 30'h00000000, \$143  };
-  assign \$147  = { 1'h0, \port$5471$0 [0] };
+  assign \$147  = { 1'h0, \port$5472$0 [0] };
   assign \$148  = { 30'h00000000, \$147  };
-  assign \$149  = { \port$5471$0 [1], 1'h0 };
-  assign \$151  = { 1'h0, \port$5471$0 [2], 2'h0 };
-  assign \$153  = { \port$5471$0 [3], 3'h0 };
+  assign \$149  = { \port$5472$0 [1], 1'h0 };
+  assign \$151  = { 1'h0, \port$5472$0 [2], 2'h0 };
+  assign \$153  = { \port$5472$0 [3], 3'h0 };
   assign \$155  = { 3'h0, status_idle, 4'h0 };
   assign \$174  = { 1'h0, irq_status_dma_load_done };
   assign \$175  = { 30'h00000000, \$174  };
@@ -3857,7 +3857,7 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$5473$0 , retire__0__tag, \port$5475$0 , retire__1__tag, \port$5477$0 , retire__2__tag, \port$5479$0 , retire__3__tag, dma_load__valid, dma_store__valid
+module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$5474$0 , retire__0__tag, \port$5476$0 , retire__1__tag, \port$5478$0 , retire__2__tag, \port$5480$0 , retire__3__tag, dma_load__valid, dma_store__valid
 , gemm__valid, vec__valid, r_en, retire__0__done, \r_en$32 , retire__1__done, retire__0__error, retire__1__error, retire__2__done, retire__2__error, \r_en$49 , retire__3__error, \r_en$66 , retire__3__done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
@@ -4309,14 +4309,14 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$5473$0 ;
-  wire [8:0] \port$5473$0 ;
-  output [8:0] \port$5475$0 ;
-  wire [8:0] \port$5475$0 ;
-  output [8:0] \port$5477$0 ;
-  wire [8:0] \port$5477$0 ;
-  output [8:0] \port$5479$0 ;
-  wire [8:0] \port$5479$0 ;
+  output [8:0] \port$5474$0 ;
+  wire [8:0] \port$5474$0 ;
+  output [8:0] \port$5476$0 ;
+  wire [8:0] \port$5476$0 ;
+  output [8:0] \port$5478$0 ;
+  wire [8:0] \port$5478$0 ;
+  output [8:0] \port$5480$0 ;
+  wire [8:0] \port$5480$0 ;
   wire [255:0] r_data;
   wire [255:0] \r_data$31 ;
   wire [255:0] \r_data$48 ;
@@ -4889,13 +4889,13 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$5473$0  = dma_load_held[8:0];
+  assign \port$5474$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$5475$0  = dma_store_held[8:0];
+  assign \port$5476$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$5477$0  = gemm_held[8:0];
+  assign \port$5478$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$5479$0  = vec_held[8:0];
+  assign \port$5480$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \dma_load__payload.opcode  = dma_load__payload[7:0];
   assign \dma_load__payload.flags  = dma_load__payload[15:8];
@@ -6033,9 +6033,9 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   wire \$122 ;
   wire [6:0] \$123 ;
   wire [511:0] \$124 ;
-  wire [10:0] \$125 ;
-  wire [2558:0] \$126 ;
-  wire \$127 ;
+  wire [7:0] \$125 ;
+  wire [10:0] \$126 ;
+  wire [1023:0] \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
@@ -6043,8 +6043,8 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [4:0] \$134 ;
-  wire \$135 ;
+  wire \$134 ;
+  wire [4:0] \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
@@ -6055,39 +6055,39 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
-  wire [16:0] \$145 ;
+  wire \$145 ;
   wire [16:0] \$146 ;
-  wire \$147 ;
+  wire [16:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [8:0] \$151 ;
-  wire [6:0] \$152 ;
-  wire \$153 ;
+  wire \$151 ;
+  wire [8:0] \$152 ;
+  wire [6:0] \$153 ;
   wire \$154 ;
-  wire [14:0] \$155 ;
-  wire \$156 ;
+  wire \$155 ;
+  wire [14:0] \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
   wire \$160 ;
-  wire [32:0] \$161 ;
+  wire \$161 ;
   wire [32:0] \$162 ;
   wire [32:0] \$163 ;
-  wire \$164 ;
+  wire [32:0] \$164 ;
   wire \$165 ;
-  wire [13:0] \$166 ;
+  wire \$166 ;
   wire [13:0] \$167 ;
-  wire \$168 ;
-  wire [4:0] \$169 ;
+  wire [13:0] \$168 ;
+  wire \$169 ;
   wire [32:0] \$17 ;
-  wire \$170 ;
+  wire [4:0] \$170 ;
   wire \$171 ;
-  wire [4:0] \$172 ;
-  wire [9:0] \$173 ;
-  wire \$174 ;
+  wire \$172 ;
+  wire [4:0] \$173 ;
+  wire [9:0] \$174 ;
   wire \$175 ;
   wire \$176 ;
   wire \$177 ;
@@ -6096,22 +6096,22 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   wire [32:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
-  wire [16:0] \$182 ;
-  wire [20:0] \$183 ;
+  wire \$182 ;
+  wire [16:0] \$183 ;
   wire [20:0] \$184 ;
-  wire \$185 ;
+  wire [20:0] \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire [2:0] \$188 ;
-  wire [3:0] \$189 ;
+  wire \$188 ;
+  wire [2:0] \$189 ;
   wire [32:0] \$19 ;
-  wire \$190 ;
+  wire [3:0] \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire [12:0] \$193 ;
+  wire \$193 ;
   wire [12:0] \$194 ;
   wire [12:0] \$195 ;
-  wire \$196 ;
+  wire [12:0] \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
@@ -6187,8 +6187,8 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   wire \$261 ;
   wire \$262 ;
   wire \$263 ;
-  wire [4:0] \$264 ;
-  wire \$265 ;
+  wire \$264 ;
+  wire [4:0] \$265 ;
   wire \$266 ;
   wire \$267 ;
   wire \$268 ;
@@ -6197,19 +6197,19 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
-  wire [1:0] \$273 ;
-  wire [2:0] \$274 ;
-  wire [3:0] \$275 ;
-  wire [4:0] \$276 ;
-  wire [5:0] \$277 ;
-  wire [6:0] \$278 ;
-  wire [7:0] \$279 ;
+  wire \$273 ;
+  wire [1:0] \$274 ;
+  wire [2:0] \$275 ;
+  wire [3:0] \$276 ;
+  wire [4:0] \$277 ;
+  wire [5:0] \$278 ;
+  wire [6:0] \$279 ;
   wire [4:0] \$28 ;
-  wire [8:0] \$280 ;
+  wire [7:0] \$280 ;
   wire [8:0] \$281 ;
-  wire [10:0] \$282 ;
-  wire [511:0] \$283 ;
-  wire \$284 ;
+  wire [8:0] \$282 ;
+  wire [10:0] \$283 ;
+  wire [511:0] \$284 ;
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
@@ -6233,21 +6233,21 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   wire \$302 ;
   wire \$303 ;
   wire \$304 ;
-  wire [5:0] \$305 ;
-  wire \$306 ;
+  wire \$305 ;
+  wire [5:0] \$306 ;
   wire \$307 ;
-  wire [16:0] \$308 ;
+  wire \$308 ;
   wire [16:0] \$309 ;
   wire \$31 ;
-  wire [31:0] \$310 ;
+  wire [16:0] \$310 ;
   wire [31:0] \$311 ;
-  wire [8:0] \$312 ;
-  wire [9:0] \$313 ;
+  wire [31:0] \$312 ;
+  wire [8:0] \$313 ;
   wire [9:0] \$314 ;
-  wire [7:0] \$315 ;
-  wire [32:0] \$316 ;
-  wire [5:0] \$317 ;
-  wire \$318 ;
+  wire [9:0] \$315 ;
+  wire [7:0] \$316 ;
+  wire [32:0] \$317 ;
+  wire [5:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
@@ -6255,198 +6255,199 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   wire \$322 ;
   wire \$323 ;
   wire \$324 ;
-  wire [4:0] \$325 ;
-  wire \$326 ;
-  wire [4:0] \$327 ;
-  wire \$328 ;
+  wire \$325 ;
+  wire [4:0] \$326 ;
+  wire \$327 ;
+  wire [4:0] \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
-  wire [7:0] \$331 ;
-  wire \$332 ;
+  wire \$331 ;
+  wire [7:0] \$332 ;
   wire \$333 ;
-  wire [3:0] \$334 ;
-  wire [4:0] \$335 ;
-  wire [3:0] \$336 ;
-  wire \$337 ;
-  wire [16:0] \$338 ;
+  wire \$334 ;
+  wire [3:0] \$335 ;
+  wire [4:0] \$336 ;
+  wire [3:0] \$337 ;
+  wire \$338 ;
   wire [16:0] \$339 ;
   wire \$34 ;
-  wire [35:0] \$340 ;
-  wire [36:0] \$341 ;
-  wire [31:0] \$342 ;
-  wire [37:0] \$343 ;
-  wire [47:0] \$344 ;
-  wire [48:0] \$345 ;
-  wire [47:0] \$346 ;
-  wire [49:0] \$347 ;
-  wire [50:0] \$348 ;
-  wire \$349 ;
+  wire [16:0] \$340 ;
+  wire [35:0] \$341 ;
+  wire [36:0] \$342 ;
+  wire [31:0] \$343 ;
+  wire [37:0] \$344 ;
+  wire [47:0] \$345 ;
+  wire [48:0] \$346 ;
+  wire [47:0] \$347 ;
+  wire [49:0] \$348 ;
+  wire [50:0] \$349 ;
   wire \$35 ;
   wire \$350 ;
-  wire [31:0] \$351 ;
+  wire \$351 ;
   wire [31:0] \$352 ;
-  wire [8:0] \$353 ;
-  wire [9:0] \$354 ;
+  wire [31:0] \$353 ;
+  wire [8:0] \$354 ;
   wire [9:0] \$355 ;
-  wire [5:0] \$356 ;
-  wire \$357 ;
+  wire [9:0] \$356 ;
+  wire [5:0] \$357 ;
   wire \$358 ;
-  wire [16:0] \$359 ;
+  wire \$359 ;
   wire \$36 ;
   wire [16:0] \$360 ;
-  wire [31:0] \$361 ;
+  wire [16:0] \$361 ;
   wire [31:0] \$362 ;
-  wire [8:0] \$363 ;
-  wire [9:0] \$364 ;
+  wire [31:0] \$363 ;
+  wire [8:0] \$364 ;
   wire [9:0] \$365 ;
-  wire [7:0] \$366 ;
-  wire [32:0] \$367 ;
-  wire [5:0] \$368 ;
-  wire \$369 ;
+  wire [9:0] \$366 ;
+  wire [7:0] \$367 ;
+  wire [32:0] \$368 ;
+  wire [5:0] \$369 ;
   wire \$37 ;
   wire \$370 ;
-  wire [2:0] \$371 ;
-  wire [3:0] \$372 ;
-  wire \$373 ;
+  wire \$371 ;
+  wire [2:0] \$372 ;
+  wire [3:0] \$373 ;
   wire \$374 ;
   wire \$375 ;
-  wire [16:0] \$376 ;
+  wire \$376 ;
   wire [16:0] \$377 ;
-  wire [2:0] \$378 ;
-  wire \$379 ;
+  wire [16:0] \$378 ;
+  wire [2:0] \$379 ;
   wire [3:0] \$38 ;
-  wire [511:0] \$380 ;
+  wire \$380 ;
   wire [511:0] \$381 ;
-  wire [4:0] \$382 ;
-  wire [12:0] \$383 ;
-  wire [4:0] \$384 ;
+  wire [511:0] \$382 ;
+  wire [4:0] \$383 ;
+  wire [12:0] \$384 ;
   wire [4:0] \$385 ;
-  wire [6:0] \$386 ;
-  wire [638:0] \$387 ;
-  wire [70:0] \$388 ;
-  wire [8:0] \$389 ;
+  wire [4:0] \$386 ;
+  wire [6:0] \$387 ;
+  wire [638:0] \$388 ;
+  wire [70:0] \$389 ;
   wire [3:0] \$39 ;
-  wire [9:0] \$390 ;
+  wire [8:0] \$390 ;
   wire [9:0] \$391 ;
-  wire [11:0] \$392 ;
+  wire [9:0] \$392 ;
   wire [11:0] \$393 ;
-  wire \$394 ;
-  wire [16:0] \$395 ;
+  wire [11:0] \$394 ;
+  wire \$395 ;
   wire [16:0] \$396 ;
-  wire [3:0] \$397 ;
-  wire \$398 ;
-  wire [4:0] \$399 ;
+  wire [16:0] \$397 ;
+  wire [3:0] \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire [3:0] \$40 ;
-  wire [3:0] \$400 ;
-  wire \$401 ;
-  wire [4:0] \$402 ;
-  wire \$403 ;
+  wire [4:0] \$400 ;
+  wire [3:0] \$401 ;
+  wire \$402 ;
+  wire [4:0] \$403 ;
   wire \$404 ;
   wire \$405 ;
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
-  wire [7:0] \$409 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [35:0] \$410 ;
-  wire [36:0] \$411 ;
-  wire [31:0] \$412 ;
-  wire [37:0] \$413 ;
-  wire [47:0] \$414 ;
-  wire [48:0] \$415 ;
-  wire [47:0] \$416 ;
-  wire [49:0] \$417 ;
-  wire [50:0] \$418 ;
-  wire \$419 ;
+  wire [7:0] \$410 ;
+  wire [35:0] \$411 ;
+  wire [36:0] \$412 ;
+  wire [31:0] \$413 ;
+  wire [37:0] \$414 ;
+  wire [47:0] \$415 ;
+  wire [48:0] \$416 ;
+  wire [47:0] \$417 ;
+  wire [49:0] \$418 ;
+  wire [50:0] \$419 ;
   wire [16:0] \$42 ;
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
-  wire [31:0] \$423 ;
+  wire \$423 ;
   wire [31:0] \$424 ;
-  wire [8:0] \$425 ;
-  wire [9:0] \$426 ;
+  wire [31:0] \$425 ;
+  wire [8:0] \$426 ;
   wire [9:0] \$427 ;
-  reg [31:0] \$428 ;
-  reg [7:0] \$429 ;
+  wire [9:0] \$428 ;
+  reg [31:0] \$429 ;
   wire [20:0] \$43 ;
-  reg \$430 ;
-  reg [31:0] \$431 ;
-  reg [15:0] \$432 ;
+  reg [7:0] \$430 ;
+  reg \$431 ;
+  reg [31:0] \$432 ;
   reg [15:0] \$433 ;
-  reg [31:0] \$434 ;
-  reg \$435 ;
-  reg [31:0] \$436 ;
-  reg [3:0] \$437 ;
-  reg [575:0] \$438 ;
-  reg [3:0] \$439 ;
+  reg [15:0] \$434 ;
+  reg [31:0] \$435 ;
+  reg \$436 ;
+  reg [31:0] \$437 ;
+  reg [3:0] \$438 ;
+  reg [575:0] \$439 ;
   wire [20:0] \$44 ;
-  reg \$440 ;
-  reg [7:0] \$441 ;
-  reg [2:0] \$442 ;
-  reg [511:0] \$443 ;
-  reg [13:0] \$444 ;
-  reg \$445 ;
+  reg [3:0] \$440 ;
+  reg \$441 ;
+  reg [7:0] \$442 ;
+  reg [2:0] \$443 ;
+  reg [511:0] \$444 ;
+  reg [13:0] \$445 ;
   reg \$446 ;
-  reg [2:0] \$447 ;
-  reg [13:0] \$448 ;
-  reg [2:0] \$449 ;
+  reg \$447 ;
+  reg [2:0] \$448 ;
+  reg [13:0] \$449 ;
   wire \$45 ;
-  reg [13:0] \$450 ;
-  reg [15:0] \$451 ;
+  reg [2:0] \$450 ;
+  reg [13:0] \$451 ;
   reg [15:0] \$452 ;
-  reg [2:0] \$453 ;
-  reg [13:0] \$454 ;
-  reg \$455 ;
-  reg [223:0] \$456 ;
-  reg [2:0] \$457 ;
-  reg [39:0] \$458 ;
-  reg [51:0] \$459 ;
+  reg [15:0] \$453 ;
+  reg [2:0] \$454 ;
+  reg [13:0] \$455 ;
+  reg \$456 ;
+  reg [223:0] \$457 ;
+  reg [2:0] \$458 ;
+  reg [39:0] \$459 ;
   wire \$46 ;
-  reg [31:0] \$460 ;
-  reg [7:0] \$461 ;
-  reg \$462 ;
-  reg [31:0] \$463 ;
-  reg [15:0] \$464 ;
+  reg [51:0] \$460 ;
+  reg [31:0] \$461 ;
+  reg [7:0] \$462 ;
+  reg \$463 ;
+  reg [31:0] \$464 ;
   reg [15:0] \$465 ;
-  reg [31:0] \$466 ;
-  reg \$467 ;
-  reg [31:0] \$468 ;
-  reg [3:0] \$469 ;
+  reg [15:0] \$466 ;
+  reg [31:0] \$467 ;
+  reg \$468 ;
+  reg [31:0] \$469 ;
   wire \$47 ;
-  reg \$470 ;
-  reg [1:0] \$471 ;
-  reg [13:0] \$472 ;
-  reg [15:0] \$473 ;
+  reg [3:0] \$470 ;
+  reg \$471 ;
+  reg [1:0] \$472 ;
+  reg [13:0] \$473 ;
   reg [15:0] \$474 ;
-  reg [13:0] \$475 ;
-  reg \$476 ;
-  reg [511:0] \$477 ;
+  reg [15:0] \$475 ;
+  reg [13:0] \$476 ;
+  reg \$477 ;
   reg [511:0] \$478 ;
-  reg [3:0] \$479 ;
+  reg [511:0] \$479 ;
   wire [8:0] \$48 ;
-  reg [11:0] \$480 ;
-  reg [3:0] \$481 ;
-  reg \$482 ;
-  reg [575:0] \$483 ;
-  reg [71:0] \$484 ;
-  reg [3:0] \$485 ;
-  reg [11:0] \$486 ;
-  reg [15:0] \$487 ;
+  reg [3:0] \$480 ;
+  reg [11:0] \$481 ;
+  reg [3:0] \$482 ;
+  reg \$483 ;
+  reg [575:0] \$484 ;
+  reg [71:0] \$485 ;
+  reg [3:0] \$486 ;
+  reg [11:0] \$487 ;
   reg [15:0] \$488 ;
-  reg [11:0] \$489 ;
+  reg [15:0] \$489 ;
   wire [9:0] \$49 ;
-  reg \$490 ;
-  reg [2:0] \$491 ;
+  reg [11:0] \$490 ;
+  reg \$491 ;
   reg [2:0] \$492 ;
-  reg \$493 ;
-  reg [7:0] \$494 ;
-  reg [223:0] \$495 ;
-  reg [2:0] \$496 ;
-  reg [39:0] \$497 ;
-  reg [51:0] \$498 ;
+  reg [2:0] \$493 ;
+  reg \$494 ;
+  reg [7:0] \$495 ;
+  reg [223:0] \$496 ;
+  reg [2:0] \$497 ;
+  reg [39:0] \$498 ;
+  reg [51:0] \$499 ;
   wire \$5 ;
   wire [9:0] \$50 ;
   wire [9:0] \$51 ;
@@ -6480,10 +6481,10 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [10:0] \$796 ;
-  wire [7:0] \$799 ;
+  wire [10:0] \$798 ;
   wire [6:0] \$8 ;
   wire \$80 ;
+  wire [7:0] \$801 ;
   wire \$81 ;
   wire \$82 ;
   wire \$83 ;
@@ -6636,6 +6637,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   reg [51:0] ld_host_end = 52'h0000000000000;
   reg [39:0] ld_last_local = 40'h0000000000;
   reg [2:0] ld_outstanding = 3'h0;
+  wire [6:0] ld_place;
   wire [15:0] ld_planes_m1;
   wire [511:0] ld_raw;
   wire [63:0] ld_rb_mask;
@@ -6855,117 +6857,119 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   output [7:0] store_bytes;
   wire [7:0] store_bytes;
   always @(posedge clk)
-    ld_wb_data <= \$443 ;
+    ld_outstanding <= \$443 ;
   always @(posedge clk)
-    spad_wr__addr <= \$444 ;
+    ld_wb_data <= \$444 ;
   always @(posedge clk)
-    ld_wb_valid <= \$445 ;
+    spad_wr__addr <= \$445 ;
   always @(posedge clk)
-    ld_full <= \$446 ;
+    ld_wb_valid <= \$446 ;
   always @(posedge clk)
-    ld_ext_off <= \$447 ;
+    ld_full <= \$447 ;
   always @(posedge clk)
-    ld_ext_laddr <= \$448 ;
+    ld_ext_off <= \$448 ;
   always @(posedge clk)
-    ld_rx_row0 <= \$449 ;
+    ld_ext_laddr <= \$449 ;
   always @(posedge clk)
-    ld_rx_row1 <= \$450 ;
+    ld_rx_row0 <= \$450 ;
   always @(posedge clk)
-    ld_rx_r <= \$451 ;
+    ld_rx_row1 <= \$451 ;
   always @(posedge clk)
-    ld_rx_p <= \$452 ;
+    ld_rx_r <= \$452 ;
   always @(posedge clk)
-    ld_rx_plane0 <= \$453 ;
+    ld_rx_p <= \$453 ;
   always @(posedge clk)
-    ld_rx_plane1 <= \$454 ;
+    ld_rx_plane0 <= \$454 ;
   always @(posedge clk)
-    ld_rx_active <= \$455 ;
+    ld_rx_plane1 <= \$455 ;
   always @(posedge clk)
-    ld_cmd <= \$456 ;
+    ld_rx_active <= \$456 ;
   always @(posedge clk)
-    dma_load_fsm_state <= \$457 ;
+    ld_cmd <= \$457 ;
   always @(posedge clk)
-    ld_last_local <= \$458 ;
+    dma_load_fsm_state <= \$458 ;
   always @(posedge clk)
-    ld_host_end <= \$459 ;
+    ld_last_local <= \$459 ;
   always @(posedge clk)
-    axi__awaddr <= \$460 ;
+    ld_host_end <= \$460 ;
   always @(posedge clk)
-    axi__awlen <= \$461 ;
+    axi__awaddr <= \$461 ;
   always @(posedge clk)
-    st_aw_valid <= \$462 ;
+    axi__awlen <= \$462 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$463 ;
+    st_aw_valid <= \$463 ;
   always @(posedge clk)
-    st_aw_it_r <= \$464 ;
+    st_aw_it_row0 <= \$464 ;
   always @(posedge clk)
-    st_aw_it_p <= \$465 ;
+    st_aw_it_r <= \$465 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$466 ;
+    st_aw_it_p <= \$466 ;
   always @(posedge clk)
-    st_aw_it_active <= \$467 ;
+    st_aw_it_plane0 <= \$467 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$468 ;
+    st_aw_it_active <= \$468 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$469 ;
+    st_aw_beat_addr <= \$469 ;
   always @(posedge clk)
-    st_rd_inflight <= \$470 ;
+    st_aw_beats_left <= \$470 ;
   always @(posedge clk)
-    st_rq_n <= \$471 ;
+    st_rd_inflight <= \$471 ;
   always @(posedge clk)
-    st_rd_row0 <= \$472 ;
+    st_rq_n <= \$472 ;
   always @(posedge clk)
-    st_rd_r <= \$473 ;
+    st_rd_row0 <= \$473 ;
   always @(posedge clk)
-    st_rd_p <= \$474 ;
+    st_rd_r <= \$474 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$475 ;
+    st_rd_p <= \$475 ;
   always @(posedge clk)
-    st_rd_active <= \$476 ;
+    st_rd_plane0 <= \$476 ;
   always @(posedge clk)
-    st_rq0 <= \$477 ;
+    st_rd_active <= \$477 ;
   always @(posedge clk)
-    st_rq1 <= \$478 ;
+    st_rq0 <= \$478 ;
   always @(posedge clk)
-    st_w_beat <= \$479 ;
+    st_rq1 <= \$479 ;
   always @(posedge clk)
-    st_w_addr12 <= \$480 ;
+    st_w_beat <= \$480 ;
   always @(posedge clk)
-    st_w_bib <= \$481 ;
+    st_w_addr12 <= \$481 ;
   always @(posedge clk)
-    st_w_row_valid <= \$482 ;
+    st_w_bib <= \$482 ;
   always @(posedge clk)
-    st_wbuf <= \$483 ;
+    st_w_row_valid <= \$483 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$484 ;
+    st_wbuf <= \$484 ;
   always @(posedge clk)
-    st_w_nbeats <= \$485 ;
+    st_wstrb_buf <= \$485 ;
   always @(posedge clk)
-    st_w_row0 <= \$486 ;
+    st_w_nbeats <= \$486 ;
   always @(posedge clk)
-    st_w_r <= \$487 ;
+    st_w_row0 <= \$487 ;
   always @(posedge clk)
-    st_w_p <= \$488 ;
+    st_w_r <= \$488 ;
   always @(posedge clk)
-    st_w_plane0 <= \$489 ;
+    st_w_p <= \$489 ;
   always @(posedge clk)
-    st_w_active <= \$490 ;
+    st_w_plane0 <= \$490 ;
   always @(posedge clk)
-    st_w_credit <= \$491 ;
+    st_w_active <= \$491 ;
   always @(posedge clk)
-    st_b_out <= \$492 ;
+    st_w_credit <= \$492 ;
   always @(posedge clk)
-    st_drain <= \$493 ;
+    st_b_out <= \$493 ;
   always @(posedge clk)
-    store__error <= \$494 ;
+    st_drain <= \$494 ;
   always @(posedge clk)
-    st_cmd <= \$495 ;
+    store__error <= \$495 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$496 ;
+    st_cmd <= \$496 ;
   always @(posedge clk)
-    st_last_local <= \$497 ;
+    dma_store_fsm_state <= \$497 ;
   always @(posedge clk)
-    st_host_end <= \$498 ;
+    st_last_local <= \$498 ;
+  always @(posedge clk)
+    st_host_end <= \$499 ;
   assign \$1  = ld_cmd[199:184] - 1'h1;
   assign \$2  = ld_cmd[215:200] - 1'h1;
   assign \$3  = | ld_cmd[223:217];
@@ -7099,387 +7103,377 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   assign \$123  = ld_ext_off * 4'h8;
   assign \$124  = ld_buf >> \$123 ;
   assign ld_raw = \$124  & { \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$58 , \$58 , \$58 , \$58 , \$58 , \$58 , \$58 , \$58 , \$57 , \$57 , \$57 , \$57 , \$57 , \$57 , \$57 , \$57 , \$56 , \$56 , \$56 , \$56 , \$56 , \$56 , \$56 , \$56 , \$55 , \$55 , \$55 , \$55 , \$55 , \$55 , \$55 , \$55 , \$54 , \$54 , \$54 , \$54 , \$54 , \$54 , \$54 , \$54 , \$53 , \$53 , \$53 , \$53 , \$53 , \$53 , \$53 , \$53 , \$52 , \$52 , \$52 , \$52 , \$52 , \$52 , \$52 , \$52  };
-  assign \$125  = ld_cmd[182:176] * 4'h8;
-  assign \$126  = ld_raw << \$125 ;
-  assign \$127  = ~ ld_drain;
-  assign \$128  = ld_run & \$127 ;
-  assign \$129  = \$128  & ld_rx_active;
-  assign \$130  = ! \$51 [3:0];
-  assign \$131  = axi__rvalid & axi__rready;
-  assign \$132  = ~ axi__rresp[1];
-  assign \$133  = \$131  & \$132 ;
-  assign \$134  = \$51 [3:0] - 1'h1;
-  assign \$135  = ld_rx_beat == \$134 ;
-  assign \$136  = ! ld_outstanding;
-  assign \$137  = ~ ld_ar_valid;
-  assign \$138  = \$136  & \$137 ;
-  assign \$139  = ~ ld_full;
-  assign \$140  = \$138  & \$139 ;
-  assign \$141  = ~ ld_wb_valid;
-  assign \$142  = \$140  & \$141 ;
-  assign \$143  = ~ ld_rx_active;
-  assign \$144  = ld_drain | \$143 ;
-  assign ld_finished = \$142  & \$144 ;
-  assign \$145  = st_cmd[199:184] - 1'h1;
-  assign \$146  = st_cmd[215:200] - 1'h1;
-  assign \$147  = | st_cmd[223:217];
-  assign \$148  = ! st_cmd[199:184];
-  assign \$149  = ! st_cmd[215:200];
-  assign \$150  = \$148  | \$149 ;
-  assign \$151  = st_cmd[175:168] + st_cmd[183:176];
-  assign \$152  = st_cmd[216] ? 7'h40 : 7'h10;
-  assign \$153  = \$151  > \$152 ;
-  assign \$154  = \$150  | \$153 ;
-  assign \$155  = st_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$156  = st_last_local >= \$155 ;
-  assign \$157  = | st_cmd[175:168];
-  assign \$158  = st_host_end > 33'h100000000;
-  assign \$159  = \$157  & \$158 ;
-  assign \$160  = st_aw_it_r > 1'h1;
-  assign \$161  = st_aw_it_row0 + st_cmd[79:48];
-  assign \$162  = st_aw_it_plane0 + st_cmd[111:80];
-  assign \$163  = \$160  ? \$161  : \$162 ;
-  assign \$164  = st_aw_it_r == 1'h1;
-  assign \$165  = st_aw_it_p == 1'h1;
-  assign st_aw_it_last = \$164  & \$165 ;
-  assign \$166  = 13'h1000 - st_aw_beat_addr[11:0];
-  assign \$168  = st_aw_beats_left < 5'h10;
-  assign \$169  = \$168  ? { 1'h0, st_aw_beats_left } : 5'h10;
-  assign \$170  = \$169  < \$167 [9:0];
-  assign \$171  = st_aw_beats_left < 5'h10;
-  assign \$172  = \$171  ? { 1'h0, st_aw_beats_left } : 5'h10;
-  assign \$173  = \$170  ? { 5'h00, \$172  } : \$167 [9:0];
-  assign \$174  = ~ st_drain;
-  assign \$175  = st_run & \$174 ;
-  assign \$176  = st_b_out < 3'h4;
-  assign \$177  = \$175  & \$176 ;
-  assign \$178  = \$177  & st_aw_it_active;
-  assign \$179  = ~ st_aw_valid;
-  assign \$180  = \$179  | axi__awready;
-  assign st_aw_issue = \$178  & \$180 ;
-  assign \$181  = st_rd_r > 1'h1;
-  assign \$182  = st_rd_row0 + st_cmd[147:132];
-  assign \$183  = st_rd_plane0 + st_cmd[167:148];
-  assign \$184  = \$181  ? { 4'h0, \$182  } : \$183 ;
-  assign \$185  = st_rd_r == 1'h1;
-  assign \$186  = st_rd_p == 1'h1;
-  assign st_rd_last = \$185  & \$186 ;
+  assign \$125  = 7'h40 - ld_cmd[182:176];
+  assign \$126  = \$125 [6:0] * 4'h8;
+  assign \$127  = { ld_raw, 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 } >> \$126 ;
+  assign \$128  = ~ ld_drain;
+  assign \$129  = ld_run & \$128 ;
+  assign \$130  = \$129  & ld_rx_active;
+  assign \$131  = ! \$51 [3:0];
+  assign \$132  = axi__rvalid & axi__rready;
+  assign \$133  = ~ axi__rresp[1];
+  assign \$134  = \$132  & \$133 ;
+  assign \$135  = \$51 [3:0] - 1'h1;
+  assign \$136  = ld_rx_beat == \$135 ;
+  assign \$137  = ! ld_outstanding;
+  assign \$138  = ~ ld_ar_valid;
+  assign \$139  = \$137  & \$138 ;
+  assign \$140  = ~ ld_full;
+  assign \$141  = \$139  & \$140 ;
+  assign \$142  = ~ ld_wb_valid;
+  assign \$143  = \$141  & \$142 ;
+  assign \$144  = ~ ld_rx_active;
+  assign \$145  = ld_drain | \$144 ;
+  assign ld_finished = \$143  & \$145 ;
+  assign \$146  = st_cmd[199:184] - 1'h1;
+  assign \$147  = st_cmd[215:200] - 1'h1;
+  assign \$148  = | st_cmd[223:217];
+  assign \$149  = ! st_cmd[199:184];
+  assign \$150  = ! st_cmd[215:200];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = st_cmd[175:168] + st_cmd[183:176];
+  assign \$153  = st_cmd[216] ? 7'h40 : 7'h10;
+  assign \$154  = \$152  > \$153 ;
+  assign \$155  = \$151  | \$154 ;
+  assign \$156  = st_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$157  = st_last_local >= \$156 ;
+  assign \$158  = | st_cmd[175:168];
+  assign \$159  = st_host_end > 33'h100000000;
+  assign \$160  = \$158  & \$159 ;
+  assign \$161  = st_aw_it_r > 1'h1;
+  assign \$162  = st_aw_it_row0 + st_cmd[79:48];
+  assign \$163  = st_aw_it_plane0 + st_cmd[111:80];
+  assign \$164  = \$161  ? \$162  : \$163 ;
+  assign \$165  = st_aw_it_r == 1'h1;
+  assign \$166  = st_aw_it_p == 1'h1;
+  assign st_aw_it_last = \$165  & \$166 ;
+  assign \$167  = 13'h1000 - st_aw_beat_addr[11:0];
+  assign \$169  = st_aw_beats_left < 5'h10;
+  assign \$170  = \$169  ? { 1'h0, st_aw_beats_left } : 5'h10;
+  assign \$171  = \$170  < \$168 [9:0];
+  assign \$172  = st_aw_beats_left < 5'h10;
+  assign \$173  = \$172  ? { 1'h0, st_aw_beats_left } : 5'h10;
+  assign \$174  = \$171  ? { 5'h00, \$173  } : \$168 [9:0];
+  assign \$175  = ~ st_drain;
+  assign \$176  = st_run & \$175 ;
+  assign \$177  = st_b_out < 3'h4;
+  assign \$178  = \$176  & \$177 ;
+  assign \$179  = \$178  & st_aw_it_active;
+  assign \$180  = ~ st_aw_valid;
+  assign \$181  = \$180  | axi__awready;
+  assign st_aw_issue = \$179  & \$181 ;
+  assign \$182  = st_rd_r > 1'h1;
+  assign \$183  = st_rd_row0 + st_cmd[147:132];
+  assign \$184  = st_rd_plane0 + st_cmd[167:148];
+  assign \$185  = \$182  ? { 4'h0, \$183  } : \$184 ;
+  assign \$186  = st_rd_r == 1'h1;
+  assign \$187  = st_rd_p == 1'h1;
+  assign st_rd_last = \$186  & \$187 ;
   assign st_rbuf_valid = | st_rq_n;
-  assign \$187  = st_run & st_rd_active;
-  assign \$188  = st_rq_n + st_rd_inflight;
-  assign \$189  = \$188  - st_w_take;
-  assign \$190  = $signed(\$189 ) < $signed(3'h2);
-  assign st_rd_en = \$187  & \$190 ;
-  assign \$191  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$191 ;
+  assign \$188  = st_run & st_rd_active;
+  assign \$189  = st_rq_n + st_rd_inflight;
+  assign \$190  = \$189  - st_w_take;
+  assign \$191  = $signed(\$190 ) < $signed(3'h2);
+  assign st_rd_en = \$188  & \$191 ;
+  assign \$192  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$192 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$192  = st_w_r > 1'h1;
-  assign \$193  = st_w_row0 + st_cmd[59:48];
-  assign \$194  = st_w_plane0 + st_cmd[91:80];
-  assign \$195  = \$192  ? \$193  : \$194 ;
-  assign \$196  = st_w_r == 1'h1;
-  assign \$197  = st_w_p == 1'h1;
-  assign st_w_last = \$196  & \$197 ;
-  assign \$198  = st_cmd[175:168] > 1'h0;
-  assign \$199  = st_cmd[175:168] > 1'h1;
-  assign \$200  = st_cmd[175:168] > 2'h2;
-  assign \$201  = st_cmd[175:168] > 2'h3;
-  assign \$202  = st_cmd[175:168] > 3'h4;
-  assign \$203  = st_cmd[175:168] > 3'h5;
-  assign \$204  = st_cmd[175:168] > 3'h6;
-  assign \$205  = st_cmd[175:168] > 3'h7;
-  assign \$206  = st_cmd[175:168] > 4'h8;
-  assign \$207  = st_cmd[175:168] > 4'h9;
-  assign \$208  = st_cmd[175:168] > 4'ha;
-  assign \$209  = st_cmd[175:168] > 4'hb;
-  assign \$210  = st_cmd[175:168] > 4'hc;
-  assign \$211  = st_cmd[175:168] > 4'hd;
-  assign \$212  = st_cmd[175:168] > 4'he;
-  assign \$213  = st_cmd[175:168] > 4'hf;
-  assign \$214  = st_cmd[175:168] > 5'h10;
-  assign \$215  = st_cmd[175:168] > 5'h11;
-  assign \$216  = st_cmd[175:168] > 5'h12;
-  assign \$217  = st_cmd[175:168] > 5'h13;
-  assign \$218  = st_cmd[175:168] > 5'h14;
-  assign \$219  = st_cmd[175:168] > 5'h15;
-  assign \$220  = st_cmd[175:168] > 5'h16;
-  assign \$221  = st_cmd[175:168] > 5'h17;
-  assign \$222  = st_cmd[175:168] > 5'h18;
-  assign \$223  = st_cmd[175:168] > 5'h19;
-  assign \$224  = st_cmd[175:168] > 5'h1a;
-  assign \$225  = st_cmd[175:168] > 5'h1b;
-  assign \$226  = st_cmd[175:168] > 5'h1c;
-  assign \$227  = st_cmd[175:168] > 5'h1d;
-  assign \$228  = st_cmd[175:168] > 5'h1e;
-  assign \$229  = st_cmd[175:168] > 5'h1f;
-  assign \$230  = st_cmd[175:168] > 6'h20;
-  assign \$231  = st_cmd[175:168] > 6'h21;
-  assign \$232  = st_cmd[175:168] > 6'h22;
-  assign \$233  = st_cmd[175:168] > 6'h23;
-  assign \$234  = st_cmd[175:168] > 6'h24;
-  assign \$235  = st_cmd[175:168] > 6'h25;
-  assign \$236  = st_cmd[175:168] > 6'h26;
-  assign \$237  = st_cmd[175:168] > 6'h27;
-  assign \$238  = st_cmd[175:168] > 6'h28;
-  assign \$239  = st_cmd[175:168] > 6'h29;
-  assign \$240  = st_cmd[175:168] > 6'h2a;
-  assign \$241  = st_cmd[175:168] > 6'h2b;
-  assign \$242  = st_cmd[175:168] > 6'h2c;
-  assign \$243  = st_cmd[175:168] > 6'h2d;
-  assign \$244  = st_cmd[175:168] > 6'h2e;
-  assign \$245  = st_cmd[175:168] > 6'h2f;
-  assign \$246  = st_cmd[175:168] > 6'h30;
-  assign \$247  = st_cmd[175:168] > 6'h31;
-  assign \$248  = st_cmd[175:168] > 6'h32;
-  assign \$249  = st_cmd[175:168] > 6'h33;
-  assign \$250  = st_cmd[175:168] > 6'h34;
-  assign \$251  = st_cmd[175:168] > 6'h35;
-  assign \$252  = st_cmd[175:168] > 6'h36;
-  assign \$253  = st_cmd[175:168] > 6'h37;
-  assign \$254  = st_cmd[175:168] > 6'h38;
-  assign \$255  = st_cmd[175:168] > 6'h39;
-  assign \$256  = st_cmd[175:168] > 6'h3a;
-  assign \$257  = st_cmd[175:168] > 6'h3b;
-  assign \$258  = st_cmd[175:168] > 6'h3c;
-  assign \$259  = st_cmd[175:168] > 6'h3d;
-  assign \$260  = st_cmd[175:168] > 6'h3e;
-  assign \$261  = st_cmd[175:168] > 6'h3f;
-  assign \$262  = st_run & st_w_row_valid;
-  assign \$263  = | st_w_credit;
-  assign st_wvalid = \$262  & \$263 ;
-  assign \$264  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$264 ;
-  assign \$265  = st_w_addr12 == 12'hff8;
-  assign \$266  = st_w_row_end | \$265 ;
-  assign \$267  = st_w_bib == 4'hf;
-  assign st_wlast = \$266  | \$267 ;
+  assign \$193  = st_w_r > 1'h1;
+  assign \$194  = st_w_row0 + st_cmd[59:48];
+  assign \$195  = st_w_plane0 + st_cmd[91:80];
+  assign \$196  = \$193  ? \$194  : \$195 ;
+  assign \$197  = st_w_r == 1'h1;
+  assign \$198  = st_w_p == 1'h1;
+  assign st_w_last = \$197  & \$198 ;
+  assign \$199  = st_cmd[175:168] > 1'h0;
+  assign \$200  = st_cmd[175:168] > 1'h1;
+  assign \$201  = st_cmd[175:168] > 2'h2;
+  assign \$202  = st_cmd[175:168] > 2'h3;
+  assign \$203  = st_cmd[175:168] > 3'h4;
+  assign \$204  = st_cmd[175:168] > 3'h5;
+  assign \$205  = st_cmd[175:168] > 3'h6;
+  assign \$206  = st_cmd[175:168] > 3'h7;
+  assign \$207  = st_cmd[175:168] > 4'h8;
+  assign \$208  = st_cmd[175:168] > 4'h9;
+  assign \$209  = st_cmd[175:168] > 4'ha;
+  assign \$210  = st_cmd[175:168] > 4'hb;
+  assign \$211  = st_cmd[175:168] > 4'hc;
+  assign \$212  = st_cmd[175:168] > 4'hd;
+  assign \$213  = st_cmd[175:168] > 4'he;
+  assign \$214  = st_cmd[175:168] > 4'hf;
+  assign \$215  = st_cmd[175:168] > 5'h10;
+  assign \$216  = st_cmd[175:168] > 5'h11;
+  assign \$217  = st_cmd[175:168] > 5'h12;
+  assign \$218  = st_cmd[175:168] > 5'h13;
+  assign \$219  = st_cmd[175:168] > 5'h14;
+  assign \$220  = st_cmd[175:168] > 5'h15;
+  assign \$221  = st_cmd[175:168] > 5'h16;
+  assign \$222  = st_cmd[175:168] > 5'h17;
+  assign \$223  = st_cmd[175:168] > 5'h18;
+  assign \$224  = st_cmd[175:168] > 5'h19;
+  assign \$225  = st_cmd[175:168] > 5'h1a;
+  assign \$226  = st_cmd[175:168] > 5'h1b;
+  assign \$227  = st_cmd[175:168] > 5'h1c;
+  assign \$228  = st_cmd[175:168] > 5'h1d;
+  assign \$229  = st_cmd[175:168] > 5'h1e;
+  assign \$230  = st_cmd[175:168] > 5'h1f;
+  assign \$231  = st_cmd[175:168] > 6'h20;
+  assign \$232  = st_cmd[175:168] > 6'h21;
+  assign \$233  = st_cmd[175:168] > 6'h22;
+  assign \$234  = st_cmd[175:168] > 6'h23;
+  assign \$235  = st_cmd[175:168] > 6'h24;
+  assign \$236  = st_cmd[175:168] > 6'h25;
+  assign \$237  = st_cmd[175:168] > 6'h26;
+  assign \$238  = st_cmd[175:168] > 6'h27;
+  assign \$239  = st_cmd[175:168] > 6'h28;
+  assign \$240  = st_cmd[175:168] > 6'h29;
+  assign \$241  = st_cmd[175:168] > 6'h2a;
+  assign \$242  = st_cmd[175:168] > 6'h2b;
+  assign \$243  = st_cmd[175:168] > 6'h2c;
+  assign \$244  = st_cmd[175:168] > 6'h2d;
+  assign \$245  = st_cmd[175:168] > 6'h2e;
+  assign \$246  = st_cmd[175:168] > 6'h2f;
+  assign \$247  = st_cmd[175:168] > 6'h30;
+  assign \$248  = st_cmd[175:168] > 6'h31;
+  assign \$249  = st_cmd[175:168] > 6'h32;
+  assign \$250  = st_cmd[175:168] > 6'h33;
+  assign \$251  = st_cmd[175:168] > 6'h34;
+  assign \$252  = st_cmd[175:168] > 6'h35;
+  assign \$253  = st_cmd[175:168] > 6'h36;
+  assign \$254  = st_cmd[175:168] > 6'h37;
+  assign \$255  = st_cmd[175:168] > 6'h38;
+  assign \$256  = st_cmd[175:168] > 6'h39;
+  assign \$257  = st_cmd[175:168] > 6'h3a;
+  assign \$258  = st_cmd[175:168] > 6'h3b;
+  assign \$259  = st_cmd[175:168] > 6'h3c;
+  assign \$260  = st_cmd[175:168] > 6'h3d;
+  assign \$261  = st_cmd[175:168] > 6'h3e;
+  assign \$262  = st_cmd[175:168] > 6'h3f;
+  assign \$263  = st_run & st_w_row_valid;
+  assign \$264  = | st_w_credit;
+  assign st_wvalid = \$263  & \$264 ;
+  assign \$265  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$265 ;
+  assign \$266  = st_w_addr12 == 12'hff8;
+  assign \$267  = st_w_row_end | \$266 ;
+  assign \$268  = st_w_bib == 4'hf;
+  assign st_wlast = \$267  | \$268 ;
   assign st_whs = st_wvalid & axi__wready;
-  assign \$268  = st_run & st_w_active;
-  assign \$269  = \$268  & st_rbuf_valid;
-  assign \$270  = ~ st_w_row_valid;
-  assign \$271  = st_whs & st_w_row_end;
-  assign \$272  = \$270  | \$271 ;
-  assign st_w_take = \$269  & \$272 ;
-  assign \$796  = st_w_beat * 7'h40;
-  assign axi__wdata = st_wbuf >> \$796 ;
-  assign \$799  = st_w_beat * 4'h8;
-  assign axi__wstrb = st_wstrb_buf >> \$799 ;
-  assign \$273  = 1'h0 + axi__wstrb[0];
-  assign \$274  = \$273  + axi__wstrb[1];
-  assign \$275  = \$274  + axi__wstrb[2];
-  assign \$276  = \$275  + axi__wstrb[3];
-  assign \$277  = \$276  + axi__wstrb[4];
-  assign \$278  = \$277  + axi__wstrb[5];
-  assign \$279  = \$278  + axi__wstrb[6];
-  assign \$280  = \$279  + axi__wstrb[7];
-  assign \$281  = st_whs ? \$280  : 9'h000;
-  assign \$282  = st_cmd[182:176] * 4'h8;
-  assign \$283  = st_rq0 >> \$282 ;
-  assign st_shifted = \$283  & { \$261 , \$261 , \$261 , \$261 , \$261 , \$261 , \$261 , \$261 , \$260 , \$260 , \$260 , \$260 , \$260 , \$260 , \$260 , \$260 , \$259 , \$259 , \$259 , \$259 , \$259 , \$259 , \$259 , \$259 , \$258 , \$258 , \$258 , \$258 , \$258 , \$258 , \$258 , \$258 , \$257 , \$257 , \$257 , \$257 , \$257 , \$257 , \$257 , \$257 , \$256 , \$256 , \$256 , \$256 , \$256 , \$256 , \$256 , \$256 , \$255 , \$255 , \$255 , \$255 , \$255 , \$255 , \$255 , \$255 , \$254 , \$254 , \$254 , \$254 , \$254 , \$254 , \$254 , \$254 , \$253 , \$253 , \$253 , \$253 , \$253 , \$253 , \$253 , \$253 , \$252 , \$252 , \$252 , \$252 , \$252 , \$252 , \$252 , \$252 , \$251 , \$251 , \$251 , \$251 , \$251 , \$251 , \$251 , \$251 , \$250 , \$250 , \$250 , \$250 , \$250 , \$250 , \$250 , \$250 , \$249 , \$249 , \$249 , \$249 , \$249 , \$249 , \$249 , \$249 , \$248 , \$248 , \$248 , \$248 , \$248 , \$248 , \$248 , \$248 , \$247 , \$247 , \$247 , \$247 , \$247 , \$247 , \$247 , \$247 , \$246 , \$246 , \$246 , \$246 , \$246 , \$246 , \$246 , \$246 , \$245 , \$245 , \$245 , \$245 , \$245 , \$245 , \$245 , \$245 , \$244 , \$244 , \$244 , \$244 , \$244 , \$244 , \$244 , \$244 , \$243 , \$243 , \$243 , \$243 , \$243 , \$243 , \$243 , \$243 , \$242 , \$242 , \$242 , \$242 , \$242 , \$242 , \$242 , \$242 , \$241 , \$241 , \$241 , \$241 , \$241 , \$241 , \$241 , \$241 , \$240 , \$240 , \$240 , \$240 , \$240 , \$240 , \$240 , \$240 , \$239 , \$239 , \$239 , \$239 , \$239 , \$239 , \$239 , \$239 , \$238 , \$238 , \$238 , \$238 , \$238 , \$238 , \$238 , \$238 , \$237 , \$237 , \$237 , \$237 , \$237 , \$237 , \$237 , \$237 , \$236 , \$236 , \$236 , \$236 , \$236 , \$236 , \$236 , \$236 , \$235 , \$235 , \$235 , \$235 , \$235 , \$235 , \$235 , \$235 , \$234 , \$234 , \$234 , \$234 , \$234 , \$234 , \$234 , \$234 , \$233 , \$233 , \$233 , \$233 , \$233 , \$233 , \$233 , \$233 , \$232 , \$232 , \$232 , \$232 , \$232 , \$232 , \$232 , \$232 , \$231 , \$231 , \$231 , \$231 , \$231 , \$231 , \$231 , \$231 , \$230 , \$230 , \$230 , \$230 , \$230 , \$230 , \$230 , \$230 , \$229 , \$229 , \$229 , \$229 , \$229 , \$229 , \$229 , \$229 , \$228 , \$228 , \$228 , \$228 , \$228 , \$228 , \$228 , \$228 , \$227 , \$227 , \$227 , \$227 , \$227 , \$227 , \$227 , \$227 , \$226 , \$226 , \$226 , \$226 , \$226 , \$226 , \$226 , \$226 , \$225 , \$225 , \$225 , \$225 , \$225 , \$225 , \$225 , \$225 , \$224 , \$224 , \$224 , \$224 , \$224 , \$224 , \$224 , \$224 , \$223 , \$223 , \$223 , \$223 , \$223 , \$223 , \$223 , \$223 , \$222 , \$222 , \$222 , \$222 , \$222 , \$222 , \$222 , \$222 , \$221 , \$221 , \$221 , \$221 , \$221 , \$221 , \$221 , \$221 , \$220 , \$220 , \$220 , \$220 , \$220 , \$220 , \$220 , \$220 , \$219 , \$219 , \$219 , \$219 , \$219 , \$219 , \$219 , \$219 , \$218 , \$218 , \$218 , \$218 , \$218 , \$218 , \$218 , \$218 , \$217 , \$217 , \$217 , \$217 , \$217 , \$217 , \$217 , \$217 , \$216 , \$216 , \$216 , \$216 , \$216 , \$216 , \$216 , \$216 , \$215 , \$215 , \$215 , \$215 , \$215 , \$215 , \$215 , \$215 , \$214 , \$214 , \$214 , \$214 , \$214 , \$214 , \$214 , \$214 , \$213 , \$213 , \$213 , \$213 , \$213 , \$213 , \$213 , \$213 , \$212 , \$212 , \$212 , \$212 , \$212 , \$212 , \$212 , \$212 , \$211 , \$211 , \$211 , \$211 , \$211 , \$211 , \$211 , \$211 , \$210 , \$210 , \$210 , \$210 , \$210 , \$210 , \$210 , \$210 , \$209 , \$209 , \$209 , \$209 , \$209 , \$209 , \$209 , \$209 , \$208 , \$208 , \$208 , \$208 , \$208 , \$208 , \$208 , \$208 , \$207 , \$207 , \$207 , \$207 , \$207 , \$207 , \$207 , \$207 , \$206 , \$206 , \$206 , \$206 , \$206 , \$206 , \$206 , \$206 , \$205 , \$205 , \$205 , \$205 , \$205 , \$205 , \$205 , \$205 , \$204 , \$204 , \$204 , \$204 , \$204 , \$204 , \$204 , \$204 , \$203 , \$203 , \$203 , \$203 , \$203 , \$203 , \$203 , \$203 , \$202 , \$202 , \$202 , \$202 , \$202 , \$202 , \$202 , \$202 , \$201 , \$201 , \$201 , \$201 , \$201 , \$201 , \$201 , \$201 , \$200 , \$200 , \$200 , \$200 , \$200 , \$200 , \$200 , \$200 , \$199 , \$199 , \$199 , \$199 , \$199 , \$199 , \$199 , \$199 , \$198 , \$198 , \$198 , \$198 , \$198 , \$198 , \$198 , \$198  };
-  assign \$284  = ~ st_aw_valid;
-  assign \$285  = ! st_w_credit;
-  assign \$286  = \$284  & \$285 ;
-  assign \$287  = ! st_b_out;
-  assign \$288  = \$286  & \$287 ;
-  assign \$289  = ~ st_aw_it_active;
-  assign \$290  = ~ st_w_active;
-  assign \$291  = \$289  & \$290 ;
-  assign \$292  = ~ st_w_row_valid;
-  assign \$293  = \$291  & \$292 ;
-  assign \$294  = st_drain | \$293 ;
-  assign st_finished = \$288  & \$294 ;
-  assign \$295  = ! dma_load_fsm_state;
-  assign \$296  = dma_load_fsm_state == 1'h1;
-  assign \$297  = dma_load_fsm_state == 2'h2;
-  assign \$298  = dma_load_fsm_state == 2'h3;
-  assign \$299  = dma_load_fsm_state == 3'h4;
-  assign \$300  = ! dma_store_fsm_state;
-  assign \$301  = dma_store_fsm_state == 1'h1;
-  assign \$302  = dma_store_fsm_state == 2'h2;
-  assign \$303  = dma_store_fsm_state == 2'h3;
-  assign \$304  = dma_store_fsm_state == 3'h4;
-  assign \$305  = \$29 [4:0] - 1'h1;
-  assign \$306  = ld_ar_beats_left == \$29 [4:0];
-  assign \$307  = ld_ar_it_r > 1'h1;
-  assign \$308  = ld_ar_it_r - 1'h1;
-  assign \$309  = ld_ar_it_p - 1'h1;
-  assign \$312  = \$19 [2:0] + ld_cmd[175:168];
-  assign \$313  = \$312  + 3'h7;
-  assign \$316  = ld_ar_beat_addr + \$315 ;
-  assign \$317  = ld_ar_beats_left - \$29 [4:0];
-  assign \$318  = ~ ld_drain;
-  assign \$319  = ld_run & \$318 ;
-  assign \$320  = \$319  & ld_rx_active;
-  assign \$321  = ! \$51 [3:0];
-  assign \$322  = axi__rvalid & axi__rready;
-  assign \$323  = ~ axi__rresp[1];
-  assign \$324  = \$322  & \$323 ;
-  assign \$325  = \$51 [3:0] - 1'h1;
-  assign \$326  = ld_rx_beat == \$325 ;
-  assign \$327  = ld_rx_beat + 1'h1;
-  assign \$328  = axi__rvalid & axi__rready;
-  assign \$329  = \$328  & axi__rresp[1];
-  assign \$330  = axi__rresp == 2'h3;
-  assign \$331  = \$330  ? 8'h07 : 8'h06;
-  assign \$332  = axi__rvalid & axi__rready;
-  assign \$333  = \$332  & axi__rlast;
-  assign \$334  = ld_outstanding + ld_ar_issue;
-  assign \$335  = \$334  - 1'h1;
-  assign \$336  = ld_outstanding + ld_ar_issue;
-  assign \$337  = ld_rx_r > 1'h1;
-  assign \$338  = ld_rx_r - 1'h1;
-  assign \$339  = ld_rx_p - 1'h1;
-  assign \$340  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$341  = ld_cmd[131:112] + \$340 ;
-  assign \$342  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$343  = \$341  + \$342 ;
-  assign \$344  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$345  = ld_cmd[47:0] + \$344 ;
-  assign \$346  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$347  = \$345  + \$346 ;
-  assign \$348  = \$347  + ld_cmd[175:168];
-  assign \$349  = ! ld_chk_err;
-  assign \$350  = | ld_cmd[175:168];
-  assign \$353  = ld_cmd[2:0] + ld_cmd[175:168];
-  assign \$354  = \$353  + 3'h7;
-  assign \$356  = \$173 [4:0] - 1'h1;
-  assign \$357  = st_aw_beats_left == \$173 [4:0];
-  assign \$358  = st_aw_it_r > 1'h1;
-  assign \$359  = st_aw_it_r - 1'h1;
-  assign \$360  = st_aw_it_p - 1'h1;
-  assign \$363  = \$163 [2:0] + st_cmd[175:168];
-  assign \$364  = \$363  + 3'h7;
-  assign \$367  = st_aw_beat_addr + \$366 ;
-  assign \$368  = st_aw_beats_left - \$173 [4:0];
-  assign \$369  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$370  = st_rd_en & \$369 ;
-  assign \$371  = st_rq_n + st_rd_inflight;
-  assign \$372  = \$371  - st_w_take;
-  assign \$373  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$374  = st_rd_en & \$373 ;
-  assign \$375  = st_rd_r > 1'h1;
-  assign \$376  = st_rd_r - 1'h1;
-  assign \$377  = st_rd_p - 1'h1;
-  assign \$378  = st_rq_n - st_w_take;
-  assign \$379  = ! \$378 ;
-  assign \$380  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$269  = st_run & st_w_active;
+  assign \$270  = \$269  & st_rbuf_valid;
+  assign \$271  = ~ st_w_row_valid;
+  assign \$272  = st_whs & st_w_row_end;
+  assign \$273  = \$271  | \$272 ;
+  assign st_w_take = \$270  & \$273 ;
+  assign \$798  = st_w_beat * 7'h40;
+  assign axi__wdata = st_wbuf >> \$798 ;
+  assign \$801  = st_w_beat * 4'h8;
+  assign axi__wstrb = st_wstrb_buf >> \$801 ;
+  assign \$274  = 1'h0 + axi__wstrb[0];
+  assign \$275  = \$274  + axi__wstrb[1];
+  assign \$276  = \$275  + axi__wstrb[2];
+  assign \$277  = \$276  + axi__wstrb[3];
+  assign \$278  = \$277  + axi__wstrb[4];
+  assign \$279  = \$278  + axi__wstrb[5];
+  assign \$280  = \$279  + axi__wstrb[6];
+  assign \$281  = \$280  + axi__wstrb[7];
+  assign \$282  = st_whs ? \$281  : 9'h000;
+  assign \$283  = st_cmd[182:176] * 4'h8;
+  assign \$284  = st_rq0 >> \$283 ;
+  assign st_shifted = \$284  & { \$262 , \$262 , \$262 , \$262 , \$262 , \$262 , \$262 , \$262 , \$261 , \$261 , \$261 , \$261 , \$261 , \$261 , \$261 , \$261 , \$260 , \$260 , \$260 , \$260 , \$260 , \$260 , \$260 , \$260 , \$259 , \$259 , \$259 , \$259 , \$259 , \$259 , \$259 , \$259 , \$258 , \$258 , \$258 , \$258 , \$258 , \$258 , \$258 , \$258 , \$257 , \$257 , \$257 , \$257 , \$257 , \$257 , \$257 , \$257 , \$256 , \$256 , \$256 , \$256 , \$256 , \$256 , \$256 , \$256 , \$255 , \$255 , \$255 , \$255 , \$255 , \$255 , \$255 , \$255 , \$254 , \$254 , \$254 , \$254 , \$254 , \$254 , \$254 , \$254 , \$253 , \$253 , \$253 , \$253 , \$253 , \$253 , \$253 , \$253 , \$252 , \$252 , \$252 , \$252 , \$252 , \$252 , \$252 , \$252 , \$251 , \$251 , \$251 , \$251 , \$251 , \$251 , \$251 , \$251 , \$250 , \$250 , \$250 , \$250 , \$250 , \$250 , \$250 , \$250 , \$249 , \$249 , \$249 , \$249 , \$249 , \$249 , \$249 , \$249 , \$248 , \$248 , \$248 , \$248 , \$248 , \$248 , \$248 , \$248 , \$247 , \$247 , \$247 , \$247 , \$247 , \$247 , \$247 , \$247 , \$246 , \$246 , \$246 , \$246 , \$246 , \$246 , \$246 , \$246 , \$245 , \$245 , \$245 , \$245 , \$245 , \$245 , \$245 , \$245 , \$244 , \$244 , \$244 , \$244 , \$244 , \$244 , \$244 , \$244 , \$243 , \$243 , \$243 , \$243 , \$243 , \$243 , \$243 , \$243 , \$242 , \$242 , \$242 , \$242 , \$242 , \$242 , \$242 , \$242 , \$241 , \$241 , \$241 , \$241 , \$241 , \$241 , \$241 , \$241 , \$240 , \$240 , \$240 , \$240 , \$240 , \$240 , \$240 , \$240 , \$239 , \$239 , \$239 , \$239 , \$239 , \$239 , \$239 , \$239 , \$238 , \$238 , \$238 , \$238 , \$238 , \$238 , \$238 , \$238 , \$237 , \$237 , \$237 , \$237 , \$237 , \$237 , \$237 , \$237 , \$236 , \$236 , \$236 , \$236 , \$236 , \$236 , \$236 , \$236 , \$235 , \$235 , \$235 , \$235 , \$235 , \$235 , \$235 , \$235 , \$234 , \$234 , \$234 , \$234 , \$234 , \$234 , \$234 , \$234 , \$233 , \$233 , \$233 , \$233 , \$233 , \$233 , \$233 , \$233 , \$232 , \$232 , \$232 , \$232 , \$232 , \$232 , \$232 , \$232 , \$231 , \$231 , \$231 , \$231 , \$231 , \$231 , \$231 , \$231 , \$230 , \$230 , \$230 , \$230 , \$230 , \$230 , \$230 , \$230 , \$229 , \$229 , \$229 , \$229 , \$229 , \$229 , \$229 , \$229 , \$228 , \$228 , \$228 , \$228 , \$228 , \$228 , \$228 , \$228 , \$227 , \$227 , \$227 , \$227 , \$227 , \$227 , \$227 , \$227 , \$226 , \$226 , \$226 , \$226 , \$226 , \$226 , \$226 , \$226 , \$225 , \$225 , \$225 , \$225 , \$225 , \$225 , \$225 , \$225 , \$224 , \$224 , \$224 , \$224 , \$224 , \$224 , \$224 , \$224 , \$223 , \$223 , \$223 , \$223 , \$223 , \$223 , \$223 , \$223 , \$222 , \$222 , \$222 , \$222 , \$222 , \$222 , \$222 , \$222 , \$221 , \$221 , \$221 , \$221 , \$221 , \$221 , \$221 , \$221 , \$220 , \$220 , \$220 , \$220 , \$220 , \$220 , \$220 , \$220 , \$219 , \$219 , \$219 , \$219 , \$219 , \$219 , \$219 , \$219 , \$218 , \$218 , \$218 , \$218 , \$218 , \$218 , \$218 , \$218 , \$217 , \$217 , \$217 , \$217 , \$217 , \$217 , \$217 , \$217 , \$216 , \$216 , \$216 , \$216 , \$216 , \$216 , \$216 , \$216 , \$215 , \$215 , \$215 , \$215 , \$215 , \$215 , \$215 , \$215 , \$214 , \$214 , \$214 , \$214 , \$214 , \$214 , \$214 , \$214 , \$213 , \$213 , \$213 , \$213 , \$213 , \$213 , \$213 , \$213 , \$212 , \$212 , \$212 , \$212 , \$212 , \$212 , \$212 , \$212 , \$211 , \$211 , \$211 , \$211 , \$211 , \$211 , \$211 , \$211 , \$210 , \$210 , \$210 , \$210 , \$210 , \$210 , \$210 , \$210 , \$209 , \$209 , \$209 , \$209 , \$209 , \$209 , \$209 , \$209 , \$208 , \$208 , \$208 , \$208 , \$208 , \$208 , \$208 , \$208 , \$207 , \$207 , \$207 , \$207 , \$207 , \$207 , \$207 , \$207 , \$206 , \$206 , \$206 , \$206 , \$206 , \$206 , \$206 , \$206 , \$205 , \$205 , \$205 , \$205 , \$205 , \$205 , \$205 , \$205 , \$204 , \$204 , \$204 , \$204 , \$204 , \$204 , \$204 , \$204 , \$203 , \$203 , \$203 , \$203 , \$203 , \$203 , \$203 , \$203 , \$202 , \$202 , \$202 , \$202 , \$202 , \$202 , \$202 , \$202 , \$201 , \$201 , \$201 , \$201 , \$201 , \$201 , \$201 , \$201 , \$200 , \$200 , \$200 , \$200 , \$200 , \$200 , \$200 , \$200 , \$199 , \$199 , \$199 , \$199 , \$199 , \$199 , \$199 , \$199  };
+  assign \$285  = ~ st_aw_valid;
+  assign \$286  = ! st_w_credit;
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = ! st_b_out;
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = ~ st_aw_it_active;
+  assign \$291  = ~ st_w_active;
+  assign \$292  = \$290  & \$291 ;
+  assign \$293  = ~ st_w_row_valid;
+  assign \$294  = \$292  & \$293 ;
+  assign \$295  = st_drain | \$294 ;
+  assign st_finished = \$289  & \$295 ;
+  assign \$296  = ! dma_load_fsm_state;
+  assign \$297  = dma_load_fsm_state == 1'h1;
+  assign \$298  = dma_load_fsm_state == 2'h2;
+  assign \$299  = dma_load_fsm_state == 2'h3;
+  assign \$300  = dma_load_fsm_state == 3'h4;
+  assign \$301  = ! dma_store_fsm_state;
+  assign \$302  = dma_store_fsm_state == 1'h1;
+  assign \$303  = dma_store_fsm_state == 2'h2;
+  assign \$304  = dma_store_fsm_state == 2'h3;
+  assign \$305  = dma_store_fsm_state == 3'h4;
+  assign \$306  = \$29 [4:0] - 1'h1;
+  assign \$307  = ld_ar_beats_left == \$29 [4:0];
+  assign \$308  = ld_ar_it_r > 1'h1;
+  assign \$309  = ld_ar_it_r - 1'h1;
+  assign \$310  = ld_ar_it_p - 1'h1;
+  assign \$313  = \$19 [2:0] + ld_cmd[175:168];
+  assign \$314  = \$313  + 3'h7;
+  assign \$317  = ld_ar_beat_addr + \$316 ;
+  assign \$318  = ld_ar_beats_left - \$29 [4:0];
+  assign \$319  = ~ ld_drain;
+  assign \$320  = ld_run & \$319 ;
+  assign \$321  = \$320  & ld_rx_active;
+  assign \$322  = ! \$51 [3:0];
+  assign \$323  = axi__rvalid & axi__rready;
+  assign \$324  = ~ axi__rresp[1];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = \$51 [3:0] - 1'h1;
+  assign \$327  = ld_rx_beat == \$326 ;
+  assign \$328  = ld_rx_beat + 1'h1;
+  assign \$329  = axi__rvalid & axi__rready;
+  assign \$330  = \$329  & axi__rresp[1];
+  assign \$331  = axi__rresp == 2'h3;
+  assign \$332  = \$331  ? 8'h07 : 8'h06;
+  assign \$333  = axi__rvalid & axi__rready;
+  assign \$334  = \$333  & axi__rlast;
+  assign \$335  = ld_outstanding + ld_ar_issue;
+  assign \$336  = \$335  - 1'h1;
+  assign \$337  = ld_outstanding + ld_ar_issue;
+  assign \$338  = ld_rx_r > 1'h1;
+  assign \$339  = ld_rx_r - 1'h1;
+  assign \$340  = ld_rx_p - 1'h1;
+  assign \$341  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$342  = ld_cmd[131:112] + \$341 ;
+  assign \$343  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$344  = \$342  + \$343 ;
+  assign \$345  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$346  = ld_cmd[47:0] + \$345 ;
+  assign \$347  = \$1 [15:0] * ld_cmd[79:48];
+  assign \$348  = \$346  + \$347 ;
+  assign \$349  = \$348  + ld_cmd[175:168];
+  assign \$350  = ! ld_chk_err;
+  assign \$351  = | ld_cmd[175:168];
+  assign \$354  = ld_cmd[2:0] + ld_cmd[175:168];
+  assign \$355  = \$354  + 3'h7;
+  assign \$357  = \$174 [4:0] - 1'h1;
+  assign \$358  = st_aw_beats_left == \$174 [4:0];
+  assign \$359  = st_aw_it_r > 1'h1;
+  assign \$360  = st_aw_it_r - 1'h1;
+  assign \$361  = st_aw_it_p - 1'h1;
+  assign \$364  = \$164 [2:0] + st_cmd[175:168];
+  assign \$365  = \$364  + 3'h7;
+  assign \$368  = st_aw_beat_addr + \$367 ;
+  assign \$369  = st_aw_beats_left - \$174 [4:0];
+  assign \$370  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$371  = st_rd_en & \$370 ;
+  assign \$372  = st_rq_n + st_rd_inflight;
+  assign \$373  = \$372  - st_w_take;
+  assign \$374  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$375  = st_rd_en & \$374 ;
+  assign \$376  = st_rd_r > 1'h1;
+  assign \$377  = st_rd_r - 1'h1;
+  assign \$378  = st_rd_p - 1'h1;
+  assign \$379  = st_rq_n - st_w_take;
+  assign \$380  = ! \$379 ;
   assign \$381  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$382  = st_w_beat + 1'h1;
-  assign \$383  = st_w_addr12 + 4'h8;
-  assign \$384  = st_w_bib + 1'h1;
-  assign \$385  = st_wlast ? 5'h00 : \$384 ;
-  assign \$386  = st_w_row0[2:0] * 4'h8;
-  assign \$387  = st_shifted << \$386 ;
-  assign \$388  = { \$261 , \$260 , \$259 , \$258 , \$257 , \$256 , \$255 , \$254 , \$253 , \$252 , \$251 , \$250 , \$249 , \$248 , \$247 , \$246 , \$245 , \$244 , \$243 , \$242 , \$241 , \$240 , \$239 , \$238 , \$237 , \$236 , \$235 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213 , \$212 , \$211 , \$210 , \$209 , \$208 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199 , \$198  } << st_w_row0[2:0];
-  assign \$389  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$390  = \$389  + 3'h7;
-  assign \$394  = st_w_r > 1'h1;
-  assign \$395  = st_w_r - 1'h1;
-  assign \$396  = st_w_p - 1'h1;
-  assign \$397  = st_w_credit + st_aw_issue;
-  assign \$398  = st_whs & st_wlast;
-  assign \$399  = \$397  - \$398 ;
-  assign \$400  = st_b_out + st_aw_issue;
-  assign \$402  = \$400  - \$401 ;
-  assign \$404  = st_run & \$403 ;
-  assign \$405  = \$404  & axi__bresp[1];
-  assign \$406  = ~ st_drain;
-  assign \$407  = \$405  & \$406 ;
-  assign \$408  = axi__bresp == 2'h3;
-  assign \$409  = \$408  ? 8'h07 : 8'h06;
-  assign \$410  = \$146 [15:0] * st_cmd[167:148];
-  assign \$411  = st_cmd[131:112] + \$410 ;
-  assign \$412  = \$145 [15:0] * st_cmd[147:132];
-  assign \$413  = \$411  + \$412 ;
-  assign \$414  = \$146 [15:0] * st_cmd[111:80];
-  assign \$415  = st_cmd[47:0] + \$414 ;
-  assign \$416  = \$145 [15:0] * st_cmd[79:48];
-  assign \$417  = \$415  + \$416 ;
-  assign \$418  = \$417  + st_cmd[175:168];
-  assign \$419  = ! st_chk_err;
-  assign \$420  = | st_cmd[175:168];
-  assign \$421  = \$419  & \$420 ;
-  assign \$422  = | st_cmd[175:168];
-  assign \$425  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$426  = \$425  + 3'h7;
+  assign \$382  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$383  = st_w_beat + 1'h1;
+  assign \$384  = st_w_addr12 + 4'h8;
+  assign \$385  = st_w_bib + 1'h1;
+  assign \$386  = st_wlast ? 5'h00 : \$385 ;
+  assign \$387  = st_w_row0[2:0] * 4'h8;
+  assign \$388  = st_shifted << \$387 ;
+  assign \$389  = { \$262 , \$261 , \$260 , \$259 , \$258 , \$257 , \$256 , \$255 , \$254 , \$253 , \$252 , \$251 , \$250 , \$249 , \$248 , \$247 , \$246 , \$245 , \$244 , \$243 , \$242 , \$241 , \$240 , \$239 , \$238 , \$237 , \$236 , \$235 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213 , \$212 , \$211 , \$210 , \$209 , \$208 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199  } << st_w_row0[2:0];
+  assign \$390  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$391  = \$390  + 3'h7;
+  assign \$395  = st_w_r > 1'h1;
+  assign \$396  = st_w_r - 1'h1;
+  assign \$397  = st_w_p - 1'h1;
+  assign \$398  = st_w_credit + st_aw_issue;
+  assign \$399  = st_whs & st_wlast;
+  assign \$400  = \$398  - \$399 ;
+  assign \$401  = st_b_out + st_aw_issue;
+  assign \$403  = \$401  - \$402 ;
+  assign \$405  = st_run & \$404 ;
+  assign \$406  = \$405  & axi__bresp[1];
+  assign \$407  = ~ st_drain;
+  assign \$408  = \$406  & \$407 ;
+  assign \$409  = axi__bresp == 2'h3;
+  assign \$410  = \$409  ? 8'h07 : 8'h06;
+  assign \$411  = \$147 [15:0] * st_cmd[167:148];
+  assign \$412  = st_cmd[131:112] + \$411 ;
+  assign \$413  = \$146 [15:0] * st_cmd[147:132];
+  assign \$414  = \$412  + \$413 ;
+  assign \$415  = \$147 [15:0] * st_cmd[111:80];
+  assign \$416  = st_cmd[47:0] + \$415 ;
+  assign \$417  = \$146 [15:0] * st_cmd[79:48];
+  assign \$418  = \$416  + \$417 ;
+  assign \$419  = \$418  + st_cmd[175:168];
+  assign \$420  = ! st_chk_err;
+  assign \$421  = | st_cmd[175:168];
+  assign \$422  = \$420  & \$421 ;
+  assign \$423  = | st_cmd[175:168];
+  assign \$426  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$427  = \$426  + 3'h7;
   always @(posedge clk)
-    axi__araddr <= \$428 ;
+    axi__araddr <= \$429 ;
   always @(posedge clk)
-    axi__arlen <= \$429 ;
+    axi__arlen <= \$430 ;
   always @(posedge clk)
-    ld_ar_valid <= \$430 ;
+    ld_ar_valid <= \$431 ;
   always @(posedge clk)
-    ld_ar_it_row0 <= \$431 ;
+    ld_ar_it_row0 <= \$432 ;
   always @(posedge clk)
-    ld_ar_it_r <= \$432 ;
+    ld_ar_it_r <= \$433 ;
   always @(posedge clk)
-    ld_ar_it_p <= \$433 ;
+    ld_ar_it_p <= \$434 ;
   always @(posedge clk)
-    ld_ar_it_plane0 <= \$434 ;
+    ld_ar_it_plane0 <= \$435 ;
   always @(posedge clk)
-    ld_ar_it_active <= \$435 ;
+    ld_ar_it_active <= \$436 ;
   always @(posedge clk)
-    ld_ar_beat_addr <= \$436 ;
+    ld_ar_beat_addr <= \$437 ;
   always @(posedge clk)
-    ld_ar_beats_left <= \$437 ;
+    ld_ar_beats_left <= \$438 ;
   always @(posedge clk)
-    ld_buf <= \$438 ;
+    ld_buf <= \$439 ;
   always @(posedge clk)
-    ld_rx_beat <= \$439 ;
+    ld_rx_beat <= \$440 ;
   always @(posedge clk)
-    ld_drain <= \$440 ;
+    ld_drain <= \$441 ;
   always @(posedge clk)
-    load__error <= \$441 ;
-  always @(posedge clk)
-    ld_outstanding <= \$442 ;
+    load__error <= \$442 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$443  = ld_wb_data;
-    if (ld_wb_load) begin
-      \$443  = \$126 [511:0];
+    (* full_case = 32'd1 *)
+    if (\$334 ) begin
+      \$443  = \$336 [2:0];
+    end else begin
+      \$443  = \$337 [2:0];
     end
     if (rst) begin
-      \$443  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$443  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$444  = spad_wr__addr;
+    \$444  = ld_wb_data;
     if (ld_wb_load) begin
-      \$444  = ld_ext_laddr;
+      \$444  = \$127 [511:0];
     end
     if (rst) begin
-      \$444  = 14'h0000;
+      \$444  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$445  = ld_wb_valid;
+    \$445  = spad_wr__addr;
     if (ld_wb_load) begin
-      \$445  = 1'h1;
-    end else if (ld_wb_done) begin
-      \$445  = 1'h0;
+      \$445  = ld_ext_laddr;
     end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$445  = 1'h0;
-    endcase
     if (rst) begin
-      \$445  = 1'h0;
+      \$445  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$446  = ld_full;
+    \$446  = ld_wb_valid;
     if (ld_wb_load) begin
-      \$446  = 1'h0;
-    end
-    if (ld_row_done) begin
       \$446  = 1'h1;
+    end else if (ld_wb_done) begin
+      \$446  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7495,29 +7489,12 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$447  = ld_ext_off;
+    \$447  = ld_full;
+    if (ld_wb_load) begin
+      \$447  = 1'h0;
+    end
     if (ld_row_done) begin
-      \$447  = ld_rx_row0;
-    end
-    if (rst) begin
-      \$447  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$448  = ld_ext_laddr;
-    if (ld_row_done) begin
-      \$448  = ld_rx_row1;
-    end
-    if (rst) begin
-      \$448  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$449  = ld_rx_row0;
-    if (ld_row_done) begin
-      \$449  = \$40 [2:0];
+      \$447  = 1'h1;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7525,19 +7502,37 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$449  = ld_cmd[2:0];
-          end
+          \$447  = 1'h0;
     endcase
     if (rst) begin
-      \$449  = 3'h0;
+      \$447  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$450  = ld_rx_row1;
+    \$448  = ld_ext_off;
     if (ld_row_done) begin
-      \$450  = \$44 [13:0];
+      \$448  = ld_rx_row0;
+    end
+    if (rst) begin
+      \$448  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$449  = ld_ext_laddr;
+    if (ld_row_done) begin
+      \$449  = ld_rx_row1;
+    end
+    if (rst) begin
+      \$449  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$450  = ld_rx_row0;
+    if (ld_row_done) begin
+      \$450  = \$40 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7545,47 +7540,43 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$450  = ld_cmd[125:112];
+          if (\$350 ) begin
+            \$450  = ld_cmd[2:0];
           end
     endcase
     if (rst) begin
-      \$450  = 14'h0000;
+      \$450  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$451  = ld_rx_r;
+    \$451  = ld_rx_row1;
+    if (ld_row_done) begin
+      \$451  = \$44 [13:0];
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$350 ) begin
+            \$451  = ld_cmd[125:112];
+          end
+    endcase
+    if (rst) begin
+      \$451  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$452  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$337 ) begin
-        \$451  = \$338 [15:0];
-      end else begin
-        \$451  = ld_cmd[199:184];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$349 ) begin
-            \$451  = ld_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$451  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$452  = ld_rx_p;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$337 ) begin
-      end else begin
+      if (\$338 ) begin
         \$452  = \$339 [15:0];
+      end else begin
+        \$452  = ld_cmd[199:184];
       end
     end
     casez (dma_load_fsm_state)
@@ -7594,8 +7585,8 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$452  = ld_cmd[215:200];
+          if (\$350 ) begin
+            \$452  = ld_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -7604,12 +7595,12 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$453  = ld_rx_plane0;
+    \$453  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$337 ) begin
+      if (\$338 ) begin
       end else begin
-        \$453  = \$40 [2:0];
+        \$453  = \$340 [15:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7618,22 +7609,22 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$453  = ld_cmd[2:0];
+          if (\$350 ) begin
+            \$453  = ld_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$453  = 3'h0;
+      \$453  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$454  = ld_rx_plane1;
+    \$454  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$337 ) begin
+      if (\$338 ) begin
       end else begin
-        \$454  = \$44 [13:0];
+        \$454  = \$40 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7642,20 +7633,44 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$454  = ld_cmd[125:112];
+          if (\$350 ) begin
+            \$454  = ld_cmd[2:0];
           end
     endcase
     if (rst) begin
-      \$454  = 14'h0000;
+      \$454  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$455  = ld_rx_active;
+    \$455  = ld_rx_plane1;
+    if (ld_row_done) begin
+      (* full_case = 32'd1 *)
+      if (\$338 ) begin
+      end else begin
+        \$455  = \$44 [13:0];
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$350 ) begin
+            \$455  = ld_cmd[125:112];
+          end
+    endcase
+    if (rst) begin
+      \$455  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$456  = ld_rx_active;
     if (ld_row_done) begin
       if (ld_rx_last) begin
-        \$455  = 1'h0;
+        \$456  = 1'h0;
       end
     end
     casez (dma_load_fsm_state)
@@ -7664,108 +7679,108 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$455  = 1'h1;
+          if (\$350 ) begin
+            \$456  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$455  = 1'h0;
+      \$456  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$456  = ld_cmd;
+    \$457  = ld_cmd;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$456  = load__cmd__payload;
+            \$457  = load__cmd__payload;
           end
     endcase
     if (rst) begin
-      \$456  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$457  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$457  = dma_load_fsm_state;
+    \$458  = dma_load_fsm_state;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$457  = 3'h1;
+            \$458  = 3'h1;
           end
       3'h1:
-          \$457  = 3'h2;
+          \$458  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$349 ) begin
-            \$457  = 3'h3;
+          if (\$350 ) begin
+            \$458  = 3'h3;
           end else begin
-            \$457  = 3'h4;
+            \$458  = 3'h4;
           end
       3'h3:
           if (ld_finished) begin
-            \$457  = 3'h4;
+            \$458  = 3'h4;
           end
       3'h4:
-          \$457  = 3'h0;
+          \$458  = 3'h0;
     endcase
     if (rst) begin
-      \$457  = 3'h0;
+      \$458  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$458  = ld_last_local;
+    \$459  = ld_last_local;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$458  = { 2'h0, \$343  };
+          \$459  = { 2'h0, \$344  };
     endcase
     if (rst) begin
-      \$458  = 40'h0000000000;
+      \$459  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$459  = ld_host_end;
+    \$460  = ld_host_end;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$459  = { 1'h0, \$348  };
+          \$460  = { 1'h0, \$349  };
     endcase
     if (rst) begin
-      \$459  = 52'h0000000000000;
+      \$460  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$460  = axi__awaddr;
+    \$461  = axi__awaddr;
     if (st_aw_issue) begin
-      \$460  = st_aw_beat_addr;
+      \$461  = st_aw_beat_addr;
     end
     if (rst) begin
-      \$460  = 32'd0;
+      \$461  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$461  = axi__awlen;
+    \$462  = axi__awlen;
     if (st_aw_issue) begin
-      \$461  = { \$356 [5], \$356 [5], \$356  };
+      \$462  = { \$357 [5], \$357 [5], \$357  };
     end
     if (rst) begin
-      \$461  = 8'h00;
+      \$462  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$462  = st_aw_valid;
+    \$463  = st_aw_valid;
     if (st_aw_issue) begin
-      \$462  = 1'h1;
+      \$463  = 1'h1;
     end else if (axi__awready) begin
-      \$462  = 1'h0;
+      \$463  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -7773,20 +7788,20 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$462  = 1'h0;
+          if (\$422 ) begin
+            \$463  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$462  = 1'h0;
+      \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$463  = st_aw_it_row0;
+    \$464  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$357 ) begin
-        \$463  = \$163 [31:0];
+      if (\$358 ) begin
+        \$464  = \$164 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -7795,50 +7810,24 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$463  = st_cmd[31:0];
+          if (\$422 ) begin
+            \$464  = st_cmd[31:0];
           end
     endcase
     if (rst) begin
-      \$463  = 32'd0;
+      \$464  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$464  = st_aw_it_r;
+    \$465  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$357 ) begin
+      if (\$358 ) begin
         (* full_case = 32'd1 *)
-        if (\$358 ) begin
-          \$464  = \$359 [15:0];
-        end else begin
-          \$464  = st_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$421 ) begin
-            \$464  = st_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$464  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$465  = st_aw_it_p;
-    if (st_aw_issue) begin
-      if (\$357 ) begin
-        (* full_case = 32'd1 *)
-        if (\$358 ) begin
-        end else begin
+        if (\$359 ) begin
           \$465  = \$360 [15:0];
+        end else begin
+          \$465  = st_cmd[199:184];
         end
       end
     end
@@ -7848,8 +7837,8 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$465  = st_cmd[215:200];
+          if (\$422 ) begin
+            \$465  = st_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -7858,13 +7847,13 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$466  = st_aw_it_plane0;
+    \$466  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$357 ) begin
+      if (\$358 ) begin
         (* full_case = 32'd1 *)
-        if (\$358 ) begin
+        if (\$359 ) begin
         end else begin
-          \$466  = \$163 [31:0];
+          \$466  = \$361 [15:0];
         end
       end
     end
@@ -7874,21 +7863,47 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$466  = st_cmd[31:0];
+          if (\$422 ) begin
+            \$466  = st_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$466  = 32'd0;
+      \$466  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$467  = st_aw_it_active;
+    \$467  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$357 ) begin
+      if (\$358 ) begin
+        (* full_case = 32'd1 *)
+        if (\$359 ) begin
+        end else begin
+          \$467  = \$164 [31:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$422 ) begin
+            \$467  = st_cmd[31:0];
+          end
+    endcase
+    if (rst) begin
+      \$467  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$468  = st_aw_it_active;
+    if (st_aw_issue) begin
+      if (\$358 ) begin
         if (st_aw_it_last) begin
-          \$467  = 1'h0;
+          \$468  = 1'h0;
         end
       end
     end
@@ -7898,23 +7913,23 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$467  = \$422 ;
+          if (\$422 ) begin
+            \$468  = \$423 ;
           end
     endcase
     if (rst) begin
-      \$467  = 1'h0;
+      \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$468  = st_aw_beat_addr;
+    \$469  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$357 ) begin
-        \$468  = \$362 ;
+      if (\$358 ) begin
+        \$469  = \$363 ;
       end else begin
-        \$468  = \$367 [31:0];
+        \$469  = \$368 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -7923,23 +7938,23 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$468  = \$424 ;
+          if (\$422 ) begin
+            \$469  = \$425 ;
           end
     endcase
     if (rst) begin
-      \$468  = 32'd0;
+      \$469  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$469  = st_aw_beats_left;
+    \$470  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$357 ) begin
-        \$469  = \$365 [3:0];
+      if (\$358 ) begin
+        \$470  = \$366 [3:0];
       end else begin
-        \$469  = \$368 [3:0];
+        \$470  = \$369 [3:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -7948,41 +7963,41 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$469  = \$427 [3:0];
+          if (\$422 ) begin
+            \$470  = \$428 [3:0];
           end
     endcase
     if (rst) begin
-      \$469  = 4'h0;
+      \$470  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$470  = \$370 ;
+    \$471  = \$371 ;
     if (rst) begin
-      \$470  = 1'h0;
+      \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$471  = \$372 [1:0];
+    \$472  = \$373 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$471  = 2'h0;
+          \$472  = 2'h0;
     endcase
     if (rst) begin
-      \$471  = 2'h0;
+      \$472  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$472  = st_rd_row0;
-    if (\$374 ) begin
-      \$472  = \$184 [13:0];
+    \$473  = st_rd_row0;
+    if (\$375 ) begin
+      \$473  = \$185 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -7990,47 +8005,23 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$472  = st_cmd[125:112];
+          if (\$422 ) begin
+            \$473  = st_cmd[125:112];
           end
     endcase
     if (rst) begin
-      \$472  = 14'h0000;
+      \$473  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$473  = st_rd_r;
-    if (\$374 ) begin
+    \$474  = st_rd_r;
+    if (\$375 ) begin
       (* full_case = 32'd1 *)
-      if (\$375 ) begin
-        \$473  = \$376 [15:0];
-      end else begin
-        \$473  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$421 ) begin
-            \$473  = st_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$473  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$474  = st_rd_p;
-    if (\$374 ) begin
-      (* full_case = 32'd1 *)
-      if (\$375 ) begin
-      end else begin
+      if (\$376 ) begin
         \$474  = \$377 [15:0];
+      end else begin
+        \$474  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -8039,8 +8030,8 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$474  = st_cmd[215:200];
+          if (\$422 ) begin
+            \$474  = st_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -8049,12 +8040,12 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$475  = st_rd_plane0;
-    if (\$374 ) begin
+    \$475  = st_rd_p;
+    if (\$375 ) begin
       (* full_case = 32'd1 *)
-      if (\$375 ) begin
+      if (\$376 ) begin
       end else begin
-        \$475  = \$184 [13:0];
+        \$475  = \$378 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8063,20 +8054,44 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$475  = st_cmd[125:112];
+          if (\$422 ) begin
+            \$475  = st_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$475  = 14'h0000;
+      \$475  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$476  = st_rd_active;
-    if (\$374 ) begin
+    \$476  = st_rd_plane0;
+    if (\$375 ) begin
+      (* full_case = 32'd1 *)
+      if (\$376 ) begin
+      end else begin
+        \$476  = \$185 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$422 ) begin
+            \$476  = st_cmd[125:112];
+          end
+    endcase
+    if (rst) begin
+      \$476  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$477  = st_rd_active;
+    if (\$375 ) begin
       if (st_rd_last) begin
-        \$476  = 1'h0;
+        \$477  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -8085,36 +8100,22 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$476  = 1'h1;
+          if (\$422 ) begin
+            \$477  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$476  = 1'h0;
+      \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$477  = st_rq0;
+    \$478  = st_rq0;
     if (st_w_take) begin
-      \$477  = st_rq1;
+      \$478  = st_rq1;
     end
     if (st_rd_inflight) begin
-      if (\$379 ) begin
-        \$477  = \$380 ;
-      end
-    end
-    if (rst) begin
-      \$477  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$478  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$379 ) begin
-      end else begin
+      if (\$380 ) begin
         \$478  = \$381 ;
       end
     end
@@ -8124,35 +8125,49 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$479  = st_w_beat;
-    if (st_whs) begin
-      \$479  = \$382 [3:0];
-    end
-    if (st_w_take) begin
-      \$479  = 4'h0;
+    \$479  = st_rq1;
+    if (st_rd_inflight) begin
+      (* full_case = 32'd1 *)
+      if (\$380 ) begin
+      end else begin
+        \$479  = \$382 ;
+      end
     end
     if (rst) begin
-      \$479  = 4'h0;
+      \$479  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$480  = st_w_addr12;
+    \$480  = st_w_beat;
     if (st_whs) begin
-      \$480  = \$383 [11:0];
+      \$480  = \$383 [3:0];
     end
     if (st_w_take) begin
-      \$480  = \$393 ;
+      \$480  = 4'h0;
     end
     if (rst) begin
-      \$480  = 12'h000;
+      \$480  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$481  = st_w_bib;
+    \$481  = st_w_addr12;
     if (st_whs) begin
-      \$481  = \$385 [3:0];
+      \$481  = \$384 [11:0];
+    end
+    if (st_w_take) begin
+      \$481  = \$394 ;
+    end
+    if (rst) begin
+      \$481  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$482  = st_w_bib;
+    if (st_whs) begin
+      \$482  = \$386 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8160,22 +8175,22 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          \$481  = 4'h0;
+          \$482  = 4'h0;
     endcase
     if (rst) begin
-      \$481  = 4'h0;
+      \$482  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$482  = st_w_row_valid;
+    \$483  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$482  = 1'h0;
+        \$483  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$482  = 1'h1;
+      \$483  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8183,47 +8198,47 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          \$482  = 1'h0;
+          \$483  = 1'h0;
     endcase
     if (rst) begin
-      \$482  = 1'h0;
+      \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$483  = st_wbuf;
+    \$484  = st_wbuf;
     if (st_w_take) begin
-      \$483  = \$387 [575:0];
+      \$484  = \$388 [575:0];
     end
     if (rst) begin
-      \$483  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$484  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$484  = st_wstrb_buf;
+    \$485  = st_wstrb_buf;
     if (st_w_take) begin
-      \$484  = { 1'h0, \$388  };
+      \$485  = { 1'h0, \$389  };
     end
     if (rst) begin
-      \$484  = 72'h000000000000000000;
+      \$485  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$485  = st_w_nbeats;
+    \$486  = st_w_nbeats;
     if (st_w_take) begin
-      \$485  = \$391 [3:0];
+      \$486  = \$392 [3:0];
     end
     if (rst) begin
-      \$485  = 4'h0;
+      \$486  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$486  = st_w_row0;
+    \$487  = st_w_row0;
     if (st_w_take) begin
-      \$486  = \$195 [11:0];
+      \$487  = \$196 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8231,47 +8246,23 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$486  = st_cmd[11:0];
+          if (\$422 ) begin
+            \$487  = st_cmd[11:0];
           end
     endcase
     if (rst) begin
-      \$486  = 12'h000;
+      \$487  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$487  = st_w_r;
+    \$488  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$394 ) begin
-        \$487  = \$395 [15:0];
-      end else begin
-        \$487  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$421 ) begin
-            \$487  = st_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$487  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$488  = st_w_p;
-    if (st_w_take) begin
-      (* full_case = 32'd1 *)
-      if (\$394 ) begin
-      end else begin
+      if (\$395 ) begin
         \$488  = \$396 [15:0];
+      end else begin
+        \$488  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -8280,8 +8271,8 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$488  = st_cmd[215:200];
+          if (\$422 ) begin
+            \$488  = st_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -8290,12 +8281,12 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$489  = st_w_plane0;
+    \$489  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$394 ) begin
+      if (\$395 ) begin
       end else begin
-        \$489  = \$195 [11:0];
+        \$489  = \$397 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8304,20 +8295,44 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$489  = st_cmd[11:0];
+          if (\$422 ) begin
+            \$489  = st_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$489  = 12'h000;
+      \$489  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$490  = st_w_active;
+    \$490  = st_w_plane0;
+    if (st_w_take) begin
+      (* full_case = 32'd1 *)
+      if (\$395 ) begin
+      end else begin
+        \$490  = \$196 [11:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$422 ) begin
+            \$490  = st_cmd[11:0];
+          end
+    endcase
+    if (rst) begin
+      \$490  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$491  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$490  = 1'h0;
+        \$491  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -8326,33 +8341,33 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$421 ) begin
-            \$490  = 1'h1;
+          if (\$422 ) begin
+            \$491  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$490  = 1'h0;
+      \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$491  = \$399 [2:0];
-    if (rst) begin
-      \$491  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$492  = \$402 [2:0];
+    \$492  = \$400 [2:0];
     if (rst) begin
       \$492  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$493  = st_drain;
-    if (\$407 ) begin
-      \$493  = 1'h1;
+    \$493  = \$403 [2:0];
+    if (rst) begin
+      \$493  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$494  = st_drain;
+    if (\$408 ) begin
+      \$494  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8360,17 +8375,17 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          \$493  = 1'h0;
+          \$494  = 1'h0;
     endcase
     if (rst) begin
-      \$493  = 1'h0;
+      \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$494  = store__error;
-    if (\$407 ) begin
-      \$494  = \$409 ;
+    \$495  = store__error;
+    if (\$408 ) begin
+      \$495  = \$410 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8378,77 +8393,77 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          \$494  = st_chk_err;
+          \$495  = st_chk_err;
     endcase
     if (rst) begin
-      \$494  = 8'h00;
+      \$495  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$495  = st_cmd;
+    \$496  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$495  = store__cmd__payload;
+            \$496  = store__cmd__payload;
           end
     endcase
     if (rst) begin
-      \$495  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$496  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$496  = dma_store_fsm_state;
+    \$497  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$496  = 3'h1;
+            \$497  = 3'h1;
           end
       3'h1:
-          \$496  = 3'h2;
+          \$497  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$421 ) begin
-            \$496  = 3'h3;
+          if (\$422 ) begin
+            \$497  = 3'h3;
           end else begin
-            \$496  = 3'h4;
+            \$497  = 3'h4;
           end
       3'h3:
           if (st_finished) begin
-            \$496  = 3'h4;
+            \$497  = 3'h4;
           end
       3'h4:
-          \$496  = 3'h0;
+          \$497  = 3'h0;
     endcase
     if (rst) begin
-      \$496  = 3'h0;
+      \$497  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$497  = st_last_local;
+    \$498  = st_last_local;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$497  = { 2'h0, \$413  };
+          \$498  = { 2'h0, \$414  };
     endcase
     if (rst) begin
-      \$497  = 40'h0000000000;
+      \$498  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$498  = st_host_end;
+    \$499  = st_host_end;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$498  = { 1'h0, \$418  };
+          \$499  = { 1'h0, \$419  };
     endcase
     if (rst) begin
-      \$498  = 52'h0000000000000;
+      \$499  = 52'h0000000000000;
     end
   end
   always @* begin
@@ -8469,11 +8484,11 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     ld_row_done = 1'h0;
-    if (\$129 ) begin
-      if (\$130 ) begin
+    if (\$130 ) begin
+      if (\$131 ) begin
         ld_row_done = ld_can_accept;
-      end else if (\$133 ) begin
-        if (\$135 ) begin
+      end else if (\$134 ) begin
+        if (\$136 ) begin
           ld_row_done = 1'h1;
         end
       end
@@ -8536,13 +8551,13 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    if (\$147 ) begin
+    if (\$148 ) begin
       st_chk_err = 8'h02;
-    end else if (\$154 ) begin
+    end else if (\$155 ) begin
       st_chk_err = 8'h03;
-    end else if (\$156 ) begin
+    end else if (\$157 ) begin
       st_chk_err = 8'h04;
-    end else if (\$159 ) begin
+    end else if (\$160 ) begin
       st_chk_err = 8'h05;
     end else begin
       st_chk_err = 8'h00;
@@ -8604,31 +8619,31 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$428  = axi__araddr;
+    \$429  = axi__araddr;
     if (ld_ar_issue) begin
-      \$428  = ld_ar_beat_addr;
+      \$429  = ld_ar_beat_addr;
     end
     if (rst) begin
-      \$428  = 32'd0;
+      \$429  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$429  = axi__arlen;
+    \$430  = axi__arlen;
     if (ld_ar_issue) begin
-      \$429  = { \$305 [5], \$305 [5], \$305  };
+      \$430  = { \$306 [5], \$306 [5], \$306  };
     end
     if (rst) begin
-      \$429  = 8'h00;
+      \$430  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$430  = ld_ar_valid;
+    \$431  = ld_ar_valid;
     if (ld_ar_issue) begin
-      \$430  = 1'h1;
+      \$431  = 1'h1;
     end else if (axi__arready) begin
-      \$430  = 1'h0;
+      \$431  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -8636,20 +8651,20 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$430  = 1'h0;
+          if (\$350 ) begin
+            \$431  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$430  = 1'h0;
+      \$431  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$431  = ld_ar_it_row0;
+    \$432  = ld_ar_it_row0;
     if (ld_ar_issue) begin
-      if (\$306 ) begin
-        \$431  = \$19 [31:0];
+      if (\$307 ) begin
+        \$432  = \$19 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -8658,50 +8673,24 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$431  = ld_cmd[31:0];
+          if (\$350 ) begin
+            \$432  = ld_cmd[31:0];
           end
     endcase
     if (rst) begin
-      \$431  = 32'd0;
+      \$432  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$432  = ld_ar_it_r;
+    \$433  = ld_ar_it_r;
     if (ld_ar_issue) begin
-      if (\$306 ) begin
+      if (\$307 ) begin
         (* full_case = 32'd1 *)
-        if (\$307 ) begin
-          \$432  = \$308 [15:0];
-        end else begin
-          \$432  = ld_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$349 ) begin
-            \$432  = ld_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$432  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$433  = ld_ar_it_p;
-    if (ld_ar_issue) begin
-      if (\$306 ) begin
-        (* full_case = 32'd1 *)
-        if (\$307 ) begin
-        end else begin
+        if (\$308 ) begin
           \$433  = \$309 [15:0];
+        end else begin
+          \$433  = ld_cmd[199:184];
         end
       end
     end
@@ -8711,8 +8700,8 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$433  = ld_cmd[215:200];
+          if (\$350 ) begin
+            \$433  = ld_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -8721,13 +8710,13 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$434  = ld_ar_it_plane0;
+    \$434  = ld_ar_it_p;
     if (ld_ar_issue) begin
-      if (\$306 ) begin
+      if (\$307 ) begin
         (* full_case = 32'd1 *)
-        if (\$307 ) begin
+        if (\$308 ) begin
         end else begin
-          \$434  = \$19 [31:0];
+          \$434  = \$310 [15:0];
         end
       end
     end
@@ -8737,21 +8726,47 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$434  = ld_cmd[31:0];
+          if (\$350 ) begin
+            \$434  = ld_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$434  = 32'd0;
+      \$434  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$435  = ld_ar_it_active;
+    \$435  = ld_ar_it_plane0;
     if (ld_ar_issue) begin
-      if (\$306 ) begin
+      if (\$307 ) begin
+        (* full_case = 32'd1 *)
+        if (\$308 ) begin
+        end else begin
+          \$435  = \$19 [31:0];
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$350 ) begin
+            \$435  = ld_cmd[31:0];
+          end
+    endcase
+    if (rst) begin
+      \$435  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$436  = ld_ar_it_active;
+    if (ld_ar_issue) begin
+      if (\$307 ) begin
         if (ld_ar_it_last) begin
-          \$435  = 1'h0;
+          \$436  = 1'h0;
         end
       end
     end
@@ -8761,23 +8776,23 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$435  = \$350 ;
+          if (\$350 ) begin
+            \$436  = \$351 ;
           end
     endcase
     if (rst) begin
-      \$435  = 1'h0;
+      \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$436  = ld_ar_beat_addr;
+    \$437  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$306 ) begin
-        \$436  = \$311 ;
+      if (\$307 ) begin
+        \$437  = \$312 ;
       end else begin
-        \$436  = \$316 [31:0];
+        \$437  = \$317 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -8786,23 +8801,23 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$436  = \$352 ;
+          if (\$350 ) begin
+            \$437  = \$353 ;
           end
     endcase
     if (rst) begin
-      \$436  = 32'd0;
+      \$437  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$437  = ld_ar_beats_left;
+    \$438  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$306 ) begin
-        \$437  = \$314 [3:0];
+      if (\$307 ) begin
+        \$438  = \$315 [3:0];
       end else begin
-        \$437  = \$317 [3:0];
+        \$438  = \$318 [3:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -8811,61 +8826,61 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          if (\$349 ) begin
-            \$437  = \$355 [3:0];
+          if (\$350 ) begin
+            \$438  = \$356 [3:0];
           end
     endcase
     if (rst) begin
-      \$437  = 4'h0;
+      \$438  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$438  = ld_buf;
-    if (\$320 ) begin
-      if (\$321 ) begin
-      end else if (\$324 ) begin
+    \$439  = ld_buf;
+    if (\$321 ) begin
+      if (\$322 ) begin
+      end else if (\$325 ) begin
         casez (ld_rx_beat)
           4'h0:
-              \$438 [63:0] = axi__rdata;
+              \$439 [63:0] = axi__rdata;
           4'h1:
-              \$438 [127:64] = axi__rdata;
+              \$439 [127:64] = axi__rdata;
           4'h2:
-              \$438 [191:128] = axi__rdata;
+              \$439 [191:128] = axi__rdata;
           4'h3:
-              \$438 [255:192] = axi__rdata;
+              \$439 [255:192] = axi__rdata;
           4'h4:
-              \$438 [319:256] = axi__rdata;
+              \$439 [319:256] = axi__rdata;
           4'h5:
-              \$438 [383:320] = axi__rdata;
+              \$439 [383:320] = axi__rdata;
           4'h6:
-              \$438 [447:384] = axi__rdata;
+              \$439 [447:384] = axi__rdata;
           4'h7:
-              \$438 [511:448] = axi__rdata;
+              \$439 [511:448] = axi__rdata;
           4'h8:
-              \$438 [575:512] = axi__rdata;
+              \$439 [575:512] = axi__rdata;
         endcase
       end
     end
     if (rst) begin
-      \$438  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$439  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$439  = ld_rx_beat;
-    if (\$320 ) begin
-      if (\$321 ) begin
-      end else if (\$324 ) begin
+    \$440  = ld_rx_beat;
+    if (\$321 ) begin
+      if (\$322 ) begin
+      end else if (\$325 ) begin
         (* full_case = 32'd1 *)
-        if (\$326 ) begin
+        if (\$327 ) begin
         end else begin
-          \$439  = \$327 [3:0];
+          \$440  = \$328 [3:0];
         end
       end
     end
     if (ld_row_done) begin
-      \$439  = 4'h0;
+      \$440  = 4'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -8873,18 +8888,18 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          \$439  = 4'h0;
+          \$440  = 4'h0;
     endcase
     if (rst) begin
-      \$439  = 4'h0;
+      \$440  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$440  = ld_drain;
-    if (\$320 ) begin
-      if (\$329 ) begin
-        \$440  = 1'h1;
+    \$441  = ld_drain;
+    if (\$321 ) begin
+      if (\$330 ) begin
+        \$441  = 1'h1;
       end
     end
     casez (dma_load_fsm_state)
@@ -8893,18 +8908,18 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          \$440  = 1'h0;
+          \$441  = 1'h0;
     endcase
     if (rst) begin
-      \$440  = 1'h0;
+      \$441  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$441  = load__error;
-    if (\$320 ) begin
-      if (\$329 ) begin
-        \$441  = \$331 ;
+    \$442  = load__error;
+    if (\$321 ) begin
+      if (\$330 ) begin
+        \$442  = \$332 ;
       end
     end
     casez (dma_load_fsm_state)
@@ -8913,22 +8928,10 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
       3'h1:
           /* empty */;
       3'h2:
-          \$441  = ld_chk_err;
+          \$442  = ld_chk_err;
     endcase
     if (rst) begin
-      \$441  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$333 ) begin
-      \$442  = \$335 [2:0];
-    end else begin
-      \$442  = \$336 [2:0];
-    end
-    if (rst) begin
-      \$442  = 3'h0;
+      \$442  = 8'h00;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
@@ -8951,13 +8954,14 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   assign spad_wr__data = ld_wb_data[127:0];
   assign acc_wr__addr = spad_wr__addr[12:0];
   assign acc_wr__data = ld_wb_data;
-  assign ld_extracted = \$126 [511:0];
+  assign ld_place = \$125 [6:0];
+  assign ld_extracted = \$127 [511:0];
   assign ld_err = load__error;
-  assign st_rows_m1 = \$145 [15:0];
-  assign st_planes_m1 = \$146 [15:0];
-  assign st_aw_it_nxt0 = \$163 [31:0];
-  assign st_aw_to4k = \$167 [9:0];
-  assign st_aw_blen = \$173 [4:0];
+  assign st_rows_m1 = \$146 [15:0];
+  assign st_planes_m1 = \$147 [15:0];
+  assign st_aw_it_nxt0 = \$164 [31:0];
+  assign st_aw_to4k = \$168 [9:0];
+  assign st_aw_blen = \$174 [4:0];
   assign axi__awvalid = st_aw_valid;
   assign st_aw_addr = axi__awaddr;
   assign st_aw_len_m1 = axi__awlen;
@@ -8965,16 +8969,16 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   assign axi__awburst = 2'h1;
   assign axi__awprot = 3'h0;
   assign axi__awid = 4'h0;
-  assign st_rd_nxt0 = \$184 [13:0];
+  assign st_rd_nxt0 = \$185 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$195 [11:0];
-  assign st_rb_mask = { \$261 , \$260 , \$259 , \$258 , \$257 , \$256 , \$255 , \$254 , \$253 , \$252 , \$251 , \$250 , \$249 , \$248 , \$247 , \$246 , \$245 , \$244 , \$243 , \$242 , \$241 , \$240 , \$239 , \$238 , \$237 , \$236 , \$235 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213 , \$212 , \$211 , \$210 , \$209 , \$208 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199 , \$198  };
+  assign st_w_nxt0 = \$196 [11:0];
+  assign st_rb_mask = { \$262 , \$261 , \$260 , \$259 , \$258 , \$257 , \$256 , \$255 , \$254 , \$253 , \$252 , \$251 , \$250 , \$249 , \$248 , \$247 , \$246 , \$245 , \$244 , \$243 , \$242 , \$241 , \$240 , \$239 , \$238 , \$237 , \$236 , \$235 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213 , \$212 , \$211 , \$210 , \$209 , \$208 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199  };
   assign axi__wvalid = st_wvalid;
   assign axi__wlast = st_wlast;
   assign axi__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$281 [7:0];
+  assign store_bytes = \$282 [7:0];
   assign \ld_cmd.host_addr  = ld_cmd[47:0];
   assign \ld_cmd.host_row_stride  = ld_cmd[79:48];
   assign \ld_cmd.host_plane_stride  = ld_cmd[111:80];
@@ -9025,31 +9029,31 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   assign \store__cmd__payload.reserved  = store__cmd__payload[223:217];
   assign \$23  = { \$22 [13], \$22 [13], \$22 [13], \$22 [13:3] };
   assign \$50  = { 3'h0, \$49 [9:3] };
-  assign \$167  = { \$166 [13], \$166 [13], \$166 [13], \$166 [13:3] };
-  assign \$310  = 32'd4294967288;
-  assign \$311 [2:0] = 3'h0;
-  assign \$311 [31:3] = \$19 [31:3];
-  assign \$314  = { 3'h0, \$313 [9:3] };
-  assign \$315  = { \$29 [4:0], 3'h0 };
-  assign \$351  = 32'd4294967288;
-  assign \$352 [2:0] = 3'h0;
-  assign \$352 [31:3] = ld_cmd[31:3];
-  assign \$355  = { 3'h0, \$354 [9:3] };
-  assign \$361  = 32'd4294967288;
-  assign \$362 [2:0] = 3'h0;
-  assign \$362 [31:3] = \$163 [31:3];
-  assign \$365  = { 3'h0, \$364 [9:3] };
-  assign \$366  = { \$173 [4:0], 3'h0 };
-  assign \$391  = { 3'h0, \$390 [9:3] };
-  assign \$392  = 12'hff8;
-  assign \$393 [2:0] = 3'h0;
-  assign \$393 [11:3] = st_w_row0[11:3];
-  assign \$401  = axi__bvalid;
-  assign \$403  = axi__bvalid;
-  assign \$423  = 32'd4294967288;
-  assign \$424 [2:0] = 3'h0;
-  assign \$424 [31:3] = st_cmd[31:3];
-  assign \$427  = { 3'h0, \$426 [9:3] };
+  assign \$168  = { \$167 [13], \$167 [13], \$167 [13], \$167 [13:3] };
+  assign \$311  = 32'd4294967288;
+  assign \$312 [2:0] = 3'h0;
+  assign \$312 [31:3] = \$19 [31:3];
+  assign \$315  = { 3'h0, \$314 [9:3] };
+  assign \$316  = { \$29 [4:0], 3'h0 };
+  assign \$352  = 32'd4294967288;
+  assign \$353 [2:0] = 3'h0;
+  assign \$353 [31:3] = ld_cmd[31:3];
+  assign \$356  = { 3'h0, \$355 [9:3] };
+  assign \$362  = 32'd4294967288;
+  assign \$363 [2:0] = 3'h0;
+  assign \$363 [31:3] = \$164 [31:3];
+  assign \$366  = { 3'h0, \$365 [9:3] };
+  assign \$367  = { \$174 [4:0], 3'h0 };
+  assign \$392  = { 3'h0, \$391 [9:3] };
+  assign \$393  = 12'hff8;
+  assign \$394 [2:0] = 3'h0;
+  assign \$394 [11:3] = st_w_row0[11:3];
+  assign \$402  = axi__bvalid;
+  assign \$404  = axi__bvalid;
+  assign \$424  = 32'd4294967288;
+  assign \$425 [2:0] = 3'h0;
+  assign \$425 [31:3] = st_cmd[31:3];
+  assign \$428  = { 3'h0, \$427 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)

@@ -1126,7 +1126,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_gemm_stall_count(perf_gemm_stall_count),
     .perf_vec_active_count(perf_vec_active_count),
     .perf_vec_busy_count(perf_vec_busy_count),
-    .\port$2345$0 (inflight),
+    .\port$2346$0 (inflight),
     .rst(rst),
     .rvalid(csr__rvalid),
     .status_idle(status_idle)
@@ -1142,10 +1142,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm__valid(ctl__cmd__valid),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$2347$0 (\$87 ),
-    .\port$2349$0 (\$88 ),
-    .\port$2351$0 (\$89 ),
-    .\port$2353$0 (\$90 ),
+    .\port$2348$0 (\$87 ),
+    .\port$2350$0 (\$88 ),
+    .\port$2352$0 (\$89 ),
+    .\port$2354$0 (\$90 ),
     .r_en(dma_load__ready),
     .\r_en$32 (dma_store__ready),
     .\r_en$49 (gemm__ready),
@@ -2402,7 +2402,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, do_read, cmd_submit_go, perf_ctrl_clear, status_idle, irq_status_error_set, done_dma_load_count
 , done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, bvalid, bus__bresp, rvalid, bus__rdata, bus__rresp
-, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$2345$0 , bus__awaddr
+, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$2346$0 , bus__awaddr
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
@@ -2856,8 +2856,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_active_count;
   input [31:0] perf_vec_busy_count;
   wire [31:0] perf_vec_busy_count;
-  input [3:0] \port$2345$0 ;
-  wire [3:0] \port$2345$0 ;
+  input [3:0] \port$2346$0 ;
+  wire [3:0] \port$2346$0 ;
   (* init = 32'd0 *)
   wire [31:0] rdata;
   (* init = 2'h0 *)
@@ -3748,10 +3748,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_dma_addr_bits = 8'h20;
   assign cap_queues_queues = 8'h00;
   assign cap_queues_fifo_depth = 8'h04;
-  assign status_dma_load_busy = \port$2345$0 [0];
-  assign status_dma_store_busy = \port$2345$0 [1];
-  assign status_gemm_busy = \port$2345$0 [2];
-  assign status_vec_busy = \port$2345$0 [3];
+  assign status_dma_load_busy = \port$2346$0 [0];
+  assign status_dma_store_busy = \port$2346$0 [1];
+  assign status_gemm_busy = \port$2346$0 [2];
+  assign status_vec_busy = \port$2346$0 [3];
   assign \$43  = 33'h04b414b49;
   assign \$44  = \$43 ;
   assign \$47  = 17'h00001;
@@ -3792,11 +3792,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$140  = \$139 ;
   assign \$143  = 2'h0;
   assign \$144  = { 30'h00000000, \$143  };
-  assign \$147  = { 1'h0, \port$2345$0 [0] };
+  assign \$147  = { 1'h0, \port$2346$0 [0] };
   assign \$148  = { 30'h00000000, \$147  };
-  assign \$149  = { \port$2345$0 [1], 1'h0 };
-  assign \$151  = { 1'h0, \port$2345$0 [2], 2'h0 };
-  assign \$153  = { \port$2345$0 [3], 3'h0 };
+  assign \$149  = { \port$2346$0 [1], 1'h0 };
+  assign \$151  = { 1'h0, \port$2346$0 [2], 2'h0 };
+  assign \$153  = { \port$2346$0 [3], 3'h0 };
   assign \$155  = { 3'h0, status_idle, 4'h0 };
   assign \$174  = { 1'h0, irq_status_dma_load_done };
   assign \$175  = { 30'h00000000, \$174  };
@@ -3857,7 +3857,7 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$2347$0 , retire__0__tag, \port$2349$0 , retire__1__tag, \port$2351$0 , retire__2__tag, \port$2353$0 , retire__3__tag, dma_load__valid, dma_store__valid
+module \kaki_soc_4x4.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$2348$0 , retire__0__tag, \port$2350$0 , retire__1__tag, \port$2352$0 , retire__2__tag, \port$2354$0 , retire__3__tag, dma_load__valid, dma_store__valid
 , gemm__valid, vec__valid, r_en, retire__0__done, \r_en$32 , retire__1__done, retire__0__error, retire__1__error, retire__2__done, retire__2__error, \r_en$49 , retire__3__error, \r_en$66 , retire__3__done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
@@ -4309,14 +4309,14 @@ module \kaki_soc_4x4.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$2347$0 ;
-  wire [8:0] \port$2347$0 ;
-  output [8:0] \port$2349$0 ;
-  wire [8:0] \port$2349$0 ;
-  output [8:0] \port$2351$0 ;
-  wire [8:0] \port$2351$0 ;
-  output [8:0] \port$2353$0 ;
-  wire [8:0] \port$2353$0 ;
+  output [8:0] \port$2348$0 ;
+  wire [8:0] \port$2348$0 ;
+  output [8:0] \port$2350$0 ;
+  wire [8:0] \port$2350$0 ;
+  output [8:0] \port$2352$0 ;
+  wire [8:0] \port$2352$0 ;
+  output [8:0] \port$2354$0 ;
+  wire [8:0] \port$2354$0 ;
   wire [255:0] r_data;
   wire [255:0] \r_data$31 ;
   wire [255:0] \r_data$48 ;
@@ -4889,13 +4889,13 @@ module \kaki_soc_4x4.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$2347$0  = dma_load_held[8:0];
+  assign \port$2348$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$2349$0  = dma_store_held[8:0];
+  assign \port$2350$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$2351$0  = gemm_held[8:0];
+  assign \port$2352$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$2353$0  = vec_held[8:0];
+  assign \port$2354$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \dma_load__payload.opcode  = dma_load__payload[7:0];
   assign \dma_load__payload.flags  = dma_load__payload[15:8];
@@ -6009,32 +6009,32 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire [8:0] \$103 ;
-  wire [4:0] \$104 ;
-  wire \$105 ;
+  wire \$103 ;
+  wire [8:0] \$104 ;
+  wire [4:0] \$105 ;
   wire \$106 ;
-  wire [14:0] \$107 ;
-  wire \$108 ;
+  wire \$107 ;
+  wire [14:0] \$108 ;
   wire \$109 ;
   wire [14:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire [32:0] \$113 ;
+  wire \$113 ;
   wire [32:0] \$114 ;
   wire [32:0] \$115 ;
-  wire \$116 ;
+  wire [32:0] \$116 ;
   wire \$117 ;
-  wire [13:0] \$118 ;
+  wire \$118 ;
   wire [13:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire [4:0] \$121 ;
-  wire \$122 ;
+  wire [13:0] \$120 ;
+  wire \$121 ;
+  wire [4:0] \$122 ;
   wire \$123 ;
-  wire [4:0] \$124 ;
-  wire [9:0] \$125 ;
-  wire \$126 ;
+  wire \$124 ;
+  wire [4:0] \$125 ;
+  wire [9:0] \$126 ;
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
@@ -6043,22 +6043,22 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [16:0] \$134 ;
-  wire [20:0] \$135 ;
+  wire \$134 ;
+  wire [16:0] \$135 ;
   wire [20:0] \$136 ;
-  wire \$137 ;
+  wire [20:0] \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [2:0] \$140 ;
-  wire [3:0] \$141 ;
-  wire \$142 ;
+  wire \$140 ;
+  wire [2:0] \$141 ;
+  wire [3:0] \$142 ;
   wire \$143 ;
   wire \$144 ;
-  wire [12:0] \$145 ;
+  wire \$145 ;
   wire [12:0] \$146 ;
   wire [12:0] \$147 ;
-  wire \$148 ;
+  wire [12:0] \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
@@ -6080,8 +6080,8 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
-  wire [2:0] \$168 ;
-  wire \$169 ;
+  wire \$168 ;
+  wire [2:0] \$169 ;
   wire [32:0] \$17 ;
   wire \$170 ;
   wire \$171 ;
@@ -6090,19 +6090,19 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [1:0] \$177 ;
-  wire [2:0] \$178 ;
-  wire [3:0] \$179 ;
+  wire \$177 ;
+  wire [1:0] \$178 ;
+  wire [2:0] \$179 ;
   wire [32:0] \$18 ;
-  wire [4:0] \$180 ;
-  wire [5:0] \$181 ;
-  wire [6:0] \$182 ;
-  wire [7:0] \$183 ;
-  wire [8:0] \$184 ;
+  wire [3:0] \$180 ;
+  wire [4:0] \$181 ;
+  wire [5:0] \$182 ;
+  wire [6:0] \$183 ;
+  wire [7:0] \$184 ;
   wire [8:0] \$185 ;
   wire [8:0] \$186 ;
-  wire [127:0] \$187 ;
-  wire \$188 ;
+  wire [8:0] \$187 ;
+  wire [127:0] \$188 ;
   wire \$189 ;
   wire [32:0] \$19 ;
   wire \$190 ;
@@ -6126,222 +6126,223 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$206 ;
   wire \$207 ;
   wire \$208 ;
-  wire [5:0] \$209 ;
+  wire \$209 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [5:0] \$210 ;
   wire \$211 ;
-  wire [16:0] \$212 ;
+  wire \$212 ;
   wire [16:0] \$213 ;
-  wire [31:0] \$214 ;
+  wire [16:0] \$214 ;
   wire [31:0] \$215 ;
-  wire [8:0] \$216 ;
-  wire [9:0] \$217 ;
+  wire [31:0] \$216 ;
+  wire [8:0] \$217 ;
   wire [9:0] \$218 ;
-  wire [7:0] \$219 ;
+  wire [9:0] \$219 ;
   wire [13:0] \$22 ;
-  wire [32:0] \$220 ;
-  wire [5:0] \$221 ;
-  wire \$222 ;
+  wire [7:0] \$220 ;
+  wire [32:0] \$221 ;
+  wire [5:0] \$222 ;
   wire \$223 ;
   wire \$224 ;
   wire \$225 ;
   wire \$226 ;
   wire \$227 ;
   wire \$228 ;
-  wire [2:0] \$229 ;
+  wire \$229 ;
   wire [13:0] \$23 ;
-  wire \$230 ;
-  wire [2:0] \$231 ;
-  wire \$232 ;
+  wire [2:0] \$230 ;
+  wire \$231 ;
+  wire [2:0] \$232 ;
   wire \$233 ;
   wire \$234 ;
-  wire [7:0] \$235 ;
-  wire \$236 ;
+  wire \$235 ;
+  wire [7:0] \$236 ;
   wire \$237 ;
-  wire [3:0] \$238 ;
-  wire [4:0] \$239 ;
+  wire \$238 ;
+  wire [3:0] \$239 ;
   wire \$24 ;
-  wire [3:0] \$240 ;
-  wire \$241 ;
-  wire [16:0] \$242 ;
+  wire [4:0] \$240 ;
+  wire [3:0] \$241 ;
+  wire \$242 ;
   wire [16:0] \$243 ;
-  wire [35:0] \$244 ;
-  wire [36:0] \$245 ;
-  wire [31:0] \$246 ;
-  wire [37:0] \$247 ;
-  wire [47:0] \$248 ;
-  wire [48:0] \$249 ;
+  wire [16:0] \$244 ;
+  wire [35:0] \$245 ;
+  wire [36:0] \$246 ;
+  wire [31:0] \$247 ;
+  wire [37:0] \$248 ;
+  wire [47:0] \$249 ;
   wire [4:0] \$25 ;
-  wire [47:0] \$250 ;
-  wire [49:0] \$251 ;
-  wire [50:0] \$252 ;
-  wire \$253 ;
+  wire [48:0] \$250 ;
+  wire [47:0] \$251 ;
+  wire [49:0] \$252 ;
+  wire [50:0] \$253 ;
   wire \$254 ;
-  wire [31:0] \$255 ;
+  wire \$255 ;
   wire [31:0] \$256 ;
-  wire [8:0] \$257 ;
-  wire [9:0] \$258 ;
+  wire [31:0] \$257 ;
+  wire [8:0] \$258 ;
   wire [9:0] \$259 ;
   wire \$26 ;
-  wire [5:0] \$260 ;
-  wire \$261 ;
+  wire [9:0] \$260 ;
+  wire [5:0] \$261 ;
   wire \$262 ;
-  wire [16:0] \$263 ;
+  wire \$263 ;
   wire [16:0] \$264 ;
-  wire [31:0] \$265 ;
+  wire [16:0] \$265 ;
   wire [31:0] \$266 ;
-  wire [8:0] \$267 ;
-  wire [9:0] \$268 ;
+  wire [31:0] \$267 ;
+  wire [8:0] \$268 ;
   wire [9:0] \$269 ;
   wire \$27 ;
-  wire [7:0] \$270 ;
-  wire [32:0] \$271 ;
-  wire [5:0] \$272 ;
-  wire \$273 ;
+  wire [9:0] \$270 ;
+  wire [7:0] \$271 ;
+  wire [32:0] \$272 ;
+  wire [5:0] \$273 ;
   wire \$274 ;
-  wire [2:0] \$275 ;
-  wire [3:0] \$276 ;
-  wire \$277 ;
+  wire \$275 ;
+  wire [2:0] \$276 ;
+  wire [3:0] \$277 ;
   wire \$278 ;
   wire \$279 ;
   wire [4:0] \$28 ;
-  wire [16:0] \$280 ;
+  wire \$280 ;
   wire [16:0] \$281 ;
-  wire [2:0] \$282 ;
-  wire \$283 ;
-  wire [127:0] \$284 ;
+  wire [16:0] \$282 ;
+  wire [2:0] \$283 ;
+  wire \$284 ;
   wire [127:0] \$285 ;
-  wire [2:0] \$286 ;
-  wire [12:0] \$287 ;
-  wire [4:0] \$288 ;
+  wire [127:0] \$286 ;
+  wire [2:0] \$287 ;
+  wire [12:0] \$288 ;
   wire [4:0] \$289 ;
   wire [9:0] \$29 ;
-  wire [6:0] \$290 ;
-  wire [254:0] \$291 ;
-  wire [22:0] \$292 ;
-  wire [8:0] \$293 ;
-  wire [9:0] \$294 ;
+  wire [4:0] \$290 ;
+  wire [6:0] \$291 ;
+  wire [254:0] \$292 ;
+  wire [22:0] \$293 ;
+  wire [8:0] \$294 ;
   wire [9:0] \$295 ;
-  wire [11:0] \$296 ;
+  wire [9:0] \$296 ;
   wire [11:0] \$297 ;
-  wire \$298 ;
-  wire [16:0] \$299 ;
+  wire [11:0] \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
   wire [16:0] \$300 ;
-  wire [3:0] \$301 ;
-  wire \$302 ;
-  wire [4:0] \$303 ;
-  wire [3:0] \$304 ;
-  wire \$305 ;
-  wire [4:0] \$306 ;
-  wire \$307 ;
+  wire [16:0] \$301 ;
+  wire [3:0] \$302 ;
+  wire \$303 ;
+  wire [4:0] \$304 ;
+  wire [3:0] \$305 ;
+  wire \$306 ;
+  wire [4:0] \$307 ;
   wire \$308 ;
   wire \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
   wire \$312 ;
-  wire [7:0] \$313 ;
-  wire [35:0] \$314 ;
-  wire [36:0] \$315 ;
-  wire [31:0] \$316 ;
-  wire [37:0] \$317 ;
-  wire [47:0] \$318 ;
-  wire [48:0] \$319 ;
+  wire \$313 ;
+  wire [7:0] \$314 ;
+  wire [35:0] \$315 ;
+  wire [36:0] \$316 ;
+  wire [31:0] \$317 ;
+  wire [37:0] \$318 ;
+  wire [47:0] \$319 ;
   wire \$32 ;
-  wire [47:0] \$320 ;
-  wire [49:0] \$321 ;
-  wire [50:0] \$322 ;
-  wire \$323 ;
+  wire [48:0] \$320 ;
+  wire [47:0] \$321 ;
+  wire [49:0] \$322 ;
+  wire [50:0] \$323 ;
   wire \$324 ;
   wire \$325 ;
   wire \$326 ;
-  wire [31:0] \$327 ;
+  wire \$327 ;
   wire [31:0] \$328 ;
-  wire [8:0] \$329 ;
+  wire [31:0] \$329 ;
   wire \$33 ;
-  wire [9:0] \$330 ;
+  wire [8:0] \$330 ;
   wire [9:0] \$331 ;
-  reg [31:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg \$334 ;
-  reg [31:0] \$335 ;
-  reg [15:0] \$336 ;
+  wire [9:0] \$332 ;
+  reg [31:0] \$333 ;
+  reg [7:0] \$334 ;
+  reg \$335 ;
+  reg [31:0] \$336 ;
   reg [15:0] \$337 ;
-  reg [31:0] \$338 ;
-  reg \$339 ;
+  reg [15:0] \$338 ;
+  reg [31:0] \$339 ;
   wire \$34 ;
-  reg [31:0] \$340 ;
-  reg [1:0] \$341 ;
-  reg [191:0] \$342 ;
-  reg [1:0] \$343 ;
-  reg \$344 ;
-  reg [7:0] \$345 ;
-  reg [2:0] \$346 ;
-  reg [127:0] \$347 ;
-  reg [13:0] \$348 ;
-  reg \$349 ;
+  reg \$340 ;
+  reg [31:0] \$341 ;
+  reg [1:0] \$342 ;
+  reg [191:0] \$343 ;
+  reg [1:0] \$344 ;
+  reg \$345 ;
+  reg [7:0] \$346 ;
+  reg [2:0] \$347 ;
+  reg [127:0] \$348 ;
+  reg [13:0] \$349 ;
   wire \$35 ;
   reg \$350 ;
-  reg [2:0] \$351 ;
-  reg [13:0] \$352 ;
-  reg [2:0] \$353 ;
-  reg [13:0] \$354 ;
-  reg [15:0] \$355 ;
+  reg \$351 ;
+  reg [2:0] \$352 ;
+  reg [13:0] \$353 ;
+  reg [2:0] \$354 ;
+  reg [13:0] \$355 ;
   reg [15:0] \$356 ;
-  reg [2:0] \$357 ;
-  reg [13:0] \$358 ;
-  reg \$359 ;
+  reg [15:0] \$357 ;
+  reg [2:0] \$358 ;
+  reg [13:0] \$359 ;
   wire \$36 ;
-  reg [223:0] \$360 ;
-  reg [2:0] \$361 ;
-  reg [39:0] \$362 ;
-  reg [51:0] \$363 ;
-  reg [31:0] \$364 ;
-  reg [7:0] \$365 ;
-  reg \$366 ;
-  reg [31:0] \$367 ;
-  reg [15:0] \$368 ;
+  reg \$360 ;
+  reg [223:0] \$361 ;
+  reg [2:0] \$362 ;
+  reg [39:0] \$363 ;
+  reg [51:0] \$364 ;
+  reg [31:0] \$365 ;
+  reg [7:0] \$366 ;
+  reg \$367 ;
+  reg [31:0] \$368 ;
   reg [15:0] \$369 ;
   wire \$37 ;
-  reg [31:0] \$370 ;
-  reg \$371 ;
-  reg [31:0] \$372 ;
-  reg [1:0] \$373 ;
-  reg \$374 ;
-  reg [1:0] \$375 ;
-  reg [13:0] \$376 ;
-  reg [15:0] \$377 ;
+  reg [15:0] \$370 ;
+  reg [31:0] \$371 ;
+  reg \$372 ;
+  reg [31:0] \$373 ;
+  reg [1:0] \$374 ;
+  reg \$375 ;
+  reg [1:0] \$376 ;
+  reg [13:0] \$377 ;
   reg [15:0] \$378 ;
-  reg [13:0] \$379 ;
+  reg [15:0] \$379 ;
   wire [3:0] \$38 ;
-  reg \$380 ;
-  reg [127:0] \$381 ;
+  reg [13:0] \$380 ;
+  reg \$381 ;
   reg [127:0] \$382 ;
-  reg [1:0] \$383 ;
-  reg [11:0] \$384 ;
-  reg [3:0] \$385 ;
-  reg \$386 ;
-  reg [191:0] \$387 ;
-  reg [23:0] \$388 ;
-  reg [1:0] \$389 ;
+  reg [127:0] \$383 ;
+  reg [1:0] \$384 ;
+  reg [11:0] \$385 ;
+  reg [3:0] \$386 ;
+  reg \$387 ;
+  reg [191:0] \$388 ;
+  reg [23:0] \$389 ;
   wire [3:0] \$39 ;
-  reg [11:0] \$390 ;
-  reg [15:0] \$391 ;
+  reg [1:0] \$390 ;
+  reg [11:0] \$391 ;
   reg [15:0] \$392 ;
-  reg [11:0] \$393 ;
-  reg \$394 ;
-  reg [2:0] \$395 ;
+  reg [15:0] \$393 ;
+  reg [11:0] \$394 ;
+  reg \$395 ;
   reg [2:0] \$396 ;
-  reg \$397 ;
-  reg [7:0] \$398 ;
-  reg [223:0] \$399 ;
+  reg [2:0] \$397 ;
+  reg \$398 ;
+  reg [7:0] \$399 ;
   wire \$4 ;
   wire [3:0] \$40 ;
-  reg [2:0] \$400 ;
-  reg [39:0] \$401 ;
-  reg [51:0] \$402 ;
+  reg [223:0] \$400 ;
+  reg [2:0] \$401 ;
+  reg [39:0] \$402 ;
+  reg [51:0] \$403 ;
   wire \$41 ;
   wire [16:0] \$42 ;
   wire [20:0] \$43 ;
@@ -6364,8 +6365,8 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire [8:0] \$604 ;
-  wire [5:0] \$607 ;
+  wire [8:0] \$606 ;
+  wire [5:0] \$609 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
@@ -6383,9 +6384,9 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$74 ;
   wire [6:0] \$75 ;
   wire [127:0] \$76 ;
-  wire [8:0] \$77 ;
-  wire [638:0] \$78 ;
-  wire \$79 ;
+  wire [5:0] \$77 ;
+  wire [8:0] \$78 ;
+  wire [255:0] \$79 ;
   wire [4:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
@@ -6393,8 +6394,8 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire [2:0] \$86 ;
-  wire \$87 ;
+  wire \$86 ;
+  wire [2:0] \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
@@ -6405,9 +6406,9 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire [16:0] \$97 ;
+  wire \$97 ;
   wire [16:0] \$98 ;
-  wire \$99 ;
+  wire [16:0] \$99 ;
   wire [12:0] acc_rd__addr;
   input [127:0] acc_rd__data;
   wire [127:0] acc_rd__data;
@@ -6540,6 +6541,7 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   reg [51:0] ld_host_end = 52'h0000000000000;
   reg [39:0] ld_last_local = 40'h0000000000;
   reg [2:0] ld_outstanding = 3'h0;
+  wire [4:0] ld_place;
   wire [15:0] ld_planes_m1;
   wire [127:0] ld_raw;
   wire [15:0] ld_rb_mask;
@@ -6843,403 +6845,404 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   assign \$75  = ld_ext_off * 4'h8;
   assign \$76  = ld_buf >> \$75 ;
   assign ld_raw = \$76  & { \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$58 , \$58 , \$58 , \$58 , \$58 , \$58 , \$58 , \$58 , \$57 , \$57 , \$57 , \$57 , \$57 , \$57 , \$57 , \$57 , \$56 , \$56 , \$56 , \$56 , \$56 , \$56 , \$56 , \$56 , \$55 , \$55 , \$55 , \$55 , \$55 , \$55 , \$55 , \$55 , \$54 , \$54 , \$54 , \$54 , \$54 , \$54 , \$54 , \$54 , \$53 , \$53 , \$53 , \$53 , \$53 , \$53 , \$53 , \$53 , \$52 , \$52 , \$52 , \$52 , \$52 , \$52 , \$52 , \$52  };
-  assign \$77  = ld_cmd[180:176] * 4'h8;
-  assign \$78  = ld_raw << \$77 ;
-  assign \$79  = ~ ld_drain;
-  assign \$80  = ld_run & \$79 ;
-  assign \$81  = \$80  & ld_rx_active;
-  assign \$82  = ! \$51 [1:0];
-  assign \$83  = axi__rvalid & axi__rready;
-  assign \$84  = ~ axi__rresp[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$51 [1:0] - 1'h1;
-  assign \$87  = ld_rx_beat == \$86 ;
-  assign \$88  = ! ld_outstanding;
-  assign \$89  = ~ ld_ar_valid;
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = ~ ld_full;
-  assign \$92  = \$90  & \$91 ;
-  assign \$93  = ~ ld_wb_valid;
-  assign \$94  = \$92  & \$93 ;
-  assign \$95  = ~ ld_rx_active;
-  assign \$96  = ld_drain | \$95 ;
-  assign ld_finished = \$94  & \$96 ;
-  assign \$97  = st_cmd[199:184] - 1'h1;
-  assign \$98  = st_cmd[215:200] - 1'h1;
-  assign \$99  = | st_cmd[223:217];
-  assign \$100  = ! st_cmd[199:184];
-  assign \$101  = ! st_cmd[215:200];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = st_cmd[175:168] + st_cmd[183:176];
-  assign \$104  = st_cmd[216] ? 5'h10 : 5'h04;
-  assign \$105  = \$103  > \$104 ;
-  assign \$106  = \$102  | \$105 ;
-  assign \$107  = st_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$108  = st_last_local >= \$107 ;
-  assign \$109  = | st_cmd[175:168];
-  assign \$110  = st_host_end > 33'h100000000;
-  assign \$111  = \$109  & \$110 ;
-  assign \$112  = st_aw_it_r > 1'h1;
-  assign \$113  = st_aw_it_row0 + st_cmd[79:48];
-  assign \$114  = st_aw_it_plane0 + st_cmd[111:80];
-  assign \$115  = \$112  ? \$113  : \$114 ;
-  assign \$116  = st_aw_it_r == 1'h1;
-  assign \$117  = st_aw_it_p == 1'h1;
-  assign st_aw_it_last = \$116  & \$117 ;
-  assign \$118  = 13'h1000 - st_aw_beat_addr[11:0];
-  assign \$120  = st_aw_beats_left < 5'h10;
-  assign \$121  = \$120  ? { 3'h0, st_aw_beats_left } : 5'h10;
-  assign \$122  = \$121  < \$119 [9:0];
-  assign \$123  = st_aw_beats_left < 5'h10;
-  assign \$124  = \$123  ? { 3'h0, st_aw_beats_left } : 5'h10;
-  assign \$125  = \$122  ? { 5'h00, \$124  } : \$119 [9:0];
-  assign \$126  = ~ st_drain;
-  assign \$127  = st_run & \$126 ;
-  assign \$128  = st_b_out < 3'h4;
-  assign \$129  = \$127  & \$128 ;
-  assign \$130  = \$129  & st_aw_it_active;
-  assign \$131  = ~ st_aw_valid;
-  assign \$132  = \$131  | axi__awready;
-  assign st_aw_issue = \$130  & \$132 ;
-  assign \$133  = st_rd_r > 1'h1;
-  assign \$134  = st_rd_row0 + st_cmd[147:132];
-  assign \$135  = st_rd_plane0 + st_cmd[167:148];
-  assign \$136  = \$133  ? { 4'h0, \$134  } : \$135 ;
-  assign \$137  = st_rd_r == 1'h1;
-  assign \$138  = st_rd_p == 1'h1;
-  assign st_rd_last = \$137  & \$138 ;
+  assign \$77  = 5'h10 - ld_cmd[180:176];
+  assign \$78  = \$77 [4:0] * 4'h8;
+  assign \$79  = { ld_raw, 128'h00000000000000000000000000000000 } >> \$78 ;
+  assign \$80  = ~ ld_drain;
+  assign \$81  = ld_run & \$80 ;
+  assign \$82  = \$81  & ld_rx_active;
+  assign \$83  = ! \$51 [1:0];
+  assign \$84  = axi__rvalid & axi__rready;
+  assign \$85  = ~ axi__rresp[1];
+  assign \$86  = \$84  & \$85 ;
+  assign \$87  = \$51 [1:0] - 1'h1;
+  assign \$88  = ld_rx_beat == \$87 ;
+  assign \$89  = ! ld_outstanding;
+  assign \$90  = ~ ld_ar_valid;
+  assign \$91  = \$89  & \$90 ;
+  assign \$92  = ~ ld_full;
+  assign \$93  = \$91  & \$92 ;
+  assign \$94  = ~ ld_wb_valid;
+  assign \$95  = \$93  & \$94 ;
+  assign \$96  = ~ ld_rx_active;
+  assign \$97  = ld_drain | \$96 ;
+  assign ld_finished = \$95  & \$97 ;
+  assign \$98  = st_cmd[199:184] - 1'h1;
+  assign \$99  = st_cmd[215:200] - 1'h1;
+  assign \$100  = | st_cmd[223:217];
+  assign \$101  = ! st_cmd[199:184];
+  assign \$102  = ! st_cmd[215:200];
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = st_cmd[175:168] + st_cmd[183:176];
+  assign \$105  = st_cmd[216] ? 5'h10 : 5'h04;
+  assign \$106  = \$104  > \$105 ;
+  assign \$107  = \$103  | \$106 ;
+  assign \$108  = st_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$109  = st_last_local >= \$108 ;
+  assign \$110  = | st_cmd[175:168];
+  assign \$111  = st_host_end > 33'h100000000;
+  assign \$112  = \$110  & \$111 ;
+  assign \$113  = st_aw_it_r > 1'h1;
+  assign \$114  = st_aw_it_row0 + st_cmd[79:48];
+  assign \$115  = st_aw_it_plane0 + st_cmd[111:80];
+  assign \$116  = \$113  ? \$114  : \$115 ;
+  assign \$117  = st_aw_it_r == 1'h1;
+  assign \$118  = st_aw_it_p == 1'h1;
+  assign st_aw_it_last = \$117  & \$118 ;
+  assign \$119  = 13'h1000 - st_aw_beat_addr[11:0];
+  assign \$121  = st_aw_beats_left < 5'h10;
+  assign \$122  = \$121  ? { 3'h0, st_aw_beats_left } : 5'h10;
+  assign \$123  = \$122  < \$120 [9:0];
+  assign \$124  = st_aw_beats_left < 5'h10;
+  assign \$125  = \$124  ? { 3'h0, st_aw_beats_left } : 5'h10;
+  assign \$126  = \$123  ? { 5'h00, \$125  } : \$120 [9:0];
+  assign \$127  = ~ st_drain;
+  assign \$128  = st_run & \$127 ;
+  assign \$129  = st_b_out < 3'h4;
+  assign \$130  = \$128  & \$129 ;
+  assign \$131  = \$130  & st_aw_it_active;
+  assign \$132  = ~ st_aw_valid;
+  assign \$133  = \$132  | axi__awready;
+  assign st_aw_issue = \$131  & \$133 ;
+  assign \$134  = st_rd_r > 1'h1;
+  assign \$135  = st_rd_row0 + st_cmd[147:132];
+  assign \$136  = st_rd_plane0 + st_cmd[167:148];
+  assign \$137  = \$134  ? { 4'h0, \$135  } : \$136 ;
+  assign \$138  = st_rd_r == 1'h1;
+  assign \$139  = st_rd_p == 1'h1;
+  assign st_rd_last = \$138  & \$139 ;
   assign st_rbuf_valid = | st_rq_n;
-  assign \$139  = st_run & st_rd_active;
-  assign \$140  = st_rq_n + st_rd_inflight;
-  assign \$141  = \$140  - st_w_take;
-  assign \$142  = $signed(\$141 ) < $signed(3'h2);
-  assign st_rd_en = \$139  & \$142 ;
-  assign \$143  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$143 ;
+  assign \$140  = st_run & st_rd_active;
+  assign \$141  = st_rq_n + st_rd_inflight;
+  assign \$142  = \$141  - st_w_take;
+  assign \$143  = $signed(\$142 ) < $signed(3'h2);
+  assign st_rd_en = \$140  & \$143 ;
+  assign \$144  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$144 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$144  = st_w_r > 1'h1;
-  assign \$145  = st_w_row0 + st_cmd[59:48];
-  assign \$146  = st_w_plane0 + st_cmd[91:80];
-  assign \$147  = \$144  ? \$145  : \$146 ;
-  assign \$148  = st_w_r == 1'h1;
-  assign \$149  = st_w_p == 1'h1;
-  assign st_w_last = \$148  & \$149 ;
-  assign \$150  = st_cmd[175:168] > 1'h0;
-  assign \$151  = st_cmd[175:168] > 1'h1;
-  assign \$152  = st_cmd[175:168] > 2'h2;
-  assign \$153  = st_cmd[175:168] > 2'h3;
-  assign \$154  = st_cmd[175:168] > 3'h4;
-  assign \$155  = st_cmd[175:168] > 3'h5;
-  assign \$156  = st_cmd[175:168] > 3'h6;
-  assign \$157  = st_cmd[175:168] > 3'h7;
-  assign \$158  = st_cmd[175:168] > 4'h8;
-  assign \$159  = st_cmd[175:168] > 4'h9;
-  assign \$160  = st_cmd[175:168] > 4'ha;
-  assign \$161  = st_cmd[175:168] > 4'hb;
-  assign \$162  = st_cmd[175:168] > 4'hc;
-  assign \$163  = st_cmd[175:168] > 4'hd;
-  assign \$164  = st_cmd[175:168] > 4'he;
-  assign \$165  = st_cmd[175:168] > 4'hf;
-  assign \$166  = st_run & st_w_row_valid;
-  assign \$167  = | st_w_credit;
-  assign st_wvalid = \$166  & \$167 ;
-  assign \$168  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$168 ;
-  assign \$169  = st_w_addr12 == 12'hff8;
-  assign \$170  = st_w_row_end | \$169 ;
-  assign \$171  = st_w_bib == 4'hf;
-  assign st_wlast = \$170  | \$171 ;
+  assign \$145  = st_w_r > 1'h1;
+  assign \$146  = st_w_row0 + st_cmd[59:48];
+  assign \$147  = st_w_plane0 + st_cmd[91:80];
+  assign \$148  = \$145  ? \$146  : \$147 ;
+  assign \$149  = st_w_r == 1'h1;
+  assign \$150  = st_w_p == 1'h1;
+  assign st_w_last = \$149  & \$150 ;
+  assign \$151  = st_cmd[175:168] > 1'h0;
+  assign \$152  = st_cmd[175:168] > 1'h1;
+  assign \$153  = st_cmd[175:168] > 2'h2;
+  assign \$154  = st_cmd[175:168] > 2'h3;
+  assign \$155  = st_cmd[175:168] > 3'h4;
+  assign \$156  = st_cmd[175:168] > 3'h5;
+  assign \$157  = st_cmd[175:168] > 3'h6;
+  assign \$158  = st_cmd[175:168] > 3'h7;
+  assign \$159  = st_cmd[175:168] > 4'h8;
+  assign \$160  = st_cmd[175:168] > 4'h9;
+  assign \$161  = st_cmd[175:168] > 4'ha;
+  assign \$162  = st_cmd[175:168] > 4'hb;
+  assign \$163  = st_cmd[175:168] > 4'hc;
+  assign \$164  = st_cmd[175:168] > 4'hd;
+  assign \$165  = st_cmd[175:168] > 4'he;
+  assign \$166  = st_cmd[175:168] > 4'hf;
+  assign \$167  = st_run & st_w_row_valid;
+  assign \$168  = | st_w_credit;
+  assign st_wvalid = \$167  & \$168 ;
+  assign \$169  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$169 ;
+  assign \$170  = st_w_addr12 == 12'hff8;
+  assign \$171  = st_w_row_end | \$170 ;
+  assign \$172  = st_w_bib == 4'hf;
+  assign st_wlast = \$171  | \$172 ;
   assign st_whs = st_wvalid & axi__wready;
-  assign \$172  = st_run & st_w_active;
-  assign \$173  = \$172  & st_rbuf_valid;
-  assign \$174  = ~ st_w_row_valid;
-  assign \$175  = st_whs & st_w_row_end;
-  assign \$176  = \$174  | \$175 ;
-  assign st_w_take = \$173  & \$176 ;
-  assign \$604  = st_w_beat * 7'h40;
-  assign axi__wdata = st_wbuf >> \$604 ;
-  assign \$607  = st_w_beat * 4'h8;
-  assign axi__wstrb = st_wstrb_buf >> \$607 ;
-  assign \$177  = 1'h0 + axi__wstrb[0];
-  assign \$178  = \$177  + axi__wstrb[1];
-  assign \$179  = \$178  + axi__wstrb[2];
-  assign \$180  = \$179  + axi__wstrb[3];
-  assign \$181  = \$180  + axi__wstrb[4];
-  assign \$182  = \$181  + axi__wstrb[5];
-  assign \$183  = \$182  + axi__wstrb[6];
-  assign \$184  = \$183  + axi__wstrb[7];
-  assign \$185  = st_whs ? \$184  : 9'h000;
-  assign \$186  = st_cmd[180:176] * 4'h8;
-  assign \$187  = st_rq0 >> \$186 ;
-  assign st_shifted = \$187  & { \$165 , \$165 , \$165 , \$165 , \$165 , \$165 , \$165 , \$165 , \$164 , \$164 , \$164 , \$164 , \$164 , \$164 , \$164 , \$164 , \$163 , \$163 , \$163 , \$163 , \$163 , \$163 , \$163 , \$163 , \$162 , \$162 , \$162 , \$162 , \$162 , \$162 , \$162 , \$162 , \$161 , \$161 , \$161 , \$161 , \$161 , \$161 , \$161 , \$161 , \$160 , \$160 , \$160 , \$160 , \$160 , \$160 , \$160 , \$160 , \$159 , \$159 , \$159 , \$159 , \$159 , \$159 , \$159 , \$159 , \$158 , \$158 , \$158 , \$158 , \$158 , \$158 , \$158 , \$158 , \$157 , \$157 , \$157 , \$157 , \$157 , \$157 , \$157 , \$157 , \$156 , \$156 , \$156 , \$156 , \$156 , \$156 , \$156 , \$156 , \$155 , \$155 , \$155 , \$155 , \$155 , \$155 , \$155 , \$155 , \$154 , \$154 , \$154 , \$154 , \$154 , \$154 , \$154 , \$154 , \$153 , \$153 , \$153 , \$153 , \$153 , \$153 , \$153 , \$153 , \$152 , \$152 , \$152 , \$152 , \$152 , \$152 , \$152 , \$152 , \$151 , \$151 , \$151 , \$151 , \$151 , \$151 , \$151 , \$151 , \$150 , \$150 , \$150 , \$150 , \$150 , \$150 , \$150 , \$150  };
-  assign \$188  = ~ st_aw_valid;
-  assign \$189  = ! st_w_credit;
-  assign \$190  = \$188  & \$189 ;
-  assign \$191  = ! st_b_out;
-  assign \$192  = \$190  & \$191 ;
-  assign \$193  = ~ st_aw_it_active;
-  assign \$194  = ~ st_w_active;
-  assign \$195  = \$193  & \$194 ;
-  assign \$196  = ~ st_w_row_valid;
-  assign \$197  = \$195  & \$196 ;
-  assign \$198  = st_drain | \$197 ;
-  assign st_finished = \$192  & \$198 ;
-  assign \$199  = ! dma_load_fsm_state;
-  assign \$200  = dma_load_fsm_state == 1'h1;
-  assign \$201  = dma_load_fsm_state == 2'h2;
-  assign \$202  = dma_load_fsm_state == 2'h3;
-  assign \$203  = dma_load_fsm_state == 3'h4;
-  assign \$204  = ! dma_store_fsm_state;
-  assign \$205  = dma_store_fsm_state == 1'h1;
-  assign \$206  = dma_store_fsm_state == 2'h2;
-  assign \$207  = dma_store_fsm_state == 2'h3;
-  assign \$208  = dma_store_fsm_state == 3'h4;
-  assign \$209  = \$29 [4:0] - 1'h1;
-  assign \$210  = ld_ar_beats_left == \$29 [4:0];
-  assign \$211  = ld_ar_it_r > 1'h1;
-  assign \$212  = ld_ar_it_r - 1'h1;
-  assign \$213  = ld_ar_it_p - 1'h1;
-  assign \$216  = \$19 [2:0] + ld_cmd[175:168];
-  assign \$217  = \$216  + 3'h7;
-  assign \$220  = ld_ar_beat_addr + \$219 ;
-  assign \$221  = ld_ar_beats_left - \$29 [4:0];
-  assign \$222  = ~ ld_drain;
-  assign \$223  = ld_run & \$222 ;
-  assign \$224  = \$223  & ld_rx_active;
-  assign \$225  = ! \$51 [1:0];
-  assign \$226  = axi__rvalid & axi__rready;
-  assign \$227  = ~ axi__rresp[1];
-  assign \$228  = \$226  & \$227 ;
-  assign \$229  = \$51 [1:0] - 1'h1;
-  assign \$230  = ld_rx_beat == \$229 ;
-  assign \$231  = ld_rx_beat + 1'h1;
-  assign \$232  = axi__rvalid & axi__rready;
-  assign \$233  = \$232  & axi__rresp[1];
-  assign \$234  = axi__rresp == 2'h3;
-  assign \$235  = \$234  ? 8'h07 : 8'h06;
-  assign \$236  = axi__rvalid & axi__rready;
-  assign \$237  = \$236  & axi__rlast;
-  assign \$238  = ld_outstanding + ld_ar_issue;
-  assign \$239  = \$238  - 1'h1;
-  assign \$240  = ld_outstanding + ld_ar_issue;
-  assign \$241  = ld_rx_r > 1'h1;
-  assign \$242  = ld_rx_r - 1'h1;
-  assign \$243  = ld_rx_p - 1'h1;
-  assign \$244  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$245  = ld_cmd[131:112] + \$244 ;
-  assign \$246  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$247  = \$245  + \$246 ;
-  assign \$248  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$249  = ld_cmd[47:0] + \$248 ;
-  assign \$250  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$251  = \$249  + \$250 ;
-  assign \$252  = \$251  + ld_cmd[175:168];
-  assign \$253  = ! ld_chk_err;
-  assign \$254  = | ld_cmd[175:168];
-  assign \$257  = ld_cmd[2:0] + ld_cmd[175:168];
-  assign \$258  = \$257  + 3'h7;
-  assign \$260  = \$125 [4:0] - 1'h1;
-  assign \$261  = st_aw_beats_left == \$125 [4:0];
-  assign \$262  = st_aw_it_r > 1'h1;
-  assign \$263  = st_aw_it_r - 1'h1;
-  assign \$264  = st_aw_it_p - 1'h1;
-  assign \$267  = \$115 [2:0] + st_cmd[175:168];
-  assign \$268  = \$267  + 3'h7;
-  assign \$271  = st_aw_beat_addr + \$270 ;
-  assign \$272  = st_aw_beats_left - \$125 [4:0];
-  assign \$273  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$274  = st_rd_en & \$273 ;
-  assign \$275  = st_rq_n + st_rd_inflight;
-  assign \$276  = \$275  - st_w_take;
-  assign \$277  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$278  = st_rd_en & \$277 ;
-  assign \$279  = st_rd_r > 1'h1;
-  assign \$280  = st_rd_r - 1'h1;
-  assign \$281  = st_rd_p - 1'h1;
-  assign \$282  = st_rq_n - st_w_take;
-  assign \$283  = ! \$282 ;
-  assign \$284  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$173  = st_run & st_w_active;
+  assign \$174  = \$173  & st_rbuf_valid;
+  assign \$175  = ~ st_w_row_valid;
+  assign \$176  = st_whs & st_w_row_end;
+  assign \$177  = \$175  | \$176 ;
+  assign st_w_take = \$174  & \$177 ;
+  assign \$606  = st_w_beat * 7'h40;
+  assign axi__wdata = st_wbuf >> \$606 ;
+  assign \$609  = st_w_beat * 4'h8;
+  assign axi__wstrb = st_wstrb_buf >> \$609 ;
+  assign \$178  = 1'h0 + axi__wstrb[0];
+  assign \$179  = \$178  + axi__wstrb[1];
+  assign \$180  = \$179  + axi__wstrb[2];
+  assign \$181  = \$180  + axi__wstrb[3];
+  assign \$182  = \$181  + axi__wstrb[4];
+  assign \$183  = \$182  + axi__wstrb[5];
+  assign \$184  = \$183  + axi__wstrb[6];
+  assign \$185  = \$184  + axi__wstrb[7];
+  assign \$186  = st_whs ? \$185  : 9'h000;
+  assign \$187  = st_cmd[180:176] * 4'h8;
+  assign \$188  = st_rq0 >> \$187 ;
+  assign st_shifted = \$188  & { \$166 , \$166 , \$166 , \$166 , \$166 , \$166 , \$166 , \$166 , \$165 , \$165 , \$165 , \$165 , \$165 , \$165 , \$165 , \$165 , \$164 , \$164 , \$164 , \$164 , \$164 , \$164 , \$164 , \$164 , \$163 , \$163 , \$163 , \$163 , \$163 , \$163 , \$163 , \$163 , \$162 , \$162 , \$162 , \$162 , \$162 , \$162 , \$162 , \$162 , \$161 , \$161 , \$161 , \$161 , \$161 , \$161 , \$161 , \$161 , \$160 , \$160 , \$160 , \$160 , \$160 , \$160 , \$160 , \$160 , \$159 , \$159 , \$159 , \$159 , \$159 , \$159 , \$159 , \$159 , \$158 , \$158 , \$158 , \$158 , \$158 , \$158 , \$158 , \$158 , \$157 , \$157 , \$157 , \$157 , \$157 , \$157 , \$157 , \$157 , \$156 , \$156 , \$156 , \$156 , \$156 , \$156 , \$156 , \$156 , \$155 , \$155 , \$155 , \$155 , \$155 , \$155 , \$155 , \$155 , \$154 , \$154 , \$154 , \$154 , \$154 , \$154 , \$154 , \$154 , \$153 , \$153 , \$153 , \$153 , \$153 , \$153 , \$153 , \$153 , \$152 , \$152 , \$152 , \$152 , \$152 , \$152 , \$152 , \$152 , \$151 , \$151 , \$151 , \$151 , \$151 , \$151 , \$151 , \$151  };
+  assign \$189  = ~ st_aw_valid;
+  assign \$190  = ! st_w_credit;
+  assign \$191  = \$189  & \$190 ;
+  assign \$192  = ! st_b_out;
+  assign \$193  = \$191  & \$192 ;
+  assign \$194  = ~ st_aw_it_active;
+  assign \$195  = ~ st_w_active;
+  assign \$196  = \$194  & \$195 ;
+  assign \$197  = ~ st_w_row_valid;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = st_drain | \$198 ;
+  assign st_finished = \$193  & \$199 ;
+  assign \$200  = ! dma_load_fsm_state;
+  assign \$201  = dma_load_fsm_state == 1'h1;
+  assign \$202  = dma_load_fsm_state == 2'h2;
+  assign \$203  = dma_load_fsm_state == 2'h3;
+  assign \$204  = dma_load_fsm_state == 3'h4;
+  assign \$205  = ! dma_store_fsm_state;
+  assign \$206  = dma_store_fsm_state == 1'h1;
+  assign \$207  = dma_store_fsm_state == 2'h2;
+  assign \$208  = dma_store_fsm_state == 2'h3;
+  assign \$209  = dma_store_fsm_state == 3'h4;
+  assign \$210  = \$29 [4:0] - 1'h1;
+  assign \$211  = ld_ar_beats_left == \$29 [4:0];
+  assign \$212  = ld_ar_it_r > 1'h1;
+  assign \$213  = ld_ar_it_r - 1'h1;
+  assign \$214  = ld_ar_it_p - 1'h1;
+  assign \$217  = \$19 [2:0] + ld_cmd[175:168];
+  assign \$218  = \$217  + 3'h7;
+  assign \$221  = ld_ar_beat_addr + \$220 ;
+  assign \$222  = ld_ar_beats_left - \$29 [4:0];
+  assign \$223  = ~ ld_drain;
+  assign \$224  = ld_run & \$223 ;
+  assign \$225  = \$224  & ld_rx_active;
+  assign \$226  = ! \$51 [1:0];
+  assign \$227  = axi__rvalid & axi__rready;
+  assign \$228  = ~ axi__rresp[1];
+  assign \$229  = \$227  & \$228 ;
+  assign \$230  = \$51 [1:0] - 1'h1;
+  assign \$231  = ld_rx_beat == \$230 ;
+  assign \$232  = ld_rx_beat + 1'h1;
+  assign \$233  = axi__rvalid & axi__rready;
+  assign \$234  = \$233  & axi__rresp[1];
+  assign \$235  = axi__rresp == 2'h3;
+  assign \$236  = \$235  ? 8'h07 : 8'h06;
+  assign \$237  = axi__rvalid & axi__rready;
+  assign \$238  = \$237  & axi__rlast;
+  assign \$239  = ld_outstanding + ld_ar_issue;
+  assign \$240  = \$239  - 1'h1;
+  assign \$241  = ld_outstanding + ld_ar_issue;
+  assign \$242  = ld_rx_r > 1'h1;
+  assign \$243  = ld_rx_r - 1'h1;
+  assign \$244  = ld_rx_p - 1'h1;
+  assign \$245  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$246  = ld_cmd[131:112] + \$245 ;
+  assign \$247  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$248  = \$246  + \$247 ;
+  assign \$249  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$250  = ld_cmd[47:0] + \$249 ;
+  assign \$251  = \$1 [15:0] * ld_cmd[79:48];
+  assign \$252  = \$250  + \$251 ;
+  assign \$253  = \$252  + ld_cmd[175:168];
+  assign \$254  = ! ld_chk_err;
+  assign \$255  = | ld_cmd[175:168];
+  assign \$258  = ld_cmd[2:0] + ld_cmd[175:168];
+  assign \$259  = \$258  + 3'h7;
+  assign \$261  = \$126 [4:0] - 1'h1;
+  assign \$262  = st_aw_beats_left == \$126 [4:0];
+  assign \$263  = st_aw_it_r > 1'h1;
+  assign \$264  = st_aw_it_r - 1'h1;
+  assign \$265  = st_aw_it_p - 1'h1;
+  assign \$268  = \$116 [2:0] + st_cmd[175:168];
+  assign \$269  = \$268  + 3'h7;
+  assign \$272  = st_aw_beat_addr + \$271 ;
+  assign \$273  = st_aw_beats_left - \$126 [4:0];
+  assign \$274  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$275  = st_rd_en & \$274 ;
+  assign \$276  = st_rq_n + st_rd_inflight;
+  assign \$277  = \$276  - st_w_take;
+  assign \$278  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$279  = st_rd_en & \$278 ;
+  assign \$280  = st_rd_r > 1'h1;
+  assign \$281  = st_rd_r - 1'h1;
+  assign \$282  = st_rd_p - 1'h1;
+  assign \$283  = st_rq_n - st_w_take;
+  assign \$284  = ! \$283 ;
   assign \$285  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$286  = st_w_beat + 1'h1;
-  assign \$287  = st_w_addr12 + 4'h8;
-  assign \$288  = st_w_bib + 1'h1;
-  assign \$289  = st_wlast ? 5'h00 : \$288 ;
-  assign \$290  = st_w_row0[2:0] * 4'h8;
-  assign \$291  = st_shifted << \$290 ;
-  assign \$292  = { \$165 , \$164 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157 , \$156 , \$155 , \$154 , \$153 , \$152 , \$151 , \$150  } << st_w_row0[2:0];
-  assign \$293  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$294  = \$293  + 3'h7;
-  assign \$298  = st_w_r > 1'h1;
-  assign \$299  = st_w_r - 1'h1;
-  assign \$300  = st_w_p - 1'h1;
-  assign \$301  = st_w_credit + st_aw_issue;
-  assign \$302  = st_whs & st_wlast;
-  assign \$303  = \$301  - \$302 ;
-  assign \$304  = st_b_out + st_aw_issue;
-  assign \$306  = \$304  - \$305 ;
-  assign \$308  = st_run & \$307 ;
-  assign \$309  = \$308  & axi__bresp[1];
-  assign \$310  = ~ st_drain;
-  assign \$311  = \$309  & \$310 ;
-  assign \$312  = axi__bresp == 2'h3;
-  assign \$313  = \$312  ? 8'h07 : 8'h06;
-  assign \$314  = \$98 [15:0] * st_cmd[167:148];
-  assign \$315  = st_cmd[131:112] + \$314 ;
-  assign \$316  = \$97 [15:0] * st_cmd[147:132];
-  assign \$317  = \$315  + \$316 ;
-  assign \$318  = \$98 [15:0] * st_cmd[111:80];
-  assign \$319  = st_cmd[47:0] + \$318 ;
-  assign \$320  = \$97 [15:0] * st_cmd[79:48];
-  assign \$321  = \$319  + \$320 ;
-  assign \$322  = \$321  + st_cmd[175:168];
-  assign \$323  = ! st_chk_err;
-  assign \$324  = | st_cmd[175:168];
-  assign \$325  = \$323  & \$324 ;
-  assign \$326  = | st_cmd[175:168];
-  assign \$329  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$330  = \$329  + 3'h7;
+  assign \$286  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$287  = st_w_beat + 1'h1;
+  assign \$288  = st_w_addr12 + 4'h8;
+  assign \$289  = st_w_bib + 1'h1;
+  assign \$290  = st_wlast ? 5'h00 : \$289 ;
+  assign \$291  = st_w_row0[2:0] * 4'h8;
+  assign \$292  = st_shifted << \$291 ;
+  assign \$293  = { \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157 , \$156 , \$155 , \$154 , \$153 , \$152 , \$151  } << st_w_row0[2:0];
+  assign \$294  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$295  = \$294  + 3'h7;
+  assign \$299  = st_w_r > 1'h1;
+  assign \$300  = st_w_r - 1'h1;
+  assign \$301  = st_w_p - 1'h1;
+  assign \$302  = st_w_credit + st_aw_issue;
+  assign \$303  = st_whs & st_wlast;
+  assign \$304  = \$302  - \$303 ;
+  assign \$305  = st_b_out + st_aw_issue;
+  assign \$307  = \$305  - \$306 ;
+  assign \$309  = st_run & \$308 ;
+  assign \$310  = \$309  & axi__bresp[1];
+  assign \$311  = ~ st_drain;
+  assign \$312  = \$310  & \$311 ;
+  assign \$313  = axi__bresp == 2'h3;
+  assign \$314  = \$313  ? 8'h07 : 8'h06;
+  assign \$315  = \$99 [15:0] * st_cmd[167:148];
+  assign \$316  = st_cmd[131:112] + \$315 ;
+  assign \$317  = \$98 [15:0] * st_cmd[147:132];
+  assign \$318  = \$316  + \$317 ;
+  assign \$319  = \$99 [15:0] * st_cmd[111:80];
+  assign \$320  = st_cmd[47:0] + \$319 ;
+  assign \$321  = \$98 [15:0] * st_cmd[79:48];
+  assign \$322  = \$320  + \$321 ;
+  assign \$323  = \$322  + st_cmd[175:168];
+  assign \$324  = ! st_chk_err;
+  assign \$325  = | st_cmd[175:168];
+  assign \$326  = \$324  & \$325 ;
+  assign \$327  = | st_cmd[175:168];
+  assign \$330  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$331  = \$330  + 3'h7;
   always @(posedge clk)
-    axi__araddr <= \$332 ;
+    axi__araddr <= \$333 ;
   always @(posedge clk)
-    axi__arlen <= \$333 ;
+    axi__arlen <= \$334 ;
   always @(posedge clk)
-    ld_ar_valid <= \$334 ;
+    ld_ar_valid <= \$335 ;
   always @(posedge clk)
-    ld_ar_it_row0 <= \$335 ;
+    ld_ar_it_row0 <= \$336 ;
   always @(posedge clk)
-    ld_ar_it_r <= \$336 ;
+    ld_ar_it_r <= \$337 ;
   always @(posedge clk)
-    ld_ar_it_p <= \$337 ;
+    ld_ar_it_p <= \$338 ;
   always @(posedge clk)
-    ld_ar_it_plane0 <= \$338 ;
+    ld_ar_it_plane0 <= \$339 ;
   always @(posedge clk)
-    ld_ar_it_active <= \$339 ;
+    ld_ar_it_active <= \$340 ;
   always @(posedge clk)
-    ld_ar_beat_addr <= \$340 ;
+    ld_ar_beat_addr <= \$341 ;
   always @(posedge clk)
-    ld_ar_beats_left <= \$341 ;
+    ld_ar_beats_left <= \$342 ;
   always @(posedge clk)
-    ld_buf <= \$342 ;
+    ld_buf <= \$343 ;
   always @(posedge clk)
-    ld_rx_beat <= \$343 ;
+    ld_rx_beat <= \$344 ;
   always @(posedge clk)
-    ld_drain <= \$344 ;
+    ld_drain <= \$345 ;
   always @(posedge clk)
-    load__error <= \$345 ;
+    load__error <= \$346 ;
   always @(posedge clk)
-    ld_outstanding <= \$346 ;
+    ld_outstanding <= \$347 ;
   always @(posedge clk)
-    ld_wb_data <= \$347 ;
+    ld_wb_data <= \$348 ;
   always @(posedge clk)
-    spad_wr__addr <= \$348 ;
+    spad_wr__addr <= \$349 ;
   always @(posedge clk)
-    ld_wb_valid <= \$349 ;
+    ld_wb_valid <= \$350 ;
   always @(posedge clk)
-    ld_full <= \$350 ;
+    ld_full <= \$351 ;
   always @(posedge clk)
-    ld_ext_off <= \$351 ;
+    ld_ext_off <= \$352 ;
   always @(posedge clk)
-    ld_ext_laddr <= \$352 ;
+    ld_ext_laddr <= \$353 ;
   always @(posedge clk)
-    ld_rx_row0 <= \$353 ;
+    ld_rx_row0 <= \$354 ;
   always @(posedge clk)
-    ld_rx_row1 <= \$354 ;
+    ld_rx_row1 <= \$355 ;
   always @(posedge clk)
-    ld_rx_r <= \$355 ;
+    ld_rx_r <= \$356 ;
   always @(posedge clk)
-    ld_rx_p <= \$356 ;
+    ld_rx_p <= \$357 ;
   always @(posedge clk)
-    ld_rx_plane0 <= \$357 ;
+    ld_rx_plane0 <= \$358 ;
   always @(posedge clk)
-    ld_rx_plane1 <= \$358 ;
+    ld_rx_plane1 <= \$359 ;
   always @(posedge clk)
-    ld_rx_active <= \$359 ;
+    ld_rx_active <= \$360 ;
   always @(posedge clk)
-    ld_cmd <= \$360 ;
+    ld_cmd <= \$361 ;
   always @(posedge clk)
-    dma_load_fsm_state <= \$361 ;
+    dma_load_fsm_state <= \$362 ;
   always @(posedge clk)
-    ld_last_local <= \$362 ;
+    ld_last_local <= \$363 ;
   always @(posedge clk)
-    ld_host_end <= \$363 ;
+    ld_host_end <= \$364 ;
   always @(posedge clk)
-    axi__awaddr <= \$364 ;
+    axi__awaddr <= \$365 ;
   always @(posedge clk)
-    axi__awlen <= \$365 ;
+    axi__awlen <= \$366 ;
   always @(posedge clk)
-    st_aw_valid <= \$366 ;
+    st_aw_valid <= \$367 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$367 ;
+    st_aw_it_row0 <= \$368 ;
   always @(posedge clk)
-    st_aw_it_r <= \$368 ;
+    st_aw_it_r <= \$369 ;
   always @(posedge clk)
-    st_aw_it_p <= \$369 ;
+    st_aw_it_p <= \$370 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$370 ;
+    st_aw_it_plane0 <= \$371 ;
   always @(posedge clk)
-    st_aw_it_active <= \$371 ;
+    st_aw_it_active <= \$372 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$372 ;
+    st_aw_beat_addr <= \$373 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$373 ;
+    st_aw_beats_left <= \$374 ;
   always @(posedge clk)
-    st_rd_inflight <= \$374 ;
+    st_rd_inflight <= \$375 ;
   always @(posedge clk)
-    st_rq_n <= \$375 ;
+    st_rq_n <= \$376 ;
   always @(posedge clk)
-    st_rd_row0 <= \$376 ;
+    st_rd_row0 <= \$377 ;
   always @(posedge clk)
-    st_rd_r <= \$377 ;
+    st_rd_r <= \$378 ;
   always @(posedge clk)
-    st_rd_p <= \$378 ;
+    st_rd_p <= \$379 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$379 ;
+    st_rd_plane0 <= \$380 ;
   always @(posedge clk)
-    st_rd_active <= \$380 ;
+    st_rd_active <= \$381 ;
   always @(posedge clk)
-    st_rq0 <= \$381 ;
+    st_rq0 <= \$382 ;
   always @(posedge clk)
-    st_rq1 <= \$382 ;
+    st_rq1 <= \$383 ;
   always @(posedge clk)
-    st_w_beat <= \$383 ;
+    st_w_beat <= \$384 ;
   always @(posedge clk)
-    st_w_addr12 <= \$384 ;
+    st_w_addr12 <= \$385 ;
   always @(posedge clk)
-    st_w_bib <= \$385 ;
+    st_w_bib <= \$386 ;
   always @(posedge clk)
-    st_w_row_valid <= \$386 ;
+    st_w_row_valid <= \$387 ;
   always @(posedge clk)
-    st_wbuf <= \$387 ;
+    st_wbuf <= \$388 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$388 ;
+    st_wstrb_buf <= \$389 ;
   always @(posedge clk)
-    st_w_nbeats <= \$389 ;
+    st_w_nbeats <= \$390 ;
   always @(posedge clk)
-    st_w_row0 <= \$390 ;
+    st_w_row0 <= \$391 ;
   always @(posedge clk)
-    st_w_r <= \$391 ;
+    st_w_r <= \$392 ;
   always @(posedge clk)
-    st_w_p <= \$392 ;
+    st_w_p <= \$393 ;
   always @(posedge clk)
-    st_w_plane0 <= \$393 ;
+    st_w_plane0 <= \$394 ;
   always @(posedge clk)
-    st_w_active <= \$394 ;
+    st_w_active <= \$395 ;
   always @(posedge clk)
-    st_w_credit <= \$395 ;
+    st_w_credit <= \$396 ;
   always @(posedge clk)
-    st_b_out <= \$396 ;
+    st_b_out <= \$397 ;
   always @(posedge clk)
-    st_drain <= \$397 ;
+    st_drain <= \$398 ;
   always @(posedge clk)
-    store__error <= \$398 ;
+    store__error <= \$399 ;
   always @(posedge clk)
-    st_cmd <= \$399 ;
+    st_cmd <= \$400 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$400 ;
+    dma_store_fsm_state <= \$401 ;
   always @(posedge clk)
-    st_last_local <= \$401 ;
+    st_last_local <= \$402 ;
   always @(posedge clk)
-    st_host_end <= \$402 ;
+    st_host_end <= \$403 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
@@ -7258,11 +7261,11 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     ld_row_done = 1'h0;
-    if (\$81 ) begin
-      if (\$82 ) begin
+    if (\$82 ) begin
+      if (\$83 ) begin
         ld_row_done = ld_can_accept;
-      end else if (\$85 ) begin
-        if (\$87 ) begin
+      end else if (\$86 ) begin
+        if (\$88 ) begin
           ld_row_done = 1'h1;
         end
       end
@@ -7325,13 +7328,13 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    if (\$99 ) begin
+    if (\$100 ) begin
       st_chk_err = 8'h02;
-    end else if (\$106 ) begin
+    end else if (\$107 ) begin
       st_chk_err = 8'h03;
-    end else if (\$108 ) begin
+    end else if (\$109 ) begin
       st_chk_err = 8'h04;
-    end else if (\$111 ) begin
+    end else if (\$112 ) begin
       st_chk_err = 8'h05;
     end else begin
       st_chk_err = 8'h00;
@@ -7393,31 +7396,31 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$332  = axi__araddr;
+    \$333  = axi__araddr;
     if (ld_ar_issue) begin
-      \$332  = ld_ar_beat_addr;
+      \$333  = ld_ar_beat_addr;
     end
     if (rst) begin
-      \$332  = 32'd0;
+      \$333  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$333  = axi__arlen;
+    \$334  = axi__arlen;
     if (ld_ar_issue) begin
-      \$333  = { \$209 [5], \$209 [5], \$209  };
+      \$334  = { \$210 [5], \$210 [5], \$210  };
     end
     if (rst) begin
-      \$333  = 8'h00;
+      \$334  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$334  = ld_ar_valid;
+    \$335  = ld_ar_valid;
     if (ld_ar_issue) begin
-      \$334  = 1'h1;
+      \$335  = 1'h1;
     end else if (axi__arready) begin
-      \$334  = 1'h0;
+      \$335  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7425,20 +7428,20 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$334  = 1'h0;
+          if (\$254 ) begin
+            \$335  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$334  = 1'h0;
+      \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$335  = ld_ar_it_row0;
+    \$336  = ld_ar_it_row0;
     if (ld_ar_issue) begin
-      if (\$210 ) begin
-        \$335  = \$19 [31:0];
+      if (\$211 ) begin
+        \$336  = \$19 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7447,50 +7450,24 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$335  = ld_cmd[31:0];
+          if (\$254 ) begin
+            \$336  = ld_cmd[31:0];
           end
     endcase
     if (rst) begin
-      \$335  = 32'd0;
+      \$336  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$336  = ld_ar_it_r;
+    \$337  = ld_ar_it_r;
     if (ld_ar_issue) begin
-      if (\$210 ) begin
+      if (\$211 ) begin
         (* full_case = 32'd1 *)
-        if (\$211 ) begin
-          \$336  = \$212 [15:0];
-        end else begin
-          \$336  = ld_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$253 ) begin
-            \$336  = ld_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$336  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$337  = ld_ar_it_p;
-    if (ld_ar_issue) begin
-      if (\$210 ) begin
-        (* full_case = 32'd1 *)
-        if (\$211 ) begin
-        end else begin
+        if (\$212 ) begin
           \$337  = \$213 [15:0];
+        end else begin
+          \$337  = ld_cmd[199:184];
         end
       end
     end
@@ -7500,8 +7477,8 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$337  = ld_cmd[215:200];
+          if (\$254 ) begin
+            \$337  = ld_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -7510,13 +7487,13 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$338  = ld_ar_it_plane0;
+    \$338  = ld_ar_it_p;
     if (ld_ar_issue) begin
-      if (\$210 ) begin
+      if (\$211 ) begin
         (* full_case = 32'd1 *)
-        if (\$211 ) begin
+        if (\$212 ) begin
         end else begin
-          \$338  = \$19 [31:0];
+          \$338  = \$214 [15:0];
         end
       end
     end
@@ -7526,21 +7503,47 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$338  = ld_cmd[31:0];
+          if (\$254 ) begin
+            \$338  = ld_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$338  = 32'd0;
+      \$338  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$339  = ld_ar_it_active;
+    \$339  = ld_ar_it_plane0;
     if (ld_ar_issue) begin
-      if (\$210 ) begin
+      if (\$211 ) begin
+        (* full_case = 32'd1 *)
+        if (\$212 ) begin
+        end else begin
+          \$339  = \$19 [31:0];
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$254 ) begin
+            \$339  = ld_cmd[31:0];
+          end
+    endcase
+    if (rst) begin
+      \$339  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$340  = ld_ar_it_active;
+    if (ld_ar_issue) begin
+      if (\$211 ) begin
         if (ld_ar_it_last) begin
-          \$339  = 1'h0;
+          \$340  = 1'h0;
         end
       end
     end
@@ -7550,23 +7553,23 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$339  = \$254 ;
+          if (\$254 ) begin
+            \$340  = \$255 ;
           end
     endcase
     if (rst) begin
-      \$339  = 1'h0;
+      \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$340  = ld_ar_beat_addr;
+    \$341  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$210 ) begin
-        \$340  = \$215 ;
+      if (\$211 ) begin
+        \$341  = \$216 ;
       end else begin
-        \$340  = \$220 [31:0];
+        \$341  = \$221 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7575,23 +7578,23 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$340  = \$256 ;
+          if (\$254 ) begin
+            \$341  = \$257 ;
           end
     endcase
     if (rst) begin
-      \$340  = 32'd0;
+      \$341  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$341  = ld_ar_beats_left;
+    \$342  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$210 ) begin
-        \$341  = \$218 [1:0];
+      if (\$211 ) begin
+        \$342  = \$219 [1:0];
       end else begin
-        \$341  = \$221 [1:0];
+        \$342  = \$222 [1:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7600,49 +7603,49 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$341  = \$259 [1:0];
+          if (\$254 ) begin
+            \$342  = \$260 [1:0];
           end
     endcase
     if (rst) begin
-      \$341  = 2'h0;
+      \$342  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$342  = ld_buf;
-    if (\$224 ) begin
-      if (\$225 ) begin
-      end else if (\$228 ) begin
+    \$343  = ld_buf;
+    if (\$225 ) begin
+      if (\$226 ) begin
+      end else if (\$229 ) begin
         casez (ld_rx_beat)
           2'h0:
-              \$342 [63:0] = axi__rdata;
+              \$343 [63:0] = axi__rdata;
           2'h1:
-              \$342 [127:64] = axi__rdata;
+              \$343 [127:64] = axi__rdata;
           2'h2:
-              \$342 [191:128] = axi__rdata;
+              \$343 [191:128] = axi__rdata;
         endcase
       end
     end
     if (rst) begin
-      \$342  = 192'h000000000000000000000000000000000000000000000000;
+      \$343  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$343  = ld_rx_beat;
-    if (\$224 ) begin
-      if (\$225 ) begin
-      end else if (\$228 ) begin
+    \$344  = ld_rx_beat;
+    if (\$225 ) begin
+      if (\$226 ) begin
+      end else if (\$229 ) begin
         (* full_case = 32'd1 *)
-        if (\$230 ) begin
+        if (\$231 ) begin
         end else begin
-          \$343  = \$231 [1:0];
+          \$344  = \$232 [1:0];
         end
       end
     end
     if (ld_row_done) begin
-      \$343  = 2'h0;
+      \$344  = 2'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7650,18 +7653,18 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$343  = 2'h0;
+          \$344  = 2'h0;
     endcase
     if (rst) begin
-      \$343  = 2'h0;
+      \$344  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$344  = ld_drain;
-    if (\$224 ) begin
-      if (\$233 ) begin
-        \$344  = 1'h1;
+    \$345  = ld_drain;
+    if (\$225 ) begin
+      if (\$234 ) begin
+        \$345  = 1'h1;
       end
     end
     casez (dma_load_fsm_state)
@@ -7670,18 +7673,18 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$344  = 1'h0;
+          \$345  = 1'h0;
     endcase
     if (rst) begin
-      \$344  = 1'h0;
+      \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$345  = load__error;
-    if (\$224 ) begin
-      if (\$233 ) begin
-        \$345  = \$235 ;
+    \$346  = load__error;
+    if (\$225 ) begin
+      if (\$234 ) begin
+        \$346  = \$236 ;
       end
     end
     casez (dma_load_fsm_state)
@@ -7690,72 +7693,51 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$345  = ld_chk_err;
+          \$346  = ld_chk_err;
     endcase
     if (rst) begin
-      \$345  = 8'h00;
+      \$346  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    if (\$237 ) begin
-      \$346  = \$239 [2:0];
+    if (\$238 ) begin
+      \$347  = \$240 [2:0];
     end else begin
-      \$346  = \$240 [2:0];
+      \$347  = \$241 [2:0];
     end
     if (rst) begin
-      \$346  = 3'h0;
+      \$347  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$347  = ld_wb_data;
+    \$348  = ld_wb_data;
     if (ld_wb_load) begin
-      \$347  = \$78 [127:0];
+      \$348  = \$79 [127:0];
     end
     if (rst) begin
-      \$347  = 128'h00000000000000000000000000000000;
+      \$348  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$348  = spad_wr__addr;
+    \$349  = spad_wr__addr;
     if (ld_wb_load) begin
-      \$348  = ld_ext_laddr;
+      \$349  = ld_ext_laddr;
     end
     if (rst) begin
-      \$348  = 14'h0000;
+      \$349  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$349  = ld_wb_valid;
+    \$350  = ld_wb_valid;
     if (ld_wb_load) begin
-      \$349  = 1'h1;
-    end else if (ld_wb_done) begin
-      \$349  = 1'h0;
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$349  = 1'h0;
-    endcase
-    if (rst) begin
-      \$349  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$350  = ld_full;
-    if (ld_wb_load) begin
-      \$350  = 1'h0;
-    end
-    if (ld_row_done) begin
       \$350  = 1'h1;
+    end else if (ld_wb_done) begin
+      \$350  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7771,29 +7753,12 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$351  = ld_ext_off;
+    \$351  = ld_full;
+    if (ld_wb_load) begin
+      \$351  = 1'h0;
+    end
     if (ld_row_done) begin
-      \$351  = ld_rx_row0;
-    end
-    if (rst) begin
-      \$351  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$352  = ld_ext_laddr;
-    if (ld_row_done) begin
-      \$352  = ld_rx_row1;
-    end
-    if (rst) begin
-      \$352  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$353  = ld_rx_row0;
-    if (ld_row_done) begin
-      \$353  = \$40 [2:0];
+      \$351  = 1'h1;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7801,19 +7766,37 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$353  = ld_cmd[2:0];
-          end
+          \$351  = 1'h0;
     endcase
     if (rst) begin
-      \$353  = 3'h0;
+      \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$354  = ld_rx_row1;
+    \$352  = ld_ext_off;
     if (ld_row_done) begin
-      \$354  = \$44 [13:0];
+      \$352  = ld_rx_row0;
+    end
+    if (rst) begin
+      \$352  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$353  = ld_ext_laddr;
+    if (ld_row_done) begin
+      \$353  = ld_rx_row1;
+    end
+    if (rst) begin
+      \$353  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$354  = ld_rx_row0;
+    if (ld_row_done) begin
+      \$354  = \$40 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7821,47 +7804,43 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$354  = ld_cmd[125:112];
+          if (\$254 ) begin
+            \$354  = ld_cmd[2:0];
           end
     endcase
     if (rst) begin
-      \$354  = 14'h0000;
+      \$354  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$355  = ld_rx_r;
+    \$355  = ld_rx_row1;
+    if (ld_row_done) begin
+      \$355  = \$44 [13:0];
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$254 ) begin
+            \$355  = ld_cmd[125:112];
+          end
+    endcase
+    if (rst) begin
+      \$355  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$356  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$241 ) begin
-        \$355  = \$242 [15:0];
-      end else begin
-        \$355  = ld_cmd[199:184];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$253 ) begin
-            \$355  = ld_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$355  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$356  = ld_rx_p;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$241 ) begin
-      end else begin
+      if (\$242 ) begin
         \$356  = \$243 [15:0];
+      end else begin
+        \$356  = ld_cmd[199:184];
       end
     end
     casez (dma_load_fsm_state)
@@ -7870,8 +7849,8 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$356  = ld_cmd[215:200];
+          if (\$254 ) begin
+            \$356  = ld_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -7880,12 +7859,12 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$357  = ld_rx_plane0;
+    \$357  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$241 ) begin
+      if (\$242 ) begin
       end else begin
-        \$357  = \$40 [2:0];
+        \$357  = \$244 [15:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7894,22 +7873,22 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$357  = ld_cmd[2:0];
+          if (\$254 ) begin
+            \$357  = ld_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$357  = 3'h0;
+      \$357  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$358  = ld_rx_plane1;
+    \$358  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$241 ) begin
+      if (\$242 ) begin
       end else begin
-        \$358  = \$44 [13:0];
+        \$358  = \$40 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7918,20 +7897,44 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$358  = ld_cmd[125:112];
+          if (\$254 ) begin
+            \$358  = ld_cmd[2:0];
           end
     endcase
     if (rst) begin
-      \$358  = 14'h0000;
+      \$358  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$359  = ld_rx_active;
+    \$359  = ld_rx_plane1;
+    if (ld_row_done) begin
+      (* full_case = 32'd1 *)
+      if (\$242 ) begin
+      end else begin
+        \$359  = \$44 [13:0];
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$254 ) begin
+            \$359  = ld_cmd[125:112];
+          end
+    endcase
+    if (rst) begin
+      \$359  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$360  = ld_rx_active;
     if (ld_row_done) begin
       if (ld_rx_last) begin
-        \$359  = 1'h0;
+        \$360  = 1'h0;
       end
     end
     casez (dma_load_fsm_state)
@@ -7940,108 +7943,108 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$253 ) begin
-            \$359  = 1'h1;
+          if (\$254 ) begin
+            \$360  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$359  = 1'h0;
+      \$360  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$360  = ld_cmd;
+    \$361  = ld_cmd;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$360  = load__cmd__payload;
+            \$361  = load__cmd__payload;
           end
     endcase
     if (rst) begin
-      \$360  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$361  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$361  = dma_load_fsm_state;
+    \$362  = dma_load_fsm_state;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$361  = 3'h1;
+            \$362  = 3'h1;
           end
       3'h1:
-          \$361  = 3'h2;
+          \$362  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$253 ) begin
-            \$361  = 3'h3;
+          if (\$254 ) begin
+            \$362  = 3'h3;
           end else begin
-            \$361  = 3'h4;
+            \$362  = 3'h4;
           end
       3'h3:
           if (ld_finished) begin
-            \$361  = 3'h4;
+            \$362  = 3'h4;
           end
       3'h4:
-          \$361  = 3'h0;
+          \$362  = 3'h0;
     endcase
     if (rst) begin
-      \$361  = 3'h0;
+      \$362  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$362  = ld_last_local;
+    \$363  = ld_last_local;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$362  = { 2'h0, \$247  };
+          \$363  = { 2'h0, \$248  };
     endcase
     if (rst) begin
-      \$362  = 40'h0000000000;
+      \$363  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$363  = ld_host_end;
+    \$364  = ld_host_end;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$363  = { 1'h0, \$252  };
+          \$364  = { 1'h0, \$253  };
     endcase
     if (rst) begin
-      \$363  = 52'h0000000000000;
+      \$364  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$364  = axi__awaddr;
+    \$365  = axi__awaddr;
     if (st_aw_issue) begin
-      \$364  = st_aw_beat_addr;
+      \$365  = st_aw_beat_addr;
     end
     if (rst) begin
-      \$364  = 32'd0;
+      \$365  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$365  = axi__awlen;
+    \$366  = axi__awlen;
     if (st_aw_issue) begin
-      \$365  = { \$260 [5], \$260 [5], \$260  };
+      \$366  = { \$261 [5], \$261 [5], \$261  };
     end
     if (rst) begin
-      \$365  = 8'h00;
+      \$366  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$366  = st_aw_valid;
+    \$367  = st_aw_valid;
     if (st_aw_issue) begin
-      \$366  = 1'h1;
+      \$367  = 1'h1;
     end else if (axi__awready) begin
-      \$366  = 1'h0;
+      \$367  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8049,20 +8052,20 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$366  = 1'h0;
+          if (\$326 ) begin
+            \$367  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$366  = 1'h0;
+      \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$367  = st_aw_it_row0;
+    \$368  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$261 ) begin
-        \$367  = \$115 [31:0];
+      if (\$262 ) begin
+        \$368  = \$116 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8071,50 +8074,24 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$367  = st_cmd[31:0];
+          if (\$326 ) begin
+            \$368  = st_cmd[31:0];
           end
     endcase
     if (rst) begin
-      \$367  = 32'd0;
+      \$368  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$368  = st_aw_it_r;
+    \$369  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$261 ) begin
+      if (\$262 ) begin
         (* full_case = 32'd1 *)
-        if (\$262 ) begin
-          \$368  = \$263 [15:0];
-        end else begin
-          \$368  = st_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$325 ) begin
-            \$368  = st_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$368  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$369  = st_aw_it_p;
-    if (st_aw_issue) begin
-      if (\$261 ) begin
-        (* full_case = 32'd1 *)
-        if (\$262 ) begin
-        end else begin
+        if (\$263 ) begin
           \$369  = \$264 [15:0];
+        end else begin
+          \$369  = st_cmd[199:184];
         end
       end
     end
@@ -8124,8 +8101,8 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$369  = st_cmd[215:200];
+          if (\$326 ) begin
+            \$369  = st_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -8134,13 +8111,13 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$370  = st_aw_it_plane0;
+    \$370  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$261 ) begin
+      if (\$262 ) begin
         (* full_case = 32'd1 *)
-        if (\$262 ) begin
+        if (\$263 ) begin
         end else begin
-          \$370  = \$115 [31:0];
+          \$370  = \$265 [15:0];
         end
       end
     end
@@ -8150,21 +8127,47 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$370  = st_cmd[31:0];
+          if (\$326 ) begin
+            \$370  = st_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$370  = 32'd0;
+      \$370  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$371  = st_aw_it_active;
+    \$371  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$261 ) begin
+      if (\$262 ) begin
+        (* full_case = 32'd1 *)
+        if (\$263 ) begin
+        end else begin
+          \$371  = \$116 [31:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$326 ) begin
+            \$371  = st_cmd[31:0];
+          end
+    endcase
+    if (rst) begin
+      \$371  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$372  = st_aw_it_active;
+    if (st_aw_issue) begin
+      if (\$262 ) begin
         if (st_aw_it_last) begin
-          \$371  = 1'h0;
+          \$372  = 1'h0;
         end
       end
     end
@@ -8174,23 +8177,23 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$371  = \$326 ;
+          if (\$326 ) begin
+            \$372  = \$327 ;
           end
     endcase
     if (rst) begin
-      \$371  = 1'h0;
+      \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$372  = st_aw_beat_addr;
+    \$373  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$261 ) begin
-        \$372  = \$266 ;
+      if (\$262 ) begin
+        \$373  = \$267 ;
       end else begin
-        \$372  = \$271 [31:0];
+        \$373  = \$272 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8199,23 +8202,23 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$372  = \$328 ;
+          if (\$326 ) begin
+            \$373  = \$329 ;
           end
     endcase
     if (rst) begin
-      \$372  = 32'd0;
+      \$373  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$373  = st_aw_beats_left;
+    \$374  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$261 ) begin
-        \$373  = \$269 [1:0];
+      if (\$262 ) begin
+        \$374  = \$270 [1:0];
       end else begin
-        \$373  = \$272 [1:0];
+        \$374  = \$273 [1:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8224,41 +8227,41 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$373  = \$331 [1:0];
+          if (\$326 ) begin
+            \$374  = \$332 [1:0];
           end
     endcase
     if (rst) begin
-      \$373  = 2'h0;
+      \$374  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$374  = \$274 ;
+    \$375  = \$275 ;
     if (rst) begin
-      \$374  = 1'h0;
+      \$375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$375  = \$276 [1:0];
+    \$376  = \$277 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$375  = 2'h0;
+          \$376  = 2'h0;
     endcase
     if (rst) begin
-      \$375  = 2'h0;
+      \$376  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$376  = st_rd_row0;
-    if (\$278 ) begin
-      \$376  = \$136 [13:0];
+    \$377  = st_rd_row0;
+    if (\$279 ) begin
+      \$377  = \$137 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8266,47 +8269,23 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$376  = st_cmd[125:112];
+          if (\$326 ) begin
+            \$377  = st_cmd[125:112];
           end
     endcase
     if (rst) begin
-      \$376  = 14'h0000;
+      \$377  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$377  = st_rd_r;
-    if (\$278 ) begin
+    \$378  = st_rd_r;
+    if (\$279 ) begin
       (* full_case = 32'd1 *)
-      if (\$279 ) begin
-        \$377  = \$280 [15:0];
-      end else begin
-        \$377  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$325 ) begin
-            \$377  = st_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$377  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$378  = st_rd_p;
-    if (\$278 ) begin
-      (* full_case = 32'd1 *)
-      if (\$279 ) begin
-      end else begin
+      if (\$280 ) begin
         \$378  = \$281 [15:0];
+      end else begin
+        \$378  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -8315,8 +8294,8 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$378  = st_cmd[215:200];
+          if (\$326 ) begin
+            \$378  = st_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -8325,12 +8304,12 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$379  = st_rd_plane0;
-    if (\$278 ) begin
+    \$379  = st_rd_p;
+    if (\$279 ) begin
       (* full_case = 32'd1 *)
-      if (\$279 ) begin
+      if (\$280 ) begin
       end else begin
-        \$379  = \$136 [13:0];
+        \$379  = \$282 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8339,20 +8318,44 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$379  = st_cmd[125:112];
+          if (\$326 ) begin
+            \$379  = st_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$379  = 14'h0000;
+      \$379  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$380  = st_rd_active;
-    if (\$278 ) begin
+    \$380  = st_rd_plane0;
+    if (\$279 ) begin
+      (* full_case = 32'd1 *)
+      if (\$280 ) begin
+      end else begin
+        \$380  = \$137 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$326 ) begin
+            \$380  = st_cmd[125:112];
+          end
+    endcase
+    if (rst) begin
+      \$380  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$381  = st_rd_active;
+    if (\$279 ) begin
       if (st_rd_last) begin
-        \$380  = 1'h0;
+        \$381  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -8361,36 +8364,22 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$380  = 1'h1;
+          if (\$326 ) begin
+            \$381  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$380  = 1'h0;
+      \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$381  = st_rq0;
+    \$382  = st_rq0;
     if (st_w_take) begin
-      \$381  = st_rq1;
+      \$382  = st_rq1;
     end
     if (st_rd_inflight) begin
-      if (\$283 ) begin
-        \$381  = \$284 ;
-      end
-    end
-    if (rst) begin
-      \$381  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$382  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$283 ) begin
-      end else begin
+      if (\$284 ) begin
         \$382  = \$285 ;
       end
     end
@@ -8400,35 +8389,49 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$383  = st_w_beat;
-    if (st_whs) begin
-      \$383  = \$286 [1:0];
-    end
-    if (st_w_take) begin
-      \$383  = 2'h0;
+    \$383  = st_rq1;
+    if (st_rd_inflight) begin
+      (* full_case = 32'd1 *)
+      if (\$284 ) begin
+      end else begin
+        \$383  = \$286 ;
+      end
     end
     if (rst) begin
-      \$383  = 2'h0;
+      \$383  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$384  = st_w_addr12;
+    \$384  = st_w_beat;
     if (st_whs) begin
-      \$384  = \$287 [11:0];
+      \$384  = \$287 [1:0];
     end
     if (st_w_take) begin
-      \$384  = \$297 ;
+      \$384  = 2'h0;
     end
     if (rst) begin
-      \$384  = 12'h000;
+      \$384  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$385  = st_w_bib;
+    \$385  = st_w_addr12;
     if (st_whs) begin
-      \$385  = \$289 [3:0];
+      \$385  = \$288 [11:0];
+    end
+    if (st_w_take) begin
+      \$385  = \$298 ;
+    end
+    if (rst) begin
+      \$385  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$386  = st_w_bib;
+    if (st_whs) begin
+      \$386  = \$290 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8436,22 +8439,22 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$385  = 4'h0;
+          \$386  = 4'h0;
     endcase
     if (rst) begin
-      \$385  = 4'h0;
+      \$386  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$386  = st_w_row_valid;
+    \$387  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$386  = 1'h0;
+        \$387  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$386  = 1'h1;
+      \$387  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8459,47 +8462,47 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$386  = 1'h0;
+          \$387  = 1'h0;
     endcase
     if (rst) begin
-      \$386  = 1'h0;
+      \$387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$387  = st_wbuf;
+    \$388  = st_wbuf;
     if (st_w_take) begin
-      \$387  = \$291 [191:0];
+      \$388  = \$292 [191:0];
     end
     if (rst) begin
-      \$387  = 192'h000000000000000000000000000000000000000000000000;
+      \$388  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$388  = st_wstrb_buf;
+    \$389  = st_wstrb_buf;
     if (st_w_take) begin
-      \$388  = { 1'h0, \$292  };
+      \$389  = { 1'h0, \$293  };
     end
     if (rst) begin
-      \$388  = 24'h000000;
+      \$389  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$389  = st_w_nbeats;
+    \$390  = st_w_nbeats;
     if (st_w_take) begin
-      \$389  = \$295 [1:0];
+      \$390  = \$296 [1:0];
     end
     if (rst) begin
-      \$389  = 2'h0;
+      \$390  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$390  = st_w_row0;
+    \$391  = st_w_row0;
     if (st_w_take) begin
-      \$390  = \$147 [11:0];
+      \$391  = \$148 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8507,47 +8510,23 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$390  = st_cmd[11:0];
+          if (\$326 ) begin
+            \$391  = st_cmd[11:0];
           end
     endcase
     if (rst) begin
-      \$390  = 12'h000;
+      \$391  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$391  = st_w_r;
+    \$392  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$298 ) begin
-        \$391  = \$299 [15:0];
-      end else begin
-        \$391  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$325 ) begin
-            \$391  = st_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$391  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$392  = st_w_p;
-    if (st_w_take) begin
-      (* full_case = 32'd1 *)
-      if (\$298 ) begin
-      end else begin
+      if (\$299 ) begin
         \$392  = \$300 [15:0];
+      end else begin
+        \$392  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -8556,8 +8535,8 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$392  = st_cmd[215:200];
+          if (\$326 ) begin
+            \$392  = st_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -8566,12 +8545,12 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$393  = st_w_plane0;
+    \$393  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$298 ) begin
+      if (\$299 ) begin
       end else begin
-        \$393  = \$147 [11:0];
+        \$393  = \$301 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8580,20 +8559,44 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$393  = st_cmd[11:0];
+          if (\$326 ) begin
+            \$393  = st_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$393  = 12'h000;
+      \$393  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$394  = st_w_active;
+    \$394  = st_w_plane0;
+    if (st_w_take) begin
+      (* full_case = 32'd1 *)
+      if (\$299 ) begin
+      end else begin
+        \$394  = \$148 [11:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$326 ) begin
+            \$394  = st_cmd[11:0];
+          end
+    endcase
+    if (rst) begin
+      \$394  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$395  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$394  = 1'h0;
+        \$395  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -8602,33 +8605,33 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$325 ) begin
-            \$394  = 1'h1;
+          if (\$326 ) begin
+            \$395  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$394  = 1'h0;
+      \$395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$395  = \$303 [2:0];
-    if (rst) begin
-      \$395  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$396  = \$306 [2:0];
+    \$396  = \$304 [2:0];
     if (rst) begin
       \$396  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$397  = st_drain;
-    if (\$311 ) begin
-      \$397  = 1'h1;
+    \$397  = \$307 [2:0];
+    if (rst) begin
+      \$397  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$398  = st_drain;
+    if (\$312 ) begin
+      \$398  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8636,17 +8639,17 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$397  = 1'h0;
+          \$398  = 1'h0;
     endcase
     if (rst) begin
-      \$397  = 1'h0;
+      \$398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$398  = store__error;
-    if (\$311 ) begin
-      \$398  = \$313 ;
+    \$399  = store__error;
+    if (\$312 ) begin
+      \$399  = \$314 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8654,77 +8657,77 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$398  = st_chk_err;
+          \$399  = st_chk_err;
     endcase
     if (rst) begin
-      \$398  = 8'h00;
+      \$399  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$399  = st_cmd;
+    \$400  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$399  = store__cmd__payload;
+            \$400  = store__cmd__payload;
           end
     endcase
     if (rst) begin
-      \$399  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$400  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$400  = dma_store_fsm_state;
+    \$401  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$400  = 3'h1;
+            \$401  = 3'h1;
           end
       3'h1:
-          \$400  = 3'h2;
+          \$401  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$325 ) begin
-            \$400  = 3'h3;
+          if (\$326 ) begin
+            \$401  = 3'h3;
           end else begin
-            \$400  = 3'h4;
+            \$401  = 3'h4;
           end
       3'h3:
           if (st_finished) begin
-            \$400  = 3'h4;
+            \$401  = 3'h4;
           end
       3'h4:
-          \$400  = 3'h0;
+          \$401  = 3'h0;
     endcase
     if (rst) begin
-      \$400  = 3'h0;
+      \$401  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$401  = st_last_local;
+    \$402  = st_last_local;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$401  = { 2'h0, \$317  };
+          \$402  = { 2'h0, \$318  };
     endcase
     if (rst) begin
-      \$401  = 40'h0000000000;
+      \$402  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$402  = st_host_end;
+    \$403  = st_host_end;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$402  = { 1'h0, \$322  };
+          \$403  = { 1'h0, \$323  };
     endcase
     if (rst) begin
-      \$402  = 52'h0000000000000;
+      \$403  = 52'h0000000000000;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
@@ -8747,13 +8750,14 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   assign spad_wr__data = ld_wb_data[31:0];
   assign acc_wr__addr = spad_wr__addr[12:0];
   assign acc_wr__data = ld_wb_data;
-  assign ld_extracted = \$78 [127:0];
+  assign ld_place = \$77 [4:0];
+  assign ld_extracted = \$79 [127:0];
   assign ld_err = load__error;
-  assign st_rows_m1 = \$97 [15:0];
-  assign st_planes_m1 = \$98 [15:0];
-  assign st_aw_it_nxt0 = \$115 [31:0];
-  assign st_aw_to4k = \$119 [9:0];
-  assign st_aw_blen = \$125 [4:0];
+  assign st_rows_m1 = \$98 [15:0];
+  assign st_planes_m1 = \$99 [15:0];
+  assign st_aw_it_nxt0 = \$116 [31:0];
+  assign st_aw_to4k = \$120 [9:0];
+  assign st_aw_blen = \$126 [4:0];
   assign axi__awvalid = st_aw_valid;
   assign st_aw_addr = axi__awaddr;
   assign st_aw_len_m1 = axi__awlen;
@@ -8761,16 +8765,16 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   assign axi__awburst = 2'h1;
   assign axi__awprot = 3'h0;
   assign axi__awid = 4'h0;
-  assign st_rd_nxt0 = \$136 [13:0];
+  assign st_rd_nxt0 = \$137 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$147 [11:0];
-  assign st_rb_mask = { \$165 , \$164 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157 , \$156 , \$155 , \$154 , \$153 , \$152 , \$151 , \$150  };
+  assign st_w_nxt0 = \$148 [11:0];
+  assign st_rb_mask = { \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157 , \$156 , \$155 , \$154 , \$153 , \$152 , \$151  };
   assign axi__wvalid = st_wvalid;
   assign axi__wlast = st_wlast;
   assign axi__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$185 [7:0];
+  assign store_bytes = \$186 [7:0];
   assign \ld_cmd.host_addr  = ld_cmd[47:0];
   assign \ld_cmd.host_row_stride  = ld_cmd[79:48];
   assign \ld_cmd.host_plane_stride  = ld_cmd[111:80];
@@ -8821,31 +8825,31 @@ module \kaki_soc_4x4.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   assign \store__cmd__payload.reserved  = store__cmd__payload[223:217];
   assign \$23  = { \$22 [13], \$22 [13], \$22 [13], \$22 [13:3] };
   assign \$50  = { 3'h0, \$49 [9:3] };
-  assign \$119  = { \$118 [13], \$118 [13], \$118 [13], \$118 [13:3] };
-  assign \$214  = 32'd4294967288;
-  assign \$215 [2:0] = 3'h0;
-  assign \$215 [31:3] = \$19 [31:3];
-  assign \$218  = { 3'h0, \$217 [9:3] };
-  assign \$219  = { \$29 [4:0], 3'h0 };
-  assign \$255  = 32'd4294967288;
-  assign \$256 [2:0] = 3'h0;
-  assign \$256 [31:3] = ld_cmd[31:3];
-  assign \$259  = { 3'h0, \$258 [9:3] };
-  assign \$265  = 32'd4294967288;
-  assign \$266 [2:0] = 3'h0;
-  assign \$266 [31:3] = \$115 [31:3];
-  assign \$269  = { 3'h0, \$268 [9:3] };
-  assign \$270  = { \$125 [4:0], 3'h0 };
-  assign \$295  = { 3'h0, \$294 [9:3] };
-  assign \$296  = 12'hff8;
-  assign \$297 [2:0] = 3'h0;
-  assign \$297 [11:3] = st_w_row0[11:3];
-  assign \$305  = axi__bvalid;
-  assign \$307  = axi__bvalid;
-  assign \$327  = 32'd4294967288;
-  assign \$328 [2:0] = 3'h0;
-  assign \$328 [31:3] = st_cmd[31:3];
-  assign \$331  = { 3'h0, \$330 [9:3] };
+  assign \$120  = { \$119 [13], \$119 [13], \$119 [13], \$119 [13:3] };
+  assign \$215  = 32'd4294967288;
+  assign \$216 [2:0] = 3'h0;
+  assign \$216 [31:3] = \$19 [31:3];
+  assign \$219  = { 3'h0, \$218 [9:3] };
+  assign \$220  = { \$29 [4:0], 3'h0 };
+  assign \$256  = 32'd4294967288;
+  assign \$257 [2:0] = 3'h0;
+  assign \$257 [31:3] = ld_cmd[31:3];
+  assign \$260  = { 3'h0, \$259 [9:3] };
+  assign \$266  = 32'd4294967288;
+  assign \$267 [2:0] = 3'h0;
+  assign \$267 [31:3] = \$116 [31:3];
+  assign \$270  = { 3'h0, \$269 [9:3] };
+  assign \$271  = { \$126 [4:0], 3'h0 };
+  assign \$296  = { 3'h0, \$295 [9:3] };
+  assign \$297  = 12'hff8;
+  assign \$298 [2:0] = 3'h0;
+  assign \$298 [11:3] = st_w_row0[11:3];
+  assign \$306  = axi__bvalid;
+  assign \$308  = axi__bvalid;
+  assign \$328  = 32'd4294967288;
+  assign \$329 [2:0] = 3'h0;
+  assign \$329 [31:3] = st_cmd[31:3];
+  assign \$332  = { 3'h0, \$331 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)

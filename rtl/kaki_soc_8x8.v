@@ -1126,7 +1126,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_gemm_stall_count(perf_gemm_stall_count),
     .perf_vec_active_count(perf_vec_active_count),
     .perf_vec_busy_count(perf_vec_busy_count),
-    .\port$3035$0 (inflight),
+    .\port$3036$0 (inflight),
     .rst(rst),
     .rvalid(csr__rvalid),
     .status_idle(status_idle)
@@ -1142,10 +1142,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm__valid(ctl__cmd__valid),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$3037$0 (\$87 ),
-    .\port$3039$0 (\$88 ),
-    .\port$3041$0 (\$89 ),
-    .\port$3043$0 (\$90 ),
+    .\port$3038$0 (\$87 ),
+    .\port$3040$0 (\$88 ),
+    .\port$3042$0 (\$89 ),
+    .\port$3044$0 (\$90 ),
     .r_en(dma_load__ready),
     .\r_en$32 (dma_store__ready),
     .\r_en$49 (gemm__ready),
@@ -2402,7 +2402,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, do_read, cmd_submit_go, perf_ctrl_clear, status_idle, irq_status_error_set, done_dma_load_count
 , done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, bvalid, bus__bresp, rvalid, bus__rdata, bus__rresp
-, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$3035$0 , bus__awaddr
+, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$3036$0 , bus__awaddr
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
@@ -2856,8 +2856,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_active_count;
   input [31:0] perf_vec_busy_count;
   wire [31:0] perf_vec_busy_count;
-  input [3:0] \port$3035$0 ;
-  wire [3:0] \port$3035$0 ;
+  input [3:0] \port$3036$0 ;
+  wire [3:0] \port$3036$0 ;
   (* init = 32'd0 *)
   wire [31:0] rdata;
   (* init = 2'h0 *)
@@ -3748,10 +3748,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_dma_addr_bits = 8'h20;
   assign cap_queues_queues = 8'h00;
   assign cap_queues_fifo_depth = 8'h04;
-  assign status_dma_load_busy = \port$3035$0 [0];
-  assign status_dma_store_busy = \port$3035$0 [1];
-  assign status_gemm_busy = \port$3035$0 [2];
-  assign status_vec_busy = \port$3035$0 [3];
+  assign status_dma_load_busy = \port$3036$0 [0];
+  assign status_dma_store_busy = \port$3036$0 [1];
+  assign status_gemm_busy = \port$3036$0 [2];
+  assign status_vec_busy = \port$3036$0 [3];
   assign \$43  = 33'h04b414b49;
   assign \$44  = \$43 ;
   assign \$47  = 17'h00001;
@@ -3792,11 +3792,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$140  = \$139 ;
   assign \$143  = 2'h0;
   assign \$144  = { 30'h00000000, \$143  };
-  assign \$147  = { 1'h0, \port$3035$0 [0] };
+  assign \$147  = { 1'h0, \port$3036$0 [0] };
   assign \$148  = { 30'h00000000, \$147  };
-  assign \$149  = { \port$3035$0 [1], 1'h0 };
-  assign \$151  = { 1'h0, \port$3035$0 [2], 2'h0 };
-  assign \$153  = { \port$3035$0 [3], 3'h0 };
+  assign \$149  = { \port$3036$0 [1], 1'h0 };
+  assign \$151  = { 1'h0, \port$3036$0 [2], 2'h0 };
+  assign \$153  = { \port$3036$0 [3], 3'h0 };
   assign \$155  = { 3'h0, status_idle, 4'h0 };
   assign \$174  = { 1'h0, irq_status_dma_load_done };
   assign \$175  = { 30'h00000000, \$174  };
@@ -3857,7 +3857,7 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$3037$0 , retire__0__tag, \port$3039$0 , retire__1__tag, \port$3041$0 , retire__2__tag, \port$3043$0 , retire__3__tag, dma_load__valid, dma_store__valid
+module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$3038$0 , retire__0__tag, \port$3040$0 , retire__1__tag, \port$3042$0 , retire__2__tag, \port$3044$0 , retire__3__tag, dma_load__valid, dma_store__valid
 , gemm__valid, vec__valid, r_en, retire__0__done, \r_en$32 , retire__1__done, retire__0__error, retire__1__error, retire__2__done, retire__2__error, \r_en$49 , retire__3__error, \r_en$66 , retire__3__done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
@@ -4309,14 +4309,14 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$3037$0 ;
-  wire [8:0] \port$3037$0 ;
-  output [8:0] \port$3039$0 ;
-  wire [8:0] \port$3039$0 ;
-  output [8:0] \port$3041$0 ;
-  wire [8:0] \port$3041$0 ;
-  output [8:0] \port$3043$0 ;
-  wire [8:0] \port$3043$0 ;
+  output [8:0] \port$3038$0 ;
+  wire [8:0] \port$3038$0 ;
+  output [8:0] \port$3040$0 ;
+  wire [8:0] \port$3040$0 ;
+  output [8:0] \port$3042$0 ;
+  wire [8:0] \port$3042$0 ;
+  output [8:0] \port$3044$0 ;
+  wire [8:0] \port$3044$0 ;
   wire [255:0] r_data;
   wire [255:0] \r_data$31 ;
   wire [255:0] \r_data$48 ;
@@ -4889,13 +4889,13 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$3037$0  = dma_load_held[8:0];
+  assign \port$3038$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$3039$0  = dma_store_held[8:0];
+  assign \port$3040$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$3041$0  = gemm_held[8:0];
+  assign \port$3042$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$3043$0  = vec_held[8:0];
+  assign \port$3044$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \dma_load__payload.opcode  = dma_load__payload[7:0];
   assign \dma_load__payload.flags  = dma_load__payload[15:8];
@@ -6008,8 +6008,8 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [3:0] \$102 ;
-  wire \$103 ;
+  wire \$102 ;
+  wire [3:0] \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
@@ -6020,39 +6020,39 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire [16:0] \$113 ;
+  wire \$113 ;
   wire [16:0] \$114 ;
-  wire \$115 ;
+  wire [16:0] \$115 ;
   wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [8:0] \$119 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [5:0] \$120 ;
-  wire \$121 ;
+  wire [8:0] \$120 ;
+  wire [5:0] \$121 ;
   wire \$122 ;
-  wire [14:0] \$123 ;
-  wire \$124 ;
+  wire \$123 ;
+  wire [14:0] \$124 ;
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [32:0] \$129 ;
+  wire \$129 ;
   wire \$13 ;
   wire [32:0] \$130 ;
   wire [32:0] \$131 ;
-  wire \$132 ;
+  wire [32:0] \$132 ;
   wire \$133 ;
-  wire [13:0] \$134 ;
+  wire \$134 ;
   wire [13:0] \$135 ;
-  wire \$136 ;
-  wire [4:0] \$137 ;
-  wire \$138 ;
+  wire [13:0] \$136 ;
+  wire \$137 ;
+  wire [4:0] \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [4:0] \$140 ;
-  wire [9:0] \$141 ;
-  wire \$142 ;
+  wire \$140 ;
+  wire [4:0] \$141 ;
+  wire [9:0] \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
@@ -6061,22 +6061,22 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [16:0] \$150 ;
-  wire [20:0] \$151 ;
+  wire \$150 ;
+  wire [16:0] \$151 ;
   wire [20:0] \$152 ;
-  wire \$153 ;
+  wire [20:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
-  wire [2:0] \$156 ;
-  wire [3:0] \$157 ;
-  wire \$158 ;
+  wire \$156 ;
+  wire [2:0] \$157 ;
+  wire [3:0] \$158 ;
   wire \$159 ;
   wire \$16 ;
   wire \$160 ;
-  wire [12:0] \$161 ;
+  wire \$161 ;
   wire [12:0] \$162 ;
   wire [12:0] \$163 ;
-  wire \$164 ;
+  wire [12:0] \$164 ;
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
@@ -6117,8 +6117,8 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [3:0] \$200 ;
-  wire \$201 ;
+  wire \$200 ;
+  wire [3:0] \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
@@ -6126,20 +6126,20 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$206 ;
   wire \$207 ;
   wire \$208 ;
-  wire [1:0] \$209 ;
+  wire \$209 ;
   wire \$21 ;
-  wire [2:0] \$210 ;
-  wire [3:0] \$211 ;
-  wire [4:0] \$212 ;
-  wire [5:0] \$213 ;
-  wire [6:0] \$214 ;
-  wire [7:0] \$215 ;
-  wire [8:0] \$216 ;
+  wire [1:0] \$210 ;
+  wire [2:0] \$211 ;
+  wire [3:0] \$212 ;
+  wire [4:0] \$213 ;
+  wire [5:0] \$214 ;
+  wire [6:0] \$215 ;
+  wire [7:0] \$216 ;
   wire [8:0] \$217 ;
-  wire [9:0] \$218 ;
-  wire [255:0] \$219 ;
+  wire [8:0] \$218 ;
+  wire [9:0] \$219 ;
   wire [13:0] \$22 ;
-  wire \$220 ;
+  wire [255:0] \$220 ;
   wire \$221 ;
   wire \$222 ;
   wire \$223 ;
@@ -6162,21 +6162,21 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$239 ;
   wire \$24 ;
   wire \$240 ;
-  wire [5:0] \$241 ;
-  wire \$242 ;
+  wire \$241 ;
+  wire [5:0] \$242 ;
   wire \$243 ;
-  wire [16:0] \$244 ;
+  wire \$244 ;
   wire [16:0] \$245 ;
-  wire [31:0] \$246 ;
+  wire [16:0] \$246 ;
   wire [31:0] \$247 ;
-  wire [8:0] \$248 ;
-  wire [9:0] \$249 ;
+  wire [31:0] \$248 ;
+  wire [8:0] \$249 ;
   wire [4:0] \$25 ;
   wire [9:0] \$250 ;
-  wire [7:0] \$251 ;
-  wire [32:0] \$252 ;
-  wire [5:0] \$253 ;
-  wire \$254 ;
+  wire [9:0] \$251 ;
+  wire [7:0] \$252 ;
+  wire [32:0] \$253 ;
+  wire [5:0] \$254 ;
   wire \$255 ;
   wire \$256 ;
   wire \$257 ;
@@ -6184,199 +6184,200 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$259 ;
   wire \$26 ;
   wire \$260 ;
-  wire [3:0] \$261 ;
-  wire \$262 ;
-  wire [3:0] \$263 ;
-  wire \$264 ;
+  wire \$261 ;
+  wire [3:0] \$262 ;
+  wire \$263 ;
+  wire [3:0] \$264 ;
   wire \$265 ;
   wire \$266 ;
-  wire [7:0] \$267 ;
-  wire \$268 ;
+  wire \$267 ;
+  wire [7:0] \$268 ;
   wire \$269 ;
   wire \$27 ;
-  wire [3:0] \$270 ;
-  wire [4:0] \$271 ;
-  wire [3:0] \$272 ;
-  wire \$273 ;
-  wire [16:0] \$274 ;
+  wire \$270 ;
+  wire [3:0] \$271 ;
+  wire [4:0] \$272 ;
+  wire [3:0] \$273 ;
+  wire \$274 ;
   wire [16:0] \$275 ;
-  wire [35:0] \$276 ;
-  wire [36:0] \$277 ;
-  wire [31:0] \$278 ;
-  wire [37:0] \$279 ;
+  wire [16:0] \$276 ;
+  wire [35:0] \$277 ;
+  wire [36:0] \$278 ;
+  wire [31:0] \$279 ;
   wire [4:0] \$28 ;
-  wire [47:0] \$280 ;
-  wire [48:0] \$281 ;
-  wire [47:0] \$282 ;
-  wire [49:0] \$283 ;
-  wire [50:0] \$284 ;
-  wire \$285 ;
+  wire [37:0] \$280 ;
+  wire [47:0] \$281 ;
+  wire [48:0] \$282 ;
+  wire [47:0] \$283 ;
+  wire [49:0] \$284 ;
+  wire [50:0] \$285 ;
   wire \$286 ;
-  wire [31:0] \$287 ;
+  wire \$287 ;
   wire [31:0] \$288 ;
-  wire [8:0] \$289 ;
+  wire [31:0] \$289 ;
   wire [9:0] \$29 ;
-  wire [9:0] \$290 ;
+  wire [8:0] \$290 ;
   wire [9:0] \$291 ;
-  wire [5:0] \$292 ;
-  wire \$293 ;
+  wire [9:0] \$292 ;
+  wire [5:0] \$293 ;
   wire \$294 ;
-  wire [16:0] \$295 ;
+  wire \$295 ;
   wire [16:0] \$296 ;
-  wire [31:0] \$297 ;
+  wire [16:0] \$297 ;
   wire [31:0] \$298 ;
-  wire [8:0] \$299 ;
+  wire [31:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [9:0] \$300 ;
+  wire [8:0] \$300 ;
   wire [9:0] \$301 ;
-  wire [7:0] \$302 ;
-  wire [32:0] \$303 ;
-  wire [5:0] \$304 ;
-  wire \$305 ;
+  wire [9:0] \$302 ;
+  wire [7:0] \$303 ;
+  wire [32:0] \$304 ;
+  wire [5:0] \$305 ;
   wire \$306 ;
-  wire [2:0] \$307 ;
-  wire [3:0] \$308 ;
-  wire \$309 ;
+  wire \$307 ;
+  wire [2:0] \$308 ;
+  wire [3:0] \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
-  wire [16:0] \$312 ;
+  wire \$312 ;
   wire [16:0] \$313 ;
-  wire [2:0] \$314 ;
-  wire \$315 ;
-  wire [255:0] \$316 ;
+  wire [16:0] \$314 ;
+  wire [2:0] \$315 ;
+  wire \$316 ;
   wire [255:0] \$317 ;
-  wire [3:0] \$318 ;
-  wire [12:0] \$319 ;
+  wire [255:0] \$318 ;
+  wire [3:0] \$319 ;
   wire \$32 ;
-  wire [4:0] \$320 ;
+  wire [12:0] \$320 ;
   wire [4:0] \$321 ;
-  wire [6:0] \$322 ;
-  wire [382:0] \$323 ;
-  wire [38:0] \$324 ;
-  wire [8:0] \$325 ;
-  wire [9:0] \$326 ;
+  wire [4:0] \$322 ;
+  wire [6:0] \$323 ;
+  wire [382:0] \$324 ;
+  wire [38:0] \$325 ;
+  wire [8:0] \$326 ;
   wire [9:0] \$327 ;
-  wire [11:0] \$328 ;
+  wire [9:0] \$328 ;
   wire [11:0] \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire [16:0] \$331 ;
+  wire [11:0] \$330 ;
+  wire \$331 ;
   wire [16:0] \$332 ;
-  wire [3:0] \$333 ;
-  wire \$334 ;
-  wire [4:0] \$335 ;
-  wire [3:0] \$336 ;
-  wire \$337 ;
-  wire [4:0] \$338 ;
-  wire \$339 ;
+  wire [16:0] \$333 ;
+  wire [3:0] \$334 ;
+  wire \$335 ;
+  wire [4:0] \$336 ;
+  wire [3:0] \$337 ;
+  wire \$338 ;
+  wire [4:0] \$339 ;
   wire \$34 ;
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
   wire \$344 ;
-  wire [7:0] \$345 ;
-  wire [35:0] \$346 ;
-  wire [36:0] \$347 ;
-  wire [31:0] \$348 ;
-  wire [37:0] \$349 ;
+  wire \$345 ;
+  wire [7:0] \$346 ;
+  wire [35:0] \$347 ;
+  wire [36:0] \$348 ;
+  wire [31:0] \$349 ;
   wire \$35 ;
-  wire [47:0] \$350 ;
-  wire [48:0] \$351 ;
-  wire [47:0] \$352 ;
-  wire [49:0] \$353 ;
-  wire [50:0] \$354 ;
-  wire \$355 ;
+  wire [37:0] \$350 ;
+  wire [47:0] \$351 ;
+  wire [48:0] \$352 ;
+  wire [47:0] \$353 ;
+  wire [49:0] \$354 ;
+  wire [50:0] \$355 ;
   wire \$356 ;
   wire \$357 ;
   wire \$358 ;
-  wire [31:0] \$359 ;
+  wire \$359 ;
   wire \$36 ;
   wire [31:0] \$360 ;
-  wire [8:0] \$361 ;
-  wire [9:0] \$362 ;
+  wire [31:0] \$361 ;
+  wire [8:0] \$362 ;
   wire [9:0] \$363 ;
-  reg [31:0] \$364 ;
-  reg [7:0] \$365 ;
-  reg \$366 ;
-  reg [31:0] \$367 ;
-  reg [15:0] \$368 ;
+  wire [9:0] \$364 ;
+  reg [31:0] \$365 ;
+  reg [7:0] \$366 ;
+  reg \$367 ;
+  reg [31:0] \$368 ;
   reg [15:0] \$369 ;
   wire \$37 ;
-  reg [31:0] \$370 ;
-  reg \$371 ;
-  reg [31:0] \$372 ;
-  reg [2:0] \$373 ;
-  reg [319:0] \$374 ;
-  reg [2:0] \$375 ;
-  reg \$376 ;
-  reg [7:0] \$377 ;
-  reg [2:0] \$378 ;
-  reg [255:0] \$379 ;
+  reg [15:0] \$370 ;
+  reg [31:0] \$371 ;
+  reg \$372 ;
+  reg [31:0] \$373 ;
+  reg [2:0] \$374 ;
+  reg [319:0] \$375 ;
+  reg [2:0] \$376 ;
+  reg \$377 ;
+  reg [7:0] \$378 ;
+  reg [2:0] \$379 ;
   wire [3:0] \$38 ;
-  reg [13:0] \$380 ;
-  reg \$381 ;
+  reg [255:0] \$380 ;
+  reg [13:0] \$381 ;
   reg \$382 ;
-  reg [2:0] \$383 ;
-  reg [13:0] \$384 ;
-  reg [2:0] \$385 ;
-  reg [13:0] \$386 ;
-  reg [15:0] \$387 ;
+  reg \$383 ;
+  reg [2:0] \$384 ;
+  reg [13:0] \$385 ;
+  reg [2:0] \$386 ;
+  reg [13:0] \$387 ;
   reg [15:0] \$388 ;
-  reg [2:0] \$389 ;
+  reg [15:0] \$389 ;
   wire [3:0] \$39 ;
-  reg [13:0] \$390 ;
-  reg \$391 ;
-  reg [223:0] \$392 ;
-  reg [2:0] \$393 ;
-  reg [39:0] \$394 ;
-  reg [51:0] \$395 ;
-  reg [31:0] \$396 ;
-  reg [7:0] \$397 ;
-  reg \$398 ;
-  reg [31:0] \$399 ;
+  reg [2:0] \$390 ;
+  reg [13:0] \$391 ;
+  reg \$392 ;
+  reg [223:0] \$393 ;
+  reg [2:0] \$394 ;
+  reg [39:0] \$395 ;
+  reg [51:0] \$396 ;
+  reg [31:0] \$397 ;
+  reg [7:0] \$398 ;
+  reg \$399 ;
   wire \$4 ;
   wire [3:0] \$40 ;
-  reg [15:0] \$400 ;
+  reg [31:0] \$400 ;
   reg [15:0] \$401 ;
-  reg [31:0] \$402 ;
-  reg \$403 ;
-  reg [31:0] \$404 ;
-  reg [2:0] \$405 ;
-  reg \$406 ;
-  reg [1:0] \$407 ;
-  reg [13:0] \$408 ;
-  reg [15:0] \$409 ;
+  reg [15:0] \$402 ;
+  reg [31:0] \$403 ;
+  reg \$404 ;
+  reg [31:0] \$405 ;
+  reg [2:0] \$406 ;
+  reg \$407 ;
+  reg [1:0] \$408 ;
+  reg [13:0] \$409 ;
   wire \$41 ;
   reg [15:0] \$410 ;
-  reg [13:0] \$411 ;
-  reg \$412 ;
-  reg [255:0] \$413 ;
+  reg [15:0] \$411 ;
+  reg [13:0] \$412 ;
+  reg \$413 ;
   reg [255:0] \$414 ;
-  reg [2:0] \$415 ;
-  reg [11:0] \$416 ;
-  reg [3:0] \$417 ;
-  reg \$418 ;
-  reg [319:0] \$419 ;
+  reg [255:0] \$415 ;
+  reg [2:0] \$416 ;
+  reg [11:0] \$417 ;
+  reg [3:0] \$418 ;
+  reg \$419 ;
   wire [16:0] \$42 ;
-  reg [39:0] \$420 ;
-  reg [2:0] \$421 ;
-  reg [11:0] \$422 ;
-  reg [15:0] \$423 ;
+  reg [319:0] \$420 ;
+  reg [39:0] \$421 ;
+  reg [2:0] \$422 ;
+  reg [11:0] \$423 ;
   reg [15:0] \$424 ;
-  reg [11:0] \$425 ;
-  reg \$426 ;
-  reg [2:0] \$427 ;
+  reg [15:0] \$425 ;
+  reg [11:0] \$426 ;
+  reg \$427 ;
   reg [2:0] \$428 ;
-  reg \$429 ;
+  reg [2:0] \$429 ;
   wire [20:0] \$43 ;
-  reg [7:0] \$430 ;
-  reg [223:0] \$431 ;
-  reg [2:0] \$432 ;
-  reg [39:0] \$433 ;
-  reg [51:0] \$434 ;
+  reg \$430 ;
+  reg [7:0] \$431 ;
+  reg [223:0] \$432 ;
+  reg [2:0] \$433 ;
+  reg [39:0] \$434 ;
+  reg [51:0] \$435 ;
   wire [20:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
@@ -6402,9 +6403,9 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [9:0] \$668 ;
   wire \$67 ;
-  wire [6:0] \$671 ;
+  wire [9:0] \$670 ;
+  wire [6:0] \$673 ;
   wire \$68 ;
   wire \$69 ;
   wire [8:0] \$7 ;
@@ -6433,9 +6434,9 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   wire \$90 ;
   wire [6:0] \$91 ;
   wire [255:0] \$92 ;
-  wire [9:0] \$93 ;
-  wire [1278:0] \$94 ;
-  wire \$95 ;
+  wire [6:0] \$93 ;
+  wire [9:0] \$94 ;
+  wire [511:0] \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
@@ -6572,6 +6573,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   reg [51:0] ld_host_end = 52'h0000000000000;
   reg [39:0] ld_last_local = 40'h0000000000;
   reg [2:0] ld_outstanding = 3'h0;
+  wire [5:0] ld_place;
   wire [15:0] ld_planes_m1;
   wire [255:0] ld_raw;
   wire [31:0] ld_rb_mask;
@@ -6891,419 +6893,420 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   assign \$91  = ld_ext_off * 4'h8;
   assign \$92  = ld_buf >> \$91 ;
   assign ld_raw = \$92  & { \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$58 , \$58 , \$58 , \$58 , \$58 , \$58 , \$58 , \$58 , \$57 , \$57 , \$57 , \$57 , \$57 , \$57 , \$57 , \$57 , \$56 , \$56 , \$56 , \$56 , \$56 , \$56 , \$56 , \$56 , \$55 , \$55 , \$55 , \$55 , \$55 , \$55 , \$55 , \$55 , \$54 , \$54 , \$54 , \$54 , \$54 , \$54 , \$54 , \$54 , \$53 , \$53 , \$53 , \$53 , \$53 , \$53 , \$53 , \$53 , \$52 , \$52 , \$52 , \$52 , \$52 , \$52 , \$52 , \$52  };
-  assign \$93  = ld_cmd[181:176] * 4'h8;
-  assign \$94  = ld_raw << \$93 ;
-  assign \$95  = ~ ld_drain;
-  assign \$96  = ld_run & \$95 ;
-  assign \$97  = \$96  & ld_rx_active;
-  assign \$98  = ! \$51 [2:0];
-  assign \$99  = axi__rvalid & axi__rready;
-  assign \$100  = ~ axi__rresp[1];
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = \$51 [2:0] - 1'h1;
-  assign \$103  = ld_rx_beat == \$102 ;
-  assign \$104  = ! ld_outstanding;
-  assign \$105  = ~ ld_ar_valid;
-  assign \$106  = \$104  & \$105 ;
-  assign \$107  = ~ ld_full;
-  assign \$108  = \$106  & \$107 ;
-  assign \$109  = ~ ld_wb_valid;
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = ~ ld_rx_active;
-  assign \$112  = ld_drain | \$111 ;
-  assign ld_finished = \$110  & \$112 ;
-  assign \$113  = st_cmd[199:184] - 1'h1;
-  assign \$114  = st_cmd[215:200] - 1'h1;
-  assign \$115  = | st_cmd[223:217];
-  assign \$116  = ! st_cmd[199:184];
-  assign \$117  = ! st_cmd[215:200];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = st_cmd[175:168] + st_cmd[183:176];
-  assign \$120  = st_cmd[216] ? 6'h20 : 6'h08;
-  assign \$121  = \$119  > \$120 ;
-  assign \$122  = \$118  | \$121 ;
-  assign \$123  = st_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$124  = st_last_local >= \$123 ;
-  assign \$125  = | st_cmd[175:168];
-  assign \$126  = st_host_end > 33'h100000000;
-  assign \$127  = \$125  & \$126 ;
-  assign \$128  = st_aw_it_r > 1'h1;
-  assign \$129  = st_aw_it_row0 + st_cmd[79:48];
-  assign \$130  = st_aw_it_plane0 + st_cmd[111:80];
-  assign \$131  = \$128  ? \$129  : \$130 ;
-  assign \$132  = st_aw_it_r == 1'h1;
-  assign \$133  = st_aw_it_p == 1'h1;
-  assign st_aw_it_last = \$132  & \$133 ;
-  assign \$134  = 13'h1000 - st_aw_beat_addr[11:0];
-  assign \$136  = st_aw_beats_left < 5'h10;
-  assign \$137  = \$136  ? { 2'h0, st_aw_beats_left } : 5'h10;
-  assign \$138  = \$137  < \$135 [9:0];
-  assign \$139  = st_aw_beats_left < 5'h10;
-  assign \$140  = \$139  ? { 2'h0, st_aw_beats_left } : 5'h10;
-  assign \$141  = \$138  ? { 5'h00, \$140  } : \$135 [9:0];
-  assign \$142  = ~ st_drain;
-  assign \$143  = st_run & \$142 ;
-  assign \$144  = st_b_out < 3'h4;
-  assign \$145  = \$143  & \$144 ;
-  assign \$146  = \$145  & st_aw_it_active;
-  assign \$147  = ~ st_aw_valid;
-  assign \$148  = \$147  | axi__awready;
-  assign st_aw_issue = \$146  & \$148 ;
-  assign \$149  = st_rd_r > 1'h1;
-  assign \$150  = st_rd_row0 + st_cmd[147:132];
-  assign \$151  = st_rd_plane0 + st_cmd[167:148];
-  assign \$152  = \$149  ? { 4'h0, \$150  } : \$151 ;
-  assign \$153  = st_rd_r == 1'h1;
-  assign \$154  = st_rd_p == 1'h1;
-  assign st_rd_last = \$153  & \$154 ;
+  assign \$93  = 6'h20 - ld_cmd[181:176];
+  assign \$94  = \$93 [5:0] * 4'h8;
+  assign \$95  = { ld_raw, 256'h0000000000000000000000000000000000000000000000000000000000000000 } >> \$94 ;
+  assign \$96  = ~ ld_drain;
+  assign \$97  = ld_run & \$96 ;
+  assign \$98  = \$97  & ld_rx_active;
+  assign \$99  = ! \$51 [2:0];
+  assign \$100  = axi__rvalid & axi__rready;
+  assign \$101  = ~ axi__rresp[1];
+  assign \$102  = \$100  & \$101 ;
+  assign \$103  = \$51 [2:0] - 1'h1;
+  assign \$104  = ld_rx_beat == \$103 ;
+  assign \$105  = ! ld_outstanding;
+  assign \$106  = ~ ld_ar_valid;
+  assign \$107  = \$105  & \$106 ;
+  assign \$108  = ~ ld_full;
+  assign \$109  = \$107  & \$108 ;
+  assign \$110  = ~ ld_wb_valid;
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = ~ ld_rx_active;
+  assign \$113  = ld_drain | \$112 ;
+  assign ld_finished = \$111  & \$113 ;
+  assign \$114  = st_cmd[199:184] - 1'h1;
+  assign \$115  = st_cmd[215:200] - 1'h1;
+  assign \$116  = | st_cmd[223:217];
+  assign \$117  = ! st_cmd[199:184];
+  assign \$118  = ! st_cmd[215:200];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = st_cmd[175:168] + st_cmd[183:176];
+  assign \$121  = st_cmd[216] ? 6'h20 : 6'h08;
+  assign \$122  = \$120  > \$121 ;
+  assign \$123  = \$119  | \$122 ;
+  assign \$124  = st_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$125  = st_last_local >= \$124 ;
+  assign \$126  = | st_cmd[175:168];
+  assign \$127  = st_host_end > 33'h100000000;
+  assign \$128  = \$126  & \$127 ;
+  assign \$129  = st_aw_it_r > 1'h1;
+  assign \$130  = st_aw_it_row0 + st_cmd[79:48];
+  assign \$131  = st_aw_it_plane0 + st_cmd[111:80];
+  assign \$132  = \$129  ? \$130  : \$131 ;
+  assign \$133  = st_aw_it_r == 1'h1;
+  assign \$134  = st_aw_it_p == 1'h1;
+  assign st_aw_it_last = \$133  & \$134 ;
+  assign \$135  = 13'h1000 - st_aw_beat_addr[11:0];
+  assign \$137  = st_aw_beats_left < 5'h10;
+  assign \$138  = \$137  ? { 2'h0, st_aw_beats_left } : 5'h10;
+  assign \$139  = \$138  < \$136 [9:0];
+  assign \$140  = st_aw_beats_left < 5'h10;
+  assign \$141  = \$140  ? { 2'h0, st_aw_beats_left } : 5'h10;
+  assign \$142  = \$139  ? { 5'h00, \$141  } : \$136 [9:0];
+  assign \$143  = ~ st_drain;
+  assign \$144  = st_run & \$143 ;
+  assign \$145  = st_b_out < 3'h4;
+  assign \$146  = \$144  & \$145 ;
+  assign \$147  = \$146  & st_aw_it_active;
+  assign \$148  = ~ st_aw_valid;
+  assign \$149  = \$148  | axi__awready;
+  assign st_aw_issue = \$147  & \$149 ;
+  assign \$150  = st_rd_r > 1'h1;
+  assign \$151  = st_rd_row0 + st_cmd[147:132];
+  assign \$152  = st_rd_plane0 + st_cmd[167:148];
+  assign \$153  = \$150  ? { 4'h0, \$151  } : \$152 ;
+  assign \$154  = st_rd_r == 1'h1;
+  assign \$155  = st_rd_p == 1'h1;
+  assign st_rd_last = \$154  & \$155 ;
   assign st_rbuf_valid = | st_rq_n;
-  assign \$155  = st_run & st_rd_active;
-  assign \$156  = st_rq_n + st_rd_inflight;
-  assign \$157  = \$156  - st_w_take;
-  assign \$158  = $signed(\$157 ) < $signed(3'h2);
-  assign st_rd_en = \$155  & \$158 ;
-  assign \$159  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$159 ;
+  assign \$156  = st_run & st_rd_active;
+  assign \$157  = st_rq_n + st_rd_inflight;
+  assign \$158  = \$157  - st_w_take;
+  assign \$159  = $signed(\$158 ) < $signed(3'h2);
+  assign st_rd_en = \$156  & \$159 ;
+  assign \$160  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$160 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$160  = st_w_r > 1'h1;
-  assign \$161  = st_w_row0 + st_cmd[59:48];
-  assign \$162  = st_w_plane0 + st_cmd[91:80];
-  assign \$163  = \$160  ? \$161  : \$162 ;
-  assign \$164  = st_w_r == 1'h1;
-  assign \$165  = st_w_p == 1'h1;
-  assign st_w_last = \$164  & \$165 ;
-  assign \$166  = st_cmd[175:168] > 1'h0;
-  assign \$167  = st_cmd[175:168] > 1'h1;
-  assign \$168  = st_cmd[175:168] > 2'h2;
-  assign \$169  = st_cmd[175:168] > 2'h3;
-  assign \$170  = st_cmd[175:168] > 3'h4;
-  assign \$171  = st_cmd[175:168] > 3'h5;
-  assign \$172  = st_cmd[175:168] > 3'h6;
-  assign \$173  = st_cmd[175:168] > 3'h7;
-  assign \$174  = st_cmd[175:168] > 4'h8;
-  assign \$175  = st_cmd[175:168] > 4'h9;
-  assign \$176  = st_cmd[175:168] > 4'ha;
-  assign \$177  = st_cmd[175:168] > 4'hb;
-  assign \$178  = st_cmd[175:168] > 4'hc;
-  assign \$179  = st_cmd[175:168] > 4'hd;
-  assign \$180  = st_cmd[175:168] > 4'he;
-  assign \$181  = st_cmd[175:168] > 4'hf;
-  assign \$182  = st_cmd[175:168] > 5'h10;
-  assign \$183  = st_cmd[175:168] > 5'h11;
-  assign \$184  = st_cmd[175:168] > 5'h12;
-  assign \$185  = st_cmd[175:168] > 5'h13;
-  assign \$186  = st_cmd[175:168] > 5'h14;
-  assign \$187  = st_cmd[175:168] > 5'h15;
-  assign \$188  = st_cmd[175:168] > 5'h16;
-  assign \$189  = st_cmd[175:168] > 5'h17;
-  assign \$190  = st_cmd[175:168] > 5'h18;
-  assign \$191  = st_cmd[175:168] > 5'h19;
-  assign \$192  = st_cmd[175:168] > 5'h1a;
-  assign \$193  = st_cmd[175:168] > 5'h1b;
-  assign \$194  = st_cmd[175:168] > 5'h1c;
-  assign \$195  = st_cmd[175:168] > 5'h1d;
-  assign \$196  = st_cmd[175:168] > 5'h1e;
-  assign \$197  = st_cmd[175:168] > 5'h1f;
-  assign \$198  = st_run & st_w_row_valid;
-  assign \$199  = | st_w_credit;
-  assign st_wvalid = \$198  & \$199 ;
-  assign \$200  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$200 ;
-  assign \$201  = st_w_addr12 == 12'hff8;
-  assign \$202  = st_w_row_end | \$201 ;
-  assign \$203  = st_w_bib == 4'hf;
-  assign st_wlast = \$202  | \$203 ;
+  assign \$161  = st_w_r > 1'h1;
+  assign \$162  = st_w_row0 + st_cmd[59:48];
+  assign \$163  = st_w_plane0 + st_cmd[91:80];
+  assign \$164  = \$161  ? \$162  : \$163 ;
+  assign \$165  = st_w_r == 1'h1;
+  assign \$166  = st_w_p == 1'h1;
+  assign st_w_last = \$165  & \$166 ;
+  assign \$167  = st_cmd[175:168] > 1'h0;
+  assign \$168  = st_cmd[175:168] > 1'h1;
+  assign \$169  = st_cmd[175:168] > 2'h2;
+  assign \$170  = st_cmd[175:168] > 2'h3;
+  assign \$171  = st_cmd[175:168] > 3'h4;
+  assign \$172  = st_cmd[175:168] > 3'h5;
+  assign \$173  = st_cmd[175:168] > 3'h6;
+  assign \$174  = st_cmd[175:168] > 3'h7;
+  assign \$175  = st_cmd[175:168] > 4'h8;
+  assign \$176  = st_cmd[175:168] > 4'h9;
+  assign \$177  = st_cmd[175:168] > 4'ha;
+  assign \$178  = st_cmd[175:168] > 4'hb;
+  assign \$179  = st_cmd[175:168] > 4'hc;
+  assign \$180  = st_cmd[175:168] > 4'hd;
+  assign \$181  = st_cmd[175:168] > 4'he;
+  assign \$182  = st_cmd[175:168] > 4'hf;
+  assign \$183  = st_cmd[175:168] > 5'h10;
+  assign \$184  = st_cmd[175:168] > 5'h11;
+  assign \$185  = st_cmd[175:168] > 5'h12;
+  assign \$186  = st_cmd[175:168] > 5'h13;
+  assign \$187  = st_cmd[175:168] > 5'h14;
+  assign \$188  = st_cmd[175:168] > 5'h15;
+  assign \$189  = st_cmd[175:168] > 5'h16;
+  assign \$190  = st_cmd[175:168] > 5'h17;
+  assign \$191  = st_cmd[175:168] > 5'h18;
+  assign \$192  = st_cmd[175:168] > 5'h19;
+  assign \$193  = st_cmd[175:168] > 5'h1a;
+  assign \$194  = st_cmd[175:168] > 5'h1b;
+  assign \$195  = st_cmd[175:168] > 5'h1c;
+  assign \$196  = st_cmd[175:168] > 5'h1d;
+  assign \$197  = st_cmd[175:168] > 5'h1e;
+  assign \$198  = st_cmd[175:168] > 5'h1f;
+  assign \$199  = st_run & st_w_row_valid;
+  assign \$200  = | st_w_credit;
+  assign st_wvalid = \$199  & \$200 ;
+  assign \$201  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$201 ;
+  assign \$202  = st_w_addr12 == 12'hff8;
+  assign \$203  = st_w_row_end | \$202 ;
+  assign \$204  = st_w_bib == 4'hf;
+  assign st_wlast = \$203  | \$204 ;
   assign st_whs = st_wvalid & axi__wready;
-  assign \$204  = st_run & st_w_active;
-  assign \$205  = \$204  & st_rbuf_valid;
-  assign \$206  = ~ st_w_row_valid;
-  assign \$207  = st_whs & st_w_row_end;
-  assign \$208  = \$206  | \$207 ;
-  assign st_w_take = \$205  & \$208 ;
-  assign \$668  = st_w_beat * 7'h40;
-  assign axi__wdata = st_wbuf >> \$668 ;
-  assign \$671  = st_w_beat * 4'h8;
-  assign axi__wstrb = st_wstrb_buf >> \$671 ;
-  assign \$209  = 1'h0 + axi__wstrb[0];
-  assign \$210  = \$209  + axi__wstrb[1];
-  assign \$211  = \$210  + axi__wstrb[2];
-  assign \$212  = \$211  + axi__wstrb[3];
-  assign \$213  = \$212  + axi__wstrb[4];
-  assign \$214  = \$213  + axi__wstrb[5];
-  assign \$215  = \$214  + axi__wstrb[6];
-  assign \$216  = \$215  + axi__wstrb[7];
-  assign \$217  = st_whs ? \$216  : 9'h000;
-  assign \$218  = st_cmd[181:176] * 4'h8;
-  assign \$219  = st_rq0 >> \$218 ;
-  assign st_shifted = \$219  & { \$197 , \$197 , \$197 , \$197 , \$197 , \$197 , \$197 , \$197 , \$196 , \$196 , \$196 , \$196 , \$196 , \$196 , \$196 , \$196 , \$195 , \$195 , \$195 , \$195 , \$195 , \$195 , \$195 , \$195 , \$194 , \$194 , \$194 , \$194 , \$194 , \$194 , \$194 , \$194 , \$193 , \$193 , \$193 , \$193 , \$193 , \$193 , \$193 , \$193 , \$192 , \$192 , \$192 , \$192 , \$192 , \$192 , \$192 , \$192 , \$191 , \$191 , \$191 , \$191 , \$191 , \$191 , \$191 , \$191 , \$190 , \$190 , \$190 , \$190 , \$190 , \$190 , \$190 , \$190 , \$189 , \$189 , \$189 , \$189 , \$189 , \$189 , \$189 , \$189 , \$188 , \$188 , \$188 , \$188 , \$188 , \$188 , \$188 , \$188 , \$187 , \$187 , \$187 , \$187 , \$187 , \$187 , \$187 , \$187 , \$186 , \$186 , \$186 , \$186 , \$186 , \$186 , \$186 , \$186 , \$185 , \$185 , \$185 , \$185 , \$185 , \$185 , \$185 , \$185 , \$184 , \$184 , \$184 , \$184 , \$184 , \$184 , \$184 , \$184 , \$183 , \$183 , \$183 , \$183 , \$183 , \$183 , \$183 , \$183 , \$182 , \$182 , \$182 , \$182 , \$182 , \$182 , \$182 , \$182 , \$181 , \$181 , \$181 , \$181 , \$181 , \$181 , \$181 , \$181 , \$180 , \$180 , \$180 , \$180 , \$180 , \$180 , \$180 , \$180 , \$179 , \$179 , \$179 , \$179 , \$179 , \$179 , \$179 , \$179 , \$178 , \$178 , \$178 , \$178 , \$178 , \$178 , \$178 , \$178 , \$177 , \$177 , \$177 , \$177 , \$177 , \$177 , \$177 , \$177 , \$176 , \$176 , \$176 , \$176 , \$176 , \$176 , \$176 , \$176 , \$175 , \$175 , \$175 , \$175 , \$175 , \$175 , \$175 , \$175 , \$174 , \$174 , \$174 , \$174 , \$174 , \$174 , \$174 , \$174 , \$173 , \$173 , \$173 , \$173 , \$173 , \$173 , \$173 , \$173 , \$172 , \$172 , \$172 , \$172 , \$172 , \$172 , \$172 , \$172 , \$171 , \$171 , \$171 , \$171 , \$171 , \$171 , \$171 , \$171 , \$170 , \$170 , \$170 , \$170 , \$170 , \$170 , \$170 , \$170 , \$169 , \$169 , \$169 , \$169 , \$169 , \$169 , \$169 , \$169 , \$168 , \$168 , \$168 , \$168 , \$168 , \$168 , \$168 , \$168 , \$167 , \$167 , \$167 , \$167 , \$167 , \$167 , \$167 , \$167 , \$166 , \$166 , \$166 , \$166 , \$166 , \$166 , \$166 , \$166  };
-  assign \$220  = ~ st_aw_valid;
-  assign \$221  = ! st_w_credit;
-  assign \$222  = \$220  & \$221 ;
-  assign \$223  = ! st_b_out;
-  assign \$224  = \$222  & \$223 ;
-  assign \$225  = ~ st_aw_it_active;
-  assign \$226  = ~ st_w_active;
-  assign \$227  = \$225  & \$226 ;
-  assign \$228  = ~ st_w_row_valid;
-  assign \$229  = \$227  & \$228 ;
-  assign \$230  = st_drain | \$229 ;
-  assign st_finished = \$224  & \$230 ;
-  assign \$231  = ! dma_load_fsm_state;
-  assign \$232  = dma_load_fsm_state == 1'h1;
-  assign \$233  = dma_load_fsm_state == 2'h2;
-  assign \$234  = dma_load_fsm_state == 2'h3;
-  assign \$235  = dma_load_fsm_state == 3'h4;
-  assign \$236  = ! dma_store_fsm_state;
-  assign \$237  = dma_store_fsm_state == 1'h1;
-  assign \$238  = dma_store_fsm_state == 2'h2;
-  assign \$239  = dma_store_fsm_state == 2'h3;
-  assign \$240  = dma_store_fsm_state == 3'h4;
-  assign \$241  = \$29 [4:0] - 1'h1;
-  assign \$242  = ld_ar_beats_left == \$29 [4:0];
-  assign \$243  = ld_ar_it_r > 1'h1;
-  assign \$244  = ld_ar_it_r - 1'h1;
-  assign \$245  = ld_ar_it_p - 1'h1;
-  assign \$248  = \$19 [2:0] + ld_cmd[175:168];
-  assign \$249  = \$248  + 3'h7;
-  assign \$252  = ld_ar_beat_addr + \$251 ;
-  assign \$253  = ld_ar_beats_left - \$29 [4:0];
-  assign \$254  = ~ ld_drain;
-  assign \$255  = ld_run & \$254 ;
-  assign \$256  = \$255  & ld_rx_active;
-  assign \$257  = ! \$51 [2:0];
-  assign \$258  = axi__rvalid & axi__rready;
-  assign \$259  = ~ axi__rresp[1];
-  assign \$260  = \$258  & \$259 ;
-  assign \$261  = \$51 [2:0] - 1'h1;
-  assign \$262  = ld_rx_beat == \$261 ;
-  assign \$263  = ld_rx_beat + 1'h1;
-  assign \$264  = axi__rvalid & axi__rready;
-  assign \$265  = \$264  & axi__rresp[1];
-  assign \$266  = axi__rresp == 2'h3;
-  assign \$267  = \$266  ? 8'h07 : 8'h06;
-  assign \$268  = axi__rvalid & axi__rready;
-  assign \$269  = \$268  & axi__rlast;
-  assign \$270  = ld_outstanding + ld_ar_issue;
-  assign \$271  = \$270  - 1'h1;
-  assign \$272  = ld_outstanding + ld_ar_issue;
-  assign \$273  = ld_rx_r > 1'h1;
-  assign \$274  = ld_rx_r - 1'h1;
-  assign \$275  = ld_rx_p - 1'h1;
-  assign \$276  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$277  = ld_cmd[131:112] + \$276 ;
-  assign \$278  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$279  = \$277  + \$278 ;
-  assign \$280  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$281  = ld_cmd[47:0] + \$280 ;
-  assign \$282  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$283  = \$281  + \$282 ;
-  assign \$284  = \$283  + ld_cmd[175:168];
-  assign \$285  = ! ld_chk_err;
-  assign \$286  = | ld_cmd[175:168];
-  assign \$289  = ld_cmd[2:0] + ld_cmd[175:168];
-  assign \$290  = \$289  + 3'h7;
-  assign \$292  = \$141 [4:0] - 1'h1;
-  assign \$293  = st_aw_beats_left == \$141 [4:0];
-  assign \$294  = st_aw_it_r > 1'h1;
-  assign \$295  = st_aw_it_r - 1'h1;
-  assign \$296  = st_aw_it_p - 1'h1;
-  assign \$299  = \$131 [2:0] + st_cmd[175:168];
-  assign \$300  = \$299  + 3'h7;
-  assign \$303  = st_aw_beat_addr + \$302 ;
-  assign \$304  = st_aw_beats_left - \$141 [4:0];
-  assign \$305  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$306  = st_rd_en & \$305 ;
-  assign \$307  = st_rq_n + st_rd_inflight;
-  assign \$308  = \$307  - st_w_take;
-  assign \$309  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$310  = st_rd_en & \$309 ;
-  assign \$311  = st_rd_r > 1'h1;
-  assign \$312  = st_rd_r - 1'h1;
-  assign \$313  = st_rd_p - 1'h1;
-  assign \$314  = st_rq_n - st_w_take;
-  assign \$315  = ! \$314 ;
-  assign \$316  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$205  = st_run & st_w_active;
+  assign \$206  = \$205  & st_rbuf_valid;
+  assign \$207  = ~ st_w_row_valid;
+  assign \$208  = st_whs & st_w_row_end;
+  assign \$209  = \$207  | \$208 ;
+  assign st_w_take = \$206  & \$209 ;
+  assign \$670  = st_w_beat * 7'h40;
+  assign axi__wdata = st_wbuf >> \$670 ;
+  assign \$673  = st_w_beat * 4'h8;
+  assign axi__wstrb = st_wstrb_buf >> \$673 ;
+  assign \$210  = 1'h0 + axi__wstrb[0];
+  assign \$211  = \$210  + axi__wstrb[1];
+  assign \$212  = \$211  + axi__wstrb[2];
+  assign \$213  = \$212  + axi__wstrb[3];
+  assign \$214  = \$213  + axi__wstrb[4];
+  assign \$215  = \$214  + axi__wstrb[5];
+  assign \$216  = \$215  + axi__wstrb[6];
+  assign \$217  = \$216  + axi__wstrb[7];
+  assign \$218  = st_whs ? \$217  : 9'h000;
+  assign \$219  = st_cmd[181:176] * 4'h8;
+  assign \$220  = st_rq0 >> \$219 ;
+  assign st_shifted = \$220  & { \$198 , \$198 , \$198 , \$198 , \$198 , \$198 , \$198 , \$198 , \$197 , \$197 , \$197 , \$197 , \$197 , \$197 , \$197 , \$197 , \$196 , \$196 , \$196 , \$196 , \$196 , \$196 , \$196 , \$196 , \$195 , \$195 , \$195 , \$195 , \$195 , \$195 , \$195 , \$195 , \$194 , \$194 , \$194 , \$194 , \$194 , \$194 , \$194 , \$194 , \$193 , \$193 , \$193 , \$193 , \$193 , \$193 , \$193 , \$193 , \$192 , \$192 , \$192 , \$192 , \$192 , \$192 , \$192 , \$192 , \$191 , \$191 , \$191 , \$191 , \$191 , \$191 , \$191 , \$191 , \$190 , \$190 , \$190 , \$190 , \$190 , \$190 , \$190 , \$190 , \$189 , \$189 , \$189 , \$189 , \$189 , \$189 , \$189 , \$189 , \$188 , \$188 , \$188 , \$188 , \$188 , \$188 , \$188 , \$188 , \$187 , \$187 , \$187 , \$187 , \$187 , \$187 , \$187 , \$187 , \$186 , \$186 , \$186 , \$186 , \$186 , \$186 , \$186 , \$186 , \$185 , \$185 , \$185 , \$185 , \$185 , \$185 , \$185 , \$185 , \$184 , \$184 , \$184 , \$184 , \$184 , \$184 , \$184 , \$184 , \$183 , \$183 , \$183 , \$183 , \$183 , \$183 , \$183 , \$183 , \$182 , \$182 , \$182 , \$182 , \$182 , \$182 , \$182 , \$182 , \$181 , \$181 , \$181 , \$181 , \$181 , \$181 , \$181 , \$181 , \$180 , \$180 , \$180 , \$180 , \$180 , \$180 , \$180 , \$180 , \$179 , \$179 , \$179 , \$179 , \$179 , \$179 , \$179 , \$179 , \$178 , \$178 , \$178 , \$178 , \$178 , \$178 , \$178 , \$178 , \$177 , \$177 , \$177 , \$177 , \$177 , \$177 , \$177 , \$177 , \$176 , \$176 , \$176 , \$176 , \$176 , \$176 , \$176 , \$176 , \$175 , \$175 , \$175 , \$175 , \$175 , \$175 , \$175 , \$175 , \$174 , \$174 , \$174 , \$174 , \$174 , \$174 , \$174 , \$174 , \$173 , \$173 , \$173 , \$173 , \$173 , \$173 , \$173 , \$173 , \$172 , \$172 , \$172 , \$172 , \$172 , \$172 , \$172 , \$172 , \$171 , \$171 , \$171 , \$171 , \$171 , \$171 , \$171 , \$171 , \$170 , \$170 , \$170 , \$170 , \$170 , \$170 , \$170 , \$170 , \$169 , \$169 , \$169 , \$169 , \$169 , \$169 , \$169 , \$169 , \$168 , \$168 , \$168 , \$168 , \$168 , \$168 , \$168 , \$168 , \$167 , \$167 , \$167 , \$167 , \$167 , \$167 , \$167 , \$167  };
+  assign \$221  = ~ st_aw_valid;
+  assign \$222  = ! st_w_credit;
+  assign \$223  = \$221  & \$222 ;
+  assign \$224  = ! st_b_out;
+  assign \$225  = \$223  & \$224 ;
+  assign \$226  = ~ st_aw_it_active;
+  assign \$227  = ~ st_w_active;
+  assign \$228  = \$226  & \$227 ;
+  assign \$229  = ~ st_w_row_valid;
+  assign \$230  = \$228  & \$229 ;
+  assign \$231  = st_drain | \$230 ;
+  assign st_finished = \$225  & \$231 ;
+  assign \$232  = ! dma_load_fsm_state;
+  assign \$233  = dma_load_fsm_state == 1'h1;
+  assign \$234  = dma_load_fsm_state == 2'h2;
+  assign \$235  = dma_load_fsm_state == 2'h3;
+  assign \$236  = dma_load_fsm_state == 3'h4;
+  assign \$237  = ! dma_store_fsm_state;
+  assign \$238  = dma_store_fsm_state == 1'h1;
+  assign \$239  = dma_store_fsm_state == 2'h2;
+  assign \$240  = dma_store_fsm_state == 2'h3;
+  assign \$241  = dma_store_fsm_state == 3'h4;
+  assign \$242  = \$29 [4:0] - 1'h1;
+  assign \$243  = ld_ar_beats_left == \$29 [4:0];
+  assign \$244  = ld_ar_it_r > 1'h1;
+  assign \$245  = ld_ar_it_r - 1'h1;
+  assign \$246  = ld_ar_it_p - 1'h1;
+  assign \$249  = \$19 [2:0] + ld_cmd[175:168];
+  assign \$250  = \$249  + 3'h7;
+  assign \$253  = ld_ar_beat_addr + \$252 ;
+  assign \$254  = ld_ar_beats_left - \$29 [4:0];
+  assign \$255  = ~ ld_drain;
+  assign \$256  = ld_run & \$255 ;
+  assign \$257  = \$256  & ld_rx_active;
+  assign \$258  = ! \$51 [2:0];
+  assign \$259  = axi__rvalid & axi__rready;
+  assign \$260  = ~ axi__rresp[1];
+  assign \$261  = \$259  & \$260 ;
+  assign \$262  = \$51 [2:0] - 1'h1;
+  assign \$263  = ld_rx_beat == \$262 ;
+  assign \$264  = ld_rx_beat + 1'h1;
+  assign \$265  = axi__rvalid & axi__rready;
+  assign \$266  = \$265  & axi__rresp[1];
+  assign \$267  = axi__rresp == 2'h3;
+  assign \$268  = \$267  ? 8'h07 : 8'h06;
+  assign \$269  = axi__rvalid & axi__rready;
+  assign \$270  = \$269  & axi__rlast;
+  assign \$271  = ld_outstanding + ld_ar_issue;
+  assign \$272  = \$271  - 1'h1;
+  assign \$273  = ld_outstanding + ld_ar_issue;
+  assign \$274  = ld_rx_r > 1'h1;
+  assign \$275  = ld_rx_r - 1'h1;
+  assign \$276  = ld_rx_p - 1'h1;
+  assign \$277  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$278  = ld_cmd[131:112] + \$277 ;
+  assign \$279  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$280  = \$278  + \$279 ;
+  assign \$281  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$282  = ld_cmd[47:0] + \$281 ;
+  assign \$283  = \$1 [15:0] * ld_cmd[79:48];
+  assign \$284  = \$282  + \$283 ;
+  assign \$285  = \$284  + ld_cmd[175:168];
+  assign \$286  = ! ld_chk_err;
+  assign \$287  = | ld_cmd[175:168];
+  assign \$290  = ld_cmd[2:0] + ld_cmd[175:168];
+  assign \$291  = \$290  + 3'h7;
+  assign \$293  = \$142 [4:0] - 1'h1;
+  assign \$294  = st_aw_beats_left == \$142 [4:0];
+  assign \$295  = st_aw_it_r > 1'h1;
+  assign \$296  = st_aw_it_r - 1'h1;
+  assign \$297  = st_aw_it_p - 1'h1;
+  assign \$300  = \$132 [2:0] + st_cmd[175:168];
+  assign \$301  = \$300  + 3'h7;
+  assign \$304  = st_aw_beat_addr + \$303 ;
+  assign \$305  = st_aw_beats_left - \$142 [4:0];
+  assign \$306  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$307  = st_rd_en & \$306 ;
+  assign \$308  = st_rq_n + st_rd_inflight;
+  assign \$309  = \$308  - st_w_take;
+  assign \$310  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$311  = st_rd_en & \$310 ;
+  assign \$312  = st_rd_r > 1'h1;
+  assign \$313  = st_rd_r - 1'h1;
+  assign \$314  = st_rd_p - 1'h1;
+  assign \$315  = st_rq_n - st_w_take;
+  assign \$316  = ! \$315 ;
   assign \$317  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$318  = st_w_beat + 1'h1;
-  assign \$319  = st_w_addr12 + 4'h8;
-  assign \$320  = st_w_bib + 1'h1;
-  assign \$321  = st_wlast ? 5'h00 : \$320 ;
-  assign \$322  = st_w_row0[2:0] * 4'h8;
-  assign \$323  = st_shifted << \$322 ;
-  assign \$324  = { \$197 , \$196 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184 , \$183 , \$182 , \$181 , \$180 , \$179 , \$178 , \$177 , \$176 , \$175 , \$174 , \$173 , \$172 , \$171 , \$170 , \$169 , \$168 , \$167 , \$166  } << st_w_row0[2:0];
-  assign \$325  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$326  = \$325  + 3'h7;
-  assign \$330  = st_w_r > 1'h1;
-  assign \$331  = st_w_r - 1'h1;
-  assign \$332  = st_w_p - 1'h1;
-  assign \$333  = st_w_credit + st_aw_issue;
-  assign \$334  = st_whs & st_wlast;
-  assign \$335  = \$333  - \$334 ;
-  assign \$336  = st_b_out + st_aw_issue;
-  assign \$338  = \$336  - \$337 ;
-  assign \$340  = st_run & \$339 ;
-  assign \$341  = \$340  & axi__bresp[1];
-  assign \$342  = ~ st_drain;
-  assign \$343  = \$341  & \$342 ;
-  assign \$344  = axi__bresp == 2'h3;
-  assign \$345  = \$344  ? 8'h07 : 8'h06;
-  assign \$346  = \$114 [15:0] * st_cmd[167:148];
-  assign \$347  = st_cmd[131:112] + \$346 ;
-  assign \$348  = \$113 [15:0] * st_cmd[147:132];
-  assign \$349  = \$347  + \$348 ;
-  assign \$350  = \$114 [15:0] * st_cmd[111:80];
-  assign \$351  = st_cmd[47:0] + \$350 ;
-  assign \$352  = \$113 [15:0] * st_cmd[79:48];
-  assign \$353  = \$351  + \$352 ;
-  assign \$354  = \$353  + st_cmd[175:168];
-  assign \$355  = ! st_chk_err;
-  assign \$356  = | st_cmd[175:168];
-  assign \$357  = \$355  & \$356 ;
-  assign \$358  = | st_cmd[175:168];
-  assign \$361  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$362  = \$361  + 3'h7;
+  assign \$318  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$319  = st_w_beat + 1'h1;
+  assign \$320  = st_w_addr12 + 4'h8;
+  assign \$321  = st_w_bib + 1'h1;
+  assign \$322  = st_wlast ? 5'h00 : \$321 ;
+  assign \$323  = st_w_row0[2:0] * 4'h8;
+  assign \$324  = st_shifted << \$323 ;
+  assign \$325  = { \$198 , \$197 , \$196 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184 , \$183 , \$182 , \$181 , \$180 , \$179 , \$178 , \$177 , \$176 , \$175 , \$174 , \$173 , \$172 , \$171 , \$170 , \$169 , \$168 , \$167  } << st_w_row0[2:0];
+  assign \$326  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$327  = \$326  + 3'h7;
+  assign \$331  = st_w_r > 1'h1;
+  assign \$332  = st_w_r - 1'h1;
+  assign \$333  = st_w_p - 1'h1;
+  assign \$334  = st_w_credit + st_aw_issue;
+  assign \$335  = st_whs & st_wlast;
+  assign \$336  = \$334  - \$335 ;
+  assign \$337  = st_b_out + st_aw_issue;
+  assign \$339  = \$337  - \$338 ;
+  assign \$341  = st_run & \$340 ;
+  assign \$342  = \$341  & axi__bresp[1];
+  assign \$343  = ~ st_drain;
+  assign \$344  = \$342  & \$343 ;
+  assign \$345  = axi__bresp == 2'h3;
+  assign \$346  = \$345  ? 8'h07 : 8'h06;
+  assign \$347  = \$115 [15:0] * st_cmd[167:148];
+  assign \$348  = st_cmd[131:112] + \$347 ;
+  assign \$349  = \$114 [15:0] * st_cmd[147:132];
+  assign \$350  = \$348  + \$349 ;
+  assign \$351  = \$115 [15:0] * st_cmd[111:80];
+  assign \$352  = st_cmd[47:0] + \$351 ;
+  assign \$353  = \$114 [15:0] * st_cmd[79:48];
+  assign \$354  = \$352  + \$353 ;
+  assign \$355  = \$354  + st_cmd[175:168];
+  assign \$356  = ! st_chk_err;
+  assign \$357  = | st_cmd[175:168];
+  assign \$358  = \$356  & \$357 ;
+  assign \$359  = | st_cmd[175:168];
+  assign \$362  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$363  = \$362  + 3'h7;
   always @(posedge clk)
-    axi__araddr <= \$364 ;
+    axi__araddr <= \$365 ;
   always @(posedge clk)
-    axi__arlen <= \$365 ;
+    axi__arlen <= \$366 ;
   always @(posedge clk)
-    ld_ar_valid <= \$366 ;
+    ld_ar_valid <= \$367 ;
   always @(posedge clk)
-    ld_ar_it_row0 <= \$367 ;
+    ld_ar_it_row0 <= \$368 ;
   always @(posedge clk)
-    ld_ar_it_r <= \$368 ;
+    ld_ar_it_r <= \$369 ;
   always @(posedge clk)
-    ld_ar_it_p <= \$369 ;
+    ld_ar_it_p <= \$370 ;
   always @(posedge clk)
-    ld_ar_it_plane0 <= \$370 ;
+    ld_ar_it_plane0 <= \$371 ;
   always @(posedge clk)
-    ld_ar_it_active <= \$371 ;
+    ld_ar_it_active <= \$372 ;
   always @(posedge clk)
-    ld_ar_beat_addr <= \$372 ;
+    ld_ar_beat_addr <= \$373 ;
   always @(posedge clk)
-    ld_ar_beats_left <= \$373 ;
+    ld_ar_beats_left <= \$374 ;
   always @(posedge clk)
-    ld_buf <= \$374 ;
+    ld_buf <= \$375 ;
   always @(posedge clk)
-    ld_rx_beat <= \$375 ;
+    ld_rx_beat <= \$376 ;
   always @(posedge clk)
-    ld_drain <= \$376 ;
+    ld_drain <= \$377 ;
   always @(posedge clk)
-    load__error <= \$377 ;
+    load__error <= \$378 ;
   always @(posedge clk)
-    ld_outstanding <= \$378 ;
+    ld_outstanding <= \$379 ;
   always @(posedge clk)
-    ld_wb_data <= \$379 ;
+    ld_wb_data <= \$380 ;
   always @(posedge clk)
-    spad_wr__addr <= \$380 ;
+    spad_wr__addr <= \$381 ;
   always @(posedge clk)
-    ld_wb_valid <= \$381 ;
+    ld_wb_valid <= \$382 ;
   always @(posedge clk)
-    ld_full <= \$382 ;
+    ld_full <= \$383 ;
   always @(posedge clk)
-    ld_ext_off <= \$383 ;
+    ld_ext_off <= \$384 ;
   always @(posedge clk)
-    ld_ext_laddr <= \$384 ;
+    ld_ext_laddr <= \$385 ;
   always @(posedge clk)
-    ld_rx_row0 <= \$385 ;
+    ld_rx_row0 <= \$386 ;
   always @(posedge clk)
-    ld_rx_row1 <= \$386 ;
+    ld_rx_row1 <= \$387 ;
   always @(posedge clk)
-    ld_rx_r <= \$387 ;
+    ld_rx_r <= \$388 ;
   always @(posedge clk)
-    ld_rx_p <= \$388 ;
+    ld_rx_p <= \$389 ;
   always @(posedge clk)
-    ld_rx_plane0 <= \$389 ;
+    ld_rx_plane0 <= \$390 ;
   always @(posedge clk)
-    ld_rx_plane1 <= \$390 ;
+    ld_rx_plane1 <= \$391 ;
   always @(posedge clk)
-    ld_rx_active <= \$391 ;
+    ld_rx_active <= \$392 ;
   always @(posedge clk)
-    ld_cmd <= \$392 ;
+    ld_cmd <= \$393 ;
   always @(posedge clk)
-    dma_load_fsm_state <= \$393 ;
+    dma_load_fsm_state <= \$394 ;
   always @(posedge clk)
-    ld_last_local <= \$394 ;
+    ld_last_local <= \$395 ;
   always @(posedge clk)
-    ld_host_end <= \$395 ;
+    ld_host_end <= \$396 ;
   always @(posedge clk)
-    axi__awaddr <= \$396 ;
+    axi__awaddr <= \$397 ;
   always @(posedge clk)
-    axi__awlen <= \$397 ;
+    axi__awlen <= \$398 ;
   always @(posedge clk)
-    st_aw_valid <= \$398 ;
+    st_aw_valid <= \$399 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$399 ;
+    st_aw_it_row0 <= \$400 ;
   always @(posedge clk)
-    st_aw_it_r <= \$400 ;
+    st_aw_it_r <= \$401 ;
   always @(posedge clk)
-    st_aw_it_p <= \$401 ;
+    st_aw_it_p <= \$402 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$402 ;
+    st_aw_it_plane0 <= \$403 ;
   always @(posedge clk)
-    st_aw_it_active <= \$403 ;
+    st_aw_it_active <= \$404 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$404 ;
+    st_aw_beat_addr <= \$405 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$405 ;
+    st_aw_beats_left <= \$406 ;
   always @(posedge clk)
-    st_rd_inflight <= \$406 ;
+    st_rd_inflight <= \$407 ;
   always @(posedge clk)
-    st_rq_n <= \$407 ;
+    st_rq_n <= \$408 ;
   always @(posedge clk)
-    st_rd_row0 <= \$408 ;
+    st_rd_row0 <= \$409 ;
   always @(posedge clk)
-    st_rd_r <= \$409 ;
+    st_rd_r <= \$410 ;
   always @(posedge clk)
-    st_rd_p <= \$410 ;
+    st_rd_p <= \$411 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$411 ;
+    st_rd_plane0 <= \$412 ;
   always @(posedge clk)
-    st_rd_active <= \$412 ;
+    st_rd_active <= \$413 ;
   always @(posedge clk)
-    st_rq0 <= \$413 ;
+    st_rq0 <= \$414 ;
   always @(posedge clk)
-    st_rq1 <= \$414 ;
+    st_rq1 <= \$415 ;
   always @(posedge clk)
-    st_w_beat <= \$415 ;
+    st_w_beat <= \$416 ;
   always @(posedge clk)
-    st_w_addr12 <= \$416 ;
+    st_w_addr12 <= \$417 ;
   always @(posedge clk)
-    st_w_bib <= \$417 ;
+    st_w_bib <= \$418 ;
   always @(posedge clk)
-    st_w_row_valid <= \$418 ;
+    st_w_row_valid <= \$419 ;
   always @(posedge clk)
-    st_wbuf <= \$419 ;
+    st_wbuf <= \$420 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$420 ;
+    st_wstrb_buf <= \$421 ;
   always @(posedge clk)
-    st_w_nbeats <= \$421 ;
+    st_w_nbeats <= \$422 ;
   always @(posedge clk)
-    st_w_row0 <= \$422 ;
+    st_w_row0 <= \$423 ;
   always @(posedge clk)
-    st_w_r <= \$423 ;
+    st_w_r <= \$424 ;
   always @(posedge clk)
-    st_w_p <= \$424 ;
+    st_w_p <= \$425 ;
   always @(posedge clk)
-    st_w_plane0 <= \$425 ;
+    st_w_plane0 <= \$426 ;
   always @(posedge clk)
-    st_w_active <= \$426 ;
+    st_w_active <= \$427 ;
   always @(posedge clk)
-    st_w_credit <= \$427 ;
+    st_w_credit <= \$428 ;
   always @(posedge clk)
-    st_b_out <= \$428 ;
+    st_b_out <= \$429 ;
   always @(posedge clk)
-    st_drain <= \$429 ;
+    st_drain <= \$430 ;
   always @(posedge clk)
-    store__error <= \$430 ;
+    store__error <= \$431 ;
   always @(posedge clk)
-    st_cmd <= \$431 ;
+    st_cmd <= \$432 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$432 ;
+    dma_store_fsm_state <= \$433 ;
   always @(posedge clk)
-    st_last_local <= \$433 ;
+    st_last_local <= \$434 ;
   always @(posedge clk)
-    st_host_end <= \$434 ;
+    st_host_end <= \$435 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
@@ -7322,11 +7325,11 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     ld_row_done = 1'h0;
-    if (\$97 ) begin
-      if (\$98 ) begin
+    if (\$98 ) begin
+      if (\$99 ) begin
         ld_row_done = ld_can_accept;
-      end else if (\$101 ) begin
-        if (\$103 ) begin
+      end else if (\$102 ) begin
+        if (\$104 ) begin
           ld_row_done = 1'h1;
         end
       end
@@ -7389,13 +7392,13 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    if (\$115 ) begin
+    if (\$116 ) begin
       st_chk_err = 8'h02;
-    end else if (\$122 ) begin
+    end else if (\$123 ) begin
       st_chk_err = 8'h03;
-    end else if (\$124 ) begin
+    end else if (\$125 ) begin
       st_chk_err = 8'h04;
-    end else if (\$127 ) begin
+    end else if (\$128 ) begin
       st_chk_err = 8'h05;
     end else begin
       st_chk_err = 8'h00;
@@ -7457,31 +7460,31 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$364  = axi__araddr;
+    \$365  = axi__araddr;
     if (ld_ar_issue) begin
-      \$364  = ld_ar_beat_addr;
+      \$365  = ld_ar_beat_addr;
     end
     if (rst) begin
-      \$364  = 32'd0;
+      \$365  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$365  = axi__arlen;
+    \$366  = axi__arlen;
     if (ld_ar_issue) begin
-      \$365  = { \$241 [5], \$241 [5], \$241  };
+      \$366  = { \$242 [5], \$242 [5], \$242  };
     end
     if (rst) begin
-      \$365  = 8'h00;
+      \$366  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$366  = ld_ar_valid;
+    \$367  = ld_ar_valid;
     if (ld_ar_issue) begin
-      \$366  = 1'h1;
+      \$367  = 1'h1;
     end else if (axi__arready) begin
-      \$366  = 1'h0;
+      \$367  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7489,20 +7492,20 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$366  = 1'h0;
+          if (\$286 ) begin
+            \$367  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$366  = 1'h0;
+      \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$367  = ld_ar_it_row0;
+    \$368  = ld_ar_it_row0;
     if (ld_ar_issue) begin
-      if (\$242 ) begin
-        \$367  = \$19 [31:0];
+      if (\$243 ) begin
+        \$368  = \$19 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7511,50 +7514,24 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$367  = ld_cmd[31:0];
+          if (\$286 ) begin
+            \$368  = ld_cmd[31:0];
           end
     endcase
     if (rst) begin
-      \$367  = 32'd0;
+      \$368  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$368  = ld_ar_it_r;
+    \$369  = ld_ar_it_r;
     if (ld_ar_issue) begin
-      if (\$242 ) begin
+      if (\$243 ) begin
         (* full_case = 32'd1 *)
-        if (\$243 ) begin
-          \$368  = \$244 [15:0];
-        end else begin
-          \$368  = ld_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$285 ) begin
-            \$368  = ld_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$368  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$369  = ld_ar_it_p;
-    if (ld_ar_issue) begin
-      if (\$242 ) begin
-        (* full_case = 32'd1 *)
-        if (\$243 ) begin
-        end else begin
+        if (\$244 ) begin
           \$369  = \$245 [15:0];
+        end else begin
+          \$369  = ld_cmd[199:184];
         end
       end
     end
@@ -7564,8 +7541,8 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$369  = ld_cmd[215:200];
+          if (\$286 ) begin
+            \$369  = ld_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -7574,13 +7551,13 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$370  = ld_ar_it_plane0;
+    \$370  = ld_ar_it_p;
     if (ld_ar_issue) begin
-      if (\$242 ) begin
+      if (\$243 ) begin
         (* full_case = 32'd1 *)
-        if (\$243 ) begin
+        if (\$244 ) begin
         end else begin
-          \$370  = \$19 [31:0];
+          \$370  = \$246 [15:0];
         end
       end
     end
@@ -7590,21 +7567,47 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$370  = ld_cmd[31:0];
+          if (\$286 ) begin
+            \$370  = ld_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$370  = 32'd0;
+      \$370  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$371  = ld_ar_it_active;
+    \$371  = ld_ar_it_plane0;
     if (ld_ar_issue) begin
-      if (\$242 ) begin
+      if (\$243 ) begin
+        (* full_case = 32'd1 *)
+        if (\$244 ) begin
+        end else begin
+          \$371  = \$19 [31:0];
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$286 ) begin
+            \$371  = ld_cmd[31:0];
+          end
+    endcase
+    if (rst) begin
+      \$371  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$372  = ld_ar_it_active;
+    if (ld_ar_issue) begin
+      if (\$243 ) begin
         if (ld_ar_it_last) begin
-          \$371  = 1'h0;
+          \$372  = 1'h0;
         end
       end
     end
@@ -7614,23 +7617,23 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$371  = \$286 ;
+          if (\$286 ) begin
+            \$372  = \$287 ;
           end
     endcase
     if (rst) begin
-      \$371  = 1'h0;
+      \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$372  = ld_ar_beat_addr;
+    \$373  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$242 ) begin
-        \$372  = \$247 ;
+      if (\$243 ) begin
+        \$373  = \$248 ;
       end else begin
-        \$372  = \$252 [31:0];
+        \$373  = \$253 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7639,23 +7642,23 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$372  = \$288 ;
+          if (\$286 ) begin
+            \$373  = \$289 ;
           end
     endcase
     if (rst) begin
-      \$372  = 32'd0;
+      \$373  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$373  = ld_ar_beats_left;
+    \$374  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$242 ) begin
-        \$373  = \$250 [2:0];
+      if (\$243 ) begin
+        \$374  = \$251 [2:0];
       end else begin
-        \$373  = \$253 [2:0];
+        \$374  = \$254 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7664,53 +7667,53 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$373  = \$291 [2:0];
+          if (\$286 ) begin
+            \$374  = \$292 [2:0];
           end
     endcase
     if (rst) begin
-      \$373  = 3'h0;
+      \$374  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$374  = ld_buf;
-    if (\$256 ) begin
-      if (\$257 ) begin
-      end else if (\$260 ) begin
+    \$375  = ld_buf;
+    if (\$257 ) begin
+      if (\$258 ) begin
+      end else if (\$261 ) begin
         casez (ld_rx_beat)
           3'h0:
-              \$374 [63:0] = axi__rdata;
+              \$375 [63:0] = axi__rdata;
           3'h1:
-              \$374 [127:64] = axi__rdata;
+              \$375 [127:64] = axi__rdata;
           3'h2:
-              \$374 [191:128] = axi__rdata;
+              \$375 [191:128] = axi__rdata;
           3'h3:
-              \$374 [255:192] = axi__rdata;
+              \$375 [255:192] = axi__rdata;
           3'h4:
-              \$374 [319:256] = axi__rdata;
+              \$375 [319:256] = axi__rdata;
         endcase
       end
     end
     if (rst) begin
-      \$374  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$375  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$375  = ld_rx_beat;
-    if (\$256 ) begin
-      if (\$257 ) begin
-      end else if (\$260 ) begin
+    \$376  = ld_rx_beat;
+    if (\$257 ) begin
+      if (\$258 ) begin
+      end else if (\$261 ) begin
         (* full_case = 32'd1 *)
-        if (\$262 ) begin
+        if (\$263 ) begin
         end else begin
-          \$375  = \$263 [2:0];
+          \$376  = \$264 [2:0];
         end
       end
     end
     if (ld_row_done) begin
-      \$375  = 3'h0;
+      \$376  = 3'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7718,18 +7721,18 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$375  = 3'h0;
+          \$376  = 3'h0;
     endcase
     if (rst) begin
-      \$375  = 3'h0;
+      \$376  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$376  = ld_drain;
-    if (\$256 ) begin
-      if (\$265 ) begin
-        \$376  = 1'h1;
+    \$377  = ld_drain;
+    if (\$257 ) begin
+      if (\$266 ) begin
+        \$377  = 1'h1;
       end
     end
     casez (dma_load_fsm_state)
@@ -7738,18 +7741,18 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$376  = 1'h0;
+          \$377  = 1'h0;
     endcase
     if (rst) begin
-      \$376  = 1'h0;
+      \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$377  = load__error;
-    if (\$256 ) begin
-      if (\$265 ) begin
-        \$377  = \$267 ;
+    \$378  = load__error;
+    if (\$257 ) begin
+      if (\$266 ) begin
+        \$378  = \$268 ;
       end
     end
     casez (dma_load_fsm_state)
@@ -7758,72 +7761,51 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$377  = ld_chk_err;
+          \$378  = ld_chk_err;
     endcase
     if (rst) begin
-      \$377  = 8'h00;
+      \$378  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    if (\$269 ) begin
-      \$378  = \$271 [2:0];
+    if (\$270 ) begin
+      \$379  = \$272 [2:0];
     end else begin
-      \$378  = \$272 [2:0];
+      \$379  = \$273 [2:0];
     end
     if (rst) begin
-      \$378  = 3'h0;
+      \$379  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$379  = ld_wb_data;
+    \$380  = ld_wb_data;
     if (ld_wb_load) begin
-      \$379  = \$94 [255:0];
+      \$380  = \$95 [255:0];
     end
     if (rst) begin
-      \$379  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$380  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$380  = spad_wr__addr;
+    \$381  = spad_wr__addr;
     if (ld_wb_load) begin
-      \$380  = ld_ext_laddr;
+      \$381  = ld_ext_laddr;
     end
     if (rst) begin
-      \$380  = 14'h0000;
+      \$381  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$381  = ld_wb_valid;
+    \$382  = ld_wb_valid;
     if (ld_wb_load) begin
-      \$381  = 1'h1;
-    end else if (ld_wb_done) begin
-      \$381  = 1'h0;
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$381  = 1'h0;
-    endcase
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$382  = ld_full;
-    if (ld_wb_load) begin
-      \$382  = 1'h0;
-    end
-    if (ld_row_done) begin
       \$382  = 1'h1;
+    end else if (ld_wb_done) begin
+      \$382  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7839,29 +7821,12 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$383  = ld_ext_off;
+    \$383  = ld_full;
+    if (ld_wb_load) begin
+      \$383  = 1'h0;
+    end
     if (ld_row_done) begin
-      \$383  = ld_rx_row0;
-    end
-    if (rst) begin
-      \$383  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$384  = ld_ext_laddr;
-    if (ld_row_done) begin
-      \$384  = ld_rx_row1;
-    end
-    if (rst) begin
-      \$384  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$385  = ld_rx_row0;
-    if (ld_row_done) begin
-      \$385  = \$40 [2:0];
+      \$383  = 1'h1;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7869,19 +7834,37 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$385  = ld_cmd[2:0];
-          end
+          \$383  = 1'h0;
     endcase
     if (rst) begin
-      \$385  = 3'h0;
+      \$383  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$386  = ld_rx_row1;
+    \$384  = ld_ext_off;
     if (ld_row_done) begin
-      \$386  = \$44 [13:0];
+      \$384  = ld_rx_row0;
+    end
+    if (rst) begin
+      \$384  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$385  = ld_ext_laddr;
+    if (ld_row_done) begin
+      \$385  = ld_rx_row1;
+    end
+    if (rst) begin
+      \$385  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$386  = ld_rx_row0;
+    if (ld_row_done) begin
+      \$386  = \$40 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -7889,47 +7872,43 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$386  = ld_cmd[125:112];
+          if (\$286 ) begin
+            \$386  = ld_cmd[2:0];
           end
     endcase
     if (rst) begin
-      \$386  = 14'h0000;
+      \$386  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$387  = ld_rx_r;
+    \$387  = ld_rx_row1;
+    if (ld_row_done) begin
+      \$387  = \$44 [13:0];
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$286 ) begin
+            \$387  = ld_cmd[125:112];
+          end
+    endcase
+    if (rst) begin
+      \$387  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$388  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$273 ) begin
-        \$387  = \$274 [15:0];
-      end else begin
-        \$387  = ld_cmd[199:184];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$285 ) begin
-            \$387  = ld_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$387  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$388  = ld_rx_p;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$273 ) begin
-      end else begin
+      if (\$274 ) begin
         \$388  = \$275 [15:0];
+      end else begin
+        \$388  = ld_cmd[199:184];
       end
     end
     casez (dma_load_fsm_state)
@@ -7938,8 +7917,8 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$388  = ld_cmd[215:200];
+          if (\$286 ) begin
+            \$388  = ld_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -7948,12 +7927,12 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$389  = ld_rx_plane0;
+    \$389  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$273 ) begin
+      if (\$274 ) begin
       end else begin
-        \$389  = \$40 [2:0];
+        \$389  = \$276 [15:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7962,22 +7941,22 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$389  = ld_cmd[2:0];
+          if (\$286 ) begin
+            \$389  = ld_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$389  = 3'h0;
+      \$389  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$390  = ld_rx_plane1;
+    \$390  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$273 ) begin
+      if (\$274 ) begin
       end else begin
-        \$390  = \$44 [13:0];
+        \$390  = \$40 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -7986,20 +7965,44 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$390  = ld_cmd[125:112];
+          if (\$286 ) begin
+            \$390  = ld_cmd[2:0];
           end
     endcase
     if (rst) begin
-      \$390  = 14'h0000;
+      \$390  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$391  = ld_rx_active;
+    \$391  = ld_rx_plane1;
+    if (ld_row_done) begin
+      (* full_case = 32'd1 *)
+      if (\$274 ) begin
+      end else begin
+        \$391  = \$44 [13:0];
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$286 ) begin
+            \$391  = ld_cmd[125:112];
+          end
+    endcase
+    if (rst) begin
+      \$391  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$392  = ld_rx_active;
     if (ld_row_done) begin
       if (ld_rx_last) begin
-        \$391  = 1'h0;
+        \$392  = 1'h0;
       end
     end
     casez (dma_load_fsm_state)
@@ -8008,108 +8011,108 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$285 ) begin
-            \$391  = 1'h1;
+          if (\$286 ) begin
+            \$392  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$391  = 1'h0;
+      \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$392  = ld_cmd;
+    \$393  = ld_cmd;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$392  = load__cmd__payload;
+            \$393  = load__cmd__payload;
           end
     endcase
     if (rst) begin
-      \$392  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$393  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$393  = dma_load_fsm_state;
+    \$394  = dma_load_fsm_state;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$393  = 3'h1;
+            \$394  = 3'h1;
           end
       3'h1:
-          \$393  = 3'h2;
+          \$394  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$285 ) begin
-            \$393  = 3'h3;
+          if (\$286 ) begin
+            \$394  = 3'h3;
           end else begin
-            \$393  = 3'h4;
+            \$394  = 3'h4;
           end
       3'h3:
           if (ld_finished) begin
-            \$393  = 3'h4;
+            \$394  = 3'h4;
           end
       3'h4:
-          \$393  = 3'h0;
+          \$394  = 3'h0;
     endcase
     if (rst) begin
-      \$393  = 3'h0;
+      \$394  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$394  = ld_last_local;
+    \$395  = ld_last_local;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$394  = { 2'h0, \$279  };
+          \$395  = { 2'h0, \$280  };
     endcase
     if (rst) begin
-      \$394  = 40'h0000000000;
+      \$395  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$395  = ld_host_end;
+    \$396  = ld_host_end;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$395  = { 1'h0, \$284  };
+          \$396  = { 1'h0, \$285  };
     endcase
     if (rst) begin
-      \$395  = 52'h0000000000000;
+      \$396  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$396  = axi__awaddr;
+    \$397  = axi__awaddr;
     if (st_aw_issue) begin
-      \$396  = st_aw_beat_addr;
+      \$397  = st_aw_beat_addr;
     end
     if (rst) begin
-      \$396  = 32'd0;
+      \$397  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$397  = axi__awlen;
+    \$398  = axi__awlen;
     if (st_aw_issue) begin
-      \$397  = { \$292 [5], \$292 [5], \$292  };
+      \$398  = { \$293 [5], \$293 [5], \$293  };
     end
     if (rst) begin
-      \$397  = 8'h00;
+      \$398  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$398  = st_aw_valid;
+    \$399  = st_aw_valid;
     if (st_aw_issue) begin
-      \$398  = 1'h1;
+      \$399  = 1'h1;
     end else if (axi__awready) begin
-      \$398  = 1'h0;
+      \$399  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8117,20 +8120,20 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$398  = 1'h0;
+          if (\$358 ) begin
+            \$399  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$398  = 1'h0;
+      \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$399  = st_aw_it_row0;
+    \$400  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$293 ) begin
-        \$399  = \$131 [31:0];
+      if (\$294 ) begin
+        \$400  = \$132 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8139,50 +8142,24 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$399  = st_cmd[31:0];
+          if (\$358 ) begin
+            \$400  = st_cmd[31:0];
           end
     endcase
     if (rst) begin
-      \$399  = 32'd0;
+      \$400  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$400  = st_aw_it_r;
+    \$401  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$293 ) begin
+      if (\$294 ) begin
         (* full_case = 32'd1 *)
-        if (\$294 ) begin
-          \$400  = \$295 [15:0];
-        end else begin
-          \$400  = st_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$357 ) begin
-            \$400  = st_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$400  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$401  = st_aw_it_p;
-    if (st_aw_issue) begin
-      if (\$293 ) begin
-        (* full_case = 32'd1 *)
-        if (\$294 ) begin
-        end else begin
+        if (\$295 ) begin
           \$401  = \$296 [15:0];
+        end else begin
+          \$401  = st_cmd[199:184];
         end
       end
     end
@@ -8192,8 +8169,8 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$401  = st_cmd[215:200];
+          if (\$358 ) begin
+            \$401  = st_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -8202,13 +8179,13 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$402  = st_aw_it_plane0;
+    \$402  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$293 ) begin
+      if (\$294 ) begin
         (* full_case = 32'd1 *)
-        if (\$294 ) begin
+        if (\$295 ) begin
         end else begin
-          \$402  = \$131 [31:0];
+          \$402  = \$297 [15:0];
         end
       end
     end
@@ -8218,21 +8195,47 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$402  = st_cmd[31:0];
+          if (\$358 ) begin
+            \$402  = st_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$402  = 32'd0;
+      \$402  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$403  = st_aw_it_active;
+    \$403  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$293 ) begin
+      if (\$294 ) begin
+        (* full_case = 32'd1 *)
+        if (\$295 ) begin
+        end else begin
+          \$403  = \$132 [31:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$358 ) begin
+            \$403  = st_cmd[31:0];
+          end
+    endcase
+    if (rst) begin
+      \$403  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$404  = st_aw_it_active;
+    if (st_aw_issue) begin
+      if (\$294 ) begin
         if (st_aw_it_last) begin
-          \$403  = 1'h0;
+          \$404  = 1'h0;
         end
       end
     end
@@ -8242,23 +8245,23 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$403  = \$358 ;
+          if (\$358 ) begin
+            \$404  = \$359 ;
           end
     endcase
     if (rst) begin
-      \$403  = 1'h0;
+      \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$404  = st_aw_beat_addr;
+    \$405  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$293 ) begin
-        \$404  = \$298 ;
+      if (\$294 ) begin
+        \$405  = \$299 ;
       end else begin
-        \$404  = \$303 [31:0];
+        \$405  = \$304 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8267,23 +8270,23 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$404  = \$360 ;
+          if (\$358 ) begin
+            \$405  = \$361 ;
           end
     endcase
     if (rst) begin
-      \$404  = 32'd0;
+      \$405  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$405  = st_aw_beats_left;
+    \$406  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$293 ) begin
-        \$405  = \$301 [2:0];
+      if (\$294 ) begin
+        \$406  = \$302 [2:0];
       end else begin
-        \$405  = \$304 [2:0];
+        \$406  = \$305 [2:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8292,41 +8295,41 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$405  = \$363 [2:0];
+          if (\$358 ) begin
+            \$406  = \$364 [2:0];
           end
     endcase
     if (rst) begin
-      \$405  = 3'h0;
+      \$406  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$406  = \$306 ;
+    \$407  = \$307 ;
     if (rst) begin
-      \$406  = 1'h0;
+      \$407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$407  = \$308 [1:0];
+    \$408  = \$309 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$407  = 2'h0;
+          \$408  = 2'h0;
     endcase
     if (rst) begin
-      \$407  = 2'h0;
+      \$408  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$408  = st_rd_row0;
-    if (\$310 ) begin
-      \$408  = \$152 [13:0];
+    \$409  = st_rd_row0;
+    if (\$311 ) begin
+      \$409  = \$153 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8334,47 +8337,23 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$408  = st_cmd[125:112];
+          if (\$358 ) begin
+            \$409  = st_cmd[125:112];
           end
     endcase
     if (rst) begin
-      \$408  = 14'h0000;
+      \$409  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$409  = st_rd_r;
-    if (\$310 ) begin
+    \$410  = st_rd_r;
+    if (\$311 ) begin
       (* full_case = 32'd1 *)
-      if (\$311 ) begin
-        \$409  = \$312 [15:0];
-      end else begin
-        \$409  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$357 ) begin
-            \$409  = st_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$409  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$410  = st_rd_p;
-    if (\$310 ) begin
-      (* full_case = 32'd1 *)
-      if (\$311 ) begin
-      end else begin
+      if (\$312 ) begin
         \$410  = \$313 [15:0];
+      end else begin
+        \$410  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -8383,8 +8362,8 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$410  = st_cmd[215:200];
+          if (\$358 ) begin
+            \$410  = st_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -8393,12 +8372,12 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$411  = st_rd_plane0;
-    if (\$310 ) begin
+    \$411  = st_rd_p;
+    if (\$311 ) begin
       (* full_case = 32'd1 *)
-      if (\$311 ) begin
+      if (\$312 ) begin
       end else begin
-        \$411  = \$152 [13:0];
+        \$411  = \$314 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8407,20 +8386,44 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$411  = st_cmd[125:112];
+          if (\$358 ) begin
+            \$411  = st_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$411  = 14'h0000;
+      \$411  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$412  = st_rd_active;
-    if (\$310 ) begin
+    \$412  = st_rd_plane0;
+    if (\$311 ) begin
+      (* full_case = 32'd1 *)
+      if (\$312 ) begin
+      end else begin
+        \$412  = \$153 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$358 ) begin
+            \$412  = st_cmd[125:112];
+          end
+    endcase
+    if (rst) begin
+      \$412  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$413  = st_rd_active;
+    if (\$311 ) begin
       if (st_rd_last) begin
-        \$412  = 1'h0;
+        \$413  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -8429,36 +8432,22 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$412  = 1'h1;
+          if (\$358 ) begin
+            \$413  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$412  = 1'h0;
+      \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$413  = st_rq0;
+    \$414  = st_rq0;
     if (st_w_take) begin
-      \$413  = st_rq1;
+      \$414  = st_rq1;
     end
     if (st_rd_inflight) begin
-      if (\$315 ) begin
-        \$413  = \$316 ;
-      end
-    end
-    if (rst) begin
-      \$413  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$414  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$315 ) begin
-      end else begin
+      if (\$316 ) begin
         \$414  = \$317 ;
       end
     end
@@ -8468,35 +8457,49 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$415  = st_w_beat;
-    if (st_whs) begin
-      \$415  = \$318 [2:0];
-    end
-    if (st_w_take) begin
-      \$415  = 3'h0;
+    \$415  = st_rq1;
+    if (st_rd_inflight) begin
+      (* full_case = 32'd1 *)
+      if (\$316 ) begin
+      end else begin
+        \$415  = \$318 ;
+      end
     end
     if (rst) begin
-      \$415  = 3'h0;
+      \$415  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$416  = st_w_addr12;
+    \$416  = st_w_beat;
     if (st_whs) begin
-      \$416  = \$319 [11:0];
+      \$416  = \$319 [2:0];
     end
     if (st_w_take) begin
-      \$416  = \$329 ;
+      \$416  = 3'h0;
     end
     if (rst) begin
-      \$416  = 12'h000;
+      \$416  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$417  = st_w_bib;
+    \$417  = st_w_addr12;
     if (st_whs) begin
-      \$417  = \$321 [3:0];
+      \$417  = \$320 [11:0];
+    end
+    if (st_w_take) begin
+      \$417  = \$330 ;
+    end
+    if (rst) begin
+      \$417  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$418  = st_w_bib;
+    if (st_whs) begin
+      \$418  = \$322 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8504,22 +8507,22 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$417  = 4'h0;
+          \$418  = 4'h0;
     endcase
     if (rst) begin
-      \$417  = 4'h0;
+      \$418  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$418  = st_w_row_valid;
+    \$419  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$418  = 1'h0;
+        \$419  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$418  = 1'h1;
+      \$419  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8527,47 +8530,47 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$418  = 1'h0;
+          \$419  = 1'h0;
     endcase
     if (rst) begin
-      \$418  = 1'h0;
+      \$419  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$419  = st_wbuf;
+    \$420  = st_wbuf;
     if (st_w_take) begin
-      \$419  = \$323 [319:0];
+      \$420  = \$324 [319:0];
     end
     if (rst) begin
-      \$419  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$420  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$420  = st_wstrb_buf;
+    \$421  = st_wstrb_buf;
     if (st_w_take) begin
-      \$420  = { 1'h0, \$324  };
+      \$421  = { 1'h0, \$325  };
     end
     if (rst) begin
-      \$420  = 40'h0000000000;
+      \$421  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$421  = st_w_nbeats;
+    \$422  = st_w_nbeats;
     if (st_w_take) begin
-      \$421  = \$327 [2:0];
+      \$422  = \$328 [2:0];
     end
     if (rst) begin
-      \$421  = 3'h0;
+      \$422  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$422  = st_w_row0;
+    \$423  = st_w_row0;
     if (st_w_take) begin
-      \$422  = \$163 [11:0];
+      \$423  = \$164 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8575,47 +8578,23 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$422  = st_cmd[11:0];
+          if (\$358 ) begin
+            \$423  = st_cmd[11:0];
           end
     endcase
     if (rst) begin
-      \$422  = 12'h000;
+      \$423  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$423  = st_w_r;
+    \$424  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$330 ) begin
-        \$423  = \$331 [15:0];
-      end else begin
-        \$423  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$357 ) begin
-            \$423  = st_cmd[199:184];
-          end
-    endcase
-    if (rst) begin
-      \$423  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$424  = st_w_p;
-    if (st_w_take) begin
-      (* full_case = 32'd1 *)
-      if (\$330 ) begin
-      end else begin
+      if (\$331 ) begin
         \$424  = \$332 [15:0];
+      end else begin
+        \$424  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -8624,8 +8603,8 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$424  = st_cmd[215:200];
+          if (\$358 ) begin
+            \$424  = st_cmd[199:184];
           end
     endcase
     if (rst) begin
@@ -8634,12 +8613,12 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$425  = st_w_plane0;
+    \$425  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$330 ) begin
+      if (\$331 ) begin
       end else begin
-        \$425  = \$163 [11:0];
+        \$425  = \$333 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -8648,20 +8627,44 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$425  = st_cmd[11:0];
+          if (\$358 ) begin
+            \$425  = st_cmd[215:200];
           end
     endcase
     if (rst) begin
-      \$425  = 12'h000;
+      \$425  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$426  = st_w_active;
+    \$426  = st_w_plane0;
+    if (st_w_take) begin
+      (* full_case = 32'd1 *)
+      if (\$331 ) begin
+      end else begin
+        \$426  = \$164 [11:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$358 ) begin
+            \$426  = st_cmd[11:0];
+          end
+    endcase
+    if (rst) begin
+      \$426  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$427  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$426  = 1'h0;
+        \$427  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -8670,33 +8673,33 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          if (\$357 ) begin
-            \$426  = 1'h1;
+          if (\$358 ) begin
+            \$427  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$426  = 1'h0;
+      \$427  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$427  = \$335 [2:0];
-    if (rst) begin
-      \$427  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$428  = \$338 [2:0];
+    \$428  = \$336 [2:0];
     if (rst) begin
       \$428  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$429  = st_drain;
-    if (\$343 ) begin
-      \$429  = 1'h1;
+    \$429  = \$339 [2:0];
+    if (rst) begin
+      \$429  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$430  = st_drain;
+    if (\$344 ) begin
+      \$430  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8704,17 +8707,17 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$429  = 1'h0;
+          \$430  = 1'h0;
     endcase
     if (rst) begin
-      \$429  = 1'h0;
+      \$430  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$430  = store__error;
-    if (\$343 ) begin
-      \$430  = \$345 ;
+    \$431  = store__error;
+    if (\$344 ) begin
+      \$431  = \$346 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -8722,77 +8725,77 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
       3'h1:
           /* empty */;
       3'h2:
-          \$430  = st_chk_err;
+          \$431  = st_chk_err;
     endcase
     if (rst) begin
-      \$430  = 8'h00;
+      \$431  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$431  = st_cmd;
+    \$432  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$431  = store__cmd__payload;
+            \$432  = store__cmd__payload;
           end
     endcase
     if (rst) begin
-      \$431  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$432  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$432  = dma_store_fsm_state;
+    \$433  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$432  = 3'h1;
+            \$433  = 3'h1;
           end
       3'h1:
-          \$432  = 3'h2;
+          \$433  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$357 ) begin
-            \$432  = 3'h3;
+          if (\$358 ) begin
+            \$433  = 3'h3;
           end else begin
-            \$432  = 3'h4;
+            \$433  = 3'h4;
           end
       3'h3:
           if (st_finished) begin
-            \$432  = 3'h4;
+            \$433  = 3'h4;
           end
       3'h4:
-          \$432  = 3'h0;
+          \$433  = 3'h0;
     endcase
     if (rst) begin
-      \$432  = 3'h0;
+      \$433  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$433  = st_last_local;
+    \$434  = st_last_local;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$433  = { 2'h0, \$349  };
+          \$434  = { 2'h0, \$350  };
     endcase
     if (rst) begin
-      \$433  = 40'h0000000000;
+      \$434  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$434  = st_host_end;
+    \$435  = st_host_end;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$434  = { 1'h0, \$354  };
+          \$435  = { 1'h0, \$355  };
     endcase
     if (rst) begin
-      \$434  = 52'h0000000000000;
+      \$435  = 52'h0000000000000;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
@@ -8815,13 +8818,14 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   assign spad_wr__data = ld_wb_data[63:0];
   assign acc_wr__addr = spad_wr__addr[12:0];
   assign acc_wr__data = ld_wb_data;
-  assign ld_extracted = \$94 [255:0];
+  assign ld_place = \$93 [5:0];
+  assign ld_extracted = \$95 [255:0];
   assign ld_err = load__error;
-  assign st_rows_m1 = \$113 [15:0];
-  assign st_planes_m1 = \$114 [15:0];
-  assign st_aw_it_nxt0 = \$131 [31:0];
-  assign st_aw_to4k = \$135 [9:0];
-  assign st_aw_blen = \$141 [4:0];
+  assign st_rows_m1 = \$114 [15:0];
+  assign st_planes_m1 = \$115 [15:0];
+  assign st_aw_it_nxt0 = \$132 [31:0];
+  assign st_aw_to4k = \$136 [9:0];
+  assign st_aw_blen = \$142 [4:0];
   assign axi__awvalid = st_aw_valid;
   assign st_aw_addr = axi__awaddr;
   assign st_aw_len_m1 = axi__awlen;
@@ -8829,16 +8833,16 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   assign axi__awburst = 2'h1;
   assign axi__awprot = 3'h0;
   assign axi__awid = 4'h0;
-  assign st_rd_nxt0 = \$152 [13:0];
+  assign st_rd_nxt0 = \$153 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$163 [11:0];
-  assign st_rb_mask = { \$197 , \$196 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184 , \$183 , \$182 , \$181 , \$180 , \$179 , \$178 , \$177 , \$176 , \$175 , \$174 , \$173 , \$172 , \$171 , \$170 , \$169 , \$168 , \$167 , \$166  };
+  assign st_w_nxt0 = \$164 [11:0];
+  assign st_rb_mask = { \$198 , \$197 , \$196 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184 , \$183 , \$182 , \$181 , \$180 , \$179 , \$178 , \$177 , \$176 , \$175 , \$174 , \$173 , \$172 , \$171 , \$170 , \$169 , \$168 , \$167  };
   assign axi__wvalid = st_wvalid;
   assign axi__wlast = st_wlast;
   assign axi__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$217 [7:0];
+  assign store_bytes = \$218 [7:0];
   assign \ld_cmd.host_addr  = ld_cmd[47:0];
   assign \ld_cmd.host_row_stride  = ld_cmd[79:48];
   assign \ld_cmd.host_plane_stride  = ld_cmd[111:80];
@@ -8889,31 +8893,31 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   assign \store__cmd__payload.reserved  = store__cmd__payload[223:217];
   assign \$23  = { \$22 [13], \$22 [13], \$22 [13], \$22 [13:3] };
   assign \$50  = { 3'h0, \$49 [9:3] };
-  assign \$135  = { \$134 [13], \$134 [13], \$134 [13], \$134 [13:3] };
-  assign \$246  = 32'd4294967288;
-  assign \$247 [2:0] = 3'h0;
-  assign \$247 [31:3] = \$19 [31:3];
-  assign \$250  = { 3'h0, \$249 [9:3] };
-  assign \$251  = { \$29 [4:0], 3'h0 };
-  assign \$287  = 32'd4294967288;
-  assign \$288 [2:0] = 3'h0;
-  assign \$288 [31:3] = ld_cmd[31:3];
-  assign \$291  = { 3'h0, \$290 [9:3] };
-  assign \$297  = 32'd4294967288;
-  assign \$298 [2:0] = 3'h0;
-  assign \$298 [31:3] = \$131 [31:3];
-  assign \$301  = { 3'h0, \$300 [9:3] };
-  assign \$302  = { \$141 [4:0], 3'h0 };
-  assign \$327  = { 3'h0, \$326 [9:3] };
-  assign \$328  = 12'hff8;
-  assign \$329 [2:0] = 3'h0;
-  assign \$329 [11:3] = st_w_row0[11:3];
-  assign \$337  = axi__bvalid;
-  assign \$339  = axi__bvalid;
-  assign \$359  = 32'd4294967288;
-  assign \$360 [2:0] = 3'h0;
-  assign \$360 [31:3] = st_cmd[31:3];
-  assign \$363  = { 3'h0, \$362 [9:3] };
+  assign \$136  = { \$135 [13], \$135 [13], \$135 [13], \$135 [13:3] };
+  assign \$247  = 32'd4294967288;
+  assign \$248 [2:0] = 3'h0;
+  assign \$248 [31:3] = \$19 [31:3];
+  assign \$251  = { 3'h0, \$250 [9:3] };
+  assign \$252  = { \$29 [4:0], 3'h0 };
+  assign \$288  = 32'd4294967288;
+  assign \$289 [2:0] = 3'h0;
+  assign \$289 [31:3] = ld_cmd[31:3];
+  assign \$292  = { 3'h0, \$291 [9:3] };
+  assign \$298  = 32'd4294967288;
+  assign \$299 [2:0] = 3'h0;
+  assign \$299 [31:3] = \$132 [31:3];
+  assign \$302  = { 3'h0, \$301 [9:3] };
+  assign \$303  = { \$142 [4:0], 3'h0 };
+  assign \$328  = { 3'h0, \$327 [9:3] };
+  assign \$329  = 12'hff8;
+  assign \$330 [2:0] = 3'h0;
+  assign \$330 [11:3] = st_w_row0[11:3];
+  assign \$338  = axi__bvalid;
+  assign \$340  = axi__bvalid;
+  assign \$360  = 32'd4294967288;
+  assign \$361 [2:0] = 3'h0;
+  assign \$361 [31:3] = st_cmd[31:3];
+  assign \$364  = { 3'h0, \$363 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)

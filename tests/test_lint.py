@@ -1,6 +1,5 @@
 """Verilator -Wall lint of the committed rtl/, waiving only what Amaranth output always trips."""
 import subprocess
-from pathlib import Path
 
 import pytest
 
