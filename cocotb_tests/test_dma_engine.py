@@ -232,3 +232,11 @@ def test_dma_sim(key, test):
     env = {"KAKI_DMA_CFG": json.dumps(CONFIGS[key]), "KAKI_HM_WORDS": str(HM_WORDS)}
     simbuild.run(_target(key), "cocotb_tests.cocotb_dma_engine", testcase=test, extra_env=env,
                  tag=f"{key}-{test}")
+
+
+@pytest.mark.sim
+def test_host_mem_model_sim():
+    """The host memory model alone (top = kaki_host_mem) against cocotbext-axi AxiMaster."""
+    target = simbuild.SimTarget(name="kaki_tb_host_mem", toplevel="kaki_host_mem",
+                                sources=[HOST_MEM_V])
+    simbuild.run(target, "cocotb_tests.cocotb_host_mem", extra_env={"KAKI_HM_WORDS": str(HM_WORDS)})

@@ -37,6 +37,8 @@ and ``AXI_SLVERR``/``AXI_DECERR`` (the first error seen). A load writes every ro
 failing row into local memory and neither the failing row nor any later one. A store may have
 written rows after the failing one that were already in flight; it never writes outside its rows.
 """
+from types import SimpleNamespace
+
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
@@ -208,7 +210,11 @@ class DmaEngine(wiring.Component):
         return Cat(*[mask[i].replicate(8) for i in range(width_bytes)])
 
     def _validate(self, m, name, cmd, fsm_check2_err):
-        """Two-cycle command check. Returns (stage-1 statements, error code of stage 2)."""
+        """Two-cycle command check.
+
+        Returns the statements of the first cycle (products and sums, for ``m.d.sync``); drives
+        ``fsm_check2_err`` combinationally from their registered results in the second cycle.
+        """
         cfg = self.config
         aab = cfg.axi_addr_bits
         rows_m1 = Signal(16, name=f"{name}_rows_m1")
@@ -241,7 +247,8 @@ class DmaEngine(wiring.Component):
 
         Walks the command's host rows, splitting each into INCR bursts (max length, 4 KiB). The
         address-channel payload sits in registers (``valid`` is held until ``ready``). ``enable``
-        allows loading a new burst. Returns a namespace of signals plus the row iterator.
+        allows loading a new burst; ``issue`` pulses when one is loaded. Returns a namespace with
+        the row iterator, the AX payload registers and ``start()`` (initialisation statements).
         """
         cfg = self.config
         aab, bb, db = cfg.axi_addr_bits, self.beat_bits, self.data_bytes
@@ -280,11 +287,8 @@ class DmaEngine(wiring.Component):
                          beat_addr.eq(start_addr & align),
                          beats_left.eq(self._beats(start_addr[:bb], cmd.row_bytes))]
 
-        class _NS:
-            pass
-        ns = _NS()
-        ns.it, ns.valid, ns.addr, ns.len_m1, ns.issue, ns.start = it, valid, addr, len_m1, issue, start
-        return ns
+        return SimpleNamespace(it=it, valid=valid, addr=addr, len_m1=len_m1, issue=issue,
+                               start=start)
 
     @staticmethod
     def _resp_error(resp):

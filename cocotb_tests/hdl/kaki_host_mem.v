@@ -24,6 +24,8 @@
 //     [0] AR burst crosses 4 KiB     [1] AW burst crosses 4 KiB   [2] AxSIZE != log2(DATA_W/8)
 //     [3] AxBURST != INCR            [4] AxLEN > cfg_max_len      [5] WLAST on the wrong beat
 //     [6] AxADDR not beat-aligned    [7] VALID dropped or payload changed before READY (AR/AW/W)
+//   Bits 4 and 6 are Kaki DMA rules (cfg_max_len, aligned starts), not AXI4 violations; the model
+//   serves such bursts normally (an unaligned start transfers whole beats from the aligned address).
 //   st_ar_count / st_aw_count count AR / AW handshakes; st_rd_max_out is the largest number of
 //   accepted read bursts not yet fully returned that were seen at once.
 `default_nettype none
@@ -100,6 +102,7 @@ module kaki_host_mem #(
     localparam integer BP  = $clog2(B_DEPTH);
     localparam [15:0]       DB_16 = DB[15:0];
     localparam [ADDR_W-1:0] DB_A = {{(ADDR_W - 16){1'b0}}, DB_16};
+    localparam [11:0]       BEAT_MASK = ~(DB_16[11:0] - 12'd1);
     localparam [2:0]        SIZE = BB[2:0];
 
     reg [DATA_W-1:0] mem [0:WORDS-1];
@@ -110,9 +113,10 @@ module kaki_host_mem #(
                  && (a < cfg_err_limit);
     endfunction
 
-    // Burst of len+1 beats from an address with low bits a12 crosses a 4 KiB boundary.
+    // Burst of len+1 full-width beats from an address with low bits a12 crosses a 4 KiB boundary
+    // (the beats start at the address rounded down to the beat size).
     function automatic crosses_4k(input [11:0] a12, input [7:0] len);
-        crosses_4k = ({4'd0, a12} + ({8'd0, len} + 16'd1) * DB_16) > 16'd4096;
+        crosses_4k = ({4'd0, a12 & BEAT_MASK} + ({8'd0, len} + 16'd1) * DB_16) > 16'd4096;
     endfunction
 
     // ---------------------------------------------------------------- random stalls (xorshift64)
