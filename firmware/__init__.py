@@ -1,0 +1,1 @@
+"""Kaki control-core firmware (C) and its build (`python -m firmware.build`, `make firmware`)."""

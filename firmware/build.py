@@ -1,0 +1,53 @@
+"""Build the control-core firmware with the clang inside the `ziglang` wheel (`make firmware`).
+
+    python -m firmware.build [--out build/firmware/kaki_fw.elf]
+
+The firmware version comes from pyproject.toml (one source), passed as KAKI_FW_VERSION.
+"""
+import argparse
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+FW = Path(__file__).resolve().parent
+REPO = FW.parent
+ELF = REPO / "build" / "firmware" / "kaki_fw.elf"
+SOURCES = [FW / "start.S", FW / "main.c"]
+CFLAGS = ["-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m", "-O2", "-g",
+          "-ffreestanding", "-nostdlib", "-fno-builtin", "-Wall", "-Wextra", "-Werror",
+          "-std=c11"]
+
+
+def version():
+    """(major, minor, patch) of the project, and its packed 32-bit form."""
+    text = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    major, minor, patch = (int(x) for x in text.split("."))
+    return (major, minor, patch), (major << 16) | (minor << 8) | patch
+
+
+def build(out=ELF):
+    """Compile and link the firmware; return the ELF path. Raises RuntimeError with clang's output."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _, packed = version()
+    cmd = [sys.executable, "-m", "ziglang", "cc", *CFLAGS, f"-DKAKI_FW_VERSION={packed:#x}",
+           f"-I{FW / 'include'}", f"-I{FW}", "-T", str(FW / "link.ld"), "-o", str(out),
+           *map(str, SOURCES)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"firmware build failed:\n{' '.join(cmd)}\n{res.stdout}{res.stderr}")
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ELF))
+    args = ap.parse_args(argv)
+    path = build(args.out)
+    print(f"built {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
