@@ -75,11 +75,12 @@ def regs_header(rdl=regmap.RDL):
     return _peakrdl(lambda top, path: CHeaderExporter().export(top, path), ".h", rdl)
 
 
-def regs_markdown():
+def regs_markdown(rdl=regmap.RDL, title="Register map"):
     from peakrdl_markdown import MarkdownExporter
-    body = _peakrdl(lambda top, path: MarkdownExporter().export(
-        top, path, input_files=["hdl_gen/kaki_regs.rdl"]), ".md")
-    return f"# Register map\n\n_{HEADER.format(src='hdl_gen/kaki_regs.rdl')}_\n\n{body}"
+    src = f"hdl_gen/{rdl.name}"
+    body = _peakrdl(lambda top, path: MarkdownExporter().export(top, path, input_files=[src]),
+                    ".md", rdl)
+    return f"# {title}\n\n_{HEADER.format(src=src)}_\n\n{body}"
 
 
 # ---------------------------------------------------------------- descriptors
@@ -192,6 +193,7 @@ def artifacts():
         "firmware/include/kaki_mmio.h": regs_header(MMIO_RDL),
         "firmware/include/kaki_desc.h": descriptors_header(),
         "docs/registers.md": regs_markdown(),
+        "docs/mmio_registers.md": regs_markdown(MMIO_RDL, "Control-core MMIO map (base 0x2000_0000)"),
         "docs/descriptors.md": descriptors_markdown(),
     }
     for dim in ARRAY_SIZES:
