@@ -39,3 +39,22 @@ def test_segment_outside_memories_is_rejected(tmp_path):
 def test_version_comes_from_pyproject():
     (major, minor, patch), packed = fw_build.version()
     assert packed == (major << 16) | (minor << 8) | patch
+
+
+def test_firmware_boots_on_the_iss(elf):
+    """The ELF runs on the golden ISS: reports its version, then READY, then sleeps in WFI."""
+    from driver import mmio_registers as M
+    from golden.rv32_iss import RV32ISS
+    from driver.firmware_image import DMEM_BASE
+
+    base = 0x2000_0000
+    iss = RV32ISS.from_elf(elf)
+    image = FirmwareImage.from_elf(elf)
+    assert bytes(iss.dmem[:len(image.dmem)]) == image.dmem and DMEM_BASE == 0x1000_0000
+    steps = iss.run(10_000)
+    writes = {addr - base: value for addr, value, _ in iss.mmio.writes}
+    assert writes.get(M.FW_VERSION.addr) == fw_build.version()[1]
+    assert writes.get(M.FW_STATUS.addr) == 2, f"FW_STATUS writes: {iss.mmio.writes}"
+    assert iss.sleeping, f"firmware did not reach its WFI service loop within {steps} steps"
+    order = [addr - base for addr, _, _ in iss.mmio.writes]
+    assert order == [M.FW_STATUS.addr, M.FW_VERSION.addr, M.FW_STATUS.addr]
