@@ -18,12 +18,15 @@ from compiler.lower_gemm import encode_phases, host_layout, lower_gemm_epilogue,
 from driver import registers as R
 from driver.capabilities import Capabilities
 from driver.descriptors import ErrorCode, Opcode
+from driver.firmware_image import DMEM_BASE, IMEM_BASE
 from golden.workloads import gemm_epilogue_reference, host_tensors, run_on_model
 
 from .host_mem import HostMemory
 from .soc_target import HOST_WORDS
 
 CLOCK_NS = 10
+FW_READY = 2   # FW_STATUS.STATE values: docs/mmio_registers.md
+FW_FAULT = 3
 _ENGINE_DONE = {Opcode.DMA_LOAD: "DONE_DMA_LOAD", Opcode.DMA_STORE: "DONE_DMA_STORE",
                 Opcode.GEMM: "DONE_GEMM", Opcode.VECTOR: "DONE_VEC"}
 
@@ -139,6 +142,34 @@ class ChipTB:
                  "PERF_VEC_BUSY", "PERF_VEC_ACTIVE", "PERF_DMA_LOAD_BUSY", "PERF_DMA_STORE_BUSY",
                  "PERF_DMA_LOAD_BYTES", "PERF_DMA_STORE_BYTES"]
         return {n: await self.read(R.REGISTERS[n]) for n in names}
+
+    # ------------------------------------------------------------------ control core
+    async def load_firmware(self, image, timeout_cycles=50_000):
+        """Hold the core in reset, load ``image`` (a FirmwareImage), release it, wait for READY.
+
+        Returns FW_VERSION. Raises DeviceTimeout with the firmware's status and fault registers if
+        it does not report READY in time.
+        """
+        await self.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+        for base, data in ((IMEM_BASE, image.imem), (DMEM_BASE, image.dmem)):
+            if not data:
+                continue
+            await self.write(R.CORE_MEM_ADDR, base)
+            padded = data + bytes(-len(data) % 4)
+            for i in range(0, len(padded), 4):
+                await self.write(R.CORE_MEM_DATA, int.from_bytes(padded[i:i + 4], "little"))
+        await self.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(1))
+        return await self.wait_firmware_state(FW_READY, timeout_cycles)
+
+    async def wait_firmware_state(self, state, timeout_cycles):
+        for _ in range(max(1, timeout_cycles // 50)):
+            status = R.FW_STATUS.decode(await self.read(R.FW_STATUS))
+            if status["STATE"] == state:
+                return await self.read(R.FW_VERSION)
+            await ClockCycles(self.dut.clk, 50)
+        fault = {r.name: hex(await self.read(r)) for r in (R.FW_FAULT_PC, R.FW_FAULT_CAUSE, R.FW_FAULT_TVAL)}
+        raise DeviceTimeout(f"firmware did not reach state {state} within {timeout_cycles} cycles: "
+                            f"FW_STATUS={status}, {fault}")
 
     async def clear_perf(self):
         await self.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))

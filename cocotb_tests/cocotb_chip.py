@@ -1,4 +1,6 @@
 """cocotb side of test_chip: GEMMs, error isolation, interrupts and overlap on the whole chip."""
+import os
+
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
@@ -11,7 +13,7 @@ from driver.descriptors import ErrorCode, Opcode
 from golden import ops
 from golden.workloads import random_gemm_case
 
-from .chip_tb import ChipTB, CommandFailed
+from .chip_tb import FW_FAULT, ChipTB, CommandFailed
 
 
 @cocotb.test()
@@ -163,3 +165,39 @@ async def dma_overlaps_gemm(dut):
     await tb.run_phases([enc(with_irq(store_accumulator(plan, end + 0x1000)))])
     c = np.frombuffer(await tb.host.read(end + 0x1000, 4 * s * s), np.int32).reshape(s, s)
     np.testing.assert_array_equal(c, ops.gemm(a, b))
+
+
+@cocotb.test()
+async def firmware_boots_faults_and_reloads(dut):
+    """Real firmware on the RTL core: boot to READY, reset, a faulting image, reload."""
+    from elftools.elf.elffile import ELFFile
+
+    from driver.firmware_image import FirmwareImage
+    from firmware.build import version
+
+    tb = ChipTB(dut)
+    await tb.reset()
+    elf = os.environ["KAKI_FW_ELF"]
+    image = FirmwareImage.from_elf(elf)
+    assert await tb.load_firmware(image) == version()[1]
+    await ClockCycles(dut.clk, 20)
+    assert R.FW_STATUS.SLEEPING.get(await tb.read(R.FW_STATUS)) == 1, "firmware is not in WFI"
+    # Holding the core in reset resets the firmware's registers too.
+    await tb.write(R.CORE_CTRL, 0)
+    await ClockCycles(dut.clk, 5)
+    assert await tb.read(R.FW_STATUS) == 0 and await tb.read(R.FW_VERSION) == 0
+    # An illegal instruction in main(): the trap handler reports FAULT with cause 2 and the pc.
+    with open(elf, "rb") as f:
+        main = ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name("main")[0]["st_value"]
+    bad = bytearray(image.imem)
+    bad[main:main + 4] = b"\xff\xff\xff\xff"
+    try:
+        await tb.load_firmware(FirmwareImage(bytes(bad), image.dmem, 0), timeout_cycles=5_000)
+    except AssertionError:
+        pass
+    assert R.FW_STATUS.STATE.get(await tb.read(R.FW_STATUS)) == FW_FAULT
+    assert await tb.read(R.FW_FAULT_CAUSE) == 2
+    assert await tb.read(R.FW_FAULT_PC) == main
+    assert await tb.read(R.FW_FAULT_TVAL) == 0xFFFFFFFF
+    # Reload the good image: READY again.
+    assert await tb.load_firmware(image) == version()[1]

@@ -14,6 +14,18 @@ def test_chip_gemm_epilogue(dim):
 
 
 @pytest.mark.sim
+def test_chip_firmware():
+    from filelock import FileLock
+
+    from firmware import build as fw_build
+    with FileLock(str(simbuild.BUILD / "firmware.lock")):
+        elf = fw_build.build()
+    simbuild.run(soc_target(8), "cocotb_tests.cocotb_chip",
+                 testcase="firmware_boots_faults_and_reloads", tag="firmware",
+                 extra_env={"KAKI_FW_ELF": str(elf)})
+
+
+@pytest.mark.sim
 def test_chip_errors_and_interrupts():
     simbuild.run(soc_target(8), "cocotb_tests.cocotb_chip",
                  testcase="errors_are_precise_and_isolated,interrupt_mask_and_ack,dma_overlaps_gemm",

@@ -1,5 +1,5 @@
 """The CSR block: an AXI4-Lite target over the registers of ``kaki_regs.rdl``."""
-from amaranth import Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -7,35 +7,56 @@ from . import regmap
 from .axi import RESP_OKAY, RESP_SLVERR, Axi4LiteSignature
 
 
-class CsrBlock(wiring.Component):
-    """AXI4-Lite register file generated from the SystemRDL register map.
+class SimpleBusSignature(wiring.Signature):
+    """A word bus, requester side: ``addr`` Out(32), ``en`` Out(1), ``we`` Out(1), ``wdata``
+    Out(32), ``wstrb`` Out(4), ``rdata`` In(32), ``ack`` In(1). The requester holds a request until
+    ``ack``; ``rdata`` is valid with ``ack``. (The control core's data bus has this shape.)"""
 
-    One write and one read are served at a time (AW and W are taken together); each answers in one
-    cycle. Unmapped addresses answer SLVERR (reads return 0). Byte strobes apply to RW fields.
+    def __init__(self):
+        super().__init__({"addr": Out(32), "en": Out(1), "we": Out(1), "wdata": Out(32),
+                          "wstrb": Out(4), "rdata": In(32), "ack": In(1)})
+
+
+class CsrBlock(wiring.Component):
+    """Register file generated from a SystemRDL register map, behind an AXI4-Lite or simple bus.
+
+    AXI4-Lite (``bus_kind="axi4lite"``): one write and one read are served at a time (AW and W
+    are taken together); each answers in one cycle; unmapped addresses answer SLVERR (reads return
+    0). Simple bus (``bus_kind="simple"``, :class:`SimpleBusSignature`): every request is
+    acknowledged one cycle later; unmapped reads return 0 and unmapped writes are ignored. Byte
+    strobes apply to RW fields. Only the low ``addr_bits`` address bits are decoded.
 
     Ports
     -----
-    bus : In(Axi4LiteSignature(addr_bits)) — the host's register port (this block is the target).
+    bus : In(Axi4LiteSignature(addr_bits)) or In(SimpleBusSignature()) — the register port
+          (this block is the target).
     For every field ``F`` of register ``R`` (names from :func:`regmap.port_name`, ``r_f``):
       * ``ro``    — ``r_f``: In(width), the value software reads.
       * ``rw``    — ``r_f``: Out(width), the register's value.
+      * ``wstrobe`` — as ``rw``, plus ``r_f_swmod``: Out(1), high in the cycle of every write.
       * ``pulse`` — ``r_f``: Out(width), high for the one cycle in which software writes 1s.
       * ``w1c``   — ``r_f``: Out(width) sticky value; ``r_f_set``: In(width), hardware set
         (a set in the same cycle as a software clear wins, so no event is lost).
       * ``const`` — no port; reads return the RDL reset value.
     """
 
-    def __init__(self, regs=None):
+    def __init__(self, regs=None, bus_kind="axi4lite"):
+        if bus_kind not in ("axi4lite", "simple"):
+            raise ValueError(f"bus_kind must be 'axi4lite' or 'simple', not {bus_kind!r}")
         self.regs = regs if regs is not None else regmap.load()
+        self.bus_kind = bus_kind
         self.addr_bits = max(12, max(r.addr for r in self.regs).bit_length())
-        members = {"bus": In(Axi4LiteSignature(self.addr_bits))}
+        bus = Axi4LiteSignature(self.addr_bits) if bus_kind == "axi4lite" else SimpleBusSignature()
+        members = {"bus": In(bus)}
         for reg in self.regs:
             for f in reg.fields:
                 name = regmap.port_name(reg, f)
                 if f.kind == "ro":
                     members[name] = In(f.width)
-                elif f.kind in ("rw", "pulse"):
-                    members[name] = Out(f.width, init=f.reset if f.kind == "rw" else 0)
+                elif f.kind in ("rw", "wstrobe", "pulse"):
+                    members[name] = Out(f.width, init=f.reset if f.kind != "pulse" else 0)
+                    if f.kind == "wstrobe":
+                        members[name + "_swmod"] = Out(1)
                 elif f.kind == "w1c":
                     members[name] = Out(f.width, init=f.reset)
                     members[name + "_set"] = In(f.width)
@@ -43,54 +64,72 @@ class CsrBlock(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        bus = self.bus
-
-        # --- write channel: AW and W together, one transaction at a time.
-        bvalid = Signal()
-        bresp = Signal(2)
-        do_write = Signal()
-        m.d.comb += [
-            do_write.eq(bus.awvalid & bus.wvalid & ~bvalid),
-            bus.awready.eq(do_write), bus.wready.eq(do_write),
-            bus.bvalid.eq(bvalid), bus.bresp.eq(bresp),
-        ]
-        with m.If(bvalid & bus.bready):
-            m.d.sync += bvalid.eq(0)
-        with m.If(do_write):
-            m.d.sync += [bvalid.eq(1), bresp.eq(RESP_SLVERR)]
-
-        bytemask = Cat(*[b.replicate(8) for b in bus.wstrb])
-        wdata = Signal(32)
-        m.d.comb += wdata.eq(bus.wdata & bytemask)
-        waddr = bus.awaddr[2:]
-
-        # --- read channel: answer one cycle after AR.
-        rvalid = Signal()
-        rdata = Signal(32)
-        rresp = Signal(2)
-        do_read = Signal()
-        m.d.comb += [
-            do_read.eq(bus.arvalid & ~rvalid),
-            bus.arready.eq(do_read),
-            bus.rvalid.eq(rvalid), bus.rdata.eq(rdata), bus.rresp.eq(rresp),
-        ]
-        with m.If(rvalid & bus.rready):
-            m.d.sync += rvalid.eq(0)
-        with m.If(do_read):
-            m.d.sync += [rvalid.eq(1), rdata.eq(0), rresp.eq(RESP_SLVERR)]
-
+        port = self._axi_frontend(m) if self.bus_kind == "axi4lite" else self._simple_frontend(m)
+        do_write, waddr, wdata, bytemask, do_read, raddr, rdata, mapped_w, mapped_r = port
         for reg in self.regs:
             word = reg.addr >> 2
             hit = Signal(name=f"wr_{reg.ident.lower()}")
             m.d.comb += hit.eq(do_write & (waddr == word))
             with m.If(hit):
-                m.d.sync += bresp.eq(RESP_OKAY)
+                m.d.sync += mapped_w.eq(1)
             value = Const(0, 32)
             for f in reg.fields:
                 value = value | (self._field_logic(m, reg, f, hit, wdata, bytemask) << f.lsb)
-            with m.If(do_read & (bus.araddr[2:] == word)):
-                m.d.sync += [rdata.eq(value), rresp.eq(RESP_OKAY)]
+            with m.If(do_read & (raddr == word)):
+                m.d.sync += [rdata.eq(value), mapped_r.eq(1)]
         return m
+
+    def _axi_frontend(self, m):
+        """AXI4-Lite target: returns the register-access strobes and response registers."""
+        bus = self.bus
+        bvalid, bok = Signal(), Signal()
+        do_write = Signal()
+        m.d.comb += [
+            do_write.eq(bus.awvalid & bus.wvalid & ~bvalid),
+            bus.awready.eq(do_write), bus.wready.eq(do_write),
+            bus.bvalid.eq(bvalid), bus.bresp.eq(Mux(bok, RESP_OKAY, RESP_SLVERR)),
+        ]
+        with m.If(bvalid & bus.bready):
+            m.d.sync += bvalid.eq(0)
+        with m.If(do_write):
+            m.d.sync += [bvalid.eq(1), bok.eq(0)]
+        bytemask = Cat(*[b.replicate(8) for b in bus.wstrb])
+        wdata = Signal(32)
+        m.d.comb += wdata.eq(bus.wdata & bytemask)
+
+        rvalid, rok = Signal(), Signal()
+        rdata = Signal(32)
+        do_read = Signal()
+        m.d.comb += [
+            do_read.eq(bus.arvalid & ~rvalid),
+            bus.arready.eq(do_read),
+            bus.rvalid.eq(rvalid), bus.rdata.eq(rdata),
+            bus.rresp.eq(Mux(rok, RESP_OKAY, RESP_SLVERR)),
+        ]
+        with m.If(rvalid & bus.rready):
+            m.d.sync += rvalid.eq(0)
+        with m.If(do_read):
+            m.d.sync += [rvalid.eq(1), rdata.eq(0), rok.eq(0)]
+        return (do_write, bus.awaddr[2:], wdata, bytemask, do_read, bus.araddr[2:], rdata,
+                bok, rok)
+
+    def _simple_frontend(self, m):
+        """Simple-bus target: acknowledge every request one cycle later."""
+        bus = self.bus
+        ack = Signal()
+        rdata = Signal(32)
+        new = Signal()
+        m.d.comb += [new.eq(bus.en & ~ack), bus.ack.eq(ack), bus.rdata.eq(rdata)]
+        m.d.sync += ack.eq(new)
+        with m.If(new):
+            m.d.sync += rdata.eq(0)
+        bytemask = Cat(*[b.replicate(8) for b in bus.wstrb])
+        wdata = Signal(32)
+        m.d.comb += wdata.eq(bus.wdata & bytemask)
+        word = bus.addr[2:self.addr_bits]
+        unused_w, unused_r = Signal(), Signal()   # the simple bus has no error response
+        return (new & bus.we, word, wdata, bytemask, new & ~bus.we, word, rdata,
+                unused_w, unused_r)
 
     def _field_logic(self, m, reg, f, hit, wdata, bytemask):
         """Drive the field's port from bus writes; return the value a read sees."""
@@ -100,9 +139,11 @@ class CsrBlock(wiring.Component):
             return Const(f.reset, f.width)
         if f.kind == "ro":
             return port
-        if f.kind == "rw":
+        if f.kind in ("rw", "wstrobe"):
             with m.If(hit):
                 m.d.sync += port.eq((port & ~bytemask[bits]) | wdata[bits])
+            if f.kind == "wstrobe":
+                m.d.comb += getattr(self, regmap.port_name(reg, f) + "_swmod").eq(hit)
             return port
         if f.kind == "pulse":
             m.d.comb += port.eq(Cat(hit.replicate(f.width)) & wdata[bits])

@@ -10,7 +10,7 @@ from pathlib import Path
 RDL = Path(__file__).with_name("kaki_regs.rdl")
 
 #: Field kinds the CSR block implements (see the header of kaki_regs.rdl).
-KINDS = ("const", "ro", "rw", "pulse", "w1c")
+KINDS = ("const", "ro", "rw", "wstrobe", "pulse", "w1c")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _kind(f):
     if sw == "AccessType.r" and hw == "AccessType.w":
         return "ro"
     if sw == "AccessType.rw" and hw == "AccessType.r":
-        return "rw"
+        return "wstrobe" if f.get_property("swmod") else "rw"
     raise ValueError(f"field {f.get_path()}: sw={sw} hw={hw} is not a kind the CSR block implements")
 
 

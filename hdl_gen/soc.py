@@ -7,6 +7,7 @@ from . import regmap
 from .axi import Axi4LiteSignature, Axi4Signature
 from .banked_memory import BankedMemory
 from .config import KakiConfig
+from .control_core import ControlSubsystem
 from .csr_block import CsrBlock
 from .descriptor import ErrorCode
 from .dispatcher import ENGINES, Dispatcher
@@ -19,6 +20,9 @@ FIFO_DEPTH = 4
 
 class KakiSoc(wiring.Component):
     """One Kaki chip.
+
+    Control: the host loads the RV32IM control core's firmware through CORE_MEM_* and releases it
+    with CORE_CTRL.RUN; the firmware reports through its MMIO registers, mirrored in FW_*.
 
     Data path: host memory --AXI4--> DMA load --> scratchpad / accumulator --> GEMM engine (PE
     array) --> accumulator --> vector unit --> scratchpad --> DMA store --AXI4--> host memory.
@@ -84,10 +88,28 @@ class KakiSoc(wiring.Component):
                          getattr(disp, f"{name}_done").eq(ctl.done),
                          getattr(disp, f"{name}_error").eq(ctl.error)]
 
+        m.submodules.control = ctl = ControlSubsystem()
+        self._control_core(m, csr, ctl)
         self._status(m, csr, disp, engines)
         self._interrupts(m, csr, disp)
         self._perf_counters(m, csr, dma, gemm, vec)
         return m
+
+    def _control_core(self, m, csr, ctl):
+        m.d.comb += [
+            ctl.run.eq(csr.core_ctrl_run),
+            ctl.load_addr.eq(csr.core_mem_addr_addr),
+            ctl.load_addr_we.eq(csr.core_mem_addr_addr_swmod),
+            ctl.load_data.eq(csr.core_mem_data_data),
+            ctl.load_data_we.eq(csr.core_mem_data_data_swmod),
+            ctl.irq.eq(0),   # no interrupt source is routed to the core yet
+            csr.fw_version_version.eq(ctl.fw_version),
+            csr.fw_status_state.eq(ctl.fw_state),
+            csr.fw_status_sleeping.eq(ctl.sleeping),
+            csr.fw_fault_pc_value.eq(ctl.fault_pc),
+            csr.fw_fault_cause_value.eq(ctl.fault_cause),
+            csr.fw_fault_tval_value.eq(ctl.fault_tval),
+        ]
 
     def _status(self, m, csr, disp, engines):
         cfg = self.config

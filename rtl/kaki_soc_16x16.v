@@ -97,7 +97,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [286:0] \$9 ;
   wire [8:0] \$90 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$279 ;
+  reg [7:0] \$signal$302 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$152 ;
   wire [12:0] \acc_rd__addr$160 ;
@@ -119,7 +119,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire acc_wr__gnt;
   wire \acc_wr__gnt$181 ;
   wire active;
-  wire \active$334 ;
+  wire \active$357 ;
   wire [31:0] axi__araddr;
   wire [1:0] axi__arburst;
   wire [3:0] axi__arid;
@@ -193,6 +193,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [31:0] cmd6_word;
   wire [31:0] cmd7_word;
   wire cmd_submit_go;
+  wire core_ctrl_run;
+  wire [31:0] core_mem_addr_addr;
+  wire core_mem_addr_addr_swmod;
+  wire [31:0] core_mem_data_data;
+  wire core_mem_data_data_swmod;
   input [11:0] csr__araddr;
   wire [11:0] csr__araddr;
   input [2:0] csr__arprot;
@@ -232,7 +237,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$333 ;
+  wire \ctl__busy$356 ;
   wire [175:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$228 ;
   wire [19:0] \ctl__cmd__payload$228.bias_addr ;
@@ -448,6 +453,17 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   reg failing;
+  wire [31:0] fault_cause;
+  wire [31:0] fault_pc;
+  wire [31:0] fault_tval;
+  wire [31:0] fw_fault_cause_value;
+  wire [31:0] fw_fault_pc_value;
+  wire [31:0] fw_fault_tval_value;
+  wire [7:0] fw_state;
+  wire fw_status_sleeping;
+  wire [7:0] fw_status_state;
+  wire [31:0] fw_version;
+  wire [31:0] fw_version_version;
   wire [255:0] gemm__payload;
   wire [7:0] \gemm__payload.flags ;
   wire \gemm__payload.flags.irq ;
@@ -522,6 +538,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [3:0] inflight;
   output irq;
   reg irq = 1'h0;
+  wire \irq$244 ;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -566,7 +583,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001000 = "BAD_SHIFT" *)
   (* enum_value_00001001 = "CMD_OVERFLOW" *)
   wire [7:0] load__error;
+  wire [31:0] load_addr;
+  wire load_addr_we;
   wire [7:0] load_bytes;
+  wire [31:0] load_data;
+  wire load_data_we;
   output [31:0] mem__araddr;
   wire [31:0] mem__araddr;
   output [1:0] mem__arburst;
@@ -797,6 +818,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [15:0] retire__3__tag;
   input rst;
   wire rst;
+  wire run;
+  wire sleeping;
   wire [13:0] spad_rd__addr;
   wire [13:0] \spad_rd__addr$112 ;
   wire [13:0] \spad_rd__addr$120 ;
@@ -991,9 +1014,9 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \$55  = ~ perf_ctrl_freeze;
   assign \$56  = perf_gemm_stall_count + stall;
   assign \$57  = ~ perf_ctrl_freeze;
-  assign \$58  = perf_vec_busy_count + \ctl__busy$333 ;
+  assign \$58  = perf_vec_busy_count + \ctl__busy$356 ;
   assign \$59  = ~ perf_ctrl_freeze;
-  assign \$60  = perf_vec_active_count + \active$334 ;
+  assign \$60  = perf_vec_active_count + \active$357 ;
   assign \$61  = ~ perf_ctrl_freeze;
   assign \$62  = perf_dma_load_busy_count + load__busy;
   assign \$63  = ~ perf_ctrl_freeze;
@@ -1066,6 +1089,21 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .wr__1__en(\wr__1__en$179 ),
     .wr__1__gnt(\acc_wr__gnt$181 )
   );
+  \kaki_soc_16x16.control  control (
+    .clk(clk),
+    .fault_cause(fw_fault_cause_value),
+    .fault_pc(fw_fault_pc_value),
+    .fault_tval(fw_fault_tval_value),
+    .fw_state(fw_status_state),
+    .fw_version(fw_version_version),
+    .load_addr(load_addr),
+    .load_addr_we(load_addr_we),
+    .load_data_we(load_data_we),
+    .rst(rst),
+    .run(run),
+    .sleeping(fw_status_sleeping),
+    .wdata(load_data)
+  );
   \kaki_soc_16x16.csr  csr (
     .bus__araddr(csr__araddr),
     .bus__arvalid(csr__arvalid),
@@ -1073,13 +1111,14 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .bus__awvalid(csr__awvalid),
     .bus__bready(csr__bready),
     .bus__bresp(csr__bresp),
+    .bus__bvalid(csr__bvalid),
     .bus__rdata(csr__rdata),
     .bus__rready(csr__rready),
     .bus__rresp(csr__rresp),
+    .bus__rvalid(csr__rvalid),
     .bus__wdata(csr__wdata),
     .bus__wstrb(csr__wstrb),
     .bus__wvalid(csr__wvalid),
-    .bvalid(csr__bvalid),
     .clk(clk),
     .cmd0_word(cmd0_word),
     .cmd1_word(cmd1_word),
@@ -1090,6 +1129,9 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .cmd6_word(cmd6_word),
     .cmd7_word(cmd7_word),
     .cmd_submit_go(submit),
+    .core_ctrl_run(run),
+    .core_mem_addr_addr(load_addr),
+    .core_mem_data_data(load_data),
     .do_read(csr__arready),
     .do_write(csr__awready),
     .done_dma_load_count(done_dma_load_count),
@@ -1099,6 +1141,12 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .error_info_code(error_info_code),
     .error_info_opcode(error_info_opcode),
     .error_info_tag(error_info_tag),
+    .fw_fault_cause_value(fw_fault_cause_value),
+    .fw_fault_pc_value(fw_fault_pc_value),
+    .fw_fault_tval_value(fw_fault_tval_value),
+    .fw_status_sleeping(fw_status_sleeping),
+    .fw_status_state(fw_status_state),
+    .fw_version_version(fw_version_version),
     .irq_enable_dma_load_done(irq_enable_dma_load_done),
     .irq_enable_dma_store_done(irq_enable_dma_store_done),
     .irq_enable_error(irq_enable_error),
@@ -1126,10 +1174,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_gemm_stall_count(perf_gemm_stall_count),
     .perf_vec_active_count(perf_vec_active_count),
     .perf_vec_busy_count(perf_vec_busy_count),
-    .\port$5472$0 (inflight),
+    .\port$6490$0 (inflight),
     .rst(rst),
-    .rvalid(csr__rvalid),
-    .status_idle(status_idle)
+    .status_idle(status_idle),
+    .wr_core_mem_addr(load_addr_we),
+    .wr_core_mem_data(load_data_we)
   );
   \kaki_soc_16x16.dispatcher  dispatcher (
     .clk(clk),
@@ -1142,10 +1191,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm__valid(ctl__cmd__valid),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$5474$0 (\$87 ),
-    .\port$5476$0 (\$88 ),
-    .\port$5478$0 (\$89 ),
-    .\port$5480$0 (\$90 ),
+    .\port$6492$0 (\$87 ),
+    .\port$6494$0 (\$88 ),
+    .\port$6496$0 (\$89 ),
+    .\port$6498$0 (\$90 ),
     .r_en(dma_load__ready),
     .\r_en$32 (dma_store__ready),
     .\r_en$49 (gemm__ready),
@@ -1272,13 +1321,13 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .acc_rd__en(\rd__1__en$155 ),
     .acc_rd__gnt(\acc_rd__gnt$157 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$333 ),
+    .ctl__busy(\ctl__busy$356 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(vec__ready),
     .ctl__cmd__valid(\ctl__cmd__valid$224 ),
     .ctl__done(vec_done),
     .err(vec_error),
-    .fire(\active$334 ),
+    .fire(\active$357 ),
     .rst(rst),
     .spad_rd__addr(rd__1__addr),
     .spad_rd__data(\spad_rd__data$113 ),
@@ -1328,21 +1377,21 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$279  = 8'h00;
+    \$signal$302  = 8'h00;
     if (\$26 ) begin
-      \$signal$279  = \$90 [7:0];
+      \$signal$302  = \$90 [7:0];
     end
     if (\$28 ) begin
-      \$signal$279  = \$89 [7:0];
+      \$signal$302  = \$89 [7:0];
     end
     if (\$30 ) begin
-      \$signal$279  = \$88 [7:0];
+      \$signal$302  = \$88 [7:0];
     end
     if (\$32 ) begin
-      \$signal$279  = \$87 [7:0];
+      \$signal$302  = \$87 [7:0];
     end
     if (\$34 ) begin
-      \$signal$279  = \$16 [7:0];
+      \$signal$302  = \$16 [7:0];
     end
   end
   always @* begin
@@ -1418,7 +1467,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$74  = error_info_opcode;
     if (\$48 ) begin
-      \$74  = \$signal$279 ;
+      \$74  = \$signal$302 ;
     end
     if (rst) begin
       \$74  = 8'h00;
@@ -1676,6 +1725,18 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \ctl__cmd__payload$228  = vec__payload[187:32];
   assign \ctl__done$231  = vec_done;
   assign \ctl__error$233  = vec_error;
+  assign core_ctrl_run = run;
+  assign core_mem_addr_addr = load_addr;
+  assign core_mem_addr_addr_swmod = load_addr_we;
+  assign core_mem_data_data = load_data;
+  assign core_mem_data_data_swmod = load_data_we;
+  assign \irq$244  = 1'h0;
+  assign fw_version = fw_version_version;
+  assign fw_state = fw_status_state;
+  assign sleeping = fw_status_sleeping;
+  assign fault_pc = fw_fault_pc_value;
+  assign fault_cause = fw_fault_cause_value;
+  assign fault_tval = fw_fault_tval_value;
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -2400,79 +2461,529 @@ module \kaki_soc_16x16.acc.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, do_read, cmd_submit_go, perf_ctrl_clear, status_idle, irq_status_error_set, done_dma_load_count
-, done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, bvalid, bus__bresp, rvalid, bus__rdata, bus__rresp
-, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$5472$0 , bus__awaddr
-);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, run, load_addr, wdata, sleeping, fw_version, fw_state, fault_pc, fault_cause, fault_tval, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire \$1 ;
+  wire [32:0] \$1 ;
   wire \$10 ;
-  wire [31:0] \$100 ;
-  wire [31:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire [32:0] \$104 ;
-  wire [32:0] \$105 ;
-  wire [31:0] \$106 ;
-  wire [31:0] \$107 ;
-  wire [31:0] \$108 ;
-  wire \$109 ;
   wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire [31:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  reg \$93 ;
+  reg \$94 ;
+  reg [31:0] \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$signal  = 1'h0;
+  reg \$signal$8  = 1'h0;
+  wire \$signal$9 ;
+  reg [31:0] addr = 32'd0;
+  wire bus__ack;
+  wire [31:0] bus__addr;
+  wire bus__en;
+  wire [31:0] bus__rdata;
+  wire [31:0] bus__wdata;
+  wire bus__we;
+  wire [3:0] bus__wstrb;
+  input clk;
+  wire clk;
+  reg data_we = 1'h0;
+  wire dbus__ack;
+  wire [31:0] dbus__addr;
+  wire dbus__en;
+  wire [31:0] dbus__rdata;
+  wire [31:0] dbus__wdata;
+  wire dbus__we;
+  wire [3:0] dbus__wstrb;
+  output [31:0] fault_cause;
+  wire [31:0] fault_cause;
+  output [31:0] fault_pc;
+  wire [31:0] fault_pc;
+  output [31:0] fault_tval;
+  wire [31:0] fault_tval;
+  wire [31:0] fw_fault_cause_cause;
+  wire [31:0] fw_fault_pc_pc;
+  wire [31:0] fw_fault_tval_tval;
+  output [7:0] fw_state;
+  wire [7:0] fw_state;
+  wire [7:0] fw_status_state;
+  output [31:0] fw_version;
+  wire [31:0] fw_version;
+  wire [31:0] fw_version_version;
+  wire [11:0] imem__addr;
+  wire [31:0] imem__data;
+  wire imem__en;
+  wire imem__gnt;
+  wire irq;
+  wire \irq$64 ;
+  input [31:0] load_addr;
+  wire [31:0] load_addr;
+  input load_addr_we;
+  wire load_addr_we;
+  wire [31:0] load_data;
+  input load_data_we;
+  wire load_data_we;
+  wire [11:0] raddr;
+  wire [11:0] \raddr$42 ;
+  wire [11:0] \raddr$47 ;
+  wire [11:0] \raddr$52 ;
+  wire [11:0] \raddr$57 ;
+  wire [31:0] rdata;
+  wire [7:0] \rdata$36 ;
+  wire [7:0] \rdata$37 ;
+  wire [7:0] \rdata$38 ;
+  wire [7:0] \rdata$39 ;
+  wire ren;
+  wire \ren$41 ;
+  wire \ren$46 ;
+  wire \ren$51 ;
+  wire \ren$56 ;
+  input rst;
+  wire rst;
+  input run;
+  wire run;
+  reg sel_dmem = 1'h0;
+  output sleeping;
+  wire sleeping;
+  wire \sleeping$62 ;
+  wire [11:0] waddr;
+  wire [11:0] \waddr$44 ;
+  wire [11:0] \waddr$49 ;
+  wire [11:0] \waddr$54 ;
+  wire [11:0] \waddr$59 ;
+  input [31:0] wdata;
+  wire [31:0] wdata;
+  wire [7:0] \wdata$45 ;
+  wire [7:0] \wdata$50 ;
+  wire [7:0] \wdata$55 ;
+  wire [7:0] \wdata$60 ;
+  wire wen;
+  wire \wen$43 ;
+  wire \wen$48 ;
+  wire \wen$53 ;
+  wire \wen$58 ;
+  assign \$3  = \$signal$9  & \$2 ;
+  assign \$4  = ~ run;
+  assign \$5  = data_we & \$4 ;
+  assign \$6  = ! addr[31:14];
+  assign wen = \$5  & \$6 ;
+  assign \$7  = ~ \$signal$8 ;
+  assign \$8  = dbus__en & \$7 ;
+  assign \$9  = dbus__addr[31:16] == 14'h2000;
+  assign \$10  = dbus__addr[15:2] < 11'h400;
+  assign \$11  = \$9  & \$10 ;
+  assign \$12  = ~ \$11 ;
+  assign \$signal$9  = \$8  & \$12 ;
+  assign \$13  = dbus__addr[31:16] == 14'h2000;
+  assign \$14  = dbus__addr[15:2] < 11'h400;
+  assign \$15  = \$13  & \$14 ;
+  assign bus__en = dbus__en & \$15 ;
+  assign dbus__ack = \$signal$8  | bus__ack;
+  assign \$16  = sel_dmem ? { \rdata$39 , \rdata$38 , \rdata$37 , \rdata$36  } : 32'd0;
+  assign dbus__rdata = bus__ack ? bus__rdata : \$16 ;
+  assign \$17  = dbus__addr[31:14] == 15'h4000;
+  assign \$18  = \$signal$9  & \$17 ;
+  assign \$19  = ~ bus__we;
+  assign \ren$41  = \$18  & \$19 ;
+  assign \$20  = dbus__addr[31:14] == 15'h4000;
+  assign \$21  = \$signal$9  & \$20 ;
+  assign \$22  = \$21  & bus__we;
+  assign \$23  = \$22  & bus__wstrb[0];
+  assign \$24  = ~ run;
+  assign \$25  = data_we & \$24 ;
+  assign \$26  = addr[31:14] == 15'h4000;
+  assign \$27  = \$25  & \$26 ;
+  assign \wen$43  = \$23  | \$27 ;
+  assign \$28  = ~ run;
+  assign \$29  = data_we & \$28 ;
+  assign \$30  = addr[31:14] == 15'h4000;
+  assign \$31  = \$29  & \$30 ;
+  assign \waddr$44  = \$31  ? addr[13:2] : dbus__addr[13:2];
+  assign \$32  = ~ run;
+  assign \$33  = data_we & \$32 ;
+  assign \$34  = addr[31:14] == 15'h4000;
+  assign \$35  = \$33  & \$34 ;
+  assign \wdata$45  = \$35  ? wdata[7:0] : bus__wdata[7:0];
+  assign \$36  = dbus__addr[31:14] == 15'h4000;
+  assign \$37  = \$signal$9  & \$36 ;
+  assign \$38  = ~ bus__we;
+  assign \ren$46  = \$37  & \$38 ;
+  assign \$39  = dbus__addr[31:14] == 15'h4000;
+  assign \$40  = \$signal$9  & \$39 ;
+  assign \$41  = \$40  & bus__we;
+  assign \$42  = \$41  & bus__wstrb[1];
+  assign \$43  = ~ run;
+  assign \$44  = data_we & \$43 ;
+  assign \$45  = addr[31:14] == 15'h4000;
+  assign \$46  = \$44  & \$45 ;
+  assign \wen$48  = \$42  | \$46 ;
+  assign \$47  = ~ run;
+  assign \$48  = data_we & \$47 ;
+  assign \$49  = addr[31:14] == 15'h4000;
+  assign \$50  = \$48  & \$49 ;
+  assign \waddr$49  = \$50  ? addr[13:2] : dbus__addr[13:2];
+  assign \$51  = ~ run;
+  assign \$52  = data_we & \$51 ;
+  assign \$53  = addr[31:14] == 15'h4000;
+  assign \$54  = \$52  & \$53 ;
+  assign \wdata$50  = \$54  ? wdata[15:8] : bus__wdata[15:8];
+  assign \$55  = dbus__addr[31:14] == 15'h4000;
+  assign \$56  = \$signal$9  & \$55 ;
+  assign \$57  = ~ bus__we;
+  assign \ren$51  = \$56  & \$57 ;
+  assign \$58  = dbus__addr[31:14] == 15'h4000;
+  assign \$59  = \$signal$9  & \$58 ;
+  assign \$60  = \$59  & bus__we;
+  assign \$61  = \$60  & bus__wstrb[2];
+  assign \$62  = ~ run;
+  assign \$63  = data_we & \$62 ;
+  assign \$64  = addr[31:14] == 15'h4000;
+  assign \$65  = \$63  & \$64 ;
+  assign \wen$53  = \$61  | \$65 ;
+  assign \$66  = ~ run;
+  assign \$67  = data_we & \$66 ;
+  assign \$68  = addr[31:14] == 15'h4000;
+  assign \$69  = \$67  & \$68 ;
+  assign \waddr$54  = \$69  ? addr[13:2] : dbus__addr[13:2];
+  assign \$70  = ~ run;
+  assign \$71  = data_we & \$70 ;
+  assign \$72  = addr[31:14] == 15'h4000;
+  assign \$73  = \$71  & \$72 ;
+  assign \wdata$55  = \$73  ? wdata[23:16] : bus__wdata[23:16];
+  assign \$74  = dbus__addr[31:14] == 15'h4000;
+  assign \$75  = \$signal$9  & \$74 ;
+  assign \$76  = ~ bus__we;
+  assign \ren$56  = \$75  & \$76 ;
+  assign \$77  = dbus__addr[31:14] == 15'h4000;
+  assign \$78  = \$signal$9  & \$77 ;
+  assign \$79  = \$78  & bus__we;
+  assign \$80  = \$79  & bus__wstrb[3];
+  assign \$81  = ~ run;
+  assign \$82  = data_we & \$81 ;
+  assign \$83  = addr[31:14] == 15'h4000;
+  assign \$84  = \$82  & \$83 ;
+  assign \wen$58  = \$80  | \$84 ;
+  assign \$85  = ~ run;
+  assign \$86  = data_we & \$85 ;
+  assign \$87  = addr[31:14] == 15'h4000;
+  assign \$88  = \$86  & \$87 ;
+  assign \waddr$59  = \$88  ? addr[13:2] : dbus__addr[13:2];
+  assign \$89  = ~ run;
+  assign \$90  = data_we & \$89 ;
+  assign \$91  = addr[31:14] == 15'h4000;
+  assign \$92  = \$90  & \$91 ;
+  assign \wdata$60  = \$92  ? wdata[31:24] : bus__wdata[31:24];
+  always @(posedge clk)
+    \$signal  <= \$93 ;
+  always @(posedge clk)
+    data_we <= \$94 ;
+  always @(posedge clk)
+    addr <= \$95 ;
+  always @(posedge clk)
+    \$signal$8  <= \$96 ;
+  always @(posedge clk)
+    sel_dmem <= \$97 ;
+  assign \$1  = addr + 3'h4;
+  assign \$2  = dbus__addr[31:14] == 15'h4000;
+  \kaki_soc_16x16.control.core  core (
+    .clk(clk),
+    .dbus__ack(dbus__ack),
+    .dbus__addr(dbus__addr),
+    .dbus__en(dbus__en),
+    .dbus__rdata(dbus__rdata),
+    .dbus__wdata(bus__wdata),
+    .dbus__we(bus__we),
+    .dbus__wstrb(bus__wstrb),
+    .imem__addr(raddr),
+    .imem__data(imem__data),
+    .imem__en(ren),
+    .rst(rst),
+    .run(run),
+    .sleeping(sleeping)
+  );
+  \kaki_soc_16x16.control.dmem0  dmem0 (
+    .clk(clk),
+    .raddr(dbus__addr[13:2]),
+    .rdata(\rdata$36 ),
+    .ren(\ren$41 ),
+    .waddr(\waddr$44 ),
+    .wdata(\wdata$45 ),
+    .wen(\wen$43 )
+  );
+  \kaki_soc_16x16.control.dmem1  dmem1 (
+    .clk(clk),
+    .raddr(dbus__addr[13:2]),
+    .rdata(\rdata$37 ),
+    .ren(\ren$46 ),
+    .waddr(\waddr$49 ),
+    .wdata(\wdata$50 ),
+    .wen(\wen$48 )
+  );
+  \kaki_soc_16x16.control.dmem2  dmem2 (
+    .clk(clk),
+    .raddr(dbus__addr[13:2]),
+    .rdata(\rdata$38 ),
+    .ren(\ren$51 ),
+    .waddr(\waddr$54 ),
+    .wdata(\wdata$55 ),
+    .wen(\wen$53 )
+  );
+  \kaki_soc_16x16.control.dmem3  dmem3 (
+    .clk(clk),
+    .raddr(dbus__addr[13:2]),
+    .rdata(\rdata$39 ),
+    .ren(\ren$56 ),
+    .waddr(\waddr$59 ),
+    .wdata(\wdata$60 ),
+    .wen(\wen$58 )
+  );
+  \kaki_soc_16x16.control.imem  imem (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(imem__data),
+    .ren(ren),
+    .waddr(addr[13:2]),
+    .wdata(wdata),
+    .wen(wen)
+  );
+  \kaki_soc_16x16.control.mmio  mmio (
+    .ack(bus__ack),
+    .bus__addr(dbus__addr),
+    .bus__en(bus__en),
+    .bus__rdata(bus__rdata),
+    .bus__wdata(bus__wdata),
+    .bus__we(bus__we),
+    .bus__wstrb(bus__wstrb),
+    .clk(clk),
+    .fw_fault_cause_cause(fault_cause),
+    .fw_fault_pc_pc(fault_pc),
+    .fw_fault_tval_tval(fault_tval),
+    .fw_status_state(fw_state),
+    .fw_version_version(fw_version),
+    .rst(rst),
+    .run(run)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$93  = load_addr_we;
+    if (rst) begin
+      \$93  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$94  = load_data_we;
+    if (rst) begin
+      \$94  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$95  = addr;
+    if (\$signal ) begin
+      \$95  = load_addr;
+    end else if (data_we) begin
+      \$95  = \$1 [31:0];
+    end
+    if (rst) begin
+      \$95  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$96  = \$signal$9 ;
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$97  = \$3 ;
+    if (rst) begin
+      \$97  = 1'h0;
+    end
+  end
+  assign imem__en = ren;
+  assign imem__addr = raddr;
+  assign imem__gnt = 1'h1;
+  assign rdata = imem__data;
+  assign waddr = addr[13:2];
+  assign load_data = wdata;
+  assign bus__addr = dbus__addr;
+  assign dbus__we = bus__we;
+  assign dbus__wdata = bus__wdata;
+  assign dbus__wstrb = bus__wstrb;
+  assign \raddr$42  = dbus__addr[13:2];
+  assign \raddr$47  = dbus__addr[13:2];
+  assign \raddr$52  = dbus__addr[13:2];
+  assign \raddr$57  = dbus__addr[13:2];
+  assign \sleeping$62  = sleeping;
+  assign irq = 1'h0;
+  assign \irq$64  = 1'h0;
+  assign fw_version_version = fw_version;
+  assign fw_status_state = fw_state;
+  assign fw_fault_pc_pc = fault_pc;
+  assign fw_fault_cause_cause = fault_cause;
+  assign fw_fault_tval_tval = fault_tval;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, sleeping, dbus__addr, dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  wire [32:0] \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire [31:0] \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire [31:0] \$11 ;
   wire \$110 ;
-  wire [32:0] \$111 ;
-  wire [32:0] \$112 ;
-  wire [31:0] \$113 ;
-  wire [31:0] \$114 ;
-  wire [31:0] \$115 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [32:0] \$118 ;
-  wire [32:0] \$119 ;
-  wire \$12 ;
-  wire [31:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [31:0] \$122 ;
-  wire \$123 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [31:0] \$12 ;
+  wire \$120 ;
+  wire [2:0] \$121 ;
+  wire \$122 ;
+  wire [2:0] \$123 ;
   wire \$124 ;
-  wire [32:0] \$125 ;
-  wire [32:0] \$126 ;
-  wire [31:0] \$127 ;
-  wire [31:0] \$128 ;
-  wire [31:0] \$129 ;
-  wire \$13 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [31:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [32:0] \$132 ;
-  wire [32:0] \$133 ;
-  wire [31:0] \$134 ;
-  wire [31:0] \$135 ;
-  wire [31:0] \$136 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [32:0] \$139 ;
-  wire \$14 ;
-  wire [32:0] \$140 ;
+  wire [4:0] \$139 ;
+  wire [31:0] \$14 ;
+  wire \$140 ;
   wire \$141 ;
   wire \$142 ;
-  wire [1:0] \$143 ;
-  wire [31:0] \$144 ;
+  wire \$143 ;
+  wire \$144 ;
   wire \$145 ;
-  wire \$146 ;
-  wire [1:0] \$147 ;
-  wire [31:0] \$148 ;
-  wire [1:0] \$149 ;
-  wire \$15 ;
-  wire [31:0] \$150 ;
-  wire [3:0] \$151 ;
-  wire [31:0] \$152 ;
-  wire [3:0] \$153 ;
-  wire [31:0] \$154 ;
-  wire [7:0] \$155 ;
-  wire [31:0] \$156 ;
+  wire [32:0] \$146 ;
+  wire [32:0] \$147 ;
+  wire [32:0] \$148 ;
+  wire [32:0] \$149 ;
+  wire [31:0] \$15 ;
+  wire [32:0] \$150 ;
+  wire [32:0] \$151 ;
+  wire [32:0] \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire \$16 ;
+  wire [31:0] \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
@@ -2488,17 +2999,17 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire [1:0] \$174 ;
-  wire [31:0] \$175 ;
-  wire [1:0] \$176 ;
-  wire [31:0] \$177 ;
-  wire [3:0] \$178 ;
-  wire [31:0] \$179 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [3:0] \$180 ;
-  wire [31:0] \$181 ;
-  wire [7:0] \$182 ;
-  wire [31:0] \$183 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
@@ -2519,34 +3030,4422 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [1:0] \$201 ;
-  wire [31:0] \$202 ;
-  wire [1:0] \$203 ;
-  wire [31:0] \$204 ;
-  wire [3:0] \$205 ;
-  wire [31:0] \$206 ;
-  wire [3:0] \$207 ;
-  wire [31:0] \$208 ;
-  wire [7:0] \$209 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire \$21 ;
-  wire [31:0] \$210 ;
+  wire \$210 ;
   wire \$211 ;
   wire \$212 ;
-  wire [8:0] \$213 ;
-  wire [31:0] \$214 ;
-  wire [22:0] \$215 ;
-  wire [31:0] \$216 ;
-  wire [46:0] \$217 ;
-  wire [46:0] \$218 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [32:0] \$221 ;
-  wire [32:0] \$222 ;
+  wire \$221 ;
+  wire \$222 ;
   wire \$223 ;
   wire \$224 ;
-  wire [32:0] \$225 ;
-  wire [32:0] \$226 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire [31:0] \$288 ;
+  wire \$289 ;
+  wire \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire [32:0] \$310 ;
+  wire [32:0] \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire [32:0] \$314 ;
+  wire [32:0] \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
+  wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
+  wire \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire [5:0] \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  reg [31:0] \$354 ;
+  reg [31:0] \$355 ;
+  reg [31:0] \$356 ;
+  reg [31:0] \$357 ;
+  reg [31:0] \$358 ;
+  reg [31:0] \$359 ;
+  wire \$36 ;
+  reg [31:0] \$360 ;
+  reg [31:0] \$361 ;
+  reg [31:0] \$362 ;
+  reg [31:0] \$363 ;
+  reg [31:0] \$364 ;
+  reg [31:0] \$365 ;
+  reg [31:0] \$366 ;
+  reg [31:0] \$367 ;
+  reg [31:0] \$368 ;
+  reg [31:0] \$369 ;
+  wire \$37 ;
+  reg [31:0] \$370 ;
+  reg [31:0] \$371 ;
+  reg [31:0] \$372 ;
+  reg [31:0] \$373 ;
+  reg [31:0] \$374 ;
+  reg [31:0] \$375 ;
+  reg [31:0] \$376 ;
+  reg [31:0] \$377 ;
+  reg [31:0] \$378 ;
+  reg [31:0] \$379 ;
+  wire \$38 ;
+  reg [31:0] \$380 ;
+  reg [31:0] \$381 ;
+  reg [31:0] \$382 ;
+  reg [31:0] \$383 ;
+  reg [31:0] \$384 ;
+  reg [31:0] \$385 ;
+  reg [29:0] \$386 ;
+  reg [31:0] \$387 ;
+  reg [31:0] \$388 ;
+  reg \$389 ;
+  wire \$39 ;
+  reg \$390 ;
+  reg [63:0] \$391 ;
+  reg [63:0] \$392 ;
+  reg \$393 ;
+  reg \$394 ;
+  reg [29:0] \$395 ;
+  reg [31:0] \$396 ;
+  reg [2:0] \$397 ;
+  reg [31:0] \$398 ;
+  reg [31:0] \$399 ;
+  wire \$4 ;
+  wire \$40 ;
+  reg [31:0] \$400 ;
+  reg [31:0] \$401 ;
+  reg [4:0] \$402 ;
+  reg [31:0] \$403 ;
+  reg \$404 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg [31:0] \$407 ;
+  reg [1:0] \$408 ;
+  reg \$409 ;
+  wire \$41 ;
+  reg \$410 ;
+  reg [31:0] \$411 ;
+  reg [3:0] \$412 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [32:0] \$46 ;
+  wire [32:0] \$47 ;
+  wire [32:0] \$48 ;
+  wire [32:0] \$49 ;
+  wire [32:0] \$5 ;
+  wire [31:0] \$50 ;
+  wire [31:0] \$51 ;
+  wire [31:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [32:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire [31:0] \$62 ;
+  wire [32:0] \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [6:0] \$69 ;
+  wire [33:0] \$7 ;
+  wire [3:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire [62:0] \$8 ;
+  wire [33:0] \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire [64:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire [64:0] \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire [32:0] \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  reg \$signal  = 1'h0;
+  reg \$signal$59  = 1'h0;
+  wire [31:0] alu_b;
+  reg [31:0] alu_res;
+  reg br_taken;
+  wire [31:0] br_target;
+  (* init = 32'd0 *)
+  wire [31:0] bus_addr;
+  (* init = 1'h0 *)
+  wire bus_en;
+  (* init = 32'd0 *)
+  wire [31:0] bus_wdata;
+  (* init = 1'h0 *)
+  wire bus_we;
+  (* init = 4'h0 *)
+  wire [3:0] bus_wstrb;
+  reg [31:0] c_cause;
+  reg c_csr_we;
+  wire [31:0] c_insn;
+  reg c_mret;
+  reg [31:0] c_npc;
+  reg [4:0] c_rd;
+  reg c_sleep;
+  reg c_trap;
+  reg [31:0] c_tval;
+  wire c_valid;
+  reg [31:0] c_value;
+  input clk;
+  wire clk;
+  reg [2:0] core_fsm_state = 3'h0;
+  wire csr_illegal;
+  reg csr_known;
+  reg [31:0] csr_old;
+  reg csr_ro;
+  wire [31:0] csr_src;
+  reg [31:0] csr_wval;
+  input dbus__ack;
+  wire dbus__ack;
+  output [31:0] dbus__addr;
+  reg [31:0] dbus__addr = 32'd0;
+  output dbus__en;
+  reg dbus__en = 1'h0;
+  input [31:0] dbus__rdata;
+  wire [31:0] dbus__rdata;
+  output [31:0] dbus__wdata;
+  reg [31:0] dbus__wdata = 32'd0;
+  output dbus__we;
+  reg dbus__we = 1'h0;
+  output [3:0] dbus__wstrb;
+  reg [3:0] dbus__wstrb = 4'h0;
+  reg [31:0] div_a = 32'd0;
+  reg [4:0] div_cnt = 5'h00;
+  reg [31:0] div_den = 32'd0;
+  wire [32:0] div_diff;
+  reg div_negq = 1'h0;
+  reg div_negr = 1'h0;
+  reg [31:0] div_quo = 32'd0;
+  reg [31:0] div_rem = 32'd0;
+  wire [32:0] div_rem_sh;
+  reg div_zero = 1'h0;
+  reg ie_mtie = 1'h0;
+  output [11:0] imem__addr;
+  reg [11:0] imem__addr;
+  input [31:0] imem__data;
+  wire [31:0] imem__data;
+  output imem__en;
+  reg imem__en;
+  wire imem__gnt;
+  reg in_exec;
+  wire [31:0] insn;
+  reg [31:0] ir = 32'd0;
+  wire irq;
+  wire irq_take;
+  wire [31:0] jal_target;
+  wire [31:0] jalr_target;
+  reg [1:0] ld_off = 2'h0;
+  wire [31:0] ld_shift;
+  reg [31:0] ld_val;
+  reg [31:0] ld_word;
+  wire [31:0] ls_addr;
+  wire ls_fault;
+  wire ls_misaligned;
+  reg [3:0] ls_strb;
+  wire ls_to_imem;
+  reg [31:0] mcause = 32'd0;
+  reg [63:0] mcycle = 64'h0000000000000000;
+  wire [63:0] mcycle_inc;
+  reg [29:0] mepc = 30'h00000000;
+  reg [63:0] minstret = 64'h0000000000000000;
+  wire [63:0] minstret_inc;
+  reg [31:0] mscratch = 32'd0;
+  reg [31:0] mtval = 32'd0;
+  reg [29:0] mtvec = 30'h00000000;
+  wire [32:0] mul_a;
+  wire [32:0] mul_b;
+  wire [31:0] mul_res;
+  wire [31:0] next_pc;
+  wire op_alu_legal;
+  wire op_imm_legal;
+  reg [31:0] pc = 32'd0;
+  wire [31:0] pc4;
+  wire [65:0] product;
+  reg [31:0] rs1v;
+  reg [31:0] rs2v;
+  input rst;
+  wire rst;
+  input run;
+  wire run;
+  output sleeping;
+  reg sleeping;
+  reg [31:0] st_data;
+  reg st_mpie = 1'h0;
+  wire [31:0] trace_cause;
+  reg [31:0] trace_insn;
+  (* init = 32'd0 *)
+  wire [31:0] trace_pc;
+  wire [4:0] trace_rd;
+  wire trace_trap;
+  reg trace_valid;
+  wire [31:0] trace_value;
+  wire wake;
+  wire [31:0] x0;
+  reg [31:0] x1 = 32'd0;
+  reg [31:0] x10 = 32'd0;
+  reg [31:0] x11 = 32'd0;
+  reg [31:0] x12 = 32'd0;
+  reg [31:0] x13 = 32'd0;
+  reg [31:0] x14 = 32'd0;
+  reg [31:0] x15 = 32'd0;
+  reg [31:0] x16 = 32'd0;
+  reg [31:0] x17 = 32'd0;
+  reg [31:0] x18 = 32'd0;
+  reg [31:0] x19 = 32'd0;
+  reg [31:0] x2 = 32'd0;
+  reg [31:0] x20 = 32'd0;
+  reg [31:0] x21 = 32'd0;
+  reg [31:0] x22 = 32'd0;
+  reg [31:0] x23 = 32'd0;
+  reg [31:0] x24 = 32'd0;
+  reg [31:0] x25 = 32'd0;
+  reg [31:0] x26 = 32'd0;
+  reg [31:0] x27 = 32'd0;
+  reg [31:0] x28 = 32'd0;
+  reg [31:0] x29 = 32'd0;
+  reg [31:0] x3 = 32'd0;
+  reg [31:0] x30 = 32'd0;
+  reg [31:0] x31 = 32'd0;
+  reg [31:0] x4 = 32'd0;
+  reg [31:0] x5 = 32'd0;
+  reg [31:0] x6 = 32'd0;
+  reg [31:0] x7 = 32'd0;
+  reg [31:0] x8 = 32'd0;
+  reg [31:0] x9 = 32'd0;
+  assign insn = in_exec ? imem__data : ir;
+  assign \$1  = pc + 3'h4;
+  assign \$2  = insn[6:0] == 6'h33;
+  assign alu_b = \$2  ? rs2v : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$3  = insn[6:0] == 6'h33;
+  assign \$4  = \$3  & insn[30];
+  assign \$5  = rs1v - alu_b;
+  assign \$6  = rs1v + alu_b;
+  assign \$7  = \$4  ? { \$5 [32], \$5  } : { 1'h0, \$6  };
+  assign \$8  = rs1v << alu_b[4:0];
+  assign \$9  = $signed(rs1v) < $signed(alu_b);
+  assign \$10  = rs1v < alu_b;
+  assign \$11  = rs1v ^ alu_b;
+  assign \$12  = $signed(rs1v) >>> alu_b[4:0];
+  assign \$13  = rs1v >> alu_b[4:0];
+  assign \$14  = insn[30] ? \$12  : \$13 ;
+  assign \$15  = rs1v | alu_b;
+  assign \$16  = rs1v & alu_b;
+  assign \$17  = insn[14:12] == 1'h1;
+  assign \$18  = ! insn[31:25];
+  assign \$19  = insn[14:12] == 3'h5;
+  assign \$20  = ! insn[31:25];
+  assign \$21  = insn[31:25] == 6'h20;
+  assign \$22  = \$20  | \$21 ;
+  assign \$23  = \$19  ? \$22  : 1'h1;
+  assign op_imm_legal = \$17  ? \$18  : \$23 ;
+  assign \$24  = ! insn[31:25];
+  assign \$25  = insn[31:25] == 6'h20;
+  assign \$26  = ! insn[14:12];
+  assign \$27  = insn[14:12] == 3'h5;
+  assign \$28  = \$26  | \$27 ;
+  assign \$29  = \$25  & \$28 ;
+  assign op_alu_legal = \$24  | \$29 ;
+  assign \$30  = insn[14:12] == 1'h1;
+  assign \$31  = insn[14:12] == 2'h2;
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = \$32  & rs1v[31];
+  assign \$34  = insn[14:12] == 1'h1;
+  assign \$35  = \$34  & rs2v[31];
+  assign product = $signed({ \$33 , rs1v }) * $signed({ \$35 , rs2v });
+  assign \$36  = ! insn[14:12];
+  assign mul_res = \$36  ? product[31:0] : product[63:32];
+  assign \$37  = rs1v == rs2v;
+  assign \$38  = rs1v == rs2v;
+  assign \$39  = ~ \$38 ;
+  assign \$40  = $signed(rs1v) < $signed(rs2v);
+  assign \$41  = $signed(rs1v) < $signed(rs2v);
+  assign \$42  = ~ \$41 ;
+  assign \$43  = rs1v < rs2v;
+  assign \$44  = rs1v < rs2v;
+  assign \$45  = ~ \$44 ;
+  assign \$46  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[7], insn[30:25], insn[11:8], 1'h0 };
+  assign \$47  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[19:12], insn[20], insn[30:21], 1'h0 };
+  assign \$48  = rs1v + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign csr_src = insn[14] ? { 27'h0000000, insn[19:15] } : rs1v;
+  assign \$50  = csr_old | csr_src;
+  assign \$51  = ~ csr_src;
+  assign \$52  = csr_old & \$51 ;
+  assign \$53  = ~ csr_known;
+  assign \$54  = insn[13:12] == 1'h1;
+  assign \$55  = | insn[19:15];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$56  & csr_ro;
+  assign \$58  = \$53  | \$57 ;
+  assign \$59  = ! insn[13:12];
+  assign csr_illegal = \$58  | \$59 ;
+  assign \$60  = \$signal  & \$signal$59 ;
+  assign \$61  = insn[6:0] == 6'h23;
+  assign \$62  = \$61  ? { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:25], insn[11:7] } : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$63  = rs1v + \$62 ;
+  assign \$64  = insn[13:12] == 1'h1;
+  assign \$65  = \$64  & \$63 [0];
+  assign \$66  = insn[13:12] == 2'h2;
+  assign \$67  = | \$63 [1:0];
+  assign \$68  = \$66  & \$67 ;
+  assign ls_misaligned = \$65  | \$68 ;
+  assign \$69  = 1'h1 << \$63 [1:0];
+  assign \$70  = \$63 [1] ? 4'hc : 4'h3;
+  assign \$71  = insn[6:0] == 6'h23;
+  assign \$72  = ~ \$71 ;
+  assign \$73  = ! \$63 [31:14];
+  assign ls_to_imem = \$72  & \$73 ;
+  assign \$74  = \$63 [31:14] == 15'h4000;
+  assign \$75  = ls_to_imem | \$74 ;
+  assign \$76  = \$63 [31:16] == 14'h2000;
+  assign \$77  = insn[13:12] == 2'h2;
+  assign \$78  = \$76  & \$77 ;
+  assign \$79  = \$75  | \$78 ;
+  assign ls_fault = ~ \$79 ;
+  assign ld_shift = ld_word >> { ld_off, 3'h0 };
+  assign \$80  = { div_rem, div_quo[31] } - div_den;
+  assign trace_rd = c_trap ? 5'h00 : c_rd;
+  assign \$81  = ! c_rd;
+  assign \$82  = c_trap | \$81 ;
+  assign trace_value = \$82  ? 32'd0 : c_value;
+  assign trace_cause = c_trap ? c_cause : 32'd0;
+  assign \$83  = mcycle + 1'h1;
+  assign \$84  = ~ c_trap;
+  assign \$85  = trace_valid & \$84 ;
+  assign \$86  = minstret + \$85 ;
+  assign next_pc = c_trap ? { mtvec, 2'h0 } : c_npc;
+  assign \$87  = ! pc[31:14];
+  assign \$88  = ! pc[1:0];
+  assign \$89  = \$87  & \$88 ;
+  assign \$90  = | pc[1:0];
+  assign \$91  = ! next_pc[31:14];
+  assign \$92  = ! next_pc[1:0];
+  assign \$93  = \$91  & \$92 ;
+  assign \$94  = ! next_pc[31:14];
+  assign \$95  = ! next_pc[1:0];
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = pc + { insn[31:12], 12'h000 };
+  assign \$98  = ! insn[14:12];
+  assign \$99  = insn[14:12] != 2'h2;
+  assign \$100  = insn[14:12] != 2'h3;
+  assign \$101  = \$99  & \$100 ;
+  assign \$102  = br_taken ? \$46 [31:0] : \$1 [31:0];
+  assign \$103  = insn[6:0] == 6'h33;
+  assign \$104  = insn[31:25] == 1'h1;
+  assign \$105  = \$103  & \$104 ;
+  assign \$106  = insn[6:0] == 6'h23;
+  assign \$107  = ! insn[14:12];
+  assign \$108  = insn[14:12] == 1'h1;
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = insn[14:12] == 2'h2;
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = ~ \$111 ;
+  assign \$113  = insn[14:12] != 2'h3;
+  assign \$114  = insn[14:12] != 3'h6;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = insn[14:12] != 3'h7;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = ~ \$117 ;
+  assign \$119  = \$106  ? \$112  : \$118 ;
+  assign \$120  = insn[6:0] == 6'h23;
+  assign \$121  = \$120  ? 3'h6 : 3'h4;
+  assign \$122  = insn[6:0] == 6'h23;
+  assign \$123  = \$122  ? 3'h7 : 3'h5;
+  assign \$124  = ! insn[14:12];
+  assign \$125  = insn[14:12] == 1'h1;
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = ! insn[14:12];
+  assign \$128  = insn == 7'h73;
+  assign \$129  = insn == 21'h100073;
+  assign \$130  = insn == 30'h30200073;
+  assign \$131  = insn == 29'h10500073;
+  assign \$132  = insn[13:12] == 1'h1;
+  assign \$133  = | insn[19:15];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = ! next_pc[31:14];
+  assign \$136  = ! next_pc[1:0];
+  assign \$137  = \$135  & \$136 ;
+  assign \$138  = insn[6:0] == 6'h23;
+  assign \$139  = \$138  ? 5'h00 : insn[11:7];
+  assign \$140  = ! next_pc[31:14];
+  assign \$141  = ! next_pc[1:0];
+  assign \$142  = \$140  & \$141 ;
+  assign \$143  = ! next_pc[31:14];
+  assign \$144  = ! next_pc[1:0];
+  assign \$145  = \$143  & \$144 ;
+  assign \$146  = - div_rem;
+  assign \$147  = div_negr ? \$146  : { 1'h0, div_rem };
+  assign \$148  = div_zero ? { 1'h0, div_a } : \$147 ;
+  assign \$149  = - div_quo;
+  assign \$150  = div_negq ? \$149  : { 1'h0, div_quo };
+  assign \$151  = div_zero ? 33'h0ffffffff : \$150 ;
+  assign \$152  = insn[13] ? \$148  : \$151 ;
+  assign \$153  = ! next_pc[31:14];
+  assign \$154  = ! next_pc[1:0];
+  assign \$155  = \$153  & \$154 ;
+  assign \$156  = ! core_fsm_state;
+  assign \$157  = core_fsm_state == 1'h1;
+  assign \$158  = core_fsm_state == 2'h2;
+  assign \$159  = core_fsm_state == 2'h3;
+  assign \$160  = core_fsm_state == 3'h4;
+  assign \$161  = core_fsm_state == 3'h5;
+  assign \$162  = core_fsm_state == 3'h6;
+  assign \$163  = core_fsm_state == 3'h7;
+  assign \$164  = ~ c_trap;
+  assign \$165  = trace_valid & \$164 ;
+  assign \$166  = c_rd == 1'h1;
+  assign \$167  = \$165  & \$166 ;
+  assign \$168  = ~ c_trap;
+  assign \$169  = trace_valid & \$168 ;
+  assign \$170  = c_rd == 2'h2;
+  assign \$171  = \$169  & \$170 ;
+  assign \$172  = ~ c_trap;
+  assign \$173  = trace_valid & \$172 ;
+  assign \$174  = c_rd == 2'h3;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = ~ c_trap;
+  assign \$177  = trace_valid & \$176 ;
+  assign \$178  = c_rd == 3'h4;
+  assign \$179  = \$177  & \$178 ;
+  assign \$180  = ~ c_trap;
+  assign \$181  = trace_valid & \$180 ;
+  assign \$182  = c_rd == 3'h5;
+  assign \$183  = \$181  & \$182 ;
+  assign \$184  = ~ c_trap;
+  assign \$185  = trace_valid & \$184 ;
+  assign \$186  = c_rd == 3'h6;
+  assign \$187  = \$185  & \$186 ;
+  assign \$188  = ~ c_trap;
+  assign \$189  = trace_valid & \$188 ;
+  assign \$190  = c_rd == 3'h7;
+  assign \$191  = \$189  & \$190 ;
+  assign \$192  = ~ c_trap;
+  assign \$193  = trace_valid & \$192 ;
+  assign \$194  = c_rd == 4'h8;
+  assign \$195  = \$193  & \$194 ;
+  assign \$196  = ~ c_trap;
+  assign \$197  = trace_valid & \$196 ;
+  assign \$198  = c_rd == 4'h9;
+  assign \$199  = \$197  & \$198 ;
+  assign \$200  = ~ c_trap;
+  assign \$201  = trace_valid & \$200 ;
+  assign \$202  = c_rd == 4'ha;
+  assign \$203  = \$201  & \$202 ;
+  assign \$204  = ~ c_trap;
+  assign \$205  = trace_valid & \$204 ;
+  assign \$206  = c_rd == 4'hb;
+  assign \$207  = \$205  & \$206 ;
+  assign \$208  = ~ c_trap;
+  assign \$209  = trace_valid & \$208 ;
+  assign \$210  = c_rd == 4'hc;
+  assign \$211  = \$209  & \$210 ;
+  assign \$212  = ~ c_trap;
+  assign \$213  = trace_valid & \$212 ;
+  assign \$214  = c_rd == 4'hd;
+  assign \$215  = \$213  & \$214 ;
+  assign \$216  = ~ c_trap;
+  assign \$217  = trace_valid & \$216 ;
+  assign \$218  = c_rd == 4'he;
+  assign \$219  = \$217  & \$218 ;
+  assign \$220  = ~ c_trap;
+  assign \$221  = trace_valid & \$220 ;
+  assign \$222  = c_rd == 4'hf;
+  assign \$223  = \$221  & \$222 ;
+  assign \$224  = ~ c_trap;
+  assign \$225  = trace_valid & \$224 ;
+  assign \$226  = c_rd == 5'h10;
+  assign \$227  = \$225  & \$226 ;
+  assign \$228  = ~ c_trap;
+  assign \$229  = trace_valid & \$228 ;
+  assign \$230  = c_rd == 5'h11;
+  assign \$231  = \$229  & \$230 ;
+  assign \$232  = ~ c_trap;
+  assign \$233  = trace_valid & \$232 ;
+  assign \$234  = c_rd == 5'h12;
+  assign \$235  = \$233  & \$234 ;
+  assign \$236  = ~ c_trap;
+  assign \$237  = trace_valid & \$236 ;
+  assign \$238  = c_rd == 5'h13;
+  assign \$239  = \$237  & \$238 ;
+  assign \$240  = ~ c_trap;
+  assign \$241  = trace_valid & \$240 ;
+  assign \$242  = c_rd == 5'h14;
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = ~ c_trap;
+  assign \$245  = trace_valid & \$244 ;
+  assign \$246  = c_rd == 5'h15;
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ c_trap;
+  assign \$249  = trace_valid & \$248 ;
+  assign \$250  = c_rd == 5'h16;
+  assign \$251  = \$249  & \$250 ;
+  assign \$252  = ~ c_trap;
+  assign \$253  = trace_valid & \$252 ;
+  assign \$254  = c_rd == 5'h17;
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ c_trap;
+  assign \$257  = trace_valid & \$256 ;
+  assign \$258  = c_rd == 5'h18;
+  assign \$259  = \$257  & \$258 ;
+  assign \$260  = ~ c_trap;
+  assign \$261  = trace_valid & \$260 ;
+  assign \$262  = c_rd == 5'h19;
+  assign \$263  = \$261  & \$262 ;
+  assign \$264  = ~ c_trap;
+  assign \$265  = trace_valid & \$264 ;
+  assign \$266  = c_rd == 5'h1a;
+  assign \$267  = \$265  & \$266 ;
+  assign \$268  = ~ c_trap;
+  assign \$269  = trace_valid & \$268 ;
+  assign \$270  = c_rd == 5'h1b;
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ c_trap;
+  assign \$273  = trace_valid & \$272 ;
+  assign \$274  = c_rd == 5'h1c;
+  assign \$275  = \$273  & \$274 ;
+  assign \$276  = ~ c_trap;
+  assign \$277  = trace_valid & \$276 ;
+  assign \$278  = c_rd == 5'h1d;
+  assign \$279  = \$277  & \$278 ;
+  assign \$280  = ~ c_trap;
+  assign \$281  = trace_valid & \$280 ;
+  assign \$282  = c_rd == 5'h1e;
+  assign \$283  = \$281  & \$282 ;
+  assign \$284  = ~ c_trap;
+  assign \$285  = trace_valid & \$284 ;
+  assign \$286  = c_rd == 5'h1f;
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = c_trap ? { mtvec, 2'h0 } : c_npc;
+  assign \$289  = trace_valid & c_trap;
+  assign \$290  = ~ c_trap;
+  assign \$291  = trace_valid & \$290 ;
+  assign \$292  = \$291  & c_mret;
+  assign \$293  = ~ c_trap;
+  assign \$294  = trace_valid & \$293 ;
+  assign \$295  = \$294  & c_csr_we;
+  assign \$296  = ! pc[31:14];
+  assign \$297  = ! pc[1:0];
+  assign \$298  = \$296  & \$297 ;
+  assign \$299  = ! next_pc[31:14];
+  assign \$300  = ! next_pc[1:0];
+  assign \$301  = \$299  & \$300 ;
+  assign \$302  = ! next_pc[31:14];
+  assign \$303  = ! next_pc[1:0];
+  assign \$304  = \$302  & \$303 ;
+  assign \$305  = insn[6:0] == 6'h33;
+  assign \$306  = insn[31:25] == 1'h1;
+  assign \$307  = \$305  & \$306 ;
+  assign \$308  = ~ insn[12];
+  assign \$309  = \$308  & rs1v[31];
+  assign \$310  = - rs1v;
+  assign \$311  = \$309  ? \$310  : { 1'h0, rs1v };
+  assign \$312  = ~ insn[12];
+  assign \$313  = \$312  & rs2v[31];
+  assign \$314  = - rs2v;
+  assign \$315  = \$313  ? \$314  : { 1'h0, rs2v };
+  assign \$316  = ! rs2v;
+  assign \$317  = ~ insn[12];
+  assign \$318  = \$317  & rs1v[31];
+  assign \$319  = ~ insn[12];
+  assign \$320  = \$319  & rs2v[31];
+  assign \$321  = \$318  ^ \$320 ;
+  assign \$322  = ~ insn[12];
+  assign \$323  = \$322  & rs1v[31];
+  assign \$324  = insn[6:0] == 6'h23;
+  assign \$325  = ! insn[14:12];
+  assign \$326  = insn[14:12] == 1'h1;
+  assign \$327  = \$325  | \$326 ;
+  assign \$328  = insn[14:12] == 2'h2;
+  assign \$329  = \$327  | \$328 ;
+  assign \$330  = ~ \$329 ;
+  assign \$331  = insn[14:12] != 2'h3;
+  assign \$332  = insn[14:12] != 3'h6;
+  assign \$333  = \$331  & \$332 ;
+  assign \$334  = insn[14:12] != 3'h7;
+  assign \$335  = \$333  & \$334 ;
+  assign \$336  = ~ \$335 ;
+  assign \$337  = \$324  ? \$330  : \$336 ;
+  assign \$338  = insn[6:0] == 6'h23;
+  assign \$339  = ! next_pc[31:14];
+  assign \$340  = ! next_pc[1:0];
+  assign \$341  = \$339  & \$340 ;
+  assign \$342  = ! next_pc[31:14];
+  assign \$343  = ! next_pc[1:0];
+  assign \$344  = \$342  & \$343 ;
+  assign \$345  = ! next_pc[31:14];
+  assign \$346  = ! next_pc[1:0];
+  assign \$347  = \$345  & \$346 ;
+  assign \$348  = div_cnt + 1'h1;
+  assign \$349  = div_cnt == 5'h1f;
+  assign \$350  = ! next_pc[31:14];
+  assign \$351  = ! next_pc[1:0];
+  assign \$352  = \$350  & \$351 ;
+  assign \$353  = ~ run;
+  always @(posedge clk)
+    x1 <= \$354 ;
+  always @(posedge clk)
+    x2 <= \$355 ;
+  always @(posedge clk)
+    x3 <= \$356 ;
+  always @(posedge clk)
+    x4 <= \$357 ;
+  always @(posedge clk)
+    x5 <= \$358 ;
+  always @(posedge clk)
+    x6 <= \$359 ;
+  always @(posedge clk)
+    x7 <= \$360 ;
+  always @(posedge clk)
+    x8 <= \$361 ;
+  always @(posedge clk)
+    x9 <= \$362 ;
+  always @(posedge clk)
+    x10 <= \$363 ;
+  always @(posedge clk)
+    x11 <= \$364 ;
+  always @(posedge clk)
+    x12 <= \$365 ;
+  always @(posedge clk)
+    x13 <= \$366 ;
+  always @(posedge clk)
+    x14 <= \$367 ;
+  always @(posedge clk)
+    x15 <= \$368 ;
+  always @(posedge clk)
+    x16 <= \$369 ;
+  always @(posedge clk)
+    x17 <= \$370 ;
+  always @(posedge clk)
+    x18 <= \$371 ;
+  always @(posedge clk)
+    x19 <= \$372 ;
+  always @(posedge clk)
+    x20 <= \$373 ;
+  always @(posedge clk)
+    x21 <= \$374 ;
+  always @(posedge clk)
+    x22 <= \$375 ;
+  always @(posedge clk)
+    x23 <= \$376 ;
+  always @(posedge clk)
+    x24 <= \$377 ;
+  always @(posedge clk)
+    x25 <= \$378 ;
+  always @(posedge clk)
+    x26 <= \$379 ;
+  always @(posedge clk)
+    x27 <= \$380 ;
+  always @(posedge clk)
+    x28 <= \$381 ;
+  always @(posedge clk)
+    x29 <= \$382 ;
+  always @(posedge clk)
+    x30 <= \$383 ;
+  always @(posedge clk)
+    x31 <= \$384 ;
+  always @(posedge clk)
+    pc <= \$385 ;
+  always @(posedge clk)
+    mepc <= \$386 ;
+  always @(posedge clk)
+    mcause <= \$387 ;
+  always @(posedge clk)
+    mtval <= \$388 ;
+  always @(posedge clk)
+    st_mpie <= \$389 ;
+  always @(posedge clk)
+    \$signal  <= \$390 ;
+  always @(posedge clk)
+    mcycle <= \$391 ;
+  always @(posedge clk)
+    minstret <= \$392 ;
+  always @(posedge clk)
+    ie_mtie <= \$393 ;
+  always @(posedge clk)
+    \$signal$59  <= \$394 ;
+  always @(posedge clk)
+    mtvec <= \$395 ;
+  always @(posedge clk)
+    mscratch <= \$396 ;
+  always @(posedge clk)
+    core_fsm_state <= \$397 ;
+  always @(posedge clk)
+    ir <= \$398 ;
+  always @(posedge clk)
+    div_quo <= \$399 ;
+  always @(posedge clk)
+    div_rem <= \$400 ;
+  always @(posedge clk)
+    div_den <= \$401 ;
+  always @(posedge clk)
+    div_cnt <= \$402 ;
+  always @(posedge clk)
+    div_a <= \$403 ;
+  always @(posedge clk)
+    div_zero <= \$404 ;
+  always @(posedge clk)
+    div_negq <= \$405 ;
+  always @(posedge clk)
+    div_negr <= \$406 ;
+  always @(posedge clk)
+    dbus__addr <= \$407 ;
+  always @(posedge clk)
+    ld_off <= \$408 ;
+  always @(posedge clk)
+    dbus__en <= \$409 ;
+  always @(posedge clk)
+    dbus__we <= \$410 ;
+  always @(posedge clk)
+    dbus__wdata <= \$411 ;
+  always @(posedge clk)
+    dbus__wstrb <= \$412 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[19:15])
+      5'h00:
+          rs1v = 32'd0;
+      5'h01:
+          rs1v = x1;
+      5'h02:
+          rs1v = x2;
+      5'h03:
+          rs1v = x3;
+      5'h04:
+          rs1v = x4;
+      5'h05:
+          rs1v = x5;
+      5'h06:
+          rs1v = x6;
+      5'h07:
+          rs1v = x7;
+      5'h08:
+          rs1v = x8;
+      5'h09:
+          rs1v = x9;
+      5'h0a:
+          rs1v = x10;
+      5'h0b:
+          rs1v = x11;
+      5'h0c:
+          rs1v = x12;
+      5'h0d:
+          rs1v = x13;
+      5'h0e:
+          rs1v = x14;
+      5'h0f:
+          rs1v = x15;
+      5'h10:
+          rs1v = x16;
+      5'h11:
+          rs1v = x17;
+      5'h12:
+          rs1v = x18;
+      5'h13:
+          rs1v = x19;
+      5'h14:
+          rs1v = x20;
+      5'h15:
+          rs1v = x21;
+      5'h16:
+          rs1v = x22;
+      5'h17:
+          rs1v = x23;
+      5'h18:
+          rs1v = x24;
+      5'h19:
+          rs1v = x25;
+      5'h1a:
+          rs1v = x26;
+      5'h1b:
+          rs1v = x27;
+      5'h1c:
+          rs1v = x28;
+      5'h1d:
+          rs1v = x29;
+      5'h1e:
+          rs1v = x30;
+      5'h1f:
+          rs1v = x31;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[24:20])
+      5'h00:
+          rs2v = 32'd0;
+      5'h01:
+          rs2v = x1;
+      5'h02:
+          rs2v = x2;
+      5'h03:
+          rs2v = x3;
+      5'h04:
+          rs2v = x4;
+      5'h05:
+          rs2v = x5;
+      5'h06:
+          rs2v = x6;
+      5'h07:
+          rs2v = x7;
+      5'h08:
+          rs2v = x8;
+      5'h09:
+          rs2v = x9;
+      5'h0a:
+          rs2v = x10;
+      5'h0b:
+          rs2v = x11;
+      5'h0c:
+          rs2v = x12;
+      5'h0d:
+          rs2v = x13;
+      5'h0e:
+          rs2v = x14;
+      5'h0f:
+          rs2v = x15;
+      5'h10:
+          rs2v = x16;
+      5'h11:
+          rs2v = x17;
+      5'h12:
+          rs2v = x18;
+      5'h13:
+          rs2v = x19;
+      5'h14:
+          rs2v = x20;
+      5'h15:
+          rs2v = x21;
+      5'h16:
+          rs2v = x22;
+      5'h17:
+          rs2v = x23;
+      5'h18:
+          rs2v = x24;
+      5'h19:
+          rs2v = x25;
+      5'h1a:
+          rs2v = x26;
+      5'h1b:
+          rs2v = x27;
+      5'h1c:
+          rs2v = x28;
+      5'h1d:
+          rs2v = x29;
+      5'h1e:
+          rs2v = x30;
+      5'h1f:
+          rs2v = x31;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[14:12])
+      3'h0:
+          alu_res = \$7 [31:0];
+      3'h1:
+          alu_res = \$8 [31:0];
+      3'h2:
+          alu_res = { 31'h00000000, \$9  };
+      3'h3:
+          alu_res = { 31'h00000000, \$10  };
+      3'h4:
+          alu_res = \$11 ;
+      3'h5:
+          alu_res = \$14 ;
+      3'h6:
+          alu_res = \$15 ;
+      3'h7:
+          alu_res = \$16 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    br_taken = 1'h0;
+    casez (insn[14:12])
+      3'h0:
+          br_taken = \$37 ;
+      3'h1:
+          br_taken = \$39 ;
+      3'h4:
+          br_taken = \$40 ;
+      3'h5:
+          br_taken = \$42 ;
+      3'h6:
+          br_taken = \$43 ;
+      3'h7:
+          br_taken = \$45 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    csr_old = 32'd0;
+    casez (insn[31:20])
+      12'h300:
+          csr_old = { 24'h000018, st_mpie, 3'h0, \$signal , 3'h0 };
+      12'h301:
+          csr_old = 32'd1073746176;
+      12'h304:
+          csr_old = { 20'h00000, \$signal$59 , 3'h0, ie_mtie, 7'h00 };
+      12'h305:
+          csr_old = { mtvec, 2'h0 };
+      12'h340:
+          csr_old = mscratch;
+      12'h341:
+          csr_old = { mepc, 2'h0 };
+      12'h342:
+          csr_old = mcause;
+      12'h343:
+          csr_old = mtval;
+      12'h344:
+          csr_old = 32'd0;
+      12'hb00:
+          csr_old = mcycle[31:0];
+      12'hb80:
+          csr_old = mcycle[63:32];
+      12'hb02:
+          csr_old = minstret[31:0];
+      12'hb82:
+          csr_old = minstret[63:32];
+      12'hc00:
+          csr_old = mcycle[31:0];
+      12'hc80:
+          csr_old = mcycle[63:32];
+      12'hc02:
+          csr_old = minstret[31:0];
+      12'hc82:
+          csr_old = minstret[63:32];
+      12'hf14:
+          csr_old = 32'd0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    csr_known = 1'h0;
+    casez (insn[31:20])
+      12'h300:
+          csr_known = 1'h1;
+      12'h301:
+          csr_known = 1'h1;
+      12'h304:
+          csr_known = 1'h1;
+      12'h305:
+          csr_known = 1'h1;
+      12'h340:
+          csr_known = 1'h1;
+      12'h341:
+          csr_known = 1'h1;
+      12'h342:
+          csr_known = 1'h1;
+      12'h343:
+          csr_known = 1'h1;
+      12'h344:
+          csr_known = 1'h1;
+      12'hb00:
+          csr_known = 1'h1;
+      12'hb80:
+          csr_known = 1'h1;
+      12'hb02:
+          csr_known = 1'h1;
+      12'hb82:
+          csr_known = 1'h1;
+      12'hc00:
+          csr_known = 1'h1;
+      12'hc80:
+          csr_known = 1'h1;
+      12'hc02:
+          csr_known = 1'h1;
+      12'hc82:
+          csr_known = 1'h1;
+      12'hf14:
+          csr_known = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    csr_ro = 1'h0;
+    casez (insn[31:20])
+      12'h300:
+          csr_ro = 1'h0;
+      12'h301:
+          csr_ro = 1'h0;
+      12'h304:
+          csr_ro = 1'h0;
+      12'h305:
+          csr_ro = 1'h0;
+      12'h340:
+          csr_ro = 1'h0;
+      12'h341:
+          csr_ro = 1'h0;
+      12'h342:
+          csr_ro = 1'h0;
+      12'h343:
+          csr_ro = 1'h0;
+      12'h344:
+          csr_ro = 1'h0;
+      12'hb00:
+          csr_ro = 1'h0;
+      12'hb80:
+          csr_ro = 1'h0;
+      12'hb02:
+          csr_ro = 1'h0;
+      12'hb82:
+          csr_ro = 1'h0;
+      12'hc00:
+          csr_ro = 1'h1;
+      12'hc80:
+          csr_ro = 1'h1;
+      12'hc02:
+          csr_ro = 1'h1;
+      12'hc82:
+          csr_ro = 1'h1;
+      12'hf14:
+          csr_ro = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    csr_wval = 32'd0;
+    casez (insn[13:12])
+      2'h1:
+          csr_wval = csr_src;
+      2'h2:
+          csr_wval = \$50 ;
+      2'h3:
+          csr_wval = \$52 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[13:12])
+      2'h0:
+          ls_strb = \$69 [3:0];
+      2'h1:
+          ls_strb = \$70 ;
+      default:
+          ls_strb = 4'hf;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[13:12])
+      2'h0:
+          st_data = { rs2v[7:0], rs2v[7:0], rs2v[7:0], rs2v[7:0] };
+      2'h1:
+          st_data = { rs2v[15:0], rs2v[15:0] };
+      default:
+          st_data = rs2v;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[14:12])
+      3'h0:
+          ld_val = { ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7:0] };
+      3'h1:
+          ld_val = { ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15:0] };
+      3'h4:
+          ld_val = { 24'h000000, ld_shift[7:0] };
+      3'h5:
+          ld_val = { 16'h0000, ld_shift[15:0] };
+      default:
+          ld_val = ld_shift;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    imem__en = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+            imem__en = 1'h1;
+          end else begin
+            if (c_sleep) begin
+            end else if (\$93 ) begin
+              imem__en = 1'h1;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            if (c_sleep) begin
+            end else if (\$96 ) begin
+              imem__en = 1'h1;
+            end
+          end else begin
+            if (trace_valid) begin
+              if (c_sleep) begin
+              end else if (\$137 ) begin
+                imem__en = 1'h1;
+              end
+            end
+          end
+      3'h5:
+          if (dbus__ack) begin
+            if (c_sleep) begin
+            end else if (\$142 ) begin
+              imem__en = 1'h1;
+            end
+          end
+      3'h4:
+          imem__en = 1'h1;
+      3'h6:
+          if (c_sleep) begin
+          end else if (\$145 ) begin
+            imem__en = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h7:
+          if (c_sleep) begin
+          end else if (\$155 ) begin
+            imem__en = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    imem__addr = 12'h000;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+            imem__addr = pc[13:2];
+          end else begin
+            if (c_sleep) begin
+            end else if (\$93 ) begin
+              imem__addr = next_pc[13:2];
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            if (c_sleep) begin
+            end else if (\$96 ) begin
+              imem__addr = next_pc[13:2];
+            end
+          end else begin
+            if (trace_valid) begin
+              if (c_sleep) begin
+              end else if (\$137 ) begin
+                imem__addr = next_pc[13:2];
+              end
+            end
+          end
+      3'h5:
+          if (dbus__ack) begin
+            if (c_sleep) begin
+            end else if (\$142 ) begin
+              imem__addr = next_pc[13:2];
+            end
+          end
+      3'h4:
+          imem__addr = dbus__addr[13:2];
+      3'h6:
+          if (c_sleep) begin
+          end else if (\$145 ) begin
+            imem__addr = next_pc[13:2];
+          end
+      3'h3:
+          /* empty */;
+      3'h7:
+          if (c_sleep) begin
+          end else if (\$155 ) begin
+            imem__addr = next_pc[13:2];
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    trace_valid = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+          end else begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+              trace_valid = 1'h1;
+            end else if (\$90 ) begin
+              trace_valid = 1'h1;
+            end else begin
+              trace_valid = 1'h1;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            trace_valid = 1'h1;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  trace_valid = 1'h1;
+              7'h17:
+                  trace_valid = 1'h1;
+              7'h6f:
+                  trace_valid = 1'h1;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                  end else if (op_alu_legal) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    trace_valid = 1'h1;
+                  end else if (ls_misaligned) begin
+                    trace_valid = 1'h1;
+                  end else if (ls_fault) begin
+                    trace_valid = 1'h1;
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$129 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$130 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$131 ) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                  end else if (csr_illegal) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              default:
+                  trace_valid = 1'h1;
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            trace_valid = 1'h1;
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          trace_valid = 1'h1;
+      3'h3:
+          /* empty */;
+      3'h7:
+          trace_valid = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_trap = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+          end else begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+              c_trap = 1'h1;
+            end else if (\$90 ) begin
+              c_trap = 1'h1;
+            end else begin
+              c_trap = 1'h1;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            c_trap = 1'h1;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                  end else if (op_alu_legal) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    c_trap = 1'h1;
+                  end else if (ls_misaligned) begin
+                    c_trap = 1'h1;
+                  end else if (ls_fault) begin
+                    c_trap = 1'h1;
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h73:
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      c_trap = 1'h1;
+                    end else if (\$129 ) begin
+                      c_trap = 1'h1;
+                    end else if (\$130 ) begin
+                    end else if (\$131 ) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                  end else if (csr_illegal) begin
+                    c_trap = 1'h1;
+                  end
+              default:
+                  c_trap = 1'h1;
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_cause = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+          end else begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+              c_cause = 32'd2147483659;
+            end else if (\$90 ) begin
+              c_cause = 32'd0;
+            end else begin
+              c_cause = 32'd1;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            c_cause = 32'd2147483659;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                  end else if (op_alu_legal) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    c_cause = 32'd2;
+                  end else if (ls_misaligned) begin
+                    c_cause = { 29'h00000000, \$121  };
+                  end else if (ls_fault) begin
+                    c_cause = { 29'h00000000, \$123  };
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h73:
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      c_cause = 32'd11;
+                    end else if (\$129 ) begin
+                      c_cause = 32'd3;
+                    end else if (\$130 ) begin
+                    end else if (\$131 ) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                  end else if (csr_illegal) begin
+                    c_cause = 32'd2;
+                  end
+              default:
+                  c_cause = 32'd2;
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_tval = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+          end else begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+              c_tval = 32'd0;
+            end else if (\$90 ) begin
+              c_tval = pc;
+            end else begin
+              c_tval = pc;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            c_tval = 32'd0;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                  end else if (op_alu_legal) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    c_tval = insn;
+                  end else if (ls_misaligned) begin
+                    c_tval = \$63 [31:0];
+                  end else if (ls_fault) begin
+                    c_tval = \$63 [31:0];
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h73:
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      c_tval = 32'd0;
+                    end else if (\$129 ) begin
+                      c_tval = 32'd0;
+                    end else if (\$130 ) begin
+                    end else if (\$131 ) begin
+                    end else begin
+                      c_tval = insn;
+                    end
+                  end else if (csr_illegal) begin
+                    c_tval = insn;
+                  end
+              default:
+                  c_tval = insn;
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    in_exec = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          in_exec = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    trace_insn = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            trace_insn = imem__data;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  trace_insn = insn;
+              7'h17:
+                  trace_insn = insn;
+              7'h6f:
+                  trace_insn = insn;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      trace_insn = insn;
+                    end
+                  end else if (op_alu_legal) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    trace_insn = insn;
+                  end else if (ls_misaligned) begin
+                    trace_insn = insn;
+                  end else if (ls_fault) begin
+                    trace_insn = insn;
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      trace_insn = insn;
+                    end else if (\$129 ) begin
+                      trace_insn = insn;
+                    end else if (\$130 ) begin
+                      trace_insn = insn;
+                    end else if (\$131 ) begin
+                      trace_insn = insn;
+                    end else begin
+                      trace_insn = insn;
+                    end
+                  end else if (csr_illegal) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              default:
+                  trace_insn = insn;
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            trace_insn = insn;
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          trace_insn = insn;
+      3'h3:
+          /* empty */;
+      3'h7:
+          trace_insn = insn;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_rd = 5'h00;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  c_rd = insn[11:7];
+              7'h17:
+                  c_rd = insn[11:7];
+              7'h6f:
+                  c_rd = insn[11:7];
+              7'h67:
+                  if (\$98 ) begin
+                    c_rd = insn[11:7];
+                  end
+              7'h63:
+                  if (\$101 ) begin
+                    c_rd = 5'h00;
+                  end
+              7'h13:
+                  if (op_imm_legal) begin
+                    c_rd = insn[11:7];
+                  end
+              7'h33:
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      c_rd = insn[11:7];
+                    end
+                  end else if (op_alu_legal) begin
+                    c_rd = insn[11:7];
+                  end
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  if (\$126 ) begin
+                    c_rd = 5'h00;
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                      c_rd = 5'h00;
+                    end else if (\$131 ) begin
+                      c_rd = 5'h00;
+                    end
+                  end else if (csr_illegal) begin
+                  end else begin
+                    c_rd = insn[11:7];
+                  end
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            c_rd = \$139 ;
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          c_rd = insn[11:7];
+      3'h3:
+          /* empty */;
+      3'h7:
+          c_rd = insn[11:7];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_value = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  c_value = { insn[31:12], 12'h000 };
+              7'h17:
+                  c_value = \$97 [31:0];
+              7'h6f:
+                  c_value = \$1 [31:0];
+              7'h67:
+                  if (\$98 ) begin
+                    c_value = \$1 [31:0];
+                  end
+              7'h63:
+                  if (\$101 ) begin
+                    c_value = 32'd0;
+                  end
+              7'h13:
+                  if (op_imm_legal) begin
+                    c_value = alu_res;
+                  end
+              7'h33:
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      c_value = mul_res;
+                    end
+                  end else if (op_alu_legal) begin
+                    c_value = alu_res;
+                  end
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  if (\$126 ) begin
+                    c_value = 32'd0;
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                      c_value = 32'd0;
+                    end else if (\$131 ) begin
+                      c_value = 32'd0;
+                    end
+                  end else if (csr_illegal) begin
+                  end else begin
+                    c_value = csr_old;
+                  end
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            c_value = ld_val;
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          c_value = ld_val;
+      3'h3:
+          /* empty */;
+      3'h7:
+          c_value = \$152 [31:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_npc = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  c_npc = \$1 [31:0];
+              7'h17:
+                  c_npc = \$1 [31:0];
+              7'h6f:
+                  c_npc = \$47 [31:0];
+              7'h67:
+                  if (\$98 ) begin
+                    c_npc = \$49 [31:0];
+                  end
+              7'h63:
+                  if (\$101 ) begin
+                    c_npc = \$102 ;
+                  end
+              7'h13:
+                  if (op_imm_legal) begin
+                    c_npc = \$1 [31:0];
+                  end
+              7'h33:
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      c_npc = \$1 [31:0];
+                    end
+                  end else if (op_alu_legal) begin
+                    c_npc = \$1 [31:0];
+                  end
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  if (\$126 ) begin
+                    c_npc = \$1 [31:0];
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                      c_npc = { mepc, 2'h0 };
+                    end else if (\$131 ) begin
+                      c_npc = \$1 [31:0];
+                    end
+                  end else if (csr_illegal) begin
+                  end else begin
+                    c_npc = \$1 [31:0];
+                  end
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            c_npc = \$1 [31:0];
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          c_npc = \$1 [31:0];
+      3'h3:
+          /* empty */;
+      3'h7:
+          c_npc = \$1 [31:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_mret = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  /* empty */;
+              7'h73:
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                      c_mret = 1'h1;
+                    end
+                  end
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_sleep = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  /* empty */;
+              7'h73:
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                    end else if (\$131 ) begin
+                      c_sleep = 1'h1;
+                    end
+                  end
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_csr_we = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  /* empty */;
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                  end else if (csr_illegal) begin
+                  end else begin
+                    c_csr_we = \$134 ;
+                  end
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    ld_word = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h5:
+          ld_word = dbus__rdata;
+      3'h4:
+          /* empty */;
+      3'h6:
+          ld_word = imem__data;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    sleeping = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h2:
+          sleeping = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$354  = x1;
+    if (\$167 ) begin
+      \$354  = c_value;
+    end
+    if (\$353 ) begin
+      \$354  = 32'd0;
+    end
+    if (rst) begin
+      \$354  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$355  = x2;
+    if (\$171 ) begin
+      \$355  = c_value;
+    end
+    if (\$353 ) begin
+      \$355  = 32'd0;
+    end
+    if (rst) begin
+      \$355  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$356  = x3;
+    if (\$175 ) begin
+      \$356  = c_value;
+    end
+    if (\$353 ) begin
+      \$356  = 32'd0;
+    end
+    if (rst) begin
+      \$356  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$357  = x4;
+    if (\$179 ) begin
+      \$357  = c_value;
+    end
+    if (\$353 ) begin
+      \$357  = 32'd0;
+    end
+    if (rst) begin
+      \$357  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$358  = x5;
+    if (\$183 ) begin
+      \$358  = c_value;
+    end
+    if (\$353 ) begin
+      \$358  = 32'd0;
+    end
+    if (rst) begin
+      \$358  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$359  = x6;
+    if (\$187 ) begin
+      \$359  = c_value;
+    end
+    if (\$353 ) begin
+      \$359  = 32'd0;
+    end
+    if (rst) begin
+      \$359  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$360  = x7;
+    if (\$191 ) begin
+      \$360  = c_value;
+    end
+    if (\$353 ) begin
+      \$360  = 32'd0;
+    end
+    if (rst) begin
+      \$360  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$361  = x8;
+    if (\$195 ) begin
+      \$361  = c_value;
+    end
+    if (\$353 ) begin
+      \$361  = 32'd0;
+    end
+    if (rst) begin
+      \$361  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$362  = x9;
+    if (\$199 ) begin
+      \$362  = c_value;
+    end
+    if (\$353 ) begin
+      \$362  = 32'd0;
+    end
+    if (rst) begin
+      \$362  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$363  = x10;
+    if (\$203 ) begin
+      \$363  = c_value;
+    end
+    if (\$353 ) begin
+      \$363  = 32'd0;
+    end
+    if (rst) begin
+      \$363  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$364  = x11;
+    if (\$207 ) begin
+      \$364  = c_value;
+    end
+    if (\$353 ) begin
+      \$364  = 32'd0;
+    end
+    if (rst) begin
+      \$364  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$365  = x12;
+    if (\$211 ) begin
+      \$365  = c_value;
+    end
+    if (\$353 ) begin
+      \$365  = 32'd0;
+    end
+    if (rst) begin
+      \$365  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$366  = x13;
+    if (\$215 ) begin
+      \$366  = c_value;
+    end
+    if (\$353 ) begin
+      \$366  = 32'd0;
+    end
+    if (rst) begin
+      \$366  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$367  = x14;
+    if (\$219 ) begin
+      \$367  = c_value;
+    end
+    if (\$353 ) begin
+      \$367  = 32'd0;
+    end
+    if (rst) begin
+      \$367  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$368  = x15;
+    if (\$223 ) begin
+      \$368  = c_value;
+    end
+    if (\$353 ) begin
+      \$368  = 32'd0;
+    end
+    if (rst) begin
+      \$368  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$369  = x16;
+    if (\$227 ) begin
+      \$369  = c_value;
+    end
+    if (\$353 ) begin
+      \$369  = 32'd0;
+    end
+    if (rst) begin
+      \$369  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$370  = x17;
+    if (\$231 ) begin
+      \$370  = c_value;
+    end
+    if (\$353 ) begin
+      \$370  = 32'd0;
+    end
+    if (rst) begin
+      \$370  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$371  = x18;
+    if (\$235 ) begin
+      \$371  = c_value;
+    end
+    if (\$353 ) begin
+      \$371  = 32'd0;
+    end
+    if (rst) begin
+      \$371  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$372  = x19;
+    if (\$239 ) begin
+      \$372  = c_value;
+    end
+    if (\$353 ) begin
+      \$372  = 32'd0;
+    end
+    if (rst) begin
+      \$372  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$373  = x20;
+    if (\$243 ) begin
+      \$373  = c_value;
+    end
+    if (\$353 ) begin
+      \$373  = 32'd0;
+    end
+    if (rst) begin
+      \$373  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$374  = x21;
+    if (\$247 ) begin
+      \$374  = c_value;
+    end
+    if (\$353 ) begin
+      \$374  = 32'd0;
+    end
+    if (rst) begin
+      \$374  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$375  = x22;
+    if (\$251 ) begin
+      \$375  = c_value;
+    end
+    if (\$353 ) begin
+      \$375  = 32'd0;
+    end
+    if (rst) begin
+      \$375  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$376  = x23;
+    if (\$255 ) begin
+      \$376  = c_value;
+    end
+    if (\$353 ) begin
+      \$376  = 32'd0;
+    end
+    if (rst) begin
+      \$376  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$377  = x24;
+    if (\$259 ) begin
+      \$377  = c_value;
+    end
+    if (\$353 ) begin
+      \$377  = 32'd0;
+    end
+    if (rst) begin
+      \$377  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$378  = x25;
+    if (\$263 ) begin
+      \$378  = c_value;
+    end
+    if (\$353 ) begin
+      \$378  = 32'd0;
+    end
+    if (rst) begin
+      \$378  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$379  = x26;
+    if (\$267 ) begin
+      \$379  = c_value;
+    end
+    if (\$353 ) begin
+      \$379  = 32'd0;
+    end
+    if (rst) begin
+      \$379  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$380  = x27;
+    if (\$271 ) begin
+      \$380  = c_value;
+    end
+    if (\$353 ) begin
+      \$380  = 32'd0;
+    end
+    if (rst) begin
+      \$380  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$381  = x28;
+    if (\$275 ) begin
+      \$381  = c_value;
+    end
+    if (\$353 ) begin
+      \$381  = 32'd0;
+    end
+    if (rst) begin
+      \$381  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$382  = x29;
+    if (\$279 ) begin
+      \$382  = c_value;
+    end
+    if (\$353 ) begin
+      \$382  = 32'd0;
+    end
+    if (rst) begin
+      \$382  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$383  = x30;
+    if (\$283 ) begin
+      \$383  = c_value;
+    end
+    if (\$353 ) begin
+      \$383  = 32'd0;
+    end
+    if (rst) begin
+      \$383  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$384  = x31;
+    if (\$287 ) begin
+      \$384  = c_value;
+    end
+    if (\$353 ) begin
+      \$384  = 32'd0;
+    end
+    if (rst) begin
+      \$384  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$385  = pc;
+    if (trace_valid) begin
+      \$385  = \$288 ;
+    end
+    if (\$353 ) begin
+      \$385  = 32'd0;
+    end
+    if (rst) begin
+      \$385  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$386  = mepc;
+    if (\$289 ) begin
+      \$386  = pc[31:2];
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            \$386  = csr_wval[31:2];
+      endcase
+    end
+    if (\$353 ) begin
+      \$386  = 30'h00000000;
+    end
+    if (rst) begin
+      \$386  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$387  = mcause;
+    if (\$289 ) begin
+      \$387  = c_cause;
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            /* empty */;
+        12'h342:
+            \$387  = csr_wval;
+      endcase
+    end
+    if (\$353 ) begin
+      \$387  = 32'd0;
+    end
+    if (rst) begin
+      \$387  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$388  = mtval;
+    if (\$289 ) begin
+      \$388  = c_tval;
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            /* empty */;
+        12'h342:
+            /* empty */;
+        12'h343:
+            \$388  = csr_wval;
+      endcase
+    end
+    if (\$353 ) begin
+      \$388  = 32'd0;
+    end
+    if (rst) begin
+      \$388  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$389  = st_mpie;
+    if (\$289 ) begin
+      \$389  = \$signal ;
+    end
+    if (\$292 ) begin
+      \$389  = 1'h1;
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            \$389  = csr_wval[7];
+      endcase
+    end
+    if (\$353 ) begin
+      \$389  = 1'h0;
+    end
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$390  = \$signal ;
+    if (\$289 ) begin
+      \$390  = 1'h0;
+    end
+    if (\$292 ) begin
+      \$390  = st_mpie;
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            \$390  = csr_wval[3];
+      endcase
+    end
+    if (\$353 ) begin
+      \$390  = 1'h0;
+    end
+    if (rst) begin
+      \$390  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$391  = \$83 [63:0];
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            /* empty */;
+        12'h342:
+            /* empty */;
+        12'h343:
+            /* empty */;
+        12'hb00:
+            \$391  = { \$83 [63:32], csr_wval };
+        12'hb80:
+            \$391  = { csr_wval, \$83 [31:0] };
+      endcase
+    end
+    if (\$353 ) begin
+      \$391  = 64'h0000000000000000;
+    end
+    if (rst) begin
+      \$391  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$392  = \$86 [63:0];
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            /* empty */;
+        12'h342:
+            /* empty */;
+        12'h343:
+            /* empty */;
+        12'hb00:
+            /* empty */;
+        12'hb80:
+            /* empty */;
+        12'hb02:
+            \$392  = { \$86 [63:32], csr_wval };
+        12'hb82:
+            \$392  = { csr_wval, \$86 [31:0] };
+      endcase
+    end
+    if (\$353 ) begin
+      \$392  = 64'h0000000000000000;
+    end
+    if (rst) begin
+      \$392  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$393  = ie_mtie;
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            \$393  = csr_wval[7];
+      endcase
+    end
+    if (\$353 ) begin
+      \$393  = 1'h0;
+    end
+    if (rst) begin
+      \$393  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$394  = \$signal$59 ;
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            \$394  = csr_wval[11];
+      endcase
+    end
+    if (\$353 ) begin
+      \$394  = 1'h0;
+    end
+    if (rst) begin
+      \$394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$395  = mtvec;
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            \$395  = csr_wval[31:2];
+      endcase
+    end
+    if (\$353 ) begin
+      \$395  = 30'h00000000;
+    end
+    if (rst) begin
+      \$395  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$396  = mscratch;
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            \$396  = csr_wval;
+      endcase
+    end
+    if (\$353 ) begin
+      \$396  = 32'd0;
+    end
+    if (rst) begin
+      \$396  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$397  = core_fsm_state;
+    (* full_case = 32'd1 *)
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$298 ) begin
+            \$397  = 3'h1;
+          end else begin
+            (* full_case = 32'd1 *)
+            if (c_sleep) begin
+              \$397  = 3'h2;
+            end else if (\$301 ) begin
+              \$397  = 3'h1;
+            end else begin
+              \$397  = 3'h0;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            (* full_case = 32'd1 *)
+            if (c_sleep) begin
+              \$397  = 3'h2;
+            end else if (\$304 ) begin
+              \$397  = 3'h1;
+            end else begin
+              \$397  = 3'h0;
+            end
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$397  = 3'h3;
+                    end
+                  end
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                    \$397  = 3'h4;
+                  end else begin
+                    \$397  = 3'h5;
+                  end
+            endcase
+            if (trace_valid) begin
+              (* full_case = 32'd1 *)
+              if (c_sleep) begin
+                \$397  = 3'h2;
+              end else if (\$341 ) begin
+                \$397  = 3'h1;
+              end else begin
+                \$397  = 3'h0;
+              end
+            end
+          end
+      3'h5:
+          if (dbus__ack) begin
+            (* full_case = 32'd1 *)
+            if (c_sleep) begin
+              \$397  = 3'h2;
+            end else if (\$344 ) begin
+              \$397  = 3'h1;
+            end else begin
+              \$397  = 3'h0;
+            end
+          end
+      3'h4:
+          \$397  = 3'h6;
+      3'h6:
+          (* full_case = 32'd1 *)
+          if (c_sleep) begin
+            \$397  = 3'h2;
+          end else if (\$347 ) begin
+            \$397  = 3'h1;
+          end else begin
+            \$397  = 3'h0;
+          end
+      3'h3:
+          if (\$349 ) begin
+            \$397  = 3'h7;
+          end
+      3'h7:
+          (* full_case = 32'd1 *)
+          if (c_sleep) begin
+            \$397  = 3'h2;
+          end else if (\$352 ) begin
+            \$397  = 3'h1;
+          end else begin
+            \$397  = 3'h0;
+          end
+      3'h2:
+          if (wake) begin
+            \$397  = 3'h0;
+          end
+    endcase
+    if (\$353 ) begin
+      \$397  = 3'h0;
+    end
+    if (rst) begin
+      \$397  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$398  = ir;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$398  = imem__data;
+    endcase
+    if (\$353 ) begin
+      \$398  = 32'd0;
+    end
+    if (rst) begin
+      \$398  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$399  = div_quo;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$399  = \$311 [31:0];
+                    end
+                  end
+            endcase
+          end
+      3'h5:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h3:
+          (* full_case = 32'd1 *)
+          if (\$80 [32]) begin
+            \$399  = { div_quo[30:0], 1'h0 };
+          end else begin
+            \$399  = { div_quo[30:0], 1'h1 };
+          end
+    endcase
+    if (\$353 ) begin
+      \$399  = 32'd0;
+    end
+    if (rst) begin
+      \$399  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$400  = div_rem;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$400  = 32'd0;
+                    end
+                  end
+            endcase
+          end
+      3'h5:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h3:
+          (* full_case = 32'd1 *)
+          if (\$80 [32]) begin
+            \$400  = { div_rem[30:0], div_quo[31] };
+          end else begin
+            \$400  = \$80 [31:0];
+          end
+    endcase
+    if (\$353 ) begin
+      \$400  = 32'd0;
+    end
+    if (rst) begin
+      \$400  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$401  = div_den;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$401  = \$315 [31:0];
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$401  = 32'd0;
+    end
+    if (rst) begin
+      \$401  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$402  = div_cnt;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$402  = 5'h00;
+                    end
+                  end
+            endcase
+          end
+      3'h5:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h3:
+          \$402  = \$348 [4:0];
+    endcase
+    if (\$353 ) begin
+      \$402  = 5'h00;
+    end
+    if (rst) begin
+      \$402  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$403  = div_a;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$403  = rs1v;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$403  = 32'd0;
+    end
+    if (rst) begin
+      \$403  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$404  = div_zero;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$404  = \$316 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$404  = 1'h0;
+    end
+    if (rst) begin
+      \$404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$405  = div_negq;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$405  = \$321 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$405  = 1'h0;
+    end
+    if (rst) begin
+      \$405  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$406  = div_negr;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$406  = \$323 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$406  = 1'h0;
+    end
+    if (rst) begin
+      \$406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$407  = dbus__addr;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                    \$407  = { \$63 [31:2], 2'h0 };
+                  end else begin
+                    \$407  = { \$63 [31:2], 2'h0 };
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$407  = 32'd0;
+    end
+    if (rst) begin
+      \$407  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$408  = ld_off;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                    \$408  = \$63 [1:0];
+                  end else begin
+                    \$408  = \$63 [1:0];
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$408  = 2'h0;
+    end
+    if (rst) begin
+      \$408  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$409  = dbus__en;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                  end else begin
+                    \$409  = 1'h1;
+                  end
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            \$409  = 1'h0;
+          end
+    endcase
+    if (\$353 ) begin
+      \$409  = 1'h0;
+    end
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$410  = dbus__we;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                  end else begin
+                    \$410  = \$338 ;
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$410  = 1'h0;
+    end
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$411  = dbus__wdata;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                  end else begin
+                    \$411  = st_data;
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$411  = 32'd0;
+    end
+    if (rst) begin
+      \$411  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$412  = dbus__wstrb;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                  end else begin
+                    \$412  = ls_strb;
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$412  = 4'h0;
+    end
+    if (rst) begin
+      \$412  = 4'h0;
+    end
+  end
+  assign x0 = 32'd0;
+  assign pc4 = \$1 [31:0];
+  assign mul_a = { \$33 , rs1v };
+  assign mul_b = { \$35 , rs2v };
+  assign br_target = \$46 [31:0];
+  assign jal_target = \$47 [31:0];
+  assign jalr_target = \$49 [31:0];
+  assign irq = 1'h0;
+  assign ls_addr = \$63 [31:0];
+  assign bus_addr = dbus__addr;
+  assign bus_en = dbus__en;
+  assign bus_we = dbus__we;
+  assign bus_wdata = dbus__wdata;
+  assign bus_wstrb = dbus__wstrb;
+  assign div_rem_sh = { div_rem, div_quo[31] };
+  assign div_diff = \$80 [32:0];
+  assign c_valid = trace_valid;
+  assign trace_pc = pc;
+  assign c_insn = trace_insn;
+  assign trace_trap = c_trap;
+  assign mcycle_inc = \$83 [63:0];
+  assign minstret_inc = \$86 [63:0];
+  assign imem__gnt = 1'h1;
+  assign { \$49 [32], \$49 [0] } = 2'h0;
+  assign \$49 [31:1] = \$48 [31:1];
+  assign irq_take = 1'h0;
+  assign wake = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.control.dmem0 (ren, wen, waddr, wdata, rdata, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [7:0] rdata;
+  wire [7:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [7:0] wdata;
+  wire [7:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd8)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.control.dmem1 (ren, wen, waddr, wdata, rdata, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [7:0] rdata;
+  wire [7:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [7:0] wdata;
+  wire [7:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd8)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.control.dmem2 (ren, wen, waddr, wdata, rdata, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [7:0] rdata;
+  wire [7:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [7:0] wdata;
+  wire [7:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd8)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.control.dmem3 (ren, wen, waddr, wdata, rdata, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [7:0] rdata;
+  wire [7:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [7:0] wdata;
+  wire [7:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd8)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.control.imem (wen, rdata, wdata, waddr, ren, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [31:0] rdata;
+  wire [31:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [31:0] wdata;
+  wire [31:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd32)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.control.mmio (rst, bus__en, run, bus__addr, bus__we, bus__wdata, bus__wstrb, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire [31:0] \$12 ;
+  wire [31:0] \$13 ;
+  wire [31:0] \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [32:0] \$19 ;
+  wire \$2 ;
+  wire [32:0] \$20 ;
+  wire [7:0] \$21 ;
+  wire [7:0] \$22 ;
+  wire [7:0] \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [8:0] \$28 ;
+  wire [31:0] \$29 ;
+  wire \$3 ;
+  wire [31:0] \$30 ;
+  wire [31:0] \$31 ;
+  wire [31:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [32:0] \$37 ;
+  wire [32:0] \$38 ;
+  wire [31:0] \$39 ;
+  wire \$4 ;
+  wire [31:0] \$40 ;
+  wire [31:0] \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [32:0] \$46 ;
+  wire [32:0] \$47 ;
+  wire [31:0] \$48 ;
+  wire [31:0] \$49 ;
+  wire \$5 ;
+  wire [31:0] \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [32:0] \$55 ;
+  wire [32:0] \$56 ;
+  wire \$57 ;
+  reg \$58 ;
+  reg [31:0] \$59 ;
+  wire \$6 ;
+  reg \$60 ;
+  reg [31:0] \$61 ;
+  reg \$62 ;
+  reg [7:0] \$63 ;
+  reg [31:0] \$64 ;
+  reg [31:0] \$65 ;
+  reg [31:0] \$66 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  reg \$signal  = 1'h0;
+  output ack;
+  reg ack = 1'h0;
+  (* init = 1'h0 *)
+  wire bus__ack;
+  input [31:0] bus__addr;
+  wire [31:0] bus__addr;
+  input bus__en;
+  wire bus__en;
+  output [31:0] bus__rdata;
+  reg [31:0] bus__rdata = 32'd0;
+  input [31:0] bus__wdata;
+  wire [31:0] bus__wdata;
+  input bus__we;
+  wire bus__we;
+  input [3:0] bus__wstrb;
+  wire [3:0] bus__wstrb;
+  input clk;
+  wire clk;
+  output [31:0] fw_fault_cause_cause;
+  reg [31:0] fw_fault_cause_cause = 32'd0;
+  output [31:0] fw_fault_pc_pc;
+  reg [31:0] fw_fault_pc_pc = 32'd0;
+  output [31:0] fw_fault_tval_tval;
+  reg [31:0] fw_fault_tval_tval = 32'd0;
+  output [7:0] fw_status_state;
+  reg [7:0] fw_status_state = 8'h00;
+  output [31:0] fw_version_version;
+  reg [31:0] fw_version_version = 32'd0;
+  wire \new ;
+  (* init = 32'd0 *)
+  wire [31:0] rdata;
+  input rst;
+  wire rst;
+  input run;
+  wire run;
+  reg unused_r = 1'h0;
+  wire [31:0] wdata;
+  wire wr_fw_fault_cause;
+  wire wr_fw_fault_pc;
+  wire wr_fw_fault_tval;
+  wire wr_fw_status;
+  wire wr_fw_version;
+  assign \$27  = \$25  & \$26 ;
+  assign \$30  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$31  = fw_fault_pc_pc & \$30 ;
+  assign \$32  = \$31  | wdata;
+  assign \$33  = ~ bus__we;
+  assign \$34  = \new  & \$33 ;
+  assign \$35  = bus__addr[11:2] == 2'h2;
+  assign \$36  = \$34  & \$35 ;
+  assign \$39  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$40  = fw_fault_cause_cause & \$39 ;
+  assign \$41  = \$40  | wdata;
+  assign \$42  = ~ bus__we;
+  assign \$43  = \new  & \$42 ;
+  assign \$44  = bus__addr[11:2] == 2'h3;
+  assign \$45  = \$43  & \$44 ;
+  assign \$48  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$49  = fw_fault_tval_tval & \$48 ;
+  assign \$50  = \$49  | wdata;
+  assign \$51  = ~ bus__we;
+  assign \$52  = \new  & \$51 ;
+  assign \$53  = bus__addr[11:2] == 3'h4;
+  assign \$54  = \$52  & \$53 ;
+  assign \$57  = ~ run;
+  always @(posedge clk)
+    ack <= \$58 ;
+  always @(posedge clk)
+    bus__rdata <= \$59 ;
+  always @(posedge clk)
+    \$signal  <= \$60 ;
+  always @(posedge clk)
+    fw_version_version <= \$61 ;
+  always @(posedge clk)
+    unused_r <= \$62 ;
+  always @(posedge clk)
+    fw_status_state <= \$63 ;
+  always @(posedge clk)
+    fw_fault_pc_pc <= \$64 ;
+  always @(posedge clk)
+    fw_fault_cause_cause <= \$65 ;
+  always @(posedge clk)
+    fw_fault_tval_tval <= \$66 ;
+  assign \$1  = ~ ack;
+  assign \new  = bus__en & \$1 ;
+  assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$2  = \new  & bus__we;
+  assign \$3  = ! bus__addr[11:2];
+  assign wr_fw_version = \$2  & \$3 ;
+  assign \$4  = \new  & bus__we;
+  assign \$5  = bus__addr[11:2] == 1'h1;
+  assign wr_fw_status = \$4  & \$5 ;
+  assign \$6  = \new  & bus__we;
+  assign \$7  = bus__addr[11:2] == 2'h2;
+  assign wr_fw_fault_pc = \$6  & \$7 ;
+  assign \$8  = \new  & bus__we;
+  assign \$9  = bus__addr[11:2] == 2'h3;
+  assign wr_fw_fault_cause = \$8  & \$9 ;
+  assign \$10  = \new  & bus__we;
+  assign \$11  = bus__addr[11:2] == 3'h4;
+  assign wr_fw_fault_tval = \$10  & \$11 ;
+  assign \$12  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$13  = fw_version_version & \$12 ;
+  assign \$14  = \$13  | wdata;
+  assign \$15  = ~ bus__we;
+  assign \$16  = \new  & \$15 ;
+  assign \$17  = ! bus__addr[11:2];
+  assign \$18  = \$16  & \$17 ;
+  assign \$21  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$22  = fw_status_state & \$21 ;
+  assign \$23  = \$22  | wdata[7:0];
+  assign \$24  = ~ bus__we;
+  assign \$25  = \new  & \$24 ;
+  assign \$26  = bus__addr[11:2] == 1'h1;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = \new ;
+    if (\$57 ) begin
+      \$58  = 1'h0;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = bus__rdata;
+    if (\new ) begin
+      \$59  = 32'd0;
+    end
+    if (\$18 ) begin
+      \$59  = \$20 [31:0];
+    end
+    if (\$27 ) begin
+      \$59  = \$29 ;
+    end
+    if (\$36 ) begin
+      \$59  = \$38 [31:0];
+    end
+    if (\$45 ) begin
+      \$59  = \$47 [31:0];
+    end
+    if (\$54 ) begin
+      \$59  = \$56 [31:0];
+    end
+    if (\$57 ) begin
+      \$59  = 32'd0;
+    end
+    if (rst) begin
+      \$59  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = \$signal ;
+    if (wr_fw_version) begin
+      \$60  = 1'h1;
+    end
+    if (wr_fw_status) begin
+      \$60  = 1'h1;
+    end
+    if (wr_fw_fault_pc) begin
+      \$60  = 1'h1;
+    end
+    if (wr_fw_fault_cause) begin
+      \$60  = 1'h1;
+    end
+    if (wr_fw_fault_tval) begin
+      \$60  = 1'h1;
+    end
+    if (\$57 ) begin
+      \$60  = 1'h0;
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = fw_version_version;
+    if (wr_fw_version) begin
+      \$61  = \$14 ;
+    end
+    if (\$57 ) begin
+      \$61  = 32'd0;
+    end
+    if (rst) begin
+      \$61  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = unused_r;
+    if (\$18 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$27 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$36 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$45 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$54 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$57 ) begin
+      \$62  = 1'h0;
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$63  = fw_status_state;
+    if (wr_fw_status) begin
+      \$63  = \$23 ;
+    end
+    if (\$57 ) begin
+      \$63  = 8'h00;
+    end
+    if (rst) begin
+      \$63  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$64  = fw_fault_pc_pc;
+    if (wr_fw_fault_pc) begin
+      \$64  = \$32 ;
+    end
+    if (\$57 ) begin
+      \$64  = 32'd0;
+    end
+    if (rst) begin
+      \$64  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$65  = fw_fault_cause_cause;
+    if (wr_fw_fault_cause) begin
+      \$65  = \$41 ;
+    end
+    if (\$57 ) begin
+      \$65  = 32'd0;
+    end
+    if (rst) begin
+      \$65  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$66  = fw_fault_tval_tval;
+    if (wr_fw_fault_tval) begin
+      \$66  = \$50 ;
+    end
+    if (\$57 ) begin
+      \$66  = 32'd0;
+    end
+    if (rst) begin
+      \$66  = 32'd0;
+    end
+  end
+  assign bus__ack = ack;
+  assign rdata = bus__rdata;
+  assign \$19  = { 1'h0, fw_version_version };
+  assign \$20  = \$19 ;
+  assign \$28  = { 1'h0, fw_status_state };
+  assign \$29  = { 23'h000000, \$28  };
+  assign \$37  = { 1'h0, fw_fault_pc_pc };
+  assign \$38  = \$37 ;
+  assign \$46  = { 1'h0, fw_fault_cause_cause };
+  assign \$47  = \$46 ;
+  assign \$55  = { 1'h0, fw_fault_tval_tval };
+  assign \$56  = \$55 ;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, bus__bresp, do_read, bus__rresp, cmd_submit_go, perf_ctrl_clear, wr_core_mem_addr
+, wr_core_mem_data, status_idle, irq_status_error_set, done_dma_load_count, done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, bus__bvalid
+, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze
+, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, \port$6490$0 , fw_status_sleeping, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, bus__awaddr);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [31:0] \$100 ;
+  wire [31:0] \$101 ;
+  wire [31:0] \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire [32:0] \$105 ;
+  wire [32:0] \$106 ;
+  wire [31:0] \$107 ;
+  wire [31:0] \$108 ;
+  wire [31:0] \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire [32:0] \$112 ;
+  wire [32:0] \$113 ;
+  wire [31:0] \$114 ;
+  wire [31:0] \$115 ;
+  wire [31:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [32:0] \$119 ;
+  wire \$12 ;
+  wire [32:0] \$120 ;
+  wire [31:0] \$121 ;
+  wire [31:0] \$122 ;
+  wire [31:0] \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire [32:0] \$126 ;
+  wire [32:0] \$127 ;
+  wire [31:0] \$128 ;
+  wire [31:0] \$129 ;
+  wire \$13 ;
+  wire [31:0] \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [32:0] \$133 ;
+  wire [32:0] \$134 ;
+  wire [31:0] \$135 ;
+  wire [31:0] \$136 ;
+  wire [31:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire [32:0] \$140 ;
+  wire [32:0] \$141 ;
+  wire [31:0] \$142 ;
+  wire [31:0] \$143 ;
+  wire [31:0] \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire [32:0] \$147 ;
+  wire [32:0] \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire [1:0] \$151 ;
+  wire [31:0] \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire [1:0] \$155 ;
+  wire [31:0] \$156 ;
+  wire [1:0] \$157 ;
+  wire [31:0] \$158 ;
+  wire [3:0] \$159 ;
+  wire \$16 ;
+  wire [31:0] \$160 ;
+  wire [3:0] \$161 ;
+  wire [31:0] \$162 ;
+  wire [7:0] \$163 ;
+  wire [31:0] \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire [1:0] \$182 ;
+  wire [31:0] \$183 ;
+  wire [1:0] \$184 ;
+  wire [31:0] \$185 ;
+  wire [3:0] \$186 ;
+  wire [31:0] \$187 ;
+  wire [3:0] \$188 ;
+  wire [31:0] \$189 ;
+  wire \$19 ;
+  wire [7:0] \$190 ;
+  wire [31:0] \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [1:0] \$209 ;
+  wire \$21 ;
+  wire [31:0] \$210 ;
+  wire [1:0] \$211 ;
+  wire [31:0] \$212 ;
+  wire [3:0] \$213 ;
+  wire [31:0] \$214 ;
+  wire [3:0] \$215 ;
+  wire [31:0] \$216 ;
+  wire [7:0] \$217 ;
+  wire [31:0] \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire \$220 ;
+  wire [8:0] \$221 ;
+  wire [31:0] \$222 ;
+  wire [22:0] \$223 ;
+  wire [31:0] \$224 ;
+  wire [46:0] \$225 ;
+  wire [46:0] \$226 ;
   wire \$227 ;
   wire \$228 ;
   wire [32:0] \$229 ;
@@ -2558,23 +7457,23 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [32:0] \$234 ;
   wire \$235 ;
   wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
+  wire [32:0] \$237 ;
+  wire [32:0] \$238 ;
   wire \$239 ;
   wire \$24 ;
-  wire [1:0] \$240 ;
-  wire [31:0] \$241 ;
-  wire [1:0] \$242 ;
-  wire [31:0] \$243 ;
+  wire \$240 ;
+  wire [32:0] \$241 ;
+  wire [32:0] \$242 ;
+  wire \$243 ;
   wire \$244 ;
   wire \$245 ;
-  wire [32:0] \$246 ;
-  wire [32:0] \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire [1:0] \$248 ;
+  wire [31:0] \$249 ;
   wire \$25 ;
-  wire [32:0] \$250 ;
-  wire [32:0] \$251 ;
+  wire [1:0] \$250 ;
+  wire [31:0] \$251 ;
   wire \$252 ;
   wire \$253 ;
   wire [32:0] \$254 ;
@@ -2610,39 +7509,93 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire \$281 ;
   wire [32:0] \$282 ;
   wire [32:0] \$283 ;
-  reg \$284 ;
-  reg [1:0] \$285 ;
-  reg \$286 ;
-  reg [31:0] \$287 ;
-  reg [1:0] \$288 ;
-  reg [31:0] \$289 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire [32:0] \$286 ;
+  wire [32:0] \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  reg [31:0] \$290 ;
-  reg [31:0] \$291 ;
-  reg [31:0] \$292 ;
-  reg [31:0] \$293 ;
-  reg [31:0] \$294 ;
-  reg [31:0] \$295 ;
-  reg [31:0] \$296 ;
-  reg \$297 ;
-  reg \$298 ;
-  reg \$299 ;
+  wire [32:0] \$290 ;
+  wire [32:0] \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire [1:0] \$297 ;
+  wire [31:0] \$298 ;
+  wire [31:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg \$300 ;
-  reg \$301 ;
-  reg \$302 ;
-  reg \$303 ;
-  reg \$304 ;
-  reg \$305 ;
-  reg \$306 ;
-  reg \$307 ;
+  wire [31:0] \$300 ;
+  wire [31:0] \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire [32:0] \$304 ;
+  wire [32:0] \$305 ;
+  wire [31:0] \$306 ;
+  wire [31:0] \$307 ;
+  wire [31:0] \$308 ;
+  wire \$309 ;
   wire \$31 ;
+  wire \$310 ;
+  wire [32:0] \$311 ;
+  wire [32:0] \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire [32:0] \$315 ;
+  wire [32:0] \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire [8:0] \$319 ;
   wire \$32 ;
+  wire [31:0] \$320 ;
+  wire [15:0] \$321 ;
+  wire [31:0] \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire [32:0] \$325 ;
+  wire [32:0] \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire [32:0] \$329 ;
   wire \$33 ;
+  wire [32:0] \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire [32:0] \$333 ;
+  wire [32:0] \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg [31:0] \$338 ;
+  reg \$339 ;
   wire \$34 ;
+  reg [31:0] \$340 ;
+  reg [31:0] \$341 ;
+  reg [31:0] \$342 ;
+  reg [31:0] \$343 ;
+  reg [31:0] \$344 ;
+  reg [31:0] \$345 ;
+  reg [31:0] \$346 ;
+  reg [31:0] \$347 ;
+  reg \$348 ;
+  reg \$349 ;
   wire \$35 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg \$354 ;
+  reg \$355 ;
+  reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
   wire \$36 ;
+  reg [31:0] \$360 ;
+  reg [31:0] \$361 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
@@ -2650,70 +7603,71 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [32:0] \$43 ;
-  wire [32:0] \$44 ;
+  wire \$43 ;
+  wire \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire [16:0] \$47 ;
-  wire [31:0] \$48 ;
-  wire [46:0] \$49 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [46:0] \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [8:0] \$53 ;
-  wire [31:0] \$54 ;
-  wire [22:0] \$55 ;
+  wire \$50 ;
+  wire [32:0] \$51 ;
+  wire [32:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [16:0] \$55 ;
   wire [31:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire [8:0] \$59 ;
+  wire [46:0] \$57 ;
+  wire [46:0] \$58 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [31:0] \$60 ;
-  wire [38:0] \$61 ;
-  wire [38:0] \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [8:0] \$65 ;
-  wire [31:0] \$66 ;
-  wire [38:0] \$67 ;
-  wire [38:0] \$68 ;
-  wire \$69 ;
+  wire \$60 ;
+  wire [8:0] \$61 ;
+  wire [31:0] \$62 ;
+  wire [22:0] \$63 ;
+  wire [31:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [8:0] \$67 ;
+  wire [31:0] \$68 ;
+  wire [38:0] \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire [8:0] \$71 ;
-  wire [31:0] \$72 ;
-  wire [22:0] \$73 ;
+  wire [38:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [8:0] \$73 ;
   wire [31:0] \$74 ;
   wire [38:0] \$75 ;
   wire [38:0] \$76 ;
-  wire [38:0] \$77 ;
-  wire [38:0] \$78 ;
-  wire \$79 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire [8:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire [8:0] \$81 ;
+  wire [31:0] \$80 ;
+  wire [22:0] \$81 ;
   wire [31:0] \$82 ;
-  wire [22:0] \$83 ;
-  wire [31:0] \$84 ;
-  wire [31:0] \$85 ;
-  wire [31:0] \$86 ;
-  wire [31:0] \$87 ;
+  wire [38:0] \$83 ;
+  wire [38:0] \$84 ;
+  wire [38:0] \$85 ;
+  wire [38:0] \$86 ;
+  wire \$87 ;
   wire \$88 ;
-  wire \$89 ;
+  wire [8:0] \$89 ;
   wire \$9 ;
-  wire [32:0] \$90 ;
-  wire [32:0] \$91 ;
+  wire [31:0] \$90 ;
+  wire [22:0] \$91 ;
   wire [31:0] \$92 ;
   wire [31:0] \$93 ;
   wire [31:0] \$94 ;
-  wire \$95 ;
+  wire [31:0] \$95 ;
   wire \$96 ;
-  wire [32:0] \$97 ;
+  wire \$97 ;
   wire [32:0] \$98 ;
-  wire [31:0] \$99 ;
-  (* init = 2'h0 *)
-  wire [1:0] bresp;
+  wire [32:0] \$99 ;
+  reg \$signal  = 1'h0;
+  reg \$signal$14  = 1'h0;
+  reg bok = 1'h0;
   input [11:0] bus__araddr;
   wire [11:0] bus__araddr;
   wire bus__arready;
@@ -2727,16 +7681,18 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   input bus__bready;
   wire bus__bready;
   output [1:0] bus__bresp;
-  reg [1:0] bus__bresp = 2'h0;
+  wire [1:0] bus__bresp;
   (* init = 1'h0 *)
+  output bus__bvalid;
   wire bus__bvalid;
   output [31:0] bus__rdata;
   reg [31:0] bus__rdata = 32'd0;
   input bus__rready;
   wire bus__rready;
   output [1:0] bus__rresp;
-  reg [1:0] bus__rresp = 2'h0;
+  wire [1:0] bus__rresp;
   (* init = 1'h0 *)
+  output bus__rvalid;
   wire bus__rvalid;
   input [31:0] bus__wdata;
   wire [31:0] bus__wdata;
@@ -2745,8 +7701,6 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [3:0] bus__wstrb;
   input bus__wvalid;
   wire bus__wvalid;
-  output bvalid;
-  reg bvalid = 1'h0;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
   wire [7:0] cap_array_cols;
@@ -2784,6 +7738,14 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   reg [31:0] cmd7_word = 32'd0;
   output cmd_submit_go;
   wire cmd_submit_go;
+  output core_ctrl_run;
+  reg core_ctrl_run = 1'h0;
+  output [31:0] core_mem_addr_addr;
+  reg [31:0] core_mem_addr_addr = 32'd0;
+  wire core_mem_addr_addr_swmod;
+  output [31:0] core_mem_data_data;
+  reg [31:0] core_mem_data_data = 32'd0;
+  wire core_mem_data_data_swmod;
   output do_read;
   wire do_read;
   output do_write;
@@ -2802,6 +7764,18 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [7:0] error_info_opcode;
   input [15:0] error_info_tag;
   wire [15:0] error_info_tag;
+  input [31:0] fw_fault_cause_value;
+  wire [31:0] fw_fault_cause_value;
+  input [31:0] fw_fault_pc_value;
+  wire [31:0] fw_fault_pc_value;
+  input [31:0] fw_fault_tval_value;
+  wire [31:0] fw_fault_tval_value;
+  input fw_status_sleeping;
+  wire fw_status_sleeping;
+  input [7:0] fw_status_state;
+  wire [7:0] fw_status_state;
+  input [31:0] fw_version_version;
+  wire [31:0] fw_version_version;
   output irq_enable_dma_load_done;
   reg irq_enable_dma_load_done = 1'h0;
   output irq_enable_dma_store_done;
@@ -2856,16 +7830,13 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_active_count;
   input [31:0] perf_vec_busy_count;
   wire [31:0] perf_vec_busy_count;
-  input [3:0] \port$5472$0 ;
-  wire [3:0] \port$5472$0 ;
+  input [3:0] \port$6490$0 ;
+  wire [3:0] \port$6490$0 ;
   (* init = 32'd0 *)
   wire [31:0] rdata;
-  (* init = 2'h0 *)
-  wire [1:0] rresp;
+  reg rok = 1'h0;
   input rst;
   wire rst;
-  output rvalid;
-  reg rvalid = 1'h0;
   wire status_dma_load_busy;
   wire status_dma_store_busy;
   wire status_gemm_busy;
@@ -2887,11 +7858,21 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire wr_cmd6;
   wire wr_cmd7;
   wire wr_cmd_submit;
+  wire wr_core_ctrl;
+  output wr_core_mem_addr;
+  wire wr_core_mem_addr;
+  output wr_core_mem_data;
+  wire wr_core_mem_data;
   wire wr_done_dma_load;
   wire wr_done_dma_store;
   wire wr_done_gemm;
   wire wr_done_vec;
   wire wr_error_info;
+  wire wr_fw_fault_cause;
+  wire wr_fw_fault_pc;
+  wire wr_fw_fault_tval;
+  wire wr_fw_status;
+  wire wr_fw_version;
   wire wr_id;
   wire wr_irq_enable;
   wire wr_irq_status;
@@ -2909,11 +7890,13 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire wr_status;
   wire wr_version;
   assign \$1  = bus__awvalid & bus__wvalid;
-  assign \$2  = ~ bvalid;
+  assign \$2  = ~ \$signal ;
   assign do_write = \$1  & \$2 ;
+  assign bus__bresp = bok ? 2'h0 : 2'h2;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$3  = ~ rvalid;
+  assign \$3  = ~ \$signal$14 ;
   assign do_read = bus__arvalid & \$3 ;
+  assign bus__rresp = rok ? 2'h0 : 2'h2;
   assign \$4  = ! bus__awaddr[11:2];
   assign wr_id = do_write & \$4 ;
   assign \$5  = bus__awaddr[11:2] == 1'h1;
@@ -2991,751 +7974,899 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign wr_perf_dma_load_bytes = do_write & \$37 ;
   assign \$38  = bus__awaddr[11:2] == 6'h2a;
   assign wr_perf_dma_store_bytes = do_write & \$38 ;
-  assign \$39  = bvalid & bus__bready;
-  assign \$40  = rvalid & bus__rready;
-  assign \$41  = ! bus__araddr[11:2];
-  assign \$42  = do_read & \$41 ;
-  assign \$45  = bus__araddr[11:2] == 1'h1;
-  assign \$46  = do_read & \$45 ;
-  assign \$51  = bus__araddr[11:2] == 2'h2;
-  assign \$52  = do_read & \$51 ;
-  assign \$57  = bus__araddr[11:2] == 2'h3;
-  assign \$58  = do_read & \$57 ;
-  assign \$63  = bus__araddr[11:2] == 3'h4;
-  assign \$64  = do_read & \$63 ;
-  assign \$69  = bus__araddr[11:2] == 3'h5;
-  assign \$70  = do_read & \$69 ;
-  assign \$79  = bus__araddr[11:2] == 3'h6;
-  assign \$80  = do_read & \$79 ;
-  assign \$85  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$86  = cmd0_word & \$85 ;
-  assign \$87  = \$86  | wdata;
-  assign \$88  = bus__araddr[11:2] == 4'h8;
-  assign \$89  = do_read & \$88 ;
-  assign \$92  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$93  = cmd1_word & \$92 ;
-  assign \$94  = \$93  | wdata;
-  assign \$95  = bus__araddr[11:2] == 4'h9;
-  assign \$96  = do_read & \$95 ;
-  assign \$99  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$100  = cmd2_word & \$99 ;
-  assign \$101  = \$100  | wdata;
-  assign \$102  = bus__araddr[11:2] == 4'ha;
-  assign \$103  = do_read & \$102 ;
-  assign \$106  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$107  = cmd3_word & \$106 ;
-  assign \$108  = \$107  | wdata;
-  assign \$109  = bus__araddr[11:2] == 4'hb;
-  assign \$110  = do_read & \$109 ;
-  assign \$113  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$114  = cmd4_word & \$113 ;
-  assign \$115  = \$114  | wdata;
-  assign \$116  = bus__araddr[11:2] == 4'hc;
-  assign \$117  = do_read & \$116 ;
-  assign \$120  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$121  = cmd5_word & \$120 ;
-  assign \$122  = \$121  | wdata;
-  assign \$123  = bus__araddr[11:2] == 4'hd;
-  assign \$124  = do_read & \$123 ;
-  assign \$127  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$128  = cmd6_word & \$127 ;
-  assign \$129  = \$128  | wdata;
-  assign \$130  = bus__araddr[11:2] == 4'he;
-  assign \$131  = do_read & \$130 ;
-  assign \$134  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$135  = cmd7_word & \$134 ;
-  assign \$136  = \$135  | wdata;
-  assign \$137  = bus__araddr[11:2] == 4'hf;
-  assign \$138  = do_read & \$137 ;
-  assign \$141  = bus__araddr[11:2] == 5'h10;
-  assign \$142  = do_read & \$141 ;
-  assign \$145  = bus__araddr[11:2] == 5'h11;
+  assign \$39  = bus__awaddr[11:2] == 6'h30;
+  assign wr_core_ctrl = do_write & \$39 ;
+  assign \$40  = bus__awaddr[11:2] == 6'h31;
+  assign wr_core_mem_addr = do_write & \$40 ;
+  assign \$41  = bus__awaddr[11:2] == 6'h32;
+  assign wr_core_mem_data = do_write & \$41 ;
+  assign \$42  = bus__awaddr[11:2] == 6'h34;
+  assign wr_fw_version = do_write & \$42 ;
+  assign \$43  = bus__awaddr[11:2] == 6'h35;
+  assign wr_fw_status = do_write & \$43 ;
+  assign \$44  = bus__awaddr[11:2] == 6'h36;
+  assign wr_fw_fault_pc = do_write & \$44 ;
+  assign \$45  = bus__awaddr[11:2] == 6'h37;
+  assign wr_fw_fault_cause = do_write & \$45 ;
+  assign \$46  = bus__awaddr[11:2] == 6'h38;
+  assign wr_fw_fault_tval = do_write & \$46 ;
+  assign \$47  = \$signal  & bus__bready;
+  assign \$48  = \$signal$14  & bus__rready;
+  assign \$49  = ! bus__araddr[11:2];
+  assign \$50  = do_read & \$49 ;
+  assign \$53  = bus__araddr[11:2] == 1'h1;
+  assign \$54  = do_read & \$53 ;
+  assign \$59  = bus__araddr[11:2] == 2'h2;
+  assign \$60  = do_read & \$59 ;
+  assign \$65  = bus__araddr[11:2] == 2'h3;
+  assign \$66  = do_read & \$65 ;
+  assign \$71  = bus__araddr[11:2] == 3'h4;
+  assign \$72  = do_read & \$71 ;
+  assign \$77  = bus__araddr[11:2] == 3'h5;
+  assign \$78  = do_read & \$77 ;
+  assign \$87  = bus__araddr[11:2] == 3'h6;
+  assign \$88  = do_read & \$87 ;
+  assign \$93  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$94  = cmd0_word & \$93 ;
+  assign \$95  = \$94  | wdata;
+  assign \$96  = bus__araddr[11:2] == 4'h8;
+  assign \$97  = do_read & \$96 ;
+  assign \$100  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$101  = cmd1_word & \$100 ;
+  assign \$102  = \$101  | wdata;
+  assign \$103  = bus__araddr[11:2] == 4'h9;
+  assign \$104  = do_read & \$103 ;
+  assign \$107  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$108  = cmd2_word & \$107 ;
+  assign \$109  = \$108  | wdata;
+  assign \$110  = bus__araddr[11:2] == 4'ha;
+  assign \$111  = do_read & \$110 ;
+  assign \$114  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$115  = cmd3_word & \$114 ;
+  assign \$116  = \$115  | wdata;
+  assign \$117  = bus__araddr[11:2] == 4'hb;
+  assign \$118  = do_read & \$117 ;
+  assign \$121  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$122  = cmd4_word & \$121 ;
+  assign \$123  = \$122  | wdata;
+  assign \$124  = bus__araddr[11:2] == 4'hc;
+  assign \$125  = do_read & \$124 ;
+  assign \$128  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$129  = cmd5_word & \$128 ;
+  assign \$130  = \$129  | wdata;
+  assign \$131  = bus__araddr[11:2] == 4'hd;
+  assign \$132  = do_read & \$131 ;
+  assign \$135  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$136  = cmd6_word & \$135 ;
+  assign \$137  = \$136  | wdata;
+  assign \$138  = bus__araddr[11:2] == 4'he;
+  assign \$139  = do_read & \$138 ;
+  assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$143  = cmd7_word & \$142 ;
+  assign \$144  = \$143  | wdata;
+  assign \$145  = bus__araddr[11:2] == 4'hf;
   assign \$146  = do_read & \$145 ;
-  assign \$150  = \$148  | { 30'h00000000, \$149  };
-  assign \$152  = \$150  | { 28'h0000000, \$151  };
-  assign \$154  = \$152  | { 28'h0000000, \$153  };
-  assign \$156  = \$154  | { 24'h000000, \$155  };
-  assign \$157  = ~ clr_irq_status_dma_load_done;
-  assign \$158  = irq_status_dma_load_done & \$157 ;
-  assign \$159  = \$158  | irq_status_dma_load_done_set;
-  assign \$160  = ~ clr_irq_status_dma_store_done;
-  assign \$161  = irq_status_dma_store_done & \$160 ;
-  assign \$162  = \$161  | irq_status_dma_store_done_set;
-  assign \$163  = ~ clr_irq_status_gemm_done;
-  assign \$164  = irq_status_gemm_done & \$163 ;
-  assign \$165  = \$164  | irq_status_gemm_done_set;
-  assign \$166  = ~ clr_irq_status_vec_done;
-  assign \$167  = irq_status_vec_done & \$166 ;
-  assign \$168  = \$167  | irq_status_vec_done_set;
-  assign \$169  = ~ clr_irq_status_error;
-  assign \$170  = irq_status_error & \$169 ;
-  assign \$171  = \$170  | irq_status_error_set;
-  assign \$172  = bus__araddr[11:2] == 5'h12;
-  assign \$173  = do_read & \$172 ;
-  assign \$177  = \$175  | { 30'h00000000, \$176  };
-  assign \$179  = \$177  | { 28'h0000000, \$178  };
-  assign \$181  = \$179  | { 28'h0000000, \$180  };
-  assign \$183  = \$181  | { 24'h000000, \$182  };
-  assign \$184  = ~ bus__wstrb[0];
-  assign \$185  = irq_enable_dma_load_done & \$184 ;
-  assign \$186  = \$185  | wdata[0];
-  assign \$187  = ~ bus__wstrb[0];
-  assign \$188  = irq_enable_dma_store_done & \$187 ;
-  assign \$189  = \$188  | wdata[1];
-  assign \$190  = ~ bus__wstrb[0];
-  assign \$191  = irq_enable_gemm_done & \$190 ;
-  assign \$192  = \$191  | wdata[2];
-  assign \$193  = ~ bus__wstrb[0];
-  assign \$194  = irq_enable_vec_done & \$193 ;
-  assign \$195  = \$194  | wdata[3];
-  assign \$196  = ~ bus__wstrb[0];
-  assign \$197  = irq_enable_error & \$196 ;
-  assign \$198  = \$197  | wdata[4];
-  assign \$199  = bus__araddr[11:2] == 5'h13;
-  assign \$200  = do_read & \$199 ;
-  assign \$204  = \$202  | { 30'h00000000, \$203  };
-  assign \$206  = \$204  | { 28'h0000000, \$205  };
-  assign \$208  = \$206  | { 28'h0000000, \$207  };
-  assign \$210  = \$208  | { 24'h000000, \$209  };
-  assign \$211  = bus__araddr[11:2] == 5'h14;
-  assign \$212  = do_read & \$211 ;
-  assign \$216  = \$214  | { 9'h000, \$215  };
-  assign \$218  = { 15'h0000, \$216  } | \$217 ;
-  assign \$219  = bus__araddr[11:2] == 5'h18;
+  assign \$149  = bus__araddr[11:2] == 5'h10;
+  assign \$150  = do_read & \$149 ;
+  assign \$153  = bus__araddr[11:2] == 5'h11;
+  assign \$154  = do_read & \$153 ;
+  assign \$158  = \$156  | { 30'h00000000, \$157  };
+  assign \$160  = \$158  | { 28'h0000000, \$159  };
+  assign \$162  = \$160  | { 28'h0000000, \$161  };
+  assign \$164  = \$162  | { 24'h000000, \$163  };
+  assign \$165  = ~ clr_irq_status_dma_load_done;
+  assign \$166  = irq_status_dma_load_done & \$165 ;
+  assign \$167  = \$166  | irq_status_dma_load_done_set;
+  assign \$168  = ~ clr_irq_status_dma_store_done;
+  assign \$169  = irq_status_dma_store_done & \$168 ;
+  assign \$170  = \$169  | irq_status_dma_store_done_set;
+  assign \$171  = ~ clr_irq_status_gemm_done;
+  assign \$172  = irq_status_gemm_done & \$171 ;
+  assign \$173  = \$172  | irq_status_gemm_done_set;
+  assign \$174  = ~ clr_irq_status_vec_done;
+  assign \$175  = irq_status_vec_done & \$174 ;
+  assign \$176  = \$175  | irq_status_vec_done_set;
+  assign \$177  = ~ clr_irq_status_error;
+  assign \$178  = irq_status_error & \$177 ;
+  assign \$179  = \$178  | irq_status_error_set;
+  assign \$180  = bus__araddr[11:2] == 5'h12;
+  assign \$181  = do_read & \$180 ;
+  assign \$185  = \$183  | { 30'h00000000, \$184  };
+  assign \$187  = \$185  | { 28'h0000000, \$186  };
+  assign \$189  = \$187  | { 28'h0000000, \$188  };
+  assign \$191  = \$189  | { 24'h000000, \$190  };
+  assign \$192  = ~ bus__wstrb[0];
+  assign \$193  = irq_enable_dma_load_done & \$192 ;
+  assign \$194  = \$193  | wdata[0];
+  assign \$195  = ~ bus__wstrb[0];
+  assign \$196  = irq_enable_dma_store_done & \$195 ;
+  assign \$197  = \$196  | wdata[1];
+  assign \$198  = ~ bus__wstrb[0];
+  assign \$199  = irq_enable_gemm_done & \$198 ;
+  assign \$200  = \$199  | wdata[2];
+  assign \$201  = ~ bus__wstrb[0];
+  assign \$202  = irq_enable_vec_done & \$201 ;
+  assign \$203  = \$202  | wdata[3];
+  assign \$204  = ~ bus__wstrb[0];
+  assign \$205  = irq_enable_error & \$204 ;
+  assign \$206  = \$205  | wdata[4];
+  assign \$207  = bus__araddr[11:2] == 5'h13;
+  assign \$208  = do_read & \$207 ;
+  assign \$212  = \$210  | { 30'h00000000, \$211  };
+  assign \$214  = \$212  | { 28'h0000000, \$213  };
+  assign \$216  = \$214  | { 28'h0000000, \$215  };
+  assign \$218  = \$216  | { 24'h000000, \$217  };
+  assign \$219  = bus__araddr[11:2] == 5'h14;
   assign \$220  = do_read & \$219 ;
-  assign \$223  = bus__araddr[11:2] == 5'h19;
-  assign \$224  = do_read & \$223 ;
-  assign \$227  = bus__araddr[11:2] == 5'h1a;
+  assign \$224  = \$222  | { 9'h000, \$223  };
+  assign \$226  = { 15'h0000, \$224  } | \$225 ;
+  assign \$227  = bus__araddr[11:2] == 5'h18;
   assign \$228  = do_read & \$227 ;
-  assign \$231  = bus__araddr[11:2] == 5'h1b;
+  assign \$231  = bus__araddr[11:2] == 5'h19;
   assign \$232  = do_read & \$231 ;
-  assign \$235  = ~ bus__wstrb[0];
-  assign \$236  = perf_ctrl_freeze & \$235 ;
-  assign \$237  = \$236  | wdata[1];
-  assign \$238  = bus__araddr[11:2] == 6'h20;
-  assign \$239  = do_read & \$238 ;
-  assign \$244  = bus__araddr[11:2] == 6'h21;
-  assign \$245  = do_read & \$244 ;
-  assign \$248  = bus__araddr[11:2] == 6'h22;
-  assign \$249  = do_read & \$248 ;
-  assign \$252  = bus__araddr[11:2] == 6'h23;
+  assign \$235  = bus__araddr[11:2] == 5'h1a;
+  assign \$236  = do_read & \$235 ;
+  assign \$239  = bus__araddr[11:2] == 5'h1b;
+  assign \$240  = do_read & \$239 ;
+  assign \$243  = ~ bus__wstrb[0];
+  assign \$244  = perf_ctrl_freeze & \$243 ;
+  assign \$245  = \$244  | wdata[1];
+  assign \$246  = bus__araddr[11:2] == 6'h20;
+  assign \$247  = do_read & \$246 ;
+  assign \$252  = bus__araddr[11:2] == 6'h21;
   assign \$253  = do_read & \$252 ;
-  assign \$256  = bus__araddr[11:2] == 6'h24;
+  assign \$256  = bus__araddr[11:2] == 6'h22;
   assign \$257  = do_read & \$256 ;
-  assign \$260  = bus__araddr[11:2] == 6'h25;
+  assign \$260  = bus__araddr[11:2] == 6'h23;
   assign \$261  = do_read & \$260 ;
-  assign \$264  = bus__araddr[11:2] == 6'h26;
+  assign \$264  = bus__araddr[11:2] == 6'h24;
   assign \$265  = do_read & \$264 ;
-  assign \$268  = bus__araddr[11:2] == 6'h27;
+  assign \$268  = bus__araddr[11:2] == 6'h25;
   assign \$269  = do_read & \$268 ;
-  assign \$272  = bus__araddr[11:2] == 6'h28;
+  assign \$272  = bus__araddr[11:2] == 6'h26;
   assign \$273  = do_read & \$272 ;
-  assign \$276  = bus__araddr[11:2] == 6'h29;
+  assign \$276  = bus__araddr[11:2] == 6'h27;
   assign \$277  = do_read & \$276 ;
-  assign \$280  = bus__araddr[11:2] == 6'h2a;
+  assign \$280  = bus__araddr[11:2] == 6'h28;
   assign \$281  = do_read & \$280 ;
+  assign \$284  = bus__araddr[11:2] == 6'h29;
+  assign \$285  = do_read & \$284 ;
+  assign \$288  = bus__araddr[11:2] == 6'h2a;
+  assign \$289  = do_read & \$288 ;
+  assign \$292  = ~ bus__wstrb[0];
+  assign \$293  = core_ctrl_run & \$292 ;
+  assign \$294  = \$293  | wdata[0];
+  assign \$295  = bus__araddr[11:2] == 6'h30;
+  assign \$296  = do_read & \$295 ;
+  assign \$299  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$300  = core_mem_addr_addr & \$299 ;
+  assign \$301  = \$300  | wdata;
+  assign \$302  = bus__araddr[11:2] == 6'h31;
+  assign \$303  = do_read & \$302 ;
+  assign \$306  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$307  = core_mem_data_data & \$306 ;
+  assign \$308  = \$307  | wdata;
+  assign \$309  = bus__araddr[11:2] == 6'h32;
+  assign \$310  = do_read & \$309 ;
+  assign \$313  = bus__araddr[11:2] == 6'h34;
+  assign \$314  = do_read & \$313 ;
+  assign \$317  = bus__araddr[11:2] == 6'h35;
+  assign \$318  = do_read & \$317 ;
+  assign \$322  = \$320  | { 16'h0000, \$321  };
+  assign \$323  = bus__araddr[11:2] == 6'h36;
+  assign \$324  = do_read & \$323 ;
+  assign \$327  = bus__araddr[11:2] == 6'h37;
+  assign \$328  = do_read & \$327 ;
+  assign \$331  = bus__araddr[11:2] == 6'h38;
+  assign \$332  = do_read & \$331 ;
   always @(posedge clk)
-    bvalid <= \$284 ;
+    \$signal  <= \$335 ;
   always @(posedge clk)
-    bus__bresp <= \$285 ;
+    bok <= \$336 ;
   always @(posedge clk)
-    rvalid <= \$286 ;
+    \$signal$14  <= \$337 ;
   always @(posedge clk)
-    bus__rdata <= \$287 ;
+    bus__rdata <= \$338 ;
   always @(posedge clk)
-    bus__rresp <= \$288 ;
+    rok <= \$339 ;
   always @(posedge clk)
-    cmd0_word <= \$289 ;
+    cmd0_word <= \$340 ;
   always @(posedge clk)
-    cmd1_word <= \$290 ;
+    cmd1_word <= \$341 ;
   always @(posedge clk)
-    cmd2_word <= \$291 ;
+    cmd2_word <= \$342 ;
   always @(posedge clk)
-    cmd3_word <= \$292 ;
+    cmd3_word <= \$343 ;
   always @(posedge clk)
-    cmd4_word <= \$293 ;
+    cmd4_word <= \$344 ;
   always @(posedge clk)
-    cmd5_word <= \$294 ;
+    cmd5_word <= \$345 ;
   always @(posedge clk)
-    cmd6_word <= \$295 ;
+    cmd6_word <= \$346 ;
   always @(posedge clk)
-    cmd7_word <= \$296 ;
+    cmd7_word <= \$347 ;
   always @(posedge clk)
-    irq_status_dma_load_done <= \$297 ;
+    irq_status_dma_load_done <= \$348 ;
   always @(posedge clk)
-    irq_status_dma_store_done <= \$298 ;
+    irq_status_dma_store_done <= \$349 ;
   always @(posedge clk)
-    irq_status_gemm_done <= \$299 ;
+    irq_status_gemm_done <= \$350 ;
   always @(posedge clk)
-    irq_status_vec_done <= \$300 ;
+    irq_status_vec_done <= \$351 ;
   always @(posedge clk)
-    irq_status_error <= \$301 ;
+    irq_status_error <= \$352 ;
   always @(posedge clk)
-    irq_enable_dma_load_done <= \$302 ;
+    irq_enable_dma_load_done <= \$353 ;
   always @(posedge clk)
-    irq_enable_dma_store_done <= \$303 ;
+    irq_enable_dma_store_done <= \$354 ;
   always @(posedge clk)
-    irq_enable_gemm_done <= \$304 ;
+    irq_enable_gemm_done <= \$355 ;
   always @(posedge clk)
-    irq_enable_vec_done <= \$305 ;
+    irq_enable_vec_done <= \$356 ;
   always @(posedge clk)
-    irq_enable_error <= \$306 ;
+    irq_enable_error <= \$357 ;
   always @(posedge clk)
-    perf_ctrl_freeze <= \$307 ;
+    perf_ctrl_freeze <= \$358 ;
+  always @(posedge clk)
+    core_ctrl_run <= \$359 ;
+  always @(posedge clk)
+    core_mem_addr_addr <= \$360 ;
+  always @(posedge clk)
+    core_mem_data_data <= \$361 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$284  = bvalid;
-    if (\$39 ) begin
-      \$284  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$335  = \$signal ;
+    if (\$47 ) begin
+      \$335  = 1'h0;
     end
     if (do_write) begin
-      \$284  = 1'h1;
+      \$335  = 1'h1;
     end
     if (rst) begin
-      \$284  = 1'h0;
+      \$335  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$285  = bus__bresp;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$336  = bok;
     if (do_write) begin
-      \$285  = 2'h2;
+      \$336  = 1'h0;
     end
     if (wr_id) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_version) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_array) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_spad) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_acc) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_dma) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_queues) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd0) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd1) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd2) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd3) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd4) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd5) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd6) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd7) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd_submit) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_status) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_irq_status) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_irq_enable) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_error_info) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_done_dma_load) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_done_dma_store) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_done_gemm) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_done_vec) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_ctrl) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_cycles) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_gemm_busy) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_gemm_active) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_gemm_stall) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_vec_busy) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_vec_active) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_dma_load_busy) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_dma_store_busy) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_dma_load_bytes) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_dma_store_bytes) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
+    end
+    if (wr_core_ctrl) begin
+      \$336  = 1'h1;
+    end
+    if (wr_core_mem_addr) begin
+      \$336  = 1'h1;
+    end
+    if (wr_core_mem_data) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_version) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_status) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_fault_pc) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_fault_cause) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_fault_tval) begin
+      \$336  = 1'h1;
     end
     if (rst) begin
-      \$285  = 2'h0;
+      \$336  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$286  = rvalid;
-    if (\$40 ) begin
-      \$286  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$337  = \$signal$14 ;
+    if (\$48 ) begin
+      \$337  = 1'h0;
     end
     if (do_read) begin
-      \$286  = 1'h1;
+      \$337  = 1'h1;
     end
     if (rst) begin
-      \$286  = 1'h0;
+      \$337  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$287  = bus__rdata;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$338  = bus__rdata;
     if (do_read) begin
-      \$287  = 32'd0;
+      \$338  = 32'd0;
     end
-    if (\$42 ) begin
-      \$287  = \$44 [31:0];
+    if (\$50 ) begin
+      \$338  = \$52 [31:0];
     end
-    if (\$46 ) begin
-      \$287  = \$50 [31:0];
+    if (\$54 ) begin
+      \$338  = \$58 [31:0];
     end
-    if (\$52 ) begin
-      \$287  = \$56 ;
+    if (\$60 ) begin
+      \$338  = \$64 ;
     end
-    if (\$58 ) begin
-      \$287  = \$62 [31:0];
+    if (\$66 ) begin
+      \$338  = \$70 [31:0];
     end
-    if (\$64 ) begin
-      \$287  = \$68 [31:0];
+    if (\$72 ) begin
+      \$338  = \$76 [31:0];
     end
-    if (\$70 ) begin
-      \$287  = \$78 [31:0];
+    if (\$78 ) begin
+      \$338  = \$86 [31:0];
     end
-    if (\$80 ) begin
-      \$287  = \$84 ;
+    if (\$88 ) begin
+      \$338  = \$92 ;
     end
-    if (\$89 ) begin
-      \$287  = \$91 [31:0];
+    if (\$97 ) begin
+      \$338  = \$99 [31:0];
     end
-    if (\$96 ) begin
-      \$287  = \$98 [31:0];
+    if (\$104 ) begin
+      \$338  = \$106 [31:0];
     end
-    if (\$103 ) begin
-      \$287  = \$105 [31:0];
+    if (\$111 ) begin
+      \$338  = \$113 [31:0];
     end
-    if (\$110 ) begin
-      \$287  = \$112 [31:0];
+    if (\$118 ) begin
+      \$338  = \$120 [31:0];
     end
-    if (\$117 ) begin
-      \$287  = \$119 [31:0];
+    if (\$125 ) begin
+      \$338  = \$127 [31:0];
     end
-    if (\$124 ) begin
-      \$287  = \$126 [31:0];
+    if (\$132 ) begin
+      \$338  = \$134 [31:0];
     end
-    if (\$131 ) begin
-      \$287  = \$133 [31:0];
-    end
-    if (\$138 ) begin
-      \$287  = \$140 [31:0];
-    end
-    if (\$142 ) begin
-      \$287  = \$144 ;
+    if (\$139 ) begin
+      \$338  = \$141 [31:0];
     end
     if (\$146 ) begin
-      \$287  = \$156 ;
+      \$338  = \$148 [31:0];
     end
-    if (\$173 ) begin
-      \$287  = \$183 ;
+    if (\$150 ) begin
+      \$338  = \$152 ;
     end
-    if (\$200 ) begin
-      \$287  = \$210 ;
+    if (\$154 ) begin
+      \$338  = \$164 ;
     end
-    if (\$212 ) begin
-      \$287  = \$218 [31:0];
+    if (\$181 ) begin
+      \$338  = \$191 ;
+    end
+    if (\$208 ) begin
+      \$338  = \$218 ;
     end
     if (\$220 ) begin
-      \$287  = \$222 [31:0];
-    end
-    if (\$224 ) begin
-      \$287  = \$226 [31:0];
+      \$338  = \$226 [31:0];
     end
     if (\$228 ) begin
-      \$287  = \$230 [31:0];
+      \$338  = \$230 [31:0];
     end
     if (\$232 ) begin
-      \$287  = \$234 [31:0];
+      \$338  = \$234 [31:0];
     end
-    if (\$239 ) begin
-      \$287  = \$243 ;
+    if (\$236 ) begin
+      \$338  = \$238 [31:0];
     end
-    if (\$245 ) begin
-      \$287  = \$247 [31:0];
+    if (\$240 ) begin
+      \$338  = \$242 [31:0];
     end
-    if (\$249 ) begin
-      \$287  = \$251 [31:0];
+    if (\$247 ) begin
+      \$338  = \$251 ;
     end
     if (\$253 ) begin
-      \$287  = \$255 [31:0];
+      \$338  = \$255 [31:0];
     end
     if (\$257 ) begin
-      \$287  = \$259 [31:0];
+      \$338  = \$259 [31:0];
     end
     if (\$261 ) begin
-      \$287  = \$263 [31:0];
+      \$338  = \$263 [31:0];
     end
     if (\$265 ) begin
-      \$287  = \$267 [31:0];
+      \$338  = \$267 [31:0];
     end
     if (\$269 ) begin
-      \$287  = \$271 [31:0];
+      \$338  = \$271 [31:0];
     end
     if (\$273 ) begin
-      \$287  = \$275 [31:0];
+      \$338  = \$275 [31:0];
     end
     if (\$277 ) begin
-      \$287  = \$279 [31:0];
+      \$338  = \$279 [31:0];
     end
     if (\$281 ) begin
-      \$287  = \$283 [31:0];
+      \$338  = \$283 [31:0];
+    end
+    if (\$285 ) begin
+      \$338  = \$287 [31:0];
+    end
+    if (\$289 ) begin
+      \$338  = \$291 [31:0];
+    end
+    if (\$296 ) begin
+      \$338  = \$298 ;
+    end
+    if (\$303 ) begin
+      \$338  = \$305 [31:0];
+    end
+    if (\$310 ) begin
+      \$338  = \$312 [31:0];
+    end
+    if (\$314 ) begin
+      \$338  = \$316 [31:0];
+    end
+    if (\$318 ) begin
+      \$338  = \$322 ;
+    end
+    if (\$324 ) begin
+      \$338  = \$326 [31:0];
+    end
+    if (\$328 ) begin
+      \$338  = \$330 [31:0];
+    end
+    if (\$332 ) begin
+      \$338  = \$334 [31:0];
     end
     if (rst) begin
-      \$287  = 32'd0;
+      \$338  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$288  = bus__rresp;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$339  = rok;
     if (do_read) begin
-      \$288  = 2'h2;
+      \$339  = 1'h0;
     end
-    if (\$42 ) begin
-      \$288  = 2'h0;
+    if (\$50 ) begin
+      \$339  = 1'h1;
     end
-    if (\$46 ) begin
-      \$288  = 2'h0;
+    if (\$54 ) begin
+      \$339  = 1'h1;
     end
-    if (\$52 ) begin
-      \$288  = 2'h0;
+    if (\$60 ) begin
+      \$339  = 1'h1;
     end
-    if (\$58 ) begin
-      \$288  = 2'h0;
+    if (\$66 ) begin
+      \$339  = 1'h1;
     end
-    if (\$64 ) begin
-      \$288  = 2'h0;
+    if (\$72 ) begin
+      \$339  = 1'h1;
     end
-    if (\$70 ) begin
-      \$288  = 2'h0;
+    if (\$78 ) begin
+      \$339  = 1'h1;
     end
-    if (\$80 ) begin
-      \$288  = 2'h0;
+    if (\$88 ) begin
+      \$339  = 1'h1;
     end
-    if (\$89 ) begin
-      \$288  = 2'h0;
+    if (\$97 ) begin
+      \$339  = 1'h1;
     end
-    if (\$96 ) begin
-      \$288  = 2'h0;
+    if (\$104 ) begin
+      \$339  = 1'h1;
     end
-    if (\$103 ) begin
-      \$288  = 2'h0;
+    if (\$111 ) begin
+      \$339  = 1'h1;
     end
-    if (\$110 ) begin
-      \$288  = 2'h0;
+    if (\$118 ) begin
+      \$339  = 1'h1;
     end
-    if (\$117 ) begin
-      \$288  = 2'h0;
+    if (\$125 ) begin
+      \$339  = 1'h1;
     end
-    if (\$124 ) begin
-      \$288  = 2'h0;
+    if (\$132 ) begin
+      \$339  = 1'h1;
     end
-    if (\$131 ) begin
-      \$288  = 2'h0;
-    end
-    if (\$138 ) begin
-      \$288  = 2'h0;
-    end
-    if (\$142 ) begin
-      \$288  = 2'h0;
+    if (\$139 ) begin
+      \$339  = 1'h1;
     end
     if (\$146 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
-    if (\$173 ) begin
-      \$288  = 2'h0;
+    if (\$150 ) begin
+      \$339  = 1'h1;
     end
-    if (\$200 ) begin
-      \$288  = 2'h0;
+    if (\$154 ) begin
+      \$339  = 1'h1;
     end
-    if (\$212 ) begin
-      \$288  = 2'h0;
+    if (\$181 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$208 ) begin
+      \$339  = 1'h1;
     end
     if (\$220 ) begin
-      \$288  = 2'h0;
-    end
-    if (\$224 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$228 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$232 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
-    if (\$239 ) begin
-      \$288  = 2'h0;
+    if (\$236 ) begin
+      \$339  = 1'h1;
     end
-    if (\$245 ) begin
-      \$288  = 2'h0;
+    if (\$240 ) begin
+      \$339  = 1'h1;
     end
-    if (\$249 ) begin
-      \$288  = 2'h0;
+    if (\$247 ) begin
+      \$339  = 1'h1;
     end
     if (\$253 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$257 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$261 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$265 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$269 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$273 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$277 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$281 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
+    end
+    if (\$285 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$289 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$296 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$303 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$310 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$314 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$318 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$324 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$328 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$332 ) begin
+      \$339  = 1'h1;
     end
     if (rst) begin
-      \$288  = 2'h0;
+      \$339  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$289  = cmd0_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$340  = cmd0_word;
     if (wr_cmd0) begin
-      \$289  = \$87 ;
+      \$340  = \$95 ;
     end
     if (rst) begin
-      \$289  = 32'd0;
+      \$340  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$290  = cmd1_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$341  = cmd1_word;
     if (wr_cmd1) begin
-      \$290  = \$94 ;
+      \$341  = \$102 ;
     end
     if (rst) begin
-      \$290  = 32'd0;
+      \$341  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$291  = cmd2_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$342  = cmd2_word;
     if (wr_cmd2) begin
-      \$291  = \$101 ;
+      \$342  = \$109 ;
     end
     if (rst) begin
-      \$291  = 32'd0;
+      \$342  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$292  = cmd3_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$343  = cmd3_word;
     if (wr_cmd3) begin
-      \$292  = \$108 ;
+      \$343  = \$116 ;
     end
     if (rst) begin
-      \$292  = 32'd0;
+      \$343  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$293  = cmd4_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$344  = cmd4_word;
     if (wr_cmd4) begin
-      \$293  = \$115 ;
+      \$344  = \$123 ;
     end
     if (rst) begin
-      \$293  = 32'd0;
+      \$344  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$294  = cmd5_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$345  = cmd5_word;
     if (wr_cmd5) begin
-      \$294  = \$122 ;
+      \$345  = \$130 ;
     end
     if (rst) begin
-      \$294  = 32'd0;
+      \$345  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$295  = cmd6_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$346  = cmd6_word;
     if (wr_cmd6) begin
-      \$295  = \$129 ;
+      \$346  = \$137 ;
     end
     if (rst) begin
-      \$295  = 32'd0;
+      \$346  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$296  = cmd7_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$347  = cmd7_word;
     if (wr_cmd7) begin
-      \$296  = \$136 ;
+      \$347  = \$144 ;
     end
     if (rst) begin
-      \$296  = 32'd0;
+      \$347  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$297  = \$159 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$348  = \$167 ;
     if (rst) begin
-      \$297  = 1'h0;
+      \$348  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$298  = \$162 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$349  = \$170 ;
     if (rst) begin
-      \$298  = 1'h0;
+      \$349  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$299  = \$165 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$350  = \$173 ;
     if (rst) begin
-      \$299  = 1'h0;
+      \$350  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$300  = \$168 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$351  = \$176 ;
     if (rst) begin
-      \$300  = 1'h0;
+      \$351  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$301  = \$171 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$352  = \$179 ;
     if (rst) begin
-      \$301  = 1'h0;
+      \$352  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$302  = irq_enable_dma_load_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$353  = irq_enable_dma_load_done;
     if (wr_irq_enable) begin
-      \$302  = \$186 ;
+      \$353  = \$194 ;
     end
     if (rst) begin
-      \$302  = 1'h0;
+      \$353  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$303  = irq_enable_dma_store_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$354  = irq_enable_dma_store_done;
     if (wr_irq_enable) begin
-      \$303  = \$189 ;
+      \$354  = \$197 ;
     end
     if (rst) begin
-      \$303  = 1'h0;
+      \$354  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$304  = irq_enable_gemm_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$355  = irq_enable_gemm_done;
     if (wr_irq_enable) begin
-      \$304  = \$192 ;
+      \$355  = \$200 ;
     end
     if (rst) begin
-      \$304  = 1'h0;
+      \$355  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$305  = irq_enable_vec_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$356  = irq_enable_vec_done;
     if (wr_irq_enable) begin
-      \$305  = \$195 ;
+      \$356  = \$203 ;
     end
     if (rst) begin
-      \$305  = 1'h0;
+      \$356  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$306  = irq_enable_error;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$357  = irq_enable_error;
     if (wr_irq_enable) begin
-      \$306  = \$198 ;
+      \$357  = \$206 ;
     end
     if (rst) begin
-      \$306  = 1'h0;
+      \$357  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$307  = perf_ctrl_freeze;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$358  = perf_ctrl_freeze;
     if (wr_perf_ctrl) begin
-      \$307  = \$237 ;
+      \$358  = \$245 ;
     end
     if (rst) begin
-      \$307  = 1'h0;
+      \$358  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$359  = core_ctrl_run;
+    if (wr_core_ctrl) begin
+      \$359  = \$294 ;
+    end
+    if (rst) begin
+      \$359  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$360  = core_mem_addr_addr;
+    if (wr_core_mem_addr) begin
+      \$360  = \$301 ;
+    end
+    if (rst) begin
+      \$360  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$361  = core_mem_data_data;
+    if (wr_core_mem_data) begin
+      \$361  = \$308 ;
+    end
+    if (rst) begin
+      \$361  = 32'd0;
     end
   end
   assign bus__awready = do_write;
   assign bus__wready = do_write;
-  assign bus__bvalid = bvalid;
-  assign bresp = bus__bresp;
   assign bus__arready = do_read;
-  assign bus__rvalid = rvalid;
   assign rdata = bus__rdata;
-  assign rresp = bus__rresp;
+  assign core_mem_addr_addr_swmod = wr_core_mem_addr;
+  assign core_mem_data_data_swmod = wr_core_mem_data;
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -3748,118 +8879,137 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_dma_addr_bits = 8'h20;
   assign cap_queues_queues = 8'h00;
   assign cap_queues_fifo_depth = 8'h04;
-  assign status_dma_load_busy = \port$5472$0 [0];
-  assign status_dma_store_busy = \port$5472$0 [1];
-  assign status_gemm_busy = \port$5472$0 [2];
-  assign status_vec_busy = \port$5472$0 [3];
-  assign \$43  = 33'h04b414b49;
-  assign \$44  = \$43 ;
-  assign \$47  = 17'h00001;
-  assign \$48  = { 15'h0000, \$47  };
-  assign \$49  = 47'h000000000000;
-  assign \$53  = 9'h010;
-  assign \$54  = { 23'h000000, \$53  };
-  assign \$55  = 23'h001000;
-  assign \$59  = 9'h004;
-  assign \$60  = { 23'h000000, \$59  };
-  assign \$61  = 39'h0000100000;
-  assign \$65  = 9'h002;
-  assign \$66  = { 23'h000000, \$65  };
-  assign \$67  = 39'h0000100000;
-  assign \$71  = 9'h008;
-  assign \$72  = { 23'h000000, \$71  };
-  assign \$73  = 23'h001000;
-  assign \$75  = 39'h0000040000;
-  assign \$77  = 39'h0020000000;
-  assign \$81  = 9'h000;
-  assign \$82  = { 23'h000000, \$81  };
-  assign \$83  = 23'h000400;
-  assign \$90  = { 1'h0, cmd0_word };
-  assign \$91  = \$90 ;
-  assign \$97  = { 1'h0, cmd1_word };
-  assign \$98  = \$97 ;
-  assign \$104  = { 1'h0, cmd2_word };
-  assign \$105  = \$104 ;
-  assign \$111  = { 1'h0, cmd3_word };
-  assign \$112  = \$111 ;
-  assign \$118  = { 1'h0, cmd4_word };
-  assign \$119  = \$118 ;
-  assign \$125  = { 1'h0, cmd5_word };
-  assign \$126  = \$125 ;
-  assign \$132  = { 1'h0, cmd6_word };
-  assign \$133  = \$132 ;
-  assign \$139  = { 1'h0, cmd7_word };
-  assign \$140  = \$139 ;
-  assign \$143  = 2'h0;
-  assign \$144  = { 30'h00000000, \$143  };
-  assign \$147  = { 1'h0, \port$5472$0 [0] };
-  assign \$148  = { 30'h00000000, \$147  };
-  assign \$149  = { \port$5472$0 [1], 1'h0 };
-  assign \$151  = { 1'h0, \port$5472$0 [2], 2'h0 };
-  assign \$153  = { \port$5472$0 [3], 3'h0 };
-  assign \$155  = { 3'h0, status_idle, 4'h0 };
-  assign \$174  = { 1'h0, irq_status_dma_load_done };
-  assign \$175  = { 30'h00000000, \$174  };
-  assign \$176  = { irq_status_dma_store_done, 1'h0 };
-  assign \$178  = { 1'h0, irq_status_gemm_done, 2'h0 };
-  assign \$180  = { irq_status_vec_done, 3'h0 };
-  assign \$182  = { 3'h0, irq_status_error, 4'h0 };
-  assign \$201  = { 1'h0, irq_enable_dma_load_done };
-  assign \$202  = { 30'h00000000, \$201  };
-  assign \$203  = { irq_enable_dma_store_done, 1'h0 };
-  assign \$205  = { 1'h0, irq_enable_gemm_done, 2'h0 };
-  assign \$207  = { irq_enable_vec_done, 3'h0 };
-  assign \$209  = { 3'h0, irq_enable_error, 4'h0 };
-  assign \$213  = { 1'h0, error_info_code };
-  assign \$214  = { 23'h000000, \$213  };
-  assign \$215  = { 7'h00, error_info_opcode, 8'h00 };
-  assign \$217  = { 15'h0000, error_info_tag, 16'h0000 };
-  assign \$221  = { 1'h0, done_dma_load_count };
-  assign \$222  = \$221 ;
-  assign \$225  = { 1'h0, done_dma_store_count };
-  assign \$226  = \$225 ;
-  assign \$229  = { 1'h0, done_gemm_count };
+  assign status_dma_load_busy = \port$6490$0 [0];
+  assign status_dma_store_busy = \port$6490$0 [1];
+  assign status_gemm_busy = \port$6490$0 [2];
+  assign status_vec_busy = \port$6490$0 [3];
+  assign bus__bvalid = \$signal ;
+  assign bus__rvalid = \$signal$14 ;
+  assign \$51  = 33'h04b414b49;
+  assign \$52  = \$51 ;
+  assign \$55  = 17'h00001;
+  assign \$56  = { 15'h0000, \$55  };
+  assign \$57  = 47'h000000000000;
+  assign \$61  = 9'h010;
+  assign \$62  = { 23'h000000, \$61  };
+  assign \$63  = 23'h001000;
+  assign \$67  = 9'h004;
+  assign \$68  = { 23'h000000, \$67  };
+  assign \$69  = 39'h0000100000;
+  assign \$73  = 9'h002;
+  assign \$74  = { 23'h000000, \$73  };
+  assign \$75  = 39'h0000100000;
+  assign \$79  = 9'h008;
+  assign \$80  = { 23'h000000, \$79  };
+  assign \$81  = 23'h001000;
+  assign \$83  = 39'h0000040000;
+  assign \$85  = 39'h0020000000;
+  assign \$89  = 9'h000;
+  assign \$90  = { 23'h000000, \$89  };
+  assign \$91  = 23'h000400;
+  assign \$98  = { 1'h0, cmd0_word };
+  assign \$99  = \$98 ;
+  assign \$105  = { 1'h0, cmd1_word };
+  assign \$106  = \$105 ;
+  assign \$112  = { 1'h0, cmd2_word };
+  assign \$113  = \$112 ;
+  assign \$119  = { 1'h0, cmd3_word };
+  assign \$120  = \$119 ;
+  assign \$126  = { 1'h0, cmd4_word };
+  assign \$127  = \$126 ;
+  assign \$133  = { 1'h0, cmd5_word };
+  assign \$134  = \$133 ;
+  assign \$140  = { 1'h0, cmd6_word };
+  assign \$141  = \$140 ;
+  assign \$147  = { 1'h0, cmd7_word };
+  assign \$148  = \$147 ;
+  assign \$151  = 2'h0;
+  assign \$152  = { 30'h00000000, \$151  };
+  assign \$155  = { 1'h0, \port$6490$0 [0] };
+  assign \$156  = { 30'h00000000, \$155  };
+  assign \$157  = { \port$6490$0 [1], 1'h0 };
+  assign \$159  = { 1'h0, \port$6490$0 [2], 2'h0 };
+  assign \$161  = { \port$6490$0 [3], 3'h0 };
+  assign \$163  = { 3'h0, status_idle, 4'h0 };
+  assign \$182  = { 1'h0, irq_status_dma_load_done };
+  assign \$183  = { 30'h00000000, \$182  };
+  assign \$184  = { irq_status_dma_store_done, 1'h0 };
+  assign \$186  = { 1'h0, irq_status_gemm_done, 2'h0 };
+  assign \$188  = { irq_status_vec_done, 3'h0 };
+  assign \$190  = { 3'h0, irq_status_error, 4'h0 };
+  assign \$209  = { 1'h0, irq_enable_dma_load_done };
+  assign \$210  = { 30'h00000000, \$209  };
+  assign \$211  = { irq_enable_dma_store_done, 1'h0 };
+  assign \$213  = { 1'h0, irq_enable_gemm_done, 2'h0 };
+  assign \$215  = { irq_enable_vec_done, 3'h0 };
+  assign \$217  = { 3'h0, irq_enable_error, 4'h0 };
+  assign \$221  = { 1'h0, error_info_code };
+  assign \$222  = { 23'h000000, \$221  };
+  assign \$223  = { 7'h00, error_info_opcode, 8'h00 };
+  assign \$225  = { 15'h0000, error_info_tag, 16'h0000 };
+  assign \$229  = { 1'h0, done_dma_load_count };
   assign \$230  = \$229 ;
-  assign \$233  = { 1'h0, done_vec_count };
+  assign \$233  = { 1'h0, done_dma_store_count };
   assign \$234  = \$233 ;
-  assign \$240  = 2'h0;
-  assign \$241  = { 30'h00000000, \$240  };
-  assign \$242  = { perf_ctrl_freeze, 1'h0 };
-  assign \$246  = { 1'h0, perf_cycles_count };
-  assign \$247  = \$246 ;
-  assign \$250  = { 1'h0, perf_gemm_busy_count };
-  assign \$251  = \$250 ;
-  assign \$254  = { 1'h0, perf_gemm_active_count };
+  assign \$237  = { 1'h0, done_gemm_count };
+  assign \$238  = \$237 ;
+  assign \$241  = { 1'h0, done_vec_count };
+  assign \$242  = \$241 ;
+  assign \$248  = 2'h0;
+  assign \$249  = { 30'h00000000, \$248  };
+  assign \$250  = { perf_ctrl_freeze, 1'h0 };
+  assign \$254  = { 1'h0, perf_cycles_count };
   assign \$255  = \$254 ;
-  assign \$258  = { 1'h0, perf_gemm_stall_count };
+  assign \$258  = { 1'h0, perf_gemm_busy_count };
   assign \$259  = \$258 ;
-  assign \$262  = { 1'h0, perf_vec_busy_count };
+  assign \$262  = { 1'h0, perf_gemm_active_count };
   assign \$263  = \$262 ;
-  assign \$266  = { 1'h0, perf_vec_active_count };
+  assign \$266  = { 1'h0, perf_gemm_stall_count };
   assign \$267  = \$266 ;
-  assign \$270  = { 1'h0, perf_dma_load_busy_count };
+  assign \$270  = { 1'h0, perf_vec_busy_count };
   assign \$271  = \$270 ;
-  assign \$274  = { 1'h0, perf_dma_store_busy_count };
+  assign \$274  = { 1'h0, perf_vec_active_count };
   assign \$275  = \$274 ;
-  assign \$278  = { 1'h0, perf_dma_load_bytes_count };
+  assign \$278  = { 1'h0, perf_dma_load_busy_count };
   assign \$279  = \$278 ;
-  assign \$282  = { 1'h0, perf_dma_store_bytes_count };
+  assign \$282  = { 1'h0, perf_dma_store_busy_count };
   assign \$283  = \$282 ;
-  assign \$50  = 47'h000000000001;
-  assign \$56  = 32'd4112;
-  assign \$62  = 39'h0000100004;
-  assign \$68  = 39'h0000100002;
-  assign \$74  = 32'd4104;
-  assign \$76  = 39'h0000041008;
-  assign \$78  = 39'h0020041008;
-  assign \$84  = 32'd1024;
-  assign \$243  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
+  assign \$286  = { 1'h0, perf_dma_load_bytes_count };
+  assign \$287  = \$286 ;
+  assign \$290  = { 1'h0, perf_dma_store_bytes_count };
+  assign \$291  = \$290 ;
+  assign \$297  = { 1'h0, core_ctrl_run };
+  assign \$298  = { 30'h00000000, \$297  };
+  assign \$304  = { 1'h0, core_mem_addr_addr };
+  assign \$305  = \$304 ;
+  assign \$311  = { 1'h0, core_mem_data_data };
+  assign \$312  = \$311 ;
+  assign \$315  = { 1'h0, fw_version_version };
+  assign \$316  = \$315 ;
+  assign \$319  = { 1'h0, fw_status_state };
+  assign \$320  = { 23'h000000, \$319  };
+  assign \$321  = { 7'h00, fw_status_sleeping, 8'h00 };
+  assign \$325  = { 1'h0, fw_fault_pc_value };
+  assign \$326  = \$325 ;
+  assign \$329  = { 1'h0, fw_fault_cause_value };
+  assign \$330  = \$329 ;
+  assign \$333  = { 1'h0, fw_fault_tval_value };
+  assign \$334  = \$333 ;
+  assign \$58  = 47'h000000000001;
+  assign \$64  = 32'd4112;
+  assign \$70  = 39'h0000100004;
+  assign \$76  = 39'h0000100002;
+  assign \$82  = 32'd4104;
+  assign \$84  = 39'h0000041008;
+  assign \$86  = 39'h0020041008;
+  assign \$92  = 32'd1024;
+  assign \$251  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$5474$0 , retire__0__tag, \port$5476$0 , retire__1__tag, \port$5478$0 , retire__2__tag, \port$5480$0 , retire__3__tag, dma_load__valid, dma_store__valid
+module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$6492$0 , retire__0__tag, \port$6494$0 , retire__1__tag, \port$6496$0 , retire__2__tag, \port$6498$0 , retire__3__tag, dma_load__valid, dma_store__valid
 , gemm__valid, vec__valid, r_en, retire__0__done, \r_en$32 , retire__1__done, retire__0__error, retire__1__error, retire__2__done, retire__2__error, \r_en$49 , retire__3__error, \r_en$66 , retire__3__done, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -4309,14 +9459,14 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$5474$0 ;
-  wire [8:0] \port$5474$0 ;
-  output [8:0] \port$5476$0 ;
-  wire [8:0] \port$5476$0 ;
-  output [8:0] \port$5478$0 ;
-  wire [8:0] \port$5478$0 ;
-  output [8:0] \port$5480$0 ;
-  wire [8:0] \port$5480$0 ;
+  output [8:0] \port$6492$0 ;
+  wire [8:0] \port$6492$0 ;
+  output [8:0] \port$6494$0 ;
+  wire [8:0] \port$6494$0 ;
+  output [8:0] \port$6496$0 ;
+  wire [8:0] \port$6496$0 ;
+  output [8:0] \port$6498$0 ;
+  wire [8:0] \port$6498$0 ;
   wire [255:0] r_data;
   wire [255:0] \r_data$31 ;
   wire [255:0] \r_data$48 ;
@@ -4710,7 +9860,7 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
     .w_rdy(\w_rdy$68 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     known = 1'h0;
     if (\$5 ) begin
       known = 1'h1;
@@ -4726,7 +9876,7 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     reject__done = 1'h0;
     if (\$9 ) begin
       if (\$10 ) begin
@@ -4755,7 +9905,7 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     reject__error = 8'h00;
     if (\$9 ) begin
       if (\$10 ) begin
@@ -4784,7 +9934,7 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$54  = inflight;
     if (retire__0__done) begin
       \$54 [0] = 1'h0;
@@ -4815,7 +9965,7 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$55  = dma_load_held;
     if (\$50 ) begin
       \$55  = dma_load__payload;
@@ -4825,7 +9975,7 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$56  = dma_store_held;
     if (\$51 ) begin
       \$56  = dma_store__payload;
@@ -4835,7 +9985,7 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$57  = gemm_held;
     if (\$52 ) begin
       \$57  = gemm__payload;
@@ -4845,7 +9995,7 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$58  = vec_held;
     if (\$53 ) begin
       \$58  = vec__payload;
@@ -4889,13 +10039,13 @@ module \kaki_soc_16x16.dispatcher (rst, desc, submit, idle, dma_load__payload, d
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$5474$0  = dma_load_held[8:0];
+  assign \port$6492$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$5476$0  = dma_store_held[8:0];
+  assign \port$6494$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$5478$0  = gemm_held[8:0];
+  assign \port$6496$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$5480$0  = vec_held[8:0];
+  assign \port$6498$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \dma_load__payload.opcode  = dma_load__payload[7:0];
   assign \dma_load__payload.flags  = dma_load__payload[15:8];
@@ -5285,543 +10435,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [2:0] \$11 ;
-  wire [2:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [2:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [2:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [1:0] \$30 ;
-  reg [1:0] \$31 ;
-  reg [1:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [2:0] \$5 ;
-  wire [2:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
-  reg [1:0] inner_level = 2'h0;
-  wire inner_r_rdy;
-  wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
-  output [255:0] r_data;
-  wire [255:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [255:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
-  input [255:0] w_port__data;
-  wire [255:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [255:0] storage [2:0];
-  initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [255:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 2'h3;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 2'h2;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 3'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 2'h2;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 3'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [1:0];
-    end
-    if (rst) begin
-      \$30  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [1:0];
-    end
-    if (rst) begin
-      \$31  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [1:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [1:0];
-    end
-    if (rst) begin
-      \$32  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [2:0] \$11 ;
-  wire [2:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [2:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [2:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [1:0] \$30 ;
-  reg [1:0] \$31 ;
-  reg [1:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [2:0] \$5 ;
-  wire [2:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
-  reg [1:0] inner_level = 2'h0;
-  wire inner_r_rdy;
-  wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
-  output [255:0] r_data;
-  wire [255:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [255:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
-  input [255:0] w_port__data;
-  wire [255:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [255:0] storage [2:0];
-  initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [255:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 2'h3;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 2'h2;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 3'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 2'h2;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 3'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [1:0];
-    end
-    if (rst) begin
-      \$30  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [1:0];
-    end
-    if (rst) begin
-      \$31  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [1:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [1:0];
-    end
-    if (rst) begin
-      \$32  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [2:0] \$11 ;
-  wire [2:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [2:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [2:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [1:0] \$30 ;
-  reg [1:0] \$31 ;
-  reg [1:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [2:0] \$5 ;
-  wire [2:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
-  reg [1:0] inner_level = 2'h0;
-  wire inner_r_rdy;
-  wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
-  output [255:0] r_data;
-  wire [255:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [255:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
-  input [255:0] w_port__data;
-  wire [255:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [255:0] storage [2:0];
-  initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [255:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 2'h3;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 2'h2;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 3'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 2'h2;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 3'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [1:0];
-    end
-    if (rst) begin
-      \$30  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [1:0];
-    end
-    if (rst) begin
-      \$31  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [1:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [1:0];
-    end
-    if (rst) begin
-      \$32  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6000,10 +10613,547 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, w_port__data, w_en, w_rdy, r_da
 endmodule
 
 (* generator = "Amaranth" *)
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [2:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [2:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [1:0] \$30 ;
+  reg [1:0] \$31 ;
+  reg [1:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire [2:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [1:0] inner_level = 2'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [255:0] r_data;
+  wire [255:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [255:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [255:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  input [255:0] w_port__data;
+  wire [255:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [255:0] storage [2:0];
+  initial begin
+    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [255:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 2'h3;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 2'h2;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 3'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 2'h2;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 3'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [1:0];
+    end
+    if (rst) begin
+      \$30  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [1:0];
+    end
+    if (rst) begin
+      \$31  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [1:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [1:0];
+    end
+    if (rst) begin
+      \$32  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [2:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [2:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [1:0] \$30 ;
+  reg [1:0] \$31 ;
+  reg [1:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire [2:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [1:0] inner_level = 2'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [255:0] r_data;
+  wire [255:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [255:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [255:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  input [255:0] w_port__data;
+  wire [255:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [255:0] storage [2:0];
+  initial begin
+    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [255:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 2'h3;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 2'h2;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 3'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 2'h2;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 3'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [1:0];
+    end
+    if (rst) begin
+      \$30  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [1:0];
+    end
+    if (rst) begin
+      \$31  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [1:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [1:0];
+    end
+    if (rst) begin
+      \$32  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [2:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [2:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [1:0] \$30 ;
+  reg [1:0] \$31 ;
+  reg [1:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire [2:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [1:0] inner_level = 2'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [255:0] r_data;
+  wire [255:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [255:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [255:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  input [255:0] w_port__data;
+  wire [255:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [255:0] storage [2:0];
+  initial begin
+    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [255:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 2'h3;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 2'h2;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 3'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 2'h2;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 3'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [1:0];
+    end
+    if (rst) begin
+      \$30  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [1:0];
+    end
+    if (rst) begin
+      \$31  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [1:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [1:0];
+    end
+    if (rst) begin
+      \$32  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
 module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, axi__rdata, axi__rresp, axi__rlast, axi__rvalid, clk, rst, load__cmd__payload, store__cmd__payload, axi__rready, spad_wr__en, acc_wr__en, load_bytes, spad_rd__en, acc_rd__en, st_wvalid, st_wlast, axi__wdata
 , axi__wstrb, store_bytes, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, load__cmd__valid, store__cmd__valid, load__cmd__ready, load__busy, load__done, store__cmd__ready, store__busy, store__done, axi__araddr, axi__arlen, ld_ar_valid, load__error, ld_wb_data, spad_wr__addr, axi__awaddr
 , axi__awlen, st_aw_valid, st_rd_row0, store__error, spad_rd__data, acc_rd__data, axi__awready);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [16:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -7436,7 +12586,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
   always @(posedge clk)
     load__error <= \$442 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     if (\$334 ) begin
       \$443  = \$336 [2:0];
@@ -7448,7 +12598,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$444  = ld_wb_data;
     if (ld_wb_load) begin
       \$444  = \$127 [511:0];
@@ -7458,7 +12608,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$445  = spad_wr__addr;
     if (ld_wb_load) begin
       \$445  = ld_ext_laddr;
@@ -7468,7 +12618,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$446  = ld_wb_valid;
     if (ld_wb_load) begin
       \$446  = 1'h1;
@@ -7488,7 +12638,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$447  = ld_full;
     if (ld_wb_load) begin
       \$447  = 1'h0;
@@ -7509,7 +12659,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$448  = ld_ext_off;
     if (ld_row_done) begin
       \$448  = ld_rx_row0;
@@ -7519,7 +12669,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$449  = ld_ext_laddr;
     if (ld_row_done) begin
       \$449  = ld_rx_row1;
@@ -7529,7 +12679,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$450  = ld_rx_row0;
     if (ld_row_done) begin
       \$450  = \$40 [2:0];
@@ -7549,7 +12699,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$451  = ld_rx_row1;
     if (ld_row_done) begin
       \$451  = \$44 [13:0];
@@ -7569,7 +12719,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$452  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
@@ -7594,7 +12744,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$453  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
@@ -7618,7 +12768,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$454  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
@@ -7642,7 +12792,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$455  = ld_rx_plane1;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
@@ -7666,7 +12816,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$456  = ld_rx_active;
     if (ld_row_done) begin
       if (ld_rx_last) begin
@@ -7688,7 +12838,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$457  = ld_cmd;
     casez (dma_load_fsm_state)
       3'h0:
@@ -7701,7 +12851,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$458  = dma_load_fsm_state;
     casez (dma_load_fsm_state)
       3'h0:
@@ -7729,7 +12879,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$459  = ld_last_local;
     casez (dma_load_fsm_state)
       3'h0:
@@ -7742,7 +12892,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$460  = ld_host_end;
     casez (dma_load_fsm_state)
       3'h0:
@@ -7755,7 +12905,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$461  = axi__awaddr;
     if (st_aw_issue) begin
       \$461  = st_aw_beat_addr;
@@ -7765,7 +12915,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$462  = axi__awlen;
     if (st_aw_issue) begin
       \$462  = { \$357 [5], \$357 [5], \$357  };
@@ -7775,7 +12925,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$463  = st_aw_valid;
     if (st_aw_issue) begin
       \$463  = 1'h1;
@@ -7797,7 +12947,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$464  = st_aw_it_row0;
     if (st_aw_issue) begin
       if (\$358 ) begin
@@ -7819,7 +12969,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$465  = st_aw_it_r;
     if (st_aw_issue) begin
       if (\$358 ) begin
@@ -7846,7 +12996,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$466  = st_aw_it_p;
     if (st_aw_issue) begin
       if (\$358 ) begin
@@ -7872,7 +13022,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$467  = st_aw_it_plane0;
     if (st_aw_issue) begin
       if (\$358 ) begin
@@ -7898,7 +13048,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$468  = st_aw_it_active;
     if (st_aw_issue) begin
       if (\$358 ) begin
@@ -7922,7 +13072,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$469  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
@@ -7947,7 +13097,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$470  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
@@ -7972,14 +13122,14 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$471  = \$371 ;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$472  = \$373 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
@@ -7994,7 +13144,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$473  = st_rd_row0;
     if (\$375 ) begin
       \$473  = \$185 [13:0];
@@ -8014,7 +13164,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$474  = st_rd_r;
     if (\$375 ) begin
       (* full_case = 32'd1 *)
@@ -8039,7 +13189,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$475  = st_rd_p;
     if (\$375 ) begin
       (* full_case = 32'd1 *)
@@ -8063,7 +13213,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$476  = st_rd_plane0;
     if (\$375 ) begin
       (* full_case = 32'd1 *)
@@ -8087,7 +13237,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$477  = st_rd_active;
     if (\$375 ) begin
       if (st_rd_last) begin
@@ -8109,7 +13259,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$478  = st_rq0;
     if (st_w_take) begin
       \$478  = st_rq1;
@@ -8124,7 +13274,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$479  = st_rq1;
     if (st_rd_inflight) begin
       (* full_case = 32'd1 *)
@@ -8138,7 +13288,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$480  = st_w_beat;
     if (st_whs) begin
       \$480  = \$383 [3:0];
@@ -8151,7 +13301,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$481  = st_w_addr12;
     if (st_whs) begin
       \$481  = \$384 [11:0];
@@ -8164,7 +13314,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$482  = st_w_bib;
     if (st_whs) begin
       \$482  = \$386 [3:0];
@@ -8182,7 +13332,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$483  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
@@ -8205,7 +13355,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$484  = st_wbuf;
     if (st_w_take) begin
       \$484  = \$388 [575:0];
@@ -8215,7 +13365,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$485  = st_wstrb_buf;
     if (st_w_take) begin
       \$485  = { 1'h0, \$389  };
@@ -8225,7 +13375,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$486  = st_w_nbeats;
     if (st_w_take) begin
       \$486  = \$392 [3:0];
@@ -8235,7 +13385,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$487  = st_w_row0;
     if (st_w_take) begin
       \$487  = \$196 [11:0];
@@ -8255,7 +13405,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$488  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
@@ -8280,7 +13430,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$489  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
@@ -8304,7 +13454,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$490  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
@@ -8328,7 +13478,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$491  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
@@ -8350,21 +13500,21 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$492  = \$400 [2:0];
     if (rst) begin
       \$492  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$493  = \$403 [2:0];
     if (rst) begin
       \$493  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$494  = st_drain;
     if (\$408 ) begin
       \$494  = 1'h1;
@@ -8382,7 +13532,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$495  = store__error;
     if (\$408 ) begin
       \$495  = \$410 ;
@@ -8400,7 +13550,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$496  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8413,7 +13563,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$497  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8441,7 +13591,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$498  = st_last_local;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8454,7 +13604,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$499  = st_host_end;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8467,7 +13617,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     if (\$3 ) begin
       ld_chk_err = 8'h02;
@@ -8482,7 +13632,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     ld_row_done = 1'h0;
     if (\$130 ) begin
       if (\$131 ) begin
@@ -8495,7 +13645,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     load__cmd__ready = 1'h0;
     casez (dma_load_fsm_state)
       3'h0:
@@ -8503,7 +13653,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     load__busy = 1'h0;
     casez (dma_load_fsm_state)
       3'h0:
@@ -8519,7 +13669,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     ld_run = 1'h0;
     casez (dma_load_fsm_state)
       3'h0:
@@ -8533,7 +13683,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     load__done = 1'h0;
     casez (dma_load_fsm_state)
       3'h0:
@@ -8549,7 +13699,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     if (\$148 ) begin
       st_chk_err = 8'h02;
@@ -8564,7 +13714,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     store__cmd__ready = 1'h0;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8572,7 +13722,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     store__busy = 1'h0;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8588,7 +13738,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     st_run = 1'h0;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8602,7 +13752,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     store__done = 1'h0;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8618,7 +13768,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$429  = axi__araddr;
     if (ld_ar_issue) begin
       \$429  = ld_ar_beat_addr;
@@ -8628,7 +13778,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$430  = axi__arlen;
     if (ld_ar_issue) begin
       \$430  = { \$306 [5], \$306 [5], \$306  };
@@ -8638,7 +13788,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$431  = ld_ar_valid;
     if (ld_ar_issue) begin
       \$431  = 1'h1;
@@ -8660,7 +13810,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$432  = ld_ar_it_row0;
     if (ld_ar_issue) begin
       if (\$307 ) begin
@@ -8682,7 +13832,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$433  = ld_ar_it_r;
     if (ld_ar_issue) begin
       if (\$307 ) begin
@@ -8709,7 +13859,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$434  = ld_ar_it_p;
     if (ld_ar_issue) begin
       if (\$307 ) begin
@@ -8735,7 +13885,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$435  = ld_ar_it_plane0;
     if (ld_ar_issue) begin
       if (\$307 ) begin
@@ -8761,7 +13911,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$436  = ld_ar_it_active;
     if (ld_ar_issue) begin
       if (\$307 ) begin
@@ -8785,7 +13935,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$437  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
@@ -8810,7 +13960,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$438  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
@@ -8835,7 +13985,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$439  = ld_buf;
     if (\$321 ) begin
       if (\$322 ) begin
@@ -8867,7 +14017,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$440  = ld_rx_beat;
     if (\$321 ) begin
       if (\$322 ) begin
@@ -8895,7 +14045,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$441  = ld_drain;
     if (\$321 ) begin
       if (\$330 ) begin
@@ -8915,7 +14065,7 @@ module \kaki_soc_16x16.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$442  = load__error;
     if (\$321 ) begin
       if (\$330 ) begin
@@ -9058,7 +14208,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, spad_rd__gnt, ctl__cmd__valid, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
   wire [511:0] \$100 ;
@@ -9713,7 +14863,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     .w_row(s1_row)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$133  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -9736,7 +14886,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$134  = bank0_busy_cnt;
     if (\$3 ) begin
       \$134  = 5'h1e;
@@ -9748,7 +14898,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$135  = bank1_busy_cnt;
     if (\$8 ) begin
       \$135  = 5'h1e;
@@ -9760,280 +14910,280 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$136  = \$11 ;
     if (rst) begin
       \$136  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$137  = \$12 ;
     if (rst) begin
       \$137  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$138  = idx[3:0];
     if (rst) begin
       \$138  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$139  = bank;
     if (rst) begin
       \$139  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$140  = c_ptr;
     if (rst) begin
       \$140  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$141  = \$14 ;
     if (rst) begin
       \$141  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$142  = \$22 ;
     if (rst) begin
       \$142  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$143  = { s1_last, s1_accum, s1_caddr, \$23  };
     if (rst) begin
       \$143  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$144  = meta1;
     if (rst) begin
       \$144  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$145  = meta2;
     if (rst) begin
       \$145  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$146  = meta3;
     if (rst) begin
       \$146  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$147  = meta4;
     if (rst) begin
       \$147  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$148  = meta5;
     if (rst) begin
       \$148  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$149  = meta6;
     if (rst) begin
       \$149  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$150  = meta7;
     if (rst) begin
       \$150  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$151  = meta8;
     if (rst) begin
       \$151  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$152  = meta9;
     if (rst) begin
       \$152  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$153  = meta10;
     if (rst) begin
       \$153  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$154  = meta11;
     if (rst) begin
       \$154  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$155  = meta12;
     if (rst) begin
       \$155  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$156  = meta13;
     if (rst) begin
       \$156  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$157  = meta14;
     if (rst) begin
       \$157  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$158  = meta15;
     if (rst) begin
       \$158  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$159  = meta16;
     if (rst) begin
       \$159  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$160  = meta17;
     if (rst) begin
       \$160  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$161  = meta18;
     if (rst) begin
       \$161  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$162  = meta19;
     if (rst) begin
       \$162  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$163  = meta20;
     if (rst) begin
       \$163  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$164  = meta21;
     if (rst) begin
       \$164  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$165  = meta22;
     if (rst) begin
       \$165  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$166  = meta23;
     if (rst) begin
       \$166  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$167  = meta24;
     if (rst) begin
       \$167  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$168  = meta25;
     if (rst) begin
       \$168  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$169  = meta26;
     if (rst) begin
       \$169  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$170  = meta27;
     if (rst) begin
       \$170  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$171  = meta28;
     if (rst) begin
       \$171  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$172  = meta29;
     if (rst) begin
       \$172  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$173  = meta30;
     if (rst) begin
       \$173  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$174  = \$25 ;
     if (rst) begin
       \$174  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$175  = cmd;
     casez (gemm_fsm_state)
       3'h0:
@@ -10046,7 +15196,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$176  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
@@ -10083,7 +15233,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$177  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
@@ -10096,7 +15246,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$178  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
@@ -10109,7 +15259,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$179  = err_range;
     casez (gemm_fsm_state)
       3'h0:
@@ -10122,7 +15272,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$180  = error;
     casez (gemm_fsm_state)
       3'h0:
@@ -10152,7 +15302,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$181  = nt;
     casez (gemm_fsm_state)
       3'h0:
@@ -10180,7 +15330,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$182  = kt;
     casez (gemm_fsm_state)
       3'h0:
@@ -10209,7 +15359,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$183  = idx;
     casez (gemm_fsm_state)
       3'h0:
@@ -10243,7 +15393,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$184  = load_b;
     casez (gemm_fsm_state)
       3'h0:
@@ -10275,7 +15425,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$185  = a_base;
     casez (gemm_fsm_state)
       3'h0:
@@ -10304,7 +15454,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$186  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
@@ -10334,7 +15484,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$187  = b_base;
     casez (gemm_fsm_state)
       3'h0:
@@ -10362,7 +15512,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$188  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
@@ -10395,7 +15545,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$189  = c_base;
     casez (gemm_fsm_state)
       3'h0:
@@ -10423,7 +15573,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$190  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
@@ -10453,7 +15603,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$191  = bank;
     casez (gemm_fsm_state)
       3'h0:
@@ -10474,7 +15624,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     ctl__cmd__ready = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -10482,7 +15632,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     issuing = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -10535,7 +15685,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2, deskew13_1
 , deskew14_0, w_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
   wire [7:0] \$100 ;
@@ -21453,7 +26603,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
   always @(posedge clk)
     deskew14_0 <= pe15_14_psum;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2066  = pe0_0_w1;
     if (\$2 ) begin
       if (w_bank) begin
@@ -21462,7 +26612,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2067  = pe0_0_w0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -21473,14 +26623,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2068  = a_valid;
     if (rst) begin
       \$2068  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2069  = pe0_1_w1;
     if (\$8 ) begin
       if (w_bank) begin
@@ -21489,7 +26639,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2070  = pe0_1_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
@@ -21500,14 +26650,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2071  = pe0_0_v;
     if (rst) begin
       \$2071  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2072  = pe0_2_w1;
     if (\$12 ) begin
       if (w_bank) begin
@@ -21516,7 +26666,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2073  = pe0_2_w0;
     if (\$12 ) begin
       (* full_case = 32'd1 *)
@@ -21527,14 +26677,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2074  = pe0_1_v;
     if (rst) begin
       \$2074  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2075  = pe0_3_w1;
     if (\$16 ) begin
       if (w_bank) begin
@@ -21543,7 +26693,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2076  = pe0_3_w0;
     if (\$16 ) begin
       (* full_case = 32'd1 *)
@@ -21554,14 +26704,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2077  = pe0_2_v;
     if (rst) begin
       \$2077  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2078  = pe0_4_w1;
     if (\$20 ) begin
       if (w_bank) begin
@@ -21570,7 +26720,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2079  = pe0_4_w0;
     if (\$20 ) begin
       (* full_case = 32'd1 *)
@@ -21581,14 +26731,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2080  = pe0_3_v;
     if (rst) begin
       \$2080  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2081  = pe0_5_w1;
     if (\$24 ) begin
       if (w_bank) begin
@@ -21597,7 +26747,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2082  = pe0_5_w0;
     if (\$24 ) begin
       (* full_case = 32'd1 *)
@@ -21608,14 +26758,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2083  = pe0_4_v;
     if (rst) begin
       \$2083  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2084  = pe0_6_w1;
     if (\$28 ) begin
       if (w_bank) begin
@@ -21624,7 +26774,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2085  = pe0_6_w0;
     if (\$28 ) begin
       (* full_case = 32'd1 *)
@@ -21635,14 +26785,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2086  = pe0_5_v;
     if (rst) begin
       \$2086  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2087  = pe0_7_w1;
     if (\$32 ) begin
       if (w_bank) begin
@@ -21651,7 +26801,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2088  = pe0_7_w0;
     if (\$32 ) begin
       (* full_case = 32'd1 *)
@@ -21662,14 +26812,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2089  = pe0_6_v;
     if (rst) begin
       \$2089  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2090  = pe0_8_w1;
     if (\$36 ) begin
       if (w_bank) begin
@@ -21678,7 +26828,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2091  = pe0_8_w0;
     if (\$36 ) begin
       (* full_case = 32'd1 *)
@@ -21689,14 +26839,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2092  = pe0_7_v;
     if (rst) begin
       \$2092  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2093  = pe0_9_w1;
     if (\$40 ) begin
       if (w_bank) begin
@@ -21705,7 +26855,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2094  = pe0_9_w0;
     if (\$40 ) begin
       (* full_case = 32'd1 *)
@@ -21716,14 +26866,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2095  = pe0_8_v;
     if (rst) begin
       \$2095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2096  = pe0_10_w1;
     if (\$44 ) begin
       if (w_bank) begin
@@ -21732,7 +26882,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2097  = pe0_10_w0;
     if (\$44 ) begin
       (* full_case = 32'd1 *)
@@ -21743,14 +26893,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2098  = pe0_9_v;
     if (rst) begin
       \$2098  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2099  = pe0_11_w1;
     if (\$48 ) begin
       if (w_bank) begin
@@ -21759,7 +26909,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2100  = pe0_11_w0;
     if (\$48 ) begin
       (* full_case = 32'd1 *)
@@ -21770,14 +26920,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2101  = pe0_10_v;
     if (rst) begin
       \$2101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2102  = pe0_12_w1;
     if (\$52 ) begin
       if (w_bank) begin
@@ -21786,7 +26936,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2103  = pe0_12_w0;
     if (\$52 ) begin
       (* full_case = 32'd1 *)
@@ -21797,14 +26947,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2104  = pe0_11_v;
     if (rst) begin
       \$2104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2105  = pe0_13_w1;
     if (\$56 ) begin
       if (w_bank) begin
@@ -21813,7 +26963,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2106  = pe0_13_w0;
     if (\$56 ) begin
       (* full_case = 32'd1 *)
@@ -21824,14 +26974,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2107  = pe0_12_v;
     if (rst) begin
       \$2107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2108  = pe0_14_w1;
     if (\$60 ) begin
       if (w_bank) begin
@@ -21840,7 +26990,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2109  = pe0_14_w0;
     if (\$60 ) begin
       (* full_case = 32'd1 *)
@@ -21851,14 +27001,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2110  = pe0_13_v;
     if (rst) begin
       \$2110  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2111  = pe0_15_w1;
     if (\$64 ) begin
       if (w_bank) begin
@@ -21867,7 +27017,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2112  = pe0_15_w0;
     if (\$64 ) begin
       (* full_case = 32'd1 *)
@@ -21878,14 +27028,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2113  = a_valid;
     if (rst) begin
       \$2113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2114  = pe1_0_w1;
     if (\$69 ) begin
       if (w_bank) begin
@@ -21894,7 +27044,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2115  = pe1_0_w0;
     if (\$69 ) begin
       (* full_case = 32'd1 *)
@@ -21905,14 +27055,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2116  = skew1_0_v;
     if (rst) begin
       \$2116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2117  = pe1_1_w1;
     if (\$74 ) begin
       if (w_bank) begin
@@ -21921,7 +27071,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2118  = pe1_1_w0;
     if (\$74 ) begin
       (* full_case = 32'd1 *)
@@ -21932,14 +27082,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2119  = pe1_0_v;
     if (rst) begin
       \$2119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2120  = pe1_2_w1;
     if (\$79 ) begin
       if (w_bank) begin
@@ -21948,7 +27098,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2121  = pe1_2_w0;
     if (\$79 ) begin
       (* full_case = 32'd1 *)
@@ -21959,14 +27109,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2122  = pe1_1_v;
     if (rst) begin
       \$2122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2123  = pe1_3_w1;
     if (\$84 ) begin
       if (w_bank) begin
@@ -21975,7 +27125,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2124  = pe1_3_w0;
     if (\$84 ) begin
       (* full_case = 32'd1 *)
@@ -21986,14 +27136,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2125  = pe1_2_v;
     if (rst) begin
       \$2125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2126  = pe1_4_w1;
     if (\$89 ) begin
       if (w_bank) begin
@@ -22002,7 +27152,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2127  = pe1_4_w0;
     if (\$89 ) begin
       (* full_case = 32'd1 *)
@@ -22013,14 +27163,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2128  = pe1_3_v;
     if (rst) begin
       \$2128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2129  = pe1_5_w1;
     if (\$94 ) begin
       if (w_bank) begin
@@ -22029,7 +27179,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2130  = pe1_5_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
@@ -22040,14 +27190,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2131  = pe1_4_v;
     if (rst) begin
       \$2131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2132  = pe1_6_w1;
     if (\$99 ) begin
       if (w_bank) begin
@@ -22056,7 +27206,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2133  = pe1_6_w0;
     if (\$99 ) begin
       (* full_case = 32'd1 *)
@@ -22067,14 +27217,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2134  = pe1_5_v;
     if (rst) begin
       \$2134  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2135  = pe1_7_w1;
     if (\$104 ) begin
       if (w_bank) begin
@@ -22083,7 +27233,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2136  = pe1_7_w0;
     if (\$104 ) begin
       (* full_case = 32'd1 *)
@@ -22094,14 +27244,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2137  = pe1_6_v;
     if (rst) begin
       \$2137  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2138  = pe1_8_w1;
     if (\$109 ) begin
       if (w_bank) begin
@@ -22110,7 +27260,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2139  = pe1_8_w0;
     if (\$109 ) begin
       (* full_case = 32'd1 *)
@@ -22121,14 +27271,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2140  = pe1_7_v;
     if (rst) begin
       \$2140  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2141  = pe1_9_w1;
     if (\$114 ) begin
       if (w_bank) begin
@@ -22137,7 +27287,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2142  = pe1_9_w0;
     if (\$114 ) begin
       (* full_case = 32'd1 *)
@@ -22148,14 +27298,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2143  = pe1_8_v;
     if (rst) begin
       \$2143  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2144  = pe1_10_w1;
     if (\$119 ) begin
       if (w_bank) begin
@@ -22164,7 +27314,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2145  = pe1_10_w0;
     if (\$119 ) begin
       (* full_case = 32'd1 *)
@@ -22175,14 +27325,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2146  = pe1_9_v;
     if (rst) begin
       \$2146  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2147  = pe1_11_w1;
     if (\$124 ) begin
       if (w_bank) begin
@@ -22191,7 +27341,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2148  = pe1_11_w0;
     if (\$124 ) begin
       (* full_case = 32'd1 *)
@@ -22202,14 +27352,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2149  = pe1_10_v;
     if (rst) begin
       \$2149  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2150  = pe1_12_w1;
     if (\$129 ) begin
       if (w_bank) begin
@@ -22218,7 +27368,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2151  = pe1_12_w0;
     if (\$129 ) begin
       (* full_case = 32'd1 *)
@@ -22229,14 +27379,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2152  = pe1_11_v;
     if (rst) begin
       \$2152  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2153  = pe1_13_w1;
     if (\$134 ) begin
       if (w_bank) begin
@@ -22245,7 +27395,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2154  = pe1_13_w0;
     if (\$134 ) begin
       (* full_case = 32'd1 *)
@@ -22256,14 +27406,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2155  = pe1_12_v;
     if (rst) begin
       \$2155  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2156  = pe1_14_w1;
     if (\$139 ) begin
       if (w_bank) begin
@@ -22272,7 +27422,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2157  = pe1_14_w0;
     if (\$139 ) begin
       (* full_case = 32'd1 *)
@@ -22283,14 +27433,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2158  = pe1_13_v;
     if (rst) begin
       \$2158  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2159  = pe1_15_w1;
     if (\$144 ) begin
       if (w_bank) begin
@@ -22299,7 +27449,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2160  = pe1_15_w0;
     if (\$144 ) begin
       (* full_case = 32'd1 *)
@@ -22310,21 +27460,21 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2161  = a_valid;
     if (rst) begin
       \$2161  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2162  = skew2_0_v;
     if (rst) begin
       \$2162  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2163  = pe2_0_w1;
     if (\$150 ) begin
       if (w_bank) begin
@@ -22333,7 +27483,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2164  = pe2_0_w0;
     if (\$150 ) begin
       (* full_case = 32'd1 *)
@@ -22344,14 +27494,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2165  = skew2_1_v;
     if (rst) begin
       \$2165  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2166  = pe2_1_w1;
     if (\$155 ) begin
       if (w_bank) begin
@@ -22360,7 +27510,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2167  = pe2_1_w0;
     if (\$155 ) begin
       (* full_case = 32'd1 *)
@@ -22371,14 +27521,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2168  = pe2_0_v;
     if (rst) begin
       \$2168  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2169  = pe2_2_w1;
     if (\$160 ) begin
       if (w_bank) begin
@@ -22387,7 +27537,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2170  = pe2_2_w0;
     if (\$160 ) begin
       (* full_case = 32'd1 *)
@@ -22398,14 +27548,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2171  = pe2_1_v;
     if (rst) begin
       \$2171  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2172  = pe2_3_w1;
     if (\$165 ) begin
       if (w_bank) begin
@@ -22414,7 +27564,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2173  = pe2_3_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
@@ -22425,14 +27575,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2174  = pe2_2_v;
     if (rst) begin
       \$2174  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2175  = pe2_4_w1;
     if (\$170 ) begin
       if (w_bank) begin
@@ -22441,7 +27591,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2176  = pe2_4_w0;
     if (\$170 ) begin
       (* full_case = 32'd1 *)
@@ -22452,14 +27602,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2177  = pe2_3_v;
     if (rst) begin
       \$2177  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2178  = pe2_5_w1;
     if (\$175 ) begin
       if (w_bank) begin
@@ -22468,7 +27618,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2179  = pe2_5_w0;
     if (\$175 ) begin
       (* full_case = 32'd1 *)
@@ -22479,14 +27629,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2180  = pe2_4_v;
     if (rst) begin
       \$2180  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2181  = pe2_6_w1;
     if (\$180 ) begin
       if (w_bank) begin
@@ -22495,7 +27645,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2182  = pe2_6_w0;
     if (\$180 ) begin
       (* full_case = 32'd1 *)
@@ -22506,14 +27656,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2183  = pe2_5_v;
     if (rst) begin
       \$2183  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2184  = pe2_7_w1;
     if (\$185 ) begin
       if (w_bank) begin
@@ -22522,7 +27672,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2185  = pe2_7_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
@@ -22533,14 +27683,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2186  = pe2_6_v;
     if (rst) begin
       \$2186  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2187  = pe2_8_w1;
     if (\$190 ) begin
       if (w_bank) begin
@@ -22549,7 +27699,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2188  = pe2_8_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
@@ -22560,14 +27710,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2189  = pe2_7_v;
     if (rst) begin
       \$2189  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2190  = pe2_9_w1;
     if (\$195 ) begin
       if (w_bank) begin
@@ -22576,7 +27726,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2191  = pe2_9_w0;
     if (\$195 ) begin
       (* full_case = 32'd1 *)
@@ -22587,14 +27737,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2192  = pe2_8_v;
     if (rst) begin
       \$2192  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2193  = pe2_10_w1;
     if (\$200 ) begin
       if (w_bank) begin
@@ -22603,7 +27753,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2194  = pe2_10_w0;
     if (\$200 ) begin
       (* full_case = 32'd1 *)
@@ -22614,14 +27764,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2195  = pe2_9_v;
     if (rst) begin
       \$2195  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2196  = pe2_11_w1;
     if (\$205 ) begin
       if (w_bank) begin
@@ -22630,7 +27780,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2197  = pe2_11_w0;
     if (\$205 ) begin
       (* full_case = 32'd1 *)
@@ -22641,14 +27791,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2198  = pe2_10_v;
     if (rst) begin
       \$2198  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2199  = pe2_12_w1;
     if (\$210 ) begin
       if (w_bank) begin
@@ -22657,7 +27807,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2200  = pe2_12_w0;
     if (\$210 ) begin
       (* full_case = 32'd1 *)
@@ -22668,14 +27818,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2201  = pe2_11_v;
     if (rst) begin
       \$2201  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2202  = pe2_13_w1;
     if (\$215 ) begin
       if (w_bank) begin
@@ -22684,7 +27834,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2203  = pe2_13_w0;
     if (\$215 ) begin
       (* full_case = 32'd1 *)
@@ -22695,14 +27845,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2204  = pe2_12_v;
     if (rst) begin
       \$2204  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2205  = pe2_14_w1;
     if (\$220 ) begin
       if (w_bank) begin
@@ -22711,7 +27861,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2206  = pe2_14_w0;
     if (\$220 ) begin
       (* full_case = 32'd1 *)
@@ -22722,14 +27872,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2207  = pe2_13_v;
     if (rst) begin
       \$2207  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2208  = pe2_15_w1;
     if (\$225 ) begin
       if (w_bank) begin
@@ -22738,7 +27888,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2209  = pe2_15_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
@@ -22749,28 +27899,28 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2210  = a_valid;
     if (rst) begin
       \$2210  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2211  = skew3_0_v;
     if (rst) begin
       \$2211  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2212  = skew3_1_v;
     if (rst) begin
       \$2212  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2213  = pe3_0_w1;
     if (\$231 ) begin
       if (w_bank) begin
@@ -22779,7 +27929,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2214  = pe3_0_w0;
     if (\$231 ) begin
       (* full_case = 32'd1 *)
@@ -22790,14 +27940,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2215  = skew3_2_v;
     if (rst) begin
       \$2215  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2216  = pe3_1_w1;
     if (\$236 ) begin
       if (w_bank) begin
@@ -22806,7 +27956,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2217  = pe3_1_w0;
     if (\$236 ) begin
       (* full_case = 32'd1 *)
@@ -22817,14 +27967,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2218  = pe3_0_v;
     if (rst) begin
       \$2218  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2219  = pe3_2_w1;
     if (\$241 ) begin
       if (w_bank) begin
@@ -22833,7 +27983,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2220  = pe3_2_w0;
     if (\$241 ) begin
       (* full_case = 32'd1 *)
@@ -22844,14 +27994,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2221  = pe3_1_v;
     if (rst) begin
       \$2221  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2222  = pe3_3_w1;
     if (\$246 ) begin
       if (w_bank) begin
@@ -22860,7 +28010,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2223  = pe3_3_w0;
     if (\$246 ) begin
       (* full_case = 32'd1 *)
@@ -22871,14 +28021,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2224  = pe3_2_v;
     if (rst) begin
       \$2224  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2225  = pe3_4_w1;
     if (\$251 ) begin
       if (w_bank) begin
@@ -22887,7 +28037,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2226  = pe3_4_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
@@ -22898,14 +28048,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2227  = pe3_3_v;
     if (rst) begin
       \$2227  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2228  = pe3_5_w1;
     if (\$256 ) begin
       if (w_bank) begin
@@ -22914,7 +28064,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2229  = pe3_5_w0;
     if (\$256 ) begin
       (* full_case = 32'd1 *)
@@ -22925,14 +28075,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2230  = pe3_4_v;
     if (rst) begin
       \$2230  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2231  = pe3_6_w1;
     if (\$261 ) begin
       if (w_bank) begin
@@ -22941,7 +28091,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2232  = pe3_6_w0;
     if (\$261 ) begin
       (* full_case = 32'd1 *)
@@ -22952,14 +28102,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2233  = pe3_5_v;
     if (rst) begin
       \$2233  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2234  = pe3_7_w1;
     if (\$266 ) begin
       if (w_bank) begin
@@ -22968,7 +28118,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2235  = pe3_7_w0;
     if (\$266 ) begin
       (* full_case = 32'd1 *)
@@ -22979,14 +28129,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2236  = pe3_6_v;
     if (rst) begin
       \$2236  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2237  = pe3_8_w1;
     if (\$271 ) begin
       if (w_bank) begin
@@ -22995,7 +28145,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2238  = pe3_8_w0;
     if (\$271 ) begin
       (* full_case = 32'd1 *)
@@ -23006,14 +28156,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2239  = pe3_7_v;
     if (rst) begin
       \$2239  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2240  = pe3_9_w1;
     if (\$276 ) begin
       if (w_bank) begin
@@ -23022,7 +28172,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2241  = pe3_9_w0;
     if (\$276 ) begin
       (* full_case = 32'd1 *)
@@ -23033,14 +28183,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2242  = pe3_8_v;
     if (rst) begin
       \$2242  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2243  = pe3_10_w1;
     if (\$281 ) begin
       if (w_bank) begin
@@ -23049,7 +28199,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2244  = pe3_10_w0;
     if (\$281 ) begin
       (* full_case = 32'd1 *)
@@ -23060,14 +28210,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2245  = pe3_9_v;
     if (rst) begin
       \$2245  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2246  = pe3_11_w1;
     if (\$286 ) begin
       if (w_bank) begin
@@ -23076,7 +28226,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2247  = pe3_11_w0;
     if (\$286 ) begin
       (* full_case = 32'd1 *)
@@ -23087,14 +28237,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2248  = pe3_10_v;
     if (rst) begin
       \$2248  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2249  = pe3_12_w1;
     if (\$291 ) begin
       if (w_bank) begin
@@ -23103,7 +28253,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2250  = pe3_12_w0;
     if (\$291 ) begin
       (* full_case = 32'd1 *)
@@ -23114,14 +28264,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2251  = pe3_11_v;
     if (rst) begin
       \$2251  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2252  = pe3_13_w1;
     if (\$296 ) begin
       if (w_bank) begin
@@ -23130,7 +28280,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2253  = pe3_13_w0;
     if (\$296 ) begin
       (* full_case = 32'd1 *)
@@ -23141,14 +28291,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2254  = pe3_12_v;
     if (rst) begin
       \$2254  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2255  = pe3_14_w1;
     if (\$301 ) begin
       if (w_bank) begin
@@ -23157,7 +28307,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2256  = pe3_14_w0;
     if (\$301 ) begin
       (* full_case = 32'd1 *)
@@ -23168,14 +28318,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2257  = pe3_13_v;
     if (rst) begin
       \$2257  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2258  = pe3_15_w1;
     if (\$306 ) begin
       if (w_bank) begin
@@ -23184,7 +28334,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2259  = pe3_15_w0;
     if (\$306 ) begin
       (* full_case = 32'd1 *)
@@ -23195,35 +28345,35 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2260  = a_valid;
     if (rst) begin
       \$2260  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2261  = skew4_0_v;
     if (rst) begin
       \$2261  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2262  = skew4_1_v;
     if (rst) begin
       \$2262  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2263  = skew4_2_v;
     if (rst) begin
       \$2263  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2264  = pe4_0_w1;
     if (\$312 ) begin
       if (w_bank) begin
@@ -23232,7 +28382,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2265  = pe4_0_w0;
     if (\$312 ) begin
       (* full_case = 32'd1 *)
@@ -23243,14 +28393,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2266  = skew4_3_v;
     if (rst) begin
       \$2266  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2267  = pe4_1_w1;
     if (\$317 ) begin
       if (w_bank) begin
@@ -23259,7 +28409,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2268  = pe4_1_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
@@ -23270,14 +28420,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2269  = pe4_0_v;
     if (rst) begin
       \$2269  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2270  = pe4_2_w1;
     if (\$322 ) begin
       if (w_bank) begin
@@ -23286,7 +28436,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2271  = pe4_2_w0;
     if (\$322 ) begin
       (* full_case = 32'd1 *)
@@ -23297,14 +28447,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2272  = pe4_1_v;
     if (rst) begin
       \$2272  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2273  = pe4_3_w1;
     if (\$327 ) begin
       if (w_bank) begin
@@ -23313,7 +28463,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2274  = pe4_3_w0;
     if (\$327 ) begin
       (* full_case = 32'd1 *)
@@ -23324,14 +28474,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2275  = pe4_2_v;
     if (rst) begin
       \$2275  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2276  = pe4_4_w1;
     if (\$332 ) begin
       if (w_bank) begin
@@ -23340,7 +28490,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2277  = pe4_4_w0;
     if (\$332 ) begin
       (* full_case = 32'd1 *)
@@ -23351,14 +28501,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2278  = pe4_3_v;
     if (rst) begin
       \$2278  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2279  = pe4_5_w1;
     if (\$337 ) begin
       if (w_bank) begin
@@ -23367,7 +28517,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2280  = pe4_5_w0;
     if (\$337 ) begin
       (* full_case = 32'd1 *)
@@ -23378,14 +28528,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2281  = pe4_4_v;
     if (rst) begin
       \$2281  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2282  = pe4_6_w1;
     if (\$342 ) begin
       if (w_bank) begin
@@ -23394,7 +28544,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2283  = pe4_6_w0;
     if (\$342 ) begin
       (* full_case = 32'd1 *)
@@ -23405,14 +28555,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2284  = pe4_5_v;
     if (rst) begin
       \$2284  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2285  = pe4_7_w1;
     if (\$347 ) begin
       if (w_bank) begin
@@ -23421,7 +28571,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2286  = pe4_7_w0;
     if (\$347 ) begin
       (* full_case = 32'd1 *)
@@ -23432,14 +28582,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2287  = pe4_6_v;
     if (rst) begin
       \$2287  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2288  = pe4_8_w1;
     if (\$352 ) begin
       if (w_bank) begin
@@ -23448,7 +28598,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2289  = pe4_8_w0;
     if (\$352 ) begin
       (* full_case = 32'd1 *)
@@ -23459,14 +28609,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2290  = pe4_7_v;
     if (rst) begin
       \$2290  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2291  = pe4_9_w1;
     if (\$357 ) begin
       if (w_bank) begin
@@ -23475,7 +28625,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2292  = pe4_9_w0;
     if (\$357 ) begin
       (* full_case = 32'd1 *)
@@ -23486,14 +28636,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2293  = pe4_8_v;
     if (rst) begin
       \$2293  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2294  = pe4_10_w1;
     if (\$362 ) begin
       if (w_bank) begin
@@ -23502,7 +28652,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2295  = pe4_10_w0;
     if (\$362 ) begin
       (* full_case = 32'd1 *)
@@ -23513,14 +28663,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2296  = pe4_9_v;
     if (rst) begin
       \$2296  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2297  = pe4_11_w1;
     if (\$367 ) begin
       if (w_bank) begin
@@ -23529,7 +28679,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2298  = pe4_11_w0;
     if (\$367 ) begin
       (* full_case = 32'd1 *)
@@ -23540,14 +28690,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2299  = pe4_10_v;
     if (rst) begin
       \$2299  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2300  = pe4_12_w1;
     if (\$372 ) begin
       if (w_bank) begin
@@ -23556,7 +28706,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2301  = pe4_12_w0;
     if (\$372 ) begin
       (* full_case = 32'd1 *)
@@ -23567,14 +28717,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2302  = pe4_11_v;
     if (rst) begin
       \$2302  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2303  = pe4_13_w1;
     if (\$377 ) begin
       if (w_bank) begin
@@ -23583,7 +28733,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2304  = pe4_13_w0;
     if (\$377 ) begin
       (* full_case = 32'd1 *)
@@ -23594,14 +28744,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2305  = pe4_12_v;
     if (rst) begin
       \$2305  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2306  = pe4_14_w1;
     if (\$382 ) begin
       if (w_bank) begin
@@ -23610,7 +28760,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2307  = pe4_14_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
@@ -23621,14 +28771,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2308  = pe4_13_v;
     if (rst) begin
       \$2308  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2309  = pe4_15_w1;
     if (\$387 ) begin
       if (w_bank) begin
@@ -23637,7 +28787,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2310  = pe4_15_w0;
     if (\$387 ) begin
       (* full_case = 32'd1 *)
@@ -23648,42 +28798,42 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2311  = a_valid;
     if (rst) begin
       \$2311  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2312  = skew5_0_v;
     if (rst) begin
       \$2312  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2313  = skew5_1_v;
     if (rst) begin
       \$2313  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2314  = skew5_2_v;
     if (rst) begin
       \$2314  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2315  = skew5_3_v;
     if (rst) begin
       \$2315  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2316  = pe5_0_w1;
     if (\$393 ) begin
       if (w_bank) begin
@@ -23692,7 +28842,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2317  = pe5_0_w0;
     if (\$393 ) begin
       (* full_case = 32'd1 *)
@@ -23703,14 +28853,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2318  = skew5_4_v;
     if (rst) begin
       \$2318  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2319  = pe5_1_w1;
     if (\$398 ) begin
       if (w_bank) begin
@@ -23719,7 +28869,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2320  = pe5_1_w0;
     if (\$398 ) begin
       (* full_case = 32'd1 *)
@@ -23730,14 +28880,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2321  = pe5_0_v;
     if (rst) begin
       \$2321  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2322  = pe5_2_w1;
     if (\$403 ) begin
       if (w_bank) begin
@@ -23746,7 +28896,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2323  = pe5_2_w0;
     if (\$403 ) begin
       (* full_case = 32'd1 *)
@@ -23757,14 +28907,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2324  = pe5_1_v;
     if (rst) begin
       \$2324  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2325  = pe5_3_w1;
     if (\$408 ) begin
       if (w_bank) begin
@@ -23773,7 +28923,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2326  = pe5_3_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
@@ -23784,14 +28934,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2327  = pe5_2_v;
     if (rst) begin
       \$2327  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2328  = pe5_4_w1;
     if (\$413 ) begin
       if (w_bank) begin
@@ -23800,7 +28950,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2329  = pe5_4_w0;
     if (\$413 ) begin
       (* full_case = 32'd1 *)
@@ -23811,14 +28961,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2330  = pe5_3_v;
     if (rst) begin
       \$2330  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2331  = pe5_5_w1;
     if (\$418 ) begin
       if (w_bank) begin
@@ -23827,7 +28977,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2332  = pe5_5_w0;
     if (\$418 ) begin
       (* full_case = 32'd1 *)
@@ -23838,14 +28988,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2333  = pe5_4_v;
     if (rst) begin
       \$2333  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2334  = pe5_6_w1;
     if (\$423 ) begin
       if (w_bank) begin
@@ -23854,7 +29004,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2335  = pe5_6_w0;
     if (\$423 ) begin
       (* full_case = 32'd1 *)
@@ -23865,14 +29015,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2336  = pe5_5_v;
     if (rst) begin
       \$2336  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2337  = pe5_7_w1;
     if (\$428 ) begin
       if (w_bank) begin
@@ -23881,7 +29031,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2338  = pe5_7_w0;
     if (\$428 ) begin
       (* full_case = 32'd1 *)
@@ -23892,14 +29042,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2339  = pe5_6_v;
     if (rst) begin
       \$2339  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2340  = pe5_8_w1;
     if (\$433 ) begin
       if (w_bank) begin
@@ -23908,7 +29058,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2341  = pe5_8_w0;
     if (\$433 ) begin
       (* full_case = 32'd1 *)
@@ -23919,14 +29069,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2342  = pe5_7_v;
     if (rst) begin
       \$2342  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2343  = pe5_9_w1;
     if (\$438 ) begin
       if (w_bank) begin
@@ -23935,7 +29085,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2344  = pe5_9_w0;
     if (\$438 ) begin
       (* full_case = 32'd1 *)
@@ -23946,14 +29096,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2345  = pe5_8_v;
     if (rst) begin
       \$2345  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2346  = pe5_10_w1;
     if (\$443 ) begin
       if (w_bank) begin
@@ -23962,7 +29112,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2347  = pe5_10_w0;
     if (\$443 ) begin
       (* full_case = 32'd1 *)
@@ -23973,14 +29123,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2348  = pe5_9_v;
     if (rst) begin
       \$2348  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2349  = pe5_11_w1;
     if (\$448 ) begin
       if (w_bank) begin
@@ -23989,7 +29139,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2350  = pe5_11_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
@@ -24000,14 +29150,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2351  = pe5_10_v;
     if (rst) begin
       \$2351  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2352  = pe5_12_w1;
     if (\$453 ) begin
       if (w_bank) begin
@@ -24016,7 +29166,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2353  = pe5_12_w0;
     if (\$453 ) begin
       (* full_case = 32'd1 *)
@@ -24027,14 +29177,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2354  = pe5_11_v;
     if (rst) begin
       \$2354  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2355  = pe5_13_w1;
     if (\$458 ) begin
       if (w_bank) begin
@@ -24043,7 +29193,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2356  = pe5_13_w0;
     if (\$458 ) begin
       (* full_case = 32'd1 *)
@@ -24054,14 +29204,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2357  = pe5_12_v;
     if (rst) begin
       \$2357  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2358  = pe5_14_w1;
     if (\$463 ) begin
       if (w_bank) begin
@@ -24070,7 +29220,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2359  = pe5_14_w0;
     if (\$463 ) begin
       (* full_case = 32'd1 *)
@@ -24081,14 +29231,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2360  = pe5_13_v;
     if (rst) begin
       \$2360  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2361  = pe5_15_w1;
     if (\$468 ) begin
       if (w_bank) begin
@@ -24097,7 +29247,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2362  = pe5_15_w0;
     if (\$468 ) begin
       (* full_case = 32'd1 *)
@@ -24108,49 +29258,49 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2363  = a_valid;
     if (rst) begin
       \$2363  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2364  = skew6_0_v;
     if (rst) begin
       \$2364  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2365  = skew6_1_v;
     if (rst) begin
       \$2365  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2366  = skew6_2_v;
     if (rst) begin
       \$2366  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2367  = skew6_3_v;
     if (rst) begin
       \$2367  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2368  = skew6_4_v;
     if (rst) begin
       \$2368  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2369  = pe6_0_w1;
     if (\$474 ) begin
       if (w_bank) begin
@@ -24159,7 +29309,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2370  = pe6_0_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
@@ -24170,14 +29320,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2371  = skew6_5_v;
     if (rst) begin
       \$2371  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2372  = pe6_1_w1;
     if (\$479 ) begin
       if (w_bank) begin
@@ -24186,7 +29336,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2373  = pe6_1_w0;
     if (\$479 ) begin
       (* full_case = 32'd1 *)
@@ -24197,14 +29347,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2374  = pe6_0_v;
     if (rst) begin
       \$2374  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2375  = pe6_2_w1;
     if (\$484 ) begin
       if (w_bank) begin
@@ -24213,7 +29363,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2376  = pe6_2_w0;
     if (\$484 ) begin
       (* full_case = 32'd1 *)
@@ -24224,14 +29374,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2377  = pe6_1_v;
     if (rst) begin
       \$2377  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2378  = pe6_3_w1;
     if (\$489 ) begin
       if (w_bank) begin
@@ -24240,7 +29390,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2379  = pe6_3_w0;
     if (\$489 ) begin
       (* full_case = 32'd1 *)
@@ -24251,14 +29401,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2380  = pe6_2_v;
     if (rst) begin
       \$2380  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2381  = pe6_4_w1;
     if (\$494 ) begin
       if (w_bank) begin
@@ -24267,7 +29417,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2382  = pe6_4_w0;
     if (\$494 ) begin
       (* full_case = 32'd1 *)
@@ -24278,14 +29428,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2383  = pe6_3_v;
     if (rst) begin
       \$2383  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2384  = pe6_5_w1;
     if (\$499 ) begin
       if (w_bank) begin
@@ -24294,7 +29444,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2385  = pe6_5_w0;
     if (\$499 ) begin
       (* full_case = 32'd1 *)
@@ -24305,14 +29455,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2386  = pe6_4_v;
     if (rst) begin
       \$2386  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2387  = pe6_6_w1;
     if (\$504 ) begin
       if (w_bank) begin
@@ -24321,7 +29471,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2388  = pe6_6_w0;
     if (\$504 ) begin
       (* full_case = 32'd1 *)
@@ -24332,14 +29482,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2389  = pe6_5_v;
     if (rst) begin
       \$2389  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2390  = pe6_7_w1;
     if (\$509 ) begin
       if (w_bank) begin
@@ -24348,7 +29498,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2391  = pe6_7_w0;
     if (\$509 ) begin
       (* full_case = 32'd1 *)
@@ -24359,14 +29509,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2392  = pe6_6_v;
     if (rst) begin
       \$2392  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2393  = pe6_8_w1;
     if (\$514 ) begin
       if (w_bank) begin
@@ -24375,7 +29525,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2394  = pe6_8_w0;
     if (\$514 ) begin
       (* full_case = 32'd1 *)
@@ -24386,14 +29536,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2395  = pe6_7_v;
     if (rst) begin
       \$2395  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2396  = pe6_9_w1;
     if (\$519 ) begin
       if (w_bank) begin
@@ -24402,7 +29552,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2397  = pe6_9_w0;
     if (\$519 ) begin
       (* full_case = 32'd1 *)
@@ -24413,14 +29563,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2398  = pe6_8_v;
     if (rst) begin
       \$2398  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2399  = pe6_10_w1;
     if (\$524 ) begin
       if (w_bank) begin
@@ -24429,7 +29579,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2400  = pe6_10_w0;
     if (\$524 ) begin
       (* full_case = 32'd1 *)
@@ -24440,14 +29590,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2401  = pe6_9_v;
     if (rst) begin
       \$2401  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2402  = pe6_11_w1;
     if (\$529 ) begin
       if (w_bank) begin
@@ -24456,7 +29606,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2403  = pe6_11_w0;
     if (\$529 ) begin
       (* full_case = 32'd1 *)
@@ -24467,14 +29617,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2404  = pe6_10_v;
     if (rst) begin
       \$2404  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2405  = pe6_12_w1;
     if (\$534 ) begin
       if (w_bank) begin
@@ -24483,7 +29633,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2406  = pe6_12_w0;
     if (\$534 ) begin
       (* full_case = 32'd1 *)
@@ -24494,14 +29644,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2407  = pe6_11_v;
     if (rst) begin
       \$2407  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2408  = pe6_13_w1;
     if (\$539 ) begin
       if (w_bank) begin
@@ -24510,7 +29660,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2409  = pe6_13_w0;
     if (\$539 ) begin
       (* full_case = 32'd1 *)
@@ -24521,14 +29671,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2410  = pe6_12_v;
     if (rst) begin
       \$2410  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2411  = pe6_14_w1;
     if (\$544 ) begin
       if (w_bank) begin
@@ -24537,7 +29687,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2412  = pe6_14_w0;
     if (\$544 ) begin
       (* full_case = 32'd1 *)
@@ -24548,14 +29698,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2413  = pe6_13_v;
     if (rst) begin
       \$2413  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2414  = pe6_15_w1;
     if (\$549 ) begin
       if (w_bank) begin
@@ -24564,7 +29714,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2415  = pe6_15_w0;
     if (\$549 ) begin
       (* full_case = 32'd1 *)
@@ -24575,56 +29725,56 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2416  = a_valid;
     if (rst) begin
       \$2416  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2417  = skew7_0_v;
     if (rst) begin
       \$2417  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2418  = skew7_1_v;
     if (rst) begin
       \$2418  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2419  = skew7_2_v;
     if (rst) begin
       \$2419  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2420  = skew7_3_v;
     if (rst) begin
       \$2420  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2421  = skew7_4_v;
     if (rst) begin
       \$2421  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2422  = skew7_5_v;
     if (rst) begin
       \$2422  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2423  = pe7_0_w1;
     if (\$555 ) begin
       if (w_bank) begin
@@ -24633,7 +29783,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2424  = pe7_0_w0;
     if (\$555 ) begin
       (* full_case = 32'd1 *)
@@ -24644,14 +29794,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2425  = skew7_6_v;
     if (rst) begin
       \$2425  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2426  = pe7_1_w1;
     if (\$560 ) begin
       if (w_bank) begin
@@ -24660,7 +29810,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2427  = pe7_1_w0;
     if (\$560 ) begin
       (* full_case = 32'd1 *)
@@ -24671,14 +29821,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2428  = pe7_0_v;
     if (rst) begin
       \$2428  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2429  = pe7_2_w1;
     if (\$565 ) begin
       if (w_bank) begin
@@ -24687,7 +29837,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2430  = pe7_2_w0;
     if (\$565 ) begin
       (* full_case = 32'd1 *)
@@ -24698,14 +29848,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2431  = pe7_1_v;
     if (rst) begin
       \$2431  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2432  = pe7_3_w1;
     if (\$570 ) begin
       if (w_bank) begin
@@ -24714,7 +29864,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2433  = pe7_3_w0;
     if (\$570 ) begin
       (* full_case = 32'd1 *)
@@ -24725,14 +29875,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2434  = pe7_2_v;
     if (rst) begin
       \$2434  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2435  = pe7_4_w1;
     if (\$575 ) begin
       if (w_bank) begin
@@ -24741,7 +29891,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2436  = pe7_4_w0;
     if (\$575 ) begin
       (* full_case = 32'd1 *)
@@ -24752,14 +29902,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2437  = pe7_3_v;
     if (rst) begin
       \$2437  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2438  = pe7_5_w1;
     if (\$580 ) begin
       if (w_bank) begin
@@ -24768,7 +29918,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2439  = pe7_5_w0;
     if (\$580 ) begin
       (* full_case = 32'd1 *)
@@ -24779,14 +29929,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2440  = pe7_4_v;
     if (rst) begin
       \$2440  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2441  = pe7_6_w1;
     if (\$585 ) begin
       if (w_bank) begin
@@ -24795,7 +29945,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2442  = pe7_6_w0;
     if (\$585 ) begin
       (* full_case = 32'd1 *)
@@ -24806,14 +29956,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2443  = pe7_5_v;
     if (rst) begin
       \$2443  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2444  = pe7_7_w1;
     if (\$590 ) begin
       if (w_bank) begin
@@ -24822,7 +29972,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2445  = pe7_7_w0;
     if (\$590 ) begin
       (* full_case = 32'd1 *)
@@ -24833,14 +29983,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2446  = pe7_6_v;
     if (rst) begin
       \$2446  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2447  = pe7_8_w1;
     if (\$595 ) begin
       if (w_bank) begin
@@ -24849,7 +29999,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2448  = pe7_8_w0;
     if (\$595 ) begin
       (* full_case = 32'd1 *)
@@ -24860,14 +30010,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2449  = pe7_7_v;
     if (rst) begin
       \$2449  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2450  = pe7_9_w1;
     if (\$600 ) begin
       if (w_bank) begin
@@ -24876,7 +30026,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2451  = pe7_9_w0;
     if (\$600 ) begin
       (* full_case = 32'd1 *)
@@ -24887,14 +30037,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2452  = pe7_8_v;
     if (rst) begin
       \$2452  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2453  = pe7_10_w1;
     if (\$605 ) begin
       if (w_bank) begin
@@ -24903,7 +30053,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2454  = pe7_10_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
@@ -24914,14 +30064,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2455  = pe7_9_v;
     if (rst) begin
       \$2455  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2456  = pe7_11_w1;
     if (\$610 ) begin
       if (w_bank) begin
@@ -24930,7 +30080,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2457  = pe7_11_w0;
     if (\$610 ) begin
       (* full_case = 32'd1 *)
@@ -24941,14 +30091,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2458  = pe7_10_v;
     if (rst) begin
       \$2458  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2459  = pe7_12_w1;
     if (\$615 ) begin
       if (w_bank) begin
@@ -24957,7 +30107,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2460  = pe7_12_w0;
     if (\$615 ) begin
       (* full_case = 32'd1 *)
@@ -24968,14 +30118,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2461  = pe7_11_v;
     if (rst) begin
       \$2461  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2462  = pe7_13_w1;
     if (\$620 ) begin
       if (w_bank) begin
@@ -24984,7 +30134,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2463  = pe7_13_w0;
     if (\$620 ) begin
       (* full_case = 32'd1 *)
@@ -24995,14 +30145,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2464  = pe7_12_v;
     if (rst) begin
       \$2464  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2465  = pe7_14_w1;
     if (\$625 ) begin
       if (w_bank) begin
@@ -25011,7 +30161,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2466  = pe7_14_w0;
     if (\$625 ) begin
       (* full_case = 32'd1 *)
@@ -25022,14 +30172,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2467  = pe7_13_v;
     if (rst) begin
       \$2467  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2468  = pe7_15_w1;
     if (\$630 ) begin
       if (w_bank) begin
@@ -25038,7 +30188,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2469  = pe7_15_w0;
     if (\$630 ) begin
       (* full_case = 32'd1 *)
@@ -25049,63 +30199,63 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2470  = a_valid;
     if (rst) begin
       \$2470  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2471  = skew8_0_v;
     if (rst) begin
       \$2471  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2472  = skew8_1_v;
     if (rst) begin
       \$2472  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2473  = skew8_2_v;
     if (rst) begin
       \$2473  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2474  = skew8_3_v;
     if (rst) begin
       \$2474  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2475  = skew8_4_v;
     if (rst) begin
       \$2475  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2476  = skew8_5_v;
     if (rst) begin
       \$2476  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2477  = skew8_6_v;
     if (rst) begin
       \$2477  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2478  = pe8_0_w1;
     if (\$636 ) begin
       if (w_bank) begin
@@ -25114,7 +30264,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2479  = pe8_0_w0;
     if (\$636 ) begin
       (* full_case = 32'd1 *)
@@ -25125,14 +30275,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2480  = skew8_7_v;
     if (rst) begin
       \$2480  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2481  = pe8_1_w1;
     if (\$641 ) begin
       if (w_bank) begin
@@ -25141,7 +30291,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2482  = pe8_1_w0;
     if (\$641 ) begin
       (* full_case = 32'd1 *)
@@ -25152,14 +30302,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2483  = pe8_0_v;
     if (rst) begin
       \$2483  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2484  = pe8_2_w1;
     if (\$646 ) begin
       if (w_bank) begin
@@ -25168,7 +30318,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2485  = pe8_2_w0;
     if (\$646 ) begin
       (* full_case = 32'd1 *)
@@ -25179,14 +30329,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2486  = pe8_1_v;
     if (rst) begin
       \$2486  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2487  = pe8_3_w1;
     if (\$651 ) begin
       if (w_bank) begin
@@ -25195,7 +30345,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2488  = pe8_3_w0;
     if (\$651 ) begin
       (* full_case = 32'd1 *)
@@ -25206,14 +30356,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2489  = pe8_2_v;
     if (rst) begin
       \$2489  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2490  = pe8_4_w1;
     if (\$656 ) begin
       if (w_bank) begin
@@ -25222,7 +30372,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2491  = pe8_4_w0;
     if (\$656 ) begin
       (* full_case = 32'd1 *)
@@ -25233,14 +30383,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2492  = pe8_3_v;
     if (rst) begin
       \$2492  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2493  = pe8_5_w1;
     if (\$661 ) begin
       if (w_bank) begin
@@ -25249,7 +30399,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2494  = pe8_5_w0;
     if (\$661 ) begin
       (* full_case = 32'd1 *)
@@ -25260,14 +30410,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2495  = pe8_4_v;
     if (rst) begin
       \$2495  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2496  = pe8_6_w1;
     if (\$666 ) begin
       if (w_bank) begin
@@ -25276,7 +30426,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2497  = pe8_6_w0;
     if (\$666 ) begin
       (* full_case = 32'd1 *)
@@ -25287,14 +30437,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2498  = pe8_5_v;
     if (rst) begin
       \$2498  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2499  = pe8_7_w1;
     if (\$671 ) begin
       if (w_bank) begin
@@ -25303,7 +30453,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2500  = pe8_7_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
@@ -25314,14 +30464,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2501  = pe8_6_v;
     if (rst) begin
       \$2501  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2502  = pe8_8_w1;
     if (\$676 ) begin
       if (w_bank) begin
@@ -25330,7 +30480,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2503  = pe8_8_w0;
     if (\$676 ) begin
       (* full_case = 32'd1 *)
@@ -25341,14 +30491,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2504  = pe8_7_v;
     if (rst) begin
       \$2504  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2505  = pe8_9_w1;
     if (\$681 ) begin
       if (w_bank) begin
@@ -25357,7 +30507,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2506  = pe8_9_w0;
     if (\$681 ) begin
       (* full_case = 32'd1 *)
@@ -25368,14 +30518,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2507  = pe8_8_v;
     if (rst) begin
       \$2507  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2508  = pe8_10_w1;
     if (\$686 ) begin
       if (w_bank) begin
@@ -25384,7 +30534,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2509  = pe8_10_w0;
     if (\$686 ) begin
       (* full_case = 32'd1 *)
@@ -25395,14 +30545,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2510  = pe8_9_v;
     if (rst) begin
       \$2510  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2511  = pe8_11_w1;
     if (\$691 ) begin
       if (w_bank) begin
@@ -25411,7 +30561,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2512  = pe8_11_w0;
     if (\$691 ) begin
       (* full_case = 32'd1 *)
@@ -25422,14 +30572,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2513  = pe8_10_v;
     if (rst) begin
       \$2513  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2514  = pe8_12_w1;
     if (\$696 ) begin
       if (w_bank) begin
@@ -25438,7 +30588,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2515  = pe8_12_w0;
     if (\$696 ) begin
       (* full_case = 32'd1 *)
@@ -25449,14 +30599,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2516  = pe8_11_v;
     if (rst) begin
       \$2516  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2517  = pe8_13_w1;
     if (\$701 ) begin
       if (w_bank) begin
@@ -25465,7 +30615,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2518  = pe8_13_w0;
     if (\$701 ) begin
       (* full_case = 32'd1 *)
@@ -25476,14 +30626,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2519  = pe8_12_v;
     if (rst) begin
       \$2519  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2520  = pe8_14_w1;
     if (\$706 ) begin
       if (w_bank) begin
@@ -25492,7 +30642,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2521  = pe8_14_w0;
     if (\$706 ) begin
       (* full_case = 32'd1 *)
@@ -25503,14 +30653,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2522  = pe8_13_v;
     if (rst) begin
       \$2522  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2523  = pe8_15_w1;
     if (\$711 ) begin
       if (w_bank) begin
@@ -25519,7 +30669,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2524  = pe8_15_w0;
     if (\$711 ) begin
       (* full_case = 32'd1 *)
@@ -25530,70 +30680,70 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2525  = a_valid;
     if (rst) begin
       \$2525  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2526  = skew9_0_v;
     if (rst) begin
       \$2526  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2527  = skew9_1_v;
     if (rst) begin
       \$2527  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2528  = skew9_2_v;
     if (rst) begin
       \$2528  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2529  = skew9_3_v;
     if (rst) begin
       \$2529  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2530  = skew9_4_v;
     if (rst) begin
       \$2530  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2531  = skew9_5_v;
     if (rst) begin
       \$2531  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2532  = skew9_6_v;
     if (rst) begin
       \$2532  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2533  = skew9_7_v;
     if (rst) begin
       \$2533  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2534  = pe9_0_w1;
     if (\$717 ) begin
       if (w_bank) begin
@@ -25602,7 +30752,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2535  = pe9_0_w0;
     if (\$717 ) begin
       (* full_case = 32'd1 *)
@@ -25613,14 +30763,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2536  = skew9_8_v;
     if (rst) begin
       \$2536  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2537  = pe9_1_w1;
     if (\$722 ) begin
       if (w_bank) begin
@@ -25629,7 +30779,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2538  = pe9_1_w0;
     if (\$722 ) begin
       (* full_case = 32'd1 *)
@@ -25640,14 +30790,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2539  = pe9_0_v;
     if (rst) begin
       \$2539  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2540  = pe9_2_w1;
     if (\$727 ) begin
       if (w_bank) begin
@@ -25656,7 +30806,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2541  = pe9_2_w0;
     if (\$727 ) begin
       (* full_case = 32'd1 *)
@@ -25667,14 +30817,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2542  = pe9_1_v;
     if (rst) begin
       \$2542  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2543  = pe9_3_w1;
     if (\$732 ) begin
       if (w_bank) begin
@@ -25683,7 +30833,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2544  = pe9_3_w0;
     if (\$732 ) begin
       (* full_case = 32'd1 *)
@@ -25694,14 +30844,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2545  = pe9_2_v;
     if (rst) begin
       \$2545  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2546  = pe9_4_w1;
     if (\$737 ) begin
       if (w_bank) begin
@@ -25710,7 +30860,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2547  = pe9_4_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
@@ -25721,14 +30871,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2548  = pe9_3_v;
     if (rst) begin
       \$2548  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2549  = pe9_5_w1;
     if (\$742 ) begin
       if (w_bank) begin
@@ -25737,7 +30887,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2550  = pe9_5_w0;
     if (\$742 ) begin
       (* full_case = 32'd1 *)
@@ -25748,14 +30898,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2551  = pe9_4_v;
     if (rst) begin
       \$2551  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2552  = pe9_6_w1;
     if (\$747 ) begin
       if (w_bank) begin
@@ -25764,7 +30914,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2553  = pe9_6_w0;
     if (\$747 ) begin
       (* full_case = 32'd1 *)
@@ -25775,14 +30925,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2554  = pe9_5_v;
     if (rst) begin
       \$2554  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2555  = pe9_7_w1;
     if (\$752 ) begin
       if (w_bank) begin
@@ -25791,7 +30941,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2556  = pe9_7_w0;
     if (\$752 ) begin
       (* full_case = 32'd1 *)
@@ -25802,14 +30952,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2557  = pe9_6_v;
     if (rst) begin
       \$2557  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2558  = pe9_8_w1;
     if (\$757 ) begin
       if (w_bank) begin
@@ -25818,7 +30968,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2559  = pe9_8_w0;
     if (\$757 ) begin
       (* full_case = 32'd1 *)
@@ -25829,14 +30979,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2560  = pe9_7_v;
     if (rst) begin
       \$2560  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2561  = pe9_9_w1;
     if (\$762 ) begin
       if (w_bank) begin
@@ -25845,7 +30995,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2562  = pe9_9_w0;
     if (\$762 ) begin
       (* full_case = 32'd1 *)
@@ -25856,14 +31006,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2563  = pe9_8_v;
     if (rst) begin
       \$2563  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2564  = pe9_10_w1;
     if (\$767 ) begin
       if (w_bank) begin
@@ -25872,7 +31022,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2565  = pe9_10_w0;
     if (\$767 ) begin
       (* full_case = 32'd1 *)
@@ -25883,14 +31033,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2566  = pe9_9_v;
     if (rst) begin
       \$2566  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2567  = pe9_11_w1;
     if (\$772 ) begin
       if (w_bank) begin
@@ -25899,7 +31049,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2568  = pe9_11_w0;
     if (\$772 ) begin
       (* full_case = 32'd1 *)
@@ -25910,14 +31060,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2569  = pe9_10_v;
     if (rst) begin
       \$2569  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2570  = pe9_12_w1;
     if (\$777 ) begin
       if (w_bank) begin
@@ -25926,7 +31076,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2571  = pe9_12_w0;
     if (\$777 ) begin
       (* full_case = 32'd1 *)
@@ -25937,14 +31087,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2572  = pe9_11_v;
     if (rst) begin
       \$2572  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2573  = pe9_13_w1;
     if (\$782 ) begin
       if (w_bank) begin
@@ -25953,7 +31103,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2574  = pe9_13_w0;
     if (\$782 ) begin
       (* full_case = 32'd1 *)
@@ -25964,14 +31114,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2575  = pe9_12_v;
     if (rst) begin
       \$2575  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2576  = pe9_14_w1;
     if (\$787 ) begin
       if (w_bank) begin
@@ -25980,7 +31130,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2577  = pe9_14_w0;
     if (\$787 ) begin
       (* full_case = 32'd1 *)
@@ -25991,14 +31141,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2578  = pe9_13_v;
     if (rst) begin
       \$2578  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2579  = pe9_15_w1;
     if (\$792 ) begin
       if (w_bank) begin
@@ -26007,7 +31157,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2580  = pe9_15_w0;
     if (\$792 ) begin
       (* full_case = 32'd1 *)
@@ -26018,77 +31168,77 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2581  = a_valid;
     if (rst) begin
       \$2581  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2582  = skew10_0_v;
     if (rst) begin
       \$2582  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2583  = skew10_1_v;
     if (rst) begin
       \$2583  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2584  = skew10_2_v;
     if (rst) begin
       \$2584  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2585  = skew10_3_v;
     if (rst) begin
       \$2585  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2586  = skew10_4_v;
     if (rst) begin
       \$2586  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2587  = skew10_5_v;
     if (rst) begin
       \$2587  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2588  = skew10_6_v;
     if (rst) begin
       \$2588  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2589  = skew10_7_v;
     if (rst) begin
       \$2589  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2590  = skew10_8_v;
     if (rst) begin
       \$2590  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2591  = pe10_0_w1;
     if (\$798 ) begin
       if (w_bank) begin
@@ -26097,7 +31247,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2592  = pe10_0_w0;
     if (\$798 ) begin
       (* full_case = 32'd1 *)
@@ -26108,14 +31258,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2593  = skew10_9_v;
     if (rst) begin
       \$2593  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2594  = pe10_1_w1;
     if (\$803 ) begin
       if (w_bank) begin
@@ -26124,7 +31274,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2595  = pe10_1_w0;
     if (\$803 ) begin
       (* full_case = 32'd1 *)
@@ -26135,14 +31285,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2596  = pe10_0_v;
     if (rst) begin
       \$2596  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2597  = pe10_2_w1;
     if (\$808 ) begin
       if (w_bank) begin
@@ -26151,7 +31301,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2598  = pe10_2_w0;
     if (\$808 ) begin
       (* full_case = 32'd1 *)
@@ -26162,14 +31312,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2599  = pe10_1_v;
     if (rst) begin
       \$2599  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2600  = pe10_3_w1;
     if (\$813 ) begin
       if (w_bank) begin
@@ -26178,7 +31328,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2601  = pe10_3_w0;
     if (\$813 ) begin
       (* full_case = 32'd1 *)
@@ -26189,14 +31339,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2602  = pe10_2_v;
     if (rst) begin
       \$2602  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2603  = pe10_4_w1;
     if (\$818 ) begin
       if (w_bank) begin
@@ -26205,7 +31355,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2604  = pe10_4_w0;
     if (\$818 ) begin
       (* full_case = 32'd1 *)
@@ -26216,14 +31366,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2605  = pe10_3_v;
     if (rst) begin
       \$2605  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2606  = pe10_5_w1;
     if (\$823 ) begin
       if (w_bank) begin
@@ -26232,7 +31382,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2607  = pe10_5_w0;
     if (\$823 ) begin
       (* full_case = 32'd1 *)
@@ -26243,14 +31393,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2608  = pe10_4_v;
     if (rst) begin
       \$2608  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2609  = pe10_6_w1;
     if (\$828 ) begin
       if (w_bank) begin
@@ -26259,7 +31409,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2610  = pe10_6_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
@@ -26270,14 +31420,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2611  = pe10_5_v;
     if (rst) begin
       \$2611  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2612  = pe10_7_w1;
     if (\$833 ) begin
       if (w_bank) begin
@@ -26286,7 +31436,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2613  = pe10_7_w0;
     if (\$833 ) begin
       (* full_case = 32'd1 *)
@@ -26297,14 +31447,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2614  = pe10_6_v;
     if (rst) begin
       \$2614  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2615  = pe10_8_w1;
     if (\$838 ) begin
       if (w_bank) begin
@@ -26313,7 +31463,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2616  = pe10_8_w0;
     if (\$838 ) begin
       (* full_case = 32'd1 *)
@@ -26324,14 +31474,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2617  = pe10_7_v;
     if (rst) begin
       \$2617  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2618  = pe10_9_w1;
     if (\$843 ) begin
       if (w_bank) begin
@@ -26340,7 +31490,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2619  = pe10_9_w0;
     if (\$843 ) begin
       (* full_case = 32'd1 *)
@@ -26351,14 +31501,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2620  = pe10_8_v;
     if (rst) begin
       \$2620  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2621  = pe10_10_w1;
     if (\$848 ) begin
       if (w_bank) begin
@@ -26367,7 +31517,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2622  = pe10_10_w0;
     if (\$848 ) begin
       (* full_case = 32'd1 *)
@@ -26378,14 +31528,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2623  = pe10_9_v;
     if (rst) begin
       \$2623  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2624  = pe10_11_w1;
     if (\$853 ) begin
       if (w_bank) begin
@@ -26394,7 +31544,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2625  = pe10_11_w0;
     if (\$853 ) begin
       (* full_case = 32'd1 *)
@@ -26405,14 +31555,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2626  = pe10_10_v;
     if (rst) begin
       \$2626  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2627  = pe10_12_w1;
     if (\$858 ) begin
       if (w_bank) begin
@@ -26421,7 +31571,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2628  = pe10_12_w0;
     if (\$858 ) begin
       (* full_case = 32'd1 *)
@@ -26432,14 +31582,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2629  = pe10_11_v;
     if (rst) begin
       \$2629  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2630  = pe10_13_w1;
     if (\$863 ) begin
       if (w_bank) begin
@@ -26448,7 +31598,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2631  = pe10_13_w0;
     if (\$863 ) begin
       (* full_case = 32'd1 *)
@@ -26459,14 +31609,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2632  = pe10_12_v;
     if (rst) begin
       \$2632  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2633  = pe10_14_w1;
     if (\$868 ) begin
       if (w_bank) begin
@@ -26475,7 +31625,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2634  = pe10_14_w0;
     if (\$868 ) begin
       (* full_case = 32'd1 *)
@@ -26486,14 +31636,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2635  = pe10_13_v;
     if (rst) begin
       \$2635  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2636  = pe10_15_w1;
     if (\$873 ) begin
       if (w_bank) begin
@@ -26502,7 +31652,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2637  = pe10_15_w0;
     if (\$873 ) begin
       (* full_case = 32'd1 *)
@@ -26513,84 +31663,84 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2638  = a_valid;
     if (rst) begin
       \$2638  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2639  = skew11_0_v;
     if (rst) begin
       \$2639  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2640  = skew11_1_v;
     if (rst) begin
       \$2640  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2641  = skew11_2_v;
     if (rst) begin
       \$2641  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2642  = skew11_3_v;
     if (rst) begin
       \$2642  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2643  = skew11_4_v;
     if (rst) begin
       \$2643  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2644  = skew11_5_v;
     if (rst) begin
       \$2644  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2645  = skew11_6_v;
     if (rst) begin
       \$2645  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2646  = skew11_7_v;
     if (rst) begin
       \$2646  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2647  = skew11_8_v;
     if (rst) begin
       \$2647  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2648  = skew11_9_v;
     if (rst) begin
       \$2648  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2649  = pe11_0_w1;
     if (\$879 ) begin
       if (w_bank) begin
@@ -26599,7 +31749,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2650  = pe11_0_w0;
     if (\$879 ) begin
       (* full_case = 32'd1 *)
@@ -26610,14 +31760,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2651  = skew11_10_v;
     if (rst) begin
       \$2651  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2652  = pe11_1_w1;
     if (\$884 ) begin
       if (w_bank) begin
@@ -26626,7 +31776,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2653  = pe11_1_w0;
     if (\$884 ) begin
       (* full_case = 32'd1 *)
@@ -26637,14 +31787,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2654  = pe11_0_v;
     if (rst) begin
       \$2654  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2655  = pe11_2_w1;
     if (\$889 ) begin
       if (w_bank) begin
@@ -26653,7 +31803,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2656  = pe11_2_w0;
     if (\$889 ) begin
       (* full_case = 32'd1 *)
@@ -26664,14 +31814,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2657  = pe11_1_v;
     if (rst) begin
       \$2657  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2658  = pe11_3_w1;
     if (\$894 ) begin
       if (w_bank) begin
@@ -26680,7 +31830,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2659  = pe11_3_w0;
     if (\$894 ) begin
       (* full_case = 32'd1 *)
@@ -26691,14 +31841,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2660  = pe11_2_v;
     if (rst) begin
       \$2660  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2661  = pe11_4_w1;
     if (\$899 ) begin
       if (w_bank) begin
@@ -26707,7 +31857,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2662  = pe11_4_w0;
     if (\$899 ) begin
       (* full_case = 32'd1 *)
@@ -26718,14 +31868,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2663  = pe11_3_v;
     if (rst) begin
       \$2663  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2664  = pe11_5_w1;
     if (\$904 ) begin
       if (w_bank) begin
@@ -26734,7 +31884,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2665  = pe11_5_w0;
     if (\$904 ) begin
       (* full_case = 32'd1 *)
@@ -26745,14 +31895,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2666  = pe11_4_v;
     if (rst) begin
       \$2666  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2667  = pe11_6_w1;
     if (\$909 ) begin
       if (w_bank) begin
@@ -26761,7 +31911,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2668  = pe11_6_w0;
     if (\$909 ) begin
       (* full_case = 32'd1 *)
@@ -26772,14 +31922,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2669  = pe11_5_v;
     if (rst) begin
       \$2669  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2670  = pe11_7_w1;
     if (\$914 ) begin
       if (w_bank) begin
@@ -26788,7 +31938,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2671  = pe11_7_w0;
     if (\$914 ) begin
       (* full_case = 32'd1 *)
@@ -26799,14 +31949,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2672  = pe11_6_v;
     if (rst) begin
       \$2672  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2673  = pe11_8_w1;
     if (\$919 ) begin
       if (w_bank) begin
@@ -26815,7 +31965,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2674  = pe11_8_w0;
     if (\$919 ) begin
       (* full_case = 32'd1 *)
@@ -26826,14 +31976,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2675  = pe11_7_v;
     if (rst) begin
       \$2675  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2676  = pe11_9_w1;
     if (\$924 ) begin
       if (w_bank) begin
@@ -26842,7 +31992,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2677  = pe11_9_w0;
     if (\$924 ) begin
       (* full_case = 32'd1 *)
@@ -26853,14 +32003,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2678  = pe11_8_v;
     if (rst) begin
       \$2678  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2679  = pe11_10_w1;
     if (\$929 ) begin
       if (w_bank) begin
@@ -26869,7 +32019,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2680  = pe11_10_w0;
     if (\$929 ) begin
       (* full_case = 32'd1 *)
@@ -26880,14 +32030,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2681  = pe11_9_v;
     if (rst) begin
       \$2681  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2682  = pe11_11_w1;
     if (\$934 ) begin
       if (w_bank) begin
@@ -26896,7 +32046,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2683  = pe11_11_w0;
     if (\$934 ) begin
       (* full_case = 32'd1 *)
@@ -26907,14 +32057,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2684  = pe11_10_v;
     if (rst) begin
       \$2684  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2685  = pe11_12_w1;
     if (\$939 ) begin
       if (w_bank) begin
@@ -26923,7 +32073,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2686  = pe11_12_w0;
     if (\$939 ) begin
       (* full_case = 32'd1 *)
@@ -26934,14 +32084,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2687  = pe11_11_v;
     if (rst) begin
       \$2687  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2688  = pe11_13_w1;
     if (\$944 ) begin
       if (w_bank) begin
@@ -26950,7 +32100,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2689  = pe11_13_w0;
     if (\$944 ) begin
       (* full_case = 32'd1 *)
@@ -26961,14 +32111,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2690  = pe11_12_v;
     if (rst) begin
       \$2690  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2691  = pe11_14_w1;
     if (\$949 ) begin
       if (w_bank) begin
@@ -26977,7 +32127,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2692  = pe11_14_w0;
     if (\$949 ) begin
       (* full_case = 32'd1 *)
@@ -26988,14 +32138,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2693  = pe11_13_v;
     if (rst) begin
       \$2693  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2694  = pe11_15_w1;
     if (\$954 ) begin
       if (w_bank) begin
@@ -27004,7 +32154,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2695  = pe11_15_w0;
     if (\$954 ) begin
       (* full_case = 32'd1 *)
@@ -27015,91 +32165,91 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2696  = a_valid;
     if (rst) begin
       \$2696  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2697  = skew12_0_v;
     if (rst) begin
       \$2697  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2698  = skew12_1_v;
     if (rst) begin
       \$2698  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2699  = skew12_2_v;
     if (rst) begin
       \$2699  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2700  = skew12_3_v;
     if (rst) begin
       \$2700  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2701  = skew12_4_v;
     if (rst) begin
       \$2701  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2702  = skew12_5_v;
     if (rst) begin
       \$2702  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2703  = skew12_6_v;
     if (rst) begin
       \$2703  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2704  = skew12_7_v;
     if (rst) begin
       \$2704  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2705  = skew12_8_v;
     if (rst) begin
       \$2705  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2706  = skew12_9_v;
     if (rst) begin
       \$2706  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2707  = skew12_10_v;
     if (rst) begin
       \$2707  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2708  = pe12_0_w1;
     if (\$960 ) begin
       if (w_bank) begin
@@ -27108,7 +32258,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2709  = pe12_0_w0;
     if (\$960 ) begin
       (* full_case = 32'd1 *)
@@ -27119,14 +32269,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2710  = skew12_11_v;
     if (rst) begin
       \$2710  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2711  = pe12_1_w1;
     if (\$965 ) begin
       if (w_bank) begin
@@ -27135,7 +32285,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2712  = pe12_1_w0;
     if (\$965 ) begin
       (* full_case = 32'd1 *)
@@ -27146,14 +32296,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2713  = pe12_0_v;
     if (rst) begin
       \$2713  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2714  = pe12_2_w1;
     if (\$970 ) begin
       if (w_bank) begin
@@ -27162,7 +32312,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2715  = pe12_2_w0;
     if (\$970 ) begin
       (* full_case = 32'd1 *)
@@ -27173,14 +32323,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2716  = pe12_1_v;
     if (rst) begin
       \$2716  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2717  = pe12_3_w1;
     if (\$975 ) begin
       if (w_bank) begin
@@ -27189,7 +32339,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2718  = pe12_3_w0;
     if (\$975 ) begin
       (* full_case = 32'd1 *)
@@ -27200,14 +32350,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2719  = pe12_2_v;
     if (rst) begin
       \$2719  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2720  = pe12_4_w1;
     if (\$980 ) begin
       if (w_bank) begin
@@ -27216,7 +32366,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2721  = pe12_4_w0;
     if (\$980 ) begin
       (* full_case = 32'd1 *)
@@ -27227,14 +32377,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2722  = pe12_3_v;
     if (rst) begin
       \$2722  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2723  = pe12_5_w1;
     if (\$985 ) begin
       if (w_bank) begin
@@ -27243,7 +32393,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2724  = pe12_5_w0;
     if (\$985 ) begin
       (* full_case = 32'd1 *)
@@ -27254,14 +32404,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2725  = pe12_4_v;
     if (rst) begin
       \$2725  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2726  = pe12_6_w1;
     if (\$990 ) begin
       if (w_bank) begin
@@ -27270,7 +32420,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2727  = pe12_6_w0;
     if (\$990 ) begin
       (* full_case = 32'd1 *)
@@ -27281,14 +32431,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2728  = pe12_5_v;
     if (rst) begin
       \$2728  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2729  = pe12_7_w1;
     if (\$995 ) begin
       if (w_bank) begin
@@ -27297,7 +32447,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2730  = pe12_7_w0;
     if (\$995 ) begin
       (* full_case = 32'd1 *)
@@ -27308,14 +32458,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2731  = pe12_6_v;
     if (rst) begin
       \$2731  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2732  = pe12_8_w1;
     if (\$1000 ) begin
       if (w_bank) begin
@@ -27324,7 +32474,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2733  = pe12_8_w0;
     if (\$1000 ) begin
       (* full_case = 32'd1 *)
@@ -27335,14 +32485,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2734  = pe12_7_v;
     if (rst) begin
       \$2734  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2735  = pe12_9_w1;
     if (\$1005 ) begin
       if (w_bank) begin
@@ -27351,7 +32501,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2736  = pe12_9_w0;
     if (\$1005 ) begin
       (* full_case = 32'd1 *)
@@ -27362,14 +32512,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2737  = pe12_8_v;
     if (rst) begin
       \$2737  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2738  = pe12_10_w1;
     if (\$1010 ) begin
       if (w_bank) begin
@@ -27378,7 +32528,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2739  = pe12_10_w0;
     if (\$1010 ) begin
       (* full_case = 32'd1 *)
@@ -27389,14 +32539,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2740  = pe12_9_v;
     if (rst) begin
       \$2740  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2741  = pe12_11_w1;
     if (\$1015 ) begin
       if (w_bank) begin
@@ -27405,7 +32555,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2742  = pe12_11_w0;
     if (\$1015 ) begin
       (* full_case = 32'd1 *)
@@ -27416,14 +32566,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2743  = pe12_10_v;
     if (rst) begin
       \$2743  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2744  = pe12_12_w1;
     if (\$1020 ) begin
       if (w_bank) begin
@@ -27432,7 +32582,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2745  = pe12_12_w0;
     if (\$1020 ) begin
       (* full_case = 32'd1 *)
@@ -27443,14 +32593,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2746  = pe12_11_v;
     if (rst) begin
       \$2746  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2747  = pe12_13_w1;
     if (\$1025 ) begin
       if (w_bank) begin
@@ -27459,7 +32609,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2748  = pe12_13_w0;
     if (\$1025 ) begin
       (* full_case = 32'd1 *)
@@ -27470,14 +32620,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2749  = pe12_12_v;
     if (rst) begin
       \$2749  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2750  = pe12_14_w1;
     if (\$1030 ) begin
       if (w_bank) begin
@@ -27486,7 +32636,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2751  = pe12_14_w0;
     if (\$1030 ) begin
       (* full_case = 32'd1 *)
@@ -27497,14 +32647,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2752  = pe12_13_v;
     if (rst) begin
       \$2752  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2753  = pe12_15_w1;
     if (\$1035 ) begin
       if (w_bank) begin
@@ -27513,7 +32663,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2754  = pe12_15_w0;
     if (\$1035 ) begin
       (* full_case = 32'd1 *)
@@ -27524,98 +32674,98 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2755  = a_valid;
     if (rst) begin
       \$2755  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2756  = skew13_0_v;
     if (rst) begin
       \$2756  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2757  = skew13_1_v;
     if (rst) begin
       \$2757  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2758  = skew13_2_v;
     if (rst) begin
       \$2758  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2759  = skew13_3_v;
     if (rst) begin
       \$2759  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2760  = skew13_4_v;
     if (rst) begin
       \$2760  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2761  = skew13_5_v;
     if (rst) begin
       \$2761  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2762  = skew13_6_v;
     if (rst) begin
       \$2762  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2763  = skew13_7_v;
     if (rst) begin
       \$2763  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2764  = skew13_8_v;
     if (rst) begin
       \$2764  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2765  = skew13_9_v;
     if (rst) begin
       \$2765  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2766  = skew13_10_v;
     if (rst) begin
       \$2766  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2767  = skew13_11_v;
     if (rst) begin
       \$2767  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2768  = pe13_0_w1;
     if (\$1041 ) begin
       if (w_bank) begin
@@ -27624,7 +32774,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2769  = pe13_0_w0;
     if (\$1041 ) begin
       (* full_case = 32'd1 *)
@@ -27635,14 +32785,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2770  = skew13_12_v;
     if (rst) begin
       \$2770  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2771  = pe13_1_w1;
     if (\$1046 ) begin
       if (w_bank) begin
@@ -27651,7 +32801,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2772  = pe13_1_w0;
     if (\$1046 ) begin
       (* full_case = 32'd1 *)
@@ -27662,14 +32812,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2773  = pe13_0_v;
     if (rst) begin
       \$2773  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2774  = pe13_2_w1;
     if (\$1051 ) begin
       if (w_bank) begin
@@ -27678,7 +32828,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2775  = pe13_2_w0;
     if (\$1051 ) begin
       (* full_case = 32'd1 *)
@@ -27689,14 +32839,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2776  = pe13_1_v;
     if (rst) begin
       \$2776  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2777  = pe13_3_w1;
     if (\$1056 ) begin
       if (w_bank) begin
@@ -27705,7 +32855,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2778  = pe13_3_w0;
     if (\$1056 ) begin
       (* full_case = 32'd1 *)
@@ -27716,14 +32866,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2779  = pe13_2_v;
     if (rst) begin
       \$2779  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2780  = pe13_4_w1;
     if (\$1061 ) begin
       if (w_bank) begin
@@ -27732,7 +32882,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2781  = pe13_4_w0;
     if (\$1061 ) begin
       (* full_case = 32'd1 *)
@@ -27743,14 +32893,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2782  = pe13_3_v;
     if (rst) begin
       \$2782  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2783  = pe13_5_w1;
     if (\$1066 ) begin
       if (w_bank) begin
@@ -27759,7 +32909,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2784  = pe13_5_w0;
     if (\$1066 ) begin
       (* full_case = 32'd1 *)
@@ -27770,14 +32920,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2785  = pe13_4_v;
     if (rst) begin
       \$2785  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2786  = pe13_6_w1;
     if (\$1071 ) begin
       if (w_bank) begin
@@ -27786,7 +32936,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2787  = pe13_6_w0;
     if (\$1071 ) begin
       (* full_case = 32'd1 *)
@@ -27797,14 +32947,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2788  = pe13_5_v;
     if (rst) begin
       \$2788  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2789  = pe13_7_w1;
     if (\$1076 ) begin
       if (w_bank) begin
@@ -27813,7 +32963,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2790  = pe13_7_w0;
     if (\$1076 ) begin
       (* full_case = 32'd1 *)
@@ -27824,14 +32974,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2791  = pe13_6_v;
     if (rst) begin
       \$2791  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2792  = pe13_8_w1;
     if (\$1081 ) begin
       if (w_bank) begin
@@ -27840,7 +32990,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2793  = pe13_8_w0;
     if (\$1081 ) begin
       (* full_case = 32'd1 *)
@@ -27851,14 +33001,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2794  = pe13_7_v;
     if (rst) begin
       \$2794  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2795  = pe13_9_w1;
     if (\$1086 ) begin
       if (w_bank) begin
@@ -27867,7 +33017,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2796  = pe13_9_w0;
     if (\$1086 ) begin
       (* full_case = 32'd1 *)
@@ -27878,14 +33028,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2797  = pe13_8_v;
     if (rst) begin
       \$2797  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2798  = pe13_10_w1;
     if (\$1091 ) begin
       if (w_bank) begin
@@ -27894,7 +33044,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2799  = pe13_10_w0;
     if (\$1091 ) begin
       (* full_case = 32'd1 *)
@@ -27905,14 +33055,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2800  = pe13_9_v;
     if (rst) begin
       \$2800  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2801  = pe13_11_w1;
     if (\$1096 ) begin
       if (w_bank) begin
@@ -27921,7 +33071,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2802  = pe13_11_w0;
     if (\$1096 ) begin
       (* full_case = 32'd1 *)
@@ -27932,14 +33082,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2803  = pe13_10_v;
     if (rst) begin
       \$2803  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2804  = pe13_12_w1;
     if (\$1101 ) begin
       if (w_bank) begin
@@ -27948,7 +33098,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2805  = pe13_12_w0;
     if (\$1101 ) begin
       (* full_case = 32'd1 *)
@@ -27959,14 +33109,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2806  = pe13_11_v;
     if (rst) begin
       \$2806  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2807  = pe13_13_w1;
     if (\$1106 ) begin
       if (w_bank) begin
@@ -27975,7 +33125,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2808  = pe13_13_w0;
     if (\$1106 ) begin
       (* full_case = 32'd1 *)
@@ -27986,14 +33136,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2809  = pe13_12_v;
     if (rst) begin
       \$2809  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2810  = pe13_14_w1;
     if (\$1111 ) begin
       if (w_bank) begin
@@ -28002,7 +33152,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2811  = pe13_14_w0;
     if (\$1111 ) begin
       (* full_case = 32'd1 *)
@@ -28013,14 +33163,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2812  = pe13_13_v;
     if (rst) begin
       \$2812  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2813  = pe13_15_w1;
     if (\$1116 ) begin
       if (w_bank) begin
@@ -28029,7 +33179,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2814  = pe13_15_w0;
     if (\$1116 ) begin
       (* full_case = 32'd1 *)
@@ -28040,105 +33190,105 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2815  = a_valid;
     if (rst) begin
       \$2815  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2816  = skew14_0_v;
     if (rst) begin
       \$2816  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2817  = skew14_1_v;
     if (rst) begin
       \$2817  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2818  = skew14_2_v;
     if (rst) begin
       \$2818  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2819  = skew14_3_v;
     if (rst) begin
       \$2819  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2820  = skew14_4_v;
     if (rst) begin
       \$2820  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2821  = skew14_5_v;
     if (rst) begin
       \$2821  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2822  = skew14_6_v;
     if (rst) begin
       \$2822  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2823  = skew14_7_v;
     if (rst) begin
       \$2823  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2824  = skew14_8_v;
     if (rst) begin
       \$2824  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2825  = skew14_9_v;
     if (rst) begin
       \$2825  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2826  = skew14_10_v;
     if (rst) begin
       \$2826  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2827  = skew14_11_v;
     if (rst) begin
       \$2827  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2828  = skew14_12_v;
     if (rst) begin
       \$2828  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2829  = pe14_0_w1;
     if (\$1122 ) begin
       if (w_bank) begin
@@ -28147,7 +33297,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2830  = pe14_0_w0;
     if (\$1122 ) begin
       (* full_case = 32'd1 *)
@@ -28158,14 +33308,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2831  = skew14_13_v;
     if (rst) begin
       \$2831  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2832  = pe14_1_w1;
     if (\$1127 ) begin
       if (w_bank) begin
@@ -28174,7 +33324,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2833  = pe14_1_w0;
     if (\$1127 ) begin
       (* full_case = 32'd1 *)
@@ -28185,14 +33335,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2834  = pe14_0_v;
     if (rst) begin
       \$2834  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2835  = pe14_2_w1;
     if (\$1132 ) begin
       if (w_bank) begin
@@ -28201,7 +33351,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2836  = pe14_2_w0;
     if (\$1132 ) begin
       (* full_case = 32'd1 *)
@@ -28212,14 +33362,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2837  = pe14_1_v;
     if (rst) begin
       \$2837  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2838  = pe14_3_w1;
     if (\$1137 ) begin
       if (w_bank) begin
@@ -28228,7 +33378,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2839  = pe14_3_w0;
     if (\$1137 ) begin
       (* full_case = 32'd1 *)
@@ -28239,14 +33389,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2840  = pe14_2_v;
     if (rst) begin
       \$2840  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2841  = pe14_4_w1;
     if (\$1142 ) begin
       if (w_bank) begin
@@ -28255,7 +33405,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2842  = pe14_4_w0;
     if (\$1142 ) begin
       (* full_case = 32'd1 *)
@@ -28266,14 +33416,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2843  = pe14_3_v;
     if (rst) begin
       \$2843  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2844  = pe14_5_w1;
     if (\$1147 ) begin
       if (w_bank) begin
@@ -28282,7 +33432,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2845  = pe14_5_w0;
     if (\$1147 ) begin
       (* full_case = 32'd1 *)
@@ -28293,14 +33443,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2846  = pe14_4_v;
     if (rst) begin
       \$2846  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2847  = pe14_6_w1;
     if (\$1152 ) begin
       if (w_bank) begin
@@ -28309,7 +33459,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2848  = pe14_6_w0;
     if (\$1152 ) begin
       (* full_case = 32'd1 *)
@@ -28320,14 +33470,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2849  = pe14_5_v;
     if (rst) begin
       \$2849  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2850  = pe14_7_w1;
     if (\$1157 ) begin
       if (w_bank) begin
@@ -28336,7 +33486,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2851  = pe14_7_w0;
     if (\$1157 ) begin
       (* full_case = 32'd1 *)
@@ -28347,14 +33497,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2852  = pe14_6_v;
     if (rst) begin
       \$2852  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2853  = pe14_8_w1;
     if (\$1162 ) begin
       if (w_bank) begin
@@ -28363,7 +33513,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2854  = pe14_8_w0;
     if (\$1162 ) begin
       (* full_case = 32'd1 *)
@@ -28374,14 +33524,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2855  = pe14_7_v;
     if (rst) begin
       \$2855  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2856  = pe14_9_w1;
     if (\$1167 ) begin
       if (w_bank) begin
@@ -28390,7 +33540,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2857  = pe14_9_w0;
     if (\$1167 ) begin
       (* full_case = 32'd1 *)
@@ -28401,14 +33551,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2858  = pe14_8_v;
     if (rst) begin
       \$2858  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2859  = pe14_10_w1;
     if (\$1172 ) begin
       if (w_bank) begin
@@ -28417,7 +33567,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2860  = pe14_10_w0;
     if (\$1172 ) begin
       (* full_case = 32'd1 *)
@@ -28428,14 +33578,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2861  = pe14_9_v;
     if (rst) begin
       \$2861  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2862  = pe14_11_w1;
     if (\$1177 ) begin
       if (w_bank) begin
@@ -28444,7 +33594,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2863  = pe14_11_w0;
     if (\$1177 ) begin
       (* full_case = 32'd1 *)
@@ -28455,14 +33605,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2864  = pe14_10_v;
     if (rst) begin
       \$2864  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2865  = pe14_12_w1;
     if (\$1182 ) begin
       if (w_bank) begin
@@ -28471,7 +33621,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2866  = pe14_12_w0;
     if (\$1182 ) begin
       (* full_case = 32'd1 *)
@@ -28482,14 +33632,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2867  = pe14_11_v;
     if (rst) begin
       \$2867  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2868  = pe14_13_w1;
     if (\$1187 ) begin
       if (w_bank) begin
@@ -28498,7 +33648,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2869  = pe14_13_w0;
     if (\$1187 ) begin
       (* full_case = 32'd1 *)
@@ -28509,14 +33659,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2870  = pe14_12_v;
     if (rst) begin
       \$2870  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2871  = pe14_14_w1;
     if (\$1192 ) begin
       if (w_bank) begin
@@ -28525,7 +33675,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2872  = pe14_14_w0;
     if (\$1192 ) begin
       (* full_case = 32'd1 *)
@@ -28536,14 +33686,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2873  = pe14_13_v;
     if (rst) begin
       \$2873  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2874  = pe14_15_w1;
     if (\$1197 ) begin
       if (w_bank) begin
@@ -28552,7 +33702,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2875  = pe14_15_w0;
     if (\$1197 ) begin
       (* full_case = 32'd1 *)
@@ -28563,112 +33713,112 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2876  = a_valid;
     if (rst) begin
       \$2876  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2877  = skew15_0_v;
     if (rst) begin
       \$2877  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2878  = skew15_1_v;
     if (rst) begin
       \$2878  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2879  = skew15_2_v;
     if (rst) begin
       \$2879  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2880  = skew15_3_v;
     if (rst) begin
       \$2880  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2881  = skew15_4_v;
     if (rst) begin
       \$2881  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2882  = skew15_5_v;
     if (rst) begin
       \$2882  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2883  = skew15_6_v;
     if (rst) begin
       \$2883  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2884  = skew15_7_v;
     if (rst) begin
       \$2884  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2885  = skew15_8_v;
     if (rst) begin
       \$2885  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2886  = skew15_9_v;
     if (rst) begin
       \$2886  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2887  = skew15_10_v;
     if (rst) begin
       \$2887  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2888  = skew15_11_v;
     if (rst) begin
       \$2888  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2889  = skew15_12_v;
     if (rst) begin
       \$2889  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2890  = skew15_13_v;
     if (rst) begin
       \$2890  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2891  = pe15_0_w1;
     if (\$1203 ) begin
       if (w_bank) begin
@@ -28677,7 +33827,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2892  = pe15_0_w0;
     if (\$1203 ) begin
       (* full_case = 32'd1 *)
@@ -28688,14 +33838,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2893  = skew15_14_v;
     if (rst) begin
       \$2893  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2894  = pe15_1_w1;
     if (\$1208 ) begin
       if (w_bank) begin
@@ -28704,7 +33854,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2895  = pe15_1_w0;
     if (\$1208 ) begin
       (* full_case = 32'd1 *)
@@ -28715,14 +33865,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2896  = pe15_0_v;
     if (rst) begin
       \$2896  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2897  = pe15_2_w1;
     if (\$1213 ) begin
       if (w_bank) begin
@@ -28731,7 +33881,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2898  = pe15_2_w0;
     if (\$1213 ) begin
       (* full_case = 32'd1 *)
@@ -28742,14 +33892,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2899  = pe15_1_v;
     if (rst) begin
       \$2899  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2900  = pe15_3_w1;
     if (\$1218 ) begin
       if (w_bank) begin
@@ -28758,7 +33908,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2901  = pe15_3_w0;
     if (\$1218 ) begin
       (* full_case = 32'd1 *)
@@ -28769,14 +33919,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2902  = pe15_2_v;
     if (rst) begin
       \$2902  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2903  = pe15_4_w1;
     if (\$1223 ) begin
       if (w_bank) begin
@@ -28785,7 +33935,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2904  = pe15_4_w0;
     if (\$1223 ) begin
       (* full_case = 32'd1 *)
@@ -28796,14 +33946,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2905  = pe15_3_v;
     if (rst) begin
       \$2905  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2906  = pe15_5_w1;
     if (\$1228 ) begin
       if (w_bank) begin
@@ -28812,7 +33962,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2907  = pe15_5_w0;
     if (\$1228 ) begin
       (* full_case = 32'd1 *)
@@ -28823,14 +33973,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2908  = pe15_4_v;
     if (rst) begin
       \$2908  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2909  = pe15_6_w1;
     if (\$1233 ) begin
       if (w_bank) begin
@@ -28839,7 +33989,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2910  = pe15_6_w0;
     if (\$1233 ) begin
       (* full_case = 32'd1 *)
@@ -28850,14 +34000,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2911  = pe15_5_v;
     if (rst) begin
       \$2911  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2912  = pe15_7_w1;
     if (\$1238 ) begin
       if (w_bank) begin
@@ -28866,7 +34016,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2913  = pe15_7_w0;
     if (\$1238 ) begin
       (* full_case = 32'd1 *)
@@ -28877,14 +34027,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2914  = pe15_6_v;
     if (rst) begin
       \$2914  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2915  = pe15_8_w1;
     if (\$1243 ) begin
       if (w_bank) begin
@@ -28893,7 +34043,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2916  = pe15_8_w0;
     if (\$1243 ) begin
       (* full_case = 32'd1 *)
@@ -28904,14 +34054,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2917  = pe15_7_v;
     if (rst) begin
       \$2917  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2918  = pe15_9_w1;
     if (\$1248 ) begin
       if (w_bank) begin
@@ -28920,7 +34070,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2919  = pe15_9_w0;
     if (\$1248 ) begin
       (* full_case = 32'd1 *)
@@ -28931,14 +34081,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2920  = pe15_8_v;
     if (rst) begin
       \$2920  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2921  = pe15_10_w1;
     if (\$1253 ) begin
       if (w_bank) begin
@@ -28947,7 +34097,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2922  = pe15_10_w0;
     if (\$1253 ) begin
       (* full_case = 32'd1 *)
@@ -28958,14 +34108,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2923  = pe15_9_v;
     if (rst) begin
       \$2923  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2924  = pe15_11_w1;
     if (\$1258 ) begin
       if (w_bank) begin
@@ -28974,7 +34124,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2925  = pe15_11_w0;
     if (\$1258 ) begin
       (* full_case = 32'd1 *)
@@ -28985,14 +34135,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2926  = pe15_10_v;
     if (rst) begin
       \$2926  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2927  = pe15_12_w1;
     if (\$1263 ) begin
       if (w_bank) begin
@@ -29001,7 +34151,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2928  = pe15_12_w0;
     if (\$1263 ) begin
       (* full_case = 32'd1 *)
@@ -29012,14 +34162,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2929  = pe15_11_v;
     if (rst) begin
       \$2929  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2930  = pe15_13_w1;
     if (\$1268 ) begin
       if (w_bank) begin
@@ -29028,7 +34178,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2931  = pe15_13_w0;
     if (\$1268 ) begin
       (* full_case = 32'd1 *)
@@ -29039,14 +34189,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2932  = pe15_12_v;
     if (rst) begin
       \$2932  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2933  = pe15_14_w1;
     if (\$1273 ) begin
       if (w_bank) begin
@@ -29055,7 +34205,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2934  = pe15_14_w0;
     if (\$1273 ) begin
       (* full_case = 32'd1 *)
@@ -29066,14 +34216,14 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2935  = pe15_13_v;
     if (rst) begin
       \$2935  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2936  = pe15_15_w1;
     if (\$1278 ) begin
       if (w_bank) begin
@@ -29082,7 +34232,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2937  = pe15_15_w0;
     if (\$1278 ) begin
       (* full_case = 32'd1 *)
@@ -29093,7 +34243,7 @@ module \kaki_soc_16x16.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe15_15_ps
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$2938  = pe15_14_v;
     if (rst) begin
       \$2938  = 1'h0;
@@ -29140,7 +34290,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd__0__gnt, rd__1__gnt, rd__2__gnt, wr__0__gnt, wr__1__gnt, wr__1__data, wr__1__addr, rd__2__addr, wr__0__en, wr__0__addr, wr__0__data, rd__1__en, rd__1__addr, rd__0__data, rd__1__data, rd__2__data
 , clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -29493,7 +34643,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     .wen(\wen$57 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     bank0_addr = 12'h000;
     if (win) begin
       bank0_addr = rd__0__addr[11:0];
@@ -29506,7 +34656,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \bank0_addr$16  = 12'h000;
     if (\win$10 ) begin
       \bank0_addr$16  = wr__0__addr[11:0];
@@ -29516,7 +34666,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     wdata = 128'h00000000000000000000000000000000;
     if (\win$10 ) begin
       wdata = wr__0__data;
@@ -29526,7 +34676,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     bank1_addr = 12'h000;
     if (\win$24 ) begin
       bank1_addr = rd__0__addr[11:0];
@@ -29539,7 +34689,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \bank1_addr$30  = 12'h000;
     if (\win$28 ) begin
       \bank1_addr$30  = wr__0__addr[11:0];
@@ -29549,7 +34699,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \wdata$35  = 128'h00000000000000000000000000000000;
     if (\win$28 ) begin
       \wdata$35  = wr__0__data;
@@ -29559,7 +34709,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     bank2_addr = 12'h000;
     if (\win$36 ) begin
       bank2_addr = rd__0__addr[11:0];
@@ -29572,7 +34722,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \bank2_addr$42  = 12'h000;
     if (\win$40 ) begin
       \bank2_addr$42  = wr__0__addr[11:0];
@@ -29582,7 +34732,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \wdata$47  = 128'h00000000000000000000000000000000;
     if (\win$40 ) begin
       \wdata$47  = wr__0__data;
@@ -29592,7 +34742,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     bank3_addr = 12'h000;
     if (\win$48 ) begin
       bank3_addr = rd__0__addr[11:0];
@@ -29605,7 +34755,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \bank3_addr$54  = 12'h000;
     if (\win$52 ) begin
       \bank3_addr$54  = wr__0__addr[11:0];
@@ -29615,7 +34765,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \wdata$59  = 128'h00000000000000000000000000000000;
     if (\win$52 ) begin
       \wdata$59  = wr__0__data;
@@ -29625,7 +34775,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     (* full_case = 32'd1 *)
     casez (rd0_bank_q)
       2'h0:
@@ -29639,7 +34789,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     (* full_case = 32'd1 *)
     casez (rd1_bank_q)
       2'h0:
@@ -29653,7 +34803,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     (* full_case = 32'd1 *)
     casez (rd2_bank_q)
       2'h0:
@@ -29667,7 +34817,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$92  = rd0_bank_q;
     if (\$89 ) begin
       \$92  = rd__0__addr[13:12];
@@ -29677,7 +34827,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$93  = rd1_bank_q;
     if (\$90 ) begin
       \$93  = rd__1__addr[13:12];
@@ -29687,7 +34837,7 @@ module \kaki_soc_16x16.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$94  = rd2_bank_q;
     if (\$91 ) begin
       \$94  = rd__2__addr[13:12];
@@ -29840,7 +34990,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_rd__gnt, ctl__cmd__valid, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -31694,7 +36844,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
   assign \$328  = $signed(y3_7) + $signed(res3_7);
   assign \$329  = $signed(\$328 ) > $signed(8'h7f);
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$470  = bias_0;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31721,7 +36871,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$471  = bias_1;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31748,7 +36898,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$472  = bias_2;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31775,7 +36925,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$473  = bias_3;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31802,7 +36952,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$474  = bias_4;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31829,7 +36979,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$475  = bias_5;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31856,7 +37006,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$476  = bias_6;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31883,7 +37033,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$477  = bias_7;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31910,7 +37060,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$478  = bias_8;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31937,7 +37087,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$479  = bias_9;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31964,7 +37114,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$480  = bias_10;
     if (cap_valid) begin
       casez (cap_idx)
@@ -31991,7 +37141,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$481  = bias_11;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32018,7 +37168,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$482  = bias_12;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32045,7 +37195,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$483  = bias_13;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32072,7 +37222,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$484  = bias_14;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32099,7 +37249,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$485  = bias_15;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32126,7 +37276,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$486  = mult_0;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32141,7 +37291,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$487  = mult_1;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32156,7 +37306,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$488  = mult_2;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32171,7 +37321,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$489  = mult_3;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32186,7 +37336,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$490  = mult_4;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32201,7 +37351,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$491  = mult_5;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32216,7 +37366,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$492  = mult_6;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32231,7 +37381,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$493  = mult_7;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32246,7 +37396,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$494  = mult_8;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32261,7 +37411,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$495  = mult_9;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32276,7 +37426,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$496  = mult_10;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32291,7 +37441,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$497  = mult_11;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32306,7 +37456,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$498  = mult_12;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32321,7 +37471,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$499  = mult_13;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32336,7 +37486,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$500  = mult_14;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32351,7 +37501,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$501  = mult_15;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32366,7 +37516,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$502  = shift_0;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32383,7 +37533,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$503  = shift_1;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32400,7 +37550,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$504  = shift_2;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32417,7 +37567,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$505  = shift_3;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32434,7 +37584,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$506  = shift_4;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32451,7 +37601,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$507  = shift_5;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32468,7 +37618,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$508  = shift_6;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32485,7 +37635,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$509  = shift_7;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32502,7 +37652,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$510  = shift_8;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32519,7 +37669,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$511  = shift_9;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32536,7 +37686,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$512  = shift_10;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32553,7 +37703,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$513  = shift_11;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32570,7 +37720,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$514  = shift_12;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32587,7 +37737,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$515  = shift_13;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32604,7 +37754,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$516  = shift_14;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32621,7 +37771,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$517  = shift_15;
     if (cap_valid) begin
       casez (cap_idx)
@@ -32638,7 +37788,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$518  = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -32655,7 +37805,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$519  = cmd;
     casez (vec_fsm_state)
       3'h0:
@@ -32668,7 +37818,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$520  = err;
     casez (vec_fsm_state)
       3'h0:
@@ -32695,7 +37845,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$521  = issued;
     casez (vec_fsm_state)
       3'h0:
@@ -32718,7 +37868,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$522  = retired;
     casez (vec_fsm_state)
       3'h0:
@@ -32734,7 +37884,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$523  = vec_fsm_state;
     casez (vec_fsm_state)
       3'h0:
@@ -32784,7 +37934,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$524  = pidx;
     casez (vec_fsm_state)
       3'h0:
@@ -32807,7 +37957,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$525  = cap_idx;
     casez (vec_fsm_state)
       3'h0:
@@ -32824,35 +37974,35 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$526  = fire;
     if (rst) begin
       \$526  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$527  = v0;
     if (rst) begin
       \$527  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$528  = v1;
     if (rst) begin
       \$528  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$529  = v2;
     if (rst) begin
       \$529  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$530  = x1_0;
     if (v0) begin
       \$530  = \$11 [31:0];
@@ -32862,7 +38012,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$531  = res1_0;
     if (v0) begin
       \$531  = spad_rd__data[7:0];
@@ -32872,7 +38022,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$532  = p2_0;
     if (v1) begin
       \$532  = \$12 ;
@@ -32882,7 +38032,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$533  = res2_0;
     if (v1) begin
       \$533  = res1_0;
@@ -32892,7 +38042,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$534  = y3_0;
     if (v2) begin
       \$534  = \$15 ;
@@ -32902,7 +38052,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$535  = res3_0;
     if (v2) begin
       \$535  = res2_0;
@@ -32912,7 +38062,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$536  = x1_1;
     if (v0) begin
       \$536  = \$16 [31:0];
@@ -32922,7 +38072,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$537  = res1_1;
     if (v0) begin
       \$537  = spad_rd__data[15:8];
@@ -32932,7 +38082,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$538  = p2_1;
     if (v1) begin
       \$538  = \$17 ;
@@ -32942,7 +38092,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$539  = res2_1;
     if (v1) begin
       \$539  = res1_1;
@@ -32952,7 +38102,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$540  = y3_1;
     if (v2) begin
       \$540  = \$20 ;
@@ -32962,7 +38112,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$541  = res3_1;
     if (v2) begin
       \$541  = res2_1;
@@ -32972,7 +38122,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$542  = x1_2;
     if (v0) begin
       \$542  = \$21 [31:0];
@@ -32982,7 +38132,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$543  = res1_2;
     if (v0) begin
       \$543  = spad_rd__data[23:16];
@@ -32992,7 +38142,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$544  = p2_2;
     if (v1) begin
       \$544  = \$22 ;
@@ -33002,7 +38152,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$545  = res2_2;
     if (v1) begin
       \$545  = res1_2;
@@ -33012,7 +38162,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$546  = y3_2;
     if (v2) begin
       \$546  = \$25 ;
@@ -33022,7 +38172,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$547  = res3_2;
     if (v2) begin
       \$547  = res2_2;
@@ -33032,7 +38182,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$548  = x1_3;
     if (v0) begin
       \$548  = \$26 [31:0];
@@ -33042,7 +38192,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$549  = res1_3;
     if (v0) begin
       \$549  = spad_rd__data[31:24];
@@ -33052,7 +38202,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$550  = p2_3;
     if (v1) begin
       \$550  = \$27 ;
@@ -33062,7 +38212,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$551  = res2_3;
     if (v1) begin
       \$551  = res1_3;
@@ -33072,7 +38222,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$552  = y3_3;
     if (v2) begin
       \$552  = \$30 ;
@@ -33082,7 +38232,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$553  = res3_3;
     if (v2) begin
       \$553  = res2_3;
@@ -33092,7 +38242,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$554  = x1_4;
     if (v0) begin
       \$554  = \$31 [31:0];
@@ -33102,7 +38252,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$555  = res1_4;
     if (v0) begin
       \$555  = spad_rd__data[39:32];
@@ -33112,7 +38262,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$556  = p2_4;
     if (v1) begin
       \$556  = \$32 ;
@@ -33122,7 +38272,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$557  = res2_4;
     if (v1) begin
       \$557  = res1_4;
@@ -33132,7 +38282,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$558  = y3_4;
     if (v2) begin
       \$558  = \$35 ;
@@ -33142,7 +38292,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$559  = res3_4;
     if (v2) begin
       \$559  = res2_4;
@@ -33152,7 +38302,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$560  = x1_5;
     if (v0) begin
       \$560  = \$36 [31:0];
@@ -33162,7 +38312,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$561  = res1_5;
     if (v0) begin
       \$561  = spad_rd__data[47:40];
@@ -33172,7 +38322,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$562  = p2_5;
     if (v1) begin
       \$562  = \$37 ;
@@ -33182,7 +38332,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$563  = res2_5;
     if (v1) begin
       \$563  = res1_5;
@@ -33192,7 +38342,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$564  = y3_5;
     if (v2) begin
       \$564  = \$40 ;
@@ -33202,7 +38352,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$565  = res3_5;
     if (v2) begin
       \$565  = res2_5;
@@ -33212,7 +38362,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$566  = x1_6;
     if (v0) begin
       \$566  = \$41 [31:0];
@@ -33222,7 +38372,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$567  = res1_6;
     if (v0) begin
       \$567  = spad_rd__data[55:48];
@@ -33232,7 +38382,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$568  = p2_6;
     if (v1) begin
       \$568  = \$42 ;
@@ -33242,7 +38392,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$569  = res2_6;
     if (v1) begin
       \$569  = res1_6;
@@ -33252,7 +38402,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$570  = y3_6;
     if (v2) begin
       \$570  = \$45 ;
@@ -33262,7 +38412,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$571  = res3_6;
     if (v2) begin
       \$571  = res2_6;
@@ -33272,7 +38422,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$572  = x1_7;
     if (v0) begin
       \$572  = \$46 [31:0];
@@ -33282,7 +38432,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$573  = res1_7;
     if (v0) begin
       \$573  = spad_rd__data[63:56];
@@ -33292,7 +38442,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$574  = p2_7;
     if (v1) begin
       \$574  = \$47 ;
@@ -33302,7 +38452,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$575  = res2_7;
     if (v1) begin
       \$575  = res1_7;
@@ -33312,7 +38462,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$576  = y3_7;
     if (v2) begin
       \$576  = \$50 ;
@@ -33322,7 +38472,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$577  = res3_7;
     if (v2) begin
       \$577  = res2_7;
@@ -33332,7 +38482,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$578  = x1_8;
     if (v0) begin
       \$578  = \$51 [31:0];
@@ -33342,7 +38492,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$579  = res1_8;
     if (v0) begin
       \$579  = spad_rd__data[71:64];
@@ -33352,7 +38502,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$580  = p2_8;
     if (v1) begin
       \$580  = \$52 ;
@@ -33362,7 +38512,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$581  = res2_8;
     if (v1) begin
       \$581  = res1_8;
@@ -33372,7 +38522,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$582  = y3_8;
     if (v2) begin
       \$582  = \$55 ;
@@ -33382,7 +38532,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$583  = res3_8;
     if (v2) begin
       \$583  = res2_8;
@@ -33392,7 +38542,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$584  = x1_9;
     if (v0) begin
       \$584  = \$56 [31:0];
@@ -33402,7 +38552,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$585  = res1_9;
     if (v0) begin
       \$585  = spad_rd__data[79:72];
@@ -33412,7 +38562,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$586  = p2_9;
     if (v1) begin
       \$586  = \$57 ;
@@ -33422,7 +38572,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$587  = res2_9;
     if (v1) begin
       \$587  = res1_9;
@@ -33432,7 +38582,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$588  = y3_9;
     if (v2) begin
       \$588  = \$60 ;
@@ -33442,7 +38592,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$589  = res3_9;
     if (v2) begin
       \$589  = res2_9;
@@ -33452,7 +38602,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$590  = x1_10;
     if (v0) begin
       \$590  = \$61 [31:0];
@@ -33462,7 +38612,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$591  = res1_10;
     if (v0) begin
       \$591  = spad_rd__data[87:80];
@@ -33472,7 +38622,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$592  = p2_10;
     if (v1) begin
       \$592  = \$62 ;
@@ -33482,7 +38632,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$593  = res2_10;
     if (v1) begin
       \$593  = res1_10;
@@ -33492,7 +38642,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$594  = y3_10;
     if (v2) begin
       \$594  = \$65 ;
@@ -33502,7 +38652,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$595  = res3_10;
     if (v2) begin
       \$595  = res2_10;
@@ -33512,7 +38662,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$596  = x1_11;
     if (v0) begin
       \$596  = \$66 [31:0];
@@ -33522,7 +38672,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$597  = res1_11;
     if (v0) begin
       \$597  = spad_rd__data[95:88];
@@ -33532,7 +38682,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$598  = p2_11;
     if (v1) begin
       \$598  = \$67 ;
@@ -33542,7 +38692,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$599  = res2_11;
     if (v1) begin
       \$599  = res1_11;
@@ -33552,7 +38702,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$600  = y3_11;
     if (v2) begin
       \$600  = \$70 ;
@@ -33562,7 +38712,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$601  = res3_11;
     if (v2) begin
       \$601  = res2_11;
@@ -33572,7 +38722,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$602  = x1_12;
     if (v0) begin
       \$602  = \$71 [31:0];
@@ -33582,7 +38732,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$603  = res1_12;
     if (v0) begin
       \$603  = spad_rd__data[103:96];
@@ -33592,7 +38742,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$604  = p2_12;
     if (v1) begin
       \$604  = \$72 ;
@@ -33602,7 +38752,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$605  = res2_12;
     if (v1) begin
       \$605  = res1_12;
@@ -33612,7 +38762,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$606  = y3_12;
     if (v2) begin
       \$606  = \$75 ;
@@ -33622,7 +38772,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$607  = res3_12;
     if (v2) begin
       \$607  = res2_12;
@@ -33632,7 +38782,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$608  = x1_13;
     if (v0) begin
       \$608  = \$76 [31:0];
@@ -33642,7 +38792,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$609  = res1_13;
     if (v0) begin
       \$609  = spad_rd__data[111:104];
@@ -33652,7 +38802,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$610  = p2_13;
     if (v1) begin
       \$610  = \$77 ;
@@ -33662,7 +38812,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$611  = res2_13;
     if (v1) begin
       \$611  = res1_13;
@@ -33672,7 +38822,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$612  = y3_13;
     if (v2) begin
       \$612  = \$80 ;
@@ -33682,7 +38832,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$613  = res3_13;
     if (v2) begin
       \$613  = res2_13;
@@ -33692,7 +38842,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$614  = x1_14;
     if (v0) begin
       \$614  = \$81 [31:0];
@@ -33702,7 +38852,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$615  = res1_14;
     if (v0) begin
       \$615  = spad_rd__data[119:112];
@@ -33712,7 +38862,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$616  = p2_14;
     if (v1) begin
       \$616  = \$82 ;
@@ -33722,7 +38872,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$617  = res2_14;
     if (v1) begin
       \$617  = res1_14;
@@ -33732,7 +38882,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$618  = y3_14;
     if (v2) begin
       \$618  = \$85 ;
@@ -33742,7 +38892,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$619  = res3_14;
     if (v2) begin
       \$619  = res2_14;
@@ -33752,7 +38902,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$620  = x1_15;
     if (v0) begin
       \$620  = \$86 [31:0];
@@ -33762,7 +38912,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$621  = res1_15;
     if (v0) begin
       \$621  = spad_rd__data[127:120];
@@ -33772,7 +38922,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$622  = p2_15;
     if (v1) begin
       \$622  = \$87 ;
@@ -33782,7 +38932,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$623  = res2_15;
     if (v1) begin
       \$623  = res1_15;
@@ -33792,7 +38942,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$624  = y3_15;
     if (v2) begin
       \$624  = \$90 ;
@@ -33802,7 +38952,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$625  = res3_15;
     if (v2) begin
       \$625  = res2_15;
@@ -33812,7 +38962,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$626  = 1'h0;
     if (v3) begin
       (* full_case = 32'd1 *)
@@ -33829,7 +38979,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$627  = max4_0;
     if (v3) begin
       if (cmd[147]) begin
@@ -33841,7 +38991,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$628  = max4_1;
     if (v3) begin
       if (cmd[147]) begin
@@ -33853,7 +39003,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$629  = max4_2;
     if (v3) begin
       if (cmd[147]) begin
@@ -33865,7 +39015,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$630  = max4_3;
     if (v3) begin
       if (cmd[147]) begin
@@ -33877,7 +39027,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$631  = max4_4;
     if (v3) begin
       if (cmd[147]) begin
@@ -33889,7 +39039,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$632  = max4_5;
     if (v3) begin
       if (cmd[147]) begin
@@ -33901,7 +39051,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$633  = max4_6;
     if (v3) begin
       if (cmd[147]) begin
@@ -33913,7 +39063,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$634  = max4_7;
     if (v3) begin
       if (cmd[147]) begin
@@ -33925,7 +39075,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$635  = max4_8;
     if (v3) begin
       if (cmd[147]) begin
@@ -33937,7 +39087,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$636  = max4_9;
     if (v3) begin
       if (cmd[147]) begin
@@ -33949,7 +39099,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$637  = max4_10;
     if (v3) begin
       if (cmd[147]) begin
@@ -33961,7 +39111,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$638  = max4_11;
     if (v3) begin
       if (cmd[147]) begin
@@ -33973,7 +39123,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$639  = max4_12;
     if (v3) begin
       if (cmd[147]) begin
@@ -33985,7 +39135,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$640  = max4_13;
     if (v3) begin
       if (cmd[147]) begin
@@ -33997,7 +39147,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$641  = max4_14;
     if (v3) begin
       if (cmd[147]) begin
@@ -34009,7 +39159,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$642  = max4_15;
     if (v3) begin
       if (cmd[147]) begin
@@ -34021,7 +39171,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$643  = wr_addr;
     if (v3) begin
       (* full_case = 32'd1 *)
@@ -34038,7 +39188,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$644  = wr_data;
     if (v3) begin
       (* full_case = 32'd1 *)
@@ -34055,7 +39205,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     ctl__cmd__ready = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -34063,7 +39213,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     acc_rd__en = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -34079,7 +39229,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     acc_rd__addr = 13'h0000;
     casez (vec_fsm_state)
       3'h0:
@@ -34095,7 +39245,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     spad_rd__en = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -34111,7 +39261,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     spad_rd__addr = 14'h0000;
     casez (vec_fsm_state)
       3'h0:
@@ -34127,7 +39277,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fire = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -34143,7 +39293,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     ctl__done = 1'h0;
     casez (vec_fsm_state)
       3'h0:

@@ -97,7 +97,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [286:0] \$9 ;
   wire [8:0] \$90 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$279 ;
+  reg [7:0] \$signal$302 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$152 ;
   wire [12:0] \acc_rd__addr$160 ;
@@ -119,7 +119,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire acc_wr__gnt;
   wire \acc_wr__gnt$181 ;
   wire active;
-  wire \active$334 ;
+  wire \active$357 ;
   wire [31:0] axi__araddr;
   wire [1:0] axi__arburst;
   wire [3:0] axi__arid;
@@ -193,6 +193,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] cmd6_word;
   wire [31:0] cmd7_word;
   wire cmd_submit_go;
+  wire core_ctrl_run;
+  wire [31:0] core_mem_addr_addr;
+  wire core_mem_addr_addr_swmod;
+  wire [31:0] core_mem_data_data;
+  wire core_mem_data_data_swmod;
   input [11:0] csr__araddr;
   wire [11:0] csr__araddr;
   input [2:0] csr__arprot;
@@ -232,7 +237,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$333 ;
+  wire \ctl__busy$356 ;
   wire [175:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$228 ;
   wire [19:0] \ctl__cmd__payload$228.bias_addr ;
@@ -448,6 +453,17 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   reg failing;
+  wire [31:0] fault_cause;
+  wire [31:0] fault_pc;
+  wire [31:0] fault_tval;
+  wire [31:0] fw_fault_cause_value;
+  wire [31:0] fw_fault_pc_value;
+  wire [31:0] fw_fault_tval_value;
+  wire [7:0] fw_state;
+  wire fw_status_sleeping;
+  wire [7:0] fw_status_state;
+  wire [31:0] fw_version;
+  wire [31:0] fw_version_version;
   wire [255:0] gemm__payload;
   wire [7:0] \gemm__payload.flags ;
   wire \gemm__payload.flags.irq ;
@@ -522,6 +538,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] inflight;
   output irq;
   reg irq = 1'h0;
+  wire \irq$244 ;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -566,7 +583,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001000 = "BAD_SHIFT" *)
   (* enum_value_00001001 = "CMD_OVERFLOW" *)
   wire [7:0] load__error;
+  wire [31:0] load_addr;
+  wire load_addr_we;
   wire [7:0] load_bytes;
+  wire [31:0] load_data;
+  wire load_data_we;
   output [31:0] mem__araddr;
   wire [31:0] mem__araddr;
   output [1:0] mem__arburst;
@@ -797,6 +818,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [15:0] retire__3__tag;
   input rst;
   wire rst;
+  wire run;
+  wire sleeping;
   wire [13:0] spad_rd__addr;
   wire [13:0] \spad_rd__addr$112 ;
   wire [13:0] \spad_rd__addr$120 ;
@@ -991,9 +1014,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$55  = ~ perf_ctrl_freeze;
   assign \$56  = perf_gemm_stall_count + stall;
   assign \$57  = ~ perf_ctrl_freeze;
-  assign \$58  = perf_vec_busy_count + \ctl__busy$333 ;
+  assign \$58  = perf_vec_busy_count + \ctl__busy$356 ;
   assign \$59  = ~ perf_ctrl_freeze;
-  assign \$60  = perf_vec_active_count + \active$334 ;
+  assign \$60  = perf_vec_active_count + \active$357 ;
   assign \$61  = ~ perf_ctrl_freeze;
   assign \$62  = perf_dma_load_busy_count + load__busy;
   assign \$63  = ~ perf_ctrl_freeze;
@@ -1066,6 +1089,21 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .wr__1__en(\wr__1__en$179 ),
     .wr__1__gnt(\acc_wr__gnt$181 )
   );
+  \kaki_soc_8x8.control  control (
+    .clk(clk),
+    .fault_cause(fw_fault_cause_value),
+    .fault_pc(fw_fault_pc_value),
+    .fault_tval(fw_fault_tval_value),
+    .fw_state(fw_status_state),
+    .fw_version(fw_version_version),
+    .load_addr(load_addr),
+    .load_addr_we(load_addr_we),
+    .load_data_we(load_data_we),
+    .rst(rst),
+    .run(run),
+    .sleeping(fw_status_sleeping),
+    .wdata(load_data)
+  );
   \kaki_soc_8x8.csr  csr (
     .bus__araddr(csr__araddr),
     .bus__arvalid(csr__arvalid),
@@ -1073,13 +1111,14 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .bus__awvalid(csr__awvalid),
     .bus__bready(csr__bready),
     .bus__bresp(csr__bresp),
+    .bus__bvalid(csr__bvalid),
     .bus__rdata(csr__rdata),
     .bus__rready(csr__rready),
     .bus__rresp(csr__rresp),
+    .bus__rvalid(csr__rvalid),
     .bus__wdata(csr__wdata),
     .bus__wstrb(csr__wstrb),
     .bus__wvalid(csr__wvalid),
-    .bvalid(csr__bvalid),
     .clk(clk),
     .cmd0_word(cmd0_word),
     .cmd1_word(cmd1_word),
@@ -1090,6 +1129,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cmd6_word(cmd6_word),
     .cmd7_word(cmd7_word),
     .cmd_submit_go(submit),
+    .core_ctrl_run(run),
+    .core_mem_addr_addr(load_addr),
+    .core_mem_data_data(load_data),
     .do_read(csr__arready),
     .do_write(csr__awready),
     .done_dma_load_count(done_dma_load_count),
@@ -1099,6 +1141,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .error_info_code(error_info_code),
     .error_info_opcode(error_info_opcode),
     .error_info_tag(error_info_tag),
+    .fw_fault_cause_value(fw_fault_cause_value),
+    .fw_fault_pc_value(fw_fault_pc_value),
+    .fw_fault_tval_value(fw_fault_tval_value),
+    .fw_status_sleeping(fw_status_sleeping),
+    .fw_status_state(fw_status_state),
+    .fw_version_version(fw_version_version),
     .irq_enable_dma_load_done(irq_enable_dma_load_done),
     .irq_enable_dma_store_done(irq_enable_dma_store_done),
     .irq_enable_error(irq_enable_error),
@@ -1126,10 +1174,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_gemm_stall_count(perf_gemm_stall_count),
     .perf_vec_active_count(perf_vec_active_count),
     .perf_vec_busy_count(perf_vec_busy_count),
-    .\port$3036$0 (inflight),
+    .\port$4054$0 (inflight),
     .rst(rst),
-    .rvalid(csr__rvalid),
-    .status_idle(status_idle)
+    .status_idle(status_idle),
+    .wr_core_mem_addr(load_addr_we),
+    .wr_core_mem_data(load_data_we)
   );
   \kaki_soc_8x8.dispatcher  dispatcher (
     .clk(clk),
@@ -1142,10 +1191,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm__valid(ctl__cmd__valid),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$3038$0 (\$87 ),
-    .\port$3040$0 (\$88 ),
-    .\port$3042$0 (\$89 ),
-    .\port$3044$0 (\$90 ),
+    .\port$4056$0 (\$87 ),
+    .\port$4058$0 (\$88 ),
+    .\port$4060$0 (\$89 ),
+    .\port$4062$0 (\$90 ),
     .r_en(dma_load__ready),
     .\r_en$32 (dma_store__ready),
     .\r_en$49 (gemm__ready),
@@ -1272,13 +1321,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__en(\rd__1__en$155 ),
     .acc_rd__gnt(\acc_rd__gnt$157 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$333 ),
+    .ctl__busy(\ctl__busy$356 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(vec__ready),
     .ctl__cmd__valid(\ctl__cmd__valid$224 ),
     .ctl__done(vec_done),
     .err(vec_error),
-    .fire(\active$334 ),
+    .fire(\active$357 ),
     .rst(rst),
     .spad_rd__addr(rd__1__addr),
     .spad_rd__data(\spad_rd__data$113 ),
@@ -1328,21 +1377,21 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$279  = 8'h00;
+    \$signal$302  = 8'h00;
     if (\$26 ) begin
-      \$signal$279  = \$90 [7:0];
+      \$signal$302  = \$90 [7:0];
     end
     if (\$28 ) begin
-      \$signal$279  = \$89 [7:0];
+      \$signal$302  = \$89 [7:0];
     end
     if (\$30 ) begin
-      \$signal$279  = \$88 [7:0];
+      \$signal$302  = \$88 [7:0];
     end
     if (\$32 ) begin
-      \$signal$279  = \$87 [7:0];
+      \$signal$302  = \$87 [7:0];
     end
     if (\$34 ) begin
-      \$signal$279  = \$16 [7:0];
+      \$signal$302  = \$16 [7:0];
     end
   end
   always @* begin
@@ -1418,7 +1467,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$74  = error_info_opcode;
     if (\$48 ) begin
-      \$74  = \$signal$279 ;
+      \$74  = \$signal$302 ;
     end
     if (rst) begin
       \$74  = 8'h00;
@@ -1676,6 +1725,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \ctl__cmd__payload$228  = vec__payload[187:32];
   assign \ctl__done$231  = vec_done;
   assign \ctl__error$233  = vec_error;
+  assign core_ctrl_run = run;
+  assign core_mem_addr_addr = load_addr;
+  assign core_mem_addr_addr_swmod = load_addr_we;
+  assign core_mem_data_data = load_data;
+  assign core_mem_data_data_swmod = load_data_we;
+  assign \irq$244  = 1'h0;
+  assign fw_version = fw_version_version;
+  assign fw_state = fw_status_state;
+  assign sleeping = fw_status_sleeping;
+  assign fault_pc = fw_fault_pc_value;
+  assign fault_cause = fw_fault_cause_value;
+  assign fault_tval = fw_fault_tval_value;
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -2400,79 +2461,529 @@ module \kaki_soc_8x8.acc.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, do_read, cmd_submit_go, perf_ctrl_clear, status_idle, irq_status_error_set, done_dma_load_count
-, done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, bvalid, bus__bresp, rvalid, bus__rdata, bus__rresp
-, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze, \port$3036$0 , bus__awaddr
-);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, run, load_addr, wdata, sleeping, fw_version, fw_state, fault_pc, fault_cause, fault_tval, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire \$1 ;
+  wire [32:0] \$1 ;
   wire \$10 ;
-  wire [31:0] \$100 ;
-  wire [31:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire [32:0] \$104 ;
-  wire [32:0] \$105 ;
-  wire [31:0] \$106 ;
-  wire [31:0] \$107 ;
-  wire [31:0] \$108 ;
-  wire \$109 ;
   wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire [31:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  reg \$93 ;
+  reg \$94 ;
+  reg [31:0] \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$signal  = 1'h0;
+  reg \$signal$8  = 1'h0;
+  wire \$signal$9 ;
+  reg [31:0] addr = 32'd0;
+  wire bus__ack;
+  wire [31:0] bus__addr;
+  wire bus__en;
+  wire [31:0] bus__rdata;
+  wire [31:0] bus__wdata;
+  wire bus__we;
+  wire [3:0] bus__wstrb;
+  input clk;
+  wire clk;
+  reg data_we = 1'h0;
+  wire dbus__ack;
+  wire [31:0] dbus__addr;
+  wire dbus__en;
+  wire [31:0] dbus__rdata;
+  wire [31:0] dbus__wdata;
+  wire dbus__we;
+  wire [3:0] dbus__wstrb;
+  output [31:0] fault_cause;
+  wire [31:0] fault_cause;
+  output [31:0] fault_pc;
+  wire [31:0] fault_pc;
+  output [31:0] fault_tval;
+  wire [31:0] fault_tval;
+  wire [31:0] fw_fault_cause_cause;
+  wire [31:0] fw_fault_pc_pc;
+  wire [31:0] fw_fault_tval_tval;
+  output [7:0] fw_state;
+  wire [7:0] fw_state;
+  wire [7:0] fw_status_state;
+  output [31:0] fw_version;
+  wire [31:0] fw_version;
+  wire [31:0] fw_version_version;
+  wire [11:0] imem__addr;
+  wire [31:0] imem__data;
+  wire imem__en;
+  wire imem__gnt;
+  wire irq;
+  wire \irq$64 ;
+  input [31:0] load_addr;
+  wire [31:0] load_addr;
+  input load_addr_we;
+  wire load_addr_we;
+  wire [31:0] load_data;
+  input load_data_we;
+  wire load_data_we;
+  wire [11:0] raddr;
+  wire [11:0] \raddr$42 ;
+  wire [11:0] \raddr$47 ;
+  wire [11:0] \raddr$52 ;
+  wire [11:0] \raddr$57 ;
+  wire [31:0] rdata;
+  wire [7:0] \rdata$36 ;
+  wire [7:0] \rdata$37 ;
+  wire [7:0] \rdata$38 ;
+  wire [7:0] \rdata$39 ;
+  wire ren;
+  wire \ren$41 ;
+  wire \ren$46 ;
+  wire \ren$51 ;
+  wire \ren$56 ;
+  input rst;
+  wire rst;
+  input run;
+  wire run;
+  reg sel_dmem = 1'h0;
+  output sleeping;
+  wire sleeping;
+  wire \sleeping$62 ;
+  wire [11:0] waddr;
+  wire [11:0] \waddr$44 ;
+  wire [11:0] \waddr$49 ;
+  wire [11:0] \waddr$54 ;
+  wire [11:0] \waddr$59 ;
+  input [31:0] wdata;
+  wire [31:0] wdata;
+  wire [7:0] \wdata$45 ;
+  wire [7:0] \wdata$50 ;
+  wire [7:0] \wdata$55 ;
+  wire [7:0] \wdata$60 ;
+  wire wen;
+  wire \wen$43 ;
+  wire \wen$48 ;
+  wire \wen$53 ;
+  wire \wen$58 ;
+  assign \$3  = \$signal$9  & \$2 ;
+  assign \$4  = ~ run;
+  assign \$5  = data_we & \$4 ;
+  assign \$6  = ! addr[31:14];
+  assign wen = \$5  & \$6 ;
+  assign \$7  = ~ \$signal$8 ;
+  assign \$8  = dbus__en & \$7 ;
+  assign \$9  = dbus__addr[31:16] == 14'h2000;
+  assign \$10  = dbus__addr[15:2] < 11'h400;
+  assign \$11  = \$9  & \$10 ;
+  assign \$12  = ~ \$11 ;
+  assign \$signal$9  = \$8  & \$12 ;
+  assign \$13  = dbus__addr[31:16] == 14'h2000;
+  assign \$14  = dbus__addr[15:2] < 11'h400;
+  assign \$15  = \$13  & \$14 ;
+  assign bus__en = dbus__en & \$15 ;
+  assign dbus__ack = \$signal$8  | bus__ack;
+  assign \$16  = sel_dmem ? { \rdata$39 , \rdata$38 , \rdata$37 , \rdata$36  } : 32'd0;
+  assign dbus__rdata = bus__ack ? bus__rdata : \$16 ;
+  assign \$17  = dbus__addr[31:14] == 15'h4000;
+  assign \$18  = \$signal$9  & \$17 ;
+  assign \$19  = ~ bus__we;
+  assign \ren$41  = \$18  & \$19 ;
+  assign \$20  = dbus__addr[31:14] == 15'h4000;
+  assign \$21  = \$signal$9  & \$20 ;
+  assign \$22  = \$21  & bus__we;
+  assign \$23  = \$22  & bus__wstrb[0];
+  assign \$24  = ~ run;
+  assign \$25  = data_we & \$24 ;
+  assign \$26  = addr[31:14] == 15'h4000;
+  assign \$27  = \$25  & \$26 ;
+  assign \wen$43  = \$23  | \$27 ;
+  assign \$28  = ~ run;
+  assign \$29  = data_we & \$28 ;
+  assign \$30  = addr[31:14] == 15'h4000;
+  assign \$31  = \$29  & \$30 ;
+  assign \waddr$44  = \$31  ? addr[13:2] : dbus__addr[13:2];
+  assign \$32  = ~ run;
+  assign \$33  = data_we & \$32 ;
+  assign \$34  = addr[31:14] == 15'h4000;
+  assign \$35  = \$33  & \$34 ;
+  assign \wdata$45  = \$35  ? wdata[7:0] : bus__wdata[7:0];
+  assign \$36  = dbus__addr[31:14] == 15'h4000;
+  assign \$37  = \$signal$9  & \$36 ;
+  assign \$38  = ~ bus__we;
+  assign \ren$46  = \$37  & \$38 ;
+  assign \$39  = dbus__addr[31:14] == 15'h4000;
+  assign \$40  = \$signal$9  & \$39 ;
+  assign \$41  = \$40  & bus__we;
+  assign \$42  = \$41  & bus__wstrb[1];
+  assign \$43  = ~ run;
+  assign \$44  = data_we & \$43 ;
+  assign \$45  = addr[31:14] == 15'h4000;
+  assign \$46  = \$44  & \$45 ;
+  assign \wen$48  = \$42  | \$46 ;
+  assign \$47  = ~ run;
+  assign \$48  = data_we & \$47 ;
+  assign \$49  = addr[31:14] == 15'h4000;
+  assign \$50  = \$48  & \$49 ;
+  assign \waddr$49  = \$50  ? addr[13:2] : dbus__addr[13:2];
+  assign \$51  = ~ run;
+  assign \$52  = data_we & \$51 ;
+  assign \$53  = addr[31:14] == 15'h4000;
+  assign \$54  = \$52  & \$53 ;
+  assign \wdata$50  = \$54  ? wdata[15:8] : bus__wdata[15:8];
+  assign \$55  = dbus__addr[31:14] == 15'h4000;
+  assign \$56  = \$signal$9  & \$55 ;
+  assign \$57  = ~ bus__we;
+  assign \ren$51  = \$56  & \$57 ;
+  assign \$58  = dbus__addr[31:14] == 15'h4000;
+  assign \$59  = \$signal$9  & \$58 ;
+  assign \$60  = \$59  & bus__we;
+  assign \$61  = \$60  & bus__wstrb[2];
+  assign \$62  = ~ run;
+  assign \$63  = data_we & \$62 ;
+  assign \$64  = addr[31:14] == 15'h4000;
+  assign \$65  = \$63  & \$64 ;
+  assign \wen$53  = \$61  | \$65 ;
+  assign \$66  = ~ run;
+  assign \$67  = data_we & \$66 ;
+  assign \$68  = addr[31:14] == 15'h4000;
+  assign \$69  = \$67  & \$68 ;
+  assign \waddr$54  = \$69  ? addr[13:2] : dbus__addr[13:2];
+  assign \$70  = ~ run;
+  assign \$71  = data_we & \$70 ;
+  assign \$72  = addr[31:14] == 15'h4000;
+  assign \$73  = \$71  & \$72 ;
+  assign \wdata$55  = \$73  ? wdata[23:16] : bus__wdata[23:16];
+  assign \$74  = dbus__addr[31:14] == 15'h4000;
+  assign \$75  = \$signal$9  & \$74 ;
+  assign \$76  = ~ bus__we;
+  assign \ren$56  = \$75  & \$76 ;
+  assign \$77  = dbus__addr[31:14] == 15'h4000;
+  assign \$78  = \$signal$9  & \$77 ;
+  assign \$79  = \$78  & bus__we;
+  assign \$80  = \$79  & bus__wstrb[3];
+  assign \$81  = ~ run;
+  assign \$82  = data_we & \$81 ;
+  assign \$83  = addr[31:14] == 15'h4000;
+  assign \$84  = \$82  & \$83 ;
+  assign \wen$58  = \$80  | \$84 ;
+  assign \$85  = ~ run;
+  assign \$86  = data_we & \$85 ;
+  assign \$87  = addr[31:14] == 15'h4000;
+  assign \$88  = \$86  & \$87 ;
+  assign \waddr$59  = \$88  ? addr[13:2] : dbus__addr[13:2];
+  assign \$89  = ~ run;
+  assign \$90  = data_we & \$89 ;
+  assign \$91  = addr[31:14] == 15'h4000;
+  assign \$92  = \$90  & \$91 ;
+  assign \wdata$60  = \$92  ? wdata[31:24] : bus__wdata[31:24];
+  always @(posedge clk)
+    \$signal  <= \$93 ;
+  always @(posedge clk)
+    data_we <= \$94 ;
+  always @(posedge clk)
+    addr <= \$95 ;
+  always @(posedge clk)
+    \$signal$8  <= \$96 ;
+  always @(posedge clk)
+    sel_dmem <= \$97 ;
+  assign \$1  = addr + 3'h4;
+  assign \$2  = dbus__addr[31:14] == 15'h4000;
+  \kaki_soc_8x8.control.core  core (
+    .clk(clk),
+    .dbus__ack(dbus__ack),
+    .dbus__addr(dbus__addr),
+    .dbus__en(dbus__en),
+    .dbus__rdata(dbus__rdata),
+    .dbus__wdata(bus__wdata),
+    .dbus__we(bus__we),
+    .dbus__wstrb(bus__wstrb),
+    .imem__addr(raddr),
+    .imem__data(imem__data),
+    .imem__en(ren),
+    .rst(rst),
+    .run(run),
+    .sleeping(sleeping)
+  );
+  \kaki_soc_8x8.control.dmem0  dmem0 (
+    .clk(clk),
+    .raddr(dbus__addr[13:2]),
+    .rdata(\rdata$36 ),
+    .ren(\ren$41 ),
+    .waddr(\waddr$44 ),
+    .wdata(\wdata$45 ),
+    .wen(\wen$43 )
+  );
+  \kaki_soc_8x8.control.dmem1  dmem1 (
+    .clk(clk),
+    .raddr(dbus__addr[13:2]),
+    .rdata(\rdata$37 ),
+    .ren(\ren$46 ),
+    .waddr(\waddr$49 ),
+    .wdata(\wdata$50 ),
+    .wen(\wen$48 )
+  );
+  \kaki_soc_8x8.control.dmem2  dmem2 (
+    .clk(clk),
+    .raddr(dbus__addr[13:2]),
+    .rdata(\rdata$38 ),
+    .ren(\ren$51 ),
+    .waddr(\waddr$54 ),
+    .wdata(\wdata$55 ),
+    .wen(\wen$53 )
+  );
+  \kaki_soc_8x8.control.dmem3  dmem3 (
+    .clk(clk),
+    .raddr(dbus__addr[13:2]),
+    .rdata(\rdata$39 ),
+    .ren(\ren$56 ),
+    .waddr(\waddr$59 ),
+    .wdata(\wdata$60 ),
+    .wen(\wen$58 )
+  );
+  \kaki_soc_8x8.control.imem  imem (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(imem__data),
+    .ren(ren),
+    .waddr(addr[13:2]),
+    .wdata(wdata),
+    .wen(wen)
+  );
+  \kaki_soc_8x8.control.mmio  mmio (
+    .ack(bus__ack),
+    .bus__addr(dbus__addr),
+    .bus__en(bus__en),
+    .bus__rdata(bus__rdata),
+    .bus__wdata(bus__wdata),
+    .bus__we(bus__we),
+    .bus__wstrb(bus__wstrb),
+    .clk(clk),
+    .fw_fault_cause_cause(fault_cause),
+    .fw_fault_pc_pc(fault_pc),
+    .fw_fault_tval_tval(fault_tval),
+    .fw_status_state(fw_state),
+    .fw_version_version(fw_version),
+    .rst(rst),
+    .run(run)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$93  = load_addr_we;
+    if (rst) begin
+      \$93  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$94  = load_data_we;
+    if (rst) begin
+      \$94  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$95  = addr;
+    if (\$signal ) begin
+      \$95  = load_addr;
+    end else if (data_we) begin
+      \$95  = \$1 [31:0];
+    end
+    if (rst) begin
+      \$95  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$96  = \$signal$9 ;
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$97  = \$3 ;
+    if (rst) begin
+      \$97  = 1'h0;
+    end
+  end
+  assign imem__en = ren;
+  assign imem__addr = raddr;
+  assign imem__gnt = 1'h1;
+  assign rdata = imem__data;
+  assign waddr = addr[13:2];
+  assign load_data = wdata;
+  assign bus__addr = dbus__addr;
+  assign dbus__we = bus__we;
+  assign dbus__wdata = bus__wdata;
+  assign dbus__wstrb = bus__wstrb;
+  assign \raddr$42  = dbus__addr[13:2];
+  assign \raddr$47  = dbus__addr[13:2];
+  assign \raddr$52  = dbus__addr[13:2];
+  assign \raddr$57  = dbus__addr[13:2];
+  assign \sleeping$62  = sleeping;
+  assign irq = 1'h0;
+  assign \irq$64  = 1'h0;
+  assign fw_version_version = fw_version;
+  assign fw_status_state = fw_state;
+  assign fw_fault_pc_pc = fault_pc;
+  assign fw_fault_cause_cause = fault_cause;
+  assign fw_fault_tval_tval = fault_tval;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, sleeping, dbus__addr, dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  wire [32:0] \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire [31:0] \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire [31:0] \$11 ;
   wire \$110 ;
-  wire [32:0] \$111 ;
-  wire [32:0] \$112 ;
-  wire [31:0] \$113 ;
-  wire [31:0] \$114 ;
-  wire [31:0] \$115 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [32:0] \$118 ;
-  wire [32:0] \$119 ;
-  wire \$12 ;
-  wire [31:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [31:0] \$122 ;
-  wire \$123 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [31:0] \$12 ;
+  wire \$120 ;
+  wire [2:0] \$121 ;
+  wire \$122 ;
+  wire [2:0] \$123 ;
   wire \$124 ;
-  wire [32:0] \$125 ;
-  wire [32:0] \$126 ;
-  wire [31:0] \$127 ;
-  wire [31:0] \$128 ;
-  wire [31:0] \$129 ;
-  wire \$13 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [31:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [32:0] \$132 ;
-  wire [32:0] \$133 ;
-  wire [31:0] \$134 ;
-  wire [31:0] \$135 ;
-  wire [31:0] \$136 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [32:0] \$139 ;
-  wire \$14 ;
-  wire [32:0] \$140 ;
+  wire [4:0] \$139 ;
+  wire [31:0] \$14 ;
+  wire \$140 ;
   wire \$141 ;
   wire \$142 ;
-  wire [1:0] \$143 ;
-  wire [31:0] \$144 ;
+  wire \$143 ;
+  wire \$144 ;
   wire \$145 ;
-  wire \$146 ;
-  wire [1:0] \$147 ;
-  wire [31:0] \$148 ;
-  wire [1:0] \$149 ;
-  wire \$15 ;
-  wire [31:0] \$150 ;
-  wire [3:0] \$151 ;
-  wire [31:0] \$152 ;
-  wire [3:0] \$153 ;
-  wire [31:0] \$154 ;
-  wire [7:0] \$155 ;
-  wire [31:0] \$156 ;
+  wire [32:0] \$146 ;
+  wire [32:0] \$147 ;
+  wire [32:0] \$148 ;
+  wire [32:0] \$149 ;
+  wire [31:0] \$15 ;
+  wire [32:0] \$150 ;
+  wire [32:0] \$151 ;
+  wire [32:0] \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire \$16 ;
+  wire [31:0] \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
@@ -2488,17 +2999,17 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire [1:0] \$174 ;
-  wire [31:0] \$175 ;
-  wire [1:0] \$176 ;
-  wire [31:0] \$177 ;
-  wire [3:0] \$178 ;
-  wire [31:0] \$179 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [3:0] \$180 ;
-  wire [31:0] \$181 ;
-  wire [7:0] \$182 ;
-  wire [31:0] \$183 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
@@ -2519,34 +3030,4422 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [1:0] \$201 ;
-  wire [31:0] \$202 ;
-  wire [1:0] \$203 ;
-  wire [31:0] \$204 ;
-  wire [3:0] \$205 ;
-  wire [31:0] \$206 ;
-  wire [3:0] \$207 ;
-  wire [31:0] \$208 ;
-  wire [7:0] \$209 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire \$21 ;
-  wire [31:0] \$210 ;
+  wire \$210 ;
   wire \$211 ;
   wire \$212 ;
-  wire [8:0] \$213 ;
-  wire [31:0] \$214 ;
-  wire [22:0] \$215 ;
-  wire [31:0] \$216 ;
-  wire [46:0] \$217 ;
-  wire [46:0] \$218 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [32:0] \$221 ;
-  wire [32:0] \$222 ;
+  wire \$221 ;
+  wire \$222 ;
   wire \$223 ;
   wire \$224 ;
-  wire [32:0] \$225 ;
-  wire [32:0] \$226 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire [31:0] \$288 ;
+  wire \$289 ;
+  wire \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire [32:0] \$310 ;
+  wire [32:0] \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire [32:0] \$314 ;
+  wire [32:0] \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
+  wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
+  wire \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire [5:0] \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  reg [31:0] \$354 ;
+  reg [31:0] \$355 ;
+  reg [31:0] \$356 ;
+  reg [31:0] \$357 ;
+  reg [31:0] \$358 ;
+  reg [31:0] \$359 ;
+  wire \$36 ;
+  reg [31:0] \$360 ;
+  reg [31:0] \$361 ;
+  reg [31:0] \$362 ;
+  reg [31:0] \$363 ;
+  reg [31:0] \$364 ;
+  reg [31:0] \$365 ;
+  reg [31:0] \$366 ;
+  reg [31:0] \$367 ;
+  reg [31:0] \$368 ;
+  reg [31:0] \$369 ;
+  wire \$37 ;
+  reg [31:0] \$370 ;
+  reg [31:0] \$371 ;
+  reg [31:0] \$372 ;
+  reg [31:0] \$373 ;
+  reg [31:0] \$374 ;
+  reg [31:0] \$375 ;
+  reg [31:0] \$376 ;
+  reg [31:0] \$377 ;
+  reg [31:0] \$378 ;
+  reg [31:0] \$379 ;
+  wire \$38 ;
+  reg [31:0] \$380 ;
+  reg [31:0] \$381 ;
+  reg [31:0] \$382 ;
+  reg [31:0] \$383 ;
+  reg [31:0] \$384 ;
+  reg [31:0] \$385 ;
+  reg [29:0] \$386 ;
+  reg [31:0] \$387 ;
+  reg [31:0] \$388 ;
+  reg \$389 ;
+  wire \$39 ;
+  reg \$390 ;
+  reg [63:0] \$391 ;
+  reg [63:0] \$392 ;
+  reg \$393 ;
+  reg \$394 ;
+  reg [29:0] \$395 ;
+  reg [31:0] \$396 ;
+  reg [2:0] \$397 ;
+  reg [31:0] \$398 ;
+  reg [31:0] \$399 ;
+  wire \$4 ;
+  wire \$40 ;
+  reg [31:0] \$400 ;
+  reg [31:0] \$401 ;
+  reg [4:0] \$402 ;
+  reg [31:0] \$403 ;
+  reg \$404 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg [31:0] \$407 ;
+  reg [1:0] \$408 ;
+  reg \$409 ;
+  wire \$41 ;
+  reg \$410 ;
+  reg [31:0] \$411 ;
+  reg [3:0] \$412 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [32:0] \$46 ;
+  wire [32:0] \$47 ;
+  wire [32:0] \$48 ;
+  wire [32:0] \$49 ;
+  wire [32:0] \$5 ;
+  wire [31:0] \$50 ;
+  wire [31:0] \$51 ;
+  wire [31:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [32:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire [31:0] \$62 ;
+  wire [32:0] \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [6:0] \$69 ;
+  wire [33:0] \$7 ;
+  wire [3:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire [62:0] \$8 ;
+  wire [33:0] \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire [64:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire [64:0] \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire [32:0] \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  reg \$signal  = 1'h0;
+  reg \$signal$59  = 1'h0;
+  wire [31:0] alu_b;
+  reg [31:0] alu_res;
+  reg br_taken;
+  wire [31:0] br_target;
+  (* init = 32'd0 *)
+  wire [31:0] bus_addr;
+  (* init = 1'h0 *)
+  wire bus_en;
+  (* init = 32'd0 *)
+  wire [31:0] bus_wdata;
+  (* init = 1'h0 *)
+  wire bus_we;
+  (* init = 4'h0 *)
+  wire [3:0] bus_wstrb;
+  reg [31:0] c_cause;
+  reg c_csr_we;
+  wire [31:0] c_insn;
+  reg c_mret;
+  reg [31:0] c_npc;
+  reg [4:0] c_rd;
+  reg c_sleep;
+  reg c_trap;
+  reg [31:0] c_tval;
+  wire c_valid;
+  reg [31:0] c_value;
+  input clk;
+  wire clk;
+  reg [2:0] core_fsm_state = 3'h0;
+  wire csr_illegal;
+  reg csr_known;
+  reg [31:0] csr_old;
+  reg csr_ro;
+  wire [31:0] csr_src;
+  reg [31:0] csr_wval;
+  input dbus__ack;
+  wire dbus__ack;
+  output [31:0] dbus__addr;
+  reg [31:0] dbus__addr = 32'd0;
+  output dbus__en;
+  reg dbus__en = 1'h0;
+  input [31:0] dbus__rdata;
+  wire [31:0] dbus__rdata;
+  output [31:0] dbus__wdata;
+  reg [31:0] dbus__wdata = 32'd0;
+  output dbus__we;
+  reg dbus__we = 1'h0;
+  output [3:0] dbus__wstrb;
+  reg [3:0] dbus__wstrb = 4'h0;
+  reg [31:0] div_a = 32'd0;
+  reg [4:0] div_cnt = 5'h00;
+  reg [31:0] div_den = 32'd0;
+  wire [32:0] div_diff;
+  reg div_negq = 1'h0;
+  reg div_negr = 1'h0;
+  reg [31:0] div_quo = 32'd0;
+  reg [31:0] div_rem = 32'd0;
+  wire [32:0] div_rem_sh;
+  reg div_zero = 1'h0;
+  reg ie_mtie = 1'h0;
+  output [11:0] imem__addr;
+  reg [11:0] imem__addr;
+  input [31:0] imem__data;
+  wire [31:0] imem__data;
+  output imem__en;
+  reg imem__en;
+  wire imem__gnt;
+  reg in_exec;
+  wire [31:0] insn;
+  reg [31:0] ir = 32'd0;
+  wire irq;
+  wire irq_take;
+  wire [31:0] jal_target;
+  wire [31:0] jalr_target;
+  reg [1:0] ld_off = 2'h0;
+  wire [31:0] ld_shift;
+  reg [31:0] ld_val;
+  reg [31:0] ld_word;
+  wire [31:0] ls_addr;
+  wire ls_fault;
+  wire ls_misaligned;
+  reg [3:0] ls_strb;
+  wire ls_to_imem;
+  reg [31:0] mcause = 32'd0;
+  reg [63:0] mcycle = 64'h0000000000000000;
+  wire [63:0] mcycle_inc;
+  reg [29:0] mepc = 30'h00000000;
+  reg [63:0] minstret = 64'h0000000000000000;
+  wire [63:0] minstret_inc;
+  reg [31:0] mscratch = 32'd0;
+  reg [31:0] mtval = 32'd0;
+  reg [29:0] mtvec = 30'h00000000;
+  wire [32:0] mul_a;
+  wire [32:0] mul_b;
+  wire [31:0] mul_res;
+  wire [31:0] next_pc;
+  wire op_alu_legal;
+  wire op_imm_legal;
+  reg [31:0] pc = 32'd0;
+  wire [31:0] pc4;
+  wire [65:0] product;
+  reg [31:0] rs1v;
+  reg [31:0] rs2v;
+  input rst;
+  wire rst;
+  input run;
+  wire run;
+  output sleeping;
+  reg sleeping;
+  reg [31:0] st_data;
+  reg st_mpie = 1'h0;
+  wire [31:0] trace_cause;
+  reg [31:0] trace_insn;
+  (* init = 32'd0 *)
+  wire [31:0] trace_pc;
+  wire [4:0] trace_rd;
+  wire trace_trap;
+  reg trace_valid;
+  wire [31:0] trace_value;
+  wire wake;
+  wire [31:0] x0;
+  reg [31:0] x1 = 32'd0;
+  reg [31:0] x10 = 32'd0;
+  reg [31:0] x11 = 32'd0;
+  reg [31:0] x12 = 32'd0;
+  reg [31:0] x13 = 32'd0;
+  reg [31:0] x14 = 32'd0;
+  reg [31:0] x15 = 32'd0;
+  reg [31:0] x16 = 32'd0;
+  reg [31:0] x17 = 32'd0;
+  reg [31:0] x18 = 32'd0;
+  reg [31:0] x19 = 32'd0;
+  reg [31:0] x2 = 32'd0;
+  reg [31:0] x20 = 32'd0;
+  reg [31:0] x21 = 32'd0;
+  reg [31:0] x22 = 32'd0;
+  reg [31:0] x23 = 32'd0;
+  reg [31:0] x24 = 32'd0;
+  reg [31:0] x25 = 32'd0;
+  reg [31:0] x26 = 32'd0;
+  reg [31:0] x27 = 32'd0;
+  reg [31:0] x28 = 32'd0;
+  reg [31:0] x29 = 32'd0;
+  reg [31:0] x3 = 32'd0;
+  reg [31:0] x30 = 32'd0;
+  reg [31:0] x31 = 32'd0;
+  reg [31:0] x4 = 32'd0;
+  reg [31:0] x5 = 32'd0;
+  reg [31:0] x6 = 32'd0;
+  reg [31:0] x7 = 32'd0;
+  reg [31:0] x8 = 32'd0;
+  reg [31:0] x9 = 32'd0;
+  assign insn = in_exec ? imem__data : ir;
+  assign \$1  = pc + 3'h4;
+  assign \$2  = insn[6:0] == 6'h33;
+  assign alu_b = \$2  ? rs2v : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$3  = insn[6:0] == 6'h33;
+  assign \$4  = \$3  & insn[30];
+  assign \$5  = rs1v - alu_b;
+  assign \$6  = rs1v + alu_b;
+  assign \$7  = \$4  ? { \$5 [32], \$5  } : { 1'h0, \$6  };
+  assign \$8  = rs1v << alu_b[4:0];
+  assign \$9  = $signed(rs1v) < $signed(alu_b);
+  assign \$10  = rs1v < alu_b;
+  assign \$11  = rs1v ^ alu_b;
+  assign \$12  = $signed(rs1v) >>> alu_b[4:0];
+  assign \$13  = rs1v >> alu_b[4:0];
+  assign \$14  = insn[30] ? \$12  : \$13 ;
+  assign \$15  = rs1v | alu_b;
+  assign \$16  = rs1v & alu_b;
+  assign \$17  = insn[14:12] == 1'h1;
+  assign \$18  = ! insn[31:25];
+  assign \$19  = insn[14:12] == 3'h5;
+  assign \$20  = ! insn[31:25];
+  assign \$21  = insn[31:25] == 6'h20;
+  assign \$22  = \$20  | \$21 ;
+  assign \$23  = \$19  ? \$22  : 1'h1;
+  assign op_imm_legal = \$17  ? \$18  : \$23 ;
+  assign \$24  = ! insn[31:25];
+  assign \$25  = insn[31:25] == 6'h20;
+  assign \$26  = ! insn[14:12];
+  assign \$27  = insn[14:12] == 3'h5;
+  assign \$28  = \$26  | \$27 ;
+  assign \$29  = \$25  & \$28 ;
+  assign op_alu_legal = \$24  | \$29 ;
+  assign \$30  = insn[14:12] == 1'h1;
+  assign \$31  = insn[14:12] == 2'h2;
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = \$32  & rs1v[31];
+  assign \$34  = insn[14:12] == 1'h1;
+  assign \$35  = \$34  & rs2v[31];
+  assign product = $signed({ \$33 , rs1v }) * $signed({ \$35 , rs2v });
+  assign \$36  = ! insn[14:12];
+  assign mul_res = \$36  ? product[31:0] : product[63:32];
+  assign \$37  = rs1v == rs2v;
+  assign \$38  = rs1v == rs2v;
+  assign \$39  = ~ \$38 ;
+  assign \$40  = $signed(rs1v) < $signed(rs2v);
+  assign \$41  = $signed(rs1v) < $signed(rs2v);
+  assign \$42  = ~ \$41 ;
+  assign \$43  = rs1v < rs2v;
+  assign \$44  = rs1v < rs2v;
+  assign \$45  = ~ \$44 ;
+  assign \$46  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[7], insn[30:25], insn[11:8], 1'h0 };
+  assign \$47  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[19:12], insn[20], insn[30:21], 1'h0 };
+  assign \$48  = rs1v + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign csr_src = insn[14] ? { 27'h0000000, insn[19:15] } : rs1v;
+  assign \$50  = csr_old | csr_src;
+  assign \$51  = ~ csr_src;
+  assign \$52  = csr_old & \$51 ;
+  assign \$53  = ~ csr_known;
+  assign \$54  = insn[13:12] == 1'h1;
+  assign \$55  = | insn[19:15];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$56  & csr_ro;
+  assign \$58  = \$53  | \$57 ;
+  assign \$59  = ! insn[13:12];
+  assign csr_illegal = \$58  | \$59 ;
+  assign \$60  = \$signal  & \$signal$59 ;
+  assign \$61  = insn[6:0] == 6'h23;
+  assign \$62  = \$61  ? { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:25], insn[11:7] } : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$63  = rs1v + \$62 ;
+  assign \$64  = insn[13:12] == 1'h1;
+  assign \$65  = \$64  & \$63 [0];
+  assign \$66  = insn[13:12] == 2'h2;
+  assign \$67  = | \$63 [1:0];
+  assign \$68  = \$66  & \$67 ;
+  assign ls_misaligned = \$65  | \$68 ;
+  assign \$69  = 1'h1 << \$63 [1:0];
+  assign \$70  = \$63 [1] ? 4'hc : 4'h3;
+  assign \$71  = insn[6:0] == 6'h23;
+  assign \$72  = ~ \$71 ;
+  assign \$73  = ! \$63 [31:14];
+  assign ls_to_imem = \$72  & \$73 ;
+  assign \$74  = \$63 [31:14] == 15'h4000;
+  assign \$75  = ls_to_imem | \$74 ;
+  assign \$76  = \$63 [31:16] == 14'h2000;
+  assign \$77  = insn[13:12] == 2'h2;
+  assign \$78  = \$76  & \$77 ;
+  assign \$79  = \$75  | \$78 ;
+  assign ls_fault = ~ \$79 ;
+  assign ld_shift = ld_word >> { ld_off, 3'h0 };
+  assign \$80  = { div_rem, div_quo[31] } - div_den;
+  assign trace_rd = c_trap ? 5'h00 : c_rd;
+  assign \$81  = ! c_rd;
+  assign \$82  = c_trap | \$81 ;
+  assign trace_value = \$82  ? 32'd0 : c_value;
+  assign trace_cause = c_trap ? c_cause : 32'd0;
+  assign \$83  = mcycle + 1'h1;
+  assign \$84  = ~ c_trap;
+  assign \$85  = trace_valid & \$84 ;
+  assign \$86  = minstret + \$85 ;
+  assign next_pc = c_trap ? { mtvec, 2'h0 } : c_npc;
+  assign \$87  = ! pc[31:14];
+  assign \$88  = ! pc[1:0];
+  assign \$89  = \$87  & \$88 ;
+  assign \$90  = | pc[1:0];
+  assign \$91  = ! next_pc[31:14];
+  assign \$92  = ! next_pc[1:0];
+  assign \$93  = \$91  & \$92 ;
+  assign \$94  = ! next_pc[31:14];
+  assign \$95  = ! next_pc[1:0];
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = pc + { insn[31:12], 12'h000 };
+  assign \$98  = ! insn[14:12];
+  assign \$99  = insn[14:12] != 2'h2;
+  assign \$100  = insn[14:12] != 2'h3;
+  assign \$101  = \$99  & \$100 ;
+  assign \$102  = br_taken ? \$46 [31:0] : \$1 [31:0];
+  assign \$103  = insn[6:0] == 6'h33;
+  assign \$104  = insn[31:25] == 1'h1;
+  assign \$105  = \$103  & \$104 ;
+  assign \$106  = insn[6:0] == 6'h23;
+  assign \$107  = ! insn[14:12];
+  assign \$108  = insn[14:12] == 1'h1;
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = insn[14:12] == 2'h2;
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = ~ \$111 ;
+  assign \$113  = insn[14:12] != 2'h3;
+  assign \$114  = insn[14:12] != 3'h6;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = insn[14:12] != 3'h7;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = ~ \$117 ;
+  assign \$119  = \$106  ? \$112  : \$118 ;
+  assign \$120  = insn[6:0] == 6'h23;
+  assign \$121  = \$120  ? 3'h6 : 3'h4;
+  assign \$122  = insn[6:0] == 6'h23;
+  assign \$123  = \$122  ? 3'h7 : 3'h5;
+  assign \$124  = ! insn[14:12];
+  assign \$125  = insn[14:12] == 1'h1;
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = ! insn[14:12];
+  assign \$128  = insn == 7'h73;
+  assign \$129  = insn == 21'h100073;
+  assign \$130  = insn == 30'h30200073;
+  assign \$131  = insn == 29'h10500073;
+  assign \$132  = insn[13:12] == 1'h1;
+  assign \$133  = | insn[19:15];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = ! next_pc[31:14];
+  assign \$136  = ! next_pc[1:0];
+  assign \$137  = \$135  & \$136 ;
+  assign \$138  = insn[6:0] == 6'h23;
+  assign \$139  = \$138  ? 5'h00 : insn[11:7];
+  assign \$140  = ! next_pc[31:14];
+  assign \$141  = ! next_pc[1:0];
+  assign \$142  = \$140  & \$141 ;
+  assign \$143  = ! next_pc[31:14];
+  assign \$144  = ! next_pc[1:0];
+  assign \$145  = \$143  & \$144 ;
+  assign \$146  = - div_rem;
+  assign \$147  = div_negr ? \$146  : { 1'h0, div_rem };
+  assign \$148  = div_zero ? { 1'h0, div_a } : \$147 ;
+  assign \$149  = - div_quo;
+  assign \$150  = div_negq ? \$149  : { 1'h0, div_quo };
+  assign \$151  = div_zero ? 33'h0ffffffff : \$150 ;
+  assign \$152  = insn[13] ? \$148  : \$151 ;
+  assign \$153  = ! next_pc[31:14];
+  assign \$154  = ! next_pc[1:0];
+  assign \$155  = \$153  & \$154 ;
+  assign \$156  = ! core_fsm_state;
+  assign \$157  = core_fsm_state == 1'h1;
+  assign \$158  = core_fsm_state == 2'h2;
+  assign \$159  = core_fsm_state == 2'h3;
+  assign \$160  = core_fsm_state == 3'h4;
+  assign \$161  = core_fsm_state == 3'h5;
+  assign \$162  = core_fsm_state == 3'h6;
+  assign \$163  = core_fsm_state == 3'h7;
+  assign \$164  = ~ c_trap;
+  assign \$165  = trace_valid & \$164 ;
+  assign \$166  = c_rd == 1'h1;
+  assign \$167  = \$165  & \$166 ;
+  assign \$168  = ~ c_trap;
+  assign \$169  = trace_valid & \$168 ;
+  assign \$170  = c_rd == 2'h2;
+  assign \$171  = \$169  & \$170 ;
+  assign \$172  = ~ c_trap;
+  assign \$173  = trace_valid & \$172 ;
+  assign \$174  = c_rd == 2'h3;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = ~ c_trap;
+  assign \$177  = trace_valid & \$176 ;
+  assign \$178  = c_rd == 3'h4;
+  assign \$179  = \$177  & \$178 ;
+  assign \$180  = ~ c_trap;
+  assign \$181  = trace_valid & \$180 ;
+  assign \$182  = c_rd == 3'h5;
+  assign \$183  = \$181  & \$182 ;
+  assign \$184  = ~ c_trap;
+  assign \$185  = trace_valid & \$184 ;
+  assign \$186  = c_rd == 3'h6;
+  assign \$187  = \$185  & \$186 ;
+  assign \$188  = ~ c_trap;
+  assign \$189  = trace_valid & \$188 ;
+  assign \$190  = c_rd == 3'h7;
+  assign \$191  = \$189  & \$190 ;
+  assign \$192  = ~ c_trap;
+  assign \$193  = trace_valid & \$192 ;
+  assign \$194  = c_rd == 4'h8;
+  assign \$195  = \$193  & \$194 ;
+  assign \$196  = ~ c_trap;
+  assign \$197  = trace_valid & \$196 ;
+  assign \$198  = c_rd == 4'h9;
+  assign \$199  = \$197  & \$198 ;
+  assign \$200  = ~ c_trap;
+  assign \$201  = trace_valid & \$200 ;
+  assign \$202  = c_rd == 4'ha;
+  assign \$203  = \$201  & \$202 ;
+  assign \$204  = ~ c_trap;
+  assign \$205  = trace_valid & \$204 ;
+  assign \$206  = c_rd == 4'hb;
+  assign \$207  = \$205  & \$206 ;
+  assign \$208  = ~ c_trap;
+  assign \$209  = trace_valid & \$208 ;
+  assign \$210  = c_rd == 4'hc;
+  assign \$211  = \$209  & \$210 ;
+  assign \$212  = ~ c_trap;
+  assign \$213  = trace_valid & \$212 ;
+  assign \$214  = c_rd == 4'hd;
+  assign \$215  = \$213  & \$214 ;
+  assign \$216  = ~ c_trap;
+  assign \$217  = trace_valid & \$216 ;
+  assign \$218  = c_rd == 4'he;
+  assign \$219  = \$217  & \$218 ;
+  assign \$220  = ~ c_trap;
+  assign \$221  = trace_valid & \$220 ;
+  assign \$222  = c_rd == 4'hf;
+  assign \$223  = \$221  & \$222 ;
+  assign \$224  = ~ c_trap;
+  assign \$225  = trace_valid & \$224 ;
+  assign \$226  = c_rd == 5'h10;
+  assign \$227  = \$225  & \$226 ;
+  assign \$228  = ~ c_trap;
+  assign \$229  = trace_valid & \$228 ;
+  assign \$230  = c_rd == 5'h11;
+  assign \$231  = \$229  & \$230 ;
+  assign \$232  = ~ c_trap;
+  assign \$233  = trace_valid & \$232 ;
+  assign \$234  = c_rd == 5'h12;
+  assign \$235  = \$233  & \$234 ;
+  assign \$236  = ~ c_trap;
+  assign \$237  = trace_valid & \$236 ;
+  assign \$238  = c_rd == 5'h13;
+  assign \$239  = \$237  & \$238 ;
+  assign \$240  = ~ c_trap;
+  assign \$241  = trace_valid & \$240 ;
+  assign \$242  = c_rd == 5'h14;
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = ~ c_trap;
+  assign \$245  = trace_valid & \$244 ;
+  assign \$246  = c_rd == 5'h15;
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ c_trap;
+  assign \$249  = trace_valid & \$248 ;
+  assign \$250  = c_rd == 5'h16;
+  assign \$251  = \$249  & \$250 ;
+  assign \$252  = ~ c_trap;
+  assign \$253  = trace_valid & \$252 ;
+  assign \$254  = c_rd == 5'h17;
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ c_trap;
+  assign \$257  = trace_valid & \$256 ;
+  assign \$258  = c_rd == 5'h18;
+  assign \$259  = \$257  & \$258 ;
+  assign \$260  = ~ c_trap;
+  assign \$261  = trace_valid & \$260 ;
+  assign \$262  = c_rd == 5'h19;
+  assign \$263  = \$261  & \$262 ;
+  assign \$264  = ~ c_trap;
+  assign \$265  = trace_valid & \$264 ;
+  assign \$266  = c_rd == 5'h1a;
+  assign \$267  = \$265  & \$266 ;
+  assign \$268  = ~ c_trap;
+  assign \$269  = trace_valid & \$268 ;
+  assign \$270  = c_rd == 5'h1b;
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ c_trap;
+  assign \$273  = trace_valid & \$272 ;
+  assign \$274  = c_rd == 5'h1c;
+  assign \$275  = \$273  & \$274 ;
+  assign \$276  = ~ c_trap;
+  assign \$277  = trace_valid & \$276 ;
+  assign \$278  = c_rd == 5'h1d;
+  assign \$279  = \$277  & \$278 ;
+  assign \$280  = ~ c_trap;
+  assign \$281  = trace_valid & \$280 ;
+  assign \$282  = c_rd == 5'h1e;
+  assign \$283  = \$281  & \$282 ;
+  assign \$284  = ~ c_trap;
+  assign \$285  = trace_valid & \$284 ;
+  assign \$286  = c_rd == 5'h1f;
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = c_trap ? { mtvec, 2'h0 } : c_npc;
+  assign \$289  = trace_valid & c_trap;
+  assign \$290  = ~ c_trap;
+  assign \$291  = trace_valid & \$290 ;
+  assign \$292  = \$291  & c_mret;
+  assign \$293  = ~ c_trap;
+  assign \$294  = trace_valid & \$293 ;
+  assign \$295  = \$294  & c_csr_we;
+  assign \$296  = ! pc[31:14];
+  assign \$297  = ! pc[1:0];
+  assign \$298  = \$296  & \$297 ;
+  assign \$299  = ! next_pc[31:14];
+  assign \$300  = ! next_pc[1:0];
+  assign \$301  = \$299  & \$300 ;
+  assign \$302  = ! next_pc[31:14];
+  assign \$303  = ! next_pc[1:0];
+  assign \$304  = \$302  & \$303 ;
+  assign \$305  = insn[6:0] == 6'h33;
+  assign \$306  = insn[31:25] == 1'h1;
+  assign \$307  = \$305  & \$306 ;
+  assign \$308  = ~ insn[12];
+  assign \$309  = \$308  & rs1v[31];
+  assign \$310  = - rs1v;
+  assign \$311  = \$309  ? \$310  : { 1'h0, rs1v };
+  assign \$312  = ~ insn[12];
+  assign \$313  = \$312  & rs2v[31];
+  assign \$314  = - rs2v;
+  assign \$315  = \$313  ? \$314  : { 1'h0, rs2v };
+  assign \$316  = ! rs2v;
+  assign \$317  = ~ insn[12];
+  assign \$318  = \$317  & rs1v[31];
+  assign \$319  = ~ insn[12];
+  assign \$320  = \$319  & rs2v[31];
+  assign \$321  = \$318  ^ \$320 ;
+  assign \$322  = ~ insn[12];
+  assign \$323  = \$322  & rs1v[31];
+  assign \$324  = insn[6:0] == 6'h23;
+  assign \$325  = ! insn[14:12];
+  assign \$326  = insn[14:12] == 1'h1;
+  assign \$327  = \$325  | \$326 ;
+  assign \$328  = insn[14:12] == 2'h2;
+  assign \$329  = \$327  | \$328 ;
+  assign \$330  = ~ \$329 ;
+  assign \$331  = insn[14:12] != 2'h3;
+  assign \$332  = insn[14:12] != 3'h6;
+  assign \$333  = \$331  & \$332 ;
+  assign \$334  = insn[14:12] != 3'h7;
+  assign \$335  = \$333  & \$334 ;
+  assign \$336  = ~ \$335 ;
+  assign \$337  = \$324  ? \$330  : \$336 ;
+  assign \$338  = insn[6:0] == 6'h23;
+  assign \$339  = ! next_pc[31:14];
+  assign \$340  = ! next_pc[1:0];
+  assign \$341  = \$339  & \$340 ;
+  assign \$342  = ! next_pc[31:14];
+  assign \$343  = ! next_pc[1:0];
+  assign \$344  = \$342  & \$343 ;
+  assign \$345  = ! next_pc[31:14];
+  assign \$346  = ! next_pc[1:0];
+  assign \$347  = \$345  & \$346 ;
+  assign \$348  = div_cnt + 1'h1;
+  assign \$349  = div_cnt == 5'h1f;
+  assign \$350  = ! next_pc[31:14];
+  assign \$351  = ! next_pc[1:0];
+  assign \$352  = \$350  & \$351 ;
+  assign \$353  = ~ run;
+  always @(posedge clk)
+    x1 <= \$354 ;
+  always @(posedge clk)
+    x2 <= \$355 ;
+  always @(posedge clk)
+    x3 <= \$356 ;
+  always @(posedge clk)
+    x4 <= \$357 ;
+  always @(posedge clk)
+    x5 <= \$358 ;
+  always @(posedge clk)
+    x6 <= \$359 ;
+  always @(posedge clk)
+    x7 <= \$360 ;
+  always @(posedge clk)
+    x8 <= \$361 ;
+  always @(posedge clk)
+    x9 <= \$362 ;
+  always @(posedge clk)
+    x10 <= \$363 ;
+  always @(posedge clk)
+    x11 <= \$364 ;
+  always @(posedge clk)
+    x12 <= \$365 ;
+  always @(posedge clk)
+    x13 <= \$366 ;
+  always @(posedge clk)
+    x14 <= \$367 ;
+  always @(posedge clk)
+    x15 <= \$368 ;
+  always @(posedge clk)
+    x16 <= \$369 ;
+  always @(posedge clk)
+    x17 <= \$370 ;
+  always @(posedge clk)
+    x18 <= \$371 ;
+  always @(posedge clk)
+    x19 <= \$372 ;
+  always @(posedge clk)
+    x20 <= \$373 ;
+  always @(posedge clk)
+    x21 <= \$374 ;
+  always @(posedge clk)
+    x22 <= \$375 ;
+  always @(posedge clk)
+    x23 <= \$376 ;
+  always @(posedge clk)
+    x24 <= \$377 ;
+  always @(posedge clk)
+    x25 <= \$378 ;
+  always @(posedge clk)
+    x26 <= \$379 ;
+  always @(posedge clk)
+    x27 <= \$380 ;
+  always @(posedge clk)
+    x28 <= \$381 ;
+  always @(posedge clk)
+    x29 <= \$382 ;
+  always @(posedge clk)
+    x30 <= \$383 ;
+  always @(posedge clk)
+    x31 <= \$384 ;
+  always @(posedge clk)
+    pc <= \$385 ;
+  always @(posedge clk)
+    mepc <= \$386 ;
+  always @(posedge clk)
+    mcause <= \$387 ;
+  always @(posedge clk)
+    mtval <= \$388 ;
+  always @(posedge clk)
+    st_mpie <= \$389 ;
+  always @(posedge clk)
+    \$signal  <= \$390 ;
+  always @(posedge clk)
+    mcycle <= \$391 ;
+  always @(posedge clk)
+    minstret <= \$392 ;
+  always @(posedge clk)
+    ie_mtie <= \$393 ;
+  always @(posedge clk)
+    \$signal$59  <= \$394 ;
+  always @(posedge clk)
+    mtvec <= \$395 ;
+  always @(posedge clk)
+    mscratch <= \$396 ;
+  always @(posedge clk)
+    core_fsm_state <= \$397 ;
+  always @(posedge clk)
+    ir <= \$398 ;
+  always @(posedge clk)
+    div_quo <= \$399 ;
+  always @(posedge clk)
+    div_rem <= \$400 ;
+  always @(posedge clk)
+    div_den <= \$401 ;
+  always @(posedge clk)
+    div_cnt <= \$402 ;
+  always @(posedge clk)
+    div_a <= \$403 ;
+  always @(posedge clk)
+    div_zero <= \$404 ;
+  always @(posedge clk)
+    div_negq <= \$405 ;
+  always @(posedge clk)
+    div_negr <= \$406 ;
+  always @(posedge clk)
+    dbus__addr <= \$407 ;
+  always @(posedge clk)
+    ld_off <= \$408 ;
+  always @(posedge clk)
+    dbus__en <= \$409 ;
+  always @(posedge clk)
+    dbus__we <= \$410 ;
+  always @(posedge clk)
+    dbus__wdata <= \$411 ;
+  always @(posedge clk)
+    dbus__wstrb <= \$412 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[19:15])
+      5'h00:
+          rs1v = 32'd0;
+      5'h01:
+          rs1v = x1;
+      5'h02:
+          rs1v = x2;
+      5'h03:
+          rs1v = x3;
+      5'h04:
+          rs1v = x4;
+      5'h05:
+          rs1v = x5;
+      5'h06:
+          rs1v = x6;
+      5'h07:
+          rs1v = x7;
+      5'h08:
+          rs1v = x8;
+      5'h09:
+          rs1v = x9;
+      5'h0a:
+          rs1v = x10;
+      5'h0b:
+          rs1v = x11;
+      5'h0c:
+          rs1v = x12;
+      5'h0d:
+          rs1v = x13;
+      5'h0e:
+          rs1v = x14;
+      5'h0f:
+          rs1v = x15;
+      5'h10:
+          rs1v = x16;
+      5'h11:
+          rs1v = x17;
+      5'h12:
+          rs1v = x18;
+      5'h13:
+          rs1v = x19;
+      5'h14:
+          rs1v = x20;
+      5'h15:
+          rs1v = x21;
+      5'h16:
+          rs1v = x22;
+      5'h17:
+          rs1v = x23;
+      5'h18:
+          rs1v = x24;
+      5'h19:
+          rs1v = x25;
+      5'h1a:
+          rs1v = x26;
+      5'h1b:
+          rs1v = x27;
+      5'h1c:
+          rs1v = x28;
+      5'h1d:
+          rs1v = x29;
+      5'h1e:
+          rs1v = x30;
+      5'h1f:
+          rs1v = x31;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[24:20])
+      5'h00:
+          rs2v = 32'd0;
+      5'h01:
+          rs2v = x1;
+      5'h02:
+          rs2v = x2;
+      5'h03:
+          rs2v = x3;
+      5'h04:
+          rs2v = x4;
+      5'h05:
+          rs2v = x5;
+      5'h06:
+          rs2v = x6;
+      5'h07:
+          rs2v = x7;
+      5'h08:
+          rs2v = x8;
+      5'h09:
+          rs2v = x9;
+      5'h0a:
+          rs2v = x10;
+      5'h0b:
+          rs2v = x11;
+      5'h0c:
+          rs2v = x12;
+      5'h0d:
+          rs2v = x13;
+      5'h0e:
+          rs2v = x14;
+      5'h0f:
+          rs2v = x15;
+      5'h10:
+          rs2v = x16;
+      5'h11:
+          rs2v = x17;
+      5'h12:
+          rs2v = x18;
+      5'h13:
+          rs2v = x19;
+      5'h14:
+          rs2v = x20;
+      5'h15:
+          rs2v = x21;
+      5'h16:
+          rs2v = x22;
+      5'h17:
+          rs2v = x23;
+      5'h18:
+          rs2v = x24;
+      5'h19:
+          rs2v = x25;
+      5'h1a:
+          rs2v = x26;
+      5'h1b:
+          rs2v = x27;
+      5'h1c:
+          rs2v = x28;
+      5'h1d:
+          rs2v = x29;
+      5'h1e:
+          rs2v = x30;
+      5'h1f:
+          rs2v = x31;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[14:12])
+      3'h0:
+          alu_res = \$7 [31:0];
+      3'h1:
+          alu_res = \$8 [31:0];
+      3'h2:
+          alu_res = { 31'h00000000, \$9  };
+      3'h3:
+          alu_res = { 31'h00000000, \$10  };
+      3'h4:
+          alu_res = \$11 ;
+      3'h5:
+          alu_res = \$14 ;
+      3'h6:
+          alu_res = \$15 ;
+      3'h7:
+          alu_res = \$16 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    br_taken = 1'h0;
+    casez (insn[14:12])
+      3'h0:
+          br_taken = \$37 ;
+      3'h1:
+          br_taken = \$39 ;
+      3'h4:
+          br_taken = \$40 ;
+      3'h5:
+          br_taken = \$42 ;
+      3'h6:
+          br_taken = \$43 ;
+      3'h7:
+          br_taken = \$45 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    csr_old = 32'd0;
+    casez (insn[31:20])
+      12'h300:
+          csr_old = { 24'h000018, st_mpie, 3'h0, \$signal , 3'h0 };
+      12'h301:
+          csr_old = 32'd1073746176;
+      12'h304:
+          csr_old = { 20'h00000, \$signal$59 , 3'h0, ie_mtie, 7'h00 };
+      12'h305:
+          csr_old = { mtvec, 2'h0 };
+      12'h340:
+          csr_old = mscratch;
+      12'h341:
+          csr_old = { mepc, 2'h0 };
+      12'h342:
+          csr_old = mcause;
+      12'h343:
+          csr_old = mtval;
+      12'h344:
+          csr_old = 32'd0;
+      12'hb00:
+          csr_old = mcycle[31:0];
+      12'hb80:
+          csr_old = mcycle[63:32];
+      12'hb02:
+          csr_old = minstret[31:0];
+      12'hb82:
+          csr_old = minstret[63:32];
+      12'hc00:
+          csr_old = mcycle[31:0];
+      12'hc80:
+          csr_old = mcycle[63:32];
+      12'hc02:
+          csr_old = minstret[31:0];
+      12'hc82:
+          csr_old = minstret[63:32];
+      12'hf14:
+          csr_old = 32'd0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    csr_known = 1'h0;
+    casez (insn[31:20])
+      12'h300:
+          csr_known = 1'h1;
+      12'h301:
+          csr_known = 1'h1;
+      12'h304:
+          csr_known = 1'h1;
+      12'h305:
+          csr_known = 1'h1;
+      12'h340:
+          csr_known = 1'h1;
+      12'h341:
+          csr_known = 1'h1;
+      12'h342:
+          csr_known = 1'h1;
+      12'h343:
+          csr_known = 1'h1;
+      12'h344:
+          csr_known = 1'h1;
+      12'hb00:
+          csr_known = 1'h1;
+      12'hb80:
+          csr_known = 1'h1;
+      12'hb02:
+          csr_known = 1'h1;
+      12'hb82:
+          csr_known = 1'h1;
+      12'hc00:
+          csr_known = 1'h1;
+      12'hc80:
+          csr_known = 1'h1;
+      12'hc02:
+          csr_known = 1'h1;
+      12'hc82:
+          csr_known = 1'h1;
+      12'hf14:
+          csr_known = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    csr_ro = 1'h0;
+    casez (insn[31:20])
+      12'h300:
+          csr_ro = 1'h0;
+      12'h301:
+          csr_ro = 1'h0;
+      12'h304:
+          csr_ro = 1'h0;
+      12'h305:
+          csr_ro = 1'h0;
+      12'h340:
+          csr_ro = 1'h0;
+      12'h341:
+          csr_ro = 1'h0;
+      12'h342:
+          csr_ro = 1'h0;
+      12'h343:
+          csr_ro = 1'h0;
+      12'h344:
+          csr_ro = 1'h0;
+      12'hb00:
+          csr_ro = 1'h0;
+      12'hb80:
+          csr_ro = 1'h0;
+      12'hb02:
+          csr_ro = 1'h0;
+      12'hb82:
+          csr_ro = 1'h0;
+      12'hc00:
+          csr_ro = 1'h1;
+      12'hc80:
+          csr_ro = 1'h1;
+      12'hc02:
+          csr_ro = 1'h1;
+      12'hc82:
+          csr_ro = 1'h1;
+      12'hf14:
+          csr_ro = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    csr_wval = 32'd0;
+    casez (insn[13:12])
+      2'h1:
+          csr_wval = csr_src;
+      2'h2:
+          csr_wval = \$50 ;
+      2'h3:
+          csr_wval = \$52 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[13:12])
+      2'h0:
+          ls_strb = \$69 [3:0];
+      2'h1:
+          ls_strb = \$70 ;
+      default:
+          ls_strb = 4'hf;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[13:12])
+      2'h0:
+          st_data = { rs2v[7:0], rs2v[7:0], rs2v[7:0], rs2v[7:0] };
+      2'h1:
+          st_data = { rs2v[15:0], rs2v[15:0] };
+      default:
+          st_data = rs2v;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    (* full_case = 32'd1 *)
+    casez (insn[14:12])
+      3'h0:
+          ld_val = { ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7:0] };
+      3'h1:
+          ld_val = { ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15], ld_shift[15:0] };
+      3'h4:
+          ld_val = { 24'h000000, ld_shift[7:0] };
+      3'h5:
+          ld_val = { 16'h0000, ld_shift[15:0] };
+      default:
+          ld_val = ld_shift;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    imem__en = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+            imem__en = 1'h1;
+          end else begin
+            if (c_sleep) begin
+            end else if (\$93 ) begin
+              imem__en = 1'h1;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            if (c_sleep) begin
+            end else if (\$96 ) begin
+              imem__en = 1'h1;
+            end
+          end else begin
+            if (trace_valid) begin
+              if (c_sleep) begin
+              end else if (\$137 ) begin
+                imem__en = 1'h1;
+              end
+            end
+          end
+      3'h5:
+          if (dbus__ack) begin
+            if (c_sleep) begin
+            end else if (\$142 ) begin
+              imem__en = 1'h1;
+            end
+          end
+      3'h4:
+          imem__en = 1'h1;
+      3'h6:
+          if (c_sleep) begin
+          end else if (\$145 ) begin
+            imem__en = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h7:
+          if (c_sleep) begin
+          end else if (\$155 ) begin
+            imem__en = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    imem__addr = 12'h000;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+            imem__addr = pc[13:2];
+          end else begin
+            if (c_sleep) begin
+            end else if (\$93 ) begin
+              imem__addr = next_pc[13:2];
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            if (c_sleep) begin
+            end else if (\$96 ) begin
+              imem__addr = next_pc[13:2];
+            end
+          end else begin
+            if (trace_valid) begin
+              if (c_sleep) begin
+              end else if (\$137 ) begin
+                imem__addr = next_pc[13:2];
+              end
+            end
+          end
+      3'h5:
+          if (dbus__ack) begin
+            if (c_sleep) begin
+            end else if (\$142 ) begin
+              imem__addr = next_pc[13:2];
+            end
+          end
+      3'h4:
+          imem__addr = dbus__addr[13:2];
+      3'h6:
+          if (c_sleep) begin
+          end else if (\$145 ) begin
+            imem__addr = next_pc[13:2];
+          end
+      3'h3:
+          /* empty */;
+      3'h7:
+          if (c_sleep) begin
+          end else if (\$155 ) begin
+            imem__addr = next_pc[13:2];
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    trace_valid = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+          end else begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+              trace_valid = 1'h1;
+            end else if (\$90 ) begin
+              trace_valid = 1'h1;
+            end else begin
+              trace_valid = 1'h1;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            trace_valid = 1'h1;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  trace_valid = 1'h1;
+              7'h17:
+                  trace_valid = 1'h1;
+              7'h6f:
+                  trace_valid = 1'h1;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                  end else if (op_alu_legal) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    trace_valid = 1'h1;
+                  end else if (ls_misaligned) begin
+                    trace_valid = 1'h1;
+                  end else if (ls_fault) begin
+                    trace_valid = 1'h1;
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$129 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$130 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$131 ) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                  end else if (csr_illegal) begin
+                    trace_valid = 1'h1;
+                  end else begin
+                    trace_valid = 1'h1;
+                  end
+              default:
+                  trace_valid = 1'h1;
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            trace_valid = 1'h1;
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          trace_valid = 1'h1;
+      3'h3:
+          /* empty */;
+      3'h7:
+          trace_valid = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_trap = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+          end else begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+              c_trap = 1'h1;
+            end else if (\$90 ) begin
+              c_trap = 1'h1;
+            end else begin
+              c_trap = 1'h1;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            c_trap = 1'h1;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                  end else if (op_alu_legal) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    c_trap = 1'h1;
+                  end else if (ls_misaligned) begin
+                    c_trap = 1'h1;
+                  end else if (ls_fault) begin
+                    c_trap = 1'h1;
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                  end else begin
+                    c_trap = 1'h1;
+                  end
+              7'h73:
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      c_trap = 1'h1;
+                    end else if (\$129 ) begin
+                      c_trap = 1'h1;
+                    end else if (\$130 ) begin
+                    end else if (\$131 ) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                  end else if (csr_illegal) begin
+                    c_trap = 1'h1;
+                  end
+              default:
+                  c_trap = 1'h1;
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_cause = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+          end else begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+              c_cause = 32'd2147483659;
+            end else if (\$90 ) begin
+              c_cause = 32'd0;
+            end else begin
+              c_cause = 32'd1;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            c_cause = 32'd2147483659;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                  end else if (op_alu_legal) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    c_cause = 32'd2;
+                  end else if (ls_misaligned) begin
+                    c_cause = { 29'h00000000, \$121  };
+                  end else if (ls_fault) begin
+                    c_cause = { 29'h00000000, \$123  };
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                  end else begin
+                    c_cause = 32'd2;
+                  end
+              7'h73:
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      c_cause = 32'd11;
+                    end else if (\$129 ) begin
+                      c_cause = 32'd3;
+                    end else if (\$130 ) begin
+                    end else if (\$131 ) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                  end else if (csr_illegal) begin
+                    c_cause = 32'd2;
+                  end
+              default:
+                  c_cause = 32'd2;
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_tval = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$89 ) begin
+          end else begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+              c_tval = 32'd0;
+            end else if (\$90 ) begin
+              c_tval = pc;
+            end else begin
+              c_tval = pc;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            c_tval = 32'd0;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                  end else if (op_alu_legal) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    c_tval = insn;
+                  end else if (ls_misaligned) begin
+                    c_tval = \$63 [31:0];
+                  end else if (ls_fault) begin
+                    c_tval = \$63 [31:0];
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                  end else begin
+                    c_tval = insn;
+                  end
+              7'h73:
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      c_tval = 32'd0;
+                    end else if (\$129 ) begin
+                      c_tval = 32'd0;
+                    end else if (\$130 ) begin
+                    end else if (\$131 ) begin
+                    end else begin
+                      c_tval = insn;
+                    end
+                  end else if (csr_illegal) begin
+                    c_tval = insn;
+                  end
+              default:
+                  c_tval = insn;
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    in_exec = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          in_exec = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    trace_insn = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            trace_insn = imem__data;
+          end else begin
+            (* full_case = 32'd1 *)
+            casez (insn[6:0])
+              7'h37:
+                  trace_insn = insn;
+              7'h17:
+                  trace_insn = insn;
+              7'h6f:
+                  trace_insn = insn;
+              7'h67:
+                  (* full_case = 32'd1 *)
+                  if (\$98 ) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h63:
+                  (* full_case = 32'd1 *)
+                  if (\$101 ) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h13:
+                  (* full_case = 32'd1 *)
+                  if (op_imm_legal) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h33:
+                  (* full_case = 32'd1 *)
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      trace_insn = insn;
+                    end
+                  end else if (op_alu_legal) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h03, 7'h23:
+                  if (\$119 ) begin
+                    trace_insn = insn;
+                  end else if (ls_misaligned) begin
+                    trace_insn = insn;
+                  end else if (ls_fault) begin
+                    trace_insn = insn;
+                  end
+              7'h0f:
+                  (* full_case = 32'd1 *)
+                  if (\$126 ) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    (* full_case = 32'd1 *)
+                    if (\$128 ) begin
+                      trace_insn = insn;
+                    end else if (\$129 ) begin
+                      trace_insn = insn;
+                    end else if (\$130 ) begin
+                      trace_insn = insn;
+                    end else if (\$131 ) begin
+                      trace_insn = insn;
+                    end else begin
+                      trace_insn = insn;
+                    end
+                  end else if (csr_illegal) begin
+                    trace_insn = insn;
+                  end else begin
+                    trace_insn = insn;
+                  end
+              default:
+                  trace_insn = insn;
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            trace_insn = insn;
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          trace_insn = insn;
+      3'h3:
+          /* empty */;
+      3'h7:
+          trace_insn = insn;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_rd = 5'h00;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  c_rd = insn[11:7];
+              7'h17:
+                  c_rd = insn[11:7];
+              7'h6f:
+                  c_rd = insn[11:7];
+              7'h67:
+                  if (\$98 ) begin
+                    c_rd = insn[11:7];
+                  end
+              7'h63:
+                  if (\$101 ) begin
+                    c_rd = 5'h00;
+                  end
+              7'h13:
+                  if (op_imm_legal) begin
+                    c_rd = insn[11:7];
+                  end
+              7'h33:
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      c_rd = insn[11:7];
+                    end
+                  end else if (op_alu_legal) begin
+                    c_rd = insn[11:7];
+                  end
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  if (\$126 ) begin
+                    c_rd = 5'h00;
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                      c_rd = 5'h00;
+                    end else if (\$131 ) begin
+                      c_rd = 5'h00;
+                    end
+                  end else if (csr_illegal) begin
+                  end else begin
+                    c_rd = insn[11:7];
+                  end
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            c_rd = \$139 ;
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          c_rd = insn[11:7];
+      3'h3:
+          /* empty */;
+      3'h7:
+          c_rd = insn[11:7];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_value = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  c_value = { insn[31:12], 12'h000 };
+              7'h17:
+                  c_value = \$97 [31:0];
+              7'h6f:
+                  c_value = \$1 [31:0];
+              7'h67:
+                  if (\$98 ) begin
+                    c_value = \$1 [31:0];
+                  end
+              7'h63:
+                  if (\$101 ) begin
+                    c_value = 32'd0;
+                  end
+              7'h13:
+                  if (op_imm_legal) begin
+                    c_value = alu_res;
+                  end
+              7'h33:
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      c_value = mul_res;
+                    end
+                  end else if (op_alu_legal) begin
+                    c_value = alu_res;
+                  end
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  if (\$126 ) begin
+                    c_value = 32'd0;
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                      c_value = 32'd0;
+                    end else if (\$131 ) begin
+                      c_value = 32'd0;
+                    end
+                  end else if (csr_illegal) begin
+                  end else begin
+                    c_value = csr_old;
+                  end
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            c_value = ld_val;
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          c_value = ld_val;
+      3'h3:
+          /* empty */;
+      3'h7:
+          c_value = \$152 [31:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_npc = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  c_npc = \$1 [31:0];
+              7'h17:
+                  c_npc = \$1 [31:0];
+              7'h6f:
+                  c_npc = \$47 [31:0];
+              7'h67:
+                  if (\$98 ) begin
+                    c_npc = \$49 [31:0];
+                  end
+              7'h63:
+                  if (\$101 ) begin
+                    c_npc = \$102 ;
+                  end
+              7'h13:
+                  if (op_imm_legal) begin
+                    c_npc = \$1 [31:0];
+                  end
+              7'h33:
+                  if (\$105 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      c_npc = \$1 [31:0];
+                    end
+                  end else if (op_alu_legal) begin
+                    c_npc = \$1 [31:0];
+                  end
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  if (\$126 ) begin
+                    c_npc = \$1 [31:0];
+                  end
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                      c_npc = { mepc, 2'h0 };
+                    end else if (\$131 ) begin
+                      c_npc = \$1 [31:0];
+                    end
+                  end else if (csr_illegal) begin
+                  end else begin
+                    c_npc = \$1 [31:0];
+                  end
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            c_npc = \$1 [31:0];
+          end
+      3'h4:
+          /* empty */;
+      3'h6:
+          c_npc = \$1 [31:0];
+      3'h3:
+          /* empty */;
+      3'h7:
+          c_npc = \$1 [31:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_mret = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  /* empty */;
+              7'h73:
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                      c_mret = 1'h1;
+                    end
+                  end
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_sleep = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  /* empty */;
+              7'h73:
+                  if (\$127 ) begin
+                    if (\$128 ) begin
+                    end else if (\$129 ) begin
+                    end else if (\$130 ) begin
+                    end else if (\$131 ) begin
+                      c_sleep = 1'h1;
+                    end
+                  end
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    c_csr_we = 1'h0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  /* empty */;
+              7'h73:
+                  (* full_case = 32'd1 *)
+                  if (\$127 ) begin
+                  end else if (csr_illegal) begin
+                  end else begin
+                    c_csr_we = \$134 ;
+                  end
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    ld_word = 32'd0;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h5:
+          ld_word = dbus__rdata;
+      3'h4:
+          /* empty */;
+      3'h6:
+          ld_word = imem__data;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    sleeping = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h2:
+          sleeping = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$354  = x1;
+    if (\$167 ) begin
+      \$354  = c_value;
+    end
+    if (\$353 ) begin
+      \$354  = 32'd0;
+    end
+    if (rst) begin
+      \$354  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$355  = x2;
+    if (\$171 ) begin
+      \$355  = c_value;
+    end
+    if (\$353 ) begin
+      \$355  = 32'd0;
+    end
+    if (rst) begin
+      \$355  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$356  = x3;
+    if (\$175 ) begin
+      \$356  = c_value;
+    end
+    if (\$353 ) begin
+      \$356  = 32'd0;
+    end
+    if (rst) begin
+      \$356  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$357  = x4;
+    if (\$179 ) begin
+      \$357  = c_value;
+    end
+    if (\$353 ) begin
+      \$357  = 32'd0;
+    end
+    if (rst) begin
+      \$357  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$358  = x5;
+    if (\$183 ) begin
+      \$358  = c_value;
+    end
+    if (\$353 ) begin
+      \$358  = 32'd0;
+    end
+    if (rst) begin
+      \$358  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$359  = x6;
+    if (\$187 ) begin
+      \$359  = c_value;
+    end
+    if (\$353 ) begin
+      \$359  = 32'd0;
+    end
+    if (rst) begin
+      \$359  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$360  = x7;
+    if (\$191 ) begin
+      \$360  = c_value;
+    end
+    if (\$353 ) begin
+      \$360  = 32'd0;
+    end
+    if (rst) begin
+      \$360  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$361  = x8;
+    if (\$195 ) begin
+      \$361  = c_value;
+    end
+    if (\$353 ) begin
+      \$361  = 32'd0;
+    end
+    if (rst) begin
+      \$361  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$362  = x9;
+    if (\$199 ) begin
+      \$362  = c_value;
+    end
+    if (\$353 ) begin
+      \$362  = 32'd0;
+    end
+    if (rst) begin
+      \$362  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$363  = x10;
+    if (\$203 ) begin
+      \$363  = c_value;
+    end
+    if (\$353 ) begin
+      \$363  = 32'd0;
+    end
+    if (rst) begin
+      \$363  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$364  = x11;
+    if (\$207 ) begin
+      \$364  = c_value;
+    end
+    if (\$353 ) begin
+      \$364  = 32'd0;
+    end
+    if (rst) begin
+      \$364  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$365  = x12;
+    if (\$211 ) begin
+      \$365  = c_value;
+    end
+    if (\$353 ) begin
+      \$365  = 32'd0;
+    end
+    if (rst) begin
+      \$365  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$366  = x13;
+    if (\$215 ) begin
+      \$366  = c_value;
+    end
+    if (\$353 ) begin
+      \$366  = 32'd0;
+    end
+    if (rst) begin
+      \$366  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$367  = x14;
+    if (\$219 ) begin
+      \$367  = c_value;
+    end
+    if (\$353 ) begin
+      \$367  = 32'd0;
+    end
+    if (rst) begin
+      \$367  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$368  = x15;
+    if (\$223 ) begin
+      \$368  = c_value;
+    end
+    if (\$353 ) begin
+      \$368  = 32'd0;
+    end
+    if (rst) begin
+      \$368  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$369  = x16;
+    if (\$227 ) begin
+      \$369  = c_value;
+    end
+    if (\$353 ) begin
+      \$369  = 32'd0;
+    end
+    if (rst) begin
+      \$369  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$370  = x17;
+    if (\$231 ) begin
+      \$370  = c_value;
+    end
+    if (\$353 ) begin
+      \$370  = 32'd0;
+    end
+    if (rst) begin
+      \$370  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$371  = x18;
+    if (\$235 ) begin
+      \$371  = c_value;
+    end
+    if (\$353 ) begin
+      \$371  = 32'd0;
+    end
+    if (rst) begin
+      \$371  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$372  = x19;
+    if (\$239 ) begin
+      \$372  = c_value;
+    end
+    if (\$353 ) begin
+      \$372  = 32'd0;
+    end
+    if (rst) begin
+      \$372  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$373  = x20;
+    if (\$243 ) begin
+      \$373  = c_value;
+    end
+    if (\$353 ) begin
+      \$373  = 32'd0;
+    end
+    if (rst) begin
+      \$373  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$374  = x21;
+    if (\$247 ) begin
+      \$374  = c_value;
+    end
+    if (\$353 ) begin
+      \$374  = 32'd0;
+    end
+    if (rst) begin
+      \$374  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$375  = x22;
+    if (\$251 ) begin
+      \$375  = c_value;
+    end
+    if (\$353 ) begin
+      \$375  = 32'd0;
+    end
+    if (rst) begin
+      \$375  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$376  = x23;
+    if (\$255 ) begin
+      \$376  = c_value;
+    end
+    if (\$353 ) begin
+      \$376  = 32'd0;
+    end
+    if (rst) begin
+      \$376  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$377  = x24;
+    if (\$259 ) begin
+      \$377  = c_value;
+    end
+    if (\$353 ) begin
+      \$377  = 32'd0;
+    end
+    if (rst) begin
+      \$377  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$378  = x25;
+    if (\$263 ) begin
+      \$378  = c_value;
+    end
+    if (\$353 ) begin
+      \$378  = 32'd0;
+    end
+    if (rst) begin
+      \$378  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$379  = x26;
+    if (\$267 ) begin
+      \$379  = c_value;
+    end
+    if (\$353 ) begin
+      \$379  = 32'd0;
+    end
+    if (rst) begin
+      \$379  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$380  = x27;
+    if (\$271 ) begin
+      \$380  = c_value;
+    end
+    if (\$353 ) begin
+      \$380  = 32'd0;
+    end
+    if (rst) begin
+      \$380  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$381  = x28;
+    if (\$275 ) begin
+      \$381  = c_value;
+    end
+    if (\$353 ) begin
+      \$381  = 32'd0;
+    end
+    if (rst) begin
+      \$381  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$382  = x29;
+    if (\$279 ) begin
+      \$382  = c_value;
+    end
+    if (\$353 ) begin
+      \$382  = 32'd0;
+    end
+    if (rst) begin
+      \$382  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$383  = x30;
+    if (\$283 ) begin
+      \$383  = c_value;
+    end
+    if (\$353 ) begin
+      \$383  = 32'd0;
+    end
+    if (rst) begin
+      \$383  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$384  = x31;
+    if (\$287 ) begin
+      \$384  = c_value;
+    end
+    if (\$353 ) begin
+      \$384  = 32'd0;
+    end
+    if (rst) begin
+      \$384  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$385  = pc;
+    if (trace_valid) begin
+      \$385  = \$288 ;
+    end
+    if (\$353 ) begin
+      \$385  = 32'd0;
+    end
+    if (rst) begin
+      \$385  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$386  = mepc;
+    if (\$289 ) begin
+      \$386  = pc[31:2];
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            \$386  = csr_wval[31:2];
+      endcase
+    end
+    if (\$353 ) begin
+      \$386  = 30'h00000000;
+    end
+    if (rst) begin
+      \$386  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$387  = mcause;
+    if (\$289 ) begin
+      \$387  = c_cause;
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            /* empty */;
+        12'h342:
+            \$387  = csr_wval;
+      endcase
+    end
+    if (\$353 ) begin
+      \$387  = 32'd0;
+    end
+    if (rst) begin
+      \$387  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$388  = mtval;
+    if (\$289 ) begin
+      \$388  = c_tval;
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            /* empty */;
+        12'h342:
+            /* empty */;
+        12'h343:
+            \$388  = csr_wval;
+      endcase
+    end
+    if (\$353 ) begin
+      \$388  = 32'd0;
+    end
+    if (rst) begin
+      \$388  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$389  = st_mpie;
+    if (\$289 ) begin
+      \$389  = \$signal ;
+    end
+    if (\$292 ) begin
+      \$389  = 1'h1;
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            \$389  = csr_wval[7];
+      endcase
+    end
+    if (\$353 ) begin
+      \$389  = 1'h0;
+    end
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$390  = \$signal ;
+    if (\$289 ) begin
+      \$390  = 1'h0;
+    end
+    if (\$292 ) begin
+      \$390  = st_mpie;
+    end
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            \$390  = csr_wval[3];
+      endcase
+    end
+    if (\$353 ) begin
+      \$390  = 1'h0;
+    end
+    if (rst) begin
+      \$390  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$391  = \$83 [63:0];
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            /* empty */;
+        12'h342:
+            /* empty */;
+        12'h343:
+            /* empty */;
+        12'hb00:
+            \$391  = { \$83 [63:32], csr_wval };
+        12'hb80:
+            \$391  = { csr_wval, \$83 [31:0] };
+      endcase
+    end
+    if (\$353 ) begin
+      \$391  = 64'h0000000000000000;
+    end
+    if (rst) begin
+      \$391  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$392  = \$86 [63:0];
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            /* empty */;
+        12'h341:
+            /* empty */;
+        12'h342:
+            /* empty */;
+        12'h343:
+            /* empty */;
+        12'hb00:
+            /* empty */;
+        12'hb80:
+            /* empty */;
+        12'hb02:
+            \$392  = { \$86 [63:32], csr_wval };
+        12'hb82:
+            \$392  = { csr_wval, \$86 [31:0] };
+      endcase
+    end
+    if (\$353 ) begin
+      \$392  = 64'h0000000000000000;
+    end
+    if (rst) begin
+      \$392  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$393  = ie_mtie;
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            \$393  = csr_wval[7];
+      endcase
+    end
+    if (\$353 ) begin
+      \$393  = 1'h0;
+    end
+    if (rst) begin
+      \$393  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$394  = \$signal$59 ;
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            \$394  = csr_wval[11];
+      endcase
+    end
+    if (\$353 ) begin
+      \$394  = 1'h0;
+    end
+    if (rst) begin
+      \$394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$395  = mtvec;
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            \$395  = csr_wval[31:2];
+      endcase
+    end
+    if (\$353 ) begin
+      \$395  = 30'h00000000;
+    end
+    if (rst) begin
+      \$395  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$396  = mscratch;
+    if (\$295 ) begin
+      casez (insn[31:20])
+        12'h300:
+            /* empty */;
+        12'h304:
+            /* empty */;
+        12'h305:
+            /* empty */;
+        12'h340:
+            \$396  = csr_wval;
+      endcase
+    end
+    if (\$353 ) begin
+      \$396  = 32'd0;
+    end
+    if (rst) begin
+      \$396  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$397  = core_fsm_state;
+    (* full_case = 32'd1 *)
+    casez (core_fsm_state)
+      3'h0:
+          (* full_case = 32'd1 *)
+          if (\$298 ) begin
+            \$397  = 3'h1;
+          end else begin
+            (* full_case = 32'd1 *)
+            if (c_sleep) begin
+              \$397  = 3'h2;
+            end else if (\$301 ) begin
+              \$397  = 3'h1;
+            end else begin
+              \$397  = 3'h0;
+            end
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+            (* full_case = 32'd1 *)
+            if (c_sleep) begin
+              \$397  = 3'h2;
+            end else if (\$304 ) begin
+              \$397  = 3'h1;
+            end else begin
+              \$397  = 3'h0;
+            end
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$397  = 3'h3;
+                    end
+                  end
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                    \$397  = 3'h4;
+                  end else begin
+                    \$397  = 3'h5;
+                  end
+            endcase
+            if (trace_valid) begin
+              (* full_case = 32'd1 *)
+              if (c_sleep) begin
+                \$397  = 3'h2;
+              end else if (\$341 ) begin
+                \$397  = 3'h1;
+              end else begin
+                \$397  = 3'h0;
+              end
+            end
+          end
+      3'h5:
+          if (dbus__ack) begin
+            (* full_case = 32'd1 *)
+            if (c_sleep) begin
+              \$397  = 3'h2;
+            end else if (\$344 ) begin
+              \$397  = 3'h1;
+            end else begin
+              \$397  = 3'h0;
+            end
+          end
+      3'h4:
+          \$397  = 3'h6;
+      3'h6:
+          (* full_case = 32'd1 *)
+          if (c_sleep) begin
+            \$397  = 3'h2;
+          end else if (\$347 ) begin
+            \$397  = 3'h1;
+          end else begin
+            \$397  = 3'h0;
+          end
+      3'h3:
+          if (\$349 ) begin
+            \$397  = 3'h7;
+          end
+      3'h7:
+          (* full_case = 32'd1 *)
+          if (c_sleep) begin
+            \$397  = 3'h2;
+          end else if (\$352 ) begin
+            \$397  = 3'h1;
+          end else begin
+            \$397  = 3'h0;
+          end
+      3'h2:
+          if (wake) begin
+            \$397  = 3'h0;
+          end
+    endcase
+    if (\$353 ) begin
+      \$397  = 3'h0;
+    end
+    if (rst) begin
+      \$397  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$398  = ir;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$398  = imem__data;
+    endcase
+    if (\$353 ) begin
+      \$398  = 32'd0;
+    end
+    if (rst) begin
+      \$398  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$399  = div_quo;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$399  = \$311 [31:0];
+                    end
+                  end
+            endcase
+          end
+      3'h5:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h3:
+          (* full_case = 32'd1 *)
+          if (\$80 [32]) begin
+            \$399  = { div_quo[30:0], 1'h0 };
+          end else begin
+            \$399  = { div_quo[30:0], 1'h1 };
+          end
+    endcase
+    if (\$353 ) begin
+      \$399  = 32'd0;
+    end
+    if (rst) begin
+      \$399  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$400  = div_rem;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$400  = 32'd0;
+                    end
+                  end
+            endcase
+          end
+      3'h5:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h3:
+          (* full_case = 32'd1 *)
+          if (\$80 [32]) begin
+            \$400  = { div_rem[30:0], div_quo[31] };
+          end else begin
+            \$400  = \$80 [31:0];
+          end
+    endcase
+    if (\$353 ) begin
+      \$400  = 32'd0;
+    end
+    if (rst) begin
+      \$400  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$401  = div_den;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$401  = \$315 [31:0];
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$401  = 32'd0;
+    end
+    if (rst) begin
+      \$401  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$402  = div_cnt;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$402  = 5'h00;
+                    end
+                  end
+            endcase
+          end
+      3'h5:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h3:
+          \$402  = \$348 [4:0];
+    endcase
+    if (\$353 ) begin
+      \$402  = 5'h00;
+    end
+    if (rst) begin
+      \$402  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$403  = div_a;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$403  = rs1v;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$403  = 32'd0;
+    end
+    if (rst) begin
+      \$403  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$404  = div_zero;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$404  = \$316 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$404  = 1'h0;
+    end
+    if (rst) begin
+      \$404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$405  = div_negq;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$405  = \$321 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$405  = 1'h0;
+    end
+    if (rst) begin
+      \$405  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$406  = div_negr;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$307 ) begin
+                    if (insn[14]) begin
+                      \$406  = \$323 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$406  = 1'h0;
+    end
+    if (rst) begin
+      \$406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$407  = dbus__addr;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                    \$407  = { \$63 [31:2], 2'h0 };
+                  end else begin
+                    \$407  = { \$63 [31:2], 2'h0 };
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$407  = 32'd0;
+    end
+    if (rst) begin
+      \$407  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$408  = ld_off;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                    \$408  = \$63 [1:0];
+                  end else begin
+                    \$408  = \$63 [1:0];
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$408  = 2'h0;
+    end
+    if (rst) begin
+      \$408  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$409  = dbus__en;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                  end else begin
+                    \$409  = 1'h1;
+                  end
+            endcase
+          end
+      3'h5:
+          if (dbus__ack) begin
+            \$409  = 1'h0;
+          end
+    endcase
+    if (\$353 ) begin
+      \$409  = 1'h0;
+    end
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$410  = dbus__we;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                  end else begin
+                    \$410  = \$338 ;
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$410  = 1'h0;
+    end
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$411  = dbus__wdata;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                  end else begin
+                    \$411  = st_data;
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$411  = 32'd0;
+    end
+    if (rst) begin
+      \$411  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$412  = dbus__wstrb;
+    casez (core_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$337 ) begin
+                  end else if (ls_misaligned) begin
+                  end else if (ls_fault) begin
+                  end else if (ls_to_imem) begin
+                  end else begin
+                    \$412  = ls_strb;
+                  end
+            endcase
+          end
+    endcase
+    if (\$353 ) begin
+      \$412  = 4'h0;
+    end
+    if (rst) begin
+      \$412  = 4'h0;
+    end
+  end
+  assign x0 = 32'd0;
+  assign pc4 = \$1 [31:0];
+  assign mul_a = { \$33 , rs1v };
+  assign mul_b = { \$35 , rs2v };
+  assign br_target = \$46 [31:0];
+  assign jal_target = \$47 [31:0];
+  assign jalr_target = \$49 [31:0];
+  assign irq = 1'h0;
+  assign ls_addr = \$63 [31:0];
+  assign bus_addr = dbus__addr;
+  assign bus_en = dbus__en;
+  assign bus_we = dbus__we;
+  assign bus_wdata = dbus__wdata;
+  assign bus_wstrb = dbus__wstrb;
+  assign div_rem_sh = { div_rem, div_quo[31] };
+  assign div_diff = \$80 [32:0];
+  assign c_valid = trace_valid;
+  assign trace_pc = pc;
+  assign c_insn = trace_insn;
+  assign trace_trap = c_trap;
+  assign mcycle_inc = \$83 [63:0];
+  assign minstret_inc = \$86 [63:0];
+  assign imem__gnt = 1'h1;
+  assign { \$49 [32], \$49 [0] } = 2'h0;
+  assign \$49 [31:1] = \$48 [31:1];
+  assign irq_take = 1'h0;
+  assign wake = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.control.dmem0 (ren, wen, waddr, wdata, rdata, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [7:0] rdata;
+  wire [7:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [7:0] wdata;
+  wire [7:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd8)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.control.dmem1 (ren, wen, waddr, wdata, rdata, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [7:0] rdata;
+  wire [7:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [7:0] wdata;
+  wire [7:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd8)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.control.dmem2 (ren, wen, waddr, wdata, rdata, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [7:0] rdata;
+  wire [7:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [7:0] wdata;
+  wire [7:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd8)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.control.dmem3 (ren, wen, waddr, wdata, rdata, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [7:0] rdata;
+  wire [7:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [7:0] wdata;
+  wire [7:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd8)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.control.imem (wen, rdata, wdata, waddr, ren, raddr, clk);
+  input clk;
+  wire clk;
+  input [11:0] raddr;
+  wire [11:0] raddr;
+  output [31:0] rdata;
+  wire [31:0] rdata;
+  input ren;
+  wire ren;
+  input [11:0] waddr;
+  wire [11:0] waddr;
+  input [31:0] wdata;
+  wire [31:0] wdata;
+  input wen;
+  wire wen;
+  kaki_sram_1r1w #(
+    .AW(32'd12),
+    .DEPTH(32'd4096),
+    .WIDTH(32'd32)
+  ) macro (
+    .clk(clk),
+    .raddr(raddr),
+    .rdata(rdata),
+    .ren(ren),
+    .waddr(waddr),
+    .wdata(wdata),
+    .wen(wen)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.control.mmio (rst, bus__en, run, bus__addr, bus__we, bus__wdata, bus__wstrb, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire [31:0] \$12 ;
+  wire [31:0] \$13 ;
+  wire [31:0] \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [32:0] \$19 ;
+  wire \$2 ;
+  wire [32:0] \$20 ;
+  wire [7:0] \$21 ;
+  wire [7:0] \$22 ;
+  wire [7:0] \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [8:0] \$28 ;
+  wire [31:0] \$29 ;
+  wire \$3 ;
+  wire [31:0] \$30 ;
+  wire [31:0] \$31 ;
+  wire [31:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [32:0] \$37 ;
+  wire [32:0] \$38 ;
+  wire [31:0] \$39 ;
+  wire \$4 ;
+  wire [31:0] \$40 ;
+  wire [31:0] \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [32:0] \$46 ;
+  wire [32:0] \$47 ;
+  wire [31:0] \$48 ;
+  wire [31:0] \$49 ;
+  wire \$5 ;
+  wire [31:0] \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [32:0] \$55 ;
+  wire [32:0] \$56 ;
+  wire \$57 ;
+  reg \$58 ;
+  reg [31:0] \$59 ;
+  wire \$6 ;
+  reg \$60 ;
+  reg [31:0] \$61 ;
+  reg \$62 ;
+  reg [7:0] \$63 ;
+  reg [31:0] \$64 ;
+  reg [31:0] \$65 ;
+  reg [31:0] \$66 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  reg \$signal  = 1'h0;
+  output ack;
+  reg ack = 1'h0;
+  (* init = 1'h0 *)
+  wire bus__ack;
+  input [31:0] bus__addr;
+  wire [31:0] bus__addr;
+  input bus__en;
+  wire bus__en;
+  output [31:0] bus__rdata;
+  reg [31:0] bus__rdata = 32'd0;
+  input [31:0] bus__wdata;
+  wire [31:0] bus__wdata;
+  input bus__we;
+  wire bus__we;
+  input [3:0] bus__wstrb;
+  wire [3:0] bus__wstrb;
+  input clk;
+  wire clk;
+  output [31:0] fw_fault_cause_cause;
+  reg [31:0] fw_fault_cause_cause = 32'd0;
+  output [31:0] fw_fault_pc_pc;
+  reg [31:0] fw_fault_pc_pc = 32'd0;
+  output [31:0] fw_fault_tval_tval;
+  reg [31:0] fw_fault_tval_tval = 32'd0;
+  output [7:0] fw_status_state;
+  reg [7:0] fw_status_state = 8'h00;
+  output [31:0] fw_version_version;
+  reg [31:0] fw_version_version = 32'd0;
+  wire \new ;
+  (* init = 32'd0 *)
+  wire [31:0] rdata;
+  input rst;
+  wire rst;
+  input run;
+  wire run;
+  reg unused_r = 1'h0;
+  wire [31:0] wdata;
+  wire wr_fw_fault_cause;
+  wire wr_fw_fault_pc;
+  wire wr_fw_fault_tval;
+  wire wr_fw_status;
+  wire wr_fw_version;
+  assign \$27  = \$25  & \$26 ;
+  assign \$30  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$31  = fw_fault_pc_pc & \$30 ;
+  assign \$32  = \$31  | wdata;
+  assign \$33  = ~ bus__we;
+  assign \$34  = \new  & \$33 ;
+  assign \$35  = bus__addr[11:2] == 2'h2;
+  assign \$36  = \$34  & \$35 ;
+  assign \$39  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$40  = fw_fault_cause_cause & \$39 ;
+  assign \$41  = \$40  | wdata;
+  assign \$42  = ~ bus__we;
+  assign \$43  = \new  & \$42 ;
+  assign \$44  = bus__addr[11:2] == 2'h3;
+  assign \$45  = \$43  & \$44 ;
+  assign \$48  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$49  = fw_fault_tval_tval & \$48 ;
+  assign \$50  = \$49  | wdata;
+  assign \$51  = ~ bus__we;
+  assign \$52  = \new  & \$51 ;
+  assign \$53  = bus__addr[11:2] == 3'h4;
+  assign \$54  = \$52  & \$53 ;
+  assign \$57  = ~ run;
+  always @(posedge clk)
+    ack <= \$58 ;
+  always @(posedge clk)
+    bus__rdata <= \$59 ;
+  always @(posedge clk)
+    \$signal  <= \$60 ;
+  always @(posedge clk)
+    fw_version_version <= \$61 ;
+  always @(posedge clk)
+    unused_r <= \$62 ;
+  always @(posedge clk)
+    fw_status_state <= \$63 ;
+  always @(posedge clk)
+    fw_fault_pc_pc <= \$64 ;
+  always @(posedge clk)
+    fw_fault_cause_cause <= \$65 ;
+  always @(posedge clk)
+    fw_fault_tval_tval <= \$66 ;
+  assign \$1  = ~ ack;
+  assign \new  = bus__en & \$1 ;
+  assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$2  = \new  & bus__we;
+  assign \$3  = ! bus__addr[11:2];
+  assign wr_fw_version = \$2  & \$3 ;
+  assign \$4  = \new  & bus__we;
+  assign \$5  = bus__addr[11:2] == 1'h1;
+  assign wr_fw_status = \$4  & \$5 ;
+  assign \$6  = \new  & bus__we;
+  assign \$7  = bus__addr[11:2] == 2'h2;
+  assign wr_fw_fault_pc = \$6  & \$7 ;
+  assign \$8  = \new  & bus__we;
+  assign \$9  = bus__addr[11:2] == 2'h3;
+  assign wr_fw_fault_cause = \$8  & \$9 ;
+  assign \$10  = \new  & bus__we;
+  assign \$11  = bus__addr[11:2] == 3'h4;
+  assign wr_fw_fault_tval = \$10  & \$11 ;
+  assign \$12  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$13  = fw_version_version & \$12 ;
+  assign \$14  = \$13  | wdata;
+  assign \$15  = ~ bus__we;
+  assign \$16  = \new  & \$15 ;
+  assign \$17  = ! bus__addr[11:2];
+  assign \$18  = \$16  & \$17 ;
+  assign \$21  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$22  = fw_status_state & \$21 ;
+  assign \$23  = \$22  | wdata[7:0];
+  assign \$24  = ~ bus__we;
+  assign \$25  = \new  & \$24 ;
+  assign \$26  = bus__addr[11:2] == 1'h1;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = \new ;
+    if (\$57 ) begin
+      \$58  = 1'h0;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = bus__rdata;
+    if (\new ) begin
+      \$59  = 32'd0;
+    end
+    if (\$18 ) begin
+      \$59  = \$20 [31:0];
+    end
+    if (\$27 ) begin
+      \$59  = \$29 ;
+    end
+    if (\$36 ) begin
+      \$59  = \$38 [31:0];
+    end
+    if (\$45 ) begin
+      \$59  = \$47 [31:0];
+    end
+    if (\$54 ) begin
+      \$59  = \$56 [31:0];
+    end
+    if (\$57 ) begin
+      \$59  = 32'd0;
+    end
+    if (rst) begin
+      \$59  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = \$signal ;
+    if (wr_fw_version) begin
+      \$60  = 1'h1;
+    end
+    if (wr_fw_status) begin
+      \$60  = 1'h1;
+    end
+    if (wr_fw_fault_pc) begin
+      \$60  = 1'h1;
+    end
+    if (wr_fw_fault_cause) begin
+      \$60  = 1'h1;
+    end
+    if (wr_fw_fault_tval) begin
+      \$60  = 1'h1;
+    end
+    if (\$57 ) begin
+      \$60  = 1'h0;
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = fw_version_version;
+    if (wr_fw_version) begin
+      \$61  = \$14 ;
+    end
+    if (\$57 ) begin
+      \$61  = 32'd0;
+    end
+    if (rst) begin
+      \$61  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = unused_r;
+    if (\$18 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$27 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$36 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$45 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$54 ) begin
+      \$62  = 1'h1;
+    end
+    if (\$57 ) begin
+      \$62  = 1'h0;
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$63  = fw_status_state;
+    if (wr_fw_status) begin
+      \$63  = \$23 ;
+    end
+    if (\$57 ) begin
+      \$63  = 8'h00;
+    end
+    if (rst) begin
+      \$63  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$64  = fw_fault_pc_pc;
+    if (wr_fw_fault_pc) begin
+      \$64  = \$32 ;
+    end
+    if (\$57 ) begin
+      \$64  = 32'd0;
+    end
+    if (rst) begin
+      \$64  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$65  = fw_fault_cause_cause;
+    if (wr_fw_fault_cause) begin
+      \$65  = \$41 ;
+    end
+    if (\$57 ) begin
+      \$65  = 32'd0;
+    end
+    if (rst) begin
+      \$65  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$66  = fw_fault_tval_tval;
+    if (wr_fw_fault_tval) begin
+      \$66  = \$50 ;
+    end
+    if (\$57 ) begin
+      \$66  = 32'd0;
+    end
+    if (rst) begin
+      \$66  = 32'd0;
+    end
+  end
+  assign bus__ack = ack;
+  assign rdata = bus__rdata;
+  assign \$19  = { 1'h0, fw_version_version };
+  assign \$20  = \$19 ;
+  assign \$28  = { 1'h0, fw_status_state };
+  assign \$29  = { 23'h000000, \$28  };
+  assign \$37  = { 1'h0, fw_fault_pc_pc };
+  assign \$38  = \$37 ;
+  assign \$46  = { 1'h0, fw_fault_cause_cause };
+  assign \$47  = \$46 ;
+  assign \$55  = { 1'h0, fw_fault_tval_tval };
+  assign \$56  = \$55 ;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, bus__bresp, do_read, bus__rresp, cmd_submit_go, perf_ctrl_clear, wr_core_mem_addr
+, wr_core_mem_data, status_idle, irq_status_error_set, done_dma_load_count, done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, bus__bvalid
+, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, perf_ctrl_freeze
+, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, \port$4054$0 , fw_status_sleeping, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, bus__awaddr);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [31:0] \$100 ;
+  wire [31:0] \$101 ;
+  wire [31:0] \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire [32:0] \$105 ;
+  wire [32:0] \$106 ;
+  wire [31:0] \$107 ;
+  wire [31:0] \$108 ;
+  wire [31:0] \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire [32:0] \$112 ;
+  wire [32:0] \$113 ;
+  wire [31:0] \$114 ;
+  wire [31:0] \$115 ;
+  wire [31:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [32:0] \$119 ;
+  wire \$12 ;
+  wire [32:0] \$120 ;
+  wire [31:0] \$121 ;
+  wire [31:0] \$122 ;
+  wire [31:0] \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire [32:0] \$126 ;
+  wire [32:0] \$127 ;
+  wire [31:0] \$128 ;
+  wire [31:0] \$129 ;
+  wire \$13 ;
+  wire [31:0] \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [32:0] \$133 ;
+  wire [32:0] \$134 ;
+  wire [31:0] \$135 ;
+  wire [31:0] \$136 ;
+  wire [31:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire [32:0] \$140 ;
+  wire [32:0] \$141 ;
+  wire [31:0] \$142 ;
+  wire [31:0] \$143 ;
+  wire [31:0] \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire [32:0] \$147 ;
+  wire [32:0] \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire [1:0] \$151 ;
+  wire [31:0] \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire [1:0] \$155 ;
+  wire [31:0] \$156 ;
+  wire [1:0] \$157 ;
+  wire [31:0] \$158 ;
+  wire [3:0] \$159 ;
+  wire \$16 ;
+  wire [31:0] \$160 ;
+  wire [3:0] \$161 ;
+  wire [31:0] \$162 ;
+  wire [7:0] \$163 ;
+  wire [31:0] \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire [1:0] \$182 ;
+  wire [31:0] \$183 ;
+  wire [1:0] \$184 ;
+  wire [31:0] \$185 ;
+  wire [3:0] \$186 ;
+  wire [31:0] \$187 ;
+  wire [3:0] \$188 ;
+  wire [31:0] \$189 ;
+  wire \$19 ;
+  wire [7:0] \$190 ;
+  wire [31:0] \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [1:0] \$209 ;
+  wire \$21 ;
+  wire [31:0] \$210 ;
+  wire [1:0] \$211 ;
+  wire [31:0] \$212 ;
+  wire [3:0] \$213 ;
+  wire [31:0] \$214 ;
+  wire [3:0] \$215 ;
+  wire [31:0] \$216 ;
+  wire [7:0] \$217 ;
+  wire [31:0] \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire \$220 ;
+  wire [8:0] \$221 ;
+  wire [31:0] \$222 ;
+  wire [22:0] \$223 ;
+  wire [31:0] \$224 ;
+  wire [46:0] \$225 ;
+  wire [46:0] \$226 ;
   wire \$227 ;
   wire \$228 ;
   wire [32:0] \$229 ;
@@ -2558,23 +7457,23 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [32:0] \$234 ;
   wire \$235 ;
   wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
+  wire [32:0] \$237 ;
+  wire [32:0] \$238 ;
   wire \$239 ;
   wire \$24 ;
-  wire [1:0] \$240 ;
-  wire [31:0] \$241 ;
-  wire [1:0] \$242 ;
-  wire [31:0] \$243 ;
+  wire \$240 ;
+  wire [32:0] \$241 ;
+  wire [32:0] \$242 ;
+  wire \$243 ;
   wire \$244 ;
   wire \$245 ;
-  wire [32:0] \$246 ;
-  wire [32:0] \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire [1:0] \$248 ;
+  wire [31:0] \$249 ;
   wire \$25 ;
-  wire [32:0] \$250 ;
-  wire [32:0] \$251 ;
+  wire [1:0] \$250 ;
+  wire [31:0] \$251 ;
   wire \$252 ;
   wire \$253 ;
   wire [32:0] \$254 ;
@@ -2610,39 +7509,93 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$281 ;
   wire [32:0] \$282 ;
   wire [32:0] \$283 ;
-  reg \$284 ;
-  reg [1:0] \$285 ;
-  reg \$286 ;
-  reg [31:0] \$287 ;
-  reg [1:0] \$288 ;
-  reg [31:0] \$289 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire [32:0] \$286 ;
+  wire [32:0] \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  reg [31:0] \$290 ;
-  reg [31:0] \$291 ;
-  reg [31:0] \$292 ;
-  reg [31:0] \$293 ;
-  reg [31:0] \$294 ;
-  reg [31:0] \$295 ;
-  reg [31:0] \$296 ;
-  reg \$297 ;
-  reg \$298 ;
-  reg \$299 ;
+  wire [32:0] \$290 ;
+  wire [32:0] \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire [1:0] \$297 ;
+  wire [31:0] \$298 ;
+  wire [31:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg \$300 ;
-  reg \$301 ;
-  reg \$302 ;
-  reg \$303 ;
-  reg \$304 ;
-  reg \$305 ;
-  reg \$306 ;
-  reg \$307 ;
+  wire [31:0] \$300 ;
+  wire [31:0] \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire [32:0] \$304 ;
+  wire [32:0] \$305 ;
+  wire [31:0] \$306 ;
+  wire [31:0] \$307 ;
+  wire [31:0] \$308 ;
+  wire \$309 ;
   wire \$31 ;
+  wire \$310 ;
+  wire [32:0] \$311 ;
+  wire [32:0] \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire [32:0] \$315 ;
+  wire [32:0] \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire [8:0] \$319 ;
   wire \$32 ;
+  wire [31:0] \$320 ;
+  wire [15:0] \$321 ;
+  wire [31:0] \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire [32:0] \$325 ;
+  wire [32:0] \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire [32:0] \$329 ;
   wire \$33 ;
+  wire [32:0] \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire [32:0] \$333 ;
+  wire [32:0] \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg [31:0] \$338 ;
+  reg \$339 ;
   wire \$34 ;
+  reg [31:0] \$340 ;
+  reg [31:0] \$341 ;
+  reg [31:0] \$342 ;
+  reg [31:0] \$343 ;
+  reg [31:0] \$344 ;
+  reg [31:0] \$345 ;
+  reg [31:0] \$346 ;
+  reg [31:0] \$347 ;
+  reg \$348 ;
+  reg \$349 ;
   wire \$35 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg \$354 ;
+  reg \$355 ;
+  reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
   wire \$36 ;
+  reg [31:0] \$360 ;
+  reg [31:0] \$361 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
@@ -2650,70 +7603,71 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [32:0] \$43 ;
-  wire [32:0] \$44 ;
+  wire \$43 ;
+  wire \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire [16:0] \$47 ;
-  wire [31:0] \$48 ;
-  wire [46:0] \$49 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [46:0] \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [8:0] \$53 ;
-  wire [31:0] \$54 ;
-  wire [22:0] \$55 ;
+  wire \$50 ;
+  wire [32:0] \$51 ;
+  wire [32:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [16:0] \$55 ;
   wire [31:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire [8:0] \$59 ;
+  wire [46:0] \$57 ;
+  wire [46:0] \$58 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [31:0] \$60 ;
-  wire [38:0] \$61 ;
-  wire [38:0] \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [8:0] \$65 ;
-  wire [31:0] \$66 ;
-  wire [38:0] \$67 ;
-  wire [38:0] \$68 ;
-  wire \$69 ;
+  wire \$60 ;
+  wire [8:0] \$61 ;
+  wire [31:0] \$62 ;
+  wire [22:0] \$63 ;
+  wire [31:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [8:0] \$67 ;
+  wire [31:0] \$68 ;
+  wire [38:0] \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire [8:0] \$71 ;
-  wire [31:0] \$72 ;
-  wire [22:0] \$73 ;
+  wire [38:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [8:0] \$73 ;
   wire [31:0] \$74 ;
   wire [38:0] \$75 ;
   wire [38:0] \$76 ;
-  wire [38:0] \$77 ;
-  wire [38:0] \$78 ;
-  wire \$79 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire [8:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire [8:0] \$81 ;
+  wire [31:0] \$80 ;
+  wire [22:0] \$81 ;
   wire [31:0] \$82 ;
-  wire [22:0] \$83 ;
-  wire [31:0] \$84 ;
-  wire [31:0] \$85 ;
-  wire [31:0] \$86 ;
-  wire [31:0] \$87 ;
+  wire [38:0] \$83 ;
+  wire [38:0] \$84 ;
+  wire [38:0] \$85 ;
+  wire [38:0] \$86 ;
+  wire \$87 ;
   wire \$88 ;
-  wire \$89 ;
+  wire [8:0] \$89 ;
   wire \$9 ;
-  wire [32:0] \$90 ;
-  wire [32:0] \$91 ;
+  wire [31:0] \$90 ;
+  wire [22:0] \$91 ;
   wire [31:0] \$92 ;
   wire [31:0] \$93 ;
   wire [31:0] \$94 ;
-  wire \$95 ;
+  wire [31:0] \$95 ;
   wire \$96 ;
-  wire [32:0] \$97 ;
+  wire \$97 ;
   wire [32:0] \$98 ;
-  wire [31:0] \$99 ;
-  (* init = 2'h0 *)
-  wire [1:0] bresp;
+  wire [32:0] \$99 ;
+  reg \$signal  = 1'h0;
+  reg \$signal$14  = 1'h0;
+  reg bok = 1'h0;
   input [11:0] bus__araddr;
   wire [11:0] bus__araddr;
   wire bus__arready;
@@ -2727,16 +7681,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   input bus__bready;
   wire bus__bready;
   output [1:0] bus__bresp;
-  reg [1:0] bus__bresp = 2'h0;
+  wire [1:0] bus__bresp;
   (* init = 1'h0 *)
+  output bus__bvalid;
   wire bus__bvalid;
   output [31:0] bus__rdata;
   reg [31:0] bus__rdata = 32'd0;
   input bus__rready;
   wire bus__rready;
   output [1:0] bus__rresp;
-  reg [1:0] bus__rresp = 2'h0;
+  wire [1:0] bus__rresp;
   (* init = 1'h0 *)
+  output bus__rvalid;
   wire bus__rvalid;
   input [31:0] bus__wdata;
   wire [31:0] bus__wdata;
@@ -2745,8 +7701,6 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [3:0] bus__wstrb;
   input bus__wvalid;
   wire bus__wvalid;
-  output bvalid;
-  reg bvalid = 1'h0;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
   wire [7:0] cap_array_cols;
@@ -2784,6 +7738,14 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   reg [31:0] cmd7_word = 32'd0;
   output cmd_submit_go;
   wire cmd_submit_go;
+  output core_ctrl_run;
+  reg core_ctrl_run = 1'h0;
+  output [31:0] core_mem_addr_addr;
+  reg [31:0] core_mem_addr_addr = 32'd0;
+  wire core_mem_addr_addr_swmod;
+  output [31:0] core_mem_data_data;
+  reg [31:0] core_mem_data_data = 32'd0;
+  wire core_mem_data_data_swmod;
   output do_read;
   wire do_read;
   output do_write;
@@ -2802,6 +7764,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [7:0] error_info_opcode;
   input [15:0] error_info_tag;
   wire [15:0] error_info_tag;
+  input [31:0] fw_fault_cause_value;
+  wire [31:0] fw_fault_cause_value;
+  input [31:0] fw_fault_pc_value;
+  wire [31:0] fw_fault_pc_value;
+  input [31:0] fw_fault_tval_value;
+  wire [31:0] fw_fault_tval_value;
+  input fw_status_sleeping;
+  wire fw_status_sleeping;
+  input [7:0] fw_status_state;
+  wire [7:0] fw_status_state;
+  input [31:0] fw_version_version;
+  wire [31:0] fw_version_version;
   output irq_enable_dma_load_done;
   reg irq_enable_dma_load_done = 1'h0;
   output irq_enable_dma_store_done;
@@ -2856,16 +7830,13 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_active_count;
   input [31:0] perf_vec_busy_count;
   wire [31:0] perf_vec_busy_count;
-  input [3:0] \port$3036$0 ;
-  wire [3:0] \port$3036$0 ;
+  input [3:0] \port$4054$0 ;
+  wire [3:0] \port$4054$0 ;
   (* init = 32'd0 *)
   wire [31:0] rdata;
-  (* init = 2'h0 *)
-  wire [1:0] rresp;
+  reg rok = 1'h0;
   input rst;
   wire rst;
-  output rvalid;
-  reg rvalid = 1'h0;
   wire status_dma_load_busy;
   wire status_dma_store_busy;
   wire status_gemm_busy;
@@ -2887,11 +7858,21 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire wr_cmd6;
   wire wr_cmd7;
   wire wr_cmd_submit;
+  wire wr_core_ctrl;
+  output wr_core_mem_addr;
+  wire wr_core_mem_addr;
+  output wr_core_mem_data;
+  wire wr_core_mem_data;
   wire wr_done_dma_load;
   wire wr_done_dma_store;
   wire wr_done_gemm;
   wire wr_done_vec;
   wire wr_error_info;
+  wire wr_fw_fault_cause;
+  wire wr_fw_fault_pc;
+  wire wr_fw_fault_tval;
+  wire wr_fw_status;
+  wire wr_fw_version;
   wire wr_id;
   wire wr_irq_enable;
   wire wr_irq_status;
@@ -2909,11 +7890,13 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire wr_status;
   wire wr_version;
   assign \$1  = bus__awvalid & bus__wvalid;
-  assign \$2  = ~ bvalid;
+  assign \$2  = ~ \$signal ;
   assign do_write = \$1  & \$2 ;
+  assign bus__bresp = bok ? 2'h0 : 2'h2;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$3  = ~ rvalid;
+  assign \$3  = ~ \$signal$14 ;
   assign do_read = bus__arvalid & \$3 ;
+  assign bus__rresp = rok ? 2'h0 : 2'h2;
   assign \$4  = ! bus__awaddr[11:2];
   assign wr_id = do_write & \$4 ;
   assign \$5  = bus__awaddr[11:2] == 1'h1;
@@ -2991,751 +7974,899 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign wr_perf_dma_load_bytes = do_write & \$37 ;
   assign \$38  = bus__awaddr[11:2] == 6'h2a;
   assign wr_perf_dma_store_bytes = do_write & \$38 ;
-  assign \$39  = bvalid & bus__bready;
-  assign \$40  = rvalid & bus__rready;
-  assign \$41  = ! bus__araddr[11:2];
-  assign \$42  = do_read & \$41 ;
-  assign \$45  = bus__araddr[11:2] == 1'h1;
-  assign \$46  = do_read & \$45 ;
-  assign \$51  = bus__araddr[11:2] == 2'h2;
-  assign \$52  = do_read & \$51 ;
-  assign \$57  = bus__araddr[11:2] == 2'h3;
-  assign \$58  = do_read & \$57 ;
-  assign \$63  = bus__araddr[11:2] == 3'h4;
-  assign \$64  = do_read & \$63 ;
-  assign \$69  = bus__araddr[11:2] == 3'h5;
-  assign \$70  = do_read & \$69 ;
-  assign \$79  = bus__araddr[11:2] == 3'h6;
-  assign \$80  = do_read & \$79 ;
-  assign \$85  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$86  = cmd0_word & \$85 ;
-  assign \$87  = \$86  | wdata;
-  assign \$88  = bus__araddr[11:2] == 4'h8;
-  assign \$89  = do_read & \$88 ;
-  assign \$92  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$93  = cmd1_word & \$92 ;
-  assign \$94  = \$93  | wdata;
-  assign \$95  = bus__araddr[11:2] == 4'h9;
-  assign \$96  = do_read & \$95 ;
-  assign \$99  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$100  = cmd2_word & \$99 ;
-  assign \$101  = \$100  | wdata;
-  assign \$102  = bus__araddr[11:2] == 4'ha;
-  assign \$103  = do_read & \$102 ;
-  assign \$106  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$107  = cmd3_word & \$106 ;
-  assign \$108  = \$107  | wdata;
-  assign \$109  = bus__araddr[11:2] == 4'hb;
-  assign \$110  = do_read & \$109 ;
-  assign \$113  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$114  = cmd4_word & \$113 ;
-  assign \$115  = \$114  | wdata;
-  assign \$116  = bus__araddr[11:2] == 4'hc;
-  assign \$117  = do_read & \$116 ;
-  assign \$120  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$121  = cmd5_word & \$120 ;
-  assign \$122  = \$121  | wdata;
-  assign \$123  = bus__araddr[11:2] == 4'hd;
-  assign \$124  = do_read & \$123 ;
-  assign \$127  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$128  = cmd6_word & \$127 ;
-  assign \$129  = \$128  | wdata;
-  assign \$130  = bus__araddr[11:2] == 4'he;
-  assign \$131  = do_read & \$130 ;
-  assign \$134  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$135  = cmd7_word & \$134 ;
-  assign \$136  = \$135  | wdata;
-  assign \$137  = bus__araddr[11:2] == 4'hf;
-  assign \$138  = do_read & \$137 ;
-  assign \$141  = bus__araddr[11:2] == 5'h10;
-  assign \$142  = do_read & \$141 ;
-  assign \$145  = bus__araddr[11:2] == 5'h11;
+  assign \$39  = bus__awaddr[11:2] == 6'h30;
+  assign wr_core_ctrl = do_write & \$39 ;
+  assign \$40  = bus__awaddr[11:2] == 6'h31;
+  assign wr_core_mem_addr = do_write & \$40 ;
+  assign \$41  = bus__awaddr[11:2] == 6'h32;
+  assign wr_core_mem_data = do_write & \$41 ;
+  assign \$42  = bus__awaddr[11:2] == 6'h34;
+  assign wr_fw_version = do_write & \$42 ;
+  assign \$43  = bus__awaddr[11:2] == 6'h35;
+  assign wr_fw_status = do_write & \$43 ;
+  assign \$44  = bus__awaddr[11:2] == 6'h36;
+  assign wr_fw_fault_pc = do_write & \$44 ;
+  assign \$45  = bus__awaddr[11:2] == 6'h37;
+  assign wr_fw_fault_cause = do_write & \$45 ;
+  assign \$46  = bus__awaddr[11:2] == 6'h38;
+  assign wr_fw_fault_tval = do_write & \$46 ;
+  assign \$47  = \$signal  & bus__bready;
+  assign \$48  = \$signal$14  & bus__rready;
+  assign \$49  = ! bus__araddr[11:2];
+  assign \$50  = do_read & \$49 ;
+  assign \$53  = bus__araddr[11:2] == 1'h1;
+  assign \$54  = do_read & \$53 ;
+  assign \$59  = bus__araddr[11:2] == 2'h2;
+  assign \$60  = do_read & \$59 ;
+  assign \$65  = bus__araddr[11:2] == 2'h3;
+  assign \$66  = do_read & \$65 ;
+  assign \$71  = bus__araddr[11:2] == 3'h4;
+  assign \$72  = do_read & \$71 ;
+  assign \$77  = bus__araddr[11:2] == 3'h5;
+  assign \$78  = do_read & \$77 ;
+  assign \$87  = bus__araddr[11:2] == 3'h6;
+  assign \$88  = do_read & \$87 ;
+  assign \$93  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$94  = cmd0_word & \$93 ;
+  assign \$95  = \$94  | wdata;
+  assign \$96  = bus__araddr[11:2] == 4'h8;
+  assign \$97  = do_read & \$96 ;
+  assign \$100  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$101  = cmd1_word & \$100 ;
+  assign \$102  = \$101  | wdata;
+  assign \$103  = bus__araddr[11:2] == 4'h9;
+  assign \$104  = do_read & \$103 ;
+  assign \$107  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$108  = cmd2_word & \$107 ;
+  assign \$109  = \$108  | wdata;
+  assign \$110  = bus__araddr[11:2] == 4'ha;
+  assign \$111  = do_read & \$110 ;
+  assign \$114  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$115  = cmd3_word & \$114 ;
+  assign \$116  = \$115  | wdata;
+  assign \$117  = bus__araddr[11:2] == 4'hb;
+  assign \$118  = do_read & \$117 ;
+  assign \$121  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$122  = cmd4_word & \$121 ;
+  assign \$123  = \$122  | wdata;
+  assign \$124  = bus__araddr[11:2] == 4'hc;
+  assign \$125  = do_read & \$124 ;
+  assign \$128  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$129  = cmd5_word & \$128 ;
+  assign \$130  = \$129  | wdata;
+  assign \$131  = bus__araddr[11:2] == 4'hd;
+  assign \$132  = do_read & \$131 ;
+  assign \$135  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$136  = cmd6_word & \$135 ;
+  assign \$137  = \$136  | wdata;
+  assign \$138  = bus__araddr[11:2] == 4'he;
+  assign \$139  = do_read & \$138 ;
+  assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$143  = cmd7_word & \$142 ;
+  assign \$144  = \$143  | wdata;
+  assign \$145  = bus__araddr[11:2] == 4'hf;
   assign \$146  = do_read & \$145 ;
-  assign \$150  = \$148  | { 30'h00000000, \$149  };
-  assign \$152  = \$150  | { 28'h0000000, \$151  };
-  assign \$154  = \$152  | { 28'h0000000, \$153  };
-  assign \$156  = \$154  | { 24'h000000, \$155  };
-  assign \$157  = ~ clr_irq_status_dma_load_done;
-  assign \$158  = irq_status_dma_load_done & \$157 ;
-  assign \$159  = \$158  | irq_status_dma_load_done_set;
-  assign \$160  = ~ clr_irq_status_dma_store_done;
-  assign \$161  = irq_status_dma_store_done & \$160 ;
-  assign \$162  = \$161  | irq_status_dma_store_done_set;
-  assign \$163  = ~ clr_irq_status_gemm_done;
-  assign \$164  = irq_status_gemm_done & \$163 ;
-  assign \$165  = \$164  | irq_status_gemm_done_set;
-  assign \$166  = ~ clr_irq_status_vec_done;
-  assign \$167  = irq_status_vec_done & \$166 ;
-  assign \$168  = \$167  | irq_status_vec_done_set;
-  assign \$169  = ~ clr_irq_status_error;
-  assign \$170  = irq_status_error & \$169 ;
-  assign \$171  = \$170  | irq_status_error_set;
-  assign \$172  = bus__araddr[11:2] == 5'h12;
-  assign \$173  = do_read & \$172 ;
-  assign \$177  = \$175  | { 30'h00000000, \$176  };
-  assign \$179  = \$177  | { 28'h0000000, \$178  };
-  assign \$181  = \$179  | { 28'h0000000, \$180  };
-  assign \$183  = \$181  | { 24'h000000, \$182  };
-  assign \$184  = ~ bus__wstrb[0];
-  assign \$185  = irq_enable_dma_load_done & \$184 ;
-  assign \$186  = \$185  | wdata[0];
-  assign \$187  = ~ bus__wstrb[0];
-  assign \$188  = irq_enable_dma_store_done & \$187 ;
-  assign \$189  = \$188  | wdata[1];
-  assign \$190  = ~ bus__wstrb[0];
-  assign \$191  = irq_enable_gemm_done & \$190 ;
-  assign \$192  = \$191  | wdata[2];
-  assign \$193  = ~ bus__wstrb[0];
-  assign \$194  = irq_enable_vec_done & \$193 ;
-  assign \$195  = \$194  | wdata[3];
-  assign \$196  = ~ bus__wstrb[0];
-  assign \$197  = irq_enable_error & \$196 ;
-  assign \$198  = \$197  | wdata[4];
-  assign \$199  = bus__araddr[11:2] == 5'h13;
-  assign \$200  = do_read & \$199 ;
-  assign \$204  = \$202  | { 30'h00000000, \$203  };
-  assign \$206  = \$204  | { 28'h0000000, \$205  };
-  assign \$208  = \$206  | { 28'h0000000, \$207  };
-  assign \$210  = \$208  | { 24'h000000, \$209  };
-  assign \$211  = bus__araddr[11:2] == 5'h14;
-  assign \$212  = do_read & \$211 ;
-  assign \$216  = \$214  | { 9'h000, \$215  };
-  assign \$218  = { 15'h0000, \$216  } | \$217 ;
-  assign \$219  = bus__araddr[11:2] == 5'h18;
+  assign \$149  = bus__araddr[11:2] == 5'h10;
+  assign \$150  = do_read & \$149 ;
+  assign \$153  = bus__araddr[11:2] == 5'h11;
+  assign \$154  = do_read & \$153 ;
+  assign \$158  = \$156  | { 30'h00000000, \$157  };
+  assign \$160  = \$158  | { 28'h0000000, \$159  };
+  assign \$162  = \$160  | { 28'h0000000, \$161  };
+  assign \$164  = \$162  | { 24'h000000, \$163  };
+  assign \$165  = ~ clr_irq_status_dma_load_done;
+  assign \$166  = irq_status_dma_load_done & \$165 ;
+  assign \$167  = \$166  | irq_status_dma_load_done_set;
+  assign \$168  = ~ clr_irq_status_dma_store_done;
+  assign \$169  = irq_status_dma_store_done & \$168 ;
+  assign \$170  = \$169  | irq_status_dma_store_done_set;
+  assign \$171  = ~ clr_irq_status_gemm_done;
+  assign \$172  = irq_status_gemm_done & \$171 ;
+  assign \$173  = \$172  | irq_status_gemm_done_set;
+  assign \$174  = ~ clr_irq_status_vec_done;
+  assign \$175  = irq_status_vec_done & \$174 ;
+  assign \$176  = \$175  | irq_status_vec_done_set;
+  assign \$177  = ~ clr_irq_status_error;
+  assign \$178  = irq_status_error & \$177 ;
+  assign \$179  = \$178  | irq_status_error_set;
+  assign \$180  = bus__araddr[11:2] == 5'h12;
+  assign \$181  = do_read & \$180 ;
+  assign \$185  = \$183  | { 30'h00000000, \$184  };
+  assign \$187  = \$185  | { 28'h0000000, \$186  };
+  assign \$189  = \$187  | { 28'h0000000, \$188  };
+  assign \$191  = \$189  | { 24'h000000, \$190  };
+  assign \$192  = ~ bus__wstrb[0];
+  assign \$193  = irq_enable_dma_load_done & \$192 ;
+  assign \$194  = \$193  | wdata[0];
+  assign \$195  = ~ bus__wstrb[0];
+  assign \$196  = irq_enable_dma_store_done & \$195 ;
+  assign \$197  = \$196  | wdata[1];
+  assign \$198  = ~ bus__wstrb[0];
+  assign \$199  = irq_enable_gemm_done & \$198 ;
+  assign \$200  = \$199  | wdata[2];
+  assign \$201  = ~ bus__wstrb[0];
+  assign \$202  = irq_enable_vec_done & \$201 ;
+  assign \$203  = \$202  | wdata[3];
+  assign \$204  = ~ bus__wstrb[0];
+  assign \$205  = irq_enable_error & \$204 ;
+  assign \$206  = \$205  | wdata[4];
+  assign \$207  = bus__araddr[11:2] == 5'h13;
+  assign \$208  = do_read & \$207 ;
+  assign \$212  = \$210  | { 30'h00000000, \$211  };
+  assign \$214  = \$212  | { 28'h0000000, \$213  };
+  assign \$216  = \$214  | { 28'h0000000, \$215  };
+  assign \$218  = \$216  | { 24'h000000, \$217  };
+  assign \$219  = bus__araddr[11:2] == 5'h14;
   assign \$220  = do_read & \$219 ;
-  assign \$223  = bus__araddr[11:2] == 5'h19;
-  assign \$224  = do_read & \$223 ;
-  assign \$227  = bus__araddr[11:2] == 5'h1a;
+  assign \$224  = \$222  | { 9'h000, \$223  };
+  assign \$226  = { 15'h0000, \$224  } | \$225 ;
+  assign \$227  = bus__araddr[11:2] == 5'h18;
   assign \$228  = do_read & \$227 ;
-  assign \$231  = bus__araddr[11:2] == 5'h1b;
+  assign \$231  = bus__araddr[11:2] == 5'h19;
   assign \$232  = do_read & \$231 ;
-  assign \$235  = ~ bus__wstrb[0];
-  assign \$236  = perf_ctrl_freeze & \$235 ;
-  assign \$237  = \$236  | wdata[1];
-  assign \$238  = bus__araddr[11:2] == 6'h20;
-  assign \$239  = do_read & \$238 ;
-  assign \$244  = bus__araddr[11:2] == 6'h21;
-  assign \$245  = do_read & \$244 ;
-  assign \$248  = bus__araddr[11:2] == 6'h22;
-  assign \$249  = do_read & \$248 ;
-  assign \$252  = bus__araddr[11:2] == 6'h23;
+  assign \$235  = bus__araddr[11:2] == 5'h1a;
+  assign \$236  = do_read & \$235 ;
+  assign \$239  = bus__araddr[11:2] == 5'h1b;
+  assign \$240  = do_read & \$239 ;
+  assign \$243  = ~ bus__wstrb[0];
+  assign \$244  = perf_ctrl_freeze & \$243 ;
+  assign \$245  = \$244  | wdata[1];
+  assign \$246  = bus__araddr[11:2] == 6'h20;
+  assign \$247  = do_read & \$246 ;
+  assign \$252  = bus__araddr[11:2] == 6'h21;
   assign \$253  = do_read & \$252 ;
-  assign \$256  = bus__araddr[11:2] == 6'h24;
+  assign \$256  = bus__araddr[11:2] == 6'h22;
   assign \$257  = do_read & \$256 ;
-  assign \$260  = bus__araddr[11:2] == 6'h25;
+  assign \$260  = bus__araddr[11:2] == 6'h23;
   assign \$261  = do_read & \$260 ;
-  assign \$264  = bus__araddr[11:2] == 6'h26;
+  assign \$264  = bus__araddr[11:2] == 6'h24;
   assign \$265  = do_read & \$264 ;
-  assign \$268  = bus__araddr[11:2] == 6'h27;
+  assign \$268  = bus__araddr[11:2] == 6'h25;
   assign \$269  = do_read & \$268 ;
-  assign \$272  = bus__araddr[11:2] == 6'h28;
+  assign \$272  = bus__araddr[11:2] == 6'h26;
   assign \$273  = do_read & \$272 ;
-  assign \$276  = bus__araddr[11:2] == 6'h29;
+  assign \$276  = bus__araddr[11:2] == 6'h27;
   assign \$277  = do_read & \$276 ;
-  assign \$280  = bus__araddr[11:2] == 6'h2a;
+  assign \$280  = bus__araddr[11:2] == 6'h28;
   assign \$281  = do_read & \$280 ;
+  assign \$284  = bus__araddr[11:2] == 6'h29;
+  assign \$285  = do_read & \$284 ;
+  assign \$288  = bus__araddr[11:2] == 6'h2a;
+  assign \$289  = do_read & \$288 ;
+  assign \$292  = ~ bus__wstrb[0];
+  assign \$293  = core_ctrl_run & \$292 ;
+  assign \$294  = \$293  | wdata[0];
+  assign \$295  = bus__araddr[11:2] == 6'h30;
+  assign \$296  = do_read & \$295 ;
+  assign \$299  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$300  = core_mem_addr_addr & \$299 ;
+  assign \$301  = \$300  | wdata;
+  assign \$302  = bus__araddr[11:2] == 6'h31;
+  assign \$303  = do_read & \$302 ;
+  assign \$306  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$307  = core_mem_data_data & \$306 ;
+  assign \$308  = \$307  | wdata;
+  assign \$309  = bus__araddr[11:2] == 6'h32;
+  assign \$310  = do_read & \$309 ;
+  assign \$313  = bus__araddr[11:2] == 6'h34;
+  assign \$314  = do_read & \$313 ;
+  assign \$317  = bus__araddr[11:2] == 6'h35;
+  assign \$318  = do_read & \$317 ;
+  assign \$322  = \$320  | { 16'h0000, \$321  };
+  assign \$323  = bus__araddr[11:2] == 6'h36;
+  assign \$324  = do_read & \$323 ;
+  assign \$327  = bus__araddr[11:2] == 6'h37;
+  assign \$328  = do_read & \$327 ;
+  assign \$331  = bus__araddr[11:2] == 6'h38;
+  assign \$332  = do_read & \$331 ;
   always @(posedge clk)
-    bvalid <= \$284 ;
+    \$signal  <= \$335 ;
   always @(posedge clk)
-    bus__bresp <= \$285 ;
+    bok <= \$336 ;
   always @(posedge clk)
-    rvalid <= \$286 ;
+    \$signal$14  <= \$337 ;
   always @(posedge clk)
-    bus__rdata <= \$287 ;
+    bus__rdata <= \$338 ;
   always @(posedge clk)
-    bus__rresp <= \$288 ;
+    rok <= \$339 ;
   always @(posedge clk)
-    cmd0_word <= \$289 ;
+    cmd0_word <= \$340 ;
   always @(posedge clk)
-    cmd1_word <= \$290 ;
+    cmd1_word <= \$341 ;
   always @(posedge clk)
-    cmd2_word <= \$291 ;
+    cmd2_word <= \$342 ;
   always @(posedge clk)
-    cmd3_word <= \$292 ;
+    cmd3_word <= \$343 ;
   always @(posedge clk)
-    cmd4_word <= \$293 ;
+    cmd4_word <= \$344 ;
   always @(posedge clk)
-    cmd5_word <= \$294 ;
+    cmd5_word <= \$345 ;
   always @(posedge clk)
-    cmd6_word <= \$295 ;
+    cmd6_word <= \$346 ;
   always @(posedge clk)
-    cmd7_word <= \$296 ;
+    cmd7_word <= \$347 ;
   always @(posedge clk)
-    irq_status_dma_load_done <= \$297 ;
+    irq_status_dma_load_done <= \$348 ;
   always @(posedge clk)
-    irq_status_dma_store_done <= \$298 ;
+    irq_status_dma_store_done <= \$349 ;
   always @(posedge clk)
-    irq_status_gemm_done <= \$299 ;
+    irq_status_gemm_done <= \$350 ;
   always @(posedge clk)
-    irq_status_vec_done <= \$300 ;
+    irq_status_vec_done <= \$351 ;
   always @(posedge clk)
-    irq_status_error <= \$301 ;
+    irq_status_error <= \$352 ;
   always @(posedge clk)
-    irq_enable_dma_load_done <= \$302 ;
+    irq_enable_dma_load_done <= \$353 ;
   always @(posedge clk)
-    irq_enable_dma_store_done <= \$303 ;
+    irq_enable_dma_store_done <= \$354 ;
   always @(posedge clk)
-    irq_enable_gemm_done <= \$304 ;
+    irq_enable_gemm_done <= \$355 ;
   always @(posedge clk)
-    irq_enable_vec_done <= \$305 ;
+    irq_enable_vec_done <= \$356 ;
   always @(posedge clk)
-    irq_enable_error <= \$306 ;
+    irq_enable_error <= \$357 ;
   always @(posedge clk)
-    perf_ctrl_freeze <= \$307 ;
+    perf_ctrl_freeze <= \$358 ;
+  always @(posedge clk)
+    core_ctrl_run <= \$359 ;
+  always @(posedge clk)
+    core_mem_addr_addr <= \$360 ;
+  always @(posedge clk)
+    core_mem_data_data <= \$361 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$284  = bvalid;
-    if (\$39 ) begin
-      \$284  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$335  = \$signal ;
+    if (\$47 ) begin
+      \$335  = 1'h0;
     end
     if (do_write) begin
-      \$284  = 1'h1;
+      \$335  = 1'h1;
     end
     if (rst) begin
-      \$284  = 1'h0;
+      \$335  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$285  = bus__bresp;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$336  = bok;
     if (do_write) begin
-      \$285  = 2'h2;
+      \$336  = 1'h0;
     end
     if (wr_id) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_version) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_array) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_spad) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_acc) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_dma) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cap_queues) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd0) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd1) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd2) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd3) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd4) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd5) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd6) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd7) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_cmd_submit) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_status) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_irq_status) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_irq_enable) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_error_info) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_done_dma_load) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_done_dma_store) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_done_gemm) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_done_vec) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_ctrl) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_cycles) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_gemm_busy) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_gemm_active) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_gemm_stall) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_vec_busy) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_vec_active) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_dma_load_busy) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_dma_store_busy) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_dma_load_bytes) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
     end
     if (wr_perf_dma_store_bytes) begin
-      \$285  = 2'h0;
+      \$336  = 1'h1;
+    end
+    if (wr_core_ctrl) begin
+      \$336  = 1'h1;
+    end
+    if (wr_core_mem_addr) begin
+      \$336  = 1'h1;
+    end
+    if (wr_core_mem_data) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_version) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_status) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_fault_pc) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_fault_cause) begin
+      \$336  = 1'h1;
+    end
+    if (wr_fw_fault_tval) begin
+      \$336  = 1'h1;
     end
     if (rst) begin
-      \$285  = 2'h0;
+      \$336  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$286  = rvalid;
-    if (\$40 ) begin
-      \$286  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$337  = \$signal$14 ;
+    if (\$48 ) begin
+      \$337  = 1'h0;
     end
     if (do_read) begin
-      \$286  = 1'h1;
+      \$337  = 1'h1;
     end
     if (rst) begin
-      \$286  = 1'h0;
+      \$337  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$287  = bus__rdata;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$338  = bus__rdata;
     if (do_read) begin
-      \$287  = 32'd0;
+      \$338  = 32'd0;
     end
-    if (\$42 ) begin
-      \$287  = \$44 [31:0];
+    if (\$50 ) begin
+      \$338  = \$52 [31:0];
     end
-    if (\$46 ) begin
-      \$287  = \$50 [31:0];
+    if (\$54 ) begin
+      \$338  = \$58 [31:0];
     end
-    if (\$52 ) begin
-      \$287  = \$56 ;
+    if (\$60 ) begin
+      \$338  = \$64 ;
     end
-    if (\$58 ) begin
-      \$287  = \$62 [31:0];
+    if (\$66 ) begin
+      \$338  = \$70 [31:0];
     end
-    if (\$64 ) begin
-      \$287  = \$68 [31:0];
+    if (\$72 ) begin
+      \$338  = \$76 [31:0];
     end
-    if (\$70 ) begin
-      \$287  = \$78 [31:0];
+    if (\$78 ) begin
+      \$338  = \$86 [31:0];
     end
-    if (\$80 ) begin
-      \$287  = \$84 ;
+    if (\$88 ) begin
+      \$338  = \$92 ;
     end
-    if (\$89 ) begin
-      \$287  = \$91 [31:0];
+    if (\$97 ) begin
+      \$338  = \$99 [31:0];
     end
-    if (\$96 ) begin
-      \$287  = \$98 [31:0];
+    if (\$104 ) begin
+      \$338  = \$106 [31:0];
     end
-    if (\$103 ) begin
-      \$287  = \$105 [31:0];
+    if (\$111 ) begin
+      \$338  = \$113 [31:0];
     end
-    if (\$110 ) begin
-      \$287  = \$112 [31:0];
+    if (\$118 ) begin
+      \$338  = \$120 [31:0];
     end
-    if (\$117 ) begin
-      \$287  = \$119 [31:0];
+    if (\$125 ) begin
+      \$338  = \$127 [31:0];
     end
-    if (\$124 ) begin
-      \$287  = \$126 [31:0];
+    if (\$132 ) begin
+      \$338  = \$134 [31:0];
     end
-    if (\$131 ) begin
-      \$287  = \$133 [31:0];
-    end
-    if (\$138 ) begin
-      \$287  = \$140 [31:0];
-    end
-    if (\$142 ) begin
-      \$287  = \$144 ;
+    if (\$139 ) begin
+      \$338  = \$141 [31:0];
     end
     if (\$146 ) begin
-      \$287  = \$156 ;
+      \$338  = \$148 [31:0];
     end
-    if (\$173 ) begin
-      \$287  = \$183 ;
+    if (\$150 ) begin
+      \$338  = \$152 ;
     end
-    if (\$200 ) begin
-      \$287  = \$210 ;
+    if (\$154 ) begin
+      \$338  = \$164 ;
     end
-    if (\$212 ) begin
-      \$287  = \$218 [31:0];
+    if (\$181 ) begin
+      \$338  = \$191 ;
+    end
+    if (\$208 ) begin
+      \$338  = \$218 ;
     end
     if (\$220 ) begin
-      \$287  = \$222 [31:0];
-    end
-    if (\$224 ) begin
-      \$287  = \$226 [31:0];
+      \$338  = \$226 [31:0];
     end
     if (\$228 ) begin
-      \$287  = \$230 [31:0];
+      \$338  = \$230 [31:0];
     end
     if (\$232 ) begin
-      \$287  = \$234 [31:0];
+      \$338  = \$234 [31:0];
     end
-    if (\$239 ) begin
-      \$287  = \$243 ;
+    if (\$236 ) begin
+      \$338  = \$238 [31:0];
     end
-    if (\$245 ) begin
-      \$287  = \$247 [31:0];
+    if (\$240 ) begin
+      \$338  = \$242 [31:0];
     end
-    if (\$249 ) begin
-      \$287  = \$251 [31:0];
+    if (\$247 ) begin
+      \$338  = \$251 ;
     end
     if (\$253 ) begin
-      \$287  = \$255 [31:0];
+      \$338  = \$255 [31:0];
     end
     if (\$257 ) begin
-      \$287  = \$259 [31:0];
+      \$338  = \$259 [31:0];
     end
     if (\$261 ) begin
-      \$287  = \$263 [31:0];
+      \$338  = \$263 [31:0];
     end
     if (\$265 ) begin
-      \$287  = \$267 [31:0];
+      \$338  = \$267 [31:0];
     end
     if (\$269 ) begin
-      \$287  = \$271 [31:0];
+      \$338  = \$271 [31:0];
     end
     if (\$273 ) begin
-      \$287  = \$275 [31:0];
+      \$338  = \$275 [31:0];
     end
     if (\$277 ) begin
-      \$287  = \$279 [31:0];
+      \$338  = \$279 [31:0];
     end
     if (\$281 ) begin
-      \$287  = \$283 [31:0];
+      \$338  = \$283 [31:0];
+    end
+    if (\$285 ) begin
+      \$338  = \$287 [31:0];
+    end
+    if (\$289 ) begin
+      \$338  = \$291 [31:0];
+    end
+    if (\$296 ) begin
+      \$338  = \$298 ;
+    end
+    if (\$303 ) begin
+      \$338  = \$305 [31:0];
+    end
+    if (\$310 ) begin
+      \$338  = \$312 [31:0];
+    end
+    if (\$314 ) begin
+      \$338  = \$316 [31:0];
+    end
+    if (\$318 ) begin
+      \$338  = \$322 ;
+    end
+    if (\$324 ) begin
+      \$338  = \$326 [31:0];
+    end
+    if (\$328 ) begin
+      \$338  = \$330 [31:0];
+    end
+    if (\$332 ) begin
+      \$338  = \$334 [31:0];
     end
     if (rst) begin
-      \$287  = 32'd0;
+      \$338  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$288  = bus__rresp;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$339  = rok;
     if (do_read) begin
-      \$288  = 2'h2;
+      \$339  = 1'h0;
     end
-    if (\$42 ) begin
-      \$288  = 2'h0;
+    if (\$50 ) begin
+      \$339  = 1'h1;
     end
-    if (\$46 ) begin
-      \$288  = 2'h0;
+    if (\$54 ) begin
+      \$339  = 1'h1;
     end
-    if (\$52 ) begin
-      \$288  = 2'h0;
+    if (\$60 ) begin
+      \$339  = 1'h1;
     end
-    if (\$58 ) begin
-      \$288  = 2'h0;
+    if (\$66 ) begin
+      \$339  = 1'h1;
     end
-    if (\$64 ) begin
-      \$288  = 2'h0;
+    if (\$72 ) begin
+      \$339  = 1'h1;
     end
-    if (\$70 ) begin
-      \$288  = 2'h0;
+    if (\$78 ) begin
+      \$339  = 1'h1;
     end
-    if (\$80 ) begin
-      \$288  = 2'h0;
+    if (\$88 ) begin
+      \$339  = 1'h1;
     end
-    if (\$89 ) begin
-      \$288  = 2'h0;
+    if (\$97 ) begin
+      \$339  = 1'h1;
     end
-    if (\$96 ) begin
-      \$288  = 2'h0;
+    if (\$104 ) begin
+      \$339  = 1'h1;
     end
-    if (\$103 ) begin
-      \$288  = 2'h0;
+    if (\$111 ) begin
+      \$339  = 1'h1;
     end
-    if (\$110 ) begin
-      \$288  = 2'h0;
+    if (\$118 ) begin
+      \$339  = 1'h1;
     end
-    if (\$117 ) begin
-      \$288  = 2'h0;
+    if (\$125 ) begin
+      \$339  = 1'h1;
     end
-    if (\$124 ) begin
-      \$288  = 2'h0;
+    if (\$132 ) begin
+      \$339  = 1'h1;
     end
-    if (\$131 ) begin
-      \$288  = 2'h0;
-    end
-    if (\$138 ) begin
-      \$288  = 2'h0;
-    end
-    if (\$142 ) begin
-      \$288  = 2'h0;
+    if (\$139 ) begin
+      \$339  = 1'h1;
     end
     if (\$146 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
-    if (\$173 ) begin
-      \$288  = 2'h0;
+    if (\$150 ) begin
+      \$339  = 1'h1;
     end
-    if (\$200 ) begin
-      \$288  = 2'h0;
+    if (\$154 ) begin
+      \$339  = 1'h1;
     end
-    if (\$212 ) begin
-      \$288  = 2'h0;
+    if (\$181 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$208 ) begin
+      \$339  = 1'h1;
     end
     if (\$220 ) begin
-      \$288  = 2'h0;
-    end
-    if (\$224 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$228 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$232 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
-    if (\$239 ) begin
-      \$288  = 2'h0;
+    if (\$236 ) begin
+      \$339  = 1'h1;
     end
-    if (\$245 ) begin
-      \$288  = 2'h0;
+    if (\$240 ) begin
+      \$339  = 1'h1;
     end
-    if (\$249 ) begin
-      \$288  = 2'h0;
+    if (\$247 ) begin
+      \$339  = 1'h1;
     end
     if (\$253 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$257 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$261 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$265 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$269 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$273 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$277 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
     end
     if (\$281 ) begin
-      \$288  = 2'h0;
+      \$339  = 1'h1;
+    end
+    if (\$285 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$289 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$296 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$303 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$310 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$314 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$318 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$324 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$328 ) begin
+      \$339  = 1'h1;
+    end
+    if (\$332 ) begin
+      \$339  = 1'h1;
     end
     if (rst) begin
-      \$288  = 2'h0;
+      \$339  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$289  = cmd0_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$340  = cmd0_word;
     if (wr_cmd0) begin
-      \$289  = \$87 ;
+      \$340  = \$95 ;
     end
     if (rst) begin
-      \$289  = 32'd0;
+      \$340  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$290  = cmd1_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$341  = cmd1_word;
     if (wr_cmd1) begin
-      \$290  = \$94 ;
+      \$341  = \$102 ;
     end
     if (rst) begin
-      \$290  = 32'd0;
+      \$341  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$291  = cmd2_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$342  = cmd2_word;
     if (wr_cmd2) begin
-      \$291  = \$101 ;
+      \$342  = \$109 ;
     end
     if (rst) begin
-      \$291  = 32'd0;
+      \$342  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$292  = cmd3_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$343  = cmd3_word;
     if (wr_cmd3) begin
-      \$292  = \$108 ;
+      \$343  = \$116 ;
     end
     if (rst) begin
-      \$292  = 32'd0;
+      \$343  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$293  = cmd4_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$344  = cmd4_word;
     if (wr_cmd4) begin
-      \$293  = \$115 ;
+      \$344  = \$123 ;
     end
     if (rst) begin
-      \$293  = 32'd0;
+      \$344  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$294  = cmd5_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$345  = cmd5_word;
     if (wr_cmd5) begin
-      \$294  = \$122 ;
+      \$345  = \$130 ;
     end
     if (rst) begin
-      \$294  = 32'd0;
+      \$345  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$295  = cmd6_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$346  = cmd6_word;
     if (wr_cmd6) begin
-      \$295  = \$129 ;
+      \$346  = \$137 ;
     end
     if (rst) begin
-      \$295  = 32'd0;
+      \$346  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$296  = cmd7_word;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$347  = cmd7_word;
     if (wr_cmd7) begin
-      \$296  = \$136 ;
+      \$347  = \$144 ;
     end
     if (rst) begin
-      \$296  = 32'd0;
+      \$347  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$297  = \$159 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$348  = \$167 ;
     if (rst) begin
-      \$297  = 1'h0;
+      \$348  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$298  = \$162 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$349  = \$170 ;
     if (rst) begin
-      \$298  = 1'h0;
+      \$349  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$299  = \$165 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$350  = \$173 ;
     if (rst) begin
-      \$299  = 1'h0;
+      \$350  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$300  = \$168 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$351  = \$176 ;
     if (rst) begin
-      \$300  = 1'h0;
+      \$351  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$301  = \$171 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$352  = \$179 ;
     if (rst) begin
-      \$301  = 1'h0;
+      \$352  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$302  = irq_enable_dma_load_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$353  = irq_enable_dma_load_done;
     if (wr_irq_enable) begin
-      \$302  = \$186 ;
+      \$353  = \$194 ;
     end
     if (rst) begin
-      \$302  = 1'h0;
+      \$353  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$303  = irq_enable_dma_store_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$354  = irq_enable_dma_store_done;
     if (wr_irq_enable) begin
-      \$303  = \$189 ;
+      \$354  = \$197 ;
     end
     if (rst) begin
-      \$303  = 1'h0;
+      \$354  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$304  = irq_enable_gemm_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$355  = irq_enable_gemm_done;
     if (wr_irq_enable) begin
-      \$304  = \$192 ;
+      \$355  = \$200 ;
     end
     if (rst) begin
-      \$304  = 1'h0;
+      \$355  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$305  = irq_enable_vec_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$356  = irq_enable_vec_done;
     if (wr_irq_enable) begin
-      \$305  = \$195 ;
+      \$356  = \$203 ;
     end
     if (rst) begin
-      \$305  = 1'h0;
+      \$356  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$306  = irq_enable_error;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$357  = irq_enable_error;
     if (wr_irq_enable) begin
-      \$306  = \$198 ;
+      \$357  = \$206 ;
     end
     if (rst) begin
-      \$306  = 1'h0;
+      \$357  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$307  = perf_ctrl_freeze;
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$358  = perf_ctrl_freeze;
     if (wr_perf_ctrl) begin
-      \$307  = \$237 ;
+      \$358  = \$245 ;
     end
     if (rst) begin
-      \$307  = 1'h0;
+      \$358  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$359  = core_ctrl_run;
+    if (wr_core_ctrl) begin
+      \$359  = \$294 ;
+    end
+    if (rst) begin
+      \$359  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$360  = core_mem_addr_addr;
+    if (wr_core_mem_addr) begin
+      \$360  = \$301 ;
+    end
+    if (rst) begin
+      \$360  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$361  = core_mem_data_data;
+    if (wr_core_mem_data) begin
+      \$361  = \$308 ;
+    end
+    if (rst) begin
+      \$361  = 32'd0;
     end
   end
   assign bus__awready = do_write;
   assign bus__wready = do_write;
-  assign bus__bvalid = bvalid;
-  assign bresp = bus__bresp;
   assign bus__arready = do_read;
-  assign bus__rvalid = rvalid;
   assign rdata = bus__rdata;
-  assign rresp = bus__rresp;
+  assign core_mem_addr_addr_swmod = wr_core_mem_addr;
+  assign core_mem_data_data_swmod = wr_core_mem_data;
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -3748,118 +8879,137 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_dma_addr_bits = 8'h20;
   assign cap_queues_queues = 8'h00;
   assign cap_queues_fifo_depth = 8'h04;
-  assign status_dma_load_busy = \port$3036$0 [0];
-  assign status_dma_store_busy = \port$3036$0 [1];
-  assign status_gemm_busy = \port$3036$0 [2];
-  assign status_vec_busy = \port$3036$0 [3];
-  assign \$43  = 33'h04b414b49;
-  assign \$44  = \$43 ;
-  assign \$47  = 17'h00001;
-  assign \$48  = { 15'h0000, \$47  };
-  assign \$49  = 47'h000000000000;
-  assign \$53  = 9'h008;
-  assign \$54  = { 23'h000000, \$53  };
-  assign \$55  = 23'h000800;
-  assign \$59  = 9'h004;
-  assign \$60  = { 23'h000000, \$59  };
-  assign \$61  = 39'h0000100000;
-  assign \$65  = 9'h002;
-  assign \$66  = { 23'h000000, \$65  };
-  assign \$67  = 39'h0000100000;
-  assign \$71  = 9'h008;
-  assign \$72  = { 23'h000000, \$71  };
-  assign \$73  = 23'h001000;
-  assign \$75  = 39'h0000040000;
-  assign \$77  = 39'h0020000000;
-  assign \$81  = 9'h000;
-  assign \$82  = { 23'h000000, \$81  };
-  assign \$83  = 23'h000400;
-  assign \$90  = { 1'h0, cmd0_word };
-  assign \$91  = \$90 ;
-  assign \$97  = { 1'h0, cmd1_word };
-  assign \$98  = \$97 ;
-  assign \$104  = { 1'h0, cmd2_word };
-  assign \$105  = \$104 ;
-  assign \$111  = { 1'h0, cmd3_word };
-  assign \$112  = \$111 ;
-  assign \$118  = { 1'h0, cmd4_word };
-  assign \$119  = \$118 ;
-  assign \$125  = { 1'h0, cmd5_word };
-  assign \$126  = \$125 ;
-  assign \$132  = { 1'h0, cmd6_word };
-  assign \$133  = \$132 ;
-  assign \$139  = { 1'h0, cmd7_word };
-  assign \$140  = \$139 ;
-  assign \$143  = 2'h0;
-  assign \$144  = { 30'h00000000, \$143  };
-  assign \$147  = { 1'h0, \port$3036$0 [0] };
-  assign \$148  = { 30'h00000000, \$147  };
-  assign \$149  = { \port$3036$0 [1], 1'h0 };
-  assign \$151  = { 1'h0, \port$3036$0 [2], 2'h0 };
-  assign \$153  = { \port$3036$0 [3], 3'h0 };
-  assign \$155  = { 3'h0, status_idle, 4'h0 };
-  assign \$174  = { 1'h0, irq_status_dma_load_done };
-  assign \$175  = { 30'h00000000, \$174  };
-  assign \$176  = { irq_status_dma_store_done, 1'h0 };
-  assign \$178  = { 1'h0, irq_status_gemm_done, 2'h0 };
-  assign \$180  = { irq_status_vec_done, 3'h0 };
-  assign \$182  = { 3'h0, irq_status_error, 4'h0 };
-  assign \$201  = { 1'h0, irq_enable_dma_load_done };
-  assign \$202  = { 30'h00000000, \$201  };
-  assign \$203  = { irq_enable_dma_store_done, 1'h0 };
-  assign \$205  = { 1'h0, irq_enable_gemm_done, 2'h0 };
-  assign \$207  = { irq_enable_vec_done, 3'h0 };
-  assign \$209  = { 3'h0, irq_enable_error, 4'h0 };
-  assign \$213  = { 1'h0, error_info_code };
-  assign \$214  = { 23'h000000, \$213  };
-  assign \$215  = { 7'h00, error_info_opcode, 8'h00 };
-  assign \$217  = { 15'h0000, error_info_tag, 16'h0000 };
-  assign \$221  = { 1'h0, done_dma_load_count };
-  assign \$222  = \$221 ;
-  assign \$225  = { 1'h0, done_dma_store_count };
-  assign \$226  = \$225 ;
-  assign \$229  = { 1'h0, done_gemm_count };
+  assign status_dma_load_busy = \port$4054$0 [0];
+  assign status_dma_store_busy = \port$4054$0 [1];
+  assign status_gemm_busy = \port$4054$0 [2];
+  assign status_vec_busy = \port$4054$0 [3];
+  assign bus__bvalid = \$signal ;
+  assign bus__rvalid = \$signal$14 ;
+  assign \$51  = 33'h04b414b49;
+  assign \$52  = \$51 ;
+  assign \$55  = 17'h00001;
+  assign \$56  = { 15'h0000, \$55  };
+  assign \$57  = 47'h000000000000;
+  assign \$61  = 9'h008;
+  assign \$62  = { 23'h000000, \$61  };
+  assign \$63  = 23'h000800;
+  assign \$67  = 9'h004;
+  assign \$68  = { 23'h000000, \$67  };
+  assign \$69  = 39'h0000100000;
+  assign \$73  = 9'h002;
+  assign \$74  = { 23'h000000, \$73  };
+  assign \$75  = 39'h0000100000;
+  assign \$79  = 9'h008;
+  assign \$80  = { 23'h000000, \$79  };
+  assign \$81  = 23'h001000;
+  assign \$83  = 39'h0000040000;
+  assign \$85  = 39'h0020000000;
+  assign \$89  = 9'h000;
+  assign \$90  = { 23'h000000, \$89  };
+  assign \$91  = 23'h000400;
+  assign \$98  = { 1'h0, cmd0_word };
+  assign \$99  = \$98 ;
+  assign \$105  = { 1'h0, cmd1_word };
+  assign \$106  = \$105 ;
+  assign \$112  = { 1'h0, cmd2_word };
+  assign \$113  = \$112 ;
+  assign \$119  = { 1'h0, cmd3_word };
+  assign \$120  = \$119 ;
+  assign \$126  = { 1'h0, cmd4_word };
+  assign \$127  = \$126 ;
+  assign \$133  = { 1'h0, cmd5_word };
+  assign \$134  = \$133 ;
+  assign \$140  = { 1'h0, cmd6_word };
+  assign \$141  = \$140 ;
+  assign \$147  = { 1'h0, cmd7_word };
+  assign \$148  = \$147 ;
+  assign \$151  = 2'h0;
+  assign \$152  = { 30'h00000000, \$151  };
+  assign \$155  = { 1'h0, \port$4054$0 [0] };
+  assign \$156  = { 30'h00000000, \$155  };
+  assign \$157  = { \port$4054$0 [1], 1'h0 };
+  assign \$159  = { 1'h0, \port$4054$0 [2], 2'h0 };
+  assign \$161  = { \port$4054$0 [3], 3'h0 };
+  assign \$163  = { 3'h0, status_idle, 4'h0 };
+  assign \$182  = { 1'h0, irq_status_dma_load_done };
+  assign \$183  = { 30'h00000000, \$182  };
+  assign \$184  = { irq_status_dma_store_done, 1'h0 };
+  assign \$186  = { 1'h0, irq_status_gemm_done, 2'h0 };
+  assign \$188  = { irq_status_vec_done, 3'h0 };
+  assign \$190  = { 3'h0, irq_status_error, 4'h0 };
+  assign \$209  = { 1'h0, irq_enable_dma_load_done };
+  assign \$210  = { 30'h00000000, \$209  };
+  assign \$211  = { irq_enable_dma_store_done, 1'h0 };
+  assign \$213  = { 1'h0, irq_enable_gemm_done, 2'h0 };
+  assign \$215  = { irq_enable_vec_done, 3'h0 };
+  assign \$217  = { 3'h0, irq_enable_error, 4'h0 };
+  assign \$221  = { 1'h0, error_info_code };
+  assign \$222  = { 23'h000000, \$221  };
+  assign \$223  = { 7'h00, error_info_opcode, 8'h00 };
+  assign \$225  = { 15'h0000, error_info_tag, 16'h0000 };
+  assign \$229  = { 1'h0, done_dma_load_count };
   assign \$230  = \$229 ;
-  assign \$233  = { 1'h0, done_vec_count };
+  assign \$233  = { 1'h0, done_dma_store_count };
   assign \$234  = \$233 ;
-  assign \$240  = 2'h0;
-  assign \$241  = { 30'h00000000, \$240  };
-  assign \$242  = { perf_ctrl_freeze, 1'h0 };
-  assign \$246  = { 1'h0, perf_cycles_count };
-  assign \$247  = \$246 ;
-  assign \$250  = { 1'h0, perf_gemm_busy_count };
-  assign \$251  = \$250 ;
-  assign \$254  = { 1'h0, perf_gemm_active_count };
+  assign \$237  = { 1'h0, done_gemm_count };
+  assign \$238  = \$237 ;
+  assign \$241  = { 1'h0, done_vec_count };
+  assign \$242  = \$241 ;
+  assign \$248  = 2'h0;
+  assign \$249  = { 30'h00000000, \$248  };
+  assign \$250  = { perf_ctrl_freeze, 1'h0 };
+  assign \$254  = { 1'h0, perf_cycles_count };
   assign \$255  = \$254 ;
-  assign \$258  = { 1'h0, perf_gemm_stall_count };
+  assign \$258  = { 1'h0, perf_gemm_busy_count };
   assign \$259  = \$258 ;
-  assign \$262  = { 1'h0, perf_vec_busy_count };
+  assign \$262  = { 1'h0, perf_gemm_active_count };
   assign \$263  = \$262 ;
-  assign \$266  = { 1'h0, perf_vec_active_count };
+  assign \$266  = { 1'h0, perf_gemm_stall_count };
   assign \$267  = \$266 ;
-  assign \$270  = { 1'h0, perf_dma_load_busy_count };
+  assign \$270  = { 1'h0, perf_vec_busy_count };
   assign \$271  = \$270 ;
-  assign \$274  = { 1'h0, perf_dma_store_busy_count };
+  assign \$274  = { 1'h0, perf_vec_active_count };
   assign \$275  = \$274 ;
-  assign \$278  = { 1'h0, perf_dma_load_bytes_count };
+  assign \$278  = { 1'h0, perf_dma_load_busy_count };
   assign \$279  = \$278 ;
-  assign \$282  = { 1'h0, perf_dma_store_bytes_count };
+  assign \$282  = { 1'h0, perf_dma_store_busy_count };
   assign \$283  = \$282 ;
-  assign \$50  = 47'h000000000001;
-  assign \$56  = 32'd2056;
-  assign \$62  = 39'h0000100004;
-  assign \$68  = 39'h0000100002;
-  assign \$74  = 32'd4104;
-  assign \$76  = 39'h0000041008;
-  assign \$78  = 39'h0020041008;
-  assign \$84  = 32'd1024;
-  assign \$243  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
+  assign \$286  = { 1'h0, perf_dma_load_bytes_count };
+  assign \$287  = \$286 ;
+  assign \$290  = { 1'h0, perf_dma_store_bytes_count };
+  assign \$291  = \$290 ;
+  assign \$297  = { 1'h0, core_ctrl_run };
+  assign \$298  = { 30'h00000000, \$297  };
+  assign \$304  = { 1'h0, core_mem_addr_addr };
+  assign \$305  = \$304 ;
+  assign \$311  = { 1'h0, core_mem_data_data };
+  assign \$312  = \$311 ;
+  assign \$315  = { 1'h0, fw_version_version };
+  assign \$316  = \$315 ;
+  assign \$319  = { 1'h0, fw_status_state };
+  assign \$320  = { 23'h000000, \$319  };
+  assign \$321  = { 7'h00, fw_status_sleeping, 8'h00 };
+  assign \$325  = { 1'h0, fw_fault_pc_value };
+  assign \$326  = \$325 ;
+  assign \$329  = { 1'h0, fw_fault_cause_value };
+  assign \$330  = \$329 ;
+  assign \$333  = { 1'h0, fw_fault_tval_value };
+  assign \$334  = \$333 ;
+  assign \$58  = 47'h000000000001;
+  assign \$64  = 32'd2056;
+  assign \$70  = 39'h0000100004;
+  assign \$76  = 39'h0000100002;
+  assign \$82  = 32'd4104;
+  assign \$84  = 39'h0000041008;
+  assign \$86  = 39'h0020041008;
+  assign \$92  = 32'd1024;
+  assign \$251  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$3038$0 , retire__0__tag, \port$3040$0 , retire__1__tag, \port$3042$0 , retire__2__tag, \port$3044$0 , retire__3__tag, dma_load__valid, dma_store__valid
+module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, reject__done, reject__error, inflight, \port$4056$0 , retire__0__tag, \port$4058$0 , retire__1__tag, \port$4060$0 , retire__2__tag, \port$4062$0 , retire__3__tag, dma_load__valid, dma_store__valid
 , gemm__valid, vec__valid, r_en, retire__0__done, \r_en$32 , retire__1__done, retire__0__error, retire__1__error, retire__2__done, retire__2__error, \r_en$49 , retire__3__error, \r_en$66 , retire__3__done, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -4309,14 +9459,14 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$3038$0 ;
-  wire [8:0] \port$3038$0 ;
-  output [8:0] \port$3040$0 ;
-  wire [8:0] \port$3040$0 ;
-  output [8:0] \port$3042$0 ;
-  wire [8:0] \port$3042$0 ;
-  output [8:0] \port$3044$0 ;
-  wire [8:0] \port$3044$0 ;
+  output [8:0] \port$4056$0 ;
+  wire [8:0] \port$4056$0 ;
+  output [8:0] \port$4058$0 ;
+  wire [8:0] \port$4058$0 ;
+  output [8:0] \port$4060$0 ;
+  wire [8:0] \port$4060$0 ;
+  output [8:0] \port$4062$0 ;
+  wire [8:0] \port$4062$0 ;
   wire [255:0] r_data;
   wire [255:0] \r_data$31 ;
   wire [255:0] \r_data$48 ;
@@ -4710,7 +9860,7 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
     .w_rdy(\w_rdy$68 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     known = 1'h0;
     if (\$5 ) begin
       known = 1'h1;
@@ -4726,7 +9876,7 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     reject__done = 1'h0;
     if (\$9 ) begin
       if (\$10 ) begin
@@ -4755,7 +9905,7 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     reject__error = 8'h00;
     if (\$9 ) begin
       if (\$10 ) begin
@@ -4784,7 +9934,7 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$54  = inflight;
     if (retire__0__done) begin
       \$54 [0] = 1'h0;
@@ -4815,7 +9965,7 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$55  = dma_load_held;
     if (\$50 ) begin
       \$55  = dma_load__payload;
@@ -4825,7 +9975,7 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$56  = dma_store_held;
     if (\$51 ) begin
       \$56  = dma_store__payload;
@@ -4835,7 +9985,7 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$57  = gemm_held;
     if (\$52 ) begin
       \$57  = gemm__payload;
@@ -4845,7 +9995,7 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$58  = vec_held;
     if (\$53 ) begin
       \$58  = vec__payload;
@@ -4889,13 +10039,13 @@ module \kaki_soc_8x8.dispatcher (rst, desc, submit, idle, dma_load__payload, dma
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$3038$0  = dma_load_held[8:0];
+  assign \port$4056$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$3040$0  = dma_store_held[8:0];
+  assign \port$4058$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$3042$0  = gemm_held[8:0];
+  assign \port$4060$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$3044$0  = vec_held[8:0];
+  assign \port$4062$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \dma_load__payload.opcode  = dma_load__payload[7:0];
   assign \dma_load__payload.flags  = dma_load__payload[15:8];
@@ -5285,543 +10435,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [2:0] \$11 ;
-  wire [2:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [2:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [2:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [1:0] \$30 ;
-  reg [1:0] \$31 ;
-  reg [1:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [2:0] \$5 ;
-  wire [2:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
-  reg [1:0] inner_level = 2'h0;
-  wire inner_r_rdy;
-  wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
-  output [255:0] r_data;
-  wire [255:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [255:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
-  input [255:0] w_port__data;
-  wire [255:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [255:0] storage [2:0];
-  initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [255:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 2'h3;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 2'h2;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 3'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 2'h2;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 3'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [1:0];
-    end
-    if (rst) begin
-      \$30  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [1:0];
-    end
-    if (rst) begin
-      \$31  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [1:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [1:0];
-    end
-    if (rst) begin
-      \$32  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [2:0] \$11 ;
-  wire [2:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [2:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [2:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [1:0] \$30 ;
-  reg [1:0] \$31 ;
-  reg [1:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [2:0] \$5 ;
-  wire [2:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
-  reg [1:0] inner_level = 2'h0;
-  wire inner_r_rdy;
-  wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
-  output [255:0] r_data;
-  wire [255:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [255:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
-  input [255:0] w_port__data;
-  wire [255:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [255:0] storage [2:0];
-  initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [255:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 2'h3;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 2'h2;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 3'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 2'h2;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 3'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [1:0];
-    end
-    if (rst) begin
-      \$30  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [1:0];
-    end
-    if (rst) begin
-      \$31  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [1:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [1:0];
-    end
-    if (rst) begin
-      \$32  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [2:0] \$11 ;
-  wire [2:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [2:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [2:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [1:0] \$30 ;
-  reg [1:0] \$31 ;
-  reg [1:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [2:0] \$5 ;
-  wire [2:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
-  reg [1:0] inner_level = 2'h0;
-  wire inner_r_rdy;
-  wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
-  output [255:0] r_data;
-  wire [255:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [255:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
-  input [255:0] w_port__data;
-  wire [255:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [255:0] storage [2:0];
-  initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [255:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 2'h3;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 2'h2;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 3'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 2'h2;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 3'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [1:0];
-    end
-    if (rst) begin
-      \$30  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [1:0];
-    end
-    if (rst) begin
-      \$31  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [1:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [1:0];
-    end
-    if (rst) begin
-      \$32  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6000,10 +10613,547 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, w_port__data, w_en, w_rdy, r_data
 endmodule
 
 (* generator = "Amaranth" *)
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [2:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [2:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [1:0] \$30 ;
+  reg [1:0] \$31 ;
+  reg [1:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire [2:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [1:0] inner_level = 2'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [255:0] r_data;
+  wire [255:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [255:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [255:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  input [255:0] w_port__data;
+  wire [255:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [255:0] storage [2:0];
+  initial begin
+    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [255:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 2'h3;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 2'h2;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 3'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 2'h2;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 3'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [1:0];
+    end
+    if (rst) begin
+      \$30  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [1:0];
+    end
+    if (rst) begin
+      \$31  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [1:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [1:0];
+    end
+    if (rst) begin
+      \$32  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [2:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [2:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [1:0] \$30 ;
+  reg [1:0] \$31 ;
+  reg [1:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire [2:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [1:0] inner_level = 2'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [255:0] r_data;
+  wire [255:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [255:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [255:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  input [255:0] w_port__data;
+  wire [255:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [255:0] storage [2:0];
+  initial begin
+    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [255:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 2'h3;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 2'h2;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 3'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 2'h2;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 3'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [1:0];
+    end
+    if (rst) begin
+      \$30  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [1:0];
+    end
+    if (rst) begin
+      \$31  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [1:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [1:0];
+    end
+    if (rst) begin
+      \$32  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_rdy, r_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [2:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [2:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [1:0] \$30 ;
+  reg [1:0] \$31 ;
+  reg [1:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire [2:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [1:0] inner_level = 2'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [255:0] r_data;
+  wire [255:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [255:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [255:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  input [255:0] w_port__data;
+  wire [255:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [255:0] storage [2:0];
+  initial begin
+    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [255:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 2'h3;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 2'h2;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 3'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 2'h2;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 3'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [1:0];
+    end
+    if (rst) begin
+      \$30  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [1:0];
+    end
+    if (rst) begin
+      \$31  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [1:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [1:0];
+    end
+    if (rst) begin
+      \$32  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
 module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, axi__rdata, axi__rresp, axi__rlast, axi__rvalid, clk, rst, load__cmd__payload, store__cmd__payload, axi__rready, spad_wr__en, acc_wr__en, load_bytes, spad_rd__en, acc_rd__en, st_wvalid, st_wlast, axi__wdata
 , axi__wstrb, store_bytes, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, load__cmd__valid, store__cmd__valid, load__cmd__ready, load__busy, load__done, store__cmd__ready, store__busy, store__done, axi__araddr, axi__arlen, ld_ar_valid, load__error, ld_wb_data, spad_wr__addr, axi__awaddr
 , axi__awlen, st_aw_valid, st_rd_row0, store__error, spad_rd__data, acc_rd__data, axi__awready);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [16:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -7308,7 +12458,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
   always @(posedge clk)
     st_host_end <= \$435 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     if (\$3 ) begin
       ld_chk_err = 8'h02;
@@ -7323,7 +12473,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     ld_row_done = 1'h0;
     if (\$98 ) begin
       if (\$99 ) begin
@@ -7336,7 +12486,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     load__cmd__ready = 1'h0;
     casez (dma_load_fsm_state)
       3'h0:
@@ -7344,7 +12494,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     load__busy = 1'h0;
     casez (dma_load_fsm_state)
       3'h0:
@@ -7360,7 +12510,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     ld_run = 1'h0;
     casez (dma_load_fsm_state)
       3'h0:
@@ -7374,7 +12524,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     load__done = 1'h0;
     casez (dma_load_fsm_state)
       3'h0:
@@ -7390,7 +12540,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     if (\$116 ) begin
       st_chk_err = 8'h02;
@@ -7405,7 +12555,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     store__cmd__ready = 1'h0;
     casez (dma_store_fsm_state)
       3'h0:
@@ -7413,7 +12563,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     store__busy = 1'h0;
     casez (dma_store_fsm_state)
       3'h0:
@@ -7429,7 +12579,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     st_run = 1'h0;
     casez (dma_store_fsm_state)
       3'h0:
@@ -7443,7 +12593,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     store__done = 1'h0;
     casez (dma_store_fsm_state)
       3'h0:
@@ -7459,7 +12609,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$365  = axi__araddr;
     if (ld_ar_issue) begin
       \$365  = ld_ar_beat_addr;
@@ -7469,7 +12619,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$366  = axi__arlen;
     if (ld_ar_issue) begin
       \$366  = { \$242 [5], \$242 [5], \$242  };
@@ -7479,7 +12629,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$367  = ld_ar_valid;
     if (ld_ar_issue) begin
       \$367  = 1'h1;
@@ -7501,7 +12651,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$368  = ld_ar_it_row0;
     if (ld_ar_issue) begin
       if (\$243 ) begin
@@ -7523,7 +12673,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$369  = ld_ar_it_r;
     if (ld_ar_issue) begin
       if (\$243 ) begin
@@ -7550,7 +12700,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$370  = ld_ar_it_p;
     if (ld_ar_issue) begin
       if (\$243 ) begin
@@ -7576,7 +12726,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$371  = ld_ar_it_plane0;
     if (ld_ar_issue) begin
       if (\$243 ) begin
@@ -7602,7 +12752,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$372  = ld_ar_it_active;
     if (ld_ar_issue) begin
       if (\$243 ) begin
@@ -7626,7 +12776,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$373  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
@@ -7651,7 +12801,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$374  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
@@ -7676,7 +12826,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$375  = ld_buf;
     if (\$257 ) begin
       if (\$258 ) begin
@@ -7700,7 +12850,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$376  = ld_rx_beat;
     if (\$257 ) begin
       if (\$258 ) begin
@@ -7728,7 +12878,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$377  = ld_drain;
     if (\$257 ) begin
       if (\$266 ) begin
@@ -7748,7 +12898,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$378  = load__error;
     if (\$257 ) begin
       if (\$266 ) begin
@@ -7768,7 +12918,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     if (\$270 ) begin
       \$379  = \$272 [2:0];
@@ -7780,7 +12930,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$380  = ld_wb_data;
     if (ld_wb_load) begin
       \$380  = \$95 [255:0];
@@ -7790,7 +12940,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$381  = spad_wr__addr;
     if (ld_wb_load) begin
       \$381  = ld_ext_laddr;
@@ -7800,7 +12950,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$382  = ld_wb_valid;
     if (ld_wb_load) begin
       \$382  = 1'h1;
@@ -7820,7 +12970,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$383  = ld_full;
     if (ld_wb_load) begin
       \$383  = 1'h0;
@@ -7841,7 +12991,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$384  = ld_ext_off;
     if (ld_row_done) begin
       \$384  = ld_rx_row0;
@@ -7851,7 +13001,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$385  = ld_ext_laddr;
     if (ld_row_done) begin
       \$385  = ld_rx_row1;
@@ -7861,7 +13011,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$386  = ld_rx_row0;
     if (ld_row_done) begin
       \$386  = \$40 [2:0];
@@ -7881,7 +13031,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$387  = ld_rx_row1;
     if (ld_row_done) begin
       \$387  = \$44 [13:0];
@@ -7901,7 +13051,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$388  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
@@ -7926,7 +13076,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$389  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
@@ -7950,7 +13100,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$390  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
@@ -7974,7 +13124,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$391  = ld_rx_plane1;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
@@ -7998,7 +13148,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$392  = ld_rx_active;
     if (ld_row_done) begin
       if (ld_rx_last) begin
@@ -8020,7 +13170,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$393  = ld_cmd;
     casez (dma_load_fsm_state)
       3'h0:
@@ -8033,7 +13183,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$394  = dma_load_fsm_state;
     casez (dma_load_fsm_state)
       3'h0:
@@ -8061,7 +13211,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$395  = ld_last_local;
     casez (dma_load_fsm_state)
       3'h0:
@@ -8074,7 +13224,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$396  = ld_host_end;
     casez (dma_load_fsm_state)
       3'h0:
@@ -8087,7 +13237,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$397  = axi__awaddr;
     if (st_aw_issue) begin
       \$397  = st_aw_beat_addr;
@@ -8097,7 +13247,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$398  = axi__awlen;
     if (st_aw_issue) begin
       \$398  = { \$293 [5], \$293 [5], \$293  };
@@ -8107,7 +13257,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$399  = st_aw_valid;
     if (st_aw_issue) begin
       \$399  = 1'h1;
@@ -8129,7 +13279,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$400  = st_aw_it_row0;
     if (st_aw_issue) begin
       if (\$294 ) begin
@@ -8151,7 +13301,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$401  = st_aw_it_r;
     if (st_aw_issue) begin
       if (\$294 ) begin
@@ -8178,7 +13328,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$402  = st_aw_it_p;
     if (st_aw_issue) begin
       if (\$294 ) begin
@@ -8204,7 +13354,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$403  = st_aw_it_plane0;
     if (st_aw_issue) begin
       if (\$294 ) begin
@@ -8230,7 +13380,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$404  = st_aw_it_active;
     if (st_aw_issue) begin
       if (\$294 ) begin
@@ -8254,7 +13404,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$405  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
@@ -8279,7 +13429,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$406  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
@@ -8304,14 +13454,14 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$407  = \$307 ;
     if (rst) begin
       \$407  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$408  = \$309 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
@@ -8326,7 +13476,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$409  = st_rd_row0;
     if (\$311 ) begin
       \$409  = \$153 [13:0];
@@ -8346,7 +13496,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$410  = st_rd_r;
     if (\$311 ) begin
       (* full_case = 32'd1 *)
@@ -8371,7 +13521,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$411  = st_rd_p;
     if (\$311 ) begin
       (* full_case = 32'd1 *)
@@ -8395,7 +13545,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$412  = st_rd_plane0;
     if (\$311 ) begin
       (* full_case = 32'd1 *)
@@ -8419,7 +13569,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$413  = st_rd_active;
     if (\$311 ) begin
       if (st_rd_last) begin
@@ -8441,7 +13591,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$414  = st_rq0;
     if (st_w_take) begin
       \$414  = st_rq1;
@@ -8456,7 +13606,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$415  = st_rq1;
     if (st_rd_inflight) begin
       (* full_case = 32'd1 *)
@@ -8470,7 +13620,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$416  = st_w_beat;
     if (st_whs) begin
       \$416  = \$319 [2:0];
@@ -8483,7 +13633,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$417  = st_w_addr12;
     if (st_whs) begin
       \$417  = \$320 [11:0];
@@ -8496,7 +13646,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$418  = st_w_bib;
     if (st_whs) begin
       \$418  = \$322 [3:0];
@@ -8514,7 +13664,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$419  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
@@ -8537,7 +13687,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$420  = st_wbuf;
     if (st_w_take) begin
       \$420  = \$324 [319:0];
@@ -8547,7 +13697,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$421  = st_wstrb_buf;
     if (st_w_take) begin
       \$421  = { 1'h0, \$325  };
@@ -8557,7 +13707,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$422  = st_w_nbeats;
     if (st_w_take) begin
       \$422  = \$328 [2:0];
@@ -8567,7 +13717,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$423  = st_w_row0;
     if (st_w_take) begin
       \$423  = \$164 [11:0];
@@ -8587,7 +13737,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$424  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
@@ -8612,7 +13762,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$425  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
@@ -8636,7 +13786,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$426  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
@@ -8660,7 +13810,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$427  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
@@ -8682,21 +13832,21 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$428  = \$336 [2:0];
     if (rst) begin
       \$428  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$429  = \$339 [2:0];
     if (rst) begin
       \$429  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$430  = st_drain;
     if (\$344 ) begin
       \$430  = 1'h1;
@@ -8714,7 +13864,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$431  = store__error;
     if (\$344 ) begin
       \$431  = \$346 ;
@@ -8732,7 +13882,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$432  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8745,7 +13895,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$433  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8773,7 +13923,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$434  = st_last_local;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8786,7 +13936,7 @@ module \kaki_soc_8x8.dma (axi__wready, axi__bresp, axi__bvalid, axi__arready, ax
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$435  = st_host_end;
     casez (dma_store_fsm_state)
       3'h0:
@@ -8922,7 +14072,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, spad_rd__gnt, ctl__cmd__valid, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire [4:0] \$10 ;
   wire [255:0] \$100 ;
@@ -9465,7 +14615,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     .w_row(s1_row)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$117  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -9488,7 +14638,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$118  = bank0_busy_cnt;
     if (\$3 ) begin
       \$118  = 4'he;
@@ -9500,7 +14650,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$119  = bank1_busy_cnt;
     if (\$8 ) begin
       \$119  = 4'he;
@@ -9512,168 +14662,168 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$120  = \$11 ;
     if (rst) begin
       \$120  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$121  = \$12 ;
     if (rst) begin
       \$121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$122  = idx[2:0];
     if (rst) begin
       \$122  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$123  = bank;
     if (rst) begin
       \$123  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$124  = c_ptr;
     if (rst) begin
       \$124  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$125  = \$14 ;
     if (rst) begin
       \$125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$126  = \$22 ;
     if (rst) begin
       \$126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$127  = { s1_last, s1_accum, s1_caddr, \$23  };
     if (rst) begin
       \$127  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$128  = meta1;
     if (rst) begin
       \$128  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$129  = meta2;
     if (rst) begin
       \$129  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$130  = meta3;
     if (rst) begin
       \$130  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$131  = meta4;
     if (rst) begin
       \$131  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$132  = meta5;
     if (rst) begin
       \$132  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$133  = meta6;
     if (rst) begin
       \$133  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$134  = meta7;
     if (rst) begin
       \$134  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$135  = meta8;
     if (rst) begin
       \$135  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$136  = meta9;
     if (rst) begin
       \$136  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$137  = meta10;
     if (rst) begin
       \$137  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$138  = meta11;
     if (rst) begin
       \$138  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$139  = meta12;
     if (rst) begin
       \$139  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$140  = meta13;
     if (rst) begin
       \$140  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$141  = meta14;
     if (rst) begin
       \$141  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$142  = \$25 ;
     if (rst) begin
       \$142  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$143  = cmd;
     casez (gemm_fsm_state)
       3'h0:
@@ -9686,7 +14836,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$144  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
@@ -9723,7 +14873,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$145  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
@@ -9736,7 +14886,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$146  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
@@ -9749,7 +14899,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$147  = err_range;
     casez (gemm_fsm_state)
       3'h0:
@@ -9762,7 +14912,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$148  = error;
     casez (gemm_fsm_state)
       3'h0:
@@ -9792,7 +14942,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$149  = nt;
     casez (gemm_fsm_state)
       3'h0:
@@ -9820,7 +14970,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$150  = kt;
     casez (gemm_fsm_state)
       3'h0:
@@ -9849,7 +14999,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$151  = idx;
     casez (gemm_fsm_state)
       3'h0:
@@ -9883,7 +15033,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$152  = load_b;
     casez (gemm_fsm_state)
       3'h0:
@@ -9915,7 +15065,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$153  = a_base;
     casez (gemm_fsm_state)
       3'h0:
@@ -9944,7 +15094,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$154  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
@@ -9974,7 +15124,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$155  = b_base;
     casez (gemm_fsm_state)
       3'h0:
@@ -10002,7 +15152,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$156  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
@@ -10035,7 +15185,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$157  = c_base;
     casez (gemm_fsm_state)
       3'h0:
@@ -10063,7 +15213,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$158  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
@@ -10093,7 +15243,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$159  = bank;
     casez (gemm_fsm_state)
       3'h0:
@@ -10114,7 +15264,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     ctl__cmd__ready = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -10122,7 +15272,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__payload, spad_rd__en, spad_rd__addr, a
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     issuing = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -10174,7 +15324,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
   wire [15:0] \$100 ;
@@ -12864,7 +18014,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
   assign \$264  = $signed(pe6_3_a) * $signed(\$263 );
   assign \$265  = $signed(pe5_4_psum) + $signed(\$264 );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$522  = pe0_0_w1;
     if (\$2 ) begin
       if (w_bank) begin
@@ -12873,7 +18023,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$523  = pe0_0_w0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -12884,14 +18034,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$524  = a_valid;
     if (rst) begin
       \$524  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$525  = pe0_1_w1;
     if (\$8 ) begin
       if (w_bank) begin
@@ -12900,7 +18050,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$526  = pe0_1_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
@@ -12911,14 +18061,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$527  = pe0_0_v;
     if (rst) begin
       \$527  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$528  = pe0_2_w1;
     if (\$12 ) begin
       if (w_bank) begin
@@ -12927,7 +18077,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$529  = pe0_2_w0;
     if (\$12 ) begin
       (* full_case = 32'd1 *)
@@ -12938,14 +18088,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$530  = pe0_1_v;
     if (rst) begin
       \$530  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$531  = pe0_3_w1;
     if (\$16 ) begin
       if (w_bank) begin
@@ -12954,7 +18104,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$532  = pe0_3_w0;
     if (\$16 ) begin
       (* full_case = 32'd1 *)
@@ -12965,14 +18115,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$533  = pe0_2_v;
     if (rst) begin
       \$533  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$534  = pe0_4_w1;
     if (\$20 ) begin
       if (w_bank) begin
@@ -12981,7 +18131,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$535  = pe0_4_w0;
     if (\$20 ) begin
       (* full_case = 32'd1 *)
@@ -12992,14 +18142,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$536  = pe0_3_v;
     if (rst) begin
       \$536  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$537  = pe0_5_w1;
     if (\$24 ) begin
       if (w_bank) begin
@@ -13008,7 +18158,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$538  = pe0_5_w0;
     if (\$24 ) begin
       (* full_case = 32'd1 *)
@@ -13019,14 +18169,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$539  = pe0_4_v;
     if (rst) begin
       \$539  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$540  = pe0_6_w1;
     if (\$28 ) begin
       if (w_bank) begin
@@ -13035,7 +18185,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$541  = pe0_6_w0;
     if (\$28 ) begin
       (* full_case = 32'd1 *)
@@ -13046,14 +18196,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$542  = pe0_5_v;
     if (rst) begin
       \$542  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$543  = pe0_7_w1;
     if (\$32 ) begin
       if (w_bank) begin
@@ -13062,7 +18212,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$544  = pe0_7_w0;
     if (\$32 ) begin
       (* full_case = 32'd1 *)
@@ -13073,14 +18223,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$545  = a_valid;
     if (rst) begin
       \$545  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$546  = pe1_0_w1;
     if (\$37 ) begin
       if (w_bank) begin
@@ -13089,7 +18239,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$547  = pe1_0_w0;
     if (\$37 ) begin
       (* full_case = 32'd1 *)
@@ -13100,14 +18250,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$548  = skew1_0_v;
     if (rst) begin
       \$548  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$549  = pe1_1_w1;
     if (\$42 ) begin
       if (w_bank) begin
@@ -13116,7 +18266,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$550  = pe1_1_w0;
     if (\$42 ) begin
       (* full_case = 32'd1 *)
@@ -13127,14 +18277,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$551  = pe1_0_v;
     if (rst) begin
       \$551  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$552  = pe1_2_w1;
     if (\$47 ) begin
       if (w_bank) begin
@@ -13143,7 +18293,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$553  = pe1_2_w0;
     if (\$47 ) begin
       (* full_case = 32'd1 *)
@@ -13154,14 +18304,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$554  = pe1_1_v;
     if (rst) begin
       \$554  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$555  = pe1_3_w1;
     if (\$52 ) begin
       if (w_bank) begin
@@ -13170,7 +18320,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$556  = pe1_3_w0;
     if (\$52 ) begin
       (* full_case = 32'd1 *)
@@ -13181,14 +18331,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$557  = pe1_2_v;
     if (rst) begin
       \$557  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$558  = pe1_4_w1;
     if (\$57 ) begin
       if (w_bank) begin
@@ -13197,7 +18347,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$559  = pe1_4_w0;
     if (\$57 ) begin
       (* full_case = 32'd1 *)
@@ -13208,14 +18358,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$560  = pe1_3_v;
     if (rst) begin
       \$560  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$561  = pe1_5_w1;
     if (\$62 ) begin
       if (w_bank) begin
@@ -13224,7 +18374,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$562  = pe1_5_w0;
     if (\$62 ) begin
       (* full_case = 32'd1 *)
@@ -13235,14 +18385,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$563  = pe1_4_v;
     if (rst) begin
       \$563  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$564  = pe1_6_w1;
     if (\$67 ) begin
       if (w_bank) begin
@@ -13251,7 +18401,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$565  = pe1_6_w0;
     if (\$67 ) begin
       (* full_case = 32'd1 *)
@@ -13262,14 +18412,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$566  = pe1_5_v;
     if (rst) begin
       \$566  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$567  = pe1_7_w1;
     if (\$72 ) begin
       if (w_bank) begin
@@ -13278,7 +18428,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$568  = pe1_7_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
@@ -13289,21 +18439,21 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$569  = a_valid;
     if (rst) begin
       \$569  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$570  = skew2_0_v;
     if (rst) begin
       \$570  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$571  = pe2_0_w1;
     if (\$78 ) begin
       if (w_bank) begin
@@ -13312,7 +18462,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$572  = pe2_0_w0;
     if (\$78 ) begin
       (* full_case = 32'd1 *)
@@ -13323,14 +18473,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$573  = skew2_1_v;
     if (rst) begin
       \$573  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$574  = pe2_1_w1;
     if (\$83 ) begin
       if (w_bank) begin
@@ -13339,7 +18489,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$575  = pe2_1_w0;
     if (\$83 ) begin
       (* full_case = 32'd1 *)
@@ -13350,14 +18500,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$576  = pe2_0_v;
     if (rst) begin
       \$576  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$577  = pe2_2_w1;
     if (\$88 ) begin
       if (w_bank) begin
@@ -13366,7 +18516,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$578  = pe2_2_w0;
     if (\$88 ) begin
       (* full_case = 32'd1 *)
@@ -13377,14 +18527,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$579  = pe2_1_v;
     if (rst) begin
       \$579  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$580  = pe2_3_w1;
     if (\$93 ) begin
       if (w_bank) begin
@@ -13393,7 +18543,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$581  = pe2_3_w0;
     if (\$93 ) begin
       (* full_case = 32'd1 *)
@@ -13404,14 +18554,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$582  = pe2_2_v;
     if (rst) begin
       \$582  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$583  = pe2_4_w1;
     if (\$98 ) begin
       if (w_bank) begin
@@ -13420,7 +18570,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$584  = pe2_4_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
@@ -13431,14 +18581,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$585  = pe2_3_v;
     if (rst) begin
       \$585  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$586  = pe2_5_w1;
     if (\$103 ) begin
       if (w_bank) begin
@@ -13447,7 +18597,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$587  = pe2_5_w0;
     if (\$103 ) begin
       (* full_case = 32'd1 *)
@@ -13458,14 +18608,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$588  = pe2_4_v;
     if (rst) begin
       \$588  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$589  = pe2_6_w1;
     if (\$108 ) begin
       if (w_bank) begin
@@ -13474,7 +18624,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$590  = pe2_6_w0;
     if (\$108 ) begin
       (* full_case = 32'd1 *)
@@ -13485,14 +18635,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$591  = pe2_5_v;
     if (rst) begin
       \$591  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$592  = pe2_7_w1;
     if (\$113 ) begin
       if (w_bank) begin
@@ -13501,7 +18651,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$593  = pe2_7_w0;
     if (\$113 ) begin
       (* full_case = 32'd1 *)
@@ -13512,28 +18662,28 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$594  = a_valid;
     if (rst) begin
       \$594  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$595  = skew3_0_v;
     if (rst) begin
       \$595  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$596  = skew3_1_v;
     if (rst) begin
       \$596  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$597  = pe3_0_w1;
     if (\$119 ) begin
       if (w_bank) begin
@@ -13542,7 +18692,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$598  = pe3_0_w0;
     if (\$119 ) begin
       (* full_case = 32'd1 *)
@@ -13553,14 +18703,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$599  = skew3_2_v;
     if (rst) begin
       \$599  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$600  = pe3_1_w1;
     if (\$124 ) begin
       if (w_bank) begin
@@ -13569,7 +18719,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$601  = pe3_1_w0;
     if (\$124 ) begin
       (* full_case = 32'd1 *)
@@ -13580,14 +18730,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$602  = pe3_0_v;
     if (rst) begin
       \$602  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$603  = pe3_2_w1;
     if (\$129 ) begin
       if (w_bank) begin
@@ -13596,7 +18746,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$604  = pe3_2_w0;
     if (\$129 ) begin
       (* full_case = 32'd1 *)
@@ -13607,14 +18757,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$605  = pe3_1_v;
     if (rst) begin
       \$605  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$606  = pe3_3_w1;
     if (\$134 ) begin
       if (w_bank) begin
@@ -13623,7 +18773,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$607  = pe3_3_w0;
     if (\$134 ) begin
       (* full_case = 32'd1 *)
@@ -13634,14 +18784,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$608  = pe3_2_v;
     if (rst) begin
       \$608  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$609  = pe3_4_w1;
     if (\$139 ) begin
       if (w_bank) begin
@@ -13650,7 +18800,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$610  = pe3_4_w0;
     if (\$139 ) begin
       (* full_case = 32'd1 *)
@@ -13661,14 +18811,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$611  = pe3_3_v;
     if (rst) begin
       \$611  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$612  = pe3_5_w1;
     if (\$144 ) begin
       if (w_bank) begin
@@ -13677,7 +18827,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$613  = pe3_5_w0;
     if (\$144 ) begin
       (* full_case = 32'd1 *)
@@ -13688,14 +18838,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$614  = pe3_4_v;
     if (rst) begin
       \$614  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$615  = pe3_6_w1;
     if (\$149 ) begin
       if (w_bank) begin
@@ -13704,7 +18854,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$616  = pe3_6_w0;
     if (\$149 ) begin
       (* full_case = 32'd1 *)
@@ -13715,14 +18865,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$617  = pe3_5_v;
     if (rst) begin
       \$617  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$618  = pe3_7_w1;
     if (\$154 ) begin
       if (w_bank) begin
@@ -13731,7 +18881,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$619  = pe3_7_w0;
     if (\$154 ) begin
       (* full_case = 32'd1 *)
@@ -13742,35 +18892,35 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$620  = a_valid;
     if (rst) begin
       \$620  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$621  = skew4_0_v;
     if (rst) begin
       \$621  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$622  = skew4_1_v;
     if (rst) begin
       \$622  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$623  = skew4_2_v;
     if (rst) begin
       \$623  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$624  = pe4_0_w1;
     if (\$160 ) begin
       if (w_bank) begin
@@ -13779,7 +18929,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$625  = pe4_0_w0;
     if (\$160 ) begin
       (* full_case = 32'd1 *)
@@ -13790,14 +18940,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$626  = skew4_3_v;
     if (rst) begin
       \$626  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$627  = pe4_1_w1;
     if (\$165 ) begin
       if (w_bank) begin
@@ -13806,7 +18956,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$628  = pe4_1_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
@@ -13817,14 +18967,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$629  = pe4_0_v;
     if (rst) begin
       \$629  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$630  = pe4_2_w1;
     if (\$170 ) begin
       if (w_bank) begin
@@ -13833,7 +18983,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$631  = pe4_2_w0;
     if (\$170 ) begin
       (* full_case = 32'd1 *)
@@ -13844,14 +18994,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$632  = pe4_1_v;
     if (rst) begin
       \$632  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$633  = pe4_3_w1;
     if (\$175 ) begin
       if (w_bank) begin
@@ -13860,7 +19010,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$634  = pe4_3_w0;
     if (\$175 ) begin
       (* full_case = 32'd1 *)
@@ -13871,14 +19021,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$635  = pe4_2_v;
     if (rst) begin
       \$635  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$636  = pe4_4_w1;
     if (\$180 ) begin
       if (w_bank) begin
@@ -13887,7 +19037,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$637  = pe4_4_w0;
     if (\$180 ) begin
       (* full_case = 32'd1 *)
@@ -13898,14 +19048,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$638  = pe4_3_v;
     if (rst) begin
       \$638  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$639  = pe4_5_w1;
     if (\$185 ) begin
       if (w_bank) begin
@@ -13914,7 +19064,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$640  = pe4_5_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
@@ -13925,14 +19075,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$641  = pe4_4_v;
     if (rst) begin
       \$641  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$642  = pe4_6_w1;
     if (\$190 ) begin
       if (w_bank) begin
@@ -13941,7 +19091,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$643  = pe4_6_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
@@ -13952,14 +19102,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$644  = pe4_5_v;
     if (rst) begin
       \$644  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$645  = pe4_7_w1;
     if (\$195 ) begin
       if (w_bank) begin
@@ -13968,7 +19118,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$646  = pe4_7_w0;
     if (\$195 ) begin
       (* full_case = 32'd1 *)
@@ -13979,42 +19129,42 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$647  = a_valid;
     if (rst) begin
       \$647  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$648  = skew5_0_v;
     if (rst) begin
       \$648  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$649  = skew5_1_v;
     if (rst) begin
       \$649  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$650  = skew5_2_v;
     if (rst) begin
       \$650  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$651  = skew5_3_v;
     if (rst) begin
       \$651  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$652  = pe5_0_w1;
     if (\$201 ) begin
       if (w_bank) begin
@@ -14023,7 +19173,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$653  = pe5_0_w0;
     if (\$201 ) begin
       (* full_case = 32'd1 *)
@@ -14034,14 +19184,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$654  = skew5_4_v;
     if (rst) begin
       \$654  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$655  = pe5_1_w1;
     if (\$206 ) begin
       if (w_bank) begin
@@ -14050,7 +19200,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$656  = pe5_1_w0;
     if (\$206 ) begin
       (* full_case = 32'd1 *)
@@ -14061,14 +19211,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$657  = pe5_0_v;
     if (rst) begin
       \$657  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$658  = pe5_2_w1;
     if (\$211 ) begin
       if (w_bank) begin
@@ -14077,7 +19227,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$659  = pe5_2_w0;
     if (\$211 ) begin
       (* full_case = 32'd1 *)
@@ -14088,14 +19238,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$660  = pe5_1_v;
     if (rst) begin
       \$660  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$661  = pe5_3_w1;
     if (\$216 ) begin
       if (w_bank) begin
@@ -14104,7 +19254,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$662  = pe5_3_w0;
     if (\$216 ) begin
       (* full_case = 32'd1 *)
@@ -14115,14 +19265,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$663  = pe5_2_v;
     if (rst) begin
       \$663  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$664  = pe5_4_w1;
     if (\$221 ) begin
       if (w_bank) begin
@@ -14131,7 +19281,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$665  = pe5_4_w0;
     if (\$221 ) begin
       (* full_case = 32'd1 *)
@@ -14142,14 +19292,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$666  = pe5_3_v;
     if (rst) begin
       \$666  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$667  = pe5_5_w1;
     if (\$226 ) begin
       if (w_bank) begin
@@ -14158,7 +19308,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$668  = pe5_5_w0;
     if (\$226 ) begin
       (* full_case = 32'd1 *)
@@ -14169,14 +19319,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$669  = pe5_4_v;
     if (rst) begin
       \$669  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$670  = pe5_6_w1;
     if (\$231 ) begin
       if (w_bank) begin
@@ -14185,7 +19335,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$671  = pe5_6_w0;
     if (\$231 ) begin
       (* full_case = 32'd1 *)
@@ -14196,14 +19346,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$672  = pe5_5_v;
     if (rst) begin
       \$672  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$673  = pe5_7_w1;
     if (\$236 ) begin
       if (w_bank) begin
@@ -14212,7 +19362,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$674  = pe5_7_w0;
     if (\$236 ) begin
       (* full_case = 32'd1 *)
@@ -14223,49 +19373,49 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$675  = a_valid;
     if (rst) begin
       \$675  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$676  = skew6_0_v;
     if (rst) begin
       \$676  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$677  = skew6_1_v;
     if (rst) begin
       \$677  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$678  = skew6_2_v;
     if (rst) begin
       \$678  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$679  = skew6_3_v;
     if (rst) begin
       \$679  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$680  = skew6_4_v;
     if (rst) begin
       \$680  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$681  = pe6_0_w1;
     if (\$242 ) begin
       if (w_bank) begin
@@ -14274,7 +19424,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$682  = pe6_0_w0;
     if (\$242 ) begin
       (* full_case = 32'd1 *)
@@ -14285,14 +19435,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$683  = skew6_5_v;
     if (rst) begin
       \$683  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$684  = pe6_1_w1;
     if (\$247 ) begin
       if (w_bank) begin
@@ -14301,7 +19451,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$685  = pe6_1_w0;
     if (\$247 ) begin
       (* full_case = 32'd1 *)
@@ -14312,14 +19462,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$686  = pe6_0_v;
     if (rst) begin
       \$686  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$687  = pe6_2_w1;
     if (\$252 ) begin
       if (w_bank) begin
@@ -14328,7 +19478,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$688  = pe6_2_w0;
     if (\$252 ) begin
       (* full_case = 32'd1 *)
@@ -14339,14 +19489,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$689  = pe6_1_v;
     if (rst) begin
       \$689  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$690  = pe6_3_w1;
     if (\$257 ) begin
       if (w_bank) begin
@@ -14355,7 +19505,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$691  = pe6_3_w0;
     if (\$257 ) begin
       (* full_case = 32'd1 *)
@@ -14366,14 +19516,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$692  = pe6_2_v;
     if (rst) begin
       \$692  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$693  = pe6_4_w1;
     if (\$262 ) begin
       if (w_bank) begin
@@ -14382,7 +19532,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$694  = pe6_4_w0;
     if (\$262 ) begin
       (* full_case = 32'd1 *)
@@ -14393,14 +19543,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$695  = pe6_3_v;
     if (rst) begin
       \$695  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$696  = pe6_5_w1;
     if (\$267 ) begin
       if (w_bank) begin
@@ -14409,7 +19559,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$697  = pe6_5_w0;
     if (\$267 ) begin
       (* full_case = 32'd1 *)
@@ -14420,14 +19570,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$698  = pe6_4_v;
     if (rst) begin
       \$698  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$699  = pe6_6_w1;
     if (\$272 ) begin
       if (w_bank) begin
@@ -14436,7 +19586,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$700  = pe6_6_w0;
     if (\$272 ) begin
       (* full_case = 32'd1 *)
@@ -14447,14 +19597,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$701  = pe6_5_v;
     if (rst) begin
       \$701  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$702  = pe6_7_w1;
     if (\$277 ) begin
       if (w_bank) begin
@@ -14463,7 +19613,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$703  = pe6_7_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
@@ -14474,56 +19624,56 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$704  = a_valid;
     if (rst) begin
       \$704  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$705  = skew7_0_v;
     if (rst) begin
       \$705  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$706  = skew7_1_v;
     if (rst) begin
       \$706  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$707  = skew7_2_v;
     if (rst) begin
       \$707  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$708  = skew7_3_v;
     if (rst) begin
       \$708  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$709  = skew7_4_v;
     if (rst) begin
       \$709  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$710  = skew7_5_v;
     if (rst) begin
       \$710  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$711  = pe7_0_w1;
     if (\$283 ) begin
       if (w_bank) begin
@@ -14532,7 +19682,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$712  = pe7_0_w0;
     if (\$283 ) begin
       (* full_case = 32'd1 *)
@@ -14543,14 +19693,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$713  = skew7_6_v;
     if (rst) begin
       \$713  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$714  = pe7_1_w1;
     if (\$288 ) begin
       if (w_bank) begin
@@ -14559,7 +19709,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$715  = pe7_1_w0;
     if (\$288 ) begin
       (* full_case = 32'd1 *)
@@ -14570,14 +19720,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$716  = pe7_0_v;
     if (rst) begin
       \$716  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$717  = pe7_2_w1;
     if (\$293 ) begin
       if (w_bank) begin
@@ -14586,7 +19736,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$718  = pe7_2_w0;
     if (\$293 ) begin
       (* full_case = 32'd1 *)
@@ -14597,14 +19747,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$719  = pe7_1_v;
     if (rst) begin
       \$719  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$720  = pe7_3_w1;
     if (\$298 ) begin
       if (w_bank) begin
@@ -14613,7 +19763,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$721  = pe7_3_w0;
     if (\$298 ) begin
       (* full_case = 32'd1 *)
@@ -14624,14 +19774,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$722  = pe7_2_v;
     if (rst) begin
       \$722  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$723  = pe7_4_w1;
     if (\$303 ) begin
       if (w_bank) begin
@@ -14640,7 +19790,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$724  = pe7_4_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
@@ -14651,14 +19801,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$725  = pe7_3_v;
     if (rst) begin
       \$725  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$726  = pe7_5_w1;
     if (\$308 ) begin
       if (w_bank) begin
@@ -14667,7 +19817,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$727  = pe7_5_w0;
     if (\$308 ) begin
       (* full_case = 32'd1 *)
@@ -14678,14 +19828,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$728  = pe7_4_v;
     if (rst) begin
       \$728  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$729  = pe7_6_w1;
     if (\$313 ) begin
       if (w_bank) begin
@@ -14694,7 +19844,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$730  = pe7_6_w0;
     if (\$313 ) begin
       (* full_case = 32'd1 *)
@@ -14705,14 +19855,14 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$731  = pe7_5_v;
     if (rst) begin
       \$731  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$732  = pe7_7_w1;
     if (\$318 ) begin
       if (w_bank) begin
@@ -14721,7 +19871,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$733  = pe7_7_w0;
     if (\$318 ) begin
       (* full_case = 32'd1 *)
@@ -14732,7 +19882,7 @@ module \kaki_soc_8x8.gemm.array (rst, a_valid, w_en, w_row, w_bank, pe7_7_psum, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$734  = pe7_6_v;
     if (rst) begin
       \$734  = 1'h0;
@@ -14763,7 +19913,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd__0__gnt, rd__1__gnt, rd__2__gnt, wr__0__gnt, wr__1__gnt, wr__1__data, wr__1__addr, rd__2__addr, wr__0__en, wr__0__addr, wr__0__data, rd__1__en, rd__1__addr, rd__0__data, rd__1__data, rd__2__data
 , clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -15116,7 +20266,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     .wen(\wen$57 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     bank0_addr = 12'h000;
     if (win) begin
       bank0_addr = rd__0__addr[11:0];
@@ -15129,7 +20279,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \bank0_addr$16  = 12'h000;
     if (\win$10 ) begin
       \bank0_addr$16  = wr__0__addr[11:0];
@@ -15139,7 +20289,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     wdata = 64'h0000000000000000;
     if (\win$10 ) begin
       wdata = wr__0__data;
@@ -15149,7 +20299,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     bank1_addr = 12'h000;
     if (\win$24 ) begin
       bank1_addr = rd__0__addr[11:0];
@@ -15162,7 +20312,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \bank1_addr$30  = 12'h000;
     if (\win$28 ) begin
       \bank1_addr$30  = wr__0__addr[11:0];
@@ -15172,7 +20322,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \wdata$35  = 64'h0000000000000000;
     if (\win$28 ) begin
       \wdata$35  = wr__0__data;
@@ -15182,7 +20332,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     bank2_addr = 12'h000;
     if (\win$36 ) begin
       bank2_addr = rd__0__addr[11:0];
@@ -15195,7 +20345,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \bank2_addr$42  = 12'h000;
     if (\win$40 ) begin
       \bank2_addr$42  = wr__0__addr[11:0];
@@ -15205,7 +20355,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \wdata$47  = 64'h0000000000000000;
     if (\win$40 ) begin
       \wdata$47  = wr__0__data;
@@ -15215,7 +20365,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     bank3_addr = 12'h000;
     if (\win$48 ) begin
       bank3_addr = rd__0__addr[11:0];
@@ -15228,7 +20378,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \bank3_addr$54  = 12'h000;
     if (\win$52 ) begin
       \bank3_addr$54  = wr__0__addr[11:0];
@@ -15238,7 +20388,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \wdata$59  = 64'h0000000000000000;
     if (\win$52 ) begin
       \wdata$59  = wr__0__data;
@@ -15248,7 +20398,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     (* full_case = 32'd1 *)
     casez (rd0_bank_q)
       2'h0:
@@ -15262,7 +20412,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     (* full_case = 32'd1 *)
     casez (rd1_bank_q)
       2'h0:
@@ -15276,7 +20426,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     (* full_case = 32'd1 *)
     casez (rd2_bank_q)
       2'h0:
@@ -15290,7 +20440,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$92  = rd0_bank_q;
     if (\$89 ) begin
       \$92  = rd__0__addr[13:12];
@@ -15300,7 +20450,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$93  = rd1_bank_q;
     if (\$90 ) begin
       \$93  = rd__1__addr[13:12];
@@ -15310,7 +20460,7 @@ module \kaki_soc_8x8.spad (rst, wr__1__en, rd__2__en, rd__0__en, rd__0__addr, rd
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$94  = rd2_bank_q;
     if (\$91 ) begin
       \$94  = rd__2__addr[13:12];
@@ -15463,7 +20613,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_rd__gnt, ctl__cmd__valid, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -16525,7 +21675,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
   always @(posedge clk)
     wr_data <= \$356 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$262  = bias_0;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16552,7 +21702,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$263  = bias_1;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16579,7 +21729,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$264  = bias_2;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16606,7 +21756,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$265  = bias_3;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16633,7 +21783,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$266  = bias_4;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16660,7 +21810,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$267  = bias_5;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16687,7 +21837,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$268  = bias_6;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16714,7 +21864,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$269  = bias_7;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16741,7 +21891,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$270  = mult_0;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16756,7 +21906,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$271  = mult_1;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16771,7 +21921,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$272  = mult_2;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16786,7 +21936,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$273  = mult_3;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16801,7 +21951,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$274  = mult_4;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16816,7 +21966,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$275  = mult_5;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16831,7 +21981,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$276  = mult_6;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16846,7 +21996,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$277  = mult_7;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16861,7 +22011,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$278  = shift_0;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16878,7 +22028,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$279  = shift_1;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16895,7 +22045,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$280  = shift_2;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16912,7 +22062,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$281  = shift_3;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16929,7 +22079,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$282  = shift_4;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16946,7 +22096,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$283  = shift_5;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16963,7 +22113,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$284  = shift_6;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16980,7 +22130,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$285  = shift_7;
     if (cap_valid) begin
       casez (cap_idx)
@@ -16997,7 +22147,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$286  = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -17014,7 +22164,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$287  = cmd;
     casez (vec_fsm_state)
       3'h0:
@@ -17027,7 +22177,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$288  = err;
     casez (vec_fsm_state)
       3'h0:
@@ -17054,7 +22204,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$289  = issued;
     casez (vec_fsm_state)
       3'h0:
@@ -17077,7 +22227,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$290  = retired;
     casez (vec_fsm_state)
       3'h0:
@@ -17093,7 +22243,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$291  = vec_fsm_state;
     casez (vec_fsm_state)
       3'h0:
@@ -17143,7 +22293,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$292  = pidx;
     casez (vec_fsm_state)
       3'h0:
@@ -17166,7 +22316,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$293  = cap_idx;
     casez (vec_fsm_state)
       3'h0:
@@ -17183,35 +22333,35 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$294  = fire;
     if (rst) begin
       \$294  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$295  = v0;
     if (rst) begin
       \$295  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$296  = v1;
     if (rst) begin
       \$296  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$297  = v2;
     if (rst) begin
       \$297  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$298  = x1_0;
     if (v0) begin
       \$298  = \$11 [31:0];
@@ -17221,7 +22371,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$299  = res1_0;
     if (v0) begin
       \$299  = spad_rd__data[7:0];
@@ -17231,7 +22381,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$300  = p2_0;
     if (v1) begin
       \$300  = \$12 ;
@@ -17241,7 +22391,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$301  = res2_0;
     if (v1) begin
       \$301  = res1_0;
@@ -17251,7 +22401,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$302  = y3_0;
     if (v2) begin
       \$302  = \$15 ;
@@ -17261,7 +22411,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$303  = res3_0;
     if (v2) begin
       \$303  = res2_0;
@@ -17271,7 +22421,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$304  = x1_1;
     if (v0) begin
       \$304  = \$16 [31:0];
@@ -17281,7 +22431,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$305  = res1_1;
     if (v0) begin
       \$305  = spad_rd__data[15:8];
@@ -17291,7 +22441,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$306  = p2_1;
     if (v1) begin
       \$306  = \$17 ;
@@ -17301,7 +22451,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$307  = res2_1;
     if (v1) begin
       \$307  = res1_1;
@@ -17311,7 +22461,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$308  = y3_1;
     if (v2) begin
       \$308  = \$20 ;
@@ -17321,7 +22471,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$309  = res3_1;
     if (v2) begin
       \$309  = res2_1;
@@ -17331,7 +22481,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$310  = x1_2;
     if (v0) begin
       \$310  = \$21 [31:0];
@@ -17341,7 +22491,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$311  = res1_2;
     if (v0) begin
       \$311  = spad_rd__data[23:16];
@@ -17351,7 +22501,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$312  = p2_2;
     if (v1) begin
       \$312  = \$22 ;
@@ -17361,7 +22511,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$313  = res2_2;
     if (v1) begin
       \$313  = res1_2;
@@ -17371,7 +22521,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$314  = y3_2;
     if (v2) begin
       \$314  = \$25 ;
@@ -17381,7 +22531,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$315  = res3_2;
     if (v2) begin
       \$315  = res2_2;
@@ -17391,7 +22541,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$316  = x1_3;
     if (v0) begin
       \$316  = \$26 [31:0];
@@ -17401,7 +22551,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$317  = res1_3;
     if (v0) begin
       \$317  = spad_rd__data[31:24];
@@ -17411,7 +22561,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$318  = p2_3;
     if (v1) begin
       \$318  = \$27 ;
@@ -17421,7 +22571,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$319  = res2_3;
     if (v1) begin
       \$319  = res1_3;
@@ -17431,7 +22581,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$320  = y3_3;
     if (v2) begin
       \$320  = \$30 ;
@@ -17441,7 +22591,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$321  = res3_3;
     if (v2) begin
       \$321  = res2_3;
@@ -17451,7 +22601,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$322  = x1_4;
     if (v0) begin
       \$322  = \$31 [31:0];
@@ -17461,7 +22611,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$323  = res1_4;
     if (v0) begin
       \$323  = spad_rd__data[39:32];
@@ -17471,7 +22621,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$324  = p2_4;
     if (v1) begin
       \$324  = \$32 ;
@@ -17481,7 +22631,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$325  = res2_4;
     if (v1) begin
       \$325  = res1_4;
@@ -17491,7 +22641,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$326  = y3_4;
     if (v2) begin
       \$326  = \$35 ;
@@ -17501,7 +22651,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$327  = res3_4;
     if (v2) begin
       \$327  = res2_4;
@@ -17511,7 +22661,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$328  = x1_5;
     if (v0) begin
       \$328  = \$36 [31:0];
@@ -17521,7 +22671,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$329  = res1_5;
     if (v0) begin
       \$329  = spad_rd__data[47:40];
@@ -17531,7 +22681,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$330  = p2_5;
     if (v1) begin
       \$330  = \$37 ;
@@ -17541,7 +22691,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$331  = res2_5;
     if (v1) begin
       \$331  = res1_5;
@@ -17551,7 +22701,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$332  = y3_5;
     if (v2) begin
       \$332  = \$40 ;
@@ -17561,7 +22711,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$333  = res3_5;
     if (v2) begin
       \$333  = res2_5;
@@ -17571,7 +22721,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$334  = x1_6;
     if (v0) begin
       \$334  = \$41 [31:0];
@@ -17581,7 +22731,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$335  = res1_6;
     if (v0) begin
       \$335  = spad_rd__data[55:48];
@@ -17591,7 +22741,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$336  = p2_6;
     if (v1) begin
       \$336  = \$42 ;
@@ -17601,7 +22751,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$337  = res2_6;
     if (v1) begin
       \$337  = res1_6;
@@ -17611,7 +22761,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$338  = y3_6;
     if (v2) begin
       \$338  = \$45 ;
@@ -17621,7 +22771,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$339  = res3_6;
     if (v2) begin
       \$339  = res2_6;
@@ -17631,7 +22781,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$340  = x1_7;
     if (v0) begin
       \$340  = \$46 [31:0];
@@ -17641,7 +22791,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$341  = res1_7;
     if (v0) begin
       \$341  = spad_rd__data[63:56];
@@ -17651,7 +22801,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$342  = p2_7;
     if (v1) begin
       \$342  = \$47 ;
@@ -17661,7 +22811,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$343  = res2_7;
     if (v1) begin
       \$343  = res1_7;
@@ -17671,7 +22821,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$344  = y3_7;
     if (v2) begin
       \$344  = \$50 ;
@@ -17681,7 +22831,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$345  = res3_7;
     if (v2) begin
       \$345  = res2_7;
@@ -17691,7 +22841,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$346  = 1'h0;
     if (v3) begin
       (* full_case = 32'd1 *)
@@ -17708,7 +22858,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$347  = max4_0;
     if (v3) begin
       if (cmd[147]) begin
@@ -17720,7 +22870,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$348  = max4_1;
     if (v3) begin
       if (cmd[147]) begin
@@ -17732,7 +22882,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$349  = max4_2;
     if (v3) begin
       if (cmd[147]) begin
@@ -17744,7 +22894,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$350  = max4_3;
     if (v3) begin
       if (cmd[147]) begin
@@ -17756,7 +22906,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$351  = max4_4;
     if (v3) begin
       if (cmd[147]) begin
@@ -17768,7 +22918,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$352  = max4_5;
     if (v3) begin
       if (cmd[147]) begin
@@ -17780,7 +22930,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$353  = max4_6;
     if (v3) begin
       if (cmd[147]) begin
@@ -17792,7 +22942,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$354  = max4_7;
     if (v3) begin
       if (cmd[147]) begin
@@ -17804,7 +22954,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$355  = wr_addr;
     if (v3) begin
       (* full_case = 32'd1 *)
@@ -17821,7 +22971,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$356  = wr_data;
     if (v3) begin
       (* full_case = 32'd1 *)
@@ -17838,7 +22988,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     ctl__cmd__ready = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -17846,7 +22996,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     acc_rd__en = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -17862,7 +23012,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     acc_rd__addr = 13'h0000;
     casez (vec_fsm_state)
       3'h0:
@@ -17878,7 +23028,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     spad_rd__en = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -17894,7 +23044,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     spad_rd__addr = 14'h0000;
     casez (vec_fsm_state)
       3'h0:
@@ -17910,7 +23060,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     fire = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -17926,7 +23076,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__payload, ctl__busy, spad_rd__gnt, acc_r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     ctl__done = 1'h0;
     casez (vec_fsm_state)
       3'h0:

@@ -176,6 +176,42 @@ extern "C" {
 #define KAKI_REGS__PERF_CYCLES__COUNT_bp 0
 #define KAKI_REGS__PERF_CYCLES__COUNT_bw 32
 
+// reg - kaki_regs::CORE_CTRL
+#define KAKI_REGS__CORE_CTRL__RUN_bm 0x1
+#define KAKI_REGS__CORE_CTRL__RUN_bp 0
+#define KAKI_REGS__CORE_CTRL__RUN_bw 1
+#define KAKI_REGS__CORE_CTRL__RUN_reset 0x0
+
+// reg - kaki_regs::CORE_MEM_ADDR
+#define KAKI_REGS__CORE_MEM_ADDR__ADDR_bm 0xffffffff
+#define KAKI_REGS__CORE_MEM_ADDR__ADDR_bp 0
+#define KAKI_REGS__CORE_MEM_ADDR__ADDR_bw 32
+#define KAKI_REGS__CORE_MEM_ADDR__ADDR_reset 0x0
+
+// reg - kaki_regs::CORE_MEM_DATA
+#define KAKI_REGS__CORE_MEM_DATA__DATA_bm 0xffffffff
+#define KAKI_REGS__CORE_MEM_DATA__DATA_bp 0
+#define KAKI_REGS__CORE_MEM_DATA__DATA_bw 32
+#define KAKI_REGS__CORE_MEM_DATA__DATA_reset 0x0
+
+// reg - kaki_regs::FW_VERSION
+#define KAKI_REGS__FW_VERSION__VERSION_bm 0xffffffff
+#define KAKI_REGS__FW_VERSION__VERSION_bp 0
+#define KAKI_REGS__FW_VERSION__VERSION_bw 32
+
+// reg - kaki_regs::FW_STATUS
+#define KAKI_REGS__FW_STATUS__STATE_bm 0xff
+#define KAKI_REGS__FW_STATUS__STATE_bp 0
+#define KAKI_REGS__FW_STATUS__STATE_bw 8
+#define KAKI_REGS__FW_STATUS__SLEEPING_bm 0x100
+#define KAKI_REGS__FW_STATUS__SLEEPING_bp 8
+#define KAKI_REGS__FW_STATUS__SLEEPING_bw 1
+
+// reg - kaki_regs::FW_FAULT_PC
+#define KAKI_REGS__FW_FAULT_PC__VALUE_bm 0xffffffff
+#define KAKI_REGS__FW_FAULT_PC__VALUE_bp 0
+#define KAKI_REGS__FW_FAULT_PC__VALUE_bw 32
+
 // addrmap - kaki_regs
 typedef struct __attribute__ ((__packed__)) {
     uint32_t ID;
@@ -209,10 +245,20 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t PERF_DMA_STORE_BUSY;
     uint32_t PERF_DMA_LOAD_BYTES;
     uint32_t PERF_DMA_STORE_BYTES;
+    uint8_t RESERVED_ac_bf[0x14];
+    uint32_t CORE_CTRL;
+    uint32_t CORE_MEM_ADDR;
+    uint32_t CORE_MEM_DATA;
+    uint8_t RESERVED_cc_cf[0x4];
+    uint32_t FW_VERSION;
+    uint32_t FW_STATUS;
+    uint32_t FW_FAULT_PC;
+    uint32_t FW_FAULT_CAUSE;
+    uint32_t FW_FAULT_TVAL;
 } kaki_regs_t;
 
 
-static_assert(sizeof(kaki_regs_t) == 0xac, "Packing error");
+static_assert(sizeof(kaki_regs_t) == 0xe4, "Packing error");
 
 #ifdef __cplusplus
 }
