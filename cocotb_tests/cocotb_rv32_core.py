@@ -553,7 +553,8 @@ async def t_muldiv(dut):
           A.mul(21, 31, 31), A.mul(22, 22, 22))
         return p.halt()
     expect2 = {5: 0xFFFF_FFFD, 6: 0xFFFF_FFFF, 7: 0xFFFF_FFFD, 8: 1, 9: 0x2492_4923, 10: 4,
-               11: 1, 12: 0xFFFF_FFFE, 13: 0xD555_5556, 14: 0x2AAA_AAAA, 15: 2, 16: 3, 17: 0xFFFF_FFFF,
+               11: 1, 12: 0xFFFF_FFFE, 13: 0xD555_5556, 14: 0x2AAA_AAAA, 15: 2, 16: 3,
+               17: 0xFFFF_FFFF,
                4: 3, 18: 0, 19: 0, 20: 2, 21: 9, 22: 0}
     await run_both(dut, build2, expect2, "t_muldiv/2")
 
@@ -578,7 +579,8 @@ def handler_views(recs):
     for i, r in enumerate(recs):
         if r.trap:
             h = recs[i + 1:i + 5]
-            assert [x.pc for x in h] == [TRAP_HANDLER + 4 * k for k in range(4)], [fmt(x) for x in h]
+            assert [x.pc for x in h] == [TRAP_HANDLER + 4 * k for k in range(4)], \
+                [fmt(x) for x in h]
             out.append((r, h[0].value, h[1].value, h[2].value, h[3].value))
     return out
 
@@ -841,7 +843,8 @@ async def t_wfi_irq(dut):
     tr = recs[traps[0]]
     assert (tr.pc, tr.insn, tr.rd, tr.value, tr.cause) == \
         (p.labels["after2"], A.addi(7, 0, 2), 0, 0, 0x8000_000B), fmt(tr)
-    assert [x.value for x in recs[traps[0] + 1:traps[0] + 4]] == [0x8000_000B, p.labels["after2"], 0]
+    h = recs[traps[0] + 1:traps[0] + 4]
+    assert [x.value for x in h] == [0x8000_000B, p.labels["after2"], 0]
     assert int(d.irq.value) == 0                      # the handler acked it
     # interrupt the loop after a random number of cycles
     wait = random.Random(seed).randrange(20, 200)

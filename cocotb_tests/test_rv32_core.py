@@ -222,7 +222,8 @@ def test_rv32_core_ports():
     assert set(sig.keys()) >= {"imem", "dbus", "irq", "sleeping", "trace_valid", "trace_pc",
                                "trace_insn", "trace_rd", "trace_value", "trace_trap", "trace_cause"}
     assert len(core.imem.addr) == 12 and len(core.imem.data) == 32
-    assert [len(getattr(core.dbus, n)) for n in ("addr", "wdata", "wstrb", "rdata")] == [32, 32, 4, 32]
+    widths = [len(getattr(core.dbus, n)) for n in ("addr", "wdata", "wstrb", "rdata")]
+    assert widths == [32, 32, 4, 32]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)
         del core

@@ -12,17 +12,18 @@ port             width/dir   meaning
                              serialized by the core's FSM.
 ``dbus``         Out(DataBusSignature()): ``addr`` Out(32), ``en`` Out(1), ``we`` Out(1),
                              ``wdata`` Out(32), ``wstrb`` Out(4), ``rdata`` In(32), ``ack`` In(1).
-                             Carries DMEM (0x1000_0000-0x1000_3FFF) and MMIO (0x2000_0000-0x2000_FFFF)
-                             accesses only. ``addr`` is the full byte address with bits [1:0]
-                             cleared; ``wstrb`` has the accessed byte lanes (for loads too, as
-                             information); ``wdata`` has the store data already placed in its lanes.
-                             A request (``en`` = 1 and the other outputs) is held unchanged until the
-                             cycle in which ``ack`` = 1; load data is taken from ``rdata`` in that
-                             cycle. ``en`` drops in the cycle after ``ack``.
+                             Carries DMEM (0x1000_0000-0x1000_3FFF) and MMIO
+                             (0x2000_0000-0x2000_FFFF) accesses only. ``addr`` is the full byte
+                             address with bits [1:0] cleared; ``wstrb`` has the accessed byte
+                             lanes (for loads too, as information); ``wdata`` has the store data
+                             already placed in its lanes. A request (``en`` = 1 and the other
+                             outputs) is held unchanged until the cycle in which ``ack`` = 1
+                             (``ack`` may come in the request's first cycle); load data is taken
+                             from ``rdata`` in that cycle. ``en`` drops in the cycle after ``ack``.
 ``irq``          In(1)       machine external interrupt level (mip.MEIP).
 ``sleeping``     Out(1)      1 while the core sleeps after a ``WFI``.
 ``trace_valid``  Out(1)      one cycle per commit record (retired instruction or trap).
-``trace_pc``     Out(32)     pc of the instruction (for an interrupt: of the next, not executed one).
+``trace_pc``     Out(32)     pc of the instruction (for an interrupt: the next, not executed one).
 ``trace_insn``   Out(32)     instruction word; for an interrupt the word at ``pc`` (the next,
                              not executed instruction); 0 for a fetch fault (there is no word).
 ``trace_rd``     Out(5)      register written, 0 if none (stores, branches, x0, traps).
@@ -267,7 +268,8 @@ class RV32Core(wiring.Component):
         csr_addr = insn[20:32]
         csr_src = Signal(32)
         m.d.comb += csr_src.eq(Mux(f3[2], rs1, rs1v))    # rs1 field = uimm for the I forms
-        csr_writes = (f3[0:2] == 1) | (rs1 != 0)         # CSRRW/I always; S/C only with rs1/uimm != 0
+        # CSRRW/CSRRWI always write; CSRRS/C(I) only with rs1/uimm != 0
+        csr_writes = (f3[0:2] == 1) | (rs1 != 0)
         csr_old = Signal(32)
         csr_known = Signal()
         csr_ro = Signal()
