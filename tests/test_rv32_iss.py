@@ -13,7 +13,7 @@ import pytest
 from golden import rv32_asm as A
 from golden.rv32_iss import CommitRecord, RV32ISS, load_elf, trace_key
 
-SEED = int(os.environ.get("SEED", "20260611"))
+SEED = int(os.environ.get("SEED") or 20260611)
 DMEM = 0x1000_0000
 HANDLER = 0x100  # trap vector used by the trap tests
 
