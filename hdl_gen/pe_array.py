@@ -50,10 +50,13 @@ class PEArray(wiring.Component):
     """
 
     def __init__(self, dim):
+        # A rejected instance is not an unused one: keep Amaranth's UnusedElaboratable quiet.
+        self._MustUse__silence = True
         if isinstance(dim, bool) or not isinstance(dim, int):
             raise ValueError(f"PEArray dim must be an int, not {dim!r}")
         if not 2 <= dim <= MAX_DIM:
             raise ValueError(f"PEArray dim must be in 2..{MAX_DIM}, not {dim}")
+        self._MustUse__silence = False
         self.dim = dim
         self.latency = 2 * dim - 1
         super().__init__({
