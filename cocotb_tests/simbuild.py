@@ -189,11 +189,18 @@ def write_if_changed(path, text):
     return path
 
 
-def _hdl_gen_hash():
+def _source_hash(factory):
+    """Hash of everything a generated harness depends on: hdl_gen/ and the factory's own file."""
+    import inspect
+
     h = hashlib.sha256()
-    for src in sorted((REPO / "hdl_gen").glob("*.py")):
-        h.update(src.name.encode())
-        h.update(src.read_bytes())
+    files = sorted((REPO / "hdl_gen").glob("*.py"))
+    src = inspect.getsourcefile(factory)
+    if src:
+        files.append(Path(src))
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -201,8 +208,8 @@ def amaranth_target(name, factory, *, extra_sources=(), build_args=()):
     """A :class:`SimTarget` for a test harness built from Amaranth at test time.
 
     ``factory()`` returns the top component; it is converted to ``build/gen/<name>.v`` (top module
-    ``name``) once per change of ``hdl_gen/``, under a file lock so parallel workers share it.
-    The SRAM macro model is always included.
+    ``name``) whenever ``hdl_gen/`` or the file defining ``factory`` (the test's harness) changed,
+    under a file lock so parallel workers share it. The SRAM macro model is always included.
     """
     from hdl_gen.emit import to_verilog
     from hdl_gen import sram
@@ -210,7 +217,7 @@ def amaranth_target(name, factory, *, extra_sources=(), build_args=()):
     gen = BUILD / "gen"
     gen.mkdir(parents=True, exist_ok=True)
     out = gen / f"{name}.v"
-    key = f"// kaki-gen {_hdl_gen_hash()}\n"
+    key = f"// kaki-gen {_source_hash(factory)}\n"
     with FileLock(str(out) + ".lock"):
         if not out.exists() or not out.read_text().startswith(key):
             out.write_text(key + to_verilog(factory(), name))

@@ -27,7 +27,6 @@ import pytest
 from amaranth import Fragment, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from filelock import FileLock
 
 from hdl_gen.banked_memory import BankedMemory
 from hdl_gen.config import KakiConfig
@@ -125,21 +124,9 @@ class VectorHarness(wiring.Component):
 
 
 def _target(dim):
-    """Like ``simbuild.amaranth_target``, but the Verilog carries no hash of all of ``hdl_gen/``.
-
-    Converting takes seconds; the simulator build keys on the Verilog text, so an edit elsewhere in
-    ``hdl_gen/`` (other blocks, in a tree shared with other work) no longer forces a rebuild.
-    """
-    from hdl_gen import sram
-
-    name = f"kaki_tb_vector_unit_{dim}"
-    gen = simbuild.BUILD / "gen"
-    gen.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(gen / f"{name}.v.lock")):
-        out = simbuild.write_if_changed(gen / f"{name}.v",
-                                        to_verilog(VectorHarness(small_config(dim)), name))
-        sram_v = simbuild.write_if_changed(gen / f"{sram.MODULE_NAME}.v", sram.VERILOG)
-    return simbuild.SimTarget(name=name, toplevel=name, sources=[sram_v, out])
+    """Simulator target at ``dim`` (rebuilt when this file or hdl_gen/ changes)."""
+    return simbuild.amaranth_target(f"kaki_tb_vector_unit_{dim}",
+                                    lambda: VectorHarness(small_config(dim)))
 
 
 @pytest.mark.sim
