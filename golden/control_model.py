@@ -1,0 +1,80 @@
+"""Functional model of the control subsystem: the ISS running firmware against its MMIO registers.
+
+It mirrors what the host sees of the RTL (`hdl_gen/control_core.py`): the core held in reset while
+loading, IMEM/DMEM loaded from a firmware image, and the firmware's MMIO registers
+(`hdl_gen/kaki_mmio.rdl`) that the host reads as FW_*. Commands to engines are not routed through
+firmware yet (see docs/control_plane_plan.md).
+"""
+from driver import mmio_registers as M
+
+from .rv32_iss import RV32ISS
+
+MMIO_BASE = 0x2000_0000
+FW_READY, FW_FAULT = 2, 3
+
+
+class FirmwareTimeout(RuntimeError):
+    """The firmware did not reach the awaited state; the message carries its status and fault."""
+
+
+class FirmwareRegisters:
+    """The MMIO register block: word registers with their RDL reset values; holes read 0."""
+
+    def __init__(self):
+        self.values = {}
+        self.reset()
+
+    def reset(self):
+        self.values = {r.addr: sum(f.reset << f.lsb for f in r.fields) for r in M.REGISTERS.values()}
+
+    def read(self, addr):
+        return self.values.get(addr - MMIO_BASE, 0)
+
+    def write(self, addr, value, wstrb):
+        off = addr - MMIO_BASE
+        if off in self.values:
+            mask = sum(0xFF << (8 * i) for i in range(4) if wstrb >> i & 1)
+            self.values[off] = (self.values[off] & ~mask) | (value & mask)
+
+    def __getitem__(self, reg):
+        return self.values[reg.addr]
+
+
+class ControlModel:
+    """Host view of the control core: ``load_firmware`` = hold in reset, load, release, wait."""
+
+    def __init__(self):
+        self.regs = FirmwareRegisters()
+        self.iss = RV32ISS(mmio=self.regs)
+        self.running = False
+
+    def hold(self):
+        """CORE_CTRL.RUN = 0: core and firmware registers in reset (memories keep their contents)."""
+        self.running = False
+        self.iss.reset()
+        self.regs.reset()
+
+    def load(self, image):
+        """Load a FirmwareImage into IMEM and DMEM (only while held)."""
+        if self.running:
+            raise RuntimeError("the control core must be held in reset while its memories are loaded")
+        self.iss.load_imem(image.imem)
+        self.iss.dmem[:len(image.dmem)] = image.dmem
+
+    def release(self, max_steps=100_000):
+        """CORE_CTRL.RUN = 1: run until the firmware sleeps in WFI (or ``max_steps``)."""
+        self.running = True
+        return self.iss.run(max_steps)
+
+    def load_firmware(self, image, max_steps=100_000):
+        """Hold, load, release; return FW_VERSION once FW_STATUS says READY."""
+        self.hold()
+        self.load(image)
+        steps = self.release(max_steps)
+        state = M.FW_STATUS.STATE.get(self.regs[M.FW_STATUS])
+        if state != FW_READY:
+            raise FirmwareTimeout(
+                f"firmware state {state} (not READY) after {steps} steps; fault pc "
+                f"{self.regs[M.FW_FAULT_PC]:#x} cause {self.regs[M.FW_FAULT_CAUSE]:#x} "
+                f"tval {self.regs[M.FW_FAULT_TVAL]:#x}")
+        return self.regs[M.FW_VERSION]
