@@ -18,15 +18,13 @@ from compiler.lower_gemm import encode_phases, host_layout, lower_gemm_epilogue,
 from driver import registers as R
 from driver.capabilities import Capabilities
 from driver.descriptors import ErrorCode, Opcode
-from driver.firmware_image import DMEM_BASE, IMEM_BASE
+from driver.firmware_image import DMEM_BASE, IMEM_BASE, FirmwareState
 from golden.workloads import gemm_epilogue_reference, host_tensors, run_on_model
 
 from .host_mem import HostMemory
 from .soc_target import HOST_WORDS
 
 CLOCK_NS = 10
-FW_READY = 2   # FW_STATUS.STATE values: docs/mmio_registers.md
-FW_FAULT = 3
 _ENGINE_DONE = {Opcode.DMA_LOAD: "DONE_DMA_LOAD", Opcode.DMA_STORE: "DONE_DMA_STORE",
                 Opcode.GEMM: "DONE_GEMM", Opcode.VECTOR: "DONE_VEC"}
 
@@ -159,7 +157,7 @@ class ChipTB:
             for i in range(0, len(padded), 4):
                 await self.write(R.CORE_MEM_DATA, int.from_bytes(padded[i:i + 4], "little"))
         await self.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(1))
-        return await self.wait_firmware_state(FW_READY, timeout_cycles)
+        return await self.wait_firmware_state(FirmwareState.READY, timeout_cycles)
 
     async def wait_firmware_state(self, state, timeout_cycles):
         for _ in range(max(1, timeout_cycles // 50)):

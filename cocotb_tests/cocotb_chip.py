@@ -13,7 +13,7 @@ from driver.descriptors import ErrorCode, Opcode
 from golden import ops
 from golden.workloads import random_gemm_case
 
-from .chip_tb import FW_FAULT, ChipTB, CommandFailed
+from .chip_tb import ChipTB, CommandFailed
 
 
 @cocotb.test()
@@ -172,7 +172,7 @@ async def firmware_boots_faults_and_reloads(dut):
     """Real firmware on the RTL core: boot to READY, reset, a faulting image, reload."""
     from elftools.elf.elffile import ELFFile
 
-    from driver.firmware_image import FirmwareImage
+    from driver.firmware_image import FirmwareImage, FirmwareState
     from firmware.build import version
 
     tb = ChipTB(dut)
@@ -195,7 +195,7 @@ async def firmware_boots_faults_and_reloads(dut):
         await tb.load_firmware(FirmwareImage(bytes(bad), image.dmem, 0), timeout_cycles=5_000)
     except AssertionError:
         pass
-    assert R.FW_STATUS.STATE.get(await tb.read(R.FW_STATUS)) == FW_FAULT
+    assert R.FW_STATUS.STATE.get(await tb.read(R.FW_STATUS)) == FirmwareState.FAULT
     assert await tb.read(R.FW_FAULT_CAUSE) == 2
     assert await tb.read(R.FW_FAULT_PC) == main
     assert await tb.read(R.FW_FAULT_TVAL) == 0xFFFFFFFF

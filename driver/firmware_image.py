@@ -1,5 +1,6 @@
 """Firmware images: the loadable contents of a control-core ELF, placed in IMEM and DMEM."""
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 
 IMEM_BASE, IMEM_BYTES = 0x0000_0000, 16 * 1024
@@ -46,3 +47,11 @@ class FirmwareImage:
         if entry != IMEM_BASE:
             raise FirmwareImageError(f"{path}: entry point {entry:#x} is not the reset vector {IMEM_BASE:#x}")
         return cls(bytes(imem), bytes(dmem), entry)
+
+
+class FirmwareState(IntEnum):
+    """FW_STATUS.STATE values (hdl_gen/kaki_mmio.rdl; firmware/kaki_fw.h mirrors them in C)."""
+    RESET = 0
+    BOOTING = 1
+    READY = 2
+    FAULT = 3

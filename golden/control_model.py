@@ -6,11 +6,11 @@ loading, IMEM/DMEM loaded from a firmware image, and the firmware's MMIO registe
 firmware yet (see docs/control_plane_plan.md).
 """
 from driver import mmio_registers as M
+from driver.firmware_image import FirmwareState
 
 from .rv32_iss import RV32ISS
 
 MMIO_BASE = 0x2000_0000
-FW_READY, FW_FAULT = 2, 3
 
 
 class FirmwareTimeout(RuntimeError):
@@ -72,7 +72,7 @@ class ControlModel:
         self.load(image)
         steps = self.release(max_steps)
         state = M.FW_STATUS.STATE.get(self.regs[M.FW_STATUS])
-        if state != FW_READY:
+        if state != FirmwareState.READY:
             raise FirmwareTimeout(
                 f"firmware state {state} (not READY) after {steps} steps; fault pc "
                 f"{self.regs[M.FW_FAULT_PC]:#x} cause {self.regs[M.FW_FAULT_CAUSE]:#x} "

@@ -3,9 +3,9 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from driver import mmio_registers as M
-from driver.firmware_image import FirmwareImage
+from driver.firmware_image import FirmwareImage, FirmwareState
 from firmware import build as fw_build
-from golden.control_model import FW_FAULT, ControlModel, FirmwareTimeout
+from golden.control_model import ControlModel, FirmwareTimeout
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_illegal_instruction_is_reported_as_fault_then_reload_works(elf):
     model = ControlModel()
     with pytest.raises(FirmwareTimeout, match="cause 0x2"):
         model.load_firmware(FirmwareImage(bytes(bad), image.dmem, 0))
-    assert M.FW_STATUS.STATE.get(model.regs[M.FW_STATUS]) == FW_FAULT
+    assert M.FW_STATUS.STATE.get(model.regs[M.FW_STATUS]) == FirmwareState.FAULT
     assert model.regs[M.FW_FAULT_PC] == main
     assert model.regs[M.FW_FAULT_TVAL] == 0xFFFFFFFF
     assert model.load_firmware(image) == fw_build.version()[1]
