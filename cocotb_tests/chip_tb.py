@@ -14,9 +14,11 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 import numpy as np
 
-from compiler.lower_gemm import encode_phases, host_layout, lower_gemm_epilogue, plan_gemm
+from compiler.lower_gemm import (encode_phases, host_layout, load_operands, lower_gemm_epilogue,
+                                 plan_gemm, with_irq)
 from driver import registers as R
 from driver.capabilities import Capabilities
+from driver.commands import encode
 from driver.descriptors import ErrorCode, Opcode
 from driver.firmware_image import DMEM_BASE, IMEM_BASE, FirmwareState
 from golden.workloads import gemm_epilogue_reference, host_tensors, run_on_model
@@ -171,6 +173,22 @@ class ChipTB:
 
     async def clear_perf(self):
         await self.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))
+
+    async def run_commands(self, cmds, timeout_cycles=2_000_000):
+        """Encode compiler Commands, submit them, and wait for the interrupt of the last one."""
+        phase = [encode(c.opcode, irq=c.irq, tag=i, **c.fields) for i, c in enumerate(with_irq(cmds))]
+        await self.run_phases([phase], timeout_cycles)
+
+    async def load_gemm_operands(self, a, b):
+        """Put A and B in host memory and DMA them on chip for a GEMM alone; return (plan, free host addr)."""
+        m, k = a.shape
+        n = b.shape[1]
+        layout, end = host_layout(m, k, n)
+        await self.host.load(layout.a, a.tobytes())
+        await self.host.load(layout.b, b.tobytes())
+        plan = plan_gemm(m, k, n, self.caps, layout, with_output=False)
+        await self.run_commands(load_operands(plan))
+        return plan, end
 
     async def gemm_epilogue(self, case, base=0x1000):
         """Run one compiled GEMM + epilogue case; check it against the golden model and NumPy.

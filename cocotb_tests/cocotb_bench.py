@@ -10,16 +10,10 @@ import time
 import cocotb
 import numpy as np
 
-from compiler.lower_gemm import (gemm_command, host_layout, load_operands, plan_gemm,
-                                 store_accumulator, with_irq)
-from driver.commands import encode
+from compiler.lower_gemm import gemm_command, store_accumulator
 from golden import ops
 
 from .chip_tb import ChipTB
-
-
-def _encode(cmds):
-    return [encode(c.opcode, irq=c.irq, tag=i, **c.fields) for i, c in enumerate(cmds)]
 
 
 @cocotb.test()
@@ -33,17 +27,13 @@ async def gemm_utilization(dut):
     for s in sizes:
         a = rng.integers(-128, 128, (s, s), dtype=np.int8)
         b = rng.integers(-128, 128, (s, s), dtype=np.int8)
-        layout, end = host_layout(s, s, s)
-        await tb.host.load(layout.a, a.tobytes())
-        await tb.host.load(layout.b, b.tobytes())
-        plan = plan_gemm(s, s, s, caps, layout, with_output=False)
-        await tb.run_phases([_encode(with_irq(load_operands(plan)))])
+        plan, end = await tb.load_gemm_operands(a, b)
         await tb.clear_perf()
         wall = time.perf_counter()
-        await tb.run_phases([_encode(with_irq([gemm_command(plan)]))])
+        await tb.run_commands([gemm_command(plan)])
         wall = time.perf_counter() - wall
         perf = await tb.perf()
-        await tb.run_phases([_encode(with_irq(store_accumulator(plan, end)))])
+        await tb.run_commands(store_accumulator(plan, end))
         c = np.frombuffer(await tb.host.read(end, 4 * s * s), dtype=np.int32).reshape(s, s)
         assert np.array_equal(c, ops.gemm(a, b)), f"GEMM {s}^3 result differs from the reference"
         busy = perf["PERF_GEMM_BUSY"]

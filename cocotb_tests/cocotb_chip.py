@@ -5,8 +5,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from compiler.lower_gemm import (gemm_command, host_layout, load_operands, plan_gemm,
-                                 store_accumulator, with_irq)
+from compiler.lower_gemm import gemm_command, store_accumulator
 from driver import registers as R
 from driver.commands import encode
 from driver.descriptors import ErrorCode, Opcode
@@ -135,18 +134,14 @@ async def dma_overlaps_gemm(dut):
     s = 64
     a = rng.integers(-128, 128, (s, s), dtype=np.int8)
     b = rng.integers(-128, 128, (s, s), dtype=np.int8)
-    layout, end = host_layout(s, s, s)
-    await tb.host.load(layout.a, a.tobytes())
-    await tb.host.load(layout.b, b.tobytes())
-    plan = plan_gemm(s, s, s, caps, layout, with_output=False)
-    enc = lambda cmds: [encode(c.opcode, irq=c.irq, **c.fields) for c in cmds]
-    await tb.run_phases([enc(with_irq(load_operands(plan)))])
+    plan, end = await tb.load_gemm_operands(a, b)
     # Second operand set for the next GEMM goes to the last scratchpad bank while this one runs.
     nxt = rng.integers(-128, 128, (s, 8), dtype=np.int8)
     await tb.host.load(end, nxt.tobytes())
     spare = caps.spad_rows - caps.spad_bank_rows
     await tb.clear_perf()
-    await tb.submit(enc([gemm_command(plan)])[0])
+    gemm = gemm_command(plan)
+    await tb.submit(encode(gemm.opcode, **gemm.fields))
     await tb.submit(encode(Opcode.DMA_LOAD, irq=True, host_addr=end, row_bytes=8, rows=s,
                            host_row_stride=8, planes=1, local_addr=spare, local_row_stride=1))
     await tb.wait_irq(100_000, "the overlapped load")
@@ -162,7 +157,7 @@ async def dma_overlaps_gemm(dut):
     perf = await tb.perf()
     assert perf["PERF_GEMM_STALL"] + perf["PERF_GEMM_ACTIVE"] <= perf["PERF_GEMM_BUSY"] + 1
     # GEMM result still exact: store C and compare.
-    await tb.run_phases([enc(with_irq(store_accumulator(plan, end + 0x1000)))])
+    await tb.run_commands(store_accumulator(plan, end + 0x1000))
     c = np.frombuffer(await tb.host.read(end + 0x1000, 4 * s * s), np.int32).reshape(s, s)
     np.testing.assert_array_equal(c, ops.gemm(a, b))
 
