@@ -74,6 +74,15 @@ def ref_check(c):
     return ErrorCode.OK
 
 
+def ref_window(c, base, size):
+    """WINDOW when the command touches a host byte outside [base, base + size) (docs/queues.md)."""
+    if c["row_bytes"] == 0:
+        return ErrorCode.OK
+    end = (c["host_addr"] + (c["planes"] - 1) * c["host_plane_stride"]
+           + (c["rows"] - 1) * c["host_row_stride"] + c["row_bytes"])
+    return ErrorCode.WINDOW if c["host_addr"] < base or end > base + size else ErrorCode.OK
+
+
 def cmd_rows(c):
     """(host address, local row) of every row, in execution order."""
     for p in range(c["planes"]):
@@ -585,6 +594,68 @@ async def t_validation(dut):
         await tb.check_host(0, 64 * 1024, f"{ch} low host region")
         await tb.check_host(HOST_SIZE - 64 * 1024, HOST_SIZE, f"{ch} high host region")
     tb.check_protocol("validation")
+
+
+@cocotb.test()
+async def t_window(dut):
+    """The queue DMA window: exact edges (first and last byte, strides, planes) on both channels,
+    HOST_RANGE and the earlier checks win over WINDOW, a violation makes no AXI traffic and writes
+    nothing, ``check`` = 0 disables the window, and a window near the top of the address space."""
+    seed = seed_of(dut, "t_window")
+    tb = Tb(dut, seed)
+    await tb.start(latency=3)
+    await tb.host_randomize(0, 64 * 1024)
+    for acc in (0, 1):
+        await tb.local_randomize(acc)
+    lrb = LRB[0]
+    base, size = 0x1000, 0x800
+    top = 2 ** AAB
+    def C(**kw):
+        return make_cmd(**(dict(host_addr=base, host_row_stride=lrb, row_bytes=lrb, rows=4) | kw))
+    cases = [  # (command, window (base, size, check), expected)
+        (C(), (base, size, 1), ErrorCode.OK),
+        (C(host_addr=base - 1), (base, size, 1), ErrorCode.WINDOW),
+        (C(host_addr=base + size - 4 * lrb), (base, size, 1), ErrorCode.OK),
+        (C(host_addr=base + size - 4 * lrb + 1), (base, size, 1), ErrorCode.WINDOW),
+        (C(host_addr=base - 1), (base, size, 0), ErrorCode.OK),
+        (C(rows=2, planes=3, host_plane_stride=size // 3 - lrb // 2), (base, size, 1), ErrorCode.OK),
+        (C(rows=2, planes=2, host_row_stride=0, host_plane_stride=size - lrb), (base, size, 1),
+         ErrorCode.OK),
+        (C(rows=2, planes=2, host_row_stride=0, host_plane_stride=size - lrb + 1), (base, size, 1),
+         ErrorCode.WINDOW),
+        (C(row_bytes=0, host_addr=0), (base, size, 1), ErrorCode.OK),
+        (C(host_addr=base), (base, 0, 1), ErrorCode.WINDOW),
+        (C(host_addr=top - 4 * lrb), (top - 4 * lrb, 4 * lrb, 1), ErrorCode.OK),
+        (C(host_addr=top - 4 * lrb + 1), (top - 4 * lrb, 4 * lrb, 1), ErrorCode.HOST_RANGE),
+        (C(host_addr=0x10, rows=0), (base, size, 1), ErrorCode.BAD_SHAPE),
+        (C(host_addr=0x10, reserved=1), (base, size, 1), ErrorCode.RESERVED_BITS),
+        (C(host_addr=0x10, local_addr=NROWS[0]), (base, size, 1), ErrorCode.LOCAL_RANGE),
+        (C(host_addr=2 * base), (2 ** 32 - 0x100, 0x200, 1), ErrorCode.WINDOW),
+    ]
+    for ch in ("load", "store"):
+        for c, (wb, ws, chk), exp in cases:
+            ref = ref_check(c)
+            if ref == ErrorCode.OK and chk:
+                ref = ref_window(c, wb, ws)
+            assert ref == exp, f"reference disagrees with the case table: {c} {exp!r}"
+            getattr(dut, f"{ch}_window").value = wb | (ws << 32) | (chk << 64)
+            ar0, aw0 = tb.hm.ar_count, tb.hm.aw_count
+            err, _ = await tb.run_cmd(ch, c)
+            what = f"{ch} {describe(c)} window {wb:#x}+{ws:#x} check={chk}"
+            assert err == exp, f"{what}: got {err!r}, expected {exp!r}"
+            if exp != ErrorCode.OK:
+                assert tb.hm.ar_count == ar0 and tb.hm.aw_count == aw0, f"{what}: AXI traffic on a rejected command"
+                if ch == "load":
+                    await tb.check_local(c["acc"], what)
+                continue
+            if ch == "load":
+                ref_load(tb.host, tb.local[c["acc"]], c)
+                await tb.check_local(c["acc"], what)
+            else:
+                ref_store(tb.host, tb.local[c["acc"]], c)
+        getattr(dut, f"{ch}_window").value = 0
+        await tb.check_host(0, 64 * 1024, f"{ch} host region")
+    tb.check_protocol("window")
 
 
 @cocotb.test()

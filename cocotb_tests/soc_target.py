@@ -25,6 +25,12 @@ _HOST_CTRL = [("cfg_latency", 8, "input"), ("cfg_stall", 8, "input"), ("cfg_seed
               ("st_aw_count", 32, "output"), ("st_rd_max_out", 8, "output")]
 
 
+#: AXI handshake signals of the chip's ``mem`` port copied to ``mon_<name>`` outputs of the tb top,
+#: so tests can time the chip's bus traffic (dispatch overhead) without a debug build.
+MONITORED = ("arvalid", "arready", "arid", "rvalid", "rready", "rlast", "rid",
+             "awvalid", "awready", "awid", "bvalid", "bready", "bid")
+
+
 def _members(sig):
     """(name, width, is_manager_output) of a flat AXI signature."""
     return [(name, m.shape.width if hasattr(m.shape, "width") else int(m.shape),
@@ -42,6 +48,8 @@ def tb_verilog(cfg):
     ports = ["    input wire clk", "    input wire rst", "    output wire irq"]
     ports += [_decl("input" if out else "output", w, f"csr__{n}") for n, w, out in _members(csr)]
     ports += [_decl(d, cfg.axi_addr_bits if w == "A" else w, f"host_{n}") for n, w, d in _HOST_CTRL]
+    widths = {n: w for n, w, _ in _members(mem)}
+    ports += [_decl("output", widths[n], f"mon_{n}") for n in MONITORED]
     wires = [f"    wire {'' if w == 1 else f'[{w - 1}:0] '}mem__{n};" for n, w, _ in _members(mem)]
     soc_conn = [".clk(clk)", ".rst(rst)", ".irq(irq)"]
     soc_conn += [f".csr__{n}(csr__{n})" for n, _, _ in _members(csr)]
@@ -55,7 +63,8 @@ def tb_verilog(cfg):
             f"module {top} (\n" + ",\n".join(ports) + "\n);\n" + "\n".join(wires) + "\n"
             f"    kaki_soc_{cfg.name} soc (\n        {sep.join(soc_conn)}\n    );\n"
             f"    kaki_host_mem {params} host (\n        {sep.join(mem_conn)}\n    );\n"
-            f"endmodule\n")
+            + "".join(f"    assign mon_{n} = mem__{n};\n" for n in MONITORED)
+            + "endmodule\n")
 
 
 def soc_target(dim=8):

@@ -30,7 +30,7 @@ from hdl_gen.axi import Axi4Signature
 from hdl_gen.banked_memory import BankedMemory
 from hdl_gen.config import KakiConfig
 from hdl_gen.descriptor import DmaCmd
-from hdl_gen.dma_engine import DmaEngine
+from hdl_gen.dma_engine import DmaEngine, DmaWindow
 from hdl_gen.emit import to_verilog
 from hdl_gen.engine import EngineSignature
 from . import simbuild, toolchain
@@ -74,6 +74,7 @@ class DmaHarness(wiring.Component):
             "acc_bd_we": In(1), "acc_bd_re": In(1), "acc_bd_addr": In(cfg.acc_addr_bits),
             "acc_bd_wdata": In(cfg.dim * 32), "acc_bd_rdata": Out(cfg.dim * 32),
             "cycles": Out(32),
+            "load_window": In(DmaWindow), "store_window": In(DmaWindow),
         })
 
     def elaborate(self, platform):
@@ -86,7 +87,8 @@ class DmaHarness(wiring.Component):
                                               width=cfg.dim * 32, n_read=2, n_write=2)
         wiring.connect(m, wiring.flipped(self.load), dma.load)
         wiring.connect(m, wiring.flipped(self.store), dma.store)
-        m.d.comb += [self.load_bytes.eq(dma.load_bytes), self.store_bytes.eq(dma.store_bytes)]
+        m.d.comb += [self.load_bytes.eq(dma.load_bytes), self.store_bytes.eq(dma.store_bytes),
+                     dma.load_window.eq(self.load_window), dma.store_window.eq(self.store_window)]
         m.d.sync += self.cycles.eq(self.cycles + 1)
 
         # Blocker randomness: a 32-bit Galois LFSR.
@@ -200,6 +202,7 @@ def test_host_mem_model_lints():
 SIM_TESTS = [
     ("d8", "t_host_mem_backdoor"),
     ("d8", "t_validation"),
+    ("d8", "t_window"),
     ("d8", "t_align_sweep"),
     ("d8", "t_random_fast"),
     ("d8", "t_random_axiram"),

@@ -8,6 +8,9 @@ PAYLOAD_FIELDS = {
     Opcode.DMA_STORE: _d.DMA_FIELDS,
     Opcode.GEMM: _d.GEMM_FIELDS,
     Opcode.VECTOR: _d.VEC_FIELDS,
+    Opcode.SIGNAL_EVENT: _d.EVENT_FIELDS,
+    Opcode.WAIT_EVENT: _d.EVENT_FIELDS,
+    Opcode.BARRIER: {},
 }
 
 __all__ = ["encode", "decode", "Opcode", "ErrorCode", "PAYLOAD_FIELDS"]

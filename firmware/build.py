@@ -13,8 +13,8 @@ from pathlib import Path
 FW = Path(__file__).resolve().parent
 REPO = FW.parent
 ELF = REPO / "build" / "firmware" / "kaki_fw.elf"
-SOURCES = [FW / "start.S", FW / "main.c"]
-CFLAGS = ["-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m", "-O2", "-g",
+SOURCES = [FW / "start.S", FW / "main.c", FW / "queues.c", FW / "engines.c"]
+CFLAGS = ["-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m", "-O2", "-g", "-fomit-frame-pointer", "-flto",
           "-ffreestanding", "-nostdlib", "-fno-builtin", "-Wall", "-Wextra", "-Werror",
           "-std=c11"]
 

@@ -1,19 +1,113 @@
-/* Kaki firmware: shared definitions. Register layouts come from the generated headers. */
+/* Kaki firmware: shared definitions. Register layouts come from the generated headers
+ * (kaki_mmio.h from hdl_gen/kaki_mmio.rdl, kaki_desc.h from hdl_gen/descriptor.py); nothing here
+ * repeats an address or a bit position by hand. The service loop follows docs/queues.md. */
 #ifndef KAKI_FW_H
 #define KAKI_FW_H
+#include <stddef.h>
 #include <stdint.h>
+#include "kaki_desc.h"
 #include "kaki_mmio.h"
 
 /* Base of the MMIO space in the control core's memory map (docs/control_core.md). */
 #define KAKI_MMIO_BASE 0x20000000u
-#define MMIO ((volatile kaki_mmio_t *)KAKI_MMIO_BASE)
+
+/* The generated struct is __packed__ (alignment 1), which would let clang split a register
+ * access into byte accesses, and the MMIO space only answers word accesses. Re-aligning the type
+ * to 4 makes every member access a single lw/sw. */
+typedef kaki_mmio_t __attribute__((aligned(4))) kaki_mmio_words_t;
+#define MMIO ((volatile kaki_mmio_words_t *)KAKI_MMIO_BASE)
+
+/* Counts taken from the register arrays of the generated struct, so they follow the RDL. */
+#define KAKI_COUNT(member) (sizeof(((kaki_mmio_t *)0)->member) / sizeof(uint32_t))
+#define KAKI_QUEUES KAKI_COUNT(Q_HEAD_INDEX)
+#define KAKI_ENGINES KAKI_COUNT(RETIRE)
+#define KAKI_EVENTS KAKI_COUNT(EVENT)
+#define KAKI_HEAD_WORDS (KAKI_COUNT(Q_HEAD) / KAKI_QUEUES)
+_Static_assert(KAKI_HEAD_WORDS == KAKI_DESC_WORDS, "Q_HEAD holds one descriptor per queue");
+
+/* Depth of each engine's command FIFO: the hardware's CAP_QUEUES.FIFO_DEPTH, which is
+ * hdl_gen/soc.py FIFO_DEPTH. The firmware cannot read host CSRs, so the value is shared here;
+ * forwarding at most this many unretired commands per engine means an engine FIFO never
+ * overflows and its 8-deep retire FIFO never fills. */
+#define KAKI_ENGINE_FIFO_DEPTH 4
+
+/* Descriptors per queue popped but whose completion record is not requested yet (docs/queues.md:
+ * at most 32). A power of two, so index & (KAKI_PENDING - 1) is the slot. */
+#define KAKI_PENDING 32
+
+/* Engine e serves opcode e + 1 (docs/queues.md: 0 DMA load, 1 DMA store, 2 GEMM, 3 vector). */
+enum engine_id {
+    ENG_DMA_LOAD = KAKI_OP_DMA_LOAD - 1,
+    ENG_DMA_STORE = KAKI_OP_DMA_STORE - 1,
+    ENG_GEMM = KAKI_OP_GEMM - 1,
+    ENG_VEC = KAKI_OP_VECTOR - 1,
+};
+
+/* FORWARD.TAG = (queue << TAG_QUEUE_SHIFT) | (index & TAG_INDEX_MASK) (docs/queues.md). The tag
+ * alone then finds the pending slot of a retired command. */
+#define TAG_QUEUE_SHIFT 14
+#define TAG_INDEX_MASK ((1u << TAG_QUEUE_SHIFT) - 1)
+_Static_assert(KAKI_PENDING <= TAG_INDEX_MASK + 1, "a tag must name its pending slot");
+_Static_assert(((KAKI_QUEUES - 1) << TAG_QUEUE_SHIFT | TAG_INDEX_MASK) <= KAKI_MMIO__FORWARD__TAG_bm >> KAKI_MMIO__FORWARD__TAG_bp,
+               "the queue number fits in FORWARD.TAG");
+
+/* Register fields: value of FIELD in a REG value, and a REG value with FIELD = x. */
+#define FIELD_GET(reg, field, v) \
+    (((uint32_t)(v) & KAKI_MMIO__##reg##__##field##_bm) >> KAKI_MMIO__##reg##__##field##_bp)
+#define FIELD_PUT(reg, field, x) \
+    (((uint32_t)(x) << KAKI_MMIO__##reg##__##field##_bp) & KAKI_MMIO__##reg##__##field##_bm)
+
+/* Descriptor fields (kaki_desc.h gives absolute bit offsets in the 8-word descriptor): the word
+ * holding a field, and the field's value in that word. Only fields inside one word are read
+ * this way (checked where they are used). */
+#define DESC_WORD(f) (KAKI_##f##_LSB / 32)
+#define DESC_MASK(f) (KAKI_##f##_W >= 32 ? 0xFFFFFFFFu : ((1u << (KAKI_##f##_W % 32)) - 1))
+#define DESC_GET(f, word) (((uint32_t)(word) >> (KAKI_##f##_LSB % 32)) & DESC_MASK(f))
+#define DESC_IN_ONE_WORD(f) (KAKI_##f##_LSB % 32 + KAKI_##f##_W <= 32)
+
+/* The flags byte of a descriptor (CPL.FLAGS and the record's flags). */
+#define DESC_FLAGS_LSB KAKI_DESCRIPTOR_FLAGS_IRQ_LSB
+#define DESC_FLAGS(w0) (((uint32_t)(w0) >> DESC_FLAGS_LSB) & 0xFFu)
 
 /* FW_STATUS.STATE values (kaki_mmio.rdl). */
 enum fw_state { FW_RESET = 0, FW_BOOTING = 1, FW_READY = 2, FW_FAULT = 3 };
 
 #define MCAUSE_INTERRUPT 0x80000000u
+#define MIE_MEIE (1u << 11)
+
+/* FW_FAULT_CAUSE values of faults the firmware detects itself (above every RISC-V mcause
+ * exception code, below the interrupt bit); FW_FAULT_TVAL holds the offending value. */
+enum fw_panic {
+    PANIC_RETIRE_TAG = 0x100,    /* RETIRE TAG is not the engine's oldest forwarded command */
+    PANIC_RETIRE_EMPTY = 0x101,  /* RETIRE of an engine the firmware forwarded nothing to */
+};
 
 static inline void wfi(void) { __asm__ volatile("wfi"); }
 
+static inline uint32_t read_mcycle(void)
+{
+    uint32_t v;
+    __asm__ volatile("csrr %0, mcycle" : "=r"(v));
+    return v;
+}
+
+/* main.c */
 uint32_t kaki_trap(uint32_t mcause, uint32_t mepc, uint32_t mtval);
+/* Report a fault the firmware detected (FW_FAULT_PC = the call site) and stop serving. */
+void fw_panic(uint32_t cause, uint32_t tval) __attribute__((noreturn));
+
+/* engines.c: per-engine lists of forwarded commands, retirement and the watchdog. */
+void engines_init(void);
+int engine_has_room(unsigned e);
+void engine_forwarded(unsigned e, uint32_t tag);
+int engines_retire(uint32_t work);
+int engines_watchdog(void);
+int engines_busy(void);
+
+/* queues.c: per-queue pending descriptors, completion requests, resets and dispatch. */
+void queues_init(void);
+void queue_done(uint32_t tag, uint32_t status);
+int queues_complete(int *stalled);
+int queues_reset(uint32_t work);
+int queues_dispatch(uint32_t work, uint32_t *blocked);
 #endif

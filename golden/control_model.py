@@ -2,8 +2,9 @@
 
 It mirrors what the host sees of the RTL (`hdl_gen/control_core.py`): the core held in reset while
 loading, IMEM/DMEM loaded from a firmware image, and the firmware's MMIO registers
-(`hdl_gen/kaki_mmio.rdl`) that the host reads as FW_*. Commands to engines are not routed through
-firmware yet (see docs/control_plane_plan.md).
+(`hdl_gen/kaki_mmio.rdl`) that the host reads as FW_*. Here the MMIO registers are plain storage;
+:class:`golden.chip_model.ChipModel` extends this model with the hardware behind them (queues,
+engines, completion writer).
 """
 from driver import mmio_registers as M
 from driver.firmware_image import FirmwareState
@@ -41,10 +42,14 @@ class FirmwareRegisters:
 
 
 class ControlModel:
-    """Host view of the control core: ``load_firmware`` = hold in reset, load, release, wait."""
+    """Host view of the control core: ``load_firmware`` = hold in reset, load, release, wait.
 
-    def __init__(self):
-        self.regs = FirmwareRegisters()
+    ``regs`` is the MMIO device the ISS sees (default: a plain :class:`FirmwareRegisters`);
+    subclasses that model hardware behind it override :meth:`run_core`.
+    """
+
+    def __init__(self, regs=None):
+        self.regs = FirmwareRegisters() if regs is None else regs
         self.iss = RV32ISS(mmio=self.regs)
         self.running = False
 
@@ -64,17 +69,27 @@ class ControlModel:
     def release(self, max_steps=100_000):
         """CORE_CTRL.RUN = 1: run until the firmware sleeps in WFI (or ``max_steps``)."""
         self.running = True
+        return self.run_core(max_steps)
+
+    def run_core(self, max_steps):
+        """Run the core until it sleeps in WFI with nothing to wake it (or ``max_steps``)."""
         return self.iss.run(max_steps)
+
+    def firmware_state(self):
+        """FW_STATUS.STATE as a :class:`FirmwareState` (or the raw value if unknown)."""
+        state = M.FW_STATUS.STATE.get(self.regs[M.FW_STATUS])
+        return FirmwareState(state) if state in FirmwareState._value2member_map_ else state
+
+    def fault_summary(self):
+        """The firmware state and fault registers, for error messages."""
+        return (f"firmware state {self.firmware_state()!r}; fault pc {self.regs[M.FW_FAULT_PC]:#x} "
+                f"cause {self.regs[M.FW_FAULT_CAUSE]:#x} tval {self.regs[M.FW_FAULT_TVAL]:#x}")
 
     def load_firmware(self, image, max_steps=100_000):
         """Hold, load, release; return FW_VERSION once FW_STATUS says READY."""
         self.hold()
         self.load(image)
         steps = self.release(max_steps)
-        state = M.FW_STATUS.STATE.get(self.regs[M.FW_STATUS])
-        if state != FirmwareState.READY:
-            raise FirmwareTimeout(
-                f"firmware state {state} (not READY) after {steps} steps; fault pc "
-                f"{self.regs[M.FW_FAULT_PC]:#x} cause {self.regs[M.FW_FAULT_CAUSE]:#x} "
-                f"tval {self.regs[M.FW_FAULT_TVAL]:#x}")
+        if self.firmware_state() != FirmwareState.READY:
+            raise FirmwareTimeout(f"not READY after {steps} steps: {self.fault_summary()}")
         return self.regs[M.FW_VERSION]

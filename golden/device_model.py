@@ -6,7 +6,10 @@ which is the result any legal RTL schedule must reproduce. Errors are reported w
 :class:`ErrorCode` the hardware uses; a failing command changes nothing.
 
 Check order when several faults hold at once: RESERVED_BITS, BAD_SHAPE, LOCAL_RANGE, HOST_RANGE,
-then the data-dependent BAD_SHIFT and AXI errors.
+WINDOW (DMA commands forwarded from a queue, docs/queues.md "DMA windows"), then the
+data-dependent BAD_SHIFT and AXI errors. An opcode no engine serves is BAD_OPCODE before any
+other check; that includes SIGNAL_EVENT, WAIT_EVENT and BARRIER, which only mean something in a
+queue (the firmware runs them; the hardware dispatcher behind ``CMD_SUBMIT`` only knows engines).
 """
 from dataclasses import dataclass, field
 
@@ -46,14 +49,20 @@ class DeviceModel:
     retired: list = field(default_factory=list)
 
     def __post_init__(self):
+        self._window = None
         c = self.caps
         self.host = np.zeros(self.host_bytes, dtype=np.uint8)
         self.spad = np.zeros((c.spad_rows, c.dim), dtype=np.int8)
         self.acc = np.zeros((c.acc_rows, c.dim), dtype=np.int32)
 
     # ------------------------------------------------------------------ submission
-    def submit(self, words):
-        """Execute one descriptor; return its ErrorCode (also appended to ``retired``)."""
+    def submit(self, words, window=None):
+        """Execute one descriptor; return its ErrorCode (also appended to ``retired``).
+
+        ``window`` is ``(base, size)``: the DMA window of the queue the command came from (a DMA
+        command touching a host byte outside ``[base, base + size)`` fails with WINDOW); ``None``
+        for direct submission, which is not windowed.
+        """
         d = commands.decode(words)
         opcode = d["opcode"]
         handlers = {Opcode.DMA_LOAD: self._dma_load, Opcode.DMA_STORE: self._dma_store,
@@ -65,6 +74,7 @@ class DeviceModel:
                 raise _Fault(ErrorCode.RESERVED_BITS)
             if opcode == Opcode.NOP:
                 return ErrorCode.OK
+            self._window = window
             handlers[opcode](d)
             code = ErrorCode.OK
         except _Fault as f:
@@ -94,6 +104,10 @@ class DeviceModel:
                     + (d["rows"] - 1) * d["host_row_stride"] + d["row_bytes"] - 1)
             if last >= 1 << self.caps.addr_bits:
                 raise _Fault(ErrorCode.HOST_RANGE)
+            if self._window is not None:
+                base, size = self._window
+                if d["host_addr"] < base or last + 1 > base + size:
+                    raise _Fault(ErrorCode.WINDOW)
             if last >= self.host_bytes:
                 raise _Fault(ErrorCode.AXI_DECERR)
         return mem.view(np.uint8).reshape(mem.shape[0], row_bytes_local), local, row_bytes_local

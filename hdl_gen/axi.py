@@ -40,3 +40,17 @@ class Axi4Signature(wiring.Signature):
             "rid": In(id_bits), "rdata": In(data_bits), "rresp": In(2), "rlast": In(1),
             "rvalid": In(1), "rready": Out(1),
         })
+
+
+def connect_axi(m, manager, subordinate):
+    """Connect an AXI4 ``manager`` interface to a ``subordinate`` port of another ID width.
+
+    ``wiring.connect`` needs identical signatures; here ID fields are truncated towards the
+    narrower side (the manager must only use IDs that fit) and zero-extended back.
+    """
+    for name, member in manager.signature.members.items():
+        src, dst = getattr(manager, name), getattr(subordinate, name)
+        if member.flow == Out:
+            m.d.comb += dst.eq(src)
+        else:
+            m.d.comb += src.eq(dst)

@@ -1,24 +1,26 @@
-"""Control subsystem: the RV32IM core with its IMEM, DMEM and MMIO registers."""
+"""Control subsystem: the RV32IM core with its IMEM and DMEM, and its port to the MMIO registers."""
 from amaranth import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from . import regmap
-from .csr_block import CsrBlock
+from .csr_block import SimpleBusSignature
 from .rv32_core import RV32Core
 from .sram import Sram1R1W
 
 MMIO_RDL = regmap.RDL.with_name("kaki_mmio.rdl")
 IMEM_WORDS = DMEM_WORDS = 4096      # 16 KiB each (docs/control_core.md)
 DMEM_BASE = 0x1000_0000
+MMIO_ADDR_BITS = regmap.addr_bits(MMIO_RDL)
 
 
 class ControlSubsystem(wiring.Component):
-    """The control core, its memories and its MMIO block, as the SoC sees them.
+    """The control core and its memories, as the SoC sees them.
 
-    The core and the MMIO registers are held in reset while ``run`` is 0; only then does the host
-    load IMEM/DMEM, one word per ``load_data_we`` at the address set by ``load_addr_we`` (a core
-    byte address, auto-incremented by 4). Words outside IMEM/DMEM are dropped.
+    The core is held in reset while ``run`` is 0 (the SoC holds the MMIO register block, which
+    sits on ``mmio``, in reset with it); only then does the host load IMEM/DMEM, one word per
+    ``load_data_we`` at the address set by ``load_addr_we`` (a core byte address, auto-incremented
+    by 4). Words outside IMEM/DMEM are dropped.
 
     Ports
     -----
@@ -28,24 +30,23 @@ class ControlSubsystem(wiring.Component):
     load_data      : In(32), load_data_we : In(1) — store one word (same timing).
     irq            : In(1)  — machine external interrupt.
     sleeping       : Out(1) — the core sleeps in WFI.
-    fw_version, fw_state, fault_pc, fault_cause, fault_tval : Out — the firmware's MMIO registers.
+    mmio           : Out(SimpleBusSignature()) — word accesses to the MMIO window
+                     (0x2000_0000 + [0, 2**MMIO_ADDR_BITS)); the target acks one cycle later.
     """
 
     def __init__(self):
         super().__init__({
             "run": In(1), "load_addr": In(32), "load_addr_we": In(1),
             "load_data": In(32), "load_data_we": In(1), "irq": In(1), "sleeping": Out(1),
-            "fw_version": Out(32), "fw_state": Out(8), "fault_pc": Out(32),
-            "fault_cause": Out(32), "fault_tval": Out(32),
+            "mmio": Out(SimpleBusSignature()),
         })
 
     def elaborate(self, platform):
         m = Module()
         held = ~self.run
         core = RV32Core()
-        mmio = CsrBlock(regmap.load(MMIO_RDL), bus_kind="simple")
+        mmio = self.mmio
         m.submodules.core = ResetInserter({"sync": held})(core)
-        m.submodules.mmio = ResetInserter({"sync": held})(mmio)
         m.submodules.imem = imem = Sram1R1W(IMEM_WORDS, 32)
         lanes = [Sram1R1W(DMEM_WORDS, 8) for _ in range(4)]
         for i, lane in enumerate(lanes):
@@ -71,17 +72,15 @@ class ControlSubsystem(wiring.Component):
         # Data bus: DMEM, the MMIO block, or nothing (acknowledged, reads 0).
         bus = core.dbus
         in_dmem = bus.addr[14:] == DMEM_BASE >> 14
-        in_mmio = (bus.addr[16:] == 0x2000) & (bus.addr[2:16] < (1 << (mmio.addr_bits - 2)))
+        in_mmio = (bus.addr[16:] == 0x2000) & (bus.addr[2:16] < (1 << (MMIO_ADDR_BITS - 2)))
         ack, new, sel_dmem = Signal(), Signal(), Signal()
         m.d.comb += new.eq(bus.en & ~ack & ~in_mmio)
         m.d.sync += [ack.eq(new), sel_dmem.eq(new & in_dmem)]
-        m.d.comb += [mmio.bus.addr.eq(bus.addr), mmio.bus.en.eq(bus.en & in_mmio),
-                     mmio.bus.we.eq(bus.we), mmio.bus.wdata.eq(bus.wdata),
-                     mmio.bus.wstrb.eq(bus.wstrb)]
+        m.d.comb += [mmio.addr.eq(bus.addr), mmio.en.eq(bus.en & in_mmio),
+                     mmio.we.eq(bus.we), mmio.wdata.eq(bus.wdata), mmio.wstrb.eq(bus.wstrb)]
         dmem_rdata = Cat(*[lane.rdata for lane in lanes])
-        m.d.comb += [bus.ack.eq(ack | mmio.bus.ack),
-                     bus.rdata.eq(Mux(mmio.bus.ack, mmio.bus.rdata,
-                                      Mux(sel_dmem, dmem_rdata, 0)))]
+        m.d.comb += [bus.ack.eq(ack | mmio.ack),
+                     bus.rdata.eq(Mux(mmio.ack, mmio.rdata, Mux(sel_dmem, dmem_rdata, 0)))]
         for i, lane in enumerate(lanes):
             core_write = new & in_dmem & bus.we & bus.wstrb[i]
             byte = slice(8 * i, 8 * i + 8)
@@ -90,13 +89,6 @@ class ControlSubsystem(wiring.Component):
                          lane.waddr.eq(Mux(host_dmem, addr[2:14], bus.addr[2:14])),
                          lane.wdata.eq(Mux(host_dmem, self.load_data[byte], bus.wdata[byte]))]
 
-        def reg(name, field):
-            return getattr(mmio, f"{name}_{field}".lower())
-        m.d.comb += [self.sleeping.eq(core.sleeping), core.irq.eq(self.irq),
-                     self.fw_version.eq(reg("FW_VERSION", "VERSION")),
-                     self.fw_state.eq(reg("FW_STATUS", "STATE")),
-                     self.fault_pc.eq(reg("FW_FAULT_PC", "PC")),
-                     self.fault_cause.eq(reg("FW_FAULT_CAUSE", "CAUSE")),
-                     self.fault_tval.eq(reg("FW_FAULT_TVAL", "TVAL"))]
+        m.d.comb += [self.sleeping.eq(core.sleeping), core.irq.eq(self.irq)]
         return m
 

@@ -23,6 +23,9 @@ class Opcode(enum.Enum, shape=8):
     DMA_STORE = 2      #: scratchpad/accumulator -> host memory
     GEMM = 3           #: PE array: acc (+)= A x B
     VECTOR = 4         #: vector unit epilogue: acc rows -> int8 scratchpad rows
+    SIGNAL_EVENT = 5   #: after every earlier command of the queue completed: event := value
+    WAIT_EVENT = 6     #: later commands of the queue wait until event >= value (wrap-safe)
+    BARRIER = 7        #: later commands of the queue wait until every earlier one completed
 
 
 class ErrorCode(enum.Enum, shape=8):
@@ -37,11 +40,17 @@ class ErrorCode(enum.Enum, shape=8):
     AXI_DECERR = 7        #: the host memory answered DECERR
     BAD_SHIFT = 8         #: a requantization shift is outside 0..63
     CMD_OVERFLOW = 9      #: a command was submitted while the engine's command FIFO was full
+    WINDOW = 10           #: a DMA host range falls outside the queue's DMA window
+    MISALIGNED = 11       #: a queue's ring base (32 B), completion base (16 B) or ring size is invalid
+    RING_OVERFLOW = 12    #: the doorbell put the producer more than the ring size ahead of the consumer
+    WATCHDOG = 13         #: the engine made no progress for WATCHDOG.CYCLES cycles and was reset
+    BAD_EVENT = 14        #: the event index is outside the chip's event counters
+    DIRECT_SUBMIT = 15    #: CMD_SUBMIT while the control core runs (the firmware owns dispatch then)
 
 
 class DescFlags(data.Struct):
     """Per-descriptor flags."""
-    irq: 1            #: raise the completion interrupt when this command retires
+    irq: 1            #: completion record + interrupt: raise the queue's completion interrupt when this command retires
     reserved: 7
 
 
@@ -121,11 +130,26 @@ class VecCmd(data.Struct):
     reserved: 4
 
 
+class EventCmd(data.Struct):
+    """SIGNAL_EVENT / WAIT_EVENT payload: a 32-bit timeline semaphore.
+
+    SIGNAL_EVENT waits until every earlier command of its queue has completed, then sets event
+    counter ``event`` to ``value``. WAIT_EVENT holds back every later command of its queue until
+    the counter has reached ``value``, compared wrap-safe: reached when ``(int32)(counter -
+    value) >= 0``, so a timeline may wrap as long as waiters stay within 2**31 of the counter.
+    """
+    event: 8            #: event counter index (< CAP_QUEUES.EVENTS)
+    reserved0: 24
+    value: 32           #: SIGNAL: the new counter value; WAIT: the value to reach
+    reserved: 160
+
+
 class Payload(data.Union):
     raw: PAYLOAD_BITS
     dma: DmaCmd
     gemm: GemmCmd
     vec: VecCmd
+    event: EventCmd
 
 
 class Descriptor(data.Struct):
@@ -136,6 +160,27 @@ class Descriptor(data.Struct):
     payload: Payload
 
 
-for _layout in (DmaCmd, GemmCmd, VecCmd):
+class CompletionRecord(data.Struct):
+    """What the device writes to host memory when a queued command retires (16 bytes).
+
+    Records are written in the queue's order: the record of descriptor ``index`` goes to
+    ``Q_CPL_BASE + 16 + 16 * (index mod ring entries)`` and is followed by the consumer index
+    write-back at ``Q_CPL_BASE`` (see docs/queues.md).
+    """
+    index: 32           #: descriptor index in the queue (free-running, not wrapped)
+    opcode: 8           #: the descriptor's opcode
+    status: 8           #: ErrorCode, 0 = success
+    queue: 8            #: the queue the descriptor came from
+    flags: 8            #: the descriptor's flags byte
+    tag: 16             #: the descriptor's tag
+    reserved: 16
+    timestamp: 32       #: PERF-independent cycle counter when the record was queued for writing
+
+
+RECORD_BITS = 128
+assert data.Layout.cast(CompletionRecord).size == RECORD_BITS
+
+
+for _layout in (DmaCmd, GemmCmd, VecCmd, EventCmd):
     assert data.Layout.cast(_layout).size <= PAYLOAD_BITS, _layout
 assert data.Layout.cast(Descriptor).size == DESCRIPTOR_BITS

@@ -1,6 +1,6 @@
 """Descriptor dispatch: routes submitted descriptors to per-engine command FIFOs and retires them."""
 from amaranth import Cat, Module, Signal
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .descriptor import DESCRIPTOR_BITS, Descriptor, ErrorCode, Opcode
@@ -8,6 +8,13 @@ from .descriptor import DESCRIPTOR_BITS, Descriptor, ErrorCode, Opcode
 #: Engines in dispatch order; index i owns IRQ_STATUS/DONE_* cause i.
 ENGINES = (("dma_load", Opcode.DMA_LOAD), ("dma_store", Opcode.DMA_STORE),
            ("gemm", Opcode.GEMM), ("vec", Opcode.VECTOR))
+
+
+class DispatchEntry(data.Struct):
+    """A queued command: the descriptor and where it came from (for the queue's DMA window)."""
+    desc: Descriptor
+    queue: 2          #: source queue (meaningful when ``windowed``)
+    windowed: 1       #: 1: forwarded from a queue, so DMA commands are checked against its window
 
 
 class RetireSignature(wiring.Signature):
@@ -34,12 +41,16 @@ class Dispatcher(wiring.Component):
     -----
     desc       : In(256) — the descriptor, sampled when ``submit`` is high.
     submit     : In(1) — one-cycle submit strobe.
-    <engine>   : Out(stream.Signature(Descriptor)) — the next descriptor for each engine of
+    queue      : In(2), windowed : In(1) — the descriptor's source, sampled with ``submit``.
+    <engine>   : Out(stream.Signature(DispatchEntry)) — the next command for each engine of
                  :data:`ENGINES` (``dma_load``, ``dma_store``, ``gemm``, ``vec``).
+    engine_reset : In(len(ENGINES)) — bit i: engine i is being reset; forget its command in
+                 flight (no retire event; its FIFO is kept).
     <engine>_done, <engine>_error : In(1), In(ErrorCode) — the engine's retire pulse and result.
     retire     : Out(RetireSignature()).array(len(ENGINES)) — retire events per engine.
     reject     : Out(RetireSignature()) — descriptors refused at submission.
     inflight   : Out(len(ENGINES)) — engine i holds an accepted command.
+    full       : Out(len(ENGINES)) — engine i's command FIFO is full.
     idle       : Out(1) — no command queued or executing.
     """
 
@@ -47,14 +58,16 @@ class Dispatcher(wiring.Component):
         if depth < 1:
             raise ValueError(f"FIFO depth must be at least 1, not {depth!r}")
         self.depth = depth
-        members = {"desc": In(DESCRIPTOR_BITS), "submit": In(1)}
+        members = {"desc": In(DESCRIPTOR_BITS), "submit": In(1), "queue": In(2),
+                   "windowed": In(1), "engine_reset": In(len(ENGINES))}
         for name, _ in ENGINES:
-            members[name] = Out(stream.Signature(Descriptor))
+            members[name] = Out(stream.Signature(DispatchEntry))
             members[f"{name}_done"] = In(1)
             members[f"{name}_error"] = In(ErrorCode)
         members["retire"] = Out(RetireSignature()).array(len(ENGINES))
         members["reject"] = Out(RetireSignature())
         members["inflight"] = Out(len(ENGINES))
+        members["full"] = Out(len(ENGINES))
         members["idle"] = Out(1)
         super().__init__(members)
 
@@ -67,12 +80,14 @@ class Dispatcher(wiring.Component):
         busy = []
         m.d.comb += [self.reject.opcode.eq(desc.opcode), self.reject.tag.eq(desc.tag),
                      self.reject.irq.eq(desc.flags.irq)]
+        entry = Signal(DispatchEntry)
+        m.d.comb += entry.eq(Cat(self.desc, self.queue, self.windowed))
         for i, (name, opcode) in enumerate(ENGINES):
-            q = fifo.SyncFIFOBuffered(width=DESCRIPTOR_BITS, depth=self.depth)
+            q = fifo.SyncFIFOBuffered(width=data.Layout.cast(DispatchEntry).size, depth=self.depth)
             m.submodules[f"{name}_fifo"] = q
             port = getattr(self, name)
             hit = self.submit & (desc.opcode == opcode) & ~flags_bad
-            m.d.comb += [q.w_data.eq(self.desc), q.w_en.eq(hit),
+            m.d.comb += [q.w_data.eq(entry), q.w_en.eq(hit),
                          port.valid.eq(q.r_rdy), port.payload.eq(q.r_data),
                          q.r_en.eq(port.ready)]
             with m.If(self.submit & (desc.opcode == opcode)):
@@ -84,14 +99,15 @@ class Dispatcher(wiring.Component):
             # The descriptor in flight, kept for its flags and tag until it retires.
             held = Signal(Descriptor, name=f"{name}_held")
             done = getattr(self, f"{name}_done")
-            with m.If(done):
+            with m.If(done | self.engine_reset[i]):
                 m.d.sync += self.inflight[i].eq(0)
             with m.If(port.valid & port.ready):   # after `done`: a same-cycle accept wins
-                m.d.sync += [held.eq(port.payload), self.inflight[i].eq(1)]
+                m.d.sync += [held.eq(port.payload.desc), self.inflight[i].eq(1)]
             r = self.retire[i]
-            m.d.comb += [r.done.eq(done), r.error.eq(getattr(self, f"{name}_error")),
+            m.d.comb += [r.done.eq(done & ~self.engine_reset[i]), r.error.eq(getattr(self, f"{name}_error")),
                          r.irq.eq(held.flags.irq), r.opcode.eq(held.opcode), r.tag.eq(held.tag)]
             busy.append(q.r_rdy)
+            m.d.comb += self.full[i].eq(~q.w_rdy)
         with m.If(self.submit & ~known & (desc.opcode != Opcode.NOP)):
             m.d.comb += [self.reject.done.eq(1), self.reject.error.eq(ErrorCode.BAD_OPCODE)]
         with m.Elif(self.submit & flags_bad):

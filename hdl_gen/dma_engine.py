@@ -28,6 +28,9 @@ Validation (before any transfer; in this priority order, the first that applies 
    >= rows of the chosen memory -> ``LOCAL_RANGE`` (also checked when ``row_bytes`` == 0)
 4. ``row_bytes`` != 0 and last host byte ``host_addr + (planes-1)*host_plane_stride +
    (rows-1)*host_row_stride + row_bytes - 1`` >= 2**axi_addr_bits -> ``HOST_RANGE``
+5. the channel's window (``load_window``/``store_window``, taken with the command) has ``check``
+   set, ``row_bytes`` != 0 and the host bytes ``[host_addr, last host byte]`` are not all inside
+   ``[base, base + size)`` -> ``WINDOW`` (the queue's DMA window, docs/queues.md)
 
 ``row_bytes == 0`` is legal: a load writes all-zero local rows, a store does nothing.
 
@@ -40,8 +43,8 @@ written rows after the failing one that were already in flight; it never writes 
 from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR, Axi4Signature
 from .config import KakiConfig
@@ -49,7 +52,14 @@ from .descriptor import DmaCmd, ErrorCode
 from .engine import EngineSignature
 from .mem_port import ReadPortSignature, WritePortSignature
 
-__all__ = ["DmaEngine"]
+__all__ = ["DmaEngine", "DmaWindow"]
+
+
+class DmaWindow(data.Struct):
+    """The host address range a command may touch; ignored unless ``check`` is set."""
+    base: 32
+    size: 32
+    check: 1
 
 
 def _min(a, b):
@@ -145,6 +155,9 @@ class DmaEngine(wiring.Component):
         row's local write is granted, else 0): a performance-counter increment.
     store_bytes : Out(8)
         Host bytes accepted by the AXI W channel this cycle (set WSTRB bits of a W handshake).
+    load_window, store_window : In(DmaWindow)
+        ``base`` [32], ``size`` [32], ``check`` [1]: the host range the channel's next command may
+        touch, sampled with the command (validation step 5). Tie to 0 for no window.
 
     Design notes
     ------------
@@ -189,6 +202,8 @@ class DmaEngine(wiring.Component):
             "acc_rd": Out(ReadPortSignature(config.acc_addr_bits, config.dim * 32)),
             "load_bytes": Out(8),
             "store_bytes": Out(8),
+            "load_window": In(DmaWindow),
+            "store_window": In(DmaWindow),
         })
 
     # ---------------------------------------------------------------------------------------------
@@ -209,7 +224,7 @@ class DmaEngine(wiring.Component):
         """Byte mask -> bit mask (each bit repeated 8 times)."""
         return Cat(*[mask[i].replicate(8) for i in range(width_bytes)])
 
-    def _validate(self, m, name, cmd, fsm_check2_err):
+    def _validate(self, m, name, cmd, window, fsm_check2_err):
         """Two-cycle command check.
 
         Returns the statements of the first cycle (products and sums, for ``m.d.sync``); drives
@@ -238,6 +253,9 @@ class DmaEngine(wiring.Component):
             m.d.comb += fsm_check2_err.eq(ErrorCode.LOCAL_RANGE)
         with m.Elif((cmd.row_bytes != 0) & (host_end > (1 << aab))):
             m.d.comb += fsm_check2_err.eq(ErrorCode.HOST_RANGE)
+        with m.Elif(window.check & (cmd.row_bytes != 0)
+                    & ((cmd.host_addr < window.base) | (host_end > window.base + window.size))):
+            m.d.comb += fsm_check2_err.eq(ErrorCode.WINDOW)
         with m.Else():
             m.d.comb += fsm_check2_err.eq(ErrorCode.OK)
         return stage1
@@ -312,7 +330,8 @@ class DmaEngine(wiring.Component):
         cmd = Signal(DmaCmd, name="ld_cmd")
         err = Signal(ErrorCode, name="ld_err")
         chk_err = Signal(ErrorCode, name="ld_chk_err")
-        stage1 = self._validate(m, "ld", cmd, chk_err)
+        window = Signal(DmaWindow, name="ld_window")
+        stage1 = self._validate(m, "ld", cmd, window, chk_err)
         run = Signal(name="ld_run")
         drain = Signal(name="ld_drain")          # an error response was seen: drain, write nothing new
         outstanding = Signal(range(cfg.dma_outstanding + 1), name="ld_outstanding")
@@ -406,7 +425,7 @@ class DmaEngine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += eng.cmd.ready.eq(1)
                 with m.If(eng.cmd.valid):
-                    m.d.sync += cmd.eq(eng.cmd.payload)
+                    m.d.sync += [cmd.eq(eng.cmd.payload), window.eq(self.load_window)]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += eng.busy.eq(1)
@@ -441,7 +460,8 @@ class DmaEngine(wiring.Component):
         cmd = Signal(DmaCmd, name="st_cmd")
         err = Signal(ErrorCode, name="st_err")
         chk_err = Signal(ErrorCode, name="st_chk_err")
-        stage1 = self._validate(m, "st", cmd, chk_err)
+        window = Signal(DmaWindow, name="st_window")
+        stage1 = self._validate(m, "st", cmd, window, chk_err)
         run = Signal(name="st_run")
         drain = Signal(name="st_drain")
         b_out = Signal(range(cfg.dma_outstanding + 1), name="st_b_out")      # AW issued, no B yet
@@ -552,7 +572,7 @@ class DmaEngine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += eng.cmd.ready.eq(1)
                 with m.If(eng.cmd.valid):
-                    m.d.sync += cmd.eq(eng.cmd.payload)
+                    m.d.sync += [cmd.eq(eng.cmd.payload), window.eq(self.store_window)]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += eng.busy.eq(1)

@@ -86,7 +86,9 @@ def regs_markdown(rdl=regmap.RDL, title="Register map"):
 # ---------------------------------------------------------------- descriptors
 
 STRUCTS = (("DESCRIPTOR", D.Descriptor), ("DMA", D.DmaCmd), ("GEMM", D.GemmCmd),
-           ("VEC", D.VecCmd))
+           ("VEC", D.VecCmd), ("EVENT", D.EventCmd), ("CPL", D.CompletionRecord))
+#: Structs that are not descriptor payloads: their offsets start at bit 0.
+RECORDS = ("CPL",)
 
 
 def _field_comments(cls):
@@ -118,14 +120,17 @@ def _payload_fields(cls):
 
 def _all_structs():
     return [("DESCRIPTOR", flat_fields(D.Descriptor)),
-            *[(tag, _payload_fields(cls)) for tag, cls in STRUCTS[1:]]]
+            *[(tag, flat_fields(cls) if tag in RECORDS else _payload_fields(cls))
+              for tag, cls in STRUCTS[1:]]]
 
 
 def descriptors_py():
     lines = [f'"""{HEADER.format(src="hdl_gen/descriptor.py")}',
-             "", "Field positions are absolute bit offsets in the 256-bit descriptor.", '"""',
+             "", "Field positions are absolute bit offsets in the 256-bit descriptor (CPL_FIELDS: in the",
+             "128-bit completion record).", '"""',
              "from enum import IntEnum", "",
-             f"DESCRIPTOR_BITS = {D.DESCRIPTOR_BITS}", f"DESCRIPTOR_WORDS = {D.DESCRIPTOR_WORDS}", ""]
+             f"DESCRIPTOR_BITS = {D.DESCRIPTOR_BITS}", f"DESCRIPTOR_WORDS = {D.DESCRIPTOR_WORDS}",
+             f"RECORD_BITS = {D.RECORD_BITS}", ""]
     for enum_cls in (D.Opcode, D.ErrorCode):
         lines.append(f"class {enum_cls.__name__}(IntEnum):")
         lines += [f"    {e.name} = {e.value}" for e in enum_cls]
@@ -143,7 +148,8 @@ def descriptors_header():
              "#define KAKI_DESC_H", "",
              "/* Field macros give the absolute bit offset (_LSB) and width (_W) in the 256-bit",
              "   descriptor, which is 8 little-endian 32-bit words. */",
-             f"#define KAKI_DESC_BITS {D.DESCRIPTOR_BITS}", f"#define KAKI_DESC_WORDS {D.DESCRIPTOR_WORDS}", ""]
+             f"#define KAKI_DESC_BITS {D.DESCRIPTOR_BITS}", f"#define KAKI_DESC_WORDS {D.DESCRIPTOR_WORDS}",
+             f"#define KAKI_CPL_BITS {D.RECORD_BITS}", ""]
     for enum_cls, pfx in ((D.Opcode, "KAKI_OP"), (D.ErrorCode, "KAKI_ERR")):
         lines += [f"#define {pfx}_{e.name} {e.value}" for e in enum_cls]
         lines.append("")

@@ -1,31 +1,52 @@
-"""Kaki SoC top: CSR block, dispatcher, DMA, GEMM engine, vector unit and the on-chip memories."""
-from amaranth import Module, Signal
-from amaranth.lib import wiring
+"""Kaki SoC top: queues, control core, dispatcher, engines, on-chip memories and their registers."""
+from amaranth import Cat, EnableInserter, Module, ResetInserter, Signal
+from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import regmap
-from .axi import Axi4LiteSignature, Axi4Signature
+from .axi import Axi4LiteSignature, Axi4Signature, connect_axi
+from .axi_arbiter import Axi4Arbiter
 from .banked_memory import BankedMemory
 from .config import KakiConfig
-from .control_core import ControlSubsystem
+from .control_core import MMIO_ADDR_BITS, MMIO_RDL, ControlSubsystem
 from .csr_block import CsrBlock
 from .descriptor import ErrorCode
 from .dispatcher import ENGINES, Dispatcher
 from .dma_engine import DmaEngine
 from .gemm_engine import GemmEngine
+from .mem_port import WritePortSignature
+from .queue_controller import QueueController
 from .vector_unit import VectorUnit
 
-FIFO_DEPTH = 4
+FIFO_DEPTH = 4        #: commands each engine's dispatcher FIFO holds (firmware: KAKI_ENGINE_FIFO_DEPTH)
+N_QUEUES = 4          #: hardware command queues (the RDL register arrays have 4 elements)
+PREFETCH = 4          #: descriptors each queue prefetches
+N_EVENTS = 16         #: event counters (the RDL EVENT arrays have 16 elements)
+RETIRE_DEPTH = 8      #: per-engine retire FIFO seen by the firmware (> FIFO_DEPTH + 1)
+ENGINE_DMA_LOAD, ENGINE_DMA_STORE, ENGINE_GEMM, ENGINE_VEC = range(4)
+
+
+def _after_write(m, swmod, name):
+    """A CSR ``swmod`` strobe delayed one cycle, so it coincides with the register's new value."""
+    strobe = Signal(name=name)
+    m.d.sync += strobe.eq(swmod)
+    return strobe
 
 
 class KakiSoc(wiring.Component):
     """One Kaki chip.
 
     Control: the host loads the RV32IM control core's firmware through CORE_MEM_* and releases it
-    with CORE_CTRL.RUN; the firmware reports through its MMIO registers, mirrored in FW_*.
+    with CORE_CTRL.RUN. The host writes descriptors into rings in host memory and rings a queue's
+    doorbell; the queue controller prefetches them, the firmware (through the MMIO registers of
+    ``kaki_mmio.rdl``) forwards them to the dispatcher or handles events and barriers itself, and
+    requests completion records, which the queue controller writes back (docs/queues.md). While
+    the core is held in reset the host may instead submit single descriptors through CMD/CMD_SUBMIT.
 
     Data path: host memory --AXI4--> DMA load --> scratchpad / accumulator --> GEMM engine (PE
     array) --> accumulator --> vector unit --> scratchpad --> DMA store --AXI4--> host memory.
+    The DMA and the queue controller share the ``mem`` port through a round-robin AXI arbiter
+    (the ID's top bit says which: 0 DMA, 1 queue controller).
 
     Memory port priorities (lower wins a bank): scratchpad reads GEMM, vector, DMA; scratchpad
     writes vector, DMA; accumulator reads GEMM, vector, DMA; accumulator writes GEMM, DMA. The GEMM
@@ -34,14 +55,17 @@ class KakiSoc(wiring.Component):
 
     Ports
     -----
-    csr : In(Axi4LiteSignature(12)) — register port (target), map in docs/registers.md.
-    mem : Out(Axi4Signature(axi_addr_bits, axi_data_bits, axi_id_bits)) — DMA master to host memory.
+    csr : In(Axi4LiteSignature(addr_bits)) — register port (target), map in docs/registers.md.
+    mem : Out(Axi4Signature(axi_addr_bits, axi_data_bits, axi_id_bits)) — master to host memory.
     irq : Out(1) — level interrupt: ``IRQ_STATUS & IRQ_ENABLE`` is non-zero.
     """
 
     def __init__(self, config=KakiConfig()):
         if not isinstance(config, KakiConfig):
             raise TypeError(f"config must be a KakiConfig, not {config!r}")
+        if config.axi_id_bits < 2:
+            raise ValueError(f"axi_id_bits must be >= 2 (one bit selects DMA or queue "
+                             f"controller), not {config.axi_id_bits}")
         self.config = config
         super().__init__({
             "csr": In(Axi4LiteSignature(regmap.addr_bits())),
@@ -54,64 +78,232 @@ class KakiSoc(wiring.Component):
         cfg = self.config
         m = Module()
         m.submodules.csr = csr = CsrBlock()
+        held = Signal()
+        m.d.comb += held.eq(~csr.core_ctrl_run)
+        fw = CsrBlock(regmap.load(MMIO_RDL), bus_kind="simple")
+        m.submodules.fw_regs = ResetInserter({"sync": held})(fw)
+        m.submodules.control = ctl = ControlSubsystem()
+        wiring.connect(m, ctl.mmio, fw.bus)
+        wiring.connect(m, wiring.flipped(self.csr), csr.bus)
+
         m.submodules.dispatcher = disp = Dispatcher(depth=FIFO_DEPTH)
-        m.submodules.dma = dma = DmaEngine(cfg)
-        m.submodules.gemm = gemm = GemmEngine(cfg)
-        m.submodules.vec = vec = VectorUnit(cfg)
+        m.submodules.qc = qc = QueueController(cfg, n_queues=N_QUEUES, prefetch=PREFETCH)
+        m.submodules.arb = arb = Axi4Arbiter(2, cfg.axi_addr_bits, cfg.axi_data_bits,
+                                              cfg.axi_id_bits - 1)
+        dma, gemm, vec = DmaEngine(cfg), GemmEngine(cfg), VectorUnit(cfg)
+        reset = Signal(len(ENGINES))
+        frozen = self._engines(m, csr, disp, dma, gemm, vec, reset)
+        self._memories(m, dma, gemm, vec, frozen)
+        connect_axi(m, dma.axi, arb.m[0])
+        connect_axi(m, qc.axi, arb.m[1])
+        wiring.connect(m, arb.s, wiring.flipped(self.mem))
+
+        self._control_core(m, csr, fw, ctl, held)
+        self._submission(m, csr, ctl, disp, qc, dma, held)
+        retire_valid = self._retire_fifos(m, fw, ctl, disp, held)
+        self._queues(m, csr, fw, ctl, qc, held)
+        m.d.comb += reset.eq(self._fw_write(m, ctl, "ENGINE_RESET", "ENGINE")[1])
+        qready = Cat(*[qc.q[i].ready for i in range(N_QUEUES)])
+        qreset = Cat(*[qc.q[i].qreset_req for i in range(N_QUEUES)])
+        m.d.comb += [
+            fw.work_qready.eq(qready), fw.work_retire.eq(retire_valid), fw.work_qreset.eq(qreset),
+            ctl.irq.eq((qready & ~fw.work_mask_qready).any() | retire_valid.any() | qreset.any()),
+        ]
+        self._status(m, csr, disp)
+        self._interrupts(m, csr, fw, disp, qc)
+        self._perf_counters(m, csr, fw, disp, qc, dma, gemm, vec)
+        return m
+
+    # ---------------------------------------------------------------- engines and memories
+
+    def _engines(self, m, csr, disp, dma, gemm, vec, reset):
+        """Engines behind the dispatcher, each resettable by the firmware; GEMM and vector can
+        be frozen by the DEBUG_HANG fault-injection hook. Returns the per-engine frozen flags."""
+        dma_reset = reset[ENGINE_DMA_LOAD] | reset[ENGINE_DMA_STORE]
+        m.submodules.dma = ResetInserter({"sync": dma_reset})(dma)
+        frozen = {}
+        for name, eng, idx in (("gemm", gemm, ENGINE_GEMM), ("vec", vec, ENGINE_VEC)):
+            armed, frz = Signal(name=f"{name}_hang_armed"), Signal(name=f"{name}_frozen")
+            with m.If(reset[idx]):
+                m.d.sync += [armed.eq(0), frz.eq(0)]
+            with m.Elif(armed & eng.ctl.busy):
+                m.d.sync += [armed.eq(0), frz.eq(1)]
+            with m.Elif(getattr(csr, f"debug_hang_{name}")):
+                m.d.sync += armed.eq(1)
+            # The reset cycle must be enabled, or the reset could not take effect.
+            m.submodules[name] = EnableInserter({"sync": ~frz | reset[idx]})(
+                ResetInserter({"sync": reset[idx]})(eng))
+            frozen[name] = frz
+        engines = {"dma_load": (dma.load, "dma", dma_reset), "dma_store": (dma.store, "dma", dma_reset),
+                   "gemm": (gemm.ctl, "gemm", reset[ENGINE_GEMM]),
+                   "vec": (vec.ctl, "vec", reset[ENGINE_VEC])}
+        for i, (name, _) in enumerate(ENGINES):
+            ctl, kind, rst = engines[name]
+            src = getattr(disp, name)
+            m.d.comb += [ctl.cmd.valid.eq(src.valid & ~rst), src.ready.eq(ctl.cmd.ready & ~rst),
+                         ctl.cmd.payload.eq(getattr(src.payload.desc.payload, kind)),
+                         getattr(disp, f"{name}_done").eq(ctl.done),
+                         getattr(disp, f"{name}_error").eq(ctl.error),
+                         disp.engine_reset[i].eq(rst)]
+        return frozen
+
+    def _memories(self, m, dma, gemm, vec, frozen):
+        cfg = self.config
         m.submodules.spad = spad = BankedMemory(
             banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows, width=cfg.dim * 8,
             n_read=3, n_write=2)
         m.submodules.acc = acc = BankedMemory(
             banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows, width=cfg.dim * 32,
             n_read=3, n_write=2)
+        for port, requester, gate in (
+                (spad.rd[0], gemm.spad_rd, frozen["gemm"]), (spad.rd[1], vec.spad_rd, frozen["vec"]),
+                (spad.rd[2], dma.spad_rd, 0), (spad.wr[0], vec.spad_wr, frozen["vec"]),
+                (spad.wr[1], dma.spad_wr, 0), (acc.rd[0], gemm.acc_rd, frozen["gemm"]),
+                (acc.rd[1], vec.acc_rd, frozen["vec"]), (acc.rd[2], dma.acc_rd, 0),
+                (acc.wr[0], gemm.acc_wr, frozen["gemm"]), (acc.wr[1], dma.acc_wr, 0)):
+            # A frozen engine must not hold a bank: its requests are masked.
+            m.d.comb += [port.addr.eq(requester.addr), port.en.eq(requester.en & ~gate),
+                         requester.gnt.eq(port.gnt & ~gate)]
+            if isinstance(requester.signature, WritePortSignature):
+                m.d.comb += port.data.eq(requester.data)
+            else:
+                m.d.comb += requester.data.eq(port.data)
 
-        wiring.connect(m, wiring.flipped(self.csr), csr.bus)
-        wiring.connect(m, wiring.flipped(self.mem), dma.axi)
-        for port, requester in ((spad.rd[0], gemm.spad_rd), (spad.rd[1], vec.spad_rd),
-                                (spad.rd[2], dma.spad_rd), (spad.wr[0], vec.spad_wr),
-                                (spad.wr[1], dma.spad_wr), (acc.rd[0], gemm.acc_rd),
-                                (acc.rd[1], vec.acc_rd), (acc.rd[2], dma.acc_rd),
-                                (acc.wr[0], gemm.acc_wr), (acc.wr[1], dma.acc_wr)):
-            wiring.connect(m, port, requester)
+    # ---------------------------------------------------------------- control core
 
-        # Descriptor submission: the CMD staging words and the doorbell feed the dispatcher.
-        words = [getattr(csr, f"cmd{i}_word") for i in range(8)]
-        m.d.comb += [disp.desc.eq(sum((w << (32 * i) for i, w in enumerate(words)))),
-                     disp.submit.eq(csr.cmd_submit_go)]
-        engines = {"dma_load": (dma.load, "dma"), "dma_store": (dma.store, "dma"),
-                   "gemm": (gemm.ctl, "gemm"), "vec": (vec.ctl, "vec")}
-        for name, _ in ENGINES:
-            ctl, kind = engines[name]
-            src = getattr(disp, name)
-            m.d.comb += [ctl.cmd.valid.eq(src.valid), src.ready.eq(ctl.cmd.ready),
-                         ctl.cmd.payload.eq(getattr(src.payload.payload, kind)),
-                         getattr(disp, f"{name}_done").eq(ctl.done),
-                         getattr(disp, f"{name}_error").eq(ctl.error)]
+    def _fw_write(self, m, ctl, ident, field=None):
+        """Decode a firmware write to MMIO register ``ident`` from the core's bus.
 
-        m.submodules.control = ctl = ControlSubsystem()
-        self._control_core(m, csr, ctl)
-        self._status(m, csr, disp, engines)
-        self._interrupts(m, csr, disp)
-        self._perf_counters(m, csr, dma, gemm, vec)
-        return m
+        Returns the written value of ``field`` (or the whole word) in the cycle the write
+        reaches the register block, else 0, and the write strobe. Acting on the bus write itself,
+        not on the register a cycle later, makes the effect (a pop, a push) visible to the very
+        next MMIO access.
+        """
+        bus = ctl.mmio
+        reg = regmap.by_ident(MMIO_RDL)[ident]
+        strobe = Signal(name=f"fw_write_{ident.lower()}")
+        m.d.comb += strobe.eq(bus.en & ~bus.ack & bus.we
+                              & (bus.addr[2:MMIO_ADDR_BITS] == reg.addr >> 2))
+        if field is None:
+            return strobe, bus.wdata
+        f = reg.field(field)
+        value = Signal(f.width, name=f"fw_write_{ident.lower()}_{field.lower()}")
+        m.d.comb += value.eq(bus.wdata[f.lsb:f.lsb + f.width] & strobe.replicate(f.width))
+        return strobe, value
 
-    def _control_core(self, m, csr, ctl):
+    def _control_core(self, m, csr, fw, ctl, held):
         m.d.comb += [
             ctl.run.eq(csr.core_ctrl_run),
             ctl.load_addr.eq(csr.core_mem_addr_addr),
             ctl.load_addr_we.eq(csr.core_mem_addr_addr_swmod),
             ctl.load_data.eq(csr.core_mem_data_data),
             ctl.load_data_we.eq(csr.core_mem_data_data_swmod),
-            ctl.irq.eq(0),   # no interrupt source is routed to the core yet
-            csr.fw_version_version.eq(ctl.fw_version),
-            csr.fw_status_state.eq(ctl.fw_state),
+            csr.fw_version_version.eq(fw.fw_version_version),
+            csr.fw_status_state.eq(fw.fw_status_state),
             csr.fw_status_sleeping.eq(ctl.sleeping),
-            csr.fw_fault_pc_value.eq(ctl.fault_pc),
-            csr.fw_fault_cause_value.eq(ctl.fault_cause),
-            csr.fw_fault_tval_value.eq(ctl.fault_tval),
+            csr.fw_fault_pc_value.eq(fw.fw_fault_pc_pc),
+            csr.fw_fault_cause_value.eq(fw.fw_fault_cause_cause),
+            csr.fw_fault_tval_value.eq(fw.fw_fault_tval_tval),
+            fw.watchdog_cycles.eq(csr.watchdog_cycles),
+        ]
+        with m.If(fw.fw_msg_send_go):
+            m.d.sync += csr.fw_msg_value.eq(fw.fw_msg_value)
+        for e in range(N_EVENTS):
+            m.d.comb += getattr(csr, f"event{e}_value").eq(getattr(fw, f"event{e}_value"))
+
+    # ---------------------------------------------------------------- command flow
+
+    def _submission(self, m, csr, ctl, disp, qc, dma, held):
+        """Dispatcher input: the firmware's FORWARD of a queue head, or (core held) CMD_SUBMIT."""
+        write, wdata = self._fw_write(m, ctl, "FORWARD")
+        fields = regmap.by_ident(MMIO_RDL)["FORWARD"]
+        qf, tf = fields.field("QUEUE"), fields.field("TAG")
+        q = wdata[qf.lsb:qf.lsb + qf.width]
+        tag = wdata[tf.lsb:tf.lsb + tf.width]
+        head = Signal(len(qc.q[0].head), name="forward_head")
+        nonempty = Signal(name="forward_nonempty")
+        with m.Switch(q):
+            for i in range(N_QUEUES):
+                with m.Case(i):
+                    m.d.comb += [head.eq(qc.q[i].head), nonempty.eq(qc.q[i].prefetched != 0)]
+        # Forwarding an empty FIFO (a firmware bug) must not inject a garbage command.
+        fwd = Signal(name="forward")
+        m.d.comb += fwd.eq(write & nonempty)
+        words = [getattr(csr, f"cmd{i}_word") for i in range(8)]
+        direct = Cat(*words)
+        with m.If(fwd):
+            m.d.comb += [disp.desc.eq(Cat(head[:16], tag, head[32:])),
+                         disp.submit.eq(1), disp.queue.eq(q), disp.windowed.eq(1)]
+        with m.Else():
+            m.d.comb += [disp.desc.eq(direct), disp.submit.eq(csr.cmd_submit_go & held)]
+        pops = self._fw_write(m, ctl, "Q_POP", "QUEUE")[1]
+        for i in range(N_QUEUES):
+            m.d.comb += qc.q[i].pop.eq(pops[i] | (fwd & (q == i)))
+        # The DMA window of the queue a command came from travels with it through the FIFO.
+        for chan, port in (("dma_load", dma.load_window), ("dma_store", dma.store_window)):
+            entry = getattr(disp, chan).payload
+            with m.Switch(entry.queue):
+                for i in range(N_QUEUES):
+                    with m.Case(i):
+                        m.d.comb += [port.base.eq(getattr(csr, f"q_window_base{i}_addr")),
+                                     port.size.eq(getattr(csr, f"q_window_size{i}_bytes"))]
+            m.d.comb += port.check.eq(entry.windowed)
+
+    def _retire_fifos(self, m, fw, ctl, disp, held):
+        """Per-engine FIFOs of retirements for the firmware (emptied while the core is held)."""
+        pops = self._fw_write(m, ctl, "RETIRE_POP", "ENGINE")[1]
+        valid = Signal(len(ENGINES), name="retire_valid")
+        for i, (name, _) in enumerate(ENGINES):
+            q = ResetInserter({"sync": held})(fifo.SyncFIFOBuffered(width=24, depth=RETIRE_DEPTH))
+            m.submodules[f"{name}_retire"] = q
+            r = disp.retire[i]
+            m.d.comb += [q.w_en.eq(r.done & ~held), q.w_data.eq(Cat(r.error, r.tag)),
+                         q.r_en.eq(pops[i]), valid[i].eq(q.r_rdy),
+                         getattr(fw, f"retire{i}_valid").eq(q.r_rdy),
+                         getattr(fw, f"retire{i}_error").eq(q.r_data[:8]),
+                         getattr(fw, f"retire{i}_tag").eq(q.r_data[8:])]
+        return valid
+
+    def _queues(self, m, csr, fw, ctl, qc, held):
+        timestamp = Signal(32, name="timestamp")
+        m.d.sync += timestamp.eq(timestamp + 1)
+        m.d.comb += csr.timestamp_cycles.eq(timestamp)
+        acks = self._fw_write(m, ctl, "QRESET_ACK", "QUEUE")[1]
+        for i in range(N_QUEUES):
+            q = qc.q[i]
+            reg = lambda name, field: getattr(csr, f"{name}{i}_{field}")
+            m.d.comb += [
+                q.ring_base.eq(reg("q_ring_base", "addr")), q.ring_log2.eq(reg("q_ring_size", "log2")),
+                q.cpl_base.eq(reg("q_cpl_base", "addr")), q.enable.eq(reg("q_ctrl", "enable")),
+                q.reset.eq(reg("q_ctrl", "reset")),
+                q.doorbell.eq(reg("q_doorbell", "producer")),
+                q.doorbell_we.eq(_after_write(m, reg("q_doorbell", "producer_swmod"), f"doorbell{i}_written")),
+                q.qreset_ack.eq(acks[i]),
+                reg("q_consumer", "index").eq(q.consumer), reg("q_fetch", "index").eq(q.fetch),
+                reg("q_status", "active").eq(q.active), reg("q_status", "halted").eq(q.halted),
+                reg("q_status", "resetting").eq(q.resetting),
+                reg("q_status", "waiting").eq(fw.q_wait_queue[i]),
+                reg("q_status", "prefetched").eq(q.prefetched),
+                reg("q_error", "code").eq(q.error), reg("q_error_index", "index").eq(q.error_index),
+                getattr(fw, f"q_head_index{i}_index").eq(q.head_index),
+            ]
+            for w in range(8):
+                m.d.comb += getattr(fw, f"q_head{8 * i + w}_word").eq(q.head[32 * w:32 * w + 32])
+        cpl_write, _ = self._fw_write(m, ctl, "CPL")
+        cpl = {name: self._fw_write(m, ctl, "CPL", name.upper())[1]
+               for name in ("queue", "irq", "halt", "flags", "status", "opcode")}
+        m.d.comb += [
+            qc.fw_running.eq(~held),
+            qc.cpl_valid.eq(cpl_write), qc.cpl_queue.eq(cpl["queue"]), qc.cpl_irq.eq(cpl["irq"]),
+            qc.cpl_halt.eq(cpl["halt"]), qc.cpl_flags.eq(cpl["flags"]),
+            qc.cpl_status.eq(cpl["status"]), qc.cpl_opcode.eq(cpl["opcode"]),
+            qc.cpl_tag.eq(fw.cpl_tag_tag), qc.cpl_timestamp.eq(timestamp),
+            fw.cpl_status_free.eq(qc.cpl_free),
         ]
 
-    def _status(self, m, csr, disp, engines):
+    # ---------------------------------------------------------------- status, interrupts, perf
+
+    def _status(self, m, csr, disp):
         cfg = self.config
         m.d.comb += [
             csr.cap_array_rows.eq(cfg.dim), csr.cap_array_cols.eq(cfg.dim),
@@ -121,7 +313,8 @@ class KakiSoc(wiring.Component):
             csr.cap_dma_max_burst.eq(cfg.max_burst_beats),
             csr.cap_dma_outstanding.eq(cfg.dma_outstanding),
             csr.cap_dma_addr_bits.eq(cfg.axi_addr_bits),
-            csr.cap_queues_queues.eq(0), csr.cap_queues_fifo_depth.eq(FIFO_DEPTH),
+            csr.cap_queues_queues.eq(N_QUEUES), csr.cap_queues_fifo_depth.eq(FIFO_DEPTH),
+            csr.cap_queues_prefetch.eq(PREFETCH), csr.cap_queues_events.eq(N_EVENTS),
             csr.status_dma_load_busy.eq(disp.inflight[0]),
             csr.status_dma_store_busy.eq(disp.inflight[1]),
             csr.status_gemm_busy.eq(disp.inflight[2]),
@@ -134,40 +327,59 @@ class KakiSoc(wiring.Component):
                 m.d.sync += count.eq(count + 1)
             m.d.comb += getattr(csr, f"done_{name}_count").eq(count)
 
-    def _interrupts(self, m, csr, disp):
+    def _interrupts(self, m, csr, fw, disp, qc):
         causes = ("dma_load_done", "dma_store_done", "gemm_done", "vec_done")
         for i, cause in enumerate(causes):
             r = disp.retire[i]
             m.d.comb += getattr(csr, f"irq_status_{cause}_set").eq(
-                r.done & r.irq & (r.error == ErrorCode.OK))
-        # The first failure since IRQ_STATUS.ERROR was cleared is kept in ERROR_INFO.
-        events = [disp.reject, *disp.retire]
+                r.done & r.irq & (r.error == ErrorCode.OK) & ~csr.core_ctrl_run)
+        # The first failure of a direct submission since IRQ_STATUS.ERROR was cleared is kept in
+        # ERROR_INFO; queued commands report through their queue instead.
+        direct_busy = Signal()
+        m.d.comb += direct_busy.eq(csr.cmd_submit_go & csr.core_ctrl_run)
         failing = Signal()
         code, opcode, tag = Signal(8), Signal(8), Signal(16)
-        for ev in reversed(events):   # the earliest event in the list wins a tie
-            with m.If(ev.done & (ev.error != ErrorCode.OK)):
+        for ev in reversed([disp.reject, *disp.retire]):   # the earliest event in the list wins
+            with m.If(ev.done & (ev.error != ErrorCode.OK) & ~csr.core_ctrl_run):
                 m.d.comb += [failing.eq(1), code.eq(ev.error), opcode.eq(ev.opcode),
                              tag.eq(ev.tag)]
+        words0 = csr.cmd0_word
+        with m.If(direct_busy):
+            m.d.comb += [failing.eq(1), code.eq(ErrorCode.DIRECT_SUBMIT), opcode.eq(words0[:8]),
+                         tag.eq(words0[16:32])]
         info = [csr.error_info_code, csr.error_info_opcode, csr.error_info_tag]
         with m.If(failing & ~csr.irq_status_error):
             m.d.sync += [dst.eq(src) for dst, src in zip(info, (code, opcode, tag))]
-        m.d.comb += csr.irq_status_error_set.eq(failing)
+        m.d.comb += [
+            csr.irq_status_error_set.eq(failing),
+            csr.irq_status_queue_cpl_set.eq(Cat(*[qc.q[i].cpl_irq for i in range(N_QUEUES)])),
+            csr.irq_status_queue_error_set.eq(Cat(*[qc.q[i].error_irq for i in range(N_QUEUES)])),
+            csr.irq_status_fw_msg_set.eq(fw.fw_msg_send_go),
+        ]
         pending = Signal()
-        m.d.comb += pending.eq(
-            (csr.irq_status_dma_load_done & csr.irq_enable_dma_load_done)
-            | (csr.irq_status_dma_store_done & csr.irq_enable_dma_store_done)
-            | (csr.irq_status_gemm_done & csr.irq_enable_gemm_done)
-            | (csr.irq_status_vec_done & csr.irq_enable_vec_done)
-            | (csr.irq_status_error & csr.irq_enable_error))
+        status = [n for n in ("dma_load_done", "dma_store_done", "gemm_done", "vec_done", "error",
+                              "queue_cpl", "queue_error", "fw_msg")]
+        m.d.comb += pending.eq(Cat(*[(getattr(csr, f"irq_status_{n}") & getattr(csr, f"irq_enable_{n}")).any()
+                                     for n in status]).any())
         m.d.sync += self.irq.eq(pending)
 
-    def _perf_counters(self, m, csr, dma, gemm, vec):
+    def _perf_counters(self, m, csr, fw, disp, qc, dma, gemm, vec):
         events = {
             "cycles": 1, "gemm_busy": gemm.ctl.busy, "gemm_active": gemm.active,
             "gemm_stall": gemm.stall, "vec_busy": vec.ctl.busy, "vec_active": vec.active,
             "dma_load_busy": dma.load.busy, "dma_store_busy": dma.store.busy,
             "dma_load_bytes": dma.load_bytes, "dma_store_bytes": dma.store_bytes,
+            "dma_load_stall": dma.load.busy & ~(dma.axi.rvalid & dma.axi.rready),
+            "dma_store_stall": dma.store.busy & ~(dma.axi.wvalid & dma.axi.wready),
+            "vec_stall": vec.ctl.busy & ~vec.active,
         }
+        for i, (name, _) in enumerate(ENGINES):
+            events[f"{name}_full"] = disp.full[i]
+        for i in range(N_QUEUES):
+            events[f"q_retired{i}"] = qc.q[i].retired
+            events[f"q_event_stall{i}"] = fw.q_wait_queue[i]
+        regs = regmap.by_ident()
+        by_addr = {}
         for name, inc in events.items():
             counter = Signal(32, name=f"perf_{name}")
             with m.If(csr.perf_ctrl_clear):
@@ -175,3 +387,9 @@ class KakiSoc(wiring.Component):
             with m.Elif(~csr.perf_ctrl_freeze):
                 m.d.sync += counter.eq(counter + inc)
             m.d.comb += getattr(csr, f"perf_{name}_count").eq(counter)
+            by_addr[regs[f"PERF_{name.upper()}"].addr] = counter
+        # The firmware reads the same counters by their host CSR address.
+        with m.Switch(fw.perf_sel_addr):
+            for addr, counter in by_addr.items():
+                with m.Case(addr):
+                    m.d.comb += fw.perf_value_value.eq(counter)

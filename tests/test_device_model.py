@@ -59,3 +59,38 @@ def test_zero_byte_load_writes_zero_rows():
     dev.spad[:] = 5
     assert dev.submit(encode(Opcode.DMA_LOAD, **{**DMA, "row_bytes": 0, "local_addr": 3})) == ErrorCode.OK
     assert (dev.spad[3:5] == 0).all() and (dev.spad[5] == 5).all() and (dev.spad[2] == 5).all()
+
+
+WINDOW = (0x100, 0x40)     # DMA may touch host bytes 0x100..0x13F
+
+
+@pytest.mark.parametrize("name,fields,window,code", [
+    ("inside", {}, WINDOW, ErrorCode.OK),
+    ("exactly the window", {"host_addr": 0x138, "host_row_stride": 4}, WINDOW, ErrorCode.OK),
+    ("one byte below", {"host_addr": 0xFF}, WINDOW, ErrorCode.WINDOW),
+    ("one byte above", {"host_addr": 0x139}, WINDOW, ErrorCode.WINDOW),
+    ("plane stride leaves it", {"planes": 2, "host_plane_stride": 0x40}, WINDOW, ErrorCode.WINDOW),
+    ("zero-byte rows are not checked", {"host_addr": 0, "row_bytes": 0}, WINDOW, ErrorCode.OK),
+    ("direct submission is not windowed", {"host_addr": 0x800}, None, ErrorCode.OK),
+    ("LOCAL_RANGE first", {"host_addr": 0, "local_addr": CAPS.spad_rows - 1}, WINDOW,
+     ErrorCode.LOCAL_RANGE),
+    ("HOST_RANGE first", {"host_addr": (1 << 32) - 4}, WINDOW, ErrorCode.HOST_RANGE),
+    ("WINDOW before DECERR", {"host_addr": 0x2000}, (0x1000, 0x800), ErrorCode.WINDOW),
+    ("DECERR inside the window", {"host_addr": 0x2000}, (0x1000, 0x2000), ErrorCode.AXI_DECERR),
+])
+@pytest.mark.parametrize("opcode", [Opcode.DMA_LOAD, Opcode.DMA_STORE])
+def test_dma_window_check_order(name, fields, window, code, opcode):
+    dev = DeviceModel(CAPS, host_bytes=0x2000)
+    dev.host[:] = 0xAB
+    before = (dev.host.copy(), dev.spad.copy())
+    assert dev.submit(encode(opcode, **{**DMA, **fields}), window=window) == code
+    if code != ErrorCode.OK:
+        np.testing.assert_array_equal(before[0], dev.host)
+        np.testing.assert_array_equal(before[1], dev.spad)
+
+
+@pytest.mark.parametrize("opcode", [Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT, Opcode.BARRIER])
+def test_queue_level_opcodes_are_bad_opcode_when_submitted_directly(opcode):
+    """The firmware runs them from queues; the dispatcher behind CMD_SUBMIT only knows engines."""
+    dev = DeviceModel(CAPS, host_bytes=1 << 12)
+    assert dev.submit(encode(opcode)) == ErrorCode.BAD_OPCODE

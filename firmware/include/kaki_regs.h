@@ -71,6 +71,12 @@ extern "C" {
 #define KAKI_REGS__CAP_QUEUES__FIFO_DEPTH_bm 0xff00
 #define KAKI_REGS__CAP_QUEUES__FIFO_DEPTH_bp 8
 #define KAKI_REGS__CAP_QUEUES__FIFO_DEPTH_bw 8
+#define KAKI_REGS__CAP_QUEUES__PREFETCH_bm 0xff0000
+#define KAKI_REGS__CAP_QUEUES__PREFETCH_bp 16
+#define KAKI_REGS__CAP_QUEUES__PREFETCH_bw 8
+#define KAKI_REGS__CAP_QUEUES__EVENTS_bm 0xff000000
+#define KAKI_REGS__CAP_QUEUES__EVENTS_bp 24
+#define KAKI_REGS__CAP_QUEUES__EVENTS_bw 8
 
 // reg - kaki_regs::CMD
 #define KAKI_REGS__CMD__WORD_bm 0xffffffff
@@ -122,6 +128,18 @@ extern "C" {
 #define KAKI_REGS__IRQ_STATUS__ERROR_bp 4
 #define KAKI_REGS__IRQ_STATUS__ERROR_bw 1
 #define KAKI_REGS__IRQ_STATUS__ERROR_reset 0x0
+#define KAKI_REGS__IRQ_STATUS__QUEUE_CPL_bm 0xf00
+#define KAKI_REGS__IRQ_STATUS__QUEUE_CPL_bp 8
+#define KAKI_REGS__IRQ_STATUS__QUEUE_CPL_bw 4
+#define KAKI_REGS__IRQ_STATUS__QUEUE_CPL_reset 0x0
+#define KAKI_REGS__IRQ_STATUS__QUEUE_ERROR_bm 0xf000
+#define KAKI_REGS__IRQ_STATUS__QUEUE_ERROR_bp 12
+#define KAKI_REGS__IRQ_STATUS__QUEUE_ERROR_bw 4
+#define KAKI_REGS__IRQ_STATUS__QUEUE_ERROR_reset 0x0
+#define KAKI_REGS__IRQ_STATUS__FW_MSG_bm 0x10000
+#define KAKI_REGS__IRQ_STATUS__FW_MSG_bp 16
+#define KAKI_REGS__IRQ_STATUS__FW_MSG_bw 1
+#define KAKI_REGS__IRQ_STATUS__FW_MSG_reset 0x0
 
 // reg - kaki_regs::IRQ_ENABLE
 #define KAKI_REGS__IRQ_ENABLE__DMA_LOAD_DONE_bm 0x1
@@ -144,6 +162,18 @@ extern "C" {
 #define KAKI_REGS__IRQ_ENABLE__ERROR_bp 4
 #define KAKI_REGS__IRQ_ENABLE__ERROR_bw 1
 #define KAKI_REGS__IRQ_ENABLE__ERROR_reset 0x0
+#define KAKI_REGS__IRQ_ENABLE__QUEUE_CPL_bm 0xf00
+#define KAKI_REGS__IRQ_ENABLE__QUEUE_CPL_bp 8
+#define KAKI_REGS__IRQ_ENABLE__QUEUE_CPL_bw 4
+#define KAKI_REGS__IRQ_ENABLE__QUEUE_CPL_reset 0x0
+#define KAKI_REGS__IRQ_ENABLE__QUEUE_ERROR_bm 0xf000
+#define KAKI_REGS__IRQ_ENABLE__QUEUE_ERROR_bp 12
+#define KAKI_REGS__IRQ_ENABLE__QUEUE_ERROR_bw 4
+#define KAKI_REGS__IRQ_ENABLE__QUEUE_ERROR_reset 0x0
+#define KAKI_REGS__IRQ_ENABLE__FW_MSG_bm 0x10000
+#define KAKI_REGS__IRQ_ENABLE__FW_MSG_bp 16
+#define KAKI_REGS__IRQ_ENABLE__FW_MSG_bw 1
+#define KAKI_REGS__IRQ_ENABLE__FW_MSG_reset 0x0
 
 // reg - kaki_regs::ERROR_INFO
 #define KAKI_REGS__ERROR_INFO__CODE_bm 0xff
@@ -212,6 +242,130 @@ extern "C" {
 #define KAKI_REGS__FW_FAULT_PC__VALUE_bp 0
 #define KAKI_REGS__FW_FAULT_PC__VALUE_bw 32
 
+// reg - kaki_regs::WATCHDOG
+#define KAKI_REGS__WATCHDOG__CYCLES_bm 0xffffffff
+#define KAKI_REGS__WATCHDOG__CYCLES_bp 0
+#define KAKI_REGS__WATCHDOG__CYCLES_bw 32
+#define KAKI_REGS__WATCHDOG__CYCLES_reset 0xf4240
+
+// reg - kaki_regs::DEBUG_HANG
+#define KAKI_REGS__DEBUG_HANG__GEMM_bm 0x4
+#define KAKI_REGS__DEBUG_HANG__GEMM_bp 2
+#define KAKI_REGS__DEBUG_HANG__GEMM_bw 1
+#define KAKI_REGS__DEBUG_HANG__GEMM_reset 0x0
+#define KAKI_REGS__DEBUG_HANG__VEC_bm 0x8
+#define KAKI_REGS__DEBUG_HANG__VEC_bp 3
+#define KAKI_REGS__DEBUG_HANG__VEC_bw 1
+#define KAKI_REGS__DEBUG_HANG__VEC_reset 0x0
+
+// reg - kaki_regs::FW_MSG
+#define KAKI_REGS__FW_MSG__VALUE_bm 0xffffffff
+#define KAKI_REGS__FW_MSG__VALUE_bp 0
+#define KAKI_REGS__FW_MSG__VALUE_bw 32
+
+// reg - kaki_regs::TIMESTAMP
+#define KAKI_REGS__TIMESTAMP__CYCLES_bm 0xffffffff
+#define KAKI_REGS__TIMESTAMP__CYCLES_bp 0
+#define KAKI_REGS__TIMESTAMP__CYCLES_bw 32
+
+// reg - kaki_regs::Q_RING_BASE
+#define KAKI_REGS__Q_RING_BASE__ADDR_bm 0xffffffff
+#define KAKI_REGS__Q_RING_BASE__ADDR_bp 0
+#define KAKI_REGS__Q_RING_BASE__ADDR_bw 32
+#define KAKI_REGS__Q_RING_BASE__ADDR_reset 0x0
+
+// reg - kaki_regs::Q_RING_SIZE
+#define KAKI_REGS__Q_RING_SIZE__LOG2_bm 0xf
+#define KAKI_REGS__Q_RING_SIZE__LOG2_bp 0
+#define KAKI_REGS__Q_RING_SIZE__LOG2_bw 4
+#define KAKI_REGS__Q_RING_SIZE__LOG2_reset 0x0
+
+// reg - kaki_regs::Q_CPL_BASE
+#define KAKI_REGS__Q_CPL_BASE__ADDR_bm 0xffffffff
+#define KAKI_REGS__Q_CPL_BASE__ADDR_bp 0
+#define KAKI_REGS__Q_CPL_BASE__ADDR_bw 32
+#define KAKI_REGS__Q_CPL_BASE__ADDR_reset 0x0
+
+// reg - kaki_regs::Q_WINDOW_BASE
+#define KAKI_REGS__Q_WINDOW_BASE__ADDR_bm 0xffffffff
+#define KAKI_REGS__Q_WINDOW_BASE__ADDR_bp 0
+#define KAKI_REGS__Q_WINDOW_BASE__ADDR_bw 32
+#define KAKI_REGS__Q_WINDOW_BASE__ADDR_reset 0x0
+
+// reg - kaki_regs::Q_WINDOW_SIZE
+#define KAKI_REGS__Q_WINDOW_SIZE__BYTES_bm 0xffffffff
+#define KAKI_REGS__Q_WINDOW_SIZE__BYTES_bp 0
+#define KAKI_REGS__Q_WINDOW_SIZE__BYTES_bw 32
+#define KAKI_REGS__Q_WINDOW_SIZE__BYTES_reset 0x0
+
+// reg - kaki_regs::Q_DOORBELL
+#define KAKI_REGS__Q_DOORBELL__PRODUCER_bm 0xffffffff
+#define KAKI_REGS__Q_DOORBELL__PRODUCER_bp 0
+#define KAKI_REGS__Q_DOORBELL__PRODUCER_bw 32
+#define KAKI_REGS__Q_DOORBELL__PRODUCER_reset 0x0
+
+// reg - kaki_regs::Q_CONSUMER
+#define KAKI_REGS__Q_CONSUMER__INDEX_bm 0xffffffff
+#define KAKI_REGS__Q_CONSUMER__INDEX_bp 0
+#define KAKI_REGS__Q_CONSUMER__INDEX_bw 32
+
+// reg - kaki_regs::Q_CTRL
+#define KAKI_REGS__Q_CTRL__ENABLE_bm 0x1
+#define KAKI_REGS__Q_CTRL__ENABLE_bp 0
+#define KAKI_REGS__Q_CTRL__ENABLE_bw 1
+#define KAKI_REGS__Q_CTRL__ENABLE_reset 0x0
+#define KAKI_REGS__Q_CTRL__RESET_bm 0x2
+#define KAKI_REGS__Q_CTRL__RESET_bp 1
+#define KAKI_REGS__Q_CTRL__RESET_bw 1
+#define KAKI_REGS__Q_CTRL__RESET_reset 0x0
+
+// reg - kaki_regs::Q_STATUS
+#define KAKI_REGS__Q_STATUS__ACTIVE_bm 0x1
+#define KAKI_REGS__Q_STATUS__ACTIVE_bp 0
+#define KAKI_REGS__Q_STATUS__ACTIVE_bw 1
+#define KAKI_REGS__Q_STATUS__HALTED_bm 0x2
+#define KAKI_REGS__Q_STATUS__HALTED_bp 1
+#define KAKI_REGS__Q_STATUS__HALTED_bw 1
+#define KAKI_REGS__Q_STATUS__RESETTING_bm 0x4
+#define KAKI_REGS__Q_STATUS__RESETTING_bp 2
+#define KAKI_REGS__Q_STATUS__RESETTING_bw 1
+#define KAKI_REGS__Q_STATUS__WAITING_bm 0x8
+#define KAKI_REGS__Q_STATUS__WAITING_bp 3
+#define KAKI_REGS__Q_STATUS__WAITING_bw 1
+#define KAKI_REGS__Q_STATUS__PREFETCHED_bm 0xff00
+#define KAKI_REGS__Q_STATUS__PREFETCHED_bp 8
+#define KAKI_REGS__Q_STATUS__PREFETCHED_bw 8
+
+// reg - kaki_regs::Q_ERROR
+#define KAKI_REGS__Q_ERROR__CODE_bm 0xff
+#define KAKI_REGS__Q_ERROR__CODE_bp 0
+#define KAKI_REGS__Q_ERROR__CODE_bw 8
+
+// reg - kaki_regs::Q_ERROR_INDEX
+#define KAKI_REGS__Q_ERROR_INDEX__INDEX_bm 0xffffffff
+#define KAKI_REGS__Q_ERROR_INDEX__INDEX_bp 0
+#define KAKI_REGS__Q_ERROR_INDEX__INDEX_bw 32
+
+// reg - kaki_regs::Q_FETCH
+#define KAKI_REGS__Q_FETCH__INDEX_bm 0xffffffff
+#define KAKI_REGS__Q_FETCH__INDEX_bp 0
+#define KAKI_REGS__Q_FETCH__INDEX_bw 32
+
+// reg - kaki_regs::PERF_Q_RETIRED
+#define KAKI_REGS__PERF_Q_RETIRED__COUNT_bm 0xffffffff
+#define KAKI_REGS__PERF_Q_RETIRED__COUNT_bp 0
+#define KAKI_REGS__PERF_Q_RETIRED__COUNT_bw 32
+
+// reg - kaki_regs::EVENT
+#define KAKI_REGS__EVENT__VALUE_bm 0xffffffff
+#define KAKI_REGS__EVENT__VALUE_bp 0
+#define KAKI_REGS__EVENT__VALUE_bw 32
+
+// reg - kaki_regs::PERF_DMA_LOAD_STALL
+#define KAKI_REGS__PERF_DMA_LOAD_STALL__COUNT_bm 0xffffffff
+#define KAKI_REGS__PERF_DMA_LOAD_STALL__COUNT_bp 0
+#define KAKI_REGS__PERF_DMA_LOAD_STALL__COUNT_bw 32
+
 // addrmap - kaki_regs
 typedef struct __attribute__ ((__packed__)) {
     uint32_t ID;
@@ -255,10 +409,38 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t FW_FAULT_PC;
     uint32_t FW_FAULT_CAUSE;
     uint32_t FW_FAULT_TVAL;
+    uint32_t WATCHDOG;
+    uint32_t DEBUG_HANG;
+    uint32_t FW_MSG;
+    uint32_t TIMESTAMP;
+    uint8_t RESERVED_f4_ff[0xc];
+    uint32_t Q_RING_BASE[4];
+    uint32_t Q_RING_SIZE[4];
+    uint32_t Q_CPL_BASE[4];
+    uint32_t Q_WINDOW_BASE[4];
+    uint32_t Q_WINDOW_SIZE[4];
+    uint32_t Q_DOORBELL[4];
+    uint32_t Q_CONSUMER[4];
+    uint32_t Q_CTRL[4];
+    uint32_t Q_STATUS[4];
+    uint32_t Q_ERROR[4];
+    uint32_t Q_ERROR_INDEX[4];
+    uint32_t Q_FETCH[4];
+    uint32_t PERF_Q_RETIRED[4];
+    uint32_t PERF_Q_EVENT_STALL[4];
+    uint8_t RESERVED_1e0_1ff[0x20];
+    uint32_t EVENT[16];
+    uint32_t PERF_DMA_LOAD_STALL;
+    uint32_t PERF_DMA_STORE_STALL;
+    uint32_t PERF_VEC_STALL;
+    uint32_t PERF_DMA_LOAD_FULL;
+    uint32_t PERF_DMA_STORE_FULL;
+    uint32_t PERF_GEMM_FULL;
+    uint32_t PERF_VEC_FULL;
 } kaki_regs_t;
 
 
-static_assert(sizeof(kaki_regs_t) == 0xe4, "Packing error");
+static_assert(sizeof(kaki_regs_t) == 0x25c, "Packing error");
 
 #ifdef __cplusplus
 }

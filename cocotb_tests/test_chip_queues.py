@@ -1,0 +1,50 @@
+"""Whole-chip command-queue tests: firmware on the RTL core serving queues, events and errors.
+
+The scenarios are golden/queue_scenarios.py (also run on the golden chip model in
+tests/test_chip_model.py); ``cocotb_chip_queues.py`` drives them on the RTL.
+"""
+import os
+
+import pytest
+
+from golden.queue_scenarios import ERROR_KINDS
+from . import simbuild
+from .soc_target import soc_target
+
+
+def firmware_elf():
+    """Build the firmware once per session (under a lock: pytest-xdist workers share it)."""
+    from filelock import FileLock
+
+    from firmware import build as fw_build
+    with FileLock(str(simbuild.BUILD / "firmware.lock")):
+        return fw_build.build()
+
+
+def _run(testcase, tag, dim=8, **env):
+    env["KAKI_FW_ELF"] = str(firmware_elf())
+    simbuild.run(soc_target(dim), "cocotb_tests.cocotb_chip_queues", testcase=testcase, tag=tag,
+                 extra_env=env)
+
+
+@pytest.mark.sim
+def test_queue_dag():
+    jobs = "120" if os.environ.get("KAKI_REGRESS") else "40"
+    _run("queue_dag", "queue_dag", KAKI_DAG_JOBS=jobs)
+
+
+# Split in two groups so pytest-xdist runs them in parallel.
+_KINDS = sorted(ERROR_KINDS)
+ERROR_GROUPS = {"a": _KINDS[::2], "b": _KINDS[1::2]}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("group", sorted(ERROR_GROUPS))
+def test_queue_errors(group):
+    _run("queue_errors", f"queue_errors_{group}", KAKI_ERROR_KINDS=",".join(ERROR_GROUPS[group]))
+
+
+@pytest.mark.sim
+def test_dispatch_overhead():
+    _run("dispatch_overhead", "dispatch_overhead",
+         KAKI_OVERHEAD_JSON=str(simbuild.BUILD / "dispatch_overhead.json"))

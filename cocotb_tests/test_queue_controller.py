@@ -1,0 +1,69 @@
+"""Queue controller block tests: argument checks, lint, and cocotb tests of the controller alone
+against a cocotbext-axi AxiRam (``cocotb_queue_controller.py``)."""
+import gc
+import subprocess
+import warnings
+
+import pytest
+from amaranth.hdl import UnusedElaboratable
+
+from hdl_gen.config import KakiConfig
+from hdl_gen.emit import to_verilog
+from hdl_gen.queue_controller import QueueController
+from . import simbuild, toolchain
+
+
+def _target():
+    # N, PREFETCH, CPL_DEPTH and the data width are repeated in cocotb_queue_controller.py
+    return simbuild.amaranth_target(
+        "kaki_tb_queue_controller",
+        lambda: QueueController(KakiConfig(), n_queues=4, prefetch=4, cpl_depth=4))
+
+
+def test_queue_controller_ports():
+    qc = QueueController()
+    assert len(qc.q) == 4 and qc.qbits == 2
+    assert len(qc.q[3].head) == 256 and len(qc.q[0].ring_log2) == 4 and len(qc.cpl_queue) == 2
+    assert len(qc.axi.wdata) == 64 and qc.desc_beats == 4 and qc.rec_beats == 2
+    wide = QueueController(KakiConfig(axi_data_bits=128), n_queues=3, prefetch=8, cpl_depth=15)
+    assert wide.desc_beats == 2 and wide.rec_beats == 1 and len(wide.q) == 3
+    assert QueueController(n_queues=1).qbits == 1
+
+
+def test_queue_controller_rejects_bad_args():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        for kw, exc in ((dict(config={"axi_data_bits": 64}), TypeError),
+                        (dict(n_queues=0), ValueError), (dict(n_queues=17), ValueError),
+                        (dict(n_queues=4.0), TypeError), (dict(prefetch=1), ValueError),
+                        (dict(prefetch=256), ValueError), (dict(prefetch=True), TypeError),
+                        (dict(cpl_depth=1), ValueError), (dict(cpl_depth=16), ValueError),
+                        (dict(config=KakiConfig(axi_id_bits=0)), ValueError)):
+            with pytest.raises(exc):
+                QueueController(**kw)
+        gc.collect()
+
+
+@pytest.mark.parametrize("dbits,n,prefetch,depth", [(64, 4, 4, 4), (128, 3, 7, 15), (32, 1, 2, 2)])
+def test_queue_controller_lints(dbits, n, prefetch, depth, tmp_path):
+    """Clean under verilator --lint-only -Wall with only the generated-RTL waivers."""
+    rtl = tmp_path / "rtl"
+    rtl.mkdir()
+    src = rtl / "kaki_qc_lint.v"
+    src.write_text(to_verilog(QueueController(KakiConfig(axi_data_bits=dbits), n_queues=n,
+                                              prefetch=prefetch, cpl_depth=depth), "kaki_qc_lint"))
+    r = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
+                        str(src), "--top-module", "kaki_qc_lint"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+SIM_TESTS = ["t_traffic", "t_traffic_fast", "t_round_robin_prefetch", "t_ring_overflow",
+             "t_misaligned", "t_cpl_halt", "t_reset", "t_reset_inflight", "t_axi_errors",
+             "t_cpl_overflow"]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("test", SIM_TESTS)
+def test_queue_controller_sim(test):
+    simbuild.run(_target(), "cocotb_tests.cocotb_queue_controller", testcase=test)

@@ -1,0 +1,765 @@
+"""Register-level functional model of a whole Kaki chip: host CSRs, queue controller, firmware
+on the ISS, dispatcher, engines and completion writer (docs/queues.md).
+
+The host talks to :class:`ChipModel` as to the chip: :meth:`~ChipModel.read`/:meth:`~ChipModel.write`
+over the CSR map of ``hdl_gen/kaki_regs.rdl`` (``driver.registers``), host memory in
+:attr:`~ChipModel.host` (a NumPy ``uint8`` array at address 0) and the :attr:`~ChipModel.irq` line.
+:meth:`~ChipModel.run` advances time: every step is one cycle, in which the control core executes
+one instruction of the real firmware ELF (golden/rv32_iss.py; asleep steps count too) and the
+hardware behind its MMIO registers (``hdl_gen/kaki_mmio.rdl``) takes one step:
+
+* **Queue controller**: per queue the doorbell, overflow and configuration checks, one 32-byte
+  descriptor fetch at a time (round-robin, ``fetch_latency`` steps each) into a prefetch FIFO of
+  :data:`PREFETCH`, halts, the reset handshake, and the completion writer (``cpl_latency`` steps
+  per record; it writes the CompletionRecord, then the consumer index, then raises interrupts).
+* **Dispatcher and engines**: FORWARD queues a head into its engine's command FIFO
+  (:data:`FIFO_DEPTH`) with its queue's DMA window; an engine runs its commands in order, each for
+  a delay drawn from ``engine_delay`` (a ``(lo, hi)`` range of steps, seeded by ``seed``), and
+  executes it atomically at the end through :class:`golden.device_model.DeviceModel` (the same
+  NumPy memories), then puts ``(ERROR, TAG)`` in the engine's retire FIFO (:data:`RETIRE_DEPTH`).
+  ENGINE_RESET forgets the command in flight (bits 0 and 1 both reset the whole DMA); an engine
+  armed by DEBUG_HANG freezes on the next command it starts until it is reset.
+* **Direct submission** (CMD/CMD_SUBMIT) executes at once through ``DeviceModel.submit`` while the
+  core is held; while it runs, CMD_SUBMIT fails with DIRECT_SUBMIT (as hdl_gen/soc.py does).
+
+Model choices where docs/queues.md leaves room (as hdl_gen/queue_controller.py resolves them,
+except the first):
+
+* The prefetch FIFO of a resetting queue is emptied when the firmware acknowledges the reset (or
+  at once while the core is held), not when the reset starts: the firmware may be between reading
+  the head and forwarding it, and a FORWARD of an emptied FIFO would hand the dispatcher a stale
+  descriptor. The head is not offered (WORK.QREADY 0) from the start of the reset.
+* WORK.QRESET[q] drops when the firmware acknowledges; the reset completes (indices and error
+  zeroed) once the completion writer holds no request of the queue. A doorbell while resetting
+  is ignored.
+* MISALIGNED records Q_ERROR_INDEX = C. The queue fetches while ``(F - C) < (P - C)`` (mod 2**32).
+* Halting keeps the first code and index, but every halt cause (each failed record too) raises
+  QUEUE_ERROR; QUEUE_CPL follows the request's IRQ bit even if the writes failed.
+* A fetch that returns after its queue halted or was disabled still enters the prefetch FIFO
+  (only a reset discards it). A completion write beyond ``host_bytes`` answers DECERR: the queue
+  halts with AXI_DECERR, Q_ERROR_INDEX = the record's index, and the consumer index advances.
+* Performance counters: PERF_CYCLES, PERF_*_BUSY (engine holds a started command), PERF_*_FULL
+  (command FIFO full), PERF_DMA_*_BYTES (bytes of completed transfers), PERF_Q_RETIRED and
+  PERF_Q_EVENT_STALL are modelled; the data-stall and GEMM/vector ACTIVE counters read 0.
+
+The firmware must keep the contract; where the hardware would misbehave silently (a FORWARD into a
+full engine FIFO, a CPL request with no free slot, a full retire FIFO) the model raises
+:class:`ContractViolation` instead.
+"""
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from driver import mmio_registers as M
+from driver import registers as R
+from driver.commands import decode
+from driver.completion import RECORD_BYTES, pack_record, record_offset, unpack_record
+from driver.descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
+from driver.firmware_image import DMEM_BASE, DMEM_BYTES, IMEM_BASE, IMEM_BYTES, FirmwareState
+
+from .control_model import MMIO_BASE, ControlModel, FirmwareRegisters
+from .device_model import DeviceModel
+
+M32 = 0xFFFF_FFFF
+QUEUES = sum(1 for n in R.REGISTERS if n.startswith("Q_RING_BASE"))
+EVENTS = sum(1 for n in R.REGISTERS if n.startswith("EVENT"))
+ENGINES = sum(1 for n in M.REGISTERS if n.startswith("RETIRE") and n[-1].isdigit())
+FIFO_DEPTH = 4       #: engine command FIFO depth (hdl_gen/soc.py FIFO_DEPTH, CAP_QUEUES.FIFO_DEPTH)
+PREFETCH = 4         #: descriptors each queue prefetches (hdl_gen/soc.py PREFETCH)
+RETIRE_DEPTH = 8     #: per-engine retire FIFO (hdl_gen/soc.py RETIRE_DEPTH)
+CPL_DEPTH = 4        #: completion requests the writer holds (CPL_STATUS.FREE when idle)
+DESC_BYTES = 32
+__all__ = ["ChipModel", "ChipTimeout", "ContractViolation", "pack_record", "unpack_record"]
+ENGINE_NAMES = ("DMA_LOAD", "DMA_STORE", "GEMM", "VEC")
+_DIRECT_SUBMIT = getattr(ErrorCode, "DIRECT_SUBMIT", 15)   # being added to hdl_gen/descriptor.py
+
+
+class ContractViolation(AssertionError):
+    """The firmware (or host) did something docs/queues.md forbids and the hardware does not define."""
+
+
+class ChipTimeout(RuntimeError):
+    """:meth:`ChipModel.run_until_idle` ran out of steps; the message describes the chip state."""
+
+
+def _reg(name, i=None):
+    return R.REGISTERS[name if i is None else f"{name}{i}"]
+
+
+def _mreg(name, i=None):
+    return M.REGISTERS[name if i is None else f"{name}{i}"]
+
+
+@dataclass
+class _Command:
+    words: list            #: descriptor words with the tag the engine echoes
+    tag: int
+    queue: int             #: source queue (its window applies to DMA commands)
+    window: tuple = None   #: taken when the engine starts the command (as the RTL samples it)
+
+
+@dataclass
+class _Engine:
+    fifo: deque = field(default_factory=deque)      #: commands waiting to start
+    current: _Command = None
+    due: int = 0                                    #: step at which ``current`` completes
+    armed: bool = False                             #: DEBUG_HANG: freeze on the next start
+    frozen: bool = False
+    retire: deque = field(default_factory=deque)    #: (error, tag) for the firmware
+
+
+@dataclass
+class _Queue:
+    producer: int = 0        #: P
+    fetch: int = 0           #: F
+    consumer: int = 0        #: C
+    halted: bool = False
+    resetting: bool = False
+    acked: bool = False      #: the firmware acknowledged the reset
+    error: int = 0
+    error_index: int = 0
+    retired: int = 0         #: PERF_Q_RETIRED
+    event_stall: int = 0     #: PERF_Q_EVENT_STALL
+    fifo: deque = field(default_factory=deque)      #: prefetched (index, words)
+
+
+@dataclass
+class _CplRequest:
+    queue: int
+    irq: bool
+    halt: bool
+    flags: int
+    status: int
+    opcode: int
+    tag: int
+    timestamp: int
+    due: int
+
+
+class _ChipMMIO(FirmwareRegisters):
+    """The firmware's MMIO block with the hardware's side of every register (``kaki_mmio.rdl``)."""
+
+    def __init__(self, chip):
+        self.chip = chip
+        super().__init__()
+        self._reads, self._writes = {}, {}
+        c = chip
+        self._reads[M.WORK.addr] = c._work
+        self._reads[M.CPL_STATUS.addr] = lambda: M.CPL_STATUS.FREE.put(c.cpl_depth - len(c._cpl))
+        self._reads[M.WATCHDOG.addr] = lambda: c._host_regs[R.WATCHDOG.addr]
+        self._reads[M.PERF_VALUE.addr] = lambda: c._perf_value(M.PERF_SEL.ADDR.get(self.values[M.PERF_SEL.addr]))
+        for e in range(ENGINES):
+            self._reads[_mreg("RETIRE", e).addr] = lambda e=e: c._retire_head(e)
+        for q in range(QUEUES):
+            self._reads[_mreg("Q_HEAD_INDEX", q).addr] = lambda q=q: (c.queues[q].fetch - len(c.queues[q].fifo)) & M32
+            for w in range(8):
+                self._reads[_mreg("Q_HEAD", 8 * q + w).addr] = lambda q=q, w=w: c._head_word(q, w)
+        self._writes[M.FW_MSG_SEND.addr] = c._fw_msg_send
+        self._writes[M.Q_POP.addr] = c._q_pop
+        self._writes[M.FORWARD.addr] = c._forward
+        self._writes[M.RETIRE_POP.addr] = c._retire_pop
+        self._writes[M.CPL.addr] = c._cpl_request
+        self._writes[M.QRESET_ACK.addr] = c._qreset_ack
+        self._writes[M.ENGINE_RESET.addr] = c._engine_reset
+        self._ro = {r.addr for r in M.REGISTERS.values() if all(f.kind == "ro" for f in r.fields)}
+        self._pulse = {r.addr: sum(f.mask for f in r.fields if f.kind == "pulse") for r in M.REGISTERS.values()}
+
+    def read(self, addr):
+        off = addr - MMIO_BASE
+        fn = self._reads.get(off)
+        return fn() & M32 if fn is not None else self.values.get(off, 0)
+
+    def write(self, addr, value, wstrb):
+        off = addr - MMIO_BASE
+        if off not in self.values or off in self._ro:
+            return
+        super().write(addr, value, wstrb)
+        self.values[off] &= ~self._pulse[off] & M32      # pulse fields read back 0
+        fn = self._writes.get(off)
+        if fn is not None:
+            fn(value & M32)
+        self.chip._irq_dirty = True
+
+
+class ChipModel(ControlModel):
+    """A Kaki chip with capabilities ``caps`` and ``host_bytes`` of host memory at address 0.
+
+    Host memory beyond ``host_bytes`` answers DECERR (descriptor fetches, completion writes and DMA
+    alike). ``engine_delay``, ``fetch_latency`` and ``cpl_latency`` are step counts, each an int,
+    an inclusive ``(lo, hi)`` range or a function of a NumPy Generator, drawn per operation from a
+    generator seeded with ``seed``.
+    ``firmware``: a FirmwareImage (or ELF path) loaded through CORE_MEM_* and started.
+    """
+
+    def __init__(self, caps, host_bytes=1 << 20, *, firmware=None, seed=0, engine_delay=1,
+                 fetch_latency=2, cpl_latency=2, prefetch=PREFETCH, cpl_depth=CPL_DEPTH):
+        self.caps = caps
+        self.dev = DeviceModel(caps, host_bytes=host_bytes)
+        self.host_bytes = host_bytes
+        self.rng = np.random.default_rng(seed)
+        self.engine_delay, self.fetch_latency, self.cpl_latency = engine_delay, fetch_latency, cpl_latency
+        self.prefetch, self.cpl_depth = prefetch, cpl_depth
+        self.fifo_depth = caps.fifo_depth
+        self.now = 0
+        self.queues = [_Queue() for _ in range(QUEUES)]
+        self.engines = [_Engine() for _ in range(ENGINES)]
+        self._cpl = deque()
+        self._fetching = None          # (queue, index, due) of the one descriptor read in flight
+        self._rr = QUEUES - 1          # last queue served by the fetcher
+        self._perf = {r.addr: 0 for n, r in R.REGISTERS.items() if n.startswith("PERF_") and n != "PERF_CTRL"}
+        self._host_regs = {r.addr: sum(f.reset << f.lsb for f in r.fields) for r in R.REGISTERS.values()}
+        self._build_host_map()
+        self._irq_dirty = True
+        super().__init__(regs=_ChipMMIO(self))
+        if firmware is not None:
+            self.load_firmware(firmware)
+
+    # ================================================================== host side
+    @property
+    def host(self):
+        """Host memory (uint8, address 0). DeviceModel replaces the array on stores: use this."""
+        return self.dev.host
+
+    @property
+    def irq(self):
+        """The chip's interrupt line: ``(IRQ_STATUS & IRQ_ENABLE) != 0``."""
+        return bool(self._host_regs[R.IRQ_STATUS.addr] & self._host_regs[R.IRQ_ENABLE.addr])
+
+    def read(self, reg):
+        """Read a host CSR (a ``driver.registers`` Register or its address)."""
+        addr = reg if isinstance(reg, int) else reg.addr
+        fn = self._rd.get(addr)
+        return (fn() if fn is not None else self._host_regs.get(addr, 0)) & M32
+
+    def write(self, reg, value):
+        """Write a host CSR (a ``driver.registers`` Register or its address)."""
+        addr = reg if isinstance(reg, int) else reg.addr
+        value = int(value) & M32
+        if addr not in self._host_regs:
+            return
+        r = self._regs_by_addr[addr]
+        kinds = {f.kind for f in r.fields}
+        if kinds <= {"const", "ro"}:
+            return
+        old = self._host_regs[addr]
+        if addr == R.IRQ_STATUS.addr:                      # W1C
+            self._host_regs[addr] &= ~value
+        else:                                              # pulse fields are not stored: read 0
+            mask = sum(f.mask for f in r.fields if f.kind in ("rw", "wstrobe"))
+            self._host_regs[addr] = (old & ~mask) | (value & mask)
+        fn = self._wr.get(addr)
+        if fn is not None:
+            fn(value, old)
+        self._irq_dirty = True
+
+    def host_write(self, addr, data):
+        self.host[addr:addr + len(data)] = np.frombuffer(bytes(data), dtype=np.uint8)
+
+    def host_read(self, addr, n):
+        return bytes(self.host[addr:addr + n])
+
+    def load_firmware(self, image, max_steps=200_000):
+        """Hold the core, load ``image`` (FirmwareImage or ELF path) through CORE_MEM_*, release it
+        and run until the firmware is READY and asleep; returns FW_VERSION."""
+        from driver.firmware_image import FirmwareImage
+        from .control_model import FirmwareTimeout
+        if not isinstance(image, FirmwareImage):
+            image = FirmwareImage.from_elf(image)
+        self.write(R.CORE_CTRL, 0)
+        for base, data in ((IMEM_BASE, image.imem), (DMEM_BASE, image.dmem)):
+            self.write(R.CORE_MEM_ADDR, base)
+            data = bytes(data) + bytes(-len(data) % 4)
+            for i in range(0, len(data), 4):
+                self.write(R.CORE_MEM_DATA, int.from_bytes(data[i:i + 4], "little"))
+        self.write(R.CORE_CTRL, 1)
+        steps = self.run(max_steps, until=lambda: self.iss.sleeping)
+        if self.firmware_state() != FirmwareState.READY:
+            raise FirmwareTimeout(f"not READY after {steps} steps: {self.fault_summary()}")
+        return self.read(R.FW_VERSION)
+
+    def run_core(self, max_steps):
+        return self.run(max_steps, until=lambda: self.iss.sleeping)
+
+    # ------------------------------------------------------------------ time
+    def run(self, max_steps, until=None):
+        """Advance up to ``max_steps`` cycles (stop early once ``until()`` is true); returns steps."""
+        n = 0
+        iss = self.iss
+        while n < max_steps:
+            if self.running:
+                iss.step()
+            self._tick()
+            n += 1
+            if until is not None and until():
+                break
+        return n
+
+    def wait(self, cycles):
+        """Let the chip run ``cycles`` steps (the scenario runners' ``wait``)."""
+        self.run(cycles)
+
+    def busy(self):
+        """Something in the chip can still make progress without the host."""
+        if self._fetching is not None or self._cpl:
+            return True
+        for e in self.engines:
+            if e.current is not None and not e.frozen or e.fifo:
+                return True
+        for q in range(QUEUES):
+            if self._can_fetch(q):
+                return True
+        if self.running:
+            if self.firmware_state() == FirmwareState.FAULT:
+                return False
+            return not self.iss.sleeping or self.iss.irq
+        return False
+
+    def run_until_idle(self, max_steps=1_000_000, chunk=64):
+        """Run until nothing can progress without the host (firmware asleep, hardware quiet, or a
+        frozen engine the watchdog has not reset yet counts as busy); returns steps taken.
+
+        Raises :class:`ChipTimeout` with a state summary after ``max_steps``."""
+        n = 0
+        while n < max_steps:
+            if not self.busy() and not any(e.frozen for e in self.engines):
+                return n
+            n += self.run(min(chunk, max_steps - n))
+        raise ChipTimeout(f"chip still busy after {n} steps: {self.describe()}")
+
+    def describe(self):
+        """One-paragraph state summary for error messages."""
+        parts = [self.fault_summary() if self.running else "core held",
+                 f"sleeping={self.iss.sleeping} core_irq={self.iss.irq} step={self.now}"]
+        for i, q in enumerate(self.queues):
+            parts.append(f"q{i}: P={q.producer} F={q.fetch} C={q.consumer} fifo={len(q.fifo)} "
+                         f"active={self._active(i)} halted={q.halted} resetting={q.resetting} "
+                         f"err={q.error}@{q.error_index}")
+        for i, e in enumerate(self.engines):
+            parts.append(f"{ENGINE_NAMES[i]}: fifo={len(e.fifo)} current="
+                         f"{None if e.current is None else hex(e.current.tag)} frozen={e.frozen} "
+                         f"retire={len(e.retire)}")
+        parts.append(f"cpl requests={len(self._cpl)} fetching={self._fetching}")
+        return "; ".join(parts)
+
+    def _tick(self):
+        now = self.now
+        if self._cpl and self._cpl[0].due <= now:
+            self._write_record(self._cpl.popleft())
+        if self._fetching is not None and self._fetching[2] <= now:
+            self._fetch_done()
+        if self._fetching is None:
+            self._fetch_issue()
+        for i, e in enumerate(self.engines):
+            if e.current is not None and not e.frozen and e.due <= now:
+                self._engine_finish(i)
+        for i, q in enumerate(self.queues):
+            if q.resetting and q.acked and not any(r.queue == i for r in self._cpl):
+                self._reset_done(i)
+        self._count_perf()
+        self.now = now + 1
+        if self._irq_dirty:
+            self._irq_dirty = False
+            work = self._work()
+            mask = M.WORK_MASK.QREADY.get(self.regs.values[M.WORK_MASK.addr])
+            self.iss.set_irq(bool(work & ~M.WORK_MASK.QREADY.put(mask)))
+
+    def _delay(self, spec):
+        if isinstance(spec, int):
+            return spec
+        if callable(spec):
+            return int(spec(self.rng))
+        lo, hi = spec
+        return int(self.rng.integers(lo, hi + 1))
+
+    # ------------------------------------------------------------------ host register map
+    def _build_host_map(self):
+        c = self.caps
+        self._regs_by_addr = {r.addr: r for r in R.REGISTERS.values()}
+        hr = self._host_regs
+        hr[R.CAP_ARRAY.addr] = R.CAP_ARRAY.ROWS.put(c.dim) | R.CAP_ARRAY.COLS.put(c.dim)
+        hr[R.CAP_SPAD.addr] = R.CAP_SPAD.BANKS.put(c.spad_banks) | R.CAP_SPAD.BANK_ROWS.put(c.spad_bank_rows)
+        hr[R.CAP_ACC.addr] = R.CAP_ACC.BANKS.put(c.acc_banks) | R.CAP_ACC.BANK_ROWS.put(c.acc_bank_rows)
+        hr[R.CAP_DMA.addr] = (R.CAP_DMA.DATA_BYTES.put(c.dma_data_bytes) | R.CAP_DMA.MAX_BURST.put(c.dma_max_burst)
+                              | R.CAP_DMA.OUTSTANDING.put(c.dma_outstanding)
+                              | R.CAP_DMA.ADDR_BITS.put(c.addr_bits))
+        hr[R.CAP_QUEUES.addr] = (R.CAP_QUEUES.QUEUES.put(QUEUES) | R.CAP_QUEUES.FIFO_DEPTH.put(c.fifo_depth)
+                                 | R.CAP_QUEUES.PREFETCH.put(self.prefetch) | R.CAP_QUEUES.EVENTS.put(EVENTS))
+        rd = self._rd = {}
+        wr = self._wr = {}
+        rd[R.STATUS.addr] = self._status
+        rd[R.FW_VERSION.addr] = lambda: self.regs[M.FW_VERSION]
+        rd[R.FW_STATUS.addr] = lambda: (R.FW_STATUS.STATE.put(M.FW_STATUS.STATE.get(self.regs[M.FW_STATUS]))
+                                        | R.FW_STATUS.SLEEPING.put(int(self.running and self.iss.sleeping)))
+        rd[R.FW_FAULT_PC.addr] = lambda: self.regs[M.FW_FAULT_PC]
+        rd[R.FW_FAULT_CAUSE.addr] = lambda: self.regs[M.FW_FAULT_CAUSE]
+        rd[R.FW_FAULT_TVAL.addr] = lambda: self.regs[M.FW_FAULT_TVAL]
+        rd[R.TIMESTAMP.addr] = lambda: self.now & M32
+        for addr in self._perf:
+            rd[addr] = lambda addr=addr: self._perf[addr]
+        for q in range(QUEUES):
+            rd[_reg("Q_CONSUMER", q).addr] = lambda q=q: self.queues[q].consumer
+            rd[_reg("Q_STATUS", q).addr] = lambda q=q: self._q_status(q)
+            rd[_reg("Q_ERROR", q).addr] = lambda q=q: self.queues[q].error
+            rd[_reg("Q_ERROR_INDEX", q).addr] = lambda q=q: self.queues[q].error_index
+            rd[_reg("Q_FETCH", q).addr] = lambda q=q: self.queues[q].fetch
+            wr[_reg("Q_DOORBELL", q).addr] = lambda v, old, q=q: self._doorbell(q, v)
+            wr[_reg("Q_CTRL", q).addr] = lambda v, old, q=q: self._q_ctrl(q, v, old)
+        for e in range(EVENTS):
+            rd[_reg("EVENT", e).addr] = lambda e=e: self.regs[_mreg("EVENT", e)]
+        wr[R.CMD_SUBMIT.addr] = lambda v, old: self._cmd_submit(v)
+        wr[R.PERF_CTRL.addr] = lambda v, old: self._perf_ctrl(v)
+        wr[R.CORE_CTRL.addr] = lambda v, old: self._core_ctrl(v)
+        wr[R.CORE_MEM_DATA.addr] = lambda v, old: self._core_mem_data(v)
+        wr[R.DEBUG_HANG.addr] = lambda v, old: self._debug_hang(v)
+
+    def _status(self):
+        v = 0
+        for i, e in enumerate(self.engines):
+            if e.current is not None:
+                v |= 1 << i
+        idle = all(e.current is None and not e.fifo for e in self.engines)
+        return v | R.STATUS.IDLE.put(int(idle))
+
+    def _set_irq(self, reg_field, bits):
+        self._host_regs[R.IRQ_STATUS.addr] |= reg_field.put(bits) if reg_field.width > 1 else reg_field.mask
+
+    def _error_info(self, code, opcode, tag):
+        """IRQ_STATUS.ERROR and ERROR_INFO: the first direct-submission failure since cleared."""
+        hr = self._host_regs
+        if not R.IRQ_STATUS.ERROR.get(hr[R.IRQ_STATUS.addr]):
+            hr[R.ERROR_INFO.addr] = (R.ERROR_INFO.CODE.put(int(code)) | R.ERROR_INFO.OPCODE.put(opcode & 0xFF)
+                                     | R.ERROR_INFO.TAG.put(tag & 0xFFFF))
+        hr[R.IRQ_STATUS.addr] |= R.IRQ_STATUS.ERROR.mask
+
+    def _cmd_submit(self, value):
+        if not R.CMD_SUBMIT.GO.get(value):
+            return
+        words = [self._host_regs[r.addr] for r in R.CMD]
+        opcode, tag = words[0] & 0xFF, words[0] >> 16
+        if self.running:
+            self._error_info(_DIRECT_SUBMIT, opcode, tag)
+            return
+        code = self.dev.submit(words)
+        reserved_flags = (words[0] >> DESCRIPTOR_FIELDS["flags.reserved"][0]) & 0x7F
+        if Opcode.DMA_LOAD <= opcode <= Opcode.VECTOR and not reserved_flags:
+            e = opcode - Opcode.DMA_LOAD
+            done = _reg(f"DONE_{ENGINE_NAMES[e]}").addr
+            self._host_regs[done] = (self._host_regs[done] + 1) & M32
+            irq_flag = (words[0] >> DESCRIPTOR_FIELDS["flags.irq"][0]) & 1
+            if code == ErrorCode.OK and irq_flag:
+                self._host_regs[R.IRQ_STATUS.addr] |= 1 << e
+            if code == ErrorCode.OK:
+                self._count_dma_bytes(e, words)
+        if code != ErrorCode.OK:
+            self._error_info(code, opcode, tag)
+
+    def _perf_ctrl(self, value):
+        if R.PERF_CTRL.CLEAR.get(value):
+            for k in self._perf:
+                self._perf[k] = 0
+            for q in self.queues:
+                q.retired = q.event_stall = 0
+
+    def _core_ctrl(self, value):
+        if R.CORE_CTRL.RUN.get(value):
+            self.running = True      # from the reset vector: hold() reset the core
+        else:
+            self.hold()
+
+    def hold(self):
+        """CORE_CTRL.RUN = 0: core, firmware registers and retire FIFOs in reset; pending queue
+        resets are acknowledged at once (nobody else will)."""
+        super().hold()
+        for e in self.engines:
+            e.retire.clear()
+        for i, q in enumerate(self.queues):
+            if q.resetting and not q.acked:
+                self._ack(i)
+        self._irq_dirty = True
+
+    def _core_mem_data(self, value):
+        addr = self._host_regs[R.CORE_MEM_ADDR.addr]
+        if not self.running and not addr & 3:
+            word = value.to_bytes(4, "little")
+            if IMEM_BASE <= addr < IMEM_BASE + IMEM_BYTES:
+                self.iss.load_imem(word, addr - IMEM_BASE)
+            elif DMEM_BASE <= addr < DMEM_BASE + DMEM_BYTES:
+                self.iss.dmem[addr - DMEM_BASE:addr - DMEM_BASE + 4] = word
+        self._host_regs[R.CORE_MEM_ADDR.addr] = (addr + 4) & M32
+
+    def _debug_hang(self, value):
+        for name, e in (("GEMM", 2), ("VEC", 3)):
+            if getattr(R.DEBUG_HANG, name).get(value):
+                self.engines[e].armed = True
+
+    # ------------------------------------------------------------------ performance counters
+    def _count_perf(self):
+        if R.PERF_CTRL.FREEZE.get(self._host_regs[R.PERF_CTRL.addr]):
+            return
+        p = self._perf
+        p[R.PERF_CYCLES.addr] = (p[R.PERF_CYCLES.addr] + 1) & M32
+        for i, e in enumerate(self.engines):
+            if e.current is not None:
+                a = _reg(f"PERF_{ENGINE_NAMES[i]}_BUSY").addr
+                p[a] = (p[a] + 1) & M32
+            if len(e.fifo) >= self.fifo_depth:
+                a = _reg(f"PERF_{ENGINE_NAMES[i]}_FULL").addr
+                p[a] = (p[a] + 1) & M32
+        wait = M.Q_WAIT.QUEUE.get(self.regs.values[M.Q_WAIT.addr])
+        for i, q in enumerate(self.queues):
+            if wait >> i & 1:
+                q.event_stall = (q.event_stall + 1) & M32
+            p[_reg("PERF_Q_RETIRED", i).addr] = q.retired
+            p[_reg("PERF_Q_EVENT_STALL", i).addr] = q.event_stall
+
+    def _count_dma_bytes(self, e, words):
+        if e > 1 or R.PERF_CTRL.FREEZE.get(self._host_regs[R.PERF_CTRL.addr]):
+            return
+        d = decode(words)
+        a = _reg(f"PERF_{ENGINE_NAMES[e]}_BYTES").addr
+        self._perf[a] = (self._perf[a] + d["row_bytes"] * d["rows"] * d["planes"]) & M32
+
+    def _perf_value(self, addr):
+        return self._perf.get(addr, 0)
+
+    # ================================================================== queue controller
+    def _cfg(self, name, q):
+        return self._host_regs[_reg(name, q).addr]
+
+    def _log2(self, q):
+        return R.Q_RING_SIZE0.LOG2.get(self._cfg("Q_RING_SIZE", q))
+
+    def _enabled(self, q):
+        return bool(R.Q_CTRL0.ENABLE.get(self._cfg("Q_CTRL", q)))
+
+    def _active(self, q):
+        s = self.queues[q]
+        return self._enabled(q) and not s.halted and not s.resetting
+
+    def _q_status(self, q):
+        s = self.queues[q]
+        waiting = M.Q_WAIT.QUEUE.get(self.regs.values[M.Q_WAIT.addr]) >> q & 1
+        F = R.Q_STATUS0
+        return (F.ACTIVE.put(int(self._active(q))) | F.HALTED.put(int(s.halted))
+                | F.RESETTING.put(int(s.resetting)) | F.WAITING.put(waiting)
+                | F.PREFETCHED.put(min(len(s.fifo), 255)))
+
+    def _halt(self, q, code, index):
+        s = self.queues[q]
+        if not s.halted:                # the first error is kept
+            s.halted, s.error, s.error_index = True, int(code), index & M32
+        self._set_irq(R.IRQ_STATUS.QUEUE_ERROR, 1 << q)
+        self._irq_dirty = True
+
+    def _activate(self, q, was_active):
+        """Check the configuration when the queue becomes active (docs/queues.md)."""
+        if was_active or not self._active(q):
+            return
+        log2 = self._log2(q)
+        if (self._cfg("Q_RING_BASE", q) % DESC_BYTES or self._cfg("Q_CPL_BASE", q) % RECORD_BYTES
+                or not 1 <= log2 <= 15):
+            self._halt(q, ErrorCode.MISALIGNED, self.queues[q].consumer)
+
+    def _q_ctrl(self, q, value, old):
+        s = self.queues[q]
+        was_active = bool(R.Q_CTRL0.ENABLE.get(old)) and not s.halted and not s.resetting
+        if R.Q_CTRL0.RESET.get(value) and not s.resetting:
+            s.resetting, s.acked = True, False
+            if self._fetching is not None and self._fetching[0] == q:
+                self._fetching = (q, None, self._fetching[2])     # discarded when it returns
+            if not self.running:
+                self._ack(q)
+        self._activate(q, was_active)
+
+    def _doorbell(self, q, value):
+        s = self.queues[q]
+        if s.resetting:
+            return                      # the reset zeroes P
+        if (value - s.consumer) & M32 > 1 << self._log2(q):
+            self._halt(q, ErrorCode.RING_OVERFLOW, value)
+        else:
+            s.producer = value
+
+    def _can_fetch(self, q):
+        s = self.queues[q]
+        inflight = self._fetching is not None and self._fetching[0] == q
+        return (self._active(q) and (s.fetch - s.consumer) & M32 < (s.producer - s.consumer) & M32
+                and len(s.fifo) + inflight < self.prefetch)
+
+    def _fetch_issue(self):
+        for k in range(1, QUEUES + 1):
+            q = (self._rr + k) % QUEUES
+            if self._can_fetch(q):
+                self._rr = q
+                self._fetching = (q, self.queues[q].fetch, self.now + self._delay(self.fetch_latency))
+                return
+
+    def _fetch_done(self):
+        q, index, _ = self._fetching
+        self._fetching = None
+        if index is None:
+            return                                   # the queue was reset meanwhile
+        s = self.queues[q]
+        addr = self._cfg("Q_RING_BASE", q) + DESC_BYTES * (index % (1 << self._log2(q)))
+        if addr + DESC_BYTES > self.host_bytes:
+            self._halt(q, ErrorCode.AXI_DECERR, index)
+            return
+        raw = self.host[addr:addr + DESC_BYTES].tobytes()
+        s.fifo.append((index, [int.from_bytes(raw[4 * i:4 * i + 4], "little") for i in range(8)]))
+        s.fetch = (index + 1) & M32
+        self._irq_dirty = True
+
+    def _head_word(self, q, w):
+        s = self.queues[q]
+        return s.fifo[0][1][w] if s.fifo else 0
+
+    def _work(self):
+        v = 0
+        for q, s in enumerate(self.queues):
+            if s.fifo and self._active(q):
+                v |= M.WORK.QREADY.put(1 << q)
+            if s.resetting and not s.acked:
+                v |= M.WORK.QRESET.put(1 << q)
+        for e, eng in enumerate(self.engines):
+            if eng.retire:
+                v |= M.WORK.RETIRE.put(1 << e)
+        return v
+
+    def _q_pop(self, value):
+        bits = M.Q_POP.QUEUE.get(value)
+        for q in range(QUEUES):
+            if bits >> q & 1:
+                if not self.queues[q].fifo:
+                    raise ContractViolation(f"Q_POP of queue {q} with an empty prefetch FIFO")
+                self.queues[q].fifo.popleft()
+
+    def _forward(self, value):
+        q, tag = M.FORWARD.QUEUE.get(value), M.FORWARD.TAG.get(value)
+        s = self.queues[q]
+        if not s.fifo:
+            raise ContractViolation(f"FORWARD of queue {q} with an empty prefetch FIFO")
+        _, words = s.fifo.popleft()
+        words = list(words)
+        lsb = DESCRIPTOR_FIELDS["tag"][0]
+        words[0] = (words[0] & ~(0xFFFF << lsb)) | (tag << lsb)
+        opcode = words[0] & 0xFF
+        if not Opcode.DMA_LOAD <= opcode <= Opcode.VECTOR:
+            raise ContractViolation(f"FORWARD of opcode {opcode} (queue {q}): no engine serves it")
+        e = opcode - Opcode.DMA_LOAD
+        eng = self.engines[e]
+        if len(eng.fifo) >= self.fifo_depth:
+            raise ContractViolation(f"FORWARD into the full command FIFO of {ENGINE_NAMES[e]}")
+        eng.fifo.append(_Command(words, tag, q))
+        if eng.current is None:
+            self._engine_start(e)
+
+    def _cpl_request(self, value):
+        if len(self._cpl) >= self.cpl_depth:
+            raise ContractViolation("CPL request while CPL_STATUS.FREE is 0")
+        F = M.CPL
+        self._cpl.append(_CplRequest(
+            queue=F.QUEUE.get(value), irq=bool(F.IRQ.get(value)), halt=bool(F.HALT.get(value)),
+            flags=F.FLAGS.get(value), status=F.STATUS.get(value), opcode=F.OPCODE.get(value),
+            tag=M.CPL_TAG.TAG.get(self.regs.values[M.CPL_TAG.addr]), timestamp=self.now & M32,
+            due=self.now + self._delay(self.cpl_latency)))
+
+    def _write_record(self, r):
+        q = r.queue
+        s = self.queues[q]
+        base = self._cfg("Q_CPL_BASE", q)
+        index = s.consumer
+        rec_addr = base + record_offset(index, self._log2(q))
+        record = pack_record(index=index, opcode=r.opcode, status=r.status, queue=q, flags=r.flags,
+                             tag=r.tag, timestamp=r.timestamp)
+        ok = True
+        for addr, data in ((rec_addr, record), (base, ((index + 1) & M32).to_bytes(4, "little"))):
+            if addr + len(data) > self.host_bytes:
+                ok = False
+            else:
+                self.host_write(addr, data)
+        s.consumer = (index + 1) & M32
+        s.retired = (s.retired + 1) & M32 if not R.PERF_CTRL.FREEZE.get(self._host_regs[R.PERF_CTRL.addr]) else s.retired
+        if not ok:
+            self._halt(q, ErrorCode.AXI_DECERR, index)
+        if r.irq:
+            self._set_irq(R.IRQ_STATUS.QUEUE_CPL, 1 << q)
+        if r.halt:
+            self._halt(q, r.status, index)
+
+    def _qreset_ack(self, value):
+        bits = M.QRESET_ACK.QUEUE.get(value)
+        for q in range(QUEUES):
+            if bits >> q & 1 and self.queues[q].resetting and not self.queues[q].acked:
+                self._ack(q)
+
+    def _ack(self, q):
+        s = self.queues[q]
+        s.acked = True
+        s.fifo.clear()
+        self._irq_dirty = True
+
+    def _reset_done(self, q):
+        s = self.queues[q]
+        s.producer = s.fetch = s.consumer = 0
+        s.halted, s.error, s.error_index = False, 0, 0
+        s.resetting = s.acked = False
+        self._irq_dirty = True
+        self._activate(q, was_active=False)
+
+    def _fw_msg_send(self, value):
+        if M.FW_MSG_SEND.GO.get(value):
+            self._host_regs[R.FW_MSG.addr] = self.regs.values[M.FW_MSG.addr]
+            self._host_regs[R.IRQ_STATUS.addr] |= R.IRQ_STATUS.FW_MSG.mask
+
+    # ================================================================== engines
+    def _engine_start(self, e):
+        eng = self.engines[e]
+        cmd = eng.fifo.popleft()
+        cmd.window = (self._cfg("Q_WINDOW_BASE", cmd.queue), self._cfg("Q_WINDOW_SIZE", cmd.queue))
+        eng.current = cmd
+        eng.due = self.now + max(1, self._delay(self.engine_delay))
+        if eng.armed:
+            eng.armed, eng.frozen = False, True
+
+    def _engine_finish(self, e):
+        eng = self.engines[e]
+        cmd = eng.current
+        eng.current = None
+        code = self.dev.submit(cmd.words, window=cmd.window if e <= 1 else None)
+        done = _reg(f"DONE_{ENGINE_NAMES[e]}").addr
+        self._host_regs[done] = (self._host_regs[done] + 1) & M32
+        if code == ErrorCode.OK:
+            self._count_dma_bytes(e, cmd.words)
+        if self.running:
+            if len(eng.retire) >= RETIRE_DEPTH:
+                raise ContractViolation(f"{ENGINE_NAMES[e]} retire FIFO overflow")
+            eng.retire.append((int(code), cmd.tag))
+            self._irq_dirty = True
+        if eng.fifo:
+            self._engine_start(e)
+
+    def _retire_head(self, e):
+        r = self.engines[e].retire
+        if not r:
+            return 0
+        error, tag = r[0]
+        return M.RETIRE0.VALID.put(1) | M.RETIRE0.ERROR.put(error) | M.RETIRE0.TAG.put(tag)
+
+    def _retire_pop(self, value):
+        bits = M.RETIRE_POP.ENGINE.get(value)
+        for e in range(ENGINES):
+            if bits >> e & 1 and self.engines[e].retire:
+                self.engines[e].retire.popleft()
+
+    def _engine_reset(self, value):
+        bits = M.ENGINE_RESET.ENGINE.get(value)
+        targets = set()
+        for e in range(ENGINES):
+            if bits >> e & 1:
+                targets |= {0, 1} if e <= 1 else {e}
+        for e in sorted(targets):
+            eng = self.engines[e]
+            eng.current, eng.frozen, eng.armed = None, False, False
+            if eng.fifo:
+                self._engine_start(e)

@@ -1,0 +1,536 @@
+"""Queue controller: fetches descriptors from host command rings and writes completion records.
+
+This is the hardware half of ``docs/queues.md`` (sections "Indices", "Host programming sequence",
+"Completion area", "Queue controller"). Per queue it keeps the free-running 32-bit indices P
+(producer, from the doorbell), F (fetch) and C (consumer), a prefetch FIFO of descriptors, and the
+halt/reset state; one AXI4 manager port serves every queue:
+
+* **Fetch** (``fetch_fsm``): among the queues that are active, have descriptors to fetch and have
+  room in their prefetch FIFO, round-robin starting after the queue served last, one read at a
+  time: descriptor F is one INCR burst of ``256 / data_bits`` full-width beats from
+  ``ring_base + 32 * (F mod 2**ring_log2)``. It is pushed into the queue's FIFO and F advances
+  when all beats are OKAY; a SLVERR/DECERR beat halts the queue (``AXI_SLVERR``/``AXI_DECERR``,
+  error index F), drops the descriptor and leaves F. A read in flight when its queue is reset is
+  discarded on return (no push, no error).
+* **Completion writer** (``cpl_fsm``): requests (``cpl_valid`` + payload) wait in a FIFO of
+  ``cpl_depth`` and are served in order. For a request of queue q with consumer index C it writes
+  the 16-byte :class:`~hdl_gen.descriptor.CompletionRecord` of descriptor C to
+  ``cpl_base + 16 + 16 * (C mod 2**ring_log2)`` (one INCR burst, all strobes), waits for its B,
+  then writes C + 1 to the 4 bytes at ``cpl_base`` (one beat, strobes on those 4 bytes) and waits
+  for its B. Then C += 1, ``retired`` pulses, a halt request or a failed write halts the queue,
+  and ``cpl_irq``/``error_irq`` pulse (both writes have completed by then).
+* **Reset** (``reset`` pulse): the queue stops fetching and its head is no longer offered
+  (``ready`` 0), a read in flight for it is discarded; ``qreset_req`` asks the firmware. Once
+  acknowledged (``qreset_ack``, or at once while ``fw_running`` is 0) and no completion request of
+  the queue is left in the writer, the FIFO is emptied, P, F, C, the halt state and the error
+  clear and ``resetting`` drops. (A ``pop`` while resetting still works: the firmware may forward
+  the head it had already read.)
+
+AXI use: every transaction has ID 0, full-width beats (``*size`` = log2 of the data bytes), INCR
+bursts, ``*prot`` 0. At most one read and one write burst are outstanding at a time (a write's AW
+and W are offered together; the next write starts after the previous B). Valid and payload come
+from registers and never depend on a ready. A descriptor never crosses 4 KiB (32-byte aligned),
+nor does a record (16-byte aligned).
+"""
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.lib import data, fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axi import BURST_INCR, Axi4Signature
+from .config import KakiConfig
+from .descriptor import DESCRIPTOR_BITS, RECORD_BITS, CompletionRecord, ErrorCode
+
+__all__ = ["QueueController", "QueuePortSignature"]
+
+MAX_LOG2 = 15           #: largest ring size exponent (Q_RING_SIZE.LOG2 is 1..15)
+
+
+class QueuePortSignature(wiring.Signature):
+    """One queue's connection to its registers and the firmware, seen from the controller.
+
+    Inputs (from the host/firmware register blocks):
+
+    * ``ring_base`` [32], ``ring_log2`` [4], ``cpl_base`` [32]: ``Q_RING_BASE``,
+      ``Q_RING_SIZE.LOG2``, ``Q_CPL_BASE`` (levels).
+    * ``enable`` [1]: ``Q_CTRL.ENABLE`` (level).
+    * ``reset`` [1]: one-cycle pulse, ``Q_CTRL.RESET`` written with 1.
+    * ``doorbell`` [32], ``doorbell_we`` [1]: the new producer index and its one-cycle write strobe
+      (``doorbell`` is sampled in the strobe cycle).
+    * ``pop`` [1]: one-cycle pulse, drop the FIFO head (``Q_POP`` or ``FORWARD``).
+    * ``qreset_ack`` [1]: one-cycle pulse, ``QRESET_ACK``.
+
+    Outputs:
+
+    * ``producer`` [32], ``fetch`` [32], ``consumer`` [32]: P, F, C.
+    * ``active`` [1]: enabled, configuration checked, not halted, not resetting.
+    * ``halted`` [1], ``resetting`` [1]: ``Q_STATUS.HALTED``/``RESETTING``.
+    * ``prefetched`` [8]: descriptors in the prefetch FIFO.
+    * ``error`` [8]: ``ErrorCode`` that halted the queue (0 while not halted); ``error_index`` [32].
+    * ``head`` [256]: the FIFO head descriptor (valid while ``prefetched`` != 0);
+      ``head_index`` [32]: its index (F − ``prefetched``).
+    * ``ready`` [1]: ``active`` and the FIFO is not empty (``WORK.QREADY``).
+    * ``qreset_req`` [1]: level, resetting and not yet acknowledged (``WORK.QRESET``).
+    * ``cpl_irq`` [1], ``error_irq`` [1]: one-cycle pulses that set ``IRQ_STATUS.QUEUE_CPL`` /
+      ``QUEUE_ERROR``; ``retired`` [1]: one-cycle pulse per record written (``PERF_Q_RETIRED``).
+    """
+
+    def __init__(self):
+        super().__init__({
+            "ring_base": In(32), "ring_log2": In(4), "cpl_base": In(32), "enable": In(1),
+            "reset": In(1), "doorbell": In(32), "doorbell_we": In(1), "pop": In(1),
+            "qreset_ack": In(1),
+            "producer": Out(32), "fetch": Out(32), "consumer": Out(32), "active": Out(1),
+            "halted": Out(1), "resetting": Out(1), "prefetched": Out(8), "error": Out(8),
+            "error_index": Out(32), "head": Out(DESCRIPTOR_BITS), "head_index": Out(32),
+            "ready": Out(1), "qreset_req": Out(1), "cpl_irq": Out(1), "error_irq": Out(1),
+            "retired": Out(1),
+        })
+
+
+def _check_int(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
+
+
+def _low_mask(log2):
+    """MAX_LOG2-bit mask with the low ``log2`` bits set (``2**log2 - 1``; 0 for log2 = 0)."""
+    return Cat(*[log2 > k for k in range(MAX_LOG2)])
+
+
+def _resp_error(resp):
+    return Mux(resp == 3, ErrorCode.AXI_DECERR, ErrorCode.AXI_SLVERR)
+
+
+class QueueController(wiring.Component):
+    """Host command rings -> prefetch FIFOs, and completion records -> host memory.
+
+    Parameters
+    ----------
+    config : KakiConfig
+        ``axi_addr_bits``, ``axi_data_bits`` (32, 64 or 128) and ``axi_id_bits``. Ring and
+        completion bases are 32-bit; with ``axi_addr_bits`` < 32 their upper bits are dropped.
+    n_queues : int
+        Queues, 1..16.
+    prefetch : int
+        Descriptors each queue's FIFO holds (``CAP_QUEUES.PREFETCH``), 2..255.
+    cpl_depth : int
+        Completion requests that can wait (``CPL_STATUS.FREE`` when idle), 2..15.
+
+    Ports (directions seen from the controller; ``qb = max(1, ceil(log2(n_queues)))``; widths at
+    the default KakiConfig)
+    ---------------------------------------------------------------------------------------------
+    axi : Out(Axi4Signature(axi_addr_bits, axi_data_bits, axi_id_bits))
+        AXI4 manager, flat members (Verilog ``axi__awaddr`` …): Out ``awid`` [4] ``awaddr`` [32]
+        ``awlen`` [8] ``awsize`` [3] ``awburst`` [2] ``awprot`` [3] ``awvalid``, In ``awready``;
+        Out ``wdata`` [64] ``wstrb`` [8] ``wlast`` ``wvalid``, In ``wready``; In ``bid`` [4]
+        ``bresp`` [2] ``bvalid``, Out ``bready``; Out ``arid`` ``araddr`` ``arlen`` ``arsize``
+        ``arburst`` ``arprot`` ``arvalid``, In ``arready``; In ``rid`` ``rdata`` [64] ``rresp``
+        [2] ``rlast`` ``rvalid``, Out ``rready``. IDs 0, INCR, full-width beats.
+    q : Out(QueuePortSignature()).array(n_queues)
+        Per-queue registers and status (Verilog ``q__<i>__ring_base`` …); see
+        :class:`QueuePortSignature`.
+    cpl_valid : In(1)
+        One-cycle strobe: queue a completion request with the payload below.
+    cpl_queue : In(qb) [2], cpl_irq : In(1), cpl_halt : In(1), cpl_flags : In(8),
+    cpl_status : In(8), cpl_opcode : In(8), cpl_tag : In(16), cpl_timestamp : In(32)
+        The request (``CPL``, ``CPL_TAG`` and the ``TIMESTAMP`` of the request cycle). ``irq``:
+        pulse the queue's ``cpl_irq`` after the writes; ``halt``: halt the queue with
+        ``error = status`` and ``error_index`` = the record's index.
+    cpl_free : Out(4)
+        Requests that can be queued now (``CPL_STATUS.FREE``).
+    cpl_overflow : Out(1)
+        Sticky: a request arrived while the FIFO was full (or named a queue >= n_queues) and was
+        dropped. A firmware fault indicator; cleared only by the controller's reset.
+    fw_running : In(1)
+        The control core runs; while 0 a queue reset is acknowledged at once.
+
+    Behaviour details (resolutions of points docs/queues.md leaves open)
+    --------------------------------------------------------------------
+    * Activation check: when ``enable & ~halted & ~resetting`` rises (so again after a disable
+      or a reset), the configuration is checked in that cycle: ``ring_base & 31``,
+      ``cpl_base & 15`` or ``ring_log2`` outside 1..15 halt the queue with ``MISALIGNED``
+      (``error_index`` = C); otherwise ``active`` rises in the next cycle. Later changes of the
+      configuration while active are not rechecked; address arithmetic ignores the low 5
+      (ring) / 4 (completion) address bits, so nothing unaligned ever reaches the bus.
+    * Doorbell: ``(doorbell − C') mod 2**32 > 2**ring_log2`` halts with ``RING_OVERFLOW``,
+      ``error_index`` = the value, P unchanged; otherwise P = value. C' is C + 1 while the
+      queue's consumer write is in progress, else C: the host can read C + 1 from memory before
+      the write's B response arrives here, and may then rightly fill the ring up to C + 1 + size.
+      This applies whether or not the queue is enabled or halted; a doorbell while resetting is
+      ignored (the reset zeroes P).
+    * Fetching happens while ``(F − C) < (P − C)`` (mod 2**32), which is ``F ≠ P`` for a producer
+      that never moves back; a producer moved back behind F (but not behind C, which would be an
+      overflow) simply stops fetching until P passes F again.
+    * Halting keeps the first code and index; two halt causes of one queue in the same cycle are
+      ranked MISALIGNED, RING_OVERFLOW, fetch error, completion. ``error_irq`` pulses for every
+      halt cause, also when the queue was already halted (each failed record raises
+      ``QUEUE_ERROR``, as docs/queues.md asks). A completion whose write failed halts with the AXI
+      code even when it also asked for a halt (the host may not be able to read the record).
+      ``cpl_irq`` follows the request's ``irq`` bit whether or not the writes failed.
+    * A halted queue keeps its FIFO (``prefetched`` unchanged, ``ready`` 0); ``pop`` works whenever
+      the FIFO is non-empty, so a firmware that saw a head just before a halt stays consistent.
+    * A reset pulse while already resetting has no further effect. Completion requests of a
+      resetting queue are still written (with its current C) before the reset completes.
+    """
+
+    def __init__(self, config=KakiConfig(), n_queues=4, prefetch=4, cpl_depth=4):
+        if not isinstance(config, KakiConfig):
+            raise TypeError(f"config must be a KakiConfig, not {type(config).__name__}")
+        _check_int("n_queues", n_queues, 1, 16)
+        # (depth 1 would give lib.fifo zero-width pointers, which lint rejects)
+        _check_int("prefetch", prefetch, 2, 255)
+        _check_int("cpl_depth", cpl_depth, 2, 15)
+        db = config.axi_data_bits
+        if db not in (32, 64, 128):
+            raise ValueError(f"axi_data_bits must be 32, 64 or 128, not {db}")
+        if config.axi_id_bits < 1:
+            raise ValueError(f"axi_id_bits must be at least 1, not {config.axi_id_bits}")
+        self.config = config
+        self.n_queues = n_queues
+        self.prefetch = prefetch
+        self.cpl_depth = cpl_depth
+        self.data_bytes = db // 8
+        self.beat_bits = (self.data_bytes - 1).bit_length()        # AxSIZE
+        self.desc_beats = DESCRIPTOR_BITS // db
+        self.rec_beats = RECORD_BITS // db
+        self.qbits = max(1, (n_queues - 1).bit_length())
+        super().__init__({
+            "axi": Out(Axi4Signature(config.axi_addr_bits, db, config.axi_id_bits)),
+            "q": Out(QueuePortSignature()).array(n_queues),
+            "cpl_valid": In(1), "cpl_queue": In(self.qbits), "cpl_irq": In(1), "cpl_halt": In(1),
+            "cpl_flags": In(8), "cpl_status": In(8), "cpl_opcode": In(8), "cpl_tag": In(16),
+            "cpl_timestamp": In(32),
+            "cpl_free": Out(4), "cpl_overflow": Out(1),
+            "fw_running": In(1),
+        })
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _round_robin(self, m, valids, last):
+        """Comb (any, sel): the first valid index after ``last`` (wrapping)."""
+        n = self.n_queues
+        sel = Signal(self.qbits, name="fetch_rr_sel")
+        any_ = Signal(name="fetch_rr_any")
+        m.d.comb += any_.eq(Cat(*valids).any())
+        with m.Switch(last):
+            for k in range(n):
+                with m.Case(k):
+                    # lowest priority first: the last assignment wins
+                    for j in reversed(range(1, n + 1)):
+                        i = (k + j) % n
+                        with m.If(valids[i]):
+                            m.d.comb += sel.eq(i)
+        return any_, sel
+
+    def elaborate(self, platform):
+        m = Module()
+        n, axi = self.n_queues, self.axi
+        db, bb = self.data_bytes, self.beat_bits
+
+        # ---- per-queue state --------------------------------------------------------------------
+        P = [Signal(32, name=f"q{i}_p") for i in range(n)]
+        F = [Signal(32, name=f"q{i}_f") for i in range(n)]
+        C = [Signal(32, name=f"q{i}_c") for i in range(n)]
+        halted = [Signal(name=f"q{i}_halted") for i in range(n)]
+        err = [Signal(8, name=f"q{i}_err") for i in range(n)]
+        err_index = [Signal(32, name=f"q{i}_err_index") for i in range(n)]
+        resetting = [Signal(name=f"q{i}_resetting") for i in range(n)]
+        acked = [Signal(name=f"q{i}_acked") for i in range(n)]
+        checked = [Signal(name=f"q{i}_checked") for i in range(n)]      # config passed since want rose
+        want = [Signal(name=f"q{i}_want") for i in range(n)]
+        active = [Signal(name=f"q{i}_active") for i in range(n)]
+        pending = [Signal(range(self.cpl_depth + 2), name=f"q{i}_cpl_pending") for i in range(n)]
+        reset_done = [Signal(name=f"q{i}_reset_done") for i in range(n)]
+        fifos = []
+        for i in range(n):
+            qp = self.q[i]
+            f = fifo.SyncFIFO(width=DESCRIPTOR_BITS, depth=self.prefetch)
+            fifos.append(f)
+            # Emptied when the reset completes, not when it starts: the firmware may be between
+            # reading a head and forwarding it when the reset begins, and must forward a real
+            # descriptor (which it then retires before acknowledging).
+            m.submodules[f"q{i}_fifo"] = ResetInserter({"sync": reset_done[i]})(f)
+            m.d.comb += [
+                want[i].eq(qp.enable & ~halted[i] & ~resetting[i]),
+                active[i].eq(want[i] & checked[i]),
+                qp.producer.eq(P[i]), qp.fetch.eq(F[i]), qp.consumer.eq(C[i]),
+                qp.active.eq(active[i]), qp.halted.eq(halted[i]), qp.resetting.eq(resetting[i]),
+                qp.prefetched.eq(f.level), qp.error.eq(err[i]), qp.error_index.eq(err_index[i]),
+                qp.head.eq(f.r_data), qp.head_index.eq(F[i] - f.level),
+                qp.ready.eq(active[i] & f.r_rdy),
+                qp.qreset_req.eq(resetting[i] & ~acked[i]),
+                f.r_en.eq(qp.pop),
+            ]
+
+        # ---- fetch ------------------------------------------------------------------------------
+        elig = []
+        addr = []
+        for i in range(n):
+            qp = self.q[i]
+            e = Signal(name=f"q{i}_fetch_elig")
+            m.d.comb += e.eq(active[i] & ((F[i] - C[i])[:32] < (P[i] - C[i])[:32])
+                             & (fifos[i].level < self.prefetch))
+            elig.append(e)
+            a = Signal(32, name=f"q{i}_fetch_addr")
+            slot = F[i][:MAX_LOG2] & _low_mask(qp.ring_log2)
+            m.d.comb += a.eq((qp.ring_base & ~Const(31, 32)) + (slot << 5))
+            addr.append(a)
+        rr_last = Signal(self.qbits, name="fetch_rr_last", init=n - 1)
+        rr_any, rr_sel = self._round_robin(m, elig, rr_last)
+
+        fq = Signal(self.qbits, name="fetch_q")             # queue of the read in flight
+        ar_valid = Signal(name="fetch_ar_valid")
+        ar_addr = Signal(32, name="fetch_ar_addr")
+        r_beat = Signal(range(self.desc_beats), name="fetch_r_beat")
+        r_buf = Signal(DESCRIPTOR_BITS - db * 8, name="fetch_r_buf")   # every beat but the last
+        r_err = Signal(name="fetch_r_err")                 # an earlier beat of the burst failed
+        r_code = Signal(8, name="fetch_r_code")
+        discard = Signal(name="fetch_discard")             # the queue was reset: drop the data
+        busy = Signal(name="fetch_busy")
+        fq_reset = Signal(name="fetch_q_reset")
+        m.d.comb += [
+            axi.arid.eq(0), axi.araddr.eq(ar_addr), axi.arlen.eq(self.desc_beats - 1),
+            axi.arsize.eq(bb), axi.arburst.eq(BURST_INCR), axi.arprot.eq(0),
+            axi.arvalid.eq(ar_valid),
+            fq_reset.eq(Array(self.q[i].reset for i in range(n))[fq]),
+        ]
+        with m.If(busy & fq_reset):
+            m.d.sync += discard.eq(1)
+
+        r_hs = Signal(name="fetch_r_hs")
+        r_done = Signal(name="fetch_r_done")               # last beat accepted this cycle
+        beat_bad = Signal(name="fetch_beat_bad")
+        m.d.comb += [r_hs.eq(axi.rvalid & axi.rready), r_done.eq(r_hs & axi.rlast),
+                     beat_bad.eq(axi.rresp[1])]
+        with m.FSM(init="IDLE", name="fetch_fsm"):
+            with m.State("IDLE"):
+                with m.If(rr_any):
+                    m.d.sync += [
+                        fq.eq(rr_sel), rr_last.eq(rr_sel), ar_valid.eq(1),
+                        ar_addr.eq(Array(addr)[rr_sel]), r_beat.eq(0), r_err.eq(0),
+                        discard.eq(Array(self.q[i].reset for i in range(n))[rr_sel]),
+                    ]
+                    m.next = "AR"
+            with m.State("AR"):
+                m.d.comb += busy.eq(1)
+                with m.If(axi.arready):
+                    m.d.sync += ar_valid.eq(0)
+                    m.next = "R"
+            with m.State("R"):
+                m.d.comb += [busy.eq(1), axi.rready.eq(1)]
+                with m.If(r_hs):
+                    with m.If(r_beat != self.desc_beats - 1):
+                        m.d.sync += [r_buf.word_select(r_beat, db * 8).eq(axi.rdata),
+                                     r_beat.eq(r_beat + 1)]
+                    with m.If(beat_bad & ~r_err):
+                        m.d.sync += [r_err.eq(1), r_code.eq(_resp_error(axi.rresp))]
+                with m.If(r_done):
+                    m.next = "IDLE"
+
+        fetch_causes = []                                  # per queue: (cond, code, index)
+        keep = Signal(name="fetch_keep")                   # the burst ends and its queue wants it
+        bad = Signal(name="fetch_bad")
+        m.d.comb += [keep.eq(r_done & ~discard & ~fq_reset),
+                     bad.eq(r_err | beat_bad)]
+        for i in range(n):
+            push = Signal(name=f"q{i}_fetch_push")
+            m.d.comb += [
+                push.eq(keep & ~bad & (fq == i)),
+                fifos[i].w_en.eq(push),
+                fifos[i].w_data.eq(Cat(r_buf, axi.rdata)),
+            ]
+            with m.If(push):
+                m.d.sync += F[i].eq(F[i] + 1)
+            fetch_causes.append((keep & bad & (fq == i),
+                                 Mux(r_err, r_code, _resp_error(axi.rresp)), F[i]))
+
+        # ---- completion requests ----------------------------------------------------------------
+        req_layout = data.StructLayout({
+            "queue": self.qbits, "irq": 1, "halt": 1, "flags": 8, "status": 8, "opcode": 8,
+            "tag": 16, "timestamp": 32})
+        m.submodules.cpl_fifo = cf = fifo.SyncFIFO(width=req_layout.size, depth=self.cpl_depth)
+        wreq = data.View(req_layout, cf.w_data)
+        push_ok = Signal(name="cpl_push_ok")
+        m.d.comb += [
+            wreq.queue.eq(self.cpl_queue), wreq.irq.eq(self.cpl_irq), wreq.halt.eq(self.cpl_halt),
+            wreq.flags.eq(self.cpl_flags), wreq.status.eq(self.cpl_status),
+            wreq.opcode.eq(self.cpl_opcode), wreq.tag.eq(self.cpl_tag),
+            wreq.timestamp.eq(self.cpl_timestamp),
+            push_ok.eq(self.cpl_valid & cf.w_rdy & (self.cpl_queue < n)),
+            cf.w_en.eq(push_ok),
+            self.cpl_free.eq(self.cpl_depth - cf.level),
+        ]
+        with m.If(self.cpl_valid & ~push_ok):
+            m.d.sync += self.cpl_overflow.eq(1)
+
+        # ---- completion writer ------------------------------------------------------------------
+        req = Signal(req_layout, name="cpl_req")
+        rec = Signal(CompletionRecord, name="cpl_rec")     # comb: the record of the request
+        rec_index = Signal(32, name="cpl_rec_index")
+        cons_addr = Signal(32, name="cpl_cons_addr")
+        aw_valid = Signal(name="cpl_aw_valid")
+        aw_addr = Signal(32, name="cpl_aw_addr")
+        aw_len = Signal(8, name="cpl_aw_len")
+        w_valid = Signal(name="cpl_w_valid")
+        w_buf = Signal(RECORD_BITS, name="cpl_w_buf")
+        w_strb = Signal(db, name="cpl_w_strb")
+        w_beat = Signal(range(max(2, self.rec_beats)), name="cpl_w_beat")
+        w_nbeats = Signal(range(self.rec_beats + 1), name="cpl_w_nbeats")
+        w_last = Signal(name="cpl_w_last")
+        wr_err = Signal(name="cpl_wr_err")                 # the record write failed
+        wr_code = Signal(8, name="cpl_wr_code")
+        m.d.comb += [
+            w_last.eq(w_beat == w_nbeats - 1),
+            axi.awid.eq(0), axi.awaddr.eq(aw_addr), axi.awlen.eq(aw_len), axi.awsize.eq(bb),
+            axi.awburst.eq(BURST_INCR), axi.awprot.eq(0), axi.awvalid.eq(aw_valid),
+            axi.wdata.eq(w_buf.word_select(w_beat, db * 8)), axi.wstrb.eq(w_strb),
+            axi.wlast.eq(w_last), axi.wvalid.eq(w_valid),
+        ]
+        aw_hs = Signal(name="cpl_aw_hs")
+        w_hs = Signal(name="cpl_w_hs")
+        sent = Signal(name="cpl_sent")        # AW and the last W beat accepted by the end of this cycle
+        m.d.comb += [
+            aw_hs.eq(aw_valid & axi.awready), w_hs.eq(w_valid & axi.wready),
+            sent.eq((~aw_valid | axi.awready) & (~w_valid | (axi.wready & w_last))),
+        ]
+        # AW and W of a burst are offered together and retire independently.
+        with m.If(aw_hs):
+            m.d.sync += aw_valid.eq(0)
+        with m.If(w_hs):
+            with m.If(w_last):
+                m.d.sync += w_valid.eq(0)
+            with m.Else():
+                m.d.sync += w_beat.eq(w_beat + 1)
+
+        b_hs = Signal(name="cpl_b_hs")
+        b_bad = Signal(name="cpl_b_bad")
+        m.d.comb += [b_hs.eq(axi.bvalid & axi.bready), b_bad.eq(axi.bresp[1])]
+        finish = Signal(name="cpl_finish")    # the consumer write was answered: retire now
+        cons_busy = Signal(name="cpl_cons_busy")   # C + 1 may already be in host memory
+        wq = req.queue
+        sel_cpl_base = Signal(32, name="cpl_sel_base")
+        sel_log2 = Signal(4, name="cpl_sel_log2")
+        sel_c = Signal(32, name="cpl_sel_c")
+        m.d.comb += [
+            sel_cpl_base.eq(Array(self.q[i].cpl_base for i in range(n))[wq] & ~Const(15, 32)),
+            sel_log2.eq(Array(self.q[i].ring_log2 for i in range(n))[wq]),
+            sel_c.eq(Array(C)[wq]),
+            rec.index.eq(sel_c), rec.opcode.eq(req.opcode), rec.status.eq(req.status),
+            rec.queue.eq(wq), rec.flags.eq(req.flags), rec.tag.eq(req.tag), rec.reserved.eq(0),
+            rec.timestamp.eq(req.timestamp),
+        ]
+        with m.FSM(init="IDLE", name="cpl_fsm"):
+            with m.State("IDLE"):
+                m.d.comb += cf.r_en.eq(1)
+                with m.If(cf.r_rdy):
+                    m.d.sync += req.eq(cf.r_data)
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                # Addresses and data are registered, so a host rewriting Q_CPL_BASE or
+                # Q_RING_SIZE cannot change a payload while its valid is up. C of the queue
+                # cannot change meanwhile: only this writer advances it, and a reset of the
+                # queue waits for its requests.
+                slot = sel_c[:MAX_LOG2] & _low_mask(sel_log2)
+                m.d.sync += [
+                    rec_index.eq(sel_c), cons_addr.eq(sel_cpl_base),
+                    aw_addr.eq(sel_cpl_base + 16 + (slot << 4)),
+                    aw_len.eq(self.rec_beats - 1), aw_valid.eq(1),
+                    w_buf.eq(rec.as_value()), w_strb.eq((1 << db) - 1), w_beat.eq(0),
+                    w_nbeats.eq(self.rec_beats), w_valid.eq(1), wr_err.eq(0),
+                ]
+                m.next = "REC"
+            with m.State("REC"):
+                with m.If(sent):
+                    m.next = "REC_B"
+            with m.State("REC_B"):
+                m.d.comb += axi.bready.eq(1)
+                with m.If(b_hs):
+                    with m.If(b_bad):
+                        m.d.sync += [wr_err.eq(1), wr_code.eq(_resp_error(axi.bresp))]
+                    # the consumer index C + 1: one beat, the 4 bytes at cpl_base (16-byte
+                    # aligned, so byte lanes 0..3 of its beat)
+                    m.d.sync += [
+                        aw_addr.eq(cons_addr), aw_len.eq(0), aw_valid.eq(1),
+                        w_buf.eq(rec_index + 1), w_strb.eq(0xF), w_beat.eq(0), w_nbeats.eq(1),
+                        w_valid.eq(1),
+                    ]
+                    m.next = "IDX"
+            with m.State("IDX"):
+                m.d.comb += cons_busy.eq(1)
+                with m.If(sent):
+                    m.next = "IDX_B"
+            with m.State("IDX_B"):
+                m.d.comb += [axi.bready.eq(1), cons_busy.eq(1)]
+                with m.If(b_hs):
+                    m.d.comb += finish.eq(1)
+                    m.next = "IDLE"
+
+        fin_bad = Signal(name="cpl_fin_bad")
+        fin_code = Signal(8, name="cpl_fin_code")
+        m.d.comb += [fin_bad.eq(wr_err | b_bad),
+                     fin_code.eq(Mux(wr_err, wr_code, _resp_error(axi.bresp)))]
+
+        # ---- per-queue control: activation check, doorbell, halt, reset -------------------------
+        for i in range(n):
+            qp = self.q[i]
+            done = Signal(name=f"q{i}_cpl_done")
+            m.d.comb += done.eq(finish & (wq == i))
+            with m.If(done):
+                m.d.sync += C[i].eq(C[i] + 1)
+            m.d.sync += [qp.retired.eq(done), qp.cpl_irq.eq(done & req.irq)]
+            inc = push_ok & (self.cpl_queue == i)
+            m.d.sync += pending[i].eq(pending[i] + inc - done)
+
+            # activation: checked in the cycle want rises; active from the next cycle
+            bad_cfg = Signal(name=f"q{i}_bad_cfg")
+            m.d.comb += bad_cfg.eq((qp.ring_base[:5] != 0) | (qp.cpl_base[:4] != 0)
+                                   | (qp.ring_log2 == 0))      # 4 bits: never above MAX_LOG2
+            m.d.sync += checked[i].eq(want[i] & (checked[i] | ~bad_cfg))
+            misaligned = want[i] & ~checked[i] & bad_cfg
+
+            # doorbell, checked against the consumer index the host may already see: C + 1 from
+            # the moment the consumer write is issued (the memory can show it before its B
+            # response reaches us)
+            c_seen = Signal(32, name=f"q{i}_c_seen")
+            size = Signal(MAX_LOG2 + 2, name=f"q{i}_ring_size")
+            over = Signal(name=f"q{i}_db_overflow")
+            db_ev = Signal(name=f"q{i}_db_write")
+            m.d.comb += [
+                c_seen.eq(C[i] + (cons_busy & (wq == i))),
+                size.eq(Const(1, 1) << qp.ring_log2),
+                over.eq((qp.doorbell - c_seen)[:32] > size),
+                db_ev.eq(qp.doorbell_we & ~resetting[i]),
+            ]
+            with m.If(db_ev & ~over):
+                m.d.sync += P[i].eq(qp.doorbell)
+
+            # halt causes, highest priority first
+            causes = [
+                (misaligned, ErrorCode.MISALIGNED, C[i]),
+                (db_ev & over, ErrorCode.RING_OVERFLOW, qp.doorbell),
+                fetch_causes[i],
+                (done & (req.halt | fin_bad), Mux(fin_bad, fin_code, req.status), rec_index),
+            ]
+            h_any = Signal(name=f"q{i}_halt_any")
+            h_code = Signal(8, name=f"q{i}_halt_code")
+            h_index = Signal(32, name=f"q{i}_halt_index")
+            m.d.comb += h_any.eq(Cat(*[c for c, _, _ in causes]).any())
+            for cond, code, index in reversed(causes):      # the last assignment wins
+                with m.If(cond):
+                    m.d.comb += [h_code.eq(code), h_index.eq(index)]
+            with m.If(h_any & ~halted[i]):
+                m.d.sync += [halted[i].eq(1), err[i].eq(h_code), err_index[i].eq(h_index)]
+            m.d.sync += qp.error_irq.eq(h_any)
+
+            # reset: request, acknowledge, complete once no completion of the queue is left
+            with m.If(qp.reset & ~resetting[i]):
+                m.d.sync += [resetting[i].eq(1), acked[i].eq(0)]
+            with m.Elif(resetting[i] & (qp.qreset_ack | ~self.fw_running)):
+                m.d.sync += acked[i].eq(1)
+            m.d.comb += reset_done[i].eq(resetting[i] & acked[i] & (pending[i] == 0))
+            with m.If(reset_done[i]):
+                m.d.sync += [P[i].eq(0), F[i].eq(0), C[i].eq(0), halted[i].eq(0), err[i].eq(0),
+                             err_index[i].eq(0), resetting[i].eq(0), acked[i].eq(0)]
+        return m

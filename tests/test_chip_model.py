@@ -1,0 +1,331 @@
+"""Whole-chip golden model: the real firmware on the ISS serving the command queues
+(docs/queues.md), driven through host registers and host memory by the driver-neutral scenarios
+of golden/queue_scenarios.py (the RTL chip test runs the same scenarios).
+
+Reproducibility: every random test uses ``SEED`` (``SEED=<n>`` in the environment, as
+``make test SEED=<n>`` exports it; otherwise a fresh seed per process) plus a fixed per-test
+offset, and prints it. Rerun a failure with ``SEED=<n> .venv/bin/python -m pytest
+tests/test_chip_model.py``.
+"""
+import os
+import random
+
+import numpy as np
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from driver import mmio_registers as M
+from driver import registers as R
+from driver.capabilities import Capabilities
+from driver.commands import encode
+from driver.descriptors import ErrorCode, Opcode
+from driver.firmware_image import FirmwareImage, FirmwareState
+from firmware import build as fw_build
+from golden import queue_scenarios as S
+from golden.chip_model import MMIO_BASE, ChipModel, unpack_record
+from hdl_gen.config import KakiConfig
+
+CAPS = Capabilities.from_config(KakiConfig(dim=4, spad_bank_rows=128, acc_bank_rows=128))
+HOST_BYTES = 1 << 18
+
+
+def _seed_from_env():
+    env = os.environ.get("SEED", "")
+    return int(env) if env else random.SystemRandom().randrange(1, 2**31)
+
+
+SEED = _seed_from_env()
+
+
+def seed(offset):
+    print(f"[chip model] SEED={SEED} (+{offset}) (rerun: SEED={SEED} .venv/bin/python -m pytest "
+          f"tests/test_chip_model.py)")
+    return SEED + offset
+
+
+def bimodal(rng):
+    """Engine delay: mostly quick, sometimes slow, so barriers and events really have to wait."""
+    return rng.integers(200, 800) if rng.random() < 0.15 else rng.integers(1, 30)
+
+
+@pytest.fixture(scope="module")
+def elf(tmp_path_factory):
+    return fw_build.build(tmp_path_factory.mktemp("fw") / "kaki_fw.elf")
+
+
+@pytest.fixture(scope="module")
+def image(elf):
+    return FirmwareImage.from_elf(elf)
+
+
+def chip(image, s=0, engine_delay=bimodal, **kw):
+    return ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=s, engine_delay=engine_delay, **kw)
+
+
+def words_bytes(words):
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
+def setup_queue(c, q, *, ring, log2, cpl, window=(0x20000, 0x10000)):
+    S.run_sync(S.configure(q, S.QueueConfig(ring, log2, cpl, *window)), c)
+    c.host_write(cpl, (0).to_bytes(4, "little"))
+
+
+# ------------------------------------------------------------------------------------ boot
+def test_boots_through_core_mem_and_reports(image):
+    c = ChipModel(CAPS, host_bytes=HOST_BYTES)
+    assert R.FW_STATUS.STATE.get(c.read(R.FW_STATUS)) == FirmwareState.RESET
+    version = S.run_sync(S.load_firmware(image), c)
+    assert version == fw_build.version()[1] == c.read(R.FW_VERSION)
+    c.run(2000)
+    st = R.FW_STATUS.decode(c.read(R.FW_STATUS))
+    assert st == {"STATE": FirmwareState.READY, "SLEEPING": 1}, "idle firmware sleeps in WFI"
+    assert c.iss.csr["mie"] & (1 << 11) and not c.iss.csr["mstatus"] & (1 << 3)
+    assert c.read(R.ID) == R.ID.MAGIC.reset
+    cq = R.CAP_QUEUES.decode(c.read(R.CAP_QUEUES))
+    assert cq == {"QUEUES": 4, "FIFO_DEPTH": 4, "PREFETCH": 4, "EVENTS": 16}
+    assert Capabilities.from_values(c.read).dim == CAPS.dim
+    t = c.read(R.TIMESTAMP)
+    c.run(10)
+    assert c.read(R.TIMESTAMP) == t + 10
+
+
+# ------------------------------------------------------------------------------------ DAG
+@pytest.mark.parametrize("k", range(3))
+def test_random_dag_on_all_queues(image, k):
+    s = seed(100 + k)
+    c = chip(image, s)
+    rep = S.run_sync(S.dag_scenario(CAPS, s, host_bytes=HOST_BYTES, jobs=40), c)
+    assert rep.descriptors > 100
+    print(f"{rep.descriptors} descriptors in {rep.cycles} cycles")
+
+
+def test_ring_wraps_many_times(image):
+    """Two-entry rings: every descriptor reuses a slot; the host refills as C advances."""
+    s = seed(200)
+    c = chip(image, s, engine_delay=(1, 20))
+    layout = S.Layout(HOST_BYTES)
+    wl, _ = S.build_dag(CAPS, s, layout, queues=(1, 2), jobs=12)
+    wl.configs = {q: S.QueueConfig(**{**cfg.__dict__, "log2": 1}) for q, cfg in wl.configs.items()}
+    rep = S.run_sync(S.run_workload(wl), c)
+    assert all(len(wl.streams[q]) > 8 for q in (1, 2))
+    assert rep.consumer == {q: len(wl.streams[q]) for q in (1, 2)}
+
+
+def test_event_timeline_wraps(image):
+    """Signals 0x7FFFFFF0, 0xFFFFFFE0, 0x10: each wait releases only after its own signal (an
+    unsigned compare would release the last one early), proven by the record timestamps."""
+    c = chip(image, engine_delay=3000)
+    layout = S.Layout(HOST_BYTES)
+    wl = S.Workload("event wrap", 0, CAPS, layout, {}, {0: [], 1: []})
+    data = layout.data_base
+    wl.init[data] = bytes(range(64))
+    for q in (0, 1):
+        wl.configs[q] = S.QueueConfig(layout.ring_base(q), 4, layout.cpl_base(q), data, 64)
+    load = dict(host_addr=data, host_row_stride=4, row_bytes=4, rows=1, planes=1, local_addr=0)
+    for v in (0x7FFF_FFF0, 0xFFFF_FFE0, 0x10):
+        wl.add(0, encode(Opcode.DMA_LOAD, **load))           # slow: the signal waits for it
+        sig = wl.add(0, encode(Opcode.SIGNAL_EVENT, event=5, value=v), event=(5, v))
+        wait = wl.add(1, encode(Opcode.WAIT_EVENT, event=5, value=v), event=(5, v))
+        wl.add(1, encode(Opcode.NOP))
+        wl.edges.append((sig, wait))
+    S.run_sync(S.run_workload(wl), c)
+    assert c.read(R.EVENT5) == 0x10
+
+
+def test_wait_state_and_event_stall_counter(image):
+    c = chip(image, engine_delay=5)
+    setup_queue(c, 0, ring=0x1000, log2=3, cpl=0x5000)
+    setup_queue(c, 1, ring=0x2000, log2=3, cpl=0x6000)
+    c.host_write(0x2000, words_bytes(encode(Opcode.WAIT_EVENT, event=3, value=9)))
+    c.write(R.Q_DOORBELL1, 1)
+    c.run(3000)
+    assert R.Q_STATUS1.WAITING.get(c.read(R.Q_STATUS1)) == 1
+    assert c.read(R.Q_CONSUMER1) == 0
+    stall = c.read(R.PERF_Q_EVENT_STALL1)
+    assert stall > 1000
+    assert R.FW_STATUS.SLEEPING.get(c.read(R.FW_STATUS)), "a queue blocked on an event lets the core sleep"
+    c.host_write(0x1000, words_bytes(encode(Opcode.SIGNAL_EVENT, event=3, value=9)))
+    c.write(R.Q_DOORBELL0, 1)
+    c.run_until_idle()
+    assert c.read(R.Q_CONSUMER0) == 1 and c.read(R.Q_CONSUMER1) == 1
+    assert R.Q_STATUS1.WAITING.get(c.read(R.Q_STATUS1)) == 0
+    assert c.read(R.PERF_Q_EVENT_STALL1) >= stall
+    assert c.read(R.EVENT3) == 9
+
+
+# ------------------------------------------------------------------------------------ errors
+@pytest.mark.parametrize("kind", sorted(S.ERROR_KINDS))
+def test_error_class_halts_only_its_queue(image, kind):
+    s = seed(300 + sorted(S.ERROR_KINDS).index(kind))
+    c = chip(image, s)
+    rep = S.run_sync(S.error_scenario(CAPS, s, kind, host_bytes=HOST_BYTES), c)
+    assert rep.phases and rep.phases[0].descriptors > 0
+    assert R.FW_STATUS.STATE.get(c.read(R.FW_STATUS)) == FirmwareState.READY
+
+
+def test_queue_reset_waits_for_commands_in_flight(image):
+    """RESET while forwarded commands run: RESETTING holds until they retired and their records
+    were written; then the indices restart at 0 and the queue runs again."""
+    c = chip(image, engine_delay=2000)
+    setup_queue(c, 2, ring=0x3000, log2=3, cpl=0x7000)
+    load = dict(host_addr=0x20000, host_row_stride=4, row_bytes=4, rows=1, planes=1)
+    for i in range(6):
+        c.host_write(0x3000 + 32 * i, words_bytes(encode(Opcode.DMA_LOAD, tag=i, local_addr=i, **load)))
+    c.write(R.Q_DOORBELL2, 6)
+    c.run(500)
+    assert c.read(R.Q_CONSUMER2) == 0
+    c.write(R.Q_CTRL2, R.Q_CTRL2.RESET.put(1) | R.Q_CTRL2.ENABLE.put(1))
+    assert R.Q_STATUS2.RESETTING.get(c.read(R.Q_STATUS2))
+    c.run(1000)
+    assert R.Q_STATUS2.RESETTING.get(c.read(R.Q_STATUS2)), "a forwarded command is still running"
+    c.run_until_idle()
+    st = R.Q_STATUS2.decode(c.read(R.Q_STATUS2))
+    assert st["RESETTING"] == 0 and st["ACTIVE"] == 1 and st["PREFETCHED"] == 0
+    assert c.read(R.Q_CONSUMER2) == 0 and c.read(R.Q_FETCH2) == 0
+    # The forwarded commands (4: the engine FIFO depth) completed and got records before.
+    recs = [unpack_record(c.host_read(0x7000 + 16 * (1 + i), 16)) for i in range(4)]
+    assert [r["tag"] for r in recs] == [0, 1, 2, 3] and all(r["status"] == 0 for r in recs)
+    assert c.read(R.PERF_Q_RETIRED2) == 4
+    c.host_write(0x3000, words_bytes(encode(Opcode.NOP, tag=77)))
+    c.write(R.Q_DOORBELL2, 1)
+    c.run_until_idle()
+    assert c.read(R.Q_CONSUMER2) == 1
+    assert unpack_record(c.host_read(0x7000 + 16, 16))["tag"] == 77
+
+
+# ------------------------------------------------------------------------------------ interrupts
+def test_irq_masking_and_w1c(image):
+    c = chip(image, engine_delay=3)
+    setup_queue(c, 3, ring=0x4000, log2=2, cpl=0x8000)
+    c.host_write(0x4000, words_bytes(encode(Opcode.NOP, irq=True, tag=1)))
+    c.host_write(0x4020, words_bytes(encode(Opcode.NOP, tag=2)))
+    c.write(R.Q_DOORBELL3, 2)
+    c.run_until_idle()
+    cpl3 = R.IRQ_STATUS.QUEUE_CPL.put(1 << 3)
+    assert c.read(R.IRQ_STATUS) == cpl3
+    assert not c.irq, "IRQ_ENABLE is 0 after reset"
+    c.write(R.IRQ_ENABLE, R.IRQ_ENABLE.QUEUE_ERROR.put(0xF))
+    assert not c.irq, "a masked cause does not raise the line"
+    c.write(R.IRQ_ENABLE, R.IRQ_ENABLE.QUEUE_CPL.put(1 << 3))
+    assert c.irq
+    c.write(R.IRQ_STATUS, R.IRQ_STATUS.QUEUE_CPL.put(1 << 2))     # another bit: no effect
+    assert c.irq and c.read(R.IRQ_STATUS) == cpl3
+    c.write(R.IRQ_STATUS, cpl3)
+    assert not c.irq and c.read(R.IRQ_STATUS) == 0
+    # A descriptor without flags.irq raises nothing; an error raises QUEUE_ERROR.
+    c.host_write(0x4040, words_bytes(encode(Opcode.NOP, tag=3)))
+    c.host_write(0x4060, words_bytes(encode(Opcode.WAIT_EVENT, event=99)))
+    c.write(R.IRQ_ENABLE, R.IRQ_ENABLE.QUEUE_CPL.put(0xF) | R.IRQ_ENABLE.QUEUE_ERROR.put(0xF))
+    c.write(R.Q_DOORBELL3, 4)
+    c.run_until_idle()
+    assert c.read(R.IRQ_STATUS) == R.IRQ_STATUS.QUEUE_ERROR.put(1 << 3) and c.irq
+    assert (c.read(R.Q_ERROR3), c.read(R.Q_ERROR_INDEX3)) == (ErrorCode.BAD_EVENT, 3)
+    c.write(R.IRQ_STATUS, R.IRQ_STATUS.QUEUE_ERROR.put(1 << 3))
+    assert not c.irq
+
+
+# ------------------------------------------------------------------------------------ firmware
+def test_firmware_reload_keeps_queues_going(image):
+    """Run work, reload the firmware through CORE_MEM_*, run more: the new firmware picks the
+    queues up at their current indices (no queue reset) and events restart at 0."""
+    s = seed(400)
+    c = chip(image, s)
+    S.run_sync(S.dag_scenario(CAPS, s, host_bytes=HOST_BYTES, jobs=15), c)
+    consumed = [c.read(R.REGISTERS[f"Q_CONSUMER{q}"]) for q in range(4)]
+    assert sum(consumed) > 20
+    assert S.run_sync(S.load_firmware(image), c) == fw_build.version()[1]
+    assert all(c.read(R.REGISTERS[f"EVENT{e}"]) == 0 for e in range(16))
+    rep = S.run_sync(S.dag_scenario(CAPS, s + 1, host_bytes=HOST_BYTES, jobs=15, fill_host=False), c)
+    assert rep.base == {q: consumed[q] for q in range(4)}
+
+
+def test_firmware_fault_reports_by_fw_msg_interrupt(elf, image):
+    """An illegal instruction: FW_FAULT_* and FW_STATUS FAULT, and FW_MSG raises the host IRQ."""
+    with open(elf, "rb") as f:
+        main = ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name("main")[0]["st_value"]
+    bad = bytearray(image.imem)
+    bad[main:main + 4] = b"\xff\xff\xff\xff"
+    c = ChipModel(CAPS, host_bytes=HOST_BYTES)
+    c.write(R.IRQ_ENABLE, R.IRQ_ENABLE.FW_MSG.put(1))
+    with pytest.raises(S.ScenarioTimeout, match="fault cause 0x2"):
+        S.run_sync(S.load_firmware(FirmwareImage(bytes(bad), image.dmem, 0)), c)
+    assert (c.read(R.FW_FAULT_PC), c.read(R.FW_FAULT_TVAL)) == (main, 0xFFFFFFFF)
+    assert c.irq and R.IRQ_STATUS.FW_MSG.get(c.read(R.IRQ_STATUS)) and c.read(R.FW_MSG) == 2
+    c.write(R.IRQ_STATUS, R.IRQ_STATUS.FW_MSG.put(1))
+    assert not c.irq
+    assert S.run_sync(S.load_firmware(image), c) == fw_build.version()[1]
+
+
+def test_firmware_cost_per_command(image):
+    """Instructions the firmware spends per engine command with the engines never the bottleneck
+    (one queue, 256 DMA loads): printed, and bounded so a regression shows."""
+    c = chip(image, engine_delay=1, fetch_latency=1, cpl_latency=1)
+    setup_queue(c, 0, ring=0x1000, log2=6, cpl=0x5000)
+    n, done = 256, 0
+    i0 = c.iss.instret
+    while c.read(R.Q_CONSUMER0) < n:
+        room = min(n, c.read(R.Q_CONSUMER0) + 64) - done
+        for i in range(done, done + room):
+            c.host_write(0x1000 + 32 * (i % 64), words_bytes(encode(
+                Opcode.DMA_LOAD, tag=i, host_addr=0x20000, host_row_stride=4, row_bytes=4, rows=1,
+                planes=1)))
+        if room:
+            done += room
+            c.write(R.Q_DOORBELL0, done)
+        c.run(500)
+    per_cmd = (c.iss.instret - i0) / n
+    print(f"firmware: {per_cmd:.0f} instructions per dispatched DMA command")
+    assert per_cmd < 250
+
+
+# ------------------------------------------------------------------------------------ host side
+def test_direct_submission_only_while_the_core_is_held(image):
+    c = ChipModel(CAPS, host_bytes=HOST_BYTES)
+    c.host[0x100:0x108] = np.arange(8, dtype=np.uint8)
+    load = encode(Opcode.DMA_LOAD, irq=True, tag=5, host_addr=0x100, host_row_stride=4, row_bytes=4,
+                  rows=2, planes=1, local_row_stride=1)
+    for reg, w in zip(R.CMD, load):
+        c.write(reg, w)
+    c.write(R.CMD_SUBMIT, 1)
+    assert c.read(R.DONE_DMA_LOAD) == 1 and c.read(R.IRQ_STATUS) == R.IRQ_STATUS.DMA_LOAD_DONE.mask
+    assert list(c.dev.spad[1]) == [4, 5, 6, 7]
+    # SIGNAL_EVENT means nothing to the dispatcher: BAD_OPCODE (docs: queue-level opcodes).
+    for reg, w in zip(R.CMD, encode(Opcode.SIGNAL_EVENT, tag=6, event=1, value=1)):
+        c.write(reg, w)
+    c.write(R.CMD_SUBMIT, 1)
+    info = R.ERROR_INFO.decode(c.read(R.ERROR_INFO))
+    assert info == {"CODE": ErrorCode.BAD_OPCODE, "OPCODE": Opcode.SIGNAL_EVENT, "TAG": 6}
+    c.write(R.IRQ_STATUS, 0xFFFFFFFF)
+    S.run_sync(S.load_firmware(image), c)
+    for reg, w in zip(R.CMD, load):
+        c.write(reg, w)
+    c.write(R.CMD_SUBMIT, 1)
+    assert c.read(R.DONE_DMA_LOAD) == 1, "not executed while the firmware owns dispatch"
+    assert R.ERROR_INFO.CODE.get(c.read(R.ERROR_INFO)) == 15     # DIRECT_SUBMIT
+
+
+def test_perf_counters_and_firmware_perf_window(image):
+    c = chip(image, engine_delay=50)
+    setup_queue(c, 0, ring=0x1000, log2=3, cpl=0x5000)
+    c.host_write(0x1000, words_bytes(encode(Opcode.DMA_LOAD, host_addr=0x20000, host_row_stride=8,
+                                            row_bytes=8, rows=2, planes=1, acc=1)))
+    c.write(R.Q_DOORBELL0, 1)
+    c.run_until_idle()
+    assert c.read(R.PERF_Q_RETIRED0) == 1 and c.read(R.PERF_DMA_LOAD_BYTES) == 16
+    assert c.read(R.PERF_DMA_LOAD_BUSY) >= 50
+    # The firmware reads any counter through PERF_SEL/PERF_VALUE (by its host CSR address).
+    c.regs.write(MMIO_BASE + M.PERF_SEL.addr, R.PERF_Q_RETIRED0.addr, 0xF)
+    assert c.regs.read(MMIO_BASE + M.PERF_VALUE.addr) == 1
+    c.regs.write(MMIO_BASE + M.PERF_SEL.addr, R.Q_CTRL0.addr, 0xF)
+    assert c.regs.read(MMIO_BASE + M.PERF_VALUE.addr) == 0
+    c.write(R.PERF_CTRL, R.PERF_CTRL.FREEZE.put(1))
+    cyc = c.read(R.PERF_CYCLES)
+    c.run(100)
+    assert c.read(R.PERF_CYCLES) == cyc
+    c.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1) | R.PERF_CTRL.FREEZE.put(1))
+    assert c.read(R.PERF_CYCLES) == 0 and c.read(R.PERF_Q_RETIRED0) == 0
+    assert c.read(R.PERF_CTRL) == R.PERF_CTRL.FREEZE.put(1), "CLEAR is a pulse, FREEZE is kept"
+    c.write(R.PERF_CTRL, 0)
+    c.run(10)
+    assert c.read(R.PERF_CYCLES) == 10
