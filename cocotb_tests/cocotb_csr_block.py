@@ -91,7 +91,9 @@ async def read_write_and_strobes(dut):
     await tb.write("CMD0", 0x11223344, strb=0b0100)
     assert await tb.read("CMD0") == (values[0] & ~0x00FF0000) | 0x00220000
     await tb.write("IRQ_ENABLE", 0xFFFFFFFF)
-    assert await tb.read("IRQ_ENABLE") == 0x1F   # only the defined bits exist
+    defined = sum(f.mask for f in tb.regs["IRQ_ENABLE"].fields)
+    assert defined != 0xFFFFFFFF
+    assert await tb.read("IRQ_ENABLE") == defined   # only the defined bits exist
 
 
 @cocotb.test()
