@@ -12,7 +12,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from driver import registers as R
 from driver.commands import encode
 from driver.completion import record_offset
-from driver.descriptors import Opcode
+from driver.descriptors import ErrorCode, Opcode
 from driver.firmware_image import FirmwareImage
 from golden import queue_scenarios as S
 
@@ -169,3 +169,144 @@ async def dispatch_overhead(dut):
         import json
         with open(out, "w") as f:
             json.dump({"samples": arr.tolist()}, f)
+
+
+# ------------------------------------------------------------------------------ directed tests
+
+class DirectedQueues:
+    """Queues set up by hand for directed tests: queue q's ring, completion area and window."""
+
+    LOG2 = 4
+
+    def __init__(self, tb, base=0x4_0000):
+        self.tb, self.base = tb, base
+        self.produced = {}
+
+    def ring(self, q):
+        return self.base + 0x1_0000 * q
+
+    def cpl(self, q):
+        return self.ring(q) + 0x1000
+
+    def window(self, q):
+        return self.ring(q) + 0x2000, 0x8000
+
+    async def setup(self, q):
+        wb, ws = self.window(q)
+        for reg, value in (("Q_RING_BASE", self.ring(q)), ("Q_RING_SIZE", self.LOG2),
+                           ("Q_CPL_BASE", self.cpl(q)), ("Q_WINDOW_BASE", wb),
+                           ("Q_WINDOW_SIZE", ws), ("Q_CTRL", 1)):
+            await self.tb.write(R.REGISTERS[f"{reg}{q}"], value)
+        self.produced[q] = 0
+
+    async def submit(self, q, *descs):
+        for words in descs:
+            slot = self.produced[q] % (1 << self.LOG2)
+            await self.tb.host.load(self.ring(q) + 32 * slot,
+                                    b"".join(w.to_bytes(4, "little") for w in words))
+            self.produced[q] += 1
+        await self.tb.write(R.REGISTERS[f"Q_DOORBELL{q}"], self.produced[q])
+
+    async def wait_retired(self, q, timeout_cycles=50_000):
+        for _ in range(timeout_cycles // 100):
+            if await self.tb.read(R.REGISTERS[f"Q_CONSUMER{q}"]) == self.produced[q]:
+                return
+            await ClockCycles(self.tb.dut.clk, 100)
+        status = R.Q_STATUS0.decode(await self.tb.read(R.REGISTERS[f"Q_STATUS{q}"]))
+        raise AssertionError(f"queue {q}: consumer did not reach {self.produced[q]} in "
+                             f"{timeout_cycles} cycles; Q_STATUS {status}, Q_ERROR "
+                             f"{await self.tb.read(R.REGISTERS[f'Q_ERROR{q}'])}")
+
+
+async def _irq_line(tb, cycles=20):
+    await ClockCycles(tb.dut.clk, cycles)
+    return int(tb.dut.irq.value)
+
+
+@cocotb.test()
+async def queue_irq_mask_and_ack(dut):
+    """QUEUE_CPL is set only for descriptors with flags.irq, QUEUE_ERROR when a queue halts; the
+    line follows IRQ_STATUS & IRQ_ENABLE; W1C clears exactly the bits written."""
+    tb, _ = await _boot(dut)
+    qs = DirectedQueues(tb)
+    for q in range(3):
+        await qs.setup(q)
+    await tb.write(R.IRQ_ENABLE, 0)
+    await qs.submit(0, encode(Opcode.NOP, irq=True, tag=1))
+    await qs.wait_retired(0)
+    await qs.submit(1, encode(Opcode.NOP, tag=2))
+    await qs.wait_retired(1)
+    status = await tb.read(R.IRQ_STATUS)
+    assert R.IRQ_STATUS.QUEUE_CPL.get(status) == 0b001, f"IRQ_STATUS {status:#x}"
+    assert await _irq_line(tb) == 0, "masked cause drove the line"
+    await tb.write(R.IRQ_ENABLE, R.IRQ_ENABLE.QUEUE_CPL.put(0b010))
+    assert await _irq_line(tb) == 0, "cause of queue 0 drove the line with only queue 1 enabled"
+    await tb.write(R.IRQ_ENABLE, R.IRQ_ENABLE.QUEUE_CPL.put(0b001) | R.IRQ_ENABLE.QUEUE_ERROR.put(0xF))
+    assert await _irq_line(tb) == 1, "enabled pending cause did not raise the line"
+    await tb.write(R.IRQ_STATUS, R.IRQ_STATUS.QUEUE_CPL.put(0b110))   # not the pending bit
+    assert await _irq_line(tb) == 1 and R.IRQ_STATUS.QUEUE_CPL.get(await tb.read(R.IRQ_STATUS)) == 1
+    await tb.write(R.IRQ_STATUS, R.IRQ_STATUS.QUEUE_CPL.put(0b001))
+    assert await _irq_line(tb) == 0, "W1C did not drop the line"
+    bad = [0x7F | (3 << 16), 0, 0, 0, 0, 0, 0, 0]
+    await qs.submit(2, encode(Opcode.NOP, tag=4), bad, encode(Opcode.NOP, tag=5))
+    for _ in range(100):
+        if R.Q_STATUS0.HALTED.get(await tb.read(R.Q_STATUS2)):
+            break
+        await ClockCycles(dut.clk, 100)
+    assert await _irq_line(tb) == 1, "queue error did not raise the line"
+    status = await tb.read(R.IRQ_STATUS)
+    assert R.IRQ_STATUS.QUEUE_ERROR.get(status) == 0b100 and R.IRQ_STATUS.QUEUE_CPL.get(status) == 0
+    assert await tb.read(R.Q_ERROR2) == ErrorCode.BAD_OPCODE
+    assert await tb.read(R.Q_ERROR_INDEX2) == 1 and await tb.read(R.Q_CONSUMER2) == 2
+    await tb.write(R.IRQ_STATUS, status)
+    assert await _irq_line(tb) == 0
+    # Queues 0 and 1 are unaffected by queue 2's halt.
+    await qs.submit(0, encode(Opcode.NOP, irq=True, tag=6))
+    await qs.wait_retired(0)
+    assert await _irq_line(tb) == 1
+
+
+@cocotb.test()
+async def queue_perf_counters(dut):
+    """PERF_* with queues: exact DMA bytes, retired counts per queue, event-wait stall cycles,
+    stall <= busy, FREEZE holds every counter and CLEAR zeroes them."""
+    tb, _ = await _boot(dut)
+    qs = DirectedQueues(tb)
+    for q in range(2):
+        await qs.setup(q)
+    dim = tb.caps.dim
+    (lb, _), (sb, _) = qs.window(0), qs.window(1)
+    await tb.host.load(lb, bytes(range(256)) * 16)
+    await tb.clear_perf()
+    await qs.submit(1, encode(Opcode.WAIT_EVENT, event=3, value=1),
+                    encode(Opcode.DMA_STORE, host_addr=sb, host_row_stride=dim, row_bytes=dim,
+                           rows=5, planes=1, local_addr=0, local_row_stride=1))
+    wait_start = await tb.read(R.TIMESTAMP)
+    await ClockCycles(dut.clk, 3000)
+    assert R.Q_STATUS0.WAITING.get(await tb.read(R.Q_STATUS1)) == 1, "queue 1 is not shown waiting"
+    await qs.submit(0, encode(Opcode.DMA_LOAD, host_addr=lb, host_row_stride=3 * dim, row_bytes=dim - 1,
+                              rows=7, planes=2, host_plane_stride=64, local_addr=0, local_row_stride=1),
+                    encode(Opcode.SIGNAL_EVENT, event=3, value=1))
+    await qs.wait_retired(0)
+    await qs.wait_retired(1)
+    wait_end = await tb.read(R.TIMESTAMP)
+    perf = {name: await tb.read(R.REGISTERS[name]) for name in R.REGISTERS if name.startswith("PERF_")
+            and name != "PERF_CTRL"}
+    assert perf["PERF_DMA_LOAD_BYTES"] == 7 * 2 * (dim - 1), perf
+    assert perf["PERF_DMA_STORE_BYTES"] == 5 * dim, perf
+    assert (perf["PERF_Q_RETIRED0"], perf["PERF_Q_RETIRED1"]) == (2, 2), perf
+    assert perf["PERF_Q_RETIRED2"] == perf["PERF_Q_RETIRED3"] == 0, perf
+    assert 2500 < perf["PERF_Q_EVENT_STALL1"] < wait_end - wait_start, perf
+    assert perf["PERF_Q_EVENT_STALL0"] == 0, perf
+    assert await tb.read(R.EVENT3) == 1
+    for eng in ("DMA_LOAD", "DMA_STORE"):
+        assert 0 < perf[f"PERF_{eng}_STALL"] <= perf[f"PERF_{eng}_BUSY"] <= perf["PERF_CYCLES"], (eng, perf)
+    await tb.write(R.PERF_CTRL, R.PERF_CTRL.FREEZE.put(1))
+    frozen = {name: await tb.read(R.REGISTERS[name]) for name in perf}
+    await qs.submit(0, encode(Opcode.DMA_LOAD, host_addr=lb, row_bytes=dim, rows=1, planes=1))
+    await qs.wait_retired(0)
+    again = {name: await tb.read(R.REGISTERS[name]) for name in perf}
+    assert again == frozen, {k: (frozen[k], again[k]) for k in perf if again[k] != frozen[k]}
+    await tb.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1) | R.PERF_CTRL.FREEZE.put(1))
+    cleared = {name: await tb.read(R.REGISTERS[name]) for name in perf}
+    assert not any(cleared.values()), cleared

@@ -48,3 +48,8 @@ def test_queue_errors(group):
 def test_dispatch_overhead():
     _run("dispatch_overhead", "dispatch_overhead",
          KAKI_OVERHEAD_JSON=str(simbuild.BUILD / "dispatch_overhead.json"))
+
+
+@pytest.mark.sim
+def test_queue_interrupts_and_perf():
+    _run("queue_irq_mask_and_ack,queue_perf_counters", "queue_irq_perf")
