@@ -199,5 +199,30 @@ async def firmware_boots_faults_and_reloads(dut):
     assert await tb.read(R.FW_FAULT_CAUSE) == 2
     assert await tb.read(R.FW_FAULT_PC) == main
     assert await tb.read(R.FW_FAULT_TVAL) == 0xFFFFFFFF
+    # The fault also reached the host as a firmware message (cause in FW_MSG) with its interrupt.
+    assert R.IRQ_STATUS.FW_MSG.get(await tb.read(R.IRQ_STATUS)) == 1
+    assert await tb.read(R.FW_MSG) == 2
     # Reload the good image: READY again.
     assert await tb.load_firmware(image) == version()[1]
+
+
+@cocotb.test()
+async def firmware_reads_perf(dut):
+    """The firmware reads performance counters through PERF_SEL/PERF_VALUE and messages the host:
+    a probe image (firmware/probes/perf_probe.c) reports PERF_DMA_LOAD_BYTES by FW_MSG."""
+    from driver.firmware_image import FirmwareImage
+
+    tb = ChipTB(dut)
+    caps = await tb.reset()
+    await tb.enable_irqs()
+    await tb.clear_perf()
+    await tb.host.load(0x1000, bytes(range(64)))
+    await tb.run_phases([[encode(Opcode.DMA_LOAD, irq=True, host_addr=0x1000, host_row_stride=caps.dim,
+                                 row_bytes=caps.dim - 3, rows=3, planes=1, local_row_stride=1)]])
+    expect = await tb.read(R.PERF_DMA_LOAD_BYTES)
+    assert expect == 3 * (caps.dim - 3), expect
+    await tb.load_firmware(FirmwareImage.from_elf(os.environ["KAKI_PROBE_ELF"]))
+    status = await tb.wait_irq(20_000, "the probe's FW_MSG")
+    assert R.IRQ_STATUS.FW_MSG.get(status), f"IRQ_STATUS {status:#x}"
+    msg = await tb.read(R.FW_MSG)
+    assert msg == expect, f"firmware read PERF_DMA_LOAD_BYTES as {msg:#x}, CSR says {expect:#x}"

@@ -26,6 +26,18 @@ def test_chip_firmware():
 
 
 @pytest.mark.sim
+def test_chip_firmware_reads_perf():
+    from filelock import FileLock
+
+    from firmware import build as fw_build
+    with FileLock(str(simbuild.BUILD / "firmware.lock")):
+        elf = fw_build.build(simbuild.BUILD / "firmware" / "perf_probe.elf",
+                             [fw_build.FW / "probes" / "perf_probe.c"])
+    simbuild.run(soc_target(8), "cocotb_tests.cocotb_chip", testcase="firmware_reads_perf",
+                 tag="firmware_perf", extra_env={"KAKI_PROBE_ELF": str(elf)})
+
+
+@pytest.mark.sim
 def test_chip_errors_and_interrupts():
     simbuild.run(soc_target(8), "cocotb_tests.cocotb_chip",
                  testcase="errors_are_precise_and_isolated,interrupt_mask_and_ack,dma_overlaps_gemm",

@@ -26,14 +26,16 @@ def version():
     return (major, minor, patch), (major << 16) | (minor << 8) | patch
 
 
-def build(out=ELF):
-    """Compile and link the firmware; return the ELF path. Raises RuntimeError with clang's output."""
+def build(out=ELF, sources=None):
+    """Compile and link the firmware (or, with ``sources``, a test image from start.S and those C
+    files); return the ELF path. Raises RuntimeError with clang's output."""
     out = Path(out)
+    sources = SOURCES if sources is None else [FW / "start.S", *sources]
     out.parent.mkdir(parents=True, exist_ok=True)
     _, packed = version()
     cmd = [sys.executable, "-m", "ziglang", "cc", *CFLAGS, f"-DKAKI_FW_VERSION={packed:#x}",
            f"-I{FW / 'include'}", f"-I{FW}", "-T", str(FW / "link.ld"), "-o", str(out),
-           *map(str, SOURCES)]
+           *map(str, sources)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"firmware build failed:\n{' '.join(cmd)}\n{res.stdout}{res.stderr}")

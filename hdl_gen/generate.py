@@ -65,7 +65,8 @@ def registers_py(rdl=regmap.RDL):
 
 def _peakrdl(exporter_call, suffix, rdl=regmap.RDL):
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / f"out{suffix}"
+        # The file name becomes the C include guard: it must differ between the headers.
+        out = Path(tmp) / f"{rdl.stem}{suffix}"
         exporter_call(_rdl_root(rdl).top, str(out))
         return out.read_text()
 
