@@ -12,10 +12,21 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 import golden.rv32_asm as A
-from golden.rv32_iss import RV32ISS, CommitRecord, trace_key
+from driver import mmio_registers as MR
+from driver import registers as R
+from driver.capabilities import Capabilities
+from driver.commands import encode
+from driver.completion import RECORD_BYTES, unpack_record
+from driver.descriptors import ErrorCode, Opcode
+from driver.firmware_image import FirmwareImage, FirmwareState
+from firmware import build as fw_build
+from golden import queue_scenarios as S
+from golden.chip_model import ChipModel
+from golden.rv32_iss import CYCLE_CSRS, RV32ISS, CommitRecord, trace_key
+from hdl_gen.config import KakiConfig
 
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 HALT = A.HALT_INSN
@@ -1101,3 +1112,351 @@ async def t_trace_irq(dut):
     assert irqs > 10 * n_progs, f"only {irqs} interrupts taken"
     dut._log.info(f"t_trace_irq: {n_progs} programs, {total} commit records compared, "
                   f"{irqs} of them interrupts (KAKI_SEED={seed})")
+
+
+# ------------------------------------------------------------------------------------------------
+# The real firmware: RTL core against the golden chip model's hardware, trace compared with the ISS
+
+FW_CAPS = Capabilities.from_config(KakiConfig(dim=4, spad_bank_rows=128, acc_bank_rows=128))
+FW_HOST_BYTES = 1 << 18
+INSN_WFI = A.wfi()
+CAUSE_IRQ = 0x8000_000B
+
+
+def _reads_cycle_csr(rec):
+    """The record is a CSR instruction that wrote an ``mcycle*``/``cycle*`` value to a register
+    (the value trace_key blanks)."""
+    return (not rec.trap and rec.rd and (rec.insn & 0x7F) == 0x73 and (rec.insn >> 12) & 3
+            and (rec.insn >> 20) in CYCLE_CSRS)
+
+
+def _bimodal(rng):
+    """Engine delay: mostly quick, sometimes slow, so barriers and events really have to wait and
+    the firmware polls busy engines (tests/test_chip_model.py uses the same shape)."""
+    return rng.integers(150, 700) if rng.random() < 0.15 else rng.integers(1, 30)
+
+
+class FirmwareBench:
+    """The RTL core running the firmware, its MMIO answered by a :class:`ChipModel`'s hardware.
+
+    One :meth:`ChipModel._tick` per RTL clock cycle (the model's own ISS never runs); the core's
+    ``irq`` input is the model's firmware interrupt ``(WORK & ~WORK_MASK) != 0`` after that cycle's
+    step. The commit trace, the irq level in each commit cycle and every MMIO access (reads with
+    the value returned) are recorded for the ISS replay. The methods ``read``/``write``/
+    ``host_read``/``host_write``/``wait`` make it a device for ``golden.queue_scenarios.run_async``
+    (the test acts as host on the chip model while the RTL runs).
+
+    While the core sleeps with ``irq`` low nothing but the model can change, so those cycles are
+    stepped in the model alone and the simulator is advanced by the same count at once.
+    """
+
+    def __init__(self, dut, chip, rng, *, mmio_delay=(0, 0)):
+        self.dut, self.chip, self.rng = dut, chip, rng
+        self.mmio_delay = mmio_delay
+        self.records = []          # CommitRecord per RTL commit
+        self.irq_at = []           # irq input level in each record's commit cycle
+        self.mmio_log = []         # (we, addr, data, wstrb): data read or written, in order
+        self.cycle = 0
+        self.irq = False
+        self.pend = None           # [addr, we, wdata, wstrb, delay] of the MMIO request
+        self.ack_high = False
+        self.after_wfi = False     # the last record was a WFI: the core may be asleep
+        self.ff = False            # the core sleeps with irq low: fast-forward the next cycles
+        self.sleep_cycles = 0      # cycles fast-forwarded asleep
+        self.sleeps = 0            # times the core was seen asleep after a WFI
+
+    # ---------------------------------------------------------------- scenario device
+    async def read(self, reg):
+        return self.chip.read(reg)
+
+    async def write(self, reg, value):
+        self.chip.write(reg, value)
+
+    async def host_read(self, addr, n):
+        return self.chip.host_read(addr, n)
+
+    async def host_write(self, addr, data):
+        self.chip.host_write(addr, data)
+
+    async def wait(self, cycles):
+        await self.run(cycles)
+
+    # ---------------------------------------------------------------- clocking
+    async def run(self, n, until=None):
+        """Clock ``n`` cycles (fewer if ``until()`` becomes true after a cycle)."""
+        d, chip, regs = self.dut, self.chip, self.chip.regs
+        clk = d.clk
+        tick = chip._tick
+        records, irq_at, log = self.records, self.irq_at, self.mmio_log
+        end = self.cycle + n
+        while self.cycle < end:
+            ack = False
+            if self.ff:
+                k = 0
+                while self.cycle + k < end:
+                    tick()
+                    k += 1
+                    if chip.iss.irq:
+                        break
+                await ClockCycles(clk, k)
+                self.cycle += k
+                self.sleep_cycles += k
+                self.ff = not chip.iss.irq          # else still asleep at the end of the run
+            else:
+                await RisingEdge(clk)
+                self.cycle += 1
+                p = self.pend
+                if p is not None:
+                    if p[4] == 0:
+                        addr, we, wdata, wstrb = p[0], p[1], p[2], p[3]
+                        if we:
+                            regs.write(addr, wdata, wstrb)
+                            log.append((1, addr, wdata, wstrb))
+                        else:
+                            v = regs.read(addr) & MASK32
+                            d.mmio_rdata.value = v
+                            log.append((0, addr, v, wstrb))
+                        d.mmio_ack.value = 1
+                        ack = True
+                        self.pend = None
+                    else:
+                        p[4] -= 1
+                if self.ack_high and not ack:
+                    d.mmio_ack.value = 0
+                self.ack_high = ack
+                tick()
+            irq = chip.iss.irq
+            if irq != self.irq:
+                d.irq.value = int(irq)
+                self.irq = irq
+            await ReadOnly()
+            if d.trace_valid.value:
+                rec = CommitRecord(int(d.trace_pc.value), int(d.trace_insn.value),
+                                   int(d.trace_rd.value), int(d.trace_value.value),
+                                   bool(int(d.trace_trap.value)), int(d.trace_cause.value))
+                records.append(rec)
+                irq_at.append(irq)
+                self.after_wfi = rec.insn == INSN_WFI and not rec.trap
+            if not ack and self.pend is None:
+                if d.mmio_req.value:
+                    self.pend = [int(d.mmio_addr.value), int(d.mmio_we.value),
+                                 int(d.mmio_wdata.value), int(d.mmio_wstrb.value),
+                                 self.rng.randint(*self.mmio_delay)]
+                elif self.after_wfi and not irq and d.sleeping.value:
+                    self.ff = True
+                    self.sleeps += 1
+                    self.after_wfi = False
+            if until is not None and until():
+                break
+        return self.cycle
+
+
+class ReplayMMIO:
+    """The ISS's MMIO device: replays the RTL's MMIO accesses in order, checking each one."""
+
+    class Differs(AssertionError):
+        pass
+
+    def __init__(self, log):
+        self.log = log
+        self.pos = 0
+
+    def _next(self, what):
+        if self.pos >= len(self.log):
+            raise self.Differs(f"ISS makes MMIO access #{self.pos} ({what}) but the RTL made only "
+                               f"{len(self.log)}")
+        e = self.log[self.pos]
+        self.pos += 1
+        return e
+
+    @staticmethod
+    def _fmt(e):
+        we, addr, data, wstrb = e
+        return (f"write {addr:#010x} = {data:#010x} wstrb {wstrb:#x}" if we
+                else f"read {addr:#010x} (returned {data:#010x})")
+
+    def read(self, addr):
+        e = self._next(f"read {addr:#010x}")
+        if e[0] or e[1] != addr:
+            raise self.Differs(f"MMIO access #{self.pos - 1}: ISS reads {addr:#010x}, RTL "
+                               f"{self._fmt(e)}")
+        return e[2]
+
+    def write(self, addr, value, wstrb):
+        e = self._next(f"write {addr:#010x} = {value:#010x}")
+        if (e[0], e[1], e[2], e[3]) != (1, addr, value & MASK32, wstrb):
+            raise self.Differs(f"MMIO access #{self.pos - 1}: ISS writes {addr:#010x} = "
+                               f"{value:#010x} wstrb {wstrb:#x}, RTL {self._fmt(e)}")
+
+
+def replay_on_iss(elf, records, irq_at, mmio_log):
+    """Run the ISS on ``elf`` for as many steps as the RTL committed records and compare each
+    record (``trace_key``). Inputs the RTL saw are fed to the ISS at the same instruction
+    boundaries:
+
+    * MMIO read data, in order (:class:`ReplayMMIO`, which also checks address, direction, write
+      data and strobes);
+    * the ``irq`` level: before step *k* the level the RTL core saw when record *k* committed
+      (the cycle an interrupt trap or a CSR read samples it), and 1 for the step after a WFI (the
+      RTL left WFI, which only ``irq & mie.MEIE`` does);
+    * the values read from ``mcycle*``/``cycle*`` (cycle counts differ by design; trace_key does
+      not compare them), written into the ISS's destination register after the step, so the
+      firmware's watchdog arithmetic follows the same path.
+
+    Returns (records compared, interrupt records, WFI records)."""
+    mmio = ReplayMMIO(mmio_log)
+    iss = RV32ISS.from_elf(elf, dmem_size=16384, mmio=mmio)
+    regs = iss.regs
+    step, set_irq = iss.step, iss.set_irq
+    prev_wfi = False
+    irqs = wfis = 0
+    for n, rec in enumerate(records):
+        set_irq(prev_wfi or irq_at[n])
+        try:
+            exp = step()
+        except ReplayMMIO.Differs as e:
+            prev = "\n    ".join(fmt(r) for r in records[max(0, n - 5):n])
+            raise Mismatch(f"commit record #{n} (RTL pc={rec.pc:#010x}): {e}\n  RTL: {fmt(rec)}\n"
+                           f"  previous records (equal on both sides):\n    {prev}") from None
+        if exp is None:
+            raise Mismatch(f"ISS asleep at record #{n} while the RTL committed {fmt(rec)}")
+        if trace_key(rec) != trace_key(exp):
+            compare(rec, exp, records[max(0, n - 5):n], n)
+        if _reads_cycle_csr(rec):
+            regs[rec.rd] = rec.value
+        prev_wfi = exp.insn == INSN_WFI and not exp.trap
+        wfis += prev_wfi
+        irqs += rec.trap and rec.cause == CAUSE_IRQ
+    if mmio.pos != len(mmio_log):
+        raise Mismatch(f"the ISS made {mmio.pos} MMIO accesses in {len(records)} records, the RTL "
+                       f"{len(mmio_log)}; next RTL access: {ReplayMMIO._fmt(mmio_log[mmio.pos])}")
+    return len(records), irqs, wfis
+
+
+def _mmio_counts(log):
+    """{register name: (writes, nonzero writes)} of the MMIO writes in ``log``."""
+    names = {r.addr: n for n, r in MR.REGISTERS.items()}
+    out = {}
+    for we, addr, data, _ in log:
+        if we:
+            name = names.get(addr - MMIO, hex(addr))
+            w, nz = out.get(name, (0, 0))
+            out[name] = (w + 1, nz + (data != 0))
+    return out
+
+
+async def event_wait_blocks(fb):
+    """Directed: a WAIT_EVENT on queue 1 blocks (Q_WAIT, WORK_MASK, the core sleeps) until a
+    SIGNAL_EVENT submitted much later on queue 0 releases it; both complete with OK."""
+    chip = fb.chip
+    cfgs = {q: S.QueueConfig(0x1000 + 0x1000 * q, 3, 0x8000 + 0x1000 * q, 0x20000, 0x1000)
+            for q in (0, 1)}
+    for q, cfg in cfgs.items():
+        await S.run_async(S.configure(q, cfg), fb)
+        chip.host_write(cfg.cpl_base, bytes(4))
+    event, value = 3, 0x1234
+
+    def submit(q, words):
+        chip.host_write(cfgs[q].ring_base, b"".join(w.to_bytes(4, "little") for w in words))
+        chip.write(R.REGISTERS[f"Q_DOORBELL{q}"], 1)
+    submit(1, encode(Opcode.WAIT_EVENT, event=event, value=value, tag=0x51))
+    await fb.run(3000)
+    assert R.Q_STATUS1.WAITING.get(chip.read(R.Q_STATUS1)), "WAIT_EVENT did not block"
+    assert chip.read(R.Q_CONSUMER1) == 0 and fb.ff, "the firmware should sleep on a blocked queue"
+    submit(0, encode(Opcode.SIGNAL_EVENT, event=event, value=value, tag=0x50))
+    await fb.run(20_000, until=lambda: chip.read(R.Q_CONSUMER1) == 1 and fb.ff)
+    for q, op in ((0, Opcode.SIGNAL_EVENT), (1, Opcode.WAIT_EVENT)):
+        assert chip.read(R.REGISTERS[f"Q_CONSUMER{q}"]) == 1
+        rec = unpack_record(chip.host_read(cfgs[q].record_addr(0), RECORD_BYTES))
+        assert (rec["opcode"], rec["status"], rec["index"]) == (op, ErrorCode.OK, 0), rec
+    assert chip.read(R.REGISTERS[f"EVENT{event}"]) == value
+
+
+@cocotb.test()
+async def t_firmware_trace(dut):
+    """The firmware ELF on the RTL core, serving real queue work on a golden ChipModel (its
+    hardware steps once per RTL cycle and answers the core's MMIO; the test is the host): queue
+    scenarios of golden/queue_scenarios.py with DMA/GEMM/VECTOR jobs, NOP, BARRIER,
+    SIGNAL/WAIT_EVENT, an injected error (BAD_OPCODE, plus a seeded second kind) with the queue
+    reset afterwards, and engine delays long enough for WFI and blocked queues. The scenario
+    scoreboard checks every record and status; then the ISS replays the run (same MMIO read data,
+    irq at the same boundaries) and every commit record is compared."""
+    seed = seed_of(dut, "t_firmware_trace")
+    elf = os.environ["KAKI_FW_ELF"]
+    image = FirmwareImage.from_elf(elf)
+    rng = random.Random(seed)
+    chip = ChipModel(FW_CAPS, host_bytes=FW_HOST_BYTES, seed=seed, engine_delay=_bimodal,
+                     fetch_latency=(2, 40), cpl_latency=(2, 30))
+    chip.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(1))          # its ISS is never stepped
+    tb = Tb(dut, rng)
+    await tb.start()
+    stalls = rng.random() < 0.5
+    dut.imem_stall.value = rng.randrange(16, 64) if stalls else 0
+    dut.dmem_stall.value = rng.randrange(16, 64) if stalls else 0
+    imem = image.imem + bytes(-len(image.imem) % 4)
+    dmem = image.dmem + bytes(-len(image.dmem) % 4)
+    words = [int.from_bytes(imem[i:i + 4], "little") for i in range(0, len(imem), 4)]
+    dwords = {DMEM + i: int.from_bytes(dmem[i:i + 4], "little") for i in range(0, len(dmem), 4)}
+    await tb.load(words, dmem={a: w for a, w in dwords.items() if w})
+    fb = FirmwareBench(dut, chip, rng, mmio_delay=(0, 3) if stalls else (0, 1))
+
+    def ready_and_asleep():
+        return (MR.FW_STATUS.STATE.get(chip.regs[MR.FW_STATUS]) == FirmwareState.READY
+                and fb.ff)
+    await fb.run(50_000, until=ready_and_asleep)
+    assert ready_and_asleep(), f"firmware not READY and asleep after boot: {chip.fault_summary()}"
+    assert chip.regs[MR.FW_VERSION] == fw_build.version()[1]
+
+    await event_wait_blocks(fb)
+    # Work. Kinds the firmware decides itself or recovers from (the watchdog polls mcycle).
+    kinds = ["bad_opcode", rng.choice(["bad_event", "reserved_flags", "reserved_event",
+                                       "watchdog_gemm", "watchdog_vec", "window", "ring_overflow"])]
+    jobs = 24 if REGRESS else 10
+    if REGRESS:
+        kinds += rng.sample(sorted(S.ERROR_KINDS), 3)
+    summary = []
+    for i, kind in enumerate(kinds):
+        sseed = seed + 1000 * i
+        rep = await S.run_async(S.error_scenario(FW_CAPS, sseed, kind, host_bytes=FW_HOST_BYTES,
+                                                 jobs=jobs, poll=150, budget=600_000,
+                                                 watchdog=3000), fb)
+        n_desc = rep.descriptors + sum(p.descriptors for p in rep.phases)
+        summary.append(f"{kind}: {n_desc} descriptors")
+        await fb.run(rng.randrange(200, 2000))                # idle: the firmware sleeps
+    dag = await S.run_async(S.dag_scenario(FW_CAPS, seed + 7, host_bytes=FW_HOST_BYTES,
+                                           jobs=jobs, poll=150, budget=600_000,
+                                           fill_host=False), fb)
+    summary.append(f"dag: {dag.descriptors} descriptors")
+    # Let the in-flight instruction commit and the core go back to sleep.
+    await fb.run(5000, until=lambda: fb.ff)
+    check_no_bus_err(dut)
+    assert MR.FW_STATUS.STATE.get(chip.regs[MR.FW_STATUS]) == FirmwareState.READY, \
+        chip.fault_summary()
+    assert chip.now == fb.cycle, (chip.now, fb.cycle)
+
+    # The firmware's paths ran: forwards to every engine, retirements, completions (one halting),
+    # events, a WAIT_EVENT that blocked, a queue reset, blocked queues masked, and sleeps.
+    counts = _mmio_counts(fb.mmio_log)
+    retire_bits = 0
+    cpl_halts = 0
+    for we, addr, data, _ in fb.mmio_log:
+        if we and addr - MMIO == MR.RETIRE_POP.addr:
+            retire_bits |= MR.RETIRE_POP.ENGINE.get(data)
+        if we and addr - MMIO == MR.CPL.addr:
+            cpl_halts += MR.CPL.HALT.get(data)
+    need = {"FORWARD": 20, "CPL": 40, "Q_POP": 10, "QRESET_ACK": len(kinds), "WORK_MASK": 1,
+            "Q_WAIT": 1}
+    missing = {k: counts.get(k, (0, 0)) for k, v in need.items() if counts.get(k, (0, 0))[1] < v}
+    assert not missing, f"firmware paths not exercised (writes, nonzero writes): {missing}"
+    assert any(k.startswith("EVENT") for k in counts), "no SIGNAL_EVENT reached EVENT[]"
+    assert retire_bits == 0xF, f"engines retired: {retire_bits:#x}"
+    assert cpl_halts >= 1, "no halting completion request (the error path did not run)"
+    assert fb.sleeps >= 5, f"the core slept only {fb.sleeps} times"
+
+    # The ISS on the same ELF with the same inputs: every record compared.
+    n, irqs, wfis = replay_on_iss(elf, fb.records, fb.irq_at, fb.mmio_log)
+    assert n >= (60_000 if REGRESS else 20_000), f"only {n} instructions compared"
+    dut._log.info(f"t_firmware_trace: {n} commit records compared with the ISS ({wfis} WFI, "
+                  f"{irqs} interrupts, {len(fb.mmio_log)} MMIO accesses) over {fb.cycle} cycles "
+                  f"({fb.sleep_cycles} asleep, {fb.sleeps} sleeps); stalls={stalls}; "
+                  f"{'; '.join(summary)} (KAKI_SEED={seed})")

@@ -51,5 +51,5 @@ def test_dispatch_overhead():
 
 
 @pytest.mark.sim
-def test_queue_interrupts_and_perf():
-    _run("queue_irq_mask_and_ack,queue_perf_counters", "queue_irq_perf")
+def test_queue_directed():
+    _run("queue_irq_mask_and_ack,queue_perf_counters,queue_load_compute_overlap", "queue_directed")

@@ -223,12 +223,24 @@ def test_rv32_core_ports():
 SIM_TESTS = [
     "t_alu", "t_shifts", "t_lui_auipc", "t_branches", "t_jumps", "t_loads_stores", "t_mmio",
     "t_muldiv", "t_csr", "t_traps", "t_fetch_faults", "t_wfi_irq", "t_irq_masking", "t_cpi",
-    "t_trace_random", "t_trace_irq",
+    "t_trace_random", "t_trace_irq", "t_firmware_trace",
 ]
+# Tests that run the firmware ELF (built first, as test_chip.py::test_chip_firmware does).
+FIRMWARE_TESTS = {"t_firmware_trace"}
+
+
+def _firmware_elf():
+    from filelock import FileLock
+
+    from firmware import build as fw_build
+    with FileLock(str(simbuild.BUILD / "firmware.lock")):
+        return fw_build.build()
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("test", SIM_TESTS)
 def test_rv32_core_sim(test):
-    simbuild.run(_target(), "cocotb_tests.cocotb_rv32_core", testcase=test,
-                 extra_env={"KAKI_REGRESS": "1" if REGRESS else "0"})
+    env = {"KAKI_REGRESS": "1" if REGRESS else "0"}
+    if test in FIRMWARE_TESTS:
+        env["KAKI_FW_ELF"] = str(_firmware_elf())
+    simbuild.run(_target(), "cocotb_tests.cocotb_rv32_core", testcase=test, extra_env=env)
