@@ -164,11 +164,24 @@ async def dispatch_overhead(dut):
                           "engine done (last R beat) -> completion record AW",
                           "engine done -> consumer write-back B"), arr.T):
         tb.log.info(f"  {name}: median {int(np.median(col))}, min {col.min()}, max {col.max()}")
+    # Throughput when the control plane is the bottleneck: back-to-back NOPs (firmware only) and
+    # one-row DMA loads (firmware + engine), 48 each, from a full ring.
+    qs = DirectedQueues(tb, base=0x8_0000, log2=6)
+    await qs.setup(1)
+    rates = {}
+    for name, words in (("NOP", encode(Opcode.NOP)),
+                        ("1-row DMA_LOAD", encode(Opcode.DMA_LOAD, host_addr=qs.window(1)[0],
+                                                  row_bytes=tb.caps.dim, rows=1, planes=1))):
+        t0 = await tb.read(R.TIMESTAMP)
+        await qs.submit(1, *[words] * 48)
+        await qs.wait_retired(1, 200_000)
+        rates[name] = (await tb.read(R.TIMESTAMP) - t0) / 48
+        tb.log.info(f"  back-to-back {name}: {rates[name]:.0f} cycles per descriptor (doorbell to last consumer write, incl. polling)")
     out = os.environ.get("KAKI_OVERHEAD_JSON")
     if out:
         import json
         with open(out, "w") as f:
-            json.dump({"samples": arr.tolist()}, f)
+            json.dump({"samples": arr.tolist(), "cycles_per_descriptor": rates}, f)
 
 
 # ------------------------------------------------------------------------------ directed tests

@@ -1408,23 +1408,33 @@ async def t_firmware_trace(dut):
     assert chip.regs[MR.FW_VERSION] == fw_build.version()[1]
 
     await event_wait_blocks(fb)
-    # Work. Kinds the firmware decides itself or recovers from (the watchdog polls mcycle).
-    kinds = ["bad_opcode", rng.choice(["bad_event", "reserved_flags", "reserved_event",
-                                       "watchdog_gemm", "watchdog_vec", "window", "ring_overflow"])]
-    jobs = 24 if REGRESS else 10
+    # Work: BAD_OPCODE (decided by the firmware) and a seeded second error kind; with
+    # KAKI_REGRESS every kind of golden.queue_scenarios.ERROR_KINDS, in a seeded order.
+    others = sorted(set(S.ERROR_KINDS) - {"bad_opcode"})
     if REGRESS:
-        kinds += rng.sample(sorted(S.ERROR_KINDS), 3)
+        kinds = ["bad_opcode"] + rng.sample(others, len(others))
+    else:
+        kinds = ["bad_opcode", rng.choice(others)]
+    jobs = 16
     summary = []
+
+    def disable_queues():
+        # The scenarios expect inactive queues (configuration checks run on activation); the
+        # queues are idle between scenarios and keep their indices.
+        for q in range(S.QUEUES):
+            chip.write(R.REGISTERS[f"Q_CTRL{q}"], 0)
     for i, kind in enumerate(kinds):
         sseed = seed + 1000 * i
+        disable_queues()
         rep = await S.run_async(S.error_scenario(FW_CAPS, sseed, kind, host_bytes=FW_HOST_BYTES,
                                                  jobs=jobs, poll=150, budget=600_000,
                                                  watchdog=3000), fb)
         n_desc = rep.descriptors + sum(p.descriptors for p in rep.phases)
         summary.append(f"{kind}: {n_desc} descriptors")
         await fb.run(rng.randrange(200, 2000))                # idle: the firmware sleeps
+    disable_queues()
     dag = await S.run_async(S.dag_scenario(FW_CAPS, seed + 7, host_bytes=FW_HOST_BYTES,
-                                           jobs=jobs, poll=150, budget=600_000,
+                                           jobs=40 if REGRESS else jobs, poll=150, budget=600_000,
                                            fill_host=False), fb)
     summary.append(f"dag: {dag.descriptors} descriptors")
     # Let the in-flight instruction commit and the core go back to sleep.
@@ -1451,12 +1461,14 @@ async def t_firmware_trace(dut):
     assert any(k.startswith("EVENT") for k in counts), "no SIGNAL_EVENT reached EVENT[]"
     assert retire_bits == 0xF, f"engines retired: {retire_bits:#x}"
     assert cpl_halts >= 1, "no halting completion request (the error path did not run)"
-    assert fb.sleeps >= 5, f"the core slept only {fb.sleeps} times"
+    assert fb.sleeps >= 3, f"the core slept only {fb.sleeps} times"
 
     # The ISS on the same ELF with the same inputs: every record compared.
     n, irqs, wfis = replay_on_iss(elf, fb.records, fb.irq_at, fb.mmio_log)
-    assert n >= (60_000 if REGRESS else 20_000), f"only {n} instructions compared"
+    assert n >= (200_000 if REGRESS else 20_000), f"only {n} instructions compared"
     dut._log.info(f"t_firmware_trace: {n} commit records compared with the ISS ({wfis} WFI, "
                   f"{irqs} interrupts, {len(fb.mmio_log)} MMIO accesses) over {fb.cycle} cycles "
                   f"({fb.sleep_cycles} asleep, {fb.sleeps} sleeps); stalls={stalls}; "
                   f"{'; '.join(summary)} (KAKI_SEED={seed})")
+    dut._log.info("t_firmware_trace: firmware MMIO writes (all, nonzero): "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))

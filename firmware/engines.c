@@ -29,6 +29,8 @@ int engine_has_room(unsigned e) { return eng[e].count < KAKI_ENGINE_FIFO_DEPTH; 
 
 int engines_busy(void) { return busy != 0; }
 
+int32_t engines_until_check(void) { return (int32_t)(next_check - read_mcycle()); }
+
 void engine_forwarded(unsigned e, uint32_t tag)
 {
     struct engine *en = &eng[e];

@@ -103,6 +103,8 @@ void engine_forwarded(unsigned e, uint32_t tag);
 int engines_retire(uint32_t work);
 int engines_watchdog(void);
 int engines_busy(void);
+/* Cycles until the next watchdog check is due (<= 0: due now). */
+int32_t engines_until_check(void);
 
 /* queues.c: per-queue pending descriptors, completion requests, resets and dispatch. */
 void queues_init(void);

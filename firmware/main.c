@@ -44,7 +44,8 @@ uint32_t kaki_trap(uint32_t mcause, uint32_t mepc, uint32_t mtval)
 
 static void __attribute__((noreturn)) serve(void)
 {
-    uint32_t mask = 0;   /* WORK_MASK as last written (it resets to 0 with the core) */
+    /* WORK_MASK as last written (its reset value: no queue masked, the timer off). */
+    uint32_t mask = FIELD_PUT(WORK_MASK, TIMER, 1);
     for (;;) {
         uint32_t work = MMIO->WORK;
         int stalled = 0;
@@ -54,14 +55,22 @@ static void __attribute__((noreturn)) serve(void)
         progress += queues_reset(work);
         progress += queues_dispatch(work, &blocked);
         progress += engines_watchdog();
-        /* Sleep only when nothing can change without an interrupt. A hung engine raises no WORK
-         * bit (there is no timer), so while an engine holds commands the loop keeps polling for
-         * the watchdog; records held back by a full completion writer need polling too. */
-        if (progress || stalled || engines_busy())
+        /* Sleep only when nothing can change without an interrupt. Records held back by a full
+         * completion writer need polling (the writer frees slots without a WORK bit). */
+        if (progress || stalled)
             continue;
-        if (blocked != mask) {
-            mask = blocked;
-            MMIO->WORK_MASK = FIELD_PUT(WORK_MASK, QREADY, mask);
+        uint32_t want = FIELD_PUT(WORK_MASK, QREADY, blocked) | FIELD_PUT(WORK_MASK, TIMER, 1);
+        if (engines_busy()) {
+            /* A hung engine raises no WORK bit: wake for the next watchdog check at the latest. */
+            int32_t left = engines_until_check();
+            if (left <= 0)
+                continue;
+            MMIO->TIMER = FIELD_PUT(TIMER, CYCLES, FIELD_GET(TIMESTAMP, CYCLES, MMIO->TIMESTAMP) + (uint32_t)left);
+            want &= ~FIELD_PUT(WORK_MASK, TIMER, 1);
+        }
+        if (want != mask) {
+            mask = want;
+            MMIO->WORK_MASK = mask;
         }
         wfi();
     }

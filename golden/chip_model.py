@@ -146,6 +146,7 @@ class _ChipMMIO(FirmwareRegisters):
         self._reads, self._writes = {}, {}
         c = chip
         self._reads[M.WORK.addr] = c._work
+        self._reads[M.TIMESTAMP.addr] = lambda: c.now & M32
         self._reads[M.CPL_STATUS.addr] = lambda: M.CPL_STATUS.FREE.put(c.cpl_depth - len(c._cpl))
         self._reads[M.WATCHDOG.addr] = lambda: c._host_regs[R.WATCHDOG.addr]
         self._reads[M.PERF_VALUE.addr] = lambda: c._perf_value(M.PERF_SEL.ADDR.get(self.values[M.PERF_SEL.addr]))
@@ -358,11 +359,11 @@ class ChipModel(ControlModel):
                 self._reset_done(i)
         self._count_perf()
         self.now = now + 1
-        if self._irq_dirty:
+        mask = self.regs.values[M.WORK_MASK.addr] & (M.WORK_MASK.QREADY.mask | M.WORK_MASK.TIMER.mask)
+        timer_on = not M.WORK_MASK.TIMER.get(mask)
+        if self._irq_dirty or timer_on:   # the timer fires without any register write
             self._irq_dirty = False
-            work = self._work()
-            mask = M.WORK_MASK.QREADY.get(self.regs.values[M.WORK_MASK.addr])
-            self.iss.set_irq(bool(work & ~M.WORK_MASK.QREADY.put(mask)))
+            self.iss.set_irq(bool(self._work() & ~mask))
 
     def _delay(self, spec):
         if isinstance(spec, int):
@@ -624,6 +625,8 @@ class ChipModel(ControlModel):
         for e, eng in enumerate(self.engines):
             if eng.retire:
                 v |= M.WORK.RETIRE.put(1 << e)
+        if (self.now - M.TIMER.CYCLES.get(self.regs.values[M.TIMER.addr])) & M32 < 0x8000_0000:
+            v |= M.WORK.TIMER.put(1)
         return v
 
     def _q_pop(self, value):

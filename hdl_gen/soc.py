@@ -105,9 +105,14 @@ class KakiSoc(wiring.Component):
         m.d.comb += reset.eq(self._fw_write(m, ctl, "ENGINE_RESET", "ENGINE")[1])
         qready = Cat(*[qc.q[i].ready for i in range(N_QUEUES)])
         qreset = Cat(*[qc.q[i].qreset_req for i in range(N_QUEUES)])
+        timer = Signal(name="fw_timer_due")
+        diff = Signal(32, name="fw_timer_diff")
         m.d.comb += [
+            diff.eq(fw.timestamp_cycles - fw.timer_cycles), timer.eq(~diff[31]),
             fw.work_qready.eq(qready), fw.work_retire.eq(retire_valid), fw.work_qreset.eq(qreset),
-            ctl.irq.eq((qready & ~fw.work_mask_qready).any() | retire_valid.any() | qreset.any()),
+            fw.work_timer.eq(timer),
+            ctl.irq.eq((qready & ~fw.work_mask_qready).any() | retire_valid.any() | qreset.any()
+                       | (timer & ~fw.work_mask_timer)),
         ]
         self._status(m, csr, disp)
         self._interrupts(m, csr, fw, disp, qc)
@@ -267,7 +272,7 @@ class KakiSoc(wiring.Component):
     def _queues(self, m, csr, fw, ctl, qc, held):
         timestamp = Signal(32, name="timestamp")
         m.d.sync += timestamp.eq(timestamp + 1)
-        m.d.comb += csr.timestamp_cycles.eq(timestamp)
+        m.d.comb += [csr.timestamp_cycles.eq(timestamp), fw.timestamp_cycles.eq(timestamp)]
         acks = self._fw_write(m, ctl, "QRESET_ACK", "QUEUE")[1]
         for i in range(N_QUEUES):
             q = qc.q[i]

@@ -8,9 +8,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [3:0] \$100 ;
+  wire [32:0] \$100 ;
   wire [3:0] \$101 ;
-  wire \$102 ;
+  wire [3:0] \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
@@ -65,27 +65,27 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire [3:0] \$152 ;
+  wire \$152 ;
   wire \$153 ;
-  wire [3:0] \$154 ;
+  wire \$154 ;
   wire \$155 ;
-  wire \$156 ;
+  wire [3:0] \$156 ;
   wire \$157 ;
-  wire \$158 ;
+  wire [3:0] \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire [32:0] \$160 ;
-  wire [32:0] \$161 ;
-  wire [32:0] \$162 ;
-  wire [32:0] \$163 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
   wire [32:0] \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
+  wire [32:0] \$165 ;
+  wire [32:0] \$166 ;
+  wire [32:0] \$167 ;
   wire [32:0] \$168 ;
   wire \$169 ;
   wire \$17 ;
-  wire [32:0] \$170 ;
+  wire \$170 ;
   wire \$171 ;
   wire [32:0] \$172 ;
   wire \$173 ;
@@ -104,16 +104,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$185 ;
   wire [32:0] \$186 ;
   wire \$187 ;
-  wire \$188 ;
+  wire [32:0] \$188 ;
   wire \$189 ;
   wire [1:0] \$19 ;
-  wire \$190 ;
-  wire [32:0] \$191 ;
+  wire [32:0] \$190 ;
+  wire \$191 ;
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
-  wire \$195 ;
-  wire [32:0] \$196 ;
+  wire [32:0] \$195 ;
+  wire \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
@@ -121,7 +121,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [1:0] \$20 ;
   wire [32:0] \$200 ;
   wire \$201 ;
-  wire [32:0] \$202 ;
+  wire \$202 ;
   wire \$203 ;
   wire [32:0] \$204 ;
   wire \$205 ;
@@ -146,30 +146,30 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [32:0] \$222 ;
   wire \$223 ;
   wire [32:0] \$224 ;
-  reg \$225 ;
-  reg \$226 ;
-  reg \$227 ;
-  reg \$228 ;
-  reg [31:0] \$229 ;
+  wire \$225 ;
+  wire [32:0] \$226 ;
+  wire \$227 ;
+  wire [32:0] \$228 ;
+  reg \$229 ;
   wire [1:0] \$23 ;
-  reg [31:0] \$230 ;
+  reg \$230 ;
   reg \$231 ;
   reg \$232 ;
-  reg \$233 ;
-  reg \$234 ;
-  reg [31:0] \$235 ;
-  reg [31:0] \$236 ;
-  reg [31:0] \$237 ;
-  reg [31:0] \$238 ;
-  reg [7:0] \$239 ;
+  reg [31:0] \$233 ;
+  reg [31:0] \$234 ;
+  reg \$235 ;
+  reg \$236 ;
+  reg \$237 ;
+  reg \$238 ;
+  reg [31:0] \$239 ;
   wire [1:0] \$24 ;
-  reg [7:0] \$240 ;
-  reg [15:0] \$241 ;
-  reg \$242 ;
-  reg [31:0] \$243 ;
-  reg [31:0] \$244 ;
-  reg [31:0] \$245 ;
-  reg [31:0] \$246 ;
+  reg [31:0] \$240 ;
+  reg [31:0] \$241 ;
+  reg [31:0] \$242 ;
+  reg [7:0] \$243 ;
+  reg [7:0] \$244 ;
+  reg [15:0] \$245 ;
+  reg \$246 ;
   reg [31:0] \$247 ;
   reg [31:0] \$248 ;
   reg [31:0] \$249 ;
@@ -193,15 +193,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg [31:0] \$265 ;
   reg [31:0] \$266 ;
   reg [31:0] \$267 ;
-  wire [8:0] \$268 ;
-  wire [8:0] \$269 ;
+  reg [31:0] \$268 ;
+  reg [31:0] \$269 ;
   wire \$27 ;
-  wire [8:0] \$270 ;
-  wire [8:0] \$271 ;
-  wire [2:0] \$272 ;
-  wire [2:0] \$273 ;
-  wire [2:0] \$274 ;
-  wire [2:0] \$275 ;
+  reg [31:0] \$270 ;
+  reg [31:0] \$271 ;
+  wire [8:0] \$272 ;
+  wire [8:0] \$273 ;
+  wire [8:0] \$274 ;
+  wire [8:0] \$275 ;
+  wire [2:0] \$276 ;
+  wire [2:0] \$277 ;
+  wire [2:0] \$278 ;
+  wire [2:0] \$279 ;
   wire \$28 ;
   wire [1:0] \$29 ;
   wire \$3 ;
@@ -282,7 +286,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$760 ;
+  reg [7:0] \$signal$766 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$181 ;
   wire [12:0] \acc_rd__addr$189 ;
@@ -304,7 +308,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire acc_wr__gnt;
   wire \acc_wr__gnt$208 ;
   wire active;
-  wire \active$871 ;
+  wire \active$877 ;
   wire [31:0] axi__araddr;
   wire [31:0] \axi__araddr$311 ;
   wire [1:0] axi__arburst;
@@ -475,7 +479,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$856 ;
+  wire \ctl__busy$862 ;
   wire [175:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$124 ;
   wire [19:0] \ctl__cmd__payload$124.bias_addr ;
@@ -793,20 +797,22 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] fw_fault_tval_value;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$859 ;
+  wire [31:0] \fw_msg_value$865 ;
   wire fw_running;
   wire fw_status_sleeping;
   wire [7:0] fw_status_state;
   wire [7:0] \fw_status_state$379 ;
+  wire [31:0] fw_timer_diff;
+  wire fw_timer_due;
   wire [31:0] fw_version_version;
   wire [31:0] \fw_version_version$377 ;
   wire fw_write_cpl;
-  wire \fw_write_cpl$680 ;
-  wire \fw_write_cpl$682 ;
-  wire \fw_write_cpl$684 ;
-  wire \fw_write_cpl$686 ;
-  wire \fw_write_cpl$688 ;
-  wire \fw_write_cpl$690 ;
+  wire \fw_write_cpl$681 ;
+  wire \fw_write_cpl$683 ;
+  wire \fw_write_cpl$685 ;
+  wire \fw_write_cpl$687 ;
+  wire \fw_write_cpl$689 ;
+  wire \fw_write_cpl$691 ;
   wire [7:0] fw_write_cpl_flags;
   wire fw_write_cpl_halt;
   wire fw_write_cpl_irq;
@@ -916,7 +922,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] inflight;
   output irq;
   reg irq = 1'h0;
-  wire \irq$718 ;
+  wire \irq$723 ;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1709,9 +1715,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] \store_window.size ;
   reg submit;
   reg [15:0] tag;
+  wire [31:0] timer_cycles;
   (* init = 32'd0 *)
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] \timestamp_cycles$512 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -1813,9 +1822,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] \watchdog_cycles$389 ;
   reg windowed;
   wire [3:0] work_mask_qready;
+  wire work_mask_timer;
   wire [3:0] work_qready;
   wire [3:0] work_qreset;
   wire [3:0] work_retire;
+  wire work_timer;
   wire [13:0] wr__0__addr;
   wire [12:0] \wr__0__addr$196 ;
   wire [63:0] wr__0__data;
@@ -1884,10 +1895,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$37  = \$36  & bus__we;
   assign \$38  = bus__addr[11:2] == 4'hb;
   assign fw_write_forward = \$37  & \$38 ;
-  assign \$39  = | \$272 ;
-  assign \$40  = | \$273 ;
-  assign \$41  = | \$274 ;
-  assign \$42  = | \$275 ;
+  assign \$39  = | \$276 ;
+  assign \$40  = | \$277 ;
+  assign \$41  = | \$278 ;
+  assign \$42  = | \$279 ;
   assign forward = fw_write_forward & forward_nonempty;
   assign \$43  = cmd_submit_go & held;
   assign \$44  = ~ mmio__ack;
@@ -1933,256 +1944,261 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$73  = bus__en & \$72 ;
   assign \$74  = \$73  & bus__we;
   assign \$75  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$680  = \$74  & \$75 ;
-  assign fw_write_cpl_queue = bus__wdata[1:0] & { \fw_write_cpl$680 , \fw_write_cpl$680  };
+  assign \fw_write_cpl$681  = \$74  & \$75 ;
+  assign fw_write_cpl_queue = bus__wdata[1:0] & { \fw_write_cpl$681 , \fw_write_cpl$681  };
   assign \$76  = ~ mmio__ack;
   assign \$77  = bus__en & \$76 ;
   assign \$78  = \$77  & bus__we;
   assign \$79  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$682  = \$78  & \$79 ;
-  assign fw_write_cpl_irq = bus__wdata[2] & \fw_write_cpl$682 ;
+  assign \fw_write_cpl$683  = \$78  & \$79 ;
+  assign fw_write_cpl_irq = bus__wdata[2] & \fw_write_cpl$683 ;
   assign \$80  = ~ mmio__ack;
   assign \$81  = bus__en & \$80 ;
   assign \$82  = \$81  & bus__we;
   assign \$83  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$684  = \$82  & \$83 ;
-  assign fw_write_cpl_halt = bus__wdata[3] & \fw_write_cpl$684 ;
+  assign \fw_write_cpl$685  = \$82  & \$83 ;
+  assign fw_write_cpl_halt = bus__wdata[3] & \fw_write_cpl$685 ;
   assign \$84  = ~ mmio__ack;
   assign \$85  = bus__en & \$84 ;
   assign \$86  = \$85  & bus__we;
   assign \$87  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$686  = \$86  & \$87 ;
-  assign fw_write_cpl_flags = bus__wdata[15:8] & { \fw_write_cpl$686 , \fw_write_cpl$686 , \fw_write_cpl$686 , \fw_write_cpl$686 , \fw_write_cpl$686 , \fw_write_cpl$686 , \fw_write_cpl$686 , \fw_write_cpl$686  };
+  assign \fw_write_cpl$687  = \$86  & \$87 ;
+  assign fw_write_cpl_flags = bus__wdata[15:8] & { \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687  };
   assign \$88  = ~ mmio__ack;
   assign \$89  = bus__en & \$88 ;
   assign \$90  = \$89  & bus__we;
   assign \$91  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$688  = \$90  & \$91 ;
-  assign fw_write_cpl_status = bus__wdata[23:16] & { \fw_write_cpl$688 , \fw_write_cpl$688 , \fw_write_cpl$688 , \fw_write_cpl$688 , \fw_write_cpl$688 , \fw_write_cpl$688 , \fw_write_cpl$688 , \fw_write_cpl$688  };
+  assign \fw_write_cpl$689  = \$90  & \$91 ;
+  assign fw_write_cpl_status = bus__wdata[23:16] & { \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689  };
   assign \$92  = ~ mmio__ack;
   assign \$93  = bus__en & \$92 ;
   assign \$94  = \$93  & bus__we;
   assign \$95  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$690  = \$94  & \$95 ;
-  assign fw_write_cpl_opcode = bus__wdata[31:24] & { \fw_write_cpl$690 , \fw_write_cpl$690 , \fw_write_cpl$690 , \fw_write_cpl$690 , \fw_write_cpl$690 , \fw_write_cpl$690 , \fw_write_cpl$690 , \fw_write_cpl$690  };
+  assign \fw_write_cpl$691  = \$94  & \$95 ;
+  assign fw_write_cpl_opcode = bus__wdata[31:24] & { \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691  };
   assign \$96  = ~ mmio__ack;
   assign \$97  = bus__en & \$96 ;
   assign \$98  = \$97  & bus__we;
   assign \$99  = bus__addr[11:2] == 5'h15;
   assign fw_write_engine_reset = \$98  & \$99 ;
   assign reset = bus__wdata[3:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
-  assign \$100  = ~ work_mask_qready;
-  assign \$101  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$100 ;
-  assign \$102  = | \$101 ;
-  assign \$103  = | retire_valid;
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
-  assign \irq$718  = \$104  | \$105 ;
-  assign \$106  = retire__0__done & \$268 [8];
-  assign \$107  = ! dma_load_error;
-  assign \$108  = \$106  & \$107 ;
-  assign \$109  = ~ core_ctrl_run;
-  assign irq_status_dma_load_done_set = \$108  & \$109 ;
-  assign \$110  = retire__1__done & \$269 [8];
-  assign \$111  = ! dma_store_error;
+  assign \$100  = timestamp_cycles - timer_cycles;
+  assign fw_timer_due = ~ \$100 [31];
+  assign \$101  = ~ work_mask_qready;
+  assign \$102  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$101 ;
+  assign \$103  = | \$102 ;
+  assign \$104  = | retire_valid;
+  assign \$105  = \$103  | \$104 ;
+  assign \$106  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = ~ work_mask_timer;
+  assign \$109  = fw_timer_due & \$108 ;
+  assign \irq$723  = \$107  | \$109 ;
+  assign \$110  = retire__0__done & \$272 [8];
+  assign \$111  = ! dma_load_error;
   assign \$112  = \$110  & \$111 ;
   assign \$113  = ~ core_ctrl_run;
-  assign irq_status_dma_store_done_set = \$112  & \$113 ;
-  assign \$114  = retire__2__done & \$270 [8];
-  assign \$115  = ! gemm_error;
+  assign irq_status_dma_load_done_set = \$112  & \$113 ;
+  assign \$114  = retire__1__done & \$273 [8];
+  assign \$115  = ! dma_store_error;
   assign \$116  = \$114  & \$115 ;
   assign \$117  = ~ core_ctrl_run;
-  assign irq_status_gemm_done_set = \$116  & \$117 ;
-  assign \$118  = retire__3__done & \$271 [8];
-  assign \$119  = ! vec_error;
+  assign irq_status_dma_store_done_set = \$116  & \$117 ;
+  assign \$118  = retire__2__done & \$274 [8];
+  assign \$119  = ! gemm_error;
   assign \$120  = \$118  & \$119 ;
   assign \$121  = ~ core_ctrl_run;
-  assign irq_status_vec_done_set = \$120  & \$121 ;
+  assign irq_status_gemm_done_set = \$120  & \$121 ;
+  assign \$122  = retire__3__done & \$275 [8];
+  assign \$123  = ! vec_error;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = ~ core_ctrl_run;
+  assign irq_status_vec_done_set = \$124  & \$125 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
-  assign \$122  = | vec_error;
-  assign \$123  = retire__3__done & \$122 ;
-  assign \$124  = ~ core_ctrl_run;
-  assign \$125  = \$123  & \$124 ;
-  assign \$126  = | gemm_error;
-  assign \$127  = retire__2__done & \$126 ;
+  assign \$126  = | vec_error;
+  assign \$127  = retire__3__done & \$126 ;
   assign \$128  = ~ core_ctrl_run;
   assign \$129  = \$127  & \$128 ;
-  assign \$130  = | dma_store_error;
-  assign \$131  = retire__1__done & \$130 ;
+  assign \$130  = | gemm_error;
+  assign \$131  = retire__2__done & \$130 ;
   assign \$132  = ~ core_ctrl_run;
   assign \$133  = \$131  & \$132 ;
-  assign \$134  = | dma_load_error;
-  assign \$135  = retire__0__done & \$134 ;
+  assign \$134  = | dma_store_error;
+  assign \$135  = retire__1__done & \$134 ;
   assign \$136  = ~ core_ctrl_run;
   assign \$137  = \$135  & \$136 ;
-  assign \$138  = | reject__error;
-  assign \$139  = reject__done & \$138 ;
+  assign \$138  = | dma_load_error;
+  assign \$139  = retire__0__done & \$138 ;
   assign \$140  = ~ core_ctrl_run;
   assign \$141  = \$139  & \$140 ;
-  assign \$142  = irq_status_dma_load_done & irq_enable_dma_load_done;
-  assign \$144  = irq_status_dma_store_done & irq_enable_dma_store_done;
-  assign \$146  = irq_status_gemm_done & irq_enable_gemm_done;
-  assign \$148  = irq_status_vec_done & irq_enable_vec_done;
-  assign \$150  = irq_status_error & irq_enable_error;
-  assign \$152  = irq_status_queue_cpl & irq_enable_queue_cpl;
-  assign \$153  = | \$152 ;
-  assign \$154  = irq_status_queue_error & irq_enable_queue_error;
-  assign \$155  = | \$154 ;
-  assign \$156  = irq_status_fw_msg & irq_enable_fw_msg;
-  assign pending = | { \$157 , \$155 , \$153 , \$151 , \$149 , \$147 , \$145 , \$143  };
-  assign \$158  = gemm_hang_armed & ctl__busy;
-  assign \$159  = vec_hang_armed & \ctl__busy$856 ;
-  assign \$160  = timestamp_cycles + 1'h1;
-  assign \$161  = done_dma_load_count + 1'h1;
-  assign \$162  = done_dma_store_count + 1'h1;
-  assign \$163  = done_gemm_count + 1'h1;
-  assign \$164  = done_vec_count + 1'h1;
-  assign \$165  = ~ irq_status_error;
-  assign \$166  = failing & \$165 ;
-  assign \$167  = ~ perf_ctrl_freeze;
-  assign \$168  = perf_cycles_count + 1'h1;
-  assign \$169  = ~ perf_ctrl_freeze;
-  assign \$170  = perf_gemm_busy_count + ctl__busy;
+  assign \$142  = | reject__error;
+  assign \$143  = reject__done & \$142 ;
+  assign \$144  = ~ core_ctrl_run;
+  assign \$145  = \$143  & \$144 ;
+  assign \$146  = irq_status_dma_load_done & irq_enable_dma_load_done;
+  assign \$148  = irq_status_dma_store_done & irq_enable_dma_store_done;
+  assign \$150  = irq_status_gemm_done & irq_enable_gemm_done;
+  assign \$152  = irq_status_vec_done & irq_enable_vec_done;
+  assign \$154  = irq_status_error & irq_enable_error;
+  assign \$156  = irq_status_queue_cpl & irq_enable_queue_cpl;
+  assign \$157  = | \$156 ;
+  assign \$158  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$159  = | \$158 ;
+  assign \$160  = irq_status_fw_msg & irq_enable_fw_msg;
+  assign pending = | { \$161 , \$159 , \$157 , \$155 , \$153 , \$151 , \$149 , \$147  };
+  assign \$162  = gemm_hang_armed & ctl__busy;
+  assign \$163  = vec_hang_armed & \ctl__busy$862 ;
+  assign \$164  = timestamp_cycles + 1'h1;
+  assign \$165  = done_dma_load_count + 1'h1;
+  assign \$166  = done_dma_store_count + 1'h1;
+  assign \$167  = done_gemm_count + 1'h1;
+  assign \$168  = done_vec_count + 1'h1;
+  assign \$169  = ~ irq_status_error;
+  assign \$170  = failing & \$169 ;
   assign \$171  = ~ perf_ctrl_freeze;
-  assign \$172  = perf_gemm_active_count + active;
+  assign \$172  = perf_cycles_count + 1'h1;
   assign \$173  = ~ perf_ctrl_freeze;
-  assign \$174  = perf_gemm_stall_count + stall;
+  assign \$174  = perf_gemm_busy_count + ctl__busy;
   assign \$175  = ~ perf_ctrl_freeze;
-  assign \$176  = perf_vec_busy_count + \ctl__busy$856 ;
+  assign \$176  = perf_gemm_active_count + active;
   assign \$177  = ~ perf_ctrl_freeze;
-  assign \$178  = perf_vec_active_count + \active$871 ;
+  assign \$178  = perf_gemm_stall_count + stall;
   assign \$179  = ~ perf_ctrl_freeze;
-  assign \$180  = perf_dma_load_busy_count + load__busy;
+  assign \$180  = perf_vec_busy_count + \ctl__busy$862 ;
   assign \$181  = ~ perf_ctrl_freeze;
-  assign \$182  = perf_dma_store_busy_count + store__busy;
+  assign \$182  = perf_vec_active_count + \active$877 ;
   assign \$183  = ~ perf_ctrl_freeze;
-  assign \$184  = perf_dma_load_bytes_count + load_bytes;
+  assign \$184  = perf_dma_load_busy_count + load__busy;
   assign \$185  = ~ perf_ctrl_freeze;
-  assign \$186  = perf_dma_store_bytes_count + store_bytes;
+  assign \$186  = perf_dma_store_busy_count + store__busy;
   assign \$187  = ~ perf_ctrl_freeze;
-  assign \$188  = axi__rvalid & m__0__rready;
-  assign \$189  = ~ \$188 ;
-  assign \$190  = load__busy & \$189 ;
-  assign \$191  = perf_dma_load_stall_count + \$190 ;
-  assign \$192  = ~ perf_ctrl_freeze;
-  assign \$193  = m__0__wvalid & axi__wready;
-  assign \$194  = ~ \$193 ;
-  assign \$195  = store__busy & \$194 ;
-  assign \$196  = perf_dma_store_stall_count + \$195 ;
-  assign \$197  = ~ perf_ctrl_freeze;
-  assign \$198  = ~ \active$871 ;
-  assign \$199  = \ctl__busy$856  & \$198 ;
-  assign \$200  = perf_vec_stall_count + \$199 ;
+  assign \$188  = perf_dma_load_bytes_count + load_bytes;
+  assign \$189  = ~ perf_ctrl_freeze;
+  assign \$190  = perf_dma_store_bytes_count + store_bytes;
+  assign \$191  = ~ perf_ctrl_freeze;
+  assign \$192  = axi__rvalid & m__0__rready;
+  assign \$193  = ~ \$192 ;
+  assign \$194  = load__busy & \$193 ;
+  assign \$195  = perf_dma_load_stall_count + \$194 ;
+  assign \$196  = ~ perf_ctrl_freeze;
+  assign \$197  = m__0__wvalid & axi__wready;
+  assign \$198  = ~ \$197 ;
+  assign \$199  = store__busy & \$198 ;
+  assign \$200  = perf_dma_store_stall_count + \$199 ;
   assign \$201  = ~ perf_ctrl_freeze;
-  assign \$202  = perf_dma_load_full_count + full[0];
-  assign \$203  = ~ perf_ctrl_freeze;
-  assign \$204  = perf_dma_store_full_count + full[1];
+  assign \$202  = ~ \active$877 ;
+  assign \$203  = \ctl__busy$862  & \$202 ;
+  assign \$204  = perf_vec_stall_count + \$203 ;
   assign \$205  = ~ perf_ctrl_freeze;
-  assign \$206  = perf_gemm_full_count + full[2];
+  assign \$206  = perf_dma_load_full_count + full[0];
   assign \$207  = ~ perf_ctrl_freeze;
-  assign \$208  = perf_vec_full_count + full[3];
+  assign \$208  = perf_dma_store_full_count + full[1];
   assign \$209  = ~ perf_ctrl_freeze;
-  assign \$210  = perf_q_retired0_count + q__0__retired;
+  assign \$210  = perf_gemm_full_count + full[2];
   assign \$211  = ~ perf_ctrl_freeze;
-  assign \$212  = perf_q_event_stall0_count + q_wait_queue[0];
+  assign \$212  = perf_vec_full_count + full[3];
   assign \$213  = ~ perf_ctrl_freeze;
-  assign \$214  = perf_q_retired1_count + q__1__retired;
+  assign \$214  = perf_q_retired0_count + q__0__retired;
   assign \$215  = ~ perf_ctrl_freeze;
-  assign \$216  = perf_q_event_stall1_count + q_wait_queue[1];
+  assign \$216  = perf_q_event_stall0_count + q_wait_queue[0];
   assign \$217  = ~ perf_ctrl_freeze;
-  assign \$218  = perf_q_retired2_count + q__2__retired;
+  assign \$218  = perf_q_retired1_count + q__1__retired;
   assign \$219  = ~ perf_ctrl_freeze;
-  assign \$220  = perf_q_event_stall2_count + q_wait_queue[2];
+  assign \$220  = perf_q_event_stall1_count + q_wait_queue[1];
   assign \$221  = ~ perf_ctrl_freeze;
-  assign \$222  = perf_q_retired3_count + q__3__retired;
+  assign \$222  = perf_q_retired2_count + q__2__retired;
   assign \$223  = ~ perf_ctrl_freeze;
-  assign \$224  = perf_q_event_stall3_count + q_wait_queue[3];
+  assign \$224  = perf_q_event_stall2_count + q_wait_queue[2];
+  assign \$225  = ~ perf_ctrl_freeze;
+  assign \$226  = perf_q_retired3_count + q__3__retired;
+  assign \$227  = ~ perf_ctrl_freeze;
+  assign \$228  = perf_q_event_stall3_count + q_wait_queue[3];
   always @(posedge clk)
-    gemm_hang_armed <= \$225 ;
+    gemm_hang_armed <= \$229 ;
   always @(posedge clk)
-    gemm_frozen <= \$226 ;
+    gemm_frozen <= \$230 ;
   always @(posedge clk)
-    vec_hang_armed <= \$227 ;
+    vec_hang_armed <= \$231 ;
   always @(posedge clk)
-    vec_frozen <= \$228 ;
+    vec_frozen <= \$232 ;
   always @(posedge clk)
-    fw_msg_value <= \$229 ;
+    fw_msg_value <= \$233 ;
   always @(posedge clk)
-    timestamp_cycles <= \$230 ;
+    timestamp_cycles <= \$234 ;
   always @(posedge clk)
-    q__0__doorbell_we <= \$231 ;
+    q__0__doorbell_we <= \$235 ;
   always @(posedge clk)
-    q__1__doorbell_we <= \$232 ;
+    q__1__doorbell_we <= \$236 ;
   always @(posedge clk)
-    q__2__doorbell_we <= \$233 ;
+    q__2__doorbell_we <= \$237 ;
   always @(posedge clk)
-    q__3__doorbell_we <= \$234 ;
+    q__3__doorbell_we <= \$238 ;
   always @(posedge clk)
-    done_dma_load_count <= \$235 ;
+    done_dma_load_count <= \$239 ;
   always @(posedge clk)
-    done_dma_store_count <= \$236 ;
+    done_dma_store_count <= \$240 ;
   always @(posedge clk)
-    done_gemm_count <= \$237 ;
+    done_gemm_count <= \$241 ;
   always @(posedge clk)
-    done_vec_count <= \$238 ;
+    done_vec_count <= \$242 ;
   always @(posedge clk)
-    error_info_code <= \$239 ;
+    error_info_code <= \$243 ;
   always @(posedge clk)
-    error_info_opcode <= \$240 ;
+    error_info_opcode <= \$244 ;
   always @(posedge clk)
-    error_info_tag <= \$241 ;
+    error_info_tag <= \$245 ;
   always @(posedge clk)
-    irq <= \$242 ;
+    irq <= \$246 ;
   always @(posedge clk)
-    perf_cycles_count <= \$243 ;
+    perf_cycles_count <= \$247 ;
   always @(posedge clk)
-    perf_gemm_busy_count <= \$244 ;
+    perf_gemm_busy_count <= \$248 ;
   always @(posedge clk)
-    perf_gemm_active_count <= \$245 ;
+    perf_gemm_active_count <= \$249 ;
   always @(posedge clk)
-    perf_gemm_stall_count <= \$246 ;
+    perf_gemm_stall_count <= \$250 ;
   always @(posedge clk)
-    perf_vec_busy_count <= \$247 ;
+    perf_vec_busy_count <= \$251 ;
   always @(posedge clk)
-    perf_vec_active_count <= \$248 ;
+    perf_vec_active_count <= \$252 ;
   always @(posedge clk)
-    perf_dma_load_busy_count <= \$249 ;
+    perf_dma_load_busy_count <= \$253 ;
   always @(posedge clk)
-    perf_dma_store_busy_count <= \$250 ;
+    perf_dma_store_busy_count <= \$254 ;
   always @(posedge clk)
-    perf_dma_load_bytes_count <= \$251 ;
+    perf_dma_load_bytes_count <= \$255 ;
   always @(posedge clk)
-    perf_dma_store_bytes_count <= \$252 ;
+    perf_dma_store_bytes_count <= \$256 ;
   always @(posedge clk)
-    perf_dma_load_stall_count <= \$253 ;
+    perf_dma_load_stall_count <= \$257 ;
   always @(posedge clk)
-    perf_dma_store_stall_count <= \$254 ;
+    perf_dma_store_stall_count <= \$258 ;
   always @(posedge clk)
-    perf_vec_stall_count <= \$255 ;
+    perf_vec_stall_count <= \$259 ;
   always @(posedge clk)
-    perf_dma_load_full_count <= \$256 ;
+    perf_dma_load_full_count <= \$260 ;
   always @(posedge clk)
-    perf_dma_store_full_count <= \$257 ;
+    perf_dma_store_full_count <= \$261 ;
   always @(posedge clk)
-    perf_gemm_full_count <= \$258 ;
+    perf_gemm_full_count <= \$262 ;
   always @(posedge clk)
-    perf_vec_full_count <= \$259 ;
+    perf_vec_full_count <= \$263 ;
   always @(posedge clk)
-    perf_q_retired0_count <= \$260 ;
+    perf_q_retired0_count <= \$264 ;
   always @(posedge clk)
-    perf_q_event_stall0_count <= \$261 ;
+    perf_q_event_stall0_count <= \$265 ;
   always @(posedge clk)
-    perf_q_retired1_count <= \$262 ;
+    perf_q_retired1_count <= \$266 ;
   always @(posedge clk)
-    perf_q_event_stall1_count <= \$263 ;
+    perf_q_event_stall1_count <= \$267 ;
   always @(posedge clk)
-    perf_q_retired2_count <= \$264 ;
+    perf_q_retired2_count <= \$268 ;
   always @(posedge clk)
-    perf_q_event_stall2_count <= \$265 ;
+    perf_q_event_stall2_count <= \$269 ;
   always @(posedge clk)
-    perf_q_retired3_count <= \$266 ;
+    perf_q_retired3_count <= \$270 ;
   always @(posedge clk)
-    perf_q_event_stall3_count <= \$267 ;
+    perf_q_event_stall3_count <= \$271 ;
   \kaki_soc_8x8.acc  acc (
     .clk(clk),
     .rd__0__addr(\rd__0__addr$172 ),
@@ -2277,7 +2293,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.control  control (
     .clk(clk),
     .dbus__addr(bus__addr),
-    .irq(\irq$718 ),
+    .irq(\irq$723 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -2403,20 +2419,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$7912$0 (q_wait_queue),
-    .\port$8111$0 (inflight),
-    .\port$8242$0 (q__0__cpl_irq),
-    .\port$8256$0 (q__0__error_irq),
-    .\port$8266$0 (q__1__cpl_irq),
-    .\port$8280$0 (q__1__error_irq),
-    .\port$8290$0 (q__2__cpl_irq),
-    .\port$8304$0 (q__2__error_irq),
-    .\port$8314$0 (q__3__cpl_irq),
-    .\port$8328$0 (q__3__error_irq),
-    .\port$8340$0 (\$272 ),
-    .\port$8348$0 (\$273 ),
-    .\port$8356$0 (\$274 ),
-    .\port$8364$0 (\$275 ),
+    .\port$7957$0 (q_wait_queue),
+    .\port$8158$0 (inflight),
+    .\port$8289$0 (q__0__cpl_irq),
+    .\port$8303$0 (q__0__error_irq),
+    .\port$8313$0 (q__1__cpl_irq),
+    .\port$8327$0 (q__1__error_irq),
+    .\port$8337$0 (q__2__cpl_irq),
+    .\port$8351$0 (q__2__error_irq),
+    .\port$8361$0 (q__3__cpl_irq),
+    .\port$8375$0 (q__3__error_irq),
+    .\port$8387$0 (\$276 ),
+    .\port$8395$0 (\$277 ),
+    .\port$8403$0 (\$278 ),
+    .\port$8411$0 (\$279 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2504,10 +2520,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8113$0 (\$268 ),
-    .\port$8115$0 (\$269 ),
-    .\port$8117$0 (\$270 ),
-    .\port$8119$0 (\$271 ),
+    .\port$8160$0 (\$272 ),
+    .\port$8162$0 (\$273 ),
+    .\port$8164$0 (\$274 ),
+    .\port$8166$0 (\$275 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2591,8 +2607,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8113$16 (retire__0__tag),
-    .\port$8469$0 (dma_load_error),
+    .\port$8160$16 (retire__0__tag),
+    .\port$8516$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2602,8 +2618,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8115$16 (retire__1__tag),
-    .\port$8577$0 (dma_store_error),
+    .\port$8162$16 (retire__1__tag),
+    .\port$8624$0 (dma_store_error),
     .r_data(\r_data$486 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$483 ),
@@ -2641,28 +2657,28 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$859 ),
+    .fw_msg_value(\fw_msg_value$865 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4440$0 (q__0__ready),
-    .\port$4442$0 (q__0__qreset_req),
-    .\port$4449$0 (q__1__ready),
-    .\port$4451$0 (q__1__qreset_req),
-    .\port$4458$0 (q__2__ready),
-    .\port$4460$0 (q__2__qreset_req),
-    .\port$4467$0 (q__3__ready),
-    .\port$4469$0 (q__3__qreset_req),
-    .\port$5124$0 (q__0__head),
-    .\port$5154$0 (q__1__head),
-    .\port$5184$0 (q__2__head),
-    .\port$5214$0 (q__3__head),
-    .\port$7481$0 (r_data),
-    .\port$7531$0 (\r_data$486 ),
-    .\port$7581$0 (\r_data$497 ),
-    .\port$7631$0 (\r_data$508 ),
+    .\port$4483$0 (q__0__ready),
+    .\port$4485$0 (q__0__qreset_req),
+    .\port$4492$0 (q__1__ready),
+    .\port$4494$0 (q__1__qreset_req),
+    .\port$4501$0 (q__2__ready),
+    .\port$4503$0 (q__2__qreset_req),
+    .\port$4510$0 (q__3__ready),
+    .\port$4512$0 (q__3__qreset_req),
+    .\port$5167$0 (q__0__head),
+    .\port$5197$0 (q__1__head),
+    .\port$5227$0 (q__2__head),
+    .\port$5257$0 (q__3__head),
+    .\port$7524$0 (r_data),
+    .\port$7574$0 (\r_data$486 ),
+    .\port$7624$0 (\r_data$497 ),
+    .\port$7674$0 (\r_data$508 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2673,9 +2689,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .retire2_valid(\r_rdy$494 ),
     .retire3_valid(\r_rdy$505 ),
     .rst(rst),
+    .timer_cycles(timer_cycles),
+    .timestamp_cycles(timestamp_cycles),
     .watchdog_cycles(watchdog_cycles),
     .work_mask_qready(work_mask_qready),
-    .work_retire(retire_valid)
+    .work_mask_timer(work_mask_timer),
+    .work_retire(retire_valid),
+    .work_timer(fw_timer_due)
   );
   \kaki_soc_8x8.gemm  gemm (
     .a_data(spad_rd__data),
@@ -2704,8 +2724,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8117$16 (retire__2__tag),
-    .\port$8655$0 (gemm_error),
+    .\port$8164$16 (retire__2__tag),
+    .\port$8702$0 (gemm_error),
     .r_data(\r_data$497 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$494 ),
@@ -2745,10 +2765,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_valid(fw_write_cpl),
     .cpl_w_last(m__1__wlast),
     .fw_running(fw_running),
-    .level(\$272 ),
-    .\level$106 (\$275 ),
-    .\level$46 (\$273 ),
-    .\level$76 (\$274 ),
+    .level(\$276 ),
+    .\level$106 (\$279 ),
+    .\level$46 (\$277 ),
+    .\level$76 (\$278 ),
     .\port$121$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2870,13 +2890,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__en(\acc_rd__en$183 ),
     .acc_rd__gnt(\acc_rd__gnt$184 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$856 ),
+    .ctl__busy(\ctl__busy$862 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$123 ),
     .ctl__cmd__valid(\ctl__cmd__valid$120 ),
     .ctl__done(vec_done),
     .err(vec_error),
-    .fire(\active$871 ),
+    .fire(\active$877 ),
     .reset(reset),
     .rst(rst),
     .spad_rd__addr(rd__1__addr),
@@ -2891,8 +2911,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8119$16 (retire__3__tag),
-    .\port$9683$0 (vec_error),
+    .\port$8166$16 (retire__3__tag),
+    .\port$9730$0 (vec_error),
     .r_data(\r_data$508 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$505 ),
@@ -3020,9 +3040,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     failing = 1'h0;
-    if (\$125 ) begin
-      failing = 1'h1;
-    end
     if (\$129 ) begin
       failing = 1'h1;
     end
@@ -3033,6 +3050,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
       failing = 1'h1;
     end
     if (\$141 ) begin
+      failing = 1'h1;
+    end
+    if (\$145 ) begin
       failing = 1'h1;
     end
     if (direct_busy) begin
@@ -3042,19 +3062,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal  = 8'h00;
-    if (\$125 ) begin
+    if (\$129 ) begin
       \$signal  = vec_error;
     end
-    if (\$129 ) begin
+    if (\$133 ) begin
       \$signal  = gemm_error;
     end
-    if (\$133 ) begin
+    if (\$137 ) begin
       \$signal  = dma_store_error;
     end
-    if (\$137 ) begin
+    if (\$141 ) begin
       \$signal  = dma_load_error;
     end
-    if (\$141 ) begin
+    if (\$145 ) begin
       \$signal  = reject__error;
     end
     if (direct_busy) begin
@@ -3063,42 +3083,42 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$760  = 8'h00;
-    if (\$125 ) begin
-      \$signal$760  = \$271 [7:0];
-    end
+    \$signal$766  = 8'h00;
     if (\$129 ) begin
-      \$signal$760  = \$270 [7:0];
+      \$signal$766  = \$275 [7:0];
     end
     if (\$133 ) begin
-      \$signal$760  = \$269 [7:0];
+      \$signal$766  = \$274 [7:0];
     end
     if (\$137 ) begin
-      \$signal$760  = \$268 [7:0];
+      \$signal$766  = \$273 [7:0];
     end
     if (\$141 ) begin
-      \$signal$760  = desc[7:0];
+      \$signal$766  = \$272 [7:0];
+    end
+    if (\$145 ) begin
+      \$signal$766  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$760  = cmd0_word[7:0];
+      \$signal$766  = cmd0_word[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tag = 16'h0000;
-    if (\$125 ) begin
+    if (\$129 ) begin
       tag = retire__3__tag;
     end
-    if (\$129 ) begin
+    if (\$133 ) begin
       tag = retire__2__tag;
     end
-    if (\$133 ) begin
+    if (\$137 ) begin
       tag = retire__1__tag;
     end
-    if (\$137 ) begin
+    if (\$141 ) begin
       tag = retire__0__tag;
     end
-    if (\$141 ) begin
+    if (\$145 ) begin
       tag = desc[31:16];
     end
     if (direct_busy) begin
@@ -3163,329 +3183,281 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = gemm_hang_armed;
+    \$229  = gemm_hang_armed;
     if (reset[2]) begin
-      \$225  = 1'h0;
-    end else if (\$158 ) begin
-      \$225  = 1'h0;
+      \$229  = 1'h0;
+    end else if (\$162 ) begin
+      \$229  = 1'h0;
     end else if (debug_hang_gemm) begin
-      \$225  = 1'h1;
+      \$229  = 1'h1;
     end
     if (rst) begin
-      \$225  = 1'h0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = gemm_frozen;
+    \$230  = gemm_frozen;
     if (reset[2]) begin
-      \$226  = 1'h0;
-    end else if (\$158 ) begin
-      \$226  = 1'h1;
+      \$230  = 1'h0;
+    end else if (\$162 ) begin
+      \$230  = 1'h1;
     end
     if (rst) begin
-      \$226  = 1'h0;
+      \$230  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = vec_hang_armed;
+    \$231  = vec_hang_armed;
     if (reset[3]) begin
-      \$227  = 1'h0;
-    end else if (\$159 ) begin
-      \$227  = 1'h0;
+      \$231  = 1'h0;
+    end else if (\$163 ) begin
+      \$231  = 1'h0;
     end else if (debug_hang_vec) begin
-      \$227  = 1'h1;
+      \$231  = 1'h1;
     end
-    if (rst) begin
-      \$227  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = vec_frozen;
-    if (reset[3]) begin
-      \$228  = 1'h0;
-    end else if (\$159 ) begin
-      \$228  = 1'h1;
-    end
-    if (rst) begin
-      \$228  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = fw_msg_value;
-    if (irq_status_fw_msg_set) begin
-      \$229  = \fw_msg_value$859 ;
-    end
-    if (rst) begin
-      \$229  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = \$160 [31:0];
-    if (rst) begin
-      \$230  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = q_doorbell0_producer_swmod;
     if (rst) begin
       \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = q_doorbell1_producer_swmod;
+    \$232  = vec_frozen;
+    if (reset[3]) begin
+      \$232  = 1'h0;
+    end else if (\$163 ) begin
+      \$232  = 1'h1;
+    end
     if (rst) begin
       \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = q_doorbell2_producer_swmod;
+    \$233  = fw_msg_value;
+    if (irq_status_fw_msg_set) begin
+      \$233  = \fw_msg_value$865 ;
+    end
     if (rst) begin
-      \$233  = 1'h0;
+      \$233  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = q_doorbell3_producer_swmod;
+    \$234  = \$164 [31:0];
     if (rst) begin
-      \$234  = 1'h0;
+      \$234  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = done_dma_load_count;
+    \$235  = q_doorbell0_producer_swmod;
+    if (rst) begin
+      \$235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$236  = q_doorbell1_producer_swmod;
+    if (rst) begin
+      \$236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$237  = q_doorbell2_producer_swmod;
+    if (rst) begin
+      \$237  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$238  = q_doorbell3_producer_swmod;
+    if (rst) begin
+      \$238  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$239  = done_dma_load_count;
     if (retire__0__done) begin
-      \$235  = \$161 [31:0];
+      \$239  = \$165 [31:0];
     end
     if (rst) begin
-      \$235  = 32'd0;
+      \$239  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = done_dma_store_count;
+    \$240  = done_dma_store_count;
     if (retire__1__done) begin
-      \$236  = \$162 [31:0];
+      \$240  = \$166 [31:0];
     end
     if (rst) begin
-      \$236  = 32'd0;
+      \$240  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = done_gemm_count;
+    \$241  = done_gemm_count;
     if (retire__2__done) begin
-      \$237  = \$163 [31:0];
+      \$241  = \$167 [31:0];
     end
     if (rst) begin
-      \$237  = 32'd0;
+      \$241  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = done_vec_count;
+    \$242  = done_vec_count;
     if (retire__3__done) begin
-      \$238  = \$164 [31:0];
+      \$242  = \$168 [31:0];
     end
     if (rst) begin
-      \$238  = 32'd0;
+      \$242  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = error_info_code;
-    if (\$166 ) begin
-      \$239  = \$signal ;
+    \$243  = error_info_code;
+    if (\$170 ) begin
+      \$243  = \$signal ;
     end
     if (rst) begin
-      \$239  = 8'h00;
+      \$243  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$240  = error_info_opcode;
-    if (\$166 ) begin
-      \$240  = \$signal$760 ;
+    \$244  = error_info_opcode;
+    if (\$170 ) begin
+      \$244  = \$signal$766 ;
     end
     if (rst) begin
-      \$240  = 8'h00;
+      \$244  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = error_info_tag;
-    if (\$166 ) begin
-      \$241  = tag;
+    \$245  = error_info_tag;
+    if (\$170 ) begin
+      \$245  = tag;
     end
     if (rst) begin
-      \$241  = 16'h0000;
+      \$245  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = pending;
+    \$246  = pending;
     if (rst) begin
-      \$242  = 1'h0;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = perf_cycles_count;
+    \$247  = perf_cycles_count;
     if (perf_ctrl_clear) begin
-      \$243  = 32'd0;
-    end else if (\$167 ) begin
-      \$243  = \$168 [31:0];
-    end
-    if (rst) begin
-      \$243  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = perf_gemm_busy_count;
-    if (perf_ctrl_clear) begin
-      \$244  = 32'd0;
-    end else if (\$169 ) begin
-      \$244  = \$170 [31:0];
-    end
-    if (rst) begin
-      \$244  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = perf_gemm_active_count;
-    if (perf_ctrl_clear) begin
-      \$245  = 32'd0;
+      \$247  = 32'd0;
     end else if (\$171 ) begin
-      \$245  = \$172 [31:0];
+      \$247  = \$172 [31:0];
     end
     if (rst) begin
-      \$245  = 32'd0;
+      \$247  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = perf_gemm_stall_count;
+    \$248  = perf_gemm_busy_count;
     if (perf_ctrl_clear) begin
-      \$246  = 32'd0;
+      \$248  = 32'd0;
     end else if (\$173 ) begin
-      \$246  = \$174 [31:0];
+      \$248  = \$174 [31:0];
     end
     if (rst) begin
-      \$246  = 32'd0;
+      \$248  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = perf_vec_busy_count;
+    \$249  = perf_gemm_active_count;
     if (perf_ctrl_clear) begin
-      \$247  = 32'd0;
+      \$249  = 32'd0;
     end else if (\$175 ) begin
-      \$247  = \$176 [31:0];
+      \$249  = \$176 [31:0];
     end
     if (rst) begin
-      \$247  = 32'd0;
+      \$249  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = perf_vec_active_count;
+    \$250  = perf_gemm_stall_count;
     if (perf_ctrl_clear) begin
-      \$248  = 32'd0;
+      \$250  = 32'd0;
     end else if (\$177 ) begin
-      \$248  = \$178 [31:0];
+      \$250  = \$178 [31:0];
     end
     if (rst) begin
-      \$248  = 32'd0;
+      \$250  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = perf_dma_load_busy_count;
+    \$251  = perf_vec_busy_count;
     if (perf_ctrl_clear) begin
-      \$249  = 32'd0;
+      \$251  = 32'd0;
     end else if (\$179 ) begin
-      \$249  = \$180 [31:0];
+      \$251  = \$180 [31:0];
     end
     if (rst) begin
-      \$249  = 32'd0;
+      \$251  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = perf_dma_store_busy_count;
+    \$252  = perf_vec_active_count;
     if (perf_ctrl_clear) begin
-      \$250  = 32'd0;
+      \$252  = 32'd0;
     end else if (\$181 ) begin
-      \$250  = \$182 [31:0];
+      \$252  = \$182 [31:0];
     end
     if (rst) begin
-      \$250  = 32'd0;
+      \$252  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = perf_dma_load_bytes_count;
+    \$253  = perf_dma_load_busy_count;
     if (perf_ctrl_clear) begin
-      \$251  = 32'd0;
+      \$253  = 32'd0;
     end else if (\$183 ) begin
-      \$251  = \$184 [31:0];
+      \$253  = \$184 [31:0];
     end
     if (rst) begin
-      \$251  = 32'd0;
+      \$253  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = perf_dma_store_bytes_count;
+    \$254  = perf_dma_store_busy_count;
     if (perf_ctrl_clear) begin
-      \$252  = 32'd0;
+      \$254  = 32'd0;
     end else if (\$185 ) begin
-      \$252  = \$186 [31:0];
+      \$254  = \$186 [31:0];
     end
     if (rst) begin
-      \$252  = 32'd0;
+      \$254  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = perf_dma_load_stall_count;
+    \$255  = perf_dma_load_bytes_count;
     if (perf_ctrl_clear) begin
-      \$253  = 32'd0;
+      \$255  = 32'd0;
     end else if (\$187 ) begin
-      \$253  = \$191 [31:0];
-    end
-    if (rst) begin
-      \$253  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = perf_dma_store_stall_count;
-    if (perf_ctrl_clear) begin
-      \$254  = 32'd0;
-    end else if (\$192 ) begin
-      \$254  = \$196 [31:0];
-    end
-    if (rst) begin
-      \$254  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = perf_vec_stall_count;
-    if (perf_ctrl_clear) begin
-      \$255  = 32'd0;
-    end else if (\$197 ) begin
-      \$255  = \$200 [31:0];
+      \$255  = \$188 [31:0];
     end
     if (rst) begin
       \$255  = 32'd0;
@@ -3493,146 +3465,194 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = perf_dma_load_full_count;
+    \$256  = perf_dma_store_bytes_count;
     if (perf_ctrl_clear) begin
       \$256  = 32'd0;
+    end else if (\$189 ) begin
+      \$256  = \$190 [31:0];
+    end
+    if (rst) begin
+      \$256  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$257  = perf_dma_load_stall_count;
+    if (perf_ctrl_clear) begin
+      \$257  = 32'd0;
+    end else if (\$191 ) begin
+      \$257  = \$195 [31:0];
+    end
+    if (rst) begin
+      \$257  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$258  = perf_dma_store_stall_count;
+    if (perf_ctrl_clear) begin
+      \$258  = 32'd0;
+    end else if (\$196 ) begin
+      \$258  = \$200 [31:0];
+    end
+    if (rst) begin
+      \$258  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$259  = perf_vec_stall_count;
+    if (perf_ctrl_clear) begin
+      \$259  = 32'd0;
     end else if (\$201 ) begin
-      \$256  = \$202 [31:0];
+      \$259  = \$204 [31:0];
     end
     if (rst) begin
-      \$256  = 32'd0;
+      \$259  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = perf_dma_store_full_count;
+    \$260  = perf_dma_load_full_count;
     if (perf_ctrl_clear) begin
-      \$257  = 32'd0;
-    end else if (\$203 ) begin
-      \$257  = \$204 [31:0];
-    end
-    if (rst) begin
-      \$257  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$258  = perf_gemm_full_count;
-    if (perf_ctrl_clear) begin
-      \$258  = 32'd0;
+      \$260  = 32'd0;
     end else if (\$205 ) begin
-      \$258  = \$206 [31:0];
+      \$260  = \$206 [31:0];
     end
     if (rst) begin
-      \$258  = 32'd0;
+      \$260  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = perf_vec_full_count;
+    \$261  = perf_dma_store_full_count;
     if (perf_ctrl_clear) begin
-      \$259  = 32'd0;
+      \$261  = 32'd0;
     end else if (\$207 ) begin
-      \$259  = \$208 [31:0];
+      \$261  = \$208 [31:0];
     end
     if (rst) begin
-      \$259  = 32'd0;
+      \$261  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = perf_q_retired0_count;
+    \$262  = perf_gemm_full_count;
     if (perf_ctrl_clear) begin
-      \$260  = 32'd0;
+      \$262  = 32'd0;
     end else if (\$209 ) begin
-      \$260  = \$210 [31:0];
+      \$262  = \$210 [31:0];
     end
     if (rst) begin
-      \$260  = 32'd0;
+      \$262  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = perf_q_event_stall0_count;
+    \$263  = perf_vec_full_count;
     if (perf_ctrl_clear) begin
-      \$261  = 32'd0;
+      \$263  = 32'd0;
     end else if (\$211 ) begin
-      \$261  = \$212 [31:0];
+      \$263  = \$212 [31:0];
     end
     if (rst) begin
-      \$261  = 32'd0;
+      \$263  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = perf_q_retired1_count;
+    \$264  = perf_q_retired0_count;
     if (perf_ctrl_clear) begin
-      \$262  = 32'd0;
+      \$264  = 32'd0;
     end else if (\$213 ) begin
-      \$262  = \$214 [31:0];
+      \$264  = \$214 [31:0];
     end
     if (rst) begin
-      \$262  = 32'd0;
+      \$264  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = perf_q_event_stall1_count;
+    \$265  = perf_q_event_stall0_count;
     if (perf_ctrl_clear) begin
-      \$263  = 32'd0;
+      \$265  = 32'd0;
     end else if (\$215 ) begin
-      \$263  = \$216 [31:0];
+      \$265  = \$216 [31:0];
     end
     if (rst) begin
-      \$263  = 32'd0;
+      \$265  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$264  = perf_q_retired2_count;
+    \$266  = perf_q_retired1_count;
     if (perf_ctrl_clear) begin
-      \$264  = 32'd0;
+      \$266  = 32'd0;
     end else if (\$217 ) begin
-      \$264  = \$218 [31:0];
+      \$266  = \$218 [31:0];
     end
     if (rst) begin
-      \$264  = 32'd0;
+      \$266  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$265  = perf_q_event_stall2_count;
+    \$267  = perf_q_event_stall1_count;
     if (perf_ctrl_clear) begin
-      \$265  = 32'd0;
+      \$267  = 32'd0;
     end else if (\$219 ) begin
-      \$265  = \$220 [31:0];
+      \$267  = \$220 [31:0];
     end
     if (rst) begin
-      \$265  = 32'd0;
+      \$267  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$266  = perf_q_retired3_count;
+    \$268  = perf_q_retired2_count;
     if (perf_ctrl_clear) begin
-      \$266  = 32'd0;
+      \$268  = 32'd0;
     end else if (\$221 ) begin
-      \$266  = \$222 [31:0];
+      \$268  = \$222 [31:0];
     end
     if (rst) begin
-      \$266  = 32'd0;
+      \$268  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$267  = perf_q_event_stall3_count;
+    \$269  = perf_q_event_stall2_count;
     if (perf_ctrl_clear) begin
-      \$267  = 32'd0;
+      \$269  = 32'd0;
     end else if (\$223 ) begin
-      \$267  = \$224 [31:0];
+      \$269  = \$224 [31:0];
     end
     if (rst) begin
-      \$267  = 32'd0;
+      \$269  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$270  = perf_q_retired3_count;
+    if (perf_ctrl_clear) begin
+      \$270  = 32'd0;
+    end else if (\$225 ) begin
+      \$270  = \$226 [31:0];
+    end
+    if (rst) begin
+      \$270  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$271  = perf_q_event_stall3_count;
+    if (perf_ctrl_clear) begin
+      \$271  = 32'd0;
+    end else if (\$227 ) begin
+      \$271  = \$228 [31:0];
+    end
+    if (rst) begin
+      \$271  = 32'd0;
     end
   end
   assign bus__ack = mmio__ack;
@@ -3855,10 +3875,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \event13_value$417  = event13_value;
   assign \event14_value$419  = event14_value;
   assign \event15_value$421  = event15_value;
-  assign q__0__prefetched = { 5'h00, \$272  };
-  assign q__1__prefetched = { 5'h00, \$273  };
-  assign q__2__prefetched = { 5'h00, \$274  };
-  assign q__3__prefetched = { 5'h00, \$275  };
+  assign q__0__prefetched = { 5'h00, \$276  };
+  assign q__1__prefetched = { 5'h00, \$277  };
+  assign q__2__prefetched = { 5'h00, \$278  };
+  assign q__3__prefetched = { 5'h00, \$279  };
   assign w_data = { retire__0__tag, dma_load_error };
   assign retire__0__error = dma_load_error;
   assign r_en = fw_write_retire_pop_engine[0];
@@ -3884,6 +3904,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign retire3_error = \r_data$508 [7:0];
   assign retire3_tag = \r_data$508 [23:8];
   assign timestamp = timestamp_cycles;
+  assign \timestamp_cycles$512  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -3898,7 +3919,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q_status0_waiting = q_wait_queue[0];
-  assign q_status0_prefetched = { 5'h00, \$272  };
+  assign q_status0_prefetched = { 5'h00, \$276  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
@@ -3924,7 +3945,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q_status1_waiting = q_wait_queue[1];
-  assign q_status1_prefetched = { 5'h00, \$273  };
+  assign q_status1_prefetched = { 5'h00, \$277  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
@@ -3950,7 +3971,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q_status2_waiting = q_wait_queue[2];
-  assign q_status2_prefetched = { 5'h00, \$274  };
+  assign q_status2_prefetched = { 5'h00, \$278  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
@@ -3976,7 +3997,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q_status3_waiting = q_wait_queue[3];
-  assign q_status3_prefetched = { 5'h00, \$275  };
+  assign q_status3_prefetched = { 5'h00, \$279  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
@@ -3999,9 +4020,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign cpl_timestamp = timestamp_cycles;
   assign cpl_free = cpl_status_free;
   assign fw_write_engine_reset_engine = reset;
+  assign fw_timer_diff = \$100 [31:0];
   assign work_qready = { q__3__ready, q__2__ready, q__1__ready, q__0__ready };
   assign work_retire = retire_valid;
   assign work_qreset = { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign work_timer = fw_timer_due;
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -4025,14 +4048,14 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_dma_store = done_dma_store_count;
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
-  assign retire__0__irq = \$268 [8];
-  assign retire__1__irq = \$269 [8];
-  assign retire__2__irq = \$270 [8];
-  assign retire__3__irq = \$271 [8];
-  assign retire__3__opcode = \$271 [7:0];
-  assign retire__2__opcode = \$270 [7:0];
-  assign retire__1__opcode = \$269 [7:0];
-  assign retire__0__opcode = \$268 [7:0];
+  assign retire__0__irq = \$272 [8];
+  assign retire__1__irq = \$273 [8];
+  assign retire__2__irq = \$274 [8];
+  assign retire__3__irq = \$275 [8];
+  assign retire__3__opcode = \$275 [7:0];
+  assign retire__2__opcode = \$274 [7:0];
+  assign retire__1__opcode = \$273 [7:0];
+  assign retire__0__opcode = \$272 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -4366,12 +4389,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$62  = core_ctrl_run;
   assign \$63  = core_ctrl_run;
   assign fw_running = core_ctrl_run;
-  assign \$143  = \$142 ;
-  assign \$145  = \$144 ;
   assign \$147  = \$146 ;
   assign \$149  = \$148 ;
   assign \$151  = \$150 ;
-  assign \$157  = \$156 ;
+  assign \$153  = \$152 ;
+  assign \$155  = \$154 ;
+  assign \$161  = \$160 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10144,10 +10167,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7912$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
-, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, fw_status_sleeping, \port$8111$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8242$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$8256$0 , q_status0_resetting
-, q_consumer1_index, \port$8266$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8280$0 , q_status1_resetting, q_consumer2_index, \port$8290$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8304$0 , q_status2_resetting, q_consumer3_index, \port$8314$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$8328$0 , q_status3_resetting
-, \port$8340$0 , \port$8348$0 , \port$8356$0 , \port$8364$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7957$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
+, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, fw_status_sleeping, \port$8158$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8289$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$8303$0 , q_status0_resetting
+, q_consumer1_index, \port$8313$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8327$0 , q_status1_resetting, q_consumer2_index, \port$8337$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8351$0 , q_status2_resetting, q_consumer3_index, \port$8361$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$8375$0 , q_status3_resetting
+, \port$8387$0 , \port$8395$0 , \port$8403$0 , \port$8411$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11377,34 +11400,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$7912$0 ;
-  wire [3:0] \port$7912$0 ;
-  input [3:0] \port$8111$0 ;
-  wire [3:0] \port$8111$0 ;
-  input \port$8242$0 ;
-  wire \port$8242$0 ;
-  input \port$8256$0 ;
-  wire \port$8256$0 ;
-  input \port$8266$0 ;
-  wire \port$8266$0 ;
-  input \port$8280$0 ;
-  wire \port$8280$0 ;
-  input \port$8290$0 ;
-  wire \port$8290$0 ;
-  input \port$8304$0 ;
-  wire \port$8304$0 ;
-  input \port$8314$0 ;
-  wire \port$8314$0 ;
-  input \port$8328$0 ;
-  wire \port$8328$0 ;
-  input [2:0] \port$8340$0 ;
-  wire [2:0] \port$8340$0 ;
-  input [2:0] \port$8348$0 ;
-  wire [2:0] \port$8348$0 ;
-  input [2:0] \port$8356$0 ;
-  wire [2:0] \port$8356$0 ;
-  input [2:0] \port$8364$0 ;
-  wire [2:0] \port$8364$0 ;
+  input [3:0] \port$7957$0 ;
+  wire [3:0] \port$7957$0 ;
+  input [3:0] \port$8158$0 ;
+  wire [3:0] \port$8158$0 ;
+  input \port$8289$0 ;
+  wire \port$8289$0 ;
+  input \port$8303$0 ;
+  wire \port$8303$0 ;
+  input \port$8313$0 ;
+  wire \port$8313$0 ;
+  input \port$8327$0 ;
+  wire \port$8327$0 ;
+  input \port$8337$0 ;
+  wire \port$8337$0 ;
+  input \port$8351$0 ;
+  wire \port$8351$0 ;
+  input \port$8361$0 ;
+  wire \port$8361$0 ;
+  input \port$8375$0 ;
+  wire \port$8375$0 ;
+  input [2:0] \port$8387$0 ;
+  wire [2:0] \port$8387$0 ;
+  input [2:0] \port$8395$0 ;
+  wire [2:0] \port$8395$0 ;
+  input [2:0] \port$8403$0 ;
+  wire [2:0] \port$8403$0 ;
+  input [2:0] \port$8411$0 ;
+  wire [2:0] \port$8411$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12017,10 +12040,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$266  = \$265  | irq_status_error_set;
   assign \$267  = ~ clr_irq_status_queue_cpl;
   assign \$268  = irq_status_queue_cpl & \$267 ;
-  assign \$269  = \$268  | { \port$8314$0 , \port$8290$0 , \port$8266$0 , \port$8242$0  };
+  assign \$269  = \$268  | { \port$8361$0 , \port$8337$0 , \port$8313$0 , \port$8289$0  };
   assign \$270  = ~ clr_irq_status_queue_error;
   assign \$271  = irq_status_queue_error & \$270 ;
-  assign \$272  = \$271  | { \port$8328$0 , \port$8304$0 , \port$8280$0 , \port$8256$0  };
+  assign \$272  = \$271  | { \port$8375$0 , \port$8351$0 , \port$8327$0 , \port$8303$0  };
   assign \$273  = ~ clr_irq_status_fw_msg;
   assign \$274  = irq_status_fw_msg & \$273 ;
   assign \$275  = \$274  | irq_status_fw_msg_set;
@@ -14307,20 +14330,20 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8111$0 [0];
-  assign status_dma_store_busy = \port$8111$0 [1];
-  assign status_gemm_busy = \port$8111$0 [2];
-  assign status_vec_busy = \port$8111$0 [3];
-  assign irq_status_queue_cpl_set = { \port$8314$0 , \port$8290$0 , \port$8266$0 , \port$8242$0  };
-  assign irq_status_queue_error_set = { \port$8328$0 , \port$8304$0 , \port$8280$0 , \port$8256$0  };
-  assign q_status0_waiting = \port$7912$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8340$0  };
-  assign q_status1_waiting = \port$7912$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8348$0  };
-  assign q_status2_waiting = \port$7912$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8356$0  };
-  assign q_status3_waiting = \port$7912$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8364$0  };
+  assign status_dma_load_busy = \port$8158$0 [0];
+  assign status_dma_store_busy = \port$8158$0 [1];
+  assign status_gemm_busy = \port$8158$0 [2];
+  assign status_vec_busy = \port$8158$0 [3];
+  assign irq_status_queue_cpl_set = { \port$8361$0 , \port$8337$0 , \port$8313$0 , \port$8289$0  };
+  assign irq_status_queue_error_set = { \port$8375$0 , \port$8351$0 , \port$8327$0 , \port$8303$0  };
+  assign q_status0_waiting = \port$7957$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8387$0  };
+  assign q_status1_waiting = \port$7957$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8395$0  };
+  assign q_status2_waiting = \port$7957$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8403$0  };
+  assign q_status3_waiting = \port$7957$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8411$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$134  = 33'h04b414b49;
@@ -14365,11 +14388,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$235  = \$234 ;
   assign \$238  = 2'h0;
   assign \$239  = { 30'h00000000, \$238  };
-  assign \$242  = { 1'h0, \port$8111$0 [0] };
+  assign \$242  = { 1'h0, \port$8158$0 [0] };
   assign \$243  = { 30'h00000000, \$242  };
-  assign \$244  = { \port$8111$0 [1], 1'h0 };
-  assign \$246  = { 1'h0, \port$8111$0 [2], 2'h0 };
-  assign \$248  = { \port$8111$0 [3], 3'h0 };
+  assign \$244  = { \port$8158$0 [1], 1'h0 };
+  assign \$246  = { 1'h0, \port$8158$0 [2], 2'h0 };
+  assign \$248  = { \port$8158$0 [3], 3'h0 };
   assign \$250  = { 3'h0, status_idle, 4'h0 };
   assign \$278  = { 1'h0, irq_status_dma_load_done };
   assign \$279  = { 30'h00000000, \$278  };
@@ -14522,26 +14545,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$696  = { 30'h00000000, \$695  };
   assign \$697  = { q_status0_halted, 1'h0 };
   assign \$699  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$701  = { \port$7912$0 [0], 3'h0 };
-  assign \$703  = { 12'h000, \port$8340$0 , 8'h00 };
+  assign \$701  = { \port$7957$0 [0], 3'h0 };
+  assign \$703  = { 12'h000, \port$8387$0 , 8'h00 };
   assign \$707  = { 1'h0, q_status1_active };
   assign \$708  = { 30'h00000000, \$707  };
   assign \$709  = { q_status1_halted, 1'h0 };
   assign \$711  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$713  = { \port$7912$0 [1], 3'h0 };
-  assign \$715  = { 12'h000, \port$8348$0 , 8'h00 };
+  assign \$713  = { \port$7957$0 [1], 3'h0 };
+  assign \$715  = { 12'h000, \port$8395$0 , 8'h00 };
   assign \$719  = { 1'h0, q_status2_active };
   assign \$720  = { 30'h00000000, \$719  };
   assign \$721  = { q_status2_halted, 1'h0 };
   assign \$723  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$725  = { \port$7912$0 [2], 3'h0 };
-  assign \$727  = { 12'h000, \port$8356$0 , 8'h00 };
+  assign \$725  = { \port$7957$0 [2], 3'h0 };
+  assign \$727  = { 12'h000, \port$8403$0 , 8'h00 };
   assign \$731  = { 1'h0, q_status3_active };
   assign \$732  = { 30'h00000000, \$731  };
   assign \$733  = { q_status3_halted, 1'h0 };
   assign \$735  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$737  = { \port$7912$0 [3], 3'h0 };
-  assign \$739  = { 12'h000, \port$8364$0 , 8'h00 };
+  assign \$737  = { \port$7957$0 [3], 3'h0 };
+  assign \$739  = { 12'h000, \port$8411$0 , 8'h00 };
   assign \$743  = { 1'h0, q_error0_code };
   assign \$744  = { 23'h000000, \$743  };
   assign \$747  = { 1'h0, q_error1_code };
@@ -14648,7 +14671,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$8113$0 , retire__0__tag, \port$8115$0 , retire__1__tag, \port$8117$0 , retire__2__tag, \port$8119$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8160$0 , retire__0__tag, \port$8162$0 , retire__1__tag, \port$8164$0 , retire__2__tag, \port$8166$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15260,14 +15283,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8113$0 ;
-  wire [8:0] \port$8113$0 ;
-  output [8:0] \port$8115$0 ;
-  wire [8:0] \port$8115$0 ;
-  output [8:0] \port$8117$0 ;
-  wire [8:0] \port$8117$0 ;
-  output [8:0] \port$8119$0 ;
-  wire [8:0] \port$8119$0 ;
+  output [8:0] \port$8160$0 ;
+  wire [8:0] \port$8160$0 ;
+  output [8:0] \port$8162$0 ;
+  wire [8:0] \port$8162$0 ;
+  output [8:0] \port$8164$0 ;
+  wire [8:0] \port$8164$0 ;
+  output [8:0] \port$8166$0 ;
+  wire [8:0] \port$8166$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15713,9 +15736,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7635$0 (desc),
-    .\port$7637$0 (queue),
-    .\port$7638$0 (windowed),
+    .\port$7678$0 (desc),
+    .\port$7680$0 (queue),
+    .\port$7681$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15725,9 +15748,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7635$0 (desc),
-    .\port$7637$0 (queue),
-    .\port$7638$0 (windowed),
+    .\port$7678$0 (desc),
+    .\port$7680$0 (queue),
+    .\port$7681$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15737,9 +15760,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7635$0 (desc),
-    .\port$7637$0 (queue),
-    .\port$7638$0 (windowed),
+    .\port$7678$0 (desc),
+    .\port$7680$0 (queue),
+    .\port$7681$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15749,9 +15772,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7635$0 (desc),
-    .\port$7637$0 (queue),
-    .\port$7638$0 (windowed),
+    .\port$7678$0 (desc),
+    .\port$7680$0 (queue),
+    .\port$7681$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15936,13 +15959,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8113$0  = dma_load_held[8:0];
+  assign \port$8160$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8115$0  = dma_store_held[8:0];
+  assign \port$8162$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8117$0  = gemm_held[8:0];
+  assign \port$8164$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8119$0  = vec_held[8:0];
+  assign \port$8166$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16443,7 +16466,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7635$0 , \port$7637$0 , \port$7638$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7678$0 , \port$7680$0 , \port$7681$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16485,12 +16508,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7635$0 ;
-  wire [255:0] \port$7635$0 ;
-  input [1:0] \port$7637$0 ;
-  wire [1:0] \port$7637$0 ;
-  input \port$7638$0 ;
-  wire \port$7638$0 ;
+  input [255:0] \port$7678$0 ;
+  wire [255:0] \port$7678$0 ;
+  input [1:0] \port$7680$0 ;
+  wire [1:0] \port$7680$0 ;
+  input \port$7681$0 ;
+  wire \port$7681$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16522,7 +16545,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7638$0 , \port$7637$0 , \port$7635$0  };
+      storage[w_port__addr] <= { \port$7681$0 , \port$7680$0 , \port$7678$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16621,14 +16644,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7638$0 , \port$7637$0 , \port$7635$0  };
-  assign w_data = { \port$7638$0 , \port$7637$0 , \port$7635$0  };
+  assign w_port__data = { \port$7681$0 , \port$7680$0 , \port$7678$0  };
+  assign w_data = { \port$7681$0 , \port$7680$0 , \port$7678$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7635$0 , \port$7637$0 , \port$7638$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7678$0 , \port$7680$0 , \port$7681$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16670,12 +16693,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7635$0 ;
-  wire [255:0] \port$7635$0 ;
-  input [1:0] \port$7637$0 ;
-  wire [1:0] \port$7637$0 ;
-  input \port$7638$0 ;
-  wire \port$7638$0 ;
+  input [255:0] \port$7678$0 ;
+  wire [255:0] \port$7678$0 ;
+  input [1:0] \port$7680$0 ;
+  wire [1:0] \port$7680$0 ;
+  input \port$7681$0 ;
+  wire \port$7681$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16707,7 +16730,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7638$0 , \port$7637$0 , \port$7635$0  };
+      storage[w_port__addr] <= { \port$7681$0 , \port$7680$0 , \port$7678$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16806,14 +16829,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7638$0 , \port$7637$0 , \port$7635$0  };
-  assign w_data = { \port$7638$0 , \port$7637$0 , \port$7635$0  };
+  assign w_port__data = { \port$7681$0 , \port$7680$0 , \port$7678$0  };
+  assign w_data = { \port$7681$0 , \port$7680$0 , \port$7678$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7635$0 , \port$7637$0 , \port$7638$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7678$0 , \port$7680$0 , \port$7681$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16855,12 +16878,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7635$0 ;
-  wire [255:0] \port$7635$0 ;
-  input [1:0] \port$7637$0 ;
-  wire [1:0] \port$7637$0 ;
-  input \port$7638$0 ;
-  wire \port$7638$0 ;
+  input [255:0] \port$7678$0 ;
+  wire [255:0] \port$7678$0 ;
+  input [1:0] \port$7680$0 ;
+  wire [1:0] \port$7680$0 ;
+  input \port$7681$0 ;
+  wire \port$7681$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16892,7 +16915,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7638$0 , \port$7637$0 , \port$7635$0  };
+      storage[w_port__addr] <= { \port$7681$0 , \port$7680$0 , \port$7678$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16991,14 +17014,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7638$0 , \port$7637$0 , \port$7635$0  };
-  assign w_data = { \port$7638$0 , \port$7637$0 , \port$7635$0  };
+  assign w_port__data = { \port$7681$0 , \port$7680$0 , \port$7678$0  };
+  assign w_data = { \port$7681$0 , \port$7680$0 , \port$7678$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7635$0 , \port$7637$0 , \port$7638$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7678$0 , \port$7680$0 , \port$7681$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17040,12 +17063,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7635$0 ;
-  wire [255:0] \port$7635$0 ;
-  input [1:0] \port$7637$0 ;
-  wire [1:0] \port$7637$0 ;
-  input \port$7638$0 ;
-  wire \port$7638$0 ;
+  input [255:0] \port$7678$0 ;
+  wire [255:0] \port$7678$0 ;
+  input [1:0] \port$7680$0 ;
+  wire [1:0] \port$7680$0 ;
+  input \port$7681$0 ;
+  wire \port$7681$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17077,7 +17100,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7638$0 , \port$7637$0 , \port$7635$0  };
+      storage[w_port__addr] <= { \port$7681$0 , \port$7680$0 , \port$7678$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17176,8 +17199,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7638$0 , \port$7637$0 , \port$7635$0  };
-  assign w_data = { \port$7638$0 , \port$7637$0 , \port$7635$0  };
+  assign w_port__data = { \port$7681$0 , \port$7680$0 , \port$7678$0  };
+  assign w_data = { \port$7681$0 , \port$7680$0 , \port$7678$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20457,7 +20480,7 @@ module \kaki_soc_8x8.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8113$16 , \port$8469$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8160$16 , \port$8516$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20501,10 +20524,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8113$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8113$16 ;
-  wire [15:0] \port$8113$16 ;
-  input [7:0] \port$8469$0 ;
-  wire [7:0] \port$8469$0 ;
+  input [15:0] \port$8160$16 ;
+  wire [15:0] \port$8160$16 ;
+  input [7:0] \port$8516$0 ;
+  wire [7:0] \port$8516$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20539,7 +20562,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8113$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8113$16 , \port$8469$0  };
+      storage[w_port__addr] <= { \port$8160$16 , \port$8516$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20650,14 +20673,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8113$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8113$16 , \port$8469$0  };
-  assign w_data = { \port$8113$16 , \port$8469$0  };
+  assign w_port__data = { \port$8160$16 , \port$8516$0  };
+  assign w_data = { \port$8160$16 , \port$8516$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8115$16 , \port$8577$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8162$16 , \port$8624$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20701,10 +20724,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8115
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8115$16 ;
-  wire [15:0] \port$8115$16 ;
-  input [7:0] \port$8577$0 ;
-  wire [7:0] \port$8577$0 ;
+  input [15:0] \port$8162$16 ;
+  wire [15:0] \port$8162$16 ;
+  input [7:0] \port$8624$0 ;
+  wire [7:0] \port$8624$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20739,7 +20762,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8115
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8115$16 , \port$8577$0  };
+      storage[w_port__addr] <= { \port$8162$16 , \port$8624$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20850,17 +20873,17 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8115
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8115$16 , \port$8577$0  };
-  assign w_data = { \port$8115$16 , \port$8577$0  };
+  assign w_port__data = { \port$8162$16 , \port$8624$0  };
+  assign w_data = { \port$8162$16 , \port$8624$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, fw_msg_send_go, bus__en, q_head_index0_index, \port$4440$0 , \port$4442$0 , q_head_index1_index, \port$4449$0 , \port$4451$0 , q_head_index2_index, \port$4458$0 , \port$4460$0 , q_head_index3_index, \port$4467$0 , \port$4469$0 , cpl_status_free, \port$5124$0 , \port$5154$0 , \port$5184$0 , \port$5214$0 
-, \port$7481$0 , \port$7531$0 , \port$7581$0 , \port$7631$0 , work_retire, perf_value_value, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, cpl_tag_tag, q_wait_queue, event0_value, event1_value, event2_value
-, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata, bus__wstrb, retire0_valid, retire1_valid, retire2_valid
-, retire3_valid, clk);
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4483$0 , \port$4485$0 , q_head_index1_index, \port$4492$0 , \port$4494$0 , q_head_index2_index, \port$4501$0 , \port$4503$0 , q_head_index3_index, \port$4510$0 , \port$4512$0 , cpl_status_free, \port$5167$0 , \port$5197$0 , \port$5227$0 
+, \port$5257$0 , \port$7524$0 , \port$7574$0 , \port$7624$0 , \port$7674$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata
+, bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20925,97 +20948,97 @@ module \kaki_soc_8x8.fw_regs (rst, held, fw_msg_send_go, bus__en, q_head_index0_
   wire \$153 ;
   wire \$154 ;
   wire \$155 ;
-  wire [31:0] \$156 ;
-  wire [31:0] \$157 ;
-  wire [31:0] \$158 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire [32:0] \$163 ;
-  wire [32:0] \$164 ;
-  wire [7:0] \$165 ;
-  wire [7:0] \$166 ;
-  wire [7:0] \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [31:0] \$160 ;
+  wire [31:0] \$161 ;
+  wire [31:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire [32:0] \$167 ;
+  wire [32:0] \$168 ;
+  wire [7:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire [8:0] \$172 ;
-  wire [31:0] \$173 ;
-  wire [31:0] \$174 ;
-  wire [31:0] \$175 ;
-  wire [31:0] \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [7:0] \$170 ;
+  wire [7:0] \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire [8:0] \$176 ;
+  wire [31:0] \$177 ;
+  wire [31:0] \$178 ;
+  wire [31:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire [32:0] \$181 ;
-  wire [32:0] \$182 ;
-  wire [31:0] \$183 ;
-  wire [31:0] \$184 ;
-  wire [31:0] \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [31:0] \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire [32:0] \$185 ;
+  wire [32:0] \$186 ;
+  wire [31:0] \$187 ;
+  wire [31:0] \$188 ;
+  wire [31:0] \$189 ;
   wire \$19 ;
-  wire [32:0] \$190 ;
-  wire [32:0] \$191 ;
-  wire [31:0] \$192 ;
-  wire [31:0] \$193 ;
-  wire [31:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire [32:0] \$199 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire [32:0] \$194 ;
+  wire [32:0] \$195 ;
+  wire [31:0] \$196 ;
+  wire [31:0] \$197 ;
+  wire [31:0] \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [32:0] \$200 ;
-  wire [31:0] \$201 ;
-  wire [31:0] \$202 ;
-  wire [31:0] \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire [32:0] \$208 ;
-  wire [32:0] \$209 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire [32:0] \$203 ;
+  wire [32:0] \$204 ;
+  wire [31:0] \$205 ;
+  wire [31:0] \$206 ;
+  wire [31:0] \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire \$21 ;
   wire \$210 ;
   wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire [1:0] \$214 ;
-  wire [31:0] \$215 ;
+  wire [32:0] \$212 ;
+  wire [32:0] \$213 ;
+  wire \$214 ;
+  wire \$215 ;
   wire \$216 ;
   wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [1:0] \$218 ;
+  wire [31:0] \$219 ;
   wire \$22 ;
-  wire [4:0] \$220 ;
-  wire [31:0] \$221 ;
-  wire [18:0] \$222 ;
-  wire [31:0] \$223 ;
-  wire [34:0] \$224 ;
-  wire [34:0] \$225 ;
-  wire [3:0] \$226 ;
-  wire [3:0] \$227 ;
-  wire [3:0] \$228 ;
-  wire \$229 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire [4:0] \$224 ;
+  wire [31:0] \$225 ;
+  wire [18:0] \$226 ;
+  wire [31:0] \$227 ;
+  wire [34:0] \$228 ;
+  wire [34:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire [4:0] \$233 ;
-  wire [31:0] \$234 ;
-  wire [3:0] \$235 ;
-  wire [3:0] \$236 ;
-  wire [3:0] \$237 ;
+  wire [31:0] \$230 ;
+  wire [34:0] \$231 ;
+  wire [3:0] \$232 ;
+  wire [3:0] \$233 ;
+  wire [3:0] \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
   wire \$238 ;
   wire \$239 ;
   wire \$24 ;
@@ -21023,633 +21046,661 @@ module \kaki_soc_8x8.fw_regs (rst, held, fw_msg_send_go, bus__en, q_head_index0_
   wire \$241 ;
   wire [4:0] \$242 ;
   wire [31:0] \$243 ;
-  wire [1:0] \$244 ;
-  wire [1:0] \$245 ;
-  wire [1:0] \$246 ;
-  wire [15:0] \$247 ;
-  wire [15:0] \$248 ;
-  wire [15:0] \$249 ;
+  wire [31:0] \$244 ;
+  wire [31:0] \$245 ;
+  wire [3:0] \$246 ;
+  wire [3:0] \$247 ;
+  wire [3:0] \$248 ;
+  wire \$249 ;
   wire \$25 ;
   wire \$250 ;
   wire \$251 ;
   wire \$252 ;
-  wire \$253 ;
-  wire [2:0] \$254 ;
-  wire [31:0] \$255 ;
-  wire [46:0] \$256 ;
-  wire [46:0] \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [4:0] \$253 ;
+  wire [31:0] \$254 ;
+  wire [1:0] \$255 ;
+  wire [1:0] \$256 ;
+  wire [1:0] \$257 ;
+  wire [15:0] \$258 ;
+  wire [15:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
+  wire [15:0] \$260 ;
   wire \$261 ;
-  wire [1:0] \$262 ;
-  wire [31:0] \$263 ;
-  wire [22:0] \$264 ;
-  wire [31:0] \$265 ;
-  wire [46:0] \$266 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire [2:0] \$265 ;
+  wire [31:0] \$266 ;
   wire [46:0] \$267 ;
-  wire \$268 ;
+  wire [46:0] \$268 ;
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
   wire \$271 ;
-  wire [1:0] \$272 ;
-  wire [31:0] \$273 ;
-  wire [22:0] \$274 ;
-  wire [31:0] \$275 ;
-  wire [46:0] \$276 ;
+  wire \$272 ;
+  wire [1:0] \$273 ;
+  wire [31:0] \$274 ;
+  wire [22:0] \$275 ;
+  wire [31:0] \$276 ;
   wire [46:0] \$277 ;
-  wire \$278 ;
+  wire [46:0] \$278 ;
   wire \$279 ;
   wire \$28 ;
   wire \$280 ;
   wire \$281 ;
-  wire [1:0] \$282 ;
-  wire [31:0] \$283 ;
-  wire [22:0] \$284 ;
-  wire [31:0] \$285 ;
-  wire [46:0] \$286 ;
+  wire \$282 ;
+  wire [1:0] \$283 ;
+  wire [31:0] \$284 ;
+  wire [22:0] \$285 ;
+  wire [31:0] \$286 ;
   wire [46:0] \$287 ;
-  wire \$288 ;
+  wire [46:0] \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
   wire \$291 ;
-  wire [1:0] \$292 ;
-  wire [31:0] \$293 ;
-  wire [22:0] \$294 ;
-  wire [31:0] \$295 ;
-  wire [46:0] \$296 ;
+  wire \$292 ;
+  wire [1:0] \$293 ;
+  wire [31:0] \$294 ;
+  wire [22:0] \$295 ;
+  wire [31:0] \$296 ;
   wire [46:0] \$297 ;
-  wire [3:0] \$298 ;
-  wire [3:0] \$299 ;
+  wire [46:0] \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [3:0] \$300 ;
+  wire \$300 ;
   wire \$301 ;
   wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire [4:0] \$305 ;
+  wire [1:0] \$303 ;
+  wire [31:0] \$304 ;
+  wire [22:0] \$305 ;
   wire [31:0] \$306 ;
-  wire [1:0] \$307 ;
-  wire [1:0] \$308 ;
-  wire [1:0] \$309 ;
+  wire [46:0] \$307 ;
+  wire [46:0] \$308 ;
+  wire [3:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
+  wire [3:0] \$310 ;
+  wire [3:0] \$311 ;
   wire \$312 ;
   wire \$313 ;
   wire \$314 ;
   wire \$315 ;
-  wire [7:0] \$316 ;
-  wire [7:0] \$317 ;
-  wire [7:0] \$318 ;
-  wire [7:0] \$319 ;
+  wire [4:0] \$316 ;
+  wire [31:0] \$317 ;
+  wire [1:0] \$318 ;
+  wire [1:0] \$319 ;
   wire \$32 ;
-  wire [7:0] \$320 ;
-  wire [7:0] \$321 ;
-  wire [7:0] \$322 ;
-  wire [7:0] \$323 ;
-  wire [7:0] \$324 ;
+  wire [1:0] \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
   wire \$325 ;
   wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
-  wire [2:0] \$329 ;
+  wire [7:0] \$327 ;
+  wire [7:0] \$328 ;
+  wire [7:0] \$329 ;
   wire \$33 ;
-  wire [31:0] \$330 ;
-  wire [3:0] \$331 ;
-  wire [31:0] \$332 ;
-  wire [3:0] \$333 ;
-  wire [31:0] \$334 ;
-  wire [22:0] \$335 ;
-  wire [31:0] \$336 ;
-  wire [38:0] \$337 ;
-  wire [38:0] \$338 ;
-  wire [38:0] \$339 ;
+  wire [7:0] \$330 ;
+  wire [7:0] \$331 ;
+  wire [7:0] \$332 ;
+  wire [7:0] \$333 ;
+  wire [7:0] \$334 ;
+  wire [7:0] \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [38:0] \$340 ;
-  wire [15:0] \$341 ;
-  wire [15:0] \$342 ;
-  wire [15:0] \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire [16:0] \$348 ;
-  wire [31:0] \$349 ;
+  wire [2:0] \$340 ;
+  wire [31:0] \$341 ;
+  wire [3:0] \$342 ;
+  wire [31:0] \$343 ;
+  wire [3:0] \$344 ;
+  wire [31:0] \$345 ;
+  wire [22:0] \$346 ;
+  wire [31:0] \$347 ;
+  wire [38:0] \$348 ;
+  wire [38:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire [4:0] \$354 ;
-  wire [31:0] \$355 ;
-  wire [3:0] \$356 ;
-  wire [3:0] \$357 ;
-  wire [3:0] \$358 ;
-  wire \$359 ;
+  wire [38:0] \$350 ;
+  wire [38:0] \$351 ;
+  wire [15:0] \$352 ;
+  wire [15:0] \$353 ;
+  wire [15:0] \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire [16:0] \$359 ;
   wire \$36 ;
-  wire \$360 ;
+  wire [31:0] \$360 ;
   wire \$361 ;
   wire \$362 ;
-  wire [4:0] \$363 ;
-  wire [31:0] \$364 ;
-  wire [3:0] \$365 ;
-  wire [3:0] \$366 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire [4:0] \$365 ;
+  wire [31:0] \$366 ;
   wire [3:0] \$367 ;
-  wire \$368 ;
-  wire \$369 ;
+  wire [3:0] \$368 ;
+  wire [3:0] \$369 ;
   wire \$37 ;
   wire \$370 ;
   wire \$371 ;
-  wire [4:0] \$372 ;
-  wire [31:0] \$373 ;
-  wire \$374 ;
-  wire \$375 ;
-  wire \$376 ;
-  wire \$377 ;
-  wire [32:0] \$378 ;
-  wire [32:0] \$379 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire [4:0] \$374 ;
+  wire [31:0] \$375 ;
+  wire [3:0] \$376 ;
+  wire [3:0] \$377 ;
+  wire [3:0] \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [3:0] \$380 ;
-  wire [3:0] \$381 ;
-  wire [3:0] \$382 ;
-  wire \$383 ;
-  wire \$384 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire [4:0] \$383 ;
+  wire [31:0] \$384 ;
   wire \$385 ;
   wire \$386 ;
-  wire [4:0] \$387 ;
-  wire [31:0] \$388 ;
-  wire \$389 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire [32:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  wire [32:0] \$393 ;
-  wire [32:0] \$394 ;
+  wire [32:0] \$390 ;
+  wire [3:0] \$391 ;
+  wire [3:0] \$392 ;
+  wire [3:0] \$393 ;
+  wire \$394 ;
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
-  wire \$398 ;
-  wire [32:0] \$399 ;
+  wire [4:0] \$398 ;
+  wire [31:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [32:0] \$400 ;
+  wire \$400 ;
   wire \$401 ;
   wire \$402 ;
   wire \$403 ;
-  wire \$404 ;
+  wire [32:0] \$404 ;
   wire [32:0] \$405 ;
-  wire [32:0] \$406 ;
+  wire \$406 ;
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
   wire \$41 ;
-  wire \$410 ;
+  wire [32:0] \$410 ;
   wire [32:0] \$411 ;
-  wire [32:0] \$412 ;
+  wire \$412 ;
   wire \$413 ;
   wire \$414 ;
   wire \$415 ;
-  wire \$416 ;
+  wire [32:0] \$416 ;
   wire [32:0] \$417 ;
-  wire [32:0] \$418 ;
+  wire \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
   wire \$421 ;
-  wire \$422 ;
+  wire [32:0] \$422 ;
   wire [32:0] \$423 ;
-  wire [32:0] \$424 ;
+  wire \$424 ;
   wire \$425 ;
   wire \$426 ;
   wire \$427 ;
-  wire \$428 ;
+  wire [32:0] \$428 ;
   wire [32:0] \$429 ;
   wire \$43 ;
-  wire [32:0] \$430 ;
-  wire \$431 ;
-  wire \$432 ;
+  wire [31:0] \$430 ;
+  wire [31:0] \$431 ;
+  wire [31:0] \$432 ;
   wire \$433 ;
   wire \$434 ;
-  wire [32:0] \$435 ;
-  wire [32:0] \$436 ;
-  wire \$437 ;
-  wire \$438 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire [32:0] \$437 ;
+  wire [32:0] \$438 ;
   wire \$439 ;
   wire \$44 ;
   wire \$440 ;
-  wire [32:0] \$441 ;
-  wire [32:0] \$442 ;
-  wire \$443 ;
-  wire \$444 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire [32:0] \$443 ;
+  wire [32:0] \$444 ;
   wire \$445 ;
   wire \$446 ;
-  wire [32:0] \$447 ;
-  wire [32:0] \$448 ;
-  wire \$449 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire [32:0] \$449 ;
   wire \$45 ;
-  wire \$450 ;
+  wire [32:0] \$450 ;
   wire \$451 ;
   wire \$452 ;
-  wire [32:0] \$453 ;
-  wire [32:0] \$454 ;
-  wire \$455 ;
-  wire \$456 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire [32:0] \$455 ;
+  wire [32:0] \$456 ;
   wire \$457 ;
   wire \$458 ;
-  wire [32:0] \$459 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [32:0] \$460 ;
-  wire \$461 ;
-  wire \$462 ;
+  wire \$460 ;
+  wire [32:0] \$461 ;
+  wire [32:0] \$462 ;
   wire \$463 ;
   wire \$464 ;
-  wire [32:0] \$465 ;
-  wire [32:0] \$466 ;
-  wire \$467 ;
-  wire \$468 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire [32:0] \$467 ;
+  wire [32:0] \$468 ;
   wire \$469 ;
   wire \$47 ;
   wire \$470 ;
-  wire [32:0] \$471 ;
-  wire [32:0] \$472 ;
-  wire \$473 ;
-  wire \$474 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire [32:0] \$473 ;
+  wire [32:0] \$474 ;
   wire \$475 ;
   wire \$476 ;
-  wire [32:0] \$477 ;
-  wire [32:0] \$478 ;
-  wire \$479 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire [32:0] \$479 ;
   wire \$48 ;
-  wire \$480 ;
+  wire [32:0] \$480 ;
   wire \$481 ;
   wire \$482 ;
-  wire [32:0] \$483 ;
-  wire [32:0] \$484 ;
-  wire \$485 ;
-  wire \$486 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire [32:0] \$485 ;
+  wire [32:0] \$486 ;
   wire \$487 ;
   wire \$488 ;
-  wire [32:0] \$489 ;
+  wire \$489 ;
   wire \$49 ;
-  wire [32:0] \$490 ;
-  wire \$491 ;
-  wire \$492 ;
+  wire \$490 ;
+  wire [32:0] \$491 ;
+  wire [32:0] \$492 ;
   wire \$493 ;
   wire \$494 ;
-  wire [32:0] \$495 ;
-  wire [32:0] \$496 ;
-  wire \$497 ;
-  wire \$498 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire [32:0] \$497 ;
+  wire [32:0] \$498 ;
   wire \$499 ;
   wire \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire [32:0] \$501 ;
-  wire [32:0] \$502 ;
-  wire \$503 ;
-  wire \$504 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire [32:0] \$503 ;
+  wire [32:0] \$504 ;
   wire \$505 ;
   wire \$506 ;
-  wire [32:0] \$507 ;
-  wire [32:0] \$508 ;
-  wire \$509 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire [32:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
+  wire [32:0] \$510 ;
   wire \$511 ;
   wire \$512 ;
-  wire [32:0] \$513 ;
-  wire [32:0] \$514 ;
-  wire \$515 ;
-  wire \$516 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire [32:0] \$515 ;
+  wire [32:0] \$516 ;
   wire \$517 ;
   wire \$518 ;
-  wire [32:0] \$519 ;
+  wire \$519 ;
   wire \$52 ;
-  wire [32:0] \$520 ;
-  wire \$521 ;
-  wire \$522 ;
+  wire \$520 ;
+  wire [32:0] \$521 ;
+  wire [32:0] \$522 ;
   wire \$523 ;
   wire \$524 ;
-  wire [32:0] \$525 ;
-  wire [32:0] \$526 ;
-  wire \$527 ;
-  wire \$528 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire [32:0] \$527 ;
+  wire [32:0] \$528 ;
   wire \$529 ;
   wire \$53 ;
   wire \$530 ;
-  wire [32:0] \$531 ;
-  wire [32:0] \$532 ;
-  wire \$533 ;
-  wire \$534 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire [32:0] \$533 ;
+  wire [32:0] \$534 ;
   wire \$535 ;
   wire \$536 ;
-  wire [32:0] \$537 ;
-  wire [32:0] \$538 ;
-  wire \$539 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire [32:0] \$539 ;
   wire \$54 ;
-  wire \$540 ;
+  wire [32:0] \$540 ;
   wire \$541 ;
   wire \$542 ;
-  wire [32:0] \$543 ;
-  wire [32:0] \$544 ;
-  wire \$545 ;
-  wire \$546 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire [32:0] \$545 ;
+  wire [32:0] \$546 ;
   wire \$547 ;
   wire \$548 ;
-  wire [32:0] \$549 ;
+  wire \$549 ;
   wire \$55 ;
-  wire [32:0] \$550 ;
-  wire \$551 ;
-  wire \$552 ;
+  wire \$550 ;
+  wire [32:0] \$551 ;
+  wire [32:0] \$552 ;
   wire \$553 ;
   wire \$554 ;
-  wire [32:0] \$555 ;
-  wire [32:0] \$556 ;
-  wire \$557 ;
-  wire \$558 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire [32:0] \$557 ;
+  wire [32:0] \$558 ;
   wire \$559 ;
   wire \$56 ;
   wire \$560 ;
-  wire [32:0] \$561 ;
-  wire [32:0] \$562 ;
-  wire \$563 ;
-  wire \$564 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire [32:0] \$563 ;
+  wire [32:0] \$564 ;
   wire \$565 ;
   wire \$566 ;
-  wire [32:0] \$567 ;
-  wire [32:0] \$568 ;
-  wire \$569 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire [32:0] \$569 ;
   wire \$57 ;
-  wire \$570 ;
+  wire [32:0] \$570 ;
   wire \$571 ;
   wire \$572 ;
-  wire [32:0] \$573 ;
-  wire [32:0] \$574 ;
-  wire \$575 ;
-  wire \$576 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire [32:0] \$575 ;
+  wire [32:0] \$576 ;
   wire \$577 ;
   wire \$578 ;
-  wire [32:0] \$579 ;
+  wire \$579 ;
   wire \$58 ;
-  wire [32:0] \$580 ;
-  wire \$581 ;
-  wire \$582 ;
+  wire \$580 ;
+  wire [32:0] \$581 ;
+  wire [32:0] \$582 ;
   wire \$583 ;
   wire \$584 ;
-  wire [32:0] \$585 ;
-  wire [32:0] \$586 ;
-  wire \$587 ;
-  wire \$588 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire [32:0] \$587 ;
+  wire [32:0] \$588 ;
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire [32:0] \$591 ;
-  wire [32:0] \$592 ;
-  wire \$593 ;
-  wire \$594 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire [32:0] \$593 ;
+  wire [32:0] \$594 ;
   wire \$595 ;
   wire \$596 ;
-  wire [32:0] \$597 ;
-  wire [32:0] \$598 ;
-  wire \$599 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire [32:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$600 ;
+  wire [32:0] \$600 ;
   wire \$601 ;
   wire \$602 ;
-  wire [32:0] \$603 ;
-  wire [32:0] \$604 ;
-  wire [31:0] \$605 ;
-  wire [31:0] \$606 ;
-  wire [31:0] \$607 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire [32:0] \$605 ;
+  wire [32:0] \$606 ;
+  wire \$607 ;
   wire \$608 ;
   wire \$609 ;
   wire \$61 ;
   wire \$610 ;
-  wire \$611 ;
+  wire [32:0] \$611 ;
   wire [32:0] \$612 ;
-  wire [32:0] \$613 ;
-  wire [31:0] \$614 ;
-  wire [31:0] \$615 ;
-  wire [31:0] \$616 ;
-  wire \$617 ;
-  wire \$618 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire [32:0] \$617 ;
+  wire [32:0] \$618 ;
   wire \$619 ;
   wire \$62 ;
   wire \$620 ;
-  wire [32:0] \$621 ;
-  wire [32:0] \$622 ;
-  wire [31:0] \$623 ;
-  wire [31:0] \$624 ;
-  wire [31:0] \$625 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire [32:0] \$623 ;
+  wire [32:0] \$624 ;
+  wire \$625 ;
   wire \$626 ;
   wire \$627 ;
   wire \$628 ;
-  wire \$629 ;
+  wire [32:0] \$629 ;
   wire \$63 ;
   wire [32:0] \$630 ;
-  wire [32:0] \$631 ;
+  wire [31:0] \$631 ;
   wire [31:0] \$632 ;
   wire [31:0] \$633 ;
-  wire [31:0] \$634 ;
+  wire \$634 ;
   wire \$635 ;
   wire \$636 ;
   wire \$637 ;
-  wire \$638 ;
+  wire [32:0] \$638 ;
   wire [32:0] \$639 ;
   wire \$64 ;
-  wire [32:0] \$640 ;
+  wire [31:0] \$640 ;
   wire [31:0] \$641 ;
   wire [31:0] \$642 ;
-  wire [31:0] \$643 ;
+  wire \$643 ;
   wire \$644 ;
   wire \$645 ;
   wire \$646 ;
-  wire \$647 ;
+  wire [32:0] \$647 ;
   wire [32:0] \$648 ;
-  wire [32:0] \$649 ;
+  wire [31:0] \$649 ;
   wire \$65 ;
   wire [31:0] \$650 ;
   wire [31:0] \$651 ;
-  wire [31:0] \$652 ;
+  wire \$652 ;
   wire \$653 ;
   wire \$654 ;
   wire \$655 ;
-  wire \$656 ;
+  wire [32:0] \$656 ;
   wire [32:0] \$657 ;
-  wire [32:0] \$658 ;
+  wire [31:0] \$658 ;
   wire [31:0] \$659 ;
   wire \$66 ;
   wire [31:0] \$660 ;
-  wire [31:0] \$661 ;
+  wire \$661 ;
   wire \$662 ;
   wire \$663 ;
   wire \$664 ;
-  wire \$665 ;
+  wire [32:0] \$665 ;
   wire [32:0] \$666 ;
-  wire [32:0] \$667 ;
+  wire [31:0] \$667 ;
   wire [31:0] \$668 ;
   wire [31:0] \$669 ;
   wire \$67 ;
-  wire [31:0] \$670 ;
+  wire \$670 ;
   wire \$671 ;
   wire \$672 ;
   wire \$673 ;
-  wire \$674 ;
+  wire [32:0] \$674 ;
   wire [32:0] \$675 ;
-  wire [32:0] \$676 ;
+  wire [31:0] \$676 ;
   wire [31:0] \$677 ;
   wire [31:0] \$678 ;
-  wire [31:0] \$679 ;
+  wire \$679 ;
   wire \$68 ;
   wire \$680 ;
   wire \$681 ;
   wire \$682 ;
-  wire \$683 ;
+  wire [32:0] \$683 ;
   wire [32:0] \$684 ;
-  wire [32:0] \$685 ;
+  wire [31:0] \$685 ;
   wire [31:0] \$686 ;
   wire [31:0] \$687 ;
-  wire [31:0] \$688 ;
+  wire \$688 ;
   wire \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
-  wire \$692 ;
+  wire [32:0] \$692 ;
   wire [32:0] \$693 ;
-  wire [32:0] \$694 ;
+  wire [31:0] \$694 ;
   wire [31:0] \$695 ;
   wire [31:0] \$696 ;
-  wire [31:0] \$697 ;
+  wire \$697 ;
   wire \$698 ;
   wire \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$700 ;
-  wire \$701 ;
+  wire [32:0] \$701 ;
   wire [32:0] \$702 ;
-  wire [32:0] \$703 ;
+  wire [31:0] \$703 ;
   wire [31:0] \$704 ;
   wire [31:0] \$705 ;
-  wire [31:0] \$706 ;
+  wire \$706 ;
   wire \$707 ;
   wire \$708 ;
   wire \$709 ;
   wire \$71 ;
-  wire \$710 ;
+  wire [32:0] \$710 ;
   wire [32:0] \$711 ;
-  wire [32:0] \$712 ;
+  wire [31:0] \$712 ;
   wire [31:0] \$713 ;
   wire [31:0] \$714 ;
-  wire [31:0] \$715 ;
+  wire \$715 ;
   wire \$716 ;
   wire \$717 ;
   wire \$718 ;
-  wire \$719 ;
+  wire [32:0] \$719 ;
   wire \$72 ;
   wire [32:0] \$720 ;
-  wire [32:0] \$721 ;
+  wire [31:0] \$721 ;
   wire [31:0] \$722 ;
   wire [31:0] \$723 ;
-  wire [31:0] \$724 ;
+  wire \$724 ;
   wire \$725 ;
   wire \$726 ;
   wire \$727 ;
-  wire \$728 ;
+  wire [32:0] \$728 ;
   wire [32:0] \$729 ;
   wire \$73 ;
-  wire [32:0] \$730 ;
+  wire [31:0] \$730 ;
   wire [31:0] \$731 ;
   wire [31:0] \$732 ;
-  wire [31:0] \$733 ;
+  wire \$733 ;
   wire \$734 ;
   wire \$735 ;
   wire \$736 ;
-  wire \$737 ;
+  wire [32:0] \$737 ;
   wire [32:0] \$738 ;
-  wire [32:0] \$739 ;
+  wire [31:0] \$739 ;
   wire \$74 ;
   wire [31:0] \$740 ;
   wire [31:0] \$741 ;
-  wire [31:0] \$742 ;
+  wire \$742 ;
   wire \$743 ;
   wire \$744 ;
   wire \$745 ;
-  wire \$746 ;
+  wire [32:0] \$746 ;
   wire [32:0] \$747 ;
-  wire [32:0] \$748 ;
-  wire [11:0] \$749 ;
+  wire [31:0] \$748 ;
+  wire [31:0] \$749 ;
   wire \$75 ;
-  wire [11:0] \$750 ;
-  wire [11:0] \$751 ;
+  wire [31:0] \$750 ;
+  wire \$751 ;
   wire \$752 ;
   wire \$753 ;
   wire \$754 ;
-  wire \$755 ;
-  wire [12:0] \$756 ;
+  wire [32:0] \$755 ;
+  wire [32:0] \$756 ;
   wire [31:0] \$757 ;
-  wire \$758 ;
-  wire \$759 ;
+  wire [31:0] \$758 ;
+  wire [31:0] \$759 ;
   wire \$76 ;
   wire \$760 ;
   wire \$761 ;
-  wire [32:0] \$762 ;
-  wire [32:0] \$763 ;
-  reg \$764 ;
-  reg [31:0] \$765 ;
-  reg \$766 ;
-  reg [31:0] \$767 ;
-  reg \$768 ;
-  reg [7:0] \$769 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire [32:0] \$764 ;
+  wire [32:0] \$765 ;
+  wire [31:0] \$766 ;
+  wire [31:0] \$767 ;
+  wire [31:0] \$768 ;
+  wire \$769 ;
   wire \$77 ;
-  reg [31:0] \$770 ;
-  reg [31:0] \$771 ;
-  reg [31:0] \$772 ;
-  reg [31:0] \$773 ;
-  reg [3:0] \$774 ;
-  reg [3:0] \$775 ;
-  reg [1:0] \$776 ;
-  reg [15:0] \$777 ;
-  reg [3:0] \$778 ;
-  reg [1:0] \$779 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire [32:0] \$773 ;
+  wire [32:0] \$774 ;
+  wire [11:0] \$775 ;
+  wire [11:0] \$776 ;
+  wire [11:0] \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
-  reg \$780 ;
-  reg \$781 ;
-  reg [7:0] \$782 ;
-  reg [7:0] \$783 ;
-  reg [7:0] \$784 ;
-  reg [15:0] \$785 ;
-  reg [3:0] \$786 ;
-  reg [3:0] \$787 ;
-  reg [3:0] \$788 ;
-  reg [31:0] \$789 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire [12:0] \$782 ;
+  wire [31:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire [32:0] \$788 ;
+  wire [32:0] \$789 ;
   wire \$79 ;
-  reg [31:0] \$790 ;
+  reg \$790 ;
   reg [31:0] \$791 ;
-  reg [31:0] \$792 ;
+  reg \$792 ;
   reg [31:0] \$793 ;
-  reg [31:0] \$794 ;
-  reg [31:0] \$795 ;
+  reg \$794 ;
+  reg [7:0] \$795 ;
   reg [31:0] \$796 ;
   reg [31:0] \$797 ;
   reg [31:0] \$798 ;
   reg [31:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  reg [31:0] \$800 ;
-  reg [31:0] \$801 ;
-  reg [31:0] \$802 ;
-  reg [31:0] \$803 ;
-  reg [31:0] \$804 ;
-  reg [11:0] \$805 ;
+  reg [3:0] \$800 ;
+  reg \$801 ;
+  reg [3:0] \$802 ;
+  reg [1:0] \$803 ;
+  reg [15:0] \$804 ;
+  reg [3:0] \$805 ;
+  reg [1:0] \$806 ;
+  reg \$807 ;
+  reg \$808 ;
+  reg [7:0] \$809 ;
   wire \$81 ;
+  reg [7:0] \$810 ;
+  reg [7:0] \$811 ;
+  reg [15:0] \$812 ;
+  reg [3:0] \$813 ;
+  reg [3:0] \$814 ;
+  reg [3:0] \$815 ;
+  reg [31:0] \$816 ;
+  reg [31:0] \$817 ;
+  reg [31:0] \$818 ;
+  reg [31:0] \$819 ;
   wire \$82 ;
+  reg [31:0] \$820 ;
+  reg [31:0] \$821 ;
+  reg [31:0] \$822 ;
+  reg [31:0] \$823 ;
+  reg [31:0] \$824 ;
+  reg [31:0] \$825 ;
+  reg [31:0] \$826 ;
+  reg [31:0] \$827 ;
+  reg [31:0] \$828 ;
+  reg [31:0] \$829 ;
   wire \$83 ;
+  reg [31:0] \$830 ;
+  reg [31:0] \$831 ;
+  reg [31:0] \$832 ;
+  reg [11:0] \$833 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
@@ -21752,38 +21803,38 @@ module \kaki_soc_8x8.fw_regs (rst, held, fw_msg_send_go, bus__en, q_head_index0_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4440$0 ;
-  wire \port$4440$0 ;
-  input \port$4442$0 ;
-  wire \port$4442$0 ;
-  input \port$4449$0 ;
-  wire \port$4449$0 ;
-  input \port$4451$0 ;
-  wire \port$4451$0 ;
-  input \port$4458$0 ;
-  wire \port$4458$0 ;
-  input \port$4460$0 ;
-  wire \port$4460$0 ;
-  input \port$4467$0 ;
-  wire \port$4467$0 ;
-  input \port$4469$0 ;
-  wire \port$4469$0 ;
-  input [255:0] \port$5124$0 ;
-  wire [255:0] \port$5124$0 ;
-  input [255:0] \port$5154$0 ;
-  wire [255:0] \port$5154$0 ;
-  input [255:0] \port$5184$0 ;
-  wire [255:0] \port$5184$0 ;
-  input [255:0] \port$5214$0 ;
-  wire [255:0] \port$5214$0 ;
-  input [23:0] \port$7481$0 ;
-  wire [23:0] \port$7481$0 ;
-  input [23:0] \port$7531$0 ;
-  wire [23:0] \port$7531$0 ;
-  input [23:0] \port$7581$0 ;
-  wire [23:0] \port$7581$0 ;
-  input [23:0] \port$7631$0 ;
-  wire [23:0] \port$7631$0 ;
+  input \port$4483$0 ;
+  wire \port$4483$0 ;
+  input \port$4485$0 ;
+  wire \port$4485$0 ;
+  input \port$4492$0 ;
+  wire \port$4492$0 ;
+  input \port$4494$0 ;
+  wire \port$4494$0 ;
+  input \port$4501$0 ;
+  wire \port$4501$0 ;
+  input \port$4503$0 ;
+  wire \port$4503$0 ;
+  input \port$4510$0 ;
+  wire \port$4510$0 ;
+  input \port$4512$0 ;
+  wire \port$4512$0 ;
+  input [255:0] \port$5167$0 ;
+  wire [255:0] \port$5167$0 ;
+  input [255:0] \port$5197$0 ;
+  wire [255:0] \port$5197$0 ;
+  input [255:0] \port$5227$0 ;
+  wire [255:0] \port$5227$0 ;
+  input [255:0] \port$5257$0 ;
+  wire [255:0] \port$5257$0 ;
+  input [23:0] \port$7524$0 ;
+  wire [23:0] \port$7524$0 ;
+  input [23:0] \port$7574$0 ;
+  wire [23:0] \port$7574$0 ;
+  input [23:0] \port$7624$0 ;
+  wire [23:0] \port$7624$0 ;
+  input [23:0] \port$7674$0 ;
+  wire [23:0] \port$7674$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -21849,16 +21900,24 @@ module \kaki_soc_8x8.fw_regs (rst, held, fw_msg_send_go, bus__en, q_head_index0_
   reg [3:0] retire_pop_engine = 4'h0;
   input rst;
   wire rst;
+  output [31:0] timer_cycles;
+  reg [31:0] timer_cycles = 32'd0;
+  input [31:0] timestamp_cycles;
+  wire [31:0] timestamp_cycles;
   reg unused_r = 1'h0;
   input [31:0] watchdog_cycles;
   wire [31:0] watchdog_cycles;
   wire [31:0] wdata;
   output [3:0] work_mask_qready;
   reg [3:0] work_mask_qready = 4'h0;
+  output work_mask_timer;
+  reg work_mask_timer = 1'h1;
   wire [3:0] work_qready;
   wire [3:0] work_qreset;
   input [3:0] work_retire;
   wire [3:0] work_retire;
+  input work_timer;
+  wire work_timer;
   wire wr_cpl;
   wire wr_cpl_status;
   wire wr_cpl_tag;
@@ -21933,572 +21992,628 @@ module \kaki_soc_8x8.fw_regs (rst, held, fw_msg_send_go, bus__en, q_head_index0_
   wire wr_retire2;
   wire wr_retire3;
   wire wr_retire_pop;
+  wire wr_timer;
+  wire wr_timestamp;
   wire wr_watchdog;
   wire wr_work;
   wire wr_work_mask;
-  assign \$129  = bus__addr[11:2] == 7'h44;
-  assign wr_event4 = \$128  & \$129 ;
+  assign \$110  = \new  & bus__we;
+  assign \$111  = bus__addr[11:2] == 6'h39;
+  assign wr_q_head25 = \$110  & \$111 ;
+  assign \$112  = \new  & bus__we;
+  assign \$113  = bus__addr[11:2] == 6'h3a;
+  assign wr_q_head26 = \$112  & \$113 ;
+  assign \$114  = \new  & bus__we;
+  assign \$115  = bus__addr[11:2] == 6'h3b;
+  assign wr_q_head27 = \$114  & \$115 ;
+  assign \$116  = \new  & bus__we;
+  assign \$117  = bus__addr[11:2] == 6'h3c;
+  assign wr_q_head28 = \$116  & \$117 ;
+  assign \$118  = \new  & bus__we;
+  assign \$119  = bus__addr[11:2] == 6'h3d;
+  assign wr_q_head29 = \$118  & \$119 ;
+  assign \$120  = \new  & bus__we;
+  assign \$121  = bus__addr[11:2] == 6'h3e;
+  assign wr_q_head30 = \$120  & \$121 ;
+  assign \$122  = \new  & bus__we;
+  assign \$123  = bus__addr[11:2] == 6'h3f;
+  assign wr_q_head31 = \$122  & \$123 ;
+  assign \$124  = \new  & bus__we;
+  assign \$125  = bus__addr[11:2] == 7'h40;
+  assign wr_event0 = \$124  & \$125 ;
+  assign \$126  = \new  & bus__we;
+  assign \$127  = bus__addr[11:2] == 7'h41;
+  assign wr_event1 = \$126  & \$127 ;
+  assign \$128  = \new  & bus__we;
+  assign \$129  = bus__addr[11:2] == 7'h42;
+  assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = bus__addr[11:2] == 7'h45;
-  assign wr_event5 = \$130  & \$131 ;
+  assign \$131  = bus__addr[11:2] == 7'h43;
+  assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = bus__addr[11:2] == 7'h46;
-  assign wr_event6 = \$132  & \$133 ;
+  assign \$133  = bus__addr[11:2] == 7'h44;
+  assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = bus__addr[11:2] == 7'h47;
-  assign wr_event7 = \$134  & \$135 ;
+  assign \$135  = bus__addr[11:2] == 7'h45;
+  assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = bus__addr[11:2] == 7'h48;
-  assign wr_event8 = \$136  & \$137 ;
+  assign \$137  = bus__addr[11:2] == 7'h46;
+  assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = bus__addr[11:2] == 7'h49;
-  assign wr_event9 = \$138  & \$139 ;
+  assign \$139  = bus__addr[11:2] == 7'h47;
+  assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = bus__addr[11:2] == 7'h4a;
-  assign wr_event10 = \$140  & \$141 ;
+  assign \$141  = bus__addr[11:2] == 7'h48;
+  assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = bus__addr[11:2] == 7'h4b;
-  assign wr_event11 = \$142  & \$143 ;
+  assign \$143  = bus__addr[11:2] == 7'h49;
+  assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = bus__addr[11:2] == 7'h4c;
-  assign wr_event12 = \$144  & \$145 ;
+  assign \$145  = bus__addr[11:2] == 7'h4a;
+  assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = bus__addr[11:2] == 7'h4d;
-  assign wr_event13 = \$146  & \$147 ;
+  assign \$147  = bus__addr[11:2] == 7'h4b;
+  assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = bus__addr[11:2] == 7'h4e;
-  assign wr_event14 = \$148  & \$149 ;
+  assign \$149  = bus__addr[11:2] == 7'h4c;
+  assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = bus__addr[11:2] == 7'h4f;
-  assign wr_event15 = \$150  & \$151 ;
+  assign \$151  = bus__addr[11:2] == 7'h4d;
+  assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = bus__addr[11:2] == 7'h50;
-  assign wr_perf_sel = \$152  & \$153 ;
+  assign \$153  = bus__addr[11:2] == 7'h4e;
+  assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = bus__addr[11:2] == 7'h51;
-  assign wr_perf_value = \$154  & \$155 ;
-  assign \$156  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$157  = fw_version_version & \$156 ;
-  assign \$158  = \$157  | wdata;
-  assign \$159  = ~ bus__we;
-  assign \$160  = \new  & \$159 ;
-  assign \$161  = ! bus__addr[11:2];
-  assign \$162  = \$160  & \$161 ;
-  assign \$165  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$166  = fw_status_state & \$165 ;
-  assign \$167  = \$166  | wdata[7:0];
-  assign \$168  = ~ bus__we;
-  assign \$169  = \new  & \$168 ;
-  assign \$170  = bus__addr[11:2] == 1'h1;
-  assign \$171  = \$169  & \$170 ;
-  assign \$174  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$175  = fw_fault_pc_pc & \$174 ;
-  assign \$176  = \$175  | wdata;
-  assign \$177  = ~ bus__we;
-  assign \$178  = \new  & \$177 ;
-  assign \$179  = bus__addr[11:2] == 2'h2;
-  assign \$180  = \$178  & \$179 ;
-  assign \$183  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$184  = fw_fault_cause_cause & \$183 ;
-  assign \$185  = \$184  | wdata;
-  assign \$186  = ~ bus__we;
-  assign \$187  = \new  & \$186 ;
-  assign \$188  = bus__addr[11:2] == 2'h3;
-  assign \$189  = \$187  & \$188 ;
-  assign \$192  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$193  = fw_fault_tval_tval & \$192 ;
-  assign \$194  = \$193  | wdata;
-  assign \$195  = ~ bus__we;
-  assign \$196  = \new  & \$195 ;
-  assign \$197  = bus__addr[11:2] == 3'h4;
-  assign \$198  = \$196  & \$197 ;
-  assign \$201  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$202  = fw_msg_value & \$201 ;
-  assign \$203  = \$202  | wdata;
-  assign \$204  = ~ bus__we;
-  assign \$205  = \new  & \$204 ;
-  assign \$206  = bus__addr[11:2] == 3'h5;
-  assign \$207  = \$205  & \$206 ;
-  assign \$210  = ~ bus__we;
-  assign \$211  = \new  & \$210 ;
-  assign \$212  = bus__addr[11:2] == 3'h6;
-  assign \$213  = \$211  & \$212 ;
-  assign \$216  = ~ bus__we;
-  assign \$217  = \new  & \$216 ;
-  assign \$218  = bus__addr[11:2] == 4'h8;
-  assign \$219  = \$217  & \$218 ;
-  assign \$223  = \$221  | { 13'h0000, \$222  };
-  assign \$225  = { 3'h0, \$223  } | \$224 ;
-  assign \$226  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$227  = work_mask_qready & \$226 ;
-  assign \$228  = \$227  | wdata[3:0];
-  assign \$229  = ~ bus__we;
-  assign \$230  = \new  & \$229 ;
-  assign \$231  = bus__addr[11:2] == 4'h9;
-  assign \$232  = \$230  & \$231 ;
-  assign \$235  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$236  = q_pop_queue & \$235 ;
-  assign \$237  = \$236  | wdata[3:0];
+  assign \$155  = bus__addr[11:2] == 7'h4f;
+  assign wr_event15 = \$154  & \$155 ;
+  assign \$156  = \new  & bus__we;
+  assign \$157  = bus__addr[11:2] == 7'h50;
+  assign wr_perf_sel = \$156  & \$157 ;
+  assign \$158  = \new  & bus__we;
+  assign \$159  = bus__addr[11:2] == 7'h51;
+  assign wr_perf_value = \$158  & \$159 ;
+  assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$161  = fw_version_version & \$160 ;
+  assign \$162  = \$161  | wdata;
+  assign \$163  = ~ bus__we;
+  assign \$164  = \new  & \$163 ;
+  assign \$165  = ! bus__addr[11:2];
+  assign \$166  = \$164  & \$165 ;
+  assign \$169  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$170  = fw_status_state & \$169 ;
+  assign \$171  = \$170  | wdata[7:0];
+  assign \$172  = ~ bus__we;
+  assign \$173  = \new  & \$172 ;
+  assign \$174  = bus__addr[11:2] == 1'h1;
+  assign \$175  = \$173  & \$174 ;
+  assign \$178  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$179  = fw_fault_pc_pc & \$178 ;
+  assign \$180  = \$179  | wdata;
+  assign \$181  = ~ bus__we;
+  assign \$182  = \new  & \$181 ;
+  assign \$183  = bus__addr[11:2] == 2'h2;
+  assign \$184  = \$182  & \$183 ;
+  assign \$187  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$188  = fw_fault_cause_cause & \$187 ;
+  assign \$189  = \$188  | wdata;
+  assign \$190  = ~ bus__we;
+  assign \$191  = \new  & \$190 ;
+  assign \$192  = bus__addr[11:2] == 2'h3;
+  assign \$193  = \$191  & \$192 ;
+  assign \$196  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$197  = fw_fault_tval_tval & \$196 ;
+  assign \$198  = \$197  | wdata;
+  assign \$199  = ~ bus__we;
+  assign \$200  = \new  & \$199 ;
+  assign \$201  = bus__addr[11:2] == 3'h4;
+  assign \$202  = \$200  & \$201 ;
+  assign \$205  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$206  = fw_msg_value & \$205 ;
+  assign \$207  = \$206  | wdata;
+  assign \$208  = ~ bus__we;
+  assign \$209  = \new  & \$208 ;
+  assign \$210  = bus__addr[11:2] == 3'h5;
+  assign \$211  = \$209  & \$210 ;
+  assign \$214  = ~ bus__we;
+  assign \$215  = \new  & \$214 ;
+  assign \$216  = bus__addr[11:2] == 3'h6;
+  assign \$217  = \$215  & \$216 ;
+  assign \$220  = ~ bus__we;
+  assign \$221  = \new  & \$220 ;
+  assign \$222  = bus__addr[11:2] == 4'h8;
+  assign \$223  = \$221  & \$222 ;
+  assign \$227  = \$225  | { 13'h0000, \$226  };
+  assign \$229  = { 3'h0, \$227  } | \$228 ;
+  assign \$231  = \$229  | { 3'h0, \$230  };
+  assign \$232  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$233  = work_mask_qready & \$232 ;
+  assign \$234  = \$233  | wdata[3:0];
+  assign \$235  = ~ bus__wstrb[3];
+  assign \$236  = work_mask_timer & \$235 ;
+  assign \$237  = \$236  | wdata[24];
   assign \$238  = ~ bus__we;
   assign \$239  = \new  & \$238 ;
-  assign \$240  = bus__addr[11:2] == 4'ha;
+  assign \$240  = bus__addr[11:2] == 4'h9;
   assign \$241  = \$239  & \$240 ;
-  assign \$244  = ~ { bus__wstrb[0], bus__wstrb[0] };
-  assign \$245  = forward_queue & \$244 ;
-  assign \$246  = \$245  | wdata[1:0];
-  assign \$247  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
-  assign \$248  = forward_tag & \$247 ;
-  assign \$249  = \$248  | wdata[31:16];
-  assign \$250  = ~ bus__we;
-  assign \$251  = \new  & \$250 ;
-  assign \$252  = bus__addr[11:2] == 4'hb;
-  assign \$253  = \$251  & \$252 ;
-  assign \$257  = { 15'h0000, \$255  } | \$256 ;
-  assign \$258  = ~ bus__we;
-  assign \$259  = \new  & \$258 ;
-  assign \$260  = bus__addr[11:2] == 4'hc;
-  assign \$261  = \$259  & \$260 ;
-  assign \$265  = \$263  | { 9'h000, \$264  };
-  assign \$267  = { 15'h0000, \$265  } | \$266 ;
-  assign \$268  = ~ bus__we;
-  assign \$269  = \new  & \$268 ;
-  assign \$270  = bus__addr[11:2] == 4'hd;
-  assign \$271  = \$269  & \$270 ;
-  assign \$275  = \$273  | { 9'h000, \$274  };
-  assign \$277  = { 15'h0000, \$275  } | \$276 ;
-  assign \$278  = ~ bus__we;
-  assign \$279  = \new  & \$278 ;
-  assign \$280  = bus__addr[11:2] == 4'he;
-  assign \$281  = \$279  & \$280 ;
-  assign \$285  = \$283  | { 9'h000, \$284  };
-  assign \$287  = { 15'h0000, \$285  } | \$286 ;
-  assign \$288  = ~ bus__we;
-  assign \$289  = \new  & \$288 ;
-  assign \$290  = bus__addr[11:2] == 4'hf;
-  assign \$291  = \$289  & \$290 ;
-  assign \$295  = \$293  | { 9'h000, \$294  };
-  assign \$297  = { 15'h0000, \$295  } | \$296 ;
-  assign \$298  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$299  = retire_pop_engine & \$298 ;
-  assign \$300  = \$299  | wdata[3:0];
-  assign \$301  = ~ bus__we;
-  assign \$302  = \new  & \$301 ;
-  assign \$303  = bus__addr[11:2] == 5'h10;
-  assign \$304  = \$302  & \$303 ;
-  assign \$307  = ~ { bus__wstrb[0], bus__wstrb[0] };
-  assign \$308  = cpl_queue & \$307 ;
-  assign \$309  = \$308  | wdata[1:0];
-  assign \$310  = ~ bus__wstrb[0];
-  assign \$311  = cpl_irq & \$310 ;
-  assign \$312  = \$311  | wdata[2];
-  assign \$313  = ~ bus__wstrb[0];
-  assign \$314  = cpl_halt & \$313 ;
-  assign \$315  = \$314  | wdata[3];
-  assign \$316  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$317  = cpl_flags & \$316 ;
-  assign \$318  = \$317  | wdata[15:8];
-  assign \$319  = ~ { bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
-  assign \$320  = cpl_status & \$319 ;
-  assign \$321  = \$320  | wdata[23:16];
-  assign \$322  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3] };
-  assign \$323  = cpl_opcode & \$322 ;
-  assign \$324  = \$323  | wdata[31:24];
-  assign \$325  = ~ bus__we;
-  assign \$326  = \new  & \$325 ;
-  assign \$327  = bus__addr[11:2] == 5'h11;
-  assign \$328  = \$326  & \$327 ;
-  assign \$332  = \$330  | { 28'h0000000, \$331  };
-  assign \$334  = \$332  | { 28'h0000000, \$333  };
-  assign \$336  = \$334  | { 9'h000, \$335  };
-  assign \$338  = { 7'h00, \$336  } | \$337 ;
-  assign \$340  = \$338  | \$339 ;
-  assign \$341  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$342  = cpl_tag_tag & \$341 ;
-  assign \$343  = \$342  | wdata[15:0];
-  assign \$344  = ~ bus__we;
-  assign \$345  = \new  & \$344 ;
-  assign \$346  = bus__addr[11:2] == 5'h12;
-  assign \$347  = \$345  & \$346 ;
-  assign \$350  = ~ bus__we;
-  assign \$351  = \new  & \$350 ;
-  assign \$352  = bus__addr[11:2] == 5'h13;
-  assign \$353  = \$351  & \$352 ;
-  assign \$356  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$357  = qreset_ack_queue & \$356 ;
-  assign \$358  = \$357  | wdata[3:0];
-  assign \$359  = ~ bus__we;
-  assign \$360  = \new  & \$359 ;
-  assign \$361  = bus__addr[11:2] == 5'h14;
-  assign \$362  = \$360  & \$361 ;
-  assign \$365  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$366  = engine_reset_engine & \$365 ;
-  assign \$367  = \$366  | wdata[3:0];
-  assign \$368  = ~ bus__we;
-  assign \$369  = \new  & \$368 ;
-  assign \$370  = bus__addr[11:2] == 5'h15;
-  assign \$371  = \$369  & \$370 ;
-  assign \$374  = ~ bus__we;
-  assign \$375  = \new  & \$374 ;
-  assign \$376  = bus__addr[11:2] == 5'h16;
-  assign \$377  = \$375  & \$376 ;
-  assign \$380  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$381  = q_wait_queue & \$380 ;
-  assign \$382  = \$381  | wdata[3:0];
-  assign \$383  = ~ bus__we;
-  assign \$384  = \new  & \$383 ;
-  assign \$385  = bus__addr[11:2] == 5'h17;
-  assign \$386  = \$384  & \$385 ;
-  assign \$389  = ~ bus__we;
-  assign \$390  = \new  & \$389 ;
-  assign \$391  = bus__addr[11:2] == 5'h18;
-  assign \$392  = \$390  & \$391 ;
-  assign \$395  = ~ bus__we;
-  assign \$396  = \new  & \$395 ;
-  assign \$397  = bus__addr[11:2] == 5'h19;
-  assign \$398  = \$396  & \$397 ;
-  assign \$401  = ~ bus__we;
-  assign \$402  = \new  & \$401 ;
-  assign \$403  = bus__addr[11:2] == 5'h1a;
-  assign \$404  = \$402  & \$403 ;
-  assign \$407  = ~ bus__we;
-  assign \$408  = \new  & \$407 ;
-  assign \$409  = bus__addr[11:2] == 5'h1b;
-  assign \$410  = \$408  & \$409 ;
-  assign \$413  = ~ bus__we;
-  assign \$414  = \new  & \$413 ;
-  assign \$415  = bus__addr[11:2] == 6'h20;
-  assign \$416  = \$414  & \$415 ;
-  assign \$419  = ~ bus__we;
-  assign \$420  = \new  & \$419 ;
-  assign \$421  = bus__addr[11:2] == 6'h21;
-  assign \$422  = \$420  & \$421 ;
-  assign \$425  = ~ bus__we;
-  assign \$426  = \new  & \$425 ;
-  assign \$427  = bus__addr[11:2] == 6'h22;
-  assign \$428  = \$426  & \$427 ;
-  assign \$431  = ~ bus__we;
-  assign \$432  = \new  & \$431 ;
-  assign \$433  = bus__addr[11:2] == 6'h23;
-  assign \$434  = \$432  & \$433 ;
-  assign \$437  = ~ bus__we;
-  assign \$438  = \new  & \$437 ;
-  assign \$439  = bus__addr[11:2] == 6'h24;
-  assign \$440  = \$438  & \$439 ;
-  assign \$443  = ~ bus__we;
-  assign \$444  = \new  & \$443 ;
-  assign \$445  = bus__addr[11:2] == 6'h25;
-  assign \$446  = \$444  & \$445 ;
-  assign \$449  = ~ bus__we;
-  assign \$450  = \new  & \$449 ;
-  assign \$451  = bus__addr[11:2] == 6'h26;
-  assign \$452  = \$450  & \$451 ;
-  assign \$455  = ~ bus__we;
-  assign \$456  = \new  & \$455 ;
-  assign \$457  = bus__addr[11:2] == 6'h27;
-  assign \$458  = \$456  & \$457 ;
-  assign \$461  = ~ bus__we;
-  assign \$462  = \new  & \$461 ;
-  assign \$463  = bus__addr[11:2] == 6'h28;
-  assign \$464  = \$462  & \$463 ;
-  assign \$467  = ~ bus__we;
-  assign \$468  = \new  & \$467 ;
-  assign \$469  = bus__addr[11:2] == 6'h29;
-  assign \$470  = \$468  & \$469 ;
-  assign \$473  = ~ bus__we;
-  assign \$474  = \new  & \$473 ;
-  assign \$475  = bus__addr[11:2] == 6'h2a;
-  assign \$476  = \$474  & \$475 ;
-  assign \$479  = ~ bus__we;
-  assign \$480  = \new  & \$479 ;
-  assign \$481  = bus__addr[11:2] == 6'h2b;
-  assign \$482  = \$480  & \$481 ;
-  assign \$485  = ~ bus__we;
-  assign \$486  = \new  & \$485 ;
-  assign \$487  = bus__addr[11:2] == 6'h2c;
-  assign \$488  = \$486  & \$487 ;
-  assign \$491  = ~ bus__we;
-  assign \$492  = \new  & \$491 ;
-  assign \$493  = bus__addr[11:2] == 6'h2d;
-  assign \$494  = \$492  & \$493 ;
-  assign \$497  = ~ bus__we;
-  assign \$498  = \new  & \$497 ;
-  assign \$499  = bus__addr[11:2] == 6'h2e;
-  assign \$500  = \$498  & \$499 ;
-  assign \$503  = ~ bus__we;
-  assign \$504  = \new  & \$503 ;
-  assign \$505  = bus__addr[11:2] == 6'h2f;
-  assign \$506  = \$504  & \$505 ;
-  assign \$509  = ~ bus__we;
-  assign \$510  = \new  & \$509 ;
-  assign \$511  = bus__addr[11:2] == 6'h30;
-  assign \$512  = \$510  & \$511 ;
-  assign \$515  = ~ bus__we;
-  assign \$516  = \new  & \$515 ;
-  assign \$517  = bus__addr[11:2] == 6'h31;
-  assign \$518  = \$516  & \$517 ;
-  assign \$521  = ~ bus__we;
-  assign \$522  = \new  & \$521 ;
-  assign \$523  = bus__addr[11:2] == 6'h32;
-  assign \$524  = \$522  & \$523 ;
-  assign \$527  = ~ bus__we;
-  assign \$528  = \new  & \$527 ;
-  assign \$529  = bus__addr[11:2] == 6'h33;
-  assign \$530  = \$528  & \$529 ;
-  assign \$533  = ~ bus__we;
-  assign \$534  = \new  & \$533 ;
-  assign \$535  = bus__addr[11:2] == 6'h34;
-  assign \$536  = \$534  & \$535 ;
-  assign \$539  = ~ bus__we;
-  assign \$540  = \new  & \$539 ;
-  assign \$541  = bus__addr[11:2] == 6'h35;
-  assign \$542  = \$540  & \$541 ;
-  assign \$545  = ~ bus__we;
-  assign \$546  = \new  & \$545 ;
-  assign \$547  = bus__addr[11:2] == 6'h36;
-  assign \$548  = \$546  & \$547 ;
-  assign \$551  = ~ bus__we;
-  assign \$552  = \new  & \$551 ;
-  assign \$553  = bus__addr[11:2] == 6'h37;
-  assign \$554  = \$552  & \$553 ;
-  assign \$557  = ~ bus__we;
-  assign \$558  = \new  & \$557 ;
-  assign \$559  = bus__addr[11:2] == 6'h38;
-  assign \$560  = \$558  & \$559 ;
-  assign \$563  = ~ bus__we;
-  assign \$564  = \new  & \$563 ;
-  assign \$565  = bus__addr[11:2] == 6'h39;
-  assign \$566  = \$564  & \$565 ;
-  assign \$569  = ~ bus__we;
-  assign \$570  = \new  & \$569 ;
-  assign \$571  = bus__addr[11:2] == 6'h3a;
-  assign \$572  = \$570  & \$571 ;
-  assign \$575  = ~ bus__we;
-  assign \$576  = \new  & \$575 ;
-  assign \$577  = bus__addr[11:2] == 6'h3b;
-  assign \$578  = \$576  & \$577 ;
-  assign \$581  = ~ bus__we;
-  assign \$582  = \new  & \$581 ;
-  assign \$583  = bus__addr[11:2] == 6'h3c;
-  assign \$584  = \$582  & \$583 ;
-  assign \$587  = ~ bus__we;
-  assign \$588  = \new  & \$587 ;
-  assign \$589  = bus__addr[11:2] == 6'h3d;
-  assign \$590  = \$588  & \$589 ;
-  assign \$593  = ~ bus__we;
-  assign \$594  = \new  & \$593 ;
-  assign \$595  = bus__addr[11:2] == 6'h3e;
-  assign \$596  = \$594  & \$595 ;
-  assign \$599  = ~ bus__we;
-  assign \$600  = \new  & \$599 ;
-  assign \$601  = bus__addr[11:2] == 6'h3f;
-  assign \$602  = \$600  & \$601 ;
-  assign \$605  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$606  = event0_value & \$605 ;
-  assign \$607  = \$606  | wdata;
-  assign \$608  = ~ bus__we;
-  assign \$609  = \new  & \$608 ;
-  assign \$610  = bus__addr[11:2] == 7'h40;
-  assign \$611  = \$609  & \$610 ;
-  assign \$614  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$615  = event1_value & \$614 ;
-  assign \$616  = \$615  | wdata;
-  assign \$617  = ~ bus__we;
-  assign \$618  = \new  & \$617 ;
-  assign \$619  = bus__addr[11:2] == 7'h41;
-  assign \$620  = \$618  & \$619 ;
-  assign \$623  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$624  = event2_value & \$623 ;
-  assign \$625  = \$624  | wdata;
-  assign \$626  = ~ bus__we;
-  assign \$627  = \new  & \$626 ;
-  assign \$628  = bus__addr[11:2] == 7'h42;
-  assign \$629  = \$627  & \$628 ;
-  assign \$632  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$633  = event3_value & \$632 ;
-  assign \$634  = \$633  | wdata;
-  assign \$635  = ~ bus__we;
-  assign \$636  = \new  & \$635 ;
-  assign \$637  = bus__addr[11:2] == 7'h43;
-  assign \$638  = \$636  & \$637 ;
-  assign \$641  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$642  = event4_value & \$641 ;
-  assign \$643  = \$642  | wdata;
-  assign \$644  = ~ bus__we;
-  assign \$645  = \new  & \$644 ;
-  assign \$646  = bus__addr[11:2] == 7'h44;
-  assign \$647  = \$645  & \$646 ;
-  assign \$650  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$651  = event5_value & \$650 ;
-  assign \$652  = \$651  | wdata;
-  assign \$653  = ~ bus__we;
-  assign \$654  = \new  & \$653 ;
-  assign \$655  = bus__addr[11:2] == 7'h45;
-  assign \$656  = \$654  & \$655 ;
-  assign \$659  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$660  = event6_value & \$659 ;
-  assign \$661  = \$660  | wdata;
-  assign \$662  = ~ bus__we;
-  assign \$663  = \new  & \$662 ;
-  assign \$664  = bus__addr[11:2] == 7'h46;
-  assign \$665  = \$663  & \$664 ;
-  assign \$668  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$669  = event7_value & \$668 ;
-  assign \$670  = \$669  | wdata;
-  assign \$671  = ~ bus__we;
-  assign \$672  = \new  & \$671 ;
-  assign \$673  = bus__addr[11:2] == 7'h47;
-  assign \$674  = \$672  & \$673 ;
-  assign \$677  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$678  = event8_value & \$677 ;
-  assign \$679  = \$678  | wdata;
-  assign \$680  = ~ bus__we;
-  assign \$681  = \new  & \$680 ;
-  assign \$682  = bus__addr[11:2] == 7'h48;
-  assign \$683  = \$681  & \$682 ;
-  assign \$686  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$687  = event9_value & \$686 ;
-  assign \$688  = \$687  | wdata;
-  assign \$689  = ~ bus__we;
-  assign \$690  = \new  & \$689 ;
-  assign \$691  = bus__addr[11:2] == 7'h49;
-  assign \$692  = \$690  & \$691 ;
-  assign \$695  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$696  = event10_value & \$695 ;
-  assign \$697  = \$696  | wdata;
-  assign \$698  = ~ bus__we;
-  assign \$699  = \new  & \$698 ;
-  assign \$700  = bus__addr[11:2] == 7'h4a;
-  assign \$701  = \$699  & \$700 ;
-  assign \$704  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$705  = event11_value & \$704 ;
-  assign \$706  = \$705  | wdata;
-  assign \$707  = ~ bus__we;
-  assign \$708  = \new  & \$707 ;
-  assign \$709  = bus__addr[11:2] == 7'h4b;
-  assign \$710  = \$708  & \$709 ;
-  assign \$713  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$714  = event12_value & \$713 ;
-  assign \$715  = \$714  | wdata;
-  assign \$716  = ~ bus__we;
-  assign \$717  = \new  & \$716 ;
-  assign \$718  = bus__addr[11:2] == 7'h4c;
-  assign \$719  = \$717  & \$718 ;
-  assign \$722  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$723  = event13_value & \$722 ;
-  assign \$724  = \$723  | wdata;
-  assign \$725  = ~ bus__we;
-  assign \$726  = \new  & \$725 ;
-  assign \$727  = bus__addr[11:2] == 7'h4d;
-  assign \$728  = \$726  & \$727 ;
-  assign \$731  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$732  = event14_value & \$731 ;
-  assign \$733  = \$732  | wdata;
-  assign \$734  = ~ bus__we;
-  assign \$735  = \new  & \$734 ;
-  assign \$736  = bus__addr[11:2] == 7'h4e;
-  assign \$737  = \$735  & \$736 ;
-  assign \$740  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$741  = event15_value & \$740 ;
-  assign \$742  = \$741  | wdata;
-  assign \$743  = ~ bus__we;
-  assign \$744  = \new  & \$743 ;
-  assign \$745  = bus__addr[11:2] == 7'h4f;
-  assign \$746  = \$744  & \$745 ;
-  assign \$749  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$750  = perf_sel_addr & \$749 ;
-  assign \$751  = \$750  | wdata[11:0];
-  assign \$752  = ~ bus__we;
-  assign \$753  = \new  & \$752 ;
-  assign \$754  = bus__addr[11:2] == 7'h50;
-  assign \$755  = \$753  & \$754 ;
-  assign \$758  = ~ bus__we;
-  assign \$759  = \new  & \$758 ;
-  assign \$760  = bus__addr[11:2] == 7'h51;
-  assign \$761  = \$759  & \$760 ;
+  assign \$245  = \$243  | \$244 ;
+  assign \$246  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$247  = q_pop_queue & \$246 ;
+  assign \$248  = \$247  | wdata[3:0];
+  assign \$249  = ~ bus__we;
+  assign \$250  = \new  & \$249 ;
+  assign \$251  = bus__addr[11:2] == 4'ha;
+  assign \$252  = \$250  & \$251 ;
+  assign \$255  = ~ { bus__wstrb[0], bus__wstrb[0] };
+  assign \$256  = forward_queue & \$255 ;
+  assign \$257  = \$256  | wdata[1:0];
+  assign \$258  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
+  assign \$259  = forward_tag & \$258 ;
+  assign \$260  = \$259  | wdata[31:16];
+  assign \$261  = ~ bus__we;
+  assign \$262  = \new  & \$261 ;
+  assign \$263  = bus__addr[11:2] == 4'hb;
+  assign \$264  = \$262  & \$263 ;
+  assign \$268  = { 15'h0000, \$266  } | \$267 ;
+  assign \$269  = ~ bus__we;
+  assign \$270  = \new  & \$269 ;
+  assign \$271  = bus__addr[11:2] == 4'hc;
+  assign \$272  = \$270  & \$271 ;
+  assign \$276  = \$274  | { 9'h000, \$275  };
+  assign \$278  = { 15'h0000, \$276  } | \$277 ;
+  assign \$279  = ~ bus__we;
+  assign \$280  = \new  & \$279 ;
+  assign \$281  = bus__addr[11:2] == 4'hd;
+  assign \$282  = \$280  & \$281 ;
+  assign \$286  = \$284  | { 9'h000, \$285  };
+  assign \$288  = { 15'h0000, \$286  } | \$287 ;
+  assign \$289  = ~ bus__we;
+  assign \$290  = \new  & \$289 ;
+  assign \$291  = bus__addr[11:2] == 4'he;
+  assign \$292  = \$290  & \$291 ;
+  assign \$296  = \$294  | { 9'h000, \$295  };
+  assign \$298  = { 15'h0000, \$296  } | \$297 ;
+  assign \$299  = ~ bus__we;
+  assign \$300  = \new  & \$299 ;
+  assign \$301  = bus__addr[11:2] == 4'hf;
+  assign \$302  = \$300  & \$301 ;
+  assign \$306  = \$304  | { 9'h000, \$305  };
+  assign \$308  = { 15'h0000, \$306  } | \$307 ;
+  assign \$309  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$310  = retire_pop_engine & \$309 ;
+  assign \$311  = \$310  | wdata[3:0];
+  assign \$312  = ~ bus__we;
+  assign \$313  = \new  & \$312 ;
+  assign \$314  = bus__addr[11:2] == 5'h10;
+  assign \$315  = \$313  & \$314 ;
+  assign \$318  = ~ { bus__wstrb[0], bus__wstrb[0] };
+  assign \$319  = cpl_queue & \$318 ;
+  assign \$320  = \$319  | wdata[1:0];
+  assign \$321  = ~ bus__wstrb[0];
+  assign \$322  = cpl_irq & \$321 ;
+  assign \$323  = \$322  | wdata[2];
+  assign \$324  = ~ bus__wstrb[0];
+  assign \$325  = cpl_halt & \$324 ;
+  assign \$326  = \$325  | wdata[3];
+  assign \$327  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$328  = cpl_flags & \$327 ;
+  assign \$329  = \$328  | wdata[15:8];
+  assign \$330  = ~ { bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
+  assign \$331  = cpl_status & \$330 ;
+  assign \$332  = \$331  | wdata[23:16];
+  assign \$333  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3] };
+  assign \$334  = cpl_opcode & \$333 ;
+  assign \$335  = \$334  | wdata[31:24];
+  assign \$336  = ~ bus__we;
+  assign \$337  = \new  & \$336 ;
+  assign \$338  = bus__addr[11:2] == 5'h11;
+  assign \$339  = \$337  & \$338 ;
+  assign \$343  = \$341  | { 28'h0000000, \$342  };
+  assign \$345  = \$343  | { 28'h0000000, \$344  };
+  assign \$347  = \$345  | { 9'h000, \$346  };
+  assign \$349  = { 7'h00, \$347  } | \$348 ;
+  assign \$351  = \$349  | \$350 ;
+  assign \$352  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$353  = cpl_tag_tag & \$352 ;
+  assign \$354  = \$353  | wdata[15:0];
+  assign \$355  = ~ bus__we;
+  assign \$356  = \new  & \$355 ;
+  assign \$357  = bus__addr[11:2] == 5'h12;
+  assign \$358  = \$356  & \$357 ;
+  assign \$361  = ~ bus__we;
+  assign \$362  = \new  & \$361 ;
+  assign \$363  = bus__addr[11:2] == 5'h13;
+  assign \$364  = \$362  & \$363 ;
+  assign \$367  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$368  = qreset_ack_queue & \$367 ;
+  assign \$369  = \$368  | wdata[3:0];
+  assign \$370  = ~ bus__we;
+  assign \$371  = \new  & \$370 ;
+  assign \$372  = bus__addr[11:2] == 5'h14;
+  assign \$373  = \$371  & \$372 ;
+  assign \$376  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$377  = engine_reset_engine & \$376 ;
+  assign \$378  = \$377  | wdata[3:0];
+  assign \$379  = ~ bus__we;
+  assign \$380  = \new  & \$379 ;
+  assign \$381  = bus__addr[11:2] == 5'h15;
+  assign \$382  = \$380  & \$381 ;
+  assign \$385  = ~ bus__we;
+  assign \$386  = \new  & \$385 ;
+  assign \$387  = bus__addr[11:2] == 5'h16;
+  assign \$388  = \$386  & \$387 ;
+  assign \$391  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$392  = q_wait_queue & \$391 ;
+  assign \$393  = \$392  | wdata[3:0];
+  assign \$394  = ~ bus__we;
+  assign \$395  = \new  & \$394 ;
+  assign \$396  = bus__addr[11:2] == 5'h17;
+  assign \$397  = \$395  & \$396 ;
+  assign \$400  = ~ bus__we;
+  assign \$401  = \new  & \$400 ;
+  assign \$402  = bus__addr[11:2] == 5'h18;
+  assign \$403  = \$401  & \$402 ;
+  assign \$406  = ~ bus__we;
+  assign \$407  = \new  & \$406 ;
+  assign \$408  = bus__addr[11:2] == 5'h19;
+  assign \$409  = \$407  & \$408 ;
+  assign \$412  = ~ bus__we;
+  assign \$413  = \new  & \$412 ;
+  assign \$414  = bus__addr[11:2] == 5'h1a;
+  assign \$415  = \$413  & \$414 ;
+  assign \$418  = ~ bus__we;
+  assign \$419  = \new  & \$418 ;
+  assign \$420  = bus__addr[11:2] == 5'h1b;
+  assign \$421  = \$419  & \$420 ;
+  assign \$424  = ~ bus__we;
+  assign \$425  = \new  & \$424 ;
+  assign \$426  = bus__addr[11:2] == 5'h1c;
+  assign \$427  = \$425  & \$426 ;
+  assign \$430  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$431  = timer_cycles & \$430 ;
+  assign \$432  = \$431  | wdata;
+  assign \$433  = ~ bus__we;
+  assign \$434  = \new  & \$433 ;
+  assign \$435  = bus__addr[11:2] == 5'h1d;
+  assign \$436  = \$434  & \$435 ;
+  assign \$439  = ~ bus__we;
+  assign \$440  = \new  & \$439 ;
+  assign \$441  = bus__addr[11:2] == 6'h20;
+  assign \$442  = \$440  & \$441 ;
+  assign \$445  = ~ bus__we;
+  assign \$446  = \new  & \$445 ;
+  assign \$447  = bus__addr[11:2] == 6'h21;
+  assign \$448  = \$446  & \$447 ;
+  assign \$451  = ~ bus__we;
+  assign \$452  = \new  & \$451 ;
+  assign \$453  = bus__addr[11:2] == 6'h22;
+  assign \$454  = \$452  & \$453 ;
+  assign \$457  = ~ bus__we;
+  assign \$458  = \new  & \$457 ;
+  assign \$459  = bus__addr[11:2] == 6'h23;
+  assign \$460  = \$458  & \$459 ;
+  assign \$463  = ~ bus__we;
+  assign \$464  = \new  & \$463 ;
+  assign \$465  = bus__addr[11:2] == 6'h24;
+  assign \$466  = \$464  & \$465 ;
+  assign \$469  = ~ bus__we;
+  assign \$470  = \new  & \$469 ;
+  assign \$471  = bus__addr[11:2] == 6'h25;
+  assign \$472  = \$470  & \$471 ;
+  assign \$475  = ~ bus__we;
+  assign \$476  = \new  & \$475 ;
+  assign \$477  = bus__addr[11:2] == 6'h26;
+  assign \$478  = \$476  & \$477 ;
+  assign \$481  = ~ bus__we;
+  assign \$482  = \new  & \$481 ;
+  assign \$483  = bus__addr[11:2] == 6'h27;
+  assign \$484  = \$482  & \$483 ;
+  assign \$487  = ~ bus__we;
+  assign \$488  = \new  & \$487 ;
+  assign \$489  = bus__addr[11:2] == 6'h28;
+  assign \$490  = \$488  & \$489 ;
+  assign \$493  = ~ bus__we;
+  assign \$494  = \new  & \$493 ;
+  assign \$495  = bus__addr[11:2] == 6'h29;
+  assign \$496  = \$494  & \$495 ;
+  assign \$499  = ~ bus__we;
+  assign \$500  = \new  & \$499 ;
+  assign \$501  = bus__addr[11:2] == 6'h2a;
+  assign \$502  = \$500  & \$501 ;
+  assign \$505  = ~ bus__we;
+  assign \$506  = \new  & \$505 ;
+  assign \$507  = bus__addr[11:2] == 6'h2b;
+  assign \$508  = \$506  & \$507 ;
+  assign \$511  = ~ bus__we;
+  assign \$512  = \new  & \$511 ;
+  assign \$513  = bus__addr[11:2] == 6'h2c;
+  assign \$514  = \$512  & \$513 ;
+  assign \$517  = ~ bus__we;
+  assign \$518  = \new  & \$517 ;
+  assign \$519  = bus__addr[11:2] == 6'h2d;
+  assign \$520  = \$518  & \$519 ;
+  assign \$523  = ~ bus__we;
+  assign \$524  = \new  & \$523 ;
+  assign \$525  = bus__addr[11:2] == 6'h2e;
+  assign \$526  = \$524  & \$525 ;
+  assign \$529  = ~ bus__we;
+  assign \$530  = \new  & \$529 ;
+  assign \$531  = bus__addr[11:2] == 6'h2f;
+  assign \$532  = \$530  & \$531 ;
+  assign \$535  = ~ bus__we;
+  assign \$536  = \new  & \$535 ;
+  assign \$537  = bus__addr[11:2] == 6'h30;
+  assign \$538  = \$536  & \$537 ;
+  assign \$541  = ~ bus__we;
+  assign \$542  = \new  & \$541 ;
+  assign \$543  = bus__addr[11:2] == 6'h31;
+  assign \$544  = \$542  & \$543 ;
+  assign \$547  = ~ bus__we;
+  assign \$548  = \new  & \$547 ;
+  assign \$549  = bus__addr[11:2] == 6'h32;
+  assign \$550  = \$548  & \$549 ;
+  assign \$553  = ~ bus__we;
+  assign \$554  = \new  & \$553 ;
+  assign \$555  = bus__addr[11:2] == 6'h33;
+  assign \$556  = \$554  & \$555 ;
+  assign \$559  = ~ bus__we;
+  assign \$560  = \new  & \$559 ;
+  assign \$561  = bus__addr[11:2] == 6'h34;
+  assign \$562  = \$560  & \$561 ;
+  assign \$565  = ~ bus__we;
+  assign \$566  = \new  & \$565 ;
+  assign \$567  = bus__addr[11:2] == 6'h35;
+  assign \$568  = \$566  & \$567 ;
+  assign \$571  = ~ bus__we;
+  assign \$572  = \new  & \$571 ;
+  assign \$573  = bus__addr[11:2] == 6'h36;
+  assign \$574  = \$572  & \$573 ;
+  assign \$577  = ~ bus__we;
+  assign \$578  = \new  & \$577 ;
+  assign \$579  = bus__addr[11:2] == 6'h37;
+  assign \$580  = \$578  & \$579 ;
+  assign \$583  = ~ bus__we;
+  assign \$584  = \new  & \$583 ;
+  assign \$585  = bus__addr[11:2] == 6'h38;
+  assign \$586  = \$584  & \$585 ;
+  assign \$589  = ~ bus__we;
+  assign \$590  = \new  & \$589 ;
+  assign \$591  = bus__addr[11:2] == 6'h39;
+  assign \$592  = \$590  & \$591 ;
+  assign \$595  = ~ bus__we;
+  assign \$596  = \new  & \$595 ;
+  assign \$597  = bus__addr[11:2] == 6'h3a;
+  assign \$598  = \$596  & \$597 ;
+  assign \$601  = ~ bus__we;
+  assign \$602  = \new  & \$601 ;
+  assign \$603  = bus__addr[11:2] == 6'h3b;
+  assign \$604  = \$602  & \$603 ;
+  assign \$607  = ~ bus__we;
+  assign \$608  = \new  & \$607 ;
+  assign \$609  = bus__addr[11:2] == 6'h3c;
+  assign \$610  = \$608  & \$609 ;
+  assign \$613  = ~ bus__we;
+  assign \$614  = \new  & \$613 ;
+  assign \$615  = bus__addr[11:2] == 6'h3d;
+  assign \$616  = \$614  & \$615 ;
+  assign \$619  = ~ bus__we;
+  assign \$620  = \new  & \$619 ;
+  assign \$621  = bus__addr[11:2] == 6'h3e;
+  assign \$622  = \$620  & \$621 ;
+  assign \$625  = ~ bus__we;
+  assign \$626  = \new  & \$625 ;
+  assign \$627  = bus__addr[11:2] == 6'h3f;
+  assign \$628  = \$626  & \$627 ;
+  assign \$631  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$632  = event0_value & \$631 ;
+  assign \$633  = \$632  | wdata;
+  assign \$634  = ~ bus__we;
+  assign \$635  = \new  & \$634 ;
+  assign \$636  = bus__addr[11:2] == 7'h40;
+  assign \$637  = \$635  & \$636 ;
+  assign \$640  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$641  = event1_value & \$640 ;
+  assign \$642  = \$641  | wdata;
+  assign \$643  = ~ bus__we;
+  assign \$644  = \new  & \$643 ;
+  assign \$645  = bus__addr[11:2] == 7'h41;
+  assign \$646  = \$644  & \$645 ;
+  assign \$649  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$650  = event2_value & \$649 ;
+  assign \$651  = \$650  | wdata;
+  assign \$652  = ~ bus__we;
+  assign \$653  = \new  & \$652 ;
+  assign \$654  = bus__addr[11:2] == 7'h42;
+  assign \$655  = \$653  & \$654 ;
+  assign \$658  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$659  = event3_value & \$658 ;
+  assign \$660  = \$659  | wdata;
+  assign \$661  = ~ bus__we;
+  assign \$662  = \new  & \$661 ;
+  assign \$663  = bus__addr[11:2] == 7'h43;
+  assign \$664  = \$662  & \$663 ;
+  assign \$667  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$668  = event4_value & \$667 ;
+  assign \$669  = \$668  | wdata;
+  assign \$670  = ~ bus__we;
+  assign \$671  = \new  & \$670 ;
+  assign \$672  = bus__addr[11:2] == 7'h44;
+  assign \$673  = \$671  & \$672 ;
+  assign \$676  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$677  = event5_value & \$676 ;
+  assign \$678  = \$677  | wdata;
+  assign \$679  = ~ bus__we;
+  assign \$680  = \new  & \$679 ;
+  assign \$681  = bus__addr[11:2] == 7'h45;
+  assign \$682  = \$680  & \$681 ;
+  assign \$685  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$686  = event6_value & \$685 ;
+  assign \$687  = \$686  | wdata;
+  assign \$688  = ~ bus__we;
+  assign \$689  = \new  & \$688 ;
+  assign \$690  = bus__addr[11:2] == 7'h46;
+  assign \$691  = \$689  & \$690 ;
+  assign \$694  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$695  = event7_value & \$694 ;
+  assign \$696  = \$695  | wdata;
+  assign \$697  = ~ bus__we;
+  assign \$698  = \new  & \$697 ;
+  assign \$699  = bus__addr[11:2] == 7'h47;
+  assign \$700  = \$698  & \$699 ;
+  assign \$703  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$704  = event8_value & \$703 ;
+  assign \$705  = \$704  | wdata;
+  assign \$706  = ~ bus__we;
+  assign \$707  = \new  & \$706 ;
+  assign \$708  = bus__addr[11:2] == 7'h48;
+  assign \$709  = \$707  & \$708 ;
+  assign \$712  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$713  = event9_value & \$712 ;
+  assign \$714  = \$713  | wdata;
+  assign \$715  = ~ bus__we;
+  assign \$716  = \new  & \$715 ;
+  assign \$717  = bus__addr[11:2] == 7'h49;
+  assign \$718  = \$716  & \$717 ;
+  assign \$721  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$722  = event10_value & \$721 ;
+  assign \$723  = \$722  | wdata;
+  assign \$724  = ~ bus__we;
+  assign \$725  = \new  & \$724 ;
+  assign \$726  = bus__addr[11:2] == 7'h4a;
+  assign \$727  = \$725  & \$726 ;
+  assign \$730  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$731  = event11_value & \$730 ;
+  assign \$732  = \$731  | wdata;
+  assign \$733  = ~ bus__we;
+  assign \$734  = \new  & \$733 ;
+  assign \$735  = bus__addr[11:2] == 7'h4b;
+  assign \$736  = \$734  & \$735 ;
+  assign \$739  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$740  = event12_value & \$739 ;
+  assign \$741  = \$740  | wdata;
+  assign \$742  = ~ bus__we;
+  assign \$743  = \new  & \$742 ;
+  assign \$744  = bus__addr[11:2] == 7'h4c;
+  assign \$745  = \$743  & \$744 ;
+  assign \$748  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$749  = event13_value & \$748 ;
+  assign \$750  = \$749  | wdata;
+  assign \$751  = ~ bus__we;
+  assign \$752  = \new  & \$751 ;
+  assign \$753  = bus__addr[11:2] == 7'h4d;
+  assign \$754  = \$752  & \$753 ;
+  assign \$757  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$758  = event14_value & \$757 ;
+  assign \$759  = \$758  | wdata;
+  assign \$760  = ~ bus__we;
+  assign \$761  = \new  & \$760 ;
+  assign \$762  = bus__addr[11:2] == 7'h4e;
+  assign \$763  = \$761  & \$762 ;
+  assign \$766  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$767  = event15_value & \$766 ;
+  assign \$768  = \$767  | wdata;
+  assign \$769  = ~ bus__we;
+  assign \$770  = \new  & \$769 ;
+  assign \$771  = bus__addr[11:2] == 7'h4f;
+  assign \$772  = \$770  & \$771 ;
+  assign \$775  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$776  = perf_sel_addr & \$775 ;
+  assign \$777  = \$776  | wdata[11:0];
+  assign \$778  = ~ bus__we;
+  assign \$779  = \new  & \$778 ;
+  assign \$780  = bus__addr[11:2] == 7'h50;
+  assign \$781  = \$779  & \$780 ;
+  assign \$784  = ~ bus__we;
+  assign \$785  = \new  & \$784 ;
+  assign \$786  = bus__addr[11:2] == 7'h51;
+  assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
-    ack <= \$764 ;
+    ack <= \$790 ;
   always @(posedge clk)
-    bus__rdata <= \$765 ;
+    bus__rdata <= \$791 ;
   always @(posedge clk)
-    \$signal  <= \$766 ;
+    \$signal  <= \$792 ;
   always @(posedge clk)
-    fw_version_version <= \$767 ;
+    fw_version_version <= \$793 ;
   always @(posedge clk)
-    unused_r <= \$768 ;
+    unused_r <= \$794 ;
   always @(posedge clk)
-    fw_status_state <= \$769 ;
+    fw_status_state <= \$795 ;
   always @(posedge clk)
-    fw_fault_pc_pc <= \$770 ;
+    fw_fault_pc_pc <= \$796 ;
   always @(posedge clk)
-    fw_fault_cause_cause <= \$771 ;
+    fw_fault_cause_cause <= \$797 ;
   always @(posedge clk)
-    fw_fault_tval_tval <= \$772 ;
+    fw_fault_tval_tval <= \$798 ;
   always @(posedge clk)
-    fw_msg_value <= \$773 ;
+    fw_msg_value <= \$799 ;
   always @(posedge clk)
-    work_mask_qready <= \$774 ;
+    work_mask_qready <= \$800 ;
   always @(posedge clk)
-    q_pop_queue <= \$775 ;
+    work_mask_timer <= \$801 ;
   always @(posedge clk)
-    forward_queue <= \$776 ;
+    q_pop_queue <= \$802 ;
   always @(posedge clk)
-    forward_tag <= \$777 ;
+    forward_queue <= \$803 ;
   always @(posedge clk)
-    retire_pop_engine <= \$778 ;
+    forward_tag <= \$804 ;
   always @(posedge clk)
-    cpl_queue <= \$779 ;
+    retire_pop_engine <= \$805 ;
   always @(posedge clk)
-    cpl_irq <= \$780 ;
+    cpl_queue <= \$806 ;
   always @(posedge clk)
-    cpl_halt <= \$781 ;
+    cpl_irq <= \$807 ;
   always @(posedge clk)
-    cpl_flags <= \$782 ;
+    cpl_halt <= \$808 ;
   always @(posedge clk)
-    cpl_status <= \$783 ;
+    cpl_flags <= \$809 ;
   always @(posedge clk)
-    cpl_opcode <= \$784 ;
+    cpl_status <= \$810 ;
   always @(posedge clk)
-    cpl_tag_tag <= \$785 ;
+    cpl_opcode <= \$811 ;
   always @(posedge clk)
-    qreset_ack_queue <= \$786 ;
+    cpl_tag_tag <= \$812 ;
   always @(posedge clk)
-    engine_reset_engine <= \$787 ;
+    qreset_ack_queue <= \$813 ;
   always @(posedge clk)
-    q_wait_queue <= \$788 ;
+    engine_reset_engine <= \$814 ;
   always @(posedge clk)
-    event0_value <= \$789 ;
+    q_wait_queue <= \$815 ;
   always @(posedge clk)
-    event1_value <= \$790 ;
+    timer_cycles <= \$816 ;
   always @(posedge clk)
-    event2_value <= \$791 ;
+    event0_value <= \$817 ;
   always @(posedge clk)
-    event3_value <= \$792 ;
+    event1_value <= \$818 ;
   always @(posedge clk)
-    event4_value <= \$793 ;
+    event2_value <= \$819 ;
   always @(posedge clk)
-    event5_value <= \$794 ;
+    event3_value <= \$820 ;
   always @(posedge clk)
-    event6_value <= \$795 ;
+    event4_value <= \$821 ;
   always @(posedge clk)
-    event7_value <= \$796 ;
+    event5_value <= \$822 ;
   always @(posedge clk)
-    event8_value <= \$797 ;
+    event6_value <= \$823 ;
   always @(posedge clk)
-    event9_value <= \$798 ;
+    event7_value <= \$824 ;
   always @(posedge clk)
-    event10_value <= \$799 ;
+    event8_value <= \$825 ;
   always @(posedge clk)
-    event11_value <= \$800 ;
+    event9_value <= \$826 ;
   always @(posedge clk)
-    event12_value <= \$801 ;
+    event10_value <= \$827 ;
   always @(posedge clk)
-    event13_value <= \$802 ;
+    event11_value <= \$828 ;
   always @(posedge clk)
-    event14_value <= \$803 ;
+    event12_value <= \$829 ;
   always @(posedge clk)
-    event15_value <= \$804 ;
+    event13_value <= \$830 ;
   always @(posedge clk)
-    perf_sel_addr <= \$805 ;
+    event14_value <= \$831 ;
+  always @(posedge clk)
+    event15_value <= \$832 ;
+  always @(posedge clk)
+    perf_sel_addr <= \$833 ;
   assign \$1  = ~ ack;
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
@@ -22585,1558 +22700,1580 @@ module \kaki_soc_8x8.fw_regs (rst, held, fw_msg_send_go, bus__en, q_head_index0_
   assign \$55  = bus__addr[11:2] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = bus__addr[11:2] == 6'h20;
-  assign wr_q_head0 = \$56  & \$57 ;
+  assign \$57  = bus__addr[11:2] == 5'h1c;
+  assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = bus__addr[11:2] == 6'h21;
-  assign wr_q_head1 = \$58  & \$59 ;
+  assign \$59  = bus__addr[11:2] == 5'h1d;
+  assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = bus__addr[11:2] == 6'h22;
-  assign wr_q_head2 = \$60  & \$61 ;
+  assign \$61  = bus__addr[11:2] == 6'h20;
+  assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = bus__addr[11:2] == 6'h23;
-  assign wr_q_head3 = \$62  & \$63 ;
+  assign \$63  = bus__addr[11:2] == 6'h21;
+  assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = bus__addr[11:2] == 6'h24;
-  assign wr_q_head4 = \$64  & \$65 ;
+  assign \$65  = bus__addr[11:2] == 6'h22;
+  assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = bus__addr[11:2] == 6'h25;
-  assign wr_q_head5 = \$66  & \$67 ;
+  assign \$67  = bus__addr[11:2] == 6'h23;
+  assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = bus__addr[11:2] == 6'h26;
-  assign wr_q_head6 = \$68  & \$69 ;
+  assign \$69  = bus__addr[11:2] == 6'h24;
+  assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = bus__addr[11:2] == 6'h27;
-  assign wr_q_head7 = \$70  & \$71 ;
+  assign \$71  = bus__addr[11:2] == 6'h25;
+  assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = bus__addr[11:2] == 6'h28;
-  assign wr_q_head8 = \$72  & \$73 ;
+  assign \$73  = bus__addr[11:2] == 6'h26;
+  assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = bus__addr[11:2] == 6'h29;
-  assign wr_q_head9 = \$74  & \$75 ;
+  assign \$75  = bus__addr[11:2] == 6'h27;
+  assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = bus__addr[11:2] == 6'h2a;
-  assign wr_q_head10 = \$76  & \$77 ;
+  assign \$77  = bus__addr[11:2] == 6'h28;
+  assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = bus__addr[11:2] == 6'h2b;
-  assign wr_q_head11 = \$78  & \$79 ;
+  assign \$79  = bus__addr[11:2] == 6'h29;
+  assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = bus__addr[11:2] == 6'h2c;
-  assign wr_q_head12 = \$80  & \$81 ;
+  assign \$81  = bus__addr[11:2] == 6'h2a;
+  assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = bus__addr[11:2] == 6'h2d;
-  assign wr_q_head13 = \$82  & \$83 ;
+  assign \$83  = bus__addr[11:2] == 6'h2b;
+  assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = bus__addr[11:2] == 6'h2e;
-  assign wr_q_head14 = \$84  & \$85 ;
+  assign \$85  = bus__addr[11:2] == 6'h2c;
+  assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = bus__addr[11:2] == 6'h2f;
-  assign wr_q_head15 = \$86  & \$87 ;
+  assign \$87  = bus__addr[11:2] == 6'h2d;
+  assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = bus__addr[11:2] == 6'h30;
-  assign wr_q_head16 = \$88  & \$89 ;
+  assign \$89  = bus__addr[11:2] == 6'h2e;
+  assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = bus__addr[11:2] == 6'h31;
-  assign wr_q_head17 = \$90  & \$91 ;
+  assign \$91  = bus__addr[11:2] == 6'h2f;
+  assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = bus__addr[11:2] == 6'h32;
-  assign wr_q_head18 = \$92  & \$93 ;
+  assign \$93  = bus__addr[11:2] == 6'h30;
+  assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = bus__addr[11:2] == 6'h33;
-  assign wr_q_head19 = \$94  & \$95 ;
+  assign \$95  = bus__addr[11:2] == 6'h31;
+  assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = bus__addr[11:2] == 6'h34;
-  assign wr_q_head20 = \$96  & \$97 ;
+  assign \$97  = bus__addr[11:2] == 6'h32;
+  assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = bus__addr[11:2] == 6'h35;
-  assign wr_q_head21 = \$98  & \$99 ;
+  assign \$99  = bus__addr[11:2] == 6'h33;
+  assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = bus__addr[11:2] == 6'h36;
-  assign wr_q_head22 = \$100  & \$101 ;
+  assign \$101  = bus__addr[11:2] == 6'h34;
+  assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = bus__addr[11:2] == 6'h37;
-  assign wr_q_head23 = \$102  & \$103 ;
+  assign \$103  = bus__addr[11:2] == 6'h35;
+  assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = bus__addr[11:2] == 6'h38;
-  assign wr_q_head24 = \$104  & \$105 ;
+  assign \$105  = bus__addr[11:2] == 6'h36;
+  assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = bus__addr[11:2] == 6'h39;
-  assign wr_q_head25 = \$106  & \$107 ;
+  assign \$107  = bus__addr[11:2] == 6'h37;
+  assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = bus__addr[11:2] == 6'h3a;
-  assign wr_q_head26 = \$108  & \$109 ;
-  assign \$110  = \new  & bus__we;
-  assign \$111  = bus__addr[11:2] == 6'h3b;
-  assign wr_q_head27 = \$110  & \$111 ;
-  assign \$112  = \new  & bus__we;
-  assign \$113  = bus__addr[11:2] == 6'h3c;
-  assign wr_q_head28 = \$112  & \$113 ;
-  assign \$114  = \new  & bus__we;
-  assign \$115  = bus__addr[11:2] == 6'h3d;
-  assign wr_q_head29 = \$114  & \$115 ;
-  assign \$116  = \new  & bus__we;
-  assign \$117  = bus__addr[11:2] == 6'h3e;
-  assign wr_q_head30 = \$116  & \$117 ;
-  assign \$118  = \new  & bus__we;
-  assign \$119  = bus__addr[11:2] == 6'h3f;
-  assign wr_q_head31 = \$118  & \$119 ;
-  assign \$120  = \new  & bus__we;
-  assign \$121  = bus__addr[11:2] == 7'h40;
-  assign wr_event0 = \$120  & \$121 ;
-  assign \$122  = \new  & bus__we;
-  assign \$123  = bus__addr[11:2] == 7'h41;
-  assign wr_event1 = \$122  & \$123 ;
-  assign \$124  = \new  & bus__we;
-  assign \$125  = bus__addr[11:2] == 7'h42;
-  assign wr_event2 = \$124  & \$125 ;
-  assign \$126  = \new  & bus__we;
-  assign \$127  = bus__addr[11:2] == 7'h43;
-  assign wr_event3 = \$126  & \$127 ;
-  assign \$128  = \new  & bus__we;
+  assign \$109  = bus__addr[11:2] == 6'h38;
+  assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$764  = \new ;
+    \$790  = \new ;
     if (held) begin
-      \$764  = 1'h0;
+      \$790  = 1'h0;
     end
     if (rst) begin
-      \$764  = 1'h0;
+      \$790  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$765  = bus__rdata;
+    \$791  = bus__rdata;
     if (\new ) begin
-      \$765  = 32'd0;
+      \$791  = 32'd0;
     end
-    if (\$162 ) begin
-      \$765  = \$164 [31:0];
+    if (\$166 ) begin
+      \$791  = \$168 [31:0];
     end
-    if (\$171 ) begin
-      \$765  = \$173 ;
+    if (\$175 ) begin
+      \$791  = \$177 ;
     end
-    if (\$180 ) begin
-      \$765  = \$182 [31:0];
+    if (\$184 ) begin
+      \$791  = \$186 [31:0];
     end
-    if (\$189 ) begin
-      \$765  = \$191 [31:0];
+    if (\$193 ) begin
+      \$791  = \$195 [31:0];
     end
-    if (\$198 ) begin
-      \$765  = \$200 [31:0];
+    if (\$202 ) begin
+      \$791  = \$204 [31:0];
     end
-    if (\$207 ) begin
-      \$765  = \$209 [31:0];
+    if (\$211 ) begin
+      \$791  = \$213 [31:0];
     end
-    if (\$213 ) begin
-      \$765  = \$215 ;
+    if (\$217 ) begin
+      \$791  = \$219 ;
     end
-    if (\$219 ) begin
-      \$765  = \$225 [31:0];
-    end
-    if (\$232 ) begin
-      \$765  = \$234 ;
+    if (\$223 ) begin
+      \$791  = \$231 [31:0];
     end
     if (\$241 ) begin
-      \$765  = \$243 ;
+      \$791  = \$245 ;
     end
-    if (\$253 ) begin
-      \$765  = \$257 [31:0];
+    if (\$252 ) begin
+      \$791  = \$254 ;
     end
-    if (\$261 ) begin
-      \$765  = \$267 [31:0];
+    if (\$264 ) begin
+      \$791  = \$268 [31:0];
     end
-    if (\$271 ) begin
-      \$765  = \$277 [31:0];
+    if (\$272 ) begin
+      \$791  = \$278 [31:0];
     end
-    if (\$281 ) begin
-      \$765  = \$287 [31:0];
+    if (\$282 ) begin
+      \$791  = \$288 [31:0];
     end
-    if (\$291 ) begin
-      \$765  = \$297 [31:0];
+    if (\$292 ) begin
+      \$791  = \$298 [31:0];
     end
-    if (\$304 ) begin
-      \$765  = \$306 ;
+    if (\$302 ) begin
+      \$791  = \$308 [31:0];
     end
-    if (\$328 ) begin
-      \$765  = \$340 [31:0];
+    if (\$315 ) begin
+      \$791  = \$317 ;
     end
-    if (\$347 ) begin
-      \$765  = \$349 ;
+    if (\$339 ) begin
+      \$791  = \$351 [31:0];
     end
-    if (\$353 ) begin
-      \$765  = \$355 ;
+    if (\$358 ) begin
+      \$791  = \$360 ;
     end
-    if (\$362 ) begin
-      \$765  = \$364 ;
+    if (\$364 ) begin
+      \$791  = \$366 ;
     end
-    if (\$371 ) begin
-      \$765  = \$373 ;
+    if (\$373 ) begin
+      \$791  = \$375 ;
     end
-    if (\$377 ) begin
-      \$765  = \$379 [31:0];
+    if (\$382 ) begin
+      \$791  = \$384 ;
     end
-    if (\$386 ) begin
-      \$765  = \$388 ;
+    if (\$388 ) begin
+      \$791  = \$390 [31:0];
     end
-    if (\$392 ) begin
-      \$765  = \$394 [31:0];
+    if (\$397 ) begin
+      \$791  = \$399 ;
     end
-    if (\$398 ) begin
-      \$765  = \$400 [31:0];
+    if (\$403 ) begin
+      \$791  = \$405 [31:0];
     end
-    if (\$404 ) begin
-      \$765  = \$406 [31:0];
+    if (\$409 ) begin
+      \$791  = \$411 [31:0];
     end
-    if (\$410 ) begin
-      \$765  = \$412 [31:0];
+    if (\$415 ) begin
+      \$791  = \$417 [31:0];
     end
-    if (\$416 ) begin
-      \$765  = \$418 [31:0];
+    if (\$421 ) begin
+      \$791  = \$423 [31:0];
     end
-    if (\$422 ) begin
-      \$765  = \$424 [31:0];
+    if (\$427 ) begin
+      \$791  = \$429 [31:0];
     end
-    if (\$428 ) begin
-      \$765  = \$430 [31:0];
+    if (\$436 ) begin
+      \$791  = \$438 [31:0];
     end
-    if (\$434 ) begin
-      \$765  = \$436 [31:0];
+    if (\$442 ) begin
+      \$791  = \$444 [31:0];
     end
-    if (\$440 ) begin
-      \$765  = \$442 [31:0];
+    if (\$448 ) begin
+      \$791  = \$450 [31:0];
     end
-    if (\$446 ) begin
-      \$765  = \$448 [31:0];
+    if (\$454 ) begin
+      \$791  = \$456 [31:0];
     end
-    if (\$452 ) begin
-      \$765  = \$454 [31:0];
+    if (\$460 ) begin
+      \$791  = \$462 [31:0];
     end
-    if (\$458 ) begin
-      \$765  = \$460 [31:0];
+    if (\$466 ) begin
+      \$791  = \$468 [31:0];
     end
-    if (\$464 ) begin
-      \$765  = \$466 [31:0];
+    if (\$472 ) begin
+      \$791  = \$474 [31:0];
     end
-    if (\$470 ) begin
-      \$765  = \$472 [31:0];
+    if (\$478 ) begin
+      \$791  = \$480 [31:0];
     end
-    if (\$476 ) begin
-      \$765  = \$478 [31:0];
+    if (\$484 ) begin
+      \$791  = \$486 [31:0];
     end
-    if (\$482 ) begin
-      \$765  = \$484 [31:0];
+    if (\$490 ) begin
+      \$791  = \$492 [31:0];
     end
-    if (\$488 ) begin
-      \$765  = \$490 [31:0];
+    if (\$496 ) begin
+      \$791  = \$498 [31:0];
     end
-    if (\$494 ) begin
-      \$765  = \$496 [31:0];
+    if (\$502 ) begin
+      \$791  = \$504 [31:0];
     end
-    if (\$500 ) begin
-      \$765  = \$502 [31:0];
+    if (\$508 ) begin
+      \$791  = \$510 [31:0];
     end
-    if (\$506 ) begin
-      \$765  = \$508 [31:0];
+    if (\$514 ) begin
+      \$791  = \$516 [31:0];
     end
-    if (\$512 ) begin
-      \$765  = \$514 [31:0];
+    if (\$520 ) begin
+      \$791  = \$522 [31:0];
     end
-    if (\$518 ) begin
-      \$765  = \$520 [31:0];
+    if (\$526 ) begin
+      \$791  = \$528 [31:0];
     end
-    if (\$524 ) begin
-      \$765  = \$526 [31:0];
+    if (\$532 ) begin
+      \$791  = \$534 [31:0];
     end
-    if (\$530 ) begin
-      \$765  = \$532 [31:0];
+    if (\$538 ) begin
+      \$791  = \$540 [31:0];
     end
-    if (\$536 ) begin
-      \$765  = \$538 [31:0];
+    if (\$544 ) begin
+      \$791  = \$546 [31:0];
     end
-    if (\$542 ) begin
-      \$765  = \$544 [31:0];
+    if (\$550 ) begin
+      \$791  = \$552 [31:0];
     end
-    if (\$548 ) begin
-      \$765  = \$550 [31:0];
+    if (\$556 ) begin
+      \$791  = \$558 [31:0];
     end
-    if (\$554 ) begin
-      \$765  = \$556 [31:0];
+    if (\$562 ) begin
+      \$791  = \$564 [31:0];
     end
-    if (\$560 ) begin
-      \$765  = \$562 [31:0];
+    if (\$568 ) begin
+      \$791  = \$570 [31:0];
     end
-    if (\$566 ) begin
-      \$765  = \$568 [31:0];
+    if (\$574 ) begin
+      \$791  = \$576 [31:0];
     end
-    if (\$572 ) begin
-      \$765  = \$574 [31:0];
+    if (\$580 ) begin
+      \$791  = \$582 [31:0];
     end
-    if (\$578 ) begin
-      \$765  = \$580 [31:0];
+    if (\$586 ) begin
+      \$791  = \$588 [31:0];
     end
-    if (\$584 ) begin
-      \$765  = \$586 [31:0];
+    if (\$592 ) begin
+      \$791  = \$594 [31:0];
     end
-    if (\$590 ) begin
-      \$765  = \$592 [31:0];
+    if (\$598 ) begin
+      \$791  = \$600 [31:0];
     end
-    if (\$596 ) begin
-      \$765  = \$598 [31:0];
+    if (\$604 ) begin
+      \$791  = \$606 [31:0];
     end
-    if (\$602 ) begin
-      \$765  = \$604 [31:0];
+    if (\$610 ) begin
+      \$791  = \$612 [31:0];
     end
-    if (\$611 ) begin
-      \$765  = \$613 [31:0];
+    if (\$616 ) begin
+      \$791  = \$618 [31:0];
     end
-    if (\$620 ) begin
-      \$765  = \$622 [31:0];
+    if (\$622 ) begin
+      \$791  = \$624 [31:0];
     end
-    if (\$629 ) begin
-      \$765  = \$631 [31:0];
+    if (\$628 ) begin
+      \$791  = \$630 [31:0];
     end
-    if (\$638 ) begin
-      \$765  = \$640 [31:0];
+    if (\$637 ) begin
+      \$791  = \$639 [31:0];
     end
-    if (\$647 ) begin
-      \$765  = \$649 [31:0];
+    if (\$646 ) begin
+      \$791  = \$648 [31:0];
     end
-    if (\$656 ) begin
-      \$765  = \$658 [31:0];
+    if (\$655 ) begin
+      \$791  = \$657 [31:0];
     end
-    if (\$665 ) begin
-      \$765  = \$667 [31:0];
+    if (\$664 ) begin
+      \$791  = \$666 [31:0];
     end
-    if (\$674 ) begin
-      \$765  = \$676 [31:0];
+    if (\$673 ) begin
+      \$791  = \$675 [31:0];
     end
-    if (\$683 ) begin
-      \$765  = \$685 [31:0];
+    if (\$682 ) begin
+      \$791  = \$684 [31:0];
     end
-    if (\$692 ) begin
-      \$765  = \$694 [31:0];
+    if (\$691 ) begin
+      \$791  = \$693 [31:0];
     end
-    if (\$701 ) begin
-      \$765  = \$703 [31:0];
+    if (\$700 ) begin
+      \$791  = \$702 [31:0];
     end
-    if (\$710 ) begin
-      \$765  = \$712 [31:0];
+    if (\$709 ) begin
+      \$791  = \$711 [31:0];
     end
-    if (\$719 ) begin
-      \$765  = \$721 [31:0];
+    if (\$718 ) begin
+      \$791  = \$720 [31:0];
     end
-    if (\$728 ) begin
-      \$765  = \$730 [31:0];
+    if (\$727 ) begin
+      \$791  = \$729 [31:0];
     end
-    if (\$737 ) begin
-      \$765  = \$739 [31:0];
+    if (\$736 ) begin
+      \$791  = \$738 [31:0];
     end
-    if (\$746 ) begin
-      \$765  = \$748 [31:0];
+    if (\$745 ) begin
+      \$791  = \$747 [31:0];
     end
-    if (\$755 ) begin
-      \$765  = \$757 ;
+    if (\$754 ) begin
+      \$791  = \$756 [31:0];
     end
-    if (\$761 ) begin
-      \$765  = \$763 [31:0];
+    if (\$763 ) begin
+      \$791  = \$765 [31:0];
+    end
+    if (\$772 ) begin
+      \$791  = \$774 [31:0];
+    end
+    if (\$781 ) begin
+      \$791  = \$783 ;
+    end
+    if (\$787 ) begin
+      \$791  = \$789 [31:0];
     end
     if (held) begin
-      \$765  = 32'd0;
+      \$791  = 32'd0;
     end
     if (rst) begin
-      \$765  = 32'd0;
+      \$791  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$766  = \$signal ;
+    \$792  = \$signal ;
     if (wr_fw_version) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_fw_status) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_fw_fault_pc) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_fw_fault_cause) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_fw_fault_tval) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_fw_msg) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_fw_msg_send) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_work) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_work_mask) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_pop) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_forward) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_retire0) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_retire1) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_retire2) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_retire3) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_retire_pop) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_cpl) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_cpl_tag) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_cpl_status) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_qreset_ack) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_engine_reset) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_watchdog) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_wait) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head_index0) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head_index1) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head_index2) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head_index3) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
+    end
+    if (wr_timestamp) begin
+      \$792  = 1'h1;
+    end
+    if (wr_timer) begin
+      \$792  = 1'h1;
     end
     if (wr_q_head0) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head1) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head2) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head3) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head4) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head5) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head6) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head7) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head8) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head9) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head10) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head11) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head12) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head13) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head14) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head15) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head16) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head17) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head18) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head19) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head20) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head21) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head22) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head23) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head24) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head25) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head26) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head27) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head28) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head29) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head30) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_q_head31) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event0) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event1) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event2) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event3) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event4) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event5) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event6) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event7) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event8) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event9) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event10) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event11) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event12) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event13) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event14) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_event15) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_perf_sel) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (wr_perf_value) begin
-      \$766  = 1'h1;
+      \$792  = 1'h1;
     end
     if (held) begin
-      \$766  = 1'h0;
+      \$792  = 1'h0;
     end
     if (rst) begin
-      \$766  = 1'h0;
+      \$792  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$767  = fw_version_version;
+    \$793  = fw_version_version;
     if (wr_fw_version) begin
-      \$767  = \$158 ;
+      \$793  = \$162 ;
     end
     if (held) begin
-      \$767  = 32'd0;
+      \$793  = 32'd0;
     end
     if (rst) begin
-      \$767  = 32'd0;
+      \$793  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$768  = unused_r;
-    if (\$162 ) begin
-      \$768  = 1'h1;
+    \$794  = unused_r;
+    if (\$166 ) begin
+      \$794  = 1'h1;
     end
-    if (\$171 ) begin
-      \$768  = 1'h1;
+    if (\$175 ) begin
+      \$794  = 1'h1;
     end
-    if (\$180 ) begin
-      \$768  = 1'h1;
+    if (\$184 ) begin
+      \$794  = 1'h1;
     end
-    if (\$189 ) begin
-      \$768  = 1'h1;
+    if (\$193 ) begin
+      \$794  = 1'h1;
     end
-    if (\$198 ) begin
-      \$768  = 1'h1;
+    if (\$202 ) begin
+      \$794  = 1'h1;
     end
-    if (\$207 ) begin
-      \$768  = 1'h1;
+    if (\$211 ) begin
+      \$794  = 1'h1;
     end
-    if (\$213 ) begin
-      \$768  = 1'h1;
+    if (\$217 ) begin
+      \$794  = 1'h1;
     end
-    if (\$219 ) begin
-      \$768  = 1'h1;
-    end
-    if (\$232 ) begin
-      \$768  = 1'h1;
+    if (\$223 ) begin
+      \$794  = 1'h1;
     end
     if (\$241 ) begin
-      \$768  = 1'h1;
+      \$794  = 1'h1;
     end
-    if (\$253 ) begin
-      \$768  = 1'h1;
+    if (\$252 ) begin
+      \$794  = 1'h1;
     end
-    if (\$261 ) begin
-      \$768  = 1'h1;
+    if (\$264 ) begin
+      \$794  = 1'h1;
     end
-    if (\$271 ) begin
-      \$768  = 1'h1;
+    if (\$272 ) begin
+      \$794  = 1'h1;
     end
-    if (\$281 ) begin
-      \$768  = 1'h1;
+    if (\$282 ) begin
+      \$794  = 1'h1;
     end
-    if (\$291 ) begin
-      \$768  = 1'h1;
+    if (\$292 ) begin
+      \$794  = 1'h1;
     end
-    if (\$304 ) begin
-      \$768  = 1'h1;
+    if (\$302 ) begin
+      \$794  = 1'h1;
     end
-    if (\$328 ) begin
-      \$768  = 1'h1;
+    if (\$315 ) begin
+      \$794  = 1'h1;
     end
-    if (\$347 ) begin
-      \$768  = 1'h1;
+    if (\$339 ) begin
+      \$794  = 1'h1;
     end
-    if (\$353 ) begin
-      \$768  = 1'h1;
+    if (\$358 ) begin
+      \$794  = 1'h1;
     end
-    if (\$362 ) begin
-      \$768  = 1'h1;
+    if (\$364 ) begin
+      \$794  = 1'h1;
     end
-    if (\$371 ) begin
-      \$768  = 1'h1;
+    if (\$373 ) begin
+      \$794  = 1'h1;
     end
-    if (\$377 ) begin
-      \$768  = 1'h1;
+    if (\$382 ) begin
+      \$794  = 1'h1;
     end
-    if (\$386 ) begin
-      \$768  = 1'h1;
+    if (\$388 ) begin
+      \$794  = 1'h1;
     end
-    if (\$392 ) begin
-      \$768  = 1'h1;
+    if (\$397 ) begin
+      \$794  = 1'h1;
     end
-    if (\$398 ) begin
-      \$768  = 1'h1;
+    if (\$403 ) begin
+      \$794  = 1'h1;
     end
-    if (\$404 ) begin
-      \$768  = 1'h1;
+    if (\$409 ) begin
+      \$794  = 1'h1;
     end
-    if (\$410 ) begin
-      \$768  = 1'h1;
+    if (\$415 ) begin
+      \$794  = 1'h1;
     end
-    if (\$416 ) begin
-      \$768  = 1'h1;
+    if (\$421 ) begin
+      \$794  = 1'h1;
     end
-    if (\$422 ) begin
-      \$768  = 1'h1;
+    if (\$427 ) begin
+      \$794  = 1'h1;
     end
-    if (\$428 ) begin
-      \$768  = 1'h1;
+    if (\$436 ) begin
+      \$794  = 1'h1;
     end
-    if (\$434 ) begin
-      \$768  = 1'h1;
+    if (\$442 ) begin
+      \$794  = 1'h1;
     end
-    if (\$440 ) begin
-      \$768  = 1'h1;
+    if (\$448 ) begin
+      \$794  = 1'h1;
     end
-    if (\$446 ) begin
-      \$768  = 1'h1;
+    if (\$454 ) begin
+      \$794  = 1'h1;
     end
-    if (\$452 ) begin
-      \$768  = 1'h1;
+    if (\$460 ) begin
+      \$794  = 1'h1;
     end
-    if (\$458 ) begin
-      \$768  = 1'h1;
+    if (\$466 ) begin
+      \$794  = 1'h1;
     end
-    if (\$464 ) begin
-      \$768  = 1'h1;
+    if (\$472 ) begin
+      \$794  = 1'h1;
     end
-    if (\$470 ) begin
-      \$768  = 1'h1;
+    if (\$478 ) begin
+      \$794  = 1'h1;
     end
-    if (\$476 ) begin
-      \$768  = 1'h1;
+    if (\$484 ) begin
+      \$794  = 1'h1;
     end
-    if (\$482 ) begin
-      \$768  = 1'h1;
+    if (\$490 ) begin
+      \$794  = 1'h1;
     end
-    if (\$488 ) begin
-      \$768  = 1'h1;
+    if (\$496 ) begin
+      \$794  = 1'h1;
     end
-    if (\$494 ) begin
-      \$768  = 1'h1;
+    if (\$502 ) begin
+      \$794  = 1'h1;
     end
-    if (\$500 ) begin
-      \$768  = 1'h1;
+    if (\$508 ) begin
+      \$794  = 1'h1;
     end
-    if (\$506 ) begin
-      \$768  = 1'h1;
+    if (\$514 ) begin
+      \$794  = 1'h1;
     end
-    if (\$512 ) begin
-      \$768  = 1'h1;
+    if (\$520 ) begin
+      \$794  = 1'h1;
     end
-    if (\$518 ) begin
-      \$768  = 1'h1;
+    if (\$526 ) begin
+      \$794  = 1'h1;
     end
-    if (\$524 ) begin
-      \$768  = 1'h1;
+    if (\$532 ) begin
+      \$794  = 1'h1;
     end
-    if (\$530 ) begin
-      \$768  = 1'h1;
+    if (\$538 ) begin
+      \$794  = 1'h1;
     end
-    if (\$536 ) begin
-      \$768  = 1'h1;
+    if (\$544 ) begin
+      \$794  = 1'h1;
     end
-    if (\$542 ) begin
-      \$768  = 1'h1;
+    if (\$550 ) begin
+      \$794  = 1'h1;
     end
-    if (\$548 ) begin
-      \$768  = 1'h1;
+    if (\$556 ) begin
+      \$794  = 1'h1;
     end
-    if (\$554 ) begin
-      \$768  = 1'h1;
+    if (\$562 ) begin
+      \$794  = 1'h1;
     end
-    if (\$560 ) begin
-      \$768  = 1'h1;
+    if (\$568 ) begin
+      \$794  = 1'h1;
     end
-    if (\$566 ) begin
-      \$768  = 1'h1;
+    if (\$574 ) begin
+      \$794  = 1'h1;
     end
-    if (\$572 ) begin
-      \$768  = 1'h1;
+    if (\$580 ) begin
+      \$794  = 1'h1;
     end
-    if (\$578 ) begin
-      \$768  = 1'h1;
+    if (\$586 ) begin
+      \$794  = 1'h1;
     end
-    if (\$584 ) begin
-      \$768  = 1'h1;
+    if (\$592 ) begin
+      \$794  = 1'h1;
     end
-    if (\$590 ) begin
-      \$768  = 1'h1;
+    if (\$598 ) begin
+      \$794  = 1'h1;
     end
-    if (\$596 ) begin
-      \$768  = 1'h1;
+    if (\$604 ) begin
+      \$794  = 1'h1;
     end
-    if (\$602 ) begin
-      \$768  = 1'h1;
+    if (\$610 ) begin
+      \$794  = 1'h1;
     end
-    if (\$611 ) begin
-      \$768  = 1'h1;
+    if (\$616 ) begin
+      \$794  = 1'h1;
     end
-    if (\$620 ) begin
-      \$768  = 1'h1;
+    if (\$622 ) begin
+      \$794  = 1'h1;
     end
-    if (\$629 ) begin
-      \$768  = 1'h1;
+    if (\$628 ) begin
+      \$794  = 1'h1;
     end
-    if (\$638 ) begin
-      \$768  = 1'h1;
+    if (\$637 ) begin
+      \$794  = 1'h1;
     end
-    if (\$647 ) begin
-      \$768  = 1'h1;
+    if (\$646 ) begin
+      \$794  = 1'h1;
     end
-    if (\$656 ) begin
-      \$768  = 1'h1;
+    if (\$655 ) begin
+      \$794  = 1'h1;
     end
-    if (\$665 ) begin
-      \$768  = 1'h1;
+    if (\$664 ) begin
+      \$794  = 1'h1;
     end
-    if (\$674 ) begin
-      \$768  = 1'h1;
+    if (\$673 ) begin
+      \$794  = 1'h1;
     end
-    if (\$683 ) begin
-      \$768  = 1'h1;
+    if (\$682 ) begin
+      \$794  = 1'h1;
     end
-    if (\$692 ) begin
-      \$768  = 1'h1;
+    if (\$691 ) begin
+      \$794  = 1'h1;
     end
-    if (\$701 ) begin
-      \$768  = 1'h1;
+    if (\$700 ) begin
+      \$794  = 1'h1;
     end
-    if (\$710 ) begin
-      \$768  = 1'h1;
+    if (\$709 ) begin
+      \$794  = 1'h1;
     end
-    if (\$719 ) begin
-      \$768  = 1'h1;
+    if (\$718 ) begin
+      \$794  = 1'h1;
     end
-    if (\$728 ) begin
-      \$768  = 1'h1;
+    if (\$727 ) begin
+      \$794  = 1'h1;
     end
-    if (\$737 ) begin
-      \$768  = 1'h1;
+    if (\$736 ) begin
+      \$794  = 1'h1;
     end
-    if (\$746 ) begin
-      \$768  = 1'h1;
+    if (\$745 ) begin
+      \$794  = 1'h1;
     end
-    if (\$755 ) begin
-      \$768  = 1'h1;
+    if (\$754 ) begin
+      \$794  = 1'h1;
     end
-    if (\$761 ) begin
-      \$768  = 1'h1;
+    if (\$763 ) begin
+      \$794  = 1'h1;
+    end
+    if (\$772 ) begin
+      \$794  = 1'h1;
+    end
+    if (\$781 ) begin
+      \$794  = 1'h1;
+    end
+    if (\$787 ) begin
+      \$794  = 1'h1;
     end
     if (held) begin
-      \$768  = 1'h0;
+      \$794  = 1'h0;
     end
     if (rst) begin
-      \$768  = 1'h0;
+      \$794  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$769  = fw_status_state;
+    \$795  = fw_status_state;
     if (wr_fw_status) begin
-      \$769  = \$167 ;
+      \$795  = \$171 ;
     end
     if (held) begin
-      \$769  = 8'h00;
+      \$795  = 8'h00;
     end
     if (rst) begin
-      \$769  = 8'h00;
+      \$795  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$770  = fw_fault_pc_pc;
+    \$796  = fw_fault_pc_pc;
     if (wr_fw_fault_pc) begin
-      \$770  = \$176 ;
+      \$796  = \$180 ;
     end
     if (held) begin
-      \$770  = 32'd0;
+      \$796  = 32'd0;
     end
     if (rst) begin
-      \$770  = 32'd0;
+      \$796  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$771  = fw_fault_cause_cause;
+    \$797  = fw_fault_cause_cause;
     if (wr_fw_fault_cause) begin
-      \$771  = \$185 ;
+      \$797  = \$189 ;
     end
     if (held) begin
-      \$771  = 32'd0;
+      \$797  = 32'd0;
     end
     if (rst) begin
-      \$771  = 32'd0;
+      \$797  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$772  = fw_fault_tval_tval;
+    \$798  = fw_fault_tval_tval;
     if (wr_fw_fault_tval) begin
-      \$772  = \$194 ;
+      \$798  = \$198 ;
     end
     if (held) begin
-      \$772  = 32'd0;
+      \$798  = 32'd0;
     end
     if (rst) begin
-      \$772  = 32'd0;
+      \$798  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$773  = fw_msg_value;
+    \$799  = fw_msg_value;
     if (wr_fw_msg) begin
-      \$773  = \$203 ;
+      \$799  = \$207 ;
     end
     if (held) begin
-      \$773  = 32'd0;
+      \$799  = 32'd0;
     end
     if (rst) begin
-      \$773  = 32'd0;
+      \$799  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$774  = work_mask_qready;
+    \$800  = work_mask_qready;
     if (wr_work_mask) begin
-      \$774  = \$228 ;
+      \$800  = \$234 ;
     end
     if (held) begin
-      \$774  = 4'h0;
+      \$800  = 4'h0;
     end
     if (rst) begin
-      \$774  = 4'h0;
+      \$800  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$775  = q_pop_queue;
+    \$801  = work_mask_timer;
+    if (wr_work_mask) begin
+      \$801  = \$237 ;
+    end
+    if (held) begin
+      \$801  = 1'h1;
+    end
+    if (rst) begin
+      \$801  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$802  = q_pop_queue;
     if (wr_q_pop) begin
-      \$775  = \$237 ;
+      \$802  = \$248 ;
     end
     if (held) begin
-      \$775  = 4'h0;
+      \$802  = 4'h0;
     end
     if (rst) begin
-      \$775  = 4'h0;
+      \$802  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$776  = forward_queue;
+    \$803  = forward_queue;
     if (wr_forward) begin
-      \$776  = \$246 ;
+      \$803  = \$257 ;
     end
     if (held) begin
-      \$776  = 2'h0;
+      \$803  = 2'h0;
     end
     if (rst) begin
-      \$776  = 2'h0;
+      \$803  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$777  = forward_tag;
+    \$804  = forward_tag;
     if (wr_forward) begin
-      \$777  = \$249 ;
+      \$804  = \$260 ;
     end
     if (held) begin
-      \$777  = 16'h0000;
+      \$804  = 16'h0000;
     end
     if (rst) begin
-      \$777  = 16'h0000;
+      \$804  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$778  = retire_pop_engine;
+    \$805  = retire_pop_engine;
     if (wr_retire_pop) begin
-      \$778  = \$300 ;
+      \$805  = \$311 ;
     end
     if (held) begin
-      \$778  = 4'h0;
+      \$805  = 4'h0;
     end
     if (rst) begin
-      \$778  = 4'h0;
+      \$805  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$779  = cpl_queue;
+    \$806  = cpl_queue;
     if (wr_cpl) begin
-      \$779  = \$309 ;
+      \$806  = \$320 ;
     end
     if (held) begin
-      \$779  = 2'h0;
+      \$806  = 2'h0;
     end
     if (rst) begin
-      \$779  = 2'h0;
+      \$806  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$780  = cpl_irq;
+    \$807  = cpl_irq;
     if (wr_cpl) begin
-      \$780  = \$312 ;
+      \$807  = \$323 ;
     end
     if (held) begin
-      \$780  = 1'h0;
+      \$807  = 1'h0;
     end
     if (rst) begin
-      \$780  = 1'h0;
+      \$807  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$781  = cpl_halt;
+    \$808  = cpl_halt;
     if (wr_cpl) begin
-      \$781  = \$315 ;
+      \$808  = \$326 ;
     end
     if (held) begin
-      \$781  = 1'h0;
+      \$808  = 1'h0;
     end
     if (rst) begin
-      \$781  = 1'h0;
+      \$808  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$782  = cpl_flags;
+    \$809  = cpl_flags;
     if (wr_cpl) begin
-      \$782  = \$318 ;
+      \$809  = \$329 ;
     end
     if (held) begin
-      \$782  = 8'h00;
+      \$809  = 8'h00;
     end
     if (rst) begin
-      \$782  = 8'h00;
+      \$809  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$783  = cpl_status;
+    \$810  = cpl_status;
     if (wr_cpl) begin
-      \$783  = \$321 ;
+      \$810  = \$332 ;
     end
     if (held) begin
-      \$783  = 8'h00;
+      \$810  = 8'h00;
     end
     if (rst) begin
-      \$783  = 8'h00;
+      \$810  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$784  = cpl_opcode;
+    \$811  = cpl_opcode;
     if (wr_cpl) begin
-      \$784  = \$324 ;
+      \$811  = \$335 ;
     end
     if (held) begin
-      \$784  = 8'h00;
+      \$811  = 8'h00;
     end
     if (rst) begin
-      \$784  = 8'h00;
+      \$811  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$785  = cpl_tag_tag;
+    \$812  = cpl_tag_tag;
     if (wr_cpl_tag) begin
-      \$785  = \$343 ;
+      \$812  = \$354 ;
     end
     if (held) begin
-      \$785  = 16'h0000;
+      \$812  = 16'h0000;
     end
     if (rst) begin
-      \$785  = 16'h0000;
+      \$812  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$786  = qreset_ack_queue;
+    \$813  = qreset_ack_queue;
     if (wr_qreset_ack) begin
-      \$786  = \$358 ;
+      \$813  = \$369 ;
     end
     if (held) begin
-      \$786  = 4'h0;
+      \$813  = 4'h0;
     end
     if (rst) begin
-      \$786  = 4'h0;
+      \$813  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$787  = engine_reset_engine;
+    \$814  = engine_reset_engine;
     if (wr_engine_reset) begin
-      \$787  = \$367 ;
+      \$814  = \$378 ;
     end
     if (held) begin
-      \$787  = 4'h0;
+      \$814  = 4'h0;
     end
     if (rst) begin
-      \$787  = 4'h0;
+      \$814  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$788  = q_wait_queue;
+    \$815  = q_wait_queue;
     if (wr_q_wait) begin
-      \$788  = \$382 ;
+      \$815  = \$393 ;
     end
     if (held) begin
-      \$788  = 4'h0;
+      \$815  = 4'h0;
     end
     if (rst) begin
-      \$788  = 4'h0;
+      \$815  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$789  = event0_value;
+    \$816  = timer_cycles;
+    if (wr_timer) begin
+      \$816  = \$432 ;
+    end
+    if (held) begin
+      \$816  = 32'd0;
+    end
+    if (rst) begin
+      \$816  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$817  = event0_value;
     if (wr_event0) begin
-      \$789  = \$607 ;
+      \$817  = \$633 ;
     end
     if (held) begin
-      \$789  = 32'd0;
+      \$817  = 32'd0;
     end
     if (rst) begin
-      \$789  = 32'd0;
+      \$817  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$790  = event1_value;
+    \$818  = event1_value;
     if (wr_event1) begin
-      \$790  = \$616 ;
+      \$818  = \$642 ;
     end
     if (held) begin
-      \$790  = 32'd0;
+      \$818  = 32'd0;
     end
     if (rst) begin
-      \$790  = 32'd0;
+      \$818  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$791  = event2_value;
+    \$819  = event2_value;
     if (wr_event2) begin
-      \$791  = \$625 ;
+      \$819  = \$651 ;
     end
     if (held) begin
-      \$791  = 32'd0;
+      \$819  = 32'd0;
     end
     if (rst) begin
-      \$791  = 32'd0;
+      \$819  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$792  = event3_value;
+    \$820  = event3_value;
     if (wr_event3) begin
-      \$792  = \$634 ;
+      \$820  = \$660 ;
     end
     if (held) begin
-      \$792  = 32'd0;
+      \$820  = 32'd0;
     end
     if (rst) begin
-      \$792  = 32'd0;
+      \$820  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$793  = event4_value;
+    \$821  = event4_value;
     if (wr_event4) begin
-      \$793  = \$643 ;
+      \$821  = \$669 ;
     end
     if (held) begin
-      \$793  = 32'd0;
+      \$821  = 32'd0;
     end
     if (rst) begin
-      \$793  = 32'd0;
+      \$821  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$794  = event5_value;
+    \$822  = event5_value;
     if (wr_event5) begin
-      \$794  = \$652 ;
+      \$822  = \$678 ;
     end
     if (held) begin
-      \$794  = 32'd0;
+      \$822  = 32'd0;
     end
     if (rst) begin
-      \$794  = 32'd0;
+      \$822  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$795  = event6_value;
+    \$823  = event6_value;
     if (wr_event6) begin
-      \$795  = \$661 ;
+      \$823  = \$687 ;
     end
     if (held) begin
-      \$795  = 32'd0;
+      \$823  = 32'd0;
     end
     if (rst) begin
-      \$795  = 32'd0;
+      \$823  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$796  = event7_value;
+    \$824  = event7_value;
     if (wr_event7) begin
-      \$796  = \$670 ;
+      \$824  = \$696 ;
     end
     if (held) begin
-      \$796  = 32'd0;
+      \$824  = 32'd0;
     end
     if (rst) begin
-      \$796  = 32'd0;
+      \$824  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$797  = event8_value;
+    \$825  = event8_value;
     if (wr_event8) begin
-      \$797  = \$679 ;
+      \$825  = \$705 ;
     end
     if (held) begin
-      \$797  = 32'd0;
+      \$825  = 32'd0;
     end
     if (rst) begin
-      \$797  = 32'd0;
+      \$825  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$798  = event9_value;
+    \$826  = event9_value;
     if (wr_event9) begin
-      \$798  = \$688 ;
+      \$826  = \$714 ;
     end
     if (held) begin
-      \$798  = 32'd0;
+      \$826  = 32'd0;
     end
     if (rst) begin
-      \$798  = 32'd0;
+      \$826  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$799  = event10_value;
+    \$827  = event10_value;
     if (wr_event10) begin
-      \$799  = \$697 ;
+      \$827  = \$723 ;
     end
     if (held) begin
-      \$799  = 32'd0;
+      \$827  = 32'd0;
     end
     if (rst) begin
-      \$799  = 32'd0;
+      \$827  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$800  = event11_value;
+    \$828  = event11_value;
     if (wr_event11) begin
-      \$800  = \$706 ;
+      \$828  = \$732 ;
     end
     if (held) begin
-      \$800  = 32'd0;
+      \$828  = 32'd0;
     end
     if (rst) begin
-      \$800  = 32'd0;
+      \$828  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$801  = event12_value;
+    \$829  = event12_value;
     if (wr_event12) begin
-      \$801  = \$715 ;
+      \$829  = \$741 ;
     end
     if (held) begin
-      \$801  = 32'd0;
+      \$829  = 32'd0;
     end
     if (rst) begin
-      \$801  = 32'd0;
+      \$829  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$802  = event13_value;
+    \$830  = event13_value;
     if (wr_event13) begin
-      \$802  = \$724 ;
+      \$830  = \$750 ;
     end
     if (held) begin
-      \$802  = 32'd0;
+      \$830  = 32'd0;
     end
     if (rst) begin
-      \$802  = 32'd0;
+      \$830  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$803  = event14_value;
+    \$831  = event14_value;
     if (wr_event14) begin
-      \$803  = \$733 ;
+      \$831  = \$759 ;
     end
     if (held) begin
-      \$803  = 32'd0;
+      \$831  = 32'd0;
     end
     if (rst) begin
-      \$803  = 32'd0;
+      \$831  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$804  = event15_value;
+    \$832  = event15_value;
     if (wr_event15) begin
-      \$804  = \$742 ;
+      \$832  = \$768 ;
     end
     if (held) begin
-      \$804  = 32'd0;
+      \$832  = 32'd0;
     end
     if (rst) begin
-      \$804  = 32'd0;
+      \$832  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$805  = perf_sel_addr;
+    \$833  = perf_sel_addr;
     if (wr_perf_sel) begin
-      \$805  = \$751 ;
+      \$833  = \$777 ;
     end
     if (held) begin
-      \$805  = 12'h000;
+      \$833  = 12'h000;
     end
     if (rst) begin
-      \$805  = 12'h000;
+      \$833  = 12'h000;
     end
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign work_qready = { \port$4467$0 , \port$4458$0 , \port$4449$0 , \port$4440$0  };
-  assign work_qreset = { \port$4469$0 , \port$4460$0 , \port$4451$0 , \port$4442$0  };
-  assign retire0_error = \port$7481$0 [7:0];
-  assign retire0_tag = \port$7481$0 [23:8];
-  assign retire1_error = \port$7531$0 [7:0];
-  assign retire1_tag = \port$7531$0 [23:8];
-  assign retire2_error = \port$7581$0 [7:0];
-  assign retire2_tag = \port$7581$0 [23:8];
-  assign retire3_error = \port$7631$0 [7:0];
-  assign retire3_tag = \port$7631$0 [23:8];
-  assign q_head0_word = \port$5124$0 [31:0];
-  assign q_head1_word = \port$5124$0 [63:32];
-  assign q_head2_word = \port$5124$0 [95:64];
-  assign q_head3_word = \port$5124$0 [127:96];
-  assign q_head4_word = \port$5124$0 [159:128];
-  assign q_head5_word = \port$5124$0 [191:160];
-  assign q_head6_word = \port$5124$0 [223:192];
-  assign q_head7_word = \port$5124$0 [255:224];
-  assign q_head8_word = \port$5154$0 [31:0];
-  assign q_head9_word = \port$5154$0 [63:32];
-  assign q_head10_word = \port$5154$0 [95:64];
-  assign q_head11_word = \port$5154$0 [127:96];
-  assign q_head12_word = \port$5154$0 [159:128];
-  assign q_head13_word = \port$5154$0 [191:160];
-  assign q_head14_word = \port$5154$0 [223:192];
-  assign q_head15_word = \port$5154$0 [255:224];
-  assign q_head16_word = \port$5184$0 [31:0];
-  assign q_head17_word = \port$5184$0 [63:32];
-  assign q_head18_word = \port$5184$0 [95:64];
-  assign q_head19_word = \port$5184$0 [127:96];
-  assign q_head20_word = \port$5184$0 [159:128];
-  assign q_head21_word = \port$5184$0 [191:160];
-  assign q_head22_word = \port$5184$0 [223:192];
-  assign q_head23_word = \port$5184$0 [255:224];
-  assign q_head24_word = \port$5214$0 [31:0];
-  assign q_head25_word = \port$5214$0 [63:32];
-  assign q_head26_word = \port$5214$0 [95:64];
-  assign q_head27_word = \port$5214$0 [127:96];
-  assign q_head28_word = \port$5214$0 [159:128];
-  assign q_head29_word = \port$5214$0 [191:160];
-  assign q_head30_word = \port$5214$0 [223:192];
-  assign q_head31_word = \port$5214$0 [255:224];
-  assign \$163  = { 1'h0, fw_version_version };
-  assign \$164  = \$163 ;
-  assign \$172  = { 1'h0, fw_status_state };
-  assign \$173  = { 23'h000000, \$172  };
-  assign \$181  = { 1'h0, fw_fault_pc_pc };
-  assign \$182  = \$181 ;
-  assign \$190  = { 1'h0, fw_fault_cause_cause };
-  assign \$191  = \$190 ;
-  assign \$199  = { 1'h0, fw_fault_tval_tval };
-  assign \$200  = \$199 ;
-  assign \$208  = { 1'h0, fw_msg_value };
-  assign \$209  = \$208 ;
-  assign \$214  = 2'h0;
-  assign \$215  = { 30'h00000000, \$214  };
-  assign \$220  = { 1'h0, \port$4467$0 , \port$4458$0 , \port$4449$0 , \port$4440$0  };
-  assign \$221  = { 27'h0000000, \$220  };
-  assign \$222  = { 7'h00, work_retire, 8'h00 };
-  assign \$224  = { 15'h0000, \port$4469$0 , \port$4460$0 , \port$4451$0 , \port$4442$0 , 16'h0000 };
-  assign \$233  = { 1'h0, work_mask_qready };
-  assign \$234  = { 27'h0000000, \$233  };
-  assign \$242  = { 1'h0, q_pop_queue };
+  assign work_qready = { \port$4510$0 , \port$4501$0 , \port$4492$0 , \port$4483$0  };
+  assign work_qreset = { \port$4512$0 , \port$4503$0 , \port$4494$0 , \port$4485$0  };
+  assign retire0_error = \port$7524$0 [7:0];
+  assign retire0_tag = \port$7524$0 [23:8];
+  assign retire1_error = \port$7574$0 [7:0];
+  assign retire1_tag = \port$7574$0 [23:8];
+  assign retire2_error = \port$7624$0 [7:0];
+  assign retire2_tag = \port$7624$0 [23:8];
+  assign retire3_error = \port$7674$0 [7:0];
+  assign retire3_tag = \port$7674$0 [23:8];
+  assign q_head0_word = \port$5167$0 [31:0];
+  assign q_head1_word = \port$5167$0 [63:32];
+  assign q_head2_word = \port$5167$0 [95:64];
+  assign q_head3_word = \port$5167$0 [127:96];
+  assign q_head4_word = \port$5167$0 [159:128];
+  assign q_head5_word = \port$5167$0 [191:160];
+  assign q_head6_word = \port$5167$0 [223:192];
+  assign q_head7_word = \port$5167$0 [255:224];
+  assign q_head8_word = \port$5197$0 [31:0];
+  assign q_head9_word = \port$5197$0 [63:32];
+  assign q_head10_word = \port$5197$0 [95:64];
+  assign q_head11_word = \port$5197$0 [127:96];
+  assign q_head12_word = \port$5197$0 [159:128];
+  assign q_head13_word = \port$5197$0 [191:160];
+  assign q_head14_word = \port$5197$0 [223:192];
+  assign q_head15_word = \port$5197$0 [255:224];
+  assign q_head16_word = \port$5227$0 [31:0];
+  assign q_head17_word = \port$5227$0 [63:32];
+  assign q_head18_word = \port$5227$0 [95:64];
+  assign q_head19_word = \port$5227$0 [127:96];
+  assign q_head20_word = \port$5227$0 [159:128];
+  assign q_head21_word = \port$5227$0 [191:160];
+  assign q_head22_word = \port$5227$0 [223:192];
+  assign q_head23_word = \port$5227$0 [255:224];
+  assign q_head24_word = \port$5257$0 [31:0];
+  assign q_head25_word = \port$5257$0 [63:32];
+  assign q_head26_word = \port$5257$0 [95:64];
+  assign q_head27_word = \port$5257$0 [127:96];
+  assign q_head28_word = \port$5257$0 [159:128];
+  assign q_head29_word = \port$5257$0 [191:160];
+  assign q_head30_word = \port$5257$0 [223:192];
+  assign q_head31_word = \port$5257$0 [255:224];
+  assign \$167  = { 1'h0, fw_version_version };
+  assign \$168  = \$167 ;
+  assign \$176  = { 1'h0, fw_status_state };
+  assign \$177  = { 23'h000000, \$176  };
+  assign \$185  = { 1'h0, fw_fault_pc_pc };
+  assign \$186  = \$185 ;
+  assign \$194  = { 1'h0, fw_fault_cause_cause };
+  assign \$195  = \$194 ;
+  assign \$203  = { 1'h0, fw_fault_tval_tval };
+  assign \$204  = \$203 ;
+  assign \$212  = { 1'h0, fw_msg_value };
+  assign \$213  = \$212 ;
+  assign \$218  = 2'h0;
+  assign \$219  = { 30'h00000000, \$218  };
+  assign \$224  = { 1'h0, \port$4510$0 , \port$4501$0 , \port$4492$0 , \port$4483$0  };
+  assign \$225  = { 27'h0000000, \$224  };
+  assign \$226  = { 7'h00, work_retire, 8'h00 };
+  assign \$228  = { 15'h0000, \port$4512$0 , \port$4503$0 , \port$4494$0 , \port$4485$0 , 16'h0000 };
+  assign \$230  = { 7'h00, work_timer, 24'h000000 };
+  assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
-  assign \$254  = { 1'h0, forward_queue };
-  assign \$255  = { 29'h00000000, \$254  };
-  assign \$256  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$262  = { 1'h0, retire0_valid };
-  assign \$263  = { 30'h00000000, \$262  };
-  assign \$264  = { 7'h00, \port$7481$0 [7:0], 8'h00 };
-  assign \$266  = { 15'h0000, \port$7481$0 [23:8], 16'h0000 };
-  assign \$272  = { 1'h0, retire1_valid };
-  assign \$273  = { 30'h00000000, \$272  };
-  assign \$274  = { 7'h00, \port$7531$0 [7:0], 8'h00 };
-  assign \$276  = { 15'h0000, \port$7531$0 [23:8], 16'h0000 };
-  assign \$282  = { 1'h0, retire2_valid };
-  assign \$283  = { 30'h00000000, \$282  };
-  assign \$284  = { 7'h00, \port$7581$0 [7:0], 8'h00 };
-  assign \$286  = { 15'h0000, \port$7581$0 [23:8], 16'h0000 };
-  assign \$292  = { 1'h0, retire3_valid };
-  assign \$293  = { 30'h00000000, \$292  };
-  assign \$294  = { 7'h00, \port$7631$0 [7:0], 8'h00 };
-  assign \$296  = { 15'h0000, \port$7631$0 [23:8], 16'h0000 };
-  assign \$305  = { 1'h0, retire_pop_engine };
-  assign \$306  = { 27'h0000000, \$305  };
-  assign \$329  = { 1'h0, cpl_queue };
-  assign \$330  = { 29'h00000000, \$329  };
-  assign \$331  = { 1'h0, cpl_irq, 2'h0 };
-  assign \$333  = { cpl_halt, 3'h0 };
-  assign \$335  = { 7'h00, cpl_flags, 8'h00 };
-  assign \$337  = { 15'h0000, cpl_status, 16'h0000 };
-  assign \$339  = { 7'h00, cpl_opcode, 24'h000000 };
-  assign \$348  = { 1'h0, cpl_tag_tag };
-  assign \$349  = { 15'h0000, \$348  };
-  assign \$354  = { 1'h0, cpl_status_free };
-  assign \$355  = { 27'h0000000, \$354  };
-  assign \$363  = { 1'h0, qreset_ack_queue };
-  assign \$364  = { 27'h0000000, \$363  };
-  assign \$372  = { 1'h0, engine_reset_engine };
-  assign \$373  = { 27'h0000000, \$372  };
-  assign \$378  = { 1'h0, watchdog_cycles };
-  assign \$379  = \$378 ;
-  assign \$387  = { 1'h0, q_wait_queue };
-  assign \$388  = { 27'h0000000, \$387  };
-  assign \$393  = { 1'h0, q_head_index0_index };
-  assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, q_head_index1_index };
-  assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, q_head_index2_index };
-  assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, q_head_index3_index };
-  assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5124$0 [31:0] };
-  assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5124$0 [63:32] };
-  assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5124$0 [95:64] };
-  assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5124$0 [127:96] };
-  assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5124$0 [159:128] };
-  assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5124$0 [191:160] };
-  assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5124$0 [223:192] };
-  assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5124$0 [255:224] };
-  assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5154$0 [31:0] };
-  assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5154$0 [63:32] };
-  assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5154$0 [95:64] };
-  assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5154$0 [127:96] };
-  assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5154$0 [159:128] };
-  assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5154$0 [191:160] };
-  assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5154$0 [223:192] };
-  assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5154$0 [255:224] };
-  assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$5184$0 [31:0] };
-  assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$5184$0 [63:32] };
-  assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$5184$0 [95:64] };
-  assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$5184$0 [127:96] };
-  assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$5184$0 [159:128] };
-  assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$5184$0 [191:160] };
-  assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$5184$0 [223:192] };
-  assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$5184$0 [255:224] };
-  assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$5214$0 [31:0] };
-  assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$5214$0 [63:32] };
-  assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$5214$0 [95:64] };
-  assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$5214$0 [127:96] };
-  assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$5214$0 [159:128] };
-  assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$5214$0 [191:160] };
-  assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$5214$0 [223:192] };
-  assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$5214$0 [255:224] };
-  assign \$604  = \$603 ;
-  assign \$612  = { 1'h0, event0_value };
-  assign \$613  = \$612 ;
-  assign \$621  = { 1'h0, event1_value };
-  assign \$622  = \$621 ;
-  assign \$630  = { 1'h0, event2_value };
-  assign \$631  = \$630 ;
-  assign \$639  = { 1'h0, event3_value };
-  assign \$640  = \$639 ;
-  assign \$648  = { 1'h0, event4_value };
-  assign \$649  = \$648 ;
-  assign \$657  = { 1'h0, event5_value };
-  assign \$658  = \$657 ;
-  assign \$666  = { 1'h0, event6_value };
-  assign \$667  = \$666 ;
-  assign \$675  = { 1'h0, event7_value };
-  assign \$676  = \$675 ;
-  assign \$684  = { 1'h0, event8_value };
-  assign \$685  = \$684 ;
-  assign \$693  = { 1'h0, event9_value };
-  assign \$694  = \$693 ;
-  assign \$702  = { 1'h0, event10_value };
-  assign \$703  = \$702 ;
-  assign \$711  = { 1'h0, event11_value };
-  assign \$712  = \$711 ;
-  assign \$720  = { 1'h0, event12_value };
-  assign \$721  = \$720 ;
-  assign \$729  = { 1'h0, event13_value };
-  assign \$730  = \$729 ;
-  assign \$738  = { 1'h0, event14_value };
-  assign \$739  = \$738 ;
-  assign \$747  = { 1'h0, event15_value };
-  assign \$748  = \$747 ;
-  assign \$756  = { 1'h0, perf_sel_addr };
-  assign \$757  = { 19'h00000, \$756  };
-  assign \$762  = { 1'h0, perf_value_value };
-  assign \$763  = \$762 ;
+  assign \$244  = { 7'h00, work_mask_timer, 24'h000000 };
+  assign \$253  = { 1'h0, q_pop_queue };
+  assign \$254  = { 27'h0000000, \$253  };
+  assign \$265  = { 1'h0, forward_queue };
+  assign \$266  = { 29'h00000000, \$265  };
+  assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
+  assign \$273  = { 1'h0, retire0_valid };
+  assign \$274  = { 30'h00000000, \$273  };
+  assign \$275  = { 7'h00, \port$7524$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$7524$0 [23:8], 16'h0000 };
+  assign \$283  = { 1'h0, retire1_valid };
+  assign \$284  = { 30'h00000000, \$283  };
+  assign \$285  = { 7'h00, \port$7574$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$7574$0 [23:8], 16'h0000 };
+  assign \$293  = { 1'h0, retire2_valid };
+  assign \$294  = { 30'h00000000, \$293  };
+  assign \$295  = { 7'h00, \port$7624$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$7624$0 [23:8], 16'h0000 };
+  assign \$303  = { 1'h0, retire3_valid };
+  assign \$304  = { 30'h00000000, \$303  };
+  assign \$305  = { 7'h00, \port$7674$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$7674$0 [23:8], 16'h0000 };
+  assign \$316  = { 1'h0, retire_pop_engine };
+  assign \$317  = { 27'h0000000, \$316  };
+  assign \$340  = { 1'h0, cpl_queue };
+  assign \$341  = { 29'h00000000, \$340  };
+  assign \$342  = { 1'h0, cpl_irq, 2'h0 };
+  assign \$344  = { cpl_halt, 3'h0 };
+  assign \$346  = { 7'h00, cpl_flags, 8'h00 };
+  assign \$348  = { 15'h0000, cpl_status, 16'h0000 };
+  assign \$350  = { 7'h00, cpl_opcode, 24'h000000 };
+  assign \$359  = { 1'h0, cpl_tag_tag };
+  assign \$360  = { 15'h0000, \$359  };
+  assign \$365  = { 1'h0, cpl_status_free };
+  assign \$366  = { 27'h0000000, \$365  };
+  assign \$374  = { 1'h0, qreset_ack_queue };
+  assign \$375  = { 27'h0000000, \$374  };
+  assign \$383  = { 1'h0, engine_reset_engine };
+  assign \$384  = { 27'h0000000, \$383  };
+  assign \$389  = { 1'h0, watchdog_cycles };
+  assign \$390  = \$389 ;
+  assign \$398  = { 1'h0, q_wait_queue };
+  assign \$399  = { 27'h0000000, \$398  };
+  assign \$404  = { 1'h0, q_head_index0_index };
+  assign \$405  = \$404 ;
+  assign \$410  = { 1'h0, q_head_index1_index };
+  assign \$411  = \$410 ;
+  assign \$416  = { 1'h0, q_head_index2_index };
+  assign \$417  = \$416 ;
+  assign \$422  = { 1'h0, q_head_index3_index };
+  assign \$423  = \$422 ;
+  assign \$428  = { 1'h0, timestamp_cycles };
+  assign \$429  = \$428 ;
+  assign \$437  = { 1'h0, timer_cycles };
+  assign \$438  = \$437 ;
+  assign \$443  = { 1'h0, \port$5167$0 [31:0] };
+  assign \$444  = \$443 ;
+  assign \$449  = { 1'h0, \port$5167$0 [63:32] };
+  assign \$450  = \$449 ;
+  assign \$455  = { 1'h0, \port$5167$0 [95:64] };
+  assign \$456  = \$455 ;
+  assign \$461  = { 1'h0, \port$5167$0 [127:96] };
+  assign \$462  = \$461 ;
+  assign \$467  = { 1'h0, \port$5167$0 [159:128] };
+  assign \$468  = \$467 ;
+  assign \$473  = { 1'h0, \port$5167$0 [191:160] };
+  assign \$474  = \$473 ;
+  assign \$479  = { 1'h0, \port$5167$0 [223:192] };
+  assign \$480  = \$479 ;
+  assign \$485  = { 1'h0, \port$5167$0 [255:224] };
+  assign \$486  = \$485 ;
+  assign \$491  = { 1'h0, \port$5197$0 [31:0] };
+  assign \$492  = \$491 ;
+  assign \$497  = { 1'h0, \port$5197$0 [63:32] };
+  assign \$498  = \$497 ;
+  assign \$503  = { 1'h0, \port$5197$0 [95:64] };
+  assign \$504  = \$503 ;
+  assign \$509  = { 1'h0, \port$5197$0 [127:96] };
+  assign \$510  = \$509 ;
+  assign \$515  = { 1'h0, \port$5197$0 [159:128] };
+  assign \$516  = \$515 ;
+  assign \$521  = { 1'h0, \port$5197$0 [191:160] };
+  assign \$522  = \$521 ;
+  assign \$527  = { 1'h0, \port$5197$0 [223:192] };
+  assign \$528  = \$527 ;
+  assign \$533  = { 1'h0, \port$5197$0 [255:224] };
+  assign \$534  = \$533 ;
+  assign \$539  = { 1'h0, \port$5227$0 [31:0] };
+  assign \$540  = \$539 ;
+  assign \$545  = { 1'h0, \port$5227$0 [63:32] };
+  assign \$546  = \$545 ;
+  assign \$551  = { 1'h0, \port$5227$0 [95:64] };
+  assign \$552  = \$551 ;
+  assign \$557  = { 1'h0, \port$5227$0 [127:96] };
+  assign \$558  = \$557 ;
+  assign \$563  = { 1'h0, \port$5227$0 [159:128] };
+  assign \$564  = \$563 ;
+  assign \$569  = { 1'h0, \port$5227$0 [191:160] };
+  assign \$570  = \$569 ;
+  assign \$575  = { 1'h0, \port$5227$0 [223:192] };
+  assign \$576  = \$575 ;
+  assign \$581  = { 1'h0, \port$5227$0 [255:224] };
+  assign \$582  = \$581 ;
+  assign \$587  = { 1'h0, \port$5257$0 [31:0] };
+  assign \$588  = \$587 ;
+  assign \$593  = { 1'h0, \port$5257$0 [63:32] };
+  assign \$594  = \$593 ;
+  assign \$599  = { 1'h0, \port$5257$0 [95:64] };
+  assign \$600  = \$599 ;
+  assign \$605  = { 1'h0, \port$5257$0 [127:96] };
+  assign \$606  = \$605 ;
+  assign \$611  = { 1'h0, \port$5257$0 [159:128] };
+  assign \$612  = \$611 ;
+  assign \$617  = { 1'h0, \port$5257$0 [191:160] };
+  assign \$618  = \$617 ;
+  assign \$623  = { 1'h0, \port$5257$0 [223:192] };
+  assign \$624  = \$623 ;
+  assign \$629  = { 1'h0, \port$5257$0 [255:224] };
+  assign \$630  = \$629 ;
+  assign \$638  = { 1'h0, event0_value };
+  assign \$639  = \$638 ;
+  assign \$647  = { 1'h0, event1_value };
+  assign \$648  = \$647 ;
+  assign \$656  = { 1'h0, event2_value };
+  assign \$657  = \$656 ;
+  assign \$665  = { 1'h0, event3_value };
+  assign \$666  = \$665 ;
+  assign \$674  = { 1'h0, event4_value };
+  assign \$675  = \$674 ;
+  assign \$683  = { 1'h0, event5_value };
+  assign \$684  = \$683 ;
+  assign \$692  = { 1'h0, event6_value };
+  assign \$693  = \$692 ;
+  assign \$701  = { 1'h0, event7_value };
+  assign \$702  = \$701 ;
+  assign \$710  = { 1'h0, event8_value };
+  assign \$711  = \$710 ;
+  assign \$719  = { 1'h0, event9_value };
+  assign \$720  = \$719 ;
+  assign \$728  = { 1'h0, event10_value };
+  assign \$729  = \$728 ;
+  assign \$737  = { 1'h0, event11_value };
+  assign \$738  = \$737 ;
+  assign \$746  = { 1'h0, event12_value };
+  assign \$747  = \$746 ;
+  assign \$755  = { 1'h0, event13_value };
+  assign \$756  = \$755 ;
+  assign \$764  = { 1'h0, event14_value };
+  assign \$765  = \$764 ;
+  assign \$773  = { 1'h0, event15_value };
+  assign \$774  = \$773 ;
+  assign \$782  = { 1'h0, perf_sel_addr };
+  assign \$783  = { 19'h00000, \$782  };
+  assign \$788  = { 1'h0, perf_value_value };
+  assign \$789  = \$788 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -33104,7 +33241,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8117$16 , \port$8655$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8164$16 , \port$8702$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33148,10 +33285,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8117$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8117$16 ;
-  wire [15:0] \port$8117$16 ;
-  input [7:0] \port$8655$0 ;
-  wire [7:0] \port$8655$0 ;
+  input [15:0] \port$8164$16 ;
+  wire [15:0] \port$8164$16 ;
+  input [7:0] \port$8702$0 ;
+  wire [7:0] \port$8702$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -33186,7 +33323,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8117$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8117$16 , \port$8655$0  };
+      storage[w_port__addr] <= { \port$8164$16 , \port$8702$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -33297,8 +33434,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8117$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8117$16 , \port$8655$0  };
-  assign w_data = { \port$8117$16 , \port$8655$0  };
+  assign w_port__data = { \port$8164$16 , \port$8702$0  };
+  assign w_data = { \port$8164$16 , \port$8702$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -34918,7 +35055,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(level),
     .\port$0$87 (axi__rdata),
-    .\port$8196$0 (fetch_r_buf),
+    .\port$8243$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -34930,7 +35067,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$46 ),
     .\port$0$87 (axi__rdata),
-    .\port$8196$0 (fetch_r_buf),
+    .\port$8243$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$58 ),
@@ -34942,7 +35079,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$76 ),
     .\port$0$87 (axi__rdata),
-    .\port$8196$0 (fetch_r_buf),
+    .\port$8243$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$88 ),
@@ -34954,7 +35091,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$106 ),
     .\port$0$87 (axi__rdata),
-    .\port$8196$0 (fetch_r_buf),
+    .\port$8243$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$118 ),
@@ -36636,7 +36773,7 @@ module \kaki_soc_8x8.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8196$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8243$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -36663,8 +36800,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8196$0 ;
-  wire [191:0] \port$8196$0 ;
+  input [191:0] \port$8243$0 ;
+  wire [191:0] \port$8243$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -36699,7 +36836,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8196$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8243$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -36770,14 +36907,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8196$0  };
-  assign w_data = { \port$0$87 , \port$8196$0  };
+  assign w_port__data = { \port$0$87 , \port$8243$0  };
+  assign w_data = { \port$0$87 , \port$8243$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8196$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8243$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -36804,8 +36941,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8196$0 ;
-  wire [191:0] \port$8196$0 ;
+  input [191:0] \port$8243$0 ;
+  wire [191:0] \port$8243$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -36840,7 +36977,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8196$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8243$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -36911,14 +37048,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8196$0  };
-  assign w_data = { \port$0$87 , \port$8196$0  };
+  assign w_port__data = { \port$0$87 , \port$8243$0  };
+  assign w_data = { \port$0$87 , \port$8243$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8196$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8243$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -36945,8 +37082,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8196$0 ;
-  wire [191:0] \port$8196$0 ;
+  input [191:0] \port$8243$0 ;
+  wire [191:0] \port$8243$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -36981,7 +37118,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8196$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8243$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -37052,14 +37189,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8196$0  };
-  assign w_data = { \port$0$87 , \port$8196$0  };
+  assign w_port__data = { \port$0$87 , \port$8243$0  };
+  assign w_data = { \port$0$87 , \port$8243$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8196$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8243$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37086,8 +37223,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8196$0 ;
-  wire [191:0] \port$8196$0 ;
+  input [191:0] \port$8243$0 ;
+  wire [191:0] \port$8243$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -37122,7 +37259,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8196$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8243$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -37193,8 +37330,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8196$0  };
-  assign w_data = { \port$0$87 , \port$8196$0  };
+  assign w_port__data = { \port$0$87 , \port$8243$0  };
+  assign w_data = { \port$0$87 , \port$8243$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -40948,7 +41085,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8119$16 , \port$9683$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8166$16 , \port$9730$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40992,10 +41129,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8119$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8119$16 ;
-  wire [15:0] \port$8119$16 ;
-  input [7:0] \port$9683$0 ;
-  wire [7:0] \port$9683$0 ;
+  input [15:0] \port$8166$16 ;
+  wire [15:0] \port$8166$16 ;
+  input [7:0] \port$9730$0 ;
+  wire [7:0] \port$9730$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -41030,7 +41167,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8119$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8119$16 , \port$9683$0  };
+      storage[w_port__addr] <= { \port$8166$16 , \port$9730$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41141,8 +41278,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8119$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8119$16 , \port$9683$0  };
-  assign w_data = { \port$8119$16 , \port$9683$0  };
+  assign w_port__data = { \port$8166$16 , \port$9730$0  };
+  assign w_data = { \port$8166$16 , \port$9730$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -62,12 +62,19 @@ extern "C" {
 #define KAKI_MMIO__WORK__QRESET_bm 0xf0000
 #define KAKI_MMIO__WORK__QRESET_bp 16
 #define KAKI_MMIO__WORK__QRESET_bw 4
+#define KAKI_MMIO__WORK__TIMER_bm 0x1000000
+#define KAKI_MMIO__WORK__TIMER_bp 24
+#define KAKI_MMIO__WORK__TIMER_bw 1
 
 // reg - kaki_mmio::WORK_MASK
 #define KAKI_MMIO__WORK_MASK__QREADY_bm 0xf
 #define KAKI_MMIO__WORK_MASK__QREADY_bp 0
 #define KAKI_MMIO__WORK_MASK__QREADY_bw 4
 #define KAKI_MMIO__WORK_MASK__QREADY_reset 0x0
+#define KAKI_MMIO__WORK_MASK__TIMER_bm 0x1000000
+#define KAKI_MMIO__WORK_MASK__TIMER_bp 24
+#define KAKI_MMIO__WORK_MASK__TIMER_bw 1
+#define KAKI_MMIO__WORK_MASK__TIMER_reset 0x1
 
 // reg - kaki_mmio::Q_POP
 #define KAKI_MMIO__Q_POP__QUEUE_bm 0xf
@@ -167,6 +174,17 @@ extern "C" {
 #define KAKI_MMIO__Q_HEAD_INDEX__INDEX_bp 0
 #define KAKI_MMIO__Q_HEAD_INDEX__INDEX_bw 32
 
+// reg - kaki_mmio::TIMESTAMP
+#define KAKI_MMIO__TIMESTAMP__CYCLES_bm 0xffffffff
+#define KAKI_MMIO__TIMESTAMP__CYCLES_bp 0
+#define KAKI_MMIO__TIMESTAMP__CYCLES_bw 32
+
+// reg - kaki_mmio::TIMER
+#define KAKI_MMIO__TIMER__CYCLES_bm 0xffffffff
+#define KAKI_MMIO__TIMER__CYCLES_bp 0
+#define KAKI_MMIO__TIMER__CYCLES_bw 32
+#define KAKI_MMIO__TIMER__CYCLES_reset 0x0
+
 // reg - kaki_mmio::Q_HEAD
 #define KAKI_MMIO__Q_HEAD__WORD_bm 0xffffffff
 #define KAKI_MMIO__Q_HEAD__WORD_bp 0
@@ -213,7 +231,9 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t WATCHDOG;
     uint32_t Q_WAIT;
     uint32_t Q_HEAD_INDEX[4];
-    uint8_t RESERVED_70_7f[0x10];
+    uint32_t TIMESTAMP;
+    uint32_t TIMER;
+    uint8_t RESERVED_78_7f[0x8];
     uint32_t Q_HEAD[32];
     uint32_t EVENT[16];
     uint32_t PERF_SEL;
