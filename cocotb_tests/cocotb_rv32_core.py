@@ -5,6 +5,9 @@ terminator ``jal x0, 0`` commits, and check the commit records and the register 
 against hand-computed constants. The trace tests run ``golden.rv32_asm.random_program`` streams (and
 interrupt-heavy programs built here) on the RTL and on ``golden.rv32_iss.RV32ISS`` and compare every
 record with ``golden.rv32_iss.trace_key`` (which blanks values read from ``mcycle*``/``cycle*``).
+``t_firmware_trace`` runs the real firmware ELF on the RTL core, its MMIO answered by a golden
+``ChipModel``'s hardware while the test drives queue scenarios as host, then replays the run on the
+ISS (same MMIO read data and irq boundaries) and compares every record.
 Every random choice seeds from ``KAKI_SEED`` (logged).
 """
 import os
@@ -1432,11 +1435,17 @@ async def t_firmware_trace(dut):
         n_desc = rep.descriptors + sum(p.descriptors for p in rep.phases)
         summary.append(f"{kind}: {n_desc} descriptors")
         await fb.run(rng.randrange(200, 2000))                # idle: the firmware sleeps
-    disable_queues()
-    dag = await S.run_async(S.dag_scenario(FW_CAPS, seed + 7, host_bytes=FW_HOST_BYTES,
-                                           jobs=40 if REGRESS else jobs, poll=150, budget=600_000,
-                                           fill_host=False), fb)
-    summary.append(f"dag: {dag.descriptors} descriptors")
+    # Random DAGs on all four queues until enough instructions ran (the firmware's share of
+    # polling vs sleeping decides how many instructions a workload costs).
+    target = 250_000 if REGRESS else 40_000
+    for k in range(6):
+        disable_queues()
+        dag = await S.run_async(S.dag_scenario(FW_CAPS, seed + 7 + k, host_bytes=FW_HOST_BYTES,
+                                               jobs=40 if REGRESS else jobs, poll=150,
+                                               budget=600_000, fill_host=False), fb)
+        summary.append(f"dag: {dag.descriptors} descriptors")
+        if len(fb.records) >= target:
+            break
     # Let the in-flight instruction commit and the core go back to sleep.
     await fb.run(5000, until=lambda: fb.ff)
     check_no_bus_err(dut)

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from golden.queue_scenarios import ERROR_KINDS
+from hdl_gen.config import ARRAY_SIZES
 from . import simbuild
 from .soc_target import soc_target
 
@@ -28,9 +29,10 @@ def _run(testcase, tag, dim=8, **env):
 
 
 @pytest.mark.sim
-def test_queue_dag():
+@pytest.mark.parametrize("dim", ARRAY_SIZES)
+def test_queue_dag(dim):
     jobs = "120" if os.environ.get("KAKI_REGRESS") else "40"
-    _run("queue_dag", "queue_dag", KAKI_DAG_JOBS=jobs)
+    _run("queue_dag", f"queue_dag_{dim}", dim=dim, KAKI_DAG_JOBS=jobs)
 
 
 # Split in two groups so pytest-xdist runs them in parallel.
