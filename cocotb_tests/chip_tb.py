@@ -20,7 +20,8 @@ from driver import registers as R
 from driver.capabilities import Capabilities
 from driver.commands import encode
 from driver.descriptors import ErrorCode, Opcode
-from driver.firmware_image import DMEM_BASE, IMEM_BASE, FirmwareState
+from driver.bringup import load_firmware
+from driver.ops import run_async
 from golden.workloads import gemm_epilogue_reference, host_tensors, run_on_model
 
 from .host_mem import HostMemory
@@ -145,31 +146,20 @@ class ChipTB:
 
     # ------------------------------------------------------------------ control core
     async def load_firmware(self, image, timeout_cycles=50_000):
-        """Hold the core in reset, load ``image`` (a FirmwareImage), release it, wait for READY.
+        """The driver's bring-up (driver/bringup.py): hold the core, load ``image`` (a
+        FirmwareImage), release it, wait for READY; returns FW_VERSION. Raises FirmwareError with
+        the firmware's status and fault registers if it faults or is not READY in time."""
+        return await run_async(load_firmware(image, budget=timeout_cycles, poll=50), self)
 
-        Returns FW_VERSION. Raises DeviceTimeout with the firmware's status and fault registers if
-        it does not report READY in time.
-        """
-        await self.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
-        for base, data in ((IMEM_BASE, image.imem), (DMEM_BASE, image.dmem)):
-            if not data:
-                continue
-            await self.write(R.CORE_MEM_ADDR, base)
-            padded = data + bytes(-len(data) % 4)
-            for i in range(0, len(padded), 4):
-                await self.write(R.CORE_MEM_DATA, int.from_bytes(padded[i:i + 4], "little"))
-        await self.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(1))
-        return await self.wait_firmware_state(FirmwareState.READY, timeout_cycles)
+    # ------------------------------------------------------------------ device-program backend
+    async def host_read(self, addr, n):
+        return await self.host.read(addr, n)
 
-    async def wait_firmware_state(self, state, timeout_cycles):
-        for _ in range(max(1, timeout_cycles // 50)):
-            status = R.FW_STATUS.decode(await self.read(R.FW_STATUS))
-            if status["STATE"] == state:
-                return await self.read(R.FW_VERSION)
-            await ClockCycles(self.dut.clk, 50)
-        fault = {r.name: hex(await self.read(r)) for r in (R.FW_FAULT_PC, R.FW_FAULT_CAUSE, R.FW_FAULT_TVAL)}
-        raise DeviceTimeout(f"firmware did not reach state {state} within {timeout_cycles} cycles: "
-                            f"FW_STATUS={status}, {fault}")
+    async def host_write(self, addr, data):
+        await self.host.load(addr, bytes(data))
+
+    async def wait(self, cycles):
+        await ClockCycles(self.dut.clk, cycles)
 
     async def clear_perf(self):
         await self.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))

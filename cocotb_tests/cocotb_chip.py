@@ -167,6 +167,7 @@ async def firmware_boots_faults_and_reloads(dut):
     """Real firmware on the RTL core: boot to READY, reset, a faulting image, reload."""
     from elftools.elf.elffile import ELFFile
 
+    from driver.bringup import FirmwareError
     from driver.firmware_image import FirmwareImage, FirmwareState
     from firmware.build import version
 
@@ -193,8 +194,10 @@ async def firmware_boots_faults_and_reloads(dut):
     bad[main:main + 4] = b"\xff\xff\xff\xff"
     try:
         await tb.load_firmware(FirmwareImage(bytes(bad), image.dmem, 0), timeout_cycles=5_000)
-    except AssertionError:
-        pass
+    except FirmwareError as e:
+        assert (e.state, e.cause, e.pc) == (FirmwareState.FAULT, 2, main), e
+    else:
+        raise AssertionError("a firmware with an illegal instruction in main() reported READY")
     assert R.FW_STATUS.STATE.get(await tb.read(R.FW_STATUS)) == FirmwareState.FAULT
     assert await tb.read(R.FW_FAULT_CAUSE) == 2
     assert await tb.read(R.FW_FAULT_PC) == main

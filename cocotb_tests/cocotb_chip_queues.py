@@ -1,7 +1,8 @@
 """cocotb side of test_chip_queues: command queues, events, errors and firmware on the whole chip.
 
 The scenarios and their scoreboard are golden/queue_scenarios.py, the same code the golden chip
-model runs in tests/test_chip_model.py; here they drive the RTL through :class:`ChipDevice`.
+model runs in tests/test_chip_model.py; here they drive the RTL through the testbench (ChipTB is a
+device-program backend, driver/ops.py).
 """
 import os
 
@@ -14,6 +15,7 @@ from driver.commands import encode
 from driver.completion import record_offset
 from driver.descriptors import ErrorCode, Opcode
 from driver.firmware_image import FirmwareImage
+from driver.ops import run_async
 from golden import queue_scenarios as S
 
 from .chip_tb import ChipTB
@@ -26,30 +28,9 @@ HOST_BYTES = MEMORY_BYTES - 0x1_0000
 DECERR_BASE = HOST_BYTES
 
 
-class ChipDevice:
-    """The scenario device interface (golden/queue_scenarios.py) over the RTL testbench."""
-
-    def __init__(self, tb):
-        self.tb = tb
-
-    async def read(self, reg):
-        return await self.tb.read(reg)
-
-    async def write(self, reg, value):
-        await self.tb.write(reg, value)
-
-    async def host_read(self, addr, n):
-        return await self.tb.host.read(addr, n)
-
-    async def host_write(self, addr, data):
-        await self.tb.host.load(addr, bytes(data))
-
-    async def wait(self, cycles):
-        await ClockCycles(self.tb.dut.clk, cycles)
-
-
 async def _boot(dut, *, latency=None, stall=None, tb=None, seed=None):
-    """Reset the chip, randomize host-memory timing, load the firmware; return (tb, device)."""
+    """Reset the chip, randomize host-memory timing, load the firmware; return (tb, device): the
+    testbench itself is the device-program backend (driver/ops.py)."""
     tb = tb or ChipTB(dut)
     rng = np.random.default_rng(tb.seed if seed is None else seed)
     tb.host.configure(latency=int(rng.integers(2, 16)) if latency is None else latency,
@@ -57,7 +38,7 @@ async def _boot(dut, *, latency=None, stall=None, tb=None, seed=None):
     await tb.reset()
     image = FirmwareImage.from_elf(os.environ["KAKI_FW_ELF"])
     await tb.load_firmware(image, timeout_cycles=200_000)
-    return tb, ChipDevice(tb)
+    return tb, tb
 
 
 @cocotb.test()
@@ -66,7 +47,7 @@ async def queue_dag(dut):
     scoreboard checks every record, consumer index, event edge and the whole host memory."""
     tb, dev = await _boot(dut)
     jobs = int(os.environ.get("KAKI_DAG_JOBS", "40"))
-    report = await S.run_async(S.dag_scenario(tb.caps, tb.seed, host_bytes=HOST_BYTES, jobs=jobs), dev)
+    report = await run_async(S.dag_scenario(tb.caps, tb.seed, host_bytes=HOST_BYTES, jobs=jobs), dev)
     tb.log.info(f"queue_dag: {report.descriptors} descriptors retired in {report.cycles} cycles")
 
 
@@ -80,7 +61,7 @@ async def queue_errors(dut):
         tb.log.info(f"error class {kind}: chip reset, firmware loaded")
         _, dev = await _boot(dut, tb=tb, seed=tb.seed + i)
         tb.host.set_error_window(DECERR_BASE, MEMORY_BYTES, resp=3)
-        report = await S.run_async(
+        report = await run_async(
             S.error_scenario(tb.caps, tb.seed + i, kind, host_bytes=HOST_BYTES,
                              decerr_addr=DECERR_BASE), dev)
         tb.log.info(f"{kind}: {report.descriptors} descriptors retired in {report.cycles} cycles")

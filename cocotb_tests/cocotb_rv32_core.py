@@ -26,6 +26,7 @@ from driver.completion import RECORD_BYTES, unpack_record
 from driver.descriptors import ErrorCode, Opcode
 from driver.firmware_image import FirmwareImage, FirmwareState
 from firmware import build as fw_build
+from driver.ops import run_async
 from golden import queue_scenarios as S
 from golden.chip_model import ChipModel
 from golden.rv32_iss import CYCLE_CSRS, RV32ISS, CommitRecord, trace_key
@@ -1355,7 +1356,7 @@ async def event_wait_blocks(fb):
     cfgs = {q: S.QueueConfig(0x1000 + 0x1000 * q, 3, 0x8000 + 0x1000 * q, 0x20000, 0x1000)
             for q in (0, 1)}
     for q, cfg in cfgs.items():
-        await S.run_async(S.configure(q, cfg), fb)
+        await run_async(S.configure(q, cfg), fb)
         chip.host_write(cfg.cpl_base, bytes(4))
     event, value = 3, 0x1234
 
@@ -1429,7 +1430,7 @@ async def t_firmware_trace(dut):
     for i, kind in enumerate(kinds):
         sseed = seed + 1000 * i
         disable_queues()
-        rep = await S.run_async(S.error_scenario(FW_CAPS, sseed, kind, host_bytes=FW_HOST_BYTES,
+        rep = await run_async(S.error_scenario(FW_CAPS, sseed, kind, host_bytes=FW_HOST_BYTES,
                                                  jobs=jobs, poll=150, budget=600_000,
                                                  watchdog=3000), fb)
         n_desc = rep.descriptors + sum(p.descriptors for p in rep.phases)
@@ -1440,7 +1441,7 @@ async def t_firmware_trace(dut):
     target = 250_000 if REGRESS else 40_000
     for k in range(6):
         disable_queues()
-        dag = await S.run_async(S.dag_scenario(FW_CAPS, seed + 7 + k, host_bytes=FW_HOST_BYTES,
+        dag = await run_async(S.dag_scenario(FW_CAPS, seed + 7 + k, host_bytes=FW_HOST_BYTES,
                                                jobs=40 if REGRESS else jobs, poll=150,
                                                budget=600_000, fill_host=False), fb)
         summary.append(f"dag: {dag.descriptors} descriptors")

@@ -261,23 +261,14 @@ class ChipModel(ControlModel):
         return bytes(self.host[addr:addr + n])
 
     def load_firmware(self, image, max_steps=200_000):
-        """Hold the core, load ``image`` (FirmwareImage or ELF path) through CORE_MEM_*, release it
-        and run until the firmware is READY and asleep; returns FW_VERSION."""
-        from driver.firmware_image import FirmwareImage
-        from .control_model import FirmwareTimeout
-        if not isinstance(image, FirmwareImage):
-            image = FirmwareImage.from_elf(image)
-        self.write(R.CORE_CTRL, 0)
-        for base, data in ((IMEM_BASE, image.imem), (DMEM_BASE, image.dmem)):
-            self.write(R.CORE_MEM_ADDR, base)
-            data = bytes(data) + bytes(-len(data) % 4)
-            for i in range(0, len(data), 4):
-                self.write(R.CORE_MEM_DATA, int.from_bytes(data[i:i + 4], "little"))
-        self.write(R.CORE_CTRL, 1)
-        steps = self.run(max_steps, until=lambda: self.iss.sleeping)
-        if self.firmware_state() != FirmwareState.READY:
-            raise FirmwareTimeout(f"not READY after {steps} steps: {self.fault_summary()}")
-        return self.read(R.FW_VERSION)
+        """The driver's bring-up (:func:`driver.bringup.load_firmware`: load ``image``, a
+        FirmwareImage or ELF path, through CORE_MEM_*, release, wait for READY), then run until
+        the firmware sleeps; returns FW_VERSION."""
+        from driver.bringup import load_firmware
+        from driver.ops import run_sync
+        version = run_sync(load_firmware(image, budget=max_steps, poll=64), self)
+        self.run(max_steps, until=lambda: self.iss.sleeping)
+        return version
 
     def run_core(self, max_steps):
         return self.run(max_steps, until=lambda: self.iss.sleeping)

@@ -4,8 +4,8 @@ chip model (tests/test_chip_model.py) and the RTL chip (a cocotb test).
 A scenario is a generator of device operations (:class:`Read`, :class:`Write`, :class:`HostRead`,
 :class:`HostWrite`, :class:`Wait`); a runner executes them on a device and sends results back:
 
-* :func:`run_sync` for synchronous devices such as :class:`golden.chip_model.ChipModel`;
-* :func:`run_async` for a cocotb testbench (``await run_async(scenario, dev)``).
+* :func:`driver.ops.run_sync` for synchronous devices such as :class:`golden.chip_model.ChipModel`;
+* :func:`driver.ops.run_async` for a cocotb testbench (``await run_async(scenario, dev)``).
 
 A device offers ``read(reg) -> int``, ``write(reg, value)`` (``driver.registers`` Registers),
 ``host_read(addr, n) -> bytes``, ``host_write(addr, data)`` and ``wait(cycles)`` (let the chip run
@@ -18,7 +18,6 @@ Scenarios (each returns a :class:`Report` and raises :class:`ScoreboardError` on
 * :func:`error_scenario` — one error class (:data:`ERROR_KINDS`) injected on one queue while the
   others run a DAG; checks Q_ERROR, Q_ERROR_INDEX, the error record and QUEUE_ERROR, then resets
   the queue and runs a fresh workload on it from index 0;
-* :func:`load_firmware` — hold the core, load an image through CORE_MEM_*, wait for READY.
 
 The scoreboard checks, per queue: exactly one record per retired descriptor, in order, with the
 descriptor's index/opcode/flags/tag and the expected status; the consumer index in host memory and
@@ -39,7 +38,7 @@ from driver import registers as R
 from driver.commands import decode, encode
 from driver.completion import RECORD_BYTES, record_offset, unpack_record
 from driver.descriptors import DESCRIPTOR_FIELDS, EVENT_FIELDS, ErrorCode, Opcode
-from driver.firmware_image import DMEM_BASE, IMEM_BASE, FirmwareState
+from driver.ops import HostRead, HostWrite, Read, Wait, Write
 
 from .device_model import DeviceModel
 
@@ -53,69 +52,6 @@ M32 = 0xFFFF_FFFF
 def reg(name, i):
     """The register ``name`` of queue/event ``i`` (``reg("Q_DOORBELL", 2)``)."""
     return R.REGISTERS[f"{name}{i}"]
-
-
-# ================================================================================ operations
-@dataclass(frozen=True)
-class Read:
-    reg: object
-
-
-@dataclass(frozen=True)
-class Write:
-    reg: object
-    value: int
-
-
-@dataclass(frozen=True)
-class HostRead:
-    addr: int
-    n: int
-
-
-@dataclass(frozen=True)
-class HostWrite:
-    addr: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Wait:
-    cycles: int
-
-
-def _apply(dev, op):
-    if isinstance(op, Read):
-        return dev.read(op.reg)
-    if isinstance(op, Write):
-        return dev.write(op.reg, op.value)
-    if isinstance(op, HostRead):
-        return dev.host_read(op.addr, op.n)
-    if isinstance(op, HostWrite):
-        return dev.host_write(op.addr, op.data)
-    if isinstance(op, Wait):
-        return dev.wait(op.cycles)
-    raise TypeError(f"unknown scenario operation {op!r}")
-
-
-def run_sync(scenario, dev):
-    """Run a scenario generator on a synchronous device; return the scenario's result."""
-    try:
-        op = next(scenario)
-        while True:
-            op = scenario.send(_apply(dev, op))
-    except StopIteration as stop:
-        return stop.value
-
-
-async def run_async(scenario, dev):
-    """Run a scenario generator on a device whose methods are awaitable (cocotb)."""
-    try:
-        op = next(scenario)
-        while True:
-            op = scenario.send(await _apply(dev, op))
-    except StopIteration as stop:
-        return stop.value
 
 
 class ScoreboardError(AssertionError):
@@ -1033,29 +969,3 @@ def error_scenario(caps, seed, kind, *, host_bytes, decerr_addr=None, queue=None
         raise ScoreboardError(f"{wl.name} seed={seed}: QUEUE_ERROR[{q}] still set after W1C")
     report.phases.append((yield from run_workload(wl2, poll=poll, budget=budget)))
     return report
-
-
-# ------------------------------------------------------------------------------- firmware
-def load_firmware(image, *, budget=2_000_000, poll=500):
-    """Hold the core, load a FirmwareImage through CORE_MEM_ADDR/DATA, release it and wait for
-    FW_STATUS READY; returns FW_VERSION."""
-    yield Write(R.CORE_CTRL, 0)
-    for base, data in ((IMEM_BASE, image.imem), (DMEM_BASE, image.dmem)):
-        yield Write(R.CORE_MEM_ADDR, base)
-        data = bytes(data) + bytes(-len(data) % 4)
-        for i in range(0, len(data), 4):
-            yield Write(R.CORE_MEM_DATA, int.from_bytes(data[i:i + 4], "little"))
-    yield Write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(1))
-    waited = 0
-    while True:
-        st = yield Read(R.FW_STATUS)
-        state = R.FW_STATUS.STATE.get(st)
-        if state == FirmwareState.READY:
-            return (yield Read(R.FW_VERSION))
-        if state == FirmwareState.FAULT or waited > budget:
-            cause = yield Read(R.FW_FAULT_CAUSE)
-            pc = yield Read(R.FW_FAULT_PC)
-            raise ScenarioTimeout(f"firmware not READY after {waited} cycles: state {state}, "
-                                  f"fault cause {cause:#x} pc {pc:#x}")
-        yield Wait(poll)
-        waited += poll

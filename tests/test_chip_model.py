@@ -21,6 +21,8 @@ from driver.commands import encode
 from driver.descriptors import ErrorCode, Opcode
 from driver.firmware_image import FirmwareImage, FirmwareState
 from firmware import build as fw_build
+from driver.ops import run_sync
+from driver.bringup import FirmwareError, load_firmware
 from golden import queue_scenarios as S
 from golden.chip_model import MMIO_BASE, ChipModel, unpack_record
 from hdl_gen.config import KakiConfig
@@ -67,7 +69,7 @@ def words_bytes(words):
 
 
 def setup_queue(c, q, *, ring, log2, cpl, window=(0x20000, 0x10000)):
-    S.run_sync(S.configure(q, S.QueueConfig(ring, log2, cpl, *window)), c)
+    run_sync(S.configure(q, S.QueueConfig(ring, log2, cpl, *window)), c)
     c.host_write(cpl, (0).to_bytes(4, "little"))
 
 
@@ -75,7 +77,7 @@ def setup_queue(c, q, *, ring, log2, cpl, window=(0x20000, 0x10000)):
 def test_boots_through_core_mem_and_reports(image):
     c = ChipModel(CAPS, host_bytes=HOST_BYTES)
     assert R.FW_STATUS.STATE.get(c.read(R.FW_STATUS)) == FirmwareState.RESET
-    version = S.run_sync(S.load_firmware(image), c)
+    version = run_sync(load_firmware(image), c)
     assert version == fw_build.version()[1] == c.read(R.FW_VERSION)
     c.run(2000)
     st = R.FW_STATUS.decode(c.read(R.FW_STATUS))
@@ -95,7 +97,7 @@ def test_boots_through_core_mem_and_reports(image):
 def test_random_dag_on_all_queues(image, k):
     s = seed(100 + k)
     c = chip(image, s)
-    rep = S.run_sync(S.dag_scenario(CAPS, s, host_bytes=HOST_BYTES, jobs=40), c)
+    rep = run_sync(S.dag_scenario(CAPS, s, host_bytes=HOST_BYTES, jobs=40), c)
     assert rep.descriptors > 100
     print(f"{rep.descriptors} descriptors in {rep.cycles} cycles")
 
@@ -107,7 +109,7 @@ def test_ring_wraps_many_times(image):
     layout = S.Layout(HOST_BYTES)
     wl, _ = S.build_dag(CAPS, s, layout, queues=(1, 2), jobs=12)
     wl.configs = {q: S.QueueConfig(**{**cfg.__dict__, "log2": 1}) for q, cfg in wl.configs.items()}
-    rep = S.run_sync(S.run_workload(wl), c)
+    rep = run_sync(S.run_workload(wl), c)
     assert all(len(wl.streams[q]) > 8 for q in (1, 2))
     assert rep.consumer == {q: len(wl.streams[q]) for q in (1, 2)}
 
@@ -129,7 +131,7 @@ def test_event_timeline_wraps(image):
         wait = wl.add(1, encode(Opcode.WAIT_EVENT, event=5, value=v), event=(5, v))
         wl.add(1, encode(Opcode.NOP))
         wl.edges.append((sig, wait))
-    S.run_sync(S.run_workload(wl), c)
+    run_sync(S.run_workload(wl), c)
     assert c.read(R.EVENT5) == 0x10
 
 
@@ -159,7 +161,7 @@ def test_wait_state_and_event_stall_counter(image):
 def test_error_class_halts_only_its_queue(image, kind):
     s = seed(300 + sorted(S.ERROR_KINDS).index(kind))
     c = chip(image, s)
-    rep = S.run_sync(S.error_scenario(CAPS, s, kind, host_bytes=HOST_BYTES), c)
+    rep = run_sync(S.error_scenario(CAPS, s, kind, host_bytes=HOST_BYTES), c)
     assert rep.phases and rep.phases[0].descriptors > 0
     assert R.FW_STATUS.STATE.get(c.read(R.FW_STATUS)) == FirmwareState.READY
 
@@ -231,12 +233,12 @@ def test_firmware_reload_keeps_queues_going(image):
     queues up at their current indices (no queue reset) and events restart at 0."""
     s = seed(400)
     c = chip(image, s)
-    S.run_sync(S.dag_scenario(CAPS, s, host_bytes=HOST_BYTES, jobs=15), c)
+    run_sync(S.dag_scenario(CAPS, s, host_bytes=HOST_BYTES, jobs=15), c)
     consumed = [c.read(R.REGISTERS[f"Q_CONSUMER{q}"]) for q in range(4)]
     assert sum(consumed) > 20
-    assert S.run_sync(S.load_firmware(image), c) == fw_build.version()[1]
+    assert run_sync(load_firmware(image), c) == fw_build.version()[1]
     assert all(c.read(R.REGISTERS[f"EVENT{e}"]) == 0 for e in range(16))
-    rep = S.run_sync(S.dag_scenario(CAPS, s + 1, host_bytes=HOST_BYTES, jobs=15, fill_host=False), c)
+    rep = run_sync(S.dag_scenario(CAPS, s + 1, host_bytes=HOST_BYTES, jobs=15, fill_host=False), c)
     assert rep.base == {q: consumed[q] for q in range(4)}
 
 
@@ -248,13 +250,14 @@ def test_firmware_fault_reports_by_fw_msg_interrupt(elf, image):
     bad[main:main + 4] = b"\xff\xff\xff\xff"
     c = ChipModel(CAPS, host_bytes=HOST_BYTES)
     c.write(R.IRQ_ENABLE, R.IRQ_ENABLE.FW_MSG.put(1))
-    with pytest.raises(S.ScenarioTimeout, match="fault cause 0x2"):
-        S.run_sync(S.load_firmware(FirmwareImage(bytes(bad), image.dmem, 0)), c)
+    with pytest.raises(FirmwareError, match="faulted.*cause 0x2") as err:
+        run_sync(load_firmware(FirmwareImage(bytes(bad), image.dmem, 0)), c)
+    assert (err.value.pc, err.value.cause) == (main, 2)
     assert (c.read(R.FW_FAULT_PC), c.read(R.FW_FAULT_TVAL)) == (main, 0xFFFFFFFF)
     assert c.irq and R.IRQ_STATUS.FW_MSG.get(c.read(R.IRQ_STATUS)) and c.read(R.FW_MSG) == 2
     c.write(R.IRQ_STATUS, R.IRQ_STATUS.FW_MSG.put(1))
     assert not c.irq
-    assert S.run_sync(S.load_firmware(image), c) == fw_build.version()[1]
+    assert run_sync(load_firmware(image), c) == fw_build.version()[1]
 
 
 def test_firmware_cost_per_command(image):
@@ -297,7 +300,7 @@ def test_direct_submission_only_while_the_core_is_held(image):
     info = R.ERROR_INFO.decode(c.read(R.ERROR_INFO))
     assert info == {"CODE": ErrorCode.BAD_OPCODE, "OPCODE": Opcode.SIGNAL_EVENT, "TAG": 6}
     c.write(R.IRQ_STATUS, 0xFFFFFFFF)
-    S.run_sync(S.load_firmware(image), c)
+    run_sync(load_firmware(image), c)
     for reg, w in zip(R.CMD, load):
         c.write(reg, w)
     c.write(R.CMD_SUBMIT, 1)
