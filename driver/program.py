@@ -1,0 +1,143 @@
+"""Programs: compiled, relocatable command streams with named buffer bindings.
+
+The compiler emits a :class:`Program`; the driver binds it to concrete host buffers and device
+events and submits the result, as many times as it likes with different buffers. A program knows
+nothing of addresses or device event numbers:
+
+* every host address in a command is a :class:`Reloc` — ``buffer`` + ``offset`` — patched into the
+  descriptor field at bind time;
+* events are program-relative (0 .. ``events``-1) with values relative to the start of the run; at
+  bind time each maps to a device event counter and a base value, so reruns keep the timeline
+  increasing (SIGNAL_EVENT ``value`` and WAIT_EVENT ``value`` become ``base + value``, wrapping at
+  2**32 as the hardware's wrap-safe compare allows).
+"""
+from dataclasses import dataclass, field
+
+from . import commands
+from .descriptors import Opcode
+
+__all__ = ["BufferSpec", "Reloc", "ProgramCommand", "Program", "ProgramError"]
+
+ROLES = ("input", "output", "inout", "scratch", "const")
+EVENT_OPS = (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT)
+
+
+class ProgramError(ValueError):
+    """A malformed program or binding; the message names the command, buffer or event."""
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """A host buffer the program reads or writes: ``nbytes`` bytes aligned to ``align``.
+
+    ``role``: ``input`` (the caller fills it), ``output`` (the caller reads it), ``inout``,
+    ``scratch`` (device-only intermediate) or ``const`` (e.g. weights, filled once); ``init``
+    optionally holds the bytes of a ``const`` buffer.
+    """
+    name: str
+    nbytes: int
+    align: int = 64
+    role: str = "scratch"
+    init: bytes = None
+
+    def __post_init__(self):
+        if self.nbytes <= 0:
+            raise ProgramError(f"buffer {self.name!r}: nbytes must be positive, not {self.nbytes}")
+        if self.align <= 0 or self.align & (self.align - 1):
+            raise ProgramError(f"buffer {self.name!r}: align must be a power of two, not {self.align}")
+        if self.role not in ROLES:
+            raise ProgramError(f"buffer {self.name!r}: role must be one of {ROLES}, not {self.role!r}")
+        if self.init is not None and len(self.init) != self.nbytes:
+            raise ProgramError(f"buffer {self.name!r}: init has {len(self.init)} bytes, not {self.nbytes}")
+
+
+@dataclass(frozen=True)
+class Reloc:
+    """Descriptor field ``field`` (e.g. ``host_addr``) = address of ``buffer`` + ``offset``."""
+    field: str
+    buffer: str
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class ProgramCommand:
+    """One descriptor of a program, on queue ``queue``; ``fields`` are its non-relocated payload
+    fields (for SIGNAL/WAIT_EVENT: program event and relative value)."""
+    queue: int
+    opcode: Opcode
+    fields: dict = field(default_factory=dict)
+    relocs: tuple = ()
+    irq: bool = False
+    tag: int = 0
+    note: str = ""        #: what the command is for (the report and the trace show it)
+
+
+@dataclass
+class Program:
+    """A command stream over named buffers; see the module docstring."""
+    name: str
+    buffers: dict = field(default_factory=dict)        #: name -> BufferSpec
+    commands: list = field(default_factory=list)       #: ProgramCommand, in submission order per queue
+    events: int = 0                                    #: program-relative event counters used
+
+    def add_buffer(self, spec):
+        if spec.name in self.buffers:
+            raise ProgramError(f"program {self.name!r}: buffer {spec.name!r} declared twice")
+        self.buffers[spec.name] = spec
+        return spec
+
+    def add(self, cmd):
+        self.commands.append(cmd)
+        return cmd
+
+    @property
+    def queues(self):
+        return sorted({c.queue for c in self.commands})
+
+    def validate(self):
+        """Check every relocation and event reference; raises ProgramError naming the command."""
+        for i, c in enumerate(self.commands):
+            layout = commands.PAYLOAD_FIELDS.get(Opcode(c.opcode))
+            if layout is None:
+                raise ProgramError(f"command {i} ({c.note or c.opcode}): unknown opcode {c.opcode!r}")
+            for r in c.relocs:
+                if r.field not in layout:
+                    raise ProgramError(f"command {i} ({c.note}): {Opcode(c.opcode).name} has no field {r.field!r}")
+                spec = self.buffers.get(r.buffer)
+                if spec is None:
+                    raise ProgramError(f"command {i} ({c.note}): unknown buffer {r.buffer!r}")
+                if not 0 <= r.offset < spec.nbytes:
+                    raise ProgramError(f"command {i} ({c.note}): offset {r.offset} outside buffer "
+                                       f"{r.buffer!r} of {spec.nbytes} bytes")
+            if c.opcode in EVENT_OPS and not 0 <= c.fields.get("event", -1) < self.events:
+                raise ProgramError(f"command {i} ({c.note}): event {c.fields.get('event')} outside "
+                                   f"the program's {self.events} events")
+
+    def bind(self, addresses, events=None, *, tag_base=0):
+        """Descriptor words per queue: ``{queue: [words, ...]}``.
+
+        ``addresses``: buffer name -> host address (every buffer the commands use); ``events``:
+        program event -> (device event, base value) (every event used). Raises ProgramError for a
+        missing or misaligned binding.
+        """
+        self.validate()
+        events = events or {}
+        for name, spec in self.buffers.items():
+            if name in addresses and addresses[name] % spec.align:
+                raise ProgramError(f"buffer {name!r} bound at {addresses[name]:#x}, not {spec.align}-byte aligned")
+        out = {}
+        for i, c in enumerate(self.commands):
+            fields = dict(c.fields)
+            for r in c.relocs:
+                if r.buffer not in addresses:
+                    raise ProgramError(f"command {i} ({c.note}): buffer {r.buffer!r} is not bound")
+                fields[r.field] = addresses[r.buffer] + r.offset
+            if c.opcode in EVENT_OPS:
+                if c.fields["event"] not in events:
+                    raise ProgramError(f"command {i} ({c.note}): program event {c.fields['event']} is not bound")
+                dev_event, base = events[c.fields["event"]]
+                fields["event"] = dev_event
+                fields["value"] = (base + c.fields.get("value", 0)) & 0xFFFF_FFFF
+            words = commands.encode(c.opcode, irq=c.irq, tag=(tag_base + c.tag) & 0xFFFF, **fields)
+            out.setdefault(c.queue, []).append(words)
+        return out

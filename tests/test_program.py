@@ -1,0 +1,61 @@
+"""driver/program.py: relocation, event binding, validation errors."""
+import pytest
+
+from driver import commands
+from driver.descriptors import Opcode
+from driver.program import BufferSpec, Program, ProgramCommand, ProgramError, Reloc
+
+
+def _prog():
+    p = Program("t", events=1)
+    p.add_buffer(BufferSpec("a", 256, role="input"))
+    p.add_buffer(BufferSpec("c", 128, role="output"))
+    p.add(ProgramCommand(0, Opcode.DMA_LOAD, dict(row_bytes=8, rows=2, planes=1, host_row_stride=8),
+                         (Reloc("host_addr", "a", 16),), note="load a"))
+    p.add(ProgramCommand(0, Opcode.SIGNAL_EVENT, dict(event=0, value=1)))
+    p.add(ProgramCommand(1, Opcode.WAIT_EVENT, dict(event=0, value=1)))
+    p.add(ProgramCommand(1, Opcode.DMA_STORE, dict(row_bytes=8, rows=1, planes=1),
+                         (Reloc("host_addr", "c"),), irq=True, tag=3))
+    return p
+
+
+def test_bind_relocates_addresses_and_events():
+    out = _prog().bind({"a": 0x1000, "c": 0x2040}, {0: (9, 0xFFFF_FFFF)}, tag_base=10)
+    assert sorted(out) == [0, 1]
+    load = commands.decode(out[0][0])
+    assert load["host_addr"] == 0x1010 and load["rows"] == 2
+    sig, wait = commands.decode(out[0][1]), commands.decode(out[1][0])
+    assert (sig["event"], sig["value"]) == (9, 0) and (wait["event"], wait["value"]) == (9, 0)
+    store = commands.decode(out[1][1])
+    assert store["host_addr"] == 0x2040 and store["flags.irq"] == 1 and store["tag"] == 13
+
+
+@pytest.mark.parametrize("addresses,events,match", [
+    ({"a": 0x1000}, {0: (1, 0)}, "buffer 'c' is not bound"),
+    ({"a": 0x1001, "c": 0x2000}, {0: (1, 0)}, "not 64-byte aligned"),
+    ({"a": 0x1000, "c": 0x2000}, {}, "program event 0 is not bound"),
+])
+def test_bind_errors_name_the_culprit(addresses, events, match):
+    with pytest.raises(ProgramError, match=match):
+        _prog().bind(addresses, events)
+
+
+def test_validate_errors():
+    p = _prog()
+    p.add(ProgramCommand(0, Opcode.DMA_LOAD, {}, (Reloc("host_addr", "nope"),), note="bad"))
+    with pytest.raises(ProgramError, match="unknown buffer 'nope'"):
+        p.validate()
+    p = _prog()
+    p.add(ProgramCommand(0, Opcode.DMA_LOAD, {}, (Reloc("host_addr", "a", 256),)))
+    with pytest.raises(ProgramError, match="offset 256 outside buffer 'a'"):
+        p.validate()
+    p = _prog()
+    p.add(ProgramCommand(0, Opcode.WAIT_EVENT, dict(event=1, value=0)))
+    with pytest.raises(ProgramError, match="event 1 outside"):
+        p.validate()
+    with pytest.raises(ProgramError, match="declared twice"):
+        _prog().add_buffer(BufferSpec("a", 8))
+    for kw, match in ((dict(nbytes=0), "positive"), (dict(nbytes=8, align=3), "power of two"),
+                      (dict(nbytes=8, role="x"), "role")):
+        with pytest.raises(ProgramError, match=match):
+            BufferSpec("b", **kw)
