@@ -9,7 +9,7 @@ import os
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, Lock, RisingEdge, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 import numpy as np
@@ -58,6 +58,7 @@ class ChipTB:
         self.host.configure(seed=self.seed)
         self.caps = None
         self.log = dut._log
+        self._host_lock = Lock()
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -153,13 +154,26 @@ class ChipTB:
 
     # ------------------------------------------------------------------ device-program backend
     async def host_read(self, addr, n):
-        return await self.host.read(addr, n)
+        async with self._host_lock:          # the backdoor uses one file: one transfer at a time
+            return await self.host.read(addr, n)
 
     async def host_write(self, addr, data):
-        await self.host.load(addr, bytes(data))
+        async with self._host_lock:
+            await self.host.load(addr, bytes(data))
 
     async def wait(self, cycles):
         await ClockCycles(self.dut.clk, cycles)
+
+    async def wait_interrupt(self, max_cycles):
+        """Driver backend interface (driver/device.py): True as soon as the irq line is high (at
+        once if it already is), False after ``max_cycles`` cycles without it."""
+        if int(self.dut.irq.value):
+            return True
+        try:
+            await with_timeout(RisingEdge(self.dut.irq), int(max_cycles) * CLOCK_NS, "ns")
+        except cocotb.triggers.SimTimeoutError:
+            return False
+        return True
 
     async def clear_perf(self):
         await self.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))

@@ -1,0 +1,23 @@
+"""The host driver API on the RTL chip (8x8): driver/conformance.py's tests through ChipTB.
+
+``cocotb_driver.py`` runs them; tests/test_driver.py runs the same coroutines on the golden backend.
+"""
+import pytest
+
+from driver.conformance import TESTS
+from . import simbuild
+from .soc_target import soc_target
+from .test_chip_queues import firmware_elf
+
+# Two groups so pytest-xdist runs them in parallel (each boots its own simulator).
+_NAMES = [t.__name__ for t in TESTS]
+GROUPS = {"a": _NAMES[::2], "b": _NAMES[1::2]}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_driver_rtl(group):
+    simbuild.run(soc_target(8), "cocotb_tests.cocotb_driver", testcase="driver_conformance",
+                 tag=f"driver_{group}",
+                 extra_env={"KAKI_FW_ELF": str(firmware_elf()),
+                            "KAKI_DRIVER_TESTS": ",".join(GROUPS[group])})
