@@ -12,22 +12,12 @@ from dataclasses import dataclass
 
 from driver.descriptors import Opcode
 
+from .dma import Command, align as _align, ceil_div as _ceil_div, tiled_dma as _tiled_dma
 from .errors import CompileError
 
-
-def _ceil_div(a, b):
-    return -(-a // b)
-
-
-def _align(x, a):
-    return _ceil_div(x, a) * a
-
-
-@dataclass(frozen=True)
-class Command:
-    opcode: Opcode
-    fields: dict
-    irq: bool = False
+__all__ = ["Command", "HostLayout", "GemmPlan", "plan_gemm", "load_operands", "load_epilogue_params",
+           "gemm_command", "epilogue_commands", "store_output", "lower_gemm_epilogue", "host_layout",
+           "encode_phases", "store_accumulator", "with_irq"]
 
 
 @dataclass(frozen=True)
@@ -93,23 +83,6 @@ def plan_gemm(m, k, n, caps, host, name="gemm", with_output=True):
         raise CompileError(name, f"{m}x{k}x{n} needs {acc_end} accumulator rows, "
                                  f"the chip has {caps.acc_rows}")
     return GemmPlan(m, k, n, dim, host, a_spad, b_spad, out_spad, c_acc, param_acc)
-
-
-def _tiled_dma(opcode, *, host_addr, host_row_stride, rows, cols, elem_bytes, local_addr,
-               local_plane_stride, local_row_stride, dim, acc=0):
-    """DMA commands moving a rows×cols matrix as column tiles of ``dim`` elements (one plane each)."""
-    full, edge = divmod(cols, dim)
-    cmds = []
-    common = dict(host_row_stride=host_row_stride, rows=rows, local_row_stride=local_row_stride,
-                  host_plane_stride=dim * elem_bytes, local_plane_stride=local_plane_stride, acc=acc)
-    if full:
-        cmds.append(Command(opcode, dict(common, host_addr=host_addr, local_addr=local_addr,
-                                         row_bytes=dim * elem_bytes, planes=full)))
-    if edge:
-        cmds.append(Command(opcode, dict(common, host_addr=host_addr + full * dim * elem_bytes,
-                                         local_addr=local_addr + full * local_plane_stride,
-                                         row_bytes=edge * elem_bytes, planes=1)))
-    return cmds
 
 
 def with_irq(cmds):

@@ -1,0 +1,64 @@
+"""``compile_graph``: graph -> fused graph -> tiled IR -> command IR -> Program, verifying every
+level, with the IR dumps and the cost model's per-command cycles."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import cost
+from .graph import DTYPES, im2col
+from .ir import CommandIR, dump_fused, verify_fused
+from .passes import fuse, schedule, tile
+
+__all__ = ["compile_graph", "CompiledModel"]
+
+
+@dataclass
+class CompiledModel:
+    graph: object
+    caps: object
+    program: object              #: driver.program.Program
+    cycles: list                 #: predicted cycles per command (aligned with program.commands)
+    fused: list
+    tiled: object
+    dumps: dict = field(default_factory=dict)   #: "graph", "fused", "tiled", "commands" -> MLIR text
+
+    def pack_inputs(self, feeds):
+        """``{graph input name: array}`` -> ``{program buffer name: bytes}`` (applies the im2col host
+        preprocessing for conv inputs)."""
+        out = {}
+        for t in self.graph.inputs:
+            if t.name in self.program.buffers:
+                out[t.name] = np.ascontiguousarray(feeds[t.name], DTYPES[t.dtype]).tobytes()
+        for g in self.fused:
+            spec = getattr(g.a, "im2col", None)
+            if spec is not None:
+                kh, kw = spec["kernel"]
+                x = np.asarray(feeds[spec["source"].name], np.int8)
+                out[g.a.name] = im2col(x, kh, kw, spec["stride"], spec["padding"],
+                                       spec["source"].zero_point).tobytes()
+        return out
+
+    def unpack_outputs(self, read):
+        """``read(buffer name, nbytes) -> bytes`` -> ``{graph output name: array}``."""
+        return {t.name: np.frombuffer(read(t.name, t.nbytes), DTYPES[t.dtype]).reshape(t.shape)
+                for t in self.graph.outputs}
+
+    def report(self):
+        return cost.summary(self.program, self.cycles)
+
+
+def compile_graph(graph, caps, name=None, queues=None):
+    """Compile ``graph`` for a chip with capabilities ``caps``; raises CompileError naming the node."""
+    name = name or graph.name
+    graph.verify()
+    dumps = {"graph": graph.dump()}
+    fused = fuse(graph)
+    consts = [n.output for n in graph.nodes if n.op == "const"]
+    verify_fused(fused, graph.inputs, consts)
+    dumps["fused"] = dump_fused(name, fused, graph.outputs)
+    tiled = tile(fused, caps).verify()
+    dumps["tiled"] = tiled.dump(name)
+    program = schedule(tiled, name, graph.inputs, graph.outputs)
+    cir = CommandIR(caps, program, queues or caps.queues or 4).verify()
+    dumps["commands"] = cir.dump()
+    return CompiledModel(graph, caps, program, cost.program_cycles(program, caps), fused, tiled, dumps)

@@ -1,0 +1,402 @@
+"""The compiler's input: a small graph API over quantized int8 tensors, its NumPy interpreter, its
+verifier and its MLIR-generic dump (IR level 1, "graph IR").
+
+Tensors are int8 (with ``scale`` and ``zero_point``: real = scale * (q - zero_point)) or int32
+(matmul results: real = scale * q, zero point 0). A tensor of any rank is seen by the ops as a
+matrix of ``prod(shape[:-1])`` rows by ``shape[-1]`` channels (row-major host layout), so a conv's
+NHWC output feeds a linear layer directly.
+
+Ops (every integer parameter is fixed when the node is built, so the interpreter and the compiled
+program compute the same bits; the arithmetic is :mod:`golden.ops`):
+
+* ``linear(x, w, bias, scale, zero_point, relu=False)``: ``w`` int8 ``[K, N]`` (zero point 0, per
+  tensor or per-channel scale), ``bias`` int32 ``[N]`` at scale ``x.scale * w.scale`` (or None);
+  ``y = requant(x @ w + bias - x.zp * colsum(w))`` with ``mult/shift`` from ``x.scale * w.scale /
+  scale`` (then quantized ReLU).
+* ``matmul(x, w)`` -> int32 ``x @ w - x.zp * colsum(w)`` at scale ``x.scale * w.scale``; it must
+  be requantized before it is stored (an int32 graph output is a compile error).
+* ``conv2d(x, w, bias, scale, zero_point, stride, padding, relu)``: NHWC int8 ``x``, ``w`` int8
+  ``[KH, KW, C, OC]``: exactly ``linear(im2col(x), w.reshape(KH*KW*C, OC))`` where
+  :func:`im2col` pads with ``x.zero_point`` and orders patch columns ``(kh, kw, c)``. The im2col
+  is a **host preprocessing step**: the compiled program's input buffer holds the patch matrix
+  (``CompiledModel.pack_inputs`` applies :func:`im2col`), so a conv's input must be a graph input.
+* ``add(a, b)``: saturating int8 ``clamp(a + b)`` (the vector unit's residual add); ``a`` and
+  ``b`` must have the same scale; the result has zero point ``a.zp + b.zp``.
+* ``relu(x)``: ``max(x, x.zp)``. ``requantize(x, scale, zero_point)``: int32 -> int8, or int8 ->
+  int8 (``requant(x - x.zp)``).
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from golden import ops
+
+from . import mlir
+from .errors import CompileError
+
+__all__ = ["Tensor", "Node", "Graph", "quantize_multiplier", "im2col", "interpret", "DTYPES"]
+
+DTYPES = {"int8": np.int8, "int32": np.int32}
+#: Ops the compiler knows (``Graph.custom`` can build others; compiling them is an error).
+KNOWN_OPS = ("input", "const", "linear", "matmul", "conv2d", "add", "relu", "requantize")
+
+
+def quantize_multiplier(real, where="requantize"):
+    """``real`` (scalar or per-channel array, > 0) -> int32 ``mult`` and ``shift`` arrays with
+    ``real ~= mult * 2**-shift``, ``mult`` in [2**30, 2**31), ``shift`` in 0..63."""
+    real = np.atleast_1d(np.asarray(real, dtype=np.float64))
+    mult, shift = np.zeros(real.shape, np.int32), np.zeros(real.shape, np.int32)
+    for i, r in enumerate(real):
+        if not (np.isfinite(r) and r > 0):
+            raise CompileError(where, f"requantization multiplier {r} must be positive and finite")
+        mant, exp = math.frexp(float(r))
+        m = round(mant * 2**31)
+        if m == 2**31:
+            m, exp = m // 2, exp + 1
+        s = 31 - exp
+        if s > 63:                      # tiny multipliers: drop mantissa bits, keep shift 63
+            m, s = m >> (s - 63), 63
+        if s < 0:
+            raise CompileError(where, f"requantization multiplier {r} is too large (>= 2**31)")
+        mult[i], shift[i] = m, s
+    return mult, shift
+
+
+def im2col(x, kh, kw, stride, padding, pad_value):
+    """NHWC int8 ``x`` -> patch matrix ``[N*OH*OW, KH*KW*C]`` (columns ordered kh, kw, c)."""
+    n, h, w, c = x.shape
+    xp = np.full((n, h + 2 * padding, w + 2 * padding, c), pad_value, dtype=x.dtype)
+    xp[:, padding:padding + h, padding:padding + w] = x
+    oh, ow = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j] = xp[:, i:i + stride * oh:stride, j:j + stride * ow:stride]
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+@dataclass(eq=False)
+class Tensor:
+    name: str
+    shape: tuple
+    dtype: str
+    scale: object = 1.0          #: float, or a per-channel array (int32 matmul results)
+    zero_point: int = 0
+    producer: "Node" = None
+    data: np.ndarray = None      #: constants only
+
+    @property
+    def rows(self):
+        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
+
+    @property
+    def cols(self):
+        return int(self.shape[-1])
+
+    @property
+    def nbytes(self):
+        return self.rows * self.cols * np.dtype(DTYPES[self.dtype]).itemsize
+
+    @property
+    def is_const(self):
+        return self.data is not None
+
+    def mlir_type(self):
+        return mlir.tensor_type(self.shape, self.dtype)
+
+    def __repr__(self):
+        return f"Tensor({self.name}, {self.shape}, {self.dtype})"
+
+
+@dataclass(eq=False)
+class Node:
+    op: str
+    name: str
+    inputs: list
+    attrs: dict
+    output: Tensor = None
+
+    def __repr__(self):
+        return f"{self.op} node {self.name!r}"
+
+    @property
+    def where(self):
+        return f"{self.op} {self.name!r}"
+
+
+@dataclass
+class Graph:
+    name: str = "graph"
+    nodes: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+
+    # ----------------------------------------------------------------------------- building
+    def _unique(self, name, prefix):
+        taken = {n.name for n in self.nodes}
+        if name is None:
+            i = len(self.nodes)
+            while f"{prefix}{i}" in taken:
+                i += 1
+            return f"{prefix}{i}"
+        if name in taken:
+            raise CompileError(f"node {name!r}", "name used twice")
+        return name
+
+    def _add(self, op, name, inputs, attrs, shape, dtype, scale=1.0, zero_point=0, data=None):
+        node = Node(op, self._unique(name, op), list(inputs), attrs)
+        if dtype not in DTYPES:
+            raise CompileError(node.where, f"unsupported dtype {dtype!r} (int8 or int32)")
+        if not shape or any(not isinstance(d, (int, np.integer)) or d <= 0 for d in shape):
+            raise CompileError(node.where, f"unsupported shape {shape!r} (positive dimensions)")
+        if dtype == "int8" and not -128 <= int(zero_point) <= 127:
+            raise CompileError(node.where, f"zero point {zero_point} is outside -128..127")
+        node.output = Tensor(node.name, tuple(int(d) for d in shape), dtype, scale, int(zero_point),
+                             node, data)
+        self.nodes.append(node)
+        return node.output
+
+    def input(self, name, shape, dtype="int8", scale=1.0, zero_point=0):
+        return self._add("input", name, [], {}, shape, dtype, scale, zero_point)
+
+    def const(self, name, data, scale=1.0, zero_point=0):
+        data = np.asarray(data)
+        dtype = {np.dtype(np.int8): "int8", np.dtype(np.int32): "int32"}.get(data.dtype, str(data.dtype))
+        return self._add("const", name, [], {}, data.shape, dtype, scale, zero_point, data)
+
+    def output(self, *tensors):
+        self.outputs.extend(tensors)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    def _need(self, node_where, t, dtype, what):
+        if not isinstance(t, Tensor):
+            raise CompileError(node_where, f"{what} is not a Tensor")
+        if t.dtype != dtype:
+            raise CompileError(node_where, f"{what} {t.name!r} has dtype {t.dtype}, expected {dtype}")
+
+    def _gemm_params(self, where, x, w, bias, out_scale):
+        self._need(where, x, "int8", "input")
+        self._need(where, w, "int8", "weight")
+        if len(w.shape) != 2:
+            raise CompileError(where, f"weight shape {w.shape} is not [K, N]")
+        if x.cols != w.shape[0]:
+            raise CompileError(where, f"input has {x.cols} channels, weight expects K={w.shape[0]}")
+        if w.zero_point != 0:
+            raise CompileError(where, f"weight zero point {w.zero_point} is unsupported (must be 0)")
+        n = w.shape[1]
+        wscale = np.broadcast_to(np.asarray(w.scale, np.float64), (n,))
+        corr = np.zeros(n, np.int64)
+        if x.zero_point:
+            if not w.is_const:
+                raise CompileError(where, "input zero point must be 0 when the weight is not a constant")
+            corr = -x.zero_point * w.data.astype(np.int64).sum(axis=0)
+        if bias is not None:
+            self._need(where, bias, "int32", "bias")
+            if not bias.is_const or bias.shape != (n,):
+                raise CompileError(where, f"bias must be a constant int32 [{n}]")
+            corr = corr + bias.data.astype(np.int64)
+        bias_eff = (((corr + 2**31) & 0xFFFFFFFF) - 2**31).astype(np.int32)
+        acc_scale = float(x.scale) * wscale
+        attrs = dict(bias=bias_eff)
+        if out_scale is not None:
+            attrs["mult"], attrs["shift"] = quantize_multiplier(acc_scale / out_scale, where)
+            if len(attrs["mult"]) == 1:
+                attrs["mult"] = np.repeat(attrs["mult"], n)
+                attrs["shift"] = np.repeat(attrs["shift"], n)
+        return attrs, acc_scale
+
+    def linear(self, x, w, bias=None, *, scale, zero_point=0, relu=False, name=None):
+        name = self._unique(name, "linear")
+        attrs, _ = self._gemm_params(f"linear {name!r}", x, w, bias, scale)
+        attrs.update(zero_point=int(zero_point), relu=bool(relu))
+        ins = [x, w] + ([bias] if bias is not None else [])
+        return self._add("linear", name, ins, attrs, x.shape[:-1] + (w.shape[1],), "int8", scale,
+                         zero_point)
+
+    def matmul(self, x, w, *, name=None):
+        name = self._unique(name, "matmul")
+        attrs, acc_scale = self._gemm_params(f"matmul {name!r}", x, w, None, None)
+        return self._add("matmul", name, [x, w], attrs, x.shape[:-1] + (w.shape[1],), "int32",
+                         acc_scale, 0)
+
+    def conv2d(self, x, w, bias=None, *, scale, zero_point=0, stride=1, padding=0, relu=False,
+               name=None):
+        name = self._unique(name, "conv2d")
+        where = f"conv2d {name!r}"
+        self._need(where, x, "int8", "input")
+        self._need(where, w, "int8", "weight")
+        if len(x.shape) != 4 or len(w.shape) != 4:
+            raise CompileError(where, f"conv2d needs NHWC input and [KH, KW, C, OC] weight, got "
+                                      f"{x.shape} and {w.shape}")
+        if not w.is_const:
+            raise CompileError(where, "the weight must be a constant")
+        n, h, wd, c = x.shape
+        kh, kw, wc, oc = w.shape
+        if wc != c:
+            raise CompileError(where, f"input has {c} channels, weight expects {wc}")
+        if stride < 1 or padding < 0:
+            raise CompileError(where, f"unsupported stride {stride} / padding {padding}")
+        oh, ow = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
+        if oh < 1 or ow < 1:
+            raise CompileError(where, f"kernel {kh}x{kw} is larger than the padded input {h}x{wd}")
+        w2 = Tensor(f"{w.name}.2d", (kh * kw * c, oc), "int8", w.scale, 0, None,
+                    w.data.reshape(kh * kw * c, oc))
+        x2 = Tensor(f"{x.name}.im2col", (n * oh * ow, kh * kw * c), "int8", x.scale, x.zero_point)
+        attrs, _ = self._gemm_params(where, x2, w2, bias, scale)
+        attrs.update(zero_point=int(zero_point), relu=bool(relu), stride=int(stride),
+                     padding=int(padding), kernel=(kh, kw), weight2d=w2.data)
+        ins = [x, w] + ([bias] if bias is not None else [])
+        return self._add("conv2d", name, ins, attrs, (n, oh, ow, oc), "int8", scale, zero_point)
+
+    def add(self, a, b, *, name=None):
+        name = self._unique(name, "add")
+        where = f"add {name!r}"
+        self._need(where, a, "int8", "lhs")
+        self._need(where, b, "int8", "rhs")
+        if a.shape != b.shape:
+            raise CompileError(where, f"shapes differ: {a.shape} and {b.shape}")
+        if not np.isclose(float(a.scale), float(b.scale)):
+            raise CompileError(where, f"scales differ ({a.scale} and {b.scale}): requantize first")
+        zp = a.zero_point + b.zero_point
+        if not -128 <= zp <= 127:
+            raise CompileError(where, f"result zero point {zp} is outside -128..127")
+        return self._add("add", name, [a, b], {}, a.shape, "int8", a.scale, zp)
+
+    def relu(self, x, *, name=None):
+        name = self._unique(name, "relu")
+        self._need(f"relu {name!r}", x, "int8", "input")
+        return self._add("relu", name, [x], {}, x.shape, "int8", x.scale, x.zero_point)
+
+    def requantize(self, x, *, scale, zero_point=0, name=None):
+        name = self._unique(name, "requantize")
+        where = f"requantize {name!r}"
+        if not isinstance(x, Tensor) or x.dtype not in DTYPES:
+            raise CompileError(where, "input must be an int8 or int32 tensor")
+        sc = np.broadcast_to(np.asarray(x.scale, np.float64), (x.cols,))
+        mult, shift = quantize_multiplier(sc / scale, where)
+        if len(mult) == 1:
+            mult, shift = np.repeat(mult, x.cols), np.repeat(shift, x.cols)
+        bias = np.full(x.cols, -x.zero_point if x.dtype == "int8" else 0, np.int32)
+        return self._add("requantize", name, [x], dict(mult=mult, shift=shift, bias=bias,
+                                                      zero_point=int(zero_point)),
+                         x.shape, "int8", scale, zero_point)
+
+    def custom(self, op, *inputs, shape, dtype="int8", name=None, **attrs):
+        """A node of an op the compiler may not know (an importer's escape hatch)."""
+        return self._add(op, name, list(inputs), attrs, shape, dtype)
+
+    # ----------------------------------------------------------------------------- queries
+    @property
+    def inputs(self):
+        return [n.output for n in self.nodes if n.op == "input"]
+
+    def consumers(self, t):
+        return [n for n in self.nodes if any(i is t for i in n.inputs)]
+
+    # ----------------------------------------------------------------------------- verify / dump
+    def verify(self):
+        """Structural checks: ops known, SSA order, dtypes; raises CompileError naming the node."""
+        seen = set()
+        for n in self.nodes:
+            if n.op not in KNOWN_OPS:
+                raise CompileError(n.where, f"unsupported op {n.op!r}")
+            for t in n.inputs:
+                if not isinstance(t, Tensor) or id(t) not in seen:
+                    raise CompileError(n.where, f"operand {t!r} is not defined before its use")
+            if n.output.dtype not in DTYPES:
+                raise CompileError(n.where, f"unsupported dtype {n.output.dtype!r}")
+            if n.op in ("input", "const") and n.inputs:
+                raise CompileError(n.where, "takes no operands")
+            seen.add(id(n.output))
+        if not self.outputs:
+            raise CompileError(f"graph {self.name!r}", "has no outputs")
+        for t in self.outputs:
+            if id(t) not in seen:
+                raise CompileError(f"graph {self.name!r}", f"output {t!r} is not produced by the graph")
+            if t.dtype != "int8":
+                raise CompileError(t.producer.where, f"unsupported output dtype {t.dtype}: "
+                                                     "int32 results must be requantized to int8")
+        return self
+
+    def dump(self):
+        return dump_nodes(self.name, self.nodes, self.outputs)
+
+
+def _attrs_of(node):
+    out = {}
+    for k, v in node.attrs.items():
+        if k == "weight2d":
+            continue
+        out[k] = v
+    if node.op in ("input", "const"):
+        out["name"] = node.name
+        if node.output.dtype == "int8":
+            out["scale"] = float(np.asarray(node.output.scale).ravel()[0])
+            out["zero_point"] = node.output.zero_point
+    return out
+
+
+def dump_nodes(name, nodes, outputs, attrs_of=_attrs_of):
+    """MLIR generic syntax of a node list: ``%name = "kaki.op"(%a, %b) {attrs} : (types) -> type``."""
+    lines = []
+    for n in nodes:
+        lines.append(mlir.op_line(f"kaki.{n.op}", [n.output.name],
+                                  [t.name for t in n.inputs], attrs_of(n),
+                                  [t.mlir_type() for t in n.inputs], [n.output.mlir_type()]))
+    lines.append(mlir.op_line("kaki.return", [], [t.name for t in outputs], {},
+                              [t.mlir_type() for t in outputs], []))
+    return mlir.module(name, lines)
+
+
+# --------------------------------------------------------------------------------- interpreter
+
+def _2d(a, cols):
+    return a.reshape(-1, cols)
+
+
+def interpret(graph, feeds):
+    """Run ``graph`` on NumPy: ``feeds`` maps input names to arrays; returns ``{output name: array}``.
+
+    Bit-exact with the device by construction: every op is the :mod:`golden.ops` arithmetic the
+    vector unit and the PE array implement, with the integer parameters fixed at graph build time.
+    """
+    env = {}
+    for n in graph.nodes:
+        t = n.output
+        a = n.attrs
+        if n.op == "input":
+            v = np.asarray(feeds[n.name])
+            if v.shape != t.shape or v.dtype != DTYPES[t.dtype]:
+                raise CompileError(n.where, f"feed has shape {v.shape} dtype {v.dtype}, expected "
+                                            f"{t.shape} {t.dtype}")
+            env[id(t)] = v
+            continue
+        if n.op == "const":
+            env[id(t)] = n.output.data
+            continue
+        ins = [env[id(i)] for i in n.inputs]
+        if n.op in ("linear", "conv2d", "matmul"):
+            x = ins[0]
+            if n.op == "conv2d":
+                kh, kw = a["kernel"]
+                x2 = im2col(x, kh, kw, a["stride"], a["padding"], n.inputs[0].zero_point)
+                w2 = a["weight2d"]
+            else:
+                x2, w2 = _2d(x, n.inputs[0].cols), ins[1]
+            acc = ops.gemm(np.ascontiguousarray(x2), np.ascontiguousarray(w2))
+            if n.op == "matmul":
+                y = ops.bias_add(acc, a["bias"])
+            else:
+                y = ops.vector_epilogue(acc, bias=a["bias"], mult=a["mult"], shift=a["shift"],
+                                        zero_point=a["zero_point"], relu=a["relu"])
+        elif n.op == "requantize":
+            x = _2d(ins[0], t.cols).astype(np.int32)
+            y = ops.requantize(ops.bias_add(x, a["bias"]), a["mult"], a["shift"], a["zero_point"])
+        elif n.op == "relu":
+            y = ops.relu_q(ins[0], n.inputs[0].zero_point)
+        elif n.op == "add":
+            y = ops.add_sat(ins[0], ins[1])
+        else:
+            raise CompileError(n.where, f"unsupported op {n.op!r}")
+        env[id(t)] = y.reshape(t.shape)
+    return {t.name: env[id(t)] for t in graph.outputs}

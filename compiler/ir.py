@@ -1,0 +1,354 @@
+"""The compiler's lower IR levels, each with a verifier (raising CompileError naming the node and
+the reason) and an MLIR-generic dump.
+
+* **fused graph** (:class:`FusedGemm` list): the graph after fusion; every node is one GEMM with
+  its epilogue (bias, requantize, ReLU, residual add).
+* **tiled IR** (:class:`TiledProgram`): on-chip buffers (scratchpad / accumulator regions, with
+  their bank) and, per fused GEMM, its tiles (M rows × a group of N tiles) and their k-chunks
+  (steps), each step naming the double buffer it uses.
+* **command IR** (:class:`CommandIR`): ``driver.program.ProgramCommand`` per queue, host addresses
+  as relocations, program-relative events.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from driver.descriptors import Opcode
+from driver.program import ProgramError
+
+from . import mlir
+from .dma import ceil_div
+from .errors import CompileError
+
+__all__ = ["FusedGemm", "verify_fused", "dump_fused", "Buffer", "Step", "Tile", "TiledGemm",
+           "TiledProgram", "CommandIR"]
+
+GEMM_LIMITS = {"m": 0xFFFF, "k_tiles": 0xFFF, "n_tiles": 0xFFF}
+
+
+# --------------------------------------------------------------------------------- fused graph
+
+@dataclass(eq=False)
+class FusedGemm:
+    """``output = [add residual] [relu] requant(a @ w (+ bias))`` on 2-D views of the tensors."""
+    name: str
+    nodes: list                  #: graph nodes folded into this one (the first is the root)
+    a: object                    #: int8 Tensor [M, K] (for a conv: the im2col input tensor)
+    w: object                    #: int8 Tensor [K, N] (constant or a graph value)
+    bias: np.ndarray             #: int32 [N] or None
+    mult: np.ndarray
+    shift: np.ndarray
+    zero_point: int
+    output: object
+    relu: bool = False
+    residual: object = None
+
+    @property
+    def m(self):
+        return self.a.rows
+
+    @property
+    def k(self):
+        return self.a.cols
+
+    @property
+    def n(self):
+        return self.w.cols
+
+    @property
+    def where(self):
+        return self.nodes[0].where
+
+    def operands(self):
+        return [self.a, self.w] + ([self.residual] if self.residual is not None else [])
+
+
+def verify_fused(gemms, graph_inputs, consts=()):
+    avail = {id(t) for t in graph_inputs} | {id(t) for t in consts}
+    for g in gemms:
+        for t in g.operands():
+            host_input = getattr(t, "im2col", None) is not None
+            if id(t) not in avail and not t.is_const and not host_input:
+                raise CompileError(g.where, f"operand {t.name!r} is not available before this node")
+            if t.dtype != "int8":
+                raise CompileError(g.where, f"operand {t.name!r} has unsupported dtype {t.dtype}")
+        if g.k != g.w.rows:
+            raise CompileError(g.where, f"A has K={g.k} columns, W has {g.w.rows} rows")
+        n = g.n
+        for name, arr in (("mult", g.mult), ("shift", g.shift)) + ((("bias", g.bias),) if g.bias is not None else ()):
+            if arr is None or arr.shape != (n,) or arr.dtype != np.int32:
+                raise CompileError(g.where, f"{name} must be int32 [{n}]")
+        if g.shift.min() < 0 or g.shift.max() > 63:
+            raise CompileError(g.where, f"shift outside 0..63 ({g.shift.min()}..{g.shift.max()})")
+        if not -128 <= g.zero_point <= 127:
+            raise CompileError(g.where, f"zero point {g.zero_point} outside -128..127")
+        if g.residual is not None and (g.residual.rows, g.residual.cols) != (g.m, n):
+            raise CompileError(g.where, f"residual {g.residual.name!r} is {g.residual.shape}, "
+                                        f"not {g.m}x{n}")
+        if (g.output.rows, g.output.cols) != (g.m, n) or g.output.dtype != "int8":
+            raise CompileError(g.where, f"output {g.output.name!r} is not int8 {g.m}x{n}")
+        avail.add(id(g.output))
+
+
+def dump_fused(name, gemms, outputs):
+    lines, defined = [], {id(g.output) for g in gemms}
+    for g in gemms:
+        for t in g.operands():
+            if id(t) in defined:
+                continue
+            defined.add(id(t))
+            spec = getattr(t, "im2col", None)
+            if spec is not None:
+                src = spec["source"]
+                if id(src) not in defined:
+                    defined.add(id(src))
+                    lines.append(mlir.op_line("kaki.input", [src.name], [], dict(name=src.name), [],
+                                              [src.mlir_type()]))
+                lines.append(mlir.op_line("kaki.im2col", [t.name], [src.name], dict(
+                    kernel=spec["kernel"], stride=spec["stride"], padding=spec["padding"],
+                    pad_value=src.zero_point, host=True), [src.mlir_type()],
+                    [mlir.tensor_type((t.rows, t.cols), t.dtype)]))
+            else:
+                lines.append(mlir.op_line("kaki.const" if t.is_const else "kaki.input", [t.name], [],
+                                          dict(name=t.name), [],
+                                          [mlir.tensor_type((t.rows, t.cols), t.dtype)]))
+    for g in gemms:
+        attrs = dict(fused=",".join(n.name for n in g.nodes), zero_point=g.zero_point,
+                     relu=g.relu, bias=g.bias is not None, add=g.residual is not None,
+                     mult=g.mult, shift=g.shift)
+        ins = g.operands()
+        lines.append(mlir.op_line("kaki.fused_gemm", [g.output.name], [t.name for t in ins], attrs,
+                                  [mlir.tensor_type((t.rows, t.cols), t.dtype) for t in ins],
+                                  [mlir.tensor_type((g.m, g.n), "int8")]))
+    lines.append(mlir.op_line("kaki.return", [], [t.name for t in outputs], {},
+                              [mlir.tensor_type((t.rows, t.cols), t.dtype) for t in outputs], []))
+    return mlir.module(name, lines)
+
+
+# --------------------------------------------------------------------------------- tiled IR
+
+@dataclass(frozen=True)
+class Buffer:
+    name: str
+    mem: str                     #: "spad" or "acc"
+    base: int                    #: first row
+    rows: int
+    bank: int
+
+
+@dataclass
+class Step:
+    """One k-chunk of a tile: loads A[m0:m1, k0:k1] and W[k0:k1, n0:n1], one GEMM command."""
+    index: int                   #: global step number (the timeline value of the load events)
+    k0: int
+    k1: int
+    first: bool
+    last: bool
+
+    @property
+    def buf(self):
+        return self.index % 2
+
+
+@dataclass
+class Tile:
+    """An output tile ``[m0:m1, n0:n1]``: its steps, then the epilogue and the store."""
+    index: int                   #: global tile number (timeline value of the epilogue/store events)
+    m0: int
+    m1: int
+    n0: int
+    n1: int
+    steps: list = field(default_factory=list)
+
+    @property
+    def buf(self):
+        return self.index % 2
+
+    @property
+    def rows(self):
+        return self.m1 - self.m0
+
+
+@dataclass
+class TiledGemm:
+    gemm: FusedGemm
+    tm: int                      #: rows per tile
+    kc: int                      #: k-tiles per step
+    ng: int                      #: n-tiles per tile
+    param_buf: str               #: the accumulator buffer holding its (bias, mult, shift) rows
+    param_base: int              #: first accumulator row of the (bias, mult, shift) triples
+    tiles: list = field(default_factory=list)
+
+
+@dataclass
+class TiledProgram:
+    caps: object
+    buffers: dict                #: name -> Buffer ("a0", "a1", "b0", "b1", "o0", "o1", "r0", "r1", "c0", "c1", "p0", "p1")
+    gemms: list                  #: TiledGemm in execution order
+
+    def buffer(self, kind, parity):
+        return self.buffers[f"{kind}{parity}"]
+
+    def verify(self):
+        caps, dim = self.caps, self.caps.dim
+        limits = {"spad": caps.spad_rows, "acc": caps.acc_rows}
+        bufs = sorted(self.buffers.values(), key=lambda b: (b.mem, b.base))
+        for b in bufs:
+            if b.rows <= 0 or b.base < 0 or b.base + b.rows > limits[b.mem]:
+                raise CompileError(f"buffer {b.name!r}", f"rows {b.base}..{b.base + b.rows} outside "
+                                                         f"the {limits[b.mem]}-row {b.mem}")
+        for x, y in zip(bufs, bufs[1:]):
+            if x.mem == y.mem and x.base + x.rows > y.base:
+                raise CompileError(f"buffer {y.name!r}", f"overlaps buffer {x.name!r}")
+        step_no = tile_no = 0
+        for tg in self.gemms:
+            g, where = tg.gemm, tg.gemm.where
+            nt = ceil_div(g.n, dim)
+            if tg.kc < 1 or tg.ng < 1 or tg.tm < 1:
+                raise CompileError(where, f"empty tiling tm={tg.tm} kc={tg.kc} ng={tg.ng}")
+            for lim, v in (("k_tiles", tg.kc), ("n_tiles", tg.ng), ("m", tg.tm)):
+                if v > GEMM_LIMITS[lim]:
+                    raise CompileError(where, f"tile {lim}={v} exceeds the GEMM field ({GEMM_LIMITS[lim]})")
+            need = {"a": tg.tm * tg.kc, "b": tg.ng * tg.kc * dim, "o": tg.tm * tg.ng,
+                    "r": tg.tm * tg.ng, "c": tg.tm * tg.ng}
+            for kind, rows in need.items():
+                if rows > self.buffers[f"{kind}0"].rows:
+                    raise CompileError(where, f"tile needs {rows} rows of buffer {kind}, it has "
+                                              f"{self.buffers[kind + '0'].rows}")
+            pb = self.buffers[tg.param_buf]
+            if not pb.base <= tg.param_base <= tg.param_base + 3 * nt <= pb.base + pb.rows:
+                raise CompileError(where, f"epilogue parameters outside buffer {tg.param_buf!r}")
+            cover = np.zeros((g.m, nt), np.int32)
+            for t in tg.tiles:
+                if t.index != tile_no:
+                    raise CompileError(where, f"tile {t.index} out of order (expected {tile_no})")
+                tile_no += 1
+                if t.n0 % dim or not (0 <= t.m0 < t.m1 <= g.m and 0 <= t.n0 < t.n1 <= g.n):
+                    raise CompileError(where, f"tile [{t.m0}:{t.m1}, {t.n0}:{t.n1}] is malformed")
+                if t.rows > tg.tm or ceil_div(t.n1 - t.n0, dim) > tg.ng:
+                    raise CompileError(where, f"tile {t.index} is larger than the tiling")
+                cover[t.m0:t.m1, t.n0 // dim:ceil_div(t.n1, dim)] += 1
+                k = 0
+                for s in t.steps:
+                    if s.index != step_no:
+                        raise CompileError(where, f"step {s.index} out of order (expected {step_no})")
+                    step_no += 1
+                    if s.k0 != k or s.k1 <= s.k0 or s.k0 % dim or ceil_div(s.k1 - s.k0, dim) > tg.kc:
+                        raise CompileError(where, f"step {s.index} k-range [{s.k0}:{s.k1}] is malformed")
+                    if s.first != (s.k0 == 0) or s.last != (s.k1 == g.k):
+                        raise CompileError(where, f"step {s.index} first/last flags are wrong")
+                    k = s.k1
+                if k != g.k:
+                    raise CompileError(where, f"tile {t.index} covers K up to {k}, not {g.k}")
+            if cover.min() != 1 or cover.max() != 1:
+                raise CompileError(where, "tiles do not cover the output exactly once")
+        return self
+
+    def dump(self, name):
+        """Buffers as ``kaki.alloc`` ops, then per GEMM its tiling and the unrolled tile loop:
+        ``tile.load`` / ``tile.gemm`` per step, ``tile.epilogue`` / ``tile.store`` per tile."""
+        ty = {b.name: f"!kaki.buf<{b.mem}, {b.rows}>" for b in self.buffers.values()}
+
+        def op(opname, operands, attrs, results=()):
+            return mlir.op_line(opname, list(results), operands, attrs, [ty[o] for o in operands],
+                                [ty[r] for r in results] if results else ["()"])
+
+        lines = [op("kaki.alloc", [], dict(mem=b.mem, base=b.base, rows=b.rows, bank=b.bank), [b.name])
+                 for b in self.buffers.values()]
+        for tg in self.gemms:
+            g = tg.gemm
+            lines.append(op("kaki.tiling", [], dict(gemm=g.name, m=g.m, k=g.k, n=g.n, tm=tg.tm, kc=tg.kc,
+                                                    ng=tg.ng, params=tg.param_buf)))
+            for t in tg.tiles:
+                for s in t.steps:
+                    a, b = f"a{s.buf}", f"b{s.buf}"
+                    lines.append(op("kaki.tile.load", [a, b], dict(
+                        gemm=g.name, step=s.index, m=[t.m0, t.m1], k=[s.k0, s.k1], n=[t.n0, t.n1])))
+                    lines.append(op("kaki.tile.gemm", [a, b, f"c{t.buf}"], dict(
+                        gemm=g.name, step=s.index, tile=t.index, accumulate=not s.first)))
+                ins = [f"c{t.buf}", tg.param_buf] + ([f"r{t.buf}"] if g.residual is not None else [])
+                lines.append(op("kaki.tile.epilogue", ins + [f"o{t.buf}"], dict(
+                    gemm=g.name, tile=t.index, relu=g.relu, add=g.residual is not None,
+                    zero_point=g.zero_point)))
+                lines.append(op("kaki.tile.store", [f"o{t.buf}"], dict(
+                    gemm=g.name, tile=t.index, m=[t.m0, t.m1], n=[t.n0, t.n1], to=g.output.name)))
+        return mlir.module(name, lines)
+
+
+# --------------------------------------------------------------------------------- command IR
+
+OPNAMES = {Opcode.DMA_LOAD: "dma_load", Opcode.DMA_STORE: "dma_store", Opcode.GEMM: "gemm",
+           Opcode.VECTOR: "vector", Opcode.SIGNAL_EVENT: "signal", Opcode.WAIT_EVENT: "wait",
+           Opcode.BARRIER: "barrier", Opcode.NOP: "nop"}
+
+
+@dataclass
+class CommandIR:
+    """``ProgramCommand``s in submission order (their ``queue`` says where they go), the program
+    buffers and the number of program events."""
+    caps: object
+    program: object              #: driver.program.Program under construction
+    queues: int = 4
+
+    @property
+    def commands(self):
+        return self.program.commands
+
+    def verify(self):
+        from .refexec import accesses, check_schedulable
+        p = self.program
+        try:
+            p.validate()
+        except ProgramError as e:
+            raise CompileError(f"program {p.name!r}", str(e)) from None
+        dummy = {}
+        addr = 0x1000
+        for name, spec in p.buffers.items():
+            dummy[name] = addr
+            addr += -(-spec.nbytes // 64) * 64 + 64
+        signals = {}
+        for i, c in enumerate(p.commands):
+            where = f"command {i} ({c.note or Opcode(c.opcode).name})"
+            if not 0 <= c.queue < self.queues:
+                raise CompileError(where, f"queue {c.queue} outside 0..{self.queues - 1}")
+            fields = dict(c.fields)
+            for r in c.relocs:
+                fields[r.field] = dummy[r.buffer] + r.offset
+            if c.opcode in (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT):
+                fields["value"] = fields.get("value", 0) & 0xFFFF_FFFF
+            from driver.commands import encode, decode
+            try:
+                words = encode(c.opcode, **fields)
+            except ValueError as e:
+                raise CompileError(where, str(e)) from None
+            if c.opcode == Opcode.SIGNAL_EVENT:
+                signals.setdefault(c.fields["event"], []).append((c.queue, c.fields.get("value", 0)))
+            try:
+                accesses(decode(words), self.caps)
+            except ValueError as e:
+                raise CompileError(where, str(e)) from None
+        for i, c in enumerate(p.commands):
+            if c.opcode == Opcode.WAIT_EVENT:
+                ev, v = c.fields["event"], c.fields.get("value", 0)
+                if not any(q != c.queue and sv >= v for q, sv in signals.get(ev, [])):
+                    raise CompileError(f"command {i} ({c.note or 'wait'})",
+                                       f"waits for event {ev} >= {v}, which no other queue signals")
+        try:
+            check_schedulable(p)
+        except RuntimeError as e:
+            raise CompileError(f"program {p.name!r}", str(e)) from None
+        return self
+
+    def dump(self):
+        lines = []
+        for i, c in enumerate(self.program.commands):
+            attrs = {"queue": c.queue, "tag": c.tag}
+            attrs.update({k: v for k, v in sorted(c.fields.items())})
+            for r in c.relocs:
+                attrs[r.field] = f"@{r.buffer}+{r.offset}"
+            if c.irq:
+                attrs["irq"] = True
+            if c.note:
+                attrs["note"] = c.note
+            lines.append(mlir.op_line(f"kaki.{OPNAMES[Opcode(c.opcode)]}", [], [], attrs, [], ["()"]))
+        return mlir.module(self.program.name, lines)

@@ -1,0 +1,466 @@
+"""The compiler: graph API and interpreter, IR levels (verifiers, dumps), passes, cost model, and
+compiled programs executed on the golden device model under the queue/event semantics.
+
+Reproducibility: random tests use ``SEED`` (``SEED=<n>`` in the environment, as ``make test
+SEED=<n>`` exports it; otherwise a fresh seed per process) plus a fixed per-test offset, and print
+it. Rerun a failure with ``SEED=<n> .venv/bin/python -m pytest tests/test_compiler.py``.
+"""
+import os
+import re
+import secrets
+
+import numpy as np
+import pytest
+
+from compiler import mlir
+from compiler.compile import compile_graph
+from compiler.cost import command_cycles, gemm_cycles
+from compiler.errors import CompileError
+from compiler.graph import Graph, interpret
+from compiler.ir import CommandIR
+from compiler.passes import COMPUTE_Q, LOAD_Q, STORE_Q, fuse
+from compiler.refexec import Hazard, execute
+from driver.capabilities import Capabilities
+from driver.descriptors import Opcode
+from driver.program import ProgramCommand
+from hdl_gen.config import KakiConfig
+
+SEED = int(os.environ.get("SEED") or secrets.randbelow(2**31))
+
+
+def rng_for(offset):
+    print(f"[compiler] SEED={SEED} (+{offset}) (rerun: SEED={SEED} .venv/bin/python -m pytest "
+          f"tests/test_compiler.py)")
+    return np.random.default_rng(SEED + offset)
+
+
+def caps_for(dim, **kw):
+    return Capabilities.from_config(KakiConfig(dim=dim, **kw))
+
+
+#: a small chip: forces M tiling, K chunks (accumulate) and N groups
+TINY = dict(spad_bank_rows=64, acc_bank_rows=256)
+
+
+def run(cm, feeds, seed=0, check=True):
+    model, addrs = execute(cm.program, cm.caps, cm.pack_inputs(feeds), seed=seed, check=check)
+    return cm.unpack_outputs(lambda name, nb: model.host[addrs[name]:addrs[name] + nb].tobytes())
+
+
+def assert_matches(cm, feeds, seeds=(0,)):
+    ref = interpret(cm.graph, feeds)
+    for s in seeds:
+        got = run(cm, feeds, seed=s)
+        for k in ref:
+            wrong = np.argwhere(got[k] != ref[k])
+            assert wrong.size == 0, (f"{k}: {len(wrong)} wrong outputs (interleaving seed {s}), first at "
+                                     f"{tuple(wrong[0])}: got {got[k][tuple(wrong[0])]}, "
+                                     f"expected {ref[k][tuple(wrong[0])]}")
+    return ref
+
+
+def out_scale(x_scale, w_scale, k):
+    """An output scale that keeps typical results inside int8 (random data, K terms)."""
+    return x_scale * w_scale * 128 * 128 * np.sqrt(k) / 300
+
+
+def mlp(rng, batch=8, dims=(64, 128, 128, 10)):
+    g = Graph("mlp")
+    x = g.input("x", (batch, dims[0]), scale=0.05, zero_point=int(rng.integers(-8, 8)))
+    h = x
+    for i in range(len(dims) - 1):
+        w = g.const(f"w{i}", rng.integers(-128, 128, (dims[i], dims[i + 1]), dtype=np.int8), scale=0.01)
+        b = g.const(f"b{i}", rng.integers(-5000, 5000, dims[i + 1], dtype=np.int32))
+        last = i == len(dims) - 2
+        h = g.linear(h, w, b, scale=out_scale(float(h.scale), 0.01, dims[i]),
+                     zero_point=0 if last else int(rng.integers(-20, 0)), relu=not last, name=f"fc{i}")
+    g.output(h)
+    return g, {"x": rng.integers(-128, 128, (batch, dims[0]), dtype=np.int8)}
+
+
+def conv_net(rng, n=1, hw=8, c=3, oc=16, k=3, stride=1, padding=1):
+    g = Graph("conv")
+    x = g.input("img", (n, hw, hw, c), scale=0.02, zero_point=int(rng.integers(-10, 10)))
+    w = g.const("cw", rng.integers(-128, 128, (k, k, c, oc), dtype=np.int8), scale=0.01)
+    b = g.const("cb", rng.integers(-3000, 3000, oc, dtype=np.int32))
+    y = g.conv2d(x, w, b, scale=out_scale(0.02, 0.01, k * k * c), zero_point=-3, stride=stride,
+                 padding=padding, relu=True, name="conv")
+    g.output(y)
+    return g, {"img": rng.integers(-128, 128, (n, hw, hw, c), dtype=np.int8)}
+
+
+# ------------------------------------------------------------------------- end to end, bit exact
+
+@pytest.mark.parametrize("dim", [4, 8, 16])
+def test_mlp_bit_exact(dim):
+    g, feeds = mlp(rng_for(dim))
+    cm = compile_graph(g, caps_for(dim))
+    ref = assert_matches(cm, feeds, seeds=(0, 1, 2))
+    assert ref["fc2"].shape == (8, 10)
+    assert len(cm.fused) == 3 and len(cm.cycles) == len(cm.program.commands)
+    roles = {n: b.role for n, b in cm.program.buffers.items()}
+    assert roles["x"] == "input" and roles["fc2"] == "output" and roles["fc0"] == "scratch"
+    assert roles["w0"] == "const" and cm.program.buffers["w0"].init is not None
+
+
+@pytest.mark.parametrize("dim", [4, 8, 16])
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0)])
+def test_conv_bit_exact(dim, stride, padding):
+    g, feeds = conv_net(rng_for(100 + dim), stride=stride, padding=padding)
+    cm = compile_graph(g, caps_for(dim))
+    ref = assert_matches(cm, feeds, seeds=(0, 1))
+    assert ref["conv"].shape[0] == 1 and ref["conv"].shape[-1] == 16
+    assert any(name.startswith("img.im2col") for name in cm.program.buffers)
+
+
+@pytest.mark.parametrize("dim", [4, 8])
+def test_tiny_chip_tiles_m_n_and_k(dim):
+    """A scratchpad of 4 x 64 rows: every GEMM needs several M tiles, N groups and K chunks."""
+    g, feeds = mlp(rng_for(200 + dim), batch=40, dims=(72, 100, 36))
+    cm = compile_graph(g, caps_for(dim, **TINY))
+    assert_matches(cm, feeds, seeds=(0, 1, 2))
+    for tg in cm.tiled.gemms:
+        assert len(tg.tiles) > 1
+    steps = [s for tg in cm.tiled.gemms for t in tg.tiles for s in t.steps]
+    assert any(not s.first for s in steps), "no K chunking (accumulate) was exercised"
+    gemms = [c for c in cm.program.commands if c.opcode == Opcode.GEMM]
+    assert any(c.fields["accumulate"] for c in gemms)
+
+
+@pytest.mark.parametrize("dim", [4, 8])
+def test_random_networks_on_a_tiny_chip(dim):
+    """Random layer widths, batch and residual/ReLU structure; several interleavings each."""
+    rng = rng_for(250 + dim)
+    for case in range(3):
+        dims = tuple(int(d) for d in rng.choice([5, 16, 24, 40, 67], int(rng.integers(2, 5))))
+        batch = int(rng.integers(1, 50))
+        g = Graph(f"rand{case}")
+        x = g.input("x", (batch, dims[0]), scale=0.05, zero_point=int(rng.integers(-9, 9)))
+        h = x
+        for i in range(len(dims) - 1):
+            w = g.const(f"w{i}", rng.integers(-128, 128, (dims[i], dims[i + 1]), dtype=np.int8),
+                        scale=0.01)
+            b = g.const(f"b{i}", rng.integers(-5000, 5000, dims[i + 1], dtype=np.int32)) if rng.random() < 0.7 else None
+            y = g.linear(h, w, b, scale=out_scale(float(h.scale), 0.01, dims[i]),
+                         zero_point=int(rng.integers(-20, 20)), relu=bool(rng.random() < 0.5),
+                         name=f"fc{i}")
+            if dims[i] == dims[i + 1] and rng.random() < 0.7:
+                y = g.add(y, g.requantize(h, scale=float(y.scale), zero_point=0, name=f"rq{i}"),
+                          name=f"skip{i}")
+            h = y
+        g.output(h)
+        feeds = {"x": rng.integers(-128, 128, (batch, dims[0]), dtype=np.int8)}
+        cm = compile_graph(g, caps_for(dim, **TINY))
+        print(f"case {case}: batch {batch}, dims {dims}: {len(cm.program.commands)} commands")
+        assert_matches(cm, feeds, seeds=(case, case + 10))
+
+
+@pytest.mark.parametrize("dim", [4, 8])
+def test_conv_on_a_tiny_chip(dim):
+    g, feeds = conv_net(rng_for(150 + dim), n=2, hw=7, c=5, oc=12, stride=2, padding=1)
+    cm = compile_graph(g, caps_for(dim, **TINY))
+    assert_matches(cm, feeds, seeds=(0, 1))
+
+
+def test_residual_block_fuses_and_matches():
+    rng = rng_for(300)
+    g = Graph("res")
+    x = g.input("x", (24, 32), scale=0.05, zero_point=0)
+    w1 = g.const("w1", rng.integers(-128, 128, (32, 32), dtype=np.int8), scale=0.01)
+    w2 = g.const("w2", rng.integers(-128, 128, (32, 32), dtype=np.int8), scale=0.01)
+    h = g.linear(x, w1, None, scale=0.05, zero_point=0, name="fc1")
+    h = g.relu(h, name="r1")                                  # fused into fc1
+    acc = g.matmul(h, w2, name="mm")
+    y = g.requantize(acc, scale=0.05, zero_point=0, name="rq")  # fused into mm
+    y = g.add(y, x, name="skip")                              # fused: residual add of x
+    y = g.relu(y, name="r2")                                  # after an add: identity GEMM
+    g.output(y)
+    cm = compile_graph(g, caps_for(8, **TINY))
+    assert [f.nodes[0].name for f in cm.fused] == ["fc1", "mm", "r2"]
+    assert cm.fused[0].relu and [n.name for n in cm.fused[1].nodes] == ["mm", "rq", "skip"]
+    assert cm.fused[1].residual is x
+    assert_matches(cm, {"x": rng.integers(-128, 128, (24, 32), dtype=np.int8)}, seeds=(0, 1))
+    vec = [c for c in cm.program.commands if c.opcode == Opcode.VECTOR]
+    assert any(c.fields["ops.add"] for c in vec) and any(c.fields["ops.relu"] for c in vec)
+
+
+def test_standalone_ops_run_as_identity_gemms():
+    rng = rng_for(400)
+    g = Graph("ops")
+    a = g.input("a", (5, 20), scale=0.1, zero_point=4)
+    b = g.input("b", (5, 20), scale=0.1, zero_point=-2)
+    s = g.add(a, b, name="sum")
+    r = g.relu(a, name="relu_a")
+    q = g.requantize(s, scale=0.3, zero_point=7, name="rq")
+    g.output(s, r, q)
+    cm = compile_graph(g, caps_for(4))
+    assert len(cm.fused) == 3 and all(f.w.name.endswith(".eye") for f in cm.fused)
+    feeds = {k: rng.integers(-128, 128, (5, 20), dtype=np.int8) for k in "ab"}
+    ref = assert_matches(cm, feeds, seeds=(0, 1))
+    assert ref["relu_a"].min() >= 4
+
+
+def test_interpreter_uses_golden_numerics():
+    rng = rng_for(500)
+    g, feeds = mlp(rng, dims=(16, 8))
+    n = g.nodes[-1]
+    from golden import ops
+    x = feeds["x"]
+    expect = ops.vector_epilogue(ops.gemm(x, g.nodes[1].output.data), bias=n.attrs["bias"],
+                                 mult=n.attrs["mult"], shift=n.attrs["shift"],
+                                 zero_point=n.attrs["zero_point"], relu=False)
+    np.testing.assert_array_equal(interpret(g, feeds)["fc0"], expect)
+    # the input zero point is folded into the bias: bias_eff = bias - zp * colsum(W)
+    w = g.nodes[1].output.data.astype(np.int64)
+    zp = g.nodes[0].output.zero_point
+    np.testing.assert_array_equal(n.attrs["bias"], g.nodes[2].output.data - zp * w.sum(axis=0))
+
+
+# ------------------------------------------------------------------------- events and scheduling
+
+def _drop(cm, pred):
+    """A copy of the program without the first command matching ``pred``."""
+    import copy
+    p = copy.deepcopy(cm.program)
+    i = next(i for i, c in enumerate(p.commands) if pred(c))
+    del p.commands[i]
+    return p
+
+
+def test_queues_and_events_order_loads_before_compute():
+    g, feeds = mlp(rng_for(600), batch=40, dims=(72, 100, 36))
+    cm = compile_graph(g, caps_for(4, **TINY))
+    qs = {c.queue for c in cm.program.commands if c.opcode == Opcode.DMA_LOAD}
+    assert qs == {LOAD_Q}
+    assert {c.queue for c in cm.program.commands if c.opcode in (Opcode.GEMM, Opcode.VECTOR)} == {COMPUTE_Q}
+    assert {c.queue for c in cm.program.commands if c.opcode == Opcode.DMA_STORE} == {STORE_Q}
+    assert not any(c.opcode == Opcode.BARRIER for c in cm.program.commands)
+    inputs = cm.pack_inputs(feeds)
+    for s in range(4):
+        execute(cm.program, cm.caps, inputs, seed=s)         # no hazard in any interleaving
+    # without the wait for the loads, a GEMM may read a buffer the DMA is still filling
+    bad = _drop(cm, lambda c: c.queue == COMPUTE_Q and c.opcode == Opcode.WAIT_EVENT
+                and c.fields["value"] > 1)
+    with pytest.raises(Hazard, match="not ordered"):
+        execute(bad, cm.caps, inputs, seed=0)
+    # without the wait for the store, the epilogue may overwrite an output buffer being stored
+    bad = _drop(cm, lambda c: c.queue == COMPUTE_Q and c.opcode == Opcode.WAIT_EVENT
+                and c.fields["event"] == 3)
+    with pytest.raises(Hazard):
+        execute(bad, cm.caps, inputs, seed=0)
+    # without the wait for the previous layer's stores, a load may read its output too early
+    # (one tile per layer, so nothing else orders them)
+    g1, feeds1 = mlp(rng_for(601))
+    cm1 = compile_graph(g1, caps_for(8))
+    assert all(len(tg.tiles) == 1 for tg in cm1.tiled.gemms)
+    bad = _drop(cm1, lambda c: c.queue == LOAD_Q and c.opcode == Opcode.WAIT_EVENT
+                and c.fields["event"] == 3)
+    with pytest.raises(Hazard, match="host|location"):
+        execute(bad, cm1.caps, cm1.pack_inputs(feeds1), seed=0)
+    # the loads' wait for the compute (buffer reuse two steps later)
+    bad = _drop(cm, lambda c: c.queue == LOAD_Q and c.opcode == Opcode.WAIT_EVENT
+                and c.fields["event"] == 1)
+    with pytest.raises(Hazard):
+        execute(bad, cm.caps, inputs, seed=0)
+
+
+def test_missing_signal_is_a_deadlock_compile_error():
+    g, _ = mlp(rng_for(700), dims=(16, 8))
+    cm = compile_graph(g, caps_for(4))
+    import copy
+    last = max(i for i, c in enumerate(cm.program.commands)
+               if c.opcode == Opcode.SIGNAL_EVENT and c.queue == LOAD_Q)
+    bad = copy.deepcopy(cm.program)
+    del bad.commands[last]
+    with pytest.raises(CompileError, match="no other queue signals"):
+        CommandIR(cm.caps, bad).verify()
+    # a wait for a value signalled only later on the waiting queue itself: a deadlock
+    bad = copy.deepcopy(cm.program)
+    bad.commands.insert(0, ProgramCommand(STORE_Q, Opcode.WAIT_EVENT, dict(event=0, value=1)))
+    bad.commands.append(ProgramCommand(LOAD_Q, Opcode.WAIT_EVENT, dict(event=3, value=99)))
+    bad.commands.append(ProgramCommand(COMPUTE_Q, Opcode.SIGNAL_EVENT, dict(event=3, value=99)))
+    bad.commands.insert(0, ProgramCommand(COMPUTE_Q, Opcode.WAIT_EVENT, dict(event=2, value=50)))
+    bad.commands.append(ProgramCommand(LOAD_Q, Opcode.SIGNAL_EVENT, dict(event=2, value=50)))
+    with pytest.raises(CompileError, match="deadlock"):
+        CommandIR(cm.caps, bad).verify()
+
+
+# ------------------------------------------------------------------------- verifiers
+
+def test_command_ir_verifier_catches_malformed_commands():
+    g, _ = mlp(rng_for(800), dims=(16, 8))
+    cm = compile_graph(g, caps_for(4))
+    import copy
+    for mutate, match in (
+            (lambda c: dict(c.fields, local_addr=cm.caps.spad_rows + 5), "outside"),
+            (lambda c: dict(c.fields, rows=1 << 17), "does not fit"),
+    ):
+        p = copy.deepcopy(cm.program)
+        i = next(i for i, c in enumerate(p.commands) if c.opcode == Opcode.DMA_LOAD and not c.fields.get("acc"))
+        c = p.commands[i]
+        p.commands[i] = ProgramCommand(c.queue, c.opcode, mutate(c), c.relocs, c.irq, c.tag, c.note)
+        with pytest.raises(CompileError, match=match) as e:
+            CommandIR(cm.caps, p).verify()
+        assert f"command {i}" in str(e.value)
+    p = copy.deepcopy(cm.program)
+    p.commands.append(ProgramCommand(7, Opcode.NOP))
+    with pytest.raises(CompileError, match="queue 7"):
+        CommandIR(cm.caps, p).verify()
+
+
+def test_tiled_ir_verifier_catches_malformed_tiles():
+    import copy
+    g, _ = mlp(rng_for(900), batch=40, dims=(72, 100, 36))
+    cm = compile_graph(g, caps_for(4, **TINY))
+    t = copy.deepcopy(cm.tiled)
+    t0, t1 = t.gemms[0].tiles[:2]
+    t1.m0, t1.m1, t1.n0, t1.n1 = t0.m0, t0.m1, t0.n0, t0.n1  # overlapping tiles
+    with pytest.raises(CompileError, match="fc0.*(cover|malformed|larger)"):
+        t.verify()
+    t = copy.deepcopy(cm.tiled)
+    t.gemms[1].tm = 10_000
+    with pytest.raises(CompileError, match="fc1.*rows of buffer a"):
+        t.verify()
+    t = copy.deepcopy(cm.tiled)
+    b = t.buffers["b0"]
+    t.buffers["b0"] = type(b)(b.name, b.mem, t.buffers["a1"].base, b.rows, b.bank)
+    with pytest.raises(CompileError, match="overlaps"):
+        t.verify()
+    t = copy.deepcopy(cm.tiled)
+    t.gemms[0].tiles[0].steps[1].k0 += 4
+    with pytest.raises(CompileError, match="fc0.*step"):
+        t.verify()
+
+
+def test_fused_verifier_catches_bad_shift():
+    from compiler.ir import verify_fused
+    g, _ = mlp(rng_for(1000), dims=(16, 8))
+    fused = fuse(g)
+    fused[0].shift = fused[0].shift.copy()
+    fused[0].shift[3] = 70
+    with pytest.raises(CompileError, match="linear 'fc0'.*shift"):
+        verify_fused(fused, g.inputs)
+
+
+# ------------------------------------------------------------------------- compile errors
+
+def _err(build, node):
+    with pytest.raises(CompileError) as e:
+        build()
+    assert node in str(e.value), f"{e.value} does not name {node}"
+    return str(e.value)
+
+
+def test_unsupported_ops_shapes_and_dtypes_are_compile_errors():
+    caps = caps_for(8)
+
+    def unknown_op():
+        g = Graph()
+        x = g.input("x", (4, 8))
+        g.output(g.custom("softmax", x, shape=(4, 8), name="sm"))
+        compile_graph(g, caps)
+    assert "unsupported op 'softmax'" in _err(unknown_op, "softmax 'sm'")
+
+    def float_input():
+        Graph().input("xf", (4, 8), dtype="float32")
+    assert "dtype" in _err(float_input, "input 'xf'")
+
+    def float_const():
+        Graph().const("wf", np.zeros((4, 4), np.float32))
+    assert "dtype" in _err(float_const, "const 'wf'")
+
+    def k_mismatch():
+        g = Graph()
+        x = g.input("x", (4, 8))
+        g.linear(x, g.const("w", np.zeros((9, 4), np.int8)), scale=1.0, name="fc")
+    assert "K=9" in _err(k_mismatch, "linear 'fc'")
+
+    def int32_output():
+        g = Graph()
+        x = g.input("x", (4, 8))
+        g.output(g.matmul(x, g.const("w", np.zeros((8, 4), np.int8)), name="mm"))
+        compile_graph(g, caps)
+    assert "int32" in _err(int32_output, "matmul 'mm'")
+
+    def conv_not_on_input():
+        g = Graph()
+        x = g.input("x", (1, 4, 4, 8))
+        h = g.relu(x, name="r")
+        g.output(g.conv2d(h, g.const("cw", np.zeros((3, 3, 8, 4), np.int8)), scale=1.0, padding=1,
+                          name="c"))
+        compile_graph(g, caps)
+    assert "host preprocessing" in _err(conv_not_on_input, "conv2d 'c'")
+
+    def conv_kernel_too_big():
+        g = Graph()
+        x = g.input("x", (1, 2, 2, 8))
+        g.conv2d(x, g.const("cw", np.zeros((3, 3, 8, 4), np.int8)), scale=1.0, name="c")
+    assert "larger than" in _err(conv_kernel_too_big, "conv2d 'c'")
+
+    def add_shapes():
+        g = Graph()
+        g.add(g.input("a", (4, 8)), g.input("b", (4, 9)), name="s")
+    assert "shapes differ" in _err(add_shapes, "add 's'")
+
+    def weight_zero_point():
+        g = Graph()
+        g.linear(g.input("x", (4, 8)), g.const("w", np.zeros((8, 4), np.int8), zero_point=3),
+                 scale=1.0, name="fc")
+    assert "zero point" in _err(weight_zero_point, "linear 'fc'")
+
+    def rank3_weight():
+        g = Graph()
+        g.matmul(g.input("x", (4, 8)), g.const("w", np.zeros((8, 4, 2), np.int8)), name="mm")
+    _err(rank3_weight, "matmul 'mm'")
+
+
+def test_too_many_parameters_for_the_accumulator():
+    g, _ = mlp(rng_for(1100), dims=(8, 2048))
+    with pytest.raises(CompileError, match="accumulator"):
+        compile_graph(g, caps_for(4, spad_bank_rows=64, acc_bank_rows=64))
+
+
+# ------------------------------------------------------------------------- dumps
+
+def test_dumps_are_mlir_generic_and_stable():
+    g, _ = mlp(rng_for(1200), batch=40, dims=(72, 100, 36))
+    cm = compile_graph(g, caps_for(4, **TINY))
+    again = compile_graph(g, caps_for(4, **TINY))
+    assert cm.dumps == again.dumps
+    expect = {"graph": {"kaki.input", "kaki.const", "kaki.linear", "kaki.return"},
+              "fused": {"kaki.input", "kaki.const", "kaki.fused_gemm", "kaki.return"},
+              "tiled": {"kaki.alloc", "kaki.tiling", "kaki.tile.load", "kaki.tile.gemm",
+                        "kaki.tile.epilogue", "kaki.tile.store"},
+              "commands": {"kaki.dma_load", "kaki.dma_store", "kaki.gemm", "kaki.vector",
+                           "kaki.signal", "kaki.wait"}}
+    for level, text in cm.dumps.items():
+        name, ops = mlir.parse(text)
+        assert name == "mlp"
+        assert {op for _, op, _, _, _ in ops} == expect[level], level
+    _, ops = mlir.parse(cm.dumps["commands"])
+    assert len(ops) == len(cm.program.commands)
+    assert re.search(r'%fc1 = "kaki.linear"\(%fc0, %w1, %b1\) \{.*relu = true\} : '
+                     r'\(tensor<40x72xi8>|\(tensor<40x100xi8>', cm.dumps["graph"])
+    with pytest.raises(ValueError, match="used before"):
+        mlir.parse('"builtin.module"() ({\n  %a = "kaki.x"(%b) : (i8) -> i8\n}) {sym_name = "m"} : () -> ()\n')
+
+
+# ------------------------------------------------------------------------- cost model
+
+def test_cost_model():
+    caps = caps_for(8)
+    g, _ = mlp(rng_for(1300))
+    cm = compile_graph(g, caps)
+    assert len(cm.cycles) == len(cm.program.commands) and all(c > 0 for c in cm.cycles)
+    for c, cy in zip(cm.program.commands, cm.cycles):
+        if c.opcode == Opcode.GEMM:
+            f = c.fields
+            assert cy == gemm_cycles(f["m"], f["k_tiles"], f["n_tiles"], caps)
+            assert cy >= f["k_tiles"] * f["n_tiles"] * (f["m"] + caps.dim)
+    # calibrated against `make bench` (RTL, dim 8): GEMM busy cycles of M = K = N = 32 and 64
+    assert gemm_cycles(32, 4, 4, caps) == 658 and gemm_cycles(64, 8, 8, caps) == 4626
+    small = ProgramCommand(0, Opcode.DMA_LOAD, dict(rows=8, planes=1, row_bytes=8))
+    big = ProgramCommand(0, Opcode.DMA_LOAD, dict(rows=8, planes=4, row_bytes=64))
+    assert command_cycles(big, caps) - command_cycles(small, caps) == 8 * 4 * 8 - 8
+    rep = cm.report()
+    assert rep["commands"] == len(cm.cycles) and rep["bound"] <= rep["serial"] + rep["firmware"]
