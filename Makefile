@@ -9,6 +9,8 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 # make sim / make waves options
 DIM ?= 8
+MODEL ?= all
+TRACE ?=
 SEED ?=
 TEST ?=
 WAVES ?= 0
@@ -29,6 +31,7 @@ endif
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, PYTEST_ARGS=..."
+	@echo "  make sim [DIM=8] [MODEL=mlp|conv|all] [SEED=n] [WAVES=1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
 
 venv: $(STAMP) ## create .venv from the pinned packages in pyproject.toml
 
@@ -47,8 +50,8 @@ firmware: $(STAMP) ## build the control-core firmware ELF (build/firmware/kaki_f
 test: $(STAMP) firmware ## fast tests + cocotb block tests under Verilator, in parallel (CI runs this)
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
-sim: $(STAMP) firmware ## run a GEMM with fused requant+ReLU through DMA -> PE array -> vector unit -> DMA on RTL
-	$(PY) -m cocotb_tests.sim_demo --dim $(DIM) $(if $(filter 1,$(WAVES)),--waves,)
+sim: $(STAMP) firmware ## compile an int8 MLP + conv, run driver -> firmware -> RTL, check bit-exact, report cycles
+	$(PY) -m cocotb_tests.sim_demo --dim $(DIM) --model $(MODEL) $(if $(SEED),--seed $(SEED),) $(if $(filter 1,$(WAVES)),--waves,) $(if $(TRACE),--trace $(TRACE),)
 
 waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<n>
 	@test -n "$(TEST)" || { echo "usage: make waves TEST=<pytest node id> [SEED=n]"; exit 2; }
