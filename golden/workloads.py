@@ -1,4 +1,4 @@
-"""Quantized GEMM workloads shared by tests, `make sim` and benchmarks: inputs and expected outputs."""
+"""Quantized GEMM workloads shared by the chip tests and benchmarks: inputs and expected outputs."""
 import numpy as np
 
 from driver.descriptors import ErrorCode
