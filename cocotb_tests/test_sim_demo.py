@@ -1,5 +1,5 @@
-"""`make sim` stays working: the demo's conv model (driver -> firmware -> RTL, 8x8, ~40 descriptors)
-bit-exact against the golden chip model and NumPy, with its report and trace written."""
+"""`make sim` stays working: the demo's compiled models (driver -> firmware -> RTL, 8x8) bit-exact
+against the golden chip model and NumPy, with their report and trace written."""
 import json
 
 import pytest
@@ -22,3 +22,14 @@ def test_sim_demo_conv(tmp_path):
     assert [L["layer"] for L in m["layers"]] == ["conv", "head"]
     events = json.loads(trace.read_text())["traceEvents"]
     assert sum(e["ph"] == "X" for e in events) == m["engine_commands"] + len(m["layers"])
+
+
+@pytest.mark.sim
+def test_sim_demo_mlp():
+    simbuild.run(soc_target(8), "cocotb_tests.cocotb_sim_demo", testcase="sim_demo",
+                 tag="sim_demo_mlp",
+                 extra_env={"KAKI_FW_ELF": str(firmware_elf()), "KAKI_DEMO_MODELS": "mlp"})
+    report = json.loads((simbuild.last_run_dir() / "report.json").read_text())
+    (m,) = report["models"]
+    assert m["pass"] and m["dma_in"] == m["dma_in_expected"] and m["dma_out"] == m["dma_out_expected"]
+    assert len(m["layers"]) >= 3
