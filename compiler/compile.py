@@ -7,7 +7,8 @@ import numpy as np
 from . import cost
 from .graph import DTYPES, im2col
 from .ir import CommandIR, dump_fused, verify_fused
-from .passes import fuse, schedule, tile
+from .errors import CompileError
+from .passes import LAYOUTS, fuse, schedule, tile
 
 __all__ = ["compile_graph", "CompiledModel"]
 
@@ -47,8 +48,14 @@ class CompiledModel:
         return cost.summary(self.program, self.cycles)
 
 
-def compile_graph(graph, caps, name=None, queues=None):
-    """Compile ``graph`` for a chip with capabilities ``caps``; raises CompileError naming the node."""
+def compile_graph(graph, caps, name=None, queues=None, layout=None, bias_in_c=None, forward=True):
+    """Compile ``graph`` for a chip with capabilities ``caps``; raises CompileError naming the node.
+
+    ``layout`` (a ``passes.LAYOUTS`` name) and ``bias_in_c`` (see ``passes.schedule``) default to
+    trying every combination (each also with and without a short first k-step, see
+    ``passes.tile``) and keeping the program the cost model's simulation
+    (``cost.simulate``) predicts fastest; ``forward=False`` turns off the on-chip forwarding of a
+    layer's output to the next layer's A (see ``passes.schedule``)."""
     name = name or graph.name
     graph.verify()
     dumps = {"graph": graph.dump()}
@@ -56,9 +63,25 @@ def compile_graph(graph, caps, name=None, queues=None):
     consts = [n.output for n in graph.nodes if n.op == "const"]
     verify_fused(fused, graph.inputs, consts)
     dumps["fused"] = dump_fused(name, fused, graph.outputs)
-    tiled = tile(fused, caps).verify()
+    best, error = None, None
+    for lay, short in [(lay, short) for lay in ([layout] if layout else list(LAYOUTS))
+                       for short in (True, False)]:
+        try:
+            tiled = tile(fused, caps, lay, first_short=short).verify()
+        except CompileError as e:
+            error = error or e
+            continue
+        for bic in ([bias_in_c] if bias_in_c is not None else ["auto", False]):
+            program = schedule(tiled, name, graph.inputs, graph.outputs, bias_in_c=bic,
+                               forward=forward)
+            cycles = cost.program_cycles(program, caps)
+            t = cost.simulate(program.commands, cycles)
+            if best is None or t < best[0]:
+                best = (t, tiled, program, cycles)
+    if best is None:
+        raise error
+    _, tiled, program, cycles = best
     dumps["tiled"] = tiled.dump(name)
-    program = schedule(tiled, name, graph.inputs, graph.outputs)
     cir = CommandIR(caps, program, queues or caps.queues or 4).verify()
     dumps["commands"] = cir.dump()
-    return CompiledModel(graph, caps, program, cost.program_cycles(program, caps), fused, tiled, dumps)
+    return CompiledModel(graph, caps, program, cycles, fused, tiled, dumps)

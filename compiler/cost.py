@@ -1,24 +1,28 @@
 """Cost model: predicted engine cycles per command, from the capabilities.
 
-* DMA (load or store): ``DMA_SETUP + planes * rows * max(1, ceil(row_bytes / bus_bytes))`` —
-  one bus beat per ``dma_data_bytes`` of a row, at least one cycle per (possibly zero-length)
-  row, plus the validation / first-access latency.
+* DMA (load or store): ``DMA_SETUP`` plus, per row (``planes * rows``), ``DMA_LOAD_ROW`` +
+  ``DMA_LOAD_BEAT`` per bus beat (``ceil(row_bytes / dma_data_bytes)``, at least one) for a
+  load, ``max(DMA_STORE_ROW, beats)`` for a store — calibrated on make sim's PERF counters.
 * GEMM: ``GEMM_SETUP + n_tiles * k_tiles * (m + dim) + 2 * dim`` — per (k, n) tile ``dim``
   cycles to load the B tile and ``m`` cycles to stream the A rows (docs/architecture.md, "GEMM
   dataflow"), plus the array fill/drain. Calibrated on the RTL: ``make bench`` (dim 8) measures
   658 busy cycles for a 32×32×32 GEMM and 4626 for 64×64×64, exactly this formula.
-* VECTOR: ``VEC_SETUP + rows`` (one accumulator row per cycle) ``+ VEC_PIPE``.
-
-DMA and vector constants are estimates (not yet calibrated against the RTL's PERF counters).
+* VECTOR: ``VEC_SETUP + rows`` (one accumulator row per cycle) ``+ VEC_PIPE`` (matches make
+  sim's PERF_VEC_BUSY within 1%).
 * SIGNAL_EVENT / WAIT_EVENT / BARRIER / NOP: ``FW_EVENT`` cycles of firmware time (docs/queues.md
   "Costs": ~129 cycles per firmware-only descriptor); engine commands additionally pay
   ``DISPATCH`` cycles of firmware forwarding, reported separately by :func:`summary`.
+
+:func:`simulate` predicts a whole program's run time from these: the firmware's dispatch loop
+(one control core, ``DISPATCH`` / ``FW_EVENT`` per descriptor, SIGNAL after retirement) driving
+four in-order engines; :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the
+busiest engine or the firmware's work).
 """
 from driver.descriptors import Opcode
 
 from .dma import ceil_div
 
-__all__ = ["command_cycles", "program_cycles", "summary", "tiling_cost"]
+__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_cost"]
 
 DMA_SETUP = 16
 GEMM_SETUP = 2
@@ -28,8 +32,17 @@ FW_EVENT = 129
 DISPATCH = 260
 
 
-def dma_cycles(rows, planes, row_bytes, caps):
-    return DMA_SETUP + planes * rows * max(1, ceil_div(row_bytes, caps.dma_data_bytes))
+#: measured DMA rates (least-squares fit of PERF_DMA_LOAD_BUSY / PERF_DMA_STORE_BUSY over the
+#: make sim models at dims 4, 8 and 16, host latency 1; within ~5%): a load costs ~0.43 cycles
+#: per row (one AXI burst each) plus ~0.82 per bus beat; a store max(1.5 per row, 1 per beat)
+DMA_LOAD_ROW, DMA_LOAD_BEAT, DMA_STORE_ROW = 0.43, 0.82, 1.5
+
+
+def dma_cycles(rows, planes, row_bytes, caps, store=False):
+    n, beats = planes * rows, planes * rows * max(1, ceil_div(row_bytes, caps.dma_data_bytes))
+    if store:
+        return DMA_SETUP + int(max(DMA_STORE_ROW * n, beats))
+    return DMA_SETUP + int(DMA_LOAD_ROW * n + DMA_LOAD_BEAT * beats)
 
 
 def gemm_cycles(m, k_tiles, n_tiles, caps):
@@ -40,7 +53,7 @@ def command_cycles(cmd, caps):
     """Predicted engine cycles of a ProgramCommand (or anything with ``opcode`` and ``fields``)."""
     op, f = Opcode(cmd.opcode), cmd.fields
     if op in (Opcode.DMA_LOAD, Opcode.DMA_STORE):
-        return dma_cycles(f["rows"], f["planes"], f["row_bytes"], caps)
+        return dma_cycles(f["rows"], f["planes"], f["row_bytes"], caps, op == Opcode.DMA_STORE)
     if op == Opcode.GEMM:
         return gemm_cycles(f["m"], f["k_tiles"], f["n_tiles"], caps)
     if op == Opcode.VECTOR:
@@ -51,6 +64,76 @@ def command_cycles(cmd, caps):
 def program_cycles(program, caps):
     """Predicted cycles of every command, aligned with ``program.commands``."""
     return [command_cycles(c, caps) for c in program.commands]
+
+
+#: firmware / control-path latencies (docs/queues.md "Costs", make sim): forward -> engine start,
+#: engine done -> completion record requested (what a SIGNAL_EVENT waits for)
+START_LAT = 30
+RETIRE_LAT = 240
+ENGINE_OPS = (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.GEMM, Opcode.VECTOR)
+
+
+def simulate(commands, cycles, fifo_depth=4):
+    """Predicted run time (cycles from the first dispatch to the last completion record) of
+    ``commands`` with per-command engine ``cycles``: a model of the firmware's dispatch loop — one
+    control core visiting the queues in order, each queue in order until it blocks, ``DISPATCH``
+    cycles per forwarded engine command and ``FW_EVENT`` per event/NOP/barrier, a SIGNAL_EVENT or
+    BARRIER waiting until every earlier command of its queue retired (engine done +
+    ``RETIRE_LAT``), at most ``fifo_depth`` commands per engine in flight — and four in-order
+    engines. A WAIT on a value no command here signals (e.g. a layer cut out of a program) counts
+    as reached."""
+    inf = float("inf")
+    queues = {}
+    for i, c in enumerate(commands):
+        queues.setdefault(c.queue, []).append(i)
+    top = {}
+    for c in commands:
+        if c.opcode == Opcode.SIGNAL_EVENT:
+            top[c.fields["event"]] = max(top.get(c.fields["event"], 0), c.fields.get("value", 0))
+    head = {q: 0 for q in queues}
+    retired = {q: 0 for q in queues}          # when every forwarded command of q has retired
+    eng_free, inflight, events = {}, {}, {}
+    fw = end = 0
+    while any(head[q] < len(queues[q]) for q in queues):
+        progressed, next_t = False, inf
+        for q in sorted(queues):
+            while head[q] < len(queues[q]):
+                i = queues[q][head[q]]
+                c = commands[i]
+                op = Opcode(c.opcode)
+                if op in ENGINE_OPS:
+                    fl = [d for d in inflight.get(op, []) if d + RETIRE_LAT > fw]
+                    inflight[op] = fl
+                    if len(fl) >= fifo_depth:
+                        next_t = min(next_t, min(fl) + RETIRE_LAT)
+                        break
+                    fw += DISPATCH
+                    done = max(fw + START_LAT, eng_free.get(op, 0)) + cycles[i]
+                    eng_free[op] = done
+                    fl.append(done)
+                    retired[q] = max(retired[q], done + RETIRE_LAT)
+                    end = max(end, done + RETIRE_LAT)
+                elif op == Opcode.WAIT_EVENT:
+                    ev, v = c.fields["event"], c.fields.get("value", 0)
+                    if v <= top.get(ev, 0) and events.get(ev, 0) < v:
+                        break
+                    fw += FW_EVENT
+                else:
+                    if op in (Opcode.SIGNAL_EVENT, Opcode.BARRIER) and retired[q] > fw:
+                        next_t = min(next_t, retired[q])
+                        break
+                    fw += FW_EVENT
+                    if op == Opcode.SIGNAL_EVENT:
+                        ev = c.fields["event"]
+                        events[ev] = max(events.get(ev, 0), c.fields.get("value", 0))
+                end = max(end, fw)
+                head[q] += 1
+                progressed = True
+        if not progressed:
+            if next_t == inf:
+                break                             # cannot progress (not schedulable)
+            fw = max(fw, next_t)
+    return int(end)
 
 
 def summary(program, cycles):
@@ -67,22 +150,27 @@ def summary(program, cycles):
             firmware += DISPATCH
         else:
             firmware += FW_EVENT
-    bound = max([firmware] + list(per_engine.values()))
+    lower = max([firmware] + list(per_engine.values()))
+    predicted = max(lower, simulate(program.commands, cycles))
     return dict(engines=per_engine, queues=per_queue, firmware=firmware, commands=len(cycles),
-                bound=bound, serial=sum(cycles))
+                bound=predicted, lower_bound=lower, serial=sum(cycles))
 
 
 def tiling_cost(m, k, n, tm, kc, ng, caps):
     """Predicted cycles of a GEMM tiled as (tm, kc, ng): the busiest of load / compute / firmware
-    (the pipeline overlaps them), used by the tiling pass to choose tile sizes."""
+    (the pipeline overlaps them), used by the tiling pass to choose tile sizes. Compute includes
+    the gap each step's SIGNAL -> WAIT -> GEMM dispatch leaves on the compute queue."""
     dim = caps.dim
     kt, nt = ceil_div(k, dim), ceil_div(n, dim)
     mtiles, ngroups, ksteps = ceil_div(m, tm), ceil_div(nt, ng), ceil_div(kt, kc)
-    steps = mtiles * ngroups * ksteps
-    bus = caps.dma_data_bytes
-    load = (ngroups * m * kt * max(1, ceil_div(dim, bus))          # A, reloaded per n-group
-            + mtiles * kt * dim * nt * max(1, ceil_div(dim, bus))  # W, reloaded per m-tile
-            + steps * 3 * DMA_SETUP)
-    compute = steps * (GEMM_SETUP + 2 * dim) + mtiles * nt * kt * (tm + dim) + mtiles * nt * (VEC_SETUP + tm)
-    firmware = steps * (4 * DISPATCH + 4 * FW_EVENT) + mtiles * ngroups * ng * DISPATCH
+    steps, tiles = mtiles * ngroups * ksteps, mtiles * ngroups
+    beat = max(1, ceil_div(dim, caps.dma_data_bytes))
+    row = DMA_LOAD_ROW + DMA_LOAD_BEAT * beat
+    load = (ngroups * m * kt * row                    # A, reloaded per n-group
+            + mtiles * kt * dim * nt * row            # W, reloaded per m-tile
+            + steps * 2 * DMA_SETUP)
+    step_gap = RETIRE_LAT + 2 * FW_EVENT + DISPATCH + START_LAT
+    compute = (steps * (GEMM_SETUP + 2 * dim + step_gap) + mtiles * nt * kt * (tm + dim)
+               + mtiles * nt * (VEC_SETUP + tm) + tiles * step_gap)
+    firmware = steps * (3 * DISPATCH + 4 * FW_EVENT) + tiles * (3 * DISPATCH + 4 * FW_EVENT)
     return max(load, compute, firmware) + 0.01 * (load + compute + firmware)

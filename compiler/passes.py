@@ -16,7 +16,11 @@
 * :func:`schedule` (tiled IR -> command IR): loads on queue 0, GEMM + epilogue on queue 1, stores
   on queue 2, ordered only by four program events (loaded / computed / epilogue done / stored,
   as timelines of step and tile numbers); host buffers (inputs, outputs, weights, epilogue
-  parameters, intermediates) become Program buffers and every host address a Reloc.
+  parameters, intermediates) become Program buffers and every host address a Reloc. Few, big
+  descriptors (each costs ~130-260 firmware cycles): one VECTOR per tile for per-tensor
+  requantization (the bias preloaded into C), one 3D load for a layer's parameters, a layer's W
+  loads not held behind the previous layer's store, and single-tile layers feeding the next
+  single-tile layer's A from the output buffer on chip (docs/compiler.md).
 """
 import numpy as np
 
@@ -144,13 +148,22 @@ def fuse(graph):
 
 # --------------------------------------------------------------------------------- buffer planning
 
-def plan_chip_buffers(caps, param_rows):
-    """Static on-chip buffers: ``{name: Buffer}`` (see the module docstring)."""
+#: scratchpad partitions (fractions of 32, in placement order). "banked": with 4 banks
+#: a0 = bank 0, a1 = bank 1, b0/o0/r0 = bank 2, b1/o1/r1 = bank 3 (the DMA fills one bank while
+#: the PE array reads another). "wide_w": small A buffers and big W buffers, so
+#: weight-streaming layers (small M, e.g. an MLP's batch) take fewer, bigger k-steps (each step
+#: costs a ~800-cycle SIGNAL -> WAIT -> dispatch gap on the compute queue).
+LAYOUTS = {
+    "banked": [("a0", 8), ("a1", 8), ("b0", 4), ("o0", 2), ("r0", 2), ("b1", 4), ("o1", 2), ("r1", 2)],
+    "wide_w": [("a0", 2), ("a1", 2), ("b0", 10), ("o0", 2), ("r0", 2), ("b1", 10), ("o1", 2), ("r1", 2)],
+}
+
+
+def plan_chip_buffers(caps, param_rows, layout="banked"):
+    """Static on-chip buffers: ``{name: Buffer}`` (see the module docstring and LAYOUTS)."""
     dim = caps.dim
     total, bank = caps.spad_rows, caps.spad_bank_rows
-    # fractions of the scratchpad, in placement order; with 4 banks: a0 = bank 0, a1 = bank 1,
-    # b0/o0/r0 = bank 2, b1/o1/r1 = bank 3
-    parts = [("a0", 8), ("a1", 8), ("b0", 4), ("o0", 2), ("r0", 2), ("b1", 4), ("o1", 2), ("r1", 2)]
+    parts = LAYOUTS[layout]
     unit = total // 32
     if unit < dim:
         raise CompileError("buffer planning", f"scratchpad of {total} rows is too small for dim {dim}")
@@ -208,11 +221,13 @@ def choose_tiling(g, caps, bufs):
     return best[1:]
 
 
-def tile(gemms, caps):
-    """Fused graph -> :class:`TiledProgram` (buffers planned, tiles and steps numbered)."""
+def tile(gemms, caps, layout="banked", first_short=True):
+    """Fused graph -> :class:`TiledProgram` (buffers planned, tiles and steps numbered).
+    ``first_short``: the program's first step takes a quarter of its k-tiles (when it has 4 or
+    more), shortening the pipeline fill (its load overlaps nothing)."""
     dim = caps.dim
     param_rows = max(3 * ceil_div(g.n, dim) for g in gemms)
-    bufs = plan_chip_buffers(caps, param_rows)
+    bufs = plan_chip_buffers(caps, param_rows, layout)
     out, step, tile_no = [], 0, 0
     for j, g in enumerate(gemms):
         tm, kc, ng = choose_tiling(g, caps, bufs)
@@ -221,8 +236,12 @@ def tile(gemms, caps):
             for n0 in range(0, g.n, ng * dim):
                 t = Tile(tile_no, m0, min(g.m, m0 + tm), n0, min(g.n, n0 + ng * dim))
                 tile_no += 1
-                for k0 in range(0, g.k, kc * dim):
-                    k1 = min(g.k, k0 + kc * dim)
+                # the program's first step is short (a quarter of the k-tiles): its load is the
+                # pipeline fill nothing overlaps
+                bounds = list(range(0, g.k, kc * dim)) + [g.k]
+                if step == 0 and kc >= 4 and first_short:
+                    bounds.insert(1, min(g.k, ceil_div(kc, 4) * dim))
+                for k0, k1 in zip(bounds, bounds[1:]):
                     t.steps.append(Step(step, k0, k1, k0 == 0, k1 == g.k))
                     step += 1
                 tg.tiles.append(t)
@@ -269,8 +288,19 @@ class _Emitter:
         self.add(queue, Opcode.SIGNAL_EVENT, note, event=event, value=value)
 
 
-def schedule(tiled, name, graph_inputs, graph_outputs):
-    """Tiled IR -> :class:`driver.program.Program` (the command IR's content)."""
+def schedule(tiled, name, graph_inputs, graph_outputs, bias_in_c="auto", forward=True):
+    """Tiled IR -> :class:`driver.program.Program` (the command IR's content).
+
+    ``bias_in_c``: for a GEMM with per-tensor requantization (``mult``/``shift`` the same for
+    every channel) and a bias, preload the bias into the C tile with one DMA so that one VECTOR
+    covers the whole tile — ``True`` always, ``False`` never (one VECTOR per n-tile), ``"auto"``
+    when the VECTOR dispatches it saves cost more than the extra DMA.
+
+    ``forward``: when a single-tile GEMM's A is the output of the single-tile GEMM just before
+    it, its GEMMs read A straight from that GEMM's output buffer (the int8 n-tiles, ``mr`` rows
+    apart, are exactly the k-tile layout A needs) instead of waiting for the store and reloading
+    it; the output is still stored. The buffer stays intact until then: the next epilogue into it
+    (tile t + 2) comes after a compute-queue SIGNAL, which waits for these GEMMs."""
     dim = tiled.caps.dim
     p = Program(name, events=4)
     outs = {id(t) for t in graph_outputs}
@@ -295,15 +325,48 @@ def schedule(tiled, name, graph_inputs, graph_outputs):
 
     em = _Emitter(p)
     bufs = tiled.buffers
+    first_step = {t.index: t.steps[0].index for tg in tiled.gemms for t in tg.tiles}
+
+    def epilogue_wait(t, s, what):
+        """Before a load into a buffer tile t - 2's epilogue reads (its C, residual): wait for that
+        epilogue — unless the step's buffer wait (computed >= s - 1) already implies it: the
+        SIGNAL after step s - 2's GEMM waits for every earlier compute-queue command, which
+        includes tile t - 2's epilogue when step s - 2 belongs to tile t - 1 or later."""
+        if t.index >= 2 and s.index - 2 >= first_step[t.index - 1]:
+            return
+        em.wait(LOAD_Q, EV_EPILOGUE, t.index - 1, f"{g.name}: {what}{t.buf} free")
     for j, tg in enumerate(tiled.gemms):
         g = tg.gemm
         a_name, w_name = host_buffer(g.a), host_buffer(g.w)
         r_name = host_buffer(g.residual) if g.residual is not None else None
         o_name = host_buffer(g.output)
-        # RAW through host memory: wait until every producer of an operand has stored it
-        deps = [last_tile[id(t)] for t in g.operands() if id(t) in last_tile]
-        if deps:
-            em.wait(LOAD_Q, EV_STORED, max(deps) + 1, f"{g.name}: operands stored")
+        # RAW through host memory: wait until every producer of an operand has stored it. Only a
+        # computed W must be waited for before the layer's first load; the activation (A and
+        # residual) wait goes right before the first A load, so this layer's parameters and first
+        # W chunk load while the previous layer finishes its epilogue and store.
+        prev = tiled.gemms[j - 1] if j else None
+        fwd = (forward and prev is not None and len(prev.tiles) == 1 and len(tg.tiles) == 1
+               and g.a is prev.gemm.output and g.w is not g.a)
+        if fwd:
+            src_tile = prev.tiles[0]
+            a_fwd = bufs[f"o{src_tile.buf}"].base
+        w_deps = [last_tile[id(g.w)]] if id(g.w) in last_tile else []
+        a_deps = [last_tile[id(t)] for t in (g.a, g.residual)
+                  if t is not None and id(t) in last_tile and not (fwd and t is g.a and t is not g.residual)]
+        if w_deps:
+            em.wait(LOAD_Q, EV_STORED, max(w_deps) + 1, f"{g.name}: W stored")
+        a_wait = max(a_deps) + 1 if a_deps else 0
+        # one VECTOR per tile when the requantization is per-tensor (mult/shift the same for every
+        # channel): the per-channel bias is then preloaded into the C tile by a DMA and the GEMM
+        # accumulates onto it, so the epilogue needs no per-n-tile parameter rows
+        uniform = bool((g.mult == g.mult[0]).all() and (g.shift == g.shift[0]).all())
+        use_bias_c = uniform and g.bias is not None and bias_in_c is not False
+        if use_bias_c and bias_in_c == "auto":
+            ng = ceil_div(min(g.n, tg.ng * dim), dim)
+            dma = cost.dma_cycles(min(g.m, tg.tm), ng, 4 * dim, tiled.caps) + cost.DISPATCH
+            use_bias_c = (ng - 1) * cost.DISPATCH > dma
+        # without the bias in C a per-tensor epilogue still fuses when there is no bias
+        uniform = uniform and (g.bias is None or use_bias_c)
         # epilogue parameters ([bias; mult; shift] int32 rows, one const buffer per GEMM) into the
         # parameter buffer the GEMM two layers back used, once its epilogues are done
         if j >= 2:
@@ -313,11 +376,11 @@ def schedule(tiled, name, graph_inputs, graph_outputs):
         params = np.stack([g.bias if g.bias is not None else np.zeros(n, np.int32), g.mult, g.shift])
         pname = f"{g.name}.params"
         p.add_buffer(BufferSpec(pname, params.nbytes, 64, "const", params.astype(np.int32).tobytes()))
-        for i in range(3):
-            for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(pname, 4 * n * i), host_row_stride=0,
-                               rows=1, cols=n, elem_bytes=4, local_addr=tg.param_base + i,
-                               local_plane_stride=3, local_row_stride=1, dim=dim, acc=1):
-                em.add(LOAD_Q, c, f"{g.name}: load {('bias', 'mult', 'shift')[i]}")
+        # one 3D load: plane = n-tile, its 3 rows = (bias, mult, shift)
+        for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(pname, 0), host_row_stride=4 * n,
+                           rows=3, cols=n, elem_bytes=4, local_addr=tg.param_base,
+                           local_plane_stride=3, local_row_stride=1, dim=dim, acc=1):
+            em.add(LOAD_Q, c, f"{g.name}: load bias/mult/shift")
         for t in tg.tiles:
             mr, tb = t.rows, t.buf
             for s in t.steps:
@@ -326,15 +389,30 @@ def schedule(tiled, name, graph_inputs, graph_outputs):
                 a_buf, b_buf = bufs[f"a{sb}"].base, bufs[f"b{sb}"].base
                 # ---- queue 0: load the step's operands into the free half of the double buffer
                 em.wait(LOAD_Q, EV_COMPUTED, s.index - 1, f"{g.name}: a{sb}/b{sb} free")
-                for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(a_name, t.m0 * g.k + s.k0),
-                                   host_row_stride=g.k, rows=mr, cols=s.k1 - s.k0, elem_bytes=1,
-                                   local_addr=a_buf, local_plane_stride=mr, local_row_stride=1, dim=dim):
-                    em.add(LOAD_Q, c, f"{g.name}: load A[{t.m0}:{t.m1}, {s.k0}:{s.k1}]")
+                if s.first and use_bias_c:
+                    # the bias rows initialise C (c{tb} is free once tile t - 2's epilogue is done)
+                    epilogue_wait(t, s, "c")
+                    for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(pname, 4 * t.n0),
+                                       host_row_stride=0, rows=mr, cols=t.n1 - t.n0, elem_bytes=4,
+                                       local_addr=bufs[f"c{tb}"].base, local_plane_stride=mr,
+                                       local_row_stride=1, dim=dim, acc=1):
+                        em.add(LOAD_Q, c, f"{g.name}: bias into C tile {t.index}")
                 for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(w_name, s.k0 * g.n + t.n0),
                                    host_row_stride=g.n, rows=s.k1 - s.k0, cols=t.n1 - t.n0,
                                    elem_bytes=1, local_addr=b_buf, local_plane_stride=kcs * dim,
                                    local_row_stride=1, dim=dim):
                     em.add(LOAD_Q, c, f"{g.name}: load W[{s.k0}:{s.k1}, {t.n0}:{t.n1}]")
+                if a_wait:
+                    em.wait(LOAD_Q, EV_STORED, a_wait, f"{g.name}: operands stored")
+                    a_wait = 0
+                if fwd:                               # A = the previous GEMM's output buffer
+                    a_buf = a_fwd + (s.k0 // dim) * mr
+                else:
+                    for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(a_name, t.m0 * g.k + s.k0),
+                                       host_row_stride=g.k, rows=mr, cols=s.k1 - s.k0, elem_bytes=1,
+                                       local_addr=a_buf, local_plane_stride=mr, local_row_stride=1,
+                                       dim=dim):
+                        em.add(LOAD_Q, c, f"{g.name}: load A[{t.m0}:{t.m1}, {s.k0}:{s.k1}]")
                 if kcs * dim > s.k1 - s.k0:          # W's K edge: zero rows
                     em.add(LOAD_Q, Opcode.DMA_LOAD, f"{g.name}: zero W K-edge", host_addr=0,
                            host_row_stride=0, host_plane_stride=0, row_bytes=0,
@@ -342,7 +420,7 @@ def schedule(tiled, name, graph_inputs, graph_outputs):
                            local_addr=b_buf + (s.k1 - s.k0), local_row_stride=1,
                            local_plane_stride=kcs * dim)
                 if s.last and r_name is not None:
-                    em.wait(LOAD_Q, EV_EPILOGUE, t.index - 1, f"{g.name}: r{tb} free")
+                    epilogue_wait(t, s, "r")
                     for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(r_name, t.m0 * g.n + t.n0),
                                        host_row_stride=g.n, rows=mr, cols=t.n1 - t.n0, elem_bytes=1,
                                        local_addr=bufs[f"r{tb}"].base, local_plane_stride=mr,
@@ -351,22 +429,26 @@ def schedule(tiled, name, graph_inputs, graph_outputs):
                 em.signal(LOAD_Q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} loaded")
                 # ---- queue 1: multiply
                 em.wait(COMPUTE_Q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} operands")
-                em.add(COMPUTE_Q, Opcode.GEMM, f"{g.name}: step {s.index}", a_addr=a_buf, b_addr=b_buf,
+                em.add(COMPUTE_Q, Opcode.GEMM, f"{g.name}: step {s.index}" + (" (A on chip)" if fwd else ""),
+                       a_addr=a_buf, b_addr=b_buf,
                        c_addr=bufs[f"c{tb}"].base, m=mr, k_tiles=kcs, n_tiles=ngs, a_kt_stride=mr,
-                       b_nt_stride=kcs * dim, c_nt_stride=mr, accumulate=int(not s.first))
+                       b_nt_stride=kcs * dim, c_nt_stride=mr, accumulate=int(use_bias_c or not s.first))
                 em.signal(COMPUTE_Q, EV_COMPUTED, s.index + 1, f"{g.name}: step {s.index} multiplied")
             # ---- queue 1: epilogue of the tile into the free output buffer
             em.wait(COMPUTE_Q, EV_STORED, t.index - 1, f"{g.name}: o{tb} free")
-            nt0 = t.n0 // dim
-            for j in range(ceil_div(t.n1 - t.n0, dim)):
-                prow = tg.param_base + 3 * (nt0 + j)
-                em.add(COMPUTE_Q, Opcode.VECTOR, f"{g.name}: epilogue tile {t.index} n-tile {nt0 + j}",
-                       src_addr=bufs[f"c{tb}"].base + j * mr, dst_addr=bufs[f"o{tb}"].base + j * mr,
-                       rows=mr, bias_addr=prow, mult_addr=prow + 1, shift_addr=prow + 2,
-                       res_addr=bufs[f"r{tb}"].base + j * mr if r_name else 0,
-                       zero_point=g.zero_point & 0xFF, **{"ops.bias": int(g.bias is not None),
-                                                          "ops.relu": int(g.relu),
-                                                          "ops.add": int(r_name is not None)})
+            nt0, ngs = t.n0 // dim, ceil_div(t.n1 - t.n0, dim)
+            # C, output and residual n-tiles are contiguous (stride mr): with per-tensor
+            # parameters one command covers all of them
+            for j0, nj in ([(0, ngs)] if uniform else [(j, 1) for j in range(ngs)]):
+                prow = tg.param_base + 3 * (nt0 + j0)
+                what = f"n-tiles {nt0}..{nt0 + nj - 1}" if nj > 1 else f"n-tile {nt0 + j0}"
+                em.add(COMPUTE_Q, Opcode.VECTOR, f"{g.name}: epilogue tile {t.index} {what}",
+                       src_addr=bufs[f"c{tb}"].base + j0 * mr, dst_addr=bufs[f"o{tb}"].base + j0 * mr,
+                       rows=mr * nj, bias_addr=prow, mult_addr=prow + 1, shift_addr=prow + 2,
+                       res_addr=bufs[f"r{tb}"].base + j0 * mr if r_name else 0,
+                       zero_point=g.zero_point & 0xFF,
+                       **{"ops.bias": int(g.bias is not None and not use_bias_c),
+                          "ops.relu": int(g.relu), "ops.add": int(r_name is not None)})
             em.signal(COMPUTE_Q, EV_EPILOGUE, t.index + 1, f"{g.name}: tile {t.index} epilogue")
             # ---- queue 2: store
             em.wait(STORE_Q, EV_EPILOGUE, t.index + 1, f"{g.name}: tile {t.index} ready")

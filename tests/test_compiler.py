@@ -14,7 +14,8 @@ import pytest
 
 from compiler import mlir
 from compiler.compile import compile_graph
-from compiler.cost import command_cycles, gemm_cycles
+from compiler.cost import (DISPATCH, DMA_SETUP, FW_EVENT, RETIRE_LAT, START_LAT, command_cycles,
+                           gemm_cycles, simulate)
 from compiler.errors import CompileError
 from compiler.graph import Graph, interpret
 from compiler.ir import CommandIR
@@ -251,7 +252,7 @@ def test_queues_and_events_order_loads_before_compute():
     # without the wait for the previous layer's stores, a load may read its output too early
     # (one tile per layer, so nothing else orders them)
     g1, feeds1 = mlp(rng_for(601))
-    cm1 = compile_graph(g1, caps_for(8))
+    cm1 = compile_graph(g1, caps_for(8), forward=False)
     assert all(len(tg.tiles) == 1 for tg in cm1.tiled.gemms)
     bad = _drop(cm1, lambda c: c.queue == LOAD_Q and c.opcode == Opcode.WAIT_EVENT
                 and c.fields["event"] == 3)
@@ -262,6 +263,130 @@ def test_queues_and_events_order_loads_before_compute():
                 and c.fields["event"] == 1)
     with pytest.raises(Hazard):
         execute(bad, cm.caps, inputs, seed=0)
+
+
+def _vectors(cm):
+    return [c for c in cm.program.commands if c.opcode == Opcode.VECTOR]
+
+
+@pytest.mark.parametrize("dim", [4, 8])
+@pytest.mark.parametrize("layout", ["banked", "wide_w"])
+def test_fused_epilogue_one_vector_per_tile(dim, layout):
+    """Per-tensor requantization: the bias is DMA'd into the C tile (the GEMM accumulates onto
+    it) and one VECTOR covers every n-tile of the tile; bit-exact either way, in several
+    interleavings, on a chip small enough for several M tiles, N groups and K chunks."""
+    g, feeds = mlp(rng_for(650 + dim), batch=40, dims=(72, 100, 36))
+    caps = caps_for(dim, **TINY)
+    fused = compile_graph(g, caps, layout=layout, bias_in_c=True)
+    tiles = sum(len(tg.tiles) for tg in fused.tiled.gemms)
+    assert tiles > len(fused.tiled.gemms)
+    assert len(_vectors(fused)) == tiles
+    assert all(c.fields["ops.bias"] == 0 for c in _vectors(fused))
+    bias_loads = [c for c in fused.program.commands
+                  if c.opcode == Opcode.DMA_LOAD and "bias into C" in c.note]
+    assert bias_loads and all(c.fields["acc"] == 1 and c.fields["host_row_stride"] == 0
+                              for c in bias_loads)
+    assert all(c.fields["accumulate"] for c in fused.program.commands if c.opcode == Opcode.GEMM)
+    assert_matches(fused, feeds, seeds=(0, 1, 2))
+    split = compile_graph(g, caps, layout=layout, bias_in_c=False)
+    n_tiles = sum(-(-(t.n1 - t.n0) // dim) for tg in split.tiled.gemms for t in tg.tiles)
+    assert len(_vectors(split)) == n_tiles >= tiles
+    assert_matches(split, feeds, seeds=(0, 1))
+
+
+def test_per_channel_requantization_keeps_one_vector_per_n_tile():
+    rng = rng_for(660)
+    g = Graph("pc")
+    x = g.input("x", (8, 16), scale=0.05, zero_point=3)
+    w = g.const("w", rng.integers(-128, 128, (16, 24), dtype=np.int8),
+                scale=np.linspace(0.005, 0.02, 24).astype(np.float32))
+    b = g.const("b", rng.integers(-3000, 3000, 24, dtype=np.int32))
+    y = g.linear(x, w, b, scale=out_scale(0.05, 0.01, 16), zero_point=-5, relu=True, name="fc")
+    g.output(y)
+    cm = compile_graph(g, caps_for(8), bias_in_c=True)
+    assert len(cm.fused[0].mult) == 24 and len(set(cm.fused[0].mult.tolist())) > 1
+    assert len(_vectors(cm)) == 3 and all(c.fields["ops.bias"] for c in _vectors(cm))
+    assert_matches(cm, {"x": rng.integers(-128, 128, (8, 16), dtype=np.int8)}, seeds=(0, 1))
+
+
+def test_removed_events_of_the_fused_schedule_are_caught():
+    """The waits the fused schedule keeps are needed: dropping one is a hazard (the reference
+    executor's happens-before check), and the ones it leaves out are implied."""
+    g, feeds = mlp(rng_for(670), batch=40, dims=(16, 40, 24))
+    caps = caps_for(4, **TINY)
+    cm = compile_graph(g, caps, layout="banked", bias_in_c=True)
+    inputs = cm.pack_inputs(feeds)
+    for s in range(3):
+        execute(cm.program, caps, inputs, seed=s)
+    # one-step tiles: the C buffer's wait for the epilogue two tiles back is not implied
+    assert any(len(t.steps) == 1 for tg in cm.tiled.gemms for t in tg.tiles)
+    c_free = [c for c in cm.program.commands if c.queue == LOAD_Q and c.note.endswith(" free")
+              and c.note.split(": ")[1].startswith("c")]
+    assert c_free
+    bad = _drop(cm, lambda c: c.tag == c_free[0].tag)
+    with pytest.raises(Hazard):
+        execute(bad, caps, inputs, seed=0)
+    # the per-step computed signal (buffer reuse) is still required
+    bad = _drop(cm, lambda c: c.queue == COMPUTE_Q and c.opcode == Opcode.SIGNAL_EVENT
+                and c.fields["event"] == 1 and c.fields["value"] == 2)
+    with pytest.raises((Hazard, CompileError, RuntimeError)):
+        CommandIR(caps, bad).verify()
+        execute(bad, caps, inputs, seed=0)
+    # multi-step tiles: the step's buffer wait implies the C buffer is free (no extra WAIT), and
+    # the program is still hazard-free in every interleaving tried
+    g2, feeds2 = mlp(rng_for(671), batch=40, dims=(72, 100, 36))
+    big = compile_graph(g2, caps, layout="banked", bias_in_c=True)
+    tiles = [t for tg in big.tiled.gemms for t in tg.tiles]
+    implied = [t for t in tiles[2:] if t.steps[0].index - 2 >= tiles[t.index - 1].steps[0].index]
+    assert implied
+    c_waits = [c for c in big.program.commands if c.queue == LOAD_Q and c.opcode == Opcode.WAIT_EVENT
+               and re.search(r": c\d free$", c.note)]
+    assert len(c_waits) == len(tiles) - 2 - len(implied)
+    assert_matches(big, feeds2, seeds=(0, 1, 2))
+
+
+@pytest.mark.parametrize("dim", [4, 8, 16])
+def test_single_tile_layers_forward_their_output_on_chip(dim):
+    """A single-tile layer's output buffer is the next single-tile layer's A: no A load, no wait
+    for the store; the SIGNAL between the epilogue and the next GEMM is what orders them."""
+    g, feeds = mlp(rng_for(680 + dim))
+    cm = compile_graph(g, caps_for(dim))
+    assert all(len(tg.tiles) == 1 for tg in cm.tiled.gemms)
+    notes = [c.note for c in cm.program.commands]
+    assert sum("(A on chip)" in n for n in notes) > 0
+    for name in ("fc1", "fc2"):
+        assert not any(n.startswith(f"{name}: load A") or n == f"{name}: operands stored" for n in notes)
+    assert any(n.startswith("fc0: load A") for n in notes)
+    assert_matches(cm, feeds, seeds=(0, 1, 2))
+    off = compile_graph(g, caps_for(dim), forward=False)
+    assert not any("(A on chip)" in c.note for c in off.program.commands)
+    assert cm.report()["bound"] < off.report()["bound"]
+    # without the epilogue's SIGNAL, the next layer's GEMM may read the output buffer before (or
+    # while) the vector unit writes it
+    first = next(i for i, n in enumerate(notes) if "(A on chip)" in n)
+    sig = max(i for i in range(first) if cm.program.commands[i].queue == COMPUTE_Q
+              and cm.program.commands[i].opcode == Opcode.SIGNAL_EVENT)
+    assert cm.program.commands[sig].fields["event"] == 2
+    bad = _drop(cm, lambda c: c.tag == cm.program.commands[sig].tag)
+    with pytest.raises(Hazard):
+        execute(bad, cm.caps, cm.pack_inputs(feeds), seed=0)
+
+
+def test_short_first_step_shortens_the_pipeline_fill():
+    """The make sim conv model at dim 8: the chosen program starts with a short k-step (its load
+    is the fill nothing overlaps), the rest of the K chunks at full size; still bit-exact."""
+    from compiler.models import build
+    from compiler.passes import tile
+    g, feeds = build("conv", int(rng_for(690).integers(1 << 30)))
+    caps = caps_for(8)
+    cm = compile_graph(g, caps)
+    ks = [c.fields["k_tiles"] for c in cm.program.commands if c.opcode == Opcode.GEMM]
+    assert ks[0] < ks[1]
+    assert_matches(cm, feeds)
+    fused = fuse(g)
+    short, plain = tile(fused, caps, first_short=True), tile(fused, caps, first_short=False)
+    assert len(short.gemms[0].tiles[0].steps) == len(plain.gemms[0].tiles[0].steps) + 1
+    assert short.verify() and plain.verify()
 
 
 def test_missing_signal_is_a_deadlock_compile_error():
@@ -459,8 +584,39 @@ def test_cost_model():
             assert cy >= f["k_tiles"] * f["n_tiles"] * (f["m"] + caps.dim)
     # calibrated against `make bench` (RTL, dim 8): GEMM busy cycles of M = K = N = 32 and 64
     assert gemm_cycles(32, 4, 4, caps) == 658 and gemm_cycles(64, 8, 8, caps) == 4626
+    # DMA calibrated on make sim's PERF counters: per row 0.43 + 0.82 per 8-byte beat (loads),
+    # max(1.5 per row, 1 per beat) (stores)
     small = ProgramCommand(0, Opcode.DMA_LOAD, dict(rows=8, planes=1, row_bytes=8))
     big = ProgramCommand(0, Opcode.DMA_LOAD, dict(rows=8, planes=4, row_bytes=64))
-    assert command_cycles(big, caps) - command_cycles(small, caps) == 8 * 4 * 8 - 8
+    assert command_cycles(small, caps) == DMA_SETUP + int(8 * (0.43 + 0.82))
+    assert command_cycles(big, caps) == DMA_SETUP + int(32 * (0.43 + 8 * 0.82))
+    store = ProgramCommand(2, Opcode.DMA_STORE, dict(rows=16, planes=2, row_bytes=8))
+    assert command_cycles(store, caps) == DMA_SETUP + 48
     rep = cm.report()
-    assert rep["commands"] == len(cm.cycles) and rep["bound"] <= rep["serial"] + rep["firmware"]
+    assert rep["commands"] == len(cm.cycles)
+    assert max(rep["engines"].values()) <= rep["lower_bound"] <= rep["bound"]
+    assert rep["bound"] <= rep["serial"] + rep["firmware"] + len(cm.cycles) * (RETIRE_LAT + START_LAT)
+
+
+def _cmd(queue, op, **fields):
+    return ProgramCommand(queue, op, fields)
+
+
+def test_simulated_run_time_models_the_firmware():
+    """cost.simulate: dispatch cost per descriptor, SIGNAL after retirement, engine overlap."""
+    G, L = Opcode.GEMM, Opcode.DMA_LOAD
+    # two GEMMs back to back: the second queues behind the first in the engine
+    two = [_cmd(1, G), _cmd(1, G)]
+    assert simulate(two, [1000, 1000]) == DISPATCH + START_LAT + 2000 + RETIRE_LAT
+    # a SIGNAL between them waits for the first's retirement: a gap on the engine
+    sig = [_cmd(1, G), _cmd(1, Opcode.SIGNAL_EVENT, event=0, value=1), _cmd(1, G)]
+    gap = simulate(sig, [1000, FW_EVENT, 1000]) - simulate(two, [1000, 1000])
+    assert gap >= RETIRE_LAT
+    # a load on another queue overlaps the GEMM; a WAIT on it orders the GEMM after it
+    par = [_cmd(0, L), _cmd(1, G)]
+    assert simulate(par, [1000, 1000]) < 2000 + 2 * DISPATCH
+    dep = [_cmd(0, L), _cmd(0, Opcode.SIGNAL_EVENT, event=0, value=1),
+           _cmd(1, Opcode.WAIT_EVENT, event=0, value=1), _cmd(1, G)]
+    assert simulate(dep, [1000, FW_EVENT, FW_EVENT, 1000]) > 2000 + RETIRE_LAT
+    # a WAIT nothing here signals (a layer cut out of a program) counts as reached
+    assert simulate([_cmd(1, Opcode.WAIT_EVENT, event=3, value=9), _cmd(1, G)], [FW_EVENT, 10]) > 0
