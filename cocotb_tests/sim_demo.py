@@ -44,9 +44,11 @@ def print_report(r, wall):
             shape = "x".join(str(v) for v in L["shape"])
             print(f"  {L['layer']:<8}{shape:>16}{L['commands']:>6}{L['predicted']:>11}"
                   f"{L['measured']:>10}{L['measured'] / max(L['predicted'], 1):>10.2f}"
-                  f"{_pct(L['pe_util']):>9}")
+                  f"{_pct(L['pe_util']) if L['pe_util'] <= 1 else 'overlap':>9}")
         print(f"  {'total':<8}{'':>16}{m['commands']:>6}{m['predicted']:>11}{m['last_record']:>10}"
               f"{m['last_record'] / max(m['predicted'], 1):>10.2f}{_pct(m['pe_util_run']):>9}")
+        print("  (a layer's measured span runs from the previous layer's last completion record to its "
+              "own; layers overlap, so compare the totals)")
         print(f"  predicted serial (no overlap): {m['predicted_serial']} cycles; "
               f"host-observed run (TIMESTAMP around Device.run): {m['total']} cycles")
         pe = m["predicted_engines"]
