@@ -57,8 +57,8 @@ waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<
 	@test -n "$(TEST)" || { echo "usage: make waves TEST=<pytest node id> [SEED=n]"; exit 2; }
 	KAKI_WAVES=1 $(PY) -m pytest -p no:xdist "$(TEST)" -s
 
-bench: $(STAMP) ## datapath benchmark: PE utilization vs GEMM size (JSON in build/bench.json)
-	$(PY) -m cocotb_tests.bench
+bench: $(STAMP) firmware ## compiled GEMMs driver -> firmware -> RTL: PE utilization, sim speed vs bare C++, golden speed, compile times (build/bench.json, build/bench.png)
+	$(PY) -m cocotb_tests.bench --dim $(DIM)
 
 regress: $(STAMP) firmware ## longer regression: more seeds, all array sizes
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)

@@ -1,45 +1,160 @@
-"""`make bench`, cocotb side: GEMM datapath utilization against size on the RTL chip.
+"""`make bench`, cocotb side: compiled S³ int8 GEMMs (+ requantize) through driver -> firmware -> RTL.
 
-For each size S the DMA loads A[S, S] and B[S, S], then one GEMM command runs alone (the number
-reported), then the int32 result is stored and checked bit-exactly so the figure is trustworthy.
+For each size in KAKI_BENCH_SIZES (the first one is the traced program, 256 by default): compile
+the graph for the capabilities the chip reports, run it with ``Device.run`` (ChipTB backend, the
+firmware ELF on the control core), check the output bit-exactly against the graph's NumPy
+interpreter, and record TIMESTAMP around the run, PERF busy counters and the wall time of
+``Device.run``.
+
+From reset to the end of the first program's run, every CSR access the driver makes and every
+host-memory backdoor load is recorded with its cycle (``bench_lib.Trace``), ending with a dump of
+the driver's host-memory region; ``trace.txt`` and ``region.hex`` (that dump) let the bare
+Verilator C++ harness replay the same stream on the same RTL. Results go to ``bench_rtl.json`` and
+``out_<size>.npy`` in the run directory.
 """
 import json
 import os
+import shutil
 import time
 
 import cocotb
 import numpy as np
+from cocotb.triggers import Timer
+from cocotb.utils import get_sim_time
 
-from compiler.lower_gemm import gemm_command, store_accumulator
-from golden import ops
+from compiler.compile import compile_graph
+from compiler.graph import interpret
+from driver.device import Device
 
-from .chip_tb import ChipTB
+from . import bench_lib as B
+from . import demo_run as D
+from .chip_tb import CLOCK_NS, ChipTB
+
+
+def _cycle():
+    return int(get_sim_time("ns")) // CLOCK_NS
+
+
+class Recorder:
+    """Records the testbench's CSR accesses and backdoor loads while ``active``; counts the calls
+    and wall time of every backend method (``stats``: name -> [calls, wall seconds])."""
+
+    def __init__(self, tb):
+        self.trace = B.Trace()
+        self.active = True
+        self.stats = {}
+        for name in ("host_read", "host_write", "wait", "wait_interrupt"):
+            setattr(tb, name, self._timed(name, getattr(tb, name)))
+        read = self._timed("read", tb.read)
+        write = self._timed("write", tb.write)
+        load = tb.host._load_words
+
+        async def rec_read(reg):
+            c = _cycle()
+            v = await read(reg)
+            if self.active:
+                self.trace.read(c, reg.addr, v)
+            return v
+
+        async def rec_write(reg, value):
+            if self.active:
+                self.trace.write(_cycle(), reg.addr, value)
+            await write(reg, value)
+
+        async def rec_load(w0, data):
+            await load(w0, data)          # returns at the falling edge after the loading edge
+            if self.active:
+                words = np.ascontiguousarray(data).view("<u8")
+                self.trace.load(_cycle(), w0, words.tolist())
+
+        tb.read, tb.write, tb.host._load_words = rec_read, rec_write, rec_load
+
+    def _timed(self, name, fn):
+        st = self.stats.setdefault(name, [0, 0.0])
+
+        async def call(*args):
+            w = time.perf_counter()
+            try:
+                return await fn(*args)
+            finally:
+                st[0] += 1
+                st[1] += time.perf_counter() - w
+        return call
+
+    def snapshot(self):
+        return {k: list(v) for k, v in self.stats.items()}
 
 
 @cocotb.test()
-async def gemm_utilization(dut):
-    sizes = [int(s) for s in os.environ.get("KAKI_BENCH_SIZES", "32,64,128,256").split(",")]
+async def bench(dut):
+    sizes = [int(s) for s in os.environ.get("KAKI_BENCH_SIZES", "256,32,64,128").split(",")]
+    elf = os.environ["KAKI_FW_ELF"]
     tb = ChipTB(dut)
-    caps = await tb.reset()
-    await tb.enable_irqs()
-    rng = np.random.default_rng(tb.seed)
+    rec = Recorder(tb)
+    rec.trace.configure(5, 2, 0, tb.seed, 255)     # ChipTB.reset / HostMemory.configure defaults
+    await tb.reset()
+    dev = await Device.open(tb, host_base=D.HOST_BASE, host_bytes=D.HOST_BYTES, firmware=elf)
+    caps = dev.caps
     results = []
-    for s in sizes:
-        a = rng.integers(-128, 128, (s, s), dtype=np.int8)
-        b = rng.integers(-128, 128, (s, s), dtype=np.int8)
-        plan, end = await tb.load_gemm_operands(a, b)
-        await tb.clear_perf()
-        wall = time.perf_counter()
-        await tb.run_commands([gemm_command(plan)])
-        wall = time.perf_counter() - wall
-        perf = await tb.perf()
-        await tb.run_commands(store_accumulator(plan, end))
-        c = np.frombuffer(await tb.host.read(end, 4 * s * s), dtype=np.int32).reshape(s, s)
-        assert np.array_equal(c, ops.gemm(a, b)), f"GEMM {s}^3 result differs from the reference"
-        busy = perf["PERF_GEMM_BUSY"]
-        util = s ** 3 / (caps.dim ** 2 * busy)
-        results.append({"size": s, "gemm_busy_cycles": busy, "active_cycles": perf["PERF_GEMM_ACTIVE"],
-                        "pe_utilization": util, "sim_cycles_per_s": perf["PERF_CYCLES"] / wall})
-        tb.log.info(f"GEMM {s}^3: {busy} cycles, PE utilization {util:.1%}")
-    with open("bench.json", "w") as f:
-        json.dump({"dim": caps.dim, "seed": tb.seed, "results": results}, f, indent=1)
+    for i, size in enumerate(sizes):
+        g, feeds = B.gemm_graph(size, seed=tb.seed)
+        cm = compile_graph(g, caps)
+        traced = i == 0
+
+        snap = {}
+
+        async def before():
+            snap.update(rec.snapshot())
+            if traced:
+                rec.trace.mark("S", _cycle())
+
+        async def on_end():
+            snap.update({k: [v[0] - snap.get(k, [0, 0])[0], v[1] - snap.get(k, [0, 0])[1]]
+                         for k, v in rec.snapshot().items()})
+            if traced:
+                rec.trace.mark("E", _cycle())
+
+        async def after(bufs):
+            if not traced:
+                return
+            lo = D.HOST_BASE // 8
+            hi = (D.HOST_BASE + D.HOST_BYTES) // 8 - 1
+            await tb.host._dump_words(lo, hi)      # returns at the falling edge after the dump edge
+            rec.trace.dump(_cycle(), lo, hi)
+            shutil.copy(tb.host.fname, "region.hex")
+            rec.active = False
+            with open("trace.txt", "w") as f:
+                f.write(rec.trace.dumps())
+
+        outs, meas = await B.run_program(dev, cm, feeds, before=before, on_end=on_end, after=after)
+        ref = interpret(g, feeds)
+        (name,) = ref
+        exact = bool(np.array_equal(outs[name], ref[name]))
+        np.save(f"out_{size}.npy", outs[name])
+        cycles = (meas["t1"] - meas["t0"]) & D.M32
+        macs = size ** 3
+        busy = meas["perf"]["PERF_GEMM_BUSY"]
+        results.append(dict(
+            size=size, commands=len(cm.program.commands), macs=macs, run_cycles=cycles,
+            gemm_busy=busy, perf=meas["perf"], rtl_wall_s=meas["wall"],
+            rtl_cycles_per_s=cycles / meas["wall"], traced=traced,
+            window=[e[1] for e in rec.trace.events if e[0] in ("S", "E")] if traced else None,
+            out_addr=meas["out_addr"][name] if traced else None, out_bytes=int(outs[name].nbytes),
+            pe_util_run=macs / (caps.dim ** 2 * cycles), pe_util_gemm=macs / (caps.dim ** 2 * busy),
+            predicted=cm.report()["bound"], exact=exact, backend_calls=dict(snap)))
+        tb.log.info(f"GEMM {size}^3: {cycles} cycles, {results[-1]['pe_util_run']:.1%} PE "
+                    f"utilization, {meas['wall']:.1f} s wall, bit-exact {exact}")
+        with open("bench_rtl.json", "w") as f:
+            json.dump(dict(dim=caps.dim, seed=tb.seed, sizes=results, trust_inertial_writes=bool(
+                getattr(cocotb.handle, "_trust_inertial", False))), f, indent=1)
+    # The ceiling of this simulator under cocotb: the clock alone, no Python wake-up at all.
+    idle_cycles = 100_000
+    w = time.perf_counter()
+    await Timer(idle_cycles * CLOCK_NS, "ns")
+    idle = dict(cycles=idle_cycles, wall_s=time.perf_counter() - w)
+    idle["cycles_per_s"] = idle_cycles / idle["wall_s"]
+    with open("bench_rtl.json", "w") as f:
+        json.dump(dict(dim=caps.dim, seed=tb.seed, sizes=results, idle_clock=idle,
+                       trust_inertial_writes=bool(getattr(cocotb.handle, "_trust_inertial", False))),
+                  f, indent=1)
+    assert all(r["exact"] for r in results), "RTL output differs from the NumPy interpreter"

@@ -1,0 +1,127 @@
+"""`make bench`'s pure-Python parts (cocotb_tests/bench_lib.py, bench.py) without a simulator:
+the GEMM workload, the CSR/backdoor trace the C++ harness replays (format round trip), the
+driver run on the golden backend with its timing hooks, the report table and the plot."""
+import asyncio
+
+import numpy as np
+import pytest
+
+from cocotb_tests import bench, bench_lib as B
+from compiler import models
+from compiler.compile import compile_graph
+from compiler.graph import interpret
+from driver.capabilities import Capabilities
+from hdl_gen.config import KakiConfig
+
+
+def test_trace_round_trip():
+    t = B.Trace()
+    t.configure(5, 2, 0, 7, 255)
+    t.read(6, 0x0, 0x4B414B49)
+    t.write(20, 0x80, 0xFFFF_FFFF)
+    t.load(31, 0x200, [0, 0x0123456789ABCDEF, 1])
+    t.mark("S", 40)
+    t.write(41, 0x104, 3)
+    t.mark("E", 90)
+    t.dump(93, 0x200, 0x1E1FF)
+    text = t.dumps()
+    assert text.splitlines() == [
+        "K 5 2 0 7 255", "R 6 0 4b414b49", "W 20 80 ffffffff", "L 31 200 0 123456789abcdef 1",
+        "S 40", "W 41 104 3", "E 90", "D 93 200 1e1ff"]
+    back = B.parse_trace(text)
+    assert back.header == t.header and back.events == t.events
+    assert t.counts() == {"R": 1, "W": 2, "L": 1, "S": 1, "E": 1, "D": 1}
+    with pytest.raises(ValueError):
+        B.parse_trace("Q 1 2\n")
+
+
+def test_read_hex_words(tmp_path):
+    f = tmp_path / "m.hex"
+    f.write_text("0123456789abcdef\nff\n")
+    got = bench.read_hex_words(f)
+    assert got.tolist() == [0xEF, 0xCD, 0xAB, 0x89, 0x67, 0x45, 0x23, 0x01, 0xFF] + [0] * 7
+
+
+@pytest.mark.parametrize("size", [32, 256])
+def test_gemm_workload_compiles_and_is_not_degenerate(size):
+    g, feeds = B.gemm_graph(size, seed=1)
+    out = next(iter(interpret(g, feeds).values()))
+    assert out.shape == (size, size) and models.degenerate(out) is None
+    cm = compile_graph(g, Capabilities.from_config(KakiConfig(dim=8)))
+    assert len(cm.program.commands) > 0
+
+
+@pytest.fixture(scope="module")
+def elf(tmp_path_factory):
+    from firmware import build as fw_build
+    return fw_build.build(tmp_path_factory.mktemp("fw") / "kaki_fw.elf")
+
+
+def test_run_golden_matches_interpreter(elf):
+    caps = Capabilities.from_config(KakiConfig(dim=8))
+    out, meas = bench.run_golden(32, 1, caps, elf)
+    g, feeds = B.gemm_graph(32, seed=1)
+    assert np.array_equal(out, next(iter(interpret(g, feeds).values())))
+    assert meas["wall"] > 0 and ((meas["t1"] - meas["t0"]) & 0xFFFF_FFFF) > 0
+    assert meas["perf"]["PERF_GEMM_BUSY"] > 0
+
+
+def test_run_program_hooks_order(elf):
+    from cocotb_tests.demo_run import HOST_BASE, HOST_BYTES
+    from driver.device import Device
+    from driver.golden_backend import GoldenBackend
+    from golden.chip_model import ChipModel
+
+    caps = Capabilities.from_config(KakiConfig(dim=8))
+    g, feeds = B.gemm_graph(32, seed=2)
+    cm = compile_graph(g, caps)
+    seen = []
+
+    async def go():
+        chip = ChipModel(caps, host_bytes=HOST_BASE + HOST_BYTES, seed=2, engine_delay=(1, 40))
+        dev = await Device.open(GoldenBackend(chip), host_base=HOST_BASE, host_bytes=HOST_BYTES,
+                                firmware=elf)
+
+        async def before():
+            seen.append("before")
+
+        async def on_end():
+            seen.append("on_end")
+
+        async def after(bufs):
+            seen.append(sorted(bufs))
+        return await B.run_program(dev, cm, feeds, before=before, on_end=on_end, after=after)
+    outs, meas = asyncio.run(go())
+    assert seen[:2] == ["before", "on_end"] and set(seen[2]) == set(cm.program.buffers)
+    assert set(meas["out_addr"]) == set(outs)
+
+
+def _data():
+    sizes = [dict(size=s, commands=10, run_cycles=1000 * s, gemm_busy=900 * s, pe_util_run=u,
+                  pe_util_gemm=u + 0.1, rtl_wall_s=1.0, rtl_cycles_per_s=1000.0 * s,
+                  golden_wall_s=0.1, exact=True)
+             for s, u in ((256, 0.858), (32, 0.11), (64, 0.43))]
+    return dict(dim=8, seed=1, goal_size=256, sizes=sizes, compile_s={"mlp": 0.16, "conv": 0.05},
+                goals=dict(pe_util_256=0.858, golden_speedup=250.0),
+                harness=dict(window_cycles=300000, cocotb_cycles_per_s=7e4, cpp_cycles_per_s=2e5,
+                             cpp_wall_runs_s=[1.5, 1.4, 1.6], csr_writes=10, csr_reads=5,
+                             read_mismatches=0, loads=3, output_equal=True, region_equal=True,
+                             cocotb_backend_calls={"host_read": [3, 0.5], "wait": [0, 0.0]}),
+                cocotb_idle_clock=dict(cycles=1000, wall_s=0.01, cycles_per_s=1e5))
+
+
+def test_report_table():
+    rows = B.goal_rows(_data())
+    assert [(r[1], r[4]) for r in rows] == [(None, False), (0.858, False), (250.0, True)]
+    text = B.format_table(_data())
+    assert "PE utilization, 256^3 GEMM on 8x8" in text
+    assert "85.8%" in text and "90.0%" in text and "0.95" in text and "250x" in text
+    assert "cycle-exact" in text and "host_read 3x 0.50 s" in text and "wait 0x" not in text
+    assert "mlp 160 ms, conv 50 ms" in text
+    assert "100000 cycles/s = 0.50 of bare C++" in text
+
+
+def test_plot_writes_png(tmp_path):
+    p = tmp_path / "b.png"
+    B.plot(_data(), p)
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
