@@ -217,17 +217,11 @@ async def run_program(dev, cm, feeds, *, before=None, on_end=None, after=None, c
 
     from driver import registers as R
 
+    from .demo_run import read_outputs, upload_buffers
+
     clock = clock or time.perf_counter
     prog = cm.program
-    packed = cm.pack_inputs(feeds)
-    bufs = {}
-    for name, spec in prog.buffers.items():
-        if spec.role == "input":
-            bufs[name] = await dev.upload(np.frombuffer(packed[name], np.uint8), spec.align)
-        elif spec.role == "const" and spec.init is not None:
-            bufs[name] = await dev.upload(np.frombuffer(spec.init, np.uint8), spec.align)
-        else:
-            bufs[name] = dev.alloc(spec.nbytes, spec.align)
+    bufs = await upload_buffers(dev, cm, feeds)
     b = dev.backend
     await b.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))
     t0 = await b.read(R.TIMESTAMP)
@@ -243,11 +237,8 @@ async def run_program(dev, cm, feeds, *, before=None, on_end=None, after=None, c
         await after(bufs)
     perf = {n: await b.read(R.REGISTERS[n]) for n in ("PERF_GEMM_BUSY", "PERF_DMA_LOAD_BUSY",
                                                        "PERF_DMA_STORE_BUSY", "PERF_VEC_BUSY")}
-    outs = {}
-    for t in cm.graph.outputs:
-        outs[t.name] = (await bufs[t.name].read(np.uint8, t.nbytes)).tobytes()
+    outs = await read_outputs(cm, bufs)
     addr = {t.name: bufs[t.name].addr for t in cm.graph.outputs}
-    outs = cm.unpack_outputs(lambda name, nb: outs[name][:nb])
     for buf in bufs.values():
         buf.free()
     return outs, dict(t0=t0, t1=t1, perf=perf, wall=wall, out_addr=addr)

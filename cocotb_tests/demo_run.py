@@ -32,6 +32,27 @@ def layer_of(cmd):
     return cmd.note.split(":", 1)[0] if ":" in cmd.note else "?"
 
 
+async def upload_buffers(dev, cm, feeds):
+    """Device buffers for every buffer of ``cm.program``: inputs (packed from ``feeds``) and
+    initialized constants uploaded, the rest allocated. Returns name -> Buffer."""
+    packed = cm.pack_inputs(feeds)
+    bufs = {}
+    for name, spec in cm.program.buffers.items():
+        if spec.role == "input":
+            bufs[name] = await dev.upload(np.frombuffer(packed[name], np.uint8), spec.align)
+        elif spec.role == "const" and spec.init is not None:
+            bufs[name] = await dev.upload(np.frombuffer(spec.init, np.uint8), spec.align)
+        else:
+            bufs[name] = dev.alloc(spec.nbytes, spec.align)
+    return bufs
+
+
+async def read_outputs(cm, bufs):
+    """The graph outputs (name -> array) read back from the program's buffers."""
+    raw = {t.name: (await bufs[t.name].read(np.uint8, t.nbytes)).tobytes() for t in cm.graph.outputs}
+    return cm.unpack_outputs(lambda name, nb: raw[name][:nb])
+
+
 async def run_model(dev, cm, feeds):
     """Upload inputs and constants, clear PERF, ``dev.run`` the program, read outputs and records.
 
@@ -39,15 +60,7 @@ async def run_model(dev, cm, feeds):
     ``t1`` (TIMESTAMP around ``dev.run``), ``perf`` (PERF_* read after the run), ``records``
     (per program command, in program order: its completion record)."""
     prog = cm.program
-    packed = cm.pack_inputs(feeds)
-    bufs = {}
-    for name, spec in prog.buffers.items():
-        if spec.role == "input":
-            bufs[name] = await dev.upload(np.frombuffer(packed[name], np.uint8), spec.align)
-        elif spec.role == "const" and spec.init is not None:
-            bufs[name] = await dev.upload(np.frombuffer(spec.init, np.uint8), spec.align)
-        else:
-            bufs[name] = dev.alloc(spec.nbytes, spec.align)
+    bufs = await upload_buffers(dev, cm, feeds)
     b = dev.backend
     await b.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))
     t0 = await b.read(R.TIMESTAMP)
@@ -61,11 +74,7 @@ async def run_model(dev, cm, feeds):
         for i, r in zip(idx, rs):
             assert r["tag"] == prog.commands[i].tag & 0xFFFF, f"record tag {r['tag']} for command {i}"
             per_cmd[i] = r
-    outs = {}
-    for t in cm.graph.outputs:
-        raw = await bufs[t.name].read(np.uint8, t.nbytes)
-        outs[t.name] = raw.tobytes()
-    outs = cm.unpack_outputs(lambda name, nb: outs[name][:nb])
+    outs = await read_outputs(cm, bufs)
     for buf in bufs.values():
         buf.free()
     return outs, dict(t0=t0, t1=t1, perf=perf, records=per_cmd)
