@@ -33,6 +33,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import Axi4Signature
+from .round_robin import round_robin
 
 _AR_FIELDS = ("araddr", "arlen", "arsize", "arburst", "arprot")
 _AW_FIELDS = ("awaddr", "awlen", "awsize", "awburst", "awprot")
@@ -74,28 +75,12 @@ class Axi4Arbiter(wiring.Component):
         })
 
     # ------------------------------------------------------------------------------------------
-    def _round_robin(self, m, valids, name):
-        """Comb: (any, sel) for a round-robin choice among ``valids``; returns also ``last`` reg."""
-        n = self.n_managers
-        last = Signal(self.idx_bits, name=f"{name}_last", init=n - 1)
-        sel = Signal(self.idx_bits, name=f"{name}_sel")
-        any_ = Signal(name=f"{name}_any")
-        m.d.comb += any_.eq(Cat(*valids).any())
-        with m.Switch(last):
-            for k in range(n):
-                with m.Case(k):
-                    # lowest priority first: the last assignment wins
-                    for j in reversed(range(1, n + 1)):
-                        i = (k + j) % n
-                        with m.If(valids[i]):
-                            m.d.comb += sel.eq(i)
-        return any_, sel, last
-
     def _addr_channel(self, m, ch, fields, extra_block=None):
         """AR or AW: round-robin arbiter into a one-entry output register. Returns (take, sel)."""
         n, s = self.n_managers, self.s
         valids = [getattr(self.m[i], f"{ch}valid") for i in range(n)]
-        any_, sel, last = self._round_robin(m, valids, ch)
+        last = Signal(self.idx_bits, name=f"{ch}_last", init=n - 1)
+        any_, sel = round_robin(m, valids, last, ch)
         out_valid = getattr(s, f"{ch}valid")
         free = Signal(name=f"{ch}_free")
         m.d.comb += free.eq(~out_valid | getattr(s, f"{ch}ready"))

@@ -39,6 +39,7 @@ from amaranth.lib.wiring import In, Out
 from .axi import BURST_INCR, Axi4Signature
 from .config import KakiConfig
 from .descriptor import DESCRIPTOR_BITS, RECORD_BITS, CompletionRecord, ErrorCode
+from .round_robin import round_robin
 
 __all__ = ["QueueController", "QueuePortSignature"]
 
@@ -208,22 +209,6 @@ class QueueController(wiring.Component):
 
     # ---------------------------------------------------------------------------------------------
 
-    def _round_robin(self, m, valids, last):
-        """Comb (any, sel): the first valid index after ``last`` (wrapping)."""
-        n = self.n_queues
-        sel = Signal(self.qbits, name="fetch_rr_sel")
-        any_ = Signal(name="fetch_rr_any")
-        m.d.comb += any_.eq(Cat(*valids).any())
-        with m.Switch(last):
-            for k in range(n):
-                with m.Case(k):
-                    # lowest priority first: the last assignment wins
-                    for j in reversed(range(1, n + 1)):
-                        i = (k + j) % n
-                        with m.If(valids[i]):
-                            m.d.comb += sel.eq(i)
-        return any_, sel
-
     def elaborate(self, platform):
         m = Module()
         n, axi = self.n_queues, self.axi
@@ -278,7 +263,7 @@ class QueueController(wiring.Component):
             m.d.comb += a.eq((qp.ring_base & ~Const(31, 32)) + (slot << 5))
             addr.append(a)
         rr_last = Signal(self.qbits, name="fetch_rr_last", init=n - 1)
-        rr_any, rr_sel = self._round_robin(m, elig, rr_last)
+        rr_any, rr_sel = round_robin(m, elig, rr_last, "fetch_rr")
 
         fq = Signal(self.qbits, name="fetch_q")             # queue of the read in flight
         ar_valid = Signal(name="fetch_ar_valid")
