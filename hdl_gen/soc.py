@@ -26,6 +26,12 @@ RETIRE_DEPTH = 8      #: per-engine retire FIFO seen by the firmware (> FIFO_DEP
 ENGINE_DMA_LOAD, ENGINE_DMA_STORE, ENGINE_GEMM, ENGINE_VEC = range(4)
 
 
+def _mmio_field(ident, field, word):
+    """Field ``field`` of firmware MMIO register ``ident`` sliced out of a register ``word``."""
+    f = regmap.by_ident(MMIO_RDL)[ident].field(field)
+    return word[f.lsb:f.lsb + f.width]
+
+
 def _after_write(m, swmod, name):
     """A CSR ``swmod`` strobe delayed one cycle, so it coincides with the register's new value."""
     strobe = Signal(name=name)
@@ -191,9 +197,8 @@ class KakiSoc(wiring.Component):
                               & (bus.addr[2:MMIO_ADDR_BITS] == reg.addr >> 2))
         if field is None:
             return strobe, bus.wdata
-        f = reg.field(field)
-        value = Signal(f.width, name=f"fw_write_{ident.lower()}_{field.lower()}")
-        m.d.comb += value.eq(bus.wdata[f.lsb:f.lsb + f.width] & strobe.replicate(f.width))
+        value = Signal(reg.field(field).width, name=f"fw_write_{ident.lower()}_{field.lower()}")
+        m.d.comb += value.eq(_mmio_field(ident, field, bus.wdata) & strobe.replicate(len(value)))
         return strobe, value
 
     def _control_core(self, m, csr, fw, ctl, held):
@@ -221,10 +226,7 @@ class KakiSoc(wiring.Component):
     def _submission(self, m, csr, ctl, disp, qc, dma, held):
         """Dispatcher input: the firmware's FORWARD of a queue head, or (core held) CMD_SUBMIT."""
         write, wdata = self._fw_write(m, ctl, "FORWARD")
-        fields = regmap.by_ident(MMIO_RDL)["FORWARD"]
-        qf, tf = fields.field("QUEUE"), fields.field("TAG")
-        q = wdata[qf.lsb:qf.lsb + qf.width]
-        tag = wdata[tf.lsb:tf.lsb + tf.width]
+        q, tag = _mmio_field("FORWARD", "QUEUE", wdata), _mmio_field("FORWARD", "TAG", wdata)
         head = Signal(len(qc.q[0].head), name="forward_head")
         nonempty = Signal(name="forward_nonempty")
         with m.Switch(q):
@@ -294,8 +296,8 @@ class KakiSoc(wiring.Component):
             ]
             for w in range(8):
                 m.d.comb += getattr(fw, f"q_head{8 * i + w}_word").eq(q.head[32 * w:32 * w + 32])
-        cpl_write, _ = self._fw_write(m, ctl, "CPL")
-        cpl = {name: self._fw_write(m, ctl, "CPL", name.upper())[1]
+        cpl_write, wdata = self._fw_write(m, ctl, "CPL")
+        cpl = {name: _mmio_field("CPL", name.upper(), wdata)
                for name in ("queue", "irq", "halt", "flags", "status", "opcode")}
         m.d.comb += [
             qc.fw_running.eq(~held),

@@ -8,9 +8,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [32:0] \$100 ;
-  wire [3:0] \$101 ;
-  wire [3:0] \$102 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
@@ -43,57 +43,57 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
+  wire [3:0] \$132 ;
   wire \$133 ;
-  wire \$134 ;
+  wire [3:0] \$134 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
+  wire [32:0] \$140 ;
+  wire [32:0] \$141 ;
+  wire [32:0] \$142 ;
+  wire [32:0] \$143 ;
+  wire [32:0] \$144 ;
   wire \$145 ;
   wire \$146 ;
   wire \$147 ;
-  wire \$148 ;
+  wire [32:0] \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire \$150 ;
+  wire [32:0] \$150 ;
   wire \$151 ;
-  wire \$152 ;
+  wire [32:0] \$152 ;
   wire \$153 ;
-  wire \$154 ;
+  wire [32:0] \$154 ;
   wire \$155 ;
-  wire [3:0] \$156 ;
+  wire [32:0] \$156 ;
   wire \$157 ;
-  wire [3:0] \$158 ;
+  wire [32:0] \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire \$160 ;
+  wire [32:0] \$160 ;
   wire \$161 ;
-  wire \$162 ;
+  wire [32:0] \$162 ;
   wire \$163 ;
   wire [32:0] \$164 ;
-  wire [32:0] \$165 ;
+  wire \$165 ;
   wire [32:0] \$166 ;
-  wire [32:0] \$167 ;
-  wire [32:0] \$168 ;
+  wire \$167 ;
+  wire \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire [32:0] \$172 ;
+  wire [32:0] \$171 ;
+  wire \$172 ;
   wire \$173 ;
-  wire [32:0] \$174 ;
+  wire \$174 ;
   wire \$175 ;
   wire [32:0] \$176 ;
   wire \$177 ;
-  wire [32:0] \$178 ;
+  wire \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire [32:0] \$180 ;
@@ -109,103 +109,79 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [1:0] \$19 ;
   wire [32:0] \$190 ;
   wire \$191 ;
-  wire \$192 ;
+  wire [32:0] \$192 ;
   wire \$193 ;
-  wire \$194 ;
-  wire [32:0] \$195 ;
-  wire \$196 ;
+  wire [32:0] \$194 ;
+  wire \$195 ;
+  wire [32:0] \$196 ;
   wire \$197 ;
-  wire \$198 ;
+  wire [32:0] \$198 ;
   wire \$199 ;
   wire \$2 ;
   wire [1:0] \$20 ;
   wire [32:0] \$200 ;
   wire \$201 ;
-  wire \$202 ;
+  wire [32:0] \$202 ;
   wire \$203 ;
   wire [32:0] \$204 ;
-  wire \$205 ;
-  wire [32:0] \$206 ;
-  wire \$207 ;
-  wire [32:0] \$208 ;
-  wire \$209 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg \$207 ;
+  reg \$208 ;
+  reg [31:0] \$209 ;
   wire \$21 ;
-  wire [32:0] \$210 ;
-  wire \$211 ;
-  wire [32:0] \$212 ;
-  wire \$213 ;
-  wire [32:0] \$214 ;
-  wire \$215 ;
-  wire [32:0] \$216 ;
-  wire \$217 ;
-  wire [32:0] \$218 ;
-  wire \$219 ;
+  reg [31:0] \$210 ;
+  reg \$211 ;
+  reg \$212 ;
+  reg \$213 ;
+  reg \$214 ;
+  reg [31:0] \$215 ;
+  reg [31:0] \$216 ;
+  reg [31:0] \$217 ;
+  reg [31:0] \$218 ;
+  reg [7:0] \$219 ;
   wire \$22 ;
-  wire [32:0] \$220 ;
-  wire \$221 ;
-  wire [32:0] \$222 ;
-  wire \$223 ;
-  wire [32:0] \$224 ;
-  wire \$225 ;
-  wire [32:0] \$226 ;
-  wire \$227 ;
-  wire [32:0] \$228 ;
-  reg \$229 ;
+  reg [7:0] \$220 ;
+  reg [15:0] \$221 ;
+  reg \$222 ;
+  reg [31:0] \$223 ;
+  reg [31:0] \$224 ;
+  reg [31:0] \$225 ;
+  reg [31:0] \$226 ;
+  reg [31:0] \$227 ;
+  reg [31:0] \$228 ;
+  reg [31:0] \$229 ;
   wire [1:0] \$23 ;
-  reg \$230 ;
-  reg \$231 ;
-  reg \$232 ;
+  reg [31:0] \$230 ;
+  reg [31:0] \$231 ;
+  reg [31:0] \$232 ;
   reg [31:0] \$233 ;
   reg [31:0] \$234 ;
-  reg \$235 ;
-  reg \$236 ;
-  reg \$237 ;
-  reg \$238 ;
+  reg [31:0] \$235 ;
+  reg [31:0] \$236 ;
+  reg [31:0] \$237 ;
+  reg [31:0] \$238 ;
   reg [31:0] \$239 ;
   wire [1:0] \$24 ;
   reg [31:0] \$240 ;
   reg [31:0] \$241 ;
   reg [31:0] \$242 ;
-  reg [7:0] \$243 ;
-  reg [7:0] \$244 ;
-  reg [15:0] \$245 ;
-  reg \$246 ;
+  reg [31:0] \$243 ;
+  reg [31:0] \$244 ;
+  reg [31:0] \$245 ;
+  reg [31:0] \$246 ;
   reg [31:0] \$247 ;
-  reg [31:0] \$248 ;
-  reg [31:0] \$249 ;
+  wire [8:0] \$248 ;
+  wire [8:0] \$249 ;
   wire \$25 ;
-  reg [31:0] \$250 ;
-  reg [31:0] \$251 ;
-  reg [31:0] \$252 ;
-  reg [31:0] \$253 ;
-  reg [31:0] \$254 ;
-  reg [31:0] \$255 ;
-  reg [31:0] \$256 ;
-  reg [31:0] \$257 ;
-  reg [31:0] \$258 ;
-  reg [31:0] \$259 ;
+  wire [8:0] \$250 ;
+  wire [8:0] \$251 ;
+  wire [2:0] \$252 ;
+  wire [2:0] \$253 ;
+  wire [2:0] \$254 ;
+  wire [2:0] \$255 ;
   wire \$26 ;
-  reg [31:0] \$260 ;
-  reg [31:0] \$261 ;
-  reg [31:0] \$262 ;
-  reg [31:0] \$263 ;
-  reg [31:0] \$264 ;
-  reg [31:0] \$265 ;
-  reg [31:0] \$266 ;
-  reg [31:0] \$267 ;
-  reg [31:0] \$268 ;
-  reg [31:0] \$269 ;
   wire \$27 ;
-  reg [31:0] \$270 ;
-  reg [31:0] \$271 ;
-  wire [8:0] \$272 ;
-  wire [8:0] \$273 ;
-  wire [8:0] \$274 ;
-  wire [8:0] \$275 ;
-  wire [2:0] \$276 ;
-  wire [2:0] \$277 ;
-  wire [2:0] \$278 ;
-  wire [2:0] \$279 ;
   wire \$28 ;
   wire [1:0] \$29 ;
   wire \$3 ;
@@ -259,9 +235,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire \$76 ;
-  wire \$77 ;
-  wire \$78 ;
+  wire [32:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
@@ -286,7 +262,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$766 ;
+  reg [7:0] \$signal$754 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$181 ;
   wire [12:0] \acc_rd__addr$189 ;
@@ -308,7 +284,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire acc_wr__gnt;
   wire \acc_wr__gnt$208 ;
   wire active;
-  wire \active$877 ;
+  wire \active$865 ;
   wire [31:0] axi__araddr;
   wire [31:0] \axi__araddr$311 ;
   wire [1:0] axi__arburst;
@@ -479,7 +455,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$862 ;
+  wire \ctl__busy$850 ;
   wire [175:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$124 ;
   wire [19:0] \ctl__cmd__payload$124.bias_addr ;
@@ -797,7 +773,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] fw_fault_tval_value;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$865 ;
+  wire [31:0] \fw_msg_value$853 ;
   wire fw_running;
   wire fw_status_sleeping;
   wire [7:0] fw_status_state;
@@ -807,18 +783,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] fw_version_version;
   wire [31:0] \fw_version_version$377 ;
   wire fw_write_cpl;
-  wire \fw_write_cpl$681 ;
-  wire \fw_write_cpl$683 ;
-  wire \fw_write_cpl$685 ;
-  wire \fw_write_cpl$687 ;
-  wire \fw_write_cpl$689 ;
-  wire \fw_write_cpl$691 ;
-  wire [7:0] fw_write_cpl_flags;
-  wire fw_write_cpl_halt;
-  wire fw_write_cpl_irq;
-  wire [7:0] fw_write_cpl_opcode;
-  wire [1:0] fw_write_cpl_queue;
-  wire [7:0] fw_write_cpl_status;
   wire fw_write_engine_reset;
   wire [3:0] fw_write_engine_reset_engine;
   wire fw_write_forward;
@@ -922,7 +886,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] inflight;
   output irq;
   reg irq = 1'h0;
-  wire \irq$723 ;
+  wire \irq$711 ;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1895,10 +1859,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$37  = \$36  & bus__we;
   assign \$38  = bus__addr[11:2] == 4'hb;
   assign fw_write_forward = \$37  & \$38 ;
-  assign \$39  = | \$276 ;
-  assign \$40  = | \$277 ;
-  assign \$41  = | \$278 ;
-  assign \$42  = | \$279 ;
+  assign \$39  = | \$252 ;
+  assign \$40  = | \$253 ;
+  assign \$41  = | \$254 ;
+  assign \$42  = | \$255 ;
   assign forward = fw_write_forward & forward_nonempty;
   assign \$43  = cmd_submit_go & held;
   assign \$44  = ~ mmio__ack;
@@ -1943,262 +1907,226 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$72  = ~ mmio__ack;
   assign \$73  = bus__en & \$72 ;
   assign \$74  = \$73  & bus__we;
-  assign \$75  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$681  = \$74  & \$75 ;
-  assign fw_write_cpl_queue = bus__wdata[1:0] & { \fw_write_cpl$681 , \fw_write_cpl$681  };
-  assign \$76  = ~ mmio__ack;
-  assign \$77  = bus__en & \$76 ;
-  assign \$78  = \$77  & bus__we;
-  assign \$79  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$683  = \$78  & \$79 ;
-  assign fw_write_cpl_irq = bus__wdata[2] & \fw_write_cpl$683 ;
-  assign \$80  = ~ mmio__ack;
-  assign \$81  = bus__en & \$80 ;
-  assign \$82  = \$81  & bus__we;
-  assign \$83  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$685  = \$82  & \$83 ;
-  assign fw_write_cpl_halt = bus__wdata[3] & \fw_write_cpl$685 ;
-  assign \$84  = ~ mmio__ack;
-  assign \$85  = bus__en & \$84 ;
-  assign \$86  = \$85  & bus__we;
-  assign \$87  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$687  = \$86  & \$87 ;
-  assign fw_write_cpl_flags = bus__wdata[15:8] & { \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687 , \fw_write_cpl$687  };
-  assign \$88  = ~ mmio__ack;
-  assign \$89  = bus__en & \$88 ;
-  assign \$90  = \$89  & bus__we;
-  assign \$91  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$689  = \$90  & \$91 ;
-  assign fw_write_cpl_status = bus__wdata[23:16] & { \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689 , \fw_write_cpl$689  };
-  assign \$92  = ~ mmio__ack;
-  assign \$93  = bus__en & \$92 ;
-  assign \$94  = \$93  & bus__we;
-  assign \$95  = bus__addr[11:2] == 5'h11;
-  assign \fw_write_cpl$691  = \$94  & \$95 ;
-  assign fw_write_cpl_opcode = bus__wdata[31:24] & { \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691 , \fw_write_cpl$691  };
-  assign \$96  = ~ mmio__ack;
-  assign \$97  = bus__en & \$96 ;
-  assign \$98  = \$97  & bus__we;
-  assign \$99  = bus__addr[11:2] == 5'h15;
-  assign fw_write_engine_reset = \$98  & \$99 ;
+  assign \$75  = bus__addr[11:2] == 5'h15;
+  assign fw_write_engine_reset = \$74  & \$75 ;
   assign reset = bus__wdata[3:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
-  assign \$100  = timestamp_cycles - timer_cycles;
-  assign fw_timer_due = ~ \$100 [31];
-  assign \$101  = ~ work_mask_qready;
-  assign \$102  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$101 ;
-  assign \$103  = | \$102 ;
-  assign \$104  = | retire_valid;
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = ~ work_mask_timer;
-  assign \$109  = fw_timer_due & \$108 ;
-  assign \irq$723  = \$107  | \$109 ;
-  assign \$110  = retire__0__done & \$272 [8];
-  assign \$111  = ! dma_load_error;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ core_ctrl_run;
-  assign irq_status_dma_load_done_set = \$112  & \$113 ;
-  assign \$114  = retire__1__done & \$273 [8];
-  assign \$115  = ! dma_store_error;
-  assign \$116  = \$114  & \$115 ;
-  assign \$117  = ~ core_ctrl_run;
-  assign irq_status_dma_store_done_set = \$116  & \$117 ;
-  assign \$118  = retire__2__done & \$274 [8];
-  assign \$119  = ! gemm_error;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = ~ core_ctrl_run;
-  assign irq_status_gemm_done_set = \$120  & \$121 ;
-  assign \$122  = retire__3__done & \$275 [8];
-  assign \$123  = ! vec_error;
-  assign \$124  = \$122  & \$123 ;
-  assign \$125  = ~ core_ctrl_run;
-  assign irq_status_vec_done_set = \$124  & \$125 ;
+  assign \$76  = timestamp_cycles - timer_cycles;
+  assign fw_timer_due = ~ \$76 [31];
+  assign \$77  = ~ work_mask_qready;
+  assign \$78  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$77 ;
+  assign \$79  = | \$78 ;
+  assign \$80  = | retire_valid;
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = ~ work_mask_timer;
+  assign \$85  = fw_timer_due & \$84 ;
+  assign \irq$711  = \$83  | \$85 ;
+  assign \$86  = retire__0__done & \$248 [8];
+  assign \$87  = ! dma_load_error;
+  assign \$88  = \$86  & \$87 ;
+  assign \$89  = ~ core_ctrl_run;
+  assign irq_status_dma_load_done_set = \$88  & \$89 ;
+  assign \$90  = retire__1__done & \$249 [8];
+  assign \$91  = ! dma_store_error;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = ~ core_ctrl_run;
+  assign irq_status_dma_store_done_set = \$92  & \$93 ;
+  assign \$94  = retire__2__done & \$250 [8];
+  assign \$95  = ! gemm_error;
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = ~ core_ctrl_run;
+  assign irq_status_gemm_done_set = \$96  & \$97 ;
+  assign \$98  = retire__3__done & \$251 [8];
+  assign \$99  = ! vec_error;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = ~ core_ctrl_run;
+  assign irq_status_vec_done_set = \$100  & \$101 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
-  assign \$126  = | vec_error;
-  assign \$127  = retire__3__done & \$126 ;
-  assign \$128  = ~ core_ctrl_run;
-  assign \$129  = \$127  & \$128 ;
-  assign \$130  = | gemm_error;
-  assign \$131  = retire__2__done & \$130 ;
-  assign \$132  = ~ core_ctrl_run;
-  assign \$133  = \$131  & \$132 ;
-  assign \$134  = | dma_store_error;
-  assign \$135  = retire__1__done & \$134 ;
-  assign \$136  = ~ core_ctrl_run;
-  assign \$137  = \$135  & \$136 ;
-  assign \$138  = | dma_load_error;
-  assign \$139  = retire__0__done & \$138 ;
-  assign \$140  = ~ core_ctrl_run;
-  assign \$141  = \$139  & \$140 ;
-  assign \$142  = | reject__error;
-  assign \$143  = reject__done & \$142 ;
-  assign \$144  = ~ core_ctrl_run;
-  assign \$145  = \$143  & \$144 ;
-  assign \$146  = irq_status_dma_load_done & irq_enable_dma_load_done;
-  assign \$148  = irq_status_dma_store_done & irq_enable_dma_store_done;
-  assign \$150  = irq_status_gemm_done & irq_enable_gemm_done;
-  assign \$152  = irq_status_vec_done & irq_enable_vec_done;
-  assign \$154  = irq_status_error & irq_enable_error;
-  assign \$156  = irq_status_queue_cpl & irq_enable_queue_cpl;
-  assign \$157  = | \$156 ;
-  assign \$158  = irq_status_queue_error & irq_enable_queue_error;
-  assign \$159  = | \$158 ;
-  assign \$160  = irq_status_fw_msg & irq_enable_fw_msg;
-  assign pending = | { \$161 , \$159 , \$157 , \$155 , \$153 , \$151 , \$149 , \$147  };
-  assign \$162  = gemm_hang_armed & ctl__busy;
-  assign \$163  = vec_hang_armed & \ctl__busy$862 ;
-  assign \$164  = timestamp_cycles + 1'h1;
-  assign \$165  = done_dma_load_count + 1'h1;
-  assign \$166  = done_dma_store_count + 1'h1;
-  assign \$167  = done_gemm_count + 1'h1;
-  assign \$168  = done_vec_count + 1'h1;
-  assign \$169  = ~ irq_status_error;
-  assign \$170  = failing & \$169 ;
-  assign \$171  = ~ perf_ctrl_freeze;
-  assign \$172  = perf_cycles_count + 1'h1;
-  assign \$173  = ~ perf_ctrl_freeze;
-  assign \$174  = perf_gemm_busy_count + ctl__busy;
-  assign \$175  = ~ perf_ctrl_freeze;
-  assign \$176  = perf_gemm_active_count + active;
+  assign \$102  = | vec_error;
+  assign \$103  = retire__3__done & \$102 ;
+  assign \$104  = ~ core_ctrl_run;
+  assign \$105  = \$103  & \$104 ;
+  assign \$106  = | gemm_error;
+  assign \$107  = retire__2__done & \$106 ;
+  assign \$108  = ~ core_ctrl_run;
+  assign \$109  = \$107  & \$108 ;
+  assign \$110  = | dma_store_error;
+  assign \$111  = retire__1__done & \$110 ;
+  assign \$112  = ~ core_ctrl_run;
+  assign \$113  = \$111  & \$112 ;
+  assign \$114  = | dma_load_error;
+  assign \$115  = retire__0__done & \$114 ;
+  assign \$116  = ~ core_ctrl_run;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = | reject__error;
+  assign \$119  = reject__done & \$118 ;
+  assign \$120  = ~ core_ctrl_run;
+  assign \$121  = \$119  & \$120 ;
+  assign \$122  = irq_status_dma_load_done & irq_enable_dma_load_done;
+  assign \$124  = irq_status_dma_store_done & irq_enable_dma_store_done;
+  assign \$126  = irq_status_gemm_done & irq_enable_gemm_done;
+  assign \$128  = irq_status_vec_done & irq_enable_vec_done;
+  assign \$130  = irq_status_error & irq_enable_error;
+  assign \$132  = irq_status_queue_cpl & irq_enable_queue_cpl;
+  assign \$133  = | \$132 ;
+  assign \$134  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$135  = | \$134 ;
+  assign \$136  = irq_status_fw_msg & irq_enable_fw_msg;
+  assign pending = | { \$137 , \$135 , \$133 , \$131 , \$129 , \$127 , \$125 , \$123  };
+  assign \$138  = gemm_hang_armed & ctl__busy;
+  assign \$139  = vec_hang_armed & \ctl__busy$850 ;
+  assign \$140  = timestamp_cycles + 1'h1;
+  assign \$141  = done_dma_load_count + 1'h1;
+  assign \$142  = done_dma_store_count + 1'h1;
+  assign \$143  = done_gemm_count + 1'h1;
+  assign \$144  = done_vec_count + 1'h1;
+  assign \$145  = ~ irq_status_error;
+  assign \$146  = failing & \$145 ;
+  assign \$147  = ~ perf_ctrl_freeze;
+  assign \$148  = perf_cycles_count + 1'h1;
+  assign \$149  = ~ perf_ctrl_freeze;
+  assign \$150  = perf_gemm_busy_count + ctl__busy;
+  assign \$151  = ~ perf_ctrl_freeze;
+  assign \$152  = perf_gemm_active_count + active;
+  assign \$153  = ~ perf_ctrl_freeze;
+  assign \$154  = perf_gemm_stall_count + stall;
+  assign \$155  = ~ perf_ctrl_freeze;
+  assign \$156  = perf_vec_busy_count + \ctl__busy$850 ;
+  assign \$157  = ~ perf_ctrl_freeze;
+  assign \$158  = perf_vec_active_count + \active$865 ;
+  assign \$159  = ~ perf_ctrl_freeze;
+  assign \$160  = perf_dma_load_busy_count + load__busy;
+  assign \$161  = ~ perf_ctrl_freeze;
+  assign \$162  = perf_dma_store_busy_count + store__busy;
+  assign \$163  = ~ perf_ctrl_freeze;
+  assign \$164  = perf_dma_load_bytes_count + load_bytes;
+  assign \$165  = ~ perf_ctrl_freeze;
+  assign \$166  = perf_dma_store_bytes_count + store_bytes;
+  assign \$167  = ~ perf_ctrl_freeze;
+  assign \$168  = axi__rvalid & m__0__rready;
+  assign \$169  = ~ \$168 ;
+  assign \$170  = load__busy & \$169 ;
+  assign \$171  = perf_dma_load_stall_count + \$170 ;
+  assign \$172  = ~ perf_ctrl_freeze;
+  assign \$173  = m__0__wvalid & axi__wready;
+  assign \$174  = ~ \$173 ;
+  assign \$175  = store__busy & \$174 ;
+  assign \$176  = perf_dma_store_stall_count + \$175 ;
   assign \$177  = ~ perf_ctrl_freeze;
-  assign \$178  = perf_gemm_stall_count + stall;
-  assign \$179  = ~ perf_ctrl_freeze;
-  assign \$180  = perf_vec_busy_count + \ctl__busy$862 ;
+  assign \$178  = ~ \active$865 ;
+  assign \$179  = \ctl__busy$850  & \$178 ;
+  assign \$180  = perf_vec_stall_count + \$179 ;
   assign \$181  = ~ perf_ctrl_freeze;
-  assign \$182  = perf_vec_active_count + \active$877 ;
+  assign \$182  = perf_dma_load_full_count + full[0];
   assign \$183  = ~ perf_ctrl_freeze;
-  assign \$184  = perf_dma_load_busy_count + load__busy;
+  assign \$184  = perf_dma_store_full_count + full[1];
   assign \$185  = ~ perf_ctrl_freeze;
-  assign \$186  = perf_dma_store_busy_count + store__busy;
+  assign \$186  = perf_gemm_full_count + full[2];
   assign \$187  = ~ perf_ctrl_freeze;
-  assign \$188  = perf_dma_load_bytes_count + load_bytes;
+  assign \$188  = perf_vec_full_count + full[3];
   assign \$189  = ~ perf_ctrl_freeze;
-  assign \$190  = perf_dma_store_bytes_count + store_bytes;
+  assign \$190  = perf_q_retired0_count + q__0__retired;
   assign \$191  = ~ perf_ctrl_freeze;
-  assign \$192  = axi__rvalid & m__0__rready;
-  assign \$193  = ~ \$192 ;
-  assign \$194  = load__busy & \$193 ;
-  assign \$195  = perf_dma_load_stall_count + \$194 ;
-  assign \$196  = ~ perf_ctrl_freeze;
-  assign \$197  = m__0__wvalid & axi__wready;
-  assign \$198  = ~ \$197 ;
-  assign \$199  = store__busy & \$198 ;
-  assign \$200  = perf_dma_store_stall_count + \$199 ;
+  assign \$192  = perf_q_event_stall0_count + q_wait_queue[0];
+  assign \$193  = ~ perf_ctrl_freeze;
+  assign \$194  = perf_q_retired1_count + q__1__retired;
+  assign \$195  = ~ perf_ctrl_freeze;
+  assign \$196  = perf_q_event_stall1_count + q_wait_queue[1];
+  assign \$197  = ~ perf_ctrl_freeze;
+  assign \$198  = perf_q_retired2_count + q__2__retired;
+  assign \$199  = ~ perf_ctrl_freeze;
+  assign \$200  = perf_q_event_stall2_count + q_wait_queue[2];
   assign \$201  = ~ perf_ctrl_freeze;
-  assign \$202  = ~ \active$877 ;
-  assign \$203  = \ctl__busy$862  & \$202 ;
-  assign \$204  = perf_vec_stall_count + \$203 ;
-  assign \$205  = ~ perf_ctrl_freeze;
-  assign \$206  = perf_dma_load_full_count + full[0];
-  assign \$207  = ~ perf_ctrl_freeze;
-  assign \$208  = perf_dma_store_full_count + full[1];
-  assign \$209  = ~ perf_ctrl_freeze;
-  assign \$210  = perf_gemm_full_count + full[2];
-  assign \$211  = ~ perf_ctrl_freeze;
-  assign \$212  = perf_vec_full_count + full[3];
-  assign \$213  = ~ perf_ctrl_freeze;
-  assign \$214  = perf_q_retired0_count + q__0__retired;
-  assign \$215  = ~ perf_ctrl_freeze;
-  assign \$216  = perf_q_event_stall0_count + q_wait_queue[0];
-  assign \$217  = ~ perf_ctrl_freeze;
-  assign \$218  = perf_q_retired1_count + q__1__retired;
-  assign \$219  = ~ perf_ctrl_freeze;
-  assign \$220  = perf_q_event_stall1_count + q_wait_queue[1];
-  assign \$221  = ~ perf_ctrl_freeze;
-  assign \$222  = perf_q_retired2_count + q__2__retired;
-  assign \$223  = ~ perf_ctrl_freeze;
-  assign \$224  = perf_q_event_stall2_count + q_wait_queue[2];
-  assign \$225  = ~ perf_ctrl_freeze;
-  assign \$226  = perf_q_retired3_count + q__3__retired;
-  assign \$227  = ~ perf_ctrl_freeze;
-  assign \$228  = perf_q_event_stall3_count + q_wait_queue[3];
+  assign \$202  = perf_q_retired3_count + q__3__retired;
+  assign \$203  = ~ perf_ctrl_freeze;
+  assign \$204  = perf_q_event_stall3_count + q_wait_queue[3];
   always @(posedge clk)
-    gemm_hang_armed <= \$229 ;
+    gemm_hang_armed <= \$205 ;
   always @(posedge clk)
-    gemm_frozen <= \$230 ;
+    gemm_frozen <= \$206 ;
   always @(posedge clk)
-    vec_hang_armed <= \$231 ;
+    vec_hang_armed <= \$207 ;
   always @(posedge clk)
-    vec_frozen <= \$232 ;
+    vec_frozen <= \$208 ;
   always @(posedge clk)
-    fw_msg_value <= \$233 ;
+    fw_msg_value <= \$209 ;
   always @(posedge clk)
-    timestamp_cycles <= \$234 ;
+    timestamp_cycles <= \$210 ;
   always @(posedge clk)
-    q__0__doorbell_we <= \$235 ;
+    q__0__doorbell_we <= \$211 ;
   always @(posedge clk)
-    q__1__doorbell_we <= \$236 ;
+    q__1__doorbell_we <= \$212 ;
   always @(posedge clk)
-    q__2__doorbell_we <= \$237 ;
+    q__2__doorbell_we <= \$213 ;
   always @(posedge clk)
-    q__3__doorbell_we <= \$238 ;
+    q__3__doorbell_we <= \$214 ;
   always @(posedge clk)
-    done_dma_load_count <= \$239 ;
+    done_dma_load_count <= \$215 ;
   always @(posedge clk)
-    done_dma_store_count <= \$240 ;
+    done_dma_store_count <= \$216 ;
   always @(posedge clk)
-    done_gemm_count <= \$241 ;
+    done_gemm_count <= \$217 ;
   always @(posedge clk)
-    done_vec_count <= \$242 ;
+    done_vec_count <= \$218 ;
   always @(posedge clk)
-    error_info_code <= \$243 ;
+    error_info_code <= \$219 ;
   always @(posedge clk)
-    error_info_opcode <= \$244 ;
+    error_info_opcode <= \$220 ;
   always @(posedge clk)
-    error_info_tag <= \$245 ;
+    error_info_tag <= \$221 ;
   always @(posedge clk)
-    irq <= \$246 ;
+    irq <= \$222 ;
   always @(posedge clk)
-    perf_cycles_count <= \$247 ;
+    perf_cycles_count <= \$223 ;
   always @(posedge clk)
-    perf_gemm_busy_count <= \$248 ;
+    perf_gemm_busy_count <= \$224 ;
   always @(posedge clk)
-    perf_gemm_active_count <= \$249 ;
+    perf_gemm_active_count <= \$225 ;
   always @(posedge clk)
-    perf_gemm_stall_count <= \$250 ;
+    perf_gemm_stall_count <= \$226 ;
   always @(posedge clk)
-    perf_vec_busy_count <= \$251 ;
+    perf_vec_busy_count <= \$227 ;
   always @(posedge clk)
-    perf_vec_active_count <= \$252 ;
+    perf_vec_active_count <= \$228 ;
   always @(posedge clk)
-    perf_dma_load_busy_count <= \$253 ;
+    perf_dma_load_busy_count <= \$229 ;
   always @(posedge clk)
-    perf_dma_store_busy_count <= \$254 ;
+    perf_dma_store_busy_count <= \$230 ;
   always @(posedge clk)
-    perf_dma_load_bytes_count <= \$255 ;
+    perf_dma_load_bytes_count <= \$231 ;
   always @(posedge clk)
-    perf_dma_store_bytes_count <= \$256 ;
+    perf_dma_store_bytes_count <= \$232 ;
   always @(posedge clk)
-    perf_dma_load_stall_count <= \$257 ;
+    perf_dma_load_stall_count <= \$233 ;
   always @(posedge clk)
-    perf_dma_store_stall_count <= \$258 ;
+    perf_dma_store_stall_count <= \$234 ;
   always @(posedge clk)
-    perf_vec_stall_count <= \$259 ;
+    perf_vec_stall_count <= \$235 ;
   always @(posedge clk)
-    perf_dma_load_full_count <= \$260 ;
+    perf_dma_load_full_count <= \$236 ;
   always @(posedge clk)
-    perf_dma_store_full_count <= \$261 ;
+    perf_dma_store_full_count <= \$237 ;
   always @(posedge clk)
-    perf_gemm_full_count <= \$262 ;
+    perf_gemm_full_count <= \$238 ;
   always @(posedge clk)
-    perf_vec_full_count <= \$263 ;
+    perf_vec_full_count <= \$239 ;
   always @(posedge clk)
-    perf_q_retired0_count <= \$264 ;
+    perf_q_retired0_count <= \$240 ;
   always @(posedge clk)
-    perf_q_event_stall0_count <= \$265 ;
+    perf_q_event_stall0_count <= \$241 ;
   always @(posedge clk)
-    perf_q_retired1_count <= \$266 ;
+    perf_q_retired1_count <= \$242 ;
   always @(posedge clk)
-    perf_q_event_stall1_count <= \$267 ;
+    perf_q_event_stall1_count <= \$243 ;
   always @(posedge clk)
-    perf_q_retired2_count <= \$268 ;
+    perf_q_retired2_count <= \$244 ;
   always @(posedge clk)
-    perf_q_event_stall2_count <= \$269 ;
+    perf_q_event_stall2_count <= \$245 ;
   always @(posedge clk)
-    perf_q_retired3_count <= \$270 ;
+    perf_q_retired3_count <= \$246 ;
   always @(posedge clk)
-    perf_q_event_stall3_count <= \$271 ;
+    perf_q_event_stall3_count <= \$247 ;
   \kaki_soc_4x4.acc  acc (
     .clk(clk),
     .rd__0__addr(\rd__0__addr$172 ),
@@ -2293,7 +2221,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.control  control (
     .clk(clk),
     .dbus__addr(bus__addr),
-    .irq(\irq$723 ),
+    .irq(\irq$711 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -2419,20 +2347,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$7267$0 (q_wait_queue),
-    .\port$7468$0 (inflight),
-    .\port$7599$0 (q__0__cpl_irq),
-    .\port$7613$0 (q__0__error_irq),
-    .\port$7623$0 (q__1__cpl_irq),
-    .\port$7637$0 (q__1__error_irq),
-    .\port$7647$0 (q__2__cpl_irq),
-    .\port$7661$0 (q__2__error_irq),
-    .\port$7671$0 (q__3__cpl_irq),
-    .\port$7685$0 (q__3__error_irq),
-    .\port$7697$0 (\$276 ),
-    .\port$7705$0 (\$277 ),
-    .\port$7713$0 (\$278 ),
-    .\port$7721$0 (\$279 ),
+    .\port$7231$0 (q_wait_queue),
+    .\port$7432$0 (inflight),
+    .\port$7563$0 (q__0__cpl_irq),
+    .\port$7577$0 (q__0__error_irq),
+    .\port$7587$0 (q__1__cpl_irq),
+    .\port$7601$0 (q__1__error_irq),
+    .\port$7611$0 (q__2__cpl_irq),
+    .\port$7625$0 (q__2__error_irq),
+    .\port$7635$0 (q__3__cpl_irq),
+    .\port$7649$0 (q__3__error_irq),
+    .\port$7661$0 (\$252 ),
+    .\port$7669$0 (\$253 ),
+    .\port$7677$0 (\$254 ),
+    .\port$7685$0 (\$255 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2520,10 +2448,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$7470$0 (\$272 ),
-    .\port$7472$0 (\$273 ),
-    .\port$7474$0 (\$274 ),
-    .\port$7476$0 (\$275 ),
+    .\port$7434$0 (\$248 ),
+    .\port$7436$0 (\$249 ),
+    .\port$7438$0 (\$250 ),
+    .\port$7440$0 (\$251 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2607,8 +2535,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$7470$16 (retire__0__tag),
-    .\port$7826$0 (dma_load_error),
+    .\port$7434$16 (retire__0__tag),
+    .\port$7790$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2618,8 +2546,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$7472$16 (retire__1__tag),
-    .\port$7934$0 (dma_store_error),
+    .\port$7436$16 (retire__1__tag),
+    .\port$7898$0 (dma_store_error),
     .r_data(\r_data$486 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$483 ),
@@ -2657,28 +2585,28 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$865 ),
+    .fw_msg_value(\fw_msg_value$853 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4483$0 (q__0__ready),
-    .\port$4485$0 (q__0__qreset_req),
-    .\port$4492$0 (q__1__ready),
-    .\port$4494$0 (q__1__qreset_req),
-    .\port$4501$0 (q__2__ready),
-    .\port$4503$0 (q__2__qreset_req),
-    .\port$4510$0 (q__3__ready),
-    .\port$4512$0 (q__3__qreset_req),
-    .\port$5167$0 (q__0__head),
-    .\port$5197$0 (q__1__head),
-    .\port$5227$0 (q__2__head),
-    .\port$5257$0 (q__3__head),
-    .\port$6834$0 (r_data),
-    .\port$6884$0 (\r_data$486 ),
-    .\port$6934$0 (\r_data$497 ),
-    .\port$6984$0 (\r_data$508 ),
+    .\port$4447$0 (q__0__ready),
+    .\port$4449$0 (q__0__qreset_req),
+    .\port$4456$0 (q__1__ready),
+    .\port$4458$0 (q__1__qreset_req),
+    .\port$4465$0 (q__2__ready),
+    .\port$4467$0 (q__2__qreset_req),
+    .\port$4474$0 (q__3__ready),
+    .\port$4476$0 (q__3__qreset_req),
+    .\port$5131$0 (q__0__head),
+    .\port$5161$0 (q__1__head),
+    .\port$5191$0 (q__2__head),
+    .\port$5221$0 (q__3__head),
+    .\port$6798$0 (r_data),
+    .\port$6848$0 (\r_data$486 ),
+    .\port$6898$0 (\r_data$497 ),
+    .\port$6948$0 (\r_data$508 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2724,8 +2652,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$7474$16 (retire__2__tag),
-    .\port$7996$0 (gemm_error),
+    .\port$7438$16 (retire__2__tag),
+    .\port$7960$0 (gemm_error),
     .r_data(\r_data$497 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$494 ),
@@ -2753,23 +2681,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .axi__wstrb(m__1__wstrb),
     .axi__wvalid(m__1__wvalid),
     .clk(clk),
-    .cpl_flags(fw_write_cpl_flags),
     .cpl_free(cpl_status_free),
-    .cpl_halt(fw_write_cpl_halt),
-    .cpl_irq(fw_write_cpl_irq),
-    .cpl_opcode(fw_write_cpl_opcode),
-    .cpl_queue(fw_write_cpl_queue),
-    .cpl_status(fw_write_cpl_status),
     .cpl_tag(cpl_tag),
     .cpl_timestamp(timestamp_cycles),
     .cpl_valid(fw_write_cpl),
     .cpl_w_last(m__1__wlast),
     .fw_running(fw_running),
-    .level(\$276 ),
-    .\level$106 (\$279 ),
-    .\level$46 (\$277 ),
-    .\level$76 (\$278 ),
+    .level(\$252 ),
+    .\level$106 (\$255 ),
+    .\level$46 (\$253 ),
+    .\level$76 (\$254 ),
     .\port$121$0 (fw_write_qreset_ack_queue),
+    .\port$7422$0 (bus__wdata[3:0]),
+    .\port$7422$8 (bus__wdata[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2890,13 +2814,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__en(\acc_rd__en$183 ),
     .acc_rd__gnt(\acc_rd__gnt$184 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$862 ),
+    .ctl__busy(\ctl__busy$850 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$123 ),
     .ctl__cmd__valid(\ctl__cmd__valid$120 ),
     .ctl__done(vec_done),
     .err(vec_error),
-    .fire(\active$877 ),
+    .fire(\active$865 ),
     .reset(reset),
     .rst(rst),
     .spad_rd__addr(rd__1__addr),
@@ -2911,8 +2835,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$7476$16 (retire__3__tag),
-    .\port$8272$0 (vec_error),
+    .\port$7440$16 (retire__3__tag),
+    .\port$8236$0 (vec_error),
     .r_data(\r_data$508 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$505 ),
@@ -3040,19 +2964,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     failing = 1'h0;
-    if (\$129 ) begin
+    if (\$105 ) begin
       failing = 1'h1;
     end
-    if (\$133 ) begin
+    if (\$109 ) begin
       failing = 1'h1;
     end
-    if (\$137 ) begin
+    if (\$113 ) begin
       failing = 1'h1;
     end
-    if (\$141 ) begin
+    if (\$117 ) begin
       failing = 1'h1;
     end
-    if (\$145 ) begin
+    if (\$121 ) begin
       failing = 1'h1;
     end
     if (direct_busy) begin
@@ -3062,19 +2986,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal  = 8'h00;
-    if (\$129 ) begin
+    if (\$105 ) begin
       \$signal  = vec_error;
     end
-    if (\$133 ) begin
+    if (\$109 ) begin
       \$signal  = gemm_error;
     end
-    if (\$137 ) begin
+    if (\$113 ) begin
       \$signal  = dma_store_error;
     end
-    if (\$141 ) begin
+    if (\$117 ) begin
       \$signal  = dma_load_error;
     end
-    if (\$145 ) begin
+    if (\$121 ) begin
       \$signal  = reject__error;
     end
     if (direct_busy) begin
@@ -3083,42 +3007,42 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$766  = 8'h00;
-    if (\$129 ) begin
-      \$signal$766  = \$275 [7:0];
+    \$signal$754  = 8'h00;
+    if (\$105 ) begin
+      \$signal$754  = \$251 [7:0];
     end
-    if (\$133 ) begin
-      \$signal$766  = \$274 [7:0];
+    if (\$109 ) begin
+      \$signal$754  = \$250 [7:0];
     end
-    if (\$137 ) begin
-      \$signal$766  = \$273 [7:0];
+    if (\$113 ) begin
+      \$signal$754  = \$249 [7:0];
     end
-    if (\$141 ) begin
-      \$signal$766  = \$272 [7:0];
+    if (\$117 ) begin
+      \$signal$754  = \$248 [7:0];
     end
-    if (\$145 ) begin
-      \$signal$766  = desc[7:0];
+    if (\$121 ) begin
+      \$signal$754  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$766  = cmd0_word[7:0];
+      \$signal$754  = cmd0_word[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tag = 16'h0000;
-    if (\$129 ) begin
+    if (\$105 ) begin
       tag = retire__3__tag;
     end
-    if (\$133 ) begin
+    if (\$109 ) begin
       tag = retire__2__tag;
     end
-    if (\$137 ) begin
+    if (\$113 ) begin
       tag = retire__1__tag;
     end
-    if (\$141 ) begin
+    if (\$117 ) begin
       tag = retire__0__tag;
     end
-    if (\$145 ) begin
+    if (\$121 ) begin
       tag = desc[31:16];
     end
     if (direct_busy) begin
@@ -3183,61 +3107,305 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = gemm_hang_armed;
+    \$205  = gemm_hang_armed;
     if (reset[2]) begin
-      \$229  = 1'h0;
-    end else if (\$162 ) begin
-      \$229  = 1'h0;
+      \$205  = 1'h0;
+    end else if (\$138 ) begin
+      \$205  = 1'h0;
     end else if (debug_hang_gemm) begin
-      \$229  = 1'h1;
+      \$205  = 1'h1;
     end
     if (rst) begin
-      \$229  = 1'h0;
+      \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = gemm_frozen;
+    \$206  = gemm_frozen;
     if (reset[2]) begin
-      \$230  = 1'h0;
-    end else if (\$162 ) begin
-      \$230  = 1'h1;
+      \$206  = 1'h0;
+    end else if (\$138 ) begin
+      \$206  = 1'h1;
     end
     if (rst) begin
-      \$230  = 1'h0;
+      \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = vec_hang_armed;
+    \$207  = vec_hang_armed;
     if (reset[3]) begin
-      \$231  = 1'h0;
-    end else if (\$163 ) begin
-      \$231  = 1'h0;
+      \$207  = 1'h0;
+    end else if (\$139 ) begin
+      \$207  = 1'h0;
     end else if (debug_hang_vec) begin
-      \$231  = 1'h1;
+      \$207  = 1'h1;
     end
     if (rst) begin
-      \$231  = 1'h0;
+      \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = vec_frozen;
+    \$208  = vec_frozen;
     if (reset[3]) begin
-      \$232  = 1'h0;
-    end else if (\$163 ) begin
-      \$232  = 1'h1;
+      \$208  = 1'h0;
+    end else if (\$139 ) begin
+      \$208  = 1'h1;
     end
     if (rst) begin
-      \$232  = 1'h0;
+      \$208  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = fw_msg_value;
+    \$209  = fw_msg_value;
     if (irq_status_fw_msg_set) begin
-      \$233  = \fw_msg_value$865 ;
+      \$209  = \fw_msg_value$853 ;
+    end
+    if (rst) begin
+      \$209  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$210  = \$140 [31:0];
+    if (rst) begin
+      \$210  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$211  = q_doorbell0_producer_swmod;
+    if (rst) begin
+      \$211  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$212  = q_doorbell1_producer_swmod;
+    if (rst) begin
+      \$212  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$213  = q_doorbell2_producer_swmod;
+    if (rst) begin
+      \$213  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$214  = q_doorbell3_producer_swmod;
+    if (rst) begin
+      \$214  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$215  = done_dma_load_count;
+    if (retire__0__done) begin
+      \$215  = \$141 [31:0];
+    end
+    if (rst) begin
+      \$215  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$216  = done_dma_store_count;
+    if (retire__1__done) begin
+      \$216  = \$142 [31:0];
+    end
+    if (rst) begin
+      \$216  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$217  = done_gemm_count;
+    if (retire__2__done) begin
+      \$217  = \$143 [31:0];
+    end
+    if (rst) begin
+      \$217  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$218  = done_vec_count;
+    if (retire__3__done) begin
+      \$218  = \$144 [31:0];
+    end
+    if (rst) begin
+      \$218  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$219  = error_info_code;
+    if (\$146 ) begin
+      \$219  = \$signal ;
+    end
+    if (rst) begin
+      \$219  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$220  = error_info_opcode;
+    if (\$146 ) begin
+      \$220  = \$signal$754 ;
+    end
+    if (rst) begin
+      \$220  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$221  = error_info_tag;
+    if (\$146 ) begin
+      \$221  = tag;
+    end
+    if (rst) begin
+      \$221  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$222  = pending;
+    if (rst) begin
+      \$222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$223  = perf_cycles_count;
+    if (perf_ctrl_clear) begin
+      \$223  = 32'd0;
+    end else if (\$147 ) begin
+      \$223  = \$148 [31:0];
+    end
+    if (rst) begin
+      \$223  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$224  = perf_gemm_busy_count;
+    if (perf_ctrl_clear) begin
+      \$224  = 32'd0;
+    end else if (\$149 ) begin
+      \$224  = \$150 [31:0];
+    end
+    if (rst) begin
+      \$224  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$225  = perf_gemm_active_count;
+    if (perf_ctrl_clear) begin
+      \$225  = 32'd0;
+    end else if (\$151 ) begin
+      \$225  = \$152 [31:0];
+    end
+    if (rst) begin
+      \$225  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$226  = perf_gemm_stall_count;
+    if (perf_ctrl_clear) begin
+      \$226  = 32'd0;
+    end else if (\$153 ) begin
+      \$226  = \$154 [31:0];
+    end
+    if (rst) begin
+      \$226  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$227  = perf_vec_busy_count;
+    if (perf_ctrl_clear) begin
+      \$227  = 32'd0;
+    end else if (\$155 ) begin
+      \$227  = \$156 [31:0];
+    end
+    if (rst) begin
+      \$227  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$228  = perf_vec_active_count;
+    if (perf_ctrl_clear) begin
+      \$228  = 32'd0;
+    end else if (\$157 ) begin
+      \$228  = \$158 [31:0];
+    end
+    if (rst) begin
+      \$228  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$229  = perf_dma_load_busy_count;
+    if (perf_ctrl_clear) begin
+      \$229  = 32'd0;
+    end else if (\$159 ) begin
+      \$229  = \$160 [31:0];
+    end
+    if (rst) begin
+      \$229  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$230  = perf_dma_store_busy_count;
+    if (perf_ctrl_clear) begin
+      \$230  = 32'd0;
+    end else if (\$161 ) begin
+      \$230  = \$162 [31:0];
+    end
+    if (rst) begin
+      \$230  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$231  = perf_dma_load_bytes_count;
+    if (perf_ctrl_clear) begin
+      \$231  = 32'd0;
+    end else if (\$163 ) begin
+      \$231  = \$164 [31:0];
+    end
+    if (rst) begin
+      \$231  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$232  = perf_dma_store_bytes_count;
+    if (perf_ctrl_clear) begin
+      \$232  = 32'd0;
+    end else if (\$165 ) begin
+      \$232  = \$166 [31:0];
+    end
+    if (rst) begin
+      \$232  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$233  = perf_dma_load_stall_count;
+    if (perf_ctrl_clear) begin
+      \$233  = 32'd0;
+    end else if (\$167 ) begin
+      \$233  = \$171 [31:0];
     end
     if (rst) begin
       \$233  = 32'd0;
@@ -3245,44 +3413,71 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = \$164 [31:0];
+    \$234  = perf_dma_store_stall_count;
+    if (perf_ctrl_clear) begin
+      \$234  = 32'd0;
+    end else if (\$172 ) begin
+      \$234  = \$176 [31:0];
+    end
     if (rst) begin
       \$234  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = q_doorbell0_producer_swmod;
+    \$235  = perf_vec_stall_count;
+    if (perf_ctrl_clear) begin
+      \$235  = 32'd0;
+    end else if (\$177 ) begin
+      \$235  = \$180 [31:0];
+    end
     if (rst) begin
-      \$235  = 1'h0;
+      \$235  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = q_doorbell1_producer_swmod;
+    \$236  = perf_dma_load_full_count;
+    if (perf_ctrl_clear) begin
+      \$236  = 32'd0;
+    end else if (\$181 ) begin
+      \$236  = \$182 [31:0];
+    end
     if (rst) begin
-      \$236  = 1'h0;
+      \$236  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = q_doorbell2_producer_swmod;
+    \$237  = perf_dma_store_full_count;
+    if (perf_ctrl_clear) begin
+      \$237  = 32'd0;
+    end else if (\$183 ) begin
+      \$237  = \$184 [31:0];
+    end
     if (rst) begin
-      \$237  = 1'h0;
+      \$237  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = q_doorbell3_producer_swmod;
+    \$238  = perf_gemm_full_count;
+    if (perf_ctrl_clear) begin
+      \$238  = 32'd0;
+    end else if (\$185 ) begin
+      \$238  = \$186 [31:0];
+    end
     if (rst) begin
-      \$238  = 1'h0;
+      \$238  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = done_dma_load_count;
-    if (retire__0__done) begin
-      \$239  = \$165 [31:0];
+    \$239  = perf_vec_full_count;
+    if (perf_ctrl_clear) begin
+      \$239  = 32'd0;
+    end else if (\$187 ) begin
+      \$239  = \$188 [31:0];
     end
     if (rst) begin
       \$239  = 32'd0;
@@ -3290,9 +3485,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$240  = done_dma_store_count;
-    if (retire__1__done) begin
-      \$240  = \$166 [31:0];
+    \$240  = perf_q_retired0_count;
+    if (perf_ctrl_clear) begin
+      \$240  = 32'd0;
+    end else if (\$189 ) begin
+      \$240  = \$190 [31:0];
     end
     if (rst) begin
       \$240  = 32'd0;
@@ -3300,9 +3497,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = done_gemm_count;
-    if (retire__2__done) begin
-      \$241  = \$167 [31:0];
+    \$241  = perf_q_event_stall0_count;
+    if (perf_ctrl_clear) begin
+      \$241  = 32'd0;
+    end else if (\$191 ) begin
+      \$241  = \$192 [31:0];
     end
     if (rst) begin
       \$241  = 32'd0;
@@ -3310,9 +3509,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = done_vec_count;
-    if (retire__3__done) begin
-      \$242  = \$168 [31:0];
+    \$242  = perf_q_retired1_count;
+    if (perf_ctrl_clear) begin
+      \$242  = 32'd0;
+    end else if (\$193 ) begin
+      \$242  = \$194 [31:0];
     end
     if (rst) begin
       \$242  = 32'd0;
@@ -3320,339 +3521,62 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = error_info_code;
-    if (\$170 ) begin
-      \$243  = \$signal ;
-    end
-    if (rst) begin
-      \$243  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = error_info_opcode;
-    if (\$170 ) begin
-      \$244  = \$signal$766 ;
-    end
-    if (rst) begin
-      \$244  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = error_info_tag;
-    if (\$170 ) begin
-      \$245  = tag;
-    end
-    if (rst) begin
-      \$245  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = pending;
-    if (rst) begin
-      \$246  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = perf_cycles_count;
+    \$243  = perf_q_event_stall1_count;
     if (perf_ctrl_clear) begin
-      \$247  = 32'd0;
-    end else if (\$171 ) begin
-      \$247  = \$172 [31:0];
+      \$243  = 32'd0;
+    end else if (\$195 ) begin
+      \$243  = \$196 [31:0];
     end
     if (rst) begin
-      \$247  = 32'd0;
+      \$243  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = perf_gemm_busy_count;
+    \$244  = perf_q_retired2_count;
     if (perf_ctrl_clear) begin
-      \$248  = 32'd0;
-    end else if (\$173 ) begin
-      \$248  = \$174 [31:0];
+      \$244  = 32'd0;
+    end else if (\$197 ) begin
+      \$244  = \$198 [31:0];
     end
     if (rst) begin
-      \$248  = 32'd0;
+      \$244  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = perf_gemm_active_count;
+    \$245  = perf_q_event_stall2_count;
     if (perf_ctrl_clear) begin
-      \$249  = 32'd0;
-    end else if (\$175 ) begin
-      \$249  = \$176 [31:0];
+      \$245  = 32'd0;
+    end else if (\$199 ) begin
+      \$245  = \$200 [31:0];
     end
     if (rst) begin
-      \$249  = 32'd0;
+      \$245  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = perf_gemm_stall_count;
+    \$246  = perf_q_retired3_count;
     if (perf_ctrl_clear) begin
-      \$250  = 32'd0;
-    end else if (\$177 ) begin
-      \$250  = \$178 [31:0];
-    end
-    if (rst) begin
-      \$250  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = perf_vec_busy_count;
-    if (perf_ctrl_clear) begin
-      \$251  = 32'd0;
-    end else if (\$179 ) begin
-      \$251  = \$180 [31:0];
-    end
-    if (rst) begin
-      \$251  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = perf_vec_active_count;
-    if (perf_ctrl_clear) begin
-      \$252  = 32'd0;
-    end else if (\$181 ) begin
-      \$252  = \$182 [31:0];
-    end
-    if (rst) begin
-      \$252  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = perf_dma_load_busy_count;
-    if (perf_ctrl_clear) begin
-      \$253  = 32'd0;
-    end else if (\$183 ) begin
-      \$253  = \$184 [31:0];
-    end
-    if (rst) begin
-      \$253  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = perf_dma_store_busy_count;
-    if (perf_ctrl_clear) begin
-      \$254  = 32'd0;
-    end else if (\$185 ) begin
-      \$254  = \$186 [31:0];
-    end
-    if (rst) begin
-      \$254  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = perf_dma_load_bytes_count;
-    if (perf_ctrl_clear) begin
-      \$255  = 32'd0;
-    end else if (\$187 ) begin
-      \$255  = \$188 [31:0];
-    end
-    if (rst) begin
-      \$255  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = perf_dma_store_bytes_count;
-    if (perf_ctrl_clear) begin
-      \$256  = 32'd0;
-    end else if (\$189 ) begin
-      \$256  = \$190 [31:0];
-    end
-    if (rst) begin
-      \$256  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = perf_dma_load_stall_count;
-    if (perf_ctrl_clear) begin
-      \$257  = 32'd0;
-    end else if (\$191 ) begin
-      \$257  = \$195 [31:0];
-    end
-    if (rst) begin
-      \$257  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$258  = perf_dma_store_stall_count;
-    if (perf_ctrl_clear) begin
-      \$258  = 32'd0;
-    end else if (\$196 ) begin
-      \$258  = \$200 [31:0];
-    end
-    if (rst) begin
-      \$258  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = perf_vec_stall_count;
-    if (perf_ctrl_clear) begin
-      \$259  = 32'd0;
+      \$246  = 32'd0;
     end else if (\$201 ) begin
-      \$259  = \$204 [31:0];
+      \$246  = \$202 [31:0];
     end
     if (rst) begin
-      \$259  = 32'd0;
+      \$246  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = perf_dma_load_full_count;
+    \$247  = perf_q_event_stall3_count;
     if (perf_ctrl_clear) begin
-      \$260  = 32'd0;
-    end else if (\$205 ) begin
-      \$260  = \$206 [31:0];
+      \$247  = 32'd0;
+    end else if (\$203 ) begin
+      \$247  = \$204 [31:0];
     end
     if (rst) begin
-      \$260  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = perf_dma_store_full_count;
-    if (perf_ctrl_clear) begin
-      \$261  = 32'd0;
-    end else if (\$207 ) begin
-      \$261  = \$208 [31:0];
-    end
-    if (rst) begin
-      \$261  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = perf_gemm_full_count;
-    if (perf_ctrl_clear) begin
-      \$262  = 32'd0;
-    end else if (\$209 ) begin
-      \$262  = \$210 [31:0];
-    end
-    if (rst) begin
-      \$262  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = perf_vec_full_count;
-    if (perf_ctrl_clear) begin
-      \$263  = 32'd0;
-    end else if (\$211 ) begin
-      \$263  = \$212 [31:0];
-    end
-    if (rst) begin
-      \$263  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$264  = perf_q_retired0_count;
-    if (perf_ctrl_clear) begin
-      \$264  = 32'd0;
-    end else if (\$213 ) begin
-      \$264  = \$214 [31:0];
-    end
-    if (rst) begin
-      \$264  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$265  = perf_q_event_stall0_count;
-    if (perf_ctrl_clear) begin
-      \$265  = 32'd0;
-    end else if (\$215 ) begin
-      \$265  = \$216 [31:0];
-    end
-    if (rst) begin
-      \$265  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$266  = perf_q_retired1_count;
-    if (perf_ctrl_clear) begin
-      \$266  = 32'd0;
-    end else if (\$217 ) begin
-      \$266  = \$218 [31:0];
-    end
-    if (rst) begin
-      \$266  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$267  = perf_q_event_stall1_count;
-    if (perf_ctrl_clear) begin
-      \$267  = 32'd0;
-    end else if (\$219 ) begin
-      \$267  = \$220 [31:0];
-    end
-    if (rst) begin
-      \$267  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$268  = perf_q_retired2_count;
-    if (perf_ctrl_clear) begin
-      \$268  = 32'd0;
-    end else if (\$221 ) begin
-      \$268  = \$222 [31:0];
-    end
-    if (rst) begin
-      \$268  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$269  = perf_q_event_stall2_count;
-    if (perf_ctrl_clear) begin
-      \$269  = 32'd0;
-    end else if (\$223 ) begin
-      \$269  = \$224 [31:0];
-    end
-    if (rst) begin
-      \$269  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$270  = perf_q_retired3_count;
-    if (perf_ctrl_clear) begin
-      \$270  = 32'd0;
-    end else if (\$225 ) begin
-      \$270  = \$226 [31:0];
-    end
-    if (rst) begin
-      \$270  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$271  = perf_q_event_stall3_count;
-    if (perf_ctrl_clear) begin
-      \$271  = 32'd0;
-    end else if (\$227 ) begin
-      \$271  = \$228 [31:0];
-    end
-    if (rst) begin
-      \$271  = 32'd0;
+      \$247  = 32'd0;
     end
   end
   assign bus__ack = mmio__ack;
@@ -3875,10 +3799,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \event13_value$417  = event13_value;
   assign \event14_value$419  = event14_value;
   assign \event15_value$421  = event15_value;
-  assign q__0__prefetched = { 5'h00, \$276  };
-  assign q__1__prefetched = { 5'h00, \$277  };
-  assign q__2__prefetched = { 5'h00, \$278  };
-  assign q__3__prefetched = { 5'h00, \$279  };
+  assign q__0__prefetched = { 5'h00, \$252  };
+  assign q__1__prefetched = { 5'h00, \$253  };
+  assign q__2__prefetched = { 5'h00, \$254  };
+  assign q__3__prefetched = { 5'h00, \$255  };
   assign w_data = { retire__0__tag, dma_load_error };
   assign retire__0__error = dma_load_error;
   assign r_en = fw_write_retire_pop_engine[0];
@@ -3919,7 +3843,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q_status0_waiting = q_wait_queue[0];
-  assign q_status0_prefetched = { 5'h00, \$276  };
+  assign q_status0_prefetched = { 5'h00, \$252  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
@@ -3945,7 +3869,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q_status1_waiting = q_wait_queue[1];
-  assign q_status1_prefetched = { 5'h00, \$277  };
+  assign q_status1_prefetched = { 5'h00, \$253  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
@@ -3971,7 +3895,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q_status2_waiting = q_wait_queue[2];
-  assign q_status2_prefetched = { 5'h00, \$278  };
+  assign q_status2_prefetched = { 5'h00, \$254  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
@@ -3997,7 +3921,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q_status3_waiting = q_wait_queue[3];
-  assign q_status3_prefetched = { 5'h00, \$279  };
+  assign q_status3_prefetched = { 5'h00, \$255  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
@@ -4010,17 +3934,17 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_head30_word = q__3__head[223:192];
   assign q_head31_word = q__3__head[255:224];
   assign cpl_valid = fw_write_cpl;
-  assign cpl_queue = fw_write_cpl_queue;
-  assign cpl_irq = fw_write_cpl_irq;
-  assign cpl_halt = fw_write_cpl_halt;
-  assign cpl_flags = fw_write_cpl_flags;
-  assign cpl_status = fw_write_cpl_status;
-  assign cpl_opcode = fw_write_cpl_opcode;
+  assign cpl_queue = bus__wdata[1:0];
+  assign cpl_irq = bus__wdata[2];
+  assign cpl_halt = bus__wdata[3];
+  assign cpl_flags = bus__wdata[15:8];
+  assign cpl_status = bus__wdata[23:16];
+  assign cpl_opcode = bus__wdata[31:24];
   assign cpl_tag_tag = cpl_tag;
   assign cpl_timestamp = timestamp_cycles;
   assign cpl_free = cpl_status_free;
   assign fw_write_engine_reset_engine = reset;
-  assign fw_timer_diff = \$100 [31:0];
+  assign fw_timer_diff = \$76 [31:0];
   assign work_qready = { q__3__ready, q__2__ready, q__1__ready, q__0__ready };
   assign work_retire = retire_valid;
   assign work_qreset = { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
@@ -4048,14 +3972,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_dma_store = done_dma_store_count;
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
-  assign retire__0__irq = \$272 [8];
-  assign retire__1__irq = \$273 [8];
-  assign retire__2__irq = \$274 [8];
-  assign retire__3__irq = \$275 [8];
-  assign retire__3__opcode = \$275 [7:0];
-  assign retire__2__opcode = \$274 [7:0];
-  assign retire__1__opcode = \$273 [7:0];
-  assign retire__0__opcode = \$272 [7:0];
+  assign retire__0__irq = \$248 [8];
+  assign retire__1__irq = \$249 [8];
+  assign retire__2__irq = \$250 [8];
+  assign retire__3__irq = \$251 [8];
+  assign retire__3__opcode = \$251 [7:0];
+  assign retire__2__opcode = \$250 [7:0];
+  assign retire__1__opcode = \$249 [7:0];
+  assign retire__0__opcode = \$248 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -4389,12 +4313,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$62  = core_ctrl_run;
   assign \$63  = core_ctrl_run;
   assign fw_running = core_ctrl_run;
-  assign \$147  = \$146 ;
-  assign \$149  = \$148 ;
-  assign \$151  = \$150 ;
-  assign \$153  = \$152 ;
-  assign \$155  = \$154 ;
-  assign \$161  = \$160 ;
+  assign \$123  = \$122 ;
+  assign \$125  = \$124 ;
+  assign \$127  = \$126 ;
+  assign \$129  = \$128 ;
+  assign \$131  = \$130 ;
+  assign \$137  = \$136 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10167,10 +10091,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7267$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
-, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, fw_status_sleeping, \port$7468$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$7599$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$7613$0 , q_status0_resetting
-, q_consumer1_index, \port$7623$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$7637$0 , q_status1_resetting, q_consumer2_index, \port$7647$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$7661$0 , q_status2_resetting, q_consumer3_index, \port$7671$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$7685$0 , q_status3_resetting
-, \port$7697$0 , \port$7705$0 , \port$7713$0 , \port$7721$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7231$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
+, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, fw_status_sleeping, \port$7432$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$7563$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$7577$0 , q_status0_resetting
+, q_consumer1_index, \port$7587$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$7601$0 , q_status1_resetting, q_consumer2_index, \port$7611$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$7625$0 , q_status2_resetting, q_consumer3_index, \port$7635$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$7649$0 , q_status3_resetting
+, \port$7661$0 , \port$7669$0 , \port$7677$0 , \port$7685$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11400,34 +11324,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$7267$0 ;
-  wire [3:0] \port$7267$0 ;
-  input [3:0] \port$7468$0 ;
-  wire [3:0] \port$7468$0 ;
-  input \port$7599$0 ;
-  wire \port$7599$0 ;
-  input \port$7613$0 ;
-  wire \port$7613$0 ;
-  input \port$7623$0 ;
-  wire \port$7623$0 ;
-  input \port$7637$0 ;
-  wire \port$7637$0 ;
-  input \port$7647$0 ;
-  wire \port$7647$0 ;
-  input \port$7661$0 ;
-  wire \port$7661$0 ;
-  input \port$7671$0 ;
-  wire \port$7671$0 ;
-  input \port$7685$0 ;
-  wire \port$7685$0 ;
-  input [2:0] \port$7697$0 ;
-  wire [2:0] \port$7697$0 ;
-  input [2:0] \port$7705$0 ;
-  wire [2:0] \port$7705$0 ;
-  input [2:0] \port$7713$0 ;
-  wire [2:0] \port$7713$0 ;
-  input [2:0] \port$7721$0 ;
-  wire [2:0] \port$7721$0 ;
+  input [3:0] \port$7231$0 ;
+  wire [3:0] \port$7231$0 ;
+  input [3:0] \port$7432$0 ;
+  wire [3:0] \port$7432$0 ;
+  input \port$7563$0 ;
+  wire \port$7563$0 ;
+  input \port$7577$0 ;
+  wire \port$7577$0 ;
+  input \port$7587$0 ;
+  wire \port$7587$0 ;
+  input \port$7601$0 ;
+  wire \port$7601$0 ;
+  input \port$7611$0 ;
+  wire \port$7611$0 ;
+  input \port$7625$0 ;
+  wire \port$7625$0 ;
+  input \port$7635$0 ;
+  wire \port$7635$0 ;
+  input \port$7649$0 ;
+  wire \port$7649$0 ;
+  input [2:0] \port$7661$0 ;
+  wire [2:0] \port$7661$0 ;
+  input [2:0] \port$7669$0 ;
+  wire [2:0] \port$7669$0 ;
+  input [2:0] \port$7677$0 ;
+  wire [2:0] \port$7677$0 ;
+  input [2:0] \port$7685$0 ;
+  wire [2:0] \port$7685$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12040,10 +11964,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$266  = \$265  | irq_status_error_set;
   assign \$267  = ~ clr_irq_status_queue_cpl;
   assign \$268  = irq_status_queue_cpl & \$267 ;
-  assign \$269  = \$268  | { \port$7671$0 , \port$7647$0 , \port$7623$0 , \port$7599$0  };
+  assign \$269  = \$268  | { \port$7635$0 , \port$7611$0 , \port$7587$0 , \port$7563$0  };
   assign \$270  = ~ clr_irq_status_queue_error;
   assign \$271  = irq_status_queue_error & \$270 ;
-  assign \$272  = \$271  | { \port$7685$0 , \port$7661$0 , \port$7637$0 , \port$7613$0  };
+  assign \$272  = \$271  | { \port$7649$0 , \port$7625$0 , \port$7601$0 , \port$7577$0  };
   assign \$273  = ~ clr_irq_status_fw_msg;
   assign \$274  = irq_status_fw_msg & \$273 ;
   assign \$275  = \$274  | irq_status_fw_msg_set;
@@ -14330,20 +14254,20 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$7468$0 [0];
-  assign status_dma_store_busy = \port$7468$0 [1];
-  assign status_gemm_busy = \port$7468$0 [2];
-  assign status_vec_busy = \port$7468$0 [3];
-  assign irq_status_queue_cpl_set = { \port$7671$0 , \port$7647$0 , \port$7623$0 , \port$7599$0  };
-  assign irq_status_queue_error_set = { \port$7685$0 , \port$7661$0 , \port$7637$0 , \port$7613$0  };
-  assign q_status0_waiting = \port$7267$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$7697$0  };
-  assign q_status1_waiting = \port$7267$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$7705$0  };
-  assign q_status2_waiting = \port$7267$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$7713$0  };
-  assign q_status3_waiting = \port$7267$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$7721$0  };
+  assign status_dma_load_busy = \port$7432$0 [0];
+  assign status_dma_store_busy = \port$7432$0 [1];
+  assign status_gemm_busy = \port$7432$0 [2];
+  assign status_vec_busy = \port$7432$0 [3];
+  assign irq_status_queue_cpl_set = { \port$7635$0 , \port$7611$0 , \port$7587$0 , \port$7563$0  };
+  assign irq_status_queue_error_set = { \port$7649$0 , \port$7625$0 , \port$7601$0 , \port$7577$0  };
+  assign q_status0_waiting = \port$7231$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$7661$0  };
+  assign q_status1_waiting = \port$7231$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$7669$0  };
+  assign q_status2_waiting = \port$7231$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$7677$0  };
+  assign q_status3_waiting = \port$7231$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$7685$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$134  = 33'h04b414b49;
@@ -14388,11 +14312,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$235  = \$234 ;
   assign \$238  = 2'h0;
   assign \$239  = { 30'h00000000, \$238  };
-  assign \$242  = { 1'h0, \port$7468$0 [0] };
+  assign \$242  = { 1'h0, \port$7432$0 [0] };
   assign \$243  = { 30'h00000000, \$242  };
-  assign \$244  = { \port$7468$0 [1], 1'h0 };
-  assign \$246  = { 1'h0, \port$7468$0 [2], 2'h0 };
-  assign \$248  = { \port$7468$0 [3], 3'h0 };
+  assign \$244  = { \port$7432$0 [1], 1'h0 };
+  assign \$246  = { 1'h0, \port$7432$0 [2], 2'h0 };
+  assign \$248  = { \port$7432$0 [3], 3'h0 };
   assign \$250  = { 3'h0, status_idle, 4'h0 };
   assign \$278  = { 1'h0, irq_status_dma_load_done };
   assign \$279  = { 30'h00000000, \$278  };
@@ -14545,26 +14469,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$696  = { 30'h00000000, \$695  };
   assign \$697  = { q_status0_halted, 1'h0 };
   assign \$699  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$701  = { \port$7267$0 [0], 3'h0 };
-  assign \$703  = { 12'h000, \port$7697$0 , 8'h00 };
+  assign \$701  = { \port$7231$0 [0], 3'h0 };
+  assign \$703  = { 12'h000, \port$7661$0 , 8'h00 };
   assign \$707  = { 1'h0, q_status1_active };
   assign \$708  = { 30'h00000000, \$707  };
   assign \$709  = { q_status1_halted, 1'h0 };
   assign \$711  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$713  = { \port$7267$0 [1], 3'h0 };
-  assign \$715  = { 12'h000, \port$7705$0 , 8'h00 };
+  assign \$713  = { \port$7231$0 [1], 3'h0 };
+  assign \$715  = { 12'h000, \port$7669$0 , 8'h00 };
   assign \$719  = { 1'h0, q_status2_active };
   assign \$720  = { 30'h00000000, \$719  };
   assign \$721  = { q_status2_halted, 1'h0 };
   assign \$723  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$725  = { \port$7267$0 [2], 3'h0 };
-  assign \$727  = { 12'h000, \port$7713$0 , 8'h00 };
+  assign \$725  = { \port$7231$0 [2], 3'h0 };
+  assign \$727  = { 12'h000, \port$7677$0 , 8'h00 };
   assign \$731  = { 1'h0, q_status3_active };
   assign \$732  = { 30'h00000000, \$731  };
   assign \$733  = { q_status3_halted, 1'h0 };
   assign \$735  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$737  = { \port$7267$0 [3], 3'h0 };
-  assign \$739  = { 12'h000, \port$7721$0 , 8'h00 };
+  assign \$737  = { \port$7231$0 [3], 3'h0 };
+  assign \$739  = { 12'h000, \port$7685$0 , 8'h00 };
   assign \$743  = { 1'h0, q_error0_code };
   assign \$744  = { 23'h000000, \$743  };
   assign \$747  = { 1'h0, q_error1_code };
@@ -14671,7 +14595,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$7470$0 , retire__0__tag, \port$7472$0 , retire__1__tag, \port$7474$0 , retire__2__tag, \port$7476$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$7434$0 , retire__0__tag, \port$7436$0 , retire__1__tag, \port$7438$0 , retire__2__tag, \port$7440$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15283,14 +15207,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$7470$0 ;
-  wire [8:0] \port$7470$0 ;
-  output [8:0] \port$7472$0 ;
-  wire [8:0] \port$7472$0 ;
-  output [8:0] \port$7474$0 ;
-  wire [8:0] \port$7474$0 ;
-  output [8:0] \port$7476$0 ;
-  wire [8:0] \port$7476$0 ;
+  output [8:0] \port$7434$0 ;
+  wire [8:0] \port$7434$0 ;
+  output [8:0] \port$7436$0 ;
+  wire [8:0] \port$7436$0 ;
+  output [8:0] \port$7438$0 ;
+  wire [8:0] \port$7438$0 ;
+  output [8:0] \port$7440$0 ;
+  wire [8:0] \port$7440$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15736,9 +15660,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$6988$0 (desc),
-    .\port$6990$0 (queue),
-    .\port$6991$0 (windowed),
+    .\port$6952$0 (desc),
+    .\port$6954$0 (queue),
+    .\port$6955$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15748,9 +15672,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$6988$0 (desc),
-    .\port$6990$0 (queue),
-    .\port$6991$0 (windowed),
+    .\port$6952$0 (desc),
+    .\port$6954$0 (queue),
+    .\port$6955$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15760,9 +15684,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$6988$0 (desc),
-    .\port$6990$0 (queue),
-    .\port$6991$0 (windowed),
+    .\port$6952$0 (desc),
+    .\port$6954$0 (queue),
+    .\port$6955$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15772,9 +15696,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$6988$0 (desc),
-    .\port$6990$0 (queue),
-    .\port$6991$0 (windowed),
+    .\port$6952$0 (desc),
+    .\port$6954$0 (queue),
+    .\port$6955$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15959,13 +15883,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$7470$0  = dma_load_held[8:0];
+  assign \port$7434$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$7472$0  = dma_store_held[8:0];
+  assign \port$7436$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$7474$0  = gemm_held[8:0];
+  assign \port$7438$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$7476$0  = vec_held[8:0];
+  assign \port$7440$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16466,7 +16390,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6988$0 , \port$6990$0 , \port$6991$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6952$0 , \port$6954$0 , \port$6955$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16508,12 +16432,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$6988$0 ;
-  wire [255:0] \port$6988$0 ;
-  input [1:0] \port$6990$0 ;
-  wire [1:0] \port$6990$0 ;
-  input \port$6991$0 ;
-  wire \port$6991$0 ;
+  input [255:0] \port$6952$0 ;
+  wire [255:0] \port$6952$0 ;
+  input [1:0] \port$6954$0 ;
+  wire [1:0] \port$6954$0 ;
+  input \port$6955$0 ;
+  wire \port$6955$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16545,7 +16469,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6991$0 , \port$6990$0 , \port$6988$0  };
+      storage[w_port__addr] <= { \port$6955$0 , \port$6954$0 , \port$6952$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16644,14 +16568,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6991$0 , \port$6990$0 , \port$6988$0  };
-  assign w_data = { \port$6991$0 , \port$6990$0 , \port$6988$0  };
+  assign w_port__data = { \port$6955$0 , \port$6954$0 , \port$6952$0  };
+  assign w_data = { \port$6955$0 , \port$6954$0 , \port$6952$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6988$0 , \port$6990$0 , \port$6991$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6952$0 , \port$6954$0 , \port$6955$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16693,12 +16617,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$6988$0 ;
-  wire [255:0] \port$6988$0 ;
-  input [1:0] \port$6990$0 ;
-  wire [1:0] \port$6990$0 ;
-  input \port$6991$0 ;
-  wire \port$6991$0 ;
+  input [255:0] \port$6952$0 ;
+  wire [255:0] \port$6952$0 ;
+  input [1:0] \port$6954$0 ;
+  wire [1:0] \port$6954$0 ;
+  input \port$6955$0 ;
+  wire \port$6955$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16730,7 +16654,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6991$0 , \port$6990$0 , \port$6988$0  };
+      storage[w_port__addr] <= { \port$6955$0 , \port$6954$0 , \port$6952$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16829,14 +16753,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6991$0 , \port$6990$0 , \port$6988$0  };
-  assign w_data = { \port$6991$0 , \port$6990$0 , \port$6988$0  };
+  assign w_port__data = { \port$6955$0 , \port$6954$0 , \port$6952$0  };
+  assign w_data = { \port$6955$0 , \port$6954$0 , \port$6952$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6988$0 , \port$6990$0 , \port$6991$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6952$0 , \port$6954$0 , \port$6955$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16878,12 +16802,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$6988$0 ;
-  wire [255:0] \port$6988$0 ;
-  input [1:0] \port$6990$0 ;
-  wire [1:0] \port$6990$0 ;
-  input \port$6991$0 ;
-  wire \port$6991$0 ;
+  input [255:0] \port$6952$0 ;
+  wire [255:0] \port$6952$0 ;
+  input [1:0] \port$6954$0 ;
+  wire [1:0] \port$6954$0 ;
+  input \port$6955$0 ;
+  wire \port$6955$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16915,7 +16839,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6991$0 , \port$6990$0 , \port$6988$0  };
+      storage[w_port__addr] <= { \port$6955$0 , \port$6954$0 , \port$6952$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17014,14 +16938,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6991$0 , \port$6990$0 , \port$6988$0  };
-  assign w_data = { \port$6991$0 , \port$6990$0 , \port$6988$0  };
+  assign w_port__data = { \port$6955$0 , \port$6954$0 , \port$6952$0  };
+  assign w_data = { \port$6955$0 , \port$6954$0 , \port$6952$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6988$0 , \port$6990$0 , \port$6991$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6952$0 , \port$6954$0 , \port$6955$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17063,12 +16987,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$6988$0 ;
-  wire [255:0] \port$6988$0 ;
-  input [1:0] \port$6990$0 ;
-  wire [1:0] \port$6990$0 ;
-  input \port$6991$0 ;
-  wire \port$6991$0 ;
+  input [255:0] \port$6952$0 ;
+  wire [255:0] \port$6952$0 ;
+  input [1:0] \port$6954$0 ;
+  wire [1:0] \port$6954$0 ;
+  input \port$6955$0 ;
+  wire \port$6955$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17100,7 +17024,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6991$0 , \port$6990$0 , \port$6988$0  };
+      storage[w_port__addr] <= { \port$6955$0 , \port$6954$0 , \port$6952$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17199,8 +17123,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6991$0 , \port$6990$0 , \port$6988$0  };
-  assign w_data = { \port$6991$0 , \port$6990$0 , \port$6988$0  };
+  assign w_port__data = { \port$6955$0 , \port$6954$0 , \port$6952$0  };
+  assign w_data = { \port$6955$0 , \port$6954$0 , \port$6952$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20412,7 +20336,7 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7470$16 , \port$7826$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7434$16 , \port$7790$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20456,10 +20380,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7470$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7470$16 ;
-  wire [15:0] \port$7470$16 ;
-  input [7:0] \port$7826$0 ;
-  wire [7:0] \port$7826$0 ;
+  input [15:0] \port$7434$16 ;
+  wire [15:0] \port$7434$16 ;
+  input [7:0] \port$7790$0 ;
+  wire [7:0] \port$7790$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20494,7 +20418,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7470$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7470$16 , \port$7826$0  };
+      storage[w_port__addr] <= { \port$7434$16 , \port$7790$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20605,14 +20529,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7470$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7470$16 , \port$7826$0  };
-  assign w_data = { \port$7470$16 , \port$7826$0  };
+  assign w_port__data = { \port$7434$16 , \port$7790$0  };
+  assign w_data = { \port$7434$16 , \port$7790$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7472$16 , \port$7934$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7436$16 , \port$7898$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20656,10 +20580,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7472
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7472$16 ;
-  wire [15:0] \port$7472$16 ;
-  input [7:0] \port$7934$0 ;
-  wire [7:0] \port$7934$0 ;
+  input [15:0] \port$7436$16 ;
+  wire [15:0] \port$7436$16 ;
+  input [7:0] \port$7898$0 ;
+  wire [7:0] \port$7898$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20694,7 +20618,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7472
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7472$16 , \port$7934$0  };
+      storage[w_port__addr] <= { \port$7436$16 , \port$7898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20805,15 +20729,15 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7472
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7472$16 , \port$7934$0  };
-  assign w_data = { \port$7472$16 , \port$7934$0  };
+  assign w_port__data = { \port$7436$16 , \port$7898$0  };
+  assign w_data = { \port$7436$16 , \port$7898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4483$0 , \port$4485$0 , q_head_index1_index, \port$4492$0 , \port$4494$0 , q_head_index2_index, \port$4501$0 , \port$4503$0 , q_head_index3_index, \port$4510$0 , \port$4512$0 , cpl_status_free, \port$5167$0 , \port$5197$0 , \port$5227$0 
-, \port$5257$0 , \port$6834$0 , \port$6884$0 , \port$6934$0 , \port$6984$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4447$0 , \port$4449$0 , q_head_index1_index, \port$4456$0 , \port$4458$0 , q_head_index2_index, \port$4465$0 , \port$4467$0 , q_head_index3_index, \port$4474$0 , \port$4476$0 , cpl_status_free, \port$5131$0 , \port$5161$0 , \port$5191$0 
+, \port$5221$0 , \port$6798$0 , \port$6848$0 , \port$6898$0 , \port$6948$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
 , timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
@@ -21735,38 +21659,38 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4483$0 ;
-  wire \port$4483$0 ;
-  input \port$4485$0 ;
-  wire \port$4485$0 ;
-  input \port$4492$0 ;
-  wire \port$4492$0 ;
-  input \port$4494$0 ;
-  wire \port$4494$0 ;
-  input \port$4501$0 ;
-  wire \port$4501$0 ;
-  input \port$4503$0 ;
-  wire \port$4503$0 ;
-  input \port$4510$0 ;
-  wire \port$4510$0 ;
-  input \port$4512$0 ;
-  wire \port$4512$0 ;
-  input [255:0] \port$5167$0 ;
-  wire [255:0] \port$5167$0 ;
-  input [255:0] \port$5197$0 ;
-  wire [255:0] \port$5197$0 ;
-  input [255:0] \port$5227$0 ;
-  wire [255:0] \port$5227$0 ;
-  input [255:0] \port$5257$0 ;
-  wire [255:0] \port$5257$0 ;
-  input [23:0] \port$6834$0 ;
-  wire [23:0] \port$6834$0 ;
-  input [23:0] \port$6884$0 ;
-  wire [23:0] \port$6884$0 ;
-  input [23:0] \port$6934$0 ;
-  wire [23:0] \port$6934$0 ;
-  input [23:0] \port$6984$0 ;
-  wire [23:0] \port$6984$0 ;
+  input \port$4447$0 ;
+  wire \port$4447$0 ;
+  input \port$4449$0 ;
+  wire \port$4449$0 ;
+  input \port$4456$0 ;
+  wire \port$4456$0 ;
+  input \port$4458$0 ;
+  wire \port$4458$0 ;
+  input \port$4465$0 ;
+  wire \port$4465$0 ;
+  input \port$4467$0 ;
+  wire \port$4467$0 ;
+  input \port$4474$0 ;
+  wire \port$4474$0 ;
+  input \port$4476$0 ;
+  wire \port$4476$0 ;
+  input [255:0] \port$5131$0 ;
+  wire [255:0] \port$5131$0 ;
+  input [255:0] \port$5161$0 ;
+  wire [255:0] \port$5161$0 ;
+  input [255:0] \port$5191$0 ;
+  wire [255:0] \port$5191$0 ;
+  input [255:0] \port$5221$0 ;
+  wire [255:0] \port$5221$0 ;
+  input [23:0] \port$6798$0 ;
+  wire [23:0] \port$6798$0 ;
+  input [23:0] \port$6848$0 ;
+  wire [23:0] \port$6848$0 ;
+  input [23:0] \port$6898$0 ;
+  wire [23:0] \port$6898$0 ;
+  input [23:0] \port$6948$0 ;
+  wire [23:0] \port$6948$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -23988,48 +23912,48 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign work_qready = { \port$4510$0 , \port$4501$0 , \port$4492$0 , \port$4483$0  };
-  assign work_qreset = { \port$4512$0 , \port$4503$0 , \port$4494$0 , \port$4485$0  };
-  assign retire0_error = \port$6834$0 [7:0];
-  assign retire0_tag = \port$6834$0 [23:8];
-  assign retire1_error = \port$6884$0 [7:0];
-  assign retire1_tag = \port$6884$0 [23:8];
-  assign retire2_error = \port$6934$0 [7:0];
-  assign retire2_tag = \port$6934$0 [23:8];
-  assign retire3_error = \port$6984$0 [7:0];
-  assign retire3_tag = \port$6984$0 [23:8];
-  assign q_head0_word = \port$5167$0 [31:0];
-  assign q_head1_word = \port$5167$0 [63:32];
-  assign q_head2_word = \port$5167$0 [95:64];
-  assign q_head3_word = \port$5167$0 [127:96];
-  assign q_head4_word = \port$5167$0 [159:128];
-  assign q_head5_word = \port$5167$0 [191:160];
-  assign q_head6_word = \port$5167$0 [223:192];
-  assign q_head7_word = \port$5167$0 [255:224];
-  assign q_head8_word = \port$5197$0 [31:0];
-  assign q_head9_word = \port$5197$0 [63:32];
-  assign q_head10_word = \port$5197$0 [95:64];
-  assign q_head11_word = \port$5197$0 [127:96];
-  assign q_head12_word = \port$5197$0 [159:128];
-  assign q_head13_word = \port$5197$0 [191:160];
-  assign q_head14_word = \port$5197$0 [223:192];
-  assign q_head15_word = \port$5197$0 [255:224];
-  assign q_head16_word = \port$5227$0 [31:0];
-  assign q_head17_word = \port$5227$0 [63:32];
-  assign q_head18_word = \port$5227$0 [95:64];
-  assign q_head19_word = \port$5227$0 [127:96];
-  assign q_head20_word = \port$5227$0 [159:128];
-  assign q_head21_word = \port$5227$0 [191:160];
-  assign q_head22_word = \port$5227$0 [223:192];
-  assign q_head23_word = \port$5227$0 [255:224];
-  assign q_head24_word = \port$5257$0 [31:0];
-  assign q_head25_word = \port$5257$0 [63:32];
-  assign q_head26_word = \port$5257$0 [95:64];
-  assign q_head27_word = \port$5257$0 [127:96];
-  assign q_head28_word = \port$5257$0 [159:128];
-  assign q_head29_word = \port$5257$0 [191:160];
-  assign q_head30_word = \port$5257$0 [223:192];
-  assign q_head31_word = \port$5257$0 [255:224];
+  assign work_qready = { \port$4474$0 , \port$4465$0 , \port$4456$0 , \port$4447$0  };
+  assign work_qreset = { \port$4476$0 , \port$4467$0 , \port$4458$0 , \port$4449$0  };
+  assign retire0_error = \port$6798$0 [7:0];
+  assign retire0_tag = \port$6798$0 [23:8];
+  assign retire1_error = \port$6848$0 [7:0];
+  assign retire1_tag = \port$6848$0 [23:8];
+  assign retire2_error = \port$6898$0 [7:0];
+  assign retire2_tag = \port$6898$0 [23:8];
+  assign retire3_error = \port$6948$0 [7:0];
+  assign retire3_tag = \port$6948$0 [23:8];
+  assign q_head0_word = \port$5131$0 [31:0];
+  assign q_head1_word = \port$5131$0 [63:32];
+  assign q_head2_word = \port$5131$0 [95:64];
+  assign q_head3_word = \port$5131$0 [127:96];
+  assign q_head4_word = \port$5131$0 [159:128];
+  assign q_head5_word = \port$5131$0 [191:160];
+  assign q_head6_word = \port$5131$0 [223:192];
+  assign q_head7_word = \port$5131$0 [255:224];
+  assign q_head8_word = \port$5161$0 [31:0];
+  assign q_head9_word = \port$5161$0 [63:32];
+  assign q_head10_word = \port$5161$0 [95:64];
+  assign q_head11_word = \port$5161$0 [127:96];
+  assign q_head12_word = \port$5161$0 [159:128];
+  assign q_head13_word = \port$5161$0 [191:160];
+  assign q_head14_word = \port$5161$0 [223:192];
+  assign q_head15_word = \port$5161$0 [255:224];
+  assign q_head16_word = \port$5191$0 [31:0];
+  assign q_head17_word = \port$5191$0 [63:32];
+  assign q_head18_word = \port$5191$0 [95:64];
+  assign q_head19_word = \port$5191$0 [127:96];
+  assign q_head20_word = \port$5191$0 [159:128];
+  assign q_head21_word = \port$5191$0 [191:160];
+  assign q_head22_word = \port$5191$0 [223:192];
+  assign q_head23_word = \port$5191$0 [255:224];
+  assign q_head24_word = \port$5221$0 [31:0];
+  assign q_head25_word = \port$5221$0 [63:32];
+  assign q_head26_word = \port$5221$0 [95:64];
+  assign q_head27_word = \port$5221$0 [127:96];
+  assign q_head28_word = \port$5221$0 [159:128];
+  assign q_head29_word = \port$5221$0 [191:160];
+  assign q_head30_word = \port$5221$0 [223:192];
+  assign q_head31_word = \port$5221$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -24044,10 +23968,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4510$0 , \port$4501$0 , \port$4492$0 , \port$4483$0  };
+  assign \$224  = { 1'h0, \port$4474$0 , \port$4465$0 , \port$4456$0 , \port$4447$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4512$0 , \port$4503$0 , \port$4494$0 , \port$4485$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4476$0 , \port$4467$0 , \port$4458$0 , \port$4449$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -24059,20 +23983,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$6834$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$6834$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$6798$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$6798$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$6884$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$6884$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$6848$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$6848$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$6934$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$6934$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$6898$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$6898$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$6984$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$6984$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$6948$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$6948$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -24106,69 +24030,69 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5167$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5131$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5167$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5131$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5167$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5131$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5167$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5131$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5167$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5131$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5167$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5131$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5167$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5131$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5167$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5131$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5197$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5161$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5197$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5161$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5197$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5161$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5197$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5161$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5197$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5161$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5197$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5161$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5197$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5161$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5197$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5161$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5227$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5191$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5227$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5191$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5227$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5191$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5227$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5191$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5227$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5191$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5227$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5191$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5227$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5191$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5227$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5191$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5257$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5221$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5257$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5221$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5257$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5221$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5257$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5221$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5257$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5221$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5257$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5221$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5257$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5221$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5257$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5221$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -27353,7 +27277,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7474$16 , \port$7996$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7438$16 , \port$7960$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27397,10 +27321,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7474$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7474$16 ;
-  wire [15:0] \port$7474$16 ;
-  input [7:0] \port$7996$0 ;
-  wire [7:0] \port$7996$0 ;
+  input [15:0] \port$7438$16 ;
+  wire [15:0] \port$7438$16 ;
+  input [7:0] \port$7960$0 ;
+  wire [7:0] \port$7960$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -27435,7 +27359,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7474$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7474$16 , \port$7996$0  };
+      storage[w_port__addr] <= { \port$7438$16 , \port$7960$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -27546,20 +27470,19 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7474$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7474$16 , \port$7996$0  };
-  assign w_data = { \port$7474$16 , \port$7996$0  };
+  assign w_port__data = { \port$7438$16 , \port$7960$0  };
+  assign w_data = { \port$7438$16 , \port$7960$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_en$58 , \r_en$88 , \r_en$118 , \port$121$0 , cpl_valid, cpl_queue, cpl_irq, cpl_halt, cpl_flags, cpl_status, cpl_opcode, fw_running, q__0__reset, q__1__reset, q__2__reset
-, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req, q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, cpl_w_last, axi__wdata, q__0__head
-, q__1__head, q__2__head, q__3__head, axi__arready, axi__rvalid, axi__awready, axi__wready, axi__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2
-, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch
-, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen, axi__wstrb, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting
-, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, level, \level$46 , \level$76 , \level$106 , axi__bresp
-);
+module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_en$58 , \r_en$88 , \r_en$118 , \port$121$0 , cpl_valid, fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req, q1_active
+, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, cpl_w_last, axi__wdata, q__0__head, q__1__head, q__2__head, q__3__head, axi__arready, axi__rvalid, axi__awready
+, axi__wready, axi__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell
+, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$7422$0 , \port$7422$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
+, axi__wstrb, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted
+, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, level, \level$46 , \level$76 , \level$106 , axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28109,20 +28032,15 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire cpl_fin_bad;
   wire [7:0] cpl_fin_code;
   reg cpl_finish;
-  input [7:0] cpl_flags;
   wire [7:0] cpl_flags;
   output [3:0] cpl_free;
   wire [3:0] cpl_free;
   reg [2:0] cpl_fsm_state = 3'h0;
-  input cpl_halt;
   wire cpl_halt;
-  input cpl_irq;
   wire cpl_irq;
-  input [7:0] cpl_opcode;
   wire [7:0] cpl_opcode;
   reg cpl_overflow = 1'h0;
   wire cpl_push_ok;
-  input [1:0] cpl_queue;
   wire [1:0] cpl_queue;
   wire [127:0] cpl_rec;
   wire [7:0] \cpl_rec.flags ;
@@ -28147,7 +28065,6 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   reg [31:0] cpl_sel_c;
   reg [3:0] cpl_sel_log2;
   wire cpl_sent;
-  input [7:0] cpl_status;
   wire [7:0] cpl_status;
   input [15:0] cpl_tag;
   wire [15:0] cpl_tag;
@@ -28201,6 +28118,10 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire [2:0] \level$76 ;
   input [3:0] \port$121$0 ;
   wire [3:0] \port$121$0 ;
+  input [3:0] \port$7422$0 ;
+  wire [3:0] \port$7422$0 ;
+  input [23:0] \port$7422$8 ;
+  wire [23:0] \port$7422$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -28828,7 +28749,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$135  = fetch_q == 2'h3;
   assign q3_fetch_push = \$134  & \$135 ;
   assign \$136  = cpl_valid & w_rdy;
-  assign \$137  = cpl_queue < 3'h4;
+  assign \$137  = \port$7422$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$136  & \$137 ;
   assign cpl_free = 3'h4 - \level$195 ;
   assign \$138  = cpl_w_nbeats - 1'h1;
@@ -29058,7 +28979,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$334  = cpl_rec_index + 1'h1;
   assign \$335  = q__0__consumer + 1'h1;
   assign \$336  = q0_cpl_done & cpl_req[2];
-  assign \$337  = ! cpl_queue;
+  assign \$337  = ! \port$7422$0 [1:0];
   assign \$338  = cpl_push_ok & \$337 ;
   assign \$339  = q0_cpl_pending + \$338 ;
   assign \$340  = \$339  - q0_cpl_done;
@@ -29076,7 +28997,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$352  = q0_resetting & \$351 ;
   assign \$353  = q__1__consumer + 1'h1;
   assign \$354  = q1_cpl_done & cpl_req[2];
-  assign \$355  = cpl_queue == 1'h1;
+  assign \$355  = \port$7422$0 [1:0] == 1'h1;
   assign \$356  = cpl_push_ok & \$355 ;
   assign \$357  = q1_cpl_pending + \$356 ;
   assign \$358  = \$357  - q1_cpl_done;
@@ -29094,7 +29015,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$370  = q1_resetting & \$369 ;
   assign \$371  = q__2__consumer + 1'h1;
   assign \$372  = q2_cpl_done & cpl_req[2];
-  assign \$373  = cpl_queue == 2'h2;
+  assign \$373  = \port$7422$0 [1:0] == 2'h2;
   assign \$374  = cpl_push_ok & \$373 ;
   assign \$375  = q2_cpl_pending + \$374 ;
   assign \$376  = \$375  - q2_cpl_done;
@@ -29112,7 +29033,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$388  = q2_resetting & \$387 ;
   assign \$389  = q__3__consumer + 1'h1;
   assign \$390  = q3_cpl_done & cpl_req[2];
-  assign \$391  = cpl_queue == 2'h3;
+  assign \$391  = \port$7422$0 [1:0] == 2'h3;
   assign \$392  = cpl_push_ok & \$391 ;
   assign \$393  = q3_cpl_pending + \$392 ;
   assign \$394  = \$393  - q3_cpl_done;
@@ -29167,7 +29088,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(level),
     .\port$0$87 (axi__rdata),
-    .\port$7553$0 (fetch_r_buf),
+    .\port$7517$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -29179,7 +29100,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$46 ),
     .\port$0$87 (axi__rdata),
-    .\port$7553$0 (fetch_r_buf),
+    .\port$7517$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$58 ),
@@ -29191,7 +29112,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$76 ),
     .\port$0$87 (axi__rdata),
-    .\port$7553$0 (fetch_r_buf),
+    .\port$7517$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$88 ),
@@ -29203,7 +29124,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$106 ),
     .\port$0$87 (axi__rdata),
-    .\port$7553$0 (fetch_r_buf),
+    .\port$7517$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$118 ),
@@ -30675,6 +30596,12 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \w_data$177  = { axi__rdata, fetch_r_buf };
   assign \w_en$179  = q3_fetch_push;
   assign \w_data$180  = { axi__rdata, fetch_r_buf };
+  assign cpl_queue = \port$7422$0 [1:0];
+  assign cpl_irq = \port$7422$0 [2];
+  assign cpl_halt = \port$7422$0 [3];
+  assign cpl_flags = \port$7422$8 [7:0];
+  assign cpl_status = \port$7422$8 [15:8];
+  assign cpl_opcode = \port$7422$8 [23:16];
   assign \w_en$193  = cpl_push_ok;
   assign axi__awid = 4'h0;
   assign cpl_aw_addr = axi__awaddr;
@@ -30729,12 +30656,12 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$181 [75:44] = cpl_timestamp;
   assign \w_data$181 [43:28] = cpl_tag;
-  assign \w_data$181 [27:20] = cpl_opcode;
-  assign \w_data$181 [19:12] = cpl_status;
-  assign \w_data$181 [11:4] = cpl_flags;
-  assign \w_data$181 [3] = cpl_halt;
-  assign \w_data$181 [2] = cpl_irq;
-  assign \w_data$181 [1:0] = cpl_queue;
+  assign \w_data$181 [27:20] = \port$7422$8 [23:16];
+  assign \w_data$181 [19:12] = \port$7422$8 [15:8];
+  assign \w_data$181 [11:4] = \port$7422$8 [7:0];
+  assign \w_data$181 [3] = \port$7422$0 [3];
+  assign \w_data$181 [2] = \port$7422$0 [2];
+  assign \w_data$181 [1:0] = \port$7422$0 [1:0];
   assign \$26  = 32'd4294967264;
   assign \$27 [4:0] = 5'h00;
   assign \$27 [31:5] = q__0__ring_base[31:5];
@@ -30885,7 +30812,7 @@ module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$7553$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$7517$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -30912,8 +30839,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7553$0 ;
-  wire [191:0] \port$7553$0 ;
+  input [191:0] \port$7517$0 ;
+  wire [191:0] \port$7517$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -30948,7 +30875,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7553$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$7517$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31019,14 +30946,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7553$0  };
-  assign w_data = { \port$0$87 , \port$7553$0  };
+  assign w_port__data = { \port$0$87 , \port$7517$0  };
+  assign w_data = { \port$0$87 , \port$7517$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$7553$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$7517$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -31053,8 +30980,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7553$0 ;
-  wire [191:0] \port$7553$0 ;
+  input [191:0] \port$7517$0 ;
+  wire [191:0] \port$7517$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -31089,7 +31016,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7553$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$7517$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31160,14 +31087,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7553$0  };
-  assign w_data = { \port$0$87 , \port$7553$0  };
+  assign w_port__data = { \port$0$87 , \port$7517$0  };
+  assign w_data = { \port$0$87 , \port$7517$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$7553$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$7517$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -31194,8 +31121,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7553$0 ;
-  wire [191:0] \port$7553$0 ;
+  input [191:0] \port$7517$0 ;
+  wire [191:0] \port$7517$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -31230,7 +31157,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7553$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$7517$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31301,14 +31228,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7553$0  };
-  assign w_data = { \port$0$87 , \port$7553$0  };
+  assign w_port__data = { \port$0$87 , \port$7517$0  };
+  assign w_data = { \port$0$87 , \port$7517$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$7553$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$7517$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -31335,8 +31262,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7553$0 ;
-  wire [191:0] \port$7553$0 ;
+  input [191:0] \port$7517$0 ;
+  wire [191:0] \port$7517$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -31371,7 +31298,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7553$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$7517$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31442,8 +31369,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7553$0  };
-  assign w_data = { \port$0$87 , \port$7553$0  };
+  assign w_port__data = { \port$0$87 , \port$7517$0  };
+  assign w_data = { \port$0$87 , \port$7517$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -34065,7 +33992,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7476$16 , \port$8272$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7440$16 , \port$8236$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34109,10 +34036,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7476$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7476$16 ;
-  wire [15:0] \port$7476$16 ;
-  input [7:0] \port$8272$0 ;
-  wire [7:0] \port$8272$0 ;
+  input [15:0] \port$7440$16 ;
+  wire [15:0] \port$7440$16 ;
+  input [7:0] \port$8236$0 ;
+  wire [7:0] \port$8236$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -34147,7 +34074,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7476$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7476$16 , \port$8272$0  };
+      storage[w_port__addr] <= { \port$7440$16 , \port$8236$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -34258,8 +34185,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7476$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7476$16 , \port$8272$0  };
-  assign w_data = { \port$7476$16 , \port$8272$0  };
+  assign w_port__data = { \port$7440$16 , \port$8236$0  };
+  assign w_data = { \port$7440$16 , \port$8236$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
