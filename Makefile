@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The optional torch extra (the torch.export importer): installed for `make test` and torch models.
+TORCH_STAMP := $(VENV)/.installed-torch
 # Pass extra pytest arguments, e.g. `make test PYTEST_ARGS="-k dma"`.
 PYTEST_ARGS ?=
 JOBS ?= 2
@@ -31,7 +33,7 @@ endif
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, PYTEST_ARGS=..."
-	@echo "  make sim [DIM=8] [MODEL=mlp|conv|all] [SEED=n] [WAVES=1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
+	@echo "  make sim [DIM=8] [MODEL=mlp|conv|all|torch_mlp|torch_conv] [SEED=n] [WAVES=1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
 
 venv: $(STAMP) ## create .venv from the pinned packages in pyproject.toml
 
@@ -41,16 +43,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
 	@touch $@
 
+$(TORCH_STAMP): $(STAMP)
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['torch']))" > $(VENV)/requirements-torch.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements-torch.txt
+	@touch $@
+
 rtl: $(STAMP) ## regenerate rtl/*.v, the register header/Python/docs from hdl_gen/ (deterministic)
 	$(PY) -m hdl_gen.generate
 
 firmware: $(STAMP) ## build the control-core firmware ELF (build/firmware/kaki_fw.elf) with ziglang's clang
 	$(PY) -m firmware.build
 
-test: $(STAMP) firmware ## fast tests + cocotb block tests under Verilator, in parallel (CI runs this)
+test: $(STAMP) $(TORCH_STAMP) firmware ## fast tests + cocotb block tests under Verilator, in parallel (CI runs this)
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
-sim: $(STAMP) firmware ## compile an int8 MLP + conv, run driver -> firmware -> RTL, check bit-exact, report cycles
+sim: $(STAMP) $(if $(filter torch%,$(MODEL)),$(TORCH_STAMP)) firmware ## compile an int8 MLP + conv, run driver -> firmware -> RTL, check bit-exact, report cycles
 	$(PY) -m cocotb_tests.sim_demo --dim $(DIM) --model $(MODEL) $(if $(SEED),--seed $(SEED),) $(if $(filter 1,$(WAVES)),--waves,) $(if $(TRACE),--trace $(TRACE),)
 
 waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<n>
@@ -60,7 +67,7 @@ waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<
 bench: $(STAMP) firmware ## compiled GEMMs driver -> firmware -> RTL: PE utilization, sim speed vs bare C++, golden speed, compile times (build/bench.json, build/bench.png)
 	$(PY) -m cocotb_tests.bench --dim $(DIM)
 
-regress: $(STAMP) firmware ## longer regression: more seeds, all array sizes
+regress: $(STAMP) $(TORCH_STAMP) firmware ## longer regression: more seeds, all array sizes
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 clean: ## remove simulator builds and test outputs (keeps .venv)

@@ -1,7 +1,8 @@
 """`make sim`: compile small int8 models, run them driver -> firmware -> RTL under Verilator,
 check them bit-exactly against the golden device model and the NumPy reference, print a report.
 
-    python -m cocotb_tests.sim_demo [--dim 8] [--model mlp|conv|all] [--seed N] [--waves]
+    python -m cocotb_tests.sim_demo [--dim 8] [--model mlp|conv|all|torch_mlp|torch_conv]
+                                    [--seed N] [--waves]
                                     [--trace build/trace.json]
 
 Report columns (per layer = the commands whose note starts with the layer's name):
@@ -21,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from compiler.models import MODELS, TORCH_MODELS
+
 from . import simbuild
 from .soc_target import soc_target
 from .test_chip_queues import firmware_elf
@@ -38,14 +41,14 @@ def print_report(r, wall):
         p = m["perf"]
         print(f"\n  model {m['model']}: {m['commands']} descriptors ({m['engine_commands']} engine "
               f"commands) on 3 queues, {m['macs']:,} MACs")
-        print(f"  {'layer':<8}{'M x K x N':>16}{'cmds':>6}{'predicted':>11}{'measured':>10}"
+        print(f"  {'layer':<12}{'M x K x N':>16}{'cmds':>6}{'predicted':>11}{'measured':>10}"
               f"{'meas/pred':>10}{'PE util':>9}")
         for L in m["layers"]:
             shape = "x".join(str(v) for v in L["shape"])
-            print(f"  {L['layer']:<8}{shape:>16}{L['commands']:>6}{L['predicted']:>11}"
+            print(f"  {L['layer']:<12}{shape:>16}{L['commands']:>6}{L['predicted']:>11}"
                   f"{L['measured']:>10}{L['measured'] / max(L['predicted'], 1):>10.2f}"
                   f"{_pct(L['pe_util']) if L['pe_util'] <= 1 else 'overlap':>9}")
-        print(f"  {'total':<8}{'':>16}{m['commands']:>6}{m['predicted']:>11}{m['last_record']:>10}"
+        print(f"  {'total':<12}{'':>16}{m['commands']:>6}{m['predicted']:>11}{m['last_record']:>10}"
               f"{m['last_record'] / max(m['predicted'], 1):>10.2f}{_pct(m['pe_util_run']):>9}")
         print("  (a layer's measured span runs from the previous layer's last completion record to its "
               "own; layers overlap, so compare the totals)")
@@ -78,7 +81,8 @@ def print_report(r, wall):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dim", type=int, default=8, choices=(4, 8, 16))
-    ap.add_argument("--model", default="all", choices=("mlp", "conv", "all"))
+    ap.add_argument("--model", default="all", choices=MODELS + TORCH_MODELS + ("all",),
+                    help="all = " + ", ".join(MODELS) + "; the torch models need the torch extra")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--waves", action="store_true", help="debug build with a VCD in the run dir")
     ap.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace JSON here")
@@ -86,7 +90,7 @@ def main(argv=None):
     if args.waves:
         os.environ["KAKI_WAVES"] = "1"
     t0 = time.monotonic()
-    names = ["mlp", "conv"] if args.model == "all" else [args.model]
+    names = list(MODELS) if args.model == "all" else [args.model]
     env = {"KAKI_FW_ELF": str(firmware_elf()), "KAKI_DEMO_MODELS": ",".join(names)}
     trace = Path(args.trace).resolve() if args.trace else None
     if trace:

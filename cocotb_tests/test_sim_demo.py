@@ -33,3 +33,18 @@ def test_sim_demo_mlp():
     (m,) = report["models"]
     assert m["pass"] and m["dma_in"] == m["dma_in_expected"] and m["dma_out"] == m["dma_out_expected"]
     assert len(m["layers"]) >= 3
+
+
+@pytest.mark.sim
+def test_sim_demo_torch_models():
+    """Both torch.export-ed demo models (compiler/torch_models.py) through the importer, compiled and
+    run on RTL, bit-exact against the golden chip model and the graph interpreter."""
+    simbuild.run(soc_target(8), "cocotb_tests.cocotb_sim_demo", testcase="sim_demo",
+                 tag="sim_demo_torch",
+                 extra_env={"KAKI_FW_ELF": str(firmware_elf()),
+                            "KAKI_DEMO_MODELS": "torch_mlp,torch_conv"})
+    report = json.loads((simbuild.last_run_dir() / "report.json").read_text())
+    assert [m["model"] for m in report["models"]] == ["torch_mlp", "torch_conv"]
+    for m in report["models"]:
+        assert m["pass"] and m["dma_in"] == m["dma_in_expected"] and m["dma_out"] == m["dma_out_expected"]
+        assert not any(m["degenerate"].values()), m["degenerate"]

@@ -1,15 +1,18 @@
 """Demo models for ``make sim``: a small int8 MLP and a conv layer, with seeded random weights,
 quantization parameters chosen so the outputs are neither saturated nor all zero.
 
-``build(name, seed) -> (Graph, feeds)``; ``MODELS`` lists the names.
+``build(name, seed) -> (Graph, feeds)``; ``MODELS`` lists the names. ``TORCH_MODELS`` are written
+in PyTorch and imported (compiler/torch_models.py); they need the ``torch`` extra, which this module
+imports only when one of them is built.
 """
 import numpy as np
 
 from .graph import Graph, im2col, interpret
 
-__all__ = ["MODELS", "build", "mlp", "conv", "degenerate"]
+__all__ = ["MODELS", "TORCH_MODELS", "build", "mlp", "conv", "degenerate"]
 
 MODELS = ("mlp", "conv")
+TORCH_MODELS = ("torch_mlp", "torch_conv")
 
 
 def _calibrated_scale(g, feeds, x, w, b, codes):
@@ -64,6 +67,10 @@ def conv(seed=0, n=1, hw=16, c=16, oc=32, k=3, head=16):
 
 
 def build(name, seed=0):
+    if name in TORCH_MODELS:
+        from . import torch_models
+        imported, inputs, _ = torch_models.build(name, seed)
+        return imported.graph, imported.quantize_inputs(*inputs)
     return {"mlp": mlp, "conv": conv}[name](seed)
 
 
