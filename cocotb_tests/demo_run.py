@@ -103,6 +103,13 @@ def _gemm_macs(cm):
     return out
 
 
+def _dma_bytes(commands):
+    """(bytes loaded, bytes stored) by the DMA descriptors among ``commands``."""
+    size = lambda c: c.fields["rows"] * c.fields["planes"] * c.fields["row_bytes"]   # noqa: E731
+    return (sum(size(c) for c in commands if c.opcode == Opcode.DMA_LOAD),
+            sum(size(c) for c in commands if c.opcode == Opcode.DMA_STORE))
+
+
 def analyse(cm, meas, dim):
     """Per-layer and total numbers for the report (see the module doc of sim_demo for meanings)."""
     prog, recs, t0 = cm.program, meas["records"], meas["t0"]
@@ -121,7 +128,9 @@ def analyse(cm, meas, dim):
         end = max(rel[i] for i in idx)
         m, k, n = shapes.get(name, (0, 0, 0))
         measured = end - prev_end
+        dma_in, dma_out = _dma_bytes(sub.commands)
         rows.append(dict(layer=name, shape=[m, k, n], macs=m * k * n, commands=len(idx),
+                         dma_in=dma_in, dma_out=dma_out,
                          predicted=summ["bound"], predicted_serial=summ["serial"],
                          predicted_engines=summ["engines"], predicted_firmware=summ["firmware"],
                          start=prev_end, end=end, measured=measured,
@@ -131,10 +140,7 @@ def analyse(cm, meas, dim):
     macs = sum(r["macs"] for r in rows)
     total = (meas["t1"] - t0) & M32
     summ = cm.report()
-    exp_in = sum(c.fields["rows"] * c.fields["planes"] * c.fields["row_bytes"]
-                 for c in prog.commands if c.opcode == Opcode.DMA_LOAD)
-    exp_out = sum(c.fields["rows"] * c.fields["planes"] * c.fields["row_bytes"]
-                  for c in prog.commands if c.opcode == Opcode.DMA_STORE)
+    exp_in, exp_out = _dma_bytes(prog.commands)
     n_engine = sum(1 for c in prog.commands if c.opcode in ENGINE)
     busiest = max(perf["PERF_GEMM_BUSY"], perf["PERF_DMA_LOAD_BUSY"], perf["PERF_DMA_STORE_BUSY"],
                   perf["PERF_VEC_BUSY"])

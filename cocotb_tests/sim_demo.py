@@ -11,6 +11,7 @@ Report columns (per layer = the commands whose note starts with the layer's name
   measured   completion-record TIMESTAMPs: last record of the layer minus last record of the
              previous layer (the run start for the first)
   PE util    MACs / (dim^2 * measured cycles)
+  DMA in/out KiB the layer's DMA descriptors (program); the total line is the PERF counters
 Engine busy cycles and DMA bytes are the PERF_* counters, cleared just before Device.run.
 Dispatch overhead = run cycles (last completion record) minus the busiest engine's busy cycles,
 i.e. the time no engine work explains (firmware dispatch, event round trips, record writes).
@@ -42,14 +43,16 @@ def print_report(r, wall):
         print(f"\n  model {m['model']}: {m['commands']} descriptors ({m['engine_commands']} engine "
               f"commands) on 3 queues, {m['macs']:,} MACs")
         print(f"  {'layer':<12}{'M x K x N':>16}{'cmds':>6}{'predicted':>11}{'measured':>10}"
-              f"{'meas/pred':>10}{'PE util':>9}")
+              f"{'meas/pred':>10}{'PE util':>9}{'DMA in':>9}{'out KiB':>8}")
         for L in m["layers"]:
             shape = "x".join(str(v) for v in L["shape"])
             print(f"  {L['layer']:<12}{shape:>16}{L['commands']:>6}{L['predicted']:>11}"
                   f"{L['measured']:>10}{L['measured'] / max(L['predicted'], 1):>10.2f}"
-                  f"{_pct(L['pe_util']) if L['pe_util'] <= 1 else 'overlap':>9}")
+                  f"{_pct(L['pe_util']) if L['pe_util'] <= 1 else 'overlap':>9}"
+                  f"{L['dma_in'] / 1024:>9.1f}{L['dma_out'] / 1024:>8.1f}")
         print(f"  {'total':<12}{'':>16}{m['commands']:>6}{m['predicted']:>11}{m['last_record']:>10}"
-              f"{m['last_record'] / max(m['predicted'], 1):>10.2f}{_pct(m['pe_util_run']):>9}")
+              f"{m['last_record'] / max(m['predicted'], 1):>10.2f}{_pct(m['pe_util_run']):>9}"
+              f"{m['dma_in'] / 1024:>9.1f}{m['dma_out'] / 1024:>8.1f}")
         print("  (a layer's measured span runs from the previous layer's last completion record to its "
               "own; layers overlap, so compare the totals)")
         print(f"  predicted serial (no overlap): {m['predicted_serial']} cycles; "

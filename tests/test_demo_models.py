@@ -69,6 +69,8 @@ def test_demo_path_on_golden(name, elf):
     assert [L["layer"] for L in r["layers"]] == [fg.name for fg in cm.fused]
     assert sum(L["measured"] for L in r["layers"]) == r["last_record"] > 0
     assert r["macs"] == sum(fg.a.rows * fg.a.cols * fg.w.cols for fg in cm.fused)
+    assert sum(L["dma_in"] for L in r["layers"]) == r["dma_in_expected"] == r["dma_in"]
+    assert sum(L["dma_out"] for L in r["layers"]) == r["dma_out_expected"] == r["dma_out"]
     ev = D.trace_events(cm, meas, name, 1) + D.layer_events(r["layers"], 1)
     spans = [e for e in ev if e["ph"] == "X"]
     assert len(spans) == r["engine_commands"] + len(r["layers"])
