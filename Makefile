@@ -28,7 +28,7 @@ ifneq ($(SEED),)
 export SEED
 endif
 
-.PHONY: help venv rtl firmware test sim waves bench regress clean
+.PHONY: help venv rtl firmware test sim waves bench regress coverage clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,11 @@ waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<
 
 bench: $(STAMP) firmware ## compiled GEMMs driver -> firmware -> RTL: PE utilization, sim speed vs bare C++, golden speed, compile times (build/bench.json, build/bench.png)
 	$(PY) -m cocotb_tests.bench --dim $(DIM)
+
+coverage: $(STAMP) $(TORCH_STAMP) firmware ## the test suite with functional coverage sampled; merged database + holes (build/coverage/functional.md)
+	rm -rf build/coverage/functional
+	KAKI_FUNCOV=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS); status=$$?; \
+	$(PY) -m cocotb_tests.coverage_report && exit $$status
 
 regress: $(STAMP) $(TORCH_STAMP) firmware ## longer regression: more seeds, all array sizes
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)

@@ -19,6 +19,7 @@ from driver.ops import run_async
 from golden import queue_scenarios as S
 
 from .chip_tb import ChipTB
+from .functional_coverage import async_probe
 from .soc_target import HOST_WORDS
 
 MEMORY_BYTES = HOST_WORDS * 8
@@ -30,7 +31,8 @@ DECERR_BASE = HOST_BYTES
 
 async def _boot(dut, *, latency=None, stall=None, tb=None, seed=None):
     """Reset the chip, randomize host-memory timing, load the firmware; return (tb, device): the
-    testbench itself is the device-program backend (driver/ops.py)."""
+    testbench itself is the device-program backend (driver/ops.py), seen through the functional
+    coverage probe when coverage is collected."""
     tb = tb or ChipTB(dut)
     rng = np.random.default_rng(tb.seed if seed is None else seed)
     tb.host.configure(latency=int(rng.integers(2, 16)) if latency is None else latency,
@@ -38,7 +40,7 @@ async def _boot(dut, *, latency=None, stall=None, tb=None, seed=None):
     await tb.reset()
     image = FirmwareImage.from_elf(os.environ["KAKI_FW_ELF"])
     await tb.load_firmware(image, timeout_cycles=200_000)
-    return tb, tb
+    return tb, async_probe(tb, tb.caps.dim)
 
 
 @cocotb.test()

@@ -15,6 +15,7 @@ from driver import conformance as C
 from driver.firmware_image import FirmwareImage
 
 from .chip_tb import ChipTB
+from .functional_coverage import async_probe
 
 
 async def _gather(*coros):
@@ -30,7 +31,7 @@ async def driver_conformance(dut):
     tb.host.configure(latency=int(rng.integers(2, 12)), stall=float(rng.uniform(0, 0.2)), seed=tb.seed)
     await tb.reset()
     image = FirmwareImage.from_elf(os.environ["KAKI_FW_ELF"])
-    ctx = C.Context(tb, image, _gather, seed=tb.seed, log=tb.log.info)
+    ctx = C.Context(async_probe(tb, tb.caps.dim), image, _gather, seed=tb.seed, log=tb.log.info)
     names = os.environ.get("KAKI_DRIVER_TESTS", "")
     tests = [t for t in C.TESTS if not names or t.__name__ in names.split(",")]
     assert tests, f"KAKI_DRIVER_TESTS={names!r} selects no test of {[t.__name__ for t in C.TESTS]}"

@@ -22,6 +22,7 @@ from driver.descriptors import ErrorCode, Opcode
 from driver.firmware_image import FirmwareImage, FirmwareState
 from firmware import build as fw_build
 from driver.ops import run_sync
+from cocotb_tests.functional_coverage import probe
 from driver.bringup import FirmwareError, load_firmware
 from golden import queue_scenarios as S
 from golden.chip_model import MMIO_BASE, ChipModel, unpack_record
@@ -61,7 +62,8 @@ def image(elf):
 
 
 def chip(image, s=0, engine_delay=bimodal, **kw):
-    return ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=s, engine_delay=engine_delay, **kw)
+    return probe(ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=s,
+                           engine_delay=engine_delay, **kw), CAPS.dim)
 
 
 def words_bytes(words):

@@ -14,6 +14,7 @@ import random
 import numpy as np
 import pytest
 
+from cocotb_tests.functional_coverage import async_probe
 from driver import conformance as C
 from driver.commands import encode
 from driver.descriptors import ErrorCode, Opcode
@@ -41,8 +42,8 @@ async def _gather(*coros):
 def test_conformance_golden(test, image):
     print(f"[driver] SEED={SEED} (rerun: SEED={SEED} .venv/bin/python -m pytest tests/test_driver.py)")
     chip = golden_chip(8, host_bytes=HOST_BASE + HOST_BYTES + 0x2000, seed=SEED)
-    ctx = C.Context(GoldenBackend(chip), image, _gather, seed=SEED, host_base=HOST_BASE,
-                    host_bytes=HOST_BYTES)
+    ctx = C.Context(async_probe(GoldenBackend(chip), 8), image, _gather, seed=SEED,
+                    host_base=HOST_BASE, host_bytes=HOST_BYTES)
     asyncio.run(test(ctx))
 
 
