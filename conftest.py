@@ -1,0 +1,133 @@
+"""Repository-wide pytest plugin: regression sharding and the failure/summary report.
+
+* ``--shard i/n`` keeps the i-th (1-based) of n interleaved slices of the collected tests, sorted
+  by node id, so n CI machines split one regression without overlap or gaps (every machine
+  collects the same list). An empty shard exits with pytest's code 5, which ``make`` treats as a
+  failure.
+* Every failing test is listed at the end with its seed and the one command that reruns it (the
+  ``SEED=`` and ``rerun`` text our tests put in their output and failure messages).
+* ``--regress-summary PATH`` also writes a Markdown table per test file (passed / failed / skipped,
+  wall seconds) and the failures with their repro commands (``make regress`` uses it).
+"""
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+_SEED = re.compile(r"SEED=(\d+)")
+_REPRO = re.compile(r"rerun with waves: (make waves [^;\n]+)|\(rerun: ([^)\n]+)\)")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("kaki")
+    group.addoption("--shard", default=None, metavar="I/N",
+                    help="run only shard I of N (1-based; interleaved over the sorted node ids)")
+    group.addoption("--regress-summary", default=None, metavar="PATH",
+                    help="write the regression summary (Markdown) to PATH")
+
+
+def parse_shard(text):
+    m = re.fullmatch(r"(\d+)/(\d+)", text or "")
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise ValueError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. --shard 2/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_items(items, i, n):
+    """The items of shard ``i`` of ``n`` (and the rest), interleaved over sorted node ids."""
+    order = sorted(items, key=lambda it: it.nodeid)
+    keep = {id(it) for it in order[i - 1::n]}
+    return [it for it in items if id(it) in keep], [it for it in items if id(it) not in keep]
+
+
+def pytest_collection_modifyitems(config, items):
+    text = config.getoption("--shard")
+    if not text:
+        return
+    try:
+        i, n = parse_shard(text)
+    except ValueError as e:
+        raise pytest.UsageError(str(e))
+    keep, drop = shard_items(items, i, n)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+
+
+class RegressReport:
+    """Plugin: per-test outcome and duration; for failures the seed and the repro command."""
+
+    def __init__(self, config):
+        self.config = config
+        self.tests = {}
+        self.t0 = time.monotonic()
+
+    def pytest_runtest_logreport(self, report):
+        entry = self.tests.setdefault(report.nodeid, dict(outcome="passed", duration=0.0, text=""))
+        entry["duration"] += report.duration
+        if report.failed or (report.skipped and entry["outcome"] == "passed"):
+            entry["outcome"] = "failed" if report.failed else "skipped"
+        if report.failed:      # the failure message first: the traceback also shows source text
+            crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", "")
+            entry["text"] += "\n".join(str(x) for x in (crash, report.capstdout, report.capstderr,
+                                                         report.longreprtext))
+
+    def failures(self):
+        """[(node id, seed or "-", repro command)] of the failed tests."""
+        out = []
+        for node, e in sorted(self.tests.items()):
+            if e["outcome"] != "failed":
+                continue
+            seed, repro = _SEED.search(e["text"]), _REPRO.search(e["text"])
+            if repro:
+                cmd = next(g for g in repro.groups() if g)
+            else:
+                cmd = (f"SEED={seed.group(1)} " if seed else "") + \
+                    f".venv/bin/python -m pytest -p no:xdist '{node}'"
+            out.append((node, seed.group(1) if seed else "-", cmd.strip()))
+        return out
+
+    def by_file(self):
+        rows = defaultdict(lambda: dict(passed=0, failed=0, skipped=0, seconds=0.0))
+        for node, e in self.tests.items():
+            r = rows[node.split("::")[0]]
+            r[e["outcome"]] += 1
+            r["seconds"] += e["duration"]
+        return dict(sorted(rows.items()))
+
+    def markdown(self):
+        rows = self.by_file()
+        tot = {k: sum(r[k] for r in rows.values()) for k in ("passed", "failed", "skipped")}
+        lines = [f"# Regression summary: {tot['passed']} passed, {tot['failed']} failed, "
+                 f"{tot['skipped']} skipped in {time.monotonic() - self.t0:.0f} s", "",
+                 "| test file | passed | failed | skipped | test seconds |", "|---|---|---|---|---|"]
+        lines += [f"| `{f}` | {r['passed']} | {r['failed']} | {r['skipped']} | {r['seconds']:.0f} |"
+                  for f, r in rows.items()]
+        fails = self.failures()
+        if fails:
+            lines += ["", "## Failures (seed, one-line repro)", "", "| test | seed | repro |",
+                      "|---|---|---|"]
+            lines += [f"| `{n}` | {s} | `{c}` |" for n, s, c in fails]
+        return "\n".join(lines) + "\n"
+
+    def pytest_terminal_summary(self, terminalreporter):
+        fails = self.failures()
+        if fails:
+            terminalreporter.section("failing tests: seed and repro command")
+            for node, seed, cmd in fails:
+                terminalreporter.write_line(f"{node}  SEED={seed}\n    {cmd}")
+        path = self.config.getoption("--regress-summary")
+        if path:
+            text = self.markdown()
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+            terminalreporter.section("regression summary")
+            terminalreporter.write(text)
+            terminalreporter.write_line(f"written to {path}")
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):      # the xdist controller (or a plain run) reports
+        config.pluginmanager.register(RegressReport(config), "kaki-regress-report")
