@@ -6,7 +6,7 @@ the device boundary, so one model covers the RTL and the golden chip model alike
 through unchanged while they watch it:
 
 * CSR writes: ring configuration, doorbells (the new descriptors are decoded from the ring bytes
-  the host wrote, and the queue occupancy ``P - C`` is classified), queue resets, host EVENT writes;
+  the host wrote, and the queue occupancy ``P - C`` is classified), queue resets;
 * CSR reads: ``IRQ_STATUS`` (interrupt causes), ``Q_ERROR`` (error classes), ``Q_CONSUMER``;
 * host-memory reads of a completion area: the consumer word and each new completion record
   (opcode x status, timestamps for the event-pattern analysis);
@@ -16,7 +16,7 @@ Covergroups (names ``kaki.<group>.<point>``; bins are labels, classified against
 descriptor opcode x queue and IRQ flag; DMA rows/planes/row bytes/alignment/stride/target per
 direction; GEMM m (partial tiles pad to the array), k and n tiles, accumulate; vector-unit op
 combinations, rows and zero point; event ids and dependency patterns (same/cross queue, blocked
-waits, fan-out, fan-in, chains over three queues, host-signalled, barriers); queue occupancy and
+waits, fan-out, fan-in, chains over three queues, barriers); queue occupancy and
 ring wrap-around per queue; completion status per opcode; error codes; interrupt causes.
 
 Each process that sampled anything writes its database at exit (``export_on_exit``);
@@ -48,7 +48,7 @@ ENGINE_OPS = (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.GEMM, Opcode.VECTOR)
 IRQ_CAUSES = ("DMA_LOAD_DONE", "DMA_STORE_DONE", "GEMM_DONE", "VEC_DONE", "ERROR", "QUEUE_CPL",
               "QUEUE_ERROR", "FW_MSG")
 EVENT_PATTERNS = ("same queue", "cross queue", "blocked", "already satisfied", "fan-out",
-                  "fan-in", "chain over 3 queues", "host-signalled", "barrier after engine work")
+                  "fan-in", "chain over 3 queues", "barrier after engine work")
 OCCUPANCY = ("1", "<25%", "25-75%", ">75%", "full", "overflow", "backwards")
 
 
@@ -224,7 +224,6 @@ class ChipCoverage:
         self.dim = dim
         self.q = [_QueueState() for _ in range(QUEUES)]
         self.pages = {}
-        self.host_events = set()
         self.done = []           # per-queue (descs, records) of queues that were reset
         self.closed = False
         # A process runs its tests one after the other: a new device ends the previous one's run.
@@ -238,8 +237,6 @@ class ChipCoverage:
     def on_write(self, reg, value):
         name = reg.name
         kind, q = name.rstrip("0123456789"), name[len(name.rstrip("0123456789")):]
-        if kind == "EVENT" and q:
-            self.host_events.add(int(q))
         if not q or not kind.startswith("Q_"):
             return
         s = self.q[int(q)]
@@ -364,8 +361,6 @@ class ChipCoverage:
         for d, prev_ts in waits:
             sig = _matching_signal(signals[d.f["event"]], d.f["value"])
             if sig is None:
-                if d.f["event"] in self.host_events:
-                    found.add("host-signalled")
                 continue
             matched[(d.f["event"], sig)] += 1
             found.add("same queue" if sig[2] == d.queue else "cross queue")

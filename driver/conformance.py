@@ -325,12 +325,14 @@ async def test_events_and_timeout(ctx):
     blocked = await q1.submit([encode(Opcode.NOP, tag=10)])
     e = await expect(DeviceTimeout, blocked.wait(timeout_cycles=4_000),
                      f"descriptors {blocked.first}..{blocked.first} of queue 1")
-    assert e.cycles >= 4_000 and "q1" in e.state, e
+    assert e.cycles >= 4_000 and "queue 1: " in e.state, e
+    # the hang report names the blocking wait and that no queued SIGNAL can release it
+    assert f"waits on EVENT{ev.index} >= {v2}" in e.state and "no queued SIGNAL_EVENT" in e.state, e
     await ev.signal_on(q0, v2)
     assert (await blocked.wait(100_000))[0]["tag"] == 10
     e = await expect(DeviceTimeout, ev.wait(ev.next_value(5), timeout_cycles=3_000),
                      f"event {ev.index} to reach {(start + 7) & 0xFFFF_FFFF}")
-    assert e.cycles >= 3_000 and "q0" in e.state
+    assert e.cycles >= 3_000 and "queue 0: " in e.state and "hang report at TIMESTAMP=" in e.state
     ev.free()
     await dev.close()
 

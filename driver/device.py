@@ -31,6 +31,7 @@ from .commands import encode
 from .completion import RECORD_BYTES, unpack_record
 from .descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
 from .errors import DeviceError, DeviceTimeout, DriverMisuse, QueueError
+from .forensics import hang_report
 from .ops import run_async
 from .program import ProgramError
 
@@ -602,16 +603,9 @@ class Device:
         return [await s.wait(timeout_cycles) for s in submissions]
 
     async def describe(self):
-        """A one-line state summary (queues, firmware, interrupts) for error messages."""
-        b = self.backend
-        parts = [f"FW_STATUS={R.FW_STATUS.decode(await b.read(R.FW_STATUS))}",
-                 f"IRQ_STATUS={await b.read(R.IRQ_STATUS):#x}"]
-        for i, q in sorted(self._queues.items()):
-            st = R.Q_STATUS0.decode(await b.read(_reg("Q_STATUS", i)))
-            parts.append(f"q{i}: P={q.producer} F={await b.read(_reg('Q_FETCH', i))} "
-                         f"C={await b.read(_reg('Q_CONSUMER', i))} status={st} "
-                         f"error={await b.read(_reg('Q_ERROR', i))}@{await b.read(_reg('Q_ERROR_INDEX', i))}")
-        return "; ".join(parts)
+        """The hang report (driver/forensics.py): firmware, engines, events, per-queue pointers,
+        who waits on which event and the descriptors around each queue's head."""
+        return str(await run_async(hang_report(), self.backend))
 
     # ------------------------------------------------------------------ programs
     async def run(self, program, buffers, *, queues=None, timeout_cycles=2_000_000):

@@ -38,6 +38,7 @@ from driver import registers as R
 from driver.commands import decode, encode
 from driver.completion import RECORD_BYTES, record_offset, unpack_record
 from driver.descriptors import DESCRIPTOR_FIELDS, EVENT_FIELDS, ErrorCode, Opcode
+from driver.forensics import hang_report
 from driver.ops import HostRead, HostWrite, Read, Wait, Write
 
 from .device_model import DeviceModel
@@ -550,15 +551,10 @@ def drive(wl, *, poll=400, budget=3_000_000):
             if idle:
                 break
         if cycles > budget:
-            state = []
-            for q in queues:
-                st = yield Read(reg("Q_STATUS", q))
-                err = yield Read(reg("Q_ERROR", q))
-                state.append(f"q{q}: C={seen[q]} P={prod[q]} of {len(wl.streams[q])} "
-                             f"status={R.Q_STATUS0.decode(st)} error={err}")
-            fw = yield Read(R.FW_STATUS)
-            raise ScenarioTimeout(f"{name}: not finished after {cycles} cycles; FW_STATUS={fw:#x}; "
-                                  + "; ".join(state))
+            progress = "; ".join(f"q{q}: C={seen[q]} P={prod[q]} of {len(wl.streams[q])}"
+                                 for q in queues)
+            report = yield from hang_report()
+            raise ScenarioTimeout(f"{name}: not finished after {cycles} cycles ({progress})\n{report}")
         yield Wait(poll)
         cycles += poll
     return records, seen, base, cycles, prod
