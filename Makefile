@@ -69,9 +69,11 @@ waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<
 bench: $(STAMP) firmware ## compiled GEMMs driver -> firmware -> RTL: PE utilization, sim speed vs bare C++, golden speed, compile times (build/bench.json, build/bench.png)
 	$(PY) -m cocotb_tests.bench --dim $(DIM)
 
-coverage: $(STAMP) $(TORCH_STAMP) firmware ## the test suite with functional coverage sampled; merged database + holes (build/coverage/functional.md)
-	rm -rf build/coverage/functional
-	KAKI_FUNCOV=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS); status=$$?; \
+coverage: $(STAMP) $(TORCH_STAMP) firmware ## the test suite with functional + Python coverage: holes in build/coverage/functional.md, HTML in build/coverage/python/
+	rm -rf build/coverage/functional build/coverage/python
+	KAKI_FUNCOV=1 $(PY) -m pytest -n $(JOBS) --cov=driver --cov=compiler --cov=golden --cov=firmware \
+		--cov-report=term --cov-report=html:build/coverage/python \
+		--cov-report=json:build/coverage/python.json $(PYTEST_ARGS); status=$$?; \
 	$(PY) -m cocotb_tests.coverage_report && exit $$status
 
 regress: $(STAMP) $(TORCH_STAMP) firmware ## longer regression: more seeds, all array sizes; JUnit + summary in build/regress/ (SHARD=i/n splits it)

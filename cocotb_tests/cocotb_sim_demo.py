@@ -21,6 +21,7 @@ from driver.device import Device
 
 from . import demo_run as D
 from .chip_tb import ChipTB
+from .functional_coverage import async_probe
 
 
 def _compare(got, ref):
@@ -38,7 +39,8 @@ async def sim_demo(dut):
     tb = ChipTB(dut)
     await tb.reset()
     elf = os.environ["KAKI_FW_ELF"]
-    dev = await Device.open(tb, host_base=D.HOST_BASE, host_bytes=D.HOST_BYTES, firmware=elf)
+    dev = await Device.open(async_probe(tb, tb.caps.dim), host_base=D.HOST_BASE,
+                            host_bytes=D.HOST_BYTES, firmware=elf)
     caps = dev.caps
     names = os.environ.get("KAKI_DEMO_MODELS", "mlp,conv").split(",")
     report = dict(dim=caps.dim, seed=tb.seed, models=[], pass_=False)

@@ -14,6 +14,8 @@ from driver import registers as R
 from driver.descriptors import Opcode
 from driver.device import Device
 
+from .functional_coverage import async_probe
+
 HOST_BASE = 0x1000
 HOST_BYTES = 0xF0000          # inside the RTL testbench's 1 MiB host memory
 M32 = 0xFFFF_FFFF
@@ -88,8 +90,8 @@ def run_golden(cm, feeds, firmware, seed=0):
 
     async def go():
         chip = ChipModel(cm.caps, host_bytes=HOST_BASE + HOST_BYTES, seed=seed, engine_delay=(1, 40))
-        dev = await Device.open(GoldenBackend(chip), host_base=HOST_BASE, host_bytes=HOST_BYTES,
-                                firmware=firmware)
+        dev = await Device.open(async_probe(GoldenBackend(chip), cm.caps.dim), host_base=HOST_BASE,
+                                host_bytes=HOST_BYTES, firmware=firmware)
         outs, _ = await run_model(dev, cm, feeds)
         return outs
     return asyncio.run(go())

@@ -10,7 +10,8 @@ through unchanged while they watch it:
 * CSR reads: ``IRQ_STATUS`` (interrupt causes), ``Q_ERROR`` (error classes), ``Q_CONSUMER``;
 * host-memory reads of a completion area: the consumer word and each new completion record
   (opcode x status, timestamps for the event-pattern analysis);
-* host-memory writes: a sparse shadow, from which doorbelled descriptors are decoded.
+* host-memory writes into a configured ring: a sparse shadow, from which doorbelled descriptors
+  are decoded.
 
 Covergroups (names ``kaki.<group>.<point>``; bins are labels, classified against the array size):
 descriptor opcode x queue and IRQ flag; DMA rows/planes/row bytes/alignment/stride/target per
@@ -207,7 +208,7 @@ def _sample_patterns(found):
 class _QueueState:
     def __init__(self):
         self.ring = self.cpl = 0
-        self.log2 = 0
+        self.log2, self.sized = 0, False
         self.producer = self.consumer = 0
         self.descs = {}          # index -> Desc
         self.records = {}        # index -> record dict
@@ -226,10 +227,7 @@ class ChipCoverage:
         self.pages = {}
         self.done = []           # per-queue (descs, records) of queues that were reset
         self.closed = False
-        # A process runs its tests one after the other: a new device ends the previous one's run.
-        while _live:
-            _live.pop().close()
-        _live.append(self)
+        _live.append(self)                   # analysed at exit (close), with every other device
         if enabled():
             export_on_exit()
 
@@ -243,7 +241,7 @@ class ChipCoverage:
         if kind == "Q_RING_BASE":
             s.ring = value
         elif kind == "Q_RING_SIZE":
-            s.log2 = value
+            s.log2, s.sized = value, True
         elif kind == "Q_CPL_BASE":
             s.cpl = value
         elif kind == "Q_DOORBELL":
@@ -251,7 +249,7 @@ class ChipCoverage:
         elif kind == "Q_CTRL" and R.Q_CTRL0.RESET.get(value):
             self.done.append((s.descs, s.records))
             self.q[int(q)] = fresh = _QueueState()
-            fresh.ring, fresh.cpl, fresh.log2 = s.ring, s.cpl, s.log2
+            fresh.ring, fresh.cpl, fresh.log2, fresh.sized = s.ring, s.cpl, s.log2, s.sized
 
     def on_read(self, reg, value):
         name = reg.name
@@ -264,7 +262,11 @@ class ChipCoverage:
             self.q[int(q)].consumer = value
 
     def on_host_write(self, addr, data):
-        self._copy(addr, bytes(data))
+        """Shadow only what lands in a configured ring: descriptors are decoded from it."""
+        for s in self.q:
+            lo, hi = max(addr, s.ring), min(addr + len(data), s.ring + DESC_BYTES * s.entries)
+            if s.sized and lo < hi:
+                self._copy(lo, bytes(data[lo - addr:hi - addr]))
 
     def on_host_read(self, addr, data):
         for i, s in enumerate(self.q):
@@ -337,7 +339,7 @@ class ChipCoverage:
         """Analyse the dependency patterns of everything seen (at the end of a run; once)."""
         if self.closed:
             return set()
-        self.closed, self.pages = True, {}
+        self.closed = True
         found = set()
         streams = self.done + [(s.descs, s.records) for s in self.q]
         signals = defaultdict(list)        # event -> [(value, timestamp, queue)]
