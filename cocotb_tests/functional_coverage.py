@@ -1,23 +1,14 @@
-"""Functional coverage of the whole chip (cocotb-coverage), sampled from the traffic that crosses
-the device boundary, so one model covers the RTL and the golden chip model alike.
-
-:class:`CoverageProbe` (synchronous, for ``driver.ops.run_sync`` on ``ChipModel``) and
-:class:`AsyncCoverageProbe` (a driver backend or ``ChipTB``) wrap a device and pass every call
-through unchanged while they watch it:
-
-* CSR writes: ring configuration, doorbells (the new descriptors are decoded from the ring bytes
-  the host wrote, and the queue occupancy ``P - C`` is classified), queue resets;
-* CSR reads: ``IRQ_STATUS`` (interrupt causes), ``Q_ERROR`` (error classes), ``Q_CONSUMER``;
-* host-memory reads of a completion area: the consumer word and each new completion record
-  (opcode x status, timestamps for the event-pattern analysis);
-* host-memory writes into a configured ring: a sparse shadow, from which doorbelled descriptors
-  are decoded.
+"""Functional coverage of the whole chip (cocotb-coverage), sampled from the transactions at the
+device boundary (cocotb_tests/boundary_monitor.py), so one model covers the RTL and the golden
+chip model alike: :class:`ChipCoverage` is a subscriber of a ``BoundaryObserver``;
+:func:`probe` / :func:`async_probe` put a device behind one when coverage is collected
+(``KAKI_FUNCOV=1``, set by ``make coverage``).
 
 Covergroups (names ``kaki.<group>.<point>``; bins are labels, classified against the array size):
 descriptor opcode x queue and IRQ flag; DMA rows/planes/row bytes/alignment/stride/target per
 direction; GEMM m (partial tiles pad to the array), k and n tiles, accumulate; vector-unit op
 combinations, rows and zero point; event ids and dependency patterns (same/cross queue, blocked
-waits, fan-out, fan-in, chains over three queues, barriers); queue occupancy and
+waits, fan-out, fan-in, chains over three queues, barriers); queue occupancy at each doorbell and
 ring wrap-around per queue; completion status per opcode; error codes; interrupt causes.
 
 Each process that sampled anything writes its database at exit (``export_on_exit``);
@@ -32,15 +23,14 @@ from cocotb_coverage.coverage import CoverCross, CoverPoint, coverage_db, covera
 
 from driver import registers as R
 from driver.commands import decode
-from driver.completion import RECORD_BYTES, unpack_record
 from driver.descriptors import ErrorCode, Opcode
 
-__all__ = ["CoverageProbe", "AsyncCoverageProbe", "ChipCoverage", "probe", "async_probe", "enabled",
-           "export", "export_on_exit", "COVERAGE_DIR"]
+from . import boundary_monitor as BM
+
+__all__ = ["ChipCoverage", "coverage_probe", "probe", "async_probe", "enabled", "export",
+           "export_on_exit", "COVERAGE_DIR"]
 
 M32 = 0xFFFF_FFFF
-DESC_BYTES = 32
-PAGE = 4096
 QUEUES = sum(1 for n in R.REGISTERS if n.startswith("Q_RING_BASE"))
 EVENTS = sum(1 for n in R.REGISTERS if n.startswith("EVENT"))
 COVERAGE_DIR = Path(os.environ.get("KAKI_FUNCOV_DIR", Path(__file__).resolve().parent.parent
@@ -204,135 +194,45 @@ def _sample_patterns(found):
     pass
 
 
-# ---------------------------------------------------------------------------- the observer
-class _QueueState:
-    def __init__(self):
-        self.ring = self.cpl = 0
-        self.log2, self.sized = 0, False
-        self.producer = self.consumer = 0
-        self.descs = {}          # index -> Desc
-        self.records = {}        # index -> record dict
-
-    @property
-    def entries(self):
-        return 1 << self.log2
-
-
+# ---------------------------------------------------------------------------- the subscriber
 class ChipCoverage:
-    """The coverage model's view of one device (see the module doc); feeds the covergroups."""
+    """Subscriber of a BoundaryObserver (cocotb_tests/boundary_monitor.py): samples the
+    covergroups from its transactions; :meth:`close` analyses the event dependency patterns of
+    the whole run (at process exit, for every device)."""
 
     def __init__(self, dim=8):
         self.dim = dim
-        self.q = [_QueueState() for _ in range(QUEUES)]
-        self.pages = {}
-        self.done = []           # per-queue (descs, records) of queues that were reset
+        self.streams = [({}, {}) for _ in range(QUEUES)]   # per queue: index -> Desc, -> record
+        self.done = []           # the streams of queues that were reset
         self.closed = False
-        _live.append(self)                   # analysed at exit (close), with every other device
+        _live.append(self)
         if enabled():
             export_on_exit()
 
-    # ---------------------------------------------------------------- traffic
-    def on_write(self, reg, value):
-        name = reg.name
-        kind, q = name.rstrip("0123456789"), name[len(name.rstrip("0123456789")):]
-        if not q or not kind.startswith("Q_"):
-            return
-        s = self.q[int(q)]
-        if kind == "Q_RING_BASE":
-            s.ring = value
-        elif kind == "Q_RING_SIZE":
-            s.log2, s.sized = value, True
-        elif kind == "Q_CPL_BASE":
-            s.cpl = value
-        elif kind == "Q_DOORBELL":
-            self._doorbell(int(q), s, value)
-        elif kind == "Q_CTRL" and R.Q_CTRL0.RESET.get(value):
-            self.done.append((s.descs, s.records))
-            self.q[int(q)] = fresh = _QueueState()
-            fresh.ring, fresh.cpl, fresh.log2, fresh.sized = s.ring, s.cpl, s.log2, s.sized
-
-    def on_read(self, reg, value):
-        name = reg.name
-        kind, q = name.rstrip("0123456789"), name[len(name.rstrip("0123456789")):]
-        if name == "IRQ_STATUS" and value:
-            _sample_irq({c for c in IRQ_CAUSES if getattr(R.IRQ_STATUS, c).get(value)})
-        elif kind == "Q_ERROR" and value:
-            _sample_error(_code_name(value))
-        elif kind == "Q_CONSUMER":
-            self.q[int(q)].consumer = value
-
-    def on_host_write(self, addr, data):
-        """Shadow only what lands in a configured ring: descriptors are decoded from it."""
-        for s in self.q:
-            lo, hi = max(addr, s.ring), min(addr + len(data), s.ring + DESC_BYTES * s.entries)
-            if s.sized and lo < hi:
-                self._copy(lo, bytes(data[lo - addr:hi - addr]))
-
-    def on_host_read(self, addr, data):
-        for i, s in enumerate(self.q):
-            if s.cpl and addr < s.cpl + RECORD_BYTES * (1 + s.entries) and addr + len(data) > s.cpl:
-                self._records(i, s, addr, bytes(data))
-
-    # ---------------------------------------------------------------- details
-    def _copy(self, addr, data):
-        pos = 0
-        while pos < len(data):
-            page, off = divmod(addr + pos, PAGE)
-            n = min(PAGE - off, len(data) - pos)
-            buf = self.pages.setdefault(page, bytearray(PAGE))
-            buf[off:off + n] = data[pos:pos + n]
-            pos += n
-
-    def _shadow(self, addr, n):
-        out = bytearray()
-        while len(out) < n:
-            page, off = divmod(addr + len(out), PAGE)
-            k = min(PAGE - off, n - len(out))
-            out += self.pages.get(page, bytes(PAGE))[off:off + k]
-        return bytes(out)
-
-    def _doorbell(self, q, s, producer):
-        used = (producer - s.consumer) & M32
-        ahead = (producer - s.producer) & M32
-        if ahead > 1 << 31:
-            _sample_doorbell(q, "backwards")
-            return
-        occupancy = _occupancy(used, s.entries)
-        _sample_doorbell(q, occupancy)
-        if occupancy == "overflow":          # the chip halts the queue and fetches none of them
-            s.producer = producer
-            return
-        for k in range(ahead):
-            i = (s.producer + k) & M32
-            raw = self._shadow(s.ring + DESC_BYTES * (i % s.entries), DESC_BYTES)
-            words = [int.from_bytes(raw[4 * w:4 * w + 4], "little") for w in range(8)]
-            d = Desc(q, i, words, self.dim)
-            s.descs[i] = d
+    def write(self, txn):
+        kind = type(txn)
+        if kind is BM.DescriptorTxn:
+            d = Desc(txn.queue, txn.index, list(txn.words), self.dim)
+            self.streams[txn.queue][0][txn.index] = d
             _sample_desc(d)
-            _sample_wrap(q, i >= s.entries)
-        s.producer = producer
-
-    def _records(self, q, s, addr, data):
-        def word(off, n):
-            lo = s.cpl + off - addr
-            return data[lo:lo + n] if 0 <= lo and lo + n <= len(data) else None
-        raw = word(0, 4)
-        if raw is not None:
-            s.consumer = int.from_bytes(raw, "little")
-        for slot in range(s.entries):
-            raw = word(RECORD_BYTES * (1 + slot), RECORD_BYTES)
-            if raw is None:
-                continue
-            rec = unpack_record(raw)
-            i = rec["index"]
-            fresh = 0 < ((s.consumer - i) & M32) <= s.entries and i % s.entries == slot
-            if fresh and rec["queue"] == q and i not in s.records:
-                s.records[i] = rec
-                op = _opcode_name(rec["opcode"])
-                if op:
-                    _sample_record(op, "ok" if rec["status"] == 0 else "error")
-                if rec["status"]:
-                    _sample_error(_code_name(rec["status"]))
+            _sample_wrap(txn.queue, txn.index >= txn.entries)
+        elif kind is BM.DoorbellTxn:
+            _sample_doorbell(txn.queue, "backwards" if txn.backwards else _occupancy(txn.used, txn.entries))
+        elif kind is BM.RecordTxn:
+            rec = txn.record
+            self.streams[txn.queue][1][rec["index"]] = rec
+            op = _opcode_name(rec["opcode"])
+            if op:
+                _sample_record(op, "ok" if rec["status"] == 0 else "error")
+            if rec["status"]:
+                _sample_error(_code_name(rec["status"]))
+        elif kind is BM.IrqTxn:
+            _sample_irq({c for c in IRQ_CAUSES if getattr(R.IRQ_STATUS, c).get(txn.status)})
+        elif kind is BM.QueueErrorTxn:
+            _sample_error(_code_name(txn.code))
+        elif kind is BM.QueueResetTxn:
+            self.done.append(self.streams[txn.queue])
+            self.streams[txn.queue] = ({}, {})
 
     # ---------------------------------------------------------------- event patterns
     def close(self):
@@ -341,10 +241,9 @@ class ChipCoverage:
             return set()
         self.closed = True
         found = set()
-        streams = self.done + [(s.descs, s.records) for s in self.q]
         signals = defaultdict(list)        # event -> [(value, timestamp, queue)]
         waits = []
-        for descs, recs in streams:
+        for descs, recs in self.done + self.streams:
             order = sorted(descs)
             for pos, i in enumerate(order):
                 d, rec = descs[i], recs.get(i)
@@ -399,63 +298,6 @@ def _opcode_name(op):
         return None
 
 
-# ---------------------------------------------------------------------------- probes
-class CoverageProbe:
-    """A synchronous device (``ChipModel``) seen through the coverage model."""
-
-    def __init__(self, dev, dim=8):
-        self.dev, self.cov = dev, ChipCoverage(dim)
-
-    def read(self, reg):
-        v = self.dev.read(reg)
-        self.cov.on_read(reg, v)
-        return v
-
-    def write(self, reg, value):
-        self.cov.on_write(reg, value)
-        return self.dev.write(reg, value)
-
-    def host_read(self, addr, n):
-        data = self.dev.host_read(addr, n)
-        self.cov.on_host_read(addr, data)
-        return data
-
-    def host_write(self, addr, data):
-        self.cov.on_host_write(addr, data)
-        return self.dev.host_write(addr, data)
-
-    def __getattr__(self, name):             # wait, run, irq, ... pass straight through
-        return getattr(self.dev, name)
-
-
-class AsyncCoverageProbe:
-    """An async backend (``ChipTB``, ``GoldenBackend``) seen through the coverage model."""
-
-    def __init__(self, dev, dim=8):
-        self.dev, self.cov = dev, ChipCoverage(dim)
-
-    async def read(self, reg):
-        v = await self.dev.read(reg)
-        self.cov.on_read(reg, v)
-        return v
-
-    async def write(self, reg, value):
-        self.cov.on_write(reg, value)
-        return await self.dev.write(reg, value)
-
-    async def host_read(self, addr, n):
-        data = await self.dev.host_read(addr, n)
-        self.cov.on_host_read(addr, data)
-        return data
-
-    async def host_write(self, addr, data):
-        self.cov.on_host_write(addr, data)
-        return await self.dev.host_write(addr, data)
-
-    def __getattr__(self, name):
-        return getattr(self.dev, name)
-
-
 # ---------------------------------------------------------------------------- export
 _export_registered = []
 _live = []
@@ -466,14 +308,19 @@ def enabled():
     return os.environ.get("KAKI_FUNCOV") == "1"
 
 
+def coverage_probe(dev, dim):
+    """``dev`` (synchronous) seen by a ChipCoverage (``probe.observer.subscribers[0]``)."""
+    return BM.Probe(dev, BM.BoundaryObserver(ChipCoverage(dim)))
+
+
 def probe(dev, dim):
-    """``dev`` (synchronous) behind a CoverageProbe when coverage is collected, else ``dev``."""
-    return CoverageProbe(dev, dim) if enabled() else dev
+    """``dev`` (synchronous) behind a coverage probe when coverage is collected, else ``dev``."""
+    return coverage_probe(dev, dim) if enabled() else dev
 
 
 def async_probe(dev, dim):
-    """``dev`` (async backend) behind an AsyncCoverageProbe when coverage is collected."""
-    return AsyncCoverageProbe(dev, dim) if enabled() else dev
+    """``dev`` (async backend) behind a coverage probe when coverage is collected, else ``dev``."""
+    return BM.AsyncProbe(dev, BM.BoundaryObserver(ChipCoverage(dim))) if enabled() else dev
 
 
 def export(path=None):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from cocotb_coverage.coverage import coverage_db
 
+from cocotb_tests import boundary_monitor as BM
 from cocotb_tests import coverage_report as CR
 from cocotb_tests import functional_coverage as FC
 from driver import registers as R
@@ -49,27 +50,28 @@ class Traffic:
 
     def __init__(self, dim=8):
         self.cov = FC.ChipCoverage(dim)
+        self.obs = BM.BoundaryObserver(self.cov)
         self.p = [0] * 4
         self.ts = 100
         for q in range(4):
             for name, v in (("Q_RING_BASE", RING + 0x100 * 8 * q), ("Q_RING_SIZE", LOG2),
                             ("Q_CPL_BASE", CPL + 0x200 * q)):
-                self.cov.on_write(R.REGISTERS[f"{name}{q}"], v)
+                self.obs.on_write(R.REGISTERS[f"{name}{q}"], v)
 
     def submit(self, q, *descs):
         for words in descs:
             slot = self.p[q] % ENTRIES
             raw = b"".join(w.to_bytes(4, "little") for w in words)
-            self.cov.on_host_write(RING + 0x100 * 8 * q + 32 * slot, raw)
+            self.obs.on_host_write(RING + 0x100 * 8 * q + 32 * slot, raw)
             self.p[q] += 1
-        self.cov.on_write(R.REGISTERS[f"Q_DOORBELL{q}"], self.p[q])
+        self.obs.on_write(R.REGISTERS[f"Q_DOORBELL{q}"], self.p[q])
 
     def complete(self, q, index, opcode, status=0):
         self.ts += 10
         rec = pack_record(index=index, opcode=int(opcode), status=status, queue=q, timestamp=self.ts)
         base = CPL + 0x200 * q
-        self.cov.on_host_write(base + RECORD_BYTES * (1 + index % ENTRIES), rec)
-        self.cov.on_host_read(base, (index + 1).to_bytes(4, "little") + bytes(RECORD_BYTES - 4)
+        self.obs.on_host_write(base + RECORD_BYTES * (1 + index % ENTRIES), rec)
+        self.obs.on_host_read(base, (index + 1).to_bytes(4, "little") + bytes(RECORD_BYTES - 4)
                               + bytes(RECORD_BYTES * (index % ENTRIES)) + rec)
 
 
@@ -113,7 +115,7 @@ def test_records_errors_and_interrupt_causes():
     t.complete(2, 0, Opcode.DMA_STORE, status=int(ErrorCode.HOST_RANGE))
     t.complete(2, 0, Opcode.DMA_STORE, status=int(ErrorCode.HOST_RANGE))   # read twice: counted once
     t.complete(2, 1, Opcode.NOP)
-    t.cov.on_read(R.IRQ_STATUS, R.IRQ_STATUS.QUEUE_ERROR.put(4) | R.IRQ_STATUS.QUEUE_CPL.put(4))
+    t.obs.on_read(R.IRQ_STATUS, R.IRQ_STATUS.QUEUE_ERROR.put(4) | R.IRQ_STATUS.QUEUE_CPL.put(4))
     assert delta("kaki.record.status", before["kaki.record.status"]) == {
         ("DMA_STORE", "error"): 1, ("NOP", "ok"): 1}
     assert delta("kaki.error.code", before["kaki.error.code"]) == {"HOST_RANGE": 1}
@@ -152,11 +154,11 @@ def test_probe_is_transparent_on_a_scenario():
         image = FirmwareImage.from_elf(fw_build.build(Path(d) / "fw.elf"))
     reports = []
     before = hits("kaki.desc.opcode")
-    for wrap in (lambda c: c, lambda c: FC.CoverageProbe(c, caps.dim)):
+    for wrap in (lambda c: c, lambda c: FC.coverage_probe(c, caps.dim)):
         chip = wrap(ChipModel(caps, host_bytes=1 << 20, firmware=image, seed=3))
         reports.append(run_sync(S.dag_scenario(caps, 3, host_bytes=1 << 20, jobs=12), chip))
-        if isinstance(chip, FC.CoverageProbe):
-            chip.cov.close()
+        if isinstance(chip, BM.Probe):
+            chip.observer.subscribers[0].close()
     assert reports[0].descriptors == reports[1].descriptors and reports[0].cycles == reports[1].cycles
     assert sum(delta("kaki.desc.opcode", before).values()) == reports[1].descriptors
 
