@@ -7,7 +7,8 @@ shape of a UVM analysis port), while every call passes through unchanged.
 (functional coverage, the command-by-command predictor of ``cocotb_tests/uvm_env``) serve the
 RTL and the golden chip model. Decoded:
 
-* CSR writes: ring configuration; a doorbell → :class:`DoorbellTxn` (occupancy ``P - C`` against
+* CSR writes: queue configuration → :class:`QueueConfigTxn`; ``DEBUG_HANG`` (fault injection) →
+  :class:`DebugHangTxn`; a doorbell → :class:`DoorbellTxn` (occupancy ``P - C`` against
   the ring size) and one :class:`DescriptorTxn` per new descriptor, decoded from the ring bytes the
   host wrote (kept in a sparse shadow of the configured rings); a queue reset →
   :class:`QueueResetTxn`;
@@ -23,7 +24,8 @@ from driver import registers as R
 from driver.completion import RECORD_BYTES, unpack_record
 
 __all__ = ["BoundaryObserver", "Probe", "AsyncProbe", "DoorbellTxn", "DescriptorTxn", "RecordTxn",
-           "IrqTxn", "QueueErrorTxn", "QueueResetTxn", "HostWriteTxn", "QUEUES"]
+           "IrqTxn", "QueueErrorTxn", "QueueResetTxn", "QueueConfigTxn", "DebugHangTxn", "HostWriteTxn",
+           "QUEUES"]
 
 M32 = 0xFFFF_FFFF
 DESC_BYTES = 32
@@ -71,20 +73,37 @@ class QueueResetTxn:
 
 
 @dataclass(frozen=True)
+class QueueConfigTxn:
+    queue: int
+    name: str                #: "Q_RING_BASE", "Q_RING_SIZE", "Q_CPL_BASE", "Q_WINDOW_BASE", ...
+    value: int
+
+
+@dataclass(frozen=True)
+class DebugHangTxn:
+    value: int               #: DEBUG_HANG as written (fault injection: an engine freezes)
+
+
+@dataclass(frozen=True)
 class HostWriteTxn:
     addr: int
     data: bytes
 
 
 class _Queue:
-    def __init__(self, ring=0, cpl=0, log2=0, sized=False):
+    def __init__(self, ring=0, cpl=0, log2=0, sized=False, stale=frozenset()):
         self.ring, self.cpl, self.log2, self.sized = ring, cpl, log2, sized
         self.producer = self.consumer = 0
-        self.seen = set()        # record indices already published
+        self.seen = {}           # record index -> timestamp, of the records published
+        self.expect = {}         # descriptor index -> (opcode, tag), from the doorbells
+        self.stale = stale       # (index, timestamp) of records from before the last reset
 
     @property
     def entries(self):
         return 1 << self.log2
+
+
+_CONFIG = ("Q_RING_BASE", "Q_RING_SIZE", "Q_CPL_BASE", "Q_WINDOW_BASE", "Q_WINDOW_SIZE")
 
 
 def _split(name):
@@ -107,9 +126,13 @@ class BoundaryObserver:
     # ---------------------------------------------------------------- traffic
     def on_write(self, reg, value):
         kind, q = _split(reg.name)
+        if reg.name == "DEBUG_HANG":
+            self.publish(DebugHangTxn(value))
         if not q or not kind.startswith("Q_"):
             return
         s = self.q[int(q)]
+        if kind in _CONFIG:
+            self.publish(QueueConfigTxn(int(q), kind, value))
         if kind == "Q_RING_BASE":
             s.ring = value
         elif kind == "Q_RING_SIZE":
@@ -119,7 +142,9 @@ class BoundaryObserver:
         elif kind == "Q_DOORBELL":
             self._doorbell(int(q), s, value)
         elif kind == "Q_CTRL" and R.Q_CTRL0.RESET.get(value):
-            self.q[int(q)] = _Queue(s.ring, s.cpl, s.log2, s.sized)
+            # The chip does not clear the completion area: its old records must not pass as new.
+            stale = s.stale | set(s.seen.items())
+            self.q[int(q)] = _Queue(s.ring, s.cpl, s.log2, s.sized, frozenset(stale))
             self.publish(QueueResetTxn(int(q)))
 
     def on_read(self, reg, value):
@@ -173,6 +198,7 @@ class BoundaryObserver:
                 i = (s.producer + k) & M32
                 raw = self._shadow(s.ring + DESC_BYTES * (i % s.entries), DESC_BYTES)
                 words = tuple(int.from_bytes(raw[4 * w:4 * w + 4], "little") for w in range(8))
+                s.expect[i] = (words[0] & 0xFF, words[0] >> 16)
                 self.publish(DescriptorTxn(q, i, words, s.entries))
         s.producer = producer
 
@@ -189,10 +215,13 @@ class BoundaryObserver:
                 continue
             rec = unpack_record(raw)
             i = rec["index"]
-            # a slot holds a new record once the consumer index has passed it
-            fresh = 0 < ((s.consumer - i) & M32) <= s.entries and i % s.entries == slot
+            # A slot holds a new record once the consumer index has passed it, for a descriptor
+            # doorbelled since the last reset, and not left over from before that reset.
+            fresh = (0 < ((s.consumer - i) & M32) <= s.entries and i % s.entries == slot
+                     and s.expect.get(i) == (rec["opcode"], rec["tag"])
+                     and (i, rec["timestamp"]) not in s.stale)
             if fresh and rec["queue"] == q and i not in s.seen:
-                s.seen.add(i)
+                s.seen[i] = rec["timestamp"]
                 self.publish(RecordTxn(q, rec))
 
 
