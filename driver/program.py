@@ -20,6 +20,14 @@ __all__ = ["BufferSpec", "Reloc", "ProgramCommand", "Program", "ProgramError"]
 
 ROLES = ("input", "output", "inout", "scratch", "const")
 EVENT_OPS = (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT)
+ENGINE_OPS = (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.GEMM, Opcode.VECTOR)
+
+
+def _blocked(cmd, counters):
+    """A WAIT_EVENT whose program-relative value is not reached (wrap-safe, as the hardware)."""
+    if cmd.opcode != Opcode.WAIT_EVENT:
+        return False
+    return ((counters[cmd.fields["event"]] - cmd.fields.get("value", 0)) & 0xFFFF_FFFF) >= 1 << 31
 
 
 class ProgramError(ValueError):
@@ -112,6 +120,37 @@ class Program:
             if c.opcode in EVENT_OPS and not 0 <= c.fields.get("event", -1) < self.events:
                 raise ProgramError(f"command {i} ({c.note}): event {c.fields.get('event')} outside "
                                    f"the program's {self.events} events")
+
+    def serialized(self):
+        """The same commands on queue 0 in one legal total order, each engine command followed by
+        a BARRIER, so nothing overlaps: running a program both ways and comparing the results
+        separates scheduling bugs (missing events, hardware overlap) from datapath bugs.
+
+        The order comes from a sequential run of the queues' semantics (docs/queues.md): a queue
+        advances until a WAIT_EVENT whose program-relative value is not yet reached; SIGNAL_EVENT
+        sets the value. Raises ProgramError if the queues deadlock."""
+        self.validate()
+        pending = {q: [c for c in self.commands if c.queue == q] for q in self.queues}
+        counters = [0] * self.events
+        order = []
+        while any(pending.values()):
+            moved = False
+            for cmds in pending.values():
+                while cmds and not _blocked(cmds[0], counters):
+                    c = cmds.pop(0)
+                    if c.opcode == Opcode.SIGNAL_EVENT:
+                        counters[c.fields["event"]] = c.fields.get("value", 0)
+                    order.append(c)
+                    moved = True
+            if not moved:
+                heads = {q: cmds[0].note or cmds[0].opcode for q, cmds in pending.items() if cmds}
+                raise ProgramError(f"program {self.name!r} deadlocks: every queue waits ({heads})")
+        out = Program(f"{self.name}.serialized", dict(self.buffers), events=self.events)
+        for c in order:
+            out.add(ProgramCommand(0, c.opcode, c.fields, c.relocs, c.irq, c.tag, c.note))
+            if c.opcode in ENGINE_OPS:
+                out.add(ProgramCommand(0, Opcode.BARRIER, note=f"{c.note}: serialize"))
+        return out
 
     def bind(self, addresses, events=None, *, tag_base=0):
         """Descriptor words per queue: ``{queue: [words, ...]}``.

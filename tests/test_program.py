@@ -59,3 +59,41 @@ def test_validate_errors():
                       (dict(nbytes=8, role="x"), "role")):
         with pytest.raises(ProgramError, match=match):
             BufferSpec("b", **kw)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_serialized_program_gives_the_same_results(name):
+    """The serialize switch: one queue, a BARRIER after each engine command, same outputs."""
+    from compiler import models
+    from compiler.compile import compile_graph
+    from compiler.graph import interpret
+    from compiler.refexec import execute
+    from driver.capabilities import Capabilities
+    from hdl_gen.config import KakiConfig
+
+    g, feeds = models.build(name, 1)
+    caps = Capabilities.from_config(KakiConfig(dim=8))
+    cm = compile_graph(g, caps)
+    serial = cm.program.serialized()
+    assert serial.queues == [0] and len(cm.program.queues) > 1
+    engine = [c for c in serial.commands if c.opcode in (Opcode.DMA_LOAD, Opcode.DMA_STORE,
+                                                         Opcode.GEMM, Opcode.VECTOR)]
+    nxt = {id(a): b for a, b in zip(serial.commands, serial.commands[1:])}
+    assert all(nxt[id(c)].opcode == Opcode.BARRIER for c in engine)
+    key = lambda c: (int(c.opcode), c.note, c.tag, repr(sorted(c.fields.items())), c.relocs)  # noqa: E731
+    added = [c for c in serial.commands if c.note.endswith(": serialize")]
+    assert sorted(map(key, (c for c in serial.commands if c not in added))) == \
+        sorted(map(key, cm.program.commands)) and len(added) == len(engine)
+    ref = interpret(g, feeds)
+    for prog in (cm.program, serial):
+        model, addrs = execute(prog, caps, cm.pack_inputs(feeds), seed=3, check=True)
+        got = cm.unpack_outputs(lambda b, n: model.host[addrs[b]:addrs[b] + n].tobytes())
+        assert all((got[k] == ref[k]).all() for k in ref)
+
+
+def test_serializing_a_deadlocked_program_is_an_error():
+    p = Program("stuck", events=1)
+    p.add(ProgramCommand(0, Opcode.WAIT_EVENT, {"event": 0, "value": 1}, note="waits"))
+    p.add(ProgramCommand(1, Opcode.WAIT_EVENT, {"event": 0, "value": 2}, note="waits too"))
+    with pytest.raises(ProgramError, match=r"program 'stuck' deadlocks: every queue waits \(\{0: 'waits', 1: 'waits too'\}\)"):
+        p.serialized()
