@@ -726,6 +726,10 @@ def run_workload(wl, *, host_image=None, poll=400, budget=3_000_000):
     irq_bits = R.IRQ_STATUS.QUEUE_CPL.mask | R.IRQ_STATUS.QUEUE_ERROR.mask
     yield Write(R.IRQ_STATUS, irq_bits)          # W1C: start from clear queue interrupts
     for q in queues:
+        # A queue left enabled by an earlier workload is reset first: its configuration is
+        # checked only when it becomes active (docs/queues.md), and its indices restart at 0.
+        if R.Q_CTRL0.ENABLE.get((yield Read(reg("Q_CTRL", q)))):
+            yield from reset_queue(q, enable=False)
         yield from configure(q, wl.configs[q])
     perf = {}
     for q in queues:
@@ -760,11 +764,13 @@ def _new_workload(name, caps, seed, layout, queues):
 
 
 def build_dag(caps, seed, layout, *, queues=tuple(range(QUEUES)), jobs=40, event_base=None,
-              name="dag", engines=ENGINE_OPS, rng=None):
-    """A random DAG workload (no host I/O): see :class:`DagBuilder`."""
+              name="dag", engines=ENGINE_OPS, rng=None, knobs=None):
+    """A random DAG workload (no host I/O): see :class:`DagBuilder` (``knobs``: its ``p_dep``,
+    ``p_compute``, ``p_extra``)."""
     rng = np.random.default_rng(seed) if rng is None else rng
     wl = _new_workload(name, caps, seed, layout, queues)
-    b = DagBuilder(wl, rng, queues, event_base or {e: 0 for e in range(EVENTS)}, engines=engines)
+    b = DagBuilder(wl, rng, queues, event_base or {e: 0 for e in range(EVENTS)}, engines=engines,
+                   **(knobs or {}))
     for _ in range(jobs):
         b.job()
     wl.configs = _configs(layout, queues, rng, b.windows())
@@ -776,18 +782,18 @@ def _random_host(seed, host_bytes):
 
 
 def dag_scenario(caps, seed, *, host_bytes, jobs=40, queues=tuple(range(QUEUES)), poll=400,
-                 budget=3_000_000, fill_host=True):
+                 budget=3_000_000, fill_host=True, knobs=None):
     """Random jobs with a random DAG on ``queues``; every descriptor must complete with OK.
 
     ``fill_host``: first fill the whole host memory with seeded random bytes, so any stray write
-    anywhere is caught."""
+    anywhere is caught. ``knobs``: the DagBuilder's dependency/compute/extra-edge probabilities."""
     layout = Layout(host_bytes)
     image = None
     if fill_host:
         image = _random_host(seed, host_bytes)
         yield HostWrite(0, image)
     bases = yield from _event_bases()
-    wl, _ = build_dag(caps, seed, layout, queues=queues, jobs=jobs, event_base=bases)
+    wl, _ = build_dag(caps, seed, layout, queues=queues, jobs=jobs, event_base=bases, knobs=knobs)
     return (yield from run_workload(wl, host_image=image, poll=poll, budget=budget))
 
 

@@ -334,3 +334,14 @@ def test_perf_counters_and_firmware_perf_window(image):
     c.write(R.PERF_CTRL, 0)
     c.run(10)
     assert c.read(R.PERF_CYCLES) == 10
+
+
+def test_error_classes_back_to_back_on_one_chip(image):
+    """Found by the pyuvm error sequence: a workload reusing a queue left enabled by the previous
+    one was never re-checked (the configuration is checked when a queue becomes active), so a bad
+    ring size went unnoticed; run_workload now resets such a queue first."""
+    c = chip(image, seed(9))
+    for n, kind in enumerate(("misaligned_cpl", "reserved_event", "bad_opcode", "bad_ring_size",
+                              "misaligned_ring", "ring_overflow")):
+        rep = run_sync(S.error_scenario(CAPS, seed(9) + n, kind, host_bytes=HOST_BYTES), c)
+        assert rep.descriptors > 0, kind

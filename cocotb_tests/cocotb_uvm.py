@@ -1,0 +1,87 @@
+"""pyuvm tests of the whole chip (cocotb_tests/uvm_env/env.py), run by cocotb_tests/test_uvm.py.
+
+Each cocotb test boots the chip (reset, randomized host-memory timing, firmware), puts the chip
+testbench behind a boundary probe and runs a uvm_test whose sequences drive it while the
+scoreboard predicts every command with the golden device model.
+"""
+import os
+
+import cocotb
+import numpy as np
+from pyuvm import ConfigDB, uvm_root
+
+from driver.firmware_image import FirmwareImage
+from golden import queue_scenarios as S
+
+from . import boundary_monitor as BM
+from .chip_tb import ChipTB
+from .cocotb_chip_queues import DECERR_BASE, HOST_BYTES
+from .soc_target import HOST_WORDS
+from .uvm_env.env import ErrorSequence, KakiTest, ModelSequence, RandomDagSequence
+
+MEMORY_BYTES = HOST_WORDS * 8
+REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
+_CONTEXT = {}
+
+
+class _Test(KakiTest):
+    def build_phase(self):
+        for key, value in _CONTEXT.items():
+            ConfigDB().set(None, "*", key, value)
+        super().build_phase()
+
+
+class RandomTest(_Test):
+    """Constrained-random dependency graphs, then a compiled model overlapped and serialized."""
+
+    async def run_phase(self):
+        seed, count = _CONTEXT["SEED"], int(os.environ.get("KAKI_UVM_DAGS", "6" if REGRESS else "3"))
+        self.models = ModelSequence("model", os.environ.get("KAKI_UVM_MODEL", "conv"), seed, None)
+        await self.run_sequences(RandomDagSequence("dags", count, seed), self.models)
+
+
+class ErrorTest(_Test):
+    """Error classes (all under KAKI_REGRESS, a seeded sample otherwise) with the others running."""
+
+    async def run_phase(self):
+        seed = _CONTEXT["SEED"]
+        kinds = sorted(S.ERROR_KINDS)
+        if not REGRESS:
+            kinds = list(np.random.default_rng(seed).choice(kinds, 4, replace=False))
+        self.kinds = kinds
+        await self.run_sequences(ErrorSequence("errors", kinds, seed, DECERR_BASE))
+
+
+async def _boot(dut):
+    tb = ChipTB(dut)
+    rng = np.random.default_rng(tb.seed)
+    tb.host.configure(latency=int(rng.integers(2, 16)), stall=float(rng.uniform(0, 0.25)), seed=tb.seed)
+    await tb.reset()
+    await tb.load_firmware(FirmwareImage.from_elf(os.environ["KAKI_FW_ELF"]), timeout_cycles=200_000)
+    tb.host.set_error_window(DECERR_BASE, MEMORY_BYTES, resp=3)
+    observer = BM.BoundaryObserver()
+    _CONTEXT.update(TB=tb, OBSERVER=observer, BACKEND=BM.AsyncProbe(tb, observer), CAPS=tb.caps,
+                    HOST_BYTES=HOST_BYTES, SEED=tb.seed)
+    return tb
+
+
+@cocotb.test()
+async def uvm_random(dut):
+    await _boot(dut)
+    await uvm_root().run_test(RandomTest)
+    test = uvm_root().get_child("uvm_test_top")
+    board = test.env.scoreboard
+    assert board.error is None and board.predictor.predicted > 0 and board.predictor.stores_checked > 0
+    assert set(test.models.outputs) == {"overlapped", "serialized"}
+    dut._log.info(f"uvm_random: {board.predictor.predicted} commands predicted, "
+                  f"{board.predictor.stores_checked} stores checked, {board.irq_edges} irq edges")
+
+
+@cocotb.test()
+async def uvm_errors(dut):
+    await _boot(dut)
+    await uvm_root().run_test(ErrorTest)
+    test = uvm_root().get_child("uvm_test_top")
+    board = test.env.scoreboard
+    assert board.error is None and board.predictor.predicted > 0
+    dut._log.info(f"uvm_errors {test.kinds}: {board.predictor.predicted} commands predicted")
