@@ -30,6 +30,8 @@ class ControlSubsystem(wiring.Component):
     load_data      : In(32), load_data_we : In(1) — store one word (same timing).
     irq            : In(1)  — machine external interrupt.
     sleeping       : Out(1) — the core sleeps in WFI.
+    pc             : Out(32) — pc of the last committed instruction or trap (kept while the core is
+                     held: a debugger's view for hang reports, host register CORE_PC).
     mmio           : Out(SimpleBusSignature()) — word accesses to the MMIO window
                      (0x2000_0000 + [0, 2**MMIO_ADDR_BITS)); the target acks one cycle later.
     """
@@ -38,6 +40,7 @@ class ControlSubsystem(wiring.Component):
         super().__init__({
             "run": In(1), "load_addr": In(32), "load_addr_we": In(1),
             "load_data": In(32), "load_data_we": In(1), "irq": In(1), "sleeping": Out(1),
+            "pc": Out(32),
             "mmio": Out(SimpleBusSignature()),
         })
 
@@ -90,5 +93,7 @@ class ControlSubsystem(wiring.Component):
                          lane.wdata.eq(Mux(host_dmem, self.load_data[byte], bus.wdata[byte]))]
 
         m.d.comb += [self.sleeping.eq(core.sleeping), core.irq.eq(self.irq)]
+        with m.If(core.trace_valid):
+            m.d.sync += self.pc.eq(core.trace_pc)
         return m
 

@@ -211,6 +211,7 @@ class KakiSoc(wiring.Component):
             csr.fw_version_version.eq(fw.fw_version_version),
             csr.fw_status_state.eq(fw.fw_status_state),
             csr.fw_status_sleeping.eq(ctl.sleeping),
+            csr.core_pc_pc.eq(ctl.pc),
             csr.fw_fault_pc_value.eq(fw.fw_fault_pc_pc),
             csr.fw_fault_cause_value.eq(fw.fw_fault_cause_cause),
             csr.fw_fault_tval_value.eq(fw.fw_fault_tval_tval),

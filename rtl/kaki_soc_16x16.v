@@ -262,7 +262,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$754 ;
+  reg [7:0] \$signal$756 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$181 ;
   wire [12:0] \acc_rd__addr$189 ;
@@ -284,7 +284,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire acc_wr__gnt;
   wire \acc_wr__gnt$208 ;
   wire active;
-  wire \active$865 ;
+  wire \active$867 ;
   wire [31:0] axi__araddr;
   wire [31:0] \axi__araddr$311 ;
   wire [1:0] axi__arburst;
@@ -403,6 +403,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire core_mem_addr_addr_swmod;
   wire [31:0] core_mem_data_data;
   wire core_mem_data_data_swmod;
+  wire [31:0] core_pc_pc;
   wire [7:0] cpl_flags;
   wire [3:0] cpl_free;
   wire cpl_halt;
@@ -455,7 +456,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$850 ;
+  wire \ctl__busy$852 ;
   wire [175:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$124 ;
   wire [19:0] \ctl__cmd__payload$124.bias_addr ;
@@ -729,37 +730,37 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   wire [31:0] event0_value;
-  wire [31:0] \event0_value$391 ;
+  wire [31:0] \event0_value$393 ;
   wire [31:0] event10_value;
-  wire [31:0] \event10_value$411 ;
+  wire [31:0] \event10_value$413 ;
   wire [31:0] event11_value;
-  wire [31:0] \event11_value$413 ;
+  wire [31:0] \event11_value$415 ;
   wire [31:0] event12_value;
-  wire [31:0] \event12_value$415 ;
+  wire [31:0] \event12_value$417 ;
   wire [31:0] event13_value;
-  wire [31:0] \event13_value$417 ;
+  wire [31:0] \event13_value$419 ;
   wire [31:0] event14_value;
-  wire [31:0] \event14_value$419 ;
+  wire [31:0] \event14_value$421 ;
   wire [31:0] event15_value;
-  wire [31:0] \event15_value$421 ;
+  wire [31:0] \event15_value$423 ;
   wire [31:0] event1_value;
-  wire [31:0] \event1_value$393 ;
+  wire [31:0] \event1_value$395 ;
   wire [31:0] event2_value;
-  wire [31:0] \event2_value$395 ;
+  wire [31:0] \event2_value$397 ;
   wire [31:0] event3_value;
-  wire [31:0] \event3_value$397 ;
+  wire [31:0] \event3_value$399 ;
   wire [31:0] event4_value;
-  wire [31:0] \event4_value$399 ;
+  wire [31:0] \event4_value$401 ;
   wire [31:0] event5_value;
-  wire [31:0] \event5_value$401 ;
+  wire [31:0] \event5_value$403 ;
   wire [31:0] event6_value;
-  wire [31:0] \event6_value$403 ;
+  wire [31:0] \event6_value$405 ;
   wire [31:0] event7_value;
-  wire [31:0] \event7_value$405 ;
+  wire [31:0] \event7_value$407 ;
   wire [31:0] event8_value;
-  wire [31:0] \event8_value$407 ;
+  wire [31:0] \event8_value$409 ;
   wire [31:0] event9_value;
-  wire [31:0] \event9_value$409 ;
+  wire [31:0] \event9_value$411 ;
   reg failing;
   wire forward;
   reg [255:0] forward_head;
@@ -773,7 +774,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [31:0] fw_fault_tval_value;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$853 ;
+  wire [31:0] \fw_msg_value$855 ;
   wire fw_running;
   wire fw_status_sleeping;
   wire [7:0] fw_status_state;
@@ -886,7 +887,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [3:0] inflight;
   output irq;
   reg irq = 1'h0;
-  wire \irq$711 ;
+  wire \irq$713 ;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1086,6 +1087,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [31:0] mmio__wdata;
   wire mmio__we;
   wire [3:0] mmio__wstrb;
+  wire [31:0] pc;
   wire pending;
   wire perf_ctrl_clear;
   wire perf_ctrl_freeze;
@@ -1373,17 +1375,17 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [31:0] q_window_size3_bytes;
   reg [1:0] queue;
   wire [23:0] r_data;
-  wire [23:0] \r_data$486 ;
-  wire [23:0] \r_data$497 ;
-  wire [23:0] \r_data$508 ;
+  wire [23:0] \r_data$488 ;
+  wire [23:0] \r_data$499 ;
+  wire [23:0] \r_data$510 ;
   wire r_en;
-  wire \r_en$482 ;
-  wire \r_en$493 ;
-  wire \r_en$504 ;
+  wire \r_en$484 ;
+  wire \r_en$495 ;
+  wire \r_en$506 ;
   wire r_rdy;
-  wire \r_rdy$483 ;
-  wire \r_rdy$494 ;
-  wire \r_rdy$505 ;
+  wire \r_rdy$485 ;
+  wire \r_rdy$496 ;
+  wire \r_rdy$507 ;
   wire [13:0] rd__0__addr;
   wire [12:0] \rd__0__addr$172 ;
   wire [127:0] rd__0__data;
@@ -1684,7 +1686,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \timestamp_cycles$512 ;
+  wire [31:0] \timestamp_cycles$514 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -1775,15 +1777,15 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   reg vec_frozen = 1'h0;
   reg vec_hang_armed = 1'h0;
   wire [23:0] w_data;
-  wire [23:0] \w_data$479 ;
-  wire [23:0] \w_data$490 ;
-  wire [23:0] \w_data$501 ;
+  wire [23:0] \w_data$481 ;
+  wire [23:0] \w_data$492 ;
+  wire [23:0] \w_data$503 ;
   wire w_en;
-  wire \w_en$477 ;
-  wire \w_en$488 ;
-  wire \w_en$499 ;
+  wire \w_en$479 ;
+  wire \w_en$490 ;
+  wire \w_en$501 ;
   wire [31:0] watchdog_cycles;
-  wire [31:0] \watchdog_cycles$389 ;
+  wire [31:0] \watchdog_cycles$391 ;
   reg windowed;
   wire [3:0] work_mask_qready;
   wire work_mask_timer;
@@ -1890,9 +1892,9 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign fw_write_retire_pop = \$58  & \$59 ;
   assign fw_write_retire_pop_engine = bus__wdata[3:0] & { fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop };
   assign w_en = retire__0__done & \$60 ;
-  assign \w_en$477  = retire__1__done & \$61 ;
-  assign \w_en$488  = retire__2__done & \$62 ;
-  assign \w_en$499  = retire__3__done & \$63 ;
+  assign \w_en$479  = retire__1__done & \$61 ;
+  assign \w_en$490  = retire__2__done & \$62 ;
+  assign \w_en$501  = retire__3__done & \$63 ;
   assign \$64  = ~ mmio__ack;
   assign \$65  = bus__en & \$64 ;
   assign \$66  = \$65  & bus__we;
@@ -1921,7 +1923,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \$83  = \$81  | \$82 ;
   assign \$84  = ~ work_mask_timer;
   assign \$85  = fw_timer_due & \$84 ;
-  assign \irq$711  = \$83  | \$85 ;
+  assign \irq$713  = \$83  | \$85 ;
   assign \$86  = retire__0__done & \$248 [8];
   assign \$87  = ! dma_load_error;
   assign \$88  = \$86  & \$87 ;
@@ -1975,7 +1977,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \$136  = irq_status_fw_msg & irq_enable_fw_msg;
   assign pending = | { \$137 , \$135 , \$133 , \$131 , \$129 , \$127 , \$125 , \$123  };
   assign \$138  = gemm_hang_armed & ctl__busy;
-  assign \$139  = vec_hang_armed & \ctl__busy$850 ;
+  assign \$139  = vec_hang_armed & \ctl__busy$852 ;
   assign \$140  = timestamp_cycles + 1'h1;
   assign \$141  = done_dma_load_count + 1'h1;
   assign \$142  = done_dma_store_count + 1'h1;
@@ -1992,9 +1994,9 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \$153  = ~ perf_ctrl_freeze;
   assign \$154  = perf_gemm_stall_count + stall;
   assign \$155  = ~ perf_ctrl_freeze;
-  assign \$156  = perf_vec_busy_count + \ctl__busy$850 ;
+  assign \$156  = perf_vec_busy_count + \ctl__busy$852 ;
   assign \$157  = ~ perf_ctrl_freeze;
-  assign \$158  = perf_vec_active_count + \active$865 ;
+  assign \$158  = perf_vec_active_count + \active$867 ;
   assign \$159  = ~ perf_ctrl_freeze;
   assign \$160  = perf_dma_load_busy_count + load__busy;
   assign \$161  = ~ perf_ctrl_freeze;
@@ -2014,8 +2016,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \$175  = store__busy & \$174 ;
   assign \$176  = perf_dma_store_stall_count + \$175 ;
   assign \$177  = ~ perf_ctrl_freeze;
-  assign \$178  = ~ \active$865 ;
-  assign \$179  = \ctl__busy$850  & \$178 ;
+  assign \$178  = ~ \active$867 ;
+  assign \$179  = \ctl__busy$852  & \$178 ;
   assign \$180  = perf_vec_stall_count + \$179 ;
   assign \$181  = ~ perf_ctrl_freeze;
   assign \$182  = perf_dma_load_full_count + full[0];
@@ -2221,7 +2223,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.control  control (
     .clk(clk),
     .dbus__addr(bus__addr),
-    .irq(\irq$711 ),
+    .irq(\irq$713 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -2231,6 +2233,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__wdata(bus__wdata),
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
+    .pc(core_pc_pc),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2264,6 +2267,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .core_ctrl_run(core_ctrl_run),
     .core_mem_addr_addr(load_addr),
     .core_mem_data_data(load_data),
+    .core_pc_pc(core_pc_pc),
     .debug_hang_gemm(debug_hang_gemm),
     .debug_hang_vec(debug_hang_vec),
     .do_read(csr__arready),
@@ -2347,20 +2351,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$10357$0 (q_wait_queue),
-    .\port$10558$0 (inflight),
-    .\port$10689$0 (q__0__cpl_irq),
-    .\port$10703$0 (q__0__error_irq),
-    .\port$10713$0 (q__1__cpl_irq),
-    .\port$10727$0 (q__1__error_irq),
-    .\port$10737$0 (q__2__cpl_irq),
-    .\port$10751$0 (q__2__error_irq),
-    .\port$10761$0 (q__3__cpl_irq),
-    .\port$10775$0 (q__3__error_irq),
-    .\port$10787$0 (\$252 ),
-    .\port$10795$0 (\$253 ),
-    .\port$10803$0 (\$254 ),
-    .\port$10811$0 (\$255 ),
+    .\port$10369$0 (q_wait_queue),
+    .\port$10572$0 (inflight),
+    .\port$10703$0 (q__0__cpl_irq),
+    .\port$10717$0 (q__0__error_irq),
+    .\port$10727$0 (q__1__cpl_irq),
+    .\port$10741$0 (q__1__error_irq),
+    .\port$10751$0 (q__2__cpl_irq),
+    .\port$10765$0 (q__2__error_irq),
+    .\port$10775$0 (q__3__cpl_irq),
+    .\port$10789$0 (q__3__error_irq),
+    .\port$10801$0 (\$252 ),
+    .\port$10809$0 (\$253 ),
+    .\port$10817$0 (\$254 ),
+    .\port$10825$0 (\$255 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2448,10 +2452,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$10560$0 (\$248 ),
-    .\port$10562$0 (\$249 ),
-    .\port$10564$0 (\$250 ),
-    .\port$10566$0 (\$251 ),
+    .\port$10574$0 (\$248 ),
+    .\port$10576$0 (\$249 ),
+    .\port$10578$0 (\$250 ),
+    .\port$10580$0 (\$251 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2535,8 +2539,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$10560$16 (retire__0__tag),
-    .\port$10916$0 (dma_load_error),
+    .\port$10574$16 (retire__0__tag),
+    .\port$10930$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2546,13 +2550,13 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$10562$16 (retire__1__tag),
-    .\port$11024$0 (dma_store_error),
-    .r_data(\r_data$486 ),
+    .\port$10576$16 (retire__1__tag),
+    .\port$11038$0 (dma_store_error),
+    .r_data(\r_data$488 ),
     .r_en(fw_write_retire_pop_engine[1]),
-    .r_rdy(\r_rdy$483 ),
+    .r_rdy(\r_rdy$485 ),
     .rst(rst),
-    .w_en(\w_en$477 )
+    .w_en(\w_en$479 )
   );
   \kaki_soc_16x16.fw_regs  fw_regs (
     .ack(mmio__ack),
@@ -2585,37 +2589,37 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$853 ),
+    .fw_msg_value(\fw_msg_value$855 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$10024$0 (\r_data$497 ),
-    .\port$10074$0 (\r_data$508 ),
-    .\port$4447$0 (q__0__ready),
-    .\port$4449$0 (q__0__qreset_req),
-    .\port$4456$0 (q__1__ready),
-    .\port$4458$0 (q__1__qreset_req),
-    .\port$4465$0 (q__2__ready),
-    .\port$4467$0 (q__2__qreset_req),
-    .\port$4474$0 (q__3__ready),
-    .\port$4476$0 (q__3__qreset_req),
-    .\port$5131$0 (q__0__head),
-    .\port$5161$0 (q__1__head),
-    .\port$5191$0 (q__2__head),
-    .\port$5221$0 (q__3__head),
-    .\port$9924$0 (r_data),
-    .\port$9974$0 (\r_data$486 ),
+    .\port$10036$0 (\r_data$499 ),
+    .\port$10086$0 (\r_data$510 ),
+    .\port$4459$0 (q__0__ready),
+    .\port$4461$0 (q__0__qreset_req),
+    .\port$4468$0 (q__1__ready),
+    .\port$4470$0 (q__1__qreset_req),
+    .\port$4477$0 (q__2__ready),
+    .\port$4479$0 (q__2__qreset_req),
+    .\port$4486$0 (q__3__ready),
+    .\port$4488$0 (q__3__qreset_req),
+    .\port$5143$0 (q__0__head),
+    .\port$5173$0 (q__1__head),
+    .\port$5203$0 (q__2__head),
+    .\port$5233$0 (q__3__head),
+    .\port$9936$0 (r_data),
+    .\port$9986$0 (\r_data$488 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
     .q_head_index3_index(q_head_index3_index),
     .q_wait_queue(q_wait_queue),
     .retire0_valid(r_rdy),
-    .retire1_valid(\r_rdy$483 ),
-    .retire2_valid(\r_rdy$494 ),
-    .retire3_valid(\r_rdy$505 ),
+    .retire1_valid(\r_rdy$485 ),
+    .retire2_valid(\r_rdy$496 ),
+    .retire3_valid(\r_rdy$507 ),
     .rst(rst),
     .timer_cycles(timer_cycles),
     .timestamp_cycles(timestamp_cycles),
@@ -2652,13 +2656,13 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$10564$16 (retire__2__tag),
-    .\port$11134$0 (gemm_error),
-    .r_data(\r_data$497 ),
+    .\port$10578$16 (retire__2__tag),
+    .\port$11148$0 (gemm_error),
+    .r_data(\r_data$499 ),
     .r_en(fw_write_retire_pop_engine[2]),
-    .r_rdy(\r_rdy$494 ),
+    .r_rdy(\r_rdy$496 ),
     .rst(rst),
-    .w_en(\w_en$488 )
+    .w_en(\w_en$490 )
   );
   \kaki_soc_16x16.qc  qc (
     .axi__araddr(m__1__araddr),
@@ -2691,8 +2695,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$106 (\$255 ),
     .\level$46 (\$253 ),
     .\level$76 (\$254 ),
-    .\port$10548$0 (bus__wdata[3:0]),
-    .\port$10548$8 (bus__wdata[31:8]),
+    .\port$10562$0 (bus__wdata[3:0]),
+    .\port$10562$8 (bus__wdata[31:8]),
     .\port$121$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2814,13 +2818,13 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .acc_rd__en(\acc_rd__en$183 ),
     .acc_rd__gnt(\acc_rd__gnt$184 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$850 ),
+    .ctl__busy(\ctl__busy$852 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$123 ),
     .ctl__cmd__valid(\ctl__cmd__valid$120 ),
     .ctl__done(vec_done),
     .err(vec_error),
-    .fire(\active$865 ),
+    .fire(\active$867 ),
     .reset(reset),
     .rst(rst),
     .spad_rd__addr(rd__1__addr),
@@ -2835,13 +2839,13 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10566$16 (retire__3__tag),
-    .\port$15202$0 (vec_error),
-    .r_data(\r_data$508 ),
+    .\port$10580$16 (retire__3__tag),
+    .\port$15216$0 (vec_error),
+    .r_data(\r_data$510 ),
     .r_en(fw_write_retire_pop_engine[3]),
-    .r_rdy(\r_rdy$505 ),
+    .r_rdy(\r_rdy$507 ),
     .rst(rst),
-    .w_en(\w_en$499 )
+    .w_en(\w_en$501 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -3007,24 +3011,24 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$754  = 8'h00;
+    \$signal$756  = 8'h00;
     if (\$105 ) begin
-      \$signal$754  = \$251 [7:0];
+      \$signal$756  = \$251 [7:0];
     end
     if (\$109 ) begin
-      \$signal$754  = \$250 [7:0];
+      \$signal$756  = \$250 [7:0];
     end
     if (\$113 ) begin
-      \$signal$754  = \$249 [7:0];
+      \$signal$756  = \$249 [7:0];
     end
     if (\$117 ) begin
-      \$signal$754  = \$248 [7:0];
+      \$signal$756  = \$248 [7:0];
     end
     if (\$121 ) begin
-      \$signal$754  = desc[7:0];
+      \$signal$756  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$754  = cmd0_word[7:0];
+      \$signal$756  = cmd0_word[7:0];
     end
   end
   always @* begin
@@ -3161,7 +3165,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$209  = fw_msg_value;
     if (irq_status_fw_msg_set) begin
-      \$209  = \fw_msg_value$853 ;
+      \$209  = \fw_msg_value$855 ;
     end
     if (rst) begin
       \$209  = 32'd0;
@@ -3256,7 +3260,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$220  = error_info_opcode;
     if (\$146 ) begin
-      \$220  = \$signal$754 ;
+      \$220  = \$signal$756 ;
     end
     if (rst) begin
       \$220  = 8'h00;
@@ -3779,26 +3783,27 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \fw_version_version$377  = fw_version_version;
   assign \fw_status_state$379  = fw_status_state;
   assign sleeping = fw_status_sleeping;
+  assign pc = core_pc_pc;
   assign fw_fault_pc_pc = fw_fault_pc_value;
   assign fw_fault_cause_cause = fw_fault_cause_value;
   assign fw_fault_tval_tval = fw_fault_tval_value;
-  assign \watchdog_cycles$389  = watchdog_cycles;
-  assign \event0_value$391  = event0_value;
-  assign \event1_value$393  = event1_value;
-  assign \event2_value$395  = event2_value;
-  assign \event3_value$397  = event3_value;
-  assign \event4_value$399  = event4_value;
-  assign \event5_value$401  = event5_value;
-  assign \event6_value$403  = event6_value;
-  assign \event7_value$405  = event7_value;
-  assign \event8_value$407  = event8_value;
-  assign \event9_value$409  = event9_value;
-  assign \event10_value$411  = event10_value;
-  assign \event11_value$413  = event11_value;
-  assign \event12_value$415  = event12_value;
-  assign \event13_value$417  = event13_value;
-  assign \event14_value$419  = event14_value;
-  assign \event15_value$421  = event15_value;
+  assign \watchdog_cycles$391  = watchdog_cycles;
+  assign \event0_value$393  = event0_value;
+  assign \event1_value$395  = event1_value;
+  assign \event2_value$397  = event2_value;
+  assign \event3_value$399  = event3_value;
+  assign \event4_value$401  = event4_value;
+  assign \event5_value$403  = event5_value;
+  assign \event6_value$405  = event6_value;
+  assign \event7_value$407  = event7_value;
+  assign \event8_value$409  = event8_value;
+  assign \event9_value$411  = event9_value;
+  assign \event10_value$413  = event10_value;
+  assign \event11_value$415  = event11_value;
+  assign \event12_value$417  = event12_value;
+  assign \event13_value$419  = event13_value;
+  assign \event14_value$421  = event14_value;
+  assign \event15_value$423  = event15_value;
   assign q__0__prefetched = { 5'h00, \$252  };
   assign q__1__prefetched = { 5'h00, \$253  };
   assign q__2__prefetched = { 5'h00, \$254  };
@@ -3809,26 +3814,26 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign retire0_valid = r_rdy;
   assign retire0_error = r_data[7:0];
   assign retire0_tag = r_data[23:8];
-  assign \w_data$479  = { retire__1__tag, dma_store_error };
+  assign \w_data$481  = { retire__1__tag, dma_store_error };
   assign retire__1__error = dma_store_error;
-  assign \r_en$482  = fw_write_retire_pop_engine[1];
-  assign retire1_valid = \r_rdy$483 ;
-  assign retire1_error = \r_data$486 [7:0];
-  assign retire1_tag = \r_data$486 [23:8];
-  assign \w_data$490  = { retire__2__tag, gemm_error };
+  assign \r_en$484  = fw_write_retire_pop_engine[1];
+  assign retire1_valid = \r_rdy$485 ;
+  assign retire1_error = \r_data$488 [7:0];
+  assign retire1_tag = \r_data$488 [23:8];
+  assign \w_data$492  = { retire__2__tag, gemm_error };
   assign retire__2__error = gemm_error;
-  assign \r_en$493  = fw_write_retire_pop_engine[2];
-  assign retire2_valid = \r_rdy$494 ;
-  assign retire2_error = \r_data$497 [7:0];
-  assign retire2_tag = \r_data$497 [23:8];
-  assign \w_data$501  = { retire__3__tag, vec_error };
+  assign \r_en$495  = fw_write_retire_pop_engine[2];
+  assign retire2_valid = \r_rdy$496 ;
+  assign retire2_error = \r_data$499 [7:0];
+  assign retire2_tag = \r_data$499 [23:8];
+  assign \w_data$503  = { retire__3__tag, vec_error };
   assign retire__3__error = vec_error;
-  assign \r_en$504  = fw_write_retire_pop_engine[3];
-  assign retire3_valid = \r_rdy$505 ;
-  assign retire3_error = \r_data$508 [7:0];
-  assign retire3_tag = \r_data$508 [23:8];
+  assign \r_en$506  = fw_write_retire_pop_engine[3];
+  assign retire3_valid = \r_rdy$507 ;
+  assign retire3_error = \r_data$510 [7:0];
+  assign retire3_tag = \r_data$510 [23:8];
   assign timestamp = timestamp_cycles;
-  assign \timestamp_cycles$512  = timestamp_cycles;
+  assign \timestamp_cycles$514  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -4292,9 +4297,9 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \store_window.base  = store_window[31:0];
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
-  assign retire_valid[3] = \r_rdy$505 ;
-  assign retire_valid[2] = \r_rdy$494 ;
-  assign retire_valid[1] = \r_rdy$483 ;
+  assign retire_valid[3] = \r_rdy$507 ;
+  assign retire_valid[2] = \r_rdy$496 ;
+  assign retire_valid[1] = \r_rdy$485 ;
   assign retire_valid[0] = r_rdy;
   assign engine_reset[3] = reset[3];
   assign engine_reset[2] = reset[2];
@@ -5627,7 +5632,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, run, load_addr, wdata, mmio__ack, mmio__rdata, sleeping, dbus__addr, mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, dbus__addr, mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5726,6 +5731,7 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   reg [31:0] \$95 ;
   reg \$96 ;
   reg \$97 ;
+  reg [31:0] \$98 ;
   reg \$signal  = 1'h0;
   reg \$signal$8  = 1'h0;
   wire \$signal$9 ;
@@ -5747,7 +5753,7 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   wire imem__gnt;
   input irq;
   wire irq;
-  wire \irq$64 ;
+  wire \irq$67 ;
   input [31:0] load_addr;
   wire [31:0] load_addr;
   input load_addr_we;
@@ -5768,21 +5774,23 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   wire mmio__we;
   output [3:0] mmio__wstrb;
   wire [3:0] mmio__wstrb;
+  output [31:0] pc;
+  reg [31:0] pc = 32'd0;
   wire [11:0] raddr;
-  wire [11:0] \raddr$42 ;
-  wire [11:0] \raddr$47 ;
-  wire [11:0] \raddr$52 ;
-  wire [11:0] \raddr$57 ;
+  wire [11:0] \raddr$45 ;
+  wire [11:0] \raddr$50 ;
+  wire [11:0] \raddr$55 ;
+  wire [11:0] \raddr$60 ;
   wire [31:0] rdata;
-  wire [7:0] \rdata$36 ;
-  wire [7:0] \rdata$37 ;
-  wire [7:0] \rdata$38 ;
   wire [7:0] \rdata$39 ;
+  wire [7:0] \rdata$40 ;
+  wire [7:0] \rdata$41 ;
+  wire [7:0] \rdata$42 ;
   wire ren;
-  wire \ren$41 ;
-  wire \ren$46 ;
-  wire \ren$51 ;
-  wire \ren$56 ;
+  wire \ren$44 ;
+  wire \ren$49 ;
+  wire \ren$54 ;
+  wire \ren$59 ;
   input rst;
   wire rst;
   input run;
@@ -5790,23 +5798,26 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   reg sel_dmem = 1'h0;
   output sleeping;
   wire sleeping;
-  wire \sleeping$62 ;
+  wire \sleeping$65 ;
+  wire [31:0] trace_pc;
+  wire trace_valid;
   wire [11:0] waddr;
-  wire [11:0] \waddr$44 ;
-  wire [11:0] \waddr$49 ;
-  wire [11:0] \waddr$54 ;
-  wire [11:0] \waddr$59 ;
+  wire [11:0] \waddr$47 ;
+  wire [11:0] \waddr$52 ;
+  wire [11:0] \waddr$57 ;
+  wire [11:0] \waddr$62 ;
   input [31:0] wdata;
   wire [31:0] wdata;
-  wire [7:0] \wdata$45 ;
-  wire [7:0] \wdata$50 ;
-  wire [7:0] \wdata$55 ;
-  wire [7:0] \wdata$60 ;
+  wire [7:0] \wdata$48 ;
+  wire [7:0] \wdata$53 ;
+  wire [7:0] \wdata$58 ;
+  wire [7:0] \wdata$63 ;
   wire wen;
-  wire \wen$43 ;
-  wire \wen$48 ;
-  wire \wen$53 ;
-  wire \wen$58 ;
+  wire \wen$46 ;
+  wire \wen$51 ;
+  wire \wen$56 ;
+  wire \wen$61 ;
+  assign \$2  = dbus__addr[31:14] == 15'h4000;
   assign \$3  = \$signal$9  & \$2 ;
   assign \$4  = ~ run;
   assign \$5  = data_we & \$4 ;
@@ -5824,12 +5835,12 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   assign \$15  = \$13  & \$14 ;
   assign mmio__en = dbus__en & \$15 ;
   assign dbus__ack = \$signal$8  | mmio__ack;
-  assign \$16  = sel_dmem ? { \rdata$39 , \rdata$38 , \rdata$37 , \rdata$36  } : 32'd0;
+  assign \$16  = sel_dmem ? { \rdata$42 , \rdata$41 , \rdata$40 , \rdata$39  } : 32'd0;
   assign dbus__rdata = mmio__ack ? mmio__rdata : \$16 ;
   assign \$17  = dbus__addr[31:14] == 15'h4000;
   assign \$18  = \$signal$9  & \$17 ;
   assign \$19  = ~ mmio__we;
-  assign \ren$41  = \$18  & \$19 ;
+  assign \ren$44  = \$18  & \$19 ;
   assign \$20  = dbus__addr[31:14] == 15'h4000;
   assign \$21  = \$signal$9  & \$20 ;
   assign \$22  = \$21  & mmio__we;
@@ -5838,21 +5849,21 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   assign \$25  = data_we & \$24 ;
   assign \$26  = addr[31:14] == 15'h4000;
   assign \$27  = \$25  & \$26 ;
-  assign \wen$43  = \$23  | \$27 ;
+  assign \wen$46  = \$23  | \$27 ;
   assign \$28  = ~ run;
   assign \$29  = data_we & \$28 ;
   assign \$30  = addr[31:14] == 15'h4000;
   assign \$31  = \$29  & \$30 ;
-  assign \waddr$44  = \$31  ? addr[13:2] : dbus__addr[13:2];
+  assign \waddr$47  = \$31  ? addr[13:2] : dbus__addr[13:2];
   assign \$32  = ~ run;
   assign \$33  = data_we & \$32 ;
   assign \$34  = addr[31:14] == 15'h4000;
   assign \$35  = \$33  & \$34 ;
-  assign \wdata$45  = \$35  ? wdata[7:0] : mmio__wdata[7:0];
+  assign \wdata$48  = \$35  ? wdata[7:0] : mmio__wdata[7:0];
   assign \$36  = dbus__addr[31:14] == 15'h4000;
   assign \$37  = \$signal$9  & \$36 ;
   assign \$38  = ~ mmio__we;
-  assign \ren$46  = \$37  & \$38 ;
+  assign \ren$49  = \$37  & \$38 ;
   assign \$39  = dbus__addr[31:14] == 15'h4000;
   assign \$40  = \$signal$9  & \$39 ;
   assign \$41  = \$40  & mmio__we;
@@ -5861,21 +5872,21 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   assign \$44  = data_we & \$43 ;
   assign \$45  = addr[31:14] == 15'h4000;
   assign \$46  = \$44  & \$45 ;
-  assign \wen$48  = \$42  | \$46 ;
+  assign \wen$51  = \$42  | \$46 ;
   assign \$47  = ~ run;
   assign \$48  = data_we & \$47 ;
   assign \$49  = addr[31:14] == 15'h4000;
   assign \$50  = \$48  & \$49 ;
-  assign \waddr$49  = \$50  ? addr[13:2] : dbus__addr[13:2];
+  assign \waddr$52  = \$50  ? addr[13:2] : dbus__addr[13:2];
   assign \$51  = ~ run;
   assign \$52  = data_we & \$51 ;
   assign \$53  = addr[31:14] == 15'h4000;
   assign \$54  = \$52  & \$53 ;
-  assign \wdata$50  = \$54  ? wdata[15:8] : mmio__wdata[15:8];
+  assign \wdata$53  = \$54  ? wdata[15:8] : mmio__wdata[15:8];
   assign \$55  = dbus__addr[31:14] == 15'h4000;
   assign \$56  = \$signal$9  & \$55 ;
   assign \$57  = ~ mmio__we;
-  assign \ren$51  = \$56  & \$57 ;
+  assign \ren$54  = \$56  & \$57 ;
   assign \$58  = dbus__addr[31:14] == 15'h4000;
   assign \$59  = \$signal$9  & \$58 ;
   assign \$60  = \$59  & mmio__we;
@@ -5884,21 +5895,21 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   assign \$63  = data_we & \$62 ;
   assign \$64  = addr[31:14] == 15'h4000;
   assign \$65  = \$63  & \$64 ;
-  assign \wen$53  = \$61  | \$65 ;
+  assign \wen$56  = \$61  | \$65 ;
   assign \$66  = ~ run;
   assign \$67  = data_we & \$66 ;
   assign \$68  = addr[31:14] == 15'h4000;
   assign \$69  = \$67  & \$68 ;
-  assign \waddr$54  = \$69  ? addr[13:2] : dbus__addr[13:2];
+  assign \waddr$57  = \$69  ? addr[13:2] : dbus__addr[13:2];
   assign \$70  = ~ run;
   assign \$71  = data_we & \$70 ;
   assign \$72  = addr[31:14] == 15'h4000;
   assign \$73  = \$71  & \$72 ;
-  assign \wdata$55  = \$73  ? wdata[23:16] : mmio__wdata[23:16];
+  assign \wdata$58  = \$73  ? wdata[23:16] : mmio__wdata[23:16];
   assign \$74  = dbus__addr[31:14] == 15'h4000;
   assign \$75  = \$signal$9  & \$74 ;
   assign \$76  = ~ mmio__we;
-  assign \ren$56  = \$75  & \$76 ;
+  assign \ren$59  = \$75  & \$76 ;
   assign \$77  = dbus__addr[31:14] == 15'h4000;
   assign \$78  = \$signal$9  & \$77 ;
   assign \$79  = \$78  & mmio__we;
@@ -5907,17 +5918,17 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   assign \$82  = data_we & \$81 ;
   assign \$83  = addr[31:14] == 15'h4000;
   assign \$84  = \$82  & \$83 ;
-  assign \wen$58  = \$80  | \$84 ;
+  assign \wen$61  = \$80  | \$84 ;
   assign \$85  = ~ run;
   assign \$86  = data_we & \$85 ;
   assign \$87  = addr[31:14] == 15'h4000;
   assign \$88  = \$86  & \$87 ;
-  assign \waddr$59  = \$88  ? addr[13:2] : dbus__addr[13:2];
+  assign \waddr$62  = \$88  ? addr[13:2] : dbus__addr[13:2];
   assign \$89  = ~ run;
   assign \$90  = data_we & \$89 ;
   assign \$91  = addr[31:14] == 15'h4000;
   assign \$92  = \$90  & \$91 ;
-  assign \wdata$60  = \$92  ? wdata[31:24] : mmio__wdata[31:24];
+  assign \wdata$63  = \$92  ? wdata[31:24] : mmio__wdata[31:24];
   always @(posedge clk)
     \$signal  <= \$93 ;
   always @(posedge clk)
@@ -5928,8 +5939,9 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
     \$signal$8  <= \$96 ;
   always @(posedge clk)
     sel_dmem <= \$97 ;
+  always @(posedge clk)
+    pc <= \$98 ;
   assign \$1  = addr + 3'h4;
-  assign \$2  = dbus__addr[31:14] == 15'h4000;
   \kaki_soc_16x16.control.core  core (
     .clk(clk),
     .dbus__ack(dbus__ack),
@@ -5943,45 +5955,47 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
     .imem__data(imem__data),
     .imem__en(ren),
     .irq(irq),
+    .pc(trace_pc),
     .rst(rst),
     .run(run),
-    .sleeping(sleeping)
+    .sleeping(sleeping),
+    .trace_valid(trace_valid)
   );
   \kaki_soc_16x16.control.dmem0  dmem0 (
     .clk(clk),
     .raddr(dbus__addr[13:2]),
-    .rdata(\rdata$36 ),
-    .ren(\ren$41 ),
-    .waddr(\waddr$44 ),
-    .wdata(\wdata$45 ),
-    .wen(\wen$43 )
+    .rdata(\rdata$39 ),
+    .ren(\ren$44 ),
+    .waddr(\waddr$47 ),
+    .wdata(\wdata$48 ),
+    .wen(\wen$46 )
   );
   \kaki_soc_16x16.control.dmem1  dmem1 (
     .clk(clk),
     .raddr(dbus__addr[13:2]),
-    .rdata(\rdata$37 ),
-    .ren(\ren$46 ),
-    .waddr(\waddr$49 ),
-    .wdata(\wdata$50 ),
-    .wen(\wen$48 )
+    .rdata(\rdata$40 ),
+    .ren(\ren$49 ),
+    .waddr(\waddr$52 ),
+    .wdata(\wdata$53 ),
+    .wen(\wen$51 )
   );
   \kaki_soc_16x16.control.dmem2  dmem2 (
     .clk(clk),
     .raddr(dbus__addr[13:2]),
-    .rdata(\rdata$38 ),
-    .ren(\ren$51 ),
-    .waddr(\waddr$54 ),
-    .wdata(\wdata$55 ),
-    .wen(\wen$53 )
+    .rdata(\rdata$41 ),
+    .ren(\ren$54 ),
+    .waddr(\waddr$57 ),
+    .wdata(\wdata$58 ),
+    .wen(\wen$56 )
   );
   \kaki_soc_16x16.control.dmem3  dmem3 (
     .clk(clk),
     .raddr(dbus__addr[13:2]),
-    .rdata(\rdata$39 ),
-    .ren(\ren$56 ),
-    .waddr(\waddr$59 ),
-    .wdata(\wdata$60 ),
-    .wen(\wen$58 )
+    .rdata(\rdata$42 ),
+    .ren(\ren$59 ),
+    .waddr(\waddr$62 ),
+    .wdata(\wdata$63 ),
+    .wen(\wen$61 )
   );
   \kaki_soc_16x16.control.imem  imem (
     .clk(clk),
@@ -6032,6 +6046,16 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
       \$97  = 1'h0;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$98  = pc;
+    if (trace_valid) begin
+      \$98  = trace_pc;
+    end
+    if (rst) begin
+      \$98  = 32'd0;
+    end
+  end
   assign imem__en = ren;
   assign imem__addr = raddr;
   assign imem__gnt = 1'h1;
@@ -6042,16 +6066,16 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   assign dbus__we = mmio__we;
   assign dbus__wdata = mmio__wdata;
   assign dbus__wstrb = mmio__wstrb;
-  assign \raddr$42  = dbus__addr[13:2];
-  assign \raddr$47  = dbus__addr[13:2];
-  assign \raddr$52  = dbus__addr[13:2];
-  assign \raddr$57  = dbus__addr[13:2];
-  assign \sleeping$62  = sleeping;
-  assign \irq$64  = irq;
+  assign \raddr$45  = dbus__addr[13:2];
+  assign \raddr$50  = dbus__addr[13:2];
+  assign \raddr$55  = dbus__addr[13:2];
+  assign \raddr$60  = dbus__addr[13:2];
+  assign \sleeping$65  = sleeping;
+  assign \irq$67  = irq;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, sleeping, dbus__addr, dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, trace_valid, sleeping, pc, dbus__addr, dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6565,6 +6589,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire [31:0] next_pc;
   wire op_alu_legal;
   wire op_imm_legal;
+  output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
   wire [65:0] product;
@@ -6584,6 +6609,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire [31:0] trace_pc;
   wire [4:0] trace_rd;
   wire trace_trap;
+  output trace_valid;
   reg trace_valid;
   wire [31:0] trace_value;
   wire wake;
@@ -10091,10 +10117,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$10357$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
-, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, fw_status_sleeping, \port$10558$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$10689$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$10703$0 , q_status0_resetting
-, q_consumer1_index, \port$10713$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$10727$0 , q_status1_resetting, q_consumer2_index, \port$10737$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$10751$0 , q_status2_resetting, q_consumer3_index, \port$10761$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$10775$0 , q_status3_resetting
-, \port$10787$0 , \port$10795$0 , \port$10803$0 , \port$10811$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$10369$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
+, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$10572$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$10703$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$10717$0 
+, q_status0_resetting, q_consumer1_index, \port$10727$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$10741$0 , q_status1_resetting, q_consumer2_index, \port$10751$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$10765$0 , q_status2_resetting, q_consumer3_index, \port$10775$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$10789$0 
+, q_status3_resetting, \port$10801$0 , \port$10809$0 , \port$10817$0 , \port$10825$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10135,138 +10161,138 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [32:0] \$134 ;
+  wire \$134 ;
   wire [32:0] \$135 ;
-  wire \$136 ;
+  wire [32:0] \$136 ;
   wire \$137 ;
-  wire [16:0] \$138 ;
-  wire [31:0] \$139 ;
+  wire \$138 ;
+  wire [16:0] \$139 ;
   wire \$14 ;
-  wire [46:0] \$140 ;
+  wire [31:0] \$140 ;
   wire [46:0] \$141 ;
-  wire \$142 ;
+  wire [46:0] \$142 ;
   wire \$143 ;
-  wire [8:0] \$144 ;
-  wire [31:0] \$145 ;
-  wire [22:0] \$146 ;
-  wire [31:0] \$147 ;
-  wire \$148 ;
+  wire \$144 ;
+  wire [8:0] \$145 ;
+  wire [31:0] \$146 ;
+  wire [22:0] \$147 ;
+  wire [31:0] \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [8:0] \$150 ;
-  wire [31:0] \$151 ;
-  wire [38:0] \$152 ;
+  wire \$150 ;
+  wire [8:0] \$151 ;
+  wire [31:0] \$152 ;
   wire [38:0] \$153 ;
-  wire \$154 ;
+  wire [38:0] \$154 ;
   wire \$155 ;
-  wire [8:0] \$156 ;
-  wire [31:0] \$157 ;
-  wire [38:0] \$158 ;
+  wire \$156 ;
+  wire [8:0] \$157 ;
+  wire [31:0] \$158 ;
   wire [38:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
+  wire [38:0] \$160 ;
   wire \$161 ;
-  wire [8:0] \$162 ;
-  wire [31:0] \$163 ;
-  wire [22:0] \$164 ;
-  wire [31:0] \$165 ;
-  wire [38:0] \$166 ;
+  wire \$162 ;
+  wire [8:0] \$163 ;
+  wire [31:0] \$164 ;
+  wire [22:0] \$165 ;
+  wire [31:0] \$166 ;
   wire [38:0] \$167 ;
   wire [38:0] \$168 ;
   wire [38:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
+  wire [38:0] \$170 ;
   wire \$171 ;
-  wire [8:0] \$172 ;
-  wire [31:0] \$173 ;
-  wire [22:0] \$174 ;
-  wire [31:0] \$175 ;
-  wire [38:0] \$176 ;
+  wire \$172 ;
+  wire [8:0] \$173 ;
+  wire [31:0] \$174 ;
+  wire [22:0] \$175 ;
+  wire [31:0] \$176 ;
   wire [38:0] \$177 ;
   wire [38:0] \$178 ;
   wire [38:0] \$179 ;
   wire \$18 ;
-  wire [31:0] \$180 ;
+  wire [38:0] \$180 ;
   wire [31:0] \$181 ;
   wire [31:0] \$182 ;
-  wire \$183 ;
+  wire [31:0] \$183 ;
   wire \$184 ;
-  wire [32:0] \$185 ;
+  wire \$185 ;
   wire [32:0] \$186 ;
-  wire [31:0] \$187 ;
+  wire [32:0] \$187 ;
   wire [31:0] \$188 ;
   wire [31:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
+  wire [31:0] \$190 ;
   wire \$191 ;
-  wire [32:0] \$192 ;
+  wire \$192 ;
   wire [32:0] \$193 ;
-  wire [31:0] \$194 ;
+  wire [32:0] \$194 ;
   wire [31:0] \$195 ;
   wire [31:0] \$196 ;
-  wire \$197 ;
+  wire [31:0] \$197 ;
   wire \$198 ;
-  wire [32:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire [32:0] \$200 ;
-  wire [31:0] \$201 ;
+  wire [32:0] \$201 ;
   wire [31:0] \$202 ;
   wire [31:0] \$203 ;
-  wire \$204 ;
+  wire [31:0] \$204 ;
   wire \$205 ;
-  wire [32:0] \$206 ;
+  wire \$206 ;
   wire [32:0] \$207 ;
-  wire [31:0] \$208 ;
+  wire [32:0] \$208 ;
   wire [31:0] \$209 ;
   wire \$21 ;
   wire [31:0] \$210 ;
-  wire \$211 ;
+  wire [31:0] \$211 ;
   wire \$212 ;
-  wire [32:0] \$213 ;
+  wire \$213 ;
   wire [32:0] \$214 ;
-  wire [31:0] \$215 ;
+  wire [32:0] \$215 ;
   wire [31:0] \$216 ;
   wire [31:0] \$217 ;
-  wire \$218 ;
+  wire [31:0] \$218 ;
   wire \$219 ;
   wire \$22 ;
-  wire [32:0] \$220 ;
+  wire \$220 ;
   wire [32:0] \$221 ;
-  wire [31:0] \$222 ;
+  wire [32:0] \$222 ;
   wire [31:0] \$223 ;
   wire [31:0] \$224 ;
-  wire \$225 ;
+  wire [31:0] \$225 ;
   wire \$226 ;
-  wire [32:0] \$227 ;
+  wire \$227 ;
   wire [32:0] \$228 ;
-  wire [31:0] \$229 ;
+  wire [32:0] \$229 ;
   wire \$23 ;
   wire [31:0] \$230 ;
   wire [31:0] \$231 ;
-  wire \$232 ;
+  wire [31:0] \$232 ;
   wire \$233 ;
-  wire [32:0] \$234 ;
+  wire \$234 ;
   wire [32:0] \$235 ;
-  wire \$236 ;
+  wire [32:0] \$236 ;
   wire \$237 ;
-  wire [1:0] \$238 ;
-  wire [31:0] \$239 ;
+  wire \$238 ;
+  wire [1:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
+  wire [31:0] \$240 ;
   wire \$241 ;
-  wire [1:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire [1:0] \$244 ;
-  wire [31:0] \$245 ;
-  wire [3:0] \$246 ;
-  wire [31:0] \$247 ;
-  wire [3:0] \$248 ;
-  wire [31:0] \$249 ;
+  wire \$242 ;
+  wire [1:0] \$243 ;
+  wire [31:0] \$244 ;
+  wire [1:0] \$245 ;
+  wire [31:0] \$246 ;
+  wire [3:0] \$247 ;
+  wire [31:0] \$248 ;
+  wire [3:0] \$249 ;
   wire \$25 ;
-  wire [7:0] \$250 ;
-  wire [31:0] \$251 ;
-  wire \$252 ;
+  wire [31:0] \$250 ;
+  wire [7:0] \$251 ;
+  wire [31:0] \$252 ;
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
@@ -10282,37 +10308,37 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire \$264 ;
   wire \$265 ;
   wire \$266 ;
-  wire [3:0] \$267 ;
+  wire \$267 ;
   wire [3:0] \$268 ;
   wire [3:0] \$269 ;
   wire \$27 ;
   wire [3:0] \$270 ;
   wire [3:0] \$271 ;
   wire [3:0] \$272 ;
-  wire \$273 ;
+  wire [3:0] \$273 ;
   wire \$274 ;
   wire \$275 ;
   wire \$276 ;
   wire \$277 ;
-  wire [1:0] \$278 ;
-  wire [31:0] \$279 ;
+  wire \$278 ;
+  wire [1:0] \$279 ;
   wire \$28 ;
-  wire [1:0] \$280 ;
-  wire [31:0] \$281 ;
-  wire [3:0] \$282 ;
-  wire [31:0] \$283 ;
-  wire [3:0] \$284 ;
-  wire [31:0] \$285 ;
-  wire [7:0] \$286 ;
-  wire [31:0] \$287 ;
-  wire [18:0] \$288 ;
-  wire [31:0] \$289 ;
+  wire [31:0] \$280 ;
+  wire [1:0] \$281 ;
+  wire [31:0] \$282 ;
+  wire [3:0] \$283 ;
+  wire [31:0] \$284 ;
+  wire [3:0] \$285 ;
+  wire [31:0] \$286 ;
+  wire [7:0] \$287 ;
+  wire [31:0] \$288 ;
+  wire [18:0] \$289 ;
   wire \$29 ;
-  wire [18:0] \$290 ;
-  wire [31:0] \$291 ;
+  wire [31:0] \$290 ;
+  wire [18:0] \$291 ;
   wire [31:0] \$292 ;
   wire [31:0] \$293 ;
-  wire \$294 ;
+  wire [31:0] \$294 ;
   wire \$295 ;
   wire \$296 ;
   wire \$297 ;
@@ -10329,728 +10355,728 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
-  wire [3:0] \$309 ;
+  wire \$309 ;
   wire \$31 ;
   wire [3:0] \$310 ;
   wire [3:0] \$311 ;
   wire [3:0] \$312 ;
   wire [3:0] \$313 ;
   wire [3:0] \$314 ;
-  wire \$315 ;
+  wire [3:0] \$315 ;
   wire \$316 ;
   wire \$317 ;
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
-  wire [1:0] \$320 ;
-  wire [31:0] \$321 ;
-  wire [1:0] \$322 ;
-  wire [31:0] \$323 ;
-  wire [3:0] \$324 ;
-  wire [31:0] \$325 ;
-  wire [3:0] \$326 ;
-  wire [31:0] \$327 ;
-  wire [7:0] \$328 ;
-  wire [31:0] \$329 ;
+  wire \$320 ;
+  wire [1:0] \$321 ;
+  wire [31:0] \$322 ;
+  wire [1:0] \$323 ;
+  wire [31:0] \$324 ;
+  wire [3:0] \$325 ;
+  wire [31:0] \$326 ;
+  wire [3:0] \$327 ;
+  wire [31:0] \$328 ;
+  wire [7:0] \$329 ;
   wire \$33 ;
-  wire [18:0] \$330 ;
-  wire [31:0] \$331 ;
-  wire [18:0] \$332 ;
-  wire [31:0] \$333 ;
+  wire [31:0] \$330 ;
+  wire [18:0] \$331 ;
+  wire [31:0] \$332 ;
+  wire [18:0] \$333 ;
   wire [31:0] \$334 ;
   wire [31:0] \$335 ;
-  wire \$336 ;
+  wire [31:0] \$336 ;
   wire \$337 ;
-  wire [8:0] \$338 ;
-  wire [31:0] \$339 ;
+  wire \$338 ;
+  wire [8:0] \$339 ;
   wire \$34 ;
-  wire [22:0] \$340 ;
-  wire [31:0] \$341 ;
-  wire [46:0] \$342 ;
+  wire [31:0] \$340 ;
+  wire [22:0] \$341 ;
+  wire [31:0] \$342 ;
   wire [46:0] \$343 ;
-  wire \$344 ;
+  wire [46:0] \$344 ;
   wire \$345 ;
-  wire [32:0] \$346 ;
+  wire \$346 ;
   wire [32:0] \$347 ;
-  wire \$348 ;
+  wire [32:0] \$348 ;
   wire \$349 ;
   wire \$35 ;
-  wire [32:0] \$350 ;
+  wire \$350 ;
   wire [32:0] \$351 ;
-  wire \$352 ;
+  wire [32:0] \$352 ;
   wire \$353 ;
-  wire [32:0] \$354 ;
+  wire \$354 ;
   wire [32:0] \$355 ;
-  wire \$356 ;
+  wire [32:0] \$356 ;
   wire \$357 ;
-  wire [32:0] \$358 ;
+  wire \$358 ;
   wire [32:0] \$359 ;
   wire \$36 ;
-  wire \$360 ;
+  wire [32:0] \$360 ;
   wire \$361 ;
   wire \$362 ;
   wire \$363 ;
   wire \$364 ;
-  wire [1:0] \$365 ;
-  wire [31:0] \$366 ;
-  wire [1:0] \$367 ;
-  wire [31:0] \$368 ;
-  wire \$369 ;
+  wire \$365 ;
+  wire [1:0] \$366 ;
+  wire [31:0] \$367 ;
+  wire [1:0] \$368 ;
+  wire [31:0] \$369 ;
   wire \$37 ;
   wire \$370 ;
-  wire [32:0] \$371 ;
+  wire \$371 ;
   wire [32:0] \$372 ;
-  wire \$373 ;
+  wire [32:0] \$373 ;
   wire \$374 ;
-  wire [32:0] \$375 ;
+  wire \$375 ;
   wire [32:0] \$376 ;
-  wire \$377 ;
+  wire [32:0] \$377 ;
   wire \$378 ;
-  wire [32:0] \$379 ;
+  wire \$379 ;
   wire \$38 ;
   wire [32:0] \$380 ;
-  wire \$381 ;
+  wire [32:0] \$381 ;
   wire \$382 ;
-  wire [32:0] \$383 ;
+  wire \$383 ;
   wire [32:0] \$384 ;
-  wire \$385 ;
+  wire [32:0] \$385 ;
   wire \$386 ;
-  wire [32:0] \$387 ;
+  wire \$387 ;
   wire [32:0] \$388 ;
-  wire \$389 ;
+  wire [32:0] \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [32:0] \$391 ;
+  wire \$391 ;
   wire [32:0] \$392 ;
-  wire \$393 ;
+  wire [32:0] \$393 ;
   wire \$394 ;
-  wire [32:0] \$395 ;
+  wire \$395 ;
   wire [32:0] \$396 ;
-  wire \$397 ;
+  wire [32:0] \$397 ;
   wire \$398 ;
-  wire [32:0] \$399 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
   wire [32:0] \$400 ;
-  wire \$401 ;
+  wire [32:0] \$401 ;
   wire \$402 ;
-  wire [32:0] \$403 ;
+  wire \$403 ;
   wire [32:0] \$404 ;
-  wire \$405 ;
+  wire [32:0] \$405 ;
   wire \$406 ;
-  wire [32:0] \$407 ;
+  wire \$407 ;
   wire [32:0] \$408 ;
-  wire \$409 ;
+  wire [32:0] \$409 ;
   wire \$41 ;
   wire \$410 ;
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
-  wire [1:0] \$414 ;
-  wire [31:0] \$415 ;
+  wire \$414 ;
+  wire [1:0] \$415 ;
   wire [31:0] \$416 ;
   wire [31:0] \$417 ;
   wire [31:0] \$418 ;
-  wire \$419 ;
+  wire [31:0] \$419 ;
   wire \$42 ;
   wire \$420 ;
-  wire [32:0] \$421 ;
+  wire \$421 ;
   wire [32:0] \$422 ;
-  wire [31:0] \$423 ;
+  wire [32:0] \$423 ;
   wire [31:0] \$424 ;
   wire [31:0] \$425 ;
-  wire \$426 ;
+  wire [31:0] \$426 ;
   wire \$427 ;
-  wire [32:0] \$428 ;
+  wire \$428 ;
   wire [32:0] \$429 ;
   wire \$43 ;
-  wire \$430 ;
+  wire [32:0] \$430 ;
   wire \$431 ;
-  wire [32:0] \$432 ;
+  wire \$432 ;
   wire [32:0] \$433 ;
-  wire \$434 ;
+  wire [32:0] \$434 ;
   wire \$435 ;
-  wire [8:0] \$436 ;
-  wire [31:0] \$437 ;
-  wire [15:0] \$438 ;
-  wire [31:0] \$439 ;
+  wire \$436 ;
+  wire [32:0] \$437 ;
+  wire [32:0] \$438 ;
+  wire \$439 ;
   wire \$44 ;
   wire \$440 ;
-  wire \$441 ;
-  wire [32:0] \$442 ;
-  wire [32:0] \$443 ;
-  wire \$444 ;
+  wire [8:0] \$441 ;
+  wire [31:0] \$442 ;
+  wire [15:0] \$443 ;
+  wire [31:0] \$444 ;
   wire \$445 ;
-  wire [32:0] \$446 ;
+  wire \$446 ;
   wire [32:0] \$447 ;
-  wire \$448 ;
+  wire [32:0] \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire [32:0] \$450 ;
+  wire \$450 ;
   wire [32:0] \$451 ;
-  wire [31:0] \$452 ;
-  wire [31:0] \$453 ;
-  wire [31:0] \$454 ;
-  wire \$455 ;
-  wire \$456 ;
-  wire [32:0] \$457 ;
-  wire [32:0] \$458 ;
-  wire \$459 ;
+  wire [32:0] \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire [32:0] \$455 ;
+  wire [32:0] \$456 ;
+  wire [31:0] \$457 ;
+  wire [31:0] \$458 ;
+  wire [31:0] \$459 ;
   wire \$46 ;
   wire \$460 ;
-  wire [3:0] \$461 ;
-  wire [31:0] \$462 ;
-  wire [3:0] \$463 ;
-  wire [31:0] \$464 ;
+  wire \$461 ;
+  wire [32:0] \$462 ;
+  wire [32:0] \$463 ;
+  wire \$464 ;
   wire \$465 ;
-  wire \$466 ;
-  wire [32:0] \$467 ;
-  wire [32:0] \$468 ;
-  wire \$469 ;
+  wire [3:0] \$466 ;
+  wire [31:0] \$467 ;
+  wire [3:0] \$468 ;
+  wire [31:0] \$469 ;
   wire \$47 ;
   wire \$470 ;
-  wire [32:0] \$471 ;
+  wire \$471 ;
   wire [32:0] \$472 ;
-  wire [31:0] \$473 ;
-  wire [31:0] \$474 ;
-  wire [31:0] \$475 ;
-  wire \$476 ;
-  wire \$477 ;
-  wire [32:0] \$478 ;
-  wire [32:0] \$479 ;
+  wire [32:0] \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire [32:0] \$476 ;
+  wire [32:0] \$477 ;
+  wire [31:0] \$478 ;
+  wire [31:0] \$479 ;
   wire \$48 ;
   wire [31:0] \$480 ;
-  wire [31:0] \$481 ;
-  wire [31:0] \$482 ;
-  wire \$483 ;
-  wire \$484 ;
-  wire [32:0] \$485 ;
-  wire [32:0] \$486 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire [32:0] \$483 ;
+  wire [32:0] \$484 ;
+  wire [31:0] \$485 ;
+  wire [31:0] \$486 ;
   wire [31:0] \$487 ;
-  wire [31:0] \$488 ;
-  wire [31:0] \$489 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire \$491 ;
-  wire [32:0] \$492 ;
-  wire [32:0] \$493 ;
+  wire [32:0] \$490 ;
+  wire [32:0] \$491 ;
+  wire [31:0] \$492 ;
+  wire [31:0] \$493 ;
   wire [31:0] \$494 ;
-  wire [31:0] \$495 ;
-  wire [31:0] \$496 ;
-  wire \$497 ;
-  wire \$498 ;
-  wire [32:0] \$499 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire [32:0] \$497 ;
+  wire [32:0] \$498 ;
+  wire [31:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [32:0] \$500 ;
-  wire [3:0] \$501 ;
-  wire [3:0] \$502 ;
-  wire [3:0] \$503 ;
-  wire \$504 ;
-  wire \$505 ;
-  wire [4:0] \$506 ;
-  wire [31:0] \$507 ;
+  wire [31:0] \$500 ;
+  wire [31:0] \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire [32:0] \$504 ;
+  wire [32:0] \$505 ;
+  wire [3:0] \$506 ;
+  wire [3:0] \$507 ;
   wire [3:0] \$508 ;
-  wire [3:0] \$509 ;
+  wire \$509 ;
   wire \$51 ;
-  wire [3:0] \$510 ;
-  wire \$511 ;
-  wire \$512 ;
-  wire [4:0] \$513 ;
-  wire [31:0] \$514 ;
+  wire \$510 ;
+  wire [4:0] \$511 ;
+  wire [31:0] \$512 ;
+  wire [3:0] \$513 ;
+  wire [3:0] \$514 ;
   wire [3:0] \$515 ;
-  wire [3:0] \$516 ;
-  wire [3:0] \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire [4:0] \$518 ;
+  wire [31:0] \$519 ;
   wire \$52 ;
-  wire [4:0] \$520 ;
-  wire [31:0] \$521 ;
+  wire [3:0] \$520 ;
+  wire [3:0] \$521 ;
   wire [3:0] \$522 ;
-  wire [3:0] \$523 ;
-  wire [3:0] \$524 ;
-  wire \$525 ;
-  wire \$526 ;
-  wire [4:0] \$527 ;
-  wire [31:0] \$528 ;
-  wire [31:0] \$529 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire [4:0] \$525 ;
+  wire [31:0] \$526 ;
+  wire [3:0] \$527 ;
+  wire [3:0] \$528 ;
+  wire [3:0] \$529 ;
   wire \$53 ;
-  wire [31:0] \$530 ;
-  wire [31:0] \$531 ;
-  wire \$532 ;
-  wire \$533 ;
-  wire [32:0] \$534 ;
-  wire [32:0] \$535 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire [4:0] \$532 ;
+  wire [31:0] \$533 ;
+  wire [31:0] \$534 ;
+  wire [31:0] \$535 ;
   wire [31:0] \$536 ;
-  wire [31:0] \$537 ;
-  wire [31:0] \$538 ;
-  wire \$539 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire [32:0] \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire [32:0] \$541 ;
-  wire [32:0] \$542 ;
+  wire [32:0] \$540 ;
+  wire [31:0] \$541 ;
+  wire [31:0] \$542 ;
   wire [31:0] \$543 ;
-  wire [31:0] \$544 ;
-  wire [31:0] \$545 ;
-  wire \$546 ;
-  wire \$547 ;
-  wire [32:0] \$548 ;
-  wire [32:0] \$549 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire [32:0] \$546 ;
+  wire [32:0] \$547 ;
+  wire [31:0] \$548 ;
+  wire [31:0] \$549 ;
   wire \$55 ;
   wire [31:0] \$550 ;
-  wire [31:0] \$551 ;
-  wire [31:0] \$552 ;
-  wire \$553 ;
-  wire \$554 ;
-  wire [32:0] \$555 ;
-  wire [32:0] \$556 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire [32:0] \$553 ;
+  wire [32:0] \$554 ;
+  wire [31:0] \$555 ;
+  wire [31:0] \$556 ;
   wire [31:0] \$557 ;
-  wire [31:0] \$558 ;
-  wire [31:0] \$559 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
-  wire [32:0] \$562 ;
-  wire [32:0] \$563 ;
+  wire [32:0] \$560 ;
+  wire [32:0] \$561 ;
+  wire [31:0] \$562 ;
+  wire [31:0] \$563 ;
   wire [31:0] \$564 ;
-  wire [31:0] \$565 ;
-  wire [31:0] \$566 ;
-  wire \$567 ;
-  wire \$568 ;
-  wire [32:0] \$569 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire [32:0] \$567 ;
+  wire [32:0] \$568 ;
+  wire [31:0] \$569 ;
   wire \$57 ;
-  wire [32:0] \$570 ;
+  wire [31:0] \$570 ;
   wire [31:0] \$571 ;
-  wire [31:0] \$572 ;
-  wire [31:0] \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  wire [32:0] \$576 ;
-  wire [32:0] \$577 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire [32:0] \$574 ;
+  wire [32:0] \$575 ;
+  wire [31:0] \$576 ;
+  wire [31:0] \$577 ;
   wire [31:0] \$578 ;
-  wire [31:0] \$579 ;
+  wire \$579 ;
   wire \$58 ;
-  wire [31:0] \$580 ;
-  wire \$581 ;
-  wire \$582 ;
-  wire [32:0] \$583 ;
-  wire [32:0] \$584 ;
+  wire \$580 ;
+  wire [32:0] \$581 ;
+  wire [32:0] \$582 ;
+  wire [31:0] \$583 ;
+  wire [31:0] \$584 ;
   wire [31:0] \$585 ;
-  wire [31:0] \$586 ;
-  wire [31:0] \$587 ;
-  wire \$588 ;
-  wire \$589 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire [32:0] \$588 ;
+  wire [32:0] \$589 ;
   wire \$59 ;
-  wire [32:0] \$590 ;
-  wire [32:0] \$591 ;
+  wire [31:0] \$590 ;
+  wire [31:0] \$591 ;
   wire [31:0] \$592 ;
-  wire [31:0] \$593 ;
-  wire [31:0] \$594 ;
-  wire \$595 ;
-  wire \$596 ;
-  wire [32:0] \$597 ;
-  wire [32:0] \$598 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire [32:0] \$595 ;
+  wire [32:0] \$596 ;
+  wire [31:0] \$597 ;
+  wire [31:0] \$598 ;
   wire [31:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [31:0] \$600 ;
-  wire [31:0] \$601 ;
-  wire \$602 ;
-  wire \$603 ;
-  wire [32:0] \$604 ;
-  wire [32:0] \$605 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire [32:0] \$602 ;
+  wire [32:0] \$603 ;
+  wire [31:0] \$604 ;
+  wire [31:0] \$605 ;
   wire [31:0] \$606 ;
-  wire [31:0] \$607 ;
-  wire [31:0] \$608 ;
-  wire \$609 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire [32:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
-  wire [32:0] \$611 ;
-  wire [32:0] \$612 ;
+  wire [32:0] \$610 ;
+  wire [31:0] \$611 ;
+  wire [31:0] \$612 ;
   wire [31:0] \$613 ;
-  wire [31:0] \$614 ;
-  wire [31:0] \$615 ;
-  wire \$616 ;
-  wire \$617 ;
-  wire [32:0] \$618 ;
-  wire [32:0] \$619 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire [32:0] \$616 ;
+  wire [32:0] \$617 ;
+  wire [31:0] \$618 ;
+  wire [31:0] \$619 ;
   wire \$62 ;
   wire [31:0] \$620 ;
-  wire [31:0] \$621 ;
-  wire [31:0] \$622 ;
-  wire \$623 ;
-  wire \$624 ;
-  wire [32:0] \$625 ;
-  wire [32:0] \$626 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire [32:0] \$623 ;
+  wire [32:0] \$624 ;
+  wire [31:0] \$625 ;
+  wire [31:0] \$626 ;
   wire [31:0] \$627 ;
-  wire [31:0] \$628 ;
-  wire [31:0] \$629 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
-  wire \$630 ;
-  wire \$631 ;
-  wire [32:0] \$632 ;
-  wire [32:0] \$633 ;
+  wire [32:0] \$630 ;
+  wire [32:0] \$631 ;
+  wire [31:0] \$632 ;
+  wire [31:0] \$633 ;
   wire [31:0] \$634 ;
-  wire [31:0] \$635 ;
-  wire [31:0] \$636 ;
-  wire \$637 ;
-  wire \$638 ;
-  wire [32:0] \$639 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire [32:0] \$637 ;
+  wire [32:0] \$638 ;
+  wire [31:0] \$639 ;
   wire \$64 ;
-  wire [32:0] \$640 ;
-  wire \$641 ;
+  wire [31:0] \$640 ;
+  wire [31:0] \$641 ;
   wire \$642 ;
-  wire [32:0] \$643 ;
+  wire \$643 ;
   wire [32:0] \$644 ;
-  wire \$645 ;
+  wire [32:0] \$645 ;
   wire \$646 ;
-  wire [32:0] \$647 ;
+  wire \$647 ;
   wire [32:0] \$648 ;
-  wire \$649 ;
+  wire [32:0] \$649 ;
   wire \$65 ;
   wire \$650 ;
-  wire [32:0] \$651 ;
+  wire \$651 ;
   wire [32:0] \$652 ;
-  wire \$653 ;
+  wire [32:0] \$653 ;
   wire \$654 ;
-  wire [32:0] \$655 ;
+  wire \$655 ;
   wire [32:0] \$656 ;
-  wire \$657 ;
+  wire [32:0] \$657 ;
   wire \$658 ;
   wire \$659 ;
   wire \$66 ;
-  wire \$660 ;
-  wire \$661 ;
-  wire [1:0] \$662 ;
-  wire [31:0] \$663 ;
-  wire [1:0] \$664 ;
-  wire [31:0] \$665 ;
+  wire [32:0] \$660 ;
+  wire [32:0] \$661 ;
+  wire \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
   wire \$666 ;
-  wire \$667 ;
-  wire \$668 ;
-  wire \$669 ;
+  wire [1:0] \$667 ;
+  wire [31:0] \$668 ;
+  wire [1:0] \$669 ;
   wire \$67 ;
-  wire \$670 ;
-  wire [1:0] \$671 ;
-  wire [31:0] \$672 ;
-  wire [1:0] \$673 ;
-  wire [31:0] \$674 ;
+  wire [31:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
   wire \$675 ;
-  wire \$676 ;
-  wire \$677 ;
-  wire \$678 ;
-  wire \$679 ;
+  wire [1:0] \$676 ;
+  wire [31:0] \$677 ;
+  wire [1:0] \$678 ;
+  wire [31:0] \$679 ;
   wire \$68 ;
-  wire [1:0] \$680 ;
-  wire [31:0] \$681 ;
-  wire [1:0] \$682 ;
-  wire [31:0] \$683 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
   wire \$684 ;
-  wire \$685 ;
-  wire \$686 ;
-  wire \$687 ;
-  wire \$688 ;
-  wire [1:0] \$689 ;
+  wire [1:0] \$685 ;
+  wire [31:0] \$686 ;
+  wire [1:0] \$687 ;
+  wire [31:0] \$688 ;
+  wire \$689 ;
   wire \$69 ;
-  wire [31:0] \$690 ;
-  wire [1:0] \$691 ;
-  wire [31:0] \$692 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
   wire \$693 ;
-  wire \$694 ;
-  wire [1:0] \$695 ;
-  wire [31:0] \$696 ;
-  wire [1:0] \$697 ;
-  wire [31:0] \$698 ;
-  wire [3:0] \$699 ;
+  wire [1:0] \$694 ;
+  wire [31:0] \$695 ;
+  wire [1:0] \$696 ;
+  wire [31:0] \$697 ;
+  wire \$698 ;
+  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire [31:0] \$700 ;
-  wire [3:0] \$701 ;
-  wire [31:0] \$702 ;
-  wire [22:0] \$703 ;
-  wire [31:0] \$704 ;
-  wire \$705 ;
-  wire \$706 ;
-  wire [1:0] \$707 ;
-  wire [31:0] \$708 ;
-  wire [1:0] \$709 ;
+  wire [1:0] \$700 ;
+  wire [31:0] \$701 ;
+  wire [1:0] \$702 ;
+  wire [31:0] \$703 ;
+  wire [3:0] \$704 ;
+  wire [31:0] \$705 ;
+  wire [3:0] \$706 ;
+  wire [31:0] \$707 ;
+  wire [22:0] \$708 ;
+  wire [31:0] \$709 ;
   wire \$71 ;
-  wire [31:0] \$710 ;
-  wire [3:0] \$711 ;
-  wire [31:0] \$712 ;
-  wire [3:0] \$713 ;
-  wire [31:0] \$714 ;
-  wire [22:0] \$715 ;
-  wire [31:0] \$716 ;
-  wire \$717 ;
-  wire \$718 ;
-  wire [1:0] \$719 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire [1:0] \$712 ;
+  wire [31:0] \$713 ;
+  wire [1:0] \$714 ;
+  wire [31:0] \$715 ;
+  wire [3:0] \$716 ;
+  wire [31:0] \$717 ;
+  wire [3:0] \$718 ;
+  wire [31:0] \$719 ;
   wire \$72 ;
-  wire [31:0] \$720 ;
-  wire [1:0] \$721 ;
-  wire [31:0] \$722 ;
-  wire [3:0] \$723 ;
-  wire [31:0] \$724 ;
-  wire [3:0] \$725 ;
-  wire [31:0] \$726 ;
-  wire [22:0] \$727 ;
-  wire [31:0] \$728 ;
-  wire \$729 ;
+  wire [22:0] \$720 ;
+  wire [31:0] \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire [1:0] \$724 ;
+  wire [31:0] \$725 ;
+  wire [1:0] \$726 ;
+  wire [31:0] \$727 ;
+  wire [3:0] \$728 ;
+  wire [31:0] \$729 ;
   wire \$73 ;
-  wire \$730 ;
-  wire [1:0] \$731 ;
-  wire [31:0] \$732 ;
-  wire [1:0] \$733 ;
-  wire [31:0] \$734 ;
-  wire [3:0] \$735 ;
-  wire [31:0] \$736 ;
-  wire [3:0] \$737 ;
-  wire [31:0] \$738 ;
-  wire [22:0] \$739 ;
+  wire [3:0] \$730 ;
+  wire [31:0] \$731 ;
+  wire [22:0] \$732 ;
+  wire [31:0] \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire [1:0] \$736 ;
+  wire [31:0] \$737 ;
+  wire [1:0] \$738 ;
+  wire [31:0] \$739 ;
   wire \$74 ;
-  wire [31:0] \$740 ;
-  wire \$741 ;
-  wire \$742 ;
-  wire [8:0] \$743 ;
-  wire [31:0] \$744 ;
-  wire \$745 ;
+  wire [3:0] \$740 ;
+  wire [31:0] \$741 ;
+  wire [3:0] \$742 ;
+  wire [31:0] \$743 ;
+  wire [22:0] \$744 ;
+  wire [31:0] \$745 ;
   wire \$746 ;
-  wire [8:0] \$747 ;
-  wire [31:0] \$748 ;
-  wire \$749 ;
+  wire \$747 ;
+  wire [8:0] \$748 ;
+  wire [31:0] \$749 ;
   wire \$75 ;
   wire \$750 ;
-  wire [8:0] \$751 ;
-  wire [31:0] \$752 ;
-  wire \$753 ;
+  wire \$751 ;
+  wire [8:0] \$752 ;
+  wire [31:0] \$753 ;
   wire \$754 ;
-  wire [8:0] \$755 ;
-  wire [31:0] \$756 ;
-  wire \$757 ;
+  wire \$755 ;
+  wire [8:0] \$756 ;
+  wire [31:0] \$757 ;
   wire \$758 ;
-  wire [32:0] \$759 ;
+  wire \$759 ;
   wire \$76 ;
-  wire [32:0] \$760 ;
-  wire \$761 ;
+  wire [8:0] \$760 ;
+  wire [31:0] \$761 ;
   wire \$762 ;
-  wire [32:0] \$763 ;
+  wire \$763 ;
   wire [32:0] \$764 ;
-  wire \$765 ;
+  wire [32:0] \$765 ;
   wire \$766 ;
-  wire [32:0] \$767 ;
+  wire \$767 ;
   wire [32:0] \$768 ;
-  wire \$769 ;
+  wire [32:0] \$769 ;
   wire \$77 ;
   wire \$770 ;
-  wire [32:0] \$771 ;
+  wire \$771 ;
   wire [32:0] \$772 ;
-  wire \$773 ;
+  wire [32:0] \$773 ;
   wire \$774 ;
-  wire [32:0] \$775 ;
+  wire \$775 ;
   wire [32:0] \$776 ;
-  wire \$777 ;
+  wire [32:0] \$777 ;
   wire \$778 ;
-  wire [32:0] \$779 ;
+  wire \$779 ;
   wire \$78 ;
   wire [32:0] \$780 ;
-  wire \$781 ;
+  wire [32:0] \$781 ;
   wire \$782 ;
-  wire [32:0] \$783 ;
+  wire \$783 ;
   wire [32:0] \$784 ;
-  wire \$785 ;
+  wire [32:0] \$785 ;
   wire \$786 ;
-  wire [32:0] \$787 ;
+  wire \$787 ;
   wire [32:0] \$788 ;
-  wire \$789 ;
+  wire [32:0] \$789 ;
   wire \$79 ;
   wire \$790 ;
-  wire [32:0] \$791 ;
+  wire \$791 ;
   wire [32:0] \$792 ;
-  wire \$793 ;
+  wire [32:0] \$793 ;
   wire \$794 ;
-  wire [32:0] \$795 ;
+  wire \$795 ;
   wire [32:0] \$796 ;
-  wire \$797 ;
+  wire [32:0] \$797 ;
   wire \$798 ;
-  wire [32:0] \$799 ;
+  wire \$799 ;
   wire \$8 ;
   wire \$80 ;
   wire [32:0] \$800 ;
-  wire \$801 ;
+  wire [32:0] \$801 ;
   wire \$802 ;
-  wire [32:0] \$803 ;
+  wire \$803 ;
   wire [32:0] \$804 ;
-  wire \$805 ;
+  wire [32:0] \$805 ;
   wire \$806 ;
-  wire [32:0] \$807 ;
+  wire \$807 ;
   wire [32:0] \$808 ;
-  wire \$809 ;
+  wire [32:0] \$809 ;
   wire \$81 ;
   wire \$810 ;
-  wire [32:0] \$811 ;
+  wire \$811 ;
   wire [32:0] \$812 ;
-  wire \$813 ;
+  wire [32:0] \$813 ;
   wire \$814 ;
-  wire [32:0] \$815 ;
+  wire \$815 ;
   wire [32:0] \$816 ;
-  wire \$817 ;
+  wire [32:0] \$817 ;
   wire \$818 ;
-  wire [32:0] \$819 ;
+  wire \$819 ;
   wire \$82 ;
   wire [32:0] \$820 ;
-  wire \$821 ;
+  wire [32:0] \$821 ;
   wire \$822 ;
-  wire [32:0] \$823 ;
+  wire \$823 ;
   wire [32:0] \$824 ;
-  wire \$825 ;
+  wire [32:0] \$825 ;
   wire \$826 ;
-  wire [32:0] \$827 ;
+  wire \$827 ;
   wire [32:0] \$828 ;
-  wire \$829 ;
+  wire [32:0] \$829 ;
   wire \$83 ;
   wire \$830 ;
-  wire [32:0] \$831 ;
+  wire \$831 ;
   wire [32:0] \$832 ;
-  wire \$833 ;
+  wire [32:0] \$833 ;
   wire \$834 ;
-  wire [32:0] \$835 ;
+  wire \$835 ;
   wire [32:0] \$836 ;
-  wire \$837 ;
+  wire [32:0] \$837 ;
   wire \$838 ;
-  wire [32:0] \$839 ;
+  wire \$839 ;
   wire \$84 ;
   wire [32:0] \$840 ;
-  wire \$841 ;
+  wire [32:0] \$841 ;
   wire \$842 ;
-  wire [32:0] \$843 ;
+  wire \$843 ;
   wire [32:0] \$844 ;
-  wire \$845 ;
+  wire [32:0] \$845 ;
   wire \$846 ;
-  wire [32:0] \$847 ;
+  wire \$847 ;
   wire [32:0] \$848 ;
-  wire \$849 ;
+  wire [32:0] \$849 ;
   wire \$85 ;
   wire \$850 ;
-  wire [32:0] \$851 ;
+  wire \$851 ;
   wire [32:0] \$852 ;
-  wire \$853 ;
+  wire [32:0] \$853 ;
   wire \$854 ;
-  wire [32:0] \$855 ;
+  wire \$855 ;
   wire [32:0] \$856 ;
-  wire \$857 ;
+  wire [32:0] \$857 ;
   wire \$858 ;
-  wire [32:0] \$859 ;
+  wire \$859 ;
   wire \$86 ;
   wire [32:0] \$860 ;
-  wire \$861 ;
+  wire [32:0] \$861 ;
   wire \$862 ;
-  wire [32:0] \$863 ;
+  wire \$863 ;
   wire [32:0] \$864 ;
-  wire \$865 ;
+  wire [32:0] \$865 ;
   wire \$866 ;
-  wire [32:0] \$867 ;
+  wire \$867 ;
   wire [32:0] \$868 ;
-  wire \$869 ;
+  wire [32:0] \$869 ;
   wire \$87 ;
   wire \$870 ;
-  wire [32:0] \$871 ;
+  wire \$871 ;
   wire [32:0] \$872 ;
-  wire \$873 ;
+  wire [32:0] \$873 ;
   wire \$874 ;
-  wire [32:0] \$875 ;
+  wire \$875 ;
   wire [32:0] \$876 ;
-  wire \$877 ;
+  wire [32:0] \$877 ;
   wire \$878 ;
-  wire [32:0] \$879 ;
+  wire \$879 ;
   wire \$88 ;
   wire [32:0] \$880 ;
-  wire \$881 ;
+  wire [32:0] \$881 ;
   wire \$882 ;
-  wire [32:0] \$883 ;
+  wire \$883 ;
   wire [32:0] \$884 ;
-  wire \$885 ;
+  wire [32:0] \$885 ;
   wire \$886 ;
-  wire [32:0] \$887 ;
+  wire \$887 ;
   wire [32:0] \$888 ;
-  wire \$889 ;
+  wire [32:0] \$889 ;
   wire \$89 ;
   wire \$890 ;
-  wire [32:0] \$891 ;
+  wire \$891 ;
   wire [32:0] \$892 ;
-  wire \$893 ;
+  wire [32:0] \$893 ;
   wire \$894 ;
-  wire [32:0] \$895 ;
+  wire \$895 ;
   wire [32:0] \$896 ;
-  wire \$897 ;
+  wire [32:0] \$897 ;
   wire \$898 ;
-  wire [32:0] \$899 ;
+  wire \$899 ;
   wire \$9 ;
   wire \$90 ;
   wire [32:0] \$900 ;
-  wire \$901 ;
+  wire [32:0] \$901 ;
   wire \$902 ;
-  wire [32:0] \$903 ;
+  wire \$903 ;
   wire [32:0] \$904 ;
-  wire \$905 ;
+  wire [32:0] \$905 ;
   wire \$906 ;
-  wire [32:0] \$907 ;
+  wire \$907 ;
   wire [32:0] \$908 ;
-  wire \$909 ;
+  wire [32:0] \$909 ;
   wire \$91 ;
   wire \$910 ;
-  wire [32:0] \$911 ;
+  wire \$911 ;
   wire [32:0] \$912 ;
-  reg \$913 ;
-  reg \$914 ;
-  reg \$915 ;
-  reg [31:0] \$916 ;
-  reg \$917 ;
-  reg [31:0] \$918 ;
-  reg [31:0] \$919 ;
+  wire [32:0] \$913 ;
+  wire \$914 ;
+  wire \$915 ;
+  wire [32:0] \$916 ;
+  wire [32:0] \$917 ;
+  reg \$918 ;
+  reg \$919 ;
   wire \$92 ;
-  reg [31:0] \$920 ;
+  reg \$920 ;
   reg [31:0] \$921 ;
-  reg [31:0] \$922 ;
+  reg \$922 ;
   reg [31:0] \$923 ;
   reg [31:0] \$924 ;
   reg [31:0] \$925 ;
-  reg \$926 ;
-  reg \$927 ;
-  reg \$928 ;
-  reg \$929 ;
+  reg [31:0] \$926 ;
+  reg [31:0] \$927 ;
+  reg [31:0] \$928 ;
+  reg [31:0] \$929 ;
   wire \$93 ;
-  reg \$930 ;
-  reg [3:0] \$931 ;
-  reg [3:0] \$932 ;
+  reg [31:0] \$930 ;
+  reg \$931 ;
+  reg \$932 ;
   reg \$933 ;
   reg \$934 ;
   reg \$935 ;
-  reg \$936 ;
-  reg \$937 ;
+  reg [3:0] \$936 ;
+  reg [3:0] \$937 ;
   reg \$938 ;
-  reg [3:0] \$939 ;
+  reg \$939 ;
   wire \$94 ;
-  reg [3:0] \$940 ;
+  reg \$940 ;
   reg \$941 ;
   reg \$942 ;
   reg \$943 ;
-  reg [31:0] \$944 ;
-  reg [31:0] \$945 ;
-  reg [31:0] \$946 ;
-  reg [31:0] \$947 ;
-  reg [31:0] \$948 ;
+  reg [3:0] \$944 ;
+  reg [3:0] \$945 ;
+  reg \$946 ;
+  reg \$947 ;
+  reg \$948 ;
   reg [31:0] \$949 ;
   wire \$95 ;
   reg [31:0] \$950 ;
-  reg [3:0] \$951 ;
-  reg [3:0] \$952 ;
-  reg [3:0] \$953 ;
-  reg [3:0] \$954 ;
+  reg [31:0] \$951 ;
+  reg [31:0] \$952 ;
+  reg [31:0] \$953 ;
+  reg [31:0] \$954 ;
   reg [31:0] \$955 ;
-  reg [31:0] \$956 ;
-  reg [31:0] \$957 ;
-  reg [31:0] \$958 ;
-  reg [31:0] \$959 ;
+  reg [3:0] \$956 ;
+  reg [3:0] \$957 ;
+  reg [3:0] \$958 ;
+  reg [3:0] \$959 ;
   wire \$96 ;
   reg [31:0] \$960 ;
   reg [31:0] \$961 ;
@@ -11064,10 +11090,15 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   reg [31:0] \$969 ;
   wire \$97 ;
   reg [31:0] \$970 ;
-  reg \$971 ;
-  reg \$972 ;
-  reg \$973 ;
-  reg \$974 ;
+  reg [31:0] \$971 ;
+  reg [31:0] \$972 ;
+  reg [31:0] \$973 ;
+  reg [31:0] \$974 ;
+  reg [31:0] \$975 ;
+  reg \$976 ;
+  reg \$977 ;
+  reg \$978 ;
+  reg \$979 ;
   wire \$98 ;
   wire \$99 ;
   reg \$signal  = 1'h0;
@@ -11156,6 +11187,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   output [31:0] core_mem_data_data;
   reg [31:0] core_mem_data_data = 32'd0;
   wire core_mem_data_data_swmod;
+  input [31:0] core_pc_pc;
+  wire [31:0] core_pc_pc;
   output debug_hang_gemm;
   wire debug_hang_gemm;
   output debug_hang_vec;
@@ -11324,34 +11357,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$10357$0 ;
-  wire [3:0] \port$10357$0 ;
-  input [3:0] \port$10558$0 ;
-  wire [3:0] \port$10558$0 ;
-  input \port$10689$0 ;
-  wire \port$10689$0 ;
+  input [3:0] \port$10369$0 ;
+  wire [3:0] \port$10369$0 ;
+  input [3:0] \port$10572$0 ;
+  wire [3:0] \port$10572$0 ;
   input \port$10703$0 ;
   wire \port$10703$0 ;
-  input \port$10713$0 ;
-  wire \port$10713$0 ;
+  input \port$10717$0 ;
+  wire \port$10717$0 ;
   input \port$10727$0 ;
   wire \port$10727$0 ;
-  input \port$10737$0 ;
-  wire \port$10737$0 ;
+  input \port$10741$0 ;
+  wire \port$10741$0 ;
   input \port$10751$0 ;
   wire \port$10751$0 ;
-  input \port$10761$0 ;
-  wire \port$10761$0 ;
+  input \port$10765$0 ;
+  wire \port$10765$0 ;
   input \port$10775$0 ;
   wire \port$10775$0 ;
-  input [2:0] \port$10787$0 ;
-  wire [2:0] \port$10787$0 ;
-  input [2:0] \port$10795$0 ;
-  wire [2:0] \port$10795$0 ;
-  input [2:0] \port$10803$0 ;
-  wire [2:0] \port$10803$0 ;
-  input [2:0] \port$10811$0 ;
-  wire [2:0] \port$10811$0 ;
+  input \port$10789$0 ;
+  wire \port$10789$0 ;
+  input [2:0] \port$10801$0 ;
+  wire [2:0] \port$10801$0 ;
+  input [2:0] \port$10809$0 ;
+  wire [2:0] \port$10809$0 ;
+  input [2:0] \port$10817$0 ;
+  wire [2:0] \port$10817$0 ;
+  input [2:0] \port$10825$0 ;
+  wire [2:0] \port$10825$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -11519,6 +11552,7 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire wr_core_mem_addr;
   output wr_core_mem_data;
   wire wr_core_mem_data;
+  wire wr_core_pc;
   wire wr_debug_hang;
   wire wr_done_dma_load;
   wire wr_done_dma_store;
@@ -11632,6 +11666,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire wr_timestamp;
   wire wr_version;
   wire wr_watchdog;
+  assign \$10  = bus__awaddr[11:2] == 3'h6;
+  assign wr_cap_queues = do_write & \$10 ;
+  assign \$11  = bus__awaddr[11:2] == 4'h8;
+  assign wr_cmd0 = do_write & \$11 ;
+  assign \$12  = bus__awaddr[11:2] == 4'h9;
   assign wr_cmd1 = do_write & \$12 ;
   assign \$13  = bus__awaddr[11:2] == 4'ha;
   assign wr_cmd2 = do_write & \$13 ;
@@ -11701,774 +11740,778 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign wr_core_mem_addr = do_write & \$40 ;
   assign \$41  = bus__awaddr[11:2] == 6'h32;
   assign wr_core_mem_data = do_write & \$41 ;
-  assign \$42  = bus__awaddr[11:2] == 6'h34;
-  assign wr_fw_version = do_write & \$42 ;
-  assign \$43  = bus__awaddr[11:2] == 6'h35;
-  assign wr_fw_status = do_write & \$43 ;
-  assign \$44  = bus__awaddr[11:2] == 6'h36;
-  assign wr_fw_fault_pc = do_write & \$44 ;
-  assign \$45  = bus__awaddr[11:2] == 6'h37;
-  assign wr_fw_fault_cause = do_write & \$45 ;
-  assign \$46  = bus__awaddr[11:2] == 6'h38;
-  assign wr_fw_fault_tval = do_write & \$46 ;
-  assign \$47  = bus__awaddr[11:2] == 6'h39;
-  assign wr_watchdog = do_write & \$47 ;
-  assign \$48  = bus__awaddr[11:2] == 6'h3a;
-  assign wr_debug_hang = do_write & \$48 ;
+  assign \$42  = bus__awaddr[11:2] == 6'h33;
+  assign wr_core_pc = do_write & \$42 ;
+  assign \$43  = bus__awaddr[11:2] == 6'h34;
+  assign wr_fw_version = do_write & \$43 ;
+  assign \$44  = bus__awaddr[11:2] == 6'h35;
+  assign wr_fw_status = do_write & \$44 ;
+  assign \$45  = bus__awaddr[11:2] == 6'h36;
+  assign wr_fw_fault_pc = do_write & \$45 ;
+  assign \$46  = bus__awaddr[11:2] == 6'h37;
+  assign wr_fw_fault_cause = do_write & \$46 ;
+  assign \$47  = bus__awaddr[11:2] == 6'h38;
+  assign wr_fw_fault_tval = do_write & \$47 ;
+  assign \$48  = bus__awaddr[11:2] == 6'h39;
+  assign wr_watchdog = do_write & \$48 ;
+  assign \$49  = bus__awaddr[11:2] == 6'h3a;
+  assign wr_debug_hang = do_write & \$49 ;
   assign debug_hang_gemm = wr_debug_hang & wdata[2];
   assign debug_hang_vec = wr_debug_hang & wdata[3];
-  assign \$49  = bus__awaddr[11:2] == 6'h3b;
-  assign wr_fw_msg = do_write & \$49 ;
-  assign \$50  = bus__awaddr[11:2] == 6'h3c;
-  assign wr_timestamp = do_write & \$50 ;
-  assign \$51  = bus__awaddr[11:2] == 7'h40;
-  assign wr_q_ring_base0 = do_write & \$51 ;
-  assign \$52  = bus__awaddr[11:2] == 7'h41;
-  assign wr_q_ring_base1 = do_write & \$52 ;
-  assign \$53  = bus__awaddr[11:2] == 7'h42;
-  assign wr_q_ring_base2 = do_write & \$53 ;
-  assign \$54  = bus__awaddr[11:2] == 7'h43;
-  assign wr_q_ring_base3 = do_write & \$54 ;
-  assign \$55  = bus__awaddr[11:2] == 7'h44;
-  assign wr_q_ring_size0 = do_write & \$55 ;
-  assign \$56  = bus__awaddr[11:2] == 7'h45;
-  assign wr_q_ring_size1 = do_write & \$56 ;
-  assign \$57  = bus__awaddr[11:2] == 7'h46;
-  assign wr_q_ring_size2 = do_write & \$57 ;
-  assign \$58  = bus__awaddr[11:2] == 7'h47;
-  assign wr_q_ring_size3 = do_write & \$58 ;
-  assign \$59  = bus__awaddr[11:2] == 7'h48;
-  assign wr_q_cpl_base0 = do_write & \$59 ;
-  assign \$60  = bus__awaddr[11:2] == 7'h49;
-  assign wr_q_cpl_base1 = do_write & \$60 ;
-  assign \$61  = bus__awaddr[11:2] == 7'h4a;
-  assign wr_q_cpl_base2 = do_write & \$61 ;
-  assign \$62  = bus__awaddr[11:2] == 7'h4b;
-  assign wr_q_cpl_base3 = do_write & \$62 ;
-  assign \$63  = bus__awaddr[11:2] == 7'h4c;
-  assign wr_q_window_base0 = do_write & \$63 ;
-  assign \$64  = bus__awaddr[11:2] == 7'h4d;
-  assign wr_q_window_base1 = do_write & \$64 ;
-  assign \$65  = bus__awaddr[11:2] == 7'h4e;
-  assign wr_q_window_base2 = do_write & \$65 ;
-  assign \$66  = bus__awaddr[11:2] == 7'h4f;
-  assign wr_q_window_base3 = do_write & \$66 ;
-  assign \$67  = bus__awaddr[11:2] == 7'h50;
-  assign wr_q_window_size0 = do_write & \$67 ;
-  assign \$68  = bus__awaddr[11:2] == 7'h51;
-  assign wr_q_window_size1 = do_write & \$68 ;
-  assign \$69  = bus__awaddr[11:2] == 7'h52;
-  assign wr_q_window_size2 = do_write & \$69 ;
-  assign \$70  = bus__awaddr[11:2] == 7'h53;
-  assign wr_q_window_size3 = do_write & \$70 ;
-  assign \$71  = bus__awaddr[11:2] == 7'h54;
-  assign wr_q_doorbell0 = do_write & \$71 ;
-  assign \$72  = bus__awaddr[11:2] == 7'h55;
-  assign wr_q_doorbell1 = do_write & \$72 ;
-  assign \$73  = bus__awaddr[11:2] == 7'h56;
-  assign wr_q_doorbell2 = do_write & \$73 ;
-  assign \$74  = bus__awaddr[11:2] == 7'h57;
-  assign wr_q_doorbell3 = do_write & \$74 ;
-  assign \$75  = bus__awaddr[11:2] == 7'h58;
-  assign wr_q_consumer0 = do_write & \$75 ;
-  assign \$76  = bus__awaddr[11:2] == 7'h59;
-  assign wr_q_consumer1 = do_write & \$76 ;
-  assign \$77  = bus__awaddr[11:2] == 7'h5a;
-  assign wr_q_consumer2 = do_write & \$77 ;
-  assign \$78  = bus__awaddr[11:2] == 7'h5b;
-  assign wr_q_consumer3 = do_write & \$78 ;
-  assign \$79  = bus__awaddr[11:2] == 7'h5c;
-  assign wr_q_ctrl0 = do_write & \$79 ;
+  assign \$50  = bus__awaddr[11:2] == 6'h3b;
+  assign wr_fw_msg = do_write & \$50 ;
+  assign \$51  = bus__awaddr[11:2] == 6'h3c;
+  assign wr_timestamp = do_write & \$51 ;
+  assign \$52  = bus__awaddr[11:2] == 7'h40;
+  assign wr_q_ring_base0 = do_write & \$52 ;
+  assign \$53  = bus__awaddr[11:2] == 7'h41;
+  assign wr_q_ring_base1 = do_write & \$53 ;
+  assign \$54  = bus__awaddr[11:2] == 7'h42;
+  assign wr_q_ring_base2 = do_write & \$54 ;
+  assign \$55  = bus__awaddr[11:2] == 7'h43;
+  assign wr_q_ring_base3 = do_write & \$55 ;
+  assign \$56  = bus__awaddr[11:2] == 7'h44;
+  assign wr_q_ring_size0 = do_write & \$56 ;
+  assign \$57  = bus__awaddr[11:2] == 7'h45;
+  assign wr_q_ring_size1 = do_write & \$57 ;
+  assign \$58  = bus__awaddr[11:2] == 7'h46;
+  assign wr_q_ring_size2 = do_write & \$58 ;
+  assign \$59  = bus__awaddr[11:2] == 7'h47;
+  assign wr_q_ring_size3 = do_write & \$59 ;
+  assign \$60  = bus__awaddr[11:2] == 7'h48;
+  assign wr_q_cpl_base0 = do_write & \$60 ;
+  assign \$61  = bus__awaddr[11:2] == 7'h49;
+  assign wr_q_cpl_base1 = do_write & \$61 ;
+  assign \$62  = bus__awaddr[11:2] == 7'h4a;
+  assign wr_q_cpl_base2 = do_write & \$62 ;
+  assign \$63  = bus__awaddr[11:2] == 7'h4b;
+  assign wr_q_cpl_base3 = do_write & \$63 ;
+  assign \$64  = bus__awaddr[11:2] == 7'h4c;
+  assign wr_q_window_base0 = do_write & \$64 ;
+  assign \$65  = bus__awaddr[11:2] == 7'h4d;
+  assign wr_q_window_base1 = do_write & \$65 ;
+  assign \$66  = bus__awaddr[11:2] == 7'h4e;
+  assign wr_q_window_base2 = do_write & \$66 ;
+  assign \$67  = bus__awaddr[11:2] == 7'h4f;
+  assign wr_q_window_base3 = do_write & \$67 ;
+  assign \$68  = bus__awaddr[11:2] == 7'h50;
+  assign wr_q_window_size0 = do_write & \$68 ;
+  assign \$69  = bus__awaddr[11:2] == 7'h51;
+  assign wr_q_window_size1 = do_write & \$69 ;
+  assign \$70  = bus__awaddr[11:2] == 7'h52;
+  assign wr_q_window_size2 = do_write & \$70 ;
+  assign \$71  = bus__awaddr[11:2] == 7'h53;
+  assign wr_q_window_size3 = do_write & \$71 ;
+  assign \$72  = bus__awaddr[11:2] == 7'h54;
+  assign wr_q_doorbell0 = do_write & \$72 ;
+  assign \$73  = bus__awaddr[11:2] == 7'h55;
+  assign wr_q_doorbell1 = do_write & \$73 ;
+  assign \$74  = bus__awaddr[11:2] == 7'h56;
+  assign wr_q_doorbell2 = do_write & \$74 ;
+  assign \$75  = bus__awaddr[11:2] == 7'h57;
+  assign wr_q_doorbell3 = do_write & \$75 ;
+  assign \$76  = bus__awaddr[11:2] == 7'h58;
+  assign wr_q_consumer0 = do_write & \$76 ;
+  assign \$77  = bus__awaddr[11:2] == 7'h59;
+  assign wr_q_consumer1 = do_write & \$77 ;
+  assign \$78  = bus__awaddr[11:2] == 7'h5a;
+  assign wr_q_consumer2 = do_write & \$78 ;
+  assign \$79  = bus__awaddr[11:2] == 7'h5b;
+  assign wr_q_consumer3 = do_write & \$79 ;
+  assign \$80  = bus__awaddr[11:2] == 7'h5c;
+  assign wr_q_ctrl0 = do_write & \$80 ;
   assign q_ctrl0_reset = wr_q_ctrl0 & wdata[1];
-  assign \$80  = bus__awaddr[11:2] == 7'h5d;
-  assign wr_q_ctrl1 = do_write & \$80 ;
+  assign \$81  = bus__awaddr[11:2] == 7'h5d;
+  assign wr_q_ctrl1 = do_write & \$81 ;
   assign q_ctrl1_reset = wr_q_ctrl1 & wdata[1];
-  assign \$81  = bus__awaddr[11:2] == 7'h5e;
-  assign wr_q_ctrl2 = do_write & \$81 ;
+  assign \$82  = bus__awaddr[11:2] == 7'h5e;
+  assign wr_q_ctrl2 = do_write & \$82 ;
   assign q_ctrl2_reset = wr_q_ctrl2 & wdata[1];
-  assign \$82  = bus__awaddr[11:2] == 7'h5f;
-  assign wr_q_ctrl3 = do_write & \$82 ;
+  assign \$83  = bus__awaddr[11:2] == 7'h5f;
+  assign wr_q_ctrl3 = do_write & \$83 ;
   assign q_ctrl3_reset = wr_q_ctrl3 & wdata[1];
-  assign \$83  = bus__awaddr[11:2] == 7'h60;
-  assign wr_q_status0 = do_write & \$83 ;
-  assign \$84  = bus__awaddr[11:2] == 7'h61;
-  assign wr_q_status1 = do_write & \$84 ;
-  assign \$85  = bus__awaddr[11:2] == 7'h62;
-  assign wr_q_status2 = do_write & \$85 ;
-  assign \$86  = bus__awaddr[11:2] == 7'h63;
-  assign wr_q_status3 = do_write & \$86 ;
-  assign \$87  = bus__awaddr[11:2] == 7'h64;
-  assign wr_q_error0 = do_write & \$87 ;
-  assign \$88  = bus__awaddr[11:2] == 7'h65;
-  assign wr_q_error1 = do_write & \$88 ;
-  assign \$89  = bus__awaddr[11:2] == 7'h66;
-  assign wr_q_error2 = do_write & \$89 ;
-  assign \$90  = bus__awaddr[11:2] == 7'h67;
-  assign wr_q_error3 = do_write & \$90 ;
-  assign \$91  = bus__awaddr[11:2] == 7'h68;
-  assign wr_q_error_index0 = do_write & \$91 ;
-  assign \$92  = bus__awaddr[11:2] == 7'h69;
-  assign wr_q_error_index1 = do_write & \$92 ;
-  assign \$93  = bus__awaddr[11:2] == 7'h6a;
-  assign wr_q_error_index2 = do_write & \$93 ;
-  assign \$94  = bus__awaddr[11:2] == 7'h6b;
-  assign wr_q_error_index3 = do_write & \$94 ;
-  assign \$95  = bus__awaddr[11:2] == 7'h6c;
-  assign wr_q_fetch0 = do_write & \$95 ;
-  assign \$96  = bus__awaddr[11:2] == 7'h6d;
-  assign wr_q_fetch1 = do_write & \$96 ;
-  assign \$97  = bus__awaddr[11:2] == 7'h6e;
-  assign wr_q_fetch2 = do_write & \$97 ;
-  assign \$98  = bus__awaddr[11:2] == 7'h6f;
-  assign wr_q_fetch3 = do_write & \$98 ;
-  assign \$99  = bus__awaddr[11:2] == 7'h70;
-  assign wr_perf_q_retired0 = do_write & \$99 ;
-  assign \$100  = bus__awaddr[11:2] == 7'h71;
-  assign wr_perf_q_retired1 = do_write & \$100 ;
-  assign \$101  = bus__awaddr[11:2] == 7'h72;
-  assign wr_perf_q_retired2 = do_write & \$101 ;
-  assign \$102  = bus__awaddr[11:2] == 7'h73;
-  assign wr_perf_q_retired3 = do_write & \$102 ;
-  assign \$103  = bus__awaddr[11:2] == 7'h74;
-  assign wr_perf_q_event_stall0 = do_write & \$103 ;
-  assign \$104  = bus__awaddr[11:2] == 7'h75;
-  assign wr_perf_q_event_stall1 = do_write & \$104 ;
-  assign \$105  = bus__awaddr[11:2] == 7'h76;
-  assign wr_perf_q_event_stall2 = do_write & \$105 ;
-  assign \$106  = bus__awaddr[11:2] == 7'h77;
-  assign wr_perf_q_event_stall3 = do_write & \$106 ;
-  assign \$107  = bus__awaddr[11:2] == 8'h80;
-  assign wr_event0 = do_write & \$107 ;
-  assign \$108  = bus__awaddr[11:2] == 8'h81;
-  assign wr_event1 = do_write & \$108 ;
-  assign \$109  = bus__awaddr[11:2] == 8'h82;
-  assign wr_event2 = do_write & \$109 ;
-  assign \$110  = bus__awaddr[11:2] == 8'h83;
-  assign wr_event3 = do_write & \$110 ;
-  assign \$111  = bus__awaddr[11:2] == 8'h84;
-  assign wr_event4 = do_write & \$111 ;
-  assign \$112  = bus__awaddr[11:2] == 8'h85;
-  assign wr_event5 = do_write & \$112 ;
-  assign \$113  = bus__awaddr[11:2] == 8'h86;
-  assign wr_event6 = do_write & \$113 ;
-  assign \$114  = bus__awaddr[11:2] == 8'h87;
-  assign wr_event7 = do_write & \$114 ;
-  assign \$115  = bus__awaddr[11:2] == 8'h88;
-  assign wr_event8 = do_write & \$115 ;
-  assign \$116  = bus__awaddr[11:2] == 8'h89;
-  assign wr_event9 = do_write & \$116 ;
-  assign \$117  = bus__awaddr[11:2] == 8'h8a;
-  assign wr_event10 = do_write & \$117 ;
-  assign \$118  = bus__awaddr[11:2] == 8'h8b;
-  assign wr_event11 = do_write & \$118 ;
-  assign \$119  = bus__awaddr[11:2] == 8'h8c;
-  assign wr_event12 = do_write & \$119 ;
-  assign \$120  = bus__awaddr[11:2] == 8'h8d;
-  assign wr_event13 = do_write & \$120 ;
-  assign \$121  = bus__awaddr[11:2] == 8'h8e;
-  assign wr_event14 = do_write & \$121 ;
-  assign \$122  = bus__awaddr[11:2] == 8'h8f;
-  assign wr_event15 = do_write & \$122 ;
-  assign \$123  = bus__awaddr[11:2] == 8'h90;
-  assign wr_perf_dma_load_stall = do_write & \$123 ;
-  assign \$124  = bus__awaddr[11:2] == 8'h91;
-  assign wr_perf_dma_store_stall = do_write & \$124 ;
-  assign \$125  = bus__awaddr[11:2] == 8'h92;
-  assign wr_perf_vec_stall = do_write & \$125 ;
-  assign \$126  = bus__awaddr[11:2] == 8'h93;
-  assign wr_perf_dma_load_full = do_write & \$126 ;
-  assign \$127  = bus__awaddr[11:2] == 8'h94;
-  assign wr_perf_dma_store_full = do_write & \$127 ;
-  assign \$128  = bus__awaddr[11:2] == 8'h95;
-  assign wr_perf_gemm_full = do_write & \$128 ;
-  assign \$129  = bus__awaddr[11:2] == 8'h96;
-  assign wr_perf_vec_full = do_write & \$129 ;
-  assign \$130  = \$signal  & bus__bready;
-  assign \$131  = \$signal$14  & bus__rready;
-  assign \$132  = ! bus__araddr[11:2];
-  assign \$133  = do_read & \$132 ;
-  assign \$136  = bus__araddr[11:2] == 1'h1;
-  assign \$137  = do_read & \$136 ;
-  assign \$142  = bus__araddr[11:2] == 2'h2;
-  assign \$143  = do_read & \$142 ;
-  assign \$148  = bus__araddr[11:2] == 2'h3;
-  assign \$149  = do_read & \$148 ;
-  assign \$154  = bus__araddr[11:2] == 3'h4;
-  assign \$155  = do_read & \$154 ;
-  assign \$160  = bus__araddr[11:2] == 3'h5;
-  assign \$161  = do_read & \$160 ;
-  assign \$170  = bus__araddr[11:2] == 3'h6;
-  assign \$171  = do_read & \$170 ;
-  assign \$180  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$181  = cmd0_word & \$180 ;
-  assign \$182  = \$181  | wdata;
-  assign \$183  = bus__araddr[11:2] == 4'h8;
-  assign \$184  = do_read & \$183 ;
-  assign \$187  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$188  = cmd1_word & \$187 ;
-  assign \$189  = \$188  | wdata;
-  assign \$190  = bus__araddr[11:2] == 4'h9;
-  assign \$191  = do_read & \$190 ;
-  assign \$194  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$195  = cmd2_word & \$194 ;
-  assign \$196  = \$195  | wdata;
-  assign \$197  = bus__araddr[11:2] == 4'ha;
-  assign \$198  = do_read & \$197 ;
-  assign \$201  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$202  = cmd3_word & \$201 ;
-  assign \$203  = \$202  | wdata;
-  assign \$204  = bus__araddr[11:2] == 4'hb;
-  assign \$205  = do_read & \$204 ;
-  assign \$208  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$209  = cmd4_word & \$208 ;
-  assign \$210  = \$209  | wdata;
-  assign \$211  = bus__araddr[11:2] == 4'hc;
-  assign \$212  = do_read & \$211 ;
-  assign \$215  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$216  = cmd5_word & \$215 ;
-  assign \$217  = \$216  | wdata;
-  assign \$218  = bus__araddr[11:2] == 4'hd;
-  assign \$219  = do_read & \$218 ;
-  assign \$222  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$223  = cmd6_word & \$222 ;
-  assign \$224  = \$223  | wdata;
-  assign \$225  = bus__araddr[11:2] == 4'he;
-  assign \$226  = do_read & \$225 ;
-  assign \$229  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$230  = cmd7_word & \$229 ;
-  assign \$231  = \$230  | wdata;
-  assign \$232  = bus__araddr[11:2] == 4'hf;
-  assign \$233  = do_read & \$232 ;
-  assign \$236  = bus__araddr[11:2] == 5'h10;
-  assign \$237  = do_read & \$236 ;
-  assign \$240  = bus__araddr[11:2] == 5'h11;
-  assign \$241  = do_read & \$240 ;
-  assign \$245  = \$243  | { 30'h00000000, \$244  };
-  assign \$247  = \$245  | { 28'h0000000, \$246  };
-  assign \$249  = \$247  | { 28'h0000000, \$248  };
-  assign \$251  = \$249  | { 24'h000000, \$250  };
-  assign \$252  = ~ clr_irq_status_dma_load_done;
-  assign \$253  = irq_status_dma_load_done & \$252 ;
-  assign \$254  = \$253  | irq_status_dma_load_done_set;
-  assign \$255  = ~ clr_irq_status_dma_store_done;
-  assign \$256  = irq_status_dma_store_done & \$255 ;
-  assign \$257  = \$256  | irq_status_dma_store_done_set;
-  assign \$258  = ~ clr_irq_status_gemm_done;
-  assign \$259  = irq_status_gemm_done & \$258 ;
-  assign \$260  = \$259  | irq_status_gemm_done_set;
-  assign \$261  = ~ clr_irq_status_vec_done;
-  assign \$262  = irq_status_vec_done & \$261 ;
-  assign \$263  = \$262  | irq_status_vec_done_set;
-  assign \$264  = ~ clr_irq_status_error;
-  assign \$265  = irq_status_error & \$264 ;
-  assign \$266  = \$265  | irq_status_error_set;
-  assign \$267  = ~ clr_irq_status_queue_cpl;
-  assign \$268  = irq_status_queue_cpl & \$267 ;
-  assign \$269  = \$268  | { \port$10761$0 , \port$10737$0 , \port$10713$0 , \port$10689$0  };
-  assign \$270  = ~ clr_irq_status_queue_error;
-  assign \$271  = irq_status_queue_error & \$270 ;
-  assign \$272  = \$271  | { \port$10775$0 , \port$10751$0 , \port$10727$0 , \port$10703$0  };
-  assign \$273  = ~ clr_irq_status_fw_msg;
-  assign \$274  = irq_status_fw_msg & \$273 ;
-  assign \$275  = \$274  | irq_status_fw_msg_set;
-  assign \$276  = bus__araddr[11:2] == 5'h12;
-  assign \$277  = do_read & \$276 ;
-  assign \$281  = \$279  | { 30'h00000000, \$280  };
-  assign \$283  = \$281  | { 28'h0000000, \$282  };
-  assign \$285  = \$283  | { 28'h0000000, \$284  };
-  assign \$287  = \$285  | { 24'h000000, \$286  };
-  assign \$289  = \$287  | { 13'h0000, \$288  };
-  assign \$291  = \$289  | { 13'h0000, \$290  };
-  assign \$293  = \$291  | \$292 ;
-  assign \$294  = ~ bus__wstrb[0];
-  assign \$295  = irq_enable_dma_load_done & \$294 ;
-  assign \$296  = \$295  | wdata[0];
-  assign \$297  = ~ bus__wstrb[0];
-  assign \$298  = irq_enable_dma_store_done & \$297 ;
-  assign \$299  = \$298  | wdata[1];
-  assign \$300  = ~ bus__wstrb[0];
-  assign \$301  = irq_enable_gemm_done & \$300 ;
-  assign \$302  = \$301  | wdata[2];
-  assign \$303  = ~ bus__wstrb[0];
-  assign \$304  = irq_enable_vec_done & \$303 ;
-  assign \$305  = \$304  | wdata[3];
-  assign \$306  = ~ bus__wstrb[0];
-  assign \$307  = irq_enable_error & \$306 ;
-  assign \$308  = \$307  | wdata[4];
-  assign \$309  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$310  = irq_enable_queue_cpl & \$309 ;
-  assign \$311  = \$310  | wdata[11:8];
-  assign \$312  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$313  = irq_enable_queue_error & \$312 ;
-  assign \$314  = \$313  | wdata[15:12];
-  assign \$315  = ~ bus__wstrb[2];
-  assign \$316  = irq_enable_fw_msg & \$315 ;
-  assign \$317  = \$316  | wdata[16];
-  assign \$318  = bus__araddr[11:2] == 5'h13;
-  assign \$319  = do_read & \$318 ;
-  assign \$323  = \$321  | { 30'h00000000, \$322  };
-  assign \$325  = \$323  | { 28'h0000000, \$324  };
-  assign \$327  = \$325  | { 28'h0000000, \$326  };
-  assign \$329  = \$327  | { 24'h000000, \$328  };
-  assign \$331  = \$329  | { 13'h0000, \$330  };
-  assign \$333  = \$331  | { 13'h0000, \$332  };
-  assign \$335  = \$333  | \$334 ;
-  assign \$336  = bus__araddr[11:2] == 5'h14;
-  assign \$337  = do_read & \$336 ;
-  assign \$341  = \$339  | { 9'h000, \$340  };
-  assign \$343  = { 15'h0000, \$341  } | \$342 ;
-  assign \$344  = bus__araddr[11:2] == 5'h18;
-  assign \$345  = do_read & \$344 ;
-  assign \$348  = bus__araddr[11:2] == 5'h19;
-  assign \$349  = do_read & \$348 ;
-  assign \$352  = bus__araddr[11:2] == 5'h1a;
-  assign \$353  = do_read & \$352 ;
-  assign \$356  = bus__araddr[11:2] == 5'h1b;
-  assign \$357  = do_read & \$356 ;
-  assign \$360  = ~ bus__wstrb[0];
-  assign \$361  = perf_ctrl_freeze & \$360 ;
-  assign \$362  = \$361  | wdata[1];
-  assign \$363  = bus__araddr[11:2] == 6'h20;
-  assign \$364  = do_read & \$363 ;
-  assign \$369  = bus__araddr[11:2] == 6'h21;
-  assign \$370  = do_read & \$369 ;
-  assign \$373  = bus__araddr[11:2] == 6'h22;
-  assign \$374  = do_read & \$373 ;
-  assign \$377  = bus__araddr[11:2] == 6'h23;
-  assign \$378  = do_read & \$377 ;
-  assign \$381  = bus__araddr[11:2] == 6'h24;
-  assign \$382  = do_read & \$381 ;
-  assign \$385  = bus__araddr[11:2] == 6'h25;
-  assign \$386  = do_read & \$385 ;
-  assign \$389  = bus__araddr[11:2] == 6'h26;
-  assign \$390  = do_read & \$389 ;
-  assign \$393  = bus__araddr[11:2] == 6'h27;
-  assign \$394  = do_read & \$393 ;
-  assign \$397  = bus__araddr[11:2] == 6'h28;
-  assign \$398  = do_read & \$397 ;
-  assign \$401  = bus__araddr[11:2] == 6'h29;
-  assign \$402  = do_read & \$401 ;
-  assign \$405  = bus__araddr[11:2] == 6'h2a;
-  assign \$406  = do_read & \$405 ;
-  assign \$409  = ~ bus__wstrb[0];
-  assign \$410  = core_ctrl_run & \$409 ;
-  assign \$411  = \$410  | wdata[0];
-  assign \$412  = bus__araddr[11:2] == 6'h30;
-  assign \$413  = do_read & \$412 ;
-  assign \$416  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$417  = core_mem_addr_addr & \$416 ;
-  assign \$418  = \$417  | wdata;
-  assign \$419  = bus__araddr[11:2] == 6'h31;
-  assign \$420  = do_read & \$419 ;
-  assign \$423  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$424  = core_mem_data_data & \$423 ;
-  assign \$425  = \$424  | wdata;
-  assign \$426  = bus__araddr[11:2] == 6'h32;
-  assign \$427  = do_read & \$426 ;
-  assign \$430  = bus__araddr[11:2] == 6'h34;
-  assign \$431  = do_read & \$430 ;
-  assign \$434  = bus__araddr[11:2] == 6'h35;
-  assign \$435  = do_read & \$434 ;
-  assign \$439  = \$437  | { 16'h0000, \$438  };
-  assign \$440  = bus__araddr[11:2] == 6'h36;
-  assign \$441  = do_read & \$440 ;
-  assign \$444  = bus__araddr[11:2] == 6'h37;
-  assign \$445  = do_read & \$444 ;
-  assign \$448  = bus__araddr[11:2] == 6'h38;
-  assign \$449  = do_read & \$448 ;
-  assign \$452  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$453  = watchdog_cycles & \$452 ;
-  assign \$454  = \$453  | wdata;
-  assign \$455  = bus__araddr[11:2] == 6'h39;
-  assign \$456  = do_read & \$455 ;
-  assign \$459  = bus__araddr[11:2] == 6'h3a;
-  assign \$460  = do_read & \$459 ;
-  assign \$465  = bus__araddr[11:2] == 6'h3b;
-  assign \$466  = do_read & \$465 ;
-  assign \$469  = bus__araddr[11:2] == 6'h3c;
-  assign \$470  = do_read & \$469 ;
-  assign \$473  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$474  = q_ring_base0_addr & \$473 ;
-  assign \$475  = \$474  | wdata;
-  assign \$476  = bus__araddr[11:2] == 7'h40;
-  assign \$477  = do_read & \$476 ;
-  assign \$480  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$481  = q_ring_base1_addr & \$480 ;
-  assign \$482  = \$481  | wdata;
-  assign \$483  = bus__araddr[11:2] == 7'h41;
-  assign \$484  = do_read & \$483 ;
-  assign \$487  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$488  = q_ring_base2_addr & \$487 ;
-  assign \$489  = \$488  | wdata;
-  assign \$490  = bus__araddr[11:2] == 7'h42;
-  assign \$491  = do_read & \$490 ;
-  assign \$494  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$495  = q_ring_base3_addr & \$494 ;
-  assign \$496  = \$495  | wdata;
-  assign \$497  = bus__araddr[11:2] == 7'h43;
-  assign \$498  = do_read & \$497 ;
-  assign \$501  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$502  = q_ring_size0_log2 & \$501 ;
-  assign \$503  = \$502  | wdata[3:0];
-  assign \$504  = bus__araddr[11:2] == 7'h44;
-  assign \$505  = do_read & \$504 ;
-  assign \$508  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$509  = q_ring_size1_log2 & \$508 ;
-  assign \$510  = \$509  | wdata[3:0];
-  assign \$511  = bus__araddr[11:2] == 7'h45;
-  assign \$512  = do_read & \$511 ;
-  assign \$515  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$516  = q_ring_size2_log2 & \$515 ;
-  assign \$517  = \$516  | wdata[3:0];
-  assign \$518  = bus__araddr[11:2] == 7'h46;
-  assign \$519  = do_read & \$518 ;
-  assign \$522  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$523  = q_ring_size3_log2 & \$522 ;
-  assign \$524  = \$523  | wdata[3:0];
-  assign \$525  = bus__araddr[11:2] == 7'h47;
-  assign \$526  = do_read & \$525 ;
-  assign \$529  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$530  = q_cpl_base0_addr & \$529 ;
-  assign \$531  = \$530  | wdata;
-  assign \$532  = bus__araddr[11:2] == 7'h48;
-  assign \$533  = do_read & \$532 ;
-  assign \$536  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$537  = q_cpl_base1_addr & \$536 ;
-  assign \$538  = \$537  | wdata;
-  assign \$539  = bus__araddr[11:2] == 7'h49;
-  assign \$540  = do_read & \$539 ;
-  assign \$543  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$544  = q_cpl_base2_addr & \$543 ;
-  assign \$545  = \$544  | wdata;
-  assign \$546  = bus__araddr[11:2] == 7'h4a;
-  assign \$547  = do_read & \$546 ;
-  assign \$550  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$551  = q_cpl_base3_addr & \$550 ;
-  assign \$552  = \$551  | wdata;
-  assign \$553  = bus__araddr[11:2] == 7'h4b;
-  assign \$554  = do_read & \$553 ;
-  assign \$557  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$558  = q_window_base0_addr & \$557 ;
-  assign \$559  = \$558  | wdata;
-  assign \$560  = bus__araddr[11:2] == 7'h4c;
-  assign \$561  = do_read & \$560 ;
-  assign \$564  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$565  = q_window_base1_addr & \$564 ;
-  assign \$566  = \$565  | wdata;
-  assign \$567  = bus__araddr[11:2] == 7'h4d;
-  assign \$568  = do_read & \$567 ;
-  assign \$571  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$572  = q_window_base2_addr & \$571 ;
-  assign \$573  = \$572  | wdata;
-  assign \$574  = bus__araddr[11:2] == 7'h4e;
-  assign \$575  = do_read & \$574 ;
-  assign \$578  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$579  = q_window_base3_addr & \$578 ;
-  assign \$580  = \$579  | wdata;
-  assign \$581  = bus__araddr[11:2] == 7'h4f;
-  assign \$582  = do_read & \$581 ;
-  assign \$585  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$586  = q_window_size0_bytes & \$585 ;
-  assign \$587  = \$586  | wdata;
-  assign \$588  = bus__araddr[11:2] == 7'h50;
-  assign \$589  = do_read & \$588 ;
-  assign \$592  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$593  = q_window_size1_bytes & \$592 ;
-  assign \$594  = \$593  | wdata;
-  assign \$595  = bus__araddr[11:2] == 7'h51;
-  assign \$596  = do_read & \$595 ;
-  assign \$599  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$600  = q_window_size2_bytes & \$599 ;
-  assign \$601  = \$600  | wdata;
-  assign \$602  = bus__araddr[11:2] == 7'h52;
-  assign \$603  = do_read & \$602 ;
-  assign \$606  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$607  = q_window_size3_bytes & \$606 ;
-  assign \$608  = \$607  | wdata;
-  assign \$609  = bus__araddr[11:2] == 7'h53;
-  assign \$610  = do_read & \$609 ;
-  assign \$613  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$614  = q_doorbell0_producer & \$613 ;
-  assign \$615  = \$614  | wdata;
-  assign \$616  = bus__araddr[11:2] == 7'h54;
-  assign \$617  = do_read & \$616 ;
-  assign \$620  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$621  = q_doorbell1_producer & \$620 ;
-  assign \$622  = \$621  | wdata;
-  assign \$623  = bus__araddr[11:2] == 7'h55;
-  assign \$624  = do_read & \$623 ;
-  assign \$627  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$628  = q_doorbell2_producer & \$627 ;
-  assign \$629  = \$628  | wdata;
-  assign \$630  = bus__araddr[11:2] == 7'h56;
-  assign \$631  = do_read & \$630 ;
-  assign \$634  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$635  = q_doorbell3_producer & \$634 ;
-  assign \$636  = \$635  | wdata;
-  assign \$637  = bus__araddr[11:2] == 7'h57;
-  assign \$638  = do_read & \$637 ;
-  assign \$641  = bus__araddr[11:2] == 7'h58;
-  assign \$642  = do_read & \$641 ;
-  assign \$645  = bus__araddr[11:2] == 7'h59;
-  assign \$646  = do_read & \$645 ;
-  assign \$649  = bus__araddr[11:2] == 7'h5a;
-  assign \$650  = do_read & \$649 ;
-  assign \$653  = bus__araddr[11:2] == 7'h5b;
-  assign \$654  = do_read & \$653 ;
-  assign \$657  = ~ bus__wstrb[0];
-  assign \$658  = q_ctrl0_enable & \$657 ;
-  assign \$659  = \$658  | wdata[0];
-  assign \$660  = bus__araddr[11:2] == 7'h5c;
-  assign \$661  = do_read & \$660 ;
-  assign \$666  = ~ bus__wstrb[0];
-  assign \$667  = q_ctrl1_enable & \$666 ;
-  assign \$668  = \$667  | wdata[0];
-  assign \$669  = bus__araddr[11:2] == 7'h5d;
-  assign \$670  = do_read & \$669 ;
-  assign \$675  = ~ bus__wstrb[0];
-  assign \$676  = q_ctrl2_enable & \$675 ;
-  assign \$677  = \$676  | wdata[0];
-  assign \$678  = bus__araddr[11:2] == 7'h5e;
-  assign \$679  = do_read & \$678 ;
-  assign \$684  = ~ bus__wstrb[0];
-  assign \$685  = q_ctrl3_enable & \$684 ;
-  assign \$686  = \$685  | wdata[0];
-  assign \$687  = bus__araddr[11:2] == 7'h5f;
-  assign \$688  = do_read & \$687 ;
-  assign \$693  = bus__araddr[11:2] == 7'h60;
-  assign \$694  = do_read & \$693 ;
-  assign \$698  = \$696  | { 30'h00000000, \$697  };
-  assign \$700  = \$698  | { 28'h0000000, \$699  };
-  assign \$702  = \$700  | { 28'h0000000, \$701  };
-  assign \$704  = \$702  | { 9'h000, \$703  };
-  assign \$705  = bus__araddr[11:2] == 7'h61;
-  assign \$706  = do_read & \$705 ;
-  assign \$710  = \$708  | { 30'h00000000, \$709  };
-  assign \$712  = \$710  | { 28'h0000000, \$711  };
-  assign \$714  = \$712  | { 28'h0000000, \$713  };
-  assign \$716  = \$714  | { 9'h000, \$715  };
-  assign \$717  = bus__araddr[11:2] == 7'h62;
-  assign \$718  = do_read & \$717 ;
-  assign \$722  = \$720  | { 30'h00000000, \$721  };
-  assign \$724  = \$722  | { 28'h0000000, \$723  };
-  assign \$726  = \$724  | { 28'h0000000, \$725  };
-  assign \$728  = \$726  | { 9'h000, \$727  };
-  assign \$729  = bus__araddr[11:2] == 7'h63;
-  assign \$730  = do_read & \$729 ;
-  assign \$734  = \$732  | { 30'h00000000, \$733  };
-  assign \$736  = \$734  | { 28'h0000000, \$735  };
-  assign \$738  = \$736  | { 28'h0000000, \$737  };
-  assign \$740  = \$738  | { 9'h000, \$739  };
-  assign \$741  = bus__araddr[11:2] == 7'h64;
-  assign \$742  = do_read & \$741 ;
-  assign \$745  = bus__araddr[11:2] == 7'h65;
-  assign \$746  = do_read & \$745 ;
-  assign \$749  = bus__araddr[11:2] == 7'h66;
-  assign \$750  = do_read & \$749 ;
-  assign \$753  = bus__araddr[11:2] == 7'h67;
-  assign \$754  = do_read & \$753 ;
-  assign \$757  = bus__araddr[11:2] == 7'h68;
-  assign \$758  = do_read & \$757 ;
-  assign \$761  = bus__araddr[11:2] == 7'h69;
-  assign \$762  = do_read & \$761 ;
-  assign \$765  = bus__araddr[11:2] == 7'h6a;
-  assign \$766  = do_read & \$765 ;
-  assign \$769  = bus__araddr[11:2] == 7'h6b;
-  assign \$770  = do_read & \$769 ;
-  assign \$773  = bus__araddr[11:2] == 7'h6c;
-  assign \$774  = do_read & \$773 ;
-  assign \$777  = bus__araddr[11:2] == 7'h6d;
-  assign \$778  = do_read & \$777 ;
-  assign \$781  = bus__araddr[11:2] == 7'h6e;
-  assign \$782  = do_read & \$781 ;
-  assign \$785  = bus__araddr[11:2] == 7'h6f;
-  assign \$786  = do_read & \$785 ;
-  assign \$789  = bus__araddr[11:2] == 7'h70;
-  assign \$790  = do_read & \$789 ;
-  assign \$793  = bus__araddr[11:2] == 7'h71;
-  assign \$794  = do_read & \$793 ;
-  assign \$797  = bus__araddr[11:2] == 7'h72;
-  assign \$798  = do_read & \$797 ;
-  assign \$801  = bus__araddr[11:2] == 7'h73;
-  assign \$802  = do_read & \$801 ;
-  assign \$805  = bus__araddr[11:2] == 7'h74;
-  assign \$806  = do_read & \$805 ;
-  assign \$809  = bus__araddr[11:2] == 7'h75;
-  assign \$810  = do_read & \$809 ;
-  assign \$813  = bus__araddr[11:2] == 7'h76;
-  assign \$814  = do_read & \$813 ;
-  assign \$817  = bus__araddr[11:2] == 7'h77;
-  assign \$818  = do_read & \$817 ;
-  assign \$821  = bus__araddr[11:2] == 8'h80;
-  assign \$822  = do_read & \$821 ;
-  assign \$825  = bus__araddr[11:2] == 8'h81;
-  assign \$826  = do_read & \$825 ;
-  assign \$829  = bus__araddr[11:2] == 8'h82;
-  assign \$830  = do_read & \$829 ;
-  assign \$833  = bus__araddr[11:2] == 8'h83;
-  assign \$834  = do_read & \$833 ;
-  assign \$837  = bus__araddr[11:2] == 8'h84;
-  assign \$838  = do_read & \$837 ;
-  assign \$841  = bus__araddr[11:2] == 8'h85;
-  assign \$842  = do_read & \$841 ;
-  assign \$845  = bus__araddr[11:2] == 8'h86;
-  assign \$846  = do_read & \$845 ;
-  assign \$849  = bus__araddr[11:2] == 8'h87;
-  assign \$850  = do_read & \$849 ;
-  assign \$853  = bus__araddr[11:2] == 8'h88;
-  assign \$854  = do_read & \$853 ;
-  assign \$857  = bus__araddr[11:2] == 8'h89;
-  assign \$858  = do_read & \$857 ;
-  assign \$861  = bus__araddr[11:2] == 8'h8a;
-  assign \$862  = do_read & \$861 ;
-  assign \$865  = bus__araddr[11:2] == 8'h8b;
-  assign \$866  = do_read & \$865 ;
-  assign \$869  = bus__araddr[11:2] == 8'h8c;
-  assign \$870  = do_read & \$869 ;
-  assign \$873  = bus__araddr[11:2] == 8'h8d;
-  assign \$874  = do_read & \$873 ;
-  assign \$877  = bus__araddr[11:2] == 8'h8e;
-  assign \$878  = do_read & \$877 ;
-  assign \$881  = bus__araddr[11:2] == 8'h8f;
-  assign \$882  = do_read & \$881 ;
-  assign \$885  = bus__araddr[11:2] == 8'h90;
-  assign \$886  = do_read & \$885 ;
-  assign \$889  = bus__araddr[11:2] == 8'h91;
-  assign \$890  = do_read & \$889 ;
-  assign \$893  = bus__araddr[11:2] == 8'h92;
-  assign \$894  = do_read & \$893 ;
-  assign \$897  = bus__araddr[11:2] == 8'h93;
-  assign \$898  = do_read & \$897 ;
-  assign \$901  = bus__araddr[11:2] == 8'h94;
-  assign \$902  = do_read & \$901 ;
-  assign \$905  = bus__araddr[11:2] == 8'h95;
-  assign \$906  = do_read & \$905 ;
-  assign \$909  = bus__araddr[11:2] == 8'h96;
-  assign \$910  = do_read & \$909 ;
+  assign \$84  = bus__awaddr[11:2] == 7'h60;
+  assign wr_q_status0 = do_write & \$84 ;
+  assign \$85  = bus__awaddr[11:2] == 7'h61;
+  assign wr_q_status1 = do_write & \$85 ;
+  assign \$86  = bus__awaddr[11:2] == 7'h62;
+  assign wr_q_status2 = do_write & \$86 ;
+  assign \$87  = bus__awaddr[11:2] == 7'h63;
+  assign wr_q_status3 = do_write & \$87 ;
+  assign \$88  = bus__awaddr[11:2] == 7'h64;
+  assign wr_q_error0 = do_write & \$88 ;
+  assign \$89  = bus__awaddr[11:2] == 7'h65;
+  assign wr_q_error1 = do_write & \$89 ;
+  assign \$90  = bus__awaddr[11:2] == 7'h66;
+  assign wr_q_error2 = do_write & \$90 ;
+  assign \$91  = bus__awaddr[11:2] == 7'h67;
+  assign wr_q_error3 = do_write & \$91 ;
+  assign \$92  = bus__awaddr[11:2] == 7'h68;
+  assign wr_q_error_index0 = do_write & \$92 ;
+  assign \$93  = bus__awaddr[11:2] == 7'h69;
+  assign wr_q_error_index1 = do_write & \$93 ;
+  assign \$94  = bus__awaddr[11:2] == 7'h6a;
+  assign wr_q_error_index2 = do_write & \$94 ;
+  assign \$95  = bus__awaddr[11:2] == 7'h6b;
+  assign wr_q_error_index3 = do_write & \$95 ;
+  assign \$96  = bus__awaddr[11:2] == 7'h6c;
+  assign wr_q_fetch0 = do_write & \$96 ;
+  assign \$97  = bus__awaddr[11:2] == 7'h6d;
+  assign wr_q_fetch1 = do_write & \$97 ;
+  assign \$98  = bus__awaddr[11:2] == 7'h6e;
+  assign wr_q_fetch2 = do_write & \$98 ;
+  assign \$99  = bus__awaddr[11:2] == 7'h6f;
+  assign wr_q_fetch3 = do_write & \$99 ;
+  assign \$100  = bus__awaddr[11:2] == 7'h70;
+  assign wr_perf_q_retired0 = do_write & \$100 ;
+  assign \$101  = bus__awaddr[11:2] == 7'h71;
+  assign wr_perf_q_retired1 = do_write & \$101 ;
+  assign \$102  = bus__awaddr[11:2] == 7'h72;
+  assign wr_perf_q_retired2 = do_write & \$102 ;
+  assign \$103  = bus__awaddr[11:2] == 7'h73;
+  assign wr_perf_q_retired3 = do_write & \$103 ;
+  assign \$104  = bus__awaddr[11:2] == 7'h74;
+  assign wr_perf_q_event_stall0 = do_write & \$104 ;
+  assign \$105  = bus__awaddr[11:2] == 7'h75;
+  assign wr_perf_q_event_stall1 = do_write & \$105 ;
+  assign \$106  = bus__awaddr[11:2] == 7'h76;
+  assign wr_perf_q_event_stall2 = do_write & \$106 ;
+  assign \$107  = bus__awaddr[11:2] == 7'h77;
+  assign wr_perf_q_event_stall3 = do_write & \$107 ;
+  assign \$108  = bus__awaddr[11:2] == 8'h80;
+  assign wr_event0 = do_write & \$108 ;
+  assign \$109  = bus__awaddr[11:2] == 8'h81;
+  assign wr_event1 = do_write & \$109 ;
+  assign \$110  = bus__awaddr[11:2] == 8'h82;
+  assign wr_event2 = do_write & \$110 ;
+  assign \$111  = bus__awaddr[11:2] == 8'h83;
+  assign wr_event3 = do_write & \$111 ;
+  assign \$112  = bus__awaddr[11:2] == 8'h84;
+  assign wr_event4 = do_write & \$112 ;
+  assign \$113  = bus__awaddr[11:2] == 8'h85;
+  assign wr_event5 = do_write & \$113 ;
+  assign \$114  = bus__awaddr[11:2] == 8'h86;
+  assign wr_event6 = do_write & \$114 ;
+  assign \$115  = bus__awaddr[11:2] == 8'h87;
+  assign wr_event7 = do_write & \$115 ;
+  assign \$116  = bus__awaddr[11:2] == 8'h88;
+  assign wr_event8 = do_write & \$116 ;
+  assign \$117  = bus__awaddr[11:2] == 8'h89;
+  assign wr_event9 = do_write & \$117 ;
+  assign \$118  = bus__awaddr[11:2] == 8'h8a;
+  assign wr_event10 = do_write & \$118 ;
+  assign \$119  = bus__awaddr[11:2] == 8'h8b;
+  assign wr_event11 = do_write & \$119 ;
+  assign \$120  = bus__awaddr[11:2] == 8'h8c;
+  assign wr_event12 = do_write & \$120 ;
+  assign \$121  = bus__awaddr[11:2] == 8'h8d;
+  assign wr_event13 = do_write & \$121 ;
+  assign \$122  = bus__awaddr[11:2] == 8'h8e;
+  assign wr_event14 = do_write & \$122 ;
+  assign \$123  = bus__awaddr[11:2] == 8'h8f;
+  assign wr_event15 = do_write & \$123 ;
+  assign \$124  = bus__awaddr[11:2] == 8'h90;
+  assign wr_perf_dma_load_stall = do_write & \$124 ;
+  assign \$125  = bus__awaddr[11:2] == 8'h91;
+  assign wr_perf_dma_store_stall = do_write & \$125 ;
+  assign \$126  = bus__awaddr[11:2] == 8'h92;
+  assign wr_perf_vec_stall = do_write & \$126 ;
+  assign \$127  = bus__awaddr[11:2] == 8'h93;
+  assign wr_perf_dma_load_full = do_write & \$127 ;
+  assign \$128  = bus__awaddr[11:2] == 8'h94;
+  assign wr_perf_dma_store_full = do_write & \$128 ;
+  assign \$129  = bus__awaddr[11:2] == 8'h95;
+  assign wr_perf_gemm_full = do_write & \$129 ;
+  assign \$130  = bus__awaddr[11:2] == 8'h96;
+  assign wr_perf_vec_full = do_write & \$130 ;
+  assign \$131  = \$signal  & bus__bready;
+  assign \$132  = \$signal$14  & bus__rready;
+  assign \$133  = ! bus__araddr[11:2];
+  assign \$134  = do_read & \$133 ;
+  assign \$137  = bus__araddr[11:2] == 1'h1;
+  assign \$138  = do_read & \$137 ;
+  assign \$143  = bus__araddr[11:2] == 2'h2;
+  assign \$144  = do_read & \$143 ;
+  assign \$149  = bus__araddr[11:2] == 2'h3;
+  assign \$150  = do_read & \$149 ;
+  assign \$155  = bus__araddr[11:2] == 3'h4;
+  assign \$156  = do_read & \$155 ;
+  assign \$161  = bus__araddr[11:2] == 3'h5;
+  assign \$162  = do_read & \$161 ;
+  assign \$171  = bus__araddr[11:2] == 3'h6;
+  assign \$172  = do_read & \$171 ;
+  assign \$181  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$182  = cmd0_word & \$181 ;
+  assign \$183  = \$182  | wdata;
+  assign \$184  = bus__araddr[11:2] == 4'h8;
+  assign \$185  = do_read & \$184 ;
+  assign \$188  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$189  = cmd1_word & \$188 ;
+  assign \$190  = \$189  | wdata;
+  assign \$191  = bus__araddr[11:2] == 4'h9;
+  assign \$192  = do_read & \$191 ;
+  assign \$195  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$196  = cmd2_word & \$195 ;
+  assign \$197  = \$196  | wdata;
+  assign \$198  = bus__araddr[11:2] == 4'ha;
+  assign \$199  = do_read & \$198 ;
+  assign \$202  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$203  = cmd3_word & \$202 ;
+  assign \$204  = \$203  | wdata;
+  assign \$205  = bus__araddr[11:2] == 4'hb;
+  assign \$206  = do_read & \$205 ;
+  assign \$209  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$210  = cmd4_word & \$209 ;
+  assign \$211  = \$210  | wdata;
+  assign \$212  = bus__araddr[11:2] == 4'hc;
+  assign \$213  = do_read & \$212 ;
+  assign \$216  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$217  = cmd5_word & \$216 ;
+  assign \$218  = \$217  | wdata;
+  assign \$219  = bus__araddr[11:2] == 4'hd;
+  assign \$220  = do_read & \$219 ;
+  assign \$223  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$224  = cmd6_word & \$223 ;
+  assign \$225  = \$224  | wdata;
+  assign \$226  = bus__araddr[11:2] == 4'he;
+  assign \$227  = do_read & \$226 ;
+  assign \$230  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$231  = cmd7_word & \$230 ;
+  assign \$232  = \$231  | wdata;
+  assign \$233  = bus__araddr[11:2] == 4'hf;
+  assign \$234  = do_read & \$233 ;
+  assign \$237  = bus__araddr[11:2] == 5'h10;
+  assign \$238  = do_read & \$237 ;
+  assign \$241  = bus__araddr[11:2] == 5'h11;
+  assign \$242  = do_read & \$241 ;
+  assign \$246  = \$244  | { 30'h00000000, \$245  };
+  assign \$248  = \$246  | { 28'h0000000, \$247  };
+  assign \$250  = \$248  | { 28'h0000000, \$249  };
+  assign \$252  = \$250  | { 24'h000000, \$251  };
+  assign \$253  = ~ clr_irq_status_dma_load_done;
+  assign \$254  = irq_status_dma_load_done & \$253 ;
+  assign \$255  = \$254  | irq_status_dma_load_done_set;
+  assign \$256  = ~ clr_irq_status_dma_store_done;
+  assign \$257  = irq_status_dma_store_done & \$256 ;
+  assign \$258  = \$257  | irq_status_dma_store_done_set;
+  assign \$259  = ~ clr_irq_status_gemm_done;
+  assign \$260  = irq_status_gemm_done & \$259 ;
+  assign \$261  = \$260  | irq_status_gemm_done_set;
+  assign \$262  = ~ clr_irq_status_vec_done;
+  assign \$263  = irq_status_vec_done & \$262 ;
+  assign \$264  = \$263  | irq_status_vec_done_set;
+  assign \$265  = ~ clr_irq_status_error;
+  assign \$266  = irq_status_error & \$265 ;
+  assign \$267  = \$266  | irq_status_error_set;
+  assign \$268  = ~ clr_irq_status_queue_cpl;
+  assign \$269  = irq_status_queue_cpl & \$268 ;
+  assign \$270  = \$269  | { \port$10775$0 , \port$10751$0 , \port$10727$0 , \port$10703$0  };
+  assign \$271  = ~ clr_irq_status_queue_error;
+  assign \$272  = irq_status_queue_error & \$271 ;
+  assign \$273  = \$272  | { \port$10789$0 , \port$10765$0 , \port$10741$0 , \port$10717$0  };
+  assign \$274  = ~ clr_irq_status_fw_msg;
+  assign \$275  = irq_status_fw_msg & \$274 ;
+  assign \$276  = \$275  | irq_status_fw_msg_set;
+  assign \$277  = bus__araddr[11:2] == 5'h12;
+  assign \$278  = do_read & \$277 ;
+  assign \$282  = \$280  | { 30'h00000000, \$281  };
+  assign \$284  = \$282  | { 28'h0000000, \$283  };
+  assign \$286  = \$284  | { 28'h0000000, \$285  };
+  assign \$288  = \$286  | { 24'h000000, \$287  };
+  assign \$290  = \$288  | { 13'h0000, \$289  };
+  assign \$292  = \$290  | { 13'h0000, \$291  };
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = ~ bus__wstrb[0];
+  assign \$296  = irq_enable_dma_load_done & \$295 ;
+  assign \$297  = \$296  | wdata[0];
+  assign \$298  = ~ bus__wstrb[0];
+  assign \$299  = irq_enable_dma_store_done & \$298 ;
+  assign \$300  = \$299  | wdata[1];
+  assign \$301  = ~ bus__wstrb[0];
+  assign \$302  = irq_enable_gemm_done & \$301 ;
+  assign \$303  = \$302  | wdata[2];
+  assign \$304  = ~ bus__wstrb[0];
+  assign \$305  = irq_enable_vec_done & \$304 ;
+  assign \$306  = \$305  | wdata[3];
+  assign \$307  = ~ bus__wstrb[0];
+  assign \$308  = irq_enable_error & \$307 ;
+  assign \$309  = \$308  | wdata[4];
+  assign \$310  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$311  = irq_enable_queue_cpl & \$310 ;
+  assign \$312  = \$311  | wdata[11:8];
+  assign \$313  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$314  = irq_enable_queue_error & \$313 ;
+  assign \$315  = \$314  | wdata[15:12];
+  assign \$316  = ~ bus__wstrb[2];
+  assign \$317  = irq_enable_fw_msg & \$316 ;
+  assign \$318  = \$317  | wdata[16];
+  assign \$319  = bus__araddr[11:2] == 5'h13;
+  assign \$320  = do_read & \$319 ;
+  assign \$324  = \$322  | { 30'h00000000, \$323  };
+  assign \$326  = \$324  | { 28'h0000000, \$325  };
+  assign \$328  = \$326  | { 28'h0000000, \$327  };
+  assign \$330  = \$328  | { 24'h000000, \$329  };
+  assign \$332  = \$330  | { 13'h0000, \$331  };
+  assign \$334  = \$332  | { 13'h0000, \$333  };
+  assign \$336  = \$334  | \$335 ;
+  assign \$337  = bus__araddr[11:2] == 5'h14;
+  assign \$338  = do_read & \$337 ;
+  assign \$342  = \$340  | { 9'h000, \$341  };
+  assign \$344  = { 15'h0000, \$342  } | \$343 ;
+  assign \$345  = bus__araddr[11:2] == 5'h18;
+  assign \$346  = do_read & \$345 ;
+  assign \$349  = bus__araddr[11:2] == 5'h19;
+  assign \$350  = do_read & \$349 ;
+  assign \$353  = bus__araddr[11:2] == 5'h1a;
+  assign \$354  = do_read & \$353 ;
+  assign \$357  = bus__araddr[11:2] == 5'h1b;
+  assign \$358  = do_read & \$357 ;
+  assign \$361  = ~ bus__wstrb[0];
+  assign \$362  = perf_ctrl_freeze & \$361 ;
+  assign \$363  = \$362  | wdata[1];
+  assign \$364  = bus__araddr[11:2] == 6'h20;
+  assign \$365  = do_read & \$364 ;
+  assign \$370  = bus__araddr[11:2] == 6'h21;
+  assign \$371  = do_read & \$370 ;
+  assign \$374  = bus__araddr[11:2] == 6'h22;
+  assign \$375  = do_read & \$374 ;
+  assign \$378  = bus__araddr[11:2] == 6'h23;
+  assign \$379  = do_read & \$378 ;
+  assign \$382  = bus__araddr[11:2] == 6'h24;
+  assign \$383  = do_read & \$382 ;
+  assign \$386  = bus__araddr[11:2] == 6'h25;
+  assign \$387  = do_read & \$386 ;
+  assign \$390  = bus__araddr[11:2] == 6'h26;
+  assign \$391  = do_read & \$390 ;
+  assign \$394  = bus__araddr[11:2] == 6'h27;
+  assign \$395  = do_read & \$394 ;
+  assign \$398  = bus__araddr[11:2] == 6'h28;
+  assign \$399  = do_read & \$398 ;
+  assign \$402  = bus__araddr[11:2] == 6'h29;
+  assign \$403  = do_read & \$402 ;
+  assign \$406  = bus__araddr[11:2] == 6'h2a;
+  assign \$407  = do_read & \$406 ;
+  assign \$410  = ~ bus__wstrb[0];
+  assign \$411  = core_ctrl_run & \$410 ;
+  assign \$412  = \$411  | wdata[0];
+  assign \$413  = bus__araddr[11:2] == 6'h30;
+  assign \$414  = do_read & \$413 ;
+  assign \$417  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$418  = core_mem_addr_addr & \$417 ;
+  assign \$419  = \$418  | wdata;
+  assign \$420  = bus__araddr[11:2] == 6'h31;
+  assign \$421  = do_read & \$420 ;
+  assign \$424  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$425  = core_mem_data_data & \$424 ;
+  assign \$426  = \$425  | wdata;
+  assign \$427  = bus__araddr[11:2] == 6'h32;
+  assign \$428  = do_read & \$427 ;
+  assign \$431  = bus__araddr[11:2] == 6'h33;
+  assign \$432  = do_read & \$431 ;
+  assign \$435  = bus__araddr[11:2] == 6'h34;
+  assign \$436  = do_read & \$435 ;
+  assign \$439  = bus__araddr[11:2] == 6'h35;
+  assign \$440  = do_read & \$439 ;
+  assign \$444  = \$442  | { 16'h0000, \$443  };
+  assign \$445  = bus__araddr[11:2] == 6'h36;
+  assign \$446  = do_read & \$445 ;
+  assign \$449  = bus__araddr[11:2] == 6'h37;
+  assign \$450  = do_read & \$449 ;
+  assign \$453  = bus__araddr[11:2] == 6'h38;
+  assign \$454  = do_read & \$453 ;
+  assign \$457  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$458  = watchdog_cycles & \$457 ;
+  assign \$459  = \$458  | wdata;
+  assign \$460  = bus__araddr[11:2] == 6'h39;
+  assign \$461  = do_read & \$460 ;
+  assign \$464  = bus__araddr[11:2] == 6'h3a;
+  assign \$465  = do_read & \$464 ;
+  assign \$470  = bus__araddr[11:2] == 6'h3b;
+  assign \$471  = do_read & \$470 ;
+  assign \$474  = bus__araddr[11:2] == 6'h3c;
+  assign \$475  = do_read & \$474 ;
+  assign \$478  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$479  = q_ring_base0_addr & \$478 ;
+  assign \$480  = \$479  | wdata;
+  assign \$481  = bus__araddr[11:2] == 7'h40;
+  assign \$482  = do_read & \$481 ;
+  assign \$485  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$486  = q_ring_base1_addr & \$485 ;
+  assign \$487  = \$486  | wdata;
+  assign \$488  = bus__araddr[11:2] == 7'h41;
+  assign \$489  = do_read & \$488 ;
+  assign \$492  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$493  = q_ring_base2_addr & \$492 ;
+  assign \$494  = \$493  | wdata;
+  assign \$495  = bus__araddr[11:2] == 7'h42;
+  assign \$496  = do_read & \$495 ;
+  assign \$499  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$500  = q_ring_base3_addr & \$499 ;
+  assign \$501  = \$500  | wdata;
+  assign \$502  = bus__araddr[11:2] == 7'h43;
+  assign \$503  = do_read & \$502 ;
+  assign \$506  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$507  = q_ring_size0_log2 & \$506 ;
+  assign \$508  = \$507  | wdata[3:0];
+  assign \$509  = bus__araddr[11:2] == 7'h44;
+  assign \$510  = do_read & \$509 ;
+  assign \$513  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$514  = q_ring_size1_log2 & \$513 ;
+  assign \$515  = \$514  | wdata[3:0];
+  assign \$516  = bus__araddr[11:2] == 7'h45;
+  assign \$517  = do_read & \$516 ;
+  assign \$520  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$521  = q_ring_size2_log2 & \$520 ;
+  assign \$522  = \$521  | wdata[3:0];
+  assign \$523  = bus__araddr[11:2] == 7'h46;
+  assign \$524  = do_read & \$523 ;
+  assign \$527  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$528  = q_ring_size3_log2 & \$527 ;
+  assign \$529  = \$528  | wdata[3:0];
+  assign \$530  = bus__araddr[11:2] == 7'h47;
+  assign \$531  = do_read & \$530 ;
+  assign \$534  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$535  = q_cpl_base0_addr & \$534 ;
+  assign \$536  = \$535  | wdata;
+  assign \$537  = bus__araddr[11:2] == 7'h48;
+  assign \$538  = do_read & \$537 ;
+  assign \$541  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$542  = q_cpl_base1_addr & \$541 ;
+  assign \$543  = \$542  | wdata;
+  assign \$544  = bus__araddr[11:2] == 7'h49;
+  assign \$545  = do_read & \$544 ;
+  assign \$548  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$549  = q_cpl_base2_addr & \$548 ;
+  assign \$550  = \$549  | wdata;
+  assign \$551  = bus__araddr[11:2] == 7'h4a;
+  assign \$552  = do_read & \$551 ;
+  assign \$555  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$556  = q_cpl_base3_addr & \$555 ;
+  assign \$557  = \$556  | wdata;
+  assign \$558  = bus__araddr[11:2] == 7'h4b;
+  assign \$559  = do_read & \$558 ;
+  assign \$562  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$563  = q_window_base0_addr & \$562 ;
+  assign \$564  = \$563  | wdata;
+  assign \$565  = bus__araddr[11:2] == 7'h4c;
+  assign \$566  = do_read & \$565 ;
+  assign \$569  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$570  = q_window_base1_addr & \$569 ;
+  assign \$571  = \$570  | wdata;
+  assign \$572  = bus__araddr[11:2] == 7'h4d;
+  assign \$573  = do_read & \$572 ;
+  assign \$576  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$577  = q_window_base2_addr & \$576 ;
+  assign \$578  = \$577  | wdata;
+  assign \$579  = bus__araddr[11:2] == 7'h4e;
+  assign \$580  = do_read & \$579 ;
+  assign \$583  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$584  = q_window_base3_addr & \$583 ;
+  assign \$585  = \$584  | wdata;
+  assign \$586  = bus__araddr[11:2] == 7'h4f;
+  assign \$587  = do_read & \$586 ;
+  assign \$590  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$591  = q_window_size0_bytes & \$590 ;
+  assign \$592  = \$591  | wdata;
+  assign \$593  = bus__araddr[11:2] == 7'h50;
+  assign \$594  = do_read & \$593 ;
+  assign \$597  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$598  = q_window_size1_bytes & \$597 ;
+  assign \$599  = \$598  | wdata;
+  assign \$600  = bus__araddr[11:2] == 7'h51;
+  assign \$601  = do_read & \$600 ;
+  assign \$604  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$605  = q_window_size2_bytes & \$604 ;
+  assign \$606  = \$605  | wdata;
+  assign \$607  = bus__araddr[11:2] == 7'h52;
+  assign \$608  = do_read & \$607 ;
+  assign \$611  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$612  = q_window_size3_bytes & \$611 ;
+  assign \$613  = \$612  | wdata;
+  assign \$614  = bus__araddr[11:2] == 7'h53;
+  assign \$615  = do_read & \$614 ;
+  assign \$618  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$619  = q_doorbell0_producer & \$618 ;
+  assign \$620  = \$619  | wdata;
+  assign \$621  = bus__araddr[11:2] == 7'h54;
+  assign \$622  = do_read & \$621 ;
+  assign \$625  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$626  = q_doorbell1_producer & \$625 ;
+  assign \$627  = \$626  | wdata;
+  assign \$628  = bus__araddr[11:2] == 7'h55;
+  assign \$629  = do_read & \$628 ;
+  assign \$632  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$633  = q_doorbell2_producer & \$632 ;
+  assign \$634  = \$633  | wdata;
+  assign \$635  = bus__araddr[11:2] == 7'h56;
+  assign \$636  = do_read & \$635 ;
+  assign \$639  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$640  = q_doorbell3_producer & \$639 ;
+  assign \$641  = \$640  | wdata;
+  assign \$642  = bus__araddr[11:2] == 7'h57;
+  assign \$643  = do_read & \$642 ;
+  assign \$646  = bus__araddr[11:2] == 7'h58;
+  assign \$647  = do_read & \$646 ;
+  assign \$650  = bus__araddr[11:2] == 7'h59;
+  assign \$651  = do_read & \$650 ;
+  assign \$654  = bus__araddr[11:2] == 7'h5a;
+  assign \$655  = do_read & \$654 ;
+  assign \$658  = bus__araddr[11:2] == 7'h5b;
+  assign \$659  = do_read & \$658 ;
+  assign \$662  = ~ bus__wstrb[0];
+  assign \$663  = q_ctrl0_enable & \$662 ;
+  assign \$664  = \$663  | wdata[0];
+  assign \$665  = bus__araddr[11:2] == 7'h5c;
+  assign \$666  = do_read & \$665 ;
+  assign \$671  = ~ bus__wstrb[0];
+  assign \$672  = q_ctrl1_enable & \$671 ;
+  assign \$673  = \$672  | wdata[0];
+  assign \$674  = bus__araddr[11:2] == 7'h5d;
+  assign \$675  = do_read & \$674 ;
+  assign \$680  = ~ bus__wstrb[0];
+  assign \$681  = q_ctrl2_enable & \$680 ;
+  assign \$682  = \$681  | wdata[0];
+  assign \$683  = bus__araddr[11:2] == 7'h5e;
+  assign \$684  = do_read & \$683 ;
+  assign \$689  = ~ bus__wstrb[0];
+  assign \$690  = q_ctrl3_enable & \$689 ;
+  assign \$691  = \$690  | wdata[0];
+  assign \$692  = bus__araddr[11:2] == 7'h5f;
+  assign \$693  = do_read & \$692 ;
+  assign \$698  = bus__araddr[11:2] == 7'h60;
+  assign \$699  = do_read & \$698 ;
+  assign \$703  = \$701  | { 30'h00000000, \$702  };
+  assign \$705  = \$703  | { 28'h0000000, \$704  };
+  assign \$707  = \$705  | { 28'h0000000, \$706  };
+  assign \$709  = \$707  | { 9'h000, \$708  };
+  assign \$710  = bus__araddr[11:2] == 7'h61;
+  assign \$711  = do_read & \$710 ;
+  assign \$715  = \$713  | { 30'h00000000, \$714  };
+  assign \$717  = \$715  | { 28'h0000000, \$716  };
+  assign \$719  = \$717  | { 28'h0000000, \$718  };
+  assign \$721  = \$719  | { 9'h000, \$720  };
+  assign \$722  = bus__araddr[11:2] == 7'h62;
+  assign \$723  = do_read & \$722 ;
+  assign \$727  = \$725  | { 30'h00000000, \$726  };
+  assign \$729  = \$727  | { 28'h0000000, \$728  };
+  assign \$731  = \$729  | { 28'h0000000, \$730  };
+  assign \$733  = \$731  | { 9'h000, \$732  };
+  assign \$734  = bus__araddr[11:2] == 7'h63;
+  assign \$735  = do_read & \$734 ;
+  assign \$739  = \$737  | { 30'h00000000, \$738  };
+  assign \$741  = \$739  | { 28'h0000000, \$740  };
+  assign \$743  = \$741  | { 28'h0000000, \$742  };
+  assign \$745  = \$743  | { 9'h000, \$744  };
+  assign \$746  = bus__araddr[11:2] == 7'h64;
+  assign \$747  = do_read & \$746 ;
+  assign \$750  = bus__araddr[11:2] == 7'h65;
+  assign \$751  = do_read & \$750 ;
+  assign \$754  = bus__araddr[11:2] == 7'h66;
+  assign \$755  = do_read & \$754 ;
+  assign \$758  = bus__araddr[11:2] == 7'h67;
+  assign \$759  = do_read & \$758 ;
+  assign \$762  = bus__araddr[11:2] == 7'h68;
+  assign \$763  = do_read & \$762 ;
+  assign \$766  = bus__araddr[11:2] == 7'h69;
+  assign \$767  = do_read & \$766 ;
+  assign \$770  = bus__araddr[11:2] == 7'h6a;
+  assign \$771  = do_read & \$770 ;
+  assign \$774  = bus__araddr[11:2] == 7'h6b;
+  assign \$775  = do_read & \$774 ;
+  assign \$778  = bus__araddr[11:2] == 7'h6c;
+  assign \$779  = do_read & \$778 ;
+  assign \$782  = bus__araddr[11:2] == 7'h6d;
+  assign \$783  = do_read & \$782 ;
+  assign \$786  = bus__araddr[11:2] == 7'h6e;
+  assign \$787  = do_read & \$786 ;
+  assign \$790  = bus__araddr[11:2] == 7'h6f;
+  assign \$791  = do_read & \$790 ;
+  assign \$794  = bus__araddr[11:2] == 7'h70;
+  assign \$795  = do_read & \$794 ;
+  assign \$798  = bus__araddr[11:2] == 7'h71;
+  assign \$799  = do_read & \$798 ;
+  assign \$802  = bus__araddr[11:2] == 7'h72;
+  assign \$803  = do_read & \$802 ;
+  assign \$806  = bus__araddr[11:2] == 7'h73;
+  assign \$807  = do_read & \$806 ;
+  assign \$810  = bus__araddr[11:2] == 7'h74;
+  assign \$811  = do_read & \$810 ;
+  assign \$814  = bus__araddr[11:2] == 7'h75;
+  assign \$815  = do_read & \$814 ;
+  assign \$818  = bus__araddr[11:2] == 7'h76;
+  assign \$819  = do_read & \$818 ;
+  assign \$822  = bus__araddr[11:2] == 7'h77;
+  assign \$823  = do_read & \$822 ;
+  assign \$826  = bus__araddr[11:2] == 8'h80;
+  assign \$827  = do_read & \$826 ;
+  assign \$830  = bus__araddr[11:2] == 8'h81;
+  assign \$831  = do_read & \$830 ;
+  assign \$834  = bus__araddr[11:2] == 8'h82;
+  assign \$835  = do_read & \$834 ;
+  assign \$838  = bus__araddr[11:2] == 8'h83;
+  assign \$839  = do_read & \$838 ;
+  assign \$842  = bus__araddr[11:2] == 8'h84;
+  assign \$843  = do_read & \$842 ;
+  assign \$846  = bus__araddr[11:2] == 8'h85;
+  assign \$847  = do_read & \$846 ;
+  assign \$850  = bus__araddr[11:2] == 8'h86;
+  assign \$851  = do_read & \$850 ;
+  assign \$854  = bus__araddr[11:2] == 8'h87;
+  assign \$855  = do_read & \$854 ;
+  assign \$858  = bus__araddr[11:2] == 8'h88;
+  assign \$859  = do_read & \$858 ;
+  assign \$862  = bus__araddr[11:2] == 8'h89;
+  assign \$863  = do_read & \$862 ;
+  assign \$866  = bus__araddr[11:2] == 8'h8a;
+  assign \$867  = do_read & \$866 ;
+  assign \$870  = bus__araddr[11:2] == 8'h8b;
+  assign \$871  = do_read & \$870 ;
+  assign \$874  = bus__araddr[11:2] == 8'h8c;
+  assign \$875  = do_read & \$874 ;
+  assign \$878  = bus__araddr[11:2] == 8'h8d;
+  assign \$879  = do_read & \$878 ;
+  assign \$882  = bus__araddr[11:2] == 8'h8e;
+  assign \$883  = do_read & \$882 ;
+  assign \$886  = bus__araddr[11:2] == 8'h8f;
+  assign \$887  = do_read & \$886 ;
+  assign \$890  = bus__araddr[11:2] == 8'h90;
+  assign \$891  = do_read & \$890 ;
+  assign \$894  = bus__araddr[11:2] == 8'h91;
+  assign \$895  = do_read & \$894 ;
+  assign \$898  = bus__araddr[11:2] == 8'h92;
+  assign \$899  = do_read & \$898 ;
+  assign \$902  = bus__araddr[11:2] == 8'h93;
+  assign \$903  = do_read & \$902 ;
+  assign \$906  = bus__araddr[11:2] == 8'h94;
+  assign \$907  = do_read & \$906 ;
+  assign \$910  = bus__araddr[11:2] == 8'h95;
+  assign \$911  = do_read & \$910 ;
+  assign \$914  = bus__araddr[11:2] == 8'h96;
+  assign \$915  = do_read & \$914 ;
   always @(posedge clk)
-    \$signal  <= \$913 ;
+    \$signal  <= \$918 ;
   always @(posedge clk)
-    bok <= \$914 ;
+    bok <= \$919 ;
   always @(posedge clk)
-    \$signal$14  <= \$915 ;
+    \$signal$14  <= \$920 ;
   always @(posedge clk)
-    bus__rdata <= \$916 ;
+    bus__rdata <= \$921 ;
   always @(posedge clk)
-    rok <= \$917 ;
+    rok <= \$922 ;
   always @(posedge clk)
-    cmd0_word <= \$918 ;
+    cmd0_word <= \$923 ;
   always @(posedge clk)
-    cmd1_word <= \$919 ;
+    cmd1_word <= \$924 ;
   always @(posedge clk)
-    cmd2_word <= \$920 ;
+    cmd2_word <= \$925 ;
   always @(posedge clk)
-    cmd3_word <= \$921 ;
+    cmd3_word <= \$926 ;
   always @(posedge clk)
-    cmd4_word <= \$922 ;
+    cmd4_word <= \$927 ;
   always @(posedge clk)
-    cmd5_word <= \$923 ;
+    cmd5_word <= \$928 ;
   always @(posedge clk)
-    cmd6_word <= \$924 ;
+    cmd6_word <= \$929 ;
   always @(posedge clk)
-    cmd7_word <= \$925 ;
+    cmd7_word <= \$930 ;
   always @(posedge clk)
-    irq_status_dma_load_done <= \$926 ;
+    irq_status_dma_load_done <= \$931 ;
   always @(posedge clk)
-    irq_status_dma_store_done <= \$927 ;
+    irq_status_dma_store_done <= \$932 ;
   always @(posedge clk)
-    irq_status_gemm_done <= \$928 ;
+    irq_status_gemm_done <= \$933 ;
   always @(posedge clk)
-    irq_status_vec_done <= \$929 ;
+    irq_status_vec_done <= \$934 ;
   always @(posedge clk)
-    irq_status_error <= \$930 ;
+    irq_status_error <= \$935 ;
   always @(posedge clk)
-    irq_status_queue_cpl <= \$931 ;
+    irq_status_queue_cpl <= \$936 ;
   always @(posedge clk)
-    irq_status_queue_error <= \$932 ;
+    irq_status_queue_error <= \$937 ;
   always @(posedge clk)
-    irq_status_fw_msg <= \$933 ;
+    irq_status_fw_msg <= \$938 ;
   always @(posedge clk)
-    irq_enable_dma_load_done <= \$934 ;
+    irq_enable_dma_load_done <= \$939 ;
   always @(posedge clk)
-    irq_enable_dma_store_done <= \$935 ;
+    irq_enable_dma_store_done <= \$940 ;
   always @(posedge clk)
-    irq_enable_gemm_done <= \$936 ;
+    irq_enable_gemm_done <= \$941 ;
   always @(posedge clk)
-    irq_enable_vec_done <= \$937 ;
+    irq_enable_vec_done <= \$942 ;
   always @(posedge clk)
-    irq_enable_error <= \$938 ;
+    irq_enable_error <= \$943 ;
   always @(posedge clk)
-    irq_enable_queue_cpl <= \$939 ;
+    irq_enable_queue_cpl <= \$944 ;
   always @(posedge clk)
-    irq_enable_queue_error <= \$940 ;
+    irq_enable_queue_error <= \$945 ;
   always @(posedge clk)
-    irq_enable_fw_msg <= \$941 ;
+    irq_enable_fw_msg <= \$946 ;
   always @(posedge clk)
-    perf_ctrl_freeze <= \$942 ;
+    perf_ctrl_freeze <= \$947 ;
   always @(posedge clk)
-    core_ctrl_run <= \$943 ;
+    core_ctrl_run <= \$948 ;
   always @(posedge clk)
-    core_mem_addr_addr <= \$944 ;
+    core_mem_addr_addr <= \$949 ;
   always @(posedge clk)
-    core_mem_data_data <= \$945 ;
+    core_mem_data_data <= \$950 ;
   always @(posedge clk)
-    watchdog_cycles <= \$946 ;
+    watchdog_cycles <= \$951 ;
   always @(posedge clk)
-    q_ring_base0_addr <= \$947 ;
+    q_ring_base0_addr <= \$952 ;
   always @(posedge clk)
-    q_ring_base1_addr <= \$948 ;
+    q_ring_base1_addr <= \$953 ;
   always @(posedge clk)
-    q_ring_base2_addr <= \$949 ;
+    q_ring_base2_addr <= \$954 ;
   always @(posedge clk)
-    q_ring_base3_addr <= \$950 ;
+    q_ring_base3_addr <= \$955 ;
   always @(posedge clk)
-    q_ring_size0_log2 <= \$951 ;
+    q_ring_size0_log2 <= \$956 ;
   always @(posedge clk)
-    q_ring_size1_log2 <= \$952 ;
+    q_ring_size1_log2 <= \$957 ;
   always @(posedge clk)
-    q_ring_size2_log2 <= \$953 ;
+    q_ring_size2_log2 <= \$958 ;
   always @(posedge clk)
-    q_ring_size3_log2 <= \$954 ;
+    q_ring_size3_log2 <= \$959 ;
   always @(posedge clk)
-    q_cpl_base0_addr <= \$955 ;
+    q_cpl_base0_addr <= \$960 ;
   always @(posedge clk)
-    q_cpl_base1_addr <= \$956 ;
+    q_cpl_base1_addr <= \$961 ;
   always @(posedge clk)
-    q_cpl_base2_addr <= \$957 ;
+    q_cpl_base2_addr <= \$962 ;
   always @(posedge clk)
-    q_cpl_base3_addr <= \$958 ;
+    q_cpl_base3_addr <= \$963 ;
   always @(posedge clk)
-    q_window_base0_addr <= \$959 ;
+    q_window_base0_addr <= \$964 ;
   always @(posedge clk)
-    q_window_base1_addr <= \$960 ;
+    q_window_base1_addr <= \$965 ;
   always @(posedge clk)
-    q_window_base2_addr <= \$961 ;
+    q_window_base2_addr <= \$966 ;
   always @(posedge clk)
-    q_window_base3_addr <= \$962 ;
+    q_window_base3_addr <= \$967 ;
   always @(posedge clk)
-    q_window_size0_bytes <= \$963 ;
+    q_window_size0_bytes <= \$968 ;
   always @(posedge clk)
-    q_window_size1_bytes <= \$964 ;
+    q_window_size1_bytes <= \$969 ;
   always @(posedge clk)
-    q_window_size2_bytes <= \$965 ;
+    q_window_size2_bytes <= \$970 ;
   always @(posedge clk)
-    q_window_size3_bytes <= \$966 ;
+    q_window_size3_bytes <= \$971 ;
   always @(posedge clk)
-    q_doorbell0_producer <= \$967 ;
+    q_doorbell0_producer <= \$972 ;
   always @(posedge clk)
-    q_doorbell1_producer <= \$968 ;
+    q_doorbell1_producer <= \$973 ;
   always @(posedge clk)
-    q_doorbell2_producer <= \$969 ;
+    q_doorbell2_producer <= \$974 ;
   always @(posedge clk)
-    q_doorbell3_producer <= \$970 ;
+    q_doorbell3_producer <= \$975 ;
   always @(posedge clk)
-    q_ctrl0_enable <= \$971 ;
+    q_ctrl0_enable <= \$976 ;
   always @(posedge clk)
-    q_ctrl1_enable <= \$972 ;
+    q_ctrl1_enable <= \$977 ;
   always @(posedge clk)
-    q_ctrl2_enable <= \$973 ;
+    q_ctrl2_enable <= \$978 ;
   always @(posedge clk)
-    q_ctrl3_enable <= \$974 ;
+    q_ctrl3_enable <= \$979 ;
   assign \$1  = bus__awvalid & bus__wvalid;
   assign \$2  = ~ \$signal ;
   assign do_write = \$1  & \$2 ;
@@ -12489,1236 +12532,809 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign wr_cap_acc = do_write & \$8 ;
   assign \$9  = bus__awaddr[11:2] == 3'h5;
   assign wr_cap_dma = do_write & \$9 ;
-  assign \$10  = bus__awaddr[11:2] == 3'h6;
-  assign wr_cap_queues = do_write & \$10 ;
-  assign \$11  = bus__awaddr[11:2] == 4'h8;
-  assign wr_cmd0 = do_write & \$11 ;
-  assign \$12  = bus__awaddr[11:2] == 4'h9;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$913  = \$signal ;
-    if (\$130 ) begin
-      \$913  = 1'h0;
+    \$918  = \$signal ;
+    if (\$131 ) begin
+      \$918  = 1'h0;
     end
     if (do_write) begin
-      \$913  = 1'h1;
+      \$918  = 1'h1;
     end
     if (rst) begin
-      \$913  = 1'h0;
+      \$918  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$914  = bok;
+    \$919  = bok;
     if (do_write) begin
-      \$914  = 1'h0;
+      \$919  = 1'h0;
     end
     if (wr_id) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_version) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cap_array) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cap_spad) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cap_acc) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cap_dma) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cap_queues) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cmd0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cmd1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cmd2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cmd3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cmd4) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cmd5) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cmd6) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cmd7) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_cmd_submit) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_status) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_irq_status) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_irq_enable) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_error_info) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_done_dma_load) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_done_dma_store) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_done_gemm) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_done_vec) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_ctrl) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_cycles) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_gemm_busy) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_gemm_active) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_gemm_stall) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_vec_busy) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_vec_active) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_dma_load_busy) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_dma_store_busy) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_dma_load_bytes) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_dma_store_bytes) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_core_ctrl) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_core_mem_addr) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_core_mem_data) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
+    end
+    if (wr_core_pc) begin
+      \$919  = 1'h1;
     end
     if (wr_fw_version) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_fw_status) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_fw_fault_pc) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_fw_fault_cause) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_fw_fault_tval) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_watchdog) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_debug_hang) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_fw_msg) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_timestamp) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ring_base0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ring_base1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ring_base2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ring_base3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ring_size0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ring_size1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ring_size2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ring_size3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_cpl_base0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_cpl_base1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_cpl_base2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_cpl_base3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_window_base0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_window_base1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_window_base2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_window_base3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_window_size0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_window_size1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_window_size2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_window_size3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_doorbell0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_doorbell1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_doorbell2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_doorbell3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_consumer0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_consumer1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_consumer2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_consumer3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ctrl0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ctrl1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ctrl2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_ctrl3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_status0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_status1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_status2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_status3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_error0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_error1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_error2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_error3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_error_index0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_error_index1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_error_index2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_error_index3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_fetch0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_fetch1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_fetch2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_q_fetch3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_q_retired0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_q_retired1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_q_retired2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_q_retired3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_q_event_stall0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_q_event_stall1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_q_event_stall2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_q_event_stall3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event0) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event1) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event2) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event3) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event4) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event5) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event6) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event7) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event8) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event9) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event10) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event11) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event12) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event13) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event14) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_event15) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_dma_load_stall) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_dma_store_stall) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_vec_stall) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_dma_load_full) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_dma_store_full) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_gemm_full) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (wr_perf_vec_full) begin
-      \$914  = 1'h1;
+      \$919  = 1'h1;
     end
     if (rst) begin
-      \$914  = 1'h0;
+      \$919  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$915  = \$signal$14 ;
-    if (\$131 ) begin
-      \$915  = 1'h0;
+    \$920  = \$signal$14 ;
+    if (\$132 ) begin
+      \$920  = 1'h0;
     end
     if (do_read) begin
-      \$915  = 1'h1;
+      \$920  = 1'h1;
     end
     if (rst) begin
-      \$915  = 1'h0;
+      \$920  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$916  = bus__rdata;
+    \$921  = bus__rdata;
     if (do_read) begin
-      \$916  = 32'd0;
+      \$921  = 32'd0;
     end
-    if (\$133 ) begin
-      \$916  = \$135 [31:0];
+    if (\$134 ) begin
+      \$921  = \$136 [31:0];
     end
-    if (\$137 ) begin
-      \$916  = \$141 [31:0];
+    if (\$138 ) begin
+      \$921  = \$142 [31:0];
     end
-    if (\$143 ) begin
-      \$916  = \$147 ;
+    if (\$144 ) begin
+      \$921  = \$148 ;
     end
-    if (\$149 ) begin
-      \$916  = \$153 [31:0];
+    if (\$150 ) begin
+      \$921  = \$154 [31:0];
     end
-    if (\$155 ) begin
-      \$916  = \$159 [31:0];
+    if (\$156 ) begin
+      \$921  = \$160 [31:0];
     end
-    if (\$161 ) begin
-      \$916  = \$169 [31:0];
+    if (\$162 ) begin
+      \$921  = \$170 [31:0];
     end
-    if (\$171 ) begin
-      \$916  = \$179 [31:0];
+    if (\$172 ) begin
+      \$921  = \$180 [31:0];
     end
-    if (\$184 ) begin
-      \$916  = \$186 [31:0];
+    if (\$185 ) begin
+      \$921  = \$187 [31:0];
     end
-    if (\$191 ) begin
-      \$916  = \$193 [31:0];
+    if (\$192 ) begin
+      \$921  = \$194 [31:0];
     end
-    if (\$198 ) begin
-      \$916  = \$200 [31:0];
+    if (\$199 ) begin
+      \$921  = \$201 [31:0];
     end
-    if (\$205 ) begin
-      \$916  = \$207 [31:0];
+    if (\$206 ) begin
+      \$921  = \$208 [31:0];
     end
-    if (\$212 ) begin
-      \$916  = \$214 [31:0];
+    if (\$213 ) begin
+      \$921  = \$215 [31:0];
     end
-    if (\$219 ) begin
-      \$916  = \$221 [31:0];
+    if (\$220 ) begin
+      \$921  = \$222 [31:0];
     end
-    if (\$226 ) begin
-      \$916  = \$228 [31:0];
+    if (\$227 ) begin
+      \$921  = \$229 [31:0];
     end
-    if (\$233 ) begin
-      \$916  = \$235 [31:0];
+    if (\$234 ) begin
+      \$921  = \$236 [31:0];
     end
-    if (\$237 ) begin
-      \$916  = \$239 ;
+    if (\$238 ) begin
+      \$921  = \$240 ;
     end
-    if (\$241 ) begin
-      \$916  = \$251 ;
+    if (\$242 ) begin
+      \$921  = \$252 ;
     end
-    if (\$277 ) begin
-      \$916  = \$293 ;
+    if (\$278 ) begin
+      \$921  = \$294 ;
     end
-    if (\$319 ) begin
-      \$916  = \$335 ;
+    if (\$320 ) begin
+      \$921  = \$336 ;
     end
-    if (\$337 ) begin
-      \$916  = \$343 [31:0];
+    if (\$338 ) begin
+      \$921  = \$344 [31:0];
     end
-    if (\$345 ) begin
-      \$916  = \$347 [31:0];
+    if (\$346 ) begin
+      \$921  = \$348 [31:0];
     end
-    if (\$349 ) begin
-      \$916  = \$351 [31:0];
+    if (\$350 ) begin
+      \$921  = \$352 [31:0];
     end
-    if (\$353 ) begin
-      \$916  = \$355 [31:0];
+    if (\$354 ) begin
+      \$921  = \$356 [31:0];
     end
-    if (\$357 ) begin
-      \$916  = \$359 [31:0];
+    if (\$358 ) begin
+      \$921  = \$360 [31:0];
     end
-    if (\$364 ) begin
-      \$916  = \$368 ;
+    if (\$365 ) begin
+      \$921  = \$369 ;
     end
-    if (\$370 ) begin
-      \$916  = \$372 [31:0];
+    if (\$371 ) begin
+      \$921  = \$373 [31:0];
     end
-    if (\$374 ) begin
-      \$916  = \$376 [31:0];
+    if (\$375 ) begin
+      \$921  = \$377 [31:0];
     end
-    if (\$378 ) begin
-      \$916  = \$380 [31:0];
+    if (\$379 ) begin
+      \$921  = \$381 [31:0];
     end
-    if (\$382 ) begin
-      \$916  = \$384 [31:0];
+    if (\$383 ) begin
+      \$921  = \$385 [31:0];
     end
-    if (\$386 ) begin
-      \$916  = \$388 [31:0];
+    if (\$387 ) begin
+      \$921  = \$389 [31:0];
     end
-    if (\$390 ) begin
-      \$916  = \$392 [31:0];
+    if (\$391 ) begin
+      \$921  = \$393 [31:0];
     end
-    if (\$394 ) begin
-      \$916  = \$396 [31:0];
+    if (\$395 ) begin
+      \$921  = \$397 [31:0];
     end
-    if (\$398 ) begin
-      \$916  = \$400 [31:0];
+    if (\$399 ) begin
+      \$921  = \$401 [31:0];
     end
-    if (\$402 ) begin
-      \$916  = \$404 [31:0];
+    if (\$403 ) begin
+      \$921  = \$405 [31:0];
     end
-    if (\$406 ) begin
-      \$916  = \$408 [31:0];
+    if (\$407 ) begin
+      \$921  = \$409 [31:0];
     end
-    if (\$413 ) begin
-      \$916  = \$415 ;
+    if (\$414 ) begin
+      \$921  = \$416 ;
     end
-    if (\$420 ) begin
-      \$916  = \$422 [31:0];
+    if (\$421 ) begin
+      \$921  = \$423 [31:0];
     end
-    if (\$427 ) begin
-      \$916  = \$429 [31:0];
+    if (\$428 ) begin
+      \$921  = \$430 [31:0];
     end
-    if (\$431 ) begin
-      \$916  = \$433 [31:0];
+    if (\$432 ) begin
+      \$921  = \$434 [31:0];
     end
-    if (\$435 ) begin
-      \$916  = \$439 ;
+    if (\$436 ) begin
+      \$921  = \$438 [31:0];
     end
-    if (\$441 ) begin
-      \$916  = \$443 [31:0];
+    if (\$440 ) begin
+      \$921  = \$444 ;
     end
-    if (\$445 ) begin
-      \$916  = \$447 [31:0];
+    if (\$446 ) begin
+      \$921  = \$448 [31:0];
     end
-    if (\$449 ) begin
-      \$916  = \$451 [31:0];
+    if (\$450 ) begin
+      \$921  = \$452 [31:0];
     end
-    if (\$456 ) begin
-      \$916  = \$458 [31:0];
+    if (\$454 ) begin
+      \$921  = \$456 [31:0];
     end
-    if (\$460 ) begin
-      \$916  = \$464 ;
+    if (\$461 ) begin
+      \$921  = \$463 [31:0];
     end
-    if (\$466 ) begin
-      \$916  = \$468 [31:0];
+    if (\$465 ) begin
+      \$921  = \$469 ;
     end
-    if (\$470 ) begin
-      \$916  = \$472 [31:0];
+    if (\$471 ) begin
+      \$921  = \$473 [31:0];
     end
-    if (\$477 ) begin
-      \$916  = \$479 [31:0];
+    if (\$475 ) begin
+      \$921  = \$477 [31:0];
     end
-    if (\$484 ) begin
-      \$916  = \$486 [31:0];
+    if (\$482 ) begin
+      \$921  = \$484 [31:0];
     end
-    if (\$491 ) begin
-      \$916  = \$493 [31:0];
+    if (\$489 ) begin
+      \$921  = \$491 [31:0];
     end
-    if (\$498 ) begin
-      \$916  = \$500 [31:0];
+    if (\$496 ) begin
+      \$921  = \$498 [31:0];
     end
-    if (\$505 ) begin
-      \$916  = \$507 ;
+    if (\$503 ) begin
+      \$921  = \$505 [31:0];
     end
-    if (\$512 ) begin
-      \$916  = \$514 ;
+    if (\$510 ) begin
+      \$921  = \$512 ;
     end
-    if (\$519 ) begin
-      \$916  = \$521 ;
+    if (\$517 ) begin
+      \$921  = \$519 ;
     end
-    if (\$526 ) begin
-      \$916  = \$528 ;
+    if (\$524 ) begin
+      \$921  = \$526 ;
     end
-    if (\$533 ) begin
-      \$916  = \$535 [31:0];
+    if (\$531 ) begin
+      \$921  = \$533 ;
     end
-    if (\$540 ) begin
-      \$916  = \$542 [31:0];
+    if (\$538 ) begin
+      \$921  = \$540 [31:0];
     end
-    if (\$547 ) begin
-      \$916  = \$549 [31:0];
+    if (\$545 ) begin
+      \$921  = \$547 [31:0];
     end
-    if (\$554 ) begin
-      \$916  = \$556 [31:0];
+    if (\$552 ) begin
+      \$921  = \$554 [31:0];
     end
-    if (\$561 ) begin
-      \$916  = \$563 [31:0];
+    if (\$559 ) begin
+      \$921  = \$561 [31:0];
     end
-    if (\$568 ) begin
-      \$916  = \$570 [31:0];
+    if (\$566 ) begin
+      \$921  = \$568 [31:0];
     end
-    if (\$575 ) begin
-      \$916  = \$577 [31:0];
+    if (\$573 ) begin
+      \$921  = \$575 [31:0];
     end
-    if (\$582 ) begin
-      \$916  = \$584 [31:0];
+    if (\$580 ) begin
+      \$921  = \$582 [31:0];
     end
-    if (\$589 ) begin
-      \$916  = \$591 [31:0];
+    if (\$587 ) begin
+      \$921  = \$589 [31:0];
     end
-    if (\$596 ) begin
-      \$916  = \$598 [31:0];
+    if (\$594 ) begin
+      \$921  = \$596 [31:0];
     end
-    if (\$603 ) begin
-      \$916  = \$605 [31:0];
+    if (\$601 ) begin
+      \$921  = \$603 [31:0];
     end
-    if (\$610 ) begin
-      \$916  = \$612 [31:0];
+    if (\$608 ) begin
+      \$921  = \$610 [31:0];
     end
-    if (\$617 ) begin
-      \$916  = \$619 [31:0];
+    if (\$615 ) begin
+      \$921  = \$617 [31:0];
     end
-    if (\$624 ) begin
-      \$916  = \$626 [31:0];
+    if (\$622 ) begin
+      \$921  = \$624 [31:0];
     end
-    if (\$631 ) begin
-      \$916  = \$633 [31:0];
+    if (\$629 ) begin
+      \$921  = \$631 [31:0];
     end
-    if (\$638 ) begin
-      \$916  = \$640 [31:0];
+    if (\$636 ) begin
+      \$921  = \$638 [31:0];
     end
-    if (\$642 ) begin
-      \$916  = \$644 [31:0];
+    if (\$643 ) begin
+      \$921  = \$645 [31:0];
     end
-    if (\$646 ) begin
-      \$916  = \$648 [31:0];
+    if (\$647 ) begin
+      \$921  = \$649 [31:0];
     end
-    if (\$650 ) begin
-      \$916  = \$652 [31:0];
+    if (\$651 ) begin
+      \$921  = \$653 [31:0];
     end
-    if (\$654 ) begin
-      \$916  = \$656 [31:0];
+    if (\$655 ) begin
+      \$921  = \$657 [31:0];
     end
-    if (\$661 ) begin
-      \$916  = \$665 ;
+    if (\$659 ) begin
+      \$921  = \$661 [31:0];
     end
-    if (\$670 ) begin
-      \$916  = \$674 ;
+    if (\$666 ) begin
+      \$921  = \$670 ;
     end
-    if (\$679 ) begin
-      \$916  = \$683 ;
+    if (\$675 ) begin
+      \$921  = \$679 ;
     end
-    if (\$688 ) begin
-      \$916  = \$692 ;
+    if (\$684 ) begin
+      \$921  = \$688 ;
     end
-    if (\$694 ) begin
-      \$916  = \$704 ;
+    if (\$693 ) begin
+      \$921  = \$697 ;
     end
-    if (\$706 ) begin
-      \$916  = \$716 ;
+    if (\$699 ) begin
+      \$921  = \$709 ;
     end
-    if (\$718 ) begin
-      \$916  = \$728 ;
+    if (\$711 ) begin
+      \$921  = \$721 ;
     end
-    if (\$730 ) begin
-      \$916  = \$740 ;
+    if (\$723 ) begin
+      \$921  = \$733 ;
     end
-    if (\$742 ) begin
-      \$916  = \$744 ;
+    if (\$735 ) begin
+      \$921  = \$745 ;
     end
-    if (\$746 ) begin
-      \$916  = \$748 ;
+    if (\$747 ) begin
+      \$921  = \$749 ;
     end
-    if (\$750 ) begin
-      \$916  = \$752 ;
+    if (\$751 ) begin
+      \$921  = \$753 ;
     end
-    if (\$754 ) begin
-      \$916  = \$756 ;
+    if (\$755 ) begin
+      \$921  = \$757 ;
     end
-    if (\$758 ) begin
-      \$916  = \$760 [31:0];
+    if (\$759 ) begin
+      \$921  = \$761 ;
     end
-    if (\$762 ) begin
-      \$916  = \$764 [31:0];
+    if (\$763 ) begin
+      \$921  = \$765 [31:0];
     end
-    if (\$766 ) begin
-      \$916  = \$768 [31:0];
+    if (\$767 ) begin
+      \$921  = \$769 [31:0];
     end
-    if (\$770 ) begin
-      \$916  = \$772 [31:0];
+    if (\$771 ) begin
+      \$921  = \$773 [31:0];
     end
-    if (\$774 ) begin
-      \$916  = \$776 [31:0];
+    if (\$775 ) begin
+      \$921  = \$777 [31:0];
     end
-    if (\$778 ) begin
-      \$916  = \$780 [31:0];
+    if (\$779 ) begin
+      \$921  = \$781 [31:0];
     end
-    if (\$782 ) begin
-      \$916  = \$784 [31:0];
+    if (\$783 ) begin
+      \$921  = \$785 [31:0];
     end
-    if (\$786 ) begin
-      \$916  = \$788 [31:0];
+    if (\$787 ) begin
+      \$921  = \$789 [31:0];
     end
-    if (\$790 ) begin
-      \$916  = \$792 [31:0];
+    if (\$791 ) begin
+      \$921  = \$793 [31:0];
     end
-    if (\$794 ) begin
-      \$916  = \$796 [31:0];
+    if (\$795 ) begin
+      \$921  = \$797 [31:0];
     end
-    if (\$798 ) begin
-      \$916  = \$800 [31:0];
+    if (\$799 ) begin
+      \$921  = \$801 [31:0];
     end
-    if (\$802 ) begin
-      \$916  = \$804 [31:0];
+    if (\$803 ) begin
+      \$921  = \$805 [31:0];
     end
-    if (\$806 ) begin
-      \$916  = \$808 [31:0];
+    if (\$807 ) begin
+      \$921  = \$809 [31:0];
     end
-    if (\$810 ) begin
-      \$916  = \$812 [31:0];
+    if (\$811 ) begin
+      \$921  = \$813 [31:0];
     end
-    if (\$814 ) begin
-      \$916  = \$816 [31:0];
+    if (\$815 ) begin
+      \$921  = \$817 [31:0];
     end
-    if (\$818 ) begin
-      \$916  = \$820 [31:0];
+    if (\$819 ) begin
+      \$921  = \$821 [31:0];
     end
-    if (\$822 ) begin
-      \$916  = \$824 [31:0];
+    if (\$823 ) begin
+      \$921  = \$825 [31:0];
     end
-    if (\$826 ) begin
-      \$916  = \$828 [31:0];
+    if (\$827 ) begin
+      \$921  = \$829 [31:0];
     end
-    if (\$830 ) begin
-      \$916  = \$832 [31:0];
+    if (\$831 ) begin
+      \$921  = \$833 [31:0];
     end
-    if (\$834 ) begin
-      \$916  = \$836 [31:0];
+    if (\$835 ) begin
+      \$921  = \$837 [31:0];
     end
-    if (\$838 ) begin
-      \$916  = \$840 [31:0];
+    if (\$839 ) begin
+      \$921  = \$841 [31:0];
     end
-    if (\$842 ) begin
-      \$916  = \$844 [31:0];
+    if (\$843 ) begin
+      \$921  = \$845 [31:0];
     end
-    if (\$846 ) begin
-      \$916  = \$848 [31:0];
+    if (\$847 ) begin
+      \$921  = \$849 [31:0];
     end
-    if (\$850 ) begin
-      \$916  = \$852 [31:0];
+    if (\$851 ) begin
+      \$921  = \$853 [31:0];
     end
-    if (\$854 ) begin
-      \$916  = \$856 [31:0];
+    if (\$855 ) begin
+      \$921  = \$857 [31:0];
     end
-    if (\$858 ) begin
-      \$916  = \$860 [31:0];
+    if (\$859 ) begin
+      \$921  = \$861 [31:0];
     end
-    if (\$862 ) begin
-      \$916  = \$864 [31:0];
+    if (\$863 ) begin
+      \$921  = \$865 [31:0];
     end
-    if (\$866 ) begin
-      \$916  = \$868 [31:0];
+    if (\$867 ) begin
+      \$921  = \$869 [31:0];
     end
-    if (\$870 ) begin
-      \$916  = \$872 [31:0];
+    if (\$871 ) begin
+      \$921  = \$873 [31:0];
     end
-    if (\$874 ) begin
-      \$916  = \$876 [31:0];
+    if (\$875 ) begin
+      \$921  = \$877 [31:0];
     end
-    if (\$878 ) begin
-      \$916  = \$880 [31:0];
+    if (\$879 ) begin
+      \$921  = \$881 [31:0];
     end
-    if (\$882 ) begin
-      \$916  = \$884 [31:0];
+    if (\$883 ) begin
+      \$921  = \$885 [31:0];
     end
-    if (\$886 ) begin
-      \$916  = \$888 [31:0];
+    if (\$887 ) begin
+      \$921  = \$889 [31:0];
     end
-    if (\$890 ) begin
-      \$916  = \$892 [31:0];
+    if (\$891 ) begin
+      \$921  = \$893 [31:0];
     end
-    if (\$894 ) begin
-      \$916  = \$896 [31:0];
+    if (\$895 ) begin
+      \$921  = \$897 [31:0];
     end
-    if (\$898 ) begin
-      \$916  = \$900 [31:0];
+    if (\$899 ) begin
+      \$921  = \$901 [31:0];
     end
-    if (\$902 ) begin
-      \$916  = \$904 [31:0];
+    if (\$903 ) begin
+      \$921  = \$905 [31:0];
     end
-    if (\$906 ) begin
-      \$916  = \$908 [31:0];
+    if (\$907 ) begin
+      \$921  = \$909 [31:0];
     end
-    if (\$910 ) begin
-      \$916  = \$912 [31:0];
+    if (\$911 ) begin
+      \$921  = \$913 [31:0];
     end
-    if (rst) begin
-      \$916  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$917  = rok;
-    if (do_read) begin
-      \$917  = 1'h0;
-    end
-    if (\$133 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$137 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$143 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$149 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$155 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$161 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$171 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$184 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$191 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$198 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$205 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$212 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$219 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$226 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$233 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$237 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$241 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$277 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$319 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$337 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$345 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$349 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$353 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$357 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$364 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$370 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$374 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$378 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$382 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$386 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$390 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$394 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$398 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$402 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$406 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$413 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$420 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$427 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$431 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$435 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$441 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$445 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$449 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$456 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$460 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$466 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$470 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$477 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$484 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$491 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$498 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$505 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$512 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$519 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$526 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$533 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$540 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$547 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$554 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$561 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$568 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$575 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$582 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$589 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$596 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$603 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$610 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$617 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$624 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$631 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$638 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$642 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$646 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$650 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$654 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$661 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$670 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$679 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$688 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$694 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$706 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$718 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$730 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$742 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$746 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$750 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$754 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$758 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$762 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$766 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$770 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$774 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$778 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$782 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$786 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$790 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$794 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$798 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$802 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$806 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$810 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$814 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$818 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$822 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$826 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$830 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$834 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$838 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$842 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$846 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$850 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$854 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$858 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$862 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$866 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$870 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$874 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$878 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$882 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$886 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$890 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$894 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$898 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$902 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$906 ) begin
-      \$917  = 1'h1;
-    end
-    if (\$910 ) begin
-      \$917  = 1'h1;
-    end
-    if (rst) begin
-      \$917  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$918  = cmd0_word;
-    if (wr_cmd0) begin
-      \$918  = \$182 ;
-    end
-    if (rst) begin
-      \$918  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$919  = cmd1_word;
-    if (wr_cmd1) begin
-      \$919  = \$189 ;
-    end
-    if (rst) begin
-      \$919  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$920  = cmd2_word;
-    if (wr_cmd2) begin
-      \$920  = \$196 ;
-    end
-    if (rst) begin
-      \$920  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$921  = cmd3_word;
-    if (wr_cmd3) begin
-      \$921  = \$203 ;
+    if (\$915 ) begin
+      \$921  = \$917 [31:0];
     end
     if (rst) begin
       \$921  = 32'd0;
@@ -13726,19 +13342,400 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$922  = cmd4_word;
-    if (wr_cmd4) begin
-      \$922  = \$210 ;
+    \$922  = rok;
+    if (do_read) begin
+      \$922  = 1'h0;
+    end
+    if (\$134 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$138 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$144 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$150 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$156 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$162 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$172 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$185 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$192 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$199 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$206 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$213 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$220 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$227 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$234 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$238 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$242 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$278 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$320 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$338 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$346 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$350 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$354 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$358 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$365 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$371 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$375 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$379 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$383 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$387 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$391 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$395 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$399 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$403 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$407 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$414 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$421 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$428 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$432 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$436 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$440 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$446 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$450 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$454 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$461 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$465 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$471 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$475 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$482 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$489 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$496 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$503 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$510 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$517 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$524 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$531 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$538 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$545 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$552 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$559 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$566 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$573 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$580 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$587 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$594 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$601 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$608 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$615 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$622 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$629 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$636 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$643 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$647 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$651 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$655 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$659 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$666 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$675 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$684 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$693 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$699 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$711 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$723 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$735 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$747 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$751 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$755 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$759 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$763 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$767 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$771 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$775 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$779 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$783 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$787 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$791 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$795 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$799 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$803 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$807 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$811 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$815 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$819 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$823 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$827 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$831 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$835 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$839 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$843 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$847 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$851 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$855 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$859 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$863 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$867 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$871 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$875 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$879 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$883 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$887 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$891 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$895 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$899 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$903 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$907 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$911 ) begin
+      \$922  = 1'h1;
+    end
+    if (\$915 ) begin
+      \$922  = 1'h1;
     end
     if (rst) begin
-      \$922  = 32'd0;
+      \$922  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$923  = cmd5_word;
-    if (wr_cmd5) begin
-      \$923  = \$217 ;
+    \$923  = cmd0_word;
+    if (wr_cmd0) begin
+      \$923  = \$183 ;
     end
     if (rst) begin
       \$923  = 32'd0;
@@ -13746,9 +13743,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$924  = cmd6_word;
-    if (wr_cmd6) begin
-      \$924  = \$224 ;
+    \$924  = cmd1_word;
+    if (wr_cmd1) begin
+      \$924  = \$190 ;
     end
     if (rst) begin
       \$924  = 32'd0;
@@ -13756,9 +13753,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$925  = cmd7_word;
-    if (wr_cmd7) begin
-      \$925  = \$231 ;
+    \$925  = cmd2_word;
+    if (wr_cmd2) begin
+      \$925  = \$197 ;
     end
     if (rst) begin
       \$925  = 32'd0;
@@ -13766,135 +13763,135 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$926  = \$254 ;
+    \$926  = cmd3_word;
+    if (wr_cmd3) begin
+      \$926  = \$204 ;
+    end
     if (rst) begin
-      \$926  = 1'h0;
+      \$926  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$927  = \$257 ;
+    \$927  = cmd4_word;
+    if (wr_cmd4) begin
+      \$927  = \$211 ;
+    end
     if (rst) begin
-      \$927  = 1'h0;
+      \$927  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$928  = \$260 ;
+    \$928  = cmd5_word;
+    if (wr_cmd5) begin
+      \$928  = \$218 ;
+    end
     if (rst) begin
-      \$928  = 1'h0;
+      \$928  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$929  = \$263 ;
+    \$929  = cmd6_word;
+    if (wr_cmd6) begin
+      \$929  = \$225 ;
+    end
     if (rst) begin
-      \$929  = 1'h0;
+      \$929  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$930  = \$266 ;
+    \$930  = cmd7_word;
+    if (wr_cmd7) begin
+      \$930  = \$232 ;
+    end
     if (rst) begin
-      \$930  = 1'h0;
+      \$930  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$931  = \$269 ;
+    \$931  = \$255 ;
     if (rst) begin
-      \$931  = 4'h0;
+      \$931  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$932  = \$272 ;
+    \$932  = \$258 ;
     if (rst) begin
-      \$932  = 4'h0;
+      \$932  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$933  = \$275 ;
+    \$933  = \$261 ;
     if (rst) begin
       \$933  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$934  = irq_enable_dma_load_done;
-    if (wr_irq_enable) begin
-      \$934  = \$296 ;
-    end
+    \$934  = \$264 ;
     if (rst) begin
       \$934  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$935  = irq_enable_dma_store_done;
-    if (wr_irq_enable) begin
-      \$935  = \$299 ;
-    end
+    \$935  = \$267 ;
     if (rst) begin
       \$935  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$936  = irq_enable_gemm_done;
-    if (wr_irq_enable) begin
-      \$936  = \$302 ;
-    end
+    \$936  = \$270 ;
     if (rst) begin
-      \$936  = 1'h0;
+      \$936  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$937  = irq_enable_vec_done;
-    if (wr_irq_enable) begin
-      \$937  = \$305 ;
-    end
+    \$937  = \$273 ;
     if (rst) begin
-      \$937  = 1'h0;
+      \$937  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$938  = irq_enable_error;
-    if (wr_irq_enable) begin
-      \$938  = \$308 ;
-    end
+    \$938  = \$276 ;
     if (rst) begin
       \$938  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$939  = irq_enable_queue_cpl;
+    \$939  = irq_enable_dma_load_done;
     if (wr_irq_enable) begin
-      \$939  = \$311 ;
+      \$939  = \$297 ;
     end
     if (rst) begin
-      \$939  = 4'h0;
+      \$939  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$940  = irq_enable_queue_error;
+    \$940  = irq_enable_dma_store_done;
     if (wr_irq_enable) begin
-      \$940  = \$314 ;
+      \$940  = \$300 ;
     end
     if (rst) begin
-      \$940  = 4'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$941  = irq_enable_fw_msg;
+    \$941  = irq_enable_gemm_done;
     if (wr_irq_enable) begin
-      \$941  = \$317 ;
+      \$941  = \$303 ;
     end
     if (rst) begin
       \$941  = 1'h0;
@@ -13902,9 +13899,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$942  = perf_ctrl_freeze;
-    if (wr_perf_ctrl) begin
-      \$942  = \$362 ;
+    \$942  = irq_enable_vec_done;
+    if (wr_irq_enable) begin
+      \$942  = \$306 ;
     end
     if (rst) begin
       \$942  = 1'h0;
@@ -13912,9 +13909,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$943  = core_ctrl_run;
-    if (wr_core_ctrl) begin
-      \$943  = \$411 ;
+    \$943  = irq_enable_error;
+    if (wr_irq_enable) begin
+      \$943  = \$309 ;
     end
     if (rst) begin
       \$943  = 1'h0;
@@ -13922,59 +13919,59 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$944  = core_mem_addr_addr;
+    \$944  = irq_enable_queue_cpl;
+    if (wr_irq_enable) begin
+      \$944  = \$312 ;
+    end
+    if (rst) begin
+      \$944  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$945  = irq_enable_queue_error;
+    if (wr_irq_enable) begin
+      \$945  = \$315 ;
+    end
+    if (rst) begin
+      \$945  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$946  = irq_enable_fw_msg;
+    if (wr_irq_enable) begin
+      \$946  = \$318 ;
+    end
+    if (rst) begin
+      \$946  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$947  = perf_ctrl_freeze;
+    if (wr_perf_ctrl) begin
+      \$947  = \$363 ;
+    end
+    if (rst) begin
+      \$947  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$948  = core_ctrl_run;
+    if (wr_core_ctrl) begin
+      \$948  = \$412 ;
+    end
+    if (rst) begin
+      \$948  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$949  = core_mem_addr_addr;
     if (wr_core_mem_addr) begin
-      \$944  = \$418 ;
-    end
-    if (rst) begin
-      \$944  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$945  = core_mem_data_data;
-    if (wr_core_mem_data) begin
-      \$945  = \$425 ;
-    end
-    if (rst) begin
-      \$945  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$946  = watchdog_cycles;
-    if (wr_watchdog) begin
-      \$946  = \$454 ;
-    end
-    if (rst) begin
-      \$946  = 32'd1000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$947  = q_ring_base0_addr;
-    if (wr_q_ring_base0) begin
-      \$947  = \$475 ;
-    end
-    if (rst) begin
-      \$947  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$948  = q_ring_base1_addr;
-    if (wr_q_ring_base1) begin
-      \$948  = \$482 ;
-    end
-    if (rst) begin
-      \$948  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$949  = q_ring_base2_addr;
-    if (wr_q_ring_base2) begin
-      \$949  = \$489 ;
+      \$949  = \$419 ;
     end
     if (rst) begin
       \$949  = 32'd0;
@@ -13982,9 +13979,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$950  = q_ring_base3_addr;
-    if (wr_q_ring_base3) begin
-      \$950  = \$496 ;
+    \$950  = core_mem_data_data;
+    if (wr_core_mem_data) begin
+      \$950  = \$426 ;
     end
     if (rst) begin
       \$950  = 32'd0;
@@ -13992,49 +13989,49 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$951  = q_ring_size0_log2;
-    if (wr_q_ring_size0) begin
-      \$951  = \$503 ;
+    \$951  = watchdog_cycles;
+    if (wr_watchdog) begin
+      \$951  = \$459 ;
     end
     if (rst) begin
-      \$951  = 4'h0;
+      \$951  = 32'd1000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$952  = q_ring_size1_log2;
-    if (wr_q_ring_size1) begin
-      \$952  = \$510 ;
+    \$952  = q_ring_base0_addr;
+    if (wr_q_ring_base0) begin
+      \$952  = \$480 ;
     end
     if (rst) begin
-      \$952  = 4'h0;
+      \$952  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$953  = q_ring_size2_log2;
-    if (wr_q_ring_size2) begin
-      \$953  = \$517 ;
+    \$953  = q_ring_base1_addr;
+    if (wr_q_ring_base1) begin
+      \$953  = \$487 ;
     end
     if (rst) begin
-      \$953  = 4'h0;
+      \$953  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$954  = q_ring_size3_log2;
-    if (wr_q_ring_size3) begin
-      \$954  = \$524 ;
+    \$954  = q_ring_base2_addr;
+    if (wr_q_ring_base2) begin
+      \$954  = \$494 ;
     end
     if (rst) begin
-      \$954  = 4'h0;
+      \$954  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$955  = q_cpl_base0_addr;
-    if (wr_q_cpl_base0) begin
-      \$955  = \$531 ;
+    \$955  = q_ring_base3_addr;
+    if (wr_q_ring_base3) begin
+      \$955  = \$501 ;
     end
     if (rst) begin
       \$955  = 32'd0;
@@ -14042,49 +14039,49 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$956  = q_cpl_base1_addr;
-    if (wr_q_cpl_base1) begin
-      \$956  = \$538 ;
+    \$956  = q_ring_size0_log2;
+    if (wr_q_ring_size0) begin
+      \$956  = \$508 ;
     end
     if (rst) begin
-      \$956  = 32'd0;
+      \$956  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$957  = q_cpl_base2_addr;
-    if (wr_q_cpl_base2) begin
-      \$957  = \$545 ;
+    \$957  = q_ring_size1_log2;
+    if (wr_q_ring_size1) begin
+      \$957  = \$515 ;
     end
     if (rst) begin
-      \$957  = 32'd0;
+      \$957  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$958  = q_cpl_base3_addr;
-    if (wr_q_cpl_base3) begin
-      \$958  = \$552 ;
+    \$958  = q_ring_size2_log2;
+    if (wr_q_ring_size2) begin
+      \$958  = \$522 ;
     end
     if (rst) begin
-      \$958  = 32'd0;
+      \$958  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$959  = q_window_base0_addr;
-    if (wr_q_window_base0) begin
-      \$959  = \$559 ;
+    \$959  = q_ring_size3_log2;
+    if (wr_q_ring_size3) begin
+      \$959  = \$529 ;
     end
     if (rst) begin
-      \$959  = 32'd0;
+      \$959  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$960  = q_window_base1_addr;
-    if (wr_q_window_base1) begin
-      \$960  = \$566 ;
+    \$960  = q_cpl_base0_addr;
+    if (wr_q_cpl_base0) begin
+      \$960  = \$536 ;
     end
     if (rst) begin
       \$960  = 32'd0;
@@ -14092,9 +14089,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$961  = q_window_base2_addr;
-    if (wr_q_window_base2) begin
-      \$961  = \$573 ;
+    \$961  = q_cpl_base1_addr;
+    if (wr_q_cpl_base1) begin
+      \$961  = \$543 ;
     end
     if (rst) begin
       \$961  = 32'd0;
@@ -14102,9 +14099,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$962  = q_window_base3_addr;
-    if (wr_q_window_base3) begin
-      \$962  = \$580 ;
+    \$962  = q_cpl_base2_addr;
+    if (wr_q_cpl_base2) begin
+      \$962  = \$550 ;
     end
     if (rst) begin
       \$962  = 32'd0;
@@ -14112,9 +14109,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$963  = q_window_size0_bytes;
-    if (wr_q_window_size0) begin
-      \$963  = \$587 ;
+    \$963  = q_cpl_base3_addr;
+    if (wr_q_cpl_base3) begin
+      \$963  = \$557 ;
     end
     if (rst) begin
       \$963  = 32'd0;
@@ -14122,9 +14119,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$964  = q_window_size1_bytes;
-    if (wr_q_window_size1) begin
-      \$964  = \$594 ;
+    \$964  = q_window_base0_addr;
+    if (wr_q_window_base0) begin
+      \$964  = \$564 ;
     end
     if (rst) begin
       \$964  = 32'd0;
@@ -14132,9 +14129,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$965  = q_window_size2_bytes;
-    if (wr_q_window_size2) begin
-      \$965  = \$601 ;
+    \$965  = q_window_base1_addr;
+    if (wr_q_window_base1) begin
+      \$965  = \$571 ;
     end
     if (rst) begin
       \$965  = 32'd0;
@@ -14142,9 +14139,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$966  = q_window_size3_bytes;
-    if (wr_q_window_size3) begin
-      \$966  = \$608 ;
+    \$966  = q_window_base2_addr;
+    if (wr_q_window_base2) begin
+      \$966  = \$578 ;
     end
     if (rst) begin
       \$966  = 32'd0;
@@ -14152,9 +14149,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$967  = q_doorbell0_producer;
-    if (wr_q_doorbell0) begin
-      \$967  = \$615 ;
+    \$967  = q_window_base3_addr;
+    if (wr_q_window_base3) begin
+      \$967  = \$585 ;
     end
     if (rst) begin
       \$967  = 32'd0;
@@ -14162,9 +14159,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$968  = q_doorbell1_producer;
-    if (wr_q_doorbell1) begin
-      \$968  = \$622 ;
+    \$968  = q_window_size0_bytes;
+    if (wr_q_window_size0) begin
+      \$968  = \$592 ;
     end
     if (rst) begin
       \$968  = 32'd0;
@@ -14172,9 +14169,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$969  = q_doorbell2_producer;
-    if (wr_q_doorbell2) begin
-      \$969  = \$629 ;
+    \$969  = q_window_size1_bytes;
+    if (wr_q_window_size1) begin
+      \$969  = \$599 ;
     end
     if (rst) begin
       \$969  = 32'd0;
@@ -14182,9 +14179,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$970  = q_doorbell3_producer;
-    if (wr_q_doorbell3) begin
-      \$970  = \$636 ;
+    \$970  = q_window_size2_bytes;
+    if (wr_q_window_size2) begin
+      \$970  = \$606 ;
     end
     if (rst) begin
       \$970  = 32'd0;
@@ -14192,42 +14189,92 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$971  = q_ctrl0_enable;
+    \$971  = q_window_size3_bytes;
+    if (wr_q_window_size3) begin
+      \$971  = \$613 ;
+    end
+    if (rst) begin
+      \$971  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$972  = q_doorbell0_producer;
+    if (wr_q_doorbell0) begin
+      \$972  = \$620 ;
+    end
+    if (rst) begin
+      \$972  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$973  = q_doorbell1_producer;
+    if (wr_q_doorbell1) begin
+      \$973  = \$627 ;
+    end
+    if (rst) begin
+      \$973  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$974  = q_doorbell2_producer;
+    if (wr_q_doorbell2) begin
+      \$974  = \$634 ;
+    end
+    if (rst) begin
+      \$974  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$975  = q_doorbell3_producer;
+    if (wr_q_doorbell3) begin
+      \$975  = \$641 ;
+    end
+    if (rst) begin
+      \$975  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$976  = q_ctrl0_enable;
     if (wr_q_ctrl0) begin
-      \$971  = \$659 ;
+      \$976  = \$664 ;
     end
     if (rst) begin
-      \$971  = 1'h0;
+      \$976  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$972  = q_ctrl1_enable;
+    \$977  = q_ctrl1_enable;
     if (wr_q_ctrl1) begin
-      \$972  = \$668 ;
+      \$977  = \$673 ;
     end
     if (rst) begin
-      \$972  = 1'h0;
+      \$977  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$973  = q_ctrl2_enable;
+    \$978  = q_ctrl2_enable;
     if (wr_q_ctrl2) begin
-      \$973  = \$677 ;
+      \$978  = \$682 ;
     end
     if (rst) begin
-      \$973  = 1'h0;
+      \$978  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$974  = q_ctrl3_enable;
+    \$979  = q_ctrl3_enable;
     if (wr_q_ctrl3) begin
-      \$974  = \$686 ;
+      \$979  = \$691 ;
     end
     if (rst) begin
-      \$974  = 1'h0;
+      \$979  = 1'h0;
     end
   end
   assign bus__awready = do_write;
@@ -14254,348 +14301,350 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$10558$0 [0];
-  assign status_dma_store_busy = \port$10558$0 [1];
-  assign status_gemm_busy = \port$10558$0 [2];
-  assign status_vec_busy = \port$10558$0 [3];
-  assign irq_status_queue_cpl_set = { \port$10761$0 , \port$10737$0 , \port$10713$0 , \port$10689$0  };
-  assign irq_status_queue_error_set = { \port$10775$0 , \port$10751$0 , \port$10727$0 , \port$10703$0  };
-  assign q_status0_waiting = \port$10357$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$10787$0  };
-  assign q_status1_waiting = \port$10357$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$10795$0  };
-  assign q_status2_waiting = \port$10357$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$10803$0  };
-  assign q_status3_waiting = \port$10357$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$10811$0  };
+  assign status_dma_load_busy = \port$10572$0 [0];
+  assign status_dma_store_busy = \port$10572$0 [1];
+  assign status_gemm_busy = \port$10572$0 [2];
+  assign status_vec_busy = \port$10572$0 [3];
+  assign irq_status_queue_cpl_set = { \port$10775$0 , \port$10751$0 , \port$10727$0 , \port$10703$0  };
+  assign irq_status_queue_error_set = { \port$10789$0 , \port$10765$0 , \port$10741$0 , \port$10717$0  };
+  assign q_status0_waiting = \port$10369$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$10801$0  };
+  assign q_status1_waiting = \port$10369$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$10809$0  };
+  assign q_status2_waiting = \port$10369$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$10817$0  };
+  assign q_status3_waiting = \port$10369$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$10825$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
-  assign \$134  = 33'h04b414b49;
-  assign \$135  = \$134 ;
-  assign \$138  = 17'h00001;
-  assign \$139  = { 15'h0000, \$138  };
-  assign \$140  = 47'h000000000000;
-  assign \$144  = 9'h010;
-  assign \$145  = { 23'h000000, \$144  };
-  assign \$146  = 23'h001000;
-  assign \$150  = 9'h004;
-  assign \$151  = { 23'h000000, \$150  };
-  assign \$152  = 39'h0000100000;
-  assign \$156  = 9'h002;
-  assign \$157  = { 23'h000000, \$156  };
-  assign \$158  = 39'h0000100000;
-  assign \$162  = 9'h008;
-  assign \$163  = { 23'h000000, \$162  };
-  assign \$164  = 23'h001000;
-  assign \$166  = 39'h0000040000;
-  assign \$168  = 39'h0020000000;
-  assign \$172  = 9'h004;
-  assign \$173  = { 23'h000000, \$172  };
-  assign \$174  = 23'h000400;
-  assign \$176  = 39'h0000040000;
-  assign \$178  = 39'h0010000000;
-  assign \$185  = { 1'h0, cmd0_word };
-  assign \$186  = \$185 ;
-  assign \$192  = { 1'h0, cmd1_word };
-  assign \$193  = \$192 ;
-  assign \$199  = { 1'h0, cmd2_word };
-  assign \$200  = \$199 ;
-  assign \$206  = { 1'h0, cmd3_word };
-  assign \$207  = \$206 ;
-  assign \$213  = { 1'h0, cmd4_word };
-  assign \$214  = \$213 ;
-  assign \$220  = { 1'h0, cmd5_word };
-  assign \$221  = \$220 ;
-  assign \$227  = { 1'h0, cmd6_word };
-  assign \$228  = \$227 ;
-  assign \$234  = { 1'h0, cmd7_word };
-  assign \$235  = \$234 ;
-  assign \$238  = 2'h0;
-  assign \$239  = { 30'h00000000, \$238  };
-  assign \$242  = { 1'h0, \port$10558$0 [0] };
-  assign \$243  = { 30'h00000000, \$242  };
-  assign \$244  = { \port$10558$0 [1], 1'h0 };
-  assign \$246  = { 1'h0, \port$10558$0 [2], 2'h0 };
-  assign \$248  = { \port$10558$0 [3], 3'h0 };
-  assign \$250  = { 3'h0, status_idle, 4'h0 };
-  assign \$278  = { 1'h0, irq_status_dma_load_done };
-  assign \$279  = { 30'h00000000, \$278  };
-  assign \$280  = { irq_status_dma_store_done, 1'h0 };
-  assign \$282  = { 1'h0, irq_status_gemm_done, 2'h0 };
-  assign \$284  = { irq_status_vec_done, 3'h0 };
-  assign \$286  = { 3'h0, irq_status_error, 4'h0 };
-  assign \$288  = { 7'h00, irq_status_queue_cpl, 8'h00 };
-  assign \$290  = { 3'h0, irq_status_queue_error, 12'h000 };
-  assign \$292  = { 15'h0000, irq_status_fw_msg, 16'h0000 };
-  assign \$320  = { 1'h0, irq_enable_dma_load_done };
-  assign \$321  = { 30'h00000000, \$320  };
-  assign \$322  = { irq_enable_dma_store_done, 1'h0 };
-  assign \$324  = { 1'h0, irq_enable_gemm_done, 2'h0 };
-  assign \$326  = { irq_enable_vec_done, 3'h0 };
-  assign \$328  = { 3'h0, irq_enable_error, 4'h0 };
-  assign \$330  = { 7'h00, irq_enable_queue_cpl, 8'h00 };
-  assign \$332  = { 3'h0, irq_enable_queue_error, 12'h000 };
-  assign \$334  = { 15'h0000, irq_enable_fw_msg, 16'h0000 };
-  assign \$338  = { 1'h0, error_info_code };
-  assign \$339  = { 23'h000000, \$338  };
-  assign \$340  = { 7'h00, error_info_opcode, 8'h00 };
-  assign \$342  = { 15'h0000, error_info_tag, 16'h0000 };
-  assign \$346  = { 1'h0, done_dma_load_count };
-  assign \$347  = \$346 ;
-  assign \$350  = { 1'h0, done_dma_store_count };
-  assign \$351  = \$350 ;
-  assign \$354  = { 1'h0, done_gemm_count };
-  assign \$355  = \$354 ;
-  assign \$358  = { 1'h0, done_vec_count };
-  assign \$359  = \$358 ;
-  assign \$365  = 2'h0;
-  assign \$366  = { 30'h00000000, \$365  };
-  assign \$367  = { perf_ctrl_freeze, 1'h0 };
-  assign \$371  = { 1'h0, perf_cycles_count };
-  assign \$372  = \$371 ;
-  assign \$375  = { 1'h0, perf_gemm_busy_count };
-  assign \$376  = \$375 ;
-  assign \$379  = { 1'h0, perf_gemm_active_count };
-  assign \$380  = \$379 ;
-  assign \$383  = { 1'h0, perf_gemm_stall_count };
-  assign \$384  = \$383 ;
-  assign \$387  = { 1'h0, perf_vec_busy_count };
-  assign \$388  = \$387 ;
-  assign \$391  = { 1'h0, perf_vec_active_count };
-  assign \$392  = \$391 ;
-  assign \$395  = { 1'h0, perf_dma_load_busy_count };
-  assign \$396  = \$395 ;
-  assign \$399  = { 1'h0, perf_dma_store_busy_count };
-  assign \$400  = \$399 ;
-  assign \$403  = { 1'h0, perf_dma_load_bytes_count };
-  assign \$404  = \$403 ;
-  assign \$407  = { 1'h0, perf_dma_store_bytes_count };
-  assign \$408  = \$407 ;
-  assign \$414  = { 1'h0, core_ctrl_run };
-  assign \$415  = { 30'h00000000, \$414  };
-  assign \$421  = { 1'h0, core_mem_addr_addr };
-  assign \$422  = \$421 ;
-  assign \$428  = { 1'h0, core_mem_data_data };
-  assign \$429  = \$428 ;
-  assign \$432  = { 1'h0, fw_version_version };
-  assign \$433  = \$432 ;
-  assign \$436  = { 1'h0, fw_status_state };
-  assign \$437  = { 23'h000000, \$436  };
-  assign \$438  = { 7'h00, fw_status_sleeping, 8'h00 };
-  assign \$442  = { 1'h0, fw_fault_pc_value };
-  assign \$443  = \$442 ;
-  assign \$446  = { 1'h0, fw_fault_cause_value };
-  assign \$447  = \$446 ;
-  assign \$450  = { 1'h0, fw_fault_tval_value };
-  assign \$451  = \$450 ;
-  assign \$457  = { 1'h0, watchdog_cycles };
-  assign \$458  = \$457 ;
-  assign \$461  = 4'h0;
-  assign \$462  = { 28'h0000000, \$461  };
-  assign \$463  = 4'h0;
-  assign \$467  = { 1'h0, fw_msg_value };
-  assign \$468  = \$467 ;
-  assign \$471  = { 1'h0, timestamp_cycles };
-  assign \$472  = \$471 ;
-  assign \$478  = { 1'h0, q_ring_base0_addr };
-  assign \$479  = \$478 ;
-  assign \$485  = { 1'h0, q_ring_base1_addr };
-  assign \$486  = \$485 ;
-  assign \$492  = { 1'h0, q_ring_base2_addr };
-  assign \$493  = \$492 ;
-  assign \$499  = { 1'h0, q_ring_base3_addr };
-  assign \$500  = \$499 ;
-  assign \$506  = { 1'h0, q_ring_size0_log2 };
-  assign \$507  = { 27'h0000000, \$506  };
-  assign \$513  = { 1'h0, q_ring_size1_log2 };
-  assign \$514  = { 27'h0000000, \$513  };
-  assign \$520  = { 1'h0, q_ring_size2_log2 };
-  assign \$521  = { 27'h0000000, \$520  };
-  assign \$527  = { 1'h0, q_ring_size3_log2 };
-  assign \$528  = { 27'h0000000, \$527  };
-  assign \$534  = { 1'h0, q_cpl_base0_addr };
-  assign \$535  = \$534 ;
-  assign \$541  = { 1'h0, q_cpl_base1_addr };
-  assign \$542  = \$541 ;
-  assign \$548  = { 1'h0, q_cpl_base2_addr };
-  assign \$549  = \$548 ;
-  assign \$555  = { 1'h0, q_cpl_base3_addr };
-  assign \$556  = \$555 ;
-  assign \$562  = { 1'h0, q_window_base0_addr };
-  assign \$563  = \$562 ;
-  assign \$569  = { 1'h0, q_window_base1_addr };
-  assign \$570  = \$569 ;
-  assign \$576  = { 1'h0, q_window_base2_addr };
-  assign \$577  = \$576 ;
-  assign \$583  = { 1'h0, q_window_base3_addr };
-  assign \$584  = \$583 ;
-  assign \$590  = { 1'h0, q_window_size0_bytes };
-  assign \$591  = \$590 ;
-  assign \$597  = { 1'h0, q_window_size1_bytes };
-  assign \$598  = \$597 ;
-  assign \$604  = { 1'h0, q_window_size2_bytes };
-  assign \$605  = \$604 ;
-  assign \$611  = { 1'h0, q_window_size3_bytes };
-  assign \$612  = \$611 ;
-  assign \$618  = { 1'h0, q_doorbell0_producer };
-  assign \$619  = \$618 ;
-  assign \$625  = { 1'h0, q_doorbell1_producer };
-  assign \$626  = \$625 ;
-  assign \$632  = { 1'h0, q_doorbell2_producer };
-  assign \$633  = \$632 ;
-  assign \$639  = { 1'h0, q_doorbell3_producer };
-  assign \$640  = \$639 ;
-  assign \$643  = { 1'h0, q_consumer0_index };
-  assign \$644  = \$643 ;
-  assign \$647  = { 1'h0, q_consumer1_index };
-  assign \$648  = \$647 ;
-  assign \$651  = { 1'h0, q_consumer2_index };
-  assign \$652  = \$651 ;
-  assign \$655  = { 1'h0, q_consumer3_index };
-  assign \$656  = \$655 ;
-  assign \$662  = { 1'h0, q_ctrl0_enable };
-  assign \$663  = { 30'h00000000, \$662  };
-  assign \$664  = 2'h0;
-  assign \$671  = { 1'h0, q_ctrl1_enable };
-  assign \$672  = { 30'h00000000, \$671  };
-  assign \$673  = 2'h0;
-  assign \$680  = { 1'h0, q_ctrl2_enable };
-  assign \$681  = { 30'h00000000, \$680  };
-  assign \$682  = 2'h0;
-  assign \$689  = { 1'h0, q_ctrl3_enable };
-  assign \$690  = { 30'h00000000, \$689  };
-  assign \$691  = 2'h0;
-  assign \$695  = { 1'h0, q_status0_active };
-  assign \$696  = { 30'h00000000, \$695  };
-  assign \$697  = { q_status0_halted, 1'h0 };
-  assign \$699  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$701  = { \port$10357$0 [0], 3'h0 };
-  assign \$703  = { 12'h000, \port$10787$0 , 8'h00 };
-  assign \$707  = { 1'h0, q_status1_active };
-  assign \$708  = { 30'h00000000, \$707  };
-  assign \$709  = { q_status1_halted, 1'h0 };
-  assign \$711  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$713  = { \port$10357$0 [1], 3'h0 };
-  assign \$715  = { 12'h000, \port$10795$0 , 8'h00 };
-  assign \$719  = { 1'h0, q_status2_active };
-  assign \$720  = { 30'h00000000, \$719  };
-  assign \$721  = { q_status2_halted, 1'h0 };
-  assign \$723  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$725  = { \port$10357$0 [2], 3'h0 };
-  assign \$727  = { 12'h000, \port$10803$0 , 8'h00 };
-  assign \$731  = { 1'h0, q_status3_active };
-  assign \$732  = { 30'h00000000, \$731  };
-  assign \$733  = { q_status3_halted, 1'h0 };
-  assign \$735  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$737  = { \port$10357$0 [3], 3'h0 };
-  assign \$739  = { 12'h000, \port$10811$0 , 8'h00 };
-  assign \$743  = { 1'h0, q_error0_code };
-  assign \$744  = { 23'h000000, \$743  };
-  assign \$747  = { 1'h0, q_error1_code };
-  assign \$748  = { 23'h000000, \$747  };
-  assign \$751  = { 1'h0, q_error2_code };
-  assign \$752  = { 23'h000000, \$751  };
-  assign \$755  = { 1'h0, q_error3_code };
-  assign \$756  = { 23'h000000, \$755  };
-  assign \$759  = { 1'h0, q_error_index0_index };
-  assign \$760  = \$759 ;
-  assign \$763  = { 1'h0, q_error_index1_index };
-  assign \$764  = \$763 ;
-  assign \$767  = { 1'h0, q_error_index2_index };
-  assign \$768  = \$767 ;
-  assign \$771  = { 1'h0, q_error_index3_index };
-  assign \$772  = \$771 ;
-  assign \$775  = { 1'h0, q_fetch0_index };
-  assign \$776  = \$775 ;
-  assign \$779  = { 1'h0, q_fetch1_index };
-  assign \$780  = \$779 ;
-  assign \$783  = { 1'h0, q_fetch2_index };
-  assign \$784  = \$783 ;
-  assign \$787  = { 1'h0, q_fetch3_index };
-  assign \$788  = \$787 ;
-  assign \$791  = { 1'h0, perf_q_retired0_count };
-  assign \$792  = \$791 ;
-  assign \$795  = { 1'h0, perf_q_retired1_count };
-  assign \$796  = \$795 ;
-  assign \$799  = { 1'h0, perf_q_retired2_count };
-  assign \$800  = \$799 ;
-  assign \$803  = { 1'h0, perf_q_retired3_count };
-  assign \$804  = \$803 ;
-  assign \$807  = { 1'h0, perf_q_event_stall0_count };
-  assign \$808  = \$807 ;
-  assign \$811  = { 1'h0, perf_q_event_stall1_count };
-  assign \$812  = \$811 ;
-  assign \$815  = { 1'h0, perf_q_event_stall2_count };
-  assign \$816  = \$815 ;
-  assign \$819  = { 1'h0, perf_q_event_stall3_count };
-  assign \$820  = \$819 ;
-  assign \$823  = { 1'h0, event0_value };
-  assign \$824  = \$823 ;
-  assign \$827  = { 1'h0, event1_value };
-  assign \$828  = \$827 ;
-  assign \$831  = { 1'h0, event2_value };
-  assign \$832  = \$831 ;
-  assign \$835  = { 1'h0, event3_value };
-  assign \$836  = \$835 ;
-  assign \$839  = { 1'h0, event4_value };
-  assign \$840  = \$839 ;
-  assign \$843  = { 1'h0, event5_value };
-  assign \$844  = \$843 ;
-  assign \$847  = { 1'h0, event6_value };
-  assign \$848  = \$847 ;
-  assign \$851  = { 1'h0, event7_value };
-  assign \$852  = \$851 ;
-  assign \$855  = { 1'h0, event8_value };
-  assign \$856  = \$855 ;
-  assign \$859  = { 1'h0, event9_value };
-  assign \$860  = \$859 ;
-  assign \$863  = { 1'h0, event10_value };
-  assign \$864  = \$863 ;
-  assign \$867  = { 1'h0, event11_value };
-  assign \$868  = \$867 ;
-  assign \$871  = { 1'h0, event12_value };
-  assign \$872  = \$871 ;
-  assign \$875  = { 1'h0, event13_value };
-  assign \$876  = \$875 ;
-  assign \$879  = { 1'h0, event14_value };
-  assign \$880  = \$879 ;
-  assign \$883  = { 1'h0, event15_value };
-  assign \$884  = \$883 ;
-  assign \$887  = { 1'h0, perf_dma_load_stall_count };
-  assign \$888  = \$887 ;
-  assign \$891  = { 1'h0, perf_dma_store_stall_count };
-  assign \$892  = \$891 ;
-  assign \$895  = { 1'h0, perf_vec_stall_count };
-  assign \$896  = \$895 ;
-  assign \$899  = { 1'h0, perf_dma_load_full_count };
-  assign \$900  = \$899 ;
-  assign \$903  = { 1'h0, perf_dma_store_full_count };
-  assign \$904  = \$903 ;
-  assign \$907  = { 1'h0, perf_gemm_full_count };
-  assign \$908  = \$907 ;
-  assign \$911  = { 1'h0, perf_vec_full_count };
-  assign \$912  = \$911 ;
-  assign \$141  = 47'h000000000001;
-  assign \$147  = 32'd4112;
-  assign \$153  = 39'h0000100004;
-  assign \$159  = 39'h0000100002;
-  assign \$165  = 32'd4104;
-  assign \$167  = 39'h0000041008;
-  assign \$169  = 39'h0020041008;
-  assign \$175  = 32'd1028;
-  assign \$177  = 39'h0000040404;
-  assign \$179  = 39'h0010040404;
-  assign \$368  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
-  assign \$464  = 32'd0;
-  assign \$665  = { 31'h00000000, q_ctrl0_enable };
-  assign \$674  = { 31'h00000000, q_ctrl1_enable };
-  assign \$683  = { 31'h00000000, q_ctrl2_enable };
-  assign \$692  = { 31'h00000000, q_ctrl3_enable };
+  assign \$135  = 33'h04b414b49;
+  assign \$136  = \$135 ;
+  assign \$139  = 17'h00001;
+  assign \$140  = { 15'h0000, \$139  };
+  assign \$141  = 47'h000000000000;
+  assign \$145  = 9'h010;
+  assign \$146  = { 23'h000000, \$145  };
+  assign \$147  = 23'h001000;
+  assign \$151  = 9'h004;
+  assign \$152  = { 23'h000000, \$151  };
+  assign \$153  = 39'h0000100000;
+  assign \$157  = 9'h002;
+  assign \$158  = { 23'h000000, \$157  };
+  assign \$159  = 39'h0000100000;
+  assign \$163  = 9'h008;
+  assign \$164  = { 23'h000000, \$163  };
+  assign \$165  = 23'h001000;
+  assign \$167  = 39'h0000040000;
+  assign \$169  = 39'h0020000000;
+  assign \$173  = 9'h004;
+  assign \$174  = { 23'h000000, \$173  };
+  assign \$175  = 23'h000400;
+  assign \$177  = 39'h0000040000;
+  assign \$179  = 39'h0010000000;
+  assign \$186  = { 1'h0, cmd0_word };
+  assign \$187  = \$186 ;
+  assign \$193  = { 1'h0, cmd1_word };
+  assign \$194  = \$193 ;
+  assign \$200  = { 1'h0, cmd2_word };
+  assign \$201  = \$200 ;
+  assign \$207  = { 1'h0, cmd3_word };
+  assign \$208  = \$207 ;
+  assign \$214  = { 1'h0, cmd4_word };
+  assign \$215  = \$214 ;
+  assign \$221  = { 1'h0, cmd5_word };
+  assign \$222  = \$221 ;
+  assign \$228  = { 1'h0, cmd6_word };
+  assign \$229  = \$228 ;
+  assign \$235  = { 1'h0, cmd7_word };
+  assign \$236  = \$235 ;
+  assign \$239  = 2'h0;
+  assign \$240  = { 30'h00000000, \$239  };
+  assign \$243  = { 1'h0, \port$10572$0 [0] };
+  assign \$244  = { 30'h00000000, \$243  };
+  assign \$245  = { \port$10572$0 [1], 1'h0 };
+  assign \$247  = { 1'h0, \port$10572$0 [2], 2'h0 };
+  assign \$249  = { \port$10572$0 [3], 3'h0 };
+  assign \$251  = { 3'h0, status_idle, 4'h0 };
+  assign \$279  = { 1'h0, irq_status_dma_load_done };
+  assign \$280  = { 30'h00000000, \$279  };
+  assign \$281  = { irq_status_dma_store_done, 1'h0 };
+  assign \$283  = { 1'h0, irq_status_gemm_done, 2'h0 };
+  assign \$285  = { irq_status_vec_done, 3'h0 };
+  assign \$287  = { 3'h0, irq_status_error, 4'h0 };
+  assign \$289  = { 7'h00, irq_status_queue_cpl, 8'h00 };
+  assign \$291  = { 3'h0, irq_status_queue_error, 12'h000 };
+  assign \$293  = { 15'h0000, irq_status_fw_msg, 16'h0000 };
+  assign \$321  = { 1'h0, irq_enable_dma_load_done };
+  assign \$322  = { 30'h00000000, \$321  };
+  assign \$323  = { irq_enable_dma_store_done, 1'h0 };
+  assign \$325  = { 1'h0, irq_enable_gemm_done, 2'h0 };
+  assign \$327  = { irq_enable_vec_done, 3'h0 };
+  assign \$329  = { 3'h0, irq_enable_error, 4'h0 };
+  assign \$331  = { 7'h00, irq_enable_queue_cpl, 8'h00 };
+  assign \$333  = { 3'h0, irq_enable_queue_error, 12'h000 };
+  assign \$335  = { 15'h0000, irq_enable_fw_msg, 16'h0000 };
+  assign \$339  = { 1'h0, error_info_code };
+  assign \$340  = { 23'h000000, \$339  };
+  assign \$341  = { 7'h00, error_info_opcode, 8'h00 };
+  assign \$343  = { 15'h0000, error_info_tag, 16'h0000 };
+  assign \$347  = { 1'h0, done_dma_load_count };
+  assign \$348  = \$347 ;
+  assign \$351  = { 1'h0, done_dma_store_count };
+  assign \$352  = \$351 ;
+  assign \$355  = { 1'h0, done_gemm_count };
+  assign \$356  = \$355 ;
+  assign \$359  = { 1'h0, done_vec_count };
+  assign \$360  = \$359 ;
+  assign \$366  = 2'h0;
+  assign \$367  = { 30'h00000000, \$366  };
+  assign \$368  = { perf_ctrl_freeze, 1'h0 };
+  assign \$372  = { 1'h0, perf_cycles_count };
+  assign \$373  = \$372 ;
+  assign \$376  = { 1'h0, perf_gemm_busy_count };
+  assign \$377  = \$376 ;
+  assign \$380  = { 1'h0, perf_gemm_active_count };
+  assign \$381  = \$380 ;
+  assign \$384  = { 1'h0, perf_gemm_stall_count };
+  assign \$385  = \$384 ;
+  assign \$388  = { 1'h0, perf_vec_busy_count };
+  assign \$389  = \$388 ;
+  assign \$392  = { 1'h0, perf_vec_active_count };
+  assign \$393  = \$392 ;
+  assign \$396  = { 1'h0, perf_dma_load_busy_count };
+  assign \$397  = \$396 ;
+  assign \$400  = { 1'h0, perf_dma_store_busy_count };
+  assign \$401  = \$400 ;
+  assign \$404  = { 1'h0, perf_dma_load_bytes_count };
+  assign \$405  = \$404 ;
+  assign \$408  = { 1'h0, perf_dma_store_bytes_count };
+  assign \$409  = \$408 ;
+  assign \$415  = { 1'h0, core_ctrl_run };
+  assign \$416  = { 30'h00000000, \$415  };
+  assign \$422  = { 1'h0, core_mem_addr_addr };
+  assign \$423  = \$422 ;
+  assign \$429  = { 1'h0, core_mem_data_data };
+  assign \$430  = \$429 ;
+  assign \$433  = { 1'h0, core_pc_pc };
+  assign \$434  = \$433 ;
+  assign \$437  = { 1'h0, fw_version_version };
+  assign \$438  = \$437 ;
+  assign \$441  = { 1'h0, fw_status_state };
+  assign \$442  = { 23'h000000, \$441  };
+  assign \$443  = { 7'h00, fw_status_sleeping, 8'h00 };
+  assign \$447  = { 1'h0, fw_fault_pc_value };
+  assign \$448  = \$447 ;
+  assign \$451  = { 1'h0, fw_fault_cause_value };
+  assign \$452  = \$451 ;
+  assign \$455  = { 1'h0, fw_fault_tval_value };
+  assign \$456  = \$455 ;
+  assign \$462  = { 1'h0, watchdog_cycles };
+  assign \$463  = \$462 ;
+  assign \$466  = 4'h0;
+  assign \$467  = { 28'h0000000, \$466  };
+  assign \$468  = 4'h0;
+  assign \$472  = { 1'h0, fw_msg_value };
+  assign \$473  = \$472 ;
+  assign \$476  = { 1'h0, timestamp_cycles };
+  assign \$477  = \$476 ;
+  assign \$483  = { 1'h0, q_ring_base0_addr };
+  assign \$484  = \$483 ;
+  assign \$490  = { 1'h0, q_ring_base1_addr };
+  assign \$491  = \$490 ;
+  assign \$497  = { 1'h0, q_ring_base2_addr };
+  assign \$498  = \$497 ;
+  assign \$504  = { 1'h0, q_ring_base3_addr };
+  assign \$505  = \$504 ;
+  assign \$511  = { 1'h0, q_ring_size0_log2 };
+  assign \$512  = { 27'h0000000, \$511  };
+  assign \$518  = { 1'h0, q_ring_size1_log2 };
+  assign \$519  = { 27'h0000000, \$518  };
+  assign \$525  = { 1'h0, q_ring_size2_log2 };
+  assign \$526  = { 27'h0000000, \$525  };
+  assign \$532  = { 1'h0, q_ring_size3_log2 };
+  assign \$533  = { 27'h0000000, \$532  };
+  assign \$539  = { 1'h0, q_cpl_base0_addr };
+  assign \$540  = \$539 ;
+  assign \$546  = { 1'h0, q_cpl_base1_addr };
+  assign \$547  = \$546 ;
+  assign \$553  = { 1'h0, q_cpl_base2_addr };
+  assign \$554  = \$553 ;
+  assign \$560  = { 1'h0, q_cpl_base3_addr };
+  assign \$561  = \$560 ;
+  assign \$567  = { 1'h0, q_window_base0_addr };
+  assign \$568  = \$567 ;
+  assign \$574  = { 1'h0, q_window_base1_addr };
+  assign \$575  = \$574 ;
+  assign \$581  = { 1'h0, q_window_base2_addr };
+  assign \$582  = \$581 ;
+  assign \$588  = { 1'h0, q_window_base3_addr };
+  assign \$589  = \$588 ;
+  assign \$595  = { 1'h0, q_window_size0_bytes };
+  assign \$596  = \$595 ;
+  assign \$602  = { 1'h0, q_window_size1_bytes };
+  assign \$603  = \$602 ;
+  assign \$609  = { 1'h0, q_window_size2_bytes };
+  assign \$610  = \$609 ;
+  assign \$616  = { 1'h0, q_window_size3_bytes };
+  assign \$617  = \$616 ;
+  assign \$623  = { 1'h0, q_doorbell0_producer };
+  assign \$624  = \$623 ;
+  assign \$630  = { 1'h0, q_doorbell1_producer };
+  assign \$631  = \$630 ;
+  assign \$637  = { 1'h0, q_doorbell2_producer };
+  assign \$638  = \$637 ;
+  assign \$644  = { 1'h0, q_doorbell3_producer };
+  assign \$645  = \$644 ;
+  assign \$648  = { 1'h0, q_consumer0_index };
+  assign \$649  = \$648 ;
+  assign \$652  = { 1'h0, q_consumer1_index };
+  assign \$653  = \$652 ;
+  assign \$656  = { 1'h0, q_consumer2_index };
+  assign \$657  = \$656 ;
+  assign \$660  = { 1'h0, q_consumer3_index };
+  assign \$661  = \$660 ;
+  assign \$667  = { 1'h0, q_ctrl0_enable };
+  assign \$668  = { 30'h00000000, \$667  };
+  assign \$669  = 2'h0;
+  assign \$676  = { 1'h0, q_ctrl1_enable };
+  assign \$677  = { 30'h00000000, \$676  };
+  assign \$678  = 2'h0;
+  assign \$685  = { 1'h0, q_ctrl2_enable };
+  assign \$686  = { 30'h00000000, \$685  };
+  assign \$687  = 2'h0;
+  assign \$694  = { 1'h0, q_ctrl3_enable };
+  assign \$695  = { 30'h00000000, \$694  };
+  assign \$696  = 2'h0;
+  assign \$700  = { 1'h0, q_status0_active };
+  assign \$701  = { 30'h00000000, \$700  };
+  assign \$702  = { q_status0_halted, 1'h0 };
+  assign \$704  = { 1'h0, q_status0_resetting, 2'h0 };
+  assign \$706  = { \port$10369$0 [0], 3'h0 };
+  assign \$708  = { 12'h000, \port$10801$0 , 8'h00 };
+  assign \$712  = { 1'h0, q_status1_active };
+  assign \$713  = { 30'h00000000, \$712  };
+  assign \$714  = { q_status1_halted, 1'h0 };
+  assign \$716  = { 1'h0, q_status1_resetting, 2'h0 };
+  assign \$718  = { \port$10369$0 [1], 3'h0 };
+  assign \$720  = { 12'h000, \port$10809$0 , 8'h00 };
+  assign \$724  = { 1'h0, q_status2_active };
+  assign \$725  = { 30'h00000000, \$724  };
+  assign \$726  = { q_status2_halted, 1'h0 };
+  assign \$728  = { 1'h0, q_status2_resetting, 2'h0 };
+  assign \$730  = { \port$10369$0 [2], 3'h0 };
+  assign \$732  = { 12'h000, \port$10817$0 , 8'h00 };
+  assign \$736  = { 1'h0, q_status3_active };
+  assign \$737  = { 30'h00000000, \$736  };
+  assign \$738  = { q_status3_halted, 1'h0 };
+  assign \$740  = { 1'h0, q_status3_resetting, 2'h0 };
+  assign \$742  = { \port$10369$0 [3], 3'h0 };
+  assign \$744  = { 12'h000, \port$10825$0 , 8'h00 };
+  assign \$748  = { 1'h0, q_error0_code };
+  assign \$749  = { 23'h000000, \$748  };
+  assign \$752  = { 1'h0, q_error1_code };
+  assign \$753  = { 23'h000000, \$752  };
+  assign \$756  = { 1'h0, q_error2_code };
+  assign \$757  = { 23'h000000, \$756  };
+  assign \$760  = { 1'h0, q_error3_code };
+  assign \$761  = { 23'h000000, \$760  };
+  assign \$764  = { 1'h0, q_error_index0_index };
+  assign \$765  = \$764 ;
+  assign \$768  = { 1'h0, q_error_index1_index };
+  assign \$769  = \$768 ;
+  assign \$772  = { 1'h0, q_error_index2_index };
+  assign \$773  = \$772 ;
+  assign \$776  = { 1'h0, q_error_index3_index };
+  assign \$777  = \$776 ;
+  assign \$780  = { 1'h0, q_fetch0_index };
+  assign \$781  = \$780 ;
+  assign \$784  = { 1'h0, q_fetch1_index };
+  assign \$785  = \$784 ;
+  assign \$788  = { 1'h0, q_fetch2_index };
+  assign \$789  = \$788 ;
+  assign \$792  = { 1'h0, q_fetch3_index };
+  assign \$793  = \$792 ;
+  assign \$796  = { 1'h0, perf_q_retired0_count };
+  assign \$797  = \$796 ;
+  assign \$800  = { 1'h0, perf_q_retired1_count };
+  assign \$801  = \$800 ;
+  assign \$804  = { 1'h0, perf_q_retired2_count };
+  assign \$805  = \$804 ;
+  assign \$808  = { 1'h0, perf_q_retired3_count };
+  assign \$809  = \$808 ;
+  assign \$812  = { 1'h0, perf_q_event_stall0_count };
+  assign \$813  = \$812 ;
+  assign \$816  = { 1'h0, perf_q_event_stall1_count };
+  assign \$817  = \$816 ;
+  assign \$820  = { 1'h0, perf_q_event_stall2_count };
+  assign \$821  = \$820 ;
+  assign \$824  = { 1'h0, perf_q_event_stall3_count };
+  assign \$825  = \$824 ;
+  assign \$828  = { 1'h0, event0_value };
+  assign \$829  = \$828 ;
+  assign \$832  = { 1'h0, event1_value };
+  assign \$833  = \$832 ;
+  assign \$836  = { 1'h0, event2_value };
+  assign \$837  = \$836 ;
+  assign \$840  = { 1'h0, event3_value };
+  assign \$841  = \$840 ;
+  assign \$844  = { 1'h0, event4_value };
+  assign \$845  = \$844 ;
+  assign \$848  = { 1'h0, event5_value };
+  assign \$849  = \$848 ;
+  assign \$852  = { 1'h0, event6_value };
+  assign \$853  = \$852 ;
+  assign \$856  = { 1'h0, event7_value };
+  assign \$857  = \$856 ;
+  assign \$860  = { 1'h0, event8_value };
+  assign \$861  = \$860 ;
+  assign \$864  = { 1'h0, event9_value };
+  assign \$865  = \$864 ;
+  assign \$868  = { 1'h0, event10_value };
+  assign \$869  = \$868 ;
+  assign \$872  = { 1'h0, event11_value };
+  assign \$873  = \$872 ;
+  assign \$876  = { 1'h0, event12_value };
+  assign \$877  = \$876 ;
+  assign \$880  = { 1'h0, event13_value };
+  assign \$881  = \$880 ;
+  assign \$884  = { 1'h0, event14_value };
+  assign \$885  = \$884 ;
+  assign \$888  = { 1'h0, event15_value };
+  assign \$889  = \$888 ;
+  assign \$892  = { 1'h0, perf_dma_load_stall_count };
+  assign \$893  = \$892 ;
+  assign \$896  = { 1'h0, perf_dma_store_stall_count };
+  assign \$897  = \$896 ;
+  assign \$900  = { 1'h0, perf_vec_stall_count };
+  assign \$901  = \$900 ;
+  assign \$904  = { 1'h0, perf_dma_load_full_count };
+  assign \$905  = \$904 ;
+  assign \$908  = { 1'h0, perf_dma_store_full_count };
+  assign \$909  = \$908 ;
+  assign \$912  = { 1'h0, perf_gemm_full_count };
+  assign \$913  = \$912 ;
+  assign \$916  = { 1'h0, perf_vec_full_count };
+  assign \$917  = \$916 ;
+  assign \$142  = 47'h000000000001;
+  assign \$148  = 32'd4112;
+  assign \$154  = 39'h0000100004;
+  assign \$160  = 39'h0000100002;
+  assign \$166  = 32'd4104;
+  assign \$168  = 39'h0000041008;
+  assign \$170  = 39'h0020041008;
+  assign \$176  = 32'd1028;
+  assign \$178  = 39'h0000040404;
+  assign \$180  = 39'h0010040404;
+  assign \$369  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
+  assign \$469  = 32'd0;
+  assign \$670  = { 31'h00000000, q_ctrl0_enable };
+  assign \$679  = { 31'h00000000, q_ctrl1_enable };
+  assign \$688  = { 31'h00000000, q_ctrl2_enable };
+  assign \$697  = { 31'h00000000, q_ctrl3_enable };
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$10560$0 , retire__0__tag, \port$10562$0 , retire__1__tag, \port$10564$0 , retire__2__tag, \port$10566$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$10574$0 , retire__0__tag, \port$10576$0 , retire__1__tag, \port$10578$0 , retire__2__tag, \port$10580$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15207,14 +15256,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$10560$0 ;
-  wire [8:0] \port$10560$0 ;
-  output [8:0] \port$10562$0 ;
-  wire [8:0] \port$10562$0 ;
-  output [8:0] \port$10564$0 ;
-  wire [8:0] \port$10564$0 ;
-  output [8:0] \port$10566$0 ;
-  wire [8:0] \port$10566$0 ;
+  output [8:0] \port$10574$0 ;
+  wire [8:0] \port$10574$0 ;
+  output [8:0] \port$10576$0 ;
+  wire [8:0] \port$10576$0 ;
+  output [8:0] \port$10578$0 ;
+  wire [8:0] \port$10578$0 ;
+  output [8:0] \port$10580$0 ;
+  wire [8:0] \port$10580$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15660,9 +15709,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$10078$0 (desc),
-    .\port$10080$0 (queue),
-    .\port$10081$0 (windowed),
+    .\port$10090$0 (desc),
+    .\port$10092$0 (queue),
+    .\port$10093$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15672,9 +15721,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$10078$0 (desc),
-    .\port$10080$0 (queue),
-    .\port$10081$0 (windowed),
+    .\port$10090$0 (desc),
+    .\port$10092$0 (queue),
+    .\port$10093$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15684,9 +15733,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$10078$0 (desc),
-    .\port$10080$0 (queue),
-    .\port$10081$0 (windowed),
+    .\port$10090$0 (desc),
+    .\port$10092$0 (queue),
+    .\port$10093$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15696,9 +15745,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$10078$0 (desc),
-    .\port$10080$0 (queue),
-    .\port$10081$0 (windowed),
+    .\port$10090$0 (desc),
+    .\port$10092$0 (queue),
+    .\port$10093$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15883,13 +15932,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$10560$0  = dma_load_held[8:0];
+  assign \port$10574$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$10562$0  = dma_store_held[8:0];
+  assign \port$10576$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$10564$0  = gemm_held[8:0];
+  assign \port$10578$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$10566$0  = vec_held[8:0];
+  assign \port$10580$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16390,7 +16439,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10078$0 , \port$10080$0 , \port$10081$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10090$0 , \port$10092$0 , \port$10093$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16432,12 +16481,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10078$0 ;
-  wire [255:0] \port$10078$0 ;
-  input [1:0] \port$10080$0 ;
-  wire [1:0] \port$10080$0 ;
-  input \port$10081$0 ;
-  wire \port$10081$0 ;
+  input [255:0] \port$10090$0 ;
+  wire [255:0] \port$10090$0 ;
+  input [1:0] \port$10092$0 ;
+  wire [1:0] \port$10092$0 ;
+  input \port$10093$0 ;
+  wire \port$10093$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16469,7 +16518,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10081$0 , \port$10080$0 , \port$10078$0  };
+      storage[w_port__addr] <= { \port$10093$0 , \port$10092$0 , \port$10090$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16568,14 +16617,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10081$0 , \port$10080$0 , \port$10078$0  };
-  assign w_data = { \port$10081$0 , \port$10080$0 , \port$10078$0  };
+  assign w_port__data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+  assign w_data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10078$0 , \port$10080$0 , \port$10081$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10090$0 , \port$10092$0 , \port$10093$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16617,12 +16666,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10078$0 ;
-  wire [255:0] \port$10078$0 ;
-  input [1:0] \port$10080$0 ;
-  wire [1:0] \port$10080$0 ;
-  input \port$10081$0 ;
-  wire \port$10081$0 ;
+  input [255:0] \port$10090$0 ;
+  wire [255:0] \port$10090$0 ;
+  input [1:0] \port$10092$0 ;
+  wire [1:0] \port$10092$0 ;
+  input \port$10093$0 ;
+  wire \port$10093$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16654,7 +16703,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10081$0 , \port$10080$0 , \port$10078$0  };
+      storage[w_port__addr] <= { \port$10093$0 , \port$10092$0 , \port$10090$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16753,14 +16802,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10081$0 , \port$10080$0 , \port$10078$0  };
-  assign w_data = { \port$10081$0 , \port$10080$0 , \port$10078$0  };
+  assign w_port__data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+  assign w_data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10078$0 , \port$10080$0 , \port$10081$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10090$0 , \port$10092$0 , \port$10093$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16802,12 +16851,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10078$0 ;
-  wire [255:0] \port$10078$0 ;
-  input [1:0] \port$10080$0 ;
-  wire [1:0] \port$10080$0 ;
-  input \port$10081$0 ;
-  wire \port$10081$0 ;
+  input [255:0] \port$10090$0 ;
+  wire [255:0] \port$10090$0 ;
+  input [1:0] \port$10092$0 ;
+  wire [1:0] \port$10092$0 ;
+  input \port$10093$0 ;
+  wire \port$10093$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16839,7 +16888,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10081$0 , \port$10080$0 , \port$10078$0  };
+      storage[w_port__addr] <= { \port$10093$0 , \port$10092$0 , \port$10090$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16938,14 +16987,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10081$0 , \port$10080$0 , \port$10078$0  };
-  assign w_data = { \port$10081$0 , \port$10080$0 , \port$10078$0  };
+  assign w_port__data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+  assign w_data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10078$0 , \port$10080$0 , \port$10081$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10090$0 , \port$10092$0 , \port$10093$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16987,12 +17036,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10078$0 ;
-  wire [255:0] \port$10078$0 ;
-  input [1:0] \port$10080$0 ;
-  wire [1:0] \port$10080$0 ;
-  input \port$10081$0 ;
-  wire \port$10081$0 ;
+  input [255:0] \port$10090$0 ;
+  wire [255:0] \port$10090$0 ;
+  input [1:0] \port$10092$0 ;
+  wire [1:0] \port$10092$0 ;
+  input \port$10093$0 ;
+  wire \port$10093$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17024,7 +17073,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10081$0 , \port$10080$0 , \port$10078$0  };
+      storage[w_port__addr] <= { \port$10093$0 , \port$10092$0 , \port$10090$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17123,8 +17172,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10081$0 , \port$10080$0 , \port$10078$0  };
-  assign w_data = { \port$10081$0 , \port$10080$0 , \port$10078$0  };
+  assign w_port__data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+  assign w_data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20540,7 +20589,7 @@ module \kaki_soc_16x16.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$10560$16 , \port$10916$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$10574$16 , \port$10930$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20584,10 +20633,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$105
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10560$16 ;
-  wire [15:0] \port$10560$16 ;
-  input [7:0] \port$10916$0 ;
-  wire [7:0] \port$10916$0 ;
+  input [15:0] \port$10574$16 ;
+  wire [15:0] \port$10574$16 ;
+  input [7:0] \port$10930$0 ;
+  wire [7:0] \port$10930$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20622,7 +20671,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$105
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10560$16 , \port$10916$0  };
+      storage[w_port__addr] <= { \port$10574$16 , \port$10930$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20733,14 +20782,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$105
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10560$16 , \port$10916$0  };
-  assign w_data = { \port$10560$16 , \port$10916$0  };
+  assign w_port__data = { \port$10574$16 , \port$10930$0  };
+  assign w_data = { \port$10574$16 , \port$10930$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10562$16 , \port$11024$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10576$16 , \port$11038$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20784,10 +20833,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10562$16 ;
-  wire [15:0] \port$10562$16 ;
-  input [7:0] \port$11024$0 ;
-  wire [7:0] \port$11024$0 ;
+  input [15:0] \port$10576$16 ;
+  wire [15:0] \port$10576$16 ;
+  input [7:0] \port$11038$0 ;
+  wire [7:0] \port$11038$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20822,7 +20871,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10562$16 , \port$11024$0  };
+      storage[w_port__addr] <= { \port$10576$16 , \port$11038$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20933,15 +20982,15 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10562$16 , \port$11024$0  };
-  assign w_data = { \port$10562$16 , \port$11024$0  };
+  assign w_port__data = { \port$10576$16 , \port$11038$0  };
+  assign w_data = { \port$10576$16 , \port$11038$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4447$0 , \port$4449$0 , q_head_index1_index, \port$4456$0 , \port$4458$0 , q_head_index2_index, \port$4465$0 , \port$4467$0 , q_head_index3_index, \port$4474$0 , \port$4476$0 , cpl_status_free, \port$5131$0 , \port$5161$0 , \port$5191$0 
-, \port$5221$0 , \port$9924$0 , \port$9974$0 , \port$10024$0 , \port$10074$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4459$0 , \port$4461$0 , q_head_index1_index, \port$4468$0 , \port$4470$0 , q_head_index2_index, \port$4477$0 , \port$4479$0 , q_head_index3_index, \port$4486$0 , \port$4488$0 , cpl_status_free, \port$5143$0 , \port$5173$0 , \port$5203$0 
+, \port$5233$0 , \port$9936$0 , \port$9986$0 , \port$10036$0 , \port$10086$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
 , timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
@@ -21863,38 +21912,38 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$10024$0 ;
-  wire [23:0] \port$10024$0 ;
-  input [23:0] \port$10074$0 ;
-  wire [23:0] \port$10074$0 ;
-  input \port$4447$0 ;
-  wire \port$4447$0 ;
-  input \port$4449$0 ;
-  wire \port$4449$0 ;
-  input \port$4456$0 ;
-  wire \port$4456$0 ;
-  input \port$4458$0 ;
-  wire \port$4458$0 ;
-  input \port$4465$0 ;
-  wire \port$4465$0 ;
-  input \port$4467$0 ;
-  wire \port$4467$0 ;
-  input \port$4474$0 ;
-  wire \port$4474$0 ;
-  input \port$4476$0 ;
-  wire \port$4476$0 ;
-  input [255:0] \port$5131$0 ;
-  wire [255:0] \port$5131$0 ;
-  input [255:0] \port$5161$0 ;
-  wire [255:0] \port$5161$0 ;
-  input [255:0] \port$5191$0 ;
-  wire [255:0] \port$5191$0 ;
-  input [255:0] \port$5221$0 ;
-  wire [255:0] \port$5221$0 ;
-  input [23:0] \port$9924$0 ;
-  wire [23:0] \port$9924$0 ;
-  input [23:0] \port$9974$0 ;
-  wire [23:0] \port$9974$0 ;
+  input [23:0] \port$10036$0 ;
+  wire [23:0] \port$10036$0 ;
+  input [23:0] \port$10086$0 ;
+  wire [23:0] \port$10086$0 ;
+  input \port$4459$0 ;
+  wire \port$4459$0 ;
+  input \port$4461$0 ;
+  wire \port$4461$0 ;
+  input \port$4468$0 ;
+  wire \port$4468$0 ;
+  input \port$4470$0 ;
+  wire \port$4470$0 ;
+  input \port$4477$0 ;
+  wire \port$4477$0 ;
+  input \port$4479$0 ;
+  wire \port$4479$0 ;
+  input \port$4486$0 ;
+  wire \port$4486$0 ;
+  input \port$4488$0 ;
+  wire \port$4488$0 ;
+  input [255:0] \port$5143$0 ;
+  wire [255:0] \port$5143$0 ;
+  input [255:0] \port$5173$0 ;
+  wire [255:0] \port$5173$0 ;
+  input [255:0] \port$5203$0 ;
+  wire [255:0] \port$5203$0 ;
+  input [255:0] \port$5233$0 ;
+  wire [255:0] \port$5233$0 ;
+  input [23:0] \port$9936$0 ;
+  wire [23:0] \port$9936$0 ;
+  input [23:0] \port$9986$0 ;
+  wire [23:0] \port$9986$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24116,48 +24165,48 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign work_qready = { \port$4474$0 , \port$4465$0 , \port$4456$0 , \port$4447$0  };
-  assign work_qreset = { \port$4476$0 , \port$4467$0 , \port$4458$0 , \port$4449$0  };
-  assign retire0_error = \port$9924$0 [7:0];
-  assign retire0_tag = \port$9924$0 [23:8];
-  assign retire1_error = \port$9974$0 [7:0];
-  assign retire1_tag = \port$9974$0 [23:8];
-  assign retire2_error = \port$10024$0 [7:0];
-  assign retire2_tag = \port$10024$0 [23:8];
-  assign retire3_error = \port$10074$0 [7:0];
-  assign retire3_tag = \port$10074$0 [23:8];
-  assign q_head0_word = \port$5131$0 [31:0];
-  assign q_head1_word = \port$5131$0 [63:32];
-  assign q_head2_word = \port$5131$0 [95:64];
-  assign q_head3_word = \port$5131$0 [127:96];
-  assign q_head4_word = \port$5131$0 [159:128];
-  assign q_head5_word = \port$5131$0 [191:160];
-  assign q_head6_word = \port$5131$0 [223:192];
-  assign q_head7_word = \port$5131$0 [255:224];
-  assign q_head8_word = \port$5161$0 [31:0];
-  assign q_head9_word = \port$5161$0 [63:32];
-  assign q_head10_word = \port$5161$0 [95:64];
-  assign q_head11_word = \port$5161$0 [127:96];
-  assign q_head12_word = \port$5161$0 [159:128];
-  assign q_head13_word = \port$5161$0 [191:160];
-  assign q_head14_word = \port$5161$0 [223:192];
-  assign q_head15_word = \port$5161$0 [255:224];
-  assign q_head16_word = \port$5191$0 [31:0];
-  assign q_head17_word = \port$5191$0 [63:32];
-  assign q_head18_word = \port$5191$0 [95:64];
-  assign q_head19_word = \port$5191$0 [127:96];
-  assign q_head20_word = \port$5191$0 [159:128];
-  assign q_head21_word = \port$5191$0 [191:160];
-  assign q_head22_word = \port$5191$0 [223:192];
-  assign q_head23_word = \port$5191$0 [255:224];
-  assign q_head24_word = \port$5221$0 [31:0];
-  assign q_head25_word = \port$5221$0 [63:32];
-  assign q_head26_word = \port$5221$0 [95:64];
-  assign q_head27_word = \port$5221$0 [127:96];
-  assign q_head28_word = \port$5221$0 [159:128];
-  assign q_head29_word = \port$5221$0 [191:160];
-  assign q_head30_word = \port$5221$0 [223:192];
-  assign q_head31_word = \port$5221$0 [255:224];
+  assign work_qready = { \port$4486$0 , \port$4477$0 , \port$4468$0 , \port$4459$0  };
+  assign work_qreset = { \port$4488$0 , \port$4479$0 , \port$4470$0 , \port$4461$0  };
+  assign retire0_error = \port$9936$0 [7:0];
+  assign retire0_tag = \port$9936$0 [23:8];
+  assign retire1_error = \port$9986$0 [7:0];
+  assign retire1_tag = \port$9986$0 [23:8];
+  assign retire2_error = \port$10036$0 [7:0];
+  assign retire2_tag = \port$10036$0 [23:8];
+  assign retire3_error = \port$10086$0 [7:0];
+  assign retire3_tag = \port$10086$0 [23:8];
+  assign q_head0_word = \port$5143$0 [31:0];
+  assign q_head1_word = \port$5143$0 [63:32];
+  assign q_head2_word = \port$5143$0 [95:64];
+  assign q_head3_word = \port$5143$0 [127:96];
+  assign q_head4_word = \port$5143$0 [159:128];
+  assign q_head5_word = \port$5143$0 [191:160];
+  assign q_head6_word = \port$5143$0 [223:192];
+  assign q_head7_word = \port$5143$0 [255:224];
+  assign q_head8_word = \port$5173$0 [31:0];
+  assign q_head9_word = \port$5173$0 [63:32];
+  assign q_head10_word = \port$5173$0 [95:64];
+  assign q_head11_word = \port$5173$0 [127:96];
+  assign q_head12_word = \port$5173$0 [159:128];
+  assign q_head13_word = \port$5173$0 [191:160];
+  assign q_head14_word = \port$5173$0 [223:192];
+  assign q_head15_word = \port$5173$0 [255:224];
+  assign q_head16_word = \port$5203$0 [31:0];
+  assign q_head17_word = \port$5203$0 [63:32];
+  assign q_head18_word = \port$5203$0 [95:64];
+  assign q_head19_word = \port$5203$0 [127:96];
+  assign q_head20_word = \port$5203$0 [159:128];
+  assign q_head21_word = \port$5203$0 [191:160];
+  assign q_head22_word = \port$5203$0 [223:192];
+  assign q_head23_word = \port$5203$0 [255:224];
+  assign q_head24_word = \port$5233$0 [31:0];
+  assign q_head25_word = \port$5233$0 [63:32];
+  assign q_head26_word = \port$5233$0 [95:64];
+  assign q_head27_word = \port$5233$0 [127:96];
+  assign q_head28_word = \port$5233$0 [159:128];
+  assign q_head29_word = \port$5233$0 [191:160];
+  assign q_head30_word = \port$5233$0 [223:192];
+  assign q_head31_word = \port$5233$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -24172,10 +24221,10 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4474$0 , \port$4465$0 , \port$4456$0 , \port$4447$0  };
+  assign \$224  = { 1'h0, \port$4486$0 , \port$4477$0 , \port$4468$0 , \port$4459$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4476$0 , \port$4467$0 , \port$4458$0 , \port$4449$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4488$0 , \port$4479$0 , \port$4470$0 , \port$4461$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -24187,20 +24236,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$9924$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$9924$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$9936$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$9936$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$9974$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$9974$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$9986$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$9986$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$10024$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$10024$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$10036$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$10036$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$10074$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$10074$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$10086$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$10086$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -24234,69 +24283,69 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5131$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5143$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5131$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5143$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5131$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5143$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5131$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5143$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5131$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5143$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5131$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5143$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5131$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5143$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5131$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5143$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5161$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5173$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5161$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5173$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5161$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5173$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5161$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5173$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5161$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5173$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5161$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5173$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5161$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5173$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5161$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5173$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5191$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5203$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5191$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5203$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5191$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5203$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5191$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5203$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5191$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5203$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5191$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5203$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5191$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5203$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5191$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5203$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5221$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5233$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5221$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5233$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5221$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5233$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5221$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5233$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5221$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5233$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5221$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5233$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5221$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5233$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5221$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5233$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -56750,7 +56799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$10564$16 , \port$11134$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$10578$16 , \port$11148$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -56794,10 +56843,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$10564$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10564$16 ;
-  wire [15:0] \port$10564$16 ;
-  input [7:0] \port$11134$0 ;
-  wire [7:0] \port$11134$0 ;
+  input [15:0] \port$10578$16 ;
+  wire [15:0] \port$10578$16 ;
+  input [7:0] \port$11148$0 ;
+  wire [7:0] \port$11148$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -56832,7 +56881,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$10564$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10564$16 , \port$11134$0  };
+      storage[w_port__addr] <= { \port$10578$16 , \port$11148$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -56943,8 +56992,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$10564$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10564$16 , \port$11134$0  };
-  assign w_data = { \port$10564$16 , \port$11134$0  };
+  assign w_port__data = { \port$10578$16 , \port$11148$0  };
+  assign w_data = { \port$10578$16 , \port$11148$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -56953,7 +57002,7 @@ endmodule
 module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_en$58 , \r_en$88 , \r_en$118 , \port$121$0 , cpl_valid, fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req, q1_active
 , q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, cpl_w_last, axi__wdata, q__0__head, q__1__head, q__2__head, q__3__head, axi__arready, axi__rvalid, axi__awready
 , axi__wready, axi__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell
-, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$10548$0 , \port$10548$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
+, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$10562$0 , \port$10562$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
 , axi__wstrb, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted
 , q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, level, \level$46 , \level$76 , \level$106 , axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
@@ -57589,10 +57638,10 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire [2:0] \level$46 ;
   output [2:0] \level$76 ;
   wire [2:0] \level$76 ;
-  input [3:0] \port$10548$0 ;
-  wire [3:0] \port$10548$0 ;
-  input [23:0] \port$10548$8 ;
-  wire [23:0] \port$10548$8 ;
+  input [3:0] \port$10562$0 ;
+  wire [3:0] \port$10562$0 ;
+  input [23:0] \port$10562$8 ;
+  wire [23:0] \port$10562$8 ;
   input [3:0] \port$121$0 ;
   wire [3:0] \port$121$0 ;
   reg q0_acked = 1'h0;
@@ -58222,7 +58271,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$135  = fetch_q == 2'h3;
   assign q3_fetch_push = \$134  & \$135 ;
   assign \$136  = cpl_valid & w_rdy;
-  assign \$137  = \port$10548$0 [1:0] < 3'h4;
+  assign \$137  = \port$10562$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$136  & \$137 ;
   assign cpl_free = 3'h4 - \level$195 ;
   assign \$138  = cpl_w_nbeats - 1'h1;
@@ -58452,7 +58501,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$334  = cpl_rec_index + 1'h1;
   assign \$335  = q__0__consumer + 1'h1;
   assign \$336  = q0_cpl_done & cpl_req[2];
-  assign \$337  = ! \port$10548$0 [1:0];
+  assign \$337  = ! \port$10562$0 [1:0];
   assign \$338  = cpl_push_ok & \$337 ;
   assign \$339  = q0_cpl_pending + \$338 ;
   assign \$340  = \$339  - q0_cpl_done;
@@ -58470,7 +58519,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$352  = q0_resetting & \$351 ;
   assign \$353  = q__1__consumer + 1'h1;
   assign \$354  = q1_cpl_done & cpl_req[2];
-  assign \$355  = \port$10548$0 [1:0] == 1'h1;
+  assign \$355  = \port$10562$0 [1:0] == 1'h1;
   assign \$356  = cpl_push_ok & \$355 ;
   assign \$357  = q1_cpl_pending + \$356 ;
   assign \$358  = \$357  - q1_cpl_done;
@@ -58488,7 +58537,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$370  = q1_resetting & \$369 ;
   assign \$371  = q__2__consumer + 1'h1;
   assign \$372  = q2_cpl_done & cpl_req[2];
-  assign \$373  = \port$10548$0 [1:0] == 2'h2;
+  assign \$373  = \port$10562$0 [1:0] == 2'h2;
   assign \$374  = cpl_push_ok & \$373 ;
   assign \$375  = q2_cpl_pending + \$374 ;
   assign \$376  = \$375  - q2_cpl_done;
@@ -58506,7 +58555,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$388  = q2_resetting & \$387 ;
   assign \$389  = q__3__consumer + 1'h1;
   assign \$390  = q3_cpl_done & cpl_req[2];
-  assign \$391  = \port$10548$0 [1:0] == 2'h3;
+  assign \$391  = \port$10562$0 [1:0] == 2'h3;
   assign \$392  = cpl_push_ok & \$391 ;
   assign \$393  = q3_cpl_pending + \$392 ;
   assign \$394  = \$393  - q3_cpl_done;
@@ -58561,7 +58610,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     .clk(clk),
     .level(level),
     .\port$0$87 (axi__rdata),
-    .\port$10643$0 (fetch_r_buf),
+    .\port$10657$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -58573,7 +58622,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     .clk(clk),
     .level(\level$46 ),
     .\port$0$87 (axi__rdata),
-    .\port$10643$0 (fetch_r_buf),
+    .\port$10657$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$58 ),
@@ -58585,7 +58634,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     .clk(clk),
     .level(\level$76 ),
     .\port$0$87 (axi__rdata),
-    .\port$10643$0 (fetch_r_buf),
+    .\port$10657$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$88 ),
@@ -58597,7 +58646,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     .clk(clk),
     .level(\level$106 ),
     .\port$0$87 (axi__rdata),
-    .\port$10643$0 (fetch_r_buf),
+    .\port$10657$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$118 ),
@@ -60069,12 +60118,12 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \w_data$177  = { axi__rdata, fetch_r_buf };
   assign \w_en$179  = q3_fetch_push;
   assign \w_data$180  = { axi__rdata, fetch_r_buf };
-  assign cpl_queue = \port$10548$0 [1:0];
-  assign cpl_irq = \port$10548$0 [2];
-  assign cpl_halt = \port$10548$0 [3];
-  assign cpl_flags = \port$10548$8 [7:0];
-  assign cpl_status = \port$10548$8 [15:8];
-  assign cpl_opcode = \port$10548$8 [23:16];
+  assign cpl_queue = \port$10562$0 [1:0];
+  assign cpl_irq = \port$10562$0 [2];
+  assign cpl_halt = \port$10562$0 [3];
+  assign cpl_flags = \port$10562$8 [7:0];
+  assign cpl_status = \port$10562$8 [15:8];
+  assign cpl_opcode = \port$10562$8 [23:16];
   assign \w_en$193  = cpl_push_ok;
   assign axi__awid = 4'h0;
   assign cpl_aw_addr = axi__awaddr;
@@ -60129,12 +60178,12 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$181 [75:44] = cpl_timestamp;
   assign \w_data$181 [43:28] = cpl_tag;
-  assign \w_data$181 [27:20] = \port$10548$8 [23:16];
-  assign \w_data$181 [19:12] = \port$10548$8 [15:8];
-  assign \w_data$181 [11:4] = \port$10548$8 [7:0];
-  assign \w_data$181 [3] = \port$10548$0 [3];
-  assign \w_data$181 [2] = \port$10548$0 [2];
-  assign \w_data$181 [1:0] = \port$10548$0 [1:0];
+  assign \w_data$181 [27:20] = \port$10562$8 [23:16];
+  assign \w_data$181 [19:12] = \port$10562$8 [15:8];
+  assign \w_data$181 [11:4] = \port$10562$8 [7:0];
+  assign \w_data$181 [3] = \port$10562$0 [3];
+  assign \w_data$181 [2] = \port$10562$0 [2];
+  assign \w_data$181 [1:0] = \port$10562$0 [1:0];
   assign \$26  = 32'd4294967264;
   assign \$27 [4:0] = 5'h00;
   assign \$27 [31:5] = q__0__ring_base[31:5];
@@ -60285,7 +60334,7 @@ module \kaki_soc_16x16.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__dat
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$10643$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$10657$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60312,8 +60361,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10643$0 ;
-  wire [191:0] \port$10643$0 ;
+  input [191:0] \port$10657$0 ;
+  wire [191:0] \port$10657$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -60348,7 +60397,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10643$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10657$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60419,14 +60468,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10643$0  };
-  assign w_data = { \port$0$87 , \port$10643$0  };
+  assign w_port__data = { \port$0$87 , \port$10657$0  };
+  assign w_data = { \port$0$87 , \port$10657$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$10643$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$10657$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60453,8 +60502,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10643$0 ;
-  wire [191:0] \port$10643$0 ;
+  input [191:0] \port$10657$0 ;
+  wire [191:0] \port$10657$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -60489,7 +60538,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10643$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10657$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60560,14 +60609,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10643$0  };
-  assign w_data = { \port$0$87 , \port$10643$0  };
+  assign w_port__data = { \port$0$87 , \port$10657$0  };
+  assign w_data = { \port$0$87 , \port$10657$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$10643$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$10657$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60594,8 +60643,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10643$0 ;
-  wire [191:0] \port$10643$0 ;
+  input [191:0] \port$10657$0 ;
+  wire [191:0] \port$10657$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -60630,7 +60679,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10643$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10657$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60701,14 +60750,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10643$0  };
-  assign w_data = { \port$0$87 , \port$10643$0  };
+  assign w_port__data = { \port$0$87 , \port$10657$0  };
+  assign w_data = { \port$0$87 , \port$10657$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$10643$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$10657$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60735,8 +60784,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10643$0 ;
-  wire [191:0] \port$10643$0 ;
+  input [191:0] \port$10657$0 ;
+  wire [191:0] \port$10657$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -60771,7 +60820,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10643$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10657$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60842,8 +60891,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10643$0  };
-  assign w_data = { \port$0$87 , \port$10643$0  };
+  assign w_port__data = { \port$0$87 , \port$10657$0  };
+  assign w_data = { \port$0$87 , \port$10657$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -66861,7 +66910,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$10566$16 , \port$15202$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$10580$16 , \port$15216$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -66905,10 +66954,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$10566$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10566$16 ;
-  wire [15:0] \port$10566$16 ;
-  input [7:0] \port$15202$0 ;
-  wire [7:0] \port$15202$0 ;
+  input [15:0] \port$10580$16 ;
+  wire [15:0] \port$10580$16 ;
+  input [7:0] \port$15216$0 ;
+  wire [7:0] \port$15216$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -66943,7 +66992,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$10566$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10566$16 , \port$15202$0  };
+      storage[w_port__addr] <= { \port$10580$16 , \port$15216$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -67054,8 +67103,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$10566$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10566$16 , \port$15202$0  };
-  assign w_data = { \port$10566$16 , \port$15202$0  };
+  assign w_port__data = { \port$10580$16 , \port$15216$0  };
+  assign w_data = { \port$10580$16 , \port$15216$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

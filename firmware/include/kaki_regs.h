@@ -224,6 +224,11 @@ extern "C" {
 #define KAKI_REGS__CORE_MEM_DATA__DATA_bw 32
 #define KAKI_REGS__CORE_MEM_DATA__DATA_reset 0x0
 
+// reg - kaki_regs::CORE_PC
+#define KAKI_REGS__CORE_PC__PC_bm 0xffffffff
+#define KAKI_REGS__CORE_PC__PC_bp 0
+#define KAKI_REGS__CORE_PC__PC_bw 32
+
 // reg - kaki_regs::FW_VERSION
 #define KAKI_REGS__FW_VERSION__VERSION_bm 0xffffffff
 #define KAKI_REGS__FW_VERSION__VERSION_bp 0
@@ -403,7 +408,7 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t CORE_CTRL;
     uint32_t CORE_MEM_ADDR;
     uint32_t CORE_MEM_DATA;
-    uint8_t RESERVED_cc_cf[0x4];
+    uint32_t CORE_PC;
     uint32_t FW_VERSION;
     uint32_t FW_STATUS;
     uint32_t FW_FAULT_PC;
