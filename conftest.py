@@ -6,9 +6,13 @@
   failure.
 * Every failing test is listed at the end with its seed and the one command that reruns it (the
   ``SEED=`` and ``rerun`` text our tests put in their output and failure messages).
+* ``--seeds N`` runs every simulator test (marker ``sim``) N times, with seeds SEED+0 .. SEED+N-1
+  (SEED from the environment, else random): seeds x array configurations in one regression.
 * ``--regress-summary PATH`` also writes a Markdown table per test file (passed / failed / skipped,
   wall seconds) and the failures with their repro commands (``make regress`` uses it).
 """
+import os
+import random
 import re
 import time
 from collections import defaultdict
@@ -26,6 +30,30 @@ def pytest_addoption(parser):
                     help="run only shard I of N (1-based; interleaved over the sorted node ids)")
     group.addoption("--regress-summary", default=None, metavar="PATH",
                     help="write the regression summary (Markdown) to PATH")
+    group.addoption("--seeds", type=int, default=1, metavar="N",
+                    help="run every simulator test with N seeds (SEED, SEED+1, ...)")
+
+
+def pytest_generate_tests(metafunc):
+    n = metafunc.config.getoption("--seeds")
+    if n > 1 and metafunc.definition.get_closest_marker("sim"):
+        metafunc.parametrize("kaki_seed_round", range(n), ids=[f"seed+{k}" for k in range(n)],
+                             indirect=True)
+
+
+_BASE_SEED = []
+
+
+@pytest.fixture(autouse=True)
+def kaki_seed_round(request, monkeypatch):
+    """With --seeds: SEED = base + round for this run of a simulator test (simbuild reads SEED
+    per run). Autouse, so that --seeds can parametrize it on any simulator test."""
+    if not hasattr(request, "param"):
+        return None
+    if not _BASE_SEED:
+        _BASE_SEED.append(int(os.environ.get("SEED") or random.SystemRandom().randrange(2**31)))
+    monkeypatch.setenv("SEED", str(_BASE_SEED[0] + request.param))
+    return request.param
 
 
 def parse_shard(text):

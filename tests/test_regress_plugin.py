@@ -67,3 +67,23 @@ def test_failures_listed_with_seed_and_repro_and_summary_written(demo, tmp_path)
     assert text.startswith("# Regression summary: 7 passed, 3 failed, 0 skipped")
     assert "| `test_demo.py` | 7 | 3 | 0 |" in text
     assert "| `test_demo.py::test_fails_with_seed` | 4242 | `SEED=4242 make test PYTEST_ARGS=-kdemo` |" in text
+
+
+def test_seeds_repeat_simulator_tests_with_consecutive_seeds(pytester):
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\nmarkers =\n    sim: simulator test\n")
+    pytester.makepyfile(test_seeds="""
+import os, pytest
+
+@pytest.mark.sim
+def test_sim():
+    print("seed", os.environ["SEED"])
+
+def test_fast():
+    pass
+""")
+    res = pytester.runpytest("--seeds=3", "-s", "-v")
+    res.assert_outcomes(passed=4)
+    res.stdout.fnmatch_lines(["*test_sim?seed+0?*", "*test_sim?seed+2?*"])
+    seeds = [int(line.split()[-1]) for line in res.stdout.lines if " seed " in line]
+    assert len(seeds) == 3 and seeds == list(range(seeds[0], seeds[0] + 3))
