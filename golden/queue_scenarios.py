@@ -726,10 +726,10 @@ def run_workload(wl, *, host_image=None, poll=400, budget=3_000_000):
     irq_bits = R.IRQ_STATUS.QUEUE_CPL.mask | R.IRQ_STATUS.QUEUE_ERROR.mask
     yield Write(R.IRQ_STATUS, irq_bits)          # W1C: start from clear queue interrupts
     for q in queues:
-        # A queue left enabled by an earlier workload is reset first: its configuration is
-        # checked only when it becomes active (docs/queues.md), and its indices restart at 0.
+        # A queue left enabled by an earlier workload is disabled first: its configuration is
+        # checked only when it becomes active (docs/queues.md); its indices carry on.
         if R.Q_CTRL0.ENABLE.get((yield Read(reg("Q_CTRL", q)))):
-            yield from reset_queue(q, enable=False)
+            yield Write(reg("Q_CTRL", q), 0)
         yield from configure(q, wl.configs[q])
     perf = {}
     for q in queues:

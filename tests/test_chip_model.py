@@ -109,7 +109,7 @@ def test_ring_wraps_many_times(image):
     s = seed(200)
     c = chip(image, s, engine_delay=(1, 20))
     layout = S.Layout(HOST_BYTES)
-    wl, _ = S.build_dag(CAPS, s, layout, queues=(1, 2), jobs=12)
+    wl, _ = S.build_dag(CAPS, s, layout, queues=(1, 2), jobs=20)   # > 8 per queue for any seed
     wl.configs = {q: S.QueueConfig(**{**cfg.__dict__, "log2": 1}) for q, cfg in wl.configs.items()}
     rep = run_sync(S.run_workload(wl), c)
     assert all(len(wl.streams[q]) > 8 for q in (1, 2))
@@ -339,7 +339,7 @@ def test_perf_counters_and_firmware_perf_window(image):
 def test_error_classes_back_to_back_on_one_chip(image):
     """Found by the pyuvm error sequence: a workload reusing a queue left enabled by the previous
     one was never re-checked (the configuration is checked when a queue becomes active), so a bad
-    ring size went unnoticed; run_workload now resets such a queue first."""
+    ring size went unnoticed; run_workload now disables such a queue before configuring it."""
     c = chip(image, seed(9))
     for n, kind in enumerate(("misaligned_cpl", "reserved_event", "bad_opcode", "bad_ring_size",
                               "misaligned_ring", "ring_overflow")):
