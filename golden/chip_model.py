@@ -269,8 +269,8 @@ class ChipModel(ControlModel):
         self._perf_at = 0              # cycles before this step are in self._perf
         self._host_regs = {r.addr: sum(f.reset << f.lsb for f in r.fields) for r in R.REGISTERS.values()}
         self._build_host_map()
-        self._dirty = True             # state changed since the last full tick (see _tick)
-        self._next = 0                 # step of the next scheduled event (see _tick)
+        self._dirty = True             # the core's interrupt input may have changed
+        self.deadline = 0              # first step whose tick must be a full one (see _tick)
         super().__init__(regs=_ChipMMIO(self))
         if firmware is not None:
             self.load_firmware(firmware)
@@ -345,14 +345,14 @@ class ChipModel(ControlModel):
         n = 0
         iss = self.iss
         while n < max_steps:
-            if not self._dirty and (not self.running or iss.idle):
-                k = min(self._next - self.now, max_steps - n)
+            if not self.running or iss.idle:
+                k = min(self.deadline - self.now, max_steps - n)
                 if k > 0:
                     self._skip(k)
                     n += k
                     continue
             if self.running:
-                n += iss.burst(max_steps - n, self._tick)
+                n += iss.burst(max_steps - n, self, self._tick_full)
             else:
                 self._tick()
                 n += 1
@@ -417,17 +417,15 @@ class ChipModel(ControlModel):
         """The hardware's half of one step (after the core's instruction).
 
         A full tick serves everything due (completion write, fetch, engines, queue resets),
-        counts the performance counters and drives the core's interrupt input. It is needed only
-        when the state changed since the last one (``_dirty``: a register write the hardware
-        acts on) or an event is due (``_next``: the earliest completion write, fetch, engine
-        finish or timer edge). Any other tick would change nothing but the step count, so it
-        only counts the step (performance counters catch up in bulk, see :meth:`_perf_flush`).
-        Returns whether the tick was a full one."""
-        if self._dirty or self.now >= self._next:
+        counts the performance counters and drives the core's interrupt input. It is needed from
+        ``deadline`` on: 0 after a register write the hardware acts on (:meth:`_changing`), else
+        the step of the earliest event (completion write, fetch, engine finish, timer edge). Any
+        other tick would change nothing but the step count, so it only counts the step
+        (performance counters catch up in bulk, see :meth:`_perf_flush`)."""
+        if self.now >= self.deadline:
             self._tick_full()
-            return True
-        self.now += 1
-        return False
+        else:
+            self.now += 1
 
     def _tick_full(self):
         now = self.now
@@ -452,7 +450,7 @@ class ChipModel(ControlModel):
         # Nothing this tick did leaves work for the next one but events (a queue whose reset
         # completed has nothing to fetch: P = F = C = 0).
         self._dirty = False
-        self._next = self._next_event(timer_on)
+        self.deadline = self._next_event(timer_on)
 
     def _next_event(self, timer_on):
         """The first step whose tick has something due (_NEVER if none)."""
@@ -575,13 +573,13 @@ class ChipModel(ControlModel):
     def hold(self):
         """CORE_CTRL.RUN = 0: core, firmware registers and retire FIFOs in reset; pending queue
         resets are acknowledged at once (nobody else will)."""
+        self._changing()
         super().hold()
         for e in self.engines:
             e.retire.clear()
         for i, q in enumerate(self.queues):
             if q.resetting and not q.acked:
                 self._ack(i)
-        self._dirty = True
 
     def _core_mem_data(self, value):
         addr = self._host_regs[R.CORE_MEM_ADDR.addr]
@@ -604,6 +602,7 @@ class ChipModel(ControlModel):
         and the steps counted so far saw the state before the write."""
         self._perf_flush()
         self._dirty = True
+        self.deadline = 0
 
     def _perf_flush(self):
         """Count the steps since the last flush, all at once. Every step counts with the state
@@ -702,8 +701,8 @@ class ChipModel(ControlModel):
     def _can_fetch(self, q):
         s = self.queues[q]
         inflight = self._fetching is not None and self._fetching[0] == q
-        return (self._active(q) and (s.fetch - s.consumer) & M32 < (s.producer - s.consumer) & M32
-                and len(s.fifo) + inflight < self.prefetch)
+        return ((s.fetch - s.consumer) & M32 < (s.producer - s.consumer) & M32
+                and len(s.fifo) + inflight < self.prefetch and self._active(q))
 
     def _fetch_issue(self):
         for k in range(1, QUEUES + 1):

@@ -3,8 +3,8 @@
 
 ``RV32ISS.step()`` executes one instruction (or takes one interrupt) and returns its
 :class:`CommitRecord` ``(pc, insn, rd, value, trap, cause)``, the contract's commit trace.
-``RV32ISS.burst(n, tick)`` takes the same steps without building records (the chip model's fast
-path); both run the same code. Each instruction word is decoded once into a handler (cached by
+``RV32ISS.burst(n, clock, tick)`` takes the same steps without building records (the chip model's
+fast path); both run the same code. Each instruction word is decoded once into a handler (cached by
 pc, dropped when IMEM is written, which only :meth:`~RV32ISS.load_imem` does) that returns the
 next pc; a record is made from the decoded ``(insn, rd)`` and the register file afterwards.
 
@@ -35,6 +35,7 @@ Choices where the contract leaves room (all documented here, keep the RTL in lin
 from __future__ import annotations
 
 import io
+import operator
 import struct
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -84,8 +85,14 @@ class CommitRecord(NamedTuple):
 _rec = tuple.__new__
 
 
-def _no_tick():
-    return False
+class _Unclocked:
+    """The clock of a core alone (:meth:`RV32ISS.step`): no step needs more than counting, and
+    nothing reads the count."""
+    now = 0
+    deadline = float("inf")
+
+
+_UNCLOCKED = _Unclocked()
 
 
 class _Trap(Exception):
@@ -143,11 +150,11 @@ _R_OPS = {
     (1, 0x00): lambda a, b: (a << (b & 31)) & M32,
     (2, 0x00): lambda a, b: 1 if _s32(a) < _s32(b) else 0,
     (3, 0x00): lambda a, b: 1 if a < b else 0,
-    (4, 0x00): lambda a, b: a ^ b,
+    (4, 0x00): operator.xor,       # C functions where no mask is needed: no Python call
     (5, 0x00): lambda a, b: a >> (b & 31),
     (5, 0x20): lambda a, b: (_s32(a) >> (b & 31)) & M32,
-    (6, 0x00): lambda a, b: a | b,
-    (7, 0x00): lambda a, b: a & b,
+    (6, 0x00): operator.or_,
+    (7, 0x00): operator.and_,
     (0, 0x01): lambda a, b: (a * b) & M32,
     (1, 0x01): lambda a, b: ((_s32(a) * _s32(b)) >> 32) & M32,
     (2, 0x01): lambda a, b: ((_s32(a) * b) >> 32) & M32,
@@ -160,13 +167,15 @@ _R_OPS = {
 # OP-IMM operations (funct3 -> op on (rs1, imm & M32)); shifts are handled separately.
 _I_OPS = {0: _R_OPS[(0, 0)], 2: _R_OPS[(2, 0)], 3: _R_OPS[(3, 0)], 4: _R_OPS[(4, 0)],
           6: _R_OPS[(6, 0)], 7: _R_OPS[(7, 0)]}
+# Branch funct3 -> (comparison, bits flipped in both operands first): flipping bit 31 orders
+# unsigned 32-bit values as their signed readings.
 _BRANCH = {
-    0: lambda a, b: a == b,
-    1: lambda a, b: a != b,
-    4: lambda a, b: _s32(a) < _s32(b),
-    5: lambda a, b: _s32(a) >= _s32(b),
-    6: lambda a, b: a < b,
-    7: lambda a, b: a >= b,
+    0: (operator.eq, 0),
+    1: (operator.ne, 0),
+    4: (operator.lt, 0x8000_0000),
+    5: (operator.ge, 0x8000_0000),
+    6: (operator.lt, 0),
+    7: (operator.ge, 0),
 }
 _LOAD = {0: (1, True), 1: (2, True), 2: (4, False), 4: (1, False), 5: (2, False)}
 _LOAD_FMT = {(1, True): "<b", (2, True): "<h", (4, False): "<I", (1, False): "<B", (2, False): "<H"}
@@ -429,17 +438,19 @@ class RV32ISS:
                 return _rec(CommitRecord, (pc, self._insn_at(pc), 0, 0, True, CAUSE_EXT_IRQ))
         pc = self.pc
         self._trap_cause = None
-        self.burst(1, _no_tick)
+        self.burst(1, _UNCLOCKED, None)
         if self._trap_cause is None:
             insn, rd = self._meta[pc]
             return _rec(CommitRecord, (pc, insn, rd, self._regs[rd], False, 0))
         return _rec(CommitRecord, (pc, self._insn_at(pc), 0, 0, True, self._trap_cause))
 
-    def burst(self, n, tick):
-        """Up to ``n`` steps as :meth:`step` takes them, without building commit records, each
-        followed by ``tick()`` (the rest of the system's share of that cycle; the MMIO device may
-        read the time it keeps). Stops after a step whose ``tick()`` returned true or that left
-        the core asleep or with an interrupt to take; returns the steps taken."""
+    def burst(self, n, clock, tick):
+        """Up to ``n`` steps as :meth:`step` takes them, without building commit records. After
+        each step the rest of the system takes its share of it: ``tick()``, or only
+        ``clock.now += 1`` while ``clock.now < clock.deadline`` (the system's promise that until
+        then a step changes nothing else; ``clock.now`` is also the time its MMIO device sees).
+        Stops after a step that called ``tick()`` or left the core asleep or with an interrupt to
+        take; returns the steps taken."""
         get = self._cache.get
         pc = self.pc
         k = 0
@@ -463,7 +474,12 @@ class RV32ISS:
                         self._enter_trap(t.cause, t.tval, pc)
                         pc = self.pc
                 k += 1
-                if tick() or self._slow:
+                if clock.now >= clock.deadline:
+                    self.pc = pc
+                    tick()
+                    break
+                clock.now += 1
+                if self._slow:
                     break
         finally:
             self.pc = pc     # also when an MMIO device raised: the pc of that instruction
@@ -634,15 +650,15 @@ def _b_branch(S, pc, insn):
     nxt = (pc + 4) & M32
     rs1 = (insn >> 15) & 31
     rs2 = (insn >> 20) & 31
-    cond = _BRANCH.get((insn >> 12) & 7)
-    if cond is None:
+    if (insn >> 12) & 7 not in _BRANCH:
         return _illegal(insn)
+    cond, flip = _BRANCH[(insn >> 12) & 7]
     off = (_sext(insn >> 31, 1) << 12 | ((insn >> 7) & 1) << 11
            | ((insn >> 25) & 0x3F) << 5 | ((insn >> 8) & 0xF) << 1)
     tgt = (pc + off) & M32
 
     def f():
-        return tgt if cond(R[rs1], R[rs2]) else nxt
+        return tgt if cond(R[rs1] ^ flip, R[rs2] ^ flip) else nxt
     return f
 
 
