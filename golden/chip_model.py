@@ -68,6 +68,7 @@ The firmware must keep the contract; where the hardware would misbehave silently
 full engine FIFO, a CPL request with no free slot, a full retire FIFO) the model raises
 :class:`ContractViolation` instead.
 """
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -143,7 +144,7 @@ _RETIRE_VALID, _RETIRE_ERROR, _RETIRE_TAG = M.RETIRE0.VALID, M.RETIRE0.ERROR, M.
 _NEVER = 1 << 62      #: "no event scheduled" (any step count the model reaches is smaller)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Command:
     words: list            #: descriptor words with the tag the engine echoes
     tag: int
@@ -176,7 +177,7 @@ class _Queue:
     fifo: deque = field(default_factory=deque)      #: prefetched (index, words)
 
 
-@dataclass
+@dataclass(slots=True)
 class _CplRequest:
     queue: int
     irq: bool
@@ -722,8 +723,7 @@ class ChipModel(ControlModel):
         if addr + DESC_BYTES > self.host_bytes:
             self._halt(q, ErrorCode.AXI_DECERR, index)
             return
-        raw = self.host[addr:addr + DESC_BYTES].tobytes()
-        s.fifo.append((index, [int.from_bytes(raw[4 * i:4 * i + 4], "little") for i in range(8)]))
+        s.fifo.append((index, list(struct.unpack_from("<8I", self.host, addr))))
         s.fetch = (index + 1) & M32
         self._dirty = True
 
