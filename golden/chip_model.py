@@ -6,7 +6,8 @@ over the CSR map of ``hdl_gen/kaki_regs.rdl`` (``driver.registers``), host memor
 :attr:`~ChipModel.host` (a NumPy ``uint8`` array at address 0) and the :attr:`~ChipModel.irq` line.
 :meth:`~ChipModel.run` advances time: every step is one cycle, in which the control core executes
 one instruction of the real firmware ELF (golden/rv32_iss.py; asleep steps count too) and the
-hardware behind its MMIO registers (``hdl_gen/kaki_mmio.rdl``) takes one step:
+hardware behind its MMIO registers (``hdl_gen/kaki_mmio.rdl``) takes one step (how the model
+avoids simulating steps in which nothing happens: "How time advances" below):
 
 * **Queue controller**: per queue the doorbell, overflow and configuration checks, one 32-byte
   descriptor fetch at a time (round-robin, ``fetch_latency`` steps each) into a prefetch FIFO of
@@ -21,6 +22,27 @@ hardware behind its MMIO registers (``hdl_gen/kaki_mmio.rdl``) takes one step:
   armed by DEBUG_HANG freezes on the next command it starts until it is reset.
 * **Direct submission** (CMD/CMD_SUBMIT) executes at once through ``DeviceModel.submit`` while the
   core is held; while it runs, CMD_SUBMIT fails with DIRECT_SUBMIT (as hdl_gen/soc.py does).
+
+**How time advances.** The results are those of taking every step in turn (the core's
+instruction, then the hardware's tick); the model only leaves out work that would change nothing:
+
+* The core executes in bursts (``RV32ISS.burst``) that build no commit records.
+* A tick does its full work (events due, the fetcher, finished queue resets, the core's interrupt
+  input) only when the state changed since the last full tick, or an event is due. Changes are
+  register writes the hardware acts on (every host CSR write; firmware writes of Q_POP, FORWARD,
+  RETIRE_POP, CPL, QRESET_ACK, ENGINE_RESET, FW_MSG_SEND, WORK_MASK and TIMER; the other firmware
+  registers are storage) and what full ticks do; events are the oldest completion request's
+  write, the descriptor fetch, each running engine's finish and, while WORK_MASK.TIMER is 0, the
+  steps at which WORK.TIMER flips. Every other tick only counts the step.
+* The performance counters add up the steps since their last update at once, before anything
+  they look at (engines, Q_WAIT, PERF_CTRL) changes and whenever they are read.
+* While the core is held, or asleep with nothing to wake it, and no tick has work, :meth:`run`
+  skips to the next step with an event due in one go; ``mcycle``, TIMESTAMP and the counters
+  advance by the steps skipped.
+
+So step counts, TIMESTAMP reads, record timestamps and every register and memory byte are those
+of stepping (tests/test_chip_model.py runs the queue scenarios both ways and compares them, down
+to the step of every firmware MMIO access).
 
 Model choices where docs/queues.md leaves room (as hdl_gen/queue_controller.py resolves them,
 except the first):
@@ -46,6 +68,7 @@ The firmware must keep the contract; where the hardware would misbehave silently
 full engine FIFO, a CPL request with no free slot, a full retire FIFO) the model raises
 :class:`ContractViolation` instead.
 """
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -91,7 +114,37 @@ def _mreg(name, i=None):
     return M.REGISTERS[name if i is None else f"{name}{i}"]
 
 
-@dataclass
+def _per_queue(name):
+    return tuple(_reg(name, q).addr for q in range(QUEUES))
+
+
+# Register addresses the model touches every cycle or every event, looked up once.
+_Q_CFG = {n: _per_queue(n) for n in ("Q_RING_BASE", "Q_RING_SIZE", "Q_CPL_BASE", "Q_WINDOW_BASE",
+                                      "Q_WINDOW_SIZE", "Q_CTRL")}
+_ENABLE = R.Q_CTRL0.ENABLE.mask
+_FREEZE = R.PERF_CTRL.FREEZE.mask
+_PERF_CYCLES = R.PERF_CYCLES.addr
+_PERF_BUSY = tuple(_reg(f"PERF_{n}_BUSY").addr for n in ENGINE_NAMES)
+_PERF_FULL = tuple(_reg(f"PERF_{n}_FULL").addr for n in ENGINE_NAMES)
+_PERF_BYTES = tuple(_reg(f"PERF_{n}_BYTES").addr for n in ENGINE_NAMES[:2])
+_PERF_Q_RETIRED = {a: q for q, a in enumerate(_per_queue("PERF_Q_RETIRED"))}
+_PERF_Q_STALL = {a: q for q, a in enumerate(_per_queue("PERF_Q_EVENT_STALL"))}
+_DONE = tuple(_reg(f"DONE_{n}").addr for n in ENGINE_NAMES)
+# Fields used every tick or register access, looked up once (a Register searches its fields).
+_QREADY, _RETIRE, _QRESET = (getattr(M.WORK, f).lsb for f in ("QREADY", "RETIRE", "QRESET"))
+_WORK_TIMER = M.WORK.TIMER.mask
+_MASKABLE = M.WORK_MASK.QREADY.mask | M.WORK_MASK.TIMER.mask
+_TIMER_MASKED = M.WORK_MASK.TIMER.mask
+_WAIT_QUEUE = M.Q_WAIT.QUEUE
+_CPL_FREE = M.CPL_STATUS.FREE
+_CPL_FIELDS = tuple(getattr(M.CPL, f) for f in ("QUEUE", "IRQ", "HALT", "FLAGS", "STATUS", "OPCODE"))
+_CPL_TAG = M.CPL_TAG.TAG
+_FORWARD_QUEUE, _FORWARD_TAG = M.FORWARD.QUEUE, M.FORWARD.TAG
+_RETIRE_VALID, _RETIRE_ERROR, _RETIRE_TAG = M.RETIRE0.VALID, M.RETIRE0.ERROR, M.RETIRE0.TAG
+_NEVER = 1 << 62      #: "no event scheduled" (any step count the model reaches is smaller)
+
+
+@dataclass(slots=True)
 class _Command:
     words: list            #: descriptor words with the tag the engine echoes
     tag: int
@@ -124,7 +177,7 @@ class _Queue:
     fifo: deque = field(default_factory=deque)      #: prefetched (index, words)
 
 
-@dataclass
+@dataclass(slots=True)
 class _CplRequest:
     queue: int
     irq: bool
@@ -147,9 +200,9 @@ class _ChipMMIO(FirmwareRegisters):
         c = chip
         self._reads[M.WORK.addr] = c._work
         self._reads[M.TIMESTAMP.addr] = lambda: c.now & M32
-        self._reads[M.CPL_STATUS.addr] = lambda: M.CPL_STATUS.FREE.put(c.cpl_depth - len(c._cpl))
+        self._reads[M.CPL_STATUS.addr] = lambda: _CPL_FREE.put(c.cpl_depth - len(c._cpl))
         self._reads[M.WATCHDOG.addr] = lambda: c._host_regs[R.WATCHDOG.addr]
-        self._reads[M.PERF_VALUE.addr] = lambda: c._perf_value(M.PERF_SEL.ADDR.get(self.values[M.PERF_SEL.addr]))
+        self._reads[M.PERF_VALUE.addr] = lambda: c._perf_read(M.PERF_SEL.ADDR.get(self.values[M.PERF_SEL.addr]))
         for e in range(ENGINES):
             self._reads[_mreg("RETIRE", e).addr] = lambda e=e: c._retire_head(e)
         for q in range(QUEUES):
@@ -163,6 +216,8 @@ class _ChipMMIO(FirmwareRegisters):
         self._writes[M.CPL.addr] = c._cpl_request
         self._writes[M.QRESET_ACK.addr] = c._qreset_ack
         self._writes[M.ENGINE_RESET.addr] = c._engine_reset
+        # Writes the hardware acts on (the rest is storage the firmware and host read back).
+        self._acted = {*self._writes, M.WORK_MASK.addr, M.TIMER.addr}
         self._ro = {r.addr for r in M.REGISTERS.values() if all(f.kind == "ro" for f in r.fields)}
         self._pulse = {r.addr: sum(f.mask for f in r.fields if f.kind == "pulse") for r in M.REGISTERS.values()}
 
@@ -175,12 +230,15 @@ class _ChipMMIO(FirmwareRegisters):
         off = addr - MMIO_BASE
         if off not in self.values or off in self._ro:
             return
+        if off in self._acted:
+            self.chip._changing()
+        elif off == M.Q_WAIT.addr:
+            self.chip._perf_flush()     # PERF_Q_EVENT_STALL counts the steps Q_WAIT is set
         super().write(addr, value, wstrb)
         self.values[off] &= ~self._pulse[off] & M32      # pulse fields read back 0
         fn = self._writes.get(off)
         if fn is not None:
             fn(value & M32)
-        self.chip._irq_dirty = True
 
 
 class ChipModel(ControlModel):
@@ -208,10 +266,12 @@ class ChipModel(ControlModel):
         self._cpl = deque()
         self._fetching = None          # (queue, index, due) of the one descriptor read in flight
         self._rr = QUEUES - 1          # last queue served by the fetcher
-        self._perf = {r.addr: 0 for n, r in R.REGISTERS.items() if n.startswith("PERF_") and n != "PERF_CTRL"}
+        self._perf = dict.fromkeys(_PERF_BUSY + _PERF_FULL + _PERF_BYTES + (_PERF_CYCLES,), 0)
+        self._perf_at = 0              # cycles before this step are in self._perf
         self._host_regs = {r.addr: sum(f.reset << f.lsb for f in r.fields) for r in R.REGISTERS.values()}
         self._build_host_map()
-        self._irq_dirty = True
+        self._dirty = True             # the core's interrupt input may have changed
+        self.deadline = 0              # first step whose tick must be a full one (see _tick)
         super().__init__(regs=_ChipMMIO(self))
         if firmware is not None:
             self.load_firmware(firmware)
@@ -243,6 +303,7 @@ class ChipModel(ControlModel):
         kinds = {f.kind for f in r.fields}
         if kinds <= {"const", "ro"}:
             return
+        self._changing()
         old = self._host_regs[addr]
         if addr == R.IRQ_STATUS.addr:                      # W1C
             self._host_regs[addr] &= ~value
@@ -252,7 +313,6 @@ class ChipModel(ControlModel):
         fn = self._wr.get(addr)
         if fn is not None:
             fn(value, old)
-        self._irq_dirty = True
 
     def host_write(self, addr, data):
         self.host[addr:addr + len(data)] = np.frombuffer(bytes(data), dtype=np.uint8)
@@ -275,17 +335,37 @@ class ChipModel(ControlModel):
 
     # ------------------------------------------------------------------ time
     def run(self, max_steps, until=None):
-        """Advance up to ``max_steps`` cycles (stop early once ``until()`` is true); returns steps."""
+        """Advance up to ``max_steps`` steps; returns the steps taken.
+
+        ``until()`` is evaluated after each step that did more than run an instruction on the
+        core: a full tick (an event, a register write the hardware acts on; so after every change
+        of :attr:`irq` or of a queue's indices and state), the core falling asleep, waking or
+        taking an interrupt; the run stops once it is true. Other steps change only the core's
+        registers and data memory and the step count (conditions on the count belong in
+        ``max_steps``)."""
         n = 0
         iss = self.iss
         while n < max_steps:
+            if not self.running or iss.idle:
+                k = min(self.deadline - self.now, max_steps - n)
+                if k > 0:
+                    self._skip(k)
+                    n += k
+                    continue
             if self.running:
-                iss.step()
-            self._tick()
-            n += 1
+                n += iss.burst(max_steps - n, self, self._tick_full)
+            else:
+                self._tick()
+                n += 1
             if until is not None and until():
                 break
         return n
+
+    def _skip(self, k):
+        """``k`` steps at once while nothing is due and the core is held or asleep."""
+        if self.running:
+            self.iss.skip(k)
+        self.now += k
 
     def wait(self, cycles):
         """Let the chip run ``cycles`` steps (the scenario runners' ``wait``)."""
@@ -335,7 +415,22 @@ class ChipModel(ControlModel):
         return "; ".join(parts)
 
     def _tick(self):
+        """The hardware's half of one step (after the core's instruction).
+
+        A full tick serves everything due (completion write, fetch, engines, queue resets),
+        counts the performance counters and drives the core's interrupt input. It is needed from
+        ``deadline`` on: 0 after a register write the hardware acts on (:meth:`_changing`), else
+        the step of the earliest event (completion write, fetch, engine finish, timer edge). Any
+        other tick would change nothing but the step count, so it only counts the step
+        (performance counters catch up in bulk, see :meth:`_perf_flush`)."""
+        if self.now >= self.deadline:
+            self._tick_full()
+        else:
+            self.now += 1
+
+    def _tick_full(self):
         now = self.now
+        self._perf_flush()
         if self._cpl and self._cpl[0].due <= now:
             self._write_record(self._cpl.popleft())
         if self._fetching is not None and self._fetching[2] <= now:
@@ -348,13 +443,31 @@ class ChipModel(ControlModel):
         for i, q in enumerate(self.queues):
             if q.resetting and q.acked and not any(r.queue == i for r in self._cpl):
                 self._reset_done(i)
-        self._count_perf()
         self.now = now + 1
-        mask = self.regs.values[M.WORK_MASK.addr] & (M.WORK_MASK.QREADY.mask | M.WORK_MASK.TIMER.mask)
-        timer_on = not M.WORK_MASK.TIMER.get(mask)
-        if self._irq_dirty or timer_on:   # the timer fires without any register write
-            self._irq_dirty = False
+        mask = self.regs.values[M.WORK_MASK.addr] & _MASKABLE
+        timer_on = not mask & _TIMER_MASKED
+        if self._dirty or timer_on:   # the timer fires without any register write
             self.iss.set_irq(bool(self._work() & ~mask))
+        # Nothing this tick did leaves work for the next one but events (a queue whose reset
+        # completed has nothing to fetch: P = F = C = 0).
+        self._dirty = False
+        self.deadline = self._next_event(timer_on)
+
+    def _next_event(self, timer_on):
+        """The first step whose tick has something due (_NEVER if none)."""
+        t = _NEVER
+        if self._cpl:
+            t = self._cpl[0].due
+        if self._fetching is not None:
+            t = min(t, self._fetching[2])
+        for e in self.engines:
+            if e.current is not None and not e.frozen:
+                t = min(t, e.due)
+        if timer_on:
+            # WORK.TIMER flips when TIMESTAMP - TIMER crosses 0 or 2**31: the tick before sets irq.
+            now = self.now
+            t = min(t, now + ((self.regs.values[M.TIMER.addr] - 1 - now) & 0x7FFF_FFFF))
+        return t
 
     def _delay(self, spec):
         if isinstance(spec, int):
@@ -387,8 +500,8 @@ class ChipModel(ControlModel):
         rd[R.FW_FAULT_CAUSE.addr] = lambda: self.regs[M.FW_FAULT_CAUSE]
         rd[R.FW_FAULT_TVAL.addr] = lambda: self.regs[M.FW_FAULT_TVAL]
         rd[R.TIMESTAMP.addr] = lambda: self.now & M32
-        for addr in self._perf:
-            rd[addr] = lambda addr=addr: self._perf[addr]
+        for addr in (*self._perf, *_PERF_Q_RETIRED, *_PERF_Q_STALL):
+            rd[addr] = lambda addr=addr: self._perf_read(addr)
         for q in range(QUEUES):
             rd[_reg("Q_CONSUMER", q).addr] = lambda q=q: self.queues[q].consumer
             rd[_reg("Q_STATUS", q).addr] = lambda q=q: self._q_status(q)
@@ -436,8 +549,7 @@ class ChipModel(ControlModel):
         reserved_flags = (words[0] >> DESCRIPTOR_FIELDS["flags.reserved"][0]) & 0x7F
         if Opcode.DMA_LOAD <= opcode <= Opcode.VECTOR and not reserved_flags:
             e = opcode - Opcode.DMA_LOAD
-            done = _reg(f"DONE_{ENGINE_NAMES[e]}").addr
-            self._host_regs[done] = (self._host_regs[done] + 1) & M32
+            self._host_regs[_DONE[e]] = (self._host_regs[_DONE[e]] + 1) & M32
             irq_flag = (words[0] >> DESCRIPTOR_FIELDS["flags.irq"][0]) & 1
             if code == ErrorCode.OK and irq_flag:
                 self._host_regs[R.IRQ_STATUS.addr] |= 1 << e
@@ -462,13 +574,13 @@ class ChipModel(ControlModel):
     def hold(self):
         """CORE_CTRL.RUN = 0: core, firmware registers and retire FIFOs in reset; pending queue
         resets are acknowledged at once (nobody else will)."""
+        self._changing()
         super().hold()
         for e in self.engines:
             e.retire.clear()
         for i, q in enumerate(self.queues):
             if q.resetting and not q.acked:
                 self._ack(i)
-        self._irq_dirty = True
 
     def _core_mem_data(self, value):
         addr = self._host_regs[R.CORE_MEM_ADDR.addr]
@@ -486,52 +598,66 @@ class ChipModel(ControlModel):
                 self.engines[e].armed = True
 
     # ------------------------------------------------------------------ performance counters
-    def _count_perf(self):
-        if R.PERF_CTRL.FREEZE.get(self._host_regs[R.PERF_CTRL.addr]):
+    def _changing(self):
+        """Called before a register write changes the state: the next tick must be a full one,
+        and the steps counted so far saw the state before the write."""
+        self._perf_flush()
+        self._dirty = True
+        self.deadline = 0
+
+    def _perf_flush(self):
+        """Count the steps since the last flush, all at once. Every step counts with the state
+        after its tick; every change of what the counters look at (engines, Q_WAIT, PERF_CTRL)
+        happens in a full tick or a register write, which flush first, so all these steps saw
+        the present state."""
+        n = self.now - self._perf_at
+        if not n:
+            return
+        self._perf_at = self.now
+        if self._host_regs[R.PERF_CTRL.addr] & _FREEZE:
             return
         p = self._perf
-        p[R.PERF_CYCLES.addr] = (p[R.PERF_CYCLES.addr] + 1) & M32
-        for i, e in enumerate(self.engines):
+        p[_PERF_CYCLES] = (p[_PERF_CYCLES] + n) & M32
+        for e, busy, full in zip(self.engines, _PERF_BUSY, _PERF_FULL):
             if e.current is not None:
-                a = _reg(f"PERF_{ENGINE_NAMES[i]}_BUSY").addr
-                p[a] = (p[a] + 1) & M32
+                p[busy] = (p[busy] + n) & M32
             if len(e.fifo) >= self.fifo_depth:
-                a = _reg(f"PERF_{ENGINE_NAMES[i]}_FULL").addr
-                p[a] = (p[a] + 1) & M32
-        wait = M.Q_WAIT.QUEUE.get(self.regs.values[M.Q_WAIT.addr])
+                p[full] = (p[full] + n) & M32
+        wait = _WAIT_QUEUE.get(self.regs.values[M.Q_WAIT.addr])
         for i, q in enumerate(self.queues):
             if wait >> i & 1:
-                q.event_stall = (q.event_stall + 1) & M32
-            p[_reg("PERF_Q_RETIRED", i).addr] = q.retired
-            p[_reg("PERF_Q_EVENT_STALL", i).addr] = q.event_stall
+                q.event_stall = (q.event_stall + n) & M32
 
     def _count_dma_bytes(self, e, words):
-        if e > 1 or R.PERF_CTRL.FREEZE.get(self._host_regs[R.PERF_CTRL.addr]):
+        if e > 1 or self._host_regs[R.PERF_CTRL.addr] & _FREEZE:
             return
         d = decode(words)
-        a = _reg(f"PERF_{ENGINE_NAMES[e]}_BYTES").addr
+        a = _PERF_BYTES[e]
         self._perf[a] = (self._perf[a] + d["row_bytes"] * d["rows"] * d["planes"]) & M32
 
-    def _perf_value(self, addr):
+    def _perf_read(self, addr):
+        """A PERF_* counter by host CSR address (0 for other addresses), up to this step."""
+        self._perf_flush()
+        if addr in _PERF_Q_RETIRED:
+            return self.queues[_PERF_Q_RETIRED[addr]].retired
+        if addr in _PERF_Q_STALL:
+            return self.queues[_PERF_Q_STALL[addr]].event_stall
         return self._perf.get(addr, 0)
 
     # ================================================================== queue controller
     def _cfg(self, name, q):
-        return self._host_regs[_reg(name, q).addr]
+        return self._host_regs[_Q_CFG[name][q]]
 
     def _log2(self, q):
         return R.Q_RING_SIZE0.LOG2.get(self._cfg("Q_RING_SIZE", q))
 
-    def _enabled(self, q):
-        return bool(R.Q_CTRL0.ENABLE.get(self._cfg("Q_CTRL", q)))
-
     def _active(self, q):
         s = self.queues[q]
-        return self._enabled(q) and not s.halted and not s.resetting
+        return bool(self._host_regs[_Q_CFG["Q_CTRL"][q]] & _ENABLE) and not s.halted and not s.resetting
 
     def _q_status(self, q):
         s = self.queues[q]
-        waiting = M.Q_WAIT.QUEUE.get(self.regs.values[M.Q_WAIT.addr]) >> q & 1
+        waiting = _WAIT_QUEUE.get(self.regs.values[M.Q_WAIT.addr]) >> q & 1
         F = R.Q_STATUS0
         return (F.ACTIVE.put(int(self._active(q))) | F.HALTED.put(int(s.halted))
                 | F.RESETTING.put(int(s.resetting)) | F.WAITING.put(waiting)
@@ -542,7 +668,7 @@ class ChipModel(ControlModel):
         if not s.halted:                # the first error is kept
             s.halted, s.error, s.error_index = True, int(code), index & M32
         self._set_irq(R.IRQ_STATUS.QUEUE_ERROR, 1 << q)
-        self._irq_dirty = True
+        self._dirty = True
 
     def _activate(self, q, was_active):
         """Check the configuration when the queue becomes active (docs/queues.md)."""
@@ -576,8 +702,8 @@ class ChipModel(ControlModel):
     def _can_fetch(self, q):
         s = self.queues[q]
         inflight = self._fetching is not None and self._fetching[0] == q
-        return (self._active(q) and (s.fetch - s.consumer) & M32 < (s.producer - s.consumer) & M32
-                and len(s.fifo) + inflight < self.prefetch)
+        return ((s.fetch - s.consumer) & M32 < (s.producer - s.consumer) & M32
+                and len(s.fifo) + inflight < self.prefetch and self._active(q))
 
     def _fetch_issue(self):
         for k in range(1, QUEUES + 1):
@@ -597,10 +723,9 @@ class ChipModel(ControlModel):
         if addr + DESC_BYTES > self.host_bytes:
             self._halt(q, ErrorCode.AXI_DECERR, index)
             return
-        raw = self.host[addr:addr + DESC_BYTES].tobytes()
-        s.fifo.append((index, [int.from_bytes(raw[4 * i:4 * i + 4], "little") for i in range(8)]))
+        s.fifo.append((index, list(struct.unpack_from("<8I", self.host, addr))))
         s.fetch = (index + 1) & M32
-        self._irq_dirty = True
+        self._dirty = True
 
     def _head_word(self, q, w):
         s = self.queues[q]
@@ -610,14 +735,14 @@ class ChipModel(ControlModel):
         v = 0
         for q, s in enumerate(self.queues):
             if s.fifo and self._active(q):
-                v |= M.WORK.QREADY.put(1 << q)
+                v |= 1 << (_QREADY + q)
             if s.resetting and not s.acked:
-                v |= M.WORK.QRESET.put(1 << q)
+                v |= 1 << (_QRESET + q)
         for e, eng in enumerate(self.engines):
             if eng.retire:
-                v |= M.WORK.RETIRE.put(1 << e)
-        if (self.now - M.TIMER.CYCLES.get(self.regs.values[M.TIMER.addr])) & M32 < 0x8000_0000:
-            v |= M.WORK.TIMER.put(1)
+                v |= 1 << (_RETIRE + e)
+        if (self.now - self.regs.values[M.TIMER.addr]) & M32 < 0x8000_0000:
+            v |= _WORK_TIMER
         return v
 
     def _q_pop(self, value):
@@ -629,7 +754,7 @@ class ChipModel(ControlModel):
                 self.queues[q].fifo.popleft()
 
     def _forward(self, value):
-        q, tag = M.FORWARD.QUEUE.get(value), M.FORWARD.TAG.get(value)
+        q, tag = _FORWARD_QUEUE.get(value), _FORWARD_TAG.get(value)
         s = self.queues[q]
         if not s.fifo:
             raise ContractViolation(f"FORWARD of queue {q} with an empty prefetch FIFO")
@@ -651,11 +776,10 @@ class ChipModel(ControlModel):
     def _cpl_request(self, value):
         if len(self._cpl) >= self.cpl_depth:
             raise ContractViolation("CPL request while CPL_STATUS.FREE is 0")
-        F = M.CPL
+        queue, irq, halt, flags, status, opcode = (f.get(value) for f in _CPL_FIELDS)
         self._cpl.append(_CplRequest(
-            queue=F.QUEUE.get(value), irq=bool(F.IRQ.get(value)), halt=bool(F.HALT.get(value)),
-            flags=F.FLAGS.get(value), status=F.STATUS.get(value), opcode=F.OPCODE.get(value),
-            tag=M.CPL_TAG.TAG.get(self.regs.values[M.CPL_TAG.addr]), timestamp=self.now & M32,
+            queue=queue, irq=bool(irq), halt=bool(halt), flags=flags, status=status, opcode=opcode,
+            tag=_CPL_TAG.get(self.regs.values[M.CPL_TAG.addr]), timestamp=self.now & M32,
             due=self.now + self._delay(self.cpl_latency)))
 
     def _write_record(self, r):
@@ -691,14 +815,14 @@ class ChipModel(ControlModel):
         s = self.queues[q]
         s.acked = True
         s.fifo.clear()
-        self._irq_dirty = True
+        self._dirty = True
 
     def _reset_done(self, q):
         s = self.queues[q]
         s.producer = s.fetch = s.consumer = 0
         s.halted, s.error, s.error_index = False, 0, 0
         s.resetting = s.acked = False
-        self._irq_dirty = True
+        self._dirty = True
         self._activate(q, was_active=False)
 
     def _fw_msg_send(self, value):
@@ -721,15 +845,14 @@ class ChipModel(ControlModel):
         cmd = eng.current
         eng.current = None
         code = self.dev.submit(cmd.words, window=cmd.window if e <= 1 else None)
-        done = _reg(f"DONE_{ENGINE_NAMES[e]}").addr
-        self._host_regs[done] = (self._host_regs[done] + 1) & M32
+        self._host_regs[_DONE[e]] = (self._host_regs[_DONE[e]] + 1) & M32
         if code == ErrorCode.OK:
             self._count_dma_bytes(e, cmd.words)
         if self.running:
             if len(eng.retire) >= RETIRE_DEPTH:
                 raise ContractViolation(f"{ENGINE_NAMES[e]} retire FIFO overflow")
             eng.retire.append((int(code), cmd.tag))
-            self._irq_dirty = True
+            self._dirty = True
         if eng.fifo:
             self._engine_start(e)
 
@@ -738,7 +861,7 @@ class ChipModel(ControlModel):
         if not r:
             return 0
         error, tag = r[0]
-        return M.RETIRE0.VALID.put(1) | M.RETIRE0.ERROR.put(error) | M.RETIRE0.TAG.put(tag)
+        return _RETIRE_VALID.put(1) | _RETIRE_ERROR.put(error) | _RETIRE_TAG.put(tag)
 
     def _retire_pop(self, value):
         bits = M.RETIRE_POP.ENGINE.get(value)

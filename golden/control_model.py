@@ -12,6 +12,8 @@ from driver.firmware_image import FirmwareState
 from .rv32_iss import RV32ISS
 
 MMIO_BASE = 0x2000_0000
+#: byte-lane mask of each write strobe value
+_STROBE_MASK = tuple(sum(0xFF << (8 * i) for i in range(4) if strb >> i & 1) for strb in range(16))
 
 
 class FirmwareTimeout(RuntimeError):
@@ -34,7 +36,7 @@ class FirmwareRegisters:
     def write(self, addr, value, wstrb):
         off = addr - MMIO_BASE
         if off in self.values:
-            mask = sum(0xFF << (8 * i) for i in range(4) if wstrb >> i & 1)
+            mask = _STROBE_MASK[wstrb & 0xF]
             self.values[off] = (self.values[off] & ~mask) | (value & mask)
 
     def __getitem__(self, reg):

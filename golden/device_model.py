@@ -139,13 +139,17 @@ class DeviceModel:
                 or d["b_addr"] + (nt - 1) * d["b_nt_stride"] + kt * dim > self.caps.spad_rows
                 or d["c_addr"] + (nt - 1) * d["c_nt_stride"] + m > self.caps.acc_rows):
             raise _Fault(ErrorCode.LOCAL_RANGE)
+        # All k-tiles of a C tile in one product: A as (m, K) with K = k_tiles*dim, and the
+        # k-tiles of B tile nt are consecutive rows. Wrapping after each k-tile or only the total
+        # is the same mod 2**32.
+        k = kt * dim
+        a_rows = d["a_addr"] + d["a_kt_stride"] * np.arange(kt)[:, None] + np.arange(m)
+        a = self.spad[a_rows].transpose(1, 0, 2).reshape(m, k)
         for n in range(nt):
             c0 = d["c_addr"] + n * d["c_nt_stride"]
-            for k in range(kt):
-                a0 = d["a_addr"] + k * d["a_kt_stride"]
-                b0 = d["b_addr"] + n * d["b_nt_stride"] + k * dim
-                c_init = None if (k == 0 and not d["accumulate"]) else self.acc[c0:c0 + m]
-                self.acc[c0:c0 + m] = ops.gemm(self.spad[a0:a0 + m], self.spad[b0:b0 + dim], c_init)
+            b0 = d["b_addr"] + n * d["b_nt_stride"]
+            c_init = self.acc[c0:c0 + m] if d["accumulate"] else None
+            self.acc[c0:c0 + m] = ops.gemm(a, self.spad[b0:b0 + k], c_init)
 
     # ------------------------------------------------------------------ vector unit
     def _vector(self, d):

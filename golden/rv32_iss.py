@@ -3,6 +3,10 @@
 
 ``RV32ISS.step()`` executes one instruction (or takes one interrupt) and returns its
 :class:`CommitRecord` ``(pc, insn, rd, value, trap, cause)``, the contract's commit trace.
+``RV32ISS.burst(n, clock, tick)`` takes the same steps without building records (the chip model's
+fast path); both run the same code. Each instruction word is decoded once into a handler (cached by
+pc, dropped when IMEM is written, which only :meth:`~RV32ISS.load_imem` does) that returns the
+next pc; a record is made from the decoded ``(insn, rd)`` and the register file afterwards.
 
 Choices where the contract leaves room (all documented here, keep the RTL in line):
 
@@ -31,6 +35,7 @@ Choices where the contract leaves room (all documented here, keep the RTL in lin
 from __future__ import annotations
 
 import io
+import operator
 import struct
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -78,6 +83,16 @@ class CommitRecord(NamedTuple):
 
 
 _rec = tuple.__new__
+
+
+class _Unclocked:
+    """The clock of a core alone (:meth:`RV32ISS.step`): no step needs more than counting, and
+    nothing reads the count."""
+    now = 0
+    deadline = float("inf")
+
+
+_UNCLOCKED = _Unclocked()
 
 
 class _Trap(Exception):
@@ -135,11 +150,11 @@ _R_OPS = {
     (1, 0x00): lambda a, b: (a << (b & 31)) & M32,
     (2, 0x00): lambda a, b: 1 if _s32(a) < _s32(b) else 0,
     (3, 0x00): lambda a, b: 1 if a < b else 0,
-    (4, 0x00): lambda a, b: a ^ b,
+    (4, 0x00): operator.xor,       # C functions where no mask is needed: no Python call
     (5, 0x00): lambda a, b: a >> (b & 31),
     (5, 0x20): lambda a, b: (_s32(a) >> (b & 31)) & M32,
-    (6, 0x00): lambda a, b: a | b,
-    (7, 0x00): lambda a, b: a & b,
+    (6, 0x00): operator.or_,
+    (7, 0x00): operator.and_,
     (0, 0x01): lambda a, b: (a * b) & M32,
     (1, 0x01): lambda a, b: ((_s32(a) * _s32(b)) >> 32) & M32,
     (2, 0x01): lambda a, b: ((_s32(a) * b) >> 32) & M32,
@@ -152,13 +167,15 @@ _R_OPS = {
 # OP-IMM operations (funct3 -> op on (rs1, imm & M32)); shifts are handled separately.
 _I_OPS = {0: _R_OPS[(0, 0)], 2: _R_OPS[(2, 0)], 3: _R_OPS[(3, 0)], 4: _R_OPS[(4, 0)],
           6: _R_OPS[(6, 0)], 7: _R_OPS[(7, 0)]}
+# Branch funct3 -> (comparison, bits flipped in both operands first): flipping bit 31 orders
+# unsigned 32-bit values as their signed readings.
 _BRANCH = {
-    0: lambda a, b: a == b,
-    1: lambda a, b: a != b,
-    4: lambda a, b: _s32(a) < _s32(b),
-    5: lambda a, b: _s32(a) >= _s32(b),
-    6: lambda a, b: a < b,
-    7: lambda a, b: a >= b,
+    0: (operator.eq, 0),
+    1: (operator.ne, 0),
+    4: (operator.lt, 0x8000_0000),
+    5: (operator.ge, 0x8000_0000),
+    6: (operator.lt, 0),
+    7: (operator.ge, 0),
 }
 _LOAD = {0: (1, True), 1: (2, True), 2: (4, False), 4: (1, False), 5: (2, False)}
 _LOAD_FMT = {(1, True): "<b", (2, True): "<h", (4, False): "<I", (1, False): "<B", (2, False): "<H"}
@@ -209,7 +226,8 @@ class RV32ISS:
         self.dmem_size = dmem_size
         self.mmio = mmio if mmio is not None else MMIOLog()
         self._regs = [0] * 32
-        self._cache: dict[int, Callable] = {}
+        self._cache: dict[int, Callable] = {}     # pc -> handler, for IMEM as it is now
+        self._meta: dict[int, tuple] = {}         # pc -> (insn, rd of its commit record)
         self.reset()
         self.load_imem(imem)
 
@@ -230,6 +248,7 @@ class RV32ISS:
         self._irq = False
         self.sleeping = False
         self._slow = False
+        self._trap_cause = None     # cause of the last instruction that trapped (for step())
 
     def load_imem(self, image, offset=0):
         """Write ``image`` (bytes, or a list of 32-bit words) into IMEM at ``offset``."""
@@ -240,7 +259,8 @@ class RV32ISS:
             raise ValueError(f"IMEM image of {len(image)} bytes at {offset:#x} exceeds the "
                              f"{IMEM_SIZE}-byte IMEM")
         self._imem[offset:offset + len(image)] = image
-        self._cache.clear()
+        self._cache.clear()     # IMEM is written only here: the decoded handlers are stale
+        self._meta.clear()
 
     @property
     def imem(self) -> bytes:
@@ -417,17 +437,63 @@ class RV32ISS:
                 self._enter_trap(CAUSE_EXT_IRQ, 0, pc)
                 return _rec(CommitRecord, (pc, self._insn_at(pc), 0, 0, True, CAUSE_EXT_IRQ))
         pc = self.pc
-        fn = self._cache.get(pc)
-        if fn is None:
-            fn = self._decode(pc)
-        self._cyc += 1
-        self._ret += 1
+        self._trap_cause = None
+        self.burst(1, _UNCLOCKED, None)
+        if self._trap_cause is None:
+            insn, rd = self._meta[pc]
+            return _rec(CommitRecord, (pc, insn, rd, self._regs[rd], False, 0))
+        return _rec(CommitRecord, (pc, self._insn_at(pc), 0, 0, True, self._trap_cause))
+
+    def burst(self, n, clock, tick):
+        """Up to ``n`` steps as :meth:`step` takes them, without building commit records. After
+        each step the rest of the system takes its share of it: ``tick()``, or only
+        ``clock.now += 1`` while ``clock.now < clock.deadline`` (the system's promise that until
+        then a step changes nothing else; ``clock.now`` is also the time its MMIO device sees).
+        Stops after a step that called ``tick()`` or left the core asleep or with an interrupt to
+        take; returns the steps taken."""
+        get = self._cache.get
+        pc = self.pc
+        k = 0
         try:
-            return fn()
-        except _Trap as t:
-            self._ret -= 1
-            self._enter_trap(t.cause, t.tval, pc)
-            return _rec(CommitRecord, (pc, self._insn_at(pc), 0, 0, True, t.cause))
+            while k < n:
+                if self._slow:       # asleep, waking or taking an interrupt: the general path
+                    self.pc = pc
+                    self.step()
+                    pc = self.pc
+                else:
+                    fn = get(pc)
+                    if fn is None:
+                        fn = self._decode(pc)
+                    self._cyc += 1
+                    self._ret += 1
+                    try:
+                        pc = fn()
+                    except _Trap as t:
+                        self._ret -= 1
+                        self._trap_cause = t.cause
+                        self._enter_trap(t.cause, t.tval, pc)
+                        pc = self.pc
+                k += 1
+                if clock.now >= clock.deadline:
+                    self.pc = pc
+                    tick()
+                    break
+                clock.now += 1
+                if self._slow:
+                    break
+        finally:
+            self.pc = pc     # also when an MMIO device raised: the pc of that instruction
+        return k
+
+    @property
+    def idle(self) -> bool:
+        """Asleep with nothing to wake it: a step would only count a cycle."""
+        return self.sleeping and not (self._irq and self._mie & MIE_MEIE)
+
+    def skip(self, n):
+        """``n`` steps at once while :attr:`idle` (as many asleep steps would do)."""
+        assert self.idle, "skip() is only for a core asleep with nothing to wake it"
+        self._cyc += n
 
     def run(self, max_steps, until=None, *, trace=None) -> int:
         """Step up to ``max_steps`` times; stop early after a record for which ``until(record)``
@@ -458,7 +524,9 @@ class RV32ISS:
             def fetch_fault():
                 raise _Trap(cause, pc)
             return fetch_fault
-        fn = self._cache[pc] = self._build(pc, struct.unpack_from("<I", self._imem, pc)[0])
+        insn = struct.unpack_from("<I", self._imem, pc)[0]
+        self._meta[pc] = (insn, (insn >> 7) & 31 if insn & 0x7F in _WRITES_RD else 0)
+        fn = self._cache[pc] = self._build(pc, insn)
         return fn
 
     def _build(self, pc, insn):
@@ -469,174 +537,138 @@ class RV32ISS:
 
 
 # ------------------------------------------------------------------------------ decoders
-# One builder per major opcode: each returns a closure that executes the instruction, sets
-# S.pc and returns its CommitRecord (or raises _Trap).
+# One builder per major opcode: each returns a handler that executes the instruction and returns
+# the next pc (or raises _Trap). Handlers build no commit record: :meth:`RV32ISS.step` makes it
+# from the decoded (insn, rd) and the register file afterwards.
 def _illegal(insn):
     def illegal():
         raise _Trap(CAUSE_ILLEGAL, insn)
     return illegal
 
 
-def _b_opimm(S, pc, insn):  # noqa: C901
+def _b_opimm(S, pc, insn):
     R = S._regs
     nxt = (pc + 4) & M32
     rd = (insn >> 7) & 31
     f3 = (insn >> 12) & 7
     rs1 = (insn >> 15) & 31
-    rs2 = (insn >> 20) & 31
     f7 = insn >> 25
-    imm_i = _sext(insn >> 20, 12)
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
-    Rec = CommitRecord
     if f3 in (1, 5):
         if f3 == 1 and f7 != 0 or f3 == 5 and f7 not in (0, 0x20):
             return _illegal(insn)
         fop = _R_OPS[(f3, f7)]
-        b = rs2  # shamt
+        b = (insn >> 20) & 31  # shamt
     else:
         fop = _I_OPS[f3]
-        b = imm_i & M32
+        b = _sext(insn >> 20, 12) & M32
     if rd == 0:
         def f():
-            fop(R[rs1], b)
-            S.pc = nxt
-            return rec0
+            return nxt
     elif f3 == 0:
         def f():
-            v = (R[rs1] + b) & M32
-            R[rd] = v
-            S.pc = nxt
-            return _rec(Rec, (pc, insn, rd, v, False, 0))
+            R[rd] = (R[rs1] + b) & M32
+            return nxt
     else:
         def f():
-            v = fop(R[rs1], b)
-            R[rd] = v
-            S.pc = nxt
-            return _rec(Rec, (pc, insn, rd, v, False, 0))
+            R[rd] = fop(R[rs1], b)
+            return nxt
     return f
 
 
-def _b_op(S, pc, insn):  # noqa: C901
+def _b_op(S, pc, insn):
     R = S._regs
     nxt = (pc + 4) & M32
     rd = (insn >> 7) & 31
-    f3 = (insn >> 12) & 7
     rs1 = (insn >> 15) & 31
     rs2 = (insn >> 20) & 31
-    f7 = insn >> 25
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
-    Rec = CommitRecord
-    fop = _R_OPS.get((f3, f7))
+    fop = _R_OPS.get(((insn >> 12) & 7, insn >> 25))
     if fop is None:
         return _illegal(insn)
     if rd == 0:
         def f():
-            fop(R[rs1], R[rs2])
-            S.pc = nxt
-            return rec0
+            return nxt
     else:
         def f():
-            v = fop(R[rs1], R[rs2])
-            R[rd] = v
-            S.pc = nxt
-            return _rec(Rec, (pc, insn, rd, v, False, 0))
+            R[rd] = fop(R[rs1], R[rs2])
+            return nxt
     return f
 
 
-def _b_upper(S, pc, insn):  # noqa: C901
+def _b_upper(S, pc, insn):
     R = S._regs
     nxt = (pc + 4) & M32
     rd = (insn >> 7) & 31
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
-    Rec = CommitRecord
-    op = insn & 0x7F
     v = insn & 0xFFFF_F000
-    if op == 0x17:
+    if insn & 0x7F == 0x17:
         v = (v + pc) & M32
     if rd == 0:
         def f():
-            S.pc = nxt
-            return rec0
+            return nxt
     else:
-        rec = Rec(pc, insn, rd, v, False, 0)
-
         def f():
             R[rd] = v
-            S.pc = nxt
-            return rec
+            return nxt
     return f
 
 
-def _b_jal(S, pc, insn):  # noqa: C901
+def _b_jal(S, pc, insn):
     R = S._regs
     nxt = (pc + 4) & M32
     rd = (insn >> 7) & 31
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
-    Rec = CommitRecord
     off = (_sext(insn >> 31, 1) << 20 | ((insn >> 12) & 0xFF) << 12
            | ((insn >> 20) & 1) << 11 | ((insn >> 21) & 0x3FF) << 1)
     tgt = (pc + off) & M32
-    rec = Rec(pc, insn, rd, nxt, False, 0) if rd else rec0
-
-    def f():
-        if rd:
+    if rd == 0:
+        def f():
+            return tgt
+    else:
+        def f():
             R[rd] = nxt
-        S.pc = tgt
-        return rec
+            return tgt
     return f
 
 
-def _b_jalr(S, pc, insn):  # noqa: C901
+def _b_jalr(S, pc, insn):
     R = S._regs
     nxt = (pc + 4) & M32
     rd = (insn >> 7) & 31
-    f3 = (insn >> 12) & 7
     rs1 = (insn >> 15) & 31
     imm_i = _sext(insn >> 20, 12)
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
-    Rec = CommitRecord
-    if f3 != 0:
+    if (insn >> 12) & 7 != 0:
         return _illegal(insn)
-    rec = Rec(pc, insn, rd, nxt, False, 0) if rd else rec0
 
     def f():
-        t = (R[rs1] + imm_i) & 0xFFFF_FFFE
+        t = (R[rs1] + imm_i) & 0xFFFF_FFFE   # before the link write: rd may be rs1
         if rd:
             R[rd] = nxt
-        S.pc = t
-        return rec
+        return t
     return f
 
 
-def _b_branch(S, pc, insn):  # noqa: C901
+def _b_branch(S, pc, insn):
     R = S._regs
     nxt = (pc + 4) & M32
-    f3 = (insn >> 12) & 7
     rs1 = (insn >> 15) & 31
     rs2 = (insn >> 20) & 31
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
-    cond = _BRANCH.get(f3)
-    if cond is None:
+    if (insn >> 12) & 7 not in _BRANCH:
         return _illegal(insn)
+    cond, flip = _BRANCH[(insn >> 12) & 7]
     off = (_sext(insn >> 31, 1) << 12 | ((insn >> 7) & 1) << 11
            | ((insn >> 25) & 0x3F) << 5 | ((insn >> 8) & 0xF) << 1)
     tgt = (pc + off) & M32
 
     def f():
-        S.pc = tgt if cond(R[rs1], R[rs2]) else nxt
-        return rec0
+        return tgt if cond(R[rs1] ^ flip, R[rs2] ^ flip) else nxt
     return f
 
 
-def _b_load(S, pc, insn):  # noqa: C901
+def _b_load(S, pc, insn):
     R = S._regs
     nxt = (pc + 4) & M32
     rd = (insn >> 7) & 31
     f3 = (insn >> 12) & 7
     rs1 = (insn >> 15) & 31
     imm_i = _sext(insn >> 20, 12)
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
-    Rec = CommitRecord
     if f3 not in _LOAD:
         return _illegal(insn)
     size, signed = _LOAD[f3]
@@ -653,26 +685,22 @@ def _b_load(S, pc, insn):  # noqa: C901
             v = unpack(dm, off)[0] & M32
         else:
             v = slow(a, size, signed)
-        S.pc = nxt
         if rd:
             R[rd] = v
-            return _rec(Rec, (pc, insn, rd, v, False, 0))
-        return rec0
+        return nxt
     return f
 
 
-def _b_store(S, pc, insn):  # noqa: C901
+def _b_store(S, pc, insn):
     R = S._regs
     nxt = (pc + 4) & M32
-    rd = (insn >> 7) & 31
     f3 = (insn >> 12) & 7
     rs1 = (insn >> 15) & 31
     rs2 = (insn >> 20) & 31
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
     if f3 not in _STORE:
         return _illegal(insn)
     size = _STORE[f3]
-    imm_s = _sext((insn >> 25) << 5 | rd, 12)
+    imm_s = _sext((insn >> 25) << 5 | (insn >> 7) & 31, 12)
     pack = struct.Struct(_STORE_FMT[size]).pack_into
     vmask = (1 << 8 * size) - 1
     dm = S._dmem
@@ -687,21 +715,17 @@ def _b_store(S, pc, insn):  # noqa: C901
             pack(dm, off, R[rs2] & vmask)
         else:
             slow(a, size, R[rs2])
-        S.pc = nxt
-        return rec0
+        return nxt
     return f
 
 
-def _b_miscmem(S, pc, insn):  # noqa: C901
+def _b_miscmem(S, pc, insn):
     nxt = (pc + 4) & M32
-    f3 = (insn >> 12) & 7
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
-    if f3 not in (0, 1):
+    if (insn >> 12) & 7 not in (0, 1):
         return _illegal(insn)
 
     def f():
-        S.pc = nxt
-        return rec0
+        return nxt
     return f
 
 
@@ -711,8 +735,6 @@ def _b_system(S, pc, insn):  # noqa: C901
     rd = (insn >> 7) & 31
     f3 = (insn >> 12) & 7
     rs1 = (insn >> 15) & 31
-    rec0 = _rec(CommitRecord, (pc, insn, 0, 0, False, 0))
-    Rec = CommitRecord
     if f3 == 0:
         if insn == 0x0000_0073:
             def f():
@@ -724,15 +746,13 @@ def _b_system(S, pc, insn):  # noqa: C901
             def f():
                 ms = S._mstatus
                 S._mstatus = MSTATUS_MPIE | (MSTATUS_MIE if ms & MSTATUS_MPIE else 0)
-                S.pc = S._mepc
                 S._upd()
-                return rec0
+                return S._mepc
         elif insn == 0x1050_0073:
             def f():
                 S.sleeping = True
                 S._slow = True
-                S.pc = nxt
-                return rec0
+                return nxt
         else:
             return _illegal(insn)
         return f
@@ -745,7 +765,6 @@ def _b_system(S, pc, insn):  # noqa: C901
     writes = kind == 1 or rs1 != 0  # rs1 field is the register number or zimm
     if csr not in _CSR_SET or (writes and csr in READ_ONLY_CSRS):
         return _illegal(insn)
-    rd_ = rd
 
     def f():
         old = S._csr_read(csr, insn)
@@ -753,11 +772,9 @@ def _b_system(S, pc, insn):  # noqa: C901
             src = uimm if imm_form else R[rs1]
             new = src if kind == 1 else (old | src if kind == 2 else old & ~src & M32)
             S._csr_write(csr, new, insn)
-        S.pc = nxt
-        if rd_:
-            R[rd_] = old
-            return _rec(Rec, (pc, insn, rd_, old, False, 0))
-        return rec0
+        if rd:
+            R[rd] = old
+        return nxt
     return f
 
 
@@ -776,6 +793,8 @@ _BUILDERS = {
 }
 
 _CSR_SET = frozenset(CSR_NAMES.values())
+# Major opcodes whose commit record carries rd (the others record rd = 0).
+_WRITES_RD = frozenset((0x13, 0x33, 0x37, 0x17, 0x6F, 0x67, 0x03, 0x73))
 
 
 # ------------------------------------------------------------------------------------- ELF

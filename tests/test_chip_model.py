@@ -94,6 +94,81 @@ def test_boots_through_core_mem_and_reports(image):
     assert c.read(R.TIMESTAMP) == t + 10
 
 
+# ------------------------------------------------------------------------------------ time
+def _stepped(c):
+    """``c`` made to do every tick in full, skipping nothing: the model as if it took every step
+    in turn, the reference for its event-driven time ("How time advances")."""
+    c._next_event = lambda timer_on: 0
+    return c
+
+
+def _log_mmio(c):
+    """Every firmware MMIO access with its step, as (step, write, address, data)."""
+    log, regs = [], c.regs
+    read, write = regs.read, regs.write
+
+    def logged_read(addr):
+        v = read(addr)
+        log.append((c.now, 0, addr, v))
+        return v
+
+    def logged_write(addr, value, wstrb):
+        log.append((c.now, 1, addr, value))
+        write(addr, value, wstrb)
+    regs.read, regs.write = logged_read, logged_write
+    return log
+
+
+def _state(c):
+    return dict(now=c.now, cycle=c.iss.cycle, instret=c.iss.instret, pc=c.iss.pc,
+                regs=list(c.iss.regs), dmem=bytes(c.iss.dmem), host=bytes(c.host), irq=c.irq,
+                csrs={name: c.read(reg) for name, reg in R.REGISTERS.items()})
+
+
+def _lone_hang(c, s):
+    """A GEMM that hangs with nothing else to do: only the firmware's watchdog timer (WORK.TIMER)
+    wakes the sleeping core, which resets the engine and fails the command."""
+    setup_queue(c, 0, ring=0x1000, log2=3, cpl=0x5000)
+    c.write(R.WATCHDOG, 3000)
+    c.write(R.DEBUG_HANG, R.DEBUG_HANG.GEMM.put(1))
+    c.host_write(0x1000, words_bytes(encode(Opcode.GEMM, m=2, k_tiles=1, n_tiles=1, b_addr=8)))
+    c.write(R.Q_DOORBELL0, 1)
+    steps = c.run_until_idle()
+    assert unpack_record(c.host_read(0x5010, 16))["status"] == ErrorCode.WATCHDOG
+    return steps
+
+
+TIME_SCENARIOS = {
+    "dag": lambda c, s: run_sync(S.dag_scenario(CAPS, s, host_bytes=HOST_BYTES, jobs=20), c).cycles,
+    "watchdog_gemm": lambda c, s: run_sync(S.error_scenario(CAPS, s, "watchdog_gemm",
+                                                            host_bytes=HOST_BYTES, jobs=12), c).cycles,
+    "cpl_decerr": lambda c, s: run_sync(S.error_scenario(CAPS, s, "cpl_decerr", host_bytes=HOST_BYTES,
+                                                         jobs=12), c).cycles,
+    "lone_hang": _lone_hang,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TIME_SCENARIOS))
+def test_event_driven_time_equals_stepping(image, kind):
+    """The same scenario on a model that skips idle steps and one that does every tick in full:
+    the same firmware MMIO accesses at the same steps, and the same state at the end."""
+    s = seed(500)
+    runs = []
+    for fast in (True, False):
+        c = chip(image, s)
+        if not fast:
+            _stepped(c)
+        log = _log_mmio(c)
+        result = TIME_SCENARIOS[kind](c, s)
+        runs.append((result, log, _state(c)))
+    (result, log, state), (ref_result, ref_log, ref_state) = runs
+    assert result == ref_result and len(log) == len(ref_log)
+    assert log == ref_log
+    assert state == ref_state
+    sleeps = sum(1 for (t0, *_), (t1, *_) in zip(log, log[1:]) if t1 - t0 > 100)
+    assert sleeps > 3, "the firmware slept: the model had idle steps to skip"
+
+
 # ------------------------------------------------------------------------------------ DAG
 @pytest.mark.parametrize("k", range(3))
 def test_random_dag_on_all_queues(image, k):

@@ -649,6 +649,76 @@ def test_random_program_accepts_seeds_and_rejects_oversize():
         A.random_program(seeded(2), 5000)
 
 
+def test_decode_cache_follows_imem_writes():
+    """A word rewritten through load_imem executes as the new instruction: the handler decoded
+    for that pc, and the (insn, rd) its commit record is made of, are dropped."""
+    iss = RV32ISS([A.addi(1, 0, 5), A.HALT_INSN])
+    assert iss.step() == rec(0, A.addi(1, 0, 5), 1, 5)
+    iss.load_imem([A.addi(2, 0, 7)], 0)
+    iss.pc = 0
+    assert iss.step() == rec(0, A.addi(2, 0, 7), 2, 7)
+    assert iss.regs[1:3] == [5, 7]
+
+
+def _state(iss):
+    return (iss.pc, list(iss.regs), iss.csr.as_dict(), iss.cycle, iss.instret, iss.sleeping,
+            bytes(iss.dmem), list(iss.mmio.writes))
+
+
+class _Clock:
+    """A system around the core for burst(): after a full tick, the next one is due a random
+    number of steps later."""
+
+    def __init__(self, rng):
+        self.rng, self.now, self.deadline, self.ticks = rng, 0, 0, []
+
+    def tick(self):
+        self.ticks.append(self.now)
+        self.now += 1
+        self.deadline = self.now + int(self.rng.integers(0, 40))
+
+
+def test_burst_takes_the_steps_step_takes():
+    """burst() builds no records but leaves the state step() leaves after as many steps (traps,
+    interrupts, sleep included); the clock counts every step, tick() runs for each step at or
+    after the deadline and ends the burst."""
+    rng = seeded(4)
+    # Random programs never enable the interrupt; this loop sleeps, wakes and takes interrupts
+    # (the handler at HANDLER returns) with irq toggled at random below.
+    irq_loop = A.li(1, 0x800) + [A.csrs("mie", 1), A.wfi(), A.addi(5, 5, 1), A.csrrsi(0, "mstatus", 8),
+                                 A.addi(6, 6, 1), A.csrrci(0, "mstatus", 8), A.j(-20)]
+    handler = [A.addi(31, 31, 1), A.mret()]
+    for i in range(30):
+        if i < 5:
+            a, b = make(irq_loop), make(irq_loop)
+            for iss in (a, b):
+                iss.load_imem(handler, HANDLER)
+        else:
+            prog = A.random_program(rng, 300)
+            a, b = RV32ISS(prog), RV32ISS(prog)
+        clock = _Clock(rng)
+        n = 0
+        while n < 3000:
+            if rng.random() < 0.1:
+                level = bool(rng.integers(0, 2))
+                a.set_irq(level)
+                b.set_irq(level)
+            deadline, ticks = clock.deadline, len(clock.ticks)
+            k = a.burst(3000 - n, clock, clock.tick)
+            assert k >= 1
+            for _ in range(k):
+                b.step()
+            n += k
+            assert clock.now == n, "the clock counts each step once"
+            if len(clock.ticks) > ticks:
+                assert clock.ticks[ticks:] == [n - 1] and n - 1 >= deadline, "a tick ends the burst"
+            else:
+                assert n - 1 < deadline and (a.sleeping or a.irq or n == 3000)
+            assert _state(a) == _state(b)
+        if i < 5:
+            assert a.regs[5] > 10 and a.regs[31] > 10, "woke from WFI and took interrupts"
+
+
 def test_speed_report():
     rng = seeded(3)
     prog = A.random_program(rng, 3500)
