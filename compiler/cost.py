@@ -22,7 +22,7 @@ from driver.descriptors import Opcode
 
 from .dma import ceil_div
 
-__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_cost"]
+__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_cost", "ramp"]
 
 DMA_SETUP = 16
 GEMM_SETUP = 2

@@ -12,15 +12,18 @@
   region j % 2, so the next layer's parameters load while this layer computes).
 * :func:`tile` (fused graph -> tiled IR): per GEMM, the tile sizes (rows ``tm``, k-tiles per step
   ``kc``, n-tiles per tile ``ng``) that fit the buffers and minimise the cost model, and the tiles
-  and steps in execution order (global numbering = event timeline values).
-* :func:`schedule` (tiled IR -> command IR): loads on queue 0, GEMM + epilogue on queue 1, stores
-  on queue 2, ordered only by four program events (loaded / computed / epilogue done / stored,
-  as timelines of step and tile numbers); host buffers (inputs, outputs, weights, epilogue
-  parameters, intermediates) become Program buffers and every host address a Reloc. Few, big
-  descriptors (each costs ~130-260 firmware cycles): one VECTOR per tile for per-tensor
-  requantization (the bias preloaded into C), one 3D load for a layer's parameters, a layer's W
-  loads not held behind the previous layer's store, and single-tile layers feeding the next
-  single-tile layer's A from the output buffer on chip (docs/compiler.md).
+  and steps in execution order (global numbering = event timeline values); the first tile's
+  steps ramp up from a short one, the last tile is split in two.
+* :func:`schedule` (tiled IR -> command IR): loads on queue 0, GEMMs + epilogues on one or two
+  compute queues (consecutive steps on different ones, so a SIGNAL never idles the PE array),
+  stores on queue 2, ordered only by program events (loaded / computed and epilogue done per
+  compute queue / stored, as timelines of step and tile numbers); host buffers (inputs,
+  outputs, weights, epilogue parameters, intermediates) become Program buffers and every host
+  address a Reloc. Few, big descriptors (each costs ~130-260 firmware cycles): one VECTOR per
+  tile for per-tensor requantization (the bias preloaded into C), one 3D load for a layer's
+  parameters, a layer's W loads not held behind the previous layer's store, and single-tile
+  layers feeding the next single-tile layer's A from the output buffer on chip
+  (docs/compiler.md).
 """
 import numpy as np
 
@@ -334,9 +337,9 @@ class _Emitter:
 def schedule(tiled, name, graph_inputs, graph_outputs, bias_in_c="auto", forward=True):
     """Tiled IR -> :class:`driver.program.Program` (the command IR's content).
 
-    Loads on queue 0, each step's GEMM on its compute queue (:data:`COMPUTE_QS`, alternating by
-    step parity when the tiled program uses two) with the tile's epilogue after its last step,
-    stores on queue 2.
+    Loads on queue 0, each step's GEMM on a compute queue (:data:`COMPUTE_QS`; with two, the
+    other one than the previous step's, see ``_Scheduler.pick_queue``) with the tile's epilogue
+    after its last step, stores on queue 2.
 
     ``bias_in_c``: for a GEMM with per-tensor requantization (``mult``/``shift`` the same for
     every channel) and a bias, preload the bias into the C tile with one DMA so that one VECTOR
