@@ -69,12 +69,16 @@ def compile_graph(graph, caps, name=None, queues=None, layout=None, bias_in_c=No
     shapes = [(lay, ramp, taper, nq) for lay in ([layout] if layout else list(LAYOUTS))
               for ramp in (True, False) for taper in (True, False)
               for nq in ([compute_queues] if compute_queues else {max_compute_queues(caps), 1})]
+    seen, tilings = set(), {}
     for lay, ramp, taper, nq in shapes:
         try:
-            tiled = tile(fused, caps, lay, ramp=ramp, taper=taper, queues=nq).verify()
+            tiled = tile(fused, caps, lay, ramp=ramp, taper=taper, queues=nq, cache=tilings).verify()
         except CompileError as e:
             error = error or e
             continue
+        if (lay, tiled.shape()) in seen:       # e.g. no ramp possible, a single-tile last GEMM
+            continue
+        seen.add((lay, tiled.shape()))
         for bic in ([bias_in_c] if bias_in_c is not None else ["auto", False]):
             program = schedule(tiled, name, graph.inputs, graph.outputs, bias_in_c=bic,
                                forward=forward)

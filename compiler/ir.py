@@ -193,6 +193,14 @@ class TiledProgram:
     def buffer(self, kind, parity):
         return self.buffers[f"{kind}{parity}"]
 
+    def shape(self):
+        """Everything the schedule depends on besides the buffers: equal shapes over equal
+        buffers schedule to the same program."""
+        return (self.compute_queues, tuple(
+            (tg.tm, tg.kc, tg.ng, tuple((t.m0, t.m1, t.n0, t.n1, t.init_c,
+                                         tuple((s.k0, s.k1) for s in t.steps)) for t in tg.tiles))
+            for tg in self.gemms))
+
     def verify(self):
         caps, dim = self.caps, self.caps.dim
         limits = {"spad": caps.spad_rows, "acc": caps.acc_rows}

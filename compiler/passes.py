@@ -216,12 +216,9 @@ def max_compute_queues(caps):
     return 2 if (caps.queues or 4) >= 4 else 1
 
 
-def choose_tiling(g, caps, bufs, nq):
-    """(tm, kc, ng) for a GEMM: the fitting choice with the lowest predicted cost."""
-    dim, m, k, n = caps.dim, g.m, g.k, g.n
+def _best_tiling(m, k, n, caps, cap_a, cap_b, cap_o, nq):
+    dim = caps.dim
     kt, nt = ceil_div(k, dim), ceil_div(n, dim)
-    cap_a, cap_b = bufs["a0"].rows, bufs["b0"].rows
-    cap_o = min(bufs["o0"].rows, bufs["r0"].rows, bufs["c0"].rows)
     best = None
     for kc in _candidates(kt, min(0xFFF, cap_b // dim)):
         for ng in _candidates(nt, min(0xFFF, cap_b // (kc * dim))):
@@ -231,10 +228,23 @@ def choose_tiling(g, caps, bufs, nq):
             c = cost.tiling_cost(m, k, n, tm, kc, ng, caps, nq)
             if best is None or c < best[0]:
                 best = (c, tm, kc, ng)
+    return best and best[1:]
+
+
+def choose_tiling(g, caps, bufs, nq, cache=None):
+    """(tm, kc, ng) for a GEMM: the fitting choice with the lowest predicted cost. ``cache``: a
+    dict shared by calls with the same arguments (compile_graph's variants)."""
+    cap_a, cap_b = bufs["a0"].rows, bufs["b0"].rows
+    cap_o = min(bufs["o0"].rows, bufs["r0"].rows, bufs["c0"].rows)
+    key = (g.m, g.k, g.n, caps, cap_a, cap_b, cap_o, nq)
+    cache = {} if cache is None else cache
+    if key not in cache:
+        cache[key] = _best_tiling(*key)
+    best = cache[key]
     if best is None:
-        raise CompileError(g.where, f"{m}x{k}x{n} GEMM: no tile fits the buffers "
+        raise CompileError(g.where, f"{g.m}x{g.k}x{g.n} GEMM: no tile fits the buffers "
                                     f"(A {cap_a}, W {cap_b}, C/out {cap_o} rows)")
-    return best[1:]
+    return best
 
 
 def k_steps(k, kc, dim, ramp=()):
@@ -264,19 +274,20 @@ def _rects(g, tm, ng, dim, taper):
     return rects
 
 
-def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None):
+def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache=None):
     """Fused graph -> :class:`TiledProgram` (buffers planned, tiles and steps numbered).
     ``ramp``: the program's first tile starts with short, growing steps (:func:`cost.ramp`);
     ``taper``: its last tile is split in two along N (:func:`_rects`); ``queues``: compute
     queues to use (default :func:`max_compute_queues`; one saves the C-initialising DMAs, which
-    matters only when the firmware's dispatch work, not the engines, sets the pace)."""
+    matters only when the firmware's dispatch work, not the engines, sets the pace); ``cache``:
+    see :func:`choose_tiling`."""
     dim = caps.dim
     nq = queues or max_compute_queues(caps)
     param_rows = max(3 * ceil_div(g.n, dim) for g in gemms)
     bufs = plan_chip_buffers(caps, param_rows, layout)
     out, step, tile_no = [], 0, 0
     for j, g in enumerate(gemms):
-        tm, kc, ng = choose_tiling(g, caps, bufs, nq)
+        tm, kc, ng = choose_tiling(g, caps, bufs, nq, cache)
         tg = TiledGemm(g, tm, kc, ng, f"p{j % 2}", bufs[f"p{j % 2}"].base)
         for m0, m1, n0, n1 in _rects(g, tm, ng, dim, taper and g is gemms[-1]):
             t = Tile(tile_no, m0, m1, n0, n1)
