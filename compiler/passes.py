@@ -162,7 +162,8 @@ def fuse(graph):
 #: a0 = bank 0, a1 = bank 1, b0/o0/r0 = bank 2, b1/o1/r1 = bank 3 (the DMA fills one bank while
 #: the PE array reads another). "wide_w": small A buffers and big W buffers, so
 #: weight-streaming layers (small M, e.g. an MLP's batch) take fewer, bigger k-steps (each step
-#: costs a ~800-cycle SIGNAL -> WAIT -> dispatch gap on the compute queue).
+#: costs firmware work and DMA setup; on one compute queue also a ~800-cycle SIGNAL -> WAIT ->
+#: dispatch gap).
 LAYOUTS = {
     "banked": [("a0", 8), ("a1", 8), ("b0", 4), ("o0", 2), ("r0", 2), ("b1", 4), ("o1", 2), ("r1", 2)],
     "wide_w": [("a0", 2), ("a1", 2), ("b0", 10), ("o0", 2), ("r0", 2), ("b1", 10), ("o1", 2), ("r1", 2)],
