@@ -213,8 +213,10 @@ def _candidates(n, limit):
 
 def max_compute_queues(caps):
     """GEMM queues the schedule can alternate between: two when the chip has a fourth queue
-    (``caps.queues`` 0 = not reported, as in capabilities built from a config: four)."""
-    return 2 if (caps.queues or 4) >= 4 else 1
+    (``caps.queues`` 0 = not reported, as in capabilities built from a config: four) and two
+    accumulator banks (with one, the DMA initialising a tile's C would wait behind the GEMMs
+    accumulating into the other C buffer: a DMA into a bank waits while a GEMM writes it)."""
+    return 2 if (caps.queues or 4) >= 4 and caps.acc_banks >= 2 else 1
 
 
 def _best_tiling(m, k, n, caps, cap_a, cap_b, cap_o, nq):

@@ -278,7 +278,8 @@ def test_steps_alternate_between_two_compute_queues():
     """With four queues, step s's GEMM goes to COMPUTE_QS[s % 2]: while one queue's SIGNAL waits
     for its GEMM to retire, the other queue's GEMM is already in the engine. The K steps of a tile
     may then reach the engine in either order, so their C starts from a DMA (zeros or the bias)
-    and every step accumulates. A chip with three queues gets one compute queue."""
+    and every step accumulates. A chip with three queues (or one accumulator bank) gets one
+    compute queue."""
     g, feeds = mlp(rng_for(610), batch=40, dims=(72, 100, 36))
     caps = caps_for(4, **TINY)
     cm = compile_graph(g, caps, compute_queues=2)
@@ -296,6 +297,9 @@ def test_steps_alternate_between_two_compute_queues():
     assert {c.queue for c in three.program.commands} == {LOAD_Q, COMPUTE_QS[0], STORE_Q}
     assert not any(t.init_c for tg in three.tiled.gemms for t in tg.tiles)
     assert_matches(three, feeds, seeds=(0, 1))
+    # one accumulator bank: a C-initialising DMA would wait behind the other tile's GEMMs
+    one_bank = dataclasses.replace(caps, acc_banks=1, acc_bank_rows=2 * caps.acc_bank_rows)
+    assert compile_graph(g, one_bank).tiled.compute_queues == 1
 
 
 def test_gemm_engine_never_waits_for_a_signal_in_steady_state():
