@@ -8,7 +8,7 @@ from . import cost
 from .graph import DTYPES, im2col
 from .ir import CommandIR, dump_fused, verify_fused
 from .errors import CompileError
-from .passes import LAYOUTS, fuse, schedule, tile
+from .passes import LAYOUTS, fuse, max_compute_queues, schedule, tile
 
 __all__ = ["compile_graph", "CompiledModel"]
 
@@ -48,14 +48,16 @@ class CompiledModel:
         return cost.summary(self.program, self.cycles)
 
 
-def compile_graph(graph, caps, name=None, queues=None, layout=None, bias_in_c=None, forward=True):
+def compile_graph(graph, caps, name=None, queues=None, layout=None, bias_in_c=None, forward=True,
+                  compute_queues=None):
     """Compile ``graph`` for a chip with capabilities ``caps``; raises CompileError naming the node.
 
-    ``layout`` (a ``passes.LAYOUTS`` name) and ``bias_in_c`` (see ``passes.schedule``) default to
-    trying every combination (each also with and without a short first k-step, see
-    ``passes.tile``) and keeping the program the cost model's simulation
-    (``cost.simulate``) predicts fastest; ``forward=False`` turns off the on-chip forwarding of a
-    layer's output to the next layer's A (see ``passes.schedule``)."""
+    ``layout`` (a ``passes.LAYOUTS`` name), ``bias_in_c`` (see ``passes.schedule``) and
+    ``compute_queues`` (1 or 2, see ``passes.tile``) default to trying every combination (each
+    also with and without the first tile's ramp of short k-steps and the split last tile) and
+    keeping the program the cost model's simulation (``cost.simulate``) predicts fastest;
+    ``forward=False`` turns off the on-chip forwarding of a layer's output to the next layer's A
+    (see ``passes.schedule``)."""
     name = name or graph.name
     graph.verify()
     dumps = {"graph": graph.dump()}
@@ -64,13 +66,19 @@ def compile_graph(graph, caps, name=None, queues=None, layout=None, bias_in_c=No
     verify_fused(fused, graph.inputs, consts)
     dumps["fused"] = dump_fused(name, fused, graph.outputs)
     best, error = None, None
-    for lay, short in [(lay, short) for lay in ([layout] if layout else list(LAYOUTS))
-                       for short in (True, False)]:
+    shapes = [(lay, ramp, taper, nq) for lay in ([layout] if layout else list(LAYOUTS))
+              for ramp in (True, False) for taper in (True, False)
+              for nq in ([compute_queues] if compute_queues else {max_compute_queues(caps), 1})]
+    seen, tilings = set(), {}
+    for lay, ramp, taper, nq in shapes:
         try:
-            tiled = tile(fused, caps, lay, first_short=short).verify()
+            tiled = tile(fused, caps, lay, ramp=ramp, taper=taper, queues=nq, cache=tilings).verify()
         except CompileError as e:
             error = error or e
             continue
+        if (lay, tiled.shape()) in seen:       # e.g. no ramp possible, a single-tile last GEMM
+            continue
+        seen.add((lay, tiled.shape()))
         for bic in ([bias_in_c] if bias_in_c is not None else ["auto", False]):
             program = schedule(tiled, name, graph.inputs, graph.outputs, bias_in_c=bic,
                                forward=forward)

@@ -22,7 +22,7 @@ from driver.descriptors import Opcode
 
 from .dma import ceil_div
 
-__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_cost"]
+__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_cost", "ramp"]
 
 DMA_SETUP = 16
 GEMM_SETUP = 2
@@ -40,6 +40,8 @@ DMA_LOAD_ROW, DMA_LOAD_BEAT, DMA_STORE_ROW = 0.43, 0.82, 1.5
 
 def dma_cycles(rows, planes, row_bytes, caps, store=False):
     n, beats = planes * rows, planes * rows * max(1, ceil_div(row_bytes, caps.dma_data_bytes))
+    if not row_bytes and not store:         # zero rows: no bus traffic, one local write a cycle
+        return DMA_SETUP + n
     if store:
         return DMA_SETUP + int(max(DMA_STORE_ROW * n, beats))
     return DMA_SETUP + int(DMA_LOAD_ROW * n + DMA_LOAD_BEAT * beats)
@@ -73,7 +75,7 @@ RETIRE_LAT = 240
 ENGINE_OPS = (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.GEMM, Opcode.VECTOR)
 
 
-def simulate(commands, cycles, fifo_depth=4):
+def simulate(commands, cycles, fifo_depth=4, timeline=None):
     """Predicted run time (cycles from the first dispatch to the last completion record) of
     ``commands`` with per-command engine ``cycles``: a model of the firmware's dispatch loop — one
     control core visiting the queues in order, each queue in order until it blocks, ``DISPATCH``
@@ -81,7 +83,8 @@ def simulate(commands, cycles, fifo_depth=4):
     BARRIER waiting until every earlier command of its queue retired (engine done +
     ``RETIRE_LAT``), at most ``fifo_depth`` commands per engine in flight — and four in-order
     engines. A WAIT on a value no command here signals (e.g. a layer cut out of a program) counts
-    as reached."""
+    as reached. ``timeline`` (a dict), when given, receives command index -> (start, end): an
+    engine command's run on its engine, a firmware-only command's processing."""
     inf = float("inf")
     queues = {}
     for i, c in enumerate(commands):
@@ -108,8 +111,8 @@ def simulate(commands, cycles, fifo_depth=4):
                         next_t = min(next_t, min(fl) + RETIRE_LAT)
                         break
                     fw += DISPATCH
-                    done = max(fw + START_LAT, eng_free.get(op, 0)) + cycles[i]
-                    eng_free[op] = done
+                    start = max(fw + START_LAT, eng_free.get(op, 0))
+                    done = eng_free[op] = start + cycles[i]
                     fl.append(done)
                     retired[q] = max(retired[q], done + RETIRE_LAT)
                     end = max(end, done + RETIRE_LAT)
@@ -127,6 +130,8 @@ def simulate(commands, cycles, fifo_depth=4):
                         ev = c.fields["event"]
                         events[ev] = max(events.get(ev, 0), c.fields.get("value", 0))
                 end = max(end, fw)
+                if timeline is not None:
+                    timeline[i] = (start, done) if op in ENGINE_OPS else (fw - FW_EVENT, fw)
                 head[q] += 1
                 progressed = True
         if not progressed:
@@ -156,10 +161,36 @@ def summary(program, cycles):
                 bound=predicted, lower_bound=lower, serial=sum(cycles))
 
 
-def tiling_cost(m, k, n, tm, kc, ng, caps):
-    """Predicted cycles of a GEMM tiled as (tm, kc, ng): the busiest of load / compute / firmware
-    (the pipeline overlaps them), used by the tiling pass to choose tile sizes. Compute includes
-    the gap each step's SIGNAL -> WAIT -> GEMM dispatch leaves on the compute queue."""
+def ramp(kc, kt, tm, ng, caps):
+    """k-tiles of the first steps of the program's first tile (``tm`` rows, ``ng`` n-tiles), up
+    to ``kc``: the first load is the pipeline fill nothing overlaps, so it should be short, but
+    every next step's load must be done before the GEMM in front of it ends — a load starts once
+    its buffer's previous GEMM retired (the first two right away) and its GEMM starts a SIGNAL ->
+    WAIT -> dispatch after it. The smallest first step from which the steps can grow to ``kc``
+    (or to the end of K); ``[]`` if none does."""
+    dim = caps.dim
+    beat = max(1, ceil_div(dim, caps.dma_data_bytes))
+    load = (tm + dim * ng) * (DMA_LOAD_ROW + DMA_LOAD_BEAT * beat) + DMA_SETUP   # per k-tile
+    gemm = ng * (tm + dim)
+    to_gemm = RETIRE_LAT + 2 * FW_EVENT + DISPATCH + START_LAT       # load done -> GEMM start
+    to_load = RETIRE_LAT + 2 * FW_EVENT + 2 * DISPATCH + START_LAT   # GEMM done -> next load
+    for first in range(1, kc):
+        sizes = [first, int((gemm * first - 2 * DISPATCH) // load)]
+        while sizes[-1] < kc and sum(sizes) < kt and sizes[-1] > sizes[-2]:
+            sizes.append(int((gemm * sizes[-1] - to_gemm - to_load) // load))
+        if sizes[-1] > sizes[-2] or sum(sizes) >= kt:
+            sizes = [min(x, kc) for x in sizes]
+            while sum(sizes) > kt:                      # K ends inside the ramp
+                sizes[-1] -= min(sizes[-1], sum(sizes) - kt)
+            return [x for x in sizes if x]
+    return []
+
+
+def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1):
+    """Predicted cycles of a GEMM tiled as (tm, kc, ng) on ``queues`` compute queues: the busiest
+    of load / compute / epilogue+store / firmware (the pipeline overlaps them), used by the
+    tiling pass to choose tile sizes. On one compute queue every step leaves the SIGNAL -> WAIT
+    -> GEMM dispatch gap on it; on two the other queue's GEMM covers it."""
     dim = caps.dim
     kt, nt = ceil_div(k, dim), ceil_div(n, dim)
     mtiles, ngroups, ksteps = ceil_div(m, tm), ceil_div(nt, ng), ceil_div(kt, kc)
@@ -170,7 +201,9 @@ def tiling_cost(m, k, n, tm, kc, ng, caps):
             + mtiles * kt * dim * nt * row            # W, reloaded per m-tile
             + steps * 2 * DMA_SETUP)
     step_gap = RETIRE_LAT + 2 * FW_EVENT + DISPATCH + START_LAT
-    compute = (steps * (GEMM_SETUP + 2 * dim + step_gap) + mtiles * nt * kt * (tm + dim)
-               + mtiles * nt * (VEC_SETUP + tm) + tiles * step_gap)
+    compute = (steps * (GEMM_SETUP + 2 * dim) + mtiles * nt * kt * (tm + dim)
+               + (steps * step_gap if queues == 1 else 0))
+    out_rows = min(m, tm) * min(nt, ng)
+    per_tile = VEC_SETUP + VEC_PIPE + out_rows * (1 + DMA_STORE_ROW) + 2 * step_gap
     firmware = steps * (3 * DISPATCH + 4 * FW_EVENT) + tiles * (3 * DISPATCH + 4 * FW_EVENT)
-    return max(load, compute, firmware) + 0.01 * (load + compute + firmware)
+    return max(load, compute, tiles * per_tile, firmware) + 0.01 * (load + compute + firmware)

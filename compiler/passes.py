@@ -12,15 +12,18 @@
   region j % 2, so the next layer's parameters load while this layer computes).
 * :func:`tile` (fused graph -> tiled IR): per GEMM, the tile sizes (rows ``tm``, k-tiles per step
   ``kc``, n-tiles per tile ``ng``) that fit the buffers and minimise the cost model, and the tiles
-  and steps in execution order (global numbering = event timeline values).
-* :func:`schedule` (tiled IR -> command IR): loads on queue 0, GEMM + epilogue on queue 1, stores
-  on queue 2, ordered only by four program events (loaded / computed / epilogue done / stored,
-  as timelines of step and tile numbers); host buffers (inputs, outputs, weights, epilogue
-  parameters, intermediates) become Program buffers and every host address a Reloc. Few, big
-  descriptors (each costs ~130-260 firmware cycles): one VECTOR per tile for per-tensor
-  requantization (the bias preloaded into C), one 3D load for a layer's parameters, a layer's W
-  loads not held behind the previous layer's store, and single-tile layers feeding the next
-  single-tile layer's A from the output buffer on chip (docs/compiler.md).
+  and steps in execution order (global numbering = event timeline values); the first tile's
+  steps ramp up from a short one, the last tile is split in two.
+* :func:`schedule` (tiled IR -> command IR): loads on queue 0, GEMMs + epilogues on one or two
+  compute queues (consecutive steps on different ones, so a SIGNAL never idles the PE array),
+  stores on queue 2, ordered only by program events (loaded / computed and epilogue done per
+  compute queue / stored, as timelines of step and tile numbers); host buffers (inputs,
+  outputs, weights, epilogue parameters, intermediates) become Program buffers and every host
+  address a Reloc. Few, big descriptors (each costs ~130-260 firmware cycles): one VECTOR per
+  tile for per-tensor requantization (the bias preloaded into C), one 3D load for a layer's
+  parameters, a layer's W loads not held behind the previous layer's store, and single-tile
+  layers feeding the next single-tile layer's A from the output buffer on chip
+  (docs/compiler.md).
 """
 import numpy as np
 
@@ -32,11 +35,18 @@ from .dma import ceil_div, tiled_dma
 from .errors import CompileError
 from .ir import Buffer, FusedGemm, Step, Tile, TiledGemm, TiledProgram
 
-__all__ = ["fuse", "plan_chip_buffers", "tile", "schedule", "LOAD_Q", "COMPUTE_Q", "STORE_Q",
-           "EV_LOADED", "EV_COMPUTED", "EV_EPILOGUE", "EV_STORED"]
+__all__ = ["fuse", "plan_chip_buffers", "tile", "k_steps", "max_compute_queues", "schedule",
+           "LOAD_Q", "COMPUTE_QS", "STORE_Q", "EV_LOADED", "EV_COMPUTED", "EV_EPILOGUE", "EV_STORED"]
 
-LOAD_Q, COMPUTE_Q, STORE_Q = 0, 1, 2
-EV_LOADED, EV_COMPUTED, EV_EPILOGUE, EV_STORED = range(4)
+LOAD_Q, STORE_Q = 0, 2
+#: GEMM queues: step s runs on COMPUTE_QS[s % n]. A SIGNAL waits until its queue's GEMM retired;
+#: with two queues the other one's next GEMM is already in the engine, so the PE array never
+#: idles on it
+COMPUTE_QS = (1, 3)
+EV_LOADED, EV_STORED = 0, 3
+#: one timeline per compute queue (a counter is set, not raised, by a SIGNAL: only one queue may
+#: signal it): its computed steps and its tiles' epilogues done
+EV_COMPUTED, EV_EPILOGUE = (1, 4), (2, 5)
 
 
 # --------------------------------------------------------------------------------- fusion
@@ -152,7 +162,8 @@ def fuse(graph):
 #: a0 = bank 0, a1 = bank 1, b0/o0/r0 = bank 2, b1/o1/r1 = bank 3 (the DMA fills one bank while
 #: the PE array reads another). "wide_w": small A buffers and big W buffers, so
 #: weight-streaming layers (small M, e.g. an MLP's batch) take fewer, bigger k-steps (each step
-#: costs a ~800-cycle SIGNAL -> WAIT -> dispatch gap on the compute queue).
+#: costs firmware work and DMA setup; on one compute queue also a ~800-cycle SIGNAL -> WAIT ->
+#: dispatch gap).
 LAYOUTS = {
     "banked": [("a0", 8), ("a1", 8), ("b0", 4), ("o0", 2), ("r0", 2), ("b1", 4), ("o1", 2), ("r1", 2)],
     "wide_w": [("a0", 2), ("a1", 2), ("b0", 10), ("o0", 2), ("r0", 2), ("b1", 10), ("o1", 2), ("r1", 2)],
@@ -200,53 +211,102 @@ def _candidates(n, limit):
     return sorted({ceil_div(n, j) for j in range(1, n + 1)} & set(range(1, limit + 1)), reverse=True)[:48]
 
 
-def choose_tiling(g, caps, bufs):
-    """(tm, kc, ng) for a GEMM: the fitting choice with the lowest predicted cost."""
+def max_compute_queues(caps):
+    """GEMM queues the schedule can alternate between: two when the chip has a fourth queue
+    (``caps.queues`` 0 = not reported, as in capabilities built from a config: four) and two
+    accumulator banks (with one, the DMA initialising a tile's C would wait behind the GEMMs
+    accumulating into the other C buffer: a DMA into a bank waits while a GEMM writes it)."""
+    return 2 if (caps.queues or 4) >= 4 and caps.acc_banks >= 2 else 1
+
+
+def _best_tiling(m, k, n, caps, cap_a, cap_b, cap_o, nq):
     dim = caps.dim
-    kt, nt = ceil_div(g.k, dim), ceil_div(g.n, dim)
-    cap_a, cap_b = bufs["a0"].rows, bufs["b0"].rows
-    cap_o = min(bufs["o0"].rows, bufs["r0"].rows, bufs["c0"].rows)
+    kt, nt = ceil_div(k, dim), ceil_div(n, dim)
     best = None
     for kc in _candidates(kt, min(0xFFF, cap_b // dim)):
         for ng in _candidates(nt, min(0xFFF, cap_b // (kc * dim))):
-            tm = min(g.m, cap_a // kc, cap_o // ng, 0xFFFF)
+            tm = min(m, cap_a // kc, cap_o // ng, 0xFFFF)
             if tm < 1:
                 continue
-            c = cost.tiling_cost(g.m, g.k, g.n, tm, kc, ng, caps)
+            c = cost.tiling_cost(m, k, n, tm, kc, ng, caps, nq)
             if best is None or c < best[0]:
                 best = (c, tm, kc, ng)
+    return best and best[1:]
+
+
+def choose_tiling(g, caps, bufs, nq, cache=None):
+    """(tm, kc, ng) for a GEMM: the fitting choice with the lowest predicted cost. ``cache``: a
+    dict shared by calls with the same arguments (compile_graph's variants)."""
+    cap_a, cap_b = bufs["a0"].rows, bufs["b0"].rows
+    cap_o = min(bufs["o0"].rows, bufs["r0"].rows, bufs["c0"].rows)
+    key = (g.m, g.k, g.n, caps, cap_a, cap_b, cap_o, nq)
+    cache = {} if cache is None else cache
+    if key not in cache:
+        cache[key] = _best_tiling(*key)
+    best = cache[key]
     if best is None:
         raise CompileError(g.where, f"{g.m}x{g.k}x{g.n} GEMM: no tile fits the buffers "
                                     f"(A {cap_a}, W {cap_b}, C/out {cap_o} rows)")
-    return best[1:]
+    return best
 
 
-def tile(gemms, caps, layout="banked", first_short=True):
+def k_steps(k, kc, dim, ramp=()):
+    """A tile's step boundaries along K: the ``ramp`` step sizes (k-tiles) first, then at most
+    ``kc`` k-tiles per step, split evenly."""
+    kt = ceil_div(k, dim)
+    sizes = list(ramp)
+    rest = kt - sum(sizes)
+    n = ceil_div(rest, kc)
+    sizes += [rest // n + (i < rest % n) for i in range(n)]
+    ends = np.cumsum(sizes) * dim
+    return [0] + [min(k, int(e)) for e in ends]
+
+
+def _rects(g, tm, ng, dim, taper):
+    """The GEMM's output tiles ``(m0, m1, n0, n1)``, M-major. ``taper``: the last one is split in
+    two along N, halving the epilogue and store left after the last GEMM — not a single tile:
+    that would double the GEMM's fixed per-tile work (A load, dispatches, event round trips),
+    which the cost model underestimates for short GEMMs (make bench 64^3: predicted 4% faster,
+    measured 6% slower)."""
+    rects = [(m0, min(g.m, m0 + tm), n0, min(g.n, n0 + ng * dim))
+             for m0 in range(0, g.m, tm) for n0 in range(0, g.n, ng * dim)]
+    m0, m1, n0, n1 = rects[-1]
+    half = ceil_div(ceil_div(n1 - n0, dim), 2) * dim
+    if taper and len(rects) > 1 and n0 + half < n1:
+        rects[-1:] = [(m0, m1, n0, n0 + half), (m0, m1, n0 + half, n1)]
+    return rects
+
+
+def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache=None):
     """Fused graph -> :class:`TiledProgram` (buffers planned, tiles and steps numbered).
-    ``first_short``: the program's first step takes a quarter of its k-tiles (when it has 4 or
-    more), shortening the pipeline fill (its load overlaps nothing)."""
+    ``ramp``: the program's first tile starts with short, growing steps (:func:`cost.ramp`);
+    ``taper``: its last tile is split in two along N (:func:`_rects`); ``queues``: compute
+    queues to use (default :func:`max_compute_queues`; one saves the C-initialising DMAs, which
+    matters only when the firmware's dispatch work, not the engines, sets the pace); ``cache``:
+    see :func:`choose_tiling`."""
     dim = caps.dim
+    nq = queues or max_compute_queues(caps)
     param_rows = max(3 * ceil_div(g.n, dim) for g in gemms)
     bufs = plan_chip_buffers(caps, param_rows, layout)
     out, step, tile_no = [], 0, 0
     for j, g in enumerate(gemms):
-        tm, kc, ng = choose_tiling(g, caps, bufs)
+        tm, kc, ng = choose_tiling(g, caps, bufs, nq, cache)
         tg = TiledGemm(g, tm, kc, ng, f"p{j % 2}", bufs[f"p{j % 2}"].base)
-        for m0 in range(0, g.m, tm):
-            for n0 in range(0, g.n, ng * dim):
-                t = Tile(tile_no, m0, min(g.m, m0 + tm), n0, min(g.n, n0 + ng * dim))
-                tile_no += 1
-                # the program's first step is short (a quarter of the k-tiles): its load is the
-                # pipeline fill nothing overlaps
-                bounds = list(range(0, g.k, kc * dim)) + [g.k]
-                if step == 0 and kc >= 4 and first_short:
-                    bounds.insert(1, min(g.k, ceil_div(kc, 4) * dim))
-                for k0, k1 in zip(bounds, bounds[1:]):
-                    t.steps.append(Step(step, k0, k1, k0 == 0, k1 == g.k))
-                    step += 1
-                tg.tiles.append(t)
+        for m0, m1, n0, n1 in _rects(g, tm, ng, dim, taper and g is gemms[-1]):
+            t = Tile(tile_no, m0, m1, n0, n1)
+            tile_no += 1
+            first = ()
+            if ramp and step == 0:
+                first = cost.ramp(kc, ceil_div(g.k, dim), t.rows, ceil_div(n1 - n0, dim), caps)
+            bounds = k_steps(g.k, kc, dim, first)
+            for k0, k1 in zip(bounds, bounds[1:]):
+                t.steps.append(Step(step, k0, k1, k0 == 0, k1 == g.k))
+                step += 1
+            # steps on two queues may reach the GEMM engine in either order
+            t.init_c = nq > 1 and len(t.steps) > 1
+            tg.tiles.append(t)
         out.append(tg)
-    return TiledProgram(caps, bufs, out)
+    return TiledProgram(caps, bufs, out, nq)
 
 
 # --------------------------------------------------------------------------------- scheduling
@@ -291,179 +351,262 @@ class _Emitter:
 def schedule(tiled, name, graph_inputs, graph_outputs, bias_in_c="auto", forward=True):
     """Tiled IR -> :class:`driver.program.Program` (the command IR's content).
 
+    Loads on queue 0, each step's GEMM on a compute queue (:data:`COMPUTE_QS`; with two, the
+    other one than the previous step's, see ``_Scheduler.pick_queue``) with the tile's epilogue
+    after its last step, stores on queue 2.
+
     ``bias_in_c``: for a GEMM with per-tensor requantization (``mult``/``shift`` the same for
     every channel) and a bias, preload the bias into the C tile with one DMA so that one VECTOR
     covers the whole tile — ``True`` always, ``False`` never (one VECTOR per n-tile), ``"auto"``
-    when the VECTOR dispatches it saves cost more than the extra DMA.
+    when the VECTOR dispatches it saves cost more than the extra DMA. A tile whose C must start
+    from a DMA anyway (``Tile.init_c``) otherwise starts from zeros (one row a cycle).
 
     ``forward``: when a single-tile GEMM's A is the output of the single-tile GEMM just before
     it, its GEMMs read A straight from that GEMM's output buffer (the int8 n-tiles, ``mr`` rows
     apart, are exactly the k-tile layout A needs) instead of waiting for the store and reloading
     it; the output is still stored. The buffer stays intact until then: the next epilogue into it
-    (tile t + 2) comes after a compute-queue SIGNAL, which waits for these GEMMs."""
-    dim = tiled.caps.dim
-    p = Program(name, events=4)
-    outs = {id(t) for t in graph_outputs}
-    ins = {id(t) for t in graph_inputs}
-    declared = set()
-    last_tile = {}                    # id(tensor) -> global index of the last tile storing it
+    (tile t + 2) waits for every earlier step on both compute queues."""
+    return _Scheduler(tiled, name, graph_inputs, graph_outputs, bias_in_c, forward).run()
 
-    def host_buffer(t):
-        if t.name in declared:
-            return t.name
-        if t.is_const:
-            role, init = "const", np.ascontiguousarray(t.data).tobytes()
-        elif id(t) in outs:
-            role, init = "output", None
-        elif id(t) in ins or getattr(t, "im2col", None) is not None:
-            role, init = "input", None
-        else:
-            role, init = "scratch", None
-        p.add_buffer(BufferSpec(t.name, t.nbytes, 64, role, init))
-        declared.add(t.name)
+
+class _Layer:
+    """Per-GEMM scheduling state: host buffer names, what the epilogue does, pending waits."""
+
+    def __init__(self, tg, names, fwd_src, w_wait, a_wait, bias_c, uniform):
+        self.tg, self.g = tg, tg.gemm
+        self.a, self.w, self.r, self.o, self.params = names
+        self.fwd_src = fwd_src          # the producer tile whose output buffer is A, or None
+        self.w_wait, self.a_wait = w_wait, a_wait   # EV_STORED values to wait for before W / A
+        self.bias_c, self.uniform = bias_c, uniform
+        self.first_step = tg.tiles[0].steps[0].index
+
+    def init_c(self, t):
+        """The tile's C starts from a DMA: the bias rows when ``bias_c``, else zeros."""
+        return t.init_c or self.bias_c
+
+
+class _Scheduler:
+    def __init__(self, tiled, name, graph_inputs, graph_outputs, bias_in_c, forward):
+        self.tiled, self.bufs, self.dim = tiled, tiled.buffers, tiled.caps.dim
+        self.cqs = COMPUTE_QS[:tiled.compute_queues]
+        n = len(self.cqs)
+        self.p = Program(name, events=1 + max((EV_LOADED, EV_STORED) + EV_COMPUTED[:n] + EV_EPILOGUE[:n]))
+        self.em = _Emitter(self.p)
+        self.outs = {id(t) for t in graph_outputs}
+        self.ins = {id(t) for t in graph_inputs}
+        self.bias_in_c, self.forward = bias_in_c, forward
+        self.last_tile = {}             # id(tensor) -> global index of the last tile storing it
+        self.queue_of = {}              # step index -> its compute queue
+        self.epi_queue = {}             # tile index -> the compute queue of its epilogue
+        self.o_readers = {0: [], 1: []}  # o buffer -> forwarded steps reading it since its epilogue
+        self.waited = set()             # (queue, tile): queues that waited for a tile's epilogue
+
+    def run(self):
+        for j, tg in enumerate(self.tiled.gemms):
+            L = self.layer(j, tg)
+            for t in tg.tiles:
+                for s in t.steps:
+                    params = s is tg.tiles[0].steps[0]
+                    self.loads(L, j, t, s, params)
+                    self.gemm(L, t, s)
+                self.epilogue(L, t)
+                self.last_tile[id(L.g.output)] = t.index
+        # the last command of each queue raises the completion interrupt
+        last = {c.queue: i for i, c in enumerate(self.p.commands)}
+        for i in last.values():
+            c = self.p.commands[i]
+            self.p.commands[i] = ProgramCommand(c.queue, c.opcode, c.fields, c.relocs, True, c.tag, c.note)
+        return self.p
+
+    def host_buffer(self, t):
+        if t.name not in self.p.buffers:
+            if t.is_const:
+                role, init = "const", np.ascontiguousarray(t.data).tobytes()
+            elif id(t) in self.outs:
+                role, init = "output", None
+            elif id(t) in self.ins or getattr(t, "im2col", None) is not None:
+                role, init = "input", None
+            else:
+                role, init = "scratch", None
+            self.p.add_buffer(BufferSpec(t.name, t.nbytes, 64, role, init))
         return t.name
 
-    em = _Emitter(p)
-    bufs = tiled.buffers
-    first_step = {t.index: t.steps[0].index for tg in tiled.gemms for t in tg.tiles}
-
-    def epilogue_wait(t, s, what):
-        """Before a load into a buffer tile t - 2's epilogue reads (its C, residual): wait for that
-        epilogue — unless the step's buffer wait (computed >= s - 1) already implies it: the
-        SIGNAL after step s - 2's GEMM waits for every earlier compute-queue command, which
-        includes tile t - 2's epilogue when step s - 2 belongs to tile t - 1 or later."""
-        if t.index >= 2 and s.index - 2 >= first_step[t.index - 1]:
-            return
-        em.wait(LOAD_Q, EV_EPILOGUE, t.index - 1, f"{g.name}: {what}{t.buf} free")
-    for j, tg in enumerate(tiled.gemms):
-        g = tg.gemm
-        a_name, w_name = host_buffer(g.a), host_buffer(g.w)
-        r_name = host_buffer(g.residual) if g.residual is not None else None
-        o_name = host_buffer(g.output)
+    def layer(self, j, tg):
+        g, dim = tg.gemm, self.dim
+        names = (self.host_buffer(g.a), self.host_buffer(g.w),
+                 self.host_buffer(g.residual) if g.residual is not None else None,
+                 self.host_buffer(g.output), f"{g.name}.params")
+        prev = self.tiled.gemms[j - 1] if j else None
+        fwd = (self.forward and prev is not None and len(prev.tiles) == 1 and len(tg.tiles) == 1
+               and g.a is prev.gemm.output and g.w is not g.a)
         # RAW through host memory: wait until every producer of an operand has stored it. Only a
         # computed W must be waited for before the layer's first load; the activation (A and
-        # residual) wait goes right before the first A load, so this layer's parameters and first
-        # W chunk load while the previous layer finishes its epilogue and store.
-        prev = tiled.gemms[j - 1] if j else None
-        fwd = (forward and prev is not None and len(prev.tiles) == 1 and len(tg.tiles) == 1
-               and g.a is prev.gemm.output and g.w is not g.a)
-        if fwd:
-            src_tile = prev.tiles[0]
-            a_fwd = bufs[f"o{src_tile.buf}"].base
-        w_deps = [last_tile[id(g.w)]] if id(g.w) in last_tile else []
-        a_deps = [last_tile[id(t)] for t in (g.a, g.residual)
-                  if t is not None and id(t) in last_tile and not (fwd and t is g.a and t is not g.residual)]
-        if w_deps:
-            em.wait(LOAD_Q, EV_STORED, max(w_deps) + 1, f"{g.name}: W stored")
-        a_wait = max(a_deps) + 1 if a_deps else 0
+        # residual) wait goes right before the first A load, so this layer's first W chunk loads
+        # while the previous layer finishes its epilogue and store.
+        lt = self.last_tile
+        w_deps = [lt[id(g.w)]] if id(g.w) in lt else []
+        a_deps = [lt[id(t)] for t in (g.a, g.residual)
+                  if t is not None and id(t) in lt and not (fwd and t is g.a and t is not g.residual)]
         # one VECTOR per tile when the requantization is per-tensor (mult/shift the same for every
-        # channel): the per-channel bias is then preloaded into the C tile by a DMA and the GEMM
-        # accumulates onto it, so the epilogue needs no per-n-tile parameter rows
+        # channel) and the bias (if any) is in C: the epilogue then needs no per-n-tile rows
         uniform = bool((g.mult == g.mult[0]).all() and (g.shift == g.shift[0]).all())
-        use_bias_c = uniform and g.bias is not None and bias_in_c is not False
-        if use_bias_c and bias_in_c == "auto":
+        bias_c = uniform and g.bias is not None and self.bias_in_c is not False
+        if bias_c and self.bias_in_c == "auto":
             ng = ceil_div(min(g.n, tg.ng * dim), dim)
-            dma = cost.dma_cycles(min(g.m, tg.tm), ng, 4 * dim, tiled.caps) + cost.DISPATCH
-            use_bias_c = (ng - 1) * cost.DISPATCH > dma
-        # without the bias in C a per-tensor epilogue still fuses when there is no bias
-        uniform = uniform and (g.bias is None or use_bias_c)
-        # epilogue parameters ([bias; mult; shift] int32 rows, one const buffer per GEMM) into the
-        # parameter buffer the GEMM two layers back used, once its epilogues are done
-        if j >= 2:
-            em.wait(LOAD_Q, EV_EPILOGUE, tiled.gemms[j - 2].tiles[-1].index + 1,
-                    f"{g.name}: {tg.param_buf} free")
-        n = g.n
-        params = np.stack([g.bias if g.bias is not None else np.zeros(n, np.int32), g.mult, g.shift])
-        pname = f"{g.name}.params"
-        p.add_buffer(BufferSpec(pname, params.nbytes, 64, "const", params.astype(np.int32).tobytes()))
-        # one 3D load: plane = n-tile, its 3 rows = (bias, mult, shift)
-        for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(pname, 0), host_row_stride=4 * n,
-                           rows=3, cols=n, elem_bytes=4, local_addr=tg.param_base,
-                           local_plane_stride=3, local_row_stride=1, dim=dim, acc=1):
-            em.add(LOAD_Q, c, f"{g.name}: load bias/mult/shift")
-        for t in tg.tiles:
-            mr, tb = t.rows, t.buf
-            for s in t.steps:
-                sb, kcs = s.buf, ceil_div(s.k1 - s.k0, dim)
-                ngs = ceil_div(t.n1 - t.n0, dim)
-                a_buf, b_buf = bufs[f"a{sb}"].base, bufs[f"b{sb}"].base
-                # ---- queue 0: load the step's operands into the free half of the double buffer
-                em.wait(LOAD_Q, EV_COMPUTED, s.index - 1, f"{g.name}: a{sb}/b{sb} free")
-                if s.first and use_bias_c:
-                    # the bias rows initialise C (c{tb} is free once tile t - 2's epilogue is done)
-                    epilogue_wait(t, s, "c")
-                    for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(pname, 4 * t.n0),
-                                       host_row_stride=0, rows=mr, cols=t.n1 - t.n0, elem_bytes=4,
-                                       local_addr=bufs[f"c{tb}"].base, local_plane_stride=mr,
-                                       local_row_stride=1, dim=dim, acc=1):
-                        em.add(LOAD_Q, c, f"{g.name}: bias into C tile {t.index}")
-                for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(w_name, s.k0 * g.n + t.n0),
-                                   host_row_stride=g.n, rows=s.k1 - s.k0, cols=t.n1 - t.n0,
-                                   elem_bytes=1, local_addr=b_buf, local_plane_stride=kcs * dim,
-                                   local_row_stride=1, dim=dim):
-                    em.add(LOAD_Q, c, f"{g.name}: load W[{s.k0}:{s.k1}, {t.n0}:{t.n1}]")
-                if a_wait:
-                    em.wait(LOAD_Q, EV_STORED, a_wait, f"{g.name}: operands stored")
-                    a_wait = 0
-                if fwd:                               # A = the previous GEMM's output buffer
-                    a_buf = a_fwd + (s.k0 // dim) * mr
-                else:
-                    for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(a_name, t.m0 * g.k + s.k0),
-                                       host_row_stride=g.k, rows=mr, cols=s.k1 - s.k0, elem_bytes=1,
-                                       local_addr=a_buf, local_plane_stride=mr, local_row_stride=1,
-                                       dim=dim):
-                        em.add(LOAD_Q, c, f"{g.name}: load A[{t.m0}:{t.m1}, {s.k0}:{s.k1}]")
-                if kcs * dim > s.k1 - s.k0:          # W's K edge: zero rows
-                    em.add(LOAD_Q, Opcode.DMA_LOAD, f"{g.name}: zero W K-edge", host_addr=0,
-                           host_row_stride=0, host_plane_stride=0, row_bytes=0,
-                           rows=kcs * dim - (s.k1 - s.k0), planes=ngs,
-                           local_addr=b_buf + (s.k1 - s.k0), local_row_stride=1,
-                           local_plane_stride=kcs * dim)
-                if s.last and r_name is not None:
-                    epilogue_wait(t, s, "r")
-                    for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(r_name, t.m0 * g.n + t.n0),
-                                       host_row_stride=g.n, rows=mr, cols=t.n1 - t.n0, elem_bytes=1,
-                                       local_addr=bufs[f"r{tb}"].base, local_plane_stride=mr,
-                                       local_row_stride=1, dim=dim):
-                        em.add(LOAD_Q, c, f"{g.name}: load residual [{t.m0}:{t.m1}, {t.n0}:{t.n1}]")
-                em.signal(LOAD_Q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} loaded")
-                # ---- queue 1: multiply
-                em.wait(COMPUTE_Q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} operands")
-                em.add(COMPUTE_Q, Opcode.GEMM, f"{g.name}: step {s.index}" + (" (A on chip)" if fwd else ""),
-                       a_addr=a_buf, b_addr=b_buf,
-                       c_addr=bufs[f"c{tb}"].base, m=mr, k_tiles=kcs, n_tiles=ngs, a_kt_stride=mr,
-                       b_nt_stride=kcs * dim, c_nt_stride=mr, accumulate=int(use_bias_c or not s.first))
-                em.signal(COMPUTE_Q, EV_COMPUTED, s.index + 1, f"{g.name}: step {s.index} multiplied")
-            # ---- queue 1: epilogue of the tile into the free output buffer
-            em.wait(COMPUTE_Q, EV_STORED, t.index - 1, f"{g.name}: o{tb} free")
-            nt0, ngs = t.n0 // dim, ceil_div(t.n1 - t.n0, dim)
-            # C, output and residual n-tiles are contiguous (stride mr): with per-tensor
-            # parameters one command covers all of them
-            for j0, nj in ([(0, ngs)] if uniform else [(j, 1) for j in range(ngs)]):
-                prow = tg.param_base + 3 * (nt0 + j0)
-                what = f"n-tiles {nt0}..{nt0 + nj - 1}" if nj > 1 else f"n-tile {nt0 + j0}"
-                em.add(COMPUTE_Q, Opcode.VECTOR, f"{g.name}: epilogue tile {t.index} {what}",
-                       src_addr=bufs[f"c{tb}"].base + j0 * mr, dst_addr=bufs[f"o{tb}"].base + j0 * mr,
-                       rows=mr * nj, bias_addr=prow, mult_addr=prow + 1, shift_addr=prow + 2,
-                       res_addr=bufs[f"r{tb}"].base + j0 * mr if r_name else 0,
-                       zero_point=g.zero_point & 0xFF,
-                       **{"ops.bias": int(g.bias is not None and not use_bias_c),
-                          "ops.relu": int(g.relu), "ops.add": int(r_name is not None)})
-            em.signal(COMPUTE_Q, EV_EPILOGUE, t.index + 1, f"{g.name}: tile {t.index} epilogue")
-            # ---- queue 2: store
-            em.wait(STORE_Q, EV_EPILOGUE, t.index + 1, f"{g.name}: tile {t.index} ready")
-            for c in tiled_dma(Opcode.DMA_STORE, host_addr=HostAddr(o_name, t.m0 * g.n + t.n0),
-                               host_row_stride=g.n, rows=mr, cols=t.n1 - t.n0, elem_bytes=1,
-                               local_addr=bufs[f"o{tb}"].base, local_plane_stride=mr,
+            dma = cost.dma_cycles(min(g.m, tg.tm), ng, 4 * dim, self.tiled.caps) + cost.DISPATCH
+            bias_c = (ng - 1) * cost.DISPATCH > dma
+        params = np.stack([g.bias if g.bias is not None else np.zeros(g.n, np.int32), g.mult, g.shift])
+        self.p.add_buffer(BufferSpec(names[4], params.nbytes, 64, "const",
+                                     params.astype(np.int32).tobytes()))
+        return _Layer(tg, names, prev.tiles[0] if fwd else None,
+                      max(w_deps) + 1 if w_deps else 0, max(a_deps) + 1 if a_deps else 0, bias_c,
+                      uniform)
+
+    # ---- queue 0: a step's operands into the free half of the double buffer
+    def loads(self, L, j, t, s, params):
+        em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
+        mr, sb = t.rows, s.buf
+        kcs, ngs = ceil_div(s.k1 - s.k0, dim), ceil_div(t.n1 - t.n0, dim)
+        if L.w_wait:
+            em.wait(LOAD_Q, EV_STORED, L.w_wait, f"{g.name}: W stored")
+            L.w_wait = 0
+        if s.first and L.init_c(t):      # before the operand buffers are free: while step s - 2 runs
+            self.wait_epilogue(LOAD_Q, t.index - 2, f"{g.name}: c{t.buf} free")
+            self.c_init(L, t)
+        if s.index >= 2:                 # a{sb}/b{sb} are free once step s - 2 is done
+            em.wait(LOAD_Q, self.computed(s.index - 2), s.index - 1, f"{g.name}: a{sb}/b{sb} free")
+        b_buf = bufs[f"b{sb}"].base
+        for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(L.w, s.k0 * g.n + t.n0),
+                           host_row_stride=g.n, rows=s.k1 - s.k0, cols=t.n1 - t.n0, elem_bytes=1,
+                           local_addr=b_buf, local_plane_stride=kcs * dim, local_row_stride=1, dim=dim):
+            em.add(LOAD_Q, c, f"{g.name}: load W[{s.k0}:{s.k1}, {t.n0}:{t.n1}]")
+        if L.a_wait:
+            em.wait(LOAD_Q, EV_STORED, L.a_wait, f"{g.name}: operands stored")
+            L.a_wait = 0
+        if L.fwd_src is None:
+            for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(L.a, t.m0 * g.k + s.k0),
+                               host_row_stride=g.k, rows=mr, cols=s.k1 - s.k0, elem_bytes=1,
+                               local_addr=bufs[f"a{sb}"].base, local_plane_stride=mr,
                                local_row_stride=1, dim=dim):
-                em.add(STORE_Q, c, f"{g.name}: store [{t.m0}:{t.m1}, {t.n0}:{t.n1}]")
-            em.signal(STORE_Q, EV_STORED, t.index + 1, f"{g.name}: tile {t.index} stored")
-            last_tile[id(g.output)] = t.index
-    # the last command of each queue raises the completion interrupt
-    last = {}
-    for i, c in enumerate(p.commands):
-        last[c.queue] = i
-    for i in last.values():
-        c = p.commands[i]
-        p.commands[i] = ProgramCommand(c.queue, c.opcode, c.fields, c.relocs, True, c.tag, c.note)
-    return p
+                em.add(LOAD_Q, c, f"{g.name}: load A[{t.m0}:{t.m1}, {s.k0}:{s.k1}]")
+        if kcs * dim > s.k1 - s.k0:          # W's K edge: zero rows
+            em.add(LOAD_Q, Opcode.DMA_LOAD, f"{g.name}: zero W K-edge", host_addr=0,
+                   host_row_stride=0, host_plane_stride=0, row_bytes=0,
+                   rows=kcs * dim - (s.k1 - s.k0), planes=ngs, local_addr=b_buf + (s.k1 - s.k0),
+                   local_row_stride=1, local_plane_stride=kcs * dim)
+        if s.last and L.r is not None:
+            self.wait_epilogue(LOAD_Q, t.index - 2, f"{g.name}: r{t.buf} free")
+            for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(L.r, t.m0 * g.n + t.n0),
+                               host_row_stride=g.n, rows=mr, cols=t.n1 - t.n0, elem_bytes=1,
+                               local_addr=bufs[f"r{t.buf}"].base, local_plane_stride=mr,
+                               local_row_stride=1, dim=dim):
+                em.add(LOAD_Q, c, f"{g.name}: load residual [{t.m0}:{t.m1}, {t.n0}:{t.n1}]")
+        if params:
+            self.param_load(L, j)
+        em.signal(LOAD_Q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} loaded")
+
+    def c_init(self, L, t):
+        """C tile = the bias rows (one 3D DMA, ``host_row_stride = 0`` repeats the row over the
+        tile's rows, one plane per n-tile) or zeros: every GEMM step then accumulates."""
+        g, dim, mr = L.g, self.dim, t.rows
+        base = self.bufs[f"c{t.buf}"].base
+        if L.bias_c:
+            for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(L.params, 4 * t.n0),
+                               host_row_stride=0, rows=mr, cols=t.n1 - t.n0, elem_bytes=4,
+                               local_addr=base, local_plane_stride=mr, local_row_stride=1, dim=dim,
+                               acc=1):
+                self.em.add(LOAD_Q, c, f"{g.name}: bias into C tile {t.index}")
+        else:
+            self.em.add(LOAD_Q, Opcode.DMA_LOAD, f"{g.name}: zero C tile {t.index}", host_addr=0,
+                        host_row_stride=0, host_plane_stride=0, row_bytes=0, rows=mr,
+                        planes=ceil_div(t.n1 - t.n0, dim), local_addr=base, local_row_stride=1,
+                        local_plane_stride=mr, acc=1)
+
+    def param_load(self, L, j):
+        """The layer's [bias; mult; shift] int32 rows (one 3D load: plane = n-tile, its 3 rows)
+        into the parameter buffer the GEMM two layers back used, once its epilogues are done.
+        Loaded with the layer's first step, after its operands: a DMA into an accumulator bank
+        waits while a GEMM accumulates into that bank, and none of this layer's does yet."""
+        g, em = L.g, self.em
+        if j >= 2:
+            self.wait_epilogue(LOAD_Q, self.tiled.gemms[j - 2].tiles[-1].index,
+                               f"{g.name}: {L.tg.param_buf} free")
+        for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(L.params, 0), host_row_stride=4 * g.n,
+                           rows=3, cols=g.n, elem_bytes=4, local_addr=L.tg.param_base,
+                           local_plane_stride=3, local_row_stride=1, dim=self.dim, acc=1):
+            em.add(LOAD_Q, c, f"{g.name}: load bias/mult/shift")
+
+    # ---- compute queues: multiply
+    def computed(self, step):
+        """The event counting the computed steps of ``step``'s compute queue."""
+        return EV_COMPUTED[self.cqs.index(self.queue_of[step])]
+
+    def pick_queue(self, L, s):
+        """The other compute queue than step s - 1's, so one queue's SIGNAL never idles the
+        engine — except that a GEMM reading the previous layer's output on chip cannot start
+        before that layer's epilogue anyway: it follows it on the epilogue's queue."""
+        if L.fwd_src is not None and s.index == L.first_step:
+            return self.epi_queue[L.fwd_src.index]
+        prev = self.queue_of.get(s.index - 1, self.cqs[-1])
+        return self.cqs[(self.cqs.index(prev) + 1) % len(self.cqs)]
+
+    def wait_epilogue(self, q, t, what):
+        """Queue q waits until tile t's epilogue is done, unless that epilogue ran on q earlier
+        (queue order) or q already waited for it."""
+        if t >= 0 and self.epi_queue.get(t) != q and (q, t) not in self.waited:
+            self.em.wait(q, EV_EPILOGUE[self.cqs.index(self.epi_queue[t])], t + 1, what)
+            self.waited.add((q, t))
+
+    def gemm(self, L, t, s):
+        em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
+        q = self.queue_of[s.index] = self.pick_queue(L, s)
+        mr, init = t.rows, L.init_c(t)
+        if s.first and not init:         # the GEMM overwrites c{tb}: tile t - 2's epilogue read it
+            self.wait_epilogue(q, t.index - 2, f"{g.name}: c{t.buf} free")
+        a_buf = bufs[f"a{s.buf}"].base
+        if L.fwd_src is not None:        # A = the previous GEMM's output buffer, once written
+            self.wait_epilogue(q, L.fwd_src.index, f"{g.name}: A on chip")
+            self.o_readers[L.fwd_src.buf].append(s.index)
+            a_buf = bufs[f"o{L.fwd_src.buf}"].base + (s.k0 // dim) * mr
+        em.wait(q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} operands")
+        em.add(q, Opcode.GEMM, f"{g.name}: step {s.index}" + (" (A on chip)" if L.fwd_src else ""),
+               a_addr=a_buf, b_addr=bufs[f"b{s.buf}"].base, c_addr=bufs[f"c{t.buf}"].base, m=mr,
+               k_tiles=ceil_div(s.k1 - s.k0, dim), n_tiles=ceil_div(t.n1 - t.n0, dim),
+               a_kt_stride=mr, b_nt_stride=ceil_div(s.k1 - s.k0, dim) * dim, c_nt_stride=mr,
+               accumulate=int(init or not s.first))
+        em.signal(q, self.computed(s.index), s.index + 1, f"{g.name}: step {s.index} multiplied")
+
+    # ---- the epilogue on the compute queue of the tile's last step (after its SIGNAL, so after
+    # its GEMM; the other compute queue's GEMM keeps the PE array busy meanwhile), then the store
+    def epilogue(self, L, t):
+        em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
+        mr, tb = t.rows, t.buf
+        q = self.epi_queue[t.index] = self.queue_of[t.steps[-1].index]
+        # the other queue's GEMMs writing this C or reading o{tb} on chip must be done
+        others = [i for i in [s.index for s in t.steps] + self.o_readers[tb] if self.queue_of[i] != q]
+        if others:
+            em.wait(q, self.computed(max(others)), max(others) + 1, f"{g.name}: step {max(others)} done")
+        self.o_readers[tb] = []
+        em.wait(q, EV_STORED, t.index - 1, f"{g.name}: o{tb} free")
+        nt0, ngs = t.n0 // dim, ceil_div(t.n1 - t.n0, dim)
+        bias_op = g.bias is not None and not L.bias_c
+        # C, output and residual n-tiles are contiguous (stride mr): with per-tensor
+        # parameters and no bias to add, one command covers all of them
+        for j0, nj in ([(0, ngs)] if L.uniform and not bias_op else [(j, 1) for j in range(ngs)]):
+            prow = L.tg.param_base + 3 * (nt0 + j0)
+            what = f"n-tiles {nt0}..{nt0 + nj - 1}" if nj > 1 else f"n-tile {nt0 + j0}"
+            em.add(q, Opcode.VECTOR, f"{g.name}: epilogue tile {t.index} {what}",
+                   src_addr=bufs[f"c{tb}"].base + j0 * mr, dst_addr=bufs[f"o{tb}"].base + j0 * mr,
+                   rows=mr * nj, bias_addr=prow, mult_addr=prow + 1, shift_addr=prow + 2,
+                   res_addr=bufs[f"r{tb}"].base + j0 * mr if L.r else 0,
+                   zero_point=g.zero_point & 0xFF,
+                   **{"ops.bias": int(bias_op), "ops.relu": int(g.relu), "ops.add": int(L.r is not None)})
+        em.signal(q, EV_EPILOGUE[self.cqs.index(q)], t.index + 1, f"{g.name}: tile {t.index} epilogue")
+        # ---- queue 2: store
+        self.wait_epilogue(STORE_Q, t.index, f"{g.name}: tile {t.index} ready")
+        for c in tiled_dma(Opcode.DMA_STORE, host_addr=HostAddr(L.o, t.m0 * g.n + t.n0),
+                           host_row_stride=g.n, rows=mr, cols=t.n1 - t.n0, elem_bytes=1,
+                           local_addr=bufs[f"o{tb}"].base, local_plane_stride=mr, local_row_stride=1,
+                           dim=dim):
+            em.add(STORE_Q, c, f"{g.name}: store [{t.m0}:{t.m1}, {t.n0}:{t.n1}]")
+        em.signal(STORE_Q, EV_STORED, t.index + 1, f"{g.name}: tile {t.index} stored")
