@@ -22,9 +22,8 @@ M32 = 0xFFFF_FFFF
 
 PERF = ["PERF_CYCLES", "PERF_GEMM_BUSY", "PERF_GEMM_ACTIVE", "PERF_GEMM_STALL", "PERF_VEC_BUSY",
         "PERF_DMA_LOAD_BUSY", "PERF_DMA_STORE_BUSY", "PERF_DMA_LOAD_BYTES", "PERF_DMA_STORE_BYTES",
-        "PERF_DMA_LOAD_STALL", "PERF_DMA_STORE_STALL", "PERF_VEC_STALL",
-        "PERF_Q_RETIRED0", "PERF_Q_RETIRED1", "PERF_Q_RETIRED2",
-        "PERF_Q_EVENT_STALL0", "PERF_Q_EVENT_STALL1", "PERF_Q_EVENT_STALL2"]
+        "PERF_DMA_LOAD_STALL", "PERF_DMA_STORE_STALL", "PERF_VEC_STALL"] + \
+    [n for n in R.REGISTERS if n.startswith(("PERF_Q_RETIRED", "PERF_Q_EVENT_STALL"))]
 ENGINE = {Opcode.DMA_LOAD: "DMA load", Opcode.DMA_STORE: "DMA store", Opcode.GEMM: "GEMM",
           Opcode.VECTOR: "vector unit"}
 
@@ -149,6 +148,7 @@ def analyse(cm, meas, dim):
     last = max(rel)
     return dict(
         layers=rows, macs=macs, commands=len(prog.commands), engine_commands=n_engine,
+        queues=prog.queues,
         predicted=summ["bound"], predicted_serial=summ["serial"], predicted_firmware=summ["firmware"],
         predicted_engines=summ["engines"],
         last_record=last, total=total, perf=perf,

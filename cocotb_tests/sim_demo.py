@@ -41,7 +41,7 @@ def print_report(r, wall):
     for m in r.get("models", []):
         p = m["perf"]
         print(f"\n  model {m['model']}: {m['commands']} descriptors ({m['engine_commands']} engine "
-              f"commands) on 3 queues, {m['macs']:,} MACs")
+              f"commands) on queues {', '.join(map(str, m['queues']))}, {m['macs']:,} MACs")
         print(f"  {'layer':<12}{'M x K x N':>16}{'cmds':>6}{'predicted':>11}{'measured':>10}"
               f"{'meas/pred':>10}{'PE util':>9}{'DMA in':>9}{'out KiB':>8}")
         for L in m["layers"]:
@@ -70,7 +70,7 @@ def print_report(r, wall):
               f"{m['overhead_per_desc']:.0f} per descriptor; {m['cycles_per_desc']:.0f} cycles per "
               f"descriptor overall (cost model charges {m['predicted_firmware']} firmware cycles)")
         print(f"  queue event-wait cycles (PERF_Q_EVENT_STALL): "
-              f"{', '.join(str(p[f'PERF_Q_EVENT_STALL{q}']) for q in range(3))}")
+              f"{', '.join(f'q{q} ' + str(p[f'PERF_Q_EVENT_STALL{q}']) for q in m['queues'])}")
         res = lambda d: "PASS" if not d else f"FAIL ({d})"          # noqa: E731
         print(f"  bit-exact vs golden device model: {res(m['vs_golden'])}; vs NumPy: "
               f"{res(m['vs_numpy'])}; golden vs NumPy: {res(m['golden_vs_numpy'])}")

@@ -333,6 +333,8 @@ async def test_events_and_timeout(ctx):
     e = await expect(DeviceTimeout, ev.wait(ev.next_value(5), timeout_cycles=3_000),
                      f"event {ev.index} to reach {(start + 7) & 0xFFFF_FFFF}")
     assert e.cycles >= 3_000 and "queue 0: " in e.state and "hang report at TIMESTAMP=" in e.state
+    pc = int(e.state.split("control core pc=")[1].split(";")[0].split()[0], 16)
+    assert 0 < pc < 0x4000, f"the control core's pc {pc:#x} is not in IMEM"
     ev.free()
     await dev.close()
 

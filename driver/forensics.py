@@ -5,8 +5,8 @@
 from``) and in the driver's timeouts (``DeviceTimeout.state``). It returns a :class:`HangReport`
 whose ``str()`` is the multi-line report:
 
-* time (``TIMESTAMP``), firmware state and sleep flag, the control core's pc (``CORE_PC`` where the
-  chip has it), the fault pc/cause when the firmware faulted;
+* time (``TIMESTAMP``), firmware state and sleep flag, the control core's pc (``CORE_PC``), the
+  fault pc/cause when the firmware faulted;
 * engines busy/idle (``STATUS``), busy-cycle counters, armed fault injection (``DEBUG_HANG``);
 * interrupts pending and enabled;
 * every event counter;
@@ -103,9 +103,8 @@ class HangReport:
         state = self.firmware.get("STATE")
         fw = (FirmwareState(state).name if state in set(FirmwareState) else f"state {state}") + \
             (", sleeping" if self.firmware.get("SLEEPING") else ", running")
-        pc = f"{self.core_pc:#010x}" if self.core_pc is not None else "n/a (no CORE_PC register)"
         lines = [f"hang report at TIMESTAMP={self.timestamp}",
-                 f"firmware: {fw}; control core pc={pc}"
+                 f"firmware: {fw}; control core pc={self.core_pc:#010x}"
                  + (f"; fault pc={self.fault[0]:#x} cause={self.fault[1]}" if self.fault else ""),
                  "engines: " + ", ".join(f"{e} {'BUSY' if b else 'idle'} ({self.busy_cycles[e]} busy "
                                          f"cycles)" for e, b in self.engines.items())
@@ -174,7 +173,7 @@ def hang_report(last=4, ahead=4):
     """Device program: the state of the whole device (see the module doc)."""
     read = _get
     fw = R.FW_STATUS.decode((yield from read(R.FW_STATUS)))
-    core_pc = (yield from read(R.REGISTERS["CORE_PC"])) if "CORE_PC" in R.REGISTERS else None
+    core_pc = yield from read(R.CORE_PC)
     fault = None
     if fw.get("STATE") == int(FirmwareState.FAULT):
         fault = ((yield from read(R.FW_FAULT_PC)), (yield from read(R.FW_FAULT_CAUSE)))

@@ -500,6 +500,7 @@ class ChipModel(ControlModel):
         rd[R.FW_FAULT_CAUSE.addr] = lambda: self.regs[M.FW_FAULT_CAUSE]
         rd[R.FW_FAULT_TVAL.addr] = lambda: self.regs[M.FW_FAULT_TVAL]
         rd[R.TIMESTAMP.addr] = lambda: self.now & M32
+        rd[R.CORE_PC.addr] = lambda: self.iss.pc     # the next pc (the RTL: the last committed)
         for addr in (*self._perf, *_PERF_Q_RETIRED, *_PERF_Q_STALL):
             rd[addr] = lambda addr=addr: self._perf_read(addr)
         for q in range(QUEUES):
