@@ -41,7 +41,7 @@ def print_report(r, wall):
     for m in r.get("models", []):
         p = m["perf"]
         print(f"\n  model {m['model']}: {m['commands']} descriptors ({m['engine_commands']} engine "
-              f"commands) on queues {', '.join(map(str, m['queues']))}, {m['macs']:,} MACs")
+              f"commands) on queues {m['queues']}; {m['macs']:,} MACs")
         print(f"  {'layer':<12}{'M x K x N':>16}{'cmds':>6}{'predicted':>11}{'measured':>10}"
               f"{'meas/pred':>10}{'PE util':>9}{'DMA in':>9}{'out KiB':>8}")
         for L in m["layers"]:
