@@ -106,7 +106,7 @@ def harness(target, run_dir, traced, cocotb_wall, repeat=3):
         cpp_total_cycles=r["cycles"],
         cocotb_cycles_per_s=window / cocotb_wall, cpp_cycles_per_s=window / r["window_wall_s"],
         csr_writes=r["csr_writes"], csr_reads=r["csr_reads"], read_mismatches=r["read_mismatches"],
-        loads=r["loads"], output_equal=bool(np.array_equal(mine[off:off + n], theirs[off:off + n])),
+        loads=r["loads"], pokes=r["pokes"], output_equal=bool(np.array_equal(mine[off:off + n], theirs[off:off + n])),
         region_equal=bool(np.array_equal(mine, theirs)))
 
 
@@ -182,7 +182,7 @@ def main(argv=None):
           f"{data['wall_s']:.0f} s wall")
     ok = failed is None and all(r["exact"] for r in data["sizes"])
     if "harness" in data:
-        ok = ok and data["harness"]["output_equal"]
+        ok = ok and data["harness"]["output_equal"] and not data["harness"]["read_mismatches"]
     if not ok:
         print(f"FAILED: {failed or 'outputs differ'}", file=sys.stderr)
         return 1

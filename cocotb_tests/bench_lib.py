@@ -8,11 +8,12 @@ Trace format (text, one event per line, numbers in decimal unless noted; read by
     W <cycle> <addr hex> <data hex>                    AXI4-Lite CSR write, called at <cycle>
     R <cycle> <addr hex> <data hex>                    CSR read, called at <cycle>; data = what it returned
     L <edge> <word index hex> <word hex> ...           backdoor $readmemh taking effect at clock edge <edge>
+    P <cycle> <word index hex> <word hex> ...          backdoor VPI write after edge <cycle>, before the next
     S <cycle>                                          start of the timed window (before Device.run)
     E <cycle>                                          end of the timed window (after Device.run)
     D <edge> <lo word hex> <hi word hex>               dump words lo..hi at edge <edge>, then stop
 
-A cycle is ``floor(sim time / clock period)``: clock edge k happens at k periods.
+A cycle is the index of the last rising clock edge (the first edge is edge 0).
 """
 import json
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ def gemm_graph(size, seed=1):
 
 @dataclass
 class Trace:
-    """Events the C++ harness replays: CSR accesses and backdoor loads with their cycles."""
+    """Events the C++ harness replays: CSR accesses and backdoor writes with their cycles."""
     events: list = field(default_factory=list)
     header: tuple = ()
 
@@ -55,9 +56,11 @@ class Trace:
     def read(self, cycle, addr, data):
         self.events.append(("R", int(cycle), int(addr), int(data) & 0xFFFF_FFFF))
 
-    def load(self, edge, word0, words):
-        """``words``: ints (host-memory words) written from word index ``word0``."""
-        self.events.append(("L", int(edge), int(word0), [int(w) for w in words]))
+    def load(self, edge, word0, words, kind="L"):
+        """``words``: ints (host-memory words) written from word index ``word0``; ``kind`` "L"
+        ($readmemh at clock edge ``edge``) or "P" (VPI write after edge ``edge``)."""
+        assert kind in ("L", "P")
+        self.events.append((kind, int(edge), int(word0), [int(w) for w in words]))
 
     def mark(self, kind, cycle):
         assert kind in ("S", "E")
@@ -78,8 +81,8 @@ class Trace:
             k = e[0]
             if k in ("W", "R"):
                 lines.append(f"{k} {e[1]} {e[2]:x} {e[3]:x}")
-            elif k == "L":
-                lines.append(f"L {e[1]} {e[2]:x} " + " ".join(f"{w:x}" for w in e[3]))
+            elif k in ("L", "P"):
+                lines.append(f"{k} {e[1]} {e[2]:x} " + " ".join(f"{w:x}" for w in e[3]))
             elif k in ("S", "E"):
                 lines.append(f"{k} {e[1]}")
             else:
@@ -99,8 +102,8 @@ def parse_trace(text):
             t.configure(*(int(v) for v in f[1:]))
         elif k in ("W", "R"):
             t.events.append((k, int(f[1]), int(f[2], 16), int(f[3], 16)))
-        elif k == "L":
-            t.events.append(("L", int(f[1]), int(f[2], 16), [int(w, 16) for w in f[3:]]))
+        elif k in ("L", "P"):
+            t.events.append((k, int(f[1]), int(f[2], 16), [int(w, 16) for w in f[3:]]))
         elif k in ("S", "E"):
             t.events.append((k, int(f[1])))
         elif k == "D":
@@ -167,7 +170,8 @@ def format_table(data):
                 f"{k} {v[0]}x {v[1]:.2f} s" for k, v in sorted(calls.items(), key=lambda kv: -kv[1][1])
                 if v[0]))
         out.append(f"  C++ replay: {h['csr_writes']} CSR writes, {h['csr_reads']} reads "
-                   f"({h['read_mismatches']} returned other data), {h['loads']} backdoor loads; "
+                   f"({h['read_mismatches']} returned other data), {h['loads']} backdoor file loads, "
+                   f"{h['pokes']} backdoor word writes; "
                    f"output {'identical' if h['output_equal'] else 'DIFFERS'}, driver region "
                    f"{'identical (cycle-exact)' if h['region_equal'] else 'differs'}")
     ct = data.get("compile_s")

@@ -1,14 +1,14 @@
 """Whole-chip testbench: one Kaki SoC wired to the HDL host memory model.
 
-:class:`ChipTB` owns the clock, reset, the CSR bus master (cocotbext-axi AXI4-Lite), the host
+:class:`ChipTB` owns reset, the CSR bus master (cocotbext-axi AXI4-Lite), the host
 memory backdoor and the interrupt line. It talks to the chip only through its ports; host memory
-belongs to the testbench and is loaded through the backdoor.
+belongs to the testbench and is loaded through the backdoor. The clock is made by the testbench
+top itself (soc_target.py), period ``CLOCK_NS``.
 """
 import logging
 import os
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Lock, RisingEdge, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
@@ -25,9 +25,8 @@ from driver.ops import run_async
 from golden.workloads import gemm_epilogue_reference, host_tensors, run_on_model
 
 from .host_mem import HostMemory
-from .soc_target import HOST_WORDS
+from .soc_target import CLOCK_NS, HOST_WORDS
 
-CLOCK_NS = 10
 _ENGINE_DONE = {Opcode.DMA_LOAD: "DONE_DMA_LOAD", Opcode.DMA_STORE: "DONE_DMA_STORE",
                 Opcode.GEMM: "DONE_GEMM", Opcode.VECTOR: "DONE_VEC"}
 
@@ -49,12 +48,11 @@ class ChipTB:
     def __init__(self, dut):
         self.dut = dut
         self.seed = int(os.environ.get("KAKI_SEED", "1"))
-        Clock(dut.clk, CLOCK_NS, unit="ns").start()
         self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr", bus_separator="__"),
                                  dut.clk, dut.rst)
         for channel in (self.csr.write_if, self.csr.read_if):
             channel.log.setLevel(logging.WARNING)
-        self.host = HostMemory(dut, prefix="host_", words=HOST_WORDS)
+        self.host = HostMemory(dut, prefix="host_", words=HOST_WORDS, mem=dut.host.mem)
         self.host.configure(seed=self.seed)
         self.caps = None
         self.log = dut._log

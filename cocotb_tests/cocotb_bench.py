@@ -7,7 +7,7 @@ interpreter, and record TIMESTAMP around the run, PERF busy counters and the wal
 ``Device.run``.
 
 From reset to the end of the first program's run, every CSR access the driver makes and every
-host-memory backdoor load is recorded with its cycle (``bench_lib.Trace``), ending with a dump of
+host-memory backdoor write ($readmemh file load or VPI write) is recorded with its cycle (``bench_lib.Trace``), ending with a dump of
 the driver's host-memory region; ``trace.txt`` and ``region.hex`` (that dump) let the bare
 Verilator C++ harness replay the same stream on the same RTL. Results go to ``bench_rtl.json`` and
 ``out_<size>.npy`` in the run directory.
@@ -28,11 +28,16 @@ from driver.device import Device
 
 from . import bench_lib as B
 from . import demo_run as D
-from .chip_tb import CLOCK_NS, ChipTB
+from .chip_tb import ChipTB
+from .soc_target import CLOCK_NS, FIRST_EDGE_NS
 
 
-def _cycle():
-    return int(get_sim_time("ns")) // CLOCK_NS
+def _cycle(clk):
+    """Index of the last rising edge of ``clk`` (the C++ replay's edge count). A coroutine woken by
+    a Timer that expires at an edge's time runs before that edge (timed callbacks precede the
+    evaluation of the time slot), so the edge counts only once ``clk`` is high."""
+    t = int(get_sim_time("ns")) - FIRST_EDGE_NS
+    return t // CLOCK_NS - (t % CLOCK_NS == 0 and not int(clk.value))
 
 
 class Recorder:
@@ -47,10 +52,10 @@ class Recorder:
             setattr(tb, name, self._timed(name, getattr(tb, name)))
         read = self._timed("read", tb.read)
         write = self._timed("write", tb.write)
-        load = tb.host._load_words
+        load, poke = tb.host._load_words, tb.host._poke_words
 
         async def rec_read(reg):
-            c = _cycle()
+            c = _cycle(tb.dut.clk)
             v = await read(reg)
             if self.active:
                 self.trace.read(c, reg.addr, v)
@@ -58,16 +63,24 @@ class Recorder:
 
         async def rec_write(reg, value):
             if self.active:
-                self.trace.write(_cycle(), reg.addr, value)
+                self.trace.write(_cycle(tb.dut.clk), reg.addr, value)
             await write(reg, value)
+
+        def record(kind, w0, data):
+            if self.active:
+                words = np.ascontiguousarray(data).view("<u8")
+                self.trace.load(_cycle(tb.dut.clk), w0, words.tolist(), kind)
 
         async def rec_load(w0, data):
             await load(w0, data)          # returns at the falling edge after the loading edge
-            if self.active:
-                words = np.ascontiguousarray(data).view("<u8")
-                self.trace.load(_cycle(), w0, words.tolist())
+            record("L", w0, data)
 
-        tb.read, tb.write, tb.host._load_words = rec_read, rec_write, rec_load
+        def rec_poke(w0, data):
+            poke(w0, data)
+            record("P", w0, data)
+
+        tb.read, tb.write = rec_read, rec_write
+        tb.host._load_words, tb.host._poke_words = rec_load, rec_poke
 
     def _timed(self, name, fn):
         st = self.stats.setdefault(name, [0, 0.0])
@@ -106,13 +119,13 @@ async def bench(dut):
         async def before():
             snap.update(rec.snapshot())
             if traced:
-                rec.trace.mark("S", _cycle())
+                rec.trace.mark("S", _cycle(tb.dut.clk))
 
         async def on_end():
             snap.update({k: [v[0] - snap.get(k, [0, 0])[0], v[1] - snap.get(k, [0, 0])[1]]
                          for k, v in rec.snapshot().items()})
             if traced:
-                rec.trace.mark("E", _cycle())
+                rec.trace.mark("E", _cycle(tb.dut.clk))
 
         async def after(bufs):
             if not traced:
@@ -120,7 +133,7 @@ async def bench(dut):
             lo = D.HOST_BASE // 8
             hi = (D.HOST_BASE + D.HOST_BYTES) // 8 - 1
             await tb.host._dump_words(lo, hi)      # returns at the falling edge after the dump edge
-            rec.trace.dump(_cycle(), lo, hi)
+            rec.trace.dump(_cycle(tb.dut.clk), lo, hi)
             shutil.copy(tb.host.fname, "region.hex")
             rec.active = False
             with open("trace.txt", "w") as f:

@@ -1,6 +1,11 @@
 """Build and run the bare Verilator C++ harness (``cocotb_tests/harness/replay.cpp``) of a
 SimTarget: the same Verilog sources and Verilator options as the fast cocotb build
-(``simbuild._FAST_ARGS``, default C++ optimisation), but no VPI, no cocotb and no public signals.
+(``simbuild._FAST_ARGS`` and the target's own, e.g. ``--timing``; default C++ optimisation), but
+no VPI, no cocotb and no public signals other than the host-memory array the target makes public
+(the harness stores the trace's backdoor word writes straight into it).
+The one difference in the Verilog: ``KAKI_EXT_CLOCK`` is defined, so ``clk`` is an input of the
+testbench top and the harness toggles it (two ``eval()`` per cycle) instead of the top's ``#5``
+clock generator that the cocotb build runs on.
 
 The build is cached under ``build/cpp/<target>`` keyed by a hash of the sources, the options and
 ``replay.cpp`` (like :func:`simbuild.build`).
@@ -21,7 +26,8 @@ HARNESS = Path(__file__).resolve().parent / "harness" / "replay.cpp"
 def _args(target, bdir):
     return [toolchain.verilator_bin(), "--cc", "--exe", "--build", "-j", "2", "--prefix", "Vtop",
             "--top-module", target.toplevel, "--Mdir", str(bdir), "-o", "replay",
-            *simbuild._FAST_ARGS, *target.build_args,
+            *simbuild._FAST_ARGS, *target.build_args, "-DKAKI_EXT_CLOCK",
+            "-CFLAGS", f"-DKAKI_HOST_MEM={target.toplevel}__DOT__host__DOT__mem",
             str(simbuild.WAIVERS), *[str(s) for s in target.sources], str(HARNESS)]
 
 

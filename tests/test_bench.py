@@ -22,15 +22,16 @@ def test_trace_round_trip():
     t.load(31, 0x200, [0, 0x0123456789ABCDEF, 1])
     t.mark("S", 40)
     t.write(41, 0x104, 3)
+    t.load(45, 0x300, [0xAB], kind="P")
     t.mark("E", 90)
     t.dump(93, 0x200, 0x1E1FF)
     text = t.dumps()
     assert text.splitlines() == [
         "K 5 2 0 7 255", "R 6 0 4b414b49", "W 20 80 ffffffff", "L 31 200 0 123456789abcdef 1",
-        "S 40", "W 41 104 3", "E 90", "D 93 200 1e1ff"]
+        "S 40", "W 41 104 3", "P 45 300 ab", "E 90", "D 93 200 1e1ff"]
     back = B.parse_trace(text)
     assert back.header == t.header and back.events == t.events
-    assert t.counts() == {"R": 1, "W": 2, "L": 1, "S": 1, "E": 1, "D": 1}
+    assert t.counts() == {"R": 1, "W": 2, "L": 1, "P": 1, "S": 1, "E": 1, "D": 1}
     with pytest.raises(ValueError):
         B.parse_trace("Q 1 2\n")
 
@@ -105,7 +106,7 @@ def _data():
                 goals=dict(pe_util_256=0.858, golden_speedup=250.0),
                 harness=dict(window_cycles=300000, cocotb_cycles_per_s=7e4, cpp_cycles_per_s=2e5,
                              cpp_wall_runs_s=[1.5, 1.4, 1.6], csr_writes=10, csr_reads=5,
-                             read_mismatches=0, loads=3, output_equal=True, region_equal=True,
+                             read_mismatches=0, loads=3, pokes=2, output_equal=True, region_equal=True,
                              cocotb_backend_calls={"host_read": [3, 0.5], "wait": [0, 0.0]}),
                 cocotb_idle_clock=dict(cycles=1000, wall_s=0.01, cycles_per_s=1e5))
 

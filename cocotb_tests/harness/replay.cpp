@@ -2,7 +2,10 @@
 // (kaki_tb_soc_<N>x<N>: chip + kaki_host_mem), no cocotb, no VPI. It replays a trace recorded
 // during the cocotb run (cocotb_tests/bench_lib.py documents the format): AXI4-Lite CSR writes
 // and reads issued at the recorded cycles, host-memory backdoor loads ($readmemh) at the recorded
-// clock edges, and at the end a $writememh dump of the driver's host-memory region.
+// clock edges, backdoor word writes (VPI in the cocotb run) stored into the memory array between
+// the recorded edges, and at the end a $writememh dump of the driver's host-memory region.
+// Built with -DKAKI_EXT_CLOCK (clk is an input toggled here) and -DKAKI_HOST_MEM=<the root
+// member of kaki_host_mem's array>, public in the fast build of the target.
 //
 //   replay <trace.txt> [issue_delay]      (run in a scratch directory: it writes replay_*.hex)
 //
@@ -21,6 +24,7 @@
 #include <vector>
 
 #include "Vtop.h"
+#include "Vtop___024root.h"
 #include "verilated.h"
 
 // Verilator escapes the double underscore of the Amaranth port names (csr__awaddr) as ___05F.
@@ -69,7 +73,7 @@ int main(int argc, char** argv) {
         s >> std::dec >> e.cycle;
         if (k == 'W' || k == 'R' || k == 'D') {
             s >> std::hex >> e.a >> e.b;
-        } else if (k == 'L') {
+        } else if (k == 'L' || k == 'P') {
             s >> std::hex >> e.a;
             uint64_t w;
             while (s >> w) e.words.push_back(w);
@@ -100,7 +104,7 @@ int main(int argc, char** argv) {
     bool busy = false;           // a CSR transaction is in flight
     bool is_read = false;
     uint64_t expect = 0;
-    uint64_t reads = 0, writes = 0, loads = 0, mismatches = 0;
+    uint64_t reads = 0, writes = 0, loads = 0, pokes = 0, mismatches = 0;
     long first_bad = -1;
     uint64_t first_bad_got = 0;
     double t_start = 0, t_end = 0, t0 = now_s();
@@ -157,6 +161,12 @@ int main(int argc, char** argv) {
                     writes++;
                 }
                 next++;
+            } else if (e.kind == 'P') {
+                if (e.cycle > k) break;              // written after edge e.cycle
+                for (size_t i = 0; i < e.words.size(); i++)
+                    top->rootp->KAKI_HOST_MEM[e.a + i] = e.words[i];
+                pokes++;
+                next++;
             } else if (e.kind == 'L' || e.kind == 'D') {
                 if (e.cycle > k + 1) break;          // takes effect at edge e.cycle
                 if (e.kind == 'L') {
@@ -192,10 +202,10 @@ int main(int argc, char** argv) {
     top->final();
     printf("{\"cycles\": %llu, \"window_cycles\": %llu, \"window_wall_s\": %.6f, \"total_wall_s\": %.6f, "
            "\"csr_writes\": %llu, \"csr_reads\": %llu, \"read_mismatches\": %llu, \"first_mismatch_event\": %ld, "
-           "\"first_mismatch_got\": %llu, \"loads\": %llu, \"issue_delay\": %llu}\n",
+           "\"first_mismatch_got\": %llu, \"loads\": %llu, \"pokes\": %llu, \"issue_delay\": %llu}\n",
            (unsigned long long)k, (unsigned long long)(c_end - c_start), t_end - t_start, t_total,
            (unsigned long long)writes, (unsigned long long)reads, (unsigned long long)mismatches,
            first_bad, (unsigned long long)first_bad_got, (unsigned long long)loads,
-           (unsigned long long)delay);
+           (unsigned long long)pokes, (unsigned long long)delay);
     return 0;
 }
