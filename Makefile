@@ -71,12 +71,12 @@ waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<
 bench: $(STAMP) firmware ## compiled GEMMs driver -> firmware -> RTL: PE utilization, sim speed vs bare C++, golden speed, compile times (build/bench.json, build/bench.png)
 	$(PY) -m cocotb_tests.bench --dim $(DIM)
 
-coverage: $(STAMP) $(TORCH_STAMP) firmware ## the test suite with functional + Python coverage: holes in build/coverage/functional.md, HTML in build/coverage/python/
-	rm -rf build/coverage/functional build/coverage/python
-	KAKI_FUNCOV=1 $(PY) -m pytest -n $(JOBS) --cov=driver --cov=compiler --cov=golden --cov=firmware \
-		--cov-report=term --cov-report=html:build/coverage/python \
+coverage: $(STAMP) $(TORCH_STAMP) firmware ## the suite with functional, Verilator line/toggle and Python coverage: build/coverage/{functional.md,rtl/index.html,python/index.html}
+	rm -rf build/coverage/functional build/coverage/python build/coverage/verilator build/coverage/rtl
+	COVERAGE=1 KAKI_FUNCOV=1 $(PY) -m pytest -n $(JOBS) --cov=driver --cov=compiler --cov=golden \
+		--cov=firmware --cov-report=term --cov-report=html:build/coverage/python \
 		--cov-report=json:build/coverage/python.json $(PYTEST_ARGS); status=$$?; \
-	$(PY) -m cocotb_tests.coverage_report && exit $$status
+	$(PY) -m cocotb_tests.coverage_report && $(PY) -m cocotb_tests.rtl_coverage && exit $$status
 
 regress: $(STAMP) $(TORCH_STAMP) firmware ## long regression: SEEDS seeds x array sizes, longer random runs; JUnit + summary in build/regress/ (SHARD=i/n splits it)
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) --junitxml=build/regress/junit.xml \

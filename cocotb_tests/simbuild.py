@@ -8,6 +8,9 @@
   when the module executed zero tests or any test failed, printing the one command that reruns it
   with waves on.
 * ``KAKI_WAVES=1`` (``make waves``) switches to the traced build and writes ``dump.vcd``.
+* ``COVERAGE=1`` (``make coverage``) switches to a build with Verilator line and toggle coverage
+  (``<name>-cov``); each run's ``coverage.dat`` is collected under ``build/coverage/verilator/``
+  for ``cocotb_tests/rtl_coverage.py`` to merge.
 """
 import hashlib
 import os
@@ -32,6 +35,8 @@ WAIVERS = REPO / "hdl_gen" / "verilator_waivers.vlt"
 # full visibility for debugging.
 _FAST_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "unique", "-Wno-fatal",
               "--autoflush"]
+_COVERAGE_ARGS = ["--coverage-line", "--coverage-toggle"]
+COVERAGE_DIR = BUILD / "coverage" / "verilator"
 _DEBUG_ARGS = ["-O1", "--x-assign", "unique", "--x-initial", "unique", "-Wno-fatal",
                "--trace-structs"]
 
@@ -62,19 +67,25 @@ def wants_waves():
     return os.environ.get("KAKI_WAVES", "0") not in ("", "0")
 
 
+def wants_coverage():
+    return os.environ.get("COVERAGE", "0") not in ("", "0") and not wants_waves()
+
+
 def _stamp(target, waves):
     h = hashlib.sha256()
     for src in [*target.sources, WAIVERS]:
         h.update(str(src).encode())
         h.update(Path(src).read_bytes())
-    h.update(repr(("scheme-2", target.toplevel, target.build_args, waves, _FAST_ARGS, _DEBUG_ARGS)).encode())
+    h.update(repr(("scheme-2", target.toplevel, target.build_args, waves, _FAST_ARGS, _DEBUG_ARGS,
+                   wants_coverage() and _COVERAGE_ARGS)).encode())
     return h.hexdigest()
 
 
 def build(target, *, waves=None):
     """Compile ``target`` unless an identical build exists; return its build directory."""
     waves = wants_waves() if waves is None else waves
-    bdir = BUILD / "sim" / (target.name + ("-waves" if waves else ""))
+    cov = wants_coverage() and not waves
+    bdir = BUILD / "sim" / (target.name + ("-waves" if waves else "-cov" if cov else ""))
     bdir.parent.mkdir(parents=True, exist_ok=True)
     stamp_file = bdir / "kaki.stamp"
     stamp = _stamp(target, waves)
@@ -91,7 +102,8 @@ def build(target, *, waves=None):
             sources=[WAIVERS, public, *target.sources],
             hdl_toplevel=target.toplevel,
             build_dir=bdir,
-            build_args=[*(_DEBUG_ARGS if waves else _FAST_ARGS), *target.build_args],
+            build_args=[*(_DEBUG_ARGS if waves else _FAST_ARGS), *(_COVERAGE_ARGS if cov else []),
+                        *target.build_args],
             waves=waves,
             timescale=("1ns", "1ps"),
             always=True,
@@ -144,6 +156,7 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
     else:
         abnormal = None
     results = _parse_results(results_xml)
+    _collect_coverage(tdir, safe)
     if abnormal is not None and not results:
         raise AssertionError(f"simulator exited abnormally ({abnormal}) SEED={seed}; log dir {tdir}; "
                              f"rerun with waves: {repro(seed)}")
@@ -164,6 +177,13 @@ _last_run_dir = None
 def last_run_dir():
     """The test directory of the most recent :func:`run` in this process."""
     return _last_run_dir
+
+
+def _collect_coverage(tdir, tag):
+    dat = tdir / "coverage.dat"
+    if dat.exists():
+        COVERAGE_DIR.mkdir(parents=True, exist_ok=True)
+        dat.replace(COVERAGE_DIR / f"{tag}-{tdir.name.rsplit('-', 2)[-2]}-{time.time_ns()}.dat")
 
 
 def _run_sim(fast, **kwargs):
