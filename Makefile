@@ -16,6 +16,9 @@ TRACE ?=
 SEED ?=
 TEST ?=
 WAVES ?= 0
+# make waves: dump only cycles START..STOP
+START ?=
+STOP ?=
 # make regress: SHARD=i/n runs one of n slices (several CI machines split one regression)
 SHARD ?=
 # make regress: every simulator test with SEEDS seeds (SEED, SEED+1, ...)
@@ -64,9 +67,9 @@ test: $(STAMP) $(TORCH_STAMP) firmware ## fast tests + cocotb block tests under 
 sim: $(STAMP) $(if $(filter torch%,$(MODEL)),$(TORCH_STAMP)) firmware ## compile an int8 MLP + conv, run driver -> firmware -> RTL, check bit-exact, report cycles
 	$(PY) -m cocotb_tests.sim_demo --dim $(DIM) --model $(MODEL) $(if $(SEED),--seed $(SEED),) $(if $(filter 1,$(WAVES)),--waves,) $(if $(TRACE),--trace $(TRACE),)
 
-waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<n>
-	@test -n "$(TEST)" || { echo "usage: make waves TEST=<pytest node id> [SEED=n]"; exit 2; }
-	KAKI_WAVES=1 $(PY) -m pytest -p no:xdist "$(TEST)" -s
+waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<n> [START=cycle] [STOP=cycle]
+	@test -n "$(TEST)" || { echo "usage: make waves TEST=<pytest node id> [SEED=n] [START=c] [STOP=c]"; exit 2; }
+	KAKI_WAVES=1 KAKI_WAVES_START=$(START) KAKI_WAVES_STOP=$(STOP) $(PY) -m pytest -p no:xdist "$(TEST)" -s
 
 bench: $(STAMP) firmware ## compiled GEMMs driver -> firmware -> RTL: PE utilization, sim speed vs bare C++, golden speed, compile times (build/bench.json, build/bench.png)
 	$(PY) -m cocotb_tests.bench --dim $(DIM)

@@ -7,7 +7,9 @@
 * :func:`run` runs one cocotb test module in a fresh test directory, honours ``SEED=``, and fails
   when the module executed zero tests or any test failed, printing the one command that reruns it
   with waves on.
-* ``KAKI_WAVES=1`` (``make waves``) switches to the traced build and writes ``dump.vcd``.
+* ``KAKI_WAVES=1`` (``make waves``) switches to the traced build and writes ``dump.vcd``, cut to
+  cycles ``KAKI_WAVES_START``..``KAKI_WAVES_STOP`` when given (``dump.window.vcd``), and a GTKWave
+  save file ``dump.gtkw`` with the signals grouped by block (cocotb_tests/waves.py).
 * ``COVERAGE=1`` (``make coverage``) switches to a build with Verilator line and toggle coverage
   (``<name>-cov``); each run's ``coverage.dat`` is collected under ``build/coverage/verilator/``
   for ``cocotb_tests/rtl_coverage.py`` to merge.
@@ -162,7 +164,7 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
                              f"rerun with waves: {repro(seed)}")
     failed = [name for name, ok in results if not ok]
     if waves:
-        print(f"[simbuild] waves: {tdir / 'dump.vcd'}")
+        _finish_waves(tdir)
     if not results:
         raise AssertionError(f"cocotb ran no test from {test_module} (filter {testcase!r})")
     if failed:
@@ -177,6 +179,26 @@ _last_run_dir = None
 def last_run_dir():
     """The test directory of the most recent :func:`run` in this process."""
     return _last_run_dir
+
+
+def _finish_waves(tdir):
+    """Cut the dump to KAKI_WAVES_START..KAKI_WAVES_STOP (cycles) if given; write dump.gtkw."""
+    from . import waves as W
+
+    vcd = tdir / "dump.vcd"
+    if not vcd.exists():
+        return
+    start, stop = os.environ.get("KAKI_WAVES_START", ""), os.environ.get("KAKI_WAVES_STOP", "")
+    if start or stop:
+        per_cycle = int(os.environ.get("KAKI_CLOCK_NS", "10")) * 1000 / W.timescale_ps(vcd)
+        cut = tdir / "dump.window.vcd"
+        W.window(vcd, cut, int(int(start or 0) * per_cycle),
+                 int(int(stop) * per_cycle) if stop else 2**63)
+        vcd.unlink()                     # keep only the window: files stay small
+        vcd = cut
+    W.gtkw(vcd, tdir / "dump.gtkw")
+    print(f"[simbuild] waves: {vcd} ({vcd.stat().st_size / 1e6:.1f} MB); "
+          f"gtkwave {tdir / 'dump.gtkw'}")
 
 
 def _collect_coverage(tdir, tag):
