@@ -40,8 +40,12 @@ def checked(chip, tamper=None, read=None):
     return BM.Probe(chip, BM.BoundaryObserver(Tampered())), pred
 
 
-def test_random_dags_are_predicted_command_by_command(image):
+def _print_seed():
     print(f"[predictor] SEED={SEED} (rerun: SEED={SEED} .venv/bin/python -m pytest tests/test_predictor.py)")
+
+
+def test_random_dags_are_predicted_command_by_command(image):
+    _print_seed()
     for k in range(3):
         chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED + k)
         dev, pred = checked(chip)
@@ -51,13 +55,16 @@ def test_random_dags_are_predicted_command_by_command(image):
 
 @pytest.mark.parametrize("kind", S.ERROR_KINDS)
 def test_error_classes_are_predicted(image, kind):
+    _print_seed()
     chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED)
     dev, pred = checked(chip)
     rep = run_sync(S.error_scenario(CAPS, SEED, kind, host_bytes=HOST_BYTES), dev)
-    assert pred.predicted >= rep.descriptors > 0
+    seen = sum(len(recs) for r in [rep, *rep.phases] for recs in r.records.values())
+    assert pred.predicted == seen > 0, "every completion record was predicted"
 
 
 def test_wrong_status_is_the_first_mismatch(image):
+    _print_seed()
     state = {"n": 0}
 
     def flip_status(txn):
@@ -75,6 +82,7 @@ def test_wrong_status_is_the_first_mismatch(image):
 
 
 def test_wrong_stored_byte_is_reported_with_its_address(image):
+    _print_seed()
     chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED)
     reads = []
 
