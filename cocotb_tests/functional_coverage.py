@@ -24,6 +24,7 @@ from cocotb_coverage.coverage import CoverCross, CoverPoint, coverage_db, covera
 from driver import registers as R
 from driver.commands import decode
 from driver.descriptors import ErrorCode, Opcode
+from driver.program import reached
 
 from . import boundary_monitor as BM
 
@@ -280,7 +281,7 @@ class ChipCoverage:
 
 def _matching_signal(signals, value):
     """The earliest-completing SIGNAL that satisfies a WAIT for ``value`` (wrap-safe compare)."""
-    ok = [s for s in signals if ((s[0] - value) & M32) < 1 << 31]
+    ok = [s for s in signals if reached(s[0], value)]
     return min(ok, key=lambda s: s[1]) if ok else None
 
 

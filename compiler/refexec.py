@@ -20,6 +20,7 @@ import numpy as np
 
 from driver import commands
 from driver.descriptors import ErrorCode, Opcode
+from driver.program import reached
 from golden.device_model import DeviceModel
 
 __all__ = ["Hazard", "accesses", "layout_buffers", "execute", "check_schedulable"]
@@ -131,10 +132,6 @@ class _Tracker:
             self.r_seq[eng, idx] = np.maximum(self.r_seq[eng, idx], seq)
 
 
-def _reached(counter, value):
-    return ((counter - value) & 0xFFFF_FFFF) < 0x8000_0000
-
-
 def _simulate(queues, caps, rng, model=None, check=True):
     """Core scheduler over ``{queue: [decoded descriptor]}``; returns the completion order."""
     heads = {q: 0 for q in queues}
@@ -164,7 +161,7 @@ def _simulate(queues, caps, rng, model=None, check=True):
                 if not outstanding[q]:
                     actions.append(("dispatch", q))
             elif op == Opcode.WAIT_EVENT:
-                if _reached(events.get(d["event"], 0), d["value"]):
+                if reached(events.get(d["event"], 0), d["value"]):
                     actions.append(("dispatch", q))
             else:
                 actions.append(("dispatch", q))

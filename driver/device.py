@@ -33,7 +33,7 @@ from .descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
 from .errors import DeviceError, DeviceTimeout, DriverMisuse, QueueError
 from .forensics import hang_report
 from .ops import run_async
-from .program import ProgramError
+from .program import ProgramError, reached
 
 __all__ = ["Device", "Buffer", "Queue", "Submission", "Event", "HostAllocator",
            "DeviceError", "DeviceTimeout", "QueueError", "DriverMisuse"]
@@ -48,11 +48,6 @@ POLL_CYCLES = 2_000
 
 def _reg(name, i):
     return R.REGISTERS[f"{name}{i}"]
-
-
-def _after_or_at(value, target):
-    """Wrap-safe ``value >= target`` for 32-bit timeline values (the firmware's compare)."""
-    return ((value - target) & M32) < 0x8000_0000
 
 
 # ==================================================================================== memory
@@ -406,7 +401,7 @@ class Event:
     async def signal_on(self, queue, value, irq=False):
         """Append SIGNAL_EVENT(value) to ``queue`` (runs after everything before it on the queue)."""
         self._check(value)
-        if _after_or_at(value, self.last):
+        if reached(value, self.last):
             self.last = value
         return await queue.submit([encode(Opcode.SIGNAL_EVENT, event=self.index, value=value)],
                                   irq_last=irq)
@@ -423,7 +418,7 @@ class Event:
         waited = 0
         while True:
             now = await self.value()
-            if _after_or_at(now, value):
+            if reached(now, value):
                 return now
             if waited >= timeout_cycles:
                 raise DeviceTimeout(f"event {self.index} to reach {value} (it is {now})", waited,

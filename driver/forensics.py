@@ -22,6 +22,7 @@ from .commands import decode
 from .descriptors import Opcode
 from .firmware_image import FirmwareState
 from .ops import HostRead, Read
+from .program import reached
 
 __all__ = ["hang_report", "HangReport", "QueueState"]
 
@@ -36,10 +37,6 @@ _BUSY = {"DMA_LOAD": "PERF_DMA_LOAD_BUSY", "DMA_STORE": "PERF_DMA_STORE_BUSY",
 
 def _reg(name, i):
     return R.REGISTERS[f"{name}{i}"]
-
-
-def _signed_ge(counter, value):
-    return ((counter - value) & M32) < 1 << 31
 
 
 def describe_descriptor(words):
@@ -151,7 +148,7 @@ def _who_releases(states, rings, event, value):
         for k in range(min((s.producer - s.consumer) & M32, entries)):
             i = (s.consumer + k) & M32
             d = decode((yield from _read_ring(ring, entries, i)))
-            if d["opcode"] == Opcode.SIGNAL_EVENT and d["event"] == event and _signed_ge(d["value"], value):
+            if d["opcode"] == Opcode.SIGNAL_EVENT and d["event"] == event and reached(d["value"], value):
                 out.append((s.queue, i))
     return out
 
@@ -163,7 +160,7 @@ def _blocking_wait(s, states, rings, events):
     for k in range(min((s.fetch - s.consumer) & M32, entries)):
         i = (s.consumer + k) & M32
         d = decode((yield from _read_ring(ring, entries, i)))
-        if d["opcode"] == Opcode.WAIT_EVENT and not _signed_ge(events[d["event"]], d["value"]):
+        if d["opcode"] == Opcode.WAIT_EVENT and not reached(events[d["event"]], d["value"]):
             s.waits_on = (i, d["event"], d["value"], events[d["event"]])
             s.released_by = yield from _who_releases(states, rings, d["event"], d["value"])
             return

@@ -16,18 +16,23 @@ from dataclasses import dataclass, field
 from . import commands
 from .descriptors import Opcode
 
-__all__ = ["BufferSpec", "Reloc", "ProgramCommand", "Program", "ProgramError"]
+__all__ = ["BufferSpec", "Reloc", "ProgramCommand", "Program", "ProgramError", "reached"]
 
 ROLES = ("input", "output", "inout", "scratch", "const")
 EVENT_OPS = (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT)
 ENGINE_OPS = (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.GEMM, Opcode.VECTOR)
 
 
+def reached(counter, value):
+    """Wrap-safe ``counter >= value`` of 32-bit timeline values: the hardware's and firmware's
+    ``(int32)(counter - value) >= 0`` (every event and index compare in the stack uses it)."""
+    return ((counter - value) & 0xFFFF_FFFF) < 0x8000_0000
+
+
 def _blocked(cmd, counters):
-    """A WAIT_EVENT whose program-relative value is not reached (wrap-safe, as the hardware)."""
-    if cmd.opcode != Opcode.WAIT_EVENT:
-        return False
-    return ((counters[cmd.fields["event"]] - cmd.fields.get("value", 0)) & 0xFFFF_FFFF) >= 1 << 31
+    """A WAIT_EVENT whose program-relative value is not reached."""
+    return cmd.opcode == Opcode.WAIT_EVENT and not reached(counters[cmd.fields["event"]],
+                                                           cmd.fields.get("value", 0))
 
 
 class ProgramError(ValueError):

@@ -25,6 +25,7 @@ import numpy as np
 from driver import registers as R
 from driver.commands import decode
 from driver.descriptors import ErrorCode, Opcode
+from driver.program import reached
 from golden.device_model import DeviceModel
 
 from .. import boundary_monitor as BM
@@ -129,7 +130,7 @@ class CommandPredictor:
         d = decode(list(words))
         if d["opcode"] != Opcode.WAIT_EVENT or _queue_status(d) != ErrorCode.OK:
             return True
-        return ((self.events[d["event"]] - d["value"]) & M32) < 1 << 31
+        return reached(self.events[d["event"]], d["value"])
 
     def _predict(self, q, i, d, words, rec):
         op = d["opcode"]
