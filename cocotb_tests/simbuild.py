@@ -7,9 +7,12 @@
 * :func:`run` runs one cocotb test module in a fresh test directory, honours ``SEED=``, and fails
   when the module executed zero tests or any test failed, printing the one command that reruns it
   with waves on.
-* ``KAKI_WAVES=1`` (``make waves``) switches to the traced build and writes ``dump.vcd``, cut to
-  cycles ``KAKI_WAVES_START``..``KAKI_WAVES_STOP`` when given (``dump.window.vcd``), and a GTKWave
-  save file ``dump.gtkw`` with the signals grouped by block (cocotb_tests/waves.py).
+* ``KAKI_WAVES=1`` (``make waves``) switches to the traced build and writes ``dump.vcd`` and a
+  GTKWave save file ``dump.gtkw`` with the signals grouped by block (cocotb_tests/waves.py). With
+  ``KAKI_WAVES_START``/``KAKI_WAVES_STOP`` (clock cycles of ``SimTarget.clock_ns``) the simulator
+  itself traces only that window: the waves build uses our copy of cocotb's Verilator main loop
+  (cocotb_tests/harness/verilator_window.cpp), which opens the VCD at the window's start and
+  closes it at its end, so the whole run is never written.
 * ``COVERAGE=1`` (``make coverage``) switches to a build with Verilator line and toggle coverage
   (``<name>-cov``); each run's ``coverage.dat`` is collected under ``build/coverage/verilator/``
   for ``cocotb_tests/rtl_coverage.py`` to merge.
@@ -41,6 +44,10 @@ _COVERAGE_ARGS = ["--coverage-line", "--coverage-toggle"]
 COVERAGE_DIR = BUILD / "coverage" / "verilator"
 _DEBUG_ARGS = ["-O1", "--x-assign", "unique", "--x-initial", "unique", "-Wno-fatal",
                "--trace-structs"]
+#: Verilog time unit / precision of every build; the trace window is given in precision units.
+TIMESCALE = ("1ns", "1ps")
+#: The waves build's main loop: cocotb's verilator.cpp plus a trace window (--trace-start/-stop).
+WINDOW_MAIN = REPO / "cocotb_tests" / "harness" / "verilator_window.cpp"
 
 
 @dataclass
@@ -50,6 +57,10 @@ class SimTarget:
     toplevel: str
     sources: list = field(default_factory=list)
     build_args: list = field(default_factory=list)
+    #: clock period: ``make waves`` START/STOP cycles are simulation time / clock_ns. Every clock
+    #: here is 10 ns (the chip's tb top and the block tests' cocotb clocks); the waves run warns
+    #: when the traced top-level ``clk`` has another period.
+    clock_ns: int = 10
 
 
 def _runner(fast):
@@ -60,9 +71,19 @@ def _runner(fast):
             cmds = super()._build_command()
             if fast:
                 cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            else:
+                cmds[0] = swap_main(cmds[0])
             return cmds
 
     return KakiVerilator()
+
+
+def swap_main(cmd):
+    """The verilator command ``cmd`` with cocotb's main loop replaced by :data:`WINDOW_MAIN`."""
+    mains = [i for i, a in enumerate(cmd) if Path(a).name == "verilator.cpp"]
+    if len(mains) != 1:
+        raise RuntimeError(f"expected cocotb's verilator.cpp once in the build command: {cmd}")
+    return [*cmd[:mains[0]], str(WINDOW_MAIN), *cmd[mains[0] + 1:]]
 
 
 def wants_waves():
@@ -75,7 +96,7 @@ def wants_coverage():
 
 def _stamp(target, waves):
     h = hashlib.sha256()
-    for src in [*target.sources, WAIVERS]:
+    for src in [*target.sources, WAIVERS, *([WINDOW_MAIN] if waves else [])]:
         h.update(str(src).encode())
         h.update(Path(src).read_bytes())
     h.update(repr(("scheme-2", target.toplevel, target.build_args, waves, _FAST_ARGS, _DEBUG_ARGS,
@@ -107,7 +128,7 @@ def build(target, *, waves=None):
             build_args=[*(_DEBUG_ARGS if waves else _FAST_ARGS), *(_COVERAGE_ARGS if cov else []),
                         *target.build_args],
             waves=waves,
-            timescale=("1ns", "1ps"),
+            timescale=TIMESCALE,
             always=True,
             log_file=bdir / "build.log",
         )
@@ -148,11 +169,12 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
           f"SEED={seed} dir={tdir.relative_to(REPO)}")
     env = {"KAKI_SEED": str(seed), "PYTHONPATH": str(REPO), **(extra_env or {})}
     results_xml = tdir / "results.xml"
+    test_args = _trace_window(target) if waves else []
     try:
         _run_sim(not waves, test_module=test_module, hdl_toplevel=target.toplevel,
                  hdl_toplevel_lang="verilog", testcase=testcase, seed=seed, build_dir=bdir,
                  test_dir=tdir, results_xml=str(results_xml), extra_env=env, waves=waves,
-                 timescale=("1ns", "1ps"))
+                 timescale=TIMESCALE, test_args=test_args)
     except SystemExit as e:   # the runner exits non-zero when a test failed or the sim crashed
         abnormal = e
     else:
@@ -164,7 +186,7 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
                              f"rerun with waves: {repro(seed)}")
     failed = [name for name, ok in results if not ok]
     if waves:
-        _finish_waves(tdir)
+        _finish_waves(tdir, target, test_args)
     if not results:
         raise AssertionError(f"cocotb ran no test from {test_module} (filter {testcase!r})")
     if failed:
@@ -181,24 +203,36 @@ def last_run_dir():
     return _last_run_dir
 
 
-def _finish_waves(tdir):
-    """Cut the dump to KAKI_WAVES_START..KAKI_WAVES_STOP (cycles) if given; write dump.gtkw."""
+def _trace_window(target):
+    """The main-loop options tracing cycles KAKI_WAVES_START..KAKI_WAVES_STOP (none: whole run)."""
+    from . import waves as W
+
+    return W.trace_window_args(os.environ.get("KAKI_WAVES_START"),
+                               os.environ.get("KAKI_WAVES_STOP"), target.clock_ns, TIMESCALE[1])
+
+
+def _finish_waves(tdir, target, window_args):
+    """Report the dump (size, cycles covered, clock check) and write dump.gtkw next to it."""
     from . import waves as W
 
     vcd = tdir / "dump.vcd"
     if not vcd.exists():
+        why = (f"the simulation ended before the window's start (simulator options "
+               f"{' '.join(window_args)})" if window_args else "the simulator wrote none")
+        print(f"[simbuild] waves: no dump.vcd: {why}")
         return
-    start, stop = os.environ.get("KAKI_WAVES_START", ""), os.environ.get("KAKI_WAVES_STOP", "")
-    if start or stop:
-        per_cycle = int(os.environ.get("KAKI_CLOCK_NS", "10")) * 1000 / W.timescale_ps(vcd)
-        cut = tdir / "dump.window.vcd"
-        W.window(vcd, cut, int(int(start or 0) * per_cycle),
-                 int(int(stop) * per_cycle) if stop else 2**63)
-        vcd.unlink()                     # keep only the window: files stay small
-        vcd = cut
     W.gtkw(vcd, tdir / "dump.gtkw")
-    print(f"[simbuild] waves: {vcd} ({vcd.stat().st_size / 1e6:.1f} MB); "
+    ps_per_unit, per_cycle = W.timescale_ps(vcd), target.clock_ns * 1000
+    bounds = W.time_bounds(vcd)
+    span = (f"cycles {bounds[0] * ps_per_unit / per_cycle:g}..{bounds[1] * ps_per_unit / per_cycle:g}"
+            if bounds else "no time step")
+    print(f"[simbuild] waves: {vcd} ({vcd.stat().st_size / 1e6:.2f} MB, {span}); "
           f"gtkwave {tdir / 'dump.gtkw'}")
+    period = W.clock_period(vcd)
+    if window_args and period is not None and period != per_cycle:
+        print(f"[simbuild] WARNING: the traced clk has a {period / 1000:g} ns period but START/STOP "
+              f"were converted with {target.name}'s clock_ns={target.clock_ns}: the window is off; "
+              f"set SimTarget.clock_ns")
 
 
 def _collect_coverage(tdir, tag):

@@ -1,5 +1,14 @@
-"""cocotb_tests/waves.py: a VCD cut to a window keeps the header, the values at the start and the
-changes inside; the GTKWave save file groups signals by block and skips Verilator's $rootio."""
+"""make waves: START/STOP become the trace window of the waves build's main loop (a marked copy of
+cocotb's verilator.cpp swapped into the build command); a dump's time bounds and clock period
+read back; the GTKWave save file groups signals by block and skips Verilator's $rootio.
+The simulator side is cocotb_tests/test_waves_window.py."""
+import hashlib
+import re
+
+import pytest
+
+import cocotb_tools.config
+from cocotb_tests import simbuild
 from cocotb_tests import waves as W
 
 VCD = """$version test $end
@@ -45,15 +54,77 @@ b10 #
 """
 
 
-def test_window_keeps_start_values_and_inside_changes(tmp_path):
-    src, dst = tmp_path / "a.vcd", tmp_path / "w.vcd"
+def test_window_args_are_cycle_times_in_precision_units():
+    assert W.trace_window_args(1000, 3000, 10) == ["--trace-start", "10000000",
+                                                   "--trace-stop", "30000000"]
+    assert W.trace_window_args("1000", "3000", 10, "1ns") == ["--trace-start", "10000",
+                                                              "--trace-stop", "30000"]
+    assert W.trace_window_args(" 7 ", "", 4, "100ps") == ["--trace-start", "280"]
+    assert W.trace_window_args("", "50", 10) == ["--trace-stop", "500000"]
+    assert W.trace_window_args("0", "0", 10) == ["--trace-stop", "0"]
+    assert W.trace_window_args(None, None, 10) == [] == W.trace_window_args("", "", 10)
+
+
+@pytest.mark.parametrize("start, stop, clock_ns, precision, message", [
+    ("3000", "1000", 10, "1ps", "STOP=1000 is before START=3000"),
+    ("-5", "", 10, "1ps", "START=-5 is negative"),
+    ("1e3", "", 10, "1ps", "START='1e3' is not a whole number"),
+    ("", "x", 10, "1ps", "STOP='x' is not a whole number"),
+    ("1", "2", 10, "1fs", "unsupported time unit"),
+    ("1", "2", 5, "10ns", "not a whole number of 10ns steps"),
+])
+def test_window_args_reject_bad_windows(start, stop, clock_ns, precision, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        W.trace_window_args(start, stop, clock_ns, precision)
+
+
+def test_time_bounds_and_clock_period(tmp_path):
+    src = tmp_path / "a.vcd"
     src.write_text(VCD)
-    W.window(src, dst, 15000, 30000)
-    text = dst.read_text()
-    head, body = text.split("$enddefinitions $end\n")
-    assert head + "$enddefinitions $end\n" == VCD.split("#0\n")[0]
-    assert body == "#15000\n$dumpvars\n1!\n0\"\nb1 #\nb0 %\n$end\n#20000\n0!\nb100 %\n#30000\n1!\n1\"\nb10 #\n"
+    assert W.time_bounds(src) == (0, 40000)
     assert W.timescale_ps(src) == 1
+    assert W.clock_period(src) == 20000          # top-level clk "!" rises at 10000 and 30000
+    assert W.clock_period(src, name="irq") is None  # rises once only
+    assert W.clock_period(src, name="trace_pc") is None  # not in the top scope
+    # a long file: the last timestamp is found from the tail
+    body = "".join(f"#{t}\n{t % 2}!\nb{t:b} %\n" for t in range(50000, 250000, 5))
+    src.write_text(VCD.replace("$timescale 1ps $end", "$timescale 10ns $end") + body)
+    assert W.time_bounds(src) == (0, 249995)
+    assert W.timescale_ps(src) == 10000
+    assert W.clock_period(src) == 20000 * 10000
+    src.write_text(VCD.split("#0")[0])
+    assert W.time_bounds(src) is None and W.clock_period(src) is None
+
+
+def test_waves_build_swaps_in_the_window_main():
+    cocotb_main = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
+    cmd = ["verilator", "-cc", "--exe", "--trace", str(cocotb_main), "rtl/a.v"]
+    assert simbuild.swap_main(cmd) == ["verilator", "-cc", "--exe", "--trace",
+                                       str(simbuild.WINDOW_MAIN), "rtl/a.v"]
+    with pytest.raises(RuntimeError, match="verilator.cpp"):
+        simbuild.swap_main(["verilator", "rtl/a.v"])
+
+
+def test_window_main_is_cocotbs_plus_marked_changes():
+    """Our main must stay cocotb's: dropping the lines marked "kaki" (and the header note) and
+    restoring the one moved open() gives back the installed cocotb's verilator.cpp. Fails when
+    cocotb is upgraded and its main changed: re-copy it and re-apply the window."""
+    cocotb_main = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
+    ours = simbuild.WINDOW_MAIN.read_text()
+    assert ours.startswith(cocotb_main.read_text().split("\n\n", 1)[0])  # cocotb's license header
+    assert "--trace-start" in ours and "tfp->open(traceFile);" in ours and "tfp->close();" in ours
+    theirs = cocotb_main.read_text()
+    dropped = [ln for ln in theirs.splitlines() if ln not in ours.splitlines()]
+    # cocotb's lines that our copy lacks: only the eager open, the old include alignment, the
+    # usage line we extended and the unconditional "if (tfp) {" we split
+    assert sorted(ln.strip() for ln in dropped) == sorted([
+        "tfp->open(traceFile);", "#include <memory>  // std::unique_ptr",
+        '"[--trace-file TRACEFILE]\\n"', '"default)\\n",', "if (tfp) {"])
+    assert hashlib.sha256(theirs.encode()).hexdigest() == COCOTB_MAIN_SHA256, (
+        "cocotb's verilator.cpp changed: re-copy it to cocotb_tests/harness/verilator_window.cpp")
+
+
+COCOTB_MAIN_SHA256 = "95d2661a31cec21f37e82135bbd4f9c809be1e823e36b094064ad271d4850a88"
 
 
 def test_gtkw_groups_by_block(tmp_path):
