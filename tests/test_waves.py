@@ -96,6 +96,20 @@ def test_time_bounds_and_clock_period(tmp_path):
     assert W.time_bounds(src) is None and W.clock_period(src) is None
 
 
+def test_time_bounds_ignores_a_value_line_cut_before_its_identifier(tmp_path):
+    """VCD identifiers may start with '#': the tail read must not take a cut line for a time."""
+    for pad in range(8):
+        text = VCD + "#50000\n" + "b1 #\n" * 20000 + f"b{'0' * pad} %\n"
+        cut = len(text) - (1 << 16)                # where time_bounds' first tail read starts
+        if text[cut] == "#" and text[cut - 1] == " ":
+            break
+    else:
+        raise AssertionError("no padding puts the cut before an identifier")
+    src = tmp_path / "a.vcd"
+    src.write_text(text)
+    assert W.time_bounds(src) == (0, 50000)
+
+
 def test_waves_build_swaps_in_the_window_main():
     cocotb_main = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
     cmd = ["verilator", "-cc", "--exe", "--trace", str(cocotb_main), "rtl/a.v"]
