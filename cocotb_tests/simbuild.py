@@ -217,8 +217,10 @@ def _finish_waves(tdir, target, window_args):
 
     vcd = tdir / "dump.vcd"
     if not vcd.exists():
-        why = (f"the simulation ended before the window's start (simulator options "
-               f"{' '.join(window_args)})" if window_args else "the simulator wrote none")
+        start = os.environ.get("KAKI_WAVES_START", "")
+        why = (f"the simulation ended before START={start} (cycles of {target.clock_ns} ns; "
+               f"simulator options {' '.join(window_args)})" if window_args
+               else "the simulator wrote none")
         print(f"[simbuild] waves: no dump.vcd: {why}")
         return
     W.gtkw(vcd, tdir / "dump.gtkw")

@@ -1,6 +1,7 @@
 """``make waves`` START/STOP: the waves build's main loop (cocotb_tests/harness/verilator_window.cpp)
 traces only the window while simulating. A tiny counter clocked from Python (like the block
-tests) runs 4000 cycles twice in the waves build: whole run, then cycles 1000..1200."""
+tests) runs 4000 cycles in the waves build: whole run, cycles 1000..1200, and a window after the
+run's end (no dump at all)."""
 import pytest
 
 from . import simbuild
@@ -58,3 +59,6 @@ def test_waves_window_is_traced_while_simulating(monkeypatch):
     assert W.clock_period(cut) == 10_000
     assert cut.stat().st_size < full.stat().st_size * (STOP - START) / CYCLES * 1.5
     assert (cut.parent / "dump.gtkw").exists()
+    # A window that starts after the run's end writes nothing (and says so).
+    late = _run(monkeypatch, str(CYCLES + 100), "")
+    assert not late.exists() and not (late.parent / "dump.gtkw").exists()

@@ -149,3 +149,18 @@ def test_gtkw_groups_by_block(tmp_path):
     assert counts["queue controller"] == 1 and counts["control core"] == 1 and counts["host ports"] == 2
     assert "top.soc.qc.fetch_fsm_state[1:0]" in text and "scratch" not in text and "$rootio" not in text
     assert text.index("-control core") < text.index("top.soc.control.core.trace_pc[31:0]")
+
+
+def test_finish_waves_reports_window_gtkw_and_a_wrong_clock(tmp_path, capsys, monkeypatch):
+    target = simbuild.SimTarget(name="t", toplevel="top")           # clock_ns=10
+    (tmp_path / "dump.vcd").write_text(VCD)                         # its clk has a 20 ns period
+    simbuild._finish_waves(tmp_path, target, ["--trace-start", "0"])
+    out = capsys.readouterr().out
+    assert "cycles 0..4" in out and (tmp_path / "dump.gtkw").exists()
+    assert "WARNING: the traced clk has a 20 ns period" in out
+    simbuild._finish_waves(tmp_path, simbuild.SimTarget("t", "top", clock_ns=20), ["--trace-stop", "9"])
+    assert "WARNING" not in capsys.readouterr().out
+    (tmp_path / "dump.vcd").unlink()
+    monkeypatch.setenv("KAKI_WAVES_START", "5000")
+    simbuild._finish_waves(tmp_path, target, ["--trace-start", "50000000"])
+    assert "no dump.vcd: the simulation ended before START=5000" in capsys.readouterr().out
