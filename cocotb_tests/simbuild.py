@@ -159,6 +159,7 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
     repro = repro or repro_command
     waves = wants_waves()
     seed = test_seed() if seed is None else seed
+    test_args = _trace_window(target) if waves else []   # a bad START/STOP fails before the build
     bdir = build(target, waves=waves)
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", tag or testcase or test_module)
     tdir = BUILD / "runs" / target.name / f"{safe}-{os.getpid()}-{time.time_ns() % 10**9}"
@@ -169,7 +170,6 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
           f"SEED={seed} dir={tdir.relative_to(REPO)}")
     env = {"KAKI_SEED": str(seed), "PYTHONPATH": str(REPO), **(extra_env or {})}
     results_xml = tdir / "results.xml"
-    test_args = _trace_window(target) if waves else []
     try:
         _run_sim(not waves, test_module=test_module, hdl_toplevel=target.toplevel,
                  hdl_toplevel_lang="verilog", testcase=testcase, seed=seed, build_dir=bdir,
@@ -230,8 +230,8 @@ def _finish_waves(tdir, target, window_args):
             if bounds else "no time step")
     print(f"[simbuild] waves: {vcd} ({vcd.stat().st_size / 1e6:.2f} MB, {span}); "
           f"gtkwave {tdir / 'dump.gtkw'}")
-    period = W.clock_period(vcd)
-    if window_args and period is not None and period != per_cycle:
+    period = W.clock_period(vcd) if window_args else None
+    if period is not None and period != per_cycle:
         print(f"[simbuild] WARNING: the traced clk has a {period / 1000:g} ns period but START/STOP "
               f"were converted with {target.name}'s clock_ns={target.clock_ns}: the window is off; "
               f"set SimTarget.clock_ns")
