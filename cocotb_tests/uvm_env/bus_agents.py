@@ -16,8 +16,8 @@ Layers, so the checks run without a simulator (tests/test_bus_agents.py):
   transaction. A violation raises :class:`ProtocolError` naming the bus, the channel and the cycle.
 * :class:`PinSampler` — the cocotb side: cached GPI handles of one bus; sleeps on a rising edge of
   any VALID while the bus is idle and samples once per clock (at the falling edge, where every
-  signal is stable) only while some VALID is high, reading READY and payload only of channels
-  whose VALID is high.
+  signal is stable) only while some VALID is high, reading all VALID/READY pairs in one packed
+  read (``mon_<bus>_hs`` of the testbench top) and payload only of channels whose VALID is high.
 * :class:`AxiLiteMonitor`, :class:`AxiMonitor` (uvm_monitor), in the passive :class:`CsrAgent`
   and :class:`HostMemAgent`; :class:`BusScoreboard` (uvm_subscriber) with its pure parts
   :class:`CsrMatcher` and :class:`StoreBytes`.
@@ -29,7 +29,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import Event, FallingEdge, First, RisingEdge
+from cocotb.triggers import Event, FallingEdge, RisingEdge
 from pyuvm import ConfigDB, uvm_agent, uvm_analysis_port, uvm_monitor, uvm_subscriber
 
 from driver import registers as R
@@ -37,7 +37,7 @@ from driver.commands import decode
 from driver.descriptors import ErrorCode, Opcode
 
 from .. import boundary_monitor as BM
-from ..soc_target import CLOCK_NS, FIRST_EDGE_NS
+from ..soc_target import CLOCK_NS, FIRST_EDGE_NS, HANDSHAKES
 from .predictor import command_name, store_rows
 
 __all__ = ["CsrTxn", "AxiBurstTxn", "ProtocolError", "BusMismatch", "Channel", "AxiLiteCore",
@@ -433,59 +433,62 @@ class StoreBytes:
 
 # ---------------------------------------------------------------------------- pins
 class PinSampler:
-    """Feeds a core from the pins ``<prefix><channel><signal>`` of ``dut`` (see the module doc).
+    """Feeds a core from the pins of one bus of the chip testbench's top (soc_target.py).
 
-    Handles are looked up once; values are read through the GPI handle as binary strings (a
-    LogicArray per read would add to the ~4 µs each read already costs). ``cycles`` counts the
-    clocks sampled, ``wakeups`` the idle-to-busy transitions.
+    While the bus is idle it sleeps on a rising ``mon_<bus>_busy`` (any VALID); then, once per
+    clock at the falling edge, it reads every VALID and READY at once from ``mon_<bus>_hs`` and
+    the payload pins ``<bus>__<channel><field>`` only of channels whose VALID is high, until a
+    clock with no VALID high. Handles are looked up once and read through the GPI handle as
+    binary strings (a LogicArray per read would add to the ~4 µs a read costs). ``cycles`` counts
+    the clocks sampled, ``wakeups`` the idle-to-busy transitions.
     """
 
-    def __init__(self, dut, prefix, core):
-        self.core, self.clk = core, dut.clk
-
+    def __init__(self, dut, bus, core):
         def reader(name):
-            return getattr(dut, prefix + name)._handle.get_signal_val_binstr
-        self.valid_handles = [getattr(dut, f"{prefix}{ch}valid") for ch in core.CHANNELS]
-        self.valids = [(ch, reader(f"{ch}valid"), reader(f"{ch}ready"), [reader(ch + f) for f in fields])
-                       for ch, fields in core.CHANNELS.items()]
+            return getattr(dut, name)._handle.get_signal_val_binstr
+        self.core, self.clk = core, dut.clk
+        self.busy = getattr(dut, f"mon_{bus}_busy")
+        self.handshakes = reader(f"mon_{bus}_hs")
+        self.channels = [(name, 2 * HANDSHAKES.index(name), [reader(f"{bus}__{name}{f}") for f in fields])
+                         for name, fields in core.CHANNELS.items()]
         self.cycles = self.wakeups = 0
 
     async def run(self):
-        fall = FallingEdge(self.clk)
-        rises = [RisingEdge(v) for v in self.valid_handles]
+        fall, wake = FallingEdge(self.clk), RisingEdge(self.busy)
         while True:
-            await First(*rises)
+            await wake
             self.wakeups += 1
             await fall
-            while self.sample():        # one more sample after the last busy cycle: a VALID
+            cycle = int(get_sim_time("ns") - FIRST_EDGE_NS) // CLOCK_NS + 1
+            while self.sample(cycle):   # one more sample after the last busy cycle: a VALID
                 await fall              # dropped before READY shows there
+                cycle += 1
 
-    def sample(self):
-        """Sample every channel once; True if some VALID was high."""
+    def sample(self, cycle):
+        """Sample every channel once (the handshakes of rising edge ``cycle``); True if some
+        VALID was high."""
         self.cycles += 1
-        cycle = int(get_sim_time("ns") - FIRST_EDGE_NS) // CLOCK_NS + 1
-        busy = False
+        bits = self.handshakes()
         step = self.core.step
-        for name, valid, ready, fields in self.valids:
-            if valid() == "1":
-                busy = True
-                step(cycle, name, True, ready() == "1", tuple(int(f(), 2) for f in fields))
+        for name, i, fields in self.channels:
+            if bits[i] == "1":
+                step(cycle, name, True, bits[i + 1] == "1", tuple(int(f(), 2) for f in fields))
             else:
                 step(cycle, name, False, False, None)
-        return busy
+        return "1" in bits[::2]
 
 
 class _PinMonitor(uvm_monitor):
     """Passive monitor of one bus of the chip testbench's top (ConfigDB "TB": the ChipTB): a
     :class:`PinSampler` feeds the core, whose transactions go out on ``ap``. The first protocol
     error stops the monitor and fails the test in check_phase."""
-    PREFIX = ""
+    BUS = ""
 
     def build_phase(self):
         self.ap = uvm_analysis_port("ap", self)
         self.dut = ConfigDB().get(self, "", "TB").dut
         self.core = self.make_core(self.ap.write)
-        self.sampler = PinSampler(self.dut, self.PREFIX, self.core)
+        self.sampler = PinSampler(self.dut, self.BUS, self.core)
         self.error = None
 
     def make_core(self, publish):
@@ -510,7 +513,7 @@ class _PinMonitor(uvm_monitor):
 
 class AxiLiteMonitor(_PinMonitor):
     """The CSR port ``csr__*`` (AXI4-Lite): publishes a :class:`CsrTxn` per completed access."""
-    PREFIX = "csr__"
+    BUS = "csr"
 
     def make_core(self, publish):
         # The CSR manager is the testbench's cocotbext-axi AxiLiteMaster: see Channel's repeats.
@@ -524,7 +527,7 @@ class AxiLiteMonitor(_PinMonitor):
 class AxiMonitor(_PinMonitor):
     """The host-memory port ``mem__*`` (AXI4, chip is manager): publishes an :class:`AxiBurstTxn`
     per completed burst. Bursts still open when the test ends (prefetches) are only reported."""
-    PREFIX = "mem__"
+    BUS = "mem"
 
     def make_core(self, publish):
         return Axi4Core(publish, len(self.dut.mem__wdata) // 8)
