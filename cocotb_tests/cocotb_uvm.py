@@ -5,6 +5,7 @@ testbench behind a boundary probe and runs a uvm_test whose sequences drive it w
 scoreboard predicts every command with the golden device model.
 """
 import os
+import time
 
 import cocotb
 import numpy as np
@@ -81,12 +82,15 @@ async def _boot(dut):
 async def _run(dut, test_class):
     """Boot, run the uvm_test, require a clean scoreboard that predicted something."""
     await _boot(dut)
+    cpu = time.process_time()
     await uvm_root().run_test(test_class)
+    cpu = time.process_time() - cpu
     test = uvm_root().get_child("uvm_test_top")
     board = test.env.scoreboard
     assert board.error is None and board.predictor.predicted > 0
     dut._log.info(f"{test_class.__name__}: {board.predictor.predicted} commands predicted, "
-                  f"{board.predictor.stores_checked} stores checked, {board.irq_edges} irq edges")
+                  f"{board.predictor.stores_checked} stores checked, {board.irq_edges} irq edges; "
+                  f"{cpu:.2f} s CPU for the uvm_test, pin agents {'on' if PIN_AGENTS else 'off'}")
     bus = test.env.bus_scoreboard
     assert (bus is not None) == PIN_AGENTS
     if bus is not None:     # the pins carried traffic and every predicted store was cross-checked

@@ -17,7 +17,8 @@ Layers, so the checks run without a simulator (tests/test_bus_agents.py):
 * :class:`PinSampler` — the cocotb side: cached GPI handles of one bus; sleeps on a rising edge of
   any VALID while the bus is idle and samples once per clock (at the falling edge, where every
   signal is stable) only while some VALID is high, reading all VALID/READY pairs in one packed
-  read (``mon_<bus>_hs`` of the testbench top) and payload only of channels whose VALID is high.
+  read (``mon_<bus>_hs`` of the testbench top) and the payload, also packed, only of channels
+  whose VALID is high.
 * :class:`AxiLiteMonitor`, :class:`AxiMonitor` (uvm_monitor), in the passive :class:`CsrAgent`
   and :class:`HostMemAgent`; :class:`BusScoreboard` (uvm_subscriber) with its pure parts
   :class:`CsrMatcher` and :class:`StoreBytes`.
@@ -27,17 +28,19 @@ handshake happened (edge k at ``FIRST_EDGE_NS + k * CLOCK_NS``, cocotb_tests/soc
 """
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from itertools import accumulate
 
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import Event, FallingEdge, RisingEdge
-from pyuvm import ConfigDB, uvm_agent, uvm_analysis_port, uvm_monitor, uvm_subscriber
+from pyuvm import (ConfigDB, UVMConfigItemNotFound, uvm_agent, uvm_analysis_port, uvm_monitor,
+                   uvm_subscriber)
 
 from driver import registers as R
 from driver.commands import decode
 from driver.descriptors import ErrorCode, Opcode
 
 from .. import boundary_monitor as BM
-from ..soc_target import CLOCK_NS, FIRST_EDGE_NS, HANDSHAKES
+from ..soc_target import CLOCK_NS, FIRST_EDGE_NS, HANDSHAKES, MONITOR_FIELDS
 from .predictor import command_name, store_rows
 
 __all__ = ["CsrTxn", "AxiBurstTxn", "ProtocolError", "BusMismatch", "Channel", "AxiLiteCore",
@@ -189,8 +192,7 @@ class AxiLiteCore(_Core):
     """AXI4-Lite subordinate port seen from outside: writes complete at B (AW and W paired in
     order), reads at R; a response with no request outstanding is an error, and so (at
     :meth:`finish`) is a request never answered."""
-    CHANNELS = {"aw": ("addr",), "w": ("data", "strb"), "ar": ("addr",),
-                "b": ("resp",), "r": ("data", "resp")}   # responses after requests: same-cycle order
+    CHANNELS = MONITOR_FIELDS["csr"]     # requests before responses: the same-cycle order
 
     def __init__(self, publish, bus="csr", manager_repeats_ok=False):
         super().__init__(publish, bus, manager_repeats_ok)
@@ -247,9 +249,7 @@ class Axi4Core(_Core):
     at most the bus width that never cross a 4 KiB boundary; write data in AW order with WLAST on
     exactly beat AWLEN (W may run ahead of AW); RLAST on exactly beat ARLEN; B and R only for an ID
     with a request outstanding, answered oldest first per ID."""
-    CHANNELS = {"aw": ("id", "addr", "len", "size", "burst"), "w": ("data", "strb", "last"),
-                "ar": ("id", "addr", "len", "size", "burst"),
-                "b": ("id", "resp"), "r": ("id", "data", "resp", "last")}
+    CHANNELS = MONITOR_FIELDS["mem"]
 
     def __init__(self, publish, data_bytes, bus="mem"):
         super().__init__(publish, bus)
@@ -437,8 +437,9 @@ class PinSampler:
 
     While the bus is idle it sleeps on a rising ``mon_<bus>_busy`` (any VALID); then, once per
     clock at the falling edge, it reads every VALID and READY at once from ``mon_<bus>_hs`` and
-    the payload pins ``<bus>__<channel><field>`` only of channels whose VALID is high, until a
-    clock with no VALID high. Handles are looked up once and read through the GPI handle as
+    the payload (``mon_<bus>_<channel>``: the channel's pins packed, split here by the widths of
+    the pins ``<bus>__<channel><field>``) only of channels whose VALID is high, until a clock
+    with no VALID high. Handles are looked up once and read through the GPI handle as
     binary strings (a LogicArray per read would add to the ~4 µs a read costs). ``cycles`` counts
     the clocks sampled, ``wakeups`` the idle-to-busy transitions.
     """
@@ -449,8 +450,12 @@ class PinSampler:
         self.core, self.clk = core, dut.clk
         self.busy = getattr(dut, f"mon_{bus}_busy")
         self.handshakes = reader(f"mon_{bus}_hs")
-        self.channels = [(name, 2 * HANDSHAKES.index(name), [reader(f"{bus}__{name}{f}") for f in fields])
-                         for name, fields in core.CHANNELS.items()]
+        self.channels = []
+        for name, fields in core.CHANNELS.items():
+            widths = [len(getattr(dut, f"{bus}__{name}{f}")) for f in fields]
+            spans = [(end - w, end) for w, end in zip(widths, accumulate(widths))]
+            self.channels.append((name, core.channels[name], 2 * HANDSHAKES.index(name),
+                                  reader(f"mon_{bus}_{name}"), spans))
         self.cycles = self.wakeups = 0
 
     async def run(self):
@@ -470,10 +475,11 @@ class PinSampler:
         self.cycles += 1
         bits = self.handshakes()
         step = self.core.step
-        for name, i, fields in self.channels:
+        for name, channel, i, payload, spans in self.channels:
             if bits[i] == "1":
-                step(cycle, name, True, bits[i + 1] == "1", tuple(int(f(), 2) for f in fields))
-            else:
+                p = payload()
+                step(cycle, name, True, bits[i + 1] == "1", tuple(int(p[a:b], 2) for a, b in spans))
+            elif channel.held is not None:      # an idle channel has nothing to check
                 step(cycle, name, False, False, None)
         return "1" in bits[::2]
 
@@ -497,7 +503,7 @@ class _PinMonitor(uvm_monitor):
     async def run_phase(self):
         try:
             await self.sampler.run()
-        except AssertionError as e:       # ProtocolError, or a BusMismatch from a subscriber
+        except ProtocolError as e:
             self.error = e
             self.logger.error(str(e))
 
@@ -557,11 +563,11 @@ def pin_agents_wanted(component):
     db = ConfigDB()
     try:
         tb = db.get(component, "", "TB")
-    except Exception:                   # pyuvm raises UVMConfigItemNotFound
+    except UVMConfigItemNotFound:
         return False
     try:
         wanted = db.get(component, "", "PIN_AGENTS")
-    except Exception:
+    except UVMConfigItemNotFound:
         wanted = True
     return bool(wanted) and getattr(tb, "dut", None) is not None
 
