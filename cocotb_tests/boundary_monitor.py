@@ -7,6 +7,8 @@ shape of a UVM analysis port), while every call passes through unchanged.
 (functional coverage, the command-by-command predictor of ``cocotb_tests/uvm_env``) serve the
 RTL and the golden chip model. Decoded:
 
+* every register access → :class:`RegisterTxn` (what the driver wrote, or read and got back:
+  the pin-level CSR monitor's cross-check in cocotb_tests/uvm_env/bus_agents.py);
 * CSR writes: queue configuration → :class:`QueueConfigTxn`; ``DEBUG_HANG`` (fault injection) →
   :class:`DebugHangTxn`; a doorbell → :class:`DoorbellTxn` (occupancy ``P - C`` against
   the ring size) and one :class:`DescriptorTxn` per new descriptor, decoded from the ring bytes the
@@ -25,12 +27,19 @@ from driver.completion import RECORD_BYTES, unpack_record
 
 __all__ = ["BoundaryObserver", "Probe", "AsyncProbe", "DoorbellTxn", "DescriptorTxn", "RecordTxn",
            "IrqTxn", "QueueErrorTxn", "QueueResetTxn", "QueueConfigTxn", "DebugHangTxn", "HostWriteTxn",
-           "QUEUES"]
+           "RegisterTxn", "QUEUES"]
 
 M32 = 0xFFFF_FFFF
 DESC_BYTES = 32
 PAGE = 4096
 QUEUES = sum(1 for n in R.REGISTERS if n.startswith("Q_RING_BASE"))
+
+
+@dataclass(frozen=True)
+class RegisterTxn:
+    kind: str                #: "write" (published before it goes out) or "read" (after it returned)
+    reg: object              #: the driver.registers Register
+    value: int
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,7 @@ class BoundaryObserver:
 
     # ---------------------------------------------------------------- traffic
     def on_write(self, reg, value):
+        self.publish(RegisterTxn("write", reg, value))
         kind, q = _split(reg.name)
         if reg.name == "DEBUG_HANG":
             self.publish(DebugHangTxn(value))
@@ -148,6 +158,7 @@ class BoundaryObserver:
             self.publish(QueueResetTxn(int(q)))
 
     def on_read(self, reg, value):
+        self.publish(RegisterTxn("read", reg, value))
         kind, q = _split(reg.name)
         if reg.name == "IRQ_STATUS" and value:
             self.publish(IrqTxn(value))

@@ -5,9 +5,11 @@ testbench behind a boundary probe and runs a uvm_test whose sequences drive it w
 scoreboard predicts every command with the golden device model.
 """
 import os
+import time
 
 import cocotb
 import numpy as np
+from cocotb.triggers import ClockCycles
 from pyuvm import ConfigDB, uvm_root
 
 from driver.firmware_image import FirmwareImage
@@ -21,6 +23,9 @@ from .uvm_env.env import ErrorSequence, KakiTest, ModelSequence, RandomDagSequen
 
 MEMORY_BYTES = HOST_WORDS * 8
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
+#: The pin-level bus agents (uvm_env/bus_agents.py); KAKI_UVM_PINS=0 leaves them out (to measure
+#: what they cost).
+PIN_AGENTS = os.environ.get("KAKI_UVM_PINS", "1") not in ("", "0")
 _CONTEXT = {}
 
 
@@ -29,6 +34,15 @@ class _Test(KakiTest):
         for key, value in _CONTEXT.items():
             ConfigDB().set(None, "*", key, value)
         super().build_phase()
+
+    async def run_sequences(self, *seqs):
+        """KakiTest's, then a few clocks before the run phase may end: cocotbext-axi returns
+        from a CSR access when it sees BVALID/RVALID, a clock before the handshake the pin
+        monitor must still see (see bus_agents.Channel)."""
+        self.raise_objection()
+        await super().run_sequences(*seqs)
+        await ClockCycles(cocotb.top.clk, 4)
+        self.drop_objection()
 
 
 class RandomTest(_Test):
@@ -61,19 +75,27 @@ async def _boot(dut):
     tb.host.set_error_window(DECERR_BASE, MEMORY_BYTES, resp=3)
     observer = BM.BoundaryObserver()
     _CONTEXT.update(TB=tb, OBSERVER=observer, BACKEND=BM.AsyncProbe(tb, observer), CAPS=tb.caps,
-                    HOST_BYTES=HOST_BYTES, SEED=tb.seed)
+                    HOST_BYTES=HOST_BYTES, SEED=tb.seed, PIN_AGENTS=PIN_AGENTS)
     return tb
 
 
 async def _run(dut, test_class):
     """Boot, run the uvm_test, require a clean scoreboard that predicted something."""
     await _boot(dut)
+    cpu = time.process_time()
     await uvm_root().run_test(test_class)
+    cpu = time.process_time() - cpu
     test = uvm_root().get_child("uvm_test_top")
     board = test.env.scoreboard
     assert board.error is None and board.predictor.predicted > 0
     dut._log.info(f"{test_class.__name__}: {board.predictor.predicted} commands predicted, "
-                  f"{board.predictor.stores_checked} stores checked, {board.irq_edges} irq edges")
+                  f"{board.predictor.stores_checked} stores checked, {board.irq_edges} irq edges; "
+                  f"{cpu:.2f} s CPU for the uvm_test, pin agents {'on' if PIN_AGENTS else 'off'}")
+    bus = test.env.bus_scoreboard
+    assert (bus is not None) == PIN_AGENTS
+    if bus is not None:     # the pins carried traffic and every predicted store was cross-checked
+        assert bus.csr.matched["write"] > 0 and bus.csr.matched["read"] > 0
+        assert bus.stores.compared == board.predictor.stores_checked
     return test, board
 
 

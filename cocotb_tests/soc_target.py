@@ -40,6 +40,20 @@ MONITORED = ("arvalid", "arready", "arid", "rvalid", "rready", "rlast", "rid",
              "awvalid", "awready", "awid", "bvalid", "bready", "bid")
 
 
+#: The pin monitors (cocotb_tests/uvm_env/bus_agents.py) sleep on ``mon_<bus>_busy`` (any VALID
+#: of the bus high) and then read, per clock, the VALID and READY of every channel packed in
+#: ``mon_<bus>_hs`` ({valid, ready} per channel, the first channel in the top bits), and the payload
+#: of a channel whose VALID is high packed in ``mon_<bus>_<channel>`` (the fields below, the first
+#: in the top bits): continuous assigns of the pins, one read instead of one per signal (~4 µs each).
+MONITOR_FIELDS = {
+    "csr": {"aw": ("addr",), "w": ("data", "strb"), "ar": ("addr",), "b": ("resp",), "r": ("data", "resp")},
+    "mem": {"aw": ("id", "addr", "len", "size", "burst"), "w": ("data", "strb", "last"),
+            "ar": ("id", "addr", "len", "size", "burst"), "b": ("id", "resp"),
+            "r": ("id", "data", "resp", "last")},
+}
+HANDSHAKES = ("aw", "w", "ar", "b", "r")
+
+
 def _members(sig):
     """(name, width, is_manager_output) of a flat AXI signature."""
     return [(name, m.shape.width if hasattr(m.shape, "width") else int(m.shape),
@@ -59,6 +73,11 @@ def tb_verilog(cfg):
     ports += [_decl(d, cfg.axi_addr_bits if w == "A" else w, f"host_{n}") for n, w, d in _HOST_CTRL]
     widths = {n: w for n, w, _ in _members(mem)}
     ports += [_decl("output", widths[n], f"mon_{n}") for n in MONITORED]
+    bus_widths = {"csr": {n: w for n, w, _ in _members(csr)}, "mem": widths}
+    for bus, channels in MONITOR_FIELDS.items():
+        ports += [_decl("output", 2 * len(HANDSHAKES), f"mon_{bus}_hs"), _decl("output", 1, f"mon_{bus}_busy")]
+        ports += [_decl("output", sum(bus_widths[bus][ch + f] for f in fields), f"mon_{bus}_{ch}")
+                  for ch, fields in channels.items()]
     wires = [f"    wire {'' if w == 1 else f'[{w - 1}:0] '}mem__{n};" for n, w, _ in _members(mem)]
     soc_conn = [".clk(clk)", ".rst(rst)", ".irq(irq)"]
     soc_conn += [f".csr__{n}(csr__{n})" for n, _, _ in _members(csr)]
@@ -76,7 +95,17 @@ def tb_verilog(cfg):
             f"    kaki_soc_{cfg.name} soc (\n        {sep.join(soc_conn)}\n    );\n"
             f"    kaki_host_mem {params} host (\n        {sep.join(mem_conn)}\n    );\n"
             + "".join(f"    assign mon_{n} = mem__{n};\n" for n in MONITORED)
+            + "".join(_monitor_wires(bus) for bus in MONITOR_FIELDS)
             + "endmodule\n")
+
+
+def _monitor_wires(bus):
+    hs = ", ".join(f"{bus}__{c}valid, {bus}__{c}ready" for c in HANDSHAKES)
+    busy = " | ".join(f"{bus}__{c}valid" for c in HANDSHAKES)
+    out = f"    assign mon_{bus}_hs = {{{hs}}};\n    assign mon_{bus}_busy = {busy};\n"
+    for ch, fields in MONITOR_FIELDS[bus].items():
+        out += f"    assign mon_{bus}_{ch} = {{{', '.join(f'{bus}__{ch}{f}' for f in fields)}}};\n"
+    return out
 
 
 def soc_target(dim=8):

@@ -5,7 +5,10 @@
     KakiTest ── KakiEnv ─┬─ HostAgent: WorkSequencer → DeviceDriver ─ (probe) ─→ CSR bus, host memory
                          ├─ BoundaryMonitor  (the probe's transactions)  ──ap──┬→ Scoreboard
                          ├─ IrqMonitor       (the interrupt line)        ──ap──┤   (CommandPredictor)
-                         └─ CoverageCollector (ChipCoverage)  ←────────────────┘
+                         ├─ CoverageCollector (ChipCoverage)  ←────────────────┤
+                         ├─ CsrAgent:     AxiLiteMonitor (csr__* pins) ──ap──┐ │
+                         ├─ HostMemAgent: AxiMonitor     (mem__* pins) ──ap──┤ │
+                         └─ BusScoreboard (pins against the probe) ←─────────┴─┘
 
 * **HostAgent**: sequences produce :class:`WorkItem`\\ s, each a device program (driver/ops.py) or a
   driver coroutine; the :class:`DeviceDriver` runs them on the chip's CSR port and host memory
@@ -18,6 +21,10 @@
   as it arrives, each completed store's bytes are read back and compared; the first difference
   fails the test naming queue, index, command, expected and actual.
 * **CoverageCollector**: the functional coverage model (cocotb_tests/functional_coverage.py).
+* **CsrAgent, HostMemAgent, BusScoreboard** (cocotb_tests/uvm_env/bus_agents.py, only on the RTL
+  testbench): passive pin-level AXI4-Lite / AXI4 monitors with protocol checks; the driver's
+  register accesses must appear on the CSR pins, each completed store's host bytes must equal the
+  writes seen on the host-memory port.
 
 Sequences: :class:`RandomDagSequence` (constrained random with cocotb-coverage ``crv``: job count,
 queues, dependency/compute/extra-edge probabilities, legal by construction — the DAG builder of
@@ -41,6 +48,7 @@ from golden import queue_scenarios as S
 
 from .. import boundary_monitor as BM
 from ..functional_coverage import ChipCoverage
+from .bus_agents import BusScoreboard, CsrAgent, HostMemAgent, pin_agents_wanted
 from .predictor import CommandPredictor, PredictionError
 
 __all__ = ["KakiEnv", "KakiTest", "WorkItem", "RandomDagSequence", "ErrorSequence",
@@ -187,12 +195,20 @@ class KakiEnv(uvm_env):
         self.irq = IrqMonitor("irq", self)
         self.scoreboard = Scoreboard("scoreboard", self)
         self.coverage = CoverageCollector("coverage", self)
+        self.bus_scoreboard = None
+        if pin_agents_wanted(self):       # pins need the RTL testbench's dut
+            self.csr_agent = CsrAgent("csr_agent", self)
+            self.mem_agent = HostMemAgent("mem_agent", self)
+            self.bus_scoreboard = BusScoreboard("bus_scoreboard", self)
 
     def connect_phase(self):
         ConfigDB().get(self, "", "OBSERVER").subscribers.append(self.monitor)
         for src in (self.monitor.ap, self.irq.ap):
             src.connect(self.scoreboard.fifo.analysis_export)
         self.monitor.ap.connect(self.coverage.analysis_export)
+        if self.bus_scoreboard is not None:
+            for src in (self.monitor.ap, self.csr_agent.monitor.ap, self.mem_agent.monitor.ap):
+                src.connect(self.bus_scoreboard.analysis_export)
 
 
 # ---------------------------------------------------------------------------- sequences

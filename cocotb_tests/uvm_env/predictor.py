@@ -30,7 +30,7 @@ from golden.device_model import DeviceModel
 
 from .. import boundary_monitor as BM
 
-__all__ = ["CommandPredictor", "PredictionError", "StoreCheck"]
+__all__ = ["CommandPredictor", "PredictionError", "StoreCheck", "store_rows", "command_name"]
 
 M32 = 0xFFFF_FFFF
 EVENTS = sum(1 for n in R.REGISTERS if n.startswith("EVENT"))
@@ -59,7 +59,14 @@ class StoreCheck:
     segments: tuple
 
 
-def _name(d):
+def store_rows(d):
+    """(host address, bytes) of each row a decoded DMA_STORE descriptor ``d`` writes."""
+    return [(d["host_addr"] + p * d["host_plane_stride"] + r * d["host_row_stride"], d["row_bytes"])
+            for p in range(d["planes"]) for r in range(d["rows"])]
+
+
+def command_name(d):
+    """The opcode (or its raw value) and tag of a decoded descriptor: ``DMA_STORE tag 5``."""
     op = d["opcode"]
     return f"{op.name if isinstance(op, Opcode) else f'opcode {op:#x}'} tag {d['tag']}"
 
@@ -151,19 +158,15 @@ class CommandPredictor:
         for what, exp, act in (("opcode", int(op), rec["opcode"]), ("tag", d["tag"], rec["tag"]),
                                ("status", int(status), rec["status"])):
             if exp != act:
-                raise PredictionError(q, i, _name(d), what, _fmt(what, exp), _fmt(what, act))
+                raise PredictionError(q, i, command_name(d), what, _fmt(what, exp), _fmt(what, act))
         if op == Opcode.DMA_STORE and status == ErrorCode.OK and d["row_bytes"]:
             self.pending.append(self._store_check(q, i, d))
 
     def _store_check(self, q, i, d):
-        segs = []
-        for p in range(d["planes"]):
-            for r in range(d["rows"]):
-                a = d["host_addr"] + p * d["host_plane_stride"] + r * d["host_row_stride"]
-                segs.append((a, self.model.host[a:a + d["row_bytes"]].tobytes()))
+        segs = [(a, self.model.host[a:a + n].tobytes()) for a, n in store_rows(d)]
         lo = min(a for a, _ in segs)
         hi = max(a + len(b) for a, b in segs)
-        return StoreCheck(q, i, _name(d), lo, hi, tuple(segs))
+        return StoreCheck(q, i, command_name(d), lo, hi, tuple(segs))
 
     # ---------------------------------------------------------------- store data
     def take_checks(self):
