@@ -9,7 +9,6 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles
 from pyuvm import ConfigDB, uvm_root
 
 from driver.firmware_image import FirmwareImage
@@ -34,15 +33,6 @@ class _Test(KakiTest):
         for key, value in _CONTEXT.items():
             ConfigDB().set(None, "*", key, value)
         super().build_phase()
-
-    async def run_sequences(self, *seqs):
-        """KakiTest's, then a few clocks before the run phase may end: cocotbext-axi returns
-        from a CSR access when it sees BVALID/RVALID, a clock before the handshake the pin
-        monitor must still see (see bus_agents.Channel)."""
-        self.raise_objection()
-        await super().run_sequences(*seqs)
-        await ClockCycles(cocotb.top.clk, 4)
-        self.drop_objection()
 
 
 class RandomTest(_Test):

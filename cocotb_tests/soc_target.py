@@ -8,6 +8,16 @@ The top makes its own clock ``clk`` (a ``--timing`` build): a cocotb clock costs
 callbacks and signal writes per cycle, which capped the whole-chip simulation at ~0.6 of bare
 Verilator. Python still sees ``clk`` (public) for edge awaits. Defining ``KAKI_EXT_CLOCK`` turns
 ``clk`` back into an input, for the bare C++ harness that toggles it itself.
+
+With the clock made inside Verilog, cocotb's ``RisingEdge(clk)`` callbacks run after the design
+evaluated the edge, so Python would read the registers' *new* values; a cocotb clock toggles
+before the evaluation and Python reads the old ones, which is what cocotbext-axi's handshake
+logic assumes. (It saw READY of the cycle after a handshake: it re-offered accepted requests and
+would have taken a READY that rose after the edge for an acceptance — the pin monitor of
+bus_agents.py caught the re-offers.) So the chip's CSR outputs reach the top's ports through a
+copy taken at the falling edge: at a rising edge Python reads what the chip drove just before it.
+Python's own writes land after the edge either way (cocotb applies them in the ReadWrite phase).
+The bus monitors watch the chip's pins themselves (``pin_csr__*``).
 """
 from amaranth.lib import wiring
 
@@ -78,9 +88,10 @@ def tb_verilog(cfg):
         ports += [_decl("output", 2 * len(HANDSHAKES), f"mon_{bus}_hs"), _decl("output", 1, f"mon_{bus}_busy")]
         ports += [_decl("output", sum(bus_widths[bus][ch + f] for f in fields), f"mon_{bus}_{ch}")
                   for ch, fields in channels.items()]
-    wires = [f"    wire {'' if w == 1 else f'[{w - 1}:0] '}mem__{n};" for n, w, _ in _members(mem)]
+    wires = [f"    wire {'' if w == 1 else f'[{w - 1}:0] '}{bus}__{n};"
+             for bus, sig in (("mem", mem), ("pin_csr", csr)) for n, w, _ in _members(sig)]
     soc_conn = [".clk(clk)", ".rst(rst)", ".irq(irq)"]
-    soc_conn += [f".csr__{n}(csr__{n})" for n, _, _ in _members(csr)]
+    soc_conn += [f".csr__{n}(pin_csr__{n})" for n, _, _ in _members(csr)]
     soc_conn += [f".mem__{n}(mem__{n})" for n, _, _ in _members(mem)]
     mem_conn = [".clk(clk)", ".rst(rst)"] + [f".s__{n}(mem__{n})" for n, _, _ in _members(mem)]
     mem_conn += [f".{n}(host_{n})" for n, _, _ in _HOST_CTRL]
@@ -94,17 +105,35 @@ def tb_verilog(cfg):
             + "\n".join(wires) + "\n"
             f"    kaki_soc_{cfg.name} soc (\n        {sep.join(soc_conn)}\n    );\n"
             f"    kaki_host_mem {params} host (\n        {sep.join(mem_conn)}\n    );\n"
+            + _csr_ports(csr)
             + "".join(f"    assign mon_{n} = mem__{n};\n" for n in MONITORED)
             + "".join(_monitor_wires(bus) for bus in MONITOR_FIELDS)
             + "endmodule\n")
 
 
+def _csr_ports(csr):
+    """The CSR port: manager signals straight in; the chip's outputs through the falling-edge
+    copy (module docstring), or straight out for the bare C++ harness's external clock."""
+    out = "".join(f"    assign pin_csr__{n} = csr__{n};\n" for n, _, mine in _members(csr) if mine)
+    chip = [(n, w) for n, w, mine in _members(csr) if not mine]
+    vec = lambda w: "" if w == 1 else f"[{w - 1}:0] "
+    return (out + "`ifdef KAKI_EXT_CLOCK\n"
+            + "".join(f"    assign csr__{n} = pin_csr__{n};\n" for n, _ in chip)
+            + "`else\n"
+            + "".join(f"    reg {vec(w)}pre_csr__{n} = 0;\n    assign csr__{n} = pre_csr__{n};\n"
+                      for n, w in chip)
+            + "    always @(negedge clk) begin\n"
+            + "".join(f"        pre_csr__{n} <= pin_csr__{n};\n" for n, _ in chip)
+            + "    end\n`endif\n")
+
+
 def _monitor_wires(bus):
-    hs = ", ".join(f"{bus}__{c}valid, {bus}__{c}ready" for c in HANDSHAKES)
-    busy = " | ".join(f"{bus}__{c}valid" for c in HANDSHAKES)
+    pins = {"csr": "pin_csr", "mem": "mem"}[bus]
+    hs = ", ".join(f"{pins}__{c}valid, {pins}__{c}ready" for c in HANDSHAKES)
+    busy = " | ".join(f"{pins}__{c}valid" for c in HANDSHAKES)
     out = f"    assign mon_{bus}_hs = {{{hs}}};\n    assign mon_{bus}_busy = {busy};\n"
     for ch, fields in MONITOR_FIELDS[bus].items():
-        out += f"    assign mon_{bus}_{ch} = {{{', '.join(f'{bus}__{ch}{f}' for f in fields)}}};\n"
+        out += f"    assign mon_{bus}_{ch} = {{{', '.join(f'{pins}__{ch}{f}' for f in fields)}}};\n"
     return out
 
 

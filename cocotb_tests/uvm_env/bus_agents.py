@@ -107,40 +107,25 @@ class Channel:
     """One VALID/READY channel: ``step`` returns the payload on a handshake, else None, after
     checking that a VALID not yet accepted stays high with its payload unchanged.
 
-    ``repeats_ok``: tolerate a *repeat* — the payload just accepted, offered again from the very
-    next cycle and then withdrawn or changed without READY. That is what cocotbext-axi's masters
-    do on this testbench: the clock is made inside Verilog, so cocotb's RisingEdge callbacks read
-    READY after the edge, and the master, having seen READY low, presents the accepted request
-    once more until it sees READY high. A repeat that is *accepted* is a second request (its
-    extra response fails the CSR cross-check); ``repeats`` counts the tolerated ones.
+    (This check found cocotbext-axi's master re-offering accepted requests and withdrawing them:
+    it read READY after the clock edge; cocotb_tests/soc_target.py explains the fix.)
     """
 
-    def __init__(self, bus, name, fields, repeats_ok=False):
-        self.bus, self.name, self.fields, self.repeats_ok = bus, name, fields, repeats_ok
+    def __init__(self, bus, name, fields):
+        self.bus, self.name, self.fields = bus, name, fields
         self.held = None             # payload offered without READY in the previous cycle
-        self.repeat = False          # ... and it is a repeat (see the class doc)
-        self.accepted = (None, None)  # (cycle, payload) of the last handshake
-        self.repeats = 0
         self.history = deque(maxlen=4)   # the last samples, for the error message
 
     def step(self, cycle, valid, ready, payload):
         self.history.append((cycle, valid, ready, payload))
         held = self.held
         if held is not None and (not valid or payload != held):
-            if not self.repeat:
-                self._broken(cycle, valid, held, payload)
-            self.repeats += 1
-            held = None
+            self._broken(cycle, valid, held, payload)
         if valid and not ready:
-            if held is None:         # a new offer: a repeat if it re-offers the last accepted one
-                self.repeat = self.repeats_ok and self.accepted == (cycle - 1, payload)
             self.held = payload
             return None
         self.held = None
-        if valid:
-            self.accepted = (cycle, payload)
-            return payload
-        return None
+        return payload if valid else None
 
     def _broken(self, cycle, valid, held, payload):
         if not valid:
@@ -163,17 +148,10 @@ class _Core:
     handshake handed to the method ``_<channel>(cycle, payload)``."""
     CHANNELS = {}
 
-    MANAGER = ("aw", "w", "ar")          # the channels the manager drives
-
-    def __init__(self, publish, bus, manager_repeats_ok=False):
+    def __init__(self, publish, bus):
         self.publish, self.bus = publish, bus
-        self.channels = {n: Channel(bus, n, f, manager_repeats_ok and n in self.MANAGER)
-                         for n, f in self.CHANNELS.items()}
+        self.channels = {n: Channel(bus, n, f) for n, f in self.CHANNELS.items()}
         self.count = 0
-
-    def repeats(self):
-        """Repeats tolerated so far (Channel ``repeats_ok``)."""
-        return sum(ch.repeats for ch in self.channels.values())
 
     def step(self, cycle, name, valid, ready, payload):
         beat = self.channels[name].step(cycle, valid, ready, payload)
@@ -194,8 +172,8 @@ class AxiLiteCore(_Core):
     :meth:`finish`) is a request never answered."""
     CHANNELS = MONITOR_FIELDS["csr"]     # requests before responses: the same-cycle order
 
-    def __init__(self, publish, bus="csr", manager_repeats_ok=False):
-        super().__init__(publish, bus, manager_repeats_ok)
+    def __init__(self, publish, bus="csr"):
+        super().__init__(publish, bus)
         self.aw, self.w, self.ar = deque(), deque(), deque()
 
     def _aw(self, cycle, addr):
@@ -514,7 +492,7 @@ class _PinMonitor(uvm_monitor):
     def report_phase(self):
         s = self.sampler
         self.logger.info(f"{self.core.count} transactions, {s.cycles} cycles sampled after "
-                         f"{s.wakeups} wake-ups, {self.core.repeats()} manager repeats tolerated")
+                         f"{s.wakeups} wake-ups")
 
 
 class AxiLiteMonitor(_PinMonitor):
@@ -522,8 +500,7 @@ class AxiLiteMonitor(_PinMonitor):
     BUS = "csr"
 
     def make_core(self, publish):
-        # The CSR manager is the testbench's cocotbext-axi AxiLiteMaster: see Channel's repeats.
-        return AxiLiteCore(publish, manager_repeats_ok=True)
+        return AxiLiteCore(publish)
 
     def check_phase(self):
         super().check_phase()
