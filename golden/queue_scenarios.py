@@ -841,7 +841,7 @@ ERROR_KINDS = {
 }
 
 
-#: The opcodes "reserved_flags" rotates over (every known one: the error record of each).
+#: The opcodes "reserved_flags" rotates over by seed (every known one gets an error record).
 RESERVED_FLAG_OPS = (Opcode.GEMM, Opcode.NOP, Opcode.BARRIER, Opcode.DMA_STORE, Opcode.DMA_LOAD,
                      Opcode.VECTOR)
 
@@ -877,7 +877,7 @@ def _inject(kind, wl, b, q, pos, decerr_addr):
     if kind == "reserved_flags":
         # The firmware checks the flag bits of every known opcode before acting on it
         # (firmware/queues.c read_head), so any opcode gets an error record.
-        opcode = RESERVED_FLAG_OPS[int(rng.integers(len(RESERVED_FLAG_OPS)))]
+        opcode = RESERVED_FLAG_OPS[wl.seed % len(RESERVED_FLAG_OPS)]
         fields = {Opcode.GEMM: gemm, Opcode.DMA_LOAD: dma, Opcode.DMA_STORE: dma}.get(opcode, {})
         words = encode(opcode, tag=tag, **fields)
         words[0] |= 1 << int(rng.integers(9, 16))

@@ -251,9 +251,12 @@ EVERY_QUEUE_KINDS = (sorted(S.ERROR_KINDS) if os.environ.get("KAKI_REGRESS")
 
 @pytest.mark.parametrize("kind", EVERY_QUEUE_KINDS)
 def test_error_class_on_every_queue(image, kind):
-    """The same error class on each queue in turn, the other queues running a DAG."""
-    for q in range(S.QUEUES):
-        s = seed(500 + 10 * sorted(S.ERROR_KINDS).index(kind) + q)
+    """The same error class on each queue in turn, the other queues running a DAG (reserved flag
+    bits: on each opcode S.RESERVED_FLAG_OPS rotates over, by the seed)."""
+    runs = len(S.RESERVED_FLAG_OPS) if kind == "reserved_flags" else S.QUEUES
+    for i in range(runs):
+        q = i % S.QUEUES
+        s = seed(500 + 10 * sorted(S.ERROR_KINDS).index(kind) + i)
         c = chip(image, s)
         rep = run_sync(S.error_scenario(CAPS, s, kind, host_bytes=HOST_BYTES, queue=q, jobs=8), c)
         assert rep.name.endswith(f"on queue {q}") and rep.phases[0].descriptors > 0
