@@ -220,6 +220,12 @@ class DagBuilder:
     job, which orders it after that job: a BARRIER in the same queue, else a SIGNAL_EVENT after the
     producer in its queue and a WAIT_EVENT before the job. Each queue owns EVENTS/QUEUES event
     counters, so a counter's values only grow (from a base read at the start, by a random stride).
+
+    Knobs: ``p_dep`` (a job reads an earlier job's output), ``p_compute`` (GEMM + vector job, else
+    a copy), ``p_extra`` (an ordering-only edge), ``p_overlap`` (a copy's store has overlapping
+    host rows, stride < row bytes: later rows win), ``p_accumulate`` (a second one-k-tile GEMM
+    with accumulate adds to C). Vector epilogues draw bias, ReLU, residual add (of the job's A
+    rows) and max-reduce independently, so every subset occurs.
     """
 
     REGIONS = 4     # local regions per queue
@@ -784,7 +790,7 @@ def _new_workload(name, caps, seed, layout, queues):
 def build_dag(caps, seed, layout, *, queues=tuple(range(QUEUES)), jobs=40, event_base=None,
               name="dag", engines=ENGINE_OPS, rng=None, knobs=None):
     """A random DAG workload (no host I/O): see :class:`DagBuilder` (``knobs``: its ``p_dep``,
-    ``p_compute``, ``p_extra``)."""
+    ``p_compute``, ``p_extra``, ``p_overlap``, ``p_accumulate``)."""
     rng = np.random.default_rng(seed) if rng is None else rng
     wl = _new_workload(name, caps, seed, layout, queues)
     b = DagBuilder(wl, rng, queues, event_base or {e: 0 for e in range(EVENTS)}, engines=engines,
@@ -958,6 +964,8 @@ def error_scenario(caps, seed, kind, *, host_bytes, decerr_addr=None, queue=None
     """Inject error ``kind`` (a key of :data:`ERROR_KINDS`) on one queue while the others run a
     DAG; check the halt, the error record and QUEUE_ERROR; reset the queue (fixing its
     configuration) and run a fresh workload on it from index 0.
+
+    ``queue``: the failing queue; by default :func:`error_queue` (rotated by the seed).
 
     ``decerr_addr``: a host address whose accesses the device's memory answers with DECERR (the
     golden model: anything at or beyond ``host_bytes``). ``watchdog``: WATCHDOG.CYCLES for the
