@@ -10,6 +10,9 @@ direction; GEMM m (partial tiles pad to the array), k and n tiles, accumulate; v
 combinations, rows and zero point; event ids and dependency patterns (same/cross queue, blocked
 waits, fan-out, fan-in, chains over three queues, barriers); queue occupancy at each doorbell and
 ring wrap-around per queue; completion status per opcode; error codes; interrupt causes.
+Direct submissions (``CMD``/``CMD_SUBMIT``, decoded by the monitor) count in the opcode and payload
+bins but not the queue bins; their failures (``ERROR_INFO`` reads) in the error codes. A testbench
+that makes its own register accesses (``ChipTB``) is observed with :func:`observe`.
 
 Each process that sampled anything writes its database at exit (``export_on_exit``);
 ``python -m cocotb_tests.coverage_report`` merges a regression's databases and lists the holes.
