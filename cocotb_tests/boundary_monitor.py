@@ -14,7 +14,10 @@ RTL and the golden chip model. Decoded:
   the ring size) and one :class:`DescriptorTxn` per new descriptor, decoded from the ring bytes the
   host wrote (kept in a sparse shadow of the configured rings); a queue reset →
   :class:`QueueResetTxn`;
+* direct submissions (the privileged debug path): ``CMD0..7`` writes then ``CMD_SUBMIT.GO`` →
+  :class:`DirectCommandTxn` with the words written last;
 * CSR reads: ``IRQ_STATUS`` → :class:`IrqTxn`; a non-zero ``Q_ERROR`` → :class:`QueueErrorTxn`;
+  a non-zero ``ERROR_INFO`` (a direct submission's failure) → :class:`DirectErrorTxn`;
   ``Q_CONSUMER`` updates the consumer index;
 * host-memory reads of a completion area: the consumer word, and each record not seen before whose
   index the consumer has passed → :class:`RecordTxn`;
@@ -27,7 +30,7 @@ from driver.completion import RECORD_BYTES, unpack_record
 
 __all__ = ["BoundaryObserver", "Probe", "AsyncProbe", "DoorbellTxn", "DescriptorTxn", "RecordTxn",
            "IrqTxn", "QueueErrorTxn", "QueueResetTxn", "QueueConfigTxn", "DebugHangTxn", "HostWriteTxn",
-           "RegisterTxn", "QUEUES"]
+           "RegisterTxn", "DirectCommandTxn", "DirectErrorTxn", "QUEUES"]
 
 M32 = 0xFFFF_FFFF
 DESC_BYTES = 32
@@ -94,6 +97,18 @@ class DebugHangTxn:
 
 
 @dataclass(frozen=True)
+class DirectCommandTxn:
+    words: tuple             #: CMD0..7 as last written, when CMD_SUBMIT.GO was written
+
+
+@dataclass(frozen=True)
+class DirectErrorTxn:
+    code: int                #: ERROR_INFO as read: the first failed direct submission
+    opcode: int
+    tag: int
+
+
+@dataclass(frozen=True)
 class HostWriteTxn:
     addr: int
     data: bytes
@@ -127,6 +142,7 @@ class BoundaryObserver:
         self.subscribers = list(subscribers)
         self.q = [_Queue() for _ in range(QUEUES)]
         self.pages = {}
+        self.cmd = [0] * len(R.CMD)          # the direct-submission words (CMD0..7) last written
 
     def publish(self, txn):
         for s in self.subscribers:
@@ -138,6 +154,10 @@ class BoundaryObserver:
         kind, q = _split(reg.name)
         if reg.name == "DEBUG_HANG":
             self.publish(DebugHangTxn(value))
+        if kind == "CMD" and q and int(q) < len(self.cmd):
+            self.cmd[int(q)] = value & M32
+        elif reg.name == "CMD_SUBMIT" and R.CMD_SUBMIT.GO.get(value):
+            self.publish(DirectCommandTxn(tuple(self.cmd)))
         if not q or not kind.startswith("Q_"):
             return
         s = self.q[int(q)]
@@ -162,6 +182,9 @@ class BoundaryObserver:
         kind, q = _split(reg.name)
         if reg.name == "IRQ_STATUS" and value:
             self.publish(IrqTxn(value))
+        elif reg.name == "ERROR_INFO" and R.ERROR_INFO.CODE.get(value):
+            self.publish(DirectErrorTxn(R.ERROR_INFO.CODE.get(value), R.ERROR_INFO.OPCODE.get(value),
+                                        R.ERROR_INFO.TAG.get(value)))
         elif kind == "Q_ERROR" and value:
             self.publish(QueueErrorTxn(int(q), value))
         elif kind == "Q_CONSUMER":

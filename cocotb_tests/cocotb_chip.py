@@ -1,4 +1,8 @@
-"""cocotb side of test_chip: GEMMs, error isolation, interrupts and overlap on the whole chip."""
+"""cocotb side of test_chip: GEMMs, error isolation, interrupts and overlap on the whole chip.
+
+Every test's testbench is seen by the functional coverage model when coverage is collected
+(``functional_coverage.observe``: direct submissions, ERROR_INFO and the IRQ_STATUS reads of
+``ChipTB.wait_irq``)."""
 import os
 
 import cocotb
@@ -13,6 +17,15 @@ from golden import ops
 from golden.workloads import random_gemm_case
 
 from .chip_tb import ChipTB, CommandFailed
+from .functional_coverage import observe
+
+
+async def _reset(tb):
+    """Reset the chip and put the testbench behind the coverage observer; returns the caps."""
+    caps = await tb.reset()
+    if tb.observer is None:
+        observe(tb, caps.dim)
+    return caps
 
 
 @cocotb.test()
@@ -22,7 +35,7 @@ async def random_gemms(dut):
     rng = np.random.default_rng(tb.seed)
     tb.host.configure(latency=int(rng.integers(2, 20)), stall=float(rng.uniform(0, 0.3)),
                       seed=tb.seed)
-    caps = await tb.reset()
+    caps = await _reset(tb)
     await tb.enable_irqs()
     shapes = [(1, 1, 1), (caps.dim, caps.dim, caps.dim)]
     shapes += [tuple(int(x) for x in rng.integers(1, 48, 3)) for _ in range(3)]
@@ -56,7 +69,7 @@ BAD_DESCRIPTORS = [
 async def errors_are_precise_and_isolated(dut):
     """Each error class: precise code and tag in ERROR_INFO, nothing written, next command works."""
     tb = ChipTB(dut)
-    caps = await tb.reset()
+    caps = await _reset(tb)
     await tb.enable_irqs()
     rng = np.random.default_rng(tb.seed)
     canary = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
@@ -98,10 +111,49 @@ async def errors_are_precise_and_isolated(dut):
 
 
 @cocotb.test()
+async def direct_submission_overflow(dut):
+    """A direct submission to an engine whose command FIFO is full retires at once with
+    CMD_OVERFLOW (hdl_gen/dispatcher.py): ERROR_INFO names the refused command, the accepted ones
+    still run (and only they), and the engine keeps working afterwards."""
+    tb = ChipTB(dut)
+    caps = await _reset(tb)
+    await tb.write(R.IRQ_ENABLE, R.IRQ_ENABLE.ERROR.put(1) | R.IRQ_ENABLE.GEMM_DONE.put(1))
+    depth = caps.fifo_depth
+    # Long GEMMs (n_tiles passes over the same operands, thousands of cycles each) while a
+    # submission takes a few dozen cycles: the first starts at once, the next `depth` fill the
+    # FIFO and the one after is refused.
+    m = min(256, caps.acc_rows, caps.spad_rows - caps.dim)
+    long_gemm = dict(a_addr=0, b_addr=caps.spad_rows - caps.dim, c_addr=0, m=m, k_tiles=1,
+                     n_tiles=8, b_nt_stride=0, c_nt_stride=0)
+    refused = depth + 2
+    for tag in range(1, refused + 1):
+        for reg, w in zip(R.CMD, encode(Opcode.GEMM, tag=tag, **long_gemm)):
+            await tb.write(reg, w)
+        await tb.write(R.CMD_SUBMIT, R.CMD_SUBMIT.GO.put(1))
+    try:
+        await tb.wait_irq(5_000, "the CMD_OVERFLOW of the refused GEMM")
+    except CommandFailed as e:
+        assert (e.code, e.opcode, e.tag) == (ErrorCode.CMD_OVERFLOW, Opcode.GEMM, refused), \
+            f"got {e}, expected CMD_OVERFLOW for GEMM tag {refused}"
+    else:
+        raise AssertionError("a GEMM submitted to a full command FIFO was not refused")
+    assert await tb.read(R.DONE_GEMM) < refused - 1, "the FIFO was not full when the GEMM was refused"
+    for _ in range(2000):
+        if await tb.read(R.DONE_GEMM) == refused - 1:
+            break
+        await ClockCycles(dut.clk, 100)
+    await ClockCycles(dut.clk, 20 * m)
+    assert await tb.read(R.DONE_GEMM) == refused - 1, "the accepted GEMMs did not all run exactly once"
+    assert R.IRQ_STATUS.ERROR.get(await tb.read(R.IRQ_STATUS)) == 0, "accepted GEMMs reported an error"
+    await tb.run_phases([[encode(Opcode.GEMM, irq=True, tag=99, m=1, k_tiles=1, n_tiles=1)]])
+    assert await tb.read(R.DONE_GEMM) == refused, "the GEMM engine did not run a command after the overflow"
+
+
+@cocotb.test()
 async def interrupt_mask_and_ack(dut):
     """The IRQ line follows IRQ_STATUS & IRQ_ENABLE; W1C acknowledges; masked causes still latch."""
     tb = ChipTB(dut)
-    await tb.reset()
+    await _reset(tb)
     nop_load = encode(Opcode.DMA_LOAD, irq=True, host_addr=0x1000, row_bytes=8, rows=1, planes=1)
     await tb.submit(nop_load)
     await ClockCycles(dut.clk, 300)
@@ -128,7 +180,7 @@ async def interrupt_mask_and_ack(dut):
 async def dma_overlaps_gemm(dut):
     """Loads into other banks run while the GEMM computes (double buffering), results unchanged."""
     tb = ChipTB(dut)
-    caps = await tb.reset()
+    caps = await _reset(tb)
     await tb.enable_irqs()
     rng = np.random.default_rng(tb.seed)
     s = 64
@@ -172,7 +224,7 @@ async def firmware_boots_faults_and_reloads(dut):
     from firmware.build import version
 
     tb = ChipTB(dut)
-    await tb.reset()
+    await _reset(tb)
     elf = os.environ["KAKI_FW_ELF"]
     image = FirmwareImage.from_elf(elf)
     assert await tb.load_firmware(image) == version()[1]
@@ -207,6 +259,22 @@ async def firmware_boots_faults_and_reloads(dut):
     assert await tb.read(R.FW_MSG) == 2
     # Reload the good image: READY again.
     assert await tb.load_firmware(image) == version()[1]
+    # While the core runs, the firmware owns dispatch: CMD_SUBMIT fails with DIRECT_SUBMIT
+    # (ERROR_INFO names the command) and the command does not run.
+    await tb.write(R.IRQ_STATUS, await tb.read(R.IRQ_STATUS))
+    await tb.write(R.IRQ_ENABLE, R.IRQ_ENABLE.ERROR.put(1) | R.IRQ_ENABLE.DMA_LOAD_DONE.put(1))
+    loads = await tb.read(R.DONE_DMA_LOAD)
+    await tb.submit(encode(Opcode.DMA_LOAD, irq=True, tag=0x55, host_addr=0x1000, row_bytes=8,
+                           rows=1, planes=1))
+    try:
+        await tb.wait_irq(2_000, "the DIRECT_SUBMIT error")
+    except CommandFailed as e:
+        assert (e.code, e.opcode, e.tag) == (ErrorCode.DIRECT_SUBMIT, Opcode.DMA_LOAD, 0x55), e
+    else:
+        raise AssertionError("a direct submission while the core runs was accepted")
+    await ClockCycles(dut.clk, 300)
+    assert await tb.read(R.DONE_DMA_LOAD) == loads, "the refused direct submission ran"
+    assert R.IRQ_STATUS.DMA_LOAD_DONE.get(await tb.read(R.IRQ_STATUS)) == 0
 
 
 @cocotb.test()
@@ -216,7 +284,7 @@ async def firmware_reads_perf(dut):
     from driver.firmware_image import FirmwareImage
 
     tb = ChipTB(dut)
-    caps = await tb.reset()
+    caps = await _reset(tb)
     await tb.enable_irqs()
     await tb.clear_perf()
     await tb.host.load(0x1000, bytes(range(64)))

@@ -55,18 +55,22 @@ async def queue_dag(dut):
 
 @cocotb.test()
 async def queue_errors(dut):
-    """Each error class of KAKI_ERROR_KINDS on one queue while the others keep completing; the
+    """Each error class of KAKI_ERROR_KINDS on one queue (S.error_queue: rotated by the seed; on
+    every queue in turn with KAKI_ERROR_EVERY_QUEUE=1) while the others keep completing; the
     failed queue is reset and resumed."""
     tb = ChipTB(dut)
     kinds = os.environ.get("KAKI_ERROR_KINDS", ",".join(S.ERROR_KINDS)).split(",")
-    for i, kind in enumerate(kinds):
+    queues = range(S.QUEUES) if os.environ.get("KAKI_ERROR_EVERY_QUEUE") == "1" else [None]
+    runs = [(kind, q) for kind in kinds for q in queues]
+    for i, (kind, queue) in enumerate(runs):
         tb.log.info(f"error class {kind}: chip reset, firmware loaded")
         _, dev = await _boot(dut, tb=tb, seed=tb.seed + i)
         tb.host.set_error_window(DECERR_BASE, MEMORY_BYTES, resp=3)
         report = await run_async(
             S.error_scenario(tb.caps, tb.seed + i, kind, host_bytes=HOST_BYTES,
-                             decerr_addr=DECERR_BASE), dev)
-        tb.log.info(f"{kind}: {report.descriptors} descriptors retired in {report.cycles} cycles")
+                             decerr_addr=DECERR_BASE, queue=queue), dev)
+        tb.log.info(f"{kind}: {report.name}: {report.descriptors} descriptors retired in "
+                    f"{report.cycles} cycles")
 
 
 class BusTimer:

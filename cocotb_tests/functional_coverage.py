@@ -10,6 +10,9 @@ direction; GEMM m (partial tiles pad to the array), k and n tiles, accumulate; v
 combinations, rows and zero point; event ids and dependency patterns (same/cross queue, blocked
 waits, fan-out, fan-in, chains over three queues, barriers); queue occupancy at each doorbell and
 ring wrap-around per queue; completion status per opcode; error codes; interrupt causes.
+Direct submissions (``CMD``/``CMD_SUBMIT``, decoded by the monitor) count in the opcode and payload
+bins but not the queue bins; their failures (``ERROR_INFO`` reads) in the error codes. A testbench
+that makes its own register accesses (``ChipTB``) is observed with :func:`observe`.
 
 Each process that sampled anything writes its database at exit (``export_on_exit``);
 ``python -m cocotb_tests.coverage_report`` merges a regression's databases and lists the holes.
@@ -28,7 +31,7 @@ from driver.program import reached
 
 from . import boundary_monitor as BM
 
-__all__ = ["ChipCoverage", "coverage_probe", "probe", "async_probe", "enabled", "export",
+__all__ = ["ChipCoverage", "coverage_probe", "probe", "async_probe", "observe", "enabled", "export",
            "export_on_exit", "COVERAGE_DIR"]
 
 M32 = 0xFFFF_FFFF
@@ -217,6 +220,11 @@ class ChipCoverage:
             self.streams[txn.queue][0][txn.index] = d
             _sample_desc(d)
             _sample_wrap(txn.queue, txn.index >= txn.entries)
+        elif kind is BM.DirectCommandTxn:
+            # A direct submission (no queue): its opcode and payload classes, not the queue bins.
+            _sample_desc(Desc(None, None, list(txn.words), self.dim))
+        elif kind is BM.DirectErrorTxn:
+            _sample_error(_code_name(txn.code))
         elif kind is BM.DoorbellTxn:
             _sample_doorbell(txn.queue, "backwards" if txn.backwards else _occupancy(txn.used, txn.entries))
         elif kind is BM.RecordTxn:
@@ -317,6 +325,16 @@ def coverage_probe(dev, dim):
 def probe(dev, dim):
     """``dev`` (synchronous) behind a coverage probe when coverage is collected, else ``dev``."""
     return coverage_probe(dev, dim) if enabled() else dev
+
+
+def observe(tb, dim):
+    """Attach a coverage observer to a testbench that notifies one itself (``ChipTB.observer``:
+    its own register reads and writes, e.g. direct submissions and ``wait_irq``), when coverage
+    is collected; returns the observer or None."""
+    if not enabled():
+        return None
+    tb.observer = BM.BoundaryObserver(ChipCoverage(dim))
+    return tb.observer
 
 
 def async_probe(dev, dim):

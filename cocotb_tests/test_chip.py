@@ -40,5 +40,6 @@ def test_chip_firmware_reads_perf():
 @pytest.mark.sim
 def test_chip_errors_and_interrupts():
     simbuild.run(soc_target(8), "cocotb_tests.cocotb_chip",
-                 testcase="errors_are_precise_and_isolated,interrupt_mask_and_ack,dma_overlaps_gemm",
+                 testcase="errors_are_precise_and_isolated,direct_submission_overflow,interrupt_mask_and_ack,"
+                 "dma_overlaps_gemm",
                  tag="errors")

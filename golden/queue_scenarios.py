@@ -220,12 +220,18 @@ class DagBuilder:
     job, which orders it after that job: a BARRIER in the same queue, else a SIGNAL_EVENT after the
     producer in its queue and a WAIT_EVENT before the job. Each queue owns EVENTS/QUEUES event
     counters, so a counter's values only grow (from a base read at the start, by a random stride).
+
+    Knobs: ``p_dep`` (a job reads an earlier job's output), ``p_compute`` (GEMM + vector job, else
+    a copy), ``p_extra`` (an ordering-only edge), ``p_overlap`` (a copy's store has overlapping
+    host rows, stride < row bytes: later rows win), ``p_accumulate`` (a second one-k-tile GEMM
+    with accumulate adds to C). Vector epilogues draw bias, ReLU, residual add (of the job's A
+    rows) and max-reduce independently, so every subset occurs.
     """
 
     REGIONS = 4     # local regions per queue
 
     def __init__(self, wl, rng, queues, event_base, *, p_dep=0.5, p_compute=0.3, p_extra=0.15,
-                 engines=ENGINE_OPS):
+                 p_overlap=0.15, p_accumulate=0.25, engines=ENGINE_OPS):
         self.wl, self.rng, self.queues = wl, rng, list(queues)
         caps = wl.caps
         self.dim = d = caps.dim
@@ -237,6 +243,7 @@ class DagBuilder:
         if need_spad > caps.spad_rows or need_acc > caps.acc_rows:
             raise ValueError(f"scenario needs {need_spad} scratchpad and {need_acc} accumulator rows")
         self.p_dep, self.p_compute, self.p_extra = p_dep, p_compute, p_extra
+        self.p_overlap, self.p_accumulate = p_overlap, p_accumulate
         self.compute = Opcode.GEMM in engines and Opcode.VECTOR in engines
         self.jobs = []                       # (queue, output addr, output size, last Desc)
         self.ordered = {q: -1 for q in queues}      # seq of the latest barrier/signal per queue
@@ -363,6 +370,10 @@ class DagBuilder:
         rb2 = int(rng.integers(0, lrb + 1))
         co2 = int(rng.integers(0, lrb - rb2 + 1))
         hs2 = rb2 + int(rng.integers(0, 4))
+        if rows > 1 and rb2 and rng.random() < self.p_overlap:
+            # Overlapping host rows (stride < row bytes): rows are written in (plane, row)
+            # order, a later row's bytes win (golden/ops.py dma_store; the DMA writes in order).
+            hs2 = int(rng.integers(0, rb2))
         hp2 = rows * hs2 + int(rng.integers(0, 8))
         span2 = (planes - 1) * hp2 + (rows - 1) * hs2 + rb2
         out = self.fresh(max(span2, 1))
@@ -389,14 +400,21 @@ class DagBuilder:
         self._dma(q, Opcode.DMA_LOAD, p, params.nbytes, host_row_stride=4 * d, row_bytes=4 * d,
                   rows=3, planes=1, local_addr=mult_row, local_row_stride=1, acc=1)
         self.barrier(q)
-        self.add(q, Opcode.GEMM, a_addr=a_rows, b_addr=b_rows, c_addr=c_rows, m=m, k_tiles=1,
-                 n_tiles=1)
+        gemm = dict(a_addr=a_rows, b_addr=b_rows, c_addr=c_rows, m=m, k_tiles=1, n_tiles=1)
+        self.add(q, Opcode.GEMM, **gemm)
+        if rng.random() < self.p_accumulate:
+            # K-tiling across commands: a second one-k-tile GEMM that adds to C (C = 2 A B).
+            # Commands of one engine run in order, so no barrier is needed in between.
+            self.add(q, Opcode.GEMM, accumulate=1, **gemm)
         self.barrier(q)
         maxred = bool(rng.random() < 0.15)
+        # Every subset of bias / ReLU / residual add; the residual rows are the job's A rows
+        # (int8, zero padded by their load).
         self.add(q, Opcode.VECTOR, src_addr=c_rows, dst_addr=out_rows, rows=m, mult_addr=mult_row,
-                 shift_addr=shift_row, bias_addr=bias_row, zero_point=int(rng.integers(0, 256)),
+                 shift_addr=shift_row, bias_addr=bias_row, res_addr=a_rows,
+                 zero_point=int(rng.integers(0, 256)),
                  **{"ops.bias": int(rng.random() < 0.5), "ops.relu": int(rng.random() < 0.5),
-                    "ops.maxred": int(maxred)})
+                    "ops.add": int(rng.random() < 0.5), "ops.maxred": int(maxred)})
         self.barrier(q)
         n_out = 1 if maxred else m
         out = self.fresh(n_out * d)
@@ -500,6 +518,10 @@ def drive(wl, *, poll=400, budget=3_000_000):
         for i, dsc in enumerate(wl.streams[q]):
             dsc.index = (c + i) & M32
     bad = dict(wl.bad_doorbell)
+    # Some queues ring their first doorbell with one descriptor (occupancy 1), the rest as many
+    # as the ring holds; from a stream of its own, so the workload's choices do not change.
+    pick = np.random.default_rng([wl.seed, 0x1D00])
+    single = {q: bool(pick.random() < 0.5) for q in queues}
     cycles, stable = 0, {q: 0 for q in queues}
     while True:
         finished = True
@@ -534,6 +556,8 @@ def drive(wl, *, poll=400, budget=3_000_000):
                 end = min(len(stream), ((c - base[q]) & M32) + cfg.entries)
                 if q in bad:
                     end = min(end, bad[q][0])
+                if single.pop(q, False):
+                    end = min(end, done + 1)
                 for i in range(done, end):
                     if _inside(wl.layout, cfg.ring_base, cfg.entries * DESC_BYTES):
                         yield HostWrite(cfg.ring_base + DESC_BYTES * ((base[q] + i) % cfg.entries),
@@ -766,7 +790,7 @@ def _new_workload(name, caps, seed, layout, queues):
 def build_dag(caps, seed, layout, *, queues=tuple(range(QUEUES)), jobs=40, event_base=None,
               name="dag", engines=ENGINE_OPS, rng=None, knobs=None):
     """A random DAG workload (no host I/O): see :class:`DagBuilder` (``knobs``: its ``p_dep``,
-    ``p_compute``, ``p_extra``)."""
+    ``p_compute``, ``p_extra``, ``p_overlap``, ``p_accumulate``)."""
     rng = np.random.default_rng(seed) if rng is None else rng
     wl = _new_workload(name, caps, seed, layout, queues)
     b = DagBuilder(wl, rng, queues, event_base or {e: 0 for e in range(EVENTS)}, engines=engines,
@@ -823,6 +847,17 @@ ERROR_KINDS = {
 }
 
 
+#: The opcodes "reserved_flags" rotates over by seed (every known one gets an error record).
+RESERVED_FLAG_OPS = (Opcode.GEMM, Opcode.NOP, Opcode.BARRIER, Opcode.DMA_STORE, Opcode.DMA_LOAD,
+                     Opcode.VECTOR)
+
+
+def error_queue(seed):
+    """The queue an error class lands on: rotated by the seed, so consecutive seeds put every
+    class on every queue."""
+    return seed % QUEUES
+
+
 def _inject(kind, wl, b, q, pos, decerr_addr):
     """Put the fault of ``kind`` at position ``pos`` of queue ``q`` (a descriptor, or the queue's
     configuration or doorbell); returns the Failure to expect."""
@@ -846,7 +881,11 @@ def _inject(kind, wl, b, q, pos, decerr_addr):
         words[0] |= int(rng.integers(8, 256))
         return put(words)
     if kind == "reserved_flags":
-        words = encode(Opcode.GEMM, tag=tag, **gemm)
+        # The firmware checks the flag bits of every known opcode before acting on it
+        # (firmware/queues.c read_head), so any opcode gets an error record.
+        opcode = RESERVED_FLAG_OPS[wl.seed % len(RESERVED_FLAG_OPS)]
+        fields = {Opcode.GEMM: gemm, Opcode.DMA_LOAD: dma, Opcode.DMA_STORE: dma}.get(opcode, {})
+        words = encode(opcode, tag=tag, **fields)
         words[0] |= 1 << int(rng.integers(9, 16))
         return put(words)
     if kind == "reserved_payload":
@@ -863,7 +902,8 @@ def _inject(kind, wl, b, q, pos, decerr_addr):
         host = cfg.window_base - 1 if rng.random() < 0.5 else cfg.window_base + cfg.window_size - 7
         return put((Opcode.DMA_LOAD, Opcode.DMA_STORE)[int(rng.integers(2))], host_addr=host, **dma)
     if kind == "host_range":
-        return put(Opcode.DMA_LOAD, host_addr=(1 << caps.addr_bits) - 4, **dma)
+        opcode = (Opcode.DMA_LOAD, Opcode.DMA_STORE)[int(rng.integers(2))]
+        return put(opcode, host_addr=(1 << caps.addr_bits) - 4, **dma)
     if kind == "bad_shape":
         return put(Opcode.GEMM, **{**gemm, "m": 0})
     if kind == "local_range":
@@ -884,7 +924,8 @@ def _inject(kind, wl, b, q, pos, decerr_addr):
         return Failure(code, pos + 2)
     if kind == "dma_decerr":
         wl.configs[q] = _widen(cfg, decerr_addr, 8)
-        return put(Opcode.DMA_LOAD, host_addr=decerr_addr, **dma)
+        opcode = (Opcode.DMA_LOAD, Opcode.DMA_STORE)[int(rng.integers(2))]
+        return put(opcode, host_addr=decerr_addr, **dma)
     if kind in ("watchdog_gemm", "watchdog_vec"):
         if kind == "watchdog_gemm":
             return put(Opcode.GEMM, _expect=ErrorCode.WATCHDOG, **gemm)
@@ -924,13 +965,15 @@ def error_scenario(caps, seed, kind, *, host_bytes, decerr_addr=None, queue=None
     DAG; check the halt, the error record and QUEUE_ERROR; reset the queue (fixing its
     configuration) and run a fresh workload on it from index 0.
 
+    ``queue``: the failing queue; by default :func:`error_queue` (rotated by the seed).
+
     ``decerr_addr``: a host address whose accesses the device's memory answers with DECERR (the
     golden model: anything at or beyond ``host_bytes``). ``watchdog``: WATCHDOG.CYCLES for the
     hang kinds (the default watchdog is 10**6 cycles)."""
     if kind not in ERROR_KINDS:
         raise ValueError(f"unknown error kind {kind!r}; kinds: {sorted(ERROR_KINDS)}")
     rng = np.random.default_rng(seed)
-    q = int(rng.integers(QUEUES)) if queue is None else queue
+    q = error_queue(seed) if queue is None else queue
     if decerr_addr is None:
         decerr_addr = host_bytes
     layout = Layout(host_bytes)

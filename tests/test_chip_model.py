@@ -243,6 +243,29 @@ def test_error_class_halts_only_its_queue(image, kind):
     assert R.FW_STATUS.STATE.get(c.read(R.FW_STATUS)) == FirmwareState.READY
 
 
+#: Error classes run on every queue in one test run (the random ones land on the queue
+#: S.error_queue(seed) picks); all classes under KAKI_REGRESS.
+EVERY_QUEUE_KINDS = (sorted(S.ERROR_KINDS) if os.environ.get("KAKI_REGRESS")
+                     else ["bad_opcode", "reserved_flags", "ring_overflow", "producer_backwards"])
+
+
+@pytest.mark.parametrize("kind", EVERY_QUEUE_KINDS)
+def test_error_class_on_every_queue(image, kind):
+    """The same error class on each queue in turn, the other queues running a DAG (reserved flag
+    bits: on each opcode S.RESERVED_FLAG_OPS rotates over, by the seed)."""
+    runs = len(S.RESERVED_FLAG_OPS) if kind == "reserved_flags" else S.QUEUES
+    for i in range(runs):
+        q = i % S.QUEUES
+        s = seed(500 + 10 * sorted(S.ERROR_KINDS).index(kind) + i)
+        c = chip(image, s)
+        rep = run_sync(S.error_scenario(CAPS, s, kind, host_bytes=HOST_BYTES, queue=q, jobs=8), c)
+        assert rep.name.endswith(f"on queue {q}") and rep.phases[0].descriptors > 0
+
+
+def test_error_queue_rotates_with_the_seed():
+    assert sorted(S.error_queue(s) for s in range(100, 100 + S.QUEUES)) == list(range(S.QUEUES))
+
+
 def test_queue_reset_waits_for_commands_in_flight(image):
     """RESET while forwarded commands run: RESETTING holds until they retired and their records
     were written; then the indices restart at 0 and the queue runs again."""

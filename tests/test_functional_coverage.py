@@ -122,6 +122,28 @@ def test_records_errors_and_interrupt_causes():
     assert delta("kaki.irq.cause", before["kaki.irq.cause"]) == {"QUEUE_ERROR": 1, "QUEUE_CPL": 1}
 
 
+def test_direct_submissions_and_error_info():
+    """CMD0..7 + CMD_SUBMIT is a direct submission (opcode and payload bins, no queue bins); a
+    non-zero ERROR_INFO read is its error code; IRQ_STATUS reads give the engine-done causes."""
+    t = Traffic()
+    points = ("kaki.desc.opcode", "kaki.desc.queue", "kaki.dma.host_stride", "kaki.error.code",
+              "kaki.irq.cause")
+    before = {p: hits(p) for p in points}
+    words = encode(Opcode.DMA_STORE, rows=4, row_bytes=16, host_row_stride=8, planes=1)
+    for reg, w in zip(R.CMD, words):
+        t.obs.on_write(reg, w)
+    t.obs.on_write(R.CMD_SUBMIT, R.CMD_SUBMIT.GO.put(1))
+    t.obs.on_write(R.CMD_SUBMIT, 0)                       # not a submission
+    t.obs.on_read(R.ERROR_INFO, R.ERROR_INFO.CODE.put(ErrorCode.CMD_OVERFLOW) | R.ERROR_INFO.TAG.put(7))
+    t.obs.on_read(R.ERROR_INFO, 0)                        # no error kept
+    t.obs.on_read(R.IRQ_STATUS, R.IRQ_STATUS.ERROR.put(1) | R.IRQ_STATUS.DMA_STORE_DONE.put(1))
+    assert delta("kaki.desc.opcode", before["kaki.desc.opcode"]) == {"DMA_STORE": 1}
+    assert delta("kaki.desc.queue", before["kaki.desc.queue"]) == {}
+    assert delta("kaki.dma.host_stride", before["kaki.dma.host_stride"]) == {("DMA_STORE", "overlap"): 1}
+    assert delta("kaki.error.code", before["kaki.error.code"]) == {"CMD_OVERFLOW": 1}
+    assert delta("kaki.irq.cause", before["kaki.irq.cause"]) == {"ERROR": 1, "DMA_STORE_DONE": 1}
+
+
 def test_event_patterns_from_directed_streams():
     t = Traffic()
     sig = lambda e, v: encode(Opcode.SIGNAL_EVENT, event=e, value=v)       # noqa: E731

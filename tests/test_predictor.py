@@ -10,6 +10,8 @@ import pytest
 from cocotb_tests import boundary_monitor as BM
 from cocotb_tests.uvm_env.predictor import CommandPredictor, PredictionError, SyncScoreboard
 from driver.capabilities import Capabilities
+from driver.commands import decode
+from driver.descriptors import Opcode
 from driver.firmware_image import FirmwareImage
 from driver.ops import run_sync
 from firmware import build as fw_build
@@ -61,6 +63,28 @@ def test_error_classes_are_predicted(image, kind):
     rep = run_sync(S.error_scenario(CAPS, SEED, kind, host_bytes=HOST_BYTES), dev)
     seen = sum(len(recs) for r in [rep, *rep.phases] for recs in r.records.values())
     assert pred.predicted == seen > 0, "every completion record was predicted"
+
+
+def test_overlapping_stores_accumulate_and_residual_add_are_predicted(image):
+    """The DAG with every store's rows overlapping where possible, every GEMM followed by a
+    one-k-tile accumulate and compute jobs favoured: the predictor's stores (rows in order, the
+    later row's bytes win) and results match the chip's."""
+    _print_seed()
+    chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED)
+    seen = []
+
+    class Spy:
+        def write(self, txn):
+            if isinstance(txn, BM.DescriptorTxn):
+                seen.append(decode(list(txn.words)))
+    dev, pred = checked(chip)
+    dev.observer.subscribers.append(Spy())
+    knobs = dict(p_overlap=1.0, p_accumulate=1.0, p_compute=0.6)
+    rep = run_sync(S.dag_scenario(CAPS, SEED, host_bytes=HOST_BYTES, jobs=24, knobs=knobs), dev)
+    assert pred.predicted == rep.descriptors and pred.stores_checked > 0
+    stores = [d for d in seen if d["opcode"] == Opcode.DMA_STORE and d["rows"] > 1]
+    assert any(d["host_row_stride"] < d["row_bytes"] for d in stores), "no overlapping store"
+    assert any(d["opcode"] == Opcode.GEMM and d["accumulate"] for d in seen)
 
 
 def test_wrong_status_is_the_first_mismatch(image):

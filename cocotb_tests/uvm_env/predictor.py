@@ -15,7 +15,9 @@ bytes the chip must have written — which the caller compares against host memo
 naming the queue, the index, the command and expected against actual.
 
 Assumption (kept by the sequences and compiled programs): no host byte is written by two commands
-of one run, so a store's bytes can be checked as soon as its record arrives.
+of one run, so a store's bytes can be checked as soon as its record arrives. The rows of one store
+may overlap (host stride < row bytes): the model writes them in (plane, row) order, so the expected
+bytes are read back from the model after the whole store, the later row's bytes winning.
 """
 from collections import defaultdict
 from dataclasses import dataclass
