@@ -230,6 +230,14 @@ class DagKnobs(crv.Randomized):
     def knobs(self):
         return dict(p_dep=self.p_dep, p_compute=self.p_compute, p_extra=self.p_extra)
 
+    def randomize_seeded(self, seed):
+        """randomize() reproducibly: crv draws from Python's ``random`` *and* NumPy's global
+        generator (its weighted choice), so both are seeded here, per draw — seeding only
+        ``random`` once made the knobs differ from run to run under one SEED."""
+        random.seed(seed)
+        np.random.seed(seed & 0xFFFF_FFFF)
+        self.randomize()
+
 
 class RandomDagSequence(uvm_sequence):
     """``count`` random DAG workloads, each with freshly randomized knobs."""
@@ -240,11 +248,11 @@ class RandomDagSequence(uvm_sequence):
 
     async def body(self):
         caps, host_bytes = ConfigDB().get(None, "", "CAPS"), ConfigDB().get(None, "", "HOST_BYTES")
-        random.seed(self.seed)                 # crv draws from Python's random
         knobs = DagKnobs()
         for n in range(self.count):
-            knobs.randomize()
-            queues = tuple(sorted(random.sample(range(BM.QUEUES), knobs.queues)))
+            knobs.randomize_seeded(self.seed * 1000 + n)
+            queues = tuple(sorted(random.Random(self.seed * 1000 + n).sample(range(BM.QUEUES),
+                                                                              knobs.queues)))
             seed = self.seed + n
             item = WorkItem(f"dag{n} jobs={knobs.jobs} queues={queues} {knobs.knobs()}",
                             program=lambda s=seed, k=knobs.knobs(), j=knobs.jobs, q=queues:
