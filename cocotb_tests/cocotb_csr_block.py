@@ -410,8 +410,9 @@ async def bit_bash(dut):
     bits at a seeded random background, read back after each write and check every field by kind
     (RegMirror), reserved bits 0, the output ports, and that each write caused exactly the pulses
     and swmod strobes predicted. w1c bits are hardware-set (random, plus the walked bit) before
-    each write, so a walking 1 must clear them and a walking 0 must not. Then one write per byte
-    lane and one multi-byte strobe per writable register: only the enabled bytes change.
+    each write, so a walking 1 must clear them and a walking 0 must not. Then two writes per byte
+    lane (data d, then ~d) and one multi-byte strobe per writable register: only the enabled
+    bytes change (w1c: only their 1s clear; pulse: only their 1s pulse).
     Registers without writable bits (const, ro) take three writes, ignored, while the harness
     drives random / complemented / random values on their inputs. A last sweep reads every
     register again (no write changed another register)."""
@@ -432,10 +433,14 @@ async def bit_bash(dut):
                 writes += 1
             bits += 1
         if writable:
+            # Each lane alone with data d, then each with ~d, so every stored bit is seen both 0
+            # and 1 while its lane is disabled; then one multi-byte strobe.
+            d = tb.rng.getrandbits(32)
             multi = tb.rng.choice([0b0011, 0b0110, 0b1100, 0b0111, 0b1110])
-            for strb in (0b0001, 0b0010, 0b0100, 0b1000, multi):
+            for data, strb in [*((d ^ flip, 1 << lane) for flip in (0, 0xFFFFFFFF)
+                                 for lane in range(4)), (tb.rng.getrandbits(32), multi)]:
                 await _hardware_step(tb, reg, w1c)
-                await tb.write_check(reg, tb.rng.getrandbits(32), "byte strobes", fx, strb=strb)
+                await tb.write_check(reg, data, "byte strobes", fx, strb=strb)
                 writes += 1
         else:
             data, hw = tb.rng.getrandbits(32), {f.name: tb.rng.getrandbits(f.width)
