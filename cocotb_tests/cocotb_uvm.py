@@ -85,7 +85,7 @@ async def _run(dut, test_class):
     assert (bus is not None) == PIN_AGENTS
     if bus is not None:     # the pins carried traffic and every predicted store was cross-checked
         assert bus.csr.matched["write"] > 0 and bus.csr.matched["read"] > 0
-        assert bus.stores.compared == board.predictor.stores_checked
+        assert bus.stores.compared == board.predictor.stores_checked and bus.shadow.checked > 0
     return test, board
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from cocotb_tests import boundary_monitor as BM
 from cocotb_tests.uvm_env.bus_agents import (AxiBurstTxn, Axi4Core, AxiLiteCore, BusMismatch, CsrMatcher,
-                                             CsrTxn, ProtocolError, StoreBytes)
+                                             CsrTxn, HostShadow, ProtocolError, StoreBytes)
 from driver import registers as R
 from driver.commands import encode
 from driver.descriptors import Opcode
@@ -198,3 +198,29 @@ def test_failed_or_unknown_records_are_not_compared():
     s.descriptor(desc)
     s.reset(BM.QueueResetTxn(2))
     assert s.completed(rec) is None
+
+
+def test_read_data_must_equal_what_the_host_and_the_chip_last_wrote():
+    shadow = HostShadow(DB)
+    shadow.host_write(BM.HostWriteTxn(0x5000, bytes(range(16))))
+    # the chip overwrites 0x5004..0x5005 (strobes 0x30 of the first beat)
+    shadow.burst(AxiBurstTxn("write", 0, 0x5000, 0, 3, 1, 0, bytes([0, 0, 0, 0, 0xAA, 0xBB, 0, 0]), (0x30,), 3))
+    # a read of two beats from the unaligned 0x5002: the first beat's bytes below it are not read
+    good = bytearray(range(16))
+    good[4:6] = b"\xaa\xbb"
+    good[0] = 0x55                                          # below the start address: ignored
+    shadow.burst(AxiBurstTxn("read", 1, 0x5002, 1, 3, 1, 0, bytes(good), (0xFF, 0xFF), 9))
+    assert shadow.checked == 14
+    shadow.burst(AxiBurstTxn("read", 1, 0x5000, 0, 3, 1, 2, bytes(8), (0xFF,), 10))   # SLVERR: no data
+    shadow.burst(AxiBurstTxn("read", 1, 0x9000, 0, 3, 1, 0, bytes(8), (0xFF,), 11))   # never written
+    assert shadow.checked == 14
+    bad = bytearray(good)
+    bad[5] = 0xBC
+    with pytest.raises(BusMismatch, match=r"^mem port read burst id 1 addr 0x5002 len 1 \(RLAST at cycle 12\): "
+                                          r"byte 0x5005 expected 0xbb \(last written by the host or the chip\), got 0xbc"):
+        shadow.burst(AxiBurstTxn("read", 1, 0x5002, 1, 3, 1, 0, bytes(bad), (0xFF, 0xFF), 12))
+    # narrow beats: AxSIZE 2 (4 bytes) walks the lanes of the 8-byte bus
+    before = shadow.checked
+    shadow.burst(AxiBurstTxn("read", 1, 0x5008, 1, 2, 1, 0, bytes(range(8, 16)) + bytes(range(8, 16)),
+                             (0xFF, 0xFF), 13))
+    assert shadow.checked == before + 8

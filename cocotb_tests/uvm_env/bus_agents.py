@@ -5,8 +5,9 @@ against what the host did (docs/verification.md).
 
     CsrAgent     ─ AxiLiteMonitor (csr__* pins) ──ap: CsrTxn ───────┐
     HostMemAgent ─ AxiMonitor     (mem__* pins) ──ap: AxiBurstTxn ──┼→ BusScoreboard
-    BoundaryMonitor (the probe) ──ap: RegisterTxn, DescriptorTxn,  ─┘   (CsrMatcher, StoreBytes)
-                                      RecordTxn, QueueResetTxn
+    BoundaryMonitor (the probe) ──ap: RegisterTxn, DescriptorTxn,  ─┘   (CsrMatcher, StoreBytes,
+                                      RecordTxn, QueueResetTxn,          HostShadow)
+                                      HostWriteTxn
 
 Layers, so the checks run without a simulator (tests/test_bus_agents.py):
 
@@ -21,7 +22,7 @@ Layers, so the checks run without a simulator (tests/test_bus_agents.py):
   whose VALID is high.
 * :class:`AxiLiteMonitor`, :class:`AxiMonitor` (uvm_monitor), in the passive :class:`CsrAgent`
   and :class:`HostMemAgent`; :class:`BusScoreboard` (uvm_subscriber) with its pure parts
-  :class:`CsrMatcher` and :class:`StoreBytes`.
+  :class:`CsrMatcher`, :class:`StoreBytes` and :class:`HostShadow`.
 
 ``cycle`` in every transaction and message is the index of the rising clock edge at which the
 handshake happened (edge k at ``FIRST_EDGE_NS + k * CLOCK_NS``, cocotb_tests/soc_target.py).
@@ -44,7 +45,7 @@ from ..soc_target import CLOCK_NS, FIRST_EDGE_NS, HANDSHAKES, MONITOR_FIELDS
 from .predictor import command_name, store_rows
 
 __all__ = ["CsrTxn", "AxiBurstTxn", "ProtocolError", "BusMismatch", "Channel", "AxiLiteCore",
-           "Axi4Core", "CsrMatcher", "StoreBytes", "PinSampler", "AxiLiteMonitor", "AxiMonitor",
+           "Axi4Core", "CsrMatcher", "StoreBytes", "HostShadow", "PinSampler", "AxiLiteMonitor", "AxiMonitor",
            "CsrAgent", "HostMemAgent", "BusScoreboard", "pin_agents_wanted"]
 
 PAGE = 4096
@@ -93,13 +94,24 @@ class AxiBurstTxn:
 
     def written(self, data_bytes):
         """(host address, byte) of every byte lane the burst's strobes enable."""
-        step = 1 << self.size
         for i, strb in enumerate(self.strb):
-            addr = self.addr if i == 0 else (self.addr & -step) + i * step
-            base = addr & -data_bytes
+            base = self._beat(i) & -data_bytes
             for k in range(data_bytes):
                 if strb >> k & 1:
                     yield base + k, self.data[i * data_bytes + k]
+
+    def read(self, data_bytes):
+        """(host address, byte) of every byte a read burst transferred: each beat from its
+        address to the end of its AxSIZE container (the first beat may start unaligned)."""
+        step = 1 << self.size
+        for i in range(self.len + 1):
+            addr = self._beat(i)
+            for a in range(addr, (addr & -step) + step):
+                yield a, self.data[i * data_bytes + (a & (data_bytes - 1))]
+
+    def _beat(self, i):
+        """Address of beat ``i`` of an INCR burst."""
+        return self.addr if i == 0 else (self.addr & -(1 << self.size)) + (i << self.size)
 
 
 # ---------------------------------------------------------------------------- protocol cores
@@ -409,6 +421,39 @@ class StoreBytes:
         self.compared += 1
 
 
+class HostShadow:
+    """What host memory holds, as far as the traffic shows it: every host write (the probe's
+    HostWriteTxn) and every OKAY write burst of the mem port, in the order they happen. Each
+    OKAY read burst must return the shadow's bytes wherever the shadow knows them (bytes nobody
+    wrote since reset — e.g. loaded through the backdoor before the probe — are not checked).
+    Legal workloads never let the chip read what is being written, so the order of
+    transactions is the order of memory."""
+
+    def __init__(self, data_bytes):
+        self.data_bytes = data_bytes
+        self.bytes = {}
+        self.checked = 0                     # bytes of read data compared
+
+    def host_write(self, txn):
+        self.bytes.update(zip(range(txn.addr, txn.addr + len(txn.data)), txn.data))
+
+    def burst(self, txn):
+        if txn.resp != 0:
+            return                           # an error response carries no memory contents
+        if txn.kind == "write":
+            self.bytes.update(txn.written(self.data_bytes))
+            return
+        for a, got in txn.read(self.data_bytes):
+            want = self.bytes.get(a)
+            if want is None:
+                continue
+            if want != got:
+                raise BusMismatch(f"mem port read burst id {txn.id} addr {txn.addr:#x} len {txn.len} "
+                                  f"(RLAST at cycle {txn.cycle}): byte {a:#x} expected {want:#04x} "
+                                  f"(last written by the host or the chip), got {got:#04x}")
+            self.checked += 1
+
+
 # ---------------------------------------------------------------------------- pins
 class PinSampler:
     """Feeds a core from the pins of one bus of the chip testbench's top (soc_target.py).
@@ -553,19 +598,22 @@ class BusScoreboard(uvm_subscriber):
     """Cross-checks the pins against the host (connect the BoundaryMonitor's and both pin
     monitors' ``ap`` to ``analysis_export``): CSR accesses through :class:`CsrMatcher`, completed
     stores through :class:`StoreBytes` — host memory is read back (ConfigDB "TB" ``host_read``)
-    in run_phase, under an objection so the test cannot end with a store unchecked. The first
-    mismatch fails the test in check_phase."""
+    in run_phase, under an objection so the test cannot end with a store unchecked —, read data
+    of the mem port through :class:`HostShadow`. The first mismatch fails the test in
+    check_phase."""
 
     def build_phase(self):
         self.tb = ConfigDB().get(self, "", "TB")
         self.csr = CsrMatcher()
         self.stores = StoreBytes(len(self.tb.dut.mem__wdata) // 8)
+        self.shadow = HostShadow(self.stores.data_bytes)
         self.pending = deque()
         self.work = Event()
         self.objecting = False
         self.error = None
         self._route = {CsrTxn: self.csr.from_pins, BM.RegisterTxn: self.csr.from_driver,
-                       AxiBurstTxn: self.stores.burst, BM.DescriptorTxn: self.stores.descriptor,
+                       AxiBurstTxn: self._burst, BM.HostWriteTxn: self.shadow.host_write,
+                       BM.DescriptorTxn: self.stores.descriptor,
                        BM.QueueResetTxn: self.stores.reset, BM.RecordTxn: self._record}
 
     def write(self, txn):
@@ -576,6 +624,10 @@ class BusScoreboard(uvm_subscriber):
             handler(txn)
         except BusMismatch as e:
             self._fail(e)
+
+    def _burst(self, txn):
+        self.stores.burst(txn)
+        self.shadow.burst(txn)
 
     def _record(self, txn):
         region = self.stores.completed(txn)
@@ -612,4 +664,5 @@ class BusScoreboard(uvm_subscriber):
         self.csr.finish()
         m = self.csr.matched
         self.logger.info(f"bus scoreboard: {m['write']} CSR writes and {m['read']} reads matched "
-                         f"on the pins, {self.stores.compared} stores equal to the mem-port writes")
+                         f"on the pins, {self.stores.compared} stores equal to the mem-port writes, "
+                         f"{self.shadow.checked} bytes of mem-port read data equal to host memory")
