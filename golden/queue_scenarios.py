@@ -539,13 +539,15 @@ def drive(wl, *, poll=400, budget=3_000_000):
                 idx = (seen[q] + i) & M32
                 if cpl_readable[q]:
                     records[q][idx] = unpack_record((yield HostRead(cfg.record_addr(idx), RECORD_BYTES)))
-            stable[q] = stable[q] + 1 if n == 0 else 0
             seen[q] = c
             done = (prod[q] - base[q]) & M32
             halted = False
             if q in wl.failing:
                 st = R.Q_STATUS0.decode((yield Read(reg("Q_STATUS", q))))
                 halted = bool(st["HALTED"])
+            # Quiet polls counted only while halted: the consumer was read before Q_STATUS, so the
+            # poll that first sees the halt may predate the retirement that halted the queue.
+            stable[q] = stable[q] + 1 if n == 0 and halted else 0
             if q in bad and done >= bad[q][0]:
                 how = bad.pop(q)[1]
                 # Too far ahead of any consumer index, or behind the first one of the run.

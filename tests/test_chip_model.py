@@ -443,3 +443,34 @@ def test_error_classes_back_to_back_on_one_chip(image):
                               "misaligned_ring", "ring_overflow")):
         rep = run_sync(S.error_scenario(CAPS, seed(9) + n, kind, host_bytes=HOST_BYTES), c)
         assert rep.descriptors > 0, kind
+
+
+class _SlowQueueStatus:
+    """The golden chip, except that reading Q_STATUS of queue ``q`` takes ``delay`` cycles before
+    the value is taken, as a CSR read does on the RTL: the queue may retire (and halt) between the
+    scenario's consumer read and its status read."""
+
+    def __init__(self, dev, q, delay):
+        self.dev, self.name, self.delay = dev, f"Q_STATUS{q}", delay
+
+    def read(self, reg):
+        if reg.name == self.name:
+            self.dev.wait(self.delay)
+        return self.dev.read(reg)
+
+    def __getattr__(self, name):
+        return getattr(self.dev, name)
+
+
+def test_scenario_waits_for_the_halting_retirement(image):
+    """Found by make regress (SEED=12, uvm_errors, watchdog_vec on queue 2): the scenario took a
+    queue for halted-and-quiet when the consumer index read just before the halt was stale — it had
+    been quiet while the engine hung — and the final Q_CONSUMER was one higher. Quiet polls now
+    count only while halted. Swept over the read delay so that the watchdog's retirement falls
+    between the two reads."""
+    q = 2
+    for delay in range(0, 450, 3):
+        s = seed(700)
+        c = _SlowQueueStatus(chip(image, s), q, delay)
+        rep = run_sync(S.error_scenario(CAPS, s, "watchdog_vec", host_bytes=HOST_BYTES, queue=q, jobs=8), c)
+        assert rep.phases[0].descriptors > 0, delay
