@@ -65,21 +65,21 @@ test: $(STAMP) $(TORCH_STAMP) firmware ## fast tests + cocotb block tests under 
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 sim: $(STAMP) $(if $(filter torch%,$(MODEL)),$(TORCH_STAMP)) firmware ## compile an int8 MLP + conv, run driver -> firmware -> RTL, check bit-exact, report cycles
-	$(PY) -m cocotb_tests.sim_demo --dim $(DIM) --model $(MODEL) $(if $(SEED),--seed $(SEED),) $(if $(filter 1,$(WAVES)),--waves,) $(if $(TRACE),--trace $(TRACE),)
+	$(PY) -m tools.sim_demo --dim $(DIM) --model $(MODEL) $(if $(SEED),--seed $(SEED),) $(if $(filter 1,$(WAVES)),--waves,) $(if $(TRACE),--trace $(TRACE),)
 
 waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<n> [START=cycle] [STOP=cycle]
 	@test -n "$(TEST)" || { echo "usage: make waves TEST=<pytest node id> [SEED=n] [START=c] [STOP=c]"; exit 2; }
 	KAKI_WAVES=1 KAKI_WAVES_START=$(START) KAKI_WAVES_STOP=$(STOP) $(PY) -m pytest -p no:xdist "$(TEST)" -s
 
 bench: $(STAMP) firmware ## compiled GEMMs driver -> firmware -> RTL: PE utilization, sim speed vs bare C++, golden speed, compile times (build/bench.json, build/bench.png)
-	$(PY) -m cocotb_tests.bench --dim $(DIM)
+	$(PY) -m tools.bench --dim $(DIM)
 
 coverage: $(STAMP) $(TORCH_STAMP) firmware ## the suite with functional, Verilator line/toggle and Python coverage: build/coverage/{functional.md,rtl/index.html,python/index.html}
 	rm -rf build/coverage/functional build/coverage/python build/coverage/verilator build/coverage/rtl
 	COVERAGE=1 KAKI_FUNCOV=1 $(PY) -m pytest -n $(JOBS) --cov=driver --cov=compiler --cov=golden \
 		--cov=firmware --cov-report=term --cov-report=html:build/coverage/python \
 		--cov-report=json:build/coverage/python.json $(PYTEST_ARGS); status=$$?; \
-	$(PY) -m cocotb_tests.coverage_report && $(PY) -m cocotb_tests.rtl_coverage && exit $$status
+	$(PY) -m tools.coverage_report && $(PY) -m tools.rtl_coverage && exit $$status
 
 regress: $(STAMP) $(TORCH_STAMP) firmware ## long regression: SEEDS seeds x array sizes, longer random runs; JUnit + summary in build/regress/ (SHARD=i/n splits it)
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) --junitxml=build/regress/junit.xml \

@@ -10,14 +10,14 @@ import numpy as np
 from cocotb.triggers import ClockCycles
 
 from compiler.lower_gemm import gemm_command, store_accumulator
-from driver import registers as R
-from driver.commands import encode
-from driver.descriptors import ErrorCode, Opcode
+from spec import registers as R
+from spec.commands import encode
+from spec.descriptors import ErrorCode, Opcode
 from golden import ops
-from golden.workloads import random_gemm_case
+from verif.workloads import random_gemm_case
 
-from .chip_tb import ChipTB, CommandFailed
-from .functional_coverage import observe
+from verif.chip_tb import ChipTB, CommandFailed
+from verif.functional_coverage import observe
 
 
 async def _reset(tb):
@@ -220,7 +220,7 @@ async def firmware_boots_faults_and_reloads(dut):
     from elftools.elf.elffile import ELFFile
 
     from driver.bringup import FirmwareError
-    from driver.firmware_image import FirmwareImage, FirmwareState
+    from spec.firmware_image import FirmwareImage, FirmwareState
     from firmware.build import version
 
     tb = ChipTB(dut)
@@ -281,7 +281,7 @@ async def firmware_boots_faults_and_reloads(dut):
 async def firmware_reads_perf(dut):
     """The firmware reads performance counters through PERF_SEL/PERF_VALUE and messages the host:
     a probe image (firmware/probes/perf_probe.c) reports PERF_DMA_LOAD_BYTES by FW_MSG."""
-    from driver.firmware_image import FirmwareImage
+    from spec.firmware_image import FirmwareImage
 
     tb = ChipTB(dut)
     caps = await _reset(tb)

@@ -1,6 +1,6 @@
 """cocotb side of test_chip_queues: command queues, events, errors and firmware on the whole chip.
 
-The scenarios and their scoreboard are golden/queue_scenarios.py, the same code the golden chip
+The scenarios and their scoreboard are verif/queue_scenarios.py, the same code the golden chip
 model runs in tests/test_chip_model.py; here they drive the RTL through the testbench (ChipTB is a
 device-program backend, driver/ops.py).
 """
@@ -10,17 +10,17 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from driver import registers as R
-from driver.commands import encode
-from driver.completion import record_offset
-from driver.descriptors import ErrorCode, Opcode
-from driver.firmware_image import FirmwareImage
+from spec import registers as R
+from spec.commands import encode
+from spec.completion import record_offset
+from spec.descriptors import ErrorCode, Opcode
+from spec.firmware_image import FirmwareImage
 from driver.ops import run_async
-from golden import queue_scenarios as S
+from verif import queue_scenarios as S
 
-from .chip_tb import ChipTB
-from .functional_coverage import async_probe
-from .soc_target import HOST_WORDS
+from verif.chip_tb import ChipTB
+from verif.functional_coverage import async_probe
+from verif.soc_target import HOST_WORDS
 
 MEMORY_BYTES = HOST_WORDS * 8
 #: The scenarios use host memory below HOST_BYTES; the error scenarios make the memory model

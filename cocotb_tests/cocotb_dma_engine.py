@@ -18,7 +18,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiRam
 
-from cocotb_tests.host_mem import HostMemory
+from verif.host_mem import HostMemory
 from hdl_gen.config import KakiConfig
 from hdl_gen.descriptor import DmaCmd, ErrorCode
 

@@ -12,10 +12,10 @@ import cocotb
 import numpy as np
 
 from driver import conformance as C
-from driver.firmware_image import FirmwareImage
+from spec.firmware_image import FirmwareImage
 
-from .chip_tb import ChipTB
-from .functional_coverage import async_probe
+from verif.chip_tb import ChipTB
+from verif.functional_coverage import async_probe
 
 
 async def _gather(*coros):

@@ -13,7 +13,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 from cocotbext.axi import AxiBus, AxiMaster, AxiResp
 
-from cocotb_tests.host_mem import HostMemory
+from verif.host_mem import HostMemory
 
 DB = 8
 WORDS = int(os.environ["KAKI_HM_WORDS"])

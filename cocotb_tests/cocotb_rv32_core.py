@@ -18,16 +18,16 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 import golden.rv32_asm as A
-from driver import mmio_registers as MR
-from driver import registers as R
-from driver.capabilities import Capabilities
-from driver.commands import encode
-from driver.completion import RECORD_BYTES, unpack_record
-from driver.descriptors import ErrorCode, Opcode
-from driver.firmware_image import FirmwareImage, FirmwareState
+from spec import mmio_registers as MR
+from spec import registers as R
+from spec.capabilities import Capabilities
+from spec.commands import encode
+from spec.completion import RECORD_BYTES, unpack_record
+from spec.descriptors import ErrorCode, Opcode
+from spec.firmware_image import FirmwareImage, FirmwareState
 from firmware import build as fw_build
 from driver.ops import run_async
-from golden import queue_scenarios as S
+from verif import queue_scenarios as S
 from golden.chip_model import ChipModel
 from golden.rv32_iss import CYCLE_CSRS, RV32ISS, CommitRecord, trace_key
 from hdl_gen.config import KakiConfig
@@ -1147,7 +1147,7 @@ class FirmwareBench:
     ``irq`` input is the model's firmware interrupt ``(WORK & ~WORK_MASK) != 0`` after that cycle's
     step. The commit trace, the irq level in each commit cycle and every MMIO access (reads with
     the value returned) are recorded for the ISS replay. The methods ``read``/``write``/
-    ``host_read``/``host_write``/``wait`` make it a device for ``golden.queue_scenarios.run_async``
+    ``host_read``/``host_write``/``wait`` make it a device for ``verif.queue_scenarios.run_async``
     (the test acts as host on the chip model while the RTL runs).
 
     While the core sleeps with ``irq`` low nothing but the model can change, so those cycles are
@@ -1380,7 +1380,7 @@ async def event_wait_blocks(fb):
 async def t_firmware_trace(dut):
     """The firmware ELF on the RTL core, serving real queue work on a golden ChipModel (its
     hardware steps once per RTL cycle and answers the core's MMIO; the test is the host): queue
-    scenarios of golden/queue_scenarios.py with DMA/GEMM/VECTOR jobs, NOP, BARRIER,
+    scenarios of verif/queue_scenarios.py with DMA/GEMM/VECTOR jobs, NOP, BARRIER,
     SIGNAL/WAIT_EVENT, an injected error (BAD_OPCODE, plus a seeded second kind) with the queue
     reset afterwards, and engine delays long enough for WFI and blocked queues. The scenario
     scoreboard checks every record and status; then the ISS replays the run (same MMIO read data,
@@ -1413,7 +1413,7 @@ async def t_firmware_trace(dut):
 
     await event_wait_blocks(fb)
     # Work: BAD_OPCODE (decided by the firmware) and a seeded second error kind; with
-    # KAKI_REGRESS every kind of golden.queue_scenarios.ERROR_KINDS, in a seeded order.
+    # KAKI_REGRESS every kind of verif.queue_scenarios.ERROR_KINDS, in a seeded order.
     others = sorted(set(S.ERROR_KINDS) - {"bad_opcode"})
     if REGRESS:
         kinds = ["bad_opcode"] + rng.sample(others, len(others))

@@ -1,4 +1,4 @@
-"""pyuvm tests of the whole chip (cocotb_tests/uvm_env/env.py), run by cocotb_tests/test_uvm.py.
+"""pyuvm tests of the whole chip (verif/uvm_env.py), run by cocotb_tests/test_uvm.py.
 
 Each cocotb test boots the chip (reset, randomized host-memory timing, firmware), puts the chip
 testbench behind a boundary probe and runs a uvm_test whose sequences drive it while the
@@ -11,14 +11,14 @@ import cocotb
 import numpy as np
 from pyuvm import ConfigDB, uvm_root
 
-from driver.firmware_image import FirmwareImage
-from golden import queue_scenarios as S
+from spec.firmware_image import FirmwareImage
+from verif import queue_scenarios as S
 
-from . import boundary_monitor as BM
-from .chip_tb import ChipTB
+from verif import boundary_monitor as BM
+from verif.chip_tb import ChipTB
 from .cocotb_chip_queues import DECERR_BASE, HOST_BYTES
-from .soc_target import HOST_WORDS
-from .uvm_env.env import ErrorSequence, KakiTest, ModelSequence, RandomDagSequence
+from verif.soc_target import HOST_WORDS
+from verif.uvm_env import ErrorSequence, KakiTest, ModelSequence, RandomDagSequence
 
 MEMORY_BYTES = HOST_WORDS * 8
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")

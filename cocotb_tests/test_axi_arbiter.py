@@ -9,7 +9,8 @@ from amaranth.hdl import UnusedElaboratable
 
 from hdl_gen.axi_arbiter import Axi4Arbiter
 from hdl_gen.emit import to_verilog
-from . import simbuild, toolchain
+from tools import simbuild
+from tools import toolchain
 
 
 def _target():

@@ -2,7 +2,7 @@
 import pytest
 
 from hdl_gen.banked_memory import BankedMemory
-from . import simbuild
+from tools import simbuild
 
 BANKS, BANK_ROWS, WIDTH = 4, 16, 32
 

@@ -2,8 +2,8 @@
 import pytest
 
 from hdl_gen.config import ARRAY_SIZES
-from . import simbuild
-from .soc_target import soc_target
+from tools import simbuild
+from verif.soc_target import soc_target
 
 
 @pytest.mark.sim

@@ -1,25 +1,17 @@
 """Whole-chip command-queue tests: firmware on the RTL core serving queues, events and errors.
 
-The scenarios are golden/queue_scenarios.py (also run on the golden chip model in
+The scenarios are verif/queue_scenarios.py (also run on the golden chip model in
 tests/test_chip_model.py); ``cocotb_chip_queues.py`` drives them on the RTL.
 """
 import os
 
 import pytest
 
-from golden.queue_scenarios import ERROR_KINDS
+from verif.queue_scenarios import ERROR_KINDS
 from hdl_gen.config import ARRAY_SIZES
-from . import simbuild
-from .soc_target import soc_target
-
-
-def firmware_elf():
-    """Build the firmware once per session (under a lock: pytest-xdist workers share it)."""
-    from filelock import FileLock
-
-    from firmware import build as fw_build
-    with FileLock(str(simbuild.BUILD / "firmware.lock")):
-        return fw_build.build()
+from firmware.build import shared_elf as firmware_elf
+from tools import simbuild
+from verif.soc_target import soc_target
 
 
 def _run(testcase, tag, dim=8, **env):

@@ -2,7 +2,7 @@
 import pytest
 
 from hdl_gen.csr_block import CsrBlock
-from . import simbuild
+from tools import simbuild
 
 
 @pytest.mark.sim

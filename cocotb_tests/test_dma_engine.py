@@ -33,9 +33,10 @@ from hdl_gen.descriptor import DmaCmd
 from hdl_gen.dma_engine import DmaEngine, DmaWindow
 from hdl_gen.emit import to_verilog
 from hdl_gen.engine import EngineSignature
-from . import simbuild, toolchain
+from tools import simbuild
+from tools import toolchain
 
-HOST_MEM_V = Path(__file__).resolve().parent / "hdl" / "kaki_host_mem.v"
+from verif.soc_target import HOST_MEM_V
 HM_WORDS = 131072          # 1 MiB host memory model
 FNAME_BITS = 1024
 

@@ -5,9 +5,9 @@
 import pytest
 
 from driver.conformance import TESTS
-from . import simbuild
-from .soc_target import soc_target
-from .test_chip_queues import firmware_elf
+from tools import simbuild
+from verif.soc_target import soc_target
+from firmware.build import shared_elf as firmware_elf
 
 # Two groups so pytest-xdist runs them in parallel (each boots its own simulator).
 _NAMES = [t.__name__ for t in TESTS]

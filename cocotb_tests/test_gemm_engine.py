@@ -21,7 +21,8 @@ from hdl_gen.engine import EngineSignature
 from hdl_gen.gemm_engine import GemmEngine
 from hdl_gen.mem_port import ReadPortSignature, WritePortSignature
 from hdl_gen.pe_array import PEArray
-from . import simbuild, toolchain
+from tools import simbuild
+from tools import toolchain
 
 # Small memories keep the build fast; 4 scratchpad banks and 2 accumulator banks as in the chip.
 SPAD_BANK_ROWS = 1024

@@ -10,7 +10,8 @@ from amaranth.hdl import UnusedElaboratable
 from hdl_gen.config import KakiConfig
 from hdl_gen.emit import to_verilog
 from hdl_gen.queue_controller import QueueController
-from . import simbuild, toolchain
+from tools import simbuild
+from tools import toolchain
 
 
 def _target():

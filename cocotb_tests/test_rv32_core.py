@@ -31,7 +31,8 @@ from amaranth.lib.wiring import In, Out
 from hdl_gen.emit import to_verilog
 from hdl_gen.rv32_core import RV32Core
 from hdl_gen.sram import Sram1R1W
-from . import simbuild, toolchain
+from tools import simbuild
+from tools import toolchain
 
 IRQ_PATTERN_BITS = 256
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")

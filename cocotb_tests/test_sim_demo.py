@@ -4,15 +4,15 @@ import json
 
 import pytest
 
-from . import simbuild
-from .soc_target import soc_target
-from .test_chip_queues import firmware_elf
+from tools import simbuild
+from verif.soc_target import soc_target
+from firmware.build import shared_elf as firmware_elf
 
 
 @pytest.mark.sim
 def test_sim_demo_conv(tmp_path):
     trace = tmp_path / "trace.json"
-    simbuild.run(soc_target(8), "cocotb_tests.cocotb_sim_demo", testcase="sim_demo",
+    simbuild.run(soc_target(8), "tools.cocotb_sim_demo", testcase="sim_demo",
                  tag="sim_demo_conv",
                  extra_env={"KAKI_FW_ELF": str(firmware_elf()), "KAKI_DEMO_MODELS": "conv",
                             "KAKI_DEMO_TRACE": str(trace)})
@@ -26,7 +26,7 @@ def test_sim_demo_conv(tmp_path):
 
 @pytest.mark.sim
 def test_sim_demo_mlp():
-    simbuild.run(soc_target(8), "cocotb_tests.cocotb_sim_demo", testcase="sim_demo",
+    simbuild.run(soc_target(8), "tools.cocotb_sim_demo", testcase="sim_demo",
                  tag="sim_demo_mlp",
                  extra_env={"KAKI_FW_ELF": str(firmware_elf()), "KAKI_DEMO_MODELS": "mlp"})
     report = json.loads((simbuild.last_run_dir() / "report.json").read_text())
@@ -39,7 +39,7 @@ def test_sim_demo_mlp():
 def test_sim_demo_torch_models():
     """Both torch.export-ed demo models (compiler/torch_models.py) through the importer, compiled and
     run on RTL, bit-exact against the golden chip model and the graph interpreter."""
-    simbuild.run(soc_target(8), "cocotb_tests.cocotb_sim_demo", testcase="sim_demo",
+    simbuild.run(soc_target(8), "tools.cocotb_sim_demo", testcase="sim_demo",
                  tag="sim_demo_torch",
                  extra_env={"KAKI_FW_ELF": str(firmware_elf()),
                             "KAKI_DEMO_MODELS": "torch_mlp,torch_conv"})

@@ -8,9 +8,9 @@ import pytest
 
 from hdl_gen.config import ARRAY_SIZES
 
-from . import simbuild
-from .soc_target import soc_target
-from .test_chip_queues import firmware_elf
+from tools import simbuild
+from verif.soc_target import soc_target
+from firmware.build import shared_elf as firmware_elf
 
 DIMS = ARRAY_SIZES if os.environ.get("KAKI_REGRESS", "0") not in ("", "0") else (8,)
 

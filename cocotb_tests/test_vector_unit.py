@@ -35,7 +35,8 @@ from hdl_gen.engine import EngineSignature
 from hdl_gen.emit import to_verilog
 from hdl_gen.mem_port import ReadPortSignature, WritePortSignature
 from hdl_gen.vector_unit import VectorUnit
-from . import simbuild, toolchain
+from tools import simbuild
+from tools import toolchain
 
 DIMS = (4, 8, 16)
 

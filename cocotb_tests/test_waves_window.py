@@ -1,11 +1,11 @@
-"""``make waves`` START/STOP: the waves build's main loop (cocotb_tests/harness/verilator_window.cpp)
+"""``make waves`` START/STOP: the waves build's main loop (tools/harness/verilator_window.cpp)
 traces only the window while simulating. A tiny counter clocked from Python (like the block
 tests) runs 4000 cycles in the waves build: whole run, cycles 1000..1200, and a window after the
 run's end (no dump at all)."""
 import pytest
 
-from . import simbuild
-from . import waves as W
+from tools import simbuild
+from tools import waves as W
 
 CYCLES, START, STOP = 4000, 1000, 1200
 

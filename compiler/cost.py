@@ -18,7 +18,7 @@
 four in-order engines; :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the
 busiest engine or the firmware's work).
 """
-from driver.descriptors import Opcode
+from spec.descriptors import Opcode
 
 from .dma import ceil_div
 

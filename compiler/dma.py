@@ -1,7 +1,7 @@
 """Command-building primitives shared by every lowering: commands and tiled DMA transfers."""
 from dataclasses import dataclass
 
-from driver.descriptors import Opcode
+from spec.descriptors import Opcode
 
 __all__ = ["Command", "ceil_div", "align", "tiled_dma"]
 

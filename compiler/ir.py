@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from driver.descriptors import Opcode
+from spec.descriptors import Opcode
 from driver.program import ProgramError
 
 from . import mlir
@@ -328,7 +328,7 @@ class CommandIR:
                 fields[r.field] = dummy[r.buffer] + r.offset
             if c.opcode in (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT):
                 fields["value"] = fields.get("value", 0) & 0xFFFF_FFFF
-            from driver.commands import encode, decode
+            from spec.commands import encode, decode
             try:
                 words = encode(c.opcode, **fields)
             except ValueError as e:

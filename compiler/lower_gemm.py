@@ -10,7 +10,7 @@ of each phase asks for a completion interrupt so the host can wait on it.
 """
 from dataclasses import dataclass
 
-from driver.descriptors import Opcode
+from spec.descriptors import Opcode
 
 from .dma import Command, align as _align, ceil_div as _ceil_div, tiled_dma as _tiled_dma
 from .errors import CompileError
@@ -161,7 +161,7 @@ def host_layout(m, k, n, base=0x1000, align=64):
 
 def encode_phases(phases, tag_base=0):
     """Descriptor words of every command, phase by phase (tags number the commands)."""
-    from driver.commands import encode
+    from spec.commands import encode
     out, tag = [], tag_base
     for phase in phases:
         out.append([encode(c.opcode, irq=c.irq, tag=tag + i, **c.fields)

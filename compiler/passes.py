@@ -27,7 +27,7 @@
 """
 import numpy as np
 
-from driver.descriptors import Opcode
+from spec.descriptors import Opcode
 from driver.program import BufferSpec, Program, ProgramCommand, Reloc
 
 from . import cost

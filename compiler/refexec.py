@@ -18,8 +18,8 @@ the readers of every location it touches; an access not ordered after a conflict
 """
 import numpy as np
 
-from driver import commands
-from driver.descriptors import ErrorCode, Opcode
+from spec import commands
+from spec.descriptors import ErrorCode, Opcode
 from driver.program import reached
 from golden.device_model import DeviceModel
 

@@ -1,8 +1,9 @@
-"""Kaki host driver.
+"""Kaki host driver. Backends implement the interface of docs/driver.md (the RTL testbench
+``verif.chip_tb.ChipTB``; the golden chip model ``golden.backend.GoldenBackend``).
 
-The driver API (docs/driver.md) is exported lazily so that ``import driver.registers`` and the
+The driver API (docs/driver.md) is exported lazily so that ``import spec.registers`` and the
 other low-level modules stay cheap: ``driver.Device``, ``driver.Buffer``, ``driver.Queue``,
-``driver.Submission``, ``driver.Event``, ``driver.SyncDevice``, ``driver.GoldenBackend`` and the
+``driver.Submission``, ``driver.Event`` and ``driver.SyncDevice``, and the
 exceptions ``driver.DeviceError``, ``DeviceTimeout``, ``QueueError``, ``DriverMisuse``.
 """
 
@@ -10,7 +11,7 @@ _EXPORTS = {
     "Device": "device", "Buffer": "device", "Queue": "device", "Submission": "device",
     "Event": "device", "HostAllocator": "device",
     "DeviceError": "errors", "DeviceTimeout": "errors", "QueueError": "errors", "DriverMisuse": "errors",
-    "SyncDevice": "sync", "GoldenBackend": "golden_backend",
+    "SyncDevice": "sync",
 }
 
 

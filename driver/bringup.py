@@ -4,8 +4,8 @@
 (``CORE_CTRL.RUN = 0``), stream IMEM and DMEM through ``CORE_MEM_ADDR``/``CORE_MEM_DATA``, release
 the core and poll ``FW_STATUS`` until the firmware reports READY.
 """
-from . import registers as R
-from .firmware_image import DMEM_BASE, IMEM_BASE, FirmwareImage, FirmwareState
+from spec import registers as R
+from spec.firmware_image import DMEM_BASE, IMEM_BASE, FirmwareImage, FirmwareState
 from .ops import Read, Wait, Write
 
 __all__ = ["FirmwareError", "load_firmware"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import registers as R
-from .commands import encode
-from .descriptors import ErrorCode, Opcode
+from spec import registers as R
+from spec.commands import encode
+from spec.descriptors import ErrorCode, Opcode
 from .device import Device
 from .errors import DeviceError, DeviceTimeout, DriverMisuse, QueueError
 from .program import BufferSpec, Program, ProgramCommand, Reloc

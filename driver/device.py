@@ -3,14 +3,14 @@
 The API is asynchronous (``async def``) and runs on any *backend*: an object with the coroutine
 methods
 
-* ``await read(reg) -> int`` / ``await write(reg, value)`` — a host CSR (``driver.registers``);
+* ``await read(reg) -> int`` / ``await write(reg, value)`` — a host CSR (``spec.registers``);
 * ``await host_read(addr, n) -> bytes`` / ``await host_write(addr, data)`` — host memory;
 * ``await wait(cycles)`` — let the chip run ``cycles`` clock cycles;
 * ``await wait_interrupt(max_cycles) -> bool`` — return True as soon as the chip's interrupt line
   is high (at once if it already is), False after ``max_cycles`` cycles without it.
 
-``cocotb_tests/chip_tb.py:ChipTB`` is the RTL backend (cocotb + Verilator);
-:class:`driver.golden_backend.GoldenBackend` wraps the golden chip model. This module imports
+``verif/chip_tb.py:ChipTB`` is the RTL backend (cocotb + Verilator);
+:class:`golden.backend.GoldenBackend` wraps the golden chip model. This module imports
 neither cocotb nor the golden model. :class:`driver.sync.SyncDevice` is a synchronous facade for
 the golden backend.
 
@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import registers as R
+from spec import registers as R
 from .bringup import FirmwareError, load_firmware as _load_firmware_program
-from .capabilities import Capabilities, DeviceIdError
-from .commands import encode
-from .completion import RECORD_BYTES, unpack_record
-from .descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
+from spec.capabilities import Capabilities, DeviceIdError
+from spec.commands import encode
+from spec.completion import RECORD_BYTES, unpack_record
+from spec.descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
 from .errors import DeviceError, DeviceTimeout, DriverMisuse, QueueError
 from .forensics import hang_report
 from .ops import run_async

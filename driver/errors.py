@@ -24,7 +24,7 @@ class QueueError(DeviceError):
     dict (None when the error has no record, e.g. RING_OVERFLOW or a failed descriptor fetch)."""
 
     def __init__(self, queue, code, index, record=None):
-        from .descriptors import ErrorCode
+        from spec.descriptors import ErrorCode
         try:
             code = ErrorCode(code)
             name = code.name

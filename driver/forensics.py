@@ -17,10 +17,10 @@ whose ``str()`` is the multi-line report:
 """
 from dataclasses import dataclass, field
 
-from . import registers as R
-from .commands import decode
-from .descriptors import Opcode
-from .firmware_image import FirmwareState
+from spec import registers as R
+from spec.commands import decode
+from spec.descriptors import Opcode
+from spec.firmware_image import FirmwareState
 from .ops import HostRead, Read
 from .program import reached
 

@@ -1,12 +1,12 @@
 """Device programs: host-side sequences written once, run on any backend.
 
 A device program is a generator that yields operations — :class:`Read` / :class:`Write` of a
-register (``driver.registers`` definitions), :class:`HostRead` / :class:`HostWrite` of host memory,
+register (``spec.registers`` definitions), :class:`HostRead` / :class:`HostWrite` of host memory,
 :class:`Wait` for some clock cycles — and receives each operation's result. A backend is any object
 with ``read(reg)``, ``write(reg, value)``, ``host_read(addr, n)``, ``host_write(addr, data)`` and
 ``wait(cycles)``: the golden chip model runs programs with :func:`run_sync`, a cocotb testbench
 (whose methods are coroutines) with :func:`run_async`. The firmware bring-up
-(:mod:`driver.bringup`) and the queue scenarios of ``golden/queue_scenarios.py`` are such programs.
+(:mod:`driver.bringup`) and the queue scenarios of ``verif/queue_scenarios.py`` are such programs.
 """
 from dataclasses import dataclass
 

@@ -13,8 +13,8 @@ nothing of addresses or device event numbers:
 """
 from dataclasses import dataclass, field
 
-from . import commands
-from .descriptors import Opcode
+from spec import commands
+from spec.descriptors import Opcode
 
 __all__ = ["BufferSpec", "Reloc", "ProgramCommand", "Program", "ProgramError", "reached"]
 

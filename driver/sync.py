@@ -3,7 +3,8 @@ golden backend): every coroutine method runs to completion with ``asyncio.run``.
 
 ::
 
-    dev = SyncDevice.open_golden(firmware=elf, host_base=0x1000, host_bytes=0x40000)
+    chip = golden_chip(8, host_bytes=0x41000)          # golden.backend
+    dev = SyncDevice.open(GoldenBackend(chip), firmware=elf, host_base=0x1000, host_bytes=0x40000)
     q = dev.queue(0)
     buf = dev.upload(np.arange(64, dtype=np.int8))
     q.submit([...]).wait()
@@ -87,12 +88,3 @@ class SyncDevice(_Sync):
     @classmethod
     def open(cls, backend, **kw):
         return cls(asyncio.run(_await(D.Device.open(backend, **kw))))
-
-    @classmethod
-    def open_golden(cls, *, firmware=None, dim=8, host_base=0x1000, host_bytes=0x40000, seed=0, **chip_kw):
-        """A golden chip model (driver.golden_backend.golden_chip) opened and, with ``firmware``,
-        booted; the model's host memory covers the allocator's region."""
-        from .golden_backend import GoldenBackend, golden_chip
-        chip = golden_chip(dim, host_bytes=host_base + host_bytes, seed=seed, **chip_kw)
-        return cls.open(GoldenBackend(chip), host_base=host_base, host_bytes=host_bytes,
-                        firmware=firmware)

@@ -42,6 +42,16 @@ def build(out=ELF, sources=None):
     return out
 
 
+def shared_elf():
+    """The firmware ELF at :data:`ELF`, built once per session: pytest-xdist workers and tools
+    share it under a file lock."""
+    from filelock import FileLock
+
+    ELF.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(ELF.parent / "build.lock")):
+        return build()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ELF))

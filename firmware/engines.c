@@ -87,10 +87,10 @@ int engines_retire(uint32_t work)
 /* Reset engine e (for the DMA: both channels) and fail the command each reset channel held. */
 static void watchdog_reset(unsigned e)
 {
-    int dma = e == ENG_DMA_LOAD || e == ENG_DMA_STORE;
+    int dma = e == KAKI_ENGINE_DMA_LOAD || e == KAKI_ENGINE_DMA_STORE;
     MMIO->ENGINE_RESET = FIELD_PUT(ENGINE_RESET, ENGINE, 1u << e);
     for (unsigned x = 0; x < KAKI_ENGINES; x++) {
-        if (x != e && !(dma && (x == ENG_DMA_LOAD || x == ENG_DMA_STORE)))
+        if (x != e && !(dma && (x == KAKI_ENGINE_DMA_LOAD || x == KAKI_ENGINE_DMA_STORE)))
             continue;
         /* Retirements that made it into the FIFO before the reset belong to the oldest commands;
          * after them, the oldest command left is the one the reset forgot (the engine starts the

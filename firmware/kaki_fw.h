@@ -1,10 +1,12 @@
-/* Kaki firmware: shared definitions. Register layouts come from the generated headers
- * (kaki_mmio.h from hdl_gen/kaki_mmio.rdl, kaki_desc.h from hdl_gen/descriptor.py); nothing here
- * repeats an address or a bit position by hand. The service loop follows docs/queues.md. */
+/* Kaki firmware: shared definitions. Register layouts, the command table and the chip constants
+ * come from the generated headers (kaki_mmio.h from hdl_gen/kaki_mmio.rdl, kaki_desc.h from
+ * hdl_gen/descriptor.py, kaki_chip.h from hdl_gen/config.py); nothing here repeats an address, a
+ * bit position, an opcode's engine or a FIFO depth by hand. The service loop follows docs/queues.md. */
 #ifndef KAKI_FW_H
 #define KAKI_FW_H
 #include <stddef.h>
 #include <stdint.h>
+#include "kaki_chip.h"
 #include "kaki_desc.h"
 #include "kaki_mmio.h"
 
@@ -20,28 +22,22 @@ typedef kaki_mmio_t __attribute__((aligned(4))) kaki_mmio_words_t;
 /* Counts taken from the register arrays of the generated struct, so they follow the RDL. */
 #define KAKI_COUNT(member) (sizeof(((kaki_mmio_t *)0)->member) / sizeof(uint32_t))
 #define KAKI_QUEUES KAKI_COUNT(Q_HEAD_INDEX)
-#define KAKI_ENGINES KAKI_COUNT(RETIRE)
 #define KAKI_EVENTS KAKI_COUNT(EVENT)
 #define KAKI_HEAD_WORDS (KAKI_COUNT(Q_HEAD) / KAKI_QUEUES)
 _Static_assert(KAKI_HEAD_WORDS == KAKI_DESC_WORDS, "Q_HEAD holds one descriptor per queue");
+_Static_assert(KAKI_COUNT(RETIRE) == KAKI_ENGINES, "one RETIRE register per engine of the command table");
+_Static_assert(KAKI_QUEUES == KAKI_CHIP_QUEUES && KAKI_EVENTS == KAKI_CHIP_EVENTS,
+               "the MMIO map's arrays match the chip's queue and event counts");
 
-/* Depth of each engine's command FIFO: the hardware's CAP_QUEUES.FIFO_DEPTH, which is
- * hdl_gen/soc.py FIFO_DEPTH. The firmware cannot read host CSRs, so the value is shared here;
- * forwarding at most this many unretired commands per engine means an engine FIFO never
- * overflows and its 8-deep retire FIFO never fills. */
-#define KAKI_ENGINE_FIFO_DEPTH 4
+/* Depth of each engine's command FIFO (CAP_QUEUES.FIFO_DEPTH; the firmware cannot read host CSRs,
+ * so it takes the build constant): forwarding at most this many unretired commands per engine
+ * means an engine FIFO never overflows and its retire FIFO never fills. */
+#define KAKI_ENGINE_FIFO_DEPTH KAKI_CHIP_FIFO_DEPTH
+_Static_assert(KAKI_CHIP_RETIRE_DEPTH > KAKI_CHIP_FIFO_DEPTH + 1, "a retire FIFO outlasts its engine's FIFO");
 
 /* Descriptors per queue popped but whose completion record is not requested yet (docs/queues.md:
  * at most 32). A power of two, so index & (KAKI_PENDING - 1) is the slot. */
 #define KAKI_PENDING 32
-
-/* Engine e serves opcode e + 1 (docs/queues.md: 0 DMA load, 1 DMA store, 2 GEMM, 3 vector). */
-enum engine_id {
-    ENG_DMA_LOAD = KAKI_OP_DMA_LOAD - 1,
-    ENG_DMA_STORE = KAKI_OP_DMA_STORE - 1,
-    ENG_GEMM = KAKI_OP_GEMM - 1,
-    ENG_VEC = KAKI_OP_VECTOR - 1,
-};
 
 /* FORWARD.TAG = (queue << TAG_QUEUE_SHIFT) | (index & TAG_INDEX_MASK) (docs/queues.md). The tag
  * alone then finds the pending slot of a retired command. */

@@ -30,9 +30,20 @@ static uint32_t events[KAKI_EVENTS];   /* the firmware is EVENT's only writer: a
 static uint32_t q_wait;                /* shadow of Q_WAIT */
 static uint32_t cpl_ready;             /* bit q: queue q may have a done descriptor to complete */
 
-#define KNOWN_OPCODES ((1u << KAKI_OP_NOP) | (1u << KAKI_OP_DMA_LOAD) | (1u << KAKI_OP_DMA_STORE) | \
-                       (1u << KAKI_OP_GEMM) | (1u << KAKI_OP_VECTOR) | (1u << KAKI_OP_SIGNAL_EVENT) | \
-                       (1u << KAKI_OP_WAIT_EVENT) | (1u << KAKI_OP_BARRIER))
+/* The commands the command table gives the firmware to serve, which this firmware implements in
+ * dispatch_head(). A table entry without a case here is refused as BAD_OPCODE, never run as NOP. */
+static int firmware_serves(uint32_t op)
+{
+    switch (op) {
+    case KAKI_OP_NOP:
+    case KAKI_OP_BARRIER:
+    case KAKI_OP_SIGNAL_EVENT:
+    case KAKI_OP_WAIT_EVENT:
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 _Static_assert(DESC_WORD(DESCRIPTOR_OPCODE) == 0 && DESC_WORD(DESCRIPTOR_FLAGS_IRQ) == 0 &&
                DESC_WORD(DESCRIPTOR_FLAGS_RESERVED) == 0 && DESC_WORD(DESCRIPTOR_TAG) == 0 &&
@@ -157,7 +168,8 @@ static uint32_t read_head(unsigned q, struct queue *Q)
     uint32_t op = DESC_GET(DESCRIPTOR_OPCODE, w0);
     uint32_t status = KAKI_ERR_OK;
     Q->cached_w0 = w0;
-    if (op >= 32 || !(KNOWN_OPCODES >> op & 1))
+    int engine = kaki_op_engine(op);
+    if (engine == KAKI_ENGINE_UNKNOWN || (engine == KAKI_ENGINE_FIRMWARE && !firmware_serves(op)))
         status = KAKI_ERR_BAD_OPCODE;
     else if (DESC_GET(DESCRIPTOR_FLAGS_RESERVED, w0))
         status = KAKI_ERR_RESERVED_BITS;
@@ -183,26 +195,24 @@ static int dispatch_head(unsigned q, struct queue *Q)
     uint32_t op = DESC_GET(DESCRIPTOR_OPCODE, w0);
     struct pending *p = &Q->p[Q->head & (KAKI_PENDING - 1)];
 
+    int engine = kaki_op_engine(op);
+    if (status == KAKI_ERR_OK && engine >= 0) {
+        unsigned e = (unsigned)engine;
+        /* The engine checks the payload itself; forwarding more than its FIFO holds would
+         * overflow it, so the queue waits for a retirement instead. */
+        if (!engine_has_room(e))
+            goto blocked;
+        uint32_t tag = q << TAG_QUEUE_SHIFT | (Q->head & TAG_INDEX_MASK);
+        p->w0 = w0;
+        p->done = 0;
+        MMIO->FORWARD = FIELD_PUT(FORWARD, QUEUE, q) | FIELD_PUT(FORWARD, TAG, tag);
+        engine_forwarded(e, tag);
+        Q->head++;
+        Q->cached = 0;
+        return 1;
+    }
     if (status == KAKI_ERR_OK) {
         switch (op) {
-        case KAKI_OP_DMA_LOAD:
-        case KAKI_OP_DMA_STORE:
-        case KAKI_OP_GEMM:
-        case KAKI_OP_VECTOR: {
-            unsigned e = op - KAKI_OP_DMA_LOAD;
-            /* The engine checks the payload itself; forwarding more than its FIFO holds would
-             * overflow it, so the queue waits for a retirement instead. */
-            if (!engine_has_room(e))
-                goto blocked;
-            uint32_t tag = q << TAG_QUEUE_SHIFT | (Q->head & TAG_INDEX_MASK);
-            p->w0 = w0;
-            p->done = 0;
-            MMIO->FORWARD = FIELD_PUT(FORWARD, QUEUE, q) | FIELD_PUT(FORWARD, TAG, tag);
-            engine_forwarded(e, tag);
-            Q->head++;
-            Q->cached = 0;
-            return 1;
-        }
         case KAKI_OP_BARRIER:
             /* "Every earlier descriptor done" is taken as "every earlier record requested", so a
              * record's timestamp orders it before everything the barrier releases. */
@@ -223,7 +233,7 @@ static int dispatch_head(unsigned q, struct queue *Q)
             }
             set_wait(q, 0);
             break;
-        default:   /* NOP */
+        default:   /* NOP (firmware_serves() admitted nothing else) */
             break;
         }
     }

@@ -2,7 +2,7 @@
 on the ISS, dispatcher, engines and completion writer (docs/queues.md).
 
 The host talks to :class:`ChipModel` as to the chip: :meth:`~ChipModel.read`/:meth:`~ChipModel.write`
-over the CSR map of ``hdl_gen/kaki_regs.rdl`` (``driver.registers``), host memory in
+over the CSR map of ``hdl_gen/kaki_regs.rdl`` (``spec.registers``), host memory in
 :attr:`~ChipModel.host` (a NumPy ``uint8`` array at address 0) and the :attr:`~ChipModel.irq` line.
 :meth:`~ChipModel.run` advances time: every step is one cycle, in which the control core executes
 one instruction of the real firmware ELF (golden/rv32_iss.py; asleep steps count too) and the
@@ -74,14 +74,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from driver import mmio_registers as M
-from driver import registers as R
-from driver.commands import decode
-from driver.completion import RECORD_BYTES, pack_record, record_offset, unpack_record
-from driver.descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
-from driver.firmware_image import DMEM_BASE, DMEM_BYTES, IMEM_BASE, IMEM_BYTES, FirmwareState
+from spec import mmio_registers as M
+from spec import registers as R
+from spec.commands import decode
+from spec.completion import RECORD_BYTES, pack_record, record_offset, unpack_record
+from spec.descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
+from spec.firmware_image import DMEM_BASE, DMEM_BYTES, IMEM_BASE, IMEM_BYTES, FirmwareImage, FirmwareState
 
-from .control_model import MMIO_BASE, ControlModel, FirmwareRegisters
+from .control_model import MMIO_BASE, ControlModel, FirmwareRegisters, FirmwareTimeout
 from .device_model import DeviceModel
 
 M32 = 0xFFFF_FFFF
@@ -288,13 +288,13 @@ class ChipModel(ControlModel):
         return bool(self._host_regs[R.IRQ_STATUS.addr] & self._host_regs[R.IRQ_ENABLE.addr])
 
     def read(self, reg):
-        """Read a host CSR (a ``driver.registers`` Register or its address)."""
+        """Read a host CSR (a ``spec.registers`` Register or its address)."""
         addr = reg if isinstance(reg, int) else reg.addr
         fn = self._rd.get(addr)
         return (fn() if fn is not None else self._host_regs.get(addr, 0)) & M32
 
     def write(self, reg, value):
-        """Write a host CSR (a ``driver.registers`` Register or its address)."""
+        """Write a host CSR (a ``spec.registers`` Register or its address)."""
         addr = reg if isinstance(reg, int) else reg.addr
         value = int(value) & M32
         if addr not in self._host_regs:
@@ -321,14 +321,19 @@ class ChipModel(ControlModel):
         return bytes(self.host[addr:addr + n])
 
     def load_firmware(self, image, max_steps=200_000):
-        """The driver's bring-up (:func:`driver.bringup.load_firmware`: load ``image``, a
-        FirmwareImage or ELF path, through CORE_MEM_*, release, wait for READY), then run until
-        the firmware sleeps; returns FW_VERSION."""
-        from driver.bringup import load_firmware
-        from driver.ops import run_sync
-        version = run_sync(load_firmware(image, budget=max_steps, poll=64), self)
+        """Load ``image`` (a FirmwareImage or ELF path) into IMEM and DMEM by backdoor, as a
+        testbench preloads memories, release the core (CORE_CTRL.RUN) and run until the firmware
+        sleeps; returns FW_VERSION. (The host's own path through CORE_MEM_* is
+        ``driver.bringup``, which runs on this model through the golden backend.)"""
+        if not isinstance(image, FirmwareImage):
+            image = FirmwareImage.from_elf(image)
+        self.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+        self.load(image)
+        self.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(1))
         self.run(max_steps, until=lambda: self.iss.sleeping)
-        return version
+        if self.firmware_state() != FirmwareState.READY:
+            raise FirmwareTimeout(f"firmware not READY after {max_steps} steps: {self.fault_summary()}")
+        return self.regs[M.FW_VERSION]
 
     def run_core(self, max_steps):
         return self.run(max_steps, until=lambda: self.iss.sleeping)

@@ -6,8 +6,8 @@ loading, IMEM/DMEM loaded from a firmware image, and the firmware's MMIO registe
 :class:`golden.chip_model.ChipModel` extends this model with the hardware behind them (queues,
 engines, completion writer).
 """
-from driver import mmio_registers as M
-from driver.firmware_image import FirmwareState
+from spec import mmio_registers as M
+from spec.firmware_image import FirmwareState
 
 from .rv32_iss import RV32ISS
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from driver import commands
-from driver.descriptors import ErrorCode, Opcode
+from spec import commands
+from spec.descriptors import ErrorCode, Opcode
 
 from . import ops
 

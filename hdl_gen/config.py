@@ -23,6 +23,12 @@ class KakiConfig:
     axi_id_bits: int = 4
     max_burst_beats: int = 16    # AXI INCR burst length limit (never across 4 KiB)
     dma_outstanding: int = 4     # AXI reads in flight per DMA load channel
+    queues: int = 4              # hardware command queues (kaki_regs.rdl sizes its Q_* arrays to match)
+    events: int = 16             # event counters (kaki_regs.rdl / kaki_mmio.rdl EVENT arrays match)
+    fifo_depth: int = 4          # commands each engine's dispatcher FIFO holds (CAP_QUEUES.FIFO_DEPTH)
+    prefetch: int = 4            # descriptors each queue prefetches (CAP_QUEUES.PREFETCH)
+    cpl_depth: int = 4           # completion requests the queue controller's writer holds
+    retire_depth: int = 8        # per-engine retire FIFO the firmware reads (> fifo_depth + 1)
 
     def __post_init__(self):
         if not (_is_pow2(self.dim) and 2 <= self.dim <= 32):
@@ -36,6 +42,12 @@ class KakiConfig:
             raise ValueError(f"axi_addr_bits must be in 13..48, not {self.axi_addr_bits!r}")
         if not 1 <= self.max_burst_beats <= 256:
             raise ValueError(f"max_burst_beats must be in 1..256, not {self.max_burst_beats!r}")
+        if not _is_pow2(self.fifo_depth) or self.retire_depth <= self.fifo_depth + 1:
+            raise ValueError(f"fifo_depth must be a power of two below retire_depth - 1, not "
+                             f"fifo_depth={self.fifo_depth!r} retire_depth={self.retire_depth!r}")
+        if not 2 <= self.prefetch <= 255 or not 2 <= self.cpl_depth <= 15:
+            raise ValueError(f"prefetch must be in 2..255 and cpl_depth in 2..15, not "
+                             f"{self.prefetch!r} and {self.cpl_depth!r}")
 
     @property
     def spad_rows(self):

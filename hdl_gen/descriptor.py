@@ -9,23 +9,14 @@ Address units: ``host_addr`` and host strides are bytes; scratchpad (``spad``) a
 (``acc``) addresses and strides are rows (a scratchpad row is ``dim`` int8, an accumulator row
 ``dim`` int32).
 """
+import types
+from dataclasses import dataclass
+
 from amaranth.lib import data, enum
 
 DESCRIPTOR_BITS = 256
 DESCRIPTOR_WORDS = DESCRIPTOR_BITS // 32
 PAYLOAD_BITS = 224
-
-
-class Opcode(enum.Enum, shape=8):
-    """What a descriptor asks for."""
-    NOP = 0
-    DMA_LOAD = 1       #: host memory -> scratchpad/accumulator
-    DMA_STORE = 2      #: scratchpad/accumulator -> host memory
-    GEMM = 3           #: PE array: acc (+)= A x B
-    VECTOR = 4         #: vector unit epilogue: acc rows -> int8 scratchpad rows
-    SIGNAL_EVENT = 5   #: after every earlier command of the queue completed: event := value
-    WAIT_EVENT = 6     #: later commands of the queue wait until event >= value (wrap-safe)
-    BARRIER = 7        #: later commands of the queue wait until every earlier one completed
 
 
 class ErrorCode(enum.Enum, shape=8):
@@ -152,6 +143,84 @@ class Payload(data.Union):
     event: EventCmd
 
 
+class Engine(enum.Enum, shape=2):
+    """The units that execute commands behind the dispatcher, each with its own command FIFO.
+
+    An engine's value is its index everywhere one is needed: the dispatcher's FIFOs, the
+    firmware's RETIRE registers, the ``IRQ_STATUS``/``DONE_*``/``PERF_*`` registers named after
+    it (kaki_regs.rdl keeps those names in step; ``tests/test_commands.py`` checks it).
+    """
+    DMA_LOAD = 0    #: the DMA engine's load channel (host memory -> on-chip memory)
+    DMA_STORE = 1   #: the DMA engine's store channel (on-chip memory -> host memory)
+    GEMM = 2        #: the GEMM sequencer and the PE array
+    VEC = 3         #: the vector unit (quantized epilogue)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One row of :data:`COMMANDS`: an opcode, who serves it, its payload and what it does.
+
+    ``engine`` is None for commands the control core's firmware serves itself (ordering and
+    events); ``payload`` names the :class:`Payload` member that holds its fields, or None.
+    """
+    name: str
+    opcode: int
+    engine: "Engine | None"
+    payload: "str | None"
+    doc: str
+
+
+#: The command set: the single source of opcodes, the engine serving each, and payloads. Python,
+#: C and docs/descriptors.md are generated from it (``make rtl``); the dispatcher routes by it.
+COMMANDS = (
+    Command("NOP", 0, None, None, "does nothing; retires in queue order"),
+    Command("DMA_LOAD", 1, Engine.DMA_LOAD, "dma", "host memory -> scratchpad/accumulator"),
+    Command("DMA_STORE", 2, Engine.DMA_STORE, "dma", "scratchpad/accumulator -> host memory"),
+    Command("GEMM", 3, Engine.GEMM, "gemm", "PE array: acc (+)= A x B"),
+    Command("VECTOR", 4, Engine.VEC, "vec", "vector unit epilogue: acc rows -> int8 scratchpad rows"),
+    Command("SIGNAL_EVENT", 5, None, "event",
+            "after every earlier command of the queue completed: event := value"),
+    Command("WAIT_EVENT", 6, None, "event",
+            "later commands of the queue wait until event >= value (wrap-safe)"),
+    Command("BARRIER", 7, None, None,
+            "later commands of the queue wait until every earlier one completed"),
+)
+
+
+def make_opcode_enum(commands=COMMANDS):
+    """The ``Opcode`` enum (8-bit shape) of a command table."""
+    def body(ns):
+        ns["__doc__"] = "What a descriptor asks for (the rows of :data:`COMMANDS`)."
+        for c in commands:
+            ns[c.name] = c.opcode
+    return types.new_class("Opcode", (enum.Enum,), {"shape": 8}, body)
+
+
+Opcode = make_opcode_enum()
+
+
+def check_commands(commands=COMMANDS):
+    """Reject a malformed command table: duplicate names or values, unknown payloads."""
+    names, values = [c.name for c in commands], [c.opcode for c in commands]
+    for what, seq in (("name", names), ("opcode", values)):
+        dup = {x for x in seq if seq.count(x) > 1}
+        if dup:
+            raise ValueError(f"COMMANDS: duplicate {what} {sorted(dup)}")
+    members = {name for name, _ in data.Layout.cast(Payload)} - {"raw"}
+    for c in commands:
+        if not 0 <= c.opcode < 256:
+            raise ValueError(f"COMMANDS: {c.name} opcode {c.opcode} does not fit in 8 bits")
+        if c.payload is not None and c.payload not in members:
+            raise ValueError(f"COMMANDS: {c.name} payload {c.payload!r} is not one of {sorted(members)}")
+        if c.engine is not None and not isinstance(c.engine, Engine):
+            raise ValueError(f"COMMANDS: {c.name} engine {c.engine!r} is not an Engine")
+
+
+def engine_opcodes(engine, commands=COMMANDS):
+    """Opcode values the ``engine`` serves."""
+    return tuple(c.opcode for c in commands if c.engine == engine)
+
+
 class Descriptor(data.Struct):
     """One 256-bit command descriptor."""
     opcode: Opcode
@@ -184,3 +253,4 @@ assert data.Layout.cast(CompletionRecord).size == RECORD_BITS
 for _layout in (DmaCmd, GemmCmd, VecCmd, EventCmd):
     assert data.Layout.cast(_layout).size <= PAYLOAD_BITS, _layout
 assert data.Layout.cast(Descriptor).size == DESCRIPTOR_BITS
+check_commands()

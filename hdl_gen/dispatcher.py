@@ -3,11 +3,18 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .descriptor import DESCRIPTOR_BITS, Descriptor, ErrorCode, Opcode
+from .descriptor import COMMANDS, DESCRIPTOR_BITS, Descriptor, Engine, ErrorCode, Opcode, engine_opcodes
 
-#: Engines in dispatch order; index i owns IRQ_STATUS/DONE_* cause i.
-ENGINES = (("dma_load", Opcode.DMA_LOAD), ("dma_store", Opcode.DMA_STORE),
-           ("gemm", Opcode.GEMM), ("vec", Opcode.VECTOR))
+#: Engines in index order (``Engine`` values); the port of engine ``e`` is ``e.name.lower()``.
+ENGINES = tuple(Engine)
+
+
+def port_name(engine):
+    """The dispatcher port (and submodule prefix) of ``engine``: ``dma_load``, ``gemm``, ..."""
+    return engine.name.lower()
+
+
+_NOP = next(c.opcode for c in COMMANDS if c.name == "NOP")
 
 
 class DispatchEntry(data.Struct):
@@ -43,7 +50,8 @@ class Dispatcher(wiring.Component):
     submit     : In(1) — one-cycle submit strobe.
     queue      : In(2), windowed : In(1) — the descriptor's source, sampled with ``submit``.
     <engine>   : Out(stream.Signature(DispatchEntry)) — the next command for each engine of
-                 :data:`ENGINES` (``dma_load``, ``dma_store``, ``gemm``, ``vec``).
+                 :class:`Engine` (``dma_load``, ``dma_store``, ``gemm``, ``vec``), serving the
+                 opcodes :data:`COMMANDS` assigns to it.
     engine_reset : In(len(ENGINES)) — bit i: engine i is being reset; forget its command in
                  flight (no retire event; its FIFO is kept).
     <engine>_done, <engine>_error : In(1), In(ErrorCode) — the engine's retire pulse and result.
@@ -60,7 +68,7 @@ class Dispatcher(wiring.Component):
         self.depth = depth
         members = {"desc": In(DESCRIPTOR_BITS), "submit": In(1), "queue": In(2),
                    "windowed": In(1), "engine_reset": In(len(ENGINES))}
-        for name, _ in ENGINES:
+        for name in map(port_name, ENGINES):
             members[name] = Out(stream.Signature(DispatchEntry))
             members[f"{name}_done"] = In(1)
             members[f"{name}_error"] = In(ErrorCode)
@@ -82,15 +90,17 @@ class Dispatcher(wiring.Component):
                      self.reject.irq.eq(desc.flags.irq)]
         entry = Signal(DispatchEntry)
         m.d.comb += entry.eq(Cat(self.desc, self.queue, self.windowed))
-        for i, (name, opcode) in enumerate(ENGINES):
+        for i, engine in enumerate(ENGINES):
+            name = port_name(engine)
             q = fifo.SyncFIFOBuffered(width=data.Layout.cast(DispatchEntry).size, depth=self.depth)
             m.submodules[f"{name}_fifo"] = q
             port = getattr(self, name)
-            hit = self.submit & (desc.opcode == opcode) & ~flags_bad
+            served = desc.opcode.as_value().matches(*engine_opcodes(engine))
+            hit = self.submit & served & ~flags_bad
             m.d.comb += [q.w_data.eq(entry), q.w_en.eq(hit),
                          port.valid.eq(q.r_rdy), port.payload.eq(q.r_data),
                          q.r_en.eq(port.ready)]
-            with m.If(self.submit & (desc.opcode == opcode)):
+            with m.If(self.submit & served):
                 m.d.comb += known.eq(1)
             with m.If(hit):
                 with m.If(~q.w_rdy):
@@ -108,7 +118,9 @@ class Dispatcher(wiring.Component):
                          r.irq.eq(held.flags.irq), r.opcode.eq(held.opcode), r.tag.eq(held.tag)]
             busy.append(q.r_rdy)
             m.d.comb += self.full[i].eq(~q.w_rdy)
-        with m.If(self.submit & ~known & (desc.opcode != Opcode.NOP)):
+        # Firmware commands only reach the dispatcher by direct submission: NOP retires silently,
+        # the others (which need the firmware's queue state) are refused.
+        with m.If(self.submit & ~known & (desc.opcode.as_value() != _NOP)):
             m.d.comb += [self.reject.done.eq(1), self.reject.error.eq(ErrorCode.BAD_OPCODE)]
         with m.Elif(self.submit & flags_bad):
             m.d.comb += [self.reject.done.eq(1), self.reject.error.eq(ErrorCode.RESERVED_BITS)]

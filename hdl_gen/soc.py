@@ -10,20 +10,14 @@ from .banked_memory import BankedMemory
 from .config import KakiConfig
 from .control_core import MMIO_ADDR_BITS, MMIO_RDL, ControlSubsystem
 from .csr_block import CsrBlock
-from .descriptor import ErrorCode
-from .dispatcher import ENGINES, Dispatcher
+from .descriptor import Engine, ErrorCode
+from .dispatcher import ENGINES, Dispatcher, port_name
 from .dma_engine import DmaEngine
 from .gemm_engine import GemmEngine
 from .mem_port import WritePortSignature
 from .queue_controller import QueueController
 from .vector_unit import VectorUnit
 
-FIFO_DEPTH = 4        #: commands each engine's dispatcher FIFO holds (firmware: KAKI_ENGINE_FIFO_DEPTH)
-N_QUEUES = 4          #: hardware command queues (the RDL register arrays have 4 elements)
-PREFETCH = 4          #: descriptors each queue prefetches
-N_EVENTS = 16         #: event counters (the RDL EVENT arrays have 16 elements)
-RETIRE_DEPTH = 8      #: per-engine retire FIFO seen by the firmware (> FIFO_DEPTH + 1)
-ENGINE_DMA_LOAD, ENGINE_DMA_STORE, ENGINE_GEMM, ENGINE_VEC = range(4)
 
 
 def _mmio_field(ident, field, word):
@@ -92,8 +86,9 @@ class KakiSoc(wiring.Component):
         wiring.connect(m, ctl.mmio, fw.bus)
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
 
-        m.submodules.dispatcher = disp = Dispatcher(depth=FIFO_DEPTH)
-        m.submodules.qc = qc = QueueController(cfg, n_queues=N_QUEUES, prefetch=PREFETCH)
+        m.submodules.dispatcher = disp = Dispatcher(depth=cfg.fifo_depth)
+        m.submodules.qc = qc = QueueController(cfg, n_queues=cfg.queues, prefetch=cfg.prefetch,
+                                                         cpl_depth=cfg.cpl_depth)
         m.submodules.arb = arb = Axi4Arbiter(2, cfg.axi_addr_bits, cfg.axi_data_bits,
                                               cfg.axi_id_bits - 1)
         dma, gemm, vec = DmaEngine(cfg), GemmEngine(cfg), VectorUnit(cfg)
@@ -109,8 +104,8 @@ class KakiSoc(wiring.Component):
         retire_valid = self._retire_fifos(m, fw, ctl, disp, held)
         self._queues(m, csr, fw, ctl, qc, held)
         m.d.comb += reset.eq(self._fw_write(m, ctl, "ENGINE_RESET", "ENGINE")[1])
-        qready = Cat(*[qc.q[i].ready for i in range(N_QUEUES)])
-        qreset = Cat(*[qc.q[i].qreset_req for i in range(N_QUEUES)])
+        qready = Cat(*[qc.q[i].ready for i in range(self.config.queues)])
+        qreset = Cat(*[qc.q[i].qreset_req for i in range(self.config.queues)])
         timer = Signal(name="fw_timer_due")
         diff = Signal(32, name="fw_timer_diff")
         m.d.comb += [
@@ -130,10 +125,10 @@ class KakiSoc(wiring.Component):
     def _engines(self, m, csr, disp, dma, gemm, vec, reset):
         """Engines behind the dispatcher, each resettable by the firmware; GEMM and vector can
         be frozen by the DEBUG_HANG fault-injection hook. Returns the per-engine frozen flags."""
-        dma_reset = reset[ENGINE_DMA_LOAD] | reset[ENGINE_DMA_STORE]
+        dma_reset = reset[Engine.DMA_LOAD.value] | reset[Engine.DMA_STORE.value]
         m.submodules.dma = ResetInserter({"sync": dma_reset})(dma)
         frozen = {}
-        for name, eng, idx in (("gemm", gemm, ENGINE_GEMM), ("vec", vec, ENGINE_VEC)):
+        for name, eng, idx in (("gemm", gemm, Engine.GEMM.value), ("vec", vec, Engine.VEC.value)):
             armed, frz = Signal(name=f"{name}_hang_armed"), Signal(name=f"{name}_frozen")
             with m.If(reset[idx]):
                 m.d.sync += [armed.eq(0), frz.eq(0)]
@@ -146,9 +141,9 @@ class KakiSoc(wiring.Component):
                 ResetInserter({"sync": reset[idx]})(eng))
             frozen[name] = frz
         engines = {"dma_load": (dma.load, "dma", dma_reset), "dma_store": (dma.store, "dma", dma_reset),
-                   "gemm": (gemm.ctl, "gemm", reset[ENGINE_GEMM]),
-                   "vec": (vec.ctl, "vec", reset[ENGINE_VEC])}
-        for i, (name, _) in enumerate(ENGINES):
+                   "gemm": (gemm.ctl, "gemm", reset[Engine.GEMM.value]),
+                   "vec": (vec.ctl, "vec", reset[Engine.VEC.value])}
+        for i, name in enumerate(map(port_name, ENGINES)):
             ctl, kind, rst = engines[name]
             src = getattr(disp, name)
             m.d.comb += [ctl.cmd.valid.eq(src.valid & ~rst), src.ready.eq(ctl.cmd.ready & ~rst),
@@ -219,7 +214,7 @@ class KakiSoc(wiring.Component):
         ]
         with m.If(fw.fw_msg_send_go):
             m.d.sync += csr.fw_msg_value.eq(fw.fw_msg_value)
-        for e in range(N_EVENTS):
+        for e in range(self.config.events):
             m.d.comb += getattr(csr, f"event{e}_value").eq(getattr(fw, f"event{e}_value"))
 
     # ---------------------------------------------------------------- command flow
@@ -231,7 +226,7 @@ class KakiSoc(wiring.Component):
         head = Signal(len(qc.q[0].head), name="forward_head")
         nonempty = Signal(name="forward_nonempty")
         with m.Switch(q):
-            for i in range(N_QUEUES):
+            for i in range(self.config.queues):
                 with m.Case(i):
                     m.d.comb += [head.eq(qc.q[i].head), nonempty.eq(qc.q[i].prefetched != 0)]
         # Forwarding an empty FIFO (a firmware bug) must not inject a garbage command.
@@ -245,13 +240,13 @@ class KakiSoc(wiring.Component):
         with m.Else():
             m.d.comb += [disp.desc.eq(direct), disp.submit.eq(csr.cmd_submit_go & held)]
         pops = self._fw_write(m, ctl, "Q_POP", "QUEUE")[1]
-        for i in range(N_QUEUES):
+        for i in range(self.config.queues):
             m.d.comb += qc.q[i].pop.eq(pops[i] | (fwd & (q == i)))
         # The DMA window of the queue a command came from travels with it through the FIFO.
         for chan, port in (("dma_load", dma.load_window), ("dma_store", dma.store_window)):
             entry = getattr(disp, chan).payload
             with m.Switch(entry.queue):
-                for i in range(N_QUEUES):
+                for i in range(self.config.queues):
                     with m.Case(i):
                         m.d.comb += [port.base.eq(getattr(csr, f"q_window_base{i}_addr")),
                                      port.size.eq(getattr(csr, f"q_window_size{i}_bytes"))]
@@ -261,8 +256,8 @@ class KakiSoc(wiring.Component):
         """Per-engine FIFOs of retirements for the firmware (emptied while the core is held)."""
         pops = self._fw_write(m, ctl, "RETIRE_POP", "ENGINE")[1]
         valid = Signal(len(ENGINES), name="retire_valid")
-        for i, (name, _) in enumerate(ENGINES):
-            q = ResetInserter({"sync": held})(fifo.SyncFIFOBuffered(width=24, depth=RETIRE_DEPTH))
+        for i, name in enumerate(map(port_name, ENGINES)):
+            q = ResetInserter({"sync": held})(fifo.SyncFIFOBuffered(width=24, depth=self.config.retire_depth))
             m.submodules[f"{name}_retire"] = q
             r = disp.retire[i]
             m.d.comb += [q.w_en.eq(r.done & ~held), q.w_data.eq(Cat(r.error, r.tag)),
@@ -277,7 +272,7 @@ class KakiSoc(wiring.Component):
         m.d.sync += timestamp.eq(timestamp + 1)
         m.d.comb += [csr.timestamp_cycles.eq(timestamp), fw.timestamp_cycles.eq(timestamp)]
         acks = self._fw_write(m, ctl, "QRESET_ACK", "QUEUE")[1]
-        for i in range(N_QUEUES):
+        for i in range(self.config.queues):
             q = qc.q[i]
             reg = lambda name, field: getattr(csr, f"{name}{i}_{field}")
             m.d.comb += [
@@ -321,22 +316,20 @@ class KakiSoc(wiring.Component):
             csr.cap_dma_max_burst.eq(cfg.max_burst_beats),
             csr.cap_dma_outstanding.eq(cfg.dma_outstanding),
             csr.cap_dma_addr_bits.eq(cfg.axi_addr_bits),
-            csr.cap_queues_queues.eq(N_QUEUES), csr.cap_queues_fifo_depth.eq(FIFO_DEPTH),
-            csr.cap_queues_prefetch.eq(PREFETCH), csr.cap_queues_events.eq(N_EVENTS),
-            csr.status_dma_load_busy.eq(disp.inflight[0]),
-            csr.status_dma_store_busy.eq(disp.inflight[1]),
-            csr.status_gemm_busy.eq(disp.inflight[2]),
-            csr.status_vec_busy.eq(disp.inflight[3]),
+            csr.cap_queues_queues.eq(cfg.queues), csr.cap_queues_fifo_depth.eq(cfg.fifo_depth),
+            csr.cap_queues_prefetch.eq(cfg.prefetch), csr.cap_queues_events.eq(cfg.events),
+            *[getattr(csr, f"status_{port_name(e)}_busy").eq(disp.inflight[i])
+              for i, e in enumerate(ENGINES)],
             csr.status_idle.eq(disp.idle),
         ]
-        for i, (name, _) in enumerate(ENGINES):
+        for i, name in enumerate(map(port_name, ENGINES)):
             count = Signal(32, name=f"done_count_{name}")
             with m.If(disp.retire[i].done):
                 m.d.sync += count.eq(count + 1)
             m.d.comb += getattr(csr, f"done_{name}_count").eq(count)
 
     def _interrupts(self, m, csr, fw, disp, qc):
-        causes = ("dma_load_done", "dma_store_done", "gemm_done", "vec_done")
+        causes = [f"{port_name(e)}_done" for e in ENGINES]
         for i, cause in enumerate(causes):
             r = disp.retire[i]
             m.d.comb += getattr(csr, f"irq_status_{cause}_set").eq(
@@ -360,13 +353,12 @@ class KakiSoc(wiring.Component):
             m.d.sync += [dst.eq(src) for dst, src in zip(info, (code, opcode, tag))]
         m.d.comb += [
             csr.irq_status_error_set.eq(failing),
-            csr.irq_status_queue_cpl_set.eq(Cat(*[qc.q[i].cpl_irq for i in range(N_QUEUES)])),
-            csr.irq_status_queue_error_set.eq(Cat(*[qc.q[i].error_irq for i in range(N_QUEUES)])),
+            csr.irq_status_queue_cpl_set.eq(Cat(*[qc.q[i].cpl_irq for i in range(self.config.queues)])),
+            csr.irq_status_queue_error_set.eq(Cat(*[qc.q[i].error_irq for i in range(self.config.queues)])),
             csr.irq_status_fw_msg_set.eq(fw.fw_msg_send_go),
         ]
         pending = Signal()
-        status = [n for n in ("dma_load_done", "dma_store_done", "gemm_done", "vec_done", "error",
-                              "queue_cpl", "queue_error", "fw_msg")]
+        status = [*causes, "error", "queue_cpl", "queue_error", "fw_msg"]
         m.d.comb += pending.eq(Cat(*[(getattr(csr, f"irq_status_{n}") & getattr(csr, f"irq_enable_{n}")).any()
                                      for n in status]).any())
         m.d.sync += self.irq.eq(pending)
@@ -381,9 +373,9 @@ class KakiSoc(wiring.Component):
             "dma_store_stall": dma.store.busy & ~(dma.axi.wvalid & dma.axi.wready),
             "vec_stall": vec.ctl.busy & ~vec.active,
         }
-        for i, (name, _) in enumerate(ENGINES):
+        for i, name in enumerate(map(port_name, ENGINES)):
             events[f"{name}_full"] = disp.full[i]
-        for i in range(N_QUEUES):
+        for i in range(self.config.queues):
             events[f"q_retired{i}"] = qc.q[i].retired
             events[f"q_event_stall{i}"] = fw.q_wait_queue[i]
         regs = regmap.by_ident()

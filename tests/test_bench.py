@@ -1,4 +1,4 @@
-"""`make bench`'s pure-Python parts (cocotb_tests/bench_lib.py, bench.py) without a simulator:
+"""`make bench`'s pure-Python parts (tools/bench_lib.py, bench.py) without a simulator:
 the GEMM workload, the CSR/backdoor trace the C++ harness replays (format round trip), the
 driver run on the golden backend with its timing hooks, the report table and the plot."""
 import asyncio
@@ -6,11 +6,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from cocotb_tests import bench, bench_lib as B
+from tools import bench
+
+from tools import bench_lib as B
 from compiler import models
 from compiler.compile import compile_graph
 from compiler.graph import interpret
-from driver.capabilities import Capabilities
+from spec.capabilities import Capabilities
 from hdl_gen.config import KakiConfig
 
 
@@ -68,9 +70,9 @@ def test_run_golden_matches_interpreter(elf):
 
 
 def test_run_program_hooks_order(elf):
-    from cocotb_tests.demo_run import HOST_BASE, HOST_BYTES
+    from tools.demo_run import HOST_BASE, HOST_BYTES
     from driver.device import Device
-    from driver.golden_backend import GoldenBackend
+    from golden.backend import GoldenBackend
     from golden.chip_model import ChipModel
 
     caps = Capabilities.from_config(KakiConfig(dim=8))

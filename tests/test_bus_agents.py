@@ -1,14 +1,14 @@
-"""The pin-level bus agents' checking cores (cocotb_tests/uvm_env/bus_agents.py) without a
+"""The pin-level bus agents' checking cores (verif/bus_agents.py) without a
 simulator: sampled channel values go in cycle by cycle; clean traffic gives the transactions, and
 each protocol violation or data mismatch raises the precise error."""
 import pytest
 
-from cocotb_tests import boundary_monitor as BM
-from cocotb_tests.uvm_env.bus_agents import (AxiBurstTxn, Axi4Core, AxiLiteCore, BusMismatch, CsrMatcher,
+from verif import boundary_monitor as BM
+from verif.bus_agents import (AxiBurstTxn, Axi4Core, AxiLiteCore, BusMismatch, CsrMatcher,
                                              CsrTxn, HostShadow, ProtocolError, StoreBytes)
-from driver import registers as R
-from driver.commands import encode
-from driver.descriptors import Opcode
+from spec import registers as R
+from spec.commands import encode
+from spec.descriptors import Opcode
 
 DB = 8                   # data bytes of the mem port
 

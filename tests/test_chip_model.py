@@ -1,6 +1,6 @@
 """Whole-chip golden model: the real firmware on the ISS serving the command queues
 (docs/queues.md), driven through host registers and host memory by the driver-neutral scenarios
-of golden/queue_scenarios.py (the RTL chip test runs the same scenarios).
+of verif/queue_scenarios.py (the RTL chip test runs the same scenarios).
 
 Reproducibility: every random test uses ``SEED`` (``SEED=<n>`` in the environment, as
 ``make test SEED=<n>`` exports it; otherwise a fresh seed per process) plus a fixed per-test
@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from driver import mmio_registers as M
-from driver import registers as R
-from driver.capabilities import Capabilities
-from driver.commands import encode
-from driver.descriptors import ErrorCode, Opcode
-from driver.firmware_image import FirmwareImage, FirmwareState
+from spec import mmio_registers as M
+from spec import registers as R
+from spec.capabilities import Capabilities
+from spec.commands import encode
+from spec.descriptors import ErrorCode, Opcode
+from spec.firmware_image import FirmwareImage, FirmwareState
 from firmware import build as fw_build
 from driver.ops import run_sync
-from cocotb_tests.functional_coverage import probe
+from verif.functional_coverage import probe
 from driver.bringup import FirmwareError, load_firmware
-from golden import queue_scenarios as S
+from verif import queue_scenarios as S
 from golden.chip_model import MMIO_BASE, ChipModel, unpack_record
 from hdl_gen.config import KakiConfig
 

@@ -2,8 +2,8 @@
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from driver import mmio_registers as M
-from driver.firmware_image import FirmwareImage, FirmwareState
+from spec import mmio_registers as M
+from spec.firmware_image import FirmwareImage, FirmwareState
 from firmware import build as fw_build
 from golden.control_model import ControlModel, FirmwareTimeout
 

@@ -1,17 +1,17 @@
 """The `make sim` demo models (compiler/models.py): they compile for every array size, their
 outputs (and hidden layers) are non-degenerate on the NumPy interpreter, and the demo's driver
-path (cocotb_tests/demo_run.py) runs them bit-exactly on the golden chip model with the real
+path (tools/demo_run.py) runs them bit-exactly on the golden chip model with the real
 firmware and produces a consistent report and trace.
 """
 import numpy as np
 import pytest
 
-from cocotb_tests import demo_run as D
+from tools import demo_run as D
 from compiler import models
 from compiler.compile import compile_graph
 from compiler.graph import interpret
-from driver.capabilities import Capabilities
-from driver.golden_backend import GoldenBackend
+from spec.capabilities import Capabilities
+from golden.backend import GoldenBackend
 from golden.chip_model import ChipModel
 from hdl_gen.config import KakiConfig
 

@@ -5,8 +5,8 @@ import pytest
 from amaranth import Shape
 from amaranth.lib import data
 
-from driver import commands
-from driver.descriptors import Opcode
+from spec import commands
+from spec.descriptors import Opcode
 from hdl_gen import descriptor as D
 
 CASES = [(Opcode.DMA_LOAD, "dma", D.DmaCmd), (Opcode.GEMM, "gemm", D.GemmCmd),

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from driver.capabilities import Capabilities
-from driver.commands import encode
-from driver.descriptors import ErrorCode, Opcode
+from spec.capabilities import Capabilities
+from spec.commands import encode
+from spec.descriptors import ErrorCode, Opcode
 from golden.device_model import DeviceModel
 from hdl_gen.config import KakiConfig
 

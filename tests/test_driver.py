@@ -14,14 +14,14 @@ import random
 import numpy as np
 import pytest
 
-from cocotb_tests.functional_coverage import async_probe
+from verif.functional_coverage import async_probe
 from driver import conformance as C
-from driver.commands import encode
-from driver.descriptors import ErrorCode, Opcode
+from spec.commands import encode
+from spec.descriptors import ErrorCode, Opcode
 from driver.device import HostAllocator
 from driver.errors import DriverMisuse, QueueError
-from driver.firmware_image import FirmwareImage
-from driver.golden_backend import GoldenBackend, golden_chip
+from spec.firmware_image import FirmwareImage
+from golden.backend import GoldenBackend, golden_chip
 from driver.sync import SyncDevice
 from firmware import build as fw_build
 
@@ -50,7 +50,8 @@ def test_conformance_golden(test, image):
 def test_sync_facade(image):
     print(f"[driver] SEED={SEED}")
     rng = np.random.default_rng(SEED)
-    dev = SyncDevice.open_golden(firmware=image, host_base=HOST_BASE, host_bytes=HOST_BYTES, seed=SEED)
+    chip = golden_chip(8, host_bytes=HOST_BASE + HOST_BYTES, seed=SEED)
+    dev = SyncDevice.open(GoldenBackend(chip), firmware=image, host_base=HOST_BASE, host_bytes=HOST_BYTES)
     d = dev.caps.dim
     b = rng.integers(-128, 128, (d, d), dtype=np.int8)
     prog = C.gemm_program(d, 4, b.tobytes())

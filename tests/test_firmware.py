@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from driver.firmware_image import IMEM_BYTES, FirmwareImage, FirmwareImageError
+from spec.firmware_image import IMEM_BYTES, FirmwareImage, FirmwareImageError
 from firmware import build as fw_build
 
 
@@ -43,9 +43,9 @@ def test_version_comes_from_pyproject():
 
 def test_firmware_boots_on_the_iss(elf):
     """The ELF runs on the golden ISS: reports its version, then READY, then sleeps in WFI."""
-    from driver import mmio_registers as M
+    from spec import mmio_registers as M
     from golden.rv32_iss import RV32ISS
-    from driver.firmware_image import DMEM_BASE
+    from spec.firmware_image import DMEM_BASE
 
     base = 0x2000_0000
     iss = RV32ISS.from_elf(elf)

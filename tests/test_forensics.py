@@ -3,14 +3,14 @@ queued SIGNAL will release, a wait nothing queued can release (deadlock), descri
 head; a scenario that runs out of budget carries the report."""
 import pytest
 
-from driver.capabilities import Capabilities
-from driver.commands import encode
-from driver.descriptors import Opcode
-from driver.firmware_image import FirmwareImage
+from spec.capabilities import Capabilities
+from spec.commands import encode
+from spec.descriptors import Opcode
+from spec.firmware_image import FirmwareImage
 from driver.forensics import hang_report
 from driver.ops import run_sync
 from firmware import build as fw_build
-from golden import queue_scenarios as S
+from verif import queue_scenarios as S
 from golden.chip_model import ChipModel
 from hdl_gen.config import KakiConfig
 

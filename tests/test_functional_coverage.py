@@ -1,4 +1,4 @@
-"""The functional coverage model (cocotb_tests/functional_coverage.py) and its report: directed
+"""The functional coverage model (verif/functional_coverage.py) and its report: directed
 traffic hits exactly the bins it should; the probe is transparent on a real scenario; merging
 two databases adds their hits and lists the holes."""
 import copy
@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from cocotb_coverage.coverage import coverage_db
 
-from cocotb_tests import boundary_monitor as BM
-from cocotb_tests import coverage_report as CR
-from cocotb_tests import functional_coverage as FC
-from driver import registers as R
-from driver.commands import encode
-from driver.completion import RECORD_BYTES, pack_record
-from driver.descriptors import ErrorCode, Opcode
+from verif import boundary_monitor as BM
+from tools import coverage_report as CR
+from verif import functional_coverage as FC
+from spec import registers as R
+from spec.commands import encode
+from spec.completion import RECORD_BYTES, pack_record
+from spec.descriptors import ErrorCode, Opcode
 from driver.ops import run_sync
-from golden import queue_scenarios as S
+from verif import queue_scenarios as S
 from golden.chip_model import ChipModel
 
 RING, CPL, LOG2 = 0x1000, 0x4000, 3
@@ -164,8 +164,8 @@ def test_event_patterns_from_directed_streams():
 
 
 def test_probe_is_transparent_on_a_scenario():
-    from driver.capabilities import Capabilities
-    from driver.firmware_image import FirmwareImage
+    from spec.capabilities import Capabilities
+    from spec.firmware_image import FirmwareImage
     from firmware import build as fw_build
     from hdl_gen.config import KakiConfig
     import tempfile

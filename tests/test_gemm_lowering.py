@@ -4,8 +4,8 @@ import pytest
 
 from compiler.errors import CompileError
 from compiler.lower_gemm import encode_phases, host_layout, lower_gemm_epilogue, plan_gemm
-from driver.capabilities import Capabilities
-from golden.workloads import gemm_epilogue_reference, host_tensors, random_gemm_case, run_on_model
+from spec.capabilities import Capabilities
+from verif.workloads import gemm_epilogue_reference, host_tensors, random_gemm_case, run_on_model
 from hdl_gen.config import KakiConfig
 
 

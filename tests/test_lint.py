@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from cocotb_tests import toolchain
+from tools import toolchain
 from hdl_gen.config import ARRAY_SIZES
 
 REPO = toolchain.REPO

@@ -1,4 +1,4 @@
-"""The command-by-command predictor (cocotb_tests/uvm_env/predictor.py) on the golden chip model
+"""The command-by-command predictor (verif/predictor.py) on the golden chip model
 with the real firmware: every command of random DAGs and of every error class is predicted and
 matches; a wrong status or a wrong stored byte is reported as the first mismatch, naming the
 queue, the index, the command and expected against actual."""
@@ -7,15 +7,15 @@ import secrets
 
 import pytest
 
-from cocotb_tests import boundary_monitor as BM
-from cocotb_tests.uvm_env.predictor import CommandPredictor, PredictionError, SyncScoreboard
-from driver.capabilities import Capabilities
-from driver.commands import decode
-from driver.descriptors import Opcode
-from driver.firmware_image import FirmwareImage
+from verif import boundary_monitor as BM
+from verif.predictor import CommandPredictor, PredictionError, SyncScoreboard
+from spec.capabilities import Capabilities
+from spec.commands import decode
+from spec.descriptors import Opcode
+from spec.firmware_image import FirmwareImage
 from driver.ops import run_sync
 from firmware import build as fw_build
-from golden import queue_scenarios as S
+from verif import queue_scenarios as S
 from golden.chip_model import ChipModel
 from hdl_gen.config import KakiConfig
 

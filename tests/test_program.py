@@ -1,8 +1,8 @@
 """driver/program.py: relocation, event binding, validation errors."""
 import pytest
 
-from driver import commands
-from driver.descriptors import Opcode
+from spec import commands
+from spec.descriptors import Opcode
 from driver.program import BufferSpec, Program, ProgramCommand, ProgramError, Reloc
 
 
@@ -68,7 +68,7 @@ def test_serialized_program_gives_the_same_results(name):
     from compiler.compile import compile_graph
     from compiler.graph import interpret
     from compiler.refexec import execute
-    from driver.capabilities import Capabilities
+    from spec.capabilities import Capabilities
     from hdl_gen.config import KakiConfig
 
     g, feeds = models.build(name, 1)

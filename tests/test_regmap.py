@@ -1,5 +1,5 @@
 """The SystemRDL register map is well formed and the CSR block exposes exactly its fields."""
-from driver import registers as R
+from spec import registers as R
 from hdl_gen import regmap
 from hdl_gen.csr_block import CsrBlock
 

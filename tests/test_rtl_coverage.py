@@ -1,6 +1,6 @@
-"""cocotb_tests/rtl_coverage.py: Verilator coverage.dat files from different runs and clones merge
+"""tools/rtl_coverage.py: Verilator coverage.dat files from different runs and clones merge
 by source position; instances sum; only generated RTL is reported; HTML and merged.dat written."""
-from cocotb_tests import rtl_coverage as RC
+from tools import rtl_coverage as RC
 
 
 def entry(f, line, kind, what, count, h="top"):
@@ -19,7 +19,7 @@ def test_merge_summarize_render(tmp_path):
               entry("/clone1/rtl/kaki_soc_8x8.v", 10, "line", "block", 0),
               entry("/clone1/rtl/kaki_soc_8x8.v", 11, "toggle", "x:0->1", 0, h="top.u0"),
               entry("/clone1/rtl/kaki_soc_8x8.v", 11, "toggle", "x:0->1", 4, h="top.u1"),
-              entry("/clone1/cocotb_tests/hdl/kaki_host_mem.v", 5, "line", "block", 0))
+              entry("/clone1/verif/hdl/kaki_host_mem.v", 5, "line", "block", 0))
     b = write(tmp_path / "b.dat",
               entry("/other/clone/rtl/kaki_soc_8x8.v", 10, "line", "block", 7),
               entry("/other/clone/rtl/kaki_soc_8x8.v", 12, "toggle", "y:1->0", 0))

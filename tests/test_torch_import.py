@@ -17,7 +17,7 @@ from compiler.errors import CompileError
 from compiler.graph import interpret
 from compiler.refexec import execute
 from compiler.torch_import import import_exported
-from driver.capabilities import Capabilities
+from spec.capabilities import Capabilities
 from hdl_gen.config import KakiConfig
 
 SEED = int(os.environ.get("SEED") or secrets.randbelow(2**31))
@@ -45,7 +45,7 @@ def assert_bit_exact(got, ref):
 
 def test_core_never_imports_torch():
     code = ("import sys, compiler, compiler.compile, compiler.models, compiler.passes, driver.device, "
-            "driver.golden_backend, golden.chip_model\n"
+            "golden.backend, golden.chip_model\n"
             "compiler.models.build('mlp')\n"
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(
@@ -70,7 +70,7 @@ def test_imported_model_is_bit_exact_and_close_to_torch(name, seed):
 
 
 def test_imported_mlp_runs_on_the_golden_chip_with_the_firmware(tmp_path, seed):
-    from cocotb_tests.demo_run import run_golden
+    from tools.demo_run import run_golden
     from firmware import build as fw_build
 
     imported, inputs, _ = torch_models.build("torch_mlp", seed)

@@ -1,15 +1,15 @@
-"""The pyuvm environment's constrained-random knobs (cocotb_tests/uvm_env/env.py DagKnobs): the
+"""The pyuvm environment's constrained-random knobs (verif/uvm_env.py DagKnobs): the
 constraints hold, and one seed gives the same knobs in every process (SEED= reproduces a run)."""
 import os
 import secrets
 import subprocess
 import sys
 
-from cocotb_tests.uvm_env.env import DagKnobs
+from verif.uvm_env import DagKnobs
 
 SEED = int(os.environ.get("SEED") or secrets.randbelow(2**20))
 
-_DRAW = ("from cocotb_tests.uvm_env.env import DagKnobs\n"
+_DRAW = ("from verif.uvm_env import DagKnobs\n"
          "k = DagKnobs()\n"
          "for s in range(SEED, SEED + 8):\n"
          "    k.randomize_seeded(s); print(k.jobs, k.queues, k.p_dep, k.p_compute, k.p_extra)\n")

@@ -8,8 +8,8 @@ import re
 import pytest
 
 import cocotb_tools.config
-from cocotb_tests import simbuild
-from cocotb_tests import waves as W
+from tools import simbuild
+from tools import waves as W
 
 VCD = """$version test $end
 $timescale 1ps $end
@@ -135,7 +135,7 @@ def test_window_main_is_cocotbs_plus_marked_changes():
         "tfp->open(traceFile);", "#include <memory>  // std::unique_ptr",
         '"[--trace-file TRACEFILE]\\n"', '"default)\\n",', "if (tfp) {"])
     assert hashlib.sha256(theirs.encode()).hexdigest() == COCOTB_MAIN_SHA256, (
-        "cocotb's verilator.cpp changed: re-copy it to cocotb_tests/harness/verilator_window.cpp")
+        "cocotb's verilator.cpp changed: re-copy it to tools/harness/verilator_window.cpp")
 
 
 COCOTB_MAIN_SHA256 = "95d2661a31cec21f37e82135bbd4f9c809be1e823e36b094064ad271d4850a88"

@@ -34,6 +34,31 @@
 #define KAKI_ERR_BAD_EVENT 14
 #define KAKI_ERR_DIRECT_SUBMIT 15
 
+#define KAKI_ENGINE_DMA_LOAD 0
+#define KAKI_ENGINE_DMA_STORE 1
+#define KAKI_ENGINE_GEMM 2
+#define KAKI_ENGINE_VEC 3
+#define KAKI_ENGINES 4
+/* kaki_op_engine() of an opcode the firmware serves itself, and of an unknown one. */
+#define KAKI_ENGINE_FIRMWARE (-1)
+#define KAKI_ENGINE_UNKNOWN (-2)
+
+/* The command table: the engine that serves an opcode. */
+static inline int kaki_op_engine(unsigned opcode)
+{
+    switch (opcode) {
+    case KAKI_OP_NOP: return KAKI_ENGINE_FIRMWARE;
+    case KAKI_OP_DMA_LOAD: return KAKI_ENGINE_DMA_LOAD;
+    case KAKI_OP_DMA_STORE: return KAKI_ENGINE_DMA_STORE;
+    case KAKI_OP_GEMM: return KAKI_ENGINE_GEMM;
+    case KAKI_OP_VECTOR: return KAKI_ENGINE_VEC;
+    case KAKI_OP_SIGNAL_EVENT: return KAKI_ENGINE_FIRMWARE;
+    case KAKI_OP_WAIT_EVENT: return KAKI_ENGINE_FIRMWARE;
+    case KAKI_OP_BARRIER: return KAKI_ENGINE_FIRMWARE;
+    default: return KAKI_ENGINE_UNKNOWN;
+    }
+}
+
 #define KAKI_DESCRIPTOR_OPCODE_LSB 0
 #define KAKI_DESCRIPTOR_OPCODE_W 8
 #define KAKI_DESCRIPTOR_FLAGS_IRQ_LSB 8

@@ -1,0 +1,51 @@
+"""Encode and decode command descriptors (layouts and the command table generated from
+hdl_gen/descriptor.py into spec.descriptors)."""
+from . import descriptors as _d
+from .descriptors import COMMANDS, DESCRIPTOR_WORDS, ErrorCode, Opcode
+
+#: Payload field layout of every opcode (from the command table).
+PAYLOAD_FIELDS = {op: c.fields for op, c in COMMANDS.items()}
+
+__all__ = ["encode", "decode", "Opcode", "ErrorCode", "PAYLOAD_FIELDS"]
+
+
+def _put(value, layout, name, v):
+    lsb, width = layout[name]
+    if not isinstance(v, int) or not 0 <= v < (1 << width):
+        raise ValueError(f"descriptor field {name!r} = {v!r} does not fit in {width} unsigned bits")
+    return value | (v << lsb)
+
+
+def encode(opcode, *, irq=False, tag=0, **fields):
+    """Return the 8 descriptor words for ``opcode`` with payload ``fields`` (unnamed fields are 0).
+
+    Signed fields (``zero_point``) take their two's complement value. Raises ValueError naming
+    the field for unknown names or values that do not fit.
+    """
+    opcode = Opcode(opcode)
+    layout = PAYLOAD_FIELDS[opcode]
+    value = _put(0, _d.DESCRIPTOR_FIELDS, "opcode", int(opcode))
+    value = _put(value, _d.DESCRIPTOR_FIELDS, "flags.irq", int(bool(irq)))
+    value = _put(value, _d.DESCRIPTOR_FIELDS, "tag", tag)
+    for name, v in fields.items():
+        if name not in layout:
+            raise ValueError(f"{opcode.name} descriptor has no field {name!r}; "
+                             f"fields: {sorted(layout)}")
+        if name == "zero_point" and isinstance(v, int) and -128 <= v < 0:
+            v &= 0xFF
+        value = _put(value, layout, name, v)
+    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(DESCRIPTOR_WORDS)]
+
+
+def decode(words):
+    """Field dict of a descriptor given as its 8 words (opcode decoded to :class:`Opcode`)."""
+    if len(words) != DESCRIPTOR_WORDS:
+        raise ValueError(f"a descriptor is {DESCRIPTOR_WORDS} words, not {len(words)}")
+    value = sum((w & 0xFFFFFFFF) << (32 * i) for i, w in enumerate(words))
+    get = lambda lsb, width: (value >> lsb) & ((1 << width) - 1)
+    out = {name: get(*pos) for name, pos in _d.DESCRIPTOR_FIELDS.items()}
+    opcode = Opcode(out["opcode"]) if out["opcode"] in Opcode._value2member_map_ else out["opcode"]
+    out["opcode"] = opcode
+    for name, pos in PAYLOAD_FIELDS.get(opcode, {}).items():
+        out[name] = get(*pos)
+    return out

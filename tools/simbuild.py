@@ -1,0 +1,304 @@
+"""Build Verilator simulators once per run and run cocotb tests in them, from pytest.
+
+* A :class:`SimTarget` names a Verilog top and its sources. :func:`build` compiles it under
+  ``build/sim/<name>`` (``<name>-waves`` for a traced build) guarded by a file lock, and skips the
+  compile when the sources and options hash to the stamp of the previous build, so xdist workers and
+  later runs reuse one build.
+* :func:`run` runs one cocotb test module in a fresh test directory, honours ``SEED=``, and fails
+  when the module executed zero tests or any test failed, printing the one command that reruns it
+  with waves on.
+* ``KAKI_WAVES=1`` (``make waves``) switches to the traced build and writes ``dump.vcd`` and a
+  GTKWave save file ``dump.gtkw`` with the signals grouped by block (tools/waves.py). With
+  ``KAKI_WAVES_START``/``KAKI_WAVES_STOP`` (clock cycles of ``SimTarget.clock_ns``) the simulator
+  itself traces only that window: the waves build uses our copy of cocotb's Verilator main loop
+  (tools/harness/verilator_window.cpp), which opens the VCD at the window's start and
+  closes it at its end, so the whole run is never written.
+* ``COVERAGE=1`` (``make coverage``) switches to a build with Verilator line and toggle coverage
+  (``<name>-cov``); each run's ``coverage.dat`` is collected under ``build/coverage/verilator/``
+  for ``tools/rtl_coverage.py`` to merge.
+"""
+import hashlib
+import os
+import random
+import re
+import shlex
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from . import toolchain  # noqa: F401  (sets VERILATOR_ROOT, PATH, MAKEFLAGS)
+
+REPO = toolchain.REPO
+BUILD = REPO / "build"
+WAIVERS = REPO / "hdl_gen" / "verilator_waivers.vlt"
+
+# The runner forces --public-flat-rw, which halves Verilator's speed on Amaranth output. Fast builds
+# expose only the ports (and what hand-written testbench Verilog marks public); the waves build keeps
+# full visibility for debugging.
+_FAST_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "unique", "-Wno-fatal",
+              "--autoflush"]
+_COVERAGE_ARGS = ["--coverage-line", "--coverage-toggle"]
+COVERAGE_DIR = BUILD / "coverage" / "verilator"
+_DEBUG_ARGS = ["-O1", "--x-assign", "unique", "--x-initial", "unique", "-Wno-fatal",
+               "--trace-structs"]
+#: Verilog time unit / precision of every build; the trace window is given in precision units.
+TIMESCALE = ("1ns", "1ps")
+#: The waves build's main loop: cocotb's verilator.cpp plus a trace window (--trace-start/-stop).
+WINDOW_MAIN = REPO / "tools" / "harness" / "verilator_window.cpp"
+
+
+@dataclass
+class SimTarget:
+    """A simulator to build: ``toplevel`` module from ``sources`` (Verilog and .vlt files)."""
+    name: str
+    toplevel: str
+    sources: list = field(default_factory=list)
+    build_args: list = field(default_factory=list)
+    #: clock period: ``make waves`` START/STOP cycles are simulation time / clock_ns. Every clock
+    #: here is 10 ns (the chip's tb top and the block tests' cocotb clocks); the waves run warns
+    #: when the traced top-level ``clk`` has another period.
+    clock_ns: int = 10
+
+
+def _runner(fast):
+    from cocotb_tools.runner import Verilator
+
+    class KakiVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            if fast:
+                cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            else:
+                cmds[0] = swap_main(cmds[0])
+            return cmds
+
+    return KakiVerilator()
+
+
+def swap_main(cmd):
+    """The verilator command ``cmd`` with cocotb's main loop replaced by :data:`WINDOW_MAIN`."""
+    mains = [i for i, a in enumerate(cmd) if Path(a).name == "verilator.cpp"]
+    if len(mains) != 1:
+        raise RuntimeError(f"expected cocotb's verilator.cpp once in the build command: {cmd}")
+    return [*cmd[:mains[0]], str(WINDOW_MAIN), *cmd[mains[0] + 1:]]
+
+
+def wants_waves():
+    return os.environ.get("KAKI_WAVES", "0") not in ("", "0")
+
+
+def wants_coverage():
+    return os.environ.get("COVERAGE", "0") not in ("", "0") and not wants_waves()
+
+
+def _stamp(target, waves):
+    h = hashlib.sha256()
+    for src in [*target.sources, WAIVERS, *([WINDOW_MAIN] if waves else [])]:
+        h.update(str(src).encode())
+        h.update(Path(src).read_bytes())
+    h.update(repr(("scheme-2", target.toplevel, target.build_args, waves, _FAST_ARGS, _DEBUG_ARGS,
+                   wants_coverage() and _COVERAGE_ARGS)).encode())
+    return h.hexdigest()
+
+
+def build(target, *, waves=None):
+    """Compile ``target`` unless an identical build exists; return its build directory."""
+    waves = wants_waves() if waves is None else waves
+    cov = wants_coverage() and not waves
+    bdir = BUILD / "sim" / (target.name + ("-waves" if waves else "-cov" if cov else ""))
+    bdir.parent.mkdir(parents=True, exist_ok=True)
+    stamp_file = bdir / "kaki.stamp"
+    stamp = _stamp(target, waves)
+    with FileLock(str(bdir) + ".lock"):
+        if stamp_file.exists() and stamp_file.read_text() == stamp:
+            return bdir
+        for stale in bdir.glob("*.gch"):
+            stale.unlink()
+        t0 = time.monotonic()
+        public = write_if_changed(
+            bdir.parent / f"{target.name}.public.vlt",
+            f'`verilator_config\npublic_flat_rw -module "{target.toplevel}" -var "*"\n')
+        _runner(fast=not waves).build(
+            sources=[WAIVERS, public, *target.sources],
+            hdl_toplevel=target.toplevel,
+            build_dir=bdir,
+            build_args=[*(_DEBUG_ARGS if waves else _FAST_ARGS), *(_COVERAGE_ARGS if cov else []),
+                        *target.build_args],
+            waves=waves,
+            timescale=TIMESCALE,
+            always=True,
+            log_file=bdir / "build.log",
+        )
+        stamp_file.write_text(stamp)
+        print(f"[simbuild] built {bdir.name} in {time.monotonic() - t0:.1f} s")
+    return bdir
+
+
+def test_seed():
+    """The seed for this test: ``SEED=`` from the environment, else a fresh random one."""
+    env = os.environ.get("SEED", "")
+    return int(env) if env else random.SystemRandom().randrange(1, 2**31)
+
+
+def repro_command(seed):
+    """The one command that reruns the current pytest test with waves on."""
+    node = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    return f"make waves TEST={shlex.quote(node)} SEED={seed}"
+
+
+def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=None, repro=None):
+    """Run the cocotb tests in ``test_module`` (optionally one ``testcase``) on ``target``.
+
+    Returns the parsed results (a list of (name, passed) pairs). Raises AssertionError if no test
+    ran or any failed; the message carries the seed and the repro command (``repro(seed)`` when
+    given, else the ``make waves`` line of the current pytest test).
+    """
+    repro = repro or repro_command
+    waves = wants_waves()
+    seed = test_seed() if seed is None else seed
+    test_args = _trace_window(target) if waves else []   # a bad START/STOP fails before the build
+    bdir = build(target, waves=waves)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", tag or testcase or test_module)
+    tdir = BUILD / "runs" / target.name / f"{safe}-{os.getpid()}-{time.time_ns() % 10**9}"
+    tdir.mkdir(parents=True, exist_ok=True)
+    global _last_run_dir
+    _last_run_dir = tdir
+    print(f"[simbuild] {target.name} {test_module}{'::' + testcase if testcase else ''} "
+          f"SEED={seed} dir={tdir.relative_to(REPO)}")
+    env = {"KAKI_SEED": str(seed), "PYTHONPATH": str(REPO), **(extra_env or {})}
+    results_xml = tdir / "results.xml"
+    try:
+        _run_sim(not waves, test_module=test_module, hdl_toplevel=target.toplevel,
+                 hdl_toplevel_lang="verilog", testcase=testcase, seed=seed, build_dir=bdir,
+                 test_dir=tdir, results_xml=str(results_xml), extra_env=env, waves=waves,
+                 timescale=TIMESCALE, test_args=test_args)
+    except SystemExit as e:   # the runner exits non-zero when a test failed or the sim crashed
+        abnormal = e
+    else:
+        abnormal = None
+    results = _parse_results(results_xml)
+    _collect_coverage(tdir, safe)
+    if abnormal is not None and not results:
+        raise AssertionError(f"simulator exited abnormally ({abnormal}) SEED={seed}; log dir {tdir}; "
+                             f"rerun with waves: {repro(seed)}")
+    failed = [name for name, ok in results if not ok]
+    if waves:
+        _finish_waves(tdir, target, test_args)
+    if not results:
+        raise AssertionError(f"cocotb ran no test from {test_module} (filter {testcase!r})")
+    if failed:
+        raise AssertionError(f"cocotb tests failed: {failed} (SEED={seed}); "
+                             f"rerun with waves: {repro(seed)}; log dir {tdir}")
+    return results
+
+
+_last_run_dir = None
+
+
+def last_run_dir():
+    """The test directory of the most recent :func:`run` in this process."""
+    return _last_run_dir
+
+
+def _trace_window(target):
+    """The main-loop options tracing cycles KAKI_WAVES_START..KAKI_WAVES_STOP (none: whole run)."""
+    from . import waves as W
+
+    return W.trace_window_args(os.environ.get("KAKI_WAVES_START"),
+                               os.environ.get("KAKI_WAVES_STOP"), target.clock_ns, TIMESCALE[1])
+
+
+def _finish_waves(tdir, target, window_args):
+    """Report the dump (size, cycles covered, clock check) and write dump.gtkw next to it."""
+    from . import waves as W
+
+    vcd = tdir / "dump.vcd"
+    if not vcd.exists():
+        start = os.environ.get("KAKI_WAVES_START", "")
+        why = (f"the simulation ended before START={start} (cycles of {target.clock_ns} ns; "
+               f"simulator options {' '.join(window_args)})" if window_args
+               else "the simulator wrote none")
+        print(f"[simbuild] waves: no dump.vcd: {why}")
+        return
+    W.gtkw(vcd, tdir / "dump.gtkw")
+    ps_per_unit, per_cycle = W.timescale_ps(vcd), target.clock_ns * 1000
+    bounds = W.time_bounds(vcd)
+    span = (f"cycles {bounds[0] * ps_per_unit / per_cycle:g}..{bounds[1] * ps_per_unit / per_cycle:g}"
+            if bounds else "no time step")
+    print(f"[simbuild] waves: {vcd} ({vcd.stat().st_size / 1e6:.2f} MB, {span}); "
+          f"gtkwave {tdir / 'dump.gtkw'}")
+    period = W.clock_period(vcd) if window_args else None
+    if period is not None and period != per_cycle:
+        print(f"[simbuild] WARNING: the traced clk has a {period / 1000:g} ns period but START/STOP "
+              f"were converted with {target.name}'s clock_ns={target.clock_ns}: the window is off; "
+              f"set SimTarget.clock_ns")
+
+
+def _collect_coverage(tdir, tag):
+    dat = tdir / "coverage.dat"
+    if dat.exists():
+        COVERAGE_DIR.mkdir(parents=True, exist_ok=True)
+        dat.replace(COVERAGE_DIR / f"{tag}-{tdir.name.rsplit('-', 2)[-2]}-{time.time_ns()}.dat")
+
+
+def _run_sim(fast, **kwargs):
+    _runner(fast=fast).test(**kwargs)
+
+
+def _parse_results(path):
+    if not Path(path).exists():
+        return []
+    out = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        ok = not any(child.tag in ("failure", "error") for child in case)
+        out.append((case.get("name"), ok))
+    return out
+
+
+def write_if_changed(path, text):
+    """Write ``text`` to ``path`` only when it differs (keeps build stamps and mtimes stable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def _source_hash(factory):
+    """Hash of everything a generated harness depends on: hdl_gen/ and the factory's own file."""
+    import inspect
+
+    h = hashlib.sha256()
+    files = sorted((REPO / "hdl_gen").glob("*.py"))
+    src = inspect.getsourcefile(factory)
+    if src:
+        files.append(Path(src))
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def amaranth_target(name, factory, *, extra_sources=(), build_args=()):
+    """A :class:`SimTarget` for a test harness built from Amaranth at test time.
+
+    ``factory()`` returns the top component; it is converted to ``build/gen/<name>.v`` (top module
+    ``name``) whenever ``hdl_gen/`` or the file defining ``factory`` (the test's harness) changed,
+    under a file lock so parallel workers share it. The SRAM macro model is always included.
+    """
+    from hdl_gen.emit import to_verilog
+    from hdl_gen import sram
+
+    gen = BUILD / "gen"
+    gen.mkdir(parents=True, exist_ok=True)
+    out = gen / f"{name}.v"
+    key = f"// kaki-gen {_source_hash(factory)}\n"
+    with FileLock(str(out) + ".lock"):
+        if not out.exists() or not out.read_text().startswith(key):
+            out.write_text(key + to_verilog(factory(), name))
+        sram_v = write_if_changed(gen / f"{sram.MODULE_NAME}.v", sram.VERILOG)
+    return SimTarget(name=name, toplevel=name, sources=[sram_v, out, *extra_sources],
+                     build_args=list(build_args))

@@ -1,0 +1,149 @@
+"""Simulation target of the whole chip: the committed rtl/kaki_soc_<N>x<N>.v + the host memory model.
+
+The testbench top (``kaki_tb_soc_<N>x<N>``) is generated here from the AXI signatures: it exposes
+the chip's CSR port and IRQ line, wires the chip's AXI4 master to ``kaki_host_mem``, and passes the
+model's configuration/backdoor ports through with the prefix ``host_``.
+
+The top makes its own clock ``clk`` (a ``--timing`` build): a cocotb clock costs two VPI timer
+callbacks and signal writes per cycle, which capped the whole-chip simulation at ~0.6 of bare
+Verilator. Python still sees ``clk`` (public) for edge awaits. Defining ``KAKI_EXT_CLOCK`` turns
+``clk`` back into an input, for the bare C++ harness that toggles it itself.
+
+With the clock made inside Verilog, cocotb's ``RisingEdge(clk)`` callbacks run after the design
+evaluated the edge, so Python would read the registers' *new* values; a cocotb clock toggles
+before the evaluation and Python reads the old ones, which is what cocotbext-axi's handshake
+logic assumes. (It saw READY of the cycle after a handshake: it re-offered accepted requests and
+would have taken a READY that rose after the edge for an acceptance — the pin monitor of
+bus_agents.py caught the re-offers.) So the chip's CSR outputs reach the top's ports through a
+copy taken at the falling edge: at a rising edge Python reads what the chip drove just before it.
+Python's own writes land after the edge either way (cocotb applies them in the ReadWrite phase).
+The bus monitors watch the chip's pins themselves (``pin_csr__*``).
+"""
+from amaranth.lib import wiring
+
+from hdl_gen import regmap
+from hdl_gen.axi import Axi4LiteSignature, Axi4Signature
+from hdl_gen.config import KakiConfig
+
+from tools import simbuild
+
+HOST_MEM_V = simbuild.REPO / "verif" / "hdl" / "kaki_host_mem.v"
+HOST_WORDS = 1 << 17          # 1 MiB of 64-bit words
+HOST_MEM_PUBLIC = simbuild.REPO / "verif" / "hdl" / "kaki_host_mem_public.vlt"
+CLOCK_NS = 10                 # clock period of the testbench top
+#: Time of rising edge 0 (the clock starts low): rising edge k is at FIRST_EDGE_NS + k * CLOCK_NS.
+FIRST_EDGE_NS = CLOCK_NS // 2
+
+# The host memory model's control ports: (name, width expression, direction from the model).
+_HOST_CTRL = [("cfg_latency", 8, "input"), ("cfg_stall", 8, "input"), ("cfg_seed", 32, "input"),
+              ("cfg_err_base", "A", "input"), ("cfg_err_limit", "A", "input"),
+              ("cfg_err_resp", 2, "input"), ("cfg_max_len", 8, "input"),
+              ("bd_load", 1, "input"), ("bd_dump", 1, "input"), ("bd_fname", 1024, "input"),
+              ("bd_lo", 32, "input"), ("bd_hi", 32, "input"),
+              ("st_prot_err", 8, "output"), ("st_ar_count", 32, "output"),
+              ("st_aw_count", 32, "output"), ("st_rd_max_out", 8, "output")]
+
+
+#: AXI handshake signals of the chip's ``mem`` port copied to ``mon_<name>`` outputs of the tb top,
+#: so tests can time the chip's bus traffic (dispatch overhead) without a debug build.
+MONITORED = ("arvalid", "arready", "arid", "rvalid", "rready", "rlast", "rid",
+             "awvalid", "awready", "awid", "bvalid", "bready", "bid")
+
+
+#: The pin monitors (verif/bus_agents.py) sleep on ``mon_<bus>_busy`` (any VALID
+#: of the bus high) and then read, per clock, the VALID and READY of every channel packed in
+#: ``mon_<bus>_hs`` ({valid, ready} per channel, the first channel in the top bits), and the payload
+#: of a channel whose VALID is high packed in ``mon_<bus>_<channel>`` (the fields below, the first
+#: in the top bits): continuous assigns of the pins, one read instead of one per signal (~4 µs each).
+MONITOR_FIELDS = {
+    "csr": {"aw": ("addr",), "w": ("data", "strb"), "ar": ("addr",), "b": ("resp",), "r": ("data", "resp")},
+    "mem": {"aw": ("id", "addr", "len", "size", "burst"), "w": ("data", "strb", "last"),
+            "ar": ("id", "addr", "len", "size", "burst"), "b": ("id", "resp"),
+            "r": ("id", "data", "resp", "last")},
+}
+HANDSHAKES = ("aw", "w", "ar", "b", "r")
+
+
+def _members(sig):
+    """(name, width, is_manager_output) of a flat AXI signature."""
+    return [(name, m.shape.width if hasattr(m.shape, "width") else int(m.shape),
+             m.flow == wiring.Out) for name, m in sig.members.items()]
+
+
+def _decl(direction, width, name):
+    return f"    {direction} wire {'' if width == 1 else f'[{width - 1}:0] '}{name}"
+
+
+def tb_verilog(cfg):
+    top = f"kaki_tb_soc_{cfg.name}"
+    csr = Axi4LiteSignature(regmap.addr_bits())
+    mem = Axi4Signature(cfg.axi_addr_bits, cfg.axi_data_bits, cfg.axi_id_bits)
+    ports = ["    input wire rst", "    output wire irq"]
+    ports += [_decl("input" if out else "output", w, f"csr__{n}") for n, w, out in _members(csr)]
+    ports += [_decl(d, cfg.axi_addr_bits if w == "A" else w, f"host_{n}") for n, w, d in _HOST_CTRL]
+    widths = {n: w for n, w, _ in _members(mem)}
+    ports += [_decl("output", widths[n], f"mon_{n}") for n in MONITORED]
+    bus_widths = {"csr": {n: w for n, w, _ in _members(csr)}, "mem": widths}
+    for bus, channels in MONITOR_FIELDS.items():
+        ports += [_decl("output", 2 * len(HANDSHAKES), f"mon_{bus}_hs"), _decl("output", 1, f"mon_{bus}_busy")]
+        ports += [_decl("output", sum(bus_widths[bus][ch + f] for f in fields), f"mon_{bus}_{ch}")
+                  for ch, fields in channels.items()]
+    wires = [f"    wire {'' if w == 1 else f'[{w - 1}:0] '}{bus}__{n};"
+             for bus, sig in (("mem", mem), ("pin_csr", csr)) for n, w, _ in _members(sig)]
+    soc_conn = [".clk(clk)", ".rst(rst)", ".irq(irq)"]
+    soc_conn += [f".csr__{n}(pin_csr__{n})" for n, _, _ in _members(csr)]
+    soc_conn += [f".mem__{n}(mem__{n})" for n, _, _ in _members(mem)]
+    mem_conn = [".clk(clk)", ".rst(rst)"] + [f".s__{n}(mem__{n})" for n, _, _ in _members(mem)]
+    mem_conn += [f".{n}(host_{n})" for n, _, _ in _HOST_CTRL]
+    params = (f"#(.DATA_W({cfg.axi_data_bits}), .ADDR_W({cfg.axi_addr_bits}), "
+              f".ID_W({cfg.axi_id_bits}), .WORDS({HOST_WORDS}))")
+    sep = ",\n        "
+    return (f"// Generated by verif/soc_target.py: testbench top, not part of the chip.\n"
+            f"module {top} (\n`ifdef KAKI_EXT_CLOCK\n    input wire clk,\n`endif\n"
+            + ",\n".join(ports) + "\n);\n"
+            f"`ifndef KAKI_EXT_CLOCK\n    reg clk = 1'b0;\n    always #{CLOCK_NS // 2} clk = ~clk;\n`endif\n"
+            + "\n".join(wires) + "\n"
+            f"    kaki_soc_{cfg.name} soc (\n        {sep.join(soc_conn)}\n    );\n"
+            f"    kaki_host_mem {params} host (\n        {sep.join(mem_conn)}\n    );\n"
+            + _csr_ports(csr)
+            + "".join(f"    assign mon_{n} = mem__{n};\n" for n in MONITORED)
+            + "".join(_monitor_wires(bus) for bus in MONITOR_FIELDS)
+            + "endmodule\n")
+
+
+def _csr_ports(csr):
+    """The CSR port: manager signals straight in; the chip's outputs through the falling-edge
+    copy (module docstring), or straight out for the bare C++ harness's external clock."""
+    out = "".join(f"    assign pin_csr__{n} = csr__{n};\n" for n, _, mine in _members(csr) if mine)
+    chip = [(n, w) for n, w, mine in _members(csr) if not mine]
+    vec = lambda w: "" if w == 1 else f"[{w - 1}:0] "
+    return (out + "`ifdef KAKI_EXT_CLOCK\n"
+            + "".join(f"    assign csr__{n} = pin_csr__{n};\n" for n, _ in chip)
+            + "`else\n"
+            + "".join(f"    reg {vec(w)}pre_csr__{n} = 0;\n    assign csr__{n} = pre_csr__{n};\n"
+                      for n, w in chip)
+            + "    always @(negedge clk) begin\n"
+            + "".join(f"        pre_csr__{n} <= pin_csr__{n};\n" for n, _ in chip)
+            + "    end\n`endif\n")
+
+
+def _monitor_wires(bus):
+    pins = {"csr": "pin_csr", "mem": "mem"}[bus]
+    hs = ", ".join(f"{pins}__{c}valid, {pins}__{c}ready" for c in HANDSHAKES)
+    busy = " | ".join(f"{pins}__{c}valid" for c in HANDSHAKES)
+    out = f"    assign mon_{bus}_hs = {{{hs}}};\n    assign mon_{bus}_busy = {busy};\n"
+    for ch, fields in MONITOR_FIELDS[bus].items():
+        out += f"    assign mon_{bus}_{ch} = {{{', '.join(f'{pins}__{ch}{f}' for f in fields)}}};\n"
+    return out
+
+
+def soc_target(dim=8):
+    """The SimTarget of the ``dim``×``dim`` chip with its host memory."""
+    cfg = KakiConfig(dim=dim)
+    top = f"kaki_tb_soc_{cfg.name}"
+    tb = simbuild.write_if_changed(simbuild.BUILD / "gen" / f"{top}.v", tb_verilog(cfg))
+    rtl = simbuild.REPO / "rtl"
+    return simbuild.SimTarget(name=top, toplevel=top,
+                              sources=[HOST_MEM_PUBLIC, rtl / "kaki_sram_1r1w.v",
+                                       rtl / f"kaki_soc_{cfg.name}.v", HOST_MEM_V, tb],
+                              build_args=["--timing"])
