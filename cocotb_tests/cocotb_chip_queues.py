@@ -1,6 +1,6 @@
 """cocotb side of test_chip_queues: command queues, events, errors and firmware on the whole chip.
 
-The scenarios and their scoreboard are verif/queue_scenarios.py, the same code the golden chip
+The scenarios and their scoreboard are verif/chip_scenarios.py, the same code the golden chip
 model runs in tests/test_chip_model.py; here they drive the RTL through the testbench (ChipTB is a
 device-program backend, driver/ops.py).
 """
@@ -16,7 +16,9 @@ from spec.completion import record_offset
 from spec.descriptors import ErrorCode, Opcode
 from spec.firmware_image import FirmwareImage
 from driver.ops import run_async
-from verif import queue_scenarios as S
+from verif import chip_scenarios as S
+from spec.chip import QUEUES
+from verif.error_injection import ERROR_KINDS, error_queue
 
 from verif.chip_tb import ChipTB
 from verif.functional_coverage import async_probe
@@ -55,12 +57,12 @@ async def queue_dag(dut):
 
 @cocotb.test()
 async def queue_errors(dut):
-    """Each error class of KAKI_ERROR_KINDS on one queue (S.error_queue: rotated by the seed; on
+    """Each error class of KAKI_ERROR_KINDS on one queue (error_queue: rotated by the seed; on
     every queue in turn with KAKI_ERROR_EVERY_QUEUE=1) while the others keep completing; the
     failed queue is reset and resumed."""
     tb = ChipTB(dut)
-    kinds = os.environ.get("KAKI_ERROR_KINDS", ",".join(S.ERROR_KINDS)).split(",")
-    queues = range(S.QUEUES) if os.environ.get("KAKI_ERROR_EVERY_QUEUE") == "1" else [None]
+    kinds = os.environ.get("KAKI_ERROR_KINDS", ",".join(ERROR_KINDS)).split(",")
+    queues = range(QUEUES) if os.environ.get("KAKI_ERROR_EVERY_QUEUE") == "1" else [None]
     runs = [(kind, q) for kind in kinds for q in queues]
     for i, (kind, queue) in enumerate(runs):
         tb.log.info(f"error class {kind}: chip reset, firmware loaded")

@@ -4,8 +4,8 @@ Every test seeds its generators from ``KAKI_SEED`` (logged). The harness config 
 ``KAKI_DMA_CFG`` (JSON of KakiConfig fields). Fast-path tests use the HDL host memory model
 (``kaki_host_mem``: latency, random stalls, error window, backdoor by $readmemh/$writememh, and
 sticky protocol-violation flags checked after every command); protocol-path tests use a
-cocotbext-axi ``AxiRam`` with pause generators on all five channels and a Python monitor that
-checks the AXI rules on every cycle.
+cocotbext-axi ``AxiRam`` with pause generators on all five channels and the AXI checker of
+verif/axi_checker.py on every cycle.
 """
 import json
 import os
@@ -18,6 +18,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiRam
 
+from verif.axi_checker import Axi4Checker, BusMonitor, SignalSampler
 from verif.host_mem import HostMemory
 from hdl_gen.config import KakiConfig
 from hdl_gen.descriptor import DmaCmd, ErrorCode
@@ -136,88 +137,15 @@ def first_failing_row(c, base, limit):
 
 
 # --------------------------------------------------------------------------------------------------
-# AXI monitor for the protocol path (checks every cycle)
+# AXI checker for the protocol path (every cycle)
 
-class AxiMonitor:
-    """Checks the DMA's AXI manager behaviour on the ``ext__*`` port every clock cycle."""
-
-    def __init__(self, dut):
-        self.dut = dut
-        self.s = {n: getattr(dut, "ext__" + n) for n in (
-            "arvalid", "arready", "araddr", "arlen", "arsize", "arburst", "awvalid", "awready",
-            "awaddr", "awlen", "awsize", "awburst", "wvalid", "wready", "wlast", "wdata", "wstrb",
-            "rvalid", "rready", "rlast", "bvalid", "bready")}
-        self.errors = []
-        self.aw_lens, self.w_lens = [], []
-        self.rd_out = self.wr_out = self.max_rd_out = self.max_wr_out = 0
-        self.ar_count = self.aw_count = 0
-        self._task = cocotb.start_soon(self._run())
-
-    def _err(self, msg):
-        if len(self.errors) < 20:
-            self.errors.append(msg)
-
-    def _check_ax(self, ch, addr, ln, size, burst):
-        if size != (DB - 1).bit_length():
-            self._err(f"{ch}size {size} is not full width")
-        if burst != 1:
-            self._err(f"{ch}burst {burst} is not INCR")
-        if ln + 1 > CFG.max_burst_beats:
-            self._err(f"{ch}len {ln} exceeds max_burst_beats {CFG.max_burst_beats}")
-        if addr % DB:
-            self._err(f"{ch}addr {addr:#x} not beat aligned")
-        if (addr % 4096) + (ln + 1) * DB > 4096:
-            self._err(f"{ch} burst {addr:#x} len {ln} crosses 4 KiB")
-
-    async def _run(self):
-        s = self.s
-        prev = {"ar": None, "aw": None, "w": None}
-        w_beats = 0
-        while True:
-            await RisingEdge(self.dut.clk)
-            cyc = {}
-            for ch, payload in (("ar", ("araddr", "arlen", "arsize", "arburst")),
-                                ("aw", ("awaddr", "awlen", "awsize", "awburst")),
-                                ("w", ("wdata", "wstrb", "wlast"))):
-                v = int(s[ch + "valid"].value)
-                r = int(s[ch + "ready"].value)
-                pl = tuple(int(s[p].value) for p in payload) if v else None
-                if prev[ch] is not None and (not v or pl != prev[ch]):
-                    self._err(f"{ch}valid dropped or payload changed before {ch}ready")
-                prev[ch] = pl if (v and not r) else None
-                cyc[ch] = (v and r, pl)
-            if cyc["ar"][0]:
-                addr, ln, size, burst = cyc["ar"][1]
-                self._check_ax("ar", addr, ln, size, burst)
-                self.rd_out += 1
-                self.ar_count += 1
-            if cyc["aw"][0]:
-                addr, ln, size, burst = cyc["aw"][1]
-                self._check_ax("aw", addr, ln, size, burst)
-                self.aw_lens.append(ln + 1)
-                self.wr_out += 1
-                self.aw_count += 1
-            if cyc["w"][0]:
-                w_beats += 1
-                if cyc["w"][1][2]:
-                    self.w_lens.append(w_beats)
-                    w_beats = 0
-            self.max_rd_out = max(self.max_rd_out, self.rd_out)
-            self.max_wr_out = max(self.max_wr_out, self.wr_out)
-            if int(s["rvalid"].value) and int(s["rready"].value) and int(s["rlast"].value):
-                self.rd_out -= 1
-            if int(s["bvalid"].value) and int(s["bready"].value):
-                self.wr_out -= 1
-
-    def check(self):
-        errs = list(self.errors)
-        if self.aw_lens[:len(self.w_lens)] != self.w_lens:
-            errs.append(f"W bursts (by WLAST) {self.w_lens[:8]}… do not match AW lengths {self.aw_lens[:8]}…")
-        if self.max_rd_out > CFG.dma_outstanding:
-            errs.append(f"{self.max_rd_out} read bursts outstanding > {CFG.dma_outstanding}")
-        if self.max_wr_out > CFG.dma_outstanding:
-            errs.append(f"{self.max_wr_out} write bursts outstanding > {CFG.dma_outstanding}")
-        assert not errs, "AXI protocol violations: " + "; ".join(errs)
+def axi_monitor(dut):
+    """verif/axi_checker.py on the ``ext__*`` port: the AXI rules plus the DMA's own (full-width,
+    beat-aligned bursts of at most max_burst_beats, at most dma_outstanding per direction)."""
+    core = Axi4Checker(data_bytes=DB, bus="ext", full_width=True, aligned=True,
+                       max_beats=CFG.max_burst_beats, max_reads=CFG.dma_outstanding,
+                       max_writes=CFG.dma_outstanding)
+    return BusMonitor(SignalSampler(dut, "ext__", core))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -252,7 +180,7 @@ class Tb:
         if self.use_ext:
             self.ram = AxiRam(AxiBus.from_prefix(d, "ext", bus_separator="__"), d.clk, d.rst,
                               size=HOST_SIZE)
-            self.mon = AxiMonitor(d)
+            self.mon = axi_monitor(d)
         for _ in range(3):
             await RisingEdge(d.clk)
         await FallingEdge(d.clk)
@@ -360,9 +288,8 @@ class Tb:
         try:
             await with_timeout(RisingEdge(done), timeout_cycles * CLK_NS, "ns")
         except Exception as e:
-            state = (f"; AxiMonitor: AR {self.mon.ar_count} AW {self.mon.aw_count} W bursts "
-                     f"{len(self.mon.w_lens)} reads out {self.mon.rd_out} writes out {self.mon.wr_out} "
-                     f"errors {self.mon.errors} AW lens {self.mon.aw_lens} W lens {self.mon.w_lens}"
+            state = (f"; AXI checker: {self.mon.core.summary()}; open: {self.mon.core.open_bursts()}; "
+                     f"error: {self.mon.error}"
                      if self.mon else f"; host model: AR {self.hm.ar_count} AW {self.hm.aw_count}")
             raise AssertionError(f"{ch} hung (no done in {timeout_cycles} cycles) for {c}{state}") from e
         await ReadOnly()
@@ -373,7 +300,7 @@ class Tb:
 
     def check_protocol(self, what):
         if self.use_ext:
-            self.mon.check()
+            self.mon.finish(what)       # every burst of the command complete
         else:
             assert self.hm.prot_err == 0, f"{what}: host memory model saw {self.hm.prot_err_text()}"
 
@@ -724,9 +651,8 @@ async def t_random_axiram(dut):
         await tb.local_randomize(acc)
     await random_traffic(tb, 40 if CFG.dim <= 8 else 25, ext=True)
     tb.mon.check()
-    dut._log.info(f"AxiMonitor: {tb.mon.ar_count} AR, {tb.mon.aw_count} AW, max outstanding "
-                  f"reads {tb.mon.max_rd_out}, writes {tb.mon.max_wr_out}")
-    assert tb.mon.ar_count > 0 and tb.mon.aw_count > 0
+    dut._log.info(f"AXI checker: {tb.mon.core.summary()}")
+    assert tb.mon.core.ar_count > 0 and tb.mon.core.aw_count > 0
 
 
 @cocotb.test()

@@ -1,4 +1,4 @@
-"""cocotb side of test_driver_rtl: the driver API's conformance tests (driver/conformance.py, the
+"""cocotb side of test_driver_rtl: the driver API's conformance tests (verif/driver_conformance.py, the
 same coroutines tests/test_driver.py runs on the golden backend) on the RTL chip, with ChipTB as
 the backend (AXI4-Lite CSR access, the irq line, the HDL host memory model).
 
@@ -11,7 +11,7 @@ import time
 import cocotb
 import numpy as np
 
-from driver import conformance as C
+from verif import driver_conformance as C
 from spec.firmware_image import FirmwareImage
 
 from verif.chip_tb import ChipTB

@@ -1,7 +1,9 @@
 """cocotb side of the host memory model test: ``kaki_host_mem`` alone, as the simulation top.
 
 A trusted manager (cocotbext-axi ``AxiMaster``) checks the model's AXI behaviour against its
-backdoor (``HostMemory``); raw pin wiggling checks that the protocol-violation flags fire.
+backdoor (``HostMemory``), the AXI checker (verif/axi_checker.py) watches the port and the
+model's handshake counters must agree with it; raw pin wiggling checks that the
+protocol-violation flags fire.
 Seeds come from ``KAKI_SEED`` (logged).
 """
 import os
@@ -13,6 +15,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 from cocotbext.axi import AxiBus, AxiMaster, AxiResp
 
+from verif.axi_checker import Axi4Checker, BusMonitor, SignalSampler
 from verif.host_mem import HostMemory
 
 DB = 8
@@ -55,6 +58,8 @@ async def t_hm_axi_vs_backdoor(dut):
     seed = seed_of(dut, "t_hm_axi_vs_backdoor")
     rng, nrng = random.Random(seed), np.random.default_rng(seed)
     hm, axim = await setup(dut, seed, stall=0.3, latency=4)
+    # the model's side of the protocol (R/B handshakes, RLAST, IDs, responses) and the manager's
+    mon = BusMonitor(SignalSampler(dut, "s__", Axi4Checker(None, DB, bus="s", max_reads=8)))
     mirror = nrng.integers(0, 256, 64 * 1024, dtype=np.uint8)
     await hm.load(0, mirror)
     for _ in range(40):
@@ -80,6 +85,14 @@ async def t_hm_axi_vs_backdoor(dut):
     assert hm.rd_max_outstanding >= 2, hm.rd_max_outstanding
     # AxiMaster starts unaligned transfers at unaligned addresses (legal AXI; bit 6 is a DMA rule)
     assert hm.prot_err & ~0x40 == 0, hm.prot_err_text()
+    await FallingEdge(dut.clk)
+    mon.finish("AxiMaster traffic")
+    mon.stop()
+    # the model's own handshake counters are a sanity count of what the checker saw
+    core = mon.core
+    assert (hm.ar_count, hm.aw_count) == (core.ar_count, core.aw_count), \
+        f"model counted {hm.ar_count} AR / {hm.aw_count} AW, the checker {core.summary()}"
+    assert abs(hm.rd_max_outstanding - core.max_reads_seen) <= 1, (hm.rd_max_outstanding, core.summary())
     dut._log.info(f"{hm.ar_count} AR, {hm.aw_count} AW, max reads outstanding {hm.rd_max_outstanding}")
 
 

@@ -11,9 +11,10 @@ independent Python model:
 * on every ``retired`` pulse: the record and the consumer index are already in memory (their B
   responses came first), ``consumer`` has advanced and ``cpl_irq`` pulses exactly with the
   requests that asked for it;
-* a per-cycle AXI monitor: valid/payload held until ready on AR/AW/W, ID 0, INCR, full-width
-  beats, 32-byte aligned 4-beat descriptor reads, one read and one write burst outstanding at most,
-  W bursts of ``awlen + 1`` beats with all strobes on records and the low 4 on consumer writes.
+* the AXI checker of verif/axi_checker.py on every cycle (valid/payload held until ready on all
+  five channels, INCR, WLAST/RLAST, responses), configured for this port: ID 0, full-width beats,
+  one read and one write burst outstanding at most; plus 32-byte aligned 4-beat descriptor reads
+  and W bursts with all strobes on records and the low 4 on consumer writes.
 
 Pulses (``retired``, ``cpl_irq``, ``error_irq``) are counted per cycle high. AXI error responses
 come from error regions: the AxiRam's ``_read``/``_write`` raise there (cocotbext-axi answers
@@ -32,10 +33,16 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiRam, AxiResp
 
+from hdl_gen.config import KakiConfig
 from hdl_gen.descriptor import CompletionRecord, ErrorCode
+from verif.axi_checker import Axi4Checker, BusMonitor, SignalSampler
 
-N, PREFETCH, CPL_DEPTH = 4, 4, 4      # must match test_queue_controller._target()
-DB = 8                                # AXI data bytes
+# what test_queue_controller._target() builds: the controller with KakiConfig()'s parameters
+_CFG = KakiConfig()
+N, PREFETCH, CPL_DEPTH = _CFG.queues, _CFG.prefetch, _CFG.cpl_depth
+DB = _CFG.axi_data_bits // 8          # AXI data bytes
+# some directed expectations below (fetch order, slot numbers) are spelled out for this shape
+assert (N, PREFETCH, DB) == (4, 4, 8), "revisit the directed fetch-order tests for a new queue shape"
 RAM_SIZE = 64 * 1024
 QS_IN = ("ring_base", "ring_log2", "cpl_base", "enable", "reset", "doorbell", "doorbell_we", "pop",
          "qreset_ack")
@@ -94,9 +101,8 @@ class TB:
         self.counts = [{n: 0 for n in PULSES} for _ in range(N)]
         self.ars = []                    # (cycle, araddr) of every AR handshake
         self.aws = []                    # (cycle, awaddr, awlen) of every AW handshake
-        self.cycle = 0
+        self.mon = None                  # the AXI checker (started with the clock)
         self.bcount = 0                  # B handshakes
-        self.stalls = {"ar": 0, "aw": 0, "w": 0}    # cycles a valid waited for its ready
         self.model = bytearray(self.rng.getrandbits(8) for _ in range(RAM_SIZE))
         self.ram.write(0, bytes(self.model))
         self.expect = [collections.deque() for _ in range(N)]   # accepted Cpl, in order
@@ -181,7 +187,7 @@ class TB:
             await RisingEdge(d.clk)
         await FallingEdge(d.clk)
         d.rst.value = 0
-        cocotb.start_soon(self._axi_monitor())
+        self.mon = self._axi_monitor()
         for q in range(N):
             for n in PULSES:
                 cocotb.start_soon(self._pulse_monitor(q, n))
@@ -192,7 +198,8 @@ class TB:
             self.errors.append(f"cycle {self.cycle}: {msg}")
 
     def check_errors(self):
-        assert not self.errors, "\n".join(self.errors)
+        errors = self.errors + ([str(self.mon.error)] if self.mon and self.mon.error else [])
+        assert not errors, "\n".join(errors)
 
     def out(self, q, name):
         return int(self.qo[q][name].value)
@@ -325,73 +332,46 @@ class TB:
                     self._on_retired(q)
                 await RisingEdge(self.dut.clk)
 
-    async def _axi_monitor(self):
-        d = self.dut
-        chans = {
-            "ar": ("araddr", "arlen", "arsize", "arburst", "arid", "arprot"),
-            "aw": ("awaddr", "awlen", "awsize", "awburst", "awid", "awprot"),
-            "w": ("wdata", "wstrb", "wlast"),
-        }
-        sig = {n: getattr(d, f"axi__{n}") for ch in chans.values() for n in ch}
-        for n in ("arvalid", "arready", "awvalid", "awready", "wvalid", "wready", "rvalid",
-                  "rready", "rlast", "bvalid", "bready"):
-            sig[n] = getattr(d, f"axi__{n}")
-        held = {}
-        rd_out = wr_out = 0
-        aw_q = collections.deque()       # awlen+1, awaddr of AWs whose W burst is not complete
-        w_done = collections.deque()     # (beats, strobes) of W bursts not matched to an AW yet
-        w_cur = []
-        while True:
-            await RisingEdge(d.clk)
-            await ReadOnly()
-            self.cycle += 1
-            for ch, fields in chans.items():
-                v = int(sig[ch + "valid"].value)
-                if not v:
-                    if ch in held:
-                        self.err(f"{ch}valid dropped before {ch}ready")
-                        del held[ch]
-                    continue
-                pay = tuple(int(sig[f].value) for f in fields)
-                if ch in held and held[ch] != pay:
-                    self.err(f"{ch} payload changed while stalled")
-                if not int(sig[ch + "ready"].value):
-                    held[ch] = pay
-                    self.stalls[ch] += 1
-                    continue
-                held.pop(ch, None)
-                if ch == "ar":
-                    addr, ln, size, burst, id_, prot = pay
-                    if (ln, size, burst, id_, prot) != (3, 3, 1, 0, 0) or addr % 32:
-                        self.err(f"bad AR {pay}")
-                    if rd_out:
-                        self.err("second read issued while one is outstanding")
-                    rd_out += 1
-                    self.ars.append((self.cycle, addr))
-                elif ch == "aw":
-                    addr, ln, size, burst, id_, prot = pay
-                    if ln not in (0, 1) or (size, burst, id_, prot) != (3, 1, 0, 0) or addr % 16:
-                        self.err(f"bad AW {pay}")
-                    if wr_out:
-                        self.err("second write issued while one is outstanding")
-                    wr_out += 1
-                    aw_q.append((ln + 1, addr))
-                    self.aws.append((self.cycle, addr, ln))
-                else:
-                    w_cur.append(pay[1])
-                    if pay[2]:
-                        w_done.append(w_cur)
-                        w_cur = []
-            while aw_q and w_done:
-                (beats, addr), strobes = aw_q.popleft(), w_done.popleft()
-                want = [0xFF, 0xFF] if beats == 2 else [0x0F]
-                if strobes != want:
-                    self.err(f"W burst to {addr:#x}: strobes {strobes}, expected {want}")
-            if int(sig["rvalid"].value) and int(sig["rready"].value) and int(sig["rlast"].value):
-                rd_out -= 1
-            if int(sig["bvalid"].value) and int(sig["bready"].value):
-                wr_out -= 1
-                self.bcount += 1
+    def _axi_monitor(self):
+        """verif/axi_checker.py on the ``axi__*`` port (the AXI rules; ID 0, full-width aligned
+        INCR beats, one read and one write burst outstanding at most), plus this controller's own
+        shapes: 4-beat 32-byte aligned descriptor reads, 1- or 2-beat 16-byte aligned writes with
+        all strobes on records and the low 4 on consumer writes, AxPROT 0."""
+        fields = {"aw": ("id", "addr", "len", "size", "burst", "prot"), "w": ("data", "strb", "last"),
+                  "ar": ("id", "addr", "len", "size", "burst", "prot"), "b": ("id", "resp"),
+                  "r": ("id", "data", "resp", "last")}
+        core = Axi4Checker(self._on_burst, DB, bus="axi", fields=fields, full_width=True,
+                           aligned=True, max_beats=4, ids={0}, max_reads=1, max_writes=1)
+        core.listeners.append(self._on_handshake)
+        return BusMonitor(SignalSampler(self.dut, "axi__", core, edge="readonly"))
+
+    def _on_handshake(self, cycle, ch, f):
+        if ch == "ar":
+            if f["len"] != 3 or f["prot"] or f["addr"] % 32:
+                self.err(f"bad AR {f}")
+            self.ars.append((cycle, f["addr"]))
+        elif ch == "aw":
+            if f["len"] not in (0, 1) or f["prot"] or f["addr"] % 16:
+                self.err(f"bad AW {f}")
+            self.aws.append((cycle, f["addr"], f["len"]))
+        elif ch == "b":
+            self.bcount += 1
+
+    def _on_burst(self, txn):
+        if txn.kind == "write":
+            want = (0xFF, 0xFF) if txn.len == 1 else (0x0F,)
+            if txn.strb != want:
+                self.err(f"W burst to {txn.addr:#x}: strobes {list(txn.strb)}, expected {list(want)}")
+
+    @property
+    def cycle(self):
+        """Clocks since the bus monitor started."""
+        return self.mon.sampler.cycle if self.mon else 0
+
+    @property
+    def stalls(self):
+        """Cycles a VALID waited for its READY, per request channel."""
+        return {ch: self.mon.core.channels[ch].stalls if self.mon else 0 for ch in ("ar", "aw", "w")}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Directed tests assemble small programs with ``golden.rv32_asm``, run them on the harness until the
 terminator ``jal x0, 0`` commits, and check the commit records and the register values they wrote
-against hand-computed constants. The trace tests run ``golden.rv32_asm.random_program`` streams (and
+against hand-computed constants. The trace tests run ``verif.rv32_random.random_program`` streams (and
 interrupt-heavy programs built here) on the RTL and on ``golden.rv32_iss.RV32ISS`` and compare every
 record with ``golden.rv32_iss.trace_key`` (which blanks values read from ``mcycle*``/``cycle*``).
 ``t_firmware_trace`` runs the real firmware ELF on the RTL core, its MMIO answered by a golden
@@ -18,6 +18,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 import golden.rv32_asm as A
+import verif.rv32_random as RND
 from spec import mmio_registers as MR
 from spec import registers as R
 from spec.capabilities import Capabilities
@@ -27,7 +28,11 @@ from spec.descriptors import ErrorCode, Opcode
 from spec.firmware_image import FirmwareImage, FirmwareState
 from firmware import build as fw_build
 from driver.ops import run_async
-from verif import queue_scenarios as S
+from verif import chip_scenarios as S
+from spec.chip import QUEUES
+from verif.error_injection import ERROR_KINDS
+from verif.queue_host import configure
+from verif.ring_layout import QueueConfig
 from golden.chip_model import ChipModel
 from golden.rv32_iss import CYCLE_CSRS, RV32ISS, CommitRecord, trace_key
 from hdl_gen.config import KakiConfig
@@ -1017,7 +1022,7 @@ def set_stalls(tb, rng, stalls):
 
 @cocotb.test()
 async def t_trace_random(dut):
-    """golden.rv32_asm.random_program streams on the RTL and the ISS, every record compared;
+    """verif.rv32_random.random_program streams on the RTL and the ISS, every record compared;
     programs alternate between a granting memory and random IMEM/DMEM/MMIO stalls."""
     seed = seed_of(dut, "t_trace_random")
     n_progs, n_insns = (100, 1000) if REGRESS else (20, 500)
@@ -1027,7 +1032,7 @@ async def t_trace_random(dut):
     total = 0
     for k in range(n_progs):
         pseed = rng.randrange(1 << 31)
-        words = A.random_program(random.Random(pseed), n_insns)
+        words = RND.random_program(random.Random(pseed), n_insns)
         stalls = k % 2 == 1
         set_stalls(tb, rng, stalls)
         try:
@@ -1147,7 +1152,7 @@ class FirmwareBench:
     ``irq`` input is the model's firmware interrupt ``(WORK & ~WORK_MASK) != 0`` after that cycle's
     step. The commit trace, the irq level in each commit cycle and every MMIO access (reads with
     the value returned) are recorded for the ISS replay. The methods ``read``/``write``/
-    ``host_read``/``host_write``/``wait`` make it a device for ``verif.queue_scenarios.run_async``
+    ``host_read``/``host_write``/``wait`` make it a device for ``driver.ops.run_async``
     (the test acts as host on the chip model while the RTL runs).
 
     While the core sleeps with ``irq`` low nothing but the model can change, so those cycles are
@@ -1353,10 +1358,10 @@ async def event_wait_blocks(fb):
     """Directed: a WAIT_EVENT on queue 1 blocks (Q_WAIT, WORK_MASK, the core sleeps) until a
     SIGNAL_EVENT submitted much later on queue 0 releases it; both complete with OK."""
     chip = fb.chip
-    cfgs = {q: S.QueueConfig(0x1000 + 0x1000 * q, 3, 0x8000 + 0x1000 * q, 0x20000, 0x1000)
+    cfgs = {q: QueueConfig(0x1000 + 0x1000 * q, 3, 0x8000 + 0x1000 * q, 0x20000, 0x1000)
             for q in (0, 1)}
     for q, cfg in cfgs.items():
-        await run_async(S.configure(q, cfg), fb)
+        await run_async(configure(q, cfg), fb)
         chip.host_write(cfg.cpl_base, bytes(4))
     event, value = 3, 0x1234
 
@@ -1380,7 +1385,7 @@ async def event_wait_blocks(fb):
 async def t_firmware_trace(dut):
     """The firmware ELF on the RTL core, serving real queue work on a golden ChipModel (its
     hardware steps once per RTL cycle and answers the core's MMIO; the test is the host): queue
-    scenarios of verif/queue_scenarios.py with DMA/GEMM/VECTOR jobs, NOP, BARRIER,
+    scenarios of verif/chip_scenarios.py with DMA/GEMM/VECTOR jobs, NOP, BARRIER,
     SIGNAL/WAIT_EVENT, an injected error (BAD_OPCODE, plus a seeded second kind) with the queue
     reset afterwards, and engine delays long enough for WFI and blocked queues. The scenario
     scoreboard checks every record and status; then the ISS replays the run (same MMIO read data,
@@ -1413,8 +1418,8 @@ async def t_firmware_trace(dut):
 
     await event_wait_blocks(fb)
     # Work: BAD_OPCODE (decided by the firmware) and a seeded second error kind; with
-    # KAKI_REGRESS every kind of verif.queue_scenarios.ERROR_KINDS, in a seeded order.
-    others = sorted(set(S.ERROR_KINDS) - {"bad_opcode"})
+    # KAKI_REGRESS every kind of verif.error_injection.ERROR_KINDS, in a seeded order.
+    others = sorted(set(ERROR_KINDS) - {"bad_opcode"})
     if REGRESS:
         kinds = ["bad_opcode"] + rng.sample(others, len(others))
     else:
@@ -1425,7 +1430,7 @@ async def t_firmware_trace(dut):
     def disable_queues():
         # The scenarios expect inactive queues (configuration checks run on activation); the
         # queues are idle between scenarios and keep their indices.
-        for q in range(S.QUEUES):
+        for q in range(QUEUES):
             chip.write(R.REGISTERS[f"Q_CTRL{q}"], 0)
     for i, kind in enumerate(kinds):
         sseed = seed + 1000 * i

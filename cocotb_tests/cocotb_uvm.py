@@ -12,7 +12,7 @@ import numpy as np
 from pyuvm import ConfigDB, uvm_root
 
 from spec.firmware_image import FirmwareImage
-from verif import queue_scenarios as S
+from verif.error_injection import ERROR_KINDS
 
 from verif import boundary_monitor as BM
 from verif.chip_tb import ChipTB
@@ -49,7 +49,7 @@ class ErrorTest(_Test):
 
     async def run_phase(self):
         seed = _CONTEXT["SEED"]
-        kinds = sorted(S.ERROR_KINDS)
+        kinds = sorted(ERROR_KINDS)
         if not REGRESS:
             kinds = list(np.random.default_rng(seed).choice(kinds, 4, replace=False))
         self.kinds = kinds

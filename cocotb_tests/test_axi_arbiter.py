@@ -10,7 +10,10 @@ from amaranth.hdl import UnusedElaboratable
 from hdl_gen.axi_arbiter import Axi4Arbiter
 from hdl_gen.emit import to_verilog
 from tools import simbuild
-from tools import toolchain
+
+MODULE = "cocotb_tests.cocotb_axi_arbiter"
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {MODULE: simbuild.ALL}
 
 
 def _target():
@@ -46,13 +49,13 @@ def test_axi_arbiter_lints(n, dbits, ibits, depth, tmp_path):
     src = rtl / "kaki_arb_lint.v"
     src.write_text(to_verilog(Axi4Arbiter(n_managers=n, data_bits=dbits, id_bits=ibits,
                                           w_fifo_depth=depth), "kaki_arb_lint"))
-    r = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
+    r = subprocess.run([simbuild.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
                         str(src), "--top-module", "kaki_arb_lint"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("test", ["t_random_concurrent", "t_write_interleave", "t_fairness"])
+@pytest.mark.parametrize("test", simbuild.cocotb_tests(MODULE))
 def test_axi_arbiter_sim(test):
-    simbuild.run(_target(), "cocotb_tests.cocotb_axi_arbiter", testcase=test)
+    simbuild.run(_target(), MODULE, testcase=test)

@@ -5,6 +5,8 @@ from hdl_gen.banked_memory import BankedMemory
 from tools import simbuild
 
 BANKS, BANK_ROWS, WIDTH = 4, 16, 32
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {"cocotb_tests.cocotb_banked_memory": simbuild.ALL}
 
 
 def _target():

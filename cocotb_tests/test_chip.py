@@ -3,13 +3,20 @@ import pytest
 
 from hdl_gen.config import ARRAY_SIZES
 from tools import simbuild
-from verif.soc_target import soc_target
+from tools.simbuild import soc_target
+
+MODULE = "cocotb_tests.cocotb_chip"
+ERRORS_AND_INTERRUPTS = ("errors_are_precise_and_isolated", "direct_submission_overflow",
+                         "interrupt_mask_and_ack", "dma_overlaps_gemm")
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {MODULE: ("random_gemms", "firmware_boots_faults_and_reloads", "firmware_reads_perf",
+                       *ERRORS_AND_INTERRUPTS)}
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("dim", ARRAY_SIZES)
 def test_chip_gemm_epilogue(dim):
-    simbuild.run(soc_target(dim), "cocotb_tests.cocotb_chip", testcase="random_gemms",
+    simbuild.run(soc_target(dim), MODULE, testcase="random_gemms",
                  tag=f"gemm_{dim}")
 
 
@@ -20,8 +27,7 @@ def test_chip_firmware():
     from firmware import build as fw_build
     with FileLock(str(simbuild.BUILD / "firmware.lock")):
         elf = fw_build.build()
-    simbuild.run(soc_target(8), "cocotb_tests.cocotb_chip",
-                 testcase="firmware_boots_faults_and_reloads", tag="firmware",
+    simbuild.run(soc_target(8), MODULE, testcase="firmware_boots_faults_and_reloads", tag="firmware",
                  extra_env={"KAKI_FW_ELF": str(elf)})
 
 
@@ -33,13 +39,10 @@ def test_chip_firmware_reads_perf():
     with FileLock(str(simbuild.BUILD / "firmware.lock")):
         elf = fw_build.build(simbuild.BUILD / "firmware" / "perf_probe.elf",
                              [fw_build.FW / "probes" / "perf_probe.c"])
-    simbuild.run(soc_target(8), "cocotb_tests.cocotb_chip", testcase="firmware_reads_perf",
+    simbuild.run(soc_target(8), MODULE, testcase="firmware_reads_perf",
                  tag="firmware_perf", extra_env={"KAKI_PROBE_ELF": str(elf)})
 
 
 @pytest.mark.sim
 def test_chip_errors_and_interrupts():
-    simbuild.run(soc_target(8), "cocotb_tests.cocotb_chip",
-                 testcase="errors_are_precise_and_isolated,direct_submission_overflow,interrupt_mask_and_ack,"
-                 "dma_overlaps_gemm",
-                 tag="errors")
+    simbuild.run(soc_target(8), MODULE, testcase=",".join(ERRORS_AND_INTERRUPTS), tag="errors")

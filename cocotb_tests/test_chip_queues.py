@@ -1,23 +1,27 @@
 """Whole-chip command-queue tests: firmware on the RTL core serving queues, events and errors.
 
-The scenarios are verif/queue_scenarios.py (also run on the golden chip model in
+The scenarios are verif/chip_scenarios.py (also run on the golden chip model in
 tests/test_chip_model.py); ``cocotb_chip_queues.py`` drives them on the RTL.
 """
 import os
 
 import pytest
 
-from verif.queue_scenarios import ERROR_KINDS
+from verif.error_injection import ERROR_KINDS
 from hdl_gen.config import ARRAY_SIZES
 from firmware.build import shared_elf as firmware_elf
 from tools import simbuild
-from verif.soc_target import soc_target
+from tools.simbuild import soc_target
+
+MODULE = "cocotb_tests.cocotb_chip_queues"
+DIRECTED = ("queue_irq_mask_and_ack", "queue_perf_counters", "queue_load_compute_overlap")
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {MODULE: ("queue_dag", "queue_errors", "dispatch_overhead", *DIRECTED)}
 
 
 def _run(testcase, tag, dim=8, **env):
     env["KAKI_FW_ELF"] = str(firmware_elf())
-    simbuild.run(soc_target(dim), "cocotb_tests.cocotb_chip_queues", testcase=testcase, tag=tag,
-                 extra_env=env)
+    simbuild.run(soc_target(dim), MODULE, testcase=testcase, tag=tag, extra_env=env)
 
 
 @pytest.mark.sim
@@ -49,4 +53,4 @@ def test_dispatch_overhead():
 
 @pytest.mark.sim
 def test_queue_directed():
-    _run("queue_irq_mask_and_ack,queue_perf_counters,queue_load_compute_overlap", "queue_directed")
+    _run(",".join(DIRECTED), "queue_directed")

@@ -4,6 +4,9 @@ import pytest
 from hdl_gen.csr_block import CsrBlock
 from tools import simbuild
 
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {"cocotb_tests.cocotb_csr_block": simbuild.ALL}
+
 
 @pytest.mark.sim
 def test_csr_block():

@@ -34,9 +34,13 @@ from hdl_gen.dma_engine import DmaEngine, DmaWindow
 from hdl_gen.emit import to_verilog
 from hdl_gen.engine import EngineSignature
 from tools import simbuild
-from tools import toolchain
 
 from verif.soc_target import HOST_MEM_V
+
+MODULE = "cocotb_tests.cocotb_dma_engine"
+HOST_MEM_MODULE = "cocotb_tests.cocotb_host_mem"
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {MODULE: simbuild.ALL, HOST_MEM_MODULE: simbuild.ALL}
 HM_WORDS = 131072          # 1 MiB host memory model
 FNAME_BITS = 1024
 
@@ -172,7 +176,7 @@ def test_dma_engine_lints(params, tmp_path):
     rtl.mkdir()
     src = rtl / "kaki_dma_lint.v"
     src.write_text(to_verilog(dma, "kaki_dma_lint"))
-    r = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
+    r = subprocess.run([simbuild.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
                         str(src), "--top-module", "kaki_dma_lint"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -192,7 +196,7 @@ def test_dma_engine_rejects_bad_config():
 def test_host_mem_model_lints():
     """kaki_host_mem.v is clean under verilator --lint-only -Wall at several parameter sets."""
     for params in ([], ["-GDATA_W=128", "-GWORDS=1024"], ["-GDATA_W=32", "-GADDR_W=48", "-GAR_DEPTH=2"]):
-        r = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", *params, str(HOST_MEM_V)],
+        r = subprocess.run([simbuild.verilator_bin(), "--lint-only", "-Wall", *params, str(HOST_MEM_V)],
                            capture_output=True, text=True)
         assert r.returncode == 0, (params, r.stderr[-3000:])
 
@@ -200,28 +204,16 @@ def test_host_mem_model_lints():
 # ------------------------------------------------------------------------------------------------
 # Simulation
 
-SIM_TESTS = [
-    ("d8", "t_host_mem_backdoor"),
-    ("d8", "t_validation"),
-    ("d8", "t_window"),
-    ("d8", "t_align_sweep"),
-    ("d8", "t_random_fast"),
-    ("d8", "t_random_axiram"),
-    ("d8", "t_axi_errors"),
-    ("d8", "t_perf"),
-    ("d16", "t_align_sweep"),
-    ("d16", "t_random_fast"),
-    ("d16", "t_random_axiram"),
-    ("d16", "t_axi_errors"),
-    ("d16", "t_perf"),
-]
+# Every test at d8; the data-path ones again at d16.
+D16_TESTS = ("t_align_sweep", "t_random_fast", "t_random_axiram", "t_axi_errors", "t_perf")
+SIM_TESTS = [("d8", t) for t in simbuild.cocotb_tests(MODULE)] + [("d16", t) for t in D16_TESTS]
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("key,test", SIM_TESTS, ids=[f"{k}-{t}" for k, t in SIM_TESTS])
 def test_dma_sim(key, test):
     env = {"KAKI_DMA_CFG": json.dumps(CONFIGS[key]), "KAKI_HM_WORDS": str(HM_WORDS)}
-    simbuild.run(_target(key), "cocotb_tests.cocotb_dma_engine", testcase=test, extra_env=env,
+    simbuild.run(_target(key), MODULE, testcase=test, extra_env=env,
                  tag=f"{key}-{test}")
 
 
@@ -230,4 +222,4 @@ def test_host_mem_model_sim():
     """The host memory model alone (top = kaki_host_mem) against cocotbext-axi AxiMaster."""
     target = simbuild.SimTarget(name="kaki_tb_host_mem", toplevel="kaki_host_mem",
                                 sources=[HOST_MEM_V])
-    simbuild.run(target, "cocotb_tests.cocotb_host_mem", extra_env={"KAKI_HM_WORDS": str(HM_WORDS)})
+    simbuild.run(target, HOST_MEM_MODULE, extra_env={"KAKI_HM_WORDS": str(HM_WORDS)})

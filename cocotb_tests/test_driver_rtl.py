@@ -1,14 +1,16 @@
-"""The host driver API on the RTL chip (8x8): driver/conformance.py's tests through ChipTB.
+"""The host driver API on the RTL chip (8x8): verif/driver_conformance.py's tests through ChipTB.
 
 ``cocotb_driver.py`` runs them; tests/test_driver.py runs the same coroutines on the golden backend.
 """
 import pytest
 
-from driver.conformance import TESTS
+from verif.driver_conformance import TESTS
 from tools import simbuild
-from verif.soc_target import soc_target
+from tools.simbuild import soc_target
 from firmware.build import shared_elf as firmware_elf
 
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {"cocotb_tests.cocotb_driver": ("driver_conformance",)}
 # Two groups so pytest-xdist runs them in parallel (each boots its own simulator).
 _NAMES = [t.__name__ for t in TESTS]
 GROUPS = {"a": _NAMES[::2], "b": _NAMES[1::2]}

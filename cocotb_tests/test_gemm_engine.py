@@ -22,7 +22,6 @@ from hdl_gen.gemm_engine import GemmEngine
 from hdl_gen.mem_port import ReadPortSignature, WritePortSignature
 from hdl_gen.pe_array import PEArray
 from tools import simbuild
-from tools import toolchain
 
 # Small memories keep the build fast; 4 scratchpad banks and 2 accumulator banks as in the chip.
 SPAD_BANK_ROWS = 1024
@@ -121,6 +120,9 @@ class GemmHarness(wiring.Component):
 # while these tests simulate only ~0.5M cycles: -O0 is the faster build + run (measured: dim 16,
 # 47 s vs 118 s CPU to build, 4.8 s vs 1.2 s to run).
 BUILD_ARGS = ["-CFLAGS", "-O0"]
+MODULE = "cocotb_tests.cocotb_gemm_engine"
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {MODULE: simbuild.ALL}
 
 
 def _target(dim):
@@ -131,9 +133,8 @@ def _target(dim):
 @pytest.mark.sim
 @pytest.mark.parametrize("dim", ARRAY_SIZES)
 def test_gemm_engine(dim):
-    results = simbuild.run(_target(dim), "cocotb_tests.cocotb_gemm_engine",
-                           extra_env={"KAKI_DIM": str(dim)}, tag=f"gemm_dim{dim}")
-    assert len(results) == 7, results
+    results = simbuild.run(_target(dim), MODULE, extra_env={"KAKI_DIM": str(dim)}, tag=f"gemm_dim{dim}")
+    assert [name for name, _ in results] == simbuild.cocotb_tests(MODULE), results
 
 
 # ---- fast (no simulator) checks --------------------------------------------------------------
@@ -166,7 +167,7 @@ def test_gemm_engine_lint(tmp_path, dim):
     rtl.mkdir()
     src = rtl / "kaki_gemm_engine.v"
     src.write_text(to_verilog(GemmEngine(KakiConfig(dim=dim)), "kaki_gemm_engine"))
-    res = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
+    res = subprocess.run([simbuild.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
                           str(src), "--top-module", "kaki_gemm_engine"],
                          capture_output=True, text=True)
     assert res.returncode == 0 and "%Warning" not in res.stderr and "%Error" not in res.stderr, res.stderr

@@ -11,14 +11,18 @@ from hdl_gen.config import KakiConfig
 from hdl_gen.emit import to_verilog
 from hdl_gen.queue_controller import QueueController
 from tools import simbuild
-from tools import toolchain
+
+MODULE = "cocotb_tests.cocotb_queue_controller"
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {MODULE: simbuild.ALL}
 
 
 def _target():
-    # N, PREFETCH, CPL_DEPTH and the data width are repeated in cocotb_queue_controller.py
+    # the chip's queue parameters (KakiConfig defaults); cocotb_queue_controller.py reads the same
+    cfg = KakiConfig()
     return simbuild.amaranth_target(
         "kaki_tb_queue_controller",
-        lambda: QueueController(KakiConfig(), n_queues=4, prefetch=4, cpl_depth=4))
+        lambda: QueueController(cfg, n_queues=cfg.queues, prefetch=cfg.prefetch, cpl_depth=cfg.cpl_depth))
 
 
 def test_queue_controller_ports():
@@ -53,18 +57,16 @@ def test_queue_controller_lints(dbits, n, prefetch, depth, tmp_path):
     src = rtl / "kaki_qc_lint.v"
     src.write_text(to_verilog(QueueController(KakiConfig(axi_data_bits=dbits), n_queues=n,
                                               prefetch=prefetch, cpl_depth=depth), "kaki_qc_lint"))
-    r = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
+    r = subprocess.run([simbuild.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
                         str(src), "--top-module", "kaki_qc_lint"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-SIM_TESTS = ["t_traffic", "t_traffic_fast", "t_round_robin_prefetch", "t_ring_overflow",
-             "t_misaligned", "t_cpl_halt", "t_reset", "t_reset_inflight", "t_axi_errors",
-             "t_cpl_overflow"]
+SIM_TESTS = simbuild.cocotb_tests(MODULE)
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("test", SIM_TESTS)
 def test_queue_controller_sim(test):
-    simbuild.run(_target(), "cocotb_tests.cocotb_queue_controller", testcase=test)
+    simbuild.run(_target(), MODULE, testcase=test)

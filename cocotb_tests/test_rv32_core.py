@@ -32,8 +32,10 @@ from hdl_gen.emit import to_verilog
 from hdl_gen.rv32_core import RV32Core
 from hdl_gen.sram import Sram1R1W
 from tools import simbuild
-from tools import toolchain
 
+MODULE = "cocotb_tests.cocotb_rv32_core"
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {MODULE: simbuild.ALL}
 IRQ_PATTERN_BITS = 256
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 
@@ -185,7 +187,7 @@ def test_rv32_core_lints(tmp_path):
     rtl.mkdir()
     src = rtl / "kaki_rv32_core_lint.v"
     src.write_text(to_verilog(RV32Core(), "kaki_rv32_core_lint"))
-    r = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
+    r = subprocess.run([simbuild.verilator_bin(), "--lint-only", "-Wall", str(simbuild.WAIVERS),
                         str(src), "--top-module", "kaki_rv32_core_lint"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -221,11 +223,7 @@ def test_rv32_core_ports():
 # ------------------------------------------------------------------------------------------------
 # Simulation
 
-SIM_TESTS = [
-    "t_alu", "t_shifts", "t_lui_auipc", "t_branches", "t_jumps", "t_loads_stores", "t_mmio",
-    "t_muldiv", "t_csr", "t_traps", "t_fetch_faults", "t_wfi_irq", "t_irq_masking", "t_cpi",
-    "t_trace_random", "t_trace_irq", "t_firmware_trace",
-]
+SIM_TESTS = simbuild.cocotb_tests(MODULE)
 # Tests that run the firmware ELF (built first, as test_chip.py::test_chip_firmware does).
 FIRMWARE_TESTS = {"t_firmware_trace"}
 
@@ -244,4 +242,4 @@ def test_rv32_core_sim(test):
     env = {"KAKI_REGRESS": "1" if REGRESS else "0"}
     if test in FIRMWARE_TESTS:
         env["KAKI_FW_ELF"] = str(_firmware_elf())
-    simbuild.run(_target(), "cocotb_tests.cocotb_rv32_core", testcase=test, extra_env=env)
+    simbuild.run(_target(), MODULE, testcase=test, extra_env=env)

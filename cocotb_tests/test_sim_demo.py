@@ -5,14 +5,18 @@ import json
 import pytest
 
 from tools import simbuild
-from verif.soc_target import soc_target
+from tools.simbuild import soc_target
 from firmware.build import shared_elf as firmware_elf
+
+MODULE = "tools.sim"
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {MODULE: ("sim_models",)}
 
 
 @pytest.mark.sim
 def test_sim_demo_conv(tmp_path):
     trace = tmp_path / "trace.json"
-    simbuild.run(soc_target(8), "tools.cocotb_sim_demo", testcase="sim_demo",
+    simbuild.run(soc_target(8), MODULE, testcase="sim_models",
                  tag="sim_demo_conv",
                  extra_env={"KAKI_FW_ELF": str(firmware_elf()), "KAKI_DEMO_MODELS": "conv",
                             "KAKI_DEMO_TRACE": str(trace)})
@@ -26,7 +30,7 @@ def test_sim_demo_conv(tmp_path):
 
 @pytest.mark.sim
 def test_sim_demo_mlp():
-    simbuild.run(soc_target(8), "tools.cocotb_sim_demo", testcase="sim_demo",
+    simbuild.run(soc_target(8), MODULE, testcase="sim_models",
                  tag="sim_demo_mlp",
                  extra_env={"KAKI_FW_ELF": str(firmware_elf()), "KAKI_DEMO_MODELS": "mlp"})
     report = json.loads((simbuild.last_run_dir() / "report.json").read_text())
@@ -39,7 +43,7 @@ def test_sim_demo_mlp():
 def test_sim_demo_torch_models():
     """Both torch.export-ed demo models (compiler/torch_models.py) through the importer, compiled and
     run on RTL, bit-exact against the golden chip model and the graph interpreter."""
-    simbuild.run(soc_target(8), "tools.cocotb_sim_demo", testcase="sim_demo",
+    simbuild.run(soc_target(8), MODULE, testcase="sim_models",
                  tag="sim_demo_torch",
                  extra_env={"KAKI_FW_ELF": str(firmware_elf()),
                             "KAKI_DEMO_MODELS": "torch_mlp,torch_conv"})

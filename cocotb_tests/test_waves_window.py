@@ -22,6 +22,10 @@ endmodule
 """
 
 
+#: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
+COCOTB_RUNS = {"cocotb_tests.cocotb_waves_window": simbuild.ALL}
+
+
 def _target():
     src = simbuild.write_if_changed(simbuild.BUILD / "gen" / "kaki_tb_waves_window.v", COUNTER_V)
     return simbuild.SimTarget(name="kaki_tb_waves_window", toplevel="kaki_tb_waves_window",

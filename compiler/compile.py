@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cost
-from .graph import DTYPES, im2col
+from .graph import DTYPES, check_feeds, im2col
 from .ir import CommandIR, dump_fused, verify_fused
 from .errors import CompileError
 from .passes import LAYOUTS, fuse, max_compute_queues, schedule, tile
@@ -25,16 +25,19 @@ class CompiledModel:
 
     def pack_inputs(self, feeds):
         """``{graph input name: array}`` -> ``{program buffer name: bytes}`` (applies the im2col host
-        preprocessing for conv inputs)."""
+        preprocessing for conv inputs). The feeds are checked like the interpreter's
+        (:func:`compiler.graph.check_feeds`: exact names, dtypes and shapes, nothing converted;
+        :class:`compiler.graph.FeedError` otherwise)."""
+        feeds = check_feeds(self.graph, feeds)
         out = {}
         for t in self.graph.inputs:
             if t.name in self.program.buffers:
-                out[t.name] = np.ascontiguousarray(feeds[t.name], DTYPES[t.dtype]).tobytes()
+                out[t.name] = np.ascontiguousarray(feeds[t.name]).tobytes()
         for g in self.fused:
             spec = getattr(g.a, "im2col", None)
             if spec is not None:
                 kh, kw = spec["kernel"]
-                x = np.asarray(feeds[spec["source"].name], np.int8)
+                x = feeds[spec["source"].name]
                 out[g.a.name] = im2col(x, kh, kw, spec["stride"], spec["padding"],
                                        spec["source"].zero_point).tobytes()
         return out

@@ -18,7 +18,8 @@
 four in-order engines; :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the
 busiest engine or the firmware's work).
 """
-from spec.descriptors import Opcode
+from spec.chip import FIFO_DEPTH
+from spec.descriptors import COMMANDS, DMA_FIELDS, GEMM_FIELDS, VEC_FIELDS, Engine, Opcode
 
 from .dma import ceil_div
 
@@ -53,14 +54,16 @@ def gemm_cycles(m, k_tiles, n_tiles, caps):
 
 def command_cycles(cmd, caps):
     """Predicted engine cycles of a ProgramCommand (or anything with ``opcode`` and ``fields``)."""
-    op, f = Opcode(cmd.opcode), cmd.fields
-    if op in (Opcode.DMA_LOAD, Opcode.DMA_STORE):
-        return dma_cycles(f["rows"], f["planes"], f["row_bytes"], caps, op == Opcode.DMA_STORE)
-    if op == Opcode.GEMM:
+    row, f = COMMANDS[Opcode(cmd.opcode)], cmd.fields    # by the command table: engine and payload
+    if row.engine is None:
+        return FW_EVENT
+    if row.fields is DMA_FIELDS:
+        return dma_cycles(f["rows"], f["planes"], f["row_bytes"], caps, row.engine == Engine.DMA_STORE)
+    if row.fields is GEMM_FIELDS:
         return gemm_cycles(f["m"], f["k_tiles"], f["n_tiles"], caps)
-    if op == Opcode.VECTOR:
+    if row.fields is VEC_FIELDS:
         return VEC_SETUP + f["rows"] + VEC_PIPE
-    return FW_EVENT
+    raise ValueError(f"no cost model for {row.opcode.name}")
 
 
 def program_cycles(program, caps):
@@ -72,19 +75,18 @@ def program_cycles(program, caps):
 #: engine done -> completion record requested (what a SIGNAL_EVENT waits for)
 START_LAT = 30
 RETIRE_LAT = 240
-ENGINE_OPS = (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.GEMM, Opcode.VECTOR)
 
-
-def simulate(commands, cycles, fifo_depth=4, timeline=None):
+def simulate(commands, cycles, fifo_depth=FIFO_DEPTH, timeline=None):
     """Predicted run time (cycles from the first dispatch to the last completion record) of
     ``commands`` with per-command engine ``cycles``: a model of the firmware's dispatch loop — one
     control core visiting the queues in order, each queue in order until it blocks, ``DISPATCH``
     cycles per forwarded engine command and ``FW_EVENT`` per event/NOP/barrier, a SIGNAL_EVENT or
     BARRIER waiting until every earlier command of its queue retired (engine done +
-    ``RETIRE_LAT``), at most ``fifo_depth`` commands per engine in flight — and four in-order
-    engines. A WAIT on a value no command here signals (e.g. a layer cut out of a program) counts
-    as reached. ``timeline`` (a dict), when given, receives command index -> (start, end): an
-    engine command's run on its engine, a firmware-only command's processing."""
+    ``RETIRE_LAT``), at most ``fifo_depth`` commands per engine in flight — and the in-order
+    engines, each opcode on the engine the command table names. A WAIT on a value no command here
+    signals (e.g. a layer cut out of a program) counts as reached. ``timeline`` (a dict), when
+    given, receives command index -> (start, end): an engine command's run on its engine, a
+    firmware-only command's processing."""
     inf = float("inf")
     queues = {}
     for i, c in enumerate(commands):
@@ -104,15 +106,16 @@ def simulate(commands, cycles, fifo_depth=4, timeline=None):
                 i = queues[q][head[q]]
                 c = commands[i]
                 op = Opcode(c.opcode)
-                if op in ENGINE_OPS:
-                    fl = [d for d in inflight.get(op, []) if d + RETIRE_LAT > fw]
-                    inflight[op] = fl
+                eng = COMMANDS[op].engine
+                if eng is not None:
+                    fl = [d for d in inflight.get(eng, []) if d + RETIRE_LAT > fw]
+                    inflight[eng] = fl
                     if len(fl) >= fifo_depth:
                         next_t = min(next_t, min(fl) + RETIRE_LAT)
                         break
                     fw += DISPATCH
-                    start = max(fw + START_LAT, eng_free.get(op, 0))
-                    done = eng_free[op] = start + cycles[i]
+                    start = max(fw + START_LAT, eng_free.get(eng, 0))
+                    done = eng_free[eng] = start + cycles[i]
                     fl.append(done)
                     retired[q] = max(retired[q], done + RETIRE_LAT)
                     end = max(end, done + RETIRE_LAT)
@@ -131,7 +134,7 @@ def simulate(commands, cycles, fifo_depth=4, timeline=None):
                         events[ev] = max(events.get(ev, 0), c.fields.get("value", 0))
                 end = max(end, fw)
                 if timeline is not None:
-                    timeline[i] = (start, done) if op in ENGINE_OPS else (fw - FW_EVENT, fw)
+                    timeline[i] = (start, done) if eng is not None else (fw - FW_EVENT, fw)
                 head[q] += 1
                 progressed = True
         if not progressed:
@@ -143,14 +146,14 @@ def simulate(commands, cycles, fifo_depth=4, timeline=None):
 
 def summary(program, cycles):
     """Per-queue and per-engine totals and a lower bound on the run time (the busiest engine or
-    the firmware's dispatch work, whichever is larger)."""
-    engines = {Opcode.DMA_LOAD: "dma_load", Opcode.DMA_STORE: "dma_store", Opcode.GEMM: "gemm",
-               Opcode.VECTOR: "vector"}
+    the firmware's dispatch work, whichever is larger). Engines are keyed by their lower-case
+    :class:`Engine` name (``dma_load``, ``dma_store``, ``gemm``, ``vec``)."""
     per_engine, per_queue, firmware = {}, {}, 0
     for c, cy in zip(program.commands, cycles):
         per_queue[c.queue] = per_queue.get(c.queue, 0) + cy
-        name = engines.get(Opcode(c.opcode))
-        if name:
+        eng = COMMANDS[Opcode(c.opcode)].engine
+        if eng is not None:
+            name = eng.name.lower()
             per_engine[name] = per_engine.get(name, 0) + cy
             firmware += DISPATCH
         else:

@@ -24,6 +24,12 @@ program compute the same bits; the arithmetic is :mod:`golden.ops`):
   ``b`` must have the same scale; the result has zero point ``a.zp + b.zp``.
 * ``relu(x)``: ``max(x, x.zp)``. ``requantize(x, scale, zero_point)``: int32 -> int8, or int8 ->
   int8 (``requant(x - x.zp)``).
+* ``maxred(x)``: int8 ``[R, C]`` (any rank, seen as rows x channels) -> ``[1, C]``, the elementwise
+  max over all rows (:func:`golden.ops.max_reduce`, the vector unit's ``ops.maxred``; e.g. a global
+  max-pool of an NHWC feature map); same scale and zero point.
+
+Feeds (``interpret`` and ``CompiledModel.pack_inputs``) are checked by :func:`check_feeds`: one
+NumPy array per graph input, exactly its shape and dtype, no other names; nothing is converted.
 """
 import math
 from dataclasses import dataclass, field
@@ -35,18 +41,57 @@ from golden import ops
 from . import mlir
 from .errors import CompileError
 
-__all__ = ["Tensor", "Node", "Graph", "quantize_multiplier", "im2col", "interpret", "DTYPES"]
+__all__ = ["Tensor", "Node", "Graph", "quantize_multiplier", "im2col", "interpret", "check_feeds",
+           "FeedError", "DTYPES"]
 
 DTYPES = {"int8": np.int8, "int32": np.int32}
 #: Ops the compiler knows (``Graph.custom`` can build others; compiling them is an error).
-KNOWN_OPS = ("input", "const", "linear", "matmul", "conv2d", "add", "relu", "requantize")
+KNOWN_OPS = ("input", "const", "linear", "matmul", "conv2d", "add", "relu", "requantize", "maxred")
+
+
+class FeedError(CompileError):
+    """A feed does not match the graph's inputs (missing, unknown, wrong type, dtype or shape)."""
+
+
+def check_feeds(graph, feeds):
+    """``feeds`` must map every graph input name, and nothing else, to a NumPy array of exactly
+    the input's shape and dtype (nothing is converted: a float, int16 or transposed array is an
+    error). Returns ``{input name: array}``; raises :class:`FeedError` naming the input and the
+    offending value (and, for a missing or unknown name, the expected names)."""
+    inputs = graph.inputs
+    expected = [t.name for t in inputs]
+    if not isinstance(feeds, dict):
+        raise FeedError(f"graph {graph.name!r}", f"feeds must be a dict {{input name: array}}, got "
+                                                 f"{type(feeds).__name__}")
+    unknown = [k for k in feeds if k not in expected]
+    missing = [k for k in expected if k not in feeds]
+    if unknown or missing:
+        what = "; ".join(([f"unknown feed name(s) {unknown}"] if unknown else []) +
+                         ([f"missing feed(s) {missing}"] if missing else []))
+        raise FeedError(f"graph {graph.name!r}", f"{what} (the graph's inputs are {expected})")
+    out = {}
+    for t in inputs:
+        v = feeds[t.name]
+        where = f"input {t.name!r}"
+        if not isinstance(v, np.ndarray):
+            raise FeedError(where, f"feed is a {type(v).__name__}, expected a NumPy {t.dtype} array "
+                                   f"of shape {t.shape}")
+        if v.dtype != DTYPES[t.dtype]:
+            raise FeedError(where, f"feed has dtype {v.dtype}, expected {t.dtype} (nothing is "
+                                   f"converted: quantize it first)")
+        if v.shape != t.shape:
+            raise FeedError(where, f"feed has shape {v.shape}, expected {t.shape}")
+        out[t.name] = v
+    return out
 
 
 def quantize_multiplier(real, where="requantize"):
     """``real`` (scalar or per-channel array, > 0) -> int32 ``mult`` and ``shift`` arrays with
-    ``real ~= mult * 2**-shift``, ``mult`` in [2**30, 2**31), ``shift`` in 0..63."""
+    ``real ~= mult * 2**-shift``, ``mult`` in [2**30, 2**31), ``shift`` in 0..63. A ratio outside
+    [2**-33, 2**31) cannot be represented so: CompileError naming ``where`` and the ratio."""
     real = np.atleast_1d(np.asarray(real, dtype=np.float64))
     mult, shift = np.zeros(real.shape, np.int32), np.zeros(real.shape, np.int32)
+    per_channel = len(real) > 1 and bool((real != real[0]).any())
     for i, r in enumerate(real):
         if not (np.isfinite(r) and r > 0):
             raise CompileError(where, f"requantization multiplier {r} must be positive and finite")
@@ -55,10 +100,14 @@ def quantize_multiplier(real, where="requantize"):
         if m == 2**31:
             m, exp = m // 2, exp + 1
         s = 31 - exp
-        if s > 63:                      # tiny multipliers: drop mantissa bits, keep shift 63
-            m, s = m >> (s - 63), 63
+        chan = f" (channel {i})" if per_channel else ""
+        if s > 63:
+            raise CompileError(where, f"output-scale ratio{chan} {r:.6g} (input scale x weight scale "
+                                      f"/ output scale) is below 2**-33: mult in [2**30, 2**31) "
+                                      f"would need a shift above 63; use a smaller output scale")
         if s < 0:
-            raise CompileError(where, f"requantization multiplier {r} is too large (>= 2**31)")
+            raise CompileError(where, f"output-scale ratio{chan} {r:.6g} is too large (>= 2**31): "
+                                      f"use a larger output scale")
         mult[i], shift[i] = m, s
     return mult, shift
 
@@ -281,6 +330,12 @@ class Graph:
                                                       zero_point=int(zero_point)),
                          x.shape, "int8", scale, zero_point)
 
+    def maxred(self, x, *, name=None):
+        """Elementwise max over all rows of int8 ``x`` (``prod(shape[:-1])`` rows) -> ``[1, C]``."""
+        name = self._unique(name, "maxred")
+        self._need(f"maxred {name!r}", x, "int8", "input")
+        return self._add("maxred", name, [x], {}, (1, x.cols), "int8", x.scale, x.zero_point)
+
     def custom(self, op, *inputs, shape, dtype="int8", name=None, **attrs):
         """A node of an op the compiler may not know (an importer's escape hatch)."""
         return self._add(op, name, list(inputs), attrs, shape, dtype)
@@ -360,16 +415,13 @@ def interpret(graph, feeds):
     Bit-exact with the device by construction: every op is the :mod:`golden.ops` arithmetic the
     vector unit and the PE array implement, with the integer parameters fixed at graph build time.
     """
+    feeds = check_feeds(graph, feeds)
     env = {}
     for n in graph.nodes:
         t = n.output
         a = n.attrs
         if n.op == "input":
-            v = np.asarray(feeds[n.name])
-            if v.shape != t.shape or v.dtype != DTYPES[t.dtype]:
-                raise CompileError(n.where, f"feed has shape {v.shape} dtype {v.dtype}, expected "
-                                            f"{t.shape} {t.dtype}")
-            env[id(t)] = v
+            env[id(t)] = feeds[n.name]
             continue
         if n.op == "const":
             env[id(t)] = n.output.data
@@ -396,6 +448,8 @@ def interpret(graph, feeds):
             y = ops.relu_q(ins[0], n.inputs[0].zero_point)
         elif n.op == "add":
             y = ops.add_sat(ins[0], ins[1])
+        elif n.op == "maxred":
+            y = ops.max_reduce(np.ascontiguousarray(_2d(ins[0], n.inputs[0].cols)))
         else:
             raise CompileError(n.where, f"unsupported op {n.op!r}")
         env[id(t)] = y.reshape(t.shape)

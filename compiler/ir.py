@@ -42,6 +42,7 @@ class FusedGemm:
     output: object
     relu: bool = False
     residual: object = None
+    maxred: bool = False         #: the epilogue reduces all M rows to one (output [1, N])
 
     @property
     def m(self):
@@ -85,8 +86,11 @@ def verify_fused(gemms, graph_inputs, consts=()):
         if g.residual is not None and (g.residual.rows, g.residual.cols) != (g.m, n):
             raise CompileError(g.where, f"residual {g.residual.name!r} is {g.residual.shape}, "
                                         f"not {g.m}x{n}")
-        if (g.output.rows, g.output.cols) != (g.m, n) or g.output.dtype != "int8":
-            raise CompileError(g.where, f"output {g.output.name!r} is not int8 {g.m}x{n}")
+        out_rows = 1 if g.maxred else g.m
+        if g.maxred and g.residual is not None:
+            raise CompileError(g.where, "a max-reduce epilogue cannot add a residual")
+        if (g.output.rows, g.output.cols) != (out_rows, n) or g.output.dtype != "int8":
+            raise CompileError(g.where, f"output {g.output.name!r} is not int8 {out_rows}x{n}")
         avail.add(id(g.output))
 
 
@@ -116,6 +120,8 @@ def dump_fused(name, gemms, outputs):
         attrs = dict(fused=",".join(n.name for n in g.nodes), zero_point=g.zero_point,
                      relu=g.relu, bias=g.bias is not None, add=g.residual is not None,
                      mult=g.mult, shift=g.shift)
+        if g.maxred:
+            attrs["maxred"] = True
         ins = g.operands()
         lines.append(mlir.op_line("kaki.fused_gemm", [g.output.name], [t.name for t in ins], attrs,
                                   [mlir.tensor_type((t.rows, t.cols), t.dtype) for t in ins],
@@ -289,9 +295,9 @@ class TiledProgram:
 
 # --------------------------------------------------------------------------------- command IR
 
-OPNAMES = {Opcode.DMA_LOAD: "dma_load", Opcode.DMA_STORE: "dma_store", Opcode.GEMM: "gemm",
-           Opcode.VECTOR: "vector", Opcode.SIGNAL_EVENT: "signal", Opcode.WAIT_EVENT: "wait",
-           Opcode.BARRIER: "barrier", Opcode.NOP: "nop"}
+#: MLIR op name (``kaki.<name>``) of every opcode: its lower-case name, events shortened
+OPNAMES = {op: {Opcode.SIGNAL_EVENT: "signal", Opcode.WAIT_EVENT: "wait"}.get(op, op.name.lower())
+           for op in Opcode}
 
 
 @dataclass

@@ -4,12 +4,25 @@ quantization parameters chosen so the outputs are neither saturated nor all zero
 ``build(name, seed) -> (Graph, feeds)``; ``MODELS`` lists the names. ``TORCH_MODELS`` are written
 in PyTorch and imported (compiler/torch_models.py); they need the ``torch`` extra, which this module
 imports only when one of them is built.
+
+**Your own model**: ``build("path/to/file.py:function", seed)`` (:func:`load_user_model`) imports
+the file and calls ``function(seed=seed)`` (or ``function()`` when it takes no ``seed``); it must
+return ``(Graph, feeds)`` or ``(torch.nn.Module, example inputs)`` (a tensor or a tuple of tensors:
+exported with ``torch.export``, calibrated on the inputs plus random batches of their shapes,
+imported by :mod:`compiler.torch_import`). Every problem is a :class:`UserModelError` naming the
+spec. docs/examples/my_model.py is an example.
 """
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
 import numpy as np
 
-from .graph import Graph, im2col, interpret
+from .graph import Graph, check_feeds, im2col, interpret
 
-__all__ = ["MODELS", "TORCH_MODELS", "build", "mlp", "conv", "degenerate"]
+__all__ = ["MODELS", "TORCH_MODELS", "build", "mlp", "conv", "degenerate", "is_user_spec",
+           "load_user_model", "display_name", "UserModelError"]
 
 MODELS = ("mlp", "conv")
 TORCH_MODELS = ("torch_mlp", "torch_conv")
@@ -66,11 +79,128 @@ def conv(seed=0, n=1, hw=16, c=16, oc=32, k=3, head=16):
     return g, feeds
 
 
+class UserModelError(ValueError):
+    """``path/to/file.py:function`` does not name a usable model (the message says why)."""
+
+
+def is_user_spec(name):
+    """True for ``path/to/file.py:function`` (a model of your own), False for a built-in name."""
+    return ".py:" in str(name)
+
+
+def display_name(spec, root=None):
+    """``spec`` with its path relative to ``root`` (the repository) when inside it."""
+    if not is_user_spec(spec):
+        return spec
+    path, fn = str(spec).rsplit(":", 1)
+    root = Path(root or Path(__file__).resolve().parent.parent)
+    try:
+        path = str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        pass
+    return f"{path}:{fn}"
+
+
+def _user_function(spec):
+    path, _, fname = str(spec).rpartition(":")
+    if not path.endswith(".py") or not fname:
+        raise UserModelError(f"model {spec!r}: expected path/to/file.py:function")
+    file = Path(path)
+    if not file.is_file():
+        raise UserModelError(f"model {spec!r}: file {str(file)!r} does not exist "
+                             f"(relative to {Path.cwd()})")
+    mod_name = f"kaki_user_model_{abs(hash(str(file.resolve())))}"
+    if mod_name in sys.modules:
+        module = sys.modules[mod_name]
+    else:
+        loader = importlib.util.spec_from_file_location(mod_name, file)
+        module = importlib.util.module_from_spec(loader)
+        try:
+            loader.loader.exec_module(module)
+        except Exception as e:
+            raise UserModelError(f"model {spec!r}: importing {str(file)!r} raised "
+                                 f"{type(e).__name__}: {e}") from e
+        sys.modules[mod_name] = module
+    fn = getattr(module, fname, None)
+    if fn is None:
+        found = sorted(k for k, v in vars(module).items()
+                       if inspect.isfunction(v) and v.__module__ == mod_name and not k.startswith("_"))
+        raise UserModelError(f"model {spec!r}: {str(file)!r} has no function {fname!r} "
+                             f"(functions defined there: {', '.join(found) or 'none'})")
+    if not callable(fn):
+        raise UserModelError(f"model {spec!r}: {fname!r} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def _torch_module(obj):
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _import_torch(spec, module, inputs, seed, calibration_batches=8):
+    import torch
+    from .torch_import import import_exported
+
+    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs) \
+        if isinstance(inputs, (tuple, list)) else None
+    if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
+        raise UserModelError(f"model {spec!r}: a torch.nn.Module must come with its example "
+                             f"inputs: a tensor or a tuple of tensors")
+    module = module.eval()
+    try:
+        ep = torch.export.export(module, inputs)
+    except Exception as e:
+        raise UserModelError(f"model {spec!r}: torch.export.export failed: {type(e).__name__}: "
+                             f"{e}") from e
+    gen = torch.Generator().manual_seed(seed)
+    calibration = [tuple(torch.randn(*x.shape, generator=gen) for x in inputs)
+                   for _ in range(calibration_batches)] + [inputs]
+    name = str(spec).rpartition(":")[2]
+    imported = import_exported(ep, calibration, name=name)
+    return imported.graph, imported.quantize_inputs(*[np.asarray(x.detach()) for x in inputs])
+
+
+def load_user_model(spec, seed=0):
+    """``path/to/file.py:function`` -> ``(Graph, feeds)`` (see the module docstring); raises
+    :class:`UserModelError` for a missing file or function or a wrong return value, and the
+    feed / compile errors (``FeedError``, ``CompileError``) of a malformed model."""
+    fn = _user_function(spec)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_seed = "seed" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+    try:
+        result = fn(seed=seed) if takes_seed else fn()
+    except Exception as e:
+        raise UserModelError(f"model {spec!r}: calling it raised {type(e).__name__}: {e}") from e
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        raise UserModelError(f"model {spec!r} returned {type(result).__name__} {result!r:.80}; "
+                             f"expected (Graph, feeds) or (torch.nn.Module, example inputs)")
+    first, second = result
+    if isinstance(first, Graph):
+        if not isinstance(second, dict):
+            raise UserModelError(f"model {spec!r} returned (Graph, {type(second).__name__}); the "
+                                 f"feeds must be a dict {{input name: int8 array}}")
+        check_feeds(first, second)
+        return first, second
+    if _torch_module(first):
+        return _import_torch(spec, first, second, seed)
+    raise UserModelError(f"model {spec!r} returned ({type(first).__name__}, "
+                         f"{type(second).__name__}); expected (Graph, feeds) or "
+                         f"(torch.nn.Module, example inputs)")
+
+
 def build(name, seed=0):
+    if is_user_spec(name):
+        return load_user_model(name, seed)
     if name in TORCH_MODELS:
         from . import torch_models
         imported, inputs, _ = torch_models.build(name, seed)
         return imported.graph, imported.quantize_inputs(*inputs)
+    if name not in MODELS:
+        raise UserModelError(f"unknown model {name!r}: one of {', '.join(MODELS + TORCH_MODELS)}, "
+                             f"or path/to/file.py:function")
     return {"mlp": mlp, "conv": conv}[name](seed)
 
 

@@ -54,13 +54,22 @@ EV_COMPUTED, EV_EPILOGUE = (1, 4), (2, 5)
 def _identity(graph_node, x):
     from .graph import Tensor
     n = x.cols
-    return Tensor(f"{graph_node.name}.eye", (n, n), "int8", 1.0, 0, None, np.eye(n, dtype=np.int8))
+    t = Tensor(f"{graph_node.name}.eye", (n, n), "int8", 1.0, 0, None, np.eye(n, dtype=np.int8))
+    t.identity = True            # inserted by the compiler: its MACs are not the model's
+    return t
 
 
 def fuse(graph):
     """Graph -> list of :class:`FusedGemm` in execution order (graph.verify() first)."""
     from .graph import Tensor
     graph.verify()
+    for t in graph.outputs:
+        if t.producer.op in ("input", "const"):
+            # the output buffer would be the input's own buffer (buffers are named by tensor):
+            # a pass-through graph computes nothing on the chip
+            raise CompileError(f"graph {graph.name!r}", f"output {t.name!r} is the graph "
+                                                        f"{t.producer.op} itself: nothing to compute "
+                                                        "(an output must be produced by an op)")
     outputs = {id(t) for t in graph.outputs}
     uses = {}
     for n in graph.nodes:
@@ -131,11 +140,18 @@ def fuse(graph):
                 c = x.cols
                 emit(FusedGemm(n.name, [n], x, _identity(n, x), np.full(c, -x.zero_point, np.int32),
                                np.ones(c, np.int32), np.zeros(c, np.int32), x.zero_point, out, relu=True))
+        elif n.op == "maxred":
+            # an identity GEMM whose epilogue reduces the rows (VECTOR ops.maxred): one M tile
+            x = n.inputs[0]
+            c = x.cols
+            emit(FusedGemm(n.name, [n], x, _identity(n, x), np.full(c, -x.zero_point, np.int32),
+                           np.ones(c, np.int32), np.zeros(c, np.int32), x.zero_point, out,
+                           maxred=True))
         elif n.op == "add":
             lhs, rhs = n.inputs
             for x, other in ((lhs, rhs), (rhs, lhs)):
                 g = absorbable(x)
-                if g is not None and g.residual is None and other is not x:
+                if g is not None and g.residual is None and not g.maxred and other is not x:
                     g.residual = other
                     retarget(g, n)
                     # the residual may be computed after g: g's only use is this add, so g can
@@ -170,8 +186,9 @@ LAYOUTS = {
 }
 
 
-def plan_chip_buffers(caps, param_rows, layout="banked"):
-    """Static on-chip buffers: ``{name: Buffer}`` (see the module docstring and LAYOUTS)."""
+def plan_chip_buffers(caps, param_rows, layout="banked", where="buffer planning"):
+    """Static on-chip buffers: ``{name: Buffer}`` (see the module docstring and LAYOUTS).
+    ``where``: the node whose parameters need ``param_rows`` rows (named by a CompileError)."""
     dim = caps.dim
     total, bank = caps.spad_rows, caps.spad_bank_rows
     parts = LAYOUTS[layout]
@@ -196,8 +213,11 @@ def plan_chip_buffers(caps, param_rows, layout="banked"):
         crows = (caps.acc_rows - 2 * pr) // 2
         bases = (2 * pr, 2 * pr + crows)
     if crows < 1:
-        raise CompileError("buffer planning", f"epilogue parameters need 2 x {param_rows} accumulator "
-                                              f"rows, leaving none for the C tiles")
+        have = abank if caps.acc_banks >= 2 else caps.acc_rows
+        raise CompileError(where, f"buffer planning: its epilogue parameters (bias, mult, shift: 3 "
+                                  f"rows per {dim}-channel n-tile) need 2 x {param_rows} accumulator "
+                                  f"rows, more than the {have} available, leaving none for the C "
+                                  f"tiles")
     bufs["p0"] = Buffer("p0", "acc", 0, pr, 0)
     bufs["p1"] = Buffer("p1", "acc", pr, pr, 0)
     for i, base in enumerate(bases):
@@ -219,14 +239,14 @@ def max_compute_queues(caps):
     return 2 if (caps.queues or 4) >= 4 and caps.acc_banks >= 2 else 1
 
 
-def _best_tiling(m, k, n, caps, cap_a, cap_b, cap_o, nq):
+def _best_tiling(m, k, n, caps, cap_a, cap_b, cap_o, nq, full_m=False):
     dim = caps.dim
     kt, nt = ceil_div(k, dim), ceil_div(n, dim)
     best = None
     for kc in _candidates(kt, min(0xFFF, cap_b // dim)):
         for ng in _candidates(nt, min(0xFFF, cap_b // (kc * dim))):
             tm = min(m, cap_a // kc, cap_o // ng, 0xFFFF)
-            if tm < 1:
+            if tm < 1 or (full_m and tm < m):
                 continue
             c = cost.tiling_cost(m, k, n, tm, kc, ng, caps, nq)
             if best is None or c < best[0]:
@@ -239,11 +259,16 @@ def choose_tiling(g, caps, bufs, nq, cache=None):
     dict shared by calls with the same arguments (compile_graph's variants)."""
     cap_a, cap_b = bufs["a0"].rows, bufs["b0"].rows
     cap_o = min(bufs["o0"].rows, bufs["r0"].rows, bufs["c0"].rows)
-    key = (g.m, g.k, g.n, caps, cap_a, cap_b, cap_o, nq)
+    key = (g.m, g.k, g.n, caps, cap_a, cap_b, cap_o, nq, g.maxred)
     cache = {} if cache is None else cache
     if key not in cache:
         cache[key] = _best_tiling(*key)
     best = cache[key]
+    if best is None and g.maxred:
+        raise CompileError(g.where, f"max-reduce over {g.m} rows x {g.n} channels: all rows must be "
+                                    f"in one tile, and no tile of {g.m} rows fits the buffers "
+                                    f"(A {cap_a}, C/out {cap_o} rows per buffer, "
+                                    f"limit {min(cap_a, cap_o, 0xFFFF)} rows)")
     if best is None:
         raise CompileError(g.where, f"{g.m}x{g.k}x{g.n} GEMM: no tile fits the buffers "
                                     f"(A {cap_a}, W {cap_b}, C/out {cap_o} rows)")
@@ -286,8 +311,12 @@ def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache
     see :func:`choose_tiling`."""
     dim = caps.dim
     nq = queues or max_compute_queues(caps)
-    param_rows = max(3 * ceil_div(g.n, dim) for g in gemms)
-    bufs = plan_chip_buffers(caps, param_rows, layout)
+    if not gemms:
+        raise CompileError("tiling", "no GEMM to tile (the graph computes nothing)")
+    widest = max(gemms, key=lambda g: g.n)
+    param_rows = 3 * ceil_div(widest.n, dim)
+    bufs = plan_chip_buffers(caps, param_rows, layout,
+                             f"{widest.where} ({widest.m}x{widest.k}x{widest.n} GEMM, N={widest.n})")
     out, step, tile_no = [], 0, 0
     for j, g in enumerate(gemms):
         tm, kc, ng = choose_tiling(g, caps, bufs, nq, cache)
@@ -590,23 +619,28 @@ class _Scheduler:
         em.wait(q, EV_STORED, t.index - 1, f"{g.name}: o{tb} free")
         nt0, ngs = t.n0 // dim, ceil_div(t.n1 - t.n0, dim)
         bias_op = g.bias is not None and not L.bias_c
+        # a max-reduce writes one output row per n-tile (its n-tiles 1 row apart)
+        orows = 1 if g.maxred else mr
         # C, output and residual n-tiles are contiguous (stride mr): with per-tensor
-        # parameters and no bias to add, one command covers all of them
-        for j0, nj in ([(0, ngs)] if L.uniform and not bias_op else [(j, 1) for j in range(ngs)]):
+        # parameters and no bias to add, one command covers all of them (not a max-reduce: it
+        # would reduce the n-tiles together)
+        one = L.uniform and not bias_op and not g.maxred
+        for j0, nj in ([(0, ngs)] if one else [(j, 1) for j in range(ngs)]):
             prow = L.tg.param_base + 3 * (nt0 + j0)
             what = f"n-tiles {nt0}..{nt0 + nj - 1}" if nj > 1 else f"n-tile {nt0 + j0}"
             em.add(q, Opcode.VECTOR, f"{g.name}: epilogue tile {t.index} {what}",
-                   src_addr=bufs[f"c{tb}"].base + j0 * mr, dst_addr=bufs[f"o{tb}"].base + j0 * mr,
+                   src_addr=bufs[f"c{tb}"].base + j0 * mr, dst_addr=bufs[f"o{tb}"].base + j0 * orows,
                    rows=mr * nj, bias_addr=prow, mult_addr=prow + 1, shift_addr=prow + 2,
                    res_addr=bufs[f"r{tb}"].base + j0 * mr if L.r else 0,
                    zero_point=g.zero_point & 0xFF,
-                   **{"ops.bias": int(bias_op), "ops.relu": int(g.relu), "ops.add": int(L.r is not None)})
+                   **{"ops.bias": int(bias_op), "ops.relu": int(g.relu), "ops.add": int(L.r is not None),
+                      "ops.maxred": int(g.maxred)})
         em.signal(q, EV_EPILOGUE[self.cqs.index(q)], t.index + 1, f"{g.name}: tile {t.index} epilogue")
         # ---- queue 2: store
         self.wait_epilogue(STORE_Q, t.index, f"{g.name}: tile {t.index} ready")
         for c in tiled_dma(Opcode.DMA_STORE, host_addr=HostAddr(L.o, t.m0 * g.n + t.n0),
-                           host_row_stride=g.n, rows=mr, cols=t.n1 - t.n0, elem_bytes=1,
-                           local_addr=bufs[f"o{tb}"].base, local_plane_stride=mr, local_row_stride=1,
-                           dim=dim):
+                           host_row_stride=g.n, rows=orows, cols=t.n1 - t.n0, elem_bytes=1,
+                           local_addr=bufs[f"o{tb}"].base, local_plane_stride=orows,
+                           local_row_stride=1, dim=dim):
             em.add(STORE_Q, c, f"{g.name}: store [{t.m0}:{t.m1}, {t.n0}:{t.n1}]")
         em.signal(STORE_Q, EV_STORED, t.index + 1, f"{g.name}: tile {t.index} stored")

@@ -3,15 +3,15 @@
 that every pair of conflicting commands is ordered.
 
 Semantics modelled (the firmware's, docs/queues.md "Firmware service loop"): each queue
-dispatches in order; an engine command is forwarded to its engine (DMA load, DMA store, GEMM,
-vector — each runs its commands one at a time in forwarding order, the engines run concurrently,
+dispatches in order; an engine command is forwarded to the engine the command table names
+(``spec.descriptors.COMMANDS``; each runs its commands one at a time in forwarding order, the engines run concurrently,
 so two engine commands of one queue may overlap); SIGNAL_EVENT (and BARRIER) waits until every
 earlier command of its queue completed; WAIT_EVENT holds the queue until the counter reached the
 value (wrap-safe). Among the enabled actions (dispatch the head of a queue, complete the oldest
 command of an engine) a seeded RNG picks one, so different seeds give different legal
 interleavings.
 
-Race detection is by happens-before (vector clocks over the four engines): a command's data
+Race detection is by happens-before (vector clocks over the engines): a command's data
 accesses (scratchpad / accumulator rows, host bytes) are checked against the last writer and
 the readers of every location it touches; an access not ordered after a conflicting one is a
 :class:`Hazard`, whatever order this particular interleaving happened to pick.
@@ -19,14 +19,16 @@ the readers of every location it touches; an access not ordered after a conflict
 import numpy as np
 
 from spec import commands
-from spec.descriptors import ErrorCode, Opcode
+from spec.descriptors import COMMANDS, ENGINE_OPCODES, Engine, ErrorCode, Opcode
 from driver.program import reached
 from golden.device_model import DeviceModel
 
 __all__ = ["Hazard", "accesses", "layout_buffers", "execute", "check_schedulable"]
 
-ENGINE = {Opcode.DMA_LOAD: 0, Opcode.DMA_STORE: 1, Opcode.GEMM: 2, Opcode.VECTOR: 3}
-ENGINE_NAMES = ("dma_load", "dma_store", "gemm", "vector")
+#: engine index of every opcode an engine serves (the command table), and the engines' names
+ENGINE = {op: COMMANDS[op].engine.value for op in ENGINE_OPCODES}
+ENGINE_NAMES = tuple(e.name.lower() for e in sorted(Engine))
+ENGINES = len(Engine)
 
 
 class Hazard(AssertionError):
@@ -104,7 +106,7 @@ class _Tracker:
     def __init__(self, size):
         self.w_eng = np.full(size, -1, np.int64)
         self.w_seq = np.full(size, -1, np.int64)
-        self.r_seq = np.full((4, size), -1, np.int64)     # latest read per engine
+        self.r_seq = np.full((ENGINES, size), -1, np.int64)     # latest read per engine
 
     def check(self, idx, start, is_write, what, culprits):
         we, ws = self.w_eng[idx], self.w_seq[idx]
@@ -116,7 +118,7 @@ class _Tracker:
                 raise Hazard(f"{what} location {int(idx[i])} was written by {culprits(int(we[i]), int(ws[i]))}, "
                              f"which is not ordered before it")
         if is_write:
-            for e in range(4):
+            for e in range(ENGINES):
                 rs = self.r_seq[e, idx]
                 bad = rs >= start[e]
                 if bad.any():
@@ -135,13 +137,13 @@ class _Tracker:
 def _simulate(queues, caps, rng, model=None, check=True):
     """Core scheduler over ``{queue: [decoded descriptor]}``; returns the completion order."""
     heads = {q: 0 for q in queues}
-    qclock = {q: np.zeros(4, np.int64) for q in queues}
+    qclock = {q: np.zeros(ENGINES, np.int64) for q in queues}
     outstanding = {q: [] for q in queues}       # engine commands dispatched, not completed
-    completed = {q: np.zeros(4, np.int64) for q in queues}   # join of their completion clocks
+    completed = {q: np.zeros(ENGINES, np.int64) for q in queues}   # join of their completion clocks
     events, event_clock = {}, {}
-    fifo = [[] for _ in range(4)]               # (queue, index, start clock)
-    done_clock = [np.zeros(4, np.int64) for _ in range(4)]
-    seq = [0] * 4
+    fifo = [[] for _ in range(ENGINES)]         # (queue, index, start clock)
+    done_clock = [np.zeros(ENGINES, np.int64) for _ in range(ENGINES)]
+    seq = [0] * ENGINES
     who = {}
     mems = {}
     if check:
@@ -165,7 +167,7 @@ def _simulate(queues, caps, rng, model=None, check=True):
                     actions.append(("dispatch", q))
             else:
                 actions.append(("dispatch", q))
-        actions += [("complete", e) for e in range(4) if fifo[e]]
+        actions += [("complete", e) for e in range(ENGINES) if fifo[e]]
         if not actions:
             stuck = {q: heads[q] for q in queues if heads[q] < len(queues[q])}
             if stuck:

@@ -64,7 +64,7 @@ class HostAllocator:
     def alloc(self, nbytes, align=64):
         if not isinstance(nbytes, int) or nbytes <= 0:
             raise DriverMisuse(f"allocation size must be a positive int, not {nbytes!r}")
-        if align <= 0 or align & (align - 1):
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
             raise DriverMisuse(f"alignment must be a power of two, not {align!r}")
         for i, (a, n) in enumerate(self._free):
             start = -(-a // align) * align
@@ -100,6 +100,17 @@ class HostAllocator:
         return dict(self._used)
 
 
+def _raw_bytes(data, what):
+    """The bytes of a NumPy array (C order) or a bytes-like object; DriverMisuse for anything else
+    (``bytes(5)`` would silently be five zero bytes)."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).tobytes()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise DriverMisuse(f"{what}: data must be a NumPy array or bytes, not {type(data).__name__} "
+                       f"{data!r:.60}")
+
+
 class Buffer:
     """Host memory the device can reach: ``addr`` (device = host address), ``nbytes``."""
 
@@ -119,7 +130,9 @@ class Buffer:
 
     async def write(self, data, offset=0):
         """Write a NumPy array (its raw bytes, C order) or bytes at ``offset``."""
-        raw = np.ascontiguousarray(data).tobytes() if isinstance(data, np.ndarray) else bytes(data)
+        raw = _raw_bytes(data, "Buffer.write")
+        if not isinstance(offset, int):
+            raise DriverMisuse(f"Buffer.write offset must be an int, not {offset!r}")
         self._check(offset, len(raw), "write")
         await self.device.backend.host_write(self.addr + offset, raw)
 
@@ -257,9 +270,20 @@ class Queue:
             raise DriverMisuse(f"submit to closed queue {self.index}")
         if self.error is not None:
             raise self.error
+        if isinstance(descriptors, (str, bytes, dict)) or not hasattr(descriptors, "__iter__"):
+            raise DriverMisuse(f"submit(descriptors={descriptors!r}): expected a list of descriptors "
+                               f"(each 8 words of 32 bits), got {type(descriptors).__name__}")
         descs = []
         for k, d in enumerate(descriptors):
-            d = [int(w) for w in d]
+            try:
+                words = list(d)
+                if not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool)
+                           for w in words):
+                    raise TypeError
+                d = [int(w) for w in words]
+            except TypeError:
+                raise DriverMisuse(f"submit: descriptor {k} ({d!r}, a {type(d).__name__}) must be a "
+                                   f"list of 8 int words of 32 bits") from None
             if len(d) != 8 or any(not 0 <= w <= M32 for w in d):
                 raise DriverMisuse(f"descriptor {k} must be 8 words of 32 bits, not {d!r}")
             descs.append(d)
@@ -514,7 +538,7 @@ class Device:
 
     async def upload(self, array, align=64):
         """A new buffer holding ``array``'s bytes."""
-        raw = np.ascontiguousarray(array).tobytes() if isinstance(array, np.ndarray) else bytes(array)
+        raw = _raw_bytes(array, "Device.upload")
         buf = self.alloc(len(raw), align)
         await buf.write(raw)
         return buf
@@ -615,6 +639,15 @@ class Device:
         room, so cross-queue event waits cannot deadlock on back-pressure); returns
         ``{program queue: [records]}``. Raises QueueError on a failed descriptor."""
         addresses, owned, events = {}, [], []
+        if not (hasattr(program, "buffers") and hasattr(program, "commands")):
+            raise DriverMisuse(f"run(program={program!r:.60}): expected a driver.program.Program, "
+                               f"got {type(program).__name__}")
+        if not isinstance(buffers, dict) or any(not isinstance(b, Buffer) for b in buffers.values()):
+            bad = (type(buffers).__name__ if not isinstance(buffers, dict) else
+                   next(f"{k!r}: {type(b).__name__}" for k, b in buffers.items()
+                        if not isinstance(b, Buffer)))
+            raise DriverMisuse(f"run(buffers=...): expected a dict of buffer name -> Buffer "
+                               f"(Device.alloc / Device.upload), got {bad}")
         extra = set(buffers) - set(program.buffers)
         if extra:
             raise DriverMisuse(f"program {program.name!r} has no buffer {sorted(extra)[0]!r}")

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from spec import registers as R
 from spec.commands import decode
-from spec.descriptors import Opcode
+from spec.chip import EVENTS, QUEUES
+from spec.descriptors import Engine, Opcode
 from spec.firmware_image import FirmwareState
 from .ops import HostRead, Read
 from .program import reached
@@ -28,11 +29,8 @@ __all__ = ["hang_report", "HangReport", "QueueState"]
 
 M32 = 0xFFFF_FFFF
 DESC_BYTES = 32
-QUEUES = sum(1 for n in R.REGISTERS if n.startswith("Q_RING_BASE"))
-EVENTS = sum(1 for n in R.REGISTERS if n.startswith("EVENT"))
-ENGINES = ("DMA_LOAD", "DMA_STORE", "GEMM", "VEC")
-_BUSY = {"DMA_LOAD": "PERF_DMA_LOAD_BUSY", "DMA_STORE": "PERF_DMA_STORE_BUSY",
-         "GEMM": "PERF_GEMM_BUSY", "VEC": "PERF_VEC_BUSY"}
+#: Engines by name, in engine-index order (STATUS.<name>_BUSY, PERF_<name>_BUSY).
+ENGINES = tuple(e.name for e in Engine)
 
 
 def _reg(name, i):
@@ -178,7 +176,7 @@ def hang_report(last=4, ahead=4):
     engines = {e: status[f"{e}_BUSY"] for e in ENGINES}
     busy = {}
     for e in ENGINES:
-        busy[e] = yield from read(R.REGISTERS[_BUSY[e]])
+        busy[e] = yield from read(R.REGISTERS[f"PERF_{e}_BUSY"])
     hang = R.DEBUG_HANG.decode((yield from read(R.DEBUG_HANG)))
     events = []
     for e in range(EVENTS):

@@ -6,7 +6,7 @@ register (``spec.registers`` definitions), :class:`HostRead` / :class:`HostWrite
 with ``read(reg)``, ``write(reg, value)``, ``host_read(addr, n)``, ``host_write(addr, data)`` and
 ``wait(cycles)``: the golden chip model runs programs with :func:`run_sync`, a cocotb testbench
 (whose methods are coroutines) with :func:`run_async`. The firmware bring-up
-(:mod:`driver.bringup`) and the queue scenarios of ``verif/queue_scenarios.py`` are such programs.
+(:mod:`driver.bringup`) and the queue scenarios of ``verif/chip_scenarios.py`` are such programs.
 """
 from dataclasses import dataclass
 

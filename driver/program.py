@@ -14,13 +14,12 @@ nothing of addresses or device event numbers:
 from dataclasses import dataclass, field
 
 from spec import commands
-from spec.descriptors import Opcode
+from spec.descriptors import ENGINE_OPCODES, Opcode
 
 __all__ = ["BufferSpec", "Reloc", "ProgramCommand", "Program", "ProgramError", "reached"]
 
 ROLES = ("input", "output", "inout", "scratch", "const")
 EVENT_OPS = (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT)
-ENGINE_OPS = (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.GEMM, Opcode.VECTOR)
 
 
 def reached(counter, value):
@@ -153,7 +152,7 @@ class Program:
         out = Program(f"{self.name}.serialized", dict(self.buffers), events=self.events)
         for c in order:
             out.add(ProgramCommand(0, c.opcode, c.fields, c.relocs, c.irq, c.tag, c.note))
-            if c.opcode in ENGINE_OPS:
+            if c.opcode in ENGINE_OPCODES:
                 out.add(ProgramCommand(0, Opcode.BARRIER, note=f"{c.note}: serialize"))
         return out
 

@@ -14,7 +14,7 @@ avoids simulating steps in which nothing happens: "How time advances" below):
   :data:`PREFETCH`, halts, the reset handshake, and the completion writer (``cpl_latency`` steps
   per record; it writes the CompletionRecord, then the consumer index, then raises interrupts).
 * **Dispatcher and engines**: FORWARD queues a head into its engine's command FIFO
-  (:data:`FIFO_DEPTH`) with its queue's DMA window; an engine runs its commands in order, each for
+  (``caps.fifo_depth``) with its queue's DMA window; an engine runs its commands in order, each for
   a delay drawn from ``engine_delay`` (a ``(lo, hi)`` range of steps, seeded by ``seed``), and
   executes it atomically at the end through :class:`golden.device_model.DeviceModel` (the same
   NumPy memories), then puts ``(ERROR, TAG)`` in the engine's retire FIFO (:data:`RETIRE_DEPTH`).
@@ -78,23 +78,25 @@ from spec import mmio_registers as M
 from spec import registers as R
 from spec.commands import decode
 from spec.completion import RECORD_BYTES, pack_record, record_offset, unpack_record
-from spec.descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
+from spec.chip import CPL_DEPTH, EVENTS, PREFETCH, QUEUES, RETIRE_DEPTH
+from spec.descriptors import COMMANDS, DESCRIPTOR_FIELDS, Engine, ErrorCode
 from spec.firmware_image import DMEM_BASE, DMEM_BYTES, IMEM_BASE, IMEM_BYTES, FirmwareImage, FirmwareState
 
 from .control_model import MMIO_BASE, ControlModel, FirmwareRegisters, FirmwareTimeout
 from .device_model import DeviceModel
 
 M32 = 0xFFFF_FFFF
-QUEUES = sum(1 for n in R.REGISTERS if n.startswith("Q_RING_BASE"))
-EVENTS = sum(1 for n in R.REGISTERS if n.startswith("EVENT"))
-ENGINES = sum(1 for n in M.REGISTERS if n.startswith("RETIRE") and n[-1].isdigit())
-FIFO_DEPTH = 4       #: engine command FIFO depth (hdl_gen/soc.py FIFO_DEPTH, CAP_QUEUES.FIFO_DEPTH)
-PREFETCH = 4         #: descriptors each queue prefetches (hdl_gen/soc.py PREFETCH)
-RETIRE_DEPTH = 8     #: per-engine retire FIFO (hdl_gen/soc.py RETIRE_DEPTH)
-CPL_DEPTH = 4        #: completion requests the writer holds (CPL_STATUS.FREE when idle)
+# QUEUES, EVENTS, PREFETCH (per queue), RETIRE_DEPTH (per-engine retire FIFO), CPL_DEPTH (completion
+# requests the writer holds): spec.chip, i.e. KakiConfig; the engine FIFO depth is caps.fifo_depth.
+ENGINES = len(Engine)
 DESC_BYTES = 32
 __all__ = ["ChipModel", "ChipTimeout", "ContractViolation", "pack_record", "unpack_record"]
-ENGINE_NAMES = ("DMA_LOAD", "DMA_STORE", "GEMM", "VEC")
+#: Engine names by index (Engine values): DONE_<name>, PERF_<name>_*, IRQ_STATUS.<name>_DONE
+ENGINE_NAMES = tuple(Engine(e).name for e in range(ENGINES))
+#: the engine index serving each engine opcode (the command table)
+_OP_ENGINE = {int(op): c.engine.value for op, c in COMMANDS.items() if c.engine is not None}
+#: the DMA's two channels: they carry the queue's DMA window and reset together
+_DMA = (Engine.DMA_LOAD.value, Engine.DMA_STORE.value)
 _DIRECT_SUBMIT = getattr(ErrorCode, "DIRECT_SUBMIT", 15)   # being added to hdl_gen/descriptor.py
 
 
@@ -126,10 +128,12 @@ _FREEZE = R.PERF_CTRL.FREEZE.mask
 _PERF_CYCLES = R.PERF_CYCLES.addr
 _PERF_BUSY = tuple(_reg(f"PERF_{n}_BUSY").addr for n in ENGINE_NAMES)
 _PERF_FULL = tuple(_reg(f"PERF_{n}_FULL").addr for n in ENGINE_NAMES)
-_PERF_BYTES = tuple(_reg(f"PERF_{n}_BYTES").addr for n in ENGINE_NAMES[:2])
+_PERF_BYTES = {e: _reg(f"PERF_{n}_BYTES").addr for e, n in enumerate(ENGINE_NAMES)
+               if f"PERF_{n}_BYTES" in R.REGISTERS}     # the DMA channels count bytes
 _PERF_Q_RETIRED = {a: q for q, a in enumerate(_per_queue("PERF_Q_RETIRED"))}
 _PERF_Q_STALL = {a: q for q, a in enumerate(_per_queue("PERF_Q_EVENT_STALL"))}
 _DONE = tuple(_reg(f"DONE_{n}").addr for n in ENGINE_NAMES)
+_IRQ_DONE = tuple(getattr(R.IRQ_STATUS, f"{n}_DONE").mask for n in ENGINE_NAMES)
 # Fields used every tick or register access, looked up once (a Register searches its fields).
 _QREADY, _RETIRE, _QRESET = (getattr(M.WORK, f).lsb for f in ("QREADY", "RETIRE", "QRESET"))
 _WORK_TIMER = M.WORK.TIMER.mask
@@ -266,7 +270,7 @@ class ChipModel(ControlModel):
         self._cpl = deque()
         self._fetching = None          # (queue, index, due) of the one descriptor read in flight
         self._rr = QUEUES - 1          # last queue served by the fetcher
-        self._perf = dict.fromkeys(_PERF_BUSY + _PERF_FULL + _PERF_BYTES + (_PERF_CYCLES,), 0)
+        self._perf = dict.fromkeys(_PERF_BUSY + _PERF_FULL + tuple(_PERF_BYTES.values()) + (_PERF_CYCLES,), 0)
         self._perf_at = 0              # cycles before this step are in self._perf
         self._host_regs = {r.addr: sum(f.reset << f.lsb for f in r.fields) for r in R.REGISTERS.values()}
         self._build_host_map()
@@ -553,12 +557,12 @@ class ChipModel(ControlModel):
             return
         code = self.dev.submit(words)
         reserved_flags = (words[0] >> DESCRIPTOR_FIELDS["flags.reserved"][0]) & 0x7F
-        if Opcode.DMA_LOAD <= opcode <= Opcode.VECTOR and not reserved_flags:
-            e = opcode - Opcode.DMA_LOAD
+        e = _OP_ENGINE.get(opcode)
+        if e is not None and not reserved_flags:
             self._host_regs[_DONE[e]] = (self._host_regs[_DONE[e]] + 1) & M32
             irq_flag = (words[0] >> DESCRIPTOR_FIELDS["flags.irq"][0]) & 1
             if code == ErrorCode.OK and irq_flag:
-                self._host_regs[R.IRQ_STATUS.addr] |= 1 << e
+                self._host_regs[R.IRQ_STATUS.addr] |= _IRQ_DONE[e]
             if code == ErrorCode.OK:
                 self._count_dma_bytes(e, words)
         if code != ErrorCode.OK:
@@ -599,9 +603,9 @@ class ChipModel(ControlModel):
         self._host_regs[R.CORE_MEM_ADDR.addr] = (addr + 4) & M32
 
     def _debug_hang(self, value):
-        for name, e in (("GEMM", 2), ("VEC", 3)):
-            if getattr(R.DEBUG_HANG, name).get(value):
-                self.engines[e].armed = True
+        for name, armed in R.DEBUG_HANG.decode(value).items():    # fields named after engines
+            if armed:
+                self.engines[Engine[name].value].armed = True
 
     # ------------------------------------------------------------------ performance counters
     def _changing(self):
@@ -635,7 +639,7 @@ class ChipModel(ControlModel):
                 q.event_stall = (q.event_stall + n) & M32
 
     def _count_dma_bytes(self, e, words):
-        if e > 1 or self._host_regs[R.PERF_CTRL.addr] & _FREEZE:
+        if e not in _PERF_BYTES or self._host_regs[R.PERF_CTRL.addr] & _FREEZE:
             return
         d = decode(words)
         a = _PERF_BYTES[e]
@@ -769,9 +773,9 @@ class ChipModel(ControlModel):
         lsb = DESCRIPTOR_FIELDS["tag"][0]
         words[0] = (words[0] & ~(0xFFFF << lsb)) | (tag << lsb)
         opcode = words[0] & 0xFF
-        if not Opcode.DMA_LOAD <= opcode <= Opcode.VECTOR:
+        e = _OP_ENGINE.get(opcode)
+        if e is None:
             raise ContractViolation(f"FORWARD of opcode {opcode} (queue {q}): no engine serves it")
-        e = opcode - Opcode.DMA_LOAD
         eng = self.engines[e]
         if len(eng.fifo) >= self.fifo_depth:
             raise ContractViolation(f"FORWARD into the full command FIFO of {ENGINE_NAMES[e]}")
@@ -850,7 +854,7 @@ class ChipModel(ControlModel):
         eng = self.engines[e]
         cmd = eng.current
         eng.current = None
-        code = self.dev.submit(cmd.words, window=cmd.window if e <= 1 else None)
+        code = self.dev.submit(cmd.words, window=cmd.window if e in _DMA else None)
         self._host_regs[_DONE[e]] = (self._host_regs[_DONE[e]] + 1) & M32
         if code == ErrorCode.OK:
             self._count_dma_bytes(e, cmd.words)
@@ -880,7 +884,7 @@ class ChipModel(ControlModel):
         targets = set()
         for e in range(ENGINES):
             if bits >> e & 1:
-                targets |= {0, 1} if e <= 1 else {e}
+                targets |= set(_DMA) if e in _DMA else {e}
         for e in sorted(targets):
             eng = self.engines[e]
             eng.current, eng.frozen, eng.armed = None, False, False

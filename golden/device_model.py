@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spec import commands
-from spec.descriptors import ErrorCode, Opcode
+from spec.descriptors import COMMANDS, ErrorCode, Opcode
 
 from . import ops
 
@@ -65,22 +65,28 @@ class DeviceModel:
         """
         d = commands.decode(words)
         opcode = d["opcode"]
-        handlers = {Opcode.DMA_LOAD: self._dma_load, Opcode.DMA_STORE: self._dma_store,
-                    Opcode.GEMM: self._gemm, Opcode.VECTOR: self._vector}
+        row = COMMANDS.get(opcode)
         try:
-            if opcode not in handlers and opcode != Opcode.NOP:
+            if opcode != Opcode.NOP and (row is None or row.engine is None):
                 raise _Fault(ErrorCode.BAD_OPCODE)
             if d["flags.reserved"] or d.get("reserved") or d.get("ops.reserved"):
                 raise _Fault(ErrorCode.RESERVED_BITS)
             if opcode == Opcode.NOP:
                 return ErrorCode.OK
             self._window = window
-            handlers[opcode](d)
+            self._handler(opcode)(d)
             code = ErrorCode.OK
         except _Fault as f:
             code = f.code
         self.retired.append(Retired(opcode, d["tag"], code))
         return code
+
+    def _handler(self, opcode):
+        """The method executing an engine opcode: ``_<name in lower case>`` (``_dma_load``, ...)."""
+        handler = getattr(self, f"_{opcode.name.lower()}", None)
+        if handler is None:
+            raise NotImplementedError(f"golden.device_model has no _{opcode.name.lower()} for {opcode.name}")
+        return handler
 
     def run(self, program):
         """Submit every descriptor of ``program`` (a list of word lists); return the error codes."""

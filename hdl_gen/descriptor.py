@@ -1,9 +1,10 @@
-"""The command descriptor: the single source of the opcode set, error codes and every field layout.
+"""The command descriptor: the single source of the command table (:data:`COMMANDS`: opcodes, the
+engine serving each, payloads), error codes and every field layout.
 
-A descriptor is 256 bits (8 little-endian 32-bit words). The same layout is what the host writes
-into the ``CMD`` staging registers today and what the queue controller will fetch from command rings.
-Python (driver, golden model, tests), the firmware C header and ``docs/descriptors.md`` are all
-generated from these classes.
+A descriptor is 256 bits (8 little-endian 32-bit words): what the host writes into a command ring
+(or the ``CMD`` staging registers) and the queue controller fetches. ``spec/descriptors.py`` (driver,
+golden models, compiler, tests), the firmware's ``kaki_desc.h`` and ``docs/descriptors.md`` are
+generated from this module by ``make rtl``.
 
 Address units: ``host_addr`` and host strides are bytes; scratchpad (``spad``) and accumulator
 (``acc``) addresses and strides are rows (a scratchpad row is ``dim`` int8, an accumulator row
@@ -201,11 +202,15 @@ Opcode = make_opcode_enum()
 
 def check_commands(commands=COMMANDS):
     """Reject a malformed command table: duplicate names or values, unknown payloads."""
-    names, values = [c.name for c in commands], [c.opcode for c in commands]
-    for what, seq in (("name", names), ("opcode", values)):
-        dup = {x for x in seq if seq.count(x) > 1}
-        if dup:
-            raise ValueError(f"COMMANDS: duplicate {what} {sorted(dup)}")
+    names = [c.name for c in commands]
+    dup = sorted({x for x in names if names.count(x) > 1})
+    if dup:
+        raise ValueError(f"COMMANDS: duplicate name {dup}")
+    by_value = {}
+    for c in commands:
+        if c.opcode in by_value:
+            raise ValueError(f"COMMANDS: duplicate opcode {c.opcode} ({by_value[c.opcode]} and {c.name})")
+        by_value[c.opcode] = c.name
     members = {name for name, _ in data.Layout.cast(Payload)} - {"raw"}
     for c in commands:
         if not 0 <= c.opcode < 256:

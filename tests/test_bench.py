@@ -1,4 +1,4 @@
-"""`make bench`'s pure-Python parts (tools/bench_lib.py, bench.py) without a simulator:
+"""`make bench`'s pure-Python parts (tools/bench.py) without a simulator:
 the GEMM workload, the CSR/backdoor trace the C++ harness replays (format round trip), the
 driver run on the golden backend with its timing hooks, the report table and the plot."""
 import asyncio
@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from tools import bench
-
-from tools import bench_lib as B
 from compiler import models
 from compiler.compile import compile_graph
 from compiler.graph import interpret
@@ -17,7 +15,7 @@ from hdl_gen.config import KakiConfig
 
 
 def test_trace_round_trip():
-    t = B.Trace()
+    t = bench.Trace()
     t.configure(5, 2, 0, 7, 255)
     t.read(6, 0x0, 0x4B414B49)
     t.write(20, 0x80, 0xFFFF_FFFF)
@@ -31,11 +29,11 @@ def test_trace_round_trip():
     assert text.splitlines() == [
         "K 5 2 0 7 255", "R 6 0 4b414b49", "W 20 80 ffffffff", "L 31 200 0 123456789abcdef 1",
         "S 40", "W 41 104 3", "P 45 300 ab", "E 90", "D 93 200 1e1ff"]
-    back = B.parse_trace(text)
+    back = bench.parse_trace(text)
     assert back.header == t.header and back.events == t.events
     assert t.counts() == {"R": 1, "W": 2, "L": 1, "P": 1, "S": 1, "E": 1, "D": 1}
     with pytest.raises(ValueError):
-        B.parse_trace("Q 1 2\n")
+        bench.parse_trace("Q 1 2\n")
 
 
 def test_read_hex_words(tmp_path):
@@ -47,7 +45,7 @@ def test_read_hex_words(tmp_path):
 
 @pytest.mark.parametrize("size", [32, 256])
 def test_gemm_workload_compiles_and_is_not_degenerate(size):
-    g, feeds = B.gemm_graph(size, seed=1)
+    g, feeds = bench.gemm_graph(size, seed=1)
     out = next(iter(interpret(g, feeds).values()))
     assert out.shape == (size, size) and models.degenerate(out) is None
     cm = compile_graph(g, Capabilities.from_config(KakiConfig(dim=8)))
@@ -63,20 +61,20 @@ def elf(tmp_path_factory):
 def test_run_golden_matches_interpreter(elf):
     caps = Capabilities.from_config(KakiConfig(dim=8))
     out, meas = bench.run_golden(32, 1, caps, elf)
-    g, feeds = B.gemm_graph(32, seed=1)
+    g, feeds = bench.gemm_graph(32, seed=1)
     assert np.array_equal(out, next(iter(interpret(g, feeds).values())))
     assert meas["wall"] > 0 and ((meas["t1"] - meas["t0"]) & 0xFFFF_FFFF) > 0
     assert meas["perf"]["PERF_GEMM_BUSY"] > 0
 
 
 def test_run_program_hooks_order(elf):
-    from tools.demo_run import HOST_BASE, HOST_BYTES
+    from verif.model_run import HOST_BASE, HOST_BYTES
     from driver.device import Device
     from golden.backend import GoldenBackend
     from golden.chip_model import ChipModel
 
     caps = Capabilities.from_config(KakiConfig(dim=8))
-    g, feeds = B.gemm_graph(32, seed=2)
+    g, feeds = bench.gemm_graph(32, seed=2)
     cm = compile_graph(g, caps)
     seen = []
 
@@ -93,7 +91,7 @@ def test_run_program_hooks_order(elf):
 
         async def after(bufs):
             seen.append(sorted(bufs))
-        return await B.run_program(dev, cm, feeds, before=before, on_end=on_end, after=after)
+        return await bench.run_program(dev, cm, feeds, before=before, on_end=on_end, after=after)
     outs, meas = asyncio.run(go())
     assert seen[:2] == ["before", "on_end"] and set(seen[2]) == set(cm.program.buffers)
     assert set(meas["out_addr"]) == set(outs)
@@ -114,9 +112,9 @@ def _data():
 
 
 def test_report_table():
-    rows = B.goal_rows(_data())
+    rows = bench.goal_rows(_data())
     assert [(r[1], r[4]) for r in rows] == [(None, False), (0.858, False), (250.0, True)]
-    text = B.format_table(_data())
+    text = bench.format_table(_data())
     assert "PE utilization, 256^3 GEMM on 8x8" in text
     assert "85.8%" in text and "90.0%" in text and "0.95" in text and "250x" in text
     assert "cycle-exact" in text and "host_read 3x 0.50 s" in text and "wait 0x" not in text
@@ -126,5 +124,5 @@ def test_report_table():
 
 def test_plot_writes_png(tmp_path):
     p = tmp_path / "b.png"
-    B.plot(_data(), p)
+    bench.plot(_data(), p)
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,11 +1,11 @@
-"""The pin-level bus agents' checking cores (verif/bus_agents.py) without a
+"""The pin-level bus agents' checking cores (verif/axi_checker.py, verif/bus_agents.py) without a
 simulator: sampled channel values go in cycle by cycle; clean traffic gives the transactions, and
 each protocol violation or data mismatch raises the precise error."""
 import pytest
 
 from verif import boundary_monitor as BM
-from verif.bus_agents import (AxiBurstTxn, Axi4Core, AxiLiteCore, BusMismatch, CsrMatcher,
-                                             CsrTxn, HostShadow, ProtocolError, StoreBytes)
+from verif.axi_checker import Axi4Checker, AxiBurstTxn, AxiLiteChecker, CsrTxn, ProtocolError
+from verif.bus_agents import BusMismatch, CsrMatcher, HostShadow, StoreBytes
 from spec import registers as R
 from spec.commands import encode
 from spec.descriptors import Opcode
@@ -23,12 +23,12 @@ def run(core, cycles, start=1):
 
 def lite():
     out = []
-    return AxiLiteCore(out.append), out
+    return AxiLiteChecker(out.append), out
 
 
 def axi():
     out = []
-    return Axi4Core(out.append, DB), out
+    return Axi4Checker(out.append, DB), out
 
 
 # ---------------------------------------------------------------------------- AXI4-Lite

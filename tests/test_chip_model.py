@@ -1,6 +1,6 @@
 """Whole-chip golden model: the real firmware on the ISS serving the command queues
 (docs/queues.md), driven through host registers and host memory by the driver-neutral scenarios
-of verif/queue_scenarios.py (the RTL chip test runs the same scenarios).
+of verif/chip_scenarios.py (the RTL chip test runs the same scenarios).
 
 Reproducibility: every random test uses ``SEED`` (``SEED=<n>`` in the environment, as
 ``make test SEED=<n>`` exports it; otherwise a fresh seed per process) plus a fixed per-test
@@ -24,7 +24,12 @@ from firmware import build as fw_build
 from driver.ops import run_sync
 from verif.functional_coverage import probe
 from driver.bringup import FirmwareError, load_firmware
-from verif import queue_scenarios as S
+from verif import chip_scenarios as S
+from spec.chip import QUEUES
+from verif.dag_workload import Workload, build_dag
+from verif.error_injection import ERROR_KINDS, RESERVED_FLAG_OPS, error_queue
+from verif.queue_host import configure
+from verif.ring_layout import Layout, QueueConfig
 from golden.chip_model import MMIO_BASE, ChipModel, unpack_record
 from hdl_gen.config import KakiConfig
 
@@ -71,7 +76,7 @@ def words_bytes(words):
 
 
 def setup_queue(c, q, *, ring, log2, cpl, window=(0x20000, 0x10000)):
-    run_sync(S.configure(q, S.QueueConfig(ring, log2, cpl, *window)), c)
+    run_sync(configure(q, QueueConfig(ring, log2, cpl, *window)), c)
     c.host_write(cpl, (0).to_bytes(4, "little"))
 
 
@@ -183,9 +188,9 @@ def test_ring_wraps_many_times(image):
     """Two-entry rings: every descriptor reuses a slot; the host refills as C advances."""
     s = seed(200)
     c = chip(image, s, engine_delay=(1, 20))
-    layout = S.Layout(HOST_BYTES)
-    wl, _ = S.build_dag(CAPS, s, layout, queues=(1, 2), jobs=20)   # > 8 per queue for any seed
-    wl.configs = {q: S.QueueConfig(**{**cfg.__dict__, "log2": 1}) for q, cfg in wl.configs.items()}
+    layout = Layout(HOST_BYTES)
+    wl, _ = build_dag(CAPS, s, layout, queues=(1, 2), jobs=20)   # > 8 per queue for any seed
+    wl.configs = {q: QueueConfig(**{**cfg.__dict__, "log2": 1}) for q, cfg in wl.configs.items()}
     rep = run_sync(S.run_workload(wl), c)
     assert all(len(wl.streams[q]) > 8 for q in (1, 2))
     assert rep.consumer == {q: len(wl.streams[q]) for q in (1, 2)}
@@ -195,12 +200,12 @@ def test_event_timeline_wraps(image):
     """Signals 0x7FFFFFF0, 0xFFFFFFE0, 0x10: each wait releases only after its own signal (an
     unsigned compare would release the last one early), proven by the record timestamps."""
     c = chip(image, engine_delay=3000)
-    layout = S.Layout(HOST_BYTES)
-    wl = S.Workload("event wrap", 0, CAPS, layout, {}, {0: [], 1: []})
+    layout = Layout(HOST_BYTES)
+    wl = Workload("event wrap", 0, CAPS, layout, {}, {0: [], 1: []})
     data = layout.data_base
     wl.init[data] = bytes(range(64))
     for q in (0, 1):
-        wl.configs[q] = S.QueueConfig(layout.ring_base(q), 4, layout.cpl_base(q), data, 64)
+        wl.configs[q] = QueueConfig(layout.ring_base(q), 4, layout.cpl_base(q), data, 64)
     load = dict(host_addr=data, host_row_stride=4, row_bytes=4, rows=1, planes=1, local_addr=0)
     for v in (0x7FFF_FFF0, 0xFFFF_FFE0, 0x10):
         wl.add(0, encode(Opcode.DMA_LOAD, **load))           # slow: the signal waits for it
@@ -234,9 +239,9 @@ def test_wait_state_and_event_stall_counter(image):
 
 
 # ------------------------------------------------------------------------------------ errors
-@pytest.mark.parametrize("kind", sorted(S.ERROR_KINDS))
+@pytest.mark.parametrize("kind", sorted(ERROR_KINDS))
 def test_error_class_halts_only_its_queue(image, kind):
-    s = seed(300 + sorted(S.ERROR_KINDS).index(kind))
+    s = seed(300 + sorted(ERROR_KINDS).index(kind))
     c = chip(image, s)
     rep = run_sync(S.error_scenario(CAPS, s, kind, host_bytes=HOST_BYTES), c)
     assert rep.phases and rep.phases[0].descriptors > 0
@@ -244,26 +249,26 @@ def test_error_class_halts_only_its_queue(image, kind):
 
 
 #: Error classes run on every queue in one test run (the random ones land on the queue
-#: S.error_queue(seed) picks); all classes under KAKI_REGRESS.
-EVERY_QUEUE_KINDS = (sorted(S.ERROR_KINDS) if os.environ.get("KAKI_REGRESS")
+#: error_queue(seed) picks); all classes under KAKI_REGRESS.
+EVERY_QUEUE_KINDS = (sorted(ERROR_KINDS) if os.environ.get("KAKI_REGRESS")
                      else ["bad_opcode", "reserved_flags", "ring_overflow", "producer_backwards"])
 
 
 @pytest.mark.parametrize("kind", EVERY_QUEUE_KINDS)
 def test_error_class_on_every_queue(image, kind):
     """The same error class on each queue in turn, the other queues running a DAG (reserved flag
-    bits: on each opcode S.RESERVED_FLAG_OPS rotates over, by the seed)."""
-    runs = len(S.RESERVED_FLAG_OPS) if kind == "reserved_flags" else S.QUEUES
+    bits: on each opcode RESERVED_FLAG_OPS rotates over, by the seed)."""
+    runs = len(RESERVED_FLAG_OPS) if kind == "reserved_flags" else QUEUES
     for i in range(runs):
-        q = i % S.QUEUES
-        s = seed(500 + 10 * sorted(S.ERROR_KINDS).index(kind) + i)
+        q = i % QUEUES
+        s = seed(500 + 10 * sorted(ERROR_KINDS).index(kind) + i)
         c = chip(image, s)
         rep = run_sync(S.error_scenario(CAPS, s, kind, host_bytes=HOST_BYTES, queue=q, jobs=8), c)
         assert rep.name.endswith(f"on queue {q}") and rep.phases[0].descriptors > 0
 
 
 def test_error_queue_rotates_with_the_seed():
-    assert sorted(S.error_queue(s) for s in range(100, 100 + S.QUEUES)) == list(range(S.QUEUES))
+    assert sorted(error_queue(s) for s in range(100, 100 + QUEUES)) == list(range(QUEUES))
 
 
 def test_queue_reset_waits_for_commands_in_flight(image):

@@ -305,7 +305,7 @@ def test_steps_alternate_between_two_compute_queues():
 def test_gemm_engine_never_waits_for_a_signal_in_steady_state():
     """cost.simulate's timeline of the 256^3 make bench GEMM: after the first tile's ramp the
     GEMMs follow each other without a gap (the other compute queue's GEMM covers each SIGNAL)."""
-    from tools.bench_lib import gemm_graph
+    from tools.bench import gemm_graph
     g, _ = gemm_graph(256)
     cm = compile_graph(g, caps_for(8))
     timeline = {}
@@ -434,7 +434,7 @@ def test_ramp_shortens_the_pipeline_fill():
     caps = caps_for(8)
     ramp = cost.ramp(16, 32, 256, 4, caps)                # the make bench 256^3 GEMM's first tile
     assert ramp[0] <= 2 and all(a < b for a, b in zip(ramp, ramp[1:4])) and max(ramp) <= 16
-    from tools.bench_lib import gemm_graph
+    from tools.bench import gemm_graph
     g, feeds = gemm_graph(128)
     cm = compile_graph(g, caps)
     ks = [c.fields["k_tiles"] for c in cm.program.commands if c.opcode == Opcode.GEMM]

@@ -1,6 +1,6 @@
 """Host driver API (driver/device.py) on the golden backend.
 
-The test bodies are driver/conformance.py, the same coroutines cocotb_tests/cocotb_driver.py runs
+The test bodies are verif/driver_conformance.py, the same coroutines cocotb_tests/cocotb_driver.py runs
 on the RTL chip; here each runs under asyncio on a fresh golden chip model with the real firmware.
 Plus the synchronous facade (driver/sync.py) and the allocator.
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from verif.functional_coverage import async_probe
-from driver import conformance as C
+from verif import driver_conformance as C
 from spec.commands import encode
 from spec.descriptors import ErrorCode, Opcode
 from driver.device import HostAllocator

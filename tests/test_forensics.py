@@ -10,7 +10,9 @@ from spec.firmware_image import FirmwareImage
 from driver.forensics import hang_report
 from driver.ops import run_sync
 from firmware import build as fw_build
-from verif import queue_scenarios as S
+from verif import chip_scenarios as S
+from verif.queue_host import ScenarioTimeout, configure
+from verif.ring_layout import QueueConfig, reg
 from golden.chip_model import ChipModel
 from hdl_gen.config import KakiConfig
 
@@ -27,7 +29,7 @@ def submit(chip, q, *descs):
     ring, _ = RINGS[q]
     for i, words in enumerate(descs):
         chip.host_write(ring + 32 * i, b"".join(w.to_bytes(4, "little") for w in words))
-    chip.write(S.reg("Q_DOORBELL", q), len(descs))
+    chip.write(reg("Q_DOORBELL", q), len(descs))
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def stuck(image):
     first on EVENT4 >= 1, which nothing queued sets."""
     chip = ChipModel(CAPS, host_bytes=1 << 20, firmware=image, seed=1)
     for q, (ring, cpl) in list(RINGS.items())[:2]:
-        run_sync(S.configure(q, S.QueueConfig(ring, 3, cpl, 0x20000, 0x10000)), chip)
+        run_sync(configure(q, QueueConfig(ring, 3, cpl, 0x20000, 0x10000)), chip)
     submit(chip, 0, encode(Opcode.NOP, tag=1), encode(Opcode.WAIT_EVENT, event=3, value=5),
            encode(Opcode.NOP, tag=2))
     submit(chip, 1, encode(Opcode.WAIT_EVENT, event=4, value=1), encode(Opcode.SIGNAL_EVENT, event=3, value=7))
@@ -60,7 +62,7 @@ def test_report_names_waits_and_who_would_release_them(stuck):
 
 
 def test_released_waits_leave_the_report(stuck):
-    run_sync(S.configure(2, S.QueueConfig(*RINGS[2][:1], 3, RINGS[2][1], 0x20000, 0x10000)), stuck)
+    run_sync(configure(2, QueueConfig(*RINGS[2][:1], 3, RINGS[2][1], 0x20000, 0x10000)), stuck)
     submit(stuck, 2, encode(Opcode.SIGNAL_EVENT, event=4, value=1))   # releases queue 1, then 0
     stuck.run(5000)
     rep = run_sync(hang_report(), stuck)
@@ -70,6 +72,6 @@ def test_released_waits_leave_the_report(stuck):
 
 def test_scenario_timeout_carries_the_report(image):
     chip = ChipModel(CAPS, host_bytes=1 << 20, firmware=image, seed=2)
-    with pytest.raises(S.ScenarioTimeout) as e:
+    with pytest.raises(ScenarioTimeout) as e:
         run_sync(S.dag_scenario(CAPS, 2, host_bytes=1 << 20, jobs=30, budget=500), chip)
     assert "hang report at TIMESTAMP=" in str(e.value) and "queue 0: P=" in str(e.value)

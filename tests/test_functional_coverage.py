@@ -8,14 +8,14 @@ import pytest
 from cocotb_coverage.coverage import coverage_db
 
 from verif import boundary_monitor as BM
-from tools import coverage_report as CR
+from tools import coverage as CR
 from verif import functional_coverage as FC
 from spec import registers as R
 from spec.commands import encode
 from spec.completion import RECORD_BYTES, pack_record
 from spec.descriptors import ErrorCode, Opcode
 from driver.ops import run_sync
-from verif import queue_scenarios as S
+from verif import chip_scenarios as S
 from golden.chip_model import ChipModel
 
 RING, CPL, LOG2 = 0x1000, 0x4000, 3
@@ -190,17 +190,17 @@ def test_report_merges_and_lists_holes(tmp_path):
     a = FC.export(tmp_path / "a.yml")
     Traffic().submit(3, encode(Opcode.BARRIER))
     b = FC.export(tmp_path / "b.yml")
-    one_a = CR.merge([a], tmp_path / "one_a.yml")["kaki.desc.opcode"]["bins:_hits"]["BARRIER"]
-    one_b = CR.merge([b], tmp_path / "one_b.yml")["kaki.desc.opcode"]["bins:_hits"]["BARRIER"]
-    db = CR.merge([a, b], tmp_path / "merged.yml")
+    one_a = CR.merge_functional([a], tmp_path / "one_a.yml")["kaki.desc.opcode"]["bins:_hits"]["BARRIER"]
+    one_b = CR.merge_functional([b], tmp_path / "one_b.yml")["kaki.desc.opcode"]["bins:_hits"]["BARRIER"]
+    db = CR.merge_functional([a, b], tmp_path / "merged.yml")
     assert one_b == one_a + 1 and db["kaki.desc.opcode"]["bins:_hits"]["BARRIER"] == one_a + one_b
     rows = CR.holes(db)
     hit, total, missing = rows["kaki.desc.opcode_x_queue"]
     assert total == len(Opcode.__members__) * 4 + 4 and hit + len(missing) == total
     assert all(" × " in m for m in missing)
-    text = CR.render(db, [a, b])
+    text = CR.render_functional(db, [a, b])
     assert text.startswith("# Functional coverage:") and "`kaki.event.pattern`" in text
-    assert CR.main(["--dir", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
+    assert CR.main(["functional", "--dir", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
     np.testing.assert_equal(sorted(p.name for p in tmp_path.glob("*.yml")),
                             ["a.yml", "b.yml", "merged.yml", "one_a.yml", "one_b.yml"])
 

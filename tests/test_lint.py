@@ -3,16 +3,16 @@ import subprocess
 
 import pytest
 
-from tools import toolchain
+from tools import simbuild
 from hdl_gen.config import ARRAY_SIZES
 
-REPO = toolchain.REPO
+REPO = simbuild.REPO
 
 
 @pytest.mark.parametrize("dim", ARRAY_SIZES)
 def test_rtl_lint_clean(dim):
     top = f"kaki_soc_{dim}x{dim}"
-    cmd = [toolchain.verilator_bin(), "--lint-only", "-Wall", "--top-module", top,
+    cmd = [simbuild.verilator_bin(), "--lint-only", "-Wall", "--top-module", top,
            "hdl_gen/verilator_waivers.vlt", "rtl/kaki_sram_1r1w.v", f"rtl/{top}.v"]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr[-4000:]}"

@@ -15,7 +15,8 @@ from spec.descriptors import Opcode
 from spec.firmware_image import FirmwareImage
 from driver.ops import run_sync
 from firmware import build as fw_build
-from verif import queue_scenarios as S
+from verif import chip_scenarios as S
+from verif.error_injection import ERROR_KINDS
 from golden.chip_model import ChipModel
 from hdl_gen.config import KakiConfig
 
@@ -55,7 +56,7 @@ def test_random_dags_are_predicted_command_by_command(image):
         assert pred.predicted == rep.descriptors and pred.stores_checked > 0
 
 
-@pytest.mark.parametrize("kind", S.ERROR_KINDS)
+@pytest.mark.parametrize("kind", ERROR_KINDS)
 def test_error_classes_are_predicted(image, kind):
     _print_seed()
     chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED)

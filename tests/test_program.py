@@ -2,7 +2,7 @@
 import pytest
 
 from spec import commands
-from spec.descriptors import Opcode
+from spec.descriptors import ENGINE_OPCODES, Opcode
 from driver.program import BufferSpec, Program, ProgramCommand, ProgramError, Reloc
 
 
@@ -76,8 +76,7 @@ def test_serialized_program_gives_the_same_results(name):
     cm = compile_graph(g, caps)
     serial = cm.program.serialized()
     assert serial.queues == [0] and len(cm.program.queues) > 1
-    engine = [c for c in serial.commands if c.opcode in (Opcode.DMA_LOAD, Opcode.DMA_STORE,
-                                                         Opcode.GEMM, Opcode.VECTOR)]
+    engine = [c for c in serial.commands if c.opcode in ENGINE_OPCODES]
     nxt = {id(a): b for a, b in zip(serial.commands, serial.commands[1:])}
     assert all(nxt[id(c)].opcode == Opcode.BARRIER for c in engine)
     key = lambda c: (int(c.opcode), c.note, c.tag, repr(sorted(c.fields.items())), c.relocs)  # noqa: E731

@@ -1,6 +1,6 @@
-"""tools/rtl_coverage.py: Verilator coverage.dat files from different runs and clones merge
+"""tools/coverage.py rtl: Verilator coverage.dat files from different runs and clones merge
 by source position; instances sum; only generated RTL is reported; HTML and merged.dat written."""
-from tools import rtl_coverage as RC
+from tools import coverage as RC
 
 
 def entry(f, line, kind, what, count, h="top"):
@@ -31,7 +31,7 @@ def test_merge_summarize_render(tmp_path):
     assert summary["rtl/kaki_soc_8x8.v"] == {"line": (1, 1), "branch": (0, 0), "toggle": (1, 2)}
     assert "| **all** | 1/1 (100.0%) | — | 1/2 (50.0%) |" in RC.summary_markdown(summary, 2)
     out = tmp_path / "html"
-    assert RC.main(["--dir", str(tmp_path), "--out", str(out)]) == 0
+    assert RC.main(["rtl", "--dir", str(tmp_path), "--out", str(out)]) == 0
     assert "12: y:1-&gt;0" in (out / "file0.html").read_text()
     assert RC.merge([out / "merged.dat"]) == points
-    assert RC.main(["--dir", str(tmp_path / "none"), "--out", str(out)]) == 1
+    assert RC.main(["rtl", "--dir", str(tmp_path / "none"), "--out", str(out)]) == 1

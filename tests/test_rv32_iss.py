@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from golden import rv32_asm as A
+from verif import rv32_random as RND
 from golden.rv32_iss import CommitRecord, RV32ISS, load_elf, trace_key
 
 SEED = int(os.environ.get("SEED") or 20260611)
@@ -353,7 +354,7 @@ def test_illegal_instructions(insn):
 
 
 def test_random_program_illegal_words_are_illegal():
-    for insn in A.ILLEGAL_WORDS:
+    for insn in RND.ILLEGAL_WORDS:
         iss = make([insn])
         assert iss.step() == rec(0, insn, 0, 0, True, 2), hex(insn)
 
@@ -602,14 +603,14 @@ def test_random_program_terminates_and_exercises_traps():
     causes = Counter()
     rng = seeded()
     for i in range(200):
-        prog = A.random_program(rng, int(rng.integers(50, 400)))
+        prog = RND.random_program(rng, int(rng.integers(50, 400)))
         assert A.HALT_INSN not in prog[:-1]
         iss = RV32ISS(prog)
         trace = []
         n = iss.run(7 * len(prog), until=A.is_terminator, trace=trace)
         assert A.is_terminator(trace[-1]), f"program {i} did not terminate in {n} steps"
         assert trace[-1].pc == 4 * (len(prog) - 1)
-        assert iss.mmio.writes == [(A.END_OF_TEST_ADDR, A.END_OF_TEST_VALUE, 0xF)]
+        assert iss.mmio.writes == [(RND.END_OF_TEST_ADDR, RND.END_OF_TEST_VALUE, 0xF)]
         assert all(r is not None for r in trace) and not iss.sleeping
         causes.update(r.cause for r in trace if r.trap)
     print("trap causes over 200 programs:", dict(sorted(causes.items())))
@@ -622,7 +623,7 @@ def test_random_program_is_independent_of_reset_state():
     rng = seeded(1)
     cycle_reads = raw_diff = 0
     for _ in range(5):
-        prog = A.random_program(rng, 800)
+        prog = RND.random_program(rng, 800)
         a = RV32ISS(prog)
         b = RV32ISS(prog)
         b.regs = [int(x) for x in rng.integers(0, 1 << 32, 32)]
@@ -644,9 +645,9 @@ def test_random_program_is_independent_of_reset_state():
 
 
 def test_random_program_accepts_seeds_and_rejects_oversize():
-    assert A.random_program(5, 100) == A.random_program(5, 100)
+    assert RND.random_program(5, 100) == RND.random_program(5, 100)
     with pytest.raises(ValueError, match="16 KiB"):
-        A.random_program(seeded(2), 5000)
+        RND.random_program(seeded(2), 5000)
 
 
 def test_decode_cache_follows_imem_writes():
@@ -694,7 +695,7 @@ def test_burst_takes_the_steps_step_takes():
             for iss in (a, b):
                 iss.load_imem(handler, HANDLER)
         else:
-            prog = A.random_program(rng, 300)
+            prog = RND.random_program(rng, 300)
             a, b = RV32ISS(prog), RV32ISS(prog)
         clock = _Clock(rng)
         n = 0
@@ -721,7 +722,7 @@ def test_burst_takes_the_steps_step_takes():
 
 def test_speed_report():
     rng = seeded(3)
-    prog = A.random_program(rng, 3500)
+    prog = RND.random_program(rng, 3500)
     iss = RV32ISS(prog)
     t0 = time.perf_counter()
     cold = iss.run(10 ** 6, until=A.is_terminator)
@@ -835,4 +836,4 @@ def test_construction_and_accessors():
     with pytest.raises(ValueError, match="cause 5"):
         iss.load(0x3000_0000, 4)
     import random
-    assert A.random_program(random.Random(SEED), 50)[-1] == A.HALT_INSN
+    assert RND.random_program(random.Random(SEED), 50)[-1] == A.HALT_INSN

@@ -70,7 +70,7 @@ def test_imported_model_is_bit_exact_and_close_to_torch(name, seed):
 
 
 def test_imported_mlp_runs_on_the_golden_chip_with_the_firmware(tmp_path, seed):
-    from tools.demo_run import run_golden
+    from verif.model_run import run_golden
     from firmware import build as fw_build
 
     imported, inputs, _ = torch_models.build("torch_mlp", seed)

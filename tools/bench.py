@@ -2,41 +2,452 @@
 
     python -m tools.bench [--dim 8] [--sizes 256,32,64,128] [--seed 1] [--no-cpp]
 
+One module, three roles: :func:`main` is the CLI; the same module is the cocotb test module the
+simulator runs (:func:`bench`, a ``@cocotb.test()``; cocotb's simulator-only parts are imported
+inside it); the rest is pure Python (workload, trace, report; tests/test_bench.py). docs/bench.md.
+
 Steps (one invocation, every number from this run):
 
 1. compile time of each demo model (compiler/models.py): ``compile_graph`` wall, median of 3;
-2. cocotb + Verilator: S³ int8 matmul + requantize (batch M = S) compiled by ``compile_graph``,
-   run with ``Device.run`` (ChipTB backend, firmware on the control core), checked bit-exactly
-   against the graph's NumPy interpreter. PE utilization = S³ / (dim² × cycles) with cycles =
-   TIMESTAMP after minus before ``Device.run`` (whole run: DMA, firmware dispatch, epilogue,
-   store), and over PERF_GEMM_BUSY only. The first size (256) is traced: every CSR access and
-   backdoor load from reset on, with cycles (tools/bench_lib.py);
-3. the bare Verilator C++ harness (tools/harness/replay.cpp, same sources and Verilator
-   options, no VPI) replays that trace, checks every CSR read returns the recorded data and
-   dumps the driver's host-memory region at the recorded end edge, compared with the cocotb run's;
-   simulation speed = cycles of the ``Device.run`` window / wall seconds of that window, both
-   sides (cocotb: wall of ``Device.run`` itself; C++: wall between the same two cycles);
+2. cocotb + Verilator (:func:`bench`): S³ int8 matmul + requantize (batch M = S) compiled by
+   ``compile_graph`` for the capabilities the chip reports, run with ``Device.run`` (ChipTB backend,
+   firmware on the control core), checked bit-exactly against the graph's NumPy interpreter. PE
+   utilization = S³ / (dim² × cycles) with cycles = TIMESTAMP after minus before ``Device.run``
+   (whole run: DMA, firmware dispatch, epilogue, store), and over PERF_GEMM_BUSY only. The first
+   size (256) is traced: from reset to the end of its run, every CSR access and backdoor load
+   (``$readmemh`` file load or VPI write) with its cycle (:class:`Trace`), ending with a dump of
+   the driver's host-memory region: ``trace.txt`` and ``region.hex`` in the run directory, with
+   ``bench_rtl.json`` and ``out_<size>.npy``;
+3. the bare Verilator C++ harness (tools/harness/replay.cpp, ``simbuild.cpp_build``: same sources
+   and Verilator options, no VPI) replays that trace, checks every CSR read returns the recorded
+   data and dumps the driver's host-memory region at the recorded end edge, compared with the
+   cocotb run's; simulation speed = cycles of the ``Device.run`` window / wall seconds of that
+   window, both sides (cocotb: wall of ``Device.run`` itself; C++: wall between the same two
+   cycles);
 4. golden device model: the same compiled program, same inputs, through the driver on
    ``GoldenBackend`` (firmware on the RV32 ISS), three runs; speed-up = RTL wall / median golden
    wall of ``Device.run``, outputs compared with the RTL's.
 
 Writes build/bench.json and build/bench.png (utilization against GEMM size) and prints a table.
+
+Trace format (text, one event per line, numbers in decimal unless noted; read by
+``tools/harness/replay.cpp``)::
+
+    K <rst_cycles> <latency> <stall> <seed> <max_len>   reset and host-memory model configuration
+    W <cycle> <addr hex> <data hex>                    AXI4-Lite CSR write, called at <cycle>
+    R <cycle> <addr hex> <data hex>                    CSR read, called at <cycle>; data = what it returned
+    L <edge> <word index hex> <word hex> ...           backdoor $readmemh taking effect at clock edge <edge>
+    P <cycle> <word index hex> <word hex> ...          backdoor VPI write after edge <cycle>, before the next
+    S <cycle>                                          start of the timed window (before Device.run)
+    E <cycle>                                          end of the timed window (after Device.run)
+    D <edge> <lo word hex> <hi word hex>               dump words lo..hi at edge <edge>, then stop
+
+A cycle is the index of the last rising clock edge (the first edge is edge 0).
 """
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 
+import cocotb                            # cocotb and cocotb.utils import outside a simulator too
 import numpy as np
+from cocotb.utils import get_sim_time
 
-from . import bench_lib as B
+from verif.soc_target import CLOCK_NS, FIRST_EDGE_NS
+
 from . import simbuild
 
+__all__ = ["gemm_graph", "Trace", "parse_trace", "format_table", "goal_rows", "plot",
+           "run_program", "bench", "main"]
+
+#: ``make bench`` runs this module's one cocotb test, :func:`bench` (tests/test_cocotb_inventory.py).
+COCOTB_RUNS = {"tools.bench": simbuild.ALL}
 SIM_ENV = {"PYTHONHASHSEED": "0"}        # the driver's set/dict orders: same run every time
 
+# ------------------------------------------------------------------------------ workload
+def gemm_graph(size, seed=1):
+    """A ``size``³ int8 matmul + requantize (batch M = size) and its feeds, with the output scale
+    calibrated so one standard deviation of the accumulator is ~30 codes (not saturated)."""
+    from compiler.graph import Graph
 
+    rng = np.random.default_rng(seed)
+    g = Graph(f"gemm{size}")
+    x = g.input("x", (size, size), scale=0.05, zero_point=0)
+    wv = rng.integers(-128, 128, (size, size), dtype=np.int8)
+    w = g.const("w", wv, scale=0.01)
+    feeds = {"x": rng.integers(-128, 128, (size, size), dtype=np.int8)}
+    acc = feeds["x"].astype(np.int64) @ wv.astype(np.int64)
+    y = g.matmul(x, w, name="mm")
+    y = g.requantize(y, scale=float(np.std(acc)) * 0.05 * 0.01 / 30, zero_point=0, name="rq")
+    g.output(y)
+    return g, feeds
+
+
+# ------------------------------------------------------------------------------ trace
+@dataclass
+class Trace:
+    """Events the C++ harness replays: CSR accesses and backdoor writes with their cycles."""
+    events: list = field(default_factory=list)
+    header: tuple = ()
+
+    def configure(self, rst_cycles, latency, stall, seed, max_len):
+        self.header = (rst_cycles, latency, stall, seed, max_len)
+
+    def write(self, cycle, addr, data):
+        self.events.append(("W", int(cycle), int(addr), int(data) & 0xFFFF_FFFF))
+
+    def read(self, cycle, addr, data):
+        self.events.append(("R", int(cycle), int(addr), int(data) & 0xFFFF_FFFF))
+
+    def load(self, edge, word0, words, kind="L"):
+        """``words``: ints (host-memory words) written from word index ``word0``; ``kind`` "L"
+        ($readmemh at clock edge ``edge``) or "P" (VPI write after edge ``edge``)."""
+        assert kind in ("L", "P")
+        self.events.append((kind, int(edge), int(word0), [int(w) for w in words]))
+
+    def mark(self, kind, cycle):
+        assert kind in ("S", "E")
+        self.events.append((kind, int(cycle)))
+
+    def dump(self, edge, lo, hi):
+        self.events.append(("D", int(edge), int(lo), int(hi)))
+
+    def counts(self):
+        out = {}
+        for e in self.events:
+            out[e[0]] = out.get(e[0], 0) + 1
+        return out
+
+    def dumps(self):
+        lines = ["K " + " ".join(str(v) for v in self.header)]
+        for e in self.events:
+            k = e[0]
+            if k in ("W", "R"):
+                lines.append(f"{k} {e[1]} {e[2]:x} {e[3]:x}")
+            elif k in ("L", "P"):
+                lines.append(f"{k} {e[1]} {e[2]:x} " + " ".join(f"{w:x}" for w in e[3]))
+            elif k in ("S", "E"):
+                lines.append(f"{k} {e[1]}")
+            else:
+                lines.append(f"D {e[1]} {e[2]:x} {e[3]:x}")
+        return "\n".join(lines) + "\n"
+
+
+def parse_trace(text):
+    """Inverse of :meth:`Trace.dumps` (for tests and tools)."""
+    t = Trace()
+    for line in text.splitlines():
+        f = line.split()
+        if not f:
+            continue
+        k = f[0]
+        if k == "K":
+            t.configure(*(int(v) for v in f[1:]))
+        elif k in ("W", "R"):
+            t.events.append((k, int(f[1]), int(f[2], 16), int(f[3], 16)))
+        elif k in ("L", "P"):
+            t.events.append((k, int(f[1]), int(f[2], 16), [int(w, 16) for w in f[3:]]))
+        elif k in ("S", "E"):
+            t.events.append((k, int(f[1])))
+        elif k == "D":
+            t.events.append(("D", int(f[1]), int(f[2], 16), int(f[3], 16)))
+        else:
+            raise ValueError(f"unknown trace record {line!r}")
+    return t
+
+
+# ------------------------------------------------------------------------------ report
+GOALS = [  # key, text, goal, unit
+    ("sim_speed_ratio", "cocotb cycles/s vs bare Verilator C++ (same RTL, same stream)", 0.7, "x"),
+    ("pe_util_256", "PE utilization, {size}^3 GEMM on {dim}x{dim}, whole run incl. DMA", 0.90, "%"),
+    ("golden_speedup", "golden model speed vs RTL (wall, same program)", 100.0, "x"),
+]
+
+
+def goal_rows(data):
+    """(description, measured, goal, measured / goal, met) per goal; measured None = not measured."""
+    rows = []
+    for key, text, goal, unit in GOALS:
+        v = data.get("goals", {}).get(key)
+        text = text.format(size=data.get("goal_size", 256), dim=data.get("dim", 8))
+        rows.append((text, v, goal, None if v is None else v / goal, v is not None and v >= goal, unit))
+    return rows
+
+
+def _fmt(v, unit):
+    if v is None:
+        return "n/a"
+    return f"{v:.1%}" if unit == "%" else f"{v:.3g}x" if unit == "x" else f"{v:.3g}"
+
+
+def format_table(data):
+    """The printed report of ``make bench`` from the bench.json dict."""
+    out = [f"Kaki {data['dim']}x{data['dim']} benchmark (seed {data['seed']})", ""]
+    out.append(f"  {'goal':<62}{'measured':>10}{'goal':>8}{'ratio':>8}  met")
+    for text, v, goal, ratio, met, unit in goal_rows(data):
+        out.append(f"  {text:<62}{_fmt(v, unit):>10}{_fmt(goal, unit):>8}"
+                   f"{'n/a' if ratio is None else f'{ratio:.2f}':>8}  {'yes' if met else 'NO'}")
+    out.append("")
+    out.append(f"  {'GEMM':>6}{'cmds':>6}{'run cycles':>12}{'GEMM busy':>11}{'util run':>10}"
+               f"{'util GEMM':>11}{'RTL wall s':>12}{'cycles/s':>10}{'golden s':>10}  bit-exact")
+    for r in data.get("sizes", []):
+        out.append(f"  {r['size']:>6}{r['commands']:>6}{r['run_cycles']:>12}{r['gemm_busy']:>11}"
+                   f"{r['pe_util_run']:>10.1%}{r['pe_util_gemm']:>11.1%}{r['rtl_wall_s']:>12.2f}"
+                   f"{r['rtl_cycles_per_s']:>10.0f}{r.get('golden_wall_s', float('nan')):>10.3f}"
+                   f"  {'yes' if r.get('exact') else 'NO'}")
+    h = data.get("harness")
+    if h:
+        out.append("")
+        out.append(f"  sim speed, same {h['window_cycles']}-cycle window (Device.run of the "
+                   f"{data.get('goal_size', 256)}^3 program): cocotb {h['cocotb_cycles_per_s']:.0f} "
+                   f"cycles/s, bare C++ {h['cpp_cycles_per_s']:.0f} cycles/s (median of "
+                   f"{len(h.get('cpp_wall_runs_s', [0]))} replays)")
+        idle = data.get("cocotb_idle_clock")
+        if idle:
+            out.append(f"  cocotb ceiling (clock only, no Python wake-up, {idle['cycles']} cycles): "
+                       f"{idle['cycles_per_s']:.0f} cycles/s = "
+                       f"{idle['cycles_per_s'] / h['cpp_cycles_per_s']:.2f} of bare C++")
+        calls = h.get("cocotb_backend_calls")
+        if calls:
+            out.append("  cocotb wall in the window by backend call: " + ", ".join(
+                f"{k} {v[0]}x {v[1]:.2f} s" for k, v in sorted(calls.items(), key=lambda kv: -kv[1][1])
+                if v[0]))
+        out.append(f"  C++ replay: {h['csr_writes']} CSR writes, {h['csr_reads']} reads "
+                   f"({h['read_mismatches']} returned other data), {h['loads']} backdoor file loads, "
+                   f"{h['pokes']} backdoor word writes; "
+                   f"output {'identical' if h['output_equal'] else 'DIFFERS'}, driver region "
+                   f"{'identical (cycle-exact)' if h['region_equal'] else 'differs'}")
+    ct = data.get("compile_s")
+    if ct:
+        out.append("")
+        out.append("  compile time (median of 3): "
+                   + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in ct.items()))
+    return "\n".join(out)
+
+
+def plot(data, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(data["sizes"], key=lambda r: r["size"])
+    s = [r["size"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(s, [100 * r["pe_util_run"] for r in rows], "o-", label="whole run (DMA, dispatch incl.)")
+    ax.plot(s, [100 * r["pe_util_gemm"] for r in rows], "s--", label="GEMM busy cycles only")
+    ax.axhline(90, color="grey", lw=0.8, ls=":", label="goal 90%")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(s, [str(v) for v in s])
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("GEMM size S (S x S x S int8, + requantize)")
+    ax.set_ylabel("PE utilization (% of peak MAC/cycle)")
+    ax.set_title(f"Kaki {data['dim']}x{data['dim']}: compiled GEMM through driver/firmware on RTL")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def dumps_json(data):
+    return json.dumps(data, indent=1)
+
+
+async def run_program(dev, cm, feeds, *, before=None, on_end=None, after=None, clock=None):
+    """Upload inputs/constants, clear PERF, run ``cm.program`` with ``Device.run`` on any backend.
+
+    ``before()`` / ``on_end()`` (coroutines) run just before / just after ``Device.run``: the wall
+    time of ``Device.run`` alone (``clock``, default ``time.perf_counter``) is the timed window;
+    ``after(buffers)`` runs after the closing TIMESTAMP read. Returns
+    ``(outputs, meas)`` with ``t0``/``t1`` (TIMESTAMP around the run), ``perf``, ``wall``."""
+    from spec import registers as R
+
+    from verif.model_run import read_outputs, upload_buffers
+
+    clock = clock or time.perf_counter
+    prog = cm.program
+    bufs = await upload_buffers(dev, cm, feeds)
+    b = dev.backend
+    await b.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))
+    t0 = await b.read(R.TIMESTAMP)
+    if before:
+        await before()
+    w0 = clock()
+    await dev.run(prog, bufs)
+    wall = clock() - w0
+    if on_end:
+        await on_end()
+    t1 = await b.read(R.TIMESTAMP)
+    if after:
+        await after(bufs)
+    perf = {n: await b.read(R.REGISTERS[n]) for n in ("PERF_GEMM_BUSY", "PERF_DMA_LOAD_BUSY",
+                                                       "PERF_DMA_STORE_BUSY", "PERF_VEC_BUSY")}
+    outs = await read_outputs(cm, bufs)
+    addr = {t.name: bufs[t.name].addr for t in cm.graph.outputs}
+    for buf in bufs.values():
+        buf.free()
+    return outs, dict(t0=t0, t1=t1, perf=perf, wall=wall, out_addr=addr)
+
+
+# ------------------------------------------------------------------------------ cocotb side (in the simulator)
+def _cycle(clk):
+    """Index of the last rising edge of ``clk`` (the C++ replay's edge count). A coroutine woken by
+    a Timer that expires at an edge's time runs before that edge (timed callbacks precede the
+    evaluation of the time slot), so the edge counts only once ``clk`` is high."""
+    t = int(get_sim_time("ns")) - FIRST_EDGE_NS
+    return t // CLOCK_NS - (t % CLOCK_NS == 0 and not int(clk.value))
+
+
+class Recorder:
+    """Records the testbench's CSR accesses and backdoor loads while ``active``; counts the calls
+    and wall time of every backend method (``stats``: name -> [calls, wall seconds])."""
+
+    def __init__(self, tb):
+        self.trace = Trace()
+        self.active = True
+        self.stats = {}
+        for name in ("host_read", "host_write", "wait", "wait_interrupt"):
+            setattr(tb, name, self._timed(name, getattr(tb, name)))
+        read = self._timed("read", tb.read)
+        write = self._timed("write", tb.write)
+        load, poke = tb.host._load_words, tb.host._poke_words
+
+        async def rec_read(reg):
+            c = _cycle(tb.dut.clk)
+            v = await read(reg)
+            if self.active:
+                self.trace.read(c, reg.addr, v)
+            return v
+
+        async def rec_write(reg, value):
+            if self.active:
+                self.trace.write(_cycle(tb.dut.clk), reg.addr, value)
+            await write(reg, value)
+
+        def record(kind, w0, data):
+            if self.active:
+                words = np.ascontiguousarray(data).view("<u8")
+                self.trace.load(_cycle(tb.dut.clk), w0, words.tolist(), kind)
+
+        async def rec_load(w0, data):
+            await load(w0, data)          # returns at the falling edge after the loading edge
+            record("L", w0, data)
+
+        def rec_poke(w0, data):
+            poke(w0, data)
+            record("P", w0, data)
+
+        tb.read, tb.write = rec_read, rec_write
+        tb.host._load_words, tb.host._poke_words = rec_load, rec_poke
+
+    def _timed(self, name, fn):
+        st = self.stats.setdefault(name, [0, 0.0])
+
+        async def call(*args):
+            w = time.perf_counter()
+            try:
+                return await fn(*args)
+            finally:
+                st[0] += 1
+                st[1] += time.perf_counter() - w
+        return call
+
+    def snapshot(self):
+        return {k: list(v) for k, v in self.stats.items()}
+
+
+@cocotb.test()
+async def bench(dut):
+    """The RTL side of ``make bench`` (step 2 of the module docstring): KAKI_BENCH_SIZES GEMMs
+    through ``Device.run`` on ChipTB with the firmware KAKI_FW_ELF; the first one traced."""
+    from cocotb.triggers import Timer
+
+    from compiler.compile import compile_graph
+    from compiler.graph import interpret
+    from driver.device import Device
+    from verif.chip_tb import ChipTB
+
+    from verif import model_run as D
+
+    sizes = [int(s) for s in os.environ.get("KAKI_BENCH_SIZES", "256,32,64,128").split(",")]
+    elf = os.environ["KAKI_FW_ELF"]
+    tb = ChipTB(dut)
+    rec = Recorder(tb)
+    rec.trace.configure(5, 2, 0, tb.seed, 255)     # ChipTB.reset / HostMemory.configure defaults
+    await tb.reset()
+    dev = await Device.open(tb, host_base=D.HOST_BASE, host_bytes=D.HOST_BYTES, firmware=elf)
+    caps = dev.caps
+    results = []
+    for i, size in enumerate(sizes):
+        g, feeds = gemm_graph(size, seed=tb.seed)
+        cm = compile_graph(g, caps)
+        traced = i == 0
+
+        snap = {}
+
+        async def before():
+            snap.update(rec.snapshot())
+            if traced:
+                rec.trace.mark("S", _cycle(tb.dut.clk))
+
+        async def on_end():
+            snap.update({k: [v[0] - snap.get(k, [0, 0])[0], v[1] - snap.get(k, [0, 0])[1]]
+                         for k, v in rec.snapshot().items()})
+            if traced:
+                rec.trace.mark("E", _cycle(tb.dut.clk))
+
+        async def after(bufs):
+            if not traced:
+                return
+            lo = D.HOST_BASE // 8
+            hi = (D.HOST_BASE + D.HOST_BYTES) // 8 - 1
+            await tb.host._dump_words(lo, hi)      # returns at the falling edge after the dump edge
+            rec.trace.dump(_cycle(tb.dut.clk), lo, hi)
+            shutil.copy(tb.host.fname, "region.hex")
+            rec.active = False
+            with open("trace.txt", "w") as f:
+                f.write(rec.trace.dumps())
+
+        outs, meas = await run_program(dev, cm, feeds, before=before, on_end=on_end, after=after)
+        ref = interpret(g, feeds)
+        (name,) = ref
+        exact = bool(np.array_equal(outs[name], ref[name]))
+        np.save(f"out_{size}.npy", outs[name])
+        cycles = (meas["t1"] - meas["t0"]) & D.M32
+        macs = size ** 3
+        busy = meas["perf"]["PERF_GEMM_BUSY"]
+        results.append(dict(
+            size=size, commands=len(cm.program.commands), macs=macs, run_cycles=cycles,
+            gemm_busy=busy, perf=meas["perf"], rtl_wall_s=meas["wall"],
+            rtl_cycles_per_s=cycles / meas["wall"], traced=traced,
+            window=[e[1] for e in rec.trace.events if e[0] in ("S", "E")] if traced else None,
+            out_addr=meas["out_addr"][name] if traced else None, out_bytes=int(outs[name].nbytes),
+            pe_util_run=macs / (caps.dim ** 2 * cycles), pe_util_gemm=macs / (caps.dim ** 2 * busy),
+            predicted=cm.report()["bound"], exact=exact, backend_calls=dict(snap)))
+        tb.log.info(f"GEMM {size}^3: {cycles} cycles, {results[-1]['pe_util_run']:.1%} PE "
+                    f"utilization, {meas['wall']:.1f} s wall, bit-exact {exact}")
+        with open("bench_rtl.json", "w") as f:
+            json.dump(dict(dim=caps.dim, seed=tb.seed, sizes=results, trust_inertial_writes=bool(
+                getattr(cocotb.handle, "_trust_inertial", False))), f, indent=1)
+    # The ceiling of this simulator under cocotb: the clock alone, no Python wake-up at all.
+    idle_cycles = 100_000
+    w = time.perf_counter()
+    await Timer(idle_cycles * CLOCK_NS, "ns")
+    idle = dict(cycles=idle_cycles, wall_s=time.perf_counter() - w)
+    idle["cycles_per_s"] = idle_cycles / idle["wall_s"]
+    with open("bench_rtl.json", "w") as f:
+        json.dump(dict(dim=caps.dim, seed=tb.seed, sizes=results, idle_clock=idle,
+                       trust_inertial_writes=bool(getattr(cocotb.handle, "_trust_inertial", False))),
+                  f, indent=1)
+    assert all(r["exact"] for r in results), "RTL output differs from the NumPy interpreter"
+
+
+# ------------------------------------------------------------------------------ CLI (the host side)
 def compile_times(dim, repeat=3):
     from compiler import models
     from compiler.compile import compile_graph
@@ -63,16 +474,16 @@ def run_golden(size, seed, caps, firmware):
     from golden.backend import GoldenBackend
     from golden.chip_model import ChipModel
 
-    from .demo_run import HOST_BASE, HOST_BYTES
+    from verif.model_run import HOST_BASE, HOST_BYTES
 
-    g, feeds = B.gemm_graph(size, seed=seed)
+    g, feeds = gemm_graph(size, seed=seed)
     cm = compile_graph(g, caps)
 
     async def go():
         chip = ChipModel(caps, host_bytes=HOST_BASE + HOST_BYTES, seed=seed, engine_delay=(1, 40))
         dev = await Device.open(GoldenBackend(chip), host_base=HOST_BASE, host_bytes=HOST_BYTES,
                                 firmware=firmware)
-        return await B.run_program(dev, cm, feeds)
+        return await run_program(dev, cm, feeds)
     outs, meas = asyncio.run(go())
     return next(iter(outs.values())), meas
 
@@ -85,16 +496,14 @@ def read_hex_words(path):
 
 
 def harness(target, run_dir, traced, cocotb_wall, repeat=3):
-    from . import cpp_harness
-
     t = time.monotonic()
-    binary = cpp_harness.build(target)
+    binary = simbuild.cpp_build(target)
     build_s = time.monotonic() - t
     work = run_dir / "cpp"
-    runs = [cpp_harness.replay(binary, run_dir / "trace.txt", work) for _ in range(repeat)]
+    runs = [simbuild.cpp_replay(binary, run_dir / "trace.txt", work) for _ in range(repeat)]
     r = sorted(runs, key=lambda x: x["window_wall_s"])[len(runs) // 2]    # the median
     mine, theirs = read_hex_words(work / "replay_region.hex"), read_hex_words(run_dir / "region.hex")
-    from .demo_run import HOST_BASE
+    from verif.model_run import HOST_BASE
     off = traced["out_addr"] - HOST_BASE
     n = traced["out_bytes"]
     window = traced["window"][1] - traced["window"][0]
@@ -119,7 +528,7 @@ def main(argv=None):
     ap.add_argument("--no-cpp", action="store_true", help="skip the bare C++ harness")
     args = ap.parse_args(argv)
     t_all = time.monotonic()
-    from verif.soc_target import soc_target
+    from tools.simbuild import soc_target
     from firmware.build import shared_elf as firmware_elf
 
     elf = firmware_elf()
@@ -134,7 +543,7 @@ def main(argv=None):
     print("[bench] RTL runs (cocotb + Verilator)")
     failed = None
     try:
-        simbuild.run(target, "tools.cocotb_bench", seed=args.seed, tag="bench",
+        simbuild.run(target, "tools.bench", seed=args.seed, tag="bench",
                      extra_env={"KAKI_FW_ELF": str(elf), "KAKI_BENCH_SIZES": args.sizes, **SIM_ENV},
                      repro=lambda seed: "make bench")
     except AssertionError as e:
@@ -173,11 +582,11 @@ def main(argv=None):
     data["goal_size"] = traced["size"]
     data["wall_s"] = time.monotonic() - t_all
     out = simbuild.BUILD / "bench.json"
-    out.write_text(B.dumps_json(data))
+    out.write_text(dumps_json(data))
     png = simbuild.BUILD / "bench.png"
-    B.plot(data, png)
+    plot(data, png)
     print()
-    print(B.format_table(data))
+    print(format_table(data))
     print(f"\n  written: {out.relative_to(simbuild.REPO)}, {png.relative_to(simbuild.REPO)}; "
           f"{data['wall_s']:.0f} s wall")
     ok = failed is None and all(r["exact"] for r in data["sizes"])

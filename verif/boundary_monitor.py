@@ -26,6 +26,7 @@ RTL and the golden chip model. Decoded:
 from dataclasses import dataclass
 
 from spec import registers as R
+from spec.chip import QUEUES
 from spec.completion import RECORD_BYTES, unpack_record
 
 __all__ = ["BoundaryObserver", "Probe", "AsyncProbe", "DoorbellTxn", "DescriptorTxn", "RecordTxn",
@@ -35,7 +36,6 @@ __all__ = ["BoundaryObserver", "Probe", "AsyncProbe", "DoorbellTxn", "Descriptor
 M32 = 0xFFFF_FFFF
 DESC_BYTES = 32
 PAGE = 4096
-QUEUES = sum(1 for n in R.REGISTERS if n.startswith("Q_RING_BASE"))
 
 
 @dataclass(frozen=True)

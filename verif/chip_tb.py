@@ -19,7 +19,7 @@ from compiler.lower_gemm import (encode_phases, host_layout, load_operands, lowe
 from spec import registers as R
 from spec.capabilities import Capabilities
 from spec.commands import encode
-from spec.descriptors import ErrorCode, Opcode
+from spec.descriptors import COMMANDS, Engine, ErrorCode, Opcode
 from driver.bringup import load_firmware
 from driver.ops import run_async
 from .workloads import gemm_epilogue_reference, host_tensors, run_on_model
@@ -27,8 +27,8 @@ from .workloads import gemm_epilogue_reference, host_tensors, run_on_model
 from .host_mem import HostMemory
 from .soc_target import CLOCK_NS, HOST_WORDS
 
-_ENGINE_DONE = {Opcode.DMA_LOAD: "DONE_DMA_LOAD", Opcode.DMA_STORE: "DONE_DMA_STORE",
-                Opcode.GEMM: "DONE_GEMM", Opcode.VECTOR: "DONE_VEC"}
+#: the DONE_<engine> counter of the engine serving each engine opcode (the command table)
+_ENGINE_DONE = {int(op): f"DONE_{c.engine.name}" for op, c in COMMANDS.items() if c.engine is not None}
 
 
 class DeviceTimeout(AssertionError):
@@ -129,7 +129,7 @@ class ChipTB:
     async def state(self):
         """Status, retire counts and first error, for timeout messages."""
         parts = [f"STATUS={R.STATUS.decode(await self.read(R.STATUS))}"]
-        for reg in (R.DONE_DMA_LOAD, R.DONE_DMA_STORE, R.DONE_GEMM, R.DONE_VEC):
+        for reg in (R.REGISTERS[f"DONE_{e.name}"] for e in Engine):
             parts.append(f"{reg.name}={await self.read(reg)}")
         parts.append(f"IRQ_STATUS={await self.read(R.IRQ_STATUS):#x}")
         parts.append(f"ERROR_INFO={R.ERROR_INFO.decode(await self.read(R.ERROR_INFO))}")

@@ -15,7 +15,7 @@ bins but not the queue bins; their failures (``ERROR_INFO`` reads) in the error 
 that makes its own register accesses (``ChipTB``) is observed with :func:`observe`.
 
 Each process that sampled anything writes its database at exit (``export_on_exit``);
-``python -m tools.coverage_report`` merges a regression's databases and lists the holes.
+``python -m tools.coverage functional`` merges a regression's databases and lists the holes.
 """
 import atexit
 import os
@@ -26,7 +26,9 @@ from cocotb_coverage.coverage import CoverCross, CoverPoint, coverage_db, covera
 
 from spec import registers as R
 from spec.commands import decode
-from spec.descriptors import ErrorCode, Opcode
+from spec.chip import EVENTS, QUEUES
+from spec.descriptors import (COMMANDS, DMA_FIELDS, ENGINE_OPCODES, GEMM_FIELDS, VEC_FIELDS, ErrorCode,
+                              Opcode)
 from driver.program import reached
 
 from . import boundary_monitor as BM
@@ -35,13 +37,9 @@ __all__ = ["ChipCoverage", "coverage_probe", "probe", "async_probe", "observe", 
            "export_on_exit", "COVERAGE_DIR"]
 
 M32 = 0xFFFF_FFFF
-QUEUES = sum(1 for n in R.REGISTERS if n.startswith("Q_RING_BASE"))
-EVENTS = sum(1 for n in R.REGISTERS if n.startswith("EVENT"))
 COVERAGE_DIR = Path(os.environ.get("KAKI_FUNCOV_DIR", Path(__file__).resolve().parent.parent
                                    / "build" / "coverage" / "functional"))
-ENGINE_OPS = (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.GEMM, Opcode.VECTOR)
-IRQ_CAUSES = ("DMA_LOAD_DONE", "DMA_STORE_DONE", "GEMM_DONE", "VEC_DONE", "ERROR", "QUEUE_CPL",
-              "QUEUE_ERROR", "FW_MSG")
+IRQ_CAUSES = tuple(f.name for f in R.IRQ_STATUS.fields)     # <engine>_DONE, ERROR, QUEUE_*, FW_MSG
 EVENT_PATTERNS = ("same queue", "cross queue", "blocked", "already satisfied", "fan-out",
                   "fan-in", "chain over 3 queues", "barrier after engine work")
 OCCUPANCY = ("1", "<25%", "25-75%", ">75%", "full", "overflow", "backwards")
@@ -81,8 +79,12 @@ def _zero_point(zp):
     return "0" if zp == 0 else "neg" if zp < 0 else "pos"
 
 
+#: the VecOps stages (VECTOR payload ``ops.*`` bits)
+VEC_OPS = tuple(n[4:] for n in VEC_FIELDS if n.startswith("ops.") and n != "ops.reserved")
+
+
 def _vec_ops(f):
-    ops = [n for n in ("bias", "relu", "add", "maxred") if f[f"ops.{n}"]]
+    ops = [n for n in VEC_OPS if f[f"ops.{n}"]]
     return "+".join(ops) or "copy"
 
 
@@ -107,7 +109,12 @@ class Desc:
         return fn(self.f) if self.opcode in opcodes else None
 
 
-_DMA = (Opcode.DMA_LOAD, Opcode.DMA_STORE)
+def _with_payload(fields):
+    return tuple(op for op, c in COMMANDS.items() if c.fields is fields)
+
+
+# opcodes by payload (the command table): DMA, GEMM and VECTOR coverpoints sample each of them
+_DMA, _GEMM, _VEC = _with_payload(DMA_FIELDS), _with_payload(GEMM_FIELDS), _with_payload(VEC_FIELDS)
 _OPS = [o.name for o in Opcode] + ["bad"]
 
 
@@ -132,21 +139,21 @@ _desc_cov = coverage_section(
     _dma("target", lambda d: "accumulator" if d.f["acc"] else "scratchpad",
          ["scratchpad", "accumulator"]),
     _dma("col_offset", lambda d: "0" if d.f["col_offset"] == 0 else ">0", ["0", ">0"]),
-    CoverPoint("kaki.gemm.m", xf=lambda d: d.get((Opcode.GEMM,), lambda f: _rows(f["m"], d.dim)),
+    CoverPoint("kaki.gemm.m", xf=lambda d: d.get(_GEMM, lambda f: _rows(f["m"], d.dim)),
                bins=["1", "<dim", "=dim", "<256", ">=256"]),
-    CoverPoint("kaki.gemm.partial_tile", xf=lambda d: d.get((Opcode.GEMM,), lambda f:
+    CoverPoint("kaki.gemm.partial_tile", xf=lambda d: d.get(_GEMM, lambda f:
                "padded" if f["m"] % d.dim else "whole"), bins=["whole", "padded"]),
-    CoverPoint("kaki.gemm.k_tiles", xf=lambda d: d.get((Opcode.GEMM,), lambda f: _count(f["k_tiles"])),
+    CoverPoint("kaki.gemm.k_tiles", xf=lambda d: d.get(_GEMM, lambda f: _count(f["k_tiles"])),
                bins=["1", "2-3", ">=4"]),
-    CoverPoint("kaki.gemm.n_tiles", xf=lambda d: d.get((Opcode.GEMM,), lambda f: _count(f["n_tiles"])),
+    CoverPoint("kaki.gemm.n_tiles", xf=lambda d: d.get(_GEMM, lambda f: _count(f["n_tiles"])),
                bins=["1", "2-3", ">=4"]),
-    CoverPoint("kaki.gemm.accumulate", xf=lambda d: d.get((Opcode.GEMM,), lambda f: f["accumulate"]),
+    CoverPoint("kaki.gemm.accumulate", xf=lambda d: d.get(_GEMM, lambda f: f["accumulate"]),
                bins=[0, 1]),
     CoverCross("kaki.gemm.k_tiles_x_accumulate", items=["kaki.gemm.k_tiles", "kaki.gemm.accumulate"]),
-    CoverPoint("kaki.vec.ops", xf=lambda d: d.get((Opcode.VECTOR,), _vec_ops), bins=list(VEC_COMBOS)),
-    CoverPoint("kaki.vec.rows", xf=lambda d: d.get((Opcode.VECTOR,), lambda f: _rows(f["rows"], d.dim)),
+    CoverPoint("kaki.vec.ops", xf=lambda d: d.get(_VEC, _vec_ops), bins=list(VEC_COMBOS)),
+    CoverPoint("kaki.vec.rows", xf=lambda d: d.get(_VEC, lambda f: _rows(f["rows"], d.dim)),
                bins=["1", "<dim", "=dim", "<256", ">=256"]),
-    CoverPoint("kaki.vec.zero_point", xf=lambda d: d.get((Opcode.VECTOR,), lambda f:
+    CoverPoint("kaki.vec.zero_point", xf=lambda d: d.get(_VEC, lambda f:
                _zero_point(f["zero_point"])), bins=["neg", "0", "pos"]),
     CoverPoint("kaki.event.id", xf=lambda d: d.get((Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT),
                lambda f: f["event"]), bins=list(range(EVENTS))),
@@ -264,7 +271,7 @@ class ChipCoverage:
                     if pos and descs[order[pos - 1]].opcode == Opcode.WAIT_EVENT:
                         found.add("fan-in")
                 elif d.opcode == Opcode.BARRIER and any(
-                        descs[j].opcode in ENGINE_OPS for j in order[max(0, pos - 4):pos]):
+                        descs[j].opcode in ENGINE_OPCODES for j in order[max(0, pos - 4):pos]):
                     found.add("barrier after engine work")
         matched = defaultdict(int)
         waited_on = {}                      # queue -> queues it waited on

@@ -26,7 +26,8 @@ import numpy as np
 
 from spec import registers as R
 from spec.commands import decode
-from spec.descriptors import ErrorCode, Opcode
+from spec.chip import EVENTS
+from spec.descriptors import COMMANDS, FIRMWARE_OPCODES, Engine, ErrorCode, Opcode
 from driver.program import reached
 from golden.device_model import DeviceModel
 
@@ -35,8 +36,7 @@ from . import boundary_monitor as BM
 __all__ = ["CommandPredictor", "PredictionError", "StoreCheck", "store_rows", "command_name"]
 
 M32 = 0xFFFF_FFFF
-EVENTS = sum(1 for n in R.REGISTERS if n.startswith("EVENT"))
-_QUEUE_OPS = (Opcode.NOP, Opcode.BARRIER, Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT)
+_QUEUE_OPS = FIRMWARE_OPCODES      # served by the firmware itself, never reach an engine
 
 
 class PredictionError(AssertionError):
@@ -96,7 +96,7 @@ class CommandPredictor:
         self.config = defaultdict(dict)      # queue -> Q_* register -> value
         self.events = [0] * EVENTS
         self.pending = []                    # StoreChecks not yet compared
-        self.hang = {Opcode.GEMM: False, Opcode.VECTOR: False}   # armed by DEBUG_HANG
+        self.hang = {Engine[f.name]: False for f in R.DEBUG_HANG.fields}   # engine armed by DEBUG_HANG
         self.predicted = 0
         self.stores_checked = 0
 
@@ -115,8 +115,8 @@ class CommandPredictor:
             self.records[txn.queue][txn.record["index"]] = txn.record
             self._advance()
         elif kind is BM.DebugHangTxn:
-            self.hang[Opcode.GEMM] |= bool(R.DEBUG_HANG.GEMM.get(txn.value))
-            self.hang[Opcode.VECTOR] |= bool(R.DEBUG_HANG.VEC.get(txn.value))
+            for name, armed in R.DEBUG_HANG.decode(txn.value).items():     # fields named after engines
+                self.hang[Engine[name]] |= bool(armed)
         elif kind is BM.QueueResetTxn:
             for table in (self.descs, self.records, self.next):
                 table.pop(txn.queue, None)
@@ -143,14 +143,15 @@ class CommandPredictor:
 
     def _predict(self, q, i, d, words, rec):
         op = d["opcode"]
+        engine = COMMANDS[op].engine if op in COMMANDS else None
         if not isinstance(op, Opcode):
             status = ErrorCode.BAD_OPCODE
         elif op in _QUEUE_OPS:
             status = _queue_status(d)
             if status == ErrorCode.OK and op == Opcode.SIGNAL_EVENT:
                 self.events[d["event"]] = d["value"]
-        elif self.hang.get(op):          # the armed engine freezes; the firmware's watchdog fires
-            self.hang[op] = False
+        elif self.hang.get(engine):      # the armed engine freezes; the firmware's watchdog fires
+            self.hang[engine] = False
             status = ErrorCode.WATCHDOG
         else:
             cfg = self.config[q]
@@ -161,7 +162,7 @@ class CommandPredictor:
                                ("status", int(status), rec["status"])):
             if exp != act:
                 raise PredictionError(q, i, command_name(d), what, _fmt(what, exp), _fmt(what, act))
-        if op == Opcode.DMA_STORE and status == ErrorCode.OK and d["row_bytes"]:
+        if engine == Engine.DMA_STORE and status == ErrorCode.OK and d["row_bytes"]:
             self.pending.append(self._store_check(q, i, d))
 
     def _store_check(self, q, i, d):

@@ -1,4 +1,5 @@
-"""Simulation target of the whole chip: the committed rtl/kaki_soc_<N>x<N>.v + the host memory model.
+"""The whole chip's testbench top: the committed rtl/kaki_soc_<N>x<N>.v + the host memory model
+(``tools.simbuild.soc_target`` turns it into a simulator build).
 
 The testbench top (``kaki_tb_soc_<N>x<N>``) is generated here from the AXI signatures: it exposes
 the chip's CSR port and IRQ line, wires the chip's AXI4 master to ``kaki_host_mem``, and passes the
@@ -19,17 +20,18 @@ copy taken at the falling edge: at a rising edge Python reads what the chip drov
 Python's own writes land after the edge either way (cocotb applies them in the ReadWrite phase).
 The bus monitors watch the chip's pins themselves (``pin_csr__*``).
 """
+from pathlib import Path
+
 from amaranth.lib import wiring
 
 from hdl_gen import regmap
 from hdl_gen.axi import Axi4LiteSignature, Axi4Signature
 from hdl_gen.config import KakiConfig
 
-from tools import simbuild
-
-HOST_MEM_V = simbuild.REPO / "verif" / "hdl" / "kaki_host_mem.v"
+_HDL = Path(__file__).resolve().parent / "hdl"
+HOST_MEM_V = _HDL / "kaki_host_mem.v"
 HOST_WORDS = 1 << 17          # 1 MiB of 64-bit words
-HOST_MEM_PUBLIC = simbuild.REPO / "verif" / "hdl" / "kaki_host_mem_public.vlt"
+HOST_MEM_PUBLIC = _HDL / "kaki_host_mem_public.vlt"
 CLOCK_NS = 10                 # clock period of the testbench top
 #: Time of rising edge 0 (the clock starts low): rising edge k is at FIRST_EDGE_NS + k * CLOCK_NS.
 FIRST_EDGE_NS = CLOCK_NS // 2
@@ -135,15 +137,3 @@ def _monitor_wires(bus):
     for ch, fields in MONITOR_FIELDS[bus].items():
         out += f"    assign mon_{bus}_{ch} = {{{', '.join(f'{pins}__{ch}{f}' for f in fields)}}};\n"
     return out
-
-
-def soc_target(dim=8):
-    """The SimTarget of the ``dim``×``dim`` chip with its host memory."""
-    cfg = KakiConfig(dim=dim)
-    top = f"kaki_tb_soc_{cfg.name}"
-    tb = simbuild.write_if_changed(simbuild.BUILD / "gen" / f"{top}.v", tb_verilog(cfg))
-    rtl = simbuild.REPO / "rtl"
-    return simbuild.SimTarget(name=top, toplevel=top,
-                              sources=[HOST_MEM_PUBLIC, rtl / "kaki_sram_1r1w.v",
-                                       rtl / f"kaki_soc_{cfg.name}.v", HOST_MEM_V, tb],
-                              build_args=["--timing"])

@@ -28,7 +28,7 @@
 
 Sequences: :class:`RandomDagSequence` (constrained random with cocotb-coverage ``crv``: job count,
 queues, dependency/compute/extra-edge probabilities, legal by construction — the DAG builder of
-verif/queue_scenarios.py), :class:`ErrorSequence` (directed: each error class on one queue
+verif/dag_workload.py), :class:`ErrorSequence` (directed: each error class on one queue
 while the others run), :class:`ModelSequence` (a compiled model through ``Device.run``, fully
 overlapped and fully serialized — ``Program.serialized()`` — with identical results required).
 """
@@ -44,7 +44,7 @@ from pyuvm import (ConfigDB, uvm_agent, uvm_analysis_port, uvm_component, uvm_dr
                    uvm_subscriber, uvm_test, uvm_tlm_analysis_fifo)
 
 from driver.ops import run_async
-from . import queue_scenarios as S
+from . import chip_scenarios as S
 
 from . import boundary_monitor as BM
 from .functional_coverage import ChipCoverage
@@ -293,7 +293,7 @@ class ModelSequence(uvm_sequence):
         from compiler.graph import interpret
         from driver.device import Device
 
-        from tools.demo_run import HOST_BASE, HOST_BYTES, read_outputs, upload_buffers
+        from verif.model_run import HOST_BASE, HOST_BYTES, read_outputs, upload_buffers
 
         g, feeds = models.build(self.model, self.seed)
         caps = ConfigDB().get(None, "", "CAPS")

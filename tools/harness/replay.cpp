@@ -1,6 +1,6 @@
 // Bare Verilator C++ harness for `make bench`: the same testbench top as the cocotb runs
 // (kaki_tb_soc_<N>x<N>: chip + kaki_host_mem), no cocotb, no VPI. It replays a trace recorded
-// during the cocotb run (tools/bench_lib.py documents the format): AXI4-Lite CSR writes
+// during the cocotb run (tools/bench.py documents the format): AXI4-Lite CSR writes
 // and reads issued at the recorded cycles, host-memory backdoor loads ($readmemh) at the recorded
 // clock edges, backdoor word writes (VPI in the cocotb run) stored into the memory array between
 // the recorded edges, and at the end a $writememh dump of the driver's host-memory region.

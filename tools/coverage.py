@@ -1,29 +1,105 @@
-"""Merge the Verilator code coverage of a regression and render it as HTML.
+"""`make coverage`'s reports: merge a regression's functional and Verilator code coverage.
 
-    python -m tools.rtl_coverage [--dir build/coverage/verilator] [--out build/coverage/rtl]
+    python -m tools.coverage [functional|rtl|all] [--dir DIR] [--out DIR]
 
-Every simulator run of a ``COVERAGE=1`` regression (``make coverage``) leaves its ``coverage.dat``
-(Verilator's ``SystemC::Coverage-3`` text format) in ``--dir`` (tools/simbuild.py). Points
-are merged by source position and kind — summed over runs and over the instances of a module, so
-a toggle counts as covered if any instance toggled it — and reported for the generated RTL only
-(``rtl/*.v``, the chip; ``build/gen/*.v``, the block-test harnesses converted from the same
-``hdl_gen/`` sources). Writes ``<out>/merged.dat`` (readable by ``verilator_coverage``),
-``<out>/summary.md`` and ``<out>/index.html`` with one page per source file: every line with its
-hit count (red: never run) and the toggle points never seen.
+``functional`` (default dir build/coverage/functional or ``KAKI_FUNCOV_DIR``, out its parent): every process that
+sampled coverage (``verif/functional_coverage.py``: pytest workers on the golden chip model,
+simulator processes on RTL) left a ``<tag>-<pid>.yml`` database in ``--dir``. They are merged with
+cocotb-coverage's ``merge_coverage`` into ``<out>/functional.yml``; the report
+(``<out>/functional.md`` and stdout) gives each coverpoint's and cross's hit bins and lists every
+bin never hit (the holes).
+
+``rtl`` (default dir build/coverage/verilator, out build/coverage/rtl): every simulator run of a
+``COVERAGE=1`` regression (``make coverage``) leaves its ``coverage.dat`` (Verilator's
+``SystemC::Coverage-3`` text format) in ``--dir`` (tools/simbuild.py). Points are merged by source
+position and kind — summed over runs and over the instances of a module, so a toggle counts as
+covered if any instance toggled it — and reported for the generated RTL only (``rtl/*.v``, the
+chip; ``build/gen/*.v``, the block-test harnesses converted from the same ``hdl_gen/`` sources).
+Writes ``<out>/merged.dat`` (readable by ``verilator_coverage``), ``<out>/summary.md`` and
+``<out>/index.html`` with one page per source file: every line with its hit count (red: never
+run) and the toggle points never seen.
+
+``all`` (``make coverage``) runs both with their default directories.
 """
 import argparse
+import ast
 import html
 import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+import yaml
+from cocotb_coverage.coverage import merge_coverage
+
+from verif.functional_coverage import COVERAGE_DIR as FUNCTIONAL_DIR
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO / "build" / "coverage" / "verilator"
+
+__all__ = ["merge_functional", "holes", "render_functional", "functional_main",
+           "parse", "merge", "summarize", "render", "rtl_main", "main"]
+
+
+# ------------------------------------------------------------------------------ functional
+def merge_functional(files, out):
+    """Merge the YAML databases ``files`` into ``out``; returns the merged dict."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    merge_coverage(lambda msg: None, str(out), *map(str, files))
+    return yaml.safe_load(out.read_text())
+
+
+def _label(key):
+    """Bins of tuples come back from YAML as their repr: show them as ``a × b``."""
+    try:
+        v = ast.literal_eval(key) if isinstance(key, str) and key.startswith("(") else key
+    except (ValueError, SyntaxError):
+        v = key
+    return " × ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+def holes(db):
+    """``{point: (hit bins, total bins, [labels of bins never hit])}`` of every leaf item."""
+    out = {}
+    for name, item in sorted(db.items()):
+        bins = item.get("bins:_hits")
+        if bins is None:
+            continue
+        missing = [_label(b) for b, n in bins.items() if n < item.get("at_least", 1)]
+        out[name] = (len(bins) - len(missing), len(bins), missing)
+    return out
+
+
+def render_functional(db, files):
+    rows = holes(db)
+    hit = sum(h for h, _, _ in rows.values())
+    total = sum(t for _, t, _ in rows.values())
+    lines = [f"# Functional coverage: {hit}/{total} bins ({hit / max(total, 1):.1%}) from "
+             f"{len(files)} database(s)", "",
+             "| coverpoint / cross | bins hit | holes |", "|---|---|---|"]
+    for name, (h, t, missing) in rows.items():
+        shown = ", ".join(missing[:12]) + (f", … ({len(missing) - 12} more)" if len(missing) > 12 else "")
+        lines.append(f"| `{name}` | {h}/{t} | {shown or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def functional_main(args):
+    """Merge and report the functional coverage (``args.dir``, ``args.out``); 0 on success."""
+    files = sorted(args.dir.glob("*.yml"))
+    if not files:
+        print(f"no functional coverage databases in {args.dir} (run with KAKI_FUNCOV=1)", file=sys.stderr)
+        return 1
+    db = merge_functional(files, args.out / "functional.yml")
+    text = render_functional(db, files)
+    (args.out / "functional.md").write_text(text)
+    print(text)
+    print(f"merged: {args.out / 'functional.yml'}; report: {args.out / 'functional.md'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ RTL (Verilator)
 KINDS = ("line", "branch", "toggle")
 _ENTRY = re.compile(r"^C '(.*)' (\d+)$")
-
-__all__ = ["parse", "merge", "summarize", "render", "main"]
 
 
 def _fields(key):
@@ -141,11 +217,8 @@ def write_dat(points, path):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", type=Path, default=DEFAULT_DIR)
-    ap.add_argument("--out", type=Path, default=DEFAULT_DIR.parent / "rtl")
-    args = ap.parse_args(argv)
+def rtl_main(args):
+    """Merge and render the Verilator coverage (``args.dir``, ``args.out``); 0 on success."""
     files = sorted(args.dir.glob("*.dat"))
     if not files:
         print(f"no coverage.dat files in {args.dir} (run the simulator tests with COVERAGE=1)",
@@ -160,6 +233,28 @@ def main(argv=None):
     print(text)
     print(f"HTML: {args.out / 'index.html'}; merged: {args.out / 'merged.dat'}")
     return 0
+
+
+# ------------------------------------------------------------------------------ CLI
+STEPS = {  # step -> (run, default --dir, default --out)
+    "functional": (functional_main, FUNCTIONAL_DIR, FUNCTIONAL_DIR.parent),
+    "rtl": (rtl_main, DEFAULT_DIR, DEFAULT_DIR.parent / "rtl"),
+}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", nargs="?", default="all", choices=[*STEPS, "all"])
+    ap.add_argument("--dir", type=Path, default=None, help="input directory (one step only)")
+    ap.add_argument("--out", type=Path, default=None, help="output directory (one step only)")
+    args = ap.parse_args(argv)
+    if args.step == "all" and (args.dir or args.out):
+        ap.error("--dir/--out need one step: functional or rtl")
+    status = 0
+    for name in STEPS if args.step == "all" else [args.step]:
+        run, d, o = STEPS[name]
+        status |= run(argparse.Namespace(dir=args.dir or d, out=args.out or o))
+    return status
 
 
 if __name__ == "__main__":

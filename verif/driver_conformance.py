@@ -15,9 +15,9 @@ import numpy as np
 from spec import registers as R
 from spec.commands import encode
 from spec.descriptors import ErrorCode, Opcode
-from .device import Device
-from .errors import DeviceError, DeviceTimeout, DriverMisuse, QueueError
-from .program import BufferSpec, Program, ProgramCommand, Reloc
+from driver.device import Device
+from driver.errors import DeviceError, DeviceTimeout, DriverMisuse, QueueError
+from driver.program import BufferSpec, Program, ProgramCommand, Reloc
 
 __all__ = ["Context", "TESTS"]
 
