@@ -18,7 +18,7 @@ from spec.firmware_image import FirmwareImage
 from driver.ops import run_async
 from verif import chip_scenarios as S
 from spec.chip import QUEUES
-from verif.error_injection import ERROR_KINDS, error_queue
+from verif.error_injection import ERROR_KINDS
 
 from verif.chip_tb import ChipTB
 from verif.functional_coverage import async_probe

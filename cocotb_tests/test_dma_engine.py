@@ -18,7 +18,6 @@ import gc
 import json
 import subprocess
 import warnings
-from pathlib import Path
 
 import pytest
 from amaranth import ClockSignal, Instance, Module, Mux, ResetSignal, Signal

@@ -31,7 +31,7 @@ from pyuvm import (ConfigDB, UVMConfigItemNotFound, uvm_agent, uvm_analysis_port
 
 from spec.chip import DEFAULTS
 from spec.commands import decode
-from spec.descriptors import ErrorCode, Opcode
+from spec.descriptors import COMMANDS, Engine, ErrorCode
 
 from . import boundary_monitor as BM
 from .axi_checker import (Axi4Checker, AxiBurstTxn, AxiLiteChecker, CsrTxn, PackedSampler,
@@ -124,7 +124,8 @@ class StoreBytes:
         """The StoreRegion of a completion record, or None if it is not a successful store."""
         rec = txn.record
         words = self.descs[txn.queue].pop(rec["index"], None)
-        if words is None or rec["opcode"] != Opcode.DMA_STORE or rec["status"] != ErrorCode.OK:
+        cmd = COMMANDS.get(rec["opcode"])
+        if words is None or cmd is None or cmd.engine != Engine.DMA_STORE or rec["status"] != ErrorCode.OK:
             return None
         d = decode(list(words))
         if not d["row_bytes"]:

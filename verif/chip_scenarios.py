@@ -33,7 +33,7 @@ import numpy as np
 
 from spec import registers as R
 from spec.chip import QUEUES
-from spec.descriptors import ENGINE_OPCODES, Opcode
+from spec.descriptors import COMMANDS, ENGINE_OPCODES
 from driver.ops import HostRead, HostWrite, Read, Write
 
 from .dag_workload import DagBuilder, build_dag, queue_configs
@@ -41,6 +41,9 @@ from .error_injection import ERROR_KINDS, error_queue, inject
 from .queue_host import configure, drive, event_bases, final_regs, reset_queue
 from .queue_scoreboard import ScoreboardError, check
 from .ring_layout import DESC_BYTES, M32, Layout, in_host, reg
+
+#: Engines the DEBUG_HANG fault-injection hook can freeze (its fields are named after them).
+_HANGABLE = {f.name for f in R.DEBUG_HANG.fields}
 
 
 @dataclass
@@ -137,9 +140,10 @@ def error_scenario(caps, seed, kind, *, host_bytes, decerr_addr=None, queue=None
     yield HostWrite(0, image)
     bases = yield from event_bases()
     hang = kind.startswith("watchdog")
-    # The background must not use the engine the hang freezes: the first command it starts after
-    # DEBUG_HANG must be the injected one.
-    engines = (Opcode.DMA_LOAD, Opcode.DMA_STORE) if hang else ENGINE_OPCODES
+    # The background must not use an engine DEBUG_HANG can freeze: the first command the frozen
+    # engine starts after DEBUG_HANG must be the injected one.
+    engines = tuple(op for op in ENGINE_OPCODES if COMMANDS[op].engine.name not in _HANGABLE) \
+        if hang else ENGINE_OPCODES
     others = [x for x in range(QUEUES) if x != q]
     wl, b = build_dag(caps, seed, layout, queues=others, jobs=jobs, event_base=bases,
                       name=f"error {kind} on queue {q}", engines=engines, rng=rng)

@@ -26,7 +26,6 @@ from amaranth.lib import wiring
 
 from hdl_gen import regmap
 from hdl_gen.axi import Axi4LiteSignature, Axi4Signature
-from hdl_gen.config import KakiConfig
 
 _HDL = Path(__file__).resolve().parent / "hdl"
 HOST_MEM_V = _HDL / "kaki_host_mem.v"
