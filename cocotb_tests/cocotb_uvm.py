@@ -22,7 +22,7 @@ from verif.uvm_env import ErrorSequence, KakiTest, ModelSequence, RandomDagSeque
 
 MEMORY_BYTES = HOST_WORDS * 8
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
-#: The pin-level bus agents (uvm_env/bus_agents.py); KAKI_UVM_PINS=0 leaves them out (to measure
+#: The pin-level bus agents (verif/bus_agents.py); KAKI_UVM_PINS=0 leaves them out (to measure
 #: what they cost).
 PIN_AGENTS = os.environ.get("KAKI_UVM_PINS", "1") not in ("", "0")
 _CONTEXT = {}
