@@ -1,6 +1,7 @@
 """Whole-chip tests: the committed rtl/ SoC with the HDL host memory model, at every array size."""
 import pytest
 
+from firmware import build as fw_build
 from hdl_gen.config import ARRAY_SIZES
 from tools import simbuild
 from tools.simbuild import soc_target
@@ -22,23 +23,15 @@ def test_chip_gemm_epilogue(dim):
 
 @pytest.mark.sim
 def test_chip_firmware():
-    from filelock import FileLock
-
-    from firmware import build as fw_build
-    with FileLock(str(simbuild.BUILD / "firmware.lock")):
-        elf = fw_build.build()
+    elf = fw_build.shared_elf()
     simbuild.run(soc_target(8), MODULE, testcase="firmware_boots_faults_and_reloads", tag="firmware",
                  extra_env={"KAKI_FW_ELF": str(elf)})
 
 
 @pytest.mark.sim
 def test_chip_firmware_reads_perf():
-    from filelock import FileLock
-
-    from firmware import build as fw_build
-    with FileLock(str(simbuild.BUILD / "firmware.lock")):
-        elf = fw_build.build(simbuild.BUILD / "firmware" / "perf_probe.elf",
-                             [fw_build.FW / "probes" / "perf_probe.c"])
+    elf = fw_build.locked_build(simbuild.BUILD / "firmware" / "perf_probe.elf",
+                                [fw_build.FW / "probes" / "perf_probe.c"])
     simbuild.run(soc_target(8), MODULE, testcase="firmware_reads_perf",
                  tag="firmware_perf", extra_env={"KAKI_PROBE_ELF": str(elf)})
 

@@ -229,11 +229,8 @@ FIRMWARE_TESTS = {"t_firmware_trace"}
 
 
 def _firmware_elf():
-    from filelock import FileLock
-
     from firmware import build as fw_build
-    with FileLock(str(simbuild.BUILD / "firmware.lock")):
-        return fw_build.build()
+    return fw_build.shared_elf()
 
 
 @pytest.mark.sim

@@ -42,14 +42,20 @@ def build(out=ELF, sources=None):
     return out
 
 
-def shared_elf():
-    """The firmware ELF at :data:`ELF`, built once per session: pytest-xdist workers and tools
-    share it under a file lock."""
+def locked_build(out=ELF, sources=None):
+    """:func:`build` under the one build-wide file lock, so pytest-xdist workers and tools that
+    build the firmware (or a test image) at the same time never read a half-written ELF."""
     from filelock import FileLock
 
-    ELF.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(ELF.parent / "build.lock")):
-        return build()
+    lock = REPO / "build" / "firmware.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        return build(out, sources)
+
+
+def shared_elf():
+    """The firmware ELF at :data:`ELF`, built under the lock (see :func:`locked_build`)."""
+    return locked_build()
 
 
 def main(argv=None):
