@@ -113,7 +113,7 @@ def _fields(key):
 
 def _relative(path):
     """Repository-relative source path (runs may come from different clones)."""
-    m = re.search(r"(?:^|/)((?:rtl|build/gen|cocotb_tests/hdl)/[^/]+)$", path)
+    m = re.search(r"(?:^|/)((?:rtl|build/gen|verif/hdl)/[^/]+)$", path)
     return m.group(1) if m else path
 
 
