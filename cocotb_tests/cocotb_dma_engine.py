@@ -4,8 +4,14 @@ Every test seeds its generators from ``KAKI_SEED`` (logged). The harness config 
 ``KAKI_DMA_CFG`` (JSON of KakiConfig fields). Fast-path tests use the HDL host memory model
 (``kaki_host_mem``: latency, random stalls, error window, backdoor by $readmemh/$writememh, and
 sticky protocol-violation flags checked after every command); protocol-path tests use a
-cocotbext-axi ``AxiRam`` with pause generators on all five channels and the AXI checker of
-verif/axi_checker.py on every cycle.
+cocotbext-axi ``AxiRam`` with pause generators on all five channels. Both paths run the AXI
+checker of verif/axi_checker.py on every cycle with the same rules: on the ``ext__*`` pins
+(SignalSampler) or on the harness's packed copies ``mon_hm_*`` of the host-model bus
+(PackedSampler); every checkpoint requires the bus quiet (``finish``).
+
+Python writes ``hm_cfg_stall`` and ``blk_prob`` (which reach READYs combinationally) and the
+backdoors only between commands, with the bus quiet, so the packed sampler's falling-edge read
+sees what the next rising edge sees.
 """
 import json
 import os
@@ -18,8 +24,10 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiRam
 
-from verif.axi_checker import Axi4Checker, BusMonitor, SignalSampler
+from verif.axi_checker import Axi4Checker, BusMonitor, PackedSampler, SignalSampler
 from verif.host_mem import HostMemory
+from verif.soc_target import signature_widths
+from hdl_gen.axi import Axi4Signature
 from hdl_gen.config import KakiConfig
 from hdl_gen.descriptor import DmaCmd, ErrorCode
 
@@ -137,15 +145,25 @@ def first_failing_row(c, base, limit):
 
 
 # --------------------------------------------------------------------------------------------------
-# AXI checker for the protocol path (every cycle)
+# AXI checker of both paths (every cycle)
 
-def axi_monitor(dut):
-    """verif/axi_checker.py on the ``ext__*`` port: the AXI rules plus the DMA's own (full-width,
-    beat-aligned bursts of at most max_burst_beats, at most dma_outstanding per direction)."""
-    core = Axi4Checker(data_bytes=DB, bus="ext", full_width=True, aligned=True,
+def axi_checker(bus):
+    """The AXI rules plus the DMA's own: full-width, beat-aligned bursts of at most
+    max_burst_beats, at most dma_outstanding per direction."""
+    return Axi4Checker(data_bytes=DB, bus=bus, full_width=True, aligned=True,
                        max_beats=CFG.max_burst_beats, max_reads=CFG.dma_outstanding,
                        max_writes=CFG.dma_outstanding)
-    return BusMonitor(SignalSampler(dut, "ext__", core))
+
+
+def axi_monitor(dut, use_ext):
+    """The checker on the ``ext__*`` pins (protocol path) or on the packed copies ``mon_hm_*`` of
+    the bus to the HDL host memory model (fast path; the cocotb clock starts high, so rising edge
+    k is at k * CLK_NS)."""
+    if use_ext:
+        return BusMonitor(SignalSampler(dut, "ext__", axi_checker("ext")))
+    widths = signature_widths(Axi4Signature(CFG.axi_addr_bits, CFG.axi_data_bits, CFG.axi_id_bits))
+    return BusMonitor(PackedSampler(dut, "hm", axi_checker("hm"), clock_ns=CLK_NS, first_edge_ns=0,
+                                    widths=widths))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,7 +198,7 @@ class Tb:
         if self.use_ext:
             self.ram = AxiRam(AxiBus.from_prefix(d, "ext", bus_separator="__"), d.clk, d.rst,
                               size=HOST_SIZE)
-            self.mon = axi_monitor(d)
+        self.mon = axi_monitor(d, self.use_ext)
         for _ in range(3):
             await RisingEdge(d.clk)
         await FallingEdge(d.clk)
@@ -289,8 +307,9 @@ class Tb:
             await with_timeout(RisingEdge(done), timeout_cycles * CLK_NS, "ns")
         except Exception as e:
             state = (f"; AXI checker: {self.mon.core.summary()}; open: {self.mon.core.open_bursts()}; "
-                     f"error: {self.mon.error}"
-                     if self.mon else f"; host model: AR {self.hm.ar_count} AW {self.hm.aw_count}")
+                     f"error: {self.mon.error}")
+            if not self.use_ext:
+                state += f"; host model: AR {self.hm.ar_count} AW {self.hm.aw_count}"
             raise AssertionError(f"{ch} hung (no done in {timeout_cycles} cycles) for {c}{state}") from e
         await ReadOnly()
         err = ErrorCode(int(getattr(d, f"{ch}__error").value))
@@ -299,9 +318,8 @@ class Tb:
         return err, cycles
 
     def check_protocol(self, what):
-        if self.use_ext:
-            self.mon.finish(what)       # every burst of the command complete
-        else:
+        self.mon.finish(what)           # no violation, every burst of the command complete
+        if not self.use_ext:
             assert self.hm.prot_err == 0, f"{what}: host memory model saw {self.hm.prot_err_text()}"
 
     # --- random commands ----------------------------------------------------------------------
@@ -637,6 +655,9 @@ async def t_random_fast(dut):
         await tb.local_randomize(acc)
     await random_traffic(tb, 200 if CFG.dim <= 8 else 120, ext=False)
     assert tb.hm.rd_max_outstanding >= 2, "never more than one read burst in flight"
+    dut._log.info(f"AXI checker: {tb.mon.core.summary()}")
+    assert (tb.mon.core.ar_count, tb.mon.core.aw_count) == (tb.hm.ar_count, tb.hm.aw_count), \
+        f"checker and host model disagree: {tb.mon.core.summary()}"
 
 
 @cocotb.test()

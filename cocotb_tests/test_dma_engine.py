@@ -9,7 +9,9 @@ The simulated harness (:class:`DmaHarness`) is the DMA engine with
   would be caught);
 * the AXI port wired either to the HDL host memory model ``kaki_host_mem`` (fast path, backdoor by
   ``$readmemh``/``$writememh``) or, with ``use_ext`` = 1, to the ``ext__*`` ports where a
-  cocotbext-axi ``AxiRam`` with pause generators answers (protocol path).
+  cocotbext-axi ``AxiRam`` with pause generators answers (protocol path);
+* the packed monitor copies ``mon_hm_*`` of the bus between the DMA and the host memory model, as
+  the chip's testbench top has them (verif/soc_target.py), for the fast path's AXI checker.
 
 Two builds: dim 8 (64-bit AXI, bursts of at most 4 beats, 4 reads outstanding) and dim 16 (64-byte
 accumulator rows, 16-beat bursts, 2 outstanding). The cocotb side is ``cocotb_dma_engine.py``.
@@ -34,7 +36,7 @@ from hdl_gen.emit import to_verilog
 from hdl_gen.engine import EngineSignature
 from tools import simbuild
 
-from verif.soc_target import HOST_MEM_V
+from verif.soc_target import HOST_MEM_V, MONITOR_FIELDS, monitor_ports, monitor_values
 
 MODULE = "cocotb_tests.cocotb_dma_engine"
 HOST_MEM_MODULE = "cocotb_tests.cocotb_host_mem"
@@ -58,7 +60,8 @@ class DmaHarness(wiring.Component):
         self.cfg = cfg
         self.hm_words = hm_words
         aab, adb, aib = cfg.axi_addr_bits, cfg.axi_data_bits, cfg.axi_id_bits
-        super().__init__({
+        mon = monitor_ports("hm", Axi4Signature(aab, adb, aib), MONITOR_FIELDS["mem"])
+        super().__init__({**{n: Out(w) for n, w in mon.items()},
             "load": Out(EngineSignature(DmaCmd)),
             "store": Out(EngineSignature(DmaCmd)),
             "load_bytes": Out(8),
@@ -133,6 +136,9 @@ class DmaHarness(wiring.Component):
                 hsig = Signal(member.shape, name=f"hm_s_{name}")
                 m.d.comb += dsig.eq(Mux(self.use_ext, esig, hsig))
                 hm_ports[f"o_s__{name}"] = hsig
+        hm_bus = {n[5:]: s for n, s in hm_ports.items()}       # i_s__/o_s__<name> -> signal
+        m.d.comb += [getattr(self, n).eq(v)
+                     for n, v in monitor_values("hm", hm_bus, MONITOR_FIELDS["mem"]).items()]
         ctrl = {f"i_{n}": getattr(self, f"hm_{n}") for n in (
             "cfg_latency", "cfg_stall", "cfg_seed", "cfg_err_base", "cfg_err_limit", "cfg_err_resp",
             "cfg_max_len", "bd_load", "bd_dump", "bd_fname", "bd_lo", "bd_hi")}

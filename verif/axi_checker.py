@@ -36,10 +36,11 @@ Rules (:class:`Axi4Checker`; ``cfg`` options in brackets):
 B and R only with a request outstanding; no EXOKAY; :meth:`AxiLiteChecker.finish`: nothing open.
 
 Benches: the chip's pin agents (verif/bus_agents.py, pyuvm env) on the CSR and host-memory
-ports, the DMA engine bench (protocol path), the queue-controller bench and the AXI arbiter bench
-(subordinate side). The HDL host memory model (verif/hdl/kaki_host_mem.v) keeps its sticky flags
-for the DMA bench's fast path, where no Python monitor runs; on the chip the pin agent requires
-them to stay clear as well (a second line of defence).
+ports, the DMA engine bench (both paths: the ``ext__*`` pins, and on the fast path the harness's
+packed copies ``mon_hm_*`` of the bus to the HDL host memory model), the queue-controller bench and
+the AXI arbiter bench (subordinate side). The HDL host memory model (verif/hdl/kaki_host_mem.v)
+still keeps its sticky protocol flags; the DMA fast path and the chip's pin agent require them to
+stay clear as well (a second line of defence, duplicating rules checked here).
 """
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -491,17 +492,27 @@ class PackedSampler:
     LogicArray per read would add to the ~4 µs a read costs). ``cycles`` counts the clocks
     sampled, ``wakeups`` the idle-to-busy transitions; a sample's cycle is the index of the rising
     edge at which its handshakes happen (edge k at ``first_edge_ns + k * clock_ns``).
+    ``widths`` ({signature member name: width}, e.g. ``verif.soc_target.signature_widths``) splits
+    the payload instead of the pins, for a top that exposes only the packed copies.
+
+    Sampling at the falling edge assumes every VALID, READY and payload bit is stable from the
+    falling edge to the next rising edge: true of the chip's top (its own Verilog clock, the CSR
+    outputs copied at the falling edge) and of a cocotb-clocked top such as the DMA bench's as
+    long as Python writes at a falling edge change no READY or VALID of a channel whose VALID is
+    high (Python's writes land after this sample, in the ReadWrite phase).
     """
 
-    def __init__(self, dut, bus, core, *, clock_ns, first_edge_ns, handshakes=HANDSHAKES):
+    def __init__(self, dut, bus, core, *, clock_ns, first_edge_ns, handshakes=HANDSHAKES,
+                 widths=None):
         self.core, self.clk = core, dut.clk
         self.clock_ns, self.first_edge_ns = clock_ns, first_edge_ns
         self.busy = getattr(dut, f"mon_{bus}_busy")
         self.handshakes = _reader(getattr(dut, f"mon_{bus}_hs"))
         self.channels = []
         for name, fields in core.CHANNELS.items():
-            widths = [len(getattr(dut, f"{bus}__{name}{f}")) for f in fields]
-            spans = [(end - w, end) for w, end in zip(widths, accumulate(widths))]
+            sizes = [len(getattr(dut, f"{bus}__{name}{f}")) if widths is None else widths[name + f]
+                     for f in fields]
+            spans = [(end - w, end) for w, end in zip(sizes, accumulate(sizes))]
             self.channels.append((name, core.channels[name], 2 * handshakes.index(name),
                                   _reader(getattr(dut, f"mon_{bus}_{name}")), spans))
         self.cycles = self.wakeups = 0

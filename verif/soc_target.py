@@ -65,6 +65,36 @@ MONITOR_FIELDS = {
 HANDSHAKES = ("aw", "w", "ar", "b", "r")
 
 
+def monitor_ports(bus, sig, fields):
+    """The packed monitor copies of a bus with flat AXI signature ``sig``: {port name: width}
+    (``mon_<bus>_hs``, ``mon_<bus>_busy``, one ``mon_<bus>_<channel>`` per channel of ``fields``,
+    e.g. ``MONITOR_FIELDS["mem"]``), as the chip's testbench top declares them."""
+    widths = {n: w for n, w, _ in _members(sig)}
+    ports = {f"mon_{bus}_hs": 2 * len(HANDSHAKES), f"mon_{bus}_busy": 1}
+    ports.update({f"mon_{bus}_{ch}": sum(widths[ch + f] for f in flds) for ch, flds in fields.items()})
+    return ports
+
+
+def monitor_values(bus, pins, fields):
+    """The same copies as Amaranth values, for an Amaranth testbench top: {port name: value}, from
+    ``pins`` (signature member name -> the bus's signal). Packed like the Verilog concatenations of
+    :func:`_monitor_wires` (the first signal in the top bits), which is what
+    :class:`verif.axi_checker.PackedSampler` reads."""
+    from amaranth import Cat
+
+    def packed(names):                  # Verilog {a, b, ...}: Cat puts its first operand lowest
+        return Cat(*(pins[n] for n in reversed(names)))
+    out = {f"mon_{bus}_hs": packed([f"{c}{h}" for c in HANDSHAKES for h in ("valid", "ready")]),
+           f"mon_{bus}_busy": packed([f"{c}valid" for c in HANDSHAKES]).any()}
+    out.update({f"mon_{bus}_{ch}": packed([ch + f for f in flds]) for ch, flds in fields.items()})
+    return out
+
+
+def signature_widths(sig):
+    """{member name: width} of a flat AXI signature (PackedSampler's ``widths``)."""
+    return {n: w for n, w, _ in _members(sig)}
+
+
 def _members(sig):
     """(name, width, is_manager_output) of a flat AXI signature."""
     return [(name, m.shape.width if hasattr(m.shape, "width") else int(m.shape),
@@ -82,13 +112,10 @@ def tb_verilog(cfg):
     ports = ["    input wire rst", "    output wire irq"]
     ports += [_decl("input" if out else "output", w, f"csr__{n}") for n, w, out in _members(csr)]
     ports += [_decl(d, cfg.axi_addr_bits if w == "A" else w, f"host_{n}") for n, w, d in _HOST_CTRL]
-    widths = {n: w for n, w, _ in _members(mem)}
+    widths = signature_widths(mem)
     ports += [_decl("output", widths[n], f"mon_{n}") for n in MONITORED]
-    bus_widths = {"csr": {n: w for n, w, _ in _members(csr)}, "mem": widths}
-    for bus, channels in MONITOR_FIELDS.items():
-        ports += [_decl("output", 2 * len(HANDSHAKES), f"mon_{bus}_hs"), _decl("output", 1, f"mon_{bus}_busy")]
-        ports += [_decl("output", sum(bus_widths[bus][ch + f] for f in fields), f"mon_{bus}_{ch}")
-                  for ch, fields in channels.items()]
+    for bus, bsig in (("csr", csr), ("mem", mem)):
+        ports += [_decl("output", w, n) for n, w in monitor_ports(bus, bsig, MONITOR_FIELDS[bus]).items()]
     wires = [f"    wire {'' if w == 1 else f'[{w - 1}:0] '}{bus}__{n};"
              for bus, sig in (("mem", mem), ("pin_csr", csr)) for n, w, _ in _members(sig)]
     soc_conn = [".clk(clk)", ".rst(rst)", ".irq(irq)"]
