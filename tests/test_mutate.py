@@ -117,7 +117,7 @@ def test_candidates_that_change_nothing_are_skipped():
 def test_sandbox_gets_the_mutant_and_the_repository_does_not(tmp_path):
     mu = M.sites("hdl_gen/round_robin.py")[0]
     text = M.apply((M.REPO / mu.path).read_text(), mu)
-    box = M.Sandbox(tmp_path / "box", M.tree_files(), mu, text)
+    box = M.Sandbox(tmp_path / "box", M.REPO, M.tree_files(), mu, text)
     assert (box.path / mu.path).read_text() == text
     assert (M.REPO / mu.path).read_text() != text
     assert (box.path / "tools" / "simbuild.py").read_bytes() == (M.REPO / "tools/simbuild.py").read_bytes()
@@ -199,14 +199,14 @@ def _fake_campaign(statuses):
     return types.SimpleNamespace(generated={"b": gen}, outcomes=outcomes)
 
 
-def test_kill_rate_leaves_out_equivalent_mutants_and_counts_undecided_survivors():
+def test_kill_rate_leaves_out_equivalent_and_untested_mutants_and_counts_undecided_survivors():
     rows, total = M.summarize(_fake_campaign([
         ("killed", None, "cocotb_tests/test_x.py::test_y"), ("killed", None, "timeout in t (...)"),
         ("killed", None, "cocotb_tests/test_x.py::test_z"), ("equivalent", "equivalent", ""),
-        ("survived", "undecided", ""), ("error", None, "baseline")]))
+        ("survived", "undecided", ""), ("error", None, "baseline"), ("untested", None, "bench")]))
     r = rows["b"]
     assert (r["generated"], r["killed"], r["timeouts"], r["survived"], r["undecided"],
-            r["equivalent"], r["error"]) == (6, 3, 1, 1, 1, 1, 1)
+            r["equivalent"], r["error"], r["untested"]) == (7, 3, 1, 1, 1, 1, 1, 1)
     assert r["kill_rate"] == pytest.approx(3 / 4) and total["kill_rate"] == r["kill_rate"]
     assert (r["sites"], r["skipped"]["netlist unchanged"]) == (20, 2)
 
@@ -248,7 +248,7 @@ def test_mutation_sample(tmp_path):
     before = _tree_digest()
     out = tmp_path / "mutate"
     r = subprocess.run([sys.executable, "-m", "tools.mutate", "--block", "axi_arbiter,banked_memory",
-                        "--count", "2", "--tiers", "1", "--seed", str(seed), "--out", str(out)],
+                        "--count", "2", "--scope", "bench", "--seed", str(seed), "--out", str(out)],
                        cwd=M.REPO, capture_output=True, text=True, timeout=3600)
     assert _tree_digest() == before
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -185,6 +185,15 @@ _DMA_TIERS = tuple(Tier(f"dma_engine_{k}", ("cocotb_tests/test_dma_engine.py::te
 _GEMM_TIERS = _per_dim("test_gemm_engine.py", "test_gemm_engine", (4, 8, 16), "gemm")
 _VECTOR_TIERS = _per_dim("test_vector_unit.py", "test_vector_unit", (4, 8, 16), "vector")
 
+#: --scope: which tiers run (``bench``: the block-level benches only, fast but a lower bound).
+SCOPES = ("all", "bench")
+
+
+def tiers(block, scope):
+    """The tiers of ``block`` that run in ``scope``."""
+    return tuple(t for t in block.tiers if scope == "all" or not t.rtl)
+
+
 BLOCKS = {b.name: b for b in (
     Block("axi_arbiter", ("axi_arbiter.py",), {"arbiter": _arbiter},
           (_sim("test_axi_arbiter.py"), *CHIP_TIERS)),
@@ -410,30 +419,34 @@ def _is_hdl_gen(name):
 
 
 @contextlib.contextmanager
-def fresh_hdl_gen(path=None, text=None):
-    """Import ``hdl_gen`` afresh inside the block (with ``path`` served from ``text`` when given);
-    the modules imported before are put back afterwards, so callers keep consistent classes."""
+def fresh_hdl_gen(root=REPO, path=None, text=None):
+    """Import ``hdl_gen`` afresh from the tree at ``root`` inside the block (with ``path`` served
+    from ``text`` when given); the modules imported before are put back afterwards, so callers
+    keep consistent classes."""
     saved = {k: sys.modules.pop(k) for k in list(sys.modules) if _is_hdl_gen(k)}
+    sys.path.insert(0, str(root))
     finder = None
     if path is not None:
         name = str(Path(path).with_suffix("")).replace("/", ".")
-        finder = _Override(name, REPO / path, text)
+        finder = _Override(name, Path(root) / path, text)
         sys.meta_path.insert(0, finder)
     try:
         yield
     finally:
         if finder is not None:
             sys.meta_path.remove(finder)
+        sys.path.remove(str(root))
         for k in [k for k in sys.modules if _is_hdl_gen(k)]:
             del sys.modules[k]
         sys.modules.update(saved)
 
 
-def netlists(block, path=None, text=None):
-    """``{top: RTLIL text}`` of the block's reference tops (with ``path`` replaced by ``text``)."""
+def netlists(block, path=None, text=None, root=REPO):
+    """``{top: RTLIL text}`` of the block's reference tops, elaborated from the tree at ``root``
+    (with ``path`` replaced by ``text``)."""
     from amaranth.back import rtlil
 
-    with fresh_hdl_gen(path, text), warnings.catch_warnings():
+    with fresh_hdl_gen(root, path, text), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {name: rtlil.convert(factory(), name="top", emit_src=False)
                 for name, factory in block.tops.items()}
@@ -477,10 +490,11 @@ def order(candidates, rng):
     return out
 
 
-def generate(block, count, seed, original=None):
-    """Up to ``count`` mutants of ``block``, deterministic for ``seed`` and the sources."""
-    original = netlists(block) if original is None else original
-    texts = {p: (REPO / "hdl_gen" / p).read_text() for p in block.sources}
+def generate(block, count, seed, original=None, root=REPO):
+    """Up to ``count`` mutants of ``block``, deterministic for ``seed`` and the sources of the
+    tree at ``root``."""
+    original = netlists(block, root=root) if original is None else original
+    texts = {p: (Path(root) / "hdl_gen" / p).read_text() for p in block.sources}
     candidates = order([mu for p in block.sources for mu in sites(f"hdl_gen/{p}", texts[p])],
                        random.Random(f"{seed}:{block.name}"))
     out, rejected = [], {"does not elaborate": 0, "netlist unchanged": 0}
@@ -489,7 +503,7 @@ def generate(block, count, seed, original=None):
             break
         mutated = apply(texts[Path(mu.path).name], mu)
         try:
-            nets = netlists(block, mu.path, mutated)
+            nets = netlists(block, mu.path, mutated, root)
         except Exception:
             rejected["does not elaborate"] += 1
             continue
@@ -518,17 +532,17 @@ def tree_files(root=REPO):
 
 
 class Sandbox:
-    """A private copy of the source tree (with its own ``build/``) in which one mutant, or the
-    unmutated baseline, is built and tested."""
+    """A private copy of the source tree ``files`` of ``source`` (with its own ``build/``) in which
+    one mutant, or the unmutated baseline, is built and tested."""
 
-    def __init__(self, path, files, mutation=None, text=None):
+    def __init__(self, path, source, files, mutation=None, text=None):
         self.path = Path(path)
         if self.path.exists():
             shutil.rmtree(self.path)
         for name in files:
             dst = self.path / name
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dst)
+            shutil.copy2(Path(source) / name, dst)
         if mutation is not None:
             (self.path / mutation.path).write_text(text)
         self._rtl_done = False
@@ -650,7 +664,7 @@ _PAIR = _LOAD.format(il="gold.il", name="gold") + _LOAD.format(il="gate.il", nam
 #: Bounded search, from reset, for an input sequence on which the outputs differ.
 _BMC = _PAIR + """miter -equiv -flatten -make_outputs -ignore_gold_x gold gate miter
 hierarchy -top miter
-sat -seq {steps} {reset} -prove trigger 0 -set-init-zero -show-inputs -dump_vcd cex.vcd -timeout {timeout} miter
+sat -seq {steps} {reset} -prove trigger 0 -set-init-zero -show-inputs -dump_vcd cex.vcd miter
 """
 #: Yosys's equivalence flow: $equiv cells on the signals both netlists name alike, proven
 #: combinationally and by induction over the registers they pair.
@@ -663,14 +677,15 @@ equiv_status -assert
 
 
 def _inits(rtlil_text):
-    """``{(module, wire): init value}`` of an RTLIL netlist (the registers' reset values)."""
+    """``{(module, wire): reset value}`` of an RTLIL netlist's registers (``init`` attributes)."""
     out, module, pending = {}, None, None
     for line in rtlil_text.splitlines():
         words = line.split()
         if words[:1] == ["module"]:
             module = words[1]
         elif words[:2] == ["attribute", "\\init"]:
-            pending = words[2]
+            bits = words[2].split("'")[-1]
+            pending = int(bits, 2) if set(bits) <= {"0", "1"} else bits
         elif words[:1] == ["wire"] and pending is not None:
             out[(module, words[-1])] = pending
             pending = None
@@ -685,36 +700,53 @@ class Verdict:
     detail: str
 
 
+def _ladder(steps):
+    """Bounded-check depths, shallow first: a difference usually shows within a few cycles, and
+    proving that none exists gets expensive with depth."""
+    return sorted({max(1, steps // 4), max(1, steps // 2), steps})
+
+
 def equivalence(runner, gold, gate, workdir, steps, timeout):
-    """Compare two netlists of one top (RTLIL texts) with Yosys, run in ``workdir`` (WebAssembly
-    Yosys sees only the current directory: every input is written there)."""
+    """Compare two netlists of one top (RTLIL texts) with Yosys, in ``workdir`` (WebAssembly
+    Yosys sees only its working directory: every input is written there). ``timeout`` bounds
+    the whole check."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "gold.il").write_text(gold)
     (workdir / "gate.il").write_text(gate)
+    deadline = time.monotonic() + timeout
+    gold_init, gate_init = _inits(gold), _inits(gate)
+    same_reset = all(gold_init[k] == gate_init[k] for k in gold_init.keys() & gate_init.keys())
+    if same_reset:
+        (workdir / "proof.ys").write_text(_PROOF)
+        code, _ = runner.call([YOSYS, "-q", "-l", "proof.log", "proof.ys"], workdir,
+                              workdir / "proof.out", timeout)
+        if code == 0:
+            return Verdict("equivalent", "proven by Yosys's equivalence flow (equiv_make, "
+                                         "equiv_simple, equiv_induct)")
+        unproven = [ln.strip() for ln in _read(workdir / "proof.log").splitlines() if "Unproven" in ln]
+        why = f"not proven equivalent ({unproven[0] if unproven else f'yosys exit {code}'})"
+    else:
+        why = "reset values differ (the induction proof would assume them equal)"
     # `in_rst` is the miter's copy of the top's reset: asserted in the first cycle
     reset = "-set-at 1 in_rst 1" if _has_port(gold, "rst") else ""
-    (workdir / "bmc.ys").write_text(_BMC.format(steps=steps, reset=reset, timeout=timeout))
-    code, _ = runner.call([YOSYS, "-q", "-l", "bmc.log", "bmc.ys"], workdir,
-                             workdir / "bmc.out", timeout + 60)
-    text = _read(workdir / "bmc.log")
-    if "model found: FAIL!" in text:
-        return Verdict("different", f"outputs differ within {steps} cycles from reset "
-                                    f"(counterexample {workdir / 'cex.vcd'})")
-    bounded = "no model found: SUCCESS!" in text
-    why = f"no difference within {steps} cycles from reset" if bounded else \
-        f"bounded check gave no answer ({'timeout' if code == 'timeout' or 'timeout' in text.lower() else f'yosys exit {code}'}; {workdir / 'bmc.log'})"
-    if _inits(gold) != _inits(gate):
-        return Verdict("undecided", f"{why}; reset values differ, so the induction proof "
-                                    f"would not apply")
-    (workdir / "proof.ys").write_text(_PROOF)
-    code, _ = runner.call([YOSYS, "-q", "-l", "proof.log", "proof.ys"], workdir,
-                             workdir / "proof.out", timeout)
-    if code == 0 and bounded:
-        return Verdict("equivalent", "proven by induction (equiv_simple/equiv_induct) and no "
-                                     f"difference within {steps} cycles from reset")
-    unproven = [ln.strip() for ln in _read(workdir / "proof.log").splitlines() if "Unproven" in ln]
-    return Verdict("undecided", f"{why}; not proven equivalent "
-                                f"({unproven[0] if unproven else f'yosys exit {code}'})")
+    depth = 0
+    for k in _ladder(steps):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        (workdir / f"bmc{k}.ys").write_text(_BMC.format(steps=k, reset=reset))
+        code, _ = runner.call([YOSYS, "-q", "-l", f"bmc{k}.log", f"bmc{k}.ys"], workdir,
+                              workdir / f"bmc{k}.out", left)
+        text = _read(workdir / f"bmc{k}.log")
+        if "model found: FAIL!" in text:
+            return Verdict("different", f"outputs differ within {k} cycles from reset "
+                                        f"(counterexample {workdir / 'cex.vcd'})")
+        if "no model found: SUCCESS!" not in text:
+            break
+        depth = k
+    bound = f"no difference within {depth} cycles from reset" if depth else \
+        "the bounded check gave no answer in time"
+    return Verdict("undecided", f"{bound}; {why}")
 
 
 def _has_port(rtlil_text, port):
@@ -734,11 +766,17 @@ def _read(path):
 EXPLAINED = {}
 
 
+#: What can happen to a mutant: killed by a test (or a timeout); survived every tier; survived
+#: and proven equivalent; untested (``--scope bench`` and no bench builds what it changes);
+#: error (a baseline failed, pytest crashed: not a verdict on the mutant).
+STATUSES = ("killed", "survived", "equivalent", "untested", "error")
+
+
 @dataclass
 class Outcome:
     """What happened to one mutant."""
     mutant: Mutant
-    status: str                     # killed | survived | equivalent | error
+    status: str                     # one of STATUSES
     tiers: list
     killed_by: str = ""
     verdict: Verdict = None
@@ -770,20 +808,24 @@ class _Baselines:
 class Campaign:
     """Generate, test and classify the mutants of ``blocks``; write the report."""
 
-    def __init__(self, blocks, *, count, seed, jobs=2, out=OUT, max_tiers=None, steps=20,
+    def __init__(self, blocks, *, count, seed, jobs=2, out=OUT, scope="all", steps=20,
                  equiv_timeout=300, baseline_timeout=7200, keep=False, log=print):
         self.blocks, self.count, self.seed, self.jobs = blocks, count, seed, jobs
-        self.out, self.max_tiers, self.steps = Path(out).resolve(), max_tiers, steps
+        self.out, self.scope, self.steps = Path(out).resolve(), scope, steps
         self.equiv_timeout, self.baseline_timeout, self.keep = equiv_timeout, baseline_timeout, keep
         self.log = log
         self.runner = Runner()
         self.baselines = _Baselines(self)
         self.files = tree_files()
+        self.source = self.out / "work" / "source"
         self.originals, self.generated, self.outcomes = {}, {}, []
 
     # ---- phases
     def run(self):
         t0 = time.monotonic()
+        # One snapshot of the tree for the whole campaign: edits made while it runs reach no
+        # mutant and no baseline.
+        Sandbox(self.source, REPO, self.files)
         for block in self.blocks:
             self._generate(block)
         mutants = [mu for g in self.generated.values() for mu in g.mutants]
@@ -803,19 +845,19 @@ class Campaign:
     def _generate(self, block):
         bdir = self.out / block.name
         shutil.rmtree(bdir, ignore_errors=True)
-        self.originals[block.name] = original = netlists(block)
-        gen = generate(block, self.count, self.seed, original)
+        self.originals[block.name] = original = netlists(block, root=self.source)
+        gen = generate(block, self.count, self.seed, original, self.source)
         self.generated[block.name] = gen
         for mu in gen.mutants:
-            _write_mutant(bdir / mu.id, mu)
+            _write_mutant(bdir / mu.id, mu, self.source)
         self.log(f"[mutate] {block.name}: {len(gen.mutants)} mutants from {gen.candidates} sites "
                  f"(skipped: {', '.join(f'{n} {why}' for why, n in gen.rejected.items())})")
 
     def tiers(self, block):
-        return block.tiers[:self.max_tiers] if self.max_tiers else block.tiers
+        return tiers(block, self.scope)
 
     def baseline(self, tier):
-        sandbox = Sandbox(self.out / "work" / f"baseline-{tier.name}", self.files)
+        sandbox = Sandbox(self.out / "work" / f"baseline-{tier.name}", self.source, self.files)
         try:
             r = run_tier(self.runner, sandbox, tier, self.seed, self.baseline_timeout,
                          self.out / "baseline")
@@ -828,8 +870,8 @@ class Campaign:
         block = BLOCKS[mutant.block]
         mdir = self.out / block.name / mutant.id
         mu = mutant.mutation
-        sandbox = Sandbox(self.out / "work" / mutant.id, self.files, mu,
-                          apply((REPO / mu.path).read_text(), mu))
+        sandbox = Sandbox(self.out / "work" / mutant.id, self.source, self.files, mu,
+                          apply((self.source / mu.path).read_text(), mu))
         try:
             outcome = self._tiers(mutant, block, sandbox, mdir)
         finally:
@@ -866,6 +908,9 @@ class Campaign:
                                f"({r.detail})")
             if r.status == "error":
                 return Outcome(mutant, "error", results, killed_by=f"{tier.name}: {r.detail}")
+        if all(r.status == "skipped" for r in results):
+            return Outcome(mutant, "untested", results,
+                           killed_by=f"no tier of --scope {self.scope} builds {', '.join(mutant.changed)}")
         return Outcome(mutant, "survived", results)
 
     def _classify(self, mutant, mdir):
@@ -881,14 +926,14 @@ class Campaign:
                 return Verdict(kind, "; ".join(hits))
 
 
-def _write_mutant(mdir, mutant):
+def _write_mutant(mdir, mutant, source):
     """The mutation (JSON), its diff and the mutated netlists of the tops it changes."""
     import difflib
 
     mdir.mkdir(parents=True, exist_ok=True)
     mu = mutant.mutation
     (mdir / "mutation.json").write_text(json.dumps(dataclasses.asdict(mu), indent=1) + "\n")
-    before = (REPO / mu.path).read_text()
+    before = (source / mu.path).read_text()
     after = apply(before, mu)
     (mdir / "mutant.diff").write_text("".join(difflib.unified_diff(
         before.splitlines(keepends=True), after.splitlines(keepends=True),
@@ -921,7 +966,7 @@ def summarize(campaign):
     rows = {}
     for name, gen in campaign.generated.items():
         outs = [o for o in campaign.outcomes if o.mutant.block == name]
-        count = {s: sum(o.status == s for o in outs) for s in ("killed", "survived", "equivalent", "error")}
+        count = {s: sum(o.status == s for o in outs) for s in STATUSES}
         survivors = [o for o in outs if o.status == "survived"]
         rows[name] = {
             "sites": gen.candidates, "skipped": gen.rejected, "generated": len(gen.mutants), **count,
@@ -930,7 +975,7 @@ def summarize(campaign):
             "explained": sum(bool(o.explanation) for o in survivors),
             "kill_rate": _rate(count["killed"], count["survived"]),
         }
-    keys = ("generated", "killed", "survived", "equivalent", "error", "timeouts", "undecided", "explained")
+    keys = ("generated", *STATUSES, "timeouts", "undecided", "explained")
     total = {k: sum(r[k] for r in rows.values()) for k in keys}
     total["kill_rate"] = _rate(total["killed"], total["survived"])
     return rows, total
@@ -961,18 +1006,19 @@ def render(data):
              "(proven by Yosys to change no behaviour) are left out of the rate; undecided survivors "
              "are counted as survivors.", "",
              "| block | sites | generated | killed (timeouts) | survived (undecided, explained) | "
-             "equivalent | errors | kill rate |", "|---|---|---|---|---|---|---|---|"]
+             "equivalent | untested | errors | kill rate |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in data["blocks"].items():
         lines.append(f"| {name} | {r['sites']} | {r['generated']} | {r['killed']} ({r['timeouts']}) | "
                      f"{r['survived']} ({r['undecided']}, {r['explained']}) | {r['equivalent']} | "
-                     f"{r['error']} | {_pct(r['kill_rate'])} |")
+                     f"{r['untested']} | {r['error']} | {_pct(r['kill_rate'])} |")
     lines.append(f"| **all** | | {t['generated']} | {t['killed']} ({t['timeouts']}) | {t['survived']} "
-                 f"({t['undecided']}, {t['explained']}) | {t['equivalent']} | {t['error']} | "
+                 f"({t['undecided']}, {t['explained']}) | {t['equivalent']} | {t['untested']} | {t['error']} | "
                  f"**{_pct(t['kill_rate'])}** |")
     sections = (("Survivors", "survived", lambda m: f"{m['equivalence']['verdict']}: "
                  f"{m['equivalence']['detail']}" + (f" **Explained:** {m['explanation']}"
                                                     if m["explanation"] else "")),
                 ("Errors (not counted)", "error", lambda m: m["killed_by"]),
+                ("Untested in this scope (not counted)", "untested", lambda m: m["killed_by"]),
                 ("Equivalent (no behaviour change)", "equivalent", lambda m: m["equivalence"]["detail"]),
                 ("Killed", "killed", lambda m: m["killed_by"]))
     for title, status, why in sections:
@@ -988,8 +1034,8 @@ def render(data):
 def command_line(campaign):
     parts = ["python -m tools.mutate", *[f"--block {b.name}" for b in campaign.blocks],
              f"--count {campaign.count}", f"--seed {campaign.seed}"]
-    if campaign.max_tiers:
-        parts.append(f"--tiers {campaign.max_tiers}")
+    if campaign.scope != "all":
+        parts.append(f"--scope {campaign.scope}")
     return " ".join(parts)
 
 
@@ -1024,8 +1070,9 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=_seed, default=None,
                     help="selects the mutants and the tests' SEED (default: $SEED, else random)")
     ap.add_argument("--jobs", type=_positive, default=2, help="mutants tested at once (default 2)")
-    ap.add_argument("--tiers", type=_positive, default=None,
-                    help="run only the first N test tiers of each block (default: all)")
+    ap.add_argument("--scope", choices=SCOPES, default="all",
+                    help="all: every test tier (the simulator tests of make test that cover the "
+                         "block); bench: only the block-level benches, not the whole-chip tests")
     ap.add_argument("--steps", type=_positive, default=20,
                     help="cycles of the bounded equivalence check from reset (default 20)")
     ap.add_argument("--equiv-timeout", type=_positive, default=300,
@@ -1055,10 +1102,17 @@ def main(argv=None):
         list_blocks()
         return 0
     blocks = [BLOCKS[n] for n in dict.fromkeys(args.block or BLOCKS)]
+    if args.block is None and args.scope == "bench":
+        blocks = [b for b in blocks if tiers(b, "bench")]
+    bare = [b.name for b in blocks if not tiers(b, args.scope)]
+    if bare:
+        print(f"[mutate] --scope {args.scope}: no tests cover {', '.join(bare)} (only the whole-chip "
+              f"tests do: use --scope all)", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)    # `kill`: clean up like Ctrl-C
     print(f"[mutate] SEED={args.seed}")
     campaign = Campaign(blocks, count=args.count, seed=args.seed, jobs=args.jobs, out=args.out,
-                        max_tiers=args.tiers, steps=args.steps, equiv_timeout=args.equiv_timeout,
+                        scope=args.scope, steps=args.steps, equiv_timeout=args.equiv_timeout,
                         keep=args.keep)
     try:
         md = campaign.run()
