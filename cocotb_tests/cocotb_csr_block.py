@@ -12,7 +12,7 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 from cocotbext.axi.constants import AxiResp
 
@@ -20,6 +20,10 @@ from hdl_gen import regmap
 
 #: Field kinds software can change (regmap.KINDS); "const" and "ro" ignore writes.
 WRITABLE = ("rw", "wstrobe", "pulse", "w1c")
+#: Cycles one AXI4-Lite access may take, with the random pauses on every channel, before the
+#: block counts as hung (each answers in one cycle once AW and W, or AR, are both there).
+ACCESS_CYCLES = 100
+CLK_NS = 10
 
 
 def field_value(word, f):
@@ -133,7 +137,7 @@ class TB:
         self.seed = int(os.environ["KAKI_SEED"])
         dut._log.info(f"KAKI_SEED={self.seed} (rerun with SEED={self.seed})")
         self.rng = random.Random(self.seed)
-        Clock(dut.clk, 10, unit="ns").start()
+        Clock(dut.clk, CLK_NS, unit="ns").start()
         self.axi = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "bus", bus_separator="__"),
                                  dut.clk, dut.rst)
         self.regs = regmap.by_ident()
@@ -164,17 +168,28 @@ class TB:
         self.axi.read_if.ar_channel.set_pause_generator(pause())
         self.axi.read_if.r_channel.set_pause_generator(pause())
 
+    async def answered(self, access, what):
+        """The response of the AXI4-Lite ``access`` (a coroutine of the master), which must come
+        within ACCESS_CYCLES cycles."""
+        try:
+            return await with_timeout(access, ACCESS_CYCLES * CLK_NS, "ns")
+        except SimTimeoutError:
+            raise AssertionError(f"{what}: no response within {ACCESS_CYCLES} cycles") from None
+
     async def read(self, reg):
-        return int.from_bytes((await self.axi.read(self.regs[reg].addr, 4)).data, "little")
+        """Read a mapped register: answered OKAY."""
+        r = await self.answered(self.axi.read(self.regs[reg].addr, 4), f"read of {reg}")
+        assert r.resp == AxiResp.OKAY, f"read of {reg} answered {r.resp}"
+        return int.from_bytes(r.data, "little")
 
     async def write(self, reg, value, strb=None):
-        data = value.to_bytes(4, "little")
-        if strb is None:
-            await self.axi.write(self.regs[reg].addr, data)
-        else:   # cocotbext-axi derives strobes from a byte-aligned sub-word write
+        """Write a mapped register (the byte lanes of ``strb``, default all): answered OKAY."""
+        data, addr = value.to_bytes(4, "little"), self.regs[reg].addr
+        if strb is not None:    # cocotbext-axi derives strobes from a byte-aligned sub-word write
             lo = (strb & -strb).bit_length() - 1
-            hi = strb.bit_length()
-            await self.axi.write(self.regs[reg].addr + lo, data[lo:hi])
+            data, addr = data[lo:strb.bit_length()], addr + lo
+        w = await self.answered(self.axi.write(addr, data), f"write of {reg}")
+        assert w.resp == AxiResp.OKAY, f"write of {reg} answered {w.resp}"
 
     def drive(self, reg, f, value):
         """Drive the hardware input of ``ro`` field ``f`` (the value software must then read)."""
@@ -318,18 +333,20 @@ async def doorbell_pulses_once(dut):
 
 @cocotb.test()
 async def unmapped_addresses_answer_slverr(dut):
-    """Holes in the map answer SLVERR on reads and writes and change nothing."""
+    """Holes in the map answer SLVERR on reads and writes, reads return 0 (not the data of the
+    read before), and writes change nothing."""
     tb = TB(dut)
     await tb.reset()
     mapped = {r.addr for r in tb.regs.values()}
     holes = [a for a in range(0, 0x100, 4) if a not in mapped][:6] + [0xFFC]
-    before = await tb.read("CMD1")
+    await tb.write("CMD1", 0xA5C3_0F69)
     for addr in holes:
-        w = await tb.axi.write(addr, b"\xff\xff\xff\xff")
+        w = await tb.answered(tb.axi.write(addr, b"\xff\xff\xff\xff"), f"write to hole {addr:#x}")
         assert w.resp == AxiResp.SLVERR, f"write to hole {addr:#x} answered {w.resp}"
-        r = await tb.axi.read(addr, 4)
+        assert await tb.read("CMD1") == 0xA5C3_0F69, f"write to hole {addr:#x} changed CMD1"
+        r = await tb.answered(tb.axi.read(addr, 4), f"read of hole {addr:#x}")
         assert r.resp == AxiResp.SLVERR, f"read of hole {addr:#x} answered {r.resp}"
-    assert await tb.read("CMD1") == before
+        assert r.data == bytes(4), f"read of hole {addr:#x} returned {r.data.hex()}, not 0"
 
 
 @cocotb.test()

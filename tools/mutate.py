@@ -47,7 +47,7 @@ import threading
 import time
 import warnings
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -559,6 +559,9 @@ class Sandbox:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+#: Log text that means the test environment broke (a package missing while the shared venv is
+#: reinstalled, a full disk): the run says nothing about the mutant.
+_ENVIRONMENT_ERRORS = ("ModuleNotFoundError", "No module named", "No space left on device")
 #: Environment variables of other make targets that must not change what a mutant's tests do.
 _CLEAN_ENV = ("KAKI_REGRESS", "COVERAGE", "KAKI_FUNCOV", "KAKI_WAVES", "KAKI_WAVES_START",
               "KAKI_WAVES_STOP", "PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_CURRENT_TEST")
@@ -634,6 +637,10 @@ def run_tier(runner, sandbox, tier, seed, timeout, logdir):
     failed = _failed_tests(xml)
     if code == 0:
         return TierResult(tier.name, "pass", seconds)
+    broken = [e for e in _ENVIRONMENT_ERRORS if e in _read(log)]
+    if broken:      # the shared environment, not the mutant (which elaborated before it got here)
+        return TierResult(tier.name, "error", seconds, failed,
+                          f"{broken[0]} in the log: the environment is broken (log {log})")
     if code == 1 and failed:
         return TierResult(tier.name, "fail", seconds, failed)
     return TierResult(tier.name, "error", seconds, failed,
@@ -809,8 +816,9 @@ class Campaign:
     """Generate, test and classify the mutants of ``blocks``; write the report."""
 
     def __init__(self, blocks, *, count, seed, jobs=2, out=OUT, scope="all", steps=20,
-                 equiv_timeout=300, baseline_timeout=7200, keep=False, log=print):
+                 equiv_timeout=300, baseline_timeout=7200, keep=False, only=(), log=print):
         self.blocks, self.count, self.seed, self.jobs = blocks, count, seed, jobs
+        self.only = set(only)
         self.out, self.scope, self.steps = Path(out).resolve(), scope, steps
         self.equiv_timeout, self.baseline_timeout, self.keep = equiv_timeout, baseline_timeout, keep
         self.log = log
@@ -822,25 +830,45 @@ class Campaign:
 
     # ---- phases
     def run(self):
+        """Run the campaign and write the report; on Ctrl-C (or SIGTERM) stop every process,
+        write the report of the mutants that finished, marked interrupted, and re-raise."""
         t0 = time.monotonic()
-        # One snapshot of the tree for the whole campaign: edits made while it runs reach no
-        # mutant and no baseline.
-        Sandbox(self.source, REPO, self.files)
-        for block in self.blocks:
-            self._generate(block)
-        mutants = [mu for g in self.generated.values() for mu in g.mutants]
-        self.log(f"[mutate] {len(mutants)} mutants, {self.jobs} at a time, SEED={self.seed}")
-        pool = ThreadPoolExecutor(max_workers=self.jobs)
         try:
-            self.outcomes = list(pool.map(self._test, mutants))
+            # One snapshot of the tree for the whole campaign: edits made while it runs reach
+            # no mutant and no baseline.
+            Sandbox(self.source, REPO, self.files)
+            for block in self.blocks:
+                self._generate(block)
+            self._test_all()
         except BaseException:
             self.runner.stop()
-            pool.shutdown(wait=True, cancel_futures=True)
+            if self.outcomes:
+                write_report(self, time.monotonic() - t0, interrupted=True)
             raise
         finally:
             shutil.rmtree(self.out / "work", ignore_errors=True)
-        pool.shutdown()
         return write_report(self, time.monotonic() - t0)
+
+    def _test_all(self):
+        mutants = [mu for g in self.generated.values() for mu in g.mutants
+                   if not self.only or mu.id in self.only]
+        missing = self.only - {mu.id for mu in mutants}
+        if missing:
+            raise SystemExit(f"--only {', '.join(sorted(missing))}: no such mutant with this seed "
+                             f"and count")
+        self.log(f"[mutate] {len(mutants)} mutants, {self.jobs} at a time, SEED={self.seed}")
+        order = {mu.id: i for i, mu in enumerate(mutants)}
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            futures = [pool.submit(self._test, mu) for mu in mutants]
+            try:
+                for fut in as_completed(futures):
+                    self.outcomes.append(fut.result())
+                    self.outcomes.sort(key=lambda o: order[o.mutant.id])
+            except BaseException:
+                self.runner.stop()
+                for fut in futures:
+                    fut.cancel()
+                raise
 
     def _generate(self, block):
         bdir = self.out / block.name
@@ -969,24 +997,26 @@ def summarize(campaign):
         count = {s: sum(o.status == s for o in outs) for s in STATUSES}
         survivors = [o for o in outs if o.status == "survived"]
         rows[name] = {
-            "sites": gen.candidates, "skipped": gen.rejected, "generated": len(gen.mutants), **count,
+            "sites": gen.candidates, "skipped": gen.rejected, "generated": len(gen.mutants),
+            "tested": len(outs), **count,
             "timeouts": sum(o.status == "killed" and o.killed_by.startswith("timeout") for o in outs),
             "undecided": sum(o.verdict.verdict == "undecided" for o in survivors),
             "explained": sum(bool(o.explanation) for o in survivors),
             "kill_rate": _rate(count["killed"], count["survived"]),
         }
-    keys = ("generated", *STATUSES, "timeouts", "undecided", "explained")
+    keys = ("generated", "tested", *STATUSES, "timeouts", "undecided", "explained")
     total = {k: sum(r[k] for r in rows.values()) for k in keys}
     total["kill_rate"] = _rate(total["killed"], total["survived"])
     return rows, total
 
 
-def write_report(campaign, seconds):
+def write_report(campaign, seconds, interrupted=False):
     """Write ``report.json`` and ``report.md`` into the campaign's output folder; return the
     Markdown."""
     rows, total = summarize(campaign)
     command = command_line(campaign)
     data = {"command": command, "seed": campaign.seed, "seconds": round(seconds),
+            "interrupted": interrupted,
             "goal": GOAL, "blocks": rows, "total": total,
             "tiers": {b.name: [t.name for t in campaign.tiers(b)] for b in campaign.blocks},
             "mutants": [_outcome_json(o) for o in campaign.outcomes]}
@@ -1002,6 +1032,8 @@ def render(data):
     t = data["total"]
     lines = [f"# Mutation testing: {t['killed']} of {t['killed'] + t['survived']} behaviour-changing "
              f"mutants killed ({_pct(t['kill_rate'])}; goal {data['goal']:.0%})", "",
+             *([f"**Interrupted**: {t['tested']} of {t['generated']} mutants finished; "
+                "the others are not counted.", ""] if data["interrupted"] else []),
              f"`{data['command']}` (SEED={data['seed']}, {data['seconds']} s). Equivalent mutants "
              "(proven by Yosys to change no behaviour) are left out of the rate; undecided survivors "
              "are counted as survivors.", "",
@@ -1036,6 +1068,8 @@ def command_line(campaign):
              f"--count {campaign.count}", f"--seed {campaign.seed}"]
     if campaign.scope != "all":
         parts.append(f"--scope {campaign.scope}")
+    if campaign.only:
+        parts.append(f"--only {','.join(sorted(campaign.only))}")
     return " ".join(parts)
 
 
@@ -1079,6 +1113,10 @@ def parse_args(argv=None):
                     help="seconds per Yosys equivalence run (default 300)")
     ap.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     ap.add_argument("--keep", action="store_true", help="keep the mutants' sandboxes")
+    ap.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",") if n.strip()],
+                    action="extend", default=[],
+                    help="test only these mutants (ids from a report with the same seed and "
+                         "count), e.g. to check that a new test kills a survivor")
     ap.add_argument("--list", action="store_true",
                     help="list the blocks, their files, mutation sites and test tiers; run nothing")
     args = ap.parse_args(argv)
@@ -1113,11 +1151,12 @@ def main(argv=None):
     print(f"[mutate] SEED={args.seed}")
     campaign = Campaign(blocks, count=args.count, seed=args.seed, jobs=args.jobs, out=args.out,
                         scope=args.scope, steps=args.steps, equiv_timeout=args.equiv_timeout,
-                        keep=args.keep)
+                        keep=args.keep, only=args.only)
     try:
         md = campaign.run()
     except KeyboardInterrupt:
-        print("[mutate] interrupted: sandboxes removed, nothing reported", file=sys.stderr)
+        print(f"[mutate] interrupted: sandboxes removed; the mutants that finished are in "
+              f"{args.out / 'report.md'}", file=sys.stderr)
         return 130
     print(md)
     print(f"[mutate] report: {args.out / 'report.md'} and report.json")
