@@ -291,12 +291,16 @@ class Tb:
         done = getattr(d, f"{ch}__done")
         if timeout_cycles is None:
             timeout_cycles = 20000 + 400 * c["rows"] * c["planes"] * (1 + c["row_bytes"] // DB)
+        busy, busy_cycles = getattr(d, f"{ch}__busy"), getattr(d, f"{ch}_busy_cycles")
         await FallingEdge(d.clk)
         getattr(d, f"{ch}__cmd__payload").value = pack(c)
         valid.value = 1
         while True:
             await ReadOnly()
             rdy = int(ready.value)
+            if rdy:     # the accepting cycle: idle, counters before it
+                assert int(busy.value) == 0, f"{ch} busy while it accepts {c}"
+                accept = (int(d.cycles.value), int(busy_cycles.value))
             await RisingEdge(d.clk)
             if rdy:
                 break
@@ -314,6 +318,11 @@ class Tb:
         await ReadOnly()
         err = ErrorCode(int(getattr(d, f"{ch}__error").value))
         cycles = int(d.cycles.value) - start
+        # busy: high from the cycle after the accepting one through the done cycle
+        after = int(d.cycles.value) - accept[0] - 1
+        high = int(busy_cycles.value) - accept[1] + int(busy.value)
+        assert high == after + 1, (f"{ch} busy in only {high} of the {after + 1} cycles from the one "
+                                   f"after accepting {c} to its done")
         await FallingEdge(d.clk)
         return err, cycles
 

@@ -80,7 +80,7 @@ class DmaHarness(wiring.Component):
             "spad_bd_wdata": In(cfg.dim * 8), "spad_bd_rdata": Out(cfg.dim * 8),
             "acc_bd_we": In(1), "acc_bd_re": In(1), "acc_bd_addr": In(cfg.acc_addr_bits),
             "acc_bd_wdata": In(cfg.dim * 32), "acc_bd_rdata": Out(cfg.dim * 32),
-            "cycles": Out(32),
+            "cycles": Out(32), "load_busy_cycles": Out(32), "store_busy_cycles": Out(32),
             "load_window": In(DmaWindow), "store_window": In(DmaWindow),
         })
 
@@ -96,7 +96,9 @@ class DmaHarness(wiring.Component):
         wiring.connect(m, wiring.flipped(self.store), dma.store)
         m.d.comb += [self.load_bytes.eq(dma.load_bytes), self.store_bytes.eq(dma.store_bytes),
                      dma.load_window.eq(self.load_window), dma.store_window.eq(self.store_window)]
-        m.d.sync += self.cycles.eq(self.cycles + 1)
+        m.d.sync += [self.cycles.eq(self.cycles + 1),
+                     self.load_busy_cycles.eq(self.load_busy_cycles + dma.load.busy),
+                     self.store_busy_cycles.eq(self.store_busy_cycles + dma.store.busy)]
 
         # Blocker randomness: a 32-bit Galois LFSR.
         lfsr = Signal(32, init=0xACE1_2468)
