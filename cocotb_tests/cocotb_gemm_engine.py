@@ -21,11 +21,14 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, 
 from cocotb.utils import get_sim_time
 
 from amaranth.lib import data
+from compiler.cost import gemm_cycles
 from hdl_gen.descriptor import ErrorCode, GemmCmd
+from spec.capabilities import Capabilities
 from cocotb_tests.test_gemm_engine import harness_config
 
 DIM = int(os.environ["KAKI_DIM"])
 CFG = harness_config(DIM)
+CAPS = Capabilities.from_config(CFG)
 SPAD_ROWS, ACC_ROWS = CFG.spad_rows, CFG.acc_rows
 SB, AB = CFG.spad_bank_rows, CFG.acc_bank_rows
 CLK_NS = 10
@@ -250,6 +253,10 @@ class Tb:
             assert delta["spad_rd"] == kts * nts * (m + DIM), (what, delta)
             assert delta["acc_wr"] == m * kts * nts, (what, delta)
             assert delta["acc_rd"] == m * (kts - (0 if c["accumulate"] else 1)) * nts, (what, delta)
+            if not deny and background is None:     # no stalls: the cost model's cycles exactly
+                model = gemm_cycles(m, kts, nts, CAPS)
+                assert delta["busy"] == model, (f"{what}: {delta['busy']} busy cycles, the cost "
+                                                f"model (compiler/cost.py) says {model} for {c}")
             self.total_busy += delta["busy"]
             self.total_active += delta["active"]
         else:

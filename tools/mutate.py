@@ -150,10 +150,6 @@ class Block:
     tiers: tuple
 
 
-def _sim(path, *more):
-    return Tier(Path(path).stem.removeprefix("test_"), (f"cocotb_tests/{path}", "-m", "sim", *more))
-
-
 #: The whole-chip simulator tests of ``make test``, cheapest build first: 4x4 chip, 8x8, 16x16.
 _CHIP4 = ("cocotb_tests/test_chip.py::test_chip_gemm_epilogue[4]",
           "cocotb_tests/test_chip_queues.py::test_queue_dag[4]")
@@ -243,14 +239,16 @@ class Mutation:
     before: str
     after: str
     function: str           # enclosing function (qualified), stable across edits elsewhere
+    context: str = ""       # the source line it starts on, stripped (tells alike sites apart)
 
     def describe(self):
         return f"{self.path}:{self.line} ({self.function}) {self.op}: `{_short(self.before)}` -> " \
                f"`{_short(self.after)}`"
 
     def key(self):
-        """Location-independent identity (survives line shifts): used by :data:`EXPLAINED`."""
-        return (self.path, self.function, self.op, self.before, self.after)
+        """Identity without line numbers (survives edits elsewhere in the file): used by
+        :data:`EXPLAINED`."""
+        return (self.path, self.function, self.context, self.op, self.before, self.after)
 
 
 def _short(text, width=90):
@@ -354,8 +352,10 @@ class _Sites(ast.NodeVisitor):
     def _add(self, node, op, after):
         before = self.data[self.starts[node.lineno - 1] + node.col_offset:
                            self.starts[node.end_lineno - 1] + node.end_col_offset].decode()
+        context = self.data[self.starts[node.lineno - 1]:self.starts[node.lineno]].decode().strip()
         self.out.append(Mutation(self.path, node.lineno, node.col_offset, node.end_lineno,
-                                 node.end_col_offset, op, before, after, ".".join(self.stack)))
+                                 node.end_col_offset, op, before, after, ".".join(self.stack),
+                                 context))
 
 
 def _expr(node):
@@ -715,45 +715,65 @@ def _ladder(steps):
 
 def equivalence(runner, gold, gate, workdir, steps, timeout):
     """Compare two netlists of one top (RTLIL texts) with Yosys, in ``workdir`` (WebAssembly
-    Yosys sees only its working directory: every input is written there). ``timeout`` bounds
-    the whole check."""
+    Yosys sees only its working directory: every input is written there), within ``timeout``
+    seconds: a shallow bounded search first (a third of the time; differences usually show
+    within a few cycles), then the proof (half of what is left), then the deeper searches."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "gold.il").write_text(gold)
     (workdir / "gate.il").write_text(gate)
     deadline = time.monotonic() + timeout
-    gold_init, gate_init = _inits(gold), _inits(gate)
-    same_reset = all(gold_init[k] == gate_init[k] for k in gold_init.keys() & gate_init.keys())
-    if same_reset:
-        (workdir / "proof.ys").write_text(_PROOF)
-        code, _ = runner.call([YOSYS, "-q", "-l", "proof.log", "proof.ys"], workdir,
-                              workdir / "proof.out", timeout)
-        if code == 0:
-            return Verdict("equivalent", "proven by Yosys's equivalence flow (equiv_make, "
-                                         "equiv_simple, equiv_induct)")
-        unproven = [ln.strip() for ln in _read(workdir / "proof.log").splitlines() if "Unproven" in ln]
-        why = f"not proven equivalent ({unproven[0] if unproven else f'yosys exit {code}'})"
-    else:
-        why = "reset values differ (the induction proof would assume them equal)"
+    left = lambda: deadline - time.monotonic()
     # `in_rst` is the miter's copy of the top's reset: asserted in the first cycle
     reset = "-set-at 1 in_rst 1" if _has_port(gold, "rst") else ""
-    depth = 0
-    for k in _ladder(steps):
-        left = deadline - time.monotonic()
-        if left <= 0:
+    first, *deeper = _ladder(steps)
+    depth = _bmc(runner, workdir, first, reset, left() / 3)
+    if depth == "different":
+        return Verdict("different", f"outputs differ within {first} cycles from reset "
+                                    f"(counterexample {workdir / 'cex.vcd'})")
+    why = _prove(runner, workdir, gold, gate, left() / 2)
+    if why is None:
+        return Verdict("equivalent", "proven by Yosys's equivalence flow (equiv_make, "
+                                     "equiv_simple, equiv_induct)")
+    for k in deeper if depth else ():
+        if left() <= 0:
             break
-        (workdir / f"bmc{k}.ys").write_text(_BMC.format(steps=k, reset=reset))
-        code, _ = runner.call([YOSYS, "-q", "-l", f"bmc{k}.log", f"bmc{k}.ys"], workdir,
-                              workdir / f"bmc{k}.out", left)
-        text = _read(workdir / f"bmc{k}.log")
-        if "model found: FAIL!" in text:
+        found = _bmc(runner, workdir, k, reset, left())
+        if found == "different":
             return Verdict("different", f"outputs differ within {k} cycles from reset "
                                         f"(counterexample {workdir / 'cex.vcd'})")
-        if "no model found: SUCCESS!" not in text:
+        if not found:
             break
-        depth = k
+        depth = found
     bound = f"no difference within {depth} cycles from reset" if depth else \
-        "the bounded check gave no answer in time"
+        "the bounded search gave no answer in time"
     return Verdict("undecided", f"{bound}; {why}")
+
+
+def _bmc(runner, workdir, k, reset, timeout):
+    """Search ``k`` cycles from reset: "different", ``k`` (no difference) or 0 (no answer)."""
+    (workdir / f"bmc{k}.ys").write_text(_BMC.format(steps=k, reset=reset))
+    runner.call([YOSYS, "-q", "-l", f"bmc{k}.log", f"bmc{k}.ys"], workdir, workdir / f"bmc{k}.out",
+                max(timeout, 1))
+    text = _read(workdir / f"bmc{k}.log")
+    if "model found: FAIL!" in text:
+        return "different"
+    return k if "no model found: SUCCESS!" in text else 0
+
+
+def _prove(runner, workdir, gold, gate, timeout):
+    """None if Yosys proves the netlists equivalent, else why not."""
+    gold_init, gate_init = _inits(gold), _inits(gate)
+    if any(gold_init[k] != gate_init[k] for k in gold_init.keys() & gate_init.keys()):
+        return "reset values differ (the induction proof would assume them equal)"
+    (workdir / "proof.ys").write_text(_PROOF)
+    code, _ = runner.call([YOSYS, "-q", "-l", "proof.log", "proof.ys"], workdir,
+                          workdir / "proof.out", max(timeout, 1))
+    if code == 0:
+        return None
+    if code == "timeout":
+        return "not proven equivalent (the proof ran out of time)"
+    unproven = [ln.strip() for ln in _read(workdir / "proof.log").splitlines() if "Unproven" in ln]
+    return f"not proven equivalent ({unproven[0] if unproven else f'yosys exit {code}'})"
 
 
 def _has_port(rtlil_text, port):
@@ -769,7 +789,8 @@ def _read(path):
 
 # ------------------------------------------------------------------------------ campaign
 #: Surviving behaviour-changing mutants that no test can observe, with the reason, keyed by
-#: :meth:`Mutation.key` (file, function, operator, text before, text after: no line numbers).
+#: :meth:`Mutation.key` (file, function, source line, operator, text before, text after: no line
+#: numbers).
 EXPLAINED = {}
 
 
@@ -816,12 +837,12 @@ class Campaign:
     """Generate, test and classify the mutants of ``blocks``; write the report."""
 
     def __init__(self, blocks, *, count, seed, jobs=2, out=OUT, scope="all", steps=20,
-                 equiv_timeout=300, baseline_timeout=7200, keep=False, only=(), log=print):
+                 equiv_timeout=300, baseline_timeout=7200, keep=False, only=(), log=None):
         self.blocks, self.count, self.seed, self.jobs = blocks, count, seed, jobs
         self.only = set(only)
         self.out, self.scope, self.steps = Path(out).resolve(), scope, steps
         self.equiv_timeout, self.baseline_timeout, self.keep = equiv_timeout, baseline_timeout, keep
-        self.log = log
+        self.log = log or (lambda text: print(text, flush=True))
         self.runner = Runner()
         self.baselines = _Baselines(self)
         self.files = tree_files()
@@ -942,12 +963,19 @@ class Campaign:
         return Outcome(mutant, "survived", results)
 
     def _classify(self, mutant, mdir):
-        """The worst verdict over the tops the mutant changed."""
+        """The worst verdict over the tops the mutant changed, smallest netlist first, within
+        one ``equiv_timeout`` for them all; the first difference settles it."""
+        deadline = time.monotonic() + self.equiv_timeout
         verdicts = {}
-        for top in mutant.changed:
+        for top in sorted(mutant.changed, key=lambda t: len(mutant.netlists[t])):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                verdicts[top] = Verdict("undecided", "not checked: no time left")
+                continue
             verdicts[top] = equivalence(self.runner, self.originals[mutant.block][top],
-                                        mutant.netlists[top],
-                                        mdir / "equiv" / top, self.steps, self.equiv_timeout)
+                                        mutant.netlists[top], mdir / "equiv" / top, self.steps, left)
+            if verdicts[top].verdict == "different":
+                break
         for kind in ("different", "undecided", "equivalent"):
             hits = [f"{t}: {v.detail}" for t, v in verdicts.items() if v.verdict == kind]
             if hits:
@@ -1110,7 +1138,8 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=_positive, default=20,
                     help="cycles of the bounded equivalence check from reset (default 20)")
     ap.add_argument("--equiv-timeout", type=_positive, default=300,
-                    help="seconds per Yosys equivalence run (default 300)")
+                    help="seconds of Yosys equivalence checking per surviving mutant, over all the "
+                         "tops it changed (default 300)")
     ap.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     ap.add_argument("--keep", action="store_true", help="keep the mutants' sandboxes")
     ap.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",") if n.strip()],
@@ -1148,7 +1177,7 @@ def main(argv=None):
               f"tests do: use --scope all)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)    # `kill`: clean up like Ctrl-C
-    print(f"[mutate] SEED={args.seed}")
+    print(f"[mutate] SEED={args.seed}", flush=True)
     campaign = Campaign(blocks, count=args.count, seed=args.seed, jobs=args.jobs, out=args.out,
                         scope=args.scope, steps=args.steps, equiv_timeout=args.equiv_timeout,
                         keep=args.keep, only=args.only)
