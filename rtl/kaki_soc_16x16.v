@@ -2351,20 +2351,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$10369$0 (q_wait_queue),
-    .\port$10572$0 (inflight),
-    .\port$10703$0 (q__0__cpl_irq),
-    .\port$10717$0 (q__0__error_irq),
-    .\port$10727$0 (q__1__cpl_irq),
-    .\port$10741$0 (q__1__error_irq),
-    .\port$10751$0 (q__2__cpl_irq),
-    .\port$10765$0 (q__2__error_irq),
-    .\port$10775$0 (q__3__cpl_irq),
-    .\port$10789$0 (q__3__error_irq),
-    .\port$10801$0 (\$252 ),
-    .\port$10809$0 (\$253 ),
-    .\port$10817$0 (\$254 ),
-    .\port$10825$0 (\$255 ),
+    .\port$11118$0 (q_wait_queue),
+    .\port$11329$0 (inflight),
+    .\port$11460$0 (q__0__cpl_irq),
+    .\port$11474$0 (q__0__error_irq),
+    .\port$11484$0 (q__1__cpl_irq),
+    .\port$11498$0 (q__1__error_irq),
+    .\port$11508$0 (q__2__cpl_irq),
+    .\port$11522$0 (q__2__error_irq),
+    .\port$11532$0 (q__3__cpl_irq),
+    .\port$11546$0 (q__3__error_irq),
+    .\port$11558$0 (\$252 ),
+    .\port$11566$0 (\$253 ),
+    .\port$11574$0 (\$254 ),
+    .\port$11582$0 (\$255 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2452,10 +2452,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$10574$0 (\$248 ),
-    .\port$10576$0 (\$249 ),
-    .\port$10578$0 (\$250 ),
-    .\port$10580$0 (\$251 ),
+    .\port$11331$0 (\$248 ),
+    .\port$11333$0 (\$249 ),
+    .\port$11335$0 (\$250 ),
+    .\port$11337$0 (\$251 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2539,8 +2539,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$10574$16 (retire__0__tag),
-    .\port$10930$0 (dma_load_error),
+    .\port$11331$16 (retire__0__tag),
+    .\port$11687$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2550,8 +2550,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$10576$16 (retire__1__tag),
-    .\port$11038$0 (dma_store_error),
+    .\port$11333$16 (retire__1__tag),
+    .\port$11795$0 (dma_store_error),
     .r_data(\r_data$488 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$485 ),
@@ -2595,22 +2595,22 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$10036$0 (\r_data$499 ),
-    .\port$10086$0 (\r_data$510 ),
-    .\port$4459$0 (q__0__ready),
-    .\port$4461$0 (q__0__qreset_req),
-    .\port$4468$0 (q__1__ready),
-    .\port$4470$0 (q__1__qreset_req),
-    .\port$4477$0 (q__2__ready),
-    .\port$4479$0 (q__2__qreset_req),
-    .\port$4486$0 (q__3__ready),
-    .\port$4488$0 (q__3__qreset_req),
-    .\port$5143$0 (q__0__head),
-    .\port$5173$0 (q__1__head),
-    .\port$5203$0 (q__2__head),
-    .\port$5233$0 (q__3__head),
-    .\port$9936$0 (r_data),
-    .\port$9986$0 (\r_data$488 ),
+    .\port$10685$0 (r_data),
+    .\port$10735$0 (\r_data$488 ),
+    .\port$10785$0 (\r_data$499 ),
+    .\port$10835$0 (\r_data$510 ),
+    .\port$4478$0 (q__0__ready),
+    .\port$4480$0 (q__0__qreset_req),
+    .\port$4487$0 (q__1__ready),
+    .\port$4489$0 (q__1__qreset_req),
+    .\port$4496$0 (q__2__ready),
+    .\port$4498$0 (q__2__qreset_req),
+    .\port$4505$0 (q__3__ready),
+    .\port$4507$0 (q__3__qreset_req),
+    .\port$5162$0 (q__0__head),
+    .\port$5192$0 (q__1__head),
+    .\port$5222$0 (q__2__head),
+    .\port$5252$0 (q__3__head),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2656,8 +2656,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$10578$16 (retire__2__tag),
-    .\port$11148$0 (gemm_error),
+    .\port$11335$16 (retire__2__tag),
+    .\port$11905$0 (gemm_error),
     .r_data(\r_data$499 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$496 ),
@@ -2695,8 +2695,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$106 (\$255 ),
     .\level$46 (\$253 ),
     .\level$76 (\$254 ),
-    .\port$10562$0 (bus__wdata[3:0]),
-    .\port$10562$8 (bus__wdata[31:8]),
+    .\port$11315$0 (bus__wdata[3:0]),
+    .\port$11315$8 (bus__wdata[31:8]),
     .\port$121$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2839,8 +2839,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10580$16 (retire__3__tag),
-    .\port$15216$0 (vec_error),
+    .\port$11337$16 (retire__3__tag),
+    .\port$15973$0 (vec_error),
     .r_data(\r_data$510 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$507 ),
@@ -6081,9 +6081,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [31:0] \$102 ;
+  wire \$102 ;
   wire \$103 ;
-  wire \$104 ;
+  wire [31:0] \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
@@ -6102,11 +6102,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$119 ;
   wire [31:0] \$12 ;
   wire \$120 ;
-  wire [2:0] \$121 ;
+  wire \$121 ;
   wire \$122 ;
   wire [2:0] \$123 ;
   wire \$124 ;
-  wire \$125 ;
+  wire [2:0] \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
@@ -6121,27 +6121,27 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [4:0] \$139 ;
+  wire \$139 ;
   wire [31:0] \$14 ;
   wire \$140 ;
-  wire \$141 ;
+  wire [4:0] \$141 ;
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [32:0] \$146 ;
-  wire [32:0] \$147 ;
-  wire [32:0] \$148 ;
-  wire [32:0] \$149 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire [31:0] \$15 ;
-  wire [32:0] \$150 ;
+  wire \$150 ;
   wire [32:0] \$151 ;
   wire [32:0] \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
+  wire [32:0] \$153 ;
+  wire [32:0] \$154 ;
+  wire [32:0] \$155 ;
+  wire [32:0] \$156 ;
+  wire [32:0] \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire [31:0] \$16 ;
@@ -6286,7 +6286,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
-  wire [31:0] \$288 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
@@ -6294,7 +6294,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
-  wire \$295 ;
+  wire [31:0] \$295 ;
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
@@ -6312,20 +6312,20 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$308 ;
   wire \$309 ;
   wire \$31 ;
-  wire [32:0] \$310 ;
-  wire [32:0] \$311 ;
+  wire \$310 ;
+  wire \$311 ;
   wire \$312 ;
   wire \$313 ;
-  wire [32:0] \$314 ;
-  wire [32:0] \$315 ;
+  wire \$314 ;
+  wire \$315 ;
   wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
+  wire [32:0] \$317 ;
+  wire [32:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
+  wire [32:0] \$321 ;
+  wire [32:0] \$322 ;
   wire \$323 ;
   wire \$324 ;
   wire \$325 ;
@@ -6353,31 +6353,31 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$345 ;
   wire \$346 ;
   wire \$347 ;
-  wire [5:0] \$348 ;
+  wire \$348 ;
   wire \$349 ;
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
-  reg [31:0] \$354 ;
-  reg [31:0] \$355 ;
-  reg [31:0] \$356 ;
-  reg [31:0] \$357 ;
-  reg [31:0] \$358 ;
-  reg [31:0] \$359 ;
-  wire \$36 ;
-  reg [31:0] \$360 ;
-  reg [31:0] \$361 ;
-  reg [31:0] \$362 ;
-  reg [31:0] \$363 ;
-  reg [31:0] \$364 ;
-  reg [31:0] \$365 ;
+  wire \$354 ;
+  wire [49:0] \$355 ;
+  wire [48:0] \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
+  wire [80:0] \$36 ;
+  wire [5:0] \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
   reg [31:0] \$366 ;
   reg [31:0] \$367 ;
   reg [31:0] \$368 ;
   reg [31:0] \$369 ;
-  wire \$37 ;
+  wire [81:0] \$37 ;
   reg [31:0] \$370 ;
   reg [31:0] \$371 ;
   reg [31:0] \$372 ;
@@ -6395,51 +6395,67 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   reg [31:0] \$383 ;
   reg [31:0] \$384 ;
   reg [31:0] \$385 ;
-  reg [29:0] \$386 ;
+  reg [31:0] \$386 ;
   reg [31:0] \$387 ;
   reg [31:0] \$388 ;
-  reg \$389 ;
+  reg [31:0] \$389 ;
   wire \$39 ;
-  reg \$390 ;
-  reg [63:0] \$391 ;
-  reg [63:0] \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg [29:0] \$395 ;
+  reg [31:0] \$390 ;
+  reg [31:0] \$391 ;
+  reg [31:0] \$392 ;
+  reg [31:0] \$393 ;
+  reg [31:0] \$394 ;
+  reg [31:0] \$395 ;
   reg [31:0] \$396 ;
-  reg [2:0] \$397 ;
-  reg [31:0] \$398 ;
+  reg [31:0] \$397 ;
+  reg [29:0] \$398 ;
   reg [31:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
   reg [31:0] \$400 ;
-  reg [31:0] \$401 ;
-  reg [4:0] \$402 ;
-  reg [31:0] \$403 ;
-  reg \$404 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg [63:0] \$403 ;
+  reg [63:0] \$404 ;
   reg \$405 ;
   reg \$406 ;
-  reg [31:0] \$407 ;
-  reg [1:0] \$408 ;
-  reg \$409 ;
+  reg [29:0] \$407 ;
+  reg [31:0] \$408 ;
+  reg [3:0] \$409 ;
   wire \$41 ;
-  reg \$410 ;
+  reg [31:0] \$410 ;
   reg [31:0] \$411 ;
-  reg [3:0] \$412 ;
+  reg [31:0] \$412 ;
+  reg [31:0] \$413 ;
+  reg [4:0] \$414 ;
+  reg [31:0] \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg [32:0] \$419 ;
   wire \$42 ;
+  reg [32:0] \$420 ;
+  reg [31:0] \$421 ;
+  reg [1:0] \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg [31:0] \$425 ;
+  reg [3:0] \$426 ;
+  reg [50:0] \$427 ;
+  reg [49:0] \$428 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [32:0] \$46 ;
-  wire [32:0] \$47 ;
+  wire \$46 ;
+  wire \$47 ;
   wire [32:0] \$48 ;
   wire [32:0] \$49 ;
   wire [32:0] \$5 ;
-  wire [31:0] \$50 ;
-  wire [31:0] \$51 ;
+  wire [32:0] \$50 ;
+  wire [32:0] \$51 ;
   wire [31:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
+  wire [31:0] \$53 ;
+  wire [31:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -6448,18 +6464,18 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire [32:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
-  wire [31:0] \$62 ;
-  wire [32:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [31:0] \$64 ;
+  wire [32:0] \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire [6:0] \$69 ;
+  wire \$69 ;
   wire [33:0] \$7 ;
-  wire [3:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
+  wire \$70 ;
+  wire [6:0] \$71 ;
+  wire [3:0] \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
@@ -6468,15 +6484,15 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$78 ;
   wire \$79 ;
   wire [62:0] \$8 ;
-  wire [33:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire [64:0] \$83 ;
+  wire [33:0] \$82 ;
+  wire \$83 ;
   wire \$84 ;
-  wire \$85 ;
-  wire [64:0] \$86 ;
+  wire [64:0] \$85 ;
+  wire \$86 ;
   wire \$87 ;
-  wire \$88 ;
+  wire [64:0] \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
@@ -6486,11 +6502,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire [32:0] \$97 ;
+  wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [32:0] \$99 ;
   reg \$signal  = 1'h0;
-  reg \$signal$59  = 1'h0;
+  reg \$signal$61  = 1'h0;
   wire [31:0] alu_b;
   reg [31:0] alu_res;
   reg br_taken;
@@ -6518,7 +6534,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   reg [31:0] c_value;
   input clk;
   wire clk;
-  reg [2:0] core_fsm_state = 3'h0;
+  reg [3:0] core_fsm_state = 4'h0;
   wire csr_illegal;
   reg csr_known;
   reg [31:0] csr_old;
@@ -6585,6 +6601,10 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   reg [29:0] mtvec = 30'h00000000;
   wire [32:0] mul_a;
   wire [32:0] mul_b;
+  reg [49:0] mul_hi = 50'h0000000000000;
+  reg [50:0] mul_lo = 51'h0000000000000;
+  reg [32:0] mul_ra = 33'h000000000;
+  reg [32:0] mul_rb = 33'h000000000;
   wire [31:0] mul_res;
   wire [31:0] next_pc;
   wire op_alu_legal;
@@ -6684,455 +6704,473 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   assign \$33  = \$32  & rs1v[31];
   assign \$34  = insn[14:12] == 1'h1;
   assign \$35  = \$34  & rs2v[31];
-  assign product = $signed({ \$33 , rs1v }) * $signed({ \$35 , rs2v });
-  assign \$36  = ! insn[14:12];
-  assign mul_res = \$36  ? product[31:0] : product[63:32];
-  assign \$37  = rs1v == rs2v;
-  assign \$38  = rs1v == rs2v;
-  assign \$39  = ~ \$38 ;
-  assign \$40  = $signed(rs1v) < $signed(rs2v);
-  assign \$41  = $signed(rs1v) < $signed(rs2v);
-  assign \$42  = ~ \$41 ;
-  assign \$43  = rs1v < rs2v;
-  assign \$44  = rs1v < rs2v;
-  assign \$45  = ~ \$44 ;
-  assign \$46  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[7], insn[30:25], insn[11:8], 1'h0 };
-  assign \$47  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[19:12], insn[20], insn[30:21], 1'h0 };
-  assign \$48  = rs1v + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$37  = $signed(mul_lo) + $signed(\$36 );
+  assign \$38  = ! insn[14:12];
+  assign mul_res = \$38  ? \$37 [31:0] : \$37 [63:32];
+  assign \$39  = rs1v == rs2v;
+  assign \$40  = rs1v == rs2v;
+  assign \$41  = ~ \$40 ;
+  assign \$42  = $signed(rs1v) < $signed(rs2v);
+  assign \$43  = $signed(rs1v) < $signed(rs2v);
+  assign \$44  = ~ \$43 ;
+  assign \$45  = rs1v < rs2v;
+  assign \$46  = rs1v < rs2v;
+  assign \$47  = ~ \$46 ;
+  assign \$48  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[7], insn[30:25], insn[11:8], 1'h0 };
+  assign \$49  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[19:12], insn[20], insn[30:21], 1'h0 };
+  assign \$50  = rs1v + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
   assign csr_src = insn[14] ? { 27'h0000000, insn[19:15] } : rs1v;
-  assign \$50  = csr_old | csr_src;
-  assign \$51  = ~ csr_src;
-  assign \$52  = csr_old & \$51 ;
-  assign \$53  = ~ csr_known;
-  assign \$54  = insn[13:12] == 1'h1;
-  assign \$55  = | insn[19:15];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$56  & csr_ro;
-  assign \$58  = \$53  | \$57 ;
-  assign \$59  = ! insn[13:12];
-  assign csr_illegal = \$58  | \$59 ;
-  assign \$60  = \$signal  & \$signal$59 ;
-  assign irq_take = \$60  & irq;
-  assign wake = irq & \$signal$59 ;
-  assign \$61  = insn[6:0] == 6'h23;
-  assign \$62  = \$61  ? { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:25], insn[11:7] } : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
-  assign \$63  = rs1v + \$62 ;
-  assign \$64  = insn[13:12] == 1'h1;
-  assign \$65  = \$64  & \$63 [0];
-  assign \$66  = insn[13:12] == 2'h2;
-  assign \$67  = | \$63 [1:0];
-  assign \$68  = \$66  & \$67 ;
-  assign ls_misaligned = \$65  | \$68 ;
-  assign \$69  = 1'h1 << \$63 [1:0];
-  assign \$70  = \$63 [1] ? 4'hc : 4'h3;
-  assign \$71  = insn[6:0] == 6'h23;
-  assign \$72  = ~ \$71 ;
-  assign \$73  = ! \$63 [31:14];
-  assign ls_to_imem = \$72  & \$73 ;
-  assign \$74  = \$63 [31:14] == 15'h4000;
-  assign \$75  = ls_to_imem | \$74 ;
-  assign \$76  = \$63 [31:16] == 14'h2000;
-  assign \$77  = insn[13:12] == 2'h2;
-  assign \$78  = \$76  & \$77 ;
-  assign \$79  = \$75  | \$78 ;
-  assign ls_fault = ~ \$79 ;
+  assign \$52  = csr_old | csr_src;
+  assign \$53  = ~ csr_src;
+  assign \$54  = csr_old & \$53 ;
+  assign \$55  = ~ csr_known;
+  assign \$56  = insn[13:12] == 1'h1;
+  assign \$57  = | insn[19:15];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$58  & csr_ro;
+  assign \$60  = \$55  | \$59 ;
+  assign \$61  = ! insn[13:12];
+  assign csr_illegal = \$60  | \$61 ;
+  assign \$62  = \$signal  & \$signal$61 ;
+  assign irq_take = \$62  & irq;
+  assign wake = irq & \$signal$61 ;
+  assign \$63  = insn[6:0] == 6'h23;
+  assign \$64  = \$63  ? { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:25], insn[11:7] } : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$65  = rs1v + \$64 ;
+  assign \$66  = insn[13:12] == 1'h1;
+  assign \$67  = \$66  & \$65 [0];
+  assign \$68  = insn[13:12] == 2'h2;
+  assign \$69  = | \$65 [1:0];
+  assign \$70  = \$68  & \$69 ;
+  assign ls_misaligned = \$67  | \$70 ;
+  assign \$71  = 1'h1 << \$65 [1:0];
+  assign \$72  = \$65 [1] ? 4'hc : 4'h3;
+  assign \$73  = insn[6:0] == 6'h23;
+  assign \$74  = ~ \$73 ;
+  assign \$75  = ! \$65 [31:14];
+  assign ls_to_imem = \$74  & \$75 ;
+  assign \$76  = \$65 [31:14] == 15'h4000;
+  assign \$77  = ls_to_imem | \$76 ;
+  assign \$78  = \$65 [31:16] == 14'h2000;
+  assign \$79  = insn[13:12] == 2'h2;
+  assign \$80  = \$78  & \$79 ;
+  assign \$81  = \$77  | \$80 ;
+  assign ls_fault = ~ \$81 ;
   assign ld_shift = ld_word >> { ld_off, 3'h0 };
-  assign \$80  = { div_rem, div_quo[31] } - div_den;
+  assign \$82  = { div_rem, div_quo[31] } - div_den;
   assign trace_rd = c_trap ? 5'h00 : c_rd;
-  assign \$81  = ! c_rd;
-  assign \$82  = c_trap | \$81 ;
-  assign trace_value = \$82  ? 32'd0 : c_value;
+  assign \$83  = ! c_rd;
+  assign \$84  = c_trap | \$83 ;
+  assign trace_value = \$84  ? 32'd0 : c_value;
   assign trace_cause = c_trap ? c_cause : 32'd0;
-  assign \$83  = mcycle + 1'h1;
-  assign \$84  = ~ c_trap;
-  assign \$85  = trace_valid & \$84 ;
-  assign \$86  = minstret + \$85 ;
+  assign \$85  = mcycle + 1'h1;
+  assign \$86  = ~ c_trap;
+  assign \$87  = trace_valid & \$86 ;
+  assign \$88  = minstret + \$87 ;
   assign next_pc = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign \$87  = ! pc[31:14];
-  assign \$88  = ! pc[1:0];
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = | pc[1:0];
-  assign \$91  = ! next_pc[31:14];
-  assign \$92  = ! next_pc[1:0];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = ! next_pc[31:14];
-  assign \$95  = ! next_pc[1:0];
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = pc + { insn[31:12], 12'h000 };
-  assign \$98  = ! insn[14:12];
-  assign \$99  = insn[14:12] != 2'h2;
-  assign \$100  = insn[14:12] != 2'h3;
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = br_taken ? \$46 [31:0] : \$1 [31:0];
-  assign \$103  = insn[6:0] == 6'h33;
-  assign \$104  = insn[31:25] == 1'h1;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = insn[6:0] == 6'h23;
-  assign \$107  = ! insn[14:12];
-  assign \$108  = insn[14:12] == 1'h1;
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = insn[14:12] == 2'h2;
+  assign \$89  = ! pc[31:14];
+  assign \$90  = ! pc[1:0];
+  assign \$91  = \$89  & \$90 ;
+  assign \$92  = | pc[1:0];
+  assign \$93  = ! next_pc[31:14];
+  assign \$94  = ! next_pc[1:0];
+  assign \$95  = \$93  & \$94 ;
+  assign \$96  = ! next_pc[31:14];
+  assign \$97  = ! next_pc[1:0];
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = pc + { insn[31:12], 12'h000 };
+  assign \$100  = ! insn[14:12];
+  assign \$101  = insn[14:12] != 2'h2;
+  assign \$102  = insn[14:12] != 2'h3;
+  assign \$103  = \$101  & \$102 ;
+  assign \$104  = br_taken ? \$48 [31:0] : \$1 [31:0];
+  assign \$105  = insn[6:0] == 6'h33;
+  assign \$106  = insn[31:25] == 1'h1;
+  assign \$107  = \$105  & \$106 ;
+  assign \$108  = insn[6:0] == 6'h23;
+  assign \$109  = ! insn[14:12];
+  assign \$110  = insn[14:12] == 1'h1;
   assign \$111  = \$109  | \$110 ;
-  assign \$112  = ~ \$111 ;
-  assign \$113  = insn[14:12] != 2'h3;
-  assign \$114  = insn[14:12] != 3'h6;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = insn[14:12] != 3'h7;
+  assign \$112  = insn[14:12] == 2'h2;
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = ~ \$113 ;
+  assign \$115  = insn[14:12] != 2'h3;
+  assign \$116  = insn[14:12] != 3'h6;
   assign \$117  = \$115  & \$116 ;
-  assign \$118  = ~ \$117 ;
-  assign \$119  = \$106  ? \$112  : \$118 ;
-  assign \$120  = insn[6:0] == 6'h23;
-  assign \$121  = \$120  ? 3'h6 : 3'h4;
+  assign \$118  = insn[14:12] != 3'h7;
+  assign \$119  = \$117  & \$118 ;
+  assign \$120  = ~ \$119 ;
+  assign \$121  = \$108  ? \$114  : \$120 ;
   assign \$122  = insn[6:0] == 6'h23;
-  assign \$123  = \$122  ? 3'h7 : 3'h5;
-  assign \$124  = ! insn[14:12];
-  assign \$125  = insn[14:12] == 1'h1;
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = ! insn[14:12];
-  assign \$128  = insn == 7'h73;
-  assign \$129  = insn == 21'h100073;
-  assign \$130  = insn == 30'h30200073;
-  assign \$131  = insn == 29'h10500073;
-  assign \$132  = insn[13:12] == 1'h1;
-  assign \$133  = | insn[19:15];
-  assign \$134  = \$132  | \$133 ;
-  assign \$135  = ! next_pc[31:14];
-  assign \$136  = ! next_pc[1:0];
-  assign \$137  = \$135  & \$136 ;
-  assign \$138  = insn[6:0] == 6'h23;
-  assign \$139  = \$138  ? 5'h00 : insn[11:7];
-  assign \$140  = ! next_pc[31:14];
-  assign \$141  = ! next_pc[1:0];
-  assign \$142  = \$140  & \$141 ;
-  assign \$143  = ! next_pc[31:14];
-  assign \$144  = ! next_pc[1:0];
-  assign \$145  = \$143  & \$144 ;
-  assign \$146  = - div_rem;
-  assign \$147  = div_negr ? \$146  : { 1'h0, div_rem };
-  assign \$148  = div_zero ? { 1'h0, div_a } : \$147 ;
-  assign \$149  = - div_quo;
-  assign \$150  = div_negq ? \$149  : { 1'h0, div_quo };
-  assign \$151  = div_zero ? 33'h0ffffffff : \$150 ;
-  assign \$152  = insn[13] ? \$148  : \$151 ;
-  assign \$153  = ! next_pc[31:14];
-  assign \$154  = ! next_pc[1:0];
-  assign \$155  = \$153  & \$154 ;
-  assign \$156  = ! core_fsm_state;
-  assign \$157  = core_fsm_state == 1'h1;
-  assign \$158  = core_fsm_state == 2'h2;
-  assign \$159  = core_fsm_state == 2'h3;
-  assign \$160  = core_fsm_state == 3'h4;
-  assign \$161  = core_fsm_state == 3'h5;
-  assign \$162  = core_fsm_state == 3'h6;
-  assign \$163  = core_fsm_state == 3'h7;
-  assign \$164  = ~ c_trap;
-  assign \$165  = trace_valid & \$164 ;
-  assign \$166  = c_rd == 1'h1;
-  assign \$167  = \$165  & \$166 ;
-  assign \$168  = ~ c_trap;
-  assign \$169  = trace_valid & \$168 ;
-  assign \$170  = c_rd == 2'h2;
-  assign \$171  = \$169  & \$170 ;
-  assign \$172  = ~ c_trap;
-  assign \$173  = trace_valid & \$172 ;
-  assign \$174  = c_rd == 2'h3;
-  assign \$175  = \$173  & \$174 ;
-  assign \$176  = ~ c_trap;
-  assign \$177  = trace_valid & \$176 ;
-  assign \$178  = c_rd == 3'h4;
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = ~ c_trap;
-  assign \$181  = trace_valid & \$180 ;
-  assign \$182  = c_rd == 3'h5;
-  assign \$183  = \$181  & \$182 ;
-  assign \$184  = ~ c_trap;
-  assign \$185  = trace_valid & \$184 ;
-  assign \$186  = c_rd == 3'h6;
-  assign \$187  = \$185  & \$186 ;
-  assign \$188  = ~ c_trap;
-  assign \$189  = trace_valid & \$188 ;
-  assign \$190  = c_rd == 3'h7;
-  assign \$191  = \$189  & \$190 ;
-  assign \$192  = ~ c_trap;
-  assign \$193  = trace_valid & \$192 ;
-  assign \$194  = c_rd == 4'h8;
-  assign \$195  = \$193  & \$194 ;
-  assign \$196  = ~ c_trap;
-  assign \$197  = trace_valid & \$196 ;
-  assign \$198  = c_rd == 4'h9;
-  assign \$199  = \$197  & \$198 ;
-  assign \$200  = ~ c_trap;
-  assign \$201  = trace_valid & \$200 ;
-  assign \$202  = c_rd == 4'ha;
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = ~ c_trap;
-  assign \$205  = trace_valid & \$204 ;
-  assign \$206  = c_rd == 4'hb;
-  assign \$207  = \$205  & \$206 ;
-  assign \$208  = ~ c_trap;
-  assign \$209  = trace_valid & \$208 ;
-  assign \$210  = c_rd == 4'hc;
-  assign \$211  = \$209  & \$210 ;
-  assign \$212  = ~ c_trap;
-  assign \$213  = trace_valid & \$212 ;
-  assign \$214  = c_rd == 4'hd;
-  assign \$215  = \$213  & \$214 ;
-  assign \$216  = ~ c_trap;
-  assign \$217  = trace_valid & \$216 ;
-  assign \$218  = c_rd == 4'he;
-  assign \$219  = \$217  & \$218 ;
-  assign \$220  = ~ c_trap;
-  assign \$221  = trace_valid & \$220 ;
-  assign \$222  = c_rd == 4'hf;
-  assign \$223  = \$221  & \$222 ;
-  assign \$224  = ~ c_trap;
-  assign \$225  = trace_valid & \$224 ;
-  assign \$226  = c_rd == 5'h10;
-  assign \$227  = \$225  & \$226 ;
-  assign \$228  = ~ c_trap;
-  assign \$229  = trace_valid & \$228 ;
-  assign \$230  = c_rd == 5'h11;
-  assign \$231  = \$229  & \$230 ;
-  assign \$232  = ~ c_trap;
-  assign \$233  = trace_valid & \$232 ;
-  assign \$234  = c_rd == 5'h12;
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = ~ c_trap;
-  assign \$237  = trace_valid & \$236 ;
-  assign \$238  = c_rd == 5'h13;
-  assign \$239  = \$237  & \$238 ;
-  assign \$240  = ~ c_trap;
-  assign \$241  = trace_valid & \$240 ;
-  assign \$242  = c_rd == 5'h14;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = ~ c_trap;
-  assign \$245  = trace_valid & \$244 ;
-  assign \$246  = c_rd == 5'h15;
-  assign \$247  = \$245  & \$246 ;
-  assign \$248  = ~ c_trap;
-  assign \$249  = trace_valid & \$248 ;
-  assign \$250  = c_rd == 5'h16;
-  assign \$251  = \$249  & \$250 ;
-  assign \$252  = ~ c_trap;
-  assign \$253  = trace_valid & \$252 ;
-  assign \$254  = c_rd == 5'h17;
-  assign \$255  = \$253  & \$254 ;
-  assign \$256  = ~ c_trap;
-  assign \$257  = trace_valid & \$256 ;
-  assign \$258  = c_rd == 5'h18;
-  assign \$259  = \$257  & \$258 ;
-  assign \$260  = ~ c_trap;
-  assign \$261  = trace_valid & \$260 ;
-  assign \$262  = c_rd == 5'h19;
-  assign \$263  = \$261  & \$262 ;
-  assign \$264  = ~ c_trap;
-  assign \$265  = trace_valid & \$264 ;
-  assign \$266  = c_rd == 5'h1a;
-  assign \$267  = \$265  & \$266 ;
-  assign \$268  = ~ c_trap;
-  assign \$269  = trace_valid & \$268 ;
-  assign \$270  = c_rd == 5'h1b;
-  assign \$271  = \$269  & \$270 ;
-  assign \$272  = ~ c_trap;
-  assign \$273  = trace_valid & \$272 ;
-  assign \$274  = c_rd == 5'h1c;
-  assign \$275  = \$273  & \$274 ;
-  assign \$276  = ~ c_trap;
-  assign \$277  = trace_valid & \$276 ;
-  assign \$278  = c_rd == 5'h1d;
-  assign \$279  = \$277  & \$278 ;
-  assign \$280  = ~ c_trap;
-  assign \$281  = trace_valid & \$280 ;
-  assign \$282  = c_rd == 5'h1e;
-  assign \$283  = \$281  & \$282 ;
-  assign \$284  = ~ c_trap;
-  assign \$285  = trace_valid & \$284 ;
-  assign \$286  = c_rd == 5'h1f;
-  assign \$287  = \$285  & \$286 ;
-  assign \$288  = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign \$289  = trace_valid & c_trap;
-  assign \$290  = ~ c_trap;
-  assign \$291  = trace_valid & \$290 ;
-  assign \$292  = \$291  & c_mret;
-  assign \$293  = ~ c_trap;
-  assign \$294  = trace_valid & \$293 ;
-  assign \$295  = \$294  & c_csr_we;
-  assign \$296  = ! pc[31:14];
-  assign \$297  = ! pc[1:0];
-  assign \$298  = \$296  & \$297 ;
-  assign \$299  = ! next_pc[31:14];
-  assign \$300  = ! next_pc[1:0];
-  assign \$301  = \$299  & \$300 ;
-  assign \$302  = ! next_pc[31:14];
-  assign \$303  = ! next_pc[1:0];
-  assign \$304  = \$302  & \$303 ;
-  assign \$305  = insn[6:0] == 6'h33;
-  assign \$306  = insn[31:25] == 1'h1;
-  assign \$307  = \$305  & \$306 ;
-  assign \$308  = ~ insn[12];
-  assign \$309  = \$308  & rs1v[31];
-  assign \$310  = - rs1v;
-  assign \$311  = \$309  ? \$310  : { 1'h0, rs1v };
-  assign \$312  = ~ insn[12];
-  assign \$313  = \$312  & rs2v[31];
-  assign \$314  = - rs2v;
-  assign \$315  = \$313  ? \$314  : { 1'h0, rs2v };
-  assign \$316  = ! rs2v;
-  assign \$317  = ~ insn[12];
-  assign \$318  = \$317  & rs1v[31];
+  assign \$123  = \$122  ? 3'h6 : 3'h4;
+  assign \$124  = insn[6:0] == 6'h23;
+  assign \$125  = \$124  ? 3'h7 : 3'h5;
+  assign \$126  = ! insn[14:12];
+  assign \$127  = insn[14:12] == 1'h1;
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = ! insn[14:12];
+  assign \$130  = insn == 7'h73;
+  assign \$131  = insn == 21'h100073;
+  assign \$132  = insn == 30'h30200073;
+  assign \$133  = insn == 29'h10500073;
+  assign \$134  = insn[13:12] == 1'h1;
+  assign \$135  = | insn[19:15];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = ! next_pc[31:14];
+  assign \$138  = ! next_pc[1:0];
+  assign \$139  = \$137  & \$138 ;
+  assign \$140  = insn[6:0] == 6'h23;
+  assign \$141  = \$140  ? 5'h00 : insn[11:7];
+  assign \$142  = ! next_pc[31:14];
+  assign \$143  = ! next_pc[1:0];
+  assign \$144  = \$142  & \$143 ;
+  assign \$145  = ! next_pc[31:14];
+  assign \$146  = ! next_pc[1:0];
+  assign \$147  = \$145  & \$146 ;
+  assign \$148  = ! next_pc[31:14];
+  assign \$149  = ! next_pc[1:0];
+  assign \$150  = \$148  & \$149 ;
+  assign \$151  = - div_rem;
+  assign \$152  = div_negr ? \$151  : { 1'h0, div_rem };
+  assign \$153  = div_zero ? { 1'h0, div_a } : \$152 ;
+  assign \$154  = - div_quo;
+  assign \$155  = div_negq ? \$154  : { 1'h0, div_quo };
+  assign \$156  = div_zero ? 33'h0ffffffff : \$155 ;
+  assign \$157  = insn[13] ? \$153  : \$156 ;
+  assign \$158  = ! next_pc[31:14];
+  assign \$159  = ! next_pc[1:0];
+  assign \$160  = \$158  & \$159 ;
+  assign \$161  = ! core_fsm_state;
+  assign \$162  = core_fsm_state == 1'h1;
+  assign \$163  = core_fsm_state == 2'h2;
+  assign \$164  = core_fsm_state == 2'h3;
+  assign \$165  = core_fsm_state == 3'h4;
+  assign \$166  = core_fsm_state == 3'h5;
+  assign \$167  = core_fsm_state == 3'h6;
+  assign \$168  = core_fsm_state == 3'h7;
+  assign \$169  = core_fsm_state == 4'h8;
+  assign \$170  = core_fsm_state == 4'h9;
+  assign \$171  = ~ c_trap;
+  assign \$172  = trace_valid & \$171 ;
+  assign \$173  = c_rd == 1'h1;
+  assign \$174  = \$172  & \$173 ;
+  assign \$175  = ~ c_trap;
+  assign \$176  = trace_valid & \$175 ;
+  assign \$177  = c_rd == 2'h2;
+  assign \$178  = \$176  & \$177 ;
+  assign \$179  = ~ c_trap;
+  assign \$180  = trace_valid & \$179 ;
+  assign \$181  = c_rd == 2'h3;
+  assign \$182  = \$180  & \$181 ;
+  assign \$183  = ~ c_trap;
+  assign \$184  = trace_valid & \$183 ;
+  assign \$185  = c_rd == 3'h4;
+  assign \$186  = \$184  & \$185 ;
+  assign \$187  = ~ c_trap;
+  assign \$188  = trace_valid & \$187 ;
+  assign \$189  = c_rd == 3'h5;
+  assign \$190  = \$188  & \$189 ;
+  assign \$191  = ~ c_trap;
+  assign \$192  = trace_valid & \$191 ;
+  assign \$193  = c_rd == 3'h6;
+  assign \$194  = \$192  & \$193 ;
+  assign \$195  = ~ c_trap;
+  assign \$196  = trace_valid & \$195 ;
+  assign \$197  = c_rd == 3'h7;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = ~ c_trap;
+  assign \$200  = trace_valid & \$199 ;
+  assign \$201  = c_rd == 4'h8;
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = ~ c_trap;
+  assign \$204  = trace_valid & \$203 ;
+  assign \$205  = c_rd == 4'h9;
+  assign \$206  = \$204  & \$205 ;
+  assign \$207  = ~ c_trap;
+  assign \$208  = trace_valid & \$207 ;
+  assign \$209  = c_rd == 4'ha;
+  assign \$210  = \$208  & \$209 ;
+  assign \$211  = ~ c_trap;
+  assign \$212  = trace_valid & \$211 ;
+  assign \$213  = c_rd == 4'hb;
+  assign \$214  = \$212  & \$213 ;
+  assign \$215  = ~ c_trap;
+  assign \$216  = trace_valid & \$215 ;
+  assign \$217  = c_rd == 4'hc;
+  assign \$218  = \$216  & \$217 ;
+  assign \$219  = ~ c_trap;
+  assign \$220  = trace_valid & \$219 ;
+  assign \$221  = c_rd == 4'hd;
+  assign \$222  = \$220  & \$221 ;
+  assign \$223  = ~ c_trap;
+  assign \$224  = trace_valid & \$223 ;
+  assign \$225  = c_rd == 4'he;
+  assign \$226  = \$224  & \$225 ;
+  assign \$227  = ~ c_trap;
+  assign \$228  = trace_valid & \$227 ;
+  assign \$229  = c_rd == 4'hf;
+  assign \$230  = \$228  & \$229 ;
+  assign \$231  = ~ c_trap;
+  assign \$232  = trace_valid & \$231 ;
+  assign \$233  = c_rd == 5'h10;
+  assign \$234  = \$232  & \$233 ;
+  assign \$235  = ~ c_trap;
+  assign \$236  = trace_valid & \$235 ;
+  assign \$237  = c_rd == 5'h11;
+  assign \$238  = \$236  & \$237 ;
+  assign \$239  = ~ c_trap;
+  assign \$240  = trace_valid & \$239 ;
+  assign \$241  = c_rd == 5'h12;
+  assign \$242  = \$240  & \$241 ;
+  assign \$243  = ~ c_trap;
+  assign \$244  = trace_valid & \$243 ;
+  assign \$245  = c_rd == 5'h13;
+  assign \$246  = \$244  & \$245 ;
+  assign \$247  = ~ c_trap;
+  assign \$248  = trace_valid & \$247 ;
+  assign \$249  = c_rd == 5'h14;
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = ~ c_trap;
+  assign \$252  = trace_valid & \$251 ;
+  assign \$253  = c_rd == 5'h15;
+  assign \$254  = \$252  & \$253 ;
+  assign \$255  = ~ c_trap;
+  assign \$256  = trace_valid & \$255 ;
+  assign \$257  = c_rd == 5'h16;
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = ~ c_trap;
+  assign \$260  = trace_valid & \$259 ;
+  assign \$261  = c_rd == 5'h17;
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ c_trap;
+  assign \$264  = trace_valid & \$263 ;
+  assign \$265  = c_rd == 5'h18;
+  assign \$266  = \$264  & \$265 ;
+  assign \$267  = ~ c_trap;
+  assign \$268  = trace_valid & \$267 ;
+  assign \$269  = c_rd == 5'h19;
+  assign \$270  = \$268  & \$269 ;
+  assign \$271  = ~ c_trap;
+  assign \$272  = trace_valid & \$271 ;
+  assign \$273  = c_rd == 5'h1a;
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = ~ c_trap;
+  assign \$276  = trace_valid & \$275 ;
+  assign \$277  = c_rd == 5'h1b;
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ c_trap;
+  assign \$280  = trace_valid & \$279 ;
+  assign \$281  = c_rd == 5'h1c;
+  assign \$282  = \$280  & \$281 ;
+  assign \$283  = ~ c_trap;
+  assign \$284  = trace_valid & \$283 ;
+  assign \$285  = c_rd == 5'h1d;
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ c_trap;
+  assign \$288  = trace_valid & \$287 ;
+  assign \$289  = c_rd == 5'h1e;
+  assign \$290  = \$288  & \$289 ;
+  assign \$291  = ~ c_trap;
+  assign \$292  = trace_valid & \$291 ;
+  assign \$293  = c_rd == 5'h1f;
+  assign \$294  = \$292  & \$293 ;
+  assign \$295  = c_trap ? { mtvec, 2'h0 } : c_npc;
+  assign \$296  = trace_valid & c_trap;
+  assign \$297  = ~ c_trap;
+  assign \$298  = trace_valid & \$297 ;
+  assign \$299  = \$298  & c_mret;
+  assign \$300  = ~ c_trap;
+  assign \$301  = trace_valid & \$300 ;
+  assign \$302  = \$301  & c_csr_we;
+  assign \$303  = ! pc[31:14];
+  assign \$304  = ! pc[1:0];
+  assign \$305  = \$303  & \$304 ;
+  assign \$306  = ! next_pc[31:14];
+  assign \$307  = ! next_pc[1:0];
+  assign \$308  = \$306  & \$307 ;
+  assign \$309  = ! next_pc[31:14];
+  assign \$310  = ! next_pc[1:0];
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = insn[6:0] == 6'h33;
+  assign \$313  = insn[31:25] == 1'h1;
+  assign \$314  = \$312  & \$313 ;
+  assign \$315  = ~ insn[12];
+  assign \$316  = \$315  & rs1v[31];
+  assign \$317  = - rs1v;
+  assign \$318  = \$316  ? \$317  : { 1'h0, rs1v };
   assign \$319  = ~ insn[12];
   assign \$320  = \$319  & rs2v[31];
-  assign \$321  = \$318  ^ \$320 ;
-  assign \$322  = ~ insn[12];
-  assign \$323  = \$322  & rs1v[31];
-  assign \$324  = insn[6:0] == 6'h23;
-  assign \$325  = ! insn[14:12];
-  assign \$326  = insn[14:12] == 1'h1;
-  assign \$327  = \$325  | \$326 ;
-  assign \$328  = insn[14:12] == 2'h2;
-  assign \$329  = \$327  | \$328 ;
-  assign \$330  = ~ \$329 ;
-  assign \$331  = insn[14:12] != 2'h3;
-  assign \$332  = insn[14:12] != 3'h6;
-  assign \$333  = \$331  & \$332 ;
-  assign \$334  = insn[14:12] != 3'h7;
-  assign \$335  = \$333  & \$334 ;
-  assign \$336  = ~ \$335 ;
-  assign \$337  = \$324  ? \$330  : \$336 ;
-  assign \$338  = insn[6:0] == 6'h23;
-  assign \$339  = ! next_pc[31:14];
-  assign \$340  = ! next_pc[1:0];
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = ! next_pc[31:14];
-  assign \$343  = ! next_pc[1:0];
-  assign \$344  = \$342  & \$343 ;
-  assign \$345  = ! next_pc[31:14];
-  assign \$346  = ! next_pc[1:0];
-  assign \$347  = \$345  & \$346 ;
-  assign \$348  = div_cnt + 1'h1;
-  assign \$349  = div_cnt == 5'h1f;
-  assign \$350  = ! next_pc[31:14];
-  assign \$351  = ! next_pc[1:0];
-  assign \$352  = \$350  & \$351 ;
-  assign \$353  = ~ run;
+  assign \$321  = - rs2v;
+  assign \$322  = \$320  ? \$321  : { 1'h0, rs2v };
+  assign \$323  = ! rs2v;
+  assign \$324  = ~ insn[12];
+  assign \$325  = \$324  & rs1v[31];
+  assign \$326  = ~ insn[12];
+  assign \$327  = \$326  & rs2v[31];
+  assign \$328  = \$325  ^ \$327 ;
+  assign \$329  = ~ insn[12];
+  assign \$330  = \$329  & rs1v[31];
+  assign \$331  = insn[6:0] == 6'h23;
+  assign \$332  = ! insn[14:12];
+  assign \$333  = insn[14:12] == 1'h1;
+  assign \$334  = \$332  | \$333 ;
+  assign \$335  = insn[14:12] == 2'h2;
+  assign \$336  = \$334  | \$335 ;
+  assign \$337  = ~ \$336 ;
+  assign \$338  = insn[14:12] != 2'h3;
+  assign \$339  = insn[14:12] != 3'h6;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = insn[14:12] != 3'h7;
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = ~ \$342 ;
+  assign \$344  = \$331  ? \$337  : \$343 ;
+  assign \$345  = insn[6:0] == 6'h23;
+  assign \$346  = ! next_pc[31:14];
+  assign \$347  = ! next_pc[1:0];
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = ! next_pc[31:14];
+  assign \$350  = ! next_pc[1:0];
+  assign \$351  = \$349  & \$350 ;
+  assign \$352  = ! next_pc[31:14];
+  assign \$353  = ! next_pc[1:0];
+  assign \$354  = \$352  & \$353 ;
+  assign \$355  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
+  assign \$356  = $signed(mul_ra) * $signed(mul_rb[32:17]);
+  assign \$357  = ! next_pc[31:14];
+  assign \$358  = ! next_pc[1:0];
+  assign \$359  = \$357  & \$358 ;
+  assign \$360  = div_cnt + 1'h1;
+  assign \$361  = div_cnt == 5'h1f;
+  assign \$362  = ! next_pc[31:14];
+  assign \$363  = ! next_pc[1:0];
+  assign \$364  = \$362  & \$363 ;
+  assign \$365  = ~ run;
   always @(posedge clk)
-    x1 <= \$354 ;
+    x1 <= \$366 ;
   always @(posedge clk)
-    x2 <= \$355 ;
+    x2 <= \$367 ;
   always @(posedge clk)
-    x3 <= \$356 ;
+    x3 <= \$368 ;
   always @(posedge clk)
-    x4 <= \$357 ;
+    x4 <= \$369 ;
   always @(posedge clk)
-    x5 <= \$358 ;
+    x5 <= \$370 ;
   always @(posedge clk)
-    x6 <= \$359 ;
+    x6 <= \$371 ;
   always @(posedge clk)
-    x7 <= \$360 ;
+    x7 <= \$372 ;
   always @(posedge clk)
-    x8 <= \$361 ;
+    x8 <= \$373 ;
   always @(posedge clk)
-    x9 <= \$362 ;
+    x9 <= \$374 ;
   always @(posedge clk)
-    x10 <= \$363 ;
+    x10 <= \$375 ;
   always @(posedge clk)
-    x11 <= \$364 ;
+    x11 <= \$376 ;
   always @(posedge clk)
-    x12 <= \$365 ;
+    x12 <= \$377 ;
   always @(posedge clk)
-    x13 <= \$366 ;
+    x13 <= \$378 ;
   always @(posedge clk)
-    x14 <= \$367 ;
+    x14 <= \$379 ;
   always @(posedge clk)
-    x15 <= \$368 ;
+    x15 <= \$380 ;
   always @(posedge clk)
-    x16 <= \$369 ;
+    x16 <= \$381 ;
   always @(posedge clk)
-    x17 <= \$370 ;
+    x17 <= \$382 ;
   always @(posedge clk)
-    x18 <= \$371 ;
+    x18 <= \$383 ;
   always @(posedge clk)
-    x19 <= \$372 ;
+    x19 <= \$384 ;
   always @(posedge clk)
-    x20 <= \$373 ;
+    x20 <= \$385 ;
   always @(posedge clk)
-    x21 <= \$374 ;
+    x21 <= \$386 ;
   always @(posedge clk)
-    x22 <= \$375 ;
+    x22 <= \$387 ;
   always @(posedge clk)
-    x23 <= \$376 ;
+    x23 <= \$388 ;
   always @(posedge clk)
-    x24 <= \$377 ;
+    x24 <= \$389 ;
   always @(posedge clk)
-    x25 <= \$378 ;
+    x25 <= \$390 ;
   always @(posedge clk)
-    x26 <= \$379 ;
+    x26 <= \$391 ;
   always @(posedge clk)
-    x27 <= \$380 ;
+    x27 <= \$392 ;
   always @(posedge clk)
-    x28 <= \$381 ;
+    x28 <= \$393 ;
   always @(posedge clk)
-    x29 <= \$382 ;
+    x29 <= \$394 ;
   always @(posedge clk)
-    x30 <= \$383 ;
+    x30 <= \$395 ;
   always @(posedge clk)
-    x31 <= \$384 ;
+    x31 <= \$396 ;
   always @(posedge clk)
-    pc <= \$385 ;
+    pc <= \$397 ;
   always @(posedge clk)
-    mepc <= \$386 ;
+    mepc <= \$398 ;
   always @(posedge clk)
-    mcause <= \$387 ;
+    mcause <= \$399 ;
   always @(posedge clk)
-    mtval <= \$388 ;
+    mtval <= \$400 ;
   always @(posedge clk)
-    st_mpie <= \$389 ;
+    st_mpie <= \$401 ;
   always @(posedge clk)
-    \$signal  <= \$390 ;
+    \$signal  <= \$402 ;
   always @(posedge clk)
-    mcycle <= \$391 ;
+    mcycle <= \$403 ;
   always @(posedge clk)
-    minstret <= \$392 ;
+    minstret <= \$404 ;
   always @(posedge clk)
-    ie_mtie <= \$393 ;
+    ie_mtie <= \$405 ;
   always @(posedge clk)
-    \$signal$59  <= \$394 ;
+    \$signal$61  <= \$406 ;
   always @(posedge clk)
-    mtvec <= \$395 ;
+    mtvec <= \$407 ;
   always @(posedge clk)
-    mscratch <= \$396 ;
+    mscratch <= \$408 ;
   always @(posedge clk)
-    core_fsm_state <= \$397 ;
+    core_fsm_state <= \$409 ;
   always @(posedge clk)
-    ir <= \$398 ;
+    ir <= \$410 ;
   always @(posedge clk)
-    div_quo <= \$399 ;
+    div_quo <= \$411 ;
   always @(posedge clk)
-    div_rem <= \$400 ;
+    div_rem <= \$412 ;
   always @(posedge clk)
-    div_den <= \$401 ;
+    div_den <= \$413 ;
   always @(posedge clk)
-    div_cnt <= \$402 ;
+    div_cnt <= \$414 ;
   always @(posedge clk)
-    div_a <= \$403 ;
+    div_a <= \$415 ;
   always @(posedge clk)
-    div_zero <= \$404 ;
+    div_zero <= \$416 ;
   always @(posedge clk)
-    div_negq <= \$405 ;
+    div_negq <= \$417 ;
   always @(posedge clk)
-    div_negr <= \$406 ;
+    div_negr <= \$418 ;
   always @(posedge clk)
-    dbus__addr <= \$407 ;
+    mul_ra <= \$419 ;
   always @(posedge clk)
-    ld_off <= \$408 ;
+    mul_rb <= \$420 ;
   always @(posedge clk)
-    dbus__en <= \$409 ;
+    dbus__addr <= \$421 ;
   always @(posedge clk)
-    dbus__we <= \$410 ;
+    ld_off <= \$422 ;
   always @(posedge clk)
-    dbus__wdata <= \$411 ;
+    dbus__en <= \$423 ;
   always @(posedge clk)
-    dbus__wstrb <= \$412 ;
+    dbus__we <= \$424 ;
+  always @(posedge clk)
+    dbus__wdata <= \$425 ;
+  always @(posedge clk)
+    dbus__wstrb <= \$426 ;
+  always @(posedge clk)
+    mul_lo <= \$427 ;
+  always @(posedge clk)
+    mul_hi <= \$428 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
@@ -7300,17 +7338,17 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     br_taken = 1'h0;
     casez (insn[14:12])
       3'h0:
-          br_taken = \$37 ;
-      3'h1:
           br_taken = \$39 ;
+      3'h1:
+          br_taken = \$41 ;
       3'h4:
-          br_taken = \$40 ;
-      3'h5:
           br_taken = \$42 ;
+      3'h5:
+          br_taken = \$44 ;
       3'h6:
-          br_taken = \$43 ;
-      3'h7:
           br_taken = \$45 ;
+      3'h7:
+          br_taken = \$47 ;
     endcase
   end
   always @* begin
@@ -7322,7 +7360,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
       12'h301:
           csr_old = 32'd1073746176;
       12'h304:
-          csr_old = { 20'h00000, \$signal$59 , 3'h0, ie_mtie, 7'h00 };
+          csr_old = { 20'h00000, \$signal$61 , 3'h0, ie_mtie, 7'h00 };
       12'h305:
           csr_old = { mtvec, 2'h0 };
       12'h340:
@@ -7446,9 +7484,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
       2'h1:
           csr_wval = csr_src;
       2'h2:
-          csr_wval = \$50 ;
-      2'h3:
           csr_wval = \$52 ;
+      2'h3:
+          csr_wval = \$54 ;
     endcase
   end
   always @* begin
@@ -7456,9 +7494,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     (* full_case = 32'd1 *)
     casez (insn[13:12])
       2'h0:
-          ls_strb = \$69 [3:0];
+          ls_strb = \$71 [3:0];
       2'h1:
-          ls_strb = \$70 ;
+          ls_strb = \$72 ;
       default:
           ls_strb = 4'hf;
     endcase
@@ -7495,50 +7533,57 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__en = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
             imem__en = 1'h1;
           end else begin
             if (c_sleep) begin
-            end else if (\$93 ) begin
+            end else if (\$95 ) begin
               imem__en = 1'h1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             if (c_sleep) begin
-            end else if (\$96 ) begin
+            end else if (\$98 ) begin
               imem__en = 1'h1;
             end
           end else begin
             if (trace_valid) begin
               if (c_sleep) begin
-              end else if (\$137 ) begin
+              end else if (\$139 ) begin
                 imem__en = 1'h1;
               end
             end
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             if (c_sleep) begin
-            end else if (\$142 ) begin
+            end else if (\$144 ) begin
               imem__en = 1'h1;
             end
           end
-      3'h4:
+      4'h5:
           imem__en = 1'h1;
-      3'h6:
+      4'h7:
           if (c_sleep) begin
-          end else if (\$145 ) begin
+          end else if (\$147 ) begin
             imem__en = 1'h1;
           end
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
           if (c_sleep) begin
-          end else if (\$155 ) begin
+          end else if (\$150 ) begin
+            imem__en = 1'h1;
+          end
+      4'h3:
+          /* empty */;
+      4'h9:
+          if (c_sleep) begin
+          end else if (\$160 ) begin
             imem__en = 1'h1;
           end
     endcase
@@ -7547,50 +7592,57 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__addr = 12'h000;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
             imem__addr = pc[13:2];
           end else begin
             if (c_sleep) begin
-            end else if (\$93 ) begin
+            end else if (\$95 ) begin
               imem__addr = next_pc[13:2];
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             if (c_sleep) begin
-            end else if (\$96 ) begin
+            end else if (\$98 ) begin
               imem__addr = next_pc[13:2];
             end
           end else begin
             if (trace_valid) begin
               if (c_sleep) begin
-              end else if (\$137 ) begin
+              end else if (\$139 ) begin
                 imem__addr = next_pc[13:2];
               end
             end
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             if (c_sleep) begin
-            end else if (\$142 ) begin
+            end else if (\$144 ) begin
               imem__addr = next_pc[13:2];
             end
           end
-      3'h4:
+      4'h5:
           imem__addr = dbus__addr[13:2];
-      3'h6:
+      4'h7:
           if (c_sleep) begin
-          end else if (\$145 ) begin
+          end else if (\$147 ) begin
             imem__addr = next_pc[13:2];
           end
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
           if (c_sleep) begin
-          end else if (\$155 ) begin
+          end else if (\$150 ) begin
+            imem__addr = next_pc[13:2];
+          end
+      4'h3:
+          /* empty */;
+      4'h9:
+          if (c_sleep) begin
+          end else if (\$160 ) begin
             imem__addr = next_pc[13:2];
           end
     endcase
@@ -7599,20 +7651,20 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     trace_valid = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               trace_valid = 1'h1;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               trace_valid = 1'h1;
             end else begin
               trace_valid = 1'h1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             trace_valid = 1'h1;
@@ -7627,14 +7679,14 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   trace_valid = 1'h1;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
@@ -7648,19 +7700,14 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      trace_valid = 1'h1;
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     trace_valid = 1'h1;
                   end else if (ls_misaligned) begin
                     trace_valid = 1'h1;
@@ -7669,22 +7716,22 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$129 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$130 ) begin
+                    if (\$130 ) begin
                       trace_valid = 1'h1;
                     end else if (\$131 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$132 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$133 ) begin
                       trace_valid = 1'h1;
                     end else begin
                       trace_valid = 1'h1;
@@ -7698,17 +7745,21 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   trace_valid = 1'h1;
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             trace_valid = 1'h1;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           trace_valid = 1'h1;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          trace_valid = 1'h1;
+      4'h3:
+          /* empty */;
+      4'h9:
           trace_valid = 1'h1;
     endcase
   end
@@ -7716,20 +7767,20 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_trap = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               c_trap = 1'h1;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               c_trap = 1'h1;
             end else begin
               c_trap = 1'h1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             c_trap = 1'h1;
@@ -7744,13 +7795,13 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
@@ -7762,13 +7813,13 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     c_trap = 1'h1;
                   end else if (ls_misaligned) begin
                     c_trap = 1'h1;
@@ -7777,19 +7828,19 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h73:
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
+                    if (\$130 ) begin
                       c_trap = 1'h1;
-                    end else if (\$129 ) begin
-                      c_trap = 1'h1;
-                    end else if (\$130 ) begin
                     end else if (\$131 ) begin
+                      c_trap = 1'h1;
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                     end else begin
                       c_trap = 1'h1;
                     end
@@ -7806,20 +7857,20 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_cause = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               c_cause = 32'd2147483659;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               c_cause = 32'd0;
             end else begin
               c_cause = 32'd1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             c_cause = 32'd2147483659;
@@ -7834,13 +7885,13 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
@@ -7852,34 +7903,34 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     c_cause = 32'd2;
                   end else if (ls_misaligned) begin
-                    c_cause = { 29'h00000000, \$121  };
-                  end else if (ls_fault) begin
                     c_cause = { 29'h00000000, \$123  };
+                  end else if (ls_fault) begin
+                    c_cause = { 29'h00000000, \$125  };
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h73:
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
+                    if (\$130 ) begin
                       c_cause = 32'd11;
-                    end else if (\$129 ) begin
-                      c_cause = 32'd3;
-                    end else if (\$130 ) begin
                     end else if (\$131 ) begin
+                      c_cause = 32'd3;
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                     end else begin
                       c_cause = 32'd2;
                     end
@@ -7896,20 +7947,20 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_tval = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               c_tval = 32'd0;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               c_tval = pc;
             end else begin
               c_tval = pc;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             c_tval = 32'd0;
@@ -7924,13 +7975,13 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                   end else begin
                     c_tval = insn;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                   end else begin
                     c_tval = insn;
                   end
@@ -7942,34 +7993,34 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_tval = insn;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     c_tval = insn;
                   end else if (ls_misaligned) begin
-                    c_tval = \$63 [31:0];
+                    c_tval = \$65 [31:0];
                   end else if (ls_fault) begin
-                    c_tval = \$63 [31:0];
+                    c_tval = \$65 [31:0];
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                   end else begin
                     c_tval = insn;
                   end
               7'h73:
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
+                    if (\$130 ) begin
                       c_tval = 32'd0;
-                    end else if (\$129 ) begin
-                      c_tval = 32'd0;
-                    end else if (\$130 ) begin
                     end else if (\$131 ) begin
+                      c_tval = 32'd0;
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                     end else begin
                       c_tval = insn;
                     end
@@ -7986,9 +8037,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     in_exec = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           in_exec = 1'h1;
     endcase
   end
@@ -7996,9 +8047,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     trace_insn = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             trace_insn = imem__data;
@@ -8013,14 +8064,14 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   trace_insn = insn;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
@@ -8034,19 +8085,14 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      trace_insn = insn;
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     trace_insn = insn;
                   end else if (ls_misaligned) begin
                     trace_insn = insn;
@@ -8055,22 +8101,22 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
-                      trace_insn = insn;
-                    end else if (\$129 ) begin
-                      trace_insn = insn;
-                    end else if (\$130 ) begin
+                    if (\$130 ) begin
                       trace_insn = insn;
                     end else if (\$131 ) begin
+                      trace_insn = insn;
+                    end else if (\$132 ) begin
+                      trace_insn = insn;
+                    end else if (\$133 ) begin
                       trace_insn = insn;
                     end else begin
                       trace_insn = insn;
@@ -8084,17 +8130,21 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   trace_insn = insn;
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             trace_insn = insn;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           trace_insn = insn;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          trace_insn = insn;
+      4'h3:
+          /* empty */;
+      4'h9:
           trace_insn = insn;
     endcase
   end
@@ -8102,9 +8152,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_rd = 5'h00;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8116,11 +8166,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h6f:
                   c_rd = insn[11:7];
               7'h67:
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     c_rd = insn[11:7];
                   end
               7'h63:
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     c_rd = 5'h00;
                   end
               7'h13:
@@ -8128,29 +8178,24 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                     c_rd = insn[11:7];
                   end
               7'h33:
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      c_rd = insn[11:7];
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     c_rd = insn[11:7];
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     c_rd = 5'h00;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
-                      c_rd = 5'h00;
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                      c_rd = 5'h00;
+                    end else if (\$133 ) begin
                       c_rd = 5'h00;
                     end
                   end else if (csr_illegal) begin
@@ -8159,17 +8204,21 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
-            c_rd = \$139 ;
+            c_rd = \$141 ;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           c_rd = insn[11:7];
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          c_rd = insn[11:7];
+      4'h3:
+          /* empty */;
+      4'h9:
           c_rd = insn[11:7];
     endcase
   end
@@ -8177,9 +8226,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_value = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8187,15 +8236,15 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h37:
                   c_value = { insn[31:12], 12'h000 };
               7'h17:
-                  c_value = \$97 [31:0];
+                  c_value = \$99 [31:0];
               7'h6f:
                   c_value = \$1 [31:0];
               7'h67:
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     c_value = \$1 [31:0];
                   end
               7'h63:
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     c_value = 32'd0;
                   end
               7'h13:
@@ -8203,29 +8252,24 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                     c_value = alu_res;
                   end
               7'h33:
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      c_value = mul_res;
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     c_value = alu_res;
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     c_value = 32'd0;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
-                      c_value = 32'd0;
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                      c_value = 32'd0;
+                    end else if (\$133 ) begin
                       c_value = 32'd0;
                     end
                   end else if (csr_illegal) begin
@@ -8234,27 +8278,31 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             c_value = ld_val;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           c_value = ld_val;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
-          c_value = \$152 [31:0];
+      4'h8:
+          c_value = mul_res;
+      4'h3:
+          /* empty */;
+      4'h9:
+          c_value = \$157 [31:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_npc = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8264,43 +8312,38 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h17:
                   c_npc = \$1 [31:0];
               7'h6f:
-                  c_npc = \$47 [31:0];
+                  c_npc = \$49 [31:0];
               7'h67:
-                  if (\$98 ) begin
-                    c_npc = \$49 [31:0];
+                  if (\$100 ) begin
+                    c_npc = \$51 [31:0];
                   end
               7'h63:
-                  if (\$101 ) begin
-                    c_npc = \$102 ;
+                  if (\$103 ) begin
+                    c_npc = \$104 ;
                   end
               7'h13:
                   if (op_imm_legal) begin
                     c_npc = \$1 [31:0];
                   end
               7'h33:
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      c_npc = \$1 [31:0];
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     c_npc = \$1 [31:0];
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     c_npc = \$1 [31:0];
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
-                      c_npc = { mepc, 2'h0 };
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                      c_npc = { mepc, 2'h0 };
+                    end else if (\$133 ) begin
                       c_npc = \$1 [31:0];
                     end
                   end else if (csr_illegal) begin
@@ -8309,17 +8352,21 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             c_npc = \$1 [31:0];
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           c_npc = \$1 [31:0];
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          c_npc = \$1 [31:0];
+      4'h3:
+          /* empty */;
+      4'h9:
           c_npc = \$1 [31:0];
     endcase
   end
@@ -8327,9 +8374,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_mret = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8353,10 +8400,10 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h0f:
                   /* empty */;
               7'h73:
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
+                  if (\$129 ) begin
+                    if (\$130 ) begin
+                    end else if (\$131 ) begin
+                    end else if (\$132 ) begin
                       c_mret = 1'h1;
                     end
                   end
@@ -8368,9 +8415,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_sleep = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8394,11 +8441,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h0f:
                   /* empty */;
               7'h73:
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                       c_sleep = 1'h1;
                     end
                   end
@@ -8410,9 +8457,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_csr_we = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8437,10 +8484,10 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                   end else if (csr_illegal) begin
                   end else begin
-                    c_csr_we = \$134 ;
+                    c_csr_we = \$136 ;
                   end
             endcase
           end
@@ -8450,204 +8497,51 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     ld_word = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h5:
+      4'h6:
           ld_word = dbus__rdata;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           ld_word = imem__data;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     sleeping = 1'h0;
-    (* full_case = 32'd1 *)
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h5:
+      4'h6:
           /* empty */;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           /* empty */;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
           /* empty */;
-      3'h2:
+      4'h3:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h2:
           sleeping = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$354  = x1;
-    if (\$167 ) begin
-      \$354  = c_value;
-    end
-    if (\$353 ) begin
-      \$354  = 32'd0;
-    end
-    if (rst) begin
-      \$354  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$355  = x2;
-    if (\$171 ) begin
-      \$355  = c_value;
-    end
-    if (\$353 ) begin
-      \$355  = 32'd0;
-    end
-    if (rst) begin
-      \$355  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$356  = x3;
-    if (\$175 ) begin
-      \$356  = c_value;
-    end
-    if (\$353 ) begin
-      \$356  = 32'd0;
-    end
-    if (rst) begin
-      \$356  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$357  = x4;
-    if (\$179 ) begin
-      \$357  = c_value;
-    end
-    if (\$353 ) begin
-      \$357  = 32'd0;
-    end
-    if (rst) begin
-      \$357  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$358  = x5;
-    if (\$183 ) begin
-      \$358  = c_value;
-    end
-    if (\$353 ) begin
-      \$358  = 32'd0;
-    end
-    if (rst) begin
-      \$358  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$359  = x6;
-    if (\$187 ) begin
-      \$359  = c_value;
-    end
-    if (\$353 ) begin
-      \$359  = 32'd0;
-    end
-    if (rst) begin
-      \$359  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$360  = x7;
-    if (\$191 ) begin
-      \$360  = c_value;
-    end
-    if (\$353 ) begin
-      \$360  = 32'd0;
-    end
-    if (rst) begin
-      \$360  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$361  = x8;
-    if (\$195 ) begin
-      \$361  = c_value;
-    end
-    if (\$353 ) begin
-      \$361  = 32'd0;
-    end
-    if (rst) begin
-      \$361  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$362  = x9;
-    if (\$199 ) begin
-      \$362  = c_value;
-    end
-    if (\$353 ) begin
-      \$362  = 32'd0;
-    end
-    if (rst) begin
-      \$362  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$363  = x10;
-    if (\$203 ) begin
-      \$363  = c_value;
-    end
-    if (\$353 ) begin
-      \$363  = 32'd0;
-    end
-    if (rst) begin
-      \$363  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$364  = x11;
-    if (\$207 ) begin
-      \$364  = c_value;
-    end
-    if (\$353 ) begin
-      \$364  = 32'd0;
-    end
-    if (rst) begin
-      \$364  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$365  = x12;
-    if (\$211 ) begin
-      \$365  = c_value;
-    end
-    if (\$353 ) begin
-      \$365  = 32'd0;
-    end
-    if (rst) begin
-      \$365  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$366  = x13;
-    if (\$215 ) begin
+    \$366  = x1;
+    if (\$174 ) begin
       \$366  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$366  = 32'd0;
     end
     if (rst) begin
@@ -8656,11 +8550,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$367  = x14;
-    if (\$219 ) begin
+    \$367  = x2;
+    if (\$178 ) begin
       \$367  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$367  = 32'd0;
     end
     if (rst) begin
@@ -8669,11 +8563,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$368  = x15;
-    if (\$223 ) begin
+    \$368  = x3;
+    if (\$182 ) begin
       \$368  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$368  = 32'd0;
     end
     if (rst) begin
@@ -8682,11 +8576,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$369  = x16;
-    if (\$227 ) begin
+    \$369  = x4;
+    if (\$186 ) begin
       \$369  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$369  = 32'd0;
     end
     if (rst) begin
@@ -8695,11 +8589,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$370  = x17;
-    if (\$231 ) begin
+    \$370  = x5;
+    if (\$190 ) begin
       \$370  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$370  = 32'd0;
     end
     if (rst) begin
@@ -8708,11 +8602,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$371  = x18;
-    if (\$235 ) begin
+    \$371  = x6;
+    if (\$194 ) begin
       \$371  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$371  = 32'd0;
     end
     if (rst) begin
@@ -8721,11 +8615,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$372  = x19;
-    if (\$239 ) begin
+    \$372  = x7;
+    if (\$198 ) begin
       \$372  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$372  = 32'd0;
     end
     if (rst) begin
@@ -8734,11 +8628,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$373  = x20;
-    if (\$243 ) begin
+    \$373  = x8;
+    if (\$202 ) begin
       \$373  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$373  = 32'd0;
     end
     if (rst) begin
@@ -8747,11 +8641,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$374  = x21;
-    if (\$247 ) begin
+    \$374  = x9;
+    if (\$206 ) begin
       \$374  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$374  = 32'd0;
     end
     if (rst) begin
@@ -8760,11 +8654,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$375  = x22;
-    if (\$251 ) begin
+    \$375  = x10;
+    if (\$210 ) begin
       \$375  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$375  = 32'd0;
     end
     if (rst) begin
@@ -8773,11 +8667,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$376  = x23;
-    if (\$255 ) begin
+    \$376  = x11;
+    if (\$214 ) begin
       \$376  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$376  = 32'd0;
     end
     if (rst) begin
@@ -8786,11 +8680,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$377  = x24;
-    if (\$259 ) begin
+    \$377  = x12;
+    if (\$218 ) begin
       \$377  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$377  = 32'd0;
     end
     if (rst) begin
@@ -8799,11 +8693,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$378  = x25;
-    if (\$263 ) begin
+    \$378  = x13;
+    if (\$222 ) begin
       \$378  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$378  = 32'd0;
     end
     if (rst) begin
@@ -8812,11 +8706,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$379  = x26;
-    if (\$267 ) begin
+    \$379  = x14;
+    if (\$226 ) begin
       \$379  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$379  = 32'd0;
     end
     if (rst) begin
@@ -8825,11 +8719,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$380  = x27;
-    if (\$271 ) begin
+    \$380  = x15;
+    if (\$230 ) begin
       \$380  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$380  = 32'd0;
     end
     if (rst) begin
@@ -8838,11 +8732,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$381  = x28;
-    if (\$275 ) begin
+    \$381  = x16;
+    if (\$234 ) begin
       \$381  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$381  = 32'd0;
     end
     if (rst) begin
@@ -8851,11 +8745,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$382  = x29;
-    if (\$279 ) begin
+    \$382  = x17;
+    if (\$238 ) begin
       \$382  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$382  = 32'd0;
     end
     if (rst) begin
@@ -8864,11 +8758,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$383  = x30;
-    if (\$283 ) begin
+    \$383  = x18;
+    if (\$242 ) begin
       \$383  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$383  = 32'd0;
     end
     if (rst) begin
@@ -8877,11 +8771,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$384  = x31;
-    if (\$287 ) begin
+    \$384  = x19;
+    if (\$246 ) begin
       \$384  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$384  = 32'd0;
     end
     if (rst) begin
@@ -8890,24 +8784,180 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$385  = pc;
+    \$385  = x20;
+    if (\$250 ) begin
+      \$385  = c_value;
+    end
+    if (\$365 ) begin
+      \$385  = 32'd0;
+    end
+    if (rst) begin
+      \$385  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$386  = x21;
+    if (\$254 ) begin
+      \$386  = c_value;
+    end
+    if (\$365 ) begin
+      \$386  = 32'd0;
+    end
+    if (rst) begin
+      \$386  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$387  = x22;
+    if (\$258 ) begin
+      \$387  = c_value;
+    end
+    if (\$365 ) begin
+      \$387  = 32'd0;
+    end
+    if (rst) begin
+      \$387  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$388  = x23;
+    if (\$262 ) begin
+      \$388  = c_value;
+    end
+    if (\$365 ) begin
+      \$388  = 32'd0;
+    end
+    if (rst) begin
+      \$388  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$389  = x24;
+    if (\$266 ) begin
+      \$389  = c_value;
+    end
+    if (\$365 ) begin
+      \$389  = 32'd0;
+    end
+    if (rst) begin
+      \$389  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$390  = x25;
+    if (\$270 ) begin
+      \$390  = c_value;
+    end
+    if (\$365 ) begin
+      \$390  = 32'd0;
+    end
+    if (rst) begin
+      \$390  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$391  = x26;
+    if (\$274 ) begin
+      \$391  = c_value;
+    end
+    if (\$365 ) begin
+      \$391  = 32'd0;
+    end
+    if (rst) begin
+      \$391  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$392  = x27;
+    if (\$278 ) begin
+      \$392  = c_value;
+    end
+    if (\$365 ) begin
+      \$392  = 32'd0;
+    end
+    if (rst) begin
+      \$392  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$393  = x28;
+    if (\$282 ) begin
+      \$393  = c_value;
+    end
+    if (\$365 ) begin
+      \$393  = 32'd0;
+    end
+    if (rst) begin
+      \$393  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$394  = x29;
+    if (\$286 ) begin
+      \$394  = c_value;
+    end
+    if (\$365 ) begin
+      \$394  = 32'd0;
+    end
+    if (rst) begin
+      \$394  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$395  = x30;
+    if (\$290 ) begin
+      \$395  = c_value;
+    end
+    if (\$365 ) begin
+      \$395  = 32'd0;
+    end
+    if (rst) begin
+      \$395  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$396  = x31;
+    if (\$294 ) begin
+      \$396  = c_value;
+    end
+    if (\$365 ) begin
+      \$396  = 32'd0;
+    end
+    if (rst) begin
+      \$396  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$397  = pc;
     if (trace_valid) begin
-      \$385  = \$288 ;
+      \$397  = \$295 ;
     end
-    if (\$353 ) begin
-      \$385  = 32'd0;
+    if (\$365 ) begin
+      \$397  = 32'd0;
     end
     if (rst) begin
-      \$385  = 32'd0;
+      \$397  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$386  = mepc;
-    if (\$289 ) begin
-      \$386  = pc[31:2];
+    \$398  = mepc;
+    if (\$296 ) begin
+      \$398  = pc[31:2];
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -8918,23 +8968,23 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h340:
             /* empty */;
         12'h341:
-            \$386  = csr_wval[31:2];
+            \$398  = csr_wval[31:2];
       endcase
     end
-    if (\$353 ) begin
-      \$386  = 30'h00000000;
+    if (\$365 ) begin
+      \$398  = 30'h00000000;
     end
     if (rst) begin
-      \$386  = 30'h00000000;
+      \$398  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$387  = mcause;
-    if (\$289 ) begin
-      \$387  = c_cause;
+    \$399  = mcause;
+    if (\$296 ) begin
+      \$399  = c_cause;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -8947,23 +8997,23 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h341:
             /* empty */;
         12'h342:
-            \$387  = csr_wval;
+            \$399  = csr_wval;
       endcase
     end
-    if (\$353 ) begin
-      \$387  = 32'd0;
+    if (\$365 ) begin
+      \$399  = 32'd0;
     end
     if (rst) begin
-      \$387  = 32'd0;
+      \$399  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$388  = mtval;
-    if (\$289 ) begin
-      \$388  = c_tval;
+    \$400  = mtval;
+    if (\$296 ) begin
+      \$400  = c_tval;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -8978,64 +9028,64 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h342:
             /* empty */;
         12'h343:
-            \$388  = csr_wval;
+            \$400  = csr_wval;
       endcase
     end
-    if (\$353 ) begin
-      \$388  = 32'd0;
+    if (\$365 ) begin
+      \$400  = 32'd0;
     end
     if (rst) begin
-      \$388  = 32'd0;
+      \$400  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$389  = st_mpie;
-    if (\$289 ) begin
-      \$389  = \$signal ;
+    \$401  = st_mpie;
+    if (\$296 ) begin
+      \$401  = \$signal ;
     end
-    if (\$292 ) begin
-      \$389  = 1'h1;
+    if (\$299 ) begin
+      \$401  = 1'h1;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
-            \$389  = csr_wval[7];
+            \$401  = csr_wval[7];
       endcase
     end
-    if (\$353 ) begin
-      \$389  = 1'h0;
+    if (\$365 ) begin
+      \$401  = 1'h0;
     end
     if (rst) begin
-      \$389  = 1'h0;
+      \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$390  = \$signal ;
-    if (\$289 ) begin
-      \$390  = 1'h0;
+    \$402  = \$signal ;
+    if (\$296 ) begin
+      \$402  = 1'h0;
     end
-    if (\$292 ) begin
-      \$390  = st_mpie;
+    if (\$299 ) begin
+      \$402  = st_mpie;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
-            \$390  = csr_wval[3];
+            \$402  = csr_wval[3];
       endcase
     end
-    if (\$353 ) begin
-      \$390  = 1'h0;
+    if (\$365 ) begin
+      \$402  = 1'h0;
     end
     if (rst) begin
-      \$390  = 1'h0;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$391  = \$83 [63:0];
-    if (\$295 ) begin
+    \$403  = \$85 [63:0];
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -9052,22 +9102,22 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h343:
             /* empty */;
         12'hb00:
-            \$391  = { \$83 [63:32], csr_wval };
+            \$403  = { \$85 [63:32], csr_wval };
         12'hb80:
-            \$391  = { csr_wval, \$83 [31:0] };
+            \$403  = { csr_wval, \$85 [31:0] };
       endcase
     end
-    if (\$353 ) begin
-      \$391  = 64'h0000000000000000;
+    if (\$365 ) begin
+      \$403  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$391  = 64'h0000000000000000;
+      \$403  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$392  = \$86 [63:0];
-    if (\$295 ) begin
+    \$404  = \$88 [63:0];
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -9088,78 +9138,78 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'hb80:
             /* empty */;
         12'hb02:
-            \$392  = { \$86 [63:32], csr_wval };
+            \$404  = { \$88 [63:32], csr_wval };
         12'hb82:
-            \$392  = { csr_wval, \$86 [31:0] };
+            \$404  = { csr_wval, \$88 [31:0] };
       endcase
     end
-    if (\$353 ) begin
-      \$392  = 64'h0000000000000000;
+    if (\$365 ) begin
+      \$404  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$392  = 64'h0000000000000000;
+      \$404  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$393  = ie_mtie;
-    if (\$295 ) begin
+    \$405  = ie_mtie;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$393  = csr_wval[7];
+            \$405  = csr_wval[7];
       endcase
     end
-    if (\$353 ) begin
-      \$393  = 1'h0;
+    if (\$365 ) begin
+      \$405  = 1'h0;
     end
     if (rst) begin
-      \$393  = 1'h0;
+      \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$394  = \$signal$59 ;
-    if (\$295 ) begin
+    \$406  = \$signal$61 ;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$394  = csr_wval[11];
+            \$406  = csr_wval[11];
       endcase
     end
-    if (\$353 ) begin
-      \$394  = 1'h0;
+    if (\$365 ) begin
+      \$406  = 1'h0;
     end
     if (rst) begin
-      \$394  = 1'h0;
+      \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$395  = mtvec;
-    if (\$295 ) begin
+    \$407  = mtvec;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
         12'h304:
             /* empty */;
         12'h305:
-            \$395  = csr_wval[31:2];
+            \$407  = csr_wval[31:2];
       endcase
     end
-    if (\$353 ) begin
-      \$395  = 30'h00000000;
+    if (\$365 ) begin
+      \$407  = 30'h00000000;
     end
     if (rst) begin
-      \$395  = 30'h00000000;
+      \$407  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$396  = mscratch;
-    if (\$295 ) begin
+    \$408  = mscratch;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -9168,45 +9218,44 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h305:
             /* empty */;
         12'h340:
-            \$396  = csr_wval;
+            \$408  = csr_wval;
       endcase
     end
-    if (\$353 ) begin
-      \$396  = 32'd0;
+    if (\$365 ) begin
+      \$408  = 32'd0;
     end
     if (rst) begin
-      \$396  = 32'd0;
+      \$408  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$397  = core_fsm_state;
-    (* full_case = 32'd1 *)
+    \$409  = core_fsm_state;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$298 ) begin
-            \$397  = 3'h1;
+          if (\$305 ) begin
+            \$409  = 4'h1;
           end else begin
             (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$397  = 3'h2;
-            end else if (\$301 ) begin
-              \$397  = 3'h1;
+              \$409  = 4'h2;
+            end else if (\$308 ) begin
+              \$409  = 4'h1;
             end else begin
-              \$397  = 3'h0;
+              \$409  = 4'h0;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$397  = 3'h2;
-            end else if (\$304 ) begin
-              \$397  = 3'h1;
+              \$409  = 4'h2;
+            end else if (\$311 ) begin
+              \$409  = 4'h1;
             end else begin
-              \$397  = 3'h0;
+              \$409  = 4'h0;
             end
           end else begin
             casez (insn[6:0])
@@ -9223,103 +9272,117 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
+                    (* full_case = 32'd1 *)
                     if (insn[14]) begin
-                      \$397  = 3'h3;
+                      \$409  = 4'h3;
+                    end else begin
+                      \$409  = 4'h4;
                     end
                   end
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
-                    \$397  = 3'h4;
+                    \$409  = 4'h5;
                   end else begin
-                    \$397  = 3'h5;
+                    \$409  = 4'h6;
                   end
             endcase
             if (trace_valid) begin
               (* full_case = 32'd1 *)
               if (c_sleep) begin
-                \$397  = 3'h2;
-              end else if (\$341 ) begin
-                \$397  = 3'h1;
+                \$409  = 4'h2;
+              end else if (\$348 ) begin
+                \$409  = 4'h1;
               end else begin
-                \$397  = 3'h0;
+                \$409  = 4'h0;
               end
             end
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$397  = 3'h2;
-            end else if (\$344 ) begin
-              \$397  = 3'h1;
+              \$409  = 4'h2;
+            end else if (\$351 ) begin
+              \$409  = 4'h1;
             end else begin
-              \$397  = 3'h0;
+              \$409  = 4'h0;
             end
           end
-      3'h4:
-          \$397  = 3'h6;
-      3'h6:
+      4'h5:
+          \$409  = 4'h7;
+      4'h7:
           (* full_case = 32'd1 *)
           if (c_sleep) begin
-            \$397  = 3'h2;
-          end else if (\$347 ) begin
-            \$397  = 3'h1;
+            \$409  = 4'h2;
+          end else if (\$354 ) begin
+            \$409  = 4'h1;
           end else begin
-            \$397  = 3'h0;
+            \$409  = 4'h0;
           end
-      3'h3:
-          if (\$349 ) begin
-            \$397  = 3'h7;
-          end
-      3'h7:
+      4'h4:
+          \$409  = 4'h8;
+      4'h8:
           (* full_case = 32'd1 *)
           if (c_sleep) begin
-            \$397  = 3'h2;
-          end else if (\$352 ) begin
-            \$397  = 3'h1;
+            \$409  = 4'h2;
+          end else if (\$359 ) begin
+            \$409  = 4'h1;
           end else begin
-            \$397  = 3'h0;
+            \$409  = 4'h0;
           end
-      3'h2:
+      4'h3:
+          if (\$361 ) begin
+            \$409  = 4'h9;
+          end
+      4'h9:
+          (* full_case = 32'd1 *)
+          if (c_sleep) begin
+            \$409  = 4'h2;
+          end else if (\$364 ) begin
+            \$409  = 4'h1;
+          end else begin
+            \$409  = 4'h0;
+          end
+      4'h2:
           if (wake) begin
-            \$397  = 3'h0;
+            \$409  = 4'h0;
           end
     endcase
-    if (\$353 ) begin
-      \$397  = 3'h0;
+    if (\$365 ) begin
+      \$409  = 4'h0;
     end
     if (rst) begin
-      \$397  = 3'h0;
+      \$409  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$398  = ir;
+    \$410  = ir;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
-          \$398  = imem__data;
+      4'h1:
+          \$410  = imem__data;
     endcase
-    if (\$353 ) begin
-      \$398  = 32'd0;
+    if (\$365 ) begin
+      \$410  = 32'd0;
     end
     if (rst) begin
-      \$398  = 32'd0;
+      \$410  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$399  = div_quo;
+    \$411  = div_quo;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9337,41 +9400,45 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$399  = \$311 [31:0];
+                      \$411  = \$318 [31:0];
                     end
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           /* empty */;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           /* empty */;
-      3'h3:
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h3:
           (* full_case = 32'd1 *)
-          if (\$80 [32]) begin
-            \$399  = { div_quo[30:0], 1'h0 };
+          if (\$82 [32]) begin
+            \$411  = { div_quo[30:0], 1'h0 };
           end else begin
-            \$399  = { div_quo[30:0], 1'h1 };
+            \$411  = { div_quo[30:0], 1'h1 };
           end
     endcase
-    if (\$353 ) begin
-      \$399  = 32'd0;
+    if (\$365 ) begin
+      \$411  = 32'd0;
     end
     if (rst) begin
-      \$399  = 32'd0;
+      \$411  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$400  = div_rem;
+    \$412  = div_rem;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9389,80 +9456,45 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$400  = 32'd0;
+                      \$412  = 32'd0;
                     end
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           /* empty */;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           /* empty */;
-      3'h3:
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h3:
           (* full_case = 32'd1 *)
-          if (\$80 [32]) begin
-            \$400  = { div_rem[30:0], div_quo[31] };
+          if (\$82 [32]) begin
+            \$412  = { div_rem[30:0], div_quo[31] };
           end else begin
-            \$400  = \$80 [31:0];
+            \$412  = \$82 [31:0];
           end
     endcase
-    if (\$353 ) begin
-      \$400  = 32'd0;
+    if (\$365 ) begin
+      \$412  = 32'd0;
     end
     if (rst) begin
-      \$400  = 32'd0;
+      \$412  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$401  = div_den;
+    \$413  = div_den;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$307 ) begin
-                    if (insn[14]) begin
-                      \$401  = \$315 [31:0];
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$353 ) begin
-      \$401  = 32'd0;
-    end
-    if (rst) begin
-      \$401  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$402  = div_cnt;
-    casez (core_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9480,36 +9512,28 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$402  = 5'h00;
+                      \$413  = \$322 [31:0];
                     end
                   end
             endcase
           end
-      3'h5:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h6:
-          /* empty */;
-      3'h3:
-          \$402  = \$348 [4:0];
     endcase
-    if (\$353 ) begin
-      \$402  = 5'h00;
+    if (\$365 ) begin
+      \$413  = 32'd0;
     end
     if (rst) begin
-      \$402  = 5'h00;
+      \$413  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$403  = div_a;
+    \$414  = div_cnt;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9527,28 +9551,40 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$403  = rs1v;
+                      \$414  = 5'h00;
                     end
                   end
             endcase
           end
+      4'h6:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h3:
+          \$414  = \$360 [4:0];
     endcase
-    if (\$353 ) begin
-      \$403  = 32'd0;
+    if (\$365 ) begin
+      \$414  = 5'h00;
     end
     if (rst) begin
-      \$403  = 32'd0;
+      \$414  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$404  = div_zero;
+    \$415  = div_a;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9566,28 +9602,28 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$404  = \$316 ;
+                      \$415  = rs1v;
                     end
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$404  = 1'h0;
+    if (\$365 ) begin
+      \$415  = 32'd0;
     end
     if (rst) begin
-      \$404  = 1'h0;
+      \$415  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$405  = div_negq;
+    \$416  = div_zero;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9605,28 +9641,28 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$405  = \$321 ;
+                      \$416  = \$323 ;
                     end
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$405  = 1'h0;
+    if (\$365 ) begin
+      \$416  = 1'h0;
     end
     if (rst) begin
-      \$405  = 1'h0;
+      \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$406  = div_negr;
+    \$417  = div_negq;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9644,28 +9680,149 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$406  = \$323 ;
+                      \$417  = \$328 ;
                     end
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$406  = 1'h0;
+    if (\$365 ) begin
+      \$417  = 1'h0;
     end
     if (rst) begin
-      \$406  = 1'h0;
+      \$417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$407  = dbus__addr;
+    \$418  = div_negr;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$314 ) begin
+                    if (insn[14]) begin
+                      \$418  = \$330 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$365 ) begin
+      \$418  = 1'h0;
+    end
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$419  = mul_ra;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$314 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      \$419  = { \$33 , rs1v };
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$365 ) begin
+      \$419  = 33'h000000000;
+    end
+    if (rst) begin
+      \$419  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$420  = mul_rb;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$314 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      \$420  = { \$35 , rs2v };
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$365 ) begin
+      \$420  = 33'h000000000;
+    end
+    if (rst) begin
+      \$420  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$421  = dbus__addr;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9686,31 +9843,31 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
-                    \$407  = { \$63 [31:2], 2'h0 };
+                    \$421  = { \$65 [31:2], 2'h0 };
                   end else begin
-                    \$407  = { \$63 [31:2], 2'h0 };
+                    \$421  = { \$65 [31:2], 2'h0 };
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$407  = 32'd0;
+    if (\$365 ) begin
+      \$421  = 32'd0;
     end
     if (rst) begin
-      \$407  = 32'd0;
+      \$421  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$408  = ld_off;
+    \$422  = ld_off;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9731,31 +9888,31 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
-                    \$408  = \$63 [1:0];
+                    \$422  = \$65 [1:0];
                   end else begin
-                    \$408  = \$63 [1:0];
+                    \$422  = \$65 [1:0];
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$408  = 2'h0;
+    if (\$365 ) begin
+      \$422  = 2'h0;
     end
     if (rst) begin
-      \$408  = 2'h0;
+      \$422  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$409  = dbus__en;
+    \$423  = dbus__en;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9776,34 +9933,34 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$409  = 1'h1;
+                    \$423  = 1'h1;
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
-            \$409  = 1'h0;
+            \$423  = 1'h0;
           end
     endcase
-    if (\$353 ) begin
-      \$409  = 1'h0;
+    if (\$365 ) begin
+      \$423  = 1'h0;
     end
     if (rst) begin
-      \$409  = 1'h0;
+      \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$410  = dbus__we;
+    \$424  = dbus__we;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9824,30 +9981,30 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$410  = \$338 ;
+                    \$424  = \$345 ;
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$410  = 1'h0;
+    if (\$365 ) begin
+      \$424  = 1'h0;
     end
     if (rst) begin
-      \$410  = 1'h0;
+      \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$411  = dbus__wdata;
+    \$425  = dbus__wdata;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9868,30 +10025,30 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$411  = st_data;
+                    \$425  = st_data;
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$411  = 32'd0;
+    if (\$365 ) begin
+      \$425  = 32'd0;
     end
     if (rst) begin
-      \$411  = 32'd0;
+      \$425  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$412  = dbus__wstrb;
+    \$426  = dbus__wstrb;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9912,47 +10069,97 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$412  = ls_strb;
+                    \$426  = ls_strb;
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$412  = 4'h0;
+    if (\$365 ) begin
+      \$426  = 4'h0;
     end
     if (rst) begin
-      \$412  = 4'h0;
+      \$426  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$427  = mul_lo;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h4:
+          \$427  = { \$355 [49], \$355  };
+    endcase
+    if (\$365 ) begin
+      \$427  = 51'h0000000000000;
+    end
+    if (rst) begin
+      \$427  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$428  = mul_hi;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h4:
+          \$428  = { \$356 [48], \$356  };
+    endcase
+    if (\$365 ) begin
+      \$428  = 50'h0000000000000;
+    end
+    if (rst) begin
+      \$428  = 50'h0000000000000;
     end
   end
   assign x0 = 32'd0;
   assign pc4 = \$1 [31:0];
   assign mul_a = { \$33 , rs1v };
   assign mul_b = { \$35 , rs2v };
-  assign br_target = \$46 [31:0];
-  assign jal_target = \$47 [31:0];
-  assign jalr_target = \$49 [31:0];
-  assign ls_addr = \$63 [31:0];
+  assign product = \$37 [65:0];
+  assign br_target = \$48 [31:0];
+  assign jal_target = \$49 [31:0];
+  assign jalr_target = \$51 [31:0];
+  assign ls_addr = \$65 [31:0];
   assign bus_addr = dbus__addr;
   assign bus_en = dbus__en;
   assign bus_we = dbus__we;
   assign bus_wdata = dbus__wdata;
   assign bus_wstrb = dbus__wstrb;
   assign div_rem_sh = { div_rem, div_quo[31] };
-  assign div_diff = \$80 [32:0];
+  assign div_diff = \$82 [32:0];
   assign c_valid = trace_valid;
   assign trace_pc = pc;
   assign c_insn = trace_insn;
   assign trace_trap = c_trap;
-  assign mcycle_inc = \$83 [63:0];
-  assign minstret_inc = \$86 [63:0];
+  assign mcycle_inc = \$85 [63:0];
+  assign minstret_inc = \$88 [63:0];
   assign imem__gnt = 1'h1;
-  assign { \$49 [32], \$49 [0] } = 2'h0;
-  assign \$49 [31:1] = \$48 [31:1];
+  assign \$36  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
+  assign { \$51 [32], \$51 [0] } = 2'h0;
+  assign \$51 [31:1] = \$50 [31:1];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10117,10 +10324,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$10369$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
-, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$10572$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$10703$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$10717$0 
-, q_status0_resetting, q_consumer1_index, \port$10727$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$10741$0 , q_status1_resetting, q_consumer2_index, \port$10751$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$10765$0 , q_status2_resetting, q_consumer3_index, \port$10775$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$10789$0 
-, q_status3_resetting, \port$10801$0 , \port$10809$0 , \port$10817$0 , \port$10825$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11118$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
+, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11329$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11460$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11474$0 
+, q_status0_resetting, q_consumer1_index, \port$11484$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$11498$0 , q_status1_resetting, q_consumer2_index, \port$11508$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11522$0 , q_status2_resetting, q_consumer3_index, \port$11532$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11546$0 
+, q_status3_resetting, \port$11558$0 , \port$11566$0 , \port$11574$0 , \port$11582$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11357,34 +11564,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$10369$0 ;
-  wire [3:0] \port$10369$0 ;
-  input [3:0] \port$10572$0 ;
-  wire [3:0] \port$10572$0 ;
-  input \port$10703$0 ;
-  wire \port$10703$0 ;
-  input \port$10717$0 ;
-  wire \port$10717$0 ;
-  input \port$10727$0 ;
-  wire \port$10727$0 ;
-  input \port$10741$0 ;
-  wire \port$10741$0 ;
-  input \port$10751$0 ;
-  wire \port$10751$0 ;
-  input \port$10765$0 ;
-  wire \port$10765$0 ;
-  input \port$10775$0 ;
-  wire \port$10775$0 ;
-  input \port$10789$0 ;
-  wire \port$10789$0 ;
-  input [2:0] \port$10801$0 ;
-  wire [2:0] \port$10801$0 ;
-  input [2:0] \port$10809$0 ;
-  wire [2:0] \port$10809$0 ;
-  input [2:0] \port$10817$0 ;
-  wire [2:0] \port$10817$0 ;
-  input [2:0] \port$10825$0 ;
-  wire [2:0] \port$10825$0 ;
+  input [3:0] \port$11118$0 ;
+  wire [3:0] \port$11118$0 ;
+  input [3:0] \port$11329$0 ;
+  wire [3:0] \port$11329$0 ;
+  input \port$11460$0 ;
+  wire \port$11460$0 ;
+  input \port$11474$0 ;
+  wire \port$11474$0 ;
+  input \port$11484$0 ;
+  wire \port$11484$0 ;
+  input \port$11498$0 ;
+  wire \port$11498$0 ;
+  input \port$11508$0 ;
+  wire \port$11508$0 ;
+  input \port$11522$0 ;
+  wire \port$11522$0 ;
+  input \port$11532$0 ;
+  wire \port$11532$0 ;
+  input \port$11546$0 ;
+  wire \port$11546$0 ;
+  input [2:0] \port$11558$0 ;
+  wire [2:0] \port$11558$0 ;
+  input [2:0] \port$11566$0 ;
+  wire [2:0] \port$11566$0 ;
+  input [2:0] \port$11574$0 ;
+  wire [2:0] \port$11574$0 ;
+  input [2:0] \port$11582$0 ;
+  wire [2:0] \port$11582$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12005,10 +12212,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$267  = \$266  | irq_status_error_set;
   assign \$268  = ~ clr_irq_status_queue_cpl;
   assign \$269  = irq_status_queue_cpl & \$268 ;
-  assign \$270  = \$269  | { \port$10775$0 , \port$10751$0 , \port$10727$0 , \port$10703$0  };
+  assign \$270  = \$269  | { \port$11532$0 , \port$11508$0 , \port$11484$0 , \port$11460$0  };
   assign \$271  = ~ clr_irq_status_queue_error;
   assign \$272  = irq_status_queue_error & \$271 ;
-  assign \$273  = \$272  | { \port$10789$0 , \port$10765$0 , \port$10741$0 , \port$10717$0  };
+  assign \$273  = \$272  | { \port$11546$0 , \port$11522$0 , \port$11498$0 , \port$11474$0  };
   assign \$274  = ~ clr_irq_status_fw_msg;
   assign \$275  = irq_status_fw_msg & \$274 ;
   assign \$276  = \$275  | irq_status_fw_msg_set;
@@ -14301,20 +14508,20 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$10572$0 [0];
-  assign status_dma_store_busy = \port$10572$0 [1];
-  assign status_gemm_busy = \port$10572$0 [2];
-  assign status_vec_busy = \port$10572$0 [3];
-  assign irq_status_queue_cpl_set = { \port$10775$0 , \port$10751$0 , \port$10727$0 , \port$10703$0  };
-  assign irq_status_queue_error_set = { \port$10789$0 , \port$10765$0 , \port$10741$0 , \port$10717$0  };
-  assign q_status0_waiting = \port$10369$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$10801$0  };
-  assign q_status1_waiting = \port$10369$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$10809$0  };
-  assign q_status2_waiting = \port$10369$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$10817$0  };
-  assign q_status3_waiting = \port$10369$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$10825$0  };
+  assign status_dma_load_busy = \port$11329$0 [0];
+  assign status_dma_store_busy = \port$11329$0 [1];
+  assign status_gemm_busy = \port$11329$0 [2];
+  assign status_vec_busy = \port$11329$0 [3];
+  assign irq_status_queue_cpl_set = { \port$11532$0 , \port$11508$0 , \port$11484$0 , \port$11460$0  };
+  assign irq_status_queue_error_set = { \port$11546$0 , \port$11522$0 , \port$11498$0 , \port$11474$0  };
+  assign q_status0_waiting = \port$11118$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$11558$0  };
+  assign q_status1_waiting = \port$11118$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$11566$0  };
+  assign q_status2_waiting = \port$11118$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$11574$0  };
+  assign q_status3_waiting = \port$11118$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$11582$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$135  = 33'h04b414b49;
@@ -14359,11 +14566,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$236  = \$235 ;
   assign \$239  = 2'h0;
   assign \$240  = { 30'h00000000, \$239  };
-  assign \$243  = { 1'h0, \port$10572$0 [0] };
+  assign \$243  = { 1'h0, \port$11329$0 [0] };
   assign \$244  = { 30'h00000000, \$243  };
-  assign \$245  = { \port$10572$0 [1], 1'h0 };
-  assign \$247  = { 1'h0, \port$10572$0 [2], 2'h0 };
-  assign \$249  = { \port$10572$0 [3], 3'h0 };
+  assign \$245  = { \port$11329$0 [1], 1'h0 };
+  assign \$247  = { 1'h0, \port$11329$0 [2], 2'h0 };
+  assign \$249  = { \port$11329$0 [3], 3'h0 };
   assign \$251  = { 3'h0, status_idle, 4'h0 };
   assign \$279  = { 1'h0, irq_status_dma_load_done };
   assign \$280  = { 30'h00000000, \$279  };
@@ -14518,26 +14725,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$701  = { 30'h00000000, \$700  };
   assign \$702  = { q_status0_halted, 1'h0 };
   assign \$704  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$706  = { \port$10369$0 [0], 3'h0 };
-  assign \$708  = { 12'h000, \port$10801$0 , 8'h00 };
+  assign \$706  = { \port$11118$0 [0], 3'h0 };
+  assign \$708  = { 12'h000, \port$11558$0 , 8'h00 };
   assign \$712  = { 1'h0, q_status1_active };
   assign \$713  = { 30'h00000000, \$712  };
   assign \$714  = { q_status1_halted, 1'h0 };
   assign \$716  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$718  = { \port$10369$0 [1], 3'h0 };
-  assign \$720  = { 12'h000, \port$10809$0 , 8'h00 };
+  assign \$718  = { \port$11118$0 [1], 3'h0 };
+  assign \$720  = { 12'h000, \port$11566$0 , 8'h00 };
   assign \$724  = { 1'h0, q_status2_active };
   assign \$725  = { 30'h00000000, \$724  };
   assign \$726  = { q_status2_halted, 1'h0 };
   assign \$728  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$730  = { \port$10369$0 [2], 3'h0 };
-  assign \$732  = { 12'h000, \port$10817$0 , 8'h00 };
+  assign \$730  = { \port$11118$0 [2], 3'h0 };
+  assign \$732  = { 12'h000, \port$11574$0 , 8'h00 };
   assign \$736  = { 1'h0, q_status3_active };
   assign \$737  = { 30'h00000000, \$736  };
   assign \$738  = { q_status3_halted, 1'h0 };
   assign \$740  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$742  = { \port$10369$0 [3], 3'h0 };
-  assign \$744  = { 12'h000, \port$10825$0 , 8'h00 };
+  assign \$742  = { \port$11118$0 [3], 3'h0 };
+  assign \$744  = { 12'h000, \port$11582$0 , 8'h00 };
   assign \$748  = { 1'h0, q_error0_code };
   assign \$749  = { 23'h000000, \$748  };
   assign \$752  = { 1'h0, q_error1_code };
@@ -14644,7 +14851,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$10574$0 , retire__0__tag, \port$10576$0 , retire__1__tag, \port$10578$0 , retire__2__tag, \port$10580$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$11331$0 , retire__0__tag, \port$11333$0 , retire__1__tag, \port$11335$0 , retire__2__tag, \port$11337$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15256,14 +15463,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$10574$0 ;
-  wire [8:0] \port$10574$0 ;
-  output [8:0] \port$10576$0 ;
-  wire [8:0] \port$10576$0 ;
-  output [8:0] \port$10578$0 ;
-  wire [8:0] \port$10578$0 ;
-  output [8:0] \port$10580$0 ;
-  wire [8:0] \port$10580$0 ;
+  output [8:0] \port$11331$0 ;
+  wire [8:0] \port$11331$0 ;
+  output [8:0] \port$11333$0 ;
+  wire [8:0] \port$11333$0 ;
+  output [8:0] \port$11335$0 ;
+  wire [8:0] \port$11335$0 ;
+  output [8:0] \port$11337$0 ;
+  wire [8:0] \port$11337$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15709,9 +15916,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$10090$0 (desc),
-    .\port$10092$0 (queue),
-    .\port$10093$0 (windowed),
+    .\port$10839$0 (desc),
+    .\port$10841$0 (queue),
+    .\port$10842$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15721,9 +15928,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$10090$0 (desc),
-    .\port$10092$0 (queue),
-    .\port$10093$0 (windowed),
+    .\port$10839$0 (desc),
+    .\port$10841$0 (queue),
+    .\port$10842$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15733,9 +15940,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$10090$0 (desc),
-    .\port$10092$0 (queue),
-    .\port$10093$0 (windowed),
+    .\port$10839$0 (desc),
+    .\port$10841$0 (queue),
+    .\port$10842$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15745,9 +15952,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$10090$0 (desc),
-    .\port$10092$0 (queue),
-    .\port$10093$0 (windowed),
+    .\port$10839$0 (desc),
+    .\port$10841$0 (queue),
+    .\port$10842$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15932,13 +16139,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$10574$0  = dma_load_held[8:0];
+  assign \port$11331$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$10576$0  = dma_store_held[8:0];
+  assign \port$11333$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$10578$0  = gemm_held[8:0];
+  assign \port$11335$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$10580$0  = vec_held[8:0];
+  assign \port$11337$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16439,7 +16646,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10090$0 , \port$10092$0 , \port$10093$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10839$0 , \port$10841$0 , \port$10842$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16481,12 +16688,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10090$0 ;
-  wire [255:0] \port$10090$0 ;
-  input [1:0] \port$10092$0 ;
-  wire [1:0] \port$10092$0 ;
-  input \port$10093$0 ;
-  wire \port$10093$0 ;
+  input [255:0] \port$10839$0 ;
+  wire [255:0] \port$10839$0 ;
+  input [1:0] \port$10841$0 ;
+  wire [1:0] \port$10841$0 ;
+  input \port$10842$0 ;
+  wire \port$10842$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16518,7 +16725,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+      storage[w_port__addr] <= { \port$10842$0 , \port$10841$0 , \port$10839$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16617,14 +16824,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
-  assign w_data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+  assign w_port__data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+  assign w_data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10090$0 , \port$10092$0 , \port$10093$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10839$0 , \port$10841$0 , \port$10842$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16666,12 +16873,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10090$0 ;
-  wire [255:0] \port$10090$0 ;
-  input [1:0] \port$10092$0 ;
-  wire [1:0] \port$10092$0 ;
-  input \port$10093$0 ;
-  wire \port$10093$0 ;
+  input [255:0] \port$10839$0 ;
+  wire [255:0] \port$10839$0 ;
+  input [1:0] \port$10841$0 ;
+  wire [1:0] \port$10841$0 ;
+  input \port$10842$0 ;
+  wire \port$10842$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16703,7 +16910,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+      storage[w_port__addr] <= { \port$10842$0 , \port$10841$0 , \port$10839$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16802,14 +17009,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
-  assign w_data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+  assign w_port__data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+  assign w_data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10090$0 , \port$10092$0 , \port$10093$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10839$0 , \port$10841$0 , \port$10842$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16851,12 +17058,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10090$0 ;
-  wire [255:0] \port$10090$0 ;
-  input [1:0] \port$10092$0 ;
-  wire [1:0] \port$10092$0 ;
-  input \port$10093$0 ;
-  wire \port$10093$0 ;
+  input [255:0] \port$10839$0 ;
+  wire [255:0] \port$10839$0 ;
+  input [1:0] \port$10841$0 ;
+  wire [1:0] \port$10841$0 ;
+  input \port$10842$0 ;
+  wire \port$10842$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16888,7 +17095,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+      storage[w_port__addr] <= { \port$10842$0 , \port$10841$0 , \port$10839$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16987,14 +17194,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
-  assign w_data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+  assign w_port__data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+  assign w_data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10090$0 , \port$10092$0 , \port$10093$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10839$0 , \port$10841$0 , \port$10842$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17036,12 +17243,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10090$0 ;
-  wire [255:0] \port$10090$0 ;
-  input [1:0] \port$10092$0 ;
-  wire [1:0] \port$10092$0 ;
-  input \port$10093$0 ;
-  wire \port$10093$0 ;
+  input [255:0] \port$10839$0 ;
+  wire [255:0] \port$10839$0 ;
+  input [1:0] \port$10841$0 ;
+  wire [1:0] \port$10841$0 ;
+  input \port$10842$0 ;
+  wire \port$10842$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17073,7 +17280,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+      storage[w_port__addr] <= { \port$10842$0 , \port$10841$0 , \port$10839$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17172,8 +17379,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
-  assign w_data = { \port$10093$0 , \port$10092$0 , \port$10090$0  };
+  assign w_port__data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+  assign w_data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20589,7 +20796,7 @@ module \kaki_soc_16x16.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$10574$16 , \port$10930$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11331$16 , \port$11687$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20633,10 +20840,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$105
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10574$16 ;
-  wire [15:0] \port$10574$16 ;
-  input [7:0] \port$10930$0 ;
-  wire [7:0] \port$10930$0 ;
+  input [15:0] \port$11331$16 ;
+  wire [15:0] \port$11331$16 ;
+  input [7:0] \port$11687$0 ;
+  wire [7:0] \port$11687$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20671,7 +20878,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$105
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10574$16 , \port$10930$0  };
+      storage[w_port__addr] <= { \port$11331$16 , \port$11687$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20782,14 +20989,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$105
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10574$16 , \port$10930$0  };
-  assign w_data = { \port$10574$16 , \port$10930$0  };
+  assign w_port__data = { \port$11331$16 , \port$11687$0  };
+  assign w_data = { \port$11331$16 , \port$11687$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10576$16 , \port$11038$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11333$16 , \port$11795$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20833,10 +21040,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10576$16 ;
-  wire [15:0] \port$10576$16 ;
-  input [7:0] \port$11038$0 ;
-  wire [7:0] \port$11038$0 ;
+  input [15:0] \port$11333$16 ;
+  wire [15:0] \port$11333$16 ;
+  input [7:0] \port$11795$0 ;
+  wire [7:0] \port$11795$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20871,7 +21078,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10576$16 , \port$11038$0  };
+      storage[w_port__addr] <= { \port$11333$16 , \port$11795$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20982,15 +21189,15 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10576$16 , \port$11038$0  };
-  assign w_data = { \port$10576$16 , \port$11038$0  };
+  assign w_port__data = { \port$11333$16 , \port$11795$0  };
+  assign w_data = { \port$11333$16 , \port$11795$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4459$0 , \port$4461$0 , q_head_index1_index, \port$4468$0 , \port$4470$0 , q_head_index2_index, \port$4477$0 , \port$4479$0 , q_head_index3_index, \port$4486$0 , \port$4488$0 , cpl_status_free, \port$5143$0 , \port$5173$0 , \port$5203$0 
-, \port$5233$0 , \port$9936$0 , \port$9986$0 , \port$10036$0 , \port$10086$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4478$0 , \port$4480$0 , q_head_index1_index, \port$4487$0 , \port$4489$0 , q_head_index2_index, \port$4496$0 , \port$4498$0 , q_head_index3_index, \port$4505$0 , \port$4507$0 , cpl_status_free, \port$5162$0 , \port$5192$0 , \port$5222$0 
+, \port$5252$0 , \port$10685$0 , \port$10735$0 , \port$10785$0 , \port$10835$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
 , timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
@@ -21912,38 +22119,38 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$10036$0 ;
-  wire [23:0] \port$10036$0 ;
-  input [23:0] \port$10086$0 ;
-  wire [23:0] \port$10086$0 ;
-  input \port$4459$0 ;
-  wire \port$4459$0 ;
-  input \port$4461$0 ;
-  wire \port$4461$0 ;
-  input \port$4468$0 ;
-  wire \port$4468$0 ;
-  input \port$4470$0 ;
-  wire \port$4470$0 ;
-  input \port$4477$0 ;
-  wire \port$4477$0 ;
-  input \port$4479$0 ;
-  wire \port$4479$0 ;
-  input \port$4486$0 ;
-  wire \port$4486$0 ;
-  input \port$4488$0 ;
-  wire \port$4488$0 ;
-  input [255:0] \port$5143$0 ;
-  wire [255:0] \port$5143$0 ;
-  input [255:0] \port$5173$0 ;
-  wire [255:0] \port$5173$0 ;
-  input [255:0] \port$5203$0 ;
-  wire [255:0] \port$5203$0 ;
-  input [255:0] \port$5233$0 ;
-  wire [255:0] \port$5233$0 ;
-  input [23:0] \port$9936$0 ;
-  wire [23:0] \port$9936$0 ;
-  input [23:0] \port$9986$0 ;
-  wire [23:0] \port$9986$0 ;
+  input [23:0] \port$10685$0 ;
+  wire [23:0] \port$10685$0 ;
+  input [23:0] \port$10735$0 ;
+  wire [23:0] \port$10735$0 ;
+  input [23:0] \port$10785$0 ;
+  wire [23:0] \port$10785$0 ;
+  input [23:0] \port$10835$0 ;
+  wire [23:0] \port$10835$0 ;
+  input \port$4478$0 ;
+  wire \port$4478$0 ;
+  input \port$4480$0 ;
+  wire \port$4480$0 ;
+  input \port$4487$0 ;
+  wire \port$4487$0 ;
+  input \port$4489$0 ;
+  wire \port$4489$0 ;
+  input \port$4496$0 ;
+  wire \port$4496$0 ;
+  input \port$4498$0 ;
+  wire \port$4498$0 ;
+  input \port$4505$0 ;
+  wire \port$4505$0 ;
+  input \port$4507$0 ;
+  wire \port$4507$0 ;
+  input [255:0] \port$5162$0 ;
+  wire [255:0] \port$5162$0 ;
+  input [255:0] \port$5192$0 ;
+  wire [255:0] \port$5192$0 ;
+  input [255:0] \port$5222$0 ;
+  wire [255:0] \port$5222$0 ;
+  input [255:0] \port$5252$0 ;
+  wire [255:0] \port$5252$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24165,48 +24372,48 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign work_qready = { \port$4486$0 , \port$4477$0 , \port$4468$0 , \port$4459$0  };
-  assign work_qreset = { \port$4488$0 , \port$4479$0 , \port$4470$0 , \port$4461$0  };
-  assign retire0_error = \port$9936$0 [7:0];
-  assign retire0_tag = \port$9936$0 [23:8];
-  assign retire1_error = \port$9986$0 [7:0];
-  assign retire1_tag = \port$9986$0 [23:8];
-  assign retire2_error = \port$10036$0 [7:0];
-  assign retire2_tag = \port$10036$0 [23:8];
-  assign retire3_error = \port$10086$0 [7:0];
-  assign retire3_tag = \port$10086$0 [23:8];
-  assign q_head0_word = \port$5143$0 [31:0];
-  assign q_head1_word = \port$5143$0 [63:32];
-  assign q_head2_word = \port$5143$0 [95:64];
-  assign q_head3_word = \port$5143$0 [127:96];
-  assign q_head4_word = \port$5143$0 [159:128];
-  assign q_head5_word = \port$5143$0 [191:160];
-  assign q_head6_word = \port$5143$0 [223:192];
-  assign q_head7_word = \port$5143$0 [255:224];
-  assign q_head8_word = \port$5173$0 [31:0];
-  assign q_head9_word = \port$5173$0 [63:32];
-  assign q_head10_word = \port$5173$0 [95:64];
-  assign q_head11_word = \port$5173$0 [127:96];
-  assign q_head12_word = \port$5173$0 [159:128];
-  assign q_head13_word = \port$5173$0 [191:160];
-  assign q_head14_word = \port$5173$0 [223:192];
-  assign q_head15_word = \port$5173$0 [255:224];
-  assign q_head16_word = \port$5203$0 [31:0];
-  assign q_head17_word = \port$5203$0 [63:32];
-  assign q_head18_word = \port$5203$0 [95:64];
-  assign q_head19_word = \port$5203$0 [127:96];
-  assign q_head20_word = \port$5203$0 [159:128];
-  assign q_head21_word = \port$5203$0 [191:160];
-  assign q_head22_word = \port$5203$0 [223:192];
-  assign q_head23_word = \port$5203$0 [255:224];
-  assign q_head24_word = \port$5233$0 [31:0];
-  assign q_head25_word = \port$5233$0 [63:32];
-  assign q_head26_word = \port$5233$0 [95:64];
-  assign q_head27_word = \port$5233$0 [127:96];
-  assign q_head28_word = \port$5233$0 [159:128];
-  assign q_head29_word = \port$5233$0 [191:160];
-  assign q_head30_word = \port$5233$0 [223:192];
-  assign q_head31_word = \port$5233$0 [255:224];
+  assign work_qready = { \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
+  assign work_qreset = { \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0  };
+  assign retire0_error = \port$10685$0 [7:0];
+  assign retire0_tag = \port$10685$0 [23:8];
+  assign retire1_error = \port$10735$0 [7:0];
+  assign retire1_tag = \port$10735$0 [23:8];
+  assign retire2_error = \port$10785$0 [7:0];
+  assign retire2_tag = \port$10785$0 [23:8];
+  assign retire3_error = \port$10835$0 [7:0];
+  assign retire3_tag = \port$10835$0 [23:8];
+  assign q_head0_word = \port$5162$0 [31:0];
+  assign q_head1_word = \port$5162$0 [63:32];
+  assign q_head2_word = \port$5162$0 [95:64];
+  assign q_head3_word = \port$5162$0 [127:96];
+  assign q_head4_word = \port$5162$0 [159:128];
+  assign q_head5_word = \port$5162$0 [191:160];
+  assign q_head6_word = \port$5162$0 [223:192];
+  assign q_head7_word = \port$5162$0 [255:224];
+  assign q_head8_word = \port$5192$0 [31:0];
+  assign q_head9_word = \port$5192$0 [63:32];
+  assign q_head10_word = \port$5192$0 [95:64];
+  assign q_head11_word = \port$5192$0 [127:96];
+  assign q_head12_word = \port$5192$0 [159:128];
+  assign q_head13_word = \port$5192$0 [191:160];
+  assign q_head14_word = \port$5192$0 [223:192];
+  assign q_head15_word = \port$5192$0 [255:224];
+  assign q_head16_word = \port$5222$0 [31:0];
+  assign q_head17_word = \port$5222$0 [63:32];
+  assign q_head18_word = \port$5222$0 [95:64];
+  assign q_head19_word = \port$5222$0 [127:96];
+  assign q_head20_word = \port$5222$0 [159:128];
+  assign q_head21_word = \port$5222$0 [191:160];
+  assign q_head22_word = \port$5222$0 [223:192];
+  assign q_head23_word = \port$5222$0 [255:224];
+  assign q_head24_word = \port$5252$0 [31:0];
+  assign q_head25_word = \port$5252$0 [63:32];
+  assign q_head26_word = \port$5252$0 [95:64];
+  assign q_head27_word = \port$5252$0 [127:96];
+  assign q_head28_word = \port$5252$0 [159:128];
+  assign q_head29_word = \port$5252$0 [191:160];
+  assign q_head30_word = \port$5252$0 [223:192];
+  assign q_head31_word = \port$5252$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -24221,10 +24428,10 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4486$0 , \port$4477$0 , \port$4468$0 , \port$4459$0  };
+  assign \$224  = { 1'h0, \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4488$0 , \port$4479$0 , \port$4470$0 , \port$4461$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -24236,20 +24443,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$9936$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$9936$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$10685$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$10685$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$9986$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$9986$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$10735$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$10735$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$10036$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$10036$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$10785$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$10785$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$10086$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$10086$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$10835$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$10835$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -24283,69 +24490,69 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5143$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5162$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5143$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5162$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5143$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5162$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5143$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5162$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5143$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5162$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5143$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5162$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5143$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5162$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5143$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5162$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5173$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5192$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5173$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5192$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5173$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5192$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5173$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5192$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5173$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5192$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5173$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5192$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5173$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5192$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5173$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5192$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5203$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5222$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5203$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5222$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5203$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5222$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5203$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5222$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5203$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5222$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5203$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5222$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5203$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5222$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5203$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5222$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5233$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5252$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5233$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5252$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5233$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5252$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5233$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5252$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5233$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5252$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5233$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5252$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5233$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5252$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5233$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5252$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -56799,7 +57006,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$10578$16 , \port$11148$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11335$16 , \port$11905$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -56843,10 +57050,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$10578$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10578$16 ;
-  wire [15:0] \port$10578$16 ;
-  input [7:0] \port$11148$0 ;
-  wire [7:0] \port$11148$0 ;
+  input [15:0] \port$11335$16 ;
+  wire [15:0] \port$11335$16 ;
+  input [7:0] \port$11905$0 ;
+  wire [7:0] \port$11905$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -56881,7 +57088,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$10578$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10578$16 , \port$11148$0  };
+      storage[w_port__addr] <= { \port$11335$16 , \port$11905$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -56992,8 +57199,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$10578$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10578$16 , \port$11148$0  };
-  assign w_data = { \port$10578$16 , \port$11148$0  };
+  assign w_port__data = { \port$11335$16 , \port$11905$0  };
+  assign w_data = { \port$11335$16 , \port$11905$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -57002,7 +57209,7 @@ endmodule
 module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_en$58 , \r_en$88 , \r_en$118 , \port$121$0 , cpl_valid, fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req, q1_active
 , q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, cpl_w_last, axi__wdata, q__0__head, q__1__head, q__2__head, q__3__head, axi__arready, axi__rvalid, axi__awready
 , axi__wready, axi__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell
-, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$10562$0 , \port$10562$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
+, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$11315$0 , \port$11315$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
 , axi__wstrb, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted
 , q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, level, \level$46 , \level$76 , \level$106 , axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
@@ -57638,10 +57845,10 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire [2:0] \level$46 ;
   output [2:0] \level$76 ;
   wire [2:0] \level$76 ;
-  input [3:0] \port$10562$0 ;
-  wire [3:0] \port$10562$0 ;
-  input [23:0] \port$10562$8 ;
-  wire [23:0] \port$10562$8 ;
+  input [3:0] \port$11315$0 ;
+  wire [3:0] \port$11315$0 ;
+  input [23:0] \port$11315$8 ;
+  wire [23:0] \port$11315$8 ;
   input [3:0] \port$121$0 ;
   wire [3:0] \port$121$0 ;
   reg q0_acked = 1'h0;
@@ -58271,7 +58478,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$135  = fetch_q == 2'h3;
   assign q3_fetch_push = \$134  & \$135 ;
   assign \$136  = cpl_valid & w_rdy;
-  assign \$137  = \port$10562$0 [1:0] < 3'h4;
+  assign \$137  = \port$11315$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$136  & \$137 ;
   assign cpl_free = 3'h4 - \level$195 ;
   assign \$138  = cpl_w_nbeats - 1'h1;
@@ -58501,7 +58708,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$334  = cpl_rec_index + 1'h1;
   assign \$335  = q__0__consumer + 1'h1;
   assign \$336  = q0_cpl_done & cpl_req[2];
-  assign \$337  = ! \port$10562$0 [1:0];
+  assign \$337  = ! \port$11315$0 [1:0];
   assign \$338  = cpl_push_ok & \$337 ;
   assign \$339  = q0_cpl_pending + \$338 ;
   assign \$340  = \$339  - q0_cpl_done;
@@ -58519,7 +58726,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$352  = q0_resetting & \$351 ;
   assign \$353  = q__1__consumer + 1'h1;
   assign \$354  = q1_cpl_done & cpl_req[2];
-  assign \$355  = \port$10562$0 [1:0] == 1'h1;
+  assign \$355  = \port$11315$0 [1:0] == 1'h1;
   assign \$356  = cpl_push_ok & \$355 ;
   assign \$357  = q1_cpl_pending + \$356 ;
   assign \$358  = \$357  - q1_cpl_done;
@@ -58537,7 +58744,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$370  = q1_resetting & \$369 ;
   assign \$371  = q__2__consumer + 1'h1;
   assign \$372  = q2_cpl_done & cpl_req[2];
-  assign \$373  = \port$10562$0 [1:0] == 2'h2;
+  assign \$373  = \port$11315$0 [1:0] == 2'h2;
   assign \$374  = cpl_push_ok & \$373 ;
   assign \$375  = q2_cpl_pending + \$374 ;
   assign \$376  = \$375  - q2_cpl_done;
@@ -58555,7 +58762,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \$388  = q2_resetting & \$387 ;
   assign \$389  = q__3__consumer + 1'h1;
   assign \$390  = q3_cpl_done & cpl_req[2];
-  assign \$391  = \port$10562$0 [1:0] == 2'h3;
+  assign \$391  = \port$11315$0 [1:0] == 2'h3;
   assign \$392  = cpl_push_ok & \$391 ;
   assign \$393  = q3_cpl_pending + \$392 ;
   assign \$394  = \$393  - q3_cpl_done;
@@ -58610,7 +58817,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     .clk(clk),
     .level(level),
     .\port$0$87 (axi__rdata),
-    .\port$10657$0 (fetch_r_buf),
+    .\port$11414$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -58622,7 +58829,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     .clk(clk),
     .level(\level$46 ),
     .\port$0$87 (axi__rdata),
-    .\port$10657$0 (fetch_r_buf),
+    .\port$11414$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$58 ),
@@ -58634,7 +58841,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     .clk(clk),
     .level(\level$76 ),
     .\port$0$87 (axi__rdata),
-    .\port$10657$0 (fetch_r_buf),
+    .\port$11414$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$88 ),
@@ -58646,7 +58853,7 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     .clk(clk),
     .level(\level$106 ),
     .\port$0$87 (axi__rdata),
-    .\port$10657$0 (fetch_r_buf),
+    .\port$11414$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$118 ),
@@ -60118,12 +60325,12 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign \w_data$177  = { axi__rdata, fetch_r_buf };
   assign \w_en$179  = q3_fetch_push;
   assign \w_data$180  = { axi__rdata, fetch_r_buf };
-  assign cpl_queue = \port$10562$0 [1:0];
-  assign cpl_irq = \port$10562$0 [2];
-  assign cpl_halt = \port$10562$0 [3];
-  assign cpl_flags = \port$10562$8 [7:0];
-  assign cpl_status = \port$10562$8 [15:8];
-  assign cpl_opcode = \port$10562$8 [23:16];
+  assign cpl_queue = \port$11315$0 [1:0];
+  assign cpl_irq = \port$11315$0 [2];
+  assign cpl_halt = \port$11315$0 [3];
+  assign cpl_flags = \port$11315$8 [7:0];
+  assign cpl_status = \port$11315$8 [15:8];
+  assign cpl_opcode = \port$11315$8 [23:16];
   assign \w_en$193  = cpl_push_ok;
   assign axi__awid = 4'h0;
   assign cpl_aw_addr = axi__awaddr;
@@ -60178,12 +60385,12 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$181 [75:44] = cpl_timestamp;
   assign \w_data$181 [43:28] = cpl_tag;
-  assign \w_data$181 [27:20] = \port$10562$8 [23:16];
-  assign \w_data$181 [19:12] = \port$10562$8 [15:8];
-  assign \w_data$181 [11:4] = \port$10562$8 [7:0];
-  assign \w_data$181 [3] = \port$10562$0 [3];
-  assign \w_data$181 [2] = \port$10562$0 [2];
-  assign \w_data$181 [1:0] = \port$10562$0 [1:0];
+  assign \w_data$181 [27:20] = \port$11315$8 [23:16];
+  assign \w_data$181 [19:12] = \port$11315$8 [15:8];
+  assign \w_data$181 [11:4] = \port$11315$8 [7:0];
+  assign \w_data$181 [3] = \port$11315$0 [3];
+  assign \w_data$181 [2] = \port$11315$0 [2];
+  assign \w_data$181 [1:0] = \port$11315$0 [1:0];
   assign \$26  = 32'd4294967264;
   assign \$27 [4:0] = 5'h00;
   assign \$27 [31:5] = q__0__ring_base[31:5];
@@ -60334,7 +60541,7 @@ module \kaki_soc_16x16.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__dat
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$10657$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11414$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60361,8 +60568,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10657$0 ;
-  wire [191:0] \port$10657$0 ;
+  input [191:0] \port$11414$0 ;
+  wire [191:0] \port$11414$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -60397,7 +60604,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10657$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11414$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60468,14 +60675,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10657$0  };
-  assign w_data = { \port$0$87 , \port$10657$0  };
+  assign w_port__data = { \port$0$87 , \port$11414$0  };
+  assign w_data = { \port$0$87 , \port$11414$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$10657$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11414$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60502,8 +60709,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10657$0 ;
-  wire [191:0] \port$10657$0 ;
+  input [191:0] \port$11414$0 ;
+  wire [191:0] \port$11414$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -60538,7 +60745,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10657$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11414$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60609,14 +60816,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10657$0  };
-  assign w_data = { \port$0$87 , \port$10657$0  };
+  assign w_port__data = { \port$0$87 , \port$11414$0  };
+  assign w_data = { \port$0$87 , \port$11414$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$10657$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11414$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60643,8 +60850,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10657$0 ;
-  wire [191:0] \port$10657$0 ;
+  input [191:0] \port$11414$0 ;
+  wire [191:0] \port$11414$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -60679,7 +60886,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10657$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11414$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60750,14 +60957,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10657$0  };
-  assign w_data = { \port$0$87 , \port$10657$0  };
+  assign w_port__data = { \port$0$87 , \port$11414$0  };
+  assign w_data = { \port$0$87 , \port$11414$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$10657$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11414$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60784,8 +60991,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10657$0 ;
-  wire [191:0] \port$10657$0 ;
+  input [191:0] \port$11414$0 ;
+  wire [191:0] \port$11414$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -60820,7 +61027,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10657$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11414$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60891,8 +61098,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10657$0  };
-  assign w_data = { \port$0$87 , \port$10657$0  };
+  assign w_port__data = { \port$0$87 , \port$11414$0  };
+  assign w_data = { \port$0$87 , \port$11414$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -61604,650 +61811,1500 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [7:0] \$100 ;
-  wire [7:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire [7:0] \$104 ;
-  wire [7:0] \$105 ;
+  wire [79:0] \$100 ;
+  wire [7:0] \$1000 ;
+  wire [7:0] \$1001 ;
+  wire \$1002 ;
+  wire \$1003 ;
+  wire [7:0] \$1004 ;
+  wire [7:0] \$1005 ;
+  wire \$1006 ;
+  wire \$1007 ;
+  wire [7:0] \$1008 ;
+  wire [7:0] \$1009 ;
+  wire [79:0] \$101 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire [7:0] \$1012 ;
+  wire [7:0] \$1013 ;
+  wire \$1014 ;
+  wire \$1015 ;
+  wire [7:0] \$1016 ;
+  wire [7:0] \$1017 ;
+  wire \$1018 ;
+  wire \$1019 ;
+  wire [63:0] \$102 ;
+  wire [7:0] \$1020 ;
+  wire [7:0] \$1021 ;
+  wire [20:0] \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire [20:0] \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  wire \$1029 ;
+  wire [63:0] \$103 ;
+  wire \$1030 ;
+  wire \$1031 ;
+  wire \$1032 ;
+  wire \$1033 ;
+  wire \$1034 ;
+  wire \$1035 ;
+  wire [20:0] \$1036 ;
+  wire \$1037 ;
+  wire \$1038 ;
+  wire \$1039 ;
+  wire [64:0] \$104 ;
+  wire [20:0] \$1040 ;
+  wire \$1041 ;
+  wire \$1042 ;
+  wire \$1043 ;
+  wire \$1044 ;
+  wire \$1045 ;
+  wire \$1046 ;
+  wire \$1047 ;
+  wire \$1048 ;
+  wire \$1049 ;
+  wire \$105 ;
+  wire \$1050 ;
+  wire \$1051 ;
+  wire \$1052 ;
+  wire \$1053 ;
+  wire \$1054 ;
+  wire \$1055 ;
+  wire \$1056 ;
+  wire \$1057 ;
+  wire \$1058 ;
+  wire \$1059 ;
   wire \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
-  wire [7:0] \$109 ;
+  wire \$1060 ;
+  wire [19:0] \$1061 ;
+  wire [19:0] \$1062 ;
+  wire \$1063 ;
+  wire [20:0] \$1064 ;
+  wire \$1065 ;
+  wire \$1066 ;
+  wire [20:0] \$1067 ;
+  wire \$1068 ;
+  wire \$1069 ;
+  wire [11:0] \$107 ;
+  wire \$1070 ;
+  wire \$1071 ;
+  wire \$1072 ;
+  wire \$1073 ;
+  wire \$1074 ;
+  wire [8:0] \$1075 ;
+  wire \$1076 ;
+  wire [8:0] \$1077 ;
+  wire \$1078 ;
+  wire [8:0] \$1079 ;
+  wire [12:0] \$108 ;
+  wire [8:0] \$1080 ;
+  wire [8:0] \$1081 ;
+  wire \$1082 ;
+  wire \$1083 ;
+  wire [8:0] \$1084 ;
+  wire \$1085 ;
+  wire [8:0] \$1086 ;
+  wire \$1087 ;
+  wire [8:0] \$1088 ;
+  wire [8:0] \$1089 ;
+  wire \$109 ;
+  wire [8:0] \$1090 ;
+  wire \$1091 ;
+  wire \$1092 ;
+  wire [8:0] \$1093 ;
+  wire \$1094 ;
+  wire [8:0] \$1095 ;
+  wire \$1096 ;
+  wire [8:0] \$1097 ;
+  wire [8:0] \$1098 ;
+  wire [8:0] \$1099 ;
   wire [17:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire [7:0] \$112 ;
-  wire [7:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire [7:0] \$116 ;
+  wire [11:0] \$110 ;
+  wire \$1100 ;
+  wire \$1101 ;
+  wire [8:0] \$1102 ;
+  wire \$1103 ;
+  wire [8:0] \$1104 ;
+  wire \$1105 ;
+  wire [8:0] \$1106 ;
+  wire [8:0] \$1107 ;
+  wire [8:0] \$1108 ;
+  wire \$1109 ;
+  wire [12:0] \$111 ;
+  wire \$1110 ;
+  wire [8:0] \$1111 ;
+  wire \$1112 ;
+  wire [8:0] \$1113 ;
+  wire \$1114 ;
+  wire [8:0] \$1115 ;
+  wire [8:0] \$1116 ;
+  wire [8:0] \$1117 ;
+  wire \$1118 ;
+  wire \$1119 ;
+  wire \$112 ;
+  wire [8:0] \$1120 ;
+  wire \$1121 ;
+  wire [8:0] \$1122 ;
+  wire \$1123 ;
+  wire [8:0] \$1124 ;
+  wire [8:0] \$1125 ;
+  wire [8:0] \$1126 ;
+  wire \$1127 ;
+  wire \$1128 ;
+  wire [8:0] \$1129 ;
+  wire [11:0] \$113 ;
+  wire \$1130 ;
+  wire [8:0] \$1131 ;
+  wire \$1132 ;
+  wire [8:0] \$1133 ;
+  wire [8:0] \$1134 ;
+  wire [8:0] \$1135 ;
+  wire \$1136 ;
+  wire \$1137 ;
+  wire [8:0] \$1138 ;
+  wire \$1139 ;
+  wire [12:0] \$114 ;
+  wire [8:0] \$1140 ;
+  wire \$1141 ;
+  wire [8:0] \$1142 ;
+  wire [8:0] \$1143 ;
+  wire [8:0] \$1144 ;
+  wire \$1145 ;
+  wire \$1146 ;
+  wire [8:0] \$1147 ;
+  wire \$1148 ;
+  wire [8:0] \$1149 ;
+  wire [12:0] \$115 ;
+  wire \$1150 ;
+  wire [8:0] \$1151 ;
+  wire [8:0] \$1152 ;
+  wire [8:0] \$1153 ;
+  wire \$1154 ;
+  wire \$1155 ;
+  wire [8:0] \$1156 ;
+  wire \$1157 ;
+  wire [8:0] \$1158 ;
+  wire \$1159 ;
+  wire [12:0] \$116 ;
+  wire [8:0] \$1160 ;
+  wire [8:0] \$1161 ;
+  wire [8:0] \$1162 ;
+  wire \$1163 ;
+  wire \$1164 ;
+  wire [8:0] \$1165 ;
+  wire \$1166 ;
+  wire [8:0] \$1167 ;
+  wire \$1168 ;
+  wire [8:0] \$1169 ;
   wire [7:0] \$117 ;
-  wire \$118 ;
+  wire [8:0] \$1170 ;
+  wire [8:0] \$1171 ;
+  wire \$1172 ;
+  wire \$1173 ;
+  wire [8:0] \$1174 ;
+  wire \$1175 ;
+  wire [8:0] \$1176 ;
+  wire \$1177 ;
+  wire [8:0] \$1178 ;
+  wire [8:0] \$1179 ;
+  wire [7:0] \$118 ;
+  wire [8:0] \$1180 ;
+  wire \$1181 ;
+  wire \$1182 ;
+  wire [8:0] \$1183 ;
+  wire \$1184 ;
+  wire [8:0] \$1185 ;
+  wire \$1186 ;
+  wire [8:0] \$1187 ;
+  wire [8:0] \$1188 ;
+  wire [8:0] \$1189 ;
   wire \$119 ;
+  wire \$1190 ;
+  wire \$1191 ;
+  wire [8:0] \$1192 ;
+  wire \$1193 ;
+  wire [8:0] \$1194 ;
+  wire \$1195 ;
+  wire [8:0] \$1196 ;
+  wire [8:0] \$1197 ;
+  wire [8:0] \$1198 ;
+  wire \$1199 ;
   wire \$12 ;
-  wire [7:0] \$120 ;
-  wire [7:0] \$121 ;
+  wire [11:0] \$120 ;
+  wire \$1200 ;
+  wire [8:0] \$1201 ;
+  wire \$1202 ;
+  wire [8:0] \$1203 ;
+  wire \$1204 ;
+  wire [8:0] \$1205 ;
+  wire [8:0] \$1206 ;
+  wire [8:0] \$1207 ;
+  wire \$1208 ;
+  wire \$1209 ;
+  wire [12:0] \$121 ;
+  wire [8:0] \$1210 ;
+  wire \$1211 ;
+  wire [8:0] \$1212 ;
+  wire \$1213 ;
+  wire [8:0] \$1214 ;
+  wire [8:0] \$1215 ;
+  wire [8:0] \$1216 ;
+  wire \$1217 ;
+  wire \$1218 ;
+  wire \$1219 ;
   wire \$122 ;
-  wire \$123 ;
-  wire [7:0] \$124 ;
-  wire [7:0] \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [7:0] \$128 ;
-  wire [7:0] \$129 ;
-  wire [32:0] \$13 ;
-  wire \$130 ;
-  wire \$131 ;
+  wire \$1220 ;
+  wire \$1221 ;
+  wire \$1222 ;
+  wire \$1223 ;
+  reg [31:0] \$1224 ;
+  reg [31:0] \$1225 ;
+  reg [31:0] \$1226 ;
+  reg [31:0] \$1227 ;
+  reg [31:0] \$1228 ;
+  reg [31:0] \$1229 ;
+  wire [11:0] \$123 ;
+  reg [31:0] \$1230 ;
+  reg [31:0] \$1231 ;
+  reg [31:0] \$1232 ;
+  reg [31:0] \$1233 ;
+  reg [31:0] \$1234 ;
+  reg [31:0] \$1235 ;
+  reg [31:0] \$1236 ;
+  reg [31:0] \$1237 ;
+  reg [31:0] \$1238 ;
+  reg [31:0] \$1239 ;
+  wire [12:0] \$124 ;
+  reg [31:0] \$1240 ;
+  reg [31:0] \$1241 ;
+  reg [31:0] \$1242 ;
+  reg [31:0] \$1243 ;
+  reg [31:0] \$1244 ;
+  reg [31:0] \$1245 ;
+  reg [31:0] \$1246 ;
+  reg [31:0] \$1247 ;
+  reg [31:0] \$1248 ;
+  reg [31:0] \$1249 ;
+  wire \$125 ;
+  reg [31:0] \$1250 ;
+  reg [31:0] \$1251 ;
+  reg [31:0] \$1252 ;
+  reg [31:0] \$1253 ;
+  reg [31:0] \$1254 ;
+  reg [31:0] \$1255 ;
+  reg [5:0] \$1256 ;
+  reg [5:0] \$1257 ;
+  reg [5:0] \$1258 ;
+  reg [5:0] \$1259 ;
+  wire [11:0] \$126 ;
+  reg [5:0] \$1260 ;
+  reg [5:0] \$1261 ;
+  reg [5:0] \$1262 ;
+  reg [5:0] \$1263 ;
+  reg [5:0] \$1264 ;
+  reg [5:0] \$1265 ;
+  reg [5:0] \$1266 ;
+  reg [5:0] \$1267 ;
+  reg [5:0] \$1268 ;
+  reg [5:0] \$1269 ;
+  wire [12:0] \$127 ;
+  reg [5:0] \$1270 ;
+  reg [5:0] \$1271 ;
+  reg \$1272 ;
+  reg [155:0] \$1273 ;
+  reg [7:0] \$1274 ;
+  reg [16:0] \$1275 ;
+  reg [16:0] \$1276 ;
+  reg [2:0] \$1277 ;
+  reg [1:0] \$1278 ;
+  reg [1:0] \$1279 ;
+  wire [12:0] \$128 ;
+  reg \$1280 ;
+  reg \$1281 ;
+  reg \$1282 ;
+  reg \$1283 ;
+  reg \$1284 ;
+  reg \$1285 ;
+  reg [7:0] \$1286 ;
+  reg [7:0] \$1287 ;
+  reg [7:0] \$1288 ;
+  reg [7:0] \$1289 ;
+  wire [12:0] \$129 ;
+  reg [7:0] \$1290 ;
+  reg [7:0] \$1291 ;
+  reg [7:0] \$1292 ;
+  reg [7:0] \$1293 ;
+  reg [7:0] \$1294 ;
+  reg [7:0] \$1295 ;
+  reg [7:0] \$1296 ;
+  reg [7:0] \$1297 ;
+  reg [7:0] \$1298 ;
+  reg [7:0] \$1299 ;
+  wire [7:0] \$13 ;
+  wire [7:0] \$130 ;
+  reg [7:0] \$1300 ;
+  reg [7:0] \$1301 ;
+  reg [7:0] \$1302 ;
+  reg [7:0] \$1303 ;
+  reg [7:0] \$1304 ;
+  reg [7:0] \$1305 ;
+  reg [7:0] \$1306 ;
+  reg [7:0] \$1307 ;
+  reg [7:0] \$1308 ;
+  reg [7:0] \$1309 ;
+  wire [7:0] \$131 ;
+  reg [7:0] \$1310 ;
+  reg [7:0] \$1311 ;
+  reg [7:0] \$1312 ;
+  reg [7:0] \$1313 ;
+  reg [7:0] \$1314 ;
+  reg [7:0] \$1315 ;
+  reg [7:0] \$1316 ;
+  reg [7:0] \$1317 ;
+  reg [7:0] \$1318 ;
+  reg [7:0] \$1319 ;
   wire [7:0] \$132 ;
-  wire [7:0] \$133 ;
-  wire \$134 ;
+  reg [7:0] \$1320 ;
+  reg [7:0] \$1321 ;
+  reg [7:0] \$1322 ;
+  reg [7:0] \$1323 ;
+  reg [7:0] \$1324 ;
+  reg [7:0] \$1325 ;
+  reg [7:0] \$1326 ;
+  reg [7:0] \$1327 ;
+  reg [7:0] \$1328 ;
+  reg [7:0] \$1329 ;
+  wire [11:0] \$133 ;
+  reg [7:0] \$1330 ;
+  reg [7:0] \$1331 ;
+  reg [7:0] \$1332 ;
+  reg [7:0] \$1333 ;
+  reg [7:0] \$1334 ;
+  reg [7:0] \$1335 ;
+  reg [7:0] \$1336 ;
+  reg [7:0] \$1337 ;
+  reg [7:0] \$1338 ;
+  reg [7:0] \$1339 ;
+  wire [12:0] \$134 ;
+  reg [7:0] \$1340 ;
+  reg [7:0] \$1341 ;
+  reg [7:0] \$1342 ;
+  reg [7:0] \$1343 ;
+  reg [7:0] \$1344 ;
+  reg [7:0] \$1345 ;
+  reg [7:0] \$1346 ;
+  reg [7:0] \$1347 ;
+  reg [7:0] \$1348 ;
+  reg [7:0] \$1349 ;
   wire \$135 ;
-  wire [7:0] \$136 ;
-  wire [7:0] \$137 ;
+  reg [7:0] \$1350 ;
+  reg [7:0] \$1351 ;
+  reg [7:0] \$1352 ;
+  reg [7:0] \$1353 ;
+  reg [7:0] \$1354 ;
+  reg [7:0] \$1355 ;
+  reg [7:0] \$1356 ;
+  reg [7:0] \$1357 ;
+  reg [7:0] \$1358 ;
+  reg [7:0] \$1359 ;
+  wire [11:0] \$136 ;
+  reg [7:0] \$1360 ;
+  reg [7:0] \$1361 ;
+  reg [7:0] \$1362 ;
+  reg [7:0] \$1363 ;
+  reg [7:0] \$1364 ;
+  reg [7:0] \$1365 ;
+  reg [31:0] \$1366 ;
+  reg [48:0] \$1367 ;
+  reg [47:0] \$1368 ;
+  reg [63:0] \$1369 ;
+  wire [12:0] \$137 ;
+  reg [63:0] \$1370 ;
+  reg \$1371 ;
+  reg [7:0] \$1372 ;
+  reg [31:0] \$1373 ;
+  reg [48:0] \$1374 ;
+  reg [47:0] \$1375 ;
+  reg [63:0] \$1376 ;
+  reg [63:0] \$1377 ;
+  reg \$1378 ;
+  reg [7:0] \$1379 ;
   wire \$138 ;
-  wire \$139 ;
-  wire [63:0] \$14 ;
-  wire [7:0] \$140 ;
-  wire [7:0] \$141 ;
-  wire \$142 ;
-  wire \$143 ;
+  reg [31:0] \$1380 ;
+  reg [48:0] \$1381 ;
+  reg [47:0] \$1382 ;
+  reg [63:0] \$1383 ;
+  reg [63:0] \$1384 ;
+  reg \$1385 ;
+  reg [7:0] \$1386 ;
+  reg [31:0] \$1387 ;
+  reg [48:0] \$1388 ;
+  reg [47:0] \$1389 ;
+  wire [11:0] \$139 ;
+  reg [63:0] \$1390 ;
+  reg [63:0] \$1391 ;
+  reg \$1392 ;
+  reg [7:0] \$1393 ;
+  reg [31:0] \$1394 ;
+  reg [48:0] \$1395 ;
+  reg [47:0] \$1396 ;
+  reg [63:0] \$1397 ;
+  reg [63:0] \$1398 ;
+  reg \$1399 ;
+  wire [7:0] \$14 ;
+  wire [12:0] \$140 ;
+  reg [7:0] \$1400 ;
+  reg [31:0] \$1401 ;
+  reg [48:0] \$1402 ;
+  reg [47:0] \$1403 ;
+  reg [63:0] \$1404 ;
+  reg [63:0] \$1405 ;
+  reg \$1406 ;
+  reg [7:0] \$1407 ;
+  reg [31:0] \$1408 ;
+  reg [48:0] \$1409 ;
+  wire [12:0] \$141 ;
+  reg [47:0] \$1410 ;
+  reg [63:0] \$1411 ;
+  reg [63:0] \$1412 ;
+  reg \$1413 ;
+  reg [7:0] \$1414 ;
+  reg [31:0] \$1415 ;
+  reg [48:0] \$1416 ;
+  reg [47:0] \$1417 ;
+  reg [63:0] \$1418 ;
+  reg [63:0] \$1419 ;
+  wire [12:0] \$142 ;
+  reg \$1420 ;
+  reg [7:0] \$1421 ;
+  reg [31:0] \$1422 ;
+  reg [48:0] \$1423 ;
+  reg [47:0] \$1424 ;
+  reg [63:0] \$1425 ;
+  reg [63:0] \$1426 ;
+  reg \$1427 ;
+  reg [7:0] \$1428 ;
+  reg [31:0] \$1429 ;
+  wire [7:0] \$143 ;
+  reg [48:0] \$1430 ;
+  reg [47:0] \$1431 ;
+  reg [63:0] \$1432 ;
+  reg [63:0] \$1433 ;
+  reg \$1434 ;
+  reg [7:0] \$1435 ;
+  reg [31:0] \$1436 ;
+  reg [48:0] \$1437 ;
+  reg [47:0] \$1438 ;
+  reg [63:0] \$1439 ;
   wire [7:0] \$144 ;
+  reg [63:0] \$1440 ;
+  reg \$1441 ;
+  reg [7:0] \$1442 ;
+  reg [31:0] \$1443 ;
+  reg [48:0] \$1444 ;
+  reg [47:0] \$1445 ;
+  reg [63:0] \$1446 ;
+  reg [63:0] \$1447 ;
+  reg \$1448 ;
+  reg [7:0] \$1449 ;
   wire [7:0] \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire [7:0] \$148 ;
-  wire [7:0] \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire [7:0] \$152 ;
-  wire [7:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire [7:0] \$156 ;
-  wire [7:0] \$157 ;
-  wire [20:0] \$158 ;
+  reg [31:0] \$1450 ;
+  reg [48:0] \$1451 ;
+  reg [47:0] \$1452 ;
+  reg [63:0] \$1453 ;
+  reg [63:0] \$1454 ;
+  reg \$1455 ;
+  reg [7:0] \$1456 ;
+  reg [31:0] \$1457 ;
+  reg [48:0] \$1458 ;
+  reg [47:0] \$1459 ;
+  wire [7:0] \$146 ;
+  reg [63:0] \$1460 ;
+  reg [63:0] \$1461 ;
+  reg \$1462 ;
+  reg [7:0] \$1463 ;
+  reg [31:0] \$1464 ;
+  reg [48:0] \$1465 ;
+  reg [47:0] \$1466 ;
+  reg [63:0] \$1467 ;
+  reg [63:0] \$1468 ;
+  reg \$1469 ;
+  wire [32:0] \$147 ;
+  reg [7:0] \$1470 ;
+  reg [31:0] \$1471 ;
+  reg [48:0] \$1472 ;
+  reg [47:0] \$1473 ;
+  reg [63:0] \$1474 ;
+  reg [63:0] \$1475 ;
+  reg \$1476 ;
+  reg [7:0] \$1477 ;
+  reg \$1478 ;
+  reg [7:0] \$1479 ;
+  wire [31:0] \$148 ;
+  reg [7:0] \$1480 ;
+  reg [7:0] \$1481 ;
+  reg [7:0] \$1482 ;
+  reg [7:0] \$1483 ;
+  reg [7:0] \$1484 ;
+  reg [7:0] \$1485 ;
+  reg [7:0] \$1486 ;
+  reg [7:0] \$1487 ;
+  reg [7:0] \$1488 ;
+  reg [7:0] \$1489 ;
+  wire [47:0] \$149 ;
+  reg [7:0] \$1490 ;
+  reg [7:0] \$1491 ;
+  reg [7:0] \$1492 ;
+  reg [7:0] \$1493 ;
+  reg [7:0] \$1494 ;
+  reg [13:0] \$1495 ;
+  reg [127:0] \$1496 ;
+  wire [7:0] \$15 ;
+  wire [48:0] \$150 ;
+  wire [47:0] \$151 ;
+  wire [47:0] \$152 ;
+  wire [78:0] \$153 ;
+  wire [79:0] \$154 ;
+  wire [79:0] \$155 ;
+  wire [63:0] \$156 ;
+  wire [63:0] \$157 ;
+  wire [64:0] \$158 ;
   wire \$159 ;
   wire [7:0] \$16 ;
   wire \$160 ;
-  wire \$161 ;
-  wire [20:0] \$162 ;
+  wire [11:0] \$161 ;
+  wire [12:0] \$162 ;
   wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
+  wire [11:0] \$164 ;
+  wire [12:0] \$165 ;
   wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [11:0] \$167 ;
+  wire [12:0] \$168 ;
+  wire [12:0] \$169 ;
   wire [7:0] \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire [20:0] \$172 ;
+  wire [12:0] \$170 ;
+  wire [7:0] \$171 ;
+  wire [7:0] \$172 ;
   wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire [20:0] \$176 ;
-  wire \$177 ;
-  wire \$178 ;
+  wire [11:0] \$174 ;
+  wire [12:0] \$175 ;
+  wire \$176 ;
+  wire [11:0] \$177 ;
+  wire [12:0] \$178 ;
   wire \$179 ;
-  wire [32:0] \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
+  wire [7:0] \$18 ;
+  wire [11:0] \$180 ;
+  wire [12:0] \$181 ;
+  wire [12:0] \$182 ;
+  wire [12:0] \$183 ;
+  wire [7:0] \$184 ;
+  wire [7:0] \$185 ;
+  wire [7:0] \$186 ;
+  wire [11:0] \$187 ;
+  wire [12:0] \$188 ;
   wire \$189 ;
-  wire [63:0] \$19 ;
-  wire \$190 ;
-  wire \$191 ;
+  wire [7:0] \$19 ;
+  wire [11:0] \$190 ;
+  wire [12:0] \$191 ;
   wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [19:0] \$197 ;
-  wire [19:0] \$198 ;
-  wire \$199 ;
+  wire [11:0] \$193 ;
+  wire [12:0] \$194 ;
+  wire [12:0] \$195 ;
+  wire [12:0] \$196 ;
+  wire [7:0] \$197 ;
+  wire [7:0] \$198 ;
+  wire [7:0] \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [20:0] \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire [20:0] \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire [63:0] \$209 ;
+  wire [7:0] \$20 ;
+  wire [7:0] \$200 ;
+  wire [32:0] \$201 ;
+  wire [31:0] \$202 ;
+  wire [47:0] \$203 ;
+  wire [48:0] \$204 ;
+  wire [47:0] \$205 ;
+  wire [47:0] \$206 ;
+  wire [78:0] \$207 ;
+  wire [79:0] \$208 ;
+  wire [79:0] \$209 ;
   wire [7:0] \$21 ;
-  wire [66:0] \$210 ;
-  wire [66:0] \$211 ;
-  wire \$212 ;
-  wire [66:0] \$213 ;
+  wire [63:0] \$210 ;
+  wire [63:0] \$211 ;
+  wire [64:0] \$212 ;
+  wire \$213 ;
   wire \$214 ;
-  wire [66:0] \$215 ;
-  wire [66:0] \$216 ;
-  wire [66:0] \$217 ;
-  wire [8:0] \$218 ;
-  wire \$219 ;
+  wire [11:0] \$215 ;
+  wire [12:0] \$216 ;
+  wire \$217 ;
+  wire [11:0] \$218 ;
+  wire [12:0] \$219 ;
   wire [7:0] \$22 ;
-  wire [8:0] \$220 ;
-  wire \$221 ;
-  wire [8:0] \$222 ;
-  wire [8:0] \$223 ;
-  wire [8:0] \$224 ;
-  wire [63:0] \$225 ;
-  wire [66:0] \$226 ;
-  wire [66:0] \$227 ;
-  wire \$228 ;
-  wire [66:0] \$229 ;
-  wire [32:0] \$23 ;
+  wire \$220 ;
+  wire [11:0] \$221 ;
+  wire [12:0] \$222 ;
+  wire [12:0] \$223 ;
+  wire [12:0] \$224 ;
+  wire [7:0] \$225 ;
+  wire [7:0] \$226 ;
+  wire \$227 ;
+  wire [11:0] \$228 ;
+  wire [12:0] \$229 ;
+  wire [7:0] \$23 ;
   wire \$230 ;
-  wire [66:0] \$231 ;
-  wire [66:0] \$232 ;
-  wire [66:0] \$233 ;
-  wire [8:0] \$234 ;
-  wire \$235 ;
-  wire [8:0] \$236 ;
-  wire \$237 ;
-  wire [8:0] \$238 ;
-  wire [8:0] \$239 ;
-  wire [63:0] \$24 ;
-  wire [8:0] \$240 ;
-  wire [63:0] \$241 ;
-  wire [66:0] \$242 ;
-  wire [66:0] \$243 ;
-  wire \$244 ;
-  wire [66:0] \$245 ;
+  wire [11:0] \$231 ;
+  wire [12:0] \$232 ;
+  wire \$233 ;
+  wire [11:0] \$234 ;
+  wire [12:0] \$235 ;
+  wire [12:0] \$236 ;
+  wire [12:0] \$237 ;
+  wire [7:0] \$238 ;
+  wire [7:0] \$239 ;
+  wire [7:0] \$24 ;
+  wire [7:0] \$240 ;
+  wire [11:0] \$241 ;
+  wire [12:0] \$242 ;
+  wire \$243 ;
+  wire [11:0] \$244 ;
+  wire [12:0] \$245 ;
   wire \$246 ;
-  wire [66:0] \$247 ;
-  wire [66:0] \$248 ;
-  wire [66:0] \$249 ;
-  wire \$25 ;
-  wire [8:0] \$250 ;
-  wire \$251 ;
-  wire [8:0] \$252 ;
-  wire \$253 ;
-  wire [8:0] \$254 ;
-  wire [8:0] \$255 ;
-  wire [8:0] \$256 ;
-  wire [63:0] \$257 ;
-  wire [66:0] \$258 ;
-  wire [66:0] \$259 ;
+  wire [11:0] \$247 ;
+  wire [12:0] \$248 ;
+  wire [12:0] \$249 ;
+  wire [7:0] \$25 ;
+  wire [12:0] \$250 ;
+  wire [7:0] \$251 ;
+  wire [7:0] \$252 ;
+  wire [7:0] \$253 ;
+  wire [7:0] \$254 ;
+  wire [32:0] \$255 ;
+  wire [31:0] \$256 ;
+  wire [47:0] \$257 ;
+  wire [48:0] \$258 ;
+  wire [47:0] \$259 ;
   wire [7:0] \$26 ;
-  wire \$260 ;
-  wire [66:0] \$261 ;
-  wire \$262 ;
-  wire [66:0] \$263 ;
-  wire [66:0] \$264 ;
-  wire [66:0] \$265 ;
-  wire [8:0] \$266 ;
+  wire [47:0] \$260 ;
+  wire [78:0] \$261 ;
+  wire [79:0] \$262 ;
+  wire [79:0] \$263 ;
+  wire [63:0] \$264 ;
+  wire [63:0] \$265 ;
+  wire [64:0] \$266 ;
   wire \$267 ;
-  wire [8:0] \$268 ;
-  wire \$269 ;
+  wire \$268 ;
+  wire [11:0] \$269 ;
   wire [7:0] \$27 ;
-  wire [8:0] \$270 ;
-  wire [8:0] \$271 ;
-  wire [8:0] \$272 ;
-  wire [63:0] \$273 ;
-  wire [66:0] \$274 ;
-  wire [66:0] \$275 ;
-  wire \$276 ;
-  wire [66:0] \$277 ;
-  wire \$278 ;
-  wire [66:0] \$279 ;
-  wire [32:0] \$28 ;
-  wire [66:0] \$280 ;
-  wire [66:0] \$281 ;
-  wire [8:0] \$282 ;
-  wire \$283 ;
-  wire [8:0] \$284 ;
-  wire \$285 ;
-  wire [8:0] \$286 ;
-  wire [8:0] \$287 ;
-  wire [8:0] \$288 ;
-  wire [63:0] \$289 ;
-  wire [63:0] \$29 ;
-  wire [66:0] \$290 ;
-  wire [66:0] \$291 ;
-  wire \$292 ;
-  wire [66:0] \$293 ;
-  wire \$294 ;
-  wire [66:0] \$295 ;
-  wire [66:0] \$296 ;
-  wire [66:0] \$297 ;
-  wire [8:0] \$298 ;
-  wire \$299 ;
+  wire [12:0] \$270 ;
+  wire \$271 ;
+  wire [11:0] \$272 ;
+  wire [12:0] \$273 ;
+  wire \$274 ;
+  wire [11:0] \$275 ;
+  wire [12:0] \$276 ;
+  wire [12:0] \$277 ;
+  wire [12:0] \$278 ;
+  wire [7:0] \$279 ;
+  wire [7:0] \$28 ;
+  wire [7:0] \$280 ;
+  wire \$281 ;
+  wire [11:0] \$282 ;
+  wire [12:0] \$283 ;
+  wire \$284 ;
+  wire [11:0] \$285 ;
+  wire [12:0] \$286 ;
+  wire \$287 ;
+  wire [11:0] \$288 ;
+  wire [12:0] \$289 ;
+  wire [7:0] \$29 ;
+  wire [12:0] \$290 ;
+  wire [12:0] \$291 ;
+  wire [7:0] \$292 ;
+  wire [7:0] \$293 ;
+  wire [7:0] \$294 ;
+  wire [11:0] \$295 ;
+  wire [12:0] \$296 ;
+  wire \$297 ;
+  wire [11:0] \$298 ;
+  wire [12:0] \$299 ;
   wire \$3 ;
-  wire \$30 ;
-  wire [8:0] \$300 ;
-  wire \$301 ;
-  wire [8:0] \$302 ;
-  wire [8:0] \$303 ;
-  wire [8:0] \$304 ;
-  wire [63:0] \$305 ;
-  wire [66:0] \$306 ;
-  wire [66:0] \$307 ;
-  wire \$308 ;
-  wire [66:0] \$309 ;
+  wire [7:0] \$30 ;
+  wire \$300 ;
+  wire [11:0] \$301 ;
+  wire [12:0] \$302 ;
+  wire [12:0] \$303 ;
+  wire [12:0] \$304 ;
+  wire [7:0] \$305 ;
+  wire [7:0] \$306 ;
+  wire [7:0] \$307 ;
+  wire [7:0] \$308 ;
+  wire [32:0] \$309 ;
   wire [7:0] \$31 ;
-  wire \$310 ;
-  wire [66:0] \$311 ;
-  wire [66:0] \$312 ;
-  wire [66:0] \$313 ;
-  wire [8:0] \$314 ;
-  wire \$315 ;
-  wire [8:0] \$316 ;
-  wire \$317 ;
-  wire [8:0] \$318 ;
-  wire [8:0] \$319 ;
+  wire [31:0] \$310 ;
+  wire [47:0] \$311 ;
+  wire [48:0] \$312 ;
+  wire [47:0] \$313 ;
+  wire [47:0] \$314 ;
+  wire [78:0] \$315 ;
+  wire [79:0] \$316 ;
+  wire [79:0] \$317 ;
+  wire [63:0] \$318 ;
+  wire [63:0] \$319 ;
   wire [7:0] \$32 ;
-  wire [8:0] \$320 ;
-  wire [63:0] \$321 ;
-  wire [66:0] \$322 ;
-  wire [66:0] \$323 ;
-  wire \$324 ;
-  wire [66:0] \$325 ;
-  wire \$326 ;
-  wire [66:0] \$327 ;
-  wire [66:0] \$328 ;
-  wire [66:0] \$329 ;
-  wire [32:0] \$33 ;
-  wire [8:0] \$330 ;
-  wire \$331 ;
-  wire [8:0] \$332 ;
-  wire \$333 ;
-  wire [8:0] \$334 ;
-  wire [8:0] \$335 ;
-  wire [8:0] \$336 ;
-  wire [63:0] \$337 ;
-  wire [66:0] \$338 ;
-  wire [66:0] \$339 ;
-  wire [63:0] \$34 ;
-  wire \$340 ;
-  wire [66:0] \$341 ;
-  wire \$342 ;
-  wire [66:0] \$343 ;
-  wire [66:0] \$344 ;
-  wire [66:0] \$345 ;
-  wire [8:0] \$346 ;
-  wire \$347 ;
-  wire [8:0] \$348 ;
-  wire \$349 ;
-  wire \$35 ;
-  wire [8:0] \$350 ;
-  wire [8:0] \$351 ;
-  wire [8:0] \$352 ;
-  wire [63:0] \$353 ;
-  wire [66:0] \$354 ;
-  wire [66:0] \$355 ;
-  wire \$356 ;
-  wire [66:0] \$357 ;
-  wire \$358 ;
-  wire [66:0] \$359 ;
+  wire [64:0] \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire [11:0] \$323 ;
+  wire [12:0] \$324 ;
+  wire \$325 ;
+  wire [11:0] \$326 ;
+  wire [12:0] \$327 ;
+  wire \$328 ;
+  wire [11:0] \$329 ;
+  wire [7:0] \$33 ;
+  wire [12:0] \$330 ;
+  wire [12:0] \$331 ;
+  wire [12:0] \$332 ;
+  wire [7:0] \$333 ;
+  wire [7:0] \$334 ;
+  wire \$335 ;
+  wire [11:0] \$336 ;
+  wire [12:0] \$337 ;
+  wire \$338 ;
+  wire [11:0] \$339 ;
+  wire [7:0] \$34 ;
+  wire [12:0] \$340 ;
+  wire \$341 ;
+  wire [11:0] \$342 ;
+  wire [12:0] \$343 ;
+  wire [12:0] \$344 ;
+  wire [12:0] \$345 ;
+  wire [7:0] \$346 ;
+  wire [7:0] \$347 ;
+  wire [7:0] \$348 ;
+  wire [11:0] \$349 ;
+  wire [7:0] \$35 ;
+  wire [12:0] \$350 ;
+  wire \$351 ;
+  wire [11:0] \$352 ;
+  wire [12:0] \$353 ;
+  wire \$354 ;
+  wire [11:0] \$355 ;
+  wire [12:0] \$356 ;
+  wire [12:0] \$357 ;
+  wire [12:0] \$358 ;
+  wire [7:0] \$359 ;
   wire [7:0] \$36 ;
-  wire [66:0] \$360 ;
-  wire [66:0] \$361 ;
-  wire [8:0] \$362 ;
-  wire \$363 ;
-  wire [8:0] \$364 ;
-  wire \$365 ;
-  wire [8:0] \$366 ;
-  wire [8:0] \$367 ;
-  wire [8:0] \$368 ;
-  wire [63:0] \$369 ;
+  wire [7:0] \$360 ;
+  wire [7:0] \$361 ;
+  wire [7:0] \$362 ;
+  wire [32:0] \$363 ;
+  wire [31:0] \$364 ;
+  wire [47:0] \$365 ;
+  wire [48:0] \$366 ;
+  wire [47:0] \$367 ;
+  wire [47:0] \$368 ;
+  wire [78:0] \$369 ;
   wire [7:0] \$37 ;
-  wire [66:0] \$370 ;
-  wire [66:0] \$371 ;
-  wire \$372 ;
-  wire [66:0] \$373 ;
-  wire \$374 ;
-  wire [66:0] \$375 ;
-  wire [66:0] \$376 ;
-  wire [66:0] \$377 ;
-  wire [8:0] \$378 ;
+  wire [79:0] \$370 ;
+  wire [79:0] \$371 ;
+  wire [63:0] \$372 ;
+  wire [63:0] \$373 ;
+  wire [64:0] \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire [11:0] \$377 ;
+  wire [12:0] \$378 ;
   wire \$379 ;
-  wire [32:0] \$38 ;
-  wire [8:0] \$380 ;
-  wire \$381 ;
-  wire [8:0] \$382 ;
-  wire [8:0] \$383 ;
-  wire [8:0] \$384 ;
-  wire [63:0] \$385 ;
-  wire [66:0] \$386 ;
-  wire [66:0] \$387 ;
-  wire \$388 ;
-  wire [66:0] \$389 ;
-  wire [63:0] \$39 ;
-  wire \$390 ;
-  wire [66:0] \$391 ;
-  wire [66:0] \$392 ;
-  wire [66:0] \$393 ;
-  wire [8:0] \$394 ;
+  wire [7:0] \$38 ;
+  wire [11:0] \$380 ;
+  wire [12:0] \$381 ;
+  wire \$382 ;
+  wire [11:0] \$383 ;
+  wire [12:0] \$384 ;
+  wire [12:0] \$385 ;
+  wire [12:0] \$386 ;
+  wire [7:0] \$387 ;
+  wire [7:0] \$388 ;
+  wire \$389 ;
+  wire [7:0] \$39 ;
+  wire [11:0] \$390 ;
+  wire [12:0] \$391 ;
+  wire \$392 ;
+  wire [11:0] \$393 ;
+  wire [12:0] \$394 ;
   wire \$395 ;
-  wire [8:0] \$396 ;
-  wire \$397 ;
-  wire [8:0] \$398 ;
-  wire [8:0] \$399 ;
+  wire [11:0] \$396 ;
+  wire [12:0] \$397 ;
+  wire [12:0] \$398 ;
+  wire [12:0] \$399 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [8:0] \$400 ;
-  wire [63:0] \$401 ;
-  wire [66:0] \$402 ;
-  wire [66:0] \$403 ;
-  wire \$404 ;
-  wire [66:0] \$405 ;
-  wire \$406 ;
-  wire [66:0] \$407 ;
-  wire [66:0] \$408 ;
-  wire [66:0] \$409 ;
+  wire [7:0] \$40 ;
+  wire [7:0] \$400 ;
+  wire [7:0] \$401 ;
+  wire [7:0] \$402 ;
+  wire [11:0] \$403 ;
+  wire [12:0] \$404 ;
+  wire \$405 ;
+  wire [11:0] \$406 ;
+  wire [12:0] \$407 ;
+  wire \$408 ;
+  wire [11:0] \$409 ;
   wire [7:0] \$41 ;
-  wire [8:0] \$410 ;
-  wire \$411 ;
-  wire [8:0] \$412 ;
-  wire \$413 ;
-  wire [8:0] \$414 ;
-  wire [8:0] \$415 ;
-  wire [8:0] \$416 ;
-  wire [63:0] \$417 ;
-  wire [66:0] \$418 ;
-  wire [66:0] \$419 ;
+  wire [12:0] \$410 ;
+  wire [12:0] \$411 ;
+  wire [12:0] \$412 ;
+  wire [7:0] \$413 ;
+  wire [7:0] \$414 ;
+  wire [7:0] \$415 ;
+  wire [7:0] \$416 ;
+  wire [32:0] \$417 ;
+  wire [31:0] \$418 ;
+  wire [47:0] \$419 ;
   wire [7:0] \$42 ;
-  wire \$420 ;
-  wire [66:0] \$421 ;
-  wire \$422 ;
-  wire [66:0] \$423 ;
-  wire [66:0] \$424 ;
-  wire [66:0] \$425 ;
-  wire [8:0] \$426 ;
-  wire \$427 ;
-  wire [8:0] \$428 ;
+  wire [48:0] \$420 ;
+  wire [47:0] \$421 ;
+  wire [47:0] \$422 ;
+  wire [78:0] \$423 ;
+  wire [79:0] \$424 ;
+  wire [79:0] \$425 ;
+  wire [63:0] \$426 ;
+  wire [63:0] \$427 ;
+  wire [64:0] \$428 ;
   wire \$429 ;
-  wire [32:0] \$43 ;
-  wire [8:0] \$430 ;
-  wire [8:0] \$431 ;
-  wire [8:0] \$432 ;
-  wire [63:0] \$433 ;
-  wire [66:0] \$434 ;
-  wire [66:0] \$435 ;
+  wire [7:0] \$43 ;
+  wire \$430 ;
+  wire [11:0] \$431 ;
+  wire [12:0] \$432 ;
+  wire \$433 ;
+  wire [11:0] \$434 ;
+  wire [12:0] \$435 ;
   wire \$436 ;
-  wire [66:0] \$437 ;
-  wire \$438 ;
-  wire [66:0] \$439 ;
-  wire [63:0] \$44 ;
-  wire [66:0] \$440 ;
-  wire [66:0] \$441 ;
-  wire [8:0] \$442 ;
+  wire [11:0] \$437 ;
+  wire [12:0] \$438 ;
+  wire [12:0] \$439 ;
+  wire [7:0] \$44 ;
+  wire [12:0] \$440 ;
+  wire [7:0] \$441 ;
+  wire [7:0] \$442 ;
   wire \$443 ;
-  wire [8:0] \$444 ;
-  wire \$445 ;
-  wire [8:0] \$446 ;
-  wire [8:0] \$447 ;
-  wire [8:0] \$448 ;
-  wire [63:0] \$449 ;
-  wire \$45 ;
-  wire [66:0] \$450 ;
-  wire [66:0] \$451 ;
-  wire \$452 ;
-  wire [66:0] \$453 ;
-  wire \$454 ;
-  wire [66:0] \$455 ;
-  wire [66:0] \$456 ;
-  wire [66:0] \$457 ;
-  wire [8:0] \$458 ;
+  wire [11:0] \$444 ;
+  wire [12:0] \$445 ;
+  wire \$446 ;
+  wire [11:0] \$447 ;
+  wire [12:0] \$448 ;
+  wire \$449 ;
+  wire [7:0] \$45 ;
+  wire [11:0] \$450 ;
+  wire [12:0] \$451 ;
+  wire [12:0] \$452 ;
+  wire [12:0] \$453 ;
+  wire [7:0] \$454 ;
+  wire [7:0] \$455 ;
+  wire [7:0] \$456 ;
+  wire [11:0] \$457 ;
+  wire [12:0] \$458 ;
   wire \$459 ;
   wire [7:0] \$46 ;
-  wire [8:0] \$460 ;
-  wire \$461 ;
-  wire [8:0] \$462 ;
-  wire [8:0] \$463 ;
-  wire [8:0] \$464 ;
-  wire \$465 ;
-  wire \$466 ;
-  wire \$467 ;
-  wire \$468 ;
-  wire \$469 ;
+  wire [11:0] \$460 ;
+  wire [12:0] \$461 ;
+  wire \$462 ;
+  wire [11:0] \$463 ;
+  wire [12:0] \$464 ;
+  wire [12:0] \$465 ;
+  wire [12:0] \$466 ;
+  wire [7:0] \$467 ;
+  wire [7:0] \$468 ;
+  wire [7:0] \$469 ;
   wire [7:0] \$47 ;
-  wire \$470 ;
-  wire \$471 ;
-  reg [31:0] \$472 ;
-  reg [31:0] \$473 ;
-  reg [31:0] \$474 ;
-  reg [31:0] \$475 ;
-  reg [31:0] \$476 ;
-  reg [31:0] \$477 ;
-  reg [31:0] \$478 ;
-  reg [31:0] \$479 ;
-  wire [32:0] \$48 ;
-  reg [31:0] \$480 ;
-  reg [31:0] \$481 ;
-  reg [31:0] \$482 ;
-  reg [31:0] \$483 ;
-  reg [31:0] \$484 ;
-  reg [31:0] \$485 ;
-  reg [31:0] \$486 ;
-  reg [31:0] \$487 ;
-  reg [31:0] \$488 ;
-  reg [31:0] \$489 ;
-  wire [63:0] \$49 ;
-  reg [31:0] \$490 ;
-  reg [31:0] \$491 ;
-  reg [31:0] \$492 ;
-  reg [31:0] \$493 ;
-  reg [31:0] \$494 ;
-  reg [31:0] \$495 ;
-  reg [31:0] \$496 ;
-  reg [31:0] \$497 ;
-  reg [31:0] \$498 ;
-  reg [31:0] \$499 ;
+  wire [7:0] \$470 ;
+  wire [32:0] \$471 ;
+  wire [31:0] \$472 ;
+  wire [47:0] \$473 ;
+  wire [48:0] \$474 ;
+  wire [47:0] \$475 ;
+  wire [47:0] \$476 ;
+  wire [78:0] \$477 ;
+  wire [79:0] \$478 ;
+  wire [79:0] \$479 ;
+  wire [7:0] \$48 ;
+  wire [63:0] \$480 ;
+  wire [63:0] \$481 ;
+  wire [64:0] \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire [11:0] \$485 ;
+  wire [12:0] \$486 ;
+  wire \$487 ;
+  wire [11:0] \$488 ;
+  wire [12:0] \$489 ;
+  wire [7:0] \$49 ;
+  wire \$490 ;
+  wire [11:0] \$491 ;
+  wire [12:0] \$492 ;
+  wire [12:0] \$493 ;
+  wire [12:0] \$494 ;
+  wire [7:0] \$495 ;
+  wire [7:0] \$496 ;
+  wire \$497 ;
+  wire [11:0] \$498 ;
+  wire [12:0] \$499 ;
   wire \$5 ;
-  wire \$50 ;
-  reg [31:0] \$500 ;
-  reg [31:0] \$501 ;
-  reg [31:0] \$502 ;
-  reg [31:0] \$503 ;
-  reg [5:0] \$504 ;
-  reg [5:0] \$505 ;
-  reg [5:0] \$506 ;
-  reg [5:0] \$507 ;
-  reg [5:0] \$508 ;
-  reg [5:0] \$509 ;
+  wire [7:0] \$50 ;
+  wire \$500 ;
+  wire [11:0] \$501 ;
+  wire [12:0] \$502 ;
+  wire \$503 ;
+  wire [11:0] \$504 ;
+  wire [12:0] \$505 ;
+  wire [12:0] \$506 ;
+  wire [12:0] \$507 ;
+  wire [7:0] \$508 ;
+  wire [7:0] \$509 ;
   wire [7:0] \$51 ;
-  reg [5:0] \$510 ;
-  reg [5:0] \$511 ;
-  reg [5:0] \$512 ;
-  reg [5:0] \$513 ;
-  reg [5:0] \$514 ;
-  reg [5:0] \$515 ;
-  reg [5:0] \$516 ;
-  reg [5:0] \$517 ;
-  reg [5:0] \$518 ;
-  reg [5:0] \$519 ;
+  wire [7:0] \$510 ;
+  wire [11:0] \$511 ;
+  wire [12:0] \$512 ;
+  wire \$513 ;
+  wire [11:0] \$514 ;
+  wire [12:0] \$515 ;
+  wire \$516 ;
+  wire [11:0] \$517 ;
+  wire [12:0] \$518 ;
+  wire [12:0] \$519 ;
   wire [7:0] \$52 ;
-  reg \$520 ;
-  reg [155:0] \$521 ;
-  reg [7:0] \$522 ;
-  reg [16:0] \$523 ;
-  reg [16:0] \$524 ;
-  reg [2:0] \$525 ;
-  reg [1:0] \$526 ;
-  reg [1:0] \$527 ;
-  reg \$528 ;
-  reg \$529 ;
-  wire [32:0] \$53 ;
-  reg \$530 ;
-  reg \$531 ;
-  reg [31:0] \$532 ;
-  reg [7:0] \$533 ;
-  reg [63:0] \$534 ;
-  reg [7:0] \$535 ;
-  reg [7:0] \$536 ;
-  reg [7:0] \$537 ;
-  reg [31:0] \$538 ;
-  reg [7:0] \$539 ;
-  wire [63:0] \$54 ;
-  reg [63:0] \$540 ;
-  reg [7:0] \$541 ;
-  reg [7:0] \$542 ;
-  reg [7:0] \$543 ;
-  reg [31:0] \$544 ;
-  reg [7:0] \$545 ;
-  reg [63:0] \$546 ;
-  reg [7:0] \$547 ;
-  reg [7:0] \$548 ;
-  reg [7:0] \$549 ;
-  wire \$55 ;
-  reg [31:0] \$550 ;
-  reg [7:0] \$551 ;
-  reg [63:0] \$552 ;
-  reg [7:0] \$553 ;
-  reg [7:0] \$554 ;
-  reg [7:0] \$555 ;
-  reg [31:0] \$556 ;
-  reg [7:0] \$557 ;
-  reg [63:0] \$558 ;
-  reg [7:0] \$559 ;
+  wire [12:0] \$520 ;
+  wire [7:0] \$521 ;
+  wire [7:0] \$522 ;
+  wire [7:0] \$523 ;
+  wire [7:0] \$524 ;
+  wire [32:0] \$525 ;
+  wire [31:0] \$526 ;
+  wire [47:0] \$527 ;
+  wire [48:0] \$528 ;
+  wire [47:0] \$529 ;
+  wire [7:0] \$53 ;
+  wire [47:0] \$530 ;
+  wire [78:0] \$531 ;
+  wire [79:0] \$532 ;
+  wire [79:0] \$533 ;
+  wire [63:0] \$534 ;
+  wire [63:0] \$535 ;
+  wire [64:0] \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire [11:0] \$539 ;
+  wire [7:0] \$54 ;
+  wire [12:0] \$540 ;
+  wire \$541 ;
+  wire [11:0] \$542 ;
+  wire [12:0] \$543 ;
+  wire \$544 ;
+  wire [11:0] \$545 ;
+  wire [12:0] \$546 ;
+  wire [12:0] \$547 ;
+  wire [12:0] \$548 ;
+  wire [7:0] \$549 ;
+  wire [7:0] \$55 ;
+  wire [7:0] \$550 ;
+  wire \$551 ;
+  wire [11:0] \$552 ;
+  wire [12:0] \$553 ;
+  wire \$554 ;
+  wire [11:0] \$555 ;
+  wire [12:0] \$556 ;
+  wire \$557 ;
+  wire [11:0] \$558 ;
+  wire [12:0] \$559 ;
   wire [7:0] \$56 ;
-  reg [7:0] \$560 ;
-  reg [7:0] \$561 ;
-  reg [31:0] \$562 ;
-  reg [7:0] \$563 ;
-  reg [63:0] \$564 ;
-  reg [7:0] \$565 ;
-  reg [7:0] \$566 ;
-  reg [7:0] \$567 ;
-  reg [31:0] \$568 ;
-  reg [7:0] \$569 ;
+  wire [12:0] \$560 ;
+  wire [12:0] \$561 ;
+  wire [7:0] \$562 ;
+  wire [7:0] \$563 ;
+  wire [7:0] \$564 ;
+  wire [11:0] \$565 ;
+  wire [12:0] \$566 ;
+  wire \$567 ;
+  wire [11:0] \$568 ;
+  wire [12:0] \$569 ;
   wire [7:0] \$57 ;
-  reg [63:0] \$570 ;
-  reg [7:0] \$571 ;
-  reg [7:0] \$572 ;
-  reg [7:0] \$573 ;
-  reg [31:0] \$574 ;
-  reg [7:0] \$575 ;
-  reg [63:0] \$576 ;
-  reg [7:0] \$577 ;
-  reg [7:0] \$578 ;
-  reg [7:0] \$579 ;
-  wire [32:0] \$58 ;
-  reg [31:0] \$580 ;
-  reg [7:0] \$581 ;
-  reg [63:0] \$582 ;
-  reg [7:0] \$583 ;
-  reg [7:0] \$584 ;
-  reg [7:0] \$585 ;
-  reg [31:0] \$586 ;
-  reg [7:0] \$587 ;
-  reg [63:0] \$588 ;
-  reg [7:0] \$589 ;
-  wire [63:0] \$59 ;
-  reg [7:0] \$590 ;
-  reg [7:0] \$591 ;
-  reg [31:0] \$592 ;
-  reg [7:0] \$593 ;
-  reg [63:0] \$594 ;
-  reg [7:0] \$595 ;
-  reg [7:0] \$596 ;
-  reg [7:0] \$597 ;
-  reg [31:0] \$598 ;
-  reg [7:0] \$599 ;
+  wire \$570 ;
+  wire [11:0] \$571 ;
+  wire [12:0] \$572 ;
+  wire [12:0] \$573 ;
+  wire [12:0] \$574 ;
+  wire [7:0] \$575 ;
+  wire [7:0] \$576 ;
+  wire [7:0] \$577 ;
+  wire [7:0] \$578 ;
+  wire [32:0] \$579 ;
+  wire [7:0] \$58 ;
+  wire [31:0] \$580 ;
+  wire [47:0] \$581 ;
+  wire [48:0] \$582 ;
+  wire [47:0] \$583 ;
+  wire [47:0] \$584 ;
+  wire [78:0] \$585 ;
+  wire [79:0] \$586 ;
+  wire [79:0] \$587 ;
+  wire [63:0] \$588 ;
+  wire [63:0] \$589 ;
+  wire [7:0] \$59 ;
+  wire [64:0] \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire [11:0] \$593 ;
+  wire [12:0] \$594 ;
+  wire \$595 ;
+  wire [11:0] \$596 ;
+  wire [12:0] \$597 ;
+  wire \$598 ;
+  wire [11:0] \$599 ;
   wire \$6 ;
-  wire \$60 ;
-  reg [63:0] \$600 ;
-  reg [7:0] \$601 ;
-  reg [7:0] \$602 ;
-  reg [7:0] \$603 ;
-  reg [31:0] \$604 ;
-  reg [7:0] \$605 ;
-  reg [63:0] \$606 ;
-  reg [7:0] \$607 ;
-  reg [7:0] \$608 ;
-  reg [7:0] \$609 ;
+  wire [7:0] \$60 ;
+  wire [12:0] \$600 ;
+  wire [12:0] \$601 ;
+  wire [12:0] \$602 ;
+  wire [7:0] \$603 ;
+  wire [7:0] \$604 ;
+  wire \$605 ;
+  wire [11:0] \$606 ;
+  wire [12:0] \$607 ;
+  wire \$608 ;
+  wire [11:0] \$609 ;
   wire [7:0] \$61 ;
-  reg [31:0] \$610 ;
-  reg [7:0] \$611 ;
-  reg [63:0] \$612 ;
-  reg [7:0] \$613 ;
-  reg [7:0] \$614 ;
-  reg [7:0] \$615 ;
-  reg [31:0] \$616 ;
-  reg [7:0] \$617 ;
-  reg [63:0] \$618 ;
-  reg [7:0] \$619 ;
+  wire [12:0] \$610 ;
+  wire \$611 ;
+  wire [11:0] \$612 ;
+  wire [12:0] \$613 ;
+  wire [12:0] \$614 ;
+  wire [12:0] \$615 ;
+  wire [7:0] \$616 ;
+  wire [7:0] \$617 ;
+  wire [7:0] \$618 ;
+  wire [11:0] \$619 ;
   wire [7:0] \$62 ;
-  reg [7:0] \$620 ;
-  reg [7:0] \$621 ;
-  reg [31:0] \$622 ;
-  reg [7:0] \$623 ;
-  reg [63:0] \$624 ;
-  reg [7:0] \$625 ;
-  reg [7:0] \$626 ;
-  reg [7:0] \$627 ;
-  reg \$628 ;
-  reg [7:0] \$629 ;
-  wire [32:0] \$63 ;
-  reg [7:0] \$630 ;
-  reg [7:0] \$631 ;
-  reg [7:0] \$632 ;
-  reg [7:0] \$633 ;
-  reg [7:0] \$634 ;
-  reg [7:0] \$635 ;
-  reg [7:0] \$636 ;
-  reg [7:0] \$637 ;
-  reg [7:0] \$638 ;
-  reg [7:0] \$639 ;
-  wire [63:0] \$64 ;
-  reg [7:0] \$640 ;
-  reg [7:0] \$641 ;
-  reg [7:0] \$642 ;
-  reg [7:0] \$643 ;
-  reg [7:0] \$644 ;
-  reg [13:0] \$645 ;
-  reg [127:0] \$646 ;
-  wire \$65 ;
+  wire [12:0] \$620 ;
+  wire \$621 ;
+  wire [11:0] \$622 ;
+  wire [12:0] \$623 ;
+  wire \$624 ;
+  wire [11:0] \$625 ;
+  wire [12:0] \$626 ;
+  wire [12:0] \$627 ;
+  wire [12:0] \$628 ;
+  wire [7:0] \$629 ;
+  wire [7:0] \$63 ;
+  wire [7:0] \$630 ;
+  wire [7:0] \$631 ;
+  wire [7:0] \$632 ;
+  wire [32:0] \$633 ;
+  wire [31:0] \$634 ;
+  wire [47:0] \$635 ;
+  wire [48:0] \$636 ;
+  wire [47:0] \$637 ;
+  wire [47:0] \$638 ;
+  wire [78:0] \$639 ;
+  wire [7:0] \$64 ;
+  wire [79:0] \$640 ;
+  wire [79:0] \$641 ;
+  wire [63:0] \$642 ;
+  wire [63:0] \$643 ;
+  wire [64:0] \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire [11:0] \$647 ;
+  wire [12:0] \$648 ;
+  wire \$649 ;
+  wire [7:0] \$65 ;
+  wire [11:0] \$650 ;
+  wire [12:0] \$651 ;
+  wire \$652 ;
+  wire [11:0] \$653 ;
+  wire [12:0] \$654 ;
+  wire [12:0] \$655 ;
+  wire [12:0] \$656 ;
+  wire [7:0] \$657 ;
+  wire [7:0] \$658 ;
+  wire \$659 ;
   wire [7:0] \$66 ;
+  wire [11:0] \$660 ;
+  wire [12:0] \$661 ;
+  wire \$662 ;
+  wire [11:0] \$663 ;
+  wire [12:0] \$664 ;
+  wire \$665 ;
+  wire [11:0] \$666 ;
+  wire [12:0] \$667 ;
+  wire [12:0] \$668 ;
+  wire [12:0] \$669 ;
   wire [7:0] \$67 ;
-  wire [32:0] \$68 ;
-  wire [63:0] \$69 ;
+  wire [7:0] \$670 ;
+  wire [7:0] \$671 ;
+  wire [7:0] \$672 ;
+  wire [11:0] \$673 ;
+  wire [12:0] \$674 ;
+  wire \$675 ;
+  wire [11:0] \$676 ;
+  wire [12:0] \$677 ;
+  wire \$678 ;
+  wire [11:0] \$679 ;
+  wire [7:0] \$68 ;
+  wire [12:0] \$680 ;
+  wire [12:0] \$681 ;
+  wire [12:0] \$682 ;
+  wire [7:0] \$683 ;
+  wire [7:0] \$684 ;
+  wire [7:0] \$685 ;
+  wire [7:0] \$686 ;
+  wire [32:0] \$687 ;
+  wire [31:0] \$688 ;
+  wire [47:0] \$689 ;
+  wire [7:0] \$69 ;
+  wire [48:0] \$690 ;
+  wire [47:0] \$691 ;
+  wire [47:0] \$692 ;
+  wire [78:0] \$693 ;
+  wire [79:0] \$694 ;
+  wire [79:0] \$695 ;
+  wire [63:0] \$696 ;
+  wire [63:0] \$697 ;
+  wire [64:0] \$698 ;
+  wire \$699 ;
   wire \$7 ;
-  wire \$70 ;
+  wire [7:0] \$70 ;
+  wire \$700 ;
+  wire [11:0] \$701 ;
+  wire [12:0] \$702 ;
+  wire \$703 ;
+  wire [11:0] \$704 ;
+  wire [12:0] \$705 ;
+  wire \$706 ;
+  wire [11:0] \$707 ;
+  wire [12:0] \$708 ;
+  wire [12:0] \$709 ;
   wire [7:0] \$71 ;
+  wire [12:0] \$710 ;
+  wire [7:0] \$711 ;
+  wire [7:0] \$712 ;
+  wire \$713 ;
+  wire [11:0] \$714 ;
+  wire [12:0] \$715 ;
+  wire \$716 ;
+  wire [11:0] \$717 ;
+  wire [12:0] \$718 ;
+  wire \$719 ;
   wire [7:0] \$72 ;
-  wire [32:0] \$73 ;
-  wire [63:0] \$74 ;
-  wire \$75 ;
+  wire [11:0] \$720 ;
+  wire [12:0] \$721 ;
+  wire [12:0] \$722 ;
+  wire [12:0] \$723 ;
+  wire [7:0] \$724 ;
+  wire [7:0] \$725 ;
+  wire [7:0] \$726 ;
+  wire [11:0] \$727 ;
+  wire [12:0] \$728 ;
+  wire \$729 ;
+  wire [7:0] \$73 ;
+  wire [11:0] \$730 ;
+  wire [12:0] \$731 ;
+  wire \$732 ;
+  wire [11:0] \$733 ;
+  wire [12:0] \$734 ;
+  wire [12:0] \$735 ;
+  wire [12:0] \$736 ;
+  wire [7:0] \$737 ;
+  wire [7:0] \$738 ;
+  wire [7:0] \$739 ;
+  wire [7:0] \$74 ;
+  wire [7:0] \$740 ;
+  wire [32:0] \$741 ;
+  wire [31:0] \$742 ;
+  wire [47:0] \$743 ;
+  wire [48:0] \$744 ;
+  wire [47:0] \$745 ;
+  wire [47:0] \$746 ;
+  wire [78:0] \$747 ;
+  wire [79:0] \$748 ;
+  wire [79:0] \$749 ;
+  wire [7:0] \$75 ;
+  wire [63:0] \$750 ;
+  wire [63:0] \$751 ;
+  wire [64:0] \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire [11:0] \$755 ;
+  wire [12:0] \$756 ;
+  wire \$757 ;
+  wire [11:0] \$758 ;
+  wire [12:0] \$759 ;
   wire [7:0] \$76 ;
+  wire \$760 ;
+  wire [11:0] \$761 ;
+  wire [12:0] \$762 ;
+  wire [12:0] \$763 ;
+  wire [12:0] \$764 ;
+  wire [7:0] \$765 ;
+  wire [7:0] \$766 ;
+  wire \$767 ;
+  wire [11:0] \$768 ;
+  wire [12:0] \$769 ;
   wire [7:0] \$77 ;
-  wire [32:0] \$78 ;
-  wire [63:0] \$79 ;
+  wire \$770 ;
+  wire [11:0] \$771 ;
+  wire [12:0] \$772 ;
+  wire \$773 ;
+  wire [11:0] \$774 ;
+  wire [12:0] \$775 ;
+  wire [12:0] \$776 ;
+  wire [12:0] \$777 ;
+  wire [7:0] \$778 ;
+  wire [7:0] \$779 ;
+  wire [7:0] \$78 ;
+  wire [7:0] \$780 ;
+  wire [11:0] \$781 ;
+  wire [12:0] \$782 ;
+  wire \$783 ;
+  wire [11:0] \$784 ;
+  wire [12:0] \$785 ;
+  wire \$786 ;
+  wire [11:0] \$787 ;
+  wire [12:0] \$788 ;
+  wire [12:0] \$789 ;
+  wire [7:0] \$79 ;
+  wire [12:0] \$790 ;
+  wire [7:0] \$791 ;
+  wire [7:0] \$792 ;
+  wire [7:0] \$793 ;
+  wire [7:0] \$794 ;
+  wire [32:0] \$795 ;
+  wire [31:0] \$796 ;
+  wire [47:0] \$797 ;
+  wire [48:0] \$798 ;
+  wire [47:0] \$799 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [7:0] \$80 ;
+  wire [47:0] \$800 ;
+  wire [78:0] \$801 ;
+  wire [79:0] \$802 ;
+  wire [79:0] \$803 ;
+  wire [63:0] \$804 ;
+  wire [63:0] \$805 ;
+  wire [64:0] \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire [11:0] \$809 ;
   wire [7:0] \$81 ;
+  wire [12:0] \$810 ;
+  wire \$811 ;
+  wire [11:0] \$812 ;
+  wire [12:0] \$813 ;
+  wire \$814 ;
+  wire [11:0] \$815 ;
+  wire [12:0] \$816 ;
+  wire [12:0] \$817 ;
+  wire [12:0] \$818 ;
+  wire [7:0] \$819 ;
   wire [7:0] \$82 ;
-  wire [32:0] \$83 ;
-  wire [63:0] \$84 ;
-  wire \$85 ;
+  wire [7:0] \$820 ;
+  wire \$821 ;
+  wire [11:0] \$822 ;
+  wire [12:0] \$823 ;
+  wire \$824 ;
+  wire [11:0] \$825 ;
+  wire [12:0] \$826 ;
+  wire \$827 ;
+  wire [11:0] \$828 ;
+  wire [12:0] \$829 ;
+  wire [7:0] \$83 ;
+  wire [12:0] \$830 ;
+  wire [12:0] \$831 ;
+  wire [7:0] \$832 ;
+  wire [7:0] \$833 ;
+  wire [7:0] \$834 ;
+  wire [11:0] \$835 ;
+  wire [12:0] \$836 ;
+  wire \$837 ;
+  wire [11:0] \$838 ;
+  wire [12:0] \$839 ;
+  wire [7:0] \$84 ;
+  wire \$840 ;
+  wire [11:0] \$841 ;
+  wire [12:0] \$842 ;
+  wire [12:0] \$843 ;
+  wire [12:0] \$844 ;
+  wire [7:0] \$845 ;
+  wire [7:0] \$846 ;
+  wire [7:0] \$847 ;
+  wire [7:0] \$848 ;
+  wire [32:0] \$849 ;
+  wire [7:0] \$85 ;
+  wire [31:0] \$850 ;
+  wire [47:0] \$851 ;
+  wire [48:0] \$852 ;
+  wire [47:0] \$853 ;
+  wire [47:0] \$854 ;
+  wire [78:0] \$855 ;
+  wire [79:0] \$856 ;
+  wire [79:0] \$857 ;
+  wire [63:0] \$858 ;
+  wire [63:0] \$859 ;
   wire [7:0] \$86 ;
+  wire [64:0] \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire [11:0] \$863 ;
+  wire [12:0] \$864 ;
+  wire \$865 ;
+  wire [11:0] \$866 ;
+  wire [12:0] \$867 ;
+  wire \$868 ;
+  wire [11:0] \$869 ;
   wire [7:0] \$87 ;
-  wire [32:0] \$88 ;
-  wire [63:0] \$89 ;
+  wire [12:0] \$870 ;
+  wire [12:0] \$871 ;
+  wire [12:0] \$872 ;
+  wire [7:0] \$873 ;
+  wire [7:0] \$874 ;
+  wire \$875 ;
+  wire [11:0] \$876 ;
+  wire [12:0] \$877 ;
+  wire \$878 ;
+  wire [11:0] \$879 ;
+  wire [7:0] \$88 ;
+  wire [12:0] \$880 ;
+  wire \$881 ;
+  wire [11:0] \$882 ;
+  wire [12:0] \$883 ;
+  wire [12:0] \$884 ;
+  wire [12:0] \$885 ;
+  wire [7:0] \$886 ;
+  wire [7:0] \$887 ;
+  wire [7:0] \$888 ;
+  wire [11:0] \$889 ;
+  wire [7:0] \$89 ;
+  wire [12:0] \$890 ;
+  wire \$891 ;
+  wire [11:0] \$892 ;
+  wire [12:0] \$893 ;
+  wire \$894 ;
+  wire [11:0] \$895 ;
+  wire [12:0] \$896 ;
+  wire [12:0] \$897 ;
+  wire [12:0] \$898 ;
+  wire [7:0] \$899 ;
   wire [2:0] \$9 ;
-  wire \$90 ;
+  wire [7:0] \$90 ;
+  wire [7:0] \$900 ;
+  wire [7:0] \$901 ;
+  wire [7:0] \$902 ;
+  wire [32:0] \$903 ;
+  wire [31:0] \$904 ;
+  wire [47:0] \$905 ;
+  wire [48:0] \$906 ;
+  wire [47:0] \$907 ;
+  wire [47:0] \$908 ;
+  wire [78:0] \$909 ;
   wire [7:0] \$91 ;
+  wire [79:0] \$910 ;
+  wire [79:0] \$911 ;
+  wire [63:0] \$912 ;
+  wire [63:0] \$913 ;
+  wire [64:0] \$914 ;
+  wire \$915 ;
+  wire \$916 ;
+  wire [11:0] \$917 ;
+  wire [12:0] \$918 ;
+  wire \$919 ;
   wire [7:0] \$92 ;
-  wire [17:0] \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire [7:0] \$96 ;
-  wire [7:0] \$97 ;
-  wire \$98 ;
-  wire \$99 ;
+  wire [11:0] \$920 ;
+  wire [12:0] \$921 ;
+  wire \$922 ;
+  wire [11:0] \$923 ;
+  wire [12:0] \$924 ;
+  wire [12:0] \$925 ;
+  wire [12:0] \$926 ;
+  wire [7:0] \$927 ;
+  wire [7:0] \$928 ;
+  wire \$929 ;
+  wire [32:0] \$93 ;
+  wire [11:0] \$930 ;
+  wire [12:0] \$931 ;
+  wire \$932 ;
+  wire [11:0] \$933 ;
+  wire [12:0] \$934 ;
+  wire \$935 ;
+  wire [11:0] \$936 ;
+  wire [12:0] \$937 ;
+  wire [12:0] \$938 ;
+  wire [12:0] \$939 ;
+  wire [31:0] \$94 ;
+  wire [7:0] \$940 ;
+  wire [7:0] \$941 ;
+  wire [7:0] \$942 ;
+  wire [11:0] \$943 ;
+  wire [12:0] \$944 ;
+  wire \$945 ;
+  wire [11:0] \$946 ;
+  wire [12:0] \$947 ;
+  wire \$948 ;
+  wire [11:0] \$949 ;
+  wire [47:0] \$95 ;
+  wire [12:0] \$950 ;
+  wire [12:0] \$951 ;
+  wire [12:0] \$952 ;
+  wire [7:0] \$953 ;
+  wire [7:0] \$954 ;
+  wire [7:0] \$955 ;
+  wire [7:0] \$956 ;
+  wire [17:0] \$957 ;
+  wire \$958 ;
+  wire \$959 ;
+  wire [48:0] \$96 ;
+  wire [7:0] \$960 ;
+  wire [7:0] \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire [7:0] \$964 ;
+  wire [7:0] \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire [7:0] \$968 ;
+  wire [7:0] \$969 ;
+  wire [47:0] \$97 ;
+  wire \$970 ;
+  wire \$971 ;
+  wire [7:0] \$972 ;
+  wire [7:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire [7:0] \$976 ;
+  wire [7:0] \$977 ;
+  wire \$978 ;
+  wire \$979 ;
+  wire [47:0] \$98 ;
+  wire [7:0] \$980 ;
+  wire [7:0] \$981 ;
+  wire \$982 ;
+  wire \$983 ;
+  wire [7:0] \$984 ;
+  wire [7:0] \$985 ;
+  wire \$986 ;
+  wire \$987 ;
+  wire [7:0] \$988 ;
+  wire [7:0] \$989 ;
+  wire [78:0] \$99 ;
+  wire \$990 ;
+  wire \$991 ;
+  wire [7:0] \$992 ;
+  wire [7:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire [7:0] \$996 ;
+  wire [7:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   output [12:0] acc_rd__addr;
   reg [12:0] acc_rd__addr;
   input [511:0] acc_rd__data;
@@ -62358,23 +63415,39 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [7:0] err = 8'h00;
   output fire;
   reg fire;
+  wire fits5_0;
+  wire fits5_1;
+  wire fits5_10;
+  wire fits5_11;
+  wire fits5_12;
+  wire fits5_13;
+  wire fits5_14;
+  wire fits5_15;
+  wire fits5_2;
+  wire fits5_3;
+  wire fits5_4;
+  wire fits5_5;
+  wire fits5_6;
+  wire fits5_7;
+  wire fits5_8;
+  wire fits5_9;
   reg [16:0] issued = 17'h00000;
-  reg [7:0] max4_0 = 8'h00;
-  reg [7:0] max4_1 = 8'h00;
-  reg [7:0] max4_10 = 8'h00;
-  reg [7:0] max4_11 = 8'h00;
-  reg [7:0] max4_12 = 8'h00;
-  reg [7:0] max4_13 = 8'h00;
-  reg [7:0] max4_14 = 8'h00;
-  reg [7:0] max4_15 = 8'h00;
-  reg [7:0] max4_2 = 8'h00;
-  reg [7:0] max4_3 = 8'h00;
-  reg [7:0] max4_4 = 8'h00;
-  reg [7:0] max4_5 = 8'h00;
-  reg [7:0] max4_6 = 8'h00;
-  reg [7:0] max4_7 = 8'h00;
-  reg [7:0] max4_8 = 8'h00;
-  reg [7:0] max4_9 = 8'h00;
+  reg [7:0] max6_0 = 8'h00;
+  reg [7:0] max6_1 = 8'h00;
+  reg [7:0] max6_10 = 8'h00;
+  reg [7:0] max6_11 = 8'h00;
+  reg [7:0] max6_12 = 8'h00;
+  reg [7:0] max6_13 = 8'h00;
+  reg [7:0] max6_14 = 8'h00;
+  reg [7:0] max6_15 = 8'h00;
+  reg [7:0] max6_2 = 8'h00;
+  reg [7:0] max6_3 = 8'h00;
+  reg [7:0] max6_4 = 8'h00;
+  reg [7:0] max6_5 = 8'h00;
+  reg [7:0] max6_6 = 8'h00;
+  reg [7:0] max6_7 = 8'h00;
+  reg [7:0] max6_8 = 8'h00;
+  reg [7:0] max6_9 = 8'h00;
   reg [31:0] mult_0 = 32'd0;
   reg [31:0] mult_1 = 32'd0;
   reg [31:0] mult_10 = 32'd0;
@@ -62391,72 +63464,88 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] mult_7 = 32'd0;
   reg [31:0] mult_8 = 32'd0;
   reg [31:0] mult_9 = 32'd0;
-  wire [7:0] out4_0;
-  wire [7:0] out4_1;
-  wire [7:0] out4_10;
-  wire [7:0] out4_11;
-  wire [7:0] out4_12;
-  wire [7:0] out4_13;
-  wire [7:0] out4_14;
-  wire [7:0] out4_15;
-  wire [7:0] out4_2;
-  wire [7:0] out4_3;
-  wire [7:0] out4_4;
-  wire [7:0] out4_5;
-  wire [7:0] out4_6;
-  wire [7:0] out4_7;
-  wire [7:0] out4_8;
-  wire [7:0] out4_9;
-  reg [63:0] p2_0 = 64'h0000000000000000;
-  reg [63:0] p2_1 = 64'h0000000000000000;
-  reg [63:0] p2_10 = 64'h0000000000000000;
-  reg [63:0] p2_11 = 64'h0000000000000000;
-  reg [63:0] p2_12 = 64'h0000000000000000;
-  reg [63:0] p2_13 = 64'h0000000000000000;
-  reg [63:0] p2_14 = 64'h0000000000000000;
-  reg [63:0] p2_15 = 64'h0000000000000000;
-  reg [63:0] p2_2 = 64'h0000000000000000;
-  reg [63:0] p2_3 = 64'h0000000000000000;
-  reg [63:0] p2_4 = 64'h0000000000000000;
-  reg [63:0] p2_5 = 64'h0000000000000000;
-  reg [63:0] p2_6 = 64'h0000000000000000;
-  reg [63:0] p2_7 = 64'h0000000000000000;
-  reg [63:0] p2_8 = 64'h0000000000000000;
-  reg [63:0] p2_9 = 64'h0000000000000000;
-  wire [65:0] p_wide_0;
-  wire [65:0] p_wide_1;
-  wire [65:0] p_wide_10;
-  wire [65:0] p_wide_11;
-  wire [65:0] p_wide_12;
-  wire [65:0] p_wide_13;
-  wire [65:0] p_wide_14;
-  wire [65:0] p_wide_15;
-  wire [65:0] p_wide_2;
-  wire [65:0] p_wide_3;
-  wire [65:0] p_wide_4;
-  wire [65:0] p_wide_5;
-  wire [65:0] p_wide_6;
-  wire [65:0] p_wide_7;
-  wire [65:0] p_wide_8;
-  wire [65:0] p_wide_9;
+  wire [7:0] out6_0;
+  wire [7:0] out6_1;
+  wire [7:0] out6_10;
+  wire [7:0] out6_11;
+  wire [7:0] out6_12;
+  wire [7:0] out6_13;
+  wire [7:0] out6_14;
+  wire [7:0] out6_15;
+  wire [7:0] out6_2;
+  wire [7:0] out6_3;
+  wire [7:0] out6_4;
+  wire [7:0] out6_5;
+  wire [7:0] out6_6;
+  wire [7:0] out6_7;
+  wire [7:0] out6_8;
+  wire [7:0] out6_9;
+  reg [63:0] p3_0 = 64'h0000000000000000;
+  reg [63:0] p3_1 = 64'h0000000000000000;
+  reg [63:0] p3_10 = 64'h0000000000000000;
+  reg [63:0] p3_11 = 64'h0000000000000000;
+  reg [63:0] p3_12 = 64'h0000000000000000;
+  reg [63:0] p3_13 = 64'h0000000000000000;
+  reg [63:0] p3_14 = 64'h0000000000000000;
+  reg [63:0] p3_15 = 64'h0000000000000000;
+  reg [63:0] p3_2 = 64'h0000000000000000;
+  reg [63:0] p3_3 = 64'h0000000000000000;
+  reg [63:0] p3_4 = 64'h0000000000000000;
+  reg [63:0] p3_5 = 64'h0000000000000000;
+  reg [63:0] p3_6 = 64'h0000000000000000;
+  reg [63:0] p3_7 = 64'h0000000000000000;
+  reg [63:0] p3_8 = 64'h0000000000000000;
+  reg [63:0] p3_9 = 64'h0000000000000000;
+  reg [47:0] phi2_0 = 48'h000000000000;
+  reg [47:0] phi2_1 = 48'h000000000000;
+  reg [47:0] phi2_10 = 48'h000000000000;
+  reg [47:0] phi2_11 = 48'h000000000000;
+  reg [47:0] phi2_12 = 48'h000000000000;
+  reg [47:0] phi2_13 = 48'h000000000000;
+  reg [47:0] phi2_14 = 48'h000000000000;
+  reg [47:0] phi2_15 = 48'h000000000000;
+  reg [47:0] phi2_2 = 48'h000000000000;
+  reg [47:0] phi2_3 = 48'h000000000000;
+  reg [47:0] phi2_4 = 48'h000000000000;
+  reg [47:0] phi2_5 = 48'h000000000000;
+  reg [47:0] phi2_6 = 48'h000000000000;
+  reg [47:0] phi2_7 = 48'h000000000000;
+  reg [47:0] phi2_8 = 48'h000000000000;
+  reg [47:0] phi2_9 = 48'h000000000000;
   reg [1:0] pidx = 2'h0;
-  wire [65:0] r_0;
-  wire [65:0] r_1;
-  wire [65:0] r_10;
-  wire [65:0] r_11;
-  wire [65:0] r_12;
-  wire [65:0] r_13;
-  wire [65:0] r_14;
-  wire [65:0] r_15;
-  wire [65:0] r_2;
-  wire [65:0] r_3;
-  wire [65:0] r_4;
-  wire [65:0] r_5;
-  wire [65:0] r_6;
-  wire [65:0] r_7;
-  wire [65:0] r_8;
-  wire [65:0] r_9;
+  reg [48:0] plo2_0 = 49'h0000000000000;
+  reg [48:0] plo2_1 = 49'h0000000000000;
+  reg [48:0] plo2_10 = 49'h0000000000000;
+  reg [48:0] plo2_11 = 49'h0000000000000;
+  reg [48:0] plo2_12 = 49'h0000000000000;
+  reg [48:0] plo2_13 = 49'h0000000000000;
+  reg [48:0] plo2_14 = 49'h0000000000000;
+  reg [48:0] plo2_15 = 49'h0000000000000;
+  reg [48:0] plo2_2 = 49'h0000000000000;
+  reg [48:0] plo2_3 = 49'h0000000000000;
+  reg [48:0] plo2_4 = 49'h0000000000000;
+  reg [48:0] plo2_5 = 49'h0000000000000;
+  reg [48:0] plo2_6 = 49'h0000000000000;
+  reg [48:0] plo2_7 = 49'h0000000000000;
+  reg [48:0] plo2_8 = 49'h0000000000000;
+  reg [48:0] plo2_9 = 49'h0000000000000;
   wire range_bad;
+  reg rb4_0 = 1'h0;
+  reg rb4_1 = 1'h0;
+  reg rb4_10 = 1'h0;
+  reg rb4_11 = 1'h0;
+  reg rb4_12 = 1'h0;
+  reg rb4_13 = 1'h0;
+  reg rb4_14 = 1'h0;
+  reg rb4_15 = 1'h0;
+  reg rb4_2 = 1'h0;
+  reg rb4_3 = 1'h0;
+  reg rb4_4 = 1'h0;
+  reg rb4_5 = 1'h0;
+  reg rb4_6 = 1'h0;
+  reg rb4_7 = 1'h0;
+  reg rb4_8 = 1'h0;
+  reg rb4_9 = 1'h0;
   reg [7:0] res1_0 = 8'h00;
   reg [7:0] res1_1 = 8'h00;
   reg [7:0] res1_10 = 8'h00;
@@ -62505,27 +63594,59 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [7:0] res3_7 = 8'h00;
   reg [7:0] res3_8 = 8'h00;
   reg [7:0] res3_9 = 8'h00;
+  reg [7:0] res4_0 = 8'h00;
+  reg [7:0] res4_1 = 8'h00;
+  reg [7:0] res4_10 = 8'h00;
+  reg [7:0] res4_11 = 8'h00;
+  reg [7:0] res4_12 = 8'h00;
+  reg [7:0] res4_13 = 8'h00;
+  reg [7:0] res4_14 = 8'h00;
+  reg [7:0] res4_15 = 8'h00;
+  reg [7:0] res4_2 = 8'h00;
+  reg [7:0] res4_3 = 8'h00;
+  reg [7:0] res4_4 = 8'h00;
+  reg [7:0] res4_5 = 8'h00;
+  reg [7:0] res4_6 = 8'h00;
+  reg [7:0] res4_7 = 8'h00;
+  reg [7:0] res4_8 = 8'h00;
+  reg [7:0] res4_9 = 8'h00;
+  reg [7:0] res5_0 = 8'h00;
+  reg [7:0] res5_1 = 8'h00;
+  reg [7:0] res5_10 = 8'h00;
+  reg [7:0] res5_11 = 8'h00;
+  reg [7:0] res5_12 = 8'h00;
+  reg [7:0] res5_13 = 8'h00;
+  reg [7:0] res5_14 = 8'h00;
+  reg [7:0] res5_15 = 8'h00;
+  reg [7:0] res5_2 = 8'h00;
+  reg [7:0] res5_3 = 8'h00;
+  reg [7:0] res5_4 = 8'h00;
+  reg [7:0] res5_5 = 8'h00;
+  reg [7:0] res5_6 = 8'h00;
+  reg [7:0] res5_7 = 8'h00;
+  reg [7:0] res5_8 = 8'h00;
+  reg [7:0] res5_9 = 8'h00;
   input [3:0] reset;
   wire [3:0] reset;
   reg [16:0] retired = 17'h00000;
-  wire [63:0] rnd_0;
-  wire [63:0] rnd_1;
-  wire [63:0] rnd_10;
-  wire [63:0] rnd_11;
-  wire [63:0] rnd_12;
-  wire [63:0] rnd_13;
-  wire [63:0] rnd_14;
-  wire [63:0] rnd_15;
-  wire [63:0] rnd_2;
-  wire [63:0] rnd_3;
-  wire [63:0] rnd_4;
-  wire [63:0] rnd_5;
-  wire [63:0] rnd_6;
-  wire [63:0] rnd_7;
-  wire [63:0] rnd_8;
-  wire [63:0] rnd_9;
   input rst;
   wire rst;
+  reg [63:0] sh4_0 = 64'h0000000000000000;
+  reg [63:0] sh4_1 = 64'h0000000000000000;
+  reg [63:0] sh4_10 = 64'h0000000000000000;
+  reg [63:0] sh4_11 = 64'h0000000000000000;
+  reg [63:0] sh4_12 = 64'h0000000000000000;
+  reg [63:0] sh4_13 = 64'h0000000000000000;
+  reg [63:0] sh4_14 = 64'h0000000000000000;
+  reg [63:0] sh4_15 = 64'h0000000000000000;
+  reg [63:0] sh4_2 = 64'h0000000000000000;
+  reg [63:0] sh4_3 = 64'h0000000000000000;
+  reg [63:0] sh4_4 = 64'h0000000000000000;
+  reg [63:0] sh4_5 = 64'h0000000000000000;
+  reg [63:0] sh4_6 = 64'h0000000000000000;
+  reg [63:0] sh4_7 = 64'h0000000000000000;
+  reg [63:0] sh4_8 = 64'h0000000000000000;
+  reg [63:0] sh4_9 = 64'h0000000000000000;
   reg [5:0] shift_0 = 6'h00;
   reg [5:0] shift_1 = 6'h00;
   reg [5:0] shift_10 = 6'h00;
@@ -62561,6 +63682,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
+  reg v4 = 1'h0;
+  reg v5 = 1'h0;
   input vec_frozen;
   wire vec_frozen;
   reg [2:0] vec_fsm_state = 3'h0;
@@ -62586,549 +63709,22 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] x1_7 = 32'd0;
   reg [31:0] x1_8 = 32'd0;
   reg [31:0] x1_9 = 32'd0;
-  reg [7:0] y3_0 = 8'h00;
-  reg [7:0] y3_1 = 8'h00;
-  reg [7:0] y3_10 = 8'h00;
-  reg [7:0] y3_11 = 8'h00;
-  reg [7:0] y3_12 = 8'h00;
-  reg [7:0] y3_13 = 8'h00;
-  reg [7:0] y3_14 = 8'h00;
-  reg [7:0] y3_15 = 8'h00;
-  reg [7:0] y3_2 = 8'h00;
-  reg [7:0] y3_3 = 8'h00;
-  reg [7:0] y3_4 = 8'h00;
-  reg [7:0] y3_5 = 8'h00;
-  reg [7:0] y3_6 = 8'h00;
-  reg [7:0] y3_7 = 8'h00;
-  reg [7:0] y3_8 = 8'h00;
-  reg [7:0] y3_9 = 8'h00;
-  wire [7:0] y_0;
-  wire [7:0] y_1;
-  wire [7:0] y_10;
-  wire [7:0] y_11;
-  wire [7:0] y_12;
-  wire [7:0] y_13;
-  wire [7:0] y_14;
-  wire [7:0] y_15;
-  wire [7:0] y_2;
-  wire [7:0] y_3;
-  wire [7:0] y_4;
-  wire [7:0] y_5;
-  wire [7:0] y_6;
-  wire [7:0] y_7;
-  wire [7:0] y_8;
-  wire [7:0] y_9;
-  assign \$328  = \$326  ? 67'h7ffffffffffffff80 : \$327 ;
-  assign \$329  = \$324  ? 67'h0000000000000007f : \$328 ;
-  assign \$330  = $signed(y3_7) + $signed(res3_7);
-  assign \$331  = $signed(\$330 ) > $signed(8'h7f);
-  assign \$332  = $signed(y3_7) + $signed(res3_7);
-  assign \$333  = $signed(\$332 ) < $signed(8'h80);
-  assign \$334  = $signed(y3_7) + $signed(res3_7);
-  assign \$335  = \$333  ? 9'h180 : \$334 ;
-  assign \$336  = \$331  ? 9'h07f : \$335 ;
-  assign out4_7 = cmd[146] ? \$336 [7:0] : y3_7;
-  assign \$337  = 1'h1 << shift_8;
-  assign \$338  = $signed(p2_8) + $signed({ 1'h0, rnd_8 });
-  assign r_8 = $signed(\$338 [65:0]) >>> shift_8;
-  assign \$339  = $signed(r_8) + $signed(cmd[143:136]);
-  assign \$340  = $signed(\$339 ) > $signed(8'h7f);
-  assign \$341  = $signed(r_8) + $signed(cmd[143:136]);
-  assign \$342  = $signed(\$341 ) < $signed(8'h80);
-  assign \$343  = $signed(r_8) + $signed(cmd[143:136]);
-  assign \$344  = \$342  ? 67'h7ffffffffffffff80 : \$343 ;
-  assign \$345  = \$340  ? 67'h0000000000000007f : \$344 ;
-  assign \$346  = $signed(y3_8) + $signed(res3_8);
-  assign \$347  = $signed(\$346 ) > $signed(8'h7f);
-  assign \$348  = $signed(y3_8) + $signed(res3_8);
-  assign \$349  = $signed(\$348 ) < $signed(8'h80);
-  assign \$350  = $signed(y3_8) + $signed(res3_8);
-  assign \$351  = \$349  ? 9'h180 : \$350 ;
-  assign \$352  = \$347  ? 9'h07f : \$351 ;
-  assign out4_8 = cmd[146] ? \$352 [7:0] : y3_8;
-  assign \$353  = 1'h1 << shift_9;
-  assign \$354  = $signed(p2_9) + $signed({ 1'h0, rnd_9 });
-  assign r_9 = $signed(\$354 [65:0]) >>> shift_9;
-  assign \$355  = $signed(r_9) + $signed(cmd[143:136]);
-  assign \$356  = $signed(\$355 ) > $signed(8'h7f);
-  assign \$357  = $signed(r_9) + $signed(cmd[143:136]);
-  assign \$358  = $signed(\$357 ) < $signed(8'h80);
-  assign \$359  = $signed(r_9) + $signed(cmd[143:136]);
-  assign \$360  = \$358  ? 67'h7ffffffffffffff80 : \$359 ;
-  assign \$361  = \$356  ? 67'h0000000000000007f : \$360 ;
-  assign \$362  = $signed(y3_9) + $signed(res3_9);
-  assign \$363  = $signed(\$362 ) > $signed(8'h7f);
-  assign \$364  = $signed(y3_9) + $signed(res3_9);
-  assign \$365  = $signed(\$364 ) < $signed(8'h80);
-  assign \$366  = $signed(y3_9) + $signed(res3_9);
-  assign \$367  = \$365  ? 9'h180 : \$366 ;
-  assign \$368  = \$363  ? 9'h07f : \$367 ;
-  assign out4_9 = cmd[146] ? \$368 [7:0] : y3_9;
-  assign \$369  = 1'h1 << shift_10;
-  assign \$370  = $signed(p2_10) + $signed({ 1'h0, rnd_10 });
-  assign r_10 = $signed(\$370 [65:0]) >>> shift_10;
-  assign \$371  = $signed(r_10) + $signed(cmd[143:136]);
-  assign \$372  = $signed(\$371 ) > $signed(8'h7f);
-  assign \$373  = $signed(r_10) + $signed(cmd[143:136]);
-  assign \$374  = $signed(\$373 ) < $signed(8'h80);
-  assign \$375  = $signed(r_10) + $signed(cmd[143:136]);
-  assign \$376  = \$374  ? 67'h7ffffffffffffff80 : \$375 ;
-  assign \$377  = \$372  ? 67'h0000000000000007f : \$376 ;
-  assign \$378  = $signed(y3_10) + $signed(res3_10);
-  assign \$379  = $signed(\$378 ) > $signed(8'h7f);
-  assign \$380  = $signed(y3_10) + $signed(res3_10);
-  assign \$381  = $signed(\$380 ) < $signed(8'h80);
-  assign \$382  = $signed(y3_10) + $signed(res3_10);
-  assign \$383  = \$381  ? 9'h180 : \$382 ;
-  assign \$384  = \$379  ? 9'h07f : \$383 ;
-  assign out4_10 = cmd[146] ? \$384 [7:0] : y3_10;
-  assign \$385  = 1'h1 << shift_11;
-  assign \$386  = $signed(p2_11) + $signed({ 1'h0, rnd_11 });
-  assign r_11 = $signed(\$386 [65:0]) >>> shift_11;
-  assign \$387  = $signed(r_11) + $signed(cmd[143:136]);
-  assign \$388  = $signed(\$387 ) > $signed(8'h7f);
-  assign \$389  = $signed(r_11) + $signed(cmd[143:136]);
-  assign \$390  = $signed(\$389 ) < $signed(8'h80);
-  assign \$391  = $signed(r_11) + $signed(cmd[143:136]);
-  assign \$392  = \$390  ? 67'h7ffffffffffffff80 : \$391 ;
-  assign \$393  = \$388  ? 67'h0000000000000007f : \$392 ;
-  assign \$394  = $signed(y3_11) + $signed(res3_11);
-  assign \$395  = $signed(\$394 ) > $signed(8'h7f);
-  assign \$396  = $signed(y3_11) + $signed(res3_11);
-  assign \$397  = $signed(\$396 ) < $signed(8'h80);
-  assign \$398  = $signed(y3_11) + $signed(res3_11);
-  assign \$399  = \$397  ? 9'h180 : \$398 ;
-  assign \$400  = \$395  ? 9'h07f : \$399 ;
-  assign out4_11 = cmd[146] ? \$400 [7:0] : y3_11;
-  assign \$401  = 1'h1 << shift_12;
-  assign \$402  = $signed(p2_12) + $signed({ 1'h0, rnd_12 });
-  assign r_12 = $signed(\$402 [65:0]) >>> shift_12;
-  assign \$403  = $signed(r_12) + $signed(cmd[143:136]);
-  assign \$404  = $signed(\$403 ) > $signed(8'h7f);
-  assign \$405  = $signed(r_12) + $signed(cmd[143:136]);
-  assign \$406  = $signed(\$405 ) < $signed(8'h80);
-  assign \$407  = $signed(r_12) + $signed(cmd[143:136]);
-  assign \$408  = \$406  ? 67'h7ffffffffffffff80 : \$407 ;
-  assign \$409  = \$404  ? 67'h0000000000000007f : \$408 ;
-  assign \$410  = $signed(y3_12) + $signed(res3_12);
-  assign \$411  = $signed(\$410 ) > $signed(8'h7f);
-  assign \$412  = $signed(y3_12) + $signed(res3_12);
-  assign \$413  = $signed(\$412 ) < $signed(8'h80);
-  assign \$414  = $signed(y3_12) + $signed(res3_12);
-  assign \$415  = \$413  ? 9'h180 : \$414 ;
-  assign \$416  = \$411  ? 9'h07f : \$415 ;
-  assign out4_12 = cmd[146] ? \$416 [7:0] : y3_12;
-  assign \$417  = 1'h1 << shift_13;
-  assign \$418  = $signed(p2_13) + $signed({ 1'h0, rnd_13 });
-  assign r_13 = $signed(\$418 [65:0]) >>> shift_13;
-  assign \$419  = $signed(r_13) + $signed(cmd[143:136]);
-  assign \$420  = $signed(\$419 ) > $signed(8'h7f);
-  assign \$421  = $signed(r_13) + $signed(cmd[143:136]);
-  assign \$422  = $signed(\$421 ) < $signed(8'h80);
-  assign \$423  = $signed(r_13) + $signed(cmd[143:136]);
-  assign \$424  = \$422  ? 67'h7ffffffffffffff80 : \$423 ;
-  assign \$425  = \$420  ? 67'h0000000000000007f : \$424 ;
-  assign \$426  = $signed(y3_13) + $signed(res3_13);
-  assign \$427  = $signed(\$426 ) > $signed(8'h7f);
-  assign \$428  = $signed(y3_13) + $signed(res3_13);
-  assign \$429  = $signed(\$428 ) < $signed(8'h80);
-  assign \$430  = $signed(y3_13) + $signed(res3_13);
-  assign \$431  = \$429  ? 9'h180 : \$430 ;
-  assign \$432  = \$427  ? 9'h07f : \$431 ;
-  assign out4_13 = cmd[146] ? \$432 [7:0] : y3_13;
-  assign \$433  = 1'h1 << shift_14;
-  assign \$434  = $signed(p2_14) + $signed({ 1'h0, rnd_14 });
-  assign r_14 = $signed(\$434 [65:0]) >>> shift_14;
-  assign \$435  = $signed(r_14) + $signed(cmd[143:136]);
-  assign \$436  = $signed(\$435 ) > $signed(8'h7f);
-  assign \$437  = $signed(r_14) + $signed(cmd[143:136]);
-  assign \$438  = $signed(\$437 ) < $signed(8'h80);
-  assign \$439  = $signed(r_14) + $signed(cmd[143:136]);
-  assign \$440  = \$438  ? 67'h7ffffffffffffff80 : \$439 ;
-  assign \$441  = \$436  ? 67'h0000000000000007f : \$440 ;
-  assign \$442  = $signed(y3_14) + $signed(res3_14);
-  assign \$443  = $signed(\$442 ) > $signed(8'h7f);
-  assign \$444  = $signed(y3_14) + $signed(res3_14);
-  assign \$445  = $signed(\$444 ) < $signed(8'h80);
-  assign \$446  = $signed(y3_14) + $signed(res3_14);
-  assign \$447  = \$445  ? 9'h180 : \$446 ;
-  assign \$448  = \$443  ? 9'h07f : \$447 ;
-  assign out4_14 = cmd[146] ? \$448 [7:0] : y3_14;
-  assign \$449  = 1'h1 << shift_15;
-  assign \$450  = $signed(p2_15) + $signed({ 1'h0, rnd_15 });
-  assign r_15 = $signed(\$450 [65:0]) >>> shift_15;
-  assign \$451  = $signed(r_15) + $signed(cmd[143:136]);
-  assign \$452  = $signed(\$451 ) > $signed(8'h7f);
-  assign \$453  = $signed(r_15) + $signed(cmd[143:136]);
-  assign \$454  = $signed(\$453 ) < $signed(8'h80);
-  assign \$455  = $signed(r_15) + $signed(cmd[143:136]);
-  assign \$456  = \$454  ? 67'h7ffffffffffffff80 : \$455 ;
-  assign \$457  = \$452  ? 67'h0000000000000007f : \$456 ;
-  assign \$458  = $signed(y3_15) + $signed(res3_15);
-  assign \$459  = $signed(\$458 ) > $signed(8'h7f);
-  assign \$460  = $signed(y3_15) + $signed(res3_15);
-  assign \$461  = $signed(\$460 ) < $signed(8'h80);
-  assign \$462  = $signed(y3_15) + $signed(res3_15);
-  assign \$463  = \$461  ? 9'h180 : \$462 ;
-  assign \$464  = \$459  ? 9'h07f : \$463 ;
-  assign out4_15 = cmd[146] ? \$464 [7:0] : y3_15;
-  assign \$465  = ! vec_fsm_state;
-  assign \$466  = vec_fsm_state == 1'h1;
-  assign \$467  = vec_fsm_state == 2'h2;
-  assign \$468  = vec_fsm_state == 2'h3;
-  assign \$469  = vec_fsm_state == 3'h4;
-  assign \$470  = vec_fsm_state == 3'h5;
-  assign \$471  = vec_fsm_state == 3'h6;
-  always @(posedge clk)
-    bias_0 <= \$472 ;
-  always @(posedge clk)
-    bias_1 <= \$473 ;
-  always @(posedge clk)
-    bias_2 <= \$474 ;
-  always @(posedge clk)
-    bias_3 <= \$475 ;
-  always @(posedge clk)
-    bias_4 <= \$476 ;
-  always @(posedge clk)
-    bias_5 <= \$477 ;
-  always @(posedge clk)
-    bias_6 <= \$478 ;
-  always @(posedge clk)
-    bias_7 <= \$479 ;
-  always @(posedge clk)
-    bias_8 <= \$480 ;
-  always @(posedge clk)
-    bias_9 <= \$481 ;
-  always @(posedge clk)
-    bias_10 <= \$482 ;
-  always @(posedge clk)
-    bias_11 <= \$483 ;
-  always @(posedge clk)
-    bias_12 <= \$484 ;
-  always @(posedge clk)
-    bias_13 <= \$485 ;
-  always @(posedge clk)
-    bias_14 <= \$486 ;
-  always @(posedge clk)
-    bias_15 <= \$487 ;
-  always @(posedge clk)
-    mult_0 <= \$488 ;
-  always @(posedge clk)
-    mult_1 <= \$489 ;
-  always @(posedge clk)
-    mult_2 <= \$490 ;
-  always @(posedge clk)
-    mult_3 <= \$491 ;
-  always @(posedge clk)
-    mult_4 <= \$492 ;
-  always @(posedge clk)
-    mult_5 <= \$493 ;
-  always @(posedge clk)
-    mult_6 <= \$494 ;
-  always @(posedge clk)
-    mult_7 <= \$495 ;
-  always @(posedge clk)
-    mult_8 <= \$496 ;
-  always @(posedge clk)
-    mult_9 <= \$497 ;
-  always @(posedge clk)
-    mult_10 <= \$498 ;
-  always @(posedge clk)
-    mult_11 <= \$499 ;
-  always @(posedge clk)
-    mult_12 <= \$500 ;
-  always @(posedge clk)
-    mult_13 <= \$501 ;
-  always @(posedge clk)
-    mult_14 <= \$502 ;
-  always @(posedge clk)
-    mult_15 <= \$503 ;
-  always @(posedge clk)
-    shift_0 <= \$504 ;
-  always @(posedge clk)
-    shift_1 <= \$505 ;
-  always @(posedge clk)
-    shift_2 <= \$506 ;
-  always @(posedge clk)
-    shift_3 <= \$507 ;
-  always @(posedge clk)
-    shift_4 <= \$508 ;
-  always @(posedge clk)
-    shift_5 <= \$509 ;
-  always @(posedge clk)
-    shift_6 <= \$510 ;
-  always @(posedge clk)
-    shift_7 <= \$511 ;
-  always @(posedge clk)
-    shift_8 <= \$512 ;
-  always @(posedge clk)
-    shift_9 <= \$513 ;
-  always @(posedge clk)
-    shift_10 <= \$514 ;
-  always @(posedge clk)
-    shift_11 <= \$515 ;
-  always @(posedge clk)
-    shift_12 <= \$516 ;
-  always @(posedge clk)
-    shift_13 <= \$517 ;
-  always @(posedge clk)
-    shift_14 <= \$518 ;
-  always @(posedge clk)
-    shift_15 <= \$519 ;
-  always @(posedge clk)
-    cap_valid <= \$520 ;
-  always @(posedge clk)
-    cmd <= \$521 ;
-  always @(posedge clk)
-    err <= \$522 ;
-  always @(posedge clk)
-    issued <= \$523 ;
-  always @(posedge clk)
-    retired <= \$524 ;
-  always @(posedge clk)
-    vec_fsm_state <= \$525 ;
-  always @(posedge clk)
-    pidx <= \$526 ;
-  always @(posedge clk)
-    cap_idx <= \$527 ;
-  always @(posedge clk)
-    v0 <= \$528 ;
-  always @(posedge clk)
-    v1 <= \$529 ;
-  always @(posedge clk)
-    v2 <= \$530 ;
-  always @(posedge clk)
-    v3 <= \$531 ;
-  always @(posedge clk)
-    x1_0 <= \$532 ;
-  always @(posedge clk)
-    res1_0 <= \$533 ;
-  always @(posedge clk)
-    p2_0 <= \$534 ;
-  always @(posedge clk)
-    res2_0 <= \$535 ;
-  always @(posedge clk)
-    y3_0 <= \$536 ;
-  always @(posedge clk)
-    res3_0 <= \$537 ;
-  always @(posedge clk)
-    x1_1 <= \$538 ;
-  always @(posedge clk)
-    res1_1 <= \$539 ;
-  always @(posedge clk)
-    p2_1 <= \$540 ;
-  always @(posedge clk)
-    res2_1 <= \$541 ;
-  always @(posedge clk)
-    y3_1 <= \$542 ;
-  always @(posedge clk)
-    res3_1 <= \$543 ;
-  always @(posedge clk)
-    x1_2 <= \$544 ;
-  always @(posedge clk)
-    res1_2 <= \$545 ;
-  always @(posedge clk)
-    p2_2 <= \$546 ;
-  always @(posedge clk)
-    res2_2 <= \$547 ;
-  always @(posedge clk)
-    y3_2 <= \$548 ;
-  always @(posedge clk)
-    res3_2 <= \$549 ;
-  always @(posedge clk)
-    x1_3 <= \$550 ;
-  always @(posedge clk)
-    res1_3 <= \$551 ;
-  always @(posedge clk)
-    p2_3 <= \$552 ;
-  always @(posedge clk)
-    res2_3 <= \$553 ;
-  always @(posedge clk)
-    y3_3 <= \$554 ;
-  always @(posedge clk)
-    res3_3 <= \$555 ;
-  always @(posedge clk)
-    x1_4 <= \$556 ;
-  always @(posedge clk)
-    res1_4 <= \$557 ;
-  always @(posedge clk)
-    p2_4 <= \$558 ;
-  always @(posedge clk)
-    res2_4 <= \$559 ;
-  always @(posedge clk)
-    y3_4 <= \$560 ;
-  always @(posedge clk)
-    res3_4 <= \$561 ;
-  always @(posedge clk)
-    x1_5 <= \$562 ;
-  always @(posedge clk)
-    res1_5 <= \$563 ;
-  always @(posedge clk)
-    p2_5 <= \$564 ;
-  always @(posedge clk)
-    res2_5 <= \$565 ;
-  always @(posedge clk)
-    y3_5 <= \$566 ;
-  always @(posedge clk)
-    res3_5 <= \$567 ;
-  always @(posedge clk)
-    x1_6 <= \$568 ;
-  always @(posedge clk)
-    res1_6 <= \$569 ;
-  always @(posedge clk)
-    p2_6 <= \$570 ;
-  always @(posedge clk)
-    res2_6 <= \$571 ;
-  always @(posedge clk)
-    y3_6 <= \$572 ;
-  always @(posedge clk)
-    res3_6 <= \$573 ;
-  always @(posedge clk)
-    x1_7 <= \$574 ;
-  always @(posedge clk)
-    res1_7 <= \$575 ;
-  always @(posedge clk)
-    p2_7 <= \$576 ;
-  always @(posedge clk)
-    res2_7 <= \$577 ;
-  always @(posedge clk)
-    y3_7 <= \$578 ;
-  always @(posedge clk)
-    res3_7 <= \$579 ;
-  always @(posedge clk)
-    x1_8 <= \$580 ;
-  always @(posedge clk)
-    res1_8 <= \$581 ;
-  always @(posedge clk)
-    p2_8 <= \$582 ;
-  always @(posedge clk)
-    res2_8 <= \$583 ;
-  always @(posedge clk)
-    y3_8 <= \$584 ;
-  always @(posedge clk)
-    res3_8 <= \$585 ;
-  always @(posedge clk)
-    x1_9 <= \$586 ;
-  always @(posedge clk)
-    res1_9 <= \$587 ;
-  always @(posedge clk)
-    p2_9 <= \$588 ;
-  always @(posedge clk)
-    res2_9 <= \$589 ;
-  always @(posedge clk)
-    y3_9 <= \$590 ;
-  always @(posedge clk)
-    res3_9 <= \$591 ;
-  always @(posedge clk)
-    x1_10 <= \$592 ;
-  always @(posedge clk)
-    res1_10 <= \$593 ;
-  always @(posedge clk)
-    p2_10 <= \$594 ;
-  always @(posedge clk)
-    res2_10 <= \$595 ;
-  always @(posedge clk)
-    y3_10 <= \$596 ;
-  always @(posedge clk)
-    res3_10 <= \$597 ;
-  always @(posedge clk)
-    x1_11 <= \$598 ;
-  always @(posedge clk)
-    res1_11 <= \$599 ;
-  always @(posedge clk)
-    p2_11 <= \$600 ;
-  always @(posedge clk)
-    res2_11 <= \$601 ;
-  always @(posedge clk)
-    y3_11 <= \$602 ;
-  always @(posedge clk)
-    res3_11 <= \$603 ;
-  always @(posedge clk)
-    x1_12 <= \$604 ;
-  always @(posedge clk)
-    res1_12 <= \$605 ;
-  always @(posedge clk)
-    p2_12 <= \$606 ;
-  always @(posedge clk)
-    res2_12 <= \$607 ;
-  always @(posedge clk)
-    y3_12 <= \$608 ;
-  always @(posedge clk)
-    res3_12 <= \$609 ;
-  always @(posedge clk)
-    x1_13 <= \$610 ;
-  always @(posedge clk)
-    res1_13 <= \$611 ;
-  always @(posedge clk)
-    p2_13 <= \$612 ;
-  always @(posedge clk)
-    res2_13 <= \$613 ;
-  always @(posedge clk)
-    y3_13 <= \$614 ;
-  always @(posedge clk)
-    res3_13 <= \$615 ;
-  always @(posedge clk)
-    x1_14 <= \$616 ;
-  always @(posedge clk)
-    res1_14 <= \$617 ;
-  always @(posedge clk)
-    p2_14 <= \$618 ;
-  always @(posedge clk)
-    res2_14 <= \$619 ;
-  always @(posedge clk)
-    y3_14 <= \$620 ;
-  always @(posedge clk)
-    res3_14 <= \$621 ;
-  always @(posedge clk)
-    x1_15 <= \$622 ;
-  always @(posedge clk)
-    res1_15 <= \$623 ;
-  always @(posedge clk)
-    p2_15 <= \$624 ;
-  always @(posedge clk)
-    res2_15 <= \$625 ;
-  always @(posedge clk)
-    y3_15 <= \$626 ;
-  always @(posedge clk)
-    res3_15 <= \$627 ;
-  always @(posedge clk)
-    wr_en <= \$628 ;
-  always @(posedge clk)
-    max4_0 <= \$629 ;
-  always @(posedge clk)
-    max4_1 <= \$630 ;
-  always @(posedge clk)
-    max4_2 <= \$631 ;
-  always @(posedge clk)
-    max4_3 <= \$632 ;
-  always @(posedge clk)
-    max4_4 <= \$633 ;
-  always @(posedge clk)
-    max4_5 <= \$634 ;
-  always @(posedge clk)
-    max4_6 <= \$635 ;
-  always @(posedge clk)
-    max4_7 <= \$636 ;
-  always @(posedge clk)
-    max4_8 <= \$637 ;
-  always @(posedge clk)
-    max4_9 <= \$638 ;
-  always @(posedge clk)
-    max4_10 <= \$639 ;
-  always @(posedge clk)
-    max4_11 <= \$640 ;
-  always @(posedge clk)
-    max4_12 <= \$641 ;
-  always @(posedge clk)
-    max4_13 <= \$642 ;
-  always @(posedge clk)
-    max4_14 <= \$643 ;
-  always @(posedge clk)
-    max4_15 <= \$644 ;
-  always @(posedge clk)
-    wr_addr <= \$645 ;
-  always @(posedge clk)
-    wr_data <= \$646 ;
+  reg [7:0] y5_0 = 8'h00;
+  reg [7:0] y5_1 = 8'h00;
+  reg [7:0] y5_10 = 8'h00;
+  reg [7:0] y5_11 = 8'h00;
+  reg [7:0] y5_12 = 8'h00;
+  reg [7:0] y5_13 = 8'h00;
+  reg [7:0] y5_14 = 8'h00;
+  reg [7:0] y5_15 = 8'h00;
+  reg [7:0] y5_2 = 8'h00;
+  reg [7:0] y5_3 = 8'h00;
+  reg [7:0] y5_4 = 8'h00;
+  reg [7:0] y5_5 = 8'h00;
+  reg [7:0] y5_6 = 8'h00;
+  reg [7:0] y5_7 = 8'h00;
+  reg [7:0] y5_8 = 8'h00;
+  reg [7:0] y5_9 = 8'h00;
   assign \$1  = ~ vec_frozen;
   assign \$2  = \$1  | reset[3];
   assign \$3  = | cmd[155:152];
@@ -63141,347 +63737,1774 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$10  = pidx == 2'h2;
   assign \$11  = issued + 1'h1;
   assign \$12  = retired == cmd[55:40];
-  assign \$13  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$14  = $signed(x1_0) * $signed(mult_0);
-  assign \$15  = $signed(\$217 [7:0]) > $signed(cmd[143:136]);
-  assign \$16  = \$15  ? \$217 [7:0] : cmd[143:136];
-  assign \$17  = cmd[145] ? \$16  : \$217 [7:0];
-  assign \$18  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$19  = $signed(x1_1) * $signed(mult_1);
-  assign \$20  = $signed(\$233 [7:0]) > $signed(cmd[143:136]);
-  assign \$21  = \$20  ? \$233 [7:0] : cmd[143:136];
-  assign \$22  = cmd[145] ? \$21  : \$233 [7:0];
-  assign \$23  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$24  = $signed(x1_2) * $signed(mult_2);
-  assign \$25  = $signed(\$249 [7:0]) > $signed(cmd[143:136]);
-  assign \$26  = \$25  ? \$249 [7:0] : cmd[143:136];
-  assign \$27  = cmd[145] ? \$26  : \$249 [7:0];
-  assign \$28  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$29  = $signed(x1_3) * $signed(mult_3);
-  assign \$30  = $signed(\$265 [7:0]) > $signed(cmd[143:136]);
-  assign \$31  = \$30  ? \$265 [7:0] : cmd[143:136];
-  assign \$32  = cmd[145] ? \$31  : \$265 [7:0];
-  assign \$33  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
-  assign \$34  = $signed(x1_4) * $signed(mult_4);
-  assign \$35  = $signed(\$281 [7:0]) > $signed(cmd[143:136]);
-  assign \$36  = \$35  ? \$281 [7:0] : cmd[143:136];
-  assign \$37  = cmd[145] ? \$36  : \$281 [7:0];
-  assign \$38  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
-  assign \$39  = $signed(x1_5) * $signed(mult_5);
-  assign \$40  = $signed(\$297 [7:0]) > $signed(cmd[143:136]);
-  assign \$41  = \$40  ? \$297 [7:0] : cmd[143:136];
-  assign \$42  = cmd[145] ? \$41  : \$297 [7:0];
-  assign \$43  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
-  assign \$44  = $signed(x1_6) * $signed(mult_6);
-  assign \$45  = $signed(\$313 [7:0]) > $signed(cmd[143:136]);
-  assign \$46  = \$45  ? \$313 [7:0] : cmd[143:136];
-  assign \$47  = cmd[145] ? \$46  : \$313 [7:0];
-  assign \$48  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
-  assign \$49  = $signed(x1_7) * $signed(mult_7);
-  assign \$50  = $signed(\$329 [7:0]) > $signed(cmd[143:136]);
-  assign \$51  = \$50  ? \$329 [7:0] : cmd[143:136];
-  assign \$52  = cmd[145] ? \$51  : \$329 [7:0];
-  assign \$53  = $signed(acc_rd__data[287:256]) + $signed(bias_8);
-  assign \$54  = $signed(x1_8) * $signed(mult_8);
-  assign \$55  = $signed(\$345 [7:0]) > $signed(cmd[143:136]);
-  assign \$56  = \$55  ? \$345 [7:0] : cmd[143:136];
-  assign \$57  = cmd[145] ? \$56  : \$345 [7:0];
-  assign \$58  = $signed(acc_rd__data[319:288]) + $signed(bias_9);
-  assign \$59  = $signed(x1_9) * $signed(mult_9);
-  assign \$60  = $signed(\$361 [7:0]) > $signed(cmd[143:136]);
-  assign \$61  = \$60  ? \$361 [7:0] : cmd[143:136];
-  assign \$62  = cmd[145] ? \$61  : \$361 [7:0];
-  assign \$63  = $signed(acc_rd__data[351:320]) + $signed(bias_10);
-  assign \$64  = $signed(x1_10) * $signed(mult_10);
-  assign \$65  = $signed(\$377 [7:0]) > $signed(cmd[143:136]);
-  assign \$66  = \$65  ? \$377 [7:0] : cmd[143:136];
-  assign \$67  = cmd[145] ? \$66  : \$377 [7:0];
-  assign \$68  = $signed(acc_rd__data[383:352]) + $signed(bias_11);
-  assign \$69  = $signed(x1_11) * $signed(mult_11);
-  assign \$70  = $signed(\$393 [7:0]) > $signed(cmd[143:136]);
-  assign \$71  = \$70  ? \$393 [7:0] : cmd[143:136];
-  assign \$72  = cmd[145] ? \$71  : \$393 [7:0];
-  assign \$73  = $signed(acc_rd__data[415:384]) + $signed(bias_12);
-  assign \$74  = $signed(x1_12) * $signed(mult_12);
-  assign \$75  = $signed(\$409 [7:0]) > $signed(cmd[143:136]);
-  assign \$76  = \$75  ? \$409 [7:0] : cmd[143:136];
-  assign \$77  = cmd[145] ? \$76  : \$409 [7:0];
-  assign \$78  = $signed(acc_rd__data[447:416]) + $signed(bias_13);
-  assign \$79  = $signed(x1_13) * $signed(mult_13);
-  assign \$80  = $signed(\$425 [7:0]) > $signed(cmd[143:136]);
-  assign \$81  = \$80  ? \$425 [7:0] : cmd[143:136];
-  assign \$82  = cmd[145] ? \$81  : \$425 [7:0];
-  assign \$83  = $signed(acc_rd__data[479:448]) + $signed(bias_14);
-  assign \$84  = $signed(x1_14) * $signed(mult_14);
-  assign \$85  = $signed(\$441 [7:0]) > $signed(cmd[143:136]);
-  assign \$86  = \$85  ? \$441 [7:0] : cmd[143:136];
-  assign \$87  = cmd[145] ? \$86  : \$441 [7:0];
-  assign \$88  = $signed(acc_rd__data[511:480]) + $signed(bias_15);
-  assign \$89  = $signed(x1_15) * $signed(mult_15);
-  assign \$90  = $signed(\$457 [7:0]) > $signed(cmd[143:136]);
-  assign \$91  = \$90  ? \$457 [7:0] : cmd[143:136];
-  assign \$92  = cmd[145] ? \$91  : \$457 [7:0];
-  assign \$93  = retired + 1'h1;
-  assign \$94  = ! retired;
-  assign \$95  = $signed(max4_0) > $signed(out4_0);
-  assign \$96  = \$95  ? max4_0 : out4_0;
-  assign \$97  = \$94  ? out4_0 : \$96 ;
-  assign \$98  = ! retired;
-  assign \$99  = $signed(max4_1) > $signed(out4_1);
-  assign \$100  = \$99  ? max4_1 : out4_1;
-  assign \$101  = \$98  ? out4_1 : \$100 ;
-  assign \$102  = ! retired;
-  assign \$103  = $signed(max4_2) > $signed(out4_2);
-  assign \$104  = \$103  ? max4_2 : out4_2;
-  assign \$105  = \$102  ? out4_2 : \$104 ;
-  assign \$106  = ! retired;
-  assign \$107  = $signed(max4_3) > $signed(out4_3);
-  assign \$108  = \$107  ? max4_3 : out4_3;
-  assign \$109  = \$106  ? out4_3 : \$108 ;
-  assign \$110  = ! retired;
-  assign \$111  = $signed(max4_4) > $signed(out4_4);
-  assign \$112  = \$111  ? max4_4 : out4_4;
-  assign \$113  = \$110  ? out4_4 : \$112 ;
-  assign \$114  = ! retired;
-  assign \$115  = $signed(max4_5) > $signed(out4_5);
-  assign \$116  = \$115  ? max4_5 : out4_5;
-  assign \$117  = \$114  ? out4_5 : \$116 ;
-  assign \$118  = ! retired;
-  assign \$119  = $signed(max4_6) > $signed(out4_6);
-  assign \$120  = \$119  ? max4_6 : out4_6;
-  assign \$121  = \$118  ? out4_6 : \$120 ;
-  assign \$122  = ! retired;
-  assign \$123  = $signed(max4_7) > $signed(out4_7);
-  assign \$124  = \$123  ? max4_7 : out4_7;
-  assign \$125  = \$122  ? out4_7 : \$124 ;
-  assign \$126  = ! retired;
-  assign \$127  = $signed(max4_8) > $signed(out4_8);
-  assign \$128  = \$127  ? max4_8 : out4_8;
-  assign \$129  = \$126  ? out4_8 : \$128 ;
-  assign \$130  = ! retired;
-  assign \$131  = $signed(max4_9) > $signed(out4_9);
-  assign \$132  = \$131  ? max4_9 : out4_9;
-  assign \$133  = \$130  ? out4_9 : \$132 ;
-  assign \$134  = ! retired;
-  assign \$135  = $signed(max4_10) > $signed(out4_10);
-  assign \$136  = \$135  ? max4_10 : out4_10;
-  assign \$137  = \$134  ? out4_10 : \$136 ;
-  assign \$138  = ! retired;
-  assign \$139  = $signed(max4_11) > $signed(out4_11);
-  assign \$140  = \$139  ? max4_11 : out4_11;
-  assign \$141  = \$138  ? out4_11 : \$140 ;
-  assign \$142  = ! retired;
-  assign \$143  = $signed(max4_12) > $signed(out4_12);
-  assign \$144  = \$143  ? max4_12 : out4_12;
-  assign \$145  = \$142  ? out4_12 : \$144 ;
-  assign \$146  = ! retired;
-  assign \$147  = $signed(max4_13) > $signed(out4_13);
-  assign \$148  = \$147  ? max4_13 : out4_13;
-  assign \$149  = \$146  ? out4_13 : \$148 ;
-  assign \$150  = ! retired;
-  assign \$151  = $signed(max4_14) > $signed(out4_14);
-  assign \$152  = \$151  ? max4_14 : out4_14;
-  assign \$153  = \$150  ? out4_14 : \$152 ;
-  assign \$154  = ! retired;
-  assign \$155  = $signed(max4_15) > $signed(out4_15);
-  assign \$156  = \$155  ? max4_15 : out4_15;
-  assign \$157  = \$154  ? out4_15 : \$156 ;
-  assign \$158  = cmd[39:20] + retired;
-  assign \$159  = retired == cmd[55:40];
-  assign \$160  = \$470  & \$159 ;
-  assign \$161  = \$160  & cmd[147];
-  assign \$162  = cmd[19:0] + cmd[55:40];
-  assign \$163  = \$162  > 14'h2000;
-  assign \$164  = cmd[75:56] >= 14'h2000;
-  assign \$165  = cmd[144] & \$164 ;
-  assign \$166  = \$163  | \$165 ;
-  assign \$167  = cmd[95:76] >= 14'h2000;
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = cmd[115:96] >= 14'h2000;
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = cmd[39:20] >= 15'h4000;
-  assign \$172  = cmd[39:20] + cmd[55:40];
-  assign \$173  = \$172  > 15'h4000;
-  assign \$174  = cmd[147] ? \$171  : \$173 ;
-  assign \$175  = \$170  | \$174 ;
-  assign \$176  = cmd[135:116] + cmd[55:40];
-  assign \$177  = \$176  > 15'h4000;
-  assign \$178  = cmd[146] & \$177 ;
-  assign range_bad = \$175  | \$178 ;
-  assign \$179  = | acc_rd__data[31:6];
-  assign \$180  = | acc_rd__data[63:38];
-  assign \$181  = | acc_rd__data[95:70];
-  assign \$182  = | acc_rd__data[127:102];
-  assign \$183  = | acc_rd__data[159:134];
-  assign \$184  = | acc_rd__data[191:166];
-  assign \$185  = | acc_rd__data[223:198];
-  assign \$186  = | acc_rd__data[255:230];
-  assign \$187  = | acc_rd__data[287:262];
-  assign \$188  = | acc_rd__data[319:294];
-  assign \$189  = | acc_rd__data[351:326];
-  assign \$190  = | acc_rd__data[383:358];
-  assign \$191  = | acc_rd__data[415:390];
-  assign \$192  = | acc_rd__data[447:422];
-  assign \$193  = | acc_rd__data[479:454];
-  assign \$194  = | acc_rd__data[511:486];
-  assign shift_bad = | { \$194 , \$193 , \$192 , \$191 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184 , \$183 , \$182 , \$181 , \$180 , \$179  };
-  assign \$195  = ! pidx;
-  assign \$196  = pidx == 1'h1;
-  assign \$197  = \$196  ? cmd[95:76] : cmd[115:96];
-  assign \$198  = \$195  ? cmd[75:56] : \$197 ;
-  assign \$199  = issued != cmd[55:40];
-  assign \$200  = cmd[19:0] + issued;
-  assign \$201  = issued != cmd[55:40];
-  assign \$202  = \$201  & cmd[146];
-  assign \$203  = cmd[135:116] + issued;
-  assign \$204  = issued != cmd[55:40];
-  assign \$205  = \$204  & acc_rd__gnt;
-  assign \$206  = ~ cmd[146];
-  assign \$207  = spad_rd__gnt | \$206 ;
-  assign \$208  = \$205  & \$207 ;
-  assign ctl__busy = ~ \$465 ;
-  assign \$209  = 1'h1 << shift_0;
-  assign \$210  = $signed(p2_0) + $signed({ 1'h0, rnd_0 });
-  assign r_0 = $signed(\$210 [65:0]) >>> shift_0;
-  assign \$211  = $signed(r_0) + $signed(cmd[143:136]);
-  assign \$212  = $signed(\$211 ) > $signed(8'h7f);
-  assign \$213  = $signed(r_0) + $signed(cmd[143:136]);
-  assign \$214  = $signed(\$213 ) < $signed(8'h80);
-  assign \$215  = $signed(r_0) + $signed(cmd[143:136]);
-  assign \$216  = \$214  ? 67'h7ffffffffffffff80 : \$215 ;
-  assign \$217  = \$212  ? 67'h0000000000000007f : \$216 ;
-  assign \$218  = $signed(y3_0) + $signed(res3_0);
-  assign \$219  = $signed(\$218 ) > $signed(8'h7f);
-  assign \$220  = $signed(y3_0) + $signed(res3_0);
-  assign \$221  = $signed(\$220 ) < $signed(8'h80);
-  assign \$222  = $signed(y3_0) + $signed(res3_0);
-  assign \$223  = \$221  ? 9'h180 : \$222 ;
-  assign \$224  = \$219  ? 9'h07f : \$223 ;
-  assign out4_0 = cmd[146] ? \$224 [7:0] : y3_0;
-  assign \$225  = 1'h1 << shift_1;
-  assign \$226  = $signed(p2_1) + $signed({ 1'h0, rnd_1 });
-  assign r_1 = $signed(\$226 [65:0]) >>> shift_1;
-  assign \$227  = $signed(r_1) + $signed(cmd[143:136]);
-  assign \$228  = $signed(\$227 ) > $signed(8'h7f);
-  assign \$229  = $signed(r_1) + $signed(cmd[143:136]);
-  assign \$230  = $signed(\$229 ) < $signed(8'h80);
-  assign \$231  = $signed(r_1) + $signed(cmd[143:136]);
-  assign \$232  = \$230  ? 67'h7ffffffffffffff80 : \$231 ;
-  assign \$233  = \$228  ? 67'h0000000000000007f : \$232 ;
-  assign \$234  = $signed(y3_1) + $signed(res3_1);
-  assign \$235  = $signed(\$234 ) > $signed(8'h7f);
-  assign \$236  = $signed(y3_1) + $signed(res3_1);
-  assign \$237  = $signed(\$236 ) < $signed(8'h80);
-  assign \$238  = $signed(y3_1) + $signed(res3_1);
-  assign \$239  = \$237  ? 9'h180 : \$238 ;
-  assign \$240  = \$235  ? 9'h07f : \$239 ;
-  assign out4_1 = cmd[146] ? \$240 [7:0] : y3_1;
-  assign \$241  = 1'h1 << shift_2;
-  assign \$242  = $signed(p2_2) + $signed({ 1'h0, rnd_2 });
-  assign r_2 = $signed(\$242 [65:0]) >>> shift_2;
-  assign \$243  = $signed(r_2) + $signed(cmd[143:136]);
-  assign \$244  = $signed(\$243 ) > $signed(8'h7f);
-  assign \$245  = $signed(r_2) + $signed(cmd[143:136]);
+  assign \$13  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$14  = v1 ? res1_0 : res2_0;
+  assign \$15  = v2 ? res2_0 : res3_0;
+  assign \$16  = v3 ? res3_0 : res4_0;
+  assign \$17  = v4 ? res4_0 : res5_0;
+  assign \$18  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$19  = v1 ? res1_1 : res2_1;
+  assign \$20  = v2 ? res2_1 : res3_1;
+  assign \$21  = v3 ? res3_1 : res4_1;
+  assign \$22  = v4 ? res4_1 : res5_1;
+  assign \$23  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$24  = v1 ? res1_2 : res2_2;
+  assign \$25  = v2 ? res2_2 : res3_2;
+  assign \$26  = v3 ? res3_2 : res4_2;
+  assign \$27  = v4 ? res4_2 : res5_2;
+  assign \$28  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$29  = v1 ? res1_3 : res2_3;
+  assign \$30  = v2 ? res2_3 : res3_3;
+  assign \$31  = v3 ? res3_3 : res4_3;
+  assign \$32  = v4 ? res4_3 : res5_3;
+  assign \$33  = v0 ? spad_rd__data[39:32] : res1_4;
+  assign \$34  = v1 ? res1_4 : res2_4;
+  assign \$35  = v2 ? res2_4 : res3_4;
+  assign \$36  = v3 ? res3_4 : res4_4;
+  assign \$37  = v4 ? res4_4 : res5_4;
+  assign \$38  = v0 ? spad_rd__data[47:40] : res1_5;
+  assign \$39  = v1 ? res1_5 : res2_5;
+  assign \$40  = v2 ? res2_5 : res3_5;
+  assign \$41  = v3 ? res3_5 : res4_5;
+  assign \$42  = v4 ? res4_5 : res5_5;
+  assign \$43  = v0 ? spad_rd__data[55:48] : res1_6;
+  assign \$44  = v1 ? res1_6 : res2_6;
+  assign \$45  = v2 ? res2_6 : res3_6;
+  assign \$46  = v3 ? res3_6 : res4_6;
+  assign \$47  = v4 ? res4_6 : res5_6;
+  assign \$48  = v0 ? spad_rd__data[63:56] : res1_7;
+  assign \$49  = v1 ? res1_7 : res2_7;
+  assign \$50  = v2 ? res2_7 : res3_7;
+  assign \$51  = v3 ? res3_7 : res4_7;
+  assign \$52  = v4 ? res4_7 : res5_7;
+  assign \$53  = v0 ? spad_rd__data[71:64] : res1_8;
+  assign \$54  = v1 ? res1_8 : res2_8;
+  assign \$55  = v2 ? res2_8 : res3_8;
+  assign \$56  = v3 ? res3_8 : res4_8;
+  assign \$57  = v4 ? res4_8 : res5_8;
+  assign \$58  = v0 ? spad_rd__data[79:72] : res1_9;
+  assign \$59  = v1 ? res1_9 : res2_9;
+  assign \$60  = v2 ? res2_9 : res3_9;
+  assign \$61  = v3 ? res3_9 : res4_9;
+  assign \$62  = v4 ? res4_9 : res5_9;
+  assign \$63  = v0 ? spad_rd__data[87:80] : res1_10;
+  assign \$64  = v1 ? res1_10 : res2_10;
+  assign \$65  = v2 ? res2_10 : res3_10;
+  assign \$66  = v3 ? res3_10 : res4_10;
+  assign \$67  = v4 ? res4_10 : res5_10;
+  assign \$68  = v0 ? spad_rd__data[95:88] : res1_11;
+  assign \$69  = v1 ? res1_11 : res2_11;
+  assign \$70  = v2 ? res2_11 : res3_11;
+  assign \$71  = v3 ? res3_11 : res4_11;
+  assign \$72  = v4 ? res4_11 : res5_11;
+  assign \$73  = v0 ? spad_rd__data[103:96] : res1_12;
+  assign \$74  = v1 ? res1_12 : res2_12;
+  assign \$75  = v2 ? res2_12 : res3_12;
+  assign \$76  = v3 ? res3_12 : res4_12;
+  assign \$77  = v4 ? res4_12 : res5_12;
+  assign \$78  = v0 ? spad_rd__data[111:104] : res1_13;
+  assign \$79  = v1 ? res1_13 : res2_13;
+  assign \$80  = v2 ? res2_13 : res3_13;
+  assign \$81  = v3 ? res3_13 : res4_13;
+  assign \$82  = v4 ? res4_13 : res5_13;
+  assign \$83  = v0 ? spad_rd__data[119:112] : res1_14;
+  assign \$84  = v1 ? res1_14 : res2_14;
+  assign \$85  = v2 ? res2_14 : res3_14;
+  assign \$86  = v3 ? res3_14 : res4_14;
+  assign \$87  = v4 ? res4_14 : res5_14;
+  assign \$88  = v0 ? spad_rd__data[127:120] : res1_15;
+  assign \$89  = v1 ? res1_15 : res2_15;
+  assign \$90  = v2 ? res2_15 : res3_15;
+  assign \$91  = v3 ? res3_15 : res4_15;
+  assign \$92  = v4 ? res4_15 : res5_15;
+  assign \$93  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$94  = v0 ? \$93 [31:0] : x1_0;
+  assign \$95  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$96  = v1 ? { \$95 [47], \$95  } : plo2_0;
+  assign \$97  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$98  = v1 ? \$97  : phi2_0;
+  assign \$100  = $signed(plo2_0) + $signed(\$99 );
+  assign \$101  = v2 ? \$100  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$102  = $signed(p3_0) >>> shift_0;
+  assign \$103  = v3 ? \$102  : sh4_0;
+  assign \$105  = \$104  >> shift_0;
+  assign \$106  = v3 ? \$105  : rb4_0;
+  assign \$107  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$108  = $signed(\$107 ) + $signed(cmd[143:136]);
+  assign \$109  = $signed(\$108 ) > $signed(8'h7f);
+  assign \$110  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$111  = $signed(\$110 ) + $signed(cmd[143:136]);
+  assign \$112  = $signed(\$111 ) < $signed(8'h80);
+  assign \$113  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$114  = $signed(\$113 ) + $signed(cmd[143:136]);
+  assign \$115  = \$112  ? 13'h1f80 : \$114 ;
+  assign \$116  = \$109  ? 13'h007f : \$115 ;
+  assign \$117  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$118  = fits5_0 ? \$116 [7:0] : \$117 ;
+  assign \$119  = $signed(\$118 ) > $signed(cmd[143:136]);
+  assign \$120  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$121  = $signed(\$120 ) + $signed(cmd[143:136]);
+  assign \$122  = $signed(\$121 ) > $signed(8'h7f);
+  assign \$123  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$124  = $signed(\$123 ) + $signed(cmd[143:136]);
+  assign \$125  = $signed(\$124 ) < $signed(8'h80);
+  assign \$126  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$127  = $signed(\$126 ) + $signed(cmd[143:136]);
+  assign \$128  = \$125  ? 13'h1f80 : \$127 ;
+  assign \$129  = \$122  ? 13'h007f : \$128 ;
+  assign \$130  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$131  = fits5_0 ? \$129 [7:0] : \$130 ;
+  assign \$132  = \$119  ? \$131  : cmd[143:136];
+  assign \$133  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$134  = $signed(\$133 ) + $signed(cmd[143:136]);
+  assign \$135  = $signed(\$134 ) > $signed(8'h7f);
+  assign \$136  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$137  = $signed(\$136 ) + $signed(cmd[143:136]);
+  assign \$138  = $signed(\$137 ) < $signed(8'h80);
+  assign \$139  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$140  = $signed(\$139 ) + $signed(cmd[143:136]);
+  assign \$141  = \$138  ? 13'h1f80 : \$140 ;
+  assign \$142  = \$135  ? 13'h007f : \$141 ;
+  assign \$143  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$144  = fits5_0 ? \$142 [7:0] : \$143 ;
+  assign \$145  = cmd[145] ? \$132  : \$144 ;
+  assign \$146  = v4 ? \$145  : y5_0;
+  assign \$147  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$148  = v0 ? \$147 [31:0] : x1_1;
+  assign \$149  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$150  = v1 ? { \$149 [47], \$149  } : plo2_1;
+  assign \$151  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$152  = v1 ? \$151  : phi2_1;
+  assign \$154  = $signed(plo2_1) + $signed(\$153 );
+  assign \$155  = v2 ? \$154  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$156  = $signed(p3_1) >>> shift_1;
+  assign \$157  = v3 ? \$156  : sh4_1;
+  assign \$159  = \$158  >> shift_1;
+  assign \$160  = v3 ? \$159  : rb4_1;
+  assign \$161  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$162  = $signed(\$161 ) + $signed(cmd[143:136]);
+  assign \$163  = $signed(\$162 ) > $signed(8'h7f);
+  assign \$164  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$165  = $signed(\$164 ) + $signed(cmd[143:136]);
+  assign \$166  = $signed(\$165 ) < $signed(8'h80);
+  assign \$167  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$168  = $signed(\$167 ) + $signed(cmd[143:136]);
+  assign \$169  = \$166  ? 13'h1f80 : \$168 ;
+  assign \$170  = \$163  ? 13'h007f : \$169 ;
+  assign \$171  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$172  = fits5_1 ? \$170 [7:0] : \$171 ;
+  assign \$173  = $signed(\$172 ) > $signed(cmd[143:136]);
+  assign \$174  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$175  = $signed(\$174 ) + $signed(cmd[143:136]);
+  assign \$176  = $signed(\$175 ) > $signed(8'h7f);
+  assign \$177  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$178  = $signed(\$177 ) + $signed(cmd[143:136]);
+  assign \$179  = $signed(\$178 ) < $signed(8'h80);
+  assign \$180  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$181  = $signed(\$180 ) + $signed(cmd[143:136]);
+  assign \$182  = \$179  ? 13'h1f80 : \$181 ;
+  assign \$183  = \$176  ? 13'h007f : \$182 ;
+  assign \$184  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$185  = fits5_1 ? \$183 [7:0] : \$184 ;
+  assign \$186  = \$173  ? \$185  : cmd[143:136];
+  assign \$187  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$188  = $signed(\$187 ) + $signed(cmd[143:136]);
+  assign \$189  = $signed(\$188 ) > $signed(8'h7f);
+  assign \$190  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$191  = $signed(\$190 ) + $signed(cmd[143:136]);
+  assign \$192  = $signed(\$191 ) < $signed(8'h80);
+  assign \$193  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$194  = $signed(\$193 ) + $signed(cmd[143:136]);
+  assign \$195  = \$192  ? 13'h1f80 : \$194 ;
+  assign \$196  = \$189  ? 13'h007f : \$195 ;
+  assign \$197  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$198  = fits5_1 ? \$196 [7:0] : \$197 ;
+  assign \$199  = cmd[145] ? \$186  : \$198 ;
+  assign \$200  = v4 ? \$199  : y5_1;
+  assign \$201  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$202  = v0 ? \$201 [31:0] : x1_2;
+  assign \$203  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$204  = v1 ? { \$203 [47], \$203  } : plo2_2;
+  assign \$205  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$206  = v1 ? \$205  : phi2_2;
+  assign \$208  = $signed(plo2_2) + $signed(\$207 );
+  assign \$209  = v2 ? \$208  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$210  = $signed(p3_2) >>> shift_2;
+  assign \$211  = v3 ? \$210  : sh4_2;
+  assign \$213  = \$212  >> shift_2;
+  assign \$214  = v3 ? \$213  : rb4_2;
+  assign \$215  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$216  = $signed(\$215 ) + $signed(cmd[143:136]);
+  assign \$217  = $signed(\$216 ) > $signed(8'h7f);
+  assign \$218  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$219  = $signed(\$218 ) + $signed(cmd[143:136]);
+  assign \$220  = $signed(\$219 ) < $signed(8'h80);
+  assign \$221  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$222  = $signed(\$221 ) + $signed(cmd[143:136]);
+  assign \$223  = \$220  ? 13'h1f80 : \$222 ;
+  assign \$224  = \$217  ? 13'h007f : \$223 ;
+  assign \$225  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$226  = fits5_2 ? \$224 [7:0] : \$225 ;
+  assign \$227  = $signed(\$226 ) > $signed(cmd[143:136]);
+  assign \$228  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$229  = $signed(\$228 ) + $signed(cmd[143:136]);
+  assign \$230  = $signed(\$229 ) > $signed(8'h7f);
+  assign \$231  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$232  = $signed(\$231 ) + $signed(cmd[143:136]);
+  assign \$233  = $signed(\$232 ) < $signed(8'h80);
+  assign \$234  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$235  = $signed(\$234 ) + $signed(cmd[143:136]);
+  assign \$236  = \$233  ? 13'h1f80 : \$235 ;
+  assign \$237  = \$230  ? 13'h007f : \$236 ;
+  assign \$238  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$239  = fits5_2 ? \$237 [7:0] : \$238 ;
+  assign \$240  = \$227  ? \$239  : cmd[143:136];
+  assign \$241  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$242  = $signed(\$241 ) + $signed(cmd[143:136]);
+  assign \$243  = $signed(\$242 ) > $signed(8'h7f);
+  assign \$244  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$245  = $signed(\$244 ) + $signed(cmd[143:136]);
   assign \$246  = $signed(\$245 ) < $signed(8'h80);
-  assign \$247  = $signed(r_2) + $signed(cmd[143:136]);
-  assign \$248  = \$246  ? 67'h7ffffffffffffff80 : \$247 ;
-  assign \$249  = \$244  ? 67'h0000000000000007f : \$248 ;
-  assign \$250  = $signed(y3_2) + $signed(res3_2);
-  assign \$251  = $signed(\$250 ) > $signed(8'h7f);
-  assign \$252  = $signed(y3_2) + $signed(res3_2);
-  assign \$253  = $signed(\$252 ) < $signed(8'h80);
-  assign \$254  = $signed(y3_2) + $signed(res3_2);
-  assign \$255  = \$253  ? 9'h180 : \$254 ;
-  assign \$256  = \$251  ? 9'h07f : \$255 ;
-  assign out4_2 = cmd[146] ? \$256 [7:0] : y3_2;
-  assign \$257  = 1'h1 << shift_3;
-  assign \$258  = $signed(p2_3) + $signed({ 1'h0, rnd_3 });
-  assign r_3 = $signed(\$258 [65:0]) >>> shift_3;
-  assign \$259  = $signed(r_3) + $signed(cmd[143:136]);
-  assign \$260  = $signed(\$259 ) > $signed(8'h7f);
-  assign \$261  = $signed(r_3) + $signed(cmd[143:136]);
-  assign \$262  = $signed(\$261 ) < $signed(8'h80);
-  assign \$263  = $signed(r_3) + $signed(cmd[143:136]);
-  assign \$264  = \$262  ? 67'h7ffffffffffffff80 : \$263 ;
-  assign \$265  = \$260  ? 67'h0000000000000007f : \$264 ;
-  assign \$266  = $signed(y3_3) + $signed(res3_3);
-  assign \$267  = $signed(\$266 ) > $signed(8'h7f);
-  assign \$268  = $signed(y3_3) + $signed(res3_3);
-  assign \$269  = $signed(\$268 ) < $signed(8'h80);
-  assign \$270  = $signed(y3_3) + $signed(res3_3);
-  assign \$271  = \$269  ? 9'h180 : \$270 ;
-  assign \$272  = \$267  ? 9'h07f : \$271 ;
-  assign out4_3 = cmd[146] ? \$272 [7:0] : y3_3;
-  assign \$273  = 1'h1 << shift_4;
-  assign \$274  = $signed(p2_4) + $signed({ 1'h0, rnd_4 });
-  assign r_4 = $signed(\$274 [65:0]) >>> shift_4;
-  assign \$275  = $signed(r_4) + $signed(cmd[143:136]);
-  assign \$276  = $signed(\$275 ) > $signed(8'h7f);
-  assign \$277  = $signed(r_4) + $signed(cmd[143:136]);
-  assign \$278  = $signed(\$277 ) < $signed(8'h80);
-  assign \$279  = $signed(r_4) + $signed(cmd[143:136]);
-  assign \$280  = \$278  ? 67'h7ffffffffffffff80 : \$279 ;
-  assign \$281  = \$276  ? 67'h0000000000000007f : \$280 ;
-  assign \$282  = $signed(y3_4) + $signed(res3_4);
-  assign \$283  = $signed(\$282 ) > $signed(8'h7f);
-  assign \$284  = $signed(y3_4) + $signed(res3_4);
-  assign \$285  = $signed(\$284 ) < $signed(8'h80);
-  assign \$286  = $signed(y3_4) + $signed(res3_4);
-  assign \$287  = \$285  ? 9'h180 : \$286 ;
-  assign \$288  = \$283  ? 9'h07f : \$287 ;
-  assign out4_4 = cmd[146] ? \$288 [7:0] : y3_4;
-  assign \$289  = 1'h1 << shift_5;
-  assign \$290  = $signed(p2_5) + $signed({ 1'h0, rnd_5 });
-  assign r_5 = $signed(\$290 [65:0]) >>> shift_5;
-  assign \$291  = $signed(r_5) + $signed(cmd[143:136]);
-  assign \$292  = $signed(\$291 ) > $signed(8'h7f);
-  assign \$293  = $signed(r_5) + $signed(cmd[143:136]);
-  assign \$294  = $signed(\$293 ) < $signed(8'h80);
-  assign \$295  = $signed(r_5) + $signed(cmd[143:136]);
-  assign \$296  = \$294  ? 67'h7ffffffffffffff80 : \$295 ;
-  assign \$297  = \$292  ? 67'h0000000000000007f : \$296 ;
-  assign \$298  = $signed(y3_5) + $signed(res3_5);
-  assign \$299  = $signed(\$298 ) > $signed(8'h7f);
-  assign \$300  = $signed(y3_5) + $signed(res3_5);
-  assign \$301  = $signed(\$300 ) < $signed(8'h80);
-  assign \$302  = $signed(y3_5) + $signed(res3_5);
-  assign \$303  = \$301  ? 9'h180 : \$302 ;
-  assign \$304  = \$299  ? 9'h07f : \$303 ;
-  assign out4_5 = cmd[146] ? \$304 [7:0] : y3_5;
-  assign \$305  = 1'h1 << shift_6;
-  assign \$306  = $signed(p2_6) + $signed({ 1'h0, rnd_6 });
-  assign r_6 = $signed(\$306 [65:0]) >>> shift_6;
-  assign \$307  = $signed(r_6) + $signed(cmd[143:136]);
-  assign \$308  = $signed(\$307 ) > $signed(8'h7f);
-  assign \$309  = $signed(r_6) + $signed(cmd[143:136]);
-  assign \$310  = $signed(\$309 ) < $signed(8'h80);
-  assign \$311  = $signed(r_6) + $signed(cmd[143:136]);
-  assign \$312  = \$310  ? 67'h7ffffffffffffff80 : \$311 ;
-  assign \$313  = \$308  ? 67'h0000000000000007f : \$312 ;
-  assign \$314  = $signed(y3_6) + $signed(res3_6);
-  assign \$315  = $signed(\$314 ) > $signed(8'h7f);
-  assign \$316  = $signed(y3_6) + $signed(res3_6);
-  assign \$317  = $signed(\$316 ) < $signed(8'h80);
-  assign \$318  = $signed(y3_6) + $signed(res3_6);
-  assign \$319  = \$317  ? 9'h180 : \$318 ;
-  assign \$320  = \$315  ? 9'h07f : \$319 ;
-  assign out4_6 = cmd[146] ? \$320 [7:0] : y3_6;
-  assign \$321  = 1'h1 << shift_7;
-  assign \$322  = $signed(p2_7) + $signed({ 1'h0, rnd_7 });
-  assign r_7 = $signed(\$322 [65:0]) >>> shift_7;
-  assign \$323  = $signed(r_7) + $signed(cmd[143:136]);
-  assign \$324  = $signed(\$323 ) > $signed(8'h7f);
-  assign \$325  = $signed(r_7) + $signed(cmd[143:136]);
-  assign \$326  = $signed(\$325 ) < $signed(8'h80);
-  assign \$327  = $signed(r_7) + $signed(cmd[143:136]);
+  assign \$247  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$248  = $signed(\$247 ) + $signed(cmd[143:136]);
+  assign \$249  = \$246  ? 13'h1f80 : \$248 ;
+  assign \$250  = \$243  ? 13'h007f : \$249 ;
+  assign \$251  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$252  = fits5_2 ? \$250 [7:0] : \$251 ;
+  assign \$253  = cmd[145] ? \$240  : \$252 ;
+  assign \$254  = v4 ? \$253  : y5_2;
+  assign \$255  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$256  = v0 ? \$255 [31:0] : x1_3;
+  assign \$257  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$258  = v1 ? { \$257 [47], \$257  } : plo2_3;
+  assign \$259  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$260  = v1 ? \$259  : phi2_3;
+  assign \$262  = $signed(plo2_3) + $signed(\$261 );
+  assign \$263  = v2 ? \$262  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$264  = $signed(p3_3) >>> shift_3;
+  assign \$265  = v3 ? \$264  : sh4_3;
+  assign \$267  = \$266  >> shift_3;
+  assign \$268  = v3 ? \$267  : rb4_3;
+  assign \$269  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$270  = $signed(\$269 ) + $signed(cmd[143:136]);
+  assign \$271  = $signed(\$270 ) > $signed(8'h7f);
+  assign \$272  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$273  = $signed(\$272 ) + $signed(cmd[143:136]);
+  assign \$274  = $signed(\$273 ) < $signed(8'h80);
+  assign \$275  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$276  = $signed(\$275 ) + $signed(cmd[143:136]);
+  assign \$277  = \$274  ? 13'h1f80 : \$276 ;
+  assign \$278  = \$271  ? 13'h007f : \$277 ;
+  assign \$279  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$280  = fits5_3 ? \$278 [7:0] : \$279 ;
+  assign \$281  = $signed(\$280 ) > $signed(cmd[143:136]);
+  assign \$282  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$283  = $signed(\$282 ) + $signed(cmd[143:136]);
+  assign \$284  = $signed(\$283 ) > $signed(8'h7f);
+  assign \$285  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$286  = $signed(\$285 ) + $signed(cmd[143:136]);
+  assign \$287  = $signed(\$286 ) < $signed(8'h80);
+  assign \$288  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$289  = $signed(\$288 ) + $signed(cmd[143:136]);
+  assign \$290  = \$287  ? 13'h1f80 : \$289 ;
+  assign \$291  = \$284  ? 13'h007f : \$290 ;
+  assign \$292  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$293  = fits5_3 ? \$291 [7:0] : \$292 ;
+  assign \$294  = \$281  ? \$293  : cmd[143:136];
+  assign \$295  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$296  = $signed(\$295 ) + $signed(cmd[143:136]);
+  assign \$297  = $signed(\$296 ) > $signed(8'h7f);
+  assign \$298  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$299  = $signed(\$298 ) + $signed(cmd[143:136]);
+  assign \$300  = $signed(\$299 ) < $signed(8'h80);
+  assign \$301  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$302  = $signed(\$301 ) + $signed(cmd[143:136]);
+  assign \$303  = \$300  ? 13'h1f80 : \$302 ;
+  assign \$304  = \$297  ? 13'h007f : \$303 ;
+  assign \$305  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$306  = fits5_3 ? \$304 [7:0] : \$305 ;
+  assign \$307  = cmd[145] ? \$294  : \$306 ;
+  assign \$308  = v4 ? \$307  : y5_3;
+  assign \$309  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
+  assign \$310  = v0 ? \$309 [31:0] : x1_4;
+  assign \$311  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
+  assign \$312  = v1 ? { \$311 [47], \$311  } : plo2_4;
+  assign \$313  = $signed(x1_4) * $signed(mult_4[31:16]);
+  assign \$314  = v1 ? \$313  : phi2_4;
+  assign \$316  = $signed(plo2_4) + $signed(\$315 );
+  assign \$317  = v2 ? \$316  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
+  assign \$318  = $signed(p3_4) >>> shift_4;
+  assign \$319  = v3 ? \$318  : sh4_4;
+  assign \$321  = \$320  >> shift_4;
+  assign \$322  = v3 ? \$321  : rb4_4;
+  assign \$323  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$324  = $signed(\$323 ) + $signed(cmd[143:136]);
+  assign \$325  = $signed(\$324 ) > $signed(8'h7f);
+  assign \$326  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$327  = $signed(\$326 ) + $signed(cmd[143:136]);
+  assign \$328  = $signed(\$327 ) < $signed(8'h80);
+  assign \$329  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$330  = $signed(\$329 ) + $signed(cmd[143:136]);
+  assign \$331  = \$328  ? 13'h1f80 : \$330 ;
+  assign \$332  = \$325  ? 13'h007f : \$331 ;
+  assign \$333  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$334  = fits5_4 ? \$332 [7:0] : \$333 ;
+  assign \$335  = $signed(\$334 ) > $signed(cmd[143:136]);
+  assign \$336  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$337  = $signed(\$336 ) + $signed(cmd[143:136]);
+  assign \$338  = $signed(\$337 ) > $signed(8'h7f);
+  assign \$339  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$340  = $signed(\$339 ) + $signed(cmd[143:136]);
+  assign \$341  = $signed(\$340 ) < $signed(8'h80);
+  assign \$342  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$343  = $signed(\$342 ) + $signed(cmd[143:136]);
+  assign \$344  = \$341  ? 13'h1f80 : \$343 ;
+  assign \$345  = \$338  ? 13'h007f : \$344 ;
+  assign \$346  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$347  = fits5_4 ? \$345 [7:0] : \$346 ;
+  assign \$348  = \$335  ? \$347  : cmd[143:136];
+  assign \$349  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$350  = $signed(\$349 ) + $signed(cmd[143:136]);
+  assign \$351  = $signed(\$350 ) > $signed(8'h7f);
+  assign \$352  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$353  = $signed(\$352 ) + $signed(cmd[143:136]);
+  assign \$354  = $signed(\$353 ) < $signed(8'h80);
+  assign \$355  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$356  = $signed(\$355 ) + $signed(cmd[143:136]);
+  assign \$357  = \$354  ? 13'h1f80 : \$356 ;
+  assign \$358  = \$351  ? 13'h007f : \$357 ;
+  assign \$359  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$360  = fits5_4 ? \$358 [7:0] : \$359 ;
+  assign \$361  = cmd[145] ? \$348  : \$360 ;
+  assign \$362  = v4 ? \$361  : y5_4;
+  assign \$363  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
+  assign \$364  = v0 ? \$363 [31:0] : x1_5;
+  assign \$365  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
+  assign \$366  = v1 ? { \$365 [47], \$365  } : plo2_5;
+  assign \$367  = $signed(x1_5) * $signed(mult_5[31:16]);
+  assign \$368  = v1 ? \$367  : phi2_5;
+  assign \$370  = $signed(plo2_5) + $signed(\$369 );
+  assign \$371  = v2 ? \$370  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
+  assign \$372  = $signed(p3_5) >>> shift_5;
+  assign \$373  = v3 ? \$372  : sh4_5;
+  assign \$375  = \$374  >> shift_5;
+  assign \$376  = v3 ? \$375  : rb4_5;
+  assign \$377  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$378  = $signed(\$377 ) + $signed(cmd[143:136]);
+  assign \$379  = $signed(\$378 ) > $signed(8'h7f);
+  assign \$380  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$381  = $signed(\$380 ) + $signed(cmd[143:136]);
+  assign \$382  = $signed(\$381 ) < $signed(8'h80);
+  assign \$383  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$384  = $signed(\$383 ) + $signed(cmd[143:136]);
+  assign \$385  = \$382  ? 13'h1f80 : \$384 ;
+  assign \$386  = \$379  ? 13'h007f : \$385 ;
+  assign \$387  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$388  = fits5_5 ? \$386 [7:0] : \$387 ;
+  assign \$389  = $signed(\$388 ) > $signed(cmd[143:136]);
+  assign \$390  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$391  = $signed(\$390 ) + $signed(cmd[143:136]);
+  assign \$392  = $signed(\$391 ) > $signed(8'h7f);
+  assign \$393  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$394  = $signed(\$393 ) + $signed(cmd[143:136]);
+  assign \$395  = $signed(\$394 ) < $signed(8'h80);
+  assign \$396  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$397  = $signed(\$396 ) + $signed(cmd[143:136]);
+  assign \$398  = \$395  ? 13'h1f80 : \$397 ;
+  assign \$399  = \$392  ? 13'h007f : \$398 ;
+  assign \$400  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$401  = fits5_5 ? \$399 [7:0] : \$400 ;
+  assign \$402  = \$389  ? \$401  : cmd[143:136];
+  assign \$403  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$404  = $signed(\$403 ) + $signed(cmd[143:136]);
+  assign \$405  = $signed(\$404 ) > $signed(8'h7f);
+  assign \$406  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$407  = $signed(\$406 ) + $signed(cmd[143:136]);
+  assign \$408  = $signed(\$407 ) < $signed(8'h80);
+  assign \$409  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$410  = $signed(\$409 ) + $signed(cmd[143:136]);
+  assign \$411  = \$408  ? 13'h1f80 : \$410 ;
+  assign \$412  = \$405  ? 13'h007f : \$411 ;
+  assign \$413  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$414  = fits5_5 ? \$412 [7:0] : \$413 ;
+  assign \$415  = cmd[145] ? \$402  : \$414 ;
+  assign \$416  = v4 ? \$415  : y5_5;
+  assign \$417  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
+  assign \$418  = v0 ? \$417 [31:0] : x1_6;
+  assign \$419  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
+  assign \$420  = v1 ? { \$419 [47], \$419  } : plo2_6;
+  assign \$421  = $signed(x1_6) * $signed(mult_6[31:16]);
+  assign \$422  = v1 ? \$421  : phi2_6;
+  assign \$424  = $signed(plo2_6) + $signed(\$423 );
+  assign \$425  = v2 ? \$424  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
+  assign \$426  = $signed(p3_6) >>> shift_6;
+  assign \$427  = v3 ? \$426  : sh4_6;
+  assign \$429  = \$428  >> shift_6;
+  assign \$430  = v3 ? \$429  : rb4_6;
+  assign \$431  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$432  = $signed(\$431 ) + $signed(cmd[143:136]);
+  assign \$433  = $signed(\$432 ) > $signed(8'h7f);
+  assign \$434  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$435  = $signed(\$434 ) + $signed(cmd[143:136]);
+  assign \$436  = $signed(\$435 ) < $signed(8'h80);
+  assign \$437  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$438  = $signed(\$437 ) + $signed(cmd[143:136]);
+  assign \$439  = \$436  ? 13'h1f80 : \$438 ;
+  assign \$440  = \$433  ? 13'h007f : \$439 ;
+  assign \$441  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$442  = fits5_6 ? \$440 [7:0] : \$441 ;
+  assign \$443  = $signed(\$442 ) > $signed(cmd[143:136]);
+  assign \$444  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$445  = $signed(\$444 ) + $signed(cmd[143:136]);
+  assign \$446  = $signed(\$445 ) > $signed(8'h7f);
+  assign \$447  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$448  = $signed(\$447 ) + $signed(cmd[143:136]);
+  assign \$449  = $signed(\$448 ) < $signed(8'h80);
+  assign \$450  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$451  = $signed(\$450 ) + $signed(cmd[143:136]);
+  assign \$452  = \$449  ? 13'h1f80 : \$451 ;
+  assign \$453  = \$446  ? 13'h007f : \$452 ;
+  assign \$454  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$455  = fits5_6 ? \$453 [7:0] : \$454 ;
+  assign \$456  = \$443  ? \$455  : cmd[143:136];
+  assign \$457  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$458  = $signed(\$457 ) + $signed(cmd[143:136]);
+  assign \$459  = $signed(\$458 ) > $signed(8'h7f);
+  assign \$460  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$461  = $signed(\$460 ) + $signed(cmd[143:136]);
+  assign \$462  = $signed(\$461 ) < $signed(8'h80);
+  assign \$463  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$464  = $signed(\$463 ) + $signed(cmd[143:136]);
+  assign \$465  = \$462  ? 13'h1f80 : \$464 ;
+  assign \$466  = \$459  ? 13'h007f : \$465 ;
+  assign \$467  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$468  = fits5_6 ? \$466 [7:0] : \$467 ;
+  assign \$469  = cmd[145] ? \$456  : \$468 ;
+  assign \$470  = v4 ? \$469  : y5_6;
+  assign \$471  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
+  assign \$472  = v0 ? \$471 [31:0] : x1_7;
+  assign \$473  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
+  assign \$474  = v1 ? { \$473 [47], \$473  } : plo2_7;
+  assign \$475  = $signed(x1_7) * $signed(mult_7[31:16]);
+  assign \$476  = v1 ? \$475  : phi2_7;
+  assign \$478  = $signed(plo2_7) + $signed(\$477 );
+  assign \$479  = v2 ? \$478  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
+  assign \$480  = $signed(p3_7) >>> shift_7;
+  assign \$481  = v3 ? \$480  : sh4_7;
+  assign \$483  = \$482  >> shift_7;
+  assign \$484  = v3 ? \$483  : rb4_7;
+  assign \$485  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$486  = $signed(\$485 ) + $signed(cmd[143:136]);
+  assign \$487  = $signed(\$486 ) > $signed(8'h7f);
+  assign \$488  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$489  = $signed(\$488 ) + $signed(cmd[143:136]);
+  assign \$490  = $signed(\$489 ) < $signed(8'h80);
+  assign \$491  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$492  = $signed(\$491 ) + $signed(cmd[143:136]);
+  assign \$493  = \$490  ? 13'h1f80 : \$492 ;
+  assign \$494  = \$487  ? 13'h007f : \$493 ;
+  assign \$495  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$496  = fits5_7 ? \$494 [7:0] : \$495 ;
+  assign \$497  = $signed(\$496 ) > $signed(cmd[143:136]);
+  assign \$498  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$499  = $signed(\$498 ) + $signed(cmd[143:136]);
+  assign \$500  = $signed(\$499 ) > $signed(8'h7f);
+  assign \$501  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$502  = $signed(\$501 ) + $signed(cmd[143:136]);
+  assign \$503  = $signed(\$502 ) < $signed(8'h80);
+  assign \$504  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$505  = $signed(\$504 ) + $signed(cmd[143:136]);
+  assign \$506  = \$503  ? 13'h1f80 : \$505 ;
+  assign \$507  = \$500  ? 13'h007f : \$506 ;
+  assign \$508  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$509  = fits5_7 ? \$507 [7:0] : \$508 ;
+  assign \$510  = \$497  ? \$509  : cmd[143:136];
+  assign \$511  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$512  = $signed(\$511 ) + $signed(cmd[143:136]);
+  assign \$513  = $signed(\$512 ) > $signed(8'h7f);
+  assign \$514  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$515  = $signed(\$514 ) + $signed(cmd[143:136]);
+  assign \$516  = $signed(\$515 ) < $signed(8'h80);
+  assign \$517  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$518  = $signed(\$517 ) + $signed(cmd[143:136]);
+  assign \$519  = \$516  ? 13'h1f80 : \$518 ;
+  assign \$520  = \$513  ? 13'h007f : \$519 ;
+  assign \$521  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$522  = fits5_7 ? \$520 [7:0] : \$521 ;
+  assign \$523  = cmd[145] ? \$510  : \$522 ;
+  assign \$524  = v4 ? \$523  : y5_7;
+  assign \$525  = $signed(acc_rd__data[287:256]) + $signed(bias_8);
+  assign \$526  = v0 ? \$525 [31:0] : x1_8;
+  assign \$527  = $signed(x1_8) * $signed({ 1'h0, mult_8[15:0] });
+  assign \$528  = v1 ? { \$527 [47], \$527  } : plo2_8;
+  assign \$529  = $signed(x1_8) * $signed(mult_8[31:16]);
+  assign \$530  = v1 ? \$529  : phi2_8;
+  assign \$532  = $signed(plo2_8) + $signed(\$531 );
+  assign \$533  = v2 ? \$532  : { p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8 };
+  assign \$534  = $signed(p3_8) >>> shift_8;
+  assign \$535  = v3 ? \$534  : sh4_8;
+  assign \$537  = \$536  >> shift_8;
+  assign \$538  = v3 ? \$537  : rb4_8;
+  assign \$539  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$540  = $signed(\$539 ) + $signed(cmd[143:136]);
+  assign \$541  = $signed(\$540 ) > $signed(8'h7f);
+  assign \$542  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$543  = $signed(\$542 ) + $signed(cmd[143:136]);
+  assign \$544  = $signed(\$543 ) < $signed(8'h80);
+  assign \$545  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$546  = $signed(\$545 ) + $signed(cmd[143:136]);
+  assign \$547  = \$544  ? 13'h1f80 : \$546 ;
+  assign \$548  = \$541  ? 13'h007f : \$547 ;
+  assign \$549  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$550  = fits5_8 ? \$548 [7:0] : \$549 ;
+  assign \$551  = $signed(\$550 ) > $signed(cmd[143:136]);
+  assign \$552  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$553  = $signed(\$552 ) + $signed(cmd[143:136]);
+  assign \$554  = $signed(\$553 ) > $signed(8'h7f);
+  assign \$555  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$556  = $signed(\$555 ) + $signed(cmd[143:136]);
+  assign \$557  = $signed(\$556 ) < $signed(8'h80);
+  assign \$558  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$559  = $signed(\$558 ) + $signed(cmd[143:136]);
+  assign \$560  = \$557  ? 13'h1f80 : \$559 ;
+  assign \$561  = \$554  ? 13'h007f : \$560 ;
+  assign \$562  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$563  = fits5_8 ? \$561 [7:0] : \$562 ;
+  assign \$564  = \$551  ? \$563  : cmd[143:136];
+  assign \$565  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$566  = $signed(\$565 ) + $signed(cmd[143:136]);
+  assign \$567  = $signed(\$566 ) > $signed(8'h7f);
+  assign \$568  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$569  = $signed(\$568 ) + $signed(cmd[143:136]);
+  assign \$570  = $signed(\$569 ) < $signed(8'h80);
+  assign \$571  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$572  = $signed(\$571 ) + $signed(cmd[143:136]);
+  assign \$573  = \$570  ? 13'h1f80 : \$572 ;
+  assign \$574  = \$567  ? 13'h007f : \$573 ;
+  assign \$575  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$576  = fits5_8 ? \$574 [7:0] : \$575 ;
+  assign \$577  = cmd[145] ? \$564  : \$576 ;
+  assign \$578  = v4 ? \$577  : y5_8;
+  assign \$579  = $signed(acc_rd__data[319:288]) + $signed(bias_9);
+  assign \$580  = v0 ? \$579 [31:0] : x1_9;
+  assign \$581  = $signed(x1_9) * $signed({ 1'h0, mult_9[15:0] });
+  assign \$582  = v1 ? { \$581 [47], \$581  } : plo2_9;
+  assign \$583  = $signed(x1_9) * $signed(mult_9[31:16]);
+  assign \$584  = v1 ? \$583  : phi2_9;
+  assign \$586  = $signed(plo2_9) + $signed(\$585 );
+  assign \$587  = v2 ? \$586  : { p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9 };
+  assign \$588  = $signed(p3_9) >>> shift_9;
+  assign \$589  = v3 ? \$588  : sh4_9;
+  assign \$591  = \$590  >> shift_9;
+  assign \$592  = v3 ? \$591  : rb4_9;
+  assign \$593  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$594  = $signed(\$593 ) + $signed(cmd[143:136]);
+  assign \$595  = $signed(\$594 ) > $signed(8'h7f);
+  assign \$596  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$597  = $signed(\$596 ) + $signed(cmd[143:136]);
+  assign \$598  = $signed(\$597 ) < $signed(8'h80);
+  assign \$599  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$600  = $signed(\$599 ) + $signed(cmd[143:136]);
+  assign \$601  = \$598  ? 13'h1f80 : \$600 ;
+  assign \$602  = \$595  ? 13'h007f : \$601 ;
+  assign \$603  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$604  = fits5_9 ? \$602 [7:0] : \$603 ;
+  assign \$605  = $signed(\$604 ) > $signed(cmd[143:136]);
+  assign \$606  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$607  = $signed(\$606 ) + $signed(cmd[143:136]);
+  assign \$608  = $signed(\$607 ) > $signed(8'h7f);
+  assign \$609  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$610  = $signed(\$609 ) + $signed(cmd[143:136]);
+  assign \$611  = $signed(\$610 ) < $signed(8'h80);
+  assign \$612  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$613  = $signed(\$612 ) + $signed(cmd[143:136]);
+  assign \$614  = \$611  ? 13'h1f80 : \$613 ;
+  assign \$615  = \$608  ? 13'h007f : \$614 ;
+  assign \$616  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$617  = fits5_9 ? \$615 [7:0] : \$616 ;
+  assign \$618  = \$605  ? \$617  : cmd[143:136];
+  assign \$619  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$620  = $signed(\$619 ) + $signed(cmd[143:136]);
+  assign \$621  = $signed(\$620 ) > $signed(8'h7f);
+  assign \$622  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$623  = $signed(\$622 ) + $signed(cmd[143:136]);
+  assign \$624  = $signed(\$623 ) < $signed(8'h80);
+  assign \$625  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$626  = $signed(\$625 ) + $signed(cmd[143:136]);
+  assign \$627  = \$624  ? 13'h1f80 : \$626 ;
+  assign \$628  = \$621  ? 13'h007f : \$627 ;
+  assign \$629  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$630  = fits5_9 ? \$628 [7:0] : \$629 ;
+  assign \$631  = cmd[145] ? \$618  : \$630 ;
+  assign \$632  = v4 ? \$631  : y5_9;
+  assign \$633  = $signed(acc_rd__data[351:320]) + $signed(bias_10);
+  assign \$634  = v0 ? \$633 [31:0] : x1_10;
+  assign \$635  = $signed(x1_10) * $signed({ 1'h0, mult_10[15:0] });
+  assign \$636  = v1 ? { \$635 [47], \$635  } : plo2_10;
+  assign \$637  = $signed(x1_10) * $signed(mult_10[31:16]);
+  assign \$638  = v1 ? \$637  : phi2_10;
+  assign \$640  = $signed(plo2_10) + $signed(\$639 );
+  assign \$641  = v2 ? \$640  : { p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10 };
+  assign \$642  = $signed(p3_10) >>> shift_10;
+  assign \$643  = v3 ? \$642  : sh4_10;
+  assign \$645  = \$644  >> shift_10;
+  assign \$646  = v3 ? \$645  : rb4_10;
+  assign \$647  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$648  = $signed(\$647 ) + $signed(cmd[143:136]);
+  assign \$649  = $signed(\$648 ) > $signed(8'h7f);
+  assign \$650  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$651  = $signed(\$650 ) + $signed(cmd[143:136]);
+  assign \$652  = $signed(\$651 ) < $signed(8'h80);
+  assign \$653  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$654  = $signed(\$653 ) + $signed(cmd[143:136]);
+  assign \$655  = \$652  ? 13'h1f80 : \$654 ;
+  assign \$656  = \$649  ? 13'h007f : \$655 ;
+  assign \$657  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$658  = fits5_10 ? \$656 [7:0] : \$657 ;
+  assign \$659  = $signed(\$658 ) > $signed(cmd[143:136]);
+  assign \$660  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$661  = $signed(\$660 ) + $signed(cmd[143:136]);
+  assign \$662  = $signed(\$661 ) > $signed(8'h7f);
+  assign \$663  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$664  = $signed(\$663 ) + $signed(cmd[143:136]);
+  assign \$665  = $signed(\$664 ) < $signed(8'h80);
+  assign \$666  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$667  = $signed(\$666 ) + $signed(cmd[143:136]);
+  assign \$668  = \$665  ? 13'h1f80 : \$667 ;
+  assign \$669  = \$662  ? 13'h007f : \$668 ;
+  assign \$670  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$671  = fits5_10 ? \$669 [7:0] : \$670 ;
+  assign \$672  = \$659  ? \$671  : cmd[143:136];
+  assign \$673  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$674  = $signed(\$673 ) + $signed(cmd[143:136]);
+  assign \$675  = $signed(\$674 ) > $signed(8'h7f);
+  assign \$676  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$677  = $signed(\$676 ) + $signed(cmd[143:136]);
+  assign \$678  = $signed(\$677 ) < $signed(8'h80);
+  assign \$679  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$680  = $signed(\$679 ) + $signed(cmd[143:136]);
+  assign \$681  = \$678  ? 13'h1f80 : \$680 ;
+  assign \$682  = \$675  ? 13'h007f : \$681 ;
+  assign \$683  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$684  = fits5_10 ? \$682 [7:0] : \$683 ;
+  assign \$685  = cmd[145] ? \$672  : \$684 ;
+  assign \$686  = v4 ? \$685  : y5_10;
+  assign \$687  = $signed(acc_rd__data[383:352]) + $signed(bias_11);
+  assign \$688  = v0 ? \$687 [31:0] : x1_11;
+  assign \$689  = $signed(x1_11) * $signed({ 1'h0, mult_11[15:0] });
+  assign \$690  = v1 ? { \$689 [47], \$689  } : plo2_11;
+  assign \$691  = $signed(x1_11) * $signed(mult_11[31:16]);
+  assign \$692  = v1 ? \$691  : phi2_11;
+  assign \$694  = $signed(plo2_11) + $signed(\$693 );
+  assign \$695  = v2 ? \$694  : { p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11 };
+  assign \$696  = $signed(p3_11) >>> shift_11;
+  assign \$697  = v3 ? \$696  : sh4_11;
+  assign \$699  = \$698  >> shift_11;
+  assign \$700  = v3 ? \$699  : rb4_11;
+  assign \$701  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$702  = $signed(\$701 ) + $signed(cmd[143:136]);
+  assign \$703  = $signed(\$702 ) > $signed(8'h7f);
+  assign \$704  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$705  = $signed(\$704 ) + $signed(cmd[143:136]);
+  assign \$706  = $signed(\$705 ) < $signed(8'h80);
+  assign \$707  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$708  = $signed(\$707 ) + $signed(cmd[143:136]);
+  assign \$709  = \$706  ? 13'h1f80 : \$708 ;
+  assign \$710  = \$703  ? 13'h007f : \$709 ;
+  assign \$711  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$712  = fits5_11 ? \$710 [7:0] : \$711 ;
+  assign \$713  = $signed(\$712 ) > $signed(cmd[143:136]);
+  assign \$714  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$715  = $signed(\$714 ) + $signed(cmd[143:136]);
+  assign \$716  = $signed(\$715 ) > $signed(8'h7f);
+  assign \$717  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$718  = $signed(\$717 ) + $signed(cmd[143:136]);
+  assign \$719  = $signed(\$718 ) < $signed(8'h80);
+  assign \$720  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$721  = $signed(\$720 ) + $signed(cmd[143:136]);
+  assign \$722  = \$719  ? 13'h1f80 : \$721 ;
+  assign \$723  = \$716  ? 13'h007f : \$722 ;
+  assign \$724  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$725  = fits5_11 ? \$723 [7:0] : \$724 ;
+  assign \$726  = \$713  ? \$725  : cmd[143:136];
+  assign \$727  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$728  = $signed(\$727 ) + $signed(cmd[143:136]);
+  assign \$729  = $signed(\$728 ) > $signed(8'h7f);
+  assign \$730  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$731  = $signed(\$730 ) + $signed(cmd[143:136]);
+  assign \$732  = $signed(\$731 ) < $signed(8'h80);
+  assign \$733  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$734  = $signed(\$733 ) + $signed(cmd[143:136]);
+  assign \$735  = \$732  ? 13'h1f80 : \$734 ;
+  assign \$736  = \$729  ? 13'h007f : \$735 ;
+  assign \$737  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$738  = fits5_11 ? \$736 [7:0] : \$737 ;
+  assign \$739  = cmd[145] ? \$726  : \$738 ;
+  assign \$740  = v4 ? \$739  : y5_11;
+  assign \$741  = $signed(acc_rd__data[415:384]) + $signed(bias_12);
+  assign \$742  = v0 ? \$741 [31:0] : x1_12;
+  assign \$743  = $signed(x1_12) * $signed({ 1'h0, mult_12[15:0] });
+  assign \$744  = v1 ? { \$743 [47], \$743  } : plo2_12;
+  assign \$745  = $signed(x1_12) * $signed(mult_12[31:16]);
+  assign \$746  = v1 ? \$745  : phi2_12;
+  assign \$748  = $signed(plo2_12) + $signed(\$747 );
+  assign \$749  = v2 ? \$748  : { p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12 };
+  assign \$750  = $signed(p3_12) >>> shift_12;
+  assign \$751  = v3 ? \$750  : sh4_12;
+  assign \$753  = \$752  >> shift_12;
+  assign \$754  = v3 ? \$753  : rb4_12;
+  assign \$755  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$756  = $signed(\$755 ) + $signed(cmd[143:136]);
+  assign \$757  = $signed(\$756 ) > $signed(8'h7f);
+  assign \$758  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$759  = $signed(\$758 ) + $signed(cmd[143:136]);
+  assign \$760  = $signed(\$759 ) < $signed(8'h80);
+  assign \$761  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$762  = $signed(\$761 ) + $signed(cmd[143:136]);
+  assign \$763  = \$760  ? 13'h1f80 : \$762 ;
+  assign \$764  = \$757  ? 13'h007f : \$763 ;
+  assign \$765  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$766  = fits5_12 ? \$764 [7:0] : \$765 ;
+  assign \$767  = $signed(\$766 ) > $signed(cmd[143:136]);
+  assign \$768  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$769  = $signed(\$768 ) + $signed(cmd[143:136]);
+  assign \$770  = $signed(\$769 ) > $signed(8'h7f);
+  assign \$771  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$772  = $signed(\$771 ) + $signed(cmd[143:136]);
+  assign \$773  = $signed(\$772 ) < $signed(8'h80);
+  assign \$774  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$775  = $signed(\$774 ) + $signed(cmd[143:136]);
+  assign \$776  = \$773  ? 13'h1f80 : \$775 ;
+  assign \$777  = \$770  ? 13'h007f : \$776 ;
+  assign \$778  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$779  = fits5_12 ? \$777 [7:0] : \$778 ;
+  assign \$780  = \$767  ? \$779  : cmd[143:136];
+  assign \$781  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$782  = $signed(\$781 ) + $signed(cmd[143:136]);
+  assign \$783  = $signed(\$782 ) > $signed(8'h7f);
+  assign \$784  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$785  = $signed(\$784 ) + $signed(cmd[143:136]);
+  assign \$786  = $signed(\$785 ) < $signed(8'h80);
+  assign \$787  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$788  = $signed(\$787 ) + $signed(cmd[143:136]);
+  assign \$789  = \$786  ? 13'h1f80 : \$788 ;
+  assign \$790  = \$783  ? 13'h007f : \$789 ;
+  assign \$791  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$792  = fits5_12 ? \$790 [7:0] : \$791 ;
+  assign \$793  = cmd[145] ? \$780  : \$792 ;
+  assign \$794  = v4 ? \$793  : y5_12;
+  assign \$795  = $signed(acc_rd__data[447:416]) + $signed(bias_13);
+  assign \$796  = v0 ? \$795 [31:0] : x1_13;
+  assign \$797  = $signed(x1_13) * $signed({ 1'h0, mult_13[15:0] });
+  assign \$798  = v1 ? { \$797 [47], \$797  } : plo2_13;
+  assign \$799  = $signed(x1_13) * $signed(mult_13[31:16]);
+  assign \$800  = v1 ? \$799  : phi2_13;
+  assign \$802  = $signed(plo2_13) + $signed(\$801 );
+  assign \$803  = v2 ? \$802  : { p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13 };
+  assign \$804  = $signed(p3_13) >>> shift_13;
+  assign \$805  = v3 ? \$804  : sh4_13;
+  assign \$807  = \$806  >> shift_13;
+  assign \$808  = v3 ? \$807  : rb4_13;
+  assign \$809  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$810  = $signed(\$809 ) + $signed(cmd[143:136]);
+  assign \$811  = $signed(\$810 ) > $signed(8'h7f);
+  assign \$812  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$813  = $signed(\$812 ) + $signed(cmd[143:136]);
+  assign \$814  = $signed(\$813 ) < $signed(8'h80);
+  assign \$815  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$816  = $signed(\$815 ) + $signed(cmd[143:136]);
+  assign \$817  = \$814  ? 13'h1f80 : \$816 ;
+  assign \$818  = \$811  ? 13'h007f : \$817 ;
+  assign \$819  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$820  = fits5_13 ? \$818 [7:0] : \$819 ;
+  assign \$821  = $signed(\$820 ) > $signed(cmd[143:136]);
+  assign \$822  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$823  = $signed(\$822 ) + $signed(cmd[143:136]);
+  assign \$824  = $signed(\$823 ) > $signed(8'h7f);
+  assign \$825  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$826  = $signed(\$825 ) + $signed(cmd[143:136]);
+  assign \$827  = $signed(\$826 ) < $signed(8'h80);
+  assign \$828  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$829  = $signed(\$828 ) + $signed(cmd[143:136]);
+  assign \$830  = \$827  ? 13'h1f80 : \$829 ;
+  assign \$831  = \$824  ? 13'h007f : \$830 ;
+  assign \$832  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$833  = fits5_13 ? \$831 [7:0] : \$832 ;
+  assign \$834  = \$821  ? \$833  : cmd[143:136];
+  assign \$835  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$836  = $signed(\$835 ) + $signed(cmd[143:136]);
+  assign \$837  = $signed(\$836 ) > $signed(8'h7f);
+  assign \$838  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$839  = $signed(\$838 ) + $signed(cmd[143:136]);
+  assign \$840  = $signed(\$839 ) < $signed(8'h80);
+  assign \$841  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$842  = $signed(\$841 ) + $signed(cmd[143:136]);
+  assign \$843  = \$840  ? 13'h1f80 : \$842 ;
+  assign \$844  = \$837  ? 13'h007f : \$843 ;
+  assign \$845  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$846  = fits5_13 ? \$844 [7:0] : \$845 ;
+  assign \$847  = cmd[145] ? \$834  : \$846 ;
+  assign \$848  = v4 ? \$847  : y5_13;
+  assign \$849  = $signed(acc_rd__data[479:448]) + $signed(bias_14);
+  assign \$850  = v0 ? \$849 [31:0] : x1_14;
+  assign \$851  = $signed(x1_14) * $signed({ 1'h0, mult_14[15:0] });
+  assign \$852  = v1 ? { \$851 [47], \$851  } : plo2_14;
+  assign \$853  = $signed(x1_14) * $signed(mult_14[31:16]);
+  assign \$854  = v1 ? \$853  : phi2_14;
+  assign \$856  = $signed(plo2_14) + $signed(\$855 );
+  assign \$857  = v2 ? \$856  : { p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14 };
+  assign \$858  = $signed(p3_14) >>> shift_14;
+  assign \$859  = v3 ? \$858  : sh4_14;
+  assign \$861  = \$860  >> shift_14;
+  assign \$862  = v3 ? \$861  : rb4_14;
+  assign \$863  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$864  = $signed(\$863 ) + $signed(cmd[143:136]);
+  assign \$865  = $signed(\$864 ) > $signed(8'h7f);
+  assign \$866  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$867  = $signed(\$866 ) + $signed(cmd[143:136]);
+  assign \$868  = $signed(\$867 ) < $signed(8'h80);
+  assign \$869  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$870  = $signed(\$869 ) + $signed(cmd[143:136]);
+  assign \$871  = \$868  ? 13'h1f80 : \$870 ;
+  assign \$872  = \$865  ? 13'h007f : \$871 ;
+  assign \$873  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$874  = fits5_14 ? \$872 [7:0] : \$873 ;
+  assign \$875  = $signed(\$874 ) > $signed(cmd[143:136]);
+  assign \$876  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$877  = $signed(\$876 ) + $signed(cmd[143:136]);
+  assign \$878  = $signed(\$877 ) > $signed(8'h7f);
+  assign \$879  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$880  = $signed(\$879 ) + $signed(cmd[143:136]);
+  assign \$881  = $signed(\$880 ) < $signed(8'h80);
+  assign \$882  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$883  = $signed(\$882 ) + $signed(cmd[143:136]);
+  assign \$884  = \$881  ? 13'h1f80 : \$883 ;
+  assign \$885  = \$878  ? 13'h007f : \$884 ;
+  assign \$886  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$887  = fits5_14 ? \$885 [7:0] : \$886 ;
+  assign \$888  = \$875  ? \$887  : cmd[143:136];
+  assign \$889  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$890  = $signed(\$889 ) + $signed(cmd[143:136]);
+  assign \$891  = $signed(\$890 ) > $signed(8'h7f);
+  assign \$892  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$893  = $signed(\$892 ) + $signed(cmd[143:136]);
+  assign \$894  = $signed(\$893 ) < $signed(8'h80);
+  assign \$895  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$896  = $signed(\$895 ) + $signed(cmd[143:136]);
+  assign \$897  = \$894  ? 13'h1f80 : \$896 ;
+  assign \$898  = \$891  ? 13'h007f : \$897 ;
+  assign \$899  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$900  = fits5_14 ? \$898 [7:0] : \$899 ;
+  assign \$901  = cmd[145] ? \$888  : \$900 ;
+  assign \$902  = v4 ? \$901  : y5_14;
+  assign \$903  = $signed(acc_rd__data[511:480]) + $signed(bias_15);
+  assign \$904  = v0 ? \$903 [31:0] : x1_15;
+  assign \$905  = $signed(x1_15) * $signed({ 1'h0, mult_15[15:0] });
+  assign \$906  = v1 ? { \$905 [47], \$905  } : plo2_15;
+  assign \$907  = $signed(x1_15) * $signed(mult_15[31:16]);
+  assign \$908  = v1 ? \$907  : phi2_15;
+  assign \$910  = $signed(plo2_15) + $signed(\$909 );
+  assign \$911  = v2 ? \$910  : { p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15 };
+  assign \$912  = $signed(p3_15) >>> shift_15;
+  assign \$913  = v3 ? \$912  : sh4_15;
+  assign \$915  = \$914  >> shift_15;
+  assign \$916  = v3 ? \$915  : rb4_15;
+  assign \$917  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$918  = $signed(\$917 ) + $signed(cmd[143:136]);
+  assign \$919  = $signed(\$918 ) > $signed(8'h7f);
+  assign \$920  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$921  = $signed(\$920 ) + $signed(cmd[143:136]);
+  assign \$922  = $signed(\$921 ) < $signed(8'h80);
+  assign \$923  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$924  = $signed(\$923 ) + $signed(cmd[143:136]);
+  assign \$925  = \$922  ? 13'h1f80 : \$924 ;
+  assign \$926  = \$919  ? 13'h007f : \$925 ;
+  assign \$927  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$928  = fits5_15 ? \$926 [7:0] : \$927 ;
+  assign \$929  = $signed(\$928 ) > $signed(cmd[143:136]);
+  assign \$930  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$931  = $signed(\$930 ) + $signed(cmd[143:136]);
+  assign \$932  = $signed(\$931 ) > $signed(8'h7f);
+  assign \$933  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$934  = $signed(\$933 ) + $signed(cmd[143:136]);
+  assign \$935  = $signed(\$934 ) < $signed(8'h80);
+  assign \$936  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$937  = $signed(\$936 ) + $signed(cmd[143:136]);
+  assign \$938  = \$935  ? 13'h1f80 : \$937 ;
+  assign \$939  = \$932  ? 13'h007f : \$938 ;
+  assign \$940  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$941  = fits5_15 ? \$939 [7:0] : \$940 ;
+  assign \$942  = \$929  ? \$941  : cmd[143:136];
+  assign \$943  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$944  = $signed(\$943 ) + $signed(cmd[143:136]);
+  assign \$945  = $signed(\$944 ) > $signed(8'h7f);
+  assign \$946  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$947  = $signed(\$946 ) + $signed(cmd[143:136]);
+  assign \$948  = $signed(\$947 ) < $signed(8'h80);
+  assign \$949  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$950  = $signed(\$949 ) + $signed(cmd[143:136]);
+  assign \$951  = \$948  ? 13'h1f80 : \$950 ;
+  assign \$952  = \$945  ? 13'h007f : \$951 ;
+  assign \$953  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$954  = fits5_15 ? \$952 [7:0] : \$953 ;
+  assign \$955  = cmd[145] ? \$942  : \$954 ;
+  assign \$956  = v4 ? \$955  : y5_15;
+  assign \$957  = retired + 1'h1;
+  assign \$958  = ! retired;
+  assign \$959  = $signed(max6_0) > $signed(out6_0);
+  assign \$960  = \$959  ? max6_0 : out6_0;
+  assign \$961  = \$958  ? out6_0 : \$960 ;
+  assign \$962  = ! retired;
+  assign \$963  = $signed(max6_1) > $signed(out6_1);
+  assign \$964  = \$963  ? max6_1 : out6_1;
+  assign \$965  = \$962  ? out6_1 : \$964 ;
+  assign \$966  = ! retired;
+  assign \$967  = $signed(max6_2) > $signed(out6_2);
+  assign \$968  = \$967  ? max6_2 : out6_2;
+  assign \$969  = \$966  ? out6_2 : \$968 ;
+  assign \$970  = ! retired;
+  assign \$971  = $signed(max6_3) > $signed(out6_3);
+  assign \$972  = \$971  ? max6_3 : out6_3;
+  assign \$973  = \$970  ? out6_3 : \$972 ;
+  assign \$974  = ! retired;
+  assign \$975  = $signed(max6_4) > $signed(out6_4);
+  assign \$976  = \$975  ? max6_4 : out6_4;
+  assign \$977  = \$974  ? out6_4 : \$976 ;
+  assign \$978  = ! retired;
+  assign \$979  = $signed(max6_5) > $signed(out6_5);
+  assign \$980  = \$979  ? max6_5 : out6_5;
+  assign \$981  = \$978  ? out6_5 : \$980 ;
+  assign \$982  = ! retired;
+  assign \$983  = $signed(max6_6) > $signed(out6_6);
+  assign \$984  = \$983  ? max6_6 : out6_6;
+  assign \$985  = \$982  ? out6_6 : \$984 ;
+  assign \$986  = ! retired;
+  assign \$987  = $signed(max6_7) > $signed(out6_7);
+  assign \$988  = \$987  ? max6_7 : out6_7;
+  assign \$989  = \$986  ? out6_7 : \$988 ;
+  assign \$990  = ! retired;
+  assign \$991  = $signed(max6_8) > $signed(out6_8);
+  assign \$992  = \$991  ? max6_8 : out6_8;
+  assign \$993  = \$990  ? out6_8 : \$992 ;
+  assign \$994  = ! retired;
+  assign \$995  = $signed(max6_9) > $signed(out6_9);
+  assign \$996  = \$995  ? max6_9 : out6_9;
+  assign \$997  = \$994  ? out6_9 : \$996 ;
+  assign \$998  = ! retired;
+  assign \$999  = $signed(max6_10) > $signed(out6_10);
+  assign \$1000  = \$999  ? max6_10 : out6_10;
+  assign \$1001  = \$998  ? out6_10 : \$1000 ;
+  assign \$1002  = ! retired;
+  assign \$1003  = $signed(max6_11) > $signed(out6_11);
+  assign \$1004  = \$1003  ? max6_11 : out6_11;
+  assign \$1005  = \$1002  ? out6_11 : \$1004 ;
+  assign \$1006  = ! retired;
+  assign \$1007  = $signed(max6_12) > $signed(out6_12);
+  assign \$1008  = \$1007  ? max6_12 : out6_12;
+  assign \$1009  = \$1006  ? out6_12 : \$1008 ;
+  assign \$1010  = ! retired;
+  assign \$1011  = $signed(max6_13) > $signed(out6_13);
+  assign \$1012  = \$1011  ? max6_13 : out6_13;
+  assign \$1013  = \$1010  ? out6_13 : \$1012 ;
+  assign \$1014  = ! retired;
+  assign \$1015  = $signed(max6_14) > $signed(out6_14);
+  assign \$1016  = \$1015  ? max6_14 : out6_14;
+  assign \$1017  = \$1014  ? out6_14 : \$1016 ;
+  assign \$1018  = ! retired;
+  assign \$1019  = $signed(max6_15) > $signed(out6_15);
+  assign \$1020  = \$1019  ? max6_15 : out6_15;
+  assign \$1021  = \$1018  ? out6_15 : \$1020 ;
+  assign \$1022  = cmd[39:20] + retired;
+  assign \$1023  = retired == cmd[55:40];
+  assign \$1024  = \$1222  & \$1023 ;
+  assign \$1025  = \$1024  & cmd[147];
+  assign \$1026  = cmd[19:0] + cmd[55:40];
+  assign \$1027  = \$1026  > 14'h2000;
+  assign \$1028  = cmd[75:56] >= 14'h2000;
+  assign \$1029  = cmd[144] & \$1028 ;
+  assign \$1030  = \$1027  | \$1029 ;
+  assign \$1031  = cmd[95:76] >= 14'h2000;
+  assign \$1032  = \$1030  | \$1031 ;
+  assign \$1033  = cmd[115:96] >= 14'h2000;
+  assign \$1034  = \$1032  | \$1033 ;
+  assign \$1035  = cmd[39:20] >= 15'h4000;
+  assign \$1036  = cmd[39:20] + cmd[55:40];
+  assign \$1037  = \$1036  > 15'h4000;
+  assign \$1038  = cmd[147] ? \$1035  : \$1037 ;
+  assign \$1039  = \$1034  | \$1038 ;
+  assign \$1040  = cmd[135:116] + cmd[55:40];
+  assign \$1041  = \$1040  > 15'h4000;
+  assign \$1042  = cmd[146] & \$1041 ;
+  assign range_bad = \$1039  | \$1042 ;
+  assign \$1043  = | acc_rd__data[31:6];
+  assign \$1044  = | acc_rd__data[63:38];
+  assign \$1045  = | acc_rd__data[95:70];
+  assign \$1046  = | acc_rd__data[127:102];
+  assign \$1047  = | acc_rd__data[159:134];
+  assign \$1048  = | acc_rd__data[191:166];
+  assign \$1049  = | acc_rd__data[223:198];
+  assign \$1050  = | acc_rd__data[255:230];
+  assign \$1051  = | acc_rd__data[287:262];
+  assign \$1052  = | acc_rd__data[319:294];
+  assign \$1053  = | acc_rd__data[351:326];
+  assign \$1054  = | acc_rd__data[383:358];
+  assign \$1055  = | acc_rd__data[415:390];
+  assign \$1056  = | acc_rd__data[447:422];
+  assign \$1057  = | acc_rd__data[479:454];
+  assign \$1058  = | acc_rd__data[511:486];
+  assign shift_bad = | { \$1058 , \$1057 , \$1056 , \$1055 , \$1054 , \$1053 , \$1052 , \$1051 , \$1050 , \$1049 , \$1048 , \$1047 , \$1046 , \$1045 , \$1044 , \$1043  };
+  assign \$1059  = ! pidx;
+  assign \$1060  = pidx == 1'h1;
+  assign \$1061  = \$1060  ? cmd[95:76] : cmd[115:96];
+  assign \$1062  = \$1059  ? cmd[75:56] : \$1061 ;
+  assign \$1063  = issued != cmd[55:40];
+  assign \$1064  = cmd[19:0] + issued;
+  assign \$1065  = issued != cmd[55:40];
+  assign \$1066  = \$1065  & cmd[146];
+  assign \$1067  = cmd[135:116] + issued;
+  assign \$1068  = issued != cmd[55:40];
+  assign \$1069  = \$1068  & acc_rd__gnt;
+  assign \$1070  = ~ cmd[146];
+  assign \$1071  = spad_rd__gnt | \$1070 ;
+  assign \$1072  = \$1069  & \$1071 ;
+  assign ctl__busy = ~ \$1217 ;
+  assign \$1073  = ! sh4_0[63:10];
+  assign \$1074  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$1073  | \$1074 ;
+  assign \$1075  = $signed(y5_0) + $signed(res5_0);
+  assign \$1076  = $signed(\$1075 ) > $signed(8'h7f);
+  assign \$1077  = $signed(y5_0) + $signed(res5_0);
+  assign \$1078  = $signed(\$1077 ) < $signed(8'h80);
+  assign \$1079  = $signed(y5_0) + $signed(res5_0);
+  assign \$1080  = \$1078  ? 9'h180 : \$1079 ;
+  assign \$1081  = \$1076  ? 9'h07f : \$1080 ;
+  assign out6_0 = cmd[146] ? \$1081 [7:0] : y5_0;
+  assign \$1082  = ! sh4_1[63:10];
+  assign \$1083  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$1082  | \$1083 ;
+  assign \$1084  = $signed(y5_1) + $signed(res5_1);
+  assign \$1085  = $signed(\$1084 ) > $signed(8'h7f);
+  assign \$1086  = $signed(y5_1) + $signed(res5_1);
+  assign \$1087  = $signed(\$1086 ) < $signed(8'h80);
+  assign \$1088  = $signed(y5_1) + $signed(res5_1);
+  assign \$1089  = \$1087  ? 9'h180 : \$1088 ;
+  assign \$1090  = \$1085  ? 9'h07f : \$1089 ;
+  assign out6_1 = cmd[146] ? \$1090 [7:0] : y5_1;
+  assign \$1091  = ! sh4_2[63:10];
+  assign \$1092  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$1091  | \$1092 ;
+  assign \$1093  = $signed(y5_2) + $signed(res5_2);
+  assign \$1094  = $signed(\$1093 ) > $signed(8'h7f);
+  assign \$1095  = $signed(y5_2) + $signed(res5_2);
+  assign \$1096  = $signed(\$1095 ) < $signed(8'h80);
+  assign \$1097  = $signed(y5_2) + $signed(res5_2);
+  assign \$1098  = \$1096  ? 9'h180 : \$1097 ;
+  assign \$1099  = \$1094  ? 9'h07f : \$1098 ;
+  assign out6_2 = cmd[146] ? \$1099 [7:0] : y5_2;
+  assign \$1100  = ! sh4_3[63:10];
+  assign \$1101  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$1100  | \$1101 ;
+  assign \$1102  = $signed(y5_3) + $signed(res5_3);
+  assign \$1103  = $signed(\$1102 ) > $signed(8'h7f);
+  assign \$1104  = $signed(y5_3) + $signed(res5_3);
+  assign \$1105  = $signed(\$1104 ) < $signed(8'h80);
+  assign \$1106  = $signed(y5_3) + $signed(res5_3);
+  assign \$1107  = \$1105  ? 9'h180 : \$1106 ;
+  assign \$1108  = \$1103  ? 9'h07f : \$1107 ;
+  assign out6_3 = cmd[146] ? \$1108 [7:0] : y5_3;
+  assign \$1109  = ! sh4_4[63:10];
+  assign \$1110  = sh4_4[63:10] == 54'h3fffffffffffff;
+  assign fits5_4 = \$1109  | \$1110 ;
+  assign \$1111  = $signed(y5_4) + $signed(res5_4);
+  assign \$1112  = $signed(\$1111 ) > $signed(8'h7f);
+  assign \$1113  = $signed(y5_4) + $signed(res5_4);
+  assign \$1114  = $signed(\$1113 ) < $signed(8'h80);
+  assign \$1115  = $signed(y5_4) + $signed(res5_4);
+  assign \$1116  = \$1114  ? 9'h180 : \$1115 ;
+  assign \$1117  = \$1112  ? 9'h07f : \$1116 ;
+  assign out6_4 = cmd[146] ? \$1117 [7:0] : y5_4;
+  assign \$1118  = ! sh4_5[63:10];
+  assign \$1119  = sh4_5[63:10] == 54'h3fffffffffffff;
+  assign fits5_5 = \$1118  | \$1119 ;
+  assign \$1120  = $signed(y5_5) + $signed(res5_5);
+  assign \$1121  = $signed(\$1120 ) > $signed(8'h7f);
+  assign \$1122  = $signed(y5_5) + $signed(res5_5);
+  assign \$1123  = $signed(\$1122 ) < $signed(8'h80);
+  assign \$1124  = $signed(y5_5) + $signed(res5_5);
+  assign \$1125  = \$1123  ? 9'h180 : \$1124 ;
+  assign \$1126  = \$1121  ? 9'h07f : \$1125 ;
+  assign out6_5 = cmd[146] ? \$1126 [7:0] : y5_5;
+  assign \$1127  = ! sh4_6[63:10];
+  assign \$1128  = sh4_6[63:10] == 54'h3fffffffffffff;
+  assign fits5_6 = \$1127  | \$1128 ;
+  assign \$1129  = $signed(y5_6) + $signed(res5_6);
+  assign \$1130  = $signed(\$1129 ) > $signed(8'h7f);
+  assign \$1131  = $signed(y5_6) + $signed(res5_6);
+  assign \$1132  = $signed(\$1131 ) < $signed(8'h80);
+  assign \$1133  = $signed(y5_6) + $signed(res5_6);
+  assign \$1134  = \$1132  ? 9'h180 : \$1133 ;
+  assign \$1135  = \$1130  ? 9'h07f : \$1134 ;
+  assign out6_6 = cmd[146] ? \$1135 [7:0] : y5_6;
+  assign \$1136  = ! sh4_7[63:10];
+  assign \$1137  = sh4_7[63:10] == 54'h3fffffffffffff;
+  assign fits5_7 = \$1136  | \$1137 ;
+  assign \$1138  = $signed(y5_7) + $signed(res5_7);
+  assign \$1139  = $signed(\$1138 ) > $signed(8'h7f);
+  assign \$1140  = $signed(y5_7) + $signed(res5_7);
+  assign \$1141  = $signed(\$1140 ) < $signed(8'h80);
+  assign \$1142  = $signed(y5_7) + $signed(res5_7);
+  assign \$1143  = \$1141  ? 9'h180 : \$1142 ;
+  assign \$1144  = \$1139  ? 9'h07f : \$1143 ;
+  assign out6_7 = cmd[146] ? \$1144 [7:0] : y5_7;
+  assign \$1145  = ! sh4_8[63:10];
+  assign \$1146  = sh4_8[63:10] == 54'h3fffffffffffff;
+  assign fits5_8 = \$1145  | \$1146 ;
+  assign \$1147  = $signed(y5_8) + $signed(res5_8);
+  assign \$1148  = $signed(\$1147 ) > $signed(8'h7f);
+  assign \$1149  = $signed(y5_8) + $signed(res5_8);
+  assign \$1150  = $signed(\$1149 ) < $signed(8'h80);
+  assign \$1151  = $signed(y5_8) + $signed(res5_8);
+  assign \$1152  = \$1150  ? 9'h180 : \$1151 ;
+  assign \$1153  = \$1148  ? 9'h07f : \$1152 ;
+  assign out6_8 = cmd[146] ? \$1153 [7:0] : y5_8;
+  assign \$1154  = ! sh4_9[63:10];
+  assign \$1155  = sh4_9[63:10] == 54'h3fffffffffffff;
+  assign fits5_9 = \$1154  | \$1155 ;
+  assign \$1156  = $signed(y5_9) + $signed(res5_9);
+  assign \$1157  = $signed(\$1156 ) > $signed(8'h7f);
+  assign \$1158  = $signed(y5_9) + $signed(res5_9);
+  assign \$1159  = $signed(\$1158 ) < $signed(8'h80);
+  assign \$1160  = $signed(y5_9) + $signed(res5_9);
+  assign \$1161  = \$1159  ? 9'h180 : \$1160 ;
+  assign \$1162  = \$1157  ? 9'h07f : \$1161 ;
+  assign out6_9 = cmd[146] ? \$1162 [7:0] : y5_9;
+  assign \$1163  = ! sh4_10[63:10];
+  assign \$1164  = sh4_10[63:10] == 54'h3fffffffffffff;
+  assign fits5_10 = \$1163  | \$1164 ;
+  assign \$1165  = $signed(y5_10) + $signed(res5_10);
+  assign \$1166  = $signed(\$1165 ) > $signed(8'h7f);
+  assign \$1167  = $signed(y5_10) + $signed(res5_10);
+  assign \$1168  = $signed(\$1167 ) < $signed(8'h80);
+  assign \$1169  = $signed(y5_10) + $signed(res5_10);
+  assign \$1170  = \$1168  ? 9'h180 : \$1169 ;
+  assign \$1171  = \$1166  ? 9'h07f : \$1170 ;
+  assign out6_10 = cmd[146] ? \$1171 [7:0] : y5_10;
+  assign \$1172  = ! sh4_11[63:10];
+  assign \$1173  = sh4_11[63:10] == 54'h3fffffffffffff;
+  assign fits5_11 = \$1172  | \$1173 ;
+  assign \$1174  = $signed(y5_11) + $signed(res5_11);
+  assign \$1175  = $signed(\$1174 ) > $signed(8'h7f);
+  assign \$1176  = $signed(y5_11) + $signed(res5_11);
+  assign \$1177  = $signed(\$1176 ) < $signed(8'h80);
+  assign \$1178  = $signed(y5_11) + $signed(res5_11);
+  assign \$1179  = \$1177  ? 9'h180 : \$1178 ;
+  assign \$1180  = \$1175  ? 9'h07f : \$1179 ;
+  assign out6_11 = cmd[146] ? \$1180 [7:0] : y5_11;
+  assign \$1181  = ! sh4_12[63:10];
+  assign \$1182  = sh4_12[63:10] == 54'h3fffffffffffff;
+  assign fits5_12 = \$1181  | \$1182 ;
+  assign \$1183  = $signed(y5_12) + $signed(res5_12);
+  assign \$1184  = $signed(\$1183 ) > $signed(8'h7f);
+  assign \$1185  = $signed(y5_12) + $signed(res5_12);
+  assign \$1186  = $signed(\$1185 ) < $signed(8'h80);
+  assign \$1187  = $signed(y5_12) + $signed(res5_12);
+  assign \$1188  = \$1186  ? 9'h180 : \$1187 ;
+  assign \$1189  = \$1184  ? 9'h07f : \$1188 ;
+  assign out6_12 = cmd[146] ? \$1189 [7:0] : y5_12;
+  assign \$1190  = ! sh4_13[63:10];
+  assign \$1191  = sh4_13[63:10] == 54'h3fffffffffffff;
+  assign fits5_13 = \$1190  | \$1191 ;
+  assign \$1192  = $signed(y5_13) + $signed(res5_13);
+  assign \$1193  = $signed(\$1192 ) > $signed(8'h7f);
+  assign \$1194  = $signed(y5_13) + $signed(res5_13);
+  assign \$1195  = $signed(\$1194 ) < $signed(8'h80);
+  assign \$1196  = $signed(y5_13) + $signed(res5_13);
+  assign \$1197  = \$1195  ? 9'h180 : \$1196 ;
+  assign \$1198  = \$1193  ? 9'h07f : \$1197 ;
+  assign out6_13 = cmd[146] ? \$1198 [7:0] : y5_13;
+  assign \$1199  = ! sh4_14[63:10];
+  assign \$1200  = sh4_14[63:10] == 54'h3fffffffffffff;
+  assign fits5_14 = \$1199  | \$1200 ;
+  assign \$1201  = $signed(y5_14) + $signed(res5_14);
+  assign \$1202  = $signed(\$1201 ) > $signed(8'h7f);
+  assign \$1203  = $signed(y5_14) + $signed(res5_14);
+  assign \$1204  = $signed(\$1203 ) < $signed(8'h80);
+  assign \$1205  = $signed(y5_14) + $signed(res5_14);
+  assign \$1206  = \$1204  ? 9'h180 : \$1205 ;
+  assign \$1207  = \$1202  ? 9'h07f : \$1206 ;
+  assign out6_14 = cmd[146] ? \$1207 [7:0] : y5_14;
+  assign \$1208  = ! sh4_15[63:10];
+  assign \$1209  = sh4_15[63:10] == 54'h3fffffffffffff;
+  assign fits5_15 = \$1208  | \$1209 ;
+  assign \$1210  = $signed(y5_15) + $signed(res5_15);
+  assign \$1211  = $signed(\$1210 ) > $signed(8'h7f);
+  assign \$1212  = $signed(y5_15) + $signed(res5_15);
+  assign \$1213  = $signed(\$1212 ) < $signed(8'h80);
+  assign \$1214  = $signed(y5_15) + $signed(res5_15);
+  assign \$1215  = \$1213  ? 9'h180 : \$1214 ;
+  assign \$1216  = \$1211  ? 9'h07f : \$1215 ;
+  assign out6_15 = cmd[146] ? \$1216 [7:0] : y5_15;
+  assign \$1217  = ! vec_fsm_state;
+  assign \$1218  = vec_fsm_state == 1'h1;
+  assign \$1219  = vec_fsm_state == 2'h2;
+  assign \$1220  = vec_fsm_state == 2'h3;
+  assign \$1221  = vec_fsm_state == 3'h4;
+  assign \$1222  = vec_fsm_state == 3'h5;
+  assign \$1223  = vec_fsm_state == 3'h6;
+  always @(posedge clk)
+    bias_0 <= \$1224 ;
+  always @(posedge clk)
+    bias_1 <= \$1225 ;
+  always @(posedge clk)
+    bias_2 <= \$1226 ;
+  always @(posedge clk)
+    bias_3 <= \$1227 ;
+  always @(posedge clk)
+    bias_4 <= \$1228 ;
+  always @(posedge clk)
+    bias_5 <= \$1229 ;
+  always @(posedge clk)
+    bias_6 <= \$1230 ;
+  always @(posedge clk)
+    bias_7 <= \$1231 ;
+  always @(posedge clk)
+    bias_8 <= \$1232 ;
+  always @(posedge clk)
+    bias_9 <= \$1233 ;
+  always @(posedge clk)
+    bias_10 <= \$1234 ;
+  always @(posedge clk)
+    bias_11 <= \$1235 ;
+  always @(posedge clk)
+    bias_12 <= \$1236 ;
+  always @(posedge clk)
+    bias_13 <= \$1237 ;
+  always @(posedge clk)
+    bias_14 <= \$1238 ;
+  always @(posedge clk)
+    bias_15 <= \$1239 ;
+  always @(posedge clk)
+    mult_0 <= \$1240 ;
+  always @(posedge clk)
+    mult_1 <= \$1241 ;
+  always @(posedge clk)
+    mult_2 <= \$1242 ;
+  always @(posedge clk)
+    mult_3 <= \$1243 ;
+  always @(posedge clk)
+    mult_4 <= \$1244 ;
+  always @(posedge clk)
+    mult_5 <= \$1245 ;
+  always @(posedge clk)
+    mult_6 <= \$1246 ;
+  always @(posedge clk)
+    mult_7 <= \$1247 ;
+  always @(posedge clk)
+    mult_8 <= \$1248 ;
+  always @(posedge clk)
+    mult_9 <= \$1249 ;
+  always @(posedge clk)
+    mult_10 <= \$1250 ;
+  always @(posedge clk)
+    mult_11 <= \$1251 ;
+  always @(posedge clk)
+    mult_12 <= \$1252 ;
+  always @(posedge clk)
+    mult_13 <= \$1253 ;
+  always @(posedge clk)
+    mult_14 <= \$1254 ;
+  always @(posedge clk)
+    mult_15 <= \$1255 ;
+  always @(posedge clk)
+    shift_0 <= \$1256 ;
+  always @(posedge clk)
+    shift_1 <= \$1257 ;
+  always @(posedge clk)
+    shift_2 <= \$1258 ;
+  always @(posedge clk)
+    shift_3 <= \$1259 ;
+  always @(posedge clk)
+    shift_4 <= \$1260 ;
+  always @(posedge clk)
+    shift_5 <= \$1261 ;
+  always @(posedge clk)
+    shift_6 <= \$1262 ;
+  always @(posedge clk)
+    shift_7 <= \$1263 ;
+  always @(posedge clk)
+    shift_8 <= \$1264 ;
+  always @(posedge clk)
+    shift_9 <= \$1265 ;
+  always @(posedge clk)
+    shift_10 <= \$1266 ;
+  always @(posedge clk)
+    shift_11 <= \$1267 ;
+  always @(posedge clk)
+    shift_12 <= \$1268 ;
+  always @(posedge clk)
+    shift_13 <= \$1269 ;
+  always @(posedge clk)
+    shift_14 <= \$1270 ;
+  always @(posedge clk)
+    shift_15 <= \$1271 ;
+  always @(posedge clk)
+    cap_valid <= \$1272 ;
+  always @(posedge clk)
+    cmd <= \$1273 ;
+  always @(posedge clk)
+    err <= \$1274 ;
+  always @(posedge clk)
+    issued <= \$1275 ;
+  always @(posedge clk)
+    retired <= \$1276 ;
+  always @(posedge clk)
+    vec_fsm_state <= \$1277 ;
+  always @(posedge clk)
+    pidx <= \$1278 ;
+  always @(posedge clk)
+    cap_idx <= \$1279 ;
+  always @(posedge clk)
+    v0 <= \$1280 ;
+  always @(posedge clk)
+    v1 <= \$1281 ;
+  always @(posedge clk)
+    v2 <= \$1282 ;
+  always @(posedge clk)
+    v3 <= \$1283 ;
+  always @(posedge clk)
+    v4 <= \$1284 ;
+  always @(posedge clk)
+    v5 <= \$1285 ;
+  always @(posedge clk)
+    res1_0 <= \$1286 ;
+  always @(posedge clk)
+    res2_0 <= \$1287 ;
+  always @(posedge clk)
+    res3_0 <= \$1288 ;
+  always @(posedge clk)
+    res4_0 <= \$1289 ;
+  always @(posedge clk)
+    res5_0 <= \$1290 ;
+  always @(posedge clk)
+    res1_1 <= \$1291 ;
+  always @(posedge clk)
+    res2_1 <= \$1292 ;
+  always @(posedge clk)
+    res3_1 <= \$1293 ;
+  always @(posedge clk)
+    res4_1 <= \$1294 ;
+  always @(posedge clk)
+    res5_1 <= \$1295 ;
+  always @(posedge clk)
+    res1_2 <= \$1296 ;
+  always @(posedge clk)
+    res2_2 <= \$1297 ;
+  always @(posedge clk)
+    res3_2 <= \$1298 ;
+  always @(posedge clk)
+    res4_2 <= \$1299 ;
+  always @(posedge clk)
+    res5_2 <= \$1300 ;
+  always @(posedge clk)
+    res1_3 <= \$1301 ;
+  always @(posedge clk)
+    res2_3 <= \$1302 ;
+  always @(posedge clk)
+    res3_3 <= \$1303 ;
+  always @(posedge clk)
+    res4_3 <= \$1304 ;
+  always @(posedge clk)
+    res5_3 <= \$1305 ;
+  always @(posedge clk)
+    res1_4 <= \$1306 ;
+  always @(posedge clk)
+    res2_4 <= \$1307 ;
+  always @(posedge clk)
+    res3_4 <= \$1308 ;
+  always @(posedge clk)
+    res4_4 <= \$1309 ;
+  always @(posedge clk)
+    res5_4 <= \$1310 ;
+  always @(posedge clk)
+    res1_5 <= \$1311 ;
+  always @(posedge clk)
+    res2_5 <= \$1312 ;
+  always @(posedge clk)
+    res3_5 <= \$1313 ;
+  always @(posedge clk)
+    res4_5 <= \$1314 ;
+  always @(posedge clk)
+    res5_5 <= \$1315 ;
+  always @(posedge clk)
+    res1_6 <= \$1316 ;
+  always @(posedge clk)
+    res2_6 <= \$1317 ;
+  always @(posedge clk)
+    res3_6 <= \$1318 ;
+  always @(posedge clk)
+    res4_6 <= \$1319 ;
+  always @(posedge clk)
+    res5_6 <= \$1320 ;
+  always @(posedge clk)
+    res1_7 <= \$1321 ;
+  always @(posedge clk)
+    res2_7 <= \$1322 ;
+  always @(posedge clk)
+    res3_7 <= \$1323 ;
+  always @(posedge clk)
+    res4_7 <= \$1324 ;
+  always @(posedge clk)
+    res5_7 <= \$1325 ;
+  always @(posedge clk)
+    res1_8 <= \$1326 ;
+  always @(posedge clk)
+    res2_8 <= \$1327 ;
+  always @(posedge clk)
+    res3_8 <= \$1328 ;
+  always @(posedge clk)
+    res4_8 <= \$1329 ;
+  always @(posedge clk)
+    res5_8 <= \$1330 ;
+  always @(posedge clk)
+    res1_9 <= \$1331 ;
+  always @(posedge clk)
+    res2_9 <= \$1332 ;
+  always @(posedge clk)
+    res3_9 <= \$1333 ;
+  always @(posedge clk)
+    res4_9 <= \$1334 ;
+  always @(posedge clk)
+    res5_9 <= \$1335 ;
+  always @(posedge clk)
+    res1_10 <= \$1336 ;
+  always @(posedge clk)
+    res2_10 <= \$1337 ;
+  always @(posedge clk)
+    res3_10 <= \$1338 ;
+  always @(posedge clk)
+    res4_10 <= \$1339 ;
+  always @(posedge clk)
+    res5_10 <= \$1340 ;
+  always @(posedge clk)
+    res1_11 <= \$1341 ;
+  always @(posedge clk)
+    res2_11 <= \$1342 ;
+  always @(posedge clk)
+    res3_11 <= \$1343 ;
+  always @(posedge clk)
+    res4_11 <= \$1344 ;
+  always @(posedge clk)
+    res5_11 <= \$1345 ;
+  always @(posedge clk)
+    res1_12 <= \$1346 ;
+  always @(posedge clk)
+    res2_12 <= \$1347 ;
+  always @(posedge clk)
+    res3_12 <= \$1348 ;
+  always @(posedge clk)
+    res4_12 <= \$1349 ;
+  always @(posedge clk)
+    res5_12 <= \$1350 ;
+  always @(posedge clk)
+    res1_13 <= \$1351 ;
+  always @(posedge clk)
+    res2_13 <= \$1352 ;
+  always @(posedge clk)
+    res3_13 <= \$1353 ;
+  always @(posedge clk)
+    res4_13 <= \$1354 ;
+  always @(posedge clk)
+    res5_13 <= \$1355 ;
+  always @(posedge clk)
+    res1_14 <= \$1356 ;
+  always @(posedge clk)
+    res2_14 <= \$1357 ;
+  always @(posedge clk)
+    res3_14 <= \$1358 ;
+  always @(posedge clk)
+    res4_14 <= \$1359 ;
+  always @(posedge clk)
+    res5_14 <= \$1360 ;
+  always @(posedge clk)
+    res1_15 <= \$1361 ;
+  always @(posedge clk)
+    res2_15 <= \$1362 ;
+  always @(posedge clk)
+    res3_15 <= \$1363 ;
+  always @(posedge clk)
+    res4_15 <= \$1364 ;
+  always @(posedge clk)
+    res5_15 <= \$1365 ;
+  always @(posedge clk)
+    x1_0 <= \$1366 ;
+  always @(posedge clk)
+    plo2_0 <= \$1367 ;
+  always @(posedge clk)
+    phi2_0 <= \$1368 ;
+  always @(posedge clk)
+    p3_0 <= \$1369 ;
+  always @(posedge clk)
+    sh4_0 <= \$1370 ;
+  always @(posedge clk)
+    rb4_0 <= \$1371 ;
+  always @(posedge clk)
+    y5_0 <= \$1372 ;
+  always @(posedge clk)
+    x1_1 <= \$1373 ;
+  always @(posedge clk)
+    plo2_1 <= \$1374 ;
+  always @(posedge clk)
+    phi2_1 <= \$1375 ;
+  always @(posedge clk)
+    p3_1 <= \$1376 ;
+  always @(posedge clk)
+    sh4_1 <= \$1377 ;
+  always @(posedge clk)
+    rb4_1 <= \$1378 ;
+  always @(posedge clk)
+    y5_1 <= \$1379 ;
+  always @(posedge clk)
+    x1_2 <= \$1380 ;
+  always @(posedge clk)
+    plo2_2 <= \$1381 ;
+  always @(posedge clk)
+    phi2_2 <= \$1382 ;
+  always @(posedge clk)
+    p3_2 <= \$1383 ;
+  always @(posedge clk)
+    sh4_2 <= \$1384 ;
+  always @(posedge clk)
+    rb4_2 <= \$1385 ;
+  always @(posedge clk)
+    y5_2 <= \$1386 ;
+  always @(posedge clk)
+    x1_3 <= \$1387 ;
+  always @(posedge clk)
+    plo2_3 <= \$1388 ;
+  always @(posedge clk)
+    phi2_3 <= \$1389 ;
+  always @(posedge clk)
+    p3_3 <= \$1390 ;
+  always @(posedge clk)
+    sh4_3 <= \$1391 ;
+  always @(posedge clk)
+    rb4_3 <= \$1392 ;
+  always @(posedge clk)
+    y5_3 <= \$1393 ;
+  always @(posedge clk)
+    x1_4 <= \$1394 ;
+  always @(posedge clk)
+    plo2_4 <= \$1395 ;
+  always @(posedge clk)
+    phi2_4 <= \$1396 ;
+  always @(posedge clk)
+    p3_4 <= \$1397 ;
+  always @(posedge clk)
+    sh4_4 <= \$1398 ;
+  always @(posedge clk)
+    rb4_4 <= \$1399 ;
+  always @(posedge clk)
+    y5_4 <= \$1400 ;
+  always @(posedge clk)
+    x1_5 <= \$1401 ;
+  always @(posedge clk)
+    plo2_5 <= \$1402 ;
+  always @(posedge clk)
+    phi2_5 <= \$1403 ;
+  always @(posedge clk)
+    p3_5 <= \$1404 ;
+  always @(posedge clk)
+    sh4_5 <= \$1405 ;
+  always @(posedge clk)
+    rb4_5 <= \$1406 ;
+  always @(posedge clk)
+    y5_5 <= \$1407 ;
+  always @(posedge clk)
+    x1_6 <= \$1408 ;
+  always @(posedge clk)
+    plo2_6 <= \$1409 ;
+  always @(posedge clk)
+    phi2_6 <= \$1410 ;
+  always @(posedge clk)
+    p3_6 <= \$1411 ;
+  always @(posedge clk)
+    sh4_6 <= \$1412 ;
+  always @(posedge clk)
+    rb4_6 <= \$1413 ;
+  always @(posedge clk)
+    y5_6 <= \$1414 ;
+  always @(posedge clk)
+    x1_7 <= \$1415 ;
+  always @(posedge clk)
+    plo2_7 <= \$1416 ;
+  always @(posedge clk)
+    phi2_7 <= \$1417 ;
+  always @(posedge clk)
+    p3_7 <= \$1418 ;
+  always @(posedge clk)
+    sh4_7 <= \$1419 ;
+  always @(posedge clk)
+    rb4_7 <= \$1420 ;
+  always @(posedge clk)
+    y5_7 <= \$1421 ;
+  always @(posedge clk)
+    x1_8 <= \$1422 ;
+  always @(posedge clk)
+    plo2_8 <= \$1423 ;
+  always @(posedge clk)
+    phi2_8 <= \$1424 ;
+  always @(posedge clk)
+    p3_8 <= \$1425 ;
+  always @(posedge clk)
+    sh4_8 <= \$1426 ;
+  always @(posedge clk)
+    rb4_8 <= \$1427 ;
+  always @(posedge clk)
+    y5_8 <= \$1428 ;
+  always @(posedge clk)
+    x1_9 <= \$1429 ;
+  always @(posedge clk)
+    plo2_9 <= \$1430 ;
+  always @(posedge clk)
+    phi2_9 <= \$1431 ;
+  always @(posedge clk)
+    p3_9 <= \$1432 ;
+  always @(posedge clk)
+    sh4_9 <= \$1433 ;
+  always @(posedge clk)
+    rb4_9 <= \$1434 ;
+  always @(posedge clk)
+    y5_9 <= \$1435 ;
+  always @(posedge clk)
+    x1_10 <= \$1436 ;
+  always @(posedge clk)
+    plo2_10 <= \$1437 ;
+  always @(posedge clk)
+    phi2_10 <= \$1438 ;
+  always @(posedge clk)
+    p3_10 <= \$1439 ;
+  always @(posedge clk)
+    sh4_10 <= \$1440 ;
+  always @(posedge clk)
+    rb4_10 <= \$1441 ;
+  always @(posedge clk)
+    y5_10 <= \$1442 ;
+  always @(posedge clk)
+    x1_11 <= \$1443 ;
+  always @(posedge clk)
+    plo2_11 <= \$1444 ;
+  always @(posedge clk)
+    phi2_11 <= \$1445 ;
+  always @(posedge clk)
+    p3_11 <= \$1446 ;
+  always @(posedge clk)
+    sh4_11 <= \$1447 ;
+  always @(posedge clk)
+    rb4_11 <= \$1448 ;
+  always @(posedge clk)
+    y5_11 <= \$1449 ;
+  always @(posedge clk)
+    x1_12 <= \$1450 ;
+  always @(posedge clk)
+    plo2_12 <= \$1451 ;
+  always @(posedge clk)
+    phi2_12 <= \$1452 ;
+  always @(posedge clk)
+    p3_12 <= \$1453 ;
+  always @(posedge clk)
+    sh4_12 <= \$1454 ;
+  always @(posedge clk)
+    rb4_12 <= \$1455 ;
+  always @(posedge clk)
+    y5_12 <= \$1456 ;
+  always @(posedge clk)
+    x1_13 <= \$1457 ;
+  always @(posedge clk)
+    plo2_13 <= \$1458 ;
+  always @(posedge clk)
+    phi2_13 <= \$1459 ;
+  always @(posedge clk)
+    p3_13 <= \$1460 ;
+  always @(posedge clk)
+    sh4_13 <= \$1461 ;
+  always @(posedge clk)
+    rb4_13 <= \$1462 ;
+  always @(posedge clk)
+    y5_13 <= \$1463 ;
+  always @(posedge clk)
+    x1_14 <= \$1464 ;
+  always @(posedge clk)
+    plo2_14 <= \$1465 ;
+  always @(posedge clk)
+    phi2_14 <= \$1466 ;
+  always @(posedge clk)
+    p3_14 <= \$1467 ;
+  always @(posedge clk)
+    sh4_14 <= \$1468 ;
+  always @(posedge clk)
+    rb4_14 <= \$1469 ;
+  always @(posedge clk)
+    y5_14 <= \$1470 ;
+  always @(posedge clk)
+    x1_15 <= \$1471 ;
+  always @(posedge clk)
+    plo2_15 <= \$1472 ;
+  always @(posedge clk)
+    phi2_15 <= \$1473 ;
+  always @(posedge clk)
+    p3_15 <= \$1474 ;
+  always @(posedge clk)
+    sh4_15 <= \$1475 ;
+  always @(posedge clk)
+    rb4_15 <= \$1476 ;
+  always @(posedge clk)
+    y5_15 <= \$1477 ;
+  always @(posedge clk)
+    wr_en <= \$1478 ;
+  always @(posedge clk)
+    max6_0 <= \$1479 ;
+  always @(posedge clk)
+    max6_1 <= \$1480 ;
+  always @(posedge clk)
+    max6_2 <= \$1481 ;
+  always @(posedge clk)
+    max6_3 <= \$1482 ;
+  always @(posedge clk)
+    max6_4 <= \$1483 ;
+  always @(posedge clk)
+    max6_5 <= \$1484 ;
+  always @(posedge clk)
+    max6_6 <= \$1485 ;
+  always @(posedge clk)
+    max6_7 <= \$1486 ;
+  always @(posedge clk)
+    max6_8 <= \$1487 ;
+  always @(posedge clk)
+    max6_9 <= \$1488 ;
+  always @(posedge clk)
+    max6_10 <= \$1489 ;
+  always @(posedge clk)
+    max6_11 <= \$1490 ;
+  always @(posedge clk)
+    max6_12 <= \$1491 ;
+  always @(posedge clk)
+    max6_13 <= \$1492 ;
+  always @(posedge clk)
+    max6_14 <= \$1493 ;
+  always @(posedge clk)
+    max6_15 <= \$1494 ;
+  always @(posedge clk)
+    wr_addr <= \$1495 ;
+  always @(posedge clk)
+    wr_data <= \$1496 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$472  = bias_0;
+    \$1224  = bias_0;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$472  = acc_rd__data[31:0];
+              \$1224  = acc_rd__data[31:0];
         endcase
       end
       casez (vec_fsm_state)
@@ -63494,26 +65517,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$472  = 32'd0;
+                \$1224  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$472  = 32'd0;
+        \$1224  = 32'd0;
       end
     end
     if (rst) begin
-      \$472  = 32'd0;
+      \$1224  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$473  = bias_1;
+    \$1225  = bias_1;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$473  = acc_rd__data[63:32];
+              \$1225  = acc_rd__data[63:32];
         endcase
       end
       casez (vec_fsm_state)
@@ -63526,26 +65549,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$473  = 32'd0;
+                \$1225  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$473  = 32'd0;
+        \$1225  = 32'd0;
       end
     end
     if (rst) begin
-      \$473  = 32'd0;
+      \$1225  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$474  = bias_2;
+    \$1226  = bias_2;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$474  = acc_rd__data[95:64];
+              \$1226  = acc_rd__data[95:64];
         endcase
       end
       casez (vec_fsm_state)
@@ -63558,26 +65581,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$474  = 32'd0;
+                \$1226  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$474  = 32'd0;
+        \$1226  = 32'd0;
       end
     end
     if (rst) begin
-      \$474  = 32'd0;
+      \$1226  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$475  = bias_3;
+    \$1227  = bias_3;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$475  = acc_rd__data[127:96];
+              \$1227  = acc_rd__data[127:96];
         endcase
       end
       casez (vec_fsm_state)
@@ -63590,26 +65613,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$475  = 32'd0;
+                \$1227  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$475  = 32'd0;
+        \$1227  = 32'd0;
       end
     end
     if (rst) begin
-      \$475  = 32'd0;
+      \$1227  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$476  = bias_4;
+    \$1228  = bias_4;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$476  = acc_rd__data[159:128];
+              \$1228  = acc_rd__data[159:128];
         endcase
       end
       casez (vec_fsm_state)
@@ -63622,26 +65645,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$476  = 32'd0;
+                \$1228  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$476  = 32'd0;
+        \$1228  = 32'd0;
       end
     end
     if (rst) begin
-      \$476  = 32'd0;
+      \$1228  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$477  = bias_5;
+    \$1229  = bias_5;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$477  = acc_rd__data[191:160];
+              \$1229  = acc_rd__data[191:160];
         endcase
       end
       casez (vec_fsm_state)
@@ -63654,26 +65677,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$477  = 32'd0;
+                \$1229  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$477  = 32'd0;
+        \$1229  = 32'd0;
       end
     end
     if (rst) begin
-      \$477  = 32'd0;
+      \$1229  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$478  = bias_6;
+    \$1230  = bias_6;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$478  = acc_rd__data[223:192];
+              \$1230  = acc_rd__data[223:192];
         endcase
       end
       casez (vec_fsm_state)
@@ -63686,26 +65709,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$478  = 32'd0;
+                \$1230  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$478  = 32'd0;
+        \$1230  = 32'd0;
       end
     end
     if (rst) begin
-      \$478  = 32'd0;
+      \$1230  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$479  = bias_7;
+    \$1231  = bias_7;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$479  = acc_rd__data[255:224];
+              \$1231  = acc_rd__data[255:224];
         endcase
       end
       casez (vec_fsm_state)
@@ -63718,26 +65741,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$479  = 32'd0;
+                \$1231  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$479  = 32'd0;
+        \$1231  = 32'd0;
       end
     end
     if (rst) begin
-      \$479  = 32'd0;
+      \$1231  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$480  = bias_8;
+    \$1232  = bias_8;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$480  = acc_rd__data[287:256];
+              \$1232  = acc_rd__data[287:256];
         endcase
       end
       casez (vec_fsm_state)
@@ -63750,26 +65773,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$480  = 32'd0;
+                \$1232  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$480  = 32'd0;
+        \$1232  = 32'd0;
       end
     end
     if (rst) begin
-      \$480  = 32'd0;
+      \$1232  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$481  = bias_9;
+    \$1233  = bias_9;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$481  = acc_rd__data[319:288];
+              \$1233  = acc_rd__data[319:288];
         endcase
       end
       casez (vec_fsm_state)
@@ -63782,26 +65805,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$481  = 32'd0;
+                \$1233  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$481  = 32'd0;
+        \$1233  = 32'd0;
       end
     end
     if (rst) begin
-      \$481  = 32'd0;
+      \$1233  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$482  = bias_10;
+    \$1234  = bias_10;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$482  = acc_rd__data[351:320];
+              \$1234  = acc_rd__data[351:320];
         endcase
       end
       casez (vec_fsm_state)
@@ -63814,26 +65837,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$482  = 32'd0;
+                \$1234  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$482  = 32'd0;
+        \$1234  = 32'd0;
       end
     end
     if (rst) begin
-      \$482  = 32'd0;
+      \$1234  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$483  = bias_11;
+    \$1235  = bias_11;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$483  = acc_rd__data[383:352];
+              \$1235  = acc_rd__data[383:352];
         endcase
       end
       casez (vec_fsm_state)
@@ -63846,26 +65869,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$483  = 32'd0;
+                \$1235  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$483  = 32'd0;
+        \$1235  = 32'd0;
       end
     end
     if (rst) begin
-      \$483  = 32'd0;
+      \$1235  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$484  = bias_12;
+    \$1236  = bias_12;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$484  = acc_rd__data[415:384];
+              \$1236  = acc_rd__data[415:384];
         endcase
       end
       casez (vec_fsm_state)
@@ -63878,26 +65901,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$484  = 32'd0;
+                \$1236  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$484  = 32'd0;
+        \$1236  = 32'd0;
       end
     end
     if (rst) begin
-      \$484  = 32'd0;
+      \$1236  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$485  = bias_13;
+    \$1237  = bias_13;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$485  = acc_rd__data[447:416];
+              \$1237  = acc_rd__data[447:416];
         endcase
       end
       casez (vec_fsm_state)
@@ -63910,26 +65933,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$485  = 32'd0;
+                \$1237  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$485  = 32'd0;
+        \$1237  = 32'd0;
       end
     end
     if (rst) begin
-      \$485  = 32'd0;
+      \$1237  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$486  = bias_14;
+    \$1238  = bias_14;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$486  = acc_rd__data[479:448];
+              \$1238  = acc_rd__data[479:448];
         endcase
       end
       casez (vec_fsm_state)
@@ -63942,26 +65965,26 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$486  = 32'd0;
+                \$1238  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$486  = 32'd0;
+        \$1238  = 32'd0;
       end
     end
     if (rst) begin
-      \$486  = 32'd0;
+      \$1238  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$487  = bias_15;
+    \$1239  = bias_15;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$487  = acc_rd__data[511:480];
+              \$1239  = acc_rd__data[511:480];
         endcase
       end
       casez (vec_fsm_state)
@@ -63974,363 +65997,341 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$487  = 32'd0;
+                \$1239  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$487  = 32'd0;
+        \$1239  = 32'd0;
       end
     end
     if (rst) begin
-      \$487  = 32'd0;
+      \$1239  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$488  = mult_0;
+    \$1240  = mult_0;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$488  = acc_rd__data[31:0];
+              \$1240  = acc_rd__data[31:0];
         endcase
       end
       if (reset[3]) begin
-        \$488  = 32'd0;
+        \$1240  = 32'd0;
       end
     end
     if (rst) begin
-      \$488  = 32'd0;
+      \$1240  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$489  = mult_1;
+    \$1241  = mult_1;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$489  = acc_rd__data[63:32];
+              \$1241  = acc_rd__data[63:32];
         endcase
       end
       if (reset[3]) begin
-        \$489  = 32'd0;
+        \$1241  = 32'd0;
       end
     end
     if (rst) begin
-      \$489  = 32'd0;
+      \$1241  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$490  = mult_2;
+    \$1242  = mult_2;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$490  = acc_rd__data[95:64];
+              \$1242  = acc_rd__data[95:64];
         endcase
       end
       if (reset[3]) begin
-        \$490  = 32'd0;
+        \$1242  = 32'd0;
       end
     end
     if (rst) begin
-      \$490  = 32'd0;
+      \$1242  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$491  = mult_3;
+    \$1243  = mult_3;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$491  = acc_rd__data[127:96];
+              \$1243  = acc_rd__data[127:96];
         endcase
       end
       if (reset[3]) begin
-        \$491  = 32'd0;
+        \$1243  = 32'd0;
       end
     end
     if (rst) begin
-      \$491  = 32'd0;
+      \$1243  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$492  = mult_4;
+    \$1244  = mult_4;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$492  = acc_rd__data[159:128];
+              \$1244  = acc_rd__data[159:128];
         endcase
       end
       if (reset[3]) begin
-        \$492  = 32'd0;
+        \$1244  = 32'd0;
       end
     end
     if (rst) begin
-      \$492  = 32'd0;
+      \$1244  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$493  = mult_5;
+    \$1245  = mult_5;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$493  = acc_rd__data[191:160];
+              \$1245  = acc_rd__data[191:160];
         endcase
       end
       if (reset[3]) begin
-        \$493  = 32'd0;
+        \$1245  = 32'd0;
       end
     end
     if (rst) begin
-      \$493  = 32'd0;
+      \$1245  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$494  = mult_6;
+    \$1246  = mult_6;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$494  = acc_rd__data[223:192];
+              \$1246  = acc_rd__data[223:192];
         endcase
       end
       if (reset[3]) begin
-        \$494  = 32'd0;
+        \$1246  = 32'd0;
       end
     end
     if (rst) begin
-      \$494  = 32'd0;
+      \$1246  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$495  = mult_7;
+    \$1247  = mult_7;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$495  = acc_rd__data[255:224];
+              \$1247  = acc_rd__data[255:224];
         endcase
       end
       if (reset[3]) begin
-        \$495  = 32'd0;
+        \$1247  = 32'd0;
       end
     end
     if (rst) begin
-      \$495  = 32'd0;
+      \$1247  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$496  = mult_8;
+    \$1248  = mult_8;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$496  = acc_rd__data[287:256];
+              \$1248  = acc_rd__data[287:256];
         endcase
       end
       if (reset[3]) begin
-        \$496  = 32'd0;
+        \$1248  = 32'd0;
       end
     end
     if (rst) begin
-      \$496  = 32'd0;
+      \$1248  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$497  = mult_9;
+    \$1249  = mult_9;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$497  = acc_rd__data[319:288];
+              \$1249  = acc_rd__data[319:288];
         endcase
       end
       if (reset[3]) begin
-        \$497  = 32'd0;
+        \$1249  = 32'd0;
       end
     end
     if (rst) begin
-      \$497  = 32'd0;
+      \$1249  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$498  = mult_10;
+    \$1250  = mult_10;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$498  = acc_rd__data[351:320];
+              \$1250  = acc_rd__data[351:320];
         endcase
       end
       if (reset[3]) begin
-        \$498  = 32'd0;
+        \$1250  = 32'd0;
       end
     end
     if (rst) begin
-      \$498  = 32'd0;
+      \$1250  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$499  = mult_11;
+    \$1251  = mult_11;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$499  = acc_rd__data[383:352];
+              \$1251  = acc_rd__data[383:352];
         endcase
       end
       if (reset[3]) begin
-        \$499  = 32'd0;
+        \$1251  = 32'd0;
       end
     end
     if (rst) begin
-      \$499  = 32'd0;
+      \$1251  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$500  = mult_12;
+    \$1252  = mult_12;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$500  = acc_rd__data[415:384];
+              \$1252  = acc_rd__data[415:384];
         endcase
       end
       if (reset[3]) begin
-        \$500  = 32'd0;
+        \$1252  = 32'd0;
       end
     end
     if (rst) begin
-      \$500  = 32'd0;
+      \$1252  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$501  = mult_13;
+    \$1253  = mult_13;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$501  = acc_rd__data[447:416];
+              \$1253  = acc_rd__data[447:416];
         endcase
       end
       if (reset[3]) begin
-        \$501  = 32'd0;
+        \$1253  = 32'd0;
       end
     end
     if (rst) begin
-      \$501  = 32'd0;
+      \$1253  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$502  = mult_14;
+    \$1254  = mult_14;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$502  = acc_rd__data[479:448];
+              \$1254  = acc_rd__data[479:448];
         endcase
       end
       if (reset[3]) begin
-        \$502  = 32'd0;
+        \$1254  = 32'd0;
       end
     end
     if (rst) begin
-      \$502  = 32'd0;
+      \$1254  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$503  = mult_15;
+    \$1255  = mult_15;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$503  = acc_rd__data[511:480];
+              \$1255  = acc_rd__data[511:480];
         endcase
       end
       if (reset[3]) begin
-        \$503  = 32'd0;
+        \$1255  = 32'd0;
       end
     end
     if (rst) begin
-      \$503  = 32'd0;
+      \$1255  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$504  = shift_0;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$504  = acc_rd__data[5:0];
-        endcase
-      end
-      if (reset[3]) begin
-        \$504  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$504  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$505  = shift_1;
+    \$1256  = shift_0;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64339,20 +66340,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$505  = acc_rd__data[37:32];
+              \$1256  = acc_rd__data[5:0];
         endcase
       end
       if (reset[3]) begin
-        \$505  = 6'h00;
+        \$1256  = 6'h00;
       end
     end
     if (rst) begin
-      \$505  = 6'h00;
+      \$1256  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$506  = shift_2;
+    \$1257  = shift_1;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64361,20 +66362,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$506  = acc_rd__data[69:64];
+              \$1257  = acc_rd__data[37:32];
         endcase
       end
       if (reset[3]) begin
-        \$506  = 6'h00;
+        \$1257  = 6'h00;
       end
     end
     if (rst) begin
-      \$506  = 6'h00;
+      \$1257  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$507  = shift_3;
+    \$1258  = shift_2;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64383,20 +66384,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$507  = acc_rd__data[101:96];
+              \$1258  = acc_rd__data[69:64];
         endcase
       end
       if (reset[3]) begin
-        \$507  = 6'h00;
+        \$1258  = 6'h00;
       end
     end
     if (rst) begin
-      \$507  = 6'h00;
+      \$1258  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$508  = shift_4;
+    \$1259  = shift_3;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64405,20 +66406,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$508  = acc_rd__data[133:128];
+              \$1259  = acc_rd__data[101:96];
         endcase
       end
       if (reset[3]) begin
-        \$508  = 6'h00;
+        \$1259  = 6'h00;
       end
     end
     if (rst) begin
-      \$508  = 6'h00;
+      \$1259  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$509  = shift_5;
+    \$1260  = shift_4;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64427,20 +66428,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$509  = acc_rd__data[165:160];
+              \$1260  = acc_rd__data[133:128];
         endcase
       end
       if (reset[3]) begin
-        \$509  = 6'h00;
+        \$1260  = 6'h00;
       end
     end
     if (rst) begin
-      \$509  = 6'h00;
+      \$1260  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$510  = shift_6;
+    \$1261  = shift_5;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64449,20 +66450,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$510  = acc_rd__data[197:192];
+              \$1261  = acc_rd__data[165:160];
         endcase
       end
       if (reset[3]) begin
-        \$510  = 6'h00;
+        \$1261  = 6'h00;
       end
     end
     if (rst) begin
-      \$510  = 6'h00;
+      \$1261  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$511  = shift_7;
+    \$1262  = shift_6;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64471,20 +66472,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$511  = acc_rd__data[229:224];
+              \$1262  = acc_rd__data[197:192];
         endcase
       end
       if (reset[3]) begin
-        \$511  = 6'h00;
+        \$1262  = 6'h00;
       end
     end
     if (rst) begin
-      \$511  = 6'h00;
+      \$1262  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$512  = shift_8;
+    \$1263  = shift_7;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64493,20 +66494,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$512  = acc_rd__data[261:256];
+              \$1263  = acc_rd__data[229:224];
         endcase
       end
       if (reset[3]) begin
-        \$512  = 6'h00;
+        \$1263  = 6'h00;
       end
     end
     if (rst) begin
-      \$512  = 6'h00;
+      \$1263  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$513  = shift_9;
+    \$1264  = shift_8;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64515,20 +66516,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$513  = acc_rd__data[293:288];
+              \$1264  = acc_rd__data[261:256];
         endcase
       end
       if (reset[3]) begin
-        \$513  = 6'h00;
+        \$1264  = 6'h00;
       end
     end
     if (rst) begin
-      \$513  = 6'h00;
+      \$1264  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$514  = shift_10;
+    \$1265  = shift_9;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64537,20 +66538,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$514  = acc_rd__data[325:320];
+              \$1265  = acc_rd__data[293:288];
         endcase
       end
       if (reset[3]) begin
-        \$514  = 6'h00;
+        \$1265  = 6'h00;
       end
     end
     if (rst) begin
-      \$514  = 6'h00;
+      \$1265  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$515  = shift_11;
+    \$1266  = shift_10;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64559,20 +66560,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$515  = acc_rd__data[357:352];
+              \$1266  = acc_rd__data[325:320];
         endcase
       end
       if (reset[3]) begin
-        \$515  = 6'h00;
+        \$1266  = 6'h00;
       end
     end
     if (rst) begin
-      \$515  = 6'h00;
+      \$1266  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$516  = shift_12;
+    \$1267  = shift_11;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64581,20 +66582,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$516  = acc_rd__data[389:384];
+              \$1267  = acc_rd__data[357:352];
         endcase
       end
       if (reset[3]) begin
-        \$516  = 6'h00;
+        \$1267  = 6'h00;
       end
     end
     if (rst) begin
-      \$516  = 6'h00;
+      \$1267  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$517  = shift_13;
+    \$1268  = shift_12;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64603,20 +66604,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$517  = acc_rd__data[421:416];
+              \$1268  = acc_rd__data[389:384];
         endcase
       end
       if (reset[3]) begin
-        \$517  = 6'h00;
+        \$1268  = 6'h00;
       end
     end
     if (rst) begin
-      \$517  = 6'h00;
+      \$1268  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$518  = shift_14;
+    \$1269  = shift_13;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64625,20 +66626,20 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$518  = acc_rd__data[453:448];
+              \$1269  = acc_rd__data[421:416];
         endcase
       end
       if (reset[3]) begin
-        \$518  = 6'h00;
+        \$1269  = 6'h00;
       end
     end
     if (rst) begin
-      \$518  = 6'h00;
+      \$1269  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$519  = shift_15;
+    \$1270  = shift_14;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -64647,22 +66648,44 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           2'h1:
               /* empty */;
           2'h2:
-              \$519  = acc_rd__data[485:480];
+              \$1270  = acc_rd__data[453:448];
         endcase
       end
       if (reset[3]) begin
-        \$519  = 6'h00;
+        \$1270  = 6'h00;
       end
     end
     if (rst) begin
-      \$519  = 6'h00;
+      \$1270  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$520  = cap_valid;
+    \$1271  = shift_15;
     if (\$2 ) begin
-      \$520  = 1'h0;
+      if (cap_valid) begin
+        casez (cap_idx)
+          2'h0:
+              /* empty */;
+          2'h1:
+              /* empty */;
+          2'h2:
+              \$1271  = acc_rd__data[485:480];
+        endcase
+      end
+      if (reset[3]) begin
+        \$1271  = 6'h00;
+      end
+    end
+    if (rst) begin
+      \$1271  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1272  = cap_valid;
+    if (\$2 ) begin
+      \$1272  = 1'h0;
       casez (vec_fsm_state)
         3'h0:
             /* empty */;
@@ -64670,75 +66693,75 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             /* empty */;
         3'h3:
             if (acc_rd__gnt) begin
-              \$520  = 1'h1;
+              \$1272  = 1'h1;
             end
       endcase
       if (reset[3]) begin
-        \$520  = 1'h0;
+        \$1272  = 1'h0;
       end
     end
     if (rst) begin
-      \$520  = 1'h0;
+      \$1272  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$521  = cmd;
+    \$1273  = cmd;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$521  = ctl__cmd__payload;
+              \$1273  = ctl__cmd__payload;
             end
       endcase
       if (reset[3]) begin
-        \$521  = 156'h000000000000000000000000000000000000000;
+        \$1273  = 156'h000000000000000000000000000000000000000;
       end
     end
     if (rst) begin
-      \$521  = 156'h000000000000000000000000000000000000000;
+      \$1273  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$522  = err;
+    \$1274  = err;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$522  = 8'h00;
+              \$1274  = 8'h00;
             end
         3'h1:
             if (\$5 ) begin
-              \$522  = 8'h02;
+              \$1274  = 8'h02;
             end else if (\$6 ) begin
-              \$522  = 8'h03;
+              \$1274  = 8'h03;
             end else if (range_bad) begin
-              \$522  = 8'h04;
+              \$1274  = 8'h04;
             end
         3'h3:
             /* empty */;
         3'h4:
             if (shift_bad) begin
-              \$522  = 8'h08;
+              \$1274  = 8'h08;
             end
       endcase
       if (reset[3]) begin
-        \$522  = 8'h00;
+        \$1274  = 8'h00;
       end
     end
     if (rst) begin
-      \$522  = 8'h00;
+      \$1274  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$523  = issued;
+    \$1275  = issued;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$523  = 17'h00000;
+              \$1275  = 17'h00000;
             end
         3'h1:
             /* empty */;
@@ -64748,96 +66771,96 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             /* empty */;
         3'h5:
             if (fire) begin
-              \$523  = \$11 [16:0];
+              \$1275  = \$11 [16:0];
             end
       endcase
       if (reset[3]) begin
-        \$523  = 17'h00000;
+        \$1275  = 17'h00000;
       end
     end
     if (rst) begin
-      \$523  = 17'h00000;
+      \$1275  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$524  = retired;
+    \$1276  = retired;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$524  = 17'h00000;
+              \$1276  = 17'h00000;
             end
       endcase
-      if (v3) begin
-        \$524  = \$93 [16:0];
+      if (v5) begin
+        \$1276  = \$957 [16:0];
       end
       if (reset[3]) begin
-        \$524  = 17'h00000;
+        \$1276  = 17'h00000;
       end
     end
     if (rst) begin
-      \$524  = 17'h00000;
+      \$1276  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$525  = vec_fsm_state;
+    \$1277  = vec_fsm_state;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$525  = 3'h1;
+              \$1277  = 3'h1;
             end
         3'h1:
             (* full_case = 32'd1 *)
             if (\$5 ) begin
-              \$525  = 3'h2;
+              \$1277  = 3'h2;
             end else if (\$6 ) begin
-              \$525  = 3'h2;
+              \$1277  = 3'h2;
             end else if (range_bad) begin
-              \$525  = 3'h2;
+              \$1277  = 3'h2;
             end else begin
-              \$525  = 3'h3;
+              \$1277  = 3'h3;
             end
         3'h3:
             if (acc_rd__gnt) begin
               if (\$10 ) begin
-                \$525  = 3'h4;
+                \$1277  = 3'h4;
               end
             end
         3'h4:
             (* full_case = 32'd1 *)
             if (shift_bad) begin
-              \$525  = 3'h2;
+              \$1277  = 3'h2;
             end else begin
-              \$525  = 3'h5;
+              \$1277  = 3'h5;
             end
         3'h5:
             if (\$12 ) begin
               (* full_case = 32'd1 *)
               if (cmd[147]) begin
-                \$525  = 3'h6;
+                \$1277  = 3'h6;
               end else begin
-                \$525  = 3'h2;
+                \$1277  = 3'h2;
               end
             end
         3'h6:
-            \$525  = 3'h2;
+            \$1277  = 3'h2;
         3'h2:
-            \$525  = 3'h0;
+            \$1277  = 3'h0;
       endcase
       if (reset[3]) begin
-        \$525  = 3'h0;
+        \$1277  = 3'h0;
       end
     end
     if (rst) begin
-      \$525  = 3'h0;
+      \$1277  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$526  = pidx;
+    \$1278  = pidx;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
@@ -64848,24 +66871,24 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             end else if (\$6 ) begin
             end else if (range_bad) begin
             end else begin
-              \$526  = { 1'h0, \$7  };
+              \$1278  = { 1'h0, \$7  };
             end
         3'h3:
             if (acc_rd__gnt) begin
-              \$526  = \$9 [1:0];
+              \$1278  = \$9 [1:0];
             end
       endcase
       if (reset[3]) begin
-        \$526  = 2'h0;
+        \$1278  = 2'h0;
       end
     end
     if (rst) begin
-      \$526  = 2'h0;
+      \$1278  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$527  = cap_idx;
+    \$1279  = cap_idx;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
@@ -64874,1846 +66897,2928 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             /* empty */;
         3'h3:
             if (acc_rd__gnt) begin
-              \$527  = pidx;
+              \$1279  = pidx;
             end
       endcase
       if (reset[3]) begin
-        \$527  = 2'h0;
+        \$1279  = 2'h0;
       end
     end
     if (rst) begin
-      \$527  = 2'h0;
+      \$1279  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$528  = v0;
+    \$1280  = v0;
     if (\$2 ) begin
-      \$528  = fire;
+      \$1280  = fire;
       if (reset[3]) begin
-        \$528  = 1'h0;
+        \$1280  = 1'h0;
       end
     end
     if (rst) begin
-      \$528  = 1'h0;
+      \$1280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$529  = v1;
+    \$1281  = v1;
     if (\$2 ) begin
-      \$529  = v0;
+      \$1281  = v0;
       if (reset[3]) begin
-        \$529  = 1'h0;
+        \$1281  = 1'h0;
       end
     end
     if (rst) begin
-      \$529  = 1'h0;
+      \$1281  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$530  = v2;
+    \$1282  = v2;
     if (\$2 ) begin
-      \$530  = v1;
+      \$1282  = v1;
       if (reset[3]) begin
-        \$530  = 1'h0;
+        \$1282  = 1'h0;
       end
     end
     if (rst) begin
-      \$530  = 1'h0;
+      \$1282  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$531  = v3;
+    \$1283  = v3;
     if (\$2 ) begin
-      \$531  = v2;
+      \$1283  = v2;
       if (reset[3]) begin
-        \$531  = 1'h0;
+        \$1283  = 1'h0;
       end
     end
     if (rst) begin
-      \$531  = 1'h0;
+      \$1283  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$532  = x1_0;
+    \$1284  = v4;
     if (\$2 ) begin
-      if (v0) begin
-        \$532  = \$13 [31:0];
-      end
+      \$1284  = v3;
       if (reset[3]) begin
-        \$532  = 32'd0;
+        \$1284  = 1'h0;
       end
     end
     if (rst) begin
-      \$532  = 32'd0;
+      \$1284  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$533  = res1_0;
+    \$1285  = v5;
     if (\$2 ) begin
-      if (v0) begin
-        \$533  = spad_rd__data[7:0];
-      end
+      \$1285  = v4;
       if (reset[3]) begin
-        \$533  = 8'h00;
+        \$1285  = 1'h0;
       end
     end
     if (rst) begin
-      \$533  = 8'h00;
+      \$1285  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$534  = p2_0;
+    \$1286  = res1_0;
     if (\$2 ) begin
-      if (v1) begin
-        \$534  = \$14 ;
-      end
+      \$1286  = \$13 ;
       if (reset[3]) begin
-        \$534  = 64'h0000000000000000;
+        \$1286  = 8'h00;
       end
     end
     if (rst) begin
-      \$534  = 64'h0000000000000000;
+      \$1286  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$535  = res2_0;
+    \$1287  = res2_0;
     if (\$2 ) begin
-      if (v1) begin
-        \$535  = res1_0;
-      end
+      \$1287  = \$14 ;
       if (reset[3]) begin
-        \$535  = 8'h00;
+        \$1287  = 8'h00;
       end
     end
     if (rst) begin
-      \$535  = 8'h00;
+      \$1287  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$536  = y3_0;
+    \$1288  = res3_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$536  = \$17 ;
-      end
+      \$1288  = \$15 ;
       if (reset[3]) begin
-        \$536  = 8'h00;
+        \$1288  = 8'h00;
       end
     end
     if (rst) begin
-      \$536  = 8'h00;
+      \$1288  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$537  = res3_0;
+    \$1289  = res4_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$537  = res2_0;
-      end
+      \$1289  = \$16 ;
       if (reset[3]) begin
-        \$537  = 8'h00;
+        \$1289  = 8'h00;
       end
     end
     if (rst) begin
-      \$537  = 8'h00;
+      \$1289  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$538  = x1_1;
+    \$1290  = res5_0;
     if (\$2 ) begin
-      if (v0) begin
-        \$538  = \$18 [31:0];
-      end
+      \$1290  = \$17 ;
       if (reset[3]) begin
-        \$538  = 32'd0;
+        \$1290  = 8'h00;
       end
     end
     if (rst) begin
-      \$538  = 32'd0;
+      \$1290  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$539  = res1_1;
+    \$1291  = res1_1;
     if (\$2 ) begin
-      if (v0) begin
-        \$539  = spad_rd__data[15:8];
-      end
+      \$1291  = \$18 ;
       if (reset[3]) begin
-        \$539  = 8'h00;
+        \$1291  = 8'h00;
       end
     end
     if (rst) begin
-      \$539  = 8'h00;
+      \$1291  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$540  = p2_1;
+    \$1292  = res2_1;
     if (\$2 ) begin
-      if (v1) begin
-        \$540  = \$19 ;
-      end
+      \$1292  = \$19 ;
       if (reset[3]) begin
-        \$540  = 64'h0000000000000000;
+        \$1292  = 8'h00;
       end
     end
     if (rst) begin
-      \$540  = 64'h0000000000000000;
+      \$1292  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$541  = res2_1;
+    \$1293  = res3_1;
     if (\$2 ) begin
-      if (v1) begin
-        \$541  = res1_1;
-      end
+      \$1293  = \$20 ;
       if (reset[3]) begin
-        \$541  = 8'h00;
+        \$1293  = 8'h00;
       end
     end
     if (rst) begin
-      \$541  = 8'h00;
+      \$1293  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$542  = y3_1;
+    \$1294  = res4_1;
     if (\$2 ) begin
-      if (v2) begin
-        \$542  = \$22 ;
-      end
+      \$1294  = \$21 ;
       if (reset[3]) begin
-        \$542  = 8'h00;
+        \$1294  = 8'h00;
       end
     end
     if (rst) begin
-      \$542  = 8'h00;
+      \$1294  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$543  = res3_1;
+    \$1295  = res5_1;
     if (\$2 ) begin
-      if (v2) begin
-        \$543  = res2_1;
-      end
+      \$1295  = \$22 ;
       if (reset[3]) begin
-        \$543  = 8'h00;
+        \$1295  = 8'h00;
       end
     end
     if (rst) begin
-      \$543  = 8'h00;
+      \$1295  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$544  = x1_2;
+    \$1296  = res1_2;
     if (\$2 ) begin
-      if (v0) begin
-        \$544  = \$23 [31:0];
-      end
+      \$1296  = \$23 ;
       if (reset[3]) begin
-        \$544  = 32'd0;
+        \$1296  = 8'h00;
       end
     end
     if (rst) begin
-      \$544  = 32'd0;
+      \$1296  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$545  = res1_2;
+    \$1297  = res2_2;
     if (\$2 ) begin
-      if (v0) begin
-        \$545  = spad_rd__data[23:16];
-      end
+      \$1297  = \$24 ;
       if (reset[3]) begin
-        \$545  = 8'h00;
+        \$1297  = 8'h00;
       end
     end
     if (rst) begin
-      \$545  = 8'h00;
+      \$1297  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$546  = p2_2;
+    \$1298  = res3_2;
     if (\$2 ) begin
-      if (v1) begin
-        \$546  = \$24 ;
-      end
+      \$1298  = \$25 ;
       if (reset[3]) begin
-        \$546  = 64'h0000000000000000;
+        \$1298  = 8'h00;
       end
     end
     if (rst) begin
-      \$546  = 64'h0000000000000000;
+      \$1298  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$547  = res2_2;
+    \$1299  = res4_2;
     if (\$2 ) begin
-      if (v1) begin
-        \$547  = res1_2;
-      end
+      \$1299  = \$26 ;
       if (reset[3]) begin
-        \$547  = 8'h00;
+        \$1299  = 8'h00;
       end
     end
     if (rst) begin
-      \$547  = 8'h00;
+      \$1299  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$548  = y3_2;
+    \$1300  = res5_2;
     if (\$2 ) begin
-      if (v2) begin
-        \$548  = \$27 ;
-      end
+      \$1300  = \$27 ;
       if (reset[3]) begin
-        \$548  = 8'h00;
+        \$1300  = 8'h00;
       end
     end
     if (rst) begin
-      \$548  = 8'h00;
+      \$1300  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$549  = res3_2;
+    \$1301  = res1_3;
     if (\$2 ) begin
-      if (v2) begin
-        \$549  = res2_2;
-      end
+      \$1301  = \$28 ;
       if (reset[3]) begin
-        \$549  = 8'h00;
+        \$1301  = 8'h00;
       end
     end
     if (rst) begin
-      \$549  = 8'h00;
+      \$1301  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$550  = x1_3;
+    \$1302  = res2_3;
     if (\$2 ) begin
-      if (v0) begin
-        \$550  = \$28 [31:0];
-      end
+      \$1302  = \$29 ;
       if (reset[3]) begin
-        \$550  = 32'd0;
+        \$1302  = 8'h00;
       end
     end
     if (rst) begin
-      \$550  = 32'd0;
+      \$1302  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$551  = res1_3;
+    \$1303  = res3_3;
     if (\$2 ) begin
-      if (v0) begin
-        \$551  = spad_rd__data[31:24];
-      end
+      \$1303  = \$30 ;
       if (reset[3]) begin
-        \$551  = 8'h00;
+        \$1303  = 8'h00;
       end
     end
     if (rst) begin
-      \$551  = 8'h00;
+      \$1303  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$552  = p2_3;
+    \$1304  = res4_3;
     if (\$2 ) begin
-      if (v1) begin
-        \$552  = \$29 ;
-      end
+      \$1304  = \$31 ;
       if (reset[3]) begin
-        \$552  = 64'h0000000000000000;
+        \$1304  = 8'h00;
       end
     end
     if (rst) begin
-      \$552  = 64'h0000000000000000;
+      \$1304  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$553  = res2_3;
+    \$1305  = res5_3;
     if (\$2 ) begin
-      if (v1) begin
-        \$553  = res1_3;
-      end
+      \$1305  = \$32 ;
       if (reset[3]) begin
-        \$553  = 8'h00;
+        \$1305  = 8'h00;
       end
     end
     if (rst) begin
-      \$553  = 8'h00;
+      \$1305  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$554  = y3_3;
+    \$1306  = res1_4;
     if (\$2 ) begin
-      if (v2) begin
-        \$554  = \$32 ;
-      end
+      \$1306  = \$33 ;
       if (reset[3]) begin
-        \$554  = 8'h00;
+        \$1306  = 8'h00;
       end
     end
     if (rst) begin
-      \$554  = 8'h00;
+      \$1306  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$555  = res3_3;
+    \$1307  = res2_4;
     if (\$2 ) begin
-      if (v2) begin
-        \$555  = res2_3;
-      end
+      \$1307  = \$34 ;
       if (reset[3]) begin
-        \$555  = 8'h00;
+        \$1307  = 8'h00;
       end
     end
     if (rst) begin
-      \$555  = 8'h00;
+      \$1307  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$556  = x1_4;
+    \$1308  = res3_4;
     if (\$2 ) begin
-      if (v0) begin
-        \$556  = \$33 [31:0];
-      end
+      \$1308  = \$35 ;
       if (reset[3]) begin
-        \$556  = 32'd0;
+        \$1308  = 8'h00;
       end
     end
     if (rst) begin
-      \$556  = 32'd0;
+      \$1308  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$557  = res1_4;
+    \$1309  = res4_4;
     if (\$2 ) begin
-      if (v0) begin
-        \$557  = spad_rd__data[39:32];
-      end
+      \$1309  = \$36 ;
       if (reset[3]) begin
-        \$557  = 8'h00;
+        \$1309  = 8'h00;
       end
     end
     if (rst) begin
-      \$557  = 8'h00;
+      \$1309  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$558  = p2_4;
+    \$1310  = res5_4;
     if (\$2 ) begin
-      if (v1) begin
-        \$558  = \$34 ;
-      end
+      \$1310  = \$37 ;
       if (reset[3]) begin
-        \$558  = 64'h0000000000000000;
+        \$1310  = 8'h00;
       end
     end
     if (rst) begin
-      \$558  = 64'h0000000000000000;
+      \$1310  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$559  = res2_4;
+    \$1311  = res1_5;
     if (\$2 ) begin
-      if (v1) begin
-        \$559  = res1_4;
-      end
+      \$1311  = \$38 ;
       if (reset[3]) begin
-        \$559  = 8'h00;
+        \$1311  = 8'h00;
       end
     end
     if (rst) begin
-      \$559  = 8'h00;
+      \$1311  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$560  = y3_4;
+    \$1312  = res2_5;
     if (\$2 ) begin
-      if (v2) begin
-        \$560  = \$37 ;
-      end
+      \$1312  = \$39 ;
       if (reset[3]) begin
-        \$560  = 8'h00;
+        \$1312  = 8'h00;
       end
     end
     if (rst) begin
-      \$560  = 8'h00;
+      \$1312  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$561  = res3_4;
+    \$1313  = res3_5;
     if (\$2 ) begin
-      if (v2) begin
-        \$561  = res2_4;
-      end
+      \$1313  = \$40 ;
       if (reset[3]) begin
-        \$561  = 8'h00;
+        \$1313  = 8'h00;
       end
     end
     if (rst) begin
-      \$561  = 8'h00;
+      \$1313  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$562  = x1_5;
+    \$1314  = res4_5;
     if (\$2 ) begin
-      if (v0) begin
-        \$562  = \$38 [31:0];
-      end
+      \$1314  = \$41 ;
       if (reset[3]) begin
-        \$562  = 32'd0;
+        \$1314  = 8'h00;
       end
     end
     if (rst) begin
-      \$562  = 32'd0;
+      \$1314  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$563  = res1_5;
+    \$1315  = res5_5;
     if (\$2 ) begin
-      if (v0) begin
-        \$563  = spad_rd__data[47:40];
-      end
+      \$1315  = \$42 ;
       if (reset[3]) begin
-        \$563  = 8'h00;
+        \$1315  = 8'h00;
       end
     end
     if (rst) begin
-      \$563  = 8'h00;
+      \$1315  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$564  = p2_5;
+    \$1316  = res1_6;
     if (\$2 ) begin
-      if (v1) begin
-        \$564  = \$39 ;
-      end
+      \$1316  = \$43 ;
       if (reset[3]) begin
-        \$564  = 64'h0000000000000000;
+        \$1316  = 8'h00;
       end
     end
     if (rst) begin
-      \$564  = 64'h0000000000000000;
+      \$1316  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$565  = res2_5;
+    \$1317  = res2_6;
     if (\$2 ) begin
-      if (v1) begin
-        \$565  = res1_5;
-      end
+      \$1317  = \$44 ;
       if (reset[3]) begin
-        \$565  = 8'h00;
+        \$1317  = 8'h00;
       end
     end
     if (rst) begin
-      \$565  = 8'h00;
+      \$1317  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$566  = y3_5;
+    \$1318  = res3_6;
     if (\$2 ) begin
-      if (v2) begin
-        \$566  = \$42 ;
-      end
+      \$1318  = \$45 ;
       if (reset[3]) begin
-        \$566  = 8'h00;
+        \$1318  = 8'h00;
       end
     end
     if (rst) begin
-      \$566  = 8'h00;
+      \$1318  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$567  = res3_5;
+    \$1319  = res4_6;
     if (\$2 ) begin
-      if (v2) begin
-        \$567  = res2_5;
-      end
+      \$1319  = \$46 ;
       if (reset[3]) begin
-        \$567  = 8'h00;
+        \$1319  = 8'h00;
       end
     end
     if (rst) begin
-      \$567  = 8'h00;
+      \$1319  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$568  = x1_6;
+    \$1320  = res5_6;
     if (\$2 ) begin
-      if (v0) begin
-        \$568  = \$43 [31:0];
-      end
+      \$1320  = \$47 ;
       if (reset[3]) begin
-        \$568  = 32'd0;
+        \$1320  = 8'h00;
       end
     end
     if (rst) begin
-      \$568  = 32'd0;
+      \$1320  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$569  = res1_6;
+    \$1321  = res1_7;
     if (\$2 ) begin
-      if (v0) begin
-        \$569  = spad_rd__data[55:48];
-      end
+      \$1321  = \$48 ;
       if (reset[3]) begin
-        \$569  = 8'h00;
+        \$1321  = 8'h00;
       end
     end
     if (rst) begin
-      \$569  = 8'h00;
+      \$1321  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$570  = p2_6;
+    \$1322  = res2_7;
     if (\$2 ) begin
-      if (v1) begin
-        \$570  = \$44 ;
-      end
+      \$1322  = \$49 ;
       if (reset[3]) begin
-        \$570  = 64'h0000000000000000;
+        \$1322  = 8'h00;
       end
     end
     if (rst) begin
-      \$570  = 64'h0000000000000000;
+      \$1322  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$571  = res2_6;
+    \$1323  = res3_7;
     if (\$2 ) begin
-      if (v1) begin
-        \$571  = res1_6;
-      end
+      \$1323  = \$50 ;
       if (reset[3]) begin
-        \$571  = 8'h00;
+        \$1323  = 8'h00;
       end
     end
     if (rst) begin
-      \$571  = 8'h00;
+      \$1323  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$572  = y3_6;
+    \$1324  = res4_7;
     if (\$2 ) begin
-      if (v2) begin
-        \$572  = \$47 ;
-      end
+      \$1324  = \$51 ;
       if (reset[3]) begin
-        \$572  = 8'h00;
+        \$1324  = 8'h00;
       end
     end
     if (rst) begin
-      \$572  = 8'h00;
+      \$1324  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$573  = res3_6;
+    \$1325  = res5_7;
     if (\$2 ) begin
-      if (v2) begin
-        \$573  = res2_6;
-      end
+      \$1325  = \$52 ;
       if (reset[3]) begin
-        \$573  = 8'h00;
+        \$1325  = 8'h00;
       end
     end
     if (rst) begin
-      \$573  = 8'h00;
+      \$1325  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$574  = x1_7;
+    \$1326  = res1_8;
     if (\$2 ) begin
-      if (v0) begin
-        \$574  = \$48 [31:0];
-      end
+      \$1326  = \$53 ;
       if (reset[3]) begin
-        \$574  = 32'd0;
+        \$1326  = 8'h00;
       end
     end
     if (rst) begin
-      \$574  = 32'd0;
+      \$1326  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$575  = res1_7;
+    \$1327  = res2_8;
     if (\$2 ) begin
-      if (v0) begin
-        \$575  = spad_rd__data[63:56];
-      end
+      \$1327  = \$54 ;
       if (reset[3]) begin
-        \$575  = 8'h00;
+        \$1327  = 8'h00;
       end
     end
     if (rst) begin
-      \$575  = 8'h00;
+      \$1327  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$576  = p2_7;
+    \$1328  = res3_8;
     if (\$2 ) begin
-      if (v1) begin
-        \$576  = \$49 ;
-      end
+      \$1328  = \$55 ;
       if (reset[3]) begin
-        \$576  = 64'h0000000000000000;
+        \$1328  = 8'h00;
       end
     end
     if (rst) begin
-      \$576  = 64'h0000000000000000;
+      \$1328  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$577  = res2_7;
+    \$1329  = res4_8;
     if (\$2 ) begin
-      if (v1) begin
-        \$577  = res1_7;
-      end
+      \$1329  = \$56 ;
       if (reset[3]) begin
-        \$577  = 8'h00;
+        \$1329  = 8'h00;
       end
     end
     if (rst) begin
-      \$577  = 8'h00;
+      \$1329  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$578  = y3_7;
+    \$1330  = res5_8;
     if (\$2 ) begin
-      if (v2) begin
-        \$578  = \$52 ;
-      end
+      \$1330  = \$57 ;
       if (reset[3]) begin
-        \$578  = 8'h00;
+        \$1330  = 8'h00;
       end
     end
     if (rst) begin
-      \$578  = 8'h00;
+      \$1330  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$579  = res3_7;
+    \$1331  = res1_9;
     if (\$2 ) begin
-      if (v2) begin
-        \$579  = res2_7;
-      end
+      \$1331  = \$58 ;
       if (reset[3]) begin
-        \$579  = 8'h00;
+        \$1331  = 8'h00;
       end
     end
     if (rst) begin
-      \$579  = 8'h00;
+      \$1331  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$580  = x1_8;
+    \$1332  = res2_9;
     if (\$2 ) begin
-      if (v0) begin
-        \$580  = \$53 [31:0];
-      end
+      \$1332  = \$59 ;
       if (reset[3]) begin
-        \$580  = 32'd0;
+        \$1332  = 8'h00;
       end
     end
     if (rst) begin
-      \$580  = 32'd0;
+      \$1332  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$581  = res1_8;
+    \$1333  = res3_9;
     if (\$2 ) begin
-      if (v0) begin
-        \$581  = spad_rd__data[71:64];
-      end
+      \$1333  = \$60 ;
       if (reset[3]) begin
-        \$581  = 8'h00;
+        \$1333  = 8'h00;
       end
     end
     if (rst) begin
-      \$581  = 8'h00;
+      \$1333  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$582  = p2_8;
+    \$1334  = res4_9;
     if (\$2 ) begin
-      if (v1) begin
-        \$582  = \$54 ;
-      end
+      \$1334  = \$61 ;
       if (reset[3]) begin
-        \$582  = 64'h0000000000000000;
+        \$1334  = 8'h00;
       end
     end
     if (rst) begin
-      \$582  = 64'h0000000000000000;
+      \$1334  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$583  = res2_8;
+    \$1335  = res5_9;
     if (\$2 ) begin
-      if (v1) begin
-        \$583  = res1_8;
-      end
+      \$1335  = \$62 ;
       if (reset[3]) begin
-        \$583  = 8'h00;
+        \$1335  = 8'h00;
       end
     end
     if (rst) begin
-      \$583  = 8'h00;
+      \$1335  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$584  = y3_8;
+    \$1336  = res1_10;
     if (\$2 ) begin
-      if (v2) begin
-        \$584  = \$57 ;
-      end
+      \$1336  = \$63 ;
       if (reset[3]) begin
-        \$584  = 8'h00;
+        \$1336  = 8'h00;
       end
     end
     if (rst) begin
-      \$584  = 8'h00;
+      \$1336  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$585  = res3_8;
+    \$1337  = res2_10;
     if (\$2 ) begin
-      if (v2) begin
-        \$585  = res2_8;
-      end
+      \$1337  = \$64 ;
       if (reset[3]) begin
-        \$585  = 8'h00;
+        \$1337  = 8'h00;
       end
     end
     if (rst) begin
-      \$585  = 8'h00;
+      \$1337  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$586  = x1_9;
+    \$1338  = res3_10;
     if (\$2 ) begin
-      if (v0) begin
-        \$586  = \$58 [31:0];
-      end
+      \$1338  = \$65 ;
       if (reset[3]) begin
-        \$586  = 32'd0;
+        \$1338  = 8'h00;
       end
     end
     if (rst) begin
-      \$586  = 32'd0;
+      \$1338  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$587  = res1_9;
+    \$1339  = res4_10;
     if (\$2 ) begin
-      if (v0) begin
-        \$587  = spad_rd__data[79:72];
-      end
+      \$1339  = \$66 ;
       if (reset[3]) begin
-        \$587  = 8'h00;
+        \$1339  = 8'h00;
       end
     end
     if (rst) begin
-      \$587  = 8'h00;
+      \$1339  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$588  = p2_9;
+    \$1340  = res5_10;
     if (\$2 ) begin
-      if (v1) begin
-        \$588  = \$59 ;
-      end
+      \$1340  = \$67 ;
       if (reset[3]) begin
-        \$588  = 64'h0000000000000000;
+        \$1340  = 8'h00;
       end
     end
     if (rst) begin
-      \$588  = 64'h0000000000000000;
+      \$1340  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$589  = res2_9;
+    \$1341  = res1_11;
     if (\$2 ) begin
-      if (v1) begin
-        \$589  = res1_9;
-      end
+      \$1341  = \$68 ;
       if (reset[3]) begin
-        \$589  = 8'h00;
+        \$1341  = 8'h00;
       end
     end
     if (rst) begin
-      \$589  = 8'h00;
+      \$1341  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$590  = y3_9;
+    \$1342  = res2_11;
     if (\$2 ) begin
-      if (v2) begin
-        \$590  = \$62 ;
-      end
+      \$1342  = \$69 ;
       if (reset[3]) begin
-        \$590  = 8'h00;
+        \$1342  = 8'h00;
       end
     end
     if (rst) begin
-      \$590  = 8'h00;
+      \$1342  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$591  = res3_9;
+    \$1343  = res3_11;
     if (\$2 ) begin
-      if (v2) begin
-        \$591  = res2_9;
-      end
+      \$1343  = \$70 ;
       if (reset[3]) begin
-        \$591  = 8'h00;
+        \$1343  = 8'h00;
       end
     end
     if (rst) begin
-      \$591  = 8'h00;
+      \$1343  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$592  = x1_10;
+    \$1344  = res4_11;
     if (\$2 ) begin
-      if (v0) begin
-        \$592  = \$63 [31:0];
-      end
+      \$1344  = \$71 ;
       if (reset[3]) begin
-        \$592  = 32'd0;
+        \$1344  = 8'h00;
       end
     end
     if (rst) begin
-      \$592  = 32'd0;
+      \$1344  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$593  = res1_10;
+    \$1345  = res5_11;
     if (\$2 ) begin
-      if (v0) begin
-        \$593  = spad_rd__data[87:80];
-      end
+      \$1345  = \$72 ;
       if (reset[3]) begin
-        \$593  = 8'h00;
+        \$1345  = 8'h00;
       end
     end
     if (rst) begin
-      \$593  = 8'h00;
+      \$1345  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$594  = p2_10;
+    \$1346  = res1_12;
     if (\$2 ) begin
-      if (v1) begin
-        \$594  = \$64 ;
-      end
+      \$1346  = \$73 ;
       if (reset[3]) begin
-        \$594  = 64'h0000000000000000;
+        \$1346  = 8'h00;
       end
     end
     if (rst) begin
-      \$594  = 64'h0000000000000000;
+      \$1346  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$595  = res2_10;
+    \$1347  = res2_12;
     if (\$2 ) begin
-      if (v1) begin
-        \$595  = res1_10;
-      end
+      \$1347  = \$74 ;
       if (reset[3]) begin
-        \$595  = 8'h00;
+        \$1347  = 8'h00;
       end
     end
     if (rst) begin
-      \$595  = 8'h00;
+      \$1347  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$596  = y3_10;
+    \$1348  = res3_12;
     if (\$2 ) begin
-      if (v2) begin
-        \$596  = \$67 ;
-      end
+      \$1348  = \$75 ;
       if (reset[3]) begin
-        \$596  = 8'h00;
+        \$1348  = 8'h00;
       end
     end
     if (rst) begin
-      \$596  = 8'h00;
+      \$1348  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$597  = res3_10;
+    \$1349  = res4_12;
     if (\$2 ) begin
-      if (v2) begin
-        \$597  = res2_10;
-      end
+      \$1349  = \$76 ;
       if (reset[3]) begin
-        \$597  = 8'h00;
+        \$1349  = 8'h00;
       end
     end
     if (rst) begin
-      \$597  = 8'h00;
+      \$1349  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$598  = x1_11;
+    \$1350  = res5_12;
     if (\$2 ) begin
-      if (v0) begin
-        \$598  = \$68 [31:0];
-      end
+      \$1350  = \$77 ;
       if (reset[3]) begin
-        \$598  = 32'd0;
+        \$1350  = 8'h00;
       end
     end
     if (rst) begin
-      \$598  = 32'd0;
+      \$1350  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$599  = res1_11;
+    \$1351  = res1_13;
     if (\$2 ) begin
-      if (v0) begin
-        \$599  = spad_rd__data[95:88];
-      end
+      \$1351  = \$78 ;
       if (reset[3]) begin
-        \$599  = 8'h00;
+        \$1351  = 8'h00;
       end
     end
     if (rst) begin
-      \$599  = 8'h00;
+      \$1351  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$600  = p2_11;
+    \$1352  = res2_13;
     if (\$2 ) begin
-      if (v1) begin
-        \$600  = \$69 ;
-      end
+      \$1352  = \$79 ;
       if (reset[3]) begin
-        \$600  = 64'h0000000000000000;
+        \$1352  = 8'h00;
       end
     end
     if (rst) begin
-      \$600  = 64'h0000000000000000;
+      \$1352  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$601  = res2_11;
+    \$1353  = res3_13;
     if (\$2 ) begin
-      if (v1) begin
-        \$601  = res1_11;
-      end
+      \$1353  = \$80 ;
       if (reset[3]) begin
-        \$601  = 8'h00;
+        \$1353  = 8'h00;
       end
     end
     if (rst) begin
-      \$601  = 8'h00;
+      \$1353  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$602  = y3_11;
+    \$1354  = res4_13;
     if (\$2 ) begin
-      if (v2) begin
-        \$602  = \$72 ;
-      end
+      \$1354  = \$81 ;
       if (reset[3]) begin
-        \$602  = 8'h00;
+        \$1354  = 8'h00;
       end
     end
     if (rst) begin
-      \$602  = 8'h00;
+      \$1354  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$603  = res3_11;
+    \$1355  = res5_13;
     if (\$2 ) begin
-      if (v2) begin
-        \$603  = res2_11;
-      end
+      \$1355  = \$82 ;
       if (reset[3]) begin
-        \$603  = 8'h00;
+        \$1355  = 8'h00;
       end
     end
     if (rst) begin
-      \$603  = 8'h00;
+      \$1355  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$604  = x1_12;
+    \$1356  = res1_14;
     if (\$2 ) begin
-      if (v0) begin
-        \$604  = \$73 [31:0];
+      \$1356  = \$83 ;
+      if (reset[3]) begin
+        \$1356  = 8'h00;
       end
+    end
+    if (rst) begin
+      \$1356  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1357  = res2_14;
+    if (\$2 ) begin
+      \$1357  = \$84 ;
       if (reset[3]) begin
-        \$604  = 32'd0;
+        \$1357  = 8'h00;
       end
     end
     if (rst) begin
-      \$604  = 32'd0;
+      \$1357  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$605  = res1_12;
+    \$1358  = res3_14;
     if (\$2 ) begin
-      if (v0) begin
-        \$605  = spad_rd__data[103:96];
+      \$1358  = \$85 ;
+      if (reset[3]) begin
+        \$1358  = 8'h00;
       end
+    end
+    if (rst) begin
+      \$1358  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1359  = res4_14;
+    if (\$2 ) begin
+      \$1359  = \$86 ;
       if (reset[3]) begin
-        \$605  = 8'h00;
+        \$1359  = 8'h00;
       end
     end
     if (rst) begin
-      \$605  = 8'h00;
+      \$1359  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$606  = p2_12;
+    \$1360  = res5_14;
     if (\$2 ) begin
-      if (v1) begin
-        \$606  = \$74 ;
+      \$1360  = \$87 ;
+      if (reset[3]) begin
+        \$1360  = 8'h00;
       end
+    end
+    if (rst) begin
+      \$1360  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1361  = res1_15;
+    if (\$2 ) begin
+      \$1361  = \$88 ;
       if (reset[3]) begin
-        \$606  = 64'h0000000000000000;
+        \$1361  = 8'h00;
       end
     end
     if (rst) begin
-      \$606  = 64'h0000000000000000;
+      \$1361  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$607  = res2_12;
+    \$1362  = res2_15;
     if (\$2 ) begin
-      if (v1) begin
-        \$607  = res1_12;
+      \$1362  = \$89 ;
+      if (reset[3]) begin
+        \$1362  = 8'h00;
       end
+    end
+    if (rst) begin
+      \$1362  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1363  = res3_15;
+    if (\$2 ) begin
+      \$1363  = \$90 ;
       if (reset[3]) begin
-        \$607  = 8'h00;
+        \$1363  = 8'h00;
       end
     end
     if (rst) begin
-      \$607  = 8'h00;
+      \$1363  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$608  = y3_12;
+    \$1364  = res4_15;
     if (\$2 ) begin
-      if (v2) begin
-        \$608  = \$77 ;
+      \$1364  = \$91 ;
+      if (reset[3]) begin
+        \$1364  = 8'h00;
       end
+    end
+    if (rst) begin
+      \$1364  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1365  = res5_15;
+    if (\$2 ) begin
+      \$1365  = \$92 ;
       if (reset[3]) begin
-        \$608  = 8'h00;
+        \$1365  = 8'h00;
       end
     end
     if (rst) begin
-      \$608  = 8'h00;
+      \$1365  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$609  = res3_12;
+    \$1366  = x1_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$609  = res2_12;
+      \$1366  = \$94 ;
+      if (reset[3]) begin
+        \$1366  = 32'd0;
       end
+    end
+    if (rst) begin
+      \$1366  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1367  = plo2_0;
+    if (\$2 ) begin
+      \$1367  = \$96 ;
       if (reset[3]) begin
-        \$609  = 8'h00;
+        \$1367  = 49'h0000000000000;
       end
     end
     if (rst) begin
-      \$609  = 8'h00;
+      \$1367  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$610  = x1_13;
+    \$1368  = phi2_0;
     if (\$2 ) begin
-      if (v0) begin
-        \$610  = \$78 [31:0];
+      \$1368  = \$98 ;
+      if (reset[3]) begin
+        \$1368  = 48'h000000000000;
       end
+    end
+    if (rst) begin
+      \$1368  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1369  = p3_0;
+    if (\$2 ) begin
+      \$1369  = \$101 [63:0];
       if (reset[3]) begin
-        \$610  = 32'd0;
+        \$1369  = 64'h0000000000000000;
       end
     end
     if (rst) begin
-      \$610  = 32'd0;
+      \$1369  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$611  = res1_13;
+    \$1370  = sh4_0;
     if (\$2 ) begin
-      if (v0) begin
-        \$611  = spad_rd__data[111:104];
+      \$1370  = \$103 ;
+      if (reset[3]) begin
+        \$1370  = 64'h0000000000000000;
       end
+    end
+    if (rst) begin
+      \$1370  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1371  = rb4_0;
+    if (\$2 ) begin
+      \$1371  = \$106 ;
       if (reset[3]) begin
-        \$611  = 8'h00;
+        \$1371  = 1'h0;
       end
     end
     if (rst) begin
-      \$611  = 8'h00;
+      \$1371  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$612  = p2_13;
+    \$1372  = y5_0;
     if (\$2 ) begin
-      if (v1) begin
-        \$612  = \$79 ;
+      \$1372  = \$146 ;
+      if (reset[3]) begin
+        \$1372  = 8'h00;
       end
+    end
+    if (rst) begin
+      \$1372  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1373  = x1_1;
+    if (\$2 ) begin
+      \$1373  = \$148 ;
       if (reset[3]) begin
-        \$612  = 64'h0000000000000000;
+        \$1373  = 32'd0;
       end
     end
     if (rst) begin
-      \$612  = 64'h0000000000000000;
+      \$1373  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$613  = res2_13;
+    \$1374  = plo2_1;
     if (\$2 ) begin
-      if (v1) begin
-        \$613  = res1_13;
+      \$1374  = \$150 ;
+      if (reset[3]) begin
+        \$1374  = 49'h0000000000000;
       end
+    end
+    if (rst) begin
+      \$1374  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1375  = phi2_1;
+    if (\$2 ) begin
+      \$1375  = \$152 ;
       if (reset[3]) begin
-        \$613  = 8'h00;
+        \$1375  = 48'h000000000000;
       end
     end
     if (rst) begin
-      \$613  = 8'h00;
+      \$1375  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$614  = y3_13;
+    \$1376  = p3_1;
     if (\$2 ) begin
-      if (v2) begin
-        \$614  = \$82 ;
+      \$1376  = \$155 [63:0];
+      if (reset[3]) begin
+        \$1376  = 64'h0000000000000000;
       end
+    end
+    if (rst) begin
+      \$1376  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1377  = sh4_1;
+    if (\$2 ) begin
+      \$1377  = \$157 ;
       if (reset[3]) begin
-        \$614  = 8'h00;
+        \$1377  = 64'h0000000000000000;
       end
     end
     if (rst) begin
-      \$614  = 8'h00;
+      \$1377  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$615  = res3_13;
+    \$1378  = rb4_1;
     if (\$2 ) begin
-      if (v2) begin
-        \$615  = res2_13;
+      \$1378  = \$160 ;
+      if (reset[3]) begin
+        \$1378  = 1'h0;
       end
+    end
+    if (rst) begin
+      \$1378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1379  = y5_1;
+    if (\$2 ) begin
+      \$1379  = \$200 ;
       if (reset[3]) begin
-        \$615  = 8'h00;
+        \$1379  = 8'h00;
       end
     end
     if (rst) begin
-      \$615  = 8'h00;
+      \$1379  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$616  = x1_14;
+    \$1380  = x1_2;
     if (\$2 ) begin
-      if (v0) begin
-        \$616  = \$83 [31:0];
+      \$1380  = \$202 ;
+      if (reset[3]) begin
+        \$1380  = 32'd0;
       end
+    end
+    if (rst) begin
+      \$1380  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1381  = plo2_2;
+    if (\$2 ) begin
+      \$1381  = \$204 ;
       if (reset[3]) begin
-        \$616  = 32'd0;
+        \$1381  = 49'h0000000000000;
       end
     end
     if (rst) begin
-      \$616  = 32'd0;
+      \$1381  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$617  = res1_14;
+    \$1382  = phi2_2;
     if (\$2 ) begin
-      if (v0) begin
-        \$617  = spad_rd__data[119:112];
+      \$1382  = \$206 ;
+      if (reset[3]) begin
+        \$1382  = 48'h000000000000;
       end
+    end
+    if (rst) begin
+      \$1382  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1383  = p3_2;
+    if (\$2 ) begin
+      \$1383  = \$209 [63:0];
       if (reset[3]) begin
-        \$617  = 8'h00;
+        \$1383  = 64'h0000000000000000;
       end
     end
     if (rst) begin
-      \$617  = 8'h00;
+      \$1383  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$618  = p2_14;
+    \$1384  = sh4_2;
     if (\$2 ) begin
-      if (v1) begin
-        \$618  = \$84 ;
+      \$1384  = \$211 ;
+      if (reset[3]) begin
+        \$1384  = 64'h0000000000000000;
       end
+    end
+    if (rst) begin
+      \$1384  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1385  = rb4_2;
+    if (\$2 ) begin
+      \$1385  = \$214 ;
       if (reset[3]) begin
-        \$618  = 64'h0000000000000000;
+        \$1385  = 1'h0;
       end
     end
     if (rst) begin
-      \$618  = 64'h0000000000000000;
+      \$1385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$619  = res2_14;
+    \$1386  = y5_2;
     if (\$2 ) begin
-      if (v1) begin
-        \$619  = res1_14;
+      \$1386  = \$254 ;
+      if (reset[3]) begin
+        \$1386  = 8'h00;
       end
+    end
+    if (rst) begin
+      \$1386  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1387  = x1_3;
+    if (\$2 ) begin
+      \$1387  = \$256 ;
       if (reset[3]) begin
-        \$619  = 8'h00;
+        \$1387  = 32'd0;
       end
     end
     if (rst) begin
-      \$619  = 8'h00;
+      \$1387  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$620  = y3_14;
+    \$1388  = plo2_3;
     if (\$2 ) begin
-      if (v2) begin
-        \$620  = \$87 ;
+      \$1388  = \$258 ;
+      if (reset[3]) begin
+        \$1388  = 49'h0000000000000;
       end
+    end
+    if (rst) begin
+      \$1388  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1389  = phi2_3;
+    if (\$2 ) begin
+      \$1389  = \$260 ;
       if (reset[3]) begin
-        \$620  = 8'h00;
+        \$1389  = 48'h000000000000;
       end
     end
     if (rst) begin
-      \$620  = 8'h00;
+      \$1389  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$621  = res3_14;
+    \$1390  = p3_3;
     if (\$2 ) begin
-      if (v2) begin
-        \$621  = res2_14;
+      \$1390  = \$263 [63:0];
+      if (reset[3]) begin
+        \$1390  = 64'h0000000000000000;
       end
+    end
+    if (rst) begin
+      \$1390  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1391  = sh4_3;
+    if (\$2 ) begin
+      \$1391  = \$265 ;
       if (reset[3]) begin
-        \$621  = 8'h00;
+        \$1391  = 64'h0000000000000000;
       end
     end
     if (rst) begin
-      \$621  = 8'h00;
+      \$1391  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$622  = x1_15;
+    \$1392  = rb4_3;
     if (\$2 ) begin
-      if (v0) begin
-        \$622  = \$88 [31:0];
+      \$1392  = \$268 ;
+      if (reset[3]) begin
+        \$1392  = 1'h0;
       end
+    end
+    if (rst) begin
+      \$1392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1393  = y5_3;
+    if (\$2 ) begin
+      \$1393  = \$308 ;
       if (reset[3]) begin
-        \$622  = 32'd0;
+        \$1393  = 8'h00;
       end
     end
     if (rst) begin
-      \$622  = 32'd0;
+      \$1393  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$623  = res1_15;
+    \$1394  = x1_4;
     if (\$2 ) begin
-      if (v0) begin
-        \$623  = spad_rd__data[127:120];
+      \$1394  = \$310 ;
+      if (reset[3]) begin
+        \$1394  = 32'd0;
       end
+    end
+    if (rst) begin
+      \$1394  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1395  = plo2_4;
+    if (\$2 ) begin
+      \$1395  = \$312 ;
       if (reset[3]) begin
-        \$623  = 8'h00;
+        \$1395  = 49'h0000000000000;
       end
     end
     if (rst) begin
-      \$623  = 8'h00;
+      \$1395  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$624  = p2_15;
+    \$1396  = phi2_4;
     if (\$2 ) begin
-      if (v1) begin
-        \$624  = \$89 ;
+      \$1396  = \$314 ;
+      if (reset[3]) begin
+        \$1396  = 48'h000000000000;
       end
+    end
+    if (rst) begin
+      \$1396  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1397  = p3_4;
+    if (\$2 ) begin
+      \$1397  = \$317 [63:0];
       if (reset[3]) begin
-        \$624  = 64'h0000000000000000;
+        \$1397  = 64'h0000000000000000;
       end
     end
     if (rst) begin
-      \$624  = 64'h0000000000000000;
+      \$1397  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$625  = res2_15;
+    \$1398  = sh4_4;
     if (\$2 ) begin
-      if (v1) begin
-        \$625  = res1_15;
+      \$1398  = \$319 ;
+      if (reset[3]) begin
+        \$1398  = 64'h0000000000000000;
       end
+    end
+    if (rst) begin
+      \$1398  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1399  = rb4_4;
+    if (\$2 ) begin
+      \$1399  = \$322 ;
       if (reset[3]) begin
-        \$625  = 8'h00;
+        \$1399  = 1'h0;
       end
     end
     if (rst) begin
-      \$625  = 8'h00;
+      \$1399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$626  = y3_15;
+    \$1400  = y5_4;
     if (\$2 ) begin
-      if (v2) begin
-        \$626  = \$92 ;
+      \$1400  = \$362 ;
+      if (reset[3]) begin
+        \$1400  = 8'h00;
       end
+    end
+    if (rst) begin
+      \$1400  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1401  = x1_5;
+    if (\$2 ) begin
+      \$1401  = \$364 ;
       if (reset[3]) begin
-        \$626  = 8'h00;
+        \$1401  = 32'd0;
       end
     end
     if (rst) begin
-      \$626  = 8'h00;
+      \$1401  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$627  = res3_15;
+    \$1402  = plo2_5;
     if (\$2 ) begin
-      if (v2) begin
-        \$627  = res2_15;
+      \$1402  = \$366 ;
+      if (reset[3]) begin
+        \$1402  = 49'h0000000000000;
       end
+    end
+    if (rst) begin
+      \$1402  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1403  = phi2_5;
+    if (\$2 ) begin
+      \$1403  = \$368 ;
+      if (reset[3]) begin
+        \$1403  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1403  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1404  = p3_5;
+    if (\$2 ) begin
+      \$1404  = \$371 [63:0];
+      if (reset[3]) begin
+        \$1404  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1404  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1405  = sh4_5;
+    if (\$2 ) begin
+      \$1405  = \$373 ;
+      if (reset[3]) begin
+        \$1405  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1405  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1406  = rb4_5;
+    if (\$2 ) begin
+      \$1406  = \$376 ;
+      if (reset[3]) begin
+        \$1406  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1407  = y5_5;
+    if (\$2 ) begin
+      \$1407  = \$416 ;
+      if (reset[3]) begin
+        \$1407  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1407  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1408  = x1_6;
+    if (\$2 ) begin
+      \$1408  = \$418 ;
+      if (reset[3]) begin
+        \$1408  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1408  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1409  = plo2_6;
+    if (\$2 ) begin
+      \$1409  = \$420 ;
+      if (reset[3]) begin
+        \$1409  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1409  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1410  = phi2_6;
+    if (\$2 ) begin
+      \$1410  = \$422 ;
+      if (reset[3]) begin
+        \$1410  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1410  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1411  = p3_6;
+    if (\$2 ) begin
+      \$1411  = \$425 [63:0];
+      if (reset[3]) begin
+        \$1411  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1411  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1412  = sh4_6;
+    if (\$2 ) begin
+      \$1412  = \$427 ;
+      if (reset[3]) begin
+        \$1412  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1412  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1413  = rb4_6;
+    if (\$2 ) begin
+      \$1413  = \$430 ;
+      if (reset[3]) begin
+        \$1413  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1414  = y5_6;
+    if (\$2 ) begin
+      \$1414  = \$470 ;
+      if (reset[3]) begin
+        \$1414  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1414  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1415  = x1_7;
+    if (\$2 ) begin
+      \$1415  = \$472 ;
+      if (reset[3]) begin
+        \$1415  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1415  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1416  = plo2_7;
+    if (\$2 ) begin
+      \$1416  = \$474 ;
+      if (reset[3]) begin
+        \$1416  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1416  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1417  = phi2_7;
+    if (\$2 ) begin
+      \$1417  = \$476 ;
+      if (reset[3]) begin
+        \$1417  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1417  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1418  = p3_7;
+    if (\$2 ) begin
+      \$1418  = \$479 [63:0];
+      if (reset[3]) begin
+        \$1418  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1418  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1419  = sh4_7;
+    if (\$2 ) begin
+      \$1419  = \$481 ;
+      if (reset[3]) begin
+        \$1419  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1419  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1420  = rb4_7;
+    if (\$2 ) begin
+      \$1420  = \$484 ;
+      if (reset[3]) begin
+        \$1420  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1421  = y5_7;
+    if (\$2 ) begin
+      \$1421  = \$524 ;
+      if (reset[3]) begin
+        \$1421  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1421  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1422  = x1_8;
+    if (\$2 ) begin
+      \$1422  = \$526 ;
+      if (reset[3]) begin
+        \$1422  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1422  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1423  = plo2_8;
+    if (\$2 ) begin
+      \$1423  = \$528 ;
+      if (reset[3]) begin
+        \$1423  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1423  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1424  = phi2_8;
+    if (\$2 ) begin
+      \$1424  = \$530 ;
+      if (reset[3]) begin
+        \$1424  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1424  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1425  = p3_8;
+    if (\$2 ) begin
+      \$1425  = \$533 [63:0];
+      if (reset[3]) begin
+        \$1425  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1425  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1426  = sh4_8;
+    if (\$2 ) begin
+      \$1426  = \$535 ;
+      if (reset[3]) begin
+        \$1426  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1426  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1427  = rb4_8;
+    if (\$2 ) begin
+      \$1427  = \$538 ;
+      if (reset[3]) begin
+        \$1427  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1427  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1428  = y5_8;
+    if (\$2 ) begin
+      \$1428  = \$578 ;
+      if (reset[3]) begin
+        \$1428  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1428  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1429  = x1_9;
+    if (\$2 ) begin
+      \$1429  = \$580 ;
+      if (reset[3]) begin
+        \$1429  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1429  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1430  = plo2_9;
+    if (\$2 ) begin
+      \$1430  = \$582 ;
+      if (reset[3]) begin
+        \$1430  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1430  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1431  = phi2_9;
+    if (\$2 ) begin
+      \$1431  = \$584 ;
+      if (reset[3]) begin
+        \$1431  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1431  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1432  = p3_9;
+    if (\$2 ) begin
+      \$1432  = \$587 [63:0];
+      if (reset[3]) begin
+        \$1432  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1432  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1433  = sh4_9;
+    if (\$2 ) begin
+      \$1433  = \$589 ;
+      if (reset[3]) begin
+        \$1433  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1433  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1434  = rb4_9;
+    if (\$2 ) begin
+      \$1434  = \$592 ;
+      if (reset[3]) begin
+        \$1434  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1435  = y5_9;
+    if (\$2 ) begin
+      \$1435  = \$632 ;
+      if (reset[3]) begin
+        \$1435  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1435  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1436  = x1_10;
+    if (\$2 ) begin
+      \$1436  = \$634 ;
+      if (reset[3]) begin
+        \$1436  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1436  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1437  = plo2_10;
+    if (\$2 ) begin
+      \$1437  = \$636 ;
+      if (reset[3]) begin
+        \$1437  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1437  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1438  = phi2_10;
+    if (\$2 ) begin
+      \$1438  = \$638 ;
+      if (reset[3]) begin
+        \$1438  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1438  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1439  = p3_10;
+    if (\$2 ) begin
+      \$1439  = \$641 [63:0];
+      if (reset[3]) begin
+        \$1439  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1439  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1440  = sh4_10;
+    if (\$2 ) begin
+      \$1440  = \$643 ;
+      if (reset[3]) begin
+        \$1440  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1440  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1441  = rb4_10;
+    if (\$2 ) begin
+      \$1441  = \$646 ;
+      if (reset[3]) begin
+        \$1441  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1442  = y5_10;
+    if (\$2 ) begin
+      \$1442  = \$686 ;
+      if (reset[3]) begin
+        \$1442  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1442  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1443  = x1_11;
+    if (\$2 ) begin
+      \$1443  = \$688 ;
+      if (reset[3]) begin
+        \$1443  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1443  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1444  = plo2_11;
+    if (\$2 ) begin
+      \$1444  = \$690 ;
+      if (reset[3]) begin
+        \$1444  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1444  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1445  = phi2_11;
+    if (\$2 ) begin
+      \$1445  = \$692 ;
+      if (reset[3]) begin
+        \$1445  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1445  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1446  = p3_11;
+    if (\$2 ) begin
+      \$1446  = \$695 [63:0];
+      if (reset[3]) begin
+        \$1446  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1446  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1447  = sh4_11;
+    if (\$2 ) begin
+      \$1447  = \$697 ;
+      if (reset[3]) begin
+        \$1447  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1447  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1448  = rb4_11;
+    if (\$2 ) begin
+      \$1448  = \$700 ;
+      if (reset[3]) begin
+        \$1448  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1449  = y5_11;
+    if (\$2 ) begin
+      \$1449  = \$740 ;
+      if (reset[3]) begin
+        \$1449  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1449  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1450  = x1_12;
+    if (\$2 ) begin
+      \$1450  = \$742 ;
+      if (reset[3]) begin
+        \$1450  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1450  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1451  = plo2_12;
+    if (\$2 ) begin
+      \$1451  = \$744 ;
+      if (reset[3]) begin
+        \$1451  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1451  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1452  = phi2_12;
+    if (\$2 ) begin
+      \$1452  = \$746 ;
+      if (reset[3]) begin
+        \$1452  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1452  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1453  = p3_12;
+    if (\$2 ) begin
+      \$1453  = \$749 [63:0];
+      if (reset[3]) begin
+        \$1453  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1453  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1454  = sh4_12;
+    if (\$2 ) begin
+      \$1454  = \$751 ;
+      if (reset[3]) begin
+        \$1454  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1454  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1455  = rb4_12;
+    if (\$2 ) begin
+      \$1455  = \$754 ;
+      if (reset[3]) begin
+        \$1455  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1456  = y5_12;
+    if (\$2 ) begin
+      \$1456  = \$794 ;
+      if (reset[3]) begin
+        \$1456  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1456  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1457  = x1_13;
+    if (\$2 ) begin
+      \$1457  = \$796 ;
+      if (reset[3]) begin
+        \$1457  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1457  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1458  = plo2_13;
+    if (\$2 ) begin
+      \$1458  = \$798 ;
+      if (reset[3]) begin
+        \$1458  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1458  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1459  = phi2_13;
+    if (\$2 ) begin
+      \$1459  = \$800 ;
+      if (reset[3]) begin
+        \$1459  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1459  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1460  = p3_13;
+    if (\$2 ) begin
+      \$1460  = \$803 [63:0];
+      if (reset[3]) begin
+        \$1460  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1460  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1461  = sh4_13;
+    if (\$2 ) begin
+      \$1461  = \$805 ;
+      if (reset[3]) begin
+        \$1461  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1461  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1462  = rb4_13;
+    if (\$2 ) begin
+      \$1462  = \$808 ;
+      if (reset[3]) begin
+        \$1462  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1462  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1463  = y5_13;
+    if (\$2 ) begin
+      \$1463  = \$848 ;
+      if (reset[3]) begin
+        \$1463  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1463  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1464  = x1_14;
+    if (\$2 ) begin
+      \$1464  = \$850 ;
+      if (reset[3]) begin
+        \$1464  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1464  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1465  = plo2_14;
+    if (\$2 ) begin
+      \$1465  = \$852 ;
+      if (reset[3]) begin
+        \$1465  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1465  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1466  = phi2_14;
+    if (\$2 ) begin
+      \$1466  = \$854 ;
+      if (reset[3]) begin
+        \$1466  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1466  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1467  = p3_14;
+    if (\$2 ) begin
+      \$1467  = \$857 [63:0];
+      if (reset[3]) begin
+        \$1467  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1467  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1468  = sh4_14;
+    if (\$2 ) begin
+      \$1468  = \$859 ;
+      if (reset[3]) begin
+        \$1468  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1468  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1469  = rb4_14;
+    if (\$2 ) begin
+      \$1469  = \$862 ;
+      if (reset[3]) begin
+        \$1469  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1470  = y5_14;
+    if (\$2 ) begin
+      \$1470  = \$902 ;
+      if (reset[3]) begin
+        \$1470  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$1470  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1471  = x1_15;
+    if (\$2 ) begin
+      \$1471  = \$904 ;
+      if (reset[3]) begin
+        \$1471  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$1471  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1472  = plo2_15;
+    if (\$2 ) begin
+      \$1472  = \$906 ;
+      if (reset[3]) begin
+        \$1472  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$1472  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1473  = phi2_15;
+    if (\$2 ) begin
+      \$1473  = \$908 ;
+      if (reset[3]) begin
+        \$1473  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$1473  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1474  = p3_15;
+    if (\$2 ) begin
+      \$1474  = \$911 [63:0];
+      if (reset[3]) begin
+        \$1474  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1474  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1475  = sh4_15;
+    if (\$2 ) begin
+      \$1475  = \$913 ;
+      if (reset[3]) begin
+        \$1475  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$1475  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1476  = rb4_15;
+    if (\$2 ) begin
+      \$1476  = \$916 ;
+      if (reset[3]) begin
+        \$1476  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1476  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$1477  = y5_15;
+    if (\$2 ) begin
+      \$1477  = \$956 ;
       if (reset[3]) begin
-        \$627  = 8'h00;
+        \$1477  = 8'h00;
       end
     end
     if (rst) begin
-      \$627  = 8'h00;
+      \$1477  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$628  = wr_en;
+    \$1478  = wr_en;
     if (\$2 ) begin
-      \$628  = 1'h0;
-      if (v3) begin
+      \$1478  = 1'h0;
+      if (v5) begin
         (* full_case = 32'd1 *)
         if (cmd[147]) begin
         end else begin
-          \$628  = 1'h1;
+          \$1478  = 1'h1;
         end
       end
-      if (\$161 ) begin
-        \$628  = 1'h1;
+      if (\$1025 ) begin
+        \$1478  = 1'h1;
       end
       if (reset[3]) begin
-        \$628  = 1'h0;
+        \$1478  = 1'h0;
       end
     end
     if (rst) begin
-      \$628  = 1'h0;
+      \$1478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$629  = max4_0;
+    \$1479  = max6_0;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$629  = \$97 ;
+          \$1479  = \$961 ;
         end
       end
       if (reset[3]) begin
-        \$629  = 8'h00;
+        \$1479  = 8'h00;
       end
     end
     if (rst) begin
-      \$629  = 8'h00;
+      \$1479  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$630  = max4_1;
+    \$1480  = max6_1;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$630  = \$101 ;
+          \$1480  = \$965 ;
         end
       end
       if (reset[3]) begin
-        \$630  = 8'h00;
+        \$1480  = 8'h00;
       end
     end
     if (rst) begin
-      \$630  = 8'h00;
+      \$1480  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$631  = max4_2;
+    \$1481  = max6_2;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$631  = \$105 ;
+          \$1481  = \$969 ;
         end
       end
       if (reset[3]) begin
-        \$631  = 8'h00;
+        \$1481  = 8'h00;
       end
     end
     if (rst) begin
-      \$631  = 8'h00;
+      \$1481  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$632  = max4_3;
+    \$1482  = max6_3;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$632  = \$109 ;
+          \$1482  = \$973 ;
         end
       end
       if (reset[3]) begin
-        \$632  = 8'h00;
+        \$1482  = 8'h00;
       end
     end
     if (rst) begin
-      \$632  = 8'h00;
+      \$1482  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$633  = max4_4;
+    \$1483  = max6_4;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$633  = \$113 ;
+          \$1483  = \$977 ;
         end
       end
       if (reset[3]) begin
-        \$633  = 8'h00;
+        \$1483  = 8'h00;
       end
     end
     if (rst) begin
-      \$633  = 8'h00;
+      \$1483  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$634  = max4_5;
+    \$1484  = max6_5;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$634  = \$117 ;
+          \$1484  = \$981 ;
         end
       end
       if (reset[3]) begin
-        \$634  = 8'h00;
+        \$1484  = 8'h00;
       end
     end
     if (rst) begin
-      \$634  = 8'h00;
+      \$1484  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$635  = max4_6;
+    \$1485  = max6_6;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$635  = \$121 ;
+          \$1485  = \$985 ;
         end
       end
       if (reset[3]) begin
-        \$635  = 8'h00;
+        \$1485  = 8'h00;
       end
     end
     if (rst) begin
-      \$635  = 8'h00;
+      \$1485  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$636  = max4_7;
+    \$1486  = max6_7;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$636  = \$125 ;
+          \$1486  = \$989 ;
         end
       end
       if (reset[3]) begin
-        \$636  = 8'h00;
+        \$1486  = 8'h00;
       end
     end
     if (rst) begin
-      \$636  = 8'h00;
+      \$1486  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$637  = max4_8;
+    \$1487  = max6_8;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$637  = \$129 ;
+          \$1487  = \$993 ;
         end
       end
       if (reset[3]) begin
-        \$637  = 8'h00;
+        \$1487  = 8'h00;
       end
     end
     if (rst) begin
-      \$637  = 8'h00;
+      \$1487  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$638  = max4_9;
+    \$1488  = max6_9;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$638  = \$133 ;
+          \$1488  = \$997 ;
         end
       end
       if (reset[3]) begin
-        \$638  = 8'h00;
+        \$1488  = 8'h00;
       end
     end
     if (rst) begin
-      \$638  = 8'h00;
+      \$1488  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$639  = max4_10;
+    \$1489  = max6_10;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$639  = \$137 ;
+          \$1489  = \$1001 ;
         end
       end
       if (reset[3]) begin
-        \$639  = 8'h00;
+        \$1489  = 8'h00;
       end
     end
     if (rst) begin
-      \$639  = 8'h00;
+      \$1489  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$640  = max4_11;
+    \$1490  = max6_11;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$640  = \$141 ;
+          \$1490  = \$1005 ;
         end
       end
       if (reset[3]) begin
-        \$640  = 8'h00;
+        \$1490  = 8'h00;
       end
     end
     if (rst) begin
-      \$640  = 8'h00;
+      \$1490  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$641  = max4_12;
+    \$1491  = max6_12;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$641  = \$145 ;
+          \$1491  = \$1009 ;
         end
       end
       if (reset[3]) begin
-        \$641  = 8'h00;
+        \$1491  = 8'h00;
       end
     end
     if (rst) begin
-      \$641  = 8'h00;
+      \$1491  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$642  = max4_13;
+    \$1492  = max6_13;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$642  = \$149 ;
+          \$1492  = \$1013 ;
         end
       end
       if (reset[3]) begin
-        \$642  = 8'h00;
+        \$1492  = 8'h00;
       end
     end
     if (rst) begin
-      \$642  = 8'h00;
+      \$1492  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$643  = max4_14;
+    \$1493  = max6_14;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$643  = \$153 ;
+          \$1493  = \$1017 ;
         end
       end
       if (reset[3]) begin
-        \$643  = 8'h00;
+        \$1493  = 8'h00;
       end
     end
     if (rst) begin
-      \$643  = 8'h00;
+      \$1493  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$644  = max4_15;
+    \$1494  = max6_15;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$644  = \$157 ;
+          \$1494  = \$1021 ;
         end
       end
       if (reset[3]) begin
-        \$644  = 8'h00;
+        \$1494  = 8'h00;
       end
     end
     if (rst) begin
-      \$644  = 8'h00;
+      \$1494  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$645  = wr_addr;
+    \$1495  = wr_addr;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         (* full_case = 32'd1 *)
         if (cmd[147]) begin
         end else begin
-          \$645  = \$158 [13:0];
+          \$1495  = \$1022 [13:0];
         end
       end
-      if (\$161 ) begin
-        \$645  = cmd[33:20];
+      if (\$1025 ) begin
+        \$1495  = cmd[33:20];
       end
       if (reset[3]) begin
-        \$645  = 14'h0000;
+        \$1495  = 14'h0000;
       end
     end
     if (rst) begin
-      \$645  = 14'h0000;
+      \$1495  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$646  = wr_data;
+    \$1496  = wr_data;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         (* full_case = 32'd1 *)
         if (cmd[147]) begin
         end else begin
-          \$646  = { out4_15, out4_14, out4_13, out4_12, out4_11, out4_10, out4_9, out4_8, out4_7, out4_6, out4_5, out4_4, out4_3, out4_2, out4_1, out4_0 };
+          \$1496  = { out6_15, out6_14, out6_13, out6_12, out6_11, out6_10, out6_9, out6_8, out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
         end
       end
-      if (\$161 ) begin
-        \$646  = { max4_15, max4_14, max4_13, max4_12, max4_11, max4_10, max4_9, max4_8, max4_7, max4_6, max4_5, max4_4, max4_3, max4_2, max4_1, max4_0 };
+      if (\$1025 ) begin
+        \$1496  = { max6_15, max6_14, max6_13, max6_12, max6_11, max6_10, max6_9, max6_8, max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
       end
       if (reset[3]) begin
-        \$646  = 128'h00000000000000000000000000000000;
+        \$1496  = 128'h00000000000000000000000000000000;
       end
     end
     if (rst) begin
-      \$646  = 128'h00000000000000000000000000000000;
+      \$1496  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
@@ -66737,7 +69842,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__en = \$199 ;
+          acc_rd__en = \$1063 ;
     endcase
   end
   always @* begin
@@ -66749,11 +69854,11 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h1:
           /* empty */;
       3'h3:
-          acc_rd__addr = \$198 [12:0];
+          acc_rd__addr = \$1062 [12:0];
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__addr = \$200 [12:0];
+          acc_rd__addr = \$1064 [12:0];
     endcase
   end
   always @* begin
@@ -66769,7 +69874,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__en = \$202 ;
+          spad_rd__en = \$1066 ;
     endcase
   end
   always @* begin
@@ -66785,7 +69890,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__addr = \$203 [13:0];
+          spad_rd__addr = \$1067 [13:0];
     endcase
   end
   always @* begin
@@ -66801,7 +69906,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          fire = \$208 ;
+          fire = \$1072 ;
     endcase
   end
   always @* begin
@@ -66824,40 +69929,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           ctl__done = 1'h1;
     endcase
   end
-  assign y_0 = \$217 [7:0];
-  assign y_1 = \$233 [7:0];
-  assign y_2 = \$249 [7:0];
-  assign y_3 = \$265 [7:0];
-  assign y_4 = \$281 [7:0];
-  assign y_5 = \$297 [7:0];
-  assign y_6 = \$313 [7:0];
-  assign y_7 = \$329 [7:0];
-  assign y_8 = \$345 [7:0];
-  assign y_9 = \$361 [7:0];
-  assign y_10 = \$377 [7:0];
-  assign y_11 = \$393 [7:0];
-  assign y_12 = \$409 [7:0];
-  assign y_13 = \$425 [7:0];
-  assign y_14 = \$441 [7:0];
-  assign y_15 = \$457 [7:0];
   assign ctl__error = err;
   assign active = fire;
-  assign p_wide_0 = { p2_0[63], p2_0[63], p2_0 };
-  assign p_wide_1 = { p2_1[63], p2_1[63], p2_1 };
-  assign p_wide_2 = { p2_2[63], p2_2[63], p2_2 };
-  assign p_wide_3 = { p2_3[63], p2_3[63], p2_3 };
-  assign p_wide_4 = { p2_4[63], p2_4[63], p2_4 };
-  assign p_wide_5 = { p2_5[63], p2_5[63], p2_5 };
-  assign p_wide_6 = { p2_6[63], p2_6[63], p2_6 };
-  assign p_wide_7 = { p2_7[63], p2_7[63], p2_7 };
-  assign p_wide_8 = { p2_8[63], p2_8[63], p2_8 };
-  assign p_wide_9 = { p2_9[63], p2_9[63], p2_9 };
-  assign p_wide_10 = { p2_10[63], p2_10[63], p2_10 };
-  assign p_wide_11 = { p2_11[63], p2_11[63], p2_11 };
-  assign p_wide_12 = { p2_12[63], p2_12[63], p2_12 };
-  assign p_wide_13 = { p2_13[63], p2_13[63], p2_13 };
-  assign p_wide_14 = { p2_14[63], p2_14[63], p2_14 };
-  assign p_wide_15 = { p2_15[63], p2_15[63], p2_15 };
   assign spad_wr__en = wr_en;
   assign spad_wr__addr = wr_addr;
   assign spad_wr__data = wr_data;
@@ -66891,26 +69964,42 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign rnd_6 = { 1'h0, \$305 [63:1] };
-  assign rnd_0 = { 1'h0, \$209 [63:1] };
-  assign rnd_1 = { 1'h0, \$225 [63:1] };
-  assign rnd_2 = { 1'h0, \$241 [63:1] };
-  assign rnd_3 = { 1'h0, \$257 [63:1] };
-  assign rnd_4 = { 1'h0, \$273 [63:1] };
-  assign rnd_5 = { 1'h0, \$289 [63:1] };
-  assign rnd_7 = { 1'h0, \$321 [63:1] };
-  assign rnd_8 = { 1'h0, \$337 [63:1] };
-  assign rnd_9 = { 1'h0, \$353 [63:1] };
-  assign rnd_10 = { 1'h0, \$369 [63:1] };
-  assign rnd_11 = { 1'h0, \$385 [63:1] };
-  assign rnd_12 = { 1'h0, \$401 [63:1] };
-  assign rnd_13 = { 1'h0, \$417 [63:1] };
-  assign rnd_14 = { 1'h0, \$433 [63:1] };
-  assign rnd_15 = { 1'h0, \$449 [63:1] };
+  assign \$99  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$104  = { p3_0, 1'h0 };
+  assign \$153  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$158  = { p3_1, 1'h0 };
+  assign \$207  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$212  = { p3_2, 1'h0 };
+  assign \$261  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$266  = { p3_3, 1'h0 };
+  assign \$315  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
+  assign \$320  = { p3_4, 1'h0 };
+  assign \$369  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
+  assign \$374  = { p3_5, 1'h0 };
+  assign \$423  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
+  assign \$428  = { p3_6, 1'h0 };
+  assign \$477  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
+  assign \$482  = { p3_7, 1'h0 };
+  assign \$531  = { phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8, 16'h0000 };
+  assign \$536  = { p3_8, 1'h0 };
+  assign \$585  = { phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9, 16'h0000 };
+  assign \$590  = { p3_9, 1'h0 };
+  assign \$639  = { phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10, 16'h0000 };
+  assign \$644  = { p3_10, 1'h0 };
+  assign \$693  = { phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11, 16'h0000 };
+  assign \$698  = { p3_11, 1'h0 };
+  assign \$747  = { phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12, 16'h0000 };
+  assign \$752  = { p3_12, 1'h0 };
+  assign \$801  = { phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13, 16'h0000 };
+  assign \$806  = { p3_13, 1'h0 };
+  assign \$855  = { phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14, 16'h0000 };
+  assign \$860  = { p3_14, 1'h0 };
+  assign \$909  = { phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15, 16'h0000 };
+  assign \$914  = { p3_15, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$10580$16 , \port$15216$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11337$16 , \port$15973$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -66954,10 +70043,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$10580$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10580$16 ;
-  wire [15:0] \port$10580$16 ;
-  input [7:0] \port$15216$0 ;
-  wire [7:0] \port$15216$0 ;
+  input [15:0] \port$11337$16 ;
+  wire [15:0] \port$11337$16 ;
+  input [7:0] \port$15973$0 ;
+  wire [7:0] \port$15973$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -66992,7 +70081,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$10580$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10580$16 , \port$15216$0  };
+      storage[w_port__addr] <= { \port$11337$16 , \port$15973$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -67103,8 +70192,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$10580$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10580$16 , \port$15216$0  };
-  assign w_data = { \port$10580$16 , \port$15216$0  };
+  assign w_port__data = { \port$11337$16 , \port$15973$0  };
+  assign w_data = { \port$11337$16 , \port$15973$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -2351,20 +2351,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$7243$0 (q_wait_queue),
-    .\port$7446$0 (inflight),
-    .\port$7577$0 (q__0__cpl_irq),
-    .\port$7591$0 (q__0__error_irq),
-    .\port$7601$0 (q__1__cpl_irq),
-    .\port$7615$0 (q__1__error_irq),
-    .\port$7625$0 (q__2__cpl_irq),
-    .\port$7639$0 (q__2__error_irq),
-    .\port$7649$0 (q__3__cpl_irq),
-    .\port$7663$0 (q__3__error_irq),
-    .\port$7675$0 (\$252 ),
-    .\port$7683$0 (\$253 ),
-    .\port$7691$0 (\$254 ),
-    .\port$7699$0 (\$255 ),
+    .\port$7440$0 (q_wait_queue),
+    .\port$7651$0 (inflight),
+    .\port$7782$0 (q__0__cpl_irq),
+    .\port$7796$0 (q__0__error_irq),
+    .\port$7806$0 (q__1__cpl_irq),
+    .\port$7820$0 (q__1__error_irq),
+    .\port$7830$0 (q__2__cpl_irq),
+    .\port$7844$0 (q__2__error_irq),
+    .\port$7854$0 (q__3__cpl_irq),
+    .\port$7868$0 (q__3__error_irq),
+    .\port$7880$0 (\$252 ),
+    .\port$7888$0 (\$253 ),
+    .\port$7896$0 (\$254 ),
+    .\port$7904$0 (\$255 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2452,10 +2452,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$7448$0 (\$248 ),
-    .\port$7450$0 (\$249 ),
-    .\port$7452$0 (\$250 ),
-    .\port$7454$0 (\$251 ),
+    .\port$7653$0 (\$248 ),
+    .\port$7655$0 (\$249 ),
+    .\port$7657$0 (\$250 ),
+    .\port$7659$0 (\$251 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2539,8 +2539,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$7448$16 (retire__0__tag),
-    .\port$7804$0 (dma_load_error),
+    .\port$7653$16 (retire__0__tag),
+    .\port$8009$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2550,8 +2550,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$7450$16 (retire__1__tag),
-    .\port$7912$0 (dma_store_error),
+    .\port$7655$16 (retire__1__tag),
+    .\port$8117$0 (dma_store_error),
     .r_data(\r_data$488 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$485 ),
@@ -2595,22 +2595,22 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4459$0 (q__0__ready),
-    .\port$4461$0 (q__0__qreset_req),
-    .\port$4468$0 (q__1__ready),
-    .\port$4470$0 (q__1__qreset_req),
-    .\port$4477$0 (q__2__ready),
-    .\port$4479$0 (q__2__qreset_req),
-    .\port$4486$0 (q__3__ready),
-    .\port$4488$0 (q__3__qreset_req),
-    .\port$5143$0 (q__0__head),
-    .\port$5173$0 (q__1__head),
-    .\port$5203$0 (q__2__head),
-    .\port$5233$0 (q__3__head),
-    .\port$6810$0 (r_data),
-    .\port$6860$0 (\r_data$488 ),
-    .\port$6910$0 (\r_data$499 ),
-    .\port$6960$0 (\r_data$510 ),
+    .\port$4478$0 (q__0__ready),
+    .\port$4480$0 (q__0__qreset_req),
+    .\port$4487$0 (q__1__ready),
+    .\port$4489$0 (q__1__qreset_req),
+    .\port$4496$0 (q__2__ready),
+    .\port$4498$0 (q__2__qreset_req),
+    .\port$4505$0 (q__3__ready),
+    .\port$4507$0 (q__3__qreset_req),
+    .\port$5162$0 (q__0__head),
+    .\port$5192$0 (q__1__head),
+    .\port$5222$0 (q__2__head),
+    .\port$5252$0 (q__3__head),
+    .\port$7007$0 (r_data),
+    .\port$7057$0 (\r_data$488 ),
+    .\port$7107$0 (\r_data$499 ),
+    .\port$7157$0 (\r_data$510 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2656,8 +2656,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$7452$16 (retire__2__tag),
-    .\port$7974$0 (gemm_error),
+    .\port$7657$16 (retire__2__tag),
+    .\port$8179$0 (gemm_error),
     .r_data(\r_data$499 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$496 ),
@@ -2696,8 +2696,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$46 (\$253 ),
     .\level$76 (\$254 ),
     .\port$121$0 (fw_write_qreset_ack_queue),
-    .\port$7436$0 (bus__wdata[3:0]),
-    .\port$7436$8 (bus__wdata[31:8]),
+    .\port$7637$0 (bus__wdata[3:0]),
+    .\port$7637$8 (bus__wdata[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2839,8 +2839,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$7454$16 (retire__3__tag),
-    .\port$8250$0 (vec_error),
+    .\port$7659$16 (retire__3__tag),
+    .\port$8455$0 (vec_error),
     .r_data(\r_data$510 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$507 ),
@@ -6081,9 +6081,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [31:0] \$102 ;
+  wire \$102 ;
   wire \$103 ;
-  wire \$104 ;
+  wire [31:0] \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
@@ -6102,11 +6102,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$119 ;
   wire [31:0] \$12 ;
   wire \$120 ;
-  wire [2:0] \$121 ;
+  wire \$121 ;
   wire \$122 ;
   wire [2:0] \$123 ;
   wire \$124 ;
-  wire \$125 ;
+  wire [2:0] \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
@@ -6121,27 +6121,27 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [4:0] \$139 ;
+  wire \$139 ;
   wire [31:0] \$14 ;
   wire \$140 ;
-  wire \$141 ;
+  wire [4:0] \$141 ;
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [32:0] \$146 ;
-  wire [32:0] \$147 ;
-  wire [32:0] \$148 ;
-  wire [32:0] \$149 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire [31:0] \$15 ;
-  wire [32:0] \$150 ;
+  wire \$150 ;
   wire [32:0] \$151 ;
   wire [32:0] \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
+  wire [32:0] \$153 ;
+  wire [32:0] \$154 ;
+  wire [32:0] \$155 ;
+  wire [32:0] \$156 ;
+  wire [32:0] \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire [31:0] \$16 ;
@@ -6286,7 +6286,7 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
-  wire [31:0] \$288 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
@@ -6294,7 +6294,7 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
-  wire \$295 ;
+  wire [31:0] \$295 ;
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
@@ -6312,20 +6312,20 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$308 ;
   wire \$309 ;
   wire \$31 ;
-  wire [32:0] \$310 ;
-  wire [32:0] \$311 ;
+  wire \$310 ;
+  wire \$311 ;
   wire \$312 ;
   wire \$313 ;
-  wire [32:0] \$314 ;
-  wire [32:0] \$315 ;
+  wire \$314 ;
+  wire \$315 ;
   wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
+  wire [32:0] \$317 ;
+  wire [32:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
+  wire [32:0] \$321 ;
+  wire [32:0] \$322 ;
   wire \$323 ;
   wire \$324 ;
   wire \$325 ;
@@ -6353,31 +6353,31 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$345 ;
   wire \$346 ;
   wire \$347 ;
-  wire [5:0] \$348 ;
+  wire \$348 ;
   wire \$349 ;
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
-  reg [31:0] \$354 ;
-  reg [31:0] \$355 ;
-  reg [31:0] \$356 ;
-  reg [31:0] \$357 ;
-  reg [31:0] \$358 ;
-  reg [31:0] \$359 ;
-  wire \$36 ;
-  reg [31:0] \$360 ;
-  reg [31:0] \$361 ;
-  reg [31:0] \$362 ;
-  reg [31:0] \$363 ;
-  reg [31:0] \$364 ;
-  reg [31:0] \$365 ;
+  wire \$354 ;
+  wire [49:0] \$355 ;
+  wire [48:0] \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
+  wire [80:0] \$36 ;
+  wire [5:0] \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
   reg [31:0] \$366 ;
   reg [31:0] \$367 ;
   reg [31:0] \$368 ;
   reg [31:0] \$369 ;
-  wire \$37 ;
+  wire [81:0] \$37 ;
   reg [31:0] \$370 ;
   reg [31:0] \$371 ;
   reg [31:0] \$372 ;
@@ -6395,51 +6395,67 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [31:0] \$383 ;
   reg [31:0] \$384 ;
   reg [31:0] \$385 ;
-  reg [29:0] \$386 ;
+  reg [31:0] \$386 ;
   reg [31:0] \$387 ;
   reg [31:0] \$388 ;
-  reg \$389 ;
+  reg [31:0] \$389 ;
   wire \$39 ;
-  reg \$390 ;
-  reg [63:0] \$391 ;
-  reg [63:0] \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg [29:0] \$395 ;
+  reg [31:0] \$390 ;
+  reg [31:0] \$391 ;
+  reg [31:0] \$392 ;
+  reg [31:0] \$393 ;
+  reg [31:0] \$394 ;
+  reg [31:0] \$395 ;
   reg [31:0] \$396 ;
-  reg [2:0] \$397 ;
-  reg [31:0] \$398 ;
+  reg [31:0] \$397 ;
+  reg [29:0] \$398 ;
   reg [31:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
   reg [31:0] \$400 ;
-  reg [31:0] \$401 ;
-  reg [4:0] \$402 ;
-  reg [31:0] \$403 ;
-  reg \$404 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg [63:0] \$403 ;
+  reg [63:0] \$404 ;
   reg \$405 ;
   reg \$406 ;
-  reg [31:0] \$407 ;
-  reg [1:0] \$408 ;
-  reg \$409 ;
+  reg [29:0] \$407 ;
+  reg [31:0] \$408 ;
+  reg [3:0] \$409 ;
   wire \$41 ;
-  reg \$410 ;
+  reg [31:0] \$410 ;
   reg [31:0] \$411 ;
-  reg [3:0] \$412 ;
+  reg [31:0] \$412 ;
+  reg [31:0] \$413 ;
+  reg [4:0] \$414 ;
+  reg [31:0] \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg [32:0] \$419 ;
   wire \$42 ;
+  reg [32:0] \$420 ;
+  reg [31:0] \$421 ;
+  reg [1:0] \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg [31:0] \$425 ;
+  reg [3:0] \$426 ;
+  reg [50:0] \$427 ;
+  reg [49:0] \$428 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [32:0] \$46 ;
-  wire [32:0] \$47 ;
+  wire \$46 ;
+  wire \$47 ;
   wire [32:0] \$48 ;
   wire [32:0] \$49 ;
   wire [32:0] \$5 ;
-  wire [31:0] \$50 ;
-  wire [31:0] \$51 ;
+  wire [32:0] \$50 ;
+  wire [32:0] \$51 ;
   wire [31:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
+  wire [31:0] \$53 ;
+  wire [31:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -6448,18 +6464,18 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire [32:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
-  wire [31:0] \$62 ;
-  wire [32:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [31:0] \$64 ;
+  wire [32:0] \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire [6:0] \$69 ;
+  wire \$69 ;
   wire [33:0] \$7 ;
-  wire [3:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
+  wire \$70 ;
+  wire [6:0] \$71 ;
+  wire [3:0] \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
@@ -6468,15 +6484,15 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$78 ;
   wire \$79 ;
   wire [62:0] \$8 ;
-  wire [33:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire [64:0] \$83 ;
+  wire [33:0] \$82 ;
+  wire \$83 ;
   wire \$84 ;
-  wire \$85 ;
-  wire [64:0] \$86 ;
+  wire [64:0] \$85 ;
+  wire \$86 ;
   wire \$87 ;
-  wire \$88 ;
+  wire [64:0] \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
@@ -6486,11 +6502,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire [32:0] \$97 ;
+  wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [32:0] \$99 ;
   reg \$signal  = 1'h0;
-  reg \$signal$59  = 1'h0;
+  reg \$signal$61  = 1'h0;
   wire [31:0] alu_b;
   reg [31:0] alu_res;
   reg br_taken;
@@ -6518,7 +6534,7 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [31:0] c_value;
   input clk;
   wire clk;
-  reg [2:0] core_fsm_state = 3'h0;
+  reg [3:0] core_fsm_state = 4'h0;
   wire csr_illegal;
   reg csr_known;
   reg [31:0] csr_old;
@@ -6585,6 +6601,10 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [29:0] mtvec = 30'h00000000;
   wire [32:0] mul_a;
   wire [32:0] mul_b;
+  reg [49:0] mul_hi = 50'h0000000000000;
+  reg [50:0] mul_lo = 51'h0000000000000;
+  reg [32:0] mul_ra = 33'h000000000;
+  reg [32:0] mul_rb = 33'h000000000;
   wire [31:0] mul_res;
   wire [31:0] next_pc;
   wire op_alu_legal;
@@ -6684,455 +6704,473 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   assign \$33  = \$32  & rs1v[31];
   assign \$34  = insn[14:12] == 1'h1;
   assign \$35  = \$34  & rs2v[31];
-  assign product = $signed({ \$33 , rs1v }) * $signed({ \$35 , rs2v });
-  assign \$36  = ! insn[14:12];
-  assign mul_res = \$36  ? product[31:0] : product[63:32];
-  assign \$37  = rs1v == rs2v;
-  assign \$38  = rs1v == rs2v;
-  assign \$39  = ~ \$38 ;
-  assign \$40  = $signed(rs1v) < $signed(rs2v);
-  assign \$41  = $signed(rs1v) < $signed(rs2v);
-  assign \$42  = ~ \$41 ;
-  assign \$43  = rs1v < rs2v;
-  assign \$44  = rs1v < rs2v;
-  assign \$45  = ~ \$44 ;
-  assign \$46  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[7], insn[30:25], insn[11:8], 1'h0 };
-  assign \$47  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[19:12], insn[20], insn[30:21], 1'h0 };
-  assign \$48  = rs1v + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$37  = $signed(mul_lo) + $signed(\$36 );
+  assign \$38  = ! insn[14:12];
+  assign mul_res = \$38  ? \$37 [31:0] : \$37 [63:32];
+  assign \$39  = rs1v == rs2v;
+  assign \$40  = rs1v == rs2v;
+  assign \$41  = ~ \$40 ;
+  assign \$42  = $signed(rs1v) < $signed(rs2v);
+  assign \$43  = $signed(rs1v) < $signed(rs2v);
+  assign \$44  = ~ \$43 ;
+  assign \$45  = rs1v < rs2v;
+  assign \$46  = rs1v < rs2v;
+  assign \$47  = ~ \$46 ;
+  assign \$48  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[7], insn[30:25], insn[11:8], 1'h0 };
+  assign \$49  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[19:12], insn[20], insn[30:21], 1'h0 };
+  assign \$50  = rs1v + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
   assign csr_src = insn[14] ? { 27'h0000000, insn[19:15] } : rs1v;
-  assign \$50  = csr_old | csr_src;
-  assign \$51  = ~ csr_src;
-  assign \$52  = csr_old & \$51 ;
-  assign \$53  = ~ csr_known;
-  assign \$54  = insn[13:12] == 1'h1;
-  assign \$55  = | insn[19:15];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$56  & csr_ro;
-  assign \$58  = \$53  | \$57 ;
-  assign \$59  = ! insn[13:12];
-  assign csr_illegal = \$58  | \$59 ;
-  assign \$60  = \$signal  & \$signal$59 ;
-  assign irq_take = \$60  & irq;
-  assign wake = irq & \$signal$59 ;
-  assign \$61  = insn[6:0] == 6'h23;
-  assign \$62  = \$61  ? { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:25], insn[11:7] } : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
-  assign \$63  = rs1v + \$62 ;
-  assign \$64  = insn[13:12] == 1'h1;
-  assign \$65  = \$64  & \$63 [0];
-  assign \$66  = insn[13:12] == 2'h2;
-  assign \$67  = | \$63 [1:0];
-  assign \$68  = \$66  & \$67 ;
-  assign ls_misaligned = \$65  | \$68 ;
-  assign \$69  = 1'h1 << \$63 [1:0];
-  assign \$70  = \$63 [1] ? 4'hc : 4'h3;
-  assign \$71  = insn[6:0] == 6'h23;
-  assign \$72  = ~ \$71 ;
-  assign \$73  = ! \$63 [31:14];
-  assign ls_to_imem = \$72  & \$73 ;
-  assign \$74  = \$63 [31:14] == 15'h4000;
-  assign \$75  = ls_to_imem | \$74 ;
-  assign \$76  = \$63 [31:16] == 14'h2000;
-  assign \$77  = insn[13:12] == 2'h2;
-  assign \$78  = \$76  & \$77 ;
-  assign \$79  = \$75  | \$78 ;
-  assign ls_fault = ~ \$79 ;
+  assign \$52  = csr_old | csr_src;
+  assign \$53  = ~ csr_src;
+  assign \$54  = csr_old & \$53 ;
+  assign \$55  = ~ csr_known;
+  assign \$56  = insn[13:12] == 1'h1;
+  assign \$57  = | insn[19:15];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$58  & csr_ro;
+  assign \$60  = \$55  | \$59 ;
+  assign \$61  = ! insn[13:12];
+  assign csr_illegal = \$60  | \$61 ;
+  assign \$62  = \$signal  & \$signal$61 ;
+  assign irq_take = \$62  & irq;
+  assign wake = irq & \$signal$61 ;
+  assign \$63  = insn[6:0] == 6'h23;
+  assign \$64  = \$63  ? { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:25], insn[11:7] } : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$65  = rs1v + \$64 ;
+  assign \$66  = insn[13:12] == 1'h1;
+  assign \$67  = \$66  & \$65 [0];
+  assign \$68  = insn[13:12] == 2'h2;
+  assign \$69  = | \$65 [1:0];
+  assign \$70  = \$68  & \$69 ;
+  assign ls_misaligned = \$67  | \$70 ;
+  assign \$71  = 1'h1 << \$65 [1:0];
+  assign \$72  = \$65 [1] ? 4'hc : 4'h3;
+  assign \$73  = insn[6:0] == 6'h23;
+  assign \$74  = ~ \$73 ;
+  assign \$75  = ! \$65 [31:14];
+  assign ls_to_imem = \$74  & \$75 ;
+  assign \$76  = \$65 [31:14] == 15'h4000;
+  assign \$77  = ls_to_imem | \$76 ;
+  assign \$78  = \$65 [31:16] == 14'h2000;
+  assign \$79  = insn[13:12] == 2'h2;
+  assign \$80  = \$78  & \$79 ;
+  assign \$81  = \$77  | \$80 ;
+  assign ls_fault = ~ \$81 ;
   assign ld_shift = ld_word >> { ld_off, 3'h0 };
-  assign \$80  = { div_rem, div_quo[31] } - div_den;
+  assign \$82  = { div_rem, div_quo[31] } - div_den;
   assign trace_rd = c_trap ? 5'h00 : c_rd;
-  assign \$81  = ! c_rd;
-  assign \$82  = c_trap | \$81 ;
-  assign trace_value = \$82  ? 32'd0 : c_value;
+  assign \$83  = ! c_rd;
+  assign \$84  = c_trap | \$83 ;
+  assign trace_value = \$84  ? 32'd0 : c_value;
   assign trace_cause = c_trap ? c_cause : 32'd0;
-  assign \$83  = mcycle + 1'h1;
-  assign \$84  = ~ c_trap;
-  assign \$85  = trace_valid & \$84 ;
-  assign \$86  = minstret + \$85 ;
+  assign \$85  = mcycle + 1'h1;
+  assign \$86  = ~ c_trap;
+  assign \$87  = trace_valid & \$86 ;
+  assign \$88  = minstret + \$87 ;
   assign next_pc = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign \$87  = ! pc[31:14];
-  assign \$88  = ! pc[1:0];
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = | pc[1:0];
-  assign \$91  = ! next_pc[31:14];
-  assign \$92  = ! next_pc[1:0];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = ! next_pc[31:14];
-  assign \$95  = ! next_pc[1:0];
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = pc + { insn[31:12], 12'h000 };
-  assign \$98  = ! insn[14:12];
-  assign \$99  = insn[14:12] != 2'h2;
-  assign \$100  = insn[14:12] != 2'h3;
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = br_taken ? \$46 [31:0] : \$1 [31:0];
-  assign \$103  = insn[6:0] == 6'h33;
-  assign \$104  = insn[31:25] == 1'h1;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = insn[6:0] == 6'h23;
-  assign \$107  = ! insn[14:12];
-  assign \$108  = insn[14:12] == 1'h1;
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = insn[14:12] == 2'h2;
+  assign \$89  = ! pc[31:14];
+  assign \$90  = ! pc[1:0];
+  assign \$91  = \$89  & \$90 ;
+  assign \$92  = | pc[1:0];
+  assign \$93  = ! next_pc[31:14];
+  assign \$94  = ! next_pc[1:0];
+  assign \$95  = \$93  & \$94 ;
+  assign \$96  = ! next_pc[31:14];
+  assign \$97  = ! next_pc[1:0];
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = pc + { insn[31:12], 12'h000 };
+  assign \$100  = ! insn[14:12];
+  assign \$101  = insn[14:12] != 2'h2;
+  assign \$102  = insn[14:12] != 2'h3;
+  assign \$103  = \$101  & \$102 ;
+  assign \$104  = br_taken ? \$48 [31:0] : \$1 [31:0];
+  assign \$105  = insn[6:0] == 6'h33;
+  assign \$106  = insn[31:25] == 1'h1;
+  assign \$107  = \$105  & \$106 ;
+  assign \$108  = insn[6:0] == 6'h23;
+  assign \$109  = ! insn[14:12];
+  assign \$110  = insn[14:12] == 1'h1;
   assign \$111  = \$109  | \$110 ;
-  assign \$112  = ~ \$111 ;
-  assign \$113  = insn[14:12] != 2'h3;
-  assign \$114  = insn[14:12] != 3'h6;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = insn[14:12] != 3'h7;
+  assign \$112  = insn[14:12] == 2'h2;
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = ~ \$113 ;
+  assign \$115  = insn[14:12] != 2'h3;
+  assign \$116  = insn[14:12] != 3'h6;
   assign \$117  = \$115  & \$116 ;
-  assign \$118  = ~ \$117 ;
-  assign \$119  = \$106  ? \$112  : \$118 ;
-  assign \$120  = insn[6:0] == 6'h23;
-  assign \$121  = \$120  ? 3'h6 : 3'h4;
+  assign \$118  = insn[14:12] != 3'h7;
+  assign \$119  = \$117  & \$118 ;
+  assign \$120  = ~ \$119 ;
+  assign \$121  = \$108  ? \$114  : \$120 ;
   assign \$122  = insn[6:0] == 6'h23;
-  assign \$123  = \$122  ? 3'h7 : 3'h5;
-  assign \$124  = ! insn[14:12];
-  assign \$125  = insn[14:12] == 1'h1;
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = ! insn[14:12];
-  assign \$128  = insn == 7'h73;
-  assign \$129  = insn == 21'h100073;
-  assign \$130  = insn == 30'h30200073;
-  assign \$131  = insn == 29'h10500073;
-  assign \$132  = insn[13:12] == 1'h1;
-  assign \$133  = | insn[19:15];
-  assign \$134  = \$132  | \$133 ;
-  assign \$135  = ! next_pc[31:14];
-  assign \$136  = ! next_pc[1:0];
-  assign \$137  = \$135  & \$136 ;
-  assign \$138  = insn[6:0] == 6'h23;
-  assign \$139  = \$138  ? 5'h00 : insn[11:7];
-  assign \$140  = ! next_pc[31:14];
-  assign \$141  = ! next_pc[1:0];
-  assign \$142  = \$140  & \$141 ;
-  assign \$143  = ! next_pc[31:14];
-  assign \$144  = ! next_pc[1:0];
-  assign \$145  = \$143  & \$144 ;
-  assign \$146  = - div_rem;
-  assign \$147  = div_negr ? \$146  : { 1'h0, div_rem };
-  assign \$148  = div_zero ? { 1'h0, div_a } : \$147 ;
-  assign \$149  = - div_quo;
-  assign \$150  = div_negq ? \$149  : { 1'h0, div_quo };
-  assign \$151  = div_zero ? 33'h0ffffffff : \$150 ;
-  assign \$152  = insn[13] ? \$148  : \$151 ;
-  assign \$153  = ! next_pc[31:14];
-  assign \$154  = ! next_pc[1:0];
-  assign \$155  = \$153  & \$154 ;
-  assign \$156  = ! core_fsm_state;
-  assign \$157  = core_fsm_state == 1'h1;
-  assign \$158  = core_fsm_state == 2'h2;
-  assign \$159  = core_fsm_state == 2'h3;
-  assign \$160  = core_fsm_state == 3'h4;
-  assign \$161  = core_fsm_state == 3'h5;
-  assign \$162  = core_fsm_state == 3'h6;
-  assign \$163  = core_fsm_state == 3'h7;
-  assign \$164  = ~ c_trap;
-  assign \$165  = trace_valid & \$164 ;
-  assign \$166  = c_rd == 1'h1;
-  assign \$167  = \$165  & \$166 ;
-  assign \$168  = ~ c_trap;
-  assign \$169  = trace_valid & \$168 ;
-  assign \$170  = c_rd == 2'h2;
-  assign \$171  = \$169  & \$170 ;
-  assign \$172  = ~ c_trap;
-  assign \$173  = trace_valid & \$172 ;
-  assign \$174  = c_rd == 2'h3;
-  assign \$175  = \$173  & \$174 ;
-  assign \$176  = ~ c_trap;
-  assign \$177  = trace_valid & \$176 ;
-  assign \$178  = c_rd == 3'h4;
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = ~ c_trap;
-  assign \$181  = trace_valid & \$180 ;
-  assign \$182  = c_rd == 3'h5;
-  assign \$183  = \$181  & \$182 ;
-  assign \$184  = ~ c_trap;
-  assign \$185  = trace_valid & \$184 ;
-  assign \$186  = c_rd == 3'h6;
-  assign \$187  = \$185  & \$186 ;
-  assign \$188  = ~ c_trap;
-  assign \$189  = trace_valid & \$188 ;
-  assign \$190  = c_rd == 3'h7;
-  assign \$191  = \$189  & \$190 ;
-  assign \$192  = ~ c_trap;
-  assign \$193  = trace_valid & \$192 ;
-  assign \$194  = c_rd == 4'h8;
-  assign \$195  = \$193  & \$194 ;
-  assign \$196  = ~ c_trap;
-  assign \$197  = trace_valid & \$196 ;
-  assign \$198  = c_rd == 4'h9;
-  assign \$199  = \$197  & \$198 ;
-  assign \$200  = ~ c_trap;
-  assign \$201  = trace_valid & \$200 ;
-  assign \$202  = c_rd == 4'ha;
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = ~ c_trap;
-  assign \$205  = trace_valid & \$204 ;
-  assign \$206  = c_rd == 4'hb;
-  assign \$207  = \$205  & \$206 ;
-  assign \$208  = ~ c_trap;
-  assign \$209  = trace_valid & \$208 ;
-  assign \$210  = c_rd == 4'hc;
-  assign \$211  = \$209  & \$210 ;
-  assign \$212  = ~ c_trap;
-  assign \$213  = trace_valid & \$212 ;
-  assign \$214  = c_rd == 4'hd;
-  assign \$215  = \$213  & \$214 ;
-  assign \$216  = ~ c_trap;
-  assign \$217  = trace_valid & \$216 ;
-  assign \$218  = c_rd == 4'he;
-  assign \$219  = \$217  & \$218 ;
-  assign \$220  = ~ c_trap;
-  assign \$221  = trace_valid & \$220 ;
-  assign \$222  = c_rd == 4'hf;
-  assign \$223  = \$221  & \$222 ;
-  assign \$224  = ~ c_trap;
-  assign \$225  = trace_valid & \$224 ;
-  assign \$226  = c_rd == 5'h10;
-  assign \$227  = \$225  & \$226 ;
-  assign \$228  = ~ c_trap;
-  assign \$229  = trace_valid & \$228 ;
-  assign \$230  = c_rd == 5'h11;
-  assign \$231  = \$229  & \$230 ;
-  assign \$232  = ~ c_trap;
-  assign \$233  = trace_valid & \$232 ;
-  assign \$234  = c_rd == 5'h12;
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = ~ c_trap;
-  assign \$237  = trace_valid & \$236 ;
-  assign \$238  = c_rd == 5'h13;
-  assign \$239  = \$237  & \$238 ;
-  assign \$240  = ~ c_trap;
-  assign \$241  = trace_valid & \$240 ;
-  assign \$242  = c_rd == 5'h14;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = ~ c_trap;
-  assign \$245  = trace_valid & \$244 ;
-  assign \$246  = c_rd == 5'h15;
-  assign \$247  = \$245  & \$246 ;
-  assign \$248  = ~ c_trap;
-  assign \$249  = trace_valid & \$248 ;
-  assign \$250  = c_rd == 5'h16;
-  assign \$251  = \$249  & \$250 ;
-  assign \$252  = ~ c_trap;
-  assign \$253  = trace_valid & \$252 ;
-  assign \$254  = c_rd == 5'h17;
-  assign \$255  = \$253  & \$254 ;
-  assign \$256  = ~ c_trap;
-  assign \$257  = trace_valid & \$256 ;
-  assign \$258  = c_rd == 5'h18;
-  assign \$259  = \$257  & \$258 ;
-  assign \$260  = ~ c_trap;
-  assign \$261  = trace_valid & \$260 ;
-  assign \$262  = c_rd == 5'h19;
-  assign \$263  = \$261  & \$262 ;
-  assign \$264  = ~ c_trap;
-  assign \$265  = trace_valid & \$264 ;
-  assign \$266  = c_rd == 5'h1a;
-  assign \$267  = \$265  & \$266 ;
-  assign \$268  = ~ c_trap;
-  assign \$269  = trace_valid & \$268 ;
-  assign \$270  = c_rd == 5'h1b;
-  assign \$271  = \$269  & \$270 ;
-  assign \$272  = ~ c_trap;
-  assign \$273  = trace_valid & \$272 ;
-  assign \$274  = c_rd == 5'h1c;
-  assign \$275  = \$273  & \$274 ;
-  assign \$276  = ~ c_trap;
-  assign \$277  = trace_valid & \$276 ;
-  assign \$278  = c_rd == 5'h1d;
-  assign \$279  = \$277  & \$278 ;
-  assign \$280  = ~ c_trap;
-  assign \$281  = trace_valid & \$280 ;
-  assign \$282  = c_rd == 5'h1e;
-  assign \$283  = \$281  & \$282 ;
-  assign \$284  = ~ c_trap;
-  assign \$285  = trace_valid & \$284 ;
-  assign \$286  = c_rd == 5'h1f;
-  assign \$287  = \$285  & \$286 ;
-  assign \$288  = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign \$289  = trace_valid & c_trap;
-  assign \$290  = ~ c_trap;
-  assign \$291  = trace_valid & \$290 ;
-  assign \$292  = \$291  & c_mret;
-  assign \$293  = ~ c_trap;
-  assign \$294  = trace_valid & \$293 ;
-  assign \$295  = \$294  & c_csr_we;
-  assign \$296  = ! pc[31:14];
-  assign \$297  = ! pc[1:0];
-  assign \$298  = \$296  & \$297 ;
-  assign \$299  = ! next_pc[31:14];
-  assign \$300  = ! next_pc[1:0];
-  assign \$301  = \$299  & \$300 ;
-  assign \$302  = ! next_pc[31:14];
-  assign \$303  = ! next_pc[1:0];
-  assign \$304  = \$302  & \$303 ;
-  assign \$305  = insn[6:0] == 6'h33;
-  assign \$306  = insn[31:25] == 1'h1;
-  assign \$307  = \$305  & \$306 ;
-  assign \$308  = ~ insn[12];
-  assign \$309  = \$308  & rs1v[31];
-  assign \$310  = - rs1v;
-  assign \$311  = \$309  ? \$310  : { 1'h0, rs1v };
-  assign \$312  = ~ insn[12];
-  assign \$313  = \$312  & rs2v[31];
-  assign \$314  = - rs2v;
-  assign \$315  = \$313  ? \$314  : { 1'h0, rs2v };
-  assign \$316  = ! rs2v;
-  assign \$317  = ~ insn[12];
-  assign \$318  = \$317  & rs1v[31];
+  assign \$123  = \$122  ? 3'h6 : 3'h4;
+  assign \$124  = insn[6:0] == 6'h23;
+  assign \$125  = \$124  ? 3'h7 : 3'h5;
+  assign \$126  = ! insn[14:12];
+  assign \$127  = insn[14:12] == 1'h1;
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = ! insn[14:12];
+  assign \$130  = insn == 7'h73;
+  assign \$131  = insn == 21'h100073;
+  assign \$132  = insn == 30'h30200073;
+  assign \$133  = insn == 29'h10500073;
+  assign \$134  = insn[13:12] == 1'h1;
+  assign \$135  = | insn[19:15];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = ! next_pc[31:14];
+  assign \$138  = ! next_pc[1:0];
+  assign \$139  = \$137  & \$138 ;
+  assign \$140  = insn[6:0] == 6'h23;
+  assign \$141  = \$140  ? 5'h00 : insn[11:7];
+  assign \$142  = ! next_pc[31:14];
+  assign \$143  = ! next_pc[1:0];
+  assign \$144  = \$142  & \$143 ;
+  assign \$145  = ! next_pc[31:14];
+  assign \$146  = ! next_pc[1:0];
+  assign \$147  = \$145  & \$146 ;
+  assign \$148  = ! next_pc[31:14];
+  assign \$149  = ! next_pc[1:0];
+  assign \$150  = \$148  & \$149 ;
+  assign \$151  = - div_rem;
+  assign \$152  = div_negr ? \$151  : { 1'h0, div_rem };
+  assign \$153  = div_zero ? { 1'h0, div_a } : \$152 ;
+  assign \$154  = - div_quo;
+  assign \$155  = div_negq ? \$154  : { 1'h0, div_quo };
+  assign \$156  = div_zero ? 33'h0ffffffff : \$155 ;
+  assign \$157  = insn[13] ? \$153  : \$156 ;
+  assign \$158  = ! next_pc[31:14];
+  assign \$159  = ! next_pc[1:0];
+  assign \$160  = \$158  & \$159 ;
+  assign \$161  = ! core_fsm_state;
+  assign \$162  = core_fsm_state == 1'h1;
+  assign \$163  = core_fsm_state == 2'h2;
+  assign \$164  = core_fsm_state == 2'h3;
+  assign \$165  = core_fsm_state == 3'h4;
+  assign \$166  = core_fsm_state == 3'h5;
+  assign \$167  = core_fsm_state == 3'h6;
+  assign \$168  = core_fsm_state == 3'h7;
+  assign \$169  = core_fsm_state == 4'h8;
+  assign \$170  = core_fsm_state == 4'h9;
+  assign \$171  = ~ c_trap;
+  assign \$172  = trace_valid & \$171 ;
+  assign \$173  = c_rd == 1'h1;
+  assign \$174  = \$172  & \$173 ;
+  assign \$175  = ~ c_trap;
+  assign \$176  = trace_valid & \$175 ;
+  assign \$177  = c_rd == 2'h2;
+  assign \$178  = \$176  & \$177 ;
+  assign \$179  = ~ c_trap;
+  assign \$180  = trace_valid & \$179 ;
+  assign \$181  = c_rd == 2'h3;
+  assign \$182  = \$180  & \$181 ;
+  assign \$183  = ~ c_trap;
+  assign \$184  = trace_valid & \$183 ;
+  assign \$185  = c_rd == 3'h4;
+  assign \$186  = \$184  & \$185 ;
+  assign \$187  = ~ c_trap;
+  assign \$188  = trace_valid & \$187 ;
+  assign \$189  = c_rd == 3'h5;
+  assign \$190  = \$188  & \$189 ;
+  assign \$191  = ~ c_trap;
+  assign \$192  = trace_valid & \$191 ;
+  assign \$193  = c_rd == 3'h6;
+  assign \$194  = \$192  & \$193 ;
+  assign \$195  = ~ c_trap;
+  assign \$196  = trace_valid & \$195 ;
+  assign \$197  = c_rd == 3'h7;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = ~ c_trap;
+  assign \$200  = trace_valid & \$199 ;
+  assign \$201  = c_rd == 4'h8;
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = ~ c_trap;
+  assign \$204  = trace_valid & \$203 ;
+  assign \$205  = c_rd == 4'h9;
+  assign \$206  = \$204  & \$205 ;
+  assign \$207  = ~ c_trap;
+  assign \$208  = trace_valid & \$207 ;
+  assign \$209  = c_rd == 4'ha;
+  assign \$210  = \$208  & \$209 ;
+  assign \$211  = ~ c_trap;
+  assign \$212  = trace_valid & \$211 ;
+  assign \$213  = c_rd == 4'hb;
+  assign \$214  = \$212  & \$213 ;
+  assign \$215  = ~ c_trap;
+  assign \$216  = trace_valid & \$215 ;
+  assign \$217  = c_rd == 4'hc;
+  assign \$218  = \$216  & \$217 ;
+  assign \$219  = ~ c_trap;
+  assign \$220  = trace_valid & \$219 ;
+  assign \$221  = c_rd == 4'hd;
+  assign \$222  = \$220  & \$221 ;
+  assign \$223  = ~ c_trap;
+  assign \$224  = trace_valid & \$223 ;
+  assign \$225  = c_rd == 4'he;
+  assign \$226  = \$224  & \$225 ;
+  assign \$227  = ~ c_trap;
+  assign \$228  = trace_valid & \$227 ;
+  assign \$229  = c_rd == 4'hf;
+  assign \$230  = \$228  & \$229 ;
+  assign \$231  = ~ c_trap;
+  assign \$232  = trace_valid & \$231 ;
+  assign \$233  = c_rd == 5'h10;
+  assign \$234  = \$232  & \$233 ;
+  assign \$235  = ~ c_trap;
+  assign \$236  = trace_valid & \$235 ;
+  assign \$237  = c_rd == 5'h11;
+  assign \$238  = \$236  & \$237 ;
+  assign \$239  = ~ c_trap;
+  assign \$240  = trace_valid & \$239 ;
+  assign \$241  = c_rd == 5'h12;
+  assign \$242  = \$240  & \$241 ;
+  assign \$243  = ~ c_trap;
+  assign \$244  = trace_valid & \$243 ;
+  assign \$245  = c_rd == 5'h13;
+  assign \$246  = \$244  & \$245 ;
+  assign \$247  = ~ c_trap;
+  assign \$248  = trace_valid & \$247 ;
+  assign \$249  = c_rd == 5'h14;
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = ~ c_trap;
+  assign \$252  = trace_valid & \$251 ;
+  assign \$253  = c_rd == 5'h15;
+  assign \$254  = \$252  & \$253 ;
+  assign \$255  = ~ c_trap;
+  assign \$256  = trace_valid & \$255 ;
+  assign \$257  = c_rd == 5'h16;
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = ~ c_trap;
+  assign \$260  = trace_valid & \$259 ;
+  assign \$261  = c_rd == 5'h17;
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ c_trap;
+  assign \$264  = trace_valid & \$263 ;
+  assign \$265  = c_rd == 5'h18;
+  assign \$266  = \$264  & \$265 ;
+  assign \$267  = ~ c_trap;
+  assign \$268  = trace_valid & \$267 ;
+  assign \$269  = c_rd == 5'h19;
+  assign \$270  = \$268  & \$269 ;
+  assign \$271  = ~ c_trap;
+  assign \$272  = trace_valid & \$271 ;
+  assign \$273  = c_rd == 5'h1a;
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = ~ c_trap;
+  assign \$276  = trace_valid & \$275 ;
+  assign \$277  = c_rd == 5'h1b;
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ c_trap;
+  assign \$280  = trace_valid & \$279 ;
+  assign \$281  = c_rd == 5'h1c;
+  assign \$282  = \$280  & \$281 ;
+  assign \$283  = ~ c_trap;
+  assign \$284  = trace_valid & \$283 ;
+  assign \$285  = c_rd == 5'h1d;
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ c_trap;
+  assign \$288  = trace_valid & \$287 ;
+  assign \$289  = c_rd == 5'h1e;
+  assign \$290  = \$288  & \$289 ;
+  assign \$291  = ~ c_trap;
+  assign \$292  = trace_valid & \$291 ;
+  assign \$293  = c_rd == 5'h1f;
+  assign \$294  = \$292  & \$293 ;
+  assign \$295  = c_trap ? { mtvec, 2'h0 } : c_npc;
+  assign \$296  = trace_valid & c_trap;
+  assign \$297  = ~ c_trap;
+  assign \$298  = trace_valid & \$297 ;
+  assign \$299  = \$298  & c_mret;
+  assign \$300  = ~ c_trap;
+  assign \$301  = trace_valid & \$300 ;
+  assign \$302  = \$301  & c_csr_we;
+  assign \$303  = ! pc[31:14];
+  assign \$304  = ! pc[1:0];
+  assign \$305  = \$303  & \$304 ;
+  assign \$306  = ! next_pc[31:14];
+  assign \$307  = ! next_pc[1:0];
+  assign \$308  = \$306  & \$307 ;
+  assign \$309  = ! next_pc[31:14];
+  assign \$310  = ! next_pc[1:0];
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = insn[6:0] == 6'h33;
+  assign \$313  = insn[31:25] == 1'h1;
+  assign \$314  = \$312  & \$313 ;
+  assign \$315  = ~ insn[12];
+  assign \$316  = \$315  & rs1v[31];
+  assign \$317  = - rs1v;
+  assign \$318  = \$316  ? \$317  : { 1'h0, rs1v };
   assign \$319  = ~ insn[12];
   assign \$320  = \$319  & rs2v[31];
-  assign \$321  = \$318  ^ \$320 ;
-  assign \$322  = ~ insn[12];
-  assign \$323  = \$322  & rs1v[31];
-  assign \$324  = insn[6:0] == 6'h23;
-  assign \$325  = ! insn[14:12];
-  assign \$326  = insn[14:12] == 1'h1;
-  assign \$327  = \$325  | \$326 ;
-  assign \$328  = insn[14:12] == 2'h2;
-  assign \$329  = \$327  | \$328 ;
-  assign \$330  = ~ \$329 ;
-  assign \$331  = insn[14:12] != 2'h3;
-  assign \$332  = insn[14:12] != 3'h6;
-  assign \$333  = \$331  & \$332 ;
-  assign \$334  = insn[14:12] != 3'h7;
-  assign \$335  = \$333  & \$334 ;
-  assign \$336  = ~ \$335 ;
-  assign \$337  = \$324  ? \$330  : \$336 ;
-  assign \$338  = insn[6:0] == 6'h23;
-  assign \$339  = ! next_pc[31:14];
-  assign \$340  = ! next_pc[1:0];
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = ! next_pc[31:14];
-  assign \$343  = ! next_pc[1:0];
-  assign \$344  = \$342  & \$343 ;
-  assign \$345  = ! next_pc[31:14];
-  assign \$346  = ! next_pc[1:0];
-  assign \$347  = \$345  & \$346 ;
-  assign \$348  = div_cnt + 1'h1;
-  assign \$349  = div_cnt == 5'h1f;
-  assign \$350  = ! next_pc[31:14];
-  assign \$351  = ! next_pc[1:0];
-  assign \$352  = \$350  & \$351 ;
-  assign \$353  = ~ run;
+  assign \$321  = - rs2v;
+  assign \$322  = \$320  ? \$321  : { 1'h0, rs2v };
+  assign \$323  = ! rs2v;
+  assign \$324  = ~ insn[12];
+  assign \$325  = \$324  & rs1v[31];
+  assign \$326  = ~ insn[12];
+  assign \$327  = \$326  & rs2v[31];
+  assign \$328  = \$325  ^ \$327 ;
+  assign \$329  = ~ insn[12];
+  assign \$330  = \$329  & rs1v[31];
+  assign \$331  = insn[6:0] == 6'h23;
+  assign \$332  = ! insn[14:12];
+  assign \$333  = insn[14:12] == 1'h1;
+  assign \$334  = \$332  | \$333 ;
+  assign \$335  = insn[14:12] == 2'h2;
+  assign \$336  = \$334  | \$335 ;
+  assign \$337  = ~ \$336 ;
+  assign \$338  = insn[14:12] != 2'h3;
+  assign \$339  = insn[14:12] != 3'h6;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = insn[14:12] != 3'h7;
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = ~ \$342 ;
+  assign \$344  = \$331  ? \$337  : \$343 ;
+  assign \$345  = insn[6:0] == 6'h23;
+  assign \$346  = ! next_pc[31:14];
+  assign \$347  = ! next_pc[1:0];
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = ! next_pc[31:14];
+  assign \$350  = ! next_pc[1:0];
+  assign \$351  = \$349  & \$350 ;
+  assign \$352  = ! next_pc[31:14];
+  assign \$353  = ! next_pc[1:0];
+  assign \$354  = \$352  & \$353 ;
+  assign \$355  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
+  assign \$356  = $signed(mul_ra) * $signed(mul_rb[32:17]);
+  assign \$357  = ! next_pc[31:14];
+  assign \$358  = ! next_pc[1:0];
+  assign \$359  = \$357  & \$358 ;
+  assign \$360  = div_cnt + 1'h1;
+  assign \$361  = div_cnt == 5'h1f;
+  assign \$362  = ! next_pc[31:14];
+  assign \$363  = ! next_pc[1:0];
+  assign \$364  = \$362  & \$363 ;
+  assign \$365  = ~ run;
   always @(posedge clk)
-    x1 <= \$354 ;
+    x1 <= \$366 ;
   always @(posedge clk)
-    x2 <= \$355 ;
+    x2 <= \$367 ;
   always @(posedge clk)
-    x3 <= \$356 ;
+    x3 <= \$368 ;
   always @(posedge clk)
-    x4 <= \$357 ;
+    x4 <= \$369 ;
   always @(posedge clk)
-    x5 <= \$358 ;
+    x5 <= \$370 ;
   always @(posedge clk)
-    x6 <= \$359 ;
+    x6 <= \$371 ;
   always @(posedge clk)
-    x7 <= \$360 ;
+    x7 <= \$372 ;
   always @(posedge clk)
-    x8 <= \$361 ;
+    x8 <= \$373 ;
   always @(posedge clk)
-    x9 <= \$362 ;
+    x9 <= \$374 ;
   always @(posedge clk)
-    x10 <= \$363 ;
+    x10 <= \$375 ;
   always @(posedge clk)
-    x11 <= \$364 ;
+    x11 <= \$376 ;
   always @(posedge clk)
-    x12 <= \$365 ;
+    x12 <= \$377 ;
   always @(posedge clk)
-    x13 <= \$366 ;
+    x13 <= \$378 ;
   always @(posedge clk)
-    x14 <= \$367 ;
+    x14 <= \$379 ;
   always @(posedge clk)
-    x15 <= \$368 ;
+    x15 <= \$380 ;
   always @(posedge clk)
-    x16 <= \$369 ;
+    x16 <= \$381 ;
   always @(posedge clk)
-    x17 <= \$370 ;
+    x17 <= \$382 ;
   always @(posedge clk)
-    x18 <= \$371 ;
+    x18 <= \$383 ;
   always @(posedge clk)
-    x19 <= \$372 ;
+    x19 <= \$384 ;
   always @(posedge clk)
-    x20 <= \$373 ;
+    x20 <= \$385 ;
   always @(posedge clk)
-    x21 <= \$374 ;
+    x21 <= \$386 ;
   always @(posedge clk)
-    x22 <= \$375 ;
+    x22 <= \$387 ;
   always @(posedge clk)
-    x23 <= \$376 ;
+    x23 <= \$388 ;
   always @(posedge clk)
-    x24 <= \$377 ;
+    x24 <= \$389 ;
   always @(posedge clk)
-    x25 <= \$378 ;
+    x25 <= \$390 ;
   always @(posedge clk)
-    x26 <= \$379 ;
+    x26 <= \$391 ;
   always @(posedge clk)
-    x27 <= \$380 ;
+    x27 <= \$392 ;
   always @(posedge clk)
-    x28 <= \$381 ;
+    x28 <= \$393 ;
   always @(posedge clk)
-    x29 <= \$382 ;
+    x29 <= \$394 ;
   always @(posedge clk)
-    x30 <= \$383 ;
+    x30 <= \$395 ;
   always @(posedge clk)
-    x31 <= \$384 ;
+    x31 <= \$396 ;
   always @(posedge clk)
-    pc <= \$385 ;
+    pc <= \$397 ;
   always @(posedge clk)
-    mepc <= \$386 ;
+    mepc <= \$398 ;
   always @(posedge clk)
-    mcause <= \$387 ;
+    mcause <= \$399 ;
   always @(posedge clk)
-    mtval <= \$388 ;
+    mtval <= \$400 ;
   always @(posedge clk)
-    st_mpie <= \$389 ;
+    st_mpie <= \$401 ;
   always @(posedge clk)
-    \$signal  <= \$390 ;
+    \$signal  <= \$402 ;
   always @(posedge clk)
-    mcycle <= \$391 ;
+    mcycle <= \$403 ;
   always @(posedge clk)
-    minstret <= \$392 ;
+    minstret <= \$404 ;
   always @(posedge clk)
-    ie_mtie <= \$393 ;
+    ie_mtie <= \$405 ;
   always @(posedge clk)
-    \$signal$59  <= \$394 ;
+    \$signal$61  <= \$406 ;
   always @(posedge clk)
-    mtvec <= \$395 ;
+    mtvec <= \$407 ;
   always @(posedge clk)
-    mscratch <= \$396 ;
+    mscratch <= \$408 ;
   always @(posedge clk)
-    core_fsm_state <= \$397 ;
+    core_fsm_state <= \$409 ;
   always @(posedge clk)
-    ir <= \$398 ;
+    ir <= \$410 ;
   always @(posedge clk)
-    div_quo <= \$399 ;
+    div_quo <= \$411 ;
   always @(posedge clk)
-    div_rem <= \$400 ;
+    div_rem <= \$412 ;
   always @(posedge clk)
-    div_den <= \$401 ;
+    div_den <= \$413 ;
   always @(posedge clk)
-    div_cnt <= \$402 ;
+    div_cnt <= \$414 ;
   always @(posedge clk)
-    div_a <= \$403 ;
+    div_a <= \$415 ;
   always @(posedge clk)
-    div_zero <= \$404 ;
+    div_zero <= \$416 ;
   always @(posedge clk)
-    div_negq <= \$405 ;
+    div_negq <= \$417 ;
   always @(posedge clk)
-    div_negr <= \$406 ;
+    div_negr <= \$418 ;
   always @(posedge clk)
-    dbus__addr <= \$407 ;
+    mul_ra <= \$419 ;
   always @(posedge clk)
-    ld_off <= \$408 ;
+    mul_rb <= \$420 ;
   always @(posedge clk)
-    dbus__en <= \$409 ;
+    dbus__addr <= \$421 ;
   always @(posedge clk)
-    dbus__we <= \$410 ;
+    ld_off <= \$422 ;
   always @(posedge clk)
-    dbus__wdata <= \$411 ;
+    dbus__en <= \$423 ;
   always @(posedge clk)
-    dbus__wstrb <= \$412 ;
+    dbus__we <= \$424 ;
+  always @(posedge clk)
+    dbus__wdata <= \$425 ;
+  always @(posedge clk)
+    dbus__wstrb <= \$426 ;
+  always @(posedge clk)
+    mul_lo <= \$427 ;
+  always @(posedge clk)
+    mul_hi <= \$428 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
@@ -7300,17 +7338,17 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     br_taken = 1'h0;
     casez (insn[14:12])
       3'h0:
-          br_taken = \$37 ;
-      3'h1:
           br_taken = \$39 ;
+      3'h1:
+          br_taken = \$41 ;
       3'h4:
-          br_taken = \$40 ;
-      3'h5:
           br_taken = \$42 ;
+      3'h5:
+          br_taken = \$44 ;
       3'h6:
-          br_taken = \$43 ;
-      3'h7:
           br_taken = \$45 ;
+      3'h7:
+          br_taken = \$47 ;
     endcase
   end
   always @* begin
@@ -7322,7 +7360,7 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       12'h301:
           csr_old = 32'd1073746176;
       12'h304:
-          csr_old = { 20'h00000, \$signal$59 , 3'h0, ie_mtie, 7'h00 };
+          csr_old = { 20'h00000, \$signal$61 , 3'h0, ie_mtie, 7'h00 };
       12'h305:
           csr_old = { mtvec, 2'h0 };
       12'h340:
@@ -7446,9 +7484,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       2'h1:
           csr_wval = csr_src;
       2'h2:
-          csr_wval = \$50 ;
-      2'h3:
           csr_wval = \$52 ;
+      2'h3:
+          csr_wval = \$54 ;
     endcase
   end
   always @* begin
@@ -7456,9 +7494,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     (* full_case = 32'd1 *)
     casez (insn[13:12])
       2'h0:
-          ls_strb = \$69 [3:0];
+          ls_strb = \$71 [3:0];
       2'h1:
-          ls_strb = \$70 ;
+          ls_strb = \$72 ;
       default:
           ls_strb = 4'hf;
     endcase
@@ -7495,50 +7533,57 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__en = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
             imem__en = 1'h1;
           end else begin
             if (c_sleep) begin
-            end else if (\$93 ) begin
+            end else if (\$95 ) begin
               imem__en = 1'h1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             if (c_sleep) begin
-            end else if (\$96 ) begin
+            end else if (\$98 ) begin
               imem__en = 1'h1;
             end
           end else begin
             if (trace_valid) begin
               if (c_sleep) begin
-              end else if (\$137 ) begin
+              end else if (\$139 ) begin
                 imem__en = 1'h1;
               end
             end
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             if (c_sleep) begin
-            end else if (\$142 ) begin
+            end else if (\$144 ) begin
               imem__en = 1'h1;
             end
           end
-      3'h4:
+      4'h5:
           imem__en = 1'h1;
-      3'h6:
+      4'h7:
           if (c_sleep) begin
-          end else if (\$145 ) begin
+          end else if (\$147 ) begin
             imem__en = 1'h1;
           end
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
           if (c_sleep) begin
-          end else if (\$155 ) begin
+          end else if (\$150 ) begin
+            imem__en = 1'h1;
+          end
+      4'h3:
+          /* empty */;
+      4'h9:
+          if (c_sleep) begin
+          end else if (\$160 ) begin
             imem__en = 1'h1;
           end
     endcase
@@ -7547,50 +7592,57 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__addr = 12'h000;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
             imem__addr = pc[13:2];
           end else begin
             if (c_sleep) begin
-            end else if (\$93 ) begin
+            end else if (\$95 ) begin
               imem__addr = next_pc[13:2];
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             if (c_sleep) begin
-            end else if (\$96 ) begin
+            end else if (\$98 ) begin
               imem__addr = next_pc[13:2];
             end
           end else begin
             if (trace_valid) begin
               if (c_sleep) begin
-              end else if (\$137 ) begin
+              end else if (\$139 ) begin
                 imem__addr = next_pc[13:2];
               end
             end
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             if (c_sleep) begin
-            end else if (\$142 ) begin
+            end else if (\$144 ) begin
               imem__addr = next_pc[13:2];
             end
           end
-      3'h4:
+      4'h5:
           imem__addr = dbus__addr[13:2];
-      3'h6:
+      4'h7:
           if (c_sleep) begin
-          end else if (\$145 ) begin
+          end else if (\$147 ) begin
             imem__addr = next_pc[13:2];
           end
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
           if (c_sleep) begin
-          end else if (\$155 ) begin
+          end else if (\$150 ) begin
+            imem__addr = next_pc[13:2];
+          end
+      4'h3:
+          /* empty */;
+      4'h9:
+          if (c_sleep) begin
+          end else if (\$160 ) begin
             imem__addr = next_pc[13:2];
           end
     endcase
@@ -7599,20 +7651,20 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     trace_valid = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               trace_valid = 1'h1;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               trace_valid = 1'h1;
             end else begin
               trace_valid = 1'h1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             trace_valid = 1'h1;
@@ -7627,14 +7679,14 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_valid = 1'h1;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
@@ -7648,19 +7700,14 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      trace_valid = 1'h1;
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     trace_valid = 1'h1;
                   end else if (ls_misaligned) begin
                     trace_valid = 1'h1;
@@ -7669,22 +7716,22 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$129 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$130 ) begin
+                    if (\$130 ) begin
                       trace_valid = 1'h1;
                     end else if (\$131 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$132 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$133 ) begin
                       trace_valid = 1'h1;
                     end else begin
                       trace_valid = 1'h1;
@@ -7698,17 +7745,21 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_valid = 1'h1;
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             trace_valid = 1'h1;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           trace_valid = 1'h1;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          trace_valid = 1'h1;
+      4'h3:
+          /* empty */;
+      4'h9:
           trace_valid = 1'h1;
     endcase
   end
@@ -7716,20 +7767,20 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_trap = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               c_trap = 1'h1;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               c_trap = 1'h1;
             end else begin
               c_trap = 1'h1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             c_trap = 1'h1;
@@ -7744,13 +7795,13 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
@@ -7762,13 +7813,13 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     c_trap = 1'h1;
                   end else if (ls_misaligned) begin
                     c_trap = 1'h1;
@@ -7777,19 +7828,19 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h73:
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
+                    if (\$130 ) begin
                       c_trap = 1'h1;
-                    end else if (\$129 ) begin
-                      c_trap = 1'h1;
-                    end else if (\$130 ) begin
                     end else if (\$131 ) begin
+                      c_trap = 1'h1;
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                     end else begin
                       c_trap = 1'h1;
                     end
@@ -7806,20 +7857,20 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_cause = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               c_cause = 32'd2147483659;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               c_cause = 32'd0;
             end else begin
               c_cause = 32'd1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             c_cause = 32'd2147483659;
@@ -7834,13 +7885,13 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
@@ -7852,34 +7903,34 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     c_cause = 32'd2;
                   end else if (ls_misaligned) begin
-                    c_cause = { 29'h00000000, \$121  };
-                  end else if (ls_fault) begin
                     c_cause = { 29'h00000000, \$123  };
+                  end else if (ls_fault) begin
+                    c_cause = { 29'h00000000, \$125  };
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h73:
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
+                    if (\$130 ) begin
                       c_cause = 32'd11;
-                    end else if (\$129 ) begin
-                      c_cause = 32'd3;
-                    end else if (\$130 ) begin
                     end else if (\$131 ) begin
+                      c_cause = 32'd3;
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                     end else begin
                       c_cause = 32'd2;
                     end
@@ -7896,20 +7947,20 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_tval = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               c_tval = 32'd0;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               c_tval = pc;
             end else begin
               c_tval = pc;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             c_tval = 32'd0;
@@ -7924,13 +7975,13 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                   end else begin
                     c_tval = insn;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                   end else begin
                     c_tval = insn;
                   end
@@ -7942,34 +7993,34 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_tval = insn;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     c_tval = insn;
                   end else if (ls_misaligned) begin
-                    c_tval = \$63 [31:0];
+                    c_tval = \$65 [31:0];
                   end else if (ls_fault) begin
-                    c_tval = \$63 [31:0];
+                    c_tval = \$65 [31:0];
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                   end else begin
                     c_tval = insn;
                   end
               7'h73:
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
+                    if (\$130 ) begin
                       c_tval = 32'd0;
-                    end else if (\$129 ) begin
-                      c_tval = 32'd0;
-                    end else if (\$130 ) begin
                     end else if (\$131 ) begin
+                      c_tval = 32'd0;
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                     end else begin
                       c_tval = insn;
                     end
@@ -7986,9 +8037,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     in_exec = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           in_exec = 1'h1;
     endcase
   end
@@ -7996,9 +8047,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     trace_insn = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             trace_insn = imem__data;
@@ -8013,14 +8064,14 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_insn = insn;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
@@ -8034,19 +8085,14 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      trace_insn = insn;
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     trace_insn = insn;
                   end else if (ls_misaligned) begin
                     trace_insn = insn;
@@ -8055,22 +8101,22 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
-                      trace_insn = insn;
-                    end else if (\$129 ) begin
-                      trace_insn = insn;
-                    end else if (\$130 ) begin
+                    if (\$130 ) begin
                       trace_insn = insn;
                     end else if (\$131 ) begin
+                      trace_insn = insn;
+                    end else if (\$132 ) begin
+                      trace_insn = insn;
+                    end else if (\$133 ) begin
                       trace_insn = insn;
                     end else begin
                       trace_insn = insn;
@@ -8084,17 +8130,21 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_insn = insn;
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             trace_insn = insn;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           trace_insn = insn;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          trace_insn = insn;
+      4'h3:
+          /* empty */;
+      4'h9:
           trace_insn = insn;
     endcase
   end
@@ -8102,9 +8152,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_rd = 5'h00;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8116,11 +8166,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h6f:
                   c_rd = insn[11:7];
               7'h67:
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     c_rd = insn[11:7];
                   end
               7'h63:
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     c_rd = 5'h00;
                   end
               7'h13:
@@ -8128,29 +8178,24 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                     c_rd = insn[11:7];
                   end
               7'h33:
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      c_rd = insn[11:7];
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     c_rd = insn[11:7];
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     c_rd = 5'h00;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
-                      c_rd = 5'h00;
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                      c_rd = 5'h00;
+                    end else if (\$133 ) begin
                       c_rd = 5'h00;
                     end
                   end else if (csr_illegal) begin
@@ -8159,17 +8204,21 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
-            c_rd = \$139 ;
+            c_rd = \$141 ;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           c_rd = insn[11:7];
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          c_rd = insn[11:7];
+      4'h3:
+          /* empty */;
+      4'h9:
           c_rd = insn[11:7];
     endcase
   end
@@ -8177,9 +8226,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_value = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8187,15 +8236,15 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h37:
                   c_value = { insn[31:12], 12'h000 };
               7'h17:
-                  c_value = \$97 [31:0];
+                  c_value = \$99 [31:0];
               7'h6f:
                   c_value = \$1 [31:0];
               7'h67:
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     c_value = \$1 [31:0];
                   end
               7'h63:
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     c_value = 32'd0;
                   end
               7'h13:
@@ -8203,29 +8252,24 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                     c_value = alu_res;
                   end
               7'h33:
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      c_value = mul_res;
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     c_value = alu_res;
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     c_value = 32'd0;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
-                      c_value = 32'd0;
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                      c_value = 32'd0;
+                    end else if (\$133 ) begin
                       c_value = 32'd0;
                     end
                   end else if (csr_illegal) begin
@@ -8234,27 +8278,31 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             c_value = ld_val;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           c_value = ld_val;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
-          c_value = \$152 [31:0];
+      4'h8:
+          c_value = mul_res;
+      4'h3:
+          /* empty */;
+      4'h9:
+          c_value = \$157 [31:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_npc = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8264,43 +8312,38 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h17:
                   c_npc = \$1 [31:0];
               7'h6f:
-                  c_npc = \$47 [31:0];
+                  c_npc = \$49 [31:0];
               7'h67:
-                  if (\$98 ) begin
-                    c_npc = \$49 [31:0];
+                  if (\$100 ) begin
+                    c_npc = \$51 [31:0];
                   end
               7'h63:
-                  if (\$101 ) begin
-                    c_npc = \$102 ;
+                  if (\$103 ) begin
+                    c_npc = \$104 ;
                   end
               7'h13:
                   if (op_imm_legal) begin
                     c_npc = \$1 [31:0];
                   end
               7'h33:
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      c_npc = \$1 [31:0];
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     c_npc = \$1 [31:0];
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     c_npc = \$1 [31:0];
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
-                      c_npc = { mepc, 2'h0 };
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                      c_npc = { mepc, 2'h0 };
+                    end else if (\$133 ) begin
                       c_npc = \$1 [31:0];
                     end
                   end else if (csr_illegal) begin
@@ -8309,17 +8352,21 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             c_npc = \$1 [31:0];
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           c_npc = \$1 [31:0];
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          c_npc = \$1 [31:0];
+      4'h3:
+          /* empty */;
+      4'h9:
           c_npc = \$1 [31:0];
     endcase
   end
@@ -8327,9 +8374,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_mret = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8353,10 +8400,10 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h0f:
                   /* empty */;
               7'h73:
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
+                  if (\$129 ) begin
+                    if (\$130 ) begin
+                    end else if (\$131 ) begin
+                    end else if (\$132 ) begin
                       c_mret = 1'h1;
                     end
                   end
@@ -8368,9 +8415,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_sleep = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8394,11 +8441,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h0f:
                   /* empty */;
               7'h73:
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                       c_sleep = 1'h1;
                     end
                   end
@@ -8410,9 +8457,9 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_csr_we = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8437,10 +8484,10 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                   end else if (csr_illegal) begin
                   end else begin
-                    c_csr_we = \$134 ;
+                    c_csr_we = \$136 ;
                   end
             endcase
           end
@@ -8450,204 +8497,51 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     ld_word = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h5:
+      4'h6:
           ld_word = dbus__rdata;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           ld_word = imem__data;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     sleeping = 1'h0;
-    (* full_case = 32'd1 *)
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h5:
+      4'h6:
           /* empty */;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           /* empty */;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
           /* empty */;
-      3'h2:
+      4'h3:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h2:
           sleeping = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$354  = x1;
-    if (\$167 ) begin
-      \$354  = c_value;
-    end
-    if (\$353 ) begin
-      \$354  = 32'd0;
-    end
-    if (rst) begin
-      \$354  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$355  = x2;
-    if (\$171 ) begin
-      \$355  = c_value;
-    end
-    if (\$353 ) begin
-      \$355  = 32'd0;
-    end
-    if (rst) begin
-      \$355  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$356  = x3;
-    if (\$175 ) begin
-      \$356  = c_value;
-    end
-    if (\$353 ) begin
-      \$356  = 32'd0;
-    end
-    if (rst) begin
-      \$356  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$357  = x4;
-    if (\$179 ) begin
-      \$357  = c_value;
-    end
-    if (\$353 ) begin
-      \$357  = 32'd0;
-    end
-    if (rst) begin
-      \$357  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$358  = x5;
-    if (\$183 ) begin
-      \$358  = c_value;
-    end
-    if (\$353 ) begin
-      \$358  = 32'd0;
-    end
-    if (rst) begin
-      \$358  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$359  = x6;
-    if (\$187 ) begin
-      \$359  = c_value;
-    end
-    if (\$353 ) begin
-      \$359  = 32'd0;
-    end
-    if (rst) begin
-      \$359  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$360  = x7;
-    if (\$191 ) begin
-      \$360  = c_value;
-    end
-    if (\$353 ) begin
-      \$360  = 32'd0;
-    end
-    if (rst) begin
-      \$360  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$361  = x8;
-    if (\$195 ) begin
-      \$361  = c_value;
-    end
-    if (\$353 ) begin
-      \$361  = 32'd0;
-    end
-    if (rst) begin
-      \$361  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$362  = x9;
-    if (\$199 ) begin
-      \$362  = c_value;
-    end
-    if (\$353 ) begin
-      \$362  = 32'd0;
-    end
-    if (rst) begin
-      \$362  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$363  = x10;
-    if (\$203 ) begin
-      \$363  = c_value;
-    end
-    if (\$353 ) begin
-      \$363  = 32'd0;
-    end
-    if (rst) begin
-      \$363  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$364  = x11;
-    if (\$207 ) begin
-      \$364  = c_value;
-    end
-    if (\$353 ) begin
-      \$364  = 32'd0;
-    end
-    if (rst) begin
-      \$364  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$365  = x12;
-    if (\$211 ) begin
-      \$365  = c_value;
-    end
-    if (\$353 ) begin
-      \$365  = 32'd0;
-    end
-    if (rst) begin
-      \$365  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$366  = x13;
-    if (\$215 ) begin
+    \$366  = x1;
+    if (\$174 ) begin
       \$366  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$366  = 32'd0;
     end
     if (rst) begin
@@ -8656,11 +8550,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$367  = x14;
-    if (\$219 ) begin
+    \$367  = x2;
+    if (\$178 ) begin
       \$367  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$367  = 32'd0;
     end
     if (rst) begin
@@ -8669,11 +8563,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$368  = x15;
-    if (\$223 ) begin
+    \$368  = x3;
+    if (\$182 ) begin
       \$368  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$368  = 32'd0;
     end
     if (rst) begin
@@ -8682,11 +8576,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$369  = x16;
-    if (\$227 ) begin
+    \$369  = x4;
+    if (\$186 ) begin
       \$369  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$369  = 32'd0;
     end
     if (rst) begin
@@ -8695,11 +8589,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$370  = x17;
-    if (\$231 ) begin
+    \$370  = x5;
+    if (\$190 ) begin
       \$370  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$370  = 32'd0;
     end
     if (rst) begin
@@ -8708,11 +8602,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$371  = x18;
-    if (\$235 ) begin
+    \$371  = x6;
+    if (\$194 ) begin
       \$371  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$371  = 32'd0;
     end
     if (rst) begin
@@ -8721,11 +8615,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$372  = x19;
-    if (\$239 ) begin
+    \$372  = x7;
+    if (\$198 ) begin
       \$372  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$372  = 32'd0;
     end
     if (rst) begin
@@ -8734,11 +8628,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$373  = x20;
-    if (\$243 ) begin
+    \$373  = x8;
+    if (\$202 ) begin
       \$373  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$373  = 32'd0;
     end
     if (rst) begin
@@ -8747,11 +8641,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$374  = x21;
-    if (\$247 ) begin
+    \$374  = x9;
+    if (\$206 ) begin
       \$374  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$374  = 32'd0;
     end
     if (rst) begin
@@ -8760,11 +8654,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$375  = x22;
-    if (\$251 ) begin
+    \$375  = x10;
+    if (\$210 ) begin
       \$375  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$375  = 32'd0;
     end
     if (rst) begin
@@ -8773,11 +8667,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$376  = x23;
-    if (\$255 ) begin
+    \$376  = x11;
+    if (\$214 ) begin
       \$376  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$376  = 32'd0;
     end
     if (rst) begin
@@ -8786,11 +8680,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$377  = x24;
-    if (\$259 ) begin
+    \$377  = x12;
+    if (\$218 ) begin
       \$377  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$377  = 32'd0;
     end
     if (rst) begin
@@ -8799,11 +8693,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$378  = x25;
-    if (\$263 ) begin
+    \$378  = x13;
+    if (\$222 ) begin
       \$378  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$378  = 32'd0;
     end
     if (rst) begin
@@ -8812,11 +8706,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$379  = x26;
-    if (\$267 ) begin
+    \$379  = x14;
+    if (\$226 ) begin
       \$379  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$379  = 32'd0;
     end
     if (rst) begin
@@ -8825,11 +8719,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$380  = x27;
-    if (\$271 ) begin
+    \$380  = x15;
+    if (\$230 ) begin
       \$380  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$380  = 32'd0;
     end
     if (rst) begin
@@ -8838,11 +8732,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$381  = x28;
-    if (\$275 ) begin
+    \$381  = x16;
+    if (\$234 ) begin
       \$381  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$381  = 32'd0;
     end
     if (rst) begin
@@ -8851,11 +8745,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$382  = x29;
-    if (\$279 ) begin
+    \$382  = x17;
+    if (\$238 ) begin
       \$382  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$382  = 32'd0;
     end
     if (rst) begin
@@ -8864,11 +8758,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$383  = x30;
-    if (\$283 ) begin
+    \$383  = x18;
+    if (\$242 ) begin
       \$383  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$383  = 32'd0;
     end
     if (rst) begin
@@ -8877,11 +8771,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$384  = x31;
-    if (\$287 ) begin
+    \$384  = x19;
+    if (\$246 ) begin
       \$384  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$384  = 32'd0;
     end
     if (rst) begin
@@ -8890,24 +8784,180 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$385  = pc;
+    \$385  = x20;
+    if (\$250 ) begin
+      \$385  = c_value;
+    end
+    if (\$365 ) begin
+      \$385  = 32'd0;
+    end
+    if (rst) begin
+      \$385  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$386  = x21;
+    if (\$254 ) begin
+      \$386  = c_value;
+    end
+    if (\$365 ) begin
+      \$386  = 32'd0;
+    end
+    if (rst) begin
+      \$386  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$387  = x22;
+    if (\$258 ) begin
+      \$387  = c_value;
+    end
+    if (\$365 ) begin
+      \$387  = 32'd0;
+    end
+    if (rst) begin
+      \$387  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$388  = x23;
+    if (\$262 ) begin
+      \$388  = c_value;
+    end
+    if (\$365 ) begin
+      \$388  = 32'd0;
+    end
+    if (rst) begin
+      \$388  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$389  = x24;
+    if (\$266 ) begin
+      \$389  = c_value;
+    end
+    if (\$365 ) begin
+      \$389  = 32'd0;
+    end
+    if (rst) begin
+      \$389  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$390  = x25;
+    if (\$270 ) begin
+      \$390  = c_value;
+    end
+    if (\$365 ) begin
+      \$390  = 32'd0;
+    end
+    if (rst) begin
+      \$390  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$391  = x26;
+    if (\$274 ) begin
+      \$391  = c_value;
+    end
+    if (\$365 ) begin
+      \$391  = 32'd0;
+    end
+    if (rst) begin
+      \$391  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$392  = x27;
+    if (\$278 ) begin
+      \$392  = c_value;
+    end
+    if (\$365 ) begin
+      \$392  = 32'd0;
+    end
+    if (rst) begin
+      \$392  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$393  = x28;
+    if (\$282 ) begin
+      \$393  = c_value;
+    end
+    if (\$365 ) begin
+      \$393  = 32'd0;
+    end
+    if (rst) begin
+      \$393  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$394  = x29;
+    if (\$286 ) begin
+      \$394  = c_value;
+    end
+    if (\$365 ) begin
+      \$394  = 32'd0;
+    end
+    if (rst) begin
+      \$394  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$395  = x30;
+    if (\$290 ) begin
+      \$395  = c_value;
+    end
+    if (\$365 ) begin
+      \$395  = 32'd0;
+    end
+    if (rst) begin
+      \$395  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$396  = x31;
+    if (\$294 ) begin
+      \$396  = c_value;
+    end
+    if (\$365 ) begin
+      \$396  = 32'd0;
+    end
+    if (rst) begin
+      \$396  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$397  = pc;
     if (trace_valid) begin
-      \$385  = \$288 ;
+      \$397  = \$295 ;
     end
-    if (\$353 ) begin
-      \$385  = 32'd0;
+    if (\$365 ) begin
+      \$397  = 32'd0;
     end
     if (rst) begin
-      \$385  = 32'd0;
+      \$397  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$386  = mepc;
-    if (\$289 ) begin
-      \$386  = pc[31:2];
+    \$398  = mepc;
+    if (\$296 ) begin
+      \$398  = pc[31:2];
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -8918,23 +8968,23 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h340:
             /* empty */;
         12'h341:
-            \$386  = csr_wval[31:2];
+            \$398  = csr_wval[31:2];
       endcase
     end
-    if (\$353 ) begin
-      \$386  = 30'h00000000;
+    if (\$365 ) begin
+      \$398  = 30'h00000000;
     end
     if (rst) begin
-      \$386  = 30'h00000000;
+      \$398  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$387  = mcause;
-    if (\$289 ) begin
-      \$387  = c_cause;
+    \$399  = mcause;
+    if (\$296 ) begin
+      \$399  = c_cause;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -8947,23 +8997,23 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h341:
             /* empty */;
         12'h342:
-            \$387  = csr_wval;
+            \$399  = csr_wval;
       endcase
     end
-    if (\$353 ) begin
-      \$387  = 32'd0;
+    if (\$365 ) begin
+      \$399  = 32'd0;
     end
     if (rst) begin
-      \$387  = 32'd0;
+      \$399  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$388  = mtval;
-    if (\$289 ) begin
-      \$388  = c_tval;
+    \$400  = mtval;
+    if (\$296 ) begin
+      \$400  = c_tval;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -8978,64 +9028,64 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h342:
             /* empty */;
         12'h343:
-            \$388  = csr_wval;
+            \$400  = csr_wval;
       endcase
     end
-    if (\$353 ) begin
-      \$388  = 32'd0;
+    if (\$365 ) begin
+      \$400  = 32'd0;
     end
     if (rst) begin
-      \$388  = 32'd0;
+      \$400  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$389  = st_mpie;
-    if (\$289 ) begin
-      \$389  = \$signal ;
+    \$401  = st_mpie;
+    if (\$296 ) begin
+      \$401  = \$signal ;
     end
-    if (\$292 ) begin
-      \$389  = 1'h1;
+    if (\$299 ) begin
+      \$401  = 1'h1;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
-            \$389  = csr_wval[7];
+            \$401  = csr_wval[7];
       endcase
     end
-    if (\$353 ) begin
-      \$389  = 1'h0;
+    if (\$365 ) begin
+      \$401  = 1'h0;
     end
     if (rst) begin
-      \$389  = 1'h0;
+      \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$390  = \$signal ;
-    if (\$289 ) begin
-      \$390  = 1'h0;
+    \$402  = \$signal ;
+    if (\$296 ) begin
+      \$402  = 1'h0;
     end
-    if (\$292 ) begin
-      \$390  = st_mpie;
+    if (\$299 ) begin
+      \$402  = st_mpie;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
-            \$390  = csr_wval[3];
+            \$402  = csr_wval[3];
       endcase
     end
-    if (\$353 ) begin
-      \$390  = 1'h0;
+    if (\$365 ) begin
+      \$402  = 1'h0;
     end
     if (rst) begin
-      \$390  = 1'h0;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$391  = \$83 [63:0];
-    if (\$295 ) begin
+    \$403  = \$85 [63:0];
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -9052,22 +9102,22 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h343:
             /* empty */;
         12'hb00:
-            \$391  = { \$83 [63:32], csr_wval };
+            \$403  = { \$85 [63:32], csr_wval };
         12'hb80:
-            \$391  = { csr_wval, \$83 [31:0] };
+            \$403  = { csr_wval, \$85 [31:0] };
       endcase
     end
-    if (\$353 ) begin
-      \$391  = 64'h0000000000000000;
+    if (\$365 ) begin
+      \$403  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$391  = 64'h0000000000000000;
+      \$403  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$392  = \$86 [63:0];
-    if (\$295 ) begin
+    \$404  = \$88 [63:0];
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -9088,78 +9138,78 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'hb80:
             /* empty */;
         12'hb02:
-            \$392  = { \$86 [63:32], csr_wval };
+            \$404  = { \$88 [63:32], csr_wval };
         12'hb82:
-            \$392  = { csr_wval, \$86 [31:0] };
+            \$404  = { csr_wval, \$88 [31:0] };
       endcase
     end
-    if (\$353 ) begin
-      \$392  = 64'h0000000000000000;
+    if (\$365 ) begin
+      \$404  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$392  = 64'h0000000000000000;
+      \$404  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$393  = ie_mtie;
-    if (\$295 ) begin
+    \$405  = ie_mtie;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$393  = csr_wval[7];
+            \$405  = csr_wval[7];
       endcase
     end
-    if (\$353 ) begin
-      \$393  = 1'h0;
+    if (\$365 ) begin
+      \$405  = 1'h0;
     end
     if (rst) begin
-      \$393  = 1'h0;
+      \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$394  = \$signal$59 ;
-    if (\$295 ) begin
+    \$406  = \$signal$61 ;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$394  = csr_wval[11];
+            \$406  = csr_wval[11];
       endcase
     end
-    if (\$353 ) begin
-      \$394  = 1'h0;
+    if (\$365 ) begin
+      \$406  = 1'h0;
     end
     if (rst) begin
-      \$394  = 1'h0;
+      \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$395  = mtvec;
-    if (\$295 ) begin
+    \$407  = mtvec;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
         12'h304:
             /* empty */;
         12'h305:
-            \$395  = csr_wval[31:2];
+            \$407  = csr_wval[31:2];
       endcase
     end
-    if (\$353 ) begin
-      \$395  = 30'h00000000;
+    if (\$365 ) begin
+      \$407  = 30'h00000000;
     end
     if (rst) begin
-      \$395  = 30'h00000000;
+      \$407  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$396  = mscratch;
-    if (\$295 ) begin
+    \$408  = mscratch;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -9168,45 +9218,44 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h305:
             /* empty */;
         12'h340:
-            \$396  = csr_wval;
+            \$408  = csr_wval;
       endcase
     end
-    if (\$353 ) begin
-      \$396  = 32'd0;
+    if (\$365 ) begin
+      \$408  = 32'd0;
     end
     if (rst) begin
-      \$396  = 32'd0;
+      \$408  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$397  = core_fsm_state;
-    (* full_case = 32'd1 *)
+    \$409  = core_fsm_state;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$298 ) begin
-            \$397  = 3'h1;
+          if (\$305 ) begin
+            \$409  = 4'h1;
           end else begin
             (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$397  = 3'h2;
-            end else if (\$301 ) begin
-              \$397  = 3'h1;
+              \$409  = 4'h2;
+            end else if (\$308 ) begin
+              \$409  = 4'h1;
             end else begin
-              \$397  = 3'h0;
+              \$409  = 4'h0;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$397  = 3'h2;
-            end else if (\$304 ) begin
-              \$397  = 3'h1;
+              \$409  = 4'h2;
+            end else if (\$311 ) begin
+              \$409  = 4'h1;
             end else begin
-              \$397  = 3'h0;
+              \$409  = 4'h0;
             end
           end else begin
             casez (insn[6:0])
@@ -9223,103 +9272,117 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
+                    (* full_case = 32'd1 *)
                     if (insn[14]) begin
-                      \$397  = 3'h3;
+                      \$409  = 4'h3;
+                    end else begin
+                      \$409  = 4'h4;
                     end
                   end
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
-                    \$397  = 3'h4;
+                    \$409  = 4'h5;
                   end else begin
-                    \$397  = 3'h5;
+                    \$409  = 4'h6;
                   end
             endcase
             if (trace_valid) begin
               (* full_case = 32'd1 *)
               if (c_sleep) begin
-                \$397  = 3'h2;
-              end else if (\$341 ) begin
-                \$397  = 3'h1;
+                \$409  = 4'h2;
+              end else if (\$348 ) begin
+                \$409  = 4'h1;
               end else begin
-                \$397  = 3'h0;
+                \$409  = 4'h0;
               end
             end
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$397  = 3'h2;
-            end else if (\$344 ) begin
-              \$397  = 3'h1;
+              \$409  = 4'h2;
+            end else if (\$351 ) begin
+              \$409  = 4'h1;
             end else begin
-              \$397  = 3'h0;
+              \$409  = 4'h0;
             end
           end
-      3'h4:
-          \$397  = 3'h6;
-      3'h6:
+      4'h5:
+          \$409  = 4'h7;
+      4'h7:
           (* full_case = 32'd1 *)
           if (c_sleep) begin
-            \$397  = 3'h2;
-          end else if (\$347 ) begin
-            \$397  = 3'h1;
+            \$409  = 4'h2;
+          end else if (\$354 ) begin
+            \$409  = 4'h1;
           end else begin
-            \$397  = 3'h0;
+            \$409  = 4'h0;
           end
-      3'h3:
-          if (\$349 ) begin
-            \$397  = 3'h7;
-          end
-      3'h7:
+      4'h4:
+          \$409  = 4'h8;
+      4'h8:
           (* full_case = 32'd1 *)
           if (c_sleep) begin
-            \$397  = 3'h2;
-          end else if (\$352 ) begin
-            \$397  = 3'h1;
+            \$409  = 4'h2;
+          end else if (\$359 ) begin
+            \$409  = 4'h1;
           end else begin
-            \$397  = 3'h0;
+            \$409  = 4'h0;
           end
-      3'h2:
+      4'h3:
+          if (\$361 ) begin
+            \$409  = 4'h9;
+          end
+      4'h9:
+          (* full_case = 32'd1 *)
+          if (c_sleep) begin
+            \$409  = 4'h2;
+          end else if (\$364 ) begin
+            \$409  = 4'h1;
+          end else begin
+            \$409  = 4'h0;
+          end
+      4'h2:
           if (wake) begin
-            \$397  = 3'h0;
+            \$409  = 4'h0;
           end
     endcase
-    if (\$353 ) begin
-      \$397  = 3'h0;
+    if (\$365 ) begin
+      \$409  = 4'h0;
     end
     if (rst) begin
-      \$397  = 3'h0;
+      \$409  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$398  = ir;
+    \$410  = ir;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
-          \$398  = imem__data;
+      4'h1:
+          \$410  = imem__data;
     endcase
-    if (\$353 ) begin
-      \$398  = 32'd0;
+    if (\$365 ) begin
+      \$410  = 32'd0;
     end
     if (rst) begin
-      \$398  = 32'd0;
+      \$410  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$399  = div_quo;
+    \$411  = div_quo;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9337,41 +9400,45 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$399  = \$311 [31:0];
+                      \$411  = \$318 [31:0];
                     end
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           /* empty */;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           /* empty */;
-      3'h3:
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h3:
           (* full_case = 32'd1 *)
-          if (\$80 [32]) begin
-            \$399  = { div_quo[30:0], 1'h0 };
+          if (\$82 [32]) begin
+            \$411  = { div_quo[30:0], 1'h0 };
           end else begin
-            \$399  = { div_quo[30:0], 1'h1 };
+            \$411  = { div_quo[30:0], 1'h1 };
           end
     endcase
-    if (\$353 ) begin
-      \$399  = 32'd0;
+    if (\$365 ) begin
+      \$411  = 32'd0;
     end
     if (rst) begin
-      \$399  = 32'd0;
+      \$411  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$400  = div_rem;
+    \$412  = div_rem;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9389,80 +9456,45 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$400  = 32'd0;
+                      \$412  = 32'd0;
                     end
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           /* empty */;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           /* empty */;
-      3'h3:
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h3:
           (* full_case = 32'd1 *)
-          if (\$80 [32]) begin
-            \$400  = { div_rem[30:0], div_quo[31] };
+          if (\$82 [32]) begin
+            \$412  = { div_rem[30:0], div_quo[31] };
           end else begin
-            \$400  = \$80 [31:0];
+            \$412  = \$82 [31:0];
           end
     endcase
-    if (\$353 ) begin
-      \$400  = 32'd0;
+    if (\$365 ) begin
+      \$412  = 32'd0;
     end
     if (rst) begin
-      \$400  = 32'd0;
+      \$412  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$401  = div_den;
+    \$413  = div_den;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$307 ) begin
-                    if (insn[14]) begin
-                      \$401  = \$315 [31:0];
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$353 ) begin
-      \$401  = 32'd0;
-    end
-    if (rst) begin
-      \$401  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$402  = div_cnt;
-    casez (core_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9480,36 +9512,28 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$402  = 5'h00;
+                      \$413  = \$322 [31:0];
                     end
                   end
             endcase
           end
-      3'h5:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h6:
-          /* empty */;
-      3'h3:
-          \$402  = \$348 [4:0];
     endcase
-    if (\$353 ) begin
-      \$402  = 5'h00;
+    if (\$365 ) begin
+      \$413  = 32'd0;
     end
     if (rst) begin
-      \$402  = 5'h00;
+      \$413  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$403  = div_a;
+    \$414  = div_cnt;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9527,28 +9551,40 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$403  = rs1v;
+                      \$414  = 5'h00;
                     end
                   end
             endcase
           end
+      4'h6:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h3:
+          \$414  = \$360 [4:0];
     endcase
-    if (\$353 ) begin
-      \$403  = 32'd0;
+    if (\$365 ) begin
+      \$414  = 5'h00;
     end
     if (rst) begin
-      \$403  = 32'd0;
+      \$414  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$404  = div_zero;
+    \$415  = div_a;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9566,28 +9602,28 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$404  = \$316 ;
+                      \$415  = rs1v;
                     end
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$404  = 1'h0;
+    if (\$365 ) begin
+      \$415  = 32'd0;
     end
     if (rst) begin
-      \$404  = 1'h0;
+      \$415  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$405  = div_negq;
+    \$416  = div_zero;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9605,28 +9641,28 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$405  = \$321 ;
+                      \$416  = \$323 ;
                     end
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$405  = 1'h0;
+    if (\$365 ) begin
+      \$416  = 1'h0;
     end
     if (rst) begin
-      \$405  = 1'h0;
+      \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$406  = div_negr;
+    \$417  = div_negq;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9644,28 +9680,149 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$406  = \$323 ;
+                      \$417  = \$328 ;
                     end
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$406  = 1'h0;
+    if (\$365 ) begin
+      \$417  = 1'h0;
     end
     if (rst) begin
-      \$406  = 1'h0;
+      \$417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$407  = dbus__addr;
+    \$418  = div_negr;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$314 ) begin
+                    if (insn[14]) begin
+                      \$418  = \$330 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$365 ) begin
+      \$418  = 1'h0;
+    end
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$419  = mul_ra;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$314 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      \$419  = { \$33 , rs1v };
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$365 ) begin
+      \$419  = 33'h000000000;
+    end
+    if (rst) begin
+      \$419  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$420  = mul_rb;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$314 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      \$420  = { \$35 , rs2v };
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$365 ) begin
+      \$420  = 33'h000000000;
+    end
+    if (rst) begin
+      \$420  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$421  = dbus__addr;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9686,31 +9843,31 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
-                    \$407  = { \$63 [31:2], 2'h0 };
+                    \$421  = { \$65 [31:2], 2'h0 };
                   end else begin
-                    \$407  = { \$63 [31:2], 2'h0 };
+                    \$421  = { \$65 [31:2], 2'h0 };
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$407  = 32'd0;
+    if (\$365 ) begin
+      \$421  = 32'd0;
     end
     if (rst) begin
-      \$407  = 32'd0;
+      \$421  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$408  = ld_off;
+    \$422  = ld_off;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9731,31 +9888,31 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
-                    \$408  = \$63 [1:0];
+                    \$422  = \$65 [1:0];
                   end else begin
-                    \$408  = \$63 [1:0];
+                    \$422  = \$65 [1:0];
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$408  = 2'h0;
+    if (\$365 ) begin
+      \$422  = 2'h0;
     end
     if (rst) begin
-      \$408  = 2'h0;
+      \$422  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$409  = dbus__en;
+    \$423  = dbus__en;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9776,34 +9933,34 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$409  = 1'h1;
+                    \$423  = 1'h1;
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
-            \$409  = 1'h0;
+            \$423  = 1'h0;
           end
     endcase
-    if (\$353 ) begin
-      \$409  = 1'h0;
+    if (\$365 ) begin
+      \$423  = 1'h0;
     end
     if (rst) begin
-      \$409  = 1'h0;
+      \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$410  = dbus__we;
+    \$424  = dbus__we;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9824,30 +9981,30 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$410  = \$338 ;
+                    \$424  = \$345 ;
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$410  = 1'h0;
+    if (\$365 ) begin
+      \$424  = 1'h0;
     end
     if (rst) begin
-      \$410  = 1'h0;
+      \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$411  = dbus__wdata;
+    \$425  = dbus__wdata;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9868,30 +10025,30 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$411  = st_data;
+                    \$425  = st_data;
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$411  = 32'd0;
+    if (\$365 ) begin
+      \$425  = 32'd0;
     end
     if (rst) begin
-      \$411  = 32'd0;
+      \$425  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$412  = dbus__wstrb;
+    \$426  = dbus__wstrb;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9912,47 +10069,97 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$412  = ls_strb;
+                    \$426  = ls_strb;
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$412  = 4'h0;
+    if (\$365 ) begin
+      \$426  = 4'h0;
     end
     if (rst) begin
-      \$412  = 4'h0;
+      \$426  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$427  = mul_lo;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h4:
+          \$427  = { \$355 [49], \$355  };
+    endcase
+    if (\$365 ) begin
+      \$427  = 51'h0000000000000;
+    end
+    if (rst) begin
+      \$427  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$428  = mul_hi;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h4:
+          \$428  = { \$356 [48], \$356  };
+    endcase
+    if (\$365 ) begin
+      \$428  = 50'h0000000000000;
+    end
+    if (rst) begin
+      \$428  = 50'h0000000000000;
     end
   end
   assign x0 = 32'd0;
   assign pc4 = \$1 [31:0];
   assign mul_a = { \$33 , rs1v };
   assign mul_b = { \$35 , rs2v };
-  assign br_target = \$46 [31:0];
-  assign jal_target = \$47 [31:0];
-  assign jalr_target = \$49 [31:0];
-  assign ls_addr = \$63 [31:0];
+  assign product = \$37 [65:0];
+  assign br_target = \$48 [31:0];
+  assign jal_target = \$49 [31:0];
+  assign jalr_target = \$51 [31:0];
+  assign ls_addr = \$65 [31:0];
   assign bus_addr = dbus__addr;
   assign bus_en = dbus__en;
   assign bus_we = dbus__we;
   assign bus_wdata = dbus__wdata;
   assign bus_wstrb = dbus__wstrb;
   assign div_rem_sh = { div_rem, div_quo[31] };
-  assign div_diff = \$80 [32:0];
+  assign div_diff = \$82 [32:0];
   assign c_valid = trace_valid;
   assign trace_pc = pc;
   assign c_insn = trace_insn;
   assign trace_trap = c_trap;
-  assign mcycle_inc = \$83 [63:0];
-  assign minstret_inc = \$86 [63:0];
+  assign mcycle_inc = \$85 [63:0];
+  assign minstret_inc = \$88 [63:0];
   assign imem__gnt = 1'h1;
-  assign { \$49 [32], \$49 [0] } = 2'h0;
-  assign \$49 [31:1] = \$48 [31:1];
+  assign \$36  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
+  assign { \$51 [32], \$51 [0] } = 2'h0;
+  assign \$51 [31:1] = \$50 [31:1];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10117,10 +10324,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7243$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
-, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$7446$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$7577$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$7591$0 
-, q_status0_resetting, q_consumer1_index, \port$7601$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$7615$0 , q_status1_resetting, q_consumer2_index, \port$7625$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$7639$0 , q_status2_resetting, q_consumer3_index, \port$7649$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$7663$0 
-, q_status3_resetting, \port$7675$0 , \port$7683$0 , \port$7691$0 , \port$7699$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7440$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
+, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$7651$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$7782$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$7796$0 
+, q_status0_resetting, q_consumer1_index, \port$7806$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$7820$0 , q_status1_resetting, q_consumer2_index, \port$7830$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$7844$0 , q_status2_resetting, q_consumer3_index, \port$7854$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$7868$0 
+, q_status3_resetting, \port$7880$0 , \port$7888$0 , \port$7896$0 , \port$7904$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11357,34 +11564,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$7243$0 ;
-  wire [3:0] \port$7243$0 ;
-  input [3:0] \port$7446$0 ;
-  wire [3:0] \port$7446$0 ;
-  input \port$7577$0 ;
-  wire \port$7577$0 ;
-  input \port$7591$0 ;
-  wire \port$7591$0 ;
-  input \port$7601$0 ;
-  wire \port$7601$0 ;
-  input \port$7615$0 ;
-  wire \port$7615$0 ;
-  input \port$7625$0 ;
-  wire \port$7625$0 ;
-  input \port$7639$0 ;
-  wire \port$7639$0 ;
-  input \port$7649$0 ;
-  wire \port$7649$0 ;
-  input \port$7663$0 ;
-  wire \port$7663$0 ;
-  input [2:0] \port$7675$0 ;
-  wire [2:0] \port$7675$0 ;
-  input [2:0] \port$7683$0 ;
-  wire [2:0] \port$7683$0 ;
-  input [2:0] \port$7691$0 ;
-  wire [2:0] \port$7691$0 ;
-  input [2:0] \port$7699$0 ;
-  wire [2:0] \port$7699$0 ;
+  input [3:0] \port$7440$0 ;
+  wire [3:0] \port$7440$0 ;
+  input [3:0] \port$7651$0 ;
+  wire [3:0] \port$7651$0 ;
+  input \port$7782$0 ;
+  wire \port$7782$0 ;
+  input \port$7796$0 ;
+  wire \port$7796$0 ;
+  input \port$7806$0 ;
+  wire \port$7806$0 ;
+  input \port$7820$0 ;
+  wire \port$7820$0 ;
+  input \port$7830$0 ;
+  wire \port$7830$0 ;
+  input \port$7844$0 ;
+  wire \port$7844$0 ;
+  input \port$7854$0 ;
+  wire \port$7854$0 ;
+  input \port$7868$0 ;
+  wire \port$7868$0 ;
+  input [2:0] \port$7880$0 ;
+  wire [2:0] \port$7880$0 ;
+  input [2:0] \port$7888$0 ;
+  wire [2:0] \port$7888$0 ;
+  input [2:0] \port$7896$0 ;
+  wire [2:0] \port$7896$0 ;
+  input [2:0] \port$7904$0 ;
+  wire [2:0] \port$7904$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12005,10 +12212,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$267  = \$266  | irq_status_error_set;
   assign \$268  = ~ clr_irq_status_queue_cpl;
   assign \$269  = irq_status_queue_cpl & \$268 ;
-  assign \$270  = \$269  | { \port$7649$0 , \port$7625$0 , \port$7601$0 , \port$7577$0  };
+  assign \$270  = \$269  | { \port$7854$0 , \port$7830$0 , \port$7806$0 , \port$7782$0  };
   assign \$271  = ~ clr_irq_status_queue_error;
   assign \$272  = irq_status_queue_error & \$271 ;
-  assign \$273  = \$272  | { \port$7663$0 , \port$7639$0 , \port$7615$0 , \port$7591$0  };
+  assign \$273  = \$272  | { \port$7868$0 , \port$7844$0 , \port$7820$0 , \port$7796$0  };
   assign \$274  = ~ clr_irq_status_fw_msg;
   assign \$275  = irq_status_fw_msg & \$274 ;
   assign \$276  = \$275  | irq_status_fw_msg_set;
@@ -14301,20 +14508,20 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$7446$0 [0];
-  assign status_dma_store_busy = \port$7446$0 [1];
-  assign status_gemm_busy = \port$7446$0 [2];
-  assign status_vec_busy = \port$7446$0 [3];
-  assign irq_status_queue_cpl_set = { \port$7649$0 , \port$7625$0 , \port$7601$0 , \port$7577$0  };
-  assign irq_status_queue_error_set = { \port$7663$0 , \port$7639$0 , \port$7615$0 , \port$7591$0  };
-  assign q_status0_waiting = \port$7243$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$7675$0  };
-  assign q_status1_waiting = \port$7243$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$7683$0  };
-  assign q_status2_waiting = \port$7243$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$7691$0  };
-  assign q_status3_waiting = \port$7243$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$7699$0  };
+  assign status_dma_load_busy = \port$7651$0 [0];
+  assign status_dma_store_busy = \port$7651$0 [1];
+  assign status_gemm_busy = \port$7651$0 [2];
+  assign status_vec_busy = \port$7651$0 [3];
+  assign irq_status_queue_cpl_set = { \port$7854$0 , \port$7830$0 , \port$7806$0 , \port$7782$0  };
+  assign irq_status_queue_error_set = { \port$7868$0 , \port$7844$0 , \port$7820$0 , \port$7796$0  };
+  assign q_status0_waiting = \port$7440$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$7880$0  };
+  assign q_status1_waiting = \port$7440$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$7888$0  };
+  assign q_status2_waiting = \port$7440$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$7896$0  };
+  assign q_status3_waiting = \port$7440$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$7904$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$135  = 33'h04b414b49;
@@ -14359,11 +14566,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$236  = \$235 ;
   assign \$239  = 2'h0;
   assign \$240  = { 30'h00000000, \$239  };
-  assign \$243  = { 1'h0, \port$7446$0 [0] };
+  assign \$243  = { 1'h0, \port$7651$0 [0] };
   assign \$244  = { 30'h00000000, \$243  };
-  assign \$245  = { \port$7446$0 [1], 1'h0 };
-  assign \$247  = { 1'h0, \port$7446$0 [2], 2'h0 };
-  assign \$249  = { \port$7446$0 [3], 3'h0 };
+  assign \$245  = { \port$7651$0 [1], 1'h0 };
+  assign \$247  = { 1'h0, \port$7651$0 [2], 2'h0 };
+  assign \$249  = { \port$7651$0 [3], 3'h0 };
   assign \$251  = { 3'h0, status_idle, 4'h0 };
   assign \$279  = { 1'h0, irq_status_dma_load_done };
   assign \$280  = { 30'h00000000, \$279  };
@@ -14518,26 +14725,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$701  = { 30'h00000000, \$700  };
   assign \$702  = { q_status0_halted, 1'h0 };
   assign \$704  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$706  = { \port$7243$0 [0], 3'h0 };
-  assign \$708  = { 12'h000, \port$7675$0 , 8'h00 };
+  assign \$706  = { \port$7440$0 [0], 3'h0 };
+  assign \$708  = { 12'h000, \port$7880$0 , 8'h00 };
   assign \$712  = { 1'h0, q_status1_active };
   assign \$713  = { 30'h00000000, \$712  };
   assign \$714  = { q_status1_halted, 1'h0 };
   assign \$716  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$718  = { \port$7243$0 [1], 3'h0 };
-  assign \$720  = { 12'h000, \port$7683$0 , 8'h00 };
+  assign \$718  = { \port$7440$0 [1], 3'h0 };
+  assign \$720  = { 12'h000, \port$7888$0 , 8'h00 };
   assign \$724  = { 1'h0, q_status2_active };
   assign \$725  = { 30'h00000000, \$724  };
   assign \$726  = { q_status2_halted, 1'h0 };
   assign \$728  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$730  = { \port$7243$0 [2], 3'h0 };
-  assign \$732  = { 12'h000, \port$7691$0 , 8'h00 };
+  assign \$730  = { \port$7440$0 [2], 3'h0 };
+  assign \$732  = { 12'h000, \port$7896$0 , 8'h00 };
   assign \$736  = { 1'h0, q_status3_active };
   assign \$737  = { 30'h00000000, \$736  };
   assign \$738  = { q_status3_halted, 1'h0 };
   assign \$740  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$742  = { \port$7243$0 [3], 3'h0 };
-  assign \$744  = { 12'h000, \port$7699$0 , 8'h00 };
+  assign \$742  = { \port$7440$0 [3], 3'h0 };
+  assign \$744  = { 12'h000, \port$7904$0 , 8'h00 };
   assign \$748  = { 1'h0, q_error0_code };
   assign \$749  = { 23'h000000, \$748  };
   assign \$752  = { 1'h0, q_error1_code };
@@ -14644,7 +14851,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$7448$0 , retire__0__tag, \port$7450$0 , retire__1__tag, \port$7452$0 , retire__2__tag, \port$7454$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$7653$0 , retire__0__tag, \port$7655$0 , retire__1__tag, \port$7657$0 , retire__2__tag, \port$7659$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15256,14 +15463,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$7448$0 ;
-  wire [8:0] \port$7448$0 ;
-  output [8:0] \port$7450$0 ;
-  wire [8:0] \port$7450$0 ;
-  output [8:0] \port$7452$0 ;
-  wire [8:0] \port$7452$0 ;
-  output [8:0] \port$7454$0 ;
-  wire [8:0] \port$7454$0 ;
+  output [8:0] \port$7653$0 ;
+  wire [8:0] \port$7653$0 ;
+  output [8:0] \port$7655$0 ;
+  wire [8:0] \port$7655$0 ;
+  output [8:0] \port$7657$0 ;
+  wire [8:0] \port$7657$0 ;
+  output [8:0] \port$7659$0 ;
+  wire [8:0] \port$7659$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15709,9 +15916,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$6964$0 (desc),
-    .\port$6966$0 (queue),
-    .\port$6967$0 (windowed),
+    .\port$7161$0 (desc),
+    .\port$7163$0 (queue),
+    .\port$7164$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15721,9 +15928,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$6964$0 (desc),
-    .\port$6966$0 (queue),
-    .\port$6967$0 (windowed),
+    .\port$7161$0 (desc),
+    .\port$7163$0 (queue),
+    .\port$7164$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15733,9 +15940,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$6964$0 (desc),
-    .\port$6966$0 (queue),
-    .\port$6967$0 (windowed),
+    .\port$7161$0 (desc),
+    .\port$7163$0 (queue),
+    .\port$7164$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15745,9 +15952,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$6964$0 (desc),
-    .\port$6966$0 (queue),
-    .\port$6967$0 (windowed),
+    .\port$7161$0 (desc),
+    .\port$7163$0 (queue),
+    .\port$7164$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15932,13 +16139,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$7448$0  = dma_load_held[8:0];
+  assign \port$7653$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$7450$0  = dma_store_held[8:0];
+  assign \port$7655$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$7452$0  = gemm_held[8:0];
+  assign \port$7657$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$7454$0  = vec_held[8:0];
+  assign \port$7659$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16439,7 +16646,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6964$0 , \port$6966$0 , \port$6967$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7161$0 , \port$7163$0 , \port$7164$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16481,12 +16688,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$6964$0 ;
-  wire [255:0] \port$6964$0 ;
-  input [1:0] \port$6966$0 ;
-  wire [1:0] \port$6966$0 ;
-  input \port$6967$0 ;
-  wire \port$6967$0 ;
+  input [255:0] \port$7161$0 ;
+  wire [255:0] \port$7161$0 ;
+  input [1:0] \port$7163$0 ;
+  wire [1:0] \port$7163$0 ;
+  input \port$7164$0 ;
+  wire \port$7164$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16518,7 +16725,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6967$0 , \port$6966$0 , \port$6964$0  };
+      storage[w_port__addr] <= { \port$7164$0 , \port$7163$0 , \port$7161$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16617,14 +16824,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6967$0 , \port$6966$0 , \port$6964$0  };
-  assign w_data = { \port$6967$0 , \port$6966$0 , \port$6964$0  };
+  assign w_port__data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+  assign w_data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6964$0 , \port$6966$0 , \port$6967$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7161$0 , \port$7163$0 , \port$7164$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16666,12 +16873,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$6964$0 ;
-  wire [255:0] \port$6964$0 ;
-  input [1:0] \port$6966$0 ;
-  wire [1:0] \port$6966$0 ;
-  input \port$6967$0 ;
-  wire \port$6967$0 ;
+  input [255:0] \port$7161$0 ;
+  wire [255:0] \port$7161$0 ;
+  input [1:0] \port$7163$0 ;
+  wire [1:0] \port$7163$0 ;
+  input \port$7164$0 ;
+  wire \port$7164$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16703,7 +16910,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6967$0 , \port$6966$0 , \port$6964$0  };
+      storage[w_port__addr] <= { \port$7164$0 , \port$7163$0 , \port$7161$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16802,14 +17009,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6967$0 , \port$6966$0 , \port$6964$0  };
-  assign w_data = { \port$6967$0 , \port$6966$0 , \port$6964$0  };
+  assign w_port__data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+  assign w_data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6964$0 , \port$6966$0 , \port$6967$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7161$0 , \port$7163$0 , \port$7164$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16851,12 +17058,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$6964$0 ;
-  wire [255:0] \port$6964$0 ;
-  input [1:0] \port$6966$0 ;
-  wire [1:0] \port$6966$0 ;
-  input \port$6967$0 ;
-  wire \port$6967$0 ;
+  input [255:0] \port$7161$0 ;
+  wire [255:0] \port$7161$0 ;
+  input [1:0] \port$7163$0 ;
+  wire [1:0] \port$7163$0 ;
+  input \port$7164$0 ;
+  wire \port$7164$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16888,7 +17095,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6967$0 , \port$6966$0 , \port$6964$0  };
+      storage[w_port__addr] <= { \port$7164$0 , \port$7163$0 , \port$7161$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16987,14 +17194,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6967$0 , \port$6966$0 , \port$6964$0  };
-  assign w_data = { \port$6967$0 , \port$6966$0 , \port$6964$0  };
+  assign w_port__data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+  assign w_data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$6964$0 , \port$6966$0 , \port$6967$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7161$0 , \port$7163$0 , \port$7164$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17036,12 +17243,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$6964$0 ;
-  wire [255:0] \port$6964$0 ;
-  input [1:0] \port$6966$0 ;
-  wire [1:0] \port$6966$0 ;
-  input \port$6967$0 ;
-  wire \port$6967$0 ;
+  input [255:0] \port$7161$0 ;
+  wire [255:0] \port$7161$0 ;
+  input [1:0] \port$7163$0 ;
+  wire [1:0] \port$7163$0 ;
+  input \port$7164$0 ;
+  wire \port$7164$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17073,7 +17280,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6967$0 , \port$6966$0 , \port$6964$0  };
+      storage[w_port__addr] <= { \port$7164$0 , \port$7163$0 , \port$7161$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17172,8 +17379,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6967$0 , \port$6966$0 , \port$6964$0  };
-  assign w_data = { \port$6967$0 , \port$6966$0 , \port$6964$0  };
+  assign w_port__data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+  assign w_data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20385,7 +20592,7 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7448$16 , \port$7804$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7653$16 , \port$8009$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20429,10 +20636,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7448$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7448$16 ;
-  wire [15:0] \port$7448$16 ;
-  input [7:0] \port$7804$0 ;
-  wire [7:0] \port$7804$0 ;
+  input [15:0] \port$7653$16 ;
+  wire [15:0] \port$7653$16 ;
+  input [7:0] \port$8009$0 ;
+  wire [7:0] \port$8009$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20467,7 +20674,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7448$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7448$16 , \port$7804$0  };
+      storage[w_port__addr] <= { \port$7653$16 , \port$8009$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20578,14 +20785,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7448$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7448$16 , \port$7804$0  };
-  assign w_data = { \port$7448$16 , \port$7804$0  };
+  assign w_port__data = { \port$7653$16 , \port$8009$0  };
+  assign w_data = { \port$7653$16 , \port$8009$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7450$16 , \port$7912$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7655$16 , \port$8117$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20629,10 +20836,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7450
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7450$16 ;
-  wire [15:0] \port$7450$16 ;
-  input [7:0] \port$7912$0 ;
-  wire [7:0] \port$7912$0 ;
+  input [15:0] \port$7655$16 ;
+  wire [15:0] \port$7655$16 ;
+  input [7:0] \port$8117$0 ;
+  wire [7:0] \port$8117$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20667,7 +20874,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7450
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7450$16 , \port$7912$0  };
+      storage[w_port__addr] <= { \port$7655$16 , \port$8117$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20778,15 +20985,15 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7450
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7450$16 , \port$7912$0  };
-  assign w_data = { \port$7450$16 , \port$7912$0  };
+  assign w_port__data = { \port$7655$16 , \port$8117$0  };
+  assign w_data = { \port$7655$16 , \port$8117$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4459$0 , \port$4461$0 , q_head_index1_index, \port$4468$0 , \port$4470$0 , q_head_index2_index, \port$4477$0 , \port$4479$0 , q_head_index3_index, \port$4486$0 , \port$4488$0 , cpl_status_free, \port$5143$0 , \port$5173$0 , \port$5203$0 
-, \port$5233$0 , \port$6810$0 , \port$6860$0 , \port$6910$0 , \port$6960$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4478$0 , \port$4480$0 , q_head_index1_index, \port$4487$0 , \port$4489$0 , q_head_index2_index, \port$4496$0 , \port$4498$0 , q_head_index3_index, \port$4505$0 , \port$4507$0 , cpl_status_free, \port$5162$0 , \port$5192$0 , \port$5222$0 
+, \port$5252$0 , \port$7007$0 , \port$7057$0 , \port$7107$0 , \port$7157$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
 , timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
@@ -21708,38 +21915,38 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4459$0 ;
-  wire \port$4459$0 ;
-  input \port$4461$0 ;
-  wire \port$4461$0 ;
-  input \port$4468$0 ;
-  wire \port$4468$0 ;
-  input \port$4470$0 ;
-  wire \port$4470$0 ;
-  input \port$4477$0 ;
-  wire \port$4477$0 ;
-  input \port$4479$0 ;
-  wire \port$4479$0 ;
-  input \port$4486$0 ;
-  wire \port$4486$0 ;
-  input \port$4488$0 ;
-  wire \port$4488$0 ;
-  input [255:0] \port$5143$0 ;
-  wire [255:0] \port$5143$0 ;
-  input [255:0] \port$5173$0 ;
-  wire [255:0] \port$5173$0 ;
-  input [255:0] \port$5203$0 ;
-  wire [255:0] \port$5203$0 ;
-  input [255:0] \port$5233$0 ;
-  wire [255:0] \port$5233$0 ;
-  input [23:0] \port$6810$0 ;
-  wire [23:0] \port$6810$0 ;
-  input [23:0] \port$6860$0 ;
-  wire [23:0] \port$6860$0 ;
-  input [23:0] \port$6910$0 ;
-  wire [23:0] \port$6910$0 ;
-  input [23:0] \port$6960$0 ;
-  wire [23:0] \port$6960$0 ;
+  input \port$4478$0 ;
+  wire \port$4478$0 ;
+  input \port$4480$0 ;
+  wire \port$4480$0 ;
+  input \port$4487$0 ;
+  wire \port$4487$0 ;
+  input \port$4489$0 ;
+  wire \port$4489$0 ;
+  input \port$4496$0 ;
+  wire \port$4496$0 ;
+  input \port$4498$0 ;
+  wire \port$4498$0 ;
+  input \port$4505$0 ;
+  wire \port$4505$0 ;
+  input \port$4507$0 ;
+  wire \port$4507$0 ;
+  input [255:0] \port$5162$0 ;
+  wire [255:0] \port$5162$0 ;
+  input [255:0] \port$5192$0 ;
+  wire [255:0] \port$5192$0 ;
+  input [255:0] \port$5222$0 ;
+  wire [255:0] \port$5222$0 ;
+  input [255:0] \port$5252$0 ;
+  wire [255:0] \port$5252$0 ;
+  input [23:0] \port$7007$0 ;
+  wire [23:0] \port$7007$0 ;
+  input [23:0] \port$7057$0 ;
+  wire [23:0] \port$7057$0 ;
+  input [23:0] \port$7107$0 ;
+  wire [23:0] \port$7107$0 ;
+  input [23:0] \port$7157$0 ;
+  wire [23:0] \port$7157$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -23961,48 +24168,48 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign work_qready = { \port$4486$0 , \port$4477$0 , \port$4468$0 , \port$4459$0  };
-  assign work_qreset = { \port$4488$0 , \port$4479$0 , \port$4470$0 , \port$4461$0  };
-  assign retire0_error = \port$6810$0 [7:0];
-  assign retire0_tag = \port$6810$0 [23:8];
-  assign retire1_error = \port$6860$0 [7:0];
-  assign retire1_tag = \port$6860$0 [23:8];
-  assign retire2_error = \port$6910$0 [7:0];
-  assign retire2_tag = \port$6910$0 [23:8];
-  assign retire3_error = \port$6960$0 [7:0];
-  assign retire3_tag = \port$6960$0 [23:8];
-  assign q_head0_word = \port$5143$0 [31:0];
-  assign q_head1_word = \port$5143$0 [63:32];
-  assign q_head2_word = \port$5143$0 [95:64];
-  assign q_head3_word = \port$5143$0 [127:96];
-  assign q_head4_word = \port$5143$0 [159:128];
-  assign q_head5_word = \port$5143$0 [191:160];
-  assign q_head6_word = \port$5143$0 [223:192];
-  assign q_head7_word = \port$5143$0 [255:224];
-  assign q_head8_word = \port$5173$0 [31:0];
-  assign q_head9_word = \port$5173$0 [63:32];
-  assign q_head10_word = \port$5173$0 [95:64];
-  assign q_head11_word = \port$5173$0 [127:96];
-  assign q_head12_word = \port$5173$0 [159:128];
-  assign q_head13_word = \port$5173$0 [191:160];
-  assign q_head14_word = \port$5173$0 [223:192];
-  assign q_head15_word = \port$5173$0 [255:224];
-  assign q_head16_word = \port$5203$0 [31:0];
-  assign q_head17_word = \port$5203$0 [63:32];
-  assign q_head18_word = \port$5203$0 [95:64];
-  assign q_head19_word = \port$5203$0 [127:96];
-  assign q_head20_word = \port$5203$0 [159:128];
-  assign q_head21_word = \port$5203$0 [191:160];
-  assign q_head22_word = \port$5203$0 [223:192];
-  assign q_head23_word = \port$5203$0 [255:224];
-  assign q_head24_word = \port$5233$0 [31:0];
-  assign q_head25_word = \port$5233$0 [63:32];
-  assign q_head26_word = \port$5233$0 [95:64];
-  assign q_head27_word = \port$5233$0 [127:96];
-  assign q_head28_word = \port$5233$0 [159:128];
-  assign q_head29_word = \port$5233$0 [191:160];
-  assign q_head30_word = \port$5233$0 [223:192];
-  assign q_head31_word = \port$5233$0 [255:224];
+  assign work_qready = { \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
+  assign work_qreset = { \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0  };
+  assign retire0_error = \port$7007$0 [7:0];
+  assign retire0_tag = \port$7007$0 [23:8];
+  assign retire1_error = \port$7057$0 [7:0];
+  assign retire1_tag = \port$7057$0 [23:8];
+  assign retire2_error = \port$7107$0 [7:0];
+  assign retire2_tag = \port$7107$0 [23:8];
+  assign retire3_error = \port$7157$0 [7:0];
+  assign retire3_tag = \port$7157$0 [23:8];
+  assign q_head0_word = \port$5162$0 [31:0];
+  assign q_head1_word = \port$5162$0 [63:32];
+  assign q_head2_word = \port$5162$0 [95:64];
+  assign q_head3_word = \port$5162$0 [127:96];
+  assign q_head4_word = \port$5162$0 [159:128];
+  assign q_head5_word = \port$5162$0 [191:160];
+  assign q_head6_word = \port$5162$0 [223:192];
+  assign q_head7_word = \port$5162$0 [255:224];
+  assign q_head8_word = \port$5192$0 [31:0];
+  assign q_head9_word = \port$5192$0 [63:32];
+  assign q_head10_word = \port$5192$0 [95:64];
+  assign q_head11_word = \port$5192$0 [127:96];
+  assign q_head12_word = \port$5192$0 [159:128];
+  assign q_head13_word = \port$5192$0 [191:160];
+  assign q_head14_word = \port$5192$0 [223:192];
+  assign q_head15_word = \port$5192$0 [255:224];
+  assign q_head16_word = \port$5222$0 [31:0];
+  assign q_head17_word = \port$5222$0 [63:32];
+  assign q_head18_word = \port$5222$0 [95:64];
+  assign q_head19_word = \port$5222$0 [127:96];
+  assign q_head20_word = \port$5222$0 [159:128];
+  assign q_head21_word = \port$5222$0 [191:160];
+  assign q_head22_word = \port$5222$0 [223:192];
+  assign q_head23_word = \port$5222$0 [255:224];
+  assign q_head24_word = \port$5252$0 [31:0];
+  assign q_head25_word = \port$5252$0 [63:32];
+  assign q_head26_word = \port$5252$0 [95:64];
+  assign q_head27_word = \port$5252$0 [127:96];
+  assign q_head28_word = \port$5252$0 [159:128];
+  assign q_head29_word = \port$5252$0 [191:160];
+  assign q_head30_word = \port$5252$0 [223:192];
+  assign q_head31_word = \port$5252$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -24017,10 +24224,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4486$0 , \port$4477$0 , \port$4468$0 , \port$4459$0  };
+  assign \$224  = { 1'h0, \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4488$0 , \port$4479$0 , \port$4470$0 , \port$4461$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -24032,20 +24239,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$6810$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$6810$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$7007$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$7007$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$6860$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$6860$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$7057$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$7057$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$6910$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$6910$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$7107$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$7107$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$6960$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$6960$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$7157$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$7157$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -24079,69 +24286,69 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5143$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5162$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5143$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5162$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5143$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5162$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5143$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5162$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5143$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5162$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5143$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5162$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5143$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5162$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5143$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5162$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5173$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5192$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5173$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5192$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5173$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5192$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5173$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5192$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5173$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5192$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5173$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5192$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5173$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5192$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5173$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5192$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5203$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5222$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5203$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5222$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5203$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5222$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5203$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5222$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5203$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5222$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5203$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5222$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5203$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5222$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5203$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5222$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5233$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5252$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5233$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5252$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5233$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5252$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5233$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5252$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5233$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5252$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5233$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5252$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5233$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5252$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5233$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5252$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -27326,7 +27533,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7452$16 , \port$7974$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7657$16 , \port$8179$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27370,10 +27577,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7452$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7452$16 ;
-  wire [15:0] \port$7452$16 ;
-  input [7:0] \port$7974$0 ;
-  wire [7:0] \port$7974$0 ;
+  input [15:0] \port$7657$16 ;
+  wire [15:0] \port$7657$16 ;
+  input [7:0] \port$8179$0 ;
+  wire [7:0] \port$8179$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -27408,7 +27615,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7452$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7452$16 , \port$7974$0  };
+      storage[w_port__addr] <= { \port$7657$16 , \port$8179$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -27519,8 +27726,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7452$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7452$16 , \port$7974$0  };
-  assign w_data = { \port$7452$16 , \port$7974$0  };
+  assign w_port__data = { \port$7657$16 , \port$8179$0  };
+  assign w_data = { \port$7657$16 , \port$8179$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -27529,7 +27736,7 @@ endmodule
 module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_en$58 , \r_en$88 , \r_en$118 , \port$121$0 , cpl_valid, fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req, q1_active
 , q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, cpl_w_last, axi__wdata, q__0__head, q__1__head, q__2__head, q__3__head, axi__arready, axi__rvalid, axi__awready
 , axi__wready, axi__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell
-, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$7436$0 , \port$7436$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
+, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$7637$0 , \port$7637$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
 , axi__wstrb, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted
 , q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, level, \level$46 , \level$76 , \level$106 , axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
@@ -28167,10 +28374,10 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire [2:0] \level$76 ;
   input [3:0] \port$121$0 ;
   wire [3:0] \port$121$0 ;
-  input [3:0] \port$7436$0 ;
-  wire [3:0] \port$7436$0 ;
-  input [23:0] \port$7436$8 ;
-  wire [23:0] \port$7436$8 ;
+  input [3:0] \port$7637$0 ;
+  wire [3:0] \port$7637$0 ;
+  input [23:0] \port$7637$8 ;
+  wire [23:0] \port$7637$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -28798,7 +29005,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$135  = fetch_q == 2'h3;
   assign q3_fetch_push = \$134  & \$135 ;
   assign \$136  = cpl_valid & w_rdy;
-  assign \$137  = \port$7436$0 [1:0] < 3'h4;
+  assign \$137  = \port$7637$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$136  & \$137 ;
   assign cpl_free = 3'h4 - \level$195 ;
   assign \$138  = cpl_w_nbeats - 1'h1;
@@ -29028,7 +29235,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$334  = cpl_rec_index + 1'h1;
   assign \$335  = q__0__consumer + 1'h1;
   assign \$336  = q0_cpl_done & cpl_req[2];
-  assign \$337  = ! \port$7436$0 [1:0];
+  assign \$337  = ! \port$7637$0 [1:0];
   assign \$338  = cpl_push_ok & \$337 ;
   assign \$339  = q0_cpl_pending + \$338 ;
   assign \$340  = \$339  - q0_cpl_done;
@@ -29046,7 +29253,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$352  = q0_resetting & \$351 ;
   assign \$353  = q__1__consumer + 1'h1;
   assign \$354  = q1_cpl_done & cpl_req[2];
-  assign \$355  = \port$7436$0 [1:0] == 1'h1;
+  assign \$355  = \port$7637$0 [1:0] == 1'h1;
   assign \$356  = cpl_push_ok & \$355 ;
   assign \$357  = q1_cpl_pending + \$356 ;
   assign \$358  = \$357  - q1_cpl_done;
@@ -29064,7 +29271,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$370  = q1_resetting & \$369 ;
   assign \$371  = q__2__consumer + 1'h1;
   assign \$372  = q2_cpl_done & cpl_req[2];
-  assign \$373  = \port$7436$0 [1:0] == 2'h2;
+  assign \$373  = \port$7637$0 [1:0] == 2'h2;
   assign \$374  = cpl_push_ok & \$373 ;
   assign \$375  = q2_cpl_pending + \$374 ;
   assign \$376  = \$375  - q2_cpl_done;
@@ -29082,7 +29289,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$388  = q2_resetting & \$387 ;
   assign \$389  = q__3__consumer + 1'h1;
   assign \$390  = q3_cpl_done & cpl_req[2];
-  assign \$391  = \port$7436$0 [1:0] == 2'h3;
+  assign \$391  = \port$7637$0 [1:0] == 2'h3;
   assign \$392  = cpl_push_ok & \$391 ;
   assign \$393  = q3_cpl_pending + \$392 ;
   assign \$394  = \$393  - q3_cpl_done;
@@ -29137,7 +29344,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(level),
     .\port$0$87 (axi__rdata),
-    .\port$7531$0 (fetch_r_buf),
+    .\port$7736$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -29149,7 +29356,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$46 ),
     .\port$0$87 (axi__rdata),
-    .\port$7531$0 (fetch_r_buf),
+    .\port$7736$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$58 ),
@@ -29161,7 +29368,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$76 ),
     .\port$0$87 (axi__rdata),
-    .\port$7531$0 (fetch_r_buf),
+    .\port$7736$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$88 ),
@@ -29173,7 +29380,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$106 ),
     .\port$0$87 (axi__rdata),
-    .\port$7531$0 (fetch_r_buf),
+    .\port$7736$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$118 ),
@@ -30645,12 +30852,12 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \w_data$177  = { axi__rdata, fetch_r_buf };
   assign \w_en$179  = q3_fetch_push;
   assign \w_data$180  = { axi__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7436$0 [1:0];
-  assign cpl_irq = \port$7436$0 [2];
-  assign cpl_halt = \port$7436$0 [3];
-  assign cpl_flags = \port$7436$8 [7:0];
-  assign cpl_status = \port$7436$8 [15:8];
-  assign cpl_opcode = \port$7436$8 [23:16];
+  assign cpl_queue = \port$7637$0 [1:0];
+  assign cpl_irq = \port$7637$0 [2];
+  assign cpl_halt = \port$7637$0 [3];
+  assign cpl_flags = \port$7637$8 [7:0];
+  assign cpl_status = \port$7637$8 [15:8];
+  assign cpl_opcode = \port$7637$8 [23:16];
   assign \w_en$193  = cpl_push_ok;
   assign axi__awid = 4'h0;
   assign cpl_aw_addr = axi__awaddr;
@@ -30705,12 +30912,12 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$181 [75:44] = cpl_timestamp;
   assign \w_data$181 [43:28] = cpl_tag;
-  assign \w_data$181 [27:20] = \port$7436$8 [23:16];
-  assign \w_data$181 [19:12] = \port$7436$8 [15:8];
-  assign \w_data$181 [11:4] = \port$7436$8 [7:0];
-  assign \w_data$181 [3] = \port$7436$0 [3];
-  assign \w_data$181 [2] = \port$7436$0 [2];
-  assign \w_data$181 [1:0] = \port$7436$0 [1:0];
+  assign \w_data$181 [27:20] = \port$7637$8 [23:16];
+  assign \w_data$181 [19:12] = \port$7637$8 [15:8];
+  assign \w_data$181 [11:4] = \port$7637$8 [7:0];
+  assign \w_data$181 [3] = \port$7637$0 [3];
+  assign \w_data$181 [2] = \port$7637$0 [2];
+  assign \w_data$181 [1:0] = \port$7637$0 [1:0];
   assign \$26  = 32'd4294967264;
   assign \$27 [4:0] = 5'h00;
   assign \$27 [31:5] = q__0__ring_base[31:5];
@@ -30861,7 +31068,7 @@ module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$7531$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$7736$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -30888,8 +31095,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7531$0 ;
-  wire [191:0] \port$7531$0 ;
+  input [191:0] \port$7736$0 ;
+  wire [191:0] \port$7736$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -30924,7 +31131,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7531$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$7736$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -30995,14 +31202,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7531$0  };
-  assign w_data = { \port$0$87 , \port$7531$0  };
+  assign w_port__data = { \port$0$87 , \port$7736$0  };
+  assign w_data = { \port$0$87 , \port$7736$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$7531$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$7736$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -31029,8 +31236,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7531$0 ;
-  wire [191:0] \port$7531$0 ;
+  input [191:0] \port$7736$0 ;
+  wire [191:0] \port$7736$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -31065,7 +31272,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7531$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$7736$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31136,14 +31343,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7531$0  };
-  assign w_data = { \port$0$87 , \port$7531$0  };
+  assign w_port__data = { \port$0$87 , \port$7736$0  };
+  assign w_data = { \port$0$87 , \port$7736$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$7531$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$7736$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -31170,8 +31377,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7531$0 ;
-  wire [191:0] \port$7531$0 ;
+  input [191:0] \port$7736$0 ;
+  wire [191:0] \port$7736$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -31206,7 +31413,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7531$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$7736$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31277,14 +31484,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7531$0  };
-  assign w_data = { \port$0$87 , \port$7531$0  };
+  assign w_port__data = { \port$0$87 , \port$7736$0  };
+  assign w_data = { \port$0$87 , \port$7736$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$7531$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$7736$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -31311,8 +31518,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7531$0 ;
-  wire [191:0] \port$7531$0 ;
+  input [191:0] \port$7736$0 ;
+  wire [191:0] \port$7736$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -31347,7 +31554,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7531$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$7736$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31418,8 +31625,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7531$0  };
-  assign w_data = { \port$0$87 , \port$7531$0  };
+  assign w_port__data = { \port$0$87 , \port$7736$0  };
+  assign w_data = { \port$0$87 , \port$7736$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -32131,217 +32338,431 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [8:0] \$100 ;
-  wire \$101 ;
-  wire [8:0] \$102 ;
-  wire [8:0] \$103 ;
-  wire [8:0] \$104 ;
-  wire [63:0] \$105 ;
-  wire [66:0] \$106 ;
-  wire [66:0] \$107 ;
-  wire \$108 ;
-  wire [66:0] \$109 ;
+  wire \$100 ;
+  wire [11:0] \$101 ;
+  wire [12:0] \$102 ;
+  wire \$103 ;
+  wire [11:0] \$104 ;
+  wire [12:0] \$105 ;
+  wire \$106 ;
+  wire [11:0] \$107 ;
+  wire [12:0] \$108 ;
+  wire [12:0] \$109 ;
   wire [17:0] \$11 ;
-  wire \$110 ;
-  wire [66:0] \$111 ;
-  wire [66:0] \$112 ;
-  wire [66:0] \$113 ;
-  wire [8:0] \$114 ;
-  wire \$115 ;
-  wire [8:0] \$116 ;
-  wire \$117 ;
-  wire [8:0] \$118 ;
-  wire [8:0] \$119 ;
+  wire [12:0] \$110 ;
+  wire [7:0] \$111 ;
+  wire [7:0] \$112 ;
+  wire \$113 ;
+  wire [11:0] \$114 ;
+  wire [12:0] \$115 ;
+  wire \$116 ;
+  wire [11:0] \$117 ;
+  wire [12:0] \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [8:0] \$120 ;
-  wire [63:0] \$121 ;
-  wire [66:0] \$122 ;
-  wire [66:0] \$123 ;
-  wire \$124 ;
-  wire [66:0] \$125 ;
-  wire \$126 ;
-  wire [66:0] \$127 ;
-  wire [66:0] \$128 ;
-  wire [66:0] \$129 ;
-  wire [32:0] \$13 ;
-  wire [8:0] \$130 ;
-  wire \$131 ;
-  wire [8:0] \$132 ;
-  wire \$133 ;
-  wire [8:0] \$134 ;
-  wire [8:0] \$135 ;
-  wire [8:0] \$136 ;
-  wire [63:0] \$137 ;
-  wire [66:0] \$138 ;
-  wire [66:0] \$139 ;
-  wire [63:0] \$14 ;
-  wire \$140 ;
-  wire [66:0] \$141 ;
-  wire \$142 ;
-  wire [66:0] \$143 ;
-  wire [66:0] \$144 ;
-  wire [66:0] \$145 ;
-  wire [8:0] \$146 ;
-  wire \$147 ;
-  wire [8:0] \$148 ;
-  wire \$149 ;
-  wire \$15 ;
-  wire [8:0] \$150 ;
-  wire [8:0] \$151 ;
-  wire [8:0] \$152 ;
+  wire [11:0] \$120 ;
+  wire [12:0] \$121 ;
+  wire [12:0] \$122 ;
+  wire [12:0] \$123 ;
+  wire [7:0] \$124 ;
+  wire [7:0] \$125 ;
+  wire [7:0] \$126 ;
+  wire [11:0] \$127 ;
+  wire [12:0] \$128 ;
+  wire \$129 ;
+  wire [7:0] \$13 ;
+  wire [11:0] \$130 ;
+  wire [12:0] \$131 ;
+  wire \$132 ;
+  wire [11:0] \$133 ;
+  wire [12:0] \$134 ;
+  wire [12:0] \$135 ;
+  wire [12:0] \$136 ;
+  wire [7:0] \$137 ;
+  wire [7:0] \$138 ;
+  wire [7:0] \$139 ;
+  wire [7:0] \$14 ;
+  wire [7:0] \$140 ;
+  wire [32:0] \$141 ;
+  wire [31:0] \$142 ;
+  wire [47:0] \$143 ;
+  wire [48:0] \$144 ;
+  wire [47:0] \$145 ;
+  wire [47:0] \$146 ;
+  wire [78:0] \$147 ;
+  wire [79:0] \$148 ;
+  wire [79:0] \$149 ;
+  wire [7:0] \$15 ;
+  wire [63:0] \$150 ;
+  wire [63:0] \$151 ;
+  wire [64:0] \$152 ;
   wire \$153 ;
   wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
+  wire [11:0] \$155 ;
+  wire [12:0] \$156 ;
   wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [11:0] \$158 ;
+  wire [12:0] \$159 ;
   wire [7:0] \$16 ;
-  reg [31:0] \$160 ;
-  reg [31:0] \$161 ;
-  reg [31:0] \$162 ;
-  reg [31:0] \$163 ;
-  reg [31:0] \$164 ;
-  reg [31:0] \$165 ;
-  reg [31:0] \$166 ;
-  reg [31:0] \$167 ;
-  reg [5:0] \$168 ;
-  reg [5:0] \$169 ;
+  wire \$160 ;
+  wire [11:0] \$161 ;
+  wire [12:0] \$162 ;
+  wire [12:0] \$163 ;
+  wire [12:0] \$164 ;
+  wire [7:0] \$165 ;
+  wire [7:0] \$166 ;
+  wire \$167 ;
+  wire [11:0] \$168 ;
+  wire [12:0] \$169 ;
   wire [7:0] \$17 ;
-  reg [5:0] \$170 ;
-  reg [5:0] \$171 ;
-  reg \$172 ;
-  reg [155:0] \$173 ;
-  reg [7:0] \$174 ;
-  reg [16:0] \$175 ;
-  reg [16:0] \$176 ;
-  reg [2:0] \$177 ;
-  reg [1:0] \$178 ;
-  reg [1:0] \$179 ;
-  wire [32:0] \$18 ;
-  reg \$180 ;
-  reg \$181 ;
-  reg \$182 ;
-  reg \$183 ;
-  reg [31:0] \$184 ;
-  reg [7:0] \$185 ;
-  reg [63:0] \$186 ;
-  reg [7:0] \$187 ;
-  reg [7:0] \$188 ;
-  reg [7:0] \$189 ;
-  wire [63:0] \$19 ;
-  reg [31:0] \$190 ;
-  reg [7:0] \$191 ;
-  reg [63:0] \$192 ;
-  reg [7:0] \$193 ;
-  reg [7:0] \$194 ;
-  reg [7:0] \$195 ;
-  reg [31:0] \$196 ;
-  reg [7:0] \$197 ;
-  reg [63:0] \$198 ;
-  reg [7:0] \$199 ;
+  wire \$170 ;
+  wire [11:0] \$171 ;
+  wire [12:0] \$172 ;
+  wire \$173 ;
+  wire [11:0] \$174 ;
+  wire [12:0] \$175 ;
+  wire [12:0] \$176 ;
+  wire [12:0] \$177 ;
+  wire [7:0] \$178 ;
+  wire [7:0] \$179 ;
+  wire [7:0] \$18 ;
+  wire [7:0] \$180 ;
+  wire [11:0] \$181 ;
+  wire [12:0] \$182 ;
+  wire \$183 ;
+  wire [11:0] \$184 ;
+  wire [12:0] \$185 ;
+  wire \$186 ;
+  wire [11:0] \$187 ;
+  wire [12:0] \$188 ;
+  wire [12:0] \$189 ;
+  wire [7:0] \$19 ;
+  wire [12:0] \$190 ;
+  wire [7:0] \$191 ;
+  wire [7:0] \$192 ;
+  wire [7:0] \$193 ;
+  wire [7:0] \$194 ;
+  wire [32:0] \$195 ;
+  wire [31:0] \$196 ;
+  wire [47:0] \$197 ;
+  wire [48:0] \$198 ;
+  wire [47:0] \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  reg [7:0] \$200 ;
-  reg [7:0] \$201 ;
-  reg [31:0] \$202 ;
-  reg [7:0] \$203 ;
-  reg [63:0] \$204 ;
-  reg [7:0] \$205 ;
-  reg [7:0] \$206 ;
-  reg [7:0] \$207 ;
-  reg \$208 ;
-  reg [7:0] \$209 ;
+  wire [7:0] \$20 ;
+  wire [47:0] \$200 ;
+  wire [78:0] \$201 ;
+  wire [79:0] \$202 ;
+  wire [79:0] \$203 ;
+  wire [63:0] \$204 ;
+  wire [63:0] \$205 ;
+  wire [64:0] \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [11:0] \$209 ;
   wire [7:0] \$21 ;
-  reg [7:0] \$210 ;
-  reg [7:0] \$211 ;
-  reg [7:0] \$212 ;
-  reg [13:0] \$213 ;
-  reg [31:0] \$214 ;
+  wire [12:0] \$210 ;
+  wire \$211 ;
+  wire [11:0] \$212 ;
+  wire [12:0] \$213 ;
+  wire \$214 ;
+  wire [11:0] \$215 ;
+  wire [12:0] \$216 ;
+  wire [12:0] \$217 ;
+  wire [12:0] \$218 ;
+  wire [7:0] \$219 ;
   wire [7:0] \$22 ;
-  wire [32:0] \$23 ;
-  wire [63:0] \$24 ;
-  wire \$25 ;
+  wire [7:0] \$220 ;
+  wire \$221 ;
+  wire [11:0] \$222 ;
+  wire [12:0] \$223 ;
+  wire \$224 ;
+  wire [11:0] \$225 ;
+  wire [12:0] \$226 ;
+  wire \$227 ;
+  wire [11:0] \$228 ;
+  wire [12:0] \$229 ;
+  wire [7:0] \$23 ;
+  wire [12:0] \$230 ;
+  wire [12:0] \$231 ;
+  wire [7:0] \$232 ;
+  wire [7:0] \$233 ;
+  wire [7:0] \$234 ;
+  wire [11:0] \$235 ;
+  wire [12:0] \$236 ;
+  wire \$237 ;
+  wire [11:0] \$238 ;
+  wire [12:0] \$239 ;
+  wire [7:0] \$24 ;
+  wire \$240 ;
+  wire [11:0] \$241 ;
+  wire [12:0] \$242 ;
+  wire [12:0] \$243 ;
+  wire [12:0] \$244 ;
+  wire [7:0] \$245 ;
+  wire [7:0] \$246 ;
+  wire [7:0] \$247 ;
+  wire [7:0] \$248 ;
+  wire [17:0] \$249 ;
+  wire [7:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire [7:0] \$252 ;
+  wire [7:0] \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire [7:0] \$256 ;
+  wire [7:0] \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire [7:0] \$26 ;
+  wire [7:0] \$260 ;
+  wire [7:0] \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire [7:0] \$264 ;
+  wire [7:0] \$265 ;
+  wire [20:0] \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire [7:0] \$27 ;
-  wire [32:0] \$28 ;
-  wire [63:0] \$29 ;
+  wire [20:0] \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire [7:0] \$28 ;
+  wire [20:0] \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire [20:0] \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [7:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire [19:0] \$293 ;
+  wire [19:0] \$294 ;
+  wire \$295 ;
+  wire [20:0] \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire [20:0] \$299 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [7:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire [8:0] \$307 ;
+  wire \$308 ;
+  wire [8:0] \$309 ;
   wire [7:0] \$31 ;
+  wire \$310 ;
+  wire [8:0] \$311 ;
+  wire [8:0] \$312 ;
+  wire [8:0] \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire [8:0] \$316 ;
+  wire \$317 ;
+  wire [8:0] \$318 ;
+  wire \$319 ;
   wire [7:0] \$32 ;
-  wire [17:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire [7:0] \$36 ;
-  wire [7:0] \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [8:0] \$320 ;
+  wire [8:0] \$321 ;
+  wire [8:0] \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire [8:0] \$325 ;
+  wire \$326 ;
+  wire [8:0] \$327 ;
+  wire \$328 ;
+  wire [8:0] \$329 ;
+  wire [32:0] \$33 ;
+  wire [8:0] \$330 ;
+  wire [8:0] \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire [8:0] \$334 ;
+  wire \$335 ;
+  wire [8:0] \$336 ;
+  wire \$337 ;
+  wire [8:0] \$338 ;
+  wire [8:0] \$339 ;
+  wire [31:0] \$34 ;
+  wire [8:0] \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  reg [31:0] \$348 ;
+  reg [31:0] \$349 ;
+  wire [47:0] \$35 ;
+  reg [31:0] \$350 ;
+  reg [31:0] \$351 ;
+  reg [31:0] \$352 ;
+  reg [31:0] \$353 ;
+  reg [31:0] \$354 ;
+  reg [31:0] \$355 ;
+  reg [5:0] \$356 ;
+  reg [5:0] \$357 ;
+  reg [5:0] \$358 ;
+  reg [5:0] \$359 ;
+  wire [48:0] \$36 ;
+  reg \$360 ;
+  reg [155:0] \$361 ;
+  reg [7:0] \$362 ;
+  reg [16:0] \$363 ;
+  reg [16:0] \$364 ;
+  reg [2:0] \$365 ;
+  reg [1:0] \$366 ;
+  reg [1:0] \$367 ;
+  reg \$368 ;
+  reg \$369 ;
+  wire [47:0] \$37 ;
+  reg \$370 ;
+  reg \$371 ;
+  reg \$372 ;
+  reg \$373 ;
+  reg [7:0] \$374 ;
+  reg [7:0] \$375 ;
+  reg [7:0] \$376 ;
+  reg [7:0] \$377 ;
+  reg [7:0] \$378 ;
+  reg [7:0] \$379 ;
+  wire [47:0] \$38 ;
+  reg [7:0] \$380 ;
+  reg [7:0] \$381 ;
+  reg [7:0] \$382 ;
+  reg [7:0] \$383 ;
+  reg [7:0] \$384 ;
+  reg [7:0] \$385 ;
+  reg [7:0] \$386 ;
+  reg [7:0] \$387 ;
+  reg [7:0] \$388 ;
+  reg [7:0] \$389 ;
+  wire [78:0] \$39 ;
+  reg [7:0] \$390 ;
+  reg [7:0] \$391 ;
+  reg [7:0] \$392 ;
+  reg [7:0] \$393 ;
+  reg [31:0] \$394 ;
+  reg [48:0] \$395 ;
+  reg [47:0] \$396 ;
+  reg [63:0] \$397 ;
+  reg [63:0] \$398 ;
+  reg \$399 ;
   wire \$4 ;
-  wire [7:0] \$40 ;
-  wire [7:0] \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  wire [7:0] \$44 ;
-  wire [7:0] \$45 ;
+  wire [79:0] \$40 ;
+  reg [7:0] \$400 ;
+  reg [31:0] \$401 ;
+  reg [48:0] \$402 ;
+  reg [47:0] \$403 ;
+  reg [63:0] \$404 ;
+  reg [63:0] \$405 ;
+  reg \$406 ;
+  reg [7:0] \$407 ;
+  reg [31:0] \$408 ;
+  reg [48:0] \$409 ;
+  wire [79:0] \$41 ;
+  reg [47:0] \$410 ;
+  reg [63:0] \$411 ;
+  reg [63:0] \$412 ;
+  reg \$413 ;
+  reg [7:0] \$414 ;
+  reg [31:0] \$415 ;
+  reg [48:0] \$416 ;
+  reg [47:0] \$417 ;
+  reg [63:0] \$418 ;
+  reg [63:0] \$419 ;
+  wire [63:0] \$42 ;
+  reg \$420 ;
+  reg [7:0] \$421 ;
+  reg \$422 ;
+  reg [7:0] \$423 ;
+  reg [7:0] \$424 ;
+  reg [7:0] \$425 ;
+  reg [7:0] \$426 ;
+  reg [13:0] \$427 ;
+  reg [31:0] \$428 ;
+  wire [63:0] \$43 ;
+  wire [64:0] \$44 ;
+  wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire [7:0] \$48 ;
-  wire [7:0] \$49 ;
+  wire [11:0] \$47 ;
+  wire [12:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [20:0] \$50 ;
-  wire \$51 ;
+  wire [11:0] \$50 ;
+  wire [12:0] \$51 ;
   wire \$52 ;
-  wire \$53 ;
-  wire [20:0] \$54 ;
-  wire \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire \$58 ;
+  wire [11:0] \$53 ;
+  wire [12:0] \$54 ;
+  wire [12:0] \$55 ;
+  wire [12:0] \$56 ;
+  wire [7:0] \$57 ;
+  wire [7:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire \$60 ;
-  wire \$61 ;
+  wire [11:0] \$60 ;
+  wire [12:0] \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire [20:0] \$64 ;
+  wire [11:0] \$63 ;
+  wire [12:0] \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire [20:0] \$68 ;
-  wire \$69 ;
+  wire [11:0] \$66 ;
+  wire [12:0] \$67 ;
+  wire [12:0] \$68 ;
+  wire [12:0] \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
+  wire [7:0] \$70 ;
+  wire [7:0] \$71 ;
+  wire [7:0] \$72 ;
+  wire [11:0] \$73 ;
+  wire [12:0] \$74 ;
   wire \$75 ;
-  wire \$76 ;
-  wire [19:0] \$77 ;
-  wire [19:0] \$78 ;
-  wire \$79 ;
+  wire [11:0] \$76 ;
+  wire [12:0] \$77 ;
+  wire \$78 ;
+  wire [11:0] \$79 ;
   wire \$8 ;
-  wire [20:0] \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire [20:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [63:0] \$89 ;
+  wire [12:0] \$80 ;
+  wire [12:0] \$81 ;
+  wire [12:0] \$82 ;
+  wire [7:0] \$83 ;
+  wire [7:0] \$84 ;
+  wire [7:0] \$85 ;
+  wire [7:0] \$86 ;
+  wire [32:0] \$87 ;
+  wire [31:0] \$88 ;
+  wire [47:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [66:0] \$90 ;
-  wire [66:0] \$91 ;
-  wire \$92 ;
-  wire [66:0] \$93 ;
-  wire \$94 ;
-  wire [66:0] \$95 ;
-  wire [66:0] \$96 ;
-  wire [66:0] \$97 ;
-  wire [8:0] \$98 ;
+  wire [48:0] \$90 ;
+  wire [47:0] \$91 ;
+  wire [47:0] \$92 ;
+  wire [78:0] \$93 ;
+  wire [79:0] \$94 ;
+  wire [79:0] \$95 ;
+  wire [63:0] \$96 ;
+  wire [63:0] \$97 ;
+  wire [64:0] \$98 ;
   wire \$99 ;
   output [12:0] acc_rd__addr;
   reg [12:0] acc_rd__addr;
@@ -32441,33 +32862,41 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] err = 8'h00;
   output fire;
   reg fire;
+  wire fits5_0;
+  wire fits5_1;
+  wire fits5_2;
+  wire fits5_3;
   reg [16:0] issued = 17'h00000;
-  reg [7:0] max4_0 = 8'h00;
-  reg [7:0] max4_1 = 8'h00;
-  reg [7:0] max4_2 = 8'h00;
-  reg [7:0] max4_3 = 8'h00;
+  reg [7:0] max6_0 = 8'h00;
+  reg [7:0] max6_1 = 8'h00;
+  reg [7:0] max6_2 = 8'h00;
+  reg [7:0] max6_3 = 8'h00;
   reg [31:0] mult_0 = 32'd0;
   reg [31:0] mult_1 = 32'd0;
   reg [31:0] mult_2 = 32'd0;
   reg [31:0] mult_3 = 32'd0;
-  wire [7:0] out4_0;
-  wire [7:0] out4_1;
-  wire [7:0] out4_2;
-  wire [7:0] out4_3;
-  reg [63:0] p2_0 = 64'h0000000000000000;
-  reg [63:0] p2_1 = 64'h0000000000000000;
-  reg [63:0] p2_2 = 64'h0000000000000000;
-  reg [63:0] p2_3 = 64'h0000000000000000;
-  wire [65:0] p_wide_0;
-  wire [65:0] p_wide_1;
-  wire [65:0] p_wide_2;
-  wire [65:0] p_wide_3;
+  wire [7:0] out6_0;
+  wire [7:0] out6_1;
+  wire [7:0] out6_2;
+  wire [7:0] out6_3;
+  reg [63:0] p3_0 = 64'h0000000000000000;
+  reg [63:0] p3_1 = 64'h0000000000000000;
+  reg [63:0] p3_2 = 64'h0000000000000000;
+  reg [63:0] p3_3 = 64'h0000000000000000;
+  reg [47:0] phi2_0 = 48'h000000000000;
+  reg [47:0] phi2_1 = 48'h000000000000;
+  reg [47:0] phi2_2 = 48'h000000000000;
+  reg [47:0] phi2_3 = 48'h000000000000;
   reg [1:0] pidx = 2'h0;
-  wire [65:0] r_0;
-  wire [65:0] r_1;
-  wire [65:0] r_2;
-  wire [65:0] r_3;
+  reg [48:0] plo2_0 = 49'h0000000000000;
+  reg [48:0] plo2_1 = 49'h0000000000000;
+  reg [48:0] plo2_2 = 49'h0000000000000;
+  reg [48:0] plo2_3 = 49'h0000000000000;
   wire range_bad;
+  reg rb4_0 = 1'h0;
+  reg rb4_1 = 1'h0;
+  reg rb4_2 = 1'h0;
+  reg rb4_3 = 1'h0;
   reg [7:0] res1_0 = 8'h00;
   reg [7:0] res1_1 = 8'h00;
   reg [7:0] res1_2 = 8'h00;
@@ -32480,15 +32909,23 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] res3_1 = 8'h00;
   reg [7:0] res3_2 = 8'h00;
   reg [7:0] res3_3 = 8'h00;
+  reg [7:0] res4_0 = 8'h00;
+  reg [7:0] res4_1 = 8'h00;
+  reg [7:0] res4_2 = 8'h00;
+  reg [7:0] res4_3 = 8'h00;
+  reg [7:0] res5_0 = 8'h00;
+  reg [7:0] res5_1 = 8'h00;
+  reg [7:0] res5_2 = 8'h00;
+  reg [7:0] res5_3 = 8'h00;
   input [3:0] reset;
   wire [3:0] reset;
   reg [16:0] retired = 17'h00000;
-  wire [63:0] rnd_0;
-  wire [63:0] rnd_1;
-  wire [63:0] rnd_2;
-  wire [63:0] rnd_3;
   input rst;
   wire rst;
+  reg [63:0] sh4_0 = 64'h0000000000000000;
+  reg [63:0] sh4_1 = 64'h0000000000000000;
+  reg [63:0] sh4_2 = 64'h0000000000000000;
+  reg [63:0] sh4_3 = 64'h0000000000000000;
   reg [5:0] shift_0 = 6'h00;
   reg [5:0] shift_1 = 6'h00;
   reg [5:0] shift_2 = 6'h00;
@@ -32512,6 +32949,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
+  reg v4 = 1'h0;
+  reg v5 = 1'h0;
   input vec_frozen;
   wire vec_frozen;
   reg [2:0] vec_fsm_state = 3'h0;
@@ -32525,14 +32964,10 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] x1_1 = 32'd0;
   reg [31:0] x1_2 = 32'd0;
   reg [31:0] x1_3 = 32'd0;
-  reg [7:0] y3_0 = 8'h00;
-  reg [7:0] y3_1 = 8'h00;
-  reg [7:0] y3_2 = 8'h00;
-  reg [7:0] y3_3 = 8'h00;
-  wire [7:0] y_0;
-  wire [7:0] y_1;
-  wire [7:0] y_2;
-  wire [7:0] y_3;
+  reg [7:0] y5_0 = 8'h00;
+  reg [7:0] y5_1 = 8'h00;
+  reg [7:0] y5_2 = 8'h00;
+  reg [7:0] y5_3 = 8'h00;
   assign \$1  = ~ vec_frozen;
   assign \$2  = \$1  | reset[3];
   assign \$3  = | cmd[155:152];
@@ -32545,282 +32980,514 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$10  = pidx == 2'h2;
   assign \$11  = issued + 1'h1;
   assign \$12  = retired == cmd[55:40];
-  assign \$13  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$14  = $signed(x1_0) * $signed(mult_0);
-  assign \$15  = $signed(\$97 [7:0]) > $signed(cmd[143:136]);
-  assign \$16  = \$15  ? \$97 [7:0] : cmd[143:136];
-  assign \$17  = cmd[145] ? \$16  : \$97 [7:0];
-  assign \$18  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$19  = $signed(x1_1) * $signed(mult_1);
-  assign \$20  = $signed(\$113 [7:0]) > $signed(cmd[143:136]);
-  assign \$21  = \$20  ? \$113 [7:0] : cmd[143:136];
-  assign \$22  = cmd[145] ? \$21  : \$113 [7:0];
-  assign \$23  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$24  = $signed(x1_2) * $signed(mult_2);
-  assign \$25  = $signed(\$129 [7:0]) > $signed(cmd[143:136]);
-  assign \$26  = \$25  ? \$129 [7:0] : cmd[143:136];
-  assign \$27  = cmd[145] ? \$26  : \$129 [7:0];
-  assign \$28  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$29  = $signed(x1_3) * $signed(mult_3);
-  assign \$30  = $signed(\$145 [7:0]) > $signed(cmd[143:136]);
-  assign \$31  = \$30  ? \$145 [7:0] : cmd[143:136];
-  assign \$32  = cmd[145] ? \$31  : \$145 [7:0];
-  assign \$33  = retired + 1'h1;
-  assign \$34  = ! retired;
-  assign \$35  = $signed(max4_0) > $signed(out4_0);
-  assign \$36  = \$35  ? max4_0 : out4_0;
-  assign \$37  = \$34  ? out4_0 : \$36 ;
-  assign \$38  = ! retired;
-  assign \$39  = $signed(max4_1) > $signed(out4_1);
-  assign \$40  = \$39  ? max4_1 : out4_1;
-  assign \$41  = \$38  ? out4_1 : \$40 ;
-  assign \$42  = ! retired;
-  assign \$43  = $signed(max4_2) > $signed(out4_2);
-  assign \$44  = \$43  ? max4_2 : out4_2;
-  assign \$45  = \$42  ? out4_2 : \$44 ;
-  assign \$46  = ! retired;
-  assign \$47  = $signed(max4_3) > $signed(out4_3);
-  assign \$48  = \$47  ? max4_3 : out4_3;
-  assign \$49  = \$46  ? out4_3 : \$48 ;
-  assign \$50  = cmd[39:20] + retired;
-  assign \$51  = retired == cmd[55:40];
-  assign \$52  = \$158  & \$51 ;
-  assign \$53  = \$52  & cmd[147];
-  assign \$54  = cmd[19:0] + cmd[55:40];
-  assign \$55  = \$54  > 14'h2000;
-  assign \$56  = cmd[75:56] >= 14'h2000;
-  assign \$57  = cmd[144] & \$56 ;
-  assign \$58  = \$55  | \$57 ;
-  assign \$59  = cmd[95:76] >= 14'h2000;
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = cmd[115:96] >= 14'h2000;
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = cmd[39:20] >= 15'h4000;
-  assign \$64  = cmd[39:20] + cmd[55:40];
-  assign \$65  = \$64  > 15'h4000;
-  assign \$66  = cmd[147] ? \$63  : \$65 ;
-  assign \$67  = \$62  | \$66 ;
-  assign \$68  = cmd[135:116] + cmd[55:40];
-  assign \$69  = \$68  > 15'h4000;
-  assign \$70  = cmd[146] & \$69 ;
-  assign range_bad = \$67  | \$70 ;
-  assign \$71  = | acc_rd__data[31:6];
-  assign \$72  = | acc_rd__data[63:38];
-  assign \$73  = | acc_rd__data[95:70];
-  assign \$74  = | acc_rd__data[127:102];
-  assign shift_bad = | { \$74 , \$73 , \$72 , \$71  };
-  assign \$75  = ! pidx;
-  assign \$76  = pidx == 1'h1;
-  assign \$77  = \$76  ? cmd[95:76] : cmd[115:96];
-  assign \$78  = \$75  ? cmd[75:56] : \$77 ;
-  assign \$79  = issued != cmd[55:40];
-  assign \$80  = cmd[19:0] + issued;
-  assign \$81  = issued != cmd[55:40];
-  assign \$82  = \$81  & cmd[146];
-  assign \$83  = cmd[135:116] + issued;
-  assign \$84  = issued != cmd[55:40];
-  assign \$85  = \$84  & acc_rd__gnt;
-  assign \$86  = ~ cmd[146];
-  assign \$87  = spad_rd__gnt | \$86 ;
-  assign \$88  = \$85  & \$87 ;
-  assign ctl__busy = ~ \$153 ;
-  assign \$89  = 1'h1 << shift_0;
-  assign \$90  = $signed(p2_0) + $signed({ 1'h0, rnd_0 });
-  assign r_0 = $signed(\$90 [65:0]) >>> shift_0;
-  assign \$91  = $signed(r_0) + $signed(cmd[143:136]);
-  assign \$92  = $signed(\$91 ) > $signed(8'h7f);
-  assign \$93  = $signed(r_0) + $signed(cmd[143:136]);
-  assign \$94  = $signed(\$93 ) < $signed(8'h80);
-  assign \$95  = $signed(r_0) + $signed(cmd[143:136]);
-  assign \$96  = \$94  ? 67'h7ffffffffffffff80 : \$95 ;
-  assign \$97  = \$92  ? 67'h0000000000000007f : \$96 ;
-  assign \$98  = $signed(y3_0) + $signed(res3_0);
-  assign \$99  = $signed(\$98 ) > $signed(8'h7f);
-  assign \$100  = $signed(y3_0) + $signed(res3_0);
-  assign \$101  = $signed(\$100 ) < $signed(8'h80);
-  assign \$102  = $signed(y3_0) + $signed(res3_0);
-  assign \$103  = \$101  ? 9'h180 : \$102 ;
-  assign \$104  = \$99  ? 9'h07f : \$103 ;
-  assign out4_0 = cmd[146] ? \$104 [7:0] : y3_0;
-  assign \$105  = 1'h1 << shift_1;
-  assign \$106  = $signed(p2_1) + $signed({ 1'h0, rnd_1 });
-  assign r_1 = $signed(\$106 [65:0]) >>> shift_1;
-  assign \$107  = $signed(r_1) + $signed(cmd[143:136]);
-  assign \$108  = $signed(\$107 ) > $signed(8'h7f);
-  assign \$109  = $signed(r_1) + $signed(cmd[143:136]);
-  assign \$110  = $signed(\$109 ) < $signed(8'h80);
-  assign \$111  = $signed(r_1) + $signed(cmd[143:136]);
-  assign \$112  = \$110  ? 67'h7ffffffffffffff80 : \$111 ;
-  assign \$113  = \$108  ? 67'h0000000000000007f : \$112 ;
-  assign \$114  = $signed(y3_1) + $signed(res3_1);
-  assign \$115  = $signed(\$114 ) > $signed(8'h7f);
-  assign \$116  = $signed(y3_1) + $signed(res3_1);
-  assign \$117  = $signed(\$116 ) < $signed(8'h80);
-  assign \$118  = $signed(y3_1) + $signed(res3_1);
-  assign \$119  = \$117  ? 9'h180 : \$118 ;
-  assign \$120  = \$115  ? 9'h07f : \$119 ;
-  assign out4_1 = cmd[146] ? \$120 [7:0] : y3_1;
-  assign \$121  = 1'h1 << shift_2;
-  assign \$122  = $signed(p2_2) + $signed({ 1'h0, rnd_2 });
-  assign r_2 = $signed(\$122 [65:0]) >>> shift_2;
-  assign \$123  = $signed(r_2) + $signed(cmd[143:136]);
-  assign \$124  = $signed(\$123 ) > $signed(8'h7f);
-  assign \$125  = $signed(r_2) + $signed(cmd[143:136]);
-  assign \$126  = $signed(\$125 ) < $signed(8'h80);
-  assign \$127  = $signed(r_2) + $signed(cmd[143:136]);
-  assign \$128  = \$126  ? 67'h7ffffffffffffff80 : \$127 ;
-  assign \$129  = \$124  ? 67'h0000000000000007f : \$128 ;
-  assign \$130  = $signed(y3_2) + $signed(res3_2);
-  assign \$131  = $signed(\$130 ) > $signed(8'h7f);
-  assign \$132  = $signed(y3_2) + $signed(res3_2);
-  assign \$133  = $signed(\$132 ) < $signed(8'h80);
-  assign \$134  = $signed(y3_2) + $signed(res3_2);
-  assign \$135  = \$133  ? 9'h180 : \$134 ;
-  assign \$136  = \$131  ? 9'h07f : \$135 ;
-  assign out4_2 = cmd[146] ? \$136 [7:0] : y3_2;
-  assign \$137  = 1'h1 << shift_3;
-  assign \$138  = $signed(p2_3) + $signed({ 1'h0, rnd_3 });
-  assign r_3 = $signed(\$138 [65:0]) >>> shift_3;
-  assign \$139  = $signed(r_3) + $signed(cmd[143:136]);
-  assign \$140  = $signed(\$139 ) > $signed(8'h7f);
-  assign \$141  = $signed(r_3) + $signed(cmd[143:136]);
-  assign \$142  = $signed(\$141 ) < $signed(8'h80);
-  assign \$143  = $signed(r_3) + $signed(cmd[143:136]);
-  assign \$144  = \$142  ? 67'h7ffffffffffffff80 : \$143 ;
-  assign \$145  = \$140  ? 67'h0000000000000007f : \$144 ;
-  assign \$146  = $signed(y3_3) + $signed(res3_3);
-  assign \$147  = $signed(\$146 ) > $signed(8'h7f);
-  assign \$148  = $signed(y3_3) + $signed(res3_3);
-  assign \$149  = $signed(\$148 ) < $signed(8'h80);
-  assign \$150  = $signed(y3_3) + $signed(res3_3);
-  assign \$151  = \$149  ? 9'h180 : \$150 ;
-  assign \$152  = \$147  ? 9'h07f : \$151 ;
-  assign out4_3 = cmd[146] ? \$152 [7:0] : y3_3;
-  assign \$153  = ! vec_fsm_state;
-  assign \$154  = vec_fsm_state == 1'h1;
-  assign \$155  = vec_fsm_state == 2'h2;
-  assign \$156  = vec_fsm_state == 2'h3;
-  assign \$157  = vec_fsm_state == 3'h4;
-  assign \$158  = vec_fsm_state == 3'h5;
-  assign \$159  = vec_fsm_state == 3'h6;
+  assign \$13  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$14  = v1 ? res1_0 : res2_0;
+  assign \$15  = v2 ? res2_0 : res3_0;
+  assign \$16  = v3 ? res3_0 : res4_0;
+  assign \$17  = v4 ? res4_0 : res5_0;
+  assign \$18  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$19  = v1 ? res1_1 : res2_1;
+  assign \$20  = v2 ? res2_1 : res3_1;
+  assign \$21  = v3 ? res3_1 : res4_1;
+  assign \$22  = v4 ? res4_1 : res5_1;
+  assign \$23  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$24  = v1 ? res1_2 : res2_2;
+  assign \$25  = v2 ? res2_2 : res3_2;
+  assign \$26  = v3 ? res3_2 : res4_2;
+  assign \$27  = v4 ? res4_2 : res5_2;
+  assign \$28  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$29  = v1 ? res1_3 : res2_3;
+  assign \$30  = v2 ? res2_3 : res3_3;
+  assign \$31  = v3 ? res3_3 : res4_3;
+  assign \$32  = v4 ? res4_3 : res5_3;
+  assign \$33  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$34  = v0 ? \$33 [31:0] : x1_0;
+  assign \$35  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$36  = v1 ? { \$35 [47], \$35  } : plo2_0;
+  assign \$37  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$38  = v1 ? \$37  : phi2_0;
+  assign \$40  = $signed(plo2_0) + $signed(\$39 );
+  assign \$41  = v2 ? \$40  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$42  = $signed(p3_0) >>> shift_0;
+  assign \$43  = v3 ? \$42  : sh4_0;
+  assign \$45  = \$44  >> shift_0;
+  assign \$46  = v3 ? \$45  : rb4_0;
+  assign \$47  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$48  = $signed(\$47 ) + $signed(cmd[143:136]);
+  assign \$49  = $signed(\$48 ) > $signed(8'h7f);
+  assign \$50  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$51  = $signed(\$50 ) + $signed(cmd[143:136]);
+  assign \$52  = $signed(\$51 ) < $signed(8'h80);
+  assign \$53  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$54  = $signed(\$53 ) + $signed(cmd[143:136]);
+  assign \$55  = \$52  ? 13'h1f80 : \$54 ;
+  assign \$56  = \$49  ? 13'h007f : \$55 ;
+  assign \$57  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$58  = fits5_0 ? \$56 [7:0] : \$57 ;
+  assign \$59  = $signed(\$58 ) > $signed(cmd[143:136]);
+  assign \$60  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$61  = $signed(\$60 ) + $signed(cmd[143:136]);
+  assign \$62  = $signed(\$61 ) > $signed(8'h7f);
+  assign \$63  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$64  = $signed(\$63 ) + $signed(cmd[143:136]);
+  assign \$65  = $signed(\$64 ) < $signed(8'h80);
+  assign \$66  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$67  = $signed(\$66 ) + $signed(cmd[143:136]);
+  assign \$68  = \$65  ? 13'h1f80 : \$67 ;
+  assign \$69  = \$62  ? 13'h007f : \$68 ;
+  assign \$70  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$71  = fits5_0 ? \$69 [7:0] : \$70 ;
+  assign \$72  = \$59  ? \$71  : cmd[143:136];
+  assign \$73  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$74  = $signed(\$73 ) + $signed(cmd[143:136]);
+  assign \$75  = $signed(\$74 ) > $signed(8'h7f);
+  assign \$76  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$77  = $signed(\$76 ) + $signed(cmd[143:136]);
+  assign \$78  = $signed(\$77 ) < $signed(8'h80);
+  assign \$79  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$80  = $signed(\$79 ) + $signed(cmd[143:136]);
+  assign \$81  = \$78  ? 13'h1f80 : \$80 ;
+  assign \$82  = \$75  ? 13'h007f : \$81 ;
+  assign \$83  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$84  = fits5_0 ? \$82 [7:0] : \$83 ;
+  assign \$85  = cmd[145] ? \$72  : \$84 ;
+  assign \$86  = v4 ? \$85  : y5_0;
+  assign \$87  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$88  = v0 ? \$87 [31:0] : x1_1;
+  assign \$89  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$90  = v1 ? { \$89 [47], \$89  } : plo2_1;
+  assign \$91  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$92  = v1 ? \$91  : phi2_1;
+  assign \$94  = $signed(plo2_1) + $signed(\$93 );
+  assign \$95  = v2 ? \$94  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$96  = $signed(p3_1) >>> shift_1;
+  assign \$97  = v3 ? \$96  : sh4_1;
+  assign \$99  = \$98  >> shift_1;
+  assign \$100  = v3 ? \$99  : rb4_1;
+  assign \$101  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$102  = $signed(\$101 ) + $signed(cmd[143:136]);
+  assign \$103  = $signed(\$102 ) > $signed(8'h7f);
+  assign \$104  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$105  = $signed(\$104 ) + $signed(cmd[143:136]);
+  assign \$106  = $signed(\$105 ) < $signed(8'h80);
+  assign \$107  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$108  = $signed(\$107 ) + $signed(cmd[143:136]);
+  assign \$109  = \$106  ? 13'h1f80 : \$108 ;
+  assign \$110  = \$103  ? 13'h007f : \$109 ;
+  assign \$111  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$112  = fits5_1 ? \$110 [7:0] : \$111 ;
+  assign \$113  = $signed(\$112 ) > $signed(cmd[143:136]);
+  assign \$114  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$115  = $signed(\$114 ) + $signed(cmd[143:136]);
+  assign \$116  = $signed(\$115 ) > $signed(8'h7f);
+  assign \$117  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$118  = $signed(\$117 ) + $signed(cmd[143:136]);
+  assign \$119  = $signed(\$118 ) < $signed(8'h80);
+  assign \$120  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$121  = $signed(\$120 ) + $signed(cmd[143:136]);
+  assign \$122  = \$119  ? 13'h1f80 : \$121 ;
+  assign \$123  = \$116  ? 13'h007f : \$122 ;
+  assign \$124  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$125  = fits5_1 ? \$123 [7:0] : \$124 ;
+  assign \$126  = \$113  ? \$125  : cmd[143:136];
+  assign \$127  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$128  = $signed(\$127 ) + $signed(cmd[143:136]);
+  assign \$129  = $signed(\$128 ) > $signed(8'h7f);
+  assign \$130  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$131  = $signed(\$130 ) + $signed(cmd[143:136]);
+  assign \$132  = $signed(\$131 ) < $signed(8'h80);
+  assign \$133  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$134  = $signed(\$133 ) + $signed(cmd[143:136]);
+  assign \$135  = \$132  ? 13'h1f80 : \$134 ;
+  assign \$136  = \$129  ? 13'h007f : \$135 ;
+  assign \$137  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$138  = fits5_1 ? \$136 [7:0] : \$137 ;
+  assign \$139  = cmd[145] ? \$126  : \$138 ;
+  assign \$140  = v4 ? \$139  : y5_1;
+  assign \$141  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$142  = v0 ? \$141 [31:0] : x1_2;
+  assign \$143  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$144  = v1 ? { \$143 [47], \$143  } : plo2_2;
+  assign \$145  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$146  = v1 ? \$145  : phi2_2;
+  assign \$148  = $signed(plo2_2) + $signed(\$147 );
+  assign \$149  = v2 ? \$148  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$150  = $signed(p3_2) >>> shift_2;
+  assign \$151  = v3 ? \$150  : sh4_2;
+  assign \$153  = \$152  >> shift_2;
+  assign \$154  = v3 ? \$153  : rb4_2;
+  assign \$155  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$156  = $signed(\$155 ) + $signed(cmd[143:136]);
+  assign \$157  = $signed(\$156 ) > $signed(8'h7f);
+  assign \$158  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$159  = $signed(\$158 ) + $signed(cmd[143:136]);
+  assign \$160  = $signed(\$159 ) < $signed(8'h80);
+  assign \$161  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$162  = $signed(\$161 ) + $signed(cmd[143:136]);
+  assign \$163  = \$160  ? 13'h1f80 : \$162 ;
+  assign \$164  = \$157  ? 13'h007f : \$163 ;
+  assign \$165  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$166  = fits5_2 ? \$164 [7:0] : \$165 ;
+  assign \$167  = $signed(\$166 ) > $signed(cmd[143:136]);
+  assign \$168  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$169  = $signed(\$168 ) + $signed(cmd[143:136]);
+  assign \$170  = $signed(\$169 ) > $signed(8'h7f);
+  assign \$171  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$172  = $signed(\$171 ) + $signed(cmd[143:136]);
+  assign \$173  = $signed(\$172 ) < $signed(8'h80);
+  assign \$174  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$175  = $signed(\$174 ) + $signed(cmd[143:136]);
+  assign \$176  = \$173  ? 13'h1f80 : \$175 ;
+  assign \$177  = \$170  ? 13'h007f : \$176 ;
+  assign \$178  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$179  = fits5_2 ? \$177 [7:0] : \$178 ;
+  assign \$180  = \$167  ? \$179  : cmd[143:136];
+  assign \$181  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$182  = $signed(\$181 ) + $signed(cmd[143:136]);
+  assign \$183  = $signed(\$182 ) > $signed(8'h7f);
+  assign \$184  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$185  = $signed(\$184 ) + $signed(cmd[143:136]);
+  assign \$186  = $signed(\$185 ) < $signed(8'h80);
+  assign \$187  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$188  = $signed(\$187 ) + $signed(cmd[143:136]);
+  assign \$189  = \$186  ? 13'h1f80 : \$188 ;
+  assign \$190  = \$183  ? 13'h007f : \$189 ;
+  assign \$191  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$192  = fits5_2 ? \$190 [7:0] : \$191 ;
+  assign \$193  = cmd[145] ? \$180  : \$192 ;
+  assign \$194  = v4 ? \$193  : y5_2;
+  assign \$195  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$196  = v0 ? \$195 [31:0] : x1_3;
+  assign \$197  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$198  = v1 ? { \$197 [47], \$197  } : plo2_3;
+  assign \$199  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$200  = v1 ? \$199  : phi2_3;
+  assign \$202  = $signed(plo2_3) + $signed(\$201 );
+  assign \$203  = v2 ? \$202  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$204  = $signed(p3_3) >>> shift_3;
+  assign \$205  = v3 ? \$204  : sh4_3;
+  assign \$207  = \$206  >> shift_3;
+  assign \$208  = v3 ? \$207  : rb4_3;
+  assign \$209  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$210  = $signed(\$209 ) + $signed(cmd[143:136]);
+  assign \$211  = $signed(\$210 ) > $signed(8'h7f);
+  assign \$212  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$213  = $signed(\$212 ) + $signed(cmd[143:136]);
+  assign \$214  = $signed(\$213 ) < $signed(8'h80);
+  assign \$215  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$216  = $signed(\$215 ) + $signed(cmd[143:136]);
+  assign \$217  = \$214  ? 13'h1f80 : \$216 ;
+  assign \$218  = \$211  ? 13'h007f : \$217 ;
+  assign \$219  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$220  = fits5_3 ? \$218 [7:0] : \$219 ;
+  assign \$221  = $signed(\$220 ) > $signed(cmd[143:136]);
+  assign \$222  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$223  = $signed(\$222 ) + $signed(cmd[143:136]);
+  assign \$224  = $signed(\$223 ) > $signed(8'h7f);
+  assign \$225  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$226  = $signed(\$225 ) + $signed(cmd[143:136]);
+  assign \$227  = $signed(\$226 ) < $signed(8'h80);
+  assign \$228  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$229  = $signed(\$228 ) + $signed(cmd[143:136]);
+  assign \$230  = \$227  ? 13'h1f80 : \$229 ;
+  assign \$231  = \$224  ? 13'h007f : \$230 ;
+  assign \$232  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$233  = fits5_3 ? \$231 [7:0] : \$232 ;
+  assign \$234  = \$221  ? \$233  : cmd[143:136];
+  assign \$235  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$236  = $signed(\$235 ) + $signed(cmd[143:136]);
+  assign \$237  = $signed(\$236 ) > $signed(8'h7f);
+  assign \$238  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$239  = $signed(\$238 ) + $signed(cmd[143:136]);
+  assign \$240  = $signed(\$239 ) < $signed(8'h80);
+  assign \$241  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$242  = $signed(\$241 ) + $signed(cmd[143:136]);
+  assign \$243  = \$240  ? 13'h1f80 : \$242 ;
+  assign \$244  = \$237  ? 13'h007f : \$243 ;
+  assign \$245  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$246  = fits5_3 ? \$244 [7:0] : \$245 ;
+  assign \$247  = cmd[145] ? \$234  : \$246 ;
+  assign \$248  = v4 ? \$247  : y5_3;
+  assign \$249  = retired + 1'h1;
+  assign \$250  = ! retired;
+  assign \$251  = $signed(max6_0) > $signed(out6_0);
+  assign \$252  = \$251  ? max6_0 : out6_0;
+  assign \$253  = \$250  ? out6_0 : \$252 ;
+  assign \$254  = ! retired;
+  assign \$255  = $signed(max6_1) > $signed(out6_1);
+  assign \$256  = \$255  ? max6_1 : out6_1;
+  assign \$257  = \$254  ? out6_1 : \$256 ;
+  assign \$258  = ! retired;
+  assign \$259  = $signed(max6_2) > $signed(out6_2);
+  assign \$260  = \$259  ? max6_2 : out6_2;
+  assign \$261  = \$258  ? out6_2 : \$260 ;
+  assign \$262  = ! retired;
+  assign \$263  = $signed(max6_3) > $signed(out6_3);
+  assign \$264  = \$263  ? max6_3 : out6_3;
+  assign \$265  = \$262  ? out6_3 : \$264 ;
+  assign \$266  = cmd[39:20] + retired;
+  assign \$267  = retired == cmd[55:40];
+  assign \$268  = \$346  & \$267 ;
+  assign \$269  = \$268  & cmd[147];
+  assign \$270  = cmd[19:0] + cmd[55:40];
+  assign \$271  = \$270  > 14'h2000;
+  assign \$272  = cmd[75:56] >= 14'h2000;
+  assign \$273  = cmd[144] & \$272 ;
+  assign \$274  = \$271  | \$273 ;
+  assign \$275  = cmd[95:76] >= 14'h2000;
+  assign \$276  = \$274  | \$275 ;
+  assign \$277  = cmd[115:96] >= 14'h2000;
+  assign \$278  = \$276  | \$277 ;
+  assign \$279  = cmd[39:20] >= 15'h4000;
+  assign \$280  = cmd[39:20] + cmd[55:40];
+  assign \$281  = \$280  > 15'h4000;
+  assign \$282  = cmd[147] ? \$279  : \$281 ;
+  assign \$283  = \$278  | \$282 ;
+  assign \$284  = cmd[135:116] + cmd[55:40];
+  assign \$285  = \$284  > 15'h4000;
+  assign \$286  = cmd[146] & \$285 ;
+  assign range_bad = \$283  | \$286 ;
+  assign \$287  = | acc_rd__data[31:6];
+  assign \$288  = | acc_rd__data[63:38];
+  assign \$289  = | acc_rd__data[95:70];
+  assign \$290  = | acc_rd__data[127:102];
+  assign shift_bad = | { \$290 , \$289 , \$288 , \$287  };
+  assign \$291  = ! pidx;
+  assign \$292  = pidx == 1'h1;
+  assign \$293  = \$292  ? cmd[95:76] : cmd[115:96];
+  assign \$294  = \$291  ? cmd[75:56] : \$293 ;
+  assign \$295  = issued != cmd[55:40];
+  assign \$296  = cmd[19:0] + issued;
+  assign \$297  = issued != cmd[55:40];
+  assign \$298  = \$297  & cmd[146];
+  assign \$299  = cmd[135:116] + issued;
+  assign \$300  = issued != cmd[55:40];
+  assign \$301  = \$300  & acc_rd__gnt;
+  assign \$302  = ~ cmd[146];
+  assign \$303  = spad_rd__gnt | \$302 ;
+  assign \$304  = \$301  & \$303 ;
+  assign ctl__busy = ~ \$341 ;
+  assign \$305  = ! sh4_0[63:10];
+  assign \$306  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$305  | \$306 ;
+  assign \$307  = $signed(y5_0) + $signed(res5_0);
+  assign \$308  = $signed(\$307 ) > $signed(8'h7f);
+  assign \$309  = $signed(y5_0) + $signed(res5_0);
+  assign \$310  = $signed(\$309 ) < $signed(8'h80);
+  assign \$311  = $signed(y5_0) + $signed(res5_0);
+  assign \$312  = \$310  ? 9'h180 : \$311 ;
+  assign \$313  = \$308  ? 9'h07f : \$312 ;
+  assign out6_0 = cmd[146] ? \$313 [7:0] : y5_0;
+  assign \$314  = ! sh4_1[63:10];
+  assign \$315  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$314  | \$315 ;
+  assign \$316  = $signed(y5_1) + $signed(res5_1);
+  assign \$317  = $signed(\$316 ) > $signed(8'h7f);
+  assign \$318  = $signed(y5_1) + $signed(res5_1);
+  assign \$319  = $signed(\$318 ) < $signed(8'h80);
+  assign \$320  = $signed(y5_1) + $signed(res5_1);
+  assign \$321  = \$319  ? 9'h180 : \$320 ;
+  assign \$322  = \$317  ? 9'h07f : \$321 ;
+  assign out6_1 = cmd[146] ? \$322 [7:0] : y5_1;
+  assign \$323  = ! sh4_2[63:10];
+  assign \$324  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$323  | \$324 ;
+  assign \$325  = $signed(y5_2) + $signed(res5_2);
+  assign \$326  = $signed(\$325 ) > $signed(8'h7f);
+  assign \$327  = $signed(y5_2) + $signed(res5_2);
+  assign \$328  = $signed(\$327 ) < $signed(8'h80);
+  assign \$329  = $signed(y5_2) + $signed(res5_2);
+  assign \$330  = \$328  ? 9'h180 : \$329 ;
+  assign \$331  = \$326  ? 9'h07f : \$330 ;
+  assign out6_2 = cmd[146] ? \$331 [7:0] : y5_2;
+  assign \$332  = ! sh4_3[63:10];
+  assign \$333  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$332  | \$333 ;
+  assign \$334  = $signed(y5_3) + $signed(res5_3);
+  assign \$335  = $signed(\$334 ) > $signed(8'h7f);
+  assign \$336  = $signed(y5_3) + $signed(res5_3);
+  assign \$337  = $signed(\$336 ) < $signed(8'h80);
+  assign \$338  = $signed(y5_3) + $signed(res5_3);
+  assign \$339  = \$337  ? 9'h180 : \$338 ;
+  assign \$340  = \$335  ? 9'h07f : \$339 ;
+  assign out6_3 = cmd[146] ? \$340 [7:0] : y5_3;
+  assign \$341  = ! vec_fsm_state;
+  assign \$342  = vec_fsm_state == 1'h1;
+  assign \$343  = vec_fsm_state == 2'h2;
+  assign \$344  = vec_fsm_state == 2'h3;
+  assign \$345  = vec_fsm_state == 3'h4;
+  assign \$346  = vec_fsm_state == 3'h5;
+  assign \$347  = vec_fsm_state == 3'h6;
   always @(posedge clk)
-    bias_0 <= \$160 ;
+    bias_0 <= \$348 ;
   always @(posedge clk)
-    bias_1 <= \$161 ;
+    bias_1 <= \$349 ;
   always @(posedge clk)
-    bias_2 <= \$162 ;
+    bias_2 <= \$350 ;
   always @(posedge clk)
-    bias_3 <= \$163 ;
+    bias_3 <= \$351 ;
   always @(posedge clk)
-    mult_0 <= \$164 ;
+    mult_0 <= \$352 ;
   always @(posedge clk)
-    mult_1 <= \$165 ;
+    mult_1 <= \$353 ;
   always @(posedge clk)
-    mult_2 <= \$166 ;
+    mult_2 <= \$354 ;
   always @(posedge clk)
-    mult_3 <= \$167 ;
+    mult_3 <= \$355 ;
   always @(posedge clk)
-    shift_0 <= \$168 ;
+    shift_0 <= \$356 ;
   always @(posedge clk)
-    shift_1 <= \$169 ;
+    shift_1 <= \$357 ;
   always @(posedge clk)
-    shift_2 <= \$170 ;
+    shift_2 <= \$358 ;
   always @(posedge clk)
-    shift_3 <= \$171 ;
+    shift_3 <= \$359 ;
   always @(posedge clk)
-    cap_valid <= \$172 ;
+    cap_valid <= \$360 ;
   always @(posedge clk)
-    cmd <= \$173 ;
+    cmd <= \$361 ;
   always @(posedge clk)
-    err <= \$174 ;
+    err <= \$362 ;
   always @(posedge clk)
-    issued <= \$175 ;
+    issued <= \$363 ;
   always @(posedge clk)
-    retired <= \$176 ;
+    retired <= \$364 ;
   always @(posedge clk)
-    vec_fsm_state <= \$177 ;
+    vec_fsm_state <= \$365 ;
   always @(posedge clk)
-    pidx <= \$178 ;
+    pidx <= \$366 ;
   always @(posedge clk)
-    cap_idx <= \$179 ;
+    cap_idx <= \$367 ;
   always @(posedge clk)
-    v0 <= \$180 ;
+    v0 <= \$368 ;
   always @(posedge clk)
-    v1 <= \$181 ;
+    v1 <= \$369 ;
   always @(posedge clk)
-    v2 <= \$182 ;
+    v2 <= \$370 ;
   always @(posedge clk)
-    v3 <= \$183 ;
+    v3 <= \$371 ;
   always @(posedge clk)
-    x1_0 <= \$184 ;
+    v4 <= \$372 ;
   always @(posedge clk)
-    res1_0 <= \$185 ;
+    v5 <= \$373 ;
   always @(posedge clk)
-    p2_0 <= \$186 ;
+    res1_0 <= \$374 ;
   always @(posedge clk)
-    res2_0 <= \$187 ;
+    res2_0 <= \$375 ;
   always @(posedge clk)
-    y3_0 <= \$188 ;
+    res3_0 <= \$376 ;
   always @(posedge clk)
-    res3_0 <= \$189 ;
+    res4_0 <= \$377 ;
   always @(posedge clk)
-    x1_1 <= \$190 ;
+    res5_0 <= \$378 ;
   always @(posedge clk)
-    res1_1 <= \$191 ;
+    res1_1 <= \$379 ;
   always @(posedge clk)
-    p2_1 <= \$192 ;
+    res2_1 <= \$380 ;
   always @(posedge clk)
-    res2_1 <= \$193 ;
+    res3_1 <= \$381 ;
   always @(posedge clk)
-    y3_1 <= \$194 ;
+    res4_1 <= \$382 ;
   always @(posedge clk)
-    res3_1 <= \$195 ;
+    res5_1 <= \$383 ;
   always @(posedge clk)
-    x1_2 <= \$196 ;
+    res1_2 <= \$384 ;
   always @(posedge clk)
-    res1_2 <= \$197 ;
+    res2_2 <= \$385 ;
   always @(posedge clk)
-    p2_2 <= \$198 ;
+    res3_2 <= \$386 ;
   always @(posedge clk)
-    res2_2 <= \$199 ;
+    res4_2 <= \$387 ;
   always @(posedge clk)
-    y3_2 <= \$200 ;
+    res5_2 <= \$388 ;
   always @(posedge clk)
-    res3_2 <= \$201 ;
+    res1_3 <= \$389 ;
   always @(posedge clk)
-    x1_3 <= \$202 ;
+    res2_3 <= \$390 ;
   always @(posedge clk)
-    res1_3 <= \$203 ;
+    res3_3 <= \$391 ;
   always @(posedge clk)
-    p2_3 <= \$204 ;
+    res4_3 <= \$392 ;
   always @(posedge clk)
-    res2_3 <= \$205 ;
+    res5_3 <= \$393 ;
   always @(posedge clk)
-    y3_3 <= \$206 ;
+    x1_0 <= \$394 ;
   always @(posedge clk)
-    res3_3 <= \$207 ;
+    plo2_0 <= \$395 ;
   always @(posedge clk)
-    wr_en <= \$208 ;
+    phi2_0 <= \$396 ;
   always @(posedge clk)
-    max4_0 <= \$209 ;
+    p3_0 <= \$397 ;
   always @(posedge clk)
-    max4_1 <= \$210 ;
+    sh4_0 <= \$398 ;
   always @(posedge clk)
-    max4_2 <= \$211 ;
+    rb4_0 <= \$399 ;
   always @(posedge clk)
-    max4_3 <= \$212 ;
+    y5_0 <= \$400 ;
   always @(posedge clk)
-    wr_addr <= \$213 ;
+    x1_1 <= \$401 ;
   always @(posedge clk)
-    wr_data <= \$214 ;
+    plo2_1 <= \$402 ;
+  always @(posedge clk)
+    phi2_1 <= \$403 ;
+  always @(posedge clk)
+    p3_1 <= \$404 ;
+  always @(posedge clk)
+    sh4_1 <= \$405 ;
+  always @(posedge clk)
+    rb4_1 <= \$406 ;
+  always @(posedge clk)
+    y5_1 <= \$407 ;
+  always @(posedge clk)
+    x1_2 <= \$408 ;
+  always @(posedge clk)
+    plo2_2 <= \$409 ;
+  always @(posedge clk)
+    phi2_2 <= \$410 ;
+  always @(posedge clk)
+    p3_2 <= \$411 ;
+  always @(posedge clk)
+    sh4_2 <= \$412 ;
+  always @(posedge clk)
+    rb4_2 <= \$413 ;
+  always @(posedge clk)
+    y5_2 <= \$414 ;
+  always @(posedge clk)
+    x1_3 <= \$415 ;
+  always @(posedge clk)
+    plo2_3 <= \$416 ;
+  always @(posedge clk)
+    phi2_3 <= \$417 ;
+  always @(posedge clk)
+    p3_3 <= \$418 ;
+  always @(posedge clk)
+    sh4_3 <= \$419 ;
+  always @(posedge clk)
+    rb4_3 <= \$420 ;
+  always @(posedge clk)
+    y5_3 <= \$421 ;
+  always @(posedge clk)
+    wr_en <= \$422 ;
+  always @(posedge clk)
+    max6_0 <= \$423 ;
+  always @(posedge clk)
+    max6_1 <= \$424 ;
+  always @(posedge clk)
+    max6_2 <= \$425 ;
+  always @(posedge clk)
+    max6_3 <= \$426 ;
+  always @(posedge clk)
+    wr_addr <= \$427 ;
+  always @(posedge clk)
+    wr_data <= \$428 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$160  = bias_0;
+    \$348  = bias_0;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$160  = acc_rd__data[31:0];
+              \$348  = acc_rd__data[31:0];
         endcase
       end
       casez (vec_fsm_state)
@@ -32833,26 +33500,26 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$160  = 32'd0;
+                \$348  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$160  = 32'd0;
+        \$348  = 32'd0;
       end
     end
     if (rst) begin
-      \$160  = 32'd0;
+      \$348  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$161  = bias_1;
+    \$349  = bias_1;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$161  = acc_rd__data[63:32];
+              \$349  = acc_rd__data[63:32];
         endcase
       end
       casez (vec_fsm_state)
@@ -32865,26 +33532,26 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$161  = 32'd0;
+                \$349  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$161  = 32'd0;
+        \$349  = 32'd0;
       end
     end
     if (rst) begin
-      \$161  = 32'd0;
+      \$349  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$162  = bias_2;
+    \$350  = bias_2;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$162  = acc_rd__data[95:64];
+              \$350  = acc_rd__data[95:64];
         endcase
       end
       casez (vec_fsm_state)
@@ -32897,26 +33564,26 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$162  = 32'd0;
+                \$350  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$162  = 32'd0;
+        \$350  = 32'd0;
       end
     end
     if (rst) begin
-      \$162  = 32'd0;
+      \$350  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$163  = bias_3;
+    \$351  = bias_3;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$163  = acc_rd__data[127:96];
+              \$351  = acc_rd__data[127:96];
         endcase
       end
       casez (vec_fsm_state)
@@ -32929,123 +33596,101 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$163  = 32'd0;
+                \$351  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$163  = 32'd0;
+        \$351  = 32'd0;
       end
     end
     if (rst) begin
-      \$163  = 32'd0;
+      \$351  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$164  = mult_0;
+    \$352  = mult_0;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$164  = acc_rd__data[31:0];
+              \$352  = acc_rd__data[31:0];
         endcase
       end
       if (reset[3]) begin
-        \$164  = 32'd0;
+        \$352  = 32'd0;
       end
     end
     if (rst) begin
-      \$164  = 32'd0;
+      \$352  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$165  = mult_1;
+    \$353  = mult_1;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$165  = acc_rd__data[63:32];
+              \$353  = acc_rd__data[63:32];
         endcase
       end
       if (reset[3]) begin
-        \$165  = 32'd0;
+        \$353  = 32'd0;
       end
     end
     if (rst) begin
-      \$165  = 32'd0;
+      \$353  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$166  = mult_2;
+    \$354  = mult_2;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$166  = acc_rd__data[95:64];
+              \$354  = acc_rd__data[95:64];
         endcase
       end
       if (reset[3]) begin
-        \$166  = 32'd0;
+        \$354  = 32'd0;
       end
     end
     if (rst) begin
-      \$166  = 32'd0;
+      \$354  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$167  = mult_3;
+    \$355  = mult_3;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$167  = acc_rd__data[127:96];
+              \$355  = acc_rd__data[127:96];
         endcase
       end
       if (reset[3]) begin
-        \$167  = 32'd0;
+        \$355  = 32'd0;
       end
     end
     if (rst) begin
-      \$167  = 32'd0;
+      \$355  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$168  = shift_0;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$168  = acc_rd__data[5:0];
-        endcase
-      end
-      if (reset[3]) begin
-        \$168  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$168  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$169  = shift_1;
+    \$356  = shift_0;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -33054,20 +33699,20 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$169  = acc_rd__data[37:32];
+              \$356  = acc_rd__data[5:0];
         endcase
       end
       if (reset[3]) begin
-        \$169  = 6'h00;
+        \$356  = 6'h00;
       end
     end
     if (rst) begin
-      \$169  = 6'h00;
+      \$356  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$170  = shift_2;
+    \$357  = shift_1;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -33076,20 +33721,20 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$170  = acc_rd__data[69:64];
+              \$357  = acc_rd__data[37:32];
         endcase
       end
       if (reset[3]) begin
-        \$170  = 6'h00;
+        \$357  = 6'h00;
       end
     end
     if (rst) begin
-      \$170  = 6'h00;
+      \$357  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$171  = shift_3;
+    \$358  = shift_2;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -33098,22 +33743,44 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$171  = acc_rd__data[101:96];
+              \$358  = acc_rd__data[69:64];
         endcase
       end
       if (reset[3]) begin
-        \$171  = 6'h00;
+        \$358  = 6'h00;
       end
     end
     if (rst) begin
-      \$171  = 6'h00;
+      \$358  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$172  = cap_valid;
+    \$359  = shift_3;
     if (\$2 ) begin
-      \$172  = 1'h0;
+      if (cap_valid) begin
+        casez (cap_idx)
+          2'h0:
+              /* empty */;
+          2'h1:
+              /* empty */;
+          2'h2:
+              \$359  = acc_rd__data[101:96];
+        endcase
+      end
+      if (reset[3]) begin
+        \$359  = 6'h00;
+      end
+    end
+    if (rst) begin
+      \$359  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$360  = cap_valid;
+    if (\$2 ) begin
+      \$360  = 1'h0;
       casez (vec_fsm_state)
         3'h0:
             /* empty */;
@@ -33121,75 +33788,75 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             /* empty */;
         3'h3:
             if (acc_rd__gnt) begin
-              \$172  = 1'h1;
+              \$360  = 1'h1;
             end
       endcase
       if (reset[3]) begin
-        \$172  = 1'h0;
+        \$360  = 1'h0;
       end
     end
     if (rst) begin
-      \$172  = 1'h0;
+      \$360  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$173  = cmd;
+    \$361  = cmd;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$173  = ctl__cmd__payload;
+              \$361  = ctl__cmd__payload;
             end
       endcase
       if (reset[3]) begin
-        \$173  = 156'h000000000000000000000000000000000000000;
+        \$361  = 156'h000000000000000000000000000000000000000;
       end
     end
     if (rst) begin
-      \$173  = 156'h000000000000000000000000000000000000000;
+      \$361  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$174  = err;
+    \$362  = err;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$174  = 8'h00;
+              \$362  = 8'h00;
             end
         3'h1:
             if (\$5 ) begin
-              \$174  = 8'h02;
+              \$362  = 8'h02;
             end else if (\$6 ) begin
-              \$174  = 8'h03;
+              \$362  = 8'h03;
             end else if (range_bad) begin
-              \$174  = 8'h04;
+              \$362  = 8'h04;
             end
         3'h3:
             /* empty */;
         3'h4:
             if (shift_bad) begin
-              \$174  = 8'h08;
+              \$362  = 8'h08;
             end
       endcase
       if (reset[3]) begin
-        \$174  = 8'h00;
+        \$362  = 8'h00;
       end
     end
     if (rst) begin
-      \$174  = 8'h00;
+      \$362  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$175  = issued;
+    \$363  = issued;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$175  = 17'h00000;
+              \$363  = 17'h00000;
             end
         3'h1:
             /* empty */;
@@ -33199,96 +33866,96 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             /* empty */;
         3'h5:
             if (fire) begin
-              \$175  = \$11 [16:0];
+              \$363  = \$11 [16:0];
             end
       endcase
       if (reset[3]) begin
-        \$175  = 17'h00000;
+        \$363  = 17'h00000;
       end
     end
     if (rst) begin
-      \$175  = 17'h00000;
+      \$363  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$176  = retired;
+    \$364  = retired;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$176  = 17'h00000;
+              \$364  = 17'h00000;
             end
       endcase
-      if (v3) begin
-        \$176  = \$33 [16:0];
+      if (v5) begin
+        \$364  = \$249 [16:0];
       end
       if (reset[3]) begin
-        \$176  = 17'h00000;
+        \$364  = 17'h00000;
       end
     end
     if (rst) begin
-      \$176  = 17'h00000;
+      \$364  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$177  = vec_fsm_state;
+    \$365  = vec_fsm_state;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$177  = 3'h1;
+              \$365  = 3'h1;
             end
         3'h1:
             (* full_case = 32'd1 *)
             if (\$5 ) begin
-              \$177  = 3'h2;
+              \$365  = 3'h2;
             end else if (\$6 ) begin
-              \$177  = 3'h2;
+              \$365  = 3'h2;
             end else if (range_bad) begin
-              \$177  = 3'h2;
+              \$365  = 3'h2;
             end else begin
-              \$177  = 3'h3;
+              \$365  = 3'h3;
             end
         3'h3:
             if (acc_rd__gnt) begin
               if (\$10 ) begin
-                \$177  = 3'h4;
+                \$365  = 3'h4;
               end
             end
         3'h4:
             (* full_case = 32'd1 *)
             if (shift_bad) begin
-              \$177  = 3'h2;
+              \$365  = 3'h2;
             end else begin
-              \$177  = 3'h5;
+              \$365  = 3'h5;
             end
         3'h5:
             if (\$12 ) begin
               (* full_case = 32'd1 *)
               if (cmd[147]) begin
-                \$177  = 3'h6;
+                \$365  = 3'h6;
               end else begin
-                \$177  = 3'h2;
+                \$365  = 3'h2;
               end
             end
         3'h6:
-            \$177  = 3'h2;
+            \$365  = 3'h2;
         3'h2:
-            \$177  = 3'h0;
+            \$365  = 3'h0;
       endcase
       if (reset[3]) begin
-        \$177  = 3'h0;
+        \$365  = 3'h0;
       end
     end
     if (rst) begin
-      \$177  = 3'h0;
+      \$365  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$178  = pidx;
+    \$366  = pidx;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
@@ -33299,24 +33966,24 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (\$6 ) begin
             end else if (range_bad) begin
             end else begin
-              \$178  = { 1'h0, \$7  };
+              \$366  = { 1'h0, \$7  };
             end
         3'h3:
             if (acc_rd__gnt) begin
-              \$178  = \$9 [1:0];
+              \$366  = \$9 [1:0];
             end
       endcase
       if (reset[3]) begin
-        \$178  = 2'h0;
+        \$366  = 2'h0;
       end
     end
     if (rst) begin
-      \$178  = 2'h0;
+      \$366  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$179  = cap_idx;
+    \$367  = cap_idx;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
@@ -33325,562 +33992,852 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             /* empty */;
         3'h3:
             if (acc_rd__gnt) begin
-              \$179  = pidx;
+              \$367  = pidx;
             end
       endcase
       if (reset[3]) begin
-        \$179  = 2'h0;
+        \$367  = 2'h0;
       end
     end
     if (rst) begin
-      \$179  = 2'h0;
+      \$367  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$180  = v0;
+    \$368  = v0;
     if (\$2 ) begin
-      \$180  = fire;
+      \$368  = fire;
       if (reset[3]) begin
-        \$180  = 1'h0;
+        \$368  = 1'h0;
       end
     end
     if (rst) begin
-      \$180  = 1'h0;
+      \$368  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$181  = v1;
+    \$369  = v1;
     if (\$2 ) begin
-      \$181  = v0;
+      \$369  = v0;
       if (reset[3]) begin
-        \$181  = 1'h0;
+        \$369  = 1'h0;
       end
     end
     if (rst) begin
-      \$181  = 1'h0;
+      \$369  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$182  = v2;
+    \$370  = v2;
     if (\$2 ) begin
-      \$182  = v1;
+      \$370  = v1;
       if (reset[3]) begin
-        \$182  = 1'h0;
+        \$370  = 1'h0;
       end
     end
     if (rst) begin
-      \$182  = 1'h0;
+      \$370  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$183  = v3;
+    \$371  = v3;
     if (\$2 ) begin
-      \$183  = v2;
+      \$371  = v2;
       if (reset[3]) begin
-        \$183  = 1'h0;
+        \$371  = 1'h0;
       end
     end
     if (rst) begin
-      \$183  = 1'h0;
+      \$371  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$184  = x1_0;
+    \$372  = v4;
     if (\$2 ) begin
-      if (v0) begin
-        \$184  = \$13 [31:0];
-      end
+      \$372  = v3;
       if (reset[3]) begin
-        \$184  = 32'd0;
+        \$372  = 1'h0;
       end
     end
     if (rst) begin
-      \$184  = 32'd0;
+      \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$185  = res1_0;
+    \$373  = v5;
     if (\$2 ) begin
-      if (v0) begin
-        \$185  = spad_rd__data[7:0];
-      end
+      \$373  = v4;
       if (reset[3]) begin
-        \$185  = 8'h00;
+        \$373  = 1'h0;
       end
     end
     if (rst) begin
-      \$185  = 8'h00;
+      \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$186  = p2_0;
+    \$374  = res1_0;
     if (\$2 ) begin
-      if (v1) begin
-        \$186  = \$14 ;
-      end
+      \$374  = \$13 ;
       if (reset[3]) begin
-        \$186  = 64'h0000000000000000;
+        \$374  = 8'h00;
       end
     end
     if (rst) begin
-      \$186  = 64'h0000000000000000;
+      \$374  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$187  = res2_0;
+    \$375  = res2_0;
     if (\$2 ) begin
-      if (v1) begin
-        \$187  = res1_0;
-      end
+      \$375  = \$14 ;
       if (reset[3]) begin
-        \$187  = 8'h00;
+        \$375  = 8'h00;
       end
     end
     if (rst) begin
-      \$187  = 8'h00;
+      \$375  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$188  = y3_0;
+    \$376  = res3_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$188  = \$17 ;
-      end
+      \$376  = \$15 ;
       if (reset[3]) begin
-        \$188  = 8'h00;
+        \$376  = 8'h00;
       end
     end
     if (rst) begin
-      \$188  = 8'h00;
+      \$376  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$189  = res3_0;
+    \$377  = res4_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$189  = res2_0;
-      end
+      \$377  = \$16 ;
       if (reset[3]) begin
-        \$189  = 8'h00;
+        \$377  = 8'h00;
       end
     end
     if (rst) begin
-      \$189  = 8'h00;
+      \$377  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$190  = x1_1;
+    \$378  = res5_0;
     if (\$2 ) begin
-      if (v0) begin
-        \$190  = \$18 [31:0];
-      end
+      \$378  = \$17 ;
       if (reset[3]) begin
-        \$190  = 32'd0;
+        \$378  = 8'h00;
       end
     end
     if (rst) begin
-      \$190  = 32'd0;
+      \$378  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$191  = res1_1;
+    \$379  = res1_1;
     if (\$2 ) begin
-      if (v0) begin
-        \$191  = spad_rd__data[15:8];
-      end
+      \$379  = \$18 ;
       if (reset[3]) begin
-        \$191  = 8'h00;
+        \$379  = 8'h00;
       end
     end
     if (rst) begin
-      \$191  = 8'h00;
+      \$379  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$192  = p2_1;
+    \$380  = res2_1;
     if (\$2 ) begin
-      if (v1) begin
-        \$192  = \$19 ;
-      end
+      \$380  = \$19 ;
       if (reset[3]) begin
-        \$192  = 64'h0000000000000000;
+        \$380  = 8'h00;
       end
     end
     if (rst) begin
-      \$192  = 64'h0000000000000000;
+      \$380  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$193  = res2_1;
+    \$381  = res3_1;
     if (\$2 ) begin
-      if (v1) begin
-        \$193  = res1_1;
-      end
+      \$381  = \$20 ;
       if (reset[3]) begin
-        \$193  = 8'h00;
+        \$381  = 8'h00;
       end
     end
     if (rst) begin
-      \$193  = 8'h00;
+      \$381  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$194  = y3_1;
+    \$382  = res4_1;
     if (\$2 ) begin
-      if (v2) begin
-        \$194  = \$22 ;
-      end
+      \$382  = \$21 ;
       if (reset[3]) begin
-        \$194  = 8'h00;
+        \$382  = 8'h00;
       end
     end
     if (rst) begin
-      \$194  = 8'h00;
+      \$382  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$195  = res3_1;
+    \$383  = res5_1;
     if (\$2 ) begin
-      if (v2) begin
-        \$195  = res2_1;
-      end
+      \$383  = \$22 ;
       if (reset[3]) begin
-        \$195  = 8'h00;
+        \$383  = 8'h00;
       end
     end
     if (rst) begin
-      \$195  = 8'h00;
+      \$383  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$196  = x1_2;
+    \$384  = res1_2;
     if (\$2 ) begin
-      if (v0) begin
-        \$196  = \$23 [31:0];
-      end
+      \$384  = \$23 ;
       if (reset[3]) begin
-        \$196  = 32'd0;
+        \$384  = 8'h00;
       end
     end
     if (rst) begin
-      \$196  = 32'd0;
+      \$384  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$197  = res1_2;
+    \$385  = res2_2;
     if (\$2 ) begin
-      if (v0) begin
-        \$197  = spad_rd__data[23:16];
-      end
+      \$385  = \$24 ;
       if (reset[3]) begin
-        \$197  = 8'h00;
+        \$385  = 8'h00;
       end
     end
     if (rst) begin
-      \$197  = 8'h00;
+      \$385  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$198  = p2_2;
+    \$386  = res3_2;
     if (\$2 ) begin
-      if (v1) begin
-        \$198  = \$24 ;
-      end
+      \$386  = \$25 ;
       if (reset[3]) begin
-        \$198  = 64'h0000000000000000;
+        \$386  = 8'h00;
       end
     end
     if (rst) begin
-      \$198  = 64'h0000000000000000;
+      \$386  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$199  = res2_2;
+    \$387  = res4_2;
     if (\$2 ) begin
-      if (v1) begin
-        \$199  = res1_2;
-      end
+      \$387  = \$26 ;
       if (reset[3]) begin
-        \$199  = 8'h00;
+        \$387  = 8'h00;
       end
     end
     if (rst) begin
-      \$199  = 8'h00;
+      \$387  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$200  = y3_2;
+    \$388  = res5_2;
     if (\$2 ) begin
-      if (v2) begin
-        \$200  = \$27 ;
-      end
+      \$388  = \$27 ;
       if (reset[3]) begin
-        \$200  = 8'h00;
+        \$388  = 8'h00;
       end
     end
     if (rst) begin
-      \$200  = 8'h00;
+      \$388  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$201  = res3_2;
+    \$389  = res1_3;
     if (\$2 ) begin
-      if (v2) begin
-        \$201  = res2_2;
-      end
+      \$389  = \$28 ;
       if (reset[3]) begin
-        \$201  = 8'h00;
+        \$389  = 8'h00;
       end
     end
     if (rst) begin
-      \$201  = 8'h00;
+      \$389  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$202  = x1_3;
+    \$390  = res2_3;
     if (\$2 ) begin
-      if (v0) begin
-        \$202  = \$28 [31:0];
-      end
+      \$390  = \$29 ;
       if (reset[3]) begin
-        \$202  = 32'd0;
+        \$390  = 8'h00;
       end
     end
     if (rst) begin
-      \$202  = 32'd0;
+      \$390  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$203  = res1_3;
+    \$391  = res3_3;
     if (\$2 ) begin
-      if (v0) begin
-        \$203  = spad_rd__data[31:24];
-      end
+      \$391  = \$30 ;
       if (reset[3]) begin
-        \$203  = 8'h00;
+        \$391  = 8'h00;
       end
     end
     if (rst) begin
-      \$203  = 8'h00;
+      \$391  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$204  = p2_3;
+    \$392  = res4_3;
     if (\$2 ) begin
-      if (v1) begin
-        \$204  = \$29 ;
-      end
+      \$392  = \$31 ;
       if (reset[3]) begin
-        \$204  = 64'h0000000000000000;
+        \$392  = 8'h00;
       end
     end
     if (rst) begin
-      \$204  = 64'h0000000000000000;
+      \$392  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$205  = res2_3;
+    \$393  = res5_3;
     if (\$2 ) begin
-      if (v1) begin
-        \$205  = res1_3;
-      end
+      \$393  = \$32 ;
       if (reset[3]) begin
-        \$205  = 8'h00;
+        \$393  = 8'h00;
       end
     end
     if (rst) begin
-      \$205  = 8'h00;
+      \$393  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$206  = y3_3;
+    \$394  = x1_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$206  = \$32 ;
-      end
+      \$394  = \$34 ;
       if (reset[3]) begin
-        \$206  = 8'h00;
+        \$394  = 32'd0;
       end
     end
     if (rst) begin
-      \$206  = 8'h00;
+      \$394  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$207  = res3_3;
+    \$395  = plo2_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$207  = res2_3;
-      end
+      \$395  = \$36 ;
       if (reset[3]) begin
-        \$207  = 8'h00;
+        \$395  = 49'h0000000000000;
       end
     end
     if (rst) begin
-      \$207  = 8'h00;
+      \$395  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$208  = wr_en;
+    \$396  = phi2_0;
     if (\$2 ) begin
-      \$208  = 1'h0;
-      if (v3) begin
+      \$396  = \$38 ;
+      if (reset[3]) begin
+        \$396  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$396  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$397  = p3_0;
+    if (\$2 ) begin
+      \$397  = \$41 [63:0];
+      if (reset[3]) begin
+        \$397  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$397  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$398  = sh4_0;
+    if (\$2 ) begin
+      \$398  = \$43 ;
+      if (reset[3]) begin
+        \$398  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$398  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$399  = rb4_0;
+    if (\$2 ) begin
+      \$399  = \$46 ;
+      if (reset[3]) begin
+        \$399  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$399  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$400  = y5_0;
+    if (\$2 ) begin
+      \$400  = \$86 ;
+      if (reset[3]) begin
+        \$400  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$400  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$401  = x1_1;
+    if (\$2 ) begin
+      \$401  = \$88 ;
+      if (reset[3]) begin
+        \$401  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$401  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$402  = plo2_1;
+    if (\$2 ) begin
+      \$402  = \$90 ;
+      if (reset[3]) begin
+        \$402  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$402  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$403  = phi2_1;
+    if (\$2 ) begin
+      \$403  = \$92 ;
+      if (reset[3]) begin
+        \$403  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$403  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$404  = p3_1;
+    if (\$2 ) begin
+      \$404  = \$95 [63:0];
+      if (reset[3]) begin
+        \$404  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$404  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$405  = sh4_1;
+    if (\$2 ) begin
+      \$405  = \$97 ;
+      if (reset[3]) begin
+        \$405  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$405  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$406  = rb4_1;
+    if (\$2 ) begin
+      \$406  = \$100 ;
+      if (reset[3]) begin
+        \$406  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$407  = y5_1;
+    if (\$2 ) begin
+      \$407  = \$140 ;
+      if (reset[3]) begin
+        \$407  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$407  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$408  = x1_2;
+    if (\$2 ) begin
+      \$408  = \$142 ;
+      if (reset[3]) begin
+        \$408  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$408  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$409  = plo2_2;
+    if (\$2 ) begin
+      \$409  = \$144 ;
+      if (reset[3]) begin
+        \$409  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$409  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$410  = phi2_2;
+    if (\$2 ) begin
+      \$410  = \$146 ;
+      if (reset[3]) begin
+        \$410  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$410  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$411  = p3_2;
+    if (\$2 ) begin
+      \$411  = \$149 [63:0];
+      if (reset[3]) begin
+        \$411  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$411  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$412  = sh4_2;
+    if (\$2 ) begin
+      \$412  = \$151 ;
+      if (reset[3]) begin
+        \$412  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$412  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$413  = rb4_2;
+    if (\$2 ) begin
+      \$413  = \$154 ;
+      if (reset[3]) begin
+        \$413  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$414  = y5_2;
+    if (\$2 ) begin
+      \$414  = \$194 ;
+      if (reset[3]) begin
+        \$414  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$414  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$415  = x1_3;
+    if (\$2 ) begin
+      \$415  = \$196 ;
+      if (reset[3]) begin
+        \$415  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$415  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$416  = plo2_3;
+    if (\$2 ) begin
+      \$416  = \$198 ;
+      if (reset[3]) begin
+        \$416  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$416  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$417  = phi2_3;
+    if (\$2 ) begin
+      \$417  = \$200 ;
+      if (reset[3]) begin
+        \$417  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$417  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$418  = p3_3;
+    if (\$2 ) begin
+      \$418  = \$203 [63:0];
+      if (reset[3]) begin
+        \$418  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$418  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$419  = sh4_3;
+    if (\$2 ) begin
+      \$419  = \$205 ;
+      if (reset[3]) begin
+        \$419  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$419  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$420  = rb4_3;
+    if (\$2 ) begin
+      \$420  = \$208 ;
+      if (reset[3]) begin
+        \$420  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$421  = y5_3;
+    if (\$2 ) begin
+      \$421  = \$248 ;
+      if (reset[3]) begin
+        \$421  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$421  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$422  = wr_en;
+    if (\$2 ) begin
+      \$422  = 1'h0;
+      if (v5) begin
         (* full_case = 32'd1 *)
         if (cmd[147]) begin
         end else begin
-          \$208  = 1'h1;
+          \$422  = 1'h1;
         end
       end
-      if (\$53 ) begin
-        \$208  = 1'h1;
+      if (\$269 ) begin
+        \$422  = 1'h1;
       end
       if (reset[3]) begin
-        \$208  = 1'h0;
+        \$422  = 1'h0;
       end
     end
     if (rst) begin
-      \$208  = 1'h0;
+      \$422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$209  = max4_0;
+    \$423  = max6_0;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$209  = \$37 ;
+          \$423  = \$253 ;
         end
       end
       if (reset[3]) begin
-        \$209  = 8'h00;
+        \$423  = 8'h00;
       end
     end
     if (rst) begin
-      \$209  = 8'h00;
+      \$423  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$210  = max4_1;
+    \$424  = max6_1;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$210  = \$41 ;
+          \$424  = \$257 ;
         end
       end
       if (reset[3]) begin
-        \$210  = 8'h00;
+        \$424  = 8'h00;
       end
     end
     if (rst) begin
-      \$210  = 8'h00;
+      \$424  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$211  = max4_2;
+    \$425  = max6_2;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$211  = \$45 ;
+          \$425  = \$261 ;
         end
       end
       if (reset[3]) begin
-        \$211  = 8'h00;
+        \$425  = 8'h00;
       end
     end
     if (rst) begin
-      \$211  = 8'h00;
+      \$425  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$212  = max4_3;
+    \$426  = max6_3;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$212  = \$49 ;
+          \$426  = \$265 ;
         end
       end
       if (reset[3]) begin
-        \$212  = 8'h00;
+        \$426  = 8'h00;
       end
     end
     if (rst) begin
-      \$212  = 8'h00;
+      \$426  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$213  = wr_addr;
+    \$427  = wr_addr;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         (* full_case = 32'd1 *)
         if (cmd[147]) begin
         end else begin
-          \$213  = \$50 [13:0];
+          \$427  = \$266 [13:0];
         end
       end
-      if (\$53 ) begin
-        \$213  = cmd[33:20];
+      if (\$269 ) begin
+        \$427  = cmd[33:20];
       end
       if (reset[3]) begin
-        \$213  = 14'h0000;
+        \$427  = 14'h0000;
       end
     end
     if (rst) begin
-      \$213  = 14'h0000;
+      \$427  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$214  = wr_data;
+    \$428  = wr_data;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         (* full_case = 32'd1 *)
         if (cmd[147]) begin
         end else begin
-          \$214  = { out4_3, out4_2, out4_1, out4_0 };
+          \$428  = { out6_3, out6_2, out6_1, out6_0 };
         end
       end
-      if (\$53 ) begin
-        \$214  = { max4_3, max4_2, max4_1, max4_0 };
+      if (\$269 ) begin
+        \$428  = { max6_3, max6_2, max6_1, max6_0 };
       end
       if (reset[3]) begin
-        \$214  = 32'd0;
+        \$428  = 32'd0;
       end
     end
     if (rst) begin
-      \$214  = 32'd0;
+      \$428  = 32'd0;
     end
   end
   always @* begin
@@ -33904,7 +34861,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__en = \$79 ;
+          acc_rd__en = \$295 ;
     endcase
   end
   always @* begin
@@ -33916,11 +34873,11 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h1:
           /* empty */;
       3'h3:
-          acc_rd__addr = \$78 [12:0];
+          acc_rd__addr = \$294 [12:0];
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__addr = \$80 [12:0];
+          acc_rd__addr = \$296 [12:0];
     endcase
   end
   always @* begin
@@ -33936,7 +34893,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__en = \$82 ;
+          spad_rd__en = \$298 ;
     endcase
   end
   always @* begin
@@ -33952,7 +34909,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__addr = \$83 [13:0];
+          spad_rd__addr = \$299 [13:0];
     endcase
   end
   always @* begin
@@ -33968,7 +34925,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          fire = \$88 ;
+          fire = \$304 ;
     endcase
   end
   always @* begin
@@ -33991,16 +34948,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           ctl__done = 1'h1;
     endcase
   end
-  assign y_0 = \$97 [7:0];
-  assign y_1 = \$113 [7:0];
-  assign y_2 = \$129 [7:0];
-  assign y_3 = \$145 [7:0];
   assign ctl__error = err;
   assign active = fire;
-  assign p_wide_0 = { p2_0[63], p2_0[63], p2_0 };
-  assign p_wide_1 = { p2_1[63], p2_1[63], p2_1 };
-  assign p_wide_2 = { p2_2[63], p2_2[63], p2_2 };
-  assign p_wide_3 = { p2_3[63], p2_3[63], p2_3 };
   assign spad_wr__en = wr_en;
   assign spad_wr__addr = wr_addr;
   assign spad_wr__data = wr_data;
@@ -34034,14 +34983,18 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign rnd_0 = { 1'h0, \$89 [63:1] };
-  assign rnd_1 = { 1'h0, \$105 [63:1] };
-  assign rnd_2 = { 1'h0, \$121 [63:1] };
-  assign rnd_3 = { 1'h0, \$137 [63:1] };
+  assign \$39  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$44  = { p3_0, 1'h0 };
+  assign \$93  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$98  = { p3_1, 1'h0 };
+  assign \$147  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$152  = { p3_2, 1'h0 };
+  assign \$201  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$206  = { p3_3, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7454$16 , \port$8250$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7659$16 , \port$8455$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34085,10 +35038,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7454$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7454$16 ;
-  wire [15:0] \port$7454$16 ;
-  input [7:0] \port$8250$0 ;
-  wire [7:0] \port$8250$0 ;
+  input [15:0] \port$7659$16 ;
+  wire [15:0] \port$7659$16 ;
+  input [7:0] \port$8455$0 ;
+  wire [7:0] \port$8455$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -34123,7 +35076,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7454$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7454$16 , \port$8250$0  };
+      storage[w_port__addr] <= { \port$7659$16 , \port$8455$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -34234,8 +35187,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7454$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7454$16 , \port$8250$0  };
-  assign w_data = { \port$7454$16 , \port$8250$0  };
+  assign w_port__data = { \port$7659$16 , \port$8455$0  };
+  assign w_data = { \port$7659$16 , \port$8455$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

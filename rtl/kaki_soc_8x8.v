@@ -2351,20 +2351,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$7933$0 (q_wait_queue),
-    .\port$8136$0 (inflight),
-    .\port$8267$0 (q__0__cpl_irq),
-    .\port$8281$0 (q__0__error_irq),
-    .\port$8291$0 (q__1__cpl_irq),
-    .\port$8305$0 (q__1__error_irq),
-    .\port$8315$0 (q__2__cpl_irq),
-    .\port$8329$0 (q__2__error_irq),
-    .\port$8339$0 (q__3__cpl_irq),
-    .\port$8353$0 (q__3__error_irq),
-    .\port$8365$0 (\$252 ),
-    .\port$8373$0 (\$253 ),
-    .\port$8381$0 (\$254 ),
-    .\port$8389$0 (\$255 ),
+    .\port$8314$0 (q_wait_queue),
+    .\port$8525$0 (inflight),
+    .\port$8656$0 (q__0__cpl_irq),
+    .\port$8670$0 (q__0__error_irq),
+    .\port$8680$0 (q__1__cpl_irq),
+    .\port$8694$0 (q__1__error_irq),
+    .\port$8704$0 (q__2__cpl_irq),
+    .\port$8718$0 (q__2__error_irq),
+    .\port$8728$0 (q__3__cpl_irq),
+    .\port$8742$0 (q__3__error_irq),
+    .\port$8754$0 (\$252 ),
+    .\port$8762$0 (\$253 ),
+    .\port$8770$0 (\$254 ),
+    .\port$8778$0 (\$255 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2452,10 +2452,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8138$0 (\$248 ),
-    .\port$8140$0 (\$249 ),
-    .\port$8142$0 (\$250 ),
-    .\port$8144$0 (\$251 ),
+    .\port$8527$0 (\$248 ),
+    .\port$8529$0 (\$249 ),
+    .\port$8531$0 (\$250 ),
+    .\port$8533$0 (\$251 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2539,8 +2539,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8138$16 (retire__0__tag),
-    .\port$8494$0 (dma_load_error),
+    .\port$8527$16 (retire__0__tag),
+    .\port$8883$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2550,8 +2550,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8140$16 (retire__1__tag),
-    .\port$8602$0 (dma_store_error),
+    .\port$8529$16 (retire__1__tag),
+    .\port$8991$0 (dma_store_error),
     .r_data(\r_data$488 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$485 ),
@@ -2595,22 +2595,22 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4459$0 (q__0__ready),
-    .\port$4461$0 (q__0__qreset_req),
-    .\port$4468$0 (q__1__ready),
-    .\port$4470$0 (q__1__qreset_req),
-    .\port$4477$0 (q__2__ready),
-    .\port$4479$0 (q__2__qreset_req),
-    .\port$4486$0 (q__3__ready),
-    .\port$4488$0 (q__3__qreset_req),
-    .\port$5143$0 (q__0__head),
-    .\port$5173$0 (q__1__head),
-    .\port$5203$0 (q__2__head),
-    .\port$5233$0 (q__3__head),
-    .\port$7500$0 (r_data),
-    .\port$7550$0 (\r_data$488 ),
-    .\port$7600$0 (\r_data$499 ),
-    .\port$7650$0 (\r_data$510 ),
+    .\port$4478$0 (q__0__ready),
+    .\port$4480$0 (q__0__qreset_req),
+    .\port$4487$0 (q__1__ready),
+    .\port$4489$0 (q__1__qreset_req),
+    .\port$4496$0 (q__2__ready),
+    .\port$4498$0 (q__2__qreset_req),
+    .\port$4505$0 (q__3__ready),
+    .\port$4507$0 (q__3__qreset_req),
+    .\port$5162$0 (q__0__head),
+    .\port$5192$0 (q__1__head),
+    .\port$5222$0 (q__2__head),
+    .\port$5252$0 (q__3__head),
+    .\port$7881$0 (r_data),
+    .\port$7931$0 (\r_data$488 ),
+    .\port$7981$0 (\r_data$499 ),
+    .\port$8031$0 (\r_data$510 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2656,8 +2656,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8142$16 (retire__2__tag),
-    .\port$8680$0 (gemm_error),
+    .\port$8531$16 (retire__2__tag),
+    .\port$9069$0 (gemm_error),
     .r_data(\r_data$499 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$496 ),
@@ -2696,8 +2696,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$46 (\$253 ),
     .\level$76 (\$254 ),
     .\port$121$0 (fw_write_qreset_ack_queue),
-    .\port$8126$0 (bus__wdata[3:0]),
-    .\port$8126$8 (bus__wdata[31:8]),
+    .\port$8511$0 (bus__wdata[3:0]),
+    .\port$8511$8 (bus__wdata[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2839,8 +2839,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8144$16 (retire__3__tag),
-    .\port$9708$0 (vec_error),
+    .\port$10097$0 (vec_error),
+    .\port$8533$16 (retire__3__tag),
     .r_data(\r_data$510 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$507 ),
@@ -6081,9 +6081,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [31:0] \$102 ;
+  wire \$102 ;
   wire \$103 ;
-  wire \$104 ;
+  wire [31:0] \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
@@ -6102,11 +6102,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$119 ;
   wire [31:0] \$12 ;
   wire \$120 ;
-  wire [2:0] \$121 ;
+  wire \$121 ;
   wire \$122 ;
   wire [2:0] \$123 ;
   wire \$124 ;
-  wire \$125 ;
+  wire [2:0] \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
@@ -6121,27 +6121,27 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [4:0] \$139 ;
+  wire \$139 ;
   wire [31:0] \$14 ;
   wire \$140 ;
-  wire \$141 ;
+  wire [4:0] \$141 ;
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [32:0] \$146 ;
-  wire [32:0] \$147 ;
-  wire [32:0] \$148 ;
-  wire [32:0] \$149 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire [31:0] \$15 ;
-  wire [32:0] \$150 ;
+  wire \$150 ;
   wire [32:0] \$151 ;
   wire [32:0] \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
+  wire [32:0] \$153 ;
+  wire [32:0] \$154 ;
+  wire [32:0] \$155 ;
+  wire [32:0] \$156 ;
+  wire [32:0] \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire [31:0] \$16 ;
@@ -6286,7 +6286,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
-  wire [31:0] \$288 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
@@ -6294,7 +6294,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
-  wire \$295 ;
+  wire [31:0] \$295 ;
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
@@ -6312,20 +6312,20 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$308 ;
   wire \$309 ;
   wire \$31 ;
-  wire [32:0] \$310 ;
-  wire [32:0] \$311 ;
+  wire \$310 ;
+  wire \$311 ;
   wire \$312 ;
   wire \$313 ;
-  wire [32:0] \$314 ;
-  wire [32:0] \$315 ;
+  wire \$314 ;
+  wire \$315 ;
   wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
+  wire [32:0] \$317 ;
+  wire [32:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
+  wire [32:0] \$321 ;
+  wire [32:0] \$322 ;
   wire \$323 ;
   wire \$324 ;
   wire \$325 ;
@@ -6353,31 +6353,31 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$345 ;
   wire \$346 ;
   wire \$347 ;
-  wire [5:0] \$348 ;
+  wire \$348 ;
   wire \$349 ;
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
-  reg [31:0] \$354 ;
-  reg [31:0] \$355 ;
-  reg [31:0] \$356 ;
-  reg [31:0] \$357 ;
-  reg [31:0] \$358 ;
-  reg [31:0] \$359 ;
-  wire \$36 ;
-  reg [31:0] \$360 ;
-  reg [31:0] \$361 ;
-  reg [31:0] \$362 ;
-  reg [31:0] \$363 ;
-  reg [31:0] \$364 ;
-  reg [31:0] \$365 ;
+  wire \$354 ;
+  wire [49:0] \$355 ;
+  wire [48:0] \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
+  wire [80:0] \$36 ;
+  wire [5:0] \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
   reg [31:0] \$366 ;
   reg [31:0] \$367 ;
   reg [31:0] \$368 ;
   reg [31:0] \$369 ;
-  wire \$37 ;
+  wire [81:0] \$37 ;
   reg [31:0] \$370 ;
   reg [31:0] \$371 ;
   reg [31:0] \$372 ;
@@ -6395,51 +6395,67 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [31:0] \$383 ;
   reg [31:0] \$384 ;
   reg [31:0] \$385 ;
-  reg [29:0] \$386 ;
+  reg [31:0] \$386 ;
   reg [31:0] \$387 ;
   reg [31:0] \$388 ;
-  reg \$389 ;
+  reg [31:0] \$389 ;
   wire \$39 ;
-  reg \$390 ;
-  reg [63:0] \$391 ;
-  reg [63:0] \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg [29:0] \$395 ;
+  reg [31:0] \$390 ;
+  reg [31:0] \$391 ;
+  reg [31:0] \$392 ;
+  reg [31:0] \$393 ;
+  reg [31:0] \$394 ;
+  reg [31:0] \$395 ;
   reg [31:0] \$396 ;
-  reg [2:0] \$397 ;
-  reg [31:0] \$398 ;
+  reg [31:0] \$397 ;
+  reg [29:0] \$398 ;
   reg [31:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
   reg [31:0] \$400 ;
-  reg [31:0] \$401 ;
-  reg [4:0] \$402 ;
-  reg [31:0] \$403 ;
-  reg \$404 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg [63:0] \$403 ;
+  reg [63:0] \$404 ;
   reg \$405 ;
   reg \$406 ;
-  reg [31:0] \$407 ;
-  reg [1:0] \$408 ;
-  reg \$409 ;
+  reg [29:0] \$407 ;
+  reg [31:0] \$408 ;
+  reg [3:0] \$409 ;
   wire \$41 ;
-  reg \$410 ;
+  reg [31:0] \$410 ;
   reg [31:0] \$411 ;
-  reg [3:0] \$412 ;
+  reg [31:0] \$412 ;
+  reg [31:0] \$413 ;
+  reg [4:0] \$414 ;
+  reg [31:0] \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg [32:0] \$419 ;
   wire \$42 ;
+  reg [32:0] \$420 ;
+  reg [31:0] \$421 ;
+  reg [1:0] \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg [31:0] \$425 ;
+  reg [3:0] \$426 ;
+  reg [50:0] \$427 ;
+  reg [49:0] \$428 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [32:0] \$46 ;
-  wire [32:0] \$47 ;
+  wire \$46 ;
+  wire \$47 ;
   wire [32:0] \$48 ;
   wire [32:0] \$49 ;
   wire [32:0] \$5 ;
-  wire [31:0] \$50 ;
-  wire [31:0] \$51 ;
+  wire [32:0] \$50 ;
+  wire [32:0] \$51 ;
   wire [31:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
+  wire [31:0] \$53 ;
+  wire [31:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -6448,18 +6464,18 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire [32:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
-  wire [31:0] \$62 ;
-  wire [32:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [31:0] \$64 ;
+  wire [32:0] \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire [6:0] \$69 ;
+  wire \$69 ;
   wire [33:0] \$7 ;
-  wire [3:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
+  wire \$70 ;
+  wire [6:0] \$71 ;
+  wire [3:0] \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
@@ -6468,15 +6484,15 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$78 ;
   wire \$79 ;
   wire [62:0] \$8 ;
-  wire [33:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire [64:0] \$83 ;
+  wire [33:0] \$82 ;
+  wire \$83 ;
   wire \$84 ;
-  wire \$85 ;
-  wire [64:0] \$86 ;
+  wire [64:0] \$85 ;
+  wire \$86 ;
   wire \$87 ;
-  wire \$88 ;
+  wire [64:0] \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
@@ -6486,11 +6502,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire [32:0] \$97 ;
+  wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [32:0] \$99 ;
   reg \$signal  = 1'h0;
-  reg \$signal$59  = 1'h0;
+  reg \$signal$61  = 1'h0;
   wire [31:0] alu_b;
   reg [31:0] alu_res;
   reg br_taken;
@@ -6518,7 +6534,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [31:0] c_value;
   input clk;
   wire clk;
-  reg [2:0] core_fsm_state = 3'h0;
+  reg [3:0] core_fsm_state = 4'h0;
   wire csr_illegal;
   reg csr_known;
   reg [31:0] csr_old;
@@ -6585,6 +6601,10 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [29:0] mtvec = 30'h00000000;
   wire [32:0] mul_a;
   wire [32:0] mul_b;
+  reg [49:0] mul_hi = 50'h0000000000000;
+  reg [50:0] mul_lo = 51'h0000000000000;
+  reg [32:0] mul_ra = 33'h000000000;
+  reg [32:0] mul_rb = 33'h000000000;
   wire [31:0] mul_res;
   wire [31:0] next_pc;
   wire op_alu_legal;
@@ -6684,455 +6704,473 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   assign \$33  = \$32  & rs1v[31];
   assign \$34  = insn[14:12] == 1'h1;
   assign \$35  = \$34  & rs2v[31];
-  assign product = $signed({ \$33 , rs1v }) * $signed({ \$35 , rs2v });
-  assign \$36  = ! insn[14:12];
-  assign mul_res = \$36  ? product[31:0] : product[63:32];
-  assign \$37  = rs1v == rs2v;
-  assign \$38  = rs1v == rs2v;
-  assign \$39  = ~ \$38 ;
-  assign \$40  = $signed(rs1v) < $signed(rs2v);
-  assign \$41  = $signed(rs1v) < $signed(rs2v);
-  assign \$42  = ~ \$41 ;
-  assign \$43  = rs1v < rs2v;
-  assign \$44  = rs1v < rs2v;
-  assign \$45  = ~ \$44 ;
-  assign \$46  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[7], insn[30:25], insn[11:8], 1'h0 };
-  assign \$47  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[19:12], insn[20], insn[30:21], 1'h0 };
-  assign \$48  = rs1v + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$37  = $signed(mul_lo) + $signed(\$36 );
+  assign \$38  = ! insn[14:12];
+  assign mul_res = \$38  ? \$37 [31:0] : \$37 [63:32];
+  assign \$39  = rs1v == rs2v;
+  assign \$40  = rs1v == rs2v;
+  assign \$41  = ~ \$40 ;
+  assign \$42  = $signed(rs1v) < $signed(rs2v);
+  assign \$43  = $signed(rs1v) < $signed(rs2v);
+  assign \$44  = ~ \$43 ;
+  assign \$45  = rs1v < rs2v;
+  assign \$46  = rs1v < rs2v;
+  assign \$47  = ~ \$46 ;
+  assign \$48  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[7], insn[30:25], insn[11:8], 1'h0 };
+  assign \$49  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[19:12], insn[20], insn[30:21], 1'h0 };
+  assign \$50  = rs1v + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
   assign csr_src = insn[14] ? { 27'h0000000, insn[19:15] } : rs1v;
-  assign \$50  = csr_old | csr_src;
-  assign \$51  = ~ csr_src;
-  assign \$52  = csr_old & \$51 ;
-  assign \$53  = ~ csr_known;
-  assign \$54  = insn[13:12] == 1'h1;
-  assign \$55  = | insn[19:15];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$56  & csr_ro;
-  assign \$58  = \$53  | \$57 ;
-  assign \$59  = ! insn[13:12];
-  assign csr_illegal = \$58  | \$59 ;
-  assign \$60  = \$signal  & \$signal$59 ;
-  assign irq_take = \$60  & irq;
-  assign wake = irq & \$signal$59 ;
-  assign \$61  = insn[6:0] == 6'h23;
-  assign \$62  = \$61  ? { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:25], insn[11:7] } : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
-  assign \$63  = rs1v + \$62 ;
-  assign \$64  = insn[13:12] == 1'h1;
-  assign \$65  = \$64  & \$63 [0];
-  assign \$66  = insn[13:12] == 2'h2;
-  assign \$67  = | \$63 [1:0];
-  assign \$68  = \$66  & \$67 ;
-  assign ls_misaligned = \$65  | \$68 ;
-  assign \$69  = 1'h1 << \$63 [1:0];
-  assign \$70  = \$63 [1] ? 4'hc : 4'h3;
-  assign \$71  = insn[6:0] == 6'h23;
-  assign \$72  = ~ \$71 ;
-  assign \$73  = ! \$63 [31:14];
-  assign ls_to_imem = \$72  & \$73 ;
-  assign \$74  = \$63 [31:14] == 15'h4000;
-  assign \$75  = ls_to_imem | \$74 ;
-  assign \$76  = \$63 [31:16] == 14'h2000;
-  assign \$77  = insn[13:12] == 2'h2;
-  assign \$78  = \$76  & \$77 ;
-  assign \$79  = \$75  | \$78 ;
-  assign ls_fault = ~ \$79 ;
+  assign \$52  = csr_old | csr_src;
+  assign \$53  = ~ csr_src;
+  assign \$54  = csr_old & \$53 ;
+  assign \$55  = ~ csr_known;
+  assign \$56  = insn[13:12] == 1'h1;
+  assign \$57  = | insn[19:15];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$58  & csr_ro;
+  assign \$60  = \$55  | \$59 ;
+  assign \$61  = ! insn[13:12];
+  assign csr_illegal = \$60  | \$61 ;
+  assign \$62  = \$signal  & \$signal$61 ;
+  assign irq_take = \$62  & irq;
+  assign wake = irq & \$signal$61 ;
+  assign \$63  = insn[6:0] == 6'h23;
+  assign \$64  = \$63  ? { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:25], insn[11:7] } : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
+  assign \$65  = rs1v + \$64 ;
+  assign \$66  = insn[13:12] == 1'h1;
+  assign \$67  = \$66  & \$65 [0];
+  assign \$68  = insn[13:12] == 2'h2;
+  assign \$69  = | \$65 [1:0];
+  assign \$70  = \$68  & \$69 ;
+  assign ls_misaligned = \$67  | \$70 ;
+  assign \$71  = 1'h1 << \$65 [1:0];
+  assign \$72  = \$65 [1] ? 4'hc : 4'h3;
+  assign \$73  = insn[6:0] == 6'h23;
+  assign \$74  = ~ \$73 ;
+  assign \$75  = ! \$65 [31:14];
+  assign ls_to_imem = \$74  & \$75 ;
+  assign \$76  = \$65 [31:14] == 15'h4000;
+  assign \$77  = ls_to_imem | \$76 ;
+  assign \$78  = \$65 [31:16] == 14'h2000;
+  assign \$79  = insn[13:12] == 2'h2;
+  assign \$80  = \$78  & \$79 ;
+  assign \$81  = \$77  | \$80 ;
+  assign ls_fault = ~ \$81 ;
   assign ld_shift = ld_word >> { ld_off, 3'h0 };
-  assign \$80  = { div_rem, div_quo[31] } - div_den;
+  assign \$82  = { div_rem, div_quo[31] } - div_den;
   assign trace_rd = c_trap ? 5'h00 : c_rd;
-  assign \$81  = ! c_rd;
-  assign \$82  = c_trap | \$81 ;
-  assign trace_value = \$82  ? 32'd0 : c_value;
+  assign \$83  = ! c_rd;
+  assign \$84  = c_trap | \$83 ;
+  assign trace_value = \$84  ? 32'd0 : c_value;
   assign trace_cause = c_trap ? c_cause : 32'd0;
-  assign \$83  = mcycle + 1'h1;
-  assign \$84  = ~ c_trap;
-  assign \$85  = trace_valid & \$84 ;
-  assign \$86  = minstret + \$85 ;
+  assign \$85  = mcycle + 1'h1;
+  assign \$86  = ~ c_trap;
+  assign \$87  = trace_valid & \$86 ;
+  assign \$88  = minstret + \$87 ;
   assign next_pc = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign \$87  = ! pc[31:14];
-  assign \$88  = ! pc[1:0];
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = | pc[1:0];
-  assign \$91  = ! next_pc[31:14];
-  assign \$92  = ! next_pc[1:0];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = ! next_pc[31:14];
-  assign \$95  = ! next_pc[1:0];
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = pc + { insn[31:12], 12'h000 };
-  assign \$98  = ! insn[14:12];
-  assign \$99  = insn[14:12] != 2'h2;
-  assign \$100  = insn[14:12] != 2'h3;
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = br_taken ? \$46 [31:0] : \$1 [31:0];
-  assign \$103  = insn[6:0] == 6'h33;
-  assign \$104  = insn[31:25] == 1'h1;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = insn[6:0] == 6'h23;
-  assign \$107  = ! insn[14:12];
-  assign \$108  = insn[14:12] == 1'h1;
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = insn[14:12] == 2'h2;
+  assign \$89  = ! pc[31:14];
+  assign \$90  = ! pc[1:0];
+  assign \$91  = \$89  & \$90 ;
+  assign \$92  = | pc[1:0];
+  assign \$93  = ! next_pc[31:14];
+  assign \$94  = ! next_pc[1:0];
+  assign \$95  = \$93  & \$94 ;
+  assign \$96  = ! next_pc[31:14];
+  assign \$97  = ! next_pc[1:0];
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = pc + { insn[31:12], 12'h000 };
+  assign \$100  = ! insn[14:12];
+  assign \$101  = insn[14:12] != 2'h2;
+  assign \$102  = insn[14:12] != 2'h3;
+  assign \$103  = \$101  & \$102 ;
+  assign \$104  = br_taken ? \$48 [31:0] : \$1 [31:0];
+  assign \$105  = insn[6:0] == 6'h33;
+  assign \$106  = insn[31:25] == 1'h1;
+  assign \$107  = \$105  & \$106 ;
+  assign \$108  = insn[6:0] == 6'h23;
+  assign \$109  = ! insn[14:12];
+  assign \$110  = insn[14:12] == 1'h1;
   assign \$111  = \$109  | \$110 ;
-  assign \$112  = ~ \$111 ;
-  assign \$113  = insn[14:12] != 2'h3;
-  assign \$114  = insn[14:12] != 3'h6;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = insn[14:12] != 3'h7;
+  assign \$112  = insn[14:12] == 2'h2;
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = ~ \$113 ;
+  assign \$115  = insn[14:12] != 2'h3;
+  assign \$116  = insn[14:12] != 3'h6;
   assign \$117  = \$115  & \$116 ;
-  assign \$118  = ~ \$117 ;
-  assign \$119  = \$106  ? \$112  : \$118 ;
-  assign \$120  = insn[6:0] == 6'h23;
-  assign \$121  = \$120  ? 3'h6 : 3'h4;
+  assign \$118  = insn[14:12] != 3'h7;
+  assign \$119  = \$117  & \$118 ;
+  assign \$120  = ~ \$119 ;
+  assign \$121  = \$108  ? \$114  : \$120 ;
   assign \$122  = insn[6:0] == 6'h23;
-  assign \$123  = \$122  ? 3'h7 : 3'h5;
-  assign \$124  = ! insn[14:12];
-  assign \$125  = insn[14:12] == 1'h1;
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = ! insn[14:12];
-  assign \$128  = insn == 7'h73;
-  assign \$129  = insn == 21'h100073;
-  assign \$130  = insn == 30'h30200073;
-  assign \$131  = insn == 29'h10500073;
-  assign \$132  = insn[13:12] == 1'h1;
-  assign \$133  = | insn[19:15];
-  assign \$134  = \$132  | \$133 ;
-  assign \$135  = ! next_pc[31:14];
-  assign \$136  = ! next_pc[1:0];
-  assign \$137  = \$135  & \$136 ;
-  assign \$138  = insn[6:0] == 6'h23;
-  assign \$139  = \$138  ? 5'h00 : insn[11:7];
-  assign \$140  = ! next_pc[31:14];
-  assign \$141  = ! next_pc[1:0];
-  assign \$142  = \$140  & \$141 ;
-  assign \$143  = ! next_pc[31:14];
-  assign \$144  = ! next_pc[1:0];
-  assign \$145  = \$143  & \$144 ;
-  assign \$146  = - div_rem;
-  assign \$147  = div_negr ? \$146  : { 1'h0, div_rem };
-  assign \$148  = div_zero ? { 1'h0, div_a } : \$147 ;
-  assign \$149  = - div_quo;
-  assign \$150  = div_negq ? \$149  : { 1'h0, div_quo };
-  assign \$151  = div_zero ? 33'h0ffffffff : \$150 ;
-  assign \$152  = insn[13] ? \$148  : \$151 ;
-  assign \$153  = ! next_pc[31:14];
-  assign \$154  = ! next_pc[1:0];
-  assign \$155  = \$153  & \$154 ;
-  assign \$156  = ! core_fsm_state;
-  assign \$157  = core_fsm_state == 1'h1;
-  assign \$158  = core_fsm_state == 2'h2;
-  assign \$159  = core_fsm_state == 2'h3;
-  assign \$160  = core_fsm_state == 3'h4;
-  assign \$161  = core_fsm_state == 3'h5;
-  assign \$162  = core_fsm_state == 3'h6;
-  assign \$163  = core_fsm_state == 3'h7;
-  assign \$164  = ~ c_trap;
-  assign \$165  = trace_valid & \$164 ;
-  assign \$166  = c_rd == 1'h1;
-  assign \$167  = \$165  & \$166 ;
-  assign \$168  = ~ c_trap;
-  assign \$169  = trace_valid & \$168 ;
-  assign \$170  = c_rd == 2'h2;
-  assign \$171  = \$169  & \$170 ;
-  assign \$172  = ~ c_trap;
-  assign \$173  = trace_valid & \$172 ;
-  assign \$174  = c_rd == 2'h3;
-  assign \$175  = \$173  & \$174 ;
-  assign \$176  = ~ c_trap;
-  assign \$177  = trace_valid & \$176 ;
-  assign \$178  = c_rd == 3'h4;
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = ~ c_trap;
-  assign \$181  = trace_valid & \$180 ;
-  assign \$182  = c_rd == 3'h5;
-  assign \$183  = \$181  & \$182 ;
-  assign \$184  = ~ c_trap;
-  assign \$185  = trace_valid & \$184 ;
-  assign \$186  = c_rd == 3'h6;
-  assign \$187  = \$185  & \$186 ;
-  assign \$188  = ~ c_trap;
-  assign \$189  = trace_valid & \$188 ;
-  assign \$190  = c_rd == 3'h7;
-  assign \$191  = \$189  & \$190 ;
-  assign \$192  = ~ c_trap;
-  assign \$193  = trace_valid & \$192 ;
-  assign \$194  = c_rd == 4'h8;
-  assign \$195  = \$193  & \$194 ;
-  assign \$196  = ~ c_trap;
-  assign \$197  = trace_valid & \$196 ;
-  assign \$198  = c_rd == 4'h9;
-  assign \$199  = \$197  & \$198 ;
-  assign \$200  = ~ c_trap;
-  assign \$201  = trace_valid & \$200 ;
-  assign \$202  = c_rd == 4'ha;
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = ~ c_trap;
-  assign \$205  = trace_valid & \$204 ;
-  assign \$206  = c_rd == 4'hb;
-  assign \$207  = \$205  & \$206 ;
-  assign \$208  = ~ c_trap;
-  assign \$209  = trace_valid & \$208 ;
-  assign \$210  = c_rd == 4'hc;
-  assign \$211  = \$209  & \$210 ;
-  assign \$212  = ~ c_trap;
-  assign \$213  = trace_valid & \$212 ;
-  assign \$214  = c_rd == 4'hd;
-  assign \$215  = \$213  & \$214 ;
-  assign \$216  = ~ c_trap;
-  assign \$217  = trace_valid & \$216 ;
-  assign \$218  = c_rd == 4'he;
-  assign \$219  = \$217  & \$218 ;
-  assign \$220  = ~ c_trap;
-  assign \$221  = trace_valid & \$220 ;
-  assign \$222  = c_rd == 4'hf;
-  assign \$223  = \$221  & \$222 ;
-  assign \$224  = ~ c_trap;
-  assign \$225  = trace_valid & \$224 ;
-  assign \$226  = c_rd == 5'h10;
-  assign \$227  = \$225  & \$226 ;
-  assign \$228  = ~ c_trap;
-  assign \$229  = trace_valid & \$228 ;
-  assign \$230  = c_rd == 5'h11;
-  assign \$231  = \$229  & \$230 ;
-  assign \$232  = ~ c_trap;
-  assign \$233  = trace_valid & \$232 ;
-  assign \$234  = c_rd == 5'h12;
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = ~ c_trap;
-  assign \$237  = trace_valid & \$236 ;
-  assign \$238  = c_rd == 5'h13;
-  assign \$239  = \$237  & \$238 ;
-  assign \$240  = ~ c_trap;
-  assign \$241  = trace_valid & \$240 ;
-  assign \$242  = c_rd == 5'h14;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = ~ c_trap;
-  assign \$245  = trace_valid & \$244 ;
-  assign \$246  = c_rd == 5'h15;
-  assign \$247  = \$245  & \$246 ;
-  assign \$248  = ~ c_trap;
-  assign \$249  = trace_valid & \$248 ;
-  assign \$250  = c_rd == 5'h16;
-  assign \$251  = \$249  & \$250 ;
-  assign \$252  = ~ c_trap;
-  assign \$253  = trace_valid & \$252 ;
-  assign \$254  = c_rd == 5'h17;
-  assign \$255  = \$253  & \$254 ;
-  assign \$256  = ~ c_trap;
-  assign \$257  = trace_valid & \$256 ;
-  assign \$258  = c_rd == 5'h18;
-  assign \$259  = \$257  & \$258 ;
-  assign \$260  = ~ c_trap;
-  assign \$261  = trace_valid & \$260 ;
-  assign \$262  = c_rd == 5'h19;
-  assign \$263  = \$261  & \$262 ;
-  assign \$264  = ~ c_trap;
-  assign \$265  = trace_valid & \$264 ;
-  assign \$266  = c_rd == 5'h1a;
-  assign \$267  = \$265  & \$266 ;
-  assign \$268  = ~ c_trap;
-  assign \$269  = trace_valid & \$268 ;
-  assign \$270  = c_rd == 5'h1b;
-  assign \$271  = \$269  & \$270 ;
-  assign \$272  = ~ c_trap;
-  assign \$273  = trace_valid & \$272 ;
-  assign \$274  = c_rd == 5'h1c;
-  assign \$275  = \$273  & \$274 ;
-  assign \$276  = ~ c_trap;
-  assign \$277  = trace_valid & \$276 ;
-  assign \$278  = c_rd == 5'h1d;
-  assign \$279  = \$277  & \$278 ;
-  assign \$280  = ~ c_trap;
-  assign \$281  = trace_valid & \$280 ;
-  assign \$282  = c_rd == 5'h1e;
-  assign \$283  = \$281  & \$282 ;
-  assign \$284  = ~ c_trap;
-  assign \$285  = trace_valid & \$284 ;
-  assign \$286  = c_rd == 5'h1f;
-  assign \$287  = \$285  & \$286 ;
-  assign \$288  = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign \$289  = trace_valid & c_trap;
-  assign \$290  = ~ c_trap;
-  assign \$291  = trace_valid & \$290 ;
-  assign \$292  = \$291  & c_mret;
-  assign \$293  = ~ c_trap;
-  assign \$294  = trace_valid & \$293 ;
-  assign \$295  = \$294  & c_csr_we;
-  assign \$296  = ! pc[31:14];
-  assign \$297  = ! pc[1:0];
-  assign \$298  = \$296  & \$297 ;
-  assign \$299  = ! next_pc[31:14];
-  assign \$300  = ! next_pc[1:0];
-  assign \$301  = \$299  & \$300 ;
-  assign \$302  = ! next_pc[31:14];
-  assign \$303  = ! next_pc[1:0];
-  assign \$304  = \$302  & \$303 ;
-  assign \$305  = insn[6:0] == 6'h33;
-  assign \$306  = insn[31:25] == 1'h1;
-  assign \$307  = \$305  & \$306 ;
-  assign \$308  = ~ insn[12];
-  assign \$309  = \$308  & rs1v[31];
-  assign \$310  = - rs1v;
-  assign \$311  = \$309  ? \$310  : { 1'h0, rs1v };
-  assign \$312  = ~ insn[12];
-  assign \$313  = \$312  & rs2v[31];
-  assign \$314  = - rs2v;
-  assign \$315  = \$313  ? \$314  : { 1'h0, rs2v };
-  assign \$316  = ! rs2v;
-  assign \$317  = ~ insn[12];
-  assign \$318  = \$317  & rs1v[31];
+  assign \$123  = \$122  ? 3'h6 : 3'h4;
+  assign \$124  = insn[6:0] == 6'h23;
+  assign \$125  = \$124  ? 3'h7 : 3'h5;
+  assign \$126  = ! insn[14:12];
+  assign \$127  = insn[14:12] == 1'h1;
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = ! insn[14:12];
+  assign \$130  = insn == 7'h73;
+  assign \$131  = insn == 21'h100073;
+  assign \$132  = insn == 30'h30200073;
+  assign \$133  = insn == 29'h10500073;
+  assign \$134  = insn[13:12] == 1'h1;
+  assign \$135  = | insn[19:15];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = ! next_pc[31:14];
+  assign \$138  = ! next_pc[1:0];
+  assign \$139  = \$137  & \$138 ;
+  assign \$140  = insn[6:0] == 6'h23;
+  assign \$141  = \$140  ? 5'h00 : insn[11:7];
+  assign \$142  = ! next_pc[31:14];
+  assign \$143  = ! next_pc[1:0];
+  assign \$144  = \$142  & \$143 ;
+  assign \$145  = ! next_pc[31:14];
+  assign \$146  = ! next_pc[1:0];
+  assign \$147  = \$145  & \$146 ;
+  assign \$148  = ! next_pc[31:14];
+  assign \$149  = ! next_pc[1:0];
+  assign \$150  = \$148  & \$149 ;
+  assign \$151  = - div_rem;
+  assign \$152  = div_negr ? \$151  : { 1'h0, div_rem };
+  assign \$153  = div_zero ? { 1'h0, div_a } : \$152 ;
+  assign \$154  = - div_quo;
+  assign \$155  = div_negq ? \$154  : { 1'h0, div_quo };
+  assign \$156  = div_zero ? 33'h0ffffffff : \$155 ;
+  assign \$157  = insn[13] ? \$153  : \$156 ;
+  assign \$158  = ! next_pc[31:14];
+  assign \$159  = ! next_pc[1:0];
+  assign \$160  = \$158  & \$159 ;
+  assign \$161  = ! core_fsm_state;
+  assign \$162  = core_fsm_state == 1'h1;
+  assign \$163  = core_fsm_state == 2'h2;
+  assign \$164  = core_fsm_state == 2'h3;
+  assign \$165  = core_fsm_state == 3'h4;
+  assign \$166  = core_fsm_state == 3'h5;
+  assign \$167  = core_fsm_state == 3'h6;
+  assign \$168  = core_fsm_state == 3'h7;
+  assign \$169  = core_fsm_state == 4'h8;
+  assign \$170  = core_fsm_state == 4'h9;
+  assign \$171  = ~ c_trap;
+  assign \$172  = trace_valid & \$171 ;
+  assign \$173  = c_rd == 1'h1;
+  assign \$174  = \$172  & \$173 ;
+  assign \$175  = ~ c_trap;
+  assign \$176  = trace_valid & \$175 ;
+  assign \$177  = c_rd == 2'h2;
+  assign \$178  = \$176  & \$177 ;
+  assign \$179  = ~ c_trap;
+  assign \$180  = trace_valid & \$179 ;
+  assign \$181  = c_rd == 2'h3;
+  assign \$182  = \$180  & \$181 ;
+  assign \$183  = ~ c_trap;
+  assign \$184  = trace_valid & \$183 ;
+  assign \$185  = c_rd == 3'h4;
+  assign \$186  = \$184  & \$185 ;
+  assign \$187  = ~ c_trap;
+  assign \$188  = trace_valid & \$187 ;
+  assign \$189  = c_rd == 3'h5;
+  assign \$190  = \$188  & \$189 ;
+  assign \$191  = ~ c_trap;
+  assign \$192  = trace_valid & \$191 ;
+  assign \$193  = c_rd == 3'h6;
+  assign \$194  = \$192  & \$193 ;
+  assign \$195  = ~ c_trap;
+  assign \$196  = trace_valid & \$195 ;
+  assign \$197  = c_rd == 3'h7;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = ~ c_trap;
+  assign \$200  = trace_valid & \$199 ;
+  assign \$201  = c_rd == 4'h8;
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = ~ c_trap;
+  assign \$204  = trace_valid & \$203 ;
+  assign \$205  = c_rd == 4'h9;
+  assign \$206  = \$204  & \$205 ;
+  assign \$207  = ~ c_trap;
+  assign \$208  = trace_valid & \$207 ;
+  assign \$209  = c_rd == 4'ha;
+  assign \$210  = \$208  & \$209 ;
+  assign \$211  = ~ c_trap;
+  assign \$212  = trace_valid & \$211 ;
+  assign \$213  = c_rd == 4'hb;
+  assign \$214  = \$212  & \$213 ;
+  assign \$215  = ~ c_trap;
+  assign \$216  = trace_valid & \$215 ;
+  assign \$217  = c_rd == 4'hc;
+  assign \$218  = \$216  & \$217 ;
+  assign \$219  = ~ c_trap;
+  assign \$220  = trace_valid & \$219 ;
+  assign \$221  = c_rd == 4'hd;
+  assign \$222  = \$220  & \$221 ;
+  assign \$223  = ~ c_trap;
+  assign \$224  = trace_valid & \$223 ;
+  assign \$225  = c_rd == 4'he;
+  assign \$226  = \$224  & \$225 ;
+  assign \$227  = ~ c_trap;
+  assign \$228  = trace_valid & \$227 ;
+  assign \$229  = c_rd == 4'hf;
+  assign \$230  = \$228  & \$229 ;
+  assign \$231  = ~ c_trap;
+  assign \$232  = trace_valid & \$231 ;
+  assign \$233  = c_rd == 5'h10;
+  assign \$234  = \$232  & \$233 ;
+  assign \$235  = ~ c_trap;
+  assign \$236  = trace_valid & \$235 ;
+  assign \$237  = c_rd == 5'h11;
+  assign \$238  = \$236  & \$237 ;
+  assign \$239  = ~ c_trap;
+  assign \$240  = trace_valid & \$239 ;
+  assign \$241  = c_rd == 5'h12;
+  assign \$242  = \$240  & \$241 ;
+  assign \$243  = ~ c_trap;
+  assign \$244  = trace_valid & \$243 ;
+  assign \$245  = c_rd == 5'h13;
+  assign \$246  = \$244  & \$245 ;
+  assign \$247  = ~ c_trap;
+  assign \$248  = trace_valid & \$247 ;
+  assign \$249  = c_rd == 5'h14;
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = ~ c_trap;
+  assign \$252  = trace_valid & \$251 ;
+  assign \$253  = c_rd == 5'h15;
+  assign \$254  = \$252  & \$253 ;
+  assign \$255  = ~ c_trap;
+  assign \$256  = trace_valid & \$255 ;
+  assign \$257  = c_rd == 5'h16;
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = ~ c_trap;
+  assign \$260  = trace_valid & \$259 ;
+  assign \$261  = c_rd == 5'h17;
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ c_trap;
+  assign \$264  = trace_valid & \$263 ;
+  assign \$265  = c_rd == 5'h18;
+  assign \$266  = \$264  & \$265 ;
+  assign \$267  = ~ c_trap;
+  assign \$268  = trace_valid & \$267 ;
+  assign \$269  = c_rd == 5'h19;
+  assign \$270  = \$268  & \$269 ;
+  assign \$271  = ~ c_trap;
+  assign \$272  = trace_valid & \$271 ;
+  assign \$273  = c_rd == 5'h1a;
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = ~ c_trap;
+  assign \$276  = trace_valid & \$275 ;
+  assign \$277  = c_rd == 5'h1b;
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ c_trap;
+  assign \$280  = trace_valid & \$279 ;
+  assign \$281  = c_rd == 5'h1c;
+  assign \$282  = \$280  & \$281 ;
+  assign \$283  = ~ c_trap;
+  assign \$284  = trace_valid & \$283 ;
+  assign \$285  = c_rd == 5'h1d;
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ c_trap;
+  assign \$288  = trace_valid & \$287 ;
+  assign \$289  = c_rd == 5'h1e;
+  assign \$290  = \$288  & \$289 ;
+  assign \$291  = ~ c_trap;
+  assign \$292  = trace_valid & \$291 ;
+  assign \$293  = c_rd == 5'h1f;
+  assign \$294  = \$292  & \$293 ;
+  assign \$295  = c_trap ? { mtvec, 2'h0 } : c_npc;
+  assign \$296  = trace_valid & c_trap;
+  assign \$297  = ~ c_trap;
+  assign \$298  = trace_valid & \$297 ;
+  assign \$299  = \$298  & c_mret;
+  assign \$300  = ~ c_trap;
+  assign \$301  = trace_valid & \$300 ;
+  assign \$302  = \$301  & c_csr_we;
+  assign \$303  = ! pc[31:14];
+  assign \$304  = ! pc[1:0];
+  assign \$305  = \$303  & \$304 ;
+  assign \$306  = ! next_pc[31:14];
+  assign \$307  = ! next_pc[1:0];
+  assign \$308  = \$306  & \$307 ;
+  assign \$309  = ! next_pc[31:14];
+  assign \$310  = ! next_pc[1:0];
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = insn[6:0] == 6'h33;
+  assign \$313  = insn[31:25] == 1'h1;
+  assign \$314  = \$312  & \$313 ;
+  assign \$315  = ~ insn[12];
+  assign \$316  = \$315  & rs1v[31];
+  assign \$317  = - rs1v;
+  assign \$318  = \$316  ? \$317  : { 1'h0, rs1v };
   assign \$319  = ~ insn[12];
   assign \$320  = \$319  & rs2v[31];
-  assign \$321  = \$318  ^ \$320 ;
-  assign \$322  = ~ insn[12];
-  assign \$323  = \$322  & rs1v[31];
-  assign \$324  = insn[6:0] == 6'h23;
-  assign \$325  = ! insn[14:12];
-  assign \$326  = insn[14:12] == 1'h1;
-  assign \$327  = \$325  | \$326 ;
-  assign \$328  = insn[14:12] == 2'h2;
-  assign \$329  = \$327  | \$328 ;
-  assign \$330  = ~ \$329 ;
-  assign \$331  = insn[14:12] != 2'h3;
-  assign \$332  = insn[14:12] != 3'h6;
-  assign \$333  = \$331  & \$332 ;
-  assign \$334  = insn[14:12] != 3'h7;
-  assign \$335  = \$333  & \$334 ;
-  assign \$336  = ~ \$335 ;
-  assign \$337  = \$324  ? \$330  : \$336 ;
-  assign \$338  = insn[6:0] == 6'h23;
-  assign \$339  = ! next_pc[31:14];
-  assign \$340  = ! next_pc[1:0];
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = ! next_pc[31:14];
-  assign \$343  = ! next_pc[1:0];
-  assign \$344  = \$342  & \$343 ;
-  assign \$345  = ! next_pc[31:14];
-  assign \$346  = ! next_pc[1:0];
-  assign \$347  = \$345  & \$346 ;
-  assign \$348  = div_cnt + 1'h1;
-  assign \$349  = div_cnt == 5'h1f;
-  assign \$350  = ! next_pc[31:14];
-  assign \$351  = ! next_pc[1:0];
-  assign \$352  = \$350  & \$351 ;
-  assign \$353  = ~ run;
+  assign \$321  = - rs2v;
+  assign \$322  = \$320  ? \$321  : { 1'h0, rs2v };
+  assign \$323  = ! rs2v;
+  assign \$324  = ~ insn[12];
+  assign \$325  = \$324  & rs1v[31];
+  assign \$326  = ~ insn[12];
+  assign \$327  = \$326  & rs2v[31];
+  assign \$328  = \$325  ^ \$327 ;
+  assign \$329  = ~ insn[12];
+  assign \$330  = \$329  & rs1v[31];
+  assign \$331  = insn[6:0] == 6'h23;
+  assign \$332  = ! insn[14:12];
+  assign \$333  = insn[14:12] == 1'h1;
+  assign \$334  = \$332  | \$333 ;
+  assign \$335  = insn[14:12] == 2'h2;
+  assign \$336  = \$334  | \$335 ;
+  assign \$337  = ~ \$336 ;
+  assign \$338  = insn[14:12] != 2'h3;
+  assign \$339  = insn[14:12] != 3'h6;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = insn[14:12] != 3'h7;
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = ~ \$342 ;
+  assign \$344  = \$331  ? \$337  : \$343 ;
+  assign \$345  = insn[6:0] == 6'h23;
+  assign \$346  = ! next_pc[31:14];
+  assign \$347  = ! next_pc[1:0];
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = ! next_pc[31:14];
+  assign \$350  = ! next_pc[1:0];
+  assign \$351  = \$349  & \$350 ;
+  assign \$352  = ! next_pc[31:14];
+  assign \$353  = ! next_pc[1:0];
+  assign \$354  = \$352  & \$353 ;
+  assign \$355  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
+  assign \$356  = $signed(mul_ra) * $signed(mul_rb[32:17]);
+  assign \$357  = ! next_pc[31:14];
+  assign \$358  = ! next_pc[1:0];
+  assign \$359  = \$357  & \$358 ;
+  assign \$360  = div_cnt + 1'h1;
+  assign \$361  = div_cnt == 5'h1f;
+  assign \$362  = ! next_pc[31:14];
+  assign \$363  = ! next_pc[1:0];
+  assign \$364  = \$362  & \$363 ;
+  assign \$365  = ~ run;
   always @(posedge clk)
-    x1 <= \$354 ;
+    x1 <= \$366 ;
   always @(posedge clk)
-    x2 <= \$355 ;
+    x2 <= \$367 ;
   always @(posedge clk)
-    x3 <= \$356 ;
+    x3 <= \$368 ;
   always @(posedge clk)
-    x4 <= \$357 ;
+    x4 <= \$369 ;
   always @(posedge clk)
-    x5 <= \$358 ;
+    x5 <= \$370 ;
   always @(posedge clk)
-    x6 <= \$359 ;
+    x6 <= \$371 ;
   always @(posedge clk)
-    x7 <= \$360 ;
+    x7 <= \$372 ;
   always @(posedge clk)
-    x8 <= \$361 ;
+    x8 <= \$373 ;
   always @(posedge clk)
-    x9 <= \$362 ;
+    x9 <= \$374 ;
   always @(posedge clk)
-    x10 <= \$363 ;
+    x10 <= \$375 ;
   always @(posedge clk)
-    x11 <= \$364 ;
+    x11 <= \$376 ;
   always @(posedge clk)
-    x12 <= \$365 ;
+    x12 <= \$377 ;
   always @(posedge clk)
-    x13 <= \$366 ;
+    x13 <= \$378 ;
   always @(posedge clk)
-    x14 <= \$367 ;
+    x14 <= \$379 ;
   always @(posedge clk)
-    x15 <= \$368 ;
+    x15 <= \$380 ;
   always @(posedge clk)
-    x16 <= \$369 ;
+    x16 <= \$381 ;
   always @(posedge clk)
-    x17 <= \$370 ;
+    x17 <= \$382 ;
   always @(posedge clk)
-    x18 <= \$371 ;
+    x18 <= \$383 ;
   always @(posedge clk)
-    x19 <= \$372 ;
+    x19 <= \$384 ;
   always @(posedge clk)
-    x20 <= \$373 ;
+    x20 <= \$385 ;
   always @(posedge clk)
-    x21 <= \$374 ;
+    x21 <= \$386 ;
   always @(posedge clk)
-    x22 <= \$375 ;
+    x22 <= \$387 ;
   always @(posedge clk)
-    x23 <= \$376 ;
+    x23 <= \$388 ;
   always @(posedge clk)
-    x24 <= \$377 ;
+    x24 <= \$389 ;
   always @(posedge clk)
-    x25 <= \$378 ;
+    x25 <= \$390 ;
   always @(posedge clk)
-    x26 <= \$379 ;
+    x26 <= \$391 ;
   always @(posedge clk)
-    x27 <= \$380 ;
+    x27 <= \$392 ;
   always @(posedge clk)
-    x28 <= \$381 ;
+    x28 <= \$393 ;
   always @(posedge clk)
-    x29 <= \$382 ;
+    x29 <= \$394 ;
   always @(posedge clk)
-    x30 <= \$383 ;
+    x30 <= \$395 ;
   always @(posedge clk)
-    x31 <= \$384 ;
+    x31 <= \$396 ;
   always @(posedge clk)
-    pc <= \$385 ;
+    pc <= \$397 ;
   always @(posedge clk)
-    mepc <= \$386 ;
+    mepc <= \$398 ;
   always @(posedge clk)
-    mcause <= \$387 ;
+    mcause <= \$399 ;
   always @(posedge clk)
-    mtval <= \$388 ;
+    mtval <= \$400 ;
   always @(posedge clk)
-    st_mpie <= \$389 ;
+    st_mpie <= \$401 ;
   always @(posedge clk)
-    \$signal  <= \$390 ;
+    \$signal  <= \$402 ;
   always @(posedge clk)
-    mcycle <= \$391 ;
+    mcycle <= \$403 ;
   always @(posedge clk)
-    minstret <= \$392 ;
+    minstret <= \$404 ;
   always @(posedge clk)
-    ie_mtie <= \$393 ;
+    ie_mtie <= \$405 ;
   always @(posedge clk)
-    \$signal$59  <= \$394 ;
+    \$signal$61  <= \$406 ;
   always @(posedge clk)
-    mtvec <= \$395 ;
+    mtvec <= \$407 ;
   always @(posedge clk)
-    mscratch <= \$396 ;
+    mscratch <= \$408 ;
   always @(posedge clk)
-    core_fsm_state <= \$397 ;
+    core_fsm_state <= \$409 ;
   always @(posedge clk)
-    ir <= \$398 ;
+    ir <= \$410 ;
   always @(posedge clk)
-    div_quo <= \$399 ;
+    div_quo <= \$411 ;
   always @(posedge clk)
-    div_rem <= \$400 ;
+    div_rem <= \$412 ;
   always @(posedge clk)
-    div_den <= \$401 ;
+    div_den <= \$413 ;
   always @(posedge clk)
-    div_cnt <= \$402 ;
+    div_cnt <= \$414 ;
   always @(posedge clk)
-    div_a <= \$403 ;
+    div_a <= \$415 ;
   always @(posedge clk)
-    div_zero <= \$404 ;
+    div_zero <= \$416 ;
   always @(posedge clk)
-    div_negq <= \$405 ;
+    div_negq <= \$417 ;
   always @(posedge clk)
-    div_negr <= \$406 ;
+    div_negr <= \$418 ;
   always @(posedge clk)
-    dbus__addr <= \$407 ;
+    mul_ra <= \$419 ;
   always @(posedge clk)
-    ld_off <= \$408 ;
+    mul_rb <= \$420 ;
   always @(posedge clk)
-    dbus__en <= \$409 ;
+    dbus__addr <= \$421 ;
   always @(posedge clk)
-    dbus__we <= \$410 ;
+    ld_off <= \$422 ;
   always @(posedge clk)
-    dbus__wdata <= \$411 ;
+    dbus__en <= \$423 ;
   always @(posedge clk)
-    dbus__wstrb <= \$412 ;
+    dbus__we <= \$424 ;
+  always @(posedge clk)
+    dbus__wdata <= \$425 ;
+  always @(posedge clk)
+    dbus__wstrb <= \$426 ;
+  always @(posedge clk)
+    mul_lo <= \$427 ;
+  always @(posedge clk)
+    mul_hi <= \$428 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
@@ -7300,17 +7338,17 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     br_taken = 1'h0;
     casez (insn[14:12])
       3'h0:
-          br_taken = \$37 ;
-      3'h1:
           br_taken = \$39 ;
+      3'h1:
+          br_taken = \$41 ;
       3'h4:
-          br_taken = \$40 ;
-      3'h5:
           br_taken = \$42 ;
+      3'h5:
+          br_taken = \$44 ;
       3'h6:
-          br_taken = \$43 ;
-      3'h7:
           br_taken = \$45 ;
+      3'h7:
+          br_taken = \$47 ;
     endcase
   end
   always @* begin
@@ -7322,7 +7360,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       12'h301:
           csr_old = 32'd1073746176;
       12'h304:
-          csr_old = { 20'h00000, \$signal$59 , 3'h0, ie_mtie, 7'h00 };
+          csr_old = { 20'h00000, \$signal$61 , 3'h0, ie_mtie, 7'h00 };
       12'h305:
           csr_old = { mtvec, 2'h0 };
       12'h340:
@@ -7446,9 +7484,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       2'h1:
           csr_wval = csr_src;
       2'h2:
-          csr_wval = \$50 ;
-      2'h3:
           csr_wval = \$52 ;
+      2'h3:
+          csr_wval = \$54 ;
     endcase
   end
   always @* begin
@@ -7456,9 +7494,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     (* full_case = 32'd1 *)
     casez (insn[13:12])
       2'h0:
-          ls_strb = \$69 [3:0];
+          ls_strb = \$71 [3:0];
       2'h1:
-          ls_strb = \$70 ;
+          ls_strb = \$72 ;
       default:
           ls_strb = 4'hf;
     endcase
@@ -7495,50 +7533,57 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__en = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
             imem__en = 1'h1;
           end else begin
             if (c_sleep) begin
-            end else if (\$93 ) begin
+            end else if (\$95 ) begin
               imem__en = 1'h1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             if (c_sleep) begin
-            end else if (\$96 ) begin
+            end else if (\$98 ) begin
               imem__en = 1'h1;
             end
           end else begin
             if (trace_valid) begin
               if (c_sleep) begin
-              end else if (\$137 ) begin
+              end else if (\$139 ) begin
                 imem__en = 1'h1;
               end
             end
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             if (c_sleep) begin
-            end else if (\$142 ) begin
+            end else if (\$144 ) begin
               imem__en = 1'h1;
             end
           end
-      3'h4:
+      4'h5:
           imem__en = 1'h1;
-      3'h6:
+      4'h7:
           if (c_sleep) begin
-          end else if (\$145 ) begin
+          end else if (\$147 ) begin
             imem__en = 1'h1;
           end
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
           if (c_sleep) begin
-          end else if (\$155 ) begin
+          end else if (\$150 ) begin
+            imem__en = 1'h1;
+          end
+      4'h3:
+          /* empty */;
+      4'h9:
+          if (c_sleep) begin
+          end else if (\$160 ) begin
             imem__en = 1'h1;
           end
     endcase
@@ -7547,50 +7592,57 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__addr = 12'h000;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
             imem__addr = pc[13:2];
           end else begin
             if (c_sleep) begin
-            end else if (\$93 ) begin
+            end else if (\$95 ) begin
               imem__addr = next_pc[13:2];
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             if (c_sleep) begin
-            end else if (\$96 ) begin
+            end else if (\$98 ) begin
               imem__addr = next_pc[13:2];
             end
           end else begin
             if (trace_valid) begin
               if (c_sleep) begin
-              end else if (\$137 ) begin
+              end else if (\$139 ) begin
                 imem__addr = next_pc[13:2];
               end
             end
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             if (c_sleep) begin
-            end else if (\$142 ) begin
+            end else if (\$144 ) begin
               imem__addr = next_pc[13:2];
             end
           end
-      3'h4:
+      4'h5:
           imem__addr = dbus__addr[13:2];
-      3'h6:
+      4'h7:
           if (c_sleep) begin
-          end else if (\$145 ) begin
+          end else if (\$147 ) begin
             imem__addr = next_pc[13:2];
           end
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
           if (c_sleep) begin
-          end else if (\$155 ) begin
+          end else if (\$150 ) begin
+            imem__addr = next_pc[13:2];
+          end
+      4'h3:
+          /* empty */;
+      4'h9:
+          if (c_sleep) begin
+          end else if (\$160 ) begin
             imem__addr = next_pc[13:2];
           end
     endcase
@@ -7599,20 +7651,20 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     trace_valid = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               trace_valid = 1'h1;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               trace_valid = 1'h1;
             end else begin
               trace_valid = 1'h1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             trace_valid = 1'h1;
@@ -7627,14 +7679,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_valid = 1'h1;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
@@ -7648,19 +7700,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      trace_valid = 1'h1;
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     trace_valid = 1'h1;
                   end else if (ls_misaligned) begin
                     trace_valid = 1'h1;
@@ -7669,22 +7716,22 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$129 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$130 ) begin
+                    if (\$130 ) begin
                       trace_valid = 1'h1;
                     end else if (\$131 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$132 ) begin
+                      trace_valid = 1'h1;
+                    end else if (\$133 ) begin
                       trace_valid = 1'h1;
                     end else begin
                       trace_valid = 1'h1;
@@ -7698,17 +7745,21 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_valid = 1'h1;
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             trace_valid = 1'h1;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           trace_valid = 1'h1;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          trace_valid = 1'h1;
+      4'h3:
+          /* empty */;
+      4'h9:
           trace_valid = 1'h1;
     endcase
   end
@@ -7716,20 +7767,20 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_trap = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               c_trap = 1'h1;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               c_trap = 1'h1;
             end else begin
               c_trap = 1'h1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             c_trap = 1'h1;
@@ -7744,13 +7795,13 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
@@ -7762,13 +7813,13 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     c_trap = 1'h1;
                   end else if (ls_misaligned) begin
                     c_trap = 1'h1;
@@ -7777,19 +7828,19 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h73:
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
+                    if (\$130 ) begin
                       c_trap = 1'h1;
-                    end else if (\$129 ) begin
-                      c_trap = 1'h1;
-                    end else if (\$130 ) begin
                     end else if (\$131 ) begin
+                      c_trap = 1'h1;
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                     end else begin
                       c_trap = 1'h1;
                     end
@@ -7806,20 +7857,20 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_cause = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               c_cause = 32'd2147483659;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               c_cause = 32'd0;
             end else begin
               c_cause = 32'd1;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             c_cause = 32'd2147483659;
@@ -7834,13 +7885,13 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
@@ -7852,34 +7903,34 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     c_cause = 32'd2;
                   end else if (ls_misaligned) begin
-                    c_cause = { 29'h00000000, \$121  };
-                  end else if (ls_fault) begin
                     c_cause = { 29'h00000000, \$123  };
+                  end else if (ls_fault) begin
+                    c_cause = { 29'h00000000, \$125  };
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h73:
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
+                    if (\$130 ) begin
                       c_cause = 32'd11;
-                    end else if (\$129 ) begin
-                      c_cause = 32'd3;
-                    end else if (\$130 ) begin
                     end else if (\$131 ) begin
+                      c_cause = 32'd3;
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                     end else begin
                       c_cause = 32'd2;
                     end
@@ -7896,20 +7947,20 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_tval = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else begin
             (* full_case = 32'd1 *)
             if (irq_take) begin
               c_tval = 32'd0;
-            end else if (\$90 ) begin
+            end else if (\$92 ) begin
               c_tval = pc;
             end else begin
               c_tval = pc;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             c_tval = 32'd0;
@@ -7924,13 +7975,13 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                   end else begin
                     c_tval = insn;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                   end else begin
                     c_tval = insn;
                   end
@@ -7942,34 +7993,34 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_tval = insn;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     c_tval = insn;
                   end else if (ls_misaligned) begin
-                    c_tval = \$63 [31:0];
+                    c_tval = \$65 [31:0];
                   end else if (ls_fault) begin
-                    c_tval = \$63 [31:0];
+                    c_tval = \$65 [31:0];
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                   end else begin
                     c_tval = insn;
                   end
               7'h73:
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
+                    if (\$130 ) begin
                       c_tval = 32'd0;
-                    end else if (\$129 ) begin
-                      c_tval = 32'd0;
-                    end else if (\$130 ) begin
                     end else if (\$131 ) begin
+                      c_tval = 32'd0;
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                     end else begin
                       c_tval = insn;
                     end
@@ -7986,9 +8037,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     in_exec = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           in_exec = 1'h1;
     endcase
   end
@@ -7996,9 +8047,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     trace_insn = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             trace_insn = imem__data;
@@ -8013,14 +8064,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_insn = insn;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
@@ -8034,19 +8085,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      trace_insn = insn;
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
                   end
               7'h03, 7'h23:
-                  if (\$119 ) begin
+                  if (\$121 ) begin
                     trace_insn = insn;
                   end else if (ls_misaligned) begin
                     trace_insn = insn;
@@ -8055,22 +8101,22 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     trace_insn = insn;
                   end else begin
                     trace_insn = insn;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$128 ) begin
-                      trace_insn = insn;
-                    end else if (\$129 ) begin
-                      trace_insn = insn;
-                    end else if (\$130 ) begin
+                    if (\$130 ) begin
                       trace_insn = insn;
                     end else if (\$131 ) begin
+                      trace_insn = insn;
+                    end else if (\$132 ) begin
+                      trace_insn = insn;
+                    end else if (\$133 ) begin
                       trace_insn = insn;
                     end else begin
                       trace_insn = insn;
@@ -8084,17 +8130,21 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_insn = insn;
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             trace_insn = insn;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           trace_insn = insn;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          trace_insn = insn;
+      4'h3:
+          /* empty */;
+      4'h9:
           trace_insn = insn;
     endcase
   end
@@ -8102,9 +8152,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_rd = 5'h00;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8116,11 +8166,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h6f:
                   c_rd = insn[11:7];
               7'h67:
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     c_rd = insn[11:7];
                   end
               7'h63:
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     c_rd = 5'h00;
                   end
               7'h13:
@@ -8128,29 +8178,24 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                     c_rd = insn[11:7];
                   end
               7'h33:
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      c_rd = insn[11:7];
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     c_rd = insn[11:7];
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     c_rd = 5'h00;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
-                      c_rd = 5'h00;
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                      c_rd = 5'h00;
+                    end else if (\$133 ) begin
                       c_rd = 5'h00;
                     end
                   end else if (csr_illegal) begin
@@ -8159,17 +8204,21 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
-            c_rd = \$139 ;
+            c_rd = \$141 ;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           c_rd = insn[11:7];
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          c_rd = insn[11:7];
+      4'h3:
+          /* empty */;
+      4'h9:
           c_rd = insn[11:7];
     endcase
   end
@@ -8177,9 +8226,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_value = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8187,15 +8236,15 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h37:
                   c_value = { insn[31:12], 12'h000 };
               7'h17:
-                  c_value = \$97 [31:0];
+                  c_value = \$99 [31:0];
               7'h6f:
                   c_value = \$1 [31:0];
               7'h67:
-                  if (\$98 ) begin
+                  if (\$100 ) begin
                     c_value = \$1 [31:0];
                   end
               7'h63:
-                  if (\$101 ) begin
+                  if (\$103 ) begin
                     c_value = 32'd0;
                   end
               7'h13:
@@ -8203,29 +8252,24 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                     c_value = alu_res;
                   end
               7'h33:
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      c_value = mul_res;
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     c_value = alu_res;
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     c_value = 32'd0;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
-                      c_value = 32'd0;
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                      c_value = 32'd0;
+                    end else if (\$133 ) begin
                       c_value = 32'd0;
                     end
                   end else if (csr_illegal) begin
@@ -8234,27 +8278,31 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             c_value = ld_val;
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           c_value = ld_val;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
-          c_value = \$152 [31:0];
+      4'h8:
+          c_value = mul_res;
+      4'h3:
+          /* empty */;
+      4'h9:
+          c_value = \$157 [31:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_npc = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8264,43 +8312,38 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h17:
                   c_npc = \$1 [31:0];
               7'h6f:
-                  c_npc = \$47 [31:0];
+                  c_npc = \$49 [31:0];
               7'h67:
-                  if (\$98 ) begin
-                    c_npc = \$49 [31:0];
+                  if (\$100 ) begin
+                    c_npc = \$51 [31:0];
                   end
               7'h63:
-                  if (\$101 ) begin
-                    c_npc = \$102 ;
+                  if (\$103 ) begin
+                    c_npc = \$104 ;
                   end
               7'h13:
                   if (op_imm_legal) begin
                     c_npc = \$1 [31:0];
                   end
               7'h33:
-                  if (\$105 ) begin
-                    (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                    end else begin
-                      c_npc = \$1 [31:0];
-                    end
+                  if (\$107 ) begin
                   end else if (op_alu_legal) begin
                     c_npc = \$1 [31:0];
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$126 ) begin
+                  if (\$128 ) begin
                     c_npc = \$1 [31:0];
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
-                      c_npc = { mepc, 2'h0 };
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                      c_npc = { mepc, 2'h0 };
+                    end else if (\$133 ) begin
                       c_npc = \$1 [31:0];
                     end
                   end else if (csr_illegal) begin
@@ -8309,17 +8352,21 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             c_npc = \$1 [31:0];
           end
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           c_npc = \$1 [31:0];
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
+          c_npc = \$1 [31:0];
+      4'h3:
+          /* empty */;
+      4'h9:
           c_npc = \$1 [31:0];
     endcase
   end
@@ -8327,9 +8374,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_mret = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8353,10 +8400,10 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h0f:
                   /* empty */;
               7'h73:
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
+                  if (\$129 ) begin
+                    if (\$130 ) begin
+                    end else if (\$131 ) begin
+                    end else if (\$132 ) begin
                       c_mret = 1'h1;
                     end
                   end
@@ -8368,9 +8415,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_sleep = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8394,11 +8441,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h0f:
                   /* empty */;
               7'h73:
-                  if (\$127 ) begin
-                    if (\$128 ) begin
-                    end else if (\$129 ) begin
-                    end else if (\$130 ) begin
+                  if (\$129 ) begin
+                    if (\$130 ) begin
                     end else if (\$131 ) begin
+                    end else if (\$132 ) begin
+                    end else if (\$133 ) begin
                       c_sleep = 1'h1;
                     end
                   end
@@ -8410,9 +8457,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c_csr_we = 1'h0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -8437,10 +8484,10 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$127 ) begin
+                  if (\$129 ) begin
                   end else if (csr_illegal) begin
                   end else begin
-                    c_csr_we = \$134 ;
+                    c_csr_we = \$136 ;
                   end
             endcase
           end
@@ -8450,204 +8497,51 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     ld_word = 32'd0;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h5:
+      4'h6:
           ld_word = dbus__rdata;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           ld_word = imem__data;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     sleeping = 1'h0;
-    (* full_case = 32'd1 *)
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h5:
+      4'h6:
           /* empty */;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           /* empty */;
-      3'h3:
+      4'h4:
           /* empty */;
-      3'h7:
+      4'h8:
           /* empty */;
-      3'h2:
+      4'h3:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h2:
           sleeping = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$354  = x1;
-    if (\$167 ) begin
-      \$354  = c_value;
-    end
-    if (\$353 ) begin
-      \$354  = 32'd0;
-    end
-    if (rst) begin
-      \$354  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$355  = x2;
-    if (\$171 ) begin
-      \$355  = c_value;
-    end
-    if (\$353 ) begin
-      \$355  = 32'd0;
-    end
-    if (rst) begin
-      \$355  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$356  = x3;
-    if (\$175 ) begin
-      \$356  = c_value;
-    end
-    if (\$353 ) begin
-      \$356  = 32'd0;
-    end
-    if (rst) begin
-      \$356  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$357  = x4;
-    if (\$179 ) begin
-      \$357  = c_value;
-    end
-    if (\$353 ) begin
-      \$357  = 32'd0;
-    end
-    if (rst) begin
-      \$357  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$358  = x5;
-    if (\$183 ) begin
-      \$358  = c_value;
-    end
-    if (\$353 ) begin
-      \$358  = 32'd0;
-    end
-    if (rst) begin
-      \$358  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$359  = x6;
-    if (\$187 ) begin
-      \$359  = c_value;
-    end
-    if (\$353 ) begin
-      \$359  = 32'd0;
-    end
-    if (rst) begin
-      \$359  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$360  = x7;
-    if (\$191 ) begin
-      \$360  = c_value;
-    end
-    if (\$353 ) begin
-      \$360  = 32'd0;
-    end
-    if (rst) begin
-      \$360  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$361  = x8;
-    if (\$195 ) begin
-      \$361  = c_value;
-    end
-    if (\$353 ) begin
-      \$361  = 32'd0;
-    end
-    if (rst) begin
-      \$361  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$362  = x9;
-    if (\$199 ) begin
-      \$362  = c_value;
-    end
-    if (\$353 ) begin
-      \$362  = 32'd0;
-    end
-    if (rst) begin
-      \$362  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$363  = x10;
-    if (\$203 ) begin
-      \$363  = c_value;
-    end
-    if (\$353 ) begin
-      \$363  = 32'd0;
-    end
-    if (rst) begin
-      \$363  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$364  = x11;
-    if (\$207 ) begin
-      \$364  = c_value;
-    end
-    if (\$353 ) begin
-      \$364  = 32'd0;
-    end
-    if (rst) begin
-      \$364  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$365  = x12;
-    if (\$211 ) begin
-      \$365  = c_value;
-    end
-    if (\$353 ) begin
-      \$365  = 32'd0;
-    end
-    if (rst) begin
-      \$365  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$366  = x13;
-    if (\$215 ) begin
+    \$366  = x1;
+    if (\$174 ) begin
       \$366  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$366  = 32'd0;
     end
     if (rst) begin
@@ -8656,11 +8550,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$367  = x14;
-    if (\$219 ) begin
+    \$367  = x2;
+    if (\$178 ) begin
       \$367  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$367  = 32'd0;
     end
     if (rst) begin
@@ -8669,11 +8563,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$368  = x15;
-    if (\$223 ) begin
+    \$368  = x3;
+    if (\$182 ) begin
       \$368  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$368  = 32'd0;
     end
     if (rst) begin
@@ -8682,11 +8576,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$369  = x16;
-    if (\$227 ) begin
+    \$369  = x4;
+    if (\$186 ) begin
       \$369  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$369  = 32'd0;
     end
     if (rst) begin
@@ -8695,11 +8589,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$370  = x17;
-    if (\$231 ) begin
+    \$370  = x5;
+    if (\$190 ) begin
       \$370  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$370  = 32'd0;
     end
     if (rst) begin
@@ -8708,11 +8602,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$371  = x18;
-    if (\$235 ) begin
+    \$371  = x6;
+    if (\$194 ) begin
       \$371  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$371  = 32'd0;
     end
     if (rst) begin
@@ -8721,11 +8615,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$372  = x19;
-    if (\$239 ) begin
+    \$372  = x7;
+    if (\$198 ) begin
       \$372  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$372  = 32'd0;
     end
     if (rst) begin
@@ -8734,11 +8628,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$373  = x20;
-    if (\$243 ) begin
+    \$373  = x8;
+    if (\$202 ) begin
       \$373  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$373  = 32'd0;
     end
     if (rst) begin
@@ -8747,11 +8641,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$374  = x21;
-    if (\$247 ) begin
+    \$374  = x9;
+    if (\$206 ) begin
       \$374  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$374  = 32'd0;
     end
     if (rst) begin
@@ -8760,11 +8654,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$375  = x22;
-    if (\$251 ) begin
+    \$375  = x10;
+    if (\$210 ) begin
       \$375  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$375  = 32'd0;
     end
     if (rst) begin
@@ -8773,11 +8667,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$376  = x23;
-    if (\$255 ) begin
+    \$376  = x11;
+    if (\$214 ) begin
       \$376  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$376  = 32'd0;
     end
     if (rst) begin
@@ -8786,11 +8680,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$377  = x24;
-    if (\$259 ) begin
+    \$377  = x12;
+    if (\$218 ) begin
       \$377  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$377  = 32'd0;
     end
     if (rst) begin
@@ -8799,11 +8693,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$378  = x25;
-    if (\$263 ) begin
+    \$378  = x13;
+    if (\$222 ) begin
       \$378  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$378  = 32'd0;
     end
     if (rst) begin
@@ -8812,11 +8706,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$379  = x26;
-    if (\$267 ) begin
+    \$379  = x14;
+    if (\$226 ) begin
       \$379  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$379  = 32'd0;
     end
     if (rst) begin
@@ -8825,11 +8719,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$380  = x27;
-    if (\$271 ) begin
+    \$380  = x15;
+    if (\$230 ) begin
       \$380  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$380  = 32'd0;
     end
     if (rst) begin
@@ -8838,11 +8732,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$381  = x28;
-    if (\$275 ) begin
+    \$381  = x16;
+    if (\$234 ) begin
       \$381  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$381  = 32'd0;
     end
     if (rst) begin
@@ -8851,11 +8745,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$382  = x29;
-    if (\$279 ) begin
+    \$382  = x17;
+    if (\$238 ) begin
       \$382  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$382  = 32'd0;
     end
     if (rst) begin
@@ -8864,11 +8758,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$383  = x30;
-    if (\$283 ) begin
+    \$383  = x18;
+    if (\$242 ) begin
       \$383  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$383  = 32'd0;
     end
     if (rst) begin
@@ -8877,11 +8771,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$384  = x31;
-    if (\$287 ) begin
+    \$384  = x19;
+    if (\$246 ) begin
       \$384  = c_value;
     end
-    if (\$353 ) begin
+    if (\$365 ) begin
       \$384  = 32'd0;
     end
     if (rst) begin
@@ -8890,24 +8784,180 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$385  = pc;
+    \$385  = x20;
+    if (\$250 ) begin
+      \$385  = c_value;
+    end
+    if (\$365 ) begin
+      \$385  = 32'd0;
+    end
+    if (rst) begin
+      \$385  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$386  = x21;
+    if (\$254 ) begin
+      \$386  = c_value;
+    end
+    if (\$365 ) begin
+      \$386  = 32'd0;
+    end
+    if (rst) begin
+      \$386  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$387  = x22;
+    if (\$258 ) begin
+      \$387  = c_value;
+    end
+    if (\$365 ) begin
+      \$387  = 32'd0;
+    end
+    if (rst) begin
+      \$387  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$388  = x23;
+    if (\$262 ) begin
+      \$388  = c_value;
+    end
+    if (\$365 ) begin
+      \$388  = 32'd0;
+    end
+    if (rst) begin
+      \$388  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$389  = x24;
+    if (\$266 ) begin
+      \$389  = c_value;
+    end
+    if (\$365 ) begin
+      \$389  = 32'd0;
+    end
+    if (rst) begin
+      \$389  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$390  = x25;
+    if (\$270 ) begin
+      \$390  = c_value;
+    end
+    if (\$365 ) begin
+      \$390  = 32'd0;
+    end
+    if (rst) begin
+      \$390  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$391  = x26;
+    if (\$274 ) begin
+      \$391  = c_value;
+    end
+    if (\$365 ) begin
+      \$391  = 32'd0;
+    end
+    if (rst) begin
+      \$391  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$392  = x27;
+    if (\$278 ) begin
+      \$392  = c_value;
+    end
+    if (\$365 ) begin
+      \$392  = 32'd0;
+    end
+    if (rst) begin
+      \$392  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$393  = x28;
+    if (\$282 ) begin
+      \$393  = c_value;
+    end
+    if (\$365 ) begin
+      \$393  = 32'd0;
+    end
+    if (rst) begin
+      \$393  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$394  = x29;
+    if (\$286 ) begin
+      \$394  = c_value;
+    end
+    if (\$365 ) begin
+      \$394  = 32'd0;
+    end
+    if (rst) begin
+      \$394  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$395  = x30;
+    if (\$290 ) begin
+      \$395  = c_value;
+    end
+    if (\$365 ) begin
+      \$395  = 32'd0;
+    end
+    if (rst) begin
+      \$395  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$396  = x31;
+    if (\$294 ) begin
+      \$396  = c_value;
+    end
+    if (\$365 ) begin
+      \$396  = 32'd0;
+    end
+    if (rst) begin
+      \$396  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$397  = pc;
     if (trace_valid) begin
-      \$385  = \$288 ;
+      \$397  = \$295 ;
     end
-    if (\$353 ) begin
-      \$385  = 32'd0;
+    if (\$365 ) begin
+      \$397  = 32'd0;
     end
     if (rst) begin
-      \$385  = 32'd0;
+      \$397  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$386  = mepc;
-    if (\$289 ) begin
-      \$386  = pc[31:2];
+    \$398  = mepc;
+    if (\$296 ) begin
+      \$398  = pc[31:2];
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -8918,23 +8968,23 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h340:
             /* empty */;
         12'h341:
-            \$386  = csr_wval[31:2];
+            \$398  = csr_wval[31:2];
       endcase
     end
-    if (\$353 ) begin
-      \$386  = 30'h00000000;
+    if (\$365 ) begin
+      \$398  = 30'h00000000;
     end
     if (rst) begin
-      \$386  = 30'h00000000;
+      \$398  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$387  = mcause;
-    if (\$289 ) begin
-      \$387  = c_cause;
+    \$399  = mcause;
+    if (\$296 ) begin
+      \$399  = c_cause;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -8947,23 +8997,23 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h341:
             /* empty */;
         12'h342:
-            \$387  = csr_wval;
+            \$399  = csr_wval;
       endcase
     end
-    if (\$353 ) begin
-      \$387  = 32'd0;
+    if (\$365 ) begin
+      \$399  = 32'd0;
     end
     if (rst) begin
-      \$387  = 32'd0;
+      \$399  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$388  = mtval;
-    if (\$289 ) begin
-      \$388  = c_tval;
+    \$400  = mtval;
+    if (\$296 ) begin
+      \$400  = c_tval;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -8978,64 +9028,64 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h342:
             /* empty */;
         12'h343:
-            \$388  = csr_wval;
+            \$400  = csr_wval;
       endcase
     end
-    if (\$353 ) begin
-      \$388  = 32'd0;
+    if (\$365 ) begin
+      \$400  = 32'd0;
     end
     if (rst) begin
-      \$388  = 32'd0;
+      \$400  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$389  = st_mpie;
-    if (\$289 ) begin
-      \$389  = \$signal ;
+    \$401  = st_mpie;
+    if (\$296 ) begin
+      \$401  = \$signal ;
     end
-    if (\$292 ) begin
-      \$389  = 1'h1;
+    if (\$299 ) begin
+      \$401  = 1'h1;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
-            \$389  = csr_wval[7];
+            \$401  = csr_wval[7];
       endcase
     end
-    if (\$353 ) begin
-      \$389  = 1'h0;
+    if (\$365 ) begin
+      \$401  = 1'h0;
     end
     if (rst) begin
-      \$389  = 1'h0;
+      \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$390  = \$signal ;
-    if (\$289 ) begin
-      \$390  = 1'h0;
+    \$402  = \$signal ;
+    if (\$296 ) begin
+      \$402  = 1'h0;
     end
-    if (\$292 ) begin
-      \$390  = st_mpie;
+    if (\$299 ) begin
+      \$402  = st_mpie;
     end
-    if (\$295 ) begin
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
-            \$390  = csr_wval[3];
+            \$402  = csr_wval[3];
       endcase
     end
-    if (\$353 ) begin
-      \$390  = 1'h0;
+    if (\$365 ) begin
+      \$402  = 1'h0;
     end
     if (rst) begin
-      \$390  = 1'h0;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$391  = \$83 [63:0];
-    if (\$295 ) begin
+    \$403  = \$85 [63:0];
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -9052,22 +9102,22 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h343:
             /* empty */;
         12'hb00:
-            \$391  = { \$83 [63:32], csr_wval };
+            \$403  = { \$85 [63:32], csr_wval };
         12'hb80:
-            \$391  = { csr_wval, \$83 [31:0] };
+            \$403  = { csr_wval, \$85 [31:0] };
       endcase
     end
-    if (\$353 ) begin
-      \$391  = 64'h0000000000000000;
+    if (\$365 ) begin
+      \$403  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$391  = 64'h0000000000000000;
+      \$403  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$392  = \$86 [63:0];
-    if (\$295 ) begin
+    \$404  = \$88 [63:0];
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -9088,78 +9138,78 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'hb80:
             /* empty */;
         12'hb02:
-            \$392  = { \$86 [63:32], csr_wval };
+            \$404  = { \$88 [63:32], csr_wval };
         12'hb82:
-            \$392  = { csr_wval, \$86 [31:0] };
+            \$404  = { csr_wval, \$88 [31:0] };
       endcase
     end
-    if (\$353 ) begin
-      \$392  = 64'h0000000000000000;
+    if (\$365 ) begin
+      \$404  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$392  = 64'h0000000000000000;
+      \$404  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$393  = ie_mtie;
-    if (\$295 ) begin
+    \$405  = ie_mtie;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$393  = csr_wval[7];
+            \$405  = csr_wval[7];
       endcase
     end
-    if (\$353 ) begin
-      \$393  = 1'h0;
+    if (\$365 ) begin
+      \$405  = 1'h0;
     end
     if (rst) begin
-      \$393  = 1'h0;
+      \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$394  = \$signal$59 ;
-    if (\$295 ) begin
+    \$406  = \$signal$61 ;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$394  = csr_wval[11];
+            \$406  = csr_wval[11];
       endcase
     end
-    if (\$353 ) begin
-      \$394  = 1'h0;
+    if (\$365 ) begin
+      \$406  = 1'h0;
     end
     if (rst) begin
-      \$394  = 1'h0;
+      \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$395  = mtvec;
-    if (\$295 ) begin
+    \$407  = mtvec;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
         12'h304:
             /* empty */;
         12'h305:
-            \$395  = csr_wval[31:2];
+            \$407  = csr_wval[31:2];
       endcase
     end
-    if (\$353 ) begin
-      \$395  = 30'h00000000;
+    if (\$365 ) begin
+      \$407  = 30'h00000000;
     end
     if (rst) begin
-      \$395  = 30'h00000000;
+      \$407  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$396  = mscratch;
-    if (\$295 ) begin
+    \$408  = mscratch;
+    if (\$302 ) begin
       casez (insn[31:20])
         12'h300:
             /* empty */;
@@ -9168,45 +9218,44 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h305:
             /* empty */;
         12'h340:
-            \$396  = csr_wval;
+            \$408  = csr_wval;
       endcase
     end
-    if (\$353 ) begin
-      \$396  = 32'd0;
+    if (\$365 ) begin
+      \$408  = 32'd0;
     end
     if (rst) begin
-      \$396  = 32'd0;
+      \$408  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$397  = core_fsm_state;
-    (* full_case = 32'd1 *)
+    \$409  = core_fsm_state;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           (* full_case = 32'd1 *)
-          if (\$298 ) begin
-            \$397  = 3'h1;
+          if (\$305 ) begin
+            \$409  = 4'h1;
           end else begin
             (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$397  = 3'h2;
-            end else if (\$301 ) begin
-              \$397  = 3'h1;
+              \$409  = 4'h2;
+            end else if (\$308 ) begin
+              \$409  = 4'h1;
             end else begin
-              \$397  = 3'h0;
+              \$409  = 4'h0;
             end
           end
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
             (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$397  = 3'h2;
-            end else if (\$304 ) begin
-              \$397  = 3'h1;
+              \$409  = 4'h2;
+            end else if (\$311 ) begin
+              \$409  = 4'h1;
             end else begin
-              \$397  = 3'h0;
+              \$409  = 4'h0;
             end
           end else begin
             casez (insn[6:0])
@@ -9223,103 +9272,117 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
+                    (* full_case = 32'd1 *)
                     if (insn[14]) begin
-                      \$397  = 3'h3;
+                      \$409  = 4'h3;
+                    end else begin
+                      \$409  = 4'h4;
                     end
                   end
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
-                    \$397  = 3'h4;
+                    \$409  = 4'h5;
                   end else begin
-                    \$397  = 3'h5;
+                    \$409  = 4'h6;
                   end
             endcase
             if (trace_valid) begin
               (* full_case = 32'd1 *)
               if (c_sleep) begin
-                \$397  = 3'h2;
-              end else if (\$341 ) begin
-                \$397  = 3'h1;
+                \$409  = 4'h2;
+              end else if (\$348 ) begin
+                \$409  = 4'h1;
               end else begin
-                \$397  = 3'h0;
+                \$409  = 4'h0;
               end
             end
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
             (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$397  = 3'h2;
-            end else if (\$344 ) begin
-              \$397  = 3'h1;
+              \$409  = 4'h2;
+            end else if (\$351 ) begin
+              \$409  = 4'h1;
             end else begin
-              \$397  = 3'h0;
+              \$409  = 4'h0;
             end
           end
-      3'h4:
-          \$397  = 3'h6;
-      3'h6:
+      4'h5:
+          \$409  = 4'h7;
+      4'h7:
           (* full_case = 32'd1 *)
           if (c_sleep) begin
-            \$397  = 3'h2;
-          end else if (\$347 ) begin
-            \$397  = 3'h1;
+            \$409  = 4'h2;
+          end else if (\$354 ) begin
+            \$409  = 4'h1;
           end else begin
-            \$397  = 3'h0;
+            \$409  = 4'h0;
           end
-      3'h3:
-          if (\$349 ) begin
-            \$397  = 3'h7;
-          end
-      3'h7:
+      4'h4:
+          \$409  = 4'h8;
+      4'h8:
           (* full_case = 32'd1 *)
           if (c_sleep) begin
-            \$397  = 3'h2;
-          end else if (\$352 ) begin
-            \$397  = 3'h1;
+            \$409  = 4'h2;
+          end else if (\$359 ) begin
+            \$409  = 4'h1;
           end else begin
-            \$397  = 3'h0;
+            \$409  = 4'h0;
           end
-      3'h2:
+      4'h3:
+          if (\$361 ) begin
+            \$409  = 4'h9;
+          end
+      4'h9:
+          (* full_case = 32'd1 *)
+          if (c_sleep) begin
+            \$409  = 4'h2;
+          end else if (\$364 ) begin
+            \$409  = 4'h1;
+          end else begin
+            \$409  = 4'h0;
+          end
+      4'h2:
           if (wake) begin
-            \$397  = 3'h0;
+            \$409  = 4'h0;
           end
     endcase
-    if (\$353 ) begin
-      \$397  = 3'h0;
+    if (\$365 ) begin
+      \$409  = 4'h0;
     end
     if (rst) begin
-      \$397  = 3'h0;
+      \$409  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$398  = ir;
+    \$410  = ir;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
-          \$398  = imem__data;
+      4'h1:
+          \$410  = imem__data;
     endcase
-    if (\$353 ) begin
-      \$398  = 32'd0;
+    if (\$365 ) begin
+      \$410  = 32'd0;
     end
     if (rst) begin
-      \$398  = 32'd0;
+      \$410  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$399  = div_quo;
+    \$411  = div_quo;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9337,41 +9400,45 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$399  = \$311 [31:0];
+                      \$411  = \$318 [31:0];
                     end
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           /* empty */;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           /* empty */;
-      3'h3:
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h3:
           (* full_case = 32'd1 *)
-          if (\$80 [32]) begin
-            \$399  = { div_quo[30:0], 1'h0 };
+          if (\$82 [32]) begin
+            \$411  = { div_quo[30:0], 1'h0 };
           end else begin
-            \$399  = { div_quo[30:0], 1'h1 };
+            \$411  = { div_quo[30:0], 1'h1 };
           end
     endcase
-    if (\$353 ) begin
-      \$399  = 32'd0;
+    if (\$365 ) begin
+      \$411  = 32'd0;
     end
     if (rst) begin
-      \$399  = 32'd0;
+      \$411  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$400  = div_rem;
+    \$412  = div_rem;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9389,80 +9456,45 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$400  = 32'd0;
+                      \$412  = 32'd0;
                     end
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           /* empty */;
-      3'h4:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h7:
           /* empty */;
-      3'h3:
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h3:
           (* full_case = 32'd1 *)
-          if (\$80 [32]) begin
-            \$400  = { div_rem[30:0], div_quo[31] };
+          if (\$82 [32]) begin
+            \$412  = { div_rem[30:0], div_quo[31] };
           end else begin
-            \$400  = \$80 [31:0];
+            \$412  = \$82 [31:0];
           end
     endcase
-    if (\$353 ) begin
-      \$400  = 32'd0;
+    if (\$365 ) begin
+      \$412  = 32'd0;
     end
     if (rst) begin
-      \$400  = 32'd0;
+      \$412  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$401  = div_den;
+    \$413  = div_den;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$307 ) begin
-                    if (insn[14]) begin
-                      \$401  = \$315 [31:0];
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$353 ) begin
-      \$401  = 32'd0;
-    end
-    if (rst) begin
-      \$401  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$402  = div_cnt;
-    casez (core_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9480,36 +9512,28 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$402  = 5'h00;
+                      \$413  = \$322 [31:0];
                     end
                   end
             endcase
           end
-      3'h5:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h6:
-          /* empty */;
-      3'h3:
-          \$402  = \$348 [4:0];
     endcase
-    if (\$353 ) begin
-      \$402  = 5'h00;
+    if (\$365 ) begin
+      \$413  = 32'd0;
     end
     if (rst) begin
-      \$402  = 5'h00;
+      \$413  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$403  = div_a;
+    \$414  = div_cnt;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9527,28 +9551,40 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$403  = rs1v;
+                      \$414  = 5'h00;
                     end
                   end
             endcase
           end
+      4'h6:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h3:
+          \$414  = \$360 [4:0];
     endcase
-    if (\$353 ) begin
-      \$403  = 32'd0;
+    if (\$365 ) begin
+      \$414  = 5'h00;
     end
     if (rst) begin
-      \$403  = 32'd0;
+      \$414  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$404  = div_zero;
+    \$415  = div_a;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9566,28 +9602,28 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$404  = \$316 ;
+                      \$415  = rs1v;
                     end
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$404  = 1'h0;
+    if (\$365 ) begin
+      \$415  = 32'd0;
     end
     if (rst) begin
-      \$404  = 1'h0;
+      \$415  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$405  = div_negq;
+    \$416  = div_zero;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9605,28 +9641,28 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$405  = \$321 ;
+                      \$416  = \$323 ;
                     end
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$405  = 1'h0;
+    if (\$365 ) begin
+      \$416  = 1'h0;
     end
     if (rst) begin
-      \$405  = 1'h0;
+      \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$406  = div_negr;
+    \$417  = div_negq;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9644,28 +9680,149 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$307 ) begin
+                  if (\$314 ) begin
                     if (insn[14]) begin
-                      \$406  = \$323 ;
+                      \$417  = \$328 ;
                     end
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$406  = 1'h0;
+    if (\$365 ) begin
+      \$417  = 1'h0;
     end
     if (rst) begin
-      \$406  = 1'h0;
+      \$417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$407  = dbus__addr;
+    \$418  = div_negr;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$314 ) begin
+                    if (insn[14]) begin
+                      \$418  = \$330 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$365 ) begin
+      \$418  = 1'h0;
+    end
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$419  = mul_ra;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$314 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      \$419  = { \$33 , rs1v };
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$365 ) begin
+      \$419  = 33'h000000000;
+    end
+    if (rst) begin
+      \$419  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$420  = mul_rb;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (irq_take) begin
+          end else begin
+            casez (insn[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$314 ) begin
+                    (* full_case = 32'd1 *)
+                    if (insn[14]) begin
+                    end else begin
+                      \$420  = { \$35 , rs2v };
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$365 ) begin
+      \$420  = 33'h000000000;
+    end
+    if (rst) begin
+      \$420  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$421  = dbus__addr;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9686,31 +9843,31 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
-                    \$407  = { \$63 [31:2], 2'h0 };
+                    \$421  = { \$65 [31:2], 2'h0 };
                   end else begin
-                    \$407  = { \$63 [31:2], 2'h0 };
+                    \$421  = { \$65 [31:2], 2'h0 };
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$407  = 32'd0;
+    if (\$365 ) begin
+      \$421  = 32'd0;
     end
     if (rst) begin
-      \$407  = 32'd0;
+      \$421  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$408  = ld_off;
+    \$422  = ld_off;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9731,31 +9888,31 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
-                    \$408  = \$63 [1:0];
+                    \$422  = \$65 [1:0];
                   end else begin
-                    \$408  = \$63 [1:0];
+                    \$422  = \$65 [1:0];
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$408  = 2'h0;
+    if (\$365 ) begin
+      \$422  = 2'h0;
     end
     if (rst) begin
-      \$408  = 2'h0;
+      \$422  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$409  = dbus__en;
+    \$423  = dbus__en;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9776,34 +9933,34 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$409  = 1'h1;
+                    \$423  = 1'h1;
                   end
             endcase
           end
-      3'h5:
+      4'h6:
           if (dbus__ack) begin
-            \$409  = 1'h0;
+            \$423  = 1'h0;
           end
     endcase
-    if (\$353 ) begin
-      \$409  = 1'h0;
+    if (\$365 ) begin
+      \$423  = 1'h0;
     end
     if (rst) begin
-      \$409  = 1'h0;
+      \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$410  = dbus__we;
+    \$424  = dbus__we;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9824,30 +9981,30 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$410  = \$338 ;
+                    \$424  = \$345 ;
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$410  = 1'h0;
+    if (\$365 ) begin
+      \$424  = 1'h0;
     end
     if (rst) begin
-      \$410  = 1'h0;
+      \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$411  = dbus__wdata;
+    \$425  = dbus__wdata;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9868,30 +10025,30 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$411  = st_data;
+                    \$425  = st_data;
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$411  = 32'd0;
+    if (\$365 ) begin
+      \$425  = 32'd0;
     end
     if (rst) begin
-      \$411  = 32'd0;
+      \$425  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$412  = dbus__wstrb;
+    \$426  = dbus__wstrb;
     casez (core_fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           (* full_case = 32'd1 *)
           if (irq_take) begin
           end else begin
@@ -9912,47 +10069,97 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$337 ) begin
+                  if (\$344 ) begin
                   end else if (ls_misaligned) begin
                   end else if (ls_fault) begin
                   end else if (ls_to_imem) begin
                   end else begin
-                    \$412  = ls_strb;
+                    \$426  = ls_strb;
                   end
             endcase
           end
     endcase
-    if (\$353 ) begin
-      \$412  = 4'h0;
+    if (\$365 ) begin
+      \$426  = 4'h0;
     end
     if (rst) begin
-      \$412  = 4'h0;
+      \$426  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$427  = mul_lo;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h4:
+          \$427  = { \$355 [49], \$355  };
+    endcase
+    if (\$365 ) begin
+      \$427  = 51'h0000000000000;
+    end
+    if (rst) begin
+      \$427  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$428  = mul_hi;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h4:
+          \$428  = { \$356 [48], \$356  };
+    endcase
+    if (\$365 ) begin
+      \$428  = 50'h0000000000000;
+    end
+    if (rst) begin
+      \$428  = 50'h0000000000000;
     end
   end
   assign x0 = 32'd0;
   assign pc4 = \$1 [31:0];
   assign mul_a = { \$33 , rs1v };
   assign mul_b = { \$35 , rs2v };
-  assign br_target = \$46 [31:0];
-  assign jal_target = \$47 [31:0];
-  assign jalr_target = \$49 [31:0];
-  assign ls_addr = \$63 [31:0];
+  assign product = \$37 [65:0];
+  assign br_target = \$48 [31:0];
+  assign jal_target = \$49 [31:0];
+  assign jalr_target = \$51 [31:0];
+  assign ls_addr = \$65 [31:0];
   assign bus_addr = dbus__addr;
   assign bus_en = dbus__en;
   assign bus_we = dbus__we;
   assign bus_wdata = dbus__wdata;
   assign bus_wstrb = dbus__wstrb;
   assign div_rem_sh = { div_rem, div_quo[31] };
-  assign div_diff = \$80 [32:0];
+  assign div_diff = \$82 [32:0];
   assign c_valid = trace_valid;
   assign trace_pc = pc;
   assign c_insn = trace_insn;
   assign trace_trap = c_trap;
-  assign mcycle_inc = \$83 [63:0];
-  assign minstret_inc = \$86 [63:0];
+  assign mcycle_inc = \$85 [63:0];
+  assign minstret_inc = \$88 [63:0];
   assign imem__gnt = 1'h1;
-  assign { \$49 [32], \$49 [0] } = 2'h0;
-  assign \$49 [31:1] = \$48 [31:1];
+  assign \$36  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
+  assign { \$51 [32], \$51 [0] } = 2'h0;
+  assign \$51 [31:1] = \$50 [31:1];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10117,10 +10324,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7933$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
-, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8136$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8267$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$8281$0 
-, q_status0_resetting, q_consumer1_index, \port$8291$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8305$0 , q_status1_resetting, q_consumer2_index, \port$8315$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8329$0 , q_status2_resetting, q_consumer3_index, \port$8339$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$8353$0 
-, q_status3_resetting, \port$8365$0 , \port$8373$0 , \port$8381$0 , \port$8389$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8314$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
+, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8525$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8656$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$8670$0 
+, q_status0_resetting, q_consumer1_index, \port$8680$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8694$0 , q_status1_resetting, q_consumer2_index, \port$8704$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8718$0 , q_status2_resetting, q_consumer3_index, \port$8728$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$8742$0 
+, q_status3_resetting, \port$8754$0 , \port$8762$0 , \port$8770$0 , \port$8778$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11357,34 +11564,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$7933$0 ;
-  wire [3:0] \port$7933$0 ;
-  input [3:0] \port$8136$0 ;
-  wire [3:0] \port$8136$0 ;
-  input \port$8267$0 ;
-  wire \port$8267$0 ;
-  input \port$8281$0 ;
-  wire \port$8281$0 ;
-  input \port$8291$0 ;
-  wire \port$8291$0 ;
-  input \port$8305$0 ;
-  wire \port$8305$0 ;
-  input \port$8315$0 ;
-  wire \port$8315$0 ;
-  input \port$8329$0 ;
-  wire \port$8329$0 ;
-  input \port$8339$0 ;
-  wire \port$8339$0 ;
-  input \port$8353$0 ;
-  wire \port$8353$0 ;
-  input [2:0] \port$8365$0 ;
-  wire [2:0] \port$8365$0 ;
-  input [2:0] \port$8373$0 ;
-  wire [2:0] \port$8373$0 ;
-  input [2:0] \port$8381$0 ;
-  wire [2:0] \port$8381$0 ;
-  input [2:0] \port$8389$0 ;
-  wire [2:0] \port$8389$0 ;
+  input [3:0] \port$8314$0 ;
+  wire [3:0] \port$8314$0 ;
+  input [3:0] \port$8525$0 ;
+  wire [3:0] \port$8525$0 ;
+  input \port$8656$0 ;
+  wire \port$8656$0 ;
+  input \port$8670$0 ;
+  wire \port$8670$0 ;
+  input \port$8680$0 ;
+  wire \port$8680$0 ;
+  input \port$8694$0 ;
+  wire \port$8694$0 ;
+  input \port$8704$0 ;
+  wire \port$8704$0 ;
+  input \port$8718$0 ;
+  wire \port$8718$0 ;
+  input \port$8728$0 ;
+  wire \port$8728$0 ;
+  input \port$8742$0 ;
+  wire \port$8742$0 ;
+  input [2:0] \port$8754$0 ;
+  wire [2:0] \port$8754$0 ;
+  input [2:0] \port$8762$0 ;
+  wire [2:0] \port$8762$0 ;
+  input [2:0] \port$8770$0 ;
+  wire [2:0] \port$8770$0 ;
+  input [2:0] \port$8778$0 ;
+  wire [2:0] \port$8778$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12005,10 +12212,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$267  = \$266  | irq_status_error_set;
   assign \$268  = ~ clr_irq_status_queue_cpl;
   assign \$269  = irq_status_queue_cpl & \$268 ;
-  assign \$270  = \$269  | { \port$8339$0 , \port$8315$0 , \port$8291$0 , \port$8267$0  };
+  assign \$270  = \$269  | { \port$8728$0 , \port$8704$0 , \port$8680$0 , \port$8656$0  };
   assign \$271  = ~ clr_irq_status_queue_error;
   assign \$272  = irq_status_queue_error & \$271 ;
-  assign \$273  = \$272  | { \port$8353$0 , \port$8329$0 , \port$8305$0 , \port$8281$0  };
+  assign \$273  = \$272  | { \port$8742$0 , \port$8718$0 , \port$8694$0 , \port$8670$0  };
   assign \$274  = ~ clr_irq_status_fw_msg;
   assign \$275  = irq_status_fw_msg & \$274 ;
   assign \$276  = \$275  | irq_status_fw_msg_set;
@@ -14301,20 +14508,20 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8136$0 [0];
-  assign status_dma_store_busy = \port$8136$0 [1];
-  assign status_gemm_busy = \port$8136$0 [2];
-  assign status_vec_busy = \port$8136$0 [3];
-  assign irq_status_queue_cpl_set = { \port$8339$0 , \port$8315$0 , \port$8291$0 , \port$8267$0  };
-  assign irq_status_queue_error_set = { \port$8353$0 , \port$8329$0 , \port$8305$0 , \port$8281$0  };
-  assign q_status0_waiting = \port$7933$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8365$0  };
-  assign q_status1_waiting = \port$7933$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8373$0  };
-  assign q_status2_waiting = \port$7933$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8381$0  };
-  assign q_status3_waiting = \port$7933$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8389$0  };
+  assign status_dma_load_busy = \port$8525$0 [0];
+  assign status_dma_store_busy = \port$8525$0 [1];
+  assign status_gemm_busy = \port$8525$0 [2];
+  assign status_vec_busy = \port$8525$0 [3];
+  assign irq_status_queue_cpl_set = { \port$8728$0 , \port$8704$0 , \port$8680$0 , \port$8656$0  };
+  assign irq_status_queue_error_set = { \port$8742$0 , \port$8718$0 , \port$8694$0 , \port$8670$0  };
+  assign q_status0_waiting = \port$8314$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8754$0  };
+  assign q_status1_waiting = \port$8314$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8762$0  };
+  assign q_status2_waiting = \port$8314$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8770$0  };
+  assign q_status3_waiting = \port$8314$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8778$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$135  = 33'h04b414b49;
@@ -14359,11 +14566,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$236  = \$235 ;
   assign \$239  = 2'h0;
   assign \$240  = { 30'h00000000, \$239  };
-  assign \$243  = { 1'h0, \port$8136$0 [0] };
+  assign \$243  = { 1'h0, \port$8525$0 [0] };
   assign \$244  = { 30'h00000000, \$243  };
-  assign \$245  = { \port$8136$0 [1], 1'h0 };
-  assign \$247  = { 1'h0, \port$8136$0 [2], 2'h0 };
-  assign \$249  = { \port$8136$0 [3], 3'h0 };
+  assign \$245  = { \port$8525$0 [1], 1'h0 };
+  assign \$247  = { 1'h0, \port$8525$0 [2], 2'h0 };
+  assign \$249  = { \port$8525$0 [3], 3'h0 };
   assign \$251  = { 3'h0, status_idle, 4'h0 };
   assign \$279  = { 1'h0, irq_status_dma_load_done };
   assign \$280  = { 30'h00000000, \$279  };
@@ -14518,26 +14725,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$701  = { 30'h00000000, \$700  };
   assign \$702  = { q_status0_halted, 1'h0 };
   assign \$704  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$706  = { \port$7933$0 [0], 3'h0 };
-  assign \$708  = { 12'h000, \port$8365$0 , 8'h00 };
+  assign \$706  = { \port$8314$0 [0], 3'h0 };
+  assign \$708  = { 12'h000, \port$8754$0 , 8'h00 };
   assign \$712  = { 1'h0, q_status1_active };
   assign \$713  = { 30'h00000000, \$712  };
   assign \$714  = { q_status1_halted, 1'h0 };
   assign \$716  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$718  = { \port$7933$0 [1], 3'h0 };
-  assign \$720  = { 12'h000, \port$8373$0 , 8'h00 };
+  assign \$718  = { \port$8314$0 [1], 3'h0 };
+  assign \$720  = { 12'h000, \port$8762$0 , 8'h00 };
   assign \$724  = { 1'h0, q_status2_active };
   assign \$725  = { 30'h00000000, \$724  };
   assign \$726  = { q_status2_halted, 1'h0 };
   assign \$728  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$730  = { \port$7933$0 [2], 3'h0 };
-  assign \$732  = { 12'h000, \port$8381$0 , 8'h00 };
+  assign \$730  = { \port$8314$0 [2], 3'h0 };
+  assign \$732  = { 12'h000, \port$8770$0 , 8'h00 };
   assign \$736  = { 1'h0, q_status3_active };
   assign \$737  = { 30'h00000000, \$736  };
   assign \$738  = { q_status3_halted, 1'h0 };
   assign \$740  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$742  = { \port$7933$0 [3], 3'h0 };
-  assign \$744  = { 12'h000, \port$8389$0 , 8'h00 };
+  assign \$742  = { \port$8314$0 [3], 3'h0 };
+  assign \$744  = { 12'h000, \port$8778$0 , 8'h00 };
   assign \$748  = { 1'h0, q_error0_code };
   assign \$749  = { 23'h000000, \$748  };
   assign \$752  = { 1'h0, q_error1_code };
@@ -14644,7 +14851,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$8138$0 , retire__0__tag, \port$8140$0 , retire__1__tag, \port$8142$0 , retire__2__tag, \port$8144$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8527$0 , retire__0__tag, \port$8529$0 , retire__1__tag, \port$8531$0 , retire__2__tag, \port$8533$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15256,14 +15463,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8138$0 ;
-  wire [8:0] \port$8138$0 ;
-  output [8:0] \port$8140$0 ;
-  wire [8:0] \port$8140$0 ;
-  output [8:0] \port$8142$0 ;
-  wire [8:0] \port$8142$0 ;
-  output [8:0] \port$8144$0 ;
-  wire [8:0] \port$8144$0 ;
+  output [8:0] \port$8527$0 ;
+  wire [8:0] \port$8527$0 ;
+  output [8:0] \port$8529$0 ;
+  wire [8:0] \port$8529$0 ;
+  output [8:0] \port$8531$0 ;
+  wire [8:0] \port$8531$0 ;
+  output [8:0] \port$8533$0 ;
+  wire [8:0] \port$8533$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15709,9 +15916,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7654$0 (desc),
-    .\port$7656$0 (queue),
-    .\port$7657$0 (windowed),
+    .\port$8035$0 (desc),
+    .\port$8037$0 (queue),
+    .\port$8038$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15721,9 +15928,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7654$0 (desc),
-    .\port$7656$0 (queue),
-    .\port$7657$0 (windowed),
+    .\port$8035$0 (desc),
+    .\port$8037$0 (queue),
+    .\port$8038$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15733,9 +15940,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7654$0 (desc),
-    .\port$7656$0 (queue),
-    .\port$7657$0 (windowed),
+    .\port$8035$0 (desc),
+    .\port$8037$0 (queue),
+    .\port$8038$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15745,9 +15952,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7654$0 (desc),
-    .\port$7656$0 (queue),
-    .\port$7657$0 (windowed),
+    .\port$8035$0 (desc),
+    .\port$8037$0 (queue),
+    .\port$8038$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15932,13 +16139,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8138$0  = dma_load_held[8:0];
+  assign \port$8527$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8140$0  = dma_store_held[8:0];
+  assign \port$8529$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8142$0  = gemm_held[8:0];
+  assign \port$8531$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8144$0  = vec_held[8:0];
+  assign \port$8533$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16439,7 +16646,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8035$0 , \port$8037$0 , \port$8038$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16481,12 +16688,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7654$0 ;
-  wire [255:0] \port$7654$0 ;
-  input [1:0] \port$7656$0 ;
-  wire [1:0] \port$7656$0 ;
-  input \port$7657$0 ;
-  wire \port$7657$0 ;
+  input [255:0] \port$8035$0 ;
+  wire [255:0] \port$8035$0 ;
+  input [1:0] \port$8037$0 ;
+  wire [1:0] \port$8037$0 ;
+  input \port$8038$0 ;
+  wire \port$8038$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16518,7 +16725,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+      storage[w_port__addr] <= { \port$8038$0 , \port$8037$0 , \port$8035$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16617,14 +16824,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
-  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_port__data = { \port$8038$0 , \port$8037$0 , \port$8035$0  };
+  assign w_data = { \port$8038$0 , \port$8037$0 , \port$8035$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8035$0 , \port$8037$0 , \port$8038$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16666,12 +16873,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7654$0 ;
-  wire [255:0] \port$7654$0 ;
-  input [1:0] \port$7656$0 ;
-  wire [1:0] \port$7656$0 ;
-  input \port$7657$0 ;
-  wire \port$7657$0 ;
+  input [255:0] \port$8035$0 ;
+  wire [255:0] \port$8035$0 ;
+  input [1:0] \port$8037$0 ;
+  wire [1:0] \port$8037$0 ;
+  input \port$8038$0 ;
+  wire \port$8038$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16703,7 +16910,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+      storage[w_port__addr] <= { \port$8038$0 , \port$8037$0 , \port$8035$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16802,14 +17009,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
-  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_port__data = { \port$8038$0 , \port$8037$0 , \port$8035$0  };
+  assign w_data = { \port$8038$0 , \port$8037$0 , \port$8035$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8035$0 , \port$8037$0 , \port$8038$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16851,12 +17058,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7654$0 ;
-  wire [255:0] \port$7654$0 ;
-  input [1:0] \port$7656$0 ;
-  wire [1:0] \port$7656$0 ;
-  input \port$7657$0 ;
-  wire \port$7657$0 ;
+  input [255:0] \port$8035$0 ;
+  wire [255:0] \port$8035$0 ;
+  input [1:0] \port$8037$0 ;
+  wire [1:0] \port$8037$0 ;
+  input \port$8038$0 ;
+  wire \port$8038$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16888,7 +17095,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+      storage[w_port__addr] <= { \port$8038$0 , \port$8037$0 , \port$8035$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16987,14 +17194,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
-  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_port__data = { \port$8038$0 , \port$8037$0 , \port$8035$0  };
+  assign w_data = { \port$8038$0 , \port$8037$0 , \port$8035$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8035$0 , \port$8037$0 , \port$8038$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17036,12 +17243,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7654$0 ;
-  wire [255:0] \port$7654$0 ;
-  input [1:0] \port$7656$0 ;
-  wire [1:0] \port$7656$0 ;
-  input \port$7657$0 ;
-  wire \port$7657$0 ;
+  input [255:0] \port$8035$0 ;
+  wire [255:0] \port$8035$0 ;
+  input [1:0] \port$8037$0 ;
+  wire [1:0] \port$8037$0 ;
+  input \port$8038$0 ;
+  wire \port$8038$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17073,7 +17280,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+      storage[w_port__addr] <= { \port$8038$0 , \port$8037$0 , \port$8035$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17172,8 +17379,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
-  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_port__data = { \port$8038$0 , \port$8037$0 , \port$8035$0  };
+  assign w_data = { \port$8038$0 , \port$8037$0 , \port$8035$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20453,7 +20660,7 @@ module \kaki_soc_8x8.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8138$16 , \port$8494$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8527$16 , \port$8883$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20497,10 +20704,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8138$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8138$16 ;
-  wire [15:0] \port$8138$16 ;
-  input [7:0] \port$8494$0 ;
-  wire [7:0] \port$8494$0 ;
+  input [15:0] \port$8527$16 ;
+  wire [15:0] \port$8527$16 ;
+  input [7:0] \port$8883$0 ;
+  wire [7:0] \port$8883$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20535,7 +20742,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8138$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8138$16 , \port$8494$0  };
+      storage[w_port__addr] <= { \port$8527$16 , \port$8883$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20646,14 +20853,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8138$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8138$16 , \port$8494$0  };
-  assign w_data = { \port$8138$16 , \port$8494$0  };
+  assign w_port__data = { \port$8527$16 , \port$8883$0  };
+  assign w_data = { \port$8527$16 , \port$8883$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8140$16 , \port$8602$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8529$16 , \port$8991$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20697,10 +20904,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8140
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8140$16 ;
-  wire [15:0] \port$8140$16 ;
-  input [7:0] \port$8602$0 ;
-  wire [7:0] \port$8602$0 ;
+  input [15:0] \port$8529$16 ;
+  wire [15:0] \port$8529$16 ;
+  input [7:0] \port$8991$0 ;
+  wire [7:0] \port$8991$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20735,7 +20942,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8140
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8140$16 , \port$8602$0  };
+      storage[w_port__addr] <= { \port$8529$16 , \port$8991$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20846,15 +21053,15 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8140
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8140$16 , \port$8602$0  };
-  assign w_data = { \port$8140$16 , \port$8602$0  };
+  assign w_port__data = { \port$8529$16 , \port$8991$0  };
+  assign w_data = { \port$8529$16 , \port$8991$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4459$0 , \port$4461$0 , q_head_index1_index, \port$4468$0 , \port$4470$0 , q_head_index2_index, \port$4477$0 , \port$4479$0 , q_head_index3_index, \port$4486$0 , \port$4488$0 , cpl_status_free, \port$5143$0 , \port$5173$0 , \port$5203$0 
-, \port$5233$0 , \port$7500$0 , \port$7550$0 , \port$7600$0 , \port$7650$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4478$0 , \port$4480$0 , q_head_index1_index, \port$4487$0 , \port$4489$0 , q_head_index2_index, \port$4496$0 , \port$4498$0 , q_head_index3_index, \port$4505$0 , \port$4507$0 , cpl_status_free, \port$5162$0 , \port$5192$0 , \port$5222$0 
+, \port$5252$0 , \port$7881$0 , \port$7931$0 , \port$7981$0 , \port$8031$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
 , timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
@@ -21776,38 +21983,38 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4459$0 ;
-  wire \port$4459$0 ;
-  input \port$4461$0 ;
-  wire \port$4461$0 ;
-  input \port$4468$0 ;
-  wire \port$4468$0 ;
-  input \port$4470$0 ;
-  wire \port$4470$0 ;
-  input \port$4477$0 ;
-  wire \port$4477$0 ;
-  input \port$4479$0 ;
-  wire \port$4479$0 ;
-  input \port$4486$0 ;
-  wire \port$4486$0 ;
-  input \port$4488$0 ;
-  wire \port$4488$0 ;
-  input [255:0] \port$5143$0 ;
-  wire [255:0] \port$5143$0 ;
-  input [255:0] \port$5173$0 ;
-  wire [255:0] \port$5173$0 ;
-  input [255:0] \port$5203$0 ;
-  wire [255:0] \port$5203$0 ;
-  input [255:0] \port$5233$0 ;
-  wire [255:0] \port$5233$0 ;
-  input [23:0] \port$7500$0 ;
-  wire [23:0] \port$7500$0 ;
-  input [23:0] \port$7550$0 ;
-  wire [23:0] \port$7550$0 ;
-  input [23:0] \port$7600$0 ;
-  wire [23:0] \port$7600$0 ;
-  input [23:0] \port$7650$0 ;
-  wire [23:0] \port$7650$0 ;
+  input \port$4478$0 ;
+  wire \port$4478$0 ;
+  input \port$4480$0 ;
+  wire \port$4480$0 ;
+  input \port$4487$0 ;
+  wire \port$4487$0 ;
+  input \port$4489$0 ;
+  wire \port$4489$0 ;
+  input \port$4496$0 ;
+  wire \port$4496$0 ;
+  input \port$4498$0 ;
+  wire \port$4498$0 ;
+  input \port$4505$0 ;
+  wire \port$4505$0 ;
+  input \port$4507$0 ;
+  wire \port$4507$0 ;
+  input [255:0] \port$5162$0 ;
+  wire [255:0] \port$5162$0 ;
+  input [255:0] \port$5192$0 ;
+  wire [255:0] \port$5192$0 ;
+  input [255:0] \port$5222$0 ;
+  wire [255:0] \port$5222$0 ;
+  input [255:0] \port$5252$0 ;
+  wire [255:0] \port$5252$0 ;
+  input [23:0] \port$7881$0 ;
+  wire [23:0] \port$7881$0 ;
+  input [23:0] \port$7931$0 ;
+  wire [23:0] \port$7931$0 ;
+  input [23:0] \port$7981$0 ;
+  wire [23:0] \port$7981$0 ;
+  input [23:0] \port$8031$0 ;
+  wire [23:0] \port$8031$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24029,48 +24236,48 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign work_qready = { \port$4486$0 , \port$4477$0 , \port$4468$0 , \port$4459$0  };
-  assign work_qreset = { \port$4488$0 , \port$4479$0 , \port$4470$0 , \port$4461$0  };
-  assign retire0_error = \port$7500$0 [7:0];
-  assign retire0_tag = \port$7500$0 [23:8];
-  assign retire1_error = \port$7550$0 [7:0];
-  assign retire1_tag = \port$7550$0 [23:8];
-  assign retire2_error = \port$7600$0 [7:0];
-  assign retire2_tag = \port$7600$0 [23:8];
-  assign retire3_error = \port$7650$0 [7:0];
-  assign retire3_tag = \port$7650$0 [23:8];
-  assign q_head0_word = \port$5143$0 [31:0];
-  assign q_head1_word = \port$5143$0 [63:32];
-  assign q_head2_word = \port$5143$0 [95:64];
-  assign q_head3_word = \port$5143$0 [127:96];
-  assign q_head4_word = \port$5143$0 [159:128];
-  assign q_head5_word = \port$5143$0 [191:160];
-  assign q_head6_word = \port$5143$0 [223:192];
-  assign q_head7_word = \port$5143$0 [255:224];
-  assign q_head8_word = \port$5173$0 [31:0];
-  assign q_head9_word = \port$5173$0 [63:32];
-  assign q_head10_word = \port$5173$0 [95:64];
-  assign q_head11_word = \port$5173$0 [127:96];
-  assign q_head12_word = \port$5173$0 [159:128];
-  assign q_head13_word = \port$5173$0 [191:160];
-  assign q_head14_word = \port$5173$0 [223:192];
-  assign q_head15_word = \port$5173$0 [255:224];
-  assign q_head16_word = \port$5203$0 [31:0];
-  assign q_head17_word = \port$5203$0 [63:32];
-  assign q_head18_word = \port$5203$0 [95:64];
-  assign q_head19_word = \port$5203$0 [127:96];
-  assign q_head20_word = \port$5203$0 [159:128];
-  assign q_head21_word = \port$5203$0 [191:160];
-  assign q_head22_word = \port$5203$0 [223:192];
-  assign q_head23_word = \port$5203$0 [255:224];
-  assign q_head24_word = \port$5233$0 [31:0];
-  assign q_head25_word = \port$5233$0 [63:32];
-  assign q_head26_word = \port$5233$0 [95:64];
-  assign q_head27_word = \port$5233$0 [127:96];
-  assign q_head28_word = \port$5233$0 [159:128];
-  assign q_head29_word = \port$5233$0 [191:160];
-  assign q_head30_word = \port$5233$0 [223:192];
-  assign q_head31_word = \port$5233$0 [255:224];
+  assign work_qready = { \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
+  assign work_qreset = { \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0  };
+  assign retire0_error = \port$7881$0 [7:0];
+  assign retire0_tag = \port$7881$0 [23:8];
+  assign retire1_error = \port$7931$0 [7:0];
+  assign retire1_tag = \port$7931$0 [23:8];
+  assign retire2_error = \port$7981$0 [7:0];
+  assign retire2_tag = \port$7981$0 [23:8];
+  assign retire3_error = \port$8031$0 [7:0];
+  assign retire3_tag = \port$8031$0 [23:8];
+  assign q_head0_word = \port$5162$0 [31:0];
+  assign q_head1_word = \port$5162$0 [63:32];
+  assign q_head2_word = \port$5162$0 [95:64];
+  assign q_head3_word = \port$5162$0 [127:96];
+  assign q_head4_word = \port$5162$0 [159:128];
+  assign q_head5_word = \port$5162$0 [191:160];
+  assign q_head6_word = \port$5162$0 [223:192];
+  assign q_head7_word = \port$5162$0 [255:224];
+  assign q_head8_word = \port$5192$0 [31:0];
+  assign q_head9_word = \port$5192$0 [63:32];
+  assign q_head10_word = \port$5192$0 [95:64];
+  assign q_head11_word = \port$5192$0 [127:96];
+  assign q_head12_word = \port$5192$0 [159:128];
+  assign q_head13_word = \port$5192$0 [191:160];
+  assign q_head14_word = \port$5192$0 [223:192];
+  assign q_head15_word = \port$5192$0 [255:224];
+  assign q_head16_word = \port$5222$0 [31:0];
+  assign q_head17_word = \port$5222$0 [63:32];
+  assign q_head18_word = \port$5222$0 [95:64];
+  assign q_head19_word = \port$5222$0 [127:96];
+  assign q_head20_word = \port$5222$0 [159:128];
+  assign q_head21_word = \port$5222$0 [191:160];
+  assign q_head22_word = \port$5222$0 [223:192];
+  assign q_head23_word = \port$5222$0 [255:224];
+  assign q_head24_word = \port$5252$0 [31:0];
+  assign q_head25_word = \port$5252$0 [63:32];
+  assign q_head26_word = \port$5252$0 [95:64];
+  assign q_head27_word = \port$5252$0 [127:96];
+  assign q_head28_word = \port$5252$0 [159:128];
+  assign q_head29_word = \port$5252$0 [191:160];
+  assign q_head30_word = \port$5252$0 [223:192];
+  assign q_head31_word = \port$5252$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -24085,10 +24292,10 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4486$0 , \port$4477$0 , \port$4468$0 , \port$4459$0  };
+  assign \$224  = { 1'h0, \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4488$0 , \port$4479$0 , \port$4470$0 , \port$4461$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -24100,20 +24307,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$7500$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$7500$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$7881$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$7881$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$7550$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$7550$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$7931$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$7931$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$7600$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$7600$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$7981$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$7981$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$7650$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$7650$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$8031$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$8031$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -24147,69 +24354,69 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5143$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5162$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5143$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5162$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5143$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5162$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5143$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5162$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5143$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5162$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5143$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5162$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5143$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5162$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5143$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5162$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5173$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5192$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5173$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5192$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5173$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5192$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5173$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5192$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5173$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5192$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5173$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5192$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5173$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5192$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5173$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5192$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5203$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5222$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5203$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5222$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5203$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5222$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5203$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5222$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5203$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5222$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5203$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5222$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5203$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5222$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5203$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5222$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5233$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5252$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5233$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5252$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5233$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5252$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5233$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5252$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5233$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5252$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5233$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5252$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5233$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5252$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5233$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5252$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -33214,7 +33421,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8142$16 , \port$8680$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8531$16 , \port$9069$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33258,10 +33465,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8142$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8142$16 ;
-  wire [15:0] \port$8142$16 ;
-  input [7:0] \port$8680$0 ;
-  wire [7:0] \port$8680$0 ;
+  input [15:0] \port$8531$16 ;
+  wire [15:0] \port$8531$16 ;
+  input [7:0] \port$9069$0 ;
+  wire [7:0] \port$9069$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -33296,7 +33503,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8142$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8142$16 , \port$8680$0  };
+      storage[w_port__addr] <= { \port$8531$16 , \port$9069$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -33407,8 +33614,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8142$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8142$16 , \port$8680$0  };
-  assign w_data = { \port$8142$16 , \port$8680$0  };
+  assign w_port__data = { \port$8531$16 , \port$9069$0  };
+  assign w_data = { \port$8531$16 , \port$9069$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -33417,7 +33624,7 @@ endmodule
 module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_en$58 , \r_en$88 , \r_en$118 , \port$121$0 , cpl_valid, fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req, q1_active
 , q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, cpl_w_last, axi__wdata, q__0__head, q__1__head, q__2__head, q__3__head, axi__arready, axi__rvalid, axi__awready
 , axi__wready, axi__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell
-, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$8126$0 , \port$8126$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
+, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$8511$0 , \port$8511$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
 , axi__wstrb, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted
 , q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, level, \level$46 , \level$76 , \level$106 , axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
@@ -34055,10 +34262,10 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire [2:0] \level$76 ;
   input [3:0] \port$121$0 ;
   wire [3:0] \port$121$0 ;
-  input [3:0] \port$8126$0 ;
-  wire [3:0] \port$8126$0 ;
-  input [23:0] \port$8126$8 ;
-  wire [23:0] \port$8126$8 ;
+  input [3:0] \port$8511$0 ;
+  wire [3:0] \port$8511$0 ;
+  input [23:0] \port$8511$8 ;
+  wire [23:0] \port$8511$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -34686,7 +34893,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$135  = fetch_q == 2'h3;
   assign q3_fetch_push = \$134  & \$135 ;
   assign \$136  = cpl_valid & w_rdy;
-  assign \$137  = \port$8126$0 [1:0] < 3'h4;
+  assign \$137  = \port$8511$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$136  & \$137 ;
   assign cpl_free = 3'h4 - \level$195 ;
   assign \$138  = cpl_w_nbeats - 1'h1;
@@ -34916,7 +35123,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$334  = cpl_rec_index + 1'h1;
   assign \$335  = q__0__consumer + 1'h1;
   assign \$336  = q0_cpl_done & cpl_req[2];
-  assign \$337  = ! \port$8126$0 [1:0];
+  assign \$337  = ! \port$8511$0 [1:0];
   assign \$338  = cpl_push_ok & \$337 ;
   assign \$339  = q0_cpl_pending + \$338 ;
   assign \$340  = \$339  - q0_cpl_done;
@@ -34934,7 +35141,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$352  = q0_resetting & \$351 ;
   assign \$353  = q__1__consumer + 1'h1;
   assign \$354  = q1_cpl_done & cpl_req[2];
-  assign \$355  = \port$8126$0 [1:0] == 1'h1;
+  assign \$355  = \port$8511$0 [1:0] == 1'h1;
   assign \$356  = cpl_push_ok & \$355 ;
   assign \$357  = q1_cpl_pending + \$356 ;
   assign \$358  = \$357  - q1_cpl_done;
@@ -34952,7 +35159,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$370  = q1_resetting & \$369 ;
   assign \$371  = q__2__consumer + 1'h1;
   assign \$372  = q2_cpl_done & cpl_req[2];
-  assign \$373  = \port$8126$0 [1:0] == 2'h2;
+  assign \$373  = \port$8511$0 [1:0] == 2'h2;
   assign \$374  = cpl_push_ok & \$373 ;
   assign \$375  = q2_cpl_pending + \$374 ;
   assign \$376  = \$375  - q2_cpl_done;
@@ -34970,7 +35177,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \$388  = q2_resetting & \$387 ;
   assign \$389  = q__3__consumer + 1'h1;
   assign \$390  = q3_cpl_done & cpl_req[2];
-  assign \$391  = \port$8126$0 [1:0] == 2'h3;
+  assign \$391  = \port$8511$0 [1:0] == 2'h3;
   assign \$392  = cpl_push_ok & \$391 ;
   assign \$393  = q3_cpl_pending + \$392 ;
   assign \$394  = \$393  - q3_cpl_done;
@@ -35025,7 +35232,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(level),
     .\port$0$87 (axi__rdata),
-    .\port$8221$0 (fetch_r_buf),
+    .\port$8610$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -35037,7 +35244,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$46 ),
     .\port$0$87 (axi__rdata),
-    .\port$8221$0 (fetch_r_buf),
+    .\port$8610$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$58 ),
@@ -35049,7 +35256,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$76 ),
     .\port$0$87 (axi__rdata),
-    .\port$8221$0 (fetch_r_buf),
+    .\port$8610$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$88 ),
@@ -35061,7 +35268,7 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     .clk(clk),
     .level(\level$106 ),
     .\port$0$87 (axi__rdata),
-    .\port$8221$0 (fetch_r_buf),
+    .\port$8610$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$118 ),
@@ -36533,12 +36740,12 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign \w_data$177  = { axi__rdata, fetch_r_buf };
   assign \w_en$179  = q3_fetch_push;
   assign \w_data$180  = { axi__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8126$0 [1:0];
-  assign cpl_irq = \port$8126$0 [2];
-  assign cpl_halt = \port$8126$0 [3];
-  assign cpl_flags = \port$8126$8 [7:0];
-  assign cpl_status = \port$8126$8 [15:8];
-  assign cpl_opcode = \port$8126$8 [23:16];
+  assign cpl_queue = \port$8511$0 [1:0];
+  assign cpl_irq = \port$8511$0 [2];
+  assign cpl_halt = \port$8511$0 [3];
+  assign cpl_flags = \port$8511$8 [7:0];
+  assign cpl_status = \port$8511$8 [15:8];
+  assign cpl_opcode = \port$8511$8 [23:16];
   assign \w_en$193  = cpl_push_ok;
   assign axi__awid = 4'h0;
   assign cpl_aw_addr = axi__awaddr;
@@ -36593,12 +36800,12 @@ module \kaki_soc_8x8.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$181 [75:44] = cpl_timestamp;
   assign \w_data$181 [43:28] = cpl_tag;
-  assign \w_data$181 [27:20] = \port$8126$8 [23:16];
-  assign \w_data$181 [19:12] = \port$8126$8 [15:8];
-  assign \w_data$181 [11:4] = \port$8126$8 [7:0];
-  assign \w_data$181 [3] = \port$8126$0 [3];
-  assign \w_data$181 [2] = \port$8126$0 [2];
-  assign \w_data$181 [1:0] = \port$8126$0 [1:0];
+  assign \w_data$181 [27:20] = \port$8511$8 [23:16];
+  assign \w_data$181 [19:12] = \port$8511$8 [15:8];
+  assign \w_data$181 [11:4] = \port$8511$8 [7:0];
+  assign \w_data$181 [3] = \port$8511$0 [3];
+  assign \w_data$181 [2] = \port$8511$0 [2];
+  assign \w_data$181 [1:0] = \port$8511$0 [1:0];
   assign \$26  = 32'd4294967264;
   assign \$27 [4:0] = 5'h00;
   assign \$27 [31:5] = q__0__ring_base[31:5];
@@ -36749,7 +36956,7 @@ module \kaki_soc_8x8.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8221$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8610$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -36776,8 +36983,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8221$0 ;
-  wire [191:0] \port$8221$0 ;
+  input [191:0] \port$8610$0 ;
+  wire [191:0] \port$8610$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -36812,7 +37019,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8221$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8610$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -36883,14 +37090,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8221$0  };
-  assign w_data = { \port$0$87 , \port$8221$0  };
+  assign w_port__data = { \port$0$87 , \port$8610$0  };
+  assign w_data = { \port$0$87 , \port$8610$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8221$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8610$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -36917,8 +37124,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8221$0 ;
-  wire [191:0] \port$8221$0 ;
+  input [191:0] \port$8610$0 ;
+  wire [191:0] \port$8610$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -36953,7 +37160,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8221$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8610$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -37024,14 +37231,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8221$0  };
-  assign w_data = { \port$0$87 , \port$8221$0  };
+  assign w_port__data = { \port$0$87 , \port$8610$0  };
+  assign w_data = { \port$0$87 , \port$8610$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8221$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8610$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37058,8 +37265,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8221$0 ;
-  wire [191:0] \port$8221$0 ;
+  input [191:0] \port$8610$0 ;
+  wire [191:0] \port$8610$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -37094,7 +37301,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8221$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8610$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -37165,14 +37372,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8221$0  };
-  assign w_data = { \port$0$87 , \port$8221$0  };
+  assign w_port__data = { \port$0$87 , \port$8610$0  };
+  assign w_data = { \port$0$87 , \port$8610$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8221$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8610$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37199,8 +37406,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8221$0 ;
-  wire [191:0] \port$8221$0 ;
+  input [191:0] \port$8610$0 ;
+  wire [191:0] \port$8610$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -37235,7 +37442,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8221$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8610$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -37306,8 +37513,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8221$0  };
-  assign w_data = { \port$0$87 , \port$8221$0  };
+  assign w_port__data = { \port$0$87 , \port$8610$0  };
+  assign w_data = { \port$0$87 , \port$8610$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38019,362 +38226,788 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [20:0] \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire [20:0] \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [12:0] \$100 ;
+  wire [12:0] \$101 ;
+  wire [12:0] \$102 ;
+  wire [7:0] \$103 ;
+  wire [7:0] \$104 ;
+  wire [7:0] \$105 ;
+  wire [7:0] \$106 ;
+  wire [32:0] \$107 ;
+  wire [31:0] \$108 ;
+  wire [47:0] \$109 ;
   wire [17:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire [19:0] \$117 ;
-  wire [19:0] \$118 ;
+  wire [48:0] \$110 ;
+  wire [47:0] \$111 ;
+  wire [47:0] \$112 ;
+  wire [78:0] \$113 ;
+  wire [79:0] \$114 ;
+  wire [79:0] \$115 ;
+  wire [63:0] \$116 ;
+  wire [63:0] \$117 ;
+  wire [64:0] \$118 ;
   wire \$119 ;
   wire \$12 ;
-  wire [20:0] \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire [20:0] \$123 ;
-  wire \$124 ;
-  wire \$125 ;
+  wire \$120 ;
+  wire [11:0] \$121 ;
+  wire [12:0] \$122 ;
+  wire \$123 ;
+  wire [11:0] \$124 ;
+  wire [12:0] \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire [63:0] \$129 ;
-  wire [32:0] \$13 ;
-  wire [66:0] \$130 ;
-  wire [66:0] \$131 ;
-  wire \$132 ;
-  wire [66:0] \$133 ;
-  wire \$134 ;
-  wire [66:0] \$135 ;
-  wire [66:0] \$136 ;
-  wire [66:0] \$137 ;
-  wire [8:0] \$138 ;
+  wire [11:0] \$127 ;
+  wire [12:0] \$128 ;
+  wire [12:0] \$129 ;
+  wire [7:0] \$13 ;
+  wire [12:0] \$130 ;
+  wire [7:0] \$131 ;
+  wire [7:0] \$132 ;
+  wire \$133 ;
+  wire [11:0] \$134 ;
+  wire [12:0] \$135 ;
+  wire \$136 ;
+  wire [11:0] \$137 ;
+  wire [12:0] \$138 ;
   wire \$139 ;
-  wire [63:0] \$14 ;
-  wire [8:0] \$140 ;
-  wire \$141 ;
-  wire [8:0] \$142 ;
-  wire [8:0] \$143 ;
-  wire [8:0] \$144 ;
-  wire [63:0] \$145 ;
-  wire [66:0] \$146 ;
-  wire [66:0] \$147 ;
-  wire \$148 ;
-  wire [66:0] \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire [66:0] \$151 ;
-  wire [66:0] \$152 ;
-  wire [66:0] \$153 ;
-  wire [8:0] \$154 ;
-  wire \$155 ;
-  wire [8:0] \$156 ;
-  wire \$157 ;
-  wire [8:0] \$158 ;
-  wire [8:0] \$159 ;
+  wire [7:0] \$14 ;
+  wire [11:0] \$140 ;
+  wire [12:0] \$141 ;
+  wire [12:0] \$142 ;
+  wire [12:0] \$143 ;
+  wire [7:0] \$144 ;
+  wire [7:0] \$145 ;
+  wire [7:0] \$146 ;
+  wire [11:0] \$147 ;
+  wire [12:0] \$148 ;
+  wire \$149 ;
+  wire [7:0] \$15 ;
+  wire [11:0] \$150 ;
+  wire [12:0] \$151 ;
+  wire \$152 ;
+  wire [11:0] \$153 ;
+  wire [12:0] \$154 ;
+  wire [12:0] \$155 ;
+  wire [12:0] \$156 ;
+  wire [7:0] \$157 ;
+  wire [7:0] \$158 ;
+  wire [7:0] \$159 ;
   wire [7:0] \$16 ;
-  wire [8:0] \$160 ;
-  wire [63:0] \$161 ;
-  wire [66:0] \$162 ;
-  wire [66:0] \$163 ;
-  wire \$164 ;
-  wire [66:0] \$165 ;
-  wire \$166 ;
-  wire [66:0] \$167 ;
-  wire [66:0] \$168 ;
-  wire [66:0] \$169 ;
+  wire [7:0] \$160 ;
+  wire [32:0] \$161 ;
+  wire [31:0] \$162 ;
+  wire [47:0] \$163 ;
+  wire [48:0] \$164 ;
+  wire [47:0] \$165 ;
+  wire [47:0] \$166 ;
+  wire [78:0] \$167 ;
+  wire [79:0] \$168 ;
+  wire [79:0] \$169 ;
   wire [7:0] \$17 ;
-  wire [8:0] \$170 ;
-  wire \$171 ;
-  wire [8:0] \$172 ;
+  wire [63:0] \$170 ;
+  wire [63:0] \$171 ;
+  wire [64:0] \$172 ;
   wire \$173 ;
-  wire [8:0] \$174 ;
-  wire [8:0] \$175 ;
-  wire [8:0] \$176 ;
-  wire [63:0] \$177 ;
-  wire [66:0] \$178 ;
-  wire [66:0] \$179 ;
-  wire [32:0] \$18 ;
+  wire \$174 ;
+  wire [11:0] \$175 ;
+  wire [12:0] \$176 ;
+  wire \$177 ;
+  wire [11:0] \$178 ;
+  wire [12:0] \$179 ;
+  wire [7:0] \$18 ;
   wire \$180 ;
-  wire [66:0] \$181 ;
-  wire \$182 ;
-  wire [66:0] \$183 ;
-  wire [66:0] \$184 ;
-  wire [66:0] \$185 ;
-  wire [8:0] \$186 ;
+  wire [11:0] \$181 ;
+  wire [12:0] \$182 ;
+  wire [12:0] \$183 ;
+  wire [12:0] \$184 ;
+  wire [7:0] \$185 ;
+  wire [7:0] \$186 ;
   wire \$187 ;
-  wire [8:0] \$188 ;
-  wire \$189 ;
-  wire [63:0] \$19 ;
-  wire [8:0] \$190 ;
-  wire [8:0] \$191 ;
-  wire [8:0] \$192 ;
-  wire [63:0] \$193 ;
-  wire [66:0] \$194 ;
-  wire [66:0] \$195 ;
-  wire \$196 ;
-  wire [66:0] \$197 ;
-  wire \$198 ;
-  wire [66:0] \$199 ;
+  wire [11:0] \$188 ;
+  wire [12:0] \$189 ;
+  wire [7:0] \$19 ;
+  wire \$190 ;
+  wire [11:0] \$191 ;
+  wire [12:0] \$192 ;
+  wire \$193 ;
+  wire [11:0] \$194 ;
+  wire [12:0] \$195 ;
+  wire [12:0] \$196 ;
+  wire [12:0] \$197 ;
+  wire [7:0] \$198 ;
+  wire [7:0] \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [66:0] \$200 ;
-  wire [66:0] \$201 ;
-  wire [8:0] \$202 ;
+  wire [7:0] \$20 ;
+  wire [7:0] \$200 ;
+  wire [11:0] \$201 ;
+  wire [12:0] \$202 ;
   wire \$203 ;
-  wire [8:0] \$204 ;
-  wire \$205 ;
-  wire [8:0] \$206 ;
-  wire [8:0] \$207 ;
-  wire [8:0] \$208 ;
-  wire [63:0] \$209 ;
+  wire [11:0] \$204 ;
+  wire [12:0] \$205 ;
+  wire \$206 ;
+  wire [11:0] \$207 ;
+  wire [12:0] \$208 ;
+  wire [12:0] \$209 ;
   wire [7:0] \$21 ;
-  wire [66:0] \$210 ;
-  wire [66:0] \$211 ;
-  wire \$212 ;
-  wire [66:0] \$213 ;
-  wire \$214 ;
-  wire [66:0] \$215 ;
-  wire [66:0] \$216 ;
-  wire [66:0] \$217 ;
-  wire [8:0] \$218 ;
-  wire \$219 ;
+  wire [12:0] \$210 ;
+  wire [7:0] \$211 ;
+  wire [7:0] \$212 ;
+  wire [7:0] \$213 ;
+  wire [7:0] \$214 ;
+  wire [32:0] \$215 ;
+  wire [31:0] \$216 ;
+  wire [47:0] \$217 ;
+  wire [48:0] \$218 ;
+  wire [47:0] \$219 ;
   wire [7:0] \$22 ;
-  wire [8:0] \$220 ;
-  wire \$221 ;
-  wire [8:0] \$222 ;
-  wire [8:0] \$223 ;
-  wire [8:0] \$224 ;
+  wire [47:0] \$220 ;
+  wire [78:0] \$221 ;
+  wire [79:0] \$222 ;
+  wire [79:0] \$223 ;
+  wire [63:0] \$224 ;
   wire [63:0] \$225 ;
-  wire [66:0] \$226 ;
-  wire [66:0] \$227 ;
+  wire [64:0] \$226 ;
+  wire \$227 ;
   wire \$228 ;
-  wire [66:0] \$229 ;
-  wire [32:0] \$23 ;
-  wire \$230 ;
-  wire [66:0] \$231 ;
-  wire [66:0] \$232 ;
-  wire [66:0] \$233 ;
-  wire [8:0] \$234 ;
-  wire \$235 ;
-  wire [8:0] \$236 ;
-  wire \$237 ;
-  wire [8:0] \$238 ;
-  wire [8:0] \$239 ;
-  wire [63:0] \$24 ;
-  wire [8:0] \$240 ;
-  wire [63:0] \$241 ;
-  wire [66:0] \$242 ;
-  wire [66:0] \$243 ;
+  wire [11:0] \$229 ;
+  wire [7:0] \$23 ;
+  wire [12:0] \$230 ;
+  wire \$231 ;
+  wire [11:0] \$232 ;
+  wire [12:0] \$233 ;
+  wire \$234 ;
+  wire [11:0] \$235 ;
+  wire [12:0] \$236 ;
+  wire [12:0] \$237 ;
+  wire [12:0] \$238 ;
+  wire [7:0] \$239 ;
+  wire [7:0] \$24 ;
+  wire [7:0] \$240 ;
+  wire \$241 ;
+  wire [11:0] \$242 ;
+  wire [12:0] \$243 ;
   wire \$244 ;
-  wire [66:0] \$245 ;
-  wire \$246 ;
-  wire [66:0] \$247 ;
-  wire [66:0] \$248 ;
-  wire [66:0] \$249 ;
-  wire \$25 ;
-  wire [8:0] \$250 ;
-  wire \$251 ;
-  wire [8:0] \$252 ;
-  wire \$253 ;
-  wire [8:0] \$254 ;
-  wire [8:0] \$255 ;
-  wire [8:0] \$256 ;
+  wire [11:0] \$245 ;
+  wire [12:0] \$246 ;
+  wire \$247 ;
+  wire [11:0] \$248 ;
+  wire [12:0] \$249 ;
+  wire [7:0] \$25 ;
+  wire [12:0] \$250 ;
+  wire [12:0] \$251 ;
+  wire [7:0] \$252 ;
+  wire [7:0] \$253 ;
+  wire [7:0] \$254 ;
+  wire [11:0] \$255 ;
+  wire [12:0] \$256 ;
   wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [11:0] \$258 ;
+  wire [12:0] \$259 ;
   wire [7:0] \$26 ;
   wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  reg [31:0] \$264 ;
-  reg [31:0] \$265 ;
-  reg [31:0] \$266 ;
-  reg [31:0] \$267 ;
-  reg [31:0] \$268 ;
-  reg [31:0] \$269 ;
+  wire [11:0] \$261 ;
+  wire [12:0] \$262 ;
+  wire [12:0] \$263 ;
+  wire [12:0] \$264 ;
+  wire [7:0] \$265 ;
+  wire [7:0] \$266 ;
+  wire [7:0] \$267 ;
+  wire [7:0] \$268 ;
+  wire [32:0] \$269 ;
   wire [7:0] \$27 ;
-  reg [31:0] \$270 ;
-  reg [31:0] \$271 ;
-  reg [31:0] \$272 ;
-  reg [31:0] \$273 ;
-  reg [31:0] \$274 ;
-  reg [31:0] \$275 ;
-  reg [31:0] \$276 ;
-  reg [31:0] \$277 ;
-  reg [31:0] \$278 ;
-  reg [31:0] \$279 ;
-  wire [32:0] \$28 ;
-  reg [5:0] \$280 ;
-  reg [5:0] \$281 ;
-  reg [5:0] \$282 ;
-  reg [5:0] \$283 ;
-  reg [5:0] \$284 ;
-  reg [5:0] \$285 ;
-  reg [5:0] \$286 ;
-  reg [5:0] \$287 ;
-  reg \$288 ;
-  reg [155:0] \$289 ;
-  wire [63:0] \$29 ;
-  reg [7:0] \$290 ;
-  reg [16:0] \$291 ;
-  reg [16:0] \$292 ;
-  reg [2:0] \$293 ;
-  reg [1:0] \$294 ;
-  reg [1:0] \$295 ;
-  reg \$296 ;
-  reg \$297 ;
-  reg \$298 ;
-  reg \$299 ;
+  wire [31:0] \$270 ;
+  wire [47:0] \$271 ;
+  wire [48:0] \$272 ;
+  wire [47:0] \$273 ;
+  wire [47:0] \$274 ;
+  wire [78:0] \$275 ;
+  wire [79:0] \$276 ;
+  wire [79:0] \$277 ;
+  wire [63:0] \$278 ;
+  wire [63:0] \$279 ;
+  wire [7:0] \$28 ;
+  wire [64:0] \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire [11:0] \$283 ;
+  wire [12:0] \$284 ;
+  wire \$285 ;
+  wire [11:0] \$286 ;
+  wire [12:0] \$287 ;
+  wire \$288 ;
+  wire [11:0] \$289 ;
+  wire [7:0] \$29 ;
+  wire [12:0] \$290 ;
+  wire [12:0] \$291 ;
+  wire [12:0] \$292 ;
+  wire [7:0] \$293 ;
+  wire [7:0] \$294 ;
+  wire \$295 ;
+  wire [11:0] \$296 ;
+  wire [12:0] \$297 ;
+  wire \$298 ;
+  wire [11:0] \$299 ;
   wire \$3 ;
-  wire \$30 ;
-  reg [31:0] \$300 ;
-  reg [7:0] \$301 ;
-  reg [63:0] \$302 ;
-  reg [7:0] \$303 ;
-  reg [7:0] \$304 ;
-  reg [7:0] \$305 ;
-  reg [31:0] \$306 ;
-  reg [7:0] \$307 ;
-  reg [63:0] \$308 ;
-  reg [7:0] \$309 ;
+  wire [7:0] \$30 ;
+  wire [12:0] \$300 ;
+  wire \$301 ;
+  wire [11:0] \$302 ;
+  wire [12:0] \$303 ;
+  wire [12:0] \$304 ;
+  wire [12:0] \$305 ;
+  wire [7:0] \$306 ;
+  wire [7:0] \$307 ;
+  wire [7:0] \$308 ;
+  wire [11:0] \$309 ;
   wire [7:0] \$31 ;
-  reg [7:0] \$310 ;
-  reg [7:0] \$311 ;
-  reg [31:0] \$312 ;
-  reg [7:0] \$313 ;
-  reg [63:0] \$314 ;
-  reg [7:0] \$315 ;
-  reg [7:0] \$316 ;
-  reg [7:0] \$317 ;
-  reg [31:0] \$318 ;
-  reg [7:0] \$319 ;
+  wire [12:0] \$310 ;
+  wire \$311 ;
+  wire [11:0] \$312 ;
+  wire [12:0] \$313 ;
+  wire \$314 ;
+  wire [11:0] \$315 ;
+  wire [12:0] \$316 ;
+  wire [12:0] \$317 ;
+  wire [12:0] \$318 ;
+  wire [7:0] \$319 ;
   wire [7:0] \$32 ;
-  reg [63:0] \$320 ;
-  reg [7:0] \$321 ;
-  reg [7:0] \$322 ;
-  reg [7:0] \$323 ;
-  reg [31:0] \$324 ;
-  reg [7:0] \$325 ;
-  reg [63:0] \$326 ;
-  reg [7:0] \$327 ;
-  reg [7:0] \$328 ;
-  reg [7:0] \$329 ;
-  wire [32:0] \$33 ;
-  reg [31:0] \$330 ;
-  reg [7:0] \$331 ;
-  reg [63:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg [7:0] \$334 ;
-  reg [7:0] \$335 ;
-  reg [31:0] \$336 ;
-  reg [7:0] \$337 ;
-  reg [63:0] \$338 ;
-  reg [7:0] \$339 ;
-  wire [63:0] \$34 ;
-  reg [7:0] \$340 ;
-  reg [7:0] \$341 ;
-  reg [31:0] \$342 ;
-  reg [7:0] \$343 ;
-  reg [63:0] \$344 ;
-  reg [7:0] \$345 ;
-  reg [7:0] \$346 ;
-  reg [7:0] \$347 ;
-  reg \$348 ;
-  reg [7:0] \$349 ;
-  wire \$35 ;
-  reg [7:0] \$350 ;
-  reg [7:0] \$351 ;
-  reg [7:0] \$352 ;
-  reg [7:0] \$353 ;
-  reg [7:0] \$354 ;
-  reg [7:0] \$355 ;
-  reg [7:0] \$356 ;
-  reg [13:0] \$357 ;
-  reg [63:0] \$358 ;
+  wire [7:0] \$320 ;
+  wire [7:0] \$321 ;
+  wire [7:0] \$322 ;
+  wire [32:0] \$323 ;
+  wire [31:0] \$324 ;
+  wire [47:0] \$325 ;
+  wire [48:0] \$326 ;
+  wire [47:0] \$327 ;
+  wire [47:0] \$328 ;
+  wire [78:0] \$329 ;
+  wire [7:0] \$33 ;
+  wire [79:0] \$330 ;
+  wire [79:0] \$331 ;
+  wire [63:0] \$332 ;
+  wire [63:0] \$333 ;
+  wire [64:0] \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire [11:0] \$337 ;
+  wire [12:0] \$338 ;
+  wire \$339 ;
+  wire [7:0] \$34 ;
+  wire [11:0] \$340 ;
+  wire [12:0] \$341 ;
+  wire \$342 ;
+  wire [11:0] \$343 ;
+  wire [12:0] \$344 ;
+  wire [12:0] \$345 ;
+  wire [12:0] \$346 ;
+  wire [7:0] \$347 ;
+  wire [7:0] \$348 ;
+  wire \$349 ;
+  wire [7:0] \$35 ;
+  wire [11:0] \$350 ;
+  wire [12:0] \$351 ;
+  wire \$352 ;
+  wire [11:0] \$353 ;
+  wire [12:0] \$354 ;
+  wire \$355 ;
+  wire [11:0] \$356 ;
+  wire [12:0] \$357 ;
+  wire [12:0] \$358 ;
+  wire [12:0] \$359 ;
   wire [7:0] \$36 ;
+  wire [7:0] \$360 ;
+  wire [7:0] \$361 ;
+  wire [7:0] \$362 ;
+  wire [11:0] \$363 ;
+  wire [12:0] \$364 ;
+  wire \$365 ;
+  wire [11:0] \$366 ;
+  wire [12:0] \$367 ;
+  wire \$368 ;
+  wire [11:0] \$369 ;
   wire [7:0] \$37 ;
-  wire [32:0] \$38 ;
-  wire [63:0] \$39 ;
+  wire [12:0] \$370 ;
+  wire [12:0] \$371 ;
+  wire [12:0] \$372 ;
+  wire [7:0] \$373 ;
+  wire [7:0] \$374 ;
+  wire [7:0] \$375 ;
+  wire [7:0] \$376 ;
+  wire [32:0] \$377 ;
+  wire [31:0] \$378 ;
+  wire [47:0] \$379 ;
+  wire [7:0] \$38 ;
+  wire [48:0] \$380 ;
+  wire [47:0] \$381 ;
+  wire [47:0] \$382 ;
+  wire [78:0] \$383 ;
+  wire [79:0] \$384 ;
+  wire [79:0] \$385 ;
+  wire [63:0] \$386 ;
+  wire [63:0] \$387 ;
+  wire [64:0] \$388 ;
+  wire \$389 ;
+  wire [7:0] \$39 ;
+  wire \$390 ;
+  wire [11:0] \$391 ;
+  wire [12:0] \$392 ;
+  wire \$393 ;
+  wire [11:0] \$394 ;
+  wire [12:0] \$395 ;
+  wire \$396 ;
+  wire [11:0] \$397 ;
+  wire [12:0] \$398 ;
+  wire [12:0] \$399 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [7:0] \$40 ;
+  wire [12:0] \$400 ;
+  wire [7:0] \$401 ;
+  wire [7:0] \$402 ;
+  wire \$403 ;
+  wire [11:0] \$404 ;
+  wire [12:0] \$405 ;
+  wire \$406 ;
+  wire [11:0] \$407 ;
+  wire [12:0] \$408 ;
+  wire \$409 ;
   wire [7:0] \$41 ;
+  wire [11:0] \$410 ;
+  wire [12:0] \$411 ;
+  wire [12:0] \$412 ;
+  wire [12:0] \$413 ;
+  wire [7:0] \$414 ;
+  wire [7:0] \$415 ;
+  wire [7:0] \$416 ;
+  wire [11:0] \$417 ;
+  wire [12:0] \$418 ;
+  wire \$419 ;
   wire [7:0] \$42 ;
-  wire [32:0] \$43 ;
-  wire [63:0] \$44 ;
-  wire \$45 ;
+  wire [11:0] \$420 ;
+  wire [12:0] \$421 ;
+  wire \$422 ;
+  wire [11:0] \$423 ;
+  wire [12:0] \$424 ;
+  wire [12:0] \$425 ;
+  wire [12:0] \$426 ;
+  wire [7:0] \$427 ;
+  wire [7:0] \$428 ;
+  wire [7:0] \$429 ;
+  wire [7:0] \$43 ;
+  wire [7:0] \$430 ;
+  wire [32:0] \$431 ;
+  wire [31:0] \$432 ;
+  wire [47:0] \$433 ;
+  wire [48:0] \$434 ;
+  wire [47:0] \$435 ;
+  wire [47:0] \$436 ;
+  wire [78:0] \$437 ;
+  wire [79:0] \$438 ;
+  wire [79:0] \$439 ;
+  wire [7:0] \$44 ;
+  wire [63:0] \$440 ;
+  wire [63:0] \$441 ;
+  wire [64:0] \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire [11:0] \$445 ;
+  wire [12:0] \$446 ;
+  wire \$447 ;
+  wire [11:0] \$448 ;
+  wire [12:0] \$449 ;
+  wire [7:0] \$45 ;
+  wire \$450 ;
+  wire [11:0] \$451 ;
+  wire [12:0] \$452 ;
+  wire [12:0] \$453 ;
+  wire [12:0] \$454 ;
+  wire [7:0] \$455 ;
+  wire [7:0] \$456 ;
+  wire \$457 ;
+  wire [11:0] \$458 ;
+  wire [12:0] \$459 ;
   wire [7:0] \$46 ;
+  wire \$460 ;
+  wire [11:0] \$461 ;
+  wire [12:0] \$462 ;
+  wire \$463 ;
+  wire [11:0] \$464 ;
+  wire [12:0] \$465 ;
+  wire [12:0] \$466 ;
+  wire [12:0] \$467 ;
+  wire [7:0] \$468 ;
+  wire [7:0] \$469 ;
   wire [7:0] \$47 ;
-  wire [32:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire [7:0] \$470 ;
+  wire [11:0] \$471 ;
+  wire [12:0] \$472 ;
+  wire \$473 ;
+  wire [11:0] \$474 ;
+  wire [12:0] \$475 ;
+  wire \$476 ;
+  wire [11:0] \$477 ;
+  wire [12:0] \$478 ;
+  wire [12:0] \$479 ;
+  wire [7:0] \$48 ;
+  wire [12:0] \$480 ;
+  wire [7:0] \$481 ;
+  wire [7:0] \$482 ;
+  wire [7:0] \$483 ;
+  wire [7:0] \$484 ;
+  wire [17:0] \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire [7:0] \$488 ;
+  wire [7:0] \$489 ;
+  wire [7:0] \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire [7:0] \$492 ;
+  wire [7:0] \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire [7:0] \$496 ;
+  wire [7:0] \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [7:0] \$50 ;
+  wire [7:0] \$500 ;
+  wire [7:0] \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire [7:0] \$504 ;
+  wire [7:0] \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire [7:0] \$508 ;
+  wire [7:0] \$509 ;
   wire [7:0] \$51 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire [7:0] \$512 ;
+  wire [7:0] \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire [7:0] \$516 ;
+  wire [7:0] \$517 ;
+  wire [20:0] \$518 ;
+  wire \$519 ;
   wire [7:0] \$52 ;
-  wire [17:0] \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire [7:0] \$56 ;
-  wire [7:0] \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire [20:0] \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
+  wire [32:0] \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire [20:0] \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire [20:0] \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
+  wire [31:0] \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire [19:0] \$549 ;
+  wire [47:0] \$55 ;
+  wire [19:0] \$550 ;
+  wire \$551 ;
+  wire [20:0] \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire [20:0] \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire [48:0] \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire [8:0] \$563 ;
+  wire \$564 ;
+  wire [8:0] \$565 ;
+  wire \$566 ;
+  wire [8:0] \$567 ;
+  wire [8:0] \$568 ;
+  wire [8:0] \$569 ;
+  wire [47:0] \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire [8:0] \$572 ;
+  wire \$573 ;
+  wire [8:0] \$574 ;
+  wire \$575 ;
+  wire [8:0] \$576 ;
+  wire [8:0] \$577 ;
+  wire [8:0] \$578 ;
+  wire \$579 ;
+  wire [47:0] \$58 ;
+  wire \$580 ;
+  wire [8:0] \$581 ;
+  wire \$582 ;
+  wire [8:0] \$583 ;
+  wire \$584 ;
+  wire [8:0] \$585 ;
+  wire [8:0] \$586 ;
+  wire [8:0] \$587 ;
+  wire \$588 ;
+  wire \$589 ;
+  wire [78:0] \$59 ;
+  wire [8:0] \$590 ;
+  wire \$591 ;
+  wire [8:0] \$592 ;
+  wire \$593 ;
+  wire [8:0] \$594 ;
+  wire [8:0] \$595 ;
+  wire [8:0] \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire [8:0] \$599 ;
   wire \$6 ;
-  wire [7:0] \$60 ;
-  wire [7:0] \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire [7:0] \$64 ;
-  wire [7:0] \$65 ;
+  wire [79:0] \$60 ;
+  wire \$600 ;
+  wire [8:0] \$601 ;
+  wire \$602 ;
+  wire [8:0] \$603 ;
+  wire [8:0] \$604 ;
+  wire [8:0] \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire [8:0] \$608 ;
+  wire \$609 ;
+  wire [79:0] \$61 ;
+  wire [8:0] \$610 ;
+  wire \$611 ;
+  wire [8:0] \$612 ;
+  wire [8:0] \$613 ;
+  wire [8:0] \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire [8:0] \$617 ;
+  wire \$618 ;
+  wire [8:0] \$619 ;
+  wire [63:0] \$62 ;
+  wire \$620 ;
+  wire [8:0] \$621 ;
+  wire [8:0] \$622 ;
+  wire [8:0] \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire [8:0] \$626 ;
+  wire \$627 ;
+  wire [8:0] \$628 ;
+  wire \$629 ;
+  wire [63:0] \$63 ;
+  wire [8:0] \$630 ;
+  wire [8:0] \$631 ;
+  wire [8:0] \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
+  wire [64:0] \$64 ;
+  reg [31:0] \$640 ;
+  reg [31:0] \$641 ;
+  reg [31:0] \$642 ;
+  reg [31:0] \$643 ;
+  reg [31:0] \$644 ;
+  reg [31:0] \$645 ;
+  reg [31:0] \$646 ;
+  reg [31:0] \$647 ;
+  reg [31:0] \$648 ;
+  reg [31:0] \$649 ;
+  wire \$65 ;
+  reg [31:0] \$650 ;
+  reg [31:0] \$651 ;
+  reg [31:0] \$652 ;
+  reg [31:0] \$653 ;
+  reg [31:0] \$654 ;
+  reg [31:0] \$655 ;
+  reg [5:0] \$656 ;
+  reg [5:0] \$657 ;
+  reg [5:0] \$658 ;
+  reg [5:0] \$659 ;
   wire \$66 ;
-  wire \$67 ;
-  wire [7:0] \$68 ;
-  wire [7:0] \$69 ;
+  reg [5:0] \$660 ;
+  reg [5:0] \$661 ;
+  reg [5:0] \$662 ;
+  reg [5:0] \$663 ;
+  reg \$664 ;
+  reg [155:0] \$665 ;
+  reg [7:0] \$666 ;
+  reg [16:0] \$667 ;
+  reg [16:0] \$668 ;
+  reg [2:0] \$669 ;
+  wire [11:0] \$67 ;
+  reg [1:0] \$670 ;
+  reg [1:0] \$671 ;
+  reg \$672 ;
+  reg \$673 ;
+  reg \$674 ;
+  reg \$675 ;
+  reg \$676 ;
+  reg \$677 ;
+  reg [7:0] \$678 ;
+  reg [7:0] \$679 ;
+  wire [12:0] \$68 ;
+  reg [7:0] \$680 ;
+  reg [7:0] \$681 ;
+  reg [7:0] \$682 ;
+  reg [7:0] \$683 ;
+  reg [7:0] \$684 ;
+  reg [7:0] \$685 ;
+  reg [7:0] \$686 ;
+  reg [7:0] \$687 ;
+  reg [7:0] \$688 ;
+  reg [7:0] \$689 ;
+  wire \$69 ;
+  reg [7:0] \$690 ;
+  reg [7:0] \$691 ;
+  reg [7:0] \$692 ;
+  reg [7:0] \$693 ;
+  reg [7:0] \$694 ;
+  reg [7:0] \$695 ;
+  reg [7:0] \$696 ;
+  reg [7:0] \$697 ;
+  reg [7:0] \$698 ;
+  reg [7:0] \$699 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire [7:0] \$72 ;
-  wire [7:0] \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  wire [7:0] \$76 ;
+  wire [11:0] \$70 ;
+  reg [7:0] \$700 ;
+  reg [7:0] \$701 ;
+  reg [7:0] \$702 ;
+  reg [7:0] \$703 ;
+  reg [7:0] \$704 ;
+  reg [7:0] \$705 ;
+  reg [7:0] \$706 ;
+  reg [7:0] \$707 ;
+  reg [7:0] \$708 ;
+  reg [7:0] \$709 ;
+  wire [12:0] \$71 ;
+  reg [7:0] \$710 ;
+  reg [7:0] \$711 ;
+  reg [7:0] \$712 ;
+  reg [7:0] \$713 ;
+  reg [7:0] \$714 ;
+  reg [7:0] \$715 ;
+  reg [7:0] \$716 ;
+  reg [7:0] \$717 ;
+  reg [31:0] \$718 ;
+  reg [48:0] \$719 ;
+  wire \$72 ;
+  reg [47:0] \$720 ;
+  reg [63:0] \$721 ;
+  reg [63:0] \$722 ;
+  reg \$723 ;
+  reg [7:0] \$724 ;
+  reg [31:0] \$725 ;
+  reg [48:0] \$726 ;
+  reg [47:0] \$727 ;
+  reg [63:0] \$728 ;
+  reg [63:0] \$729 ;
+  wire [11:0] \$73 ;
+  reg \$730 ;
+  reg [7:0] \$731 ;
+  reg [31:0] \$732 ;
+  reg [48:0] \$733 ;
+  reg [47:0] \$734 ;
+  reg [63:0] \$735 ;
+  reg [63:0] \$736 ;
+  reg \$737 ;
+  reg [7:0] \$738 ;
+  reg [31:0] \$739 ;
+  wire [12:0] \$74 ;
+  reg [48:0] \$740 ;
+  reg [47:0] \$741 ;
+  reg [63:0] \$742 ;
+  reg [63:0] \$743 ;
+  reg \$744 ;
+  reg [7:0] \$745 ;
+  reg [31:0] \$746 ;
+  reg [48:0] \$747 ;
+  reg [47:0] \$748 ;
+  reg [63:0] \$749 ;
+  wire [12:0] \$75 ;
+  reg [63:0] \$750 ;
+  reg \$751 ;
+  reg [7:0] \$752 ;
+  reg [31:0] \$753 ;
+  reg [48:0] \$754 ;
+  reg [47:0] \$755 ;
+  reg [63:0] \$756 ;
+  reg [63:0] \$757 ;
+  reg \$758 ;
+  reg [7:0] \$759 ;
+  wire [12:0] \$76 ;
+  reg [31:0] \$760 ;
+  reg [48:0] \$761 ;
+  reg [47:0] \$762 ;
+  reg [63:0] \$763 ;
+  reg [63:0] \$764 ;
+  reg \$765 ;
+  reg [7:0] \$766 ;
+  reg [31:0] \$767 ;
+  reg [48:0] \$768 ;
+  reg [47:0] \$769 ;
   wire [7:0] \$77 ;
-  wire \$78 ;
+  reg [63:0] \$770 ;
+  reg [63:0] \$771 ;
+  reg \$772 ;
+  reg [7:0] \$773 ;
+  reg \$774 ;
+  reg [7:0] \$775 ;
+  reg [7:0] \$776 ;
+  reg [7:0] \$777 ;
+  reg [7:0] \$778 ;
+  reg [7:0] \$779 ;
+  wire [7:0] \$78 ;
+  reg [7:0] \$780 ;
+  reg [7:0] \$781 ;
+  reg [7:0] \$782 ;
+  reg [13:0] \$783 ;
+  reg [63:0] \$784 ;
   wire \$79 ;
   wire \$8 ;
-  wire [7:0] \$80 ;
-  wire [7:0] \$81 ;
+  wire [11:0] \$80 ;
+  wire [12:0] \$81 ;
   wire \$82 ;
-  wire \$83 ;
-  wire [7:0] \$84 ;
-  wire [7:0] \$85 ;
-  wire [20:0] \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [11:0] \$83 ;
+  wire [12:0] \$84 ;
+  wire \$85 ;
+  wire [11:0] \$86 ;
+  wire [12:0] \$87 ;
+  wire [12:0] \$88 ;
+  wire [12:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [20:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
+  wire [7:0] \$90 ;
+  wire [7:0] \$91 ;
+  wire [7:0] \$92 ;
+  wire [11:0] \$93 ;
+  wire [12:0] \$94 ;
   wire \$95 ;
-  wire \$96 ;
-  wire \$97 ;
+  wire [11:0] \$96 ;
+  wire [12:0] \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [11:0] \$99 ;
   output [12:0] acc_rd__addr;
   reg [12:0] acc_rd__addr;
   input [255:0] acc_rd__data;
@@ -38477,15 +39110,23 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] err = 8'h00;
   output fire;
   reg fire;
+  wire fits5_0;
+  wire fits5_1;
+  wire fits5_2;
+  wire fits5_3;
+  wire fits5_4;
+  wire fits5_5;
+  wire fits5_6;
+  wire fits5_7;
   reg [16:0] issued = 17'h00000;
-  reg [7:0] max4_0 = 8'h00;
-  reg [7:0] max4_1 = 8'h00;
-  reg [7:0] max4_2 = 8'h00;
-  reg [7:0] max4_3 = 8'h00;
-  reg [7:0] max4_4 = 8'h00;
-  reg [7:0] max4_5 = 8'h00;
-  reg [7:0] max4_6 = 8'h00;
-  reg [7:0] max4_7 = 8'h00;
+  reg [7:0] max6_0 = 8'h00;
+  reg [7:0] max6_1 = 8'h00;
+  reg [7:0] max6_2 = 8'h00;
+  reg [7:0] max6_3 = 8'h00;
+  reg [7:0] max6_4 = 8'h00;
+  reg [7:0] max6_5 = 8'h00;
+  reg [7:0] max6_6 = 8'h00;
+  reg [7:0] max6_7 = 8'h00;
   reg [31:0] mult_0 = 32'd0;
   reg [31:0] mult_1 = 32'd0;
   reg [31:0] mult_2 = 32'd0;
@@ -38494,40 +39135,48 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] mult_5 = 32'd0;
   reg [31:0] mult_6 = 32'd0;
   reg [31:0] mult_7 = 32'd0;
-  wire [7:0] out4_0;
-  wire [7:0] out4_1;
-  wire [7:0] out4_2;
-  wire [7:0] out4_3;
-  wire [7:0] out4_4;
-  wire [7:0] out4_5;
-  wire [7:0] out4_6;
-  wire [7:0] out4_7;
-  reg [63:0] p2_0 = 64'h0000000000000000;
-  reg [63:0] p2_1 = 64'h0000000000000000;
-  reg [63:0] p2_2 = 64'h0000000000000000;
-  reg [63:0] p2_3 = 64'h0000000000000000;
-  reg [63:0] p2_4 = 64'h0000000000000000;
-  reg [63:0] p2_5 = 64'h0000000000000000;
-  reg [63:0] p2_6 = 64'h0000000000000000;
-  reg [63:0] p2_7 = 64'h0000000000000000;
-  wire [65:0] p_wide_0;
-  wire [65:0] p_wide_1;
-  wire [65:0] p_wide_2;
-  wire [65:0] p_wide_3;
-  wire [65:0] p_wide_4;
-  wire [65:0] p_wide_5;
-  wire [65:0] p_wide_6;
-  wire [65:0] p_wide_7;
+  wire [7:0] out6_0;
+  wire [7:0] out6_1;
+  wire [7:0] out6_2;
+  wire [7:0] out6_3;
+  wire [7:0] out6_4;
+  wire [7:0] out6_5;
+  wire [7:0] out6_6;
+  wire [7:0] out6_7;
+  reg [63:0] p3_0 = 64'h0000000000000000;
+  reg [63:0] p3_1 = 64'h0000000000000000;
+  reg [63:0] p3_2 = 64'h0000000000000000;
+  reg [63:0] p3_3 = 64'h0000000000000000;
+  reg [63:0] p3_4 = 64'h0000000000000000;
+  reg [63:0] p3_5 = 64'h0000000000000000;
+  reg [63:0] p3_6 = 64'h0000000000000000;
+  reg [63:0] p3_7 = 64'h0000000000000000;
+  reg [47:0] phi2_0 = 48'h000000000000;
+  reg [47:0] phi2_1 = 48'h000000000000;
+  reg [47:0] phi2_2 = 48'h000000000000;
+  reg [47:0] phi2_3 = 48'h000000000000;
+  reg [47:0] phi2_4 = 48'h000000000000;
+  reg [47:0] phi2_5 = 48'h000000000000;
+  reg [47:0] phi2_6 = 48'h000000000000;
+  reg [47:0] phi2_7 = 48'h000000000000;
   reg [1:0] pidx = 2'h0;
-  wire [65:0] r_0;
-  wire [65:0] r_1;
-  wire [65:0] r_2;
-  wire [65:0] r_3;
-  wire [65:0] r_4;
-  wire [65:0] r_5;
-  wire [65:0] r_6;
-  wire [65:0] r_7;
+  reg [48:0] plo2_0 = 49'h0000000000000;
+  reg [48:0] plo2_1 = 49'h0000000000000;
+  reg [48:0] plo2_2 = 49'h0000000000000;
+  reg [48:0] plo2_3 = 49'h0000000000000;
+  reg [48:0] plo2_4 = 49'h0000000000000;
+  reg [48:0] plo2_5 = 49'h0000000000000;
+  reg [48:0] plo2_6 = 49'h0000000000000;
+  reg [48:0] plo2_7 = 49'h0000000000000;
   wire range_bad;
+  reg rb4_0 = 1'h0;
+  reg rb4_1 = 1'h0;
+  reg rb4_2 = 1'h0;
+  reg rb4_3 = 1'h0;
+  reg rb4_4 = 1'h0;
+  reg rb4_5 = 1'h0;
+  reg rb4_6 = 1'h0;
+  reg rb4_7 = 1'h0;
   reg [7:0] res1_0 = 8'h00;
   reg [7:0] res1_1 = 8'h00;
   reg [7:0] res1_2 = 8'h00;
@@ -38552,19 +39201,35 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] res3_5 = 8'h00;
   reg [7:0] res3_6 = 8'h00;
   reg [7:0] res3_7 = 8'h00;
+  reg [7:0] res4_0 = 8'h00;
+  reg [7:0] res4_1 = 8'h00;
+  reg [7:0] res4_2 = 8'h00;
+  reg [7:0] res4_3 = 8'h00;
+  reg [7:0] res4_4 = 8'h00;
+  reg [7:0] res4_5 = 8'h00;
+  reg [7:0] res4_6 = 8'h00;
+  reg [7:0] res4_7 = 8'h00;
+  reg [7:0] res5_0 = 8'h00;
+  reg [7:0] res5_1 = 8'h00;
+  reg [7:0] res5_2 = 8'h00;
+  reg [7:0] res5_3 = 8'h00;
+  reg [7:0] res5_4 = 8'h00;
+  reg [7:0] res5_5 = 8'h00;
+  reg [7:0] res5_6 = 8'h00;
+  reg [7:0] res5_7 = 8'h00;
   input [3:0] reset;
   wire [3:0] reset;
   reg [16:0] retired = 17'h00000;
-  wire [63:0] rnd_0;
-  wire [63:0] rnd_1;
-  wire [63:0] rnd_2;
-  wire [63:0] rnd_3;
-  wire [63:0] rnd_4;
-  wire [63:0] rnd_5;
-  wire [63:0] rnd_6;
-  wire [63:0] rnd_7;
   input rst;
   wire rst;
+  reg [63:0] sh4_0 = 64'h0000000000000000;
+  reg [63:0] sh4_1 = 64'h0000000000000000;
+  reg [63:0] sh4_2 = 64'h0000000000000000;
+  reg [63:0] sh4_3 = 64'h0000000000000000;
+  reg [63:0] sh4_4 = 64'h0000000000000000;
+  reg [63:0] sh4_5 = 64'h0000000000000000;
+  reg [63:0] sh4_6 = 64'h0000000000000000;
+  reg [63:0] sh4_7 = 64'h0000000000000000;
   reg [5:0] shift_0 = 6'h00;
   reg [5:0] shift_1 = 6'h00;
   reg [5:0] shift_2 = 6'h00;
@@ -38592,6 +39257,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
+  reg v4 = 1'h0;
+  reg v5 = 1'h0;
   input vec_frozen;
   wire vec_frozen;
   reg [2:0] vec_fsm_state = 3'h0;
@@ -38609,22 +39276,737 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] x1_5 = 32'd0;
   reg [31:0] x1_6 = 32'd0;
   reg [31:0] x1_7 = 32'd0;
-  reg [7:0] y3_0 = 8'h00;
-  reg [7:0] y3_1 = 8'h00;
-  reg [7:0] y3_2 = 8'h00;
-  reg [7:0] y3_3 = 8'h00;
-  reg [7:0] y3_4 = 8'h00;
-  reg [7:0] y3_5 = 8'h00;
-  reg [7:0] y3_6 = 8'h00;
-  reg [7:0] y3_7 = 8'h00;
-  wire [7:0] y_0;
-  wire [7:0] y_1;
-  wire [7:0] y_2;
-  wire [7:0] y_3;
-  wire [7:0] y_4;
-  wire [7:0] y_5;
-  wire [7:0] y_6;
-  wire [7:0] y_7;
+  reg [7:0] y5_0 = 8'h00;
+  reg [7:0] y5_1 = 8'h00;
+  reg [7:0] y5_2 = 8'h00;
+  reg [7:0] y5_3 = 8'h00;
+  reg [7:0] y5_4 = 8'h00;
+  reg [7:0] y5_5 = 8'h00;
+  reg [7:0] y5_6 = 8'h00;
+  reg [7:0] y5_7 = 8'h00;
+  assign \$216  = v0 ? \$215 [31:0] : x1_3;
+  assign \$217  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$218  = v1 ? { \$217 [47], \$217  } : plo2_3;
+  assign \$219  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$220  = v1 ? \$219  : phi2_3;
+  assign \$222  = $signed(plo2_3) + $signed(\$221 );
+  assign \$223  = v2 ? \$222  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$224  = $signed(p3_3) >>> shift_3;
+  assign \$225  = v3 ? \$224  : sh4_3;
+  assign \$227  = \$226  >> shift_3;
+  assign \$228  = v3 ? \$227  : rb4_3;
+  assign \$229  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$230  = $signed(\$229 ) + $signed(cmd[143:136]);
+  assign \$231  = $signed(\$230 ) > $signed(8'h7f);
+  assign \$232  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$233  = $signed(\$232 ) + $signed(cmd[143:136]);
+  assign \$234  = $signed(\$233 ) < $signed(8'h80);
+  assign \$235  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$236  = $signed(\$235 ) + $signed(cmd[143:136]);
+  assign \$237  = \$234  ? 13'h1f80 : \$236 ;
+  assign \$238  = \$231  ? 13'h007f : \$237 ;
+  assign \$239  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$240  = fits5_3 ? \$238 [7:0] : \$239 ;
+  assign \$241  = $signed(\$240 ) > $signed(cmd[143:136]);
+  assign \$242  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$243  = $signed(\$242 ) + $signed(cmd[143:136]);
+  assign \$244  = $signed(\$243 ) > $signed(8'h7f);
+  assign \$245  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$246  = $signed(\$245 ) + $signed(cmd[143:136]);
+  assign \$247  = $signed(\$246 ) < $signed(8'h80);
+  assign \$248  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$249  = $signed(\$248 ) + $signed(cmd[143:136]);
+  assign \$250  = \$247  ? 13'h1f80 : \$249 ;
+  assign \$251  = \$244  ? 13'h007f : \$250 ;
+  assign \$252  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$253  = fits5_3 ? \$251 [7:0] : \$252 ;
+  assign \$254  = \$241  ? \$253  : cmd[143:136];
+  assign \$255  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$256  = $signed(\$255 ) + $signed(cmd[143:136]);
+  assign \$257  = $signed(\$256 ) > $signed(8'h7f);
+  assign \$258  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$259  = $signed(\$258 ) + $signed(cmd[143:136]);
+  assign \$260  = $signed(\$259 ) < $signed(8'h80);
+  assign \$261  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$262  = $signed(\$261 ) + $signed(cmd[143:136]);
+  assign \$263  = \$260  ? 13'h1f80 : \$262 ;
+  assign \$264  = \$257  ? 13'h007f : \$263 ;
+  assign \$265  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$266  = fits5_3 ? \$264 [7:0] : \$265 ;
+  assign \$267  = cmd[145] ? \$254  : \$266 ;
+  assign \$268  = v4 ? \$267  : y5_3;
+  assign \$269  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
+  assign \$270  = v0 ? \$269 [31:0] : x1_4;
+  assign \$271  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
+  assign \$272  = v1 ? { \$271 [47], \$271  } : plo2_4;
+  assign \$273  = $signed(x1_4) * $signed(mult_4[31:16]);
+  assign \$274  = v1 ? \$273  : phi2_4;
+  assign \$276  = $signed(plo2_4) + $signed(\$275 );
+  assign \$277  = v2 ? \$276  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
+  assign \$278  = $signed(p3_4) >>> shift_4;
+  assign \$279  = v3 ? \$278  : sh4_4;
+  assign \$281  = \$280  >> shift_4;
+  assign \$282  = v3 ? \$281  : rb4_4;
+  assign \$283  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$284  = $signed(\$283 ) + $signed(cmd[143:136]);
+  assign \$285  = $signed(\$284 ) > $signed(8'h7f);
+  assign \$286  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$287  = $signed(\$286 ) + $signed(cmd[143:136]);
+  assign \$288  = $signed(\$287 ) < $signed(8'h80);
+  assign \$289  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$290  = $signed(\$289 ) + $signed(cmd[143:136]);
+  assign \$291  = \$288  ? 13'h1f80 : \$290 ;
+  assign \$292  = \$285  ? 13'h007f : \$291 ;
+  assign \$293  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$294  = fits5_4 ? \$292 [7:0] : \$293 ;
+  assign \$295  = $signed(\$294 ) > $signed(cmd[143:136]);
+  assign \$296  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$297  = $signed(\$296 ) + $signed(cmd[143:136]);
+  assign \$298  = $signed(\$297 ) > $signed(8'h7f);
+  assign \$299  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$300  = $signed(\$299 ) + $signed(cmd[143:136]);
+  assign \$301  = $signed(\$300 ) < $signed(8'h80);
+  assign \$302  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$303  = $signed(\$302 ) + $signed(cmd[143:136]);
+  assign \$304  = \$301  ? 13'h1f80 : \$303 ;
+  assign \$305  = \$298  ? 13'h007f : \$304 ;
+  assign \$306  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$307  = fits5_4 ? \$305 [7:0] : \$306 ;
+  assign \$308  = \$295  ? \$307  : cmd[143:136];
+  assign \$309  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$310  = $signed(\$309 ) + $signed(cmd[143:136]);
+  assign \$311  = $signed(\$310 ) > $signed(8'h7f);
+  assign \$312  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$313  = $signed(\$312 ) + $signed(cmd[143:136]);
+  assign \$314  = $signed(\$313 ) < $signed(8'h80);
+  assign \$315  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$316  = $signed(\$315 ) + $signed(cmd[143:136]);
+  assign \$317  = \$314  ? 13'h1f80 : \$316 ;
+  assign \$318  = \$311  ? 13'h007f : \$317 ;
+  assign \$319  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$320  = fits5_4 ? \$318 [7:0] : \$319 ;
+  assign \$321  = cmd[145] ? \$308  : \$320 ;
+  assign \$322  = v4 ? \$321  : y5_4;
+  assign \$323  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
+  assign \$324  = v0 ? \$323 [31:0] : x1_5;
+  assign \$325  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
+  assign \$326  = v1 ? { \$325 [47], \$325  } : plo2_5;
+  assign \$327  = $signed(x1_5) * $signed(mult_5[31:16]);
+  assign \$328  = v1 ? \$327  : phi2_5;
+  assign \$330  = $signed(plo2_5) + $signed(\$329 );
+  assign \$331  = v2 ? \$330  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
+  assign \$332  = $signed(p3_5) >>> shift_5;
+  assign \$333  = v3 ? \$332  : sh4_5;
+  assign \$335  = \$334  >> shift_5;
+  assign \$336  = v3 ? \$335  : rb4_5;
+  assign \$337  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$338  = $signed(\$337 ) + $signed(cmd[143:136]);
+  assign \$339  = $signed(\$338 ) > $signed(8'h7f);
+  assign \$340  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$341  = $signed(\$340 ) + $signed(cmd[143:136]);
+  assign \$342  = $signed(\$341 ) < $signed(8'h80);
+  assign \$343  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$344  = $signed(\$343 ) + $signed(cmd[143:136]);
+  assign \$345  = \$342  ? 13'h1f80 : \$344 ;
+  assign \$346  = \$339  ? 13'h007f : \$345 ;
+  assign \$347  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$348  = fits5_5 ? \$346 [7:0] : \$347 ;
+  assign \$349  = $signed(\$348 ) > $signed(cmd[143:136]);
+  assign \$350  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$351  = $signed(\$350 ) + $signed(cmd[143:136]);
+  assign \$352  = $signed(\$351 ) > $signed(8'h7f);
+  assign \$353  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$354  = $signed(\$353 ) + $signed(cmd[143:136]);
+  assign \$355  = $signed(\$354 ) < $signed(8'h80);
+  assign \$356  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$357  = $signed(\$356 ) + $signed(cmd[143:136]);
+  assign \$358  = \$355  ? 13'h1f80 : \$357 ;
+  assign \$359  = \$352  ? 13'h007f : \$358 ;
+  assign \$360  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$361  = fits5_5 ? \$359 [7:0] : \$360 ;
+  assign \$362  = \$349  ? \$361  : cmd[143:136];
+  assign \$363  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$364  = $signed(\$363 ) + $signed(cmd[143:136]);
+  assign \$365  = $signed(\$364 ) > $signed(8'h7f);
+  assign \$366  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$367  = $signed(\$366 ) + $signed(cmd[143:136]);
+  assign \$368  = $signed(\$367 ) < $signed(8'h80);
+  assign \$369  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$370  = $signed(\$369 ) + $signed(cmd[143:136]);
+  assign \$371  = \$368  ? 13'h1f80 : \$370 ;
+  assign \$372  = \$365  ? 13'h007f : \$371 ;
+  assign \$373  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$374  = fits5_5 ? \$372 [7:0] : \$373 ;
+  assign \$375  = cmd[145] ? \$362  : \$374 ;
+  assign \$376  = v4 ? \$375  : y5_5;
+  assign \$377  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
+  assign \$378  = v0 ? \$377 [31:0] : x1_6;
+  assign \$379  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
+  assign \$380  = v1 ? { \$379 [47], \$379  } : plo2_6;
+  assign \$381  = $signed(x1_6) * $signed(mult_6[31:16]);
+  assign \$382  = v1 ? \$381  : phi2_6;
+  assign \$384  = $signed(plo2_6) + $signed(\$383 );
+  assign \$385  = v2 ? \$384  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
+  assign \$386  = $signed(p3_6) >>> shift_6;
+  assign \$387  = v3 ? \$386  : sh4_6;
+  assign \$389  = \$388  >> shift_6;
+  assign \$390  = v3 ? \$389  : rb4_6;
+  assign \$391  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$392  = $signed(\$391 ) + $signed(cmd[143:136]);
+  assign \$393  = $signed(\$392 ) > $signed(8'h7f);
+  assign \$394  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$395  = $signed(\$394 ) + $signed(cmd[143:136]);
+  assign \$396  = $signed(\$395 ) < $signed(8'h80);
+  assign \$397  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$398  = $signed(\$397 ) + $signed(cmd[143:136]);
+  assign \$399  = \$396  ? 13'h1f80 : \$398 ;
+  assign \$400  = \$393  ? 13'h007f : \$399 ;
+  assign \$401  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$402  = fits5_6 ? \$400 [7:0] : \$401 ;
+  assign \$403  = $signed(\$402 ) > $signed(cmd[143:136]);
+  assign \$404  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$405  = $signed(\$404 ) + $signed(cmd[143:136]);
+  assign \$406  = $signed(\$405 ) > $signed(8'h7f);
+  assign \$407  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$408  = $signed(\$407 ) + $signed(cmd[143:136]);
+  assign \$409  = $signed(\$408 ) < $signed(8'h80);
+  assign \$410  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$411  = $signed(\$410 ) + $signed(cmd[143:136]);
+  assign \$412  = \$409  ? 13'h1f80 : \$411 ;
+  assign \$413  = \$406  ? 13'h007f : \$412 ;
+  assign \$414  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$415  = fits5_6 ? \$413 [7:0] : \$414 ;
+  assign \$416  = \$403  ? \$415  : cmd[143:136];
+  assign \$417  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$418  = $signed(\$417 ) + $signed(cmd[143:136]);
+  assign \$419  = $signed(\$418 ) > $signed(8'h7f);
+  assign \$420  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$421  = $signed(\$420 ) + $signed(cmd[143:136]);
+  assign \$422  = $signed(\$421 ) < $signed(8'h80);
+  assign \$423  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$424  = $signed(\$423 ) + $signed(cmd[143:136]);
+  assign \$425  = \$422  ? 13'h1f80 : \$424 ;
+  assign \$426  = \$419  ? 13'h007f : \$425 ;
+  assign \$427  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$428  = fits5_6 ? \$426 [7:0] : \$427 ;
+  assign \$429  = cmd[145] ? \$416  : \$428 ;
+  assign \$430  = v4 ? \$429  : y5_6;
+  assign \$431  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
+  assign \$432  = v0 ? \$431 [31:0] : x1_7;
+  assign \$433  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
+  assign \$434  = v1 ? { \$433 [47], \$433  } : plo2_7;
+  assign \$435  = $signed(x1_7) * $signed(mult_7[31:16]);
+  assign \$436  = v1 ? \$435  : phi2_7;
+  assign \$438  = $signed(plo2_7) + $signed(\$437 );
+  assign \$439  = v2 ? \$438  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
+  assign \$440  = $signed(p3_7) >>> shift_7;
+  assign \$441  = v3 ? \$440  : sh4_7;
+  assign \$443  = \$442  >> shift_7;
+  assign \$444  = v3 ? \$443  : rb4_7;
+  assign \$445  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$446  = $signed(\$445 ) + $signed(cmd[143:136]);
+  assign \$447  = $signed(\$446 ) > $signed(8'h7f);
+  assign \$448  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$449  = $signed(\$448 ) + $signed(cmd[143:136]);
+  assign \$450  = $signed(\$449 ) < $signed(8'h80);
+  assign \$451  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$452  = $signed(\$451 ) + $signed(cmd[143:136]);
+  assign \$453  = \$450  ? 13'h1f80 : \$452 ;
+  assign \$454  = \$447  ? 13'h007f : \$453 ;
+  assign \$455  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$456  = fits5_7 ? \$454 [7:0] : \$455 ;
+  assign \$457  = $signed(\$456 ) > $signed(cmd[143:136]);
+  assign \$458  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$459  = $signed(\$458 ) + $signed(cmd[143:136]);
+  assign \$460  = $signed(\$459 ) > $signed(8'h7f);
+  assign \$461  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$462  = $signed(\$461 ) + $signed(cmd[143:136]);
+  assign \$463  = $signed(\$462 ) < $signed(8'h80);
+  assign \$464  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$465  = $signed(\$464 ) + $signed(cmd[143:136]);
+  assign \$466  = \$463  ? 13'h1f80 : \$465 ;
+  assign \$467  = \$460  ? 13'h007f : \$466 ;
+  assign \$468  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$469  = fits5_7 ? \$467 [7:0] : \$468 ;
+  assign \$470  = \$457  ? \$469  : cmd[143:136];
+  assign \$471  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$472  = $signed(\$471 ) + $signed(cmd[143:136]);
+  assign \$473  = $signed(\$472 ) > $signed(8'h7f);
+  assign \$474  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$475  = $signed(\$474 ) + $signed(cmd[143:136]);
+  assign \$476  = $signed(\$475 ) < $signed(8'h80);
+  assign \$477  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$478  = $signed(\$477 ) + $signed(cmd[143:136]);
+  assign \$479  = \$476  ? 13'h1f80 : \$478 ;
+  assign \$480  = \$473  ? 13'h007f : \$479 ;
+  assign \$481  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$482  = fits5_7 ? \$480 [7:0] : \$481 ;
+  assign \$483  = cmd[145] ? \$470  : \$482 ;
+  assign \$484  = v4 ? \$483  : y5_7;
+  assign \$485  = retired + 1'h1;
+  assign \$486  = ! retired;
+  assign \$487  = $signed(max6_0) > $signed(out6_0);
+  assign \$488  = \$487  ? max6_0 : out6_0;
+  assign \$489  = \$486  ? out6_0 : \$488 ;
+  assign \$490  = ! retired;
+  assign \$491  = $signed(max6_1) > $signed(out6_1);
+  assign \$492  = \$491  ? max6_1 : out6_1;
+  assign \$493  = \$490  ? out6_1 : \$492 ;
+  assign \$494  = ! retired;
+  assign \$495  = $signed(max6_2) > $signed(out6_2);
+  assign \$496  = \$495  ? max6_2 : out6_2;
+  assign \$497  = \$494  ? out6_2 : \$496 ;
+  assign \$498  = ! retired;
+  assign \$499  = $signed(max6_3) > $signed(out6_3);
+  assign \$500  = \$499  ? max6_3 : out6_3;
+  assign \$501  = \$498  ? out6_3 : \$500 ;
+  assign \$502  = ! retired;
+  assign \$503  = $signed(max6_4) > $signed(out6_4);
+  assign \$504  = \$503  ? max6_4 : out6_4;
+  assign \$505  = \$502  ? out6_4 : \$504 ;
+  assign \$506  = ! retired;
+  assign \$507  = $signed(max6_5) > $signed(out6_5);
+  assign \$508  = \$507  ? max6_5 : out6_5;
+  assign \$509  = \$506  ? out6_5 : \$508 ;
+  assign \$510  = ! retired;
+  assign \$511  = $signed(max6_6) > $signed(out6_6);
+  assign \$512  = \$511  ? max6_6 : out6_6;
+  assign \$513  = \$510  ? out6_6 : \$512 ;
+  assign \$514  = ! retired;
+  assign \$515  = $signed(max6_7) > $signed(out6_7);
+  assign \$516  = \$515  ? max6_7 : out6_7;
+  assign \$517  = \$514  ? out6_7 : \$516 ;
+  assign \$518  = cmd[39:20] + retired;
+  assign \$519  = retired == cmd[55:40];
+  assign \$520  = \$638  & \$519 ;
+  assign \$521  = \$520  & cmd[147];
+  assign \$522  = cmd[19:0] + cmd[55:40];
+  assign \$523  = \$522  > 14'h2000;
+  assign \$524  = cmd[75:56] >= 14'h2000;
+  assign \$525  = cmd[144] & \$524 ;
+  assign \$526  = \$523  | \$525 ;
+  assign \$527  = cmd[95:76] >= 14'h2000;
+  assign \$528  = \$526  | \$527 ;
+  assign \$529  = cmd[115:96] >= 14'h2000;
+  assign \$530  = \$528  | \$529 ;
+  assign \$531  = cmd[39:20] >= 15'h4000;
+  assign \$532  = cmd[39:20] + cmd[55:40];
+  assign \$533  = \$532  > 15'h4000;
+  assign \$534  = cmd[147] ? \$531  : \$533 ;
+  assign \$535  = \$530  | \$534 ;
+  assign \$536  = cmd[135:116] + cmd[55:40];
+  assign \$537  = \$536  > 15'h4000;
+  assign \$538  = cmd[146] & \$537 ;
+  assign range_bad = \$535  | \$538 ;
+  assign \$539  = | acc_rd__data[31:6];
+  assign \$540  = | acc_rd__data[63:38];
+  assign \$541  = | acc_rd__data[95:70];
+  assign \$542  = | acc_rd__data[127:102];
+  assign \$543  = | acc_rd__data[159:134];
+  assign \$544  = | acc_rd__data[191:166];
+  assign \$545  = | acc_rd__data[223:198];
+  assign \$546  = | acc_rd__data[255:230];
+  assign shift_bad = | { \$546 , \$545 , \$544 , \$543 , \$542 , \$541 , \$540 , \$539  };
+  assign \$547  = ! pidx;
+  assign \$548  = pidx == 1'h1;
+  assign \$549  = \$548  ? cmd[95:76] : cmd[115:96];
+  assign \$550  = \$547  ? cmd[75:56] : \$549 ;
+  assign \$551  = issued != cmd[55:40];
+  assign \$552  = cmd[19:0] + issued;
+  assign \$553  = issued != cmd[55:40];
+  assign \$554  = \$553  & cmd[146];
+  assign \$555  = cmd[135:116] + issued;
+  assign \$556  = issued != cmd[55:40];
+  assign \$557  = \$556  & acc_rd__gnt;
+  assign \$558  = ~ cmd[146];
+  assign \$559  = spad_rd__gnt | \$558 ;
+  assign \$560  = \$557  & \$559 ;
+  assign ctl__busy = ~ \$633 ;
+  assign \$561  = ! sh4_0[63:10];
+  assign \$562  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$561  | \$562 ;
+  assign \$563  = $signed(y5_0) + $signed(res5_0);
+  assign \$564  = $signed(\$563 ) > $signed(8'h7f);
+  assign \$565  = $signed(y5_0) + $signed(res5_0);
+  assign \$566  = $signed(\$565 ) < $signed(8'h80);
+  assign \$567  = $signed(y5_0) + $signed(res5_0);
+  assign \$568  = \$566  ? 9'h180 : \$567 ;
+  assign \$569  = \$564  ? 9'h07f : \$568 ;
+  assign out6_0 = cmd[146] ? \$569 [7:0] : y5_0;
+  assign \$570  = ! sh4_1[63:10];
+  assign \$571  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$570  | \$571 ;
+  assign \$572  = $signed(y5_1) + $signed(res5_1);
+  assign \$573  = $signed(\$572 ) > $signed(8'h7f);
+  assign \$574  = $signed(y5_1) + $signed(res5_1);
+  assign \$575  = $signed(\$574 ) < $signed(8'h80);
+  assign \$576  = $signed(y5_1) + $signed(res5_1);
+  assign \$577  = \$575  ? 9'h180 : \$576 ;
+  assign \$578  = \$573  ? 9'h07f : \$577 ;
+  assign out6_1 = cmd[146] ? \$578 [7:0] : y5_1;
+  assign \$579  = ! sh4_2[63:10];
+  assign \$580  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$579  | \$580 ;
+  assign \$581  = $signed(y5_2) + $signed(res5_2);
+  assign \$582  = $signed(\$581 ) > $signed(8'h7f);
+  assign \$583  = $signed(y5_2) + $signed(res5_2);
+  assign \$584  = $signed(\$583 ) < $signed(8'h80);
+  assign \$585  = $signed(y5_2) + $signed(res5_2);
+  assign \$586  = \$584  ? 9'h180 : \$585 ;
+  assign \$587  = \$582  ? 9'h07f : \$586 ;
+  assign out6_2 = cmd[146] ? \$587 [7:0] : y5_2;
+  assign \$588  = ! sh4_3[63:10];
+  assign \$589  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$588  | \$589 ;
+  assign \$590  = $signed(y5_3) + $signed(res5_3);
+  assign \$591  = $signed(\$590 ) > $signed(8'h7f);
+  assign \$592  = $signed(y5_3) + $signed(res5_3);
+  assign \$593  = $signed(\$592 ) < $signed(8'h80);
+  assign \$594  = $signed(y5_3) + $signed(res5_3);
+  assign \$595  = \$593  ? 9'h180 : \$594 ;
+  assign \$596  = \$591  ? 9'h07f : \$595 ;
+  assign out6_3 = cmd[146] ? \$596 [7:0] : y5_3;
+  assign \$597  = ! sh4_4[63:10];
+  assign \$598  = sh4_4[63:10] == 54'h3fffffffffffff;
+  assign fits5_4 = \$597  | \$598 ;
+  assign \$599  = $signed(y5_4) + $signed(res5_4);
+  assign \$600  = $signed(\$599 ) > $signed(8'h7f);
+  assign \$601  = $signed(y5_4) + $signed(res5_4);
+  assign \$602  = $signed(\$601 ) < $signed(8'h80);
+  assign \$603  = $signed(y5_4) + $signed(res5_4);
+  assign \$604  = \$602  ? 9'h180 : \$603 ;
+  assign \$605  = \$600  ? 9'h07f : \$604 ;
+  assign out6_4 = cmd[146] ? \$605 [7:0] : y5_4;
+  assign \$606  = ! sh4_5[63:10];
+  assign \$607  = sh4_5[63:10] == 54'h3fffffffffffff;
+  assign fits5_5 = \$606  | \$607 ;
+  assign \$608  = $signed(y5_5) + $signed(res5_5);
+  assign \$609  = $signed(\$608 ) > $signed(8'h7f);
+  assign \$610  = $signed(y5_5) + $signed(res5_5);
+  assign \$611  = $signed(\$610 ) < $signed(8'h80);
+  assign \$612  = $signed(y5_5) + $signed(res5_5);
+  assign \$613  = \$611  ? 9'h180 : \$612 ;
+  assign \$614  = \$609  ? 9'h07f : \$613 ;
+  assign out6_5 = cmd[146] ? \$614 [7:0] : y5_5;
+  assign \$615  = ! sh4_6[63:10];
+  assign \$616  = sh4_6[63:10] == 54'h3fffffffffffff;
+  assign fits5_6 = \$615  | \$616 ;
+  assign \$617  = $signed(y5_6) + $signed(res5_6);
+  assign \$618  = $signed(\$617 ) > $signed(8'h7f);
+  assign \$619  = $signed(y5_6) + $signed(res5_6);
+  assign \$620  = $signed(\$619 ) < $signed(8'h80);
+  assign \$621  = $signed(y5_6) + $signed(res5_6);
+  assign \$622  = \$620  ? 9'h180 : \$621 ;
+  assign \$623  = \$618  ? 9'h07f : \$622 ;
+  assign out6_6 = cmd[146] ? \$623 [7:0] : y5_6;
+  assign \$624  = ! sh4_7[63:10];
+  assign \$625  = sh4_7[63:10] == 54'h3fffffffffffff;
+  assign fits5_7 = \$624  | \$625 ;
+  assign \$626  = $signed(y5_7) + $signed(res5_7);
+  assign \$627  = $signed(\$626 ) > $signed(8'h7f);
+  assign \$628  = $signed(y5_7) + $signed(res5_7);
+  assign \$629  = $signed(\$628 ) < $signed(8'h80);
+  assign \$630  = $signed(y5_7) + $signed(res5_7);
+  assign \$631  = \$629  ? 9'h180 : \$630 ;
+  assign \$632  = \$627  ? 9'h07f : \$631 ;
+  assign out6_7 = cmd[146] ? \$632 [7:0] : y5_7;
+  assign \$633  = ! vec_fsm_state;
+  assign \$634  = vec_fsm_state == 1'h1;
+  assign \$635  = vec_fsm_state == 2'h2;
+  assign \$636  = vec_fsm_state == 2'h3;
+  assign \$637  = vec_fsm_state == 3'h4;
+  assign \$638  = vec_fsm_state == 3'h5;
+  assign \$639  = vec_fsm_state == 3'h6;
+  always @(posedge clk)
+    bias_0 <= \$640 ;
+  always @(posedge clk)
+    bias_1 <= \$641 ;
+  always @(posedge clk)
+    bias_2 <= \$642 ;
+  always @(posedge clk)
+    bias_3 <= \$643 ;
+  always @(posedge clk)
+    bias_4 <= \$644 ;
+  always @(posedge clk)
+    bias_5 <= \$645 ;
+  always @(posedge clk)
+    bias_6 <= \$646 ;
+  always @(posedge clk)
+    bias_7 <= \$647 ;
+  always @(posedge clk)
+    mult_0 <= \$648 ;
+  always @(posedge clk)
+    mult_1 <= \$649 ;
+  always @(posedge clk)
+    mult_2 <= \$650 ;
+  always @(posedge clk)
+    mult_3 <= \$651 ;
+  always @(posedge clk)
+    mult_4 <= \$652 ;
+  always @(posedge clk)
+    mult_5 <= \$653 ;
+  always @(posedge clk)
+    mult_6 <= \$654 ;
+  always @(posedge clk)
+    mult_7 <= \$655 ;
+  always @(posedge clk)
+    shift_0 <= \$656 ;
+  always @(posedge clk)
+    shift_1 <= \$657 ;
+  always @(posedge clk)
+    shift_2 <= \$658 ;
+  always @(posedge clk)
+    shift_3 <= \$659 ;
+  always @(posedge clk)
+    shift_4 <= \$660 ;
+  always @(posedge clk)
+    shift_5 <= \$661 ;
+  always @(posedge clk)
+    shift_6 <= \$662 ;
+  always @(posedge clk)
+    shift_7 <= \$663 ;
+  always @(posedge clk)
+    cap_valid <= \$664 ;
+  always @(posedge clk)
+    cmd <= \$665 ;
+  always @(posedge clk)
+    err <= \$666 ;
+  always @(posedge clk)
+    issued <= \$667 ;
+  always @(posedge clk)
+    retired <= \$668 ;
+  always @(posedge clk)
+    vec_fsm_state <= \$669 ;
+  always @(posedge clk)
+    pidx <= \$670 ;
+  always @(posedge clk)
+    cap_idx <= \$671 ;
+  always @(posedge clk)
+    v0 <= \$672 ;
+  always @(posedge clk)
+    v1 <= \$673 ;
+  always @(posedge clk)
+    v2 <= \$674 ;
+  always @(posedge clk)
+    v3 <= \$675 ;
+  always @(posedge clk)
+    v4 <= \$676 ;
+  always @(posedge clk)
+    v5 <= \$677 ;
+  always @(posedge clk)
+    res1_0 <= \$678 ;
+  always @(posedge clk)
+    res2_0 <= \$679 ;
+  always @(posedge clk)
+    res3_0 <= \$680 ;
+  always @(posedge clk)
+    res4_0 <= \$681 ;
+  always @(posedge clk)
+    res5_0 <= \$682 ;
+  always @(posedge clk)
+    res1_1 <= \$683 ;
+  always @(posedge clk)
+    res2_1 <= \$684 ;
+  always @(posedge clk)
+    res3_1 <= \$685 ;
+  always @(posedge clk)
+    res4_1 <= \$686 ;
+  always @(posedge clk)
+    res5_1 <= \$687 ;
+  always @(posedge clk)
+    res1_2 <= \$688 ;
+  always @(posedge clk)
+    res2_2 <= \$689 ;
+  always @(posedge clk)
+    res3_2 <= \$690 ;
+  always @(posedge clk)
+    res4_2 <= \$691 ;
+  always @(posedge clk)
+    res5_2 <= \$692 ;
+  always @(posedge clk)
+    res1_3 <= \$693 ;
+  always @(posedge clk)
+    res2_3 <= \$694 ;
+  always @(posedge clk)
+    res3_3 <= \$695 ;
+  always @(posedge clk)
+    res4_3 <= \$696 ;
+  always @(posedge clk)
+    res5_3 <= \$697 ;
+  always @(posedge clk)
+    res1_4 <= \$698 ;
+  always @(posedge clk)
+    res2_4 <= \$699 ;
+  always @(posedge clk)
+    res3_4 <= \$700 ;
+  always @(posedge clk)
+    res4_4 <= \$701 ;
+  always @(posedge clk)
+    res5_4 <= \$702 ;
+  always @(posedge clk)
+    res1_5 <= \$703 ;
+  always @(posedge clk)
+    res2_5 <= \$704 ;
+  always @(posedge clk)
+    res3_5 <= \$705 ;
+  always @(posedge clk)
+    res4_5 <= \$706 ;
+  always @(posedge clk)
+    res5_5 <= \$707 ;
+  always @(posedge clk)
+    res1_6 <= \$708 ;
+  always @(posedge clk)
+    res2_6 <= \$709 ;
+  always @(posedge clk)
+    res3_6 <= \$710 ;
+  always @(posedge clk)
+    res4_6 <= \$711 ;
+  always @(posedge clk)
+    res5_6 <= \$712 ;
+  always @(posedge clk)
+    res1_7 <= \$713 ;
+  always @(posedge clk)
+    res2_7 <= \$714 ;
+  always @(posedge clk)
+    res3_7 <= \$715 ;
+  always @(posedge clk)
+    res4_7 <= \$716 ;
+  always @(posedge clk)
+    res5_7 <= \$717 ;
+  always @(posedge clk)
+    x1_0 <= \$718 ;
+  always @(posedge clk)
+    plo2_0 <= \$719 ;
+  always @(posedge clk)
+    phi2_0 <= \$720 ;
+  always @(posedge clk)
+    p3_0 <= \$721 ;
+  always @(posedge clk)
+    sh4_0 <= \$722 ;
+  always @(posedge clk)
+    rb4_0 <= \$723 ;
+  always @(posedge clk)
+    y5_0 <= \$724 ;
+  always @(posedge clk)
+    x1_1 <= \$725 ;
+  always @(posedge clk)
+    plo2_1 <= \$726 ;
+  always @(posedge clk)
+    phi2_1 <= \$727 ;
+  always @(posedge clk)
+    p3_1 <= \$728 ;
+  always @(posedge clk)
+    sh4_1 <= \$729 ;
+  always @(posedge clk)
+    rb4_1 <= \$730 ;
+  always @(posedge clk)
+    y5_1 <= \$731 ;
+  always @(posedge clk)
+    x1_2 <= \$732 ;
+  always @(posedge clk)
+    plo2_2 <= \$733 ;
+  always @(posedge clk)
+    phi2_2 <= \$734 ;
+  always @(posedge clk)
+    p3_2 <= \$735 ;
+  always @(posedge clk)
+    sh4_2 <= \$736 ;
+  always @(posedge clk)
+    rb4_2 <= \$737 ;
+  always @(posedge clk)
+    y5_2 <= \$738 ;
+  always @(posedge clk)
+    x1_3 <= \$739 ;
+  always @(posedge clk)
+    plo2_3 <= \$740 ;
+  always @(posedge clk)
+    phi2_3 <= \$741 ;
+  always @(posedge clk)
+    p3_3 <= \$742 ;
+  always @(posedge clk)
+    sh4_3 <= \$743 ;
+  always @(posedge clk)
+    rb4_3 <= \$744 ;
+  always @(posedge clk)
+    y5_3 <= \$745 ;
+  always @(posedge clk)
+    x1_4 <= \$746 ;
+  always @(posedge clk)
+    plo2_4 <= \$747 ;
+  always @(posedge clk)
+    phi2_4 <= \$748 ;
+  always @(posedge clk)
+    p3_4 <= \$749 ;
+  always @(posedge clk)
+    sh4_4 <= \$750 ;
+  always @(posedge clk)
+    rb4_4 <= \$751 ;
+  always @(posedge clk)
+    y5_4 <= \$752 ;
+  always @(posedge clk)
+    x1_5 <= \$753 ;
+  always @(posedge clk)
+    plo2_5 <= \$754 ;
+  always @(posedge clk)
+    phi2_5 <= \$755 ;
+  always @(posedge clk)
+    p3_5 <= \$756 ;
+  always @(posedge clk)
+    sh4_5 <= \$757 ;
+  always @(posedge clk)
+    rb4_5 <= \$758 ;
+  always @(posedge clk)
+    y5_5 <= \$759 ;
+  always @(posedge clk)
+    x1_6 <= \$760 ;
+  always @(posedge clk)
+    plo2_6 <= \$761 ;
+  always @(posedge clk)
+    phi2_6 <= \$762 ;
+  always @(posedge clk)
+    p3_6 <= \$763 ;
+  always @(posedge clk)
+    sh4_6 <= \$764 ;
+  always @(posedge clk)
+    rb4_6 <= \$765 ;
+  always @(posedge clk)
+    y5_6 <= \$766 ;
+  always @(posedge clk)
+    x1_7 <= \$767 ;
+  always @(posedge clk)
+    plo2_7 <= \$768 ;
+  always @(posedge clk)
+    phi2_7 <= \$769 ;
+  always @(posedge clk)
+    p3_7 <= \$770 ;
+  always @(posedge clk)
+    sh4_7 <= \$771 ;
+  always @(posedge clk)
+    rb4_7 <= \$772 ;
+  always @(posedge clk)
+    y5_7 <= \$773 ;
+  always @(posedge clk)
+    wr_en <= \$774 ;
+  always @(posedge clk)
+    max6_0 <= \$775 ;
+  always @(posedge clk)
+    max6_1 <= \$776 ;
+  always @(posedge clk)
+    max6_2 <= \$777 ;
+  always @(posedge clk)
+    max6_3 <= \$778 ;
+  always @(posedge clk)
+    max6_4 <= \$779 ;
+  always @(posedge clk)
+    max6_5 <= \$780 ;
+  always @(posedge clk)
+    max6_6 <= \$781 ;
+  always @(posedge clk)
+    max6_7 <= \$782 ;
+  always @(posedge clk)
+    wr_addr <= \$783 ;
+  always @(posedge clk)
+    wr_data <= \$784 ;
   assign \$1  = ~ vec_frozen;
   assign \$2  = \$1  | reset[3];
   assign \$3  = | cmd[155:152];
@@ -38637,474 +40019,211 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$10  = pidx == 2'h2;
   assign \$11  = issued + 1'h1;
   assign \$12  = retired == cmd[55:40];
-  assign \$13  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$14  = $signed(x1_0) * $signed(mult_0);
-  assign \$15  = $signed(\$137 [7:0]) > $signed(cmd[143:136]);
-  assign \$16  = \$15  ? \$137 [7:0] : cmd[143:136];
-  assign \$17  = cmd[145] ? \$16  : \$137 [7:0];
-  assign \$18  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$19  = $signed(x1_1) * $signed(mult_1);
-  assign \$20  = $signed(\$153 [7:0]) > $signed(cmd[143:136]);
-  assign \$21  = \$20  ? \$153 [7:0] : cmd[143:136];
-  assign \$22  = cmd[145] ? \$21  : \$153 [7:0];
-  assign \$23  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$24  = $signed(x1_2) * $signed(mult_2);
-  assign \$25  = $signed(\$169 [7:0]) > $signed(cmd[143:136]);
-  assign \$26  = \$25  ? \$169 [7:0] : cmd[143:136];
-  assign \$27  = cmd[145] ? \$26  : \$169 [7:0];
-  assign \$28  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$29  = $signed(x1_3) * $signed(mult_3);
-  assign \$30  = $signed(\$185 [7:0]) > $signed(cmd[143:136]);
-  assign \$31  = \$30  ? \$185 [7:0] : cmd[143:136];
-  assign \$32  = cmd[145] ? \$31  : \$185 [7:0];
-  assign \$33  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
-  assign \$34  = $signed(x1_4) * $signed(mult_4);
-  assign \$35  = $signed(\$201 [7:0]) > $signed(cmd[143:136]);
-  assign \$36  = \$35  ? \$201 [7:0] : cmd[143:136];
-  assign \$37  = cmd[145] ? \$36  : \$201 [7:0];
-  assign \$38  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
-  assign \$39  = $signed(x1_5) * $signed(mult_5);
-  assign \$40  = $signed(\$217 [7:0]) > $signed(cmd[143:136]);
-  assign \$41  = \$40  ? \$217 [7:0] : cmd[143:136];
-  assign \$42  = cmd[145] ? \$41  : \$217 [7:0];
-  assign \$43  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
-  assign \$44  = $signed(x1_6) * $signed(mult_6);
-  assign \$45  = $signed(\$233 [7:0]) > $signed(cmd[143:136]);
-  assign \$46  = \$45  ? \$233 [7:0] : cmd[143:136];
-  assign \$47  = cmd[145] ? \$46  : \$233 [7:0];
-  assign \$48  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
-  assign \$49  = $signed(x1_7) * $signed(mult_7);
-  assign \$50  = $signed(\$249 [7:0]) > $signed(cmd[143:136]);
-  assign \$51  = \$50  ? \$249 [7:0] : cmd[143:136];
-  assign \$52  = cmd[145] ? \$51  : \$249 [7:0];
-  assign \$53  = retired + 1'h1;
-  assign \$54  = ! retired;
-  assign \$55  = $signed(max4_0) > $signed(out4_0);
-  assign \$56  = \$55  ? max4_0 : out4_0;
-  assign \$57  = \$54  ? out4_0 : \$56 ;
-  assign \$58  = ! retired;
-  assign \$59  = $signed(max4_1) > $signed(out4_1);
-  assign \$60  = \$59  ? max4_1 : out4_1;
-  assign \$61  = \$58  ? out4_1 : \$60 ;
-  assign \$62  = ! retired;
-  assign \$63  = $signed(max4_2) > $signed(out4_2);
-  assign \$64  = \$63  ? max4_2 : out4_2;
-  assign \$65  = \$62  ? out4_2 : \$64 ;
-  assign \$66  = ! retired;
-  assign \$67  = $signed(max4_3) > $signed(out4_3);
-  assign \$68  = \$67  ? max4_3 : out4_3;
-  assign \$69  = \$66  ? out4_3 : \$68 ;
-  assign \$70  = ! retired;
-  assign \$71  = $signed(max4_4) > $signed(out4_4);
-  assign \$72  = \$71  ? max4_4 : out4_4;
-  assign \$73  = \$70  ? out4_4 : \$72 ;
-  assign \$74  = ! retired;
-  assign \$75  = $signed(max4_5) > $signed(out4_5);
-  assign \$76  = \$75  ? max4_5 : out4_5;
-  assign \$77  = \$74  ? out4_5 : \$76 ;
-  assign \$78  = ! retired;
-  assign \$79  = $signed(max4_6) > $signed(out4_6);
-  assign \$80  = \$79  ? max4_6 : out4_6;
-  assign \$81  = \$78  ? out4_6 : \$80 ;
-  assign \$82  = ! retired;
-  assign \$83  = $signed(max4_7) > $signed(out4_7);
-  assign \$84  = \$83  ? max4_7 : out4_7;
-  assign \$85  = \$82  ? out4_7 : \$84 ;
-  assign \$86  = cmd[39:20] + retired;
-  assign \$87  = retired == cmd[55:40];
-  assign \$88  = \$262  & \$87 ;
-  assign \$89  = \$88  & cmd[147];
-  assign \$90  = cmd[19:0] + cmd[55:40];
-  assign \$91  = \$90  > 14'h2000;
-  assign \$92  = cmd[75:56] >= 14'h2000;
-  assign \$93  = cmd[144] & \$92 ;
-  assign \$94  = \$91  | \$93 ;
-  assign \$95  = cmd[95:76] >= 14'h2000;
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = cmd[115:96] >= 14'h2000;
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = cmd[39:20] >= 15'h4000;
-  assign \$100  = cmd[39:20] + cmd[55:40];
-  assign \$101  = \$100  > 15'h4000;
-  assign \$102  = cmd[147] ? \$99  : \$101 ;
-  assign \$103  = \$98  | \$102 ;
-  assign \$104  = cmd[135:116] + cmd[55:40];
-  assign \$105  = \$104  > 15'h4000;
-  assign \$106  = cmd[146] & \$105 ;
-  assign range_bad = \$103  | \$106 ;
-  assign \$107  = | acc_rd__data[31:6];
-  assign \$108  = | acc_rd__data[63:38];
-  assign \$109  = | acc_rd__data[95:70];
-  assign \$110  = | acc_rd__data[127:102];
-  assign \$111  = | acc_rd__data[159:134];
-  assign \$112  = | acc_rd__data[191:166];
-  assign \$113  = | acc_rd__data[223:198];
-  assign \$114  = | acc_rd__data[255:230];
-  assign shift_bad = | { \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107  };
-  assign \$115  = ! pidx;
-  assign \$116  = pidx == 1'h1;
-  assign \$117  = \$116  ? cmd[95:76] : cmd[115:96];
-  assign \$118  = \$115  ? cmd[75:56] : \$117 ;
-  assign \$119  = issued != cmd[55:40];
-  assign \$120  = cmd[19:0] + issued;
-  assign \$121  = issued != cmd[55:40];
-  assign \$122  = \$121  & cmd[146];
-  assign \$123  = cmd[135:116] + issued;
-  assign \$124  = issued != cmd[55:40];
-  assign \$125  = \$124  & acc_rd__gnt;
-  assign \$126  = ~ cmd[146];
-  assign \$127  = spad_rd__gnt | \$126 ;
-  assign \$128  = \$125  & \$127 ;
-  assign ctl__busy = ~ \$257 ;
-  assign \$129  = 1'h1 << shift_0;
-  assign \$130  = $signed(p2_0) + $signed({ 1'h0, rnd_0 });
-  assign r_0 = $signed(\$130 [65:0]) >>> shift_0;
-  assign \$131  = $signed(r_0) + $signed(cmd[143:136]);
-  assign \$132  = $signed(\$131 ) > $signed(8'h7f);
-  assign \$133  = $signed(r_0) + $signed(cmd[143:136]);
-  assign \$134  = $signed(\$133 ) < $signed(8'h80);
-  assign \$135  = $signed(r_0) + $signed(cmd[143:136]);
-  assign \$136  = \$134  ? 67'h7ffffffffffffff80 : \$135 ;
-  assign \$137  = \$132  ? 67'h0000000000000007f : \$136 ;
-  assign \$138  = $signed(y3_0) + $signed(res3_0);
-  assign \$139  = $signed(\$138 ) > $signed(8'h7f);
-  assign \$140  = $signed(y3_0) + $signed(res3_0);
-  assign \$141  = $signed(\$140 ) < $signed(8'h80);
-  assign \$142  = $signed(y3_0) + $signed(res3_0);
-  assign \$143  = \$141  ? 9'h180 : \$142 ;
-  assign \$144  = \$139  ? 9'h07f : \$143 ;
-  assign out4_0 = cmd[146] ? \$144 [7:0] : y3_0;
-  assign \$145  = 1'h1 << shift_1;
-  assign \$146  = $signed(p2_1) + $signed({ 1'h0, rnd_1 });
-  assign r_1 = $signed(\$146 [65:0]) >>> shift_1;
-  assign \$147  = $signed(r_1) + $signed(cmd[143:136]);
-  assign \$148  = $signed(\$147 ) > $signed(8'h7f);
-  assign \$149  = $signed(r_1) + $signed(cmd[143:136]);
-  assign \$150  = $signed(\$149 ) < $signed(8'h80);
-  assign \$151  = $signed(r_1) + $signed(cmd[143:136]);
-  assign \$152  = \$150  ? 67'h7ffffffffffffff80 : \$151 ;
-  assign \$153  = \$148  ? 67'h0000000000000007f : \$152 ;
-  assign \$154  = $signed(y3_1) + $signed(res3_1);
-  assign \$155  = $signed(\$154 ) > $signed(8'h7f);
-  assign \$156  = $signed(y3_1) + $signed(res3_1);
-  assign \$157  = $signed(\$156 ) < $signed(8'h80);
-  assign \$158  = $signed(y3_1) + $signed(res3_1);
-  assign \$159  = \$157  ? 9'h180 : \$158 ;
-  assign \$160  = \$155  ? 9'h07f : \$159 ;
-  assign out4_1 = cmd[146] ? \$160 [7:0] : y3_1;
-  assign \$161  = 1'h1 << shift_2;
-  assign \$162  = $signed(p2_2) + $signed({ 1'h0, rnd_2 });
-  assign r_2 = $signed(\$162 [65:0]) >>> shift_2;
-  assign \$163  = $signed(r_2) + $signed(cmd[143:136]);
-  assign \$164  = $signed(\$163 ) > $signed(8'h7f);
-  assign \$165  = $signed(r_2) + $signed(cmd[143:136]);
-  assign \$166  = $signed(\$165 ) < $signed(8'h80);
-  assign \$167  = $signed(r_2) + $signed(cmd[143:136]);
-  assign \$168  = \$166  ? 67'h7ffffffffffffff80 : \$167 ;
-  assign \$169  = \$164  ? 67'h0000000000000007f : \$168 ;
-  assign \$170  = $signed(y3_2) + $signed(res3_2);
-  assign \$171  = $signed(\$170 ) > $signed(8'h7f);
-  assign \$172  = $signed(y3_2) + $signed(res3_2);
-  assign \$173  = $signed(\$172 ) < $signed(8'h80);
-  assign \$174  = $signed(y3_2) + $signed(res3_2);
-  assign \$175  = \$173  ? 9'h180 : \$174 ;
-  assign \$176  = \$171  ? 9'h07f : \$175 ;
-  assign out4_2 = cmd[146] ? \$176 [7:0] : y3_2;
-  assign \$177  = 1'h1 << shift_3;
-  assign \$178  = $signed(p2_3) + $signed({ 1'h0, rnd_3 });
-  assign r_3 = $signed(\$178 [65:0]) >>> shift_3;
-  assign \$179  = $signed(r_3) + $signed(cmd[143:136]);
-  assign \$180  = $signed(\$179 ) > $signed(8'h7f);
-  assign \$181  = $signed(r_3) + $signed(cmd[143:136]);
-  assign \$182  = $signed(\$181 ) < $signed(8'h80);
-  assign \$183  = $signed(r_3) + $signed(cmd[143:136]);
-  assign \$184  = \$182  ? 67'h7ffffffffffffff80 : \$183 ;
-  assign \$185  = \$180  ? 67'h0000000000000007f : \$184 ;
-  assign \$186  = $signed(y3_3) + $signed(res3_3);
-  assign \$187  = $signed(\$186 ) > $signed(8'h7f);
-  assign \$188  = $signed(y3_3) + $signed(res3_3);
-  assign \$189  = $signed(\$188 ) < $signed(8'h80);
-  assign \$190  = $signed(y3_3) + $signed(res3_3);
-  assign \$191  = \$189  ? 9'h180 : \$190 ;
-  assign \$192  = \$187  ? 9'h07f : \$191 ;
-  assign out4_3 = cmd[146] ? \$192 [7:0] : y3_3;
-  assign \$193  = 1'h1 << shift_4;
-  assign \$194  = $signed(p2_4) + $signed({ 1'h0, rnd_4 });
-  assign r_4 = $signed(\$194 [65:0]) >>> shift_4;
-  assign \$195  = $signed(r_4) + $signed(cmd[143:136]);
-  assign \$196  = $signed(\$195 ) > $signed(8'h7f);
-  assign \$197  = $signed(r_4) + $signed(cmd[143:136]);
-  assign \$198  = $signed(\$197 ) < $signed(8'h80);
-  assign \$199  = $signed(r_4) + $signed(cmd[143:136]);
-  assign \$200  = \$198  ? 67'h7ffffffffffffff80 : \$199 ;
-  assign \$201  = \$196  ? 67'h0000000000000007f : \$200 ;
-  assign \$202  = $signed(y3_4) + $signed(res3_4);
+  assign \$13  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$14  = v1 ? res1_0 : res2_0;
+  assign \$15  = v2 ? res2_0 : res3_0;
+  assign \$16  = v3 ? res3_0 : res4_0;
+  assign \$17  = v4 ? res4_0 : res5_0;
+  assign \$18  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$19  = v1 ? res1_1 : res2_1;
+  assign \$20  = v2 ? res2_1 : res3_1;
+  assign \$21  = v3 ? res3_1 : res4_1;
+  assign \$22  = v4 ? res4_1 : res5_1;
+  assign \$23  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$24  = v1 ? res1_2 : res2_2;
+  assign \$25  = v2 ? res2_2 : res3_2;
+  assign \$26  = v3 ? res3_2 : res4_2;
+  assign \$27  = v4 ? res4_2 : res5_2;
+  assign \$28  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$29  = v1 ? res1_3 : res2_3;
+  assign \$30  = v2 ? res2_3 : res3_3;
+  assign \$31  = v3 ? res3_3 : res4_3;
+  assign \$32  = v4 ? res4_3 : res5_3;
+  assign \$33  = v0 ? spad_rd__data[39:32] : res1_4;
+  assign \$34  = v1 ? res1_4 : res2_4;
+  assign \$35  = v2 ? res2_4 : res3_4;
+  assign \$36  = v3 ? res3_4 : res4_4;
+  assign \$37  = v4 ? res4_4 : res5_4;
+  assign \$38  = v0 ? spad_rd__data[47:40] : res1_5;
+  assign \$39  = v1 ? res1_5 : res2_5;
+  assign \$40  = v2 ? res2_5 : res3_5;
+  assign \$41  = v3 ? res3_5 : res4_5;
+  assign \$42  = v4 ? res4_5 : res5_5;
+  assign \$43  = v0 ? spad_rd__data[55:48] : res1_6;
+  assign \$44  = v1 ? res1_6 : res2_6;
+  assign \$45  = v2 ? res2_6 : res3_6;
+  assign \$46  = v3 ? res3_6 : res4_6;
+  assign \$47  = v4 ? res4_6 : res5_6;
+  assign \$48  = v0 ? spad_rd__data[63:56] : res1_7;
+  assign \$49  = v1 ? res1_7 : res2_7;
+  assign \$50  = v2 ? res2_7 : res3_7;
+  assign \$51  = v3 ? res3_7 : res4_7;
+  assign \$52  = v4 ? res4_7 : res5_7;
+  assign \$53  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$54  = v0 ? \$53 [31:0] : x1_0;
+  assign \$55  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$56  = v1 ? { \$55 [47], \$55  } : plo2_0;
+  assign \$57  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$58  = v1 ? \$57  : phi2_0;
+  assign \$60  = $signed(plo2_0) + $signed(\$59 );
+  assign \$61  = v2 ? \$60  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$62  = $signed(p3_0) >>> shift_0;
+  assign \$63  = v3 ? \$62  : sh4_0;
+  assign \$65  = \$64  >> shift_0;
+  assign \$66  = v3 ? \$65  : rb4_0;
+  assign \$67  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$68  = $signed(\$67 ) + $signed(cmd[143:136]);
+  assign \$69  = $signed(\$68 ) > $signed(8'h7f);
+  assign \$70  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$71  = $signed(\$70 ) + $signed(cmd[143:136]);
+  assign \$72  = $signed(\$71 ) < $signed(8'h80);
+  assign \$73  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$74  = $signed(\$73 ) + $signed(cmd[143:136]);
+  assign \$75  = \$72  ? 13'h1f80 : \$74 ;
+  assign \$76  = \$69  ? 13'h007f : \$75 ;
+  assign \$77  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$78  = fits5_0 ? \$76 [7:0] : \$77 ;
+  assign \$79  = $signed(\$78 ) > $signed(cmd[143:136]);
+  assign \$80  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$81  = $signed(\$80 ) + $signed(cmd[143:136]);
+  assign \$82  = $signed(\$81 ) > $signed(8'h7f);
+  assign \$83  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$84  = $signed(\$83 ) + $signed(cmd[143:136]);
+  assign \$85  = $signed(\$84 ) < $signed(8'h80);
+  assign \$86  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$87  = $signed(\$86 ) + $signed(cmd[143:136]);
+  assign \$88  = \$85  ? 13'h1f80 : \$87 ;
+  assign \$89  = \$82  ? 13'h007f : \$88 ;
+  assign \$90  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$91  = fits5_0 ? \$89 [7:0] : \$90 ;
+  assign \$92  = \$79  ? \$91  : cmd[143:136];
+  assign \$93  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$94  = $signed(\$93 ) + $signed(cmd[143:136]);
+  assign \$95  = $signed(\$94 ) > $signed(8'h7f);
+  assign \$96  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$97  = $signed(\$96 ) + $signed(cmd[143:136]);
+  assign \$98  = $signed(\$97 ) < $signed(8'h80);
+  assign \$99  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$100  = $signed(\$99 ) + $signed(cmd[143:136]);
+  assign \$101  = \$98  ? 13'h1f80 : \$100 ;
+  assign \$102  = \$95  ? 13'h007f : \$101 ;
+  assign \$103  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$104  = fits5_0 ? \$102 [7:0] : \$103 ;
+  assign \$105  = cmd[145] ? \$92  : \$104 ;
+  assign \$106  = v4 ? \$105  : y5_0;
+  assign \$107  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$108  = v0 ? \$107 [31:0] : x1_1;
+  assign \$109  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$110  = v1 ? { \$109 [47], \$109  } : plo2_1;
+  assign \$111  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$112  = v1 ? \$111  : phi2_1;
+  assign \$114  = $signed(plo2_1) + $signed(\$113 );
+  assign \$115  = v2 ? \$114  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$116  = $signed(p3_1) >>> shift_1;
+  assign \$117  = v3 ? \$116  : sh4_1;
+  assign \$119  = \$118  >> shift_1;
+  assign \$120  = v3 ? \$119  : rb4_1;
+  assign \$121  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$122  = $signed(\$121 ) + $signed(cmd[143:136]);
+  assign \$123  = $signed(\$122 ) > $signed(8'h7f);
+  assign \$124  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$125  = $signed(\$124 ) + $signed(cmd[143:136]);
+  assign \$126  = $signed(\$125 ) < $signed(8'h80);
+  assign \$127  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$128  = $signed(\$127 ) + $signed(cmd[143:136]);
+  assign \$129  = \$126  ? 13'h1f80 : \$128 ;
+  assign \$130  = \$123  ? 13'h007f : \$129 ;
+  assign \$131  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$132  = fits5_1 ? \$130 [7:0] : \$131 ;
+  assign \$133  = $signed(\$132 ) > $signed(cmd[143:136]);
+  assign \$134  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$135  = $signed(\$134 ) + $signed(cmd[143:136]);
+  assign \$136  = $signed(\$135 ) > $signed(8'h7f);
+  assign \$137  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$138  = $signed(\$137 ) + $signed(cmd[143:136]);
+  assign \$139  = $signed(\$138 ) < $signed(8'h80);
+  assign \$140  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$141  = $signed(\$140 ) + $signed(cmd[143:136]);
+  assign \$142  = \$139  ? 13'h1f80 : \$141 ;
+  assign \$143  = \$136  ? 13'h007f : \$142 ;
+  assign \$144  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$145  = fits5_1 ? \$143 [7:0] : \$144 ;
+  assign \$146  = \$133  ? \$145  : cmd[143:136];
+  assign \$147  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$148  = $signed(\$147 ) + $signed(cmd[143:136]);
+  assign \$149  = $signed(\$148 ) > $signed(8'h7f);
+  assign \$150  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$151  = $signed(\$150 ) + $signed(cmd[143:136]);
+  assign \$152  = $signed(\$151 ) < $signed(8'h80);
+  assign \$153  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$154  = $signed(\$153 ) + $signed(cmd[143:136]);
+  assign \$155  = \$152  ? 13'h1f80 : \$154 ;
+  assign \$156  = \$149  ? 13'h007f : \$155 ;
+  assign \$157  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$158  = fits5_1 ? \$156 [7:0] : \$157 ;
+  assign \$159  = cmd[145] ? \$146  : \$158 ;
+  assign \$160  = v4 ? \$159  : y5_1;
+  assign \$161  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$162  = v0 ? \$161 [31:0] : x1_2;
+  assign \$163  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$164  = v1 ? { \$163 [47], \$163  } : plo2_2;
+  assign \$165  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$166  = v1 ? \$165  : phi2_2;
+  assign \$168  = $signed(plo2_2) + $signed(\$167 );
+  assign \$169  = v2 ? \$168  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$170  = $signed(p3_2) >>> shift_2;
+  assign \$171  = v3 ? \$170  : sh4_2;
+  assign \$173  = \$172  >> shift_2;
+  assign \$174  = v3 ? \$173  : rb4_2;
+  assign \$175  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$176  = $signed(\$175 ) + $signed(cmd[143:136]);
+  assign \$177  = $signed(\$176 ) > $signed(8'h7f);
+  assign \$178  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$179  = $signed(\$178 ) + $signed(cmd[143:136]);
+  assign \$180  = $signed(\$179 ) < $signed(8'h80);
+  assign \$181  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$182  = $signed(\$181 ) + $signed(cmd[143:136]);
+  assign \$183  = \$180  ? 13'h1f80 : \$182 ;
+  assign \$184  = \$177  ? 13'h007f : \$183 ;
+  assign \$185  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$186  = fits5_2 ? \$184 [7:0] : \$185 ;
+  assign \$187  = $signed(\$186 ) > $signed(cmd[143:136]);
+  assign \$188  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$189  = $signed(\$188 ) + $signed(cmd[143:136]);
+  assign \$190  = $signed(\$189 ) > $signed(8'h7f);
+  assign \$191  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$192  = $signed(\$191 ) + $signed(cmd[143:136]);
+  assign \$193  = $signed(\$192 ) < $signed(8'h80);
+  assign \$194  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$195  = $signed(\$194 ) + $signed(cmd[143:136]);
+  assign \$196  = \$193  ? 13'h1f80 : \$195 ;
+  assign \$197  = \$190  ? 13'h007f : \$196 ;
+  assign \$198  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$199  = fits5_2 ? \$197 [7:0] : \$198 ;
+  assign \$200  = \$187  ? \$199  : cmd[143:136];
+  assign \$201  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$202  = $signed(\$201 ) + $signed(cmd[143:136]);
   assign \$203  = $signed(\$202 ) > $signed(8'h7f);
-  assign \$204  = $signed(y3_4) + $signed(res3_4);
-  assign \$205  = $signed(\$204 ) < $signed(8'h80);
-  assign \$206  = $signed(y3_4) + $signed(res3_4);
-  assign \$207  = \$205  ? 9'h180 : \$206 ;
-  assign \$208  = \$203  ? 9'h07f : \$207 ;
-  assign out4_4 = cmd[146] ? \$208 [7:0] : y3_4;
-  assign \$209  = 1'h1 << shift_5;
-  assign \$210  = $signed(p2_5) + $signed({ 1'h0, rnd_5 });
-  assign r_5 = $signed(\$210 [65:0]) >>> shift_5;
-  assign \$211  = $signed(r_5) + $signed(cmd[143:136]);
-  assign \$212  = $signed(\$211 ) > $signed(8'h7f);
-  assign \$213  = $signed(r_5) + $signed(cmd[143:136]);
-  assign \$214  = $signed(\$213 ) < $signed(8'h80);
-  assign \$215  = $signed(r_5) + $signed(cmd[143:136]);
-  assign \$216  = \$214  ? 67'h7ffffffffffffff80 : \$215 ;
-  assign \$217  = \$212  ? 67'h0000000000000007f : \$216 ;
-  assign \$218  = $signed(y3_5) + $signed(res3_5);
-  assign \$219  = $signed(\$218 ) > $signed(8'h7f);
-  assign \$220  = $signed(y3_5) + $signed(res3_5);
-  assign \$221  = $signed(\$220 ) < $signed(8'h80);
-  assign \$222  = $signed(y3_5) + $signed(res3_5);
-  assign \$223  = \$221  ? 9'h180 : \$222 ;
-  assign \$224  = \$219  ? 9'h07f : \$223 ;
-  assign out4_5 = cmd[146] ? \$224 [7:0] : y3_5;
-  assign \$225  = 1'h1 << shift_6;
-  assign \$226  = $signed(p2_6) + $signed({ 1'h0, rnd_6 });
-  assign r_6 = $signed(\$226 [65:0]) >>> shift_6;
-  assign \$227  = $signed(r_6) + $signed(cmd[143:136]);
-  assign \$228  = $signed(\$227 ) > $signed(8'h7f);
-  assign \$229  = $signed(r_6) + $signed(cmd[143:136]);
-  assign \$230  = $signed(\$229 ) < $signed(8'h80);
-  assign \$231  = $signed(r_6) + $signed(cmd[143:136]);
-  assign \$232  = \$230  ? 67'h7ffffffffffffff80 : \$231 ;
-  assign \$233  = \$228  ? 67'h0000000000000007f : \$232 ;
-  assign \$234  = $signed(y3_6) + $signed(res3_6);
-  assign \$235  = $signed(\$234 ) > $signed(8'h7f);
-  assign \$236  = $signed(y3_6) + $signed(res3_6);
-  assign \$237  = $signed(\$236 ) < $signed(8'h80);
-  assign \$238  = $signed(y3_6) + $signed(res3_6);
-  assign \$239  = \$237  ? 9'h180 : \$238 ;
-  assign \$240  = \$235  ? 9'h07f : \$239 ;
-  assign out4_6 = cmd[146] ? \$240 [7:0] : y3_6;
-  assign \$241  = 1'h1 << shift_7;
-  assign \$242  = $signed(p2_7) + $signed({ 1'h0, rnd_7 });
-  assign r_7 = $signed(\$242 [65:0]) >>> shift_7;
-  assign \$243  = $signed(r_7) + $signed(cmd[143:136]);
-  assign \$244  = $signed(\$243 ) > $signed(8'h7f);
-  assign \$245  = $signed(r_7) + $signed(cmd[143:136]);
-  assign \$246  = $signed(\$245 ) < $signed(8'h80);
-  assign \$247  = $signed(r_7) + $signed(cmd[143:136]);
-  assign \$248  = \$246  ? 67'h7ffffffffffffff80 : \$247 ;
-  assign \$249  = \$244  ? 67'h0000000000000007f : \$248 ;
-  assign \$250  = $signed(y3_7) + $signed(res3_7);
-  assign \$251  = $signed(\$250 ) > $signed(8'h7f);
-  assign \$252  = $signed(y3_7) + $signed(res3_7);
-  assign \$253  = $signed(\$252 ) < $signed(8'h80);
-  assign \$254  = $signed(y3_7) + $signed(res3_7);
-  assign \$255  = \$253  ? 9'h180 : \$254 ;
-  assign \$256  = \$251  ? 9'h07f : \$255 ;
-  assign out4_7 = cmd[146] ? \$256 [7:0] : y3_7;
-  assign \$257  = ! vec_fsm_state;
-  assign \$258  = vec_fsm_state == 1'h1;
-  assign \$259  = vec_fsm_state == 2'h2;
-  assign \$260  = vec_fsm_state == 2'h3;
-  assign \$261  = vec_fsm_state == 3'h4;
-  assign \$262  = vec_fsm_state == 3'h5;
-  assign \$263  = vec_fsm_state == 3'h6;
-  always @(posedge clk)
-    bias_0 <= \$264 ;
-  always @(posedge clk)
-    bias_1 <= \$265 ;
-  always @(posedge clk)
-    bias_2 <= \$266 ;
-  always @(posedge clk)
-    bias_3 <= \$267 ;
-  always @(posedge clk)
-    bias_4 <= \$268 ;
-  always @(posedge clk)
-    bias_5 <= \$269 ;
-  always @(posedge clk)
-    bias_6 <= \$270 ;
-  always @(posedge clk)
-    bias_7 <= \$271 ;
-  always @(posedge clk)
-    mult_0 <= \$272 ;
-  always @(posedge clk)
-    mult_1 <= \$273 ;
-  always @(posedge clk)
-    mult_2 <= \$274 ;
-  always @(posedge clk)
-    mult_3 <= \$275 ;
-  always @(posedge clk)
-    mult_4 <= \$276 ;
-  always @(posedge clk)
-    mult_5 <= \$277 ;
-  always @(posedge clk)
-    mult_6 <= \$278 ;
-  always @(posedge clk)
-    mult_7 <= \$279 ;
-  always @(posedge clk)
-    shift_0 <= \$280 ;
-  always @(posedge clk)
-    shift_1 <= \$281 ;
-  always @(posedge clk)
-    shift_2 <= \$282 ;
-  always @(posedge clk)
-    shift_3 <= \$283 ;
-  always @(posedge clk)
-    shift_4 <= \$284 ;
-  always @(posedge clk)
-    shift_5 <= \$285 ;
-  always @(posedge clk)
-    shift_6 <= \$286 ;
-  always @(posedge clk)
-    shift_7 <= \$287 ;
-  always @(posedge clk)
-    cap_valid <= \$288 ;
-  always @(posedge clk)
-    cmd <= \$289 ;
-  always @(posedge clk)
-    err <= \$290 ;
-  always @(posedge clk)
-    issued <= \$291 ;
-  always @(posedge clk)
-    retired <= \$292 ;
-  always @(posedge clk)
-    vec_fsm_state <= \$293 ;
-  always @(posedge clk)
-    pidx <= \$294 ;
-  always @(posedge clk)
-    cap_idx <= \$295 ;
-  always @(posedge clk)
-    v0 <= \$296 ;
-  always @(posedge clk)
-    v1 <= \$297 ;
-  always @(posedge clk)
-    v2 <= \$298 ;
-  always @(posedge clk)
-    v3 <= \$299 ;
-  always @(posedge clk)
-    x1_0 <= \$300 ;
-  always @(posedge clk)
-    res1_0 <= \$301 ;
-  always @(posedge clk)
-    p2_0 <= \$302 ;
-  always @(posedge clk)
-    res2_0 <= \$303 ;
-  always @(posedge clk)
-    y3_0 <= \$304 ;
-  always @(posedge clk)
-    res3_0 <= \$305 ;
-  always @(posedge clk)
-    x1_1 <= \$306 ;
-  always @(posedge clk)
-    res1_1 <= \$307 ;
-  always @(posedge clk)
-    p2_1 <= \$308 ;
-  always @(posedge clk)
-    res2_1 <= \$309 ;
-  always @(posedge clk)
-    y3_1 <= \$310 ;
-  always @(posedge clk)
-    res3_1 <= \$311 ;
-  always @(posedge clk)
-    x1_2 <= \$312 ;
-  always @(posedge clk)
-    res1_2 <= \$313 ;
-  always @(posedge clk)
-    p2_2 <= \$314 ;
-  always @(posedge clk)
-    res2_2 <= \$315 ;
-  always @(posedge clk)
-    y3_2 <= \$316 ;
-  always @(posedge clk)
-    res3_2 <= \$317 ;
-  always @(posedge clk)
-    x1_3 <= \$318 ;
-  always @(posedge clk)
-    res1_3 <= \$319 ;
-  always @(posedge clk)
-    p2_3 <= \$320 ;
-  always @(posedge clk)
-    res2_3 <= \$321 ;
-  always @(posedge clk)
-    y3_3 <= \$322 ;
-  always @(posedge clk)
-    res3_3 <= \$323 ;
-  always @(posedge clk)
-    x1_4 <= \$324 ;
-  always @(posedge clk)
-    res1_4 <= \$325 ;
-  always @(posedge clk)
-    p2_4 <= \$326 ;
-  always @(posedge clk)
-    res2_4 <= \$327 ;
-  always @(posedge clk)
-    y3_4 <= \$328 ;
-  always @(posedge clk)
-    res3_4 <= \$329 ;
-  always @(posedge clk)
-    x1_5 <= \$330 ;
-  always @(posedge clk)
-    res1_5 <= \$331 ;
-  always @(posedge clk)
-    p2_5 <= \$332 ;
-  always @(posedge clk)
-    res2_5 <= \$333 ;
-  always @(posedge clk)
-    y3_5 <= \$334 ;
-  always @(posedge clk)
-    res3_5 <= \$335 ;
-  always @(posedge clk)
-    x1_6 <= \$336 ;
-  always @(posedge clk)
-    res1_6 <= \$337 ;
-  always @(posedge clk)
-    p2_6 <= \$338 ;
-  always @(posedge clk)
-    res2_6 <= \$339 ;
-  always @(posedge clk)
-    y3_6 <= \$340 ;
-  always @(posedge clk)
-    res3_6 <= \$341 ;
-  always @(posedge clk)
-    x1_7 <= \$342 ;
-  always @(posedge clk)
-    res1_7 <= \$343 ;
-  always @(posedge clk)
-    p2_7 <= \$344 ;
-  always @(posedge clk)
-    res2_7 <= \$345 ;
-  always @(posedge clk)
-    y3_7 <= \$346 ;
-  always @(posedge clk)
-    res3_7 <= \$347 ;
-  always @(posedge clk)
-    wr_en <= \$348 ;
-  always @(posedge clk)
-    max4_0 <= \$349 ;
-  always @(posedge clk)
-    max4_1 <= \$350 ;
-  always @(posedge clk)
-    max4_2 <= \$351 ;
-  always @(posedge clk)
-    max4_3 <= \$352 ;
-  always @(posedge clk)
-    max4_4 <= \$353 ;
-  always @(posedge clk)
-    max4_5 <= \$354 ;
-  always @(posedge clk)
-    max4_6 <= \$355 ;
-  always @(posedge clk)
-    max4_7 <= \$356 ;
-  always @(posedge clk)
-    wr_addr <= \$357 ;
-  always @(posedge clk)
-    wr_data <= \$358 ;
+  assign \$204  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$205  = $signed(\$204 ) + $signed(cmd[143:136]);
+  assign \$206  = $signed(\$205 ) < $signed(8'h80);
+  assign \$207  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$208  = $signed(\$207 ) + $signed(cmd[143:136]);
+  assign \$209  = \$206  ? 13'h1f80 : \$208 ;
+  assign \$210  = \$203  ? 13'h007f : \$209 ;
+  assign \$211  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$212  = fits5_2 ? \$210 [7:0] : \$211 ;
+  assign \$213  = cmd[145] ? \$200  : \$212 ;
+  assign \$214  = v4 ? \$213  : y5_2;
+  assign \$215  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$264  = bias_0;
+    \$640  = bias_0;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$264  = acc_rd__data[31:0];
+              \$640  = acc_rd__data[31:0];
         endcase
       end
       casez (vec_fsm_state)
@@ -39117,26 +40236,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$264  = 32'd0;
+                \$640  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$264  = 32'd0;
+        \$640  = 32'd0;
       end
     end
     if (rst) begin
-      \$264  = 32'd0;
+      \$640  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$265  = bias_1;
+    \$641  = bias_1;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$265  = acc_rd__data[63:32];
+              \$641  = acc_rd__data[63:32];
         endcase
       end
       casez (vec_fsm_state)
@@ -39149,26 +40268,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$265  = 32'd0;
+                \$641  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$265  = 32'd0;
+        \$641  = 32'd0;
       end
     end
     if (rst) begin
-      \$265  = 32'd0;
+      \$641  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$266  = bias_2;
+    \$642  = bias_2;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$266  = acc_rd__data[95:64];
+              \$642  = acc_rd__data[95:64];
         endcase
       end
       casez (vec_fsm_state)
@@ -39181,26 +40300,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$266  = 32'd0;
+                \$642  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$266  = 32'd0;
+        \$642  = 32'd0;
       end
     end
     if (rst) begin
-      \$266  = 32'd0;
+      \$642  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$267  = bias_3;
+    \$643  = bias_3;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$267  = acc_rd__data[127:96];
+              \$643  = acc_rd__data[127:96];
         endcase
       end
       casez (vec_fsm_state)
@@ -39213,26 +40332,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$267  = 32'd0;
+                \$643  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$267  = 32'd0;
+        \$643  = 32'd0;
       end
     end
     if (rst) begin
-      \$267  = 32'd0;
+      \$643  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$268  = bias_4;
+    \$644  = bias_4;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$268  = acc_rd__data[159:128];
+              \$644  = acc_rd__data[159:128];
         endcase
       end
       casez (vec_fsm_state)
@@ -39245,26 +40364,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$268  = 32'd0;
+                \$644  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$268  = 32'd0;
+        \$644  = 32'd0;
       end
     end
     if (rst) begin
-      \$268  = 32'd0;
+      \$644  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$269  = bias_5;
+    \$645  = bias_5;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$269  = acc_rd__data[191:160];
+              \$645  = acc_rd__data[191:160];
         endcase
       end
       casez (vec_fsm_state)
@@ -39277,26 +40396,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$269  = 32'd0;
+                \$645  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$269  = 32'd0;
+        \$645  = 32'd0;
       end
     end
     if (rst) begin
-      \$269  = 32'd0;
+      \$645  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$270  = bias_6;
+    \$646  = bias_6;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$270  = acc_rd__data[223:192];
+              \$646  = acc_rd__data[223:192];
         endcase
       end
       casez (vec_fsm_state)
@@ -39309,26 +40428,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$270  = 32'd0;
+                \$646  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$270  = 32'd0;
+        \$646  = 32'd0;
       end
     end
     if (rst) begin
-      \$270  = 32'd0;
+      \$646  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$271  = bias_7;
+    \$647  = bias_7;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
-              \$271  = acc_rd__data[255:224];
+              \$647  = acc_rd__data[255:224];
         endcase
       end
       casez (vec_fsm_state)
@@ -39341,203 +40460,181 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (range_bad) begin
             end else begin
               if (\$8 ) begin
-                \$271  = 32'd0;
+                \$647  = 32'd0;
               end
             end
       endcase
       if (reset[3]) begin
-        \$271  = 32'd0;
+        \$647  = 32'd0;
       end
     end
     if (rst) begin
-      \$271  = 32'd0;
+      \$647  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$272  = mult_0;
+    \$648  = mult_0;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$272  = acc_rd__data[31:0];
+              \$648  = acc_rd__data[31:0];
         endcase
       end
       if (reset[3]) begin
-        \$272  = 32'd0;
+        \$648  = 32'd0;
       end
     end
     if (rst) begin
-      \$272  = 32'd0;
+      \$648  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$273  = mult_1;
+    \$649  = mult_1;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$273  = acc_rd__data[63:32];
+              \$649  = acc_rd__data[63:32];
         endcase
       end
       if (reset[3]) begin
-        \$273  = 32'd0;
+        \$649  = 32'd0;
       end
     end
     if (rst) begin
-      \$273  = 32'd0;
+      \$649  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$274  = mult_2;
+    \$650  = mult_2;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$274  = acc_rd__data[95:64];
+              \$650  = acc_rd__data[95:64];
         endcase
       end
       if (reset[3]) begin
-        \$274  = 32'd0;
+        \$650  = 32'd0;
       end
     end
     if (rst) begin
-      \$274  = 32'd0;
+      \$650  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$275  = mult_3;
+    \$651  = mult_3;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$275  = acc_rd__data[127:96];
+              \$651  = acc_rd__data[127:96];
         endcase
       end
       if (reset[3]) begin
-        \$275  = 32'd0;
+        \$651  = 32'd0;
       end
     end
     if (rst) begin
-      \$275  = 32'd0;
+      \$651  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$276  = mult_4;
+    \$652  = mult_4;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$276  = acc_rd__data[159:128];
+              \$652  = acc_rd__data[159:128];
         endcase
       end
       if (reset[3]) begin
-        \$276  = 32'd0;
+        \$652  = 32'd0;
       end
     end
     if (rst) begin
-      \$276  = 32'd0;
+      \$652  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$277  = mult_5;
+    \$653  = mult_5;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$277  = acc_rd__data[191:160];
+              \$653  = acc_rd__data[191:160];
         endcase
       end
       if (reset[3]) begin
-        \$277  = 32'd0;
+        \$653  = 32'd0;
       end
     end
     if (rst) begin
-      \$277  = 32'd0;
+      \$653  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$278  = mult_6;
+    \$654  = mult_6;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$278  = acc_rd__data[223:192];
+              \$654  = acc_rd__data[223:192];
         endcase
       end
       if (reset[3]) begin
-        \$278  = 32'd0;
+        \$654  = 32'd0;
       end
     end
     if (rst) begin
-      \$278  = 32'd0;
+      \$654  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$279  = mult_7;
+    \$655  = mult_7;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
           2'h0:
               /* empty */;
           2'h1:
-              \$279  = acc_rd__data[255:224];
+              \$655  = acc_rd__data[255:224];
         endcase
       end
       if (reset[3]) begin
-        \$279  = 32'd0;
+        \$655  = 32'd0;
       end
     end
     if (rst) begin
-      \$279  = 32'd0;
+      \$655  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$280  = shift_0;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$280  = acc_rd__data[5:0];
-        endcase
-      end
-      if (reset[3]) begin
-        \$280  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$280  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$281  = shift_1;
+    \$656  = shift_0;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -39546,20 +40643,20 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$281  = acc_rd__data[37:32];
+              \$656  = acc_rd__data[5:0];
         endcase
       end
       if (reset[3]) begin
-        \$281  = 6'h00;
+        \$656  = 6'h00;
       end
     end
     if (rst) begin
-      \$281  = 6'h00;
+      \$656  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$282  = shift_2;
+    \$657  = shift_1;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -39568,20 +40665,20 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$282  = acc_rd__data[69:64];
+              \$657  = acc_rd__data[37:32];
         endcase
       end
       if (reset[3]) begin
-        \$282  = 6'h00;
+        \$657  = 6'h00;
       end
     end
     if (rst) begin
-      \$282  = 6'h00;
+      \$657  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$283  = shift_3;
+    \$658  = shift_2;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -39590,20 +40687,20 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$283  = acc_rd__data[101:96];
+              \$658  = acc_rd__data[69:64];
         endcase
       end
       if (reset[3]) begin
-        \$283  = 6'h00;
+        \$658  = 6'h00;
       end
     end
     if (rst) begin
-      \$283  = 6'h00;
+      \$658  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$284  = shift_4;
+    \$659  = shift_3;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -39612,20 +40709,20 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$284  = acc_rd__data[133:128];
+              \$659  = acc_rd__data[101:96];
         endcase
       end
       if (reset[3]) begin
-        \$284  = 6'h00;
+        \$659  = 6'h00;
       end
     end
     if (rst) begin
-      \$284  = 6'h00;
+      \$659  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$285  = shift_5;
+    \$660  = shift_4;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -39634,20 +40731,20 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$285  = acc_rd__data[165:160];
+              \$660  = acc_rd__data[133:128];
         endcase
       end
       if (reset[3]) begin
-        \$285  = 6'h00;
+        \$660  = 6'h00;
       end
     end
     if (rst) begin
-      \$285  = 6'h00;
+      \$660  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$286  = shift_6;
+    \$661  = shift_5;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -39656,20 +40753,20 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$286  = acc_rd__data[197:192];
+              \$661  = acc_rd__data[165:160];
         endcase
       end
       if (reset[3]) begin
-        \$286  = 6'h00;
+        \$661  = 6'h00;
       end
     end
     if (rst) begin
-      \$286  = 6'h00;
+      \$661  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$287  = shift_7;
+    \$662  = shift_6;
     if (\$2 ) begin
       if (cap_valid) begin
         casez (cap_idx)
@@ -39678,22 +40775,44 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           2'h1:
               /* empty */;
           2'h2:
-              \$287  = acc_rd__data[229:224];
+              \$662  = acc_rd__data[197:192];
         endcase
       end
       if (reset[3]) begin
-        \$287  = 6'h00;
+        \$662  = 6'h00;
       end
     end
     if (rst) begin
-      \$287  = 6'h00;
+      \$662  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$288  = cap_valid;
+    \$663  = shift_7;
     if (\$2 ) begin
-      \$288  = 1'h0;
+      if (cap_valid) begin
+        casez (cap_idx)
+          2'h0:
+              /* empty */;
+          2'h1:
+              /* empty */;
+          2'h2:
+              \$663  = acc_rd__data[229:224];
+        endcase
+      end
+      if (reset[3]) begin
+        \$663  = 6'h00;
+      end
+    end
+    if (rst) begin
+      \$663  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$664  = cap_valid;
+    if (\$2 ) begin
+      \$664  = 1'h0;
       casez (vec_fsm_state)
         3'h0:
             /* empty */;
@@ -39701,75 +40820,75 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             /* empty */;
         3'h3:
             if (acc_rd__gnt) begin
-              \$288  = 1'h1;
+              \$664  = 1'h1;
             end
       endcase
       if (reset[3]) begin
-        \$288  = 1'h0;
+        \$664  = 1'h0;
       end
     end
     if (rst) begin
-      \$288  = 1'h0;
+      \$664  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$289  = cmd;
+    \$665  = cmd;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$289  = ctl__cmd__payload;
+              \$665  = ctl__cmd__payload;
             end
       endcase
       if (reset[3]) begin
-        \$289  = 156'h000000000000000000000000000000000000000;
+        \$665  = 156'h000000000000000000000000000000000000000;
       end
     end
     if (rst) begin
-      \$289  = 156'h000000000000000000000000000000000000000;
+      \$665  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$290  = err;
+    \$666  = err;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$290  = 8'h00;
+              \$666  = 8'h00;
             end
         3'h1:
             if (\$5 ) begin
-              \$290  = 8'h02;
+              \$666  = 8'h02;
             end else if (\$6 ) begin
-              \$290  = 8'h03;
+              \$666  = 8'h03;
             end else if (range_bad) begin
-              \$290  = 8'h04;
+              \$666  = 8'h04;
             end
         3'h3:
             /* empty */;
         3'h4:
             if (shift_bad) begin
-              \$290  = 8'h08;
+              \$666  = 8'h08;
             end
       endcase
       if (reset[3]) begin
-        \$290  = 8'h00;
+        \$666  = 8'h00;
       end
     end
     if (rst) begin
-      \$290  = 8'h00;
+      \$666  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$291  = issued;
+    \$667  = issued;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$291  = 17'h00000;
+              \$667  = 17'h00000;
             end
         3'h1:
             /* empty */;
@@ -39779,96 +40898,96 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             /* empty */;
         3'h5:
             if (fire) begin
-              \$291  = \$11 [16:0];
+              \$667  = \$11 [16:0];
             end
       endcase
       if (reset[3]) begin
-        \$291  = 17'h00000;
+        \$667  = 17'h00000;
       end
     end
     if (rst) begin
-      \$291  = 17'h00000;
+      \$667  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$292  = retired;
+    \$668  = retired;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$292  = 17'h00000;
+              \$668  = 17'h00000;
             end
       endcase
-      if (v3) begin
-        \$292  = \$53 [16:0];
+      if (v5) begin
+        \$668  = \$485 [16:0];
       end
       if (reset[3]) begin
-        \$292  = 17'h00000;
+        \$668  = 17'h00000;
       end
     end
     if (rst) begin
-      \$292  = 17'h00000;
+      \$668  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$293  = vec_fsm_state;
+    \$669  = vec_fsm_state;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
             if (ctl__cmd__valid) begin
-              \$293  = 3'h1;
+              \$669  = 3'h1;
             end
         3'h1:
             (* full_case = 32'd1 *)
             if (\$5 ) begin
-              \$293  = 3'h2;
+              \$669  = 3'h2;
             end else if (\$6 ) begin
-              \$293  = 3'h2;
+              \$669  = 3'h2;
             end else if (range_bad) begin
-              \$293  = 3'h2;
+              \$669  = 3'h2;
             end else begin
-              \$293  = 3'h3;
+              \$669  = 3'h3;
             end
         3'h3:
             if (acc_rd__gnt) begin
               if (\$10 ) begin
-                \$293  = 3'h4;
+                \$669  = 3'h4;
               end
             end
         3'h4:
             (* full_case = 32'd1 *)
             if (shift_bad) begin
-              \$293  = 3'h2;
+              \$669  = 3'h2;
             end else begin
-              \$293  = 3'h5;
+              \$669  = 3'h5;
             end
         3'h5:
             if (\$12 ) begin
               (* full_case = 32'd1 *)
               if (cmd[147]) begin
-                \$293  = 3'h6;
+                \$669  = 3'h6;
               end else begin
-                \$293  = 3'h2;
+                \$669  = 3'h2;
               end
             end
         3'h6:
-            \$293  = 3'h2;
+            \$669  = 3'h2;
         3'h2:
-            \$293  = 3'h0;
+            \$669  = 3'h0;
       endcase
       if (reset[3]) begin
-        \$293  = 3'h0;
+        \$669  = 3'h0;
       end
     end
     if (rst) begin
-      \$293  = 3'h0;
+      \$669  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$294  = pidx;
+    \$670  = pidx;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
@@ -39879,24 +40998,24 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             end else if (\$6 ) begin
             end else if (range_bad) begin
             end else begin
-              \$294  = { 1'h0, \$7  };
+              \$670  = { 1'h0, \$7  };
             end
         3'h3:
             if (acc_rd__gnt) begin
-              \$294  = \$9 [1:0];
+              \$670  = \$9 [1:0];
             end
       endcase
       if (reset[3]) begin
-        \$294  = 2'h0;
+        \$670  = 2'h0;
       end
     end
     if (rst) begin
-      \$294  = 2'h0;
+      \$670  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$295  = cap_idx;
+    \$671  = cap_idx;
     if (\$2 ) begin
       casez (vec_fsm_state)
         3'h0:
@@ -39905,990 +41024,1544 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             /* empty */;
         3'h3:
             if (acc_rd__gnt) begin
-              \$295  = pidx;
+              \$671  = pidx;
             end
       endcase
       if (reset[3]) begin
-        \$295  = 2'h0;
+        \$671  = 2'h0;
       end
     end
     if (rst) begin
-      \$295  = 2'h0;
+      \$671  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$296  = v0;
+    \$672  = v0;
     if (\$2 ) begin
-      \$296  = fire;
+      \$672  = fire;
       if (reset[3]) begin
-        \$296  = 1'h0;
+        \$672  = 1'h0;
       end
     end
     if (rst) begin
-      \$296  = 1'h0;
+      \$672  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$297  = v1;
+    \$673  = v1;
     if (\$2 ) begin
-      \$297  = v0;
+      \$673  = v0;
       if (reset[3]) begin
-        \$297  = 1'h0;
+        \$673  = 1'h0;
       end
     end
     if (rst) begin
-      \$297  = 1'h0;
+      \$673  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$298  = v2;
+    \$674  = v2;
     if (\$2 ) begin
-      \$298  = v1;
+      \$674  = v1;
       if (reset[3]) begin
-        \$298  = 1'h0;
+        \$674  = 1'h0;
       end
     end
     if (rst) begin
-      \$298  = 1'h0;
+      \$674  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$299  = v3;
+    \$675  = v3;
     if (\$2 ) begin
-      \$299  = v2;
+      \$675  = v2;
       if (reset[3]) begin
-        \$299  = 1'h0;
+        \$675  = 1'h0;
       end
     end
     if (rst) begin
-      \$299  = 1'h0;
+      \$675  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$300  = x1_0;
+    \$676  = v4;
     if (\$2 ) begin
-      if (v0) begin
-        \$300  = \$13 [31:0];
-      end
+      \$676  = v3;
       if (reset[3]) begin
-        \$300  = 32'd0;
+        \$676  = 1'h0;
       end
     end
     if (rst) begin
-      \$300  = 32'd0;
+      \$676  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$301  = res1_0;
+    \$677  = v5;
     if (\$2 ) begin
-      if (v0) begin
-        \$301  = spad_rd__data[7:0];
-      end
+      \$677  = v4;
       if (reset[3]) begin
-        \$301  = 8'h00;
+        \$677  = 1'h0;
       end
     end
     if (rst) begin
-      \$301  = 8'h00;
+      \$677  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$302  = p2_0;
+    \$678  = res1_0;
     if (\$2 ) begin
-      if (v1) begin
-        \$302  = \$14 ;
-      end
+      \$678  = \$13 ;
       if (reset[3]) begin
-        \$302  = 64'h0000000000000000;
+        \$678  = 8'h00;
       end
     end
     if (rst) begin
-      \$302  = 64'h0000000000000000;
+      \$678  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$303  = res2_0;
+    \$679  = res2_0;
     if (\$2 ) begin
-      if (v1) begin
-        \$303  = res1_0;
-      end
+      \$679  = \$14 ;
       if (reset[3]) begin
-        \$303  = 8'h00;
+        \$679  = 8'h00;
       end
     end
     if (rst) begin
-      \$303  = 8'h00;
+      \$679  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$304  = y3_0;
+    \$680  = res3_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$304  = \$17 ;
-      end
+      \$680  = \$15 ;
       if (reset[3]) begin
-        \$304  = 8'h00;
+        \$680  = 8'h00;
       end
     end
     if (rst) begin
-      \$304  = 8'h00;
+      \$680  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$305  = res3_0;
+    \$681  = res4_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$305  = res2_0;
-      end
+      \$681  = \$16 ;
       if (reset[3]) begin
-        \$305  = 8'h00;
+        \$681  = 8'h00;
       end
     end
     if (rst) begin
-      \$305  = 8'h00;
+      \$681  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$306  = x1_1;
+    \$682  = res5_0;
     if (\$2 ) begin
-      if (v0) begin
-        \$306  = \$18 [31:0];
-      end
+      \$682  = \$17 ;
       if (reset[3]) begin
-        \$306  = 32'd0;
+        \$682  = 8'h00;
       end
     end
     if (rst) begin
-      \$306  = 32'd0;
+      \$682  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$307  = res1_1;
+    \$683  = res1_1;
     if (\$2 ) begin
-      if (v0) begin
-        \$307  = spad_rd__data[15:8];
-      end
+      \$683  = \$18 ;
       if (reset[3]) begin
-        \$307  = 8'h00;
+        \$683  = 8'h00;
       end
     end
     if (rst) begin
-      \$307  = 8'h00;
+      \$683  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$308  = p2_1;
+    \$684  = res2_1;
     if (\$2 ) begin
-      if (v1) begin
-        \$308  = \$19 ;
-      end
+      \$684  = \$19 ;
       if (reset[3]) begin
-        \$308  = 64'h0000000000000000;
+        \$684  = 8'h00;
       end
     end
     if (rst) begin
-      \$308  = 64'h0000000000000000;
+      \$684  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$309  = res2_1;
+    \$685  = res3_1;
     if (\$2 ) begin
-      if (v1) begin
-        \$309  = res1_1;
-      end
+      \$685  = \$20 ;
       if (reset[3]) begin
-        \$309  = 8'h00;
+        \$685  = 8'h00;
       end
     end
     if (rst) begin
-      \$309  = 8'h00;
+      \$685  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$310  = y3_1;
+    \$686  = res4_1;
     if (\$2 ) begin
-      if (v2) begin
-        \$310  = \$22 ;
-      end
+      \$686  = \$21 ;
       if (reset[3]) begin
-        \$310  = 8'h00;
+        \$686  = 8'h00;
       end
     end
     if (rst) begin
-      \$310  = 8'h00;
+      \$686  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$311  = res3_1;
+    \$687  = res5_1;
     if (\$2 ) begin
-      if (v2) begin
-        \$311  = res2_1;
-      end
+      \$687  = \$22 ;
       if (reset[3]) begin
-        \$311  = 8'h00;
+        \$687  = 8'h00;
       end
     end
     if (rst) begin
-      \$311  = 8'h00;
+      \$687  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$312  = x1_2;
+    \$688  = res1_2;
     if (\$2 ) begin
-      if (v0) begin
-        \$312  = \$23 [31:0];
-      end
+      \$688  = \$23 ;
       if (reset[3]) begin
-        \$312  = 32'd0;
+        \$688  = 8'h00;
       end
     end
     if (rst) begin
-      \$312  = 32'd0;
+      \$688  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$313  = res1_2;
+    \$689  = res2_2;
     if (\$2 ) begin
-      if (v0) begin
-        \$313  = spad_rd__data[23:16];
-      end
+      \$689  = \$24 ;
       if (reset[3]) begin
-        \$313  = 8'h00;
+        \$689  = 8'h00;
       end
     end
     if (rst) begin
-      \$313  = 8'h00;
+      \$689  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$314  = p2_2;
+    \$690  = res3_2;
     if (\$2 ) begin
-      if (v1) begin
-        \$314  = \$24 ;
-      end
+      \$690  = \$25 ;
       if (reset[3]) begin
-        \$314  = 64'h0000000000000000;
+        \$690  = 8'h00;
       end
     end
     if (rst) begin
-      \$314  = 64'h0000000000000000;
+      \$690  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$315  = res2_2;
+    \$691  = res4_2;
     if (\$2 ) begin
-      if (v1) begin
-        \$315  = res1_2;
-      end
+      \$691  = \$26 ;
       if (reset[3]) begin
-        \$315  = 8'h00;
+        \$691  = 8'h00;
       end
     end
     if (rst) begin
-      \$315  = 8'h00;
+      \$691  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$316  = y3_2;
+    \$692  = res5_2;
     if (\$2 ) begin
-      if (v2) begin
-        \$316  = \$27 ;
-      end
+      \$692  = \$27 ;
       if (reset[3]) begin
-        \$316  = 8'h00;
+        \$692  = 8'h00;
       end
     end
     if (rst) begin
-      \$316  = 8'h00;
+      \$692  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$317  = res3_2;
+    \$693  = res1_3;
     if (\$2 ) begin
-      if (v2) begin
-        \$317  = res2_2;
-      end
+      \$693  = \$28 ;
       if (reset[3]) begin
-        \$317  = 8'h00;
+        \$693  = 8'h00;
       end
     end
     if (rst) begin
-      \$317  = 8'h00;
+      \$693  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$318  = x1_3;
+    \$694  = res2_3;
     if (\$2 ) begin
-      if (v0) begin
-        \$318  = \$28 [31:0];
-      end
+      \$694  = \$29 ;
       if (reset[3]) begin
-        \$318  = 32'd0;
+        \$694  = 8'h00;
       end
     end
     if (rst) begin
-      \$318  = 32'd0;
+      \$694  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$319  = res1_3;
+    \$695  = res3_3;
     if (\$2 ) begin
-      if (v0) begin
-        \$319  = spad_rd__data[31:24];
-      end
+      \$695  = \$30 ;
       if (reset[3]) begin
-        \$319  = 8'h00;
+        \$695  = 8'h00;
       end
     end
     if (rst) begin
-      \$319  = 8'h00;
+      \$695  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$320  = p2_3;
+    \$696  = res4_3;
     if (\$2 ) begin
-      if (v1) begin
-        \$320  = \$29 ;
-      end
+      \$696  = \$31 ;
       if (reset[3]) begin
-        \$320  = 64'h0000000000000000;
+        \$696  = 8'h00;
       end
     end
     if (rst) begin
-      \$320  = 64'h0000000000000000;
+      \$696  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$321  = res2_3;
+    \$697  = res5_3;
     if (\$2 ) begin
-      if (v1) begin
-        \$321  = res1_3;
-      end
+      \$697  = \$32 ;
       if (reset[3]) begin
-        \$321  = 8'h00;
+        \$697  = 8'h00;
       end
     end
     if (rst) begin
-      \$321  = 8'h00;
+      \$697  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$322  = y3_3;
+    \$698  = res1_4;
     if (\$2 ) begin
-      if (v2) begin
-        \$322  = \$32 ;
-      end
+      \$698  = \$33 ;
       if (reset[3]) begin
-        \$322  = 8'h00;
+        \$698  = 8'h00;
       end
     end
     if (rst) begin
-      \$322  = 8'h00;
+      \$698  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$323  = res3_3;
+    \$699  = res2_4;
     if (\$2 ) begin
-      if (v2) begin
-        \$323  = res2_3;
-      end
+      \$699  = \$34 ;
       if (reset[3]) begin
-        \$323  = 8'h00;
+        \$699  = 8'h00;
       end
     end
     if (rst) begin
-      \$323  = 8'h00;
+      \$699  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$324  = x1_4;
+    \$700  = res3_4;
     if (\$2 ) begin
-      if (v0) begin
-        \$324  = \$33 [31:0];
-      end
+      \$700  = \$35 ;
       if (reset[3]) begin
-        \$324  = 32'd0;
+        \$700  = 8'h00;
       end
     end
     if (rst) begin
-      \$324  = 32'd0;
+      \$700  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$325  = res1_4;
+    \$701  = res4_4;
     if (\$2 ) begin
-      if (v0) begin
-        \$325  = spad_rd__data[39:32];
-      end
+      \$701  = \$36 ;
       if (reset[3]) begin
-        \$325  = 8'h00;
+        \$701  = 8'h00;
       end
     end
     if (rst) begin
-      \$325  = 8'h00;
+      \$701  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$326  = p2_4;
+    \$702  = res5_4;
     if (\$2 ) begin
-      if (v1) begin
-        \$326  = \$34 ;
-      end
+      \$702  = \$37 ;
       if (reset[3]) begin
-        \$326  = 64'h0000000000000000;
+        \$702  = 8'h00;
       end
     end
     if (rst) begin
-      \$326  = 64'h0000000000000000;
+      \$702  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$327  = res2_4;
+    \$703  = res1_5;
     if (\$2 ) begin
-      if (v1) begin
-        \$327  = res1_4;
-      end
+      \$703  = \$38 ;
       if (reset[3]) begin
-        \$327  = 8'h00;
+        \$703  = 8'h00;
       end
     end
     if (rst) begin
-      \$327  = 8'h00;
+      \$703  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$328  = y3_4;
+    \$704  = res2_5;
     if (\$2 ) begin
-      if (v2) begin
-        \$328  = \$37 ;
-      end
+      \$704  = \$39 ;
       if (reset[3]) begin
-        \$328  = 8'h00;
+        \$704  = 8'h00;
       end
     end
     if (rst) begin
-      \$328  = 8'h00;
+      \$704  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$329  = res3_4;
+    \$705  = res3_5;
     if (\$2 ) begin
-      if (v2) begin
-        \$329  = res2_4;
-      end
+      \$705  = \$40 ;
       if (reset[3]) begin
-        \$329  = 8'h00;
+        \$705  = 8'h00;
       end
     end
     if (rst) begin
-      \$329  = 8'h00;
+      \$705  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$330  = x1_5;
+    \$706  = res4_5;
     if (\$2 ) begin
-      if (v0) begin
-        \$330  = \$38 [31:0];
-      end
+      \$706  = \$41 ;
       if (reset[3]) begin
-        \$330  = 32'd0;
+        \$706  = 8'h00;
       end
     end
     if (rst) begin
-      \$330  = 32'd0;
+      \$706  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$331  = res1_5;
+    \$707  = res5_5;
     if (\$2 ) begin
-      if (v0) begin
-        \$331  = spad_rd__data[47:40];
-      end
+      \$707  = \$42 ;
       if (reset[3]) begin
-        \$331  = 8'h00;
+        \$707  = 8'h00;
       end
     end
     if (rst) begin
-      \$331  = 8'h00;
+      \$707  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$332  = p2_5;
+    \$708  = res1_6;
     if (\$2 ) begin
-      if (v1) begin
-        \$332  = \$39 ;
-      end
+      \$708  = \$43 ;
       if (reset[3]) begin
-        \$332  = 64'h0000000000000000;
+        \$708  = 8'h00;
       end
     end
     if (rst) begin
-      \$332  = 64'h0000000000000000;
+      \$708  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$333  = res2_5;
+    \$709  = res2_6;
     if (\$2 ) begin
-      if (v1) begin
-        \$333  = res1_5;
-      end
+      \$709  = \$44 ;
       if (reset[3]) begin
-        \$333  = 8'h00;
+        \$709  = 8'h00;
       end
     end
     if (rst) begin
-      \$333  = 8'h00;
+      \$709  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$334  = y3_5;
+    \$710  = res3_6;
     if (\$2 ) begin
-      if (v2) begin
-        \$334  = \$42 ;
-      end
+      \$710  = \$45 ;
       if (reset[3]) begin
-        \$334  = 8'h00;
+        \$710  = 8'h00;
       end
     end
     if (rst) begin
-      \$334  = 8'h00;
+      \$710  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$335  = res3_5;
+    \$711  = res4_6;
     if (\$2 ) begin
-      if (v2) begin
-        \$335  = res2_5;
-      end
+      \$711  = \$46 ;
       if (reset[3]) begin
-        \$335  = 8'h00;
+        \$711  = 8'h00;
       end
     end
     if (rst) begin
-      \$335  = 8'h00;
+      \$711  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$336  = x1_6;
+    \$712  = res5_6;
     if (\$2 ) begin
-      if (v0) begin
-        \$336  = \$43 [31:0];
-      end
+      \$712  = \$47 ;
       if (reset[3]) begin
-        \$336  = 32'd0;
+        \$712  = 8'h00;
       end
     end
     if (rst) begin
-      \$336  = 32'd0;
+      \$712  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$337  = res1_6;
+    \$713  = res1_7;
     if (\$2 ) begin
-      if (v0) begin
-        \$337  = spad_rd__data[55:48];
-      end
+      \$713  = \$48 ;
       if (reset[3]) begin
-        \$337  = 8'h00;
+        \$713  = 8'h00;
       end
     end
     if (rst) begin
-      \$337  = 8'h00;
+      \$713  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$338  = p2_6;
+    \$714  = res2_7;
     if (\$2 ) begin
-      if (v1) begin
-        \$338  = \$44 ;
-      end
+      \$714  = \$49 ;
       if (reset[3]) begin
-        \$338  = 64'h0000000000000000;
+        \$714  = 8'h00;
       end
     end
     if (rst) begin
-      \$338  = 64'h0000000000000000;
+      \$714  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$339  = res2_6;
+    \$715  = res3_7;
     if (\$2 ) begin
-      if (v1) begin
-        \$339  = res1_6;
-      end
+      \$715  = \$50 ;
       if (reset[3]) begin
-        \$339  = 8'h00;
+        \$715  = 8'h00;
       end
     end
     if (rst) begin
-      \$339  = 8'h00;
+      \$715  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$340  = y3_6;
+    \$716  = res4_7;
     if (\$2 ) begin
-      if (v2) begin
-        \$340  = \$47 ;
-      end
+      \$716  = \$51 ;
       if (reset[3]) begin
-        \$340  = 8'h00;
+        \$716  = 8'h00;
       end
     end
     if (rst) begin
-      \$340  = 8'h00;
+      \$716  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$341  = res3_6;
+    \$717  = res5_7;
     if (\$2 ) begin
-      if (v2) begin
-        \$341  = res2_6;
-      end
+      \$717  = \$52 ;
       if (reset[3]) begin
-        \$341  = 8'h00;
+        \$717  = 8'h00;
       end
     end
     if (rst) begin
-      \$341  = 8'h00;
+      \$717  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$342  = x1_7;
+    \$718  = x1_0;
     if (\$2 ) begin
-      if (v0) begin
-        \$342  = \$48 [31:0];
-      end
+      \$718  = \$54 ;
       if (reset[3]) begin
-        \$342  = 32'd0;
+        \$718  = 32'd0;
       end
     end
     if (rst) begin
-      \$342  = 32'd0;
+      \$718  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$343  = res1_7;
+    \$719  = plo2_0;
     if (\$2 ) begin
-      if (v0) begin
-        \$343  = spad_rd__data[63:56];
-      end
+      \$719  = \$56 ;
       if (reset[3]) begin
-        \$343  = 8'h00;
+        \$719  = 49'h0000000000000;
       end
     end
     if (rst) begin
-      \$343  = 8'h00;
+      \$719  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$344  = p2_7;
+    \$720  = phi2_0;
     if (\$2 ) begin
-      if (v1) begin
-        \$344  = \$49 ;
-      end
+      \$720  = \$58 ;
       if (reset[3]) begin
-        \$344  = 64'h0000000000000000;
+        \$720  = 48'h000000000000;
       end
     end
     if (rst) begin
-      \$344  = 64'h0000000000000000;
+      \$720  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$345  = res2_7;
+    \$721  = p3_0;
     if (\$2 ) begin
-      if (v1) begin
-        \$345  = res1_7;
-      end
+      \$721  = \$61 [63:0];
       if (reset[3]) begin
-        \$345  = 8'h00;
+        \$721  = 64'h0000000000000000;
       end
     end
     if (rst) begin
-      \$345  = 8'h00;
+      \$721  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$346  = y3_7;
+    \$722  = sh4_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$346  = \$52 ;
-      end
+      \$722  = \$63 ;
       if (reset[3]) begin
-        \$346  = 8'h00;
+        \$722  = 64'h0000000000000000;
       end
     end
     if (rst) begin
-      \$346  = 8'h00;
+      \$722  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$347  = res3_7;
+    \$723  = rb4_0;
     if (\$2 ) begin
-      if (v2) begin
-        \$347  = res2_7;
-      end
+      \$723  = \$66 ;
       if (reset[3]) begin
-        \$347  = 8'h00;
+        \$723  = 1'h0;
       end
     end
     if (rst) begin
-      \$347  = 8'h00;
+      \$723  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$348  = wr_en;
+    \$724  = y5_0;
     if (\$2 ) begin
-      \$348  = 1'h0;
-      if (v3) begin
+      \$724  = \$106 ;
+      if (reset[3]) begin
+        \$724  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$724  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$725  = x1_1;
+    if (\$2 ) begin
+      \$725  = \$108 ;
+      if (reset[3]) begin
+        \$725  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$725  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$726  = plo2_1;
+    if (\$2 ) begin
+      \$726  = \$110 ;
+      if (reset[3]) begin
+        \$726  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$726  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$727  = phi2_1;
+    if (\$2 ) begin
+      \$727  = \$112 ;
+      if (reset[3]) begin
+        \$727  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$727  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$728  = p3_1;
+    if (\$2 ) begin
+      \$728  = \$115 [63:0];
+      if (reset[3]) begin
+        \$728  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$728  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$729  = sh4_1;
+    if (\$2 ) begin
+      \$729  = \$117 ;
+      if (reset[3]) begin
+        \$729  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$729  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$730  = rb4_1;
+    if (\$2 ) begin
+      \$730  = \$120 ;
+      if (reset[3]) begin
+        \$730  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$730  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$731  = y5_1;
+    if (\$2 ) begin
+      \$731  = \$160 ;
+      if (reset[3]) begin
+        \$731  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$731  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$732  = x1_2;
+    if (\$2 ) begin
+      \$732  = \$162 ;
+      if (reset[3]) begin
+        \$732  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$732  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$733  = plo2_2;
+    if (\$2 ) begin
+      \$733  = \$164 ;
+      if (reset[3]) begin
+        \$733  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$733  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$734  = phi2_2;
+    if (\$2 ) begin
+      \$734  = \$166 ;
+      if (reset[3]) begin
+        \$734  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$734  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$735  = p3_2;
+    if (\$2 ) begin
+      \$735  = \$169 [63:0];
+      if (reset[3]) begin
+        \$735  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$735  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$736  = sh4_2;
+    if (\$2 ) begin
+      \$736  = \$171 ;
+      if (reset[3]) begin
+        \$736  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$736  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$737  = rb4_2;
+    if (\$2 ) begin
+      \$737  = \$174 ;
+      if (reset[3]) begin
+        \$737  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$737  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$738  = y5_2;
+    if (\$2 ) begin
+      \$738  = \$214 ;
+      if (reset[3]) begin
+        \$738  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$738  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$739  = x1_3;
+    if (\$2 ) begin
+      \$739  = \$216 ;
+      if (reset[3]) begin
+        \$739  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$739  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$740  = plo2_3;
+    if (\$2 ) begin
+      \$740  = \$218 ;
+      if (reset[3]) begin
+        \$740  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$740  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$741  = phi2_3;
+    if (\$2 ) begin
+      \$741  = \$220 ;
+      if (reset[3]) begin
+        \$741  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$741  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$742  = p3_3;
+    if (\$2 ) begin
+      \$742  = \$223 [63:0];
+      if (reset[3]) begin
+        \$742  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$742  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$743  = sh4_3;
+    if (\$2 ) begin
+      \$743  = \$225 ;
+      if (reset[3]) begin
+        \$743  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$743  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$744  = rb4_3;
+    if (\$2 ) begin
+      \$744  = \$228 ;
+      if (reset[3]) begin
+        \$744  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$744  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$745  = y5_3;
+    if (\$2 ) begin
+      \$745  = \$268 ;
+      if (reset[3]) begin
+        \$745  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$745  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$746  = x1_4;
+    if (\$2 ) begin
+      \$746  = \$270 ;
+      if (reset[3]) begin
+        \$746  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$746  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$747  = plo2_4;
+    if (\$2 ) begin
+      \$747  = \$272 ;
+      if (reset[3]) begin
+        \$747  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$747  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$748  = phi2_4;
+    if (\$2 ) begin
+      \$748  = \$274 ;
+      if (reset[3]) begin
+        \$748  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$748  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$749  = p3_4;
+    if (\$2 ) begin
+      \$749  = \$277 [63:0];
+      if (reset[3]) begin
+        \$749  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$749  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$750  = sh4_4;
+    if (\$2 ) begin
+      \$750  = \$279 ;
+      if (reset[3]) begin
+        \$750  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$750  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$751  = rb4_4;
+    if (\$2 ) begin
+      \$751  = \$282 ;
+      if (reset[3]) begin
+        \$751  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$751  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$752  = y5_4;
+    if (\$2 ) begin
+      \$752  = \$322 ;
+      if (reset[3]) begin
+        \$752  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$752  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$753  = x1_5;
+    if (\$2 ) begin
+      \$753  = \$324 ;
+      if (reset[3]) begin
+        \$753  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$753  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$754  = plo2_5;
+    if (\$2 ) begin
+      \$754  = \$326 ;
+      if (reset[3]) begin
+        \$754  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$754  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$755  = phi2_5;
+    if (\$2 ) begin
+      \$755  = \$328 ;
+      if (reset[3]) begin
+        \$755  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$755  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$756  = p3_5;
+    if (\$2 ) begin
+      \$756  = \$331 [63:0];
+      if (reset[3]) begin
+        \$756  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$756  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$757  = sh4_5;
+    if (\$2 ) begin
+      \$757  = \$333 ;
+      if (reset[3]) begin
+        \$757  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$757  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$758  = rb4_5;
+    if (\$2 ) begin
+      \$758  = \$336 ;
+      if (reset[3]) begin
+        \$758  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$758  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$759  = y5_5;
+    if (\$2 ) begin
+      \$759  = \$376 ;
+      if (reset[3]) begin
+        \$759  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$759  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$760  = x1_6;
+    if (\$2 ) begin
+      \$760  = \$378 ;
+      if (reset[3]) begin
+        \$760  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$760  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$761  = plo2_6;
+    if (\$2 ) begin
+      \$761  = \$380 ;
+      if (reset[3]) begin
+        \$761  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$761  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$762  = phi2_6;
+    if (\$2 ) begin
+      \$762  = \$382 ;
+      if (reset[3]) begin
+        \$762  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$762  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$763  = p3_6;
+    if (\$2 ) begin
+      \$763  = \$385 [63:0];
+      if (reset[3]) begin
+        \$763  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$763  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$764  = sh4_6;
+    if (\$2 ) begin
+      \$764  = \$387 ;
+      if (reset[3]) begin
+        \$764  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$764  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$765  = rb4_6;
+    if (\$2 ) begin
+      \$765  = \$390 ;
+      if (reset[3]) begin
+        \$765  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$765  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$766  = y5_6;
+    if (\$2 ) begin
+      \$766  = \$430 ;
+      if (reset[3]) begin
+        \$766  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$766  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$767  = x1_7;
+    if (\$2 ) begin
+      \$767  = \$432 ;
+      if (reset[3]) begin
+        \$767  = 32'd0;
+      end
+    end
+    if (rst) begin
+      \$767  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$768  = plo2_7;
+    if (\$2 ) begin
+      \$768  = \$434 ;
+      if (reset[3]) begin
+        \$768  = 49'h0000000000000;
+      end
+    end
+    if (rst) begin
+      \$768  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$769  = phi2_7;
+    if (\$2 ) begin
+      \$769  = \$436 ;
+      if (reset[3]) begin
+        \$769  = 48'h000000000000;
+      end
+    end
+    if (rst) begin
+      \$769  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$770  = p3_7;
+    if (\$2 ) begin
+      \$770  = \$439 [63:0];
+      if (reset[3]) begin
+        \$770  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$770  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$771  = sh4_7;
+    if (\$2 ) begin
+      \$771  = \$441 ;
+      if (reset[3]) begin
+        \$771  = 64'h0000000000000000;
+      end
+    end
+    if (rst) begin
+      \$771  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$772  = rb4_7;
+    if (\$2 ) begin
+      \$772  = \$444 ;
+      if (reset[3]) begin
+        \$772  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$772  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$773  = y5_7;
+    if (\$2 ) begin
+      \$773  = \$484 ;
+      if (reset[3]) begin
+        \$773  = 8'h00;
+      end
+    end
+    if (rst) begin
+      \$773  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$774  = wr_en;
+    if (\$2 ) begin
+      \$774  = 1'h0;
+      if (v5) begin
         (* full_case = 32'd1 *)
         if (cmd[147]) begin
         end else begin
-          \$348  = 1'h1;
+          \$774  = 1'h1;
         end
       end
-      if (\$89 ) begin
-        \$348  = 1'h1;
+      if (\$521 ) begin
+        \$774  = 1'h1;
       end
       if (reset[3]) begin
-        \$348  = 1'h0;
+        \$774  = 1'h0;
       end
     end
     if (rst) begin
-      \$348  = 1'h0;
+      \$774  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$349  = max4_0;
+    \$775  = max6_0;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$349  = \$57 ;
+          \$775  = \$489 ;
         end
       end
       if (reset[3]) begin
-        \$349  = 8'h00;
+        \$775  = 8'h00;
       end
     end
     if (rst) begin
-      \$349  = 8'h00;
+      \$775  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$350  = max4_1;
+    \$776  = max6_1;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$350  = \$61 ;
+          \$776  = \$493 ;
         end
       end
       if (reset[3]) begin
-        \$350  = 8'h00;
+        \$776  = 8'h00;
       end
     end
     if (rst) begin
-      \$350  = 8'h00;
+      \$776  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$351  = max4_2;
+    \$777  = max6_2;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$351  = \$65 ;
+          \$777  = \$497 ;
         end
       end
       if (reset[3]) begin
-        \$351  = 8'h00;
+        \$777  = 8'h00;
       end
     end
     if (rst) begin
-      \$351  = 8'h00;
+      \$777  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$352  = max4_3;
+    \$778  = max6_3;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$352  = \$69 ;
+          \$778  = \$501 ;
         end
       end
       if (reset[3]) begin
-        \$352  = 8'h00;
+        \$778  = 8'h00;
       end
     end
     if (rst) begin
-      \$352  = 8'h00;
+      \$778  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$353  = max4_4;
+    \$779  = max6_4;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$353  = \$73 ;
+          \$779  = \$505 ;
         end
       end
       if (reset[3]) begin
-        \$353  = 8'h00;
+        \$779  = 8'h00;
       end
     end
     if (rst) begin
-      \$353  = 8'h00;
+      \$779  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$354  = max4_5;
+    \$780  = max6_5;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$354  = \$77 ;
+          \$780  = \$509 ;
         end
       end
       if (reset[3]) begin
-        \$354  = 8'h00;
+        \$780  = 8'h00;
       end
     end
     if (rst) begin
-      \$354  = 8'h00;
+      \$780  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$355  = max4_6;
+    \$781  = max6_6;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$355  = \$81 ;
+          \$781  = \$513 ;
         end
       end
       if (reset[3]) begin
-        \$355  = 8'h00;
+        \$781  = 8'h00;
       end
     end
     if (rst) begin
-      \$355  = 8'h00;
+      \$781  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$356  = max4_7;
+    \$782  = max6_7;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         if (cmd[147]) begin
-          \$356  = \$85 ;
+          \$782  = \$517 ;
         end
       end
       if (reset[3]) begin
-        \$356  = 8'h00;
+        \$782  = 8'h00;
       end
     end
     if (rst) begin
-      \$356  = 8'h00;
+      \$782  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$357  = wr_addr;
+    \$783  = wr_addr;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         (* full_case = 32'd1 *)
         if (cmd[147]) begin
         end else begin
-          \$357  = \$86 [13:0];
+          \$783  = \$518 [13:0];
         end
       end
-      if (\$89 ) begin
-        \$357  = cmd[33:20];
+      if (\$521 ) begin
+        \$783  = cmd[33:20];
       end
       if (reset[3]) begin
-        \$357  = 14'h0000;
+        \$783  = 14'h0000;
       end
     end
     if (rst) begin
-      \$357  = 14'h0000;
+      \$783  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$358  = wr_data;
+    \$784  = wr_data;
     if (\$2 ) begin
-      if (v3) begin
+      if (v5) begin
         (* full_case = 32'd1 *)
         if (cmd[147]) begin
         end else begin
-          \$358  = { out4_7, out4_6, out4_5, out4_4, out4_3, out4_2, out4_1, out4_0 };
+          \$784  = { out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
         end
       end
-      if (\$89 ) begin
-        \$358  = { max4_7, max4_6, max4_5, max4_4, max4_3, max4_2, max4_1, max4_0 };
+      if (\$521 ) begin
+        \$784  = { max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
       end
       if (reset[3]) begin
-        \$358  = 64'h0000000000000000;
+        \$784  = 64'h0000000000000000;
       end
     end
     if (rst) begin
-      \$358  = 64'h0000000000000000;
+      \$784  = 64'h0000000000000000;
     end
   end
   always @* begin
@@ -40912,7 +42585,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__en = \$119 ;
+          acc_rd__en = \$551 ;
     endcase
   end
   always @* begin
@@ -40924,11 +42597,11 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h1:
           /* empty */;
       3'h3:
-          acc_rd__addr = \$118 [12:0];
+          acc_rd__addr = \$550 [12:0];
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__addr = \$120 [12:0];
+          acc_rd__addr = \$552 [12:0];
     endcase
   end
   always @* begin
@@ -40944,7 +42617,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__en = \$122 ;
+          spad_rd__en = \$554 ;
     endcase
   end
   always @* begin
@@ -40960,7 +42633,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__addr = \$123 [13:0];
+          spad_rd__addr = \$555 [13:0];
     endcase
   end
   always @* begin
@@ -40976,7 +42649,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          fire = \$128 ;
+          fire = \$560 ;
     endcase
   end
   always @* begin
@@ -40999,24 +42672,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           ctl__done = 1'h1;
     endcase
   end
-  assign y_0 = \$137 [7:0];
-  assign y_1 = \$153 [7:0];
-  assign y_2 = \$169 [7:0];
-  assign y_3 = \$185 [7:0];
-  assign y_4 = \$201 [7:0];
-  assign y_5 = \$217 [7:0];
-  assign y_6 = \$233 [7:0];
-  assign y_7 = \$249 [7:0];
   assign ctl__error = err;
   assign active = fire;
-  assign p_wide_0 = { p2_0[63], p2_0[63], p2_0 };
-  assign p_wide_1 = { p2_1[63], p2_1[63], p2_1 };
-  assign p_wide_2 = { p2_2[63], p2_2[63], p2_2 };
-  assign p_wide_3 = { p2_3[63], p2_3[63], p2_3 };
-  assign p_wide_4 = { p2_4[63], p2_4[63], p2_4 };
-  assign p_wide_5 = { p2_5[63], p2_5[63], p2_5 };
-  assign p_wide_6 = { p2_6[63], p2_6[63], p2_6 };
-  assign p_wide_7 = { p2_7[63], p2_7[63], p2_7 };
   assign spad_wr__en = wr_en;
   assign spad_wr__addr = wr_addr;
   assign spad_wr__data = wr_data;
@@ -41050,18 +42707,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign rnd_0 = { 1'h0, \$129 [63:1] };
-  assign rnd_1 = { 1'h0, \$145 [63:1] };
-  assign rnd_2 = { 1'h0, \$161 [63:1] };
-  assign rnd_3 = { 1'h0, \$177 [63:1] };
-  assign rnd_4 = { 1'h0, \$193 [63:1] };
-  assign rnd_5 = { 1'h0, \$209 [63:1] };
-  assign rnd_6 = { 1'h0, \$225 [63:1] };
-  assign rnd_7 = { 1'h0, \$241 [63:1] };
+  assign \$59  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$64  = { p3_0, 1'h0 };
+  assign \$113  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$118  = { p3_1, 1'h0 };
+  assign \$167  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$172  = { p3_2, 1'h0 };
+  assign \$221  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$226  = { p3_3, 1'h0 };
+  assign \$275  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
+  assign \$280  = { p3_4, 1'h0 };
+  assign \$329  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
+  assign \$334  = { p3_5, 1'h0 };
+  assign \$383  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
+  assign \$388  = { p3_6, 1'h0 };
+  assign \$437  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
+  assign \$442  = { p3_7, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8144$16 , \port$9708$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8533$16 , \port$10097$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41105,10 +42770,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8144$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8144$16 ;
-  wire [15:0] \port$8144$16 ;
-  input [7:0] \port$9708$0 ;
-  wire [7:0] \port$9708$0 ;
+  input [7:0] \port$10097$0 ;
+  wire [7:0] \port$10097$0 ;
+  input [15:0] \port$8533$16 ;
+  wire [15:0] \port$8533$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -41143,7 +42808,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8144$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8144$16 , \port$9708$0  };
+      storage[w_port__addr] <= { \port$8533$16 , \port$10097$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41254,8 +42919,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8144$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8144$16 , \port$9708$0  };
-  assign w_data = { \port$8144$16 , \port$9708$0  };
+  assign w_port__data = { \port$8533$16 , \port$10097$0  };
+  assign w_data = { \port$8533$16 , \port$10097$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
