@@ -23,9 +23,11 @@ STRESS_COMMANDS, SMALL_COMMANDS = 10_000, 200
 FUZZ_FAULTS = 500
 
 
-def _run(testcase, tag, **env):
+def _run(testcase, tag, regress=False, **env):
     env["KAKI_FW_ELF"] = str(firmware_elf())
-    simbuild.run(soc_target(8), MODULE, testcase=testcase, tag=tag, extra_env=env)
+    # A make regress test reruns (with waves) only with KAKI_REGRESS=1 on the make command line.
+    repro = (lambda seed: f"{simbuild.repro_command(seed)} KAKI_REGRESS=1") if regress else None
+    simbuild.run(soc_target(8), MODULE, testcase=testcase, tag=tag, extra_env=env, repro=repro)
 
 
 @pytest.mark.sim
@@ -37,7 +39,7 @@ def test_queue_stress_small():
 @pytest.mark.slow
 @pytest.mark.skipif(not REGRESS, reason="4 x 10,000 descriptors: make regress (KAKI_REGRESS=1) only")
 def test_queue_stress():
-    _run("queue_stress", "queue_stress", KAKI_STRESS_COMMANDS=str(STRESS_COMMANDS))
+    _run("queue_stress", "queue_stress", regress=True, KAKI_STRESS_COMMANDS=str(STRESS_COMMANDS))
 
 
 @pytest.mark.sim
@@ -45,4 +47,4 @@ def test_queue_stress():
 @pytest.mark.skipif(not REGRESS, reason="500 faults: make regress (KAKI_REGRESS=1) only")
 def test_queue_fuzz():
     faults = int(os.environ.get("KAKI_FUZZ_FAULTS", FUZZ_FAULTS))
-    _run("queue_fuzz", "queue_fuzz", KAKI_FUZZ_FAULTS=str(faults))
+    _run("queue_fuzz", "queue_fuzz", regress=True, KAKI_FUZZ_FAULTS=str(faults))

@@ -6,8 +6,9 @@ the other queues run a small random DAG (verif/dag_workload.py):
 
 * a malformed descriptor from :class:`verif.malformed.Malformer` (any class of
   :data:`verif.malformed.FAULTS`, sometimes two faults in one descriptor), placed after the
-  queue's own valid work (random jobs and NOP/BARRIERs with garbage payloads) and before a few
-  more valid jobs; its expected status is :func:`verif.malformed.expected_status`'s;
+  queue's own valid work (random jobs, then valid descriptors at the edge of the rules,
+  :meth:`~verif.malformed.Malformer.edge`) and before a few more valid jobs; its expected status
+  is :func:`verif.malformed.expected_status`'s;
 * or, with probability ``p_config``, a queue-configuration fault of :data:`CONFIG_KINDS`
   (misaligned ring or completion area, bad ring size, ring overflow, producer moved backwards,
   DECERR on the descriptor fetch or the completion write), injected by
@@ -163,11 +164,7 @@ def _fault(caps, rng, wl, b, q, bases, decerr, report, p_config, jobs):
                                   rng.integers(-1 << 31, 0, lanes.sum()))
     for _ in range(int(rng.integers(0, jobs + 1))):
         own.job(q)
-    mal = Malformer(rng, None, spad=spad, acc=acc, scratch=None, good_shift=good, bad_shift=bad,
-                    decerr=decerr)
-    for _ in range(int(rng.integers(0 if wl.streams.get(q) else 1, 3))):
-        wl.add(q, mal.benign())
-    pos = len(wl.streams[q])
+    pos = len(wl.streams.setdefault(q, []))
     for _ in range(int(rng.integers(0, 2))):
         own.job(q)
     # Host bytes for the skeletons' DMAs, then the shift rows' data; the window covers them.
@@ -175,18 +172,25 @@ def _fault(caps, rng, wl, b, q, bases, decerr, report, p_config, jobs):
     shift_data = own.fresh(8 * caps.dim, np.concatenate([shifts[good], shifts[bad]]).astype("<i4"))
     cfg = widen(queue_configs(wl.layout, [q], rng, own.windows())[q], scratch,
                 shift_data + 8 * caps.dim - scratch)
+    config_fault = rng.random() < p_config
+    cls = None if config_fault else list(FAULTS)[int(rng.integers(len(FAULTS)))]
+    if cls == "decerr":
+        cfg = widen(cfg, decerr, DECERR_SLACK + extent)
     wl.configs[q] = cfg
-    if rng.random() < p_config:
+    ctx = Context(caps, (cfg.window_base, cfg.window_size), decerr,
+                  {r: tuple(int(v) for v in s) for r, s in shifts.items()})
+    mal = Malformer(rng, ctx, spad=spad, acc=acc, scratch=(scratch, scratch + extent),
+                    good_shift=good, bad_shift=bad, decerr=decerr)
+    # Valid descriptors at the edge of the rules just before the fault (at least one: a ring
+    # overflow comes after the first doorbell).
+    for _ in range(int(rng.integers(0 if pos else 1, 3))):
+        wl.insert(q, pos, mal.edge())
+        pos += 1
+    if config_fault:
         kind = CONFIG_KINDS[int(rng.integers(len(CONFIG_KINDS)))]
         report.faults[kind] += 1
         report.codes[ERROR_KINDS[kind].name] += 1
         return inject(kind, wl, own, q, pos, decerr)
-    cls = list(FAULTS)[int(rng.integers(len(FAULTS)))]
-    if cls == "decerr":
-        wl.configs[q] = cfg = widen(cfg, decerr, DECERR_SLACK + extent)
-    mal.ctx = Context(caps, (cfg.window_base, cfg.window_size), decerr,
-                      {r: tuple(int(v) for v in s) for r, s in shifts.items()})
-    mal.scratch = (scratch, scratch + extent)
     words, code, applied = mal.fault(cls)
     if decode(words)["opcode"] == Opcode.VECTOR:       # load the shift rows it may read first
         wl.insert(q, pos, encode(Opcode.BARRIER, tag=own._next_tag()))

@@ -416,7 +416,28 @@ class Malformer:
             words[0] = (words[0] & ~0xFF) | self._int(max(Opcode) + 1, 0xFF)
         return words
 
-    def benign(self):
-        """A valid NOP or BARRIER whose payload bits are random (they are ignored)."""
-        words = encode(self._pick((Opcode.NOP, Opcode.BARRIER)), tag=self._int(0, 0xFFFF))
-        return [words[0]] + [self._int(0, M32) for _ in words[1:]]
+    def edge(self):
+        """A valid descriptor at the edge of the rules (the oracle says OK): a NOP or BARRIER with
+        a random payload (ignored); a DMA with ``row_bytes`` 0 and random host fields (no host
+        byte is touched or checked: a load zeroes its local rows, a store writes nothing); or a
+        GEMM with random bits past its payload (bits 208..255, not part of any field). The local
+        rows are the skeleton's."""
+        kind = self._pick(("benign", "dma", "gemm"))
+        if kind == "benign":
+            words = encode(self._pick((Opcode.NOP, Opcode.BARRIER)), tag=self._int(0, 0xFFFF))
+            return [words[0]] + [self._int(0, M32) for _ in words[1:]]
+        if kind == "dma":
+            op = self._pick(_DMA)
+            f = self.skeleton(op)
+            lrb = 4 * self.ctx.caps.dim if f["acc"] else self.ctx.caps.dim
+            f.update(row_bytes=0, col_offset=self._int(0, lrb),
+                     **{k: self._int(0, _field_max(DMA_FIELDS, k))
+                        for k in ("host_addr", "host_row_stride", "host_plane_stride")})
+            words = encode(op, tag=self._int(0, 0xFFFF), **f)
+        else:
+            words = encode(Opcode.GEMM, tag=self._int(0, 0xFFFF), **self.skeleton(Opcode.GEMM))
+            words[6] |= self._int(1, 0xFFFF) << 16
+            words[7] = self._int(0, M32)
+        if expected_status(words, self.ctx) != ErrorCode.OK:
+            raise AssertionError(f"edge descriptor {[hex(w) for w in words]} is not valid")
+        return words
