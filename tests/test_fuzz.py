@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from spec.capabilities import Capabilities
-from spec.commands import encode
+from spec.commands import decode, encode
 from spec.descriptors import FIRMWARE_OPCODES, ErrorCode, Opcode
 from driver.ops import run_sync
 from firmware.build import shared_elf
@@ -253,3 +253,23 @@ def test_a_halted_queue_is_drained_before_the_run_ends():
         [ErrorCode.OK, ErrorCode.BAD_SHAPE, ErrorCode.OK]
     chip.run(20_000)
     assert chip.host_read(0, HOST_BYTES) == rep.host, "host memory changed after the run ended"
+
+
+def test_fuzz_catches_a_local_write_of_a_rejected_command():
+    """A device that rejects a DMA_LOAD but writes its first local row: the canary rows, no longer
+    zero, show it."""
+    s = seed(6)
+    chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=shared_elf(), seed=s)
+    submit = chip.dev.submit
+
+    def leaky(words, window=None):
+        code = submit(words, window=window)
+        d = decode(words)
+        if code != ErrorCode.OK and d["opcode"] == Opcode.DMA_LOAD:
+            mem = chip.dev.acc if d["acc"] else chip.dev.spad
+            if d["local_addr"] < len(mem):
+                mem[d["local_addr"], 0] = 0x5A
+        return code
+    chip.dev.submit = leaky
+    with pytest.raises(ScoreboardError, match="canary rows still zero"):
+        _fuzz(s, 60, chip=chip)
