@@ -100,10 +100,10 @@ class DeviceModel:
         row_bytes_local = self.caps.dim * (4 if acc else 1)
         if d["rows"] == 0 or d["planes"] == 0 or d["row_bytes"] + d["col_offset"] > row_bytes_local:
             raise _Fault(ErrorCode.BAD_SHAPE)
-        p = np.arange(d["planes"])[:, None]
-        r = np.arange(d["rows"])[None, :]
-        local = (d["local_addr"] + p * d["local_plane_stride"] + r * d["local_row_stride"]).ravel()
-        if local.max() >= mem.shape[0]:
+        # Strides are unsigned: the last row of the last plane is the highest. Checked from the
+        # fields, not from the row list, which a rejected command may make 65535 x 65535 long.
+        if (d["local_addr"] + (d["planes"] - 1) * d["local_plane_stride"]
+                + (d["rows"] - 1) * d["local_row_stride"]) >= mem.shape[0]:
             raise _Fault(ErrorCode.LOCAL_RANGE)
         if d["row_bytes"]:
             last = (d["host_addr"] + (d["planes"] - 1) * d["host_plane_stride"]
@@ -116,6 +116,9 @@ class DeviceModel:
                     raise _Fault(ErrorCode.WINDOW)
             if last >= self.host_bytes:
                 raise _Fault(ErrorCode.AXI_DECERR)
+        p = np.arange(d["planes"])[:, None]
+        r = np.arange(d["rows"])[None, :]
+        local = (d["local_addr"] + p * d["local_plane_stride"] + r * d["local_row_stride"]).ravel()
         return mem.view(np.uint8).reshape(mem.shape[0], row_bytes_local), local, row_bytes_local
 
     def _dma_fields(self, d):

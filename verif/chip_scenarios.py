@@ -57,6 +57,7 @@ class Report:
     cycles: int              #: cycles waited
     descriptors: int         #: descriptors submitted
     phases: list = field(default_factory=list)   #: reports of later phases
+    host: bytes = None       #: the whole host memory at the end (as the scoreboard checked it)
 
 
 def run_workload(wl, *, host_image=None, poll=400, budget=3_000_000):
@@ -95,7 +96,7 @@ def run_workload(wl, *, host_image=None, poll=400, budget=3_000_000):
     check(wl, records, consumer, base, np.frombuffer(bytes(image), dtype=np.uint8), after, regs)
     yield Write(R.IRQ_STATUS, regs["IRQ_STATUS"])          # W1C acknowledge what we saw
     return Report(wl.name, wl.seed, records, consumer, base, cycles,
-                  sum(len(s) for s in wl.streams.values()))
+                  sum(len(s) for s in wl.streams.values()), host=bytes(after))
 
 
 def random_host(seed, host_bytes):

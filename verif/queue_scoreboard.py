@@ -136,17 +136,20 @@ def check(wl, records, consumer, base, host_before, host_after, regs):
                       f"{'a' if wants_cpl else 'no'} descriptor with flags.irq retired")
     # ---- ordering along event edges
     by_desc = {id(d): r for d, r in retired if r is not None}
+    position = {id(d): i for stream in wl.streams.values() for i, d in enumerate(stream)}
     for sig, wait in wl.edges:
         rw = by_desc.get(id(wait))
         if rw is None:
             continue
         if by_desc.get(id(sig)) is None:
             _fail(wl, f"{wait} retired but the {sig} it waits for did not")
-        before = [by_desc[id(d)]["timestamp"] for d in wl.streams[sig.queue][:wl.streams[sig.queue].index(sig)]
-                  if id(d) in by_desc]
-        if before and not all(ts_after(rw["timestamp"], t) for t in before):
+        # Record timestamps increase along a queue (checked above), so the latest record before
+        # the signal is that of the descriptor just before it.
+        i = position[id(sig)]
+        before = by_desc.get(id(wl.streams[sig.queue][i - 1])) if i else None
+        if before is not None and not ts_after(rw["timestamp"], before["timestamp"]):
             _fail(wl, f"event edge {sig} -> {wait}: a record before the signal has timestamp "
-                      f"{max(before)} >= the wait's {rw['timestamp']}")
+                      f"{before['timestamp']} >= the wait's {rw['timestamp']}")
     # ---- host memory
     expected = np.array(expected_host, dtype=np.uint8)
     after = np.frombuffer(bytes(host_after), dtype=np.uint8).copy()
