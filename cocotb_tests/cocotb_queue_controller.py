@@ -1081,3 +1081,41 @@ async def t_cpl_overflow(dut):
     assert [c.tag for c in tb.retired_log[0]] == list(range(100, 101 + CPL_DEPTH))
     check_memory(tb)        # the dropped request (tag 0xDEAD) wrote nothing
     tb.check_errors()
+
+
+@cocotb.test()
+async def t_producer_behind_consumer(dut):
+    """A producer moved back between C and F (accepted), then passed by C as the firmware retires
+    the descriptors fetched before: nothing past P may be fetched. (Found by the formal proof of
+    ring.fetch, docs/formal.md: the fetch condition (F - C) < (P - C) alone wraps once C > P and
+    fetched slots the host never wrote.) A later doorbell ahead of C resumes fetching."""
+    tb = TB(dut, "t_producer_behind_consumer")
+    await tb.start()
+    tb.set_pauses(0.2)
+    q = 2
+    await setup_queues(tb, 2, [q])
+    descs = [tb.write_desc(q, i, RING[q], 2) for i in range(4)]
+    await tb.doorbell(q, 4)
+    await tb.wait_for(lambda: tb.out(q, "prefetched") == 4, "4 prefetched")
+    await tb.doorbell(q, 1)                  # back between C = 0 and F = 4: accepted
+    assert tb.out(q, "producer") == 1 and tb.out(q, "halted") == 0
+    n_ar = len(tb.ars)
+    for i in range(3):                       # C = 3 passes P = 1
+        await pop_check(tb, q, i, descs)
+        await complete(tb, q)
+    await drain_cpl(tb, q, 3)
+    await tb.fe(60)
+    assert tb.out(q, "consumer") == 3 and tb.out(q, "producer") == 1
+    assert len(tb.ars) == n_ar and tb.out(q, "fetch") == 4, \
+        f"fetched past P: {len(tb.ars) - n_ar} reads, F = {tb.out(q, 'fetch')}"
+    descs += [tb.write_desc(q, i, RING[q], 2) for i in (4, 5)]
+    await tb.doorbell(q, 6)                  # 6 - C = 3 <= size: fetching resumes at F = 4
+    await tb.wait_for(lambda: tb.out(q, "fetch") == 6, "fetch of 4 and 5")
+    for i in (3, 4, 5):
+        await tb.wait_for(lambda: tb.out(q, "ready"), "head")
+        await pop_check(tb, q, i, descs)
+        await complete(tb, q)
+    await drain_cpl(tb, q, 6)
+    assert tb.counts[q]["error_irq"] == 0 and tb.out(q, "halted") == 0
+    check_memory(tb)
+    tb.check_errors()

@@ -54,7 +54,8 @@ except the first):
 * WORK.QRESET[q] drops when the firmware acknowledges; the reset completes (indices and error
   zeroed) once the completion writer holds no request of the queue. A doorbell while resetting
   is ignored.
-* MISALIGNED records Q_ERROR_INDEX = C. The queue fetches while ``(F - C) < (P - C)`` (mod 2**32).
+* MISALIGNED records Q_ERROR_INDEX = C. The queue fetches while ``(F - C) < (P - C) <= 2**LOG2``
+  (mod 2**32): a producer moved back between C and F pauses fetching, also once C passes it.
 * Halting keeps the first code and index, but every halt cause (each failed record too) raises
   QUEUE_ERROR; QUEUE_CPL follows the request's IRQ bit even if the writes failed.
 * A fetch that returns after its queue halted or was disabled still enters the prefetch FIFO
@@ -712,7 +713,8 @@ class ChipModel(ControlModel):
     def _can_fetch(self, q):
         s = self.queues[q]
         inflight = self._fetching is not None and self._fetching[0] == q
-        return ((s.fetch - s.consumer) & M32 < (s.producer - s.consumer) & M32
+        ahead = (s.producer - s.consumer) & M32
+        return ((s.fetch - s.consumer) & M32 < ahead <= 1 << self._log2(q)
                 and len(s.fifo) + inflight < self.prefetch and self._active(q))
 
     def _fetch_issue(self):

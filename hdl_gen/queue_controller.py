@@ -39,6 +39,7 @@ from amaranth.lib.wiring import In, Out
 from .axi import BURST_INCR, Axi4Signature
 from .config import KakiConfig
 from .descriptor import DESCRIPTOR_BITS, RECORD_BITS, CompletionRecord, ErrorCode
+from .formal import Axi4Manager, Rules, contract_for, implies, past
 from .round_robin import round_robin
 
 __all__ = ["QueueController", "QueuePortSignature"]
@@ -161,9 +162,12 @@ class QueueController(wiring.Component):
       the write's B response arrives here, and may then rightly fill the ring up to C + 1 + size.
       This applies whether or not the queue is enabled or halted; a doorbell while resetting is
       ignored (the reset zeroes P).
-    * Fetching happens while ``(F − C) < (P − C)`` (mod 2**32), which is ``F ≠ P`` for a producer
-      that never moves back; a producer moved back behind F (but not behind C, which would be an
-      overflow) simply stops fetching until P passes F again.
+    * Fetching happens while ``(F − C) < (P − C) <= 2**ring_log2 + 1`` (mod 2**32), which is
+      ``F ≠ P`` for a producer that never moves back; a producer moved back behind F (but not
+      behind C, which would be an overflow) simply stops fetching until a doorbell puts P past F
+      again, also once the consumer passes it (then ``P − C`` wraps; the bound, the largest
+      ``P − C`` a doorbell can leave, is what keeps the slots the host never wrote unread: found
+      by the formal proof, docs/formal.md).
     * Halting keeps the first code and index; two halt causes of one queue in the same cycle are
       ranked MISALIGNED, RING_OVERFLOW, fetch error, completion. ``error_irq`` pulses for every
       halt cause, also when the queue was already halted (each failed record raises
@@ -228,6 +232,7 @@ class QueueController(wiring.Component):
         active = [Signal(name=f"q{i}_active") for i in range(n)]
         pending = [Signal(range(self.cpl_depth + 2), name=f"q{i}_cpl_pending") for i in range(n)]
         reset_done = [Signal(name=f"q{i}_reset_done") for i in range(n)]
+        size = [Signal(MAX_LOG2 + 2, name=f"q{i}_ring_size") for i in range(n)]
         fifos = []
         for i in range(n):
             qp = self.q[i]
@@ -247,6 +252,7 @@ class QueueController(wiring.Component):
                 qp.ready.eq(active[i] & f.r_rdy),
                 qp.qreset_req.eq(resetting[i] & ~acked[i]),
                 f.r_en.eq(qp.pop),
+                size[i].eq(Const(1, 1) << qp.ring_log2),
             ]
 
         # ---- fetch ------------------------------------------------------------------------------
@@ -255,7 +261,8 @@ class QueueController(wiring.Component):
         for i in range(n):
             qp = self.q[i]
             e = Signal(name=f"q{i}_fetch_elig")
-            m.d.comb += e.eq(active[i] & ((F[i] - C[i])[:32] < (P[i] - C[i])[:32])
+            ahead = (P[i] - C[i])[:32]
+            m.d.comb += e.eq(active[i] & ((F[i] - C[i])[:32] < ahead) & (ahead <= size[i] + 1)
                              & (fifos[i].level < self.prefetch))
             elig.append(e)
             a = Signal(32, name=f"q{i}_fetch_addr")
@@ -479,13 +486,11 @@ class QueueController(wiring.Component):
             # the moment the consumer write is issued (the memory can show it before its B
             # response reaches us)
             c_seen = Signal(32, name=f"q{i}_c_seen")
-            size = Signal(MAX_LOG2 + 2, name=f"q{i}_ring_size")
             over = Signal(name=f"q{i}_db_overflow")
             db_ev = Signal(name=f"q{i}_db_write")
             m.d.comb += [
                 c_seen.eq(C[i] + (cons_busy & (wq == i))),
-                size.eq(Const(1, 1) << qp.ring_log2),
-                over.eq((qp.doorbell - c_seen)[:32] > size),
+                over.eq((qp.doorbell - c_seen)[:32] > size[i]),
                 db_ev.eq(qp.doorbell_we & ~resetting[i]),
             ]
             with m.If(db_ev & ~over):
@@ -518,4 +523,106 @@ class QueueController(wiring.Component):
             with m.If(reset_done[i]):
                 m.d.sync += [P[i].eq(0), F[i].eq(0), C[i].eq(0), halted[i].eq(0), err[i].eq(0),
                              err_index[i].eq(0), resetting[i].eq(0), acked[i].eq(0)]
+        if contract_for(platform, self):
+            self._formal_contract(m, platform, fifos=fifos, cpl_fifo=cf, pending=pending,
+                                  acked=acked, reset_done=reset_done, fetch_issue=~busy & rr_any,
+                                  fetch_sel=rr_sel, cons_busy=cons_busy, cpl_queue=wq)
         return m
+
+    # ---------------------------------------------------------------------------------------------
+    def _formal_contract(self, m, platform, *, fifos, cpl_fifo, pending, acked, reset_done,
+                         fetch_issue, fetch_sel, cons_busy, cpl_queue):
+        """The queue controller's contract (docs/formal.md).
+
+        The ``axi`` port keeps the AXI4 manager rules (ID 0, full-width INCR bursts of at most
+        one descriptor, one read and one write outstanding). Ring arithmetic, per queue, with C'
+        the consumer index the host may already see (C + 1 while the consumer write is in
+        flight):
+
+        * ``ring.fetch``: a fetch reads descriptor F only when C' <= F < P and P - C' <= ring
+          size (the host has written it and cannot be rewriting its slot), at
+          ``ring_base + 32 * (F mod size)``;
+        * ``ring.doorbell``: a doorbell with (value - C') mod 2**32 > size is refused (P kept)
+          and halts the queue with RING_OVERFLOW unless it was halted already (or is halted in
+          the same cycle for a misaligned configuration); any other takes effect;
+        * ``ring.record``: record C goes to ``cpl_base + 16 + 16 * (C mod size)`` and the
+          consumer index C + 1 to the 4 bytes at ``cpl_base``;
+        * ``ring.count``: F - C equals the descriptors prefetched, popped and not yet requested,
+          and requested and not yet written; C, F never move otherwise;
+        * ``fifo.*``: the prefetch FIFO is never written when full; a completion request is
+          queued exactly when the request FIFO has room, else it sets ``cpl_overflow``.
+
+        The environment: each queue's configuration (ring base, size, completion base) is fixed
+        for the run; the firmware runs (``fw_running``), requests a completion only for a
+        descriptor it popped, and acknowledges a reset only when it owes none and pops nothing
+        after that (docs/queues.md, "Reset").
+        """
+        n, axi = self.n_queues, self.axi
+        m.submodules.formal_axi = Axi4Manager(
+            axi, max_len=self.desc_beats, max_reads=1, max_writes=1, ids=(0,),
+            no_cover=("aw.longest",), name="qc")
+        rules = Rules(m, platform, "ring")
+        started = past(m, Const(1), "formal_started")
+        rules.rely("fw.running", self.fw_running)
+        accepted = self.cpl_valid & cpl_fifo.w_rdy & (self.cpl_queue < n)
+        rules.guarantee("fifo.cpl", cpl_fifo.w_en == accepted, group="fifo")
+        rules.guarantee("fifo.cpl", implies(started & ~past(m, self.cpl_overflow, "formal_ovf"),
+                                            self.cpl_overflow == past(m, self.cpl_valid & ~accepted,
+                                                                      "formal_drop")),
+                        group="fifo")
+        issued_to = past(m, Mux(fetch_issue, fetch_sel, 0), "formal_fetch_q")
+        issued = past(m, fetch_issue, "formal_fetch_issued")
+        for i in range(n):
+            qp, f = self.q[i], fifos[i]
+            for cfg in (qp.ring_base, qp.ring_log2, qp.cpl_base):
+                rules.rely("q.config", implies(started, cfg == past(m, cfg, f"formal_q{i}_cfg")))
+            rules.guarantee("fifo.prefetch", implies(f.w_en, f.w_rdy), group="fifo")
+            # descriptors popped by the firmware and not yet requested for completion
+            owed = Signal(range(2 ** MAX_LOG2 + 2), name=f"formal_q{i}_owed")
+            pop = qp.pop & f.r_rdy
+            request = accepted & (self.cpl_queue == i)
+            m.d.sync += owed.eq(Mux(reset_done[i], 0, owed + pop - request))
+            rules.rely("fw.retire", implies(self.cpl_valid & (self.cpl_queue == i), owed != 0))
+            # the firmware acknowledges once it owes nothing, then leaves the queue alone
+            quiet = ~qp.pop & ~(self.cpl_valid & (self.cpl_queue == i))
+            rules.rely("fw.ack", implies(qp.qreset_ack, (owed == 0) & quiet))
+            rules.rely("fw.ack", implies(acked[i] & qp.resetting, quiet))
+            P, F, C = qp.producer, qp.fetch, qp.consumer
+            rules.guarantee("ring.count", (F - C)[:32] == f.level + owed + pending[i])
+            size = Signal(MAX_LOG2 + 2, name=f"formal_q{i}_size")
+            c_seen = Signal(32, name=f"formal_q{i}_c_seen")
+            m.d.comb += [size.eq(Const(1, 1) << qp.ring_log2),
+                         c_seen.eq(C + (cons_busy & (cpl_queue == i)))]
+            fetching = fetch_issue & (fetch_sel == i)
+            rules.guarantee("ring.fetch", implies(
+                fetching, ((F - c_seen)[:32] < (P - c_seen)[:32]) & ((P - c_seen)[:32] <= size)))
+            slot = past(m, ((qp.ring_base & ~Const(31, 32))
+                            + ((F[:MAX_LOG2] & (size - 1)[:MAX_LOG2]) << 5))[:len(axi.araddr)],
+                        f"formal_q{i}_slot")
+            rules.guarantee("ring.fetch", implies(issued & (issued_to == i), axi.araddr == slot))
+            # doorbell: refused exactly when it would overflow the ring
+            over = (qp.doorbell - c_seen)[:32] > size
+            ring = qp.doorbell_we & ~qp.resetting
+            took = past(m, ring & ~over, f"formal_q{i}_db_took")
+            refused = past(m, ring & over, f"formal_q{i}_db_refused")
+            value = past(m, qp.doorbell, f"formal_q{i}_db_value")
+            old_p = past(m, P, f"formal_q{i}_old_p")
+            rules.guarantee("ring.doorbell", implies(took, P == value))
+            rules.guarantee("ring.doorbell", implies(refused, (P == old_p) & qp.halted
+                                                     & ((qp.error == ErrorCode.RING_OVERFLOW)
+                                                        | past(m, qp.halted, f"formal_q{i}_was")
+                                                        | (qp.error == ErrorCode.MISALIGNED))))
+            rules.cover("ring.overflow", refused & (qp.error == ErrorCode.RING_OVERFLOW))
+            rules.cover("ring.fetched", past(m, f.w_en, f"formal_q{i}_pushed") & (f.level == 2))
+            rules.cover("ring.retired", qp.retired)
+        # records and consumer writes of the queue being served
+        base = Array(self.q[i].cpl_base for i in range(n))[cpl_queue] & ~Const(15, 32)
+        log2 = Array(self.q[i].ring_log2 for i in range(n))[cpl_queue]
+        c = Array(self.q[i].consumer for i in range(n))[cpl_queue]
+        rslot = c[:MAX_LOG2] & ((Const(1, 1) << log2) - 1)[:MAX_LOG2]
+        aab = len(axi.awaddr)
+        rules.guarantee("ring.record", implies(axi.awvalid & ~cons_busy,
+                                               axi.awaddr == (base + 16 + (rslot << 4))[:aab]))
+        rules.guarantee("ring.record", implies(axi.awvalid & cons_busy, axi.awaddr == base[:aab]))
+        rules.guarantee("ring.record", implies(axi.wvalid & cons_busy,
+                                               (axi.wstrb == 0xF) & (axi.wdata[:32] == c + 1)))

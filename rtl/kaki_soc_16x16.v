@@ -2351,20 +2351,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11118$0 (q_wait_queue),
-    .\port$11329$0 (inflight),
-    .\port$11460$0 (q__0__cpl_irq),
-    .\port$11474$0 (q__0__error_irq),
-    .\port$11484$0 (q__1__cpl_irq),
-    .\port$11498$0 (q__1__error_irq),
-    .\port$11508$0 (q__2__cpl_irq),
-    .\port$11522$0 (q__2__error_irq),
-    .\port$11532$0 (q__3__cpl_irq),
-    .\port$11546$0 (q__3__error_irq),
-    .\port$11558$0 (\$252 ),
-    .\port$11566$0 (\$253 ),
-    .\port$11574$0 (\$254 ),
-    .\port$11582$0 (\$255 ),
+    .\port$11134$0 (q_wait_queue),
+    .\port$11345$0 (inflight),
+    .\port$11476$0 (q__0__cpl_irq),
+    .\port$11490$0 (q__0__error_irq),
+    .\port$11500$0 (q__1__cpl_irq),
+    .\port$11514$0 (q__1__error_irq),
+    .\port$11524$0 (q__2__cpl_irq),
+    .\port$11538$0 (q__2__error_irq),
+    .\port$11548$0 (q__3__cpl_irq),
+    .\port$11562$0 (q__3__error_irq),
+    .\port$11574$0 (\$252 ),
+    .\port$11582$0 (\$253 ),
+    .\port$11590$0 (\$254 ),
+    .\port$11598$0 (\$255 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2452,10 +2452,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11331$0 (\$248 ),
-    .\port$11333$0 (\$249 ),
-    .\port$11335$0 (\$250 ),
-    .\port$11337$0 (\$251 ),
+    .\port$11347$0 (\$248 ),
+    .\port$11349$0 (\$249 ),
+    .\port$11351$0 (\$250 ),
+    .\port$11353$0 (\$251 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2539,8 +2539,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11331$16 (retire__0__tag),
-    .\port$11687$0 (dma_load_error),
+    .\port$11347$16 (retire__0__tag),
+    .\port$11703$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2550,8 +2550,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11333$16 (retire__1__tag),
-    .\port$11795$0 (dma_store_error),
+    .\port$11349$16 (retire__1__tag),
+    .\port$11811$0 (dma_store_error),
     .r_data(\r_data$488 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$485 ),
@@ -2595,22 +2595,22 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$10685$0 (r_data),
-    .\port$10735$0 (\r_data$488 ),
-    .\port$10785$0 (\r_data$499 ),
-    .\port$10835$0 (\r_data$510 ),
+    .\port$10701$0 (r_data),
+    .\port$10751$0 (\r_data$488 ),
+    .\port$10801$0 (\r_data$499 ),
+    .\port$10851$0 (\r_data$510 ),
     .\port$4478$0 (q__0__ready),
     .\port$4480$0 (q__0__qreset_req),
-    .\port$4487$0 (q__1__ready),
-    .\port$4489$0 (q__1__qreset_req),
-    .\port$4496$0 (q__2__ready),
-    .\port$4498$0 (q__2__qreset_req),
-    .\port$4505$0 (q__3__ready),
-    .\port$4507$0 (q__3__qreset_req),
-    .\port$5162$0 (q__0__head),
-    .\port$5192$0 (q__1__head),
-    .\port$5222$0 (q__2__head),
-    .\port$5252$0 (q__3__head),
+    .\port$4488$0 (q__1__ready),
+    .\port$4490$0 (q__1__qreset_req),
+    .\port$4498$0 (q__2__ready),
+    .\port$4500$0 (q__2__qreset_req),
+    .\port$4508$0 (q__3__ready),
+    .\port$4510$0 (q__3__qreset_req),
+    .\port$5178$0 (q__0__head),
+    .\port$5208$0 (q__1__head),
+    .\port$5238$0 (q__2__head),
+    .\port$5268$0 (q__3__head),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2656,8 +2656,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11335$16 (retire__2__tag),
-    .\port$11905$0 (gemm_error),
+    .\port$11351$16 (retire__2__tag),
+    .\port$11921$0 (gemm_error),
     .r_data(\r_data$499 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$496 ),
@@ -2692,11 +2692,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .cpl_w_last(m__1__wlast),
     .fw_running(fw_running),
     .level(\$252 ),
-    .\level$106 (\$255 ),
-    .\level$46 (\$253 ),
-    .\level$76 (\$254 ),
-    .\port$11315$0 (bus__wdata[3:0]),
-    .\port$11315$8 (bus__wdata[31:8]),
+    .\level$112 (\$255 ),
+    .\level$48 (\$253 ),
+    .\level$80 (\$254 ),
+    .\port$11331$0 (bus__wdata[3:0]),
+    .\port$11331$8 (bus__wdata[31:8]),
     .\port$121$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2783,9 +2783,9 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .q__3__ring_base(q__3__ring_base),
     .q__3__ring_log2(q__3__ring_log2),
     .r_en(q__0__pop),
-    .\r_en$118 (q__3__pop),
-    .\r_en$58 (q__1__pop),
-    .\r_en$88 (q__2__pop),
+    .\r_en$124 (q__3__pop),
+    .\r_en$60 (q__1__pop),
+    .\r_en$92 (q__2__pop),
     .rst(rst)
   );
   \kaki_soc_16x16.spad  spad (
@@ -2839,8 +2839,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11337$16 (retire__3__tag),
-    .\port$15973$0 (vec_error),
+    .\port$11353$16 (retire__3__tag),
+    .\port$15989$0 (vec_error),
     .r_data(\r_data$510 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$507 ),
@@ -10324,10 +10324,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11118$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
-, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11329$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11460$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11474$0 
-, q_status0_resetting, q_consumer1_index, \port$11484$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$11498$0 , q_status1_resetting, q_consumer2_index, \port$11508$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11522$0 , q_status2_resetting, q_consumer3_index, \port$11532$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11546$0 
-, q_status3_resetting, \port$11558$0 , \port$11566$0 , \port$11574$0 , \port$11582$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11134$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
+, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11345$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11476$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11490$0 
+, q_status0_resetting, q_consumer1_index, \port$11500$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$11514$0 , q_status1_resetting, q_consumer2_index, \port$11524$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11538$0 , q_status2_resetting, q_consumer3_index, \port$11548$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11562$0 
+, q_status3_resetting, \port$11574$0 , \port$11582$0 , \port$11590$0 , \port$11598$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11564,34 +11564,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$11118$0 ;
-  wire [3:0] \port$11118$0 ;
-  input [3:0] \port$11329$0 ;
-  wire [3:0] \port$11329$0 ;
-  input \port$11460$0 ;
-  wire \port$11460$0 ;
-  input \port$11474$0 ;
-  wire \port$11474$0 ;
-  input \port$11484$0 ;
-  wire \port$11484$0 ;
-  input \port$11498$0 ;
-  wire \port$11498$0 ;
-  input \port$11508$0 ;
-  wire \port$11508$0 ;
-  input \port$11522$0 ;
-  wire \port$11522$0 ;
-  input \port$11532$0 ;
-  wire \port$11532$0 ;
-  input \port$11546$0 ;
-  wire \port$11546$0 ;
-  input [2:0] \port$11558$0 ;
-  wire [2:0] \port$11558$0 ;
-  input [2:0] \port$11566$0 ;
-  wire [2:0] \port$11566$0 ;
+  input [3:0] \port$11134$0 ;
+  wire [3:0] \port$11134$0 ;
+  input [3:0] \port$11345$0 ;
+  wire [3:0] \port$11345$0 ;
+  input \port$11476$0 ;
+  wire \port$11476$0 ;
+  input \port$11490$0 ;
+  wire \port$11490$0 ;
+  input \port$11500$0 ;
+  wire \port$11500$0 ;
+  input \port$11514$0 ;
+  wire \port$11514$0 ;
+  input \port$11524$0 ;
+  wire \port$11524$0 ;
+  input \port$11538$0 ;
+  wire \port$11538$0 ;
+  input \port$11548$0 ;
+  wire \port$11548$0 ;
+  input \port$11562$0 ;
+  wire \port$11562$0 ;
   input [2:0] \port$11574$0 ;
   wire [2:0] \port$11574$0 ;
   input [2:0] \port$11582$0 ;
   wire [2:0] \port$11582$0 ;
+  input [2:0] \port$11590$0 ;
+  wire [2:0] \port$11590$0 ;
+  input [2:0] \port$11598$0 ;
+  wire [2:0] \port$11598$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12212,10 +12212,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$267  = \$266  | irq_status_error_set;
   assign \$268  = ~ clr_irq_status_queue_cpl;
   assign \$269  = irq_status_queue_cpl & \$268 ;
-  assign \$270  = \$269  | { \port$11532$0 , \port$11508$0 , \port$11484$0 , \port$11460$0  };
+  assign \$270  = \$269  | { \port$11548$0 , \port$11524$0 , \port$11500$0 , \port$11476$0  };
   assign \$271  = ~ clr_irq_status_queue_error;
   assign \$272  = irq_status_queue_error & \$271 ;
-  assign \$273  = \$272  | { \port$11546$0 , \port$11522$0 , \port$11498$0 , \port$11474$0  };
+  assign \$273  = \$272  | { \port$11562$0 , \port$11538$0 , \port$11514$0 , \port$11490$0  };
   assign \$274  = ~ clr_irq_status_fw_msg;
   assign \$275  = irq_status_fw_msg & \$274 ;
   assign \$276  = \$275  | irq_status_fw_msg_set;
@@ -14508,20 +14508,20 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11329$0 [0];
-  assign status_dma_store_busy = \port$11329$0 [1];
-  assign status_gemm_busy = \port$11329$0 [2];
-  assign status_vec_busy = \port$11329$0 [3];
-  assign irq_status_queue_cpl_set = { \port$11532$0 , \port$11508$0 , \port$11484$0 , \port$11460$0  };
-  assign irq_status_queue_error_set = { \port$11546$0 , \port$11522$0 , \port$11498$0 , \port$11474$0  };
-  assign q_status0_waiting = \port$11118$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$11558$0  };
-  assign q_status1_waiting = \port$11118$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$11566$0  };
-  assign q_status2_waiting = \port$11118$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$11574$0  };
-  assign q_status3_waiting = \port$11118$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$11582$0  };
+  assign status_dma_load_busy = \port$11345$0 [0];
+  assign status_dma_store_busy = \port$11345$0 [1];
+  assign status_gemm_busy = \port$11345$0 [2];
+  assign status_vec_busy = \port$11345$0 [3];
+  assign irq_status_queue_cpl_set = { \port$11548$0 , \port$11524$0 , \port$11500$0 , \port$11476$0  };
+  assign irq_status_queue_error_set = { \port$11562$0 , \port$11538$0 , \port$11514$0 , \port$11490$0  };
+  assign q_status0_waiting = \port$11134$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$11574$0  };
+  assign q_status1_waiting = \port$11134$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$11582$0  };
+  assign q_status2_waiting = \port$11134$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$11590$0  };
+  assign q_status3_waiting = \port$11134$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$11598$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$135  = 33'h04b414b49;
@@ -14566,11 +14566,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$236  = \$235 ;
   assign \$239  = 2'h0;
   assign \$240  = { 30'h00000000, \$239  };
-  assign \$243  = { 1'h0, \port$11329$0 [0] };
+  assign \$243  = { 1'h0, \port$11345$0 [0] };
   assign \$244  = { 30'h00000000, \$243  };
-  assign \$245  = { \port$11329$0 [1], 1'h0 };
-  assign \$247  = { 1'h0, \port$11329$0 [2], 2'h0 };
-  assign \$249  = { \port$11329$0 [3], 3'h0 };
+  assign \$245  = { \port$11345$0 [1], 1'h0 };
+  assign \$247  = { 1'h0, \port$11345$0 [2], 2'h0 };
+  assign \$249  = { \port$11345$0 [3], 3'h0 };
   assign \$251  = { 3'h0, status_idle, 4'h0 };
   assign \$279  = { 1'h0, irq_status_dma_load_done };
   assign \$280  = { 30'h00000000, \$279  };
@@ -14725,26 +14725,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$701  = { 30'h00000000, \$700  };
   assign \$702  = { q_status0_halted, 1'h0 };
   assign \$704  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$706  = { \port$11118$0 [0], 3'h0 };
-  assign \$708  = { 12'h000, \port$11558$0 , 8'h00 };
+  assign \$706  = { \port$11134$0 [0], 3'h0 };
+  assign \$708  = { 12'h000, \port$11574$0 , 8'h00 };
   assign \$712  = { 1'h0, q_status1_active };
   assign \$713  = { 30'h00000000, \$712  };
   assign \$714  = { q_status1_halted, 1'h0 };
   assign \$716  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$718  = { \port$11118$0 [1], 3'h0 };
-  assign \$720  = { 12'h000, \port$11566$0 , 8'h00 };
+  assign \$718  = { \port$11134$0 [1], 3'h0 };
+  assign \$720  = { 12'h000, \port$11582$0 , 8'h00 };
   assign \$724  = { 1'h0, q_status2_active };
   assign \$725  = { 30'h00000000, \$724  };
   assign \$726  = { q_status2_halted, 1'h0 };
   assign \$728  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$730  = { \port$11118$0 [2], 3'h0 };
-  assign \$732  = { 12'h000, \port$11574$0 , 8'h00 };
+  assign \$730  = { \port$11134$0 [2], 3'h0 };
+  assign \$732  = { 12'h000, \port$11590$0 , 8'h00 };
   assign \$736  = { 1'h0, q_status3_active };
   assign \$737  = { 30'h00000000, \$736  };
   assign \$738  = { q_status3_halted, 1'h0 };
   assign \$740  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$742  = { \port$11118$0 [3], 3'h0 };
-  assign \$744  = { 12'h000, \port$11582$0 , 8'h00 };
+  assign \$742  = { \port$11134$0 [3], 3'h0 };
+  assign \$744  = { 12'h000, \port$11598$0 , 8'h00 };
   assign \$748  = { 1'h0, q_error0_code };
   assign \$749  = { 23'h000000, \$748  };
   assign \$752  = { 1'h0, q_error1_code };
@@ -14851,7 +14851,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$11331$0 , retire__0__tag, \port$11333$0 , retire__1__tag, \port$11335$0 , retire__2__tag, \port$11337$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$11347$0 , retire__0__tag, \port$11349$0 , retire__1__tag, \port$11351$0 , retire__2__tag, \port$11353$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15463,14 +15463,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$11331$0 ;
-  wire [8:0] \port$11331$0 ;
-  output [8:0] \port$11333$0 ;
-  wire [8:0] \port$11333$0 ;
-  output [8:0] \port$11335$0 ;
-  wire [8:0] \port$11335$0 ;
-  output [8:0] \port$11337$0 ;
-  wire [8:0] \port$11337$0 ;
+  output [8:0] \port$11347$0 ;
+  wire [8:0] \port$11347$0 ;
+  output [8:0] \port$11349$0 ;
+  wire [8:0] \port$11349$0 ;
+  output [8:0] \port$11351$0 ;
+  wire [8:0] \port$11351$0 ;
+  output [8:0] \port$11353$0 ;
+  wire [8:0] \port$11353$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15916,9 +15916,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$10839$0 (desc),
-    .\port$10841$0 (queue),
-    .\port$10842$0 (windowed),
+    .\port$10855$0 (desc),
+    .\port$10857$0 (queue),
+    .\port$10858$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15928,9 +15928,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$10839$0 (desc),
-    .\port$10841$0 (queue),
-    .\port$10842$0 (windowed),
+    .\port$10855$0 (desc),
+    .\port$10857$0 (queue),
+    .\port$10858$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15940,9 +15940,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$10839$0 (desc),
-    .\port$10841$0 (queue),
-    .\port$10842$0 (windowed),
+    .\port$10855$0 (desc),
+    .\port$10857$0 (queue),
+    .\port$10858$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15952,9 +15952,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$10839$0 (desc),
-    .\port$10841$0 (queue),
-    .\port$10842$0 (windowed),
+    .\port$10855$0 (desc),
+    .\port$10857$0 (queue),
+    .\port$10858$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -16139,13 +16139,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$11331$0  = dma_load_held[8:0];
+  assign \port$11347$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11333$0  = dma_store_held[8:0];
+  assign \port$11349$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11335$0  = gemm_held[8:0];
+  assign \port$11351$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11337$0  = vec_held[8:0];
+  assign \port$11353$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16646,7 +16646,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10839$0 , \port$10841$0 , \port$10842$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10855$0 , \port$10857$0 , \port$10858$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16688,12 +16688,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10839$0 ;
-  wire [255:0] \port$10839$0 ;
-  input [1:0] \port$10841$0 ;
-  wire [1:0] \port$10841$0 ;
-  input \port$10842$0 ;
-  wire \port$10842$0 ;
+  input [255:0] \port$10855$0 ;
+  wire [255:0] \port$10855$0 ;
+  input [1:0] \port$10857$0 ;
+  wire [1:0] \port$10857$0 ;
+  input \port$10858$0 ;
+  wire \port$10858$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16725,7 +16725,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+      storage[w_port__addr] <= { \port$10858$0 , \port$10857$0 , \port$10855$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16824,14 +16824,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
-  assign w_data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+  assign w_port__data = { \port$10858$0 , \port$10857$0 , \port$10855$0  };
+  assign w_data = { \port$10858$0 , \port$10857$0 , \port$10855$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10839$0 , \port$10841$0 , \port$10842$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10855$0 , \port$10857$0 , \port$10858$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16873,12 +16873,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10839$0 ;
-  wire [255:0] \port$10839$0 ;
-  input [1:0] \port$10841$0 ;
-  wire [1:0] \port$10841$0 ;
-  input \port$10842$0 ;
-  wire \port$10842$0 ;
+  input [255:0] \port$10855$0 ;
+  wire [255:0] \port$10855$0 ;
+  input [1:0] \port$10857$0 ;
+  wire [1:0] \port$10857$0 ;
+  input \port$10858$0 ;
+  wire \port$10858$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16910,7 +16910,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+      storage[w_port__addr] <= { \port$10858$0 , \port$10857$0 , \port$10855$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17009,14 +17009,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
-  assign w_data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+  assign w_port__data = { \port$10858$0 , \port$10857$0 , \port$10855$0  };
+  assign w_data = { \port$10858$0 , \port$10857$0 , \port$10855$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10839$0 , \port$10841$0 , \port$10842$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10855$0 , \port$10857$0 , \port$10858$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17058,12 +17058,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10839$0 ;
-  wire [255:0] \port$10839$0 ;
-  input [1:0] \port$10841$0 ;
-  wire [1:0] \port$10841$0 ;
-  input \port$10842$0 ;
-  wire \port$10842$0 ;
+  input [255:0] \port$10855$0 ;
+  wire [255:0] \port$10855$0 ;
+  input [1:0] \port$10857$0 ;
+  wire [1:0] \port$10857$0 ;
+  input \port$10858$0 ;
+  wire \port$10858$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17095,7 +17095,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+      storage[w_port__addr] <= { \port$10858$0 , \port$10857$0 , \port$10855$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17194,14 +17194,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
-  assign w_data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+  assign w_port__data = { \port$10858$0 , \port$10857$0 , \port$10855$0  };
+  assign w_data = { \port$10858$0 , \port$10857$0 , \port$10855$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10839$0 , \port$10841$0 , \port$10842$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10855$0 , \port$10857$0 , \port$10858$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17243,12 +17243,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10839$0 ;
-  wire [255:0] \port$10839$0 ;
-  input [1:0] \port$10841$0 ;
-  wire [1:0] \port$10841$0 ;
-  input \port$10842$0 ;
-  wire \port$10842$0 ;
+  input [255:0] \port$10855$0 ;
+  wire [255:0] \port$10855$0 ;
+  input [1:0] \port$10857$0 ;
+  wire [1:0] \port$10857$0 ;
+  input \port$10858$0 ;
+  wire \port$10858$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17280,7 +17280,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+      storage[w_port__addr] <= { \port$10858$0 , \port$10857$0 , \port$10855$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17379,8 +17379,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
-  assign w_data = { \port$10842$0 , \port$10841$0 , \port$10839$0  };
+  assign w_port__data = { \port$10858$0 , \port$10857$0 , \port$10855$0  };
+  assign w_data = { \port$10858$0 , \port$10857$0 , \port$10855$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20796,7 +20796,7 @@ module \kaki_soc_16x16.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11331$16 , \port$11687$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11347$16 , \port$11703$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20840,10 +20840,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$113
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11331$16 ;
-  wire [15:0] \port$11331$16 ;
-  input [7:0] \port$11687$0 ;
-  wire [7:0] \port$11687$0 ;
+  input [15:0] \port$11347$16 ;
+  wire [15:0] \port$11347$16 ;
+  input [7:0] \port$11703$0 ;
+  wire [7:0] \port$11703$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20878,7 +20878,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$113
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11331$16 , \port$11687$0  };
+      storage[w_port__addr] <= { \port$11347$16 , \port$11703$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20989,14 +20989,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$113
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11331$16 , \port$11687$0  };
-  assign w_data = { \port$11331$16 , \port$11687$0  };
+  assign w_port__data = { \port$11347$16 , \port$11703$0  };
+  assign w_data = { \port$11347$16 , \port$11703$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11333$16 , \port$11795$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11349$16 , \port$11811$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21040,10 +21040,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11333$16 ;
-  wire [15:0] \port$11333$16 ;
-  input [7:0] \port$11795$0 ;
-  wire [7:0] \port$11795$0 ;
+  input [15:0] \port$11349$16 ;
+  wire [15:0] \port$11349$16 ;
+  input [7:0] \port$11811$0 ;
+  wire [7:0] \port$11811$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -21078,7 +21078,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11333$16 , \port$11795$0  };
+      storage[w_port__addr] <= { \port$11349$16 , \port$11811$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -21189,15 +21189,15 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11333$16 , \port$11795$0  };
-  assign w_data = { \port$11333$16 , \port$11795$0  };
+  assign w_port__data = { \port$11349$16 , \port$11811$0  };
+  assign w_data = { \port$11349$16 , \port$11811$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4478$0 , \port$4480$0 , q_head_index1_index, \port$4487$0 , \port$4489$0 , q_head_index2_index, \port$4496$0 , \port$4498$0 , q_head_index3_index, \port$4505$0 , \port$4507$0 , cpl_status_free, \port$5162$0 , \port$5192$0 , \port$5222$0 
-, \port$5252$0 , \port$10685$0 , \port$10735$0 , \port$10785$0 , \port$10835$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4478$0 , \port$4480$0 , q_head_index1_index, \port$4488$0 , \port$4490$0 , q_head_index2_index, \port$4498$0 , \port$4500$0 , q_head_index3_index, \port$4508$0 , \port$4510$0 , cpl_status_free, \port$5178$0 , \port$5208$0 , \port$5238$0 
+, \port$5268$0 , \port$10701$0 , \port$10751$0 , \port$10801$0 , \port$10851$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
 , timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
@@ -22119,38 +22119,38 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$10685$0 ;
-  wire [23:0] \port$10685$0 ;
-  input [23:0] \port$10735$0 ;
-  wire [23:0] \port$10735$0 ;
-  input [23:0] \port$10785$0 ;
-  wire [23:0] \port$10785$0 ;
-  input [23:0] \port$10835$0 ;
-  wire [23:0] \port$10835$0 ;
+  input [23:0] \port$10701$0 ;
+  wire [23:0] \port$10701$0 ;
+  input [23:0] \port$10751$0 ;
+  wire [23:0] \port$10751$0 ;
+  input [23:0] \port$10801$0 ;
+  wire [23:0] \port$10801$0 ;
+  input [23:0] \port$10851$0 ;
+  wire [23:0] \port$10851$0 ;
   input \port$4478$0 ;
   wire \port$4478$0 ;
   input \port$4480$0 ;
   wire \port$4480$0 ;
-  input \port$4487$0 ;
-  wire \port$4487$0 ;
-  input \port$4489$0 ;
-  wire \port$4489$0 ;
-  input \port$4496$0 ;
-  wire \port$4496$0 ;
+  input \port$4488$0 ;
+  wire \port$4488$0 ;
+  input \port$4490$0 ;
+  wire \port$4490$0 ;
   input \port$4498$0 ;
   wire \port$4498$0 ;
-  input \port$4505$0 ;
-  wire \port$4505$0 ;
-  input \port$4507$0 ;
-  wire \port$4507$0 ;
-  input [255:0] \port$5162$0 ;
-  wire [255:0] \port$5162$0 ;
-  input [255:0] \port$5192$0 ;
-  wire [255:0] \port$5192$0 ;
-  input [255:0] \port$5222$0 ;
-  wire [255:0] \port$5222$0 ;
-  input [255:0] \port$5252$0 ;
-  wire [255:0] \port$5252$0 ;
+  input \port$4500$0 ;
+  wire \port$4500$0 ;
+  input \port$4508$0 ;
+  wire \port$4508$0 ;
+  input \port$4510$0 ;
+  wire \port$4510$0 ;
+  input [255:0] \port$5178$0 ;
+  wire [255:0] \port$5178$0 ;
+  input [255:0] \port$5208$0 ;
+  wire [255:0] \port$5208$0 ;
+  input [255:0] \port$5238$0 ;
+  wire [255:0] \port$5238$0 ;
+  input [255:0] \port$5268$0 ;
+  wire [255:0] \port$5268$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24372,48 +24372,48 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign work_qready = { \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
-  assign work_qreset = { \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0  };
-  assign retire0_error = \port$10685$0 [7:0];
-  assign retire0_tag = \port$10685$0 [23:8];
-  assign retire1_error = \port$10735$0 [7:0];
-  assign retire1_tag = \port$10735$0 [23:8];
-  assign retire2_error = \port$10785$0 [7:0];
-  assign retire2_tag = \port$10785$0 [23:8];
-  assign retire3_error = \port$10835$0 [7:0];
-  assign retire3_tag = \port$10835$0 [23:8];
-  assign q_head0_word = \port$5162$0 [31:0];
-  assign q_head1_word = \port$5162$0 [63:32];
-  assign q_head2_word = \port$5162$0 [95:64];
-  assign q_head3_word = \port$5162$0 [127:96];
-  assign q_head4_word = \port$5162$0 [159:128];
-  assign q_head5_word = \port$5162$0 [191:160];
-  assign q_head6_word = \port$5162$0 [223:192];
-  assign q_head7_word = \port$5162$0 [255:224];
-  assign q_head8_word = \port$5192$0 [31:0];
-  assign q_head9_word = \port$5192$0 [63:32];
-  assign q_head10_word = \port$5192$0 [95:64];
-  assign q_head11_word = \port$5192$0 [127:96];
-  assign q_head12_word = \port$5192$0 [159:128];
-  assign q_head13_word = \port$5192$0 [191:160];
-  assign q_head14_word = \port$5192$0 [223:192];
-  assign q_head15_word = \port$5192$0 [255:224];
-  assign q_head16_word = \port$5222$0 [31:0];
-  assign q_head17_word = \port$5222$0 [63:32];
-  assign q_head18_word = \port$5222$0 [95:64];
-  assign q_head19_word = \port$5222$0 [127:96];
-  assign q_head20_word = \port$5222$0 [159:128];
-  assign q_head21_word = \port$5222$0 [191:160];
-  assign q_head22_word = \port$5222$0 [223:192];
-  assign q_head23_word = \port$5222$0 [255:224];
-  assign q_head24_word = \port$5252$0 [31:0];
-  assign q_head25_word = \port$5252$0 [63:32];
-  assign q_head26_word = \port$5252$0 [95:64];
-  assign q_head27_word = \port$5252$0 [127:96];
-  assign q_head28_word = \port$5252$0 [159:128];
-  assign q_head29_word = \port$5252$0 [191:160];
-  assign q_head30_word = \port$5252$0 [223:192];
-  assign q_head31_word = \port$5252$0 [255:224];
+  assign work_qready = { \port$4508$0 , \port$4498$0 , \port$4488$0 , \port$4478$0  };
+  assign work_qreset = { \port$4510$0 , \port$4500$0 , \port$4490$0 , \port$4480$0  };
+  assign retire0_error = \port$10701$0 [7:0];
+  assign retire0_tag = \port$10701$0 [23:8];
+  assign retire1_error = \port$10751$0 [7:0];
+  assign retire1_tag = \port$10751$0 [23:8];
+  assign retire2_error = \port$10801$0 [7:0];
+  assign retire2_tag = \port$10801$0 [23:8];
+  assign retire3_error = \port$10851$0 [7:0];
+  assign retire3_tag = \port$10851$0 [23:8];
+  assign q_head0_word = \port$5178$0 [31:0];
+  assign q_head1_word = \port$5178$0 [63:32];
+  assign q_head2_word = \port$5178$0 [95:64];
+  assign q_head3_word = \port$5178$0 [127:96];
+  assign q_head4_word = \port$5178$0 [159:128];
+  assign q_head5_word = \port$5178$0 [191:160];
+  assign q_head6_word = \port$5178$0 [223:192];
+  assign q_head7_word = \port$5178$0 [255:224];
+  assign q_head8_word = \port$5208$0 [31:0];
+  assign q_head9_word = \port$5208$0 [63:32];
+  assign q_head10_word = \port$5208$0 [95:64];
+  assign q_head11_word = \port$5208$0 [127:96];
+  assign q_head12_word = \port$5208$0 [159:128];
+  assign q_head13_word = \port$5208$0 [191:160];
+  assign q_head14_word = \port$5208$0 [223:192];
+  assign q_head15_word = \port$5208$0 [255:224];
+  assign q_head16_word = \port$5238$0 [31:0];
+  assign q_head17_word = \port$5238$0 [63:32];
+  assign q_head18_word = \port$5238$0 [95:64];
+  assign q_head19_word = \port$5238$0 [127:96];
+  assign q_head20_word = \port$5238$0 [159:128];
+  assign q_head21_word = \port$5238$0 [191:160];
+  assign q_head22_word = \port$5238$0 [223:192];
+  assign q_head23_word = \port$5238$0 [255:224];
+  assign q_head24_word = \port$5268$0 [31:0];
+  assign q_head25_word = \port$5268$0 [63:32];
+  assign q_head26_word = \port$5268$0 [95:64];
+  assign q_head27_word = \port$5268$0 [127:96];
+  assign q_head28_word = \port$5268$0 [159:128];
+  assign q_head29_word = \port$5268$0 [191:160];
+  assign q_head30_word = \port$5268$0 [223:192];
+  assign q_head31_word = \port$5268$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -24428,10 +24428,10 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
+  assign \$224  = { 1'h0, \port$4508$0 , \port$4498$0 , \port$4488$0 , \port$4478$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4510$0 , \port$4500$0 , \port$4490$0 , \port$4480$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -24443,20 +24443,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$10685$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$10685$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$10701$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$10701$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$10735$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$10735$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$10751$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$10751$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$10785$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$10785$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$10801$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$10801$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$10835$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$10835$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$10851$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$10851$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -24490,69 +24490,69 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5162$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5178$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5162$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5178$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5162$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5178$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5162$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5178$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5162$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5178$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5162$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5178$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5162$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5178$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5162$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5178$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5192$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5208$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5192$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5208$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5192$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5208$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5192$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5208$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5192$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5208$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5192$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5208$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5192$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5208$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5192$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5208$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5222$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5238$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5222$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5238$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5222$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5238$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5222$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5238$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5222$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5238$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5222$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5238$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5222$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5238$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5222$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5238$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5252$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5268$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5252$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5268$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5252$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5268$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5252$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5268$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5252$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5268$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5252$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5268$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5252$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5268$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5252$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5268$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -57006,7 +57006,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11335$16 , \port$11905$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11351$16 , \port$11921$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -57050,10 +57050,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11335$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11335$16 ;
-  wire [15:0] \port$11335$16 ;
-  input [7:0] \port$11905$0 ;
-  wire [7:0] \port$11905$0 ;
+  input [15:0] \port$11351$16 ;
+  wire [15:0] \port$11351$16 ;
+  input [7:0] \port$11921$0 ;
+  wire [7:0] \port$11921$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -57088,7 +57088,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11335$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11335$16 , \port$11905$0  };
+      storage[w_port__addr] <= { \port$11351$16 , \port$11921$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -57199,47 +57199,47 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11335$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11335$16 , \port$11905$0  };
-  assign w_data = { \port$11335$16 , \port$11905$0  };
+  assign w_port__data = { \port$11351$16 , \port$11921$0  };
+  assign w_data = { \port$11351$16 , \port$11921$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_en$58 , \r_en$88 , \r_en$118 , \port$121$0 , cpl_valid, fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req, q1_active
+module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_en$60 , \r_en$92 , \r_en$124 , \port$121$0 , cpl_valid, fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req, q1_active
 , q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, cpl_w_last, axi__wdata, q__0__head, q__1__head, q__2__head, q__3__head, axi__arready, axi__rvalid, axi__awready
 , axi__wready, axi__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell
-, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$11315$0 , \port$11315$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
+, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$11331$0 , \port$11331$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
 , axi__wstrb, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted
-, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, level, \level$46 , \level$76 , \level$106 , axi__bresp);
+, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, level, \level$48 , \level$80 , \level$112 , axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [32:0] \$10 ;
   wire \$100 ;
-  wire [31:0] \$101 ;
-  wire [31:0] \$102 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire \$109 ;
+  wire [14:0] \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
+  wire [21:0] \$110 ;
+  wire [32:0] \$111 ;
+  wire [32:0] \$112 ;
+  wire [32:0] \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire [14:0] \$118 ;
-  wire [21:0] \$119 ;
-  wire \$12 ;
-  wire [32:0] \$120 ;
-  wire \$121 ;
-  wire \$122 ;
+  wire [32:0] \$116 ;
+  wire [17:0] \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [15:0] \$12 ;
+  wire \$120 ;
+  wire [31:0] \$121 ;
+  wire [31:0] \$122 ;
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
@@ -57256,17 +57256,17 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire [2:0] \$138 ;
-  wire \$139 ;
-  wire [32:0] \$14 ;
-  wire \$140 ;
+  wire [14:0] \$138 ;
+  wire [21:0] \$139 ;
+  wire \$14 ;
+  wire [32:0] \$140 ;
   wire \$141 ;
   wire \$142 ;
   wire \$143 ;
-  reg [31:0] \$144 ;
-  wire [31:0] \$145 ;
+  wire \$144 ;
+  wire \$145 ;
   wire \$146 ;
-  wire [7:0] \$147 ;
+  wire \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
@@ -57275,34 +57275,34 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$152 ;
   wire \$153 ;
   wire \$154 ;
-  wire [32:0] \$155 ;
-  wire [15:0] \$156 ;
-  wire [32:0] \$157 ;
-  wire \$158 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire [2:0] \$158 ;
   wire \$159 ;
-  wire \$16 ;
+  wire [32:0] \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
   wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
+  reg [31:0] \$164 ;
+  wire [31:0] \$165 ;
   wire \$166 ;
-  wire \$167 ;
+  wire [7:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire \$17 ;
-  wire [7:0] \$170 ;
+  wire \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
   wire \$174 ;
-  wire [7:0] \$175 ;
-  wire [7:0] \$176 ;
+  wire [32:0] \$175 ;
+  wire [32:0] \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire \$18 ;
+  wire [15:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
@@ -57312,14 +57312,14 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire \$189 ;
-  wire [32:0] \$19 ;
-  wire [32:0] \$190 ;
-  wire [15:0] \$191 ;
-  wire [32:0] \$192 ;
+  wire [7:0] \$189 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
   wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
+  wire [7:0] \$194 ;
+  wire [7:0] \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
@@ -57331,14 +57331,14 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
-  wire [7:0] \$205 ;
+  wire \$205 ;
   wire \$206 ;
   wire \$207 ;
   wire \$208 ;
-  wire \$209 ;
-  wire [32:0] \$21 ;
-  wire [7:0] \$210 ;
-  wire [7:0] \$211 ;
+  wire [32:0] \$209 ;
+  wire \$21 ;
+  wire [32:0] \$210 ;
+  wire \$211 ;
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
@@ -57351,13 +57351,13 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
-  wire \$223 ;
+  wire [7:0] \$223 ;
   wire \$224 ;
-  wire [32:0] \$225 ;
-  wire [15:0] \$226 ;
-  wire [32:0] \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire [7:0] \$228 ;
+  wire [7:0] \$229 ;
   wire \$23 ;
   wire \$230 ;
   wire \$231 ;
@@ -57369,18 +57369,18 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$237 ;
   wire \$238 ;
   wire \$239 ;
-  wire \$24 ;
-  wire [7:0] \$240 ;
+  wire [15:0] \$24 ;
+  wire \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire [7:0] \$245 ;
-  wire [7:0] \$246 ;
+  wire [32:0] \$243 ;
+  wire [32:0] \$244 ;
+  wire \$245 ;
+  wire \$246 ;
   wire \$247 ;
   wire \$248 ;
   wire \$249 ;
-  wire \$25 ;
+  wire [32:0] \$25 ;
   wire \$250 ;
   wire \$251 ;
   wire \$252 ;
@@ -57388,34 +57388,34 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$254 ;
   wire \$255 ;
   wire \$256 ;
-  wire \$257 ;
+  wire [7:0] \$257 ;
   wire \$258 ;
   wire \$259 ;
-  wire [31:0] \$26 ;
-  wire [32:0] \$260 ;
-  wire [15:0] \$261 ;
-  wire [32:0] \$262 ;
-  wire \$263 ;
+  wire [32:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire [7:0] \$262 ;
+  wire [7:0] \$263 ;
   wire \$264 ;
   wire \$265 ;
   wire \$266 ;
   wire \$267 ;
   wire \$268 ;
   wire \$269 ;
-  wire [31:0] \$27 ;
+  wire \$27 ;
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
   wire \$273 ;
   wire \$274 ;
-  wire [7:0] \$275 ;
+  wire \$275 ;
   wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
+  wire [32:0] \$277 ;
+  wire [32:0] \$278 ;
   wire \$279 ;
   wire \$28 ;
-  wire [7:0] \$280 ;
-  wire [7:0] \$281 ;
+  wire \$280 ;
+  wire \$281 ;
   wire \$282 ;
   wire \$283 ;
   wire \$284 ;
@@ -57424,83 +57424,83 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$287 ;
   wire \$288 ;
   wire \$289 ;
-  wire \$29 ;
+  wire [32:0] \$29 ;
   wire \$290 ;
-  wire \$291 ;
+  wire [7:0] \$291 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  reg [31:0] \$298 ;
-  reg \$299 ;
+  wire [7:0] \$296 ;
+  wire [7:0] \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [17:0] \$30 ;
   wire \$300 ;
-  wire [2:0] \$301 ;
+  wire \$301 ;
   wire \$302 ;
   wire \$303 ;
   wire \$304 ;
-  wire [7:0] \$305 ;
-  wire [32:0] \$306 ;
-  wire [32:0] \$307 ;
-  wire [32:0] \$308 ;
-  wire [32:0] \$309 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
-  wire [1:0] \$312 ;
-  wire [32:0] \$313 ;
-  wire \$314 ;
-  wire \$315 ;
+  wire \$312 ;
+  wire \$313 ;
+  reg [31:0] \$314 ;
+  reg \$315 ;
   wire \$316 ;
-  wire \$317 ;
+  wire [2:0] \$317 ;
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
+  wire [7:0] \$321 ;
+  wire [32:0] \$322 ;
+  wire [32:0] \$323 ;
+  wire [32:0] \$324 ;
+  wire [32:0] \$325 ;
   wire \$326 ;
   wire \$327 ;
-  wire \$328 ;
-  wire [14:0] \$329 ;
+  wire [1:0] \$328 ;
+  wire [32:0] \$329 ;
   wire \$33 ;
-  wire [21:0] \$330 ;
-  wire [33:0] \$331 ;
+  wire \$330 ;
+  wire \$331 ;
   wire \$332 ;
-  wire [7:0] \$333 ;
-  wire [32:0] \$334 ;
-  wire [32:0] \$335 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
-  wire [3:0] \$339 ;
-  wire \$34 ;
-  wire [4:0] \$340 ;
+  wire \$339 ;
+  wire [31:0] \$34 ;
+  wire \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
   wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
+  wire [14:0] \$345 ;
+  wire [21:0] \$346 ;
+  wire [33:0] \$347 ;
   wire \$348 ;
-  wire \$349 ;
-  wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
+  wire [7:0] \$349 ;
+  wire [31:0] \$35 ;
+  wire [32:0] \$350 ;
+  wire [32:0] \$351 ;
   wire \$352 ;
-  wire [32:0] \$353 ;
+  wire \$353 ;
   wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
-  wire [3:0] \$357 ;
-  wire [4:0] \$358 ;
+  wire [3:0] \$355 ;
+  wire [4:0] \$356 ;
+  wire \$357 ;
+  wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
@@ -57512,15 +57512,15 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$366 ;
   wire \$367 ;
   wire \$368 ;
-  wire \$369 ;
+  wire [32:0] \$369 ;
   wire \$37 ;
   wire \$370 ;
-  wire [32:0] \$371 ;
+  wire \$371 ;
   wire \$372 ;
-  wire \$373 ;
-  wire \$374 ;
-  wire [3:0] \$375 ;
-  wire [4:0] \$376 ;
+  wire [3:0] \$373 ;
+  wire [4:0] \$374 ;
+  wire \$375 ;
+  wire \$376 ;
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
@@ -57532,15 +57532,15 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$384 ;
   wire \$385 ;
   wire \$386 ;
-  wire \$387 ;
+  wire [32:0] \$387 ;
   wire \$388 ;
-  wire [32:0] \$389 ;
+  wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  wire [3:0] \$393 ;
-  wire [4:0] \$394 ;
+  wire [3:0] \$391 ;
+  wire [4:0] \$392 ;
+  wire \$393 ;
+  wire \$394 ;
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
@@ -57553,148 +57553,164 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire \$402 ;
   wire \$403 ;
   wire \$404 ;
-  wire \$405 ;
+  wire [32:0] \$405 ;
   wire \$406 ;
-  reg \$407 ;
-  reg [1:0] \$408 ;
-  reg [1:0] \$409 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire [3:0] \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg [31:0] \$411 ;
-  reg [1:0] \$412 ;
-  reg \$413 ;
-  reg [1:0] \$414 ;
-  reg [191:0] \$415 ;
-  reg [7:0] \$416 ;
-  reg [31:0] \$417 ;
-  reg [31:0] \$418 ;
-  reg [31:0] \$419 ;
+  wire [4:0] \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  reg [31:0] \$420 ;
-  reg \$421 ;
-  reg \$422 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
   reg \$423 ;
-  reg \$424 ;
-  reg [75:0] \$425 ;
-  reg [2:0] \$426 ;
+  reg [1:0] \$424 ;
+  reg [1:0] \$425 ;
+  reg \$426 ;
   reg [31:0] \$427 ;
-  reg [31:0] \$428 ;
-  reg [31:0] \$429 ;
-  wire [14:0] \$43 ;
-  reg [7:0] \$430 ;
-  reg [127:0] \$431 ;
+  reg [1:0] \$428 ;
+  reg \$429 ;
+  wire \$43 ;
+  reg [1:0] \$430 ;
+  reg [191:0] \$431 ;
   reg [7:0] \$432 ;
-  reg [1:0] \$433 ;
-  reg \$434 ;
-  reg [7:0] \$435 ;
+  reg [31:0] \$433 ;
+  reg [31:0] \$434 ;
+  reg [31:0] \$435 ;
   reg [31:0] \$436 ;
   reg \$437 ;
   reg \$438 ;
-  reg [2:0] \$439 ;
-  wire [21:0] \$44 ;
+  reg \$439 ;
+  wire \$44 ;
   reg \$440 ;
-  reg [31:0] \$441 ;
-  reg \$442 ;
-  reg [7:0] \$443 ;
+  reg [75:0] \$441 ;
+  reg [2:0] \$442 ;
+  reg [31:0] \$443 ;
   reg [31:0] \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg [31:0] \$448 ;
-  reg \$449 ;
-  wire [32:0] \$45 ;
+  reg [31:0] \$445 ;
+  reg [7:0] \$446 ;
+  reg [127:0] \$447 ;
+  reg [7:0] \$448 ;
+  reg [1:0] \$449 ;
+  wire \$45 ;
   reg \$450 ;
-  reg [2:0] \$451 ;
-  reg \$452 ;
-  reg [31:0] \$453 ;
+  reg [7:0] \$451 ;
+  reg [31:0] \$452 ;
+  reg \$453 ;
   reg \$454 ;
-  reg [7:0] \$455 ;
-  reg [31:0] \$456 ;
-  reg \$457 ;
+  reg [2:0] \$455 ;
+  reg \$456 ;
+  reg [31:0] \$457 ;
   reg \$458 ;
-  reg \$459 ;
-  wire [32:0] \$46 ;
+  reg [7:0] \$459 ;
+  wire \$46 ;
   reg [31:0] \$460 ;
   reg \$461 ;
   reg \$462 ;
-  reg [2:0] \$463 ;
-  reg \$464 ;
-  reg [31:0] \$465 ;
+  reg \$463 ;
+  reg [31:0] \$464 ;
+  reg \$465 ;
   reg \$466 ;
-  reg [7:0] \$467 ;
-  reg [31:0] \$468 ;
-  reg \$469 ;
-  wire [32:0] \$47 ;
+  reg [2:0] \$467 ;
+  reg \$468 ;
+  reg [31:0] \$469 ;
+  wire \$47 ;
   reg \$470 ;
-  reg \$471 ;
+  reg [7:0] \$471 ;
   reg [31:0] \$472 ;
   reg \$473 ;
   reg \$474 ;
-  reg [2:0] \$475 ;
-  reg \$476 ;
-  reg [31:0] \$477 ;
+  reg \$475 ;
+  reg [31:0] \$476 ;
+  reg \$477 ;
   reg \$478 ;
-  reg [7:0] \$479 ;
+  reg [2:0] \$479 ;
   wire \$48 ;
-  reg [31:0] \$480 ;
-  reg \$481 ;
+  reg \$480 ;
+  reg [31:0] \$481 ;
   reg \$482 ;
-  reg \$483 ;
+  reg [7:0] \$483 ;
+  reg [31:0] \$484 ;
+  reg \$485 ;
+  reg \$486 ;
+  reg \$487 ;
+  reg [31:0] \$488 ;
+  reg \$489 ;
   wire \$49 ;
+  reg \$490 ;
+  reg [2:0] \$491 ;
+  reg \$492 ;
+  reg [31:0] \$493 ;
+  reg \$494 ;
+  reg [7:0] \$495 ;
+  reg [31:0] \$496 ;
+  reg \$497 ;
+  reg \$498 ;
+  reg \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [31:0] \$51 ;
-  wire [31:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [14:0] \$51 ;
+  wire [21:0] \$52 ;
+  wire [32:0] \$53 ;
+  wire [32:0] \$54 ;
+  wire [32:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire \$6 ;
+  wire [32:0] \$58 ;
+  wire [17:0] \$59 ;
+  wire [15:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
+  wire [31:0] \$63 ;
+  wire [31:0] \$64 ;
   wire \$65 ;
-  wire [7:0] \$655 ;
   wire \$66 ;
   wire \$67 ;
-  wire [14:0] \$68 ;
-  wire [21:0] \$69 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [7:0] \$691 ;
   wire \$7 ;
-  wire [32:0] \$70 ;
-  wire [32:0] \$71 ;
-  wire [32:0] \$72 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire [31:0] \$76 ;
-  wire [31:0] \$77 ;
+  wire \$76 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
+  wire [14:0] \$80 ;
+  wire [21:0] \$81 ;
+  wire [32:0] \$82 ;
+  wire [32:0] \$83 ;
+  wire [32:0] \$84 ;
   wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
+  wire [32:0] \$87 ;
+  wire [17:0] \$88 ;
   wire \$89 ;
-  wire [32:0] \$9 ;
+  wire \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [14:0] \$93 ;
-  wire [21:0] \$94 ;
-  wire [32:0] \$95 ;
-  wire [32:0] \$96 ;
-  wire [32:0] \$97 ;
+  wire [31:0] \$92 ;
+  wire [31:0] \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   output [31:0] axi__araddr;
@@ -57838,17 +57854,17 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   wire fw_running;
   output [2:0] level;
   wire [2:0] level;
-  output [2:0] \level$106 ;
-  wire [2:0] \level$106 ;
-  wire [2:0] \level$195 ;
-  output [2:0] \level$46 ;
-  wire [2:0] \level$46 ;
-  output [2:0] \level$76 ;
-  wire [2:0] \level$76 ;
-  input [3:0] \port$11315$0 ;
-  wire [3:0] \port$11315$0 ;
-  input [23:0] \port$11315$8 ;
-  wire [23:0] \port$11315$8 ;
+  output [2:0] \level$112 ;
+  wire [2:0] \level$112 ;
+  wire [2:0] \level$199 ;
+  output [2:0] \level$48 ;
+  wire [2:0] \level$48 ;
+  output [2:0] \level$80 ;
+  wire [2:0] \level$80 ;
+  input [3:0] \port$11331$0 ;
+  wire [3:0] \port$11331$0 ;
+  input [23:0] \port$11331$8 ;
+  wire [23:0] \port$11331$8 ;
   input [3:0] \port$121$0 ;
   wire [3:0] \port$121$0 ;
   reg q0_acked = 1'h0;
@@ -58164,167 +58180,191 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   input [3:0] q__3__ring_log2;
   wire [3:0] q__3__ring_log2;
   wire [255:0] r_data;
-  wire [255:0] \r_data$112 ;
+  wire [255:0] \r_data$118 ;
   wire [75:0] \r_data$303 ;
-  wire [255:0] \r_data$52 ;
-  wire [255:0] \r_data$82 ;
+  wire [255:0] \r_data$54 ;
+  wire [255:0] \r_data$86 ;
   input r_en;
   wire r_en;
-  input \r_en$118 ;
-  wire \r_en$118 ;
-  reg \r_en$236 ;
-  input \r_en$58 ;
-  wire \r_en$58 ;
-  input \r_en$88 ;
-  wire \r_en$88 ;
+  input \r_en$124 ;
+  wire \r_en$124 ;
+  reg \r_en$240 ;
+  input \r_en$60 ;
+  wire \r_en$60 ;
+  input \r_en$92 ;
+  wire \r_en$92 ;
   wire r_rdy;
-  wire \r_rdy$115 ;
+  wire \r_rdy$121 ;
   wire \r_rdy$302 ;
-  wire \r_rdy$55 ;
-  wire \r_rdy$85 ;
+  wire \r_rdy$57 ;
+  wire \r_rdy$89 ;
   input rst;
   wire rst;
   wire [255:0] w_data;
-  wire [255:0] \w_data$174 ;
-  wire [255:0] \w_data$177 ;
-  wire [255:0] \w_data$180 ;
-  wire [75:0] \w_data$181 ;
+  wire [255:0] \w_data$178 ;
+  wire [255:0] \w_data$181 ;
+  wire [255:0] \w_data$184 ;
+  wire [75:0] \w_data$185 ;
   wire w_en;
-  wire \w_en$173 ;
-  wire \w_en$176 ;
-  wire \w_en$179 ;
-  wire \w_en$193 ;
+  wire \w_en$177 ;
+  wire \w_en$180 ;
+  wire \w_en$183 ;
+  wire \w_en$197 ;
   wire w_rdy;
   always @(posedge clk)
-    q__2__fetch <= \$419 ;
+    fetch_discard <= \$423 ;
   always @(posedge clk)
-    q__3__fetch <= \$420 ;
+    fetch_q <= \$424 ;
   always @(posedge clk)
-    cpl_overflow <= \$421 ;
+    fetch_rr_last <= \$425 ;
   always @(posedge clk)
-    axi__awvalid <= \$422 ;
+    axi__arvalid <= \$426 ;
   always @(posedge clk)
-    axi__wvalid <= \$423 ;
+    axi__araddr <= \$427 ;
   always @(posedge clk)
-    cpl_w_beat <= \$424 ;
+    fetch_r_beat <= \$428 ;
   always @(posedge clk)
-    cpl_req <= \$425 ;
+    fetch_r_err <= \$429 ;
   always @(posedge clk)
-    cpl_fsm_state <= \$426 ;
+    fetch_fsm_state <= \$430 ;
   always @(posedge clk)
-    cpl_rec_index <= \$427 ;
+    fetch_r_buf <= \$431 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$428 ;
+    fetch_r_code <= \$432 ;
   always @(posedge clk)
-    axi__awaddr <= \$429 ;
+    q__0__fetch <= \$433 ;
   always @(posedge clk)
-    axi__awlen <= \$430 ;
+    q__1__fetch <= \$434 ;
   always @(posedge clk)
-    cpl_w_buf <= \$431 ;
+    q__2__fetch <= \$435 ;
   always @(posedge clk)
-    axi__wstrb <= \$432 ;
+    q__3__fetch <= \$436 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$433 ;
+    cpl_overflow <= \$437 ;
   always @(posedge clk)
-    cpl_wr_err <= \$434 ;
+    axi__awvalid <= \$438 ;
   always @(posedge clk)
-    cpl_wr_code <= \$435 ;
+    axi__wvalid <= \$439 ;
   always @(posedge clk)
-    q__0__consumer <= \$436 ;
+    cpl_w_beat <= \$440 ;
   always @(posedge clk)
-    q__0__retired <= \$437 ;
+    cpl_req <= \$441 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$438 ;
+    cpl_fsm_state <= \$442 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$439 ;
+    cpl_rec_index <= \$443 ;
   always @(posedge clk)
-    q0_checked <= \$440 ;
+    cpl_cons_addr <= \$444 ;
   always @(posedge clk)
-    q__0__producer <= \$441 ;
+    axi__awaddr <= \$445 ;
   always @(posedge clk)
-    q0_halted <= \$442 ;
+    axi__awlen <= \$446 ;
   always @(posedge clk)
-    q__0__error <= \$443 ;
+    cpl_w_buf <= \$447 ;
   always @(posedge clk)
-    q__0__error_index <= \$444 ;
+    axi__wstrb <= \$448 ;
   always @(posedge clk)
-    q__0__error_irq <= \$445 ;
+    cpl_w_nbeats <= \$449 ;
   always @(posedge clk)
-    q0_resetting <= \$446 ;
+    cpl_wr_err <= \$450 ;
   always @(posedge clk)
-    q0_acked <= \$447 ;
+    cpl_wr_code <= \$451 ;
   always @(posedge clk)
-    q__1__consumer <= \$448 ;
+    q__0__consumer <= \$452 ;
   always @(posedge clk)
-    q__1__retired <= \$449 ;
+    q__0__retired <= \$453 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$450 ;
+    q__0__cpl_irq <= \$454 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$451 ;
+    q0_cpl_pending <= \$455 ;
   always @(posedge clk)
-    q1_checked <= \$452 ;
+    q0_checked <= \$456 ;
   always @(posedge clk)
-    q__1__producer <= \$453 ;
+    q__0__producer <= \$457 ;
   always @(posedge clk)
-    q1_halted <= \$454 ;
+    q0_halted <= \$458 ;
   always @(posedge clk)
-    q__1__error <= \$455 ;
+    q__0__error <= \$459 ;
   always @(posedge clk)
-    q__1__error_index <= \$456 ;
+    q__0__error_index <= \$460 ;
   always @(posedge clk)
-    q__1__error_irq <= \$457 ;
+    q__0__error_irq <= \$461 ;
   always @(posedge clk)
-    q1_resetting <= \$458 ;
+    q0_resetting <= \$462 ;
   always @(posedge clk)
-    q1_acked <= \$459 ;
+    q0_acked <= \$463 ;
   always @(posedge clk)
-    q__2__consumer <= \$460 ;
+    q__1__consumer <= \$464 ;
   always @(posedge clk)
-    q__2__retired <= \$461 ;
+    q__1__retired <= \$465 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$462 ;
+    q__1__cpl_irq <= \$466 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$463 ;
+    q1_cpl_pending <= \$467 ;
   always @(posedge clk)
-    q2_checked <= \$464 ;
+    q1_checked <= \$468 ;
   always @(posedge clk)
-    q__2__producer <= \$465 ;
+    q__1__producer <= \$469 ;
   always @(posedge clk)
-    q2_halted <= \$466 ;
+    q1_halted <= \$470 ;
   always @(posedge clk)
-    q__2__error <= \$467 ;
+    q__1__error <= \$471 ;
   always @(posedge clk)
-    q__2__error_index <= \$468 ;
+    q__1__error_index <= \$472 ;
   always @(posedge clk)
-    q__2__error_irq <= \$469 ;
+    q__1__error_irq <= \$473 ;
   always @(posedge clk)
-    q2_resetting <= \$470 ;
+    q1_resetting <= \$474 ;
   always @(posedge clk)
-    q2_acked <= \$471 ;
+    q1_acked <= \$475 ;
   always @(posedge clk)
-    q__3__consumer <= \$472 ;
+    q__2__consumer <= \$476 ;
   always @(posedge clk)
-    q__3__retired <= \$473 ;
+    q__2__retired <= \$477 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$474 ;
+    q__2__cpl_irq <= \$478 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$475 ;
+    q2_cpl_pending <= \$479 ;
   always @(posedge clk)
-    q3_checked <= \$476 ;
+    q2_checked <= \$480 ;
   always @(posedge clk)
-    q__3__producer <= \$477 ;
+    q__2__producer <= \$481 ;
   always @(posedge clk)
-    q3_halted <= \$478 ;
+    q2_halted <= \$482 ;
   always @(posedge clk)
-    q__3__error <= \$479 ;
+    q__2__error <= \$483 ;
   always @(posedge clk)
-    q__3__error_index <= \$480 ;
+    q__2__error_index <= \$484 ;
   always @(posedge clk)
-    q__3__error_irq <= \$481 ;
+    q__2__error_irq <= \$485 ;
   always @(posedge clk)
-    q3_resetting <= \$482 ;
+    q2_resetting <= \$486 ;
   always @(posedge clk)
-    q3_acked <= \$483 ;
+    q2_acked <= \$487 ;
+  always @(posedge clk)
+    q__3__consumer <= \$488 ;
+  always @(posedge clk)
+    q__3__retired <= \$489 ;
+  always @(posedge clk)
+    q__3__cpl_irq <= \$490 ;
+  always @(posedge clk)
+    q3_cpl_pending <= \$491 ;
+  always @(posedge clk)
+    q3_checked <= \$492 ;
+  always @(posedge clk)
+    q__3__producer <= \$493 ;
+  always @(posedge clk)
+    q3_halted <= \$494 ;
+  always @(posedge clk)
+    q__3__error <= \$495 ;
+  always @(posedge clk)
+    q__3__error_index <= \$496 ;
+  always @(posedge clk)
+    q__3__error_irq <= \$497 ;
+  always @(posedge clk)
+    q3_resetting <= \$498 ;
+  always @(posedge clk)
+    q3_acked <= \$499 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -58334,490 +58374,482 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign q__0__ready = q0_active & r_rdy;
   assign \$5  = ~ q0_acked;
   assign q__0__qreset_req = q0_resetting & \$5 ;
-  assign \$6  = ~ q1_halted;
-  assign \$7  = q__1__enable & \$6 ;
-  assign \$8  = ~ q1_resetting;
-  assign q1_want = \$7  & \$8 ;
+  assign \$6  = 1'h1 << q__0__ring_log2;
+  assign \$7  = ~ q1_halted;
+  assign \$8  = q__1__enable & \$7 ;
+  assign \$9  = ~ q1_resetting;
+  assign q1_want = \$8  & \$9 ;
   assign q1_active = q1_want & q1_checked;
-  assign \$9  = q__1__fetch - \level$46 ;
-  assign q__1__ready = q1_active & \r_rdy$55 ;
-  assign \$10  = ~ q1_acked;
-  assign q__1__qreset_req = q1_resetting & \$10 ;
-  assign \$11  = ~ q2_halted;
-  assign \$12  = q__2__enable & \$11 ;
-  assign \$13  = ~ q2_resetting;
-  assign q2_want = \$12  & \$13 ;
+  assign \$10  = q__1__fetch - \level$48 ;
+  assign q__1__ready = q1_active & \r_rdy$57 ;
+  assign \$11  = ~ q1_acked;
+  assign q__1__qreset_req = q1_resetting & \$11 ;
+  assign \$12  = 1'h1 << q__1__ring_log2;
+  assign \$13  = ~ q2_halted;
+  assign \$14  = q__2__enable & \$13 ;
+  assign \$15  = ~ q2_resetting;
+  assign q2_want = \$14  & \$15 ;
   assign q2_active = q2_want & q2_checked;
-  assign \$14  = q__2__fetch - \level$76 ;
-  assign q__2__ready = q2_active & \r_rdy$85 ;
-  assign \$15  = ~ q2_acked;
-  assign q__2__qreset_req = q2_resetting & \$15 ;
-  assign \$16  = ~ q3_halted;
-  assign \$17  = q__3__enable & \$16 ;
-  assign \$18  = ~ q3_resetting;
-  assign q3_want = \$17  & \$18 ;
+  assign \$16  = q__2__fetch - \level$80 ;
+  assign q__2__ready = q2_active & \r_rdy$89 ;
+  assign \$17  = ~ q2_acked;
+  assign q__2__qreset_req = q2_resetting & \$17 ;
+  assign \$18  = 1'h1 << q__2__ring_log2;
+  assign \$19  = ~ q3_halted;
+  assign \$20  = q__3__enable & \$19 ;
+  assign \$21  = ~ q3_resetting;
+  assign q3_want = \$20  & \$21 ;
   assign q3_active = q3_want & q3_checked;
-  assign \$19  = q__3__fetch - \level$106 ;
-  assign q__3__ready = q3_active & \r_rdy$115 ;
-  assign \$20  = ~ q3_acked;
-  assign q__3__qreset_req = q3_resetting & \$20 ;
-  assign \$21  = q__0__fetch - q__0__consumer;
-  assign \$22  = q__0__producer - q__0__consumer;
-  assign \$23  = \$21 [31:0] < \$22 [31:0];
-  assign \$24  = q0_active & \$23 ;
-  assign \$25  = level < 3'h4;
-  assign q0_fetch_elig = \$24  & \$25 ;
-  assign \$28  = q__0__ring_log2 > 1'h0;
-  assign \$29  = q__0__ring_log2 > 1'h1;
-  assign \$30  = q__0__ring_log2 > 2'h2;
-  assign \$31  = q__0__ring_log2 > 2'h3;
-  assign \$32  = q__0__ring_log2 > 3'h4;
-  assign \$33  = q__0__ring_log2 > 3'h5;
-  assign \$34  = q__0__ring_log2 > 3'h6;
-  assign \$35  = q__0__ring_log2 > 3'h7;
-  assign \$36  = q__0__ring_log2 > 4'h8;
-  assign \$37  = q__0__ring_log2 > 4'h9;
-  assign \$38  = q__0__ring_log2 > 4'ha;
-  assign \$39  = q__0__ring_log2 > 4'hb;
-  assign \$40  = q__0__ring_log2 > 4'hc;
-  assign \$41  = q__0__ring_log2 > 4'hd;
-  assign \$42  = q__0__ring_log2 > 4'he;
-  assign \$43  = q__0__fetch[14:0] & { \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28  };
-  assign \$45  = \$27  + \$44 ;
-  assign \$46  = q__1__fetch - q__1__consumer;
-  assign \$47  = q__1__producer - q__1__consumer;
-  assign \$48  = \$46 [31:0] < \$47 [31:0];
-  assign \$49  = q1_active & \$48 ;
-  assign \$50  = \level$46  < 3'h4;
-  assign q1_fetch_elig = \$49  & \$50 ;
-  assign \$53  = q__1__ring_log2 > 1'h0;
-  assign \$54  = q__1__ring_log2 > 1'h1;
-  assign \$55  = q__1__ring_log2 > 2'h2;
-  assign \$56  = q__1__ring_log2 > 2'h3;
-  assign \$57  = q__1__ring_log2 > 3'h4;
-  assign \$58  = q__1__ring_log2 > 3'h5;
-  assign \$59  = q__1__ring_log2 > 3'h6;
-  assign \$60  = q__1__ring_log2 > 3'h7;
-  assign \$61  = q__1__ring_log2 > 4'h8;
-  assign \$62  = q__1__ring_log2 > 4'h9;
-  assign \$63  = q__1__ring_log2 > 4'ha;
-  assign \$64  = q__1__ring_log2 > 4'hb;
-  assign \$65  = q__1__ring_log2 > 4'hc;
-  assign \$66  = q__1__ring_log2 > 4'hd;
-  assign \$67  = q__1__ring_log2 > 4'he;
-  assign \$68  = q__1__fetch[14:0] & { \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53  };
-  assign \$70  = \$52  + \$69 ;
-  assign \$71  = q__2__fetch - q__2__consumer;
-  assign \$72  = q__2__producer - q__2__consumer;
-  assign \$73  = \$71 [31:0] < \$72 [31:0];
-  assign \$74  = q2_active & \$73 ;
-  assign \$75  = \level$76  < 3'h4;
-  assign q2_fetch_elig = \$74  & \$75 ;
-  assign \$78  = q__2__ring_log2 > 1'h0;
-  assign \$79  = q__2__ring_log2 > 1'h1;
-  assign \$80  = q__2__ring_log2 > 2'h2;
-  assign \$81  = q__2__ring_log2 > 2'h3;
-  assign \$82  = q__2__ring_log2 > 3'h4;
-  assign \$83  = q__2__ring_log2 > 3'h5;
-  assign \$84  = q__2__ring_log2 > 3'h6;
-  assign \$85  = q__2__ring_log2 > 3'h7;
-  assign \$86  = q__2__ring_log2 > 4'h8;
-  assign \$87  = q__2__ring_log2 > 4'h9;
-  assign \$88  = q__2__ring_log2 > 4'ha;
-  assign \$89  = q__2__ring_log2 > 4'hb;
-  assign \$90  = q__2__ring_log2 > 4'hc;
-  assign \$91  = q__2__ring_log2 > 4'hd;
-  assign \$92  = q__2__ring_log2 > 4'he;
-  assign \$93  = q__2__fetch[14:0] & { \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78  };
-  assign \$95  = \$77  + \$94 ;
-  assign \$96  = q__3__fetch - q__3__consumer;
-  assign \$97  = q__3__producer - q__3__consumer;
-  assign \$98  = \$96 [31:0] < \$97 [31:0];
-  assign \$99  = q3_active & \$98 ;
-  assign \$100  = \level$106  < 3'h4;
-  assign q3_fetch_elig = \$99  & \$100 ;
-  assign \$103  = q__3__ring_log2 > 1'h0;
-  assign \$104  = q__3__ring_log2 > 1'h1;
-  assign \$105  = q__3__ring_log2 > 2'h2;
-  assign \$106  = q__3__ring_log2 > 2'h3;
-  assign \$107  = q__3__ring_log2 > 3'h4;
-  assign \$108  = q__3__ring_log2 > 3'h5;
-  assign \$109  = q__3__ring_log2 > 3'h6;
-  assign \$110  = q__3__ring_log2 > 3'h7;
-  assign \$111  = q__3__ring_log2 > 4'h8;
-  assign \$112  = q__3__ring_log2 > 4'h9;
-  assign \$113  = q__3__ring_log2 > 4'ha;
-  assign \$114  = q__3__ring_log2 > 4'hb;
-  assign \$115  = q__3__ring_log2 > 4'hc;
-  assign \$116  = q__3__ring_log2 > 4'hd;
-  assign \$117  = q__3__ring_log2 > 4'he;
-  assign \$118  = q__3__fetch[14:0] & { \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103  };
-  assign \$120  = \$102  + \$119 ;
+  assign \$22  = q__3__fetch - \level$112 ;
+  assign q__3__ready = q3_active & \r_rdy$121 ;
+  assign \$23  = ~ q3_acked;
+  assign q__3__qreset_req = q3_resetting & \$23 ;
+  assign \$24  = 1'h1 << q__3__ring_log2;
+  assign \$25  = q__0__fetch - q__0__consumer;
+  assign \$26  = q__0__producer - q__0__consumer;
+  assign \$27  = \$25 [31:0] < \$26 [31:0];
+  assign \$28  = q0_active & \$27 ;
+  assign \$29  = q__0__producer - q__0__consumer;
+  assign \$30  = \$6  + 1'h1;
+  assign \$31  = \$29 [31:0] <= \$30 ;
+  assign \$32  = \$28  & \$31 ;
+  assign \$33  = level < 3'h4;
+  assign q0_fetch_elig = \$32  & \$33 ;
+  assign \$36  = q__0__ring_log2 > 1'h0;
+  assign \$37  = q__0__ring_log2 > 1'h1;
+  assign \$38  = q__0__ring_log2 > 2'h2;
+  assign \$39  = q__0__ring_log2 > 2'h3;
+  assign \$40  = q__0__ring_log2 > 3'h4;
+  assign \$41  = q__0__ring_log2 > 3'h5;
+  assign \$42  = q__0__ring_log2 > 3'h6;
+  assign \$43  = q__0__ring_log2 > 3'h7;
+  assign \$44  = q__0__ring_log2 > 4'h8;
+  assign \$45  = q__0__ring_log2 > 4'h9;
+  assign \$46  = q__0__ring_log2 > 4'ha;
+  assign \$47  = q__0__ring_log2 > 4'hb;
+  assign \$48  = q__0__ring_log2 > 4'hc;
+  assign \$49  = q__0__ring_log2 > 4'hd;
+  assign \$50  = q__0__ring_log2 > 4'he;
+  assign \$51  = q__0__fetch[14:0] & { \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36  };
+  assign \$53  = \$35  + \$52 ;
+  assign \$54  = q__1__fetch - q__1__consumer;
+  assign \$55  = q__1__producer - q__1__consumer;
+  assign \$56  = \$54 [31:0] < \$55 [31:0];
+  assign \$57  = q1_active & \$56 ;
+  assign \$58  = q__1__producer - q__1__consumer;
+  assign \$59  = \$12  + 1'h1;
+  assign \$60  = \$58 [31:0] <= \$59 ;
+  assign \$61  = \$57  & \$60 ;
+  assign \$62  = \level$48  < 3'h4;
+  assign q1_fetch_elig = \$61  & \$62 ;
+  assign \$65  = q__1__ring_log2 > 1'h0;
+  assign \$66  = q__1__ring_log2 > 1'h1;
+  assign \$67  = q__1__ring_log2 > 2'h2;
+  assign \$68  = q__1__ring_log2 > 2'h3;
+  assign \$69  = q__1__ring_log2 > 3'h4;
+  assign \$70  = q__1__ring_log2 > 3'h5;
+  assign \$71  = q__1__ring_log2 > 3'h6;
+  assign \$72  = q__1__ring_log2 > 3'h7;
+  assign \$73  = q__1__ring_log2 > 4'h8;
+  assign \$74  = q__1__ring_log2 > 4'h9;
+  assign \$75  = q__1__ring_log2 > 4'ha;
+  assign \$76  = q__1__ring_log2 > 4'hb;
+  assign \$77  = q__1__ring_log2 > 4'hc;
+  assign \$78  = q__1__ring_log2 > 4'hd;
+  assign \$79  = q__1__ring_log2 > 4'he;
+  assign \$80  = q__1__fetch[14:0] & { \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65  };
+  assign \$82  = \$64  + \$81 ;
+  assign \$83  = q__2__fetch - q__2__consumer;
+  assign \$84  = q__2__producer - q__2__consumer;
+  assign \$85  = \$83 [31:0] < \$84 [31:0];
+  assign \$86  = q2_active & \$85 ;
+  assign \$87  = q__2__producer - q__2__consumer;
+  assign \$88  = \$18  + 1'h1;
+  assign \$89  = \$87 [31:0] <= \$88 ;
+  assign \$90  = \$86  & \$89 ;
+  assign \$91  = \level$80  < 3'h4;
+  assign q2_fetch_elig = \$90  & \$91 ;
+  assign \$94  = q__2__ring_log2 > 1'h0;
+  assign \$95  = q__2__ring_log2 > 1'h1;
+  assign \$96  = q__2__ring_log2 > 2'h2;
+  assign \$97  = q__2__ring_log2 > 2'h3;
+  assign \$98  = q__2__ring_log2 > 3'h4;
+  assign \$99  = q__2__ring_log2 > 3'h5;
+  assign \$100  = q__2__ring_log2 > 3'h6;
+  assign \$101  = q__2__ring_log2 > 3'h7;
+  assign \$102  = q__2__ring_log2 > 4'h8;
+  assign \$103  = q__2__ring_log2 > 4'h9;
+  assign \$104  = q__2__ring_log2 > 4'ha;
+  assign \$105  = q__2__ring_log2 > 4'hb;
+  assign \$106  = q__2__ring_log2 > 4'hc;
+  assign \$107  = q__2__ring_log2 > 4'hd;
+  assign \$108  = q__2__ring_log2 > 4'he;
+  assign \$109  = q__2__fetch[14:0] & { \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94  };
+  assign \$111  = \$93  + \$110 ;
+  assign \$112  = q__3__fetch - q__3__consumer;
+  assign \$113  = q__3__producer - q__3__consumer;
+  assign \$114  = \$112 [31:0] < \$113 [31:0];
+  assign \$115  = q3_active & \$114 ;
+  assign \$116  = q__3__producer - q__3__consumer;
+  assign \$117  = \$24  + 1'h1;
+  assign \$118  = \$116 [31:0] <= \$117 ;
+  assign \$119  = \$115  & \$118 ;
+  assign \$120  = \level$112  < 3'h4;
+  assign q3_fetch_elig = \$119  & \$120 ;
+  assign \$123  = q__3__ring_log2 > 1'h0;
+  assign \$124  = q__3__ring_log2 > 1'h1;
+  assign \$125  = q__3__ring_log2 > 2'h2;
+  assign \$126  = q__3__ring_log2 > 2'h3;
+  assign \$127  = q__3__ring_log2 > 3'h4;
+  assign \$128  = q__3__ring_log2 > 3'h5;
+  assign \$129  = q__3__ring_log2 > 3'h6;
+  assign \$130  = q__3__ring_log2 > 3'h7;
+  assign \$131  = q__3__ring_log2 > 4'h8;
+  assign \$132  = q__3__ring_log2 > 4'h9;
+  assign \$133  = q__3__ring_log2 > 4'ha;
+  assign \$134  = q__3__ring_log2 > 4'hb;
+  assign \$135  = q__3__ring_log2 > 4'hc;
+  assign \$136  = q__3__ring_log2 > 4'hd;
+  assign \$137  = q__3__ring_log2 > 4'he;
+  assign \$138  = q__3__fetch[14:0] & { \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123  };
+  assign \$140  = \$122  + \$139 ;
   assign fetch_rr_any = | { q3_fetch_elig, q2_fetch_elig, q1_fetch_elig, q0_fetch_elig };
   assign fetch_r_hs = axi__rvalid & axi__rready;
   assign fetch_r_done = fetch_r_hs & axi__rlast;
-  assign \$121  = ~ fetch_discard;
-  assign \$122  = fetch_r_done & \$121 ;
-  assign \$123  = ~ fetch_q_reset;
-  assign fetch_keep = \$122  & \$123 ;
+  assign \$141  = ~ fetch_discard;
+  assign \$142  = fetch_r_done & \$141 ;
+  assign \$143  = ~ fetch_q_reset;
+  assign fetch_keep = \$142  & \$143 ;
   assign fetch_bad = fetch_r_err | axi__rresp[1];
-  assign \$124  = ~ fetch_bad;
-  assign \$125  = fetch_keep & \$124 ;
-  assign \$126  = ! fetch_q;
-  assign q0_fetch_push = \$125  & \$126 ;
-  assign \$127  = ~ fetch_bad;
-  assign \$128  = fetch_keep & \$127 ;
-  assign \$129  = fetch_q == 1'h1;
-  assign q1_fetch_push = \$128  & \$129 ;
-  assign \$130  = ~ fetch_bad;
-  assign \$131  = fetch_keep & \$130 ;
-  assign \$132  = fetch_q == 2'h2;
-  assign q2_fetch_push = \$131  & \$132 ;
-  assign \$133  = ~ fetch_bad;
-  assign \$134  = fetch_keep & \$133 ;
-  assign \$135  = fetch_q == 2'h3;
-  assign q3_fetch_push = \$134  & \$135 ;
-  assign \$136  = cpl_valid & w_rdy;
-  assign \$137  = \port$11315$0 [1:0] < 3'h4;
-  assign cpl_push_ok = \$136  & \$137 ;
-  assign cpl_free = 3'h4 - \level$195 ;
-  assign \$138  = cpl_w_nbeats - 1'h1;
-  assign cpl_w_last = cpl_w_beat == \$138 ;
-  assign \$655  = cpl_w_beat * 7'h40;
-  assign axi__wdata = cpl_w_buf >> \$655 ;
+  assign \$144  = ~ fetch_bad;
+  assign \$145  = fetch_keep & \$144 ;
+  assign \$146  = ! fetch_q;
+  assign q0_fetch_push = \$145  & \$146 ;
+  assign \$147  = ~ fetch_bad;
+  assign \$148  = fetch_keep & \$147 ;
+  assign \$149  = fetch_q == 1'h1;
+  assign q1_fetch_push = \$148  & \$149 ;
+  assign \$150  = ~ fetch_bad;
+  assign \$151  = fetch_keep & \$150 ;
+  assign \$152  = fetch_q == 2'h2;
+  assign q2_fetch_push = \$151  & \$152 ;
+  assign \$153  = ~ fetch_bad;
+  assign \$154  = fetch_keep & \$153 ;
+  assign \$155  = fetch_q == 2'h3;
+  assign q3_fetch_push = \$154  & \$155 ;
+  assign \$156  = cpl_valid & w_rdy;
+  assign \$157  = \port$11331$0 [1:0] < 3'h4;
+  assign cpl_push_ok = \$156  & \$157 ;
+  assign cpl_free = 3'h4 - \level$199 ;
+  assign \$158  = cpl_w_nbeats - 1'h1;
+  assign cpl_w_last = cpl_w_beat == \$158 ;
+  assign \$691  = cpl_w_beat * 7'h40;
+  assign axi__wdata = cpl_w_buf >> \$691 ;
   assign cpl_aw_hs = axi__awvalid & axi__awready;
   assign cpl_w_hs = axi__wvalid & axi__wready;
-  assign \$139  = ~ axi__awvalid;
-  assign \$140  = \$139  | axi__awready;
-  assign \$141  = ~ axi__wvalid;
-  assign \$142  = axi__wready & cpl_w_last;
-  assign \$143  = \$141  | \$142 ;
-  assign cpl_sent = \$140  & \$143 ;
+  assign \$159  = ~ axi__awvalid;
+  assign \$160  = \$159  | axi__awready;
+  assign \$161  = ~ axi__wvalid;
+  assign \$162  = axi__wready & cpl_w_last;
+  assign \$163  = \$161  | \$162 ;
+  assign cpl_sent = \$160  & \$163 ;
   assign cpl_b_hs = axi__bvalid & axi__bready;
   assign cpl_fin_bad = cpl_wr_err | axi__bresp[1];
-  assign \$146  = axi__bresp == 2'h3;
-  assign \$147  = \$146  ? 8'h07 : 8'h06;
-  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$147 ;
-  assign \$148  = ! cpl_req[1:0];
-  assign q0_cpl_done = cpl_finish & \$148 ;
-  assign \$149  = | q__0__ring_base[4:0];
-  assign \$150  = | q__0__cpl_base[3:0];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = ! q__0__ring_log2;
-  assign q0_bad_cfg = \$151  | \$152 ;
-  assign \$153  = ! cpl_req[1:0];
-  assign \$154  = cpl_cons_busy & \$153 ;
-  assign \$155  = q__0__consumer + \$154 ;
-  assign \$156  = 1'h1 << q__0__ring_log2;
-  assign \$157  = q__0__doorbell - \$155 [31:0];
-  assign q0_db_overflow = \$157 [31:0] > \$156 ;
-  assign \$158  = ~ q0_resetting;
-  assign q0_db_write = q__0__doorbell_we & \$158 ;
-  assign \$159  = ~ q0_checked;
-  assign \$160  = q0_want & \$159 ;
-  assign \$161  = \$160  & q0_bad_cfg;
-  assign \$162  = q0_db_write & q0_db_overflow;
-  assign \$163  = fetch_keep & fetch_bad;
-  assign \$164  = ! fetch_q;
-  assign \$165  = \$163  & \$164 ;
-  assign \$166  = cpl_req[3] | cpl_fin_bad;
-  assign \$167  = q0_cpl_done & \$166 ;
-  assign q0_halt_any = | { \$167 , \$165 , \$162 , \$161  };
-  assign \$168  = cpl_req[3] | cpl_fin_bad;
-  assign \$169  = q0_cpl_done & \$168 ;
-  assign \$170  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$171  = fetch_keep & fetch_bad;
-  assign \$172  = ! fetch_q;
-  assign \$173  = \$171  & \$172 ;
-  assign \$174  = axi__rresp == 2'h3;
-  assign \$175  = \$174  ? 8'h07 : 8'h06;
-  assign \$176  = fetch_r_err ? fetch_r_code : \$175 ;
-  assign \$177  = q0_db_write & q0_db_overflow;
+  assign \$166  = axi__bresp == 2'h3;
+  assign \$167  = \$166  ? 8'h07 : 8'h06;
+  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$167 ;
+  assign \$168  = ! cpl_req[1:0];
+  assign q0_cpl_done = cpl_finish & \$168 ;
+  assign \$169  = | q__0__ring_base[4:0];
+  assign \$170  = | q__0__cpl_base[3:0];
+  assign \$171  = \$169  | \$170 ;
+  assign \$172  = ! q__0__ring_log2;
+  assign q0_bad_cfg = \$171  | \$172 ;
+  assign \$173  = ! cpl_req[1:0];
+  assign \$174  = cpl_cons_busy & \$173 ;
+  assign \$175  = q__0__consumer + \$174 ;
+  assign \$176  = q__0__doorbell - \$175 [31:0];
+  assign q0_db_overflow = \$176 [31:0] > \$6 ;
+  assign \$177  = ~ q0_resetting;
+  assign q0_db_write = q__0__doorbell_we & \$177 ;
   assign \$178  = ~ q0_checked;
   assign \$179  = q0_want & \$178 ;
   assign \$180  = \$179  & q0_bad_cfg;
-  assign \$181  = q0_resetting & q0_acked;
-  assign \$182  = ! q0_cpl_pending;
-  assign q0_reset_done = \$181  & \$182 ;
-  assign \$183  = cpl_req[1:0] == 1'h1;
-  assign q1_cpl_done = cpl_finish & \$183 ;
-  assign \$184  = | q__1__ring_base[4:0];
-  assign \$185  = | q__1__cpl_base[3:0];
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = ! q__1__ring_log2;
-  assign q1_bad_cfg = \$186  | \$187 ;
-  assign \$188  = cpl_req[1:0] == 1'h1;
-  assign \$189  = cpl_cons_busy & \$188 ;
-  assign \$190  = q__1__consumer + \$189 ;
-  assign \$191  = 1'h1 << q__1__ring_log2;
-  assign \$192  = q__1__doorbell - \$190 [31:0];
-  assign q1_db_overflow = \$192 [31:0] > \$191 ;
-  assign \$193  = ~ q1_resetting;
-  assign q1_db_write = q__1__doorbell_we & \$193 ;
-  assign \$194  = ~ q1_checked;
-  assign \$195  = q1_want & \$194 ;
-  assign \$196  = \$195  & q1_bad_cfg;
-  assign \$197  = q1_db_write & q1_db_overflow;
-  assign \$198  = fetch_keep & fetch_bad;
-  assign \$199  = fetch_q == 1'h1;
-  assign \$200  = \$198  & \$199 ;
-  assign \$201  = cpl_req[3] | cpl_fin_bad;
-  assign \$202  = q1_cpl_done & \$201 ;
-  assign q1_halt_any = | { \$202 , \$200 , \$197 , \$196  };
-  assign \$203  = cpl_req[3] | cpl_fin_bad;
-  assign \$204  = q1_cpl_done & \$203 ;
-  assign \$205  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$206  = fetch_keep & fetch_bad;
-  assign \$207  = fetch_q == 1'h1;
-  assign \$208  = \$206  & \$207 ;
-  assign \$209  = axi__rresp == 2'h3;
-  assign \$210  = \$209  ? 8'h07 : 8'h06;
-  assign \$211  = fetch_r_err ? fetch_r_code : \$210 ;
-  assign \$212  = q1_db_write & q1_db_overflow;
-  assign \$213  = ~ q1_checked;
-  assign \$214  = q1_want & \$213 ;
-  assign \$215  = \$214  & q1_bad_cfg;
-  assign \$216  = q1_resetting & q1_acked;
-  assign \$217  = ! q1_cpl_pending;
-  assign q1_reset_done = \$216  & \$217 ;
-  assign \$218  = cpl_req[1:0] == 2'h2;
-  assign q2_cpl_done = cpl_finish & \$218 ;
-  assign \$219  = | q__2__ring_base[4:0];
-  assign \$220  = | q__2__cpl_base[3:0];
-  assign \$221  = \$219  | \$220 ;
-  assign \$222  = ! q__2__ring_log2;
-  assign q2_bad_cfg = \$221  | \$222 ;
-  assign \$223  = cpl_req[1:0] == 2'h2;
-  assign \$224  = cpl_cons_busy & \$223 ;
-  assign \$225  = q__2__consumer + \$224 ;
-  assign \$226  = 1'h1 << q__2__ring_log2;
-  assign \$227  = q__2__doorbell - \$225 [31:0];
-  assign q2_db_overflow = \$227 [31:0] > \$226 ;
-  assign \$228  = ~ q2_resetting;
-  assign q2_db_write = q__2__doorbell_we & \$228 ;
-  assign \$229  = ~ q2_checked;
-  assign \$230  = q2_want & \$229 ;
-  assign \$231  = \$230  & q2_bad_cfg;
-  assign \$232  = q2_db_write & q2_db_overflow;
-  assign \$233  = fetch_keep & fetch_bad;
-  assign \$234  = fetch_q == 2'h2;
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = cpl_req[3] | cpl_fin_bad;
-  assign \$237  = q2_cpl_done & \$236 ;
-  assign q2_halt_any = | { \$237 , \$235 , \$232 , \$231  };
-  assign \$238  = cpl_req[3] | cpl_fin_bad;
-  assign \$239  = q2_cpl_done & \$238 ;
-  assign \$240  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$241  = fetch_keep & fetch_bad;
-  assign \$242  = fetch_q == 2'h2;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = axi__rresp == 2'h3;
-  assign \$245  = \$244  ? 8'h07 : 8'h06;
-  assign \$246  = fetch_r_err ? fetch_r_code : \$245 ;
-  assign \$247  = q2_db_write & q2_db_overflow;
-  assign \$248  = ~ q2_checked;
-  assign \$249  = q2_want & \$248 ;
-  assign \$250  = \$249  & q2_bad_cfg;
-  assign \$251  = q2_resetting & q2_acked;
-  assign \$252  = ! q2_cpl_pending;
-  assign q2_reset_done = \$251  & \$252 ;
-  assign \$253  = cpl_req[1:0] == 2'h3;
-  assign q3_cpl_done = cpl_finish & \$253 ;
-  assign \$254  = | q__3__ring_base[4:0];
-  assign \$255  = | q__3__cpl_base[3:0];
-  assign \$256  = \$254  | \$255 ;
-  assign \$257  = ! q__3__ring_log2;
-  assign q3_bad_cfg = \$256  | \$257 ;
-  assign \$258  = cpl_req[1:0] == 2'h3;
-  assign \$259  = cpl_cons_busy & \$258 ;
-  assign \$260  = q__3__consumer + \$259 ;
-  assign \$261  = 1'h1 << q__3__ring_log2;
-  assign \$262  = q__3__doorbell - \$260 [31:0];
-  assign q3_db_overflow = \$262 [31:0] > \$261 ;
-  assign \$263  = ~ q3_resetting;
-  assign q3_db_write = q__3__doorbell_we & \$263 ;
-  assign \$264  = ~ q3_checked;
-  assign \$265  = q3_want & \$264 ;
-  assign \$266  = \$265  & q3_bad_cfg;
-  assign \$267  = q3_db_write & q3_db_overflow;
-  assign \$268  = fetch_keep & fetch_bad;
-  assign \$269  = fetch_q == 2'h3;
-  assign \$270  = \$268  & \$269 ;
-  assign \$271  = cpl_req[3] | cpl_fin_bad;
-  assign \$272  = q3_cpl_done & \$271 ;
-  assign q3_halt_any = | { \$272 , \$270 , \$267 , \$266  };
-  assign \$273  = cpl_req[3] | cpl_fin_bad;
-  assign \$274  = q3_cpl_done & \$273 ;
-  assign \$275  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$276  = fetch_keep & fetch_bad;
-  assign \$277  = fetch_q == 2'h3;
-  assign \$278  = \$276  & \$277 ;
-  assign \$279  = axi__rresp == 2'h3;
-  assign \$280  = \$279  ? 8'h07 : 8'h06;
-  assign \$281  = fetch_r_err ? fetch_r_code : \$280 ;
-  assign \$282  = q3_db_write & q3_db_overflow;
-  assign \$283  = ~ q3_checked;
-  assign \$284  = q3_want & \$283 ;
-  assign \$285  = \$284  & q3_bad_cfg;
-  assign \$286  = q3_resetting & q3_acked;
-  assign \$287  = ! q3_cpl_pending;
-  assign q3_reset_done = \$286  & \$287 ;
-  assign \$288  = ! fetch_fsm_state;
-  assign \$289  = fetch_fsm_state == 1'h1;
-  assign \$290  = fetch_fsm_state == 2'h2;
-  assign \$291  = ! cpl_fsm_state;
-  assign \$292  = cpl_fsm_state == 1'h1;
-  assign \$293  = cpl_fsm_state == 2'h2;
-  assign \$294  = cpl_fsm_state == 2'h3;
-  assign \$295  = cpl_fsm_state == 3'h4;
-  assign \$296  = cpl_fsm_state == 3'h5;
-  assign \$297  = fetch_busy & fetch_q_reset;
-  assign \$300  = fetch_r_beat != 2'h3;
-  assign \$301  = fetch_r_beat + 1'h1;
-  assign \$302  = ~ fetch_r_err;
-  assign \$303  = axi__rresp[1] & \$302 ;
-  assign \$304  = axi__rresp == 2'h3;
-  assign \$305  = \$304  ? 8'h07 : 8'h06;
-  assign \$306  = q__0__fetch + 1'h1;
-  assign \$307  = q__1__fetch + 1'h1;
-  assign \$308  = q__2__fetch + 1'h1;
-  assign \$309  = q__3__fetch + 1'h1;
-  assign \$310  = ~ cpl_push_ok;
-  assign \$311  = cpl_valid & \$310 ;
-  assign \$312  = cpl_w_beat + 1'h1;
-  assign \$313  = cpl_sel_base + 5'h10;
-  assign \$314  = cpl_sel_log2 > 1'h0;
-  assign \$315  = cpl_sel_log2 > 1'h1;
-  assign \$316  = cpl_sel_log2 > 2'h2;
-  assign \$317  = cpl_sel_log2 > 2'h3;
-  assign \$318  = cpl_sel_log2 > 3'h4;
-  assign \$319  = cpl_sel_log2 > 3'h5;
-  assign \$320  = cpl_sel_log2 > 3'h6;
-  assign \$321  = cpl_sel_log2 > 3'h7;
-  assign \$322  = cpl_sel_log2 > 4'h8;
-  assign \$323  = cpl_sel_log2 > 4'h9;
-  assign \$324  = cpl_sel_log2 > 4'ha;
-  assign \$325  = cpl_sel_log2 > 4'hb;
-  assign \$326  = cpl_sel_log2 > 4'hc;
-  assign \$327  = cpl_sel_log2 > 4'hd;
-  assign \$328  = cpl_sel_log2 > 4'he;
-  assign \$329  = cpl_sel_c[14:0] & { \$328 , \$327 , \$326 , \$325 , \$324 , \$323 , \$322 , \$321 , \$320 , \$319 , \$318 , \$317 , \$316 , \$315 , \$314  };
-  assign \$331  = \$313  + \$330 ;
-  assign \$332  = axi__bresp == 2'h3;
-  assign \$333  = \$332  ? 8'h07 : 8'h06;
-  assign \$334  = cpl_rec_index + 1'h1;
-  assign \$335  = q__0__consumer + 1'h1;
-  assign \$336  = q0_cpl_done & cpl_req[2];
-  assign \$337  = ! \port$11315$0 [1:0];
-  assign \$338  = cpl_push_ok & \$337 ;
-  assign \$339  = q0_cpl_pending + \$338 ;
-  assign \$340  = \$339  - q0_cpl_done;
-  assign \$341  = ~ q0_bad_cfg;
-  assign \$342  = q0_checked | \$341 ;
-  assign \$343  = q0_want & \$342 ;
-  assign \$344  = ~ q0_db_overflow;
-  assign \$345  = q0_db_write & \$344 ;
-  assign \$346  = ~ q0_halted;
-  assign \$347  = q0_halt_any & \$346 ;
-  assign \$348  = ~ q0_resetting;
-  assign \$349  = q__0__reset & \$348 ;
-  assign \$350  = ~ fw_running;
-  assign \$351  = \port$121$0 [0] | \$350 ;
-  assign \$352  = q0_resetting & \$351 ;
-  assign \$353  = q__1__consumer + 1'h1;
-  assign \$354  = q1_cpl_done & cpl_req[2];
-  assign \$355  = \port$11315$0 [1:0] == 1'h1;
-  assign \$356  = cpl_push_ok & \$355 ;
-  assign \$357  = q1_cpl_pending + \$356 ;
-  assign \$358  = \$357  - q1_cpl_done;
-  assign \$359  = ~ q1_bad_cfg;
-  assign \$360  = q1_checked | \$359 ;
-  assign \$361  = q1_want & \$360 ;
-  assign \$362  = ~ q1_db_overflow;
-  assign \$363  = q1_db_write & \$362 ;
-  assign \$364  = ~ q1_halted;
-  assign \$365  = q1_halt_any & \$364 ;
-  assign \$366  = ~ q1_resetting;
-  assign \$367  = q__1__reset & \$366 ;
-  assign \$368  = ~ fw_running;
-  assign \$369  = \port$121$0 [1] | \$368 ;
-  assign \$370  = q1_resetting & \$369 ;
-  assign \$371  = q__2__consumer + 1'h1;
-  assign \$372  = q2_cpl_done & cpl_req[2];
-  assign \$373  = \port$11315$0 [1:0] == 2'h2;
-  assign \$374  = cpl_push_ok & \$373 ;
-  assign \$375  = q2_cpl_pending + \$374 ;
-  assign \$376  = \$375  - q2_cpl_done;
-  assign \$377  = ~ q2_bad_cfg;
-  assign \$378  = q2_checked | \$377 ;
-  assign \$379  = q2_want & \$378 ;
-  assign \$380  = ~ q2_db_overflow;
-  assign \$381  = q2_db_write & \$380 ;
-  assign \$382  = ~ q2_halted;
-  assign \$383  = q2_halt_any & \$382 ;
-  assign \$384  = ~ q2_resetting;
-  assign \$385  = q__2__reset & \$384 ;
-  assign \$386  = ~ fw_running;
-  assign \$387  = \port$121$0 [2] | \$386 ;
-  assign \$388  = q2_resetting & \$387 ;
-  assign \$389  = q__3__consumer + 1'h1;
-  assign \$390  = q3_cpl_done & cpl_req[2];
-  assign \$391  = \port$11315$0 [1:0] == 2'h3;
-  assign \$392  = cpl_push_ok & \$391 ;
-  assign \$393  = q3_cpl_pending + \$392 ;
-  assign \$394  = \$393  - q3_cpl_done;
-  assign \$395  = ~ q3_bad_cfg;
-  assign \$396  = q3_checked | \$395 ;
-  assign \$397  = q3_want & \$396 ;
-  assign \$398  = ~ q3_db_overflow;
-  assign \$399  = q3_db_write & \$398 ;
-  assign \$400  = ~ q3_halted;
-  assign \$401  = q3_halt_any & \$400 ;
-  assign \$402  = ~ q3_resetting;
-  assign \$403  = q__3__reset & \$402 ;
-  assign \$404  = ~ fw_running;
-  assign \$405  = \port$121$0 [3] | \$404 ;
-  assign \$406  = q3_resetting & \$405 ;
-  always @(posedge clk)
-    fetch_discard <= \$407 ;
-  always @(posedge clk)
-    fetch_q <= \$408 ;
-  always @(posedge clk)
-    fetch_rr_last <= \$409 ;
-  always @(posedge clk)
-    axi__arvalid <= \$410 ;
-  always @(posedge clk)
-    axi__araddr <= \$411 ;
-  always @(posedge clk)
-    fetch_r_beat <= \$412 ;
-  always @(posedge clk)
-    fetch_r_err <= \$413 ;
-  always @(posedge clk)
-    fetch_fsm_state <= \$414 ;
-  always @(posedge clk)
-    fetch_r_buf <= \$415 ;
-  always @(posedge clk)
-    fetch_r_code <= \$416 ;
-  always @(posedge clk)
-    q__0__fetch <= \$417 ;
-  always @(posedge clk)
-    q__1__fetch <= \$418 ;
+  assign \$181  = q0_db_write & q0_db_overflow;
+  assign \$182  = fetch_keep & fetch_bad;
+  assign \$183  = ! fetch_q;
+  assign \$184  = \$182  & \$183 ;
+  assign \$185  = cpl_req[3] | cpl_fin_bad;
+  assign \$186  = q0_cpl_done & \$185 ;
+  assign q0_halt_any = | { \$186 , \$184 , \$181 , \$180  };
+  assign \$187  = cpl_req[3] | cpl_fin_bad;
+  assign \$188  = q0_cpl_done & \$187 ;
+  assign \$189  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$190  = fetch_keep & fetch_bad;
+  assign \$191  = ! fetch_q;
+  assign \$192  = \$190  & \$191 ;
+  assign \$193  = axi__rresp == 2'h3;
+  assign \$194  = \$193  ? 8'h07 : 8'h06;
+  assign \$195  = fetch_r_err ? fetch_r_code : \$194 ;
+  assign \$196  = q0_db_write & q0_db_overflow;
+  assign \$197  = ~ q0_checked;
+  assign \$198  = q0_want & \$197 ;
+  assign \$199  = \$198  & q0_bad_cfg;
+  assign \$200  = q0_resetting & q0_acked;
+  assign \$201  = ! q0_cpl_pending;
+  assign q0_reset_done = \$200  & \$201 ;
+  assign \$202  = cpl_req[1:0] == 1'h1;
+  assign q1_cpl_done = cpl_finish & \$202 ;
+  assign \$203  = | q__1__ring_base[4:0];
+  assign \$204  = | q__1__cpl_base[3:0];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = ! q__1__ring_log2;
+  assign q1_bad_cfg = \$205  | \$206 ;
+  assign \$207  = cpl_req[1:0] == 1'h1;
+  assign \$208  = cpl_cons_busy & \$207 ;
+  assign \$209  = q__1__consumer + \$208 ;
+  assign \$210  = q__1__doorbell - \$209 [31:0];
+  assign q1_db_overflow = \$210 [31:0] > \$12 ;
+  assign \$211  = ~ q1_resetting;
+  assign q1_db_write = q__1__doorbell_we & \$211 ;
+  assign \$212  = ~ q1_checked;
+  assign \$213  = q1_want & \$212 ;
+  assign \$214  = \$213  & q1_bad_cfg;
+  assign \$215  = q1_db_write & q1_db_overflow;
+  assign \$216  = fetch_keep & fetch_bad;
+  assign \$217  = fetch_q == 1'h1;
+  assign \$218  = \$216  & \$217 ;
+  assign \$219  = cpl_req[3] | cpl_fin_bad;
+  assign \$220  = q1_cpl_done & \$219 ;
+  assign q1_halt_any = | { \$220 , \$218 , \$215 , \$214  };
+  assign \$221  = cpl_req[3] | cpl_fin_bad;
+  assign \$222  = q1_cpl_done & \$221 ;
+  assign \$223  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$224  = fetch_keep & fetch_bad;
+  assign \$225  = fetch_q == 1'h1;
+  assign \$226  = \$224  & \$225 ;
+  assign \$227  = axi__rresp == 2'h3;
+  assign \$228  = \$227  ? 8'h07 : 8'h06;
+  assign \$229  = fetch_r_err ? fetch_r_code : \$228 ;
+  assign \$230  = q1_db_write & q1_db_overflow;
+  assign \$231  = ~ q1_checked;
+  assign \$232  = q1_want & \$231 ;
+  assign \$233  = \$232  & q1_bad_cfg;
+  assign \$234  = q1_resetting & q1_acked;
+  assign \$235  = ! q1_cpl_pending;
+  assign q1_reset_done = \$234  & \$235 ;
+  assign \$236  = cpl_req[1:0] == 2'h2;
+  assign q2_cpl_done = cpl_finish & \$236 ;
+  assign \$237  = | q__2__ring_base[4:0];
+  assign \$238  = | q__2__cpl_base[3:0];
+  assign \$239  = \$237  | \$238 ;
+  assign \$240  = ! q__2__ring_log2;
+  assign q2_bad_cfg = \$239  | \$240 ;
+  assign \$241  = cpl_req[1:0] == 2'h2;
+  assign \$242  = cpl_cons_busy & \$241 ;
+  assign \$243  = q__2__consumer + \$242 ;
+  assign \$244  = q__2__doorbell - \$243 [31:0];
+  assign q2_db_overflow = \$244 [31:0] > \$18 ;
+  assign \$245  = ~ q2_resetting;
+  assign q2_db_write = q__2__doorbell_we & \$245 ;
+  assign \$246  = ~ q2_checked;
+  assign \$247  = q2_want & \$246 ;
+  assign \$248  = \$247  & q2_bad_cfg;
+  assign \$249  = q2_db_write & q2_db_overflow;
+  assign \$250  = fetch_keep & fetch_bad;
+  assign \$251  = fetch_q == 2'h2;
+  assign \$252  = \$250  & \$251 ;
+  assign \$253  = cpl_req[3] | cpl_fin_bad;
+  assign \$254  = q2_cpl_done & \$253 ;
+  assign q2_halt_any = | { \$254 , \$252 , \$249 , \$248  };
+  assign \$255  = cpl_req[3] | cpl_fin_bad;
+  assign \$256  = q2_cpl_done & \$255 ;
+  assign \$257  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$258  = fetch_keep & fetch_bad;
+  assign \$259  = fetch_q == 2'h2;
+  assign \$260  = \$258  & \$259 ;
+  assign \$261  = axi__rresp == 2'h3;
+  assign \$262  = \$261  ? 8'h07 : 8'h06;
+  assign \$263  = fetch_r_err ? fetch_r_code : \$262 ;
+  assign \$264  = q2_db_write & q2_db_overflow;
+  assign \$265  = ~ q2_checked;
+  assign \$266  = q2_want & \$265 ;
+  assign \$267  = \$266  & q2_bad_cfg;
+  assign \$268  = q2_resetting & q2_acked;
+  assign \$269  = ! q2_cpl_pending;
+  assign q2_reset_done = \$268  & \$269 ;
+  assign \$270  = cpl_req[1:0] == 2'h3;
+  assign q3_cpl_done = cpl_finish & \$270 ;
+  assign \$271  = | q__3__ring_base[4:0];
+  assign \$272  = | q__3__cpl_base[3:0];
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = ! q__3__ring_log2;
+  assign q3_bad_cfg = \$273  | \$274 ;
+  assign \$275  = cpl_req[1:0] == 2'h3;
+  assign \$276  = cpl_cons_busy & \$275 ;
+  assign \$277  = q__3__consumer + \$276 ;
+  assign \$278  = q__3__doorbell - \$277 [31:0];
+  assign q3_db_overflow = \$278 [31:0] > \$24 ;
+  assign \$279  = ~ q3_resetting;
+  assign q3_db_write = q__3__doorbell_we & \$279 ;
+  assign \$280  = ~ q3_checked;
+  assign \$281  = q3_want & \$280 ;
+  assign \$282  = \$281  & q3_bad_cfg;
+  assign \$283  = q3_db_write & q3_db_overflow;
+  assign \$284  = fetch_keep & fetch_bad;
+  assign \$285  = fetch_q == 2'h3;
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = cpl_req[3] | cpl_fin_bad;
+  assign \$288  = q3_cpl_done & \$287 ;
+  assign q3_halt_any = | { \$288 , \$286 , \$283 , \$282  };
+  assign \$289  = cpl_req[3] | cpl_fin_bad;
+  assign \$290  = q3_cpl_done & \$289 ;
+  assign \$291  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$292  = fetch_keep & fetch_bad;
+  assign \$293  = fetch_q == 2'h3;
+  assign \$294  = \$292  & \$293 ;
+  assign \$295  = axi__rresp == 2'h3;
+  assign \$296  = \$295  ? 8'h07 : 8'h06;
+  assign \$297  = fetch_r_err ? fetch_r_code : \$296 ;
+  assign \$298  = q3_db_write & q3_db_overflow;
+  assign \$299  = ~ q3_checked;
+  assign \$300  = q3_want & \$299 ;
+  assign \$301  = \$300  & q3_bad_cfg;
+  assign \$302  = q3_resetting & q3_acked;
+  assign \$303  = ! q3_cpl_pending;
+  assign q3_reset_done = \$302  & \$303 ;
+  assign \$304  = ! fetch_fsm_state;
+  assign \$305  = fetch_fsm_state == 1'h1;
+  assign \$306  = fetch_fsm_state == 2'h2;
+  assign \$307  = ! cpl_fsm_state;
+  assign \$308  = cpl_fsm_state == 1'h1;
+  assign \$309  = cpl_fsm_state == 2'h2;
+  assign \$310  = cpl_fsm_state == 2'h3;
+  assign \$311  = cpl_fsm_state == 3'h4;
+  assign \$312  = cpl_fsm_state == 3'h5;
+  assign \$313  = fetch_busy & fetch_q_reset;
+  assign \$316  = fetch_r_beat != 2'h3;
+  assign \$317  = fetch_r_beat + 1'h1;
+  assign \$318  = ~ fetch_r_err;
+  assign \$319  = axi__rresp[1] & \$318 ;
+  assign \$320  = axi__rresp == 2'h3;
+  assign \$321  = \$320  ? 8'h07 : 8'h06;
+  assign \$322  = q__0__fetch + 1'h1;
+  assign \$323  = q__1__fetch + 1'h1;
+  assign \$324  = q__2__fetch + 1'h1;
+  assign \$325  = q__3__fetch + 1'h1;
+  assign \$326  = ~ cpl_push_ok;
+  assign \$327  = cpl_valid & \$326 ;
+  assign \$328  = cpl_w_beat + 1'h1;
+  assign \$329  = cpl_sel_base + 5'h10;
+  assign \$330  = cpl_sel_log2 > 1'h0;
+  assign \$331  = cpl_sel_log2 > 1'h1;
+  assign \$332  = cpl_sel_log2 > 2'h2;
+  assign \$333  = cpl_sel_log2 > 2'h3;
+  assign \$334  = cpl_sel_log2 > 3'h4;
+  assign \$335  = cpl_sel_log2 > 3'h5;
+  assign \$336  = cpl_sel_log2 > 3'h6;
+  assign \$337  = cpl_sel_log2 > 3'h7;
+  assign \$338  = cpl_sel_log2 > 4'h8;
+  assign \$339  = cpl_sel_log2 > 4'h9;
+  assign \$340  = cpl_sel_log2 > 4'ha;
+  assign \$341  = cpl_sel_log2 > 4'hb;
+  assign \$342  = cpl_sel_log2 > 4'hc;
+  assign \$343  = cpl_sel_log2 > 4'hd;
+  assign \$344  = cpl_sel_log2 > 4'he;
+  assign \$345  = cpl_sel_c[14:0] & { \$344 , \$343 , \$342 , \$341 , \$340 , \$339 , \$338 , \$337 , \$336 , \$335 , \$334 , \$333 , \$332 , \$331 , \$330  };
+  assign \$347  = \$329  + \$346 ;
+  assign \$348  = axi__bresp == 2'h3;
+  assign \$349  = \$348  ? 8'h07 : 8'h06;
+  assign \$350  = cpl_rec_index + 1'h1;
+  assign \$351  = q__0__consumer + 1'h1;
+  assign \$352  = q0_cpl_done & cpl_req[2];
+  assign \$353  = ! \port$11331$0 [1:0];
+  assign \$354  = cpl_push_ok & \$353 ;
+  assign \$355  = q0_cpl_pending + \$354 ;
+  assign \$356  = \$355  - q0_cpl_done;
+  assign \$357  = ~ q0_bad_cfg;
+  assign \$358  = q0_checked | \$357 ;
+  assign \$359  = q0_want & \$358 ;
+  assign \$360  = ~ q0_db_overflow;
+  assign \$361  = q0_db_write & \$360 ;
+  assign \$362  = ~ q0_halted;
+  assign \$363  = q0_halt_any & \$362 ;
+  assign \$364  = ~ q0_resetting;
+  assign \$365  = q__0__reset & \$364 ;
+  assign \$366  = ~ fw_running;
+  assign \$367  = \port$121$0 [0] | \$366 ;
+  assign \$368  = q0_resetting & \$367 ;
+  assign \$369  = q__1__consumer + 1'h1;
+  assign \$370  = q1_cpl_done & cpl_req[2];
+  assign \$371  = \port$11331$0 [1:0] == 1'h1;
+  assign \$372  = cpl_push_ok & \$371 ;
+  assign \$373  = q1_cpl_pending + \$372 ;
+  assign \$374  = \$373  - q1_cpl_done;
+  assign \$375  = ~ q1_bad_cfg;
+  assign \$376  = q1_checked | \$375 ;
+  assign \$377  = q1_want & \$376 ;
+  assign \$378  = ~ q1_db_overflow;
+  assign \$379  = q1_db_write & \$378 ;
+  assign \$380  = ~ q1_halted;
+  assign \$381  = q1_halt_any & \$380 ;
+  assign \$382  = ~ q1_resetting;
+  assign \$383  = q__1__reset & \$382 ;
+  assign \$384  = ~ fw_running;
+  assign \$385  = \port$121$0 [1] | \$384 ;
+  assign \$386  = q1_resetting & \$385 ;
+  assign \$387  = q__2__consumer + 1'h1;
+  assign \$388  = q2_cpl_done & cpl_req[2];
+  assign \$389  = \port$11331$0 [1:0] == 2'h2;
+  assign \$390  = cpl_push_ok & \$389 ;
+  assign \$391  = q2_cpl_pending + \$390 ;
+  assign \$392  = \$391  - q2_cpl_done;
+  assign \$393  = ~ q2_bad_cfg;
+  assign \$394  = q2_checked | \$393 ;
+  assign \$395  = q2_want & \$394 ;
+  assign \$396  = ~ q2_db_overflow;
+  assign \$397  = q2_db_write & \$396 ;
+  assign \$398  = ~ q2_halted;
+  assign \$399  = q2_halt_any & \$398 ;
+  assign \$400  = ~ q2_resetting;
+  assign \$401  = q__2__reset & \$400 ;
+  assign \$402  = ~ fw_running;
+  assign \$403  = \port$121$0 [2] | \$402 ;
+  assign \$404  = q2_resetting & \$403 ;
+  assign \$405  = q__3__consumer + 1'h1;
+  assign \$406  = q3_cpl_done & cpl_req[2];
+  assign \$407  = \port$11331$0 [1:0] == 2'h3;
+  assign \$408  = cpl_push_ok & \$407 ;
+  assign \$409  = q3_cpl_pending + \$408 ;
+  assign \$410  = \$409  - q3_cpl_done;
+  assign \$411  = ~ q3_bad_cfg;
+  assign \$412  = q3_checked | \$411 ;
+  assign \$413  = q3_want & \$412 ;
+  assign \$414  = ~ q3_db_overflow;
+  assign \$415  = q3_db_write & \$414 ;
+  assign \$416  = ~ q3_halted;
+  assign \$417  = q3_halt_any & \$416 ;
+  assign \$418  = ~ q3_resetting;
+  assign \$419  = q__3__reset & \$418 ;
+  assign \$420  = ~ fw_running;
+  assign \$421  = \port$121$0 [3] | \$420 ;
+  assign \$422  = q3_resetting & \$421 ;
   \kaki_soc_16x16.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
-    .level(\level$195 ),
+    .level(\level$199 ),
     .r_data(\r_data$303 ),
-    .r_en(\r_en$236 ),
+    .r_en(\r_en$240 ),
     .r_rdy(\r_rdy$302 ),
     .rst(rst),
     .w_en(cpl_push_ok),
-    .w_port__data(\w_data$181 ),
+    .w_port__data(\w_data$185 ),
     .w_rdy(w_rdy)
   );
   \kaki_soc_16x16.qc.q0_fifo  q0_fifo (
     .clk(clk),
     .level(level),
     .\port$0$87 (axi__rdata),
-    .\port$11414$0 (fetch_r_buf),
+    .\port$11430$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -58827,116 +58859,178 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   );
   \kaki_soc_16x16.qc.q1_fifo  q1_fifo (
     .clk(clk),
-    .level(\level$46 ),
+    .level(\level$48 ),
     .\port$0$87 (axi__rdata),
-    .\port$11414$0 (fetch_r_buf),
+    .\port$11430$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
-    .r_en(\r_en$58 ),
-    .r_rdy(\r_rdy$55 ),
+    .r_en(\r_en$60 ),
+    .r_rdy(\r_rdy$57 ),
     .rst(rst),
     .w_en(q1_fetch_push)
   );
   \kaki_soc_16x16.qc.q2_fifo  q2_fifo (
     .clk(clk),
-    .level(\level$76 ),
+    .level(\level$80 ),
     .\port$0$87 (axi__rdata),
-    .\port$11414$0 (fetch_r_buf),
+    .\port$11430$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
-    .r_en(\r_en$88 ),
-    .r_rdy(\r_rdy$85 ),
+    .r_en(\r_en$92 ),
+    .r_rdy(\r_rdy$89 ),
     .rst(rst),
     .w_en(q2_fetch_push)
   );
   \kaki_soc_16x16.qc.q3_fifo  q3_fifo (
     .clk(clk),
-    .level(\level$106 ),
+    .level(\level$112 ),
     .\port$0$87 (axi__rdata),
-    .\port$11414$0 (fetch_r_buf),
+    .\port$11430$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
-    .r_en(\r_en$118 ),
-    .r_rdy(\r_rdy$115 ),
+    .r_en(\r_en$124 ),
+    .r_rdy(\r_rdy$121 ),
     .rst(rst),
     .w_en(q3_fetch_push)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$419  = q__2__fetch;
-    if (q2_fetch_push) begin
-      \$419  = \$308 [31:0];
+    q0_halt_code = 8'h00;
+    if (\$188 ) begin
+      q0_halt_code = \$189 ;
     end
-    if (q2_reset_done) begin
-      \$419  = 32'd0;
+    if (\$192 ) begin
+      q0_halt_code = \$195 ;
     end
-    if (rst) begin
-      \$419  = 32'd0;
+    if (\$196 ) begin
+      q0_halt_code = 8'h0c;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$420  = q__3__fetch;
-    if (q3_fetch_push) begin
-      \$420  = \$309 [31:0];
-    end
-    if (q3_reset_done) begin
-      \$420  = 32'd0;
-    end
-    if (rst) begin
-      \$420  = 32'd0;
+    if (\$199 ) begin
+      q0_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$421  = cpl_overflow;
-    if (\$311 ) begin
-      \$421  = 1'h1;
+    q0_halt_index = 32'd0;
+    if (\$188 ) begin
+      q0_halt_index = cpl_rec_index;
     end
-    if (rst) begin
-      \$421  = 1'h0;
+    if (\$192 ) begin
+      q0_halt_index = q__0__fetch;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$422  = axi__awvalid;
-    if (cpl_aw_hs) begin
-      \$422  = 1'h0;
+    if (\$196 ) begin
+      q0_halt_index = q__0__doorbell;
     end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$422  = 1'h1;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$422  = 1'h1;
-          end
-    endcase
-    if (rst) begin
-      \$422  = 1'h0;
+    if (\$199 ) begin
+      q0_halt_index = q__0__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$423  = axi__wvalid;
-    if (cpl_w_hs) begin
-      if (cpl_w_last) begin
-        \$423  = 1'h0;
-      end
+    q1_halt_code = 8'h00;
+    if (\$222 ) begin
+      q1_halt_code = \$223 ;
     end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$423  = 1'h1;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$423  = 1'h1;
+    if (\$226 ) begin
+      q1_halt_code = \$229 ;
+    end
+    if (\$230 ) begin
+      q1_halt_code = 8'h0c;
+    end
+    if (\$233 ) begin
+      q1_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    q1_halt_index = 32'd0;
+    if (\$222 ) begin
+      q1_halt_index = cpl_rec_index;
+    end
+    if (\$226 ) begin
+      q1_halt_index = q__1__fetch;
+    end
+    if (\$230 ) begin
+      q1_halt_index = q__1__doorbell;
+    end
+    if (\$233 ) begin
+      q1_halt_index = q__1__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    q2_halt_code = 8'h00;
+    if (\$256 ) begin
+      q2_halt_code = \$257 ;
+    end
+    if (\$260 ) begin
+      q2_halt_code = \$263 ;
+    end
+    if (\$264 ) begin
+      q2_halt_code = 8'h0c;
+    end
+    if (\$267 ) begin
+      q2_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    q2_halt_index = 32'd0;
+    if (\$256 ) begin
+      q2_halt_index = cpl_rec_index;
+    end
+    if (\$260 ) begin
+      q2_halt_index = q__2__fetch;
+    end
+    if (\$264 ) begin
+      q2_halt_index = q__2__doorbell;
+    end
+    if (\$267 ) begin
+      q2_halt_index = q__2__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    q3_halt_code = 8'h00;
+    if (\$290 ) begin
+      q3_halt_code = \$291 ;
+    end
+    if (\$294 ) begin
+      q3_halt_code = \$297 ;
+    end
+    if (\$298 ) begin
+      q3_halt_code = 8'h0c;
+    end
+    if (\$301 ) begin
+      q3_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    q3_halt_index = 32'd0;
+    if (\$290 ) begin
+      q3_halt_index = cpl_rec_index;
+    end
+    if (\$294 ) begin
+      q3_halt_index = q__3__fetch;
+    end
+    if (\$298 ) begin
+      q3_halt_index = q__3__doorbell;
+    end
+    if (\$301 ) begin
+      q3_halt_index = q__3__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$423  = fetch_discard;
+    if (\$313 ) begin
+      \$423  = 1'h1;
+    end
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$423  = \$315 ;
           end
     endcase
     if (rst) begin
@@ -58945,82 +59039,55 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$424  = cpl_w_beat;
-    if (cpl_w_hs) begin
-      (* full_case = 32'd1 *)
-      if (cpl_w_last) begin
-      end else begin
-        \$424  = \$312 [0];
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$424  = 1'h0;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$424  = 1'h0;
+    \$424  = fetch_q;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$424  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$424  = 1'h0;
+      \$424  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$425  = cpl_req;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$302 ) begin
-            \$425  = \r_data$303 ;
+    \$425  = fetch_rr_last;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$425  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$425  = 76'h0000000000000000000;
+      \$425  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$426  = cpl_fsm_state;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$302 ) begin
-            \$426  = 3'h1;
+    \$426  = axi__arvalid;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$426  = 1'h1;
           end
-      3'h1:
-          \$426  = 3'h2;
-      3'h2:
-          if (cpl_sent) begin
-            \$426  = 3'h3;
-          end
-      3'h3:
-          if (cpl_b_hs) begin
-            \$426  = 3'h4;
-          end
-      3'h4:
-          if (cpl_sent) begin
-            \$426  = 3'h5;
-          end
-      3'h5:
-          if (cpl_b_hs) begin
-            \$426  = 3'h0;
+      2'h1:
+          if (axi__arready) begin
+            \$426  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$426  = 3'h0;
+      \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$427  = cpl_rec_index;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$427  = cpl_sel_c;
+    \$427  = axi__araddr;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$427  = \$314 ;
+          end
     endcase
     if (rst) begin
       \$427  = 32'd0;
@@ -59028,87 +59095,106 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$428  = cpl_cons_addr;
-    casez (cpl_fsm_state)
-      3'h0:
+    \$428  = fetch_r_beat;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$428  = 2'h0;
+          end
+      2'h1:
           /* empty */;
-      3'h1:
-          \$428  = cpl_sel_base;
-    endcase
-    if (rst) begin
-      \$428  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$429  = axi__awaddr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$429  = \$331 [31:0];
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$429  = cpl_cons_addr;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$316 ) begin
+              \$428  = \$317 [1:0];
+            end
           end
     endcase
     if (rst) begin
-      \$429  = 32'd0;
+      \$428  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$430  = axi__awlen;
-    casez (cpl_fsm_state)
-      3'h0:
+    \$429  = fetch_r_err;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$429  = 1'h0;
+          end
+      2'h1:
           /* empty */;
-      3'h1:
-          \$430  = 8'h01;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$430  = 8'h00;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$319 ) begin
+              \$429  = 1'h1;
+            end
           end
     endcase
     if (rst) begin
-      \$430  = 8'h00;
+      \$429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$431  = cpl_w_buf;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$431  = cpl_rec;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$431  = { 95'h000000000000000000000000, \$334  };
+    \$430  = fetch_fsm_state;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$430  = 2'h1;
+          end
+      2'h1:
+          if (axi__arready) begin
+            \$430  = 2'h2;
+          end
+      2'h2:
+          if (fetch_r_done) begin
+            \$430  = 2'h0;
           end
     endcase
     if (rst) begin
-      \$431  = 128'h00000000000000000000000000000000;
+      \$430  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$432  = axi__wstrb;
-    casez (cpl_fsm_state)
-      3'h0:
+    \$431  = fetch_r_buf;
+    casez (fetch_fsm_state)
+      2'h0:
           /* empty */;
-      3'h1:
-          \$432  = 8'hff;
-      3'h2:
+      2'h1:
           /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$432  = 8'h0f;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$316 ) begin
+              casez (fetch_r_beat)
+                2'h0:
+                    \$431 [63:0] = axi__rdata;
+                2'h1:
+                    \$431 [127:64] = axi__rdata;
+                2'h2:
+                    \$431 [191:128] = axi__rdata;
+              endcase
+            end
+          end
+    endcase
+    if (rst) begin
+      \$431  = 192'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$432  = fetch_r_code;
+    casez (fetch_fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$319 ) begin
+              \$432  = \$321 ;
+            end
           end
     endcase
     if (rst) begin
@@ -59117,72 +59203,50 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$433  = cpl_w_nbeats;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$433  = 2'h2;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$433  = 2'h1;
-          end
-    endcase
-    if (rst) begin
-      \$433  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$434  = cpl_wr_err;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$434  = 1'h0;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            if (axi__bresp[1]) begin
-              \$434  = 1'h1;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$434  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$435  = cpl_wr_code;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            if (axi__bresp[1]) begin
-              \$435  = \$333 ;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$435  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$436  = q__0__consumer;
-    if (q0_cpl_done) begin
-      \$436  = \$335 [31:0];
+    \$433  = q__0__fetch;
+    if (q0_fetch_push) begin
+      \$433  = \$322 [31:0];
     end
     if (q0_reset_done) begin
+      \$433  = 32'd0;
+    end
+    if (rst) begin
+      \$433  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$434  = q__1__fetch;
+    if (q1_fetch_push) begin
+      \$434  = \$323 [31:0];
+    end
+    if (q1_reset_done) begin
+      \$434  = 32'd0;
+    end
+    if (rst) begin
+      \$434  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$435  = q__2__fetch;
+    if (q2_fetch_push) begin
+      \$435  = \$324 [31:0];
+    end
+    if (q2_reset_done) begin
+      \$435  = 32'd0;
+    end
+    if (rst) begin
+      \$435  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$436  = q__3__fetch;
+    if (q3_fetch_push) begin
+      \$436  = \$325 [31:0];
+    end
+    if (q3_reset_done) begin
       \$436  = 32'd0;
     end
     if (rst) begin
@@ -59191,226 +59255,354 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$437  = q0_cpl_done;
+    \$437  = cpl_overflow;
+    if (\$327 ) begin
+      \$437  = 1'h1;
+    end
     if (rst) begin
       \$437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$438  = \$336 ;
+    \$438  = axi__awvalid;
+    if (cpl_aw_hs) begin
+      \$438  = 1'h0;
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$438  = 1'h1;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            \$438  = 1'h1;
+          end
+    endcase
     if (rst) begin
       \$438  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$439  = \$340 [2:0];
+    \$439  = axi__wvalid;
+    if (cpl_w_hs) begin
+      if (cpl_w_last) begin
+        \$439  = 1'h0;
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$439  = 1'h1;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            \$439  = 1'h1;
+          end
+    endcase
     if (rst) begin
-      \$439  = 3'h0;
+      \$439  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$440  = \$343 ;
+    \$440  = cpl_w_beat;
+    if (cpl_w_hs) begin
+      (* full_case = 32'd1 *)
+      if (cpl_w_last) begin
+      end else begin
+        \$440  = \$328 [0];
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$440  = 1'h0;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            \$440  = 1'h0;
+          end
+    endcase
     if (rst) begin
       \$440  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$441  = q__0__producer;
-    if (\$345 ) begin
-      \$441  = q__0__doorbell;
-    end
-    if (q0_reset_done) begin
-      \$441  = 32'd0;
-    end
+    \$441  = cpl_req;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$302 ) begin
+            \$441  = \r_data$303 ;
+          end
+    endcase
     if (rst) begin
-      \$441  = 32'd0;
+      \$441  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$442  = q0_halted;
-    if (\$347 ) begin
-      \$442  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$442  = 1'h0;
-    end
+    \$442  = cpl_fsm_state;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$302 ) begin
+            \$442  = 3'h1;
+          end
+      3'h1:
+          \$442  = 3'h2;
+      3'h2:
+          if (cpl_sent) begin
+            \$442  = 3'h3;
+          end
+      3'h3:
+          if (cpl_b_hs) begin
+            \$442  = 3'h4;
+          end
+      3'h4:
+          if (cpl_sent) begin
+            \$442  = 3'h5;
+          end
+      3'h5:
+          if (cpl_b_hs) begin
+            \$442  = 3'h0;
+          end
+    endcase
     if (rst) begin
-      \$442  = 1'h0;
+      \$442  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$443  = q__0__error;
-    if (\$347 ) begin
-      \$443  = q0_halt_code;
-    end
-    if (q0_reset_done) begin
-      \$443  = 8'h00;
-    end
+    \$443  = cpl_rec_index;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$443  = cpl_sel_c;
+    endcase
     if (rst) begin
-      \$443  = 8'h00;
+      \$443  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$444  = q__0__error_index;
-    if (\$347 ) begin
-      \$444  = q0_halt_index;
-    end
-    if (q0_reset_done) begin
+    \$444  = cpl_cons_addr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$444  = cpl_sel_base;
+    endcase
+    if (rst) begin
       \$444  = 32'd0;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$445  = axi__awaddr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$445  = \$347 [31:0];
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            \$445  = cpl_cons_addr;
+          end
+    endcase
     if (rst) begin
-      \$444  = 32'd0;
+      \$445  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$445  = q0_halt_any;
+    \$446  = axi__awlen;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$446  = 8'h01;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            \$446  = 8'h00;
+          end
+    endcase
     if (rst) begin
-      \$445  = 1'h0;
+      \$446  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$446  = q0_resetting;
-    if (\$349 ) begin
-      \$446  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$446  = 1'h0;
-    end
+    \$447  = cpl_w_buf;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$447  = cpl_rec;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            \$447  = { 95'h000000000000000000000000, \$350  };
+          end
+    endcase
     if (rst) begin
-      \$446  = 1'h0;
+      \$447  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$447  = q0_acked;
-    if (\$349 ) begin
-      \$447  = 1'h0;
-    end else if (\$352 ) begin
-      \$447  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$447  = 1'h0;
-    end
+    \$448  = axi__wstrb;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$448  = 8'hff;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            \$448  = 8'h0f;
+          end
+    endcase
     if (rst) begin
-      \$447  = 1'h0;
+      \$448  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$448  = q__1__consumer;
-    if (q1_cpl_done) begin
-      \$448  = \$353 [31:0];
-    end
-    if (q1_reset_done) begin
-      \$448  = 32'd0;
-    end
+    \$449  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$449  = 2'h2;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            \$449  = 2'h1;
+          end
+    endcase
     if (rst) begin
-      \$448  = 32'd0;
+      \$449  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$449  = q1_cpl_done;
-    if (rst) begin
-      \$449  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$450  = \$354 ;
+    \$450  = cpl_wr_err;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$450  = 1'h0;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            if (axi__bresp[1]) begin
+              \$450  = 1'h1;
+            end
+          end
+    endcase
     if (rst) begin
       \$450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$451  = \$358 [2:0];
+    \$451  = cpl_wr_code;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (cpl_b_hs) begin
+            if (axi__bresp[1]) begin
+              \$451  = \$349 ;
+            end
+          end
+    endcase
     if (rst) begin
-      \$451  = 3'h0;
+      \$451  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$452  = \$361 ;
+    \$452  = q__0__consumer;
+    if (q0_cpl_done) begin
+      \$452  = \$351 [31:0];
+    end
+    if (q0_reset_done) begin
+      \$452  = 32'd0;
+    end
     if (rst) begin
-      \$452  = 1'h0;
+      \$452  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$453  = q__1__producer;
+    \$453  = q0_cpl_done;
+    if (rst) begin
+      \$453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$454  = \$352 ;
+    if (rst) begin
+      \$454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$455  = \$356 [2:0];
+    if (rst) begin
+      \$455  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$456  = \$359 ;
+    if (rst) begin
+      \$456  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$457  = q__0__producer;
+    if (\$361 ) begin
+      \$457  = q__0__doorbell;
+    end
+    if (q0_reset_done) begin
+      \$457  = 32'd0;
+    end
+    if (rst) begin
+      \$457  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$458  = q0_halted;
     if (\$363 ) begin
-      \$453  = q__1__doorbell;
-    end
-    if (q1_reset_done) begin
-      \$453  = 32'd0;
-    end
-    if (rst) begin
-      \$453  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$454  = q1_halted;
-    if (\$365 ) begin
-      \$454  = 1'h1;
-    end
-    if (q1_reset_done) begin
-      \$454  = 1'h0;
-    end
-    if (rst) begin
-      \$454  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$455  = q__1__error;
-    if (\$365 ) begin
-      \$455  = q1_halt_code;
-    end
-    if (q1_reset_done) begin
-      \$455  = 8'h00;
-    end
-    if (rst) begin
-      \$455  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$456  = q__1__error_index;
-    if (\$365 ) begin
-      \$456  = q1_halt_index;
-    end
-    if (q1_reset_done) begin
-      \$456  = 32'd0;
-    end
-    if (rst) begin
-      \$456  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$457  = q1_halt_any;
-    if (rst) begin
-      \$457  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$458  = q1_resetting;
-    if (\$367 ) begin
       \$458  = 1'h1;
     end
-    if (q1_reset_done) begin
+    if (q0_reset_done) begin
       \$458  = 1'h0;
     end
     if (rst) begin
@@ -59419,26 +59611,24 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$459  = q1_acked;
-    if (\$367 ) begin
-      \$459  = 1'h0;
-    end else if (\$370 ) begin
-      \$459  = 1'h1;
+    \$459  = q__0__error;
+    if (\$363 ) begin
+      \$459  = q0_halt_code;
     end
-    if (q1_reset_done) begin
-      \$459  = 1'h0;
+    if (q0_reset_done) begin
+      \$459  = 8'h00;
     end
     if (rst) begin
-      \$459  = 1'h0;
+      \$459  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$460  = q__2__consumer;
-    if (q2_cpl_done) begin
-      \$460  = \$371 [31:0];
+    \$460  = q__0__error_index;
+    if (\$363 ) begin
+      \$460  = q0_halt_index;
     end
-    if (q2_reset_done) begin
+    if (q0_reset_done) begin
       \$460  = 32'd0;
     end
     if (rst) begin
@@ -59447,98 +59637,100 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$461  = q2_cpl_done;
+    \$461  = q0_halt_any;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$462  = \$372 ;
+    \$462  = q0_resetting;
+    if (\$365 ) begin
+      \$462  = 1'h1;
+    end
+    if (q0_reset_done) begin
+      \$462  = 1'h0;
+    end
     if (rst) begin
       \$462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$463  = \$376 [2:0];
+    \$463  = q0_acked;
+    if (\$365 ) begin
+      \$463  = 1'h0;
+    end else if (\$368 ) begin
+      \$463  = 1'h1;
+    end
+    if (q0_reset_done) begin
+      \$463  = 1'h0;
+    end
     if (rst) begin
-      \$463  = 3'h0;
+      \$463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$464  = \$379 ;
+    \$464  = q__1__consumer;
+    if (q1_cpl_done) begin
+      \$464  = \$369 [31:0];
+    end
+    if (q1_reset_done) begin
+      \$464  = 32'd0;
+    end
     if (rst) begin
-      \$464  = 1'h0;
+      \$464  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$465  = q__2__producer;
+    \$465  = q1_cpl_done;
+    if (rst) begin
+      \$465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$466  = \$370 ;
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$467  = \$374 [2:0];
+    if (rst) begin
+      \$467  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$468  = \$377 ;
+    if (rst) begin
+      \$468  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$469  = q__1__producer;
+    if (\$379 ) begin
+      \$469  = q__1__doorbell;
+    end
+    if (q1_reset_done) begin
+      \$469  = 32'd0;
+    end
+    if (rst) begin
+      \$469  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$470  = q1_halted;
     if (\$381 ) begin
-      \$465  = q__2__doorbell;
-    end
-    if (q2_reset_done) begin
-      \$465  = 32'd0;
-    end
-    if (rst) begin
-      \$465  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$466  = q2_halted;
-    if (\$383 ) begin
-      \$466  = 1'h1;
-    end
-    if (q2_reset_done) begin
-      \$466  = 1'h0;
-    end
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$467  = q__2__error;
-    if (\$383 ) begin
-      \$467  = q2_halt_code;
-    end
-    if (q2_reset_done) begin
-      \$467  = 8'h00;
-    end
-    if (rst) begin
-      \$467  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$468  = q__2__error_index;
-    if (\$383 ) begin
-      \$468  = q2_halt_index;
-    end
-    if (q2_reset_done) begin
-      \$468  = 32'd0;
-    end
-    if (rst) begin
-      \$468  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$469  = q2_halt_any;
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$470  = q2_resetting;
-    if (\$385 ) begin
       \$470  = 1'h1;
     end
-    if (q2_reset_done) begin
+    if (q1_reset_done) begin
       \$470  = 1'h0;
     end
     if (rst) begin
@@ -59547,26 +59739,24 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$471  = q2_acked;
-    if (\$385 ) begin
-      \$471  = 1'h0;
-    end else if (\$388 ) begin
-      \$471  = 1'h1;
+    \$471  = q__1__error;
+    if (\$381 ) begin
+      \$471  = q1_halt_code;
     end
-    if (q2_reset_done) begin
-      \$471  = 1'h0;
+    if (q1_reset_done) begin
+      \$471  = 8'h00;
     end
     if (rst) begin
-      \$471  = 1'h0;
+      \$471  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$472  = q__3__consumer;
-    if (q3_cpl_done) begin
-      \$472  = \$389 [31:0];
+    \$472  = q__1__error_index;
+    if (\$381 ) begin
+      \$472  = q1_halt_index;
     end
-    if (q3_reset_done) begin
+    if (q1_reset_done) begin
       \$472  = 32'd0;
     end
     if (rst) begin
@@ -59575,98 +59765,100 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$473  = q3_cpl_done;
+    \$473  = q1_halt_any;
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$474  = \$390 ;
+    \$474  = q1_resetting;
+    if (\$383 ) begin
+      \$474  = 1'h1;
+    end
+    if (q1_reset_done) begin
+      \$474  = 1'h0;
+    end
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$475  = \$394 [2:0];
+    \$475  = q1_acked;
+    if (\$383 ) begin
+      \$475  = 1'h0;
+    end else if (\$386 ) begin
+      \$475  = 1'h1;
+    end
+    if (q1_reset_done) begin
+      \$475  = 1'h0;
+    end
     if (rst) begin
-      \$475  = 3'h0;
+      \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$476  = \$397 ;
+    \$476  = q__2__consumer;
+    if (q2_cpl_done) begin
+      \$476  = \$387 [31:0];
+    end
+    if (q2_reset_done) begin
+      \$476  = 32'd0;
+    end
     if (rst) begin
-      \$476  = 1'h0;
+      \$476  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$477  = q__3__producer;
+    \$477  = q2_cpl_done;
+    if (rst) begin
+      \$477  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$478  = \$388 ;
+    if (rst) begin
+      \$478  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$479  = \$392 [2:0];
+    if (rst) begin
+      \$479  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$480  = \$395 ;
+    if (rst) begin
+      \$480  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$481  = q__2__producer;
+    if (\$397 ) begin
+      \$481  = q__2__doorbell;
+    end
+    if (q2_reset_done) begin
+      \$481  = 32'd0;
+    end
+    if (rst) begin
+      \$481  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$482  = q2_halted;
     if (\$399 ) begin
-      \$477  = q__3__doorbell;
-    end
-    if (q3_reset_done) begin
-      \$477  = 32'd0;
-    end
-    if (rst) begin
-      \$477  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$478  = q3_halted;
-    if (\$401 ) begin
-      \$478  = 1'h1;
-    end
-    if (q3_reset_done) begin
-      \$478  = 1'h0;
-    end
-    if (rst) begin
-      \$478  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$479  = q__3__error;
-    if (\$401 ) begin
-      \$479  = q3_halt_code;
-    end
-    if (q3_reset_done) begin
-      \$479  = 8'h00;
-    end
-    if (rst) begin
-      \$479  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$480  = q__3__error_index;
-    if (\$401 ) begin
-      \$480  = q3_halt_index;
-    end
-    if (q3_reset_done) begin
-      \$480  = 32'd0;
-    end
-    if (rst) begin
-      \$480  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$481  = q3_halt_any;
-    if (rst) begin
-      \$481  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$482  = q3_resetting;
-    if (\$403 ) begin
       \$482  = 1'h1;
     end
-    if (q3_reset_done) begin
+    if (q2_reset_done) begin
       \$482  = 1'h0;
     end
     if (rst) begin
@@ -59675,17 +59867,191 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$483  = q3_acked;
-    if (\$403 ) begin
-      \$483  = 1'h0;
-    end else if (\$406 ) begin
-      \$483  = 1'h1;
+    \$483  = q__2__error;
+    if (\$399 ) begin
+      \$483  = q2_halt_code;
     end
-    if (q3_reset_done) begin
-      \$483  = 1'h0;
+    if (q2_reset_done) begin
+      \$483  = 8'h00;
     end
     if (rst) begin
-      \$483  = 1'h0;
+      \$483  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$484  = q__2__error_index;
+    if (\$399 ) begin
+      \$484  = q2_halt_index;
+    end
+    if (q2_reset_done) begin
+      \$484  = 32'd0;
+    end
+    if (rst) begin
+      \$484  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$485  = q2_halt_any;
+    if (rst) begin
+      \$485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$486  = q2_resetting;
+    if (\$401 ) begin
+      \$486  = 1'h1;
+    end
+    if (q2_reset_done) begin
+      \$486  = 1'h0;
+    end
+    if (rst) begin
+      \$486  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$487  = q2_acked;
+    if (\$401 ) begin
+      \$487  = 1'h0;
+    end else if (\$404 ) begin
+      \$487  = 1'h1;
+    end
+    if (q2_reset_done) begin
+      \$487  = 1'h0;
+    end
+    if (rst) begin
+      \$487  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$488  = q__3__consumer;
+    if (q3_cpl_done) begin
+      \$488  = \$405 [31:0];
+    end
+    if (q3_reset_done) begin
+      \$488  = 32'd0;
+    end
+    if (rst) begin
+      \$488  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$489  = q3_cpl_done;
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$490  = \$406 ;
+    if (rst) begin
+      \$490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$491  = \$410 [2:0];
+    if (rst) begin
+      \$491  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$492  = \$413 ;
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$493  = q__3__producer;
+    if (\$415 ) begin
+      \$493  = q__3__doorbell;
+    end
+    if (q3_reset_done) begin
+      \$493  = 32'd0;
+    end
+    if (rst) begin
+      \$493  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$494  = q3_halted;
+    if (\$417 ) begin
+      \$494  = 1'h1;
+    end
+    if (q3_reset_done) begin
+      \$494  = 1'h0;
+    end
+    if (rst) begin
+      \$494  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$495  = q__3__error;
+    if (\$417 ) begin
+      \$495  = q3_halt_code;
+    end
+    if (q3_reset_done) begin
+      \$495  = 8'h00;
+    end
+    if (rst) begin
+      \$495  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$496  = q__3__error_index;
+    if (\$417 ) begin
+      \$496  = q3_halt_index;
+    end
+    if (q3_reset_done) begin
+      \$496  = 32'd0;
+    end
+    if (rst) begin
+      \$496  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$497  = q3_halt_any;
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$498  = q3_resetting;
+    if (\$419 ) begin
+      \$498  = 1'h1;
+    end
+    if (q3_reset_done) begin
+      \$498  = 1'h0;
+    end
+    if (rst) begin
+      \$498  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$499  = q3_acked;
+    if (\$419 ) begin
+      \$499  = 1'h0;
+    end else if (\$422 ) begin
+      \$499  = 1'h1;
+    end
+    if (q3_reset_done) begin
+      \$499  = 1'h0;
+    end
+    if (rst) begin
+      \$499  = 1'h0;
     end
   end
   always @* begin
@@ -59707,13 +60073,13 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$144  = q__0__cpl_base;
+          \$164  = q__0__cpl_base;
       2'h1:
-          \$144  = q__1__cpl_base;
+          \$164  = q__1__cpl_base;
       2'h2:
-          \$144  = q__2__cpl_base;
+          \$164  = q__2__cpl_base;
       2'h3:
-          \$144  = q__3__cpl_base;
+          \$164  = q__3__cpl_base;
     endcase
   end
   always @* begin
@@ -59749,13 +60115,13 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$298  = \$45 [31:0];
+          \$314  = \$53 [31:0];
       2'h1:
-          \$298  = \$70 [31:0];
+          \$314  = \$82 [31:0];
       2'h2:
-          \$298  = \$95 [31:0];
+          \$314  = \$111 [31:0];
       2'h3:
-          \$298  = \$120 [31:0];
+          \$314  = \$140 [31:0];
     endcase
   end
   always @* begin
@@ -59763,13 +60129,13 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$299  = q__0__reset;
+          \$315  = q__0__reset;
       2'h1:
-          \$299  = q__1__reset;
+          \$315  = q__1__reset;
       2'h2:
-          \$299  = q__2__reset;
+          \$315  = q__2__reset;
       2'h3:
-          \$299  = q__3__reset;
+          \$315  = q__3__reset;
     endcase
   end
   always @* begin
@@ -59865,10 +60231,10 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \r_en$236  = 1'h0;
+    \r_en$240  = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
-          \r_en$236  = 1'h1;
+          \r_en$240  = 1'h1;
     endcase
   end
   always @* begin
@@ -59927,340 +60293,6 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
           end
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q0_halt_code = 8'h00;
-    if (\$169 ) begin
-      q0_halt_code = \$170 ;
-    end
-    if (\$173 ) begin
-      q0_halt_code = \$176 ;
-    end
-    if (\$177 ) begin
-      q0_halt_code = 8'h0c;
-    end
-    if (\$180 ) begin
-      q0_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q0_halt_index = 32'd0;
-    if (\$169 ) begin
-      q0_halt_index = cpl_rec_index;
-    end
-    if (\$173 ) begin
-      q0_halt_index = q__0__fetch;
-    end
-    if (\$177 ) begin
-      q0_halt_index = q__0__doorbell;
-    end
-    if (\$180 ) begin
-      q0_halt_index = q__0__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q1_halt_code = 8'h00;
-    if (\$204 ) begin
-      q1_halt_code = \$205 ;
-    end
-    if (\$208 ) begin
-      q1_halt_code = \$211 ;
-    end
-    if (\$212 ) begin
-      q1_halt_code = 8'h0c;
-    end
-    if (\$215 ) begin
-      q1_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q1_halt_index = 32'd0;
-    if (\$204 ) begin
-      q1_halt_index = cpl_rec_index;
-    end
-    if (\$208 ) begin
-      q1_halt_index = q__1__fetch;
-    end
-    if (\$212 ) begin
-      q1_halt_index = q__1__doorbell;
-    end
-    if (\$215 ) begin
-      q1_halt_index = q__1__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q2_halt_code = 8'h00;
-    if (\$239 ) begin
-      q2_halt_code = \$240 ;
-    end
-    if (\$243 ) begin
-      q2_halt_code = \$246 ;
-    end
-    if (\$247 ) begin
-      q2_halt_code = 8'h0c;
-    end
-    if (\$250 ) begin
-      q2_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q2_halt_index = 32'd0;
-    if (\$239 ) begin
-      q2_halt_index = cpl_rec_index;
-    end
-    if (\$243 ) begin
-      q2_halt_index = q__2__fetch;
-    end
-    if (\$247 ) begin
-      q2_halt_index = q__2__doorbell;
-    end
-    if (\$250 ) begin
-      q2_halt_index = q__2__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q3_halt_code = 8'h00;
-    if (\$274 ) begin
-      q3_halt_code = \$275 ;
-    end
-    if (\$278 ) begin
-      q3_halt_code = \$281 ;
-    end
-    if (\$282 ) begin
-      q3_halt_code = 8'h0c;
-    end
-    if (\$285 ) begin
-      q3_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q3_halt_index = 32'd0;
-    if (\$274 ) begin
-      q3_halt_index = cpl_rec_index;
-    end
-    if (\$278 ) begin
-      q3_halt_index = q__3__fetch;
-    end
-    if (\$282 ) begin
-      q3_halt_index = q__3__doorbell;
-    end
-    if (\$285 ) begin
-      q3_halt_index = q__3__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$407  = fetch_discard;
-    if (\$297 ) begin
-      \$407  = 1'h1;
-    end
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$407  = \$299 ;
-          end
-    endcase
-    if (rst) begin
-      \$407  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$408  = fetch_q;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$408  = fetch_rr_sel;
-          end
-    endcase
-    if (rst) begin
-      \$408  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$409  = fetch_rr_last;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$409  = fetch_rr_sel;
-          end
-    endcase
-    if (rst) begin
-      \$409  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$410  = axi__arvalid;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$410  = 1'h1;
-          end
-      2'h1:
-          if (axi__arready) begin
-            \$410  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$411  = axi__araddr;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$411  = \$298 ;
-          end
-    endcase
-    if (rst) begin
-      \$411  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$412  = fetch_r_beat;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$412  = 2'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$300 ) begin
-              \$412  = \$301 [1:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$412  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$413  = fetch_r_err;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$413  = 1'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$303 ) begin
-              \$413  = 1'h1;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$414  = fetch_fsm_state;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$414  = 2'h1;
-          end
-      2'h1:
-          if (axi__arready) begin
-            \$414  = 2'h2;
-          end
-      2'h2:
-          if (fetch_r_done) begin
-            \$414  = 2'h0;
-          end
-    endcase
-    if (rst) begin
-      \$414  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$415  = fetch_r_buf;
-    casez (fetch_fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$300 ) begin
-              casez (fetch_r_beat)
-                2'h0:
-                    \$415 [63:0] = axi__rdata;
-                2'h1:
-                    \$415 [127:64] = axi__rdata;
-                2'h2:
-                    \$415 [191:128] = axi__rdata;
-              endcase
-            end
-          end
-    endcase
-    if (rst) begin
-      \$415  = 192'h000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$416  = fetch_r_code;
-    casez (fetch_fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$303 ) begin
-              \$416  = \$305 ;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$416  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$417  = q__0__fetch;
-    if (q0_fetch_push) begin
-      \$417  = \$306 [31:0];
-    end
-    if (q0_reset_done) begin
-      \$417  = 32'd0;
-    end
-    if (rst) begin
-      \$417  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$418  = q__1__fetch;
-    if (q1_fetch_push) begin
-      \$418  = \$307 [31:0];
-    end
-    if (q1_reset_done) begin
-      \$418  = 32'd0;
-    end
-    if (rst) begin
-      \$418  = 32'd0;
-    end
-  end
   assign q0_p = q__0__producer;
   assign q0_f = q__0__fetch;
   assign q0_c = q__0__consumer;
@@ -60272,43 +60304,47 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign q0_err_index = q__0__error_index;
   assign r_data = q__0__head;
   assign q__0__pop = r_en;
+  assign q0_ring_size = { 1'h0, \$6  };
   assign q1_p = q__1__producer;
   assign q1_f = q__1__fetch;
   assign q1_c = q__1__consumer;
   assign q__1__active = q1_active;
   assign q__1__halted = q1_halted;
   assign q__1__resetting = q1_resetting;
-  assign q__1__prefetched = { 5'h00, \level$46  };
+  assign q__1__prefetched = { 5'h00, \level$48  };
   assign q1_err = q__1__error;
   assign q1_err_index = q__1__error_index;
-  assign \r_data$52  = q__1__head;
-  assign q__1__pop = \r_en$58 ;
+  assign \r_data$54  = q__1__head;
+  assign q__1__pop = \r_en$60 ;
+  assign q1_ring_size = { 1'h0, \$12  };
   assign q2_p = q__2__producer;
   assign q2_f = q__2__fetch;
   assign q2_c = q__2__consumer;
   assign q__2__active = q2_active;
   assign q__2__halted = q2_halted;
   assign q__2__resetting = q2_resetting;
-  assign q__2__prefetched = { 5'h00, \level$76  };
+  assign q__2__prefetched = { 5'h00, \level$80  };
   assign q2_err = q__2__error;
   assign q2_err_index = q__2__error_index;
-  assign \r_data$82  = q__2__head;
-  assign q__2__pop = \r_en$88 ;
+  assign \r_data$86  = q__2__head;
+  assign q__2__pop = \r_en$92 ;
+  assign q2_ring_size = { 1'h0, \$18  };
   assign q3_p = q__3__producer;
   assign q3_f = q__3__fetch;
   assign q3_c = q__3__consumer;
   assign q__3__active = q3_active;
   assign q__3__halted = q3_halted;
   assign q__3__resetting = q3_resetting;
-  assign q__3__prefetched = { 5'h00, \level$106  };
+  assign q__3__prefetched = { 5'h00, \level$112  };
   assign q3_err = q__3__error;
   assign q3_err_index = q__3__error_index;
-  assign \r_data$112  = q__3__head;
-  assign q__3__pop = \r_en$118 ;
-  assign q0_fetch_addr = \$45 [31:0];
-  assign q1_fetch_addr = \$70 [31:0];
-  assign q2_fetch_addr = \$95 [31:0];
-  assign q3_fetch_addr = \$120 [31:0];
+  assign \r_data$118  = q__3__head;
+  assign q__3__pop = \r_en$124 ;
+  assign q3_ring_size = { 1'h0, \$24  };
+  assign q0_fetch_addr = \$53 [31:0];
+  assign q1_fetch_addr = \$82 [31:0];
+  assign q2_fetch_addr = \$111 [31:0];
+  assign q3_fetch_addr = \$140 [31:0];
   assign axi__arid = 4'h0;
   assign fetch_ar_addr = axi__araddr;
   assign axi__arlen = 8'h03;
@@ -60319,19 +60355,19 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign fetch_beat_bad = axi__rresp[1];
   assign w_en = q0_fetch_push;
   assign w_data = { axi__rdata, fetch_r_buf };
-  assign \w_en$173  = q1_fetch_push;
-  assign \w_data$174  = { axi__rdata, fetch_r_buf };
-  assign \w_en$176  = q2_fetch_push;
-  assign \w_data$177  = { axi__rdata, fetch_r_buf };
-  assign \w_en$179  = q3_fetch_push;
-  assign \w_data$180  = { axi__rdata, fetch_r_buf };
-  assign cpl_queue = \port$11315$0 [1:0];
-  assign cpl_irq = \port$11315$0 [2];
-  assign cpl_halt = \port$11315$0 [3];
-  assign cpl_flags = \port$11315$8 [7:0];
-  assign cpl_status = \port$11315$8 [15:8];
-  assign cpl_opcode = \port$11315$8 [23:16];
-  assign \w_en$193  = cpl_push_ok;
+  assign \w_en$177  = q1_fetch_push;
+  assign \w_data$178  = { axi__rdata, fetch_r_buf };
+  assign \w_en$180  = q2_fetch_push;
+  assign \w_data$181  = { axi__rdata, fetch_r_buf };
+  assign \w_en$183  = q3_fetch_push;
+  assign \w_data$184  = { axi__rdata, fetch_r_buf };
+  assign cpl_queue = \port$11331$0 [1:0];
+  assign cpl_irq = \port$11331$0 [2];
+  assign cpl_halt = \port$11331$0 [3];
+  assign cpl_flags = \port$11331$8 [7:0];
+  assign cpl_status = \port$11331$8 [15:8];
+  assign cpl_opcode = \port$11331$8 [23:16];
+  assign \w_en$197  = cpl_push_ok;
   assign axi__awid = 4'h0;
   assign cpl_aw_addr = axi__awaddr;
   assign cpl_aw_len = axi__awlen;
@@ -60343,22 +60379,18 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign axi__wlast = cpl_w_last;
   assign cpl_w_valid = axi__wvalid;
   assign cpl_b_bad = axi__bresp[1];
-  assign q0_c_seen = \$155 [31:0];
-  assign q0_ring_size = { 1'h0, \$156  };
-  assign q1_c_seen = \$190 [31:0];
-  assign q1_ring_size = { 1'h0, \$191  };
-  assign q2_c_seen = \$225 [31:0];
-  assign q2_ring_size = { 1'h0, \$226  };
-  assign q3_c_seen = \$260 [31:0];
-  assign q3_ring_size = { 1'h0, \$261  };
+  assign q0_c_seen = \$175 [31:0];
+  assign q1_c_seen = \$209 [31:0];
+  assign q2_c_seen = \$243 [31:0];
+  assign q3_c_seen = \$277 [31:0];
   assign q__0__qreset_ack = \port$121$0 [0];
   assign q__1__qreset_ack = \port$121$0 [1];
   assign q__2__qreset_ack = \port$121$0 [2];
   assign q__3__qreset_ack = \port$121$0 [3];
   assign q__0__head_index = \$4 [31:0];
-  assign q__1__head_index = \$9 [31:0];
-  assign q__2__head_index = \$14 [31:0];
-  assign q__3__head_index = \$19 [31:0];
+  assign q__1__head_index = \$10 [31:0];
+  assign q__2__head_index = \$16 [31:0];
+  assign q__3__head_index = \$22 [31:0];
   assign \cpl_req.queue  = cpl_req[1:0];
   assign \cpl_req.irq  = cpl_req[2];
   assign \cpl_req.halt  = cpl_req[3];
@@ -60383,34 +60415,34 @@ module \kaki_soc_16x16.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \
   assign cpl_rec[47:40] = cpl_req[19:12];
   assign cpl_rec[39:32] = cpl_req[27:20];
   assign cpl_rec[31:0] = cpl_sel_c;
-  assign \w_data$181 [75:44] = cpl_timestamp;
-  assign \w_data$181 [43:28] = cpl_tag;
-  assign \w_data$181 [27:20] = \port$11315$8 [23:16];
-  assign \w_data$181 [19:12] = \port$11315$8 [15:8];
-  assign \w_data$181 [11:4] = \port$11315$8 [7:0];
-  assign \w_data$181 [3] = \port$11315$0 [3];
-  assign \w_data$181 [2] = \port$11315$0 [2];
-  assign \w_data$181 [1:0] = \port$11315$0 [1:0];
-  assign \$26  = 32'd4294967264;
-  assign \$27 [4:0] = 5'h00;
-  assign \$27 [31:5] = q__0__ring_base[31:5];
-  assign \$44  = { 2'h0, \$43 , 5'h00 };
-  assign \$51  = 32'd4294967264;
-  assign \$52 [4:0] = 5'h00;
-  assign \$52 [31:5] = q__1__ring_base[31:5];
-  assign \$69  = { 2'h0, \$68 , 5'h00 };
-  assign \$76  = 32'd4294967264;
-  assign \$77 [4:0] = 5'h00;
-  assign \$77 [31:5] = q__2__ring_base[31:5];
-  assign \$94  = { 2'h0, \$93 , 5'h00 };
-  assign \$101  = 32'd4294967264;
-  assign \$102 [4:0] = 5'h00;
-  assign \$102 [31:5] = q__3__ring_base[31:5];
-  assign \$119  = { 2'h0, \$118 , 5'h00 };
-  assign \$145  = 32'd4294967280;
+  assign \w_data$185 [75:44] = cpl_timestamp;
+  assign \w_data$185 [43:28] = cpl_tag;
+  assign \w_data$185 [27:20] = \port$11331$8 [23:16];
+  assign \w_data$185 [19:12] = \port$11331$8 [15:8];
+  assign \w_data$185 [11:4] = \port$11331$8 [7:0];
+  assign \w_data$185 [3] = \port$11331$0 [3];
+  assign \w_data$185 [2] = \port$11331$0 [2];
+  assign \w_data$185 [1:0] = \port$11331$0 [1:0];
+  assign \$34  = 32'd4294967264;
+  assign \$35 [4:0] = 5'h00;
+  assign \$35 [31:5] = q__0__ring_base[31:5];
+  assign \$52  = { 2'h0, \$51 , 5'h00 };
+  assign \$63  = 32'd4294967264;
+  assign \$64 [4:0] = 5'h00;
+  assign \$64 [31:5] = q__1__ring_base[31:5];
+  assign \$81  = { 2'h0, \$80 , 5'h00 };
+  assign \$92  = 32'd4294967264;
+  assign \$93 [4:0] = 5'h00;
+  assign \$93 [31:5] = q__2__ring_base[31:5];
+  assign \$110  = { 2'h0, \$109 , 5'h00 };
+  assign \$121  = 32'd4294967264;
+  assign \$122 [4:0] = 5'h00;
+  assign \$122 [31:5] = q__3__ring_base[31:5];
+  assign \$139  = { 2'h0, \$138 , 5'h00 };
+  assign \$165  = 32'd4294967280;
   assign cpl_sel_base[3:0] = 4'h0;
-  assign cpl_sel_base[31:4] = \$144 [31:4];
-  assign \$330  = { 3'h0, \$329 , 4'h0 };
+  assign cpl_sel_base[31:4] = \$164 [31:4];
+  assign \$346  = { 3'h0, \$345 , 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -60541,7 +60573,7 @@ module \kaki_soc_16x16.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__dat
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11414$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11430$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60568,8 +60600,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11414$0 ;
-  wire [191:0] \port$11414$0 ;
+  input [191:0] \port$11430$0 ;
+  wire [191:0] \port$11430$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -60604,7 +60636,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11414$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11430$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60675,14 +60707,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11414$0  };
-  assign w_data = { \port$0$87 , \port$11414$0  };
+  assign w_port__data = { \port$0$87 , \port$11430$0  };
+  assign w_data = { \port$0$87 , \port$11430$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11414$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11430$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60709,8 +60741,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11414$0 ;
-  wire [191:0] \port$11414$0 ;
+  input [191:0] \port$11430$0 ;
+  wire [191:0] \port$11430$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -60745,7 +60777,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11414$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11430$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60816,14 +60848,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11414$0  };
-  assign w_data = { \port$0$87 , \port$11414$0  };
+  assign w_port__data = { \port$0$87 , \port$11430$0  };
+  assign w_data = { \port$0$87 , \port$11430$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11414$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11430$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60850,8 +60882,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11414$0 ;
-  wire [191:0] \port$11414$0 ;
+  input [191:0] \port$11430$0 ;
+  wire [191:0] \port$11430$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -60886,7 +60918,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11414$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11430$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -60957,14 +60989,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11414$0  };
-  assign w_data = { \port$0$87 , \port$11414$0  };
+  assign w_port__data = { \port$0$87 , \port$11430$0  };
+  assign w_data = { \port$0$87 , \port$11430$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11414$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11430$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60991,8 +61023,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11414$0 ;
-  wire [191:0] \port$11414$0 ;
+  input [191:0] \port$11430$0 ;
+  wire [191:0] \port$11430$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -61027,7 +61059,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11414$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11430$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -61098,8 +61130,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11414$0  };
-  assign w_data = { \port$0$87 , \port$11414$0  };
+  assign w_port__data = { \port$0$87 , \port$11430$0  };
+  assign w_data = { \port$0$87 , \port$11430$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -69999,7 +70031,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11337$16 , \port$15973$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11353$16 , \port$15989$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -70043,10 +70075,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11337$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11337$16 ;
-  wire [15:0] \port$11337$16 ;
-  input [7:0] \port$15973$0 ;
-  wire [7:0] \port$15973$0 ;
+  input [15:0] \port$11353$16 ;
+  wire [15:0] \port$11353$16 ;
+  input [7:0] \port$15989$0 ;
+  wire [7:0] \port$15989$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -70081,7 +70113,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11337$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11337$16 , \port$15973$0  };
+      storage[w_port__addr] <= { \port$11353$16 , \port$15989$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -70192,8 +70224,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11337$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11337$16 , \port$15973$0  };
-  assign w_data = { \port$11337$16 , \port$15973$0  };
+  assign w_port__data = { \port$11353$16 , \port$15989$0  };
+  assign w_data = { \port$11353$16 , \port$15989$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -301,6 +301,30 @@ def test_queue_reset_waits_for_commands_in_flight(image):
     assert unpack_record(c.host_read(0x7000 + 16, 16))["tag"] == 77
 
 
+def test_producer_moved_back_is_not_fetched_past_once_consumed(image):
+    """A doorbell moving P back between C and F is legal; the descriptors already fetched still
+    run, so C passes P. Nothing past P may be fetched then (the fetch condition bounds P - C by
+    the ring size; found by the formal proof of the queue controller, docs/formal.md)."""
+    c = chip(image, engine_delay=300)
+    setup_queue(c, 1, ring=0x3000, log2=2, cpl=0x7000)
+    load = dict(host_addr=0x20000, host_row_stride=4, row_bytes=4, rows=1, planes=1)
+    for i in range(4):
+        c.host_write(0x3000 + 32 * i, words_bytes(encode(Opcode.DMA_LOAD, tag=i, local_addr=i, **load)))
+    c.write(R.Q_DOORBELL1, 4)
+    c.run(200)
+    assert c.read(R.Q_FETCH1) == 4 and c.read(R.Q_CONSUMER1) == 0
+    c.write(R.Q_DOORBELL1, 1)                 # back between C = 0 and F = 4: accepted
+    assert not R.Q_STATUS1.HALTED.get(c.read(R.Q_STATUS1))
+    c.run_until_idle()
+    assert c.read(R.Q_CONSUMER1) == 4 and c.read(R.Q_FETCH1) == 4, "fetched past P"
+    assert c.read(R.PERF_Q_RETIRED1) == 4
+    c.host_write(0x3000, words_bytes(encode(Opcode.NOP, tag=77)))
+    c.write(R.Q_DOORBELL1, 5)                 # ahead of C again: index 4 (slot 0) runs
+    c.run_until_idle()
+    assert c.read(R.Q_CONSUMER1) == 5
+    assert unpack_record(c.host_read(0x7000 + 16, 16))["tag"] == 77
+
+
 # ------------------------------------------------------------------------------------ interrupts
 def test_irq_masking_and_w1c(image):
     c = chip(image, engine_delay=3)
