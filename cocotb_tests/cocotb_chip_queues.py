@@ -88,17 +88,36 @@ async def queue_errors(dut):
 
 def check_timeout_cycles(tb, report):
     """The DMA command that reached the black hole failed BUS_TIMEOUT.CYCLES after its last bus
-    progress, give or take the firmware's retirement: its record's timestamp (when the firmware
-    asked for it) lies between that many cycles after the black hole swallowed its last burst
-    (the host model's cycle count runs from the same reset as TIMESTAMP) and a firmware pass
-    later."""
+    progress (exactly: the DMA bench's t_bus_timeout), plus the firmware's retirement: its record's
+    timestamp (when the firmware asked for it) lies between that many cycles after the black hole
+    swallowed its last burst (the host model's cycle count runs from the same reset as TIMESTAMP)
+    and a few firmware passes later (the other queues keep the firmware busy: ~800 cycles seen),
+    long before the watchdog."""
     (ts,) = [r["timestamp"] for recs in report.records.values() for r in recs.values()
              if r["status"] == ErrorCode.BUS_TIMEOUT]
     waited = (ts - tb.host.bh_time) & 0xFFFF_FFFF
     tb.log.info(f"dma_timeout: record requested {waited} cycles after the last swallowed burst "
                 f"(BUS_TIMEOUT.CYCLES = {BUS_TIMEOUT_CYCLES})")
-    assert BUS_TIMEOUT_CYCLES <= waited <= BUS_TIMEOUT_CYCLES + 1000, \
+    assert BUS_TIMEOUT_CYCLES <= waited <= BUS_TIMEOUT_CYCLES + 3000, \
         f"BUS_TIMEOUT after {waited} cycles, the limit is {BUS_TIMEOUT_CYCLES}"
+
+
+@cocotb.test()
+async def queue_dma_watchdog(dut):
+    """The firmware watchdog resets only the hung DMA channel (chip_scenarios.dma_watchdog_scenario):
+    with the bus timeout off, a DMA command of one queue hangs on the black hole while another
+    queue runs a chain of commands on the other channel; the reset hits the chain with a command
+    in flight, which completes bit-exactly. The load channel hung, then (chip reset) the store
+    channel."""
+    tb = ChipTB(dut)
+    for i, hung in enumerate(("load", "store")):
+        _, dev = await _boot(dut, tb=tb, seed=tb.seed + i)
+        misbehave(tb)
+        report = await run_async(S.dma_watchdog_scenario(
+            tb.caps, tb.seed + i, host_bytes=HOST_BYTES, blackhole=BLACKHOLE, hung=hung,
+            commands=8, rows=128, watchdog=3000), dev)
+        tb.log.info(f"{report.name}: {report.descriptors} descriptors retired in {report.cycles} "
+                    f"cycles, then {report.phases[0].descriptors} after the queue's reset")
 
 
 class BusTimer:

@@ -13,8 +13,10 @@ independent Python model:
   requests that asked for it;
 * the AXI checker of verif/axi_checker.py on every cycle (valid/payload held until ready on all
   five channels, INCR, WLAST/RLAST, responses), configured for this port: ID 0, full-width beats,
-  one read and one write burst outstanding at most; plus 32-byte aligned 4-beat descriptor reads
-  and W bursts with all strobes on records and the low 4 on consumer writes.
+  one read and one write burst outstanding at most (relaxed by the bus-timeout test, whose
+  abandoned bursts move the controller to other IDs and are finished with null strobes); plus
+  32-byte aligned 4-beat descriptor reads and W bursts with all strobes on records and the low 4
+  on consumer writes.
 
 Pulses (``retired``, ``cpl_irq``, ``error_irq``) are counted per cycle high. AXI error responses
 come from error regions: the AxiRam's ``_read``/``_write`` raise there (cocotbext-axi answers
@@ -1156,7 +1158,7 @@ async def t_bus_timeouts(dut):
     assert tb.out(3, "prefetched") == 0 and tb.out(3, "fetch") == 0, "late data of q3 was kept"
     # --- record write, B withheld: q1's record 0 times out; its record 1 is dropped at once
     tb.set_pauses(b=1.0)
-    aws = len(tb.aws)
+    aws, irqs = len(tb.aws), tb.counts[1]["error_irq"]
     await tb.cpl(tb.next_cpl(1, tag=11, writes=("record",)))     # the RAM has taken the data
     await tb.wait_for(lambda: len(tb.aws) == aws + 1, "q1's record AW")
     t0 = tb.aws[-1][0]
@@ -1166,7 +1168,7 @@ async def t_bus_timeouts(dut):
     await tb.cpl(tb.next_cpl(1, tag=12, writes=()))
     await drain_cpl(tb, 1, 2, cycles=50)
     assert len(tb.aws) == aws + 1 and tb.out(1, "consumer") == 2, "the dead area saw a write"
-    assert tb.counts[1]["error_irq"] == 2
+    assert tb.counts[1]["error_irq"] == irqs + 2, "each failed record raises error_irq"
     tb.set_pauses(b=0.0)
     # --- record write, AW refused: q2's record times out; its data, sent late, writes nothing
     tb.set_pauses(aw=1.0)

@@ -11,7 +11,9 @@ The simulated harness (:class:`DmaHarness`) is the DMA engine with
   ``$readmemh``/``$writememh``) or, with ``use_ext`` = 1, to the ``ext__*`` ports where a
   cocotbext-axi ``AxiRam`` with pause generators answers (protocol path);
 * the packed monitor copies ``mon_hm_*`` of the bus between the DMA and the host memory model, as
-  the chip's testbench top has them (verif/soc_target.py), for the fast path's AXI checker.
+  the chip's testbench top has them (verif/soc_target.py), for the fast path's AXI checker;
+* the DMA's ``load_reset``/``store_reset`` (ENGINE_RESET of one channel) and ``bus_timeout``
+  (BUS_TIMEOUT.CYCLES, 0 in every test but the bus-timeout one) as inputs.
 
 Two builds: dim 8 (64-bit AXI, bursts of at most 4 beats, 4 reads outstanding) and dim 16 (64-byte
 accumulator rows, 16-beat bursts, 2 outstanding). The cocotb side is ``cocotb_dma_engine.py``.
