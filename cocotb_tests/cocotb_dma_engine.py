@@ -898,7 +898,8 @@ def check_partial_store(tb, c, got, lo, hi, keep=(), what=""):
     assert len(bad) == 0, f"{what}: host byte {lo + bad[0]:#x} written with a byte of no row"
     for kl, kh in keep:
         kl, kh = max(kl, lo), min(kh, hi)
-        assert (got[kl - lo:kh - lo] == tb.host[kl:kh]).all(), f"{what}: a byte in [{kl:#x}, {kh:#x}) was written"
+        assert (got[kl - lo:kh - lo] == tb.host[kl:kh]).all(), \
+            f"{what}: a byte in [{kl:#x}, {kh:#x}) was written"
     tb.host[lo:hi] = got
 
 
@@ -1023,7 +1024,8 @@ async def t_channel_reset(dut):
         cmds = {"load": rows_cmd(tb, "load", 0, 0, 0.5, 8),
                 "store": rows_cmd(tb, "store", half, 0.5, 1, 8)}
         v, o = cmds[victim], cmds[other]
-        what = f"iter {it}: {victim} {describe(v)} reset{' while hung' if hung else ''}, {other} {describe(o)}"
+        what = (f"iter {it}: {victim} {describe(v)} reset{' while hung' if hung else ''}, "
+                f"{other} {describe(o)}")
         if hung:                               # the first row never answers, and no timeout
             h = next(cmd_rows(v))[0]
             tb.hm.set_blackhole(h, h + 1)

@@ -262,9 +262,9 @@ class ChipModel(ControlModel):
 
     Host memory beyond ``host_bytes`` answers DECERR (descriptor fetches, completion writes and DMA
     alike); ``blackhole`` (``(base, limit)`` or None) never answers (module docstring, "Host bus
-    timeouts"; :meth:`set_blackhole` changes it). ``engine_delay``, ``fetch_latency`` and ``cpl_latency`` are step counts, each an int,
-    an inclusive ``(lo, hi)`` range or a function of a NumPy Generator, drawn per operation from a
-    generator seeded with ``seed``.
+    timeouts"; :meth:`set_blackhole` changes it). ``engine_delay``, ``fetch_latency`` and
+    ``cpl_latency`` are step counts, each an int, an inclusive ``(lo, hi)`` range or a function
+    of a NumPy Generator, drawn per operation from a generator seeded with ``seed``.
     ``firmware``: a FirmwareImage (or ELF path) loaded through CORE_MEM_* and started.
     """
 

@@ -7,9 +7,10 @@ which is the result any legal RTL schedule must reproduce. Errors are reported w
 
 Check order when several faults hold at once: RESERVED_BITS, BAD_SHAPE, LOCAL_RANGE, HOST_RANGE,
 WINDOW (DMA commands forwarded from a queue, docs/queues.md "DMA windows"), then the
-data-dependent BAD_SHIFT, BUS_TIMEOUT (the black hole) and AXI errors. An opcode no engine serves is BAD_OPCODE before any
-other check; that includes SIGNAL_EVENT, WAIT_EVENT and BARRIER, which only mean something in a
-queue (the firmware runs them; the hardware dispatcher behind ``CMD_SUBMIT`` only knows engines).
+data-dependent BAD_SHIFT, BUS_TIMEOUT (the black hole) and AXI errors. An opcode no engine
+serves is BAD_OPCODE before any other check; that includes SIGNAL_EVENT, WAIT_EVENT and BARRIER,
+which only mean something in a queue (the firmware runs them; the hardware dispatcher behind
+``CMD_SUBMIT`` only knows engines).
 """
 from dataclasses import dataclass, field
 

@@ -7,11 +7,12 @@ the manager's reset domain, so a manager that is reset in the middle of a burst,
 after a timeout, leaves the port (and the AXI arbiter behind it) consistent:
 
 * **Timeout.** ``timeout`` rises in the cycle after the manager has waited ``limit``
-  consecutive cycles without progress (0 disables it), whatever that cycle brings. Waiting means: a request offered and not
-  accepted (AR/AW, and W for writes), or a response owed by the bus (R beats of an accepted read;
-  B of a write whose last W beat was sent). Progress means: an address or W handshake, or a
-  response beat offered to the manager (a manager that itself holds ``rready``/``bready`` low is not
-  waiting on the bus). The manager answers a timeout by abandoning (``abandon``).
+  consecutive cycles without progress (0 disables it), whatever that cycle brings. Waiting
+  means: a request offered and not accepted (AR/AW, and W for writes), or a response owed by the
+  bus (R beats of an accepted read; B of a write whose last W beat was sent). Progress means: an
+  address or W handshake, or a response beat offered to the manager (a manager that itself holds
+  ``rready``/``bready`` low is not waiting on the bus). The manager answers a timeout by
+  abandoning (``abandon``).
 * **Abandon** (``abandon``, one cycle: a timeout taken or a reset of the manager): every transfer
   the manager has on the bus becomes an orphan. An address the manager was offering and the port
   had not accepted stays offered, unchanged, until accepted (AXI forbids withdrawing a VALID), from
