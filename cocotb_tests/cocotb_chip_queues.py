@@ -91,14 +91,14 @@ def check_timeout_cycles(tb, report):
     progress (exactly: the DMA bench's t_bus_timeout), plus the firmware's retirement: its record's
     timestamp (when the firmware asked for it) lies between that many cycles after the black hole
     swallowed its last burst (the host model's cycle count runs from the same reset as TIMESTAMP)
-    and a few firmware passes later (the other queues keep the firmware busy: ~800 cycles seen),
-    long before the watchdog."""
+    and a few firmware passes later (a store's W beats may follow its swallowed AW late, and the
+    other queues keep the firmware busy: 600..1600 cycles seen), long before the watchdog."""
     (ts,) = [r["timestamp"] for recs in report.records.values() for r in recs.values()
              if r["status"] == ErrorCode.BUS_TIMEOUT]
     waited = (ts - tb.host.bh_time) & 0xFFFF_FFFF
     tb.log.info(f"dma_timeout: record requested {waited} cycles after the last swallowed burst "
                 f"(BUS_TIMEOUT.CYCLES = {BUS_TIMEOUT_CYCLES})")
-    assert BUS_TIMEOUT_CYCLES <= waited <= BUS_TIMEOUT_CYCLES + 3000, \
+    assert BUS_TIMEOUT_CYCLES <= waited <= BUS_TIMEOUT_CYCLES + 5000, \
         f"BUS_TIMEOUT after {waited} cycles, the limit is {BUS_TIMEOUT_CYCLES}"
 
 

@@ -12,7 +12,7 @@ after a timeout, leaves the port (and the AXI arbiter behind it) consistent:
   bus (R beats of an accepted read; B of a write whose last W beat was sent). Progress means: an
   address or W handshake, or a response beat offered to the manager (a manager that itself holds
   ``rready``/``bready`` low is not waiting on the bus). The manager answers a timeout by
-  abandoning (``abandon``).
+  abandoning (``abandon``), unless its transfer completes in that very cycle.
 * **Abandon** (``abandon``, one cycle: a timeout taken or a reset of the manager): every transfer
   the manager has on the bus becomes an orphan. An address the manager was offering and the port
   had not accepted stays offered, unchanged, until accepted (AXI forbids withdrawing a VALID), from

@@ -330,13 +330,13 @@ class QueueController(wiring.Component):
                     m.next = "AR"
             with m.State("AR"):
                 m.d.comb += busy.eq(1)
-                with m.If(rg.timeout):                 # the guard keeps offering the address
+                with m.If(axi.arready):
+                    m.d.sync += ar_valid.eq(0)
+                    m.next = "R"
+                with m.Elif(rg.timeout):               # the guard keeps offering the address
                     m.d.comb += fetch_abort.eq(1)
                     m.d.sync += ar_valid.eq(0)
                     m.next = "IDLE"
-                with m.Elif(axi.arready):
-                    m.d.sync += ar_valid.eq(0)
-                    m.next = "R"
             with m.State("R"):
                 m.d.comb += [busy.eq(1), axi.rready.eq(1)]
                 with m.If(r_hs):
@@ -480,10 +480,7 @@ class QueueController(wiring.Component):
                     m.next = "SKIP"
             with m.State("REC_B"):
                 m.d.comb += axi.bready.eq(1)
-                with m.If(wg.timeout):
-                    m.d.comb += cpl_abort.eq(1)
-                    m.next = "SKIP"
-                with m.Elif(b_hs):
+                with m.If(b_hs):
                     with m.If(b_bad):
                         m.d.sync += [wr_err.eq(1), wr_code.eq(_resp_error(axi.bresp))]
                     # the consumer index C + 1: one beat, the 4 bytes at cpl_base (16-byte
@@ -494,6 +491,9 @@ class QueueController(wiring.Component):
                         w_valid.eq(1),
                     ]
                     m.next = "IDX"
+                with m.Elif(wg.timeout):
+                    m.d.comb += cpl_abort.eq(1)
+                    m.next = "SKIP"
             with m.State("IDX"):
                 m.d.comb += cons_busy.eq(1)
                 with m.If(sent):
@@ -503,12 +503,12 @@ class QueueController(wiring.Component):
                     m.next = "SKIP"
             with m.State("IDX_B"):
                 m.d.comb += [axi.bready.eq(1), cons_busy.eq(1)]
-                with m.If(wg.timeout):
-                    m.d.comb += cpl_abort.eq(1)
-                    m.next = "SKIP"
-                with m.Elif(b_hs):
+                with m.If(b_hs):
                     m.d.comb += finish.eq(1)
                     m.next = "IDLE"
+                with m.Elif(wg.timeout):
+                    m.d.comb += cpl_abort.eq(1)
+                    m.next = "SKIP"
             with m.State("SKIP"):
                 # A write timed out or the queue's completion area is dead: complete as failed.
                 m.d.comb += finish.eq(1)

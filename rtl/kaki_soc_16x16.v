@@ -61054,8 +61054,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$421  = 1'h1;
           end
     endcase
@@ -61086,8 +61085,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$422  = 1'h1;
           end
     endcase
@@ -61116,8 +61114,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$423  = 1'h0;
           end
     endcase
@@ -61160,10 +61157,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
             \$425  = 3'h2;
           end
       3'h4:
-          if (\timeout$309 ) begin
-            \$425  = 3'h2;
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$425  = 3'h5;
+          end else if (\timeout$309 ) begin
+            \$425  = 3'h2;
           end
       3'h5:
           if (cpl_sent) begin
@@ -61172,10 +61169,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
             \$425  = 3'h2;
           end
       3'h6:
-          if (\timeout$309 ) begin
-            \$425  = 3'h2;
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$425  = 3'h0;
+          end else if (\timeout$309 ) begin
+            \$425  = 3'h2;
           end
       3'h2:
           \$425  = 3'h0;
@@ -61221,8 +61218,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$428  = cpl_cons_addr;
           end
     endcase
@@ -61241,8 +61237,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$429  = 8'h00;
           end
     endcase
@@ -61261,8 +61256,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$430  = { 95'h000000000000000000000000, \$324  };
           end
     endcase
@@ -61281,8 +61275,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$431  = 8'h0f;
           end
     endcase
@@ -61301,8 +61294,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$432  = 2'h1;
           end
     endcase
@@ -61326,8 +61318,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             if (down__bresp[1]) begin
               \$433  = 1'h1;
             end
@@ -61353,8 +61344,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             if (down__bresp[1]) begin
               \$434  = \$323 ;
             end
@@ -62115,7 +62105,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       2'h0:
           /* empty */;
       2'h1:
-          if (timeout) begin
+          if (up__arready) begin
+          end else if (timeout) begin
             abandon = 1'h1;
           end
       2'h2:
@@ -62159,7 +62150,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
             \abandon$67  = 1'h1;
           end
       3'h4:
-          if (\timeout$309 ) begin
+          if (cpl_b_hs) begin
+          end else if (\timeout$309 ) begin
             \abandon$67  = 1'h1;
           end
       3'h5:
@@ -62168,7 +62160,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
             \abandon$67  = 1'h1;
           end
       3'h6:
-          if (\timeout$309 ) begin
+          if (cpl_b_hs) begin
+          end else if (\timeout$309 ) begin
             \abandon$67  = 1'h1;
           end
     endcase
@@ -62224,8 +62217,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h5:
           /* empty */;
       3'h6:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             cpl_finish = 1'h1;
           end
       3'h2:
@@ -62411,9 +62403,9 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
             \$409  = 1'h1;
           end
       2'h1:
-          if (timeout) begin
+          if (up__arready) begin
             \$409  = 1'h0;
-          end else if (up__arready) begin
+          end else if (timeout) begin
             \$409  = 1'h0;
           end
     endcase
@@ -62485,10 +62477,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
             \$413  = 2'h1;
           end
       2'h1:
-          if (timeout) begin
-            \$413  = 2'h0;
-          end else if (up__arready) begin
+          if (up__arready) begin
             \$413  = 2'h2;
+          end else if (timeout) begin
+            \$413  = 2'h0;
           end
       2'h2:
           if (fetch_r_done) begin

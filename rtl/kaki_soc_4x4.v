@@ -31581,8 +31581,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$421  = 1'h1;
           end
     endcase
@@ -31613,8 +31612,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$422  = 1'h1;
           end
     endcase
@@ -31643,8 +31641,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$423  = 1'h0;
           end
     endcase
@@ -31687,10 +31684,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \$425  = 3'h2;
           end
       3'h4:
-          if (\timeout$309 ) begin
-            \$425  = 3'h2;
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$425  = 3'h5;
+          end else if (\timeout$309 ) begin
+            \$425  = 3'h2;
           end
       3'h5:
           if (cpl_sent) begin
@@ -31699,10 +31696,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \$425  = 3'h2;
           end
       3'h6:
-          if (\timeout$309 ) begin
-            \$425  = 3'h2;
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$425  = 3'h0;
+          end else if (\timeout$309 ) begin
+            \$425  = 3'h2;
           end
       3'h2:
           \$425  = 3'h0;
@@ -31748,8 +31745,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$428  = cpl_cons_addr;
           end
     endcase
@@ -31768,8 +31764,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$429  = 8'h00;
           end
     endcase
@@ -31788,8 +31783,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$430  = { 95'h000000000000000000000000, \$324  };
           end
     endcase
@@ -31808,8 +31802,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$431  = 8'h0f;
           end
     endcase
@@ -31828,8 +31821,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$432  = 2'h1;
           end
     endcase
@@ -31853,8 +31845,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             if (down__bresp[1]) begin
               \$433  = 1'h1;
             end
@@ -31880,8 +31871,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             if (down__bresp[1]) begin
               \$434  = \$323 ;
             end
@@ -32642,7 +32632,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       2'h0:
           /* empty */;
       2'h1:
-          if (timeout) begin
+          if (up__arready) begin
+          end else if (timeout) begin
             abandon = 1'h1;
           end
       2'h2:
@@ -32686,7 +32677,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \abandon$67  = 1'h1;
           end
       3'h4:
-          if (\timeout$309 ) begin
+          if (cpl_b_hs) begin
+          end else if (\timeout$309 ) begin
             \abandon$67  = 1'h1;
           end
       3'h5:
@@ -32695,7 +32687,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \abandon$67  = 1'h1;
           end
       3'h6:
-          if (\timeout$309 ) begin
+          if (cpl_b_hs) begin
+          end else if (\timeout$309 ) begin
             \abandon$67  = 1'h1;
           end
     endcase
@@ -32751,8 +32744,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h5:
           /* empty */;
       3'h6:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             cpl_finish = 1'h1;
           end
       3'h2:
@@ -32938,9 +32930,9 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \$409  = 1'h1;
           end
       2'h1:
-          if (timeout) begin
+          if (up__arready) begin
             \$409  = 1'h0;
-          end else if (up__arready) begin
+          end else if (timeout) begin
             \$409  = 1'h0;
           end
     endcase
@@ -33012,10 +33004,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \$413  = 2'h1;
           end
       2'h1:
-          if (timeout) begin
-            \$413  = 2'h0;
-          end else if (up__arready) begin
+          if (up__arready) begin
             \$413  = 2'h2;
+          end else if (timeout) begin
+            \$413  = 2'h0;
           end
       2'h2:
           if (fetch_r_done) begin

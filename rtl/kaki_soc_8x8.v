@@ -37469,8 +37469,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$421  = 1'h1;
           end
     endcase
@@ -37501,8 +37500,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$422  = 1'h1;
           end
     endcase
@@ -37531,8 +37529,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$423  = 1'h0;
           end
     endcase
@@ -37575,10 +37572,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \$425  = 3'h2;
           end
       3'h4:
-          if (\timeout$309 ) begin
-            \$425  = 3'h2;
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$425  = 3'h5;
+          end else if (\timeout$309 ) begin
+            \$425  = 3'h2;
           end
       3'h5:
           if (cpl_sent) begin
@@ -37587,10 +37584,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \$425  = 3'h2;
           end
       3'h6:
-          if (\timeout$309 ) begin
-            \$425  = 3'h2;
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$425  = 3'h0;
+          end else if (\timeout$309 ) begin
+            \$425  = 3'h2;
           end
       3'h2:
           \$425  = 3'h0;
@@ -37636,8 +37633,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$428  = cpl_cons_addr;
           end
     endcase
@@ -37656,8 +37652,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$429  = 8'h00;
           end
     endcase
@@ -37676,8 +37671,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$430  = { 95'h000000000000000000000000, \$324  };
           end
     endcase
@@ -37696,8 +37690,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$431  = 8'h0f;
           end
     endcase
@@ -37716,8 +37709,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             \$432  = 2'h1;
           end
     endcase
@@ -37741,8 +37733,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             if (down__bresp[1]) begin
               \$433  = 1'h1;
             end
@@ -37768,8 +37759,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             if (down__bresp[1]) begin
               \$434  = \$323 ;
             end
@@ -38530,7 +38520,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       2'h0:
           /* empty */;
       2'h1:
-          if (timeout) begin
+          if (up__arready) begin
+          end else if (timeout) begin
             abandon = 1'h1;
           end
       2'h2:
@@ -38574,7 +38565,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \abandon$67  = 1'h1;
           end
       3'h4:
-          if (\timeout$309 ) begin
+          if (cpl_b_hs) begin
+          end else if (\timeout$309 ) begin
             \abandon$67  = 1'h1;
           end
       3'h5:
@@ -38583,7 +38575,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \abandon$67  = 1'h1;
           end
       3'h6:
-          if (\timeout$309 ) begin
+          if (cpl_b_hs) begin
+          end else if (\timeout$309 ) begin
             \abandon$67  = 1'h1;
           end
     endcase
@@ -38639,8 +38632,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h5:
           /* empty */;
       3'h6:
-          if (\timeout$309 ) begin
-          end else if (cpl_b_hs) begin
+          if (cpl_b_hs) begin
             cpl_finish = 1'h1;
           end
       3'h2:
@@ -38826,9 +38818,9 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \$409  = 1'h1;
           end
       2'h1:
-          if (timeout) begin
+          if (up__arready) begin
             \$409  = 1'h0;
-          end else if (up__arready) begin
+          end else if (timeout) begin
             \$409  = 1'h0;
           end
     endcase
@@ -38900,10 +38892,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
             \$413  = 2'h1;
           end
       2'h1:
-          if (timeout) begin
-            \$413  = 2'h0;
-          end else if (up__arready) begin
+          if (up__arready) begin
             \$413  = 2'h2;
+          end else if (timeout) begin
+            \$413  = 2'h0;
           end
       2'h2:
           if (fetch_r_done) begin
