@@ -36,29 +36,29 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire \$126 ;
+  wire [3:0] \$126 ;
   wire \$127 ;
-  wire \$128 ;
+  wire [3:0] \$128 ;
   wire \$129 ;
-  wire \$13 ;
+  wire [1:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [3:0] \$132 ;
+  wire \$132 ;
   wire \$133 ;
-  wire [3:0] \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
+  wire [32:0] \$134 ;
+  wire [32:0] \$135 ;
+  wire [32:0] \$136 ;
+  wire [32:0] \$137 ;
+  wire [32:0] \$138 ;
   wire \$139 ;
-  wire \$14 ;
-  wire [32:0] \$140 ;
-  wire [32:0] \$141 ;
+  wire [1:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
   wire [32:0] \$142 ;
-  wire [32:0] \$143 ;
+  wire \$143 ;
   wire [32:0] \$144 ;
   wire \$145 ;
-  wire \$146 ;
+  wire [32:0] \$146 ;
   wire \$147 ;
   wire [32:0] \$148 ;
   wire \$149 ;
@@ -76,26 +76,26 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$16 ;
   wire [32:0] \$160 ;
   wire \$161 ;
-  wire [32:0] \$162 ;
+  wire \$162 ;
   wire \$163 ;
-  wire [32:0] \$164 ;
-  wire \$165 ;
-  wire [32:0] \$166 ;
+  wire \$164 ;
+  wire [32:0] \$165 ;
+  wire \$166 ;
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire \$17 ;
-  wire \$170 ;
-  wire [32:0] \$171 ;
+  wire [1:0] \$17 ;
+  wire [32:0] \$170 ;
+  wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
+  wire [32:0] \$174 ;
   wire \$175 ;
   wire [32:0] \$176 ;
   wire \$177 ;
-  wire \$178 ;
+  wire [32:0] \$178 ;
   wire \$179 ;
-  wire \$18 ;
+  wire [1:0] \$18 ;
   wire [32:0] \$180 ;
   wire \$181 ;
   wire [32:0] \$182 ;
@@ -106,7 +106,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$187 ;
   wire [32:0] \$188 ;
   wire \$189 ;
-  wire [1:0] \$19 ;
+  wire \$19 ;
   wire [32:0] \$190 ;
   wire \$191 ;
   wire [32:0] \$192 ;
@@ -116,14 +116,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [32:0] \$196 ;
   wire \$197 ;
   wire [32:0] \$198 ;
-  wire \$199 ;
+  reg \$199 ;
   wire \$2 ;
-  wire [1:0] \$20 ;
-  wire [32:0] \$200 ;
-  wire \$201 ;
-  wire [32:0] \$202 ;
-  wire \$203 ;
-  wire [32:0] \$204 ;
+  wire \$20 ;
+  reg \$200 ;
+  reg \$201 ;
+  reg \$202 ;
+  reg [31:0] \$203 ;
+  reg [31:0] \$204 ;
   reg \$205 ;
   reg \$206 ;
   reg \$207 ;
@@ -131,19 +131,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg [31:0] \$209 ;
   wire \$21 ;
   reg [31:0] \$210 ;
-  reg \$211 ;
-  reg \$212 ;
-  reg \$213 ;
-  reg \$214 ;
-  reg [31:0] \$215 ;
-  reg [31:0] \$216 ;
+  reg [31:0] \$211 ;
+  reg [31:0] \$212 ;
+  reg [7:0] \$213 ;
+  reg [7:0] \$214 ;
+  reg [15:0] \$215 ;
+  reg \$216 ;
   reg [31:0] \$217 ;
   reg [31:0] \$218 ;
-  reg [7:0] \$219 ;
+  reg [31:0] \$219 ;
   wire \$22 ;
-  reg [7:0] \$220 ;
-  reg [15:0] \$221 ;
-  reg \$222 ;
+  reg [31:0] \$220 ;
+  reg [31:0] \$221 ;
+  reg [31:0] \$222 ;
   reg [31:0] \$223 ;
   reg [31:0] \$224 ;
   reg [31:0] \$225 ;
@@ -165,31 +165,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [1:0] \$24 ;
   reg [31:0] \$240 ;
   reg [31:0] \$241 ;
-  reg [31:0] \$242 ;
-  reg [31:0] \$243 ;
-  reg [31:0] \$244 ;
-  reg [31:0] \$245 ;
-  reg [31:0] \$246 ;
-  reg [31:0] \$247 ;
-  wire [8:0] \$248 ;
-  wire [8:0] \$249 ;
+  wire [8:0] \$242 ;
+  wire [8:0] \$243 ;
+  wire [8:0] \$244 ;
+  wire [8:0] \$245 ;
+  wire [2:0] \$246 ;
+  wire [2:0] \$247 ;
+  wire [2:0] \$248 ;
+  wire [2:0] \$249 ;
   wire \$25 ;
-  wire [8:0] \$250 ;
-  wire [8:0] \$251 ;
-  wire [2:0] \$252 ;
-  wire [2:0] \$253 ;
-  wire [2:0] \$254 ;
-  wire [2:0] \$255 ;
   wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire [1:0] \$29 ;
+  wire [1:0] \$27 ;
+  wire [1:0] \$28 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [1:0] \$30 ;
+  wire \$30 ;
   wire \$31 ;
   wire \$32 ;
-  wire [1:0] \$33 ;
-  wire [1:0] \$34 ;
+  wire \$33 ;
+  wire \$34 ;
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
@@ -229,15 +223,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
+  wire [32:0] \$70 ;
+  wire [3:0] \$71 ;
+  wire [3:0] \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire [32:0] \$76 ;
-  wire [3:0] \$77 ;
-  wire [3:0] \$78 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
@@ -262,91 +256,91 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$756 ;
+  reg [7:0] \$signal$761 ;
   wire [12:0] acc_rd__addr;
-  wire [12:0] \acc_rd__addr$181 ;
-  wire [12:0] \acc_rd__addr$189 ;
+  wire [12:0] \acc_rd__addr$185 ;
+  wire [12:0] \acc_rd__addr$193 ;
   wire [127:0] acc_rd__data;
-  wire [127:0] \acc_rd__data$186 ;
-  wire [127:0] \acc_rd__data$194 ;
+  wire [127:0] \acc_rd__data$190 ;
+  wire [127:0] \acc_rd__data$198 ;
   wire acc_rd__en;
-  wire \acc_rd__en$183 ;
-  wire \acc_rd__en$191 ;
+  wire \acc_rd__en$187 ;
+  wire \acc_rd__en$195 ;
   wire acc_rd__gnt;
-  wire \acc_rd__gnt$184 ;
-  wire \acc_rd__gnt$192 ;
+  wire \acc_rd__gnt$188 ;
+  wire \acc_rd__gnt$196 ;
   wire [12:0] acc_wr__addr;
-  wire [12:0] \acc_wr__addr$205 ;
+  wire [12:0] \acc_wr__addr$209 ;
   wire [127:0] acc_wr__data;
-  wire [127:0] \acc_wr__data$211 ;
+  wire [127:0] \acc_wr__data$215 ;
   wire acc_wr__en;
-  wire \acc_wr__en$207 ;
+  wire \acc_wr__en$211 ;
   wire acc_wr__gnt;
-  wire \acc_wr__gnt$208 ;
+  wire \acc_wr__gnt$212 ;
   wire active;
-  wire \active$867 ;
+  wire \active$872 ;
   wire [31:0] axi__araddr;
-  wire [31:0] \axi__araddr$311 ;
+  wire [31:0] \axi__araddr$315 ;
   wire [1:0] axi__arburst;
-  wire [1:0] \axi__arburst$317 ;
+  wire [1:0] \axi__arburst$321 ;
   wire [3:0] axi__arid;
-  wire [3:0] \axi__arid$309 ;
+  wire [3:0] \axi__arid$313 ;
   wire [7:0] axi__arlen;
-  wire [7:0] \axi__arlen$313 ;
+  wire [7:0] \axi__arlen$317 ;
   wire [2:0] axi__arprot;
-  wire [2:0] \axi__arprot$319 ;
+  wire [2:0] \axi__arprot$323 ;
   wire axi__arready;
-  wire \axi__arready$322 ;
+  wire \axi__arready$326 ;
   wire [2:0] axi__arsize;
-  wire [2:0] \axi__arsize$315 ;
+  wire [2:0] \axi__arsize$319 ;
   wire axi__arvalid;
-  wire \axi__arvalid$321 ;
+  wire \axi__arvalid$325 ;
   wire [31:0] axi__awaddr;
-  wire [31:0] \axi__awaddr$277 ;
+  wire [31:0] \axi__awaddr$281 ;
   wire [1:0] axi__awburst;
-  wire [1:0] \axi__awburst$283 ;
+  wire [1:0] \axi__awburst$287 ;
   wire [3:0] axi__awid;
-  wire [3:0] \axi__awid$275 ;
+  wire [3:0] \axi__awid$279 ;
   wire [7:0] axi__awlen;
-  wire [7:0] \axi__awlen$279 ;
+  wire [7:0] \axi__awlen$283 ;
   wire [2:0] axi__awprot;
-  wire [2:0] \axi__awprot$285 ;
+  wire [2:0] \axi__awprot$289 ;
   wire axi__awready;
-  wire \axi__awready$288 ;
+  wire \axi__awready$292 ;
   wire [2:0] axi__awsize;
-  wire [2:0] \axi__awsize$281 ;
+  wire [2:0] \axi__awsize$285 ;
   wire axi__awvalid;
-  wire \axi__awvalid$287 ;
+  wire \axi__awvalid$291 ;
   wire [3:0] axi__bid;
-  wire [3:0] \axi__bid$300 ;
+  wire [3:0] \axi__bid$304 ;
   wire axi__bready;
-  wire \axi__bready$307 ;
+  wire \axi__bready$311 ;
   wire [1:0] axi__bresp;
-  wire [1:0] \axi__bresp$302 ;
+  wire [1:0] \axi__bresp$306 ;
   wire axi__bvalid;
-  wire \axi__bvalid$304 ;
+  wire \axi__bvalid$308 ;
   wire [63:0] axi__rdata;
-  wire [63:0] \axi__rdata$326 ;
+  wire [63:0] \axi__rdata$330 ;
   wire [3:0] axi__rid;
-  wire [3:0] \axi__rid$324 ;
+  wire [3:0] \axi__rid$328 ;
   wire axi__rlast;
-  wire \axi__rlast$330 ;
+  wire \axi__rlast$334 ;
   wire axi__rready;
-  wire \axi__rready$335 ;
+  wire \axi__rready$339 ;
   wire [1:0] axi__rresp;
-  wire [1:0] \axi__rresp$328 ;
+  wire [1:0] \axi__rresp$332 ;
   wire axi__rvalid;
-  wire \axi__rvalid$332 ;
+  wire \axi__rvalid$336 ;
   wire [63:0] axi__wdata;
-  wire [63:0] \axi__wdata$291 ;
+  wire [63:0] \axi__wdata$295 ;
   wire axi__wlast;
-  wire \axi__wlast$295 ;
+  wire \axi__wlast$299 ;
   wire axi__wready;
-  wire \axi__wready$298 ;
+  wire \axi__wready$302 ;
   wire [7:0] axi__wstrb;
-  wire [7:0] \axi__wstrb$293 ;
+  wire [7:0] \axi__wstrb$297 ;
   wire axi__wvalid;
-  wire \axi__wvalid$297 ;
+  wire \axi__wvalid$301 ;
   wire bus__ack;
   wire [31:0] bus__addr;
   wire [11:0] bus__araddr;
@@ -373,6 +367,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] bus__wstrb;
   wire [3:0] \bus__wstrb$86 ;
   wire bus__wvalid;
+  wire [31:0] bus_timeout;
+  wire [31:0] \bus_timeout$688 ;
+  wire [31:0] bus_timeout_cycles;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
   wire [7:0] cap_array_cols;
@@ -456,24 +453,24 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$852 ;
+  wire \ctl__busy$857 ;
   wire [175:0] ctl__cmd__payload;
-  wire [155:0] \ctl__cmd__payload$124 ;
-  wire [19:0] \ctl__cmd__payload$124.bias_addr ;
-  wire [19:0] \ctl__cmd__payload$124.dst_addr ;
-  wire [19:0] \ctl__cmd__payload$124.mult_addr ;
-  wire [7:0] \ctl__cmd__payload$124.ops ;
-  wire \ctl__cmd__payload$124.ops.add ;
-  wire \ctl__cmd__payload$124.ops.bias ;
-  wire \ctl__cmd__payload$124.ops.maxred ;
-  wire \ctl__cmd__payload$124.ops.relu ;
-  wire [3:0] \ctl__cmd__payload$124.ops.reserved ;
-  wire [19:0] \ctl__cmd__payload$124.res_addr ;
-  wire [3:0] \ctl__cmd__payload$124.reserved ;
-  wire [15:0] \ctl__cmd__payload$124.rows ;
-  wire [19:0] \ctl__cmd__payload$124.shift_addr ;
-  wire [19:0] \ctl__cmd__payload$124.src_addr ;
-  wire [7:0] \ctl__cmd__payload$124.zero_point ;
+  wire [155:0] \ctl__cmd__payload$128 ;
+  wire [19:0] \ctl__cmd__payload$128.bias_addr ;
+  wire [19:0] \ctl__cmd__payload$128.dst_addr ;
+  wire [19:0] \ctl__cmd__payload$128.mult_addr ;
+  wire [7:0] \ctl__cmd__payload$128.ops ;
+  wire \ctl__cmd__payload$128.ops.add ;
+  wire \ctl__cmd__payload$128.ops.bias ;
+  wire \ctl__cmd__payload$128.ops.maxred ;
+  wire \ctl__cmd__payload$128.ops.relu ;
+  wire [3:0] \ctl__cmd__payload$128.ops.reserved ;
+  wire [19:0] \ctl__cmd__payload$128.res_addr ;
+  wire [3:0] \ctl__cmd__payload$128.reserved ;
+  wire [15:0] \ctl__cmd__payload$128.rows ;
+  wire [19:0] \ctl__cmd__payload$128.shift_addr ;
+  wire [19:0] \ctl__cmd__payload$128.src_addr ;
+  wire [7:0] \ctl__cmd__payload$128.zero_point ;
   wire [19:0] \ctl__cmd__payload.a_addr ;
   wire [19:0] \ctl__cmd__payload.a_kt_stride ;
   wire \ctl__cmd__payload.accumulate ;
@@ -486,11 +483,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [11:0] \ctl__cmd__payload.n_tiles ;
   wire [14:0] \ctl__cmd__payload.reserved ;
   wire ctl__cmd__ready;
-  wire \ctl__cmd__ready$123 ;
+  wire \ctl__cmd__ready$127 ;
   wire ctl__cmd__valid;
-  wire \ctl__cmd__valid$120 ;
+  wire \ctl__cmd__valid$124 ;
   wire ctl__done;
-  wire \ctl__done$127 ;
+  wire \ctl__done$131 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -508,6 +505,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] ctl__error;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -526,7 +524,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
-  wire [7:0] \ctl__error$129 ;
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  wire [7:0] \ctl__error$133 ;
   wire debug_hang_gemm;
   wire debug_hang_vec;
   reg [255:0] desc;
@@ -617,6 +616,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] dma_load_error;
   wire [258:0] dma_store__payload;
   wire [255:0] \dma_store__payload.desc ;
@@ -704,6 +704,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] dma_store_error;
   (* init = 32'd0 *)
   wire [31:0] done_count_dma_load;
@@ -730,37 +731,37 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   wire [31:0] event0_value;
-  wire [31:0] \event0_value$393 ;
+  wire [31:0] \event0_value$397 ;
   wire [31:0] event10_value;
-  wire [31:0] \event10_value$413 ;
+  wire [31:0] \event10_value$417 ;
   wire [31:0] event11_value;
-  wire [31:0] \event11_value$415 ;
+  wire [31:0] \event11_value$419 ;
   wire [31:0] event12_value;
-  wire [31:0] \event12_value$417 ;
+  wire [31:0] \event12_value$421 ;
   wire [31:0] event13_value;
-  wire [31:0] \event13_value$419 ;
+  wire [31:0] \event13_value$423 ;
   wire [31:0] event14_value;
-  wire [31:0] \event14_value$421 ;
+  wire [31:0] \event14_value$425 ;
   wire [31:0] event15_value;
-  wire [31:0] \event15_value$423 ;
+  wire [31:0] \event15_value$427 ;
   wire [31:0] event1_value;
-  wire [31:0] \event1_value$395 ;
+  wire [31:0] \event1_value$399 ;
   wire [31:0] event2_value;
-  wire [31:0] \event2_value$397 ;
+  wire [31:0] \event2_value$401 ;
   wire [31:0] event3_value;
-  wire [31:0] \event3_value$399 ;
+  wire [31:0] \event3_value$403 ;
   wire [31:0] event4_value;
-  wire [31:0] \event4_value$401 ;
+  wire [31:0] \event4_value$405 ;
   wire [31:0] event5_value;
-  wire [31:0] \event5_value$403 ;
+  wire [31:0] \event5_value$407 ;
   wire [31:0] event6_value;
-  wire [31:0] \event6_value$405 ;
+  wire [31:0] \event6_value$409 ;
   wire [31:0] event7_value;
-  wire [31:0] \event7_value$407 ;
+  wire [31:0] \event7_value$411 ;
   wire [31:0] event8_value;
-  wire [31:0] \event8_value$409 ;
+  wire [31:0] \event8_value$413 ;
   wire [31:0] event9_value;
-  wire [31:0] \event9_value$411 ;
+  wire [31:0] \event9_value$415 ;
   reg failing;
   wire forward;
   reg [255:0] forward_head;
@@ -774,15 +775,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] fw_fault_tval_value;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$855 ;
+  wire [31:0] \fw_msg_value$860 ;
   wire fw_running;
   wire fw_status_sleeping;
   wire [7:0] fw_status_state;
-  wire [7:0] \fw_status_state$379 ;
+  wire [7:0] \fw_status_state$383 ;
   wire [31:0] fw_timer_diff;
   wire fw_timer_due;
   wire [31:0] fw_version_version;
-  wire [31:0] \fw_version_version$377 ;
+  wire [31:0] \fw_version_version$381 ;
   wire fw_write_cpl;
   wire fw_write_engine_reset;
   wire [3:0] fw_write_engine_reset_engine;
@@ -879,6 +880,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] gemm_error;
   reg gemm_frozen = 1'h0;
   reg gemm_hang_armed = 1'h0;
@@ -887,7 +889,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] inflight;
   output irq;
   reg irq = 1'h0;
-  wire \irq$713 ;
+  wire \irq$718 ;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -946,12 +948,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] load__error;
   wire [31:0] load_addr;
   wire load_addr_we;
   wire [7:0] load_bytes;
   wire [31:0] load_data;
   wire load_data_we;
+  wire load_reset;
   reg [64:0] load_window;
   wire [31:0] \load_window.base ;
   wire \load_window.check ;
@@ -1375,41 +1379,41 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] q_window_size3_bytes;
   reg [1:0] queue;
   wire [23:0] r_data;
-  wire [23:0] \r_data$488 ;
-  wire [23:0] \r_data$499 ;
-  wire [23:0] \r_data$510 ;
+  wire [23:0] \r_data$492 ;
+  wire [23:0] \r_data$503 ;
+  wire [23:0] \r_data$514 ;
   wire r_en;
-  wire \r_en$484 ;
-  wire \r_en$495 ;
-  wire \r_en$506 ;
+  wire \r_en$488 ;
+  wire \r_en$499 ;
+  wire \r_en$510 ;
   wire r_rdy;
-  wire \r_rdy$485 ;
-  wire \r_rdy$496 ;
-  wire \r_rdy$507 ;
+  wire \r_rdy$489 ;
+  wire \r_rdy$500 ;
+  wire \r_rdy$511 ;
   wire [13:0] rd__0__addr;
-  wire [12:0] \rd__0__addr$172 ;
+  wire [12:0] \rd__0__addr$176 ;
   wire [31:0] rd__0__data;
-  wire [127:0] \rd__0__data$179 ;
+  wire [127:0] \rd__0__data$183 ;
   wire rd__0__en;
-  wire \rd__0__en$174 ;
+  wire \rd__0__en$178 ;
   wire rd__0__gnt;
-  wire \rd__0__gnt$177 ;
+  wire \rd__0__gnt$181 ;
   wire [13:0] rd__1__addr;
-  wire [12:0] \rd__1__addr$180 ;
+  wire [12:0] \rd__1__addr$184 ;
   wire [31:0] rd__1__data;
-  wire [127:0] \rd__1__data$187 ;
+  wire [127:0] \rd__1__data$191 ;
   wire rd__1__en;
-  wire \rd__1__en$182 ;
+  wire \rd__1__en$186 ;
   wire rd__1__gnt;
-  wire \rd__1__gnt$185 ;
+  wire \rd__1__gnt$189 ;
   wire [13:0] rd__2__addr;
-  wire [12:0] \rd__2__addr$188 ;
+  wire [12:0] \rd__2__addr$192 ;
   wire [31:0] rd__2__data;
-  wire [127:0] \rd__2__data$195 ;
+  wire [127:0] \rd__2__data$199 ;
   wire rd__2__en;
-  wire \rd__2__en$190 ;
+  wire \rd__2__en$194 ;
   wire rd__2__gnt;
-  wire \rd__2__gnt$193 ;
+  wire \rd__2__gnt$197 ;
   wire reject__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -1428,6 +1432,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] reject__error;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1471,6 +1476,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] retire__0__error;
   wire retire__0__irq;
   (* enum_base_type = "Opcode" *)
@@ -1502,6 +1508,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] retire__1__error;
   wire retire__1__irq;
   (* enum_base_type = "Opcode" *)
@@ -1533,6 +1540,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] retire__2__error;
   wire retire__2__irq;
   (* enum_base_type = "Opcode" *)
@@ -1564,6 +1572,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] retire__3__error;
   wire retire__3__irq;
   (* enum_base_type = "Opcode" *)
@@ -1614,25 +1623,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire s__wvalid;
   wire sleeping;
   wire [13:0] spad_rd__addr;
-  wire [13:0] \spad_rd__addr$140 ;
-  wire [13:0] \spad_rd__addr$149 ;
+  wire [13:0] \spad_rd__addr$144 ;
+  wire [13:0] \spad_rd__addr$153 ;
   wire [31:0] spad_rd__data;
-  wire [31:0] \spad_rd__data$146 ;
-  wire [31:0] \spad_rd__data$154 ;
+  wire [31:0] \spad_rd__data$150 ;
+  wire [31:0] \spad_rd__data$158 ;
   wire spad_rd__en;
-  wire \spad_rd__en$142 ;
-  wire \spad_rd__en$151 ;
+  wire \spad_rd__en$146 ;
+  wire \spad_rd__en$155 ;
   wire spad_rd__gnt;
-  wire \spad_rd__gnt$144 ;
-  wire \spad_rd__gnt$152 ;
+  wire \spad_rd__gnt$148 ;
+  wire \spad_rd__gnt$156 ;
   wire [13:0] spad_wr__addr;
-  wire [13:0] \spad_wr__addr$165 ;
+  wire [13:0] \spad_wr__addr$169 ;
   wire [31:0] spad_wr__data;
-  wire [31:0] \spad_wr__data$171 ;
+  wire [31:0] \spad_wr__data$175 ;
   wire spad_wr__en;
-  wire \spad_wr__en$167 ;
+  wire \spad_wr__en$171 ;
   wire spad_wr__gnt;
-  wire \spad_wr__gnt$168 ;
+  wire \spad_wr__gnt$172 ;
   wire stall;
   wire status_dma_load_busy;
   wire status_dma_store_busy;
@@ -1673,8 +1682,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] store__error;
   wire [7:0] store_bytes;
+  wire store_reset;
   reg [64:0] store_window;
   wire [31:0] \store_window.base ;
   wire \store_window.check ;
@@ -1686,7 +1697,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \timestamp_cycles$514 ;
+  wire [31:0] \timestamp_cycles$518 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -1773,19 +1784,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] vec_error;
   reg vec_frozen = 1'h0;
   reg vec_hang_armed = 1'h0;
   wire [23:0] w_data;
-  wire [23:0] \w_data$481 ;
-  wire [23:0] \w_data$492 ;
-  wire [23:0] \w_data$503 ;
+  wire [23:0] \w_data$485 ;
+  wire [23:0] \w_data$496 ;
+  wire [23:0] \w_data$507 ;
   wire w_en;
-  wire \w_en$479 ;
-  wire \w_en$490 ;
-  wire \w_en$501 ;
+  wire \w_en$483 ;
+  wire \w_en$494 ;
+  wire \w_en$505 ;
   wire [31:0] watchdog_cycles;
-  wire [31:0] \watchdog_cycles$391 ;
+  wire [31:0] \watchdog_cycles$395 ;
   reg windowed;
   wire [3:0] work_mask_qready;
   wire work_mask_timer;
@@ -1794,376 +1806,379 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] work_retire;
   wire work_timer;
   wire [13:0] wr__0__addr;
-  wire [12:0] \wr__0__addr$196 ;
+  wire [12:0] \wr__0__addr$200 ;
   wire [31:0] wr__0__data;
-  wire [127:0] \wr__0__data$202 ;
+  wire [127:0] \wr__0__data$206 ;
   wire wr__0__en;
-  wire \wr__0__en$198 ;
+  wire \wr__0__en$202 ;
   wire wr__0__gnt;
-  wire \wr__0__gnt$201 ;
+  wire \wr__0__gnt$205 ;
   wire [13:0] wr__1__addr;
-  wire [12:0] \wr__1__addr$204 ;
+  wire [12:0] \wr__1__addr$208 ;
   wire [31:0] wr__1__data;
-  wire [127:0] \wr__1__data$210 ;
+  wire [127:0] \wr__1__data$214 ;
   wire wr__1__en;
-  wire \wr__1__en$206 ;
+  wire \wr__1__en$210 ;
   wire wr__1__gnt;
-  wire \wr__1__gnt$209 ;
+  wire \wr__1__gnt$213 ;
   assign held = ~ core_ctrl_run;
-  assign \$1  = reset[0] | reset[1];
-  assign \$2  = ~ \$1 ;
-  assign load__cmd__valid = dma_load__valid & \$2 ;
-  assign \$3  = reset[0] | reset[1];
-  assign \$4  = ~ \$3 ;
-  assign dma_load__ready = load__cmd__ready & \$4 ;
-  assign \$5  = reset[0] | reset[1];
-  assign \$6  = reset[0] | reset[1];
-  assign \$7  = ~ \$6 ;
-  assign store__cmd__valid = dma_store__valid & \$7 ;
-  assign \$8  = reset[0] | reset[1];
-  assign \$9  = ~ \$8 ;
-  assign dma_store__ready = store__cmd__ready & \$9 ;
-  assign \$10  = reset[0] | reset[1];
-  assign \$11  = ~ reset[2];
-  assign ctl__cmd__valid = gemm__valid & \$11 ;
-  assign \$12  = ~ reset[2];
-  assign gemm__ready = ctl__cmd__ready & \$12 ;
-  assign \$13  = ~ reset[3];
-  assign \ctl__cmd__valid$120  = vec__valid & \$13 ;
-  assign \$14  = ~ reset[3];
-  assign vec__ready = \ctl__cmd__ready$123  & \$14 ;
-  assign \$15  = ~ gemm_frozen;
-  assign rd__0__en = spad_rd__en & \$15 ;
-  assign \$16  = ~ gemm_frozen;
-  assign spad_rd__gnt = rd__0__gnt & \$16 ;
-  assign \$17  = ~ vec_frozen;
-  assign rd__1__en = \spad_rd__en$142  & \$17 ;
-  assign \$18  = ~ vec_frozen;
-  assign \spad_rd__gnt$144  = rd__1__gnt & \$18 ;
+  assign \$1  = ~ reset[0];
+  assign load__cmd__valid = dma_load__valid & \$1 ;
+  assign \$2  = ~ reset[0];
+  assign dma_load__ready = load__cmd__ready & \$2 ;
+  assign \$3  = ~ reset[1];
+  assign store__cmd__valid = dma_store__valid & \$3 ;
+  assign \$4  = ~ reset[1];
+  assign dma_store__ready = store__cmd__ready & \$4 ;
+  assign \$5  = ~ reset[2];
+  assign ctl__cmd__valid = gemm__valid & \$5 ;
+  assign \$6  = ~ reset[2];
+  assign gemm__ready = ctl__cmd__ready & \$6 ;
+  assign \$7  = ~ reset[3];
+  assign \ctl__cmd__valid$124  = vec__valid & \$7 ;
+  assign \$8  = ~ reset[3];
+  assign vec__ready = \ctl__cmd__ready$127  & \$8 ;
+  assign \$9  = ~ gemm_frozen;
+  assign rd__0__en = spad_rd__en & \$9 ;
+  assign \$10  = ~ gemm_frozen;
+  assign spad_rd__gnt = rd__0__gnt & \$10 ;
+  assign \$11  = ~ vec_frozen;
+  assign rd__1__en = \spad_rd__en$146  & \$11 ;
+  assign \$12  = ~ vec_frozen;
+  assign \spad_rd__gnt$148  = rd__1__gnt & \$12 ;
+  assign \$15  = ~ vec_frozen;
+  assign wr__0__en = spad_wr__en & \$15 ;
+  assign \$16  = ~ vec_frozen;
+  assign spad_wr__gnt = wr__0__gnt & \$16 ;
+  assign \$19  = ~ gemm_frozen;
+  assign \rd__0__en$178  = acc_rd__en & \$19 ;
+  assign \$20  = ~ gemm_frozen;
+  assign acc_rd__gnt = \rd__0__gnt$181  & \$20 ;
   assign \$21  = ~ vec_frozen;
-  assign wr__0__en = spad_wr__en & \$21 ;
+  assign \rd__1__en$186  = \acc_rd__en$187  & \$21 ;
   assign \$22  = ~ vec_frozen;
-  assign spad_wr__gnt = wr__0__gnt & \$22 ;
+  assign \acc_rd__gnt$188  = \rd__1__gnt$189  & \$22 ;
   assign \$25  = ~ gemm_frozen;
-  assign \rd__0__en$174  = acc_rd__en & \$25 ;
+  assign \wr__0__en$202  = acc_wr__en & \$25 ;
   assign \$26  = ~ gemm_frozen;
-  assign acc_rd__gnt = \rd__0__gnt$177  & \$26 ;
-  assign \$27  = ~ vec_frozen;
-  assign \rd__1__en$182  = \acc_rd__en$183  & \$27 ;
-  assign \$28  = ~ vec_frozen;
-  assign \acc_rd__gnt$184  = \rd__1__gnt$185  & \$28 ;
-  assign \$31  = ~ gemm_frozen;
-  assign \wr__0__en$198  = acc_wr__en & \$31 ;
-  assign \$32  = ~ gemm_frozen;
-  assign acc_wr__gnt = \wr__0__gnt$201  & \$32 ;
-  assign \$35  = ~ mmio__ack;
-  assign \$36  = bus__en & \$35 ;
-  assign \$37  = \$36  & bus__we;
-  assign \$38  = bus__addr[11:2] == 4'hb;
-  assign fw_write_forward = \$37  & \$38 ;
-  assign \$39  = | \$252 ;
-  assign \$40  = | \$253 ;
-  assign \$41  = | \$254 ;
-  assign \$42  = | \$255 ;
+  assign acc_wr__gnt = \wr__0__gnt$205  & \$26 ;
+  assign \$29  = ~ mmio__ack;
+  assign \$30  = bus__en & \$29 ;
+  assign \$31  = \$30  & bus__we;
+  assign \$32  = bus__addr[11:2] == 4'hb;
+  assign fw_write_forward = \$31  & \$32 ;
+  assign \$33  = | \$246 ;
+  assign \$34  = | \$247 ;
+  assign \$35  = | \$248 ;
+  assign \$36  = | \$249 ;
   assign forward = fw_write_forward & forward_nonempty;
-  assign \$43  = cmd_submit_go & held;
-  assign \$44  = ~ mmio__ack;
-  assign \$45  = bus__en & \$44 ;
-  assign \$46  = \$45  & bus__we;
-  assign \$47  = bus__addr[11:2] == 4'ha;
-  assign fw_write_q_pop = \$46  & \$47 ;
+  assign \$37  = cmd_submit_go & held;
+  assign \$38  = ~ mmio__ack;
+  assign \$39  = bus__en & \$38 ;
+  assign \$40  = \$39  & bus__we;
+  assign \$41  = bus__addr[11:2] == 4'ha;
+  assign fw_write_q_pop = \$40  & \$41 ;
   assign fw_write_q_pop_queue = bus__wdata[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign \$48  = ! bus__wdata[1:0];
+  assign \$42  = ! bus__wdata[1:0];
+  assign \$43  = forward & \$42 ;
+  assign q__0__pop = fw_write_q_pop_queue[0] | \$43 ;
+  assign \$44  = bus__wdata[1:0] == 1'h1;
+  assign \$45  = forward & \$44 ;
+  assign q__1__pop = fw_write_q_pop_queue[1] | \$45 ;
+  assign \$46  = bus__wdata[1:0] == 2'h2;
+  assign \$47  = forward & \$46 ;
+  assign q__2__pop = fw_write_q_pop_queue[2] | \$47 ;
+  assign \$48  = bus__wdata[1:0] == 2'h3;
   assign \$49  = forward & \$48 ;
-  assign q__0__pop = fw_write_q_pop_queue[0] | \$49 ;
-  assign \$50  = bus__wdata[1:0] == 1'h1;
-  assign \$51  = forward & \$50 ;
-  assign q__1__pop = fw_write_q_pop_queue[1] | \$51 ;
-  assign \$52  = bus__wdata[1:0] == 2'h2;
-  assign \$53  = forward & \$52 ;
-  assign q__2__pop = fw_write_q_pop_queue[2] | \$53 ;
-  assign \$54  = bus__wdata[1:0] == 2'h3;
-  assign \$55  = forward & \$54 ;
-  assign q__3__pop = fw_write_q_pop_queue[3] | \$55 ;
-  assign \$56  = ~ mmio__ack;
-  assign \$57  = bus__en & \$56 ;
-  assign \$58  = \$57  & bus__we;
-  assign \$59  = bus__addr[11:2] == 5'h10;
-  assign fw_write_retire_pop = \$58  & \$59 ;
+  assign q__3__pop = fw_write_q_pop_queue[3] | \$49 ;
+  assign \$50  = ~ mmio__ack;
+  assign \$51  = bus__en & \$50 ;
+  assign \$52  = \$51  & bus__we;
+  assign \$53  = bus__addr[11:2] == 5'h10;
+  assign fw_write_retire_pop = \$52  & \$53 ;
   assign fw_write_retire_pop_engine = bus__wdata[3:0] & { fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop };
-  assign w_en = retire__0__done & \$60 ;
-  assign \w_en$479  = retire__1__done & \$61 ;
-  assign \w_en$490  = retire__2__done & \$62 ;
-  assign \w_en$501  = retire__3__done & \$63 ;
-  assign \$64  = ~ mmio__ack;
-  assign \$65  = bus__en & \$64 ;
-  assign \$66  = \$65  & bus__we;
-  assign \$67  = bus__addr[11:2] == 5'h14;
-  assign fw_write_qreset_ack = \$66  & \$67 ;
+  assign w_en = retire__0__done & \$54 ;
+  assign \w_en$483  = retire__1__done & \$55 ;
+  assign \w_en$494  = retire__2__done & \$56 ;
+  assign \w_en$505  = retire__3__done & \$57 ;
+  assign \$58  = ~ mmio__ack;
+  assign \$59  = bus__en & \$58 ;
+  assign \$60  = \$59  & bus__we;
+  assign \$61  = bus__addr[11:2] == 5'h14;
+  assign fw_write_qreset_ack = \$60  & \$61 ;
   assign fw_write_qreset_ack_queue = bus__wdata[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
-  assign \$68  = ~ mmio__ack;
-  assign \$69  = bus__en & \$68 ;
-  assign \$70  = \$69  & bus__we;
-  assign \$71  = bus__addr[11:2] == 5'h11;
-  assign fw_write_cpl = \$70  & \$71 ;
-  assign \$72  = ~ mmio__ack;
-  assign \$73  = bus__en & \$72 ;
-  assign \$74  = \$73  & bus__we;
-  assign \$75  = bus__addr[11:2] == 5'h15;
-  assign fw_write_engine_reset = \$74  & \$75 ;
+  assign \$62  = ~ mmio__ack;
+  assign \$63  = bus__en & \$62 ;
+  assign \$64  = \$63  & bus__we;
+  assign \$65  = bus__addr[11:2] == 5'h11;
+  assign fw_write_cpl = \$64  & \$65 ;
+  assign \$66  = ~ mmio__ack;
+  assign \$67  = bus__en & \$66 ;
+  assign \$68  = \$67  & bus__we;
+  assign \$69  = bus__addr[11:2] == 5'h15;
+  assign fw_write_engine_reset = \$68  & \$69 ;
   assign reset = bus__wdata[3:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
-  assign \$76  = timestamp_cycles - timer_cycles;
-  assign fw_timer_due = ~ \$76 [31];
-  assign \$77  = ~ work_mask_qready;
-  assign \$78  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$77 ;
-  assign \$79  = | \$78 ;
-  assign \$80  = | retire_valid;
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = ~ work_mask_timer;
-  assign \$85  = fw_timer_due & \$84 ;
-  assign \irq$713  = \$83  | \$85 ;
-  assign \$86  = retire__0__done & \$248 [8];
-  assign \$87  = ! dma_load_error;
-  assign \$88  = \$86  & \$87 ;
-  assign \$89  = ~ core_ctrl_run;
-  assign irq_status_dma_load_done_set = \$88  & \$89 ;
-  assign \$90  = retire__1__done & \$249 [8];
-  assign \$91  = ! dma_store_error;
-  assign \$92  = \$90  & \$91 ;
-  assign \$93  = ~ core_ctrl_run;
-  assign irq_status_dma_store_done_set = \$92  & \$93 ;
-  assign \$94  = retire__2__done & \$250 [8];
-  assign \$95  = ! gemm_error;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ core_ctrl_run;
-  assign irq_status_gemm_done_set = \$96  & \$97 ;
-  assign \$98  = retire__3__done & \$251 [8];
-  assign \$99  = ! vec_error;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = ~ core_ctrl_run;
-  assign irq_status_vec_done_set = \$100  & \$101 ;
+  assign \$70  = timestamp_cycles - timer_cycles;
+  assign fw_timer_due = ~ \$70 [31];
+  assign \$71  = ~ work_mask_qready;
+  assign \$72  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$71 ;
+  assign \$73  = | \$72 ;
+  assign \$74  = | retire_valid;
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = ~ work_mask_timer;
+  assign \$79  = fw_timer_due & \$78 ;
+  assign \irq$718  = \$77  | \$79 ;
+  assign \$80  = retire__0__done & \$242 [8];
+  assign \$81  = ! dma_load_error;
+  assign \$82  = \$80  & \$81 ;
+  assign \$83  = ~ core_ctrl_run;
+  assign irq_status_dma_load_done_set = \$82  & \$83 ;
+  assign \$84  = retire__1__done & \$243 [8];
+  assign \$85  = ! dma_store_error;
+  assign \$86  = \$84  & \$85 ;
+  assign \$87  = ~ core_ctrl_run;
+  assign irq_status_dma_store_done_set = \$86  & \$87 ;
+  assign \$88  = retire__2__done & \$244 [8];
+  assign \$89  = ! gemm_error;
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = ~ core_ctrl_run;
+  assign irq_status_gemm_done_set = \$90  & \$91 ;
+  assign \$92  = retire__3__done & \$245 [8];
+  assign \$93  = ! vec_error;
+  assign \$94  = \$92  & \$93 ;
+  assign \$95  = ~ core_ctrl_run;
+  assign irq_status_vec_done_set = \$94  & \$95 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
-  assign \$102  = | vec_error;
-  assign \$103  = retire__3__done & \$102 ;
-  assign \$104  = ~ core_ctrl_run;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = | gemm_error;
-  assign \$107  = retire__2__done & \$106 ;
-  assign \$108  = ~ core_ctrl_run;
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = | dma_store_error;
-  assign \$111  = retire__1__done & \$110 ;
-  assign \$112  = ~ core_ctrl_run;
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = | dma_load_error;
-  assign \$115  = retire__0__done & \$114 ;
-  assign \$116  = ~ core_ctrl_run;
-  assign \$117  = \$115  & \$116 ;
-  assign \$118  = | reject__error;
-  assign \$119  = reject__done & \$118 ;
-  assign \$120  = ~ core_ctrl_run;
-  assign \$121  = \$119  & \$120 ;
-  assign \$122  = irq_status_dma_load_done & irq_enable_dma_load_done;
-  assign \$124  = irq_status_dma_store_done & irq_enable_dma_store_done;
-  assign \$126  = irq_status_gemm_done & irq_enable_gemm_done;
-  assign \$128  = irq_status_vec_done & irq_enable_vec_done;
-  assign \$130  = irq_status_error & irq_enable_error;
-  assign \$132  = irq_status_queue_cpl & irq_enable_queue_cpl;
-  assign \$133  = | \$132 ;
-  assign \$134  = irq_status_queue_error & irq_enable_queue_error;
-  assign \$135  = | \$134 ;
-  assign \$136  = irq_status_fw_msg & irq_enable_fw_msg;
-  assign pending = | { \$137 , \$135 , \$133 , \$131 , \$129 , \$127 , \$125 , \$123  };
-  assign \$138  = gemm_hang_armed & ctl__busy;
-  assign \$139  = vec_hang_armed & \ctl__busy$852 ;
-  assign \$140  = timestamp_cycles + 1'h1;
-  assign \$141  = done_dma_load_count + 1'h1;
-  assign \$142  = done_dma_store_count + 1'h1;
-  assign \$143  = done_gemm_count + 1'h1;
-  assign \$144  = done_vec_count + 1'h1;
-  assign \$145  = ~ irq_status_error;
-  assign \$146  = failing & \$145 ;
+  assign \$96  = | vec_error;
+  assign \$97  = retire__3__done & \$96 ;
+  assign \$98  = ~ core_ctrl_run;
+  assign \$99  = \$97  & \$98 ;
+  assign \$100  = | gemm_error;
+  assign \$101  = retire__2__done & \$100 ;
+  assign \$102  = ~ core_ctrl_run;
+  assign \$103  = \$101  & \$102 ;
+  assign \$104  = | dma_store_error;
+  assign \$105  = retire__1__done & \$104 ;
+  assign \$106  = ~ core_ctrl_run;
+  assign \$107  = \$105  & \$106 ;
+  assign \$108  = | dma_load_error;
+  assign \$109  = retire__0__done & \$108 ;
+  assign \$110  = ~ core_ctrl_run;
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = | reject__error;
+  assign \$113  = reject__done & \$112 ;
+  assign \$114  = ~ core_ctrl_run;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = irq_status_dma_load_done & irq_enable_dma_load_done;
+  assign \$118  = irq_status_dma_store_done & irq_enable_dma_store_done;
+  assign \$120  = irq_status_gemm_done & irq_enable_gemm_done;
+  assign \$122  = irq_status_vec_done & irq_enable_vec_done;
+  assign \$124  = irq_status_error & irq_enable_error;
+  assign \$126  = irq_status_queue_cpl & irq_enable_queue_cpl;
+  assign \$127  = | \$126 ;
+  assign \$128  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$129  = | \$128 ;
+  assign \$130  = irq_status_fw_msg & irq_enable_fw_msg;
+  assign pending = | { \$131 , \$129 , \$127 , \$125 , \$123 , \$121 , \$119 , \$117  };
+  assign \$132  = gemm_hang_armed & ctl__busy;
+  assign \$133  = vec_hang_armed & \ctl__busy$857 ;
+  assign \$134  = timestamp_cycles + 1'h1;
+  assign \$135  = done_dma_load_count + 1'h1;
+  assign \$136  = done_dma_store_count + 1'h1;
+  assign \$137  = done_gemm_count + 1'h1;
+  assign \$138  = done_vec_count + 1'h1;
+  assign \$139  = ~ irq_status_error;
+  assign \$140  = failing & \$139 ;
+  assign \$141  = ~ perf_ctrl_freeze;
+  assign \$142  = perf_cycles_count + 1'h1;
+  assign \$143  = ~ perf_ctrl_freeze;
+  assign \$144  = perf_gemm_busy_count + ctl__busy;
+  assign \$145  = ~ perf_ctrl_freeze;
+  assign \$146  = perf_gemm_active_count + active;
   assign \$147  = ~ perf_ctrl_freeze;
-  assign \$148  = perf_cycles_count + 1'h1;
+  assign \$148  = perf_gemm_stall_count + stall;
   assign \$149  = ~ perf_ctrl_freeze;
-  assign \$150  = perf_gemm_busy_count + ctl__busy;
+  assign \$150  = perf_vec_busy_count + \ctl__busy$857 ;
   assign \$151  = ~ perf_ctrl_freeze;
-  assign \$152  = perf_gemm_active_count + active;
+  assign \$152  = perf_vec_active_count + \active$872 ;
   assign \$153  = ~ perf_ctrl_freeze;
-  assign \$154  = perf_gemm_stall_count + stall;
+  assign \$154  = perf_dma_load_busy_count + load__busy;
   assign \$155  = ~ perf_ctrl_freeze;
-  assign \$156  = perf_vec_busy_count + \ctl__busy$852 ;
+  assign \$156  = perf_dma_store_busy_count + store__busy;
   assign \$157  = ~ perf_ctrl_freeze;
-  assign \$158  = perf_vec_active_count + \active$867 ;
+  assign \$158  = perf_dma_load_bytes_count + load_bytes;
   assign \$159  = ~ perf_ctrl_freeze;
-  assign \$160  = perf_dma_load_busy_count + load__busy;
+  assign \$160  = perf_dma_store_bytes_count + store_bytes;
   assign \$161  = ~ perf_ctrl_freeze;
-  assign \$162  = perf_dma_store_busy_count + store__busy;
-  assign \$163  = ~ perf_ctrl_freeze;
-  assign \$164  = perf_dma_load_bytes_count + load_bytes;
-  assign \$165  = ~ perf_ctrl_freeze;
-  assign \$166  = perf_dma_store_bytes_count + store_bytes;
-  assign \$167  = ~ perf_ctrl_freeze;
-  assign \$168  = axi__rvalid & m__0__rready;
-  assign \$169  = ~ \$168 ;
-  assign \$170  = load__busy & \$169 ;
-  assign \$171  = perf_dma_load_stall_count + \$170 ;
-  assign \$172  = ~ perf_ctrl_freeze;
-  assign \$173  = m__0__wvalid & axi__wready;
-  assign \$174  = ~ \$173 ;
-  assign \$175  = store__busy & \$174 ;
-  assign \$176  = perf_dma_store_stall_count + \$175 ;
+  assign \$162  = axi__rvalid & m__0__rready;
+  assign \$163  = ~ \$162 ;
+  assign \$164  = load__busy & \$163 ;
+  assign \$165  = perf_dma_load_stall_count + \$164 ;
+  assign \$166  = ~ perf_ctrl_freeze;
+  assign \$167  = m__0__wvalid & axi__wready;
+  assign \$168  = ~ \$167 ;
+  assign \$169  = store__busy & \$168 ;
+  assign \$170  = perf_dma_store_stall_count + \$169 ;
+  assign \$171  = ~ perf_ctrl_freeze;
+  assign \$172  = ~ \active$872 ;
+  assign \$173  = \ctl__busy$857  & \$172 ;
+  assign \$174  = perf_vec_stall_count + \$173 ;
+  assign \$175  = ~ perf_ctrl_freeze;
+  assign \$176  = perf_dma_load_full_count + full[0];
   assign \$177  = ~ perf_ctrl_freeze;
-  assign \$178  = ~ \active$867 ;
-  assign \$179  = \ctl__busy$852  & \$178 ;
-  assign \$180  = perf_vec_stall_count + \$179 ;
+  assign \$178  = perf_dma_store_full_count + full[1];
+  assign \$179  = ~ perf_ctrl_freeze;
+  assign \$180  = perf_gemm_full_count + full[2];
   assign \$181  = ~ perf_ctrl_freeze;
-  assign \$182  = perf_dma_load_full_count + full[0];
+  assign \$182  = perf_vec_full_count + full[3];
   assign \$183  = ~ perf_ctrl_freeze;
-  assign \$184  = perf_dma_store_full_count + full[1];
+  assign \$184  = perf_q_retired0_count + q__0__retired;
   assign \$185  = ~ perf_ctrl_freeze;
-  assign \$186  = perf_gemm_full_count + full[2];
+  assign \$186  = perf_q_event_stall0_count + q_wait_queue[0];
   assign \$187  = ~ perf_ctrl_freeze;
-  assign \$188  = perf_vec_full_count + full[3];
+  assign \$188  = perf_q_retired1_count + q__1__retired;
   assign \$189  = ~ perf_ctrl_freeze;
-  assign \$190  = perf_q_retired0_count + q__0__retired;
+  assign \$190  = perf_q_event_stall1_count + q_wait_queue[1];
   assign \$191  = ~ perf_ctrl_freeze;
-  assign \$192  = perf_q_event_stall0_count + q_wait_queue[0];
+  assign \$192  = perf_q_retired2_count + q__2__retired;
   assign \$193  = ~ perf_ctrl_freeze;
-  assign \$194  = perf_q_retired1_count + q__1__retired;
+  assign \$194  = perf_q_event_stall2_count + q_wait_queue[2];
   assign \$195  = ~ perf_ctrl_freeze;
-  assign \$196  = perf_q_event_stall1_count + q_wait_queue[1];
+  assign \$196  = perf_q_retired3_count + q__3__retired;
   assign \$197  = ~ perf_ctrl_freeze;
-  assign \$198  = perf_q_retired2_count + q__2__retired;
-  assign \$199  = ~ perf_ctrl_freeze;
-  assign \$200  = perf_q_event_stall2_count + q_wait_queue[2];
-  assign \$201  = ~ perf_ctrl_freeze;
-  assign \$202  = perf_q_retired3_count + q__3__retired;
-  assign \$203  = ~ perf_ctrl_freeze;
-  assign \$204  = perf_q_event_stall3_count + q_wait_queue[3];
+  assign \$198  = perf_q_event_stall3_count + q_wait_queue[3];
   always @(posedge clk)
-    gemm_hang_armed <= \$205 ;
+    gemm_hang_armed <= \$199 ;
   always @(posedge clk)
-    gemm_frozen <= \$206 ;
+    gemm_frozen <= \$200 ;
   always @(posedge clk)
-    vec_hang_armed <= \$207 ;
+    vec_hang_armed <= \$201 ;
   always @(posedge clk)
-    vec_frozen <= \$208 ;
+    vec_frozen <= \$202 ;
   always @(posedge clk)
-    fw_msg_value <= \$209 ;
+    fw_msg_value <= \$203 ;
   always @(posedge clk)
-    timestamp_cycles <= \$210 ;
+    timestamp_cycles <= \$204 ;
   always @(posedge clk)
-    q__0__doorbell_we <= \$211 ;
+    q__0__doorbell_we <= \$205 ;
   always @(posedge clk)
-    q__1__doorbell_we <= \$212 ;
+    q__1__doorbell_we <= \$206 ;
   always @(posedge clk)
-    q__2__doorbell_we <= \$213 ;
+    q__2__doorbell_we <= \$207 ;
   always @(posedge clk)
-    q__3__doorbell_we <= \$214 ;
+    q__3__doorbell_we <= \$208 ;
   always @(posedge clk)
-    done_dma_load_count <= \$215 ;
+    done_dma_load_count <= \$209 ;
   always @(posedge clk)
-    done_dma_store_count <= \$216 ;
+    done_dma_store_count <= \$210 ;
   always @(posedge clk)
-    done_gemm_count <= \$217 ;
+    done_gemm_count <= \$211 ;
   always @(posedge clk)
-    done_vec_count <= \$218 ;
+    done_vec_count <= \$212 ;
   always @(posedge clk)
-    error_info_code <= \$219 ;
+    error_info_code <= \$213 ;
   always @(posedge clk)
-    error_info_opcode <= \$220 ;
+    error_info_opcode <= \$214 ;
   always @(posedge clk)
-    error_info_tag <= \$221 ;
+    error_info_tag <= \$215 ;
   always @(posedge clk)
-    irq <= \$222 ;
+    irq <= \$216 ;
   always @(posedge clk)
-    perf_cycles_count <= \$223 ;
+    perf_cycles_count <= \$217 ;
   always @(posedge clk)
-    perf_gemm_busy_count <= \$224 ;
+    perf_gemm_busy_count <= \$218 ;
   always @(posedge clk)
-    perf_gemm_active_count <= \$225 ;
+    perf_gemm_active_count <= \$219 ;
   always @(posedge clk)
-    perf_gemm_stall_count <= \$226 ;
+    perf_gemm_stall_count <= \$220 ;
   always @(posedge clk)
-    perf_vec_busy_count <= \$227 ;
+    perf_vec_busy_count <= \$221 ;
   always @(posedge clk)
-    perf_vec_active_count <= \$228 ;
+    perf_vec_active_count <= \$222 ;
   always @(posedge clk)
-    perf_dma_load_busy_count <= \$229 ;
+    perf_dma_load_busy_count <= \$223 ;
   always @(posedge clk)
-    perf_dma_store_busy_count <= \$230 ;
+    perf_dma_store_busy_count <= \$224 ;
   always @(posedge clk)
-    perf_dma_load_bytes_count <= \$231 ;
+    perf_dma_load_bytes_count <= \$225 ;
   always @(posedge clk)
-    perf_dma_store_bytes_count <= \$232 ;
+    perf_dma_store_bytes_count <= \$226 ;
   always @(posedge clk)
-    perf_dma_load_stall_count <= \$233 ;
+    perf_dma_load_stall_count <= \$227 ;
   always @(posedge clk)
-    perf_dma_store_stall_count <= \$234 ;
+    perf_dma_store_stall_count <= \$228 ;
   always @(posedge clk)
-    perf_vec_stall_count <= \$235 ;
+    perf_vec_stall_count <= \$229 ;
   always @(posedge clk)
-    perf_dma_load_full_count <= \$236 ;
+    perf_dma_load_full_count <= \$230 ;
   always @(posedge clk)
-    perf_dma_store_full_count <= \$237 ;
+    perf_dma_store_full_count <= \$231 ;
   always @(posedge clk)
-    perf_gemm_full_count <= \$238 ;
+    perf_gemm_full_count <= \$232 ;
   always @(posedge clk)
-    perf_vec_full_count <= \$239 ;
+    perf_vec_full_count <= \$233 ;
   always @(posedge clk)
-    perf_q_retired0_count <= \$240 ;
+    perf_q_retired0_count <= \$234 ;
   always @(posedge clk)
-    perf_q_event_stall0_count <= \$241 ;
+    perf_q_event_stall0_count <= \$235 ;
   always @(posedge clk)
-    perf_q_retired1_count <= \$242 ;
+    perf_q_retired1_count <= \$236 ;
   always @(posedge clk)
-    perf_q_event_stall1_count <= \$243 ;
+    perf_q_event_stall1_count <= \$237 ;
   always @(posedge clk)
-    perf_q_retired2_count <= \$244 ;
+    perf_q_retired2_count <= \$238 ;
   always @(posedge clk)
-    perf_q_event_stall2_count <= \$245 ;
+    perf_q_event_stall2_count <= \$239 ;
   always @(posedge clk)
-    perf_q_retired3_count <= \$246 ;
+    perf_q_retired3_count <= \$240 ;
   always @(posedge clk)
-    perf_q_event_stall3_count <= \$247 ;
+    perf_q_event_stall3_count <= \$241 ;
   \kaki_soc_4x4.acc  acc (
     .clk(clk),
-    .rd__0__addr(\rd__0__addr$172 ),
+    .rd__0__addr(\rd__0__addr$176 ),
     .rd__0__data(acc_rd__data),
-    .rd__0__en(\rd__0__en$174 ),
-    .rd__0__gnt(\rd__0__gnt$177 ),
-    .rd__1__addr(\rd__1__addr$180 ),
-    .rd__1__data(\acc_rd__data$186 ),
-    .rd__1__en(\rd__1__en$182 ),
-    .rd__1__gnt(\rd__1__gnt$185 ),
+    .rd__0__en(\rd__0__en$178 ),
+    .rd__0__gnt(\rd__0__gnt$181 ),
+    .rd__1__addr(\rd__1__addr$184 ),
+    .rd__1__data(\acc_rd__data$190 ),
+    .rd__1__en(\rd__1__en$186 ),
+    .rd__1__gnt(\rd__1__gnt$189 ),
     .rd__2__addr(rd__2__addr[12:0]),
-    .rd__2__data(\acc_rd__data$194 ),
-    .rd__2__en(\$29 [0]),
-    .rd__2__gnt(\rd__2__gnt$193 ),
+    .rd__2__data(\acc_rd__data$198 ),
+    .rd__2__en(\$23 [0]),
+    .rd__2__gnt(\rd__2__gnt$197 ),
     .rst(rst),
-    .wr__0__addr(\wr__0__addr$196 ),
-    .wr__0__data(\wr__0__data$202 ),
-    .wr__0__en(\wr__0__en$198 ),
-    .wr__0__gnt(\wr__0__gnt$201 ),
+    .wr__0__addr(\wr__0__addr$200 ),
+    .wr__0__data(\wr__0__data$206 ),
+    .wr__0__en(\wr__0__en$202 ),
+    .wr__0__gnt(\wr__0__gnt$205 ),
     .wr__1__addr(wr__1__addr[12:0]),
-    .wr__1__data(\wr__1__data$210 ),
-    .wr__1__en(\$33 [0]),
-    .wr__1__gnt(\wr__1__gnt$209 )
+    .wr__1__data(\wr__1__data$214 ),
+    .wr__1__en(\$27 [0]),
+    .wr__1__gnt(\wr__1__gnt$213 )
   );
   \kaki_soc_4x4.arb  arb (
     .b_route_ready(mem__bready),
     .clk(clk),
     .m__0__araddr(m__0__araddr),
+    .m__0__arburst(m__0__arburst),
+    .m__0__arid(m__0__arid),
     .m__0__arlen(m__0__arlen),
+    .m__0__arprot(m__0__arprot),
     .m__0__arready(axi__arready),
+    .m__0__arsize(m__0__arsize),
     .m__0__arvalid(m__0__arvalid),
     .m__0__awaddr(m__0__awaddr),
+    .m__0__awburst(m__0__awburst),
+    .m__0__awid(m__0__awid),
     .m__0__awlen(m__0__awlen),
+    .m__0__awprot(m__0__awprot),
     .m__0__awready(axi__awready),
+    .m__0__awsize(m__0__awsize),
     .m__0__awvalid(m__0__awvalid),
+    .m__0__bready(m__0__bready),
     .m__0__bresp(mem__bresp),
     .m__0__bvalid(axi__bvalid),
     .m__0__rdata(mem__rdata),
@@ -2177,19 +2192,28 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .m__0__wstrb(m__0__wstrb),
     .m__0__wvalid(m__0__wvalid),
     .m__1__araddr(m__1__araddr),
-    .m__1__arready(\axi__arready$322 ),
+    .m__1__arburst(m__1__arburst),
+    .m__1__arid(m__1__arid),
+    .m__1__arlen(m__1__arlen),
+    .m__1__arprot(m__1__arprot),
+    .m__1__arready(\axi__arready$326 ),
+    .m__1__arsize(m__1__arsize),
     .m__1__arvalid(m__1__arvalid),
     .m__1__awaddr(m__1__awaddr),
+    .m__1__awburst(m__1__awburst),
+    .m__1__awid(m__1__awid),
     .m__1__awlen(m__1__awlen),
-    .m__1__awready(\axi__awready$288 ),
+    .m__1__awprot(m__1__awprot),
+    .m__1__awready(\axi__awready$292 ),
+    .m__1__awsize(m__1__awsize),
     .m__1__awvalid(m__1__awvalid),
     .m__1__bready(m__1__bready),
-    .m__1__bvalid(\axi__bvalid$304 ),
+    .m__1__bvalid(\axi__bvalid$308 ),
     .m__1__rready(m__1__rready),
-    .m__1__rvalid(\axi__rvalid$332 ),
+    .m__1__rvalid(\axi__rvalid$336 ),
     .m__1__wdata(m__1__wdata),
     .m__1__wlast(m__1__wlast),
-    .m__1__wready(\axi__wready$298 ),
+    .m__1__wready(\axi__wready$302 ),
     .m__1__wstrb(m__1__wstrb),
     .m__1__wvalid(m__1__wvalid),
     .r_route_ready(mem__rready),
@@ -2223,7 +2247,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.control  control (
     .clk(clk),
     .dbus__addr(bus__addr),
-    .irq(\irq$713 ),
+    .irq(\irq$718 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -2254,6 +2278,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .bus__wdata(csr__wdata),
     .bus__wstrb(csr__wstrb),
     .bus__wvalid(csr__wvalid),
+    .bus_timeout_cycles(bus_timeout),
     .clk(clk),
     .cmd0_word(cmd0_word),
     .cmd1_word(cmd1_word),
@@ -2351,20 +2376,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$7440$0 (q_wait_queue),
-    .\port$7651$0 (inflight),
-    .\port$7782$0 (q__0__cpl_irq),
-    .\port$7796$0 (q__0__error_irq),
-    .\port$7806$0 (q__1__cpl_irq),
-    .\port$7820$0 (q__1__error_irq),
-    .\port$7830$0 (q__2__cpl_irq),
-    .\port$7844$0 (q__2__error_irq),
-    .\port$7854$0 (q__3__cpl_irq),
-    .\port$7868$0 (q__3__error_irq),
-    .\port$7880$0 (\$252 ),
-    .\port$7888$0 (\$253 ),
-    .\port$7896$0 (\$254 ),
-    .\port$7904$0 (\$255 ),
+    .\port$8173$0 (q_wait_queue),
+    .\port$8384$0 (inflight),
+    .\port$8517$0 (q__0__cpl_irq),
+    .\port$8531$0 (q__0__error_irq),
+    .\port$8543$0 (q__1__cpl_irq),
+    .\port$8557$0 (q__1__error_irq),
+    .\port$8569$0 (q__2__cpl_irq),
+    .\port$8583$0 (q__2__error_irq),
+    .\port$8595$0 (q__3__cpl_irq),
+    .\port$8609$0 (q__3__error_irq),
+    .\port$8721$0 (\$246 ),
+    .\port$8729$0 (\$247 ),
+    .\port$8737$0 (\$248 ),
+    .\port$8745$0 (\$249 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2452,10 +2477,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$7653$0 (\$248 ),
-    .\port$7655$0 (\$249 ),
-    .\port$7657$0 (\$250 ),
-    .\port$7659$0 (\$251 ),
+    .\port$8386$0 (\$242 ),
+    .\port$8388$0 (\$243 ),
+    .\port$8390$0 (\$244 ),
+    .\port$8392$0 (\$245 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2483,30 +2508,45 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .windowed(windowed)
   );
   \kaki_soc_4x4.dma  dma (
-    .acc_rd__data(\acc_rd__data$194 ),
-    .acc_rd__en(\acc_rd__en$191 ),
-    .acc_rd__gnt(\$30 [0]),
-    .acc_wr__en(\acc_wr__en$207 ),
-    .acc_wr__gnt(\$34 [0]),
+    .acc_rd__data(\acc_rd__data$198 ),
+    .acc_rd__en(\acc_rd__en$195 ),
+    .acc_rd__gnt(\$24 [0]),
+    .acc_wr__data(\wr__1__data$214 ),
+    .acc_wr__en(\acc_wr__en$211 ),
+    .acc_wr__gnt(\$28 [0]),
     .axi__araddr(m__0__araddr),
+    .axi__arburst(m__0__arburst),
     .axi__arlen(m__0__arlen),
-    .axi__arready(axi__arready),
+    .axi__arprot(m__0__arprot),
+    .axi__arsize(m__0__arsize),
+    .axi__arvalid(m__0__arvalid),
     .axi__awaddr(m__0__awaddr),
+    .axi__awburst(m__0__awburst),
     .axi__awlen(m__0__awlen),
-    .axi__awready(axi__awready),
-    .axi__bresp(mem__bresp),
-    .axi__bvalid(axi__bvalid),
-    .axi__rdata(mem__rdata),
-    .axi__rlast(mem__rlast),
+    .axi__awprot(m__0__awprot),
+    .axi__awsize(m__0__awsize),
+    .axi__awvalid(m__0__awvalid),
+    .axi__bready(m__0__bready),
     .axi__rready(m__0__rready),
-    .axi__rresp(mem__rresp),
-    .axi__rvalid(axi__rvalid),
     .axi__wdata(m__0__wdata),
-    .axi__wready(axi__wready),
+    .axi__wlast(m__0__wlast),
     .axi__wstrb(m__0__wstrb),
+    .axi__wvalid(m__0__wvalid),
     .clk(clk),
-    .ld_ar_valid(m__0__arvalid),
-    .ld_wb_data(\wr__1__data$210 ),
+    .down__arid(m__0__arid),
+    .down__arready(axi__arready),
+    .down__awid(m__0__awid),
+    .down__awready(axi__awready),
+    .down__bid(mem__bid[2:0]),
+    .down__bresp(mem__bresp),
+    .down__bvalid(axi__bvalid),
+    .down__rdata(mem__rdata),
+    .down__rid(mem__rid[2:0]),
+    .down__rlast(mem__rlast),
+    .down__rresp(mem__rresp),
+    .down__rvalid(axi__rvalid),
+    .down__wready(axi__wready),
+    .limit(bus_timeout),
     .load__busy(load__busy),
     .load__cmd__payload(dma_load__payload[255:32]),
     .load__cmd__ready(load__cmd__ready),
@@ -2515,18 +2555,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .load__error(dma_load_error),
     .load_bytes(load_bytes),
     .load_window(load_window),
-    .reset(reset),
+    .\port$127$0 (reset[1:0]),
     .rst(rst),
-    .spad_rd__data(\spad_rd__data$154 ),
-    .spad_rd__en(\spad_rd__en$151 ),
-    .spad_rd__gnt(\$20 [0]),
+    .spad_rd__addr(rd__2__addr),
+    .spad_rd__data(\spad_rd__data$158 ),
+    .spad_rd__en(\spad_rd__en$155 ),
+    .spad_rd__gnt(\$14 [0]),
     .spad_wr__addr(wr__1__addr),
-    .spad_wr__en(\spad_wr__en$167 ),
-    .spad_wr__gnt(\$24 [0]),
-    .st_aw_valid(m__0__awvalid),
-    .st_rd_row0(rd__2__addr),
-    .st_wlast(m__0__wlast),
-    .st_wvalid(m__0__wvalid),
+    .spad_wr__en(\spad_wr__en$171 ),
+    .spad_wr__gnt(\$18 [0]),
     .store__busy(store__busy),
     .store__cmd__payload(dma_store__payload[255:32]),
     .store__cmd__ready(store__cmd__ready),
@@ -2539,8 +2576,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$7653$16 (retire__0__tag),
-    .\port$8009$0 (dma_load_error),
+    .\port$8386$16 (retire__0__tag),
+    .\port$8944$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2550,13 +2587,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$7655$16 (retire__1__tag),
-    .\port$8117$0 (dma_store_error),
-    .r_data(\r_data$488 ),
+    .\port$8388$16 (retire__1__tag),
+    .\port$9060$0 (dma_store_error),
+    .r_data(\r_data$492 ),
     .r_en(fw_write_retire_pop_engine[1]),
-    .r_rdy(\r_rdy$485 ),
+    .r_rdy(\r_rdy$489 ),
     .rst(rst),
-    .w_en(\w_en$479 )
+    .w_en(\w_en$483 )
   );
   \kaki_soc_4x4.fw_regs  fw_regs (
     .ack(mmio__ack),
@@ -2589,37 +2626,37 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$855 ),
+    .fw_msg_value(\fw_msg_value$860 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4478$0 (q__0__ready),
-    .\port$4480$0 (q__0__qreset_req),
-    .\port$4487$0 (q__1__ready),
-    .\port$4489$0 (q__1__qreset_req),
-    .\port$4496$0 (q__2__ready),
-    .\port$4498$0 (q__2__qreset_req),
-    .\port$4505$0 (q__3__ready),
-    .\port$4507$0 (q__3__qreset_req),
-    .\port$5162$0 (q__0__head),
-    .\port$5192$0 (q__1__head),
-    .\port$5222$0 (q__2__head),
-    .\port$5252$0 (q__3__head),
-    .\port$7007$0 (r_data),
-    .\port$7057$0 (\r_data$488 ),
-    .\port$7107$0 (\r_data$499 ),
-    .\port$7157$0 (\r_data$510 ),
+    .\port$4487$0 (q__0__ready),
+    .\port$4489$0 (q__0__qreset_req),
+    .\port$4497$0 (q__1__ready),
+    .\port$4499$0 (q__1__qreset_req),
+    .\port$4507$0 (q__2__ready),
+    .\port$4509$0 (q__2__qreset_req),
+    .\port$4517$0 (q__3__ready),
+    .\port$4519$0 (q__3__qreset_req),
+    .\port$5547$0 (q__0__head),
+    .\port$5577$0 (q__1__head),
+    .\port$5607$0 (q__2__head),
+    .\port$5637$0 (q__3__head),
+    .\port$7738$0 (r_data),
+    .\port$7788$0 (\r_data$492 ),
+    .\port$7838$0 (\r_data$503 ),
+    .\port$7888$0 (\r_data$514 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
     .q_head_index3_index(q_head_index3_index),
     .q_wait_queue(q_wait_queue),
     .retire0_valid(r_rdy),
-    .retire1_valid(\r_rdy$485 ),
-    .retire2_valid(\r_rdy$496 ),
-    .retire3_valid(\r_rdy$507 ),
+    .retire1_valid(\r_rdy$489 ),
+    .retire2_valid(\r_rdy$500 ),
+    .retire3_valid(\r_rdy$511 ),
     .rst(rst),
     .timer_cycles(timer_cycles),
     .timestamp_cycles(timestamp_cycles),
@@ -2631,11 +2668,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.gemm  gemm (
     .a_data(spad_rd__data),
-    .acc_rd__addr(\rd__0__addr$172 ),
+    .acc_rd__addr(\rd__0__addr$176 ),
     .acc_rd__data(acc_rd__data),
     .acc_rd__en(acc_rd__en),
-    .acc_wr__addr(\wr__0__addr$196 ),
-    .acc_wr__data(\wr__0__data$202 ),
+    .acc_wr__addr(\wr__0__addr$200 ),
+    .acc_wr__data(\wr__0__data$206 ),
     .acc_wr__en(acc_wr__en),
     .active(active),
     .clk(clk),
@@ -2656,32 +2693,31 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$7657$16 (retire__2__tag),
-    .\port$8179$0 (gemm_error),
-    .r_data(\r_data$499 ),
+    .\port$8390$16 (retire__2__tag),
+    .\port$9122$0 (gemm_error),
+    .r_data(\r_data$503 ),
     .r_en(fw_write_retire_pop_engine[2]),
-    .r_rdy(\r_rdy$496 ),
+    .r_rdy(\r_rdy$500 ),
     .rst(rst),
-    .w_en(\w_en$490 )
+    .w_en(\w_en$494 )
   );
   \kaki_soc_4x4.qc  qc (
     .axi__araddr(m__1__araddr),
-    .axi__arready(\axi__arready$322 ),
+    .axi__arburst(m__1__arburst),
+    .axi__arlen(m__1__arlen),
+    .axi__arprot(m__1__arprot),
+    .axi__arsize(m__1__arsize),
     .axi__arvalid(m__1__arvalid),
     .axi__awaddr(m__1__awaddr),
+    .axi__awburst(m__1__awburst),
     .axi__awlen(m__1__awlen),
-    .axi__awready(\axi__awready$288 ),
+    .axi__awprot(m__1__awprot),
+    .axi__awsize(m__1__awsize),
     .axi__awvalid(m__1__awvalid),
     .axi__bready(m__1__bready),
-    .axi__bresp(mem__bresp),
-    .axi__bvalid(\axi__bvalid$304 ),
-    .axi__rdata(mem__rdata),
-    .axi__rlast(mem__rlast),
     .axi__rready(m__1__rready),
-    .axi__rresp(mem__rresp),
-    .axi__rvalid(\axi__rvalid$332 ),
     .axi__wdata(m__1__wdata),
-    .axi__wready(\axi__wready$298 ),
+    .axi__wlast(m__1__wlast),
     .axi__wstrb(m__1__wstrb),
     .axi__wvalid(m__1__wvalid),
     .clk(clk),
@@ -2689,15 +2725,28 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_tag(cpl_tag),
     .cpl_timestamp(timestamp_cycles),
     .cpl_valid(fw_write_cpl),
-    .cpl_w_last(m__1__wlast),
+    .down__arid(m__1__arid),
+    .down__arready(\axi__arready$326 ),
+    .down__awid(m__1__awid),
+    .down__awready(\axi__awready$292 ),
+    .down__bid(mem__bid[2:0]),
+    .down__bresp(mem__bresp),
+    .down__bvalid(\axi__bvalid$308 ),
+    .down__rdata(mem__rdata),
+    .down__rid(mem__rid[2:0]),
+    .down__rlast(mem__rlast),
+    .down__rresp(mem__rresp),
+    .down__rvalid(\axi__rvalid$336 ),
+    .down__wready(\axi__wready$302 ),
     .fw_running(fw_running),
-    .level(\$252 ),
-    .\level$106 (\$255 ),
-    .\level$46 (\$253 ),
-    .\level$76 (\$254 ),
-    .\port$121$0 (fw_write_qreset_ack_queue),
-    .\port$7637$0 (bus__wdata[3:0]),
-    .\port$7637$8 (bus__wdata[31:8]),
+    .level(\$246 ),
+    .\level$117 (\$247 ),
+    .\level$149 (\$248 ),
+    .\level$181 (\$249 ),
+    .limit(bus_timeout),
+    .\port$115$0 (fw_write_qreset_ack_queue),
+    .\port$8370$0 (bus__wdata[3:0]),
+    .\port$8370$8 (bus__wdata[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2783,9 +2832,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__ring_base(q__3__ring_base),
     .q__3__ring_log2(q__3__ring_log2),
     .r_en(q__0__pop),
-    .\r_en$118 (q__3__pop),
-    .\r_en$58 (q__1__pop),
-    .\r_en$88 (q__2__pop),
+    .\r_en$129 (q__1__pop),
+    .\r_en$161 (q__2__pop),
+    .\r_en$193 (q__3__pop),
     .rst(rst)
   );
   \kaki_soc_4x4.spad  spad (
@@ -2795,12 +2844,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rd__0__en(rd__0__en),
     .rd__0__gnt(rd__0__gnt),
     .rd__1__addr(rd__1__addr),
-    .rd__1__data(\spad_rd__data$146 ),
+    .rd__1__data(\spad_rd__data$150 ),
     .rd__1__en(rd__1__en),
     .rd__1__gnt(rd__1__gnt),
     .rd__2__addr(rd__2__addr),
-    .rd__2__data(\spad_rd__data$154 ),
-    .rd__2__en(\$19 [0]),
+    .rd__2__data(\spad_rd__data$158 ),
+    .rd__2__en(\$13 [0]),
     .rd__2__gnt(rd__2__gnt),
     .rst(rst),
     .wr__0__addr(wr__0__addr),
@@ -2808,29 +2857,29 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .wr__0__en(wr__0__en),
     .wr__0__gnt(wr__0__gnt),
     .wr__1__addr(wr__1__addr),
-    .wr__1__data(\wr__1__data$210 [31:0]),
-    .wr__1__en(\$23 [0]),
+    .wr__1__data(\wr__1__data$214 [31:0]),
+    .wr__1__en(\$17 [0]),
     .wr__1__gnt(wr__1__gnt)
   );
   \kaki_soc_4x4.vec  vec (
-    .acc_rd__addr(\rd__1__addr$180 ),
-    .acc_rd__data(\acc_rd__data$186 ),
-    .acc_rd__en(\acc_rd__en$183 ),
-    .acc_rd__gnt(\acc_rd__gnt$184 ),
+    .acc_rd__addr(\rd__1__addr$184 ),
+    .acc_rd__data(\acc_rd__data$190 ),
+    .acc_rd__en(\acc_rd__en$187 ),
+    .acc_rd__gnt(\acc_rd__gnt$188 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$852 ),
+    .ctl__busy(\ctl__busy$857 ),
     .ctl__cmd__payload(vec__payload[187:32]),
-    .ctl__cmd__ready(\ctl__cmd__ready$123 ),
-    .ctl__cmd__valid(\ctl__cmd__valid$120 ),
+    .ctl__cmd__ready(\ctl__cmd__ready$127 ),
+    .ctl__cmd__valid(\ctl__cmd__valid$124 ),
     .ctl__done(vec_done),
     .err(vec_error),
-    .fire(\active$867 ),
+    .fire(\active$872 ),
     .reset(reset),
     .rst(rst),
     .spad_rd__addr(rd__1__addr),
-    .spad_rd__data(\spad_rd__data$146 ),
-    .spad_rd__en(\spad_rd__en$142 ),
-    .spad_rd__gnt(\spad_rd__gnt$144 ),
+    .spad_rd__data(\spad_rd__data$150 ),
+    .spad_rd__en(\spad_rd__en$146 ),
+    .spad_rd__gnt(\spad_rd__gnt$148 ),
     .vec_frozen(vec_frozen),
     .wr_addr(wr__0__addr),
     .wr_data(wr__0__data),
@@ -2839,13 +2888,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$7659$16 (retire__3__tag),
-    .\port$8455$0 (vec_error),
-    .r_data(\r_data$510 ),
+    .\port$8392$16 (retire__3__tag),
+    .\port$9398$0 (vec_error),
+    .r_data(\r_data$514 ),
     .r_en(fw_write_retire_pop_engine[3]),
-    .r_rdy(\r_rdy$507 ),
+    .r_rdy(\r_rdy$511 ),
     .rst(rst),
-    .w_en(\w_en$501 )
+    .w_en(\w_en$505 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -2866,13 +2915,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     (* full_case = 32'd1 *)
     casez (bus__wdata[1:0])
       2'h0:
-          forward_nonempty = \$39 ;
+          forward_nonempty = \$33 ;
       2'h1:
-          forward_nonempty = \$40 ;
+          forward_nonempty = \$34 ;
       2'h2:
-          forward_nonempty = \$41 ;
+          forward_nonempty = \$35 ;
       2'h3:
-          forward_nonempty = \$42 ;
+          forward_nonempty = \$36 ;
     endcase
   end
   always @* begin
@@ -2890,7 +2939,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (forward) begin
       submit = 1'h1;
     end else begin
-      submit = \$43 ;
+      submit = \$37 ;
     end
   end
   always @* begin
@@ -2968,19 +3017,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     failing = 1'h0;
-    if (\$105 ) begin
+    if (\$99 ) begin
       failing = 1'h1;
     end
-    if (\$109 ) begin
+    if (\$103 ) begin
       failing = 1'h1;
     end
-    if (\$113 ) begin
+    if (\$107 ) begin
       failing = 1'h1;
     end
-    if (\$117 ) begin
+    if (\$111 ) begin
       failing = 1'h1;
     end
-    if (\$121 ) begin
+    if (\$115 ) begin
       failing = 1'h1;
     end
     if (direct_busy) begin
@@ -2990,19 +3039,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal  = 8'h00;
-    if (\$105 ) begin
+    if (\$99 ) begin
       \$signal  = vec_error;
     end
-    if (\$109 ) begin
+    if (\$103 ) begin
       \$signal  = gemm_error;
     end
-    if (\$113 ) begin
+    if (\$107 ) begin
       \$signal  = dma_store_error;
     end
-    if (\$117 ) begin
+    if (\$111 ) begin
       \$signal  = dma_load_error;
     end
-    if (\$121 ) begin
+    if (\$115 ) begin
       \$signal  = reject__error;
     end
     if (direct_busy) begin
@@ -3011,42 +3060,42 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$756  = 8'h00;
-    if (\$105 ) begin
-      \$signal$756  = \$251 [7:0];
+    \$signal$761  = 8'h00;
+    if (\$99 ) begin
+      \$signal$761  = \$245 [7:0];
     end
-    if (\$109 ) begin
-      \$signal$756  = \$250 [7:0];
+    if (\$103 ) begin
+      \$signal$761  = \$244 [7:0];
     end
-    if (\$113 ) begin
-      \$signal$756  = \$249 [7:0];
+    if (\$107 ) begin
+      \$signal$761  = \$243 [7:0];
     end
-    if (\$117 ) begin
-      \$signal$756  = \$248 [7:0];
+    if (\$111 ) begin
+      \$signal$761  = \$242 [7:0];
     end
-    if (\$121 ) begin
-      \$signal$756  = desc[7:0];
+    if (\$115 ) begin
+      \$signal$761  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$756  = cmd0_word[7:0];
+      \$signal$761  = cmd0_word[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tag = 16'h0000;
-    if (\$105 ) begin
+    if (\$99 ) begin
       tag = retire__3__tag;
     end
-    if (\$109 ) begin
+    if (\$103 ) begin
       tag = retire__2__tag;
     end
-    if (\$113 ) begin
+    if (\$107 ) begin
       tag = retire__1__tag;
     end
-    if (\$117 ) begin
+    if (\$111 ) begin
       tag = retire__0__tag;
     end
-    if (\$121 ) begin
+    if (\$115 ) begin
       tag = desc[31:16];
     end
     if (direct_busy) begin
@@ -3111,61 +3160,106 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$205  = gemm_hang_armed;
+    \$199  = gemm_hang_armed;
     if (reset[2]) begin
-      \$205  = 1'h0;
-    end else if (\$138 ) begin
-      \$205  = 1'h0;
+      \$199  = 1'h0;
+    end else if (\$132 ) begin
+      \$199  = 1'h0;
     end else if (debug_hang_gemm) begin
-      \$205  = 1'h1;
+      \$199  = 1'h1;
     end
+    if (rst) begin
+      \$199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$200  = gemm_frozen;
+    if (reset[2]) begin
+      \$200  = 1'h0;
+    end else if (\$132 ) begin
+      \$200  = 1'h1;
+    end
+    if (rst) begin
+      \$200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$201  = vec_hang_armed;
+    if (reset[3]) begin
+      \$201  = 1'h0;
+    end else if (\$133 ) begin
+      \$201  = 1'h0;
+    end else if (debug_hang_vec) begin
+      \$201  = 1'h1;
+    end
+    if (rst) begin
+      \$201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$202  = vec_frozen;
+    if (reset[3]) begin
+      \$202  = 1'h0;
+    end else if (\$133 ) begin
+      \$202  = 1'h1;
+    end
+    if (rst) begin
+      \$202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$203  = fw_msg_value;
+    if (irq_status_fw_msg_set) begin
+      \$203  = \fw_msg_value$860 ;
+    end
+    if (rst) begin
+      \$203  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$204  = \$134 [31:0];
+    if (rst) begin
+      \$204  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$205  = q_doorbell0_producer_swmod;
     if (rst) begin
       \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = gemm_frozen;
-    if (reset[2]) begin
-      \$206  = 1'h0;
-    end else if (\$138 ) begin
-      \$206  = 1'h1;
-    end
+    \$206  = q_doorbell1_producer_swmod;
     if (rst) begin
       \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = vec_hang_armed;
-    if (reset[3]) begin
-      \$207  = 1'h0;
-    end else if (\$139 ) begin
-      \$207  = 1'h0;
-    end else if (debug_hang_vec) begin
-      \$207  = 1'h1;
-    end
+    \$207  = q_doorbell2_producer_swmod;
     if (rst) begin
       \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = vec_frozen;
-    if (reset[3]) begin
-      \$208  = 1'h0;
-    end else if (\$139 ) begin
-      \$208  = 1'h1;
-    end
+    \$208  = q_doorbell3_producer_swmod;
     if (rst) begin
       \$208  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = fw_msg_value;
-    if (irq_status_fw_msg_set) begin
-      \$209  = \fw_msg_value$855 ;
+    \$209  = done_dma_load_count;
+    if (retire__0__done) begin
+      \$209  = \$135 [31:0];
     end
     if (rst) begin
       \$209  = 32'd0;
@@ -3173,64 +3267,78 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$210  = \$140 [31:0];
+    \$210  = done_dma_store_count;
+    if (retire__1__done) begin
+      \$210  = \$136 [31:0];
+    end
     if (rst) begin
       \$210  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = q_doorbell0_producer_swmod;
-    if (rst) begin
-      \$211  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = q_doorbell1_producer_swmod;
-    if (rst) begin
-      \$212  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = q_doorbell2_producer_swmod;
-    if (rst) begin
-      \$213  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = q_doorbell3_producer_swmod;
-    if (rst) begin
-      \$214  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = done_dma_load_count;
-    if (retire__0__done) begin
-      \$215  = \$141 [31:0];
-    end
-    if (rst) begin
-      \$215  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = done_dma_store_count;
-    if (retire__1__done) begin
-      \$216  = \$142 [31:0];
-    end
-    if (rst) begin
-      \$216  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = done_gemm_count;
+    \$211  = done_gemm_count;
     if (retire__2__done) begin
-      \$217  = \$143 [31:0];
+      \$211  = \$137 [31:0];
+    end
+    if (rst) begin
+      \$211  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$212  = done_vec_count;
+    if (retire__3__done) begin
+      \$212  = \$138 [31:0];
+    end
+    if (rst) begin
+      \$212  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$213  = error_info_code;
+    if (\$140 ) begin
+      \$213  = \$signal ;
+    end
+    if (rst) begin
+      \$213  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$214  = error_info_opcode;
+    if (\$140 ) begin
+      \$214  = \$signal$761 ;
+    end
+    if (rst) begin
+      \$214  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$215  = error_info_tag;
+    if (\$140 ) begin
+      \$215  = tag;
+    end
+    if (rst) begin
+      \$215  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$216  = pending;
+    if (rst) begin
+      \$216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$217  = perf_cycles_count;
+    if (perf_ctrl_clear) begin
+      \$217  = 32'd0;
+    end else if (\$141 ) begin
+      \$217  = \$142 [31:0];
     end
     if (rst) begin
       \$217  = 32'd0;
@@ -3238,8 +3346,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = done_vec_count;
-    if (retire__3__done) begin
+    \$218  = perf_gemm_busy_count;
+    if (perf_ctrl_clear) begin
+      \$218  = 32'd0;
+    end else if (\$143 ) begin
       \$218  = \$144 [31:0];
     end
     if (rst) begin
@@ -3248,48 +3358,59 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = error_info_code;
-    if (\$146 ) begin
-      \$219  = \$signal ;
-    end
-    if (rst) begin
-      \$219  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = error_info_opcode;
-    if (\$146 ) begin
-      \$220  = \$signal$756 ;
-    end
-    if (rst) begin
-      \$220  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$221  = error_info_tag;
-    if (\$146 ) begin
-      \$221  = tag;
-    end
-    if (rst) begin
-      \$221  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = pending;
-    if (rst) begin
-      \$222  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = perf_cycles_count;
+    \$219  = perf_gemm_active_count;
     if (perf_ctrl_clear) begin
-      \$223  = 32'd0;
+      \$219  = 32'd0;
+    end else if (\$145 ) begin
+      \$219  = \$146 [31:0];
+    end
+    if (rst) begin
+      \$219  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$220  = perf_gemm_stall_count;
+    if (perf_ctrl_clear) begin
+      \$220  = 32'd0;
     end else if (\$147 ) begin
-      \$223  = \$148 [31:0];
+      \$220  = \$148 [31:0];
+    end
+    if (rst) begin
+      \$220  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$221  = perf_vec_busy_count;
+    if (perf_ctrl_clear) begin
+      \$221  = 32'd0;
+    end else if (\$149 ) begin
+      \$221  = \$150 [31:0];
+    end
+    if (rst) begin
+      \$221  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$222  = perf_vec_active_count;
+    if (perf_ctrl_clear) begin
+      \$222  = 32'd0;
+    end else if (\$151 ) begin
+      \$222  = \$152 [31:0];
+    end
+    if (rst) begin
+      \$222  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$223  = perf_dma_load_busy_count;
+    if (perf_ctrl_clear) begin
+      \$223  = 32'd0;
+    end else if (\$153 ) begin
+      \$223  = \$154 [31:0];
     end
     if (rst) begin
       \$223  = 32'd0;
@@ -3297,47 +3418,47 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = perf_gemm_busy_count;
+    \$224  = perf_dma_store_busy_count;
     if (perf_ctrl_clear) begin
       \$224  = 32'd0;
-    end else if (\$149 ) begin
-      \$224  = \$150 [31:0];
-    end
-    if (rst) begin
-      \$224  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = perf_gemm_active_count;
-    if (perf_ctrl_clear) begin
-      \$225  = 32'd0;
-    end else if (\$151 ) begin
-      \$225  = \$152 [31:0];
-    end
-    if (rst) begin
-      \$225  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = perf_gemm_stall_count;
-    if (perf_ctrl_clear) begin
-      \$226  = 32'd0;
-    end else if (\$153 ) begin
-      \$226  = \$154 [31:0];
-    end
-    if (rst) begin
-      \$226  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = perf_vec_busy_count;
-    if (perf_ctrl_clear) begin
-      \$227  = 32'd0;
     end else if (\$155 ) begin
-      \$227  = \$156 [31:0];
+      \$224  = \$156 [31:0];
+    end
+    if (rst) begin
+      \$224  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$225  = perf_dma_load_bytes_count;
+    if (perf_ctrl_clear) begin
+      \$225  = 32'd0;
+    end else if (\$157 ) begin
+      \$225  = \$158 [31:0];
+    end
+    if (rst) begin
+      \$225  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$226  = perf_dma_store_bytes_count;
+    if (perf_ctrl_clear) begin
+      \$226  = 32'd0;
+    end else if (\$159 ) begin
+      \$226  = \$160 [31:0];
+    end
+    if (rst) begin
+      \$226  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$227  = perf_dma_load_stall_count;
+    if (perf_ctrl_clear) begin
+      \$227  = 32'd0;
+    end else if (\$161 ) begin
+      \$227  = \$165 [31:0];
     end
     if (rst) begin
       \$227  = 32'd0;
@@ -3345,11 +3466,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = perf_vec_active_count;
+    \$228  = perf_dma_store_stall_count;
     if (perf_ctrl_clear) begin
       \$228  = 32'd0;
-    end else if (\$157 ) begin
-      \$228  = \$158 [31:0];
+    end else if (\$166 ) begin
+      \$228  = \$170 [31:0];
     end
     if (rst) begin
       \$228  = 32'd0;
@@ -3357,11 +3478,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = perf_dma_load_busy_count;
+    \$229  = perf_vec_stall_count;
     if (perf_ctrl_clear) begin
       \$229  = 32'd0;
-    end else if (\$159 ) begin
-      \$229  = \$160 [31:0];
+    end else if (\$171 ) begin
+      \$229  = \$174 [31:0];
     end
     if (rst) begin
       \$229  = 32'd0;
@@ -3369,11 +3490,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = perf_dma_store_busy_count;
+    \$230  = perf_dma_load_full_count;
     if (perf_ctrl_clear) begin
       \$230  = 32'd0;
-    end else if (\$161 ) begin
-      \$230  = \$162 [31:0];
+    end else if (\$175 ) begin
+      \$230  = \$176 [31:0];
     end
     if (rst) begin
       \$230  = 32'd0;
@@ -3381,59 +3502,59 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = perf_dma_load_bytes_count;
+    \$231  = perf_dma_store_full_count;
     if (perf_ctrl_clear) begin
       \$231  = 32'd0;
-    end else if (\$163 ) begin
-      \$231  = \$164 [31:0];
-    end
-    if (rst) begin
-      \$231  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = perf_dma_store_bytes_count;
-    if (perf_ctrl_clear) begin
-      \$232  = 32'd0;
-    end else if (\$165 ) begin
-      \$232  = \$166 [31:0];
-    end
-    if (rst) begin
-      \$232  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = perf_dma_load_stall_count;
-    if (perf_ctrl_clear) begin
-      \$233  = 32'd0;
-    end else if (\$167 ) begin
-      \$233  = \$171 [31:0];
-    end
-    if (rst) begin
-      \$233  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = perf_dma_store_stall_count;
-    if (perf_ctrl_clear) begin
-      \$234  = 32'd0;
-    end else if (\$172 ) begin
-      \$234  = \$176 [31:0];
-    end
-    if (rst) begin
-      \$234  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = perf_vec_stall_count;
-    if (perf_ctrl_clear) begin
-      \$235  = 32'd0;
     end else if (\$177 ) begin
-      \$235  = \$180 [31:0];
+      \$231  = \$178 [31:0];
+    end
+    if (rst) begin
+      \$231  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$232  = perf_gemm_full_count;
+    if (perf_ctrl_clear) begin
+      \$232  = 32'd0;
+    end else if (\$179 ) begin
+      \$232  = \$180 [31:0];
+    end
+    if (rst) begin
+      \$232  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$233  = perf_vec_full_count;
+    if (perf_ctrl_clear) begin
+      \$233  = 32'd0;
+    end else if (\$181 ) begin
+      \$233  = \$182 [31:0];
+    end
+    if (rst) begin
+      \$233  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$234  = perf_q_retired0_count;
+    if (perf_ctrl_clear) begin
+      \$234  = 32'd0;
+    end else if (\$183 ) begin
+      \$234  = \$184 [31:0];
+    end
+    if (rst) begin
+      \$234  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$235  = perf_q_event_stall0_count;
+    if (perf_ctrl_clear) begin
+      \$235  = 32'd0;
+    end else if (\$185 ) begin
+      \$235  = \$186 [31:0];
     end
     if (rst) begin
       \$235  = 32'd0;
@@ -3441,47 +3562,47 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = perf_dma_load_full_count;
+    \$236  = perf_q_retired1_count;
     if (perf_ctrl_clear) begin
       \$236  = 32'd0;
-    end else if (\$181 ) begin
-      \$236  = \$182 [31:0];
-    end
-    if (rst) begin
-      \$236  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = perf_dma_store_full_count;
-    if (perf_ctrl_clear) begin
-      \$237  = 32'd0;
-    end else if (\$183 ) begin
-      \$237  = \$184 [31:0];
-    end
-    if (rst) begin
-      \$237  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = perf_gemm_full_count;
-    if (perf_ctrl_clear) begin
-      \$238  = 32'd0;
-    end else if (\$185 ) begin
-      \$238  = \$186 [31:0];
-    end
-    if (rst) begin
-      \$238  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = perf_vec_full_count;
-    if (perf_ctrl_clear) begin
-      \$239  = 32'd0;
     end else if (\$187 ) begin
-      \$239  = \$188 [31:0];
+      \$236  = \$188 [31:0];
+    end
+    if (rst) begin
+      \$236  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$237  = perf_q_event_stall1_count;
+    if (perf_ctrl_clear) begin
+      \$237  = 32'd0;
+    end else if (\$189 ) begin
+      \$237  = \$190 [31:0];
+    end
+    if (rst) begin
+      \$237  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$238  = perf_q_retired2_count;
+    if (perf_ctrl_clear) begin
+      \$238  = 32'd0;
+    end else if (\$191 ) begin
+      \$238  = \$192 [31:0];
+    end
+    if (rst) begin
+      \$238  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$239  = perf_q_event_stall2_count;
+    if (perf_ctrl_clear) begin
+      \$239  = 32'd0;
+    end else if (\$193 ) begin
+      \$239  = \$194 [31:0];
     end
     if (rst) begin
       \$239  = 32'd0;
@@ -3489,98 +3610,26 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$240  = perf_q_retired0_count;
+    \$240  = perf_q_retired3_count;
     if (perf_ctrl_clear) begin
       \$240  = 32'd0;
-    end else if (\$189 ) begin
-      \$240  = \$190 [31:0];
-    end
-    if (rst) begin
-      \$240  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = perf_q_event_stall0_count;
-    if (perf_ctrl_clear) begin
-      \$241  = 32'd0;
-    end else if (\$191 ) begin
-      \$241  = \$192 [31:0];
-    end
-    if (rst) begin
-      \$241  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = perf_q_retired1_count;
-    if (perf_ctrl_clear) begin
-      \$242  = 32'd0;
-    end else if (\$193 ) begin
-      \$242  = \$194 [31:0];
-    end
-    if (rst) begin
-      \$242  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = perf_q_event_stall1_count;
-    if (perf_ctrl_clear) begin
-      \$243  = 32'd0;
     end else if (\$195 ) begin
-      \$243  = \$196 [31:0];
+      \$240  = \$196 [31:0];
     end
     if (rst) begin
-      \$243  = 32'd0;
+      \$240  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = perf_q_retired2_count;
+    \$241  = perf_q_event_stall3_count;
     if (perf_ctrl_clear) begin
-      \$244  = 32'd0;
+      \$241  = 32'd0;
     end else if (\$197 ) begin
-      \$244  = \$198 [31:0];
+      \$241  = \$198 [31:0];
     end
     if (rst) begin
-      \$244  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = perf_q_event_stall2_count;
-    if (perf_ctrl_clear) begin
-      \$245  = 32'd0;
-    end else if (\$199 ) begin
-      \$245  = \$200 [31:0];
-    end
-    if (rst) begin
-      \$245  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = perf_q_retired3_count;
-    if (perf_ctrl_clear) begin
-      \$246  = 32'd0;
-    end else if (\$201 ) begin
-      \$246  = \$202 [31:0];
-    end
-    if (rst) begin
-      \$246  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = perf_q_event_stall3_count;
-    if (perf_ctrl_clear) begin
-      \$247  = 32'd0;
-    end else if (\$203 ) begin
-      \$247  = \$204 [31:0];
-    end
-    if (rst) begin
-      \$247  = 32'd0;
+      \$241  = 32'd0;
     end
   end
   assign bus__ack = mmio__ack;
@@ -3609,6 +3658,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign bus__wready = csr__awready;
   assign \bus__wstrb$86  = csr__wstrb;
   assign bus__wvalid = csr__wvalid;
+  assign load_reset = reset[0];
+  assign store_reset = reset[1];
+  assign bus_timeout_cycles = bus_timeout;
   assign load__cmd__payload = dma_load__payload[255:32];
   assign load__done = dma_load_done;
   assign load__error = dma_load_error;
@@ -3618,50 +3670,46 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign ctl__cmd__payload = gemm__payload[207:32];
   assign ctl__done = gemm_done;
   assign ctl__error = gemm_error;
-  assign \ctl__cmd__payload$124  = vec__payload[187:32];
-  assign \ctl__done$127  = vec_done;
-  assign \ctl__error$129  = vec_error;
+  assign \ctl__cmd__payload$128  = vec__payload[187:32];
+  assign \ctl__done$131  = vec_done;
+  assign \ctl__error$133  = vec_error;
   assign spad_rd__addr = rd__0__addr;
   assign rd__0__data = spad_rd__data;
-  assign \spad_rd__addr$140  = rd__1__addr;
-  assign rd__1__data = \spad_rd__data$146 ;
-  assign \spad_rd__addr$149  = rd__2__addr;
-  assign rd__2__en = \$19 [0];
-  assign \spad_rd__gnt$152  = \$20 [0];
-  assign rd__2__data = \spad_rd__data$154 ;
+  assign \spad_rd__addr$144  = rd__1__addr;
+  assign rd__1__data = \spad_rd__data$150 ;
+  assign \spad_rd__addr$153  = rd__2__addr;
+  assign rd__2__en = \$13 [0];
+  assign \spad_rd__gnt$156  = \$14 [0];
+  assign rd__2__data = \spad_rd__data$158 ;
   assign spad_wr__addr = wr__0__addr;
   assign spad_wr__data = wr__0__data;
-  assign \spad_wr__addr$165  = wr__1__addr;
-  assign wr__1__en = \$23 [0];
-  assign \spad_wr__gnt$168  = \$24 [0];
-  assign wr__1__data = \wr__1__data$210 [31:0];
-  assign \spad_wr__data$171  = \wr__1__data$210 [31:0];
-  assign acc_rd__addr = \rd__0__addr$172 ;
-  assign \rd__0__data$179  = acc_rd__data;
-  assign \acc_rd__addr$181  = \rd__1__addr$180 ;
-  assign \rd__1__data$187  = \acc_rd__data$186 ;
-  assign \rd__2__addr$188  = rd__2__addr[12:0];
-  assign \acc_rd__addr$189  = rd__2__addr[12:0];
-  assign \rd__2__en$190  = \$29 [0];
-  assign \acc_rd__gnt$192  = \$30 [0];
-  assign \rd__2__data$195  = \acc_rd__data$194 ;
-  assign acc_wr__addr = \wr__0__addr$196 ;
-  assign acc_wr__data = \wr__0__data$202 ;
-  assign \wr__1__addr$204  = wr__1__addr[12:0];
-  assign \acc_wr__addr$205  = wr__1__addr[12:0];
-  assign \wr__1__en$206  = \$33 [0];
-  assign \acc_wr__gnt$208  = \$34 [0];
-  assign \acc_wr__data$211  = \wr__1__data$210 ;
-  assign m__0__awid = 3'h0;
-  assign axi__awid = 4'h0;
+  assign \spad_wr__addr$169  = wr__1__addr;
+  assign wr__1__en = \$17 [0];
+  assign \spad_wr__gnt$172  = \$18 [0];
+  assign wr__1__data = \wr__1__data$214 [31:0];
+  assign \spad_wr__data$175  = \wr__1__data$214 [31:0];
+  assign acc_rd__addr = \rd__0__addr$176 ;
+  assign \rd__0__data$183  = acc_rd__data;
+  assign \acc_rd__addr$185  = \rd__1__addr$184 ;
+  assign \rd__1__data$191  = \acc_rd__data$190 ;
+  assign \rd__2__addr$192  = rd__2__addr[12:0];
+  assign \acc_rd__addr$193  = rd__2__addr[12:0];
+  assign \rd__2__en$194  = \$23 [0];
+  assign \acc_rd__gnt$196  = \$24 [0];
+  assign \rd__2__data$199  = \acc_rd__data$198 ;
+  assign acc_wr__addr = \wr__0__addr$200 ;
+  assign acc_wr__data = \wr__0__data$206 ;
+  assign \wr__1__addr$208  = wr__1__addr[12:0];
+  assign \acc_wr__addr$209  = wr__1__addr[12:0];
+  assign \wr__1__en$210  = \$27 [0];
+  assign \acc_wr__gnt$212  = \$28 [0];
+  assign \acc_wr__data$215  = \wr__1__data$214 ;
+  assign axi__awid = { 1'h0, m__0__awid };
   assign axi__awaddr = m__0__awaddr;
   assign axi__awlen = m__0__awlen;
-  assign m__0__awsize = 3'h3;
-  assign axi__awsize = 3'h3;
-  assign m__0__awburst = 2'h1;
-  assign axi__awburst = 2'h1;
-  assign m__0__awprot = 3'h0;
-  assign axi__awprot = 3'h0;
+  assign axi__awsize = m__0__awsize;
+  assign axi__awburst = m__0__awburst;
+  assign axi__awprot = m__0__awprot;
   assign axi__awvalid = m__0__awvalid;
   assign m__0__awready = axi__awready;
   assign axi__wdata = m__0__wdata;
@@ -3674,18 +3722,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign axi__bresp = mem__bresp;
   assign m__0__bresp = mem__bresp;
   assign m__0__bvalid = axi__bvalid;
-  assign m__0__bready = 1'h1;
-  assign axi__bready = 1'h1;
-  assign m__0__arid = 3'h0;
-  assign axi__arid = 4'h0;
+  assign axi__bready = m__0__bready;
+  assign axi__arid = { 1'h0, m__0__arid };
   assign axi__araddr = m__0__araddr;
   assign axi__arlen = m__0__arlen;
-  assign m__0__arsize = 3'h3;
-  assign axi__arsize = 3'h3;
-  assign m__0__arburst = 2'h1;
-  assign axi__arburst = 2'h1;
-  assign m__0__arprot = 3'h0;
-  assign axi__arprot = 3'h0;
+  assign axi__arsize = m__0__arsize;
+  assign axi__arburst = m__0__arburst;
+  assign axi__arprot = m__0__arprot;
   assign axi__arvalid = m__0__arvalid;
   assign m__0__arready = axi__arready;
   assign axi__rid = { 1'h0, mem__rid[2:0] };
@@ -3698,52 +3741,43 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign m__0__rlast = mem__rlast;
   assign m__0__rvalid = axi__rvalid;
   assign axi__rready = m__0__rready;
-  assign m__1__awid = 3'h0;
-  assign \axi__awid$275  = 4'h0;
-  assign \axi__awaddr$277  = m__1__awaddr;
-  assign \axi__awlen$279  = m__1__awlen;
-  assign m__1__awsize = 3'h3;
-  assign \axi__awsize$281  = 3'h3;
-  assign m__1__awburst = 2'h1;
-  assign \axi__awburst$283  = 2'h1;
-  assign m__1__awprot = 3'h0;
-  assign \axi__awprot$285  = 3'h0;
-  assign \axi__awvalid$287  = m__1__awvalid;
-  assign m__1__awready = \axi__awready$288 ;
-  assign \axi__wdata$291  = m__1__wdata;
-  assign \axi__wstrb$293  = m__1__wstrb;
-  assign \axi__wlast$295  = m__1__wlast;
-  assign \axi__wvalid$297  = m__1__wvalid;
-  assign m__1__wready = \axi__wready$298 ;
-  assign \axi__bid$300  = { 1'h0, mem__bid[2:0] };
+  assign \axi__awid$279  = { 1'h0, m__1__awid };
+  assign \axi__awaddr$281  = m__1__awaddr;
+  assign \axi__awlen$283  = m__1__awlen;
+  assign \axi__awsize$285  = m__1__awsize;
+  assign \axi__awburst$287  = m__1__awburst;
+  assign \axi__awprot$289  = m__1__awprot;
+  assign \axi__awvalid$291  = m__1__awvalid;
+  assign m__1__awready = \axi__awready$292 ;
+  assign \axi__wdata$295  = m__1__wdata;
+  assign \axi__wstrb$297  = m__1__wstrb;
+  assign \axi__wlast$299  = m__1__wlast;
+  assign \axi__wvalid$301  = m__1__wvalid;
+  assign m__1__wready = \axi__wready$302 ;
+  assign \axi__bid$304  = { 1'h0, mem__bid[2:0] };
   assign m__1__bid = mem__bid[2:0];
-  assign \axi__bresp$302  = mem__bresp;
+  assign \axi__bresp$306  = mem__bresp;
   assign m__1__bresp = mem__bresp;
-  assign m__1__bvalid = \axi__bvalid$304 ;
-  assign \axi__bready$307  = m__1__bready;
-  assign m__1__arid = 3'h0;
-  assign \axi__arid$309  = 4'h0;
-  assign \axi__araddr$311  = m__1__araddr;
-  assign m__1__arlen = 8'h03;
-  assign \axi__arlen$313  = 8'h03;
-  assign m__1__arsize = 3'h3;
-  assign \axi__arsize$315  = 3'h3;
-  assign m__1__arburst = 2'h1;
-  assign \axi__arburst$317  = 2'h1;
-  assign m__1__arprot = 3'h0;
-  assign \axi__arprot$319  = 3'h0;
-  assign \axi__arvalid$321  = m__1__arvalid;
-  assign m__1__arready = \axi__arready$322 ;
-  assign \axi__rid$324  = { 1'h0, mem__rid[2:0] };
+  assign m__1__bvalid = \axi__bvalid$308 ;
+  assign \axi__bready$311  = m__1__bready;
+  assign \axi__arid$313  = { 1'h0, m__1__arid };
+  assign \axi__araddr$315  = m__1__araddr;
+  assign \axi__arlen$317  = m__1__arlen;
+  assign \axi__arsize$319  = m__1__arsize;
+  assign \axi__arburst$321  = m__1__arburst;
+  assign \axi__arprot$323  = m__1__arprot;
+  assign \axi__arvalid$325  = m__1__arvalid;
+  assign m__1__arready = \axi__arready$326 ;
+  assign \axi__rid$328  = { 1'h0, mem__rid[2:0] };
   assign m__1__rid = mem__rid[2:0];
-  assign \axi__rdata$326  = mem__rdata;
+  assign \axi__rdata$330  = mem__rdata;
   assign m__1__rdata = mem__rdata;
-  assign \axi__rresp$328  = mem__rresp;
+  assign \axi__rresp$332  = mem__rresp;
   assign m__1__rresp = mem__rresp;
-  assign \axi__rlast$330  = mem__rlast;
+  assign \axi__rlast$334  = mem__rlast;
   assign m__1__rlast = mem__rlast;
-  assign m__1__rvalid = \axi__rvalid$332 ;
-  assign \axi__rready$335  = m__1__rready;
+  assign m__1__rvalid = \axi__rvalid$336 ;
+  assign \axi__rready$339  = m__1__rready;
   assign s__araddr = mem__araddr;
   assign s__arburst = mem__arburst;
   assign s__arid = mem__arid;
@@ -3780,60 +3814,60 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign core_mem_addr_addr_swmod = load_addr_we;
   assign core_mem_data_data = load_data;
   assign core_mem_data_data_swmod = load_data_we;
-  assign \fw_version_version$377  = fw_version_version;
-  assign \fw_status_state$379  = fw_status_state;
+  assign \fw_version_version$381  = fw_version_version;
+  assign \fw_status_state$383  = fw_status_state;
   assign sleeping = fw_status_sleeping;
   assign pc = core_pc_pc;
   assign fw_fault_pc_pc = fw_fault_pc_value;
   assign fw_fault_cause_cause = fw_fault_cause_value;
   assign fw_fault_tval_tval = fw_fault_tval_value;
-  assign \watchdog_cycles$391  = watchdog_cycles;
-  assign \event0_value$393  = event0_value;
-  assign \event1_value$395  = event1_value;
-  assign \event2_value$397  = event2_value;
-  assign \event3_value$399  = event3_value;
-  assign \event4_value$401  = event4_value;
-  assign \event5_value$403  = event5_value;
-  assign \event6_value$405  = event6_value;
-  assign \event7_value$407  = event7_value;
-  assign \event8_value$409  = event8_value;
-  assign \event9_value$411  = event9_value;
-  assign \event10_value$413  = event10_value;
-  assign \event11_value$415  = event11_value;
-  assign \event12_value$417  = event12_value;
-  assign \event13_value$419  = event13_value;
-  assign \event14_value$421  = event14_value;
-  assign \event15_value$423  = event15_value;
-  assign q__0__prefetched = { 5'h00, \$252  };
-  assign q__1__prefetched = { 5'h00, \$253  };
-  assign q__2__prefetched = { 5'h00, \$254  };
-  assign q__3__prefetched = { 5'h00, \$255  };
+  assign \watchdog_cycles$395  = watchdog_cycles;
+  assign \event0_value$397  = event0_value;
+  assign \event1_value$399  = event1_value;
+  assign \event2_value$401  = event2_value;
+  assign \event3_value$403  = event3_value;
+  assign \event4_value$405  = event4_value;
+  assign \event5_value$407  = event5_value;
+  assign \event6_value$409  = event6_value;
+  assign \event7_value$411  = event7_value;
+  assign \event8_value$413  = event8_value;
+  assign \event9_value$415  = event9_value;
+  assign \event10_value$417  = event10_value;
+  assign \event11_value$419  = event11_value;
+  assign \event12_value$421  = event12_value;
+  assign \event13_value$423  = event13_value;
+  assign \event14_value$425  = event14_value;
+  assign \event15_value$427  = event15_value;
+  assign q__0__prefetched = { 5'h00, \$246  };
+  assign q__1__prefetched = { 5'h00, \$247  };
+  assign q__2__prefetched = { 5'h00, \$248  };
+  assign q__3__prefetched = { 5'h00, \$249  };
   assign w_data = { retire__0__tag, dma_load_error };
   assign retire__0__error = dma_load_error;
   assign r_en = fw_write_retire_pop_engine[0];
   assign retire0_valid = r_rdy;
   assign retire0_error = r_data[7:0];
   assign retire0_tag = r_data[23:8];
-  assign \w_data$481  = { retire__1__tag, dma_store_error };
+  assign \w_data$485  = { retire__1__tag, dma_store_error };
   assign retire__1__error = dma_store_error;
-  assign \r_en$484  = fw_write_retire_pop_engine[1];
-  assign retire1_valid = \r_rdy$485 ;
-  assign retire1_error = \r_data$488 [7:0];
-  assign retire1_tag = \r_data$488 [23:8];
-  assign \w_data$492  = { retire__2__tag, gemm_error };
+  assign \r_en$488  = fw_write_retire_pop_engine[1];
+  assign retire1_valid = \r_rdy$489 ;
+  assign retire1_error = \r_data$492 [7:0];
+  assign retire1_tag = \r_data$492 [23:8];
+  assign \w_data$496  = { retire__2__tag, gemm_error };
   assign retire__2__error = gemm_error;
-  assign \r_en$495  = fw_write_retire_pop_engine[2];
-  assign retire2_valid = \r_rdy$496 ;
-  assign retire2_error = \r_data$499 [7:0];
-  assign retire2_tag = \r_data$499 [23:8];
-  assign \w_data$503  = { retire__3__tag, vec_error };
+  assign \r_en$499  = fw_write_retire_pop_engine[2];
+  assign retire2_valid = \r_rdy$500 ;
+  assign retire2_error = \r_data$503 [7:0];
+  assign retire2_tag = \r_data$503 [23:8];
+  assign \w_data$507  = { retire__3__tag, vec_error };
   assign retire__3__error = vec_error;
-  assign \r_en$506  = fw_write_retire_pop_engine[3];
-  assign retire3_valid = \r_rdy$507 ;
-  assign retire3_error = \r_data$510 [7:0];
-  assign retire3_tag = \r_data$510 [23:8];
+  assign \r_en$510  = fw_write_retire_pop_engine[3];
+  assign retire3_valid = \r_rdy$511 ;
+  assign retire3_error = \r_data$514 [7:0];
+  assign retire3_tag = \r_data$514 [23:8];
   assign timestamp = timestamp_cycles;
-  assign \timestamp_cycles$514  = timestamp_cycles;
+  assign \timestamp_cycles$518  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -3848,7 +3882,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q_status0_waiting = q_wait_queue[0];
-  assign q_status0_prefetched = { 5'h00, \$252  };
+  assign q_status0_prefetched = { 5'h00, \$246  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
@@ -3874,7 +3908,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q_status1_waiting = q_wait_queue[1];
-  assign q_status1_prefetched = { 5'h00, \$253  };
+  assign q_status1_prefetched = { 5'h00, \$247  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
@@ -3900,7 +3934,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q_status2_waiting = q_wait_queue[2];
-  assign q_status2_prefetched = { 5'h00, \$254  };
+  assign q_status2_prefetched = { 5'h00, \$248  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
@@ -3926,7 +3960,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q_status3_waiting = q_wait_queue[3];
-  assign q_status3_prefetched = { 5'h00, \$255  };
+  assign q_status3_prefetched = { 5'h00, \$249  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
@@ -3938,6 +3972,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_head29_word = q__3__head[191:160];
   assign q_head30_word = q__3__head[223:192];
   assign q_head31_word = q__3__head[255:224];
+  assign \bus_timeout$688  = bus_timeout;
   assign cpl_valid = fw_write_cpl;
   assign cpl_queue = bus__wdata[1:0];
   assign cpl_irq = bus__wdata[2];
@@ -3949,7 +3984,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign cpl_timestamp = timestamp_cycles;
   assign cpl_free = cpl_status_free;
   assign fw_write_engine_reset_engine = reset;
-  assign fw_timer_diff = \$76 [31:0];
+  assign fw_timer_diff = \$70 [31:0];
   assign work_qready = { q__3__ready, q__2__ready, q__1__ready, q__0__ready };
   assign work_retire = retire_valid;
   assign work_qreset = { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
@@ -3977,14 +4012,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_dma_store = done_dma_store_count;
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
-  assign retire__0__irq = \$248 [8];
-  assign retire__1__irq = \$249 [8];
-  assign retire__2__irq = \$250 [8];
-  assign retire__3__irq = \$251 [8];
-  assign retire__3__opcode = \$251 [7:0];
-  assign retire__2__opcode = \$250 [7:0];
-  assign retire__1__opcode = \$249 [7:0];
-  assign retire__0__opcode = \$248 [7:0];
+  assign retire__0__irq = \$242 [8];
+  assign retire__1__irq = \$243 [8];
+  assign retire__2__irq = \$244 [8];
+  assign retire__3__irq = \$245 [8];
+  assign retire__3__opcode = \$245 [7:0];
+  assign retire__2__opcode = \$244 [7:0];
+  assign retire__1__opcode = \$243 [7:0];
+  assign retire__0__opcode = \$242 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -4220,21 +4255,21 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \gemm__payload.desc.payload.event.reserved  = gemm__payload[255:96];
   assign \gemm__payload.queue  = gemm__payload[257:256];
   assign \gemm__payload.windowed  = gemm__payload[258];
-  assign \ctl__cmd__payload$124.src_addr  = vec__payload[51:32];
-  assign \ctl__cmd__payload$124.dst_addr  = vec__payload[71:52];
-  assign \ctl__cmd__payload$124.rows  = vec__payload[87:72];
-  assign \ctl__cmd__payload$124.bias_addr  = vec__payload[107:88];
-  assign \ctl__cmd__payload$124.mult_addr  = vec__payload[127:108];
-  assign \ctl__cmd__payload$124.shift_addr  = vec__payload[147:128];
-  assign \ctl__cmd__payload$124.res_addr  = vec__payload[167:148];
-  assign \ctl__cmd__payload$124.zero_point  = vec__payload[175:168];
-  assign \ctl__cmd__payload$124.ops  = vec__payload[183:176];
-  assign \ctl__cmd__payload$124.ops.bias  = vec__payload[176];
-  assign \ctl__cmd__payload$124.ops.relu  = vec__payload[177];
-  assign \ctl__cmd__payload$124.ops.add  = vec__payload[178];
-  assign \ctl__cmd__payload$124.ops.maxred  = vec__payload[179];
-  assign \ctl__cmd__payload$124.ops.reserved  = vec__payload[183:180];
-  assign \ctl__cmd__payload$124.reserved  = vec__payload[187:184];
+  assign \ctl__cmd__payload$128.src_addr  = vec__payload[51:32];
+  assign \ctl__cmd__payload$128.dst_addr  = vec__payload[71:52];
+  assign \ctl__cmd__payload$128.rows  = vec__payload[87:72];
+  assign \ctl__cmd__payload$128.bias_addr  = vec__payload[107:88];
+  assign \ctl__cmd__payload$128.mult_addr  = vec__payload[127:108];
+  assign \ctl__cmd__payload$128.shift_addr  = vec__payload[147:128];
+  assign \ctl__cmd__payload$128.res_addr  = vec__payload[167:148];
+  assign \ctl__cmd__payload$128.zero_point  = vec__payload[175:168];
+  assign \ctl__cmd__payload$128.ops  = vec__payload[183:176];
+  assign \ctl__cmd__payload$128.ops.bias  = vec__payload[176];
+  assign \ctl__cmd__payload$128.ops.relu  = vec__payload[177];
+  assign \ctl__cmd__payload$128.ops.add  = vec__payload[178];
+  assign \ctl__cmd__payload$128.ops.maxred  = vec__payload[179];
+  assign \ctl__cmd__payload$128.ops.reserved  = vec__payload[183:180];
+  assign \ctl__cmd__payload$128.reserved  = vec__payload[187:184];
   assign \vec__payload.desc  = vec__payload[255:0];
   assign \vec__payload.desc.opcode  = vec__payload[7:0];
   assign \vec__payload.desc.flags  = vec__payload[15:8];
@@ -4297,33 +4332,33 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \store_window.base  = store_window[31:0];
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
-  assign retire_valid[3] = \r_rdy$507 ;
-  assign retire_valid[2] = \r_rdy$496 ;
-  assign retire_valid[1] = \r_rdy$485 ;
+  assign retire_valid[3] = \r_rdy$511 ;
+  assign retire_valid[2] = \r_rdy$500 ;
+  assign retire_valid[1] = \r_rdy$489 ;
   assign retire_valid[0] = r_rdy;
   assign engine_reset[3] = reset[3];
   assign engine_reset[2] = reset[2];
-  assign engine_reset[1] = \$10 ;
-  assign engine_reset[0] = \$5 ;
-  assign \$19  = { 1'h0, \spad_rd__en$151  };
-  assign \$20  = { 1'h0, rd__2__gnt };
-  assign \$23  = { 1'h0, \spad_wr__en$167  };
-  assign \$24  = { 1'h0, wr__1__gnt };
-  assign \$29  = { 1'h0, \acc_rd__en$191  };
-  assign \$30  = { 1'h0, \rd__2__gnt$193  };
-  assign \$33  = { 1'h0, \acc_wr__en$207  };
-  assign \$34  = { 1'h0, \wr__1__gnt$209  };
-  assign \$60  = core_ctrl_run;
-  assign \$61  = core_ctrl_run;
-  assign \$62  = core_ctrl_run;
-  assign \$63  = core_ctrl_run;
+  assign engine_reset[1] = reset[1];
+  assign engine_reset[0] = reset[0];
+  assign \$13  = { 1'h0, \spad_rd__en$155  };
+  assign \$14  = { 1'h0, rd__2__gnt };
+  assign \$17  = { 1'h0, \spad_wr__en$171  };
+  assign \$18  = { 1'h0, wr__1__gnt };
+  assign \$23  = { 1'h0, \acc_rd__en$195  };
+  assign \$24  = { 1'h0, \rd__2__gnt$197  };
+  assign \$27  = { 1'h0, \acc_wr__en$211  };
+  assign \$28  = { 1'h0, \wr__1__gnt$213  };
+  assign \$54  = core_ctrl_run;
+  assign \$55  = core_ctrl_run;
+  assign \$56  = core_ctrl_run;
+  assign \$57  = core_ctrl_run;
   assign fw_running = core_ctrl_run;
+  assign \$117  = \$116 ;
+  assign \$119  = \$118 ;
+  assign \$121  = \$120 ;
   assign \$123  = \$122 ;
   assign \$125  = \$124 ;
-  assign \$127  = \$126 ;
-  assign \$129  = \$128 ;
   assign \$131  = \$130 ;
-  assign \$137  = \$136 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4738,10 +4773,10 @@ module \kaki_soc_4x4.acc.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready, s__rid, m__0__rdata, m__0__rresp, m__0__rlast, s__rvalid, clk, rst, m__1__wlast, m__1__wdata, m__0__arready, m__1__arready, m__0__rvalid, m__1__rvalid, m__0__awready, m__1__awready, s__wvalid
-, m__0__wready, m__1__wready, m__0__bvalid, m__1__bvalid, m__0__rready, m__0__wvalid, m__0__wlast, m__0__wdata, m__0__wstrb, m__1__rready, m__1__bready, m__1__arvalid, m__1__araddr, m__1__awvalid, m__1__wvalid, m__1__awaddr, m__1__awlen, m__1__wstrb, r_route_ready, s__wdata, s__wstrb
-, s__wlast, b_route_ready, s__arvalid, s__araddr, s__arlen, s__arsize, s__arburst, s__arprot, s__arid, s__awvalid, s__awaddr, s__awlen, s__awsize, s__awburst, s__awprot, s__awid, m__0__araddr, m__0__arlen, m__0__arvalid, m__0__awaddr, m__0__awlen
-, m__0__awvalid, s__awready);
+module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready, s__rid, m__0__rdata, m__0__rresp, m__0__rlast, s__rvalid, clk, rst, m__1__arvalid, m__1__arid, m__1__araddr, m__1__arlen, m__1__arsize, m__1__arburst, m__1__arprot, m__1__rready, m__1__awvalid
+, m__1__awid, m__1__awaddr, m__1__awlen, m__1__awsize, m__1__awburst, m__1__awprot, m__1__wlast, m__1__bready, m__0__arready, m__1__arready, m__0__rvalid, m__1__rvalid, m__0__awready, m__1__awready, s__wvalid, m__0__wready, m__1__wready, m__0__bvalid, m__1__bvalid, m__0__arvalid, m__0__arid
+, m__0__araddr, m__0__arlen, m__0__arsize, m__0__arburst, m__0__arprot, m__0__rready, m__0__awvalid, m__0__awid, m__0__awaddr, m__0__awlen, m__0__awsize, m__0__awburst, m__0__awprot, m__0__wlast, m__0__bready, m__1__wvalid, m__1__wdata, m__1__wstrb, r_route_ready, s__wdata, s__wstrb
+, s__wlast, b_route_ready, s__arvalid, s__araddr, s__arlen, s__arsize, s__arburst, s__arprot, s__arid, s__awvalid, s__awaddr, s__awlen, s__awsize, s__awburst, s__awprot, s__awid, m__0__wvalid, m__0__wdata, m__0__wstrb, s__awready);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -4824,29 +4859,38 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
   wire clk;
   input [31:0] m__0__araddr;
   wire [31:0] m__0__araddr;
+  input [1:0] m__0__arburst;
   wire [1:0] m__0__arburst;
+  input [2:0] m__0__arid;
   wire [2:0] m__0__arid;
   input [7:0] m__0__arlen;
   wire [7:0] m__0__arlen;
+  input [2:0] m__0__arprot;
   wire [2:0] m__0__arprot;
   output m__0__arready;
   wire m__0__arready;
+  input [2:0] m__0__arsize;
   wire [2:0] m__0__arsize;
   input m__0__arvalid;
   wire m__0__arvalid;
   input [31:0] m__0__awaddr;
   wire [31:0] m__0__awaddr;
+  input [1:0] m__0__awburst;
   wire [1:0] m__0__awburst;
+  input [2:0] m__0__awid;
   wire [2:0] m__0__awid;
   input [7:0] m__0__awlen;
   wire [7:0] m__0__awlen;
+  input [2:0] m__0__awprot;
   wire [2:0] m__0__awprot;
   output m__0__awready;
   wire m__0__awready;
+  input [2:0] m__0__awsize;
   wire [2:0] m__0__awsize;
   input m__0__awvalid;
   wire m__0__awvalid;
   wire [2:0] m__0__bid;
+  input m__0__bready;
   wire m__0__bready;
   input [1:0] m__0__bresp;
   wire [1:0] m__0__bresp;
@@ -4875,24 +4919,33 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
   wire m__0__wvalid;
   input [31:0] m__1__araddr;
   wire [31:0] m__1__araddr;
+  input [1:0] m__1__arburst;
   wire [1:0] m__1__arburst;
+  input [2:0] m__1__arid;
   wire [2:0] m__1__arid;
+  input [7:0] m__1__arlen;
   wire [7:0] m__1__arlen;
+  input [2:0] m__1__arprot;
   wire [2:0] m__1__arprot;
   output m__1__arready;
   wire m__1__arready;
+  input [2:0] m__1__arsize;
   wire [2:0] m__1__arsize;
   input m__1__arvalid;
   wire m__1__arvalid;
   input [31:0] m__1__awaddr;
   wire [31:0] m__1__awaddr;
+  input [1:0] m__1__awburst;
   wire [1:0] m__1__awburst;
+  input [2:0] m__1__awid;
   wire [2:0] m__1__awid;
   input [7:0] m__1__awlen;
   wire [7:0] m__1__awlen;
+  input [2:0] m__1__awprot;
   wire [2:0] m__1__awprot;
   output m__1__awready;
   wire m__1__awready;
+  input [2:0] m__1__awsize;
   wire [2:0] m__1__awsize;
   input m__1__awvalid;
   wire m__1__awvalid;
@@ -5100,7 +5153,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
       1'h0:
           \$18  = m__0__arlen;
       1'h1:
-          \$18  = 8'h03;
+          \$18  = m__1__arlen;
     endcase
   end
   always @* begin
@@ -5108,9 +5161,9 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
     (* full_case = 32'd1 *)
     casez (ar_sel)
       1'h0:
-          \$19  = 3'h3;
+          \$19  = m__0__arsize;
       1'h1:
-          \$19  = 3'h3;
+          \$19  = m__1__arsize;
     endcase
   end
   always @* begin
@@ -5118,9 +5171,9 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
     (* full_case = 32'd1 *)
     casez (ar_sel)
       1'h0:
-          \$20  = 2'h1;
+          \$20  = m__0__arburst;
       1'h1:
-          \$20  = 2'h1;
+          \$20  = m__1__arburst;
     endcase
   end
   always @* begin
@@ -5128,9 +5181,9 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
     (* full_case = 32'd1 *)
     casez (ar_sel)
       1'h0:
-          \$21  = 3'h0;
+          \$21  = m__0__arprot;
       1'h1:
-          \$21  = 3'h0;
+          \$21  = m__1__arprot;
     endcase
   end
   always @* begin
@@ -5138,9 +5191,9 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
     (* full_case = 32'd1 *)
     casez (ar_sel)
       1'h0:
-          \$22  = 3'h0;
+          \$22  = m__0__arid;
       1'h1:
-          \$22  = 3'h0;
+          \$22  = m__1__arid;
     endcase
   end
   always @* begin
@@ -5168,9 +5221,9 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
     (* full_case = 32'd1 *)
     casez (aw_sel)
       1'h0:
-          \$25  = 3'h3;
+          \$25  = m__0__awsize;
       1'h1:
-          \$25  = 3'h3;
+          \$25  = m__1__awsize;
     endcase
   end
   always @* begin
@@ -5178,9 +5231,9 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
     (* full_case = 32'd1 *)
     casez (aw_sel)
       1'h0:
-          \$26  = 2'h1;
+          \$26  = m__0__awburst;
       1'h1:
-          \$26  = 2'h1;
+          \$26  = m__1__awburst;
     endcase
   end
   always @* begin
@@ -5188,9 +5241,9 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
     (* full_case = 32'd1 *)
     casez (aw_sel)
       1'h0:
-          \$27  = 3'h0;
+          \$27  = m__0__awprot;
       1'h1:
-          \$27  = 3'h0;
+          \$27  = m__1__awprot;
     endcase
   end
   always @* begin
@@ -5198,9 +5251,9 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
     (* full_case = 32'd1 *)
     casez (aw_sel)
       1'h0:
-          \$28  = 3'h0;
+          \$28  = m__0__awid;
       1'h1:
-          \$28  = 3'h0;
+          \$28  = m__1__awid;
     endcase
   end
   always @* begin
@@ -5308,7 +5361,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
     (* full_case = 32'd1 *)
     casez (s__bid[3])
       1'h0:
-          b_route_ready = 1'h1;
+          b_route_ready = m__0__bready;
       1'h1:
           b_route_ready = m__1__bready;
     endcase
@@ -5601,29 +5654,11 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
   assign m__1__rresp = m__0__rresp;
   assign m__1__rlast = m__0__rlast;
   assign b_idx = s__bid[3];
-  assign m__0__bready = 1'h1;
   assign s__bready = b_route_ready;
   assign m__0__bid = s__bid[2:0];
   assign s__bresp = m__0__bresp;
   assign m__1__bid = s__bid[2:0];
   assign m__1__bresp = m__0__bresp;
-  assign m__1__arlen = 8'h03;
-  assign m__0__arsize = 3'h3;
-  assign m__1__arsize = 3'h3;
-  assign m__0__arburst = 2'h1;
-  assign m__1__arburst = 2'h1;
-  assign m__0__arprot = 3'h0;
-  assign m__1__arprot = 3'h0;
-  assign m__0__arid = 3'h0;
-  assign m__1__arid = 3'h0;
-  assign m__0__awsize = 3'h3;
-  assign m__1__awsize = 3'h3;
-  assign m__0__awburst = 2'h1;
-  assign m__1__awburst = 2'h1;
-  assign m__0__awprot = 3'h0;
-  assign m__1__awprot = 3'h0;
-  assign m__0__awid = 3'h0;
-  assign m__1__awid = 3'h0;
   assign \$3  = ar_sel;
   assign \$5  = s__rid[3];
   assign \$9  = aw_sel;
@@ -10323,11 +10358,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, perf_dma_load_stall_count, perf_dma_store_stall_count, perf_vec_stall_count, perf_dma_load_full_count, perf_dma_store_full_count
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
-, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7440$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value
-, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$7651$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$7782$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$7796$0 
-, q_status0_resetting, q_consumer1_index, \port$7806$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$7820$0 , q_status1_resetting, q_consumer2_index, \port$7830$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$7844$0 , q_status2_resetting, q_consumer3_index, \port$7854$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$7868$0 
-, q_status3_resetting, \port$7880$0 , \port$7888$0 , \port$7896$0 , \port$7904$0 , bus__awaddr);
+, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes
+, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8173$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8384$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8517$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8531$0 , q_status0_resetting, q_consumer1_index, \port$8543$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8557$0 , q_status1_resetting, q_consumer2_index, \port$8569$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8583$0 , q_status2_resetting, q_consumer3_index, \port$8595$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8609$0 , q_status3_resetting, \port$8721$0 , \port$8729$0 , \port$8737$0 , \port$8745$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10369,138 +10404,138 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire [32:0] \$135 ;
+  wire \$135 ;
   wire [32:0] \$136 ;
-  wire \$137 ;
+  wire [32:0] \$137 ;
   wire \$138 ;
-  wire [16:0] \$139 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [31:0] \$140 ;
-  wire [46:0] \$141 ;
+  wire [16:0] \$140 ;
+  wire [31:0] \$141 ;
   wire [46:0] \$142 ;
-  wire \$143 ;
+  wire [46:0] \$143 ;
   wire \$144 ;
-  wire [8:0] \$145 ;
-  wire [31:0] \$146 ;
-  wire [22:0] \$147 ;
-  wire [31:0] \$148 ;
-  wire \$149 ;
+  wire \$145 ;
+  wire [8:0] \$146 ;
+  wire [31:0] \$147 ;
+  wire [22:0] \$148 ;
+  wire [31:0] \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [8:0] \$151 ;
-  wire [31:0] \$152 ;
-  wire [38:0] \$153 ;
+  wire \$151 ;
+  wire [8:0] \$152 ;
+  wire [31:0] \$153 ;
   wire [38:0] \$154 ;
-  wire \$155 ;
+  wire [38:0] \$155 ;
   wire \$156 ;
-  wire [8:0] \$157 ;
-  wire [31:0] \$158 ;
-  wire [38:0] \$159 ;
+  wire \$157 ;
+  wire [8:0] \$158 ;
+  wire [31:0] \$159 ;
   wire \$16 ;
   wire [38:0] \$160 ;
-  wire \$161 ;
+  wire [38:0] \$161 ;
   wire \$162 ;
-  wire [8:0] \$163 ;
-  wire [31:0] \$164 ;
-  wire [22:0] \$165 ;
-  wire [31:0] \$166 ;
-  wire [38:0] \$167 ;
+  wire \$163 ;
+  wire [8:0] \$164 ;
+  wire [31:0] \$165 ;
+  wire [22:0] \$166 ;
+  wire [31:0] \$167 ;
   wire [38:0] \$168 ;
   wire [38:0] \$169 ;
   wire \$17 ;
   wire [38:0] \$170 ;
-  wire \$171 ;
+  wire [38:0] \$171 ;
   wire \$172 ;
-  wire [8:0] \$173 ;
-  wire [31:0] \$174 ;
-  wire [22:0] \$175 ;
-  wire [31:0] \$176 ;
-  wire [38:0] \$177 ;
+  wire \$173 ;
+  wire [8:0] \$174 ;
+  wire [31:0] \$175 ;
+  wire [22:0] \$176 ;
+  wire [31:0] \$177 ;
   wire [38:0] \$178 ;
   wire [38:0] \$179 ;
   wire \$18 ;
   wire [38:0] \$180 ;
-  wire [31:0] \$181 ;
+  wire [38:0] \$181 ;
   wire [31:0] \$182 ;
   wire [31:0] \$183 ;
-  wire \$184 ;
+  wire [31:0] \$184 ;
   wire \$185 ;
-  wire [32:0] \$186 ;
+  wire \$186 ;
   wire [32:0] \$187 ;
-  wire [31:0] \$188 ;
+  wire [32:0] \$188 ;
   wire [31:0] \$189 ;
   wire \$19 ;
   wire [31:0] \$190 ;
-  wire \$191 ;
+  wire [31:0] \$191 ;
   wire \$192 ;
-  wire [32:0] \$193 ;
+  wire \$193 ;
   wire [32:0] \$194 ;
-  wire [31:0] \$195 ;
+  wire [32:0] \$195 ;
   wire [31:0] \$196 ;
   wire [31:0] \$197 ;
-  wire \$198 ;
+  wire [31:0] \$198 ;
   wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [32:0] \$200 ;
+  wire \$200 ;
   wire [32:0] \$201 ;
-  wire [31:0] \$202 ;
+  wire [32:0] \$202 ;
   wire [31:0] \$203 ;
   wire [31:0] \$204 ;
-  wire \$205 ;
+  wire [31:0] \$205 ;
   wire \$206 ;
-  wire [32:0] \$207 ;
+  wire \$207 ;
   wire [32:0] \$208 ;
-  wire [31:0] \$209 ;
+  wire [32:0] \$209 ;
   wire \$21 ;
   wire [31:0] \$210 ;
   wire [31:0] \$211 ;
-  wire \$212 ;
+  wire [31:0] \$212 ;
   wire \$213 ;
-  wire [32:0] \$214 ;
+  wire \$214 ;
   wire [32:0] \$215 ;
-  wire [31:0] \$216 ;
+  wire [32:0] \$216 ;
   wire [31:0] \$217 ;
   wire [31:0] \$218 ;
-  wire \$219 ;
+  wire [31:0] \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [32:0] \$221 ;
+  wire \$221 ;
   wire [32:0] \$222 ;
-  wire [31:0] \$223 ;
+  wire [32:0] \$223 ;
   wire [31:0] \$224 ;
   wire [31:0] \$225 ;
-  wire \$226 ;
+  wire [31:0] \$226 ;
   wire \$227 ;
-  wire [32:0] \$228 ;
+  wire \$228 ;
   wire [32:0] \$229 ;
   wire \$23 ;
-  wire [31:0] \$230 ;
+  wire [32:0] \$230 ;
   wire [31:0] \$231 ;
   wire [31:0] \$232 ;
-  wire \$233 ;
+  wire [31:0] \$233 ;
   wire \$234 ;
-  wire [32:0] \$235 ;
+  wire \$235 ;
   wire [32:0] \$236 ;
-  wire \$237 ;
+  wire [32:0] \$237 ;
   wire \$238 ;
-  wire [1:0] \$239 ;
+  wire \$239 ;
   wire \$24 ;
-  wire [31:0] \$240 ;
-  wire \$241 ;
+  wire [1:0] \$240 ;
+  wire [31:0] \$241 ;
   wire \$242 ;
-  wire [1:0] \$243 ;
-  wire [31:0] \$244 ;
-  wire [1:0] \$245 ;
-  wire [31:0] \$246 ;
-  wire [3:0] \$247 ;
-  wire [31:0] \$248 ;
-  wire [3:0] \$249 ;
+  wire \$243 ;
+  wire [1:0] \$244 ;
+  wire [31:0] \$245 ;
+  wire [1:0] \$246 ;
+  wire [31:0] \$247 ;
+  wire [3:0] \$248 ;
+  wire [31:0] \$249 ;
   wire \$25 ;
-  wire [31:0] \$250 ;
-  wire [7:0] \$251 ;
-  wire [31:0] \$252 ;
-  wire \$253 ;
+  wire [3:0] \$250 ;
+  wire [31:0] \$251 ;
+  wire [7:0] \$252 ;
+  wire [31:0] \$253 ;
   wire \$254 ;
   wire \$255 ;
   wire \$256 ;
@@ -10516,37 +10551,37 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$265 ;
   wire \$266 ;
   wire \$267 ;
-  wire [3:0] \$268 ;
+  wire \$268 ;
   wire [3:0] \$269 ;
   wire \$27 ;
   wire [3:0] \$270 ;
   wire [3:0] \$271 ;
   wire [3:0] \$272 ;
   wire [3:0] \$273 ;
-  wire \$274 ;
+  wire [3:0] \$274 ;
   wire \$275 ;
   wire \$276 ;
   wire \$277 ;
   wire \$278 ;
-  wire [1:0] \$279 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [31:0] \$280 ;
-  wire [1:0] \$281 ;
-  wire [31:0] \$282 ;
-  wire [3:0] \$283 ;
-  wire [31:0] \$284 ;
-  wire [3:0] \$285 ;
-  wire [31:0] \$286 ;
-  wire [7:0] \$287 ;
-  wire [31:0] \$288 ;
-  wire [18:0] \$289 ;
+  wire [1:0] \$280 ;
+  wire [31:0] \$281 ;
+  wire [1:0] \$282 ;
+  wire [31:0] \$283 ;
+  wire [3:0] \$284 ;
+  wire [31:0] \$285 ;
+  wire [3:0] \$286 ;
+  wire [31:0] \$287 ;
+  wire [7:0] \$288 ;
+  wire [31:0] \$289 ;
   wire \$29 ;
-  wire [31:0] \$290 ;
-  wire [18:0] \$291 ;
-  wire [31:0] \$292 ;
+  wire [18:0] \$290 ;
+  wire [31:0] \$291 ;
+  wire [18:0] \$292 ;
   wire [31:0] \$293 ;
   wire [31:0] \$294 ;
-  wire \$295 ;
+  wire [31:0] \$295 ;
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
@@ -10564,382 +10599,382 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$308 ;
   wire \$309 ;
   wire \$31 ;
-  wire [3:0] \$310 ;
+  wire \$310 ;
   wire [3:0] \$311 ;
   wire [3:0] \$312 ;
   wire [3:0] \$313 ;
   wire [3:0] \$314 ;
   wire [3:0] \$315 ;
-  wire \$316 ;
+  wire [3:0] \$316 ;
   wire \$317 ;
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire [1:0] \$321 ;
-  wire [31:0] \$322 ;
-  wire [1:0] \$323 ;
-  wire [31:0] \$324 ;
-  wire [3:0] \$325 ;
-  wire [31:0] \$326 ;
-  wire [3:0] \$327 ;
-  wire [31:0] \$328 ;
-  wire [7:0] \$329 ;
+  wire \$321 ;
+  wire [1:0] \$322 ;
+  wire [31:0] \$323 ;
+  wire [1:0] \$324 ;
+  wire [31:0] \$325 ;
+  wire [3:0] \$326 ;
+  wire [31:0] \$327 ;
+  wire [3:0] \$328 ;
+  wire [31:0] \$329 ;
   wire \$33 ;
-  wire [31:0] \$330 ;
-  wire [18:0] \$331 ;
-  wire [31:0] \$332 ;
-  wire [18:0] \$333 ;
-  wire [31:0] \$334 ;
+  wire [7:0] \$330 ;
+  wire [31:0] \$331 ;
+  wire [18:0] \$332 ;
+  wire [31:0] \$333 ;
+  wire [18:0] \$334 ;
   wire [31:0] \$335 ;
   wire [31:0] \$336 ;
-  wire \$337 ;
+  wire [31:0] \$337 ;
   wire \$338 ;
-  wire [8:0] \$339 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [31:0] \$340 ;
-  wire [22:0] \$341 ;
-  wire [31:0] \$342 ;
-  wire [46:0] \$343 ;
+  wire [8:0] \$340 ;
+  wire [31:0] \$341 ;
+  wire [22:0] \$342 ;
+  wire [31:0] \$343 ;
   wire [46:0] \$344 ;
-  wire \$345 ;
+  wire [46:0] \$345 ;
   wire \$346 ;
-  wire [32:0] \$347 ;
+  wire \$347 ;
   wire [32:0] \$348 ;
-  wire \$349 ;
+  wire [32:0] \$349 ;
   wire \$35 ;
   wire \$350 ;
-  wire [32:0] \$351 ;
+  wire \$351 ;
   wire [32:0] \$352 ;
-  wire \$353 ;
+  wire [32:0] \$353 ;
   wire \$354 ;
-  wire [32:0] \$355 ;
+  wire \$355 ;
   wire [32:0] \$356 ;
-  wire \$357 ;
+  wire [32:0] \$357 ;
   wire \$358 ;
-  wire [32:0] \$359 ;
+  wire \$359 ;
   wire \$36 ;
   wire [32:0] \$360 ;
-  wire \$361 ;
+  wire [32:0] \$361 ;
   wire \$362 ;
   wire \$363 ;
   wire \$364 ;
   wire \$365 ;
-  wire [1:0] \$366 ;
-  wire [31:0] \$367 ;
-  wire [1:0] \$368 ;
-  wire [31:0] \$369 ;
+  wire \$366 ;
+  wire [1:0] \$367 ;
+  wire [31:0] \$368 ;
+  wire [1:0] \$369 ;
   wire \$37 ;
-  wire \$370 ;
+  wire [31:0] \$370 ;
   wire \$371 ;
-  wire [32:0] \$372 ;
+  wire \$372 ;
   wire [32:0] \$373 ;
-  wire \$374 ;
+  wire [32:0] \$374 ;
   wire \$375 ;
-  wire [32:0] \$376 ;
+  wire \$376 ;
   wire [32:0] \$377 ;
-  wire \$378 ;
+  wire [32:0] \$378 ;
   wire \$379 ;
   wire \$38 ;
-  wire [32:0] \$380 ;
+  wire \$380 ;
   wire [32:0] \$381 ;
-  wire \$382 ;
+  wire [32:0] \$382 ;
   wire \$383 ;
-  wire [32:0] \$384 ;
+  wire \$384 ;
   wire [32:0] \$385 ;
-  wire \$386 ;
+  wire [32:0] \$386 ;
   wire \$387 ;
-  wire [32:0] \$388 ;
+  wire \$388 ;
   wire [32:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
+  wire [32:0] \$390 ;
   wire \$391 ;
-  wire [32:0] \$392 ;
+  wire \$392 ;
   wire [32:0] \$393 ;
-  wire \$394 ;
+  wire [32:0] \$394 ;
   wire \$395 ;
-  wire [32:0] \$396 ;
+  wire \$396 ;
   wire [32:0] \$397 ;
-  wire \$398 ;
+  wire [32:0] \$398 ;
   wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [32:0] \$400 ;
+  wire \$400 ;
   wire [32:0] \$401 ;
-  wire \$402 ;
+  wire [32:0] \$402 ;
   wire \$403 ;
-  wire [32:0] \$404 ;
+  wire \$404 ;
   wire [32:0] \$405 ;
-  wire \$406 ;
+  wire [32:0] \$406 ;
   wire \$407 ;
-  wire [32:0] \$408 ;
+  wire \$408 ;
   wire [32:0] \$409 ;
   wire \$41 ;
-  wire \$410 ;
+  wire [32:0] \$410 ;
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
-  wire [1:0] \$415 ;
-  wire [31:0] \$416 ;
+  wire \$415 ;
+  wire [1:0] \$416 ;
   wire [31:0] \$417 ;
   wire [31:0] \$418 ;
   wire [31:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
+  wire [31:0] \$420 ;
   wire \$421 ;
-  wire [32:0] \$422 ;
+  wire \$422 ;
   wire [32:0] \$423 ;
-  wire [31:0] \$424 ;
+  wire [32:0] \$424 ;
   wire [31:0] \$425 ;
   wire [31:0] \$426 ;
-  wire \$427 ;
+  wire [31:0] \$427 ;
   wire \$428 ;
-  wire [32:0] \$429 ;
+  wire \$429 ;
   wire \$43 ;
   wire [32:0] \$430 ;
-  wire \$431 ;
+  wire [32:0] \$431 ;
   wire \$432 ;
-  wire [32:0] \$433 ;
+  wire \$433 ;
   wire [32:0] \$434 ;
-  wire \$435 ;
+  wire [32:0] \$435 ;
   wire \$436 ;
-  wire [32:0] \$437 ;
+  wire \$437 ;
   wire [32:0] \$438 ;
-  wire \$439 ;
+  wire [32:0] \$439 ;
   wire \$44 ;
   wire \$440 ;
-  wire [8:0] \$441 ;
-  wire [31:0] \$442 ;
-  wire [15:0] \$443 ;
-  wire [31:0] \$444 ;
-  wire \$445 ;
+  wire \$441 ;
+  wire [8:0] \$442 ;
+  wire [31:0] \$443 ;
+  wire [15:0] \$444 ;
+  wire [31:0] \$445 ;
   wire \$446 ;
-  wire [32:0] \$447 ;
+  wire \$447 ;
   wire [32:0] \$448 ;
-  wire \$449 ;
+  wire [32:0] \$449 ;
   wire \$45 ;
   wire \$450 ;
-  wire [32:0] \$451 ;
+  wire \$451 ;
   wire [32:0] \$452 ;
-  wire \$453 ;
+  wire [32:0] \$453 ;
   wire \$454 ;
-  wire [32:0] \$455 ;
+  wire \$455 ;
   wire [32:0] \$456 ;
-  wire [31:0] \$457 ;
+  wire [32:0] \$457 ;
   wire [31:0] \$458 ;
   wire [31:0] \$459 ;
   wire \$46 ;
-  wire \$460 ;
+  wire [31:0] \$460 ;
   wire \$461 ;
-  wire [32:0] \$462 ;
+  wire \$462 ;
   wire [32:0] \$463 ;
-  wire \$464 ;
+  wire [32:0] \$464 ;
   wire \$465 ;
-  wire [3:0] \$466 ;
-  wire [31:0] \$467 ;
-  wire [3:0] \$468 ;
-  wire [31:0] \$469 ;
+  wire \$466 ;
+  wire [3:0] \$467 ;
+  wire [31:0] \$468 ;
+  wire [3:0] \$469 ;
   wire \$47 ;
-  wire \$470 ;
+  wire [31:0] \$470 ;
   wire \$471 ;
-  wire [32:0] \$472 ;
+  wire \$472 ;
   wire [32:0] \$473 ;
-  wire \$474 ;
+  wire [32:0] \$474 ;
   wire \$475 ;
-  wire [32:0] \$476 ;
+  wire \$476 ;
   wire [32:0] \$477 ;
-  wire [31:0] \$478 ;
+  wire [32:0] \$478 ;
   wire [31:0] \$479 ;
   wire \$48 ;
   wire [31:0] \$480 ;
-  wire \$481 ;
+  wire [31:0] \$481 ;
   wire \$482 ;
-  wire [32:0] \$483 ;
+  wire \$483 ;
   wire [32:0] \$484 ;
-  wire [31:0] \$485 ;
+  wire [32:0] \$485 ;
   wire [31:0] \$486 ;
   wire [31:0] \$487 ;
-  wire \$488 ;
+  wire [31:0] \$488 ;
   wire \$489 ;
   wire \$49 ;
-  wire [32:0] \$490 ;
+  wire \$490 ;
   wire [32:0] \$491 ;
-  wire [31:0] \$492 ;
+  wire [32:0] \$492 ;
   wire [31:0] \$493 ;
   wire [31:0] \$494 ;
-  wire \$495 ;
+  wire [31:0] \$495 ;
   wire \$496 ;
-  wire [32:0] \$497 ;
+  wire \$497 ;
   wire [32:0] \$498 ;
-  wire [31:0] \$499 ;
+  wire [32:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
   wire [31:0] \$500 ;
   wire [31:0] \$501 ;
-  wire \$502 ;
+  wire [31:0] \$502 ;
   wire \$503 ;
-  wire [32:0] \$504 ;
+  wire \$504 ;
   wire [32:0] \$505 ;
-  wire [3:0] \$506 ;
-  wire [3:0] \$507 ;
-  wire [3:0] \$508 ;
-  wire \$509 ;
+  wire [32:0] \$506 ;
+  wire [31:0] \$507 ;
+  wire [31:0] \$508 ;
+  wire [31:0] \$509 ;
   wire \$51 ;
   wire \$510 ;
-  wire [4:0] \$511 ;
-  wire [31:0] \$512 ;
-  wire [3:0] \$513 ;
+  wire \$511 ;
+  wire [32:0] \$512 ;
+  wire [32:0] \$513 ;
   wire [3:0] \$514 ;
   wire [3:0] \$515 ;
-  wire \$516 ;
+  wire [3:0] \$516 ;
   wire \$517 ;
-  wire [4:0] \$518 ;
-  wire [31:0] \$519 ;
+  wire \$518 ;
+  wire [4:0] \$519 ;
   wire \$52 ;
-  wire [3:0] \$520 ;
+  wire [31:0] \$520 ;
   wire [3:0] \$521 ;
   wire [3:0] \$522 ;
-  wire \$523 ;
+  wire [3:0] \$523 ;
   wire \$524 ;
-  wire [4:0] \$525 ;
-  wire [31:0] \$526 ;
-  wire [3:0] \$527 ;
+  wire \$525 ;
+  wire [4:0] \$526 ;
+  wire [31:0] \$527 ;
   wire [3:0] \$528 ;
   wire [3:0] \$529 ;
   wire \$53 ;
-  wire \$530 ;
+  wire [3:0] \$530 ;
   wire \$531 ;
-  wire [4:0] \$532 ;
-  wire [31:0] \$533 ;
+  wire \$532 ;
+  wire [4:0] \$533 ;
   wire [31:0] \$534 ;
-  wire [31:0] \$535 ;
-  wire [31:0] \$536 ;
-  wire \$537 ;
+  wire [3:0] \$535 ;
+  wire [3:0] \$536 ;
+  wire [3:0] \$537 ;
   wire \$538 ;
-  wire [32:0] \$539 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [32:0] \$540 ;
+  wire [4:0] \$540 ;
   wire [31:0] \$541 ;
   wire [31:0] \$542 ;
   wire [31:0] \$543 ;
-  wire \$544 ;
+  wire [31:0] \$544 ;
   wire \$545 ;
-  wire [32:0] \$546 ;
+  wire \$546 ;
   wire [32:0] \$547 ;
-  wire [31:0] \$548 ;
+  wire [32:0] \$548 ;
   wire [31:0] \$549 ;
   wire \$55 ;
   wire [31:0] \$550 ;
-  wire \$551 ;
+  wire [31:0] \$551 ;
   wire \$552 ;
-  wire [32:0] \$553 ;
+  wire \$553 ;
   wire [32:0] \$554 ;
-  wire [31:0] \$555 ;
+  wire [32:0] \$555 ;
   wire [31:0] \$556 ;
   wire [31:0] \$557 ;
-  wire \$558 ;
+  wire [31:0] \$558 ;
   wire \$559 ;
   wire \$56 ;
-  wire [32:0] \$560 ;
+  wire \$560 ;
   wire [32:0] \$561 ;
-  wire [31:0] \$562 ;
+  wire [32:0] \$562 ;
   wire [31:0] \$563 ;
   wire [31:0] \$564 ;
-  wire \$565 ;
+  wire [31:0] \$565 ;
   wire \$566 ;
-  wire [32:0] \$567 ;
+  wire \$567 ;
   wire [32:0] \$568 ;
-  wire [31:0] \$569 ;
+  wire [32:0] \$569 ;
   wire \$57 ;
   wire [31:0] \$570 ;
   wire [31:0] \$571 ;
-  wire \$572 ;
+  wire [31:0] \$572 ;
   wire \$573 ;
-  wire [32:0] \$574 ;
+  wire \$574 ;
   wire [32:0] \$575 ;
-  wire [31:0] \$576 ;
+  wire [32:0] \$576 ;
   wire [31:0] \$577 ;
   wire [31:0] \$578 ;
-  wire \$579 ;
+  wire [31:0] \$579 ;
   wire \$58 ;
   wire \$580 ;
-  wire [32:0] \$581 ;
+  wire \$581 ;
   wire [32:0] \$582 ;
-  wire [31:0] \$583 ;
+  wire [32:0] \$583 ;
   wire [31:0] \$584 ;
   wire [31:0] \$585 ;
-  wire \$586 ;
+  wire [31:0] \$586 ;
   wire \$587 ;
-  wire [32:0] \$588 ;
+  wire \$588 ;
   wire [32:0] \$589 ;
   wire \$59 ;
-  wire [31:0] \$590 ;
+  wire [32:0] \$590 ;
   wire [31:0] \$591 ;
   wire [31:0] \$592 ;
-  wire \$593 ;
+  wire [31:0] \$593 ;
   wire \$594 ;
-  wire [32:0] \$595 ;
+  wire \$595 ;
   wire [32:0] \$596 ;
-  wire [31:0] \$597 ;
+  wire [32:0] \$597 ;
   wire [31:0] \$598 ;
   wire [31:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$600 ;
+  wire [31:0] \$600 ;
   wire \$601 ;
-  wire [32:0] \$602 ;
+  wire \$602 ;
   wire [32:0] \$603 ;
-  wire [31:0] \$604 ;
+  wire [32:0] \$604 ;
   wire [31:0] \$605 ;
   wire [31:0] \$606 ;
-  wire \$607 ;
+  wire [31:0] \$607 ;
   wire \$608 ;
-  wire [32:0] \$609 ;
+  wire \$609 ;
   wire \$61 ;
   wire [32:0] \$610 ;
-  wire [31:0] \$611 ;
+  wire [32:0] \$611 ;
   wire [31:0] \$612 ;
   wire [31:0] \$613 ;
-  wire \$614 ;
+  wire [31:0] \$614 ;
   wire \$615 ;
-  wire [32:0] \$616 ;
+  wire \$616 ;
   wire [32:0] \$617 ;
-  wire [31:0] \$618 ;
+  wire [32:0] \$618 ;
   wire [31:0] \$619 ;
   wire \$62 ;
   wire [31:0] \$620 ;
-  wire \$621 ;
+  wire [31:0] \$621 ;
   wire \$622 ;
-  wire [32:0] \$623 ;
+  wire \$623 ;
   wire [32:0] \$624 ;
-  wire [31:0] \$625 ;
+  wire [32:0] \$625 ;
   wire [31:0] \$626 ;
   wire [31:0] \$627 ;
-  wire \$628 ;
+  wire [31:0] \$628 ;
   wire \$629 ;
   wire \$63 ;
-  wire [32:0] \$630 ;
+  wire \$630 ;
   wire [32:0] \$631 ;
-  wire [31:0] \$632 ;
+  wire [32:0] \$632 ;
   wire [31:0] \$633 ;
   wire [31:0] \$634 ;
-  wire \$635 ;
+  wire [31:0] \$635 ;
   wire \$636 ;
-  wire [32:0] \$637 ;
+  wire \$637 ;
   wire [32:0] \$638 ;
-  wire [31:0] \$639 ;
+  wire [32:0] \$639 ;
   wire \$64 ;
   wire [31:0] \$640 ;
   wire [31:0] \$641 ;
-  wire \$642 ;
+  wire [31:0] \$642 ;
   wire \$643 ;
-  wire [32:0] \$644 ;
+  wire \$644 ;
   wire [32:0] \$645 ;
-  wire \$646 ;
-  wire \$647 ;
-  wire [32:0] \$648 ;
-  wire [32:0] \$649 ;
+  wire [32:0] \$646 ;
+  wire [31:0] \$647 ;
+  wire [31:0] \$648 ;
+  wire [31:0] \$649 ;
   wire \$65 ;
   wire \$650 ;
   wire \$651 ;
@@ -10956,105 +10991,105 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [32:0] \$661 ;
   wire \$662 ;
   wire \$663 ;
-  wire \$664 ;
-  wire \$665 ;
+  wire [32:0] \$664 ;
+  wire [32:0] \$665 ;
   wire \$666 ;
-  wire [1:0] \$667 ;
-  wire [31:0] \$668 ;
-  wire [1:0] \$669 ;
+  wire \$667 ;
+  wire [32:0] \$668 ;
+  wire [32:0] \$669 ;
   wire \$67 ;
-  wire [31:0] \$670 ;
+  wire \$670 ;
   wire \$671 ;
   wire \$672 ;
   wire \$673 ;
   wire \$674 ;
-  wire \$675 ;
-  wire [1:0] \$676 ;
-  wire [31:0] \$677 ;
-  wire [1:0] \$678 ;
-  wire [31:0] \$679 ;
+  wire [1:0] \$675 ;
+  wire [31:0] \$676 ;
+  wire [1:0] \$677 ;
+  wire [31:0] \$678 ;
+  wire \$679 ;
   wire \$68 ;
   wire \$680 ;
   wire \$681 ;
   wire \$682 ;
   wire \$683 ;
-  wire \$684 ;
-  wire [1:0] \$685 ;
-  wire [31:0] \$686 ;
-  wire [1:0] \$687 ;
-  wire [31:0] \$688 ;
+  wire [1:0] \$684 ;
+  wire [31:0] \$685 ;
+  wire [1:0] \$686 ;
+  wire [31:0] \$687 ;
+  wire \$688 ;
   wire \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
-  wire \$693 ;
-  wire [1:0] \$694 ;
-  wire [31:0] \$695 ;
-  wire [1:0] \$696 ;
-  wire [31:0] \$697 ;
+  wire [1:0] \$693 ;
+  wire [31:0] \$694 ;
+  wire [1:0] \$695 ;
+  wire [31:0] \$696 ;
+  wire \$697 ;
   wire \$698 ;
   wire \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire [1:0] \$700 ;
-  wire [31:0] \$701 ;
+  wire \$700 ;
+  wire \$701 ;
   wire [1:0] \$702 ;
   wire [31:0] \$703 ;
-  wire [3:0] \$704 ;
+  wire [1:0] \$704 ;
   wire [31:0] \$705 ;
-  wire [3:0] \$706 ;
-  wire [31:0] \$707 ;
-  wire [22:0] \$708 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire [1:0] \$708 ;
   wire [31:0] \$709 ;
   wire \$71 ;
-  wire \$710 ;
-  wire \$711 ;
-  wire [1:0] \$712 ;
+  wire [1:0] \$710 ;
+  wire [31:0] \$711 ;
+  wire [3:0] \$712 ;
   wire [31:0] \$713 ;
-  wire [1:0] \$714 ;
+  wire [3:0] \$714 ;
   wire [31:0] \$715 ;
-  wire [3:0] \$716 ;
+  wire [22:0] \$716 ;
   wire [31:0] \$717 ;
-  wire [3:0] \$718 ;
-  wire [31:0] \$719 ;
+  wire \$718 ;
+  wire \$719 ;
   wire \$72 ;
-  wire [22:0] \$720 ;
+  wire [1:0] \$720 ;
   wire [31:0] \$721 ;
-  wire \$722 ;
-  wire \$723 ;
-  wire [1:0] \$724 ;
+  wire [1:0] \$722 ;
+  wire [31:0] \$723 ;
+  wire [3:0] \$724 ;
   wire [31:0] \$725 ;
-  wire [1:0] \$726 ;
+  wire [3:0] \$726 ;
   wire [31:0] \$727 ;
-  wire [3:0] \$728 ;
+  wire [22:0] \$728 ;
   wire [31:0] \$729 ;
   wire \$73 ;
-  wire [3:0] \$730 ;
-  wire [31:0] \$731 ;
-  wire [22:0] \$732 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire [1:0] \$732 ;
   wire [31:0] \$733 ;
-  wire \$734 ;
-  wire \$735 ;
-  wire [1:0] \$736 ;
+  wire [1:0] \$734 ;
+  wire [31:0] \$735 ;
+  wire [3:0] \$736 ;
   wire [31:0] \$737 ;
-  wire [1:0] \$738 ;
+  wire [3:0] \$738 ;
   wire [31:0] \$739 ;
   wire \$74 ;
-  wire [3:0] \$740 ;
+  wire [22:0] \$740 ;
   wire [31:0] \$741 ;
-  wire [3:0] \$742 ;
-  wire [31:0] \$743 ;
-  wire [22:0] \$744 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire [1:0] \$744 ;
   wire [31:0] \$745 ;
-  wire \$746 ;
-  wire \$747 ;
-  wire [8:0] \$748 ;
+  wire [1:0] \$746 ;
+  wire [31:0] \$747 ;
+  wire [3:0] \$748 ;
   wire [31:0] \$749 ;
   wire \$75 ;
-  wire \$750 ;
-  wire \$751 ;
-  wire [8:0] \$752 ;
+  wire [3:0] \$750 ;
+  wire [31:0] \$751 ;
+  wire [22:0] \$752 ;
   wire [31:0] \$753 ;
   wire \$754 ;
   wire \$755 ;
@@ -11067,12 +11102,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] \$761 ;
   wire \$762 ;
   wire \$763 ;
-  wire [32:0] \$764 ;
-  wire [32:0] \$765 ;
+  wire [8:0] \$764 ;
+  wire [31:0] \$765 ;
   wire \$766 ;
   wire \$767 ;
-  wire [32:0] \$768 ;
-  wire [32:0] \$769 ;
+  wire [8:0] \$768 ;
+  wire [31:0] \$769 ;
   wire \$77 ;
   wire \$770 ;
   wire \$771 ;
@@ -11238,29 +11273,29 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$915 ;
   wire [32:0] \$916 ;
   wire [32:0] \$917 ;
-  reg \$918 ;
-  reg \$919 ;
+  wire \$918 ;
+  wire \$919 ;
   wire \$92 ;
-  reg \$920 ;
-  reg [31:0] \$921 ;
-  reg \$922 ;
-  reg [31:0] \$923 ;
-  reg [31:0] \$924 ;
-  reg [31:0] \$925 ;
-  reg [31:0] \$926 ;
-  reg [31:0] \$927 ;
-  reg [31:0] \$928 ;
+  wire [32:0] \$920 ;
+  wire [32:0] \$921 ;
+  wire \$922 ;
+  wire \$923 ;
+  wire [32:0] \$924 ;
+  wire [32:0] \$925 ;
+  reg \$926 ;
+  reg \$927 ;
+  reg \$928 ;
   reg [31:0] \$929 ;
   wire \$93 ;
-  reg [31:0] \$930 ;
-  reg \$931 ;
-  reg \$932 ;
-  reg \$933 ;
-  reg \$934 ;
-  reg \$935 ;
-  reg [3:0] \$936 ;
-  reg [3:0] \$937 ;
-  reg \$938 ;
+  reg \$930 ;
+  reg [31:0] \$931 ;
+  reg [31:0] \$932 ;
+  reg [31:0] \$933 ;
+  reg [31:0] \$934 ;
+  reg [31:0] \$935 ;
+  reg [31:0] \$936 ;
+  reg [31:0] \$937 ;
+  reg [31:0] \$938 ;
   reg \$939 ;
   wire \$94 ;
   reg \$940 ;
@@ -11272,28 +11307,28 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   reg \$946 ;
   reg \$947 ;
   reg \$948 ;
-  reg [31:0] \$949 ;
+  reg \$949 ;
   wire \$95 ;
-  reg [31:0] \$950 ;
-  reg [31:0] \$951 ;
-  reg [31:0] \$952 ;
-  reg [31:0] \$953 ;
-  reg [31:0] \$954 ;
-  reg [31:0] \$955 ;
-  reg [3:0] \$956 ;
-  reg [3:0] \$957 ;
-  reg [3:0] \$958 ;
-  reg [3:0] \$959 ;
+  reg \$950 ;
+  reg \$951 ;
+  reg [3:0] \$952 ;
+  reg [3:0] \$953 ;
+  reg \$954 ;
+  reg \$955 ;
+  reg \$956 ;
+  reg [31:0] \$957 ;
+  reg [31:0] \$958 ;
+  reg [31:0] \$959 ;
   wire \$96 ;
   reg [31:0] \$960 ;
   reg [31:0] \$961 ;
   reg [31:0] \$962 ;
   reg [31:0] \$963 ;
   reg [31:0] \$964 ;
-  reg [31:0] \$965 ;
-  reg [31:0] \$966 ;
-  reg [31:0] \$967 ;
-  reg [31:0] \$968 ;
+  reg [3:0] \$965 ;
+  reg [3:0] \$966 ;
+  reg [3:0] \$967 ;
+  reg [3:0] \$968 ;
   reg [31:0] \$969 ;
   wire \$97 ;
   reg [31:0] \$970 ;
@@ -11302,11 +11337,20 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   reg [31:0] \$973 ;
   reg [31:0] \$974 ;
   reg [31:0] \$975 ;
-  reg \$976 ;
-  reg \$977 ;
-  reg \$978 ;
-  reg \$979 ;
+  reg [31:0] \$976 ;
+  reg [31:0] \$977 ;
+  reg [31:0] \$978 ;
+  reg [31:0] \$979 ;
   wire \$98 ;
+  reg [31:0] \$980 ;
+  reg [31:0] \$981 ;
+  reg [31:0] \$982 ;
+  reg [31:0] \$983 ;
+  reg [31:0] \$984 ;
+  reg \$985 ;
+  reg \$986 ;
+  reg \$987 ;
+  reg \$988 ;
   wire \$99 ;
   reg \$signal  = 1'h0;
   reg \$signal$14  = 1'h0;
@@ -11344,6 +11388,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [3:0] bus__wstrb;
   input bus__wvalid;
   wire bus__wvalid;
+  output [31:0] bus_timeout_cycles;
+  reg [31:0] bus_timeout_cycles = 32'd65536;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
   wire [7:0] cap_array_cols;
@@ -11564,34 +11610,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$7440$0 ;
-  wire [3:0] \port$7440$0 ;
-  input [3:0] \port$7651$0 ;
-  wire [3:0] \port$7651$0 ;
-  input \port$7782$0 ;
-  wire \port$7782$0 ;
-  input \port$7796$0 ;
-  wire \port$7796$0 ;
-  input \port$7806$0 ;
-  wire \port$7806$0 ;
-  input \port$7820$0 ;
-  wire \port$7820$0 ;
-  input \port$7830$0 ;
-  wire \port$7830$0 ;
-  input \port$7844$0 ;
-  wire \port$7844$0 ;
-  input \port$7854$0 ;
-  wire \port$7854$0 ;
-  input \port$7868$0 ;
-  wire \port$7868$0 ;
-  input [2:0] \port$7880$0 ;
-  wire [2:0] \port$7880$0 ;
-  input [2:0] \port$7888$0 ;
-  wire [2:0] \port$7888$0 ;
-  input [2:0] \port$7896$0 ;
-  wire [2:0] \port$7896$0 ;
-  input [2:0] \port$7904$0 ;
-  wire [2:0] \port$7904$0 ;
+  input [3:0] \port$8173$0 ;
+  wire [3:0] \port$8173$0 ;
+  input [3:0] \port$8384$0 ;
+  wire [3:0] \port$8384$0 ;
+  input \port$8517$0 ;
+  wire \port$8517$0 ;
+  input \port$8531$0 ;
+  wire \port$8531$0 ;
+  input \port$8543$0 ;
+  wire \port$8543$0 ;
+  input \port$8557$0 ;
+  wire \port$8557$0 ;
+  input \port$8569$0 ;
+  wire \port$8569$0 ;
+  input \port$8583$0 ;
+  wire \port$8583$0 ;
+  input \port$8595$0 ;
+  wire \port$8595$0 ;
+  input \port$8609$0 ;
+  wire \port$8609$0 ;
+  input [2:0] \port$8721$0 ;
+  wire [2:0] \port$8721$0 ;
+  input [2:0] \port$8729$0 ;
+  wire [2:0] \port$8729$0 ;
+  input [2:0] \port$8737$0 ;
+  wire [2:0] \port$8737$0 ;
+  input [2:0] \port$8745$0 ;
+  wire [2:0] \port$8745$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -11740,6 +11786,7 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   output [31:0] watchdog_cycles;
   reg [31:0] watchdog_cycles = 32'd1000000;
   wire [31:0] wdata;
+  wire wr_bus_timeout;
   wire wr_cap_acc;
   wire wr_cap_array;
   wire wr_cap_dma;
@@ -11873,6 +11920,15 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire wr_timestamp;
   wire wr_version;
   wire wr_watchdog;
+  assign wr_version = do_write & \$5 ;
+  assign \$6  = bus__awaddr[11:2] == 2'h2;
+  assign wr_cap_array = do_write & \$6 ;
+  assign \$7  = bus__awaddr[11:2] == 2'h3;
+  assign wr_cap_spad = do_write & \$7 ;
+  assign \$8  = bus__awaddr[11:2] == 3'h4;
+  assign wr_cap_acc = do_write & \$8 ;
+  assign \$9  = bus__awaddr[11:2] == 3'h5;
+  assign wr_cap_dma = do_write & \$9 ;
   assign \$10  = bus__awaddr[11:2] == 3'h6;
   assign wr_cap_queues = do_write & \$10 ;
   assign \$11  = bus__awaddr[11:2] == 4'h8;
@@ -11969,756 +12025,765 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign wr_fw_msg = do_write & \$50 ;
   assign \$51  = bus__awaddr[11:2] == 6'h3c;
   assign wr_timestamp = do_write & \$51 ;
-  assign \$52  = bus__awaddr[11:2] == 7'h40;
-  assign wr_q_ring_base0 = do_write & \$52 ;
-  assign \$53  = bus__awaddr[11:2] == 7'h41;
-  assign wr_q_ring_base1 = do_write & \$53 ;
-  assign \$54  = bus__awaddr[11:2] == 7'h42;
-  assign wr_q_ring_base2 = do_write & \$54 ;
-  assign \$55  = bus__awaddr[11:2] == 7'h43;
-  assign wr_q_ring_base3 = do_write & \$55 ;
-  assign \$56  = bus__awaddr[11:2] == 7'h44;
-  assign wr_q_ring_size0 = do_write & \$56 ;
-  assign \$57  = bus__awaddr[11:2] == 7'h45;
-  assign wr_q_ring_size1 = do_write & \$57 ;
-  assign \$58  = bus__awaddr[11:2] == 7'h46;
-  assign wr_q_ring_size2 = do_write & \$58 ;
-  assign \$59  = bus__awaddr[11:2] == 7'h47;
-  assign wr_q_ring_size3 = do_write & \$59 ;
-  assign \$60  = bus__awaddr[11:2] == 7'h48;
-  assign wr_q_cpl_base0 = do_write & \$60 ;
-  assign \$61  = bus__awaddr[11:2] == 7'h49;
-  assign wr_q_cpl_base1 = do_write & \$61 ;
-  assign \$62  = bus__awaddr[11:2] == 7'h4a;
-  assign wr_q_cpl_base2 = do_write & \$62 ;
-  assign \$63  = bus__awaddr[11:2] == 7'h4b;
-  assign wr_q_cpl_base3 = do_write & \$63 ;
-  assign \$64  = bus__awaddr[11:2] == 7'h4c;
-  assign wr_q_window_base0 = do_write & \$64 ;
-  assign \$65  = bus__awaddr[11:2] == 7'h4d;
-  assign wr_q_window_base1 = do_write & \$65 ;
-  assign \$66  = bus__awaddr[11:2] == 7'h4e;
-  assign wr_q_window_base2 = do_write & \$66 ;
-  assign \$67  = bus__awaddr[11:2] == 7'h4f;
-  assign wr_q_window_base3 = do_write & \$67 ;
-  assign \$68  = bus__awaddr[11:2] == 7'h50;
-  assign wr_q_window_size0 = do_write & \$68 ;
-  assign \$69  = bus__awaddr[11:2] == 7'h51;
-  assign wr_q_window_size1 = do_write & \$69 ;
-  assign \$70  = bus__awaddr[11:2] == 7'h52;
-  assign wr_q_window_size2 = do_write & \$70 ;
-  assign \$71  = bus__awaddr[11:2] == 7'h53;
-  assign wr_q_window_size3 = do_write & \$71 ;
-  assign \$72  = bus__awaddr[11:2] == 7'h54;
-  assign wr_q_doorbell0 = do_write & \$72 ;
-  assign \$73  = bus__awaddr[11:2] == 7'h55;
-  assign wr_q_doorbell1 = do_write & \$73 ;
-  assign \$74  = bus__awaddr[11:2] == 7'h56;
-  assign wr_q_doorbell2 = do_write & \$74 ;
-  assign \$75  = bus__awaddr[11:2] == 7'h57;
-  assign wr_q_doorbell3 = do_write & \$75 ;
-  assign \$76  = bus__awaddr[11:2] == 7'h58;
-  assign wr_q_consumer0 = do_write & \$76 ;
-  assign \$77  = bus__awaddr[11:2] == 7'h59;
-  assign wr_q_consumer1 = do_write & \$77 ;
-  assign \$78  = bus__awaddr[11:2] == 7'h5a;
-  assign wr_q_consumer2 = do_write & \$78 ;
-  assign \$79  = bus__awaddr[11:2] == 7'h5b;
-  assign wr_q_consumer3 = do_write & \$79 ;
-  assign \$80  = bus__awaddr[11:2] == 7'h5c;
-  assign wr_q_ctrl0 = do_write & \$80 ;
+  assign \$52  = bus__awaddr[11:2] == 6'h3d;
+  assign wr_bus_timeout = do_write & \$52 ;
+  assign \$53  = bus__awaddr[11:2] == 7'h40;
+  assign wr_q_ring_base0 = do_write & \$53 ;
+  assign \$54  = bus__awaddr[11:2] == 7'h41;
+  assign wr_q_ring_base1 = do_write & \$54 ;
+  assign \$55  = bus__awaddr[11:2] == 7'h42;
+  assign wr_q_ring_base2 = do_write & \$55 ;
+  assign \$56  = bus__awaddr[11:2] == 7'h43;
+  assign wr_q_ring_base3 = do_write & \$56 ;
+  assign \$57  = bus__awaddr[11:2] == 7'h44;
+  assign wr_q_ring_size0 = do_write & \$57 ;
+  assign \$58  = bus__awaddr[11:2] == 7'h45;
+  assign wr_q_ring_size1 = do_write & \$58 ;
+  assign \$59  = bus__awaddr[11:2] == 7'h46;
+  assign wr_q_ring_size2 = do_write & \$59 ;
+  assign \$60  = bus__awaddr[11:2] == 7'h47;
+  assign wr_q_ring_size3 = do_write & \$60 ;
+  assign \$61  = bus__awaddr[11:2] == 7'h48;
+  assign wr_q_cpl_base0 = do_write & \$61 ;
+  assign \$62  = bus__awaddr[11:2] == 7'h49;
+  assign wr_q_cpl_base1 = do_write & \$62 ;
+  assign \$63  = bus__awaddr[11:2] == 7'h4a;
+  assign wr_q_cpl_base2 = do_write & \$63 ;
+  assign \$64  = bus__awaddr[11:2] == 7'h4b;
+  assign wr_q_cpl_base3 = do_write & \$64 ;
+  assign \$65  = bus__awaddr[11:2] == 7'h4c;
+  assign wr_q_window_base0 = do_write & \$65 ;
+  assign \$66  = bus__awaddr[11:2] == 7'h4d;
+  assign wr_q_window_base1 = do_write & \$66 ;
+  assign \$67  = bus__awaddr[11:2] == 7'h4e;
+  assign wr_q_window_base2 = do_write & \$67 ;
+  assign \$68  = bus__awaddr[11:2] == 7'h4f;
+  assign wr_q_window_base3 = do_write & \$68 ;
+  assign \$69  = bus__awaddr[11:2] == 7'h50;
+  assign wr_q_window_size0 = do_write & \$69 ;
+  assign \$70  = bus__awaddr[11:2] == 7'h51;
+  assign wr_q_window_size1 = do_write & \$70 ;
+  assign \$71  = bus__awaddr[11:2] == 7'h52;
+  assign wr_q_window_size2 = do_write & \$71 ;
+  assign \$72  = bus__awaddr[11:2] == 7'h53;
+  assign wr_q_window_size3 = do_write & \$72 ;
+  assign \$73  = bus__awaddr[11:2] == 7'h54;
+  assign wr_q_doorbell0 = do_write & \$73 ;
+  assign \$74  = bus__awaddr[11:2] == 7'h55;
+  assign wr_q_doorbell1 = do_write & \$74 ;
+  assign \$75  = bus__awaddr[11:2] == 7'h56;
+  assign wr_q_doorbell2 = do_write & \$75 ;
+  assign \$76  = bus__awaddr[11:2] == 7'h57;
+  assign wr_q_doorbell3 = do_write & \$76 ;
+  assign \$77  = bus__awaddr[11:2] == 7'h58;
+  assign wr_q_consumer0 = do_write & \$77 ;
+  assign \$78  = bus__awaddr[11:2] == 7'h59;
+  assign wr_q_consumer1 = do_write & \$78 ;
+  assign \$79  = bus__awaddr[11:2] == 7'h5a;
+  assign wr_q_consumer2 = do_write & \$79 ;
+  assign \$80  = bus__awaddr[11:2] == 7'h5b;
+  assign wr_q_consumer3 = do_write & \$80 ;
+  assign \$81  = bus__awaddr[11:2] == 7'h5c;
+  assign wr_q_ctrl0 = do_write & \$81 ;
   assign q_ctrl0_reset = wr_q_ctrl0 & wdata[1];
-  assign \$81  = bus__awaddr[11:2] == 7'h5d;
-  assign wr_q_ctrl1 = do_write & \$81 ;
+  assign \$82  = bus__awaddr[11:2] == 7'h5d;
+  assign wr_q_ctrl1 = do_write & \$82 ;
   assign q_ctrl1_reset = wr_q_ctrl1 & wdata[1];
-  assign \$82  = bus__awaddr[11:2] == 7'h5e;
-  assign wr_q_ctrl2 = do_write & \$82 ;
+  assign \$83  = bus__awaddr[11:2] == 7'h5e;
+  assign wr_q_ctrl2 = do_write & \$83 ;
   assign q_ctrl2_reset = wr_q_ctrl2 & wdata[1];
-  assign \$83  = bus__awaddr[11:2] == 7'h5f;
-  assign wr_q_ctrl3 = do_write & \$83 ;
+  assign \$84  = bus__awaddr[11:2] == 7'h5f;
+  assign wr_q_ctrl3 = do_write & \$84 ;
   assign q_ctrl3_reset = wr_q_ctrl3 & wdata[1];
-  assign \$84  = bus__awaddr[11:2] == 7'h60;
-  assign wr_q_status0 = do_write & \$84 ;
-  assign \$85  = bus__awaddr[11:2] == 7'h61;
-  assign wr_q_status1 = do_write & \$85 ;
-  assign \$86  = bus__awaddr[11:2] == 7'h62;
-  assign wr_q_status2 = do_write & \$86 ;
-  assign \$87  = bus__awaddr[11:2] == 7'h63;
-  assign wr_q_status3 = do_write & \$87 ;
-  assign \$88  = bus__awaddr[11:2] == 7'h64;
-  assign wr_q_error0 = do_write & \$88 ;
-  assign \$89  = bus__awaddr[11:2] == 7'h65;
-  assign wr_q_error1 = do_write & \$89 ;
-  assign \$90  = bus__awaddr[11:2] == 7'h66;
-  assign wr_q_error2 = do_write & \$90 ;
-  assign \$91  = bus__awaddr[11:2] == 7'h67;
-  assign wr_q_error3 = do_write & \$91 ;
-  assign \$92  = bus__awaddr[11:2] == 7'h68;
-  assign wr_q_error_index0 = do_write & \$92 ;
-  assign \$93  = bus__awaddr[11:2] == 7'h69;
-  assign wr_q_error_index1 = do_write & \$93 ;
-  assign \$94  = bus__awaddr[11:2] == 7'h6a;
-  assign wr_q_error_index2 = do_write & \$94 ;
-  assign \$95  = bus__awaddr[11:2] == 7'h6b;
-  assign wr_q_error_index3 = do_write & \$95 ;
-  assign \$96  = bus__awaddr[11:2] == 7'h6c;
-  assign wr_q_fetch0 = do_write & \$96 ;
-  assign \$97  = bus__awaddr[11:2] == 7'h6d;
-  assign wr_q_fetch1 = do_write & \$97 ;
-  assign \$98  = bus__awaddr[11:2] == 7'h6e;
-  assign wr_q_fetch2 = do_write & \$98 ;
-  assign \$99  = bus__awaddr[11:2] == 7'h6f;
-  assign wr_q_fetch3 = do_write & \$99 ;
-  assign \$100  = bus__awaddr[11:2] == 7'h70;
-  assign wr_perf_q_retired0 = do_write & \$100 ;
-  assign \$101  = bus__awaddr[11:2] == 7'h71;
-  assign wr_perf_q_retired1 = do_write & \$101 ;
-  assign \$102  = bus__awaddr[11:2] == 7'h72;
-  assign wr_perf_q_retired2 = do_write & \$102 ;
-  assign \$103  = bus__awaddr[11:2] == 7'h73;
-  assign wr_perf_q_retired3 = do_write & \$103 ;
-  assign \$104  = bus__awaddr[11:2] == 7'h74;
-  assign wr_perf_q_event_stall0 = do_write & \$104 ;
-  assign \$105  = bus__awaddr[11:2] == 7'h75;
-  assign wr_perf_q_event_stall1 = do_write & \$105 ;
-  assign \$106  = bus__awaddr[11:2] == 7'h76;
-  assign wr_perf_q_event_stall2 = do_write & \$106 ;
-  assign \$107  = bus__awaddr[11:2] == 7'h77;
-  assign wr_perf_q_event_stall3 = do_write & \$107 ;
-  assign \$108  = bus__awaddr[11:2] == 8'h80;
-  assign wr_event0 = do_write & \$108 ;
-  assign \$109  = bus__awaddr[11:2] == 8'h81;
-  assign wr_event1 = do_write & \$109 ;
-  assign \$110  = bus__awaddr[11:2] == 8'h82;
-  assign wr_event2 = do_write & \$110 ;
-  assign \$111  = bus__awaddr[11:2] == 8'h83;
-  assign wr_event3 = do_write & \$111 ;
-  assign \$112  = bus__awaddr[11:2] == 8'h84;
-  assign wr_event4 = do_write & \$112 ;
-  assign \$113  = bus__awaddr[11:2] == 8'h85;
-  assign wr_event5 = do_write & \$113 ;
-  assign \$114  = bus__awaddr[11:2] == 8'h86;
-  assign wr_event6 = do_write & \$114 ;
-  assign \$115  = bus__awaddr[11:2] == 8'h87;
-  assign wr_event7 = do_write & \$115 ;
-  assign \$116  = bus__awaddr[11:2] == 8'h88;
-  assign wr_event8 = do_write & \$116 ;
-  assign \$117  = bus__awaddr[11:2] == 8'h89;
-  assign wr_event9 = do_write & \$117 ;
-  assign \$118  = bus__awaddr[11:2] == 8'h8a;
-  assign wr_event10 = do_write & \$118 ;
-  assign \$119  = bus__awaddr[11:2] == 8'h8b;
-  assign wr_event11 = do_write & \$119 ;
-  assign \$120  = bus__awaddr[11:2] == 8'h8c;
-  assign wr_event12 = do_write & \$120 ;
-  assign \$121  = bus__awaddr[11:2] == 8'h8d;
-  assign wr_event13 = do_write & \$121 ;
-  assign \$122  = bus__awaddr[11:2] == 8'h8e;
-  assign wr_event14 = do_write & \$122 ;
-  assign \$123  = bus__awaddr[11:2] == 8'h8f;
-  assign wr_event15 = do_write & \$123 ;
-  assign \$124  = bus__awaddr[11:2] == 8'h90;
-  assign wr_perf_dma_load_stall = do_write & \$124 ;
-  assign \$125  = bus__awaddr[11:2] == 8'h91;
-  assign wr_perf_dma_store_stall = do_write & \$125 ;
-  assign \$126  = bus__awaddr[11:2] == 8'h92;
-  assign wr_perf_vec_stall = do_write & \$126 ;
-  assign \$127  = bus__awaddr[11:2] == 8'h93;
-  assign wr_perf_dma_load_full = do_write & \$127 ;
-  assign \$128  = bus__awaddr[11:2] == 8'h94;
-  assign wr_perf_dma_store_full = do_write & \$128 ;
-  assign \$129  = bus__awaddr[11:2] == 8'h95;
-  assign wr_perf_gemm_full = do_write & \$129 ;
-  assign \$130  = bus__awaddr[11:2] == 8'h96;
-  assign wr_perf_vec_full = do_write & \$130 ;
-  assign \$131  = \$signal  & bus__bready;
-  assign \$132  = \$signal$14  & bus__rready;
-  assign \$133  = ! bus__araddr[11:2];
-  assign \$134  = do_read & \$133 ;
-  assign \$137  = bus__araddr[11:2] == 1'h1;
-  assign \$138  = do_read & \$137 ;
-  assign \$143  = bus__araddr[11:2] == 2'h2;
-  assign \$144  = do_read & \$143 ;
-  assign \$149  = bus__araddr[11:2] == 2'h3;
-  assign \$150  = do_read & \$149 ;
-  assign \$155  = bus__araddr[11:2] == 3'h4;
-  assign \$156  = do_read & \$155 ;
-  assign \$161  = bus__araddr[11:2] == 3'h5;
-  assign \$162  = do_read & \$161 ;
-  assign \$171  = bus__araddr[11:2] == 3'h6;
-  assign \$172  = do_read & \$171 ;
-  assign \$181  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$182  = cmd0_word & \$181 ;
-  assign \$183  = \$182  | wdata;
-  assign \$184  = bus__araddr[11:2] == 4'h8;
-  assign \$185  = do_read & \$184 ;
-  assign \$188  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$189  = cmd1_word & \$188 ;
-  assign \$190  = \$189  | wdata;
-  assign \$191  = bus__araddr[11:2] == 4'h9;
-  assign \$192  = do_read & \$191 ;
-  assign \$195  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$196  = cmd2_word & \$195 ;
-  assign \$197  = \$196  | wdata;
-  assign \$198  = bus__araddr[11:2] == 4'ha;
-  assign \$199  = do_read & \$198 ;
-  assign \$202  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$203  = cmd3_word & \$202 ;
-  assign \$204  = \$203  | wdata;
-  assign \$205  = bus__araddr[11:2] == 4'hb;
-  assign \$206  = do_read & \$205 ;
-  assign \$209  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$210  = cmd4_word & \$209 ;
-  assign \$211  = \$210  | wdata;
-  assign \$212  = bus__araddr[11:2] == 4'hc;
-  assign \$213  = do_read & \$212 ;
-  assign \$216  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$217  = cmd5_word & \$216 ;
-  assign \$218  = \$217  | wdata;
-  assign \$219  = bus__araddr[11:2] == 4'hd;
-  assign \$220  = do_read & \$219 ;
-  assign \$223  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$224  = cmd6_word & \$223 ;
-  assign \$225  = \$224  | wdata;
-  assign \$226  = bus__araddr[11:2] == 4'he;
-  assign \$227  = do_read & \$226 ;
-  assign \$230  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$231  = cmd7_word & \$230 ;
-  assign \$232  = \$231  | wdata;
-  assign \$233  = bus__araddr[11:2] == 4'hf;
-  assign \$234  = do_read & \$233 ;
-  assign \$237  = bus__araddr[11:2] == 5'h10;
-  assign \$238  = do_read & \$237 ;
-  assign \$241  = bus__araddr[11:2] == 5'h11;
-  assign \$242  = do_read & \$241 ;
-  assign \$246  = \$244  | { 30'h00000000, \$245  };
-  assign \$248  = \$246  | { 28'h0000000, \$247  };
-  assign \$250  = \$248  | { 28'h0000000, \$249  };
-  assign \$252  = \$250  | { 24'h000000, \$251  };
-  assign \$253  = ~ clr_irq_status_dma_load_done;
-  assign \$254  = irq_status_dma_load_done & \$253 ;
-  assign \$255  = \$254  | irq_status_dma_load_done_set;
-  assign \$256  = ~ clr_irq_status_dma_store_done;
-  assign \$257  = irq_status_dma_store_done & \$256 ;
-  assign \$258  = \$257  | irq_status_dma_store_done_set;
-  assign \$259  = ~ clr_irq_status_gemm_done;
-  assign \$260  = irq_status_gemm_done & \$259 ;
-  assign \$261  = \$260  | irq_status_gemm_done_set;
-  assign \$262  = ~ clr_irq_status_vec_done;
-  assign \$263  = irq_status_vec_done & \$262 ;
-  assign \$264  = \$263  | irq_status_vec_done_set;
-  assign \$265  = ~ clr_irq_status_error;
-  assign \$266  = irq_status_error & \$265 ;
-  assign \$267  = \$266  | irq_status_error_set;
-  assign \$268  = ~ clr_irq_status_queue_cpl;
-  assign \$269  = irq_status_queue_cpl & \$268 ;
-  assign \$270  = \$269  | { \port$7854$0 , \port$7830$0 , \port$7806$0 , \port$7782$0  };
-  assign \$271  = ~ clr_irq_status_queue_error;
-  assign \$272  = irq_status_queue_error & \$271 ;
-  assign \$273  = \$272  | { \port$7868$0 , \port$7844$0 , \port$7820$0 , \port$7796$0  };
-  assign \$274  = ~ clr_irq_status_fw_msg;
-  assign \$275  = irq_status_fw_msg & \$274 ;
-  assign \$276  = \$275  | irq_status_fw_msg_set;
-  assign \$277  = bus__araddr[11:2] == 5'h12;
-  assign \$278  = do_read & \$277 ;
-  assign \$282  = \$280  | { 30'h00000000, \$281  };
-  assign \$284  = \$282  | { 28'h0000000, \$283  };
-  assign \$286  = \$284  | { 28'h0000000, \$285  };
-  assign \$288  = \$286  | { 24'h000000, \$287  };
-  assign \$290  = \$288  | { 13'h0000, \$289  };
-  assign \$292  = \$290  | { 13'h0000, \$291  };
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = ~ bus__wstrb[0];
-  assign \$296  = irq_enable_dma_load_done & \$295 ;
-  assign \$297  = \$296  | wdata[0];
-  assign \$298  = ~ bus__wstrb[0];
-  assign \$299  = irq_enable_dma_store_done & \$298 ;
-  assign \$300  = \$299  | wdata[1];
-  assign \$301  = ~ bus__wstrb[0];
-  assign \$302  = irq_enable_gemm_done & \$301 ;
-  assign \$303  = \$302  | wdata[2];
-  assign \$304  = ~ bus__wstrb[0];
-  assign \$305  = irq_enable_vec_done & \$304 ;
-  assign \$306  = \$305  | wdata[3];
-  assign \$307  = ~ bus__wstrb[0];
-  assign \$308  = irq_enable_error & \$307 ;
-  assign \$309  = \$308  | wdata[4];
-  assign \$310  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$311  = irq_enable_queue_cpl & \$310 ;
-  assign \$312  = \$311  | wdata[11:8];
-  assign \$313  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$314  = irq_enable_queue_error & \$313 ;
-  assign \$315  = \$314  | wdata[15:12];
-  assign \$316  = ~ bus__wstrb[2];
-  assign \$317  = irq_enable_fw_msg & \$316 ;
-  assign \$318  = \$317  | wdata[16];
-  assign \$319  = bus__araddr[11:2] == 5'h13;
-  assign \$320  = do_read & \$319 ;
-  assign \$324  = \$322  | { 30'h00000000, \$323  };
-  assign \$326  = \$324  | { 28'h0000000, \$325  };
-  assign \$328  = \$326  | { 28'h0000000, \$327  };
-  assign \$330  = \$328  | { 24'h000000, \$329  };
-  assign \$332  = \$330  | { 13'h0000, \$331  };
-  assign \$334  = \$332  | { 13'h0000, \$333  };
-  assign \$336  = \$334  | \$335 ;
-  assign \$337  = bus__araddr[11:2] == 5'h14;
-  assign \$338  = do_read & \$337 ;
-  assign \$342  = \$340  | { 9'h000, \$341  };
-  assign \$344  = { 15'h0000, \$342  } | \$343 ;
-  assign \$345  = bus__araddr[11:2] == 5'h18;
-  assign \$346  = do_read & \$345 ;
-  assign \$349  = bus__araddr[11:2] == 5'h19;
-  assign \$350  = do_read & \$349 ;
-  assign \$353  = bus__araddr[11:2] == 5'h1a;
-  assign \$354  = do_read & \$353 ;
-  assign \$357  = bus__araddr[11:2] == 5'h1b;
-  assign \$358  = do_read & \$357 ;
-  assign \$361  = ~ bus__wstrb[0];
-  assign \$362  = perf_ctrl_freeze & \$361 ;
-  assign \$363  = \$362  | wdata[1];
-  assign \$364  = bus__araddr[11:2] == 6'h20;
-  assign \$365  = do_read & \$364 ;
-  assign \$370  = bus__araddr[11:2] == 6'h21;
-  assign \$371  = do_read & \$370 ;
-  assign \$374  = bus__araddr[11:2] == 6'h22;
-  assign \$375  = do_read & \$374 ;
-  assign \$378  = bus__araddr[11:2] == 6'h23;
-  assign \$379  = do_read & \$378 ;
-  assign \$382  = bus__araddr[11:2] == 6'h24;
-  assign \$383  = do_read & \$382 ;
-  assign \$386  = bus__araddr[11:2] == 6'h25;
-  assign \$387  = do_read & \$386 ;
-  assign \$390  = bus__araddr[11:2] == 6'h26;
-  assign \$391  = do_read & \$390 ;
-  assign \$394  = bus__araddr[11:2] == 6'h27;
-  assign \$395  = do_read & \$394 ;
-  assign \$398  = bus__araddr[11:2] == 6'h28;
-  assign \$399  = do_read & \$398 ;
-  assign \$402  = bus__araddr[11:2] == 6'h29;
-  assign \$403  = do_read & \$402 ;
-  assign \$406  = bus__araddr[11:2] == 6'h2a;
-  assign \$407  = do_read & \$406 ;
-  assign \$410  = ~ bus__wstrb[0];
-  assign \$411  = core_ctrl_run & \$410 ;
-  assign \$412  = \$411  | wdata[0];
-  assign \$413  = bus__araddr[11:2] == 6'h30;
-  assign \$414  = do_read & \$413 ;
-  assign \$417  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$418  = core_mem_addr_addr & \$417 ;
-  assign \$419  = \$418  | wdata;
-  assign \$420  = bus__araddr[11:2] == 6'h31;
-  assign \$421  = do_read & \$420 ;
-  assign \$424  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$425  = core_mem_data_data & \$424 ;
-  assign \$426  = \$425  | wdata;
-  assign \$427  = bus__araddr[11:2] == 6'h32;
-  assign \$428  = do_read & \$427 ;
-  assign \$431  = bus__araddr[11:2] == 6'h33;
-  assign \$432  = do_read & \$431 ;
-  assign \$435  = bus__araddr[11:2] == 6'h34;
-  assign \$436  = do_read & \$435 ;
-  assign \$439  = bus__araddr[11:2] == 6'h35;
-  assign \$440  = do_read & \$439 ;
-  assign \$444  = \$442  | { 16'h0000, \$443  };
-  assign \$445  = bus__araddr[11:2] == 6'h36;
-  assign \$446  = do_read & \$445 ;
-  assign \$449  = bus__araddr[11:2] == 6'h37;
-  assign \$450  = do_read & \$449 ;
-  assign \$453  = bus__araddr[11:2] == 6'h38;
-  assign \$454  = do_read & \$453 ;
-  assign \$457  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$458  = watchdog_cycles & \$457 ;
-  assign \$459  = \$458  | wdata;
-  assign \$460  = bus__araddr[11:2] == 6'h39;
-  assign \$461  = do_read & \$460 ;
-  assign \$464  = bus__araddr[11:2] == 6'h3a;
-  assign \$465  = do_read & \$464 ;
-  assign \$470  = bus__araddr[11:2] == 6'h3b;
-  assign \$471  = do_read & \$470 ;
-  assign \$474  = bus__araddr[11:2] == 6'h3c;
-  assign \$475  = do_read & \$474 ;
-  assign \$478  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$479  = q_ring_base0_addr & \$478 ;
-  assign \$480  = \$479  | wdata;
-  assign \$481  = bus__araddr[11:2] == 7'h40;
-  assign \$482  = do_read & \$481 ;
-  assign \$485  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$486  = q_ring_base1_addr & \$485 ;
-  assign \$487  = \$486  | wdata;
-  assign \$488  = bus__araddr[11:2] == 7'h41;
-  assign \$489  = do_read & \$488 ;
-  assign \$492  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$493  = q_ring_base2_addr & \$492 ;
-  assign \$494  = \$493  | wdata;
-  assign \$495  = bus__araddr[11:2] == 7'h42;
-  assign \$496  = do_read & \$495 ;
-  assign \$499  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$500  = q_ring_base3_addr & \$499 ;
-  assign \$501  = \$500  | wdata;
-  assign \$502  = bus__araddr[11:2] == 7'h43;
-  assign \$503  = do_read & \$502 ;
-  assign \$506  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$507  = q_ring_size0_log2 & \$506 ;
-  assign \$508  = \$507  | wdata[3:0];
-  assign \$509  = bus__araddr[11:2] == 7'h44;
-  assign \$510  = do_read & \$509 ;
-  assign \$513  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$514  = q_ring_size1_log2 & \$513 ;
-  assign \$515  = \$514  | wdata[3:0];
-  assign \$516  = bus__araddr[11:2] == 7'h45;
-  assign \$517  = do_read & \$516 ;
-  assign \$520  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$521  = q_ring_size2_log2 & \$520 ;
-  assign \$522  = \$521  | wdata[3:0];
-  assign \$523  = bus__araddr[11:2] == 7'h46;
-  assign \$524  = do_read & \$523 ;
-  assign \$527  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$528  = q_ring_size3_log2 & \$527 ;
-  assign \$529  = \$528  | wdata[3:0];
-  assign \$530  = bus__araddr[11:2] == 7'h47;
-  assign \$531  = do_read & \$530 ;
-  assign \$534  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$535  = q_cpl_base0_addr & \$534 ;
-  assign \$536  = \$535  | wdata;
-  assign \$537  = bus__araddr[11:2] == 7'h48;
-  assign \$538  = do_read & \$537 ;
-  assign \$541  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$542  = q_cpl_base1_addr & \$541 ;
-  assign \$543  = \$542  | wdata;
-  assign \$544  = bus__araddr[11:2] == 7'h49;
-  assign \$545  = do_read & \$544 ;
-  assign \$548  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$549  = q_cpl_base2_addr & \$548 ;
-  assign \$550  = \$549  | wdata;
-  assign \$551  = bus__araddr[11:2] == 7'h4a;
-  assign \$552  = do_read & \$551 ;
-  assign \$555  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$556  = q_cpl_base3_addr & \$555 ;
-  assign \$557  = \$556  | wdata;
-  assign \$558  = bus__araddr[11:2] == 7'h4b;
-  assign \$559  = do_read & \$558 ;
-  assign \$562  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$563  = q_window_base0_addr & \$562 ;
-  assign \$564  = \$563  | wdata;
-  assign \$565  = bus__araddr[11:2] == 7'h4c;
-  assign \$566  = do_read & \$565 ;
-  assign \$569  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$570  = q_window_base1_addr & \$569 ;
-  assign \$571  = \$570  | wdata;
-  assign \$572  = bus__araddr[11:2] == 7'h4d;
-  assign \$573  = do_read & \$572 ;
-  assign \$576  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$577  = q_window_base2_addr & \$576 ;
-  assign \$578  = \$577  | wdata;
-  assign \$579  = bus__araddr[11:2] == 7'h4e;
-  assign \$580  = do_read & \$579 ;
-  assign \$583  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$584  = q_window_base3_addr & \$583 ;
-  assign \$585  = \$584  | wdata;
-  assign \$586  = bus__araddr[11:2] == 7'h4f;
-  assign \$587  = do_read & \$586 ;
-  assign \$590  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$591  = q_window_size0_bytes & \$590 ;
-  assign \$592  = \$591  | wdata;
-  assign \$593  = bus__araddr[11:2] == 7'h50;
-  assign \$594  = do_read & \$593 ;
-  assign \$597  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$598  = q_window_size1_bytes & \$597 ;
-  assign \$599  = \$598  | wdata;
-  assign \$600  = bus__araddr[11:2] == 7'h51;
-  assign \$601  = do_read & \$600 ;
-  assign \$604  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$605  = q_window_size2_bytes & \$604 ;
-  assign \$606  = \$605  | wdata;
-  assign \$607  = bus__araddr[11:2] == 7'h52;
-  assign \$608  = do_read & \$607 ;
-  assign \$611  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$612  = q_window_size3_bytes & \$611 ;
-  assign \$613  = \$612  | wdata;
-  assign \$614  = bus__araddr[11:2] == 7'h53;
-  assign \$615  = do_read & \$614 ;
-  assign \$618  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$619  = q_doorbell0_producer & \$618 ;
-  assign \$620  = \$619  | wdata;
-  assign \$621  = bus__araddr[11:2] == 7'h54;
-  assign \$622  = do_read & \$621 ;
-  assign \$625  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$626  = q_doorbell1_producer & \$625 ;
-  assign \$627  = \$626  | wdata;
-  assign \$628  = bus__araddr[11:2] == 7'h55;
-  assign \$629  = do_read & \$628 ;
-  assign \$632  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$633  = q_doorbell2_producer & \$632 ;
-  assign \$634  = \$633  | wdata;
-  assign \$635  = bus__araddr[11:2] == 7'h56;
-  assign \$636  = do_read & \$635 ;
-  assign \$639  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$640  = q_doorbell3_producer & \$639 ;
-  assign \$641  = \$640  | wdata;
-  assign \$642  = bus__araddr[11:2] == 7'h57;
-  assign \$643  = do_read & \$642 ;
-  assign \$646  = bus__araddr[11:2] == 7'h58;
-  assign \$647  = do_read & \$646 ;
-  assign \$650  = bus__araddr[11:2] == 7'h59;
+  assign \$85  = bus__awaddr[11:2] == 7'h60;
+  assign wr_q_status0 = do_write & \$85 ;
+  assign \$86  = bus__awaddr[11:2] == 7'h61;
+  assign wr_q_status1 = do_write & \$86 ;
+  assign \$87  = bus__awaddr[11:2] == 7'h62;
+  assign wr_q_status2 = do_write & \$87 ;
+  assign \$88  = bus__awaddr[11:2] == 7'h63;
+  assign wr_q_status3 = do_write & \$88 ;
+  assign \$89  = bus__awaddr[11:2] == 7'h64;
+  assign wr_q_error0 = do_write & \$89 ;
+  assign \$90  = bus__awaddr[11:2] == 7'h65;
+  assign wr_q_error1 = do_write & \$90 ;
+  assign \$91  = bus__awaddr[11:2] == 7'h66;
+  assign wr_q_error2 = do_write & \$91 ;
+  assign \$92  = bus__awaddr[11:2] == 7'h67;
+  assign wr_q_error3 = do_write & \$92 ;
+  assign \$93  = bus__awaddr[11:2] == 7'h68;
+  assign wr_q_error_index0 = do_write & \$93 ;
+  assign \$94  = bus__awaddr[11:2] == 7'h69;
+  assign wr_q_error_index1 = do_write & \$94 ;
+  assign \$95  = bus__awaddr[11:2] == 7'h6a;
+  assign wr_q_error_index2 = do_write & \$95 ;
+  assign \$96  = bus__awaddr[11:2] == 7'h6b;
+  assign wr_q_error_index3 = do_write & \$96 ;
+  assign \$97  = bus__awaddr[11:2] == 7'h6c;
+  assign wr_q_fetch0 = do_write & \$97 ;
+  assign \$98  = bus__awaddr[11:2] == 7'h6d;
+  assign wr_q_fetch1 = do_write & \$98 ;
+  assign \$99  = bus__awaddr[11:2] == 7'h6e;
+  assign wr_q_fetch2 = do_write & \$99 ;
+  assign \$100  = bus__awaddr[11:2] == 7'h6f;
+  assign wr_q_fetch3 = do_write & \$100 ;
+  assign \$101  = bus__awaddr[11:2] == 7'h70;
+  assign wr_perf_q_retired0 = do_write & \$101 ;
+  assign \$102  = bus__awaddr[11:2] == 7'h71;
+  assign wr_perf_q_retired1 = do_write & \$102 ;
+  assign \$103  = bus__awaddr[11:2] == 7'h72;
+  assign wr_perf_q_retired2 = do_write & \$103 ;
+  assign \$104  = bus__awaddr[11:2] == 7'h73;
+  assign wr_perf_q_retired3 = do_write & \$104 ;
+  assign \$105  = bus__awaddr[11:2] == 7'h74;
+  assign wr_perf_q_event_stall0 = do_write & \$105 ;
+  assign \$106  = bus__awaddr[11:2] == 7'h75;
+  assign wr_perf_q_event_stall1 = do_write & \$106 ;
+  assign \$107  = bus__awaddr[11:2] == 7'h76;
+  assign wr_perf_q_event_stall2 = do_write & \$107 ;
+  assign \$108  = bus__awaddr[11:2] == 7'h77;
+  assign wr_perf_q_event_stall3 = do_write & \$108 ;
+  assign \$109  = bus__awaddr[11:2] == 8'h80;
+  assign wr_event0 = do_write & \$109 ;
+  assign \$110  = bus__awaddr[11:2] == 8'h81;
+  assign wr_event1 = do_write & \$110 ;
+  assign \$111  = bus__awaddr[11:2] == 8'h82;
+  assign wr_event2 = do_write & \$111 ;
+  assign \$112  = bus__awaddr[11:2] == 8'h83;
+  assign wr_event3 = do_write & \$112 ;
+  assign \$113  = bus__awaddr[11:2] == 8'h84;
+  assign wr_event4 = do_write & \$113 ;
+  assign \$114  = bus__awaddr[11:2] == 8'h85;
+  assign wr_event5 = do_write & \$114 ;
+  assign \$115  = bus__awaddr[11:2] == 8'h86;
+  assign wr_event6 = do_write & \$115 ;
+  assign \$116  = bus__awaddr[11:2] == 8'h87;
+  assign wr_event7 = do_write & \$116 ;
+  assign \$117  = bus__awaddr[11:2] == 8'h88;
+  assign wr_event8 = do_write & \$117 ;
+  assign \$118  = bus__awaddr[11:2] == 8'h89;
+  assign wr_event9 = do_write & \$118 ;
+  assign \$119  = bus__awaddr[11:2] == 8'h8a;
+  assign wr_event10 = do_write & \$119 ;
+  assign \$120  = bus__awaddr[11:2] == 8'h8b;
+  assign wr_event11 = do_write & \$120 ;
+  assign \$121  = bus__awaddr[11:2] == 8'h8c;
+  assign wr_event12 = do_write & \$121 ;
+  assign \$122  = bus__awaddr[11:2] == 8'h8d;
+  assign wr_event13 = do_write & \$122 ;
+  assign \$123  = bus__awaddr[11:2] == 8'h8e;
+  assign wr_event14 = do_write & \$123 ;
+  assign \$124  = bus__awaddr[11:2] == 8'h8f;
+  assign wr_event15 = do_write & \$124 ;
+  assign \$125  = bus__awaddr[11:2] == 8'h90;
+  assign wr_perf_dma_load_stall = do_write & \$125 ;
+  assign \$126  = bus__awaddr[11:2] == 8'h91;
+  assign wr_perf_dma_store_stall = do_write & \$126 ;
+  assign \$127  = bus__awaddr[11:2] == 8'h92;
+  assign wr_perf_vec_stall = do_write & \$127 ;
+  assign \$128  = bus__awaddr[11:2] == 8'h93;
+  assign wr_perf_dma_load_full = do_write & \$128 ;
+  assign \$129  = bus__awaddr[11:2] == 8'h94;
+  assign wr_perf_dma_store_full = do_write & \$129 ;
+  assign \$130  = bus__awaddr[11:2] == 8'h95;
+  assign wr_perf_gemm_full = do_write & \$130 ;
+  assign \$131  = bus__awaddr[11:2] == 8'h96;
+  assign wr_perf_vec_full = do_write & \$131 ;
+  assign \$132  = \$signal  & bus__bready;
+  assign \$133  = \$signal$14  & bus__rready;
+  assign \$134  = ! bus__araddr[11:2];
+  assign \$135  = do_read & \$134 ;
+  assign \$138  = bus__araddr[11:2] == 1'h1;
+  assign \$139  = do_read & \$138 ;
+  assign \$144  = bus__araddr[11:2] == 2'h2;
+  assign \$145  = do_read & \$144 ;
+  assign \$150  = bus__araddr[11:2] == 2'h3;
+  assign \$151  = do_read & \$150 ;
+  assign \$156  = bus__araddr[11:2] == 3'h4;
+  assign \$157  = do_read & \$156 ;
+  assign \$162  = bus__araddr[11:2] == 3'h5;
+  assign \$163  = do_read & \$162 ;
+  assign \$172  = bus__araddr[11:2] == 3'h6;
+  assign \$173  = do_read & \$172 ;
+  assign \$182  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$183  = cmd0_word & \$182 ;
+  assign \$184  = \$183  | wdata;
+  assign \$185  = bus__araddr[11:2] == 4'h8;
+  assign \$186  = do_read & \$185 ;
+  assign \$189  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$190  = cmd1_word & \$189 ;
+  assign \$191  = \$190  | wdata;
+  assign \$192  = bus__araddr[11:2] == 4'h9;
+  assign \$193  = do_read & \$192 ;
+  assign \$196  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$197  = cmd2_word & \$196 ;
+  assign \$198  = \$197  | wdata;
+  assign \$199  = bus__araddr[11:2] == 4'ha;
+  assign \$200  = do_read & \$199 ;
+  assign \$203  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$204  = cmd3_word & \$203 ;
+  assign \$205  = \$204  | wdata;
+  assign \$206  = bus__araddr[11:2] == 4'hb;
+  assign \$207  = do_read & \$206 ;
+  assign \$210  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$211  = cmd4_word & \$210 ;
+  assign \$212  = \$211  | wdata;
+  assign \$213  = bus__araddr[11:2] == 4'hc;
+  assign \$214  = do_read & \$213 ;
+  assign \$217  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$218  = cmd5_word & \$217 ;
+  assign \$219  = \$218  | wdata;
+  assign \$220  = bus__araddr[11:2] == 4'hd;
+  assign \$221  = do_read & \$220 ;
+  assign \$224  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$225  = cmd6_word & \$224 ;
+  assign \$226  = \$225  | wdata;
+  assign \$227  = bus__araddr[11:2] == 4'he;
+  assign \$228  = do_read & \$227 ;
+  assign \$231  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$232  = cmd7_word & \$231 ;
+  assign \$233  = \$232  | wdata;
+  assign \$234  = bus__araddr[11:2] == 4'hf;
+  assign \$235  = do_read & \$234 ;
+  assign \$238  = bus__araddr[11:2] == 5'h10;
+  assign \$239  = do_read & \$238 ;
+  assign \$242  = bus__araddr[11:2] == 5'h11;
+  assign \$243  = do_read & \$242 ;
+  assign \$247  = \$245  | { 30'h00000000, \$246  };
+  assign \$249  = \$247  | { 28'h0000000, \$248  };
+  assign \$251  = \$249  | { 28'h0000000, \$250  };
+  assign \$253  = \$251  | { 24'h000000, \$252  };
+  assign \$254  = ~ clr_irq_status_dma_load_done;
+  assign \$255  = irq_status_dma_load_done & \$254 ;
+  assign \$256  = \$255  | irq_status_dma_load_done_set;
+  assign \$257  = ~ clr_irq_status_dma_store_done;
+  assign \$258  = irq_status_dma_store_done & \$257 ;
+  assign \$259  = \$258  | irq_status_dma_store_done_set;
+  assign \$260  = ~ clr_irq_status_gemm_done;
+  assign \$261  = irq_status_gemm_done & \$260 ;
+  assign \$262  = \$261  | irq_status_gemm_done_set;
+  assign \$263  = ~ clr_irq_status_vec_done;
+  assign \$264  = irq_status_vec_done & \$263 ;
+  assign \$265  = \$264  | irq_status_vec_done_set;
+  assign \$266  = ~ clr_irq_status_error;
+  assign \$267  = irq_status_error & \$266 ;
+  assign \$268  = \$267  | irq_status_error_set;
+  assign \$269  = ~ clr_irq_status_queue_cpl;
+  assign \$270  = irq_status_queue_cpl & \$269 ;
+  assign \$271  = \$270  | { \port$8595$0 , \port$8569$0 , \port$8543$0 , \port$8517$0  };
+  assign \$272  = ~ clr_irq_status_queue_error;
+  assign \$273  = irq_status_queue_error & \$272 ;
+  assign \$274  = \$273  | { \port$8609$0 , \port$8583$0 , \port$8557$0 , \port$8531$0  };
+  assign \$275  = ~ clr_irq_status_fw_msg;
+  assign \$276  = irq_status_fw_msg & \$275 ;
+  assign \$277  = \$276  | irq_status_fw_msg_set;
+  assign \$278  = bus__araddr[11:2] == 5'h12;
+  assign \$279  = do_read & \$278 ;
+  assign \$283  = \$281  | { 30'h00000000, \$282  };
+  assign \$285  = \$283  | { 28'h0000000, \$284  };
+  assign \$287  = \$285  | { 28'h0000000, \$286  };
+  assign \$289  = \$287  | { 24'h000000, \$288  };
+  assign \$291  = \$289  | { 13'h0000, \$290  };
+  assign \$293  = \$291  | { 13'h0000, \$292  };
+  assign \$295  = \$293  | \$294 ;
+  assign \$296  = ~ bus__wstrb[0];
+  assign \$297  = irq_enable_dma_load_done & \$296 ;
+  assign \$298  = \$297  | wdata[0];
+  assign \$299  = ~ bus__wstrb[0];
+  assign \$300  = irq_enable_dma_store_done & \$299 ;
+  assign \$301  = \$300  | wdata[1];
+  assign \$302  = ~ bus__wstrb[0];
+  assign \$303  = irq_enable_gemm_done & \$302 ;
+  assign \$304  = \$303  | wdata[2];
+  assign \$305  = ~ bus__wstrb[0];
+  assign \$306  = irq_enable_vec_done & \$305 ;
+  assign \$307  = \$306  | wdata[3];
+  assign \$308  = ~ bus__wstrb[0];
+  assign \$309  = irq_enable_error & \$308 ;
+  assign \$310  = \$309  | wdata[4];
+  assign \$311  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$312  = irq_enable_queue_cpl & \$311 ;
+  assign \$313  = \$312  | wdata[11:8];
+  assign \$314  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$315  = irq_enable_queue_error & \$314 ;
+  assign \$316  = \$315  | wdata[15:12];
+  assign \$317  = ~ bus__wstrb[2];
+  assign \$318  = irq_enable_fw_msg & \$317 ;
+  assign \$319  = \$318  | wdata[16];
+  assign \$320  = bus__araddr[11:2] == 5'h13;
+  assign \$321  = do_read & \$320 ;
+  assign \$325  = \$323  | { 30'h00000000, \$324  };
+  assign \$327  = \$325  | { 28'h0000000, \$326  };
+  assign \$329  = \$327  | { 28'h0000000, \$328  };
+  assign \$331  = \$329  | { 24'h000000, \$330  };
+  assign \$333  = \$331  | { 13'h0000, \$332  };
+  assign \$335  = \$333  | { 13'h0000, \$334  };
+  assign \$337  = \$335  | \$336 ;
+  assign \$338  = bus__araddr[11:2] == 5'h14;
+  assign \$339  = do_read & \$338 ;
+  assign \$343  = \$341  | { 9'h000, \$342  };
+  assign \$345  = { 15'h0000, \$343  } | \$344 ;
+  assign \$346  = bus__araddr[11:2] == 5'h18;
+  assign \$347  = do_read & \$346 ;
+  assign \$350  = bus__araddr[11:2] == 5'h19;
+  assign \$351  = do_read & \$350 ;
+  assign \$354  = bus__araddr[11:2] == 5'h1a;
+  assign \$355  = do_read & \$354 ;
+  assign \$358  = bus__araddr[11:2] == 5'h1b;
+  assign \$359  = do_read & \$358 ;
+  assign \$362  = ~ bus__wstrb[0];
+  assign \$363  = perf_ctrl_freeze & \$362 ;
+  assign \$364  = \$363  | wdata[1];
+  assign \$365  = bus__araddr[11:2] == 6'h20;
+  assign \$366  = do_read & \$365 ;
+  assign \$371  = bus__araddr[11:2] == 6'h21;
+  assign \$372  = do_read & \$371 ;
+  assign \$375  = bus__araddr[11:2] == 6'h22;
+  assign \$376  = do_read & \$375 ;
+  assign \$379  = bus__araddr[11:2] == 6'h23;
+  assign \$380  = do_read & \$379 ;
+  assign \$383  = bus__araddr[11:2] == 6'h24;
+  assign \$384  = do_read & \$383 ;
+  assign \$387  = bus__araddr[11:2] == 6'h25;
+  assign \$388  = do_read & \$387 ;
+  assign \$391  = bus__araddr[11:2] == 6'h26;
+  assign \$392  = do_read & \$391 ;
+  assign \$395  = bus__araddr[11:2] == 6'h27;
+  assign \$396  = do_read & \$395 ;
+  assign \$399  = bus__araddr[11:2] == 6'h28;
+  assign \$400  = do_read & \$399 ;
+  assign \$403  = bus__araddr[11:2] == 6'h29;
+  assign \$404  = do_read & \$403 ;
+  assign \$407  = bus__araddr[11:2] == 6'h2a;
+  assign \$408  = do_read & \$407 ;
+  assign \$411  = ~ bus__wstrb[0];
+  assign \$412  = core_ctrl_run & \$411 ;
+  assign \$413  = \$412  | wdata[0];
+  assign \$414  = bus__araddr[11:2] == 6'h30;
+  assign \$415  = do_read & \$414 ;
+  assign \$418  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$419  = core_mem_addr_addr & \$418 ;
+  assign \$420  = \$419  | wdata;
+  assign \$421  = bus__araddr[11:2] == 6'h31;
+  assign \$422  = do_read & \$421 ;
+  assign \$425  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$426  = core_mem_data_data & \$425 ;
+  assign \$427  = \$426  | wdata;
+  assign \$428  = bus__araddr[11:2] == 6'h32;
+  assign \$429  = do_read & \$428 ;
+  assign \$432  = bus__araddr[11:2] == 6'h33;
+  assign \$433  = do_read & \$432 ;
+  assign \$436  = bus__araddr[11:2] == 6'h34;
+  assign \$437  = do_read & \$436 ;
+  assign \$440  = bus__araddr[11:2] == 6'h35;
+  assign \$441  = do_read & \$440 ;
+  assign \$445  = \$443  | { 16'h0000, \$444  };
+  assign \$446  = bus__araddr[11:2] == 6'h36;
+  assign \$447  = do_read & \$446 ;
+  assign \$450  = bus__araddr[11:2] == 6'h37;
+  assign \$451  = do_read & \$450 ;
+  assign \$454  = bus__araddr[11:2] == 6'h38;
+  assign \$455  = do_read & \$454 ;
+  assign \$458  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$459  = watchdog_cycles & \$458 ;
+  assign \$460  = \$459  | wdata;
+  assign \$461  = bus__araddr[11:2] == 6'h39;
+  assign \$462  = do_read & \$461 ;
+  assign \$465  = bus__araddr[11:2] == 6'h3a;
+  assign \$466  = do_read & \$465 ;
+  assign \$471  = bus__araddr[11:2] == 6'h3b;
+  assign \$472  = do_read & \$471 ;
+  assign \$475  = bus__araddr[11:2] == 6'h3c;
+  assign \$476  = do_read & \$475 ;
+  assign \$479  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$480  = bus_timeout_cycles & \$479 ;
+  assign \$481  = \$480  | wdata;
+  assign \$482  = bus__araddr[11:2] == 6'h3d;
+  assign \$483  = do_read & \$482 ;
+  assign \$486  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$487  = q_ring_base0_addr & \$486 ;
+  assign \$488  = \$487  | wdata;
+  assign \$489  = bus__araddr[11:2] == 7'h40;
+  assign \$490  = do_read & \$489 ;
+  assign \$493  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$494  = q_ring_base1_addr & \$493 ;
+  assign \$495  = \$494  | wdata;
+  assign \$496  = bus__araddr[11:2] == 7'h41;
+  assign \$497  = do_read & \$496 ;
+  assign \$500  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$501  = q_ring_base2_addr & \$500 ;
+  assign \$502  = \$501  | wdata;
+  assign \$503  = bus__araddr[11:2] == 7'h42;
+  assign \$504  = do_read & \$503 ;
+  assign \$507  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$508  = q_ring_base3_addr & \$507 ;
+  assign \$509  = \$508  | wdata;
+  assign \$510  = bus__araddr[11:2] == 7'h43;
+  assign \$511  = do_read & \$510 ;
+  assign \$514  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$515  = q_ring_size0_log2 & \$514 ;
+  assign \$516  = \$515  | wdata[3:0];
+  assign \$517  = bus__araddr[11:2] == 7'h44;
+  assign \$518  = do_read & \$517 ;
+  assign \$521  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$522  = q_ring_size1_log2 & \$521 ;
+  assign \$523  = \$522  | wdata[3:0];
+  assign \$524  = bus__araddr[11:2] == 7'h45;
+  assign \$525  = do_read & \$524 ;
+  assign \$528  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$529  = q_ring_size2_log2 & \$528 ;
+  assign \$530  = \$529  | wdata[3:0];
+  assign \$531  = bus__araddr[11:2] == 7'h46;
+  assign \$532  = do_read & \$531 ;
+  assign \$535  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$536  = q_ring_size3_log2 & \$535 ;
+  assign \$537  = \$536  | wdata[3:0];
+  assign \$538  = bus__araddr[11:2] == 7'h47;
+  assign \$539  = do_read & \$538 ;
+  assign \$542  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$543  = q_cpl_base0_addr & \$542 ;
+  assign \$544  = \$543  | wdata;
+  assign \$545  = bus__araddr[11:2] == 7'h48;
+  assign \$546  = do_read & \$545 ;
+  assign \$549  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$550  = q_cpl_base1_addr & \$549 ;
+  assign \$551  = \$550  | wdata;
+  assign \$552  = bus__araddr[11:2] == 7'h49;
+  assign \$553  = do_read & \$552 ;
+  assign \$556  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$557  = q_cpl_base2_addr & \$556 ;
+  assign \$558  = \$557  | wdata;
+  assign \$559  = bus__araddr[11:2] == 7'h4a;
+  assign \$560  = do_read & \$559 ;
+  assign \$563  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$564  = q_cpl_base3_addr & \$563 ;
+  assign \$565  = \$564  | wdata;
+  assign \$566  = bus__araddr[11:2] == 7'h4b;
+  assign \$567  = do_read & \$566 ;
+  assign \$570  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$571  = q_window_base0_addr & \$570 ;
+  assign \$572  = \$571  | wdata;
+  assign \$573  = bus__araddr[11:2] == 7'h4c;
+  assign \$574  = do_read & \$573 ;
+  assign \$577  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$578  = q_window_base1_addr & \$577 ;
+  assign \$579  = \$578  | wdata;
+  assign \$580  = bus__araddr[11:2] == 7'h4d;
+  assign \$581  = do_read & \$580 ;
+  assign \$584  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$585  = q_window_base2_addr & \$584 ;
+  assign \$586  = \$585  | wdata;
+  assign \$587  = bus__araddr[11:2] == 7'h4e;
+  assign \$588  = do_read & \$587 ;
+  assign \$591  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$592  = q_window_base3_addr & \$591 ;
+  assign \$593  = \$592  | wdata;
+  assign \$594  = bus__araddr[11:2] == 7'h4f;
+  assign \$595  = do_read & \$594 ;
+  assign \$598  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$599  = q_window_size0_bytes & \$598 ;
+  assign \$600  = \$599  | wdata;
+  assign \$601  = bus__araddr[11:2] == 7'h50;
+  assign \$602  = do_read & \$601 ;
+  assign \$605  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$606  = q_window_size1_bytes & \$605 ;
+  assign \$607  = \$606  | wdata;
+  assign \$608  = bus__araddr[11:2] == 7'h51;
+  assign \$609  = do_read & \$608 ;
+  assign \$612  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$613  = q_window_size2_bytes & \$612 ;
+  assign \$614  = \$613  | wdata;
+  assign \$615  = bus__araddr[11:2] == 7'h52;
+  assign \$616  = do_read & \$615 ;
+  assign \$619  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$620  = q_window_size3_bytes & \$619 ;
+  assign \$621  = \$620  | wdata;
+  assign \$622  = bus__araddr[11:2] == 7'h53;
+  assign \$623  = do_read & \$622 ;
+  assign \$626  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$627  = q_doorbell0_producer & \$626 ;
+  assign \$628  = \$627  | wdata;
+  assign \$629  = bus__araddr[11:2] == 7'h54;
+  assign \$630  = do_read & \$629 ;
+  assign \$633  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$634  = q_doorbell1_producer & \$633 ;
+  assign \$635  = \$634  | wdata;
+  assign \$636  = bus__araddr[11:2] == 7'h55;
+  assign \$637  = do_read & \$636 ;
+  assign \$640  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$641  = q_doorbell2_producer & \$640 ;
+  assign \$642  = \$641  | wdata;
+  assign \$643  = bus__araddr[11:2] == 7'h56;
+  assign \$644  = do_read & \$643 ;
+  assign \$647  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$648  = q_doorbell3_producer & \$647 ;
+  assign \$649  = \$648  | wdata;
+  assign \$650  = bus__araddr[11:2] == 7'h57;
   assign \$651  = do_read & \$650 ;
-  assign \$654  = bus__araddr[11:2] == 7'h5a;
+  assign \$654  = bus__araddr[11:2] == 7'h58;
   assign \$655  = do_read & \$654 ;
-  assign \$658  = bus__araddr[11:2] == 7'h5b;
+  assign \$658  = bus__araddr[11:2] == 7'h59;
   assign \$659  = do_read & \$658 ;
-  assign \$662  = ~ bus__wstrb[0];
-  assign \$663  = q_ctrl0_enable & \$662 ;
-  assign \$664  = \$663  | wdata[0];
-  assign \$665  = bus__araddr[11:2] == 7'h5c;
-  assign \$666  = do_read & \$665 ;
-  assign \$671  = ~ bus__wstrb[0];
-  assign \$672  = q_ctrl1_enable & \$671 ;
-  assign \$673  = \$672  | wdata[0];
-  assign \$674  = bus__araddr[11:2] == 7'h5d;
-  assign \$675  = do_read & \$674 ;
-  assign \$680  = ~ bus__wstrb[0];
-  assign \$681  = q_ctrl2_enable & \$680 ;
-  assign \$682  = \$681  | wdata[0];
-  assign \$683  = bus__araddr[11:2] == 7'h5e;
-  assign \$684  = do_read & \$683 ;
-  assign \$689  = ~ bus__wstrb[0];
-  assign \$690  = q_ctrl3_enable & \$689 ;
-  assign \$691  = \$690  | wdata[0];
-  assign \$692  = bus__araddr[11:2] == 7'h5f;
-  assign \$693  = do_read & \$692 ;
-  assign \$698  = bus__araddr[11:2] == 7'h60;
-  assign \$699  = do_read & \$698 ;
-  assign \$703  = \$701  | { 30'h00000000, \$702  };
-  assign \$705  = \$703  | { 28'h0000000, \$704  };
-  assign \$707  = \$705  | { 28'h0000000, \$706  };
-  assign \$709  = \$707  | { 9'h000, \$708  };
-  assign \$710  = bus__araddr[11:2] == 7'h61;
-  assign \$711  = do_read & \$710 ;
-  assign \$715  = \$713  | { 30'h00000000, \$714  };
-  assign \$717  = \$715  | { 28'h0000000, \$716  };
-  assign \$719  = \$717  | { 28'h0000000, \$718  };
-  assign \$721  = \$719  | { 9'h000, \$720  };
-  assign \$722  = bus__araddr[11:2] == 7'h62;
-  assign \$723  = do_read & \$722 ;
-  assign \$727  = \$725  | { 30'h00000000, \$726  };
-  assign \$729  = \$727  | { 28'h0000000, \$728  };
-  assign \$731  = \$729  | { 28'h0000000, \$730  };
-  assign \$733  = \$731  | { 9'h000, \$732  };
-  assign \$734  = bus__araddr[11:2] == 7'h63;
-  assign \$735  = do_read & \$734 ;
-  assign \$739  = \$737  | { 30'h00000000, \$738  };
-  assign \$741  = \$739  | { 28'h0000000, \$740  };
-  assign \$743  = \$741  | { 28'h0000000, \$742  };
-  assign \$745  = \$743  | { 9'h000, \$744  };
-  assign \$746  = bus__araddr[11:2] == 7'h64;
-  assign \$747  = do_read & \$746 ;
-  assign \$750  = bus__araddr[11:2] == 7'h65;
-  assign \$751  = do_read & \$750 ;
-  assign \$754  = bus__araddr[11:2] == 7'h66;
+  assign \$662  = bus__araddr[11:2] == 7'h5a;
+  assign \$663  = do_read & \$662 ;
+  assign \$666  = bus__araddr[11:2] == 7'h5b;
+  assign \$667  = do_read & \$666 ;
+  assign \$670  = ~ bus__wstrb[0];
+  assign \$671  = q_ctrl0_enable & \$670 ;
+  assign \$672  = \$671  | wdata[0];
+  assign \$673  = bus__araddr[11:2] == 7'h5c;
+  assign \$674  = do_read & \$673 ;
+  assign \$679  = ~ bus__wstrb[0];
+  assign \$680  = q_ctrl1_enable & \$679 ;
+  assign \$681  = \$680  | wdata[0];
+  assign \$682  = bus__araddr[11:2] == 7'h5d;
+  assign \$683  = do_read & \$682 ;
+  assign \$688  = ~ bus__wstrb[0];
+  assign \$689  = q_ctrl2_enable & \$688 ;
+  assign \$690  = \$689  | wdata[0];
+  assign \$691  = bus__araddr[11:2] == 7'h5e;
+  assign \$692  = do_read & \$691 ;
+  assign \$697  = ~ bus__wstrb[0];
+  assign \$698  = q_ctrl3_enable & \$697 ;
+  assign \$699  = \$698  | wdata[0];
+  assign \$700  = bus__araddr[11:2] == 7'h5f;
+  assign \$701  = do_read & \$700 ;
+  assign \$706  = bus__araddr[11:2] == 7'h60;
+  assign \$707  = do_read & \$706 ;
+  assign \$711  = \$709  | { 30'h00000000, \$710  };
+  assign \$713  = \$711  | { 28'h0000000, \$712  };
+  assign \$715  = \$713  | { 28'h0000000, \$714  };
+  assign \$717  = \$715  | { 9'h000, \$716  };
+  assign \$718  = bus__araddr[11:2] == 7'h61;
+  assign \$719  = do_read & \$718 ;
+  assign \$723  = \$721  | { 30'h00000000, \$722  };
+  assign \$725  = \$723  | { 28'h0000000, \$724  };
+  assign \$727  = \$725  | { 28'h0000000, \$726  };
+  assign \$729  = \$727  | { 9'h000, \$728  };
+  assign \$730  = bus__araddr[11:2] == 7'h62;
+  assign \$731  = do_read & \$730 ;
+  assign \$735  = \$733  | { 30'h00000000, \$734  };
+  assign \$737  = \$735  | { 28'h0000000, \$736  };
+  assign \$739  = \$737  | { 28'h0000000, \$738  };
+  assign \$741  = \$739  | { 9'h000, \$740  };
+  assign \$742  = bus__araddr[11:2] == 7'h63;
+  assign \$743  = do_read & \$742 ;
+  assign \$747  = \$745  | { 30'h00000000, \$746  };
+  assign \$749  = \$747  | { 28'h0000000, \$748  };
+  assign \$751  = \$749  | { 28'h0000000, \$750  };
+  assign \$753  = \$751  | { 9'h000, \$752  };
+  assign \$754  = bus__araddr[11:2] == 7'h64;
   assign \$755  = do_read & \$754 ;
-  assign \$758  = bus__araddr[11:2] == 7'h67;
+  assign \$758  = bus__araddr[11:2] == 7'h65;
   assign \$759  = do_read & \$758 ;
-  assign \$762  = bus__araddr[11:2] == 7'h68;
+  assign \$762  = bus__araddr[11:2] == 7'h66;
   assign \$763  = do_read & \$762 ;
-  assign \$766  = bus__araddr[11:2] == 7'h69;
+  assign \$766  = bus__araddr[11:2] == 7'h67;
   assign \$767  = do_read & \$766 ;
-  assign \$770  = bus__araddr[11:2] == 7'h6a;
+  assign \$770  = bus__araddr[11:2] == 7'h68;
   assign \$771  = do_read & \$770 ;
-  assign \$774  = bus__araddr[11:2] == 7'h6b;
+  assign \$774  = bus__araddr[11:2] == 7'h69;
   assign \$775  = do_read & \$774 ;
-  assign \$778  = bus__araddr[11:2] == 7'h6c;
+  assign \$778  = bus__araddr[11:2] == 7'h6a;
   assign \$779  = do_read & \$778 ;
-  assign \$782  = bus__araddr[11:2] == 7'h6d;
+  assign \$782  = bus__araddr[11:2] == 7'h6b;
   assign \$783  = do_read & \$782 ;
-  assign \$786  = bus__araddr[11:2] == 7'h6e;
+  assign \$786  = bus__araddr[11:2] == 7'h6c;
   assign \$787  = do_read & \$786 ;
-  assign \$790  = bus__araddr[11:2] == 7'h6f;
+  assign \$790  = bus__araddr[11:2] == 7'h6d;
   assign \$791  = do_read & \$790 ;
-  assign \$794  = bus__araddr[11:2] == 7'h70;
+  assign \$794  = bus__araddr[11:2] == 7'h6e;
   assign \$795  = do_read & \$794 ;
-  assign \$798  = bus__araddr[11:2] == 7'h71;
+  assign \$798  = bus__araddr[11:2] == 7'h6f;
   assign \$799  = do_read & \$798 ;
-  assign \$802  = bus__araddr[11:2] == 7'h72;
+  assign \$802  = bus__araddr[11:2] == 7'h70;
   assign \$803  = do_read & \$802 ;
-  assign \$806  = bus__araddr[11:2] == 7'h73;
+  assign \$806  = bus__araddr[11:2] == 7'h71;
   assign \$807  = do_read & \$806 ;
-  assign \$810  = bus__araddr[11:2] == 7'h74;
+  assign \$810  = bus__araddr[11:2] == 7'h72;
   assign \$811  = do_read & \$810 ;
-  assign \$814  = bus__araddr[11:2] == 7'h75;
+  assign \$814  = bus__araddr[11:2] == 7'h73;
   assign \$815  = do_read & \$814 ;
-  assign \$818  = bus__araddr[11:2] == 7'h76;
+  assign \$818  = bus__araddr[11:2] == 7'h74;
   assign \$819  = do_read & \$818 ;
-  assign \$822  = bus__araddr[11:2] == 7'h77;
+  assign \$822  = bus__araddr[11:2] == 7'h75;
   assign \$823  = do_read & \$822 ;
-  assign \$826  = bus__araddr[11:2] == 8'h80;
+  assign \$826  = bus__araddr[11:2] == 7'h76;
   assign \$827  = do_read & \$826 ;
-  assign \$830  = bus__araddr[11:2] == 8'h81;
+  assign \$830  = bus__araddr[11:2] == 7'h77;
   assign \$831  = do_read & \$830 ;
-  assign \$834  = bus__araddr[11:2] == 8'h82;
+  assign \$834  = bus__araddr[11:2] == 8'h80;
   assign \$835  = do_read & \$834 ;
-  assign \$838  = bus__araddr[11:2] == 8'h83;
+  assign \$838  = bus__araddr[11:2] == 8'h81;
   assign \$839  = do_read & \$838 ;
-  assign \$842  = bus__araddr[11:2] == 8'h84;
+  assign \$842  = bus__araddr[11:2] == 8'h82;
   assign \$843  = do_read & \$842 ;
-  assign \$846  = bus__araddr[11:2] == 8'h85;
+  assign \$846  = bus__araddr[11:2] == 8'h83;
   assign \$847  = do_read & \$846 ;
-  assign \$850  = bus__araddr[11:2] == 8'h86;
+  assign \$850  = bus__araddr[11:2] == 8'h84;
   assign \$851  = do_read & \$850 ;
-  assign \$854  = bus__araddr[11:2] == 8'h87;
+  assign \$854  = bus__araddr[11:2] == 8'h85;
   assign \$855  = do_read & \$854 ;
-  assign \$858  = bus__araddr[11:2] == 8'h88;
+  assign \$858  = bus__araddr[11:2] == 8'h86;
   assign \$859  = do_read & \$858 ;
-  assign \$862  = bus__araddr[11:2] == 8'h89;
+  assign \$862  = bus__araddr[11:2] == 8'h87;
   assign \$863  = do_read & \$862 ;
-  assign \$866  = bus__araddr[11:2] == 8'h8a;
+  assign \$866  = bus__araddr[11:2] == 8'h88;
   assign \$867  = do_read & \$866 ;
-  assign \$870  = bus__araddr[11:2] == 8'h8b;
+  assign \$870  = bus__araddr[11:2] == 8'h89;
   assign \$871  = do_read & \$870 ;
-  assign \$874  = bus__araddr[11:2] == 8'h8c;
+  assign \$874  = bus__araddr[11:2] == 8'h8a;
   assign \$875  = do_read & \$874 ;
-  assign \$878  = bus__araddr[11:2] == 8'h8d;
+  assign \$878  = bus__araddr[11:2] == 8'h8b;
   assign \$879  = do_read & \$878 ;
-  assign \$882  = bus__araddr[11:2] == 8'h8e;
+  assign \$882  = bus__araddr[11:2] == 8'h8c;
   assign \$883  = do_read & \$882 ;
-  assign \$886  = bus__araddr[11:2] == 8'h8f;
+  assign \$886  = bus__araddr[11:2] == 8'h8d;
   assign \$887  = do_read & \$886 ;
-  assign \$890  = bus__araddr[11:2] == 8'h90;
+  assign \$890  = bus__araddr[11:2] == 8'h8e;
   assign \$891  = do_read & \$890 ;
-  assign \$894  = bus__araddr[11:2] == 8'h91;
+  assign \$894  = bus__araddr[11:2] == 8'h8f;
   assign \$895  = do_read & \$894 ;
-  assign \$898  = bus__araddr[11:2] == 8'h92;
+  assign \$898  = bus__araddr[11:2] == 8'h90;
   assign \$899  = do_read & \$898 ;
-  assign \$902  = bus__araddr[11:2] == 8'h93;
+  assign \$902  = bus__araddr[11:2] == 8'h91;
   assign \$903  = do_read & \$902 ;
-  assign \$906  = bus__araddr[11:2] == 8'h94;
+  assign \$906  = bus__araddr[11:2] == 8'h92;
   assign \$907  = do_read & \$906 ;
-  assign \$910  = bus__araddr[11:2] == 8'h95;
+  assign \$910  = bus__araddr[11:2] == 8'h93;
   assign \$911  = do_read & \$910 ;
-  assign \$914  = bus__araddr[11:2] == 8'h96;
+  assign \$914  = bus__araddr[11:2] == 8'h94;
   assign \$915  = do_read & \$914 ;
+  assign \$918  = bus__araddr[11:2] == 8'h95;
+  assign \$919  = do_read & \$918 ;
+  assign \$922  = bus__araddr[11:2] == 8'h96;
+  assign \$923  = do_read & \$922 ;
   always @(posedge clk)
-    \$signal  <= \$918 ;
+    \$signal  <= \$926 ;
   always @(posedge clk)
-    bok <= \$919 ;
+    bok <= \$927 ;
   always @(posedge clk)
-    \$signal$14  <= \$920 ;
+    \$signal$14  <= \$928 ;
   always @(posedge clk)
-    bus__rdata <= \$921 ;
+    bus__rdata <= \$929 ;
   always @(posedge clk)
-    rok <= \$922 ;
+    rok <= \$930 ;
   always @(posedge clk)
-    cmd0_word <= \$923 ;
+    cmd0_word <= \$931 ;
   always @(posedge clk)
-    cmd1_word <= \$924 ;
+    cmd1_word <= \$932 ;
   always @(posedge clk)
-    cmd2_word <= \$925 ;
+    cmd2_word <= \$933 ;
   always @(posedge clk)
-    cmd3_word <= \$926 ;
+    cmd3_word <= \$934 ;
   always @(posedge clk)
-    cmd4_word <= \$927 ;
+    cmd4_word <= \$935 ;
   always @(posedge clk)
-    cmd5_word <= \$928 ;
+    cmd5_word <= \$936 ;
   always @(posedge clk)
-    cmd6_word <= \$929 ;
+    cmd6_word <= \$937 ;
   always @(posedge clk)
-    cmd7_word <= \$930 ;
+    cmd7_word <= \$938 ;
   always @(posedge clk)
-    irq_status_dma_load_done <= \$931 ;
+    irq_status_dma_load_done <= \$939 ;
   always @(posedge clk)
-    irq_status_dma_store_done <= \$932 ;
+    irq_status_dma_store_done <= \$940 ;
   always @(posedge clk)
-    irq_status_gemm_done <= \$933 ;
+    irq_status_gemm_done <= \$941 ;
   always @(posedge clk)
-    irq_status_vec_done <= \$934 ;
+    irq_status_vec_done <= \$942 ;
   always @(posedge clk)
-    irq_status_error <= \$935 ;
+    irq_status_error <= \$943 ;
   always @(posedge clk)
-    irq_status_queue_cpl <= \$936 ;
+    irq_status_queue_cpl <= \$944 ;
   always @(posedge clk)
-    irq_status_queue_error <= \$937 ;
+    irq_status_queue_error <= \$945 ;
   always @(posedge clk)
-    irq_status_fw_msg <= \$938 ;
+    irq_status_fw_msg <= \$946 ;
   always @(posedge clk)
-    irq_enable_dma_load_done <= \$939 ;
+    irq_enable_dma_load_done <= \$947 ;
   always @(posedge clk)
-    irq_enable_dma_store_done <= \$940 ;
+    irq_enable_dma_store_done <= \$948 ;
   always @(posedge clk)
-    irq_enable_gemm_done <= \$941 ;
+    irq_enable_gemm_done <= \$949 ;
   always @(posedge clk)
-    irq_enable_vec_done <= \$942 ;
+    irq_enable_vec_done <= \$950 ;
   always @(posedge clk)
-    irq_enable_error <= \$943 ;
+    irq_enable_error <= \$951 ;
   always @(posedge clk)
-    irq_enable_queue_cpl <= \$944 ;
+    irq_enable_queue_cpl <= \$952 ;
   always @(posedge clk)
-    irq_enable_queue_error <= \$945 ;
+    irq_enable_queue_error <= \$953 ;
   always @(posedge clk)
-    irq_enable_fw_msg <= \$946 ;
+    irq_enable_fw_msg <= \$954 ;
   always @(posedge clk)
-    perf_ctrl_freeze <= \$947 ;
+    perf_ctrl_freeze <= \$955 ;
   always @(posedge clk)
-    core_ctrl_run <= \$948 ;
+    core_ctrl_run <= \$956 ;
   always @(posedge clk)
-    core_mem_addr_addr <= \$949 ;
+    core_mem_addr_addr <= \$957 ;
   always @(posedge clk)
-    core_mem_data_data <= \$950 ;
+    core_mem_data_data <= \$958 ;
   always @(posedge clk)
-    watchdog_cycles <= \$951 ;
+    watchdog_cycles <= \$959 ;
   always @(posedge clk)
-    q_ring_base0_addr <= \$952 ;
+    bus_timeout_cycles <= \$960 ;
   always @(posedge clk)
-    q_ring_base1_addr <= \$953 ;
+    q_ring_base0_addr <= \$961 ;
   always @(posedge clk)
-    q_ring_base2_addr <= \$954 ;
+    q_ring_base1_addr <= \$962 ;
   always @(posedge clk)
-    q_ring_base3_addr <= \$955 ;
+    q_ring_base2_addr <= \$963 ;
   always @(posedge clk)
-    q_ring_size0_log2 <= \$956 ;
+    q_ring_base3_addr <= \$964 ;
   always @(posedge clk)
-    q_ring_size1_log2 <= \$957 ;
+    q_ring_size0_log2 <= \$965 ;
   always @(posedge clk)
-    q_ring_size2_log2 <= \$958 ;
+    q_ring_size1_log2 <= \$966 ;
   always @(posedge clk)
-    q_ring_size3_log2 <= \$959 ;
+    q_ring_size2_log2 <= \$967 ;
   always @(posedge clk)
-    q_cpl_base0_addr <= \$960 ;
+    q_ring_size3_log2 <= \$968 ;
   always @(posedge clk)
-    q_cpl_base1_addr <= \$961 ;
+    q_cpl_base0_addr <= \$969 ;
   always @(posedge clk)
-    q_cpl_base2_addr <= \$962 ;
+    q_cpl_base1_addr <= \$970 ;
   always @(posedge clk)
-    q_cpl_base3_addr <= \$963 ;
+    q_cpl_base2_addr <= \$971 ;
   always @(posedge clk)
-    q_window_base0_addr <= \$964 ;
+    q_cpl_base3_addr <= \$972 ;
   always @(posedge clk)
-    q_window_base1_addr <= \$965 ;
+    q_window_base0_addr <= \$973 ;
   always @(posedge clk)
-    q_window_base2_addr <= \$966 ;
+    q_window_base1_addr <= \$974 ;
   always @(posedge clk)
-    q_window_base3_addr <= \$967 ;
+    q_window_base2_addr <= \$975 ;
   always @(posedge clk)
-    q_window_size0_bytes <= \$968 ;
+    q_window_base3_addr <= \$976 ;
   always @(posedge clk)
-    q_window_size1_bytes <= \$969 ;
+    q_window_size0_bytes <= \$977 ;
   always @(posedge clk)
-    q_window_size2_bytes <= \$970 ;
+    q_window_size1_bytes <= \$978 ;
   always @(posedge clk)
-    q_window_size3_bytes <= \$971 ;
+    q_window_size2_bytes <= \$979 ;
   always @(posedge clk)
-    q_doorbell0_producer <= \$972 ;
+    q_window_size3_bytes <= \$980 ;
   always @(posedge clk)
-    q_doorbell1_producer <= \$973 ;
+    q_doorbell0_producer <= \$981 ;
   always @(posedge clk)
-    q_doorbell2_producer <= \$974 ;
+    q_doorbell1_producer <= \$982 ;
   always @(posedge clk)
-    q_doorbell3_producer <= \$975 ;
+    q_doorbell2_producer <= \$983 ;
   always @(posedge clk)
-    q_ctrl0_enable <= \$976 ;
+    q_doorbell3_producer <= \$984 ;
   always @(posedge clk)
-    q_ctrl1_enable <= \$977 ;
+    q_ctrl0_enable <= \$985 ;
   always @(posedge clk)
-    q_ctrl2_enable <= \$978 ;
+    q_ctrl1_enable <= \$986 ;
   always @(posedge clk)
-    q_ctrl3_enable <= \$979 ;
+    q_ctrl2_enable <= \$987 ;
+  always @(posedge clk)
+    q_ctrl3_enable <= \$988 ;
   assign \$1  = bus__awvalid & bus__wvalid;
   assign \$2  = ~ \$signal ;
   assign do_write = \$1  & \$2 ;
@@ -12730,1279 +12795,815 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$4  = ! bus__awaddr[11:2];
   assign wr_id = do_write & \$4 ;
   assign \$5  = bus__awaddr[11:2] == 1'h1;
-  assign wr_version = do_write & \$5 ;
-  assign \$6  = bus__awaddr[11:2] == 2'h2;
-  assign wr_cap_array = do_write & \$6 ;
-  assign \$7  = bus__awaddr[11:2] == 2'h3;
-  assign wr_cap_spad = do_write & \$7 ;
-  assign \$8  = bus__awaddr[11:2] == 3'h4;
-  assign wr_cap_acc = do_write & \$8 ;
-  assign \$9  = bus__awaddr[11:2] == 3'h5;
-  assign wr_cap_dma = do_write & \$9 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$918  = \$signal ;
-    if (\$131 ) begin
-      \$918  = 1'h0;
+    \$926  = \$signal ;
+    if (\$132 ) begin
+      \$926  = 1'h0;
     end
     if (do_write) begin
-      \$918  = 1'h1;
+      \$926  = 1'h1;
     end
     if (rst) begin
-      \$918  = 1'h0;
+      \$926  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$919  = bok;
+    \$927  = bok;
     if (do_write) begin
-      \$919  = 1'h0;
+      \$927  = 1'h0;
     end
     if (wr_id) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_version) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cap_array) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cap_spad) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cap_acc) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cap_dma) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cap_queues) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cmd0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cmd1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cmd2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cmd3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cmd4) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cmd5) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cmd6) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cmd7) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_cmd_submit) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_status) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_irq_status) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_irq_enable) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_error_info) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_done_dma_load) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_done_dma_store) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_done_gemm) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_done_vec) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_ctrl) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_cycles) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_gemm_busy) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_gemm_active) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_gemm_stall) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_vec_busy) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_vec_active) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_dma_load_busy) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_dma_store_busy) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_dma_load_bytes) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_dma_store_bytes) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_core_ctrl) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_core_mem_addr) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_core_mem_data) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_core_pc) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_fw_version) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_fw_status) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_fw_fault_pc) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_fw_fault_cause) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_fw_fault_tval) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_watchdog) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_debug_hang) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_fw_msg) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_timestamp) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
+    end
+    if (wr_bus_timeout) begin
+      \$927  = 1'h1;
     end
     if (wr_q_ring_base0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ring_base1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ring_base2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ring_base3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ring_size0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ring_size1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ring_size2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ring_size3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_cpl_base0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_cpl_base1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_cpl_base2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_cpl_base3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_window_base0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_window_base1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_window_base2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_window_base3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_window_size0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_window_size1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_window_size2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_window_size3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_doorbell0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_doorbell1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_doorbell2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_doorbell3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_consumer0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_consumer1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_consumer2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_consumer3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ctrl0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ctrl1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ctrl2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_ctrl3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_status0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_status1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_status2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_status3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_error0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_error1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_error2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_error3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_error_index0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_error_index1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_error_index2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_error_index3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_fetch0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_fetch1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_fetch2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_q_fetch3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_q_retired0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_q_retired1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_q_retired2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_q_retired3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_q_event_stall0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_q_event_stall1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_q_event_stall2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_q_event_stall3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event0) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event1) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event2) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event3) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event4) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event5) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event6) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event7) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event8) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event9) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event10) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event11) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event12) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event13) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event14) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_event15) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_dma_load_stall) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_dma_store_stall) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_vec_stall) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_dma_load_full) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_dma_store_full) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_gemm_full) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (wr_perf_vec_full) begin
-      \$919  = 1'h1;
+      \$927  = 1'h1;
     end
     if (rst) begin
-      \$919  = 1'h0;
+      \$927  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$920  = \$signal$14 ;
-    if (\$132 ) begin
-      \$920  = 1'h0;
+    \$928  = \$signal$14 ;
+    if (\$133 ) begin
+      \$928  = 1'h0;
     end
     if (do_read) begin
-      \$920  = 1'h1;
+      \$928  = 1'h1;
     end
     if (rst) begin
-      \$920  = 1'h0;
+      \$928  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$921  = bus__rdata;
+    \$929  = bus__rdata;
     if (do_read) begin
-      \$921  = 32'd0;
+      \$929  = 32'd0;
     end
-    if (\$134 ) begin
-      \$921  = \$136 [31:0];
+    if (\$135 ) begin
+      \$929  = \$137 [31:0];
     end
-    if (\$138 ) begin
-      \$921  = \$142 [31:0];
+    if (\$139 ) begin
+      \$929  = \$143 [31:0];
     end
-    if (\$144 ) begin
-      \$921  = \$148 ;
+    if (\$145 ) begin
+      \$929  = \$149 ;
     end
-    if (\$150 ) begin
-      \$921  = \$154 [31:0];
+    if (\$151 ) begin
+      \$929  = \$155 [31:0];
     end
-    if (\$156 ) begin
-      \$921  = \$160 [31:0];
+    if (\$157 ) begin
+      \$929  = \$161 [31:0];
     end
-    if (\$162 ) begin
-      \$921  = \$170 [31:0];
+    if (\$163 ) begin
+      \$929  = \$171 [31:0];
     end
-    if (\$172 ) begin
-      \$921  = \$180 [31:0];
+    if (\$173 ) begin
+      \$929  = \$181 [31:0];
     end
-    if (\$185 ) begin
-      \$921  = \$187 [31:0];
+    if (\$186 ) begin
+      \$929  = \$188 [31:0];
     end
-    if (\$192 ) begin
-      \$921  = \$194 [31:0];
+    if (\$193 ) begin
+      \$929  = \$195 [31:0];
     end
-    if (\$199 ) begin
-      \$921  = \$201 [31:0];
+    if (\$200 ) begin
+      \$929  = \$202 [31:0];
     end
-    if (\$206 ) begin
-      \$921  = \$208 [31:0];
+    if (\$207 ) begin
+      \$929  = \$209 [31:0];
     end
-    if (\$213 ) begin
-      \$921  = \$215 [31:0];
+    if (\$214 ) begin
+      \$929  = \$216 [31:0];
     end
-    if (\$220 ) begin
-      \$921  = \$222 [31:0];
+    if (\$221 ) begin
+      \$929  = \$223 [31:0];
     end
-    if (\$227 ) begin
-      \$921  = \$229 [31:0];
+    if (\$228 ) begin
+      \$929  = \$230 [31:0];
     end
-    if (\$234 ) begin
-      \$921  = \$236 [31:0];
+    if (\$235 ) begin
+      \$929  = \$237 [31:0];
     end
-    if (\$238 ) begin
-      \$921  = \$240 ;
+    if (\$239 ) begin
+      \$929  = \$241 ;
     end
-    if (\$242 ) begin
-      \$921  = \$252 ;
+    if (\$243 ) begin
+      \$929  = \$253 ;
     end
-    if (\$278 ) begin
-      \$921  = \$294 ;
+    if (\$279 ) begin
+      \$929  = \$295 ;
     end
-    if (\$320 ) begin
-      \$921  = \$336 ;
+    if (\$321 ) begin
+      \$929  = \$337 ;
     end
-    if (\$338 ) begin
-      \$921  = \$344 [31:0];
+    if (\$339 ) begin
+      \$929  = \$345 [31:0];
     end
-    if (\$346 ) begin
-      \$921  = \$348 [31:0];
+    if (\$347 ) begin
+      \$929  = \$349 [31:0];
     end
-    if (\$350 ) begin
-      \$921  = \$352 [31:0];
+    if (\$351 ) begin
+      \$929  = \$353 [31:0];
     end
-    if (\$354 ) begin
-      \$921  = \$356 [31:0];
+    if (\$355 ) begin
+      \$929  = \$357 [31:0];
     end
-    if (\$358 ) begin
-      \$921  = \$360 [31:0];
+    if (\$359 ) begin
+      \$929  = \$361 [31:0];
     end
-    if (\$365 ) begin
-      \$921  = \$369 ;
+    if (\$366 ) begin
+      \$929  = \$370 ;
     end
-    if (\$371 ) begin
-      \$921  = \$373 [31:0];
+    if (\$372 ) begin
+      \$929  = \$374 [31:0];
     end
-    if (\$375 ) begin
-      \$921  = \$377 [31:0];
+    if (\$376 ) begin
+      \$929  = \$378 [31:0];
     end
-    if (\$379 ) begin
-      \$921  = \$381 [31:0];
+    if (\$380 ) begin
+      \$929  = \$382 [31:0];
     end
-    if (\$383 ) begin
-      \$921  = \$385 [31:0];
+    if (\$384 ) begin
+      \$929  = \$386 [31:0];
     end
-    if (\$387 ) begin
-      \$921  = \$389 [31:0];
+    if (\$388 ) begin
+      \$929  = \$390 [31:0];
     end
-    if (\$391 ) begin
-      \$921  = \$393 [31:0];
+    if (\$392 ) begin
+      \$929  = \$394 [31:0];
     end
-    if (\$395 ) begin
-      \$921  = \$397 [31:0];
+    if (\$396 ) begin
+      \$929  = \$398 [31:0];
     end
-    if (\$399 ) begin
-      \$921  = \$401 [31:0];
+    if (\$400 ) begin
+      \$929  = \$402 [31:0];
     end
-    if (\$403 ) begin
-      \$921  = \$405 [31:0];
+    if (\$404 ) begin
+      \$929  = \$406 [31:0];
     end
-    if (\$407 ) begin
-      \$921  = \$409 [31:0];
+    if (\$408 ) begin
+      \$929  = \$410 [31:0];
     end
-    if (\$414 ) begin
-      \$921  = \$416 ;
+    if (\$415 ) begin
+      \$929  = \$417 ;
     end
-    if (\$421 ) begin
-      \$921  = \$423 [31:0];
+    if (\$422 ) begin
+      \$929  = \$424 [31:0];
     end
-    if (\$428 ) begin
-      \$921  = \$430 [31:0];
+    if (\$429 ) begin
+      \$929  = \$431 [31:0];
     end
-    if (\$432 ) begin
-      \$921  = \$434 [31:0];
+    if (\$433 ) begin
+      \$929  = \$435 [31:0];
     end
-    if (\$436 ) begin
-      \$921  = \$438 [31:0];
+    if (\$437 ) begin
+      \$929  = \$439 [31:0];
     end
-    if (\$440 ) begin
-      \$921  = \$444 ;
+    if (\$441 ) begin
+      \$929  = \$445 ;
     end
-    if (\$446 ) begin
-      \$921  = \$448 [31:0];
+    if (\$447 ) begin
+      \$929  = \$449 [31:0];
     end
-    if (\$450 ) begin
-      \$921  = \$452 [31:0];
+    if (\$451 ) begin
+      \$929  = \$453 [31:0];
     end
-    if (\$454 ) begin
-      \$921  = \$456 [31:0];
+    if (\$455 ) begin
+      \$929  = \$457 [31:0];
     end
-    if (\$461 ) begin
-      \$921  = \$463 [31:0];
+    if (\$462 ) begin
+      \$929  = \$464 [31:0];
     end
-    if (\$465 ) begin
-      \$921  = \$469 ;
+    if (\$466 ) begin
+      \$929  = \$470 ;
     end
-    if (\$471 ) begin
-      \$921  = \$473 [31:0];
+    if (\$472 ) begin
+      \$929  = \$474 [31:0];
     end
-    if (\$475 ) begin
-      \$921  = \$477 [31:0];
+    if (\$476 ) begin
+      \$929  = \$478 [31:0];
     end
-    if (\$482 ) begin
-      \$921  = \$484 [31:0];
+    if (\$483 ) begin
+      \$929  = \$485 [31:0];
     end
-    if (\$489 ) begin
-      \$921  = \$491 [31:0];
+    if (\$490 ) begin
+      \$929  = \$492 [31:0];
     end
-    if (\$496 ) begin
-      \$921  = \$498 [31:0];
+    if (\$497 ) begin
+      \$929  = \$499 [31:0];
     end
-    if (\$503 ) begin
-      \$921  = \$505 [31:0];
+    if (\$504 ) begin
+      \$929  = \$506 [31:0];
     end
-    if (\$510 ) begin
-      \$921  = \$512 ;
+    if (\$511 ) begin
+      \$929  = \$513 [31:0];
     end
-    if (\$517 ) begin
-      \$921  = \$519 ;
+    if (\$518 ) begin
+      \$929  = \$520 ;
     end
-    if (\$524 ) begin
-      \$921  = \$526 ;
+    if (\$525 ) begin
+      \$929  = \$527 ;
     end
-    if (\$531 ) begin
-      \$921  = \$533 ;
+    if (\$532 ) begin
+      \$929  = \$534 ;
     end
-    if (\$538 ) begin
-      \$921  = \$540 [31:0];
+    if (\$539 ) begin
+      \$929  = \$541 ;
     end
-    if (\$545 ) begin
-      \$921  = \$547 [31:0];
+    if (\$546 ) begin
+      \$929  = \$548 [31:0];
     end
-    if (\$552 ) begin
-      \$921  = \$554 [31:0];
+    if (\$553 ) begin
+      \$929  = \$555 [31:0];
     end
-    if (\$559 ) begin
-      \$921  = \$561 [31:0];
+    if (\$560 ) begin
+      \$929  = \$562 [31:0];
     end
-    if (\$566 ) begin
-      \$921  = \$568 [31:0];
+    if (\$567 ) begin
+      \$929  = \$569 [31:0];
     end
-    if (\$573 ) begin
-      \$921  = \$575 [31:0];
+    if (\$574 ) begin
+      \$929  = \$576 [31:0];
     end
-    if (\$580 ) begin
-      \$921  = \$582 [31:0];
+    if (\$581 ) begin
+      \$929  = \$583 [31:0];
     end
-    if (\$587 ) begin
-      \$921  = \$589 [31:0];
+    if (\$588 ) begin
+      \$929  = \$590 [31:0];
     end
-    if (\$594 ) begin
-      \$921  = \$596 [31:0];
+    if (\$595 ) begin
+      \$929  = \$597 [31:0];
     end
-    if (\$601 ) begin
-      \$921  = \$603 [31:0];
+    if (\$602 ) begin
+      \$929  = \$604 [31:0];
     end
-    if (\$608 ) begin
-      \$921  = \$610 [31:0];
+    if (\$609 ) begin
+      \$929  = \$611 [31:0];
     end
-    if (\$615 ) begin
-      \$921  = \$617 [31:0];
+    if (\$616 ) begin
+      \$929  = \$618 [31:0];
     end
-    if (\$622 ) begin
-      \$921  = \$624 [31:0];
+    if (\$623 ) begin
+      \$929  = \$625 [31:0];
     end
-    if (\$629 ) begin
-      \$921  = \$631 [31:0];
+    if (\$630 ) begin
+      \$929  = \$632 [31:0];
     end
-    if (\$636 ) begin
-      \$921  = \$638 [31:0];
+    if (\$637 ) begin
+      \$929  = \$639 [31:0];
     end
-    if (\$643 ) begin
-      \$921  = \$645 [31:0];
-    end
-    if (\$647 ) begin
-      \$921  = \$649 [31:0];
+    if (\$644 ) begin
+      \$929  = \$646 [31:0];
     end
     if (\$651 ) begin
-      \$921  = \$653 [31:0];
+      \$929  = \$653 [31:0];
     end
     if (\$655 ) begin
-      \$921  = \$657 [31:0];
+      \$929  = \$657 [31:0];
     end
     if (\$659 ) begin
-      \$921  = \$661 [31:0];
+      \$929  = \$661 [31:0];
     end
-    if (\$666 ) begin
-      \$921  = \$670 ;
+    if (\$663 ) begin
+      \$929  = \$665 [31:0];
     end
-    if (\$675 ) begin
-      \$921  = \$679 ;
+    if (\$667 ) begin
+      \$929  = \$669 [31:0];
     end
-    if (\$684 ) begin
-      \$921  = \$688 ;
+    if (\$674 ) begin
+      \$929  = \$678 ;
     end
-    if (\$693 ) begin
-      \$921  = \$697 ;
+    if (\$683 ) begin
+      \$929  = \$687 ;
     end
-    if (\$699 ) begin
-      \$921  = \$709 ;
+    if (\$692 ) begin
+      \$929  = \$696 ;
     end
-    if (\$711 ) begin
-      \$921  = \$721 ;
+    if (\$701 ) begin
+      \$929  = \$705 ;
     end
-    if (\$723 ) begin
-      \$921  = \$733 ;
+    if (\$707 ) begin
+      \$929  = \$717 ;
     end
-    if (\$735 ) begin
-      \$921  = \$745 ;
+    if (\$719 ) begin
+      \$929  = \$729 ;
     end
-    if (\$747 ) begin
-      \$921  = \$749 ;
+    if (\$731 ) begin
+      \$929  = \$741 ;
     end
-    if (\$751 ) begin
-      \$921  = \$753 ;
+    if (\$743 ) begin
+      \$929  = \$753 ;
     end
     if (\$755 ) begin
-      \$921  = \$757 ;
+      \$929  = \$757 ;
     end
     if (\$759 ) begin
-      \$921  = \$761 ;
+      \$929  = \$761 ;
     end
     if (\$763 ) begin
-      \$921  = \$765 [31:0];
+      \$929  = \$765 ;
     end
     if (\$767 ) begin
-      \$921  = \$769 [31:0];
+      \$929  = \$769 ;
     end
     if (\$771 ) begin
-      \$921  = \$773 [31:0];
+      \$929  = \$773 [31:0];
     end
     if (\$775 ) begin
-      \$921  = \$777 [31:0];
+      \$929  = \$777 [31:0];
     end
     if (\$779 ) begin
-      \$921  = \$781 [31:0];
+      \$929  = \$781 [31:0];
     end
     if (\$783 ) begin
-      \$921  = \$785 [31:0];
+      \$929  = \$785 [31:0];
     end
     if (\$787 ) begin
-      \$921  = \$789 [31:0];
+      \$929  = \$789 [31:0];
     end
     if (\$791 ) begin
-      \$921  = \$793 [31:0];
+      \$929  = \$793 [31:0];
     end
     if (\$795 ) begin
-      \$921  = \$797 [31:0];
+      \$929  = \$797 [31:0];
     end
     if (\$799 ) begin
-      \$921  = \$801 [31:0];
+      \$929  = \$801 [31:0];
     end
     if (\$803 ) begin
-      \$921  = \$805 [31:0];
+      \$929  = \$805 [31:0];
     end
     if (\$807 ) begin
-      \$921  = \$809 [31:0];
+      \$929  = \$809 [31:0];
     end
     if (\$811 ) begin
-      \$921  = \$813 [31:0];
+      \$929  = \$813 [31:0];
     end
     if (\$815 ) begin
-      \$921  = \$817 [31:0];
+      \$929  = \$817 [31:0];
     end
     if (\$819 ) begin
-      \$921  = \$821 [31:0];
+      \$929  = \$821 [31:0];
     end
     if (\$823 ) begin
-      \$921  = \$825 [31:0];
+      \$929  = \$825 [31:0];
     end
     if (\$827 ) begin
-      \$921  = \$829 [31:0];
+      \$929  = \$829 [31:0];
     end
     if (\$831 ) begin
-      \$921  = \$833 [31:0];
+      \$929  = \$833 [31:0];
     end
     if (\$835 ) begin
-      \$921  = \$837 [31:0];
+      \$929  = \$837 [31:0];
     end
     if (\$839 ) begin
-      \$921  = \$841 [31:0];
+      \$929  = \$841 [31:0];
     end
     if (\$843 ) begin
-      \$921  = \$845 [31:0];
+      \$929  = \$845 [31:0];
     end
     if (\$847 ) begin
-      \$921  = \$849 [31:0];
+      \$929  = \$849 [31:0];
     end
     if (\$851 ) begin
-      \$921  = \$853 [31:0];
+      \$929  = \$853 [31:0];
     end
     if (\$855 ) begin
-      \$921  = \$857 [31:0];
+      \$929  = \$857 [31:0];
     end
     if (\$859 ) begin
-      \$921  = \$861 [31:0];
+      \$929  = \$861 [31:0];
     end
     if (\$863 ) begin
-      \$921  = \$865 [31:0];
+      \$929  = \$865 [31:0];
     end
     if (\$867 ) begin
-      \$921  = \$869 [31:0];
+      \$929  = \$869 [31:0];
     end
     if (\$871 ) begin
-      \$921  = \$873 [31:0];
+      \$929  = \$873 [31:0];
     end
     if (\$875 ) begin
-      \$921  = \$877 [31:0];
+      \$929  = \$877 [31:0];
     end
     if (\$879 ) begin
-      \$921  = \$881 [31:0];
+      \$929  = \$881 [31:0];
     end
     if (\$883 ) begin
-      \$921  = \$885 [31:0];
+      \$929  = \$885 [31:0];
     end
     if (\$887 ) begin
-      \$921  = \$889 [31:0];
+      \$929  = \$889 [31:0];
     end
     if (\$891 ) begin
-      \$921  = \$893 [31:0];
+      \$929  = \$893 [31:0];
     end
     if (\$895 ) begin
-      \$921  = \$897 [31:0];
+      \$929  = \$897 [31:0];
     end
     if (\$899 ) begin
-      \$921  = \$901 [31:0];
+      \$929  = \$901 [31:0];
     end
     if (\$903 ) begin
-      \$921  = \$905 [31:0];
+      \$929  = \$905 [31:0];
     end
     if (\$907 ) begin
-      \$921  = \$909 [31:0];
+      \$929  = \$909 [31:0];
     end
     if (\$911 ) begin
-      \$921  = \$913 [31:0];
+      \$929  = \$913 [31:0];
     end
     if (\$915 ) begin
-      \$921  = \$917 [31:0];
+      \$929  = \$917 [31:0];
     end
-    if (rst) begin
-      \$921  = 32'd0;
+    if (\$919 ) begin
+      \$929  = \$921 [31:0];
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$922  = rok;
-    if (do_read) begin
-      \$922  = 1'h0;
-    end
-    if (\$134 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$138 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$144 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$150 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$156 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$162 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$172 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$185 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$192 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$199 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$206 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$213 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$220 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$227 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$234 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$238 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$242 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$278 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$320 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$338 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$346 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$350 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$354 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$358 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$365 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$371 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$375 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$379 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$383 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$387 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$391 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$395 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$399 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$403 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$407 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$414 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$421 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$428 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$432 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$436 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$440 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$446 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$450 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$454 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$461 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$465 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$471 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$475 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$482 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$489 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$496 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$503 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$510 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$517 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$524 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$531 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$538 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$545 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$552 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$559 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$566 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$573 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$580 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$587 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$594 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$601 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$608 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$615 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$622 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$629 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$636 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$643 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$647 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$651 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$655 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$659 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$666 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$675 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$684 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$693 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$699 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$711 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$723 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$735 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$747 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$751 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$755 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$759 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$763 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$767 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$771 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$775 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$779 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$783 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$787 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$791 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$795 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$799 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$803 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$807 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$811 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$815 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$819 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$823 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$827 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$831 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$835 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$839 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$843 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$847 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$851 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$855 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$859 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$863 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$867 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$871 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$875 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$879 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$883 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$887 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$891 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$895 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$899 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$903 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$907 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$911 ) begin
-      \$922  = 1'h1;
-    end
-    if (\$915 ) begin
-      \$922  = 1'h1;
-    end
-    if (rst) begin
-      \$922  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$923  = cmd0_word;
-    if (wr_cmd0) begin
-      \$923  = \$183 ;
-    end
-    if (rst) begin
-      \$923  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$924  = cmd1_word;
-    if (wr_cmd1) begin
-      \$924  = \$190 ;
-    end
-    if (rst) begin
-      \$924  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$925  = cmd2_word;
-    if (wr_cmd2) begin
-      \$925  = \$197 ;
-    end
-    if (rst) begin
-      \$925  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$926  = cmd3_word;
-    if (wr_cmd3) begin
-      \$926  = \$204 ;
-    end
-    if (rst) begin
-      \$926  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$927  = cmd4_word;
-    if (wr_cmd4) begin
-      \$927  = \$211 ;
-    end
-    if (rst) begin
-      \$927  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$928  = cmd5_word;
-    if (wr_cmd5) begin
-      \$928  = \$218 ;
-    end
-    if (rst) begin
-      \$928  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$929  = cmd6_word;
-    if (wr_cmd6) begin
-      \$929  = \$225 ;
+    if (\$923 ) begin
+      \$929  = \$925 [31:0];
     end
     if (rst) begin
       \$929  = 32'd0;
@@ -14010,155 +13611,539 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$930  = cmd7_word;
+    \$930  = rok;
+    if (do_read) begin
+      \$930  = 1'h0;
+    end
+    if (\$135 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$139 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$145 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$151 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$157 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$163 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$173 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$186 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$193 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$200 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$207 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$214 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$221 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$228 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$235 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$239 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$243 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$279 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$321 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$339 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$347 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$351 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$355 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$359 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$366 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$372 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$376 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$380 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$384 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$388 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$392 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$396 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$400 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$404 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$408 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$415 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$422 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$429 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$433 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$437 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$441 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$447 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$451 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$455 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$462 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$466 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$472 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$476 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$483 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$490 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$497 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$504 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$511 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$518 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$525 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$532 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$539 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$546 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$553 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$560 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$567 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$574 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$581 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$588 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$595 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$602 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$609 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$616 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$623 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$630 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$637 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$644 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$651 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$655 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$659 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$663 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$667 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$674 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$683 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$692 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$701 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$707 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$719 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$731 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$743 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$755 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$759 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$763 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$767 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$771 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$775 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$779 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$783 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$787 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$791 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$795 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$799 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$803 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$807 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$811 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$815 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$819 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$823 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$827 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$831 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$835 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$839 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$843 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$847 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$851 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$855 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$859 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$863 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$867 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$871 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$875 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$879 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$883 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$887 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$891 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$895 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$899 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$903 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$907 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$911 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$915 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$919 ) begin
+      \$930  = 1'h1;
+    end
+    if (\$923 ) begin
+      \$930  = 1'h1;
+    end
+    if (rst) begin
+      \$930  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$931  = cmd0_word;
+    if (wr_cmd0) begin
+      \$931  = \$184 ;
+    end
+    if (rst) begin
+      \$931  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$932  = cmd1_word;
+    if (wr_cmd1) begin
+      \$932  = \$191 ;
+    end
+    if (rst) begin
+      \$932  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$933  = cmd2_word;
+    if (wr_cmd2) begin
+      \$933  = \$198 ;
+    end
+    if (rst) begin
+      \$933  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$934  = cmd3_word;
+    if (wr_cmd3) begin
+      \$934  = \$205 ;
+    end
+    if (rst) begin
+      \$934  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$935  = cmd4_word;
+    if (wr_cmd4) begin
+      \$935  = \$212 ;
+    end
+    if (rst) begin
+      \$935  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$936  = cmd5_word;
+    if (wr_cmd5) begin
+      \$936  = \$219 ;
+    end
+    if (rst) begin
+      \$936  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$937  = cmd6_word;
+    if (wr_cmd6) begin
+      \$937  = \$226 ;
+    end
+    if (rst) begin
+      \$937  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$938  = cmd7_word;
     if (wr_cmd7) begin
-      \$930  = \$232 ;
+      \$938  = \$233 ;
     end
     if (rst) begin
-      \$930  = 32'd0;
+      \$938  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$931  = \$255 ;
-    if (rst) begin
-      \$931  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$932  = \$258 ;
-    if (rst) begin
-      \$932  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$933  = \$261 ;
-    if (rst) begin
-      \$933  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$934  = \$264 ;
-    if (rst) begin
-      \$934  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$935  = \$267 ;
-    if (rst) begin
-      \$935  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$936  = \$270 ;
-    if (rst) begin
-      \$936  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$937  = \$273 ;
-    if (rst) begin
-      \$937  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$938  = \$276 ;
-    if (rst) begin
-      \$938  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$939  = irq_enable_dma_load_done;
-    if (wr_irq_enable) begin
-      \$939  = \$297 ;
-    end
+    \$939  = \$256 ;
     if (rst) begin
       \$939  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$940  = irq_enable_dma_store_done;
-    if (wr_irq_enable) begin
-      \$940  = \$300 ;
-    end
+    \$940  = \$259 ;
     if (rst) begin
       \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$941  = irq_enable_gemm_done;
-    if (wr_irq_enable) begin
-      \$941  = \$303 ;
-    end
+    \$941  = \$262 ;
     if (rst) begin
       \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$942  = irq_enable_vec_done;
-    if (wr_irq_enable) begin
-      \$942  = \$306 ;
-    end
+    \$942  = \$265 ;
     if (rst) begin
       \$942  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$943  = irq_enable_error;
-    if (wr_irq_enable) begin
-      \$943  = \$309 ;
-    end
+    \$943  = \$268 ;
     if (rst) begin
       \$943  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$944  = irq_enable_queue_cpl;
-    if (wr_irq_enable) begin
-      \$944  = \$312 ;
-    end
+    \$944  = \$271 ;
     if (rst) begin
       \$944  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$945  = irq_enable_queue_error;
-    if (wr_irq_enable) begin
-      \$945  = \$315 ;
-    end
+    \$945  = \$274 ;
     if (rst) begin
       \$945  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$946  = irq_enable_fw_msg;
-    if (wr_irq_enable) begin
-      \$946  = \$318 ;
-    end
+    \$946  = \$277 ;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$947  = perf_ctrl_freeze;
-    if (wr_perf_ctrl) begin
-      \$947  = \$363 ;
+    \$947  = irq_enable_dma_load_done;
+    if (wr_irq_enable) begin
+      \$947  = \$298 ;
     end
     if (rst) begin
       \$947  = 1'h0;
@@ -14166,9 +14151,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$948  = core_ctrl_run;
-    if (wr_core_ctrl) begin
-      \$948  = \$412 ;
+    \$948  = irq_enable_dma_store_done;
+    if (wr_irq_enable) begin
+      \$948  = \$301 ;
     end
     if (rst) begin
       \$948  = 1'h0;
@@ -14176,129 +14161,129 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$949  = core_mem_addr_addr;
+    \$949  = irq_enable_gemm_done;
+    if (wr_irq_enable) begin
+      \$949  = \$304 ;
+    end
+    if (rst) begin
+      \$949  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$950  = irq_enable_vec_done;
+    if (wr_irq_enable) begin
+      \$950  = \$307 ;
+    end
+    if (rst) begin
+      \$950  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$951  = irq_enable_error;
+    if (wr_irq_enable) begin
+      \$951  = \$310 ;
+    end
+    if (rst) begin
+      \$951  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$952  = irq_enable_queue_cpl;
+    if (wr_irq_enable) begin
+      \$952  = \$313 ;
+    end
+    if (rst) begin
+      \$952  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$953  = irq_enable_queue_error;
+    if (wr_irq_enable) begin
+      \$953  = \$316 ;
+    end
+    if (rst) begin
+      \$953  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$954  = irq_enable_fw_msg;
+    if (wr_irq_enable) begin
+      \$954  = \$319 ;
+    end
+    if (rst) begin
+      \$954  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$955  = perf_ctrl_freeze;
+    if (wr_perf_ctrl) begin
+      \$955  = \$364 ;
+    end
+    if (rst) begin
+      \$955  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$956  = core_ctrl_run;
+    if (wr_core_ctrl) begin
+      \$956  = \$413 ;
+    end
+    if (rst) begin
+      \$956  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$957  = core_mem_addr_addr;
     if (wr_core_mem_addr) begin
-      \$949  = \$419 ;
+      \$957  = \$420 ;
     end
     if (rst) begin
-      \$949  = 32'd0;
+      \$957  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$950  = core_mem_data_data;
+    \$958  = core_mem_data_data;
     if (wr_core_mem_data) begin
-      \$950  = \$426 ;
+      \$958  = \$427 ;
     end
     if (rst) begin
-      \$950  = 32'd0;
+      \$958  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$951  = watchdog_cycles;
+    \$959  = watchdog_cycles;
     if (wr_watchdog) begin
-      \$951  = \$459 ;
+      \$959  = \$460 ;
     end
     if (rst) begin
-      \$951  = 32'd1000000;
+      \$959  = 32'd1000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$952  = q_ring_base0_addr;
+    \$960  = bus_timeout_cycles;
+    if (wr_bus_timeout) begin
+      \$960  = \$481 ;
+    end
+    if (rst) begin
+      \$960  = 32'd65536;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$961  = q_ring_base0_addr;
     if (wr_q_ring_base0) begin
-      \$952  = \$480 ;
-    end
-    if (rst) begin
-      \$952  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$953  = q_ring_base1_addr;
-    if (wr_q_ring_base1) begin
-      \$953  = \$487 ;
-    end
-    if (rst) begin
-      \$953  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$954  = q_ring_base2_addr;
-    if (wr_q_ring_base2) begin
-      \$954  = \$494 ;
-    end
-    if (rst) begin
-      \$954  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$955  = q_ring_base3_addr;
-    if (wr_q_ring_base3) begin
-      \$955  = \$501 ;
-    end
-    if (rst) begin
-      \$955  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$956  = q_ring_size0_log2;
-    if (wr_q_ring_size0) begin
-      \$956  = \$508 ;
-    end
-    if (rst) begin
-      \$956  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$957  = q_ring_size1_log2;
-    if (wr_q_ring_size1) begin
-      \$957  = \$515 ;
-    end
-    if (rst) begin
-      \$957  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$958  = q_ring_size2_log2;
-    if (wr_q_ring_size2) begin
-      \$958  = \$522 ;
-    end
-    if (rst) begin
-      \$958  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$959  = q_ring_size3_log2;
-    if (wr_q_ring_size3) begin
-      \$959  = \$529 ;
-    end
-    if (rst) begin
-      \$959  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$960  = q_cpl_base0_addr;
-    if (wr_q_cpl_base0) begin
-      \$960  = \$536 ;
-    end
-    if (rst) begin
-      \$960  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$961  = q_cpl_base1_addr;
-    if (wr_q_cpl_base1) begin
-      \$961  = \$543 ;
+      \$961  = \$488 ;
     end
     if (rst) begin
       \$961  = 32'd0;
@@ -14306,9 +14291,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$962  = q_cpl_base2_addr;
-    if (wr_q_cpl_base2) begin
-      \$962  = \$550 ;
+    \$962  = q_ring_base1_addr;
+    if (wr_q_ring_base1) begin
+      \$962  = \$495 ;
     end
     if (rst) begin
       \$962  = 32'd0;
@@ -14316,9 +14301,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$963  = q_cpl_base3_addr;
-    if (wr_q_cpl_base3) begin
-      \$963  = \$557 ;
+    \$963  = q_ring_base2_addr;
+    if (wr_q_ring_base2) begin
+      \$963  = \$502 ;
     end
     if (rst) begin
       \$963  = 32'd0;
@@ -14326,9 +14311,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$964  = q_window_base0_addr;
-    if (wr_q_window_base0) begin
-      \$964  = \$564 ;
+    \$964  = q_ring_base3_addr;
+    if (wr_q_ring_base3) begin
+      \$964  = \$509 ;
     end
     if (rst) begin
       \$964  = 32'd0;
@@ -14336,49 +14321,49 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$965  = q_window_base1_addr;
-    if (wr_q_window_base1) begin
-      \$965  = \$571 ;
+    \$965  = q_ring_size0_log2;
+    if (wr_q_ring_size0) begin
+      \$965  = \$516 ;
     end
     if (rst) begin
-      \$965  = 32'd0;
+      \$965  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$966  = q_window_base2_addr;
-    if (wr_q_window_base2) begin
-      \$966  = \$578 ;
+    \$966  = q_ring_size1_log2;
+    if (wr_q_ring_size1) begin
+      \$966  = \$523 ;
     end
     if (rst) begin
-      \$966  = 32'd0;
+      \$966  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$967  = q_window_base3_addr;
-    if (wr_q_window_base3) begin
-      \$967  = \$585 ;
+    \$967  = q_ring_size2_log2;
+    if (wr_q_ring_size2) begin
+      \$967  = \$530 ;
     end
     if (rst) begin
-      \$967  = 32'd0;
+      \$967  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$968  = q_window_size0_bytes;
-    if (wr_q_window_size0) begin
-      \$968  = \$592 ;
+    \$968  = q_ring_size3_log2;
+    if (wr_q_ring_size3) begin
+      \$968  = \$537 ;
     end
     if (rst) begin
-      \$968  = 32'd0;
+      \$968  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$969  = q_window_size1_bytes;
-    if (wr_q_window_size1) begin
-      \$969  = \$599 ;
+    \$969  = q_cpl_base0_addr;
+    if (wr_q_cpl_base0) begin
+      \$969  = \$544 ;
     end
     if (rst) begin
       \$969  = 32'd0;
@@ -14386,9 +14371,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$970  = q_window_size2_bytes;
-    if (wr_q_window_size2) begin
-      \$970  = \$606 ;
+    \$970  = q_cpl_base1_addr;
+    if (wr_q_cpl_base1) begin
+      \$970  = \$551 ;
     end
     if (rst) begin
       \$970  = 32'd0;
@@ -14396,9 +14381,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$971  = q_window_size3_bytes;
-    if (wr_q_window_size3) begin
-      \$971  = \$613 ;
+    \$971  = q_cpl_base2_addr;
+    if (wr_q_cpl_base2) begin
+      \$971  = \$558 ;
     end
     if (rst) begin
       \$971  = 32'd0;
@@ -14406,9 +14391,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$972  = q_doorbell0_producer;
-    if (wr_q_doorbell0) begin
-      \$972  = \$620 ;
+    \$972  = q_cpl_base3_addr;
+    if (wr_q_cpl_base3) begin
+      \$972  = \$565 ;
     end
     if (rst) begin
       \$972  = 32'd0;
@@ -14416,9 +14401,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$973  = q_doorbell1_producer;
-    if (wr_q_doorbell1) begin
-      \$973  = \$627 ;
+    \$973  = q_window_base0_addr;
+    if (wr_q_window_base0) begin
+      \$973  = \$572 ;
     end
     if (rst) begin
       \$973  = 32'd0;
@@ -14426,9 +14411,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$974  = q_doorbell2_producer;
-    if (wr_q_doorbell2) begin
-      \$974  = \$634 ;
+    \$974  = q_window_base1_addr;
+    if (wr_q_window_base1) begin
+      \$974  = \$579 ;
     end
     if (rst) begin
       \$974  = 32'd0;
@@ -14436,9 +14421,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$975  = q_doorbell3_producer;
-    if (wr_q_doorbell3) begin
-      \$975  = \$641 ;
+    \$975  = q_window_base2_addr;
+    if (wr_q_window_base2) begin
+      \$975  = \$586 ;
     end
     if (rst) begin
       \$975  = 32'd0;
@@ -14446,42 +14431,132 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$976  = q_ctrl0_enable;
+    \$976  = q_window_base3_addr;
+    if (wr_q_window_base3) begin
+      \$976  = \$593 ;
+    end
+    if (rst) begin
+      \$976  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$977  = q_window_size0_bytes;
+    if (wr_q_window_size0) begin
+      \$977  = \$600 ;
+    end
+    if (rst) begin
+      \$977  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$978  = q_window_size1_bytes;
+    if (wr_q_window_size1) begin
+      \$978  = \$607 ;
+    end
+    if (rst) begin
+      \$978  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$979  = q_window_size2_bytes;
+    if (wr_q_window_size2) begin
+      \$979  = \$614 ;
+    end
+    if (rst) begin
+      \$979  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$980  = q_window_size3_bytes;
+    if (wr_q_window_size3) begin
+      \$980  = \$621 ;
+    end
+    if (rst) begin
+      \$980  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$981  = q_doorbell0_producer;
+    if (wr_q_doorbell0) begin
+      \$981  = \$628 ;
+    end
+    if (rst) begin
+      \$981  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$982  = q_doorbell1_producer;
+    if (wr_q_doorbell1) begin
+      \$982  = \$635 ;
+    end
+    if (rst) begin
+      \$982  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$983  = q_doorbell2_producer;
+    if (wr_q_doorbell2) begin
+      \$983  = \$642 ;
+    end
+    if (rst) begin
+      \$983  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$984  = q_doorbell3_producer;
+    if (wr_q_doorbell3) begin
+      \$984  = \$649 ;
+    end
+    if (rst) begin
+      \$984  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$985  = q_ctrl0_enable;
     if (wr_q_ctrl0) begin
-      \$976  = \$664 ;
+      \$985  = \$672 ;
     end
     if (rst) begin
-      \$976  = 1'h0;
+      \$985  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$977  = q_ctrl1_enable;
+    \$986  = q_ctrl1_enable;
     if (wr_q_ctrl1) begin
-      \$977  = \$673 ;
+      \$986  = \$681 ;
     end
     if (rst) begin
-      \$977  = 1'h0;
+      \$986  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$978  = q_ctrl2_enable;
+    \$987  = q_ctrl2_enable;
     if (wr_q_ctrl2) begin
-      \$978  = \$682 ;
+      \$987  = \$690 ;
     end
     if (rst) begin
-      \$978  = 1'h0;
+      \$987  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$979  = q_ctrl3_enable;
+    \$988  = q_ctrl3_enable;
     if (wr_q_ctrl3) begin
-      \$979  = \$691 ;
+      \$988  = \$699 ;
     end
     if (rst) begin
-      \$979  = 1'h0;
+      \$988  = 1'h0;
     end
   end
   assign bus__awready = do_write;
@@ -14508,350 +14583,352 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$7651$0 [0];
-  assign status_dma_store_busy = \port$7651$0 [1];
-  assign status_gemm_busy = \port$7651$0 [2];
-  assign status_vec_busy = \port$7651$0 [3];
-  assign irq_status_queue_cpl_set = { \port$7854$0 , \port$7830$0 , \port$7806$0 , \port$7782$0  };
-  assign irq_status_queue_error_set = { \port$7868$0 , \port$7844$0 , \port$7820$0 , \port$7796$0  };
-  assign q_status0_waiting = \port$7440$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$7880$0  };
-  assign q_status1_waiting = \port$7440$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$7888$0  };
-  assign q_status2_waiting = \port$7440$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$7896$0  };
-  assign q_status3_waiting = \port$7440$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$7904$0  };
+  assign status_dma_load_busy = \port$8384$0 [0];
+  assign status_dma_store_busy = \port$8384$0 [1];
+  assign status_gemm_busy = \port$8384$0 [2];
+  assign status_vec_busy = \port$8384$0 [3];
+  assign irq_status_queue_cpl_set = { \port$8595$0 , \port$8569$0 , \port$8543$0 , \port$8517$0  };
+  assign irq_status_queue_error_set = { \port$8609$0 , \port$8583$0 , \port$8557$0 , \port$8531$0  };
+  assign q_status0_waiting = \port$8173$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8721$0  };
+  assign q_status1_waiting = \port$8173$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8729$0  };
+  assign q_status2_waiting = \port$8173$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8737$0  };
+  assign q_status3_waiting = \port$8173$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8745$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
-  assign \$135  = 33'h04b414b49;
-  assign \$136  = \$135 ;
-  assign \$139  = 17'h00001;
-  assign \$140  = { 15'h0000, \$139  };
-  assign \$141  = 47'h000000000000;
-  assign \$145  = 9'h004;
-  assign \$146  = { 23'h000000, \$145  };
-  assign \$147  = 23'h000400;
-  assign \$151  = 9'h004;
-  assign \$152  = { 23'h000000, \$151  };
-  assign \$153  = 39'h0000100000;
-  assign \$157  = 9'h002;
-  assign \$158  = { 23'h000000, \$157  };
-  assign \$159  = 39'h0000100000;
-  assign \$163  = 9'h008;
-  assign \$164  = { 23'h000000, \$163  };
-  assign \$165  = 23'h001000;
-  assign \$167  = 39'h0000040000;
-  assign \$169  = 39'h0020000000;
-  assign \$173  = 9'h004;
-  assign \$174  = { 23'h000000, \$173  };
-  assign \$175  = 23'h000400;
-  assign \$177  = 39'h0000040000;
-  assign \$179  = 39'h0010000000;
-  assign \$186  = { 1'h0, cmd0_word };
-  assign \$187  = \$186 ;
-  assign \$193  = { 1'h0, cmd1_word };
-  assign \$194  = \$193 ;
-  assign \$200  = { 1'h0, cmd2_word };
-  assign \$201  = \$200 ;
-  assign \$207  = { 1'h0, cmd3_word };
-  assign \$208  = \$207 ;
-  assign \$214  = { 1'h0, cmd4_word };
-  assign \$215  = \$214 ;
-  assign \$221  = { 1'h0, cmd5_word };
-  assign \$222  = \$221 ;
-  assign \$228  = { 1'h0, cmd6_word };
-  assign \$229  = \$228 ;
-  assign \$235  = { 1'h0, cmd7_word };
-  assign \$236  = \$235 ;
-  assign \$239  = 2'h0;
-  assign \$240  = { 30'h00000000, \$239  };
-  assign \$243  = { 1'h0, \port$7651$0 [0] };
-  assign \$244  = { 30'h00000000, \$243  };
-  assign \$245  = { \port$7651$0 [1], 1'h0 };
-  assign \$247  = { 1'h0, \port$7651$0 [2], 2'h0 };
-  assign \$249  = { \port$7651$0 [3], 3'h0 };
-  assign \$251  = { 3'h0, status_idle, 4'h0 };
-  assign \$279  = { 1'h0, irq_status_dma_load_done };
-  assign \$280  = { 30'h00000000, \$279  };
-  assign \$281  = { irq_status_dma_store_done, 1'h0 };
-  assign \$283  = { 1'h0, irq_status_gemm_done, 2'h0 };
-  assign \$285  = { irq_status_vec_done, 3'h0 };
-  assign \$287  = { 3'h0, irq_status_error, 4'h0 };
-  assign \$289  = { 7'h00, irq_status_queue_cpl, 8'h00 };
-  assign \$291  = { 3'h0, irq_status_queue_error, 12'h000 };
-  assign \$293  = { 15'h0000, irq_status_fw_msg, 16'h0000 };
-  assign \$321  = { 1'h0, irq_enable_dma_load_done };
-  assign \$322  = { 30'h00000000, \$321  };
-  assign \$323  = { irq_enable_dma_store_done, 1'h0 };
-  assign \$325  = { 1'h0, irq_enable_gemm_done, 2'h0 };
-  assign \$327  = { irq_enable_vec_done, 3'h0 };
-  assign \$329  = { 3'h0, irq_enable_error, 4'h0 };
-  assign \$331  = { 7'h00, irq_enable_queue_cpl, 8'h00 };
-  assign \$333  = { 3'h0, irq_enable_queue_error, 12'h000 };
-  assign \$335  = { 15'h0000, irq_enable_fw_msg, 16'h0000 };
-  assign \$339  = { 1'h0, error_info_code };
-  assign \$340  = { 23'h000000, \$339  };
-  assign \$341  = { 7'h00, error_info_opcode, 8'h00 };
-  assign \$343  = { 15'h0000, error_info_tag, 16'h0000 };
-  assign \$347  = { 1'h0, done_dma_load_count };
-  assign \$348  = \$347 ;
-  assign \$351  = { 1'h0, done_dma_store_count };
-  assign \$352  = \$351 ;
-  assign \$355  = { 1'h0, done_gemm_count };
-  assign \$356  = \$355 ;
-  assign \$359  = { 1'h0, done_vec_count };
-  assign \$360  = \$359 ;
-  assign \$366  = 2'h0;
-  assign \$367  = { 30'h00000000, \$366  };
-  assign \$368  = { perf_ctrl_freeze, 1'h0 };
-  assign \$372  = { 1'h0, perf_cycles_count };
-  assign \$373  = \$372 ;
-  assign \$376  = { 1'h0, perf_gemm_busy_count };
-  assign \$377  = \$376 ;
-  assign \$380  = { 1'h0, perf_gemm_active_count };
-  assign \$381  = \$380 ;
-  assign \$384  = { 1'h0, perf_gemm_stall_count };
-  assign \$385  = \$384 ;
-  assign \$388  = { 1'h0, perf_vec_busy_count };
-  assign \$389  = \$388 ;
-  assign \$392  = { 1'h0, perf_vec_active_count };
-  assign \$393  = \$392 ;
-  assign \$396  = { 1'h0, perf_dma_load_busy_count };
-  assign \$397  = \$396 ;
-  assign \$400  = { 1'h0, perf_dma_store_busy_count };
-  assign \$401  = \$400 ;
-  assign \$404  = { 1'h0, perf_dma_load_bytes_count };
-  assign \$405  = \$404 ;
-  assign \$408  = { 1'h0, perf_dma_store_bytes_count };
-  assign \$409  = \$408 ;
-  assign \$415  = { 1'h0, core_ctrl_run };
-  assign \$416  = { 30'h00000000, \$415  };
-  assign \$422  = { 1'h0, core_mem_addr_addr };
-  assign \$423  = \$422 ;
-  assign \$429  = { 1'h0, core_mem_data_data };
-  assign \$430  = \$429 ;
-  assign \$433  = { 1'h0, core_pc_pc };
-  assign \$434  = \$433 ;
-  assign \$437  = { 1'h0, fw_version_version };
-  assign \$438  = \$437 ;
-  assign \$441  = { 1'h0, fw_status_state };
-  assign \$442  = { 23'h000000, \$441  };
-  assign \$443  = { 7'h00, fw_status_sleeping, 8'h00 };
-  assign \$447  = { 1'h0, fw_fault_pc_value };
-  assign \$448  = \$447 ;
-  assign \$451  = { 1'h0, fw_fault_cause_value };
-  assign \$452  = \$451 ;
-  assign \$455  = { 1'h0, fw_fault_tval_value };
-  assign \$456  = \$455 ;
-  assign \$462  = { 1'h0, watchdog_cycles };
-  assign \$463  = \$462 ;
-  assign \$466  = 4'h0;
-  assign \$467  = { 28'h0000000, \$466  };
-  assign \$468  = 4'h0;
-  assign \$472  = { 1'h0, fw_msg_value };
-  assign \$473  = \$472 ;
-  assign \$476  = { 1'h0, timestamp_cycles };
-  assign \$477  = \$476 ;
-  assign \$483  = { 1'h0, q_ring_base0_addr };
-  assign \$484  = \$483 ;
-  assign \$490  = { 1'h0, q_ring_base1_addr };
-  assign \$491  = \$490 ;
-  assign \$497  = { 1'h0, q_ring_base2_addr };
-  assign \$498  = \$497 ;
-  assign \$504  = { 1'h0, q_ring_base3_addr };
-  assign \$505  = \$504 ;
-  assign \$511  = { 1'h0, q_ring_size0_log2 };
-  assign \$512  = { 27'h0000000, \$511  };
-  assign \$518  = { 1'h0, q_ring_size1_log2 };
-  assign \$519  = { 27'h0000000, \$518  };
-  assign \$525  = { 1'h0, q_ring_size2_log2 };
-  assign \$526  = { 27'h0000000, \$525  };
-  assign \$532  = { 1'h0, q_ring_size3_log2 };
-  assign \$533  = { 27'h0000000, \$532  };
-  assign \$539  = { 1'h0, q_cpl_base0_addr };
-  assign \$540  = \$539 ;
-  assign \$546  = { 1'h0, q_cpl_base1_addr };
-  assign \$547  = \$546 ;
-  assign \$553  = { 1'h0, q_cpl_base2_addr };
-  assign \$554  = \$553 ;
-  assign \$560  = { 1'h0, q_cpl_base3_addr };
-  assign \$561  = \$560 ;
-  assign \$567  = { 1'h0, q_window_base0_addr };
-  assign \$568  = \$567 ;
-  assign \$574  = { 1'h0, q_window_base1_addr };
-  assign \$575  = \$574 ;
-  assign \$581  = { 1'h0, q_window_base2_addr };
-  assign \$582  = \$581 ;
-  assign \$588  = { 1'h0, q_window_base3_addr };
-  assign \$589  = \$588 ;
-  assign \$595  = { 1'h0, q_window_size0_bytes };
-  assign \$596  = \$595 ;
-  assign \$602  = { 1'h0, q_window_size1_bytes };
-  assign \$603  = \$602 ;
-  assign \$609  = { 1'h0, q_window_size2_bytes };
-  assign \$610  = \$609 ;
-  assign \$616  = { 1'h0, q_window_size3_bytes };
-  assign \$617  = \$616 ;
-  assign \$623  = { 1'h0, q_doorbell0_producer };
-  assign \$624  = \$623 ;
-  assign \$630  = { 1'h0, q_doorbell1_producer };
-  assign \$631  = \$630 ;
-  assign \$637  = { 1'h0, q_doorbell2_producer };
-  assign \$638  = \$637 ;
-  assign \$644  = { 1'h0, q_doorbell3_producer };
-  assign \$645  = \$644 ;
-  assign \$648  = { 1'h0, q_consumer0_index };
-  assign \$649  = \$648 ;
-  assign \$652  = { 1'h0, q_consumer1_index };
+  assign \$136  = 33'h04b414b49;
+  assign \$137  = \$136 ;
+  assign \$140  = 17'h00002;
+  assign \$141  = { 15'h0000, \$140  };
+  assign \$142  = 47'h000000000000;
+  assign \$146  = 9'h004;
+  assign \$147  = { 23'h000000, \$146  };
+  assign \$148  = 23'h000400;
+  assign \$152  = 9'h004;
+  assign \$153  = { 23'h000000, \$152  };
+  assign \$154  = 39'h0000100000;
+  assign \$158  = 9'h002;
+  assign \$159  = { 23'h000000, \$158  };
+  assign \$160  = 39'h0000100000;
+  assign \$164  = 9'h008;
+  assign \$165  = { 23'h000000, \$164  };
+  assign \$166  = 23'h001000;
+  assign \$168  = 39'h0000040000;
+  assign \$170  = 39'h0020000000;
+  assign \$174  = 9'h004;
+  assign \$175  = { 23'h000000, \$174  };
+  assign \$176  = 23'h000400;
+  assign \$178  = 39'h0000040000;
+  assign \$180  = 39'h0010000000;
+  assign \$187  = { 1'h0, cmd0_word };
+  assign \$188  = \$187 ;
+  assign \$194  = { 1'h0, cmd1_word };
+  assign \$195  = \$194 ;
+  assign \$201  = { 1'h0, cmd2_word };
+  assign \$202  = \$201 ;
+  assign \$208  = { 1'h0, cmd3_word };
+  assign \$209  = \$208 ;
+  assign \$215  = { 1'h0, cmd4_word };
+  assign \$216  = \$215 ;
+  assign \$222  = { 1'h0, cmd5_word };
+  assign \$223  = \$222 ;
+  assign \$229  = { 1'h0, cmd6_word };
+  assign \$230  = \$229 ;
+  assign \$236  = { 1'h0, cmd7_word };
+  assign \$237  = \$236 ;
+  assign \$240  = 2'h0;
+  assign \$241  = { 30'h00000000, \$240  };
+  assign \$244  = { 1'h0, \port$8384$0 [0] };
+  assign \$245  = { 30'h00000000, \$244  };
+  assign \$246  = { \port$8384$0 [1], 1'h0 };
+  assign \$248  = { 1'h0, \port$8384$0 [2], 2'h0 };
+  assign \$250  = { \port$8384$0 [3], 3'h0 };
+  assign \$252  = { 3'h0, status_idle, 4'h0 };
+  assign \$280  = { 1'h0, irq_status_dma_load_done };
+  assign \$281  = { 30'h00000000, \$280  };
+  assign \$282  = { irq_status_dma_store_done, 1'h0 };
+  assign \$284  = { 1'h0, irq_status_gemm_done, 2'h0 };
+  assign \$286  = { irq_status_vec_done, 3'h0 };
+  assign \$288  = { 3'h0, irq_status_error, 4'h0 };
+  assign \$290  = { 7'h00, irq_status_queue_cpl, 8'h00 };
+  assign \$292  = { 3'h0, irq_status_queue_error, 12'h000 };
+  assign \$294  = { 15'h0000, irq_status_fw_msg, 16'h0000 };
+  assign \$322  = { 1'h0, irq_enable_dma_load_done };
+  assign \$323  = { 30'h00000000, \$322  };
+  assign \$324  = { irq_enable_dma_store_done, 1'h0 };
+  assign \$326  = { 1'h0, irq_enable_gemm_done, 2'h0 };
+  assign \$328  = { irq_enable_vec_done, 3'h0 };
+  assign \$330  = { 3'h0, irq_enable_error, 4'h0 };
+  assign \$332  = { 7'h00, irq_enable_queue_cpl, 8'h00 };
+  assign \$334  = { 3'h0, irq_enable_queue_error, 12'h000 };
+  assign \$336  = { 15'h0000, irq_enable_fw_msg, 16'h0000 };
+  assign \$340  = { 1'h0, error_info_code };
+  assign \$341  = { 23'h000000, \$340  };
+  assign \$342  = { 7'h00, error_info_opcode, 8'h00 };
+  assign \$344  = { 15'h0000, error_info_tag, 16'h0000 };
+  assign \$348  = { 1'h0, done_dma_load_count };
+  assign \$349  = \$348 ;
+  assign \$352  = { 1'h0, done_dma_store_count };
+  assign \$353  = \$352 ;
+  assign \$356  = { 1'h0, done_gemm_count };
+  assign \$357  = \$356 ;
+  assign \$360  = { 1'h0, done_vec_count };
+  assign \$361  = \$360 ;
+  assign \$367  = 2'h0;
+  assign \$368  = { 30'h00000000, \$367  };
+  assign \$369  = { perf_ctrl_freeze, 1'h0 };
+  assign \$373  = { 1'h0, perf_cycles_count };
+  assign \$374  = \$373 ;
+  assign \$377  = { 1'h0, perf_gemm_busy_count };
+  assign \$378  = \$377 ;
+  assign \$381  = { 1'h0, perf_gemm_active_count };
+  assign \$382  = \$381 ;
+  assign \$385  = { 1'h0, perf_gemm_stall_count };
+  assign \$386  = \$385 ;
+  assign \$389  = { 1'h0, perf_vec_busy_count };
+  assign \$390  = \$389 ;
+  assign \$393  = { 1'h0, perf_vec_active_count };
+  assign \$394  = \$393 ;
+  assign \$397  = { 1'h0, perf_dma_load_busy_count };
+  assign \$398  = \$397 ;
+  assign \$401  = { 1'h0, perf_dma_store_busy_count };
+  assign \$402  = \$401 ;
+  assign \$405  = { 1'h0, perf_dma_load_bytes_count };
+  assign \$406  = \$405 ;
+  assign \$409  = { 1'h0, perf_dma_store_bytes_count };
+  assign \$410  = \$409 ;
+  assign \$416  = { 1'h0, core_ctrl_run };
+  assign \$417  = { 30'h00000000, \$416  };
+  assign \$423  = { 1'h0, core_mem_addr_addr };
+  assign \$424  = \$423 ;
+  assign \$430  = { 1'h0, core_mem_data_data };
+  assign \$431  = \$430 ;
+  assign \$434  = { 1'h0, core_pc_pc };
+  assign \$435  = \$434 ;
+  assign \$438  = { 1'h0, fw_version_version };
+  assign \$439  = \$438 ;
+  assign \$442  = { 1'h0, fw_status_state };
+  assign \$443  = { 23'h000000, \$442  };
+  assign \$444  = { 7'h00, fw_status_sleeping, 8'h00 };
+  assign \$448  = { 1'h0, fw_fault_pc_value };
+  assign \$449  = \$448 ;
+  assign \$452  = { 1'h0, fw_fault_cause_value };
+  assign \$453  = \$452 ;
+  assign \$456  = { 1'h0, fw_fault_tval_value };
+  assign \$457  = \$456 ;
+  assign \$463  = { 1'h0, watchdog_cycles };
+  assign \$464  = \$463 ;
+  assign \$467  = 4'h0;
+  assign \$468  = { 28'h0000000, \$467  };
+  assign \$469  = 4'h0;
+  assign \$473  = { 1'h0, fw_msg_value };
+  assign \$474  = \$473 ;
+  assign \$477  = { 1'h0, timestamp_cycles };
+  assign \$478  = \$477 ;
+  assign \$484  = { 1'h0, bus_timeout_cycles };
+  assign \$485  = \$484 ;
+  assign \$491  = { 1'h0, q_ring_base0_addr };
+  assign \$492  = \$491 ;
+  assign \$498  = { 1'h0, q_ring_base1_addr };
+  assign \$499  = \$498 ;
+  assign \$505  = { 1'h0, q_ring_base2_addr };
+  assign \$506  = \$505 ;
+  assign \$512  = { 1'h0, q_ring_base3_addr };
+  assign \$513  = \$512 ;
+  assign \$519  = { 1'h0, q_ring_size0_log2 };
+  assign \$520  = { 27'h0000000, \$519  };
+  assign \$526  = { 1'h0, q_ring_size1_log2 };
+  assign \$527  = { 27'h0000000, \$526  };
+  assign \$533  = { 1'h0, q_ring_size2_log2 };
+  assign \$534  = { 27'h0000000, \$533  };
+  assign \$540  = { 1'h0, q_ring_size3_log2 };
+  assign \$541  = { 27'h0000000, \$540  };
+  assign \$547  = { 1'h0, q_cpl_base0_addr };
+  assign \$548  = \$547 ;
+  assign \$554  = { 1'h0, q_cpl_base1_addr };
+  assign \$555  = \$554 ;
+  assign \$561  = { 1'h0, q_cpl_base2_addr };
+  assign \$562  = \$561 ;
+  assign \$568  = { 1'h0, q_cpl_base3_addr };
+  assign \$569  = \$568 ;
+  assign \$575  = { 1'h0, q_window_base0_addr };
+  assign \$576  = \$575 ;
+  assign \$582  = { 1'h0, q_window_base1_addr };
+  assign \$583  = \$582 ;
+  assign \$589  = { 1'h0, q_window_base2_addr };
+  assign \$590  = \$589 ;
+  assign \$596  = { 1'h0, q_window_base3_addr };
+  assign \$597  = \$596 ;
+  assign \$603  = { 1'h0, q_window_size0_bytes };
+  assign \$604  = \$603 ;
+  assign \$610  = { 1'h0, q_window_size1_bytes };
+  assign \$611  = \$610 ;
+  assign \$617  = { 1'h0, q_window_size2_bytes };
+  assign \$618  = \$617 ;
+  assign \$624  = { 1'h0, q_window_size3_bytes };
+  assign \$625  = \$624 ;
+  assign \$631  = { 1'h0, q_doorbell0_producer };
+  assign \$632  = \$631 ;
+  assign \$638  = { 1'h0, q_doorbell1_producer };
+  assign \$639  = \$638 ;
+  assign \$645  = { 1'h0, q_doorbell2_producer };
+  assign \$646  = \$645 ;
+  assign \$652  = { 1'h0, q_doorbell3_producer };
   assign \$653  = \$652 ;
-  assign \$656  = { 1'h0, q_consumer2_index };
+  assign \$656  = { 1'h0, q_consumer0_index };
   assign \$657  = \$656 ;
-  assign \$660  = { 1'h0, q_consumer3_index };
+  assign \$660  = { 1'h0, q_consumer1_index };
   assign \$661  = \$660 ;
-  assign \$667  = { 1'h0, q_ctrl0_enable };
-  assign \$668  = { 30'h00000000, \$667  };
-  assign \$669  = 2'h0;
-  assign \$676  = { 1'h0, q_ctrl1_enable };
-  assign \$677  = { 30'h00000000, \$676  };
-  assign \$678  = 2'h0;
-  assign \$685  = { 1'h0, q_ctrl2_enable };
-  assign \$686  = { 30'h00000000, \$685  };
-  assign \$687  = 2'h0;
-  assign \$694  = { 1'h0, q_ctrl3_enable };
-  assign \$695  = { 30'h00000000, \$694  };
-  assign \$696  = 2'h0;
-  assign \$700  = { 1'h0, q_status0_active };
-  assign \$701  = { 30'h00000000, \$700  };
-  assign \$702  = { q_status0_halted, 1'h0 };
-  assign \$704  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$706  = { \port$7440$0 [0], 3'h0 };
-  assign \$708  = { 12'h000, \port$7880$0 , 8'h00 };
-  assign \$712  = { 1'h0, q_status1_active };
-  assign \$713  = { 30'h00000000, \$712  };
-  assign \$714  = { q_status1_halted, 1'h0 };
-  assign \$716  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$718  = { \port$7440$0 [1], 3'h0 };
-  assign \$720  = { 12'h000, \port$7888$0 , 8'h00 };
-  assign \$724  = { 1'h0, q_status2_active };
-  assign \$725  = { 30'h00000000, \$724  };
-  assign \$726  = { q_status2_halted, 1'h0 };
-  assign \$728  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$730  = { \port$7440$0 [2], 3'h0 };
-  assign \$732  = { 12'h000, \port$7896$0 , 8'h00 };
-  assign \$736  = { 1'h0, q_status3_active };
-  assign \$737  = { 30'h00000000, \$736  };
-  assign \$738  = { q_status3_halted, 1'h0 };
-  assign \$740  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$742  = { \port$7440$0 [3], 3'h0 };
-  assign \$744  = { 12'h000, \port$7904$0 , 8'h00 };
-  assign \$748  = { 1'h0, q_error0_code };
-  assign \$749  = { 23'h000000, \$748  };
-  assign \$752  = { 1'h0, q_error1_code };
-  assign \$753  = { 23'h000000, \$752  };
-  assign \$756  = { 1'h0, q_error2_code };
+  assign \$664  = { 1'h0, q_consumer2_index };
+  assign \$665  = \$664 ;
+  assign \$668  = { 1'h0, q_consumer3_index };
+  assign \$669  = \$668 ;
+  assign \$675  = { 1'h0, q_ctrl0_enable };
+  assign \$676  = { 30'h00000000, \$675  };
+  assign \$677  = 2'h0;
+  assign \$684  = { 1'h0, q_ctrl1_enable };
+  assign \$685  = { 30'h00000000, \$684  };
+  assign \$686  = 2'h0;
+  assign \$693  = { 1'h0, q_ctrl2_enable };
+  assign \$694  = { 30'h00000000, \$693  };
+  assign \$695  = 2'h0;
+  assign \$702  = { 1'h0, q_ctrl3_enable };
+  assign \$703  = { 30'h00000000, \$702  };
+  assign \$704  = 2'h0;
+  assign \$708  = { 1'h0, q_status0_active };
+  assign \$709  = { 30'h00000000, \$708  };
+  assign \$710  = { q_status0_halted, 1'h0 };
+  assign \$712  = { 1'h0, q_status0_resetting, 2'h0 };
+  assign \$714  = { \port$8173$0 [0], 3'h0 };
+  assign \$716  = { 12'h000, \port$8721$0 , 8'h00 };
+  assign \$720  = { 1'h0, q_status1_active };
+  assign \$721  = { 30'h00000000, \$720  };
+  assign \$722  = { q_status1_halted, 1'h0 };
+  assign \$724  = { 1'h0, q_status1_resetting, 2'h0 };
+  assign \$726  = { \port$8173$0 [1], 3'h0 };
+  assign \$728  = { 12'h000, \port$8729$0 , 8'h00 };
+  assign \$732  = { 1'h0, q_status2_active };
+  assign \$733  = { 30'h00000000, \$732  };
+  assign \$734  = { q_status2_halted, 1'h0 };
+  assign \$736  = { 1'h0, q_status2_resetting, 2'h0 };
+  assign \$738  = { \port$8173$0 [2], 3'h0 };
+  assign \$740  = { 12'h000, \port$8737$0 , 8'h00 };
+  assign \$744  = { 1'h0, q_status3_active };
+  assign \$745  = { 30'h00000000, \$744  };
+  assign \$746  = { q_status3_halted, 1'h0 };
+  assign \$748  = { 1'h0, q_status3_resetting, 2'h0 };
+  assign \$750  = { \port$8173$0 [3], 3'h0 };
+  assign \$752  = { 12'h000, \port$8745$0 , 8'h00 };
+  assign \$756  = { 1'h0, q_error0_code };
   assign \$757  = { 23'h000000, \$756  };
-  assign \$760  = { 1'h0, q_error3_code };
+  assign \$760  = { 1'h0, q_error1_code };
   assign \$761  = { 23'h000000, \$760  };
-  assign \$764  = { 1'h0, q_error_index0_index };
-  assign \$765  = \$764 ;
-  assign \$768  = { 1'h0, q_error_index1_index };
-  assign \$769  = \$768 ;
-  assign \$772  = { 1'h0, q_error_index2_index };
+  assign \$764  = { 1'h0, q_error2_code };
+  assign \$765  = { 23'h000000, \$764  };
+  assign \$768  = { 1'h0, q_error3_code };
+  assign \$769  = { 23'h000000, \$768  };
+  assign \$772  = { 1'h0, q_error_index0_index };
   assign \$773  = \$772 ;
-  assign \$776  = { 1'h0, q_error_index3_index };
+  assign \$776  = { 1'h0, q_error_index1_index };
   assign \$777  = \$776 ;
-  assign \$780  = { 1'h0, q_fetch0_index };
+  assign \$780  = { 1'h0, q_error_index2_index };
   assign \$781  = \$780 ;
-  assign \$784  = { 1'h0, q_fetch1_index };
+  assign \$784  = { 1'h0, q_error_index3_index };
   assign \$785  = \$784 ;
-  assign \$788  = { 1'h0, q_fetch2_index };
+  assign \$788  = { 1'h0, q_fetch0_index };
   assign \$789  = \$788 ;
-  assign \$792  = { 1'h0, q_fetch3_index };
+  assign \$792  = { 1'h0, q_fetch1_index };
   assign \$793  = \$792 ;
-  assign \$796  = { 1'h0, perf_q_retired0_count };
+  assign \$796  = { 1'h0, q_fetch2_index };
   assign \$797  = \$796 ;
-  assign \$800  = { 1'h0, perf_q_retired1_count };
+  assign \$800  = { 1'h0, q_fetch3_index };
   assign \$801  = \$800 ;
-  assign \$804  = { 1'h0, perf_q_retired2_count };
+  assign \$804  = { 1'h0, perf_q_retired0_count };
   assign \$805  = \$804 ;
-  assign \$808  = { 1'h0, perf_q_retired3_count };
+  assign \$808  = { 1'h0, perf_q_retired1_count };
   assign \$809  = \$808 ;
-  assign \$812  = { 1'h0, perf_q_event_stall0_count };
+  assign \$812  = { 1'h0, perf_q_retired2_count };
   assign \$813  = \$812 ;
-  assign \$816  = { 1'h0, perf_q_event_stall1_count };
+  assign \$816  = { 1'h0, perf_q_retired3_count };
   assign \$817  = \$816 ;
-  assign \$820  = { 1'h0, perf_q_event_stall2_count };
+  assign \$820  = { 1'h0, perf_q_event_stall0_count };
   assign \$821  = \$820 ;
-  assign \$824  = { 1'h0, perf_q_event_stall3_count };
+  assign \$824  = { 1'h0, perf_q_event_stall1_count };
   assign \$825  = \$824 ;
-  assign \$828  = { 1'h0, event0_value };
+  assign \$828  = { 1'h0, perf_q_event_stall2_count };
   assign \$829  = \$828 ;
-  assign \$832  = { 1'h0, event1_value };
+  assign \$832  = { 1'h0, perf_q_event_stall3_count };
   assign \$833  = \$832 ;
-  assign \$836  = { 1'h0, event2_value };
+  assign \$836  = { 1'h0, event0_value };
   assign \$837  = \$836 ;
-  assign \$840  = { 1'h0, event3_value };
+  assign \$840  = { 1'h0, event1_value };
   assign \$841  = \$840 ;
-  assign \$844  = { 1'h0, event4_value };
+  assign \$844  = { 1'h0, event2_value };
   assign \$845  = \$844 ;
-  assign \$848  = { 1'h0, event5_value };
+  assign \$848  = { 1'h0, event3_value };
   assign \$849  = \$848 ;
-  assign \$852  = { 1'h0, event6_value };
+  assign \$852  = { 1'h0, event4_value };
   assign \$853  = \$852 ;
-  assign \$856  = { 1'h0, event7_value };
+  assign \$856  = { 1'h0, event5_value };
   assign \$857  = \$856 ;
-  assign \$860  = { 1'h0, event8_value };
+  assign \$860  = { 1'h0, event6_value };
   assign \$861  = \$860 ;
-  assign \$864  = { 1'h0, event9_value };
+  assign \$864  = { 1'h0, event7_value };
   assign \$865  = \$864 ;
-  assign \$868  = { 1'h0, event10_value };
+  assign \$868  = { 1'h0, event8_value };
   assign \$869  = \$868 ;
-  assign \$872  = { 1'h0, event11_value };
+  assign \$872  = { 1'h0, event9_value };
   assign \$873  = \$872 ;
-  assign \$876  = { 1'h0, event12_value };
+  assign \$876  = { 1'h0, event10_value };
   assign \$877  = \$876 ;
-  assign \$880  = { 1'h0, event13_value };
+  assign \$880  = { 1'h0, event11_value };
   assign \$881  = \$880 ;
-  assign \$884  = { 1'h0, event14_value };
+  assign \$884  = { 1'h0, event12_value };
   assign \$885  = \$884 ;
-  assign \$888  = { 1'h0, event15_value };
+  assign \$888  = { 1'h0, event13_value };
   assign \$889  = \$888 ;
-  assign \$892  = { 1'h0, perf_dma_load_stall_count };
+  assign \$892  = { 1'h0, event14_value };
   assign \$893  = \$892 ;
-  assign \$896  = { 1'h0, perf_dma_store_stall_count };
+  assign \$896  = { 1'h0, event15_value };
   assign \$897  = \$896 ;
-  assign \$900  = { 1'h0, perf_vec_stall_count };
+  assign \$900  = { 1'h0, perf_dma_load_stall_count };
   assign \$901  = \$900 ;
-  assign \$904  = { 1'h0, perf_dma_load_full_count };
+  assign \$904  = { 1'h0, perf_dma_store_stall_count };
   assign \$905  = \$904 ;
-  assign \$908  = { 1'h0, perf_dma_store_full_count };
+  assign \$908  = { 1'h0, perf_vec_stall_count };
   assign \$909  = \$908 ;
-  assign \$912  = { 1'h0, perf_gemm_full_count };
+  assign \$912  = { 1'h0, perf_dma_load_full_count };
   assign \$913  = \$912 ;
-  assign \$916  = { 1'h0, perf_vec_full_count };
+  assign \$916  = { 1'h0, perf_dma_store_full_count };
   assign \$917  = \$916 ;
-  assign \$142  = 47'h000000000001;
-  assign \$148  = 32'd1028;
-  assign \$154  = 39'h0000100004;
-  assign \$160  = 39'h0000100002;
-  assign \$166  = 32'd4104;
-  assign \$168  = 39'h0000041008;
-  assign \$170  = 39'h0020041008;
-  assign \$176  = 32'd1028;
-  assign \$178  = 39'h0000040404;
-  assign \$180  = 39'h0010040404;
-  assign \$369  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
-  assign \$469  = 32'd0;
-  assign \$670  = { 31'h00000000, q_ctrl0_enable };
-  assign \$679  = { 31'h00000000, q_ctrl1_enable };
-  assign \$688  = { 31'h00000000, q_ctrl2_enable };
-  assign \$697  = { 31'h00000000, q_ctrl3_enable };
+  assign \$920  = { 1'h0, perf_gemm_full_count };
+  assign \$921  = \$920 ;
+  assign \$924  = { 1'h0, perf_vec_full_count };
+  assign \$925  = \$924 ;
+  assign \$143  = 47'h000000000002;
+  assign \$149  = 32'd1028;
+  assign \$155  = 39'h0000100004;
+  assign \$161  = 39'h0000100002;
+  assign \$167  = 32'd4104;
+  assign \$169  = 39'h0000041008;
+  assign \$171  = 39'h0020041008;
+  assign \$177  = 32'd1028;
+  assign \$179  = 39'h0000040404;
+  assign \$181  = 39'h0010040404;
+  assign \$370  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
+  assign \$470  = 32'd0;
+  assign \$678  = { 31'h00000000, q_ctrl0_enable };
+  assign \$687  = { 31'h00000000, q_ctrl1_enable };
+  assign \$696  = { 31'h00000000, q_ctrl2_enable };
+  assign \$705  = { 31'h00000000, q_ctrl3_enable };
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$7653$0 , retire__0__tag, \port$7655$0 , retire__1__tag, \port$7657$0 , retire__2__tag, \port$7659$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, dma_store_done, retire__0__error, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8386$0 , retire__0__tag, \port$8388$0 , retire__1__tag, \port$8390$0 , retire__2__tag, \port$8392$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15017,6 +15094,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] dma_load_error;
   reg [255:0] dma_load_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] \dma_load_held.flags ;
@@ -15170,6 +15248,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] dma_store_error;
   reg [255:0] dma_store_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] \dma_store_held.flags ;
@@ -15394,6 +15473,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] gemm_error;
   reg [255:0] gemm_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] \gemm_held.flags ;
@@ -15463,14 +15543,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$7653$0 ;
-  wire [8:0] \port$7653$0 ;
-  output [8:0] \port$7655$0 ;
-  wire [8:0] \port$7655$0 ;
-  output [8:0] \port$7657$0 ;
-  wire [8:0] \port$7657$0 ;
-  output [8:0] \port$7659$0 ;
-  wire [8:0] \port$7659$0 ;
+  output [8:0] \port$8386$0 ;
+  wire [8:0] \port$8386$0 ;
+  output [8:0] \port$8388$0 ;
+  wire [8:0] \port$8388$0 ;
+  output [8:0] \port$8390$0 ;
+  wire [8:0] \port$8390$0 ;
+  output [8:0] \port$8392$0 ;
+  wire [8:0] \port$8392$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15508,6 +15588,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   output [7:0] reject__error;
   reg [7:0] reject__error;
   wire reject__irq;
@@ -15541,6 +15622,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   input [7:0] retire__0__error;
   wire [7:0] retire__0__error;
   wire retire__0__irq;
@@ -15575,6 +15657,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   input [7:0] retire__1__error;
   wire [7:0] retire__1__error;
   wire retire__1__irq;
@@ -15609,6 +15692,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   input [7:0] retire__2__error;
   wire [7:0] retire__2__error;
   wire retire__2__irq;
@@ -15643,6 +15727,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   input [7:0] retire__3__error;
   wire [7:0] retire__3__error;
   wire retire__3__irq;
@@ -15751,6 +15836,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] vec_error;
   reg [255:0] vec_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] \vec_held.flags ;
@@ -15916,9 +16002,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7161$0 (desc),
-    .\port$7163$0 (queue),
-    .\port$7164$0 (windowed),
+    .\port$7892$0 (desc),
+    .\port$7894$0 (queue),
+    .\port$7895$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15928,9 +16014,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7161$0 (desc),
-    .\port$7163$0 (queue),
-    .\port$7164$0 (windowed),
+    .\port$7892$0 (desc),
+    .\port$7894$0 (queue),
+    .\port$7895$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15940,9 +16026,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7161$0 (desc),
-    .\port$7163$0 (queue),
-    .\port$7164$0 (windowed),
+    .\port$7892$0 (desc),
+    .\port$7894$0 (queue),
+    .\port$7895$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15952,9 +16038,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7161$0 (desc),
-    .\port$7163$0 (queue),
-    .\port$7164$0 (windowed),
+    .\port$7892$0 (desc),
+    .\port$7894$0 (queue),
+    .\port$7895$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -16139,13 +16225,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$7653$0  = dma_load_held[8:0];
+  assign \port$8386$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$7655$0  = dma_store_held[8:0];
+  assign \port$8388$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$7657$0  = gemm_held[8:0];
+  assign \port$8390$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$7659$0  = vec_held[8:0];
+  assign \port$8392$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16646,7 +16732,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7161$0 , \port$7163$0 , \port$7164$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7892$0 , \port$7894$0 , \port$7895$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16688,12 +16774,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7161$0 ;
-  wire [255:0] \port$7161$0 ;
-  input [1:0] \port$7163$0 ;
-  wire [1:0] \port$7163$0 ;
-  input \port$7164$0 ;
-  wire \port$7164$0 ;
+  input [255:0] \port$7892$0 ;
+  wire [255:0] \port$7892$0 ;
+  input [1:0] \port$7894$0 ;
+  wire [1:0] \port$7894$0 ;
+  input \port$7895$0 ;
+  wire \port$7895$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16725,7 +16811,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+      storage[w_port__addr] <= { \port$7895$0 , \port$7894$0 , \port$7892$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16824,14 +16910,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
-  assign w_data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+  assign w_port__data = { \port$7895$0 , \port$7894$0 , \port$7892$0  };
+  assign w_data = { \port$7895$0 , \port$7894$0 , \port$7892$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7161$0 , \port$7163$0 , \port$7164$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7892$0 , \port$7894$0 , \port$7895$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16873,12 +16959,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7161$0 ;
-  wire [255:0] \port$7161$0 ;
-  input [1:0] \port$7163$0 ;
-  wire [1:0] \port$7163$0 ;
-  input \port$7164$0 ;
-  wire \port$7164$0 ;
+  input [255:0] \port$7892$0 ;
+  wire [255:0] \port$7892$0 ;
+  input [1:0] \port$7894$0 ;
+  wire [1:0] \port$7894$0 ;
+  input \port$7895$0 ;
+  wire \port$7895$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16910,7 +16996,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+      storage[w_port__addr] <= { \port$7895$0 , \port$7894$0 , \port$7892$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17009,14 +17095,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
-  assign w_data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+  assign w_port__data = { \port$7895$0 , \port$7894$0 , \port$7892$0  };
+  assign w_data = { \port$7895$0 , \port$7894$0 , \port$7892$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7161$0 , \port$7163$0 , \port$7164$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7892$0 , \port$7894$0 , \port$7895$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17058,12 +17144,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7161$0 ;
-  wire [255:0] \port$7161$0 ;
-  input [1:0] \port$7163$0 ;
-  wire [1:0] \port$7163$0 ;
-  input \port$7164$0 ;
-  wire \port$7164$0 ;
+  input [255:0] \port$7892$0 ;
+  wire [255:0] \port$7892$0 ;
+  input [1:0] \port$7894$0 ;
+  wire [1:0] \port$7894$0 ;
+  input \port$7895$0 ;
+  wire \port$7895$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17095,7 +17181,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+      storage[w_port__addr] <= { \port$7895$0 , \port$7894$0 , \port$7892$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17194,14 +17280,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
-  assign w_data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+  assign w_port__data = { \port$7895$0 , \port$7894$0 , \port$7892$0  };
+  assign w_data = { \port$7895$0 , \port$7894$0 , \port$7892$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7161$0 , \port$7163$0 , \port$7164$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7892$0 , \port$7894$0 , \port$7895$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17243,12 +17329,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7161$0 ;
-  wire [255:0] \port$7161$0 ;
-  input [1:0] \port$7163$0 ;
-  wire [1:0] \port$7163$0 ;
-  input \port$7164$0 ;
-  wire \port$7164$0 ;
+  input [255:0] \port$7892$0 ;
+  wire [255:0] \port$7892$0 ;
+  input [1:0] \port$7894$0 ;
+  wire [1:0] \port$7894$0 ;
+  input \port$7895$0 ;
+  wire \port$7895$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17280,7 +17366,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+      storage[w_port__addr] <= { \port$7895$0 , \port$7894$0 , \port$7892$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17379,16 +17465,489 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
-  assign w_data = { \port$7164$0 , \port$7163$0 , \port$7161$0  };
+  assign w_port__data = { \port$7895$0 , \port$7894$0 , \port$7892$0  };
+  assign w_data = { \port$7895$0 , \port$7894$0 , \port$7892$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, reset, load__cmd__payload, store__cmd__payload, axi__arready, axi__rvalid, axi__awready, axi__wready, axi__bvalid, axi__rready, spad_wr__en
-, acc_wr__en, load_bytes, spad_rd__en, acc_rd__en, st_wvalid, st_wlast, axi__wdata, axi__wstrb, store_bytes, load_window, store_window, load__cmd__ready, load__busy, load__done, store__cmd__ready, store__busy, store__done, axi__araddr, axi__arlen, ld_ar_valid, load__error
-, ld_wb_data, spad_wr__addr, axi__awaddr, axi__awlen, st_aw_valid, st_rd_row0, store__error, spad_rd__data, acc_rd__data, axi__bresp);
+module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$127$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
+, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, spad_wr__en, acc_wr__en, load_bytes, spad_rd__en
+, acc_rd__en, store_bytes, load_window, store_window, limit, axi__wvalid, axi__wdata, axi__wstrb, load__cmd__ready, load__busy, load__done, load__error, acc_wr__data, spad_wr__addr, store__cmd__ready, store__busy, store__done, spad_rd__addr, store__error, spad_rd__data, acc_rd__data
+, down__bid);
+  wire abandon;
+  wire \abandon$68 ;
+  wire [12:0] acc_rd__addr;
+  input [127:0] acc_rd__data;
+  wire [127:0] acc_rd__data;
+  output acc_rd__en;
+  wire acc_rd__en;
+  input acc_rd__gnt;
+  wire acc_rd__gnt;
+  wire [12:0] acc_wr__addr;
+  output [127:0] acc_wr__data;
+  wire [127:0] acc_wr__data;
+  output acc_wr__en;
+  wire acc_wr__en;
+  input acc_wr__gnt;
+  wire acc_wr__gnt;
+  output [31:0] axi__araddr;
+  wire [31:0] axi__araddr;
+  output [1:0] axi__arburst;
+  wire [1:0] axi__arburst;
+  wire [3:0] axi__arid;
+  output [7:0] axi__arlen;
+  wire [7:0] axi__arlen;
+  output [2:0] axi__arprot;
+  wire [2:0] axi__arprot;
+  wire axi__arready;
+  output [2:0] axi__arsize;
+  wire [2:0] axi__arsize;
+  output axi__arvalid;
+  wire axi__arvalid;
+  output [31:0] axi__awaddr;
+  wire [31:0] axi__awaddr;
+  output [1:0] axi__awburst;
+  wire [1:0] axi__awburst;
+  wire [3:0] axi__awid;
+  output [7:0] axi__awlen;
+  wire [7:0] axi__awlen;
+  output [2:0] axi__awprot;
+  wire [2:0] axi__awprot;
+  wire axi__awready;
+  output [2:0] axi__awsize;
+  wire [2:0] axi__awsize;
+  output axi__awvalid;
+  wire axi__awvalid;
+  wire [3:0] axi__bid;
+  output axi__bready;
+  wire axi__bready;
+  wire [1:0] axi__bresp;
+  wire axi__bvalid;
+  wire [63:0] axi__rdata;
+  wire [3:0] axi__rid;
+  wire axi__rlast;
+  output axi__rready;
+  wire axi__rready;
+  wire [1:0] axi__rresp;
+  wire axi__rvalid;
+  output [63:0] axi__wdata;
+  wire [63:0] axi__wdata;
+  output axi__wlast;
+  wire axi__wlast;
+  wire axi__wready;
+  output [7:0] axi__wstrb;
+  wire [7:0] axi__wstrb;
+  output axi__wvalid;
+  wire axi__wvalid;
+  wire [31:0] bus_timeout;
+  input clk;
+  wire clk;
+  wire [31:0] down__araddr;
+  wire [1:0] down__arburst;
+  output [2:0] down__arid;
+  wire [2:0] down__arid;
+  wire [7:0] down__arlen;
+  wire [2:0] down__arprot;
+  input down__arready;
+  wire down__arready;
+  wire [2:0] down__arsize;
+  wire down__arvalid;
+  wire [31:0] down__awaddr;
+  wire [1:0] down__awburst;
+  output [2:0] down__awid;
+  wire [2:0] down__awid;
+  wire [7:0] down__awlen;
+  wire [2:0] down__awprot;
+  input down__awready;
+  wire down__awready;
+  wire [2:0] down__awsize;
+  wire down__awvalid;
+  input [2:0] down__bid;
+  wire [2:0] down__bid;
+  wire down__bready;
+  input [1:0] down__bresp;
+  wire [1:0] down__bresp;
+  input down__bvalid;
+  wire down__bvalid;
+  input [63:0] down__rdata;
+  wire [63:0] down__rdata;
+  input [2:0] down__rid;
+  wire [2:0] down__rid;
+  input down__rlast;
+  wire down__rlast;
+  wire down__rready;
+  input [1:0] down__rresp;
+  wire [1:0] down__rresp;
+  input down__rvalid;
+  wire down__rvalid;
+  wire [63:0] down__wdata;
+  wire down__wlast;
+  input down__wready;
+  wire down__wready;
+  wire [7:0] down__wstrb;
+  wire down__wvalid;
+  wire ld_abort;
+  input [31:0] limit;
+  wire [31:0] limit;
+  wire [31:0] \limit$67 ;
+  output load__busy;
+  wire load__busy;
+  input [223:0] load__cmd__payload;
+  wire [223:0] load__cmd__payload;
+  wire \load__cmd__payload.acc ;
+  wire [7:0] \load__cmd__payload.col_offset ;
+  wire [47:0] \load__cmd__payload.host_addr ;
+  wire [31:0] \load__cmd__payload.host_plane_stride ;
+  wire [31:0] \load__cmd__payload.host_row_stride ;
+  wire [19:0] \load__cmd__payload.local_addr ;
+  wire [19:0] \load__cmd__payload.local_plane_stride ;
+  wire [15:0] \load__cmd__payload.local_row_stride ;
+  wire [15:0] \load__cmd__payload.planes ;
+  wire [6:0] \load__cmd__payload.reserved ;
+  wire [7:0] \load__cmd__payload.row_bytes ;
+  wire [15:0] \load__cmd__payload.rows ;
+  output load__cmd__ready;
+  wire load__cmd__ready;
+  input load__cmd__valid;
+  wire load__cmd__valid;
+  output load__done;
+  wire load__done;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  output [7:0] load__error;
+  wire [7:0] load__error;
+  output [7:0] load_bytes;
+  wire [7:0] load_bytes;
+  wire load_reset;
+  input [64:0] load_window;
+  wire [64:0] load_window;
+  wire [31:0] \load_window.base ;
+  wire \load_window.check ;
+  wire [31:0] \load_window.size ;
+  input [1:0] \port$127$0 ;
+  wire [1:0] \port$127$0 ;
+  input rst;
+  wire rst;
+  output [13:0] spad_rd__addr;
+  wire [13:0] spad_rd__addr;
+  input [31:0] spad_rd__data;
+  wire [31:0] spad_rd__data;
+  output spad_rd__en;
+  wire spad_rd__en;
+  input spad_rd__gnt;
+  wire spad_rd__gnt;
+  output [13:0] spad_wr__addr;
+  wire [13:0] spad_wr__addr;
+  wire [31:0] spad_wr__data;
+  output spad_wr__en;
+  wire spad_wr__en;
+  input spad_wr__gnt;
+  wire spad_wr__gnt;
+  wire st_abort;
+  output store__busy;
+  wire store__busy;
+  input [223:0] store__cmd__payload;
+  wire [223:0] store__cmd__payload;
+  wire \store__cmd__payload.acc ;
+  wire [7:0] \store__cmd__payload.col_offset ;
+  wire [47:0] \store__cmd__payload.host_addr ;
+  wire [31:0] \store__cmd__payload.host_plane_stride ;
+  wire [31:0] \store__cmd__payload.host_row_stride ;
+  wire [19:0] \store__cmd__payload.local_addr ;
+  wire [19:0] \store__cmd__payload.local_plane_stride ;
+  wire [15:0] \store__cmd__payload.local_row_stride ;
+  wire [15:0] \store__cmd__payload.planes ;
+  wire [6:0] \store__cmd__payload.reserved ;
+  wire [7:0] \store__cmd__payload.row_bytes ;
+  wire [15:0] \store__cmd__payload.rows ;
+  output store__cmd__ready;
+  wire store__cmd__ready;
+  input store__cmd__valid;
+  wire store__cmd__valid;
+  output store__done;
+  wire store__done;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  output [7:0] store__error;
+  wire [7:0] store__error;
+  output [7:0] store_bytes;
+  wire [7:0] store_bytes;
+  wire store_reset;
+  input [64:0] store_window;
+  wire [64:0] store_window;
+  wire [31:0] \store_window.base ;
+  wire \store_window.check ;
+  wire [31:0] \store_window.size ;
+  wire timeout;
+  wire \timeout$122 ;
+  wire [31:0] up__araddr;
+  wire [1:0] up__arburst;
+  wire [7:0] up__arlen;
+  wire [2:0] up__arprot;
+  wire up__arready;
+  wire [2:0] up__arsize;
+  wire up__arvalid;
+  wire [31:0] up__awaddr;
+  wire [1:0] up__awburst;
+  wire [7:0] up__awlen;
+  wire [2:0] up__awprot;
+  wire up__awready;
+  wire [2:0] up__awsize;
+  wire up__awvalid;
+  wire up__bready;
+  wire [1:0] up__bresp;
+  wire up__bvalid;
+  wire [63:0] up__rdata;
+  wire up__rlast;
+  wire up__rready;
+  wire [1:0] up__rresp;
+  wire up__rvalid;
+  wire [63:0] up__wdata;
+  wire up__wready;
+  wire [7:0] up__wstrb;
+  wire up__wvalid;
+  assign abandon = \port$127$0 [0] | ld_abort;
+  assign \abandon$68  = \port$127$0 [1] | st_abort;
+  \kaki_soc_4x4.dma.load_channel  load_channel (
+    .acc_wr__en(acc_wr__en),
+    .acc_wr__gnt(acc_wr__gnt),
+    .clk(clk),
+    .ld_abort(ld_abort),
+    .ld_ar_valid(up__arvalid),
+    .ld_wb_data(acc_wr__data),
+    .load__busy(load__busy),
+    .load__cmd__payload(load__cmd__payload),
+    .load__cmd__ready(load__cmd__ready),
+    .load__cmd__valid(load__cmd__valid),
+    .load__done(load__done),
+    .load__error(load__error),
+    .load_bytes(load_bytes),
+    .load_reset(\port$127$0 [0]),
+    .load_window(load_window),
+    .rst(rst),
+    .spad_wr__addr(spad_wr__addr),
+    .spad_wr__en(spad_wr__en),
+    .spad_wr__gnt(spad_wr__gnt),
+    .timeout(timeout),
+    .up__araddr(up__araddr),
+    .up__arlen(up__arlen),
+    .up__arready(up__arready),
+    .up__rdata(down__rdata),
+    .up__rlast(down__rlast),
+    .up__rready(up__rready),
+    .up__rresp(down__rresp),
+    .up__rvalid(up__rvalid)
+  );
+  \kaki_soc_4x4.dma.load_guard  load_guard (
+    .abandon(abandon),
+    .ar_hs_id(down__arid),
+    .clk(clk),
+    .down__araddr(axi__araddr),
+    .down__arburst(axi__arburst),
+    .down__arlen(axi__arlen),
+    .down__arprot(axi__arprot),
+    .down__arready(down__arready),
+    .down__arsize(axi__arsize),
+    .down__arvalid(axi__arvalid),
+    .down__rid(down__rid),
+    .down__rready(axi__rready),
+    .down__rvalid(down__rvalid),
+    .limit(limit),
+    .rst(rst),
+    .timeout(timeout),
+    .up__araddr(up__araddr),
+    .up__arlen(up__arlen),
+    .up__arready(up__arready),
+    .up__arvalid(up__arvalid),
+    .up__rdata(down__rdata),
+    .up__rlast(down__rlast),
+    .up__rready(up__rready),
+    .up__rresp(down__rresp),
+    .up__rvalid(up__rvalid)
+  );
+  \kaki_soc_4x4.dma.store_channel  store_channel (
+    .acc_rd__data(acc_rd__data),
+    .acc_rd__en(acc_rd__en),
+    .acc_rd__gnt(acc_rd__gnt),
+    .clk(clk),
+    .rst(rst),
+    .spad_rd__data(spad_rd__data),
+    .spad_rd__en(spad_rd__en),
+    .spad_rd__gnt(spad_rd__gnt),
+    .st_abort(st_abort),
+    .st_aw_valid(up__awvalid),
+    .st_rd_row0(spad_rd__addr),
+    .st_wvalid(up__wvalid),
+    .store__busy(store__busy),
+    .store__cmd__payload(store__cmd__payload),
+    .store__cmd__ready(store__cmd__ready),
+    .store__cmd__valid(store__cmd__valid),
+    .store__done(store__done),
+    .store__error(store__error),
+    .store_bytes(store_bytes),
+    .store_reset(\port$127$0 [1]),
+    .store_window(store_window),
+    .timeout(\timeout$122 ),
+    .up__awaddr(up__awaddr),
+    .up__awlen(up__awlen),
+    .up__awready(up__awready),
+    .up__bresp(down__bresp),
+    .up__bvalid(up__bvalid),
+    .up__wdata(up__wdata),
+    .up__wready(up__wready),
+    .up__wstrb(up__wstrb)
+  );
+  \kaki_soc_4x4.dma.store_guard  store_guard (
+    .abandon(\abandon$68 ),
+    .aw_hs_id(down__awid),
+    .clk(clk),
+    .down__awaddr(axi__awaddr),
+    .down__awburst(axi__awburst),
+    .down__awlen(axi__awlen),
+    .down__awprot(axi__awprot),
+    .down__awready(down__awready),
+    .down__awsize(axi__awsize),
+    .down__awvalid(axi__awvalid),
+    .down__bid(down__bid),
+    .down__bready(axi__bready),
+    .down__bvalid(down__bvalid),
+    .down__wdata(axi__wdata),
+    .down__wlast(axi__wlast),
+    .down__wready(down__wready),
+    .down__wstrb(axi__wstrb),
+    .down__wvalid(axi__wvalid),
+    .limit(limit),
+    .rst(rst),
+    .timeout(\timeout$122 ),
+    .up__awaddr(up__awaddr),
+    .up__awlen(up__awlen),
+    .up__awready(up__awready),
+    .up__awvalid(up__awvalid),
+    .up__bresp(down__bresp),
+    .up__bvalid(up__bvalid),
+    .up__wdata(up__wdata),
+    .up__wready(up__wready),
+    .up__wstrb(up__wstrb),
+    .up__wvalid(up__wvalid)
+  );
+  assign axi__arid = { 1'h0, down__arid };
+  assign down__araddr = axi__araddr;
+  assign down__arlen = axi__arlen;
+  assign down__arsize = axi__arsize;
+  assign down__arburst = axi__arburst;
+  assign down__arprot = axi__arprot;
+  assign down__arvalid = axi__arvalid;
+  assign axi__arready = down__arready;
+  assign axi__rid = { 1'h0, down__rid };
+  assign axi__rdata = down__rdata;
+  assign axi__rresp = down__rresp;
+  assign axi__rlast = down__rlast;
+  assign axi__rvalid = down__rvalid;
+  assign down__rready = axi__rready;
+  assign bus_timeout = limit;
+  assign load_reset = \port$127$0 [0];
+  assign axi__awid = { 1'h0, down__awid };
+  assign down__awaddr = axi__awaddr;
+  assign down__awlen = axi__awlen;
+  assign down__awsize = axi__awsize;
+  assign down__awburst = axi__awburst;
+  assign down__awprot = axi__awprot;
+  assign down__awvalid = axi__awvalid;
+  assign axi__awready = down__awready;
+  assign down__wdata = axi__wdata;
+  assign down__wstrb = axi__wstrb;
+  assign down__wlast = axi__wlast;
+  assign down__wvalid = axi__wvalid;
+  assign axi__wready = down__wready;
+  assign axi__bid = { 1'h0, down__bid };
+  assign axi__bresp = down__bresp;
+  assign axi__bvalid = down__bvalid;
+  assign down__bready = axi__bready;
+  assign \limit$67  = limit;
+  assign store_reset = \port$127$0 [1];
+  assign up__arsize = 3'h3;
+  assign up__arburst = 2'h1;
+  assign up__arprot = 3'h0;
+  assign spad_wr__data = acc_wr__data[31:0];
+  assign acc_wr__addr = spad_wr__addr[12:0];
+  assign up__rresp = down__rresp;
+  assign up__rdata = down__rdata;
+  assign up__rlast = down__rlast;
+  assign up__awsize = 3'h3;
+  assign up__awburst = 2'h1;
+  assign up__awprot = 3'h0;
+  assign acc_rd__addr = spad_rd__addr[12:0];
+  assign up__bready = 1'h1;
+  assign up__bresp = down__bresp;
+  assign \load__cmd__payload.host_addr  = load__cmd__payload[47:0];
+  assign \load__cmd__payload.host_row_stride  = load__cmd__payload[79:48];
+  assign \load__cmd__payload.host_plane_stride  = load__cmd__payload[111:80];
+  assign \load__cmd__payload.local_addr  = load__cmd__payload[131:112];
+  assign \load__cmd__payload.local_row_stride  = load__cmd__payload[147:132];
+  assign \load__cmd__payload.local_plane_stride  = load__cmd__payload[167:148];
+  assign \load__cmd__payload.row_bytes  = load__cmd__payload[175:168];
+  assign \load__cmd__payload.col_offset  = load__cmd__payload[183:176];
+  assign \load__cmd__payload.rows  = load__cmd__payload[199:184];
+  assign \load__cmd__payload.planes  = load__cmd__payload[215:200];
+  assign \load__cmd__payload.acc  = load__cmd__payload[216];
+  assign \load__cmd__payload.reserved  = load__cmd__payload[223:217];
+  assign \load_window.base  = load_window[31:0];
+  assign \load_window.size  = load_window[63:32];
+  assign \load_window.check  = load_window[64];
+  assign \store__cmd__payload.host_addr  = store__cmd__payload[47:0];
+  assign \store__cmd__payload.host_row_stride  = store__cmd__payload[79:48];
+  assign \store__cmd__payload.host_plane_stride  = store__cmd__payload[111:80];
+  assign \store__cmd__payload.local_addr  = store__cmd__payload[131:112];
+  assign \store__cmd__payload.local_row_stride  = store__cmd__payload[147:132];
+  assign \store__cmd__payload.local_plane_stride  = store__cmd__payload[167:148];
+  assign \store__cmd__payload.row_bytes  = store__cmd__payload[175:168];
+  assign \store__cmd__payload.col_offset  = store__cmd__payload[183:176];
+  assign \store__cmd__payload.rows  = store__cmd__payload[199:184];
+  assign \store__cmd__payload.planes  = store__cmd__payload[215:200];
+  assign \store__cmd__payload.acc  = store__cmd__payload[216];
+  assign \store__cmd__payload.reserved  = store__cmd__payload[223:217];
+  assign \store_window.base  = store_window[31:0];
+  assign \store_window.size  = store_window[63:32];
+  assign \store_window.check  = store_window[64];
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd__valid, spad_wr__gnt, acc_wr__gnt, load_reset, load__cmd__payload, up__arready, up__rvalid, timeout, up__rready, spad_wr__en, acc_wr__en, load_bytes, load_window, load__cmd__ready, load__busy, ld_abort, load__done
+, up__araddr, up__arlen, ld_ar_valid, load__error, ld_wb_data, spad_wr__addr, up__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [16:0] \$1 ;
   wire \$10 ;
@@ -17397,357 +17956,131 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   wire \$102 ;
   wire \$103 ;
   wire \$104 ;
-  wire [16:0] \$105 ;
-  wire [16:0] \$106 ;
+  wire \$105 ;
+  wire \$106 ;
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
   wire [14:0] \$11 ;
-  wire \$110 ;
-  wire [8:0] \$111 ;
-  wire [4:0] \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire [14:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
+  wire [5:0] \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire [16:0] \$113 ;
+  wire [16:0] \$114 ;
+  wire [31:0] \$115 ;
+  wire [31:0] \$116 ;
+  wire [8:0] \$117 ;
+  wire [9:0] \$118 ;
+  wire [9:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire [32:0] \$123 ;
+  wire [7:0] \$120 ;
+  wire [32:0] \$121 ;
+  wire [5:0] \$122 ;
+  wire \$123 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire [32:0] \$128 ;
-  wire [32:0] \$129 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [32:0] \$130 ;
+  wire [2:0] \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire [13:0] \$133 ;
-  wire [13:0] \$134 ;
+  wire [2:0] \$132 ;
+  wire \$133 ;
+  wire \$134 ;
   wire \$135 ;
-  wire [4:0] \$136 ;
+  wire [7:0] \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [4:0] \$139 ;
+  wire [3:0] \$139 ;
   wire \$14 ;
-  wire [9:0] \$140 ;
-  wire \$141 ;
+  wire [4:0] \$140 ;
+  wire [3:0] \$141 ;
   wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire [16:0] \$149 ;
+  wire [16:0] \$143 ;
+  wire [16:0] \$144 ;
+  wire [35:0] \$145 ;
+  wire [36:0] \$146 ;
+  wire [31:0] \$147 ;
+  wire [37:0] \$148 ;
+  wire [47:0] \$149 ;
   wire \$15 ;
-  wire [20:0] \$150 ;
-  wire [20:0] \$151 ;
-  wire \$152 ;
-  wire \$153 ;
+  wire [48:0] \$150 ;
+  wire [47:0] \$151 ;
+  wire [49:0] \$152 ;
+  wire [50:0] \$153 ;
   wire \$154 ;
-  wire [2:0] \$155 ;
-  wire [3:0] \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire \$155 ;
+  wire [31:0] \$156 ;
+  wire [31:0] \$157 ;
+  wire [8:0] \$158 ;
+  wire [9:0] \$159 ;
   wire \$16 ;
-  wire [12:0] \$160 ;
-  wire [12:0] \$161 ;
-  wire [12:0] \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [9:0] \$160 ;
+  wire [7:0] \$161 ;
+  reg [31:0] \$162 ;
+  reg [7:0] \$163 ;
+  reg \$164 ;
+  reg [31:0] \$165 ;
+  reg [15:0] \$166 ;
+  reg [15:0] \$167 ;
+  reg [31:0] \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  reg [31:0] \$170 ;
+  reg [1:0] \$171 ;
+  reg [191:0] \$172 ;
+  reg [1:0] \$173 ;
+  reg \$174 ;
+  reg [7:0] \$175 ;
+  reg [2:0] \$176 ;
+  reg [127:0] \$177 ;
+  reg [13:0] \$178 ;
+  reg \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire [2:0] \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  reg \$180 ;
+  reg [2:0] \$181 ;
+  reg [13:0] \$182 ;
+  reg [2:0] \$183 ;
+  reg [13:0] \$184 ;
+  reg [15:0] \$185 ;
+  reg [15:0] \$186 ;
+  reg [2:0] \$187 ;
+  reg [13:0] \$188 ;
+  reg \$189 ;
   wire [32:0] \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire [1:0] \$192 ;
-  wire [2:0] \$193 ;
-  wire [3:0] \$194 ;
-  wire [4:0] \$195 ;
-  wire [5:0] \$196 ;
-  wire [6:0] \$197 ;
-  wire [7:0] \$198 ;
-  wire [8:0] \$199 ;
+  reg [223:0] \$190 ;
+  reg [64:0] \$191 ;
+  reg [2:0] \$192 ;
+  reg [39:0] \$193 ;
+  reg [51:0] \$194 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [8:0] \$200 ;
-  wire [8:0] \$201 ;
-  wire [127:0] \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire [5:0] \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire [16:0] \$227 ;
-  wire [16:0] \$228 ;
-  wire [31:0] \$229 ;
   wire \$23 ;
-  wire [31:0] \$230 ;
-  wire [8:0] \$231 ;
-  wire [9:0] \$232 ;
-  wire [9:0] \$233 ;
-  wire [7:0] \$234 ;
-  wire [32:0] \$235 ;
-  wire [5:0] \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
   wire [32:0] \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire [2:0] \$244 ;
-  wire \$245 ;
-  wire [2:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
   wire [32:0] \$25 ;
-  wire [7:0] \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire [3:0] \$253 ;
-  wire [4:0] \$254 ;
-  wire [3:0] \$255 ;
-  wire \$256 ;
-  wire [16:0] \$257 ;
-  wire [16:0] \$258 ;
-  wire [35:0] \$259 ;
   wire [32:0] \$26 ;
-  wire [36:0] \$260 ;
-  wire [31:0] \$261 ;
-  wire [37:0] \$262 ;
-  wire [47:0] \$263 ;
-  wire [48:0] \$264 ;
-  wire [47:0] \$265 ;
-  wire [49:0] \$266 ;
-  wire [50:0] \$267 ;
-  wire \$268 ;
-  wire \$269 ;
   wire \$27 ;
-  wire [31:0] \$270 ;
-  wire [31:0] \$271 ;
-  wire [8:0] \$272 ;
-  wire [9:0] \$273 ;
-  wire [9:0] \$274 ;
-  wire [5:0] \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire [16:0] \$278 ;
-  wire [16:0] \$279 ;
   wire \$28 ;
-  wire [31:0] \$280 ;
-  wire [31:0] \$281 ;
-  wire [8:0] \$282 ;
-  wire [9:0] \$283 ;
-  wire [9:0] \$284 ;
-  wire [7:0] \$285 ;
-  wire [32:0] \$286 ;
-  wire [5:0] \$287 ;
-  wire \$288 ;
-  wire \$289 ;
   wire [13:0] \$29 ;
-  wire [2:0] \$290 ;
-  wire [3:0] \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire [16:0] \$295 ;
-  wire [16:0] \$296 ;
-  wire [2:0] \$297 ;
-  wire \$298 ;
-  wire [127:0] \$299 ;
   wire \$3 ;
   wire [13:0] \$30 ;
-  wire [127:0] \$300 ;
-  wire [2:0] \$301 ;
-  wire [12:0] \$302 ;
-  wire [4:0] \$303 ;
-  wire [4:0] \$304 ;
-  wire [6:0] \$305 ;
-  wire [254:0] \$306 ;
-  wire [22:0] \$307 ;
-  wire [8:0] \$308 ;
-  wire [9:0] \$309 ;
   wire \$31 ;
-  wire [9:0] \$310 ;
-  wire [11:0] \$311 ;
-  wire [11:0] \$312 ;
-  wire \$313 ;
-  wire [16:0] \$314 ;
-  wire [16:0] \$315 ;
-  wire [3:0] \$316 ;
-  wire \$317 ;
-  wire [4:0] \$318 ;
-  wire [3:0] \$319 ;
   wire [4:0] \$32 ;
-  wire \$320 ;
-  wire [4:0] \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire [7:0] \$328 ;
-  wire [35:0] \$329 ;
   wire \$33 ;
-  wire [36:0] \$330 ;
-  wire [31:0] \$331 ;
-  wire [37:0] \$332 ;
-  wire [47:0] \$333 ;
-  wire [48:0] \$334 ;
-  wire [47:0] \$335 ;
-  wire [49:0] \$336 ;
-  wire [50:0] \$337 ;
-  wire \$338 ;
-  wire \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire [31:0] \$342 ;
-  wire [31:0] \$343 ;
-  wire [8:0] \$344 ;
-  wire [9:0] \$345 ;
-  wire [9:0] \$346 ;
-  wire \$347 ;
-  reg [31:0] \$348 ;
-  reg [7:0] \$349 ;
   wire [4:0] \$35 ;
-  reg \$350 ;
-  reg [31:0] \$351 ;
-  reg [15:0] \$352 ;
-  reg [15:0] \$353 ;
-  reg [31:0] \$354 ;
-  reg \$355 ;
-  reg [31:0] \$356 ;
-  reg [1:0] \$357 ;
-  reg [191:0] \$358 ;
-  reg [1:0] \$359 ;
   wire [9:0] \$36 ;
-  reg \$360 ;
-  reg [7:0] \$361 ;
-  reg [2:0] \$362 ;
-  reg [127:0] \$363 ;
-  reg [13:0] \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg [2:0] \$367 ;
-  reg [13:0] \$368 ;
-  reg [2:0] \$369 ;
   wire \$37 ;
-  reg [13:0] \$370 ;
-  reg [15:0] \$371 ;
-  reg [15:0] \$372 ;
-  reg [2:0] \$373 ;
-  reg [13:0] \$374 ;
-  reg \$375 ;
-  reg [223:0] \$376 ;
-  reg [64:0] \$377 ;
-  reg [2:0] \$378 ;
-  reg [39:0] \$379 ;
   wire \$38 ;
-  reg [51:0] \$380 ;
-  reg [31:0] \$381 ;
-  reg [7:0] \$382 ;
-  reg \$383 ;
-  reg [31:0] \$384 ;
-  reg [15:0] \$385 ;
-  reg [15:0] \$386 ;
-  reg [31:0] \$387 ;
-  reg \$388 ;
-  reg [31:0] \$389 ;
   wire \$39 ;
-  reg [1:0] \$390 ;
-  reg \$391 ;
-  reg [1:0] \$392 ;
-  reg [13:0] \$393 ;
-  reg [15:0] \$394 ;
-  reg [15:0] \$395 ;
-  reg [13:0] \$396 ;
-  reg \$397 ;
-  reg [127:0] \$398 ;
-  reg [127:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [1:0] \$400 ;
-  reg [11:0] \$401 ;
-  reg [3:0] \$402 ;
-  reg \$403 ;
-  reg [191:0] \$404 ;
-  reg [23:0] \$405 ;
-  reg [1:0] \$406 ;
-  reg [11:0] \$407 ;
-  reg [15:0] \$408 ;
-  reg [15:0] \$409 ;
   wire \$41 ;
-  reg [11:0] \$410 ;
-  reg \$411 ;
-  reg [2:0] \$412 ;
-  reg [2:0] \$413 ;
-  reg \$414 ;
-  reg [7:0] \$415 ;
-  reg [223:0] \$416 ;
-  reg [64:0] \$417 ;
-  reg [2:0] \$418 ;
-  reg [39:0] \$419 ;
   wire \$42 ;
-  reg [51:0] \$420 ;
   wire \$43 ;
   wire \$44 ;
   wire [3:0] \$45 ;
@@ -17771,9 +18104,7 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [8:0] \$637 ;
   wire \$64 ;
-  wire [5:0] \$640 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
@@ -17812,13 +18143,6 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  wire [12:0] acc_rd__addr;
-  input [127:0] acc_rd__data;
-  wire [127:0] acc_rd__data;
-  output acc_rd__en;
-  wire acc_rd__en;
-  input acc_rd__gnt;
-  wire acc_rd__gnt;
   wire [12:0] acc_wr__addr;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] acc_wr__data;
@@ -17826,57 +18150,11 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   wire acc_wr__en;
   input acc_wr__gnt;
   wire acc_wr__gnt;
-  output [31:0] axi__araddr;
-  reg [31:0] axi__araddr = 32'd0;
-  wire [1:0] axi__arburst;
-  wire [3:0] axi__arid;
-  output [7:0] axi__arlen;
-  reg [7:0] axi__arlen = 8'h00;
-  wire [2:0] axi__arprot;
-  input axi__arready;
-  wire axi__arready;
-  wire [2:0] axi__arsize;
-  (* init = 1'h0 *)
-  wire axi__arvalid;
-  output [31:0] axi__awaddr;
-  reg [31:0] axi__awaddr = 32'd0;
-  wire [1:0] axi__awburst;
-  wire [3:0] axi__awid;
-  output [7:0] axi__awlen;
-  reg [7:0] axi__awlen = 8'h00;
-  wire [2:0] axi__awprot;
-  input axi__awready;
-  wire axi__awready;
-  wire [2:0] axi__awsize;
-  (* init = 1'h0 *)
-  wire axi__awvalid;
-  wire axi__bready;
-  input [1:0] axi__bresp;
-  wire [1:0] axi__bresp;
-  input axi__bvalid;
-  wire axi__bvalid;
-  input [63:0] axi__rdata;
-  wire [63:0] axi__rdata;
-  input axi__rlast;
-  wire axi__rlast;
-  output axi__rready;
-  wire axi__rready;
-  input [1:0] axi__rresp;
-  wire [1:0] axi__rresp;
-  input axi__rvalid;
-  wire axi__rvalid;
-  output [63:0] axi__wdata;
-  wire [63:0] axi__wdata;
-  wire axi__wlast;
-  input axi__wready;
-  wire axi__wready;
-  output [7:0] axi__wstrb;
-  wire [7:0] axi__wstrb;
-  wire axi__wvalid;
   input clk;
   wire clk;
   reg [2:0] dma_load_fsm_state = 3'h0;
-  reg [2:0] dma_store_fsm_state = 3'h0;
+  output ld_abort;
+  reg ld_abort;
   (* init = 32'd0 *)
   wire [31:0] ld_ar_addr;
   reg [31:0] ld_ar_beat_addr = 32'd0;
@@ -17914,6 +18192,7 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   reg [7:0] ld_chk_err;
   reg [223:0] ld_cmd = 224'h00000000000000000000000000000000000000000000000000000000;
   wire \ld_cmd.acc ;
@@ -17946,6 +18225,7 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* init = 8'h00 *)
   wire [7:0] ld_err;
   reg [13:0] ld_ext_laddr = 14'h0000;
@@ -18025,27 +18305,20 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   output [7:0] load__error;
   reg [7:0] load__error = 8'h00;
   output [7:0] load_bytes;
   wire [7:0] load_bytes;
+  input load_reset;
+  wire load_reset;
   input [64:0] load_window;
   wire [64:0] load_window;
   wire [31:0] \load_window.base ;
   wire \load_window.check ;
   wire [31:0] \load_window.size ;
-  input [3:0] reset;
-  wire [3:0] reset;
   input rst;
   wire rst;
-  (* init = 14'h0000 *)
-  wire [13:0] spad_rd__addr;
-  input [31:0] spad_rd__data;
-  wire [31:0] spad_rd__data;
-  output spad_rd__en;
-  wire spad_rd__en;
-  input spad_rd__gnt;
-  wire spad_rd__gnt;
   output [13:0] spad_wr__addr;
   reg [13:0] spad_wr__addr = 14'h0000;
   wire [31:0] spad_wr__data;
@@ -18053,172 +18326,29 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   wire spad_wr__en;
   input spad_wr__gnt;
   wire spad_wr__gnt;
-  (* init = 32'd0 *)
-  wire [31:0] st_aw_addr;
-  reg [31:0] st_aw_beat_addr = 32'd0;
-  reg [1:0] st_aw_beats_left = 2'h0;
-  wire [4:0] st_aw_blen;
-  wire st_aw_issue;
-  reg st_aw_it_active = 1'h0;
-  wire st_aw_it_last;
-  wire [31:0] st_aw_it_nxt0;
-  reg [15:0] st_aw_it_p = 16'h0000;
-  reg [31:0] st_aw_it_plane0 = 32'd0;
-  reg [15:0] st_aw_it_r = 16'h0000;
-  reg [31:0] st_aw_it_row0 = 32'd0;
-  (* init = 8'h00 *)
-  wire [7:0] st_aw_len_m1;
-  wire [9:0] st_aw_to4k;
-  output st_aw_valid;
-  reg st_aw_valid = 1'h0;
-  reg [2:0] st_b_out = 3'h0;
-  (* enum_base_type = "ErrorCode" *)
-  (* enum_value_00000000 = "OK" *)
-  (* enum_value_00000001 = "BAD_OPCODE" *)
-  (* enum_value_00000010 = "RESERVED_BITS" *)
-  (* enum_value_00000011 = "BAD_SHAPE" *)
-  (* enum_value_00000100 = "LOCAL_RANGE" *)
-  (* enum_value_00000101 = "HOST_RANGE" *)
-  (* enum_value_00000110 = "AXI_SLVERR" *)
-  (* enum_value_00000111 = "AXI_DECERR" *)
-  (* enum_value_00001000 = "BAD_SHIFT" *)
-  (* enum_value_00001001 = "CMD_OVERFLOW" *)
-  (* enum_value_00001010 = "WINDOW" *)
-  (* enum_value_00001011 = "MISALIGNED" *)
-  (* enum_value_00001100 = "RING_OVERFLOW" *)
-  (* enum_value_00001101 = "WATCHDOG" *)
-  (* enum_value_00001110 = "BAD_EVENT" *)
-  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
-  reg [7:0] st_chk_err;
-  reg [223:0] st_cmd = 224'h00000000000000000000000000000000000000000000000000000000;
-  wire \st_cmd.acc ;
-  wire [7:0] \st_cmd.col_offset ;
-  wire [47:0] \st_cmd.host_addr ;
-  wire [31:0] \st_cmd.host_plane_stride ;
-  wire [31:0] \st_cmd.host_row_stride ;
-  wire [19:0] \st_cmd.local_addr ;
-  wire [19:0] \st_cmd.local_plane_stride ;
-  wire [15:0] \st_cmd.local_row_stride ;
-  wire [15:0] \st_cmd.planes ;
-  wire [6:0] \st_cmd.reserved ;
-  wire [7:0] \st_cmd.row_bytes ;
-  wire [15:0] \st_cmd.rows ;
-  reg st_drain = 1'h0;
-  (* enum_base_type = "ErrorCode" *)
-  (* enum_value_00000000 = "OK" *)
-  (* enum_value_00000001 = "BAD_OPCODE" *)
-  (* enum_value_00000010 = "RESERVED_BITS" *)
-  (* enum_value_00000011 = "BAD_SHAPE" *)
-  (* enum_value_00000100 = "LOCAL_RANGE" *)
-  (* enum_value_00000101 = "HOST_RANGE" *)
-  (* enum_value_00000110 = "AXI_SLVERR" *)
-  (* enum_value_00000111 = "AXI_DECERR" *)
-  (* enum_value_00001000 = "BAD_SHIFT" *)
-  (* enum_value_00001001 = "CMD_OVERFLOW" *)
-  (* enum_value_00001010 = "WINDOW" *)
-  (* enum_value_00001011 = "MISALIGNED" *)
-  (* enum_value_00001100 = "RING_OVERFLOW" *)
-  (* enum_value_00001101 = "WATCHDOG" *)
-  (* enum_value_00001110 = "BAD_EVENT" *)
-  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
-  (* init = 8'h00 *)
-  wire [7:0] st_err;
-  wire st_finished;
-  reg [51:0] st_host_end = 52'h0000000000000;
-  reg [39:0] st_last_local = 40'h0000000000;
-  wire [15:0] st_planes_m1;
-  wire [15:0] st_rb_mask;
-  wire st_rbuf_valid;
-  reg st_rd_active = 1'h0;
-  wire st_rd_en;
-  reg st_rd_inflight = 1'h0;
-  wire st_rd_last;
-  wire [13:0] st_rd_nxt0;
-  reg [15:0] st_rd_p = 16'h0000;
-  reg [13:0] st_rd_plane0 = 14'h0000;
-  reg [15:0] st_rd_r = 16'h0000;
-  output [13:0] st_rd_row0;
-  reg [13:0] st_rd_row0 = 14'h0000;
-  wire [15:0] st_rows_m1;
-  reg [127:0] st_rq0 = 128'h00000000000000000000000000000000;
-  reg [127:0] st_rq1 = 128'h00000000000000000000000000000000;
-  reg [1:0] st_rq_n = 2'h0;
-  reg st_run;
-  wire [127:0] st_shifted;
-  reg st_w_active = 1'h0;
-  reg [11:0] st_w_addr12 = 12'h000;
-  reg [1:0] st_w_beat = 2'h0;
-  reg [3:0] st_w_bib = 4'h0;
-  reg [2:0] st_w_credit = 3'h0;
-  wire st_w_last;
-  reg [1:0] st_w_nbeats = 2'h0;
-  wire [11:0] st_w_nxt0;
-  reg [15:0] st_w_p = 16'h0000;
-  reg [11:0] st_w_plane0 = 12'h000;
-  reg [15:0] st_w_r = 16'h0000;
-  reg [11:0] st_w_row0 = 12'h000;
-  wire st_w_row_end;
-  reg st_w_row_valid = 1'h0;
-  wire st_w_take;
-  reg [191:0] st_wbuf = 192'h000000000000000000000000000000000000000000000000;
-  wire st_whs;
-  reg [64:0] st_window = 65'h00000000000000000;
-  wire [31:0] \st_window.base ;
-  wire \st_window.check ;
-  wire [31:0] \st_window.size ;
-  output st_wlast;
-  wire st_wlast;
-  reg [23:0] st_wstrb_buf = 24'h000000;
-  output st_wvalid;
-  wire st_wvalid;
-  output store__busy;
-  reg store__busy;
-  input [223:0] store__cmd__payload;
-  wire [223:0] store__cmd__payload;
-  wire \store__cmd__payload.acc ;
-  wire [7:0] \store__cmd__payload.col_offset ;
-  wire [47:0] \store__cmd__payload.host_addr ;
-  wire [31:0] \store__cmd__payload.host_plane_stride ;
-  wire [31:0] \store__cmd__payload.host_row_stride ;
-  wire [19:0] \store__cmd__payload.local_addr ;
-  wire [19:0] \store__cmd__payload.local_plane_stride ;
-  wire [15:0] \store__cmd__payload.local_row_stride ;
-  wire [15:0] \store__cmd__payload.planes ;
-  wire [6:0] \store__cmd__payload.reserved ;
-  wire [7:0] \store__cmd__payload.row_bytes ;
-  wire [15:0] \store__cmd__payload.rows ;
-  output store__cmd__ready;
-  reg store__cmd__ready;
-  input store__cmd__valid;
-  wire store__cmd__valid;
-  output store__done;
-  reg store__done;
-  (* enum_base_type = "ErrorCode" *)
-  (* enum_value_00000000 = "OK" *)
-  (* enum_value_00000001 = "BAD_OPCODE" *)
-  (* enum_value_00000010 = "RESERVED_BITS" *)
-  (* enum_value_00000011 = "BAD_SHAPE" *)
-  (* enum_value_00000100 = "LOCAL_RANGE" *)
-  (* enum_value_00000101 = "HOST_RANGE" *)
-  (* enum_value_00000110 = "AXI_SLVERR" *)
-  (* enum_value_00000111 = "AXI_DECERR" *)
-  (* enum_value_00001000 = "BAD_SHIFT" *)
-  (* enum_value_00001001 = "CMD_OVERFLOW" *)
-  (* enum_value_00001010 = "WINDOW" *)
-  (* enum_value_00001011 = "MISALIGNED" *)
-  (* enum_value_00001100 = "RING_OVERFLOW" *)
-  (* enum_value_00001101 = "WATCHDOG" *)
-  (* enum_value_00001110 = "BAD_EVENT" *)
-  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
-  output [7:0] store__error;
-  reg [7:0] store__error = 8'h00;
-  output [7:0] store_bytes;
-  wire [7:0] store_bytes;
-  input [64:0] store_window;
-  wire [64:0] store_window;
-  wire [31:0] \store_window.base ;
-  wire \store_window.check ;
-  wire [31:0] \store_window.size ;
+  input timeout;
+  wire timeout;
+  output [31:0] up__araddr;
+  reg [31:0] up__araddr = 32'd0;
+  wire [1:0] up__arburst;
+  output [7:0] up__arlen;
+  reg [7:0] up__arlen = 8'h00;
+  wire [2:0] up__arprot;
+  input up__arready;
+  wire up__arready;
+  wire [2:0] up__arsize;
+  (* init = 1'h0 *)
+  wire up__arvalid;
+  input [63:0] up__rdata;
+  wire [63:0] up__rdata;
+  input up__rlast;
+  wire up__rlast;
+  output up__rready;
+  wire up__rready;
+  input [1:0] up__rresp;
+  wire [1:0] up__rresp;
+  input up__rvalid;
+  wire up__rvalid;
   assign \$1  = ld_cmd[199:184] - 1'h1;
   assign \$2  = ld_cmd[215:200] - 1'h1;
   assign \$3  = | ld_cmd[223:217];
@@ -18261,7 +18391,7 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   assign \$40  = \$38  & \$39 ;
   assign \$41  = \$40  & ld_ar_it_active;
   assign \$42  = ~ ld_ar_valid;
-  assign \$43  = \$42  | axi__arready;
+  assign \$43  = \$42  | up__arready;
   assign ld_ar_issue = \$41  & \$43 ;
   assign \$44  = ld_rx_r > 1'h1;
   assign \$45  = ld_rx_row0 + ld_cmd[50:48];
@@ -18303,7 +18433,7 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   assign ld_can_accept = \$78  | ld_wb_load;
   assign \$79  = ld_run & ld_rx_active;
   assign \$80  = \$79  & ld_can_accept;
-  assign axi__rready = ld_drain | \$80 ;
+  assign up__rready = ld_drain | \$80 ;
   assign \$81  = ~ ld_cmd[216];
   assign spad_wr__en = ld_wb_valid & \$81 ;
   assign acc_wr__en = ld_wb_valid & ld_cmd[216];
@@ -18318,8 +18448,8 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   assign \$88  = ld_run & \$87 ;
   assign \$89  = \$88  & ld_rx_active;
   assign \$90  = ! \$58 [1:0];
-  assign \$91  = axi__rvalid & axi__rready;
-  assign \$92  = ~ axi__rresp[1];
+  assign \$91  = up__rvalid & up__rready;
+  assign \$92  = ~ up__rresp[1];
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$58 [1:0] - 1'h1;
   assign \$95  = ld_rx_beat == \$94 ;
@@ -18333,394 +18463,122 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   assign \$103  = ~ ld_rx_active;
   assign \$104  = ld_drain | \$103 ;
   assign ld_finished = \$102  & \$104 ;
-  assign \$105  = st_cmd[199:184] - 1'h1;
-  assign \$106  = st_cmd[215:200] - 1'h1;
-  assign \$107  = | st_cmd[223:217];
-  assign \$108  = ! st_cmd[199:184];
-  assign \$109  = ! st_cmd[215:200];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = st_cmd[175:168] + st_cmd[183:176];
-  assign \$112  = st_cmd[216] ? 5'h10 : 5'h04;
-  assign \$113  = \$111  > \$112 ;
-  assign \$114  = \$110  | \$113 ;
-  assign \$115  = st_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$116  = st_last_local >= \$115 ;
-  assign \$117  = | st_cmd[175:168];
-  assign \$118  = st_host_end > 33'h100000000;
-  assign \$119  = \$117  & \$118 ;
-  assign \$120  = | st_cmd[175:168];
-  assign \$121  = st_window[64] & \$120 ;
-  assign \$122  = st_cmd[47:0] < st_window[31:0];
-  assign \$123  = st_window[31:0] + st_window[63:32];
-  assign \$124  = st_host_end > \$123 ;
-  assign \$125  = \$122  | \$124 ;
-  assign \$126  = \$121  & \$125 ;
-  assign \$127  = st_aw_it_r > 1'h1;
-  assign \$128  = st_aw_it_row0 + st_cmd[79:48];
-  assign \$129  = st_aw_it_plane0 + st_cmd[111:80];
-  assign \$130  = \$127  ? \$128  : \$129 ;
-  assign \$131  = st_aw_it_r == 1'h1;
-  assign \$132  = st_aw_it_p == 1'h1;
-  assign st_aw_it_last = \$131  & \$132 ;
-  assign \$133  = 13'h1000 - st_aw_beat_addr[11:0];
-  assign \$135  = st_aw_beats_left < 5'h10;
-  assign \$136  = \$135  ? { 3'h0, st_aw_beats_left } : 5'h10;
-  assign \$137  = \$136  < \$134 [9:0];
-  assign \$138  = st_aw_beats_left < 5'h10;
-  assign \$139  = \$138  ? { 3'h0, st_aw_beats_left } : 5'h10;
-  assign \$140  = \$137  ? { 5'h00, \$139  } : \$134 [9:0];
-  assign \$141  = ~ st_drain;
-  assign \$142  = st_run & \$141 ;
-  assign \$143  = st_b_out < 3'h4;
-  assign \$144  = \$142  & \$143 ;
-  assign \$145  = \$144  & st_aw_it_active;
-  assign \$146  = ~ st_aw_valid;
-  assign \$147  = \$146  | axi__awready;
-  assign st_aw_issue = \$145  & \$147 ;
-  assign \$148  = st_rd_r > 1'h1;
-  assign \$149  = st_rd_row0 + st_cmd[147:132];
-  assign \$150  = st_rd_plane0 + st_cmd[167:148];
-  assign \$151  = \$148  ? { 4'h0, \$149  } : \$150 ;
-  assign \$152  = st_rd_r == 1'h1;
-  assign \$153  = st_rd_p == 1'h1;
-  assign st_rd_last = \$152  & \$153 ;
-  assign st_rbuf_valid = | st_rq_n;
-  assign \$154  = st_run & st_rd_active;
-  assign \$155  = st_rq_n + st_rd_inflight;
-  assign \$156  = \$155  - st_w_take;
-  assign \$157  = $signed(\$156 ) < $signed(3'h2);
-  assign st_rd_en = \$154  & \$157 ;
-  assign \$158  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$158 ;
-  assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$159  = st_w_r > 1'h1;
-  assign \$160  = st_w_row0 + st_cmd[59:48];
-  assign \$161  = st_w_plane0 + st_cmd[91:80];
-  assign \$162  = \$159  ? \$160  : \$161 ;
-  assign \$163  = st_w_r == 1'h1;
-  assign \$164  = st_w_p == 1'h1;
-  assign st_w_last = \$163  & \$164 ;
-  assign \$165  = st_cmd[175:168] > 1'h0;
-  assign \$166  = st_cmd[175:168] > 1'h1;
-  assign \$167  = st_cmd[175:168] > 2'h2;
-  assign \$168  = st_cmd[175:168] > 2'h3;
-  assign \$169  = st_cmd[175:168] > 3'h4;
-  assign \$170  = st_cmd[175:168] > 3'h5;
-  assign \$171  = st_cmd[175:168] > 3'h6;
-  assign \$172  = st_cmd[175:168] > 3'h7;
-  assign \$173  = st_cmd[175:168] > 4'h8;
-  assign \$174  = st_cmd[175:168] > 4'h9;
-  assign \$175  = st_cmd[175:168] > 4'ha;
-  assign \$176  = st_cmd[175:168] > 4'hb;
-  assign \$177  = st_cmd[175:168] > 4'hc;
-  assign \$178  = st_cmd[175:168] > 4'hd;
-  assign \$179  = st_cmd[175:168] > 4'he;
-  assign \$180  = st_cmd[175:168] > 4'hf;
-  assign \$181  = st_run & st_w_row_valid;
-  assign \$182  = | st_w_credit;
-  assign st_wvalid = \$181  & \$182 ;
-  assign \$183  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$183 ;
-  assign \$184  = st_w_addr12 == 12'hff8;
-  assign \$185  = st_w_row_end | \$184 ;
-  assign \$186  = st_w_bib == 4'hf;
-  assign st_wlast = \$185  | \$186 ;
-  assign st_whs = st_wvalid & axi__wready;
-  assign \$187  = st_run & st_w_active;
-  assign \$188  = \$187  & st_rbuf_valid;
-  assign \$189  = ~ st_w_row_valid;
-  assign \$190  = st_whs & st_w_row_end;
-  assign \$191  = \$189  | \$190 ;
-  assign st_w_take = \$188  & \$191 ;
-  assign \$637  = st_w_beat * 7'h40;
-  assign axi__wdata = st_wbuf >> \$637 ;
-  assign \$640  = st_w_beat * 4'h8;
-  assign axi__wstrb = st_wstrb_buf >> \$640 ;
-  assign \$192  = 1'h0 + axi__wstrb[0];
-  assign \$193  = \$192  + axi__wstrb[1];
-  assign \$194  = \$193  + axi__wstrb[2];
-  assign \$195  = \$194  + axi__wstrb[3];
-  assign \$196  = \$195  + axi__wstrb[4];
-  assign \$197  = \$196  + axi__wstrb[5];
-  assign \$198  = \$197  + axi__wstrb[6];
-  assign \$199  = \$198  + axi__wstrb[7];
-  assign \$200  = st_whs ? \$199  : 9'h000;
-  assign \$201  = st_cmd[180:176] * 4'h8;
-  assign \$202  = st_rq0 >> \$201 ;
-  assign st_shifted = \$202  & { \$180 , \$180 , \$180 , \$180 , \$180 , \$180 , \$180 , \$180 , \$179 , \$179 , \$179 , \$179 , \$179 , \$179 , \$179 , \$179 , \$178 , \$178 , \$178 , \$178 , \$178 , \$178 , \$178 , \$178 , \$177 , \$177 , \$177 , \$177 , \$177 , \$177 , \$177 , \$177 , \$176 , \$176 , \$176 , \$176 , \$176 , \$176 , \$176 , \$176 , \$175 , \$175 , \$175 , \$175 , \$175 , \$175 , \$175 , \$175 , \$174 , \$174 , \$174 , \$174 , \$174 , \$174 , \$174 , \$174 , \$173 , \$173 , \$173 , \$173 , \$173 , \$173 , \$173 , \$173 , \$172 , \$172 , \$172 , \$172 , \$172 , \$172 , \$172 , \$172 , \$171 , \$171 , \$171 , \$171 , \$171 , \$171 , \$171 , \$171 , \$170 , \$170 , \$170 , \$170 , \$170 , \$170 , \$170 , \$170 , \$169 , \$169 , \$169 , \$169 , \$169 , \$169 , \$169 , \$169 , \$168 , \$168 , \$168 , \$168 , \$168 , \$168 , \$168 , \$168 , \$167 , \$167 , \$167 , \$167 , \$167 , \$167 , \$167 , \$167 , \$166 , \$166 , \$166 , \$166 , \$166 , \$166 , \$166 , \$166 , \$165 , \$165 , \$165 , \$165 , \$165 , \$165 , \$165 , \$165  };
-  assign \$203  = ~ st_aw_valid;
-  assign \$204  = ! st_w_credit;
-  assign \$205  = \$203  & \$204 ;
-  assign \$206  = ! st_b_out;
-  assign \$207  = \$205  & \$206 ;
-  assign \$208  = ~ st_aw_it_active;
-  assign \$209  = ~ st_w_active;
-  assign \$210  = \$208  & \$209 ;
-  assign \$211  = ~ st_w_row_valid;
-  assign \$212  = \$210  & \$211 ;
-  assign \$213  = st_drain | \$212 ;
-  assign st_finished = \$207  & \$213 ;
-  assign \$214  = ! dma_load_fsm_state;
-  assign \$215  = dma_load_fsm_state == 1'h1;
-  assign \$216  = dma_load_fsm_state == 2'h2;
-  assign \$217  = dma_load_fsm_state == 2'h3;
-  assign \$218  = dma_load_fsm_state == 3'h4;
-  assign \$219  = ! dma_store_fsm_state;
-  assign \$220  = dma_store_fsm_state == 1'h1;
-  assign \$221  = dma_store_fsm_state == 2'h2;
-  assign \$222  = dma_store_fsm_state == 2'h3;
-  assign \$223  = dma_store_fsm_state == 3'h4;
-  assign \$224  = \$36 [4:0] - 1'h1;
-  assign \$225  = ld_ar_beats_left == \$36 [4:0];
-  assign \$226  = ld_ar_it_r > 1'h1;
-  assign \$227  = ld_ar_it_r - 1'h1;
-  assign \$228  = ld_ar_it_p - 1'h1;
-  assign \$231  = \$26 [2:0] + ld_cmd[175:168];
-  assign \$232  = \$231  + 3'h7;
-  assign \$235  = ld_ar_beat_addr + \$234 ;
-  assign \$236  = ld_ar_beats_left - \$36 [4:0];
-  assign \$237  = ~ ld_drain;
-  assign \$238  = ld_run & \$237 ;
-  assign \$239  = \$238  & ld_rx_active;
-  assign \$240  = ! \$58 [1:0];
-  assign \$241  = axi__rvalid & axi__rready;
-  assign \$242  = ~ axi__rresp[1];
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = \$58 [1:0] - 1'h1;
-  assign \$245  = ld_rx_beat == \$244 ;
-  assign \$246  = ld_rx_beat + 1'h1;
-  assign \$247  = axi__rvalid & axi__rready;
-  assign \$248  = \$247  & axi__rresp[1];
-  assign \$249  = axi__rresp == 2'h3;
-  assign \$250  = \$249  ? 8'h07 : 8'h06;
-  assign \$251  = axi__rvalid & axi__rready;
-  assign \$252  = \$251  & axi__rlast;
-  assign \$253  = ld_outstanding + ld_ar_issue;
-  assign \$254  = \$253  - 1'h1;
-  assign \$255  = ld_outstanding + ld_ar_issue;
-  assign \$256  = ld_rx_r > 1'h1;
-  assign \$257  = ld_rx_r - 1'h1;
-  assign \$258  = ld_rx_p - 1'h1;
-  assign \$259  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$260  = ld_cmd[131:112] + \$259 ;
-  assign \$261  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$262  = \$260  + \$261 ;
-  assign \$263  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$264  = ld_cmd[47:0] + \$263 ;
-  assign \$265  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$266  = \$264  + \$265 ;
-  assign \$267  = \$266  + ld_cmd[175:168];
-  assign \$268  = ! ld_chk_err;
-  assign \$269  = | ld_cmd[175:168];
-  assign \$272  = ld_cmd[2:0] + ld_cmd[175:168];
-  assign \$273  = \$272  + 3'h7;
-  assign \$275  = \$140 [4:0] - 1'h1;
-  assign \$276  = st_aw_beats_left == \$140 [4:0];
-  assign \$277  = st_aw_it_r > 1'h1;
-  assign \$278  = st_aw_it_r - 1'h1;
-  assign \$279  = st_aw_it_p - 1'h1;
-  assign \$282  = \$130 [2:0] + st_cmd[175:168];
-  assign \$283  = \$282  + 3'h7;
-  assign \$286  = st_aw_beat_addr + \$285 ;
-  assign \$287  = st_aw_beats_left - \$140 [4:0];
-  assign \$288  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$289  = st_rd_en & \$288 ;
-  assign \$290  = st_rq_n + st_rd_inflight;
-  assign \$291  = \$290  - st_w_take;
-  assign \$292  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$293  = st_rd_en & \$292 ;
-  assign \$294  = st_rd_r > 1'h1;
-  assign \$295  = st_rd_r - 1'h1;
-  assign \$296  = st_rd_p - 1'h1;
-  assign \$297  = st_rq_n - st_w_take;
-  assign \$298  = ! \$297 ;
-  assign \$299  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$300  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$301  = st_w_beat + 1'h1;
-  assign \$302  = st_w_addr12 + 4'h8;
-  assign \$303  = st_w_bib + 1'h1;
-  assign \$304  = st_wlast ? 5'h00 : \$303 ;
-  assign \$305  = st_w_row0[2:0] * 4'h8;
-  assign \$306  = st_shifted << \$305 ;
-  assign \$307  = { \$180 , \$179 , \$178 , \$177 , \$176 , \$175 , \$174 , \$173 , \$172 , \$171 , \$170 , \$169 , \$168 , \$167 , \$166 , \$165  } << st_w_row0[2:0];
-  assign \$308  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$309  = \$308  + 3'h7;
-  assign \$313  = st_w_r > 1'h1;
-  assign \$314  = st_w_r - 1'h1;
-  assign \$315  = st_w_p - 1'h1;
-  assign \$316  = st_w_credit + st_aw_issue;
-  assign \$317  = st_whs & st_wlast;
-  assign \$318  = \$316  - \$317 ;
-  assign \$319  = st_b_out + st_aw_issue;
-  assign \$321  = \$319  - \$320 ;
-  assign \$323  = st_run & \$322 ;
-  assign \$324  = \$323  & axi__bresp[1];
-  assign \$325  = ~ st_drain;
-  assign \$326  = \$324  & \$325 ;
-  assign \$327  = axi__bresp == 2'h3;
-  assign \$328  = \$327  ? 8'h07 : 8'h06;
-  assign \$329  = \$106 [15:0] * st_cmd[167:148];
-  assign \$330  = st_cmd[131:112] + \$329 ;
-  assign \$331  = \$105 [15:0] * st_cmd[147:132];
-  assign \$332  = \$330  + \$331 ;
-  assign \$333  = \$106 [15:0] * st_cmd[111:80];
-  assign \$334  = st_cmd[47:0] + \$333 ;
-  assign \$335  = \$105 [15:0] * st_cmd[79:48];
-  assign \$336  = \$334  + \$335 ;
-  assign \$337  = \$336  + st_cmd[175:168];
-  assign \$338  = ! st_chk_err;
-  assign \$339  = | st_cmd[175:168];
-  assign \$340  = \$338  & \$339 ;
-  assign \$341  = | st_cmd[175:168];
-  assign \$344  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$345  = \$344  + 3'h7;
-  assign \$347  = reset[0] | reset[1];
-  always @(posedge clk)
-    axi__araddr <= \$348 ;
-  always @(posedge clk)
-    axi__arlen <= \$349 ;
-  always @(posedge clk)
-    ld_ar_valid <= \$350 ;
-  always @(posedge clk)
-    ld_ar_it_row0 <= \$351 ;
-  always @(posedge clk)
-    ld_ar_it_r <= \$352 ;
-  always @(posedge clk)
-    ld_ar_it_p <= \$353 ;
-  always @(posedge clk)
-    ld_ar_it_plane0 <= \$354 ;
-  always @(posedge clk)
-    ld_ar_it_active <= \$355 ;
-  always @(posedge clk)
-    ld_ar_beat_addr <= \$356 ;
-  always @(posedge clk)
-    ld_ar_beats_left <= \$357 ;
-  always @(posedge clk)
-    ld_buf <= \$358 ;
-  always @(posedge clk)
-    ld_rx_beat <= \$359 ;
-  always @(posedge clk)
-    ld_drain <= \$360 ;
-  always @(posedge clk)
-    load__error <= \$361 ;
-  always @(posedge clk)
-    ld_outstanding <= \$362 ;
-  always @(posedge clk)
-    ld_wb_data <= \$363 ;
-  always @(posedge clk)
-    spad_wr__addr <= \$364 ;
-  always @(posedge clk)
-    ld_wb_valid <= \$365 ;
-  always @(posedge clk)
-    ld_full <= \$366 ;
-  always @(posedge clk)
-    ld_ext_off <= \$367 ;
-  always @(posedge clk)
-    ld_ext_laddr <= \$368 ;
+  assign \$105  = ! dma_load_fsm_state;
+  assign \$106  = dma_load_fsm_state == 1'h1;
+  assign \$107  = dma_load_fsm_state == 2'h2;
+  assign \$108  = dma_load_fsm_state == 2'h3;
+  assign \$109  = dma_load_fsm_state == 3'h4;
+  assign \$110  = \$36 [4:0] - 1'h1;
+  assign \$111  = ld_ar_beats_left == \$36 [4:0];
+  assign \$112  = ld_ar_it_r > 1'h1;
+  assign \$113  = ld_ar_it_r - 1'h1;
+  assign \$114  = ld_ar_it_p - 1'h1;
+  assign \$117  = \$26 [2:0] + ld_cmd[175:168];
+  assign \$118  = \$117  + 3'h7;
+  assign \$121  = ld_ar_beat_addr + \$120 ;
+  assign \$122  = ld_ar_beats_left - \$36 [4:0];
+  assign \$123  = ~ ld_drain;
+  assign \$124  = ld_run & \$123 ;
+  assign \$125  = \$124  & ld_rx_active;
+  assign \$126  = ! \$58 [1:0];
+  assign \$127  = up__rvalid & up__rready;
+  assign \$128  = ~ up__rresp[1];
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = \$58 [1:0] - 1'h1;
+  assign \$131  = ld_rx_beat == \$130 ;
+  assign \$132  = ld_rx_beat + 1'h1;
+  assign \$133  = up__rvalid & up__rready;
+  assign \$134  = \$133  & up__rresp[1];
+  assign \$135  = up__rresp == 2'h3;
+  assign \$136  = \$135  ? 8'h07 : 8'h06;
+  assign \$137  = up__rvalid & up__rready;
+  assign \$138  = \$137  & up__rlast;
+  assign \$139  = ld_outstanding + ld_ar_issue;
+  assign \$140  = \$139  - 1'h1;
+  assign \$141  = ld_outstanding + ld_ar_issue;
+  assign \$142  = ld_rx_r > 1'h1;
+  assign \$143  = ld_rx_r - 1'h1;
+  assign \$144  = ld_rx_p - 1'h1;
+  assign \$145  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$146  = ld_cmd[131:112] + \$145 ;
+  assign \$147  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$148  = \$146  + \$147 ;
+  assign \$149  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$150  = ld_cmd[47:0] + \$149 ;
+  assign \$151  = \$1 [15:0] * ld_cmd[79:48];
+  assign \$152  = \$150  + \$151 ;
+  assign \$153  = \$152  + ld_cmd[175:168];
+  assign \$154  = ! ld_chk_err;
+  assign \$155  = | ld_cmd[175:168];
+  assign \$158  = ld_cmd[2:0] + ld_cmd[175:168];
+  assign \$159  = \$158  + 3'h7;
+  assign \$161  = ld_drain ? load__error : 8'h10;
   always @(posedge clk)
-    ld_rx_row0 <= \$369 ;
+    up__araddr <= \$162 ;
   always @(posedge clk)
-    ld_rx_row1 <= \$370 ;
+    up__arlen <= \$163 ;
   always @(posedge clk)
-    ld_rx_r <= \$371 ;
+    ld_ar_valid <= \$164 ;
   always @(posedge clk)
-    ld_rx_p <= \$372 ;
+    ld_ar_it_row0 <= \$165 ;
   always @(posedge clk)
-    ld_rx_plane0 <= \$373 ;
+    ld_ar_it_r <= \$166 ;
   always @(posedge clk)
-    ld_rx_plane1 <= \$374 ;
+    ld_ar_it_p <= \$167 ;
   always @(posedge clk)
-    ld_rx_active <= \$375 ;
+    ld_ar_it_plane0 <= \$168 ;
   always @(posedge clk)
-    ld_cmd <= \$376 ;
+    ld_ar_it_active <= \$169 ;
   always @(posedge clk)
-    ld_window <= \$377 ;
+    ld_ar_beat_addr <= \$170 ;
   always @(posedge clk)
-    dma_load_fsm_state <= \$378 ;
+    ld_ar_beats_left <= \$171 ;
   always @(posedge clk)
-    ld_last_local <= \$379 ;
+    ld_buf <= \$172 ;
   always @(posedge clk)
-    ld_host_end <= \$380 ;
+    ld_rx_beat <= \$173 ;
   always @(posedge clk)
-    axi__awaddr <= \$381 ;
+    ld_drain <= \$174 ;
   always @(posedge clk)
-    axi__awlen <= \$382 ;
+    load__error <= \$175 ;
   always @(posedge clk)
-    st_aw_valid <= \$383 ;
+    ld_outstanding <= \$176 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$384 ;
+    ld_wb_data <= \$177 ;
   always @(posedge clk)
-    st_aw_it_r <= \$385 ;
+    spad_wr__addr <= \$178 ;
   always @(posedge clk)
-    st_aw_it_p <= \$386 ;
+    ld_wb_valid <= \$179 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$387 ;
+    ld_full <= \$180 ;
   always @(posedge clk)
-    st_aw_it_active <= \$388 ;
+    ld_ext_off <= \$181 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$389 ;
+    ld_ext_laddr <= \$182 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$390 ;
+    ld_rx_row0 <= \$183 ;
   always @(posedge clk)
-    st_rd_inflight <= \$391 ;
+    ld_rx_row1 <= \$184 ;
   always @(posedge clk)
-    st_rq_n <= \$392 ;
+    ld_rx_r <= \$185 ;
   always @(posedge clk)
-    st_rd_row0 <= \$393 ;
+    ld_rx_p <= \$186 ;
   always @(posedge clk)
-    st_rd_r <= \$394 ;
+    ld_rx_plane0 <= \$187 ;
   always @(posedge clk)
-    st_rd_p <= \$395 ;
+    ld_rx_plane1 <= \$188 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$396 ;
+    ld_rx_active <= \$189 ;
   always @(posedge clk)
-    st_rd_active <= \$397 ;
+    ld_cmd <= \$190 ;
   always @(posedge clk)
-    st_rq0 <= \$398 ;
+    ld_window <= \$191 ;
   always @(posedge clk)
-    st_rq1 <= \$399 ;
+    dma_load_fsm_state <= \$192 ;
   always @(posedge clk)
-    st_w_beat <= \$400 ;
+    ld_last_local <= \$193 ;
   always @(posedge clk)
-    st_w_addr12 <= \$401 ;
-  always @(posedge clk)
-    st_w_bib <= \$402 ;
-  always @(posedge clk)
-    st_w_row_valid <= \$403 ;
-  always @(posedge clk)
-    st_wbuf <= \$404 ;
-  always @(posedge clk)
-    st_wstrb_buf <= \$405 ;
-  always @(posedge clk)
-    st_w_nbeats <= \$406 ;
-  always @(posedge clk)
-    st_w_row0 <= \$407 ;
-  always @(posedge clk)
-    st_w_r <= \$408 ;
-  always @(posedge clk)
-    st_w_p <= \$409 ;
-  always @(posedge clk)
-    st_w_plane0 <= \$410 ;
-  always @(posedge clk)
-    st_w_active <= \$411 ;
-  always @(posedge clk)
-    st_w_credit <= \$412 ;
-  always @(posedge clk)
-    st_b_out <= \$413 ;
-  always @(posedge clk)
-    st_drain <= \$414 ;
-  always @(posedge clk)
-    store__error <= \$415 ;
-  always @(posedge clk)
-    st_cmd <= \$416 ;
-  always @(posedge clk)
-    st_window <= \$417 ;
-  always @(posedge clk)
-    dma_store_fsm_state <= \$418 ;
-  always @(posedge clk)
-    st_last_local <= \$419 ;
-  always @(posedge clk)
-    st_host_end <= \$420 ;
+    ld_host_end <= \$194 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
@@ -18791,6 +18649,23 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    ld_abort = 1'h0;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (ld_finished) begin
+          end else if (timeout) begin
+            ld_abort = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     load__done = 1'h0;
     casez (dma_load_fsm_state)
       3'h0:
@@ -18807,108 +18682,37 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$107 ) begin
-      st_chk_err = 8'h02;
-    end else if (\$114 ) begin
-      st_chk_err = 8'h03;
-    end else if (\$116 ) begin
-      st_chk_err = 8'h04;
-    end else if (\$119 ) begin
-      st_chk_err = 8'h05;
-    end else if (\$126 ) begin
-      st_chk_err = 8'h0a;
-    end else begin
-      st_chk_err = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    store__cmd__ready = 1'h0;
-    casez (dma_store_fsm_state)
-      3'h0:
-          store__cmd__ready = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    store__busy = 1'h0;
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          store__busy = 1'h1;
-      3'h2:
-          store__busy = 1'h1;
-      3'h3:
-          store__busy = 1'h1;
-      3'h4:
-          store__busy = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    st_run = 1'h0;
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          st_run = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    store__done = 1'h0;
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          store__done = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$348  = axi__araddr;
+    \$162  = up__araddr;
     if (ld_ar_issue) begin
-      \$348  = ld_ar_beat_addr;
+      \$162  = ld_ar_beat_addr;
     end
-    if (\$347 ) begin
-      \$348  = 32'd0;
+    if (load_reset) begin
+      \$162  = 32'd0;
     end
     if (rst) begin
-      \$348  = 32'd0;
+      \$162  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$349  = axi__arlen;
+    \$163  = up__arlen;
     if (ld_ar_issue) begin
-      \$349  = { \$224 [5], \$224 [5], \$224  };
+      \$163  = { \$110 [5], \$110 [5], \$110  };
     end
-    if (\$347 ) begin
-      \$349  = 8'h00;
+    if (load_reset) begin
+      \$163  = 8'h00;
     end
     if (rst) begin
-      \$349  = 8'h00;
+      \$163  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$350  = ld_ar_valid;
+    \$164  = ld_ar_valid;
     if (ld_ar_issue) begin
-      \$350  = 1'h1;
-    end else if (axi__arready) begin
-      \$350  = 1'h0;
+      \$164  = 1'h1;
+    end else if (up__arready) begin
+      \$164  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18916,1545 +18720,735 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
       3'h1:
           /* empty */;
       3'h2:
-          if (\$268 ) begin
-            \$350  = 1'h0;
-          end
-    endcase
-    if (\$347 ) begin
-      \$350  = 1'h0;
-    end
-    if (rst) begin
-      \$350  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$351  = ld_ar_it_row0;
-    if (ld_ar_issue) begin
-      if (\$225 ) begin
-        \$351  = \$26 [31:0];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$351  = ld_cmd[31:0];
-          end
-    endcase
-    if (\$347 ) begin
-      \$351  = 32'd0;
-    end
-    if (rst) begin
-      \$351  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$352  = ld_ar_it_r;
-    if (ld_ar_issue) begin
-      if (\$225 ) begin
-        (* full_case = 32'd1 *)
-        if (\$226 ) begin
-          \$352  = \$227 [15:0];
-        end else begin
-          \$352  = ld_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$352  = ld_cmd[199:184];
-          end
-    endcase
-    if (\$347 ) begin
-      \$352  = 16'h0000;
-    end
-    if (rst) begin
-      \$352  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$353  = ld_ar_it_p;
-    if (ld_ar_issue) begin
-      if (\$225 ) begin
-        (* full_case = 32'd1 *)
-        if (\$226 ) begin
-        end else begin
-          \$353  = \$228 [15:0];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$353  = ld_cmd[215:200];
-          end
-    endcase
-    if (\$347 ) begin
-      \$353  = 16'h0000;
-    end
-    if (rst) begin
-      \$353  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$354  = ld_ar_it_plane0;
-    if (ld_ar_issue) begin
-      if (\$225 ) begin
-        (* full_case = 32'd1 *)
-        if (\$226 ) begin
-        end else begin
-          \$354  = \$26 [31:0];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$354  = ld_cmd[31:0];
-          end
-    endcase
-    if (\$347 ) begin
-      \$354  = 32'd0;
-    end
-    if (rst) begin
-      \$354  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$355  = ld_ar_it_active;
-    if (ld_ar_issue) begin
-      if (\$225 ) begin
-        if (ld_ar_it_last) begin
-          \$355  = 1'h0;
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$355  = \$269 ;
-          end
-    endcase
-    if (\$347 ) begin
-      \$355  = 1'h0;
-    end
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$356  = ld_ar_beat_addr;
-    if (ld_ar_issue) begin
-      (* full_case = 32'd1 *)
-      if (\$225 ) begin
-        \$356  = \$230 ;
-      end else begin
-        \$356  = \$235 [31:0];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$356  = \$271 ;
-          end
-    endcase
-    if (\$347 ) begin
-      \$356  = 32'd0;
-    end
-    if (rst) begin
-      \$356  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$357  = ld_ar_beats_left;
-    if (ld_ar_issue) begin
-      (* full_case = 32'd1 *)
-      if (\$225 ) begin
-        \$357  = \$233 [1:0];
-      end else begin
-        \$357  = \$236 [1:0];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$357  = \$274 [1:0];
-          end
-    endcase
-    if (\$347 ) begin
-      \$357  = 2'h0;
-    end
-    if (rst) begin
-      \$357  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$358  = ld_buf;
-    if (\$239 ) begin
-      if (\$240 ) begin
-      end else if (\$243 ) begin
-        casez (ld_rx_beat)
-          2'h0:
-              \$358 [63:0] = axi__rdata;
-          2'h1:
-              \$358 [127:64] = axi__rdata;
-          2'h2:
-              \$358 [191:128] = axi__rdata;
-        endcase
-      end
-    end
-    if (\$347 ) begin
-      \$358  = 192'h000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$358  = 192'h000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$359  = ld_rx_beat;
-    if (\$239 ) begin
-      if (\$240 ) begin
-      end else if (\$243 ) begin
-        (* full_case = 32'd1 *)
-        if (\$245 ) begin
-        end else begin
-          \$359  = \$246 [1:0];
-        end
-      end
-    end
-    if (ld_row_done) begin
-      \$359  = 2'h0;
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$359  = 2'h0;
-    endcase
-    if (\$347 ) begin
-      \$359  = 2'h0;
-    end
-    if (rst) begin
-      \$359  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$360  = ld_drain;
-    if (\$239 ) begin
-      if (\$248 ) begin
-        \$360  = 1'h1;
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$360  = 1'h0;
-    endcase
-    if (\$347 ) begin
-      \$360  = 1'h0;
-    end
-    if (rst) begin
-      \$360  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$361  = load__error;
-    if (\$239 ) begin
-      if (\$248 ) begin
-        \$361  = \$250 ;
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$361  = ld_chk_err;
-    endcase
-    if (\$347 ) begin
-      \$361  = 8'h00;
-    end
-    if (rst) begin
-      \$361  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$252 ) begin
-      \$362  = \$254 [2:0];
-    end else begin
-      \$362  = \$255 [2:0];
-    end
-    if (\$347 ) begin
-      \$362  = 3'h0;
-    end
-    if (rst) begin
-      \$362  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$363  = ld_wb_data;
-    if (ld_wb_load) begin
-      \$363  = \$86 [127:0];
-    end
-    if (\$347 ) begin
-      \$363  = 128'h00000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$363  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$364  = spad_wr__addr;
-    if (ld_wb_load) begin
-      \$364  = ld_ext_laddr;
-    end
-    if (\$347 ) begin
-      \$364  = 14'h0000;
-    end
-    if (rst) begin
-      \$364  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$365  = ld_wb_valid;
-    if (ld_wb_load) begin
-      \$365  = 1'h1;
-    end else if (ld_wb_done) begin
-      \$365  = 1'h0;
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$365  = 1'h0;
-    endcase
-    if (\$347 ) begin
-      \$365  = 1'h0;
-    end
-    if (rst) begin
-      \$365  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$366  = ld_full;
-    if (ld_wb_load) begin
-      \$366  = 1'h0;
-    end
-    if (ld_row_done) begin
-      \$366  = 1'h1;
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$366  = 1'h0;
-    endcase
-    if (\$347 ) begin
-      \$366  = 1'h0;
-    end
-    if (rst) begin
-      \$366  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$367  = ld_ext_off;
-    if (ld_row_done) begin
-      \$367  = ld_rx_row0;
-    end
-    if (\$347 ) begin
-      \$367  = 3'h0;
-    end
-    if (rst) begin
-      \$367  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$368  = ld_ext_laddr;
-    if (ld_row_done) begin
-      \$368  = ld_rx_row1;
-    end
-    if (\$347 ) begin
-      \$368  = 14'h0000;
-    end
-    if (rst) begin
-      \$368  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$369  = ld_rx_row0;
-    if (ld_row_done) begin
-      \$369  = \$47 [2:0];
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$369  = ld_cmd[2:0];
-          end
-    endcase
-    if (\$347 ) begin
-      \$369  = 3'h0;
-    end
-    if (rst) begin
-      \$369  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$370  = ld_rx_row1;
-    if (ld_row_done) begin
-      \$370  = \$51 [13:0];
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$370  = ld_cmd[125:112];
-          end
-    endcase
-    if (\$347 ) begin
-      \$370  = 14'h0000;
-    end
-    if (rst) begin
-      \$370  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$371  = ld_rx_r;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$256 ) begin
-        \$371  = \$257 [15:0];
-      end else begin
-        \$371  = ld_cmd[199:184];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$371  = ld_cmd[199:184];
-          end
-    endcase
-    if (\$347 ) begin
-      \$371  = 16'h0000;
-    end
-    if (rst) begin
-      \$371  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$372  = ld_rx_p;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$256 ) begin
-      end else begin
-        \$372  = \$258 [15:0];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$372  = ld_cmd[215:200];
-          end
-    endcase
-    if (\$347 ) begin
-      \$372  = 16'h0000;
-    end
-    if (rst) begin
-      \$372  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$373  = ld_rx_plane0;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$256 ) begin
-      end else begin
-        \$373  = \$47 [2:0];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$373  = ld_cmd[2:0];
-          end
-    endcase
-    if (\$347 ) begin
-      \$373  = 3'h0;
-    end
-    if (rst) begin
-      \$373  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$374  = ld_rx_plane1;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$256 ) begin
-      end else begin
-        \$374  = \$51 [13:0];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$374  = ld_cmd[125:112];
-          end
-    endcase
-    if (\$347 ) begin
-      \$374  = 14'h0000;
-    end
-    if (rst) begin
-      \$374  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$375  = ld_rx_active;
-    if (ld_row_done) begin
-      if (ld_rx_last) begin
-        \$375  = 1'h0;
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$268 ) begin
-            \$375  = 1'h1;
-          end
-    endcase
-    if (\$347 ) begin
-      \$375  = 1'h0;
-    end
-    if (rst) begin
-      \$375  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$376  = ld_cmd;
-    casez (dma_load_fsm_state)
-      3'h0:
-          if (load__cmd__valid) begin
-            \$376  = load__cmd__payload;
-          end
-    endcase
-    if (\$347 ) begin
-      \$376  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$376  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$377  = ld_window;
-    casez (dma_load_fsm_state)
-      3'h0:
-          if (load__cmd__valid) begin
-            \$377  = load_window;
-          end
-    endcase
-    if (\$347 ) begin
-      \$377  = 65'h00000000000000000;
-    end
-    if (rst) begin
-      \$377  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$378  = dma_load_fsm_state;
-    casez (dma_load_fsm_state)
-      3'h0:
-          if (load__cmd__valid) begin
-            \$378  = 3'h1;
-          end
-      3'h1:
-          \$378  = 3'h2;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$268 ) begin
-            \$378  = 3'h3;
-          end else begin
-            \$378  = 3'h4;
+          if (\$154 ) begin
+            \$164  = 1'h0;
           end
       3'h3:
           if (ld_finished) begin
-            \$378  = 3'h4;
+          end else if (timeout) begin
+            \$164  = 1'h0;
           end
-      3'h4:
-          \$378  = 3'h0;
     endcase
-    if (\$347 ) begin
-      \$378  = 3'h0;
+    if (load_reset) begin
+      \$164  = 1'h0;
     end
     if (rst) begin
-      \$378  = 3'h0;
+      \$164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$379  = ld_last_local;
+    \$165  = ld_ar_it_row0;
+    if (ld_ar_issue) begin
+      if (\$111 ) begin
+        \$165  = \$26 [31:0];
+      end
+    end
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$379  = { 2'h0, \$262  };
+          /* empty */;
+      3'h2:
+          if (\$154 ) begin
+            \$165  = ld_cmd[31:0];
+          end
     endcase
-    if (\$347 ) begin
-      \$379  = 40'h0000000000;
+    if (load_reset) begin
+      \$165  = 32'd0;
     end
     if (rst) begin
-      \$379  = 40'h0000000000;
+      \$165  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$380  = ld_host_end;
+    \$166  = ld_ar_it_r;
+    if (ld_ar_issue) begin
+      if (\$111 ) begin
+        (* full_case = 32'd1 *)
+        if (\$112 ) begin
+          \$166  = \$113 [15:0];
+        end else begin
+          \$166  = ld_cmd[199:184];
+        end
+      end
+    end
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$380  = { 1'h0, \$267  };
-    endcase
-    if (\$347 ) begin
-      \$380  = 52'h0000000000000;
-    end
-    if (rst) begin
-      \$380  = 52'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$381  = axi__awaddr;
-    if (st_aw_issue) begin
-      \$381  = st_aw_beat_addr;
-    end
-    if (\$347 ) begin
-      \$381  = 32'd0;
-    end
-    if (rst) begin
-      \$381  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$382  = axi__awlen;
-    if (st_aw_issue) begin
-      \$382  = { \$275 [5], \$275 [5], \$275  };
-    end
-    if (\$347 ) begin
-      \$382  = 8'h00;
-    end
-    if (rst) begin
-      \$382  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$383  = st_aw_valid;
-    if (st_aw_issue) begin
-      \$383  = 1'h1;
-    end else if (axi__awready) begin
-      \$383  = 1'h0;
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$383  = 1'h0;
+          if (\$154 ) begin
+            \$166  = ld_cmd[199:184];
           end
     endcase
-    if (\$347 ) begin
-      \$383  = 1'h0;
+    if (load_reset) begin
+      \$166  = 16'h0000;
     end
     if (rst) begin
-      \$383  = 1'h0;
+      \$166  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$384  = st_aw_it_row0;
-    if (st_aw_issue) begin
-      if (\$276 ) begin
-        \$384  = \$130 [31:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$340 ) begin
-            \$384  = st_cmd[31:0];
-          end
-    endcase
-    if (\$347 ) begin
-      \$384  = 32'd0;
-    end
-    if (rst) begin
-      \$384  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$385  = st_aw_it_r;
-    if (st_aw_issue) begin
-      if (\$276 ) begin
+    \$167  = ld_ar_it_p;
+    if (ld_ar_issue) begin
+      if (\$111 ) begin
         (* full_case = 32'd1 *)
-        if (\$277 ) begin
-          \$385  = \$278 [15:0];
+        if (\$112 ) begin
         end else begin
-          \$385  = st_cmd[199:184];
+          \$167  = \$114 [15:0];
         end
       end
     end
-    casez (dma_store_fsm_state)
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$385  = st_cmd[199:184];
+          if (\$154 ) begin
+            \$167  = ld_cmd[215:200];
           end
     endcase
-    if (\$347 ) begin
-      \$385  = 16'h0000;
+    if (load_reset) begin
+      \$167  = 16'h0000;
     end
     if (rst) begin
-      \$385  = 16'h0000;
+      \$167  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$386  = st_aw_it_p;
-    if (st_aw_issue) begin
-      if (\$276 ) begin
+    \$168  = ld_ar_it_plane0;
+    if (ld_ar_issue) begin
+      if (\$111 ) begin
         (* full_case = 32'd1 *)
-        if (\$277 ) begin
+        if (\$112 ) begin
         end else begin
-          \$386  = \$279 [15:0];
+          \$168  = \$26 [31:0];
         end
       end
     end
-    casez (dma_store_fsm_state)
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$386  = st_cmd[215:200];
+          if (\$154 ) begin
+            \$168  = ld_cmd[31:0];
           end
     endcase
-    if (\$347 ) begin
-      \$386  = 16'h0000;
+    if (load_reset) begin
+      \$168  = 32'd0;
     end
     if (rst) begin
-      \$386  = 16'h0000;
+      \$168  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$387  = st_aw_it_plane0;
-    if (st_aw_issue) begin
-      if (\$276 ) begin
+    \$169  = ld_ar_it_active;
+    if (ld_ar_issue) begin
+      if (\$111 ) begin
+        if (ld_ar_it_last) begin
+          \$169  = 1'h0;
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$154 ) begin
+            \$169  = \$155 ;
+          end
+    endcase
+    if (load_reset) begin
+      \$169  = 1'h0;
+    end
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$170  = ld_ar_beat_addr;
+    if (ld_ar_issue) begin
+      (* full_case = 32'd1 *)
+      if (\$111 ) begin
+        \$170  = \$116 ;
+      end else begin
+        \$170  = \$121 [31:0];
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$154 ) begin
+            \$170  = \$157 ;
+          end
+    endcase
+    if (load_reset) begin
+      \$170  = 32'd0;
+    end
+    if (rst) begin
+      \$170  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$171  = ld_ar_beats_left;
+    if (ld_ar_issue) begin
+      (* full_case = 32'd1 *)
+      if (\$111 ) begin
+        \$171  = \$119 [1:0];
+      end else begin
+        \$171  = \$122 [1:0];
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$154 ) begin
+            \$171  = \$160 [1:0];
+          end
+    endcase
+    if (load_reset) begin
+      \$171  = 2'h0;
+    end
+    if (rst) begin
+      \$171  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$172  = ld_buf;
+    if (\$125 ) begin
+      if (\$126 ) begin
+      end else if (\$129 ) begin
+        casez (ld_rx_beat)
+          2'h0:
+              \$172 [63:0] = up__rdata;
+          2'h1:
+              \$172 [127:64] = up__rdata;
+          2'h2:
+              \$172 [191:128] = up__rdata;
+        endcase
+      end
+    end
+    if (load_reset) begin
+      \$172  = 192'h000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$172  = 192'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$173  = ld_rx_beat;
+    if (\$125 ) begin
+      if (\$126 ) begin
+      end else if (\$129 ) begin
         (* full_case = 32'd1 *)
-        if (\$277 ) begin
+        if (\$131 ) begin
         end else begin
-          \$387  = \$130 [31:0];
+          \$173  = \$132 [1:0];
         end
       end
     end
-    casez (dma_store_fsm_state)
+    if (ld_row_done) begin
+      \$173  = 2'h0;
+    end
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$387  = st_cmd[31:0];
-          end
+          \$173  = 2'h0;
     endcase
-    if (\$347 ) begin
-      \$387  = 32'd0;
+    if (load_reset) begin
+      \$173  = 2'h0;
     end
     if (rst) begin
-      \$387  = 32'd0;
+      \$173  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$388  = st_aw_it_active;
-    if (st_aw_issue) begin
-      if (\$276 ) begin
-        if (st_aw_it_last) begin
-          \$388  = 1'h0;
-        end
+    \$174  = ld_drain;
+    if (\$125 ) begin
+      if (\$134 ) begin
+        \$174  = 1'h1;
       end
     end
-    casez (dma_store_fsm_state)
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$388  = \$341 ;
-          end
+          \$174  = 1'h0;
     endcase
-    if (\$347 ) begin
-      \$388  = 1'h0;
+    if (load_reset) begin
+      \$174  = 1'h0;
     end
     if (rst) begin
-      \$388  = 1'h0;
+      \$174  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$389  = st_aw_beat_addr;
-    if (st_aw_issue) begin
+    \$175  = load__error;
+    if (\$125 ) begin
+      if (\$134 ) begin
+        \$175  = \$136 ;
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$175  = ld_chk_err;
+      3'h3:
+          if (ld_finished) begin
+          end else if (timeout) begin
+            \$175  = \$161 ;
+          end
+    endcase
+    if (load_reset) begin
+      \$175  = 8'h00;
+    end
+    if (rst) begin
+      \$175  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$138 ) begin
+      \$176  = \$140 [2:0];
+    end else begin
+      \$176  = \$141 [2:0];
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (ld_finished) begin
+          end else if (timeout) begin
+            \$176  = 3'h0;
+          end
+    endcase
+    if (load_reset) begin
+      \$176  = 3'h0;
+    end
+    if (rst) begin
+      \$176  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$177  = ld_wb_data;
+    if (ld_wb_load) begin
+      \$177  = \$86 [127:0];
+    end
+    if (load_reset) begin
+      \$177  = 128'h00000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$177  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$178  = spad_wr__addr;
+    if (ld_wb_load) begin
+      \$178  = ld_ext_laddr;
+    end
+    if (load_reset) begin
+      \$178  = 14'h0000;
+    end
+    if (rst) begin
+      \$178  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$179  = ld_wb_valid;
+    if (ld_wb_load) begin
+      \$179  = 1'h1;
+    end else if (ld_wb_done) begin
+      \$179  = 1'h0;
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$179  = 1'h0;
+      3'h3:
+          if (ld_finished) begin
+          end else if (timeout) begin
+            \$179  = 1'h0;
+          end
+    endcase
+    if (load_reset) begin
+      \$179  = 1'h0;
+    end
+    if (rst) begin
+      \$179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$180  = ld_full;
+    if (ld_wb_load) begin
+      \$180  = 1'h0;
+    end
+    if (ld_row_done) begin
+      \$180  = 1'h1;
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$180  = 1'h0;
+      3'h3:
+          if (ld_finished) begin
+          end else if (timeout) begin
+            \$180  = 1'h0;
+          end
+    endcase
+    if (load_reset) begin
+      \$180  = 1'h0;
+    end
+    if (rst) begin
+      \$180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$181  = ld_ext_off;
+    if (ld_row_done) begin
+      \$181  = ld_rx_row0;
+    end
+    if (load_reset) begin
+      \$181  = 3'h0;
+    end
+    if (rst) begin
+      \$181  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$182  = ld_ext_laddr;
+    if (ld_row_done) begin
+      \$182  = ld_rx_row1;
+    end
+    if (load_reset) begin
+      \$182  = 14'h0000;
+    end
+    if (rst) begin
+      \$182  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$183  = ld_rx_row0;
+    if (ld_row_done) begin
+      \$183  = \$47 [2:0];
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$154 ) begin
+            \$183  = ld_cmd[2:0];
+          end
+    endcase
+    if (load_reset) begin
+      \$183  = 3'h0;
+    end
+    if (rst) begin
+      \$183  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$184  = ld_rx_row1;
+    if (ld_row_done) begin
+      \$184  = \$51 [13:0];
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$154 ) begin
+            \$184  = ld_cmd[125:112];
+          end
+    endcase
+    if (load_reset) begin
+      \$184  = 14'h0000;
+    end
+    if (rst) begin
+      \$184  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$185  = ld_rx_r;
+    if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$276 ) begin
-        \$389  = \$281 ;
+      if (\$142 ) begin
+        \$185  = \$143 [15:0];
       end else begin
-        \$389  = \$286 [31:0];
+        \$185  = ld_cmd[199:184];
       end
     end
-    casez (dma_store_fsm_state)
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$389  = \$343 ;
+          if (\$154 ) begin
+            \$185  = ld_cmd[199:184];
           end
     endcase
-    if (\$347 ) begin
-      \$389  = 32'd0;
+    if (load_reset) begin
+      \$185  = 16'h0000;
     end
     if (rst) begin
-      \$389  = 32'd0;
+      \$185  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$390  = st_aw_beats_left;
-    if (st_aw_issue) begin
+    \$186  = ld_rx_p;
+    if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$276 ) begin
-        \$390  = \$284 [1:0];
+      if (\$142 ) begin
       end else begin
-        \$390  = \$287 [1:0];
+        \$186  = \$144 [15:0];
       end
     end
-    casez (dma_store_fsm_state)
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$390  = \$346 [1:0];
+          if (\$154 ) begin
+            \$186  = ld_cmd[215:200];
           end
     endcase
-    if (\$347 ) begin
-      \$390  = 2'h0;
+    if (load_reset) begin
+      \$186  = 16'h0000;
     end
     if (rst) begin
-      \$390  = 2'h0;
+      \$186  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$391  = \$289 ;
-    if (\$347 ) begin
-      \$391  = 1'h0;
-    end
-    if (rst) begin
-      \$391  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$392  = \$291 [1:0];
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$392  = 2'h0;
-    endcase
-    if (\$347 ) begin
-      \$392  = 2'h0;
-    end
-    if (rst) begin
-      \$392  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$393  = st_rd_row0;
-    if (\$293 ) begin
-      \$393  = \$151 [13:0];
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$340 ) begin
-            \$393  = st_cmd[125:112];
-          end
-    endcase
-    if (\$347 ) begin
-      \$393  = 14'h0000;
-    end
-    if (rst) begin
-      \$393  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$394  = st_rd_r;
-    if (\$293 ) begin
+    \$187  = ld_rx_plane0;
+    if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$294 ) begin
-        \$394  = \$295 [15:0];
+      if (\$142 ) begin
       end else begin
-        \$394  = st_cmd[199:184];
+        \$187  = \$47 [2:0];
       end
     end
-    casez (dma_store_fsm_state)
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$394  = st_cmd[199:184];
+          if (\$154 ) begin
+            \$187  = ld_cmd[2:0];
           end
     endcase
-    if (\$347 ) begin
-      \$394  = 16'h0000;
+    if (load_reset) begin
+      \$187  = 3'h0;
     end
     if (rst) begin
-      \$394  = 16'h0000;
+      \$187  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$395  = st_rd_p;
-    if (\$293 ) begin
+    \$188  = ld_rx_plane1;
+    if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$294 ) begin
+      if (\$142 ) begin
       end else begin
-        \$395  = \$296 [15:0];
+        \$188  = \$51 [13:0];
       end
     end
-    casez (dma_store_fsm_state)
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$395  = st_cmd[215:200];
+          if (\$154 ) begin
+            \$188  = ld_cmd[125:112];
           end
     endcase
-    if (\$347 ) begin
-      \$395  = 16'h0000;
+    if (load_reset) begin
+      \$188  = 14'h0000;
     end
     if (rst) begin
-      \$395  = 16'h0000;
+      \$188  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$396  = st_rd_plane0;
-    if (\$293 ) begin
-      (* full_case = 32'd1 *)
-      if (\$294 ) begin
-      end else begin
-        \$396  = \$151 [13:0];
+    \$189  = ld_rx_active;
+    if (ld_row_done) begin
+      if (ld_rx_last) begin
+        \$189  = 1'h0;
       end
     end
-    casez (dma_store_fsm_state)
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$340 ) begin
-            \$396  = st_cmd[125:112];
+          if (\$154 ) begin
+            \$189  = 1'h1;
           end
     endcase
-    if (\$347 ) begin
-      \$396  = 14'h0000;
+    if (load_reset) begin
+      \$189  = 1'h0;
     end
     if (rst) begin
-      \$396  = 14'h0000;
+      \$189  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$397  = st_rd_active;
-    if (\$293 ) begin
-      if (st_rd_last) begin
-        \$397  = 1'h0;
-      end
-    end
-    casez (dma_store_fsm_state)
+    \$190  = ld_cmd;
+    casez (dma_load_fsm_state)
       3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$340 ) begin
-            \$397  = 1'h1;
+          if (load__cmd__valid) begin
+            \$190  = load__cmd__payload;
           end
     endcase
-    if (\$347 ) begin
-      \$397  = 1'h0;
+    if (load_reset) begin
+      \$190  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$397  = 1'h0;
+      \$190  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$398  = st_rq0;
-    if (st_w_take) begin
-      \$398  = st_rq1;
-    end
-    if (st_rd_inflight) begin
-      if (\$298 ) begin
-        \$398  = \$299 ;
-      end
-    end
-    if (\$347 ) begin
-      \$398  = 128'h00000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$398  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$399  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$298 ) begin
-      end else begin
-        \$399  = \$300 ;
-      end
-    end
-    if (\$347 ) begin
-      \$399  = 128'h00000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$399  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$400  = st_w_beat;
-    if (st_whs) begin
-      \$400  = \$301 [1:0];
-    end
-    if (st_w_take) begin
-      \$400  = 2'h0;
-    end
-    if (\$347 ) begin
-      \$400  = 2'h0;
-    end
-    if (rst) begin
-      \$400  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$401  = st_w_addr12;
-    if (st_whs) begin
-      \$401  = \$302 [11:0];
-    end
-    if (st_w_take) begin
-      \$401  = \$312 ;
-    end
-    if (\$347 ) begin
-      \$401  = 12'h000;
-    end
-    if (rst) begin
-      \$401  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$402  = st_w_bib;
-    if (st_whs) begin
-      \$402  = \$304 [3:0];
-    end
-    casez (dma_store_fsm_state)
+    \$191  = ld_window;
+    casez (dma_load_fsm_state)
       3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$402  = 4'h0;
-    endcase
-    if (\$347 ) begin
-      \$402  = 4'h0;
-    end
-    if (rst) begin
-      \$402  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$403  = st_w_row_valid;
-    if (st_whs) begin
-      if (st_w_row_end) begin
-        \$403  = 1'h0;
-      end
-    end
-    if (st_w_take) begin
-      \$403  = 1'h1;
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$403  = 1'h0;
-    endcase
-    if (\$347 ) begin
-      \$403  = 1'h0;
-    end
-    if (rst) begin
-      \$403  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$404  = st_wbuf;
-    if (st_w_take) begin
-      \$404  = \$306 [191:0];
-    end
-    if (\$347 ) begin
-      \$404  = 192'h000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$404  = 192'h000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$405  = st_wstrb_buf;
-    if (st_w_take) begin
-      \$405  = { 1'h0, \$307  };
-    end
-    if (\$347 ) begin
-      \$405  = 24'h000000;
-    end
-    if (rst) begin
-      \$405  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$406  = st_w_nbeats;
-    if (st_w_take) begin
-      \$406  = \$310 [1:0];
-    end
-    if (\$347 ) begin
-      \$406  = 2'h0;
-    end
-    if (rst) begin
-      \$406  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$407  = st_w_row0;
-    if (st_w_take) begin
-      \$407  = \$162 [11:0];
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$340 ) begin
-            \$407  = st_cmd[11:0];
+          if (load__cmd__valid) begin
+            \$191  = load_window;
           end
     endcase
-    if (\$347 ) begin
-      \$407  = 12'h000;
+    if (load_reset) begin
+      \$191  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$407  = 12'h000;
+      \$191  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$408  = st_w_r;
-    if (st_w_take) begin
-      (* full_case = 32'd1 *)
-      if (\$313 ) begin
-        \$408  = \$314 [15:0];
-      end else begin
-        \$408  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
+    \$192  = dma_load_fsm_state;
+    casez (dma_load_fsm_state)
       3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$340 ) begin
-            \$408  = st_cmd[199:184];
-          end
-    endcase
-    if (\$347 ) begin
-      \$408  = 16'h0000;
-    end
-    if (rst) begin
-      \$408  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$409  = st_w_p;
-    if (st_w_take) begin
-      (* full_case = 32'd1 *)
-      if (\$313 ) begin
-      end else begin
-        \$409  = \$315 [15:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$340 ) begin
-            \$409  = st_cmd[215:200];
-          end
-    endcase
-    if (\$347 ) begin
-      \$409  = 16'h0000;
-    end
-    if (rst) begin
-      \$409  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$410  = st_w_plane0;
-    if (st_w_take) begin
-      (* full_case = 32'd1 *)
-      if (\$313 ) begin
-      end else begin
-        \$410  = \$162 [11:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$340 ) begin
-            \$410  = st_cmd[11:0];
-          end
-    endcase
-    if (\$347 ) begin
-      \$410  = 12'h000;
-    end
-    if (rst) begin
-      \$410  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$411  = st_w_active;
-    if (st_w_take) begin
-      if (st_w_last) begin
-        \$411  = 1'h0;
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$340 ) begin
-            \$411  = 1'h1;
-          end
-    endcase
-    if (\$347 ) begin
-      \$411  = 1'h0;
-    end
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$412  = \$318 [2:0];
-    if (\$347 ) begin
-      \$412  = 3'h0;
-    end
-    if (rst) begin
-      \$412  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$413  = \$321 [2:0];
-    if (\$347 ) begin
-      \$413  = 3'h0;
-    end
-    if (rst) begin
-      \$413  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$414  = st_drain;
-    if (\$326 ) begin
-      \$414  = 1'h1;
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$414  = 1'h0;
-    endcase
-    if (\$347 ) begin
-      \$414  = 1'h0;
-    end
-    if (rst) begin
-      \$414  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$415  = store__error;
-    if (\$326 ) begin
-      \$415  = \$328 ;
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$415  = st_chk_err;
-    endcase
-    if (\$347 ) begin
-      \$415  = 8'h00;
-    end
-    if (rst) begin
-      \$415  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$416  = st_cmd;
-    casez (dma_store_fsm_state)
-      3'h0:
-          if (store__cmd__valid) begin
-            \$416  = store__cmd__payload;
-          end
-    endcase
-    if (\$347 ) begin
-      \$416  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$416  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$417  = st_window;
-    casez (dma_store_fsm_state)
-      3'h0:
-          if (store__cmd__valid) begin
-            \$417  = store_window;
-          end
-    endcase
-    if (\$347 ) begin
-      \$417  = 65'h00000000000000000;
-    end
-    if (rst) begin
-      \$417  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$418  = dma_store_fsm_state;
-    casez (dma_store_fsm_state)
-      3'h0:
-          if (store__cmd__valid) begin
-            \$418  = 3'h1;
+          if (load__cmd__valid) begin
+            \$192  = 3'h1;
           end
       3'h1:
-          \$418  = 3'h2;
+          \$192  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$340 ) begin
-            \$418  = 3'h3;
+          if (\$154 ) begin
+            \$192  = 3'h3;
           end else begin
-            \$418  = 3'h4;
+            \$192  = 3'h4;
           end
       3'h3:
-          if (st_finished) begin
-            \$418  = 3'h4;
+          if (ld_finished) begin
+            \$192  = 3'h4;
+          end else if (timeout) begin
+            \$192  = 3'h4;
           end
       3'h4:
-          \$418  = 3'h0;
+          \$192  = 3'h0;
     endcase
-    if (\$347 ) begin
-      \$418  = 3'h0;
+    if (load_reset) begin
+      \$192  = 3'h0;
     end
     if (rst) begin
-      \$418  = 3'h0;
+      \$192  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$419  = st_last_local;
-    casez (dma_store_fsm_state)
+    \$193  = ld_last_local;
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$419  = { 2'h0, \$332  };
+          \$193  = { 2'h0, \$148  };
     endcase
-    if (\$347 ) begin
-      \$419  = 40'h0000000000;
+    if (load_reset) begin
+      \$193  = 40'h0000000000;
     end
     if (rst) begin
-      \$419  = 40'h0000000000;
+      \$193  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$420  = st_host_end;
-    casez (dma_store_fsm_state)
+    \$194  = ld_host_end;
+    casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$420  = { 1'h0, \$337  };
+          \$194  = { 1'h0, \$153  };
     endcase
-    if (\$347 ) begin
-      \$420  = 52'h0000000000000;
+    if (load_reset) begin
+      \$194  = 52'h0000000000000;
     end
     if (rst) begin
-      \$420  = 52'h0000000000000;
+      \$194  = 52'h0000000000000;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
@@ -20462,13 +19456,12 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   assign ld_ar_it_nxt0 = \$26 [31:0];
   assign ld_ar_to4k = \$30 [9:0];
   assign ld_ar_blen = \$36 [4:0];
-  assign axi__arvalid = ld_ar_valid;
-  assign ld_ar_addr = axi__araddr;
-  assign ld_ar_len_m1 = axi__arlen;
-  assign axi__arsize = 3'h3;
-  assign axi__arburst = 2'h1;
-  assign axi__arprot = 3'h0;
-  assign axi__arid = 4'h0;
+  assign up__arvalid = ld_ar_valid;
+  assign ld_ar_addr = up__araddr;
+  assign ld_ar_len_m1 = up__arlen;
+  assign up__arsize = 3'h3;
+  assign up__arburst = 2'h1;
+  assign up__arprot = 3'h0;
   assign ld_rx_nxt0 = \$47 [2:0];
   assign ld_rx_nxt1 = \$51 [13:0];
   assign ld_rx_beats = \$58 [1:0];
@@ -20480,28 +19473,6 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   assign ld_place = \$84 [4:0];
   assign ld_extracted = \$86 [127:0];
   assign ld_err = load__error;
-  assign st_rows_m1 = \$105 [15:0];
-  assign st_planes_m1 = \$106 [15:0];
-  assign st_aw_it_nxt0 = \$130 [31:0];
-  assign st_aw_to4k = \$134 [9:0];
-  assign st_aw_blen = \$140 [4:0];
-  assign axi__awvalid = st_aw_valid;
-  assign st_aw_addr = axi__awaddr;
-  assign st_aw_len_m1 = axi__awlen;
-  assign axi__awsize = 3'h3;
-  assign axi__awburst = 2'h1;
-  assign axi__awprot = 3'h0;
-  assign axi__awid = 4'h0;
-  assign st_rd_nxt0 = \$151 [13:0];
-  assign spad_rd__addr = st_rd_row0;
-  assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$162 [11:0];
-  assign st_rb_mask = { \$180 , \$179 , \$178 , \$177 , \$176 , \$175 , \$174 , \$173 , \$172 , \$171 , \$170 , \$169 , \$168 , \$167 , \$166 , \$165  };
-  assign axi__wvalid = st_wvalid;
-  assign axi__wlast = st_wlast;
-  assign axi__bready = 1'h1;
-  assign st_err = store__error;
-  assign store_bytes = \$200 [7:0];
   assign \ld_cmd.host_addr  = ld_cmd[47:0];
   assign \ld_cmd.host_row_stride  = ld_cmd[79:48];
   assign \ld_cmd.host_plane_stride  = ld_cmd[111:80];
@@ -20517,21 +19488,6 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   assign \ld_window.base  = ld_window[31:0];
   assign \ld_window.size  = ld_window[63:32];
   assign \ld_window.check  = ld_window[64];
-  assign \st_cmd.host_addr  = st_cmd[47:0];
-  assign \st_cmd.host_row_stride  = st_cmd[79:48];
-  assign \st_cmd.host_plane_stride  = st_cmd[111:80];
-  assign \st_cmd.local_addr  = st_cmd[131:112];
-  assign \st_cmd.local_row_stride  = st_cmd[147:132];
-  assign \st_cmd.local_plane_stride  = st_cmd[167:148];
-  assign \st_cmd.row_bytes  = st_cmd[175:168];
-  assign \st_cmd.col_offset  = st_cmd[183:176];
-  assign \st_cmd.rows  = st_cmd[199:184];
-  assign \st_cmd.planes  = st_cmd[215:200];
-  assign \st_cmd.acc  = st_cmd[216];
-  assign \st_cmd.reserved  = st_cmd[223:217];
-  assign \st_window.base  = st_window[31:0];
-  assign \st_window.size  = st_window[63:32];
-  assign \st_window.check  = st_window[64];
   assign \load__cmd__payload.host_addr  = load__cmd__payload[47:0];
   assign \load__cmd__payload.host_row_stride  = load__cmd__payload[79:48];
   assign \load__cmd__payload.host_plane_stride  = load__cmd__payload[111:80];
@@ -20547,6 +19503,2316 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   assign \load_window.base  = load_window[31:0];
   assign \load_window.size  = load_window[63:32];
   assign \load_window.check  = load_window[64];
+  assign \$30  = { \$29 [13], \$29 [13], \$29 [13], \$29 [13:3] };
+  assign \$57  = { 3'h0, \$56 [9:3] };
+  assign \$115  = 32'd4294967288;
+  assign \$116 [2:0] = 3'h0;
+  assign \$116 [31:3] = \$26 [31:3];
+  assign \$119  = { 3'h0, \$118 [9:3] };
+  assign \$120  = { \$36 [4:0], 3'h0 };
+  assign \$156  = 32'd4294967288;
+  assign \$157 [2:0] = 3'h0;
+  assign \$157 [31:3] = ld_cmd[31:3];
+  assign \$160  = { 3'h0, \$159 [9:3] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.dma.load_guard (up__rdata, up__rresp, up__rlast, clk, rst, down__arready, down__rvalid, abandon, down__arvalid, up__arready, ar_hs_id, down__araddr, down__arlen, down__arsize, down__arburst, down__arprot, up__rvalid, down__rready, timeout, up__rready, limit
+, up__araddr, up__arlen, up__arvalid, down__rid);
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  reg \$100 ;
+  reg [2:0] \$101 ;
+  reg [31:0] \$102 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [3:0] \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire [4:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [3:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [4:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  reg [2:0] \$4 ;
+  wire [3:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [4:0] \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [3:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire [4:0] \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [4:0] \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire [3:0] \$58 ;
+  wire \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [3:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [4:0] \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire [3:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [4:0] \$73 ;
+  reg [2:0] \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  reg [2:0] \$8 ;
+  wire [3:0] \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire [32:0] \$83 ;
+  wire [32:0] \$84 ;
+  reg \$85 ;
+  reg [2:0] \$86 ;
+  reg [31:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg [2:0] \$89 ;
+  wire \$9 ;
+  reg [1:0] \$90 ;
+  reg [2:0] \$91 ;
+  reg [2:0] \$92 ;
+  reg [2:0] \$93 ;
+  reg [2:0] \$94 ;
+  reg [2:0] \$95 ;
+  reg [2:0] \$96 ;
+  reg [2:0] \$97 ;
+  reg [2:0] \$98 ;
+  reg [2:0] \$99 ;
+  input abandon;
+  wire abandon;
+  reg [2:0] ar_cur = 3'h0;
+  reg ar_dirty = 1'h0;
+  reg [31:0] ar_hold_addr = 32'd0;
+  reg [1:0] ar_hold_burst = 2'h0;
+  reg [2:0] ar_hold_id = 3'h0;
+  reg [7:0] ar_hold_len = 8'h00;
+  reg [2:0] ar_hold_prot = 3'h0;
+  reg [2:0] ar_hold_size = 3'h0;
+  reg ar_hold_valid = 1'h0;
+  wire ar_hs;
+  output [2:0] ar_hs_id;
+  wire [2:0] ar_hs_id;
+  wire [2:0] ar_live_out;
+  reg [2:0] ar_out0 = 3'h0;
+  reg [2:0] ar_out1 = 3'h0;
+  reg [2:0] ar_out2 = 3'h0;
+  reg [2:0] ar_out3 = 3'h0;
+  reg [2:0] ar_out4 = 3'h0;
+  reg [2:0] ar_out5 = 3'h0;
+  reg [2:0] ar_out6 = 3'h0;
+  reg [2:0] ar_out7 = 3'h0;
+  wire ar_pass;
+  wire ar_stalled;
+  reg [31:0] ar_timer = 32'd0;
+  input clk;
+  wire clk;
+  output [31:0] down__araddr;
+  wire [31:0] down__araddr;
+  output [1:0] down__arburst;
+  wire [1:0] down__arburst;
+  wire [2:0] down__arid;
+  output [7:0] down__arlen;
+  wire [7:0] down__arlen;
+  output [2:0] down__arprot;
+  wire [2:0] down__arprot;
+  input down__arready;
+  wire down__arready;
+  output [2:0] down__arsize;
+  wire [2:0] down__arsize;
+  output down__arvalid;
+  wire down__arvalid;
+  wire [63:0] down__rdata;
+  input [2:0] down__rid;
+  wire [2:0] down__rid;
+  wire down__rlast;
+  output down__rready;
+  wire down__rready;
+  wire [1:0] down__rresp;
+  input down__rvalid;
+  wire down__rvalid;
+  input [31:0] limit;
+  wire [31:0] limit;
+  wire r_end;
+  wire r_live;
+  input rst;
+  wire rst;
+  output timeout;
+  wire timeout;
+  input [31:0] up__araddr;
+  wire [31:0] up__araddr;
+  wire [1:0] up__arburst;
+  input [7:0] up__arlen;
+  wire [7:0] up__arlen;
+  wire [2:0] up__arprot;
+  output up__arready;
+  wire up__arready;
+  wire [2:0] up__arsize;
+  input up__arvalid;
+  wire up__arvalid;
+  input [63:0] up__rdata;
+  wire [63:0] up__rdata;
+  input up__rlast;
+  wire up__rlast;
+  input up__rready;
+  wire up__rready;
+  input [1:0] up__rresp;
+  wire [1:0] up__rresp;
+  output up__rvalid;
+  wire up__rvalid;
+  assign \$1  = ~ ar_hold_valid;
+  assign \$2  = ~ ar_dirty;
+  assign \$3  = \$1  & \$2 ;
+  assign \$5  = \$4  != 3'h4;
+  assign \$6  = \$3  & \$5 ;
+  assign \$7  = up__arvalid & ar_pass;
+  assign down__arvalid = ar_hold_valid | \$7 ;
+  assign up__arready = down__arready & ar_pass;
+  assign ar_hs_id = ar_hold_valid ? ar_hold_id : ar_cur;
+  assign ar_hs = down__arvalid & down__arready;
+  assign ar_live_out = ar_dirty ? 3'h0 : \$8 ;
+  assign down__araddr = ar_hold_valid ? ar_hold_addr : up__araddr;
+  assign down__arlen = ar_hold_valid ? ar_hold_len : up__arlen;
+  assign down__arsize = ar_hold_valid ? ar_hold_size : 3'h3;
+  assign down__arburst = ar_hold_valid ? ar_hold_burst : 2'h1;
+  assign down__arprot = ar_hold_valid ? ar_hold_prot : 3'h0;
+  assign \$9  = ~ ar_dirty;
+  assign \$10  = down__rid == ar_cur;
+  assign r_live = \$9  & \$10 ;
+  assign up__rvalid = down__rvalid & r_live;
+  assign down__rready = r_live ? up__rready : 1'h1;
+  assign \$11  = down__rvalid & down__rready;
+  assign r_end = \$11  & up__rlast;
+  assign \$12  = ~ up__arready;
+  assign \$13  = up__arvalid & \$12 ;
+  assign \$14  = | ar_live_out;
+  assign \$15  = ~ up__rvalid;
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = \$13  | \$16 ;
+  assign \$18  = ar_hs | up__rvalid;
+  assign \$19  = ~ \$18 ;
+  assign ar_stalled = \$17  & \$19 ;
+  assign \$20  = | limit;
+  assign \$21  = ar_timer >= limit;
+  assign timeout = \$20  & \$21 ;
+  assign \$22  = abandon & up__arvalid;
+  assign \$23  = \$22  & ar_pass;
+  assign \$24  = ~ down__arready;
+  assign \$25  = \$23  & \$24 ;
+  assign \$26  = ! ar_hs_id;
+  assign \$27  = ar_hs & \$26 ;
+  assign \$28  = ar_out0 + \$27 ;
+  assign \$29  = ! down__rid;
+  assign \$30  = r_end & \$29 ;
+  assign \$31  = \$28  - \$30 ;
+  assign \$32  = ar_hs_id == 1'h1;
+  assign \$33  = ar_hs & \$32 ;
+  assign \$34  = ar_out1 + \$33 ;
+  assign \$35  = down__rid == 1'h1;
+  assign \$36  = r_end & \$35 ;
+  assign \$37  = \$34  - \$36 ;
+  assign \$38  = ar_hs_id == 2'h2;
+  assign \$39  = ar_hs & \$38 ;
+  assign \$40  = ar_out2 + \$39 ;
+  assign \$41  = down__rid == 2'h2;
+  assign \$42  = r_end & \$41 ;
+  assign \$43  = \$40  - \$42 ;
+  assign \$44  = ar_hs_id == 2'h3;
+  assign \$45  = ar_hs & \$44 ;
+  assign \$46  = ar_out3 + \$45 ;
+  assign \$47  = down__rid == 2'h3;
+  assign \$48  = r_end & \$47 ;
+  assign \$49  = \$46  - \$48 ;
+  assign \$50  = ar_hs_id == 3'h4;
+  assign \$51  = ar_hs & \$50 ;
+  assign \$52  = ar_out4 + \$51 ;
+  assign \$53  = down__rid == 3'h4;
+  assign \$54  = r_end & \$53 ;
+  assign \$55  = \$52  - \$54 ;
+  assign \$56  = ar_hs_id == 3'h5;
+  assign \$57  = ar_hs & \$56 ;
+  assign \$58  = ar_out5 + \$57 ;
+  assign \$59  = down__rid == 3'h5;
+  assign \$60  = r_end & \$59 ;
+  assign \$61  = \$58  - \$60 ;
+  assign \$62  = ar_hs_id == 3'h6;
+  assign \$63  = ar_hs & \$62 ;
+  assign \$64  = ar_out6 + \$63 ;
+  assign \$65  = down__rid == 3'h6;
+  assign \$66  = r_end & \$65 ;
+  assign \$67  = \$64  - \$66 ;
+  assign \$68  = ar_hs_id == 3'h7;
+  assign \$69  = ar_hs & \$68 ;
+  assign \$70  = ar_out7 + \$69 ;
+  assign \$71  = down__rid == 3'h7;
+  assign \$72  = r_end & \$71 ;
+  assign \$73  = \$70  - \$72 ;
+  assign \$75  = ! \$74 ;
+  assign \$76  = ar_hold_id == ar_cur;
+  assign \$77  = ar_hold_valid & \$76 ;
+  assign \$78  = ~ \$77 ;
+  assign \$79  = \$75  & \$78 ;
+  assign \$80  = ar_cur + 1'h1;
+  assign \$81  = ~ abandon;
+  assign \$82  = ar_stalled & \$81 ;
+  assign \$83  = ar_timer + 1'h1;
+  assign \$84  = \$82  ? \$83  : 33'h000000000;
+  always @(posedge clk)
+    ar_hold_valid <= \$85 ;
+  always @(posedge clk)
+    ar_hold_id <= \$86 ;
+  always @(posedge clk)
+    ar_hold_addr <= \$87 ;
+  always @(posedge clk)
+    ar_hold_len <= \$88 ;
+  always @(posedge clk)
+    ar_hold_size <= \$89 ;
+  always @(posedge clk)
+    ar_hold_burst <= \$90 ;
+  always @(posedge clk)
+    ar_hold_prot <= \$91 ;
+  always @(posedge clk)
+    ar_out0 <= \$92 ;
+  always @(posedge clk)
+    ar_out1 <= \$93 ;
+  always @(posedge clk)
+    ar_out2 <= \$94 ;
+  always @(posedge clk)
+    ar_out3 <= \$95 ;
+  always @(posedge clk)
+    ar_out4 <= \$96 ;
+  always @(posedge clk)
+    ar_out5 <= \$97 ;
+  always @(posedge clk)
+    ar_out6 <= \$98 ;
+  always @(posedge clk)
+    ar_out7 <= \$99 ;
+  always @(posedge clk)
+    ar_dirty <= \$100 ;
+  always @(posedge clk)
+    ar_cur <= \$101 ;
+  always @(posedge clk)
+    ar_timer <= \$102 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ar_cur)
+      3'h0:
+          \$4  = ar_out0;
+      3'h1:
+          \$4  = ar_out1;
+      3'h2:
+          \$4  = ar_out2;
+      3'h3:
+          \$4  = ar_out3;
+      3'h4:
+          \$4  = ar_out4;
+      3'h5:
+          \$4  = ar_out5;
+      3'h6:
+          \$4  = ar_out6;
+      3'h7:
+          \$4  = ar_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ar_cur)
+      3'h0:
+          \$8  = ar_out0;
+      3'h1:
+          \$8  = ar_out1;
+      3'h2:
+          \$8  = ar_out2;
+      3'h3:
+          \$8  = ar_out3;
+      3'h4:
+          \$8  = ar_out4;
+      3'h5:
+          \$8  = ar_out5;
+      3'h6:
+          \$8  = ar_out6;
+      3'h7:
+          \$8  = ar_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ar_cur)
+      3'h0:
+          \$74  = ar_out0;
+      3'h1:
+          \$74  = ar_out1;
+      3'h2:
+          \$74  = ar_out2;
+      3'h3:
+          \$74  = ar_out3;
+      3'h4:
+          \$74  = ar_out4;
+      3'h5:
+          \$74  = ar_out5;
+      3'h6:
+          \$74  = ar_out6;
+      3'h7:
+          \$74  = ar_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$85  = ar_hold_valid;
+    if (ar_hs) begin
+      \$85  = 1'h0;
+    end
+    if (\$25 ) begin
+      \$85  = 1'h1;
+    end
+    if (rst) begin
+      \$85  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$86  = ar_hold_id;
+    if (\$25 ) begin
+      \$86  = ar_cur;
+    end
+    if (rst) begin
+      \$86  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$87  = ar_hold_addr;
+    if (\$25 ) begin
+      \$87  = up__araddr;
+    end
+    if (rst) begin
+      \$87  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$88  = ar_hold_len;
+    if (\$25 ) begin
+      \$88  = up__arlen;
+    end
+    if (rst) begin
+      \$88  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$89  = ar_hold_size;
+    if (\$25 ) begin
+      \$89  = 3'h3;
+    end
+    if (rst) begin
+      \$89  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$90  = ar_hold_burst;
+    if (\$25 ) begin
+      \$90  = 2'h1;
+    end
+    if (rst) begin
+      \$90  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$91  = ar_hold_prot;
+    if (\$25 ) begin
+      \$91  = 3'h0;
+    end
+    if (rst) begin
+      \$91  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$92  = \$31 [2:0];
+    if (rst) begin
+      \$92  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$93  = \$37 [2:0];
+    if (rst) begin
+      \$93  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$94  = \$43 [2:0];
+    if (rst) begin
+      \$94  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$95  = \$49 [2:0];
+    if (rst) begin
+      \$95  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$96  = \$55 [2:0];
+    if (rst) begin
+      \$96  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$97  = \$61 [2:0];
+    if (rst) begin
+      \$97  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$98  = \$67 [2:0];
+    if (rst) begin
+      \$98  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$99  = \$73 [2:0];
+    if (rst) begin
+      \$99  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$100  = ar_dirty;
+    if (abandon) begin
+      \$100  = 1'h1;
+    end else if (ar_dirty) begin
+      if (\$79 ) begin
+        \$100  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$101  = ar_cur;
+    if (abandon) begin
+    end else if (ar_dirty) begin
+      (* full_case = 32'd1 *)
+      if (\$79 ) begin
+      end else begin
+        \$101  = \$80 [2:0];
+      end
+    end
+    if (rst) begin
+      \$101  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$102  = \$84 [31:0];
+    if (rst) begin
+      \$102  = 32'd0;
+    end
+  end
+  assign down__arid = ar_hs_id;
+  assign up__arsize = 3'h3;
+  assign up__arburst = 2'h1;
+  assign up__arprot = 3'h0;
+  assign down__rdata = up__rdata;
+  assign down__rresp = up__rresp;
+  assign down__rlast = up__rlast;
+  assign ar_pass = \$6 ;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gnt, acc_rd__gnt, store_reset, store__cmd__payload, up__awready, up__bvalid, timeout, spad_rd__en, acc_rd__en, st_wvalid, up__wdata, up__wstrb, store_bytes, store_window, up__wready, store__cmd__ready, store__busy, st_abort
+, store__done, up__awaddr, up__awlen, st_aw_valid, st_rd_row0, store__error, spad_rd__data, acc_rd__data, up__bresp);
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  wire [16:0] \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire [14:0] \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire [5:0] \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire [16:0] \$118 ;
+  wire [16:0] \$119 ;
+  wire \$12 ;
+  wire [31:0] \$120 ;
+  wire [31:0] \$121 ;
+  wire [8:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire [9:0] \$124 ;
+  wire [7:0] \$125 ;
+  wire [32:0] \$126 ;
+  wire [5:0] \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire \$13 ;
+  wire [2:0] \$130 ;
+  wire [3:0] \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [16:0] \$135 ;
+  wire [16:0] \$136 ;
+  wire [2:0] \$137 ;
+  wire \$138 ;
+  wire [127:0] \$139 ;
+  wire \$14 ;
+  wire [127:0] \$140 ;
+  wire [2:0] \$141 ;
+  wire [12:0] \$142 ;
+  wire [4:0] \$143 ;
+  wire [4:0] \$144 ;
+  wire [6:0] \$145 ;
+  wire [254:0] \$146 ;
+  wire [22:0] \$147 ;
+  wire [8:0] \$148 ;
+  wire [9:0] \$149 ;
+  wire \$15 ;
+  wire [9:0] \$150 ;
+  wire [11:0] \$151 ;
+  wire [11:0] \$152 ;
+  wire \$153 ;
+  wire [16:0] \$154 ;
+  wire [16:0] \$155 ;
+  wire [3:0] \$156 ;
+  wire \$157 ;
+  wire [4:0] \$158 ;
+  wire [3:0] \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire [4:0] \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire [7:0] \$168 ;
+  wire [35:0] \$169 ;
+  wire \$17 ;
+  wire [36:0] \$170 ;
+  wire [31:0] \$171 ;
+  wire [37:0] \$172 ;
+  wire [47:0] \$173 ;
+  wire [48:0] \$174 ;
+  wire [47:0] \$175 ;
+  wire [49:0] \$176 ;
+  wire [50:0] \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire [31:0] \$182 ;
+  wire [31:0] \$183 ;
+  wire [8:0] \$184 ;
+  wire [9:0] \$185 ;
+  wire [9:0] \$186 ;
+  wire [7:0] \$187 ;
+  reg [31:0] \$188 ;
+  reg [7:0] \$189 ;
+  wire [32:0] \$19 ;
+  reg \$190 ;
+  reg [31:0] \$191 ;
+  reg [15:0] \$192 ;
+  reg [15:0] \$193 ;
+  reg [31:0] \$194 ;
+  reg \$195 ;
+  reg [31:0] \$196 ;
+  reg [1:0] \$197 ;
+  reg \$198 ;
+  reg [1:0] \$199 ;
+  wire [16:0] \$2 ;
+  wire \$20 ;
+  reg [13:0] \$200 ;
+  reg [15:0] \$201 ;
+  reg [15:0] \$202 ;
+  reg [13:0] \$203 ;
+  reg \$204 ;
+  reg [127:0] \$205 ;
+  reg [127:0] \$206 ;
+  reg [1:0] \$207 ;
+  reg [11:0] \$208 ;
+  reg [3:0] \$209 ;
+  wire \$21 ;
+  reg \$210 ;
+  reg [191:0] \$211 ;
+  reg [23:0] \$212 ;
+  reg [1:0] \$213 ;
+  reg [11:0] \$214 ;
+  reg [15:0] \$215 ;
+  reg [15:0] \$216 ;
+  reg [11:0] \$217 ;
+  reg \$218 ;
+  reg [2:0] \$219 ;
+  wire \$22 ;
+  reg [2:0] \$220 ;
+  reg \$221 ;
+  reg [7:0] \$222 ;
+  reg [223:0] \$223 ;
+  reg [64:0] \$224 ;
+  reg [2:0] \$225 ;
+  reg [39:0] \$226 ;
+  reg [51:0] \$227 ;
+  wire \$23 ;
+  wire [32:0] \$24 ;
+  wire [32:0] \$25 ;
+  wire [32:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire [13:0] \$29 ;
+  wire \$3 ;
+  wire [13:0] \$30 ;
+  wire \$31 ;
+  wire [4:0] \$32 ;
+  wire [8:0] \$328 ;
+  wire \$33 ;
+  wire [5:0] \$331 ;
+  wire \$34 ;
+  wire [4:0] \$35 ;
+  wire [9:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [16:0] \$45 ;
+  wire [20:0] \$46 ;
+  wire [20:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire [12:0] \$56 ;
+  wire [12:0] \$57 ;
+  wire [12:0] \$58 ;
+  wire \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [8:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  wire [4:0] \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [1:0] \$88 ;
+  wire [2:0] \$89 ;
+  wire \$9 ;
+  wire [3:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [5:0] \$92 ;
+  wire [6:0] \$93 ;
+  wire [7:0] \$94 ;
+  wire [8:0] \$95 ;
+  wire [8:0] \$96 ;
+  wire [8:0] \$97 ;
+  wire [127:0] \$98 ;
+  wire \$99 ;
+  wire [12:0] acc_rd__addr;
+  input [127:0] acc_rd__data;
+  wire [127:0] acc_rd__data;
+  output acc_rd__en;
+  wire acc_rd__en;
+  input acc_rd__gnt;
+  wire acc_rd__gnt;
+  input clk;
+  wire clk;
+  reg [2:0] dma_store_fsm_state = 3'h0;
+  input rst;
+  wire rst;
+  (* init = 14'h0000 *)
+  wire [13:0] spad_rd__addr;
+  input [31:0] spad_rd__data;
+  wire [31:0] spad_rd__data;
+  output spad_rd__en;
+  wire spad_rd__en;
+  input spad_rd__gnt;
+  wire spad_rd__gnt;
+  output st_abort;
+  reg st_abort;
+  (* init = 32'd0 *)
+  wire [31:0] st_aw_addr;
+  reg [31:0] st_aw_beat_addr = 32'd0;
+  reg [1:0] st_aw_beats_left = 2'h0;
+  wire [4:0] st_aw_blen;
+  wire st_aw_issue;
+  reg st_aw_it_active = 1'h0;
+  wire st_aw_it_last;
+  wire [31:0] st_aw_it_nxt0;
+  reg [15:0] st_aw_it_p = 16'h0000;
+  reg [31:0] st_aw_it_plane0 = 32'd0;
+  reg [15:0] st_aw_it_r = 16'h0000;
+  reg [31:0] st_aw_it_row0 = 32'd0;
+  (* init = 8'h00 *)
+  wire [7:0] st_aw_len_m1;
+  wire [9:0] st_aw_to4k;
+  output st_aw_valid;
+  reg st_aw_valid = 1'h0;
+  reg [2:0] st_b_out = 3'h0;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  reg [7:0] st_chk_err;
+  reg [223:0] st_cmd = 224'h00000000000000000000000000000000000000000000000000000000;
+  wire \st_cmd.acc ;
+  wire [7:0] \st_cmd.col_offset ;
+  wire [47:0] \st_cmd.host_addr ;
+  wire [31:0] \st_cmd.host_plane_stride ;
+  wire [31:0] \st_cmd.host_row_stride ;
+  wire [19:0] \st_cmd.local_addr ;
+  wire [19:0] \st_cmd.local_plane_stride ;
+  wire [15:0] \st_cmd.local_row_stride ;
+  wire [15:0] \st_cmd.planes ;
+  wire [6:0] \st_cmd.reserved ;
+  wire [7:0] \st_cmd.row_bytes ;
+  wire [15:0] \st_cmd.rows ;
+  reg st_drain = 1'h0;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* init = 8'h00 *)
+  wire [7:0] st_err;
+  wire st_finished;
+  reg [51:0] st_host_end = 52'h0000000000000;
+  reg [39:0] st_last_local = 40'h0000000000;
+  wire [15:0] st_planes_m1;
+  wire [15:0] st_rb_mask;
+  wire st_rbuf_valid;
+  reg st_rd_active = 1'h0;
+  wire st_rd_en;
+  reg st_rd_inflight = 1'h0;
+  wire st_rd_last;
+  wire [13:0] st_rd_nxt0;
+  reg [15:0] st_rd_p = 16'h0000;
+  reg [13:0] st_rd_plane0 = 14'h0000;
+  reg [15:0] st_rd_r = 16'h0000;
+  output [13:0] st_rd_row0;
+  reg [13:0] st_rd_row0 = 14'h0000;
+  wire [15:0] st_rows_m1;
+  reg [127:0] st_rq0 = 128'h00000000000000000000000000000000;
+  reg [127:0] st_rq1 = 128'h00000000000000000000000000000000;
+  reg [1:0] st_rq_n = 2'h0;
+  reg st_run;
+  wire [127:0] st_shifted;
+  reg st_w_active = 1'h0;
+  reg [11:0] st_w_addr12 = 12'h000;
+  reg [1:0] st_w_beat = 2'h0;
+  reg [3:0] st_w_bib = 4'h0;
+  reg [2:0] st_w_credit = 3'h0;
+  wire st_w_last;
+  reg [1:0] st_w_nbeats = 2'h0;
+  wire [11:0] st_w_nxt0;
+  reg [15:0] st_w_p = 16'h0000;
+  reg [11:0] st_w_plane0 = 12'h000;
+  reg [15:0] st_w_r = 16'h0000;
+  reg [11:0] st_w_row0 = 12'h000;
+  wire st_w_row_end;
+  reg st_w_row_valid = 1'h0;
+  wire st_w_take;
+  reg [191:0] st_wbuf = 192'h000000000000000000000000000000000000000000000000;
+  wire st_whs;
+  reg [64:0] st_window = 65'h00000000000000000;
+  wire [31:0] \st_window.base ;
+  wire \st_window.check ;
+  wire [31:0] \st_window.size ;
+  wire st_wlast;
+  reg [23:0] st_wstrb_buf = 24'h000000;
+  output st_wvalid;
+  wire st_wvalid;
+  output store__busy;
+  reg store__busy;
+  input [223:0] store__cmd__payload;
+  wire [223:0] store__cmd__payload;
+  wire \store__cmd__payload.acc ;
+  wire [7:0] \store__cmd__payload.col_offset ;
+  wire [47:0] \store__cmd__payload.host_addr ;
+  wire [31:0] \store__cmd__payload.host_plane_stride ;
+  wire [31:0] \store__cmd__payload.host_row_stride ;
+  wire [19:0] \store__cmd__payload.local_addr ;
+  wire [19:0] \store__cmd__payload.local_plane_stride ;
+  wire [15:0] \store__cmd__payload.local_row_stride ;
+  wire [15:0] \store__cmd__payload.planes ;
+  wire [6:0] \store__cmd__payload.reserved ;
+  wire [7:0] \store__cmd__payload.row_bytes ;
+  wire [15:0] \store__cmd__payload.rows ;
+  output store__cmd__ready;
+  reg store__cmd__ready;
+  input store__cmd__valid;
+  wire store__cmd__valid;
+  output store__done;
+  reg store__done;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  output [7:0] store__error;
+  reg [7:0] store__error = 8'h00;
+  output [7:0] store_bytes;
+  wire [7:0] store_bytes;
+  input store_reset;
+  wire store_reset;
+  input [64:0] store_window;
+  wire [64:0] store_window;
+  wire [31:0] \store_window.base ;
+  wire \store_window.check ;
+  wire [31:0] \store_window.size ;
+  input timeout;
+  wire timeout;
+  output [31:0] up__awaddr;
+  reg [31:0] up__awaddr = 32'd0;
+  wire [1:0] up__awburst;
+  output [7:0] up__awlen;
+  reg [7:0] up__awlen = 8'h00;
+  wire [2:0] up__awprot;
+  input up__awready;
+  wire up__awready;
+  wire [2:0] up__awsize;
+  (* init = 1'h0 *)
+  wire up__awvalid;
+  wire up__bready;
+  input [1:0] up__bresp;
+  wire [1:0] up__bresp;
+  input up__bvalid;
+  wire up__bvalid;
+  output [63:0] up__wdata;
+  wire [63:0] up__wdata;
+  wire up__wlast;
+  input up__wready;
+  wire up__wready;
+  output [7:0] up__wstrb;
+  wire [7:0] up__wstrb;
+  wire up__wvalid;
+  assign \$1  = st_cmd[199:184] - 1'h1;
+  assign \$2  = st_cmd[215:200] - 1'h1;
+  assign \$3  = | st_cmd[223:217];
+  assign \$4  = ! st_cmd[199:184];
+  assign \$5  = ! st_cmd[215:200];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = st_cmd[175:168] + st_cmd[183:176];
+  assign \$8  = st_cmd[216] ? 5'h10 : 5'h04;
+  assign \$9  = \$7  > \$8 ;
+  assign \$10  = \$6  | \$9 ;
+  assign \$11  = st_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$12  = st_last_local >= \$11 ;
+  assign \$13  = | st_cmd[175:168];
+  assign \$14  = st_host_end > 33'h100000000;
+  assign \$15  = \$13  & \$14 ;
+  assign \$16  = | st_cmd[175:168];
+  assign \$17  = st_window[64] & \$16 ;
+  assign \$18  = st_cmd[47:0] < st_window[31:0];
+  assign \$19  = st_window[31:0] + st_window[63:32];
+  assign \$20  = st_host_end > \$19 ;
+  assign \$21  = \$18  | \$20 ;
+  assign \$22  = \$17  & \$21 ;
+  assign \$23  = st_aw_it_r > 1'h1;
+  assign \$24  = st_aw_it_row0 + st_cmd[79:48];
+  assign \$25  = st_aw_it_plane0 + st_cmd[111:80];
+  assign \$26  = \$23  ? \$24  : \$25 ;
+  assign \$27  = st_aw_it_r == 1'h1;
+  assign \$28  = st_aw_it_p == 1'h1;
+  assign st_aw_it_last = \$27  & \$28 ;
+  assign \$29  = 13'h1000 - st_aw_beat_addr[11:0];
+  assign \$31  = st_aw_beats_left < 5'h10;
+  assign \$32  = \$31  ? { 3'h0, st_aw_beats_left } : 5'h10;
+  assign \$33  = \$32  < \$30 [9:0];
+  assign \$34  = st_aw_beats_left < 5'h10;
+  assign \$35  = \$34  ? { 3'h0, st_aw_beats_left } : 5'h10;
+  assign \$36  = \$33  ? { 5'h00, \$35  } : \$30 [9:0];
+  assign \$37  = ~ st_drain;
+  assign \$38  = st_run & \$37 ;
+  assign \$39  = st_b_out < 3'h4;
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = \$40  & st_aw_it_active;
+  assign \$42  = ~ st_aw_valid;
+  assign \$43  = \$42  | up__awready;
+  assign st_aw_issue = \$41  & \$43 ;
+  assign \$44  = st_rd_r > 1'h1;
+  assign \$45  = st_rd_row0 + st_cmd[147:132];
+  assign \$46  = st_rd_plane0 + st_cmd[167:148];
+  assign \$47  = \$44  ? { 4'h0, \$45  } : \$46 ;
+  assign \$48  = st_rd_r == 1'h1;
+  assign \$49  = st_rd_p == 1'h1;
+  assign st_rd_last = \$48  & \$49 ;
+  assign st_rbuf_valid = | st_rq_n;
+  assign \$50  = st_run & st_rd_active;
+  assign \$51  = st_rq_n + st_rd_inflight;
+  assign \$52  = \$51  - st_w_take;
+  assign \$53  = $signed(\$52 ) < $signed(3'h2);
+  assign st_rd_en = \$50  & \$53 ;
+  assign \$54  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$54 ;
+  assign acc_rd__en = st_rd_en & st_cmd[216];
+  assign \$55  = st_w_r > 1'h1;
+  assign \$56  = st_w_row0 + st_cmd[59:48];
+  assign \$57  = st_w_plane0 + st_cmd[91:80];
+  assign \$58  = \$55  ? \$56  : \$57 ;
+  assign \$59  = st_w_r == 1'h1;
+  assign \$60  = st_w_p == 1'h1;
+  assign st_w_last = \$59  & \$60 ;
+  assign \$61  = st_cmd[175:168] > 1'h0;
+  assign \$62  = st_cmd[175:168] > 1'h1;
+  assign \$63  = st_cmd[175:168] > 2'h2;
+  assign \$64  = st_cmd[175:168] > 2'h3;
+  assign \$65  = st_cmd[175:168] > 3'h4;
+  assign \$66  = st_cmd[175:168] > 3'h5;
+  assign \$67  = st_cmd[175:168] > 3'h6;
+  assign \$68  = st_cmd[175:168] > 3'h7;
+  assign \$69  = st_cmd[175:168] > 4'h8;
+  assign \$70  = st_cmd[175:168] > 4'h9;
+  assign \$71  = st_cmd[175:168] > 4'ha;
+  assign \$72  = st_cmd[175:168] > 4'hb;
+  assign \$73  = st_cmd[175:168] > 4'hc;
+  assign \$74  = st_cmd[175:168] > 4'hd;
+  assign \$75  = st_cmd[175:168] > 4'he;
+  assign \$76  = st_cmd[175:168] > 4'hf;
+  assign \$77  = st_run & st_w_row_valid;
+  assign \$78  = | st_w_credit;
+  assign st_wvalid = \$77  & \$78 ;
+  assign \$79  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$79 ;
+  assign \$80  = st_w_addr12 == 12'hff8;
+  assign \$81  = st_w_row_end | \$80 ;
+  assign \$82  = st_w_bib == 4'hf;
+  assign st_wlast = \$81  | \$82 ;
+  assign st_whs = st_wvalid & up__wready;
+  assign \$83  = st_run & st_w_active;
+  assign \$84  = \$83  & st_rbuf_valid;
+  assign \$85  = ~ st_w_row_valid;
+  assign \$86  = st_whs & st_w_row_end;
+  assign \$87  = \$85  | \$86 ;
+  assign st_w_take = \$84  & \$87 ;
+  assign \$328  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$328 ;
+  assign \$331  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$331 ;
+  assign \$88  = 1'h0 + up__wstrb[0];
+  assign \$89  = \$88  + up__wstrb[1];
+  assign \$90  = \$89  + up__wstrb[2];
+  assign \$91  = \$90  + up__wstrb[3];
+  assign \$92  = \$91  + up__wstrb[4];
+  assign \$93  = \$92  + up__wstrb[5];
+  assign \$94  = \$93  + up__wstrb[6];
+  assign \$95  = \$94  + up__wstrb[7];
+  assign \$96  = st_whs ? \$95  : 9'h000;
+  assign \$97  = st_cmd[180:176] * 4'h8;
+  assign \$98  = st_rq0 >> \$97 ;
+  assign st_shifted = \$98  & { \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61  };
+  assign \$99  = ~ st_aw_valid;
+  assign \$100  = ! st_w_credit;
+  assign \$101  = \$99  & \$100 ;
+  assign \$102  = ! st_b_out;
+  assign \$103  = \$101  & \$102 ;
+  assign \$104  = ~ st_aw_it_active;
+  assign \$105  = ~ st_w_active;
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ~ st_w_row_valid;
+  assign \$108  = \$106  & \$107 ;
+  assign \$109  = st_drain | \$108 ;
+  assign st_finished = \$103  & \$109 ;
+  assign \$110  = ! dma_store_fsm_state;
+  assign \$111  = dma_store_fsm_state == 1'h1;
+  assign \$112  = dma_store_fsm_state == 2'h2;
+  assign \$113  = dma_store_fsm_state == 2'h3;
+  assign \$114  = dma_store_fsm_state == 3'h4;
+  assign \$115  = \$36 [4:0] - 1'h1;
+  assign \$116  = st_aw_beats_left == \$36 [4:0];
+  assign \$117  = st_aw_it_r > 1'h1;
+  assign \$118  = st_aw_it_r - 1'h1;
+  assign \$119  = st_aw_it_p - 1'h1;
+  assign \$122  = \$26 [2:0] + st_cmd[175:168];
+  assign \$123  = \$122  + 3'h7;
+  assign \$126  = st_aw_beat_addr + \$125 ;
+  assign \$127  = st_aw_beats_left - \$36 [4:0];
+  assign \$128  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$129  = st_rd_en & \$128 ;
+  assign \$130  = st_rq_n + st_rd_inflight;
+  assign \$131  = \$130  - st_w_take;
+  assign \$132  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$133  = st_rd_en & \$132 ;
+  assign \$134  = st_rd_r > 1'h1;
+  assign \$135  = st_rd_r - 1'h1;
+  assign \$136  = st_rd_p - 1'h1;
+  assign \$137  = st_rq_n - st_w_take;
+  assign \$138  = ! \$137 ;
+  assign \$139  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$140  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$141  = st_w_beat + 1'h1;
+  assign \$142  = st_w_addr12 + 4'h8;
+  assign \$143  = st_w_bib + 1'h1;
+  assign \$144  = st_wlast ? 5'h00 : \$143 ;
+  assign \$145  = st_w_row0[2:0] * 4'h8;
+  assign \$146  = st_shifted << \$145 ;
+  assign \$147  = { \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61  } << st_w_row0[2:0];
+  assign \$148  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$149  = \$148  + 3'h7;
+  assign \$153  = st_w_r > 1'h1;
+  assign \$154  = st_w_r - 1'h1;
+  assign \$155  = st_w_p - 1'h1;
+  assign \$156  = st_w_credit + st_aw_issue;
+  assign \$157  = st_whs & st_wlast;
+  assign \$158  = \$156  - \$157 ;
+  assign \$159  = st_b_out + st_aw_issue;
+  assign \$161  = \$159  - \$160 ;
+  assign \$163  = st_run & \$162 ;
+  assign \$164  = \$163  & up__bresp[1];
+  assign \$165  = ~ st_drain;
+  assign \$166  = \$164  & \$165 ;
+  assign \$167  = up__bresp == 2'h3;
+  assign \$168  = \$167  ? 8'h07 : 8'h06;
+  assign \$169  = \$2 [15:0] * st_cmd[167:148];
+  assign \$170  = st_cmd[131:112] + \$169 ;
+  assign \$171  = \$1 [15:0] * st_cmd[147:132];
+  assign \$172  = \$170  + \$171 ;
+  assign \$173  = \$2 [15:0] * st_cmd[111:80];
+  assign \$174  = st_cmd[47:0] + \$173 ;
+  assign \$175  = \$1 [15:0] * st_cmd[79:48];
+  assign \$176  = \$174  + \$175 ;
+  assign \$177  = \$176  + st_cmd[175:168];
+  assign \$178  = ! st_chk_err;
+  assign \$179  = | st_cmd[175:168];
+  assign \$180  = \$178  & \$179 ;
+  assign \$181  = | st_cmd[175:168];
+  assign \$184  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$185  = \$184  + 3'h7;
+  assign \$187  = st_drain ? store__error : 8'h10;
+  always @(posedge clk)
+    up__awaddr <= \$188 ;
+  always @(posedge clk)
+    up__awlen <= \$189 ;
+  always @(posedge clk)
+    st_aw_valid <= \$190 ;
+  always @(posedge clk)
+    st_aw_it_row0 <= \$191 ;
+  always @(posedge clk)
+    st_aw_it_r <= \$192 ;
+  always @(posedge clk)
+    st_aw_it_p <= \$193 ;
+  always @(posedge clk)
+    st_aw_it_plane0 <= \$194 ;
+  always @(posedge clk)
+    st_aw_it_active <= \$195 ;
+  always @(posedge clk)
+    st_aw_beat_addr <= \$196 ;
+  always @(posedge clk)
+    st_aw_beats_left <= \$197 ;
+  always @(posedge clk)
+    st_rd_inflight <= \$198 ;
+  always @(posedge clk)
+    st_rq_n <= \$199 ;
+  always @(posedge clk)
+    st_rd_row0 <= \$200 ;
+  always @(posedge clk)
+    st_rd_r <= \$201 ;
+  always @(posedge clk)
+    st_rd_p <= \$202 ;
+  always @(posedge clk)
+    st_rd_plane0 <= \$203 ;
+  always @(posedge clk)
+    st_rd_active <= \$204 ;
+  always @(posedge clk)
+    st_rq0 <= \$205 ;
+  always @(posedge clk)
+    st_rq1 <= \$206 ;
+  always @(posedge clk)
+    st_w_beat <= \$207 ;
+  always @(posedge clk)
+    st_w_addr12 <= \$208 ;
+  always @(posedge clk)
+    st_w_bib <= \$209 ;
+  always @(posedge clk)
+    st_w_row_valid <= \$210 ;
+  always @(posedge clk)
+    st_wbuf <= \$211 ;
+  always @(posedge clk)
+    st_wstrb_buf <= \$212 ;
+  always @(posedge clk)
+    st_w_nbeats <= \$213 ;
+  always @(posedge clk)
+    st_w_row0 <= \$214 ;
+  always @(posedge clk)
+    st_w_r <= \$215 ;
+  always @(posedge clk)
+    st_w_p <= \$216 ;
+  always @(posedge clk)
+    st_w_plane0 <= \$217 ;
+  always @(posedge clk)
+    st_w_active <= \$218 ;
+  always @(posedge clk)
+    st_w_credit <= \$219 ;
+  always @(posedge clk)
+    st_b_out <= \$220 ;
+  always @(posedge clk)
+    st_drain <= \$221 ;
+  always @(posedge clk)
+    store__error <= \$222 ;
+  always @(posedge clk)
+    st_cmd <= \$223 ;
+  always @(posedge clk)
+    st_window <= \$224 ;
+  always @(posedge clk)
+    dma_store_fsm_state <= \$225 ;
+  always @(posedge clk)
+    st_last_local <= \$226 ;
+  always @(posedge clk)
+    st_host_end <= \$227 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$3 ) begin
+      st_chk_err = 8'h02;
+    end else if (\$10 ) begin
+      st_chk_err = 8'h03;
+    end else if (\$12 ) begin
+      st_chk_err = 8'h04;
+    end else if (\$15 ) begin
+      st_chk_err = 8'h05;
+    end else if (\$22 ) begin
+      st_chk_err = 8'h0a;
+    end else begin
+      st_chk_err = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    store__cmd__ready = 1'h0;
+    casez (dma_store_fsm_state)
+      3'h0:
+          store__cmd__ready = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    store__busy = 1'h0;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          store__busy = 1'h1;
+      3'h2:
+          store__busy = 1'h1;
+      3'h3:
+          store__busy = 1'h1;
+      3'h4:
+          store__busy = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    st_run = 1'h0;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          st_run = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    st_abort = 1'h0;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (st_finished) begin
+          end else if (timeout) begin
+            st_abort = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    store__done = 1'h0;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          store__done = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$188  = up__awaddr;
+    if (st_aw_issue) begin
+      \$188  = st_aw_beat_addr;
+    end
+    if (store_reset) begin
+      \$188  = 32'd0;
+    end
+    if (rst) begin
+      \$188  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$189  = up__awlen;
+    if (st_aw_issue) begin
+      \$189  = { \$115 [5], \$115 [5], \$115  };
+    end
+    if (store_reset) begin
+      \$189  = 8'h00;
+    end
+    if (rst) begin
+      \$189  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$190  = st_aw_valid;
+    if (st_aw_issue) begin
+      \$190  = 1'h1;
+    end else if (up__awready) begin
+      \$190  = 1'h0;
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$190  = 1'h0;
+          end
+      3'h3:
+          if (st_finished) begin
+          end else if (timeout) begin
+            \$190  = 1'h0;
+          end
+    endcase
+    if (store_reset) begin
+      \$190  = 1'h0;
+    end
+    if (rst) begin
+      \$190  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$191  = st_aw_it_row0;
+    if (st_aw_issue) begin
+      if (\$116 ) begin
+        \$191  = \$26 [31:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$191  = st_cmd[31:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$191  = 32'd0;
+    end
+    if (rst) begin
+      \$191  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$192  = st_aw_it_r;
+    if (st_aw_issue) begin
+      if (\$116 ) begin
+        (* full_case = 32'd1 *)
+        if (\$117 ) begin
+          \$192  = \$118 [15:0];
+        end else begin
+          \$192  = st_cmd[199:184];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$192  = st_cmd[199:184];
+          end
+    endcase
+    if (store_reset) begin
+      \$192  = 16'h0000;
+    end
+    if (rst) begin
+      \$192  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$193  = st_aw_it_p;
+    if (st_aw_issue) begin
+      if (\$116 ) begin
+        (* full_case = 32'd1 *)
+        if (\$117 ) begin
+        end else begin
+          \$193  = \$119 [15:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$193  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$193  = 16'h0000;
+    end
+    if (rst) begin
+      \$193  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$194  = st_aw_it_plane0;
+    if (st_aw_issue) begin
+      if (\$116 ) begin
+        (* full_case = 32'd1 *)
+        if (\$117 ) begin
+        end else begin
+          \$194  = \$26 [31:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$194  = st_cmd[31:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$194  = 32'd0;
+    end
+    if (rst) begin
+      \$194  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$195  = st_aw_it_active;
+    if (st_aw_issue) begin
+      if (\$116 ) begin
+        if (st_aw_it_last) begin
+          \$195  = 1'h0;
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$195  = \$181 ;
+          end
+    endcase
+    if (store_reset) begin
+      \$195  = 1'h0;
+    end
+    if (rst) begin
+      \$195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$196  = st_aw_beat_addr;
+    if (st_aw_issue) begin
+      (* full_case = 32'd1 *)
+      if (\$116 ) begin
+        \$196  = \$121 ;
+      end else begin
+        \$196  = \$126 [31:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$196  = \$183 ;
+          end
+    endcase
+    if (store_reset) begin
+      \$196  = 32'd0;
+    end
+    if (rst) begin
+      \$196  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$197  = st_aw_beats_left;
+    if (st_aw_issue) begin
+      (* full_case = 32'd1 *)
+      if (\$116 ) begin
+        \$197  = \$124 [1:0];
+      end else begin
+        \$197  = \$127 [1:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$197  = \$186 [1:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$197  = 2'h0;
+    end
+    if (rst) begin
+      \$197  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$198  = \$129 ;
+    if (store_reset) begin
+      \$198  = 1'h0;
+    end
+    if (rst) begin
+      \$198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$199  = \$131 [1:0];
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$199  = 2'h0;
+    endcase
+    if (store_reset) begin
+      \$199  = 2'h0;
+    end
+    if (rst) begin
+      \$199  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$200  = st_rd_row0;
+    if (\$133 ) begin
+      \$200  = \$47 [13:0];
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$200  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$200  = 14'h0000;
+    end
+    if (rst) begin
+      \$200  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$201  = st_rd_r;
+    if (\$133 ) begin
+      (* full_case = 32'd1 *)
+      if (\$134 ) begin
+        \$201  = \$135 [15:0];
+      end else begin
+        \$201  = st_cmd[199:184];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$201  = st_cmd[199:184];
+          end
+    endcase
+    if (store_reset) begin
+      \$201  = 16'h0000;
+    end
+    if (rst) begin
+      \$201  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$202  = st_rd_p;
+    if (\$133 ) begin
+      (* full_case = 32'd1 *)
+      if (\$134 ) begin
+      end else begin
+        \$202  = \$136 [15:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$202  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$202  = 16'h0000;
+    end
+    if (rst) begin
+      \$202  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$203  = st_rd_plane0;
+    if (\$133 ) begin
+      (* full_case = 32'd1 *)
+      if (\$134 ) begin
+      end else begin
+        \$203  = \$47 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$203  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$203  = 14'h0000;
+    end
+    if (rst) begin
+      \$203  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$204  = st_rd_active;
+    if (\$133 ) begin
+      if (st_rd_last) begin
+        \$204  = 1'h0;
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$204  = 1'h1;
+          end
+    endcase
+    if (store_reset) begin
+      \$204  = 1'h0;
+    end
+    if (rst) begin
+      \$204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$205  = st_rq0;
+    if (st_w_take) begin
+      \$205  = st_rq1;
+    end
+    if (st_rd_inflight) begin
+      if (\$138 ) begin
+        \$205  = \$139 ;
+      end
+    end
+    if (store_reset) begin
+      \$205  = 128'h00000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$205  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$206  = st_rq1;
+    if (st_rd_inflight) begin
+      (* full_case = 32'd1 *)
+      if (\$138 ) begin
+      end else begin
+        \$206  = \$140 ;
+      end
+    end
+    if (store_reset) begin
+      \$206  = 128'h00000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$206  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$207  = st_w_beat;
+    if (st_whs) begin
+      \$207  = \$141 [1:0];
+    end
+    if (st_w_take) begin
+      \$207  = 2'h0;
+    end
+    if (store_reset) begin
+      \$207  = 2'h0;
+    end
+    if (rst) begin
+      \$207  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$208  = st_w_addr12;
+    if (st_whs) begin
+      \$208  = \$142 [11:0];
+    end
+    if (st_w_take) begin
+      \$208  = \$152 ;
+    end
+    if (store_reset) begin
+      \$208  = 12'h000;
+    end
+    if (rst) begin
+      \$208  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$209  = st_w_bib;
+    if (st_whs) begin
+      \$209  = \$144 [3:0];
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$209  = 4'h0;
+    endcase
+    if (store_reset) begin
+      \$209  = 4'h0;
+    end
+    if (rst) begin
+      \$209  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$210  = st_w_row_valid;
+    if (st_whs) begin
+      if (st_w_row_end) begin
+        \$210  = 1'h0;
+      end
+    end
+    if (st_w_take) begin
+      \$210  = 1'h1;
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$210  = 1'h0;
+      3'h3:
+          if (st_finished) begin
+          end else if (timeout) begin
+            \$210  = 1'h0;
+          end
+    endcase
+    if (store_reset) begin
+      \$210  = 1'h0;
+    end
+    if (rst) begin
+      \$210  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$211  = st_wbuf;
+    if (st_w_take) begin
+      \$211  = \$146 [191:0];
+    end
+    if (store_reset) begin
+      \$211  = 192'h000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$211  = 192'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$212  = st_wstrb_buf;
+    if (st_w_take) begin
+      \$212  = { 1'h0, \$147  };
+    end
+    if (store_reset) begin
+      \$212  = 24'h000000;
+    end
+    if (rst) begin
+      \$212  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$213  = st_w_nbeats;
+    if (st_w_take) begin
+      \$213  = \$150 [1:0];
+    end
+    if (store_reset) begin
+      \$213  = 2'h0;
+    end
+    if (rst) begin
+      \$213  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$214  = st_w_row0;
+    if (st_w_take) begin
+      \$214  = \$58 [11:0];
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$214  = st_cmd[11:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$214  = 12'h000;
+    end
+    if (rst) begin
+      \$214  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$215  = st_w_r;
+    if (st_w_take) begin
+      (* full_case = 32'd1 *)
+      if (\$153 ) begin
+        \$215  = \$154 [15:0];
+      end else begin
+        \$215  = st_cmd[199:184];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$215  = st_cmd[199:184];
+          end
+    endcase
+    if (store_reset) begin
+      \$215  = 16'h0000;
+    end
+    if (rst) begin
+      \$215  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$216  = st_w_p;
+    if (st_w_take) begin
+      (* full_case = 32'd1 *)
+      if (\$153 ) begin
+      end else begin
+        \$216  = \$155 [15:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$216  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$216  = 16'h0000;
+    end
+    if (rst) begin
+      \$216  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$217  = st_w_plane0;
+    if (st_w_take) begin
+      (* full_case = 32'd1 *)
+      if (\$153 ) begin
+      end else begin
+        \$217  = \$58 [11:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$217  = st_cmd[11:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$217  = 12'h000;
+    end
+    if (rst) begin
+      \$217  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$218  = st_w_active;
+    if (st_w_take) begin
+      if (st_w_last) begin
+        \$218  = 1'h0;
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$180 ) begin
+            \$218  = 1'h1;
+          end
+    endcase
+    if (store_reset) begin
+      \$218  = 1'h0;
+    end
+    if (rst) begin
+      \$218  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$219  = \$158 [2:0];
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (st_finished) begin
+          end else if (timeout) begin
+            \$219  = 3'h0;
+          end
+    endcase
+    if (store_reset) begin
+      \$219  = 3'h0;
+    end
+    if (rst) begin
+      \$219  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$220  = \$161 [2:0];
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (st_finished) begin
+          end else if (timeout) begin
+            \$220  = 3'h0;
+          end
+    endcase
+    if (store_reset) begin
+      \$220  = 3'h0;
+    end
+    if (rst) begin
+      \$220  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$221  = st_drain;
+    if (\$166 ) begin
+      \$221  = 1'h1;
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$221  = 1'h0;
+    endcase
+    if (store_reset) begin
+      \$221  = 1'h0;
+    end
+    if (rst) begin
+      \$221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$222  = store__error;
+    if (\$166 ) begin
+      \$222  = \$168 ;
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$222  = st_chk_err;
+      3'h3:
+          if (st_finished) begin
+          end else if (timeout) begin
+            \$222  = \$187 ;
+          end
+    endcase
+    if (store_reset) begin
+      \$222  = 8'h00;
+    end
+    if (rst) begin
+      \$222  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$223  = st_cmd;
+    casez (dma_store_fsm_state)
+      3'h0:
+          if (store__cmd__valid) begin
+            \$223  = store__cmd__payload;
+          end
+    endcase
+    if (store_reset) begin
+      \$223  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$223  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$224  = st_window;
+    casez (dma_store_fsm_state)
+      3'h0:
+          if (store__cmd__valid) begin
+            \$224  = store_window;
+          end
+    endcase
+    if (store_reset) begin
+      \$224  = 65'h00000000000000000;
+    end
+    if (rst) begin
+      \$224  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$225  = dma_store_fsm_state;
+    casez (dma_store_fsm_state)
+      3'h0:
+          if (store__cmd__valid) begin
+            \$225  = 3'h1;
+          end
+      3'h1:
+          \$225  = 3'h2;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$180 ) begin
+            \$225  = 3'h3;
+          end else begin
+            \$225  = 3'h4;
+          end
+      3'h3:
+          if (st_finished) begin
+            \$225  = 3'h4;
+          end else if (timeout) begin
+            \$225  = 3'h4;
+          end
+      3'h4:
+          \$225  = 3'h0;
+    endcase
+    if (store_reset) begin
+      \$225  = 3'h0;
+    end
+    if (rst) begin
+      \$225  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$226  = st_last_local;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$226  = { 2'h0, \$172  };
+    endcase
+    if (store_reset) begin
+      \$226  = 40'h0000000000;
+    end
+    if (rst) begin
+      \$226  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$227  = st_host_end;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$227  = { 1'h0, \$177  };
+    endcase
+    if (store_reset) begin
+      \$227  = 52'h0000000000000;
+    end
+    if (rst) begin
+      \$227  = 52'h0000000000000;
+    end
+  end
+  assign st_rows_m1 = \$1 [15:0];
+  assign st_planes_m1 = \$2 [15:0];
+  assign st_aw_it_nxt0 = \$26 [31:0];
+  assign st_aw_to4k = \$30 [9:0];
+  assign st_aw_blen = \$36 [4:0];
+  assign up__awvalid = st_aw_valid;
+  assign st_aw_addr = up__awaddr;
+  assign st_aw_len_m1 = up__awlen;
+  assign up__awsize = 3'h3;
+  assign up__awburst = 2'h1;
+  assign up__awprot = 3'h0;
+  assign st_rd_nxt0 = \$47 [13:0];
+  assign spad_rd__addr = st_rd_row0;
+  assign acc_rd__addr = st_rd_row0[12:0];
+  assign st_w_nxt0 = \$58 [11:0];
+  assign st_rb_mask = { \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61  };
+  assign up__wvalid = st_wvalid;
+  assign up__wlast = st_wlast;
+  assign up__bready = 1'h1;
+  assign st_err = store__error;
+  assign store_bytes = \$96 [7:0];
+  assign \st_cmd.host_addr  = st_cmd[47:0];
+  assign \st_cmd.host_row_stride  = st_cmd[79:48];
+  assign \st_cmd.host_plane_stride  = st_cmd[111:80];
+  assign \st_cmd.local_addr  = st_cmd[131:112];
+  assign \st_cmd.local_row_stride  = st_cmd[147:132];
+  assign \st_cmd.local_plane_stride  = st_cmd[167:148];
+  assign \st_cmd.row_bytes  = st_cmd[175:168];
+  assign \st_cmd.col_offset  = st_cmd[183:176];
+  assign \st_cmd.rows  = st_cmd[199:184];
+  assign \st_cmd.planes  = st_cmd[215:200];
+  assign \st_cmd.acc  = st_cmd[216];
+  assign \st_cmd.reserved  = st_cmd[223:217];
+  assign \st_window.base  = st_window[31:0];
+  assign \st_window.size  = st_window[63:32];
+  assign \st_window.check  = st_window[64];
   assign \store__cmd__payload.host_addr  = store__cmd__payload[47:0];
   assign \store__cmd__payload.host_row_stride  = store__cmd__payload[79:48];
   assign \store__cmd__payload.host_plane_stride  = store__cmd__payload[111:80];
@@ -20563,37 +21829,911 @@ module \kaki_soc_4x4.dma (axi__rdata, axi__rresp, axi__rlast, clk, rst, load__cm
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$30  = { \$29 [13], \$29 [13], \$29 [13], \$29 [13:3] };
-  assign \$57  = { 3'h0, \$56 [9:3] };
-  assign \$134  = { \$133 [13], \$133 [13], \$133 [13], \$133 [13:3] };
-  assign \$229  = 32'd4294967288;
-  assign \$230 [2:0] = 3'h0;
-  assign \$230 [31:3] = \$26 [31:3];
-  assign \$233  = { 3'h0, \$232 [9:3] };
-  assign \$234  = { \$36 [4:0], 3'h0 };
-  assign \$270  = 32'd4294967288;
-  assign \$271 [2:0] = 3'h0;
-  assign \$271 [31:3] = ld_cmd[31:3];
-  assign \$274  = { 3'h0, \$273 [9:3] };
-  assign \$280  = 32'd4294967288;
-  assign \$281 [2:0] = 3'h0;
-  assign \$281 [31:3] = \$130 [31:3];
-  assign \$284  = { 3'h0, \$283 [9:3] };
-  assign \$285  = { \$140 [4:0], 3'h0 };
-  assign \$310  = { 3'h0, \$309 [9:3] };
-  assign \$311  = 12'hff8;
-  assign \$312 [2:0] = 3'h0;
-  assign \$312 [11:3] = st_w_row0[11:3];
-  assign \$320  = axi__bvalid;
-  assign \$322  = axi__bvalid;
-  assign \$342  = 32'd4294967288;
-  assign \$343 [2:0] = 3'h0;
-  assign \$343 [31:3] = st_cmd[31:3];
-  assign \$346  = { 3'h0, \$345 [9:3] };
+  assign \$120  = 32'd4294967288;
+  assign \$121 [2:0] = 3'h0;
+  assign \$121 [31:3] = \$26 [31:3];
+  assign \$124  = { 3'h0, \$123 [9:3] };
+  assign \$125  = { \$36 [4:0], 3'h0 };
+  assign \$150  = { 3'h0, \$149 [9:3] };
+  assign \$151  = 12'hff8;
+  assign \$152 [2:0] = 3'h0;
+  assign \$152 [11:3] = st_w_row0[11:3];
+  assign \$160  = up__bvalid;
+  assign \$162  = up__bvalid;
+  assign \$182  = 32'd4294967288;
+  assign \$183 [2:0] = 3'h0;
+  assign \$183 [31:3] = st_cmd[31:3];
+  assign \$186  = { 3'h0, \$185 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7653$16 , \port$8009$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__wready, down__bvalid, abandon, down__awvalid, up__awready, aw_hs_id, down__awaddr, down__awlen, down__awsize, down__awburst, down__awprot, down__wlast, up__bvalid, down__bready, timeout, up__wvalid, up__wdata
+, up__wstrb, limit, down__wvalid, down__wdata, down__wstrb, up__wready, up__awaddr, up__awlen, up__awvalid, down__bid);
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire [32:0] \$102 ;
+  wire [32:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [31:0] \$106 ;
+  reg [7:0] \$107 ;
+  reg [2:0] \$108 ;
+  reg [1:0] \$109 ;
+  wire \$11 ;
+  reg [2:0] \$110 ;
+  reg [2:0] \$111 ;
+  reg [2:0] \$112 ;
+  reg [2:0] \$113 ;
+  reg [2:0] \$114 ;
+  reg [2:0] \$115 ;
+  reg [2:0] \$116 ;
+  reg [2:0] \$117 ;
+  reg [2:0] \$118 ;
+  reg \$119 ;
+  wire \$12 ;
+  reg [2:0] \$120 ;
+  reg [7:0] \$121 ;
+  reg \$122 ;
+  reg [63:0] \$123 ;
+  reg [7:0] \$124 ;
+  reg [2:0] \$125 ;
+  reg [31:0] \$126 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [3:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [4:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  reg [2:0] \$4 ;
+  wire [3:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [4:0] \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [3:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire [4:0] \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [4:0] \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire [3:0] \$58 ;
+  wire \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [3:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [4:0] \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire [3:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [4:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire [3:0] \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire [4:0] \$79 ;
+  reg [2:0] \$8 ;
+  reg [2:0] \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire [3:0] \$86 ;
+  wire [8:0] \$87 ;
+  wire [8:0] \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire [3:0] \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [4:0] \$99 ;
+  input abandon;
+  wire abandon;
+  reg [2:0] aw_cur = 3'h0;
+  reg aw_dirty = 1'h0;
+  reg [31:0] aw_hold_addr = 32'd0;
+  reg [1:0] aw_hold_burst = 2'h0;
+  reg [2:0] aw_hold_id = 3'h0;
+  reg [7:0] aw_hold_len = 8'h00;
+  reg [2:0] aw_hold_prot = 3'h0;
+  reg [2:0] aw_hold_size = 3'h0;
+  reg aw_hold_valid = 1'h0;
+  wire aw_hs;
+  output [2:0] aw_hs_id;
+  wire [2:0] aw_hs_id;
+  wire [2:0] aw_live_out;
+  reg [2:0] aw_out0 = 3'h0;
+  reg [2:0] aw_out1 = 3'h0;
+  reg [2:0] aw_out2 = 3'h0;
+  reg [2:0] aw_out3 = 3'h0;
+  reg [2:0] aw_out4 = 3'h0;
+  reg [2:0] aw_out5 = 3'h0;
+  reg [2:0] aw_out6 = 3'h0;
+  reg [2:0] aw_out7 = 3'h0;
+  wire aw_pass;
+  wire aw_stalled;
+  reg [31:0] aw_timer = 32'd0;
+  wire b_end;
+  wire b_live;
+  reg [2:0] b_owed = 3'h0;
+  input clk;
+  wire clk;
+  output [31:0] down__awaddr;
+  wire [31:0] down__awaddr;
+  output [1:0] down__awburst;
+  wire [1:0] down__awburst;
+  wire [2:0] down__awid;
+  output [7:0] down__awlen;
+  wire [7:0] down__awlen;
+  output [2:0] down__awprot;
+  wire [2:0] down__awprot;
+  input down__awready;
+  wire down__awready;
+  output [2:0] down__awsize;
+  wire [2:0] down__awsize;
+  output down__awvalid;
+  wire down__awvalid;
+  input [2:0] down__bid;
+  wire [2:0] down__bid;
+  output down__bready;
+  wire down__bready;
+  wire [1:0] down__bresp;
+  input down__bvalid;
+  wire down__bvalid;
+  output [63:0] down__wdata;
+  reg [63:0] down__wdata;
+  output down__wlast;
+  wire down__wlast;
+  input down__wready;
+  wire down__wready;
+  output [7:0] down__wstrb;
+  reg [7:0] down__wstrb;
+  output down__wvalid;
+  reg down__wvalid;
+  input [31:0] limit;
+  wire [31:0] limit;
+  wire [10:0] r_data;
+  wire r_en;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  output timeout;
+  wire timeout;
+  input [31:0] up__awaddr;
+  wire [31:0] up__awaddr;
+  wire [1:0] up__awburst;
+  input [7:0] up__awlen;
+  wire [7:0] up__awlen;
+  wire [2:0] up__awprot;
+  output up__awready;
+  wire up__awready;
+  wire [2:0] up__awsize;
+  input up__awvalid;
+  wire up__awvalid;
+  wire up__bready;
+  input [1:0] up__bresp;
+  wire [1:0] up__bresp;
+  output up__bvalid;
+  wire up__bvalid;
+  input [63:0] up__wdata;
+  wire [63:0] up__wdata;
+  output up__wready;
+  reg up__wready;
+  input [7:0] up__wstrb;
+  wire [7:0] up__wstrb;
+  input up__wvalid;
+  wire up__wvalid;
+  reg [7:0] w_beat = 8'h00;
+  wire [10:0] w_data;
+  wire w_en;
+  wire w_head_live;
+  reg [63:0] w_hold_data = 64'h0000000000000000;
+  reg [7:0] w_hold_strb = 8'h00;
+  reg w_hold_valid = 1'h0;
+  wire w_hs;
+  wire w_rdy;
+  assign \$1  = ~ aw_hold_valid;
+  assign \$2  = ~ aw_dirty;
+  assign \$3  = \$1  & \$2 ;
+  assign \$5  = \$4  != 3'h4;
+  assign \$6  = \$3  & \$5 ;
+  assign aw_pass = \$6  & w_rdy;
+  assign \$7  = up__awvalid & aw_pass;
+  assign down__awvalid = aw_hold_valid | \$7 ;
+  assign up__awready = down__awready & aw_pass;
+  assign aw_hs_id = aw_hold_valid ? aw_hold_id : aw_cur;
+  assign aw_hs = down__awvalid & down__awready;
+  assign aw_live_out = aw_dirty ? 3'h0 : \$8 ;
+  assign down__awaddr = aw_hold_valid ? aw_hold_addr : up__awaddr;
+  assign down__awlen = aw_hold_valid ? aw_hold_len : up__awlen;
+  assign down__awsize = aw_hold_valid ? aw_hold_size : 3'h3;
+  assign down__awburst = aw_hold_valid ? aw_hold_burst : 2'h1;
+  assign down__awprot = aw_hold_valid ? aw_hold_prot : 3'h0;
+  assign \$9  = ~ aw_dirty;
+  assign \$10  = r_rdy & \$9 ;
+  assign \$11  = r_data[10:8] == aw_cur;
+  assign w_head_live = \$10  & \$11 ;
+  assign down__wlast = w_beat == r_data[7:0];
+  assign w_hs = down__wvalid & down__wready;
+  assign r_en = w_hs & down__wlast;
+  assign \$12  = ~ aw_dirty;
+  assign \$13  = down__bid == aw_cur;
+  assign b_live = \$12  & \$13 ;
+  assign up__bvalid = down__bvalid & b_live;
+  assign \$14  = ~ up__awready;
+  assign \$15  = up__awvalid & \$14 ;
+  assign \$16  = ~ up__wready;
+  assign \$17  = up__wvalid & \$16 ;
+  assign \$18  = \$15  | \$17 ;
+  assign \$19  = | b_owed;
+  assign \$20  = ~ up__bvalid;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = \$18  | \$21 ;
+  assign \$23  = aw_hs | w_hs;
+  assign \$24  = \$23  | up__bvalid;
+  assign \$25  = ~ \$24 ;
+  assign aw_stalled = \$22  & \$25 ;
+  assign \$26  = | limit;
+  assign \$27  = aw_timer >= limit;
+  assign timeout = \$26  & \$27 ;
+  assign \$28  = abandon & up__awvalid;
+  assign \$29  = \$28  & aw_pass;
+  assign \$30  = ~ down__awready;
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = ! aw_hs_id;
+  assign \$33  = aw_hs & \$32 ;
+  assign \$34  = aw_out0 + \$33 ;
+  assign \$35  = ! down__bid;
+  assign \$36  = b_end & \$35 ;
+  assign \$37  = \$34  - \$36 ;
+  assign \$38  = aw_hs_id == 1'h1;
+  assign \$39  = aw_hs & \$38 ;
+  assign \$40  = aw_out1 + \$39 ;
+  assign \$41  = down__bid == 1'h1;
+  assign \$42  = b_end & \$41 ;
+  assign \$43  = \$40  - \$42 ;
+  assign \$44  = aw_hs_id == 2'h2;
+  assign \$45  = aw_hs & \$44 ;
+  assign \$46  = aw_out2 + \$45 ;
+  assign \$47  = down__bid == 2'h2;
+  assign \$48  = b_end & \$47 ;
+  assign \$49  = \$46  - \$48 ;
+  assign \$50  = aw_hs_id == 2'h3;
+  assign \$51  = aw_hs & \$50 ;
+  assign \$52  = aw_out3 + \$51 ;
+  assign \$53  = down__bid == 2'h3;
+  assign \$54  = b_end & \$53 ;
+  assign \$55  = \$52  - \$54 ;
+  assign \$56  = aw_hs_id == 3'h4;
+  assign \$57  = aw_hs & \$56 ;
+  assign \$58  = aw_out4 + \$57 ;
+  assign \$59  = down__bid == 3'h4;
+  assign \$60  = b_end & \$59 ;
+  assign \$61  = \$58  - \$60 ;
+  assign \$62  = aw_hs_id == 3'h5;
+  assign \$63  = aw_hs & \$62 ;
+  assign \$64  = aw_out5 + \$63 ;
+  assign \$65  = down__bid == 3'h5;
+  assign \$66  = b_end & \$65 ;
+  assign \$67  = \$64  - \$66 ;
+  assign \$68  = aw_hs_id == 3'h6;
+  assign \$69  = aw_hs & \$68 ;
+  assign \$70  = aw_out6 + \$69 ;
+  assign \$71  = down__bid == 3'h6;
+  assign \$72  = b_end & \$71 ;
+  assign \$73  = \$70  - \$72 ;
+  assign \$74  = aw_hs_id == 3'h7;
+  assign \$75  = aw_hs & \$74 ;
+  assign \$76  = aw_out7 + \$75 ;
+  assign \$77  = down__bid == 3'h7;
+  assign \$78  = b_end & \$77 ;
+  assign \$79  = \$76  - \$78 ;
+  assign \$81  = ! \$80 ;
+  assign \$82  = aw_hold_id == aw_cur;
+  assign \$83  = aw_hold_valid & \$82 ;
+  assign \$84  = ~ \$83 ;
+  assign \$85  = \$81  & \$84 ;
+  assign \$86  = aw_cur + 1'h1;
+  assign \$87  = w_beat + 1'h1;
+  assign \$88  = down__wlast ? 9'h000 : \$87 ;
+  assign \$89  = abandon & w_head_live;
+  assign \$90  = \$89  & up__wvalid;
+  assign \$91  = ~ down__wready;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = w_hs & down__wlast;
+  assign \$94  = \$93  & w_head_live;
+  assign \$95  = b_owed + \$94 ;
+  assign \$97  = | b_owed;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = \$95  - \$98 ;
+  assign \$100  = ~ abandon;
+  assign \$101  = aw_stalled & \$100 ;
+  assign \$102  = aw_timer + 1'h1;
+  assign \$103  = \$101  ? \$102  : 33'h000000000;
+  always @(posedge clk)
+    aw_hold_valid <= \$104 ;
+  always @(posedge clk)
+    aw_hold_id <= \$105 ;
+  always @(posedge clk)
+    aw_hold_addr <= \$106 ;
+  always @(posedge clk)
+    aw_hold_len <= \$107 ;
+  always @(posedge clk)
+    aw_hold_size <= \$108 ;
+  always @(posedge clk)
+    aw_hold_burst <= \$109 ;
+  always @(posedge clk)
+    aw_hold_prot <= \$110 ;
+  always @(posedge clk)
+    aw_out0 <= \$111 ;
+  always @(posedge clk)
+    aw_out1 <= \$112 ;
+  always @(posedge clk)
+    aw_out2 <= \$113 ;
+  always @(posedge clk)
+    aw_out3 <= \$114 ;
+  always @(posedge clk)
+    aw_out4 <= \$115 ;
+  always @(posedge clk)
+    aw_out5 <= \$116 ;
+  always @(posedge clk)
+    aw_out6 <= \$117 ;
+  always @(posedge clk)
+    aw_out7 <= \$118 ;
+  always @(posedge clk)
+    aw_dirty <= \$119 ;
+  always @(posedge clk)
+    aw_cur <= \$120 ;
+  always @(posedge clk)
+    w_beat <= \$121 ;
+  always @(posedge clk)
+    w_hold_valid <= \$122 ;
+  always @(posedge clk)
+    w_hold_data <= \$123 ;
+  always @(posedge clk)
+    w_hold_strb <= \$124 ;
+  always @(posedge clk)
+    b_owed <= \$125 ;
+  always @(posedge clk)
+    aw_timer <= \$126 ;
+  \kaki_soc_4x4.dma.store_guard.w_order  w_order (
+    .clk(clk),
+    .\port$5950$0 (aw_hs_id),
+    .\port$5964$0 (down__awlen),
+    .r_data(r_data),
+    .r_en(r_en),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(aw_hs),
+    .w_rdy(w_rdy)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (aw_cur)
+      3'h0:
+          \$4  = aw_out0;
+      3'h1:
+          \$4  = aw_out1;
+      3'h2:
+          \$4  = aw_out2;
+      3'h3:
+          \$4  = aw_out3;
+      3'h4:
+          \$4  = aw_out4;
+      3'h5:
+          \$4  = aw_out5;
+      3'h6:
+          \$4  = aw_out6;
+      3'h7:
+          \$4  = aw_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (aw_cur)
+      3'h0:
+          \$8  = aw_out0;
+      3'h1:
+          \$8  = aw_out1;
+      3'h2:
+          \$8  = aw_out2;
+      3'h3:
+          \$8  = aw_out3;
+      3'h4:
+          \$8  = aw_out4;
+      3'h5:
+          \$8  = aw_out5;
+      3'h6:
+          \$8  = aw_out6;
+      3'h7:
+          \$8  = aw_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (aw_cur)
+      3'h0:
+          \$80  = aw_out0;
+      3'h1:
+          \$80  = aw_out1;
+      3'h2:
+          \$80  = aw_out2;
+      3'h3:
+          \$80  = aw_out3;
+      3'h4:
+          \$80  = aw_out4;
+      3'h5:
+          \$80  = aw_out5;
+      3'h6:
+          \$80  = aw_out6;
+      3'h7:
+          \$80  = aw_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    down__wvalid = 1'h0;
+    if (w_hold_valid) begin
+      down__wvalid = 1'h1;
+    end else if (w_head_live) begin
+      down__wvalid = up__wvalid;
+    end else if (r_rdy) begin
+      down__wvalid = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    down__wdata = 64'h0000000000000000;
+    if (w_hold_valid) begin
+      down__wdata = w_hold_data;
+    end else if (w_head_live) begin
+      down__wdata = up__wdata;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    down__wstrb = 8'h00;
+    if (w_hold_valid) begin
+      down__wstrb = w_hold_strb;
+    end else if (w_head_live) begin
+      down__wstrb = up__wstrb;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    up__wready = 1'h0;
+    if (w_hold_valid) begin
+    end else if (w_head_live) begin
+      up__wready = down__wready;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$104  = aw_hold_valid;
+    if (aw_hs) begin
+      \$104  = 1'h0;
+    end
+    if (\$31 ) begin
+      \$104  = 1'h1;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$105  = aw_hold_id;
+    if (\$31 ) begin
+      \$105  = aw_cur;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$106  = aw_hold_addr;
+    if (\$31 ) begin
+      \$106  = up__awaddr;
+    end
+    if (rst) begin
+      \$106  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$107  = aw_hold_len;
+    if (\$31 ) begin
+      \$107  = up__awlen;
+    end
+    if (rst) begin
+      \$107  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$108  = aw_hold_size;
+    if (\$31 ) begin
+      \$108  = 3'h3;
+    end
+    if (rst) begin
+      \$108  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$109  = aw_hold_burst;
+    if (\$31 ) begin
+      \$109  = 2'h1;
+    end
+    if (rst) begin
+      \$109  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$110  = aw_hold_prot;
+    if (\$31 ) begin
+      \$110  = 3'h0;
+    end
+    if (rst) begin
+      \$110  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$111  = \$37 [2:0];
+    if (rst) begin
+      \$111  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$112  = \$43 [2:0];
+    if (rst) begin
+      \$112  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$113  = \$49 [2:0];
+    if (rst) begin
+      \$113  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$114  = \$55 [2:0];
+    if (rst) begin
+      \$114  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$115  = \$61 [2:0];
+    if (rst) begin
+      \$115  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$116  = \$67 [2:0];
+    if (rst) begin
+      \$116  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$117  = \$73 [2:0];
+    if (rst) begin
+      \$117  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$118  = \$79 [2:0];
+    if (rst) begin
+      \$118  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$119  = aw_dirty;
+    if (abandon) begin
+      \$119  = 1'h1;
+    end else if (aw_dirty) begin
+      if (\$85 ) begin
+        \$119  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$119  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$120  = aw_cur;
+    if (abandon) begin
+    end else if (aw_dirty) begin
+      (* full_case = 32'd1 *)
+      if (\$85 ) begin
+      end else begin
+        \$120  = \$86 [2:0];
+      end
+    end
+    if (rst) begin
+      \$120  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$121  = w_beat;
+    if (w_hs) begin
+      \$121  = \$88 [7:0];
+    end
+    if (rst) begin
+      \$121  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$122  = w_hold_valid;
+    if (w_hs) begin
+      \$122  = 1'h0;
+    end
+    if (\$92 ) begin
+      \$122  = 1'h1;
+    end
+    if (rst) begin
+      \$122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$123  = w_hold_data;
+    if (\$92 ) begin
+      \$123  = up__wdata;
+    end
+    if (rst) begin
+      \$123  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$124  = w_hold_strb;
+    if (\$92 ) begin
+      \$124  = up__wstrb;
+    end
+    if (rst) begin
+      \$124  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    if (abandon) begin
+      \$125  = 3'h0;
+    end else begin
+      \$125  = \$99 [2:0];
+    end
+    if (rst) begin
+      \$125  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$126  = \$103 [31:0];
+    if (rst) begin
+      \$126  = 32'd0;
+    end
+  end
+  assign down__awid = aw_hs_id;
+  assign up__awsize = 3'h3;
+  assign up__awburst = 2'h1;
+  assign up__awprot = 3'h0;
+  assign w_en = aw_hs;
+  assign w_data = { aw_hs_id, down__awlen };
+  assign down__bresp = up__bresp;
+  assign up__bready = 1'h1;
+  assign down__bready = 1'h1;
+  assign b_end = down__bvalid;
+  assign \$96  = up__bvalid;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5950$0 , w_en, \port$5964$0 , r_en, w_rdy, r_rdy, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [2:0] level = 3'h0;
+  input [2:0] \port$5950$0 ;
+  wire [2:0] \port$5950$0 ;
+  input [7:0] \port$5964$0 ;
+  wire [7:0] \port$5964$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [10:0] r_data;
+  wire [10:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 3'h0 *)
+  wire [2:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [10:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [10:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 3'h0 *)
+  wire [2:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [10:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [10:0] storage [4:0];
+  initial begin
+    storage[0] = 11'h000;
+    storage[1] = 11'h000;
+    storage[2] = 11'h000;
+    storage[3] = 11'h000;
+    storage[4] = 11'h000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$5950$0 , \port$5964$0  };
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 3'h5;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$19 ;
+  always @(posedge clk)
+    r_port__addr <= \$20 ;
+  always @(posedge clk)
+    level <= \$21 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$19  = w_port__addr;
+    if (\$1 ) begin
+      \$19  = \$4 [2:0];
+    end
+    if (rst) begin
+      \$19  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
+    end
+    if (rst) begin
+      \$20  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
+    end
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
+    end
+    if (rst) begin
+      \$21  = 3'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$5950$0 , \port$5964$0  };
+  assign w_data = { \port$5950$0 , \port$5964$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8386$16 , \port$8944$0 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -20636,10 +22776,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7653$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7653$16 ;
-  wire [15:0] \port$7653$16 ;
-  input [7:0] \port$8009$0 ;
-  wire [7:0] \port$8009$0 ;
+  input [15:0] \port$8386$16 ;
+  wire [15:0] \port$8386$16 ;
+  input [7:0] \port$8944$0 ;
+  wire [7:0] \port$8944$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20674,7 +22814,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7653$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7653$16 , \port$8009$0  };
+      storage[w_port__addr] <= { \port$8386$16 , \port$8944$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20726,7 +22866,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7653$
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -20739,7 +22879,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7653$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -20752,7 +22892,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7653$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -20768,7 +22908,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7653$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -20785,15 +22925,15 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$7653$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7653$16 , \port$8009$0  };
-  assign w_data = { \port$7653$16 , \port$8009$0  };
+  assign w_port__data = { \port$8386$16 , \port$8944$0  };
+  assign w_data = { \port$8386$16 , \port$8944$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7655$16 , \port$8117$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8388$16 , \port$9060$0 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -20836,10 +22976,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7655
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7655$16 ;
-  wire [15:0] \port$7655$16 ;
-  input [7:0] \port$8117$0 ;
-  wire [7:0] \port$8117$0 ;
+  input [15:0] \port$8388$16 ;
+  wire [15:0] \port$8388$16 ;
+  input [7:0] \port$9060$0 ;
+  wire [7:0] \port$9060$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -20874,7 +23014,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7655
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7655$16 , \port$8117$0  };
+      storage[w_port__addr] <= { \port$8388$16 , \port$9060$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -20926,7 +23066,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7655
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -20939,7 +23079,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7655
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -20952,7 +23092,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7655
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -20968,7 +23108,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7655
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -20985,18 +23125,18 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$7655
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7655$16 , \port$8117$0  };
-  assign w_data = { \port$7655$16 , \port$8117$0  };
+  assign w_port__data = { \port$8388$16 , \port$9060$0  };
+  assign w_data = { \port$8388$16 , \port$9060$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4478$0 , \port$4480$0 , q_head_index1_index, \port$4487$0 , \port$4489$0 , q_head_index2_index, \port$4496$0 , \port$4498$0 , q_head_index3_index, \port$4505$0 , \port$4507$0 , cpl_status_free, \port$5162$0 , \port$5192$0 , \port$5222$0 
-, \port$5252$0 , \port$7007$0 , \port$7057$0 , \port$7107$0 , \port$7157$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4487$0 , \port$4489$0 , q_head_index1_index, \port$4497$0 , \port$4499$0 , q_head_index2_index, \port$4507$0 , \port$4509$0 , q_head_index3_index, \port$4517$0 , \port$4519$0 , cpl_status_free, \port$5547$0 , \port$5577$0 , \port$5607$0 
+, \port$5637$0 , \port$7738$0 , \port$7788$0 , \port$7838$0 , \port$7888$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
 , timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -21915,38 +24055,38 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4478$0 ;
-  wire \port$4478$0 ;
-  input \port$4480$0 ;
-  wire \port$4480$0 ;
   input \port$4487$0 ;
   wire \port$4487$0 ;
   input \port$4489$0 ;
   wire \port$4489$0 ;
-  input \port$4496$0 ;
-  wire \port$4496$0 ;
-  input \port$4498$0 ;
-  wire \port$4498$0 ;
-  input \port$4505$0 ;
-  wire \port$4505$0 ;
+  input \port$4497$0 ;
+  wire \port$4497$0 ;
+  input \port$4499$0 ;
+  wire \port$4499$0 ;
   input \port$4507$0 ;
   wire \port$4507$0 ;
-  input [255:0] \port$5162$0 ;
-  wire [255:0] \port$5162$0 ;
-  input [255:0] \port$5192$0 ;
-  wire [255:0] \port$5192$0 ;
-  input [255:0] \port$5222$0 ;
-  wire [255:0] \port$5222$0 ;
-  input [255:0] \port$5252$0 ;
-  wire [255:0] \port$5252$0 ;
-  input [23:0] \port$7007$0 ;
-  wire [23:0] \port$7007$0 ;
-  input [23:0] \port$7057$0 ;
-  wire [23:0] \port$7057$0 ;
-  input [23:0] \port$7107$0 ;
-  wire [23:0] \port$7107$0 ;
-  input [23:0] \port$7157$0 ;
-  wire [23:0] \port$7157$0 ;
+  input \port$4509$0 ;
+  wire \port$4509$0 ;
+  input \port$4517$0 ;
+  wire \port$4517$0 ;
+  input \port$4519$0 ;
+  wire \port$4519$0 ;
+  input [255:0] \port$5547$0 ;
+  wire [255:0] \port$5547$0 ;
+  input [255:0] \port$5577$0 ;
+  wire [255:0] \port$5577$0 ;
+  input [255:0] \port$5607$0 ;
+  wire [255:0] \port$5607$0 ;
+  input [255:0] \port$5637$0 ;
+  wire [255:0] \port$5637$0 ;
+  input [23:0] \port$7738$0 ;
+  wire [23:0] \port$7738$0 ;
+  input [23:0] \port$7788$0 ;
+  wire [23:0] \port$7788$0 ;
+  input [23:0] \port$7838$0 ;
+  wire [23:0] \port$7838$0 ;
+  input [23:0] \port$7888$0 ;
+  wire [23:0] \port$7888$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -22893,7 +25033,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$109  = bus__addr[11:2] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$790  = \new ;
     if (held) begin
       \$790  = 1'h0;
@@ -22903,7 +25043,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$791  = bus__rdata;
     if (\new ) begin
       \$791  = 32'd0;
@@ -23153,7 +25293,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$792  = \$signal ;
     if (wr_fw_version) begin
       \$792  = 1'h1;
@@ -23400,7 +25540,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$793  = fw_version_version;
     if (wr_fw_version) begin
       \$793  = \$162 ;
@@ -23413,7 +25553,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$794  = unused_r;
     if (\$166 ) begin
       \$794  = 1'h1;
@@ -23660,7 +25800,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$795  = fw_status_state;
     if (wr_fw_status) begin
       \$795  = \$171 ;
@@ -23673,7 +25813,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$796  = fw_fault_pc_pc;
     if (wr_fw_fault_pc) begin
       \$796  = \$180 ;
@@ -23686,7 +25826,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$797  = fw_fault_cause_cause;
     if (wr_fw_fault_cause) begin
       \$797  = \$189 ;
@@ -23699,7 +25839,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$798  = fw_fault_tval_tval;
     if (wr_fw_fault_tval) begin
       \$798  = \$198 ;
@@ -23712,7 +25852,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$799  = fw_msg_value;
     if (wr_fw_msg) begin
       \$799  = \$207 ;
@@ -23725,7 +25865,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$800  = work_mask_qready;
     if (wr_work_mask) begin
       \$800  = \$234 ;
@@ -23738,7 +25878,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$801  = work_mask_timer;
     if (wr_work_mask) begin
       \$801  = \$237 ;
@@ -23751,7 +25891,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$802  = q_pop_queue;
     if (wr_q_pop) begin
       \$802  = \$248 ;
@@ -23764,7 +25904,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$803  = forward_queue;
     if (wr_forward) begin
       \$803  = \$257 ;
@@ -23777,7 +25917,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$804  = forward_tag;
     if (wr_forward) begin
       \$804  = \$260 ;
@@ -23790,7 +25930,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$805  = retire_pop_engine;
     if (wr_retire_pop) begin
       \$805  = \$311 ;
@@ -23803,7 +25943,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$806  = cpl_queue;
     if (wr_cpl) begin
       \$806  = \$320 ;
@@ -23816,7 +25956,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$807  = cpl_irq;
     if (wr_cpl) begin
       \$807  = \$323 ;
@@ -23829,7 +25969,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$808  = cpl_halt;
     if (wr_cpl) begin
       \$808  = \$326 ;
@@ -23842,7 +25982,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$809  = cpl_flags;
     if (wr_cpl) begin
       \$809  = \$329 ;
@@ -23855,7 +25995,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$810  = cpl_status;
     if (wr_cpl) begin
       \$810  = \$332 ;
@@ -23868,7 +26008,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$811  = cpl_opcode;
     if (wr_cpl) begin
       \$811  = \$335 ;
@@ -23881,7 +26021,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$812  = cpl_tag_tag;
     if (wr_cpl_tag) begin
       \$812  = \$354 ;
@@ -23894,7 +26034,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$813  = qreset_ack_queue;
     if (wr_qreset_ack) begin
       \$813  = \$369 ;
@@ -23907,7 +26047,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$814  = engine_reset_engine;
     if (wr_engine_reset) begin
       \$814  = \$378 ;
@@ -23920,7 +26060,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$815  = q_wait_queue;
     if (wr_q_wait) begin
       \$815  = \$393 ;
@@ -23933,7 +26073,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$816  = timer_cycles;
     if (wr_timer) begin
       \$816  = \$432 ;
@@ -23946,7 +26086,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$817  = event0_value;
     if (wr_event0) begin
       \$817  = \$633 ;
@@ -23959,7 +26099,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$818  = event1_value;
     if (wr_event1) begin
       \$818  = \$642 ;
@@ -23972,7 +26112,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$819  = event2_value;
     if (wr_event2) begin
       \$819  = \$651 ;
@@ -23985,7 +26125,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$820  = event3_value;
     if (wr_event3) begin
       \$820  = \$660 ;
@@ -23998,7 +26138,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$821  = event4_value;
     if (wr_event4) begin
       \$821  = \$669 ;
@@ -24011,7 +26151,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$822  = event5_value;
     if (wr_event5) begin
       \$822  = \$678 ;
@@ -24024,7 +26164,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$823  = event6_value;
     if (wr_event6) begin
       \$823  = \$687 ;
@@ -24037,7 +26177,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$824  = event7_value;
     if (wr_event7) begin
       \$824  = \$696 ;
@@ -24050,7 +26190,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$825  = event8_value;
     if (wr_event8) begin
       \$825  = \$705 ;
@@ -24063,7 +26203,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$826  = event9_value;
     if (wr_event9) begin
       \$826  = \$714 ;
@@ -24076,7 +26216,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$827  = event10_value;
     if (wr_event10) begin
       \$827  = \$723 ;
@@ -24089,7 +26229,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$828  = event11_value;
     if (wr_event11) begin
       \$828  = \$732 ;
@@ -24102,7 +26242,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$829  = event12_value;
     if (wr_event12) begin
       \$829  = \$741 ;
@@ -24115,7 +26255,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$830  = event13_value;
     if (wr_event13) begin
       \$830  = \$750 ;
@@ -24128,7 +26268,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$831  = event14_value;
     if (wr_event14) begin
       \$831  = \$759 ;
@@ -24141,7 +26281,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$832  = event15_value;
     if (wr_event15) begin
       \$832  = \$768 ;
@@ -24154,7 +26294,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$833  = perf_sel_addr;
     if (wr_perf_sel) begin
       \$833  = \$777 ;
@@ -24168,48 +26308,48 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign work_qready = { \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
-  assign work_qreset = { \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0  };
-  assign retire0_error = \port$7007$0 [7:0];
-  assign retire0_tag = \port$7007$0 [23:8];
-  assign retire1_error = \port$7057$0 [7:0];
-  assign retire1_tag = \port$7057$0 [23:8];
-  assign retire2_error = \port$7107$0 [7:0];
-  assign retire2_tag = \port$7107$0 [23:8];
-  assign retire3_error = \port$7157$0 [7:0];
-  assign retire3_tag = \port$7157$0 [23:8];
-  assign q_head0_word = \port$5162$0 [31:0];
-  assign q_head1_word = \port$5162$0 [63:32];
-  assign q_head2_word = \port$5162$0 [95:64];
-  assign q_head3_word = \port$5162$0 [127:96];
-  assign q_head4_word = \port$5162$0 [159:128];
-  assign q_head5_word = \port$5162$0 [191:160];
-  assign q_head6_word = \port$5162$0 [223:192];
-  assign q_head7_word = \port$5162$0 [255:224];
-  assign q_head8_word = \port$5192$0 [31:0];
-  assign q_head9_word = \port$5192$0 [63:32];
-  assign q_head10_word = \port$5192$0 [95:64];
-  assign q_head11_word = \port$5192$0 [127:96];
-  assign q_head12_word = \port$5192$0 [159:128];
-  assign q_head13_word = \port$5192$0 [191:160];
-  assign q_head14_word = \port$5192$0 [223:192];
-  assign q_head15_word = \port$5192$0 [255:224];
-  assign q_head16_word = \port$5222$0 [31:0];
-  assign q_head17_word = \port$5222$0 [63:32];
-  assign q_head18_word = \port$5222$0 [95:64];
-  assign q_head19_word = \port$5222$0 [127:96];
-  assign q_head20_word = \port$5222$0 [159:128];
-  assign q_head21_word = \port$5222$0 [191:160];
-  assign q_head22_word = \port$5222$0 [223:192];
-  assign q_head23_word = \port$5222$0 [255:224];
-  assign q_head24_word = \port$5252$0 [31:0];
-  assign q_head25_word = \port$5252$0 [63:32];
-  assign q_head26_word = \port$5252$0 [95:64];
-  assign q_head27_word = \port$5252$0 [127:96];
-  assign q_head28_word = \port$5252$0 [159:128];
-  assign q_head29_word = \port$5252$0 [191:160];
-  assign q_head30_word = \port$5252$0 [223:192];
-  assign q_head31_word = \port$5252$0 [255:224];
+  assign work_qready = { \port$4517$0 , \port$4507$0 , \port$4497$0 , \port$4487$0  };
+  assign work_qreset = { \port$4519$0 , \port$4509$0 , \port$4499$0 , \port$4489$0  };
+  assign retire0_error = \port$7738$0 [7:0];
+  assign retire0_tag = \port$7738$0 [23:8];
+  assign retire1_error = \port$7788$0 [7:0];
+  assign retire1_tag = \port$7788$0 [23:8];
+  assign retire2_error = \port$7838$0 [7:0];
+  assign retire2_tag = \port$7838$0 [23:8];
+  assign retire3_error = \port$7888$0 [7:0];
+  assign retire3_tag = \port$7888$0 [23:8];
+  assign q_head0_word = \port$5547$0 [31:0];
+  assign q_head1_word = \port$5547$0 [63:32];
+  assign q_head2_word = \port$5547$0 [95:64];
+  assign q_head3_word = \port$5547$0 [127:96];
+  assign q_head4_word = \port$5547$0 [159:128];
+  assign q_head5_word = \port$5547$0 [191:160];
+  assign q_head6_word = \port$5547$0 [223:192];
+  assign q_head7_word = \port$5547$0 [255:224];
+  assign q_head8_word = \port$5577$0 [31:0];
+  assign q_head9_word = \port$5577$0 [63:32];
+  assign q_head10_word = \port$5577$0 [95:64];
+  assign q_head11_word = \port$5577$0 [127:96];
+  assign q_head12_word = \port$5577$0 [159:128];
+  assign q_head13_word = \port$5577$0 [191:160];
+  assign q_head14_word = \port$5577$0 [223:192];
+  assign q_head15_word = \port$5577$0 [255:224];
+  assign q_head16_word = \port$5607$0 [31:0];
+  assign q_head17_word = \port$5607$0 [63:32];
+  assign q_head18_word = \port$5607$0 [95:64];
+  assign q_head19_word = \port$5607$0 [127:96];
+  assign q_head20_word = \port$5607$0 [159:128];
+  assign q_head21_word = \port$5607$0 [191:160];
+  assign q_head22_word = \port$5607$0 [223:192];
+  assign q_head23_word = \port$5607$0 [255:224];
+  assign q_head24_word = \port$5637$0 [31:0];
+  assign q_head25_word = \port$5637$0 [63:32];
+  assign q_head26_word = \port$5637$0 [95:64];
+  assign q_head27_word = \port$5637$0 [127:96];
+  assign q_head28_word = \port$5637$0 [159:128];
+  assign q_head29_word = \port$5637$0 [191:160];
+  assign q_head30_word = \port$5637$0 [223:192];
+  assign q_head31_word = \port$5637$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -24224,10 +26364,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4505$0 , \port$4496$0 , \port$4487$0 , \port$4478$0  };
+  assign \$224  = { 1'h0, \port$4517$0 , \port$4507$0 , \port$4497$0 , \port$4487$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4507$0 , \port$4498$0 , \port$4489$0 , \port$4480$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4519$0 , \port$4509$0 , \port$4499$0 , \port$4489$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -24239,20 +26379,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$7007$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$7007$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$7738$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$7738$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$7057$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$7057$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$7788$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$7788$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$7107$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$7107$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$7838$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$7838$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$7157$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$7157$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$7888$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$7888$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -24286,69 +26426,69 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5162$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5547$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5162$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5547$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5162$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5547$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5162$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5547$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5162$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5547$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5162$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5547$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5162$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5547$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5162$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5547$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5192$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5577$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5192$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5577$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5192$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5577$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5192$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5577$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5192$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5577$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5192$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5577$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5192$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5577$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5192$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5577$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5222$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5607$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5222$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5607$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5222$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5607$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5222$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5607$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5222$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5607$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5222$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5607$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5222$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5607$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5222$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5607$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5252$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5637$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5252$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5637$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5252$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5637$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5252$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5637$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5252$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5637$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5252$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5637$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5252$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5637$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5252$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5637$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -24391,7 +26531,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, gemm_frozen, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data
 , clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [127:0] \$100 ;
@@ -24623,6 +26763,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* init = 8'h00 *)
   wire [7:0] ctl__error;
   output done;
@@ -24647,6 +26788,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   output [7:0] error;
   reg [7:0] error = 8'h00;
   reg [127:0] fwd_data = 128'h00000000000000000000000000000000;
@@ -24901,7 +27043,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .w_row(s1_row)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$111  = done;
     if (\$2 ) begin
       \$111  = 1'h0;
@@ -24930,7 +27072,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$112  = bank0_busy_cnt;
     if (\$2 ) begin
       if (\$5 ) begin
@@ -24947,7 +27089,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$113  = bank1_busy_cnt;
     if (\$2 ) begin
       if (\$10 ) begin
@@ -24964,7 +27106,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$114  = s1_valid;
     if (\$2 ) begin
       \$114  = \$13 ;
@@ -24977,7 +27119,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$115  = s1_is_a;
     if (\$2 ) begin
       \$115  = \$14 ;
@@ -24990,7 +27132,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$116  = s1_row;
     if (\$2 ) begin
       \$116  = idx[1:0];
@@ -25003,7 +27145,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$117  = s1_bank;
     if (\$2 ) begin
       \$117  = bank;
@@ -25016,7 +27158,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$118  = s1_caddr;
     if (\$2 ) begin
       \$118  = c_ptr;
@@ -25029,7 +27171,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$119  = s1_accum;
     if (\$2 ) begin
       \$119  = \$16 ;
@@ -25042,7 +27184,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$120  = s1_last;
     if (\$2 ) begin
       \$120  = \$24 ;
@@ -25055,7 +27197,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$121  = meta1;
     if (\$2 ) begin
       \$121  = { s1_last, s1_accum, s1_caddr, \$25  };
@@ -25068,7 +27210,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$122  = meta2;
     if (\$2 ) begin
       \$122  = meta1;
@@ -25081,7 +27223,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$123  = meta3;
     if (\$2 ) begin
       \$123  = meta2;
@@ -25094,7 +27236,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$124  = meta4;
     if (\$2 ) begin
       \$124  = meta3;
@@ -25107,7 +27249,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$125  = meta5;
     if (\$2 ) begin
       \$125  = meta4;
@@ -25120,7 +27262,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$126  = meta6;
     if (\$2 ) begin
       \$126  = meta5;
@@ -25133,7 +27275,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$127  = meta7;
     if (\$2 ) begin
       \$127  = meta6;
@@ -25146,7 +27288,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$128  = fwd_hit;
     if (\$2 ) begin
       \$128  = \$27 ;
@@ -25159,14 +27301,14 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$129  = fwd_data;
     if (\$2 ) begin
       \$129  = acc_wr__data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$130  = cmd;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25184,7 +27326,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$131  = gemm_fsm_state;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25226,7 +27368,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$132  = err_reserved;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25244,7 +27386,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$133  = err_shape;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25262,7 +27404,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$134  = err_range;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25280,7 +27422,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$135  = error;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25315,7 +27457,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$136  = nt;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25348,7 +27490,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$137  = kt;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25382,7 +27524,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$138  = idx;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25421,7 +27563,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$139  = load_b;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25458,7 +27600,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$140  = a_base;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25492,7 +27634,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$141  = a_ptr;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25527,7 +27669,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$142  = b_base;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25560,7 +27702,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$143  = b_ptr;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25598,7 +27740,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$144  = c_base;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25631,7 +27773,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$145  = c_ptr;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25666,7 +27808,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$146  = bank;
     if (\$2 ) begin
       casez (gemm_fsm_state)
@@ -25692,7 +27834,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     ctl__cmd__ready = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -25700,7 +27842,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     issuing = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -25752,7 +27894,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, w_bank, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -26482,7 +28624,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   always @(posedge clk)
     deskew2_0 <= \$244 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$136  = pe0_0_w1;
     if (\$2 ) begin
       if (\$4 ) begin
@@ -26493,7 +28635,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$137  = pe0_0_w0;
     if (\$2 ) begin
       if (\$4 ) begin
@@ -26506,21 +28648,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$138  = pe0_0_psum;
     if (\$2 ) begin
       \$138  = { \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$139  = pe0_0_a;
     if (\$2 ) begin
       \$139  = \$8 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$140  = pe0_0_v;
     if (\$2 ) begin
       \$140  = a_valid;
@@ -26533,14 +28675,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$141  = pe0_0_bank;
     if (\$2 ) begin
       \$141  = w_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$142  = pe0_1_w1;
     if (\$2 ) begin
       if (\$10 ) begin
@@ -26551,7 +28693,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$143  = pe0_1_w0;
     if (\$2 ) begin
       if (\$10 ) begin
@@ -26564,21 +28706,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$144  = pe0_1_psum;
     if (\$2 ) begin
       \$144  = { \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$145  = pe0_1_a;
     if (\$2 ) begin
       \$145  = pe0_0_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$146  = pe0_1_v;
     if (\$2 ) begin
       \$146  = pe0_0_v;
@@ -26591,14 +28733,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$147  = pe0_1_bank;
     if (\$2 ) begin
       \$147  = pe0_0_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$148  = pe0_2_w1;
     if (\$2 ) begin
       if (\$14 ) begin
@@ -26609,7 +28751,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$149  = pe0_2_w0;
     if (\$2 ) begin
       if (\$14 ) begin
@@ -26622,21 +28764,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$150  = pe0_2_psum;
     if (\$2 ) begin
       \$150  = { \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$151  = pe0_2_a;
     if (\$2 ) begin
       \$151  = pe0_1_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$152  = pe0_2_v;
     if (\$2 ) begin
       \$152  = pe0_1_v;
@@ -26649,14 +28791,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$153  = pe0_2_bank;
     if (\$2 ) begin
       \$153  = pe0_1_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$154  = pe0_3_w1;
     if (\$2 ) begin
       if (\$18 ) begin
@@ -26667,7 +28809,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$155  = pe0_3_w0;
     if (\$2 ) begin
       if (\$18 ) begin
@@ -26680,21 +28822,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$156  = pe0_3_psum;
     if (\$2 ) begin
       \$156  = { \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$157  = skew1_0_a;
     if (\$2 ) begin
       \$157  = \$21 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$158  = skew1_0_v;
     if (\$2 ) begin
       \$158  = a_valid;
@@ -26707,14 +28849,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$159  = skew1_0_bank;
     if (\$2 ) begin
       \$159  = w_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$160  = pe1_0_w1;
     if (\$2 ) begin
       if (\$23 ) begin
@@ -26725,7 +28867,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$161  = pe1_0_w0;
     if (\$2 ) begin
       if (\$23 ) begin
@@ -26738,21 +28880,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$162  = pe1_0_psum;
     if (\$2 ) begin
       \$162  = \$26 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$163  = pe1_0_a;
     if (\$2 ) begin
       \$163  = skew1_0_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$164  = pe1_0_v;
     if (\$2 ) begin
       \$164  = skew1_0_v;
@@ -26765,14 +28907,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$165  = pe1_0_bank;
     if (\$2 ) begin
       \$165  = skew1_0_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$166  = pe1_1_w1;
     if (\$2 ) begin
       if (\$28 ) begin
@@ -26783,7 +28925,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$167  = pe1_1_w0;
     if (\$2 ) begin
       if (\$28 ) begin
@@ -26796,21 +28938,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$168  = pe1_1_psum;
     if (\$2 ) begin
       \$168  = \$31 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$169  = pe1_1_a;
     if (\$2 ) begin
       \$169  = pe1_0_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$170  = pe1_1_v;
     if (\$2 ) begin
       \$170  = pe1_0_v;
@@ -26823,14 +28965,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$171  = pe1_1_bank;
     if (\$2 ) begin
       \$171  = pe1_0_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$172  = pe1_2_w1;
     if (\$2 ) begin
       if (\$33 ) begin
@@ -26841,7 +28983,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$173  = pe1_2_w0;
     if (\$2 ) begin
       if (\$33 ) begin
@@ -26854,21 +28996,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$174  = pe1_2_psum;
     if (\$2 ) begin
       \$174  = \$36 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$175  = pe1_2_a;
     if (\$2 ) begin
       \$175  = pe1_1_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$176  = pe1_2_v;
     if (\$2 ) begin
       \$176  = pe1_1_v;
@@ -26881,14 +29023,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$177  = pe1_2_bank;
     if (\$2 ) begin
       \$177  = pe1_1_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$178  = pe1_3_w1;
     if (\$2 ) begin
       if (\$38 ) begin
@@ -26899,7 +29041,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$179  = pe1_3_w0;
     if (\$2 ) begin
       if (\$38 ) begin
@@ -26912,21 +29054,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$180  = pe1_3_psum;
     if (\$2 ) begin
       \$180  = \$41 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$181  = skew2_0_a;
     if (\$2 ) begin
       \$181  = \$42 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$182  = skew2_0_v;
     if (\$2 ) begin
       \$182  = a_valid;
@@ -26939,21 +29081,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$183  = skew2_0_bank;
     if (\$2 ) begin
       \$183  = w_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$184  = skew2_1_a;
     if (\$2 ) begin
       \$184  = skew2_0_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$185  = skew2_1_v;
     if (\$2 ) begin
       \$185  = skew2_0_v;
@@ -26966,14 +29108,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$186  = skew2_1_bank;
     if (\$2 ) begin
       \$186  = skew2_0_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$187  = pe2_0_w1;
     if (\$2 ) begin
       if (\$44 ) begin
@@ -26984,7 +29126,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$188  = pe2_0_w0;
     if (\$2 ) begin
       if (\$44 ) begin
@@ -26997,21 +29139,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$189  = pe2_0_psum;
     if (\$2 ) begin
       \$189  = \$47 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$190  = pe2_0_a;
     if (\$2 ) begin
       \$190  = skew2_1_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$191  = pe2_0_v;
     if (\$2 ) begin
       \$191  = skew2_1_v;
@@ -27024,14 +29166,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$192  = pe2_0_bank;
     if (\$2 ) begin
       \$192  = skew2_1_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$193  = pe2_1_w1;
     if (\$2 ) begin
       if (\$49 ) begin
@@ -27042,7 +29184,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$194  = pe2_1_w0;
     if (\$2 ) begin
       if (\$49 ) begin
@@ -27055,21 +29197,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$195  = pe2_1_psum;
     if (\$2 ) begin
       \$195  = \$52 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$196  = pe2_1_a;
     if (\$2 ) begin
       \$196  = pe2_0_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$197  = pe2_1_v;
     if (\$2 ) begin
       \$197  = pe2_0_v;
@@ -27082,14 +29224,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$198  = pe2_1_bank;
     if (\$2 ) begin
       \$198  = pe2_0_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$199  = pe2_2_w1;
     if (\$2 ) begin
       if (\$54 ) begin
@@ -27100,7 +29242,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$200  = pe2_2_w0;
     if (\$2 ) begin
       if (\$54 ) begin
@@ -27113,21 +29255,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$201  = pe2_2_psum;
     if (\$2 ) begin
       \$201  = \$57 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$202  = pe2_2_a;
     if (\$2 ) begin
       \$202  = pe2_1_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$203  = pe2_2_v;
     if (\$2 ) begin
       \$203  = pe2_1_v;
@@ -27140,14 +29282,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$204  = pe2_2_bank;
     if (\$2 ) begin
       \$204  = pe2_1_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$205  = pe2_3_w1;
     if (\$2 ) begin
       if (\$59 ) begin
@@ -27158,7 +29300,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$206  = pe2_3_w0;
     if (\$2 ) begin
       if (\$59 ) begin
@@ -27171,21 +29313,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$207  = pe2_3_psum;
     if (\$2 ) begin
       \$207  = \$62 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$208  = skew3_0_a;
     if (\$2 ) begin
       \$208  = \$63 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$209  = skew3_0_v;
     if (\$2 ) begin
       \$209  = a_valid;
@@ -27198,21 +29340,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$210  = skew3_0_bank;
     if (\$2 ) begin
       \$210  = w_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$211  = skew3_1_a;
     if (\$2 ) begin
       \$211  = skew3_0_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$212  = skew3_1_v;
     if (\$2 ) begin
       \$212  = skew3_0_v;
@@ -27225,21 +29367,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$213  = skew3_1_bank;
     if (\$2 ) begin
       \$213  = skew3_0_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$214  = skew3_2_a;
     if (\$2 ) begin
       \$214  = skew3_1_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$215  = skew3_2_v;
     if (\$2 ) begin
       \$215  = skew3_1_v;
@@ -27252,14 +29394,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$216  = skew3_2_bank;
     if (\$2 ) begin
       \$216  = skew3_1_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$217  = pe3_0_w1;
     if (\$2 ) begin
       if (\$65 ) begin
@@ -27270,7 +29412,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$218  = pe3_0_w0;
     if (\$2 ) begin
       if (\$65 ) begin
@@ -27283,21 +29425,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$219  = pe3_0_psum;
     if (\$2 ) begin
       \$219  = \$68 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$220  = pe3_0_a;
     if (\$2 ) begin
       \$220  = skew3_2_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$221  = pe3_0_v;
     if (\$2 ) begin
       \$221  = skew3_2_v;
@@ -27310,14 +29452,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$222  = pe3_0_bank;
     if (\$2 ) begin
       \$222  = skew3_2_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$223  = pe3_1_w1;
     if (\$2 ) begin
       if (\$70 ) begin
@@ -27328,7 +29470,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$224  = pe3_1_w0;
     if (\$2 ) begin
       if (\$70 ) begin
@@ -27341,21 +29483,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$225  = pe3_1_psum;
     if (\$2 ) begin
       \$225  = \$73 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$226  = pe3_1_a;
     if (\$2 ) begin
       \$226  = pe3_0_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$227  = pe3_1_v;
     if (\$2 ) begin
       \$227  = pe3_0_v;
@@ -27368,14 +29510,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$228  = pe3_1_bank;
     if (\$2 ) begin
       \$228  = pe3_0_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$229  = pe3_2_w1;
     if (\$2 ) begin
       if (\$75 ) begin
@@ -27386,7 +29528,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$230  = pe3_2_w0;
     if (\$2 ) begin
       if (\$75 ) begin
@@ -27399,21 +29541,21 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$231  = pe3_2_psum;
     if (\$2 ) begin
       \$231  = \$78 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$232  = pe3_2_a;
     if (\$2 ) begin
       \$232  = pe3_1_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$233  = pe3_2_v;
     if (\$2 ) begin
       \$233  = pe3_1_v;
@@ -27426,14 +29568,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$234  = pe3_2_bank;
     if (\$2 ) begin
       \$234  = pe3_1_bank;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$235  = pe3_3_w1;
     if (\$2 ) begin
       if (\$80 ) begin
@@ -27444,7 +29586,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$236  = pe3_3_w0;
     if (\$2 ) begin
       if (\$80 ) begin
@@ -27457,14 +29599,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$237  = pe3_3_psum;
     if (\$2 ) begin
       \$237  = \$83 [31:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$238  = out_valid_q;
     if (\$2 ) begin
       \$238  = pe3_2_v;
@@ -27477,42 +29619,42 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$239  = deskew0_0;
     if (\$2 ) begin
       \$239  = pe3_0_psum;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$240  = deskew0_1;
     if (\$2 ) begin
       \$240  = deskew0_0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$241  = deskew0_2;
     if (\$2 ) begin
       \$241  = deskew0_1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$242  = deskew1_0;
     if (\$2 ) begin
       \$242  = pe3_1_psum;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$243  = deskew1_1;
     if (\$2 ) begin
       \$243  = deskew1_0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$244  = deskew2_0;
     if (\$2 ) begin
       \$244  = pe3_2_psum;
@@ -27533,8 +29675,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7657$16 , \port$8179$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8390$16 , \port$9122$0 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -27577,10 +29719,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7657$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7657$16 ;
-  wire [15:0] \port$7657$16 ;
-  input [7:0] \port$8179$0 ;
-  wire [7:0] \port$8179$0 ;
+  input [15:0] \port$8390$16 ;
+  wire [15:0] \port$8390$16 ;
+  input [7:0] \port$9122$0 ;
+  wire [7:0] \port$9122$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -27615,7 +29757,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7657$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7657$16 , \port$8179$0  };
+      storage[w_port__addr] <= { \port$8390$16 , \port$9122$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -27667,7 +29809,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7657$16 ,
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -27680,7 +29822,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7657$16 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -27693,7 +29835,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7657$16 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -27709,7 +29851,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7657$16 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -27726,47 +29868,48 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$7657$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7657$16 , \port$8179$0  };
-  assign w_data = { \port$7657$16 , \port$8179$0  };
+  assign w_port__data = { \port$8390$16 , \port$9122$0  };
+  assign w_data = { \port$8390$16 , \port$9122$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_en$58 , \r_en$88 , \r_en$118 , \port$121$0 , cpl_valid, fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req, q1_active
-, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, cpl_w_last, axi__wdata, q__0__head, q__1__head, q__2__head, q__3__head, axi__arready, axi__rvalid, axi__awready
-, axi__wready, axi__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell
-, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$7637$0 , \port$7637$8 , axi__rready, axi__bready, axi__arvalid, axi__araddr, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, axi__awvalid, axi__wvalid, axi__awaddr, axi__awlen
-, axi__wstrb, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted
-, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, level, \level$46 , \level$76 , \level$106 , axi__bresp);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$115$0 , cpl_valid, fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready
+, q__0__qreset_req, q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot
+, axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we
+, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell, q__3__doorbell, q__0__enable
+, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$8370$0 , \port$8370$8 , q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
+, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
+, axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [32:0] \$10 ;
   wire \$100 ;
-  wire [31:0] \$101 ;
-  wire [31:0] \$102 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire \$109 ;
+  wire [14:0] \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
+  wire [21:0] \$110 ;
+  wire [32:0] \$111 ;
+  wire [32:0] \$112 ;
+  wire [32:0] \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire [14:0] \$118 ;
-  wire [21:0] \$119 ;
-  wire \$12 ;
-  wire [32:0] \$120 ;
-  wire \$121 ;
-  wire \$122 ;
+  wire [32:0] \$116 ;
+  wire [17:0] \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [15:0] \$12 ;
+  wire \$120 ;
+  wire [31:0] \$121 ;
+  wire [31:0] \$122 ;
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
@@ -27783,71 +29926,71 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire [2:0] \$138 ;
-  wire \$139 ;
-  wire [32:0] \$14 ;
-  wire \$140 ;
+  wire [14:0] \$138 ;
+  wire [21:0] \$139 ;
+  wire \$14 ;
+  wire [32:0] \$140 ;
   wire \$141 ;
   wire \$142 ;
   wire \$143 ;
-  reg [31:0] \$144 ;
-  wire [31:0] \$145 ;
+  wire \$144 ;
+  wire \$145 ;
   wire \$146 ;
-  wire [7:0] \$147 ;
+  wire \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
+  wire [7:0] \$150 ;
+  wire [7:0] \$151 ;
   wire \$152 ;
   wire \$153 ;
   wire \$154 ;
-  wire [32:0] \$155 ;
-  wire [15:0] \$156 ;
-  wire [32:0] \$157 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire \$16 ;
+  wire [32:0] \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire \$166 ;
+  wire [2:0] \$166 ;
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire \$17 ;
-  wire [7:0] \$170 ;
+  wire \$170 ;
   wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
+  reg [31:0] \$172 ;
+  wire [31:0] \$173 ;
   wire \$174 ;
   wire [7:0] \$175 ;
-  wire [7:0] \$176 ;
+  wire \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire \$18 ;
+  wire [15:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
+  wire [32:0] \$183 ;
+  wire [32:0] \$184 ;
   wire \$185 ;
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [32:0] \$19 ;
-  wire [32:0] \$190 ;
-  wire [15:0] \$191 ;
-  wire [32:0] \$192 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
   wire \$193 ;
   wire \$194 ;
   wire \$195 ;
-  wire \$196 ;
+  wire [7:0] \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
@@ -27858,16 +30001,16 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
-  wire [7:0] \$205 ;
+  wire \$205 ;
   wire \$206 ;
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
-  wire [32:0] \$21 ;
-  wire [7:0] \$210 ;
-  wire [7:0] \$211 ;
-  wire \$212 ;
-  wire \$213 ;
+  wire \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire [32:0] \$212 ;
+  wire [32:0] \$213 ;
   wire \$214 ;
   wire \$215 ;
   wire \$216 ;
@@ -27880,9 +30023,9 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire \$222 ;
   wire \$223 ;
   wire \$224 ;
-  wire [32:0] \$225 ;
-  wire [15:0] \$226 ;
-  wire [32:0] \$227 ;
+  wire [7:0] \$225 ;
+  wire \$226 ;
+  wire \$227 ;
   wire \$228 ;
   wire \$229 ;
   wire \$23 ;
@@ -27896,32 +30039,32 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire \$237 ;
   wire \$238 ;
   wire \$239 ;
-  wire \$24 ;
-  wire [7:0] \$240 ;
-  wire \$241 ;
-  wire \$242 ;
+  wire [15:0] \$24 ;
+  wire \$240 ;
+  wire [32:0] \$241 ;
+  wire [32:0] \$242 ;
   wire \$243 ;
   wire \$244 ;
-  wire [7:0] \$245 ;
-  wire [7:0] \$246 ;
+  wire \$245 ;
+  wire \$246 ;
   wire \$247 ;
   wire \$248 ;
   wire \$249 ;
-  wire \$25 ;
+  wire [32:0] \$25 ;
   wire \$250 ;
   wire \$251 ;
   wire \$252 ;
   wire \$253 ;
-  wire \$254 ;
+  wire [7:0] \$254 ;
   wire \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
-  wire [31:0] \$26 ;
-  wire [32:0] \$260 ;
-  wire [15:0] \$261 ;
-  wire [32:0] \$262 ;
+  wire [32:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
   wire \$263 ;
   wire \$264 ;
   wire \$265 ;
@@ -27929,29 +30072,29 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire \$267 ;
   wire \$268 ;
   wire \$269 ;
-  wire [31:0] \$27 ;
-  wire \$270 ;
-  wire \$271 ;
+  wire \$27 ;
+  wire [32:0] \$270 ;
+  wire [32:0] \$271 ;
   wire \$272 ;
   wire \$273 ;
   wire \$274 ;
-  wire [7:0] \$275 ;
+  wire \$275 ;
   wire \$276 ;
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
   wire \$28 ;
-  wire [7:0] \$280 ;
-  wire [7:0] \$281 ;
+  wire \$280 ;
+  wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
+  wire [7:0] \$283 ;
   wire \$284 ;
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
   wire \$288 ;
   wire \$289 ;
-  wire \$29 ;
+  wire [32:0] \$29 ;
   wire \$290 ;
   wire \$291 ;
   wire \$292 ;
@@ -27960,30 +30103,30 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire \$295 ;
   wire \$296 ;
   wire \$297 ;
-  reg [31:0] \$298 ;
-  reg \$299 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [17:0] \$30 ;
   wire \$300 ;
-  wire [2:0] \$301 ;
+  wire \$301 ;
   wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire [7:0] \$305 ;
-  wire [32:0] \$306 ;
-  wire [32:0] \$307 ;
-  wire [32:0] \$308 ;
-  wire [32:0] \$309 ;
+  reg [31:0] \$303 ;
+  reg \$304 ;
+  wire \$305 ;
+  wire [2:0] \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire [1:0] \$312 ;
+  wire [7:0] \$310 ;
+  wire [32:0] \$311 ;
+  wire [32:0] \$312 ;
   wire [32:0] \$313 ;
-  wire \$314 ;
+  wire [32:0] \$314 ;
   wire \$315 ;
   wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
+  wire [1:0] \$317 ;
+  wire [32:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
@@ -27995,79 +30138,79 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire \$326 ;
   wire \$327 ;
   wire \$328 ;
-  wire [14:0] \$329 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [21:0] \$330 ;
-  wire [33:0] \$331 ;
+  wire \$330 ;
+  wire \$331 ;
   wire \$332 ;
-  wire [7:0] \$333 ;
-  wire [32:0] \$334 ;
-  wire [32:0] \$335 ;
-  wire \$336 ;
-  wire \$337 ;
+  wire \$333 ;
+  wire [14:0] \$334 ;
+  wire [21:0] \$335 ;
+  wire [33:0] \$336 ;
+  reg \$337 ;
   wire \$338 ;
-  wire [3:0] \$339 ;
-  wire \$34 ;
-  wire [4:0] \$340 ;
-  wire \$341 ;
-  wire \$342 ;
+  wire [7:0] \$339 ;
+  wire [31:0] \$34 ;
+  wire [32:0] \$340 ;
+  wire [7:0] \$341 ;
+  wire [32:0] \$342 ;
   wire \$343 ;
   wire \$344 ;
   wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
+  wire [3:0] \$346 ;
+  wire [4:0] \$347 ;
   wire \$348 ;
   wire \$349 ;
-  wire \$35 ;
+  wire [31:0] \$35 ;
   wire \$350 ;
   wire \$351 ;
   wire \$352 ;
-  wire [32:0] \$353 ;
+  wire \$353 ;
   wire \$354 ;
   wire \$355 ;
   wire \$356 ;
-  wire [3:0] \$357 ;
-  wire [4:0] \$358 ;
+  wire \$357 ;
+  wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
   wire \$361 ;
-  wire \$362 ;
+  wire [32:0] \$362 ;
   wire \$363 ;
   wire \$364 ;
   wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
+  wire [3:0] \$366 ;
+  wire [4:0] \$367 ;
   wire \$368 ;
   wire \$369 ;
   wire \$37 ;
   wire \$370 ;
-  wire [32:0] \$371 ;
+  wire \$371 ;
   wire \$372 ;
   wire \$373 ;
   wire \$374 ;
-  wire [3:0] \$375 ;
-  wire [4:0] \$376 ;
+  wire \$375 ;
+  wire \$376 ;
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
   wire \$38 ;
   wire \$380 ;
   wire \$381 ;
-  wire \$382 ;
+  wire [32:0] \$382 ;
   wire \$383 ;
   wire \$384 ;
   wire \$385 ;
-  wire \$386 ;
-  wire \$387 ;
+  wire [3:0] \$386 ;
+  wire [4:0] \$387 ;
   wire \$388 ;
-  wire [32:0] \$389 ;
+  wire \$389 ;
   wire \$39 ;
   wire \$390 ;
   wire \$391 ;
   wire \$392 ;
-  wire [3:0] \$393 ;
-  wire [4:0] \$394 ;
+  wire \$393 ;
+  wire \$394 ;
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
@@ -28077,203 +30220,227 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire \$40 ;
   wire \$400 ;
   wire \$401 ;
-  wire \$402 ;
+  wire [32:0] \$402 ;
   wire \$403 ;
   wire \$404 ;
   wire \$405 ;
-  wire \$406 ;
-  reg \$407 ;
-  reg [1:0] \$408 ;
-  reg [1:0] \$409 ;
+  wire [3:0] \$406 ;
+  wire [4:0] \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg [31:0] \$411 ;
-  reg [1:0] \$412 ;
-  reg \$413 ;
-  reg [1:0] \$414 ;
-  reg [191:0] \$415 ;
-  reg [7:0] \$416 ;
-  reg [31:0] \$417 ;
-  reg [31:0] \$418 ;
-  reg [31:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  reg [31:0] \$420 ;
-  reg \$421 ;
+  wire \$420 ;
+  wire \$421 ;
   reg \$422 ;
-  reg \$423 ;
-  reg \$424 ;
-  reg [75:0] \$425 ;
-  reg [2:0] \$426 ;
-  reg [31:0] \$427 ;
-  reg [31:0] \$428 ;
-  reg [31:0] \$429 ;
-  wire [14:0] \$43 ;
-  reg [7:0] \$430 ;
-  reg [127:0] \$431 ;
-  reg [7:0] \$432 ;
-  reg [1:0] \$433 ;
-  reg \$434 ;
-  reg [7:0] \$435 ;
-  reg [31:0] \$436 ;
+  reg [1:0] \$423 ;
+  reg [1:0] \$424 ;
+  reg \$425 ;
+  reg [31:0] \$426 ;
+  reg [1:0] \$427 ;
+  reg \$428 ;
+  reg [1:0] \$429 ;
+  wire \$43 ;
+  reg [191:0] \$430 ;
+  reg [7:0] \$431 ;
+  reg [31:0] \$432 ;
+  reg [31:0] \$433 ;
+  reg [31:0] \$434 ;
+  reg [31:0] \$435 ;
+  reg \$436 ;
   reg \$437 ;
   reg \$438 ;
-  reg [2:0] \$439 ;
-  wire [21:0] \$44 ;
-  reg \$440 ;
-  reg [31:0] \$441 ;
-  reg \$442 ;
-  reg [7:0] \$443 ;
+  reg \$439 ;
+  wire \$44 ;
+  reg [75:0] \$440 ;
+  reg [2:0] \$441 ;
+  reg [31:0] \$442 ;
+  reg [31:0] \$443 ;
   reg [31:0] \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg \$447 ;
-  reg [31:0] \$448 ;
+  reg [7:0] \$445 ;
+  reg [127:0] \$446 ;
+  reg [7:0] \$447 ;
+  reg [1:0] \$448 ;
   reg \$449 ;
-  wire [32:0] \$45 ;
-  reg \$450 ;
-  reg [2:0] \$451 ;
+  wire \$45 ;
+  reg [7:0] \$450 ;
+  reg [31:0] \$451 ;
   reg \$452 ;
-  reg [31:0] \$453 ;
-  reg \$454 ;
-  reg [7:0] \$455 ;
+  reg \$453 ;
+  reg [2:0] \$454 ;
+  reg \$455 ;
   reg [31:0] \$456 ;
   reg \$457 ;
-  reg \$458 ;
-  reg \$459 ;
-  wire [32:0] \$46 ;
-  reg [31:0] \$460 ;
+  reg [7:0] \$458 ;
+  reg [31:0] \$459 ;
+  wire \$46 ;
+  reg \$460 ;
   reg \$461 ;
   reg \$462 ;
-  reg [2:0] \$463 ;
-  reg \$464 ;
-  reg [31:0] \$465 ;
+  reg \$463 ;
+  reg [31:0] \$464 ;
+  reg \$465 ;
   reg \$466 ;
-  reg [7:0] \$467 ;
-  reg [31:0] \$468 ;
-  reg \$469 ;
-  wire [32:0] \$47 ;
+  reg [2:0] \$467 ;
+  reg \$468 ;
+  reg [31:0] \$469 ;
+  wire \$47 ;
   reg \$470 ;
-  reg \$471 ;
+  reg [7:0] \$471 ;
   reg [31:0] \$472 ;
   reg \$473 ;
   reg \$474 ;
-  reg [2:0] \$475 ;
+  reg \$475 ;
   reg \$476 ;
   reg [31:0] \$477 ;
   reg \$478 ;
-  reg [7:0] \$479 ;
+  reg \$479 ;
   wire \$48 ;
-  reg [31:0] \$480 ;
+  reg [2:0] \$480 ;
   reg \$481 ;
-  reg \$482 ;
+  reg [31:0] \$482 ;
   reg \$483 ;
+  reg [7:0] \$484 ;
+  reg [31:0] \$485 ;
+  reg \$486 ;
+  reg \$487 ;
+  reg \$488 ;
+  reg \$489 ;
   wire \$49 ;
+  reg [31:0] \$490 ;
+  reg \$491 ;
+  reg \$492 ;
+  reg [2:0] \$493 ;
+  reg \$494 ;
+  reg [31:0] \$495 ;
+  reg \$496 ;
+  reg [7:0] \$497 ;
+  reg [31:0] \$498 ;
+  reg \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [31:0] \$51 ;
-  wire [31:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  reg \$500 ;
+  reg \$501 ;
+  reg \$502 ;
+  wire [14:0] \$51 ;
+  wire [21:0] \$52 ;
+  wire [32:0] \$53 ;
+  wire [32:0] \$54 ;
+  wire [32:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire \$6 ;
+  wire [32:0] \$58 ;
+  wire [17:0] \$59 ;
+  wire [15:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
+  wire [31:0] \$63 ;
+  wire [31:0] \$64 ;
   wire \$65 ;
-  wire [7:0] \$655 ;
   wire \$66 ;
   wire \$67 ;
-  wire [14:0] \$68 ;
-  wire [21:0] \$69 ;
+  wire \$68 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [32:0] \$70 ;
-  wire [32:0] \$71 ;
-  wire [32:0] \$72 ;
+  wire \$70 ;
+  wire [7:0] \$704 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire [31:0] \$76 ;
-  wire [31:0] \$77 ;
+  wire \$76 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
+  wire [14:0] \$80 ;
+  wire [21:0] \$81 ;
+  wire [32:0] \$82 ;
+  wire [32:0] \$83 ;
+  wire [32:0] \$84 ;
   wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
+  wire [32:0] \$87 ;
+  wire [17:0] \$88 ;
   wire \$89 ;
-  wire [32:0] \$9 ;
+  wire \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [14:0] \$93 ;
-  wire [21:0] \$94 ;
-  wire [32:0] \$95 ;
-  wire [32:0] \$96 ;
-  wire [32:0] \$97 ;
+  wire [31:0] \$92 ;
+  wire [31:0] \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg abandon;
+  reg \abandon$67 ;
   output [31:0] axi__araddr;
-  reg [31:0] axi__araddr = 32'd0;
+  wire [31:0] axi__araddr;
+  output [1:0] axi__arburst;
   wire [1:0] axi__arburst;
   wire [3:0] axi__arid;
+  output [7:0] axi__arlen;
   wire [7:0] axi__arlen;
+  output [2:0] axi__arprot;
   wire [2:0] axi__arprot;
-  input axi__arready;
   wire axi__arready;
+  output [2:0] axi__arsize;
   wire [2:0] axi__arsize;
   output axi__arvalid;
-  reg axi__arvalid = 1'h0;
+  wire axi__arvalid;
   output [31:0] axi__awaddr;
-  reg [31:0] axi__awaddr = 32'd0;
+  wire [31:0] axi__awaddr;
+  output [1:0] axi__awburst;
   wire [1:0] axi__awburst;
   wire [3:0] axi__awid;
   output [7:0] axi__awlen;
-  reg [7:0] axi__awlen = 8'h00;
+  wire [7:0] axi__awlen;
+  output [2:0] axi__awprot;
   wire [2:0] axi__awprot;
-  input axi__awready;
   wire axi__awready;
+  output [2:0] axi__awsize;
   wire [2:0] axi__awsize;
   output axi__awvalid;
-  reg axi__awvalid = 1'h0;
+  wire axi__awvalid;
+  wire [3:0] axi__bid;
   output axi__bready;
-  reg axi__bready;
-  input [1:0] axi__bresp;
+  wire axi__bready;
   wire [1:0] axi__bresp;
-  input axi__bvalid;
   wire axi__bvalid;
-  input [63:0] axi__rdata;
   wire [63:0] axi__rdata;
-  input axi__rlast;
+  wire [3:0] axi__rid;
   wire axi__rlast;
   output axi__rready;
-  reg axi__rready;
-  input [1:0] axi__rresp;
+  wire axi__rready;
   wire [1:0] axi__rresp;
-  input axi__rvalid;
   wire axi__rvalid;
   output [63:0] axi__wdata;
   wire [63:0] axi__wdata;
+  output axi__wlast;
   wire axi__wlast;
-  input axi__wready;
   wire axi__wready;
   output [7:0] axi__wstrb;
-  reg [7:0] axi__wstrb = 8'h00;
+  wire [7:0] axi__wstrb;
   output axi__wvalid;
-  reg axi__wvalid = 1'h0;
+  wire axi__wvalid;
+  wire [31:0] bus_timeout;
   input clk;
   wire clk;
+  wire cpl_abort;
   (* init = 32'd0 *)
   wire [31:0] cpl_aw_addr;
   wire cpl_aw_hs;
@@ -28331,7 +30498,6 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   reg cpl_w_beat = 1'h0;
   reg [127:0] cpl_w_buf = 128'h00000000000000000000000000000000;
   wire cpl_w_hs;
-  output cpl_w_last;
   wire cpl_w_last;
   reg [1:0] cpl_w_nbeats = 2'h0;
   (* init = 8'h00 *)
@@ -28340,6 +30506,51 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire cpl_w_valid;
   reg [7:0] cpl_wr_code = 8'h00;
   reg cpl_wr_err = 1'h0;
+  wire [31:0] down__araddr;
+  wire [1:0] down__arburst;
+  output [2:0] down__arid;
+  wire [2:0] down__arid;
+  wire [7:0] down__arlen;
+  wire [2:0] down__arprot;
+  input down__arready;
+  wire down__arready;
+  wire [2:0] down__arsize;
+  wire down__arvalid;
+  wire [31:0] down__awaddr;
+  wire [1:0] down__awburst;
+  output [2:0] down__awid;
+  wire [2:0] down__awid;
+  wire [7:0] down__awlen;
+  wire [2:0] down__awprot;
+  input down__awready;
+  wire down__awready;
+  wire [2:0] down__awsize;
+  wire down__awvalid;
+  input [2:0] down__bid;
+  wire [2:0] down__bid;
+  wire down__bready;
+  input [1:0] down__bresp;
+  wire [1:0] down__bresp;
+  input down__bvalid;
+  wire down__bvalid;
+  input [63:0] down__rdata;
+  wire [63:0] down__rdata;
+  input [2:0] down__rid;
+  wire [2:0] down__rid;
+  input down__rlast;
+  wire down__rlast;
+  wire down__rready;
+  input [1:0] down__rresp;
+  wire [1:0] down__rresp;
+  input down__rvalid;
+  wire down__rvalid;
+  wire [63:0] down__wdata;
+  wire down__wlast;
+  input down__wready;
+  wire down__wready;
+  wire [7:0] down__wstrb;
+  wire down__wvalid;
+  wire fetch_abort;
   (* init = 32'd0 *)
   wire [31:0] fetch_ar_addr;
   (* init = 1'h0 *)
@@ -28348,6 +30559,8 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire fetch_beat_bad;
   reg fetch_busy;
   reg fetch_discard = 1'h0;
+  wire fetch_fail;
+  wire [7:0] fetch_fail_code;
   reg [1:0] fetch_fsm_state = 2'h0;
   wire fetch_keep;
   reg [1:0] fetch_q = 2'h0;
@@ -28365,19 +30578,22 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire fw_running;
   output [2:0] level;
   wire [2:0] level;
-  output [2:0] \level$106 ;
-  wire [2:0] \level$106 ;
-  wire [2:0] \level$195 ;
-  output [2:0] \level$46 ;
-  wire [2:0] \level$46 ;
-  output [2:0] \level$76 ;
-  wire [2:0] \level$76 ;
-  input [3:0] \port$121$0 ;
-  wire [3:0] \port$121$0 ;
-  input [3:0] \port$7637$0 ;
-  wire [3:0] \port$7637$0 ;
-  input [23:0] \port$7637$8 ;
-  wire [23:0] \port$7637$8 ;
+  output [2:0] \level$117 ;
+  wire [2:0] \level$117 ;
+  output [2:0] \level$149 ;
+  wire [2:0] \level$149 ;
+  output [2:0] \level$181 ;
+  wire [2:0] \level$181 ;
+  wire [2:0] \level$272 ;
+  input [31:0] limit;
+  wire [31:0] limit;
+  wire [31:0] \limit$66 ;
+  input [3:0] \port$115$0 ;
+  wire [3:0] \port$115$0 ;
+  input [3:0] \port$8370$0 ;
+  wire [3:0] \port$8370$0 ;
+  input [23:0] \port$8370$8 ;
+  wire [23:0] \port$8370$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -28386,6 +30602,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire [31:0] q0_c;
   wire [31:0] q0_c_seen;
   reg q0_checked = 1'h0;
+  reg q0_cpl_dead = 1'h0;
   wire q0_cpl_done;
   reg [2:0] q0_cpl_pending = 3'h0;
   wire q0_db_overflow;
@@ -28419,6 +30636,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire [31:0] q1_c;
   wire [31:0] q1_c_seen;
   reg q1_checked = 1'h0;
+  reg q1_cpl_dead = 1'h0;
   wire q1_cpl_done;
   reg [2:0] q1_cpl_pending = 3'h0;
   wire q1_db_overflow;
@@ -28452,6 +30670,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire [31:0] q2_c;
   wire [31:0] q2_c_seen;
   reg q2_checked = 1'h0;
+  reg q2_cpl_dead = 1'h0;
   wire q2_cpl_done;
   reg [2:0] q2_cpl_pending = 3'h0;
   wire q2_db_overflow;
@@ -28485,6 +30704,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   wire [31:0] q3_c;
   wire [31:0] q3_c_seen;
   reg q3_checked = 1'h0;
+  reg q3_cpl_dead = 1'h0;
   wire q3_cpl_done;
   reg [2:0] q3_cpl_pending = 3'h0;
   wire q3_db_overflow;
@@ -28691,167 +30911,228 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   input [3:0] q__3__ring_log2;
   wire [3:0] q__3__ring_log2;
   wire [255:0] r_data;
-  wire [255:0] \r_data$112 ;
-  wire [75:0] \r_data$303 ;
-  wire [255:0] \r_data$52 ;
-  wire [255:0] \r_data$82 ;
+  wire [255:0] \r_data$123 ;
+  wire [255:0] \r_data$155 ;
+  wire [255:0] \r_data$187 ;
+  wire [75:0] \r_data$374 ;
   input r_en;
   wire r_en;
-  input \r_en$118 ;
-  wire \r_en$118 ;
-  reg \r_en$236 ;
-  input \r_en$58 ;
-  wire \r_en$58 ;
-  input \r_en$88 ;
-  wire \r_en$88 ;
+  input \r_en$129 ;
+  wire \r_en$129 ;
+  input \r_en$161 ;
+  wire \r_en$161 ;
+  input \r_en$193 ;
+  wire \r_en$193 ;
+  reg \r_en$312 ;
   wire r_rdy;
-  wire \r_rdy$115 ;
-  wire \r_rdy$302 ;
-  wire \r_rdy$55 ;
-  wire \r_rdy$85 ;
+  wire \r_rdy$126 ;
+  wire \r_rdy$158 ;
+  wire \r_rdy$190 ;
+  wire \r_rdy$373 ;
   input rst;
   wire rst;
+  wire timeout;
+  wire \timeout$313 ;
+  reg [31:0] up__araddr = 32'd0;
+  wire [1:0] up__arburst;
+  wire [7:0] up__arlen;
+  wire [2:0] up__arprot;
+  wire up__arready;
+  wire [2:0] up__arsize;
+  reg up__arvalid = 1'h0;
+  reg [31:0] up__awaddr = 32'd0;
+  wire [1:0] up__awburst;
+  reg [7:0] up__awlen = 8'h00;
+  wire [2:0] up__awprot;
+  wire up__awready;
+  wire [2:0] up__awsize;
+  reg up__awvalid = 1'h0;
+  reg up__bready;
+  wire [1:0] up__bresp;
+  wire up__bvalid;
+  wire [63:0] up__rdata;
+  wire up__rlast;
+  reg up__rready;
+  wire [1:0] up__rresp;
+  wire up__rvalid;
+  wire [63:0] up__wdata;
+  wire up__wlast;
+  wire up__wready;
+  reg [7:0] up__wstrb = 8'h00;
+  reg up__wvalid = 1'h0;
   wire [255:0] w_data;
-  wire [255:0] \w_data$174 ;
-  wire [255:0] \w_data$177 ;
-  wire [255:0] \w_data$180 ;
-  wire [75:0] \w_data$181 ;
+  wire [255:0] \w_data$251 ;
+  wire [255:0] \w_data$254 ;
+  wire [255:0] \w_data$257 ;
+  wire [75:0] \w_data$258 ;
   wire w_en;
-  wire \w_en$173 ;
-  wire \w_en$176 ;
-  wire \w_en$179 ;
-  wire \w_en$193 ;
+  wire \w_en$250 ;
+  wire \w_en$253 ;
+  wire \w_en$256 ;
+  wire \w_en$270 ;
   wire w_rdy;
   always @(posedge clk)
-    q__2__fetch <= \$419 ;
+    fetch_discard <= \$422 ;
   always @(posedge clk)
-    q__3__fetch <= \$420 ;
+    fetch_q <= \$423 ;
   always @(posedge clk)
-    cpl_overflow <= \$421 ;
+    fetch_rr_last <= \$424 ;
   always @(posedge clk)
-    axi__awvalid <= \$422 ;
+    up__arvalid <= \$425 ;
   always @(posedge clk)
-    axi__wvalid <= \$423 ;
+    up__araddr <= \$426 ;
   always @(posedge clk)
-    cpl_w_beat <= \$424 ;
+    fetch_r_beat <= \$427 ;
   always @(posedge clk)
-    cpl_req <= \$425 ;
+    fetch_r_err <= \$428 ;
   always @(posedge clk)
-    cpl_fsm_state <= \$426 ;
+    fetch_fsm_state <= \$429 ;
   always @(posedge clk)
-    cpl_rec_index <= \$427 ;
+    fetch_r_buf <= \$430 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$428 ;
+    fetch_r_code <= \$431 ;
   always @(posedge clk)
-    axi__awaddr <= \$429 ;
+    q__0__fetch <= \$432 ;
   always @(posedge clk)
-    axi__awlen <= \$430 ;
+    q__1__fetch <= \$433 ;
   always @(posedge clk)
-    cpl_w_buf <= \$431 ;
+    q__2__fetch <= \$434 ;
   always @(posedge clk)
-    axi__wstrb <= \$432 ;
+    q__3__fetch <= \$435 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$433 ;
+    cpl_overflow <= \$436 ;
   always @(posedge clk)
-    cpl_wr_err <= \$434 ;
+    up__awvalid <= \$437 ;
   always @(posedge clk)
-    cpl_wr_code <= \$435 ;
+    up__wvalid <= \$438 ;
   always @(posedge clk)
-    q__0__consumer <= \$436 ;
+    cpl_w_beat <= \$439 ;
   always @(posedge clk)
-    q__0__retired <= \$437 ;
+    cpl_req <= \$440 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$438 ;
+    cpl_fsm_state <= \$441 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$439 ;
+    cpl_rec_index <= \$442 ;
   always @(posedge clk)
-    q0_checked <= \$440 ;
+    cpl_cons_addr <= \$443 ;
   always @(posedge clk)
-    q__0__producer <= \$441 ;
+    up__awaddr <= \$444 ;
   always @(posedge clk)
-    q0_halted <= \$442 ;
+    up__awlen <= \$445 ;
   always @(posedge clk)
-    q__0__error <= \$443 ;
+    cpl_w_buf <= \$446 ;
   always @(posedge clk)
-    q__0__error_index <= \$444 ;
+    up__wstrb <= \$447 ;
   always @(posedge clk)
-    q__0__error_irq <= \$445 ;
+    cpl_w_nbeats <= \$448 ;
   always @(posedge clk)
-    q0_resetting <= \$446 ;
+    cpl_wr_err <= \$449 ;
   always @(posedge clk)
-    q0_acked <= \$447 ;
+    cpl_wr_code <= \$450 ;
   always @(posedge clk)
-    q__1__consumer <= \$448 ;
+    q__0__consumer <= \$451 ;
   always @(posedge clk)
-    q__1__retired <= \$449 ;
+    q__0__retired <= \$452 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$450 ;
+    q__0__cpl_irq <= \$453 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$451 ;
+    q0_cpl_pending <= \$454 ;
   always @(posedge clk)
-    q1_checked <= \$452 ;
+    q0_checked <= \$455 ;
   always @(posedge clk)
-    q__1__producer <= \$453 ;
+    q__0__producer <= \$456 ;
   always @(posedge clk)
-    q1_halted <= \$454 ;
+    q0_halted <= \$457 ;
   always @(posedge clk)
-    q__1__error <= \$455 ;
+    q__0__error <= \$458 ;
   always @(posedge clk)
-    q__1__error_index <= \$456 ;
+    q__0__error_index <= \$459 ;
   always @(posedge clk)
-    q__1__error_irq <= \$457 ;
+    q__0__error_irq <= \$460 ;
   always @(posedge clk)
-    q1_resetting <= \$458 ;
+    q0_resetting <= \$461 ;
   always @(posedge clk)
-    q1_acked <= \$459 ;
+    q0_acked <= \$462 ;
   always @(posedge clk)
-    q__2__consumer <= \$460 ;
+    q0_cpl_dead <= \$463 ;
   always @(posedge clk)
-    q__2__retired <= \$461 ;
+    q__1__consumer <= \$464 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$462 ;
+    q__1__retired <= \$465 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$463 ;
+    q__1__cpl_irq <= \$466 ;
   always @(posedge clk)
-    q2_checked <= \$464 ;
+    q1_cpl_pending <= \$467 ;
   always @(posedge clk)
-    q__2__producer <= \$465 ;
+    q1_checked <= \$468 ;
   always @(posedge clk)
-    q2_halted <= \$466 ;
+    q__1__producer <= \$469 ;
   always @(posedge clk)
-    q__2__error <= \$467 ;
+    q1_halted <= \$470 ;
   always @(posedge clk)
-    q__2__error_index <= \$468 ;
+    q__1__error <= \$471 ;
   always @(posedge clk)
-    q__2__error_irq <= \$469 ;
+    q__1__error_index <= \$472 ;
   always @(posedge clk)
-    q2_resetting <= \$470 ;
+    q__1__error_irq <= \$473 ;
   always @(posedge clk)
-    q2_acked <= \$471 ;
+    q1_resetting <= \$474 ;
   always @(posedge clk)
-    q__3__consumer <= \$472 ;
+    q1_acked <= \$475 ;
   always @(posedge clk)
-    q__3__retired <= \$473 ;
+    q1_cpl_dead <= \$476 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$474 ;
+    q__2__consumer <= \$477 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$475 ;
+    q__2__retired <= \$478 ;
   always @(posedge clk)
-    q3_checked <= \$476 ;
+    q__2__cpl_irq <= \$479 ;
   always @(posedge clk)
-    q__3__producer <= \$477 ;
+    q2_cpl_pending <= \$480 ;
   always @(posedge clk)
-    q3_halted <= \$478 ;
+    q2_checked <= \$481 ;
   always @(posedge clk)
-    q__3__error <= \$479 ;
+    q__2__producer <= \$482 ;
   always @(posedge clk)
-    q__3__error_index <= \$480 ;
+    q2_halted <= \$483 ;
   always @(posedge clk)
-    q__3__error_irq <= \$481 ;
+    q__2__error <= \$484 ;
   always @(posedge clk)
-    q3_resetting <= \$482 ;
+    q__2__error_index <= \$485 ;
   always @(posedge clk)
-    q3_acked <= \$483 ;
+    q__2__error_irq <= \$486 ;
+  always @(posedge clk)
+    q2_resetting <= \$487 ;
+  always @(posedge clk)
+    q2_acked <= \$488 ;
+  always @(posedge clk)
+    q2_cpl_dead <= \$489 ;
+  always @(posedge clk)
+    q__3__consumer <= \$490 ;
+  always @(posedge clk)
+    q__3__retired <= \$491 ;
+  always @(posedge clk)
+    q__3__cpl_irq <= \$492 ;
+  always @(posedge clk)
+    q3_cpl_pending <= \$493 ;
+  always @(posedge clk)
+    q3_checked <= \$494 ;
+  always @(posedge clk)
+    q__3__producer <= \$495 ;
+  always @(posedge clk)
+    q3_halted <= \$496 ;
+  always @(posedge clk)
+    q__3__error <= \$497 ;
+  always @(posedge clk)
+    q__3__error_index <= \$498 ;
+  always @(posedge clk)
+    q__3__error_irq <= \$499 ;
+  always @(posedge clk)
+    q3_resetting <= \$500 ;
+  always @(posedge clk)
+    q3_acked <= \$501 ;
+  always @(posedge clk)
+    q3_cpl_dead <= \$502 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -28861,490 +31142,542 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign q__0__ready = q0_active & r_rdy;
   assign \$5  = ~ q0_acked;
   assign q__0__qreset_req = q0_resetting & \$5 ;
-  assign \$6  = ~ q1_halted;
-  assign \$7  = q__1__enable & \$6 ;
-  assign \$8  = ~ q1_resetting;
-  assign q1_want = \$7  & \$8 ;
+  assign \$6  = 1'h1 << q__0__ring_log2;
+  assign \$7  = ~ q1_halted;
+  assign \$8  = q__1__enable & \$7 ;
+  assign \$9  = ~ q1_resetting;
+  assign q1_want = \$8  & \$9 ;
   assign q1_active = q1_want & q1_checked;
-  assign \$9  = q__1__fetch - \level$46 ;
-  assign q__1__ready = q1_active & \r_rdy$55 ;
-  assign \$10  = ~ q1_acked;
-  assign q__1__qreset_req = q1_resetting & \$10 ;
-  assign \$11  = ~ q2_halted;
-  assign \$12  = q__2__enable & \$11 ;
-  assign \$13  = ~ q2_resetting;
-  assign q2_want = \$12  & \$13 ;
+  assign \$10  = q__1__fetch - \level$117 ;
+  assign q__1__ready = q1_active & \r_rdy$126 ;
+  assign \$11  = ~ q1_acked;
+  assign q__1__qreset_req = q1_resetting & \$11 ;
+  assign \$12  = 1'h1 << q__1__ring_log2;
+  assign \$13  = ~ q2_halted;
+  assign \$14  = q__2__enable & \$13 ;
+  assign \$15  = ~ q2_resetting;
+  assign q2_want = \$14  & \$15 ;
   assign q2_active = q2_want & q2_checked;
-  assign \$14  = q__2__fetch - \level$76 ;
-  assign q__2__ready = q2_active & \r_rdy$85 ;
-  assign \$15  = ~ q2_acked;
-  assign q__2__qreset_req = q2_resetting & \$15 ;
-  assign \$16  = ~ q3_halted;
-  assign \$17  = q__3__enable & \$16 ;
-  assign \$18  = ~ q3_resetting;
-  assign q3_want = \$17  & \$18 ;
+  assign \$16  = q__2__fetch - \level$149 ;
+  assign q__2__ready = q2_active & \r_rdy$158 ;
+  assign \$17  = ~ q2_acked;
+  assign q__2__qreset_req = q2_resetting & \$17 ;
+  assign \$18  = 1'h1 << q__2__ring_log2;
+  assign \$19  = ~ q3_halted;
+  assign \$20  = q__3__enable & \$19 ;
+  assign \$21  = ~ q3_resetting;
+  assign q3_want = \$20  & \$21 ;
   assign q3_active = q3_want & q3_checked;
-  assign \$19  = q__3__fetch - \level$106 ;
-  assign q__3__ready = q3_active & \r_rdy$115 ;
-  assign \$20  = ~ q3_acked;
-  assign q__3__qreset_req = q3_resetting & \$20 ;
-  assign \$21  = q__0__fetch - q__0__consumer;
-  assign \$22  = q__0__producer - q__0__consumer;
-  assign \$23  = \$21 [31:0] < \$22 [31:0];
-  assign \$24  = q0_active & \$23 ;
-  assign \$25  = level < 3'h4;
-  assign q0_fetch_elig = \$24  & \$25 ;
-  assign \$28  = q__0__ring_log2 > 1'h0;
-  assign \$29  = q__0__ring_log2 > 1'h1;
-  assign \$30  = q__0__ring_log2 > 2'h2;
-  assign \$31  = q__0__ring_log2 > 2'h3;
-  assign \$32  = q__0__ring_log2 > 3'h4;
-  assign \$33  = q__0__ring_log2 > 3'h5;
-  assign \$34  = q__0__ring_log2 > 3'h6;
-  assign \$35  = q__0__ring_log2 > 3'h7;
-  assign \$36  = q__0__ring_log2 > 4'h8;
-  assign \$37  = q__0__ring_log2 > 4'h9;
-  assign \$38  = q__0__ring_log2 > 4'ha;
-  assign \$39  = q__0__ring_log2 > 4'hb;
-  assign \$40  = q__0__ring_log2 > 4'hc;
-  assign \$41  = q__0__ring_log2 > 4'hd;
-  assign \$42  = q__0__ring_log2 > 4'he;
-  assign \$43  = q__0__fetch[14:0] & { \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28  };
-  assign \$45  = \$27  + \$44 ;
-  assign \$46  = q__1__fetch - q__1__consumer;
-  assign \$47  = q__1__producer - q__1__consumer;
-  assign \$48  = \$46 [31:0] < \$47 [31:0];
-  assign \$49  = q1_active & \$48 ;
-  assign \$50  = \level$46  < 3'h4;
-  assign q1_fetch_elig = \$49  & \$50 ;
-  assign \$53  = q__1__ring_log2 > 1'h0;
-  assign \$54  = q__1__ring_log2 > 1'h1;
-  assign \$55  = q__1__ring_log2 > 2'h2;
-  assign \$56  = q__1__ring_log2 > 2'h3;
-  assign \$57  = q__1__ring_log2 > 3'h4;
-  assign \$58  = q__1__ring_log2 > 3'h5;
-  assign \$59  = q__1__ring_log2 > 3'h6;
-  assign \$60  = q__1__ring_log2 > 3'h7;
-  assign \$61  = q__1__ring_log2 > 4'h8;
-  assign \$62  = q__1__ring_log2 > 4'h9;
-  assign \$63  = q__1__ring_log2 > 4'ha;
-  assign \$64  = q__1__ring_log2 > 4'hb;
-  assign \$65  = q__1__ring_log2 > 4'hc;
-  assign \$66  = q__1__ring_log2 > 4'hd;
-  assign \$67  = q__1__ring_log2 > 4'he;
-  assign \$68  = q__1__fetch[14:0] & { \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53  };
-  assign \$70  = \$52  + \$69 ;
-  assign \$71  = q__2__fetch - q__2__consumer;
-  assign \$72  = q__2__producer - q__2__consumer;
-  assign \$73  = \$71 [31:0] < \$72 [31:0];
-  assign \$74  = q2_active & \$73 ;
-  assign \$75  = \level$76  < 3'h4;
-  assign q2_fetch_elig = \$74  & \$75 ;
-  assign \$78  = q__2__ring_log2 > 1'h0;
-  assign \$79  = q__2__ring_log2 > 1'h1;
-  assign \$80  = q__2__ring_log2 > 2'h2;
-  assign \$81  = q__2__ring_log2 > 2'h3;
-  assign \$82  = q__2__ring_log2 > 3'h4;
-  assign \$83  = q__2__ring_log2 > 3'h5;
-  assign \$84  = q__2__ring_log2 > 3'h6;
-  assign \$85  = q__2__ring_log2 > 3'h7;
-  assign \$86  = q__2__ring_log2 > 4'h8;
-  assign \$87  = q__2__ring_log2 > 4'h9;
-  assign \$88  = q__2__ring_log2 > 4'ha;
-  assign \$89  = q__2__ring_log2 > 4'hb;
-  assign \$90  = q__2__ring_log2 > 4'hc;
-  assign \$91  = q__2__ring_log2 > 4'hd;
-  assign \$92  = q__2__ring_log2 > 4'he;
-  assign \$93  = q__2__fetch[14:0] & { \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78  };
-  assign \$95  = \$77  + \$94 ;
-  assign \$96  = q__3__fetch - q__3__consumer;
-  assign \$97  = q__3__producer - q__3__consumer;
-  assign \$98  = \$96 [31:0] < \$97 [31:0];
-  assign \$99  = q3_active & \$98 ;
-  assign \$100  = \level$106  < 3'h4;
-  assign q3_fetch_elig = \$99  & \$100 ;
-  assign \$103  = q__3__ring_log2 > 1'h0;
-  assign \$104  = q__3__ring_log2 > 1'h1;
-  assign \$105  = q__3__ring_log2 > 2'h2;
-  assign \$106  = q__3__ring_log2 > 2'h3;
-  assign \$107  = q__3__ring_log2 > 3'h4;
-  assign \$108  = q__3__ring_log2 > 3'h5;
-  assign \$109  = q__3__ring_log2 > 3'h6;
-  assign \$110  = q__3__ring_log2 > 3'h7;
-  assign \$111  = q__3__ring_log2 > 4'h8;
-  assign \$112  = q__3__ring_log2 > 4'h9;
-  assign \$113  = q__3__ring_log2 > 4'ha;
-  assign \$114  = q__3__ring_log2 > 4'hb;
-  assign \$115  = q__3__ring_log2 > 4'hc;
-  assign \$116  = q__3__ring_log2 > 4'hd;
-  assign \$117  = q__3__ring_log2 > 4'he;
-  assign \$118  = q__3__fetch[14:0] & { \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103  };
-  assign \$120  = \$102  + \$119 ;
+  assign \$22  = q__3__fetch - \level$181 ;
+  assign q__3__ready = q3_active & \r_rdy$190 ;
+  assign \$23  = ~ q3_acked;
+  assign q__3__qreset_req = q3_resetting & \$23 ;
+  assign \$24  = 1'h1 << q__3__ring_log2;
+  assign \$25  = q__0__fetch - q__0__consumer;
+  assign \$26  = q__0__producer - q__0__consumer;
+  assign \$27  = \$25 [31:0] < \$26 [31:0];
+  assign \$28  = q0_active & \$27 ;
+  assign \$29  = q__0__producer - q__0__consumer;
+  assign \$30  = \$6  + 1'h1;
+  assign \$31  = \$29 [31:0] <= \$30 ;
+  assign \$32  = \$28  & \$31 ;
+  assign \$33  = level < 3'h4;
+  assign q0_fetch_elig = \$32  & \$33 ;
+  assign \$36  = q__0__ring_log2 > 1'h0;
+  assign \$37  = q__0__ring_log2 > 1'h1;
+  assign \$38  = q__0__ring_log2 > 2'h2;
+  assign \$39  = q__0__ring_log2 > 2'h3;
+  assign \$40  = q__0__ring_log2 > 3'h4;
+  assign \$41  = q__0__ring_log2 > 3'h5;
+  assign \$42  = q__0__ring_log2 > 3'h6;
+  assign \$43  = q__0__ring_log2 > 3'h7;
+  assign \$44  = q__0__ring_log2 > 4'h8;
+  assign \$45  = q__0__ring_log2 > 4'h9;
+  assign \$46  = q__0__ring_log2 > 4'ha;
+  assign \$47  = q__0__ring_log2 > 4'hb;
+  assign \$48  = q__0__ring_log2 > 4'hc;
+  assign \$49  = q__0__ring_log2 > 4'hd;
+  assign \$50  = q__0__ring_log2 > 4'he;
+  assign \$51  = q__0__fetch[14:0] & { \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36  };
+  assign \$53  = \$35  + \$52 ;
+  assign \$54  = q__1__fetch - q__1__consumer;
+  assign \$55  = q__1__producer - q__1__consumer;
+  assign \$56  = \$54 [31:0] < \$55 [31:0];
+  assign \$57  = q1_active & \$56 ;
+  assign \$58  = q__1__producer - q__1__consumer;
+  assign \$59  = \$12  + 1'h1;
+  assign \$60  = \$58 [31:0] <= \$59 ;
+  assign \$61  = \$57  & \$60 ;
+  assign \$62  = \level$117  < 3'h4;
+  assign q1_fetch_elig = \$61  & \$62 ;
+  assign \$65  = q__1__ring_log2 > 1'h0;
+  assign \$66  = q__1__ring_log2 > 1'h1;
+  assign \$67  = q__1__ring_log2 > 2'h2;
+  assign \$68  = q__1__ring_log2 > 2'h3;
+  assign \$69  = q__1__ring_log2 > 3'h4;
+  assign \$70  = q__1__ring_log2 > 3'h5;
+  assign \$71  = q__1__ring_log2 > 3'h6;
+  assign \$72  = q__1__ring_log2 > 3'h7;
+  assign \$73  = q__1__ring_log2 > 4'h8;
+  assign \$74  = q__1__ring_log2 > 4'h9;
+  assign \$75  = q__1__ring_log2 > 4'ha;
+  assign \$76  = q__1__ring_log2 > 4'hb;
+  assign \$77  = q__1__ring_log2 > 4'hc;
+  assign \$78  = q__1__ring_log2 > 4'hd;
+  assign \$79  = q__1__ring_log2 > 4'he;
+  assign \$80  = q__1__fetch[14:0] & { \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65  };
+  assign \$82  = \$64  + \$81 ;
+  assign \$83  = q__2__fetch - q__2__consumer;
+  assign \$84  = q__2__producer - q__2__consumer;
+  assign \$85  = \$83 [31:0] < \$84 [31:0];
+  assign \$86  = q2_active & \$85 ;
+  assign \$87  = q__2__producer - q__2__consumer;
+  assign \$88  = \$18  + 1'h1;
+  assign \$89  = \$87 [31:0] <= \$88 ;
+  assign \$90  = \$86  & \$89 ;
+  assign \$91  = \level$149  < 3'h4;
+  assign q2_fetch_elig = \$90  & \$91 ;
+  assign \$94  = q__2__ring_log2 > 1'h0;
+  assign \$95  = q__2__ring_log2 > 1'h1;
+  assign \$96  = q__2__ring_log2 > 2'h2;
+  assign \$97  = q__2__ring_log2 > 2'h3;
+  assign \$98  = q__2__ring_log2 > 3'h4;
+  assign \$99  = q__2__ring_log2 > 3'h5;
+  assign \$100  = q__2__ring_log2 > 3'h6;
+  assign \$101  = q__2__ring_log2 > 3'h7;
+  assign \$102  = q__2__ring_log2 > 4'h8;
+  assign \$103  = q__2__ring_log2 > 4'h9;
+  assign \$104  = q__2__ring_log2 > 4'ha;
+  assign \$105  = q__2__ring_log2 > 4'hb;
+  assign \$106  = q__2__ring_log2 > 4'hc;
+  assign \$107  = q__2__ring_log2 > 4'hd;
+  assign \$108  = q__2__ring_log2 > 4'he;
+  assign \$109  = q__2__fetch[14:0] & { \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94  };
+  assign \$111  = \$93  + \$110 ;
+  assign \$112  = q__3__fetch - q__3__consumer;
+  assign \$113  = q__3__producer - q__3__consumer;
+  assign \$114  = \$112 [31:0] < \$113 [31:0];
+  assign \$115  = q3_active & \$114 ;
+  assign \$116  = q__3__producer - q__3__consumer;
+  assign \$117  = \$24  + 1'h1;
+  assign \$118  = \$116 [31:0] <= \$117 ;
+  assign \$119  = \$115  & \$118 ;
+  assign \$120  = \level$181  < 3'h4;
+  assign q3_fetch_elig = \$119  & \$120 ;
+  assign \$123  = q__3__ring_log2 > 1'h0;
+  assign \$124  = q__3__ring_log2 > 1'h1;
+  assign \$125  = q__3__ring_log2 > 2'h2;
+  assign \$126  = q__3__ring_log2 > 2'h3;
+  assign \$127  = q__3__ring_log2 > 3'h4;
+  assign \$128  = q__3__ring_log2 > 3'h5;
+  assign \$129  = q__3__ring_log2 > 3'h6;
+  assign \$130  = q__3__ring_log2 > 3'h7;
+  assign \$131  = q__3__ring_log2 > 4'h8;
+  assign \$132  = q__3__ring_log2 > 4'h9;
+  assign \$133  = q__3__ring_log2 > 4'ha;
+  assign \$134  = q__3__ring_log2 > 4'hb;
+  assign \$135  = q__3__ring_log2 > 4'hc;
+  assign \$136  = q__3__ring_log2 > 4'hd;
+  assign \$137  = q__3__ring_log2 > 4'he;
+  assign \$138  = q__3__fetch[14:0] & { \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123  };
+  assign \$140  = \$122  + \$139 ;
   assign fetch_rr_any = | { q3_fetch_elig, q2_fetch_elig, q1_fetch_elig, q0_fetch_elig };
-  assign fetch_r_hs = axi__rvalid & axi__rready;
-  assign fetch_r_done = fetch_r_hs & axi__rlast;
-  assign \$121  = ~ fetch_discard;
-  assign \$122  = fetch_r_done & \$121 ;
-  assign \$123  = ~ fetch_q_reset;
-  assign fetch_keep = \$122  & \$123 ;
-  assign fetch_bad = fetch_r_err | axi__rresp[1];
-  assign \$124  = ~ fetch_bad;
-  assign \$125  = fetch_keep & \$124 ;
-  assign \$126  = ! fetch_q;
-  assign q0_fetch_push = \$125  & \$126 ;
-  assign \$127  = ~ fetch_bad;
-  assign \$128  = fetch_keep & \$127 ;
-  assign \$129  = fetch_q == 1'h1;
-  assign q1_fetch_push = \$128  & \$129 ;
-  assign \$130  = ~ fetch_bad;
-  assign \$131  = fetch_keep & \$130 ;
-  assign \$132  = fetch_q == 2'h2;
-  assign q2_fetch_push = \$131  & \$132 ;
-  assign \$133  = ~ fetch_bad;
-  assign \$134  = fetch_keep & \$133 ;
-  assign \$135  = fetch_q == 2'h3;
-  assign q3_fetch_push = \$134  & \$135 ;
-  assign \$136  = cpl_valid & w_rdy;
-  assign \$137  = \port$7637$0 [1:0] < 3'h4;
-  assign cpl_push_ok = \$136  & \$137 ;
-  assign cpl_free = 3'h4 - \level$195 ;
-  assign \$138  = cpl_w_nbeats - 1'h1;
-  assign cpl_w_last = cpl_w_beat == \$138 ;
-  assign \$655  = cpl_w_beat * 7'h40;
-  assign axi__wdata = cpl_w_buf >> \$655 ;
-  assign cpl_aw_hs = axi__awvalid & axi__awready;
-  assign cpl_w_hs = axi__wvalid & axi__wready;
-  assign \$139  = ~ axi__awvalid;
-  assign \$140  = \$139  | axi__awready;
-  assign \$141  = ~ axi__wvalid;
-  assign \$142  = axi__wready & cpl_w_last;
-  assign \$143  = \$141  | \$142 ;
-  assign cpl_sent = \$140  & \$143 ;
-  assign cpl_b_hs = axi__bvalid & axi__bready;
-  assign cpl_fin_bad = cpl_wr_err | axi__bresp[1];
-  assign \$146  = axi__bresp == 2'h3;
-  assign \$147  = \$146  ? 8'h07 : 8'h06;
-  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$147 ;
-  assign \$148  = ! cpl_req[1:0];
-  assign q0_cpl_done = cpl_finish & \$148 ;
-  assign \$149  = | q__0__ring_base[4:0];
-  assign \$150  = | q__0__cpl_base[3:0];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = ! q__0__ring_log2;
-  assign q0_bad_cfg = \$151  | \$152 ;
-  assign \$153  = ! cpl_req[1:0];
-  assign \$154  = cpl_cons_busy & \$153 ;
-  assign \$155  = q__0__consumer + \$154 ;
-  assign \$156  = 1'h1 << q__0__ring_log2;
-  assign \$157  = q__0__doorbell - \$155 [31:0];
-  assign q0_db_overflow = \$157 [31:0] > \$156 ;
-  assign \$158  = ~ q0_resetting;
-  assign q0_db_write = q__0__doorbell_we & \$158 ;
-  assign \$159  = ~ q0_checked;
-  assign \$160  = q0_want & \$159 ;
-  assign \$161  = \$160  & q0_bad_cfg;
-  assign \$162  = q0_db_write & q0_db_overflow;
-  assign \$163  = fetch_keep & fetch_bad;
-  assign \$164  = ! fetch_q;
-  assign \$165  = \$163  & \$164 ;
-  assign \$166  = cpl_req[3] | cpl_fin_bad;
-  assign \$167  = q0_cpl_done & \$166 ;
-  assign q0_halt_any = | { \$167 , \$165 , \$162 , \$161  };
-  assign \$168  = cpl_req[3] | cpl_fin_bad;
-  assign \$169  = q0_cpl_done & \$168 ;
-  assign \$170  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$171  = fetch_keep & fetch_bad;
-  assign \$172  = ! fetch_q;
-  assign \$173  = \$171  & \$172 ;
-  assign \$174  = axi__rresp == 2'h3;
+  assign fetch_r_hs = up__rvalid & up__rready;
+  assign fetch_r_done = fetch_r_hs & down__rlast;
+  assign \$141  = ~ fetch_discard;
+  assign \$142  = fetch_r_done & \$141 ;
+  assign \$143  = ~ fetch_q_reset;
+  assign fetch_keep = \$142  & \$143 ;
+  assign fetch_bad = fetch_r_err | down__rresp[1];
+  assign \$144  = fetch_keep & fetch_bad;
+  assign \$145  = ~ fetch_discard;
+  assign \$146  = abandon & \$145 ;
+  assign \$147  = ~ fetch_q_reset;
+  assign \$148  = \$146  & \$147 ;
+  assign fetch_fail = \$144  | \$148 ;
+  assign \$149  = down__rresp == 2'h3;
+  assign \$150  = \$149  ? 8'h07 : 8'h06;
+  assign \$151  = abandon ? 8'h10 : \$150 ;
+  assign fetch_fail_code = fetch_r_err ? fetch_r_code : \$151 ;
+  assign \$152  = ~ fetch_bad;
+  assign \$153  = fetch_keep & \$152 ;
+  assign \$154  = ! fetch_q;
+  assign q0_fetch_push = \$153  & \$154 ;
+  assign \$155  = ~ fetch_bad;
+  assign \$156  = fetch_keep & \$155 ;
+  assign \$157  = fetch_q == 1'h1;
+  assign q1_fetch_push = \$156  & \$157 ;
+  assign \$158  = ~ fetch_bad;
+  assign \$159  = fetch_keep & \$158 ;
+  assign \$160  = fetch_q == 2'h2;
+  assign q2_fetch_push = \$159  & \$160 ;
+  assign \$161  = ~ fetch_bad;
+  assign \$162  = fetch_keep & \$161 ;
+  assign \$163  = fetch_q == 2'h3;
+  assign q3_fetch_push = \$162  & \$163 ;
+  assign \$164  = cpl_valid & w_rdy;
+  assign \$165  = \port$8370$0 [1:0] < 3'h4;
+  assign cpl_push_ok = \$164  & \$165 ;
+  assign cpl_free = 3'h4 - \level$272 ;
+  assign \$166  = cpl_w_nbeats - 1'h1;
+  assign cpl_w_last = cpl_w_beat == \$166 ;
+  assign \$704  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$704 ;
+  assign cpl_aw_hs = up__awvalid & up__awready;
+  assign cpl_w_hs = up__wvalid & up__wready;
+  assign \$167  = ~ up__awvalid;
+  assign \$168  = \$167  | up__awready;
+  assign \$169  = ~ up__wvalid;
+  assign \$170  = up__wready & cpl_w_last;
+  assign \$171  = \$169  | \$170 ;
+  assign cpl_sent = \$168  & \$171 ;
+  assign cpl_b_hs = up__bvalid & up__bready;
+  assign cpl_fin_bad = cpl_wr_err | down__bresp[1];
+  assign \$174  = down__bresp == 2'h3;
   assign \$175  = \$174  ? 8'h07 : 8'h06;
-  assign \$176  = fetch_r_err ? fetch_r_code : \$175 ;
-  assign \$177  = q0_db_write & q0_db_overflow;
-  assign \$178  = ~ q0_checked;
-  assign \$179  = q0_want & \$178 ;
-  assign \$180  = \$179  & q0_bad_cfg;
-  assign \$181  = q0_resetting & q0_acked;
-  assign \$182  = ! q0_cpl_pending;
-  assign q0_reset_done = \$181  & \$182 ;
-  assign \$183  = cpl_req[1:0] == 1'h1;
-  assign q1_cpl_done = cpl_finish & \$183 ;
-  assign \$184  = | q__1__ring_base[4:0];
-  assign \$185  = | q__1__cpl_base[3:0];
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = ! q__1__ring_log2;
-  assign q1_bad_cfg = \$186  | \$187 ;
-  assign \$188  = cpl_req[1:0] == 1'h1;
-  assign \$189  = cpl_cons_busy & \$188 ;
-  assign \$190  = q__1__consumer + \$189 ;
-  assign \$191  = 1'h1 << q__1__ring_log2;
-  assign \$192  = q__1__doorbell - \$190 [31:0];
-  assign q1_db_overflow = \$192 [31:0] > \$191 ;
-  assign \$193  = ~ q1_resetting;
-  assign q1_db_write = q__1__doorbell_we & \$193 ;
-  assign \$194  = ~ q1_checked;
-  assign \$195  = q1_want & \$194 ;
-  assign \$196  = \$195  & q1_bad_cfg;
-  assign \$197  = q1_db_write & q1_db_overflow;
-  assign \$198  = fetch_keep & fetch_bad;
-  assign \$199  = fetch_q == 1'h1;
-  assign \$200  = \$198  & \$199 ;
-  assign \$201  = cpl_req[3] | cpl_fin_bad;
-  assign \$202  = q1_cpl_done & \$201 ;
-  assign q1_halt_any = | { \$202 , \$200 , \$197 , \$196  };
-  assign \$203  = cpl_req[3] | cpl_fin_bad;
-  assign \$204  = q1_cpl_done & \$203 ;
-  assign \$205  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$206  = fetch_keep & fetch_bad;
-  assign \$207  = fetch_q == 1'h1;
-  assign \$208  = \$206  & \$207 ;
-  assign \$209  = axi__rresp == 2'h3;
-  assign \$210  = \$209  ? 8'h07 : 8'h06;
-  assign \$211  = fetch_r_err ? fetch_r_code : \$210 ;
-  assign \$212  = q1_db_write & q1_db_overflow;
-  assign \$213  = ~ q1_checked;
-  assign \$214  = q1_want & \$213 ;
-  assign \$215  = \$214  & q1_bad_cfg;
-  assign \$216  = q1_resetting & q1_acked;
-  assign \$217  = ! q1_cpl_pending;
-  assign q1_reset_done = \$216  & \$217 ;
-  assign \$218  = cpl_req[1:0] == 2'h2;
-  assign q2_cpl_done = cpl_finish & \$218 ;
-  assign \$219  = | q__2__ring_base[4:0];
-  assign \$220  = | q__2__cpl_base[3:0];
-  assign \$221  = \$219  | \$220 ;
-  assign \$222  = ! q__2__ring_log2;
-  assign q2_bad_cfg = \$221  | \$222 ;
-  assign \$223  = cpl_req[1:0] == 2'h2;
-  assign \$224  = cpl_cons_busy & \$223 ;
-  assign \$225  = q__2__consumer + \$224 ;
-  assign \$226  = 1'h1 << q__2__ring_log2;
-  assign \$227  = q__2__doorbell - \$225 [31:0];
-  assign q2_db_overflow = \$227 [31:0] > \$226 ;
-  assign \$228  = ~ q2_resetting;
-  assign q2_db_write = q__2__doorbell_we & \$228 ;
-  assign \$229  = ~ q2_checked;
-  assign \$230  = q2_want & \$229 ;
-  assign \$231  = \$230  & q2_bad_cfg;
-  assign \$232  = q2_db_write & q2_db_overflow;
-  assign \$233  = fetch_keep & fetch_bad;
-  assign \$234  = fetch_q == 2'h2;
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = cpl_req[3] | cpl_fin_bad;
-  assign \$237  = q2_cpl_done & \$236 ;
-  assign q2_halt_any = | { \$237 , \$235 , \$232 , \$231  };
-  assign \$238  = cpl_req[3] | cpl_fin_bad;
-  assign \$239  = q2_cpl_done & \$238 ;
-  assign \$240  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$241  = fetch_keep & fetch_bad;
-  assign \$242  = fetch_q == 2'h2;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = axi__rresp == 2'h3;
-  assign \$245  = \$244  ? 8'h07 : 8'h06;
-  assign \$246  = fetch_r_err ? fetch_r_code : \$245 ;
+  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$175 ;
+  assign \$176  = ! cpl_req[1:0];
+  assign q0_cpl_done = cpl_finish & \$176 ;
+  assign \$177  = | q__0__ring_base[4:0];
+  assign \$178  = | q__0__cpl_base[3:0];
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = ! q__0__ring_log2;
+  assign q0_bad_cfg = \$179  | \$180 ;
+  assign \$181  = ! cpl_req[1:0];
+  assign \$182  = cpl_cons_busy & \$181 ;
+  assign \$183  = q__0__consumer + \$182 ;
+  assign \$184  = q__0__doorbell - \$183 [31:0];
+  assign q0_db_overflow = \$184 [31:0] > \$6 ;
+  assign \$185  = ~ q0_resetting;
+  assign q0_db_write = q__0__doorbell_we & \$185 ;
+  assign \$186  = ~ q0_checked;
+  assign \$187  = q0_want & \$186 ;
+  assign \$188  = \$187  & q0_bad_cfg;
+  assign \$189  = q0_db_write & q0_db_overflow;
+  assign \$190  = ! fetch_q;
+  assign \$191  = fetch_fail & \$190 ;
+  assign \$192  = cpl_req[3] | cpl_fin_bad;
+  assign \$193  = q0_cpl_done & \$192 ;
+  assign q0_halt_any = | { \$193 , \$191 , \$189 , \$188  };
+  assign \$194  = cpl_req[3] | cpl_fin_bad;
+  assign \$195  = q0_cpl_done & \$194 ;
+  assign \$196  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$197  = ! fetch_q;
+  assign \$198  = fetch_fail & \$197 ;
+  assign \$199  = q0_db_write & q0_db_overflow;
+  assign \$200  = ~ q0_checked;
+  assign \$201  = q0_want & \$200 ;
+  assign \$202  = \$201  & q0_bad_cfg;
+  assign \$203  = q0_resetting & q0_acked;
+  assign \$204  = ! q0_cpl_pending;
+  assign q0_reset_done = \$203  & \$204 ;
+  assign \$205  = cpl_req[1:0] == 1'h1;
+  assign q1_cpl_done = cpl_finish & \$205 ;
+  assign \$206  = | q__1__ring_base[4:0];
+  assign \$207  = | q__1__cpl_base[3:0];
+  assign \$208  = \$206  | \$207 ;
+  assign \$209  = ! q__1__ring_log2;
+  assign q1_bad_cfg = \$208  | \$209 ;
+  assign \$210  = cpl_req[1:0] == 1'h1;
+  assign \$211  = cpl_cons_busy & \$210 ;
+  assign \$212  = q__1__consumer + \$211 ;
+  assign \$213  = q__1__doorbell - \$212 [31:0];
+  assign q1_db_overflow = \$213 [31:0] > \$12 ;
+  assign \$214  = ~ q1_resetting;
+  assign q1_db_write = q__1__doorbell_we & \$214 ;
+  assign \$215  = ~ q1_checked;
+  assign \$216  = q1_want & \$215 ;
+  assign \$217  = \$216  & q1_bad_cfg;
+  assign \$218  = q1_db_write & q1_db_overflow;
+  assign \$219  = fetch_q == 1'h1;
+  assign \$220  = fetch_fail & \$219 ;
+  assign \$221  = cpl_req[3] | cpl_fin_bad;
+  assign \$222  = q1_cpl_done & \$221 ;
+  assign q1_halt_any = | { \$222 , \$220 , \$218 , \$217  };
+  assign \$223  = cpl_req[3] | cpl_fin_bad;
+  assign \$224  = q1_cpl_done & \$223 ;
+  assign \$225  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$226  = fetch_q == 1'h1;
+  assign \$227  = fetch_fail & \$226 ;
+  assign \$228  = q1_db_write & q1_db_overflow;
+  assign \$229  = ~ q1_checked;
+  assign \$230  = q1_want & \$229 ;
+  assign \$231  = \$230  & q1_bad_cfg;
+  assign \$232  = q1_resetting & q1_acked;
+  assign \$233  = ! q1_cpl_pending;
+  assign q1_reset_done = \$232  & \$233 ;
+  assign \$234  = cpl_req[1:0] == 2'h2;
+  assign q2_cpl_done = cpl_finish & \$234 ;
+  assign \$235  = | q__2__ring_base[4:0];
+  assign \$236  = | q__2__cpl_base[3:0];
+  assign \$237  = \$235  | \$236 ;
+  assign \$238  = ! q__2__ring_log2;
+  assign q2_bad_cfg = \$237  | \$238 ;
+  assign \$239  = cpl_req[1:0] == 2'h2;
+  assign \$240  = cpl_cons_busy & \$239 ;
+  assign \$241  = q__2__consumer + \$240 ;
+  assign \$242  = q__2__doorbell - \$241 [31:0];
+  assign q2_db_overflow = \$242 [31:0] > \$18 ;
+  assign \$243  = ~ q2_resetting;
+  assign q2_db_write = q__2__doorbell_we & \$243 ;
+  assign \$244  = ~ q2_checked;
+  assign \$245  = q2_want & \$244 ;
+  assign \$246  = \$245  & q2_bad_cfg;
   assign \$247  = q2_db_write & q2_db_overflow;
-  assign \$248  = ~ q2_checked;
-  assign \$249  = q2_want & \$248 ;
-  assign \$250  = \$249  & q2_bad_cfg;
-  assign \$251  = q2_resetting & q2_acked;
-  assign \$252  = ! q2_cpl_pending;
-  assign q2_reset_done = \$251  & \$252 ;
-  assign \$253  = cpl_req[1:0] == 2'h3;
-  assign q3_cpl_done = cpl_finish & \$253 ;
-  assign \$254  = | q__3__ring_base[4:0];
-  assign \$255  = | q__3__cpl_base[3:0];
-  assign \$256  = \$254  | \$255 ;
-  assign \$257  = ! q__3__ring_log2;
-  assign q3_bad_cfg = \$256  | \$257 ;
-  assign \$258  = cpl_req[1:0] == 2'h3;
-  assign \$259  = cpl_cons_busy & \$258 ;
-  assign \$260  = q__3__consumer + \$259 ;
-  assign \$261  = 1'h1 << q__3__ring_log2;
-  assign \$262  = q__3__doorbell - \$260 [31:0];
-  assign q3_db_overflow = \$262 [31:0] > \$261 ;
-  assign \$263  = ~ q3_resetting;
-  assign q3_db_write = q__3__doorbell_we & \$263 ;
-  assign \$264  = ~ q3_checked;
-  assign \$265  = q3_want & \$264 ;
-  assign \$266  = \$265  & q3_bad_cfg;
-  assign \$267  = q3_db_write & q3_db_overflow;
-  assign \$268  = fetch_keep & fetch_bad;
-  assign \$269  = fetch_q == 2'h3;
-  assign \$270  = \$268  & \$269 ;
-  assign \$271  = cpl_req[3] | cpl_fin_bad;
-  assign \$272  = q3_cpl_done & \$271 ;
-  assign q3_halt_any = | { \$272 , \$270 , \$267 , \$266  };
-  assign \$273  = cpl_req[3] | cpl_fin_bad;
-  assign \$274  = q3_cpl_done & \$273 ;
-  assign \$275  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$276  = fetch_keep & fetch_bad;
+  assign \$248  = fetch_q == 2'h2;
+  assign \$249  = fetch_fail & \$248 ;
+  assign \$250  = cpl_req[3] | cpl_fin_bad;
+  assign \$251  = q2_cpl_done & \$250 ;
+  assign q2_halt_any = | { \$251 , \$249 , \$247 , \$246  };
+  assign \$252  = cpl_req[3] | cpl_fin_bad;
+  assign \$253  = q2_cpl_done & \$252 ;
+  assign \$254  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$255  = fetch_q == 2'h2;
+  assign \$256  = fetch_fail & \$255 ;
+  assign \$257  = q2_db_write & q2_db_overflow;
+  assign \$258  = ~ q2_checked;
+  assign \$259  = q2_want & \$258 ;
+  assign \$260  = \$259  & q2_bad_cfg;
+  assign \$261  = q2_resetting & q2_acked;
+  assign \$262  = ! q2_cpl_pending;
+  assign q2_reset_done = \$261  & \$262 ;
+  assign \$263  = cpl_req[1:0] == 2'h3;
+  assign q3_cpl_done = cpl_finish & \$263 ;
+  assign \$264  = | q__3__ring_base[4:0];
+  assign \$265  = | q__3__cpl_base[3:0];
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = ! q__3__ring_log2;
+  assign q3_bad_cfg = \$266  | \$267 ;
+  assign \$268  = cpl_req[1:0] == 2'h3;
+  assign \$269  = cpl_cons_busy & \$268 ;
+  assign \$270  = q__3__consumer + \$269 ;
+  assign \$271  = q__3__doorbell - \$270 [31:0];
+  assign q3_db_overflow = \$271 [31:0] > \$24 ;
+  assign \$272  = ~ q3_resetting;
+  assign q3_db_write = q__3__doorbell_we & \$272 ;
+  assign \$273  = ~ q3_checked;
+  assign \$274  = q3_want & \$273 ;
+  assign \$275  = \$274  & q3_bad_cfg;
+  assign \$276  = q3_db_write & q3_db_overflow;
   assign \$277  = fetch_q == 2'h3;
-  assign \$278  = \$276  & \$277 ;
-  assign \$279  = axi__rresp == 2'h3;
-  assign \$280  = \$279  ? 8'h07 : 8'h06;
-  assign \$281  = fetch_r_err ? fetch_r_code : \$280 ;
-  assign \$282  = q3_db_write & q3_db_overflow;
-  assign \$283  = ~ q3_checked;
-  assign \$284  = q3_want & \$283 ;
-  assign \$285  = \$284  & q3_bad_cfg;
-  assign \$286  = q3_resetting & q3_acked;
-  assign \$287  = ! q3_cpl_pending;
-  assign q3_reset_done = \$286  & \$287 ;
-  assign \$288  = ! fetch_fsm_state;
-  assign \$289  = fetch_fsm_state == 1'h1;
-  assign \$290  = fetch_fsm_state == 2'h2;
-  assign \$291  = ! cpl_fsm_state;
-  assign \$292  = cpl_fsm_state == 1'h1;
-  assign \$293  = cpl_fsm_state == 2'h2;
-  assign \$294  = cpl_fsm_state == 2'h3;
-  assign \$295  = cpl_fsm_state == 3'h4;
-  assign \$296  = cpl_fsm_state == 3'h5;
-  assign \$297  = fetch_busy & fetch_q_reset;
-  assign \$300  = fetch_r_beat != 2'h3;
-  assign \$301  = fetch_r_beat + 1'h1;
-  assign \$302  = ~ fetch_r_err;
-  assign \$303  = axi__rresp[1] & \$302 ;
-  assign \$304  = axi__rresp == 2'h3;
-  assign \$305  = \$304  ? 8'h07 : 8'h06;
-  assign \$306  = q__0__fetch + 1'h1;
-  assign \$307  = q__1__fetch + 1'h1;
-  assign \$308  = q__2__fetch + 1'h1;
-  assign \$309  = q__3__fetch + 1'h1;
-  assign \$310  = ~ cpl_push_ok;
-  assign \$311  = cpl_valid & \$310 ;
-  assign \$312  = cpl_w_beat + 1'h1;
-  assign \$313  = cpl_sel_base + 5'h10;
-  assign \$314  = cpl_sel_log2 > 1'h0;
-  assign \$315  = cpl_sel_log2 > 1'h1;
-  assign \$316  = cpl_sel_log2 > 2'h2;
-  assign \$317  = cpl_sel_log2 > 2'h3;
-  assign \$318  = cpl_sel_log2 > 3'h4;
-  assign \$319  = cpl_sel_log2 > 3'h5;
-  assign \$320  = cpl_sel_log2 > 3'h6;
-  assign \$321  = cpl_sel_log2 > 3'h7;
-  assign \$322  = cpl_sel_log2 > 4'h8;
-  assign \$323  = cpl_sel_log2 > 4'h9;
-  assign \$324  = cpl_sel_log2 > 4'ha;
-  assign \$325  = cpl_sel_log2 > 4'hb;
-  assign \$326  = cpl_sel_log2 > 4'hc;
-  assign \$327  = cpl_sel_log2 > 4'hd;
-  assign \$328  = cpl_sel_log2 > 4'he;
-  assign \$329  = cpl_sel_c[14:0] & { \$328 , \$327 , \$326 , \$325 , \$324 , \$323 , \$322 , \$321 , \$320 , \$319 , \$318 , \$317 , \$316 , \$315 , \$314  };
-  assign \$331  = \$313  + \$330 ;
-  assign \$332  = axi__bresp == 2'h3;
-  assign \$333  = \$332  ? 8'h07 : 8'h06;
-  assign \$334  = cpl_rec_index + 1'h1;
-  assign \$335  = q__0__consumer + 1'h1;
-  assign \$336  = q0_cpl_done & cpl_req[2];
-  assign \$337  = ! \port$7637$0 [1:0];
-  assign \$338  = cpl_push_ok & \$337 ;
-  assign \$339  = q0_cpl_pending + \$338 ;
-  assign \$340  = \$339  - q0_cpl_done;
-  assign \$341  = ~ q0_bad_cfg;
-  assign \$342  = q0_checked | \$341 ;
-  assign \$343  = q0_want & \$342 ;
-  assign \$344  = ~ q0_db_overflow;
-  assign \$345  = q0_db_write & \$344 ;
-  assign \$346  = ~ q0_halted;
-  assign \$347  = q0_halt_any & \$346 ;
-  assign \$348  = ~ q0_resetting;
-  assign \$349  = q__0__reset & \$348 ;
-  assign \$350  = ~ fw_running;
-  assign \$351  = \port$121$0 [0] | \$350 ;
-  assign \$352  = q0_resetting & \$351 ;
-  assign \$353  = q__1__consumer + 1'h1;
-  assign \$354  = q1_cpl_done & cpl_req[2];
-  assign \$355  = \port$7637$0 [1:0] == 1'h1;
-  assign \$356  = cpl_push_ok & \$355 ;
-  assign \$357  = q1_cpl_pending + \$356 ;
-  assign \$358  = \$357  - q1_cpl_done;
-  assign \$359  = ~ q1_bad_cfg;
-  assign \$360  = q1_checked | \$359 ;
-  assign \$361  = q1_want & \$360 ;
-  assign \$362  = ~ q1_db_overflow;
-  assign \$363  = q1_db_write & \$362 ;
-  assign \$364  = ~ q1_halted;
-  assign \$365  = q1_halt_any & \$364 ;
-  assign \$366  = ~ q1_resetting;
-  assign \$367  = q__1__reset & \$366 ;
-  assign \$368  = ~ fw_running;
-  assign \$369  = \port$121$0 [1] | \$368 ;
-  assign \$370  = q1_resetting & \$369 ;
-  assign \$371  = q__2__consumer + 1'h1;
-  assign \$372  = q2_cpl_done & cpl_req[2];
-  assign \$373  = \port$7637$0 [1:0] == 2'h2;
-  assign \$374  = cpl_push_ok & \$373 ;
-  assign \$375  = q2_cpl_pending + \$374 ;
-  assign \$376  = \$375  - q2_cpl_done;
-  assign \$377  = ~ q2_bad_cfg;
-  assign \$378  = q2_checked | \$377 ;
-  assign \$379  = q2_want & \$378 ;
-  assign \$380  = ~ q2_db_overflow;
-  assign \$381  = q2_db_write & \$380 ;
-  assign \$382  = ~ q2_halted;
-  assign \$383  = q2_halt_any & \$382 ;
-  assign \$384  = ~ q2_resetting;
-  assign \$385  = q__2__reset & \$384 ;
-  assign \$386  = ~ fw_running;
-  assign \$387  = \port$121$0 [2] | \$386 ;
-  assign \$388  = q2_resetting & \$387 ;
-  assign \$389  = q__3__consumer + 1'h1;
-  assign \$390  = q3_cpl_done & cpl_req[2];
-  assign \$391  = \port$7637$0 [1:0] == 2'h3;
-  assign \$392  = cpl_push_ok & \$391 ;
-  assign \$393  = q3_cpl_pending + \$392 ;
-  assign \$394  = \$393  - q3_cpl_done;
-  assign \$395  = ~ q3_bad_cfg;
-  assign \$396  = q3_checked | \$395 ;
-  assign \$397  = q3_want & \$396 ;
-  assign \$398  = ~ q3_db_overflow;
-  assign \$399  = q3_db_write & \$398 ;
-  assign \$400  = ~ q3_halted;
-  assign \$401  = q3_halt_any & \$400 ;
-  assign \$402  = ~ q3_resetting;
-  assign \$403  = q__3__reset & \$402 ;
-  assign \$404  = ~ fw_running;
-  assign \$405  = \port$121$0 [3] | \$404 ;
-  assign \$406  = q3_resetting & \$405 ;
-  always @(posedge clk)
-    fetch_discard <= \$407 ;
-  always @(posedge clk)
-    fetch_q <= \$408 ;
-  always @(posedge clk)
-    fetch_rr_last <= \$409 ;
-  always @(posedge clk)
-    axi__arvalid <= \$410 ;
-  always @(posedge clk)
-    axi__araddr <= \$411 ;
-  always @(posedge clk)
-    fetch_r_beat <= \$412 ;
-  always @(posedge clk)
-    fetch_r_err <= \$413 ;
-  always @(posedge clk)
-    fetch_fsm_state <= \$414 ;
-  always @(posedge clk)
-    fetch_r_buf <= \$415 ;
-  always @(posedge clk)
-    fetch_r_code <= \$416 ;
-  always @(posedge clk)
-    q__0__fetch <= \$417 ;
-  always @(posedge clk)
-    q__1__fetch <= \$418 ;
+  assign \$278  = fetch_fail & \$277 ;
+  assign \$279  = cpl_req[3] | cpl_fin_bad;
+  assign \$280  = q3_cpl_done & \$279 ;
+  assign q3_halt_any = | { \$280 , \$278 , \$276 , \$275  };
+  assign \$281  = cpl_req[3] | cpl_fin_bad;
+  assign \$282  = q3_cpl_done & \$281 ;
+  assign \$283  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$284  = fetch_q == 2'h3;
+  assign \$285  = fetch_fail & \$284 ;
+  assign \$286  = q3_db_write & q3_db_overflow;
+  assign \$287  = ~ q3_checked;
+  assign \$288  = q3_want & \$287 ;
+  assign \$289  = \$288  & q3_bad_cfg;
+  assign \$290  = q3_resetting & q3_acked;
+  assign \$291  = ! q3_cpl_pending;
+  assign q3_reset_done = \$290  & \$291 ;
+  assign \$292  = ! fetch_fsm_state;
+  assign \$293  = fetch_fsm_state == 1'h1;
+  assign \$294  = fetch_fsm_state == 2'h2;
+  assign \$295  = ! cpl_fsm_state;
+  assign \$296  = cpl_fsm_state == 1'h1;
+  assign \$297  = cpl_fsm_state == 2'h2;
+  assign \$298  = cpl_fsm_state == 2'h3;
+  assign \$299  = cpl_fsm_state == 3'h4;
+  assign \$300  = cpl_fsm_state == 3'h5;
+  assign \$301  = cpl_fsm_state == 3'h6;
+  assign \$302  = fetch_busy & fetch_q_reset;
+  assign \$305  = fetch_r_beat != 2'h3;
+  assign \$306  = fetch_r_beat + 1'h1;
+  assign \$307  = ~ fetch_r_err;
+  assign \$308  = down__rresp[1] & \$307 ;
+  assign \$309  = down__rresp == 2'h3;
+  assign \$310  = \$309  ? 8'h07 : 8'h06;
+  assign \$311  = q__0__fetch + 1'h1;
+  assign \$312  = q__1__fetch + 1'h1;
+  assign \$313  = q__2__fetch + 1'h1;
+  assign \$314  = q__3__fetch + 1'h1;
+  assign \$315  = ~ cpl_push_ok;
+  assign \$316  = cpl_valid & \$315 ;
+  assign \$317  = cpl_w_beat + 1'h1;
+  assign \$318  = cpl_sel_base + 5'h10;
+  assign \$319  = cpl_sel_log2 > 1'h0;
+  assign \$320  = cpl_sel_log2 > 1'h1;
+  assign \$321  = cpl_sel_log2 > 2'h2;
+  assign \$322  = cpl_sel_log2 > 2'h3;
+  assign \$323  = cpl_sel_log2 > 3'h4;
+  assign \$324  = cpl_sel_log2 > 3'h5;
+  assign \$325  = cpl_sel_log2 > 3'h6;
+  assign \$326  = cpl_sel_log2 > 3'h7;
+  assign \$327  = cpl_sel_log2 > 4'h8;
+  assign \$328  = cpl_sel_log2 > 4'h9;
+  assign \$329  = cpl_sel_log2 > 4'ha;
+  assign \$330  = cpl_sel_log2 > 4'hb;
+  assign \$331  = cpl_sel_log2 > 4'hc;
+  assign \$332  = cpl_sel_log2 > 4'hd;
+  assign \$333  = cpl_sel_log2 > 4'he;
+  assign \$334  = cpl_sel_c[14:0] & { \$333 , \$332 , \$331 , \$330 , \$329 , \$328 , \$327 , \$326 , \$325 , \$324 , \$323 , \$322 , \$321 , \$320 , \$319  };
+  assign \$336  = \$318  + \$335 ;
+  assign \$338  = down__bresp == 2'h3;
+  assign \$339  = \$338  ? 8'h07 : 8'h06;
+  assign \$340  = cpl_rec_index + 1'h1;
+  assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
+  assign \$342  = q__0__consumer + 1'h1;
+  assign \$343  = q0_cpl_done & cpl_req[2];
+  assign \$344  = ! \port$8370$0 [1:0];
+  assign \$345  = cpl_push_ok & \$344 ;
+  assign \$346  = q0_cpl_pending + \$345 ;
+  assign \$347  = \$346  - q0_cpl_done;
+  assign \$348  = ~ q0_bad_cfg;
+  assign \$349  = q0_checked | \$348 ;
+  assign \$350  = q0_want & \$349 ;
+  assign \$351  = ~ q0_db_overflow;
+  assign \$352  = q0_db_write & \$351 ;
+  assign \$353  = ~ q0_halted;
+  assign \$354  = q0_halt_any & \$353 ;
+  assign \$355  = ~ q0_resetting;
+  assign \$356  = q__0__reset & \$355 ;
+  assign \$357  = ~ fw_running;
+  assign \$358  = \port$115$0 [0] | \$357 ;
+  assign \$359  = q0_resetting & \$358 ;
+  assign \$360  = ! cpl_req[1:0];
+  assign \$361  = \abandon$67  & \$360 ;
+  assign \$362  = q__1__consumer + 1'h1;
+  assign \$363  = q1_cpl_done & cpl_req[2];
+  assign \$364  = \port$8370$0 [1:0] == 1'h1;
+  assign \$365  = cpl_push_ok & \$364 ;
+  assign \$366  = q1_cpl_pending + \$365 ;
+  assign \$367  = \$366  - q1_cpl_done;
+  assign \$368  = ~ q1_bad_cfg;
+  assign \$369  = q1_checked | \$368 ;
+  assign \$370  = q1_want & \$369 ;
+  assign \$371  = ~ q1_db_overflow;
+  assign \$372  = q1_db_write & \$371 ;
+  assign \$373  = ~ q1_halted;
+  assign \$374  = q1_halt_any & \$373 ;
+  assign \$375  = ~ q1_resetting;
+  assign \$376  = q__1__reset & \$375 ;
+  assign \$377  = ~ fw_running;
+  assign \$378  = \port$115$0 [1] | \$377 ;
+  assign \$379  = q1_resetting & \$378 ;
+  assign \$380  = cpl_req[1:0] == 1'h1;
+  assign \$381  = \abandon$67  & \$380 ;
+  assign \$382  = q__2__consumer + 1'h1;
+  assign \$383  = q2_cpl_done & cpl_req[2];
+  assign \$384  = \port$8370$0 [1:0] == 2'h2;
+  assign \$385  = cpl_push_ok & \$384 ;
+  assign \$386  = q2_cpl_pending + \$385 ;
+  assign \$387  = \$386  - q2_cpl_done;
+  assign \$388  = ~ q2_bad_cfg;
+  assign \$389  = q2_checked | \$388 ;
+  assign \$390  = q2_want & \$389 ;
+  assign \$391  = ~ q2_db_overflow;
+  assign \$392  = q2_db_write & \$391 ;
+  assign \$393  = ~ q2_halted;
+  assign \$394  = q2_halt_any & \$393 ;
+  assign \$395  = ~ q2_resetting;
+  assign \$396  = q__2__reset & \$395 ;
+  assign \$397  = ~ fw_running;
+  assign \$398  = \port$115$0 [2] | \$397 ;
+  assign \$399  = q2_resetting & \$398 ;
+  assign \$400  = cpl_req[1:0] == 2'h2;
+  assign \$401  = \abandon$67  & \$400 ;
+  assign \$402  = q__3__consumer + 1'h1;
+  assign \$403  = q3_cpl_done & cpl_req[2];
+  assign \$404  = \port$8370$0 [1:0] == 2'h3;
+  assign \$405  = cpl_push_ok & \$404 ;
+  assign \$406  = q3_cpl_pending + \$405 ;
+  assign \$407  = \$406  - q3_cpl_done;
+  assign \$408  = ~ q3_bad_cfg;
+  assign \$409  = q3_checked | \$408 ;
+  assign \$410  = q3_want & \$409 ;
+  assign \$411  = ~ q3_db_overflow;
+  assign \$412  = q3_db_write & \$411 ;
+  assign \$413  = ~ q3_halted;
+  assign \$414  = q3_halt_any & \$413 ;
+  assign \$415  = ~ q3_resetting;
+  assign \$416  = q__3__reset & \$415 ;
+  assign \$417  = ~ fw_running;
+  assign \$418  = \port$115$0 [3] | \$417 ;
+  assign \$419  = q3_resetting & \$418 ;
+  assign \$420  = cpl_req[1:0] == 2'h3;
+  assign \$421  = \abandon$67  & \$420 ;
   \kaki_soc_4x4.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
-    .level(\level$195 ),
-    .r_data(\r_data$303 ),
-    .r_en(\r_en$236 ),
-    .r_rdy(\r_rdy$302 ),
+    .level(\level$272 ),
+    .r_data(\r_data$374 ),
+    .r_en(\r_en$312 ),
+    .r_rdy(\r_rdy$373 ),
     .rst(rst),
     .w_en(cpl_push_ok),
-    .w_port__data(\w_data$181 ),
+    .w_port__data(\w_data$258 ),
     .w_rdy(w_rdy)
+  );
+  \kaki_soc_4x4.qc.cpl_guard  cpl_guard (
+    .abandon(\abandon$67 ),
+    .aw_hs_id(down__awid),
+    .clk(clk),
+    .down__awaddr(axi__awaddr),
+    .down__awburst(axi__awburst),
+    .down__awlen(axi__awlen),
+    .down__awprot(axi__awprot),
+    .down__awready(down__awready),
+    .down__awsize(axi__awsize),
+    .down__awvalid(axi__awvalid),
+    .down__bid(down__bid),
+    .down__bready(axi__bready),
+    .down__bvalid(down__bvalid),
+    .down__wdata(axi__wdata),
+    .down__wlast(axi__wlast),
+    .down__wready(down__wready),
+    .down__wstrb(axi__wstrb),
+    .down__wvalid(axi__wvalid),
+    .limit(limit),
+    .rst(rst),
+    .timeout(\timeout$313 ),
+    .up__awaddr(up__awaddr),
+    .up__awlen(up__awlen),
+    .up__awready(up__awready),
+    .up__awvalid(up__awvalid),
+    .up__bready(up__bready),
+    .up__bresp(down__bresp),
+    .up__bvalid(up__bvalid),
+    .up__wdata(up__wdata),
+    .up__wready(up__wready),
+    .up__wstrb(up__wstrb),
+    .up__wvalid(up__wvalid)
+  );
+  \kaki_soc_4x4.qc.fetch_guard  fetch_guard (
+    .abandon(abandon),
+    .ar_hs_id(down__arid),
+    .clk(clk),
+    .down__araddr(axi__araddr),
+    .down__arburst(axi__arburst),
+    .down__arlen(axi__arlen),
+    .down__arprot(axi__arprot),
+    .down__arready(down__arready),
+    .down__arsize(axi__arsize),
+    .down__arvalid(axi__arvalid),
+    .down__rid(down__rid),
+    .down__rready(axi__rready),
+    .down__rvalid(down__rvalid),
+    .limit(limit),
+    .rst(rst),
+    .timeout(timeout),
+    .up__araddr(up__araddr),
+    .up__arready(up__arready),
+    .up__arvalid(up__arvalid),
+    .up__rdata(down__rdata),
+    .up__rlast(down__rlast),
+    .up__rready(up__rready),
+    .up__rresp(down__rresp),
+    .up__rvalid(up__rvalid)
   );
   \kaki_soc_4x4.qc.q0_fifo  q0_fifo (
     .clk(clk),
     .level(level),
-    .\port$0$87 (axi__rdata),
-    .\port$7736$0 (fetch_r_buf),
+    .\port$0$87 (down__rdata),
+    .\port$8471$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -29354,570 +31687,881 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   );
   \kaki_soc_4x4.qc.q1_fifo  q1_fifo (
     .clk(clk),
-    .level(\level$46 ),
-    .\port$0$87 (axi__rdata),
-    .\port$7736$0 (fetch_r_buf),
+    .level(\level$117 ),
+    .\port$0$87 (down__rdata),
+    .\port$8471$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
-    .r_en(\r_en$58 ),
-    .r_rdy(\r_rdy$55 ),
+    .r_en(\r_en$129 ),
+    .r_rdy(\r_rdy$126 ),
     .rst(rst),
     .w_en(q1_fetch_push)
   );
   \kaki_soc_4x4.qc.q2_fifo  q2_fifo (
     .clk(clk),
-    .level(\level$76 ),
-    .\port$0$87 (axi__rdata),
-    .\port$7736$0 (fetch_r_buf),
+    .level(\level$149 ),
+    .\port$0$87 (down__rdata),
+    .\port$8471$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
-    .r_en(\r_en$88 ),
-    .r_rdy(\r_rdy$85 ),
+    .r_en(\r_en$161 ),
+    .r_rdy(\r_rdy$158 ),
     .rst(rst),
     .w_en(q2_fetch_push)
   );
   \kaki_soc_4x4.qc.q3_fifo  q3_fifo (
     .clk(clk),
-    .level(\level$106 ),
-    .\port$0$87 (axi__rdata),
-    .\port$7736$0 (fetch_r_buf),
+    .level(\level$181 ),
+    .\port$0$87 (down__rdata),
+    .\port$8471$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
-    .r_en(\r_en$118 ),
-    .r_rdy(\r_rdy$115 ),
+    .r_en(\r_en$193 ),
+    .r_rdy(\r_rdy$190 ),
     .rst(rst),
     .w_en(q3_fetch_push)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$419  = q__2__fetch;
-    if (q2_fetch_push) begin
-      \$419  = \$308 [31:0];
-    end
-    if (q2_reset_done) begin
-      \$419  = 32'd0;
-    end
-    if (rst) begin
-      \$419  = 32'd0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \r_en$312  = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          \r_en$312  = 1'h1;
+    endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$420  = q__3__fetch;
-    if (q3_fetch_push) begin
-      \$420  = \$309 [31:0];
-    end
-    if (q3_reset_done) begin
-      \$420  = 32'd0;
-    end
-    if (rst) begin
-      \$420  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$421  = cpl_overflow;
-    if (\$311 ) begin
-      \$421  = 1'h1;
-    end
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$422  = axi__awvalid;
-    if (cpl_aw_hs) begin
-      \$422  = 1'h0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \abandon$67  = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$422  = 1'h1;
-      3'h2:
           /* empty */;
       3'h3:
-          if (cpl_b_hs) begin
-            \$422  = 1'h1;
-          end
-    endcase
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$423  = axi__wvalid;
-    if (cpl_w_hs) begin
-      if (cpl_w_last) begin
-        \$423  = 1'h0;
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$423  = 1'h1;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$423  = 1'h1;
-          end
-    endcase
-    if (rst) begin
-      \$423  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$424  = cpl_w_beat;
-    if (cpl_w_hs) begin
-      (* full_case = 32'd1 *)
-      if (cpl_w_last) begin
-      end else begin
-        \$424  = \$312 [0];
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$424  = 1'h0;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$424  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$424  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$425  = cpl_req;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$302 ) begin
-            \$425  = \r_data$303 ;
-          end
-    endcase
-    if (rst) begin
-      \$425  = 76'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$426  = cpl_fsm_state;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$302 ) begin
-            \$426  = 3'h1;
-          end
-      3'h1:
-          \$426  = 3'h2;
-      3'h2:
           if (cpl_sent) begin
-            \$426  = 3'h3;
-          end
-      3'h3:
-          if (cpl_b_hs) begin
-            \$426  = 3'h4;
+          end else if (\timeout$313 ) begin
+            \abandon$67  = 1'h1;
           end
       3'h4:
-          if (cpl_sent) begin
-            \$426  = 3'h5;
+          if (cpl_b_hs) begin
+          end else if (\timeout$313 ) begin
+            \abandon$67  = 1'h1;
           end
       3'h5:
+          if (cpl_sent) begin
+          end else if (\timeout$313 ) begin
+            \abandon$67  = 1'h1;
+          end
+      3'h6:
           if (cpl_b_hs) begin
-            \$426  = 3'h0;
+          end else if (\timeout$313 ) begin
+            \abandon$67  = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    up__bready = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          up__bready = 1'h1;
+      3'h5:
+          /* empty */;
+      3'h6:
+          up__bready = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    cpl_cons_busy = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          cpl_cons_busy = 1'h1;
+      3'h6:
+          cpl_cons_busy = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    cpl_finish = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (cpl_b_hs) begin
+            cpl_finish = 1'h1;
+          end
+      3'h2:
+          cpl_finish = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    q0_halt_code = 8'h00;
+    if (\$195 ) begin
+      q0_halt_code = \$196 ;
+    end
+    if (\$198 ) begin
+      q0_halt_code = fetch_fail_code;
+    end
+    if (\$199 ) begin
+      q0_halt_code = 8'h0c;
+    end
+    if (\$202 ) begin
+      q0_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    q0_halt_index = 32'd0;
+    if (\$195 ) begin
+      q0_halt_index = cpl_rec_index;
+    end
+    if (\$198 ) begin
+      q0_halt_index = q__0__fetch;
+    end
+    if (\$199 ) begin
+      q0_halt_index = q__0__doorbell;
+    end
+    if (\$202 ) begin
+      q0_halt_index = q__0__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    q1_halt_code = 8'h00;
+    if (\$224 ) begin
+      q1_halt_code = \$225 ;
+    end
+    if (\$227 ) begin
+      q1_halt_code = fetch_fail_code;
+    end
+    if (\$228 ) begin
+      q1_halt_code = 8'h0c;
+    end
+    if (\$231 ) begin
+      q1_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    q1_halt_index = 32'd0;
+    if (\$224 ) begin
+      q1_halt_index = cpl_rec_index;
+    end
+    if (\$227 ) begin
+      q1_halt_index = q__1__fetch;
+    end
+    if (\$228 ) begin
+      q1_halt_index = q__1__doorbell;
+    end
+    if (\$231 ) begin
+      q1_halt_index = q__1__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    q2_halt_code = 8'h00;
+    if (\$253 ) begin
+      q2_halt_code = \$254 ;
+    end
+    if (\$256 ) begin
+      q2_halt_code = fetch_fail_code;
+    end
+    if (\$257 ) begin
+      q2_halt_code = 8'h0c;
+    end
+    if (\$260 ) begin
+      q2_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    q2_halt_index = 32'd0;
+    if (\$253 ) begin
+      q2_halt_index = cpl_rec_index;
+    end
+    if (\$256 ) begin
+      q2_halt_index = q__2__fetch;
+    end
+    if (\$257 ) begin
+      q2_halt_index = q__2__doorbell;
+    end
+    if (\$260 ) begin
+      q2_halt_index = q__2__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    q3_halt_code = 8'h00;
+    if (\$282 ) begin
+      q3_halt_code = \$283 ;
+    end
+    if (\$285 ) begin
+      q3_halt_code = fetch_fail_code;
+    end
+    if (\$286 ) begin
+      q3_halt_code = 8'h0c;
+    end
+    if (\$289 ) begin
+      q3_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    q3_halt_index = 32'd0;
+    if (\$282 ) begin
+      q3_halt_index = cpl_rec_index;
+    end
+    if (\$285 ) begin
+      q3_halt_index = q__3__fetch;
+    end
+    if (\$286 ) begin
+      q3_halt_index = q__3__doorbell;
+    end
+    if (\$289 ) begin
+      q3_halt_index = q__3__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$422  = fetch_discard;
+    if (\$302 ) begin
+      \$422  = 1'h1;
+    end
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$422  = \$304 ;
           end
     endcase
     if (rst) begin
-      \$426  = 3'h0;
+      \$422  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$427  = cpl_rec_index;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$427  = cpl_sel_c;
-    endcase
-    if (rst) begin
-      \$427  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$428  = cpl_cons_addr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$428  = cpl_sel_base;
-    endcase
-    if (rst) begin
-      \$428  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$429  = axi__awaddr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$429  = \$331 [31:0];
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$429  = cpl_cons_addr;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$423  = fetch_q;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$423  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$429  = 32'd0;
+      \$423  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$430  = axi__awlen;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$430  = 8'h01;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$430  = 8'h00;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$424  = fetch_rr_last;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$424  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$430  = 8'h00;
+      \$424  = 2'h3;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$431  = cpl_w_buf;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$431  = cpl_rec;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$431  = { 95'h000000000000000000000000, \$334  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$425  = up__arvalid;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$425  = 1'h1;
+          end
+      2'h1:
+          if (up__arready) begin
+            \$425  = 1'h0;
+          end else if (timeout) begin
+            \$425  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$431  = 128'h00000000000000000000000000000000;
+      \$425  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$432  = axi__wstrb;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$432  = 8'hff;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$432  = 8'h0f;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$426  = up__araddr;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$426  = \$303 ;
           end
     endcase
     if (rst) begin
-      \$432  = 8'h00;
+      \$426  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$433  = cpl_w_nbeats;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$433  = 2'h2;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            \$433  = 2'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$427  = fetch_r_beat;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$427  = 2'h0;
           end
-    endcase
-    if (rst) begin
-      \$433  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$434  = cpl_wr_err;
-    casez (cpl_fsm_state)
-      3'h0:
+      2'h1:
           /* empty */;
-      3'h1:
-          \$434  = 1'h0;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            if (axi__bresp[1]) begin
-              \$434  = 1'h1;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$305 ) begin
+              \$427  = \$306 [1:0];
             end
           end
     endcase
     if (rst) begin
-      \$434  = 1'h0;
+      \$427  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$435  = cpl_wr_code;
-    casez (cpl_fsm_state)
-      3'h0:
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$428  = fetch_r_err;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$428  = 1'h0;
+          end
+      2'h1:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (cpl_b_hs) begin
-            if (axi__bresp[1]) begin
-              \$435  = \$333 ;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$308 ) begin
+              \$428  = 1'h1;
             end
           end
     endcase
     if (rst) begin
-      \$435  = 8'h00;
+      \$428  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$436  = q__0__consumer;
-    if (q0_cpl_done) begin
-      \$436  = \$335 [31:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$429  = fetch_fsm_state;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$429  = 2'h1;
+          end
+      2'h1:
+          if (up__arready) begin
+            \$429  = 2'h2;
+          end else if (timeout) begin
+            \$429  = 2'h0;
+          end
+      2'h2:
+          if (fetch_r_done) begin
+            \$429  = 2'h0;
+          end else if (timeout) begin
+            \$429  = 2'h0;
+          end
+    endcase
+    if (rst) begin
+      \$429  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$430  = fetch_r_buf;
+    casez (fetch_fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$305 ) begin
+              casez (fetch_r_beat)
+                2'h0:
+                    \$430 [63:0] = down__rdata;
+                2'h1:
+                    \$430 [127:64] = down__rdata;
+                2'h2:
+                    \$430 [191:128] = down__rdata;
+              endcase
+            end
+          end
+    endcase
+    if (rst) begin
+      \$430  = 192'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$431  = fetch_r_code;
+    casez (fetch_fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$308 ) begin
+              \$431  = \$310 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$431  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$432  = q__0__fetch;
+    if (q0_fetch_push) begin
+      \$432  = \$311 [31:0];
     end
     if (q0_reset_done) begin
-      \$436  = 32'd0;
+      \$432  = 32'd0;
     end
     if (rst) begin
-      \$436  = 32'd0;
+      \$432  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$437  = q0_cpl_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$433  = q__1__fetch;
+    if (q1_fetch_push) begin
+      \$433  = \$312 [31:0];
+    end
+    if (q1_reset_done) begin
+      \$433  = 32'd0;
+    end
+    if (rst) begin
+      \$433  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$434  = q__2__fetch;
+    if (q2_fetch_push) begin
+      \$434  = \$313 [31:0];
+    end
+    if (q2_reset_done) begin
+      \$434  = 32'd0;
+    end
+    if (rst) begin
+      \$434  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$435  = q__3__fetch;
+    if (q3_fetch_push) begin
+      \$435  = \$314 [31:0];
+    end
+    if (q3_reset_done) begin
+      \$435  = 32'd0;
+    end
+    if (rst) begin
+      \$435  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$436  = cpl_overflow;
+    if (\$316 ) begin
+      \$436  = 1'h1;
+    end
+    if (rst) begin
+      \$436  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$437  = up__awvalid;
+    if (cpl_aw_hs) begin
+      \$437  = 1'h0;
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$337 ) begin
+          end else begin
+            \$437  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$437  = 1'h1;
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$437  = 1'h0;
+    end
     if (rst) begin
       \$437  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$438  = \$336 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$438  = up__wvalid;
+    if (cpl_w_hs) begin
+      if (cpl_w_last) begin
+        \$438  = 1'h0;
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$337 ) begin
+          end else begin
+            \$438  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$438  = 1'h1;
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$438  = 1'h0;
+    end
     if (rst) begin
       \$438  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$439  = \$340 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$439  = cpl_w_beat;
+    if (cpl_w_hs) begin
+      (* full_case = 32'd1 *)
+      if (cpl_w_last) begin
+      end else begin
+        \$439  = \$317 [0];
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$439  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$439  = 1'h0;
+          end
+    endcase
     if (rst) begin
-      \$439  = 3'h0;
+      \$439  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$440  = \$343 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$440  = cpl_req;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$373 ) begin
+            \$440  = \r_data$374 ;
+          end
+    endcase
     if (rst) begin
-      \$440  = 1'h0;
+      \$440  = 76'h0000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$441  = q__0__producer;
-    if (\$345 ) begin
-      \$441  = q__0__doorbell;
-    end
-    if (q0_reset_done) begin
-      \$441  = 32'd0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$441  = cpl_fsm_state;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$373 ) begin
+            \$441  = 3'h1;
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$337 ) begin
+            \$441  = 3'h2;
+          end else begin
+            \$441  = 3'h3;
+          end
+      3'h3:
+          if (cpl_sent) begin
+            \$441  = 3'h4;
+          end else if (\timeout$313 ) begin
+            \$441  = 3'h2;
+          end
+      3'h4:
+          if (cpl_b_hs) begin
+            \$441  = 3'h5;
+          end else if (\timeout$313 ) begin
+            \$441  = 3'h2;
+          end
+      3'h5:
+          if (cpl_sent) begin
+            \$441  = 3'h6;
+          end else if (\timeout$313 ) begin
+            \$441  = 3'h2;
+          end
+      3'h6:
+          if (cpl_b_hs) begin
+            \$441  = 3'h0;
+          end else if (\timeout$313 ) begin
+            \$441  = 3'h2;
+          end
+      3'h2:
+          \$441  = 3'h0;
+    endcase
     if (rst) begin
-      \$441  = 32'd0;
+      \$441  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$442  = q0_halted;
-    if (\$347 ) begin
-      \$442  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$442  = 1'h0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$442  = cpl_rec_index;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$442  = cpl_sel_c;
+    endcase
     if (rst) begin
-      \$442  = 1'h0;
+      \$442  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$443  = q__0__error;
-    if (\$347 ) begin
-      \$443  = q0_halt_code;
-    end
-    if (q0_reset_done) begin
-      \$443  = 8'h00;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$443  = cpl_cons_addr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$443  = cpl_sel_base;
+    endcase
     if (rst) begin
-      \$443  = 8'h00;
+      \$443  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$444  = q__0__error_index;
-    if (\$347 ) begin
-      \$444  = q0_halt_index;
-    end
-    if (q0_reset_done) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$444  = up__awaddr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$444  = \$336 [31:0];
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$444  = cpl_cons_addr;
+          end
+    endcase
+    if (rst) begin
       \$444  = 32'd0;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$445  = up__awlen;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$445  = 8'h01;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$445  = 8'h00;
+          end
+    endcase
     if (rst) begin
-      \$444  = 32'd0;
+      \$445  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$445  = q0_halt_any;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$446  = cpl_w_buf;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$446  = cpl_rec;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$446  = { 95'h000000000000000000000000, \$340  };
+          end
+    endcase
     if (rst) begin
-      \$445  = 1'h0;
+      \$446  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$446  = q0_resetting;
-    if (\$349 ) begin
-      \$446  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$446  = 1'h0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$447  = up__wstrb;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$447  = 8'hff;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$447  = 8'h0f;
+          end
+    endcase
     if (rst) begin
-      \$446  = 1'h0;
+      \$447  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$447  = q0_acked;
-    if (\$349 ) begin
-      \$447  = 1'h0;
-    end else if (\$352 ) begin
-      \$447  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$447  = 1'h0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$448  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$448  = 2'h2;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$448  = 2'h1;
+          end
+    endcase
     if (rst) begin
-      \$447  = 1'h0;
+      \$448  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$448  = q__1__consumer;
-    if (q1_cpl_done) begin
-      \$448  = \$353 [31:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$449  = cpl_wr_err;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$337 ) begin
+            \$449  = 1'h1;
+          end else begin
+            \$449  = 1'h0;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            if (down__bresp[1]) begin
+              \$449  = 1'h1;
+            end
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$449  = 1'h1;
     end
-    if (q1_reset_done) begin
-      \$448  = 32'd0;
-    end
-    if (rst) begin
-      \$448  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$449  = q1_cpl_done;
     if (rst) begin
       \$449  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$450  = \$354 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$450  = cpl_wr_code;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          if (\$337 ) begin
+            \$450  = 8'h10;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            if (down__bresp[1]) begin
+              \$450  = \$339 ;
+            end
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$450  = \$341 ;
+    end
     if (rst) begin
-      \$450  = 1'h0;
+      \$450  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$451  = \$358 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$451  = q__0__consumer;
+    if (q0_cpl_done) begin
+      \$451  = \$342 [31:0];
+    end
+    if (q0_reset_done) begin
+      \$451  = 32'd0;
+    end
     if (rst) begin
-      \$451  = 3'h0;
+      \$451  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$452  = \$361 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$452  = q0_cpl_done;
     if (rst) begin
       \$452  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$453  = q__1__producer;
-    if (\$363 ) begin
-      \$453  = q__1__doorbell;
-    end
-    if (q1_reset_done) begin
-      \$453  = 32'd0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$453  = \$343 ;
     if (rst) begin
-      \$453  = 32'd0;
+      \$453  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$454  = q1_halted;
-    if (\$365 ) begin
-      \$454  = 1'h1;
-    end
-    if (q1_reset_done) begin
-      \$454  = 1'h0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$454  = \$347 [2:0];
     if (rst) begin
-      \$454  = 1'h0;
+      \$454  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$455  = q__1__error;
-    if (\$365 ) begin
-      \$455  = q1_halt_code;
-    end
-    if (q1_reset_done) begin
-      \$455  = 8'h00;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$455  = \$350 ;
     if (rst) begin
-      \$455  = 8'h00;
+      \$455  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$456  = q__1__error_index;
-    if (\$365 ) begin
-      \$456  = q1_halt_index;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$456  = q__0__producer;
+    if (\$352 ) begin
+      \$456  = q__0__doorbell;
     end
-    if (q1_reset_done) begin
+    if (q0_reset_done) begin
       \$456  = 32'd0;
     end
     if (rst) begin
@@ -29925,147 +32569,153 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$457  = q1_halt_any;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$457  = q0_halted;
+    if (\$354 ) begin
+      \$457  = 1'h1;
+    end
+    if (q0_reset_done) begin
+      \$457  = 1'h0;
+    end
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$458  = q1_resetting;
-    if (\$367 ) begin
-      \$458  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$458  = q__0__error;
+    if (\$354 ) begin
+      \$458  = q0_halt_code;
     end
-    if (q1_reset_done) begin
-      \$458  = 1'h0;
+    if (q0_reset_done) begin
+      \$458  = 8'h00;
     end
     if (rst) begin
-      \$458  = 1'h0;
+      \$458  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$459  = q1_acked;
-    if (\$367 ) begin
-      \$459  = 1'h0;
-    end else if (\$370 ) begin
-      \$459  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$459  = q__0__error_index;
+    if (\$354 ) begin
+      \$459  = q0_halt_index;
     end
-    if (q1_reset_done) begin
-      \$459  = 1'h0;
+    if (q0_reset_done) begin
+      \$459  = 32'd0;
     end
     if (rst) begin
-      \$459  = 1'h0;
+      \$459  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$460  = q__2__consumer;
-    if (q2_cpl_done) begin
-      \$460  = \$371 [31:0];
-    end
-    if (q2_reset_done) begin
-      \$460  = 32'd0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$460  = q0_halt_any;
     if (rst) begin
-      \$460  = 32'd0;
+      \$460  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$461  = q2_cpl_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$461  = q0_resetting;
+    if (\$356 ) begin
+      \$461  = 1'h1;
+    end
+    if (q0_reset_done) begin
+      \$461  = 1'h0;
+    end
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$462  = \$372 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$462  = q0_acked;
+    if (\$356 ) begin
+      \$462  = 1'h0;
+    end else if (\$359 ) begin
+      \$462  = 1'h1;
+    end
+    if (q0_reset_done) begin
+      \$462  = 1'h0;
+    end
     if (rst) begin
       \$462  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$463  = \$376 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$463  = q0_cpl_dead;
+    if (\$361 ) begin
+      \$463  = 1'h1;
+    end
+    if (q0_reset_done) begin
+      \$463  = 1'h0;
+    end
     if (rst) begin
-      \$463  = 3'h0;
+      \$463  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$464  = \$379 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$464  = q__1__consumer;
+    if (q1_cpl_done) begin
+      \$464  = \$362 [31:0];
+    end
+    if (q1_reset_done) begin
+      \$464  = 32'd0;
+    end
     if (rst) begin
-      \$464  = 1'h0;
+      \$464  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$465  = q__2__producer;
-    if (\$381 ) begin
-      \$465  = q__2__doorbell;
-    end
-    if (q2_reset_done) begin
-      \$465  = 32'd0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$465  = q1_cpl_done;
     if (rst) begin
-      \$465  = 32'd0;
+      \$465  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$466  = q2_halted;
-    if (\$383 ) begin
-      \$466  = 1'h1;
-    end
-    if (q2_reset_done) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$466  = \$363 ;
+    if (rst) begin
       \$466  = 1'h0;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$467  = \$367 [2:0];
     if (rst) begin
-      \$466  = 1'h0;
+      \$467  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$467  = q__2__error;
-    if (\$383 ) begin
-      \$467  = q2_halt_code;
-    end
-    if (q2_reset_done) begin
-      \$467  = 8'h00;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$468  = \$370 ;
     if (rst) begin
-      \$467  = 8'h00;
+      \$468  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$468  = q__2__error_index;
-    if (\$383 ) begin
-      \$468  = q2_halt_index;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$469  = q__1__producer;
+    if (\$372 ) begin
+      \$469  = q__1__doorbell;
     end
-    if (q2_reset_done) begin
-      \$468  = 32'd0;
+    if (q1_reset_done) begin
+      \$469  = 32'd0;
     end
     if (rst) begin
-      \$468  = 32'd0;
+      \$469  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$469  = q2_halt_any;
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$470  = q2_resetting;
-    if (\$385 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$470  = q1_halted;
+    if (\$374 ) begin
       \$470  = 1'h1;
     end
-    if (q2_reset_done) begin
+    if (q1_reset_done) begin
       \$470  = 1'h0;
     end
     if (rst) begin
@@ -30073,27 +32723,25 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$471  = q2_acked;
-    if (\$385 ) begin
-      \$471  = 1'h0;
-    end else if (\$388 ) begin
-      \$471  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$471  = q__1__error;
+    if (\$374 ) begin
+      \$471  = q1_halt_code;
     end
-    if (q2_reset_done) begin
-      \$471  = 1'h0;
+    if (q1_reset_done) begin
+      \$471  = 8'h00;
     end
     if (rst) begin
-      \$471  = 1'h0;
+      \$471  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$472  = q__3__consumer;
-    if (q3_cpl_done) begin
-      \$472  = \$389 [31:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$472  = q__1__error_index;
+    if (\$374 ) begin
+      \$472  = q1_halt_index;
     end
-    if (q3_reset_done) begin
+    if (q1_reset_done) begin
       \$472  = 32'd0;
     end
     if (rst) begin
@@ -30101,40 +32749,60 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$473  = q3_cpl_done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$473  = q1_halt_any;
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$474  = \$390 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$474  = q1_resetting;
+    if (\$376 ) begin
+      \$474  = 1'h1;
+    end
+    if (q1_reset_done) begin
+      \$474  = 1'h0;
+    end
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$475  = \$394 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$475  = q1_acked;
+    if (\$376 ) begin
+      \$475  = 1'h0;
+    end else if (\$379 ) begin
+      \$475  = 1'h1;
+    end
+    if (q1_reset_done) begin
+      \$475  = 1'h0;
+    end
     if (rst) begin
-      \$475  = 3'h0;
+      \$475  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$476  = \$397 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$476  = q1_cpl_dead;
+    if (\$381 ) begin
+      \$476  = 1'h1;
+    end
+    if (q1_reset_done) begin
+      \$476  = 1'h0;
+    end
     if (rst) begin
       \$476  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$477  = q__3__producer;
-    if (\$399 ) begin
-      \$477  = q__3__doorbell;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$477  = q__2__consumer;
+    if (q2_cpl_done) begin
+      \$477  = \$382 [31:0];
     end
-    if (q3_reset_done) begin
+    if (q2_reset_done) begin
       \$477  = 32'd0;
     end
     if (rst) begin
@@ -30142,73 +32810,53 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$478  = q3_halted;
-    if (\$401 ) begin
-      \$478  = 1'h1;
-    end
-    if (q3_reset_done) begin
-      \$478  = 1'h0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$478  = q2_cpl_done;
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$479  = q__3__error;
-    if (\$401 ) begin
-      \$479  = q3_halt_code;
-    end
-    if (q3_reset_done) begin
-      \$479  = 8'h00;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$479  = \$383 ;
     if (rst) begin
-      \$479  = 8'h00;
+      \$479  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$480  = q__3__error_index;
-    if (\$401 ) begin
-      \$480  = q3_halt_index;
-    end
-    if (q3_reset_done) begin
-      \$480  = 32'd0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$480  = \$387 [2:0];
     if (rst) begin
-      \$480  = 32'd0;
+      \$480  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$481  = q3_halt_any;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$481  = \$390 ;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$482  = q3_resetting;
-    if (\$403 ) begin
-      \$482  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$482  = q__2__producer;
+    if (\$392 ) begin
+      \$482  = q__2__doorbell;
     end
-    if (q3_reset_done) begin
-      \$482  = 1'h0;
+    if (q2_reset_done) begin
+      \$482  = 32'd0;
     end
     if (rst) begin
-      \$482  = 1'h0;
+      \$482  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$483  = q3_acked;
-    if (\$403 ) begin
-      \$483  = 1'h0;
-    end else if (\$406 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$483  = q2_halted;
+    if (\$394 ) begin
       \$483  = 1'h1;
     end
-    if (q3_reset_done) begin
+    if (q2_reset_done) begin
       \$483  = 1'h0;
     end
     if (rst) begin
@@ -30216,7 +32864,222 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$484  = q__2__error;
+    if (\$394 ) begin
+      \$484  = q2_halt_code;
+    end
+    if (q2_reset_done) begin
+      \$484  = 8'h00;
+    end
+    if (rst) begin
+      \$484  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$485  = q__2__error_index;
+    if (\$394 ) begin
+      \$485  = q2_halt_index;
+    end
+    if (q2_reset_done) begin
+      \$485  = 32'd0;
+    end
+    if (rst) begin
+      \$485  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$486  = q2_halt_any;
+    if (rst) begin
+      \$486  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$487  = q2_resetting;
+    if (\$396 ) begin
+      \$487  = 1'h1;
+    end
+    if (q2_reset_done) begin
+      \$487  = 1'h0;
+    end
+    if (rst) begin
+      \$487  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$488  = q2_acked;
+    if (\$396 ) begin
+      \$488  = 1'h0;
+    end else if (\$399 ) begin
+      \$488  = 1'h1;
+    end
+    if (q2_reset_done) begin
+      \$488  = 1'h0;
+    end
+    if (rst) begin
+      \$488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$489  = q2_cpl_dead;
+    if (\$401 ) begin
+      \$489  = 1'h1;
+    end
+    if (q2_reset_done) begin
+      \$489  = 1'h0;
+    end
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$490  = q__3__consumer;
+    if (q3_cpl_done) begin
+      \$490  = \$402 [31:0];
+    end
+    if (q3_reset_done) begin
+      \$490  = 32'd0;
+    end
+    if (rst) begin
+      \$490  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$491  = q3_cpl_done;
+    if (rst) begin
+      \$491  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$492  = \$403 ;
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$493  = \$407 [2:0];
+    if (rst) begin
+      \$493  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$494  = \$410 ;
+    if (rst) begin
+      \$494  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$495  = q__3__producer;
+    if (\$412 ) begin
+      \$495  = q__3__doorbell;
+    end
+    if (q3_reset_done) begin
+      \$495  = 32'd0;
+    end
+    if (rst) begin
+      \$495  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$496  = q3_halted;
+    if (\$414 ) begin
+      \$496  = 1'h1;
+    end
+    if (q3_reset_done) begin
+      \$496  = 1'h0;
+    end
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$497  = q__3__error;
+    if (\$414 ) begin
+      \$497  = q3_halt_code;
+    end
+    if (q3_reset_done) begin
+      \$497  = 8'h00;
+    end
+    if (rst) begin
+      \$497  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$498  = q__3__error_index;
+    if (\$414 ) begin
+      \$498  = q3_halt_index;
+    end
+    if (q3_reset_done) begin
+      \$498  = 32'd0;
+    end
+    if (rst) begin
+      \$498  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$499  = q3_halt_any;
+    if (rst) begin
+      \$499  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$500  = q3_resetting;
+    if (\$416 ) begin
+      \$500  = 1'h1;
+    end
+    if (q3_reset_done) begin
+      \$500  = 1'h0;
+    end
+    if (rst) begin
+      \$500  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$501  = q3_acked;
+    if (\$416 ) begin
+      \$501  = 1'h0;
+    end else if (\$419 ) begin
+      \$501  = 1'h1;
+    end
+    if (q3_reset_done) begin
+      \$501  = 1'h0;
+    end
+    if (rst) begin
+      \$501  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$502  = q3_cpl_dead;
+    if (\$421 ) begin
+      \$502  = 1'h1;
+    end
+    if (q3_reset_done) begin
+      \$502  = 1'h0;
+    end
+    if (rst) begin
+      \$502  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
@@ -30230,21 +33093,21 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$144  = q__0__cpl_base;
+          \$172  = q__0__cpl_base;
       2'h1:
-          \$144  = q__1__cpl_base;
+          \$172  = q__1__cpl_base;
       2'h2:
-          \$144  = q__2__cpl_base;
+          \$172  = q__2__cpl_base;
       2'h3:
-          \$144  = q__3__cpl_base;
+          \$172  = q__3__cpl_base;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
@@ -30258,7 +33121,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
@@ -30272,35 +33135,49 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$298  = \$45 [31:0];
+          \$303  = \$53 [31:0];
       2'h1:
-          \$298  = \$70 [31:0];
+          \$303  = \$82 [31:0];
       2'h2:
-          \$298  = \$95 [31:0];
+          \$303  = \$111 [31:0];
       2'h3:
-          \$298  = \$120 [31:0];
+          \$303  = \$140 [31:0];
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$299  = q__0__reset;
+          \$304  = q__0__reset;
       2'h1:
-          \$299  = q__1__reset;
+          \$304  = q__1__reset;
       2'h2:
-          \$299  = q__2__reset;
+          \$304  = q__2__reset;
       2'h3:
-          \$299  = q__3__reset;
+          \$304  = q__3__reset;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_req[1:0])
+      2'h0:
+          \$337  = q0_cpl_dead;
+      2'h1:
+          \$337  = q1_cpl_dead;
+      2'h2:
+          \$337  = q2_cpl_dead;
+      2'h3:
+          \$337  = q3_cpl_dead;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     fetch_rr_sel = 2'h0;
     (* full_case = 32'd1 *)
     casez (fetch_rr_last)
@@ -30367,7 +33244,7 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     fetch_busy = 1'h0;
     casez (fetch_fsm_state)
       2'h0:
@@ -30379,415 +33256,70 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    axi__rready = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    abandon = 1'h0;
     casez (fetch_fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          /* empty */;
-      2'h2:
-          axi__rready = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \r_en$236  = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          \r_en$236  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    axi__bready = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          axi__bready = 1'h1;
-      3'h4:
-          /* empty */;
-      3'h5:
-          axi__bready = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    cpl_cons_busy = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          cpl_cons_busy = 1'h1;
-      3'h5:
-          cpl_cons_busy = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    cpl_finish = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (cpl_b_hs) begin
-            cpl_finish = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q0_halt_code = 8'h00;
-    if (\$169 ) begin
-      q0_halt_code = \$170 ;
-    end
-    if (\$173 ) begin
-      q0_halt_code = \$176 ;
-    end
-    if (\$177 ) begin
-      q0_halt_code = 8'h0c;
-    end
-    if (\$180 ) begin
-      q0_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q0_halt_index = 32'd0;
-    if (\$169 ) begin
-      q0_halt_index = cpl_rec_index;
-    end
-    if (\$173 ) begin
-      q0_halt_index = q__0__fetch;
-    end
-    if (\$177 ) begin
-      q0_halt_index = q__0__doorbell;
-    end
-    if (\$180 ) begin
-      q0_halt_index = q__0__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q1_halt_code = 8'h00;
-    if (\$204 ) begin
-      q1_halt_code = \$205 ;
-    end
-    if (\$208 ) begin
-      q1_halt_code = \$211 ;
-    end
-    if (\$212 ) begin
-      q1_halt_code = 8'h0c;
-    end
-    if (\$215 ) begin
-      q1_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q1_halt_index = 32'd0;
-    if (\$204 ) begin
-      q1_halt_index = cpl_rec_index;
-    end
-    if (\$208 ) begin
-      q1_halt_index = q__1__fetch;
-    end
-    if (\$212 ) begin
-      q1_halt_index = q__1__doorbell;
-    end
-    if (\$215 ) begin
-      q1_halt_index = q__1__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q2_halt_code = 8'h00;
-    if (\$239 ) begin
-      q2_halt_code = \$240 ;
-    end
-    if (\$243 ) begin
-      q2_halt_code = \$246 ;
-    end
-    if (\$247 ) begin
-      q2_halt_code = 8'h0c;
-    end
-    if (\$250 ) begin
-      q2_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q2_halt_index = 32'd0;
-    if (\$239 ) begin
-      q2_halt_index = cpl_rec_index;
-    end
-    if (\$243 ) begin
-      q2_halt_index = q__2__fetch;
-    end
-    if (\$247 ) begin
-      q2_halt_index = q__2__doorbell;
-    end
-    if (\$250 ) begin
-      q2_halt_index = q__2__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q3_halt_code = 8'h00;
-    if (\$274 ) begin
-      q3_halt_code = \$275 ;
-    end
-    if (\$278 ) begin
-      q3_halt_code = \$281 ;
-    end
-    if (\$282 ) begin
-      q3_halt_code = 8'h0c;
-    end
-    if (\$285 ) begin
-      q3_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    q3_halt_index = 32'd0;
-    if (\$274 ) begin
-      q3_halt_index = cpl_rec_index;
-    end
-    if (\$278 ) begin
-      q3_halt_index = q__3__fetch;
-    end
-    if (\$282 ) begin
-      q3_halt_index = q__3__doorbell;
-    end
-    if (\$285 ) begin
-      q3_halt_index = q__3__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$407  = fetch_discard;
-    if (\$297 ) begin
-      \$407  = 1'h1;
-    end
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$407  = \$299 ;
-          end
-    endcase
-    if (rst) begin
-      \$407  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$408  = fetch_q;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$408  = fetch_rr_sel;
-          end
-    endcase
-    if (rst) begin
-      \$408  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$409  = fetch_rr_last;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$409  = fetch_rr_sel;
-          end
-    endcase
-    if (rst) begin
-      \$409  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$410  = axi__arvalid;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$410  = 1'h1;
-          end
-      2'h1:
-          if (axi__arready) begin
-            \$410  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$411  = axi__araddr;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$411  = \$298 ;
-          end
-    endcase
-    if (rst) begin
-      \$411  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$412  = fetch_r_beat;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$412  = 2'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$300 ) begin
-              \$412  = \$301 [1:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$412  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$413  = fetch_r_err;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$413  = 1'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$303 ) begin
-              \$413  = 1'h1;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$414  = fetch_fsm_state;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$414  = 2'h1;
-          end
-      2'h1:
-          if (axi__arready) begin
-            \$414  = 2'h2;
+          if (up__arready) begin
+          end else if (timeout) begin
+            abandon = 1'h1;
           end
       2'h2:
           if (fetch_r_done) begin
-            \$414  = 2'h0;
+          end else if (timeout) begin
+            abandon = 1'h1;
           end
     endcase
-    if (rst) begin
-      \$414  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$415  = fetch_r_buf;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    up__rready = 1'h0;
     casez (fetch_fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          if (fetch_r_hs) begin
-            if (\$300 ) begin
-              casez (fetch_r_beat)
-                2'h0:
-                    \$415 [63:0] = axi__rdata;
-                2'h1:
-                    \$415 [127:64] = axi__rdata;
-                2'h2:
-                    \$415 [191:128] = axi__rdata;
-              endcase
-            end
-          end
+          up__rready = 1'h1;
     endcase
-    if (rst) begin
-      \$415  = 192'h000000000000000000000000000000000000000000000000;
-    end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$416  = fetch_r_code;
-    casez (fetch_fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$303 ) begin
-              \$416  = \$305 ;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$416  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$417  = q__0__fetch;
-    if (q0_fetch_push) begin
-      \$417  = \$306 [31:0];
-    end
-    if (q0_reset_done) begin
-      \$417  = 32'd0;
-    end
-    if (rst) begin
-      \$417  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$418  = q__1__fetch;
-    if (q1_fetch_push) begin
-      \$418  = \$307 [31:0];
-    end
-    if (q1_reset_done) begin
-      \$418  = 32'd0;
-    end
-    if (rst) begin
-      \$418  = 32'd0;
-    end
-  end
+  assign axi__arid = { 1'h0, down__arid };
+  assign down__araddr = axi__araddr;
+  assign down__arlen = axi__arlen;
+  assign down__arsize = axi__arsize;
+  assign down__arburst = axi__arburst;
+  assign down__arprot = axi__arprot;
+  assign down__arvalid = axi__arvalid;
+  assign axi__arready = down__arready;
+  assign axi__rid = { 1'h0, down__rid };
+  assign axi__rdata = down__rdata;
+  assign axi__rresp = down__rresp;
+  assign axi__rlast = down__rlast;
+  assign axi__rvalid = down__rvalid;
+  assign down__rready = axi__rready;
+  assign bus_timeout = limit;
+  assign fetch_abort = abandon;
+  assign axi__awid = { 1'h0, down__awid };
+  assign down__awaddr = axi__awaddr;
+  assign down__awlen = axi__awlen;
+  assign down__awsize = axi__awsize;
+  assign down__awburst = axi__awburst;
+  assign down__awprot = axi__awprot;
+  assign down__awvalid = axi__awvalid;
+  assign axi__awready = down__awready;
+  assign down__wdata = axi__wdata;
+  assign down__wstrb = axi__wstrb;
+  assign down__wlast = axi__wlast;
+  assign down__wvalid = axi__wvalid;
+  assign axi__wready = down__wready;
+  assign axi__bid = { 1'h0, down__bid };
+  assign axi__bresp = down__bresp;
+  assign axi__bvalid = down__bvalid;
+  assign down__bready = axi__bready;
+  assign \limit$66  = limit;
+  assign cpl_abort = \abandon$67 ;
   assign q0_p = q__0__producer;
   assign q0_f = q__0__fetch;
   assign q0_c = q__0__consumer;
@@ -30799,93 +33331,95 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign q0_err_index = q__0__error_index;
   assign r_data = q__0__head;
   assign q__0__pop = r_en;
+  assign q0_ring_size = { 1'h0, \$6  };
   assign q1_p = q__1__producer;
   assign q1_f = q__1__fetch;
   assign q1_c = q__1__consumer;
   assign q__1__active = q1_active;
   assign q__1__halted = q1_halted;
   assign q__1__resetting = q1_resetting;
-  assign q__1__prefetched = { 5'h00, \level$46  };
+  assign q__1__prefetched = { 5'h00, \level$117  };
   assign q1_err = q__1__error;
   assign q1_err_index = q__1__error_index;
-  assign \r_data$52  = q__1__head;
-  assign q__1__pop = \r_en$58 ;
+  assign \r_data$123  = q__1__head;
+  assign q__1__pop = \r_en$129 ;
+  assign q1_ring_size = { 1'h0, \$12  };
   assign q2_p = q__2__producer;
   assign q2_f = q__2__fetch;
   assign q2_c = q__2__consumer;
   assign q__2__active = q2_active;
   assign q__2__halted = q2_halted;
   assign q__2__resetting = q2_resetting;
-  assign q__2__prefetched = { 5'h00, \level$76  };
+  assign q__2__prefetched = { 5'h00, \level$149  };
   assign q2_err = q__2__error;
   assign q2_err_index = q__2__error_index;
-  assign \r_data$82  = q__2__head;
-  assign q__2__pop = \r_en$88 ;
+  assign \r_data$155  = q__2__head;
+  assign q__2__pop = \r_en$161 ;
+  assign q2_ring_size = { 1'h0, \$18  };
   assign q3_p = q__3__producer;
   assign q3_f = q__3__fetch;
   assign q3_c = q__3__consumer;
   assign q__3__active = q3_active;
   assign q__3__halted = q3_halted;
   assign q__3__resetting = q3_resetting;
-  assign q__3__prefetched = { 5'h00, \level$106  };
+  assign q__3__prefetched = { 5'h00, \level$181  };
   assign q3_err = q__3__error;
   assign q3_err_index = q__3__error_index;
-  assign \r_data$112  = q__3__head;
-  assign q__3__pop = \r_en$118 ;
-  assign q0_fetch_addr = \$45 [31:0];
-  assign q1_fetch_addr = \$70 [31:0];
-  assign q2_fetch_addr = \$95 [31:0];
-  assign q3_fetch_addr = \$120 [31:0];
-  assign axi__arid = 4'h0;
-  assign fetch_ar_addr = axi__araddr;
-  assign axi__arlen = 8'h03;
-  assign axi__arsize = 3'h3;
-  assign axi__arburst = 2'h1;
-  assign axi__arprot = 3'h0;
-  assign fetch_ar_valid = axi__arvalid;
-  assign fetch_beat_bad = axi__rresp[1];
+  assign \r_data$187  = q__3__head;
+  assign q__3__pop = \r_en$193 ;
+  assign q3_ring_size = { 1'h0, \$24  };
+  assign q0_fetch_addr = \$53 [31:0];
+  assign q1_fetch_addr = \$82 [31:0];
+  assign q2_fetch_addr = \$111 [31:0];
+  assign q3_fetch_addr = \$140 [31:0];
+  assign fetch_ar_addr = up__araddr;
+  assign up__arlen = 8'h03;
+  assign up__arsize = 3'h3;
+  assign up__arburst = 2'h1;
+  assign up__arprot = 3'h0;
+  assign fetch_ar_valid = up__arvalid;
+  assign up__rlast = down__rlast;
+  assign fetch_beat_bad = down__rresp[1];
+  assign up__rresp = down__rresp;
   assign w_en = q0_fetch_push;
-  assign w_data = { axi__rdata, fetch_r_buf };
-  assign \w_en$173  = q1_fetch_push;
-  assign \w_data$174  = { axi__rdata, fetch_r_buf };
-  assign \w_en$176  = q2_fetch_push;
-  assign \w_data$177  = { axi__rdata, fetch_r_buf };
-  assign \w_en$179  = q3_fetch_push;
-  assign \w_data$180  = { axi__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7637$0 [1:0];
-  assign cpl_irq = \port$7637$0 [2];
-  assign cpl_halt = \port$7637$0 [3];
-  assign cpl_flags = \port$7637$8 [7:0];
-  assign cpl_status = \port$7637$8 [15:8];
-  assign cpl_opcode = \port$7637$8 [23:16];
-  assign \w_en$193  = cpl_push_ok;
-  assign axi__awid = 4'h0;
-  assign cpl_aw_addr = axi__awaddr;
-  assign cpl_aw_len = axi__awlen;
-  assign axi__awsize = 3'h3;
-  assign axi__awburst = 2'h1;
-  assign axi__awprot = 3'h0;
-  assign cpl_aw_valid = axi__awvalid;
-  assign cpl_w_strb = axi__wstrb;
-  assign axi__wlast = cpl_w_last;
-  assign cpl_w_valid = axi__wvalid;
-  assign cpl_b_bad = axi__bresp[1];
-  assign q0_c_seen = \$155 [31:0];
-  assign q0_ring_size = { 1'h0, \$156  };
-  assign q1_c_seen = \$190 [31:0];
-  assign q1_ring_size = { 1'h0, \$191  };
-  assign q2_c_seen = \$225 [31:0];
-  assign q2_ring_size = { 1'h0, \$226  };
-  assign q3_c_seen = \$260 [31:0];
-  assign q3_ring_size = { 1'h0, \$261  };
-  assign q__0__qreset_ack = \port$121$0 [0];
-  assign q__1__qreset_ack = \port$121$0 [1];
-  assign q__2__qreset_ack = \port$121$0 [2];
-  assign q__3__qreset_ack = \port$121$0 [3];
+  assign w_data = { down__rdata, fetch_r_buf };
+  assign up__rdata = down__rdata;
+  assign \w_en$250  = q1_fetch_push;
+  assign \w_data$251  = { down__rdata, fetch_r_buf };
+  assign \w_en$253  = q2_fetch_push;
+  assign \w_data$254  = { down__rdata, fetch_r_buf };
+  assign \w_en$256  = q3_fetch_push;
+  assign \w_data$257  = { down__rdata, fetch_r_buf };
+  assign cpl_queue = \port$8370$0 [1:0];
+  assign cpl_irq = \port$8370$0 [2];
+  assign cpl_halt = \port$8370$0 [3];
+  assign cpl_flags = \port$8370$8 [7:0];
+  assign cpl_status = \port$8370$8 [15:8];
+  assign cpl_opcode = \port$8370$8 [23:16];
+  assign \w_en$270  = cpl_push_ok;
+  assign cpl_aw_addr = up__awaddr;
+  assign cpl_aw_len = up__awlen;
+  assign up__awsize = 3'h3;
+  assign up__awburst = 2'h1;
+  assign up__awprot = 3'h0;
+  assign cpl_aw_valid = up__awvalid;
+  assign cpl_w_strb = up__wstrb;
+  assign up__wlast = cpl_w_last;
+  assign cpl_w_valid = up__wvalid;
+  assign cpl_b_bad = down__bresp[1];
+  assign up__bresp = down__bresp;
+  assign q0_c_seen = \$183 [31:0];
+  assign q1_c_seen = \$212 [31:0];
+  assign q2_c_seen = \$241 [31:0];
+  assign q3_c_seen = \$270 [31:0];
+  assign q__0__qreset_ack = \port$115$0 [0];
+  assign q__1__qreset_ack = \port$115$0 [1];
+  assign q__2__qreset_ack = \port$115$0 [2];
+  assign q__3__qreset_ack = \port$115$0 [3];
   assign q__0__head_index = \$4 [31:0];
-  assign q__1__head_index = \$9 [31:0];
-  assign q__2__head_index = \$14 [31:0];
-  assign q__3__head_index = \$19 [31:0];
+  assign q__1__head_index = \$10 [31:0];
+  assign q__2__head_index = \$16 [31:0];
+  assign q__3__head_index = \$22 [31:0];
   assign \cpl_req.queue  = cpl_req[1:0];
   assign \cpl_req.irq  = cpl_req[2];
   assign \cpl_req.halt  = cpl_req[3];
@@ -30910,39 +33444,39 @@ module \kaki_soc_4x4.qc (axi__rdata, axi__rresp, axi__rlast, clk, rst, r_en, \r_
   assign cpl_rec[47:40] = cpl_req[19:12];
   assign cpl_rec[39:32] = cpl_req[27:20];
   assign cpl_rec[31:0] = cpl_sel_c;
-  assign \w_data$181 [75:44] = cpl_timestamp;
-  assign \w_data$181 [43:28] = cpl_tag;
-  assign \w_data$181 [27:20] = \port$7637$8 [23:16];
-  assign \w_data$181 [19:12] = \port$7637$8 [15:8];
-  assign \w_data$181 [11:4] = \port$7637$8 [7:0];
-  assign \w_data$181 [3] = \port$7637$0 [3];
-  assign \w_data$181 [2] = \port$7637$0 [2];
-  assign \w_data$181 [1:0] = \port$7637$0 [1:0];
-  assign \$26  = 32'd4294967264;
-  assign \$27 [4:0] = 5'h00;
-  assign \$27 [31:5] = q__0__ring_base[31:5];
-  assign \$44  = { 2'h0, \$43 , 5'h00 };
-  assign \$51  = 32'd4294967264;
-  assign \$52 [4:0] = 5'h00;
-  assign \$52 [31:5] = q__1__ring_base[31:5];
-  assign \$69  = { 2'h0, \$68 , 5'h00 };
-  assign \$76  = 32'd4294967264;
-  assign \$77 [4:0] = 5'h00;
-  assign \$77 [31:5] = q__2__ring_base[31:5];
-  assign \$94  = { 2'h0, \$93 , 5'h00 };
-  assign \$101  = 32'd4294967264;
-  assign \$102 [4:0] = 5'h00;
-  assign \$102 [31:5] = q__3__ring_base[31:5];
-  assign \$119  = { 2'h0, \$118 , 5'h00 };
-  assign \$145  = 32'd4294967280;
+  assign \w_data$258 [75:44] = cpl_timestamp;
+  assign \w_data$258 [43:28] = cpl_tag;
+  assign \w_data$258 [27:20] = \port$8370$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8370$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8370$8 [7:0];
+  assign \w_data$258 [3] = \port$8370$0 [3];
+  assign \w_data$258 [2] = \port$8370$0 [2];
+  assign \w_data$258 [1:0] = \port$8370$0 [1:0];
+  assign \$34  = 32'd4294967264;
+  assign \$35 [4:0] = 5'h00;
+  assign \$35 [31:5] = q__0__ring_base[31:5];
+  assign \$52  = { 2'h0, \$51 , 5'h00 };
+  assign \$63  = 32'd4294967264;
+  assign \$64 [4:0] = 5'h00;
+  assign \$64 [31:5] = q__1__ring_base[31:5];
+  assign \$81  = { 2'h0, \$80 , 5'h00 };
+  assign \$92  = 32'd4294967264;
+  assign \$93 [4:0] = 5'h00;
+  assign \$93 [31:5] = q__2__ring_base[31:5];
+  assign \$110  = { 2'h0, \$109 , 5'h00 };
+  assign \$121  = 32'd4294967264;
+  assign \$122 [4:0] = 5'h00;
+  assign \$122 [31:5] = q__3__ring_base[31:5];
+  assign \$139  = { 2'h0, \$138 , 5'h00 };
+  assign \$173  = 32'd4294967280;
   assign cpl_sel_base[3:0] = 4'h0;
-  assign cpl_sel_base[31:4] = \$144 [31:4];
-  assign \$330  = { 3'h0, \$329 , 4'h0 };
+  assign cpl_sel_base[31:4] = \$172 [31:4];
+  assign \$335  = { 3'h0, \$334 , 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data, r_en, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -31027,7 +33561,7 @@ module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -31037,7 +33571,7 @@ module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -31047,7 +33581,7 @@ module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -31068,8 +33602,1443 @@ module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$7736$0 , level, \port$0$87 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid, up__awready, aw_hs_id, down__awaddr, down__awlen, down__awsize, down__awburst, down__awprot, down__wlast, up__bvalid, down__bready, timeout, down__awready, down__wready, down__bvalid, limit, abandon
+, up__bready, up__awvalid, up__wvalid, up__awaddr, up__awlen, up__wstrb, down__wvalid, down__wdata, down__wstrb, up__wready, down__bid);
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire [32:0] \$102 ;
+  wire [32:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [31:0] \$106 ;
+  reg [7:0] \$107 ;
+  reg [2:0] \$108 ;
+  reg [1:0] \$109 ;
+  wire \$11 ;
+  reg [2:0] \$110 ;
+  reg \$111 ;
+  reg \$112 ;
+  reg \$113 ;
+  reg \$114 ;
+  reg \$115 ;
+  reg \$116 ;
+  reg \$117 ;
+  reg \$118 ;
+  reg \$119 ;
+  wire \$12 ;
+  reg [2:0] \$120 ;
+  reg [7:0] \$121 ;
+  reg \$122 ;
+  reg [63:0] \$123 ;
+  reg [7:0] \$124 ;
+  reg \$125 ;
+  reg [31:0] \$126 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [1:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  reg \$4 ;
+  wire [1:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [1:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire [2:0] \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [1:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [2:0] \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire [1:0] \$58 ;
+  wire \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire [2:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [2:0] \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire [1:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [2:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire [1:0] \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  reg \$8 ;
+  reg \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire [3:0] \$86 ;
+  wire [8:0] \$87 ;
+  wire [8:0] \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire [1:0] \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [2:0] \$99 ;
+  input abandon;
+  wire abandon;
+  reg [2:0] aw_cur = 3'h0;
+  reg aw_dirty = 1'h0;
+  reg [31:0] aw_hold_addr = 32'd0;
+  reg [1:0] aw_hold_burst = 2'h0;
+  reg [2:0] aw_hold_id = 3'h0;
+  reg [7:0] aw_hold_len = 8'h00;
+  reg [2:0] aw_hold_prot = 3'h0;
+  reg [2:0] aw_hold_size = 3'h0;
+  reg aw_hold_valid = 1'h0;
+  wire aw_hs;
+  output [2:0] aw_hs_id;
+  wire [2:0] aw_hs_id;
+  wire aw_live_out;
+  reg aw_out0 = 1'h0;
+  reg aw_out1 = 1'h0;
+  reg aw_out2 = 1'h0;
+  reg aw_out3 = 1'h0;
+  reg aw_out4 = 1'h0;
+  reg aw_out5 = 1'h0;
+  reg aw_out6 = 1'h0;
+  reg aw_out7 = 1'h0;
+  wire aw_pass;
+  wire aw_stalled;
+  reg [31:0] aw_timer = 32'd0;
+  wire b_end;
+  wire b_live;
+  reg b_owed = 1'h0;
+  input clk;
+  wire clk;
+  output [31:0] down__awaddr;
+  wire [31:0] down__awaddr;
+  output [1:0] down__awburst;
+  wire [1:0] down__awburst;
+  wire [2:0] down__awid;
+  output [7:0] down__awlen;
+  wire [7:0] down__awlen;
+  output [2:0] down__awprot;
+  wire [2:0] down__awprot;
+  input down__awready;
+  wire down__awready;
+  output [2:0] down__awsize;
+  wire [2:0] down__awsize;
+  output down__awvalid;
+  wire down__awvalid;
+  input [2:0] down__bid;
+  wire [2:0] down__bid;
+  output down__bready;
+  wire down__bready;
+  wire [1:0] down__bresp;
+  input down__bvalid;
+  wire down__bvalid;
+  output [63:0] down__wdata;
+  reg [63:0] down__wdata;
+  output down__wlast;
+  wire down__wlast;
+  input down__wready;
+  wire down__wready;
+  output [7:0] down__wstrb;
+  reg [7:0] down__wstrb;
+  output down__wvalid;
+  reg down__wvalid;
+  input [31:0] limit;
+  wire [31:0] limit;
+  wire [10:0] r_data;
+  wire r_en;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  output timeout;
+  wire timeout;
+  input [31:0] up__awaddr;
+  wire [31:0] up__awaddr;
+  wire [1:0] up__awburst;
+  input [7:0] up__awlen;
+  wire [7:0] up__awlen;
+  wire [2:0] up__awprot;
+  output up__awready;
+  wire up__awready;
+  wire [2:0] up__awsize;
+  input up__awvalid;
+  wire up__awvalid;
+  input up__bready;
+  wire up__bready;
+  input [1:0] up__bresp;
+  wire [1:0] up__bresp;
+  output up__bvalid;
+  wire up__bvalid;
+  input [63:0] up__wdata;
+  wire [63:0] up__wdata;
+  output up__wready;
+  reg up__wready;
+  input [7:0] up__wstrb;
+  wire [7:0] up__wstrb;
+  input up__wvalid;
+  wire up__wvalid;
+  reg [7:0] w_beat = 8'h00;
+  wire [10:0] w_data;
+  wire w_en;
+  wire w_head_live;
+  reg [63:0] w_hold_data = 64'h0000000000000000;
+  reg [7:0] w_hold_strb = 8'h00;
+  reg w_hold_valid = 1'h0;
+  wire w_hs;
+  wire w_rdy;
+  assign \$1  = ~ aw_hold_valid;
+  assign \$2  = ~ aw_dirty;
+  assign \$3  = \$1  & \$2 ;
+  assign \$5  = ~ \$4 ;
+  assign \$6  = \$3  & \$5 ;
+  assign aw_pass = \$6  & w_rdy;
+  assign \$7  = up__awvalid & aw_pass;
+  assign down__awvalid = aw_hold_valid | \$7 ;
+  assign up__awready = down__awready & aw_pass;
+  assign aw_hs_id = aw_hold_valid ? aw_hold_id : aw_cur;
+  assign aw_hs = down__awvalid & down__awready;
+  assign aw_live_out = aw_dirty ? 1'h0 : \$8 ;
+  assign down__awaddr = aw_hold_valid ? aw_hold_addr : up__awaddr;
+  assign down__awlen = aw_hold_valid ? aw_hold_len : up__awlen;
+  assign down__awsize = aw_hold_valid ? aw_hold_size : 3'h3;
+  assign down__awburst = aw_hold_valid ? aw_hold_burst : 2'h1;
+  assign down__awprot = aw_hold_valid ? aw_hold_prot : 3'h0;
+  assign \$9  = ~ aw_dirty;
+  assign \$10  = r_rdy & \$9 ;
+  assign \$11  = r_data[10:8] == aw_cur;
+  assign w_head_live = \$10  & \$11 ;
+  assign down__wlast = w_beat == r_data[7:0];
+  assign w_hs = down__wvalid & down__wready;
+  assign r_en = w_hs & down__wlast;
+  assign \$12  = ~ aw_dirty;
+  assign \$13  = down__bid == aw_cur;
+  assign b_live = \$12  & \$13 ;
+  assign up__bvalid = down__bvalid & b_live;
+  assign down__bready = b_live ? up__bready : 1'h1;
+  assign b_end = down__bvalid & down__bready;
+  assign \$14  = ~ up__awready;
+  assign \$15  = up__awvalid & \$14 ;
+  assign \$16  = ~ up__wready;
+  assign \$17  = up__wvalid & \$16 ;
+  assign \$18  = \$15  | \$17 ;
+  assign \$20  = ~ up__bvalid;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = \$18  | \$21 ;
+  assign \$23  = aw_hs | w_hs;
+  assign \$24  = \$23  | up__bvalid;
+  assign \$25  = ~ \$24 ;
+  assign aw_stalled = \$22  & \$25 ;
+  assign \$26  = | limit;
+  assign \$27  = aw_timer >= limit;
+  assign timeout = \$26  & \$27 ;
+  assign \$28  = abandon & up__awvalid;
+  assign \$29  = \$28  & aw_pass;
+  assign \$30  = ~ down__awready;
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = ! aw_hs_id;
+  assign \$33  = aw_hs & \$32 ;
+  assign \$34  = aw_out0 + \$33 ;
+  assign \$35  = ! down__bid;
+  assign \$36  = b_end & \$35 ;
+  assign \$37  = \$34  - \$36 ;
+  assign \$38  = aw_hs_id == 1'h1;
+  assign \$39  = aw_hs & \$38 ;
+  assign \$40  = aw_out1 + \$39 ;
+  assign \$41  = down__bid == 1'h1;
+  assign \$42  = b_end & \$41 ;
+  assign \$43  = \$40  - \$42 ;
+  assign \$44  = aw_hs_id == 2'h2;
+  assign \$45  = aw_hs & \$44 ;
+  assign \$46  = aw_out2 + \$45 ;
+  assign \$47  = down__bid == 2'h2;
+  assign \$48  = b_end & \$47 ;
+  assign \$49  = \$46  - \$48 ;
+  assign \$50  = aw_hs_id == 2'h3;
+  assign \$51  = aw_hs & \$50 ;
+  assign \$52  = aw_out3 + \$51 ;
+  assign \$53  = down__bid == 2'h3;
+  assign \$54  = b_end & \$53 ;
+  assign \$55  = \$52  - \$54 ;
+  assign \$56  = aw_hs_id == 3'h4;
+  assign \$57  = aw_hs & \$56 ;
+  assign \$58  = aw_out4 + \$57 ;
+  assign \$59  = down__bid == 3'h4;
+  assign \$60  = b_end & \$59 ;
+  assign \$61  = \$58  - \$60 ;
+  assign \$62  = aw_hs_id == 3'h5;
+  assign \$63  = aw_hs & \$62 ;
+  assign \$64  = aw_out5 + \$63 ;
+  assign \$65  = down__bid == 3'h5;
+  assign \$66  = b_end & \$65 ;
+  assign \$67  = \$64  - \$66 ;
+  assign \$68  = aw_hs_id == 3'h6;
+  assign \$69  = aw_hs & \$68 ;
+  assign \$70  = aw_out6 + \$69 ;
+  assign \$71  = down__bid == 3'h6;
+  assign \$72  = b_end & \$71 ;
+  assign \$73  = \$70  - \$72 ;
+  assign \$74  = aw_hs_id == 3'h7;
+  assign \$75  = aw_hs & \$74 ;
+  assign \$76  = aw_out7 + \$75 ;
+  assign \$77  = down__bid == 3'h7;
+  assign \$78  = b_end & \$77 ;
+  assign \$79  = \$76  - \$78 ;
+  assign \$81  = ! \$80 ;
+  assign \$82  = aw_hold_id == aw_cur;
+  assign \$83  = aw_hold_valid & \$82 ;
+  assign \$84  = ~ \$83 ;
+  assign \$85  = \$81  & \$84 ;
+  assign \$86  = aw_cur + 1'h1;
+  assign \$87  = w_beat + 1'h1;
+  assign \$88  = down__wlast ? 9'h000 : \$87 ;
+  assign \$89  = abandon & w_head_live;
+  assign \$90  = \$89  & up__wvalid;
+  assign \$91  = ~ down__wready;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = w_hs & down__wlast;
+  assign \$94  = \$93  & w_head_live;
+  assign \$95  = b_owed + \$94 ;
+  assign \$96  = up__bvalid & up__bready;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = \$95  - \$98 ;
+  assign \$100  = ~ abandon;
+  assign \$101  = aw_stalled & \$100 ;
+  assign \$102  = aw_timer + 1'h1;
+  assign \$103  = \$101  ? \$102  : 33'h000000000;
+  always @(posedge clk)
+    aw_hold_valid <= \$104 ;
+  always @(posedge clk)
+    aw_hold_id <= \$105 ;
+  always @(posedge clk)
+    aw_hold_addr <= \$106 ;
+  always @(posedge clk)
+    aw_hold_len <= \$107 ;
+  always @(posedge clk)
+    aw_hold_size <= \$108 ;
+  always @(posedge clk)
+    aw_hold_burst <= \$109 ;
+  always @(posedge clk)
+    aw_hold_prot <= \$110 ;
+  always @(posedge clk)
+    aw_out0 <= \$111 ;
+  always @(posedge clk)
+    aw_out1 <= \$112 ;
+  always @(posedge clk)
+    aw_out2 <= \$113 ;
+  always @(posedge clk)
+    aw_out3 <= \$114 ;
+  always @(posedge clk)
+    aw_out4 <= \$115 ;
+  always @(posedge clk)
+    aw_out5 <= \$116 ;
+  always @(posedge clk)
+    aw_out6 <= \$117 ;
+  always @(posedge clk)
+    aw_out7 <= \$118 ;
+  always @(posedge clk)
+    aw_dirty <= \$119 ;
+  always @(posedge clk)
+    aw_cur <= \$120 ;
+  always @(posedge clk)
+    w_beat <= \$121 ;
+  always @(posedge clk)
+    w_hold_valid <= \$122 ;
+  always @(posedge clk)
+    w_hold_data <= \$123 ;
+  always @(posedge clk)
+    w_hold_strb <= \$124 ;
+  always @(posedge clk)
+    b_owed <= \$125 ;
+  always @(posedge clk)
+    aw_timer <= \$126 ;
+  \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
+    .clk(clk),
+    .\port$5339$0 (aw_hs_id),
+    .\port$5353$0 (down__awlen),
+    .r_data(r_data),
+    .r_en(r_en),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(aw_hs),
+    .w_rdy(w_rdy)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    (* full_case = 32'd1 *)
+    casez (aw_cur)
+      3'h0:
+          \$4  = aw_out0;
+      3'h1:
+          \$4  = aw_out1;
+      3'h2:
+          \$4  = aw_out2;
+      3'h3:
+          \$4  = aw_out3;
+      3'h4:
+          \$4  = aw_out4;
+      3'h5:
+          \$4  = aw_out5;
+      3'h6:
+          \$4  = aw_out6;
+      3'h7:
+          \$4  = aw_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    (* full_case = 32'd1 *)
+    casez (aw_cur)
+      3'h0:
+          \$8  = aw_out0;
+      3'h1:
+          \$8  = aw_out1;
+      3'h2:
+          \$8  = aw_out2;
+      3'h3:
+          \$8  = aw_out3;
+      3'h4:
+          \$8  = aw_out4;
+      3'h5:
+          \$8  = aw_out5;
+      3'h6:
+          \$8  = aw_out6;
+      3'h7:
+          \$8  = aw_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    (* full_case = 32'd1 *)
+    casez (aw_cur)
+      3'h0:
+          \$80  = aw_out0;
+      3'h1:
+          \$80  = aw_out1;
+      3'h2:
+          \$80  = aw_out2;
+      3'h3:
+          \$80  = aw_out3;
+      3'h4:
+          \$80  = aw_out4;
+      3'h5:
+          \$80  = aw_out5;
+      3'h6:
+          \$80  = aw_out6;
+      3'h7:
+          \$80  = aw_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    down__wvalid = 1'h0;
+    if (w_hold_valid) begin
+      down__wvalid = 1'h1;
+    end else if (w_head_live) begin
+      down__wvalid = up__wvalid;
+    end else if (r_rdy) begin
+      down__wvalid = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    down__wdata = 64'h0000000000000000;
+    if (w_hold_valid) begin
+      down__wdata = w_hold_data;
+    end else if (w_head_live) begin
+      down__wdata = up__wdata;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    down__wstrb = 8'h00;
+    if (w_hold_valid) begin
+      down__wstrb = w_hold_strb;
+    end else if (w_head_live) begin
+      down__wstrb = up__wstrb;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    up__wready = 1'h0;
+    if (w_hold_valid) begin
+    end else if (w_head_live) begin
+      up__wready = down__wready;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$104  = aw_hold_valid;
+    if (aw_hs) begin
+      \$104  = 1'h0;
+    end
+    if (\$31 ) begin
+      \$104  = 1'h1;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$105  = aw_hold_id;
+    if (\$31 ) begin
+      \$105  = aw_cur;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$106  = aw_hold_addr;
+    if (\$31 ) begin
+      \$106  = up__awaddr;
+    end
+    if (rst) begin
+      \$106  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$107  = aw_hold_len;
+    if (\$31 ) begin
+      \$107  = up__awlen;
+    end
+    if (rst) begin
+      \$107  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$108  = aw_hold_size;
+    if (\$31 ) begin
+      \$108  = 3'h3;
+    end
+    if (rst) begin
+      \$108  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$109  = aw_hold_burst;
+    if (\$31 ) begin
+      \$109  = 2'h1;
+    end
+    if (rst) begin
+      \$109  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$110  = aw_hold_prot;
+    if (\$31 ) begin
+      \$110  = 3'h0;
+    end
+    if (rst) begin
+      \$110  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$111  = \$37 [0];
+    if (rst) begin
+      \$111  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$112  = \$43 [0];
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$113  = \$49 [0];
+    if (rst) begin
+      \$113  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$114  = \$55 [0];
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$115  = \$61 [0];
+    if (rst) begin
+      \$115  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$116  = \$67 [0];
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$117  = \$73 [0];
+    if (rst) begin
+      \$117  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$118  = \$79 [0];
+    if (rst) begin
+      \$118  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$119  = aw_dirty;
+    if (abandon) begin
+      \$119  = 1'h1;
+    end else if (aw_dirty) begin
+      if (\$85 ) begin
+        \$119  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$119  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$120  = aw_cur;
+    if (abandon) begin
+    end else if (aw_dirty) begin
+      (* full_case = 32'd1 *)
+      if (\$85 ) begin
+      end else begin
+        \$120  = \$86 [2:0];
+      end
+    end
+    if (rst) begin
+      \$120  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$121  = w_beat;
+    if (w_hs) begin
+      \$121  = \$88 [7:0];
+    end
+    if (rst) begin
+      \$121  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$122  = w_hold_valid;
+    if (w_hs) begin
+      \$122  = 1'h0;
+    end
+    if (\$92 ) begin
+      \$122  = 1'h1;
+    end
+    if (rst) begin
+      \$122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$123  = w_hold_data;
+    if (\$92 ) begin
+      \$123  = up__wdata;
+    end
+    if (rst) begin
+      \$123  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$124  = w_hold_strb;
+    if (\$92 ) begin
+      \$124  = up__wstrb;
+    end
+    if (rst) begin
+      \$124  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    (* full_case = 32'd1 *)
+    if (abandon) begin
+      \$125  = 1'h0;
+    end else begin
+      \$125  = \$99 [0];
+    end
+    if (rst) begin
+      \$125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$126  = \$103 [31:0];
+    if (rst) begin
+      \$126  = 32'd0;
+    end
+  end
+  assign down__awid = aw_hs_id;
+  assign up__awsize = 3'h3;
+  assign up__awburst = 2'h1;
+  assign up__awprot = 3'h0;
+  assign w_en = aw_hs;
+  assign w_data = { aw_hs_id, down__awlen };
+  assign down__bresp = up__bresp;
+  assign \$19  = b_owed;
+  assign \$97  = b_owed;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5339$0 , w_en, \port$5353$0 , r_en, w_rdy, r_rdy, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [2:0] \$14 ;
+  reg \$15 ;
+  reg \$16 ;
+  reg [1:0] \$17 ;
+  wire [1:0] \$2 ;
+  wire \$3 ;
+  wire [1:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire consume;
+  reg [1:0] level = 2'h0;
+  input [2:0] \port$5339$0 ;
+  wire [2:0] \port$5339$0 ;
+  input [7:0] \port$5353$0 ;
+  wire [7:0] \port$5353$0 ;
+  (* init = 1'h0 *)
+  wire produce;
+  output [10:0] r_data;
+  wire [10:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 2'h0 *)
+  wire [1:0] r_level;
+  reg r_port__addr = 1'h0;
+  wire [10:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [10:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 2'h0 *)
+  wire [1:0] w_level;
+  reg w_port__addr = 1'h0;
+  wire [10:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [10:0] storage [1:0];
+  initial begin
+    storage[0] = 11'h000;
+    storage[1] = 11'h000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$5339$0 , \port$5353$0  };
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 2'h2;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [0];
+    end
+    if (rst) begin
+      \$15  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [0];
+    end
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [1:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [1:0];
+    end
+    if (rst) begin
+      \$17  = 2'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$5339$0 , \port$5353$0  };
+  assign w_data = { \port$5339$0 , \port$5353$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, down__arvalid, up__arready, ar_hs_id, down__araddr, down__arlen, down__arsize, down__arburst, down__arprot, up__rvalid, down__rready, timeout, down__arready, down__rvalid, limit, abandon, up__rready
+, up__arvalid, up__araddr, down__rid);
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  reg \$100 ;
+  reg [2:0] \$101 ;
+  reg [31:0] \$102 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [1:0] \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire [2:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [1:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  reg \$4 ;
+  wire [1:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [1:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire [2:0] \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [1:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire [2:0] \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire [1:0] \$58 ;
+  wire \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire [2:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [2:0] \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire [1:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [2:0] \$73 ;
+  reg \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  reg \$8 ;
+  wire [3:0] \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire [32:0] \$83 ;
+  wire [32:0] \$84 ;
+  reg \$85 ;
+  reg [2:0] \$86 ;
+  reg [31:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg [2:0] \$89 ;
+  wire \$9 ;
+  reg [1:0] \$90 ;
+  reg [2:0] \$91 ;
+  reg \$92 ;
+  reg \$93 ;
+  reg \$94 ;
+  reg \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$98 ;
+  reg \$99 ;
+  input abandon;
+  wire abandon;
+  reg [2:0] ar_cur = 3'h0;
+  reg ar_dirty = 1'h0;
+  reg [31:0] ar_hold_addr = 32'd0;
+  reg [1:0] ar_hold_burst = 2'h0;
+  reg [2:0] ar_hold_id = 3'h0;
+  reg [7:0] ar_hold_len = 8'h00;
+  reg [2:0] ar_hold_prot = 3'h0;
+  reg [2:0] ar_hold_size = 3'h0;
+  reg ar_hold_valid = 1'h0;
+  wire ar_hs;
+  output [2:0] ar_hs_id;
+  wire [2:0] ar_hs_id;
+  wire ar_live_out;
+  reg ar_out0 = 1'h0;
+  reg ar_out1 = 1'h0;
+  reg ar_out2 = 1'h0;
+  reg ar_out3 = 1'h0;
+  reg ar_out4 = 1'h0;
+  reg ar_out5 = 1'h0;
+  reg ar_out6 = 1'h0;
+  reg ar_out7 = 1'h0;
+  wire ar_pass;
+  wire ar_stalled;
+  reg [31:0] ar_timer = 32'd0;
+  input clk;
+  wire clk;
+  output [31:0] down__araddr;
+  wire [31:0] down__araddr;
+  output [1:0] down__arburst;
+  wire [1:0] down__arburst;
+  wire [2:0] down__arid;
+  output [7:0] down__arlen;
+  wire [7:0] down__arlen;
+  output [2:0] down__arprot;
+  wire [2:0] down__arprot;
+  input down__arready;
+  wire down__arready;
+  output [2:0] down__arsize;
+  wire [2:0] down__arsize;
+  output down__arvalid;
+  wire down__arvalid;
+  wire [63:0] down__rdata;
+  input [2:0] down__rid;
+  wire [2:0] down__rid;
+  wire down__rlast;
+  output down__rready;
+  wire down__rready;
+  wire [1:0] down__rresp;
+  input down__rvalid;
+  wire down__rvalid;
+  input [31:0] limit;
+  wire [31:0] limit;
+  wire r_end;
+  wire r_live;
+  input rst;
+  wire rst;
+  output timeout;
+  wire timeout;
+  input [31:0] up__araddr;
+  wire [31:0] up__araddr;
+  wire [1:0] up__arburst;
+  wire [7:0] up__arlen;
+  wire [2:0] up__arprot;
+  output up__arready;
+  wire up__arready;
+  wire [2:0] up__arsize;
+  input up__arvalid;
+  wire up__arvalid;
+  input [63:0] up__rdata;
+  wire [63:0] up__rdata;
+  input up__rlast;
+  wire up__rlast;
+  input up__rready;
+  wire up__rready;
+  input [1:0] up__rresp;
+  wire [1:0] up__rresp;
+  output up__rvalid;
+  wire up__rvalid;
+  assign \$1  = ~ ar_hold_valid;
+  assign \$2  = ~ ar_dirty;
+  assign \$3  = \$1  & \$2 ;
+  assign \$5  = ~ \$4 ;
+  assign \$6  = \$3  & \$5 ;
+  assign \$7  = up__arvalid & ar_pass;
+  assign down__arvalid = ar_hold_valid | \$7 ;
+  assign up__arready = down__arready & ar_pass;
+  assign ar_hs_id = ar_hold_valid ? ar_hold_id : ar_cur;
+  assign ar_hs = down__arvalid & down__arready;
+  assign ar_live_out = ar_dirty ? 1'h0 : \$8 ;
+  assign down__araddr = ar_hold_valid ? ar_hold_addr : up__araddr;
+  assign down__arlen = ar_hold_valid ? ar_hold_len : 8'h03;
+  assign down__arsize = ar_hold_valid ? ar_hold_size : 3'h3;
+  assign down__arburst = ar_hold_valid ? ar_hold_burst : 2'h1;
+  assign down__arprot = ar_hold_valid ? ar_hold_prot : 3'h0;
+  assign \$9  = ~ ar_dirty;
+  assign \$10  = down__rid == ar_cur;
+  assign r_live = \$9  & \$10 ;
+  assign up__rvalid = down__rvalid & r_live;
+  assign down__rready = r_live ? up__rready : 1'h1;
+  assign \$11  = down__rvalid & down__rready;
+  assign r_end = \$11  & up__rlast;
+  assign \$12  = ~ up__arready;
+  assign \$13  = up__arvalid & \$12 ;
+  assign \$15  = ~ up__rvalid;
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = \$13  | \$16 ;
+  assign \$18  = ar_hs | up__rvalid;
+  assign \$19  = ~ \$18 ;
+  assign ar_stalled = \$17  & \$19 ;
+  assign \$20  = | limit;
+  assign \$21  = ar_timer >= limit;
+  assign timeout = \$20  & \$21 ;
+  assign \$22  = abandon & up__arvalid;
+  assign \$23  = \$22  & ar_pass;
+  assign \$24  = ~ down__arready;
+  assign \$25  = \$23  & \$24 ;
+  assign \$26  = ! ar_hs_id;
+  assign \$27  = ar_hs & \$26 ;
+  assign \$28  = ar_out0 + \$27 ;
+  assign \$29  = ! down__rid;
+  assign \$30  = r_end & \$29 ;
+  assign \$31  = \$28  - \$30 ;
+  assign \$32  = ar_hs_id == 1'h1;
+  assign \$33  = ar_hs & \$32 ;
+  assign \$34  = ar_out1 + \$33 ;
+  assign \$35  = down__rid == 1'h1;
+  assign \$36  = r_end & \$35 ;
+  assign \$37  = \$34  - \$36 ;
+  assign \$38  = ar_hs_id == 2'h2;
+  assign \$39  = ar_hs & \$38 ;
+  assign \$40  = ar_out2 + \$39 ;
+  assign \$41  = down__rid == 2'h2;
+  assign \$42  = r_end & \$41 ;
+  assign \$43  = \$40  - \$42 ;
+  assign \$44  = ar_hs_id == 2'h3;
+  assign \$45  = ar_hs & \$44 ;
+  assign \$46  = ar_out3 + \$45 ;
+  assign \$47  = down__rid == 2'h3;
+  assign \$48  = r_end & \$47 ;
+  assign \$49  = \$46  - \$48 ;
+  assign \$50  = ar_hs_id == 3'h4;
+  assign \$51  = ar_hs & \$50 ;
+  assign \$52  = ar_out4 + \$51 ;
+  assign \$53  = down__rid == 3'h4;
+  assign \$54  = r_end & \$53 ;
+  assign \$55  = \$52  - \$54 ;
+  assign \$56  = ar_hs_id == 3'h5;
+  assign \$57  = ar_hs & \$56 ;
+  assign \$58  = ar_out5 + \$57 ;
+  assign \$59  = down__rid == 3'h5;
+  assign \$60  = r_end & \$59 ;
+  assign \$61  = \$58  - \$60 ;
+  assign \$62  = ar_hs_id == 3'h6;
+  assign \$63  = ar_hs & \$62 ;
+  assign \$64  = ar_out6 + \$63 ;
+  assign \$65  = down__rid == 3'h6;
+  assign \$66  = r_end & \$65 ;
+  assign \$67  = \$64  - \$66 ;
+  assign \$68  = ar_hs_id == 3'h7;
+  assign \$69  = ar_hs & \$68 ;
+  assign \$70  = ar_out7 + \$69 ;
+  assign \$71  = down__rid == 3'h7;
+  assign \$72  = r_end & \$71 ;
+  assign \$73  = \$70  - \$72 ;
+  assign \$75  = ! \$74 ;
+  assign \$76  = ar_hold_id == ar_cur;
+  assign \$77  = ar_hold_valid & \$76 ;
+  assign \$78  = ~ \$77 ;
+  assign \$79  = \$75  & \$78 ;
+  assign \$80  = ar_cur + 1'h1;
+  assign \$81  = ~ abandon;
+  assign \$82  = ar_stalled & \$81 ;
+  assign \$83  = ar_timer + 1'h1;
+  assign \$84  = \$82  ? \$83  : 33'h000000000;
+  always @(posedge clk)
+    ar_hold_valid <= \$85 ;
+  always @(posedge clk)
+    ar_hold_id <= \$86 ;
+  always @(posedge clk)
+    ar_hold_addr <= \$87 ;
+  always @(posedge clk)
+    ar_hold_len <= \$88 ;
+  always @(posedge clk)
+    ar_hold_size <= \$89 ;
+  always @(posedge clk)
+    ar_hold_burst <= \$90 ;
+  always @(posedge clk)
+    ar_hold_prot <= \$91 ;
+  always @(posedge clk)
+    ar_out0 <= \$92 ;
+  always @(posedge clk)
+    ar_out1 <= \$93 ;
+  always @(posedge clk)
+    ar_out2 <= \$94 ;
+  always @(posedge clk)
+    ar_out3 <= \$95 ;
+  always @(posedge clk)
+    ar_out4 <= \$96 ;
+  always @(posedge clk)
+    ar_out5 <= \$97 ;
+  always @(posedge clk)
+    ar_out6 <= \$98 ;
+  always @(posedge clk)
+    ar_out7 <= \$99 ;
+  always @(posedge clk)
+    ar_dirty <= \$100 ;
+  always @(posedge clk)
+    ar_cur <= \$101 ;
+  always @(posedge clk)
+    ar_timer <= \$102 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ar_cur)
+      3'h0:
+          \$4  = ar_out0;
+      3'h1:
+          \$4  = ar_out1;
+      3'h2:
+          \$4  = ar_out2;
+      3'h3:
+          \$4  = ar_out3;
+      3'h4:
+          \$4  = ar_out4;
+      3'h5:
+          \$4  = ar_out5;
+      3'h6:
+          \$4  = ar_out6;
+      3'h7:
+          \$4  = ar_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ar_cur)
+      3'h0:
+          \$8  = ar_out0;
+      3'h1:
+          \$8  = ar_out1;
+      3'h2:
+          \$8  = ar_out2;
+      3'h3:
+          \$8  = ar_out3;
+      3'h4:
+          \$8  = ar_out4;
+      3'h5:
+          \$8  = ar_out5;
+      3'h6:
+          \$8  = ar_out6;
+      3'h7:
+          \$8  = ar_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ar_cur)
+      3'h0:
+          \$74  = ar_out0;
+      3'h1:
+          \$74  = ar_out1;
+      3'h2:
+          \$74  = ar_out2;
+      3'h3:
+          \$74  = ar_out3;
+      3'h4:
+          \$74  = ar_out4;
+      3'h5:
+          \$74  = ar_out5;
+      3'h6:
+          \$74  = ar_out6;
+      3'h7:
+          \$74  = ar_out7;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$85  = ar_hold_valid;
+    if (ar_hs) begin
+      \$85  = 1'h0;
+    end
+    if (\$25 ) begin
+      \$85  = 1'h1;
+    end
+    if (rst) begin
+      \$85  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$86  = ar_hold_id;
+    if (\$25 ) begin
+      \$86  = ar_cur;
+    end
+    if (rst) begin
+      \$86  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$87  = ar_hold_addr;
+    if (\$25 ) begin
+      \$87  = up__araddr;
+    end
+    if (rst) begin
+      \$87  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$88  = ar_hold_len;
+    if (\$25 ) begin
+      \$88  = 8'h03;
+    end
+    if (rst) begin
+      \$88  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$89  = ar_hold_size;
+    if (\$25 ) begin
+      \$89  = 3'h3;
+    end
+    if (rst) begin
+      \$89  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$90  = ar_hold_burst;
+    if (\$25 ) begin
+      \$90  = 2'h1;
+    end
+    if (rst) begin
+      \$90  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$91  = ar_hold_prot;
+    if (\$25 ) begin
+      \$91  = 3'h0;
+    end
+    if (rst) begin
+      \$91  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$92  = \$31 [0];
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$93  = \$37 [0];
+    if (rst) begin
+      \$93  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$94  = \$43 [0];
+    if (rst) begin
+      \$94  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$95  = \$49 [0];
+    if (rst) begin
+      \$95  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$96  = \$55 [0];
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$97  = \$61 [0];
+    if (rst) begin
+      \$97  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$98  = \$67 [0];
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$99  = \$73 [0];
+    if (rst) begin
+      \$99  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$100  = ar_dirty;
+    if (abandon) begin
+      \$100  = 1'h1;
+    end else if (ar_dirty) begin
+      if (\$79 ) begin
+        \$100  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$101  = ar_cur;
+    if (abandon) begin
+    end else if (ar_dirty) begin
+      (* full_case = 32'd1 *)
+      if (\$79 ) begin
+      end else begin
+        \$101  = \$80 [2:0];
+      end
+    end
+    if (rst) begin
+      \$101  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$102  = \$84 [31:0];
+    if (rst) begin
+      \$102  = 32'd0;
+    end
+  end
+  assign down__arid = ar_hs_id;
+  assign up__arlen = 8'h03;
+  assign up__arsize = 3'h3;
+  assign up__arburst = 2'h1;
+  assign up__arprot = 3'h0;
+  assign down__rdata = up__rdata;
+  assign down__rresp = up__rresp;
+  assign down__rlast = up__rlast;
+  assign ar_pass = \$6 ;
+  assign \$14  = ar_live_out;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8471$0 , level, \port$0$87 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -31095,8 +35064,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7736$0 ;
-  wire [191:0] \port$7736$0 ;
+  input [191:0] \port$8471$0 ;
+  wire [191:0] \port$8471$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -31131,7 +35100,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7736$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8471$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31158,7 +35127,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -31171,7 +35140,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -31184,7 +35153,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -31202,15 +35171,15 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7736$0  };
-  assign w_data = { \port$0$87 , \port$7736$0  };
+  assign w_port__data = { \port$0$87 , \port$8471$0  };
+  assign w_data = { \port$0$87 , \port$8471$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$7736$0 , level, \port$0$87 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8471$0 , level, \port$0$87 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -31236,8 +35205,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7736$0 ;
-  wire [191:0] \port$7736$0 ;
+  input [191:0] \port$8471$0 ;
+  wire [191:0] \port$8471$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -31272,7 +35241,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7736$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8471$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31299,7 +35268,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -31312,7 +35281,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -31325,7 +35294,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -31343,15 +35312,15 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7736$0  };
-  assign w_data = { \port$0$87 , \port$7736$0  };
+  assign w_port__data = { \port$0$87 , \port$8471$0  };
+  assign w_data = { \port$0$87 , \port$8471$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$7736$0 , level, \port$0$87 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8471$0 , level, \port$0$87 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -31377,8 +35346,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7736$0 ;
-  wire [191:0] \port$7736$0 ;
+  input [191:0] \port$8471$0 ;
+  wire [191:0] \port$8471$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -31413,7 +35382,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7736$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8471$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31440,7 +35409,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -31453,7 +35422,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -31466,7 +35435,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -31484,15 +35453,15 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7736$0  };
-  assign w_data = { \port$0$87 , \port$7736$0  };
+  assign w_port__data = { \port$0$87 , \port$8471$0  };
+  assign w_data = { \port$0$87 , \port$8471$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$7736$0 , level, \port$0$87 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8471$0 , level, \port$0$87 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -31518,8 +35487,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$7736$0 ;
-  wire [191:0] \port$7736$0 ;
+  input [191:0] \port$8471$0 ;
+  wire [191:0] \port$8471$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -31554,7 +35523,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$7736$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8471$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31581,7 +35550,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -31594,7 +35563,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -31607,7 +35576,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -31625,8 +35594,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$7736$0  };
-  assign w_data = { \port$0$87 , \port$7736$0  };
+  assign w_port__data = { \port$0$87 , \port$8471$0  };
+  assign w_data = { \port$0$87 , \port$8471$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -31634,7 +35603,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1__en, rd__0__addr, rd__0__gnt, rd__1__gnt, rd__2__gnt, wr__0__gnt, wr__1__gnt, wr__1__data, wr__1__addr, rd__2__addr, wr__0__addr, wr__0__data, rd__1__addr, rd__0__data, rd__1__data, rd__2__data
 , clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -31987,7 +35956,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     .wen(\wen$57 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank0_addr = 12'h000;
     if (win) begin
       bank0_addr = rd__0__addr[11:0];
@@ -32000,7 +35969,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \bank0_addr$16  = 12'h000;
     if (\win$10 ) begin
       \bank0_addr$16  = wr__0__addr[11:0];
@@ -32010,7 +35979,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     wdata = 32'd0;
     if (\win$10 ) begin
       wdata = wr__0__data;
@@ -32020,7 +35989,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank1_addr = 12'h000;
     if (\win$24 ) begin
       bank1_addr = rd__0__addr[11:0];
@@ -32033,7 +36002,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \bank1_addr$30  = 12'h000;
     if (\win$28 ) begin
       \bank1_addr$30  = wr__0__addr[11:0];
@@ -32043,7 +36012,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \wdata$35  = 32'd0;
     if (\win$28 ) begin
       \wdata$35  = wr__0__data;
@@ -32053,7 +36022,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank2_addr = 12'h000;
     if (\win$36 ) begin
       bank2_addr = rd__0__addr[11:0];
@@ -32066,7 +36035,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \bank2_addr$42  = 12'h000;
     if (\win$40 ) begin
       \bank2_addr$42  = wr__0__addr[11:0];
@@ -32076,7 +36045,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \wdata$47  = 32'd0;
     if (\win$40 ) begin
       \wdata$47  = wr__0__data;
@@ -32086,7 +36055,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank3_addr = 12'h000;
     if (\win$48 ) begin
       bank3_addr = rd__0__addr[11:0];
@@ -32099,7 +36068,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \bank3_addr$54  = 12'h000;
     if (\win$52 ) begin
       \bank3_addr$54  = wr__0__addr[11:0];
@@ -32109,7 +36078,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \wdata$59  = 32'd0;
     if (\win$52 ) begin
       \wdata$59  = wr__0__data;
@@ -32119,7 +36088,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
     casez (rd0_bank_q)
       2'h0:
@@ -32133,7 +36102,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
     casez (rd1_bank_q)
       2'h0:
@@ -32147,7 +36116,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
     casez (rd2_bank_q)
       2'h0:
@@ -32161,7 +36130,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$92  = rd0_bank_q;
     if (\$89 ) begin
       \$92  = rd__0__addr[13:12];
@@ -32171,7 +36140,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$93  = rd1_bank_q;
     if (\$90 ) begin
       \$93  = rd__1__addr[13:12];
@@ -32181,7 +36150,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$94  = rd2_bank_q;
     if (\$91 ) begin
       \$94  = rd__2__addr[13:12];
@@ -32335,7 +36304,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, vec_frozen, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data
 , clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -32839,6 +36808,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* init = 8'h00 *)
   wire [7:0] ctl__error;
   (* enum_base_type = "ErrorCode" *)
@@ -32858,6 +36828,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   (* enum_value_00001101 = "WATCHDOG" *)
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
   output [7:0] err;
   reg [7:0] err = 8'h00;
   output fire;
@@ -33481,7 +37452,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   always @(posedge clk)
     wr_data <= \$428 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$348  = bias_0;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33513,7 +37484,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$349  = bias_1;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33545,7 +37516,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$350  = bias_2;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33577,7 +37548,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$351  = bias_3;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33609,7 +37580,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$352  = mult_0;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33629,7 +37600,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$353  = mult_1;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33649,7 +37620,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$354  = mult_2;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33669,7 +37640,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$355  = mult_3;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33689,7 +37660,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$356  = shift_0;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33711,7 +37682,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$357  = shift_1;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33733,7 +37704,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$358  = shift_2;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33755,7 +37726,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$359  = shift_3;
     if (\$2 ) begin
       if (cap_valid) begin
@@ -33777,7 +37748,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$360  = cap_valid;
     if (\$2 ) begin
       \$360  = 1'h0;
@@ -33800,7 +37771,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$361  = cmd;
     if (\$2 ) begin
       casez (vec_fsm_state)
@@ -33818,7 +37789,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$362  = err;
     if (\$2 ) begin
       casez (vec_fsm_state)
@@ -33850,7 +37821,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$363  = issued;
     if (\$2 ) begin
       casez (vec_fsm_state)
@@ -33878,7 +37849,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$364  = retired;
     if (\$2 ) begin
       casez (vec_fsm_state)
@@ -33899,7 +37870,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$365  = vec_fsm_state;
     if (\$2 ) begin
       casez (vec_fsm_state)
@@ -33954,7 +37925,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$366  = pidx;
     if (\$2 ) begin
       casez (vec_fsm_state)
@@ -33982,7 +37953,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$367  = cap_idx;
     if (\$2 ) begin
       casez (vec_fsm_state)
@@ -34004,7 +37975,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$368  = v0;
     if (\$2 ) begin
       \$368  = fire;
@@ -34017,7 +37988,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$369  = v1;
     if (\$2 ) begin
       \$369  = v0;
@@ -34030,7 +38001,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$370  = v2;
     if (\$2 ) begin
       \$370  = v1;
@@ -34043,7 +38014,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$371  = v3;
     if (\$2 ) begin
       \$371  = v2;
@@ -34056,7 +38027,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$372  = v4;
     if (\$2 ) begin
       \$372  = v3;
@@ -34069,7 +38040,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$373  = v5;
     if (\$2 ) begin
       \$373  = v4;
@@ -34082,7 +38053,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$374  = res1_0;
     if (\$2 ) begin
       \$374  = \$13 ;
@@ -34095,7 +38066,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$375  = res2_0;
     if (\$2 ) begin
       \$375  = \$14 ;
@@ -34108,7 +38079,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$376  = res3_0;
     if (\$2 ) begin
       \$376  = \$15 ;
@@ -34121,7 +38092,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$377  = res4_0;
     if (\$2 ) begin
       \$377  = \$16 ;
@@ -34134,7 +38105,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$378  = res5_0;
     if (\$2 ) begin
       \$378  = \$17 ;
@@ -34147,7 +38118,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$379  = res1_1;
     if (\$2 ) begin
       \$379  = \$18 ;
@@ -34160,7 +38131,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$380  = res2_1;
     if (\$2 ) begin
       \$380  = \$19 ;
@@ -34173,7 +38144,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$381  = res3_1;
     if (\$2 ) begin
       \$381  = \$20 ;
@@ -34186,7 +38157,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$382  = res4_1;
     if (\$2 ) begin
       \$382  = \$21 ;
@@ -34199,7 +38170,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$383  = res5_1;
     if (\$2 ) begin
       \$383  = \$22 ;
@@ -34212,7 +38183,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$384  = res1_2;
     if (\$2 ) begin
       \$384  = \$23 ;
@@ -34225,7 +38196,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$385  = res2_2;
     if (\$2 ) begin
       \$385  = \$24 ;
@@ -34238,7 +38209,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$386  = res3_2;
     if (\$2 ) begin
       \$386  = \$25 ;
@@ -34251,7 +38222,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$387  = res4_2;
     if (\$2 ) begin
       \$387  = \$26 ;
@@ -34264,7 +38235,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$388  = res5_2;
     if (\$2 ) begin
       \$388  = \$27 ;
@@ -34277,7 +38248,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$389  = res1_3;
     if (\$2 ) begin
       \$389  = \$28 ;
@@ -34290,7 +38261,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$390  = res2_3;
     if (\$2 ) begin
       \$390  = \$29 ;
@@ -34303,7 +38274,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$391  = res3_3;
     if (\$2 ) begin
       \$391  = \$30 ;
@@ -34316,7 +38287,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$392  = res4_3;
     if (\$2 ) begin
       \$392  = \$31 ;
@@ -34329,7 +38300,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$393  = res5_3;
     if (\$2 ) begin
       \$393  = \$32 ;
@@ -34342,7 +38313,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$394  = x1_0;
     if (\$2 ) begin
       \$394  = \$34 ;
@@ -34355,7 +38326,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$395  = plo2_0;
     if (\$2 ) begin
       \$395  = \$36 ;
@@ -34368,7 +38339,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$396  = phi2_0;
     if (\$2 ) begin
       \$396  = \$38 ;
@@ -34381,7 +38352,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$397  = p3_0;
     if (\$2 ) begin
       \$397  = \$41 [63:0];
@@ -34394,7 +38365,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$398  = sh4_0;
     if (\$2 ) begin
       \$398  = \$43 ;
@@ -34407,7 +38378,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$399  = rb4_0;
     if (\$2 ) begin
       \$399  = \$46 ;
@@ -34420,7 +38391,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$400  = y5_0;
     if (\$2 ) begin
       \$400  = \$86 ;
@@ -34433,7 +38404,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$401  = x1_1;
     if (\$2 ) begin
       \$401  = \$88 ;
@@ -34446,7 +38417,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$402  = plo2_1;
     if (\$2 ) begin
       \$402  = \$90 ;
@@ -34459,7 +38430,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$403  = phi2_1;
     if (\$2 ) begin
       \$403  = \$92 ;
@@ -34472,7 +38443,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$404  = p3_1;
     if (\$2 ) begin
       \$404  = \$95 [63:0];
@@ -34485,7 +38456,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$405  = sh4_1;
     if (\$2 ) begin
       \$405  = \$97 ;
@@ -34498,7 +38469,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$406  = rb4_1;
     if (\$2 ) begin
       \$406  = \$100 ;
@@ -34511,7 +38482,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$407  = y5_1;
     if (\$2 ) begin
       \$407  = \$140 ;
@@ -34524,7 +38495,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$408  = x1_2;
     if (\$2 ) begin
       \$408  = \$142 ;
@@ -34537,7 +38508,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$409  = plo2_2;
     if (\$2 ) begin
       \$409  = \$144 ;
@@ -34550,7 +38521,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$410  = phi2_2;
     if (\$2 ) begin
       \$410  = \$146 ;
@@ -34563,7 +38534,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$411  = p3_2;
     if (\$2 ) begin
       \$411  = \$149 [63:0];
@@ -34576,7 +38547,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$412  = sh4_2;
     if (\$2 ) begin
       \$412  = \$151 ;
@@ -34589,7 +38560,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$413  = rb4_2;
     if (\$2 ) begin
       \$413  = \$154 ;
@@ -34602,7 +38573,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$414  = y5_2;
     if (\$2 ) begin
       \$414  = \$194 ;
@@ -34615,7 +38586,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$415  = x1_3;
     if (\$2 ) begin
       \$415  = \$196 ;
@@ -34628,7 +38599,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$416  = plo2_3;
     if (\$2 ) begin
       \$416  = \$198 ;
@@ -34641,7 +38612,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$417  = phi2_3;
     if (\$2 ) begin
       \$417  = \$200 ;
@@ -34654,7 +38625,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$418  = p3_3;
     if (\$2 ) begin
       \$418  = \$203 [63:0];
@@ -34667,7 +38638,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$419  = sh4_3;
     if (\$2 ) begin
       \$419  = \$205 ;
@@ -34680,7 +38651,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$420  = rb4_3;
     if (\$2 ) begin
       \$420  = \$208 ;
@@ -34693,7 +38664,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$421  = y5_3;
     if (\$2 ) begin
       \$421  = \$248 ;
@@ -34706,7 +38677,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$422  = wr_en;
     if (\$2 ) begin
       \$422  = 1'h0;
@@ -34729,7 +38700,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$423  = max6_0;
     if (\$2 ) begin
       if (v5) begin
@@ -34746,7 +38717,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$424  = max6_1;
     if (\$2 ) begin
       if (v5) begin
@@ -34763,7 +38734,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$425  = max6_2;
     if (\$2 ) begin
       if (v5) begin
@@ -34780,7 +38751,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$426  = max6_3;
     if (\$2 ) begin
       if (v5) begin
@@ -34797,7 +38768,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$427  = wr_addr;
     if (\$2 ) begin
       if (v5) begin
@@ -34819,7 +38790,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$428  = wr_data;
     if (\$2 ) begin
       if (v5) begin
@@ -34841,7 +38812,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     ctl__cmd__ready = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -34849,7 +38820,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     acc_rd__en = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -34865,7 +38836,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     acc_rd__addr = 13'h0000;
     casez (vec_fsm_state)
       3'h0:
@@ -34881,7 +38852,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     spad_rd__en = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -34897,7 +38868,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     spad_rd__addr = 14'h0000;
     casez (vec_fsm_state)
       3'h0:
@@ -34913,7 +38884,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     fire = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -34929,7 +38900,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     ctl__done = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -34994,8 +38965,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7659$16 , \port$8455$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8392$16 , \port$9398$0 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -35038,10 +39009,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7659$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$7659$16 ;
-  wire [15:0] \port$7659$16 ;
-  input [7:0] \port$8455$0 ;
-  wire [7:0] \port$8455$0 ;
+  input [15:0] \port$8392$16 ;
+  wire [15:0] \port$8392$16 ;
+  input [7:0] \port$9398$0 ;
+  wire [7:0] \port$9398$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -35076,7 +39047,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7659$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7659$16 , \port$8455$0  };
+      storage[w_port__addr] <= { \port$8392$16 , \port$9398$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -35128,7 +39099,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7659$16 , 
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -35141,7 +39112,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7659$16 , 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -35154,7 +39125,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7659$16 , 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -35170,7 +39141,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7659$16 , 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -35187,8 +39158,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$7659$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7659$16 , \port$8455$0  };
-  assign w_data = { \port$7659$16 , \port$8455$0  };
+  assign w_port__data = { \port$8392$16 , \port$9398$0  };
+  assign w_data = { \port$8392$16 , \port$9398$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -40,3 +40,19 @@ def test_sram_macro_outside_block_ram_is_an_error(tmp_path):
             ".rdata(y), .wen(en), .waddr(a), .wdata(a));\nalways @(posedge clk) q <= a;")
     with pytest.raises(synth.SynthError, match="not in block RAM"):
         synth.synthesize(_tiny(tmp_path, "lutram", body, srams=1), full=False)
+
+
+def test_place_and_route_reports_the_routed_clock_and_path(tmp_path):
+    # A registered 16x16 multiply-accumulate: small enough to route in seconds, with a DSP path.
+    body = ("reg [3:0] ra, rb; reg [15:0] acc;\nalways @(posedge clk) begin ra <= a; rb <= {a[1:0], a[3:2]};"
+            " acc <= acc + ra * rb; q <= acc[15:12]; end\nassign y = acc[3:0];")
+    target = _tiny(tmp_path, "mac", body)
+    res = synth.synthesize(target)
+    assert res.luts > 0 and res.ffs >= 24
+    synth.place_and_route(target, res, budget_s=600, seed=1)
+    assert res.timing == "routed", res.timing
+    assert 20 < res.fmax_mhz < 1000
+    assert res.critical_from.endswith(".Q") and res.critical_to, res.critical_path
+    assert [step for step in res.critical_path if step[0] == "routing"]
+    md = synth.markdown([synth.asdict(res)])
+    assert f"{res.fmax_mhz:.1f} | routed" in md

