@@ -193,7 +193,7 @@ def _fault(caps, rng, wl, b, q, bases, decerr, report, p_config, jobs):
         kind = CONFIG_KINDS[int(rng.integers(len(CONFIG_KINDS)))]
         report.faults[kind] += 1
         report.codes[ERROR_KINDS[kind].name] += 1
-        return inject(kind, wl, own, q, pos, decerr)
+        return inject(kind, wl, own, q, pos, decerr, hole_addr=None)   # no timeout kinds here
     words, code, applied = mal.fault(cls)
     if decode(words)["opcode"] == Opcode.VECTOR:       # load the shift rows it may read first
         wl.insert(q, pos, encode(Opcode.BARRIER, tag=own._next_tag()))
