@@ -50,7 +50,7 @@ async def queue_stress(dut):
     cycles = (await tb.read(R.TIMESTAMP) - t0) & 0xFFFF_FFFF
     wall = time.monotonic() - wall
     assert tb.host.prot_err == 0, f"host memory saw AXI protocol violations: {tb.host.prot_err_text()}"
-    tb.log.info(f"queue_stress: {report.descriptors} descriptors ({commands}+ per queue) retired "
+    tb.log.info(f"queue_stress: {report.name}: {report.descriptors} descriptors ({commands}+ per queue) retired "
                 f"and checked; {cycles} cycles simulated in {wall:.1f} s ({cycles / wall:.0f} "
                 f"cycles/s, scoreboard included)")
 

@@ -37,11 +37,12 @@ from spec.chip import QUEUES
 from spec.commands import decode, encode
 from spec.descriptors import Opcode
 from driver.ops import HostWrite, Write
+from golden.ops import SHIFT_MAX
 
 from .chip_scenarios import random_host, run_workload
 from .dag_workload import DagBuilder, Failure, build_dag, new_workload, queue_configs
 from .error_injection import ERROR_KINDS, inject, widen
-from .malformed import DECERR_SLACK, FAULTS, SHIFT_MAX, Context, Malformer, dma_extent
+from .malformed import DECERR_SLACK, FAULTS, Context, Malformer, dma_extent
 from .queue_host import event_bases, reset_queue
 from .ring_layout import Layout, reg
 

@@ -13,7 +13,8 @@ the requantization shift rows a VECTOR may read), in the documented check order:
    bus-dependent BAD_SHIFT (a shift outside 0..63 in the shift row) and AXI_DECERR (host bytes
    beyond the memory).
 
-It restates the documents and does not call the golden models, so the fuzzing that uses it
+It restates the documents and does not call the golden models (it takes only the shift limit
+from golden/ops.py, where docs/numerics.md's constant lives), so the fuzzing that uses it
 (verif/fuzz.py) checks the golden chip model as well as the RTL; tests/test_fuzz.py checks it
 against ``firmware_status`` + ``DeviceModel`` on random descriptors.
 
@@ -25,15 +26,12 @@ after writing the rows before it; see docs/verification.md).
 """
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from spec.chip import EVENTS
 from spec.commands import decode, encode
 from spec.descriptors import (COMMANDS, DESCRIPTOR_FIELDS, DMA_FIELDS, EVENT_FIELDS, GEMM_FIELDS,
                               VEC_FIELDS, ErrorCode, Opcode)
+from golden.ops import SHIFT_MAX      # the largest requantization shift (docs/numerics.md)
 
-#: Largest valid requantization shift (docs/numerics.md).
-SHIFT_MAX = 63
 M32 = 0xFFFF_FFFF
 #: A DECERR fault's DMA starts up to this many bytes past the end of host memory.
 DECERR_SLACK = 64
