@@ -28,12 +28,13 @@ Design:
 Any number of transactions from any manager may be outstanding at once; ordering per (manager, ID)
 is preserved because the subordinate sees one unique ID per (manager, ID).
 """
-from amaranth import Array, Cat, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import Axi4Signature
-from .round_robin import round_robin
+from .formal import Axi4Manager, Axi4Subordinate, Rules, contract_for, implies
+from .round_robin import round_robin, round_robin_contract
 
 _AR_FIELDS = ("araddr", "arlen", "arsize", "arburst", "arprot")
 _AW_FIELDS = ("awaddr", "awlen", "awsize", "awburst", "awprot")
@@ -76,7 +77,8 @@ class Axi4Arbiter(wiring.Component):
 
     # ------------------------------------------------------------------------------------------
     def _addr_channel(self, m, ch, fields, extra_block=None):
-        """AR or AW: round-robin arbiter into a one-entry output register. Returns (take, sel)."""
+        """AR or AW: round-robin arbiter into a one-entry output register. Returns (take, sel,
+        any, last)."""
         n, s = self.n_managers, self.s
         valids = [getattr(self.m[i], f"{ch}valid") for i in range(n)]
         last = Signal(self.idx_bits, name=f"{ch}_last", init=n - 1)
@@ -101,7 +103,7 @@ class Axi4Arbiter(wiring.Component):
                 m.d.sync += getattr(s, f).eq(Array(getattr(self.m[i], f) for i in range(n))[sel])
             ids = Array(getattr(self.m[i], f"{ch}id") for i in range(n))
             m.d.sync += getattr(s, f"{ch}id").eq(Cat(ids[sel], sel))
-        return take, sel
+        return take, sel, any_, last
 
     def _resp_channel(self, m, ch, fields):
         """R or B: route by the top idx_bits of the ID; ready muxed back."""
@@ -132,7 +134,7 @@ class Axi4Arbiter(wiring.Component):
         n, s, depth = self.n_managers, self.s, self.w_fifo_depth
 
         # ---- read path
-        self._addr_channel(m, "ar", _AR_FIELDS)
+        ar = self._addr_channel(m, "ar", _AR_FIELDS)
         self._resp_channel(m, "r", ("rdata", "rresp", "rlast"))
 
         # ---- write path: AW order FIFO of manager indices
@@ -143,7 +145,8 @@ class Axi4Arbiter(wiring.Component):
         wq_count = Signal(range(depth + 1), name="wq_count")
         wq_full = Signal(name="wq_full")
         m.d.comb += wq_full.eq(wq_count == depth)
-        aw_take, aw_sel = self._addr_channel(m, "aw", _AW_FIELDS, extra_block=~wq_full)
+        aw = self._addr_channel(m, "aw", _AW_FIELDS, extra_block=~wq_full)
+        aw_take, aw_sel = aw[:2]
 
         head = Signal(self.idx_bits, name="w_head")
         w_active = Signal(name="w_active")
@@ -174,4 +177,103 @@ class Axi4Arbiter(wiring.Component):
             m.d.sync += wq_count.eq(wq_count - 1)
 
         self._resp_channel(m, "b", ("bresp",))
+        if contract_for(platform, self):
+            self._formal_contract(m, platform, ar, aw, wq_rd, wq_wr, wq_count, head)
         return m
+
+    # ------------------------------------------------------------------------------------------
+    def _formal_contract(self, m, platform, ar, aw, wq_rd, wq_wr, wq_count, head):
+        """The arbiter's contract (docs/formal.md).
+
+        Every ``m[i]`` is an AXI4 subordinate port (the manager's rules assumed: at most
+        ``max_reads`` / ``max_writes`` bursts of at most ``max_len`` beats outstanding, from the
+        proof's options) and ``s`` a manager port; the AR and AW choices are round-robin
+        (:func:`round_robin_contract`); at most one manager is granted per channel per cycle and
+        only a requesting one; ``s`` carries exactly the address the granted manager offered,
+        once, with its index in the ID; W, R and B beats pass between ``s`` and exactly one
+        manager, the right one; the W order FIFO never overflows or underflows and its head is
+        the manager of the oldest write burst on ``s`` whose data is incomplete. With
+        ``ar_stall`` (option), a subordinate that never holds ARREADY low for more than that many
+        cycles makes every manager's ARVALID accepted within ``n * (ar_stall + 1)`` cycles.
+        """
+        opt = platform.options
+        n, s, ib = self.n_managers, self.s, self.id_bits
+        reads, writes = opt.get("max_reads", 2), opt.get("max_writes", 2)
+        max_len = opt.get("max_len", 4)
+        for i in range(n):
+            m.submodules[f"formal_m{i}"] = Axi4Subordinate(
+                self.m[i], max_reads=reads, max_writes=writes, max_len=max_len, full_width=False,
+                aligned=False, no_cover=("w.early",), name=f"m{i}")
+        sm = m.submodules.formal_s = Axi4Manager(
+            s, max_reads=n * reads, max_writes=n * writes, per_id=reads, max_len=max_len, full_width=False,
+            aligned=False, name="s")
+        rules = Rules(m, platform, "arbiter")
+
+        for ch, (take, sel, any_, last), fields in (("ar", ar, _AR_FIELDS), ("aw", aw, _AW_FIELDS)):
+            valids = [getattr(self.m[i], f"{ch}valid") for i in range(n)]
+            readies = [getattr(self.m[i], f"{ch}ready") for i in range(n)]
+            rules.guarantee(f"{ch}.exclusive", sum(readies) <= 1)
+            for v, r in zip(valids, readies):
+                rules.guarantee(f"{ch}.grant", implies(r, v))
+            rules.guarantee(f"{ch}.last", last < n)
+            round_robin_contract(m, rules, valids, last, any_, sel, take, name=f"{ch}_rr")
+            # s offers exactly the address accepted from the granted manager, once
+            hs = [v & r for v, r in zip(valids, readies)]
+            shadow = Signal(len(Cat(*[getattr(s, f) for f in fields], getattr(s, f"{ch}id"))),
+                            name=f"formal_{ch}_shadow")
+            pending = Signal(name=f"formal_{ch}_pending")
+            for i in range(n):
+                with m.If(hs[i]):
+                    mi = self.m[i]
+                    m.d.sync += shadow.eq(Cat(*[getattr(mi, f) for f in fields],
+                                              getattr(mi, f"{ch}id"), Const(i, self.idx_bits)))
+            out_hs = getattr(s, f"{ch}valid") & getattr(s, f"{ch}ready")
+            m.d.sync += pending.eq(Cat(*hs).any() | (pending & ~out_hs))
+            rules.guarantee(f"{ch}.forward", getattr(s, f"{ch}valid") == pending)
+            rules.guarantee(f"{ch}.forward", implies(
+                pending, Cat(*[getattr(s, f) for f in fields], getattr(s, f"{ch}id")) == shadow))
+
+        # responses: routed by the ID's top bits to exactly that manager, ready back from it
+        for ch, fields in (("r", ("rdata", "rresp", "rlast")), ("b", ("bresp",))):
+            valid, ready, sid = (getattr(s, f"{ch}valid"), getattr(s, f"{ch}ready"),
+                                 getattr(s, f"{ch}id"))
+            for i in range(n):
+                mi = self.m[i]
+                to_i = valid & (sid[ib:] == i)
+                rules.guarantee(f"{ch}.route", getattr(mi, f"{ch}valid") == to_i)
+                rules.guarantee(f"{ch}.route", implies(to_i, (ready == getattr(mi, f"{ch}ready"))
+                                                       & (getattr(mi, f"{ch}id") == sid[:ib])
+                                                       & (Cat(*[getattr(mi, f) for f in fields])
+                                                          == Cat(*[getattr(s, f) for f in fields]))))
+
+        # W: the beat on s is the one the manager of its burst (ID top bits) hands over now
+        w_idx = sm.w_id[ib:]
+        for i in range(n):
+            mi = self.m[i]
+            mine = w_idx == i
+            rules.guarantee("w.route", implies(mi.wvalid & mi.wready, s.wvalid & s.wready & mine),
+                            group="routing")
+            rules.guarantee("w.route", implies(s.wvalid & mine, mi.wvalid & (Cat(
+                mi.wdata, mi.wstrb, mi.wlast) == Cat(s.wdata, s.wstrb, s.wlast))
+                & (mi.wready == s.wready)), group="routing")
+        depth = self.w_fifo_depth
+        rules.guarantee("wq.bounds", wq_count <= depth)
+        rules.guarantee("wq.bounds", implies(aw[0], wq_count < depth))
+        ptr = wq_rd + wq_count
+        rules.guarantee("wq.bounds", (wq_rd < depth)
+                        & (wq_wr == Mux(ptr >= depth, ptr - depth, ptr)))
+        rules.guarantee("wq.head", implies(wq_count != 0, head == w_idx), group="routing")
+        rules.cover("wq.full", wq_count == depth)
+
+        stall_limit = opt.get("ar_stall")
+        if stall_limit is not None:
+            stalled = Signal(range(stall_limit + 1), name="formal_s_ar_stalled")
+            m.d.sync += stalled.eq(Mux(s.arvalid & ~s.arready, stalled + 1, 0))
+            rules.rely("s.ar.live", implies(stalled == stall_limit, s.arready | ~s.arvalid))
+            bound = n * (stall_limit + 1)
+            for i in range(n):
+                mi = self.m[i]
+                waited = Signal(range(bound + 1), name=f"formal_m{i}_ar_waited")
+                m.d.sync += waited.eq(Mux(mi.arvalid & ~mi.arready, waited + 1, 0))
+                rules.guarantee("ar.wait", waited < bound, group="liveness")
+                rules.cover("ar.waited", mi.arvalid & mi.arready & (waited == bound - 1))

