@@ -43,6 +43,8 @@ LRB = {0: CFG.spad_row_bytes, 1: CFG.acc_row_bytes}
 NROWS = {0: CFG.spad_rows, 1: CFG.acc_rows}
 PRE = {0: "spad", 1: "acc"}
 CLK_NS = 10
+#: the errors a command meets after it started moving data (the others are validation's)
+BUS_ERRORS = (ErrorCode.AXI_SLVERR, ErrorCode.AXI_DECERR, ErrorCode.BUS_TIMEOUT)
 
 FIELDS = ("host_addr", "host_row_stride", "host_plane_stride", "local_addr", "local_row_stride",
           "local_plane_stride", "row_bytes", "col_offset", "rows", "planes", "acc", "reserved")
@@ -299,11 +301,11 @@ class Tb:
     # --- commands -----------------------------------------------------------------------------
     async def submit(self, ch, c):
         """Hand ``c`` to channel ``ch`` ("load"/"store"); returns at the falling edge after the
-        accepting clock, with the cycle and busy-cycle counters of the accepting cycle."""
+        accepting clock, with the harness's counters in the accepting cycle (``counters``)."""
         d = self.dut
         valid = getattr(d, f"{ch}__cmd__valid")
         ready = getattr(d, f"{ch}__cmd__ready")
-        busy, busy_cycles = getattr(d, f"{ch}__busy"), getattr(d, f"{ch}_busy_cycles")
+        busy = getattr(d, f"{ch}__busy")
         await FallingEdge(d.clk)
         getattr(d, f"{ch}__cmd__payload").value = pack(c)
         valid.value = 1
@@ -312,7 +314,7 @@ class Tb:
             rdy = int(ready.value)
             if rdy:     # the accepting cycle: idle, counters before it
                 assert int(busy.value) == 0, f"{ch} busy while it accepts {c}"
-                accept = (int(d.cycles.value), int(busy_cycles.value))
+                accept = self.counters(ch)
             await RisingEdge(d.clk)
             if rdy:
                 break
@@ -320,13 +322,19 @@ class Tb:
         valid.value = 0
         return accept
 
+    def counters(self, ch):
+        """Channel ``ch``'s harness counters now: cycles, its busy cycles, its granted
+        local-memory requests."""
+        d = self.dut
+        return {"cycles": int(d.cycles.value), "busy": int(getattr(d, f"{ch}_busy_cycles").value),
+                "local": int(getattr(d, f"{ch}_local").value)}
+
     async def run_cmd(self, ch, c, timeout_cycles=None):
         """Submit ``c`` on channel ``ch`` ("load"/"store"); return (ErrorCode, cycles accept->done)."""
         d = self.dut
         done = getattr(d, f"{ch}__done")
         if timeout_cycles is None:
             timeout_cycles = 20000 + 400 * c["rows"] * c["planes"] * (1 + c["row_bytes"] // DB)
-        busy, busy_cycles = getattr(d, f"{ch}__busy"), getattr(d, f"{ch}_busy_cycles")
         accept = await self.submit(ch, c)
         start = int(d.cycles.value) - 1
         try:
@@ -341,15 +349,39 @@ class Tb:
         await ReadOnly()
         err = ErrorCode(int(getattr(d, f"{ch}__error").value))
         cycles = int(d.cycles.value) - start
+        now = self.counters(ch)
         # busy: high from the cycle after the accepting one through the done cycle
-        after = int(d.cycles.value) - accept[0] - 1
-        high = int(busy_cycles.value) - accept[1] + int(busy.value)
+        after = now["cycles"] - accept["cycles"] - 1
+        high = now["busy"] - accept["busy"] + int(getattr(d, f"{ch}__busy").value)
         assert high == after + 1, (f"{ch} busy in only {high} of the {after + 1} cycles from the one "
                                    f"after accepting {c} to its done")
+        self.check_local_traffic(ch, c, err, now["local"] - accept["local"])
         await FallingEdge(d.clk)
         return err, cycles
 
+    def check_local_traffic(self, ch, c, err, granted):
+        """A command requests each of its local rows once (a load writes it, a store reads it):
+        all of them when it succeeds, none when validation rejects it, at most all when the bus
+        fails it midway; and no channel touches local memory while it is not busy (the GEMM and
+        vector engines share these memories)."""
+        # row_bytes 0: a load still writes all-zero rows, a store moves nothing
+        rows = c["rows"] * c["planes"] if ch == "load" or c["row_bytes"] else 0
+        what = ("row writes", "row reads")[ch == "store"]
+        if err == ErrorCode.OK:
+            assert granted == rows, f"{ch}: {granted} local {what} for {c}, expected its {rows} rows once"
+        elif err in BUS_ERRORS:
+            assert granted <= rows, f"{ch}: {granted} local {what} for {c} ({err.name}), more than its {rows} rows"
+        else:
+            assert granted == 0, f"{ch}: {granted} local {what} for {c}, rejected with {err.name}"
+        self.check_idle_access(ch)
+
+    def check_idle_access(self, ch):
+        assert int(getattr(self.dut, f"{ch}_idle_access").value) == 0, \
+            f"{ch} channel requested local memory while not busy"
+
     def check_protocol(self, what):
+        for ch in ("load", "store"):
+            self.check_idle_access(ch)
         self.mon.finish(what)           # no violation, every burst of the command complete
         if not self.use_ext:
             assert self.hm.prot_err == 0, f"{what}: host memory model saw {self.hm.prot_err_text()}"

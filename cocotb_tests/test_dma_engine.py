@@ -24,7 +24,7 @@ import subprocess
 import warnings
 
 import pytest
-from amaranth import ClockSignal, Instance, Module, Mux, ResetSignal, Signal
+from amaranth import Cat, ClockSignal, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.hdl import UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -87,6 +87,10 @@ class DmaHarness(wiring.Component):
             "cycles": Out(32), "load_busy_cycles": Out(32), "store_busy_cycles": Out(32),
             "load_window": In(DmaWindow), "store_window": In(DmaWindow),
             "load_reset": In(1), "store_reset": In(1), "bus_timeout": In(32),
+            # local-memory traffic per channel: granted requests (load: row writes, store: row
+            # reads), and a sticky flag for a request while the channel is not busy
+            "load_local": Out(32), "store_local": Out(32),
+            "load_idle_access": Out(1), "store_idle_access": Out(1),
         })
 
     def elaborate(self, platform):
@@ -106,6 +110,11 @@ class DmaHarness(wiring.Component):
         m.d.sync += [self.cycles.eq(self.cycles + 1),
                      self.load_busy_cycles.eq(self.load_busy_cycles + dma.load.busy),
                      self.store_busy_cycles.eq(self.store_busy_cycles + dma.store.busy)]
+        for ch, ports in (("load", (dma.spad_wr, dma.acc_wr)), ("store", (dma.spad_rd, dma.acc_rd))):
+            count, idle = getattr(self, f"{ch}_local"), getattr(self, f"{ch}_idle_access")
+            m.d.sync += count.eq(count + sum(p.en & p.gnt for p in ports))
+            with m.If(Cat(p.en for p in ports).any() & ~getattr(dma, ch).busy):
+                m.d.sync += idle.eq(1)
 
         # Blocker randomness: a 32-bit Galois LFSR.
         lfsr = Signal(32, init=0xACE1_2468)

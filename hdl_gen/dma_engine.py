@@ -19,8 +19,10 @@ behaviour:
 * Loads keep up to ``config.dma_outstanding`` read bursts in flight; stores keep up to
   ``config.dma_outstanding`` write bursts waiting for their B response.
 * The DMA is the lowest-priority requester of the local memories: a write or read that is not
-  granted is simply retried. A load row that waits for its local write stalls the R channel
-  (``rready`` low) only when the next row has also been fully received.
+  granted is simply retried. A channel requests local memory only while it is busy, and each
+  local row of its command until granted once (a store with ``row_bytes`` 0 reads none). A load
+  row that waits for its local write stalls the R channel (``rready`` low) only when the next row
+  has also been fully received.
 
 Validation (before any transfer; in this priority order, the first that applies is reported):
 

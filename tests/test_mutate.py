@@ -248,7 +248,7 @@ def test_mutation_sample(tmp_path):
     before = _tree_digest()
     out = tmp_path / "mutate"
     r = subprocess.run([sys.executable, "-m", "tools.mutate", "--block", "axi_arbiter,banked_memory",
-                        "--count", "2", "--scope", "bench", "--seed", str(seed), "--out", str(out)],
+                        "--count", "2", "--scope", "bench", "--jobs", "1", "--seed", str(seed), "--out", str(out)],
                        cwd=M.REPO, capture_output=True, text=True, timeout=3600)
     assert _tree_digest() == before
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
