@@ -22,12 +22,13 @@ environment is taken to be reset with the block (AXI's ARESETn is chip-wide).
 """
 from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, Value
 from amaranth.hdl import Assert, Assume, Cover
+from amaranth.lib import fifo as _fifo
 
 from .axi import BURST_INCR, RESP_EXOKAY
 
 __all__ = ["FormalPlatform", "contract_for", "Rules", "past", "implies",
            "Axi4Manager", "Axi4Subordinate", "Axi4LiteManager", "Axi4LiteSubordinate",
-           "fifo_contract", "Tracker"]
+           "fifo_contract", "Tracker", "peekable", "fifo_for"]
 
 
 class FormalPlatform(str):
@@ -344,6 +345,9 @@ class _Axi4LiteRules(Elaboratable):
     def __init__(self, port, *, max_outstanding=1, no_cover=(), name="lite"):
         self.port, self.name, self.max_outstanding = port, name, max_outstanding
         self.no_cover = no_cover
+        #: requests accepted and not yet answered, per request channel (for block invariants)
+        self.open = {ch: Signal(range(max_outstanding + 1), name=f"{name}_{ch}_open")
+                     for ch in ("aw", "w", "ar")}
 
     def elaborate(self, platform):
         m = Module()
@@ -356,8 +360,7 @@ class _Axi4LiteRules(Elaboratable):
             _handshake_rules(rules, sender_is_manager == mgr, ch, getattr(p, f"{ch}valid"),
                              getattr(p, f"{ch}ready"), [getattr(p, f) for f in fields])
         hs = {ch: getattr(p, f"{ch}valid") & getattr(p, f"{ch}ready") for ch in ("aw", "w", "b", "ar", "r")}
-        # requests accepted and not yet answered, per channel
-        open_ = {ch: Signal(range(n + 1), name=f"{self.name}_{ch}_open") for ch in ("aw", "w", "ar")}
+        open_ = self.open
         for ch, resp in (("aw", "b"), ("w", "b"), ("ar", "r")):
             rules.check(f"{ch}.limit", not mgr, implies(hs[ch], (open_[ch] < n) | hs[resp]))
             m.d.sync += open_[ch].eq(open_[ch] + hs[ch] - hs[resp])
@@ -365,7 +368,6 @@ class _Axi4LiteRules(Elaboratable):
         rules.check("r.request", not mgr, implies(p.rvalid, open_["ar"] != 0))
         rules.check("b.resp", not mgr, implies(p.bvalid, p.bresp != RESP_EXOKAY))
         rules.check("r.resp", not mgr, implies(p.rvalid, p.rresp != RESP_EXOKAY))
-        self.open = open_
         return m
 
 
@@ -411,6 +413,42 @@ class Tracker:
             m.d.sync += [self.armed.eq(1), self.data.eq(enter_data),
                          self.ahead.eq(inside - leave)]
         rules.cover(f"{name}.followed", self.leaves & (self.ahead == 0) & (inside > 1))
+
+
+def peekable(cls):
+    """``cls`` (Amaranth's ``SyncFIFO`` or ``SyncFIFOBuffered``) with its stored entries visible
+    to a contract, for the invariants that let an order or bookkeeping proof close by induction:
+    ``entries[k]`` is the k-th oldest entry of the storage (valid for ``k`` below the number
+    stored; a buffered FIFO's oldest entry sits in ``r_data`` while ``r_rdy``). Reaches into
+    the FIFO's elaborated module: Amaranth 0.5 names its storage ``storage``, whose first read
+    port is addressed by the FIFO's ``consume`` pointer. Only formal builds use it."""
+    buffered = issubclass(cls, _fifo.SyncFIFOBuffered)
+
+    class Peekable(cls):
+        def __init__(self, *, width, depth):
+            super().__init__(width=width, depth=depth)
+            self.stored = depth - 1 if buffered else depth
+            self.entries = [Signal(width, name=f"peek{k}") for k in range(self.stored)]
+
+        def elaborate(self, platform):
+            m = super().elaborate(platform)
+            storage, _ = m._named_submodules["storage"]
+            consume = storage.read_ports[0].addr
+            for k, entry in enumerate(self.entries):
+                port = storage.read_port(domain="comb")
+                slot = consume + k
+                m.d.comb += [port.addr.eq(Mux(slot >= self.stored, slot - self.stored, slot)),
+                             entry.eq(port.data)]
+            return m
+
+    Peekable.__name__ = f"Peekable{cls.__name__}"
+    return Peekable
+
+
+def fifo_for(platform, block, cls, **kwargs):
+    """A ``cls`` FIFO for ``block``: :func:`peekable` in a proof of ``block``'s contract, else the
+    plain class (so the RTL is unchanged)."""
+    return (peekable(cls) if contract_for(platform, block) else cls)(**kwargs)
 
 
 def fifo_contract(m, rules, fifo, name, *, pick, depth=None, by_block=True):

