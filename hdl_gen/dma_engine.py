@@ -619,7 +619,7 @@ class DmaEngine(wiring.Component):
         * ``rows.local``: every local write of a load is the next row of its command,
           ``local_addr + p*local_plane_stride + r*local_row_stride``, in the memory ``acc``
           names, and there are no more of them than the command has rows.
-        * ``mem.hold``: a local request keeps ``en``, its row (and write data) until ``gnt``.
+        * ``mem.hold``: a local write request keeps ``en``, its row and data until ``gnt``.
 
         The environment: the banked memories grant only a requester that asks (their contract).
         With the proof option ``command_bounds`` (``rows``, ``planes``, ``bits``), commands have
@@ -637,8 +637,12 @@ class DmaEngine(wiring.Component):
         for name in ("spad_wr", "acc_wr", "spad_rd", "acc_rd"):
             port = getattr(self, name)
             rules.rely("mem.grant", implies(port.gnt, port.en))
+        # a read request may be withdrawn (a store ending on an error response does), a write
+        # request may not: the row would be lost
+        for name in ("spad_wr", "acc_wr"):
+            port = getattr(self, name)
             waiting = past(m, port.en & ~port.gnt, f"formal_{name}_waiting")
-            held = Cat(port.addr, port.data) if name.endswith("wr") else port.addr
+            held = Cat(port.addr, port.data)
             rules.guarantee("mem.hold", implies(waiting, port.en & (held == past(
                 m, held, f"formal_{name}_held"))), group="mem")
         bounds = platform.options.get("command_bounds")
