@@ -18,7 +18,7 @@ from spec.firmware_image import FirmwareImage
 from driver.ops import run_async
 from verif import chip_scenarios as S
 from spec.chip import QUEUES
-from verif.error_injection import ERROR_KINDS
+from verif.error_injection import BUS_TIMEOUT_CYCLES, ERROR_KINDS, blackhole_window
 
 from verif.chip_tb import ChipTB
 from verif.functional_coverage import async_probe
@@ -26,9 +26,18 @@ from verif.soc_target import HOST_WORDS
 
 MEMORY_BYTES = HOST_WORDS * 8
 #: The scenarios use host memory below HOST_BYTES; the error scenarios make the memory model
-#: answer DECERR above it (the golden chip model does the same beyond its memory).
+#: answer DECERR above it (the golden chip model does the same beyond its memory), except in the
+#: black hole at its top, where it does not answer at all (the golden model is told the same).
 HOST_BYTES = MEMORY_BYTES - 0x1_0000
 DECERR_BASE = HOST_BYTES
+BLACKHOLE = blackhole_window(HOST_BYTES)
+assert BLACKHOLE[1] <= MEMORY_BYTES
+
+
+def misbehave(tb):
+    """Set the host memory model up as the error scenarios expect (DECERR, then the black hole)."""
+    tb.host.set_error_window(DECERR_BASE, BLACKHOLE[0], resp=3)
+    tb.host.set_blackhole(*BLACKHOLE)
 
 
 async def _boot(dut, *, latency=None, stall=None, tb=None, seed=None):
@@ -67,12 +76,48 @@ async def queue_errors(dut):
     for i, (kind, queue) in enumerate(runs):
         tb.log.info(f"error class {kind}: chip reset, firmware loaded")
         _, dev = await _boot(dut, tb=tb, seed=tb.seed + i)
-        tb.host.set_error_window(DECERR_BASE, MEMORY_BYTES, resp=3)
+        misbehave(tb)
         report = await run_async(
             S.error_scenario(tb.caps, tb.seed + i, kind, host_bytes=HOST_BYTES,
-                             decerr_addr=DECERR_BASE, queue=queue), dev)
+                             decerr_addr=DECERR_BASE, blackhole=BLACKHOLE, queue=queue), dev)
         tb.log.info(f"{kind}: {report.name}: {report.descriptors} descriptors retired in "
                     f"{report.cycles} cycles")
+        if kind == "dma_timeout":
+            check_timeout_cycles(tb, report)
+
+
+def check_timeout_cycles(tb, report):
+    """The DMA command that reached the black hole failed BUS_TIMEOUT.CYCLES after its last bus
+    progress (exactly: the DMA bench's t_bus_timeout), plus the firmware's retirement: its record's
+    timestamp (when the firmware asked for it) lies between that many cycles after the black hole
+    swallowed its last burst (the host model's cycle count runs from the same reset as TIMESTAMP)
+    and a few firmware passes later (a store's W beats may follow its swallowed AW late, and the
+    other queues keep the firmware busy: 600..1600 cycles seen), long before the watchdog."""
+    (ts,) = [r["timestamp"] for recs in report.records.values() for r in recs.values()
+             if r["status"] == ErrorCode.BUS_TIMEOUT]
+    waited = (ts - tb.host.bh_time) & 0xFFFF_FFFF
+    tb.log.info(f"dma_timeout: record requested {waited} cycles after the last swallowed burst "
+                f"(BUS_TIMEOUT.CYCLES = {BUS_TIMEOUT_CYCLES})")
+    assert BUS_TIMEOUT_CYCLES <= waited <= BUS_TIMEOUT_CYCLES + 5000, \
+        f"BUS_TIMEOUT after {waited} cycles, the limit is {BUS_TIMEOUT_CYCLES}"
+
+
+@cocotb.test()
+async def queue_dma_watchdog(dut):
+    """The firmware watchdog resets only the hung DMA channel (chip_scenarios.dma_watchdog_scenario):
+    with the bus timeout off, a DMA command of one queue hangs on the black hole while another
+    queue runs a chain of commands on the other channel; the reset hits the chain with a command
+    in flight, which completes bit-exactly. The load channel hung, then (chip reset) the store
+    channel."""
+    tb = ChipTB(dut)
+    for i, hung in enumerate(("load", "store")):
+        _, dev = await _boot(dut, tb=tb, seed=tb.seed + i)
+        misbehave(tb)
+        report = await run_async(S.dma_watchdog_scenario(
+            tb.caps, tb.seed + i, host_bytes=HOST_BYTES, blackhole=BLACKHOLE, hung=hung,
+            commands=8, rows=128, watchdog=3000), dev)
+        tb.log.info(f"{report.name}: {report.descriptors} descriptors retired in {report.cycles} "
+                    f"cycles, then {report.phases[0].descriptors} after the queue's reset")
 
 
 class BusTimer:

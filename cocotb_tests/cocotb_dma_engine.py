@@ -13,6 +13,7 @@ Python writes ``hm_cfg_stall`` and ``blk_prob`` (which reach READYs combinationa
 backdoors only between commands, with the bus quiet, so the packed sampler's falling-edge read
 sees what the next rising edge sees.
 """
+import itertools
 import json
 import os
 import random
@@ -21,7 +22,8 @@ import cocotb
 import numpy as np
 from amaranth.lib import data
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiRam
 
 from verif.axi_checker import Axi4Checker, BusMonitor, PackedSampler, SignalSampler
@@ -147,34 +149,43 @@ def first_failing_row(c, base, limit):
 # --------------------------------------------------------------------------------------------------
 # AXI checker of both paths (every cycle)
 
-def axi_checker(bus):
+def axi_checker(bus, limits=True):
     """The AXI rules plus the DMA's own: full-width, beat-aligned bursts of at most
-    max_burst_beats, at most dma_outstanding per direction."""
+    max_burst_beats, at most dma_outstanding per direction (``limits``; abandoned bursts do not
+    count towards a channel's limit, so benches that abandon some leave it out)."""
+    out = CFG.dma_outstanding if limits else None
     return Axi4Checker(data_bytes=DB, bus=bus, full_width=True, aligned=True,
-                       max_beats=CFG.max_burst_beats, max_reads=CFG.dma_outstanding,
-                       max_writes=CFG.dma_outstanding)
+                       max_beats=CFG.max_burst_beats, max_reads=out, max_writes=out)
 
 
-def axi_monitor(dut, use_ext):
+def axi_monitor(dut, use_ext, limits=True):
     """The checker on the ``ext__*`` pins (protocol path) or on the packed copies ``mon_hm_*`` of
     the bus to the HDL host memory model (fast path; the cocotb clock starts high, so rising edge
     k is at k * CLK_NS)."""
     if use_ext:
-        return BusMonitor(SignalSampler(dut, "ext__", axi_checker("ext")))
+        return BusMonitor(SignalSampler(dut, "ext__", axi_checker("ext", limits)))
     widths = signature_widths(Axi4Signature(CFG.axi_addr_bits, CFG.axi_data_bits, CFG.axi_id_bits))
-    return BusMonitor(PackedSampler(dut, "hm", axi_checker("hm"), clock_ns=CLK_NS, first_edge_ns=0,
-                                    widths=widths))
+    return BusMonitor(PackedSampler(dut, "hm", axi_checker("hm", limits), clock_ns=CLK_NS,
+                                    first_edge_ns=0, widths=widths))
+
+
+def edge_now():
+    """Index of the latest rising edge (the bench's clock starts high: edge k at k * CLK_NS), the
+    cycle numbering of the AXI checker's samples."""
+    return int(get_sim_time("ns")) // CLK_NS
 
 
 # --------------------------------------------------------------------------------------------------
 # Testbench
 
 class Tb:
-    def __init__(self, dut, seed, *, use_ext=False):
+    def __init__(self, dut, seed, *, use_ext=False, limits=True):
         self.dut = dut
         self.rng = random.Random(seed)
         self.nrng = np.random.default_rng(seed)
         self.use_ext = use_ext
+        self.limits = limits
+        self.done_edge = {}              # channel -> rising edge at which its last done rose
         self.hm = HostMemory(dut, "hm_", data_bytes=DB, words=HM_WORDS)
         self.host = np.zeros(HOST_SIZE, np.uint8)
         self.local = {a: np.zeros((NROWS[a], LRB[a]), np.uint8) for a in (0, 1)}
@@ -186,6 +197,9 @@ class Tb:
         Clock(d.clk, CLK_NS, unit="ns").start()
         d.rst.value = 1
         d.use_ext.value = int(self.use_ext)
+        d.load_reset.value = 0
+        d.store_reset.value = 0
+        d.bus_timeout.value = 0
         for ch in ("load", "store"):
             getattr(d, f"{ch}__cmd__valid").value = 0
             getattr(d, f"{ch}__cmd__payload").value = 0
@@ -198,7 +212,7 @@ class Tb:
         if self.use_ext:
             self.ram = AxiRam(AxiBus.from_prefix(d, "ext", bus_separator="__"), d.clk, d.rst,
                               size=HOST_SIZE)
-        self.mon = axi_monitor(d, self.use_ext)
+        self.mon = axi_monitor(d, self.use_ext, self.limits)
         for _ in range(3):
             await RisingEdge(d.clk)
         await FallingEdge(d.clk)
@@ -283,14 +297,12 @@ class Tb:
                                f"got {got[bad[0]].tobytes().hex()} expected {exp[bad[0]].tobytes().hex()}")
 
     # --- commands -----------------------------------------------------------------------------
-    async def run_cmd(self, ch, c, timeout_cycles=None):
-        """Submit ``c`` on channel ``ch`` ("load"/"store"); return (ErrorCode, cycles accept->done)."""
+    async def submit(self, ch, c):
+        """Hand ``c`` to channel ``ch`` ("load"/"store"); returns at the falling edge after the
+        accepting clock."""
         d = self.dut
         valid = getattr(d, f"{ch}__cmd__valid")
         ready = getattr(d, f"{ch}__cmd__ready")
-        done = getattr(d, f"{ch}__done")
-        if timeout_cycles is None:
-            timeout_cycles = 20000 + 400 * c["rows"] * c["planes"] * (1 + c["row_bytes"] // DB)
         await FallingEdge(d.clk)
         getattr(d, f"{ch}__cmd__payload").value = pack(c)
         valid.value = 1
@@ -300,9 +312,17 @@ class Tb:
             await RisingEdge(d.clk)
             if rdy:
                 break
-        start = int(d.cycles.value)
         await FallingEdge(d.clk)
         valid.value = 0
+
+    async def run_cmd(self, ch, c, timeout_cycles=None):
+        """Submit ``c`` on channel ``ch`` ("load"/"store"); return (ErrorCode, cycles accept->done)."""
+        d = self.dut
+        done = getattr(d, f"{ch}__done")
+        if timeout_cycles is None:
+            timeout_cycles = 20000 + 400 * c["rows"] * c["planes"] * (1 + c["row_bytes"] // DB)
+        await self.submit(ch, c)
+        start = int(d.cycles.value) - 1
         try:
             await with_timeout(RisingEdge(done), timeout_cycles * CLK_NS, "ns")
         except Exception as e:
@@ -311,6 +331,7 @@ class Tb:
             if not self.use_ext:
                 state += f"; host model: AR {self.hm.ar_count} AW {self.hm.aw_count}"
             raise AssertionError(f"{ch} hung (no done in {timeout_cycles} cycles) for {c}{state}") from e
+        self.done_edge[ch] = edge_now()
         await ReadOnly()
         err = ErrorCode(int(getattr(d, f"{ch}__error").value))
         cycles = int(d.cycles.value) - start
@@ -837,3 +858,221 @@ async def t_perf(dut):
     assert tb.hm.rd_max_outstanding <= CFG.dma_outstanding
     tb.check_protocol("perf")
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Host memory that does not answer; one channel reset alone
+
+BUS_LIMIT = 300          #: BUS_TIMEOUT.CYCLES of these tests
+
+
+def record_progress(tb):
+    """{"load"/"store": rising edge of the channel's latest handshake on the port}, kept up to
+    date from the AXI checker's handshakes."""
+    last = {}
+
+    def listener(cycle, channel, _fields):
+        last["load" if channel in ("ar", "r") else "store"] = cycle
+    tb.mon.core.listeners.append(listener)
+    return last
+
+
+async def drain_parked(tb, what, cycles=4000):
+    """Wait until the host model has answered every parked burst and the bus is quiet."""
+    for _ in range(cycles // 50):
+        await ClockCycles(tb.dut.clk, 50)
+        if tb.hm.bh_parked == 0 and not tb.mon.core.outstanding():
+            await FallingEdge(tb.dut.clk)
+            return
+    raise AssertionError(f"{what}: {tb.hm.bh_parked} parked bursts, bus {tb.mon.core.summary()}")
+
+
+def check_partial_store(tb, c, got, lo, hi, keep=(), what=""):
+    """After a store that stopped part way: every host byte of [lo, hi) is the old one or the
+    command's, the bytes of the ``keep`` ranges are the old ones; the reference takes what is
+    there."""
+    full = tb.host.copy()
+    ref_store(full, tb.local[c["acc"]], c)
+    ok = (got == tb.host[lo:hi]) | (got == full[lo:hi])
+    bad = np.nonzero(~ok)[0]
+    assert len(bad) == 0, f"{what}: host byte {lo + bad[0]:#x} written with a byte of no row"
+    for kl, kh in keep:
+        kl, kh = max(kl, lo), min(kh, hi)
+        assert (got[kl - lo:kh - lo] == tb.host[kl:kh]).all(), \
+            f"{what}: a byte in [{kl:#x}, {kh:#x}) was written"
+    tb.host[lo:hi] = got
+
+
+def rows_cmd(tb, ch, host_lo, local_lo, local_hi, min_rows):
+    """A random command of ``min_rows`` or more distinct host and local rows with data."""
+    while True:
+        c = tb.rand_cmd(host_lo=host_lo, host_hi=host_lo + 256 * 1024, local_lo=local_lo,
+                        local_hi=local_hi, max_rows=16, distinct_local=True, distinct_host=True)
+        if c["row_bytes"] and c["rows"] * c["planes"] >= min_rows:
+            return c
+
+
+@cocotb.test()
+async def t_bus_timeout(dut):
+    """A host memory that does not answer (the model's black hole over one row of a command):
+    swallowing the burst (no R/B) or refusing its address (no AR/AW READY), on either channel.
+    The command ends with BUS_TIMEOUT exactly BUS_TIMEOUT.CYCLES after the channel's last
+    progress on the bus; the rows before the failing one are loaded (stores: only bytes of the
+    command's rows, none in the hole); the AXI rules hold on the port throughout (the refused
+    address stays offered, unchanged, until taken; the abandoned bursts' W beats go out without
+    strobes). With the hole still swallowing, the next command completes on a fresh ID; still
+    refusing, it times out too (the port is blocked). Released, the late responses of the
+    abandoned bursts are dropped by ID while the next command runs: memories exact."""
+    seed = seed_of(dut, "t_bus_timeout")
+    tb = Tb(dut, seed, limits=False)
+    await tb.start(latency=4)
+    r = tb.rng
+    half = HOST_SIZE // 2
+    await tb.host_randomize(0, 256 * 1024)
+    await tb.host_randomize(half, half + 256 * 1024)
+    for acc in (0, 1):
+        await tb.local_randomize(acc)
+    last = record_progress(tb)
+    dut.bus_timeout.value = BUS_LIMIT
+    for ch, mode in itertools.product(("load", "store"), ("swallow", "refuse")):
+        dut.blk_prob.value = r.choice((0, 100))
+        host_lo = 0 if ch == "load" else half
+        while True:        # a hole after the first row: the channel makes progress before it
+            c = rows_cmd(tb, ch, host_lo, 0, 0.5, 3)
+            rows = list(cmd_rows(c))
+            b = rows[r.randrange(1, len(rows))][0] + r.randrange(c["row_bytes"])
+            hole = (b, b + 1)
+            fail = first_failing_row(c, *hole)
+            if fail:
+                break
+        what = f"{ch} {describe(c)}, hole [{hole[0]:#x},{hole[1]:#x}) {mode}s (row {fail})"
+        tb.hm.set_blackhole(*hole, refuse=mode == "refuse", swallow=mode == "swallow")
+        swallowed = tb.hm.bh_count
+        err, _ = await tb.run_cmd(ch, c)
+        assert err == ErrorCode.BUS_TIMEOUT, f"{what}: {err!r}"
+        waited = tb.done_edge[ch] - last[ch]
+        assert waited == BUS_LIMIT + 1, f"{what}: done {waited} cycles after the last handshake"
+        assert tb.hm.bh_count > swallowed, f"{what}: no burst reached the black hole"
+        lo, hi = host_extent(c)
+        if ch == "load":
+            ref_load(tb.host, tb.local[c["acc"]], c, nrows=fail)
+            await tb.check_local(c["acc"], what)
+        else:
+            check_partial_store(tb, c, await tb.host_read(lo, hi - lo), lo, hi, [hole], what)
+        tb.mon.check(what)
+        # The hole still there: a second command on other rows.
+        c2 = rows_cmd(tb, ch, host_lo + 128 * 1024, 0.5, 1, 2)
+        err, _ = await tb.run_cmd(ch, c2)
+        if mode == "refuse":
+            assert err == ErrorCode.BUS_TIMEOUT, f"{what}: behind a refused address: {err!r}"
+        else:
+            assert err == ErrorCode.OK, f"{what}: the next command on a fresh ID: {err!r}"
+            (ref_load if ch == "load" else ref_store)(tb.host, tb.local[c2["acc"]], c2)
+        # Released: the abandoned bursts are answered late while a third command runs.
+        c3 = rows_cmd(tb, ch, host_lo + 192 * 1024, 0, 0.5, 4)
+        task = cocotb.start_soon(tb.run_cmd(ch, c3))
+        await ClockCycles(dut.clk, r.randrange(1, 12))
+        tb.hm.clear_blackhole()
+        err, _ = await task
+        assert err == ErrorCode.OK, f"{what}: after the release: {err!r}"
+        (ref_load if ch == "load" else ref_store)(tb.host, tb.local[c3["acc"]], c3)
+        await drain_parked(tb, what)
+        for acc in (0, 1):
+            await tb.check_local(acc, f"{what}, released")
+        for cmd in (c, c2, c3):
+            lo, hi = host_extent(cmd)
+            await tb.check_host(lo, hi, f"{what}, released")
+        tb.check_protocol(what)
+
+
+@cocotb.test()
+async def t_channel_reset(dut):
+    """ENGINE_RESET of one channel (``load_reset`` / ``store_reset``, one cycle) at a random
+    moment of a long command, with bursts in flight, while the other channel runs a command: the
+    other command completes bit-exactly; the reset one never reports done and wrote only bytes of
+    its own rows (loads: whole local rows); the port stays AXI-clean (the reset channel's
+    bursts are finished by its guard: W beats without strobes, responses dropped). The reset
+    channel's next command is exact. Last, a channel hung on a black hole with the bus timeout
+    off (what the firmware watchdog resets) is reset while the other one works."""
+    seed = seed_of(dut, "t_channel_reset")
+    tb = Tb(dut, seed, limits=False)
+    await tb.start()
+    r = tb.rng
+    half = HOST_SIZE // 2
+    await tb.host_randomize(0, 512 * 1024)
+    await tb.host_randomize(half, half + 512 * 1024)
+    for acc in (0, 1):
+        await tb.local_randomize(acc)
+    dones = {"load": 0, "store": 0}
+
+    async def count_done(ch):
+        done = getattr(dut, f"{ch}__done")
+        while True:
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+            dones[ch] += int(done.value)
+    for ch in dones:
+        cocotb.start_soon(count_done(ch))
+    mid_burst = 0
+    for it in range(12):
+        victim = ("load", "store")[it % 2]
+        other = "store" if victim == "load" else "load"
+        hung = it >= 10
+        tb.hm.set_latency(r.choice((4, 12, 30)))
+        tb.hm.set_backpressure(r.choice((0.0, 0.2)))
+        dut.blk_prob.value = r.choice((0, 100))
+        cmds = {"load": rows_cmd(tb, "load", 0, 0, 0.5, 8),
+                "store": rows_cmd(tb, "store", half, 0.5, 1, 8)}
+        v, o = cmds[victim], cmds[other]
+        what = (f"iter {it}: {victim} {describe(v)} reset{' while hung' if hung else ''}, "
+                f"{other} {describe(o)}")
+        if hung:                               # the first row never answers, and no timeout
+            h = next(cmd_rows(v))[0]
+            tb.hm.set_blackhole(h, h + 1)
+        old_local = tb.local[v["acc"]].copy()
+        await tb.submit(victim, v)
+        seen = dones[victim]
+        task = cocotb.start_soon(tb.run_cmd(other, o))
+        await ClockCycles(dut.clk, 600 if hung else r.randrange(5, 120))
+        await FallingEdge(dut.clk)
+        busy = int(getattr(dut, f"{victim}__busy").value)
+        in_flight = tb.mon.core.n_reads if victim == "load" else tb.mon.core.n_writes
+        getattr(dut, f"{victim}_reset").value = 1
+        await FallingEdge(dut.clk)
+        getattr(dut, f"{victim}_reset").value = 0
+        at_reset = dones[victim]
+        assert not hung or (busy and at_reset == seen), f"{what}: the hung command ended"
+        mid_burst += bool(busy and in_flight)
+        if hung:
+            await ClockCycles(dut.clk, r.randrange(1, 20))
+            tb.hm.clear_blackhole()
+        err, _ = await task
+        assert err == ErrorCode.OK, f"{what}: the other channel's command: {err!r}"
+        (ref_load if other == "load" else ref_store)(tb.host, tb.local[o["acc"]], o)
+        await drain_parked(tb, what)
+        assert dones[victim] == at_reset, f"{what}: done after the reset"
+        # The reset command: whole rows (loads) or bytes of its rows (stores), if any.
+        if victim == "load":
+            full = old_local.copy()
+            ref_load(tb.host, full, v)
+            got = await tb.local_read(v["acc"])
+            ok = (got == old_local).all(axis=1) | (got == full).all(axis=1)
+            assert ok.all(), f"{what}: local row {np.nonzero(~ok)[0][0]} is neither old nor loaded"
+            tb.local[v["acc"]] = got
+        else:
+            lo, hi = host_extent(v)
+            check_partial_store(tb, v, await tb.host_read(lo, hi - lo), lo, hi, what=what)
+        lo, hi = host_extent(o)
+        await tb.check_host(lo, hi, what)
+        for acc in (0, 1):
+            await tb.check_local(acc, what)
+        tb.check_protocol(what)
+        # The reset channel works again, exactly.
+        err, _ = await tb.run_cmd(victim, v)
+        assert err == ErrorCode.OK, f"{what}: the next command: {err!r}"
+        (ref_load if victim == "load" else ref_store)(tb.host, tb.local[v["acc"]], v)
+        await tb.check_local(v["acc"], f"{what}, rerun")
+        lo, hi = host_extent(v)
+        await tb.check_host(lo, hi, f"{what}, rerun")
+        tb.check_protocol(f"{what}, rerun")
+    assert mid_burst >= 6, f"only {mid_burst} of 12 resets hit bursts in flight"

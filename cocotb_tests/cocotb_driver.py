@@ -31,7 +31,8 @@ async def driver_conformance(dut):
     tb.host.configure(latency=int(rng.integers(2, 12)), stall=float(rng.uniform(0, 0.2)), seed=tb.seed)
     await tb.reset()
     image = FirmwareImage.from_elf(os.environ["KAKI_FW_ELF"])
-    ctx = C.Context(async_probe(tb, tb.caps.dim), image, _gather, seed=tb.seed, log=tb.log.info)
+    ctx = C.Context(async_probe(tb, tb.caps.dim), image, _gather, seed=tb.seed, log=tb.log.info,
+                    blackhole=lambda w: tb.host.set_blackhole(*w) if w else tb.host.clear_blackhole())
     names = os.environ.get("KAKI_DRIVER_TESTS", "")
     tests = [t for t in C.TESTS if not names or t.__name__ in names.split(",")]
     assert tests, f"KAKI_DRIVER_TESTS={names!r} selects no test of {[t.__name__ for t in C.TESTS]}"

@@ -13,8 +13,10 @@ independent Python model:
   requests that asked for it;
 * the AXI checker of verif/axi_checker.py on every cycle (valid/payload held until ready on all
   five channels, INCR, WLAST/RLAST, responses), configured for this port: ID 0, full-width beats,
-  one read and one write burst outstanding at most; plus 32-byte aligned 4-beat descriptor reads
-  and W bursts with all strobes on records and the low 4 on consumer writes.
+  one read and one write burst outstanding at most (relaxed by the bus-timeout test, whose
+  abandoned bursts move the controller to other IDs and are finished with null strobes); plus
+  32-byte aligned 4-beat descriptor reads and W bursts with all strobes on records and the low 4
+  on consumer writes.
 
 Pulses (``retired``, ``cpl_irq``, ``error_irq``) are counted per cycle high. AXI error responses
 come from error regions: the AxiRam's ``_read``/``_write`` raise there (cocotbext-axi answers
@@ -69,8 +71,10 @@ assert _REC.const(dict(index=0x11223344, opcode=5, status=6, queue=3, flags=0x81
 class Cpl:
     """One completion request and the record it must produce."""
 
-    def __init__(self, q, index, *, irq=0, halt=0, flags=0, status=0, opcode=0, tag=0, ts=0):
+    def __init__(self, q, index, *, irq=0, halt=0, flags=0, status=0, opcode=0, tag=0, ts=0,
+                 writes=("record", "consumer")):
         self.q, self.index = q, index
+        self.writes = writes             # what reaches memory (a timed-out write may not)
         self.irq, self.halt, self.flags, self.status = irq, halt, flags, status
         self.opcode, self.tag, self.ts = opcode, tag, ts
 
@@ -82,8 +86,10 @@ class Cpl:
 class TB:
     """Clock, reset, AxiRam with pause/error injection, host/firmware helpers and monitors."""
 
-    def __init__(self, dut, name):
+    def __init__(self, dut, name, *, abandons=False):
         self.dut = dut
+        # abandoned transfers (bus timeouts): fresh IDs, orphans outstanding, W without strobes
+        self.abandons = abandons
         self.seed = int(os.environ["KAKI_SEED"])
         dut._log.info(f"{name}: KAKI_SEED={self.seed}")
         self.rng = random.Random(self.seed)
@@ -181,6 +187,7 @@ class TB:
         for n in CPL_IN:
             self.cpl_in[n].value = 0
         d.fw_running.value = fw_running
+        d.bus_timeout.value = 0
         d.rst.value = 1
         self._pauses()
         for _ in range(3):
@@ -299,9 +306,9 @@ class TB:
         log2 = int(self.qi[q]["ring_log2"].value)
         rec_addr = base + 16 + 16 * (c.index % (1 << log2))
         rec = c.record()
-        if self._region(rec_addr, 16) is None:
+        if self._region(rec_addr, 16) is None and "record" in c.writes:
             self.model[rec_addr:rec_addr + 16] = rec
-        if self._region(base, 4) is None:
+        if self._region(base, 4) is None and "consumer" in c.writes:
             self.model[base:base + 4] = struct.pack("<I", (c.index + 1) & M32)
         got_rec = self.ram.read(rec_addr, 16)
         if got_rec != bytes(self.model[rec_addr:rec_addr + 16]):
@@ -340,8 +347,9 @@ class TB:
         fields = {"aw": ("id", "addr", "len", "size", "burst", "prot"), "w": ("data", "strb", "last"),
                   "ar": ("id", "addr", "len", "size", "burst", "prot"), "b": ("id", "resp"),
                   "r": ("id", "data", "resp", "last")}
+        limits = {} if self.abandons else dict(ids={0}, max_reads=1, max_writes=1)
         core = Axi4Checker(self._on_burst, DB, bus="axi", fields=fields, full_width=True,
-                           aligned=True, max_beats=4, ids={0}, max_reads=1, max_writes=1)
+                           aligned=True, max_beats=4, **limits)
         core.listeners.append(self._on_handshake)
         return BusMonitor(SignalSampler(self.dut, "axi__", core, edge="readonly"))
 
@@ -358,7 +366,7 @@ class TB:
             self.bcount += 1
 
     def _on_burst(self, txn):
-        if txn.kind == "write":
+        if txn.kind == "write" and (any(txn.strb) or not self.abandons):
             want = (0xFF, 0xFF) if txn.len == 1 else (0x0F,)
             if txn.strb != want:
                 self.err(f"W burst to {txn.addr:#x}: strobes {list(txn.strb)}, expected {list(want)}")
@@ -1117,5 +1125,107 @@ async def t_producer_behind_consumer(dut):
         await complete(tb, q)
     await drain_cpl(tb, q, 6)
     assert tb.counts[q]["error_irq"] == 0 and tb.out(q, "halted") == 0
+
+
+BUS_LIMIT = 200             #: bus_timeout of t_bus_timeouts
+
+
+async def first_valid(tb, ch):
+    """Wait for ``axi__<ch>valid`` to rise; returns the cycle (tb.cycle) it was first high."""
+    await tb.wait_for(lambda: int(getattr(tb.dut, f"axi__{ch}valid").value), f"{ch}valid")
+    return tb.cycle
+
+
+async def halted_after(tb, q, code, index, since):
+    """Wait for queue q to halt; check code and index; returns the cycles since ``since``."""
+    await tb.wait_for(lambda: tb.out(q, "halted"), f"q{q} halt", cycles=2 * BUS_LIMIT + 100)
+    assert tb.out(q, "error") == code.value and tb.out(q, "error_index") == index, \
+        (q, tb.out(q, "error"), tb.out(q, "error_index"))
+    return tb.cycle - since
+
+
+@cocotb.test()
+async def t_bus_timeouts(dut):
+    """bus_timeout bounds every wait of the controller on the bus (the AXI RAM's channels paused
+    for good, then released): a descriptor read whose AR is never accepted, or whose R never
+    comes, halts its queue with BUS_TIMEOUT at F after bus_timeout cycles; the refused address
+    stays offered and, while it is, the next queue's read times out too (the port is blocked); the
+    data that comes late is dropped by ID (no push, F kept) and later reads, on a fresh ID, deliver
+    the right descriptors. A record write whose B never comes, or whose AW is never accepted,
+    completes as failed (C += 1, halt with BUS_TIMEOUT at its index, the consumer write
+    skipped; a refused AW's data goes out without strobes when it is finally taken: nothing
+    written); the queue's later records are dropped without bus traffic until it is reset."""
+    tb = TB(dut, "t_bus_timeouts", abandons=True)
+    await tb.start()
+    dut.bus_timeout.value = BUS_LIMIT
+    await setup_queues(tb, 3)
+    descs = [[tb.write_desc(q, i, RING[q], 3) for i in range(4)] for q in range(N)]
+    for q in range(N):
+        tb.host_write(CPLB[q], bytes(4))
+    # --- descriptor read, AR refused: q1 times out, then q2 behind it
+    tb.set_pauses(ar=1.0)
+    await tb.doorbell(1, 1)
+    t0 = await first_valid(tb, "ar")
+    waited = await halted_after(tb, 1, ErrorCode.BUS_TIMEOUT, 0, t0)
+    assert BUS_LIMIT <= waited <= BUS_LIMIT + 4, f"AR refused: halted after {waited} cycles"
+    await tb.doorbell(2, 1)
+    await halted_after(tb, 2, ErrorCode.BUS_TIMEOUT, 0, tb.cycle)
+    assert int(dut.axi__arvalid.value), "the refused address was withdrawn"
+    tb.set_pauses(ar=0.0)
+    await tb.fe(100)
+    assert [tb.out(q, "prefetched") for q in (1, 2)] == [0, 0] and tb.out(1, "fetch") == 0
+    assert len(tb.ars) == 1, f"the held address was offered once and taken once: {tb.ars}"
+    # --- descriptor read, R withheld: q3 times out; late data dropped, q1/q2 refetch after reset
+    tb.set_pauses(r=1.0)
+    await tb.doorbell(3, 1)
+    await tb.wait_for(lambda: len(tb.ars) == 2, "q3's AR")
+    t0 = tb.ars[-1][0]
+    waited = await halted_after(tb, 3, ErrorCode.BUS_TIMEOUT, 0, t0)
+    assert BUS_LIMIT <= waited <= BUS_LIMIT + 4, f"R withheld: halted after {waited} cycles"
+    for q in (1, 2):
+        await tb.reset_queue(q)
+    tb.set_pauses(r=0.0)
+    for q in (1, 2):
+        await tb.doorbell(q, 2)
+    for q in (1, 2):
+        await tb.wait_for(lambda q=q: tb.out(q, "prefetched") == 2, f"q{q} refetch")
+        await pop_check(tb, q, 0, descs[q])
+        await pop_check(tb, q, 1, descs[q])
+    assert tb.out(3, "prefetched") == 0 and tb.out(3, "fetch") == 0, "late data of q3 was kept"
+    # --- record write, B withheld: q1's record 0 times out; its record 1 is dropped at once
+    tb.set_pauses(b=1.0)
+    aws, irqs = len(tb.aws), tb.counts[1]["error_irq"]
+    await tb.cpl(tb.next_cpl(1, tag=11, writes=("record",)))     # the RAM has taken the data
+    await tb.wait_for(lambda: len(tb.aws) == aws + 1, "q1's record AW")
+    t0 = tb.aws[-1][0]
+    waited = await halted_after(tb, 1, ErrorCode.BUS_TIMEOUT, 0, t0)
+    assert BUS_LIMIT <= waited <= BUS_LIMIT + 8, f"B withheld: halted after {waited} cycles"
+    await drain_cpl(tb, 1, 1)
+    await tb.cpl(tb.next_cpl(1, tag=12, writes=()))
+    await drain_cpl(tb, 1, 2, cycles=50)
+    assert len(tb.aws) == aws + 1 and tb.out(1, "consumer") == 2, "the dead area saw a write"
+    assert tb.counts[1]["error_irq"] == irqs + 2, "each failed record raises error_irq"
+    tb.set_pauses(b=0.0)
+    # --- record write, AW refused: q2's record times out; its data, sent late, writes nothing
+    tb.set_pauses(aw=1.0)
+    await tb.cpl(tb.next_cpl(2, tag=21, writes=()))
+    t0 = await first_valid(tb, "aw")
+    waited = await halted_after(tb, 2, ErrorCode.BUS_TIMEOUT, 0, t0)
+    assert BUS_LIMIT <= waited <= BUS_LIMIT + 4, f"AW refused: halted after {waited} cycles"
+    await drain_cpl(tb, 2, 1)
+    tb.set_pauses(aw=0.0)
+    await tb.fe(100)
+    # --- after a reset the completion areas work again, on fresh IDs
+    for q in (1, 2):
+        await tb.reset_queue(q)
+        await tb.doorbell(q, 1)
+        await tb.wait_for(lambda q=q: tb.out(q, "prefetched") == 1, f"q{q} fetch after reset")
+        await pop_check(tb, q, 0, descs[q])
+        retired = tb.counts[q]["retired"]
+        await complete(tb, q, tag=30 + q)
+        await drain_cpl(tb, q, retired + 1)
+        assert tb.out(q, "halted") == 0
+    await tb.fe(50)
+    assert not tb.mon.core.outstanding(), tb.mon.core.summary()
     check_memory(tb)
     tb.check_errors()

@@ -30,7 +30,7 @@ from firmware import build as fw_build
 from driver.ops import run_async
 from verif import chip_scenarios as S
 from spec.chip import QUEUES
-from verif.error_injection import ERROR_KINDS
+from verif.error_injection import ERROR_KINDS, blackhole_window
 from verif.queue_host import configure
 from verif.ring_layout import QueueConfig
 from golden.chip_model import ChipModel
@@ -931,7 +931,7 @@ async def t_cpi(dut):
     seed_of(dut, "t_cpi")
     N = 40
     classes = {   # name: (instruction, bound on cycles per instruction)
-        "alu": (A.addi(5, 5, 1), 1), "mul": (A.mul(6, 5, 5), 1),
+        "alu": (A.addi(5, 5, 1), 1), "mul": (A.mul(6, 5, 5), 3),
         "branch_not_taken": (A.bne(0, 0, 8), 1), "branch_taken": (A.beq(0, 0, 4), 1),
         "jal": (A.jal(0, 4), 1), "csr": (A.csrr(7, "mscratch"), 1),
         "lw_dmem": (A.lw(8, 0, 1), 3), "sw_dmem": (A.sw(8, 0, 1), 2),
@@ -1394,7 +1394,8 @@ async def t_firmware_trace(dut):
     elf = os.environ["KAKI_FW_ELF"]
     image = FirmwareImage.from_elf(elf)
     rng = random.Random(seed)
-    chip = ChipModel(FW_CAPS, host_bytes=FW_HOST_BYTES, seed=seed, engine_delay=_bimodal,
+    chip = ChipModel(FW_CAPS, host_bytes=FW_HOST_BYTES, blackhole=blackhole_window(FW_HOST_BYTES),
+                     seed=seed, engine_delay=_bimodal,
                      fetch_latency=(2, 40), cpl_latency=(2, 30))
     chip.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(1))          # its ISS is never stepped
     tb = Tb(dut, rng)

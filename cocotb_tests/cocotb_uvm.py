@@ -16,11 +16,9 @@ from verif.error_injection import ERROR_KINDS
 
 from verif import boundary_monitor as BM
 from verif.chip_tb import ChipTB
-from .cocotb_chip_queues import DECERR_BASE, HOST_BYTES
-from verif.soc_target import HOST_WORDS
+from .cocotb_chip_queues import BLACKHOLE, DECERR_BASE, HOST_BYTES, misbehave
 from verif.uvm_env import ErrorSequence, KakiTest, ModelSequence, RandomDagSequence
 
-MEMORY_BYTES = HOST_WORDS * 8
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 #: The pin-level bus agents (verif/bus_agents.py); KAKI_UVM_PINS=0 leaves them out (to measure
 #: what they cost).
@@ -62,10 +60,10 @@ async def _boot(dut):
     tb.host.configure(latency=int(rng.integers(2, 16)), stall=float(rng.uniform(0, 0.25)), seed=tb.seed)
     await tb.reset()
     await tb.load_firmware(FirmwareImage.from_elf(os.environ["KAKI_FW_ELF"]), timeout_cycles=200_000)
-    tb.host.set_error_window(DECERR_BASE, MEMORY_BYTES, resp=3)
+    misbehave(tb)
     observer = BM.BoundaryObserver()
     _CONTEXT.update(TB=tb, OBSERVER=observer, BACKEND=BM.AsyncProbe(tb, observer), CAPS=tb.caps,
-                    HOST_BYTES=HOST_BYTES, SEED=tb.seed, PIN_AGENTS=PIN_AGENTS)
+                    HOST_BYTES=HOST_BYTES, BLACKHOLE=BLACKHOLE, SEED=tb.seed, PIN_AGENTS=PIN_AGENTS)
     return tb
 
 

@@ -16,7 +16,8 @@ from tools.simbuild import soc_target
 MODULE = "cocotb_tests.cocotb_chip_queues"
 DIRECTED = ("queue_irq_mask_and_ack", "queue_perf_counters", "queue_load_compute_overlap")
 #: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
-COCOTB_RUNS = {MODULE: ("queue_dag", "queue_errors", "dispatch_overhead", *DIRECTED)}
+COCOTB_RUNS = {MODULE: ("queue_dag", "queue_errors", "queue_dma_watchdog", "dispatch_overhead",
+                        *DIRECTED)}
 
 
 def _run(testcase, tag, dim=8, **env):
@@ -43,6 +44,11 @@ def test_queue_errors(group):
     every = "1" if os.environ.get("KAKI_REGRESS") else "0"
     _run("queue_errors", f"queue_errors_{group}", KAKI_ERROR_KINDS=",".join(ERROR_GROUPS[group]),
          KAKI_ERROR_EVERY_QUEUE=every)
+
+
+@pytest.mark.sim
+def test_queue_dma_watchdog():
+    _run("queue_dma_watchdog", "queue_dma_watchdog")
 
 
 @pytest.mark.sim

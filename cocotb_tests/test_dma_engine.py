@@ -11,7 +11,9 @@ The simulated harness (:class:`DmaHarness`) is the DMA engine with
   ``$readmemh``/``$writememh``) or, with ``use_ext`` = 1, to the ``ext__*`` ports where a
   cocotbext-axi ``AxiRam`` with pause generators answers (protocol path);
 * the packed monitor copies ``mon_hm_*`` of the bus between the DMA and the host memory model, as
-  the chip's testbench top has them (verif/soc_target.py), for the fast path's AXI checker.
+  the chip's testbench top has them (verif/soc_target.py), for the fast path's AXI checker;
+* the DMA's ``load_reset``/``store_reset`` (ENGINE_RESET of one channel) and ``bus_timeout``
+  (BUS_TIMEOUT.CYCLES, 0 in every test but the bus-timeout one) as inputs.
 
 Two builds: dim 8 (64-bit AXI, bursts of at most 4 beats, 4 reads outstanding) and dim 16 (64-byte
 accumulator rows, 16-beat bursts, 2 outstanding). The cocotb side is ``cocotb_dma_engine.py``.
@@ -71,10 +73,12 @@ class DmaHarness(wiring.Component):
             "hm_cfg_latency": In(8), "hm_cfg_stall": In(8), "hm_cfg_seed": In(32),
             "hm_cfg_err_base": In(aab), "hm_cfg_err_limit": In(aab), "hm_cfg_err_resp": In(2),
             "hm_cfg_max_len": In(8),
+            "hm_cfg_bh_base": In(aab), "hm_cfg_bh_limit": In(aab), "hm_cfg_bh_mode": In(2),
             "hm_bd_load": In(1), "hm_bd_dump": In(1), "hm_bd_fname": In(FNAME_BITS),
             "hm_bd_lo": In(32), "hm_bd_hi": In(32),
             "hm_st_prot_err": Out(8), "hm_st_ar_count": Out(32), "hm_st_aw_count": Out(32),
             "hm_st_rd_max_out": Out(8),
+            "hm_st_bh_count": Out(32), "hm_st_bh_time": Out(32), "hm_st_bh_parked": Out(8),
             "blk_prob": In(8),
             "spad_bd_we": In(1), "spad_bd_re": In(1), "spad_bd_addr": In(cfg.spad_addr_bits),
             "spad_bd_wdata": In(cfg.dim * 8), "spad_bd_rdata": Out(cfg.dim * 8),
@@ -82,6 +86,7 @@ class DmaHarness(wiring.Component):
             "acc_bd_wdata": In(cfg.dim * 32), "acc_bd_rdata": Out(cfg.dim * 32),
             "cycles": Out(32),
             "load_window": In(DmaWindow), "store_window": In(DmaWindow),
+            "load_reset": In(1), "store_reset": In(1), "bus_timeout": In(32),
         })
 
     def elaborate(self, platform):
@@ -95,7 +100,9 @@ class DmaHarness(wiring.Component):
         wiring.connect(m, wiring.flipped(self.load), dma.load)
         wiring.connect(m, wiring.flipped(self.store), dma.store)
         m.d.comb += [self.load_bytes.eq(dma.load_bytes), self.store_bytes.eq(dma.store_bytes),
-                     dma.load_window.eq(self.load_window), dma.store_window.eq(self.store_window)]
+                     dma.load_window.eq(self.load_window), dma.store_window.eq(self.store_window),
+                     dma.load_reset.eq(self.load_reset), dma.store_reset.eq(self.store_reset),
+                     dma.bus_timeout.eq(self.bus_timeout)]
         m.d.sync += self.cycles.eq(self.cycles + 1)
 
         # Blocker randomness: a 32-bit Galois LFSR.
@@ -141,9 +148,11 @@ class DmaHarness(wiring.Component):
                      for n, v in monitor_values("hm", hm_bus, MONITOR_FIELDS["mem"]).items()]
         ctrl = {f"i_{n}": getattr(self, f"hm_{n}") for n in (
             "cfg_latency", "cfg_stall", "cfg_seed", "cfg_err_base", "cfg_err_limit", "cfg_err_resp",
-            "cfg_max_len", "bd_load", "bd_dump", "bd_fname", "bd_lo", "bd_hi")}
+            "cfg_max_len", "cfg_bh_base", "cfg_bh_limit", "cfg_bh_mode", "bd_load", "bd_dump",
+            "bd_fname", "bd_lo", "bd_hi")}
         ctrl.update({f"o_{n}": getattr(self, f"hm_{n}") for n in (
-            "st_prot_err", "st_ar_count", "st_aw_count", "st_rd_max_out")})
+            "st_prot_err", "st_ar_count", "st_aw_count", "st_rd_max_out", "st_bh_count",
+            "st_bh_time", "st_bh_parked")})
         m.submodules.host_mem = Instance(
             "kaki_host_mem",
             p_DATA_W=cfg.axi_data_bits, p_ADDR_W=cfg.axi_addr_bits, p_ID_W=cfg.axi_id_bits,

@@ -7,8 +7,8 @@
   cycles to load the B tile and ``m`` cycles to stream the A rows (docs/architecture.md, "GEMM
   dataflow"), plus the array fill/drain. Calibrated on the RTL: ``make bench`` (dim 8) measures
   658 busy cycles for a 32×32×32 GEMM and 4626 for 64×64×64, exactly this formula.
-* VECTOR: ``VEC_SETUP + rows`` (one accumulator row per cycle) ``+ VEC_PIPE`` (matches make
-  sim's PERF_VEC_BUSY within 1%).
+* VECTOR: ``VEC_SETUP + rows`` (one accumulator row per cycle) ``+ VEC_PIPE`` (the unit's
+  pipeline latency and its done cycle; matches make sim's PERF_VEC_BUSY within 1%).
 * SIGNAL_EVENT / WAIT_EVENT / BARRIER / NOP: ``FW_EVENT`` cycles of firmware time (docs/queues.md
   "Costs": ~129 cycles per firmware-only descriptor); engine commands additionally pay
   ``DISPATCH`` cycles of firmware forwarding, reported separately by :func:`summary`.
@@ -18,7 +18,7 @@
 four in-order engines; :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the
 busiest engine or the firmware's work).
 """
-from spec.chip import FIFO_DEPTH
+from spec.chip import FIFO_DEPTH, VEC_PIPELINE_LATENCY
 from spec.descriptors import COMMANDS, DMA_FIELDS, GEMM_FIELDS, VEC_FIELDS, Engine, Opcode
 
 from .dma import ceil_div
@@ -28,7 +28,7 @@ __all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_co
 DMA_SETUP = 16
 GEMM_SETUP = 2
 VEC_SETUP = 4
-VEC_PIPE = 6
+VEC_PIPE = VEC_PIPELINE_LATENCY + 1
 FW_EVENT = 129
 DISPATCH = 260
 

@@ -531,6 +531,17 @@ class Device:
         for q in list(self._queues.values()):
             await q.close()
 
+    async def set_bus_timeout(self, cycles):
+        """Set BUS_TIMEOUT.CYCLES, the longest a transfer on the host memory port may wait for a
+        handshake or a response before its DMA command fails with BUS_TIMEOUT (a descriptor fetch
+        or completion write: its queue halts with it); 0 turns the timeout off. Returns the value
+        it replaces."""
+        if not isinstance(cycles, int) or isinstance(cycles, bool) or not 0 <= cycles <= M32:
+            raise DriverMisuse(f"bus timeout {cycles!r} must be an int of 0..{M32} cycles")
+        old = await self.backend.read(R.BUS_TIMEOUT)
+        await self.backend.write(R.BUS_TIMEOUT, cycles)
+        return old
+
     # ------------------------------------------------------------------ resources
     def alloc(self, nbytes, align=64):
         """A :class:`Buffer` of ``nbytes`` host bytes aligned to ``align``."""

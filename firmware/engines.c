@@ -84,21 +84,17 @@ int engines_retire(uint32_t work)
     return n;
 }
 
-/* Reset engine e (for the DMA: both channels) and fail the command each reset channel held. */
+/* Reset engine e alone (each DMA channel is an engine of its own: the other channel's command
+ * runs on) and fail the command it held. */
 static void watchdog_reset(unsigned e)
 {
-    int dma = e == KAKI_ENGINE_DMA_LOAD || e == KAKI_ENGINE_DMA_STORE;
     MMIO->ENGINE_RESET = FIELD_PUT(ENGINE_RESET, ENGINE, 1u << e);
-    for (unsigned x = 0; x < KAKI_ENGINES; x++) {
-        if (x != e && !(dma && (x == KAKI_ENGINE_DMA_LOAD || x == KAKI_ENGINE_DMA_STORE)))
-            continue;
-        /* Retirements that made it into the FIFO before the reset belong to the oldest commands;
-         * after them, the oldest command left is the one the reset forgot (the engine starts the
-         * next command of its FIFO as soon as it retires one, so it is never idle with work). */
-        retire_drain(x);
-        if (eng[x].count)
-            engine_pop(x, KAKI_ERR_WATCHDOG);
-    }
+    /* Retirements that made it into the FIFO before the reset belong to the oldest commands;
+     * after them, the oldest command left is the one the reset forgot (the engine starts the
+     * next command of its FIFO as soon as it retires one, so it is never idle with work). */
+    retire_drain(e);
+    if (eng[e].count)
+        engine_pop(e, KAKI_ERR_WATCHDOG);
 }
 
 int engines_watchdog(void)

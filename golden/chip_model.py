@@ -18,8 +18,18 @@ avoids simulating steps in which nothing happens: "How time advances" below):
   a delay drawn from ``engine_delay`` (a ``(lo, hi)`` range of steps, seeded by ``seed``), and
   executes it atomically at the end through :class:`golden.device_model.DeviceModel` (the same
   NumPy memories), then puts ``(ERROR, TAG)`` in the engine's retire FIFO (:data:`RETIRE_DEPTH`).
-  ENGINE_RESET forgets the command in flight (bits 0 and 1 both reset the whole DMA); an engine
-  armed by DEBUG_HANG freezes on the next command it starts until it is reset.
+  ENGINE_RESET forgets the command in flight of the engine it names (each DMA channel is an
+  engine of its own); an engine armed by DEBUG_HANG freezes on the next command it starts until it
+  is reset.
+* **Host bus timeouts** (docs/queues.md "Host bus timeouts"): ``blackhole`` (``(base, limit)``,
+  or :meth:`set_blackhole`) is host memory that never answers. A DMA command that reaches it
+  (``DeviceModel.reaches_blackhole``) runs BUS_TIMEOUT.CYCLES steps longer and fails with
+  BUS_TIMEOUT; a descriptor fetch from it halts its queue with BUS_TIMEOUT (index F) after that
+  many steps; a record or consumer write into it fails after that many steps: the queue halts with
+  BUS_TIMEOUT and its later records are not written (the completion area is dead until the queue
+  is reset); a record that timed out skips the consumer write. With BUS_TIMEOUT.CYCLES = 0 the
+  DMA engine freezes (until the watchdog resets it) and a fetch or completion write never ends.
+  Whether an access reaches the hole is decided when it starts.
 * **Direct submission** (CMD/CMD_SUBMIT) executes at once through ``DeviceModel.submit`` while the
   core is held; while it runs, CMD_SUBMIT fails with DIRECT_SUBMIT (as hdl_gen/soc.py does).
 
@@ -96,7 +106,7 @@ __all__ = ["ChipModel", "ChipTimeout", "ContractViolation", "pack_record", "unpa
 ENGINE_NAMES = tuple(Engine(e).name for e in range(ENGINES))
 #: the engine index serving each engine opcode (the command table)
 _OP_ENGINE = {int(op): c.engine.value for op, c in COMMANDS.items() if c.engine is not None}
-#: the DMA's two channels: they carry the queue's DMA window and reset together
+#: the DMA's two channels: they carry the queue's DMA window (and can reach the black hole)
 _DMA = (Engine.DMA_LOAD.value, Engine.DMA_STORE.value)
 _DIRECT_SUBMIT = getattr(ErrorCode, "DIRECT_SUBMIT", 15)   # being added to hdl_gen/descriptor.py
 
@@ -179,6 +189,7 @@ class _Queue:
     error_index: int = 0
     retired: int = 0         #: PERF_Q_RETIRED
     event_stall: int = 0     #: PERF_Q_EVENT_STALL
+    cpl_dead: bool = False   #: a completion write timed out: no more writes until the reset
     fifo: deque = field(default_factory=deque)      #: prefetched (index, words)
 
 
@@ -193,6 +204,7 @@ class _CplRequest:
     tag: int
     timestamp: int
     due: int
+    waited: bool = False      #: a write reached the black hole: the request ends when due
 
 
 class _ChipMMIO(FirmwareRegisters):
@@ -250,16 +262,18 @@ class ChipModel(ControlModel):
     """A Kaki chip with capabilities ``caps`` and ``host_bytes`` of host memory at address 0.
 
     Host memory beyond ``host_bytes`` answers DECERR (descriptor fetches, completion writes and DMA
-    alike). ``engine_delay``, ``fetch_latency`` and ``cpl_latency`` are step counts, each an int,
-    an inclusive ``(lo, hi)`` range or a function of a NumPy Generator, drawn per operation from a
-    generator seeded with ``seed``.
+    alike); ``blackhole`` (``(base, limit)`` or None) never answers (module docstring, "Host bus
+    timeouts"; :meth:`set_blackhole` changes it). ``engine_delay``, ``fetch_latency`` and
+    ``cpl_latency`` are step counts, each an int, an inclusive ``(lo, hi)`` range or a function
+    of a NumPy Generator, drawn per operation from a generator seeded with ``seed``.
     ``firmware``: a FirmwareImage (or ELF path) loaded through CORE_MEM_* and started.
     """
 
     def __init__(self, caps, host_bytes=1 << 20, *, firmware=None, seed=0, engine_delay=1,
-                 fetch_latency=2, cpl_latency=2, prefetch=PREFETCH, cpl_depth=CPL_DEPTH):
+                 fetch_latency=2, cpl_latency=2, prefetch=PREFETCH, cpl_depth=CPL_DEPTH,
+                 blackhole=None):
         self.caps = caps
-        self.dev = DeviceModel(caps, host_bytes=host_bytes)
+        self.dev = DeviceModel(caps, host_bytes=host_bytes, blackhole=blackhole)
         self.host_bytes = host_bytes
         self.rng = np.random.default_rng(seed)
         self.engine_delay, self.fetch_latency, self.cpl_latency = engine_delay, fetch_latency, cpl_latency
@@ -321,6 +335,26 @@ class ChipModel(ControlModel):
 
     def host_write(self, addr, data):
         self.host[addr:addr + len(data)] = np.frombuffer(bytes(data), dtype=np.uint8)
+
+    def set_blackhole(self, base, limit):
+        """Host bytes [base, limit) stop answering (a test hook of the memory, not of the chip):
+        accesses that start from now on wait on the bus (module docstring)."""
+        if not 0 <= base < limit:
+            raise ValueError(f"black hole [{base:#x}, {limit:#x}) is empty or negative")
+        self.dev.blackhole = (base, limit)
+
+    def clear_blackhole(self):
+        """The black hole answers again; accesses already waiting on it end as they would have."""
+        self.dev.blackhole = None
+
+    def _bus_limit(self):
+        return self._host_regs[R.BUS_TIMEOUT.addr]
+
+    def _bus_wait(self):
+        """When an access that reached the black hole ends: BUS_TIMEOUT.CYCLES steps from now, or
+        never while the timeout is off."""
+        limit = self._bus_limit()
+        return self.now + limit if limit else _NEVER
 
     def host_read(self, addr, n):
         return bytes(self.host[addr:addr + n])
@@ -722,8 +756,15 @@ class ChipModel(ControlModel):
             q = (self._rr + k) % QUEUES
             if self._can_fetch(q):
                 self._rr = q
-                self._fetching = (q, self.queues[q].fetch, self.now + self._delay(self.fetch_latency))
+                index = self.queues[q].fetch
+                due = self.now + self._delay(self.fetch_latency)
+                if self.dev.in_blackhole(self._desc_addr(q, index), DESC_BYTES):
+                    due = self._bus_wait()
+                self._fetching = (q, index, due)
                 return
+
+    def _desc_addr(self, q, index):
+        return self._cfg("Q_RING_BASE", q) + DESC_BYTES * (index % (1 << self._log2(q)))
 
     def _fetch_done(self):
         q, index, _ = self._fetching
@@ -731,7 +772,10 @@ class ChipModel(ControlModel):
         if index is None:
             return                                   # the queue was reset meanwhile
         s = self.queues[q]
-        addr = self._cfg("Q_RING_BASE", q) + DESC_BYTES * (index % (1 << self._log2(q)))
+        addr = self._desc_addr(q, index)
+        if self.dev.in_blackhole(addr, DESC_BYTES):
+            self._halt(q, ErrorCode.BUS_TIMEOUT, index)
+            return
         if addr + DESC_BYTES > self.host_bytes:
             self._halt(q, ErrorCode.AXI_DECERR, index)
             return
@@ -802,16 +846,25 @@ class ChipModel(ControlModel):
         rec_addr = base + record_offset(index, self._log2(q))
         record = pack_record(index=index, opcode=r.opcode, status=r.status, queue=q, flags=r.flags,
                              tag=r.tag, timestamp=r.timestamp)
-        ok = True
-        for addr, data in ((rec_addr, record), (base, ((index + 1) & M32).to_bytes(4, "little"))):
+        code = ErrorCode.BUS_TIMEOUT if s.cpl_dead else None     # the first failure
+        for addr, data in (() if s.cpl_dead else
+                           ((rec_addr, record), (base, ((index + 1) & M32).to_bytes(4, "little")))):
+            if self.dev.in_blackhole(addr, len(data)):
+                if not r.waited:            # the write waits on the bus; the request ends later
+                    r.waited, r.due = True, self._bus_wait()
+                    self._cpl.appendleft(r)
+                    return
+                s.cpl_dead = True
+                code = code or ErrorCode.BUS_TIMEOUT
+                break                       # a record that timed out skips the consumer write
             if addr + len(data) > self.host_bytes:
-                ok = False
+                code = code or ErrorCode.AXI_DECERR
             else:
                 self.host_write(addr, data)
         s.consumer = (index + 1) & M32
         s.retired = (s.retired + 1) & M32 if not R.PERF_CTRL.FREEZE.get(self._host_regs[R.PERF_CTRL.addr]) else s.retired
-        if not ok:
-            self._halt(q, ErrorCode.AXI_DECERR, index)
+        if code is not None:
+            self._halt(q, code, index)
         if r.irq:
             self._set_irq(R.IRQ_STATUS.QUEUE_CPL, 1 << q)
         if r.halt:
@@ -832,7 +885,7 @@ class ChipModel(ControlModel):
     def _reset_done(self, q):
         s = self.queues[q]
         s.producer = s.fetch = s.consumer = 0
-        s.halted, s.error, s.error_index = False, 0, 0
+        s.halted, s.error, s.error_index, s.cpl_dead = False, 0, 0, False
         s.resetting = s.acked = False
         self._dirty = True
         self._activate(q, was_active=False)
@@ -849,6 +902,11 @@ class ChipModel(ControlModel):
         cmd.window = (self._cfg("Q_WINDOW_BASE", cmd.queue), self._cfg("Q_WINDOW_SIZE", cmd.queue))
         eng.current = cmd
         eng.due = self.now + max(1, self._delay(self.engine_delay))
+        if e in _DMA and self.dev.reaches_blackhole(cmd.words, cmd.window):
+            if self._bus_limit():
+                eng.due += self._bus_limit()        # then fails with BUS_TIMEOUT
+            else:
+                eng.frozen = True                   # waits on the bus until reset
         if eng.armed:
             eng.armed, eng.frozen = False, True
 
@@ -883,11 +941,9 @@ class ChipModel(ControlModel):
 
     def _engine_reset(self, value):
         bits = M.ENGINE_RESET.ENGINE.get(value)
-        targets = set()
         for e in range(ENGINES):
-            if bits >> e & 1:
-                targets |= set(_DMA) if e in _DMA else {e}
-        for e in sorted(targets):
+            if not bits >> e & 1:
+                continue
             eng = self.engines[e]
             eng.current, eng.frozen, eng.armed = None, False, False
             if eng.fifo:

@@ -7,16 +7,17 @@ which is the result any legal RTL schedule must reproduce. Errors are reported w
 
 Check order when several faults hold at once: RESERVED_BITS, BAD_SHAPE, LOCAL_RANGE, HOST_RANGE,
 WINDOW (DMA commands forwarded from a queue, docs/queues.md "DMA windows"), then the
-data-dependent BAD_SHIFT and AXI errors. An opcode no engine serves is BAD_OPCODE before any
-other check; that includes SIGNAL_EVENT, WAIT_EVENT and BARRIER, which only mean something in a
-queue (the firmware runs them; the hardware dispatcher behind ``CMD_SUBMIT`` only knows engines).
+data-dependent BAD_SHIFT, BUS_TIMEOUT (the black hole) and AXI errors. An opcode no engine
+serves is BAD_OPCODE before any other check; that includes SIGNAL_EVENT, WAIT_EVENT and BARRIER,
+which only mean something in a queue (the firmware runs them; the hardware dispatcher behind
+``CMD_SUBMIT`` only knows engines).
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from spec import commands
-from spec.descriptors import COMMANDS, ErrorCode, Opcode
+from spec.descriptors import COMMANDS, DMA_FIELDS, ErrorCode, Opcode
 
 from . import ops
 
@@ -42,11 +43,16 @@ class DeviceModel:
     """A chip with capabilities ``caps`` and ``host_bytes`` of host memory at address 0.
 
     Host accesses beyond ``host_bytes`` answer DECERR (as an AXI interconnect would); addresses
-    beyond ``2**caps.addr_bits`` are refused up front with HOST_RANGE.
+    beyond ``2**caps.addr_bits`` are refused up front with HOST_RANGE. ``blackhole`` (``(base,
+    limit)`` or None): host memory that never answers; a DMA command one of whose rows has a bus
+    beat (``caps.dma_data_bytes``, aligned) overlapping ``[base, limit)`` fails with BUS_TIMEOUT,
+    whatever lies outside (the chip's bus timeout; a test puts whole commands in the hole, since
+    the RTL loads the rows before the first one that reaches it).
     """
     caps: object
     host_bytes: int = 1 << 20
     retired: list = field(default_factory=list)
+    blackhole: tuple = None
 
     def __post_init__(self):
         self._window = None
@@ -65,12 +71,8 @@ class DeviceModel:
         """
         d = commands.decode(words)
         opcode = d["opcode"]
-        row = COMMANDS.get(opcode)
         try:
-            if opcode != Opcode.NOP and (row is None or row.engine is None):
-                raise _Fault(ErrorCode.BAD_OPCODE)
-            if d["flags.reserved"] or d.get("reserved") or d.get("ops.reserved"):
-                raise _Fault(ErrorCode.RESERVED_BITS)
+            self._precheck(d)
             if opcode == Opcode.NOP:
                 return ErrorCode.OK
             self._window = window
@@ -80,6 +82,39 @@ class DeviceModel:
             code = f.code
         self.retired.append(Retired(opcode, d["tag"], code))
         return code
+
+    @staticmethod
+    def _precheck(d):
+        """The checks before an engine sees the command: opcode, reserved flag and payload bits."""
+        row = COMMANDS.get(d["opcode"])
+        if d["opcode"] != Opcode.NOP and (row is None or row.engine is None):
+            raise _Fault(ErrorCode.BAD_OPCODE)
+        if d["flags.reserved"] or d.get("reserved") or d.get("ops.reserved"):
+            raise _Fault(ErrorCode.RESERVED_BITS)
+
+    def reaches_blackhole(self, words, window=None):
+        """``words`` is a DMA command that passes every check and touches the black hole: on the
+        chip it waits on the bus (BUS_TIMEOUT once the bus timeout expires, forever if it is off).
+        Executes nothing."""
+        d = commands.decode(words)
+        if self.blackhole is None or COMMANDS.get(d["opcode"]) is None \
+                or COMMANDS[d["opcode"]].fields is not DMA_FIELDS:
+            return False
+        try:
+            self._precheck(d)
+            self._window = window
+            self._dma_rows(d)
+        except _Fault as f:
+            return f.code == ErrorCode.BUS_TIMEOUT
+        return False
+
+    def in_blackhole(self, addr, n):
+        """The bus beats holding host bytes ``[addr, addr + n)`` overlap the black hole."""
+        if self.blackhole is None or n <= 0:
+            return False
+        base, limit = self.blackhole
+        db = self.caps.dma_data_bytes
+        return addr - addr % db < limit and addr + n + -(addr + n) % db > base
 
     def _handler(self, opcode):
         """The method executing an engine opcode: ``_<name in lower case>`` (``_dma_load``, ...)."""
@@ -100,10 +135,10 @@ class DeviceModel:
         row_bytes_local = self.caps.dim * (4 if acc else 1)
         if d["rows"] == 0 or d["planes"] == 0 or d["row_bytes"] + d["col_offset"] > row_bytes_local:
             raise _Fault(ErrorCode.BAD_SHAPE)
-        p = np.arange(d["planes"])[:, None]
-        r = np.arange(d["rows"])[None, :]
-        local = (d["local_addr"] + p * d["local_plane_stride"] + r * d["local_row_stride"]).ravel()
-        if local.max() >= mem.shape[0]:
+        # Strides are unsigned: the last row of the last plane is the highest. Checked from the
+        # fields, not from the row list, which a rejected command may make 65535 x 65535 long.
+        if (d["local_addr"] + (d["planes"] - 1) * d["local_plane_stride"]
+                + (d["rows"] - 1) * d["local_row_stride"]) >= mem.shape[0]:
             raise _Fault(ErrorCode.LOCAL_RANGE)
         if d["row_bytes"]:
             last = (d["host_addr"] + (d["planes"] - 1) * d["host_plane_stride"]
@@ -114,9 +149,22 @@ class DeviceModel:
                 base, size = self._window
                 if d["host_addr"] < base or last + 1 > base + size:
                     raise _Fault(ErrorCode.WINDOW)
+            if self.blackhole is not None and any(self.in_blackhole(a, d["row_bytes"])
+                                                  for a in self._host_rows(d)):
+                raise _Fault(ErrorCode.BUS_TIMEOUT)
             if last >= self.host_bytes:
                 raise _Fault(ErrorCode.AXI_DECERR)
+        p = np.arange(d["planes"])[:, None]
+        r = np.arange(d["rows"])[None, :]
+        local = (d["local_addr"] + p * d["local_plane_stride"] + r * d["local_row_stride"]).ravel()
         return mem.view(np.uint8).reshape(mem.shape[0], row_bytes_local), local, row_bytes_local
+
+    @staticmethod
+    def _host_rows(d):
+        """The host address of every row of a decoded DMA command, in execution order."""
+        p = np.arange(d["planes"], dtype=np.int64)[:, None]
+        r = np.arange(d["rows"], dtype=np.int64)[None, :]
+        return (d["host_addr"] + p * d["host_plane_stride"] + r * d["host_row_stride"]).ravel().tolist()
 
     def _dma_fields(self, d):
         return {k: d[k] for k in ("host_addr", "host_row_stride", "host_plane_stride",

@@ -38,6 +38,7 @@ class ErrorCode(enum.Enum, shape=8):
     WATCHDOG = 13         #: the engine made no progress for WATCHDOG.CYCLES cycles and was reset
     BAD_EVENT = 14        #: the event index is outside the chip's event counters
     DIRECT_SUBMIT = 15    #: CMD_SUBMIT while the control core runs (the firmware owns dispatch then)
+    BUS_TIMEOUT = 16      #: host memory left a request or response unanswered for BUS_TIMEOUT.CYCLES cycles
 
 
 class DescFlags(data.Struct):

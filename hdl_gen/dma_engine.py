@@ -13,7 +13,9 @@ behaviour:
   split into several bursts when it would exceed ``config.max_burst_beats`` beats or cross a 4 KiB
   boundary; a burst never spans two rows. Unaligned rows are handled by byte extraction (loads)
   and WSTRB (stores): a store never writes a host byte outside its rows.
-* All bursts use ID 0, so responses return in order.
+* Each channel reaches the port through a bus guard (hdl_gen/axi_guard.py) that assigns the AXI
+  IDs: a channel's bursts all carry its current ID (so its responses return in order) from the
+  low ``axi_id_bits - 1`` bits (the chip's arbiter uses the top bit).
 * Loads keep up to ``config.dma_outstanding`` read bursts in flight; stores keep up to
   ``config.dma_outstanding`` write bursts waiting for their B response.
 * The DMA is the lowest-priority requester of the local memories: a write or read that is not
@@ -39,14 +41,26 @@ the W data of bursts already issued, drains every outstanding response, and reti
 and ``AXI_SLVERR``/``AXI_DECERR`` (the first error seen). A load writes every row before the first
 failing row into local memory and neither the failing row nor any later one. A store may have
 written rows after the failing one that were already in flight; it never writes outside its rows.
+
+Bus timeout (``bus_timeout`` cycles, BUS_TIMEOUT.CYCLES; 0 disables it): a channel that waits that
+long for a handshake or a response on the AXI port retires with ``done`` and ``BUS_TIMEOUT`` (or
+the AXI error it was draining for) and abandons its transfers to its guard: a load writes no row
+whose data had not fully arrived, later R beats of the abandoned bursts are dropped by ID; a
+store's remaining W beats go out with no strobes. The next command starts at once, on a fresh ID.
+
+Resets: ``load_reset`` / ``store_reset`` (the firmware's ENGINE_RESET of DMA_LOAD / DMA_STORE)
+reset one channel alone, in the middle of a burst too: its command is forgotten (no ``done``) and
+its transfers are abandoned to its guard like a timed-out command's; the other channel, the
+guards and the port are not reset, so a command of the other channel completes normally.
 """
 from types import SimpleNamespace
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import BURST_INCR, Axi4Signature
+from .axi import BURST_INCR, Axi4Signature, connect_axi
+from .axi_guard import AxiReadGuard, AxiWriteGuard
 from .config import KakiConfig
 from .descriptor import DmaCmd, ErrorCode
 from .engine import EngineSignature
@@ -137,8 +151,8 @@ class DmaEngine(wiring.Component):
         ``wlast`` ``wvalid``, In ``wready``; In ``bid`` [4] ``bresp`` [2] ``bvalid``, Out ``bready``;
         Out ``arid`` ``araddr`` ``arlen`` ``arsize`` ``arburst`` ``arprot`` ``arvalid``, In ``arready``;
         In ``rid`` ``rdata`` [64] ``rresp`` [2] ``rlast`` ``rvalid``, Out ``rready``. AR/R belong to
-        the load channel, AW/W/B to the store channel. IDs are always 0, bursts INCR with
-        full-width beats, ``*prot`` 0. ``bready`` is always 1.
+        the load channel, AW/W/B to the store channel. IDs are the guards' (below ``2**(axi_id_bits
+        - 1)``), bursts INCR with full-width beats, ``*prot`` 0.
     spad_wr : Out(WritePortSignature(spad_addr_bits, dim*8))
         Scratchpad write requester for loads with ``acc`` = 0: Out ``addr`` [14], ``en``,
         ``data`` [64]; In ``gnt``. ``en`` stays up (same addr/data) until ``gnt``.
@@ -159,6 +173,10 @@ class DmaEngine(wiring.Component):
     load_window, store_window : In(DmaWindow)
         ``base`` [32], ``size`` [32], ``check`` [1]: the host range the channel's next command may
         touch, sampled with the command (validation step 5). Tie to 0 for no window.
+    load_reset, store_reset : In(1)
+        Synchronous reset of one channel (its bus guard and the port are not reset).
+    bus_timeout : In(32)
+        BUS_TIMEOUT.CYCLES: the longest wait for the AXI port before a command fails (0: no limit).
 
     Design notes
     ------------
@@ -182,8 +200,9 @@ class DmaEngine(wiring.Component):
             raise TypeError(f"config must be a KakiConfig, not {type(config).__name__}")
         if not 1 <= config.dma_outstanding <= 255:
             raise ValueError(f"dma_outstanding must be in 1..255, not {config.dma_outstanding!r}")
-        if config.axi_id_bits < 1:
-            raise ValueError(f"axi_id_bits must be at least 1, not {config.axi_id_bits!r}")
+        if config.axi_id_bits < 2:
+            raise ValueError(f"axi_id_bits must be at least 2 (the top ID bit is the chip arbiter's), "
+                             f"not {config.axi_id_bits!r}")
         if config.dim * 4 > 255:
             raise ValueError(f"accumulator rows of {config.dim * 4} bytes do not fit row_bytes (8 bits)")
         self.config = config
@@ -205,6 +224,9 @@ class DmaEngine(wiring.Component):
             "store_bytes": Out(8),
             "load_window": In(DmaWindow),
             "store_window": In(DmaWindow),
+            "load_reset": In(1),
+            "store_reset": In(1),
+            "bus_timeout": In(32),
         })
 
     # ---------------------------------------------------------------------------------------------
@@ -317,15 +339,37 @@ class DmaEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        self._elab_load(m)
-        self._elab_store(m)
+        cfg = self.config
+        args = (cfg.axi_addr_bits, cfg.axi_data_bits, cfg.axi_id_bits - 1, cfg.dma_outstanding)
+        m.submodules.load_guard = rg = AxiReadGuard(*args)
+        m.submodules.store_guard = wg = AxiWriteGuard(*args)
+        # Each channel is a module of its own so that it can be reset alone; its guard is not.
+        for name, guard, elab, reset in (("load", rg, self._elab_load, self.load_reset),
+                                         ("store", wg, self._elab_store, self.store_reset)):
+            chan = Module()
+            abort = elab(chan, guard)
+            m.submodules[f"{name}_channel"] = ResetInserter({"sync": reset})(chan)
+            connect_axi(m, guard.down, self.axi)
+            m.d.comb += [guard.limit.eq(self.bus_timeout), guard.abandon.eq(reset | abort)]
         if contract_for(platform, self):
             self._formal_contract(m, platform)
         return m
 
-    def _elab_load(self, m):
+    @staticmethod
+    def _abort(m, guard, abort, err, drain, clear):
+        """In the RUN state, after ``If(finished)``: on a timeout, retire with BUS_TIMEOUT (an AXI
+        error being drained for keeps its code) after forgetting every transfer in flight
+        (``clear``, overriding whatever this cycle started); ``abort`` hands them to the guard,
+        handshakes of this cycle included."""
+        with m.Elif(guard.timeout):
+            m.d.comb += abort.eq(1)
+            m.d.sync += [err.eq(Mux(drain, err, ErrorCode.BUS_TIMEOUT)), *clear]
+            m.next = "DONE"
+
+    def _elab_load(self, m, guard):
+        """The load channel in module ``m`` on ``guard``'s manager side; returns its abort strobe."""
         cfg = self.config
-        axi, eng = self.axi, self.load
+        axi, eng = guard.up, self.load
         db, bb = self.data_bytes, self.beat_bits
         lw = self.local_bits
         mrb = self.max_row_bytes
@@ -336,6 +380,7 @@ class DmaEngine(wiring.Component):
         window = Signal(DmaWindow, name="ld_window")
         stage1 = self._validate(m, "ld", cmd, window, chk_err)
         run = Signal(name="ld_run")
+        abort = Signal(name="ld_abort")
         drain = Signal(name="ld_drain")          # an error response was seen: drain, write nothing new
         outstanding = Signal(range(cfg.dma_outstanding + 1), name="ld_outstanding")
 
@@ -344,7 +389,7 @@ class DmaEngine(wiring.Component):
                           axi.arready)
         m.d.comb += [
             axi.arvalid.eq(ar.valid), axi.araddr.eq(ar.addr), axi.arlen.eq(ar.len_m1),
-            axi.arsize.eq(bb), axi.arburst.eq(BURST_INCR), axi.arprot.eq(0), axi.arid.eq(0),
+            axi.arsize.eq(bb), axi.arburst.eq(BURST_INCR), axi.arprot.eq(0),
         ]
 
         # --- R: row assembly ---------------------------------------------------------------------
@@ -448,13 +493,18 @@ class DmaEngine(wiring.Component):
                 m.d.comb += [eng.busy.eq(1), run.eq(1)]
                 with m.If(finished):
                     m.next = "DONE"
+                # Rows whose data had not fully arrived are not written.
+                self._abort(m, guard, abort, err, drain,
+                            [ar.valid.eq(0), outstanding.eq(0), full.eq(0), wb_valid.eq(0)])
             with m.State("DONE"):
                 m.d.comb += [eng.busy.eq(1), eng.done.eq(1)]
                 m.next = "IDLE"
+        return abort
 
-    def _elab_store(self, m):
+    def _elab_store(self, m, guard):
+        """The store channel in module ``m`` on ``guard``'s manager side; returns its abort strobe."""
         cfg = self.config
-        axi, eng = self.axi, self.store
+        axi, eng = guard.up, self.store
         db, bb = self.data_bytes, self.beat_bits
         lw = self.local_bits
         mrb = self.max_row_bytes
@@ -466,6 +516,7 @@ class DmaEngine(wiring.Component):
         window = Signal(DmaWindow, name="st_window")
         stage1 = self._validate(m, "st", cmd, window, chk_err)
         run = Signal(name="st_run")
+        abort = Signal(name="st_abort")
         drain = Signal(name="st_drain")
         b_out = Signal(range(cfg.dma_outstanding + 1), name="st_b_out")      # AW issued, no B yet
         w_credit = Signal(range(cfg.dma_outstanding + 2), name="st_w_credit")  # AW issued, W not all sent
@@ -475,7 +526,7 @@ class DmaEngine(wiring.Component):
                           axi.awready)
         m.d.comb += [
             axi.awvalid.eq(aw.valid), axi.awaddr.eq(aw.addr), axi.awlen.eq(aw.len_m1),
-            axi.awsize.eq(bb), axi.awburst.eq(BURST_INCR), axi.awprot.eq(0), axi.awid.eq(0),
+            axi.awsize.eq(bb), axi.awburst.eq(BURST_INCR), axi.awprot.eq(0),
         ]
 
         # --- local reads -------------------------------------------------------------------------
@@ -596,9 +647,12 @@ class DmaEngine(wiring.Component):
                 m.d.comb += [eng.busy.eq(1), run.eq(1)]
                 with m.If(finished):
                     m.next = "DONE"
+                self._abort(m, guard, abort, err, drain,
+                            [aw.valid.eq(0), b_out.eq(0), w_credit.eq(0), w_row_valid.eq(0)])
             with m.State("DONE"):
                 m.d.comb += [eng.busy.eq(1), eng.done.eq(1)]
                 m.next = "IDLE"
+        return abort
 
     # ---------------------------------------------------------------------------------------------
     # Formal contract (docs/formal.md): from the ports only, so it holds whatever the channels'

@@ -26,17 +26,31 @@ halt/reset state; one AXI4 manager port serves every queue:
   clear and ``resetting`` drops. (A ``pop`` while resetting still works: the firmware may forward
   the head it had already read.)
 
-AXI use: every transaction has ID 0, full-width beats (``*size`` = log2 of the data bytes), INCR
-bursts, ``*prot`` 0. At most one read and one write burst are outstanding at a time (a write's AW
-and W are offered together; the next write starts after the previous B). Valid and payload come
-from registers and never depend on a ready. A descriptor never crosses 4 KiB (32-byte aligned),
-nor does a record (16-byte aligned).
+AXI use: full-width beats (``*size`` = log2 of the data bytes), INCR bursts, ``*prot`` 0. At most
+one read and one write burst of the controller's own are outstanding at a time (a write's AW and W
+are offered together; the next write starts after the previous B). Valid and payload come from
+registers and never depend on a ready. A descriptor never crosses 4 KiB (32-byte aligned), nor does
+a record (16-byte aligned). Reads and writes each go through a bus guard (hdl_gen/axi_guard.py),
+which assigns the IDs (from the low ``axi_id_bits - 1`` bits) and bounds every wait:
+
+* **Bus timeout** (``bus_timeout`` cycles, BUS_TIMEOUT.CYCLES; 0 disables it). A descriptor read
+  whose address or data the bus withholds that long is abandoned (its late data is dropped by ID):
+  the queue halts with ``BUS_TIMEOUT`` (or the AXI error of a beat already received), error index
+  F, and the fetcher moves on to the other queues. A record or consumer write that times out is
+  abandoned (its remaining W beats go out without strobes); the consumer write is skipped after a
+  record that timed out; the request completes as a failed write (C += 1, the queue halts with
+  ``BUS_TIMEOUT`` or the AXI error seen first, ``error_irq``), and the queue's completion area is
+  taken as dead: the later requests of the queue complete the same way without touching the bus,
+  so they do not each cost a timeout, until the queue is reset.
 """
+from types import SimpleNamespace
+
 from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import BURST_INCR, Axi4Signature
+from .axi import BURST_INCR, Axi4Signature, connect_axi
+from .axi_guard import AxiReadGuard, AxiWriteGuard
 from .config import KakiConfig
 from .descriptor import DESCRIPTOR_BITS, RECORD_BITS, CompletionRecord, ErrorCode
 from .formal import Axi4Manager, Rules, contract_for, fifo_for, implies, past
@@ -147,6 +161,8 @@ class QueueController(wiring.Component):
         dropped. A firmware fault indicator; cleared only by the controller's reset.
     fw_running : In(1)
         The control core runs; while 0 a queue reset is acknowledged at once.
+    bus_timeout : In(32)
+        BUS_TIMEOUT.CYCLES (module docstring, "Bus timeout").
 
     Behaviour details (resolutions of points docs/queues.md leaves open)
     --------------------------------------------------------------------
@@ -190,8 +206,9 @@ class QueueController(wiring.Component):
         db = config.axi_data_bits
         if db not in (32, 64, 128):
             raise ValueError(f"axi_data_bits must be 32, 64 or 128, not {db}")
-        if config.axi_id_bits < 1:
-            raise ValueError(f"axi_id_bits must be at least 1, not {config.axi_id_bits}")
+        if config.axi_id_bits < 2:
+            raise ValueError(f"axi_id_bits must be at least 2 (the top ID bit is the chip arbiter's), "
+                             f"not {config.axi_id_bits}")
         self.config = config
         self.n_queues = n_queues
         self.prefetch = prefetch
@@ -208,15 +225,27 @@ class QueueController(wiring.Component):
             "cpl_flags": In(8), "cpl_status": In(8), "cpl_opcode": In(8), "cpl_tag": In(16),
             "cpl_timestamp": In(32),
             "cpl_free": Out(4), "cpl_overflow": Out(1),
-            "fw_running": In(1),
+            "fw_running": In(1), "bus_timeout": In(32),
         })
 
     # ---------------------------------------------------------------------------------------------
 
     def elaborate(self, platform):
         m = Module()
-        n, axi = self.n_queues, self.axi
+        n = self.n_queues
         db, bb = self.data_bytes, self.beat_bits
+        cfg = self.config
+        args = (cfg.axi_addr_bits, db * 8, cfg.axi_id_bits - 1, 1)
+        m.submodules.fetch_guard = rg = AxiReadGuard(*args)
+        m.submodules.cpl_guard = wg = AxiWriteGuard(*args)
+        fetch_abort = Signal(name="fetch_abort")           # the descriptor read timed out
+        cpl_abort = Signal(name="cpl_abort")               # a completion write timed out
+        for guard, abort in ((rg, fetch_abort), (wg, cpl_abort)):
+            connect_axi(m, guard.down, self.axi)
+            m.d.comb += [guard.limit.eq(self.bus_timeout), guard.abandon.eq(abort)]
+        # The guards' manager sides, read and write, under the port's member names.
+        axi = SimpleNamespace(**{name: getattr(g.up, name) for g in (rg, wg)
+                                 for name in g.up.signature.members})
 
         # ---- per-queue state --------------------------------------------------------------------
         P = [Signal(32, name=f"q{i}_p") for i in range(n)]
@@ -233,6 +262,7 @@ class QueueController(wiring.Component):
         pending = [Signal(range(self.cpl_depth + 2), name=f"q{i}_cpl_pending") for i in range(n)]
         reset_done = [Signal(name=f"q{i}_reset_done") for i in range(n)]
         size = [Signal(MAX_LOG2 + 2, name=f"q{i}_ring_size") for i in range(n)]
+        cpl_dead = [Signal(name=f"q{i}_cpl_dead") for i in range(n)]    # its writes timed out
         fifos = []
         for i in range(n):
             qp = self.q[i]
@@ -283,7 +313,7 @@ class QueueController(wiring.Component):
         busy = Signal(name="fetch_busy")
         fq_reset = Signal(name="fetch_q_reset")
         m.d.comb += [
-            axi.arid.eq(0), axi.araddr.eq(ar_addr), axi.arlen.eq(self.desc_beats - 1),
+            axi.araddr.eq(ar_addr), axi.arlen.eq(self.desc_beats - 1),
             axi.arsize.eq(bb), axi.arburst.eq(BURST_INCR), axi.arprot.eq(0),
             axi.arvalid.eq(ar_valid),
             fq_reset.eq(Array(self.q[i].reset for i in range(n))[fq]),
@@ -310,6 +340,10 @@ class QueueController(wiring.Component):
                 with m.If(axi.arready):
                     m.d.sync += ar_valid.eq(0)
                     m.next = "R"
+                with m.Elif(rg.timeout):               # the guard keeps offering the address
+                    m.d.comb += fetch_abort.eq(1)
+                    m.d.sync += ar_valid.eq(0)
+                    m.next = "IDLE"
             with m.State("R"):
                 m.d.comb += [busy.eq(1), axi.rready.eq(1)]
                 with m.If(r_hs):
@@ -320,12 +354,20 @@ class QueueController(wiring.Component):
                         m.d.sync += [r_err.eq(1), r_code.eq(_resp_error(axi.rresp))]
                 with m.If(r_done):
                     m.next = "IDLE"
+                with m.Elif(rg.timeout):               # the guard drops the rest of the burst
+                    m.d.comb += fetch_abort.eq(1)
+                    m.next = "IDLE"
 
         fetch_causes = []                                  # per queue: (cond, code, index)
         keep = Signal(name="fetch_keep")                   # the burst ends and its queue wants it
         bad = Signal(name="fetch_bad")
+        fail = Signal(name="fetch_fail")                   # the queue of the read halts
+        fail_code = Signal(8, name="fetch_fail_code")
         m.d.comb += [keep.eq(r_done & ~discard & ~fq_reset),
-                     bad.eq(r_err | beat_bad)]
+                     bad.eq(r_err | beat_bad),
+                     fail.eq((keep & bad) | (fetch_abort & ~discard & ~fq_reset)),
+                     fail_code.eq(Mux(r_err, r_code, Mux(fetch_abort, ErrorCode.BUS_TIMEOUT,
+                                                         _resp_error(axi.rresp))))]
         for i in range(n):
             push = Signal(name=f"q{i}_fetch_push")
             m.d.comb += [
@@ -335,8 +377,7 @@ class QueueController(wiring.Component):
             ]
             with m.If(push):
                 m.d.sync += F[i].eq(F[i] + 1)
-            fetch_causes.append((keep & bad & (fq == i),
-                                 Mux(r_err, r_code, _resp_error(axi.rresp)), F[i]))
+            fetch_causes.append((fail & (fq == i), fail_code, F[i]))
 
         # ---- completion requests ----------------------------------------------------------------
         req_layout = data.StructLayout({
@@ -376,7 +417,7 @@ class QueueController(wiring.Component):
         wr_code = Signal(8, name="cpl_wr_code")
         m.d.comb += [
             w_last.eq(w_beat == w_nbeats - 1),
-            axi.awid.eq(0), axi.awaddr.eq(aw_addr), axi.awlen.eq(aw_len), axi.awsize.eq(bb),
+            axi.awaddr.eq(aw_addr), axi.awlen.eq(aw_len), axi.awsize.eq(bb),
             axi.awburst.eq(BURST_INCR), axi.awprot.eq(0), axi.awvalid.eq(aw_valid),
             axi.wdata.eq(w_buf.word_select(w_beat, db * 8)), axi.wstrb.eq(w_strb),
             axi.wlast.eq(w_last), axi.wvalid.eq(w_valid),
@@ -429,14 +470,22 @@ class QueueController(wiring.Component):
                 m.d.sync += [
                     rec_index.eq(sel_c), cons_addr.eq(sel_cpl_base),
                     aw_addr.eq(sel_cpl_base + 16 + (slot << 4)),
-                    aw_len.eq(self.rec_beats - 1), aw_valid.eq(1),
+                    aw_len.eq(self.rec_beats - 1),
                     w_buf.eq(rec.as_value()), w_strb.eq((1 << db) - 1), w_beat.eq(0),
-                    w_nbeats.eq(self.rec_beats), w_valid.eq(1), wr_err.eq(0),
+                    w_nbeats.eq(self.rec_beats),
                 ]
-                m.next = "REC"
+                with m.If(Array(cpl_dead)[wq]):
+                    m.d.sync += [wr_err.eq(1), wr_code.eq(ErrorCode.BUS_TIMEOUT)]
+                    m.next = "SKIP"
+                with m.Else():
+                    m.d.sync += [aw_valid.eq(1), w_valid.eq(1), wr_err.eq(0)]
+                    m.next = "REC"
             with m.State("REC"):
                 with m.If(sent):
                     m.next = "REC_B"
+                with m.Elif(wg.timeout):
+                    m.d.comb += cpl_abort.eq(1)
+                    m.next = "SKIP"
             with m.State("REC_B"):
                 m.d.comb += axi.bready.eq(1)
                 with m.If(b_hs):
@@ -450,15 +499,31 @@ class QueueController(wiring.Component):
                         w_valid.eq(1),
                     ]
                     m.next = "IDX"
+                with m.Elif(wg.timeout):
+                    m.d.comb += cpl_abort.eq(1)
+                    m.next = "SKIP"
             with m.State("IDX"):
                 m.d.comb += cons_busy.eq(1)
                 with m.If(sent):
                     m.next = "IDX_B"
+                with m.Elif(wg.timeout):
+                    m.d.comb += cpl_abort.eq(1)
+                    m.next = "SKIP"
             with m.State("IDX_B"):
                 m.d.comb += [axi.bready.eq(1), cons_busy.eq(1)]
                 with m.If(b_hs):
                     m.d.comb += finish.eq(1)
                     m.next = "IDLE"
+                with m.Elif(wg.timeout):
+                    m.d.comb += cpl_abort.eq(1)
+                    m.next = "SKIP"
+            with m.State("SKIP"):
+                # A write timed out or the queue's completion area is dead: complete as failed.
+                m.d.comb += finish.eq(1)
+                m.next = "IDLE"
+        with m.If(cpl_abort):                   # the guard finishes what was offered
+            m.d.sync += [aw_valid.eq(0), w_valid.eq(0), wr_err.eq(1),
+                         wr_code.eq(Mux(wr_err, wr_code, ErrorCode.BUS_TIMEOUT))]
 
         fin_bad = Signal(name="cpl_fin_bad")
         fin_code = Signal(8, name="cpl_fin_code")
@@ -521,9 +586,12 @@ class QueueController(wiring.Component):
             with m.Elif(resetting[i] & (qp.qreset_ack | ~self.fw_running)):
                 m.d.sync += acked[i].eq(1)
             m.d.comb += reset_done[i].eq(resetting[i] & acked[i] & (pending[i] == 0))
+            with m.If(cpl_abort & (wq == i)):
+                m.d.sync += cpl_dead[i].eq(1)
             with m.If(reset_done[i]):
                 m.d.sync += [P[i].eq(0), F[i].eq(0), C[i].eq(0), halted[i].eq(0), err[i].eq(0),
-                             err_index[i].eq(0), resetting[i].eq(0), acked[i].eq(0)]
+                             err_index[i].eq(0), resetting[i].eq(0), acked[i].eq(0),
+                             cpl_dead[i].eq(0)]
         if contract_for(platform, self):
             self._formal_contract(
                 m, platform, fifos=fifos, cpl_fifo=cf, pending=pending, acked=acked,

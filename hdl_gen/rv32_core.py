@@ -49,7 +49,9 @@ Microarchitecture: a multi-cycle FSM (``core_fsm``) with the next fetch overlapp
   once takes 2 cycles, a DMEM load (1-cycle SRAM) 3 cycles.
 * Loads from IMEM: ``ILOAD`` requests the word on ``imem`` (retries), ``ILOAD_W`` takes it and
   commits: 3 cycles.
-* MUL/MULH/MULHSU/MULHU: one 33x33 signed multiplier, combinational, 1 cycle.
+* MUL/MULH/MULHSU/MULHU: ``EXEC`` registers the 33-bit operands, ``MUL`` multiplies them as
+  two 33x17 halves into registers, ``MUL_FIN`` adds the halves and commits: 3 cycles (a one-cycle
+  33x33 multiply behind the register file does not fit the clock, docs/synthesis.md).
 * DIV/DIVU/REM/REMU: iterative restoring division on magnitudes, one quotient bit per cycle
   (``DIV``, 32 cycles) then ``DIV_FIN`` fixes signs and the divide-by-zero case and commits:
   34 cycles in all.
@@ -79,7 +81,7 @@ commit-trace comparison in ``cocotb_tests/test_rv32_core.py``):
 * Interrupt sampling: ``irq`` is used combinationally at the instruction boundary (``EXEC``, or
   ``FETCH`` of a faulting pc) and for the ``SLEEP`` wake-up; there is no synchroniser inside.
 """
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -233,8 +235,14 @@ class RV32Core(wiring.Component):
         b_signed = f3 == 1                    # MULH
         m.d.comb += [mul_a.eq(Cat(rs1v, a_signed & rs1v[31])),
                      mul_b.eq(Cat(rs2v, b_signed & rs2v[31]))]
+        # Two cycles after EXEC (docs/synthesis.md): MUL multiplies the registered operands as two
+        # 33x17 halves, MUL_FIN adds them and commits.
+        mul_ra = Signal(33)
+        mul_rb = Signal(33)
+        mul_lo = Signal(signed(51))           # a * b[0:17] (the low half of b unsigned)
+        mul_hi = Signal(signed(50))           # a * b[17:33] (the high half signed)
         product = Signal(66)
-        m.d.comb += product.eq(mul_a.as_signed() * mul_b.as_signed())
+        m.d.comb += product.eq(mul_lo + (mul_hi << 17))
         mul_res = Signal(32)
         m.d.comb += mul_res.eq(Mux(f3 == 0, product[0:32], product[32:64]))
 
@@ -515,7 +523,8 @@ class RV32Core(wiring.Component):
                             ]
                             m.next = "DIV"
                         with m.Else():
-                            retire_insn(rd, mul_res)
+                            m.d.sync += [mul_ra.eq(mul_a), mul_rb.eq(mul_b)]
+                            m.next = "MUL"
                     with m.Elif(op_alu_legal):
                         retire_insn(rd, alu_res)
                     with m.Else():
@@ -566,7 +575,7 @@ class RV32Core(wiring.Component):
                         retire_insn(rd, csr_old)
                 with m.Default():
                     illegal()
-            # every path above commits in this cycle except DIV and the memory accesses
+            # every path above commits in this cycle except MUL, DIV and the memory accesses
             with m.If(c_valid):
                 after_commit()
 
@@ -610,6 +619,15 @@ class RV32Core(wiring.Component):
             with m.State("ILOAD_W"):
                 m.d.comb += ld_word.eq(self.imem.data)
                 retire_insn(rd, ld_val)
+                after_commit()
+
+            with m.State("MUL"):
+                m.d.sync += [mul_lo.eq(mul_ra.as_signed() * mul_rb[0:17]),
+                             mul_hi.eq(mul_ra.as_signed() * mul_rb[17:33].as_signed())]
+                m.next = "MUL_FIN"
+
+            with m.State("MUL_FIN"):
+                retire_insn(rd, mul_res)
                 after_commit()
 
             with m.State("DIV"):

@@ -46,7 +46,9 @@ class KakiSoc(wiring.Component):
     Data path: host memory --AXI4--> DMA load --> scratchpad / accumulator --> GEMM engine (PE
     array) --> accumulator --> vector unit --> scratchpad --> DMA store --AXI4--> host memory.
     The DMA and the queue controller share the ``mem`` port through a round-robin AXI arbiter
-    (the ID's top bit says which: 0 DMA, 1 queue controller).
+    (the ID's top bit says which: 0 DMA, 1 queue controller; the lower bits are the manager's
+    current transaction ID, hdl_gen/axi_guard.py). Every wait on the port is bounded by
+    BUS_TIMEOUT.CYCLES (docs/queues.md "Host bus timeouts").
 
     Memory port priorities (lower wins a bank): scratchpad reads GEMM, vector, DMA; scratchpad
     writes vector, DMA; accumulator reads GEMM, vector, DMA; accumulator writes GEMM, DMA. The GEMM
@@ -123,10 +125,13 @@ class KakiSoc(wiring.Component):
     # ---------------------------------------------------------------- engines and memories
 
     def _engines(self, m, csr, disp, dma, gemm, vec, reset):
-        """Engines behind the dispatcher, each resettable by the firmware; GEMM and vector can
-        be frozen by the DEBUG_HANG fault-injection hook. Returns the per-engine frozen flags."""
-        dma_reset = reset[Engine.DMA_LOAD.value] | reset[Engine.DMA_STORE.value]
-        m.submodules.dma = ResetInserter({"sync": dma_reset})(dma)
+        """Engines behind the dispatcher, each resettable by the firmware (the DMA channel by
+        channel: the DMA resets one and keeps its bus guards); GEMM and vector can be frozen by
+        the DEBUG_HANG fault-injection hook. Returns the per-engine frozen flags."""
+        load_reset, store_reset = reset[Engine.DMA_LOAD.value], reset[Engine.DMA_STORE.value]
+        m.submodules.dma = dma
+        m.d.comb += [dma.load_reset.eq(load_reset), dma.store_reset.eq(store_reset),
+                     dma.bus_timeout.eq(csr.bus_timeout_cycles)]
         frozen = {}
         for name, eng, idx in (("gemm", gemm, Engine.GEMM.value), ("vec", vec, Engine.VEC.value)):
             armed, frz = Signal(name=f"{name}_hang_armed"), Signal(name=f"{name}_frozen")
@@ -140,7 +145,7 @@ class KakiSoc(wiring.Component):
             m.submodules[name] = EnableInserter({"sync": ~frz | reset[idx]})(
                 ResetInserter({"sync": reset[idx]})(eng))
             frozen[name] = frz
-        engines = {"dma_load": (dma.load, "dma", dma_reset), "dma_store": (dma.store, "dma", dma_reset),
+        engines = {"dma_load": (dma.load, "dma", load_reset), "dma_store": (dma.store, "dma", store_reset),
                    "gemm": (gemm.ctl, "gemm", reset[Engine.GEMM.value]),
                    "vec": (vec.ctl, "vec", reset[Engine.VEC.value])}
         for i, name in enumerate(map(port_name, ENGINES)):
@@ -296,7 +301,7 @@ class KakiSoc(wiring.Component):
         cpl = {name: _mmio_field("CPL", name.upper(), wdata)
                for name in ("queue", "irq", "halt", "flags", "status", "opcode")}
         m.d.comb += [
-            qc.fw_running.eq(~held),
+            qc.fw_running.eq(~held), qc.bus_timeout.eq(csr.bus_timeout_cycles),
             qc.cpl_valid.eq(cpl_write), qc.cpl_queue.eq(cpl["queue"]), qc.cpl_irq.eq(cpl["irq"]),
             qc.cpl_halt.eq(cpl["halt"]), qc.cpl_flags.eq(cpl["flags"]),
             qc.cpl_status.eq(cpl["status"]), qc.cpl_opcode.eq(cpl["opcode"]),

@@ -13,7 +13,7 @@ from .engine import EngineSignature
 from .mem_port import ReadPortSignature, WritePortSignature
 
 #: Cycles from the cycle a row's read is granted to the cycle its write (``spad_wr.en``) is driven.
-PIPELINE_LATENCY = 5
+PIPELINE_LATENCY = 7
 
 #: Widest address a VECTOR descriptor can name (its address fields are 20 bits).
 DESC_ADDR_BITS = 20
@@ -62,8 +62,8 @@ class VectorUnit(wiring.Component):
        (``src_addr + r``) *and*, with ``ops.add``, its residual read (``res_addr + r``) are both
        granted; otherwise both are retried (a lone grant is wasted). The pipeline never stalls:
        the write of a row is driven exactly :data:`PIPELINE_LATENCY` cycles after its reads were
-       granted (stages: bias add | 64-bit product | 66-bit round, shift, zero point, clamp, ReLU |
-       residual add into the write registers).
+       granted (stages: bias add | two 32x16 products | 64-bit sum | shift and rounding bit |
+       rounding, zero point, clamp, ReLU | residual add into the write registers).
     4. Without ``ops.maxred`` row ``r`` is written at ``dst_addr + r``; with it a running
        column-wise max is kept and one row is written at ``dst_addr`` after the last row.
 
@@ -213,61 +213,71 @@ class VectorUnit(wiring.Component):
         ]
 
         # ---- datapath: a valid bit travels with each row; the pipeline never stalls ----
-        v0 = Signal()   # memory data of a fired row is on acc_rd.data / spad_rd.data
-        v1 = Signal()
-        v2 = Signal()
-        v3 = Signal()
-        m.d.sync += [v0.eq(fire), v1.eq(v0), v2.eq(v1), v3.eq(v2)]
+        # v[0]: memory data of a fired row is on acc_rd.data / spad_rd.data; v[i]: it is in stage i.
+        v = [Signal(name=f"v{i}") for i in range(PIPELINE_LATENCY - 1)]
+        m.d.sync += [v[0].eq(fire)] + [v[i].eq(v[i - 1]) for i in range(1, len(v))]
 
         res_lanes0 = [self.spad_rd.data[8 * c:8 * (c + 1)].as_signed() for c in range(dim)]
-        x1 = [Signal(signed(32), name=f"x1_{c}") for c in range(dim)]
-        res1 = [Signal(signed(8), name=f"res1_{c}") for c in range(dim)]
-        p2 = [Signal(signed(64), name=f"p2_{c}") for c in range(dim)]
-        res2 = [Signal(signed(8), name=f"res2_{c}") for c in range(dim)]
-        y3 = [Signal(signed(8), name=f"y3_{c}") for c in range(dim)]
-        res3 = [Signal(signed(8), name=f"res3_{c}") for c in range(dim)]
-        out4 = [Signal(signed(8), name=f"out4_{c}") for c in range(dim)]
-        max4 = [Signal(signed(8), name=f"max4_{c}") for c in range(dim)]
-
+        # The residual byte of each row rides along the stages.
+        res = [[Signal(signed(8), name=f"res{i}_{c}") for c in range(dim)] for i in range(1, 6)]
+        for c in range(dim):
+            m.d.sync += res[0][c].eq(Mux(v[0], res_lanes0[c], res[0][c]))
+            for i in range(1, 5):
+                m.d.sync += res[i][c].eq(Mux(v[i], res[i - 1][c], res[i][c]))
+        out = [Signal(signed(8), name=f"out6_{c}") for c in range(dim)]
         zp = cmd.zero_point.as_signed()
         for c in range(dim):
-            # Stage 1: wrapping int32 bias add (bias is zero when ops.bias is clear).
-            with m.If(v0):
-                m.d.sync += [x1[c].eq((acc_lanes[c] + bias[c])[:32].as_signed()),
-                             res1[c].eq(res_lanes0[c])]
-            # Stage 2: exact 64-bit product.
-            with m.If(v1):
-                m.d.sync += [p2[c].eq(x1[c] * mult[c]), res2[c].eq(res1[c])]
-            # Stage 3: round half up and shift in 66 bits, zero point, clamp, ReLU.
-            p_wide = Signal(signed(66), name=f"p_wide_{c}")
-            rnd = Signal(64, name=f"rnd_{c}")           # 2^(s-1), or 0 when s == 0
-            r = Signal(signed(66), name=f"r_{c}")
-            y = Signal(signed(8), name=f"y_{c}")
-            m.d.comb += [
-                p_wide.eq(p2[c]),
-                rnd.eq((Const(1, 1) << shift[c]) >> 1),
-                r.eq((p_wide + rnd)[:66].as_signed() >> shift[c]),
-                y.eq(_clamp_i8(r + zp)),
-            ]
-            with m.If(v2):
-                m.d.sync += [y3[c].eq(Mux(ops.relu, _max(y, zp), y)), res3[c].eq(res2[c])]
-            # Stage 4: saturating residual add; result row to the write registers / running max.
-            m.d.comb += out4[c].eq(Mux(ops.add, _clamp_i8(y3[c] + res3[c]), y3[c]))
+            m.d.comb += out[c].eq(self._lane(m, c, v, acc_lanes[c], bias[c], mult[c], shift[c], zp,
+                                             ops, res[4][c]))
+        max_row = [Signal(signed(8), name=f"max6_{c}") for c in range(dim)]
 
         wr_en = Signal()
         wr_addr = Signal(cfg.spad_addr_bits)
         wr_data = Signal(dim * 8)
         m.d.sync += wr_en.eq(0)
-        with m.If(v3):
+        with m.If(v[-1]):
             m.d.sync += retired.eq(retired + 1)
             with m.If(ops.maxred):
                 for c in range(dim):
-                    m.d.sync += max4[c].eq(Mux(retired == 0, out4[c], _max(max4[c], out4[c])))
+                    m.d.sync += max_row[c].eq(Mux(retired == 0, out[c], _max(max_row[c], out[c])))
             with m.Else():
                 m.d.sync += [wr_en.eq(1), wr_addr.eq(cmd.dst_addr + retired),
-                             wr_data.eq(Cat(*out4))]
+                             wr_data.eq(Cat(*out))]
         with m.If(fsm.ongoing("RUN") & (retired == rows) & ops.maxred):
-            m.d.sync += [wr_en.eq(1), wr_addr.eq(cmd.dst_addr), wr_data.eq(Cat(*max4))]
+            m.d.sync += [wr_en.eq(1), wr_addr.eq(cmd.dst_addr), wr_data.eq(Cat(*max_row))]
         m.d.comb += [self.spad_wr.en.eq(wr_en), self.spad_wr.addr.eq(wr_addr),
                      self.spad_wr.data.eq(wr_data)]
         return m
+
+    @staticmethod
+    def _lane(m, c, v, acc, bias, mult, shift, zp, ops, res):
+        """One lane's epilogue stages (registers advance only with their row's valid bit ``v[i]``);
+        returns the lane's int8 result, valid in the cycle ``v[-1]`` is high.
+
+        The stages are cut for the clock (docs/synthesis.md): the 32x32 product is summed from
+        two 32x16 halves one stage later, and the rounding shift ``(p + 2^(s-1)) >> s`` is
+        computed as ``(p >> s) + p[s-1]`` (the carry of the half added into the kept bits is
+        exactly the bit below them), so no 66-bit adder sits in front of the shifter.
+        """
+        def stage(i, name, shape, value):
+            r = Signal(shape, name=f"{name}_{c}")
+            m.d.sync += r.eq(Mux(v[i], value, r))
+            return r
+        # 1: wrapping int32 bias add (bias is zero when ops.bias is clear).
+        x = stage(0, "x1", signed(32), (acc + bias)[:32].as_signed())
+        # 2: the product's two halves: x * mult[0:16] (unsigned half) and x * mult[16:32] (signed).
+        lo = stage(1, "plo2", signed(49), x * mult[:16])
+        hi = stage(1, "phi2", signed(48), x * mult[16:].as_signed())
+        # 3: the exact 64-bit product.
+        p = stage(2, "p3", signed(64), lo + (hi << 16))
+        # 4: arithmetic shift by s and the rounding bit p[s-1] (none when s == 0).
+        sh = stage(3, "sh4", signed(64), p >> shift)
+        rb = stage(3, "rb4", 1, (p.as_unsigned() << 1).bit_select(shift, 1))
+        # 5: + rounding bit + zero point, saturated to int8 (|zp| <= 128, so any |sh| >= 1024
+        # saturates whatever the rest), ReLU.
+        fits = Signal(name=f"fits5_{c}")
+        m.d.comb += fits.eq((sh[10:] == 0) | (sh[10:] == (2 ** 54 - 1)))
+        y = Mux(fits, _clamp_i8(sh[:11].as_signed() + rb + zp), Mux(sh[63], -128, 127)).as_signed()
+        y5 = stage(4, "y5", signed(8), Mux(ops.relu, _max(y, zp), y))
+        # 6 (combinational into the write registers): saturating residual add.
+        return Mux(ops.add, _clamp_i8(y5 + res), y5)

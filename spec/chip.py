@@ -32,3 +32,6 @@ FIFO_DEPTH = DEFAULTS['fifo_depth']
 PREFETCH = DEFAULTS['prefetch']
 CPL_DEPTH = DEFAULTS['cpl_depth']
 RETIRE_DEPTH = DEFAULTS['retire_depth']
+
+#: Cycles from a vector-unit row's granted read to its scratchpad write (hdl_gen/vector_unit.py).
+VEC_PIPELINE_LATENCY = 7

@@ -38,6 +38,7 @@ class ErrorCode(IntEnum):
     WATCHDOG = 13
     BAD_EVENT = 14
     DIRECT_SUBMIT = 15
+    BUS_TIMEOUT = 16
 
 class Engine(IntEnum):
     DMA_LOAD = 0

@@ -27,8 +27,8 @@ from driver.bringup import FirmwareError, load_firmware
 from verif import chip_scenarios as S
 from spec.chip import QUEUES
 from verif.dag_workload import Workload, build_dag
-from verif.error_injection import ERROR_KINDS, RESERVED_FLAG_OPS, error_queue
-from verif.queue_host import configure
+from verif.error_injection import ERROR_KINDS, RESERVED_FLAG_OPS, blackhole_window, error_queue
+from verif.queue_host import configure, reset_queue
 from verif.ring_layout import Layout, QueueConfig
 from golden.chip_model import MMIO_BASE, ChipModel, unpack_record
 from hdl_gen.config import KakiConfig
@@ -67,8 +67,11 @@ def image(elf):
 
 
 def chip(image, s=0, engine_delay=bimodal, **kw):
+    """A booted golden chip whose memory past HOST_BYTES answers DECERR, and not at all in the
+    error scenarios' black hole."""
     return probe(ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=s,
-                           engine_delay=engine_delay, **kw), CAPS.dim)
+                           engine_delay=engine_delay, blackhole=blackhole_window(HOST_BYTES), **kw),
+                 CAPS.dim)
 
 
 def words_bytes(words):
@@ -503,3 +506,39 @@ def test_scenario_waits_for_the_halting_retirement(image):
         c = _SlowQueueStatus(chip(image, s), q, delay)
         rep = run_sync(S.error_scenario(CAPS, s, "watchdog_vec", host_bytes=HOST_BYTES, queue=q, jobs=8), c)
         assert rep.phases[0].descriptors > 0, delay
+
+
+@pytest.mark.parametrize("hung", ["load", "store"])
+def test_dma_watchdog_resets_only_the_hung_channel(image, hung):
+    """A DMA channel hung on memory that does not answer (bus timeout off): the watchdog resets it
+    alone; a chain of commands on the other channel, one in flight at the reset, completes
+    bit-exactly (chip_scenarios.dma_watchdog_scenario)."""
+    s = seed(800 + (hung == "store"))
+    c = chip(image, s, engine_delay=1000)
+    rep = run_sync(S.dma_watchdog_scenario(CAPS, s, host_bytes=HOST_BYTES, hung=hung,
+                                           watchdog=3000), c)
+    assert rep.phases[0].descriptors > 0
+
+
+def test_bus_timeout_cycles(image):
+    """A DMA load from the black hole takes BUS_TIMEOUT.CYCLES steps longer and fails with
+    BUS_TIMEOUT; with the timeout off the engine hangs (busy) until the watchdog resets it."""
+    c = chip(image, engine_delay=10)
+    hole = blackhole_window(HOST_BYTES)[0]
+    setup_queue(c, 0, ring=0x3000, log2=3, cpl=0x7000, window=(hole, 0x100))
+    load = dict(host_addr=hole, host_row_stride=4, row_bytes=4, rows=1, planes=1)
+    watchdog = 4000
+    c.write(R.WATCHDOG, watchdog)
+    for limit, status in ((500, ErrorCode.BUS_TIMEOUT), (0, ErrorCode.WATCHDOG)):
+        c.write(R.BUS_TIMEOUT, limit)
+        i = c.read(R.Q_CONSUMER0)
+        c.host_write(0x3000 + 32 * (i % 8), words_bytes(encode(Opcode.DMA_LOAD, tag=i, **load)))
+        t0 = c.read(R.TIMESTAMP)
+        c.write(R.Q_DOORBELL0, i + 1)
+        c.run_until_idle(max_steps=20_000)
+        rec = unpack_record(c.host_read(0x7010 + 16 * (i % 8), 16))
+        assert rec["status"] == status, (limit, rec)
+        waited = rec["timestamp"] - t0
+        assert (limit or watchdog) < waited < (limit or watchdog * 17 // 16) + 2000, (limit, waited)
+        assert R.Q_STATUS0.HALTED.get(c.read(R.Q_STATUS0)) and c.read(R.Q_ERROR0) == status
+        run_sync(reset_queue(0), c)

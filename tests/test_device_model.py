@@ -89,6 +89,42 @@ def test_dma_window_check_order(name, fields, window, code, opcode):
         np.testing.assert_array_equal(before[1], dev.spad)
 
 
+HOLE = (0x1004, 0x1005)     # one byte that never answers: its bus beat is 0x1000..0x1007
+
+
+@pytest.mark.parametrize("name,fields,window,code", [
+    ("a row in the hole's beat", {"host_addr": 0x0FFC}, None, ErrorCode.BUS_TIMEOUT),
+    ("a row sharing the beat, not the byte", {"host_addr": 0x1000, "row_bytes": 2, "rows": 1},
+     None, ErrorCode.BUS_TIMEOUT),
+    ("the next beat", {"host_addr": 0x1008}, None, ErrorCode.OK),
+    ("rows around it", {"host_addr": 0x0FF8, "host_row_stride": 16}, None, ErrorCode.OK),
+    ("the second plane", {"host_addr": 0x0F00, "planes": 2, "host_plane_stride": 0x100}, None,
+     ErrorCode.BUS_TIMEOUT),
+    ("zero-byte rows touch nothing", {"host_addr": 0x1004, "row_bytes": 0}, None, ErrorCode.OK),
+    ("HOST_RANGE first", {"host_addr": (1 << 32) - 4}, None, ErrorCode.HOST_RANGE),
+    ("WINDOW first", {"host_addr": 0x1004}, (0x0, 0x1000), ErrorCode.WINDOW),
+    ("inside the window", {"host_addr": 0x1004}, (0x1000, 0x100), ErrorCode.BUS_TIMEOUT),
+])
+@pytest.mark.parametrize("opcode", [Opcode.DMA_LOAD, Opcode.DMA_STORE])
+def test_blackhole(name, fields, window, code, opcode):
+    """Host memory that never answers: a DMA command whose rows' bus beats overlap it fails with
+    BUS_TIMEOUT (after HOST_RANGE and WINDOW), changes nothing, and ``reaches_blackhole`` says so
+    without executing it."""
+    dev = DeviceModel(CAPS, host_bytes=0x2000, blackhole=HOLE)
+    dev.host[:] = np.arange(dev.host.size, dtype=np.uint8)
+    dev.spad[:] = 7
+    words = encode(opcode, **{**DMA, **fields})
+    before = (dev.host.copy(), dev.spad.copy())
+    assert dev.reaches_blackhole(words, window) == (code == ErrorCode.BUS_TIMEOUT)
+    np.testing.assert_array_equal(before[1], dev.spad)
+    assert dev.submit(words, window=window) == code
+    if code != ErrorCode.OK:
+        np.testing.assert_array_equal(before[0], dev.host)
+        np.testing.assert_array_equal(before[1], dev.spad)
+    dev.blackhole = None
+    assert dev.submit(words, window=window) == (ErrorCode.OK if code == ErrorCode.BUS_TIMEOUT else code)
+
+
 @pytest.mark.parametrize("opcode", [Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT, Opcode.BARRIER])
 def test_queue_level_opcodes_are_bad_opcode_when_submitted_directly(opcode):
     """The firmware runs them from queues; the dispatcher behind CMD_SUBMIT only knows engines."""

@@ -43,7 +43,8 @@ def test_conformance_golden(test, image):
     print(f"[driver] SEED={SEED} (rerun: SEED={SEED} .venv/bin/python -m pytest tests/test_driver.py)")
     chip = golden_chip(8, host_bytes=HOST_BASE + HOST_BYTES + 0x2000, seed=SEED)
     ctx = C.Context(async_probe(GoldenBackend(chip), 8), image, _gather, seed=SEED,
-                    host_base=HOST_BASE, host_bytes=HOST_BYTES)
+                    host_base=HOST_BASE, host_bytes=HOST_BYTES,
+                    blackhole=lambda w: chip.set_blackhole(*w) if w else chip.clear_blackhole())
     asyncio.run(test(ctx))
 
 

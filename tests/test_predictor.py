@@ -16,7 +16,7 @@ from spec.firmware_image import FirmwareImage
 from driver.ops import run_sync
 from firmware import build as fw_build
 from verif import chip_scenarios as S
-from verif.error_injection import ERROR_KINDS
+from verif.error_injection import ERROR_KINDS, blackhole_window
 from golden.chip_model import ChipModel
 from hdl_gen.config import KakiConfig
 
@@ -30,11 +30,17 @@ def image(tmp_path_factory):
     return FirmwareImage.from_elf(fw_build.build(tmp_path_factory.mktemp("fw") / "kaki_fw.elf"))
 
 
+def golden(image, seed):
+    """A booted golden chip; its memory does not answer in the error scenarios' black hole."""
+    return ChipModel(CAPS, host_bytes=HOST_BYTES, blackhole=blackhole_window(HOST_BYTES),
+                     firmware=image, seed=seed)
+
+
 def checked(chip, tamper=None, read=None):
     """``chip`` behind a boundary probe whose scoreboard predicts every command; ``tamper``
     (txn -> txn) edits what the scoreboard sees and ``read`` what it reads back, to play a
     faulty chip."""
-    pred = CommandPredictor(CAPS, HOST_BYTES)
+    pred = CommandPredictor(CAPS, HOST_BYTES, blackhole_window(HOST_BYTES))
     board = SyncScoreboard(pred, read or chip.host_read)
 
     class Tampered:
@@ -50,7 +56,7 @@ def _print_seed():
 def test_random_dags_are_predicted_command_by_command(image):
     _print_seed()
     for k in range(3):
-        chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED + k)
+        chip = golden(image, SEED + k)
         dev, pred = checked(chip)
         rep = run_sync(S.dag_scenario(CAPS, SEED + k, host_bytes=HOST_BYTES, jobs=30), dev)
         assert pred.predicted == rep.descriptors and pred.stores_checked > 0
@@ -59,7 +65,7 @@ def test_random_dags_are_predicted_command_by_command(image):
 @pytest.mark.parametrize("kind", ERROR_KINDS)
 def test_error_classes_are_predicted(image, kind):
     _print_seed()
-    chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED)
+    chip = golden(image, SEED)
     dev, pred = checked(chip)
     rep = run_sync(S.error_scenario(CAPS, SEED, kind, host_bytes=HOST_BYTES), dev)
     seen = sum(len(recs) for r in [rep, *rep.phases] for recs in r.records.values())
@@ -71,7 +77,7 @@ def test_overlapping_stores_accumulate_and_residual_add_are_predicted(image):
     one-k-tile accumulate and compute jobs favoured: the predictor's stores (rows in order, the
     later row's bytes win) and results match the chip's."""
     _print_seed()
-    chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED)
+    chip = golden(image, SEED)
     seen = []
 
     class Spy:
@@ -98,7 +104,7 @@ def test_wrong_status_is_the_first_mismatch(image):
             if state["n"] == 10:
                 return BM.RecordTxn(txn.queue, dict(txn.record, status=3))
         return txn
-    chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED)
+    chip = golden(image, SEED)
     dev, _ = checked(chip, flip_status)
     with pytest.raises(PredictionError, match=r"queue \d index \d+ \(\w+ tag \d+\): status expected "
                                               r"OK, got BAD_SHAPE") as e:
@@ -108,7 +114,7 @@ def test_wrong_status_is_the_first_mismatch(image):
 
 def test_wrong_stored_byte_is_reported_with_its_address(image):
     _print_seed()
-    chip = ChipModel(CAPS, host_bytes=HOST_BYTES, firmware=image, seed=SEED)
+    chip = golden(image, SEED)
     reads = []
 
     def faulty_read(addr, n):

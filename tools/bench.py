@@ -587,6 +587,8 @@ def main(argv=None):
     plot(data, png)
     print()
     print(format_table(data))
+    from tools.synth import load_report, summary
+    print(summary(load_report()))
     print(f"\n  written: {out.relative_to(simbuild.REPO)}, {png.relative_to(simbuild.REPO)}; "
           f"{data['wall_s']:.0f} s wall")
     ok = failed is None and all(r["exact"] for r in data["sizes"])

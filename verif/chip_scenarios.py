@@ -33,14 +33,16 @@ import numpy as np
 
 from spec import registers as R
 from spec.chip import QUEUES
-from spec.descriptors import COMMANDS, ENGINE_OPCODES
+from spec.commands import encode
+from spec.descriptors import COMMANDS, ENGINE_OPCODES, ErrorCode, Opcode
 from driver.ops import HostRead, HostWrite, Read, Write
 
-from .dag_workload import DagBuilder, build_dag, queue_configs
-from .error_injection import ERROR_KINDS, error_queue, inject
+from .dag_workload import DagBuilder, Failure, HostAlloc, build_dag, new_workload, queue_configs
+from .error_injection import (BUS_TIMEOUT_CYCLES, ERROR_KINDS, TIMEOUT_KINDS, blackhole_window,
+                              error_queue, inject)
 from .queue_host import configure, drive, event_bases, final_regs, reset_queue
 from .queue_scoreboard import ScoreboardError, check
-from .ring_layout import DESC_BYTES, M32, Layout, in_host, reg
+from .ring_layout import DESC_BYTES, M32, Layout, in_host, reg, ts_after
 
 #: Engines the DEBUG_HANG fault-injection hook can freeze (its fields are named after them).
 _HANGABLE = {f.name for f in R.DEBUG_HANG.fields}
@@ -57,6 +59,7 @@ class Report:
     cycles: int              #: cycles waited
     descriptors: int         #: descriptors submitted
     phases: list = field(default_factory=list)   #: reports of later phases
+    host: bytes = None       #: the whole host memory at the end (as the scoreboard checked it)
 
 
 def run_workload(wl, *, host_image=None, poll=400, budget=3_000_000):
@@ -95,7 +98,7 @@ def run_workload(wl, *, host_image=None, poll=400, budget=3_000_000):
     check(wl, records, consumer, base, np.frombuffer(bytes(image), dtype=np.uint8), after, regs)
     yield Write(R.IRQ_STATUS, regs["IRQ_STATUS"])          # W1C acknowledge what we saw
     return Report(wl.name, wl.seed, records, consumer, base, cycles,
-                  sum(len(s) for s in wl.streams.values()))
+                  sum(len(s) for s in wl.streams.values()), host=bytes(after))
 
 
 def random_host(seed, host_bytes):
@@ -118,8 +121,8 @@ def dag_scenario(caps, seed, *, host_bytes, jobs=40, queues=tuple(range(QUEUES))
     return (yield from run_workload(wl, host_image=image, poll=poll, budget=budget))
 
 
-def error_scenario(caps, seed, kind, *, host_bytes, decerr_addr=None, queue=None, jobs=24,
-                   poll=400, budget=3_000_000, watchdog=4000):
+def error_scenario(caps, seed, kind, *, host_bytes, decerr_addr=None, blackhole=None, queue=None,
+                   jobs=24, poll=400, budget=3_000_000, watchdog=4000):
     """Inject error ``kind`` (a key of :data:`ERROR_KINDS`) on one queue while the others run a
     DAG; check the halt, the error record and QUEUE_ERROR; reset the queue (fixing its
     configuration) and run a fresh workload on it from index 0.
@@ -127,14 +130,19 @@ def error_scenario(caps, seed, kind, *, host_bytes, decerr_addr=None, queue=None
     ``queue``: the failing queue; by default :func:`error_queue` (rotated by the seed).
 
     ``decerr_addr``: a host address whose accesses the device's memory answers with DECERR (the
-    golden model: anything at or beyond ``host_bytes``). ``watchdog``: WATCHDOG.CYCLES for the
-    hang kinds (the default watchdog is 10**6 cycles)."""
+    golden model: anything at or beyond ``host_bytes``). ``blackhole``: ``(base, limit)`` of host
+    memory the device's memory never answers (default
+    :func:`~verif.error_injection.blackhole_window`; the caller sets the device up with it), for
+    the timeout kinds, which run with BUS_TIMEOUT.CYCLES = ``BUS_TIMEOUT_CYCLES``. ``watchdog``:
+    WATCHDOG.CYCLES for the hang kinds (the default watchdog is 10**6 cycles)."""
     if kind not in ERROR_KINDS:
         raise ValueError(f"unknown error kind {kind!r}; kinds: {sorted(ERROR_KINDS)}")
     rng = np.random.default_rng(seed)
     q = error_queue(seed) if queue is None else queue
     if decerr_addr is None:
         decerr_addr = host_bytes
+    if blackhole is None:
+        blackhole = blackhole_window(host_bytes)
     layout = Layout(host_bytes)
     image = random_host(seed, host_bytes)
     yield HostWrite(0, image)
@@ -156,21 +164,108 @@ def error_scenario(caps, seed, kind, *, host_bytes, decerr_addr=None, queue=None
     for _ in range(int(rng.integers(0, 3))):
         own.job(q)
     wl.configs.update(queue_configs(layout, [q], rng, own.windows()))
-    wl.failing[q] = inject(kind, wl, own, q, pos, decerr_addr)
+    wl.failing[q] = inject(kind, wl, own, q, pos, decerr_addr, blackhole[0])
     if hang:
         yield Write(R.WATCHDOG, watchdog)
         yield Write(R.DEBUG_HANG, R.DEBUG_HANG.GEMM.put(1) if kind == "watchdog_gemm" else R.DEBUG_HANG.VEC.put(1))
+    if kind in TIMEOUT_KINDS:
+        yield Write(R.BUS_TIMEOUT, BUS_TIMEOUT_CYCLES)
     report = yield from run_workload(wl, host_image=image, poll=poll, budget=budget)
     if hang:
         yield Write(R.WATCHDOG, R.WATCHDOG.CYCLES.reset)
-    # ---- reset the failed queue with a sound configuration and run again from index 0
+    if kind in TIMEOUT_KINDS:
+        yield Write(R.BUS_TIMEOUT, R.BUS_TIMEOUT.CYCLES.reset)
+    report.phases.append((yield from recover(caps, seed, layout, q, f"after {kind} on queue {q}",
+                                             jobs=max(4, jobs // 4), poll=poll, budget=budget)))
+    return report
+
+
+def recover(caps, seed, layout, q, name, *, jobs, poll, budget):
+    """Reset the failed queue ``q`` with a sound configuration and run a fresh DAG on it from
+    index 0; returns its Report."""
     yield Write(reg("Q_CTRL", q), 0)
-    wl2, _ = build_dag(caps, seed + 1, layout, queues=[q], jobs=max(4, jobs // 4),
-                       event_base=(yield from event_bases()), name=f"after {kind} on queue {q}")
-    yield from configure(q, wl2.configs[q], enable=False)
+    wl, _ = build_dag(caps, seed + 1, layout, queues=[q], jobs=jobs,
+                      event_base=(yield from event_bases()), name=name)
+    yield from configure(q, wl.configs[q], enable=False)
     yield from reset_queue(q, enable=True)
     irq = yield Read(R.IRQ_STATUS)
     if R.IRQ_STATUS.QUEUE_ERROR.get(irq) >> q & 1:
-        raise ScoreboardError(f"{wl.name} seed={seed}: QUEUE_ERROR[{q}] still set after W1C")
-    report.phases.append((yield from run_workload(wl2, poll=poll, budget=budget)))
+        raise ScoreboardError(f"{name} seed={seed}: QUEUE_ERROR[{q}] still set after W1C")
+    return (yield from run_workload(wl, poll=poll, budget=budget))
+
+
+def dma_watchdog_scenario(caps, seed, *, host_bytes, blackhole=None, hung=None, commands=6,
+                          rows=16, watchdog=3000, poll=200, budget=3_000_000):
+    """The firmware's watchdog resets only the hung DMA channel (docs/queues.md, step 5).
+
+    With BUS_TIMEOUT.CYCLES = 0 (no bus timeout), a DMA command of queue A (``hung``: "load" or
+    "store", by default from the seed) reaches the black hole (``blackhole``, default
+    :func:`~verif.error_injection.blackhole_window`; the caller sets the device up with it) and
+    waits forever. Queue B meanwhile keeps the other channel busy with a chain of ``commands``
+    commands of ``rows`` accumulator rows each, each shorter than ``watchdog`` (WATCHDOG.CYCLES)
+    and together longer: the watchdog resets the hung channel (ENGINE_RESET of it alone) while a
+    command of the chain runs. Checked: queue A halts with WATCHDOG at the hung command; every
+    command of queue B completes OK with the golden model's bytes (the scoreboard's replay, the
+    whole host memory), and two consecutive records of the chain straddle the WATCHDOG record
+    (the reset hit the chain with a command in flight). Queue A is then reset and runs again.
+
+    Queue B's data: for a hung load, the chain are stores of rows queue B loaded first (then a
+    SIGNAL_EVENT releases queue A's WAIT_EVENT, so the hang starts with the chain); for a hung
+    store, the chain are loads, read back by stores once the store channel has been reset."""
+    rng = np.random.default_rng(seed)
+    hung = hung or ("load", "store")[seed % 2]
+    qa = error_queue(seed)
+    qb = (qa + 1) % QUEUES
+    blackhole = blackhole or blackhole_window(host_bytes)
+    layout = Layout(host_bytes)
+    wl = new_workload(f"{hung} channel hung on queue {qa}", caps, seed, layout, (qa, qb))
+    alloc = HostAlloc(rng, layout.data_base, layout.host_bytes)
+    rb = 4 * caps.dim                  # an accumulator row
+    chunk = rows * rb
+    if (commands + 1) * rows > caps.acc_rows:
+        raise ValueError(f"{commands} commands of {rows} rows do not fit {caps.acc_rows} accumulator rows")
+    src = [alloc.take(chunk, 8) for _ in range(commands)]
+    dst = [alloc.take(chunk, 8) for _ in range(commands)]
+    for a in src:
+        wl.init[a] = rng.integers(0, 256, chunk, dtype=np.uint8).tobytes()
+
+    def dma(op, host, row, n=rows, tag=0):
+        return encode(op, tag=tag, host_addr=host, host_row_stride=rb, row_bytes=rb, rows=n,
+                      planes=1, local_addr=row, local_row_stride=1, acc=1)
+    event = qb
+    value = ((yield from event_bases())[event] + 1) & M32
+    if hung == "load":                 # the chain's data, before the hang
+        for i in range(commands):
+            wl.add(qb, dma(Opcode.DMA_LOAD, src[i], i * rows, tag=i))
+    signal = wl.add(qb, encode(Opcode.SIGNAL_EVENT, tag=0x100, event=event, value=value))
+    chain = [wl.add(qb, dma(Opcode.DMA_STORE, dst[i], i * rows, tag=0x200 + i) if hung == "load"
+                    else dma(Opcode.DMA_LOAD, src[i], i * rows, tag=0x200 + i))
+             for i in range(commands)]
+    if hung == "store":                # the chain's loads read back, after the reset
+        wl.add(qb, encode(Opcode.BARRIER, tag=0x300))
+        for i in range(commands):
+            wl.add(qb, dma(Opcode.DMA_STORE, dst[i], i * rows, tag=0x400 + i))
+    wait = wl.add(qa, encode(Opcode.WAIT_EVENT, tag=0x500, event=event, value=value))
+    wl.edges.append((signal, wait))
+    op = Opcode.DMA_LOAD if hung == "load" else Opcode.DMA_STORE
+    bad = wl.add(qa, dma(op, blackhole[0], commands * rows, n=1, tag=0x600),
+                 expect=ErrorCode.WATCHDOG)
+    wl.failing[qa] = Failure(ErrorCode.WATCHDOG, wl.streams[qa].index(bad))
+    wl.configs = queue_configs(layout, (qa, qb), rng, {
+        qa: (blackhole[0], rb), qb: (min(src + dst), max(src + dst) + chunk - min(src + dst))})
+    image = random_host(seed, host_bytes)
+    yield HostWrite(0, image)
+    yield Write(R.BUS_TIMEOUT, 0)
+    yield Write(R.WATCHDOG, watchdog)
+    report = yield from run_workload(wl, host_image=image, poll=poll, budget=budget)
+    yield Write(R.WATCHDOG, R.WATCHDOG.CYCLES.reset)
+    yield Write(R.BUS_TIMEOUT, R.BUS_TIMEOUT.CYCLES.reset)
+    t_reset = report.records[qa][bad.index]["timestamp"]
+    ts = [report.records[qb][d.index]["timestamp"] for d in chain]
+    if not any(ts_after(t_reset, a) and ts_after(b, t_reset) for a, b in zip(ts, ts[1:])):
+        raise ScoreboardError(f"{wl.name} seed={seed}: the WATCHDOG record (timestamp {t_reset}) "
+                              f"is not between two records of the {len(chain)}-command chain "
+                              f"(timestamps {ts}): the reset did not hit it in flight")
+    report.phases.append((yield from recover(caps, seed, layout, qa, f"after the hung {hung} on "
+                                             f"queue {qa}", jobs=4, poll=poll, budget=budget)))
     return report

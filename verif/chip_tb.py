@@ -9,7 +9,8 @@ import logging
 import os
 
 import cocotb
-from cocotb.triggers import ClockCycles, Lock, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, Lock, RisingEdge, Timer, with_timeout
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 import numpy as np
@@ -25,7 +26,7 @@ from driver.ops import run_async
 from .workloads import gemm_epilogue_reference, host_tensors, run_on_model
 
 from .host_mem import HostMemory
-from .soc_target import CLOCK_NS, HOST_WORDS
+from .soc_target import CLOCK_NS, FIRST_EDGE_NS, HOST_WORDS
 
 #: the DONE_<engine> counter of the engine serving each engine opcode (the command table)
 _ENGINE_DONE = {int(op): f"DONE_{c.engine.name}" for op, c in COMMANDS.items() if c.engine is not None}
@@ -168,7 +169,17 @@ class ChipTB:
             await self.host.load(addr, bytes(data))
 
     async def wait(self, cycles):
-        await ClockCycles(self.dut.clk, cycles)
+        """Return at the ``cycles``-th rising clock edge from now (as ``ClockCycles`` would), after
+        one timer wake-up instead of one per edge: scenarios poll with waits of hundreds of
+        cycles, and each Python wake-up costs as much as simulating a few cycles."""
+        if cycles <= 0:
+            return
+        now = int(get_sim_time("ns"))
+        edge = (now - FIRST_EDGE_NS) // CLOCK_NS + cycles        # the rising edge to return at
+        until = FIRST_EDGE_NS + edge * CLOCK_NS - CLOCK_NS // 2  # half a cycle before it
+        if until > now:
+            await Timer(until - now, "ns")
+        await RisingEdge(self.dut.clk)
 
     async def wait_interrupt(self, max_cycles):
         """Driver backend interface (driver/device.py): True as soon as the irq line is high (at

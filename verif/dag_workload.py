@@ -7,6 +7,7 @@ No device I/O here: the host queue driver (verif/queue_host.py) submits a worklo
 choice comes from the ``rng`` (seeded by the caller), so one seed gives the same workload in every
 process.
 """
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -169,6 +170,7 @@ class DagBuilder:
         self.ev_value = dict(event_base)     # event -> last value signalled (or the start value)
         self.ev_stride = {e: int(rng.integers(1, 1 << 20)) for e in range(EVENTS)}
         self.signals = {q: [] for q in queues}      # (Desc) signals appended, in order
+        self.signal_seqs = {q: [] for q in queues}  # their seqs (ascending), for bisect
         self.alloc = HostAlloc(rng, wl.layout.data_base, wl.layout.host_bytes)
         self.tag = int(rng.integers(0, 1 << 16))
         self.touched = {q: [] for q in queues}      # (addr, size) each queue's DMAs touch
@@ -197,6 +199,7 @@ class DagBuilder:
         d = self.add(q, Opcode.SIGNAL_EVENT, event=e, value=self.ev_value[e])
         d.event = (e, self.ev_value[e])
         self.signals[q].append(d)
+        self.signal_seqs[q].append(d.seq)
         return d
 
     def order_after(self, q, last):
@@ -205,12 +208,13 @@ class DagBuilder:
             if self.ordered[q] < last.seq:
                 self.barrier(q)
             return
-        sig = next((s for s in self.signals[last.queue] if s.seq > last.seq), None)
-        if sig is None:
-            sig = self.signal(last.queue)
+        r = last.queue
+        k = bisect_right(self.signal_seqs[r], last.seq)       # the first signal after ``last``
+        sig = self.signals[r][k] if k < len(self.signals[r]) else self.signal(r)
         w = self.add(q, Opcode.WAIT_EVENT, event=sig.event[0], value=sig.event[1])
         w.event = sig.event
         self.wl.edges.append((sig, w))
+        return sig
 
     def fresh(self, size, data=None):
         addr = self.alloc.take(size)
@@ -257,11 +261,35 @@ class DagBuilder:
             self.signal(q)
         return last
 
+    # Where a job's host data lives. Each job takes fresh buffers; a subclass may place them
+    # elsewhere (verif/stress.py recycles output buffers, which needs more ordering).
+    def input_bytes(self, size):
+        """Host address of ``size`` bytes of random input data, written before the run."""
+        return self.fresh(size, self.rng.integers(0, 256, size, dtype=np.uint8))
+
+    def param_data(self):
+        """Random per-channel parameters of a compute job: three accumulator rows (int32
+        multiplier, shift, bias) as bytes."""
+        d = self.dim
+        return np.stack([self.rng.integers(1, 1 << 20, d), self.rng.integers(0, 24, d),
+                         self.rng.integers(-1 << 16, 1 << 16, d)]).astype("<i4").tobytes()
+
+    def param_rows(self):
+        """Host address of a compute job's parameter rows (:meth:`param_data`), written before
+        the run."""
+        data = self.param_data()
+        return self.fresh(len(data), data)
+
+    def output(self, q, size):
+        """Host address of the ``size``-byte output buffer of a job of queue ``q`` (the job's
+        DMA_STORE, appended next, writes it)."""
+        return self.fresh(max(size, 1))
+
     def _source(self, src, size):
         """(addr, bytes available) to read ``size`` bytes from: a dependency's output or fresh data."""
         if src is not None and src[2] >= size:
             return src[1], src[2]
-        return self.fresh(self.buf, self.rng.integers(0, 256, self.buf, dtype=np.uint8)), self.buf
+        return self.input_bytes(self.buf), self.buf
 
     def _copy_job(self, q, src, spad0, acc0):
         rng, d = self.rng, self.dim
@@ -290,7 +318,7 @@ class DagBuilder:
             hs2 = int(rng.integers(0, rb2))
         hp2 = rows * hs2 + int(rng.integers(0, 8))
         span2 = (planes - 1) * hp2 + (rows - 1) * hs2 + rb2
-        out = self.fresh(max(span2, 1))
+        out = self.output(q, span2)
         last = self._dma(q, Opcode.DMA_STORE, out, span2, host_row_stride=hs2,
                          host_plane_stride=hp2, row_bytes=rb2, col_offset=co2, **common)
         return last, (out, span2)
@@ -305,13 +333,11 @@ class DagBuilder:
         host = addr + int(rng.integers(0, avail - m * rb + 1))
         self._dma(q, Opcode.DMA_LOAD, host, m * rb, host_row_stride=rb, row_bytes=rb, rows=m,
                   planes=1, local_addr=a_rows, local_row_stride=1)
-        b = self.fresh(d * d, rng.integers(0, 256, d * d, dtype=np.uint8))
+        b = self.input_bytes(d * d)
         self._dma(q, Opcode.DMA_LOAD, b, d * d, host_row_stride=d, row_bytes=d, rows=d,
                   planes=1, local_addr=b_rows, local_row_stride=1)
-        params = np.stack([rng.integers(1, 1 << 20, d), rng.integers(0, 24, d),
-                           rng.integers(-1 << 16, 1 << 16, d)]).astype("<i4")
-        p = self.fresh(params.nbytes, params.tobytes())
-        self._dma(q, Opcode.DMA_LOAD, p, params.nbytes, host_row_stride=4 * d, row_bytes=4 * d,
+        p = self.param_rows()
+        self._dma(q, Opcode.DMA_LOAD, p, 3 * 4 * d, host_row_stride=4 * d, row_bytes=4 * d,
                   rows=3, planes=1, local_addr=mult_row, local_row_stride=1, acc=1)
         self.barrier(q)
         gemm = dict(a_addr=a_rows, b_addr=b_rows, c_addr=c_rows, m=m, k_tiles=1, n_tiles=1)
@@ -331,7 +357,7 @@ class DagBuilder:
                     "ops.add": int(rng.random() < 0.5), "ops.maxred": int(maxred)})
         self.barrier(q)
         n_out = 1 if maxred else m
-        out = self.fresh(n_out * d)
+        out = self.output(q, n_out * d)
         last = self._dma(q, Opcode.DMA_STORE, out, n_out * d, host_row_stride=d, row_bytes=d,
                          rows=n_out, planes=1, local_addr=out_rows, local_row_stride=1)
         return last, (out, n_out * d)

@@ -28,6 +28,9 @@ class Context:
     backend: object
     firmware: object                 #: FirmwareImage or ELF path
     gather: object                   #: async gather(*coroutines) -> list of results
+    #: blackhole((base, limit)): host memory stops answering in that range (None: answers again);
+    #: a hook of the backend's memory model, for test_bus_timeout_and_recovery
+    blackhole: object = None
     seed: int = 1
     host_base: int = 0x1000
     host_bytes: int = 0x40000
@@ -305,6 +308,40 @@ async def test_device_error_and_recovery(ctx):
     await dev.close()
 
 
+async def test_bus_timeout_and_recovery(ctx):
+    """Host memory that stops answering (the backend's black hole over one buffer): a DMA from it
+    fails with BUS_TIMEOUT after BUS_TIMEOUT.CYCLES, which the waiter sees precisely; another
+    queue's copy completes meanwhile, bit-exactly; the memory answering again, a queue reset
+    recovers the queue."""
+    assert ctx.blackhole is not None, "this backend's Context has no black hole hook"
+    dev = await ctx.open()
+    d = dev.caps.dim
+    q, other = await dev.queue(1, entries=8), await dev.queue(0, entries=8)
+    hole, src, dst = dev.alloc(4 * d), dev.alloc(4 * d), dev.alloc(4 * d)
+    data = ctx.rng(11).integers(0, 256, 4 * d, dtype=np.uint8)
+    await src.write(data)
+    await expect(DriverMisuse, dev.set_bus_timeout(-1), "bus timeout -1")
+    old = await dev.set_bus_timeout(3000)
+    assert old == R.BUS_TIMEOUT.CYCLES.reset, old
+    ctx.blackhole((hole.addr, hole.addr + hole.nbytes))
+    bad = encode(Opcode.DMA_LOAD, tag=5, host_addr=hole.addr, host_row_stride=d, row_bytes=d,
+                 rows=4, planes=1, local_addr=0, local_row_stride=1)
+    sub = await q.submit([encode(Opcode.NOP, tag=1), bad, encode(Opcode.NOP, tag=2)])
+    ok = await other.submit(copy_descriptors(d, src.addr, dst.addr, 4, 32))
+    err = await expect(QueueError, sub.wait(200_000), "BUS_TIMEOUT at descriptor index 1")
+    assert (err.queue, err.code, err.index) == (1, ErrorCode.BUS_TIMEOUT, 1), (err.queue, err.code, err.index)
+    assert err.record["tag"] == 5 and err.record["status"] == ErrorCode.BUS_TIMEOUT, err.record
+    assert len(await ok.wait(200_000)) == 3
+    assert (await dst.read() == data).all(), "the other queue's copy"
+    ctx.blackhole(None)
+    await q.reset()
+    recs = await (await q.submit(copy_descriptors(d, hole.addr, dst.addr, 4, 40))).wait(200_000)
+    assert [r["status"] for r in recs] == [ErrorCode.OK] * 3, recs
+    assert (await dst.read() == await hole.read()).all(), "a copy from the memory that answers again"
+    assert await dev.set_bus_timeout(old) == 3000
+    await dev.close()
+
+
 async def test_events_and_timeout(ctx):
     dev = await ctx.open()
     q0, q1 = await dev.queue(0), await dev.queue(1)
@@ -379,4 +416,5 @@ async def test_random_traffic(ctx):
 
 TESTS = [test_open_capabilities_firmware, test_buffers_roundtrip, test_program_twice_different_buffers,
          test_ring_wrap_backpressure, test_queues_concurrently, test_misuse_errors,
-         test_device_error_and_recovery, test_events_and_timeout, test_random_traffic]
+         test_device_error_and_recovery, test_bus_timeout_and_recovery, test_events_and_timeout,
+         test_random_traffic]

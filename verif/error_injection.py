@@ -35,7 +35,26 @@ ERROR_KINDS = {
     "producer_backwards": ErrorCode.RING_OVERFLOW,
     "watchdog_gemm": ErrorCode.WATCHDOG,
     "watchdog_vec": ErrorCode.WATCHDOG,
+    "dma_timeout": ErrorCode.BUS_TIMEOUT,
+    "fetch_timeout": ErrorCode.BUS_TIMEOUT,
+    "cpl_timeout": ErrorCode.BUS_TIMEOUT,
 }
+
+#: The error classes whose host memory does not answer (the device's black hole).
+TIMEOUT_KINDS = ("dma_timeout", "fetch_timeout", "cpl_timeout")
+#: BUS_TIMEOUT.CYCLES while a timeout class runs (the reset value is 65536).
+BUS_TIMEOUT_CYCLES = 2000
+#: Where the error scenarios' host memory misbehaves, past the ``host_bytes`` the scenarios use:
+#: from host_bytes it answers DECERR (the golden chip model's memory ends there), from
+#: host_bytes + BLACKHOLE_OFFSET (BLACKHOLE_BYTES long) it does not answer at all.
+BLACKHOLE_OFFSET = 0x8000
+BLACKHOLE_BYTES = 0x8000
+
+
+def blackhole_window(host_bytes):
+    """``(base, limit)`` of the black hole of the error scenarios run with ``host_bytes``; the
+    device is set up with it (``ChipModel(blackhole=...)``, ``HostMemory.set_blackhole``)."""
+    return host_bytes + BLACKHOLE_OFFSET, host_bytes + BLACKHOLE_OFFSET + BLACKHOLE_BYTES
 
 
 #: The opcodes "reserved_flags" rotates over by seed (every known one gets an error record).
@@ -49,9 +68,10 @@ def error_queue(seed):
     return seed % QUEUES
 
 
-def inject(kind, wl, b, q, pos, decerr_addr):
+def inject(kind, wl, b, q, pos, decerr_addr, hole_addr):
     """Put the fault of ``kind`` at position ``pos`` of queue ``q`` (a descriptor, or the queue's
-    configuration or doorbell); returns the Failure to expect."""
+    configuration or doorbell); returns the Failure to expect. ``decerr_addr``: host memory that
+    answers DECERR; ``hole_addr``: host memory that does not answer."""
     caps, rng = wl.caps, b.rng
     code = ERROR_KINDS[kind]
     cfg = wl.configs[q]
@@ -113,20 +133,22 @@ def inject(kind, wl, b, q, pos, decerr_addr):
         wl.insert(q, pos, encode(Opcode.DMA_LOAD, tag=b._next_tag(), host_addr=p, host_row_stride=0,
                                  row_bytes=4 * caps.dim, rows=1, planes=1, local_addr=row, acc=1))
         return Failure(code, pos + 2)
-    if kind == "dma_decerr":
-        wl.configs[q] = widen(cfg, decerr_addr, 8)
+    if kind in ("dma_decerr", "dma_timeout"):
+        addr = decerr_addr if kind == "dma_decerr" else hole_addr
+        wl.configs[q] = widen(cfg, addr, 8)
         opcode = (Opcode.DMA_LOAD, Opcode.DMA_STORE)[int(rng.integers(2))]
-        return put(opcode, host_addr=decerr_addr, **dma)
+        # the replay on a DeviceModel knows no black hole: a timeout is stated, not replayed
+        return put(opcode, host_addr=addr, _expect=code if kind == "dma_timeout" else None, **dma)
     if kind in ("watchdog_gemm", "watchdog_vec"):
         if kind == "watchdog_gemm":
             return put(Opcode.GEMM, _expect=ErrorCode.WATCHDOG, **gemm)
         return put(Opcode.VECTOR, _expect=ErrorCode.WATCHDOG, src_addr=0, dst_addr=0, rows=1,
                    mult_addr=0, shift_addr=0)
     # Configuration faults: the queue halts when it becomes active (or on its first record).
-    if kind == "fetch_decerr":
-        wl.configs[q] = config(ring_base=decerr_addr)
-    elif kind == "cpl_decerr":
-        wl.configs[q] = config(cpl_base=decerr_addr)
+    if kind in ("fetch_decerr", "fetch_timeout"):
+        wl.configs[q] = config(ring_base=decerr_addr if kind == "fetch_decerr" else hole_addr)
+    elif kind in ("cpl_decerr", "cpl_timeout"):
+        wl.configs[q] = config(cpl_base=decerr_addr if kind == "cpl_decerr" else hole_addr)
     elif kind == "misaligned_ring":
         wl.configs[q] = config(ring_base=cfg.ring_base + 8 * int(rng.integers(1, 4)))
     elif kind == "misaligned_cpl":

@@ -1,4 +1,5 @@
-"""Python side of ``verif/hdl/kaki_host_mem.v``: backdoor load/dump and run-time configuration.
+"""Python side of ``verif/hdl/kaki_host_mem.v``: backdoor load/dump and run-time configuration
+(latency, stalls, an error window, a black hole that does not answer).
 
 The model's bulk backdoor is ``$readmemh``/``$writememh`` on a file, triggered by a one-cycle pulse
 (one clock edge per transfer, whatever the size), so tests never touch the memory word by word.
@@ -28,8 +29,9 @@ __all__ = ["HostMemory"]
 VPI_WORDS = 512
 
 _PORTS = ("cfg_latency", "cfg_stall", "cfg_seed", "cfg_err_base", "cfg_err_limit", "cfg_err_resp",
-          "cfg_max_len", "bd_load", "bd_dump", "bd_fname", "bd_lo", "bd_hi",
-          "st_prot_err", "st_ar_count", "st_aw_count", "st_rd_max_out")
+          "cfg_max_len", "cfg_bh_base", "cfg_bh_limit", "cfg_bh_mode", "bd_load", "bd_dump",
+          "bd_fname", "bd_lo", "bd_hi", "st_prot_err", "st_ar_count", "st_aw_count",
+          "st_rd_max_out", "st_bh_count", "st_bh_time", "st_bh_parked")
 
 PROT_ERR_BITS = {
     0: "AR burst crosses 4 KiB", 1: "AW burst crosses 4 KiB", 2: "AxSIZE is not the full width",
@@ -75,12 +77,14 @@ class HostMemory:
 
     # ------------------------------------------------------------------------- configuration
     def configure(self, *, latency=2, stall=0.0, seed=1, max_len=255):
-        """Set every run-time input (the seed takes effect at the next reset) and close the error window."""
+        """Set every run-time input (the seed takes effect at the next reset) and close the error
+        window and the black hole."""
         self.set_latency(latency)
         self.set_backpressure(stall)
         self.p["cfg_seed"].value = seed & 0xFFFFFFFF
         self.p["cfg_max_len"].value = max_len
         self.clear_error_window()
+        self.clear_blackhole()
         self.p["bd_load"].value = 0
         self.p["bd_dump"].value = 0
         self.p["bd_fname"].value = self._fname_value
@@ -117,6 +121,26 @@ class HostMemory:
         self.p["cfg_err_limit"].value = 0
         self.p["cfg_err_resp"].value = 0
 
+    def set_blackhole(self, base, limit, *, refuse=False, swallow=True):
+        """Make [base, limit) a subordinate that does not answer: bursts whose beats overlap it are
+        refused (``refuse``: AR/AW READY held low while offered) and/or accepted and parked
+        (``swallow``: no R beats or B until :meth:`clear_blackhole`; written data dropped). Later
+        bursts of a parked burst's ID wait behind it; other IDs are served."""
+        if not 0 <= base < limit:
+            raise ValueError(f"black hole [{base:#x}, {limit:#x}) is empty or negative")
+        if not (refuse or swallow):
+            raise ValueError("a black hole must refuse or swallow (or both)")
+        self.p["cfg_bh_base"].value = base
+        self.p["cfg_bh_limit"].value = limit
+        self.p["cfg_bh_mode"].value = int(refuse) | int(swallow) << 1
+
+    def clear_blackhole(self):
+        """Close the black hole: refused bursts are accepted, parked ones answered (OKAY, reads
+        with the memory's data now), each after the earlier bursts of its ID."""
+        self.p["cfg_bh_mode"].value = 0
+        self.p["cfg_bh_base"].value = 0
+        self.p["cfg_bh_limit"].value = 0
+
     # ------------------------------------------------------------------------- status
     @property
     def prot_err(self):
@@ -138,6 +162,21 @@ class HostMemory:
     @property
     def rd_max_outstanding(self):
         return int(self.p["st_rd_max_out"].value)
+
+    @property
+    def bh_count(self):
+        """Bursts the black hole parked, plus requests it started refusing."""
+        return int(self.p["st_bh_count"].value)
+
+    @property
+    def bh_time(self):
+        """Cycle (since the model's reset) of the latest black-hole event of :attr:`bh_count`."""
+        return int(self.p["st_bh_time"].value)
+
+    @property
+    def bh_parked(self):
+        """Bursts parked now (reads and writes)."""
+        return int(self.p["st_bh_parked"].value)
 
     # ------------------------------------------------------------------------- backdoor
     async def _pulse(self, name):

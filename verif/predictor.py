@@ -88,8 +88,9 @@ def _queue_status(d):
 class CommandPredictor:
     """Subscriber of a BoundaryObserver; see the module doc."""
 
-    def __init__(self, caps, host_bytes):
-        self.model = DeviceModel(caps, host_bytes=host_bytes)
+    def __init__(self, caps, host_bytes, blackhole=None):
+        # blackhole: host memory the chip's memory never answers (its DMA commands: BUS_TIMEOUT)
+        self.model = DeviceModel(caps, host_bytes=host_bytes, blackhole=blackhole)
         self.descs = defaultdict(dict)       # queue -> index -> words
         self.records = defaultdict(dict)     # queue -> index -> record
         self.next = defaultdict(int)         # queue -> next index to predict

@@ -60,7 +60,9 @@ def drive(wl, *, poll=400, budget=3_000_000):
     Per queue: descriptors go to ring slots as the consumer index frees them (so rings wrap), the
     doorbell follows each batch; records are read between the consumer index already seen and the
     new one before their slots can be reused. The run ends when every queue retired all its
-    descriptors, or (an expected failure) halted with the chip idle and its consumer index still.
+    descriptors, or (an expected failure) halted with the chip idle, its consumer index still and
+    equal to the descriptors the firmware popped (``Q_FETCH - Q_STATUS.PREFETCHED``: commands
+    forwarded before the halt finish and get records after it).
     """
     name = f"{wl.name} seed={wl.seed}"
     queues = sorted(wl.streams)
@@ -102,10 +104,15 @@ def drive(wl, *, poll=400, budget=3_000_000):
                     records[q][idx] = unpack_record((yield HostRead(cfg.record_addr(idx), RECORD_BYTES)))
             seen[q] = c
             done = (prod[q] - base[q]) & M32
-            halted = False
+            halted = drained = False
             if q in wl.failing:
                 st = R.Q_STATUS0.decode((yield Read(reg("Q_STATUS", q))))
                 halted = bool(st["HALTED"])
+                if halted:
+                    # Commands the firmware popped before the halt still finish and get records
+                    # (docs/queues.md): wait for C to reach the popped ones, F - PREFETCHED.
+                    popped = ((yield Read(reg("Q_FETCH", q))) - st["PREFETCHED"]) & M32
+                    drained = c == popped
             # Quiet polls counted only while halted: the consumer was read before Q_STATUS, so the
             # poll that first sees the halt may predate the retirement that halted the queue.
             stable[q] = stable[q] + 1 if n == 0 and halted else 0
@@ -129,8 +136,8 @@ def drive(wl, *, poll=400, budget=3_000_000):
                     prod[q] = (base[q] + end) & M32
                     yield Write(reg("Q_DOORBELL", q), prod[q])
             if q in wl.failing:
-                # Halted and quiet; or, wrongly, everything retired (the scoreboard says so).
-                finished &= (halted and stable[q] >= 2) or ((c - base[q]) & M32) == len(stream)
+                # Halted, quiet and drained; or, wrongly, everything retired (the scoreboard says so).
+                finished &= (halted and stable[q] >= 2 and drained) or ((c - base[q]) & M32) == len(stream)
             else:
                 finished &= ((c - base[q]) & M32) == len(stream)
         if finished:

@@ -39,10 +39,12 @@ FIRST_EDGE_NS = CLOCK_NS // 2
 _HOST_CTRL = [("cfg_latency", 8, "input"), ("cfg_stall", 8, "input"), ("cfg_seed", 32, "input"),
               ("cfg_err_base", "A", "input"), ("cfg_err_limit", "A", "input"),
               ("cfg_err_resp", 2, "input"), ("cfg_max_len", 8, "input"),
+              ("cfg_bh_base", "A", "input"), ("cfg_bh_limit", "A", "input"), ("cfg_bh_mode", 2, "input"),
               ("bd_load", 1, "input"), ("bd_dump", 1, "input"), ("bd_fname", 1024, "input"),
               ("bd_lo", 32, "input"), ("bd_hi", 32, "input"),
               ("st_prot_err", 8, "output"), ("st_ar_count", 32, "output"),
-              ("st_aw_count", 32, "output"), ("st_rd_max_out", 8, "output")]
+              ("st_aw_count", 32, "output"), ("st_rd_max_out", 8, "output"),
+              ("st_bh_count", 32, "output"), ("st_bh_time", 32, "output"), ("st_bh_parked", 8, "output")]
 
 
 #: AXI handshake signals of the chip's ``mem`` port copied to ``mon_<name>`` outputs of the tb top,

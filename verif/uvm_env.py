@@ -133,7 +133,7 @@ class Scoreboard(uvm_component):
         self.get_port = uvm_get_port("get_port", self)
         self.backend = ConfigDB().get(self, "", "BACKEND")
         caps, host_bytes = ConfigDB().get(self, "", "CAPS"), ConfigDB().get(self, "", "HOST_BYTES")
-        self.predictor = CommandPredictor(caps, host_bytes)
+        self.predictor = CommandPredictor(caps, host_bytes, ConfigDB().get(self, "", "BLACKHOLE"))
         self.error = None
         self.irq_edges = 0
         self.busy = False

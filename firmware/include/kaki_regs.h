@@ -20,7 +20,7 @@ extern "C" {
 #define KAKI_REGS__VERSION__MINOR_bm 0xffff
 #define KAKI_REGS__VERSION__MINOR_bp 0
 #define KAKI_REGS__VERSION__MINOR_bw 16
-#define KAKI_REGS__VERSION__MINOR_reset 0x1
+#define KAKI_REGS__VERSION__MINOR_reset 0x2
 #define KAKI_REGS__VERSION__MAJOR_bm 0xffff0000
 #define KAKI_REGS__VERSION__MAJOR_bp 16
 #define KAKI_REGS__VERSION__MAJOR_bw 16
@@ -273,6 +273,12 @@ extern "C" {
 #define KAKI_REGS__TIMESTAMP__CYCLES_bp 0
 #define KAKI_REGS__TIMESTAMP__CYCLES_bw 32
 
+// reg - kaki_regs::BUS_TIMEOUT
+#define KAKI_REGS__BUS_TIMEOUT__CYCLES_bm 0xffffffff
+#define KAKI_REGS__BUS_TIMEOUT__CYCLES_bp 0
+#define KAKI_REGS__BUS_TIMEOUT__CYCLES_bw 32
+#define KAKI_REGS__BUS_TIMEOUT__CYCLES_reset 0x10000
+
 // reg - kaki_regs::Q_RING_BASE
 #define KAKI_REGS__Q_RING_BASE__ADDR_bm 0xffffffff
 #define KAKI_REGS__Q_RING_BASE__ADDR_bp 0
@@ -418,7 +424,8 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t DEBUG_HANG;
     uint32_t FW_MSG;
     uint32_t TIMESTAMP;
-    uint8_t RESERVED_f4_ff[0xc];
+    uint32_t BUS_TIMEOUT;
+    uint8_t RESERVED_f8_ff[0x8];
     uint32_t Q_RING_BASE[4];
     uint32_t Q_RING_SIZE[4];
     uint32_t Q_CPL_BASE[4];

@@ -15,6 +15,14 @@
 //                   error window: a beat whose DATA_W/8 bytes overlap [base, limit) answers
 //                   cfg_err_resp (2 = SLVERR, 3 = DECERR); written beats inside are dropped.
 //                   cfg_err_resp == 0 or base >= limit disables the window.
+//     cfg_bh_base, cfg_bh_limit, cfg_bh_mode
+//                   black hole: a subordinate that does not answer. A burst whose beats overlap
+//                   [base, limit) is, with cfg_bh_mode[0], refused (AR/AW READY held low while it
+//                   is offered) and, with cfg_bh_mode[1], accepted and parked: its R beats or B
+//                   are withheld and its written data is dropped. Later bursts of the same ID are
+//                   parked behind it (responses stay in order per ID; other IDs pass). Mode 0
+//                   releases everything: refused bursts are accepted, parked ones answered (reads
+//                   with the memory's data at that time), each after the earlier bursts of its ID.
 //     cfg_max_len   largest legal AxLEN (protocol check only)
 // * Backdoor: a one-cycle pulse on bd_load runs $readmemh(bd_fname, mem) at that clock edge (the
 //   file may contain `@word` address records and touch only part of the memory); a pulse on
@@ -27,7 +35,9 @@
 //   Bits 4 and 6 are Kaki DMA rules (cfg_max_len, aligned starts), not AXI4 violations; the model
 //   serves such bursts normally (an unaligned start transfers whole beats from the aligned address).
 //   st_ar_count / st_aw_count count AR / AW handshakes; st_rd_max_out is the largest number of
-//   accepted read bursts not yet fully returned that were seen at once.
+//   accepted read bursts not yet fully returned that were seen at once. st_bh_count counts bursts
+//   the black hole parked or started refusing, st_bh_time is `now` (cycles since reset) of the
+//   latest of these events, st_bh_parked the bursts parked now (reads + writes).
 `default_nettype none
 
 module kaki_host_mem #(
@@ -38,6 +48,7 @@ module kaki_host_mem #(
     parameter integer AR_DEPTH = 8,        // power of two
     parameter integer AW_DEPTH = 4,        // power of two
     parameter integer B_DEPTH  = 4,        // power of two
+    parameter integer P_DEPTH  = 8,        // parked bursts per direction, power of two
     parameter integer FNAME_W  = 1024      // bits of bd_fname (128 characters)
 ) (
     input  wire                  clk,
@@ -82,6 +93,9 @@ module kaki_host_mem #(
     input  wire [ADDR_W-1:0]     cfg_err_limit,
     input  wire [1:0]            cfg_err_resp,
     input  wire [7:0]            cfg_max_len,
+    input  wire [ADDR_W-1:0]     cfg_bh_base,
+    input  wire [ADDR_W-1:0]     cfg_bh_limit,
+    input  wire [1:0]            cfg_bh_mode,
     // backdoor
     input  wire                  bd_load,
     input  wire                  bd_dump,
@@ -92,7 +106,10 @@ module kaki_host_mem #(
     output reg  [7:0]            st_prot_err,
     output reg  [31:0]           st_ar_count,
     output reg  [31:0]           st_aw_count,
-    output reg  [7:0]            st_rd_max_out
+    output reg  [7:0]            st_rd_max_out,
+    output reg  [31:0]           st_bh_count,
+    output reg  [31:0]           st_bh_time,
+    output wire [7:0]            st_bh_parked
 );
     localparam integer DB  = DATA_W / 8;
     localparam integer BB  = $clog2(DB);
@@ -100,6 +117,8 @@ module kaki_host_mem #(
     localparam integer ARP = $clog2(AR_DEPTH);
     localparam integer AWP = $clog2(AW_DEPTH);
     localparam integer BP  = $clog2(B_DEPTH);
+    localparam integer PP  = $clog2(P_DEPTH);
+    localparam integer NID = 1 << ID_W;
     localparam [15:0]       DB_16 = DB[15:0];
     localparam [ADDR_W-1:0] DB_A = {{(ADDR_W - 16){1'b0}}, DB_16};
     localparam [11:0]       BEAT_MASK = ~(DB_16[11:0] - 12'd1);
@@ -111,6 +130,12 @@ module kaki_host_mem #(
     function automatic in_err(input [ADDR_W-1:0] a);
         in_err = (cfg_err_resp != 2'd0) && ({1'b0, a} + {1'b0, DB_A} > {1'b0, cfg_err_base})
                  && (a < cfg_err_limit);
+    endfunction
+
+    // A burst of len+1 full-width beats from (aligned) address a overlaps the black hole.
+    function automatic in_bh(input [ADDR_W-1:0] a, input [7:0] len);
+        in_bh = (cfg_bh_base < cfg_bh_limit) && (a < cfg_bh_limit)
+                && ({1'b0, a} + ({{(ADDR_W - 8){1'b0}}, len} + 1) * {1'b0, DB_A} > {1'b0, cfg_bh_base});
     endfunction
 
     // Burst of len+1 full-width beats from an address with low bits a12 crosses a 4 KiB boundary
@@ -151,36 +176,77 @@ module kaki_host_mem #(
     reg [ADDR_W-1:0] r_addr;
     reg [7:0]        r_left;
     reg [ID_W-1:0]   r_id;
+    // parked reads (black hole) and, per ID, the reads queued in each FIFO
+    reg [ADDR_W-1:0] prq_addr [0:P_DEPTH-1];
+    reg [7:0]        prq_len  [0:P_DEPTH-1];
+    reg [ID_W-1:0]   prq_id   [0:P_DEPTH-1];
+    reg [PP-1:0]     prq_wp, prq_rp;
+    reg [PP:0]       prq_cnt;
+    reg [PP:0]       r_parked [0:NID-1];
+    reg [ARP:0]      r_queued [0:NID-1];
 
-    assign s__arready = (arq_cnt != AR_DEPTH[ARP:0]) && !stall_ar;
+    wire [ADDR_W-1:0] ar_aligned = s__araddr & ~(DB_A - 1);
+    wire ar_in_bh = in_bh(ar_aligned, s__arlen);
+    wire ar_refuse = cfg_bh_mode[0] && s__arvalid && ar_in_bh;
+    assign s__arready = (arq_cnt != AR_DEPTH[ARP:0]) && (prq_cnt != P_DEPTH[PP:0]) && !stall_ar
+                        && !ar_refuse;
     wire ar_hs = s__arvalid && s__arready;
+    wire ar_bh = cfg_bh_mode[1] && ar_in_bh;                  // swallowed by the black hole
+    wire ar_park = ar_bh || (r_parked[s__arid] != 0);         // parked (or behind a parked one)
     wire [31:0] head_wait = now - arq_t[arq_rp];
     wire head_ok = (arq_cnt != 0) && ($signed(head_wait) >= 32'sd0);
-    wire [ADDR_W-1:0] c_addr = r_busy ? r_addr : arq_addr[arq_rp];
-    wire [7:0]        c_left = r_busy ? r_left : arq_len[arq_rp];
-    wire [ID_W-1:0]   c_id   = r_busy ? r_id   : arq_id[arq_rp];
-    wire r_load = (r_busy || head_ok) && (!s__rvalid || s__rready) && !gap_r;
-    wire ar_pop = r_load && !r_busy;
-    wire [7:0] rd_out = {{(7 - ARP){1'b0}}, arq_cnt} + {7'd0, r_busy};
+    // a released parked read goes once no earlier read of its ID waits in the normal queue
+    wire park_ok = (prq_cnt != 0) && !cfg_bh_mode[1] && (r_queued[prq_id[prq_rp]] == 0);
+    wire start_p = !r_busy && park_ok;
+    wire start_n = !r_busy && !park_ok && head_ok;
+    wire [ADDR_W-1:0] c_addr = r_busy ? r_addr : start_p ? prq_addr[prq_rp] : arq_addr[arq_rp];
+    wire [7:0]        c_left = r_busy ? r_left : start_p ? prq_len[prq_rp]  : arq_len[arq_rp];
+    wire [ID_W-1:0]   c_id   = r_busy ? r_id   : start_p ? prq_id[prq_rp]   : arq_id[arq_rp];
+    wire r_load = (r_busy || start_p || start_n) && (!s__rvalid || s__rready) && !gap_r;
+    wire ar_pop = r_load && start_n;
+    wire prq_pop = r_load && start_p;
+    wire [7:0] rd_out = {{(7 - ARP){1'b0}}, arq_cnt} + {{(7 - PP){1'b0}}, prq_cnt} + {7'd0, r_busy};
 
+    integer k;
     always @(posedge clk) begin
         if (rst) begin
             arq_wp <= 0;
             arq_rp <= 0;
             arq_cnt <= 0;
+            prq_wp <= 0;
+            prq_rp <= 0;
+            prq_cnt <= 0;
+            for (k = 0; k < NID; k = k + 1) begin
+                r_parked[k] <= 0;
+                r_queued[k] <= 0;
+            end
             r_busy <= 1'b0;
             s__rvalid <= 1'b0;
             st_rd_max_out <= 8'd0;
         end else begin
-            if (ar_hs) begin
-                arq_addr[arq_wp] <= s__araddr & ~(DB_A - 1);
+            if (ar_hs && !ar_park) begin
+                arq_addr[arq_wp] <= ar_aligned;
                 arq_len[arq_wp] <= s__arlen;
                 arq_id[arq_wp] <= s__arid;
                 arq_t[arq_wp] <= now + {24'd0, cfg_latency} - 32'd1;
                 arq_wp <= arq_wp + 1'b1;
             end
+            if (ar_hs && ar_park) begin
+                prq_addr[prq_wp] <= ar_aligned;
+                prq_len[prq_wp] <= s__arlen;
+                prq_id[prq_wp] <= s__arid;
+                prq_wp <= prq_wp + 1'b1;
+            end
             if (ar_pop) arq_rp <= arq_rp + 1'b1;
-            arq_cnt <= arq_cnt + {{ARP{1'b0}}, ar_hs} - {{ARP{1'b0}}, ar_pop};
+            if (prq_pop) prq_rp <= prq_rp + 1'b1;
+            arq_cnt <= arq_cnt + {{ARP{1'b0}}, ar_hs && !ar_park} - {{ARP{1'b0}}, ar_pop};
+            prq_cnt <= prq_cnt + {{PP{1'b0}}, ar_hs && ar_park} - {{PP{1'b0}}, prq_pop};
+            for (k = 0; k < NID; k = k + 1) begin
+                r_queued[k] <= r_queued[k] + {{ARP{1'b0}}, ar_hs && !ar_park && s__arid == k[ID_W-1:0]}
+                               - {{ARP{1'b0}}, ar_pop && arq_id[arq_rp] == k[ID_W-1:0]};
+                r_parked[k] <= r_parked[k] + {{PP{1'b0}}, ar_hs && ar_park && s__arid == k[ID_W-1:0]}
+                               - {{PP{1'b0}}, prq_pop && prq_id[prq_rp] == k[ID_W-1:0]};
+            end
             if (r_load) begin
                 s__rvalid <= 1'b1;
                 s__rdata <= mem[c_addr[BB +: WL]];
@@ -207,20 +273,37 @@ module kaki_host_mem #(
     reg [7:0]        w_idx;
     reg [ADDR_W-1:0] w_off;
     reg              w_err;
+    reg              awq_bh  [0:AW_DEPTH-1];     // swallowed: data dropped, B parked
     reg [ID_W-1:0]   bq_id   [0:B_DEPTH-1];
     reg [1:0]        bq_resp [0:B_DEPTH-1];
     reg [BP-1:0]     bq_wp, bq_rp;
     reg [BP:0]       bq_cnt;
+    // parked B responses (black hole) and, per ID, the B responses waiting in each queue
+    reg [ID_W-1:0]   pbq_id  [0:P_DEPTH-1];
+    reg [PP-1:0]     pbq_wp, pbq_rp;
+    reg [PP:0]       pbq_cnt;
+    reg [PP:0]       b_parked [0:NID-1];
+    reg [BP:0]       b_queued [0:NID-1];
 
-    assign s__awready = (awq_cnt != AW_DEPTH[AWP:0]) && !stall_aw;
-    assign s__wready = (awq_cnt != 0) && (bq_cnt != B_DEPTH[BP:0]) && !stall_w;
+    wire [ADDR_W-1:0] aw_aligned = s__awaddr & ~(DB_A - 1);
+    wire aw_in_bh = in_bh(aw_aligned, s__awlen);
+    wire aw_refuse = cfg_bh_mode[0] && s__awvalid && aw_in_bh;
+    assign s__awready = (awq_cnt != AW_DEPTH[AWP:0]) && !stall_aw && !aw_refuse;
+    assign s__wready = (awq_cnt != 0) && (bq_cnt != B_DEPTH[BP:0]) && (pbq_cnt != P_DEPTH[PP:0])
+                       && !stall_w;
     wire aw_hs = s__awvalid && s__awready;
     wire w_hs = s__wvalid && s__wready;
     wire [ADDR_W-1:0] w_addr = awq_addr[awq_rp] + w_off;
     wire w_in_err = in_err(w_addr);
+    wire w_swallow = awq_bh[awq_rp];
     wire w_last = w_idx == awq_len[awq_rp];
     wire w_done = w_hs && w_last;
-    wire b_load = (bq_cnt != 0) && (!s__bvalid || s__bready) && !gap_b;
+    wire [ID_W-1:0] w_id = awq_id[awq_rp];
+    wire b_park = w_swallow || (b_parked[w_id] != 0);        // parked (or behind a parked one)
+    wire pb_ok = (pbq_cnt != 0) && !cfg_bh_mode[1] && (b_queued[pbq_id[pbq_rp]] == 0);
+    wire b_free = (!s__bvalid || s__bready) && !gap_b;
+    wire pb_load = pb_ok && b_free;
+    wire b_load = !pb_ok && (bq_cnt != 0) && b_free;
 
     always @(posedge clk) begin
         if (rst) begin
@@ -233,12 +316,20 @@ module kaki_host_mem #(
             bq_wp <= 0;
             bq_rp <= 0;
             bq_cnt <= 0;
+            pbq_wp <= 0;
+            pbq_rp <= 0;
+            pbq_cnt <= 0;
+            for (k = 0; k < NID; k = k + 1) begin
+                b_parked[k] <= 0;
+                b_queued[k] <= 0;
+            end
             s__bvalid <= 1'b0;
         end else begin
             if (aw_hs) begin
-                awq_addr[awq_wp] <= s__awaddr & ~(DB_A - 1);
+                awq_addr[awq_wp] <= aw_aligned;
                 awq_len[awq_wp] <= s__awlen;
                 awq_id[awq_wp] <= s__awid;
+                awq_bh[awq_wp] <= cfg_bh_mode[1] && aw_in_bh;
                 awq_wp <= awq_wp + 1'b1;
             end
             awq_cnt <= awq_cnt + {{AWP{1'b0}}, aw_hs} - {{AWP{1'b0}}, w_done};
@@ -248,16 +339,26 @@ module kaki_host_mem #(
                     w_idx <= 8'd0;
                     w_off <= {ADDR_W{1'b0}};
                     w_err <= 1'b0;
-                    bq_id[bq_wp] <= awq_id[awq_rp];
-                    bq_resp[bq_wp] <= (w_err || w_in_err) ? cfg_err_resp : 2'b00;
-                    bq_wp <= bq_wp + 1'b1;
+                    if (b_park) begin
+                        pbq_id[pbq_wp] <= w_id;
+                        pbq_wp <= pbq_wp + 1'b1;
+                    end else begin
+                        bq_id[bq_wp] <= w_id;
+                        bq_resp[bq_wp] <= (w_err || w_in_err) ? cfg_err_resp : 2'b00;
+                        bq_wp <= bq_wp + 1'b1;
+                    end
                 end else begin
                     w_idx <= w_idx + 8'd1;
                     w_off <= w_off + DB_A;
                     w_err <= w_err || w_in_err;
                 end
             end
-            if (b_load) begin
+            if (pb_load) begin
+                s__bvalid <= 1'b1;
+                s__bid <= pbq_id[pbq_rp];
+                s__bresp <= 2'b00;
+                pbq_rp <= pbq_rp + 1'b1;
+            end else if (b_load) begin
                 s__bvalid <= 1'b1;
                 s__bid <= bq_id[bq_rp];
                 s__bresp <= bq_resp[bq_rp];
@@ -265,23 +366,31 @@ module kaki_host_mem #(
             end else if (s__bready) begin
                 s__bvalid <= 1'b0;
             end
-            bq_cnt <= bq_cnt + {{BP{1'b0}}, w_done} - {{BP{1'b0}}, b_load};
+            bq_cnt <= bq_cnt + {{BP{1'b0}}, w_done && !b_park} - {{BP{1'b0}}, b_load};
+            pbq_cnt <= pbq_cnt + {{PP{1'b0}}, w_done && b_park} - {{PP{1'b0}}, pb_load};
+            for (k = 0; k < NID; k = k + 1) begin
+                b_queued[k] <= b_queued[k] + {{BP{1'b0}}, w_done && !b_park && w_id == k[ID_W-1:0]}
+                               - {{BP{1'b0}}, b_load && bq_id[bq_rp] == k[ID_W-1:0]};
+                b_parked[k] <= b_parked[k] + {{PP{1'b0}}, w_done && b_park && w_id == k[ID_W-1:0]}
+                               - {{PP{1'b0}}, pb_load && pbq_id[pbq_rp] == k[ID_W-1:0]};
+            end
         end
     end
+    assign st_bh_parked = {{(7 - PP){1'b0}}, prq_cnt} + {{(7 - PP){1'b0}}, pbq_cnt};
 
     // ---------------------------------------------------------------- storage and backdoor
     integer lane;
     always @(posedge clk) begin
         if (bd_load) $readmemh(bd_fname, mem);
         if (bd_dump) $writememh(bd_fname, mem, bd_lo, bd_hi);
-        if (w_hs && !w_in_err) begin
+        if (w_hs && !w_in_err && !w_swallow) begin
             for (lane = 0; lane < DB; lane = lane + 1)
                 if (s__wstrb[lane]) mem[w_addr[BB +: WL]][8*lane +: 8] <= s__wdata[8*lane +: 8];
         end
     end
 
     // ---------------------------------------------------------------- protocol checks and counters
-    reg                                  ar_wait, aw_wait, w_wait;
+    reg                                  ar_wait, aw_wait, w_wait, ar_refused, aw_refused;
     reg [ADDR_W+8+3+2+ID_W-1:0]          ar_prev, aw_prev;
     reg [DATA_W+DATA_W/8:0]              w_prev;
     wire [ADDR_W+8+3+2+ID_W-1:0] ar_now = {s__araddr, s__arlen, s__arsize, s__arburst, s__arid};
@@ -292,10 +401,21 @@ module kaki_host_mem #(
             st_prot_err <= 8'd0;
             st_ar_count <= 32'd0;
             st_aw_count <= 32'd0;
+            st_bh_count <= 32'd0;
+            st_bh_time <= 32'd0;
+            ar_refused <= 1'b0;
+            aw_refused <= 1'b0;
             ar_wait <= 1'b0;
             aw_wait <= 1'b0;
             w_wait <= 1'b0;
         end else begin
+            ar_refused <= ar_refuse;
+            aw_refused <= aw_refuse;
+            if ((ar_hs && ar_bh) || (aw_hs && cfg_bh_mode[1] && aw_in_bh)
+                || (ar_refuse && !ar_refused) || (aw_refuse && !aw_refused)) begin
+                st_bh_count <= st_bh_count + 32'd1;
+                st_bh_time <= now;
+            end
             ar_wait <= s__arvalid && !s__arready;
             aw_wait <= s__awvalid && !s__awready;
             w_wait <= s__wvalid && !s__wready;

