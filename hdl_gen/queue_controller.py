@@ -594,25 +594,30 @@ class QueueController(wiring.Component):
                              cpl_dead[i].eq(0)]
         if contract_for(platform, self):
             self._formal_contract(
-                m, platform, fifos=fifos, cpl_fifo=cf, pending=pending, acked=acked,
+                m, platform, axi=axi, guards=(rg, wg), fifos=fifos, cpl_fifo=cf, pending=pending,
+                acked=acked,
                 reset_done=reset_done, fetch_issue=fetch_fsm.ongoing("IDLE") & rr_any,
                 fetch_sel=rr_sel, states=[fetch_fsm.ongoing(s) for s in ("IDLE", "AR", "R")]
-                + [cpl_fsm.ongoing(s) for s in ("IDLE", "SETUP", "REC", "REC_B", "IDX", "IDX_B")],
+                + [cpl_fsm.ongoing(s)
+                   for s in ("IDLE", "SETUP", "REC", "REC_B", "IDX", "IDX_B", "SKIP")],
                 fetch_keep=busy & ~discard, fetch_q=fq, cons_busy=cons_busy, cpl_queue=wq,
                 writing=~cf.r_en, rec_index=rec_index, cons_addr=cons_addr, req_layout=req_layout,
                 record=Cat(*[cpl_fsm.ongoing(s) for s in ("REC", "REC_B", "IDX", "IDX_B")]).any())
         return m
 
     # ---------------------------------------------------------------------------------------------
-    def _formal_contract(self, m, platform, *, fifos, cpl_fifo, pending, acked, reset_done,
+    def _formal_contract(self, m, platform, *, axi, guards, fifos, cpl_fifo, pending, acked, reset_done,
                          fetch_issue, fetch_sel, states, fetch_keep, fetch_q, cons_busy,
                          cpl_queue, writing, rec_index, cons_addr, record, req_layout):
         """The queue controller's contract (docs/formal.md).
 
-        The ``axi`` port keeps the AXI4 manager rules (ID 0, full-width INCR bursts of at most
-        one descriptor, one read and one write outstanding). Ring arithmetic, per queue, with C'
-        the consumer index the host may already see (C + 1 while the consumer write is in
-        flight):
+        The contract is stated at the manager sides of the two bus guards (``axi``: the fetcher
+        on ``fetch_guard.up``, the completion writer on ``cpl_guard.up``), each restarted when
+        its side abandons a transfer after a timeout; the guards' proof (``hdl_gen/axi_guard.py``)
+        carries the AXI4 rules to the ``axi`` port. Both sides keep the AXI4 manager rules
+        (full-width INCR bursts of one descriptor or one record, one read and one write
+        outstanding). Ring arithmetic, per queue, with C' the consumer index the host may
+        already see (C + 1 while the consumer write is in flight):
 
         * ``ring.fetch``: a fetch reads descriptor F only when C' <= F < P and P - C' <= ring
           size (the host has written it and cannot be rewriting its slot), at
@@ -635,15 +640,18 @@ class QueueController(wiring.Component):
         queue's pending count is its requests in the request FIFO plus the one being written,
         which once set up carries its queue's C; both FSMs are in exactly one state.
 
-        The environment: each queue's configuration (ring base, size, completion base) is fixed
-        for the run; the firmware runs (``fw_running``), requests a completion only for a
+        The environment: the guards keep the AXI4 subordinate rules towards each side (restarted
+        at an abandon) and time out at any moment; each queue's configuration (ring base, size,
+        completion base) is fixed for the run; the firmware runs (``fw_running``), requests a completion only for a
         descriptor it popped, and acknowledges a reset only when it owes none and pops nothing
         after that (docs/queues.md, "Reset").
         """
-        n, axi = self.n_queues, self.axi
-        m.submodules.formal_axi = Axi4Manager(
-            axi, max_len=self.desc_beats, max_reads=1, max_writes=1, ids=(0,),
-            no_cover=("aw.longest",), name="qc")
+        n = self.n_queues
+        for name, guard, beats in (("fetch", guards[0], self.desc_beats),
+                                   ("cpl", guards[1], self.rec_beats)):
+            m.submodules[f"formal_{name}_axi"] = ResetInserter({"sync": guard.abandon})(
+                Axi4Manager(guard.up, max_len=beats, max_reads=1, max_writes=1,
+                            no_cover=("w.early",), name=name))
         rules = Rules(m, platform, "ring")
         started = past(m, Const(1), "formal_started")
         rules.rely("fw.running", self.fw_running)

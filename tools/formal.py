@@ -33,6 +33,7 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl_gen.axi_arbiter import Axi4Arbiter
+from hdl_gen.axi_guard import AxiReadGuard, AxiWriteGuard
 from hdl_gen.banked_memory import BankedMemory
 from hdl_gen.config import KakiConfig
 from hdl_gen.csr_block import CsrBlock
@@ -125,7 +126,8 @@ class Proof:
     cover_depth: int = 0            # 0: no cover run
     verilog: tuple = ()             # (file name, text) of Verilog modules the RTLIL instantiates
     options: dict = field(default_factory=dict)
-    engine: str = "smtbmc z3"
+    engine: str = "smtbmc yices"
+    cut: tuple = ()                 # submodules replaced by free outputs (proven on their own)
 
 
 _ARB_CFG = ("2 managers, 13-bit address, 8-bit data, 1-bit ID, W FIFO 4; managers: <= 2 reads "
@@ -133,6 +135,8 @@ _ARB_CFG = ("2 managers, 13-bit address, 8-bit data, 1-bit ID, W FIFO 4; manager
 _ARB_OPT = {"max_reads": 2, "max_writes": 2, "max_len": 4, "ar_stall": 2}
 
 
+_GUARD_CFG = ("12-bit address, 8-bit data, 1-bit ID (2 IDs), 2 outstanding per ID, bursts <= 4 "
+              "beats; free abandon and timeout limit")
 _MEM_CFG = "4 banks x 2 rows of 8 bits, 3 read and 2 write requesters (the chip's port counts)"
 SRAM_FILE = "kaki_sram_1r1w.v"
 
@@ -145,12 +149,17 @@ _QC_CFG = ("2 queues, prefetch 2, 2 completion requests, 64-bit data, 32-bit add
            "queue configuration; firmware running, retiring only what it popped")
 
 
+_QC_GUARDS = ("fetch_guard", "cpl_guard")
+
+
 def _qc():
     return QueueController(KakiConfig(axi_data_bits=64), n_queues=2, prefetch=2, cpl_depth=2)
 
 
 _DMA_CFG = KakiConfig(dim=2, spad_banks=2, spad_bank_rows=4, acc_banks=2, acc_bank_rows=4,
-                      axi_data_bits=32, axi_addr_bits=16, max_burst_beats=2, dma_outstanding=2)
+                      axi_data_bits=32, axi_addr_bits=16, axi_id_bits=2, max_burst_beats=2,
+                      dma_outstanding=2)
+_DMA_GUARDS = ("load_guard", "store_guard")
 _DMA_OPT = {"command_bounds": {"rows": 2, "planes": 2, "bits": 5}}
 _DMA_DESC = ("dim 2 (rows of up to 8 bytes, 3 beats), 2x4 scratchpad and accumulator rows, "
              "32-bit data, 16-bit address, bursts <= 2 beats, 2 outstanding; commands of <= 3 "
@@ -189,6 +198,13 @@ PROOFS = {p.name: p for p in [
           "W beats routed to s in AW order from the right manager",
           lambda: _self(Axi4Arbiter(2, 13, 8, 1, 4)), "bmc", 6, 7, _ARB_CFG,
           groups=("axi", "routing", "liveness"), options=_ARB_OPT),
+    *[Proof(f"guard_{kind}", f"AXI bus guard ({kind}): AXI4 manager rules on the port side across "
+            "abandons (held address and W beat, null W beats of orphans, fresh IDs), subordinate "
+            "rules towards the manager restarted at each abandon (no orphan response reaches it)"
+            + ("; a W beat that writes is one the manager offered, at its address" if kind == "write" else ""),
+            lambda cls=cls: _self(cls(12, 8, 1, 2)), "bmc", 10, 16, _GUARD_CFG, cover_depth=12,
+            options={"max_len": 4})
+      for kind, cls in (("read", AxiReadGuard), ("write", AxiWriteGuard))],
     Proof("banked_memory", "banked memory arbiters: per bank at most one read and one write "
           "grant, only to a requester, always the highest-priority one",
           lambda: _self(_banked()), "prove", 2, 4, _MEM_CFG, groups=("memory",), cover_depth=4,
@@ -204,19 +220,22 @@ PROOFS = {p.name: p for p in [
     Proof("queue_controller", "queue controller: ring arithmetic (fetch only C' <= F < P <= "
           "C' + size, at base + 32*(F mod size); overflow detection; record and consumer "
           "addresses; F - C bookkeeping); prefetch and request FIFOs never overflow",
-          lambda: _self(_qc()), "bmc", 10, 13, _QC_CFG, groups=("ring", "fifo"), cover_depth=24),
-    Proof("queue_controller_axi", "queue controller: AXI4 manager rules on its port; the "
-          "consumer index written is C + 1",
-          lambda: _self(_qc()), "bmc", 10, 14, _QC_CFG, groups=("axi", "handshake", "data")),
+          lambda: _self(_qc()), "bmc", 10, 13, _QC_CFG, groups=("ring", "fifo"), cover_depth=24,
+          cut=_QC_GUARDS),
+    Proof("queue_controller_axi", "queue controller: AXI4 manager rules at its bus guards (the "
+          "port: guard_read, guard_write); the consumer index written is C + 1",
+          lambda: _self(_qc()), "bmc", 10, 14, _QC_CFG, groups=("axi", "handshake", "data"),
+          cut=_QC_GUARDS),
     Proof("dma", "DMA engine: a store writes only bytes of its command's host rows, each once, in "
           "(plane, row) order; a load writes exactly its command's local rows in the chosen "
           "memory; local requests held until granted",
           lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 9, 10, _DMA_DESC, groups=("rows", "mem"),
-          cover_depth=20, options=_DMA_OPT),
-    Proof("dma_axi", "DMA engine: AXI4 manager rules (bursts <= max_burst_beats, no 4 KiB "
-          "crossing, aligned full-width INCR, ID 0, WLAST, outstanding limits)",
+          cover_depth=20, options=_DMA_OPT, cut=_DMA_GUARDS),
+    Proof("dma_axi", "DMA engine: AXI4 manager rules at its bus guards (the port: guard_read, "
+          "guard_write): bursts <= max_burst_beats, no 4 KiB crossing, aligned full-width INCR, "
+          "W after AW, WLAST, outstanding limits",
           lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 8, 10, _DMA_DESC,
-          groups=("axi", "handshake"), cover_depth=16, options=_DMA_OPT),
+          groups=("axi", "handshake"), cover_depth=16, options=_DMA_OPT, cut=_DMA_GUARDS),
 ]}
 
 
@@ -290,6 +309,10 @@ def sby_text(proof, mode, depth):
         "[script]",
         *[f"read_verilog -sv {name}" for name, _ in proof.verilog],
         "read_rtlil top.il",
+        "hierarchy -top top",
+        # a cut submodule's outputs become free inputs of the proof, constrained only by what
+        # the block's contract assumes of it (the submodule's own proof guarantees it)
+        *[f"cutpoint top/{name}" for name in proof.cut],
         "prep -flatten -top top",
         # only the properties matter: outputs become internal, so logic that feeds no property
         # (data paths) is removed before the solver sees it
