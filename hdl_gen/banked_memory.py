@@ -102,9 +102,11 @@ class BankedMemory(wiring.Component):
         follows one arbitrary row address.
 
         With the proof option ``hog`` (cycles): if the requesters other than the
-        lowest-priority one never ask for a bank more than ``hog`` cycles in a row (the
-        environment rule ``bank.share``), a requester that keeps asking for the same row is
-        granted within ``hog`` cycles of waiting (``*.wait``): no starvation, within that bound.
+        lowest-priority one (the DMA) never ask for a bank more than ``hog`` cycles in a row
+        (the environment rule ``bank.share``), the lowest-priority requester, asking for the
+        same row, is granted after at most ``hog`` cycles of waiting (``*.wait``): no
+        starvation, within that bound (a requester of middle priority is the lowest of the
+        ones above it and alike).
         Fixed priority gives no bound without such a rule: a compute engine that streams from a
         bank every cycle holds the DMA off that bank (docs/architecture.md, double buffering).
         """
@@ -140,19 +142,19 @@ class BankedMemory(wiring.Component):
             rules.cover("rd.data", reading & past(m, writing, f"formal_rd{i}_bypass"))
 
     def _formal_wait(self, m, rules, kind, ports, hog):
-        """``bank.share`` (relied on) and ``{kind}.wait`` (guaranteed): see the contract."""
+        """``bank.share`` (relied on) and ``{kind}.wait`` (guaranteed) for the lowest-priority
+        requester: see the contract."""
+        *higher, p = ports
         for b in range(self.banks):
-            asked = Cat(*[p.en & (self._bank(p.addr) == b) for p in ports[:-1]]).any()
+            asked = Cat(*[q.en & (self._bank(q.addr) == b) for q in higher]).any()
             run = Signal(range(hog + 1), name=f"formal_{kind}_bank{b}_run")
             m.d.sync += run.eq(Mux(asked & (run != hog), run + 1, 0))
             rules.rely("bank.share", implies(run == hog, ~asked))
-        for i, p in enumerate(ports):
-            waiting = p.en & ~p.gnt
-            again = past(m, waiting, f"formal_{kind}{i}_waited") & (
-                p.addr == past(m, p.addr, f"formal_{kind}{i}_addr"))
-            waited = Signal(range(hog + 1), name=f"formal_{kind}{i}_wait")
-            m.d.sync += waited.eq(Mux(waiting, Mux(again & (waited != hog), waited + 1, 1), 0))
-            rules.guarantee(f"{kind}.wait", implies(p.en & again & (waited == hog), p.gnt),
-                            group="memory")
-            if i:
-                rules.cover(f"{kind}.waited", p.en & p.gnt & again & (waited == hog))
+        waiting = p.en & ~p.gnt
+        again = past(m, waiting, f"formal_{kind}_waited") & (
+            p.addr == past(m, p.addr, f"formal_{kind}_addr"))
+        waited = Signal(range(hog + 1), name=f"formal_{kind}_wait")
+        m.d.sync += waited.eq(Mux(waiting, Mux(again & (waited != hog), waited + 1, 1), 0))
+        rules.guarantee(f"{kind}.wait", implies(p.en & again & (waited == hog), p.gnt),
+                        group="memory")
+        rules.cover(f"{kind}.waited", p.en & p.gnt & again & (waited == hog))

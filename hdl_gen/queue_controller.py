@@ -443,6 +443,7 @@ class QueueController(wiring.Component):
         m.d.comb += [b_hs.eq(axi.bvalid & axi.bready), b_bad.eq(axi.bresp[1])]
         finish = Signal(name="cpl_finish")    # the consumer write was answered: retire now
         cons_busy = Signal(name="cpl_cons_busy")   # C + 1 may already be in host memory
+        idx_sent = Signal(name="cpl_idx_sent")     # this request's consumer write was issued
         wq = req.queue
         sel_cpl_base = Signal(32, name="cpl_sel_base")
         sel_log2 = Signal(4, name="cpl_sel_log2")
@@ -462,6 +463,7 @@ class QueueController(wiring.Component):
                     m.d.sync += req.eq(cf.r_data)
                     m.next = "SETUP"
             with m.State("SETUP"):
+                m.d.sync += idx_sent.eq(0)
                 # Addresses and data are registered, so a host rewriting Q_CPL_BASE or
                 # Q_RING_SIZE cannot change a payload while its valid is up. C of the queue
                 # cannot change meanwhile: only this writer advances it, and a reset of the
@@ -496,7 +498,7 @@ class QueueController(wiring.Component):
                     m.d.sync += [
                         aw_addr.eq(cons_addr), aw_len.eq(0), aw_valid.eq(1),
                         w_buf.eq(rec_index + 1), w_strb.eq(0xF), w_beat.eq(0), w_nbeats.eq(1),
-                        w_valid.eq(1),
+                        w_valid.eq(1), idx_sent.eq(1),
                     ]
                     m.next = "IDX"
                 with m.Elif(wg.timeout):
@@ -519,7 +521,9 @@ class QueueController(wiring.Component):
                     m.next = "SKIP"
             with m.State("SKIP"):
                 # A write timed out or the queue's completion area is dead: complete as failed.
-                m.d.comb += finish.eq(1)
+                # A consumer write that timed out may still land (the guard sends what was
+                # offered): the host may see C + 1 until C becomes C + 1 here.
+                m.d.comb += [finish.eq(1), cons_busy.eq(idx_sent)]
                 m.next = "IDLE"
         with m.If(cpl_abort):                   # the guard finishes what was offered
             m.d.sync += [aw_valid.eq(0), w_valid.eq(0), wr_err.eq(1),

@@ -179,6 +179,10 @@ PROOFS = {p.name: p for p in [
     Proof("fifo_sync", "lib.fifo.SyncFIFO as the queue controller uses it (prefetch, completion "
           "requests): no overflow, no underflow, level, order and data kept",
           lambda: _fifo(fifo.SyncFIFO, 8, 4), "prove", 8, 12, "width 8, depth 4", cover_depth=12),
+    *[Proof(f"fifo_sync{depth}", f"lib.fifo.SyncFIFO as the {who} bus guards' W order uses it",
+            lambda depth=depth: _fifo(fifo.SyncFIFO, 8, depth), "prove", 2 * depth, 2 * depth + 4,
+            f"width 8, depth {depth}", cover_depth=2 * depth + 4)
+      for depth, who in ((2, "queue controller's"), (5, "DMA's"))],
     Proof("fifo_buffered", "lib.fifo.SyncFIFOBuffered as the dispatcher (depth 4) uses it",
           lambda: _fifo(fifo.SyncFIFOBuffered, 8, 4), "prove", 8, 12, "width 8, depth 4",
           cover_depth=12),
@@ -206,9 +210,12 @@ PROOFS = {p.name: p for p in [
             options={"max_len": 4})
       for kind, cls in (("read", AxiReadGuard), ("write", AxiWriteGuard))],
     Proof("banked_memory", "banked memory arbiters: per bank at most one read and one write "
-          "grant, only to a requester, always the highest-priority one",
-          lambda: _self(_banked()), "prove", 2, 4, _MEM_CFG, groups=("memory",), cover_depth=4,
-          verilog=((SRAM_FILE, SRAM_VERILOG),)),
+          "grant, only to a requester, always the highest-priority one; no starvation: the "
+          "lowest-priority requester (the DMA) waits at most 2 cycles while the others never ask "
+          "for a bank more than 2 cycles in a row",
+          lambda: _self(_banked()), "prove", 4, 6, _MEM_CFG + "; bank.share: hog 2",
+          groups=("memory",), cover_depth=6, verilog=((SRAM_FILE, SRAM_VERILOG),),
+          options={"hog": 2}),
     Proof("banked_memory_data", "banked memory: a granted read returns what the last granted "
           "write stored in that row (one arbitrary row followed)",
           lambda: _self(_banked()), "bmc", 8, 16, _MEM_CFG, groups=("data",), cover_depth=6,
@@ -411,18 +418,20 @@ def run(proof, depth=None, *, relax=(), tag="", cover=True, mode=None, timeout=T
                  asserts=kinds.count("assert"), assumes=kinds.count("assume"),
                  covers=kinds.count("cover"), relax=sorted(relax), config=proof.config,
                  what=proof.what)
-    res.failed = sorted({rule_of(w, names) for w in
-                         re.findall(r"failed assertion (\S+)", log)})
+    failures = failed_checks(log, names)
+    res.failed = sorted({rule for rule, _, _ in failures})
     trace = re.search(r"counterexample trace(?: \[\w+\])?: (\S+\.vcd)", log)
     if trace:
-        res.trace = str((folder / trace.group(1)).relative_to(REPO))
+        vcd = folder / "counterexample.vcd"
+        annotate_trace(folder / trace.group(1), vcd, proof.name + tag, failures)
+        res.trace = str(vcd.relative_to(REPO))
     if status not in ("PASS",):
         res.log = "\n".join(log.splitlines()[-40:])
     if cover and proof.cover_depth and status == "PASS":
         cstatus, csecs, clog = _sby(folder, "cover", timeout)
         res.cover, res.cover_seconds = cstatus, round(csecs, 1)
-        res.unreached = sorted({rule_of(w, names) for w in
-                                re.findall(r"unreached cover statement (\S+)", clog)})
+        res.unreached = sorted({rule_of(w, names) for w in re.findall(
+            r"Unreached cover statement at \S+ \S+ \((\S+)\)", clog)})
         if cstatus != "PASS":
             res.log = "\n".join(clog.splitlines()[-40:])
     (folder / "result.json").write_text(json.dumps(res.__dict__, indent=1))
@@ -431,6 +440,43 @@ def run(proof, depth=None, *, relax=(), tag="", cover=True, mode=None, timeout=T
 
 # ------------------------------------------------------------------------------------------------
 # Counterexample traces
+
+def failed_checks(log, names):
+    """[(rule, source line, step)] of every failed assertion an sby log reports."""
+    out = []
+    for witness, where, step in re.findall(r"failed assertion (\S+) at (\S+) step (\d+)", log):
+        out.append((rule_of(witness, names), os.path.relpath(where, REPO)
+                    if os.path.isabs(where) else where, int(step)))
+    return out
+
+
+def annotate_trace(src, dst, proof, failures):
+    """Copy the solver's trace ``src`` to ``dst`` naming the failed rules: a ``$comment`` in the
+    header, and per rule a 1-bit signal ``formal_failed.<rule>`` (dots as ``_``) that rises in
+    the failing step, so a waveform viewer shows where the trace breaks the property. Steps are
+    the trace's ``smt_step`` times (10 time units apart)."""
+    text = Path(src).read_text()
+    head, body = text.split("$enddefinitions", 1)
+    codes = {rule: f"kf{k}" for k, rule in enumerate(sorted({r for r, _, _ in failures}))}
+    labels = {rule: re.sub(r"\W", "_", rule) for rule in codes}
+    what = "; ".join(f"{r} ({where}) at step {step}" for r, where, step in failures)
+    head = head.replace("$timescale", f"$comment formal proof {proof} failed: {what} $end\n"
+                        "$timescale", 1)
+    head += "$scope module formal_failed $end\n" + "".join(
+        f"$var wire 1 {c} {labels[r]} $end\n" for r, c in codes.items()) + "$upscope $end\n"
+    rises = {}
+    for rule, _, step in failures:
+        rises[rule] = min(step, rises.get(rule, step))
+    lines, out = body.splitlines(keepends=True), []
+    marks = {0: [f"0{c}\n" for c in codes.values()]}
+    for rule, step in rises.items():
+        marks.setdefault(10 * step, []).append(f"1{codes[rule]}\n")
+    for line in lines:
+        out.append(line)
+        if line.startswith("#") and int(line[1:]) in marks:
+            out.extend(marks.pop(int(line[1:])))
+    Path(dst).write_text(head + "$enddefinitions" + "".join(out))
+
 
 def vcd_signals(vcd):
     """Full names of the signals of a VCD (its header)."""
