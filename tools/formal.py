@@ -4,7 +4,7 @@ Each :class:`Proof` elaborates one block, in a small configuration, with its con
 Assert/Assume/Cover statements next to the block in ``hdl_gen/``, elaborated for a
 :class:`~hdl_gen.formal.FormalPlatform` only) to RTLIL, writes ``build/formal/<proof>/proof.sby``
 and runs ``yowasp-sby`` in that folder (the WebAssembly tools see only the current directory
-tree, so every path is relative). Modes: ``prove`` (k-induction with smtbmc and z3: unbounded),
+tree, so every path is relative). Modes: ``prove`` (k-induction with smtbmc and Yices: unbounded),
 ``bmc`` (bounded model check from reset to the stated depth); then ``cover``: every Cover
 statement must be reached (the assumptions leave the environment room to exercise the block).
 Results go to ``build/formal/<proof>/result.json`` and, merged, ``build/formal/report.{md,json}``.
@@ -146,7 +146,7 @@ def _banked():
 
 
 _QC_CFG = ("2 queues, prefetch 2, 2 completion requests, 64-bit data, 32-bit address; fixed "
-           "queue configuration; firmware running, retiring only what it popped")
+           "queue configuration; firmware running, retiring only what it popped; guards cut")
 
 
 _QC_GUARDS = ("fetch_guard", "cpl_guard")
@@ -162,8 +162,9 @@ _DMA_CFG = KakiConfig(dim=2, spad_banks=2, spad_bank_rows=4, acc_banks=2, acc_ba
 _DMA_GUARDS = ("load_guard", "store_guard")
 _DMA_OPT = {"command_bounds": {"rows": 2, "planes": 2, "bits": 5}}
 _DMA_DESC = ("dim 2 (rows of up to 8 bytes, 3 beats), 2x4 scratchpad and accumulator rows, "
-             "32-bit data, 16-bit address, bursts <= 2 beats, 2 outstanding; commands of <= 3 "
-             "rows x 2 planes, address and stride fields < 2**17")
+             "32-bit data, 16-bit address, bursts <= 2 beats, 2 outstanding; commands of <= {rows} "
+             "rows x {planes} planes, address and stride fields < 2**{bits}; guards cut"
+             .format(**_DMA_OPT["command_bounds"]))
 
 
 def _self(block):
@@ -200,15 +201,16 @@ PROOFS = {p.name: p for p in [
           groups=("arbiter", "handshake"), cover_depth=12, options=_ARB_OPT),
     Proof("arbiter_axi", "AXI arbiter: AXI4 rules on s (manager) and every m[i] (subordinate), "
           "W beats routed to s in AW order from the right manager",
-          lambda: _self(Axi4Arbiter(2, 13, 8, 1, 4)), "bmc", 6, 7, _ARB_CFG,
+          lambda: _self(Axi4Arbiter(2, 13, 8, 1, 4)), "bmc", 8, 10, _ARB_CFG,
           groups=("axi", "routing", "liveness"), options=_ARB_OPT),
     *[Proof(f"guard_{kind}", f"AXI bus guard ({kind}): AXI4 manager rules on the port side across "
             "abandons (held address and W beat, null W beats of orphans, fresh IDs), subordinate "
             "rules towards the manager restarted at each abandon (no orphan response reaches it)"
             + ("; a W beat that writes is one the manager offered, at its address" if kind == "write" else ""),
-            lambda cls=cls: _self(cls(12, 8, 1, 2)), "bmc", 10, 16, _GUARD_CFG, cover_depth=12,
-            options={"max_len": 4})
-      for kind, cls in (("read", AxiReadGuard), ("write", AxiWriteGuard))],
+            lambda cls=cls: _self(cls(12, 8, 1, 2)), "bmc", depth, regress, _GUARD_CFG,
+            cover_depth=12, options={"max_len": 4})
+      for kind, cls, depth, regress in (("read", AxiReadGuard, 14, 20),
+                                        ("write", AxiWriteGuard, 9, 11))],
     Proof("banked_memory", "banked memory arbiters: per bank at most one read and one write "
           "grant, only to a requester, always the highest-priority one; no starvation: the "
           "lowest-priority requester (the DMA) waits at most 2 cycles while the others never ask "
@@ -218,7 +220,7 @@ PROOFS = {p.name: p for p in [
           options={"hog": 2}),
     Proof("banked_memory_data", "banked memory: a granted read returns what the last granted "
           "write stored in that row (one arbitrary row followed)",
-          lambda: _self(_banked()), "bmc", 8, 16, _MEM_CFG, groups=("data",), cover_depth=6,
+          lambda: _self(_banked()), "bmc", 10, 12, _MEM_CFG, groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
     Proof("csr_block", "CSR block: AXI4-Lite subordinate rules, response in the next cycle, "
           "OKAY for mapped and SLVERR for unmapped addresses",
@@ -227,21 +229,21 @@ PROOFS = {p.name: p for p in [
     Proof("queue_controller", "queue controller: ring arithmetic (fetch only C' <= F < P <= "
           "C' + size, at base + 32*(F mod size); overflow detection; record and consumer "
           "addresses; F - C bookkeeping); prefetch and request FIFOs never overflow",
-          lambda: _self(_qc()), "bmc", 10, 13, _QC_CFG, groups=("ring", "fifo"), cover_depth=24,
+          lambda: _self(_qc()), "bmc", 16, 20, _QC_CFG, groups=("ring", "fifo"), cover_depth=24,
           cut=_QC_GUARDS),
     Proof("queue_controller_axi", "queue controller: AXI4 manager rules at its bus guards (the "
           "port: guard_read, guard_write); the consumer index written is C + 1",
-          lambda: _self(_qc()), "bmc", 10, 14, _QC_CFG, groups=("axi", "handshake", "data"),
+          lambda: _self(_qc()), "bmc", 16, 22, _QC_CFG, groups=("axi", "handshake", "data"),
           cut=_QC_GUARDS),
     Proof("dma", "DMA engine: a store writes only bytes of its command's host rows, each once, in "
           "(plane, row) order; a load writes exactly its command's local rows in the chosen "
           "memory; local requests held until granted",
-          lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 9, 10, _DMA_DESC, groups=("rows", "mem"),
+          lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 10, 11, _DMA_DESC, groups=("rows", "mem"),
           cover_depth=20, options=_DMA_OPT, cut=_DMA_GUARDS),
     Proof("dma_axi", "DMA engine: AXI4 manager rules at its bus guards (the port: guard_read, "
           "guard_write): bursts <= max_burst_beats, no 4 KiB crossing, aligned full-width INCR, "
           "W after AW, WLAST, outstanding limits",
-          lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 8, 10, _DMA_DESC,
+          lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 11, 13, _DMA_DESC,
           groups=("axi", "handshake"), cover_depth=16, options=_DMA_OPT, cut=_DMA_GUARDS),
 ]}
 
