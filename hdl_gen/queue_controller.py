@@ -606,13 +606,14 @@ class QueueController(wiring.Component):
                    for s in ("IDLE", "SETUP", "REC", "REC_B", "IDX", "IDX_B", "SKIP")],
                 fetch_keep=busy & ~discard, fetch_q=fq, cons_busy=cons_busy, cpl_queue=wq,
                 writing=~cf.r_en, rec_index=rec_index, cons_addr=cons_addr, req_layout=req_layout,
+                idx_sent=idx_sent,
                 record=Cat(*[cpl_fsm.ongoing(s) for s in ("REC", "REC_B", "IDX", "IDX_B")]).any())
         return m
 
     # ---------------------------------------------------------------------------------------------
     def _formal_contract(self, m, platform, *, axi, guards, fifos, cpl_fifo, pending, acked, reset_done,
                          fetch_issue, fetch_sel, states, fetch_keep, fetch_q, cons_busy,
-                         cpl_queue, writing, rec_index, cons_addr, record, req_layout):
+                         cpl_queue, writing, rec_index, cons_addr, record, req_layout, idx_sent):
         """The queue controller's contract (docs/formal.md).
 
         The contract is stated at the manager sides of the two bus guards (``axi``: the fetcher
@@ -732,6 +733,8 @@ class QueueController(wiring.Component):
                             + (writing & (cpl_queue == i)))
         rules.guarantee("ring.inv", (sum(states[:3]) == 1) & (sum(states[3:]) == 1))
         in_rec, in_idx = states[5], states[7]
+        rules.guarantee("ring.inv", implies(in_idx | states[8], idx_sent))
+        rules.guarantee("ring.inv", implies(states[5] | states[6], ~idx_sent))
         rules.guarantee("ring.inv", implies(axi.awvalid | axi.wvalid, in_rec | in_idx))
         rules.guarantee("ring.inv", implies(axi.arvalid, states[1]))
         # records and consumer writes of the queue being served
