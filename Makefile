@@ -24,6 +24,11 @@ DIMS ?= 4,8,16
 BUDGET ?= 45
 # make regress: SHARD=i/n runs one of n slices (several CI machines split one regression)
 SHARD ?=
+# make formal: PROOFS="arbiter dma" runs only those, DEPTH=n overrides every depth, REGRESS=1 the
+# make regress depths
+PROOFS ?=
+DEPTH ?=
+REGRESS ?=
 # make regress: every simulator test with SEEDS seeds (SEED, SEED+1, ...)
 SEEDS ?= 2
 
@@ -38,11 +43,12 @@ ifneq ($(SEED),)
 export SEED
 endif
 
-.PHONY: help venv rtl firmware test sim waves bench synth regress coverage clean
+.PHONY: help venv rtl firmware test sim waves bench synth regress coverage formal clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, SEEDS=n SHARD=i/n (regress), DIMS=4,8,16 BUDGET=minutes (synth), PYTEST_ARGS=..."
+	@echo "  make formal [PROOFS=\"name ...\"] [DEPTH=n] [REGRESS=1]   (python -m tools.formal --list names the proofs)"
 	@echo "  make sim [DIM=4|8|16] [MODEL=mlp|conv|all|torch_mlp|torch_conv|path/to/file.py:function (your own model, README.md)] [SEED=n >= 0] [WAVES=0|1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
 
 venv: $(STAMP) ## create .venv from the pinned packages in pyproject.toml
@@ -91,6 +97,9 @@ regress: $(STAMP) $(TORCH_STAMP) firmware ## long regression: SEEDS seeds x arra
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) --junitxml=build/regress/junit.xml \
 		--regress-summary=build/regress/summary.md --seeds $(SEEDS) $(if $(SHARD),--shard $(SHARD),) \
 		$(PYTEST_ARGS)
+
+formal: $(STAMP) ## prove the block contracts with SymbiYosys + z3 (docs/formal.md): build/formal/report.{md,json}, counterexample VCDs
+	$(PY) -m tools.formal $(if $(DEPTH),--depth $(DEPTH),) $(if $(filter 1,$(REGRESS)),--regress,) $(PROOFS)
 
 clean: ## remove simulator builds and test outputs (keeps .venv)
 	rm -rf build .pytest_cache

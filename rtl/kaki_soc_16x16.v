@@ -2379,18 +2379,18 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_stall_count(perf_vec_stall_count),
     .\port$11611$0 (q_wait_queue),
     .\port$11794$0 (inflight),
-    .\port$11927$0 (q__0__cpl_irq),
-    .\port$11941$0 (q__0__error_irq),
-    .\port$11953$0 (q__1__cpl_irq),
-    .\port$11967$0 (q__1__error_irq),
-    .\port$11979$0 (q__2__cpl_irq),
-    .\port$11993$0 (q__2__error_irq),
-    .\port$12005$0 (q__3__cpl_irq),
-    .\port$12019$0 (q__3__error_irq),
-    .\port$12131$0 (\$247 ),
-    .\port$12139$0 (\$248 ),
-    .\port$12147$0 (\$249 ),
-    .\port$12155$0 (\$250 ),
+    .\port$11929$0 (q__0__cpl_irq),
+    .\port$11943$0 (q__0__error_irq),
+    .\port$11955$0 (q__1__cpl_irq),
+    .\port$11969$0 (q__1__error_irq),
+    .\port$11981$0 (q__2__cpl_irq),
+    .\port$11995$0 (q__2__error_irq),
+    .\port$12007$0 (q__3__cpl_irq),
+    .\port$12021$0 (q__3__error_irq),
+    .\port$12133$0 (\$247 ),
+    .\port$12141$0 (\$248 ),
+    .\port$12149$0 (\$249 ),
+    .\port$12157$0 (\$250 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2578,7 +2578,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .clk(clk),
     .held(held),
     .\port$11796$16 (retire__0__tag),
-    .\port$12354$0 (dma_load_error),
+    .\port$12356$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2589,7 +2589,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .clk(clk),
     .held(held),
     .\port$11798$16 (retire__1__tag),
-    .\port$12470$0 (dma_store_error),
+    .\port$12472$0 (dma_store_error),
     .r_data(\r_data$492 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$489 ),
@@ -2695,7 +2695,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .clk(clk),
     .held(held),
     .\port$11800$16 (retire__2__tag),
-    .\port$12580$0 (gemm_error),
+    .\port$12582$0 (gemm_error),
     .r_data(\r_data$503 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$500 ),
@@ -2890,7 +2890,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .clk(clk),
     .held(held),
     .\port$11802$16 (retire__3__tag),
-    .\port$16648$0 (vec_error),
+    .\port$16650$0 (vec_error),
     .r_data(\r_data$514 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$511 ),
@@ -9845,9 +9845,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes
 , q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11611$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11794$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11927$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$11941$0 , q_status0_resetting, q_consumer1_index, \port$11953$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$11967$0 , q_status1_resetting, q_consumer2_index, \port$11979$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11993$0 , q_status2_resetting, q_consumer3_index, \port$12005$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$12019$0 , q_status3_resetting, \port$12131$0 , \port$12139$0 , \port$12147$0 , \port$12155$0 , bus__awaddr);
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11794$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11929$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$11943$0 , q_status0_resetting, q_consumer1_index, \port$11955$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$11969$0 , q_status1_resetting, q_consumer2_index, \port$11981$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11995$0 , q_status2_resetting, q_consumer3_index, \port$12007$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$12021$0 , q_status3_resetting, \port$12133$0 , \port$12141$0 , \port$12149$0 , \port$12157$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11099,30 +11099,30 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [3:0] \port$11611$0 ;
   input [3:0] \port$11794$0 ;
   wire [3:0] \port$11794$0 ;
-  input \port$11927$0 ;
-  wire \port$11927$0 ;
-  input \port$11941$0 ;
-  wire \port$11941$0 ;
-  input \port$11953$0 ;
-  wire \port$11953$0 ;
-  input \port$11967$0 ;
-  wire \port$11967$0 ;
-  input \port$11979$0 ;
-  wire \port$11979$0 ;
-  input \port$11993$0 ;
-  wire \port$11993$0 ;
-  input \port$12005$0 ;
-  wire \port$12005$0 ;
-  input \port$12019$0 ;
-  wire \port$12019$0 ;
-  input [2:0] \port$12131$0 ;
-  wire [2:0] \port$12131$0 ;
-  input [2:0] \port$12139$0 ;
-  wire [2:0] \port$12139$0 ;
-  input [2:0] \port$12147$0 ;
-  wire [2:0] \port$12147$0 ;
-  input [2:0] \port$12155$0 ;
-  wire [2:0] \port$12155$0 ;
+  input \port$11929$0 ;
+  wire \port$11929$0 ;
+  input \port$11943$0 ;
+  wire \port$11943$0 ;
+  input \port$11955$0 ;
+  wire \port$11955$0 ;
+  input \port$11969$0 ;
+  wire \port$11969$0 ;
+  input \port$11981$0 ;
+  wire \port$11981$0 ;
+  input \port$11995$0 ;
+  wire \port$11995$0 ;
+  input \port$12007$0 ;
+  wire \port$12007$0 ;
+  input \port$12021$0 ;
+  wire \port$12021$0 ;
+  input [2:0] \port$12133$0 ;
+  wire [2:0] \port$12133$0 ;
+  input [2:0] \port$12141$0 ;
+  wire [2:0] \port$12141$0 ;
+  input [2:0] \port$12149$0 ;
+  wire [2:0] \port$12149$0 ;
+  input [2:0] \port$12157$0 ;
+  wire [2:0] \port$12157$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -11755,10 +11755,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$268  = \$267  | irq_status_error_set;
   assign \$269  = ~ clr_irq_status_queue_cpl;
   assign \$270  = irq_status_queue_cpl & \$269 ;
-  assign \$271  = \$270  | { \port$12005$0 , \port$11979$0 , \port$11953$0 , \port$11927$0  };
+  assign \$271  = \$270  | { \port$12007$0 , \port$11981$0 , \port$11955$0 , \port$11929$0  };
   assign \$272  = ~ clr_irq_status_queue_error;
   assign \$273  = irq_status_queue_error & \$272 ;
-  assign \$274  = \$273  | { \port$12019$0 , \port$11993$0 , \port$11967$0 , \port$11941$0  };
+  assign \$274  = \$273  | { \port$12021$0 , \port$11995$0 , \port$11969$0 , \port$11943$0  };
   assign \$275  = ~ clr_irq_status_fw_msg;
   assign \$276  = irq_status_fw_msg & \$275 ;
   assign \$277  = \$276  | irq_status_fw_msg_set;
@@ -14072,16 +14072,16 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign status_dma_store_busy = \port$11794$0 [1];
   assign status_gemm_busy = \port$11794$0 [2];
   assign status_vec_busy = \port$11794$0 [3];
-  assign irq_status_queue_cpl_set = { \port$12005$0 , \port$11979$0 , \port$11953$0 , \port$11927$0  };
-  assign irq_status_queue_error_set = { \port$12019$0 , \port$11993$0 , \port$11967$0 , \port$11941$0  };
+  assign irq_status_queue_cpl_set = { \port$12007$0 , \port$11981$0 , \port$11955$0 , \port$11929$0  };
+  assign irq_status_queue_error_set = { \port$12021$0 , \port$11995$0 , \port$11969$0 , \port$11943$0  };
   assign q_status0_waiting = \port$11611$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$12131$0  };
+  assign q_status0_prefetched = { 5'h00, \port$12133$0  };
   assign q_status1_waiting = \port$11611$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$12139$0  };
+  assign q_status1_prefetched = { 5'h00, \port$12141$0  };
   assign q_status2_waiting = \port$11611$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$12147$0  };
+  assign q_status2_prefetched = { 5'h00, \port$12149$0  };
   assign q_status3_waiting = \port$11611$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$12155$0  };
+  assign q_status3_prefetched = { 5'h00, \port$12157$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$136  = 33'h04b414b49;
@@ -14288,25 +14288,25 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$710  = { q_status0_halted, 1'h0 };
   assign \$712  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$714  = { \port$11611$0 [0], 3'h0 };
-  assign \$716  = { 12'h000, \port$12131$0 , 8'h00 };
+  assign \$716  = { 12'h000, \port$12133$0 , 8'h00 };
   assign \$720  = { 1'h0, q_status1_active };
   assign \$721  = { 30'h00000000, \$720  };
   assign \$722  = { q_status1_halted, 1'h0 };
   assign \$724  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$726  = { \port$11611$0 [1], 3'h0 };
-  assign \$728  = { 12'h000, \port$12139$0 , 8'h00 };
+  assign \$728  = { 12'h000, \port$12141$0 , 8'h00 };
   assign \$732  = { 1'h0, q_status2_active };
   assign \$733  = { 30'h00000000, \$732  };
   assign \$734  = { q_status2_halted, 1'h0 };
   assign \$736  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$738  = { \port$11611$0 [2], 3'h0 };
-  assign \$740  = { 12'h000, \port$12147$0 , 8'h00 };
+  assign \$740  = { 12'h000, \port$12149$0 , 8'h00 };
   assign \$744  = { 1'h0, q_status3_active };
   assign \$745  = { 30'h00000000, \$744  };
   assign \$746  = { q_status3_halted, 1'h0 };
   assign \$748  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$750  = { \port$11611$0 [3], 3'h0 };
-  assign \$752  = { 12'h000, \port$12155$0 , 8'h00 };
+  assign \$752  = { 12'h000, \port$12157$0 , 8'h00 };
   assign \$756  = { 1'h0, q_error0_code };
   assign \$757  = { 23'h000000, \$756  };
   assign \$760  = { 1'h0, q_error1_code };
@@ -22421,7 +22421,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11796$16 , \port$12354$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11796$16 , \port$12356$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22467,8 +22467,8 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$117
   wire [3:0] level;
   input [15:0] \port$11796$16 ;
   wire [15:0] \port$11796$16 ;
-  input [7:0] \port$12354$0 ;
-  wire [7:0] \port$12354$0 ;
+  input [7:0] \port$12356$0 ;
+  wire [7:0] \port$12356$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22503,7 +22503,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$117
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11796$16 , \port$12354$0  };
+      storage[w_port__addr] <= { \port$11796$16 , \port$12356$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22614,14 +22614,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$117
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11796$16 , \port$12354$0  };
-  assign w_data = { \port$11796$16 , \port$12354$0  };
+  assign w_port__data = { \port$11796$16 , \port$12356$0  };
+  assign w_data = { \port$11796$16 , \port$12356$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11798$16 , \port$12470$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11798$16 , \port$12472$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22667,8 +22667,8 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   wire [3:0] level;
   input [15:0] \port$11798$16 ;
   wire [15:0] \port$11798$16 ;
-  input [7:0] \port$12470$0 ;
-  wire [7:0] \port$12470$0 ;
+  input [7:0] \port$12472$0 ;
+  wire [7:0] \port$12472$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22703,7 +22703,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11798$16 , \port$12470$0  };
+      storage[w_port__addr] <= { \port$11798$16 , \port$12472$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22814,8 +22814,8 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11798$16 , \port$12470$0  };
-  assign w_data = { \port$11798$16 , \port$12470$0  };
+  assign w_port__data = { \port$11798$16 , \port$12472$0  };
+  assign w_data = { \port$11798$16 , \port$12472$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -58635,7 +58635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11800$16 , \port$12580$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11800$16 , \port$12582$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -58681,8 +58681,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11800$1
   wire [3:0] level;
   input [15:0] \port$11800$16 ;
   wire [15:0] \port$11800$16 ;
-  input [7:0] \port$12580$0 ;
-  wire [7:0] \port$12580$0 ;
+  input [7:0] \port$12582$0 ;
+  wire [7:0] \port$12582$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -58717,7 +58717,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11800$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11800$16 , \port$12580$0  };
+      storage[w_port__addr] <= { \port$11800$16 , \port$12582$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -58828,8 +58828,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11800$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11800$16 , \port$12580$0  };
-  assign w_data = { \port$11800$16 , \port$12580$0  };
+  assign w_port__data = { \port$11800$16 , \port$12582$0  };
+  assign w_data = { \port$11800$16 , \port$12582$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -59224,74 +59224,75 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$44 ;
   reg [75:0] \$440 ;
   reg [2:0] \$441 ;
-  reg [31:0] \$442 ;
+  reg \$442 ;
   reg [31:0] \$443 ;
   reg [31:0] \$444 ;
-  reg [7:0] \$445 ;
-  reg [127:0] \$446 ;
-  reg [7:0] \$447 ;
-  reg [1:0] \$448 ;
-  reg \$449 ;
+  reg [31:0] \$445 ;
+  reg [7:0] \$446 ;
+  reg [127:0] \$447 ;
+  reg [7:0] \$448 ;
+  reg [1:0] \$449 ;
   wire \$45 ;
-  reg [7:0] \$450 ;
-  reg [31:0] \$451 ;
-  reg \$452 ;
+  reg \$450 ;
+  reg [7:0] \$451 ;
+  reg [31:0] \$452 ;
   reg \$453 ;
-  reg [2:0] \$454 ;
-  reg \$455 ;
-  reg [31:0] \$456 ;
-  reg \$457 ;
-  reg [7:0] \$458 ;
-  reg [31:0] \$459 ;
+  reg \$454 ;
+  reg [2:0] \$455 ;
+  reg \$456 ;
+  reg [31:0] \$457 ;
+  reg \$458 ;
+  reg [7:0] \$459 ;
   wire \$46 ;
-  reg \$460 ;
+  reg [31:0] \$460 ;
   reg \$461 ;
   reg \$462 ;
   reg \$463 ;
-  reg [31:0] \$464 ;
-  reg \$465 ;
+  reg \$464 ;
+  reg [31:0] \$465 ;
   reg \$466 ;
-  reg [2:0] \$467 ;
-  reg \$468 ;
-  reg [31:0] \$469 ;
+  reg \$467 ;
+  reg [2:0] \$468 ;
+  reg \$469 ;
   wire \$47 ;
-  reg \$470 ;
-  reg [7:0] \$471 ;
-  reg [31:0] \$472 ;
-  reg \$473 ;
+  reg [31:0] \$470 ;
+  reg \$471 ;
+  reg [7:0] \$472 ;
+  reg [31:0] \$473 ;
   reg \$474 ;
   reg \$475 ;
   reg \$476 ;
-  reg [31:0] \$477 ;
-  reg \$478 ;
+  reg \$477 ;
+  reg [31:0] \$478 ;
   reg \$479 ;
   wire \$48 ;
-  reg [2:0] \$480 ;
-  reg \$481 ;
-  reg [31:0] \$482 ;
-  reg \$483 ;
-  reg [7:0] \$484 ;
-  reg [31:0] \$485 ;
-  reg \$486 ;
+  reg \$480 ;
+  reg [2:0] \$481 ;
+  reg \$482 ;
+  reg [31:0] \$483 ;
+  reg \$484 ;
+  reg [7:0] \$485 ;
+  reg [31:0] \$486 ;
   reg \$487 ;
   reg \$488 ;
   reg \$489 ;
   wire \$49 ;
-  reg [31:0] \$490 ;
-  reg \$491 ;
+  reg \$490 ;
+  reg [31:0] \$491 ;
   reg \$492 ;
-  reg [2:0] \$493 ;
-  reg \$494 ;
-  reg [31:0] \$495 ;
-  reg \$496 ;
-  reg [7:0] \$497 ;
-  reg [31:0] \$498 ;
-  reg \$499 ;
+  reg \$493 ;
+  reg [2:0] \$494 ;
+  reg \$495 ;
+  reg [31:0] \$496 ;
+  reg \$497 ;
+  reg [7:0] \$498 ;
+  reg [31:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
   reg \$500 ;
   reg \$501 ;
   reg \$502 ;
+  reg \$503 ;
   wire [14:0] \$51 ;
   wire [21:0] \$52 ;
   wire [32:0] \$53 ;
@@ -59314,7 +59315,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [7:0] \$704 ;
+  wire [7:0] \$705 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
@@ -59420,6 +59421,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [3:0] cpl_free;
   reg [2:0] cpl_fsm_state = 3'h0;
   wire cpl_halt;
+  reg cpl_idx_sent = 1'h0;
   wire cpl_irq;
   wire [7:0] cpl_opcode;
   reg cpl_overflow = 1'h0;
@@ -59874,7 +59876,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [255:0] \r_data$123 ;
   wire [255:0] \r_data$155 ;
   wire [255:0] \r_data$187 ;
-  wire [75:0] \r_data$374 ;
+  wire [75:0] \r_data$375 ;
   input r_en;
   wire r_en;
   input \r_en$129 ;
@@ -59888,7 +59890,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \r_rdy$126 ;
   wire \r_rdy$158 ;
   wire \r_rdy$190 ;
-  wire \r_rdy$373 ;
+  wire \r_rdy$374 ;
   input rst;
   wire rst;
   wire timeout;
@@ -59972,127 +59974,129 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   always @(posedge clk)
     cpl_fsm_state <= \$441 ;
   always @(posedge clk)
-    cpl_rec_index <= \$442 ;
+    cpl_idx_sent <= \$442 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$443 ;
+    cpl_rec_index <= \$443 ;
   always @(posedge clk)
-    up__awaddr <= \$444 ;
+    cpl_cons_addr <= \$444 ;
   always @(posedge clk)
-    up__awlen <= \$445 ;
+    up__awaddr <= \$445 ;
   always @(posedge clk)
-    cpl_w_buf <= \$446 ;
+    up__awlen <= \$446 ;
   always @(posedge clk)
-    up__wstrb <= \$447 ;
+    cpl_w_buf <= \$447 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$448 ;
+    up__wstrb <= \$448 ;
   always @(posedge clk)
-    cpl_wr_err <= \$449 ;
+    cpl_w_nbeats <= \$449 ;
   always @(posedge clk)
-    cpl_wr_code <= \$450 ;
+    cpl_wr_err <= \$450 ;
   always @(posedge clk)
-    q__0__consumer <= \$451 ;
+    cpl_wr_code <= \$451 ;
   always @(posedge clk)
-    q__0__retired <= \$452 ;
+    q__0__consumer <= \$452 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$453 ;
+    q__0__retired <= \$453 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$454 ;
+    q__0__cpl_irq <= \$454 ;
   always @(posedge clk)
-    q0_checked <= \$455 ;
+    q0_cpl_pending <= \$455 ;
   always @(posedge clk)
-    q__0__producer <= \$456 ;
+    q0_checked <= \$456 ;
   always @(posedge clk)
-    q0_halted <= \$457 ;
+    q__0__producer <= \$457 ;
   always @(posedge clk)
-    q__0__error <= \$458 ;
+    q0_halted <= \$458 ;
   always @(posedge clk)
-    q__0__error_index <= \$459 ;
+    q__0__error <= \$459 ;
   always @(posedge clk)
-    q__0__error_irq <= \$460 ;
+    q__0__error_index <= \$460 ;
   always @(posedge clk)
-    q0_resetting <= \$461 ;
+    q__0__error_irq <= \$461 ;
   always @(posedge clk)
-    q0_acked <= \$462 ;
+    q0_resetting <= \$462 ;
   always @(posedge clk)
-    q0_cpl_dead <= \$463 ;
+    q0_acked <= \$463 ;
   always @(posedge clk)
-    q__1__consumer <= \$464 ;
+    q0_cpl_dead <= \$464 ;
   always @(posedge clk)
-    q__1__retired <= \$465 ;
+    q__1__consumer <= \$465 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$466 ;
+    q__1__retired <= \$466 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$467 ;
+    q__1__cpl_irq <= \$467 ;
   always @(posedge clk)
-    q1_checked <= \$468 ;
+    q1_cpl_pending <= \$468 ;
   always @(posedge clk)
-    q__1__producer <= \$469 ;
+    q1_checked <= \$469 ;
   always @(posedge clk)
-    q1_halted <= \$470 ;
+    q__1__producer <= \$470 ;
   always @(posedge clk)
-    q__1__error <= \$471 ;
+    q1_halted <= \$471 ;
   always @(posedge clk)
-    q__1__error_index <= \$472 ;
+    q__1__error <= \$472 ;
   always @(posedge clk)
-    q__1__error_irq <= \$473 ;
+    q__1__error_index <= \$473 ;
   always @(posedge clk)
-    q1_resetting <= \$474 ;
+    q__1__error_irq <= \$474 ;
   always @(posedge clk)
-    q1_acked <= \$475 ;
+    q1_resetting <= \$475 ;
   always @(posedge clk)
-    q1_cpl_dead <= \$476 ;
+    q1_acked <= \$476 ;
   always @(posedge clk)
-    q__2__consumer <= \$477 ;
+    q1_cpl_dead <= \$477 ;
   always @(posedge clk)
-    q__2__retired <= \$478 ;
+    q__2__consumer <= \$478 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$479 ;
+    q__2__retired <= \$479 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$480 ;
+    q__2__cpl_irq <= \$480 ;
   always @(posedge clk)
-    q2_checked <= \$481 ;
+    q2_cpl_pending <= \$481 ;
   always @(posedge clk)
-    q__2__producer <= \$482 ;
+    q2_checked <= \$482 ;
   always @(posedge clk)
-    q2_halted <= \$483 ;
+    q__2__producer <= \$483 ;
   always @(posedge clk)
-    q__2__error <= \$484 ;
+    q2_halted <= \$484 ;
   always @(posedge clk)
-    q__2__error_index <= \$485 ;
+    q__2__error <= \$485 ;
   always @(posedge clk)
-    q__2__error_irq <= \$486 ;
+    q__2__error_index <= \$486 ;
   always @(posedge clk)
-    q2_resetting <= \$487 ;
+    q__2__error_irq <= \$487 ;
   always @(posedge clk)
-    q2_acked <= \$488 ;
+    q2_resetting <= \$488 ;
   always @(posedge clk)
-    q2_cpl_dead <= \$489 ;
+    q2_acked <= \$489 ;
   always @(posedge clk)
-    q__3__consumer <= \$490 ;
+    q2_cpl_dead <= \$490 ;
   always @(posedge clk)
-    q__3__retired <= \$491 ;
+    q__3__consumer <= \$491 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$492 ;
+    q__3__retired <= \$492 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$493 ;
+    q__3__cpl_irq <= \$493 ;
   always @(posedge clk)
-    q3_checked <= \$494 ;
+    q3_cpl_pending <= \$494 ;
   always @(posedge clk)
-    q__3__producer <= \$495 ;
+    q3_checked <= \$495 ;
   always @(posedge clk)
-    q3_halted <= \$496 ;
+    q__3__producer <= \$496 ;
   always @(posedge clk)
-    q__3__error <= \$497 ;
+    q3_halted <= \$497 ;
   always @(posedge clk)
-    q__3__error_index <= \$498 ;
+    q__3__error <= \$498 ;
   always @(posedge clk)
-    q__3__error_irq <= \$499 ;
+    q__3__error_index <= \$499 ;
   always @(posedge clk)
-    q3_resetting <= \$500 ;
+    q__3__error_irq <= \$500 ;
   always @(posedge clk)
-    q3_acked <= \$501 ;
+    q3_resetting <= \$501 ;
   always @(posedge clk)
-    q3_cpl_dead <= \$502 ;
+    q3_acked <= \$502 ;
+  always @(posedge clk)
+    q3_cpl_dead <= \$503 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -60281,8 +60285,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
   assign cpl_w_last = cpl_w_beat == \$166 ;
-  assign \$704  = cpl_w_beat * 7'h40;
-  assign up__wdata = cpl_w_buf >> \$704 ;
+  assign \$705  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$705 ;
   assign cpl_aw_hs = up__awvalid & up__awready;
   assign cpl_w_hs = up__wvalid & up__wready;
   assign \$167  = ~ up__awvalid;
@@ -60565,9 +60569,9 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   \kaki_soc_16x16.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
     .level(\level$272 ),
-    .r_data(\r_data$374 ),
+    .r_data(\r_data$375 ),
     .r_en(\r_en$312 ),
-    .r_rdy(\r_rdy$373 ),
+    .r_rdy(\r_rdy$374 ),
     .rst(rst),
     .w_en(cpl_push_ok),
     .w_port__data(\w_data$258 ),
@@ -60753,6 +60757,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           cpl_cons_busy = 1'h1;
       3'h6:
           cpl_cons_busy = 1'h1;
+      3'h2:
+          cpl_cons_busy = cpl_idx_sent;
     endcase
   end
   always @* begin
@@ -61244,8 +61250,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     \$440  = cpl_req;
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$373 ) begin
-            \$440  = \r_data$374 ;
+          if (\r_rdy$374 ) begin
+            \$440  = \r_data$375 ;
           end
     endcase
     if (rst) begin
@@ -61257,7 +61263,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     \$441  = cpl_fsm_state;
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$373 ) begin
+          if (\r_rdy$374 ) begin
             \$441  = 3'h1;
           end
       3'h1:
@@ -61300,25 +61306,31 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$442  = cpl_rec_index;
+    \$442  = cpl_idx_sent;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$442  = cpl_sel_c;
+          \$442  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$442  = 1'h1;
+          end
     endcase
     if (rst) begin
-      \$442  = 32'd0;
+      \$442  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$443  = cpl_cons_addr;
+    \$443  = cpl_rec_index;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$443  = cpl_sel_base;
+          \$443  = cpl_sel_c;
     endcase
     if (rst) begin
       \$443  = 32'd0;
@@ -61326,18 +61338,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$444  = up__awaddr;
+    \$444  = cpl_cons_addr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$444  = \$336 [31:0];
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$444  = cpl_cons_addr;
-          end
+          \$444  = cpl_sel_base;
     endcase
     if (rst) begin
       \$444  = 32'd0;
@@ -61345,254 +61351,258 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$445  = up__awlen;
+    \$445  = up__awaddr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$445  = 8'h01;
+          \$445  = \$336 [31:0];
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
-            \$445  = 8'h00;
+            \$445  = cpl_cons_addr;
           end
     endcase
     if (rst) begin
-      \$445  = 8'h00;
+      \$445  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$446  = cpl_w_buf;
+    \$446  = up__awlen;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$446  = cpl_rec;
+          \$446  = 8'h01;
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
-            \$446  = { 95'h000000000000000000000000, \$340  };
+            \$446  = 8'h00;
           end
     endcase
     if (rst) begin
-      \$446  = 128'h00000000000000000000000000000000;
+      \$446  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$447  = up__wstrb;
+    \$447  = cpl_w_buf;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$447  = 8'hff;
+          \$447  = cpl_rec;
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
-            \$447  = 8'h0f;
+            \$447  = { 95'h000000000000000000000000, \$340  };
           end
     endcase
     if (rst) begin
-      \$447  = 8'h00;
+      \$447  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$448  = cpl_w_nbeats;
+    \$448  = up__wstrb;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$448  = 2'h2;
+          \$448  = 8'hff;
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
-            \$448  = 2'h1;
+            \$448  = 8'h0f;
           end
     endcase
     if (rst) begin
-      \$448  = 2'h0;
+      \$448  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$449  = cpl_wr_err;
+    \$449  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$449  = 2'h2;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$449  = 2'h1;
+          end
+    endcase
+    if (rst) begin
+      \$449  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$450  = cpl_wr_err;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
           if (\$337 ) begin
-            \$449  = 1'h1;
+            \$450  = 1'h1;
           end else begin
-            \$449  = 1'h0;
+            \$450  = 1'h0;
           end
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$449  = 1'h1;
+              \$450  = 1'h1;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$449  = 1'h1;
+      \$450  = 1'h1;
     end
     if (rst) begin
-      \$449  = 1'h0;
+      \$450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$450  = cpl_wr_code;
+    \$451  = cpl_wr_code;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           if (\$337 ) begin
-            \$450  = 8'h10;
+            \$451  = 8'h10;
           end
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$450  = \$339 ;
+              \$451  = \$339 ;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$450  = \$341 ;
+      \$451  = \$341 ;
     end
     if (rst) begin
-      \$450  = 8'h00;
+      \$451  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$451  = q__0__consumer;
+    \$452  = q__0__consumer;
     if (q0_cpl_done) begin
-      \$451  = \$342 [31:0];
+      \$452  = \$342 [31:0];
     end
     if (q0_reset_done) begin
-      \$451  = 32'd0;
+      \$452  = 32'd0;
     end
     if (rst) begin
-      \$451  = 32'd0;
+      \$452  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$452  = q0_cpl_done;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$453  = \$343 ;
+    \$453  = q0_cpl_done;
     if (rst) begin
       \$453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$454  = \$347 [2:0];
+    \$454  = \$343 ;
     if (rst) begin
-      \$454  = 3'h0;
+      \$454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$455  = \$350 ;
+    \$455  = \$347 [2:0];
     if (rst) begin
-      \$455  = 1'h0;
+      \$455  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$456  = q__0__producer;
+    \$456  = \$350 ;
+    if (rst) begin
+      \$456  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$457  = q__0__producer;
     if (\$352 ) begin
-      \$456  = q__0__doorbell;
+      \$457  = q__0__doorbell;
     end
     if (q0_reset_done) begin
-      \$456  = 32'd0;
+      \$457  = 32'd0;
     end
     if (rst) begin
-      \$456  = 32'd0;
+      \$457  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$457  = q0_halted;
+    \$458  = q0_halted;
     if (\$354 ) begin
-      \$457  = 1'h1;
+      \$458  = 1'h1;
     end
     if (q0_reset_done) begin
-      \$457  = 1'h0;
+      \$458  = 1'h0;
     end
     if (rst) begin
-      \$457  = 1'h0;
+      \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$458  = q__0__error;
+    \$459  = q__0__error;
     if (\$354 ) begin
-      \$458  = q0_halt_code;
+      \$459  = q0_halt_code;
     end
     if (q0_reset_done) begin
-      \$458  = 8'h00;
+      \$459  = 8'h00;
     end
     if (rst) begin
-      \$458  = 8'h00;
+      \$459  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$459  = q__0__error_index;
+    \$460  = q__0__error_index;
     if (\$354 ) begin
-      \$459  = q0_halt_index;
+      \$460  = q0_halt_index;
     end
     if (q0_reset_done) begin
-      \$459  = 32'd0;
+      \$460  = 32'd0;
     end
     if (rst) begin
-      \$459  = 32'd0;
+      \$460  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$460  = q0_halt_any;
-    if (rst) begin
-      \$460  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$461  = q0_resetting;
-    if (\$356 ) begin
-      \$461  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$461  = 1'h0;
-    end
+    \$461  = q0_halt_any;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$462  = q0_acked;
+    \$462  = q0_resetting;
     if (\$356 ) begin
-      \$462  = 1'h0;
-    end else if (\$359 ) begin
       \$462  = 1'h1;
     end
     if (q0_reset_done) begin
@@ -61604,8 +61614,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$463  = q0_cpl_dead;
-    if (\$361 ) begin
+    \$463  = q0_acked;
+    if (\$356 ) begin
+      \$463  = 1'h0;
+    end else if (\$359 ) begin
       \$463  = 1'h1;
     end
     if (q0_reset_done) begin
@@ -61617,123 +61629,121 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$464  = q__1__consumer;
+    \$464  = q0_cpl_dead;
+    if (\$361 ) begin
+      \$464  = 1'h1;
+    end
+    if (q0_reset_done) begin
+      \$464  = 1'h0;
+    end
+    if (rst) begin
+      \$464  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$465  = q__1__consumer;
     if (q1_cpl_done) begin
-      \$464  = \$362 [31:0];
+      \$465  = \$362 [31:0];
     end
     if (q1_reset_done) begin
-      \$464  = 32'd0;
+      \$465  = 32'd0;
     end
     if (rst) begin
-      \$464  = 32'd0;
+      \$465  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$465  = q1_cpl_done;
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$466  = \$363 ;
+    \$466  = q1_cpl_done;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$467  = \$367 [2:0];
+    \$467  = \$363 ;
     if (rst) begin
-      \$467  = 3'h0;
+      \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$468  = \$370 ;
+    \$468  = \$367 [2:0];
     if (rst) begin
-      \$468  = 1'h0;
+      \$468  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$469  = q__1__producer;
+    \$469  = \$370 ;
+    if (rst) begin
+      \$469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$470  = q__1__producer;
     if (\$372 ) begin
-      \$469  = q__1__doorbell;
+      \$470  = q__1__doorbell;
     end
     if (q1_reset_done) begin
-      \$469  = 32'd0;
+      \$470  = 32'd0;
     end
     if (rst) begin
-      \$469  = 32'd0;
+      \$470  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$470  = q1_halted;
+    \$471  = q1_halted;
     if (\$374 ) begin
-      \$470  = 1'h1;
+      \$471  = 1'h1;
     end
     if (q1_reset_done) begin
-      \$470  = 1'h0;
+      \$471  = 1'h0;
     end
     if (rst) begin
-      \$470  = 1'h0;
+      \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$471  = q__1__error;
+    \$472  = q__1__error;
     if (\$374 ) begin
-      \$471  = q1_halt_code;
+      \$472  = q1_halt_code;
     end
     if (q1_reset_done) begin
-      \$471  = 8'h00;
+      \$472  = 8'h00;
     end
     if (rst) begin
-      \$471  = 8'h00;
+      \$472  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$472  = q__1__error_index;
+    \$473  = q__1__error_index;
     if (\$374 ) begin
-      \$472  = q1_halt_index;
+      \$473  = q1_halt_index;
     end
     if (q1_reset_done) begin
-      \$472  = 32'd0;
+      \$473  = 32'd0;
     end
     if (rst) begin
-      \$472  = 32'd0;
+      \$473  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$473  = q1_halt_any;
-    if (rst) begin
-      \$473  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$474  = q1_resetting;
-    if (\$376 ) begin
-      \$474  = 1'h1;
-    end
-    if (q1_reset_done) begin
-      \$474  = 1'h0;
-    end
+    \$474  = q1_halt_any;
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$475  = q1_acked;
+    \$475  = q1_resetting;
     if (\$376 ) begin
-      \$475  = 1'h0;
-    end else if (\$379 ) begin
       \$475  = 1'h1;
     end
     if (q1_reset_done) begin
@@ -61745,8 +61755,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$476  = q1_cpl_dead;
-    if (\$381 ) begin
+    \$476  = q1_acked;
+    if (\$376 ) begin
+      \$476  = 1'h0;
+    end else if (\$379 ) begin
       \$476  = 1'h1;
     end
     if (q1_reset_done) begin
@@ -61758,123 +61770,121 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$477  = q__2__consumer;
+    \$477  = q1_cpl_dead;
+    if (\$381 ) begin
+      \$477  = 1'h1;
+    end
+    if (q1_reset_done) begin
+      \$477  = 1'h0;
+    end
+    if (rst) begin
+      \$477  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$478  = q__2__consumer;
     if (q2_cpl_done) begin
-      \$477  = \$382 [31:0];
+      \$478  = \$382 [31:0];
     end
     if (q2_reset_done) begin
-      \$477  = 32'd0;
+      \$478  = 32'd0;
     end
     if (rst) begin
-      \$477  = 32'd0;
+      \$478  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$478  = q2_cpl_done;
-    if (rst) begin
-      \$478  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$479  = \$383 ;
+    \$479  = q2_cpl_done;
     if (rst) begin
       \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$480  = \$387 [2:0];
+    \$480  = \$383 ;
     if (rst) begin
-      \$480  = 3'h0;
+      \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$481  = \$390 ;
+    \$481  = \$387 [2:0];
     if (rst) begin
-      \$481  = 1'h0;
+      \$481  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$482  = q__2__producer;
+    \$482  = \$390 ;
+    if (rst) begin
+      \$482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$483  = q__2__producer;
     if (\$392 ) begin
-      \$482  = q__2__doorbell;
+      \$483  = q__2__doorbell;
     end
     if (q2_reset_done) begin
-      \$482  = 32'd0;
+      \$483  = 32'd0;
     end
     if (rst) begin
-      \$482  = 32'd0;
+      \$483  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$483  = q2_halted;
+    \$484  = q2_halted;
     if (\$394 ) begin
-      \$483  = 1'h1;
+      \$484  = 1'h1;
     end
     if (q2_reset_done) begin
-      \$483  = 1'h0;
+      \$484  = 1'h0;
     end
     if (rst) begin
-      \$483  = 1'h0;
+      \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$484  = q__2__error;
+    \$485  = q__2__error;
     if (\$394 ) begin
-      \$484  = q2_halt_code;
+      \$485  = q2_halt_code;
     end
     if (q2_reset_done) begin
-      \$484  = 8'h00;
+      \$485  = 8'h00;
     end
     if (rst) begin
-      \$484  = 8'h00;
+      \$485  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$485  = q__2__error_index;
+    \$486  = q__2__error_index;
     if (\$394 ) begin
-      \$485  = q2_halt_index;
+      \$486  = q2_halt_index;
     end
     if (q2_reset_done) begin
-      \$485  = 32'd0;
+      \$486  = 32'd0;
     end
     if (rst) begin
-      \$485  = 32'd0;
+      \$486  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$486  = q2_halt_any;
-    if (rst) begin
-      \$486  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$487  = q2_resetting;
-    if (\$396 ) begin
-      \$487  = 1'h1;
-    end
-    if (q2_reset_done) begin
-      \$487  = 1'h0;
-    end
+    \$487  = q2_halt_any;
     if (rst) begin
       \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$488  = q2_acked;
+    \$488  = q2_resetting;
     if (\$396 ) begin
-      \$488  = 1'h0;
-    end else if (\$399 ) begin
       \$488  = 1'h1;
     end
     if (q2_reset_done) begin
@@ -61886,8 +61896,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$489  = q2_cpl_dead;
-    if (\$401 ) begin
+    \$489  = q2_acked;
+    if (\$396 ) begin
+      \$489  = 1'h0;
+    end else if (\$399 ) begin
       \$489  = 1'h1;
     end
     if (q2_reset_done) begin
@@ -61899,123 +61911,121 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$490  = q__3__consumer;
+    \$490  = q2_cpl_dead;
+    if (\$401 ) begin
+      \$490  = 1'h1;
+    end
+    if (q2_reset_done) begin
+      \$490  = 1'h0;
+    end
+    if (rst) begin
+      \$490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$491  = q__3__consumer;
     if (q3_cpl_done) begin
-      \$490  = \$402 [31:0];
+      \$491  = \$402 [31:0];
     end
     if (q3_reset_done) begin
-      \$490  = 32'd0;
+      \$491  = 32'd0;
     end
     if (rst) begin
-      \$490  = 32'd0;
+      \$491  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$491  = q3_cpl_done;
-    if (rst) begin
-      \$491  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$492  = \$403 ;
+    \$492  = q3_cpl_done;
     if (rst) begin
       \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$493  = \$407 [2:0];
+    \$493  = \$403 ;
     if (rst) begin
-      \$493  = 3'h0;
+      \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$494  = \$410 ;
+    \$494  = \$407 [2:0];
     if (rst) begin
-      \$494  = 1'h0;
+      \$494  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$495  = q__3__producer;
+    \$495  = \$410 ;
+    if (rst) begin
+      \$495  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$496  = q__3__producer;
     if (\$412 ) begin
-      \$495  = q__3__doorbell;
+      \$496  = q__3__doorbell;
     end
     if (q3_reset_done) begin
-      \$495  = 32'd0;
+      \$496  = 32'd0;
     end
     if (rst) begin
-      \$495  = 32'd0;
+      \$496  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$496  = q3_halted;
+    \$497  = q3_halted;
     if (\$414 ) begin
-      \$496  = 1'h1;
+      \$497  = 1'h1;
     end
     if (q3_reset_done) begin
-      \$496  = 1'h0;
+      \$497  = 1'h0;
     end
     if (rst) begin
-      \$496  = 1'h0;
+      \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$497  = q__3__error;
+    \$498  = q__3__error;
     if (\$414 ) begin
-      \$497  = q3_halt_code;
+      \$498  = q3_halt_code;
     end
     if (q3_reset_done) begin
-      \$497  = 8'h00;
+      \$498  = 8'h00;
     end
     if (rst) begin
-      \$497  = 8'h00;
+      \$498  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$498  = q__3__error_index;
+    \$499  = q__3__error_index;
     if (\$414 ) begin
-      \$498  = q3_halt_index;
+      \$499  = q3_halt_index;
     end
     if (q3_reset_done) begin
-      \$498  = 32'd0;
+      \$499  = 32'd0;
     end
     if (rst) begin
-      \$498  = 32'd0;
+      \$499  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$499  = q3_halt_any;
-    if (rst) begin
-      \$499  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$500  = q3_resetting;
-    if (\$416 ) begin
-      \$500  = 1'h1;
-    end
-    if (q3_reset_done) begin
-      \$500  = 1'h0;
-    end
+    \$500  = q3_halt_any;
     if (rst) begin
       \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$501  = q3_acked;
+    \$501  = q3_resetting;
     if (\$416 ) begin
-      \$501  = 1'h0;
-    end else if (\$419 ) begin
       \$501  = 1'h1;
     end
     if (q3_reset_done) begin
@@ -62027,8 +62037,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$502  = q3_cpl_dead;
-    if (\$421 ) begin
+    \$502  = q3_acked;
+    if (\$416 ) begin
+      \$502  = 1'h0;
+    end else if (\$419 ) begin
       \$502  = 1'h1;
     end
     if (q3_reset_done) begin
@@ -62036,6 +62048,19 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     end
     if (rst) begin
       \$502  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$503  = q3_cpl_dead;
+    if (\$421 ) begin
+      \$503  = 1'h1;
+    end
+    if (q3_reset_done) begin
+      \$503  = 1'h0;
+    end
+    if (rst) begin
+      \$503  = 1'h0;
     end
   end
   always @* begin
@@ -73457,7 +73482,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11802$16 , \port$16648$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11802$16 , \port$16650$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -73503,8 +73528,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11802$16
   wire [3:0] level;
   input [15:0] \port$11802$16 ;
   wire [15:0] \port$11802$16 ;
-  input [7:0] \port$16648$0 ;
-  wire [7:0] \port$16648$0 ;
+  input [7:0] \port$16650$0 ;
+  wire [7:0] \port$16650$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -73539,7 +73564,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11802$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11802$16 , \port$16648$0  };
+      storage[w_port__addr] <= { \port$11802$16 , \port$16650$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -73650,8 +73675,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11802$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11802$16 , \port$16648$0  };
-  assign w_data = { \port$11802$16 , \port$16648$0  };
+  assign w_port__data = { \port$11802$16 , \port$16650$0  };
+  assign w_data = { \port$11802$16 , \port$16650$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
