@@ -24,6 +24,11 @@ DIMS ?= 4,8,16
 BUDGET ?= 45
 # make regress: SHARD=i/n runs one of n slices (several CI machines split one regression)
 SHARD ?=
+# make formal: PROOFS="arbiter dma" runs only those, DEPTH=n overrides every depth, REGRESS=1 the
+# make regress depths
+PROOFS ?=
+DEPTH ?=
+REGRESS ?=
 # make regress: every simulator test with SEEDS seeds (SEED, SEED+1, ...)
 SEEDS ?= 2
 # make mutate: mutants per block, blocks (comma-separated; empty: all), SCOPE=all|bench (tests run)
@@ -42,11 +47,12 @@ ifneq ($(SEED),)
 export SEED
 endif
 
-.PHONY: help venv rtl firmware test sim waves bench synth regress coverage mutate clean
+.PHONY: help venv rtl firmware test sim waves bench synth regress coverage formal mutate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, SEEDS=n SHARD=i/n (regress), DIMS=4,8,16 BUDGET=minutes (synth), PYTEST_ARGS=..."
+	@echo "  make formal [PROOFS=\"name ...\"] [DEPTH=n] [REGRESS=1]   (python -m tools.formal --list names the proofs)"
 	@echo "  make mutate [MUTANTS=10] [BLOCK=dma_engine,gemm_engine,...] [SEED=n] [SCOPE=all|bench (block benches only)] [JOBS=2]  (docs/mutate.md)"
 	@echo "  make sim [DIM=4|8|16] [MODEL=mlp|conv|all|torch_mlp|torch_conv|path/to/file.py:function (your own model, README.md)] [SEED=n >= 0] [WAVES=0|1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
 
@@ -96,6 +102,9 @@ regress: $(STAMP) $(TORCH_STAMP) firmware ## long regression: SEEDS seeds x arra
 	KAKI_REGRESS=1 $(PY) -m pytest -n $(JOBS) --junitxml=build/regress/junit.xml \
 		--regress-summary=build/regress/summary.md --seeds $(SEEDS) $(if $(SHARD),--shard $(SHARD),) \
 		$(PYTEST_ARGS)
+
+formal: $(STAMP) ## prove the block contracts with SymbiYosys + z3 (docs/formal.md): build/formal/report.{md,json}, counterexample VCDs
+	$(PY) -m tools.formal $(if $(DEPTH),--depth $(DEPTH),) $(if $(filter 1,$(REGRESS)),--regress,) $(PROOFS)
 
 mutate: $(STAMP) $(TORCH_STAMP) ## qualify the testbench: MUTANTS=n mutants per BLOCK=a,b (default all), killed / survived / equivalent per block (build/mutate/report.md)
 	$(PY) -m tools.mutate --count $(MUTANTS) --jobs $(JOBS) $(if $(BLOCK),--block $(BLOCK),) \

@@ -41,11 +41,12 @@ Ports (``up``: the manager's side, without IDs; ``down``: towards the port, with
 Address and W payloads the manager offers pass through combinationally (no added latency);
 ``down`` valids never depend on ``down`` readies.
 """
-from amaranth import Array, Cat, Module, Mux, Signal
+from amaranth import Array, Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import Axi4ReadSignature, Axi4WriteSignature
+from .formal import Axi4Manager, Axi4Subordinate, Rules, contract_for, implies
 
 __all__ = ["AxiReadGuard", "AxiWriteGuard"]
 
@@ -138,6 +139,39 @@ class _Guard(wiring.Component):
         m.d.sync += timer.eq(Mux(stalled & ~self.abandon, timer + 1, 0))
 
 
+    def _formal_contract(self, m, platform, **no_cover):
+        """The guard's contract (docs/formal.md); returns the two rule sets and a :class:`Rules`.
+
+        * ``down`` keeps the AXI4 manager rules: bursts as the manager offered them, at most
+          ``max_out`` outstanding per ID (orphans included), VALID and payload held until READY
+          across an abandon, W in AW order with WLAST on beat AWLEN.
+        * ``up`` keeps the AXI4 subordinate rules towards the manager, restarted at every abandon
+          (the rules run under ``ResetInserter(abandon)``): from the next cycle the manager has
+          nothing outstanding and sees no response of an orphan; one response per request, in
+          order, RLAST on the last beat.
+
+        The environment: the manager keeps the AXI4 manager rules on ``up`` (also restarted at
+        an abandon, so it may drop a VALID then) except the outstanding limit, which the guard
+        enforces itself; the subordinate keeps them on ``down``; ``abandon`` and ``limit`` are
+        free. The proof option ``max_len`` is the manager's longest burst.
+        """
+        n_ids = 1 << self.id_bits
+        shape = dict(max_len=platform.options.get("max_len", 4), full_width=False, aligned=False,
+                     w_addr=True)
+        down = Axi4Manager(self.down, max_reads=n_ids * self.max_out, per_id=self.max_out,
+                           max_writes=n_ids * self.max_out, name="down",
+                           no_cover=("w.early",) + no_cover.get("down", ()), **shape)
+        up = Axi4Subordinate(self.up, max_reads=self.max_out, max_writes=self.max_out,
+                             limits=False, name="up", no_cover=("w.early",), **shape)
+        m.submodules.formal_down = down
+        m.submodules.formal_up = ResetInserter({"sync": self.abandon})(up)
+        rules = Rules(m, platform, "guard")
+        rules.cover("abandon", self.abandon & getattr(self.up, f"{self._ch}valid")
+                    & ~getattr(self.up, f"{self._ch}ready"))
+        rules.cover("timeout", self.timeout)
+        return down, up, rules
+
+
 class AxiReadGuard(_Guard):
     """AR/R guard of one manager (module docstring). ``max_out``: read bursts the manager keeps
     in flight at most."""
@@ -160,6 +194,9 @@ class AxiReadGuard(_Guard):
         ]
         self._timer(m, waiting=(up.arvalid & ~up.arready) | ((live_out != 0) & ~up.rvalid),
                     progress=hs | up.rvalid)
+        if contract_for(platform, self):
+            _, _, rules = self._formal_contract(m, platform)
+            rules.cover("orphan", down.rvalid & down.rready & ~up.rvalid)
         return m
 
 
@@ -224,4 +261,29 @@ class AxiWriteGuard(_Guard):
         self._timer(m, waiting=(up.awvalid & ~up.awready) | (up.wvalid & ~up.wready)
                     | ((b_owed != 0) & ~up.bvalid),
                     progress=hs | w_hs | up.bvalid)
+        if contract_for(platform, self):
+            self._formal_w_beats(m, platform)
         return m
+
+    def _formal_w_beats(self, m, platform):
+        """The write guard's contract: :meth:`_Guard._formal_contract`, and ``w.source``: a W beat
+        that writes (any strobe set) is the manager's beat passed in this cycle or the beat it
+        offered when it abandoned (sent once; a beat of a burst whose AW was accepted), with its
+        data and strobes, for the same address (the beat's place in its burst): the guard writes only bytes the manager offered, where
+        the manager offered them; the other beats of orphans write nothing."""
+        up, down = self.up, self.down
+        f_down, f_up, rules = self._formal_contract(m, platform)
+        left = Signal(name="formal_left")            # the beat offered at the abandon is unsent
+        left_beat = Signal(len(Cat(up.wdata, up.wstrb, f_up.w_addr)), name="formal_left_beat")
+        beat = Cat(down.wdata, down.wstrb, f_down.w_addr)
+        passed = f_up.w_hs & (Cat(up.wdata, up.wstrb, f_up.w_addr) == beat)
+        sent = f_down.w_hs & ~f_up.w_hs
+        with m.If(self.abandon & up.wvalid & ~up.wready & f_up.w_accepted & ~left):
+            m.d.sync += [left.eq(1), left_beat.eq(Cat(up.wdata, up.wstrb, f_up.w_addr))]
+        with m.Elif(sent):
+            m.d.sync += left.eq(0)
+        rules.guarantee("w.source", implies(f_up.w_hs, f_down.w_hs))
+        rules.guarantee("w.source", implies(f_down.w_hs & down.wstrb.any(),
+                                            passed | (sent & left & (beat == left_beat))))
+        rules.cover("w.orphan", sent & ~left)
+        rules.cover("w.left", sent & left)

@@ -100,6 +100,15 @@ class BankedMemory(wiring.Component):
         (docs/architecture.md). ``rd.data``: a granted read returns, one cycle later, what the
         last granted write stored in that row (a write in the same cycle included): the proof
         follows one arbitrary row address.
+
+        With the proof option ``hog`` (cycles): if the requesters other than the
+        lowest-priority one (the DMA) never ask for a bank more than ``hog`` cycles in a row
+        (the environment rule ``bank.share``), the lowest-priority requester, asking for the
+        same row, is granted after at most ``hog`` cycles of waiting (``*.wait``): no
+        starvation, within that bound (a requester of middle priority is the lowest of the
+        ones above it and alike).
+        Fixed priority gives no bound without such a rule: a compute engine that streams from a
+        bank every cycle holds the DMA off that bank (docs/architecture.md, double buffering).
         """
         rules = Rules(m, platform, "memory")
         for kind, ports in (("rd", self.rd), ("wr", self.wr)):
@@ -112,6 +121,10 @@ class BankedMemory(wiring.Component):
                     rules.guarantee(f"{kind}.exclusive", ~(p.gnt & q.gnt & (
                         self._bank(q.addr) == self._bank(p.addr))))
             rules.cover(f"{kind}.contended", Cat(*[p.en & ~p.gnt for p in ports]).any())
+        hog = platform.options.get("hog")
+        if hog is not None:
+            for kind, ports in (("rd", self.rd), ("wr", self.wr)):
+                self._formal_wait(m, rules, kind, ports, hog)
         row = AnyConst(self.addr_bits)
         known = Signal(name="formal_row_known")       # the row was written since the start
         value = Signal(self.width, name="formal_row_value")
@@ -127,3 +140,21 @@ class BankedMemory(wiring.Component):
             expect = past(m, Mux(writing, new, value), f"formal_rd{i}_expect")
             rules.guarantee("rd.data", implies(reading, p.data == expect), group="data")
             rules.cover("rd.data", reading & past(m, writing, f"formal_rd{i}_bypass"))
+
+    def _formal_wait(self, m, rules, kind, ports, hog):
+        """``bank.share`` (relied on) and ``{kind}.wait`` (guaranteed) for the lowest-priority
+        requester: see the contract."""
+        *higher, p = ports
+        for b in range(self.banks):
+            asked = Cat(*[q.en & (self._bank(q.addr) == b) for q in higher]).any()
+            run = Signal(range(hog + 1), name=f"formal_{kind}_bank{b}_run")
+            m.d.sync += run.eq(Mux(asked & (run != hog), run + 1, 0))
+            rules.rely("bank.share", implies(run == hog, ~asked))
+        waiting = p.en & ~p.gnt
+        again = past(m, waiting, f"formal_{kind}_waited") & (
+            p.addr == past(m, p.addr, f"formal_{kind}_addr"))
+        waited = Signal(range(hog + 1), name=f"formal_{kind}_wait")
+        m.d.sync += waited.eq(Mux(waiting, Mux(again & (waited != hog), waited + 1, 1), 0))
+        rules.guarantee(f"{kind}.wait", implies(p.en & again & (waited == hog), p.gnt),
+                        group="memory")
+        rules.cover(f"{kind}.waited", p.en & p.gnt & again & (waited == hog))

@@ -87,10 +87,14 @@ class CsrBlock(wiring.Component):
         :class:`~hdl_gen.formal.Axi4LiteSubordinate` (one request of each kind at a time);
         ``b.latency`` / ``r.latency``: the response follows in the cycle after the request is
         accepted; ``b.decode`` / ``r.decode``: OKAY exactly for a mapped register address,
-        SLVERR (and read data 0) otherwise."""
+        SLVERR (and read data 0) otherwise; ``lite.open``: a request is open exactly while its
+        response is offered."""
         bus = self.bus
-        m.submodules.formal_bus = Axi4LiteSubordinate(bus, max_outstanding=1, name="csr")
+        m.submodules.formal_bus = mon = Axi4LiteSubordinate(bus, max_outstanding=1, name="csr")
         rules = Rules(m, platform, "axi")
+        # what is open is exactly what is being answered (the induction's invariant)
+        rules.guarantee("lite.open", (mon.open["aw"] == bus.bvalid) & (mon.open["w"] == bus.bvalid)
+                        & (mon.open["ar"] == bus.rvalid))
         words = {r.addr >> 2 for r in self.regs}
         for ch, resp, addr in (("aw", "b", bus.awaddr), ("ar", "r", bus.araddr)):
             accepted = past(m, getattr(bus, f"{ch}valid") & getattr(bus, f"{ch}ready"),

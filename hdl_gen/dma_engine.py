@@ -66,6 +66,7 @@ from .axi_guard import AxiReadGuard, AxiWriteGuard
 from .config import KakiConfig
 from .descriptor import DmaCmd, ErrorCode
 from .engine import EngineSignature
+from .formal import Axi4Manager, Rules, contract_for, implies, past
 from .mem_port import ReadPortSignature, WritePortSignature
 
 __all__ = ["DmaEngine", "DmaWindow"]
@@ -352,6 +353,8 @@ class DmaEngine(wiring.Component):
             m.submodules[f"{name}_channel"] = ResetInserter({"sync": reset})(chan)
             connect_axi(m, guard.down, self.axi)
             m.d.comb += [guard.limit.eq(self.bus_timeout), guard.abandon.eq(reset | abort)]
+        if contract_for(platform, self):
+            self._formal_contract(m, platform, rg, wg)
         return m
 
     @staticmethod
@@ -652,3 +655,139 @@ class DmaEngine(wiring.Component):
                 m.d.comb += [eng.busy.eq(1), eng.done.eq(1)]
                 m.next = "IDLE"
         return abort
+
+    # ---------------------------------------------------------------------------------------------
+    # Formal contract (docs/formal.md): on the channels' side of the bus guards, whose own proof
+    # carries the rules to the ``axi`` port.
+
+    def _formal_contract(self, m, platform, load_guard, store_guard):
+        """The DMA engine's contract, at the manager sides of its bus guards (``load_guard.up``,
+        ``store_guard.up``), each restarted when its channel abandons its transfers (a timeout or
+        the channel's reset, ``guard.abandon``): the guards' proof (``hdl_gen/axi_guard.py``)
+        shows that the ``axi`` port then keeps the AXI4 manager rules and writes only bytes the
+        store channel offered.
+
+        * Each channel keeps the AXI4 manager rules: full-width aligned INCR bursts of at most
+          ``max_burst_beats`` beats, never across 4 KiB, at most ``dma_outstanding`` bursts
+          outstanding, W only for an accepted AW, WLAST on the last beat.
+        * ``rows.host``: every byte a store offers to write (a W beat's strobed lanes, accepted
+          or not: a beat offered when the channel abandons is still written by the guard) lies in
+          a host row of its command: ``host_addr + p*host_plane_stride + r*host_row_stride`` +
+          ``[0, row_bytes)`` for ``p < planes``, ``r < rows``, in wide arithmetic, so an
+          address that wrapped the bus is outside; ``rows.order``: the rows' beats come in
+          (plane, row) order, each byte exactly once (the beat address and the strobes are those
+          of the next bytes of the row).
+        * ``rows.local``: every local write of a load is the next row of its command,
+          ``local_addr + p*local_plane_stride + r*local_row_stride``, in the memory ``acc``
+          names, and there are no more of them than the command has rows.
+        * ``mem.hold``: a local write request keeps ``en``, its row and data until ``gnt``, or
+          until the load channel abandons its command (a timeout or its reset drops the row).
+
+        The environment: the guards keep the AXI4 subordinate rules towards each channel
+        (restarted at an abandon) and time out at any moment; the banked memories grant only a
+        requester that asks (their contract). With the proof option ``command_bounds``
+        (``rows``, ``planes``, ``bits``), commands have at most that many rows and planes and
+        every address and stride field below ``2**bits``: a bounded run sees only a few rows
+        anyway, and small fields keep the solver's arithmetic small (docs/formal.md).
+        """
+        cfg = self.config
+        shape = dict(max_len=cfg.max_burst_beats, max_reads=cfg.dma_outstanding,
+                     max_writes=cfg.dma_outstanding, no_cover=("w.early",) + (
+                         () if cfg.max_burst_beats <= self.row_beats_max
+                         else ("ar.longest", "aw.longest")))
+        m.submodules.formal_ld_axi = ResetInserter({"sync": load_guard.abandon})(
+            Axi4Manager(load_guard.up, name="ld", **shape))
+        st_axi = Axi4Manager(store_guard.up, w_addr=True, name="st", **shape)
+        m.submodules.formal_st_axi = ResetInserter({"sync": store_guard.abandon})(st_axi)
+        rules = Rules(m, platform, "rows")
+        for name in ("spad_wr", "acc_wr", "spad_rd", "acc_rd"):
+            port = getattr(self, name)
+            rules.rely("mem.grant", implies(port.gnt, port.en))
+        # a read request may be withdrawn (a store ending on an error response does), a write
+        # request may not, but by a load that abandons its command
+        for name in ("spad_wr", "acc_wr"):
+            port = getattr(self, name)
+            waiting = past(m, port.en & ~port.gnt & ~load_guard.abandon, f"formal_{name}_waiting")
+            held = Cat(port.addr, port.data)
+            rules.guarantee("mem.hold", implies(waiting, port.en & (held == past(
+                m, held, f"formal_{name}_held"))), group="mem")
+        bounds = platform.options.get("command_bounds")
+        if bounds:
+            for channel in (self.load, self.store):
+                c = channel.cmd.payload
+                small = (c.rows <= bounds["rows"]) & (c.planes <= bounds["planes"])
+                for f in (c.host_addr, c.host_row_stride, c.host_plane_stride, c.local_addr,
+                          c.local_row_stride, c.local_plane_stride):
+                    small &= f < (1 << bounds["bits"])
+                rules.rely("cmd.bounds", implies(channel.cmd.valid, small))
+        self._formal_host_rows(m, rules, store_guard.up, st_axi)
+        self._formal_local_rows(m, rules)
+
+    def _formal_walk(self, m, name, cmd, row_stride, plane_stride, step):
+        """Rows of ``cmd`` in (plane, row) order as 52-bit running sums (wide enough that no row
+        of a command wraps): returns (row start, a row is left, the registers the caller loads
+        with the command: row, plane, rows left in the plane, planes left); ``step`` moves on."""
+        width = 52
+        row = Signal(width, name=f"{name}_row")
+        plane = Signal(width, name=f"{name}_plane")
+        r = Signal(16, name=f"{name}_r")            # rows left in this plane, current included
+        planes = Signal(17, name=f"{name}_planes")  # planes left, current included
+        left = Signal(name=f"{name}_left")
+        m.d.comb += left.eq((planes != 0) & (r != 0))
+        with m.If(step):
+            with m.If(r > 1):
+                m.d.sync += [row.eq(row + row_stride), r.eq(r - 1)]
+            with m.Else():
+                m.d.sync += [row.eq(plane + plane_stride), plane.eq(plane + plane_stride),
+                             r.eq(cmd.rows), planes.eq(planes - 1)]
+        return row, left, (row, plane, r, planes)
+
+    def _formal_host_rows(self, m, rules, axi, rules_axi):
+        cmd_port, db = self.store.cmd, self.data_bytes
+        cmd = Signal(DmaCmd, name="formal_st_cmd")
+        step = Signal(name="formal_st_row_done")
+        row, left, regs = self._formal_walk(m, "formal_st", cmd, cmd.host_row_stride,
+                                            cmd.host_plane_stride, step)
+        cursor = Signal(52, name="formal_st_cursor")     # the next byte to write
+        with m.If(cmd_port.valid & cmd_port.ready):
+            new = cmd_port.payload
+            m.d.sync += [cmd.eq(new), regs[0].eq(new.host_addr), regs[1].eq(new.host_addr),
+                         regs[2].eq(new.rows), regs[3].eq(new.planes), cursor.eq(new.host_addr)]
+        with m.Elif(step):
+            nxt = Mux(regs[2] > 1, row + cmd.host_row_stride, regs[1] + cmd.host_plane_stride)
+            m.d.sync += cursor.eq(nxt)
+        w_hs = axi.wvalid & axi.wready
+        beat = Signal(52, name="formal_st_beat")         # the W beat's first byte
+        m.d.comb += beat.eq(rules_axi.w_addr)
+        end = row + cmd.row_bytes
+        lanes = []
+        for j in range(db):
+            byte = beat + j
+            lanes.append((byte >= cursor) & (byte < end))
+            rules.guarantee("rows.host", implies(axi.wvalid & axi.wstrb[j],
+                                                 left & (byte >= row) & (byte < end)))
+        expect_addr = cursor & ~Const(db - 1, 52)
+        rules.guarantee("rows.order", implies(w_hs, left & (beat == expect_addr)
+                                              & (axi.wstrb == Cat(*lanes))))
+        m.d.comb += step.eq(w_hs & (beat + db >= end))
+        with m.If(w_hs & ~step):
+            m.d.sync += cursor.eq(beat + db)
+        rules.cover("rows.host", step & (regs[3] == 1) & (regs[2] == 1) & (cmd.planes > 1))
+
+    def _formal_local_rows(self, m, rules):
+        cmd_port, cfg = self.load.cmd, self.config
+        cmd = Signal(DmaCmd, name="formal_ld_cmd")
+        step = Signal(name="formal_ld_written")
+        row, left, regs = self._formal_walk(m, "formal_ld", cmd, cmd.local_row_stride,
+                                            cmd.local_plane_stride, step)
+        with m.If(cmd_port.valid & cmd_port.ready):
+            new = cmd_port.payload
+            m.d.sync += [cmd.eq(new), regs[0].eq(new.local_addr), regs[1].eq(new.local_addr),
+                         regs[2].eq(new.rows), regs[3].eq(new.planes)]
+        spad = self.spad_wr.en & self.spad_wr.gnt
+        acc = self.acc_wr.en & self.acc_wr.gnt
+        m.d.comb += step.eq(spad | acc)
+        addr = Mux(acc, self.acc_wr.addr, self.spad_wr.addr)
+        rules.guarantee("rows.local", implies(step, left & ~(spad & acc) & (acc == cmd.acc)
+                                              & (addr == row)))
+        rules.cover("rows.local", step & (regs[3] == 1) & (regs[2] == 1) & (cmd.planes > 1))

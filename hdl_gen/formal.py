@@ -22,12 +22,13 @@ environment is taken to be reset with the block (AXI's ARESETn is chip-wide).
 """
 from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, Value
 from amaranth.hdl import Assert, Assume, Cover
+from amaranth.lib import fifo as _fifo
 
 from .axi import BURST_INCR, RESP_EXOKAY
 
 __all__ = ["FormalPlatform", "contract_for", "Rules", "past", "implies",
            "Axi4Manager", "Axi4Subordinate", "Axi4LiteManager", "Axi4LiteSubordinate",
-           "fifo_contract", "Tracker"]
+           "fifo_contract", "Tracker", "peekable", "fifo_for"]
 
 
 class FormalPlatform(str):
@@ -142,15 +143,41 @@ def _handshake_rules(rules, by_block, ch, valid, ready, payload):
                 group="handshake")
 
 
+class _PortView:
+    """The members of an AXI4 port, or of one half of it (:class:`~hdl_gen.axi.Axi4ReadSignature`,
+    :class:`~hdl_gen.axi.Axi4WriteSignature`); a port without IDs (a manager whose IDs a bus
+    guard assigns) reads as ID 0."""
+
+    _IDS = ("arid", "rid", "awid", "bid")
+
+    def __init__(self, port):
+        self._port = port
+        self.reads = hasattr(port, "arvalid")
+        self.writes = hasattr(port, "awvalid")
+        self.has_ids = hasattr(port, "arid") or hasattr(port, "awid")
+
+    def __getattr__(self, name):
+        if name in self._IDS and not self.has_ids:
+            return Const(0, 1)
+        return getattr(self._port, name)
+
+    def fields(self, names):
+        """``names`` without the ID members the port does not have."""
+        return [f for f in names if self.has_ids or f not in self._IDS]
+
+
 class _Axi4Rules(Elaboratable):
-    """AXI4 rules on one port (flat members of :class:`~hdl_gen.axi.Axi4Signature`).
+    """AXI4 rules on one port (flat members of :class:`~hdl_gen.axi.Axi4Signature`, or one
+    half of it: the rules of the channels it has; without ID members, every ID is 0).
 
     Parameters: ``max_len`` beats per burst at most; ``max_reads`` / ``max_writes`` bursts
     outstanding at most (address accepted, last response not yet), which also sizes the
     contract's queues of outstanding bursts; ``per_id``: reads outstanding per ID at most (a
     smaller model where IDs split the total); ``ids``: the IDs the manager uses (``None``: any);
     ``full_width``: AxSIZE is the data width; ``aligned``: AxADDR aligned to AxSIZE;
-    ``w_addr``: keep each burst's address, for ``w_addr`` below.
+    ``limits``: state the outstanding limits as rules (else they only size the queues: a block
+    whose own limit is proven elsewhere); ``w_addr``: keep each burst's address, for ``w_addr``
+    below.
 
     Rules, ``[manager]`` or ``[subordinate]`` by who drives what they constrain:
 
@@ -175,30 +202,38 @@ class _Axi4Rules(Elaboratable):
 
     Exposes for block contracts: ``ar_hs``, ``r_hs``, ``aw_hs``, ``w_hs``, ``b_hs`` (handshakes),
     ``w_addr`` (with ``w_addr=True``: the address of the W beat on the bus, for full-width
-    bursts), ``reads`` / ``writes`` (outstanding
-    bursts), ``w_id`` (the AWID of the W beat's burst).
+    bursts), ``reads`` / ``writes`` (outstanding bursts), ``w_id`` (the AWID of the W beat's
+    burst), ``w_accepted`` (the AW of the W beat's burst was accepted in an earlier cycle).
+
+    A manager that may abandon its transfers to a bus guard (``hdl_gen/axi_guard.py``) is
+    checked with the rules under ``ResetInserter({"sync": guard.abandon})``: from the cycle after
+    an abandon, the manager's side of the guard starts afresh (nothing outstanding, no VALID
+    owed), which is what the guard promises the manager.
     """
 
     manager = None      # True: the block is the manager
 
     def __init__(self, port, *, max_len=256, max_reads=4, max_writes=4, ids=None,
-                 per_id=None, full_width=True, aligned=True, w_addr=False, no_cover=(),
-                 name="axi"):
-        self.port, self.name, self.no_cover = port, name, no_cover
-        self.track_w_addr = w_addr
+                 per_id=None, full_width=True, aligned=True, limits=True, w_addr=False,
+                 no_cover=(), name="axi"):
+        self.port, self.name, self.no_cover = _PortView(port), name, no_cover
+        port = self.port
+        self.track_w_addr, self.limits = w_addr, limits
         self.len_bits = max(1, (max_len - 1).bit_length())     # AxLEN < max_len is a rule
         self.max_len, self.max_reads, self.max_writes = max_len, max_reads, max_writes
-        self.ids, self.full_width, self.aligned = ids, full_width, aligned
+        self.ids = ids if port.has_ids else (0,)
+        self.full_width, self.aligned = full_width, aligned
         self.per_id = per_id or max_reads
-        self.addr_bits = len(port.araddr)
-        self.id_bits = len(port.arid)
-        self.data_bytes = len(port.wdata) // 8
+        self.addr_bits = len(port.araddr if port.reads else port.awaddr)
+        self.id_bits = len(port.arid if port.reads else port.awid)
+        self.data_bytes = len(port.rdata if port.reads else port.wdata) // 8
         self.beat_bits = (self.data_bytes - 1).bit_length()
         self.ar_hs, self.r_hs = Signal(name=f"{name}_ar_hs"), Signal(name=f"{name}_r_hs")
         self.aw_hs, self.w_hs = Signal(name=f"{name}_aw_hs"), Signal(name=f"{name}_w_hs")
         self.b_hs = Signal(name=f"{name}_b_hs")
         self.w_addr = Signal(self.addr_bits, name=f"{name}_w_addr")
         self.w_id = Signal(self.id_bits, name=f"{name}_w_id")
+        self.w_accepted = Signal(name=f"{name}_w_accepted")
         self.reads = Signal(range(max_reads + 1), name=f"{name}_reads")
         self.writes = Signal(range(max_writes + 1), name=f"{name}_writes")
 
@@ -206,23 +241,25 @@ class _Axi4Rules(Elaboratable):
         m = Module()
         p, mgr = self.port, self.manager
         rules = Rules(m, platform, "axi", skip_covers=self.no_cover)
-        m.d.comb += [
-            self.ar_hs.eq(p.arvalid & p.arready), self.r_hs.eq(p.rvalid & p.rready),
-            self.aw_hs.eq(p.awvalid & p.awready), self.w_hs.eq(p.wvalid & p.wready),
-            self.b_hs.eq(p.bvalid & p.bready),
-        ]
-        for ch, fields, sender_is_manager in (
-                ("aw", ("awid", "awaddr", "awlen", "awsize", "awburst", "awprot"), True),
-                ("w", ("wdata", "wstrb", "wlast"), True),
-                ("b", ("bid", "bresp"), False),
-                ("ar", ("arid", "araddr", "arlen", "arsize", "arburst", "arprot"), True),
-                ("r", ("rid", "rdata", "rresp", "rlast"), False)):
+        channels = []
+        if p.writes:
+            m.d.comb += [self.aw_hs.eq(p.awvalid & p.awready), self.w_hs.eq(p.wvalid & p.wready),
+                         self.b_hs.eq(p.bvalid & p.bready)]
+            channels += [("aw", ("awid", "awaddr", "awlen", "awsize", "awburst", "awprot"), True),
+                         ("w", ("wdata", "wstrb", "wlast"), True), ("b", ("bid", "bresp"), False)]
+        if p.reads:
+            m.d.comb += [self.ar_hs.eq(p.arvalid & p.arready), self.r_hs.eq(p.rvalid & p.rready)]
+            channels += [("ar", ("arid", "araddr", "arlen", "arsize", "arburst", "arprot"), True),
+                         ("r", ("rid", "rdata", "rresp", "rlast"), False)]
+        for ch, fields, sender_is_manager in channels:
             _handshake_rules(rules, sender_is_manager == mgr, ch, getattr(p, f"{ch}valid"),
-                             getattr(p, f"{ch}ready"), [getattr(p, f) for f in fields])
-        for ch in ("ar", "aw"):
-            self._burst_rule(rules, ch)
-        self._reads(m, rules)
-        self._writes(m, rules)
+                             getattr(p, f"{ch}ready"), [getattr(p, f) for f in p.fields(fields)])
+        if p.reads:
+            self._burst_rule(rules, "ar")
+            self._reads(m, rules)
+        if p.writes:
+            self._burst_rule(rules, "aw")
+            self._writes(m, rules)
         return m
 
     def _burst_rule(self, rules, ch):
@@ -259,8 +296,11 @@ class _Axi4Rules(Elaboratable):
                 m.d.sync += beat.eq(Mux(p.rlast, 0, beat + 1))
             q.update(self.r_hs & mine & p.rlast, self.ar_hs & (p.arid == x), {"len": p.arlen[:lb]})
         m.d.comb += self.reads.eq(sum(count))
-        per_id_full = Cat(*[(p.arid == x) & (c == self.per_id) for x, c in zip(self._id_values(), count)]).any()
-        rules.check("ar.limit", mgr, implies(p.arvalid, (self.reads < self.max_reads) & ~per_id_full))
+        per_id_full = Cat(*[(p.arid == x) & (c == self.per_id)
+                            for x, c in zip(self._id_values(), count)]).any()
+        if self.limits:
+            rules.check("ar.limit", mgr, implies(p.arvalid, (self.reads < self.max_reads)
+                                                 & ~per_id_full))
         found, last = Cat(*found).any(), Cat(*last).any()
         rules.check("r.request", not mgr, implies(p.rvalid, found))
         rules.check("r.last", not mgr, implies(p.rvalid & found, p.rlast == last))
@@ -283,7 +323,8 @@ class _Axi4Rules(Elaboratable):
         early = Signal(name=f"{name}_w_early")
         m.d.comb += early.eq(~head.valid & p.awvalid & ~early_done)
         length = Mux(head.valid, head.f["len"], p.awlen[:lb])
-        m.d.comb += self.w_id.eq(Mux(head.valid, head.f["id"], p.awid))
+        m.d.comb += [self.w_id.eq(Mux(head.valid, head.f["id"], p.awid)),
+                     self.w_accepted.eq(head.valid)]
         if self.track_w_addr:
             base = Mux(head.valid, head.f["addr"], p.awaddr)
             m.d.comb += self.w_addr.eq(base + (beat << self.beat_bits))
@@ -304,7 +345,8 @@ class _Axi4Rules(Elaboratable):
 
         writes = self.writes
         m.d.sync += writes.eq(writes + self.aw_hs - self.b_hs)
-        rules.check("aw.limit", mgr, implies(p.awvalid, writes < self.max_writes))
+        if self.limits:
+            rules.check("aw.limit", mgr, implies(p.awvalid, writes < self.max_writes))
         due_any = []
         for x in self._id_values():
             due = Signal(range(self.max_writes + 1), name=f"{name}_bdue{x}")
@@ -344,6 +386,9 @@ class _Axi4LiteRules(Elaboratable):
     def __init__(self, port, *, max_outstanding=1, no_cover=(), name="lite"):
         self.port, self.name, self.max_outstanding = port, name, max_outstanding
         self.no_cover = no_cover
+        #: requests accepted and not yet answered, per request channel (for block invariants)
+        self.open = {ch: Signal(range(max_outstanding + 1), name=f"{name}_{ch}_open")
+                     for ch in ("aw", "w", "ar")}
 
     def elaborate(self, platform):
         m = Module()
@@ -356,8 +401,7 @@ class _Axi4LiteRules(Elaboratable):
             _handshake_rules(rules, sender_is_manager == mgr, ch, getattr(p, f"{ch}valid"),
                              getattr(p, f"{ch}ready"), [getattr(p, f) for f in fields])
         hs = {ch: getattr(p, f"{ch}valid") & getattr(p, f"{ch}ready") for ch in ("aw", "w", "b", "ar", "r")}
-        # requests accepted and not yet answered, per channel
-        open_ = {ch: Signal(range(n + 1), name=f"{self.name}_{ch}_open") for ch in ("aw", "w", "ar")}
+        open_ = self.open
         for ch, resp in (("aw", "b"), ("w", "b"), ("ar", "r")):
             rules.check(f"{ch}.limit", not mgr, implies(hs[ch], (open_[ch] < n) | hs[resp]))
             m.d.sync += open_[ch].eq(open_[ch] + hs[ch] - hs[resp])
@@ -365,7 +409,6 @@ class _Axi4LiteRules(Elaboratable):
         rules.check("r.request", not mgr, implies(p.rvalid, open_["ar"] != 0))
         rules.check("b.resp", not mgr, implies(p.bvalid, p.bresp != RESP_EXOKAY))
         rules.check("r.resp", not mgr, implies(p.rvalid, p.rresp != RESP_EXOKAY))
-        self.open = open_
         return m
 
 
@@ -411,6 +454,42 @@ class Tracker:
             m.d.sync += [self.armed.eq(1), self.data.eq(enter_data),
                          self.ahead.eq(inside - leave)]
         rules.cover(f"{name}.followed", self.leaves & (self.ahead == 0) & (inside > 1))
+
+
+def peekable(cls):
+    """``cls`` (Amaranth's ``SyncFIFO`` or ``SyncFIFOBuffered``) with its stored entries visible
+    to a contract, for the invariants that let an order or bookkeeping proof close by induction:
+    ``entries[k]`` is the k-th oldest entry of the storage (valid for ``k`` below the number
+    stored; a buffered FIFO's oldest entry sits in ``r_data`` while ``r_rdy``). Reaches into
+    the FIFO's elaborated module: Amaranth 0.5 names its storage ``storage``, whose first read
+    port is addressed by the FIFO's ``consume`` pointer. Only formal builds use it."""
+    buffered = issubclass(cls, _fifo.SyncFIFOBuffered)
+
+    class Peekable(cls):
+        def __init__(self, *, width, depth):
+            super().__init__(width=width, depth=depth)
+            self.stored = depth - 1 if buffered else depth
+            self.entries = [Signal(width, name=f"peek{k}") for k in range(self.stored)]
+
+        def elaborate(self, platform):
+            m = super().elaborate(platform)
+            storage, _ = m._named_submodules["storage"]
+            consume = storage.read_ports[0].addr
+            for k, entry in enumerate(self.entries):
+                port = storage.read_port(domain="comb")
+                slot = consume + k
+                m.d.comb += [port.addr.eq(Mux(slot >= self.stored, slot - self.stored, slot)),
+                             entry.eq(port.data)]
+            return m
+
+    Peekable.__name__ = f"Peekable{cls.__name__}"
+    return Peekable
+
+
+def fifo_for(platform, block, cls, **kwargs):
+    """A ``cls`` FIFO for ``block``: :func:`peekable` in a proof of ``block``'s contract, else the
+    plain class (so the RTL is unchanged)."""
+    return (peekable(cls) if contract_for(platform, block) else cls)(**kwargs)
 
 
 def fifo_contract(m, rules, fifo, name, *, pick, depth=None, by_block=True):

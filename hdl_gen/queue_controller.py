@@ -53,7 +53,7 @@ from .axi import BURST_INCR, Axi4Signature, connect_axi
 from .axi_guard import AxiReadGuard, AxiWriteGuard
 from .config import KakiConfig
 from .descriptor import DESCRIPTOR_BITS, RECORD_BITS, CompletionRecord, ErrorCode
-from .formal import Axi4Manager, Rules, contract_for, implies, past
+from .formal import Axi4Manager, Rules, contract_for, fifo_for, implies, past
 from .round_robin import round_robin
 
 __all__ = ["QueueController", "QueuePortSignature"]
@@ -326,7 +326,7 @@ class QueueController(wiring.Component):
         beat_bad = Signal(name="fetch_beat_bad")
         m.d.comb += [r_hs.eq(axi.rvalid & axi.rready), r_done.eq(r_hs & axi.rlast),
                      beat_bad.eq(axi.rresp[1])]
-        with m.FSM(init="IDLE", name="fetch_fsm"):
+        with m.FSM(init="IDLE", name="fetch_fsm") as fetch_fsm:
             with m.State("IDLE"):
                 with m.If(rr_any):
                     m.d.sync += [
@@ -383,7 +383,8 @@ class QueueController(wiring.Component):
         req_layout = data.StructLayout({
             "queue": self.qbits, "irq": 1, "halt": 1, "flags": 8, "status": 8, "opcode": 8,
             "tag": 16, "timestamp": 32})
-        m.submodules.cpl_fifo = cf = fifo.SyncFIFO(width=req_layout.size, depth=self.cpl_depth)
+        m.submodules.cpl_fifo = cf = fifo_for(platform, self, fifo.SyncFIFO,
+                                              width=req_layout.size, depth=self.cpl_depth)
         wreq = data.View(req_layout, cf.w_data)
         push_ok = Signal(name="cpl_push_ok")
         m.d.comb += [
@@ -442,6 +443,7 @@ class QueueController(wiring.Component):
         m.d.comb += [b_hs.eq(axi.bvalid & axi.bready), b_bad.eq(axi.bresp[1])]
         finish = Signal(name="cpl_finish")    # the consumer write was answered: retire now
         cons_busy = Signal(name="cpl_cons_busy")   # C + 1 may already be in host memory
+        idx_sent = Signal(name="cpl_idx_sent")     # this request's consumer write was issued
         wq = req.queue
         sel_cpl_base = Signal(32, name="cpl_sel_base")
         sel_log2 = Signal(4, name="cpl_sel_log2")
@@ -454,13 +456,14 @@ class QueueController(wiring.Component):
             rec.queue.eq(wq), rec.flags.eq(req.flags), rec.tag.eq(req.tag), rec.reserved.eq(0),
             rec.timestamp.eq(req.timestamp),
         ]
-        with m.FSM(init="IDLE", name="cpl_fsm"):
+        with m.FSM(init="IDLE", name="cpl_fsm") as cpl_fsm:
             with m.State("IDLE"):
                 m.d.comb += cf.r_en.eq(1)
                 with m.If(cf.r_rdy):
                     m.d.sync += req.eq(cf.r_data)
                     m.next = "SETUP"
             with m.State("SETUP"):
+                m.d.sync += idx_sent.eq(0)
                 # Addresses and data are registered, so a host rewriting Q_CPL_BASE or
                 # Q_RING_SIZE cannot change a payload while its valid is up. C of the queue
                 # cannot change meanwhile: only this writer advances it, and a reset of the
@@ -495,7 +498,7 @@ class QueueController(wiring.Component):
                     m.d.sync += [
                         aw_addr.eq(cons_addr), aw_len.eq(0), aw_valid.eq(1),
                         w_buf.eq(rec_index + 1), w_strb.eq(0xF), w_beat.eq(0), w_nbeats.eq(1),
-                        w_valid.eq(1),
+                        w_valid.eq(1), idx_sent.eq(1),
                     ]
                     m.next = "IDX"
                 with m.Elif(wg.timeout):
@@ -518,7 +521,9 @@ class QueueController(wiring.Component):
                     m.next = "SKIP"
             with m.State("SKIP"):
                 # A write timed out or the queue's completion area is dead: complete as failed.
-                m.d.comb += finish.eq(1)
+                # A consumer write that timed out may still land (the guard sends what was
+                # offered): the host may see C + 1 until C becomes C + 1 here.
+                m.d.comb += [finish.eq(1), cons_busy.eq(idx_sent)]
                 m.next = "IDLE"
         with m.If(cpl_abort):                   # the guard finishes what was offered
             m.d.sync += [aw_valid.eq(0), w_valid.eq(0), wr_err.eq(1),
@@ -592,20 +597,32 @@ class QueueController(wiring.Component):
                              err_index[i].eq(0), resetting[i].eq(0), acked[i].eq(0),
                              cpl_dead[i].eq(0)]
         if contract_for(platform, self):
-            self._formal_contract(m, platform, fifos=fifos, cpl_fifo=cf, pending=pending,
-                                  acked=acked, reset_done=reset_done, fetch_issue=~busy & rr_any,
-                                  fetch_sel=rr_sel, cons_busy=cons_busy, cpl_queue=wq)
+            self._formal_contract(
+                m, platform, axi=axi, guards=(rg, wg), fifos=fifos, cpl_fifo=cf, pending=pending,
+                acked=acked,
+                reset_done=reset_done, fetch_issue=fetch_fsm.ongoing("IDLE") & rr_any,
+                fetch_sel=rr_sel, states=[fetch_fsm.ongoing(s) for s in ("IDLE", "AR", "R")]
+                + [cpl_fsm.ongoing(s)
+                   for s in ("IDLE", "SETUP", "REC", "REC_B", "IDX", "IDX_B", "SKIP")],
+                fetch_keep=busy & ~discard, fetch_q=fq, cons_busy=cons_busy, cpl_queue=wq,
+                writing=~cf.r_en, rec_index=rec_index, cons_addr=cons_addr, req_layout=req_layout,
+                idx_sent=idx_sent,
+                record=Cat(*[cpl_fsm.ongoing(s) for s in ("REC", "REC_B", "IDX", "IDX_B")]).any())
         return m
 
     # ---------------------------------------------------------------------------------------------
-    def _formal_contract(self, m, platform, *, fifos, cpl_fifo, pending, acked, reset_done,
-                         fetch_issue, fetch_sel, cons_busy, cpl_queue):
+    def _formal_contract(self, m, platform, *, axi, guards, fifos, cpl_fifo, pending, acked, reset_done,
+                         fetch_issue, fetch_sel, states, fetch_keep, fetch_q, cons_busy,
+                         cpl_queue, writing, rec_index, cons_addr, record, req_layout, idx_sent):
         """The queue controller's contract (docs/formal.md).
 
-        The ``axi`` port keeps the AXI4 manager rules (ID 0, full-width INCR bursts of at most
-        one descriptor, one read and one write outstanding). Ring arithmetic, per queue, with C'
-        the consumer index the host may already see (C + 1 while the consumer write is in
-        flight):
+        The contract is stated at the manager sides of the two bus guards (``axi``: the fetcher
+        on ``fetch_guard.up``, the completion writer on ``cpl_guard.up``), each restarted when
+        its side abandons a transfer after a timeout; the guards' proof (``hdl_gen/axi_guard.py``)
+        carries the AXI4 rules to the ``axi`` port. Both sides keep the AXI4 manager rules
+        (full-width INCR bursts of one descriptor or one record, one read and one write
+        outstanding). Ring arithmetic, per queue, with C' the consumer index the host may
+        already see (C + 1 while the consumer write is in flight):
 
         * ``ring.fetch``: a fetch reads descriptor F only when C' <= F < P and P - C' <= ring
           size (the host has written it and cannot be rewriting its slot), at
@@ -614,21 +631,32 @@ class QueueController(wiring.Component):
           and halts the queue with RING_OVERFLOW unless it was halted already (or is halted in
           the same cycle for a misaligned configuration); any other takes effect;
         * ``ring.record``: record C goes to ``cpl_base + 16 + 16 * (C mod size)`` and the
-          consumer index C + 1 to the 4 bytes at ``cpl_base``;
+          consumer index to ``cpl_base``; ``ring.consumer``: that index is C + 1, in the four
+          low byte lanes;
         * ``ring.count``: F - C equals the descriptors prefetched, popped and not yet requested,
           and requested and not yet written; C, F never move otherwise;
+        * ``ring.config``: an active queue has a valid configuration (aligned bases, size >= 2);
         * ``fifo.*``: the prefetch FIFO is never written when full; a completion request is
           queued exactly when the request FIFO has room, else it sets ``cpl_overflow``.
 
-        The environment: each queue's configuration (ring base, size, completion base) is fixed
-        for the run; the firmware runs (``fw_running``), requests a completion only for a
+        ``ring.inv`` states what the controller keeps between those events, so that the proof
+        closes by induction: a read in flight has room in its queue's FIFO; P is at most size
+        ahead of C', or (moved back) at most size + 1 behind F; F - C stays within size + 1; each
+        queue's pending count is its requests in the request FIFO plus the one being written,
+        which once set up carries its queue's C; both FSMs are in exactly one state.
+
+        The environment: the guards keep the AXI4 subordinate rules towards each side (restarted
+        at an abandon) and time out at any moment; each queue's configuration (ring base, size,
+        completion base) is fixed for the run; the firmware runs (``fw_running``), requests a completion only for a
         descriptor it popped, and acknowledges a reset only when it owes none and pops nothing
         after that (docs/queues.md, "Reset").
         """
-        n, axi = self.n_queues, self.axi
-        m.submodules.formal_axi = Axi4Manager(
-            axi, max_len=self.desc_beats, max_reads=1, max_writes=1, ids=(0,),
-            no_cover=("aw.longest",), name="qc")
+        n = self.n_queues
+        for name, guard, beats in (("fetch", guards[0], self.desc_beats),
+                                   ("cpl", guards[1], self.rec_beats)):
+            m.submodules[f"formal_{name}_axi"] = ResetInserter({"sync": guard.abandon})(
+                Axi4Manager(guard.up, max_len=beats, max_reads=1, max_writes=1,
+                            no_cover=("w.early",), name=name))
         rules = Rules(m, platform, "ring")
         started = past(m, Const(1), "formal_started")
         rules.rely("fw.running", self.fw_running)
@@ -681,8 +709,34 @@ class QueueController(wiring.Component):
                                                         | past(m, qp.halted, f"formal_q{i}_was")
                                                         | (qp.error == ErrorCode.MISALIGNED))))
             rules.cover("ring.overflow", refused & (qp.error == ErrorCode.RING_OVERFLOW))
+            mine = cpl_queue == i
+            rules.guarantee("ring.inv", implies(fetch_keep & (fetch_q == i) & ~qp.reset,
+                                                (f.level < self.prefetch)
+                                                & ((F - C)[:32] <= size)))
+            # P is at most size ahead of C', or (moved back) at most size + 1 behind F
+            rules.guarantee("ring.inv", ((P - c_seen)[:32] <= size) | ((F - P)[:32] <= size + 1))
+            rules.guarantee("ring.inv", ((F - C)[:32] <= size + 1)
+                            & (pending[i] <= self.cpl_depth + 1))
+            rules.guarantee("ring.config", implies(qp.active, (qp.ring_log2 != 0)
+                                                   & (qp.ring_base[:5] == 0)
+                                                   & (qp.cpl_base[:4] == 0)))
+            rules.guarantee("ring.inv", implies(writing & mine, pending[i] != 0))
+            rules.guarantee("ring.inv", implies(record & mine, rec_index == C))
             rules.cover("ring.fetched", past(m, f.w_en, f"formal_q{i}_pushed") & (f.level == 2))
             rules.cover("ring.retired", qp.retired)
+        # each queue's pending count is its requests waiting in the FIFO plus the one in writing
+        waiting = [(k < cpl_fifo.level) & (data.View(req_layout, e).queue == i)
+                   for i in range(n) for k, e in enumerate(cpl_fifo.entries)]
+        for i in range(n):
+            rules.guarantee("ring.inv", pending[i] == sum(waiting[i * self.cpl_depth:
+                                                                  (i + 1) * self.cpl_depth])
+                            + (writing & (cpl_queue == i)))
+        rules.guarantee("ring.inv", (sum(states[:3]) == 1) & (sum(states[3:]) == 1))
+        in_rec, in_idx = states[5], states[7]
+        rules.guarantee("ring.inv", implies(in_idx | states[8], idx_sent))
+        rules.guarantee("ring.inv", implies(states[5] | states[6], ~idx_sent))
+        rules.guarantee("ring.inv", implies(axi.awvalid | axi.wvalid, in_rec | in_idx))
+        rules.guarantee("ring.inv", implies(axi.arvalid, states[1]))
         # records and consumer writes of the queue being served
         base = Array(self.q[i].cpl_base for i in range(n))[cpl_queue] & ~Const(15, 32)
         log2 = Array(self.q[i].ring_log2 for i in range(n))[cpl_queue]
@@ -692,5 +746,6 @@ class QueueController(wiring.Component):
         rules.guarantee("ring.record", implies(axi.awvalid & ~cons_busy,
                                                axi.awaddr == (base + 16 + (rslot << 4))[:aab]))
         rules.guarantee("ring.record", implies(axi.awvalid & cons_busy, axi.awaddr == base[:aab]))
-        rules.guarantee("ring.record", implies(axi.wvalid & cons_busy,
-                                               (axi.wstrb == 0xF) & (axi.wdata[:32] == c + 1)))
+        rules.guarantee("ring.inv", implies(record, cons_addr == base))
+        rules.guarantee("ring.consumer", implies(axi.wvalid & cons_busy, (axi.wstrb == 0xF)
+                                                 & (axi.wdata[:32] == c + 1)), group="data")

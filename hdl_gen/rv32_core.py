@@ -34,19 +34,27 @@ port             width/dir   meaning
 
 The trace ports are combinational outputs of the commit cycle (valid while ``trace_valid`` = 1).
 
-Microarchitecture: a multi-cycle FSM (``core_fsm``) with the next fetch overlapped with the commit.
+Microarchitecture: three stages, F (fetch), D (decode) and E (execute, the FSM ``core_fsm``),
+with sequential prefetch. The block RAM's clock-to-output (~6 ns on ECP5) and the register-file
+read ahead of the ALU do not fit one 20 ns cycle with the execution behind them
+(docs/synthesis.md), so D reads the register file into registers and E executes from them.
 
-* ``FETCH``: request the word at ``pc`` on ``imem`` (retry while ``gnt`` = 0). A pc outside IMEM
-  or misaligned traps here (cause 1 / 0, ``mtval`` = pc) without touching the port.
-* ``EXEC``: the word is on ``imem.data``; it is decoded, the register file (flip-flops, two
-  combinational read ports) is read, and ALU, shift, LUI/AUIPC, branch, jump, CSR, MUL*, FENCE,
-  ECALL/EBREAK/MRET/WFI and illegal instructions complete in this cycle. The commit cycle also
-  requests the next instruction word, so these instructions take **1 cycle** each when ``imem``
-  grants at once (2 when the pc leaves the overlap path, e.g. after a fetch retry).
-  A pending, enabled external interrupt is taken in ``EXEC`` instead of executing the word.
+* F requests the word at the fetch pc on ``imem`` whenever D is free at the end of the cycle
+  (retry while ``gnt`` = 0) and moves on to pc + 4. A fetch pc outside IMEM or misaligned is not
+  requested: D gets a fault entry instead, which traps (cause 1 / 0, ``mtval`` = pc) only if it
+  reaches E — a sequential prefetch past a jump never traps.
+* D has the word on ``imem.data`` (held in a register while E is busy) and reads ``rs1``/``rs2``
+  from the register file (flip-flops); E takes the word and the two values when it is free. A
+  register written by the instruction that commits in that same cycle is bypassed into E.
+* E decodes and executes: ALU, shift, LUI/AUIPC, branch, jump, CSR, FENCE, ECALL/EBREAK/MRET/WFI
+  and illegal instructions commit in **1 cycle** each. A taken branch, a jump, MRET or a trap
+  flushes D and fetches the target in the same cycle: **2 cycles** for taken branches and jumps.
+  A pending, enabled external interrupt is taken in E instead of executing the word.
 * Loads/stores to DMEM/MMIO: ``EXEC`` checks alignment and the memory map, registers the request,
   ``MEM`` holds it on ``dbus`` until ``ack``; commit happens in the ``ack`` cycle. A store acked at
   once takes 2 cycles, a DMEM load (1-cycle SRAM) 3 cycles.
+  A misaligned or unmapped access goes to ``LS_TRAP`` instead, which traps one cycle later (so
+  the address adder and map compares do not feed the flush of the same cycle).
 * Loads from IMEM: ``ILOAD`` requests the word on ``imem`` (retries), ``ILOAD_W`` takes it and
   commits: 3 cycles.
 * MUL/MULH/MULHSU/MULHU: ``EXEC`` registers the 33-bit operands, ``MUL`` multiplies them as
@@ -56,7 +64,7 @@ Microarchitecture: a multi-cycle FSM (``core_fsm``) with the next fetch overlapp
   (``DIV``, 32 cycles) then ``DIV_FIN`` fixes signs and the divide-by-zero case and commits:
   34 cycles in all.
 * ``WFI`` retires in ``EXEC`` and the core enters ``SLEEP`` (``sleeping`` = 1) until
-  ``irq & mie.MEIE``; it then fetches the next instruction (where an enabled interrupt is taken).
+  ``irq & mie.MEIE``; it then executes the next instruction (where an enabled interrupt is taken).
 
 Choices where the contract leaves room (the same as ``golden/rv32_iss.py``'s, checked by the
 commit-trace comparison in ``cocotb_tests/test_rv32_core.py``):
@@ -78,10 +86,11 @@ commit-trace comparison in ``cocotb_tests/test_rv32_core.py``):
   replaces the incremented low half (the write wins), writing the high half keeps the incremented
   low half. Reads return the value before the reading instruction.
 * Reset: pc = ``reset_vector``, registers and CSRs 0 (``mstatus`` reads 0x1800), not sleeping.
-* Interrupt sampling: ``irq`` is used combinationally at the instruction boundary (``EXEC``, or
-  ``FETCH`` of a faulting pc) and for the ``SLEEP`` wake-up; there is no synchroniser inside.
+* Interrupt sampling: ``irq`` is used combinationally at the instruction boundary (an
+  instruction or fault entry in E) and for the ``SLEEP`` wake-up; there is no synchroniser inside.
 """
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib.memory import Memory
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -163,10 +172,14 @@ class RV32Core(wiring.Component):
         m = Module()
 
         # ---------------------------------------------------------------- architectural state
-        pc = Signal(32, init=self.reset_vector)
-        ir = Signal(32)                       # instruction word, held after EXEC
-        regs = [Signal(32, name=f"x{i}") for i in range(32)]
-        reg_arr = Array(regs)
+        # The register file is LUT RAM (two asynchronous read ports, one write port): a 32:1
+        # multiplexer of flip-flops behind the block RAM's output does not fit the cycle.
+        # LUT RAM has no reset, so ``written`` (flip-flops) makes every register read 0 until
+        # written after reset, as the contract says.
+        m.submodules.regfile = regfile = Memory(shape=32, depth=32, init=[])
+        rf_rs1, rf_rs2 = regfile.read_port(domain="comb"), regfile.read_port(domain="comb")
+        rf_wr = regfile.write_port()
+        written = Signal(32)
 
         st_mie, st_mpie = Signal(), Signal()  # mstatus.MIE / MPIE
         ie_meie, ie_mtie = Signal(), Signal()
@@ -178,10 +191,40 @@ class RV32Core(wiring.Component):
         mcycle = Signal(64)
         minstret = Signal(64)
 
+        # ---------------------------------------------------------------- fetch and decode stages
+        # F: the address of the next word to fetch. D: the word fetched for it (on imem.data the
+        # cycle after the grant, then held in d_ir) and its register reads. E: the instruction
+        # being executed, with the operands D read when E took it.
+        # The fetch pc is f_last + 4, or f_last again after a fetch that did not deliver a word:
+        # kept as (f_last, f_again) so the jump target reaches the register without an adder.
+        f_last = Signal(32, init=self.reset_vector)
+        f_again = Signal(init=1)
+        f_pc = Signal(32)
+        m.d.comb += f_pc.eq(f_last + Mux(f_again, 0, 4))
+        d_valid = Signal()
+        d_fresh = Signal()                    # the word is on imem.data this cycle
+        d_pc = Signal(32)
+        d_ir = Signal(32)
+        d_fault = Signal()                    # no word: the fetch of d_pc faults when it executes
+        d_word = Signal(32)
+        m.d.comb += d_word.eq(Mux(d_fresh, self.imem.data, d_ir))
+        m.d.sync += d_ir.eq(d_word)
+
+        e_valid = Signal()
+        pc = Signal(32, init=self.reset_vector)   # the pc of the instruction in E
+        ir = Signal(32)
+        e_fault = Signal()
+        e_rs1_read = Signal(32)               # 0 for a register not written since reset
+        e_rs2_read = Signal(32)
+        # The register write committed in the cycle E took its instruction: the reads D made in
+        # that cycle missed it (the register file updates at the clock edge), so E takes the
+        # committed value instead (``fw_val``, selected by ``e_byp1``/``e_byp2`` decided in D).
+        e_byp1 = Signal()
+        e_byp2 = Signal()
+        fw_val = Signal(32)
+
         # ---------------------------------------------------------------- decode
-        in_exec = Signal()
-        insn = Signal(32)
-        m.d.comb += insn.eq(Mux(in_exec, self.imem.data, ir))
+        insn = ir
         opcode, rd, f3 = insn[0:7], insn[7:12], insn[12:15]
         rs1, rs2, f7 = insn[15:20], insn[20:25], insn[25:32]
         sgn = insn[31]
@@ -193,7 +236,8 @@ class RV32Core(wiring.Component):
 
         rs1v = Signal(32)
         rs2v = Signal(32)
-        m.d.comb += [rs1v.eq(reg_arr[rs1]), rs2v.eq(reg_arr[rs2])]
+        m.d.comb += [rs1v.eq(Mux(e_byp1, fw_val, e_rs1_read)),
+                     rs2v.eq(Mux(e_byp2, fw_val, e_rs2_read))]
         pc4 = Signal(32)
         m.d.comb += pc4.eq(pc + 4)
 
@@ -366,7 +410,10 @@ class RV32Core(wiring.Component):
             with m.Default():
                 m.d.comb += ld_val.eq(ld_shift)
 
+        ls_addr_r = Signal(32)                            # the address of the access in E
+        ls_misaligned_r = Signal()
         bus_addr = Signal(32)
+        m.d.comb += bus_addr.eq(Cat(Const(0, 2), ls_addr_r[2:32]))
         bus_en = Signal()
         bus_we = Signal()
         bus_wdata = Signal(32)
@@ -400,7 +447,8 @@ class RV32Core(wiring.Component):
         c_insn = Signal(32)
         c_rd = Signal(5)
         c_value = Signal(32)
-        c_npc = Signal(32)
+        c_npc = Signal(32)                    # the target of a jump, taken branch or MRET
+        c_jump = Signal()                     # ... which then replaces the sequential pc + 4
         c_sleep = Signal()
         c_mret = Signal()
         c_csr_we = Signal()
@@ -415,11 +463,15 @@ class RV32Core(wiring.Component):
             self.trace_cause.eq(Mux(c_trap, c_cause, 0)),
         ]
         retire = c_valid & ~c_trap
-        for i in range(1, 32):
-            with m.If(retire & (c_rd == i)):
-                m.d.sync += regs[i].eq(c_value)
-        with m.If(c_valid):
-            m.d.sync += pc.eq(Mux(c_trap, Cat(Const(0, 2), mtvec), c_npc))
+        m.d.comb += [rf_wr.addr.eq(c_rd), rf_wr.data.eq(c_value),
+                     rf_wr.en.eq(retire & (c_rd != 0))]
+        with m.If(retire & (c_rd != 0)):
+            m.d.sync += written.bit_select(c_rd, 1).eq(1)
+        # the register an instruction in E writes when it retires (0: none), by opcode alone
+        wb_rd = Signal(5)
+        m.d.comb += wb_rd.eq(Mux(opcode.matches(OP_LUI, OP_AUIPC, OP_JAL, OP_JALR, OP_OP_IMM, OP_OP,
+                                                OP_LOAD) | ((opcode == OP_SYSTEM) & (f3 != 0)),
+                                 rd, 0))
         with m.If(c_valid & c_trap):
             m.d.sync += [mepc.eq(pc[2:32]), mcause.eq(c_cause), mtval.eq(c_tval),
                          st_mpie.eq(st_mie), st_mie.eq(0)]
@@ -462,26 +514,60 @@ class RV32Core(wiring.Component):
             if insn_word is not None:
                 m.d.comb += c_insn.eq(insn_word)
 
-        def retire_insn(rd_idx=0, value=0, npc=pc4):
-            m.d.comb += [c_valid.eq(1), c_rd.eq(rd_idx), c_value.eq(value), c_npc.eq(npc),
-                         c_insn.eq(insn)]
+        def retire_insn(rd_idx=0, value=0, target=None, taken=1):
+            m.d.comb += [c_valid.eq(1), c_rd.eq(rd_idx), c_value.eq(value), c_insn.eq(insn)]
+            if target is not None:
+                m.d.comb += [c_npc.eq(target), c_jump.eq(taken)]
 
-        # the next pc after a commit, and the overlapped fetch of it
+        # ---------------------------------------------------------------- pipeline control
+        # A trap or a jump flushes D and fetches its target at once; E takes D's instruction
+        # when it is free at the end of the cycle (empty, or committing without leaving pc + 4).
+        flush = Signal()
         next_pc = Signal(32)
-        m.d.comb += next_pc.eq(Mux(c_trap, Cat(Const(0, 2), mtvec), c_npc))
+        e_free = Signal()
+        iload = Signal()                      # E reads IMEM this cycle: no fetch
+        m.d.comb += [flush.eq(c_valid & (c_trap | c_jump)),
+                     next_pc.eq(Mux(c_trap, Cat(Const(0, 2), mtvec), c_npc))]
+
+        f_addr = Signal(32)
+        f_slot = Signal()                     # D is free at the end of this cycle
+        m.d.comb += [f_addr.eq(Mux(flush, next_pc, f_pc)),
+                     f_slot.eq(flush | ~d_valid | e_free)]
+        # The port reads at f_addr whenever E does not use it: which word D keeps is decided
+        # from registers, off the block RAM's address path.
+        with m.If(~iload):
+            m.d.comb += [self.imem.en.eq(f_slot), self.imem.addr.eq(f_addr[2:14])]
+        with m.If(f_slot):
+            m.d.sync += f_last.eq(f_addr)
+        with m.If(f_slot & ~iload):
+            with m.If(_in_imem(f_addr) & (f_addr[0:2] == 0)):
+                m.d.sync += [d_valid.eq(self.imem.gnt), d_fresh.eq(self.imem.gnt), d_fault.eq(0),
+                             d_pc.eq(f_addr), f_again.eq(~self.imem.gnt)]
+            with m.Else():
+                m.d.sync += [d_valid.eq(1), d_fresh.eq(0), d_fault.eq(1), d_pc.eq(f_addr),
+                             f_again.eq(1)]
+        with m.Elif(f_slot):
+            m.d.sync += [d_valid.eq(0), d_fresh.eq(0), f_again.eq(1)]
+        with m.Else():
+            m.d.sync += d_fresh.eq(0)
+
+        with m.If(flush | c_sleep):
+            m.d.sync += e_valid.eq(0)
+        with m.Elif(e_free):
+            d_rs1, d_rs2 = d_word[15:20], d_word[20:25]
+            m.d.sync += [e_valid.eq(d_valid), pc.eq(d_pc), ir.eq(d_word), e_fault.eq(d_fault),
+                         e_rs1_read.eq(Mux(written.bit_select(d_rs1, 1), rf_rs1.data, 0)),
+                         e_rs2_read.eq(Mux(written.bit_select(d_rs2, 1), rf_rs2.data, 0)),
+                         # E frees itself with a valid instruction only when it retires it
+                         e_byp1.eq(e_valid & (wb_rd != 0) & (wb_rd == d_rs1)),
+                         e_byp2.eq(e_valid & (wb_rd != 0) & (wb_rd == d_rs2))]
+        m.d.comb += [rf_rs1.addr.eq(d_word[15:20]), rf_rs2.addr.eq(d_word[20:25])]
+        m.d.sync += fw_val.eq(c_value)
 
         def after_commit():
-            """In a committing state: go to SLEEP (WFI) or fetch ``next_pc`` at once."""
-            with m.If(c_sleep):
-                m.next = "SLEEP"
-            with m.Elif(_in_imem(next_pc) & (next_pc[0:2] == 0)):
-                m.d.comb += [self.imem.en.eq(1), self.imem.addr.eq(next_pc[2:14])]
-                with m.If(self.imem.gnt):
-                    m.next = "EXEC"
-                with m.Else():
-                    m.next = "FETCH"
-            with m.Else():
-                m.next = "FETCH"
+            """In a multi-cycle state's commit cycle: E is free again."""
+            m.d.comb += e_free.eq(1)
+            m.next = "EXEC"
 
         def exec_body():
             """EXEC state body: decode and execute the word on ``imem.data``."""
@@ -502,7 +588,7 @@ class RV32Core(wiring.Component):
                         illegal()
                 with m.Case(OP_BRANCH):
                     with m.If(br_legal):
-                        retire_insn(0, 0, Mux(br_taken, br_target, pc4))
+                        retire_insn(0, 0, br_target, br_taken)
                     with m.Else():
                         illegal()
                 with m.Case(OP_OP_IMM):
@@ -532,23 +618,19 @@ class RV32Core(wiring.Component):
                 with m.Case(OP_LOAD, OP_STORE):
                     with m.If(Mux(is_store, ~st_legal, ~ld_legal)):
                         illegal()
-                    with m.Elif(ls_misaligned):
-                        trap(Mux(is_store, CAUSE["store_misaligned"], CAUSE["load_misaligned"]),
-                             ls_addr, insn)
-                    with m.Elif(ls_fault):
-                        trap(Mux(is_store, CAUSE["store_access"], CAUSE["load_access"]),
-                             ls_addr, insn)
-                    with m.Elif(ls_to_imem):
-                        m.d.sync += bus_addr.eq(Cat(Const(0, 2), ls_addr[2:32]))
-                        m.d.sync += ld_off.eq(ls_addr[0:2])
-                        m.next = "ILOAD"
                     with m.Else():
-                        m.d.sync += [
-                            bus_addr.eq(Cat(Const(0, 2), ls_addr[2:32])),
-                            bus_en.eq(1), bus_we.eq(is_store), bus_wdata.eq(st_data),
-                            bus_wstrb.eq(ls_strb), ld_off.eq(ls_addr[0:2]),
-                        ]
-                        m.next = "MEM"
+                        # The address checks decide the next state but trap only in LS_TRAP, a
+                        # cycle later: the adder and the map compares stay off the flush path.
+                        m.d.sync += [ls_addr_r.eq(ls_addr), ls_misaligned_r.eq(ls_misaligned),
+                                     ld_off.eq(ls_addr[0:2])]
+                        with m.If(ls_misaligned | ls_fault):
+                            m.next = "LS_TRAP"
+                        with m.Elif(ls_to_imem):
+                            m.next = "ILOAD"
+                        with m.Else():
+                            m.d.sync += [bus_en.eq(1), bus_we.eq(is_store), bus_wdata.eq(st_data),
+                                         bus_wstrb.eq(ls_strb)]
+                            m.next = "MEM"
                 with m.Case(OP_MISC_MEM):
                     with m.If((f3 == 0) | (f3 == 1)):         # FENCE / FENCE.I: no-ops
                         retire_insn(0, 0)
@@ -576,31 +658,20 @@ class RV32Core(wiring.Component):
                 with m.Default():
                     illegal()
             # every path above commits in this cycle except MUL, DIV and the memory accesses
-            with m.If(c_valid):
-                after_commit()
+            with m.If(c_sleep):
+                m.next = "SLEEP"
+            with m.Elif(c_valid & ~c_jump & ~c_trap):
+                m.d.comb += e_free.eq(1)
 
-        # ---------------------------------------------------------------- control FSM
-        with m.FSM(init="FETCH", name="core_fsm"):
-            with m.State("FETCH"):
-                with m.If(_in_imem(pc) & (pc[0:2] == 0)):
-                    m.d.comb += [self.imem.en.eq(1), self.imem.addr.eq(pc[2:14])]
-                    with m.If(self.imem.gnt):
-                        m.next = "EXEC"
-                with m.Else():
-                    with m.If(irq_take):
-                        trap(CAUSE["m_external_irq"])
-                    with m.Elif(pc[0:2] != 0):
-                        trap(CAUSE["insn_misaligned"], pc)
-                    with m.Else():
-                        trap(CAUSE["insn_access"], pc)
-                    after_commit()
-
+        # ---------------------------------------------------------------- control FSM (stage E)
+        with m.FSM(init="EXEC", name="core_fsm"):
             with m.State("EXEC"):
-                m.d.comb += in_exec.eq(1)
-                m.d.sync += ir.eq(self.imem.data)
-                with m.If(irq_take):
-                    trap(CAUSE["m_external_irq"], 0, self.imem.data)
-                    after_commit()
+                with m.If(~e_valid):
+                    m.d.comb += e_free.eq(1)
+                with m.Elif(irq_take):
+                    trap(CAUSE["m_external_irq"], 0, Mux(e_fault, 0, insn))
+                with m.Elif(e_fault):
+                    trap(Mux(pc[0:2] != 0, CAUSE["insn_misaligned"], CAUSE["insn_access"]), pc)
                 with m.Else():
                     exec_body()
 
@@ -611,8 +682,17 @@ class RV32Core(wiring.Component):
                     retire_insn(Mux(is_store, 0, rd), ld_val)
                     after_commit()
 
+            with m.State("LS_TRAP"):
+                with m.If(ls_misaligned_r):
+                    trap(Mux(is_store, CAUSE["store_misaligned"], CAUSE["load_misaligned"]),
+                         ls_addr_r, insn)
+                with m.Else():
+                    trap(Mux(is_store, CAUSE["store_access"], CAUSE["load_access"]),
+                         ls_addr_r, insn)
+                m.next = "EXEC"
+
             with m.State("ILOAD"):
-                m.d.comb += [self.imem.en.eq(1), self.imem.addr.eq(bus_addr[2:14])]
+                m.d.comb += [iload.eq(1), self.imem.en.eq(1), self.imem.addr.eq(bus_addr[2:14])]
                 with m.If(self.imem.gnt):
                     m.next = "ILOAD_W"
 
@@ -648,6 +728,6 @@ class RV32Core(wiring.Component):
             with m.State("SLEEP"):
                 m.d.comb += self.sleeping.eq(1)
                 with m.If(wake):
-                    m.next = "FETCH"
+                    m.next = "EXEC"
 
         return m

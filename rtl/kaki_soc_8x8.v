@@ -165,15 +165,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [1:0] \$24 ;
   reg [31:0] \$240 ;
   reg [31:0] \$241 ;
-  wire [8:0] \$242 ;
+  wire [29:0] \$242 ;
   wire [8:0] \$243 ;
   wire [8:0] \$244 ;
   wire [8:0] \$245 ;
-  wire [2:0] \$246 ;
+  wire [8:0] \$246 ;
   wire [2:0] \$247 ;
   wire [2:0] \$248 ;
   wire [2:0] \$249 ;
   wire \$25 ;
+  wire [2:0] \$250 ;
   wire \$26 ;
   wire [1:0] \$27 ;
   wire [1:0] \$28 ;
@@ -1865,18 +1866,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$29  = ~ mmio__ack;
   assign \$30  = bus__en & \$29 ;
   assign \$31  = \$30  & bus__we;
-  assign \$32  = bus__addr[11:2] == 4'hb;
+  assign \$32  = \$242 [9:0] == 4'hb;
   assign fw_write_forward = \$31  & \$32 ;
-  assign \$33  = | \$246 ;
-  assign \$34  = | \$247 ;
-  assign \$35  = | \$248 ;
-  assign \$36  = | \$249 ;
+  assign \$33  = | \$247 ;
+  assign \$34  = | \$248 ;
+  assign \$35  = | \$249 ;
+  assign \$36  = | \$250 ;
   assign forward = fw_write_forward & forward_nonempty;
   assign \$37  = cmd_submit_go & held;
   assign \$38  = ~ mmio__ack;
   assign \$39  = bus__en & \$38 ;
   assign \$40  = \$39  & bus__we;
-  assign \$41  = bus__addr[11:2] == 4'ha;
+  assign \$41  = \$242 [9:0] == 4'ha;
   assign fw_write_q_pop = \$40  & \$41 ;
   assign fw_write_q_pop_queue = bus__wdata[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
   assign \$42  = ! bus__wdata[1:0];
@@ -1894,7 +1895,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$50  = ~ mmio__ack;
   assign \$51  = bus__en & \$50 ;
   assign \$52  = \$51  & bus__we;
-  assign \$53  = bus__addr[11:2] == 5'h10;
+  assign \$53  = \$242 [9:0] == 5'h10;
   assign fw_write_retire_pop = \$52  & \$53 ;
   assign fw_write_retire_pop_engine = bus__wdata[3:0] & { fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop };
   assign w_en = retire__0__done & \$54 ;
@@ -1904,18 +1905,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$58  = ~ mmio__ack;
   assign \$59  = bus__en & \$58 ;
   assign \$60  = \$59  & bus__we;
-  assign \$61  = bus__addr[11:2] == 5'h14;
+  assign \$61  = \$242 [9:0] == 5'h14;
   assign fw_write_qreset_ack = \$60  & \$61 ;
   assign fw_write_qreset_ack_queue = bus__wdata[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
   assign \$62  = ~ mmio__ack;
   assign \$63  = bus__en & \$62 ;
   assign \$64  = \$63  & bus__we;
-  assign \$65  = bus__addr[11:2] == 5'h11;
+  assign \$65  = \$242 [9:0] == 5'h11;
   assign fw_write_cpl = \$64  & \$65 ;
   assign \$66  = ~ mmio__ack;
   assign \$67  = bus__en & \$66 ;
   assign \$68  = \$67  & bus__we;
-  assign \$69  = bus__addr[11:2] == 5'h15;
+  assign \$69  = \$242 [9:0] == 5'h15;
   assign fw_write_engine_reset = \$68  & \$69 ;
   assign reset = bus__wdata[3:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
   assign \$70  = timestamp_cycles - timer_cycles;
@@ -1930,22 +1931,22 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$78  = ~ work_mask_timer;
   assign \$79  = fw_timer_due & \$78 ;
   assign \irq$718  = \$77  | \$79 ;
-  assign \$80  = retire__0__done & \$242 [8];
+  assign \$80  = retire__0__done & \$243 [8];
   assign \$81  = ! dma_load_error;
   assign \$82  = \$80  & \$81 ;
   assign \$83  = ~ core_ctrl_run;
   assign irq_status_dma_load_done_set = \$82  & \$83 ;
-  assign \$84  = retire__1__done & \$243 [8];
+  assign \$84  = retire__1__done & \$244 [8];
   assign \$85  = ! dma_store_error;
   assign \$86  = \$84  & \$85 ;
   assign \$87  = ~ core_ctrl_run;
   assign irq_status_dma_store_done_set = \$86  & \$87 ;
-  assign \$88  = retire__2__done & \$244 [8];
+  assign \$88  = retire__2__done & \$245 [8];
   assign \$89  = ! gemm_error;
   assign \$90  = \$88  & \$89 ;
   assign \$91  = ~ core_ctrl_run;
   assign irq_status_gemm_done_set = \$90  & \$91 ;
-  assign \$92  = retire__3__done & \$245 [8];
+  assign \$92  = retire__3__done & \$246 [8];
   assign \$93  = ! vec_error;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = ~ core_ctrl_run;
@@ -2246,7 +2247,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.control  control (
     .clk(clk),
-    .dbus__addr(bus__addr),
     .irq(\irq$718 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
@@ -2258,6 +2258,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
+    .\port$8966$2 (\$242 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2376,20 +2377,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$9047$0 (q_wait_queue),
-    .\port$9258$0 (inflight),
-    .\port$9391$0 (q__0__cpl_irq),
-    .\port$9405$0 (q__0__error_irq),
-    .\port$9417$0 (q__1__cpl_irq),
-    .\port$9431$0 (q__1__error_irq),
-    .\port$9443$0 (q__2__cpl_irq),
-    .\port$9457$0 (q__2__error_irq),
-    .\port$9469$0 (q__3__cpl_irq),
-    .\port$9483$0 (q__3__error_irq),
-    .\port$9595$0 (\$246 ),
-    .\port$9603$0 (\$247 ),
-    .\port$9611$0 (\$248 ),
-    .\port$9619$0 (\$249 ),
+    .\port$8807$0 (q_wait_queue),
+    .\port$8990$0 (inflight),
+    .\port$9125$0 (q__0__cpl_irq),
+    .\port$9139$0 (q__0__error_irq),
+    .\port$9151$0 (q__1__cpl_irq),
+    .\port$9165$0 (q__1__error_irq),
+    .\port$9177$0 (q__2__cpl_irq),
+    .\port$9191$0 (q__2__error_irq),
+    .\port$9203$0 (q__3__cpl_irq),
+    .\port$9217$0 (q__3__error_irq),
+    .\port$9329$0 (\$247 ),
+    .\port$9337$0 (\$248 ),
+    .\port$9345$0 (\$249 ),
+    .\port$9353$0 (\$250 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2477,10 +2478,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9260$0 (\$242 ),
-    .\port$9262$0 (\$243 ),
-    .\port$9264$0 (\$244 ),
-    .\port$9266$0 (\$245 ),
+    .\port$8992$0 (\$243 ),
+    .\port$8994$0 (\$244 ),
+    .\port$8996$0 (\$245 ),
+    .\port$8998$0 (\$246 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2576,8 +2577,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9260$16 (retire__0__tag),
-    .\port$9818$0 (dma_load_error),
+    .\port$8992$16 (retire__0__tag),
+    .\port$9552$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2587,8 +2588,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9262$16 (retire__1__tag),
-    .\port$9934$0 (dma_store_error),
+    .\port$8994$16 (retire__1__tag),
+    .\port$9668$0 (dma_store_error),
     .r_data(\r_data$492 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$489 ),
@@ -2597,7 +2598,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.fw_regs  fw_regs (
     .ack(mmio__ack),
-    .bus__addr(bus__addr),
     .bus__en(bus__en),
     .bus__rdata(mmio__rdata),
     .bus__wdata(bus__wdata),
@@ -2632,22 +2632,23 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4487$0 (q__0__ready),
-    .\port$4489$0 (q__0__qreset_req),
-    .\port$4497$0 (q__1__ready),
-    .\port$4499$0 (q__1__qreset_req),
-    .\port$4507$0 (q__2__ready),
-    .\port$4509$0 (q__2__qreset_req),
-    .\port$4517$0 (q__3__ready),
-    .\port$4519$0 (q__3__qreset_req),
-    .\port$5547$0 (q__0__head),
-    .\port$5577$0 (q__1__head),
-    .\port$5607$0 (q__2__head),
-    .\port$5637$0 (q__3__head),
-    .\port$8612$0 (r_data),
-    .\port$8662$0 (\r_data$492 ),
-    .\port$8712$0 (\r_data$503 ),
-    .\port$8762$0 (\r_data$514 ),
+    .\port$4247$0 (q__0__ready),
+    .\port$4249$0 (q__0__qreset_req),
+    .\port$4257$0 (q__1__ready),
+    .\port$4259$0 (q__1__qreset_req),
+    .\port$4267$0 (q__2__ready),
+    .\port$4269$0 (q__2__qreset_req),
+    .\port$4277$0 (q__3__ready),
+    .\port$4279$0 (q__3__qreset_req),
+    .\port$5307$0 (q__0__head),
+    .\port$5337$0 (q__1__head),
+    .\port$5367$0 (q__2__head),
+    .\port$5397$0 (q__3__head),
+    .\port$8372$0 (r_data),
+    .\port$8422$0 (\r_data$492 ),
+    .\port$8472$0 (\r_data$503 ),
+    .\port$8522$0 (\r_data$514 ),
+    .\port$8966$2 (\$242 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2693,8 +2694,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$10012$0 (gemm_error),
-    .\port$9264$16 (retire__2__tag),
+    .\port$8996$16 (retire__2__tag),
+    .\port$9746$0 (gemm_error),
     .r_data(\r_data$503 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$500 ),
@@ -2739,14 +2740,14 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .down__rvalid(\axi__rvalid$336 ),
     .down__wready(\axi__wready$302 ),
     .fw_running(fw_running),
-    .level(\$246 ),
-    .\level$117 (\$247 ),
-    .\level$149 (\$248 ),
-    .\level$181 (\$249 ),
+    .level(\$247 ),
+    .\level$117 (\$248 ),
+    .\level$149 (\$249 ),
+    .\level$181 (\$250 ),
     .limit(bus_timeout),
     .\port$115$0 (fw_write_qreset_ack_queue),
-    .\port$9244$0 (bus__wdata[3:0]),
-    .\port$9244$8 (bus__wdata[31:8]),
+    .\port$8976$0 (bus__wdata[3:0]),
+    .\port$8976$8 (bus__wdata[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2888,8 +2889,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11040$0 (vec_error),
-    .\port$9266$16 (retire__3__tag),
+    .\port$10774$0 (vec_error),
+    .\port$8998$16 (retire__3__tag),
     .r_data(\r_data$514 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$511 ),
@@ -3062,16 +3063,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal$761  = 8'h00;
     if (\$99 ) begin
-      \$signal$761  = \$245 [7:0];
+      \$signal$761  = \$246 [7:0];
     end
     if (\$103 ) begin
-      \$signal$761  = \$244 [7:0];
+      \$signal$761  = \$245 [7:0];
     end
     if (\$107 ) begin
-      \$signal$761  = \$243 [7:0];
+      \$signal$761  = \$244 [7:0];
     end
     if (\$111 ) begin
-      \$signal$761  = \$242 [7:0];
+      \$signal$761  = \$243 [7:0];
     end
     if (\$115 ) begin
       \$signal$761  = desc[7:0];
@@ -3633,7 +3634,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     end
   end
   assign bus__ack = mmio__ack;
-  assign mmio__addr = bus__addr;
+  assign bus__addr = { \$242 , 2'h0 };
+  assign mmio__addr = { \$242 , 2'h0 };
   assign mmio__en = bus__en;
   assign bus__rdata = mmio__rdata;
   assign mmio__wdata = bus__wdata;
@@ -3838,10 +3840,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \event13_value$423  = event13_value;
   assign \event14_value$425  = event14_value;
   assign \event15_value$427  = event15_value;
-  assign q__0__prefetched = { 5'h00, \$246  };
-  assign q__1__prefetched = { 5'h00, \$247  };
-  assign q__2__prefetched = { 5'h00, \$248  };
-  assign q__3__prefetched = { 5'h00, \$249  };
+  assign q__0__prefetched = { 5'h00, \$247  };
+  assign q__1__prefetched = { 5'h00, \$248  };
+  assign q__2__prefetched = { 5'h00, \$249  };
+  assign q__3__prefetched = { 5'h00, \$250  };
   assign w_data = { retire__0__tag, dma_load_error };
   assign retire__0__error = dma_load_error;
   assign r_en = fw_write_retire_pop_engine[0];
@@ -3882,7 +3884,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q_status0_waiting = q_wait_queue[0];
-  assign q_status0_prefetched = { 5'h00, \$246  };
+  assign q_status0_prefetched = { 5'h00, \$247  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
@@ -3908,7 +3910,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q_status1_waiting = q_wait_queue[1];
-  assign q_status1_prefetched = { 5'h00, \$247  };
+  assign q_status1_prefetched = { 5'h00, \$248  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
@@ -3934,7 +3936,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q_status2_waiting = q_wait_queue[2];
-  assign q_status2_prefetched = { 5'h00, \$248  };
+  assign q_status2_prefetched = { 5'h00, \$249  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
@@ -3960,7 +3962,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q_status3_waiting = q_wait_queue[3];
-  assign q_status3_prefetched = { 5'h00, \$249  };
+  assign q_status3_prefetched = { 5'h00, \$250  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
@@ -4012,14 +4014,14 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_dma_store = done_dma_store_count;
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
-  assign retire__0__irq = \$242 [8];
-  assign retire__1__irq = \$243 [8];
-  assign retire__2__irq = \$244 [8];
-  assign retire__3__irq = \$245 [8];
-  assign retire__3__opcode = \$245 [7:0];
-  assign retire__2__opcode = \$244 [7:0];
-  assign retire__1__opcode = \$243 [7:0];
-  assign retire__0__opcode = \$242 [7:0];
+  assign retire__0__irq = \$243 [8];
+  assign retire__1__irq = \$244 [8];
+  assign retire__2__irq = \$245 [8];
+  assign retire__3__irq = \$246 [8];
+  assign retire__3__opcode = \$246 [7:0];
+  assign retire__2__opcode = \$245 [7:0];
+  assign retire__1__opcode = \$244 [7:0];
+  assign retire__0__opcode = \$243 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -5667,7 +5669,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, dbus__addr, mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8966$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5767,6 +5769,7 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   reg \$96 ;
   reg \$97 ;
   reg [31:0] \$98 ;
+  wire [29:0] \$99 ;
   reg \$signal  = 1'h0;
   reg \$signal$8  = 1'h0;
   wire \$signal$9 ;
@@ -5775,7 +5778,6 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   wire clk;
   reg data_we = 1'h0;
   wire dbus__ack;
-  output [31:0] dbus__addr;
   wire [31:0] dbus__addr;
   wire dbus__en;
   wire [31:0] dbus__rdata;
@@ -5811,6 +5813,8 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
+  output [29:0] \port$8966$2 ;
+  wire [29:0] \port$8966$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -5852,7 +5856,8 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   wire \wen$51 ;
   wire \wen$56 ;
   wire \wen$61 ;
-  assign \$2  = dbus__addr[31:14] == 15'h4000;
+  assign \$1  = addr + 3'h4;
+  assign \$2  = \$99 [29:12] == 15'h4000;
   assign \$3  = \$signal$9  & \$2 ;
   assign \$4  = ~ run;
   assign \$5  = data_we & \$4 ;
@@ -5860,23 +5865,23 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   assign wen = \$5  & \$6 ;
   assign \$7  = ~ \$signal$8 ;
   assign \$8  = dbus__en & \$7 ;
-  assign \$9  = dbus__addr[31:16] == 14'h2000;
-  assign \$10  = dbus__addr[15:2] < 11'h400;
+  assign \$9  = \$99 [29:14] == 14'h2000;
+  assign \$10  = \$99 [13:0] < 11'h400;
   assign \$11  = \$9  & \$10 ;
   assign \$12  = ~ \$11 ;
   assign \$signal$9  = \$8  & \$12 ;
-  assign \$13  = dbus__addr[31:16] == 14'h2000;
-  assign \$14  = dbus__addr[15:2] < 11'h400;
+  assign \$13  = \$99 [29:14] == 14'h2000;
+  assign \$14  = \$99 [13:0] < 11'h400;
   assign \$15  = \$13  & \$14 ;
   assign mmio__en = dbus__en & \$15 ;
   assign dbus__ack = \$signal$8  | mmio__ack;
   assign \$16  = sel_dmem ? { \rdata$42 , \rdata$41 , \rdata$40 , \rdata$39  } : 32'd0;
   assign dbus__rdata = mmio__ack ? mmio__rdata : \$16 ;
-  assign \$17  = dbus__addr[31:14] == 15'h4000;
+  assign \$17  = \$99 [29:12] == 15'h4000;
   assign \$18  = \$signal$9  & \$17 ;
   assign \$19  = ~ mmio__we;
   assign \ren$44  = \$18  & \$19 ;
-  assign \$20  = dbus__addr[31:14] == 15'h4000;
+  assign \$20  = \$99 [29:12] == 15'h4000;
   assign \$21  = \$signal$9  & \$20 ;
   assign \$22  = \$21  & mmio__we;
   assign \$23  = \$22  & mmio__wstrb[0];
@@ -5889,17 +5894,17 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   assign \$29  = data_we & \$28 ;
   assign \$30  = addr[31:14] == 15'h4000;
   assign \$31  = \$29  & \$30 ;
-  assign \waddr$47  = \$31  ? addr[13:2] : dbus__addr[13:2];
+  assign \waddr$47  = \$31  ? addr[13:2] : \$99 [11:0];
   assign \$32  = ~ run;
   assign \$33  = data_we & \$32 ;
   assign \$34  = addr[31:14] == 15'h4000;
   assign \$35  = \$33  & \$34 ;
   assign \wdata$48  = \$35  ? wdata[7:0] : mmio__wdata[7:0];
-  assign \$36  = dbus__addr[31:14] == 15'h4000;
+  assign \$36  = \$99 [29:12] == 15'h4000;
   assign \$37  = \$signal$9  & \$36 ;
   assign \$38  = ~ mmio__we;
   assign \ren$49  = \$37  & \$38 ;
-  assign \$39  = dbus__addr[31:14] == 15'h4000;
+  assign \$39  = \$99 [29:12] == 15'h4000;
   assign \$40  = \$signal$9  & \$39 ;
   assign \$41  = \$40  & mmio__we;
   assign \$42  = \$41  & mmio__wstrb[1];
@@ -5912,17 +5917,17 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   assign \$48  = data_we & \$47 ;
   assign \$49  = addr[31:14] == 15'h4000;
   assign \$50  = \$48  & \$49 ;
-  assign \waddr$52  = \$50  ? addr[13:2] : dbus__addr[13:2];
+  assign \waddr$52  = \$50  ? addr[13:2] : \$99 [11:0];
   assign \$51  = ~ run;
   assign \$52  = data_we & \$51 ;
   assign \$53  = addr[31:14] == 15'h4000;
   assign \$54  = \$52  & \$53 ;
   assign \wdata$53  = \$54  ? wdata[15:8] : mmio__wdata[15:8];
-  assign \$55  = dbus__addr[31:14] == 15'h4000;
+  assign \$55  = \$99 [29:12] == 15'h4000;
   assign \$56  = \$signal$9  & \$55 ;
   assign \$57  = ~ mmio__we;
   assign \ren$54  = \$56  & \$57 ;
-  assign \$58  = dbus__addr[31:14] == 15'h4000;
+  assign \$58  = \$99 [29:12] == 15'h4000;
   assign \$59  = \$signal$9  & \$58 ;
   assign \$60  = \$59  & mmio__we;
   assign \$61  = \$60  & mmio__wstrb[2];
@@ -5935,17 +5940,17 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   assign \$67  = data_we & \$66 ;
   assign \$68  = addr[31:14] == 15'h4000;
   assign \$69  = \$67  & \$68 ;
-  assign \waddr$57  = \$69  ? addr[13:2] : dbus__addr[13:2];
+  assign \waddr$57  = \$69  ? addr[13:2] : \$99 [11:0];
   assign \$70  = ~ run;
   assign \$71  = data_we & \$70 ;
   assign \$72  = addr[31:14] == 15'h4000;
   assign \$73  = \$71  & \$72 ;
   assign \wdata$58  = \$73  ? wdata[23:16] : mmio__wdata[23:16];
-  assign \$74  = dbus__addr[31:14] == 15'h4000;
+  assign \$74  = \$99 [29:12] == 15'h4000;
   assign \$75  = \$signal$9  & \$74 ;
   assign \$76  = ~ mmio__we;
   assign \ren$59  = \$75  & \$76 ;
-  assign \$77  = dbus__addr[31:14] == 15'h4000;
+  assign \$77  = \$99 [29:12] == 15'h4000;
   assign \$78  = \$signal$9  & \$77 ;
   assign \$79  = \$78  & mmio__we;
   assign \$80  = \$79  & mmio__wstrb[3];
@@ -5958,7 +5963,7 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   assign \$86  = data_we & \$85 ;
   assign \$87  = addr[31:14] == 15'h4000;
   assign \$88  = \$86  & \$87 ;
-  assign \waddr$62  = \$88  ? addr[13:2] : dbus__addr[13:2];
+  assign \waddr$62  = \$88  ? addr[13:2] : \$99 [11:0];
   assign \$89  = ~ run;
   assign \$90  = data_we & \$89 ;
   assign \$91  = addr[31:14] == 15'h4000;
@@ -5976,11 +5981,9 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
     sel_dmem <= \$97 ;
   always @(posedge clk)
     pc <= \$98 ;
-  assign \$1  = addr + 3'h4;
   \kaki_soc_8x8.control.core  core (
     .clk(clk),
     .dbus__ack(dbus__ack),
-    .dbus__addr(dbus__addr),
     .dbus__en(dbus__en),
     .dbus__rdata(dbus__rdata),
     .dbus__wdata(mmio__wdata),
@@ -5991,6 +5994,7 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
+    .\port$8966$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -5998,7 +6002,7 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   );
   \kaki_soc_8x8.control.dmem0  dmem0 (
     .clk(clk),
-    .raddr(dbus__addr[13:2]),
+    .raddr(\$99 [11:0]),
     .rdata(\rdata$39 ),
     .ren(\ren$44 ),
     .waddr(\waddr$47 ),
@@ -6007,7 +6011,7 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   );
   \kaki_soc_8x8.control.dmem1  dmem1 (
     .clk(clk),
-    .raddr(dbus__addr[13:2]),
+    .raddr(\$99 [11:0]),
     .rdata(\rdata$40 ),
     .ren(\ren$49 ),
     .waddr(\waddr$52 ),
@@ -6016,7 +6020,7 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   );
   \kaki_soc_8x8.control.dmem2  dmem2 (
     .clk(clk),
-    .raddr(dbus__addr[13:2]),
+    .raddr(\$99 [11:0]),
     .rdata(\rdata$41 ),
     .ren(\ren$54 ),
     .waddr(\waddr$57 ),
@@ -6025,7 +6029,7 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   );
   \kaki_soc_8x8.control.dmem3  dmem3 (
     .clk(clk),
-    .raddr(dbus__addr[13:2]),
+    .raddr(\$99 [11:0]),
     .rdata(\rdata$42 ),
     .ren(\ren$59 ),
     .waddr(\waddr$62 ),
@@ -6091,57 +6095,59 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
       \$98  = 32'd0;
     end
   end
+  assign dbus__addr = { \$99 , 2'h0 };
   assign imem__en = ren;
   assign imem__addr = raddr;
   assign imem__gnt = 1'h1;
   assign rdata = imem__data;
   assign waddr = addr[13:2];
   assign load_data = wdata;
-  assign mmio__addr = dbus__addr;
+  assign mmio__addr = { \$99 , 2'h0 };
   assign dbus__we = mmio__we;
   assign dbus__wdata = mmio__wdata;
   assign dbus__wstrb = mmio__wstrb;
-  assign \raddr$45  = dbus__addr[13:2];
-  assign \raddr$50  = dbus__addr[13:2];
-  assign \raddr$55  = dbus__addr[13:2];
-  assign \raddr$60  = dbus__addr[13:2];
+  assign \raddr$45  = \$99 [11:0];
+  assign \raddr$50  = \$99 [11:0];
+  assign \raddr$55  = \$99 [11:0];
+  assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
+  assign \port$8966$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, trace_valid, sleeping, pc, dbus__addr, dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8966$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  wire [32:0] \$1 ;
-  wire \$10 ;
+  wire [2:0] \$1 ;
+  wire [62:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
+  wire [64:0] \$102 ;
   wire \$103 ;
-  wire [31:0] \$104 ;
-  wire \$105 ;
+  wire \$104 ;
+  wire [64:0] \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [31:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
-  wire \$111 ;
+  wire [31:0] \$111 ;
   wire \$112 ;
   wire \$113 ;
-  wire \$114 ;
+  wire [32:0] \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [31:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
-  wire [2:0] \$123 ;
+  wire \$123 ;
   wire \$124 ;
-  wire [2:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
@@ -6159,7 +6165,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$139 ;
   wire [31:0] \$14 ;
   wire \$140 ;
-  wire [4:0] \$141 ;
+  wire \$141 ;
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
@@ -6170,27 +6176,27 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$149 ;
   wire [31:0] \$15 ;
   wire \$150 ;
-  wire [32:0] \$151 ;
-  wire [32:0] \$152 ;
-  wire [32:0] \$153 ;
-  wire [32:0] \$154 ;
-  wire [32:0] \$155 ;
-  wire [32:0] \$156 ;
+  wire \$151 ;
+  wire [4:0] \$152 ;
+  wire \$153 ;
+  wire [2:0] \$154 ;
+  wire \$155 ;
+  wire [2:0] \$156 ;
   wire [32:0] \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [32:0] \$158 ;
+  wire [32:0] \$159 ;
   wire [31:0] \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
+  wire [32:0] \$160 ;
+  wire [32:0] \$161 ;
+  wire [32:0] \$162 ;
+  wire [32:0] \$163 ;
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire \$17 ;
+  wire [31:0] \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
@@ -6201,7 +6207,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire \$18 ;
+  wire [31:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
@@ -6216,14 +6222,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire \$193 ;
+  wire [31:0] \$193 ;
   wire \$194 ;
-  wire \$195 ;
+  wire [31:0] \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire \$2 ;
+  wire [32:0] \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
@@ -6236,12 +6242,12 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
+  wire [32:0] \$210 ;
+  wire [32:0] \$211 ;
   wire \$212 ;
   wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
+  wire [32:0] \$214 ;
+  wire [32:0] \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
@@ -6273,263 +6279,131 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$241 ;
   wire \$242 ;
   wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
+  wire [49:0] \$244 ;
+  wire [48:0] \$245 ;
+  wire [5:0] \$246 ;
   wire \$247 ;
   wire \$248 ;
-  wire \$249 ;
+  reg [31:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  reg [31:0] \$250 ;
+  reg [29:0] \$251 ;
+  reg [31:0] \$252 ;
+  reg [31:0] \$253 ;
+  reg \$254 ;
+  reg \$255 ;
+  reg [63:0] \$256 ;
+  reg [63:0] \$257 ;
+  reg \$258 ;
+  reg \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  reg [29:0] \$260 ;
+  reg [31:0] \$261 ;
+  reg [31:0] \$262 ;
+  reg \$263 ;
+  reg \$264 ;
+  reg \$265 ;
+  reg [31:0] \$266 ;
+  reg \$267 ;
+  reg \$268 ;
+  reg [31:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
+  reg [31:0] \$270 ;
+  reg \$271 ;
+  reg [31:0] \$272 ;
+  reg [31:0] \$273 ;
+  reg \$274 ;
+  reg \$275 ;
+  reg [31:0] \$276 ;
+  reg [31:0] \$277 ;
+  reg [31:0] \$278 ;
+  reg [31:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
+  reg [4:0] \$280 ;
+  reg [31:0] \$281 ;
+  reg \$282 ;
+  reg \$283 ;
+  reg \$284 ;
+  reg [3:0] \$285 ;
+  reg [32:0] \$286 ;
+  reg [32:0] \$287 ;
+  reg [31:0] \$288 ;
+  reg \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire [31:0] \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  wire \$298 ;
-  wire \$299 ;
-  wire \$3 ;
+  reg [1:0] \$290 ;
+  reg \$291 ;
+  reg \$292 ;
+  reg [31:0] \$293 ;
+  reg [3:0] \$294 ;
+  reg [50:0] \$295 ;
+  reg [49:0] \$296 ;
+  wire [32:0] \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire [32:0] \$317 ;
-  wire [32:0] \$318 ;
-  wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire [32:0] \$321 ;
-  wire [32:0] \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire \$354 ;
-  wire [49:0] \$355 ;
-  wire [48:0] \$356 ;
-  wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
-  wire [80:0] \$36 ;
-  wire [5:0] \$360 ;
-  wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire \$364 ;
-  wire \$365 ;
-  reg [31:0] \$366 ;
-  reg [31:0] \$367 ;
-  reg [31:0] \$368 ;
-  reg [31:0] \$369 ;
-  wire [81:0] \$37 ;
-  reg [31:0] \$370 ;
-  reg [31:0] \$371 ;
-  reg [31:0] \$372 ;
-  reg [31:0] \$373 ;
-  reg [31:0] \$374 ;
-  reg [31:0] \$375 ;
-  reg [31:0] \$376 ;
-  reg [31:0] \$377 ;
-  reg [31:0] \$378 ;
-  reg [31:0] \$379 ;
-  wire \$38 ;
-  reg [31:0] \$380 ;
-  reg [31:0] \$381 ;
-  reg [31:0] \$382 ;
-  reg [31:0] \$383 ;
-  reg [31:0] \$384 ;
-  reg [31:0] \$385 ;
-  reg [31:0] \$386 ;
-  reg [31:0] \$387 ;
-  reg [31:0] \$388 ;
-  reg [31:0] \$389 ;
-  wire \$39 ;
-  reg [31:0] \$390 ;
-  reg [31:0] \$391 ;
-  reg [31:0] \$392 ;
-  reg [31:0] \$393 ;
-  reg [31:0] \$394 ;
-  reg [31:0] \$395 ;
-  reg [31:0] \$396 ;
-  reg [31:0] \$397 ;
-  reg [29:0] \$398 ;
-  reg [31:0] \$399 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire [80:0] \$38 ;
+  wire [81:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
-  reg [31:0] \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg [63:0] \$403 ;
-  reg [63:0] \$404 ;
-  reg \$405 ;
-  reg \$406 ;
-  reg [29:0] \$407 ;
-  reg [31:0] \$408 ;
-  reg [3:0] \$409 ;
   wire \$41 ;
-  reg [31:0] \$410 ;
-  reg [31:0] \$411 ;
-  reg [31:0] \$412 ;
-  reg [31:0] \$413 ;
-  reg [4:0] \$414 ;
-  reg [31:0] \$415 ;
-  reg \$416 ;
-  reg \$417 ;
-  reg \$418 ;
-  reg [32:0] \$419 ;
   wire \$42 ;
-  reg [32:0] \$420 ;
-  reg [31:0] \$421 ;
-  reg [1:0] \$422 ;
-  reg \$423 ;
-  reg \$424 ;
-  reg [31:0] \$425 ;
-  reg [3:0] \$426 ;
-  reg [50:0] \$427 ;
-  reg [49:0] \$428 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire [32:0] \$48 ;
-  wire [32:0] \$49 ;
-  wire [32:0] \$5 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
   wire [32:0] \$50 ;
   wire [32:0] \$51 ;
-  wire [31:0] \$52 ;
-  wire [31:0] \$53 ;
+  wire [32:0] \$52 ;
+  wire [32:0] \$53 ;
   wire [31:0] \$54 ;
-  wire \$55 ;
-  wire \$56 ;
+  wire [31:0] \$55 ;
+  wire [31:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [32:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [31:0] \$64 ;
-  wire [32:0] \$65 ;
-  wire \$66 ;
-  wire \$67 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire [31:0] \$66 ;
+  wire [32:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [33:0] \$7 ;
+  wire [32:0] \$7 ;
   wire \$70 ;
-  wire [6:0] \$71 ;
-  wire [3:0] \$72 ;
-  wire \$73 ;
-  wire \$74 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [6:0] \$73 ;
+  wire [3:0] \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [62:0] \$8 ;
+  wire [32:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [33:0] \$82 ;
+  wire \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire [64:0] \$85 ;
+  wire [33:0] \$84 ;
+  wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire [64:0] \$88 ;
+  wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
+  wire [33:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
@@ -6539,14 +6413,15 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire [32:0] \$99 ;
+  wire \$99 ;
   reg \$signal  = 1'h0;
-  reg \$signal$61  = 1'h0;
+  reg \$signal$38  = 1'h0;
+  wire [4:0] \$signature__addr ;
+  wire [31:0] \$signature__data ;
   wire [31:0] alu_b;
   reg [31:0] alu_res;
   reg br_taken;
   wire [31:0] br_target;
-  (* init = 32'd0 *)
   wire [31:0] bus_addr;
   (* init = 1'h0 *)
   wire bus_en;
@@ -6559,6 +6434,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [31:0] c_cause;
   reg c_csr_we;
   wire [31:0] c_insn;
+  reg c_jump;
   reg c_mret;
   reg [31:0] c_npc;
   reg [4:0] c_rd;
@@ -6576,10 +6452,15 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg csr_ro;
   wire [31:0] csr_src;
   reg [31:0] csr_wval;
+  reg d_fault = 1'h0;
+  reg d_fresh = 1'h0;
+  reg [31:0] d_ir = 32'd0;
+  reg [31:0] d_pc = 32'd0;
+  reg d_valid = 1'h0;
+  wire [31:0] d_word;
   input dbus__ack;
   wire dbus__ack;
-  output [31:0] dbus__addr;
-  reg [31:0] dbus__addr = 32'd0;
+  wire [31:0] dbus__addr;
   output dbus__en;
   reg dbus__en = 1'h0;
   input [31:0] dbus__rdata;
@@ -6600,7 +6481,22 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [31:0] div_rem = 32'd0;
   wire [32:0] div_rem_sh;
   reg div_zero = 1'h0;
+  reg e_byp1 = 1'h0;
+  reg e_byp2 = 1'h0;
+  reg e_fault = 1'h0;
+  reg e_free;
+  reg [31:0] e_rs1_read = 32'd0;
+  reg [31:0] e_rs2_read = 32'd0;
+  reg e_valid = 1'h0;
+  wire [31:0] f_addr;
+  reg f_again = 1'h1;
+  reg [31:0] f_last = 32'd0;
+  wire [31:0] f_pc;
+  wire f_slot;
+  wire flush;
+  reg [31:0] fw_val = 32'd0;
   reg ie_mtie = 1'h0;
+  reg iload;
   output [11:0] imem__addr;
   reg [11:0] imem__addr;
   input [31:0] imem__data;
@@ -6608,8 +6504,6 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   output imem__en;
   reg imem__en;
   wire imem__gnt;
-  reg in_exec;
-  wire [31:0] insn;
   reg [31:0] ir = 32'd0;
   input irq;
   wire irq;
@@ -6621,8 +6515,10 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [31:0] ld_val;
   reg [31:0] ld_word;
   wire [31:0] ls_addr;
+  reg [31:0] ls_addr_r = 32'd0;
   wire ls_fault;
   wire ls_misaligned;
+  reg ls_misaligned_r = 1'h0;
   reg [3:0] ls_strb;
   wire ls_to_imem;
   reg [31:0] mcause = 32'd0;
@@ -6647,9 +6543,16 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
+  output [29:0] \port$8966$2 ;
+  wire [29:0] \port$8966$2 ;
   wire [65:0] product;
-  reg [31:0] rs1v;
-  reg [31:0] rs2v;
+  wire [4:0] rf_rs2__addr;
+  wire [31:0] rf_rs2__data;
+  wire [4:0] rf_wr__addr;
+  wire [31:0] rf_wr__data;
+  wire rf_wr__en;
+  wire [31:0] rs1v;
+  wire [31:0] rs2v;
   input rst;
   wire rst;
   input run;
@@ -6668,734 +6571,464 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg trace_valid;
   wire [31:0] trace_value;
   wire wake;
-  wire [31:0] x0;
-  reg [31:0] x1 = 32'd0;
-  reg [31:0] x10 = 32'd0;
-  reg [31:0] x11 = 32'd0;
-  reg [31:0] x12 = 32'd0;
-  reg [31:0] x13 = 32'd0;
-  reg [31:0] x14 = 32'd0;
-  reg [31:0] x15 = 32'd0;
-  reg [31:0] x16 = 32'd0;
-  reg [31:0] x17 = 32'd0;
-  reg [31:0] x18 = 32'd0;
-  reg [31:0] x19 = 32'd0;
-  reg [31:0] x2 = 32'd0;
-  reg [31:0] x20 = 32'd0;
-  reg [31:0] x21 = 32'd0;
-  reg [31:0] x22 = 32'd0;
-  reg [31:0] x23 = 32'd0;
-  reg [31:0] x24 = 32'd0;
-  reg [31:0] x25 = 32'd0;
-  reg [31:0] x26 = 32'd0;
-  reg [31:0] x27 = 32'd0;
-  reg [31:0] x28 = 32'd0;
-  reg [31:0] x29 = 32'd0;
-  reg [31:0] x3 = 32'd0;
-  reg [31:0] x30 = 32'd0;
-  reg [31:0] x31 = 32'd0;
-  reg [31:0] x4 = 32'd0;
-  reg [31:0] x5 = 32'd0;
-  reg [31:0] x6 = 32'd0;
-  reg [31:0] x7 = 32'd0;
-  reg [31:0] x8 = 32'd0;
-  reg [31:0] x9 = 32'd0;
-  assign insn = in_exec ? imem__data : ir;
-  assign \$1  = pc + 3'h4;
-  assign \$2  = insn[6:0] == 6'h33;
-  assign alu_b = \$2  ? rs2v : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
-  assign \$3  = insn[6:0] == 6'h33;
-  assign \$4  = \$3  & insn[30];
-  assign \$5  = rs1v - alu_b;
-  assign \$6  = rs1v + alu_b;
-  assign \$7  = \$4  ? { \$5 [32], \$5  } : { 1'h0, \$6  };
-  assign \$8  = rs1v << alu_b[4:0];
-  assign \$9  = $signed(rs1v) < $signed(alu_b);
-  assign \$10  = rs1v < alu_b;
-  assign \$11  = rs1v ^ alu_b;
-  assign \$12  = $signed(rs1v) >>> alu_b[4:0];
-  assign \$13  = rs1v >> alu_b[4:0];
-  assign \$14  = insn[30] ? \$12  : \$13 ;
-  assign \$15  = rs1v | alu_b;
-  assign \$16  = rs1v & alu_b;
-  assign \$17  = insn[14:12] == 1'h1;
-  assign \$18  = ! insn[31:25];
-  assign \$19  = insn[14:12] == 3'h5;
-  assign \$20  = ! insn[31:25];
-  assign \$21  = insn[31:25] == 6'h20;
-  assign \$22  = \$20  | \$21 ;
-  assign \$23  = \$19  ? \$22  : 1'h1;
-  assign op_imm_legal = \$17  ? \$18  : \$23 ;
-  assign \$24  = ! insn[31:25];
-  assign \$25  = insn[31:25] == 6'h20;
-  assign \$26  = ! insn[14:12];
-  assign \$27  = insn[14:12] == 3'h5;
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = \$25  & \$28 ;
-  assign op_alu_legal = \$24  | \$29 ;
-  assign \$30  = insn[14:12] == 1'h1;
-  assign \$31  = insn[14:12] == 2'h2;
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = \$32  & rs1v[31];
-  assign \$34  = insn[14:12] == 1'h1;
-  assign \$35  = \$34  & rs2v[31];
-  assign \$37  = $signed(mul_lo) + $signed(\$36 );
-  assign \$38  = ! insn[14:12];
-  assign mul_res = \$38  ? \$37 [31:0] : \$37 [63:32];
-  assign \$39  = rs1v == rs2v;
-  assign \$40  = rs1v == rs2v;
-  assign \$41  = ~ \$40 ;
-  assign \$42  = $signed(rs1v) < $signed(rs2v);
-  assign \$43  = $signed(rs1v) < $signed(rs2v);
-  assign \$44  = ~ \$43 ;
-  assign \$45  = rs1v < rs2v;
-  assign \$46  = rs1v < rs2v;
-  assign \$47  = ~ \$46 ;
-  assign \$48  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[7], insn[30:25], insn[11:8], 1'h0 };
-  assign \$49  = pc + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[19:12], insn[20], insn[30:21], 1'h0 };
-  assign \$50  = rs1v + { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
-  assign csr_src = insn[14] ? { 27'h0000000, insn[19:15] } : rs1v;
-  assign \$52  = csr_old | csr_src;
-  assign \$53  = ~ csr_src;
-  assign \$54  = csr_old & \$53 ;
-  assign \$55  = ~ csr_known;
-  assign \$56  = insn[13:12] == 1'h1;
-  assign \$57  = | insn[19:15];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$58  & csr_ro;
-  assign \$60  = \$55  | \$59 ;
-  assign \$61  = ! insn[13:12];
-  assign csr_illegal = \$60  | \$61 ;
-  assign \$62  = \$signal  & \$signal$61 ;
-  assign irq_take = \$62  & irq;
-  assign wake = irq & \$signal$61 ;
-  assign \$63  = insn[6:0] == 6'h23;
-  assign \$64  = \$63  ? { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:25], insn[11:7] } : { insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31], insn[31:20] };
-  assign \$65  = rs1v + \$64 ;
-  assign \$66  = insn[13:12] == 1'h1;
-  assign \$67  = \$66  & \$65 [0];
-  assign \$68  = insn[13:12] == 2'h2;
-  assign \$69  = | \$65 [1:0];
-  assign \$70  = \$68  & \$69 ;
-  assign ls_misaligned = \$67  | \$70 ;
-  assign \$71  = 1'h1 << \$65 [1:0];
-  assign \$72  = \$65 [1] ? 4'hc : 4'h3;
-  assign \$73  = insn[6:0] == 6'h23;
-  assign \$74  = ~ \$73 ;
-  assign \$75  = ! \$65 [31:14];
-  assign ls_to_imem = \$74  & \$75 ;
-  assign \$76  = \$65 [31:14] == 15'h4000;
-  assign \$77  = ls_to_imem | \$76 ;
-  assign \$78  = \$65 [31:16] == 14'h2000;
-  assign \$79  = insn[13:12] == 2'h2;
-  assign \$80  = \$78  & \$79 ;
-  assign \$81  = \$77  | \$80 ;
-  assign ls_fault = ~ \$81 ;
+  wire [4:0] wb_rd;
+  reg [31:0] written = 32'd0;
+  reg [31:0] regfile [31:0];
+  initial begin
+    regfile[0] = 32'd0;
+    regfile[1] = 32'd0;
+    regfile[2] = 32'd0;
+    regfile[3] = 32'd0;
+    regfile[4] = 32'd0;
+    regfile[5] = 32'd0;
+    regfile[6] = 32'd0;
+    regfile[7] = 32'd0;
+    regfile[8] = 32'd0;
+    regfile[9] = 32'd0;
+    regfile[10] = 32'd0;
+    regfile[11] = 32'd0;
+    regfile[12] = 32'd0;
+    regfile[13] = 32'd0;
+    regfile[14] = 32'd0;
+    regfile[15] = 32'd0;
+    regfile[16] = 32'd0;
+    regfile[17] = 32'd0;
+    regfile[18] = 32'd0;
+    regfile[19] = 32'd0;
+    regfile[20] = 32'd0;
+    regfile[21] = 32'd0;
+    regfile[22] = 32'd0;
+    regfile[23] = 32'd0;
+    regfile[24] = 32'd0;
+    regfile[25] = 32'd0;
+    regfile[26] = 32'd0;
+    regfile[27] = 32'd0;
+    regfile[28] = 32'd0;
+    regfile[29] = 32'd0;
+    regfile[30] = 32'd0;
+    regfile[31] = 32'd0;
+  end
+  always @(posedge clk) begin
+    if (rf_wr__en)
+      regfile[c_rd] <= c_value;
+  end
+  assign rf_rs2__data = regfile[d_word[24:20]];
+  assign \$signature__data  = regfile[d_word[19:15]];
+  assign \$1  = f_again ? 3'h0 : 3'h4;
+  assign \$2  = f_last + \$1 ;
+  assign d_word = d_fresh ? imem__data : d_ir;
+  assign rs1v = e_byp1 ? fw_val : e_rs1_read;
+  assign rs2v = e_byp2 ? fw_val : e_rs2_read;
+  assign \$3  = pc + 3'h4;
+  assign \$4  = ir[6:0] == 6'h33;
+  assign alu_b = \$4  ? rs2v : { ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31:20] };
+  assign \$5  = ir[6:0] == 6'h33;
+  assign \$6  = \$5  & ir[30];
+  assign \$7  = rs1v - alu_b;
+  assign \$8  = rs1v + alu_b;
+  assign \$9  = \$6  ? { \$7 [32], \$7  } : { 1'h0, \$8  };
+  assign \$10  = rs1v << alu_b[4:0];
+  assign \$11  = $signed(rs1v) < $signed(alu_b);
+  assign \$12  = rs1v < alu_b;
+  assign \$13  = rs1v ^ alu_b;
+  assign \$14  = $signed(rs1v) >>> alu_b[4:0];
+  assign \$15  = rs1v >> alu_b[4:0];
+  assign \$16  = ir[30] ? \$14  : \$15 ;
+  assign \$17  = rs1v | alu_b;
+  assign \$18  = rs1v & alu_b;
+  assign \$19  = ir[14:12] == 1'h1;
+  assign \$20  = ! ir[31:25];
+  assign \$21  = ir[14:12] == 3'h5;
+  assign \$22  = ! ir[31:25];
+  assign \$23  = ir[31:25] == 6'h20;
+  assign \$24  = \$22  | \$23 ;
+  assign \$25  = \$21  ? \$24  : 1'h1;
+  assign op_imm_legal = \$19  ? \$20  : \$25 ;
+  assign \$26  = ! ir[31:25];
+  assign \$27  = ir[31:25] == 6'h20;
+  assign \$28  = ! ir[14:12];
+  assign \$29  = ir[14:12] == 3'h5;
+  assign \$30  = \$28  | \$29 ;
+  assign \$31  = \$27  & \$30 ;
+  assign op_alu_legal = \$26  | \$31 ;
+  assign \$32  = ir[14:12] == 1'h1;
+  assign \$33  = ir[14:12] == 2'h2;
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = \$34  & rs1v[31];
+  assign \$36  = ir[14:12] == 1'h1;
+  assign \$37  = \$36  & rs2v[31];
+  assign \$39  = $signed(mul_lo) + $signed(\$38 );
+  assign \$40  = ! ir[14:12];
+  assign mul_res = \$40  ? \$39 [31:0] : \$39 [63:32];
+  assign \$41  = rs1v == rs2v;
+  assign \$42  = rs1v == rs2v;
+  assign \$43  = ~ \$42 ;
+  assign \$44  = $signed(rs1v) < $signed(rs2v);
+  assign \$45  = $signed(rs1v) < $signed(rs2v);
+  assign \$46  = ~ \$45 ;
+  assign \$47  = rs1v < rs2v;
+  assign \$48  = rs1v < rs2v;
+  assign \$49  = ~ \$48 ;
+  assign \$50  = pc + { ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[7], ir[30:25], ir[11:8], 1'h0 };
+  assign \$51  = pc + { ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[19:12], ir[20], ir[30:21], 1'h0 };
+  assign \$52  = rs1v + { ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31:20] };
+  assign csr_src = ir[14] ? { 27'h0000000, ir[19:15] } : rs1v;
+  assign \$54  = csr_old | csr_src;
+  assign \$55  = ~ csr_src;
+  assign \$56  = csr_old & \$55 ;
+  assign \$57  = ~ csr_known;
+  assign \$58  = ir[13:12] == 1'h1;
+  assign \$59  = | ir[19:15];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$60  & csr_ro;
+  assign \$62  = \$57  | \$61 ;
+  assign \$63  = ! ir[13:12];
+  assign csr_illegal = \$62  | \$63 ;
+  assign \$64  = \$signal  & \$signal$38 ;
+  assign irq_take = \$64  & irq;
+  assign wake = irq & \$signal$38 ;
+  assign \$65  = ir[6:0] == 6'h23;
+  assign \$66  = \$65  ? { ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31:25], ir[11:7] } : { ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31], ir[31:20] };
+  assign \$67  = rs1v + \$66 ;
+  assign \$68  = ir[13:12] == 1'h1;
+  assign \$69  = \$68  & \$67 [0];
+  assign \$70  = ir[13:12] == 2'h2;
+  assign \$71  = | \$67 [1:0];
+  assign \$72  = \$70  & \$71 ;
+  assign ls_misaligned = \$69  | \$72 ;
+  assign \$73  = 1'h1 << \$67 [1:0];
+  assign \$74  = \$67 [1] ? 4'hc : 4'h3;
+  assign \$75  = ir[6:0] == 6'h23;
+  assign \$76  = ~ \$75 ;
+  assign \$77  = ! \$67 [31:14];
+  assign ls_to_imem = \$76  & \$77 ;
+  assign \$78  = \$67 [31:14] == 15'h4000;
+  assign \$79  = ls_to_imem | \$78 ;
+  assign \$80  = \$67 [31:16] == 14'h2000;
+  assign \$81  = ir[13:12] == 2'h2;
+  assign \$82  = \$80  & \$81 ;
+  assign \$83  = \$79  | \$82 ;
+  assign ls_fault = ~ \$83 ;
   assign ld_shift = ld_word >> { ld_off, 3'h0 };
-  assign \$82  = { div_rem, div_quo[31] } - div_den;
+  assign \$84  = { div_rem, div_quo[31] } - div_den;
   assign trace_rd = c_trap ? 5'h00 : c_rd;
-  assign \$83  = ! c_rd;
-  assign \$84  = c_trap | \$83 ;
-  assign trace_value = \$84  ? 32'd0 : c_value;
+  assign \$85  = ! c_rd;
+  assign \$86  = c_trap | \$85 ;
+  assign trace_value = \$86  ? 32'd0 : c_value;
   assign trace_cause = c_trap ? c_cause : 32'd0;
-  assign \$85  = mcycle + 1'h1;
-  assign \$86  = ~ c_trap;
-  assign \$87  = trace_valid & \$86 ;
-  assign \$88  = minstret + \$87 ;
+  assign \$87  = ~ c_trap;
+  assign \$88  = trace_valid & \$87 ;
+  assign \$89  = | c_rd;
+  assign rf_wr__en = \$88  & \$89 ;
+  assign \$90  = ir[6:0] == 6'h37;
+  assign \$91  = ir[6:0] == 5'h17;
+  assign \$92  = ir[6:0] == 7'h6f;
+  assign \$93  = ir[6:0] == 7'h67;
+  assign \$94  = ir[6:0] == 5'h13;
+  assign \$95  = ir[6:0] == 6'h33;
+  assign \$96  = ir[6:0] == 2'h3;
+  assign \$97  = | { \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90  };
+  assign \$98  = ir[6:0] == 7'h73;
+  assign \$99  = | ir[14:12];
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = \$97  | \$100 ;
+  assign wb_rd = \$101  ? ir[11:7] : 5'h00;
+  assign \$102  = mcycle + 1'h1;
+  assign \$103  = ~ c_trap;
+  assign \$104  = trace_valid & \$103 ;
+  assign \$105  = minstret + \$104 ;
+  assign \$106  = c_trap | c_jump;
+  assign flush = trace_valid & \$106 ;
   assign next_pc = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign \$89  = ! pc[31:14];
-  assign \$90  = ! pc[1:0];
-  assign \$91  = \$89  & \$90 ;
-  assign \$92  = | pc[1:0];
-  assign \$93  = ! next_pc[31:14];
-  assign \$94  = ! next_pc[1:0];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = ! next_pc[31:14];
-  assign \$97  = ! next_pc[1:0];
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = pc + { insn[31:12], 12'h000 };
-  assign \$100  = ! insn[14:12];
-  assign \$101  = insn[14:12] != 2'h2;
-  assign \$102  = insn[14:12] != 2'h3;
-  assign \$103  = \$101  & \$102 ;
-  assign \$104  = br_taken ? \$48 [31:0] : \$1 [31:0];
-  assign \$105  = insn[6:0] == 6'h33;
-  assign \$106  = insn[31:25] == 1'h1;
-  assign \$107  = \$105  & \$106 ;
-  assign \$108  = insn[6:0] == 6'h23;
-  assign \$109  = ! insn[14:12];
-  assign \$110  = insn[14:12] == 1'h1;
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = insn[14:12] == 2'h2;
-  assign \$113  = \$111  | \$112 ;
-  assign \$114  = ~ \$113 ;
-  assign \$115  = insn[14:12] != 2'h3;
-  assign \$116  = insn[14:12] != 3'h6;
-  assign \$117  = \$115  & \$116 ;
-  assign \$118  = insn[14:12] != 3'h7;
-  assign \$119  = \$117  & \$118 ;
-  assign \$120  = ~ \$119 ;
-  assign \$121  = \$108  ? \$114  : \$120 ;
-  assign \$122  = insn[6:0] == 6'h23;
-  assign \$123  = \$122  ? 3'h6 : 3'h4;
-  assign \$124  = insn[6:0] == 6'h23;
-  assign \$125  = \$124  ? 3'h7 : 3'h5;
-  assign \$126  = ! insn[14:12];
-  assign \$127  = insn[14:12] == 1'h1;
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = ! insn[14:12];
-  assign \$130  = insn == 7'h73;
-  assign \$131  = insn == 21'h100073;
-  assign \$132  = insn == 30'h30200073;
-  assign \$133  = insn == 29'h10500073;
-  assign \$134  = insn[13:12] == 1'h1;
-  assign \$135  = | insn[19:15];
-  assign \$136  = \$134  | \$135 ;
-  assign \$137  = ! next_pc[31:14];
-  assign \$138  = ! next_pc[1:0];
-  assign \$139  = \$137  & \$138 ;
-  assign \$140  = insn[6:0] == 6'h23;
-  assign \$141  = \$140  ? 5'h00 : insn[11:7];
-  assign \$142  = ! next_pc[31:14];
-  assign \$143  = ! next_pc[1:0];
-  assign \$144  = \$142  & \$143 ;
-  assign \$145  = ! next_pc[31:14];
-  assign \$146  = ! next_pc[1:0];
-  assign \$147  = \$145  & \$146 ;
-  assign \$148  = ! next_pc[31:14];
-  assign \$149  = ! next_pc[1:0];
+  assign f_addr = flush ? next_pc : \$2 [31:0];
+  assign \$107  = ~ d_valid;
+  assign \$108  = flush | \$107 ;
+  assign f_slot = \$108  | e_free;
+  assign \$109  = ~ iload;
+  assign \$110  = ~ e_valid;
+  assign \$111  = e_fault ? 32'd0 : ir;
+  assign \$112  = | pc[1:0];
+  assign \$113  = \$112  ? 1'h0 : 1'h1;
+  assign \$114  = pc + { ir[31:12], 12'h000 };
+  assign \$115  = ! ir[14:12];
+  assign \$116  = ir[14:12] != 2'h2;
+  assign \$117  = ir[14:12] != 2'h3;
+  assign \$118  = \$116  & \$117 ;
+  assign \$119  = ir[6:0] == 6'h33;
+  assign \$120  = ir[31:25] == 1'h1;
+  assign \$121  = \$119  & \$120 ;
+  assign \$122  = ir[6:0] == 6'h23;
+  assign \$123  = ! ir[14:12];
+  assign \$124  = ir[14:12] == 1'h1;
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = ir[14:12] == 2'h2;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = ~ \$127 ;
+  assign \$129  = ir[14:12] != 2'h3;
+  assign \$130  = ir[14:12] != 3'h6;
+  assign \$131  = \$129  & \$130 ;
+  assign \$132  = ir[14:12] != 3'h7;
+  assign \$133  = \$131  & \$132 ;
+  assign \$134  = ~ \$133 ;
+  assign \$135  = \$122  ? \$128  : \$134 ;
+  assign \$136  = ! ir[14:12];
+  assign \$137  = ir[14:12] == 1'h1;
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = ! ir[14:12];
+  assign \$140  = ir == 7'h73;
+  assign \$141  = ir == 21'h100073;
+  assign \$142  = ir == 30'h30200073;
+  assign \$143  = ir == 29'h10500073;
+  assign \$144  = ir[13:12] == 1'h1;
+  assign \$145  = | ir[19:15];
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = ~ c_jump;
+  assign \$148  = trace_valid & \$147 ;
+  assign \$149  = ~ c_trap;
   assign \$150  = \$148  & \$149 ;
-  assign \$151  = - div_rem;
-  assign \$152  = div_negr ? \$151  : { 1'h0, div_rem };
-  assign \$153  = div_zero ? { 1'h0, div_a } : \$152 ;
-  assign \$154  = - div_quo;
-  assign \$155  = div_negq ? \$154  : { 1'h0, div_quo };
-  assign \$156  = div_zero ? 33'h0ffffffff : \$155 ;
-  assign \$157  = insn[13] ? \$153  : \$156 ;
-  assign \$158  = ! next_pc[31:14];
-  assign \$159  = ! next_pc[1:0];
-  assign \$160  = \$158  & \$159 ;
-  assign \$161  = ! core_fsm_state;
-  assign \$162  = core_fsm_state == 1'h1;
-  assign \$163  = core_fsm_state == 2'h2;
-  assign \$164  = core_fsm_state == 2'h3;
-  assign \$165  = core_fsm_state == 3'h4;
-  assign \$166  = core_fsm_state == 3'h5;
-  assign \$167  = core_fsm_state == 3'h6;
-  assign \$168  = core_fsm_state == 3'h7;
-  assign \$169  = core_fsm_state == 4'h8;
-  assign \$170  = core_fsm_state == 4'h9;
-  assign \$171  = ~ c_trap;
-  assign \$172  = trace_valid & \$171 ;
-  assign \$173  = c_rd == 1'h1;
-  assign \$174  = \$172  & \$173 ;
-  assign \$175  = ~ c_trap;
-  assign \$176  = trace_valid & \$175 ;
-  assign \$177  = c_rd == 2'h2;
-  assign \$178  = \$176  & \$177 ;
+  assign \$151  = ir[6:0] == 6'h23;
+  assign \$152  = \$151  ? 5'h00 : ir[11:7];
+  assign \$153  = ir[6:0] == 6'h23;
+  assign \$154  = \$153  ? 3'h6 : 3'h4;
+  assign \$155  = ir[6:0] == 6'h23;
+  assign \$156  = \$155  ? 3'h7 : 3'h5;
+  assign \$157  = - div_rem;
+  assign \$158  = div_negr ? \$157  : { 1'h0, div_rem };
+  assign \$159  = div_zero ? { 1'h0, div_a } : \$158 ;
+  assign \$160  = - div_quo;
+  assign \$161  = div_negq ? \$160  : { 1'h0, div_quo };
+  assign \$162  = div_zero ? 33'h0ffffffff : \$161 ;
+  assign \$163  = ir[13] ? \$159  : \$162 ;
+  assign \$164  = ! core_fsm_state;
+  assign \$165  = core_fsm_state == 1'h1;
+  assign \$166  = core_fsm_state == 2'h2;
+  assign \$167  = core_fsm_state == 2'h3;
+  assign \$168  = core_fsm_state == 3'h4;
+  assign \$169  = core_fsm_state == 3'h5;
+  assign \$170  = core_fsm_state == 3'h6;
+  assign \$171  = core_fsm_state == 3'h7;
+  assign \$172  = core_fsm_state == 4'h8;
+  assign \$173  = core_fsm_state == 4'h9;
+  assign \$174  = ~ c_trap;
+  assign \$175  = trace_valid & \$174 ;
+  assign \$176  = | c_rd;
+  assign \$177  = \$175  & \$176 ;
+  assign \$178  = trace_valid & c_trap;
   assign \$179  = ~ c_trap;
   assign \$180  = trace_valid & \$179 ;
-  assign \$181  = c_rd == 2'h3;
-  assign \$182  = \$180  & \$181 ;
-  assign \$183  = ~ c_trap;
-  assign \$184  = trace_valid & \$183 ;
-  assign \$185  = c_rd == 3'h4;
-  assign \$186  = \$184  & \$185 ;
-  assign \$187  = ~ c_trap;
-  assign \$188  = trace_valid & \$187 ;
-  assign \$189  = c_rd == 3'h5;
-  assign \$190  = \$188  & \$189 ;
-  assign \$191  = ~ c_trap;
-  assign \$192  = trace_valid & \$191 ;
-  assign \$193  = c_rd == 3'h6;
-  assign \$194  = \$192  & \$193 ;
-  assign \$195  = ~ c_trap;
-  assign \$196  = trace_valid & \$195 ;
-  assign \$197  = c_rd == 3'h7;
-  assign \$198  = \$196  & \$197 ;
-  assign \$199  = ~ c_trap;
-  assign \$200  = trace_valid & \$199 ;
-  assign \$201  = c_rd == 4'h8;
-  assign \$202  = \$200  & \$201 ;
-  assign \$203  = ~ c_trap;
-  assign \$204  = trace_valid & \$203 ;
-  assign \$205  = c_rd == 4'h9;
-  assign \$206  = \$204  & \$205 ;
-  assign \$207  = ~ c_trap;
-  assign \$208  = trace_valid & \$207 ;
-  assign \$209  = c_rd == 4'ha;
-  assign \$210  = \$208  & \$209 ;
-  assign \$211  = ~ c_trap;
-  assign \$212  = trace_valid & \$211 ;
-  assign \$213  = c_rd == 4'hb;
-  assign \$214  = \$212  & \$213 ;
-  assign \$215  = ~ c_trap;
-  assign \$216  = trace_valid & \$215 ;
-  assign \$217  = c_rd == 4'hc;
-  assign \$218  = \$216  & \$217 ;
-  assign \$219  = ~ c_trap;
-  assign \$220  = trace_valid & \$219 ;
-  assign \$221  = c_rd == 4'hd;
-  assign \$222  = \$220  & \$221 ;
-  assign \$223  = ~ c_trap;
-  assign \$224  = trace_valid & \$223 ;
-  assign \$225  = c_rd == 4'he;
-  assign \$226  = \$224  & \$225 ;
-  assign \$227  = ~ c_trap;
-  assign \$228  = trace_valid & \$227 ;
-  assign \$229  = c_rd == 4'hf;
-  assign \$230  = \$228  & \$229 ;
-  assign \$231  = ~ c_trap;
-  assign \$232  = trace_valid & \$231 ;
-  assign \$233  = c_rd == 5'h10;
-  assign \$234  = \$232  & \$233 ;
-  assign \$235  = ~ c_trap;
-  assign \$236  = trace_valid & \$235 ;
-  assign \$237  = c_rd == 5'h11;
-  assign \$238  = \$236  & \$237 ;
-  assign \$239  = ~ c_trap;
-  assign \$240  = trace_valid & \$239 ;
-  assign \$241  = c_rd == 5'h12;
-  assign \$242  = \$240  & \$241 ;
-  assign \$243  = ~ c_trap;
-  assign \$244  = trace_valid & \$243 ;
-  assign \$245  = c_rd == 5'h13;
-  assign \$246  = \$244  & \$245 ;
-  assign \$247  = ~ c_trap;
-  assign \$248  = trace_valid & \$247 ;
-  assign \$249  = c_rd == 5'h14;
-  assign \$250  = \$248  & \$249 ;
-  assign \$251  = ~ c_trap;
-  assign \$252  = trace_valid & \$251 ;
-  assign \$253  = c_rd == 5'h15;
-  assign \$254  = \$252  & \$253 ;
-  assign \$255  = ~ c_trap;
-  assign \$256  = trace_valid & \$255 ;
-  assign \$257  = c_rd == 5'h16;
-  assign \$258  = \$256  & \$257 ;
-  assign \$259  = ~ c_trap;
-  assign \$260  = trace_valid & \$259 ;
-  assign \$261  = c_rd == 5'h17;
-  assign \$262  = \$260  & \$261 ;
-  assign \$263  = ~ c_trap;
-  assign \$264  = trace_valid & \$263 ;
-  assign \$265  = c_rd == 5'h18;
-  assign \$266  = \$264  & \$265 ;
-  assign \$267  = ~ c_trap;
-  assign \$268  = trace_valid & \$267 ;
-  assign \$269  = c_rd == 5'h19;
-  assign \$270  = \$268  & \$269 ;
-  assign \$271  = ~ c_trap;
-  assign \$272  = trace_valid & \$271 ;
-  assign \$273  = c_rd == 5'h1a;
-  assign \$274  = \$272  & \$273 ;
-  assign \$275  = ~ c_trap;
-  assign \$276  = trace_valid & \$275 ;
-  assign \$277  = c_rd == 5'h1b;
-  assign \$278  = \$276  & \$277 ;
-  assign \$279  = ~ c_trap;
-  assign \$280  = trace_valid & \$279 ;
-  assign \$281  = c_rd == 5'h1c;
-  assign \$282  = \$280  & \$281 ;
-  assign \$283  = ~ c_trap;
-  assign \$284  = trace_valid & \$283 ;
-  assign \$285  = c_rd == 5'h1d;
-  assign \$286  = \$284  & \$285 ;
-  assign \$287  = ~ c_trap;
-  assign \$288  = trace_valid & \$287 ;
-  assign \$289  = c_rd == 5'h1e;
-  assign \$290  = \$288  & \$289 ;
-  assign \$291  = ~ c_trap;
-  assign \$292  = trace_valid & \$291 ;
-  assign \$293  = c_rd == 5'h1f;
-  assign \$294  = \$292  & \$293 ;
-  assign \$295  = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign \$296  = trace_valid & c_trap;
-  assign \$297  = ~ c_trap;
-  assign \$298  = trace_valid & \$297 ;
-  assign \$299  = \$298  & c_mret;
-  assign \$300  = ~ c_trap;
-  assign \$301  = trace_valid & \$300 ;
-  assign \$302  = \$301  & c_csr_we;
-  assign \$303  = ! pc[31:14];
-  assign \$304  = ! pc[1:0];
-  assign \$305  = \$303  & \$304 ;
-  assign \$306  = ! next_pc[31:14];
-  assign \$307  = ! next_pc[1:0];
-  assign \$308  = \$306  & \$307 ;
-  assign \$309  = ! next_pc[31:14];
-  assign \$310  = ! next_pc[1:0];
-  assign \$311  = \$309  & \$310 ;
-  assign \$312  = insn[6:0] == 6'h33;
-  assign \$313  = insn[31:25] == 1'h1;
-  assign \$314  = \$312  & \$313 ;
-  assign \$315  = ~ insn[12];
-  assign \$316  = \$315  & rs1v[31];
-  assign \$317  = - rs1v;
-  assign \$318  = \$316  ? \$317  : { 1'h0, rs1v };
-  assign \$319  = ~ insn[12];
-  assign \$320  = \$319  & rs2v[31];
-  assign \$321  = - rs2v;
-  assign \$322  = \$320  ? \$321  : { 1'h0, rs2v };
-  assign \$323  = ! rs2v;
-  assign \$324  = ~ insn[12];
-  assign \$325  = \$324  & rs1v[31];
-  assign \$326  = ~ insn[12];
-  assign \$327  = \$326  & rs2v[31];
-  assign \$328  = \$325  ^ \$327 ;
-  assign \$329  = ~ insn[12];
-  assign \$330  = \$329  & rs1v[31];
-  assign \$331  = insn[6:0] == 6'h23;
-  assign \$332  = ! insn[14:12];
-  assign \$333  = insn[14:12] == 1'h1;
-  assign \$334  = \$332  | \$333 ;
-  assign \$335  = insn[14:12] == 2'h2;
-  assign \$336  = \$334  | \$335 ;
-  assign \$337  = ~ \$336 ;
-  assign \$338  = insn[14:12] != 2'h3;
-  assign \$339  = insn[14:12] != 3'h6;
-  assign \$340  = \$338  & \$339 ;
-  assign \$341  = insn[14:12] != 3'h7;
-  assign \$342  = \$340  & \$341 ;
-  assign \$343  = ~ \$342 ;
-  assign \$344  = \$331  ? \$337  : \$343 ;
-  assign \$345  = insn[6:0] == 6'h23;
-  assign \$346  = ! next_pc[31:14];
-  assign \$347  = ! next_pc[1:0];
-  assign \$348  = \$346  & \$347 ;
-  assign \$349  = ! next_pc[31:14];
-  assign \$350  = ! next_pc[1:0];
-  assign \$351  = \$349  & \$350 ;
-  assign \$352  = ! next_pc[31:14];
-  assign \$353  = ! next_pc[1:0];
-  assign \$354  = \$352  & \$353 ;
-  assign \$355  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
-  assign \$356  = $signed(mul_ra) * $signed(mul_rb[32:17]);
-  assign \$357  = ! next_pc[31:14];
-  assign \$358  = ! next_pc[1:0];
-  assign \$359  = \$357  & \$358 ;
-  assign \$360  = div_cnt + 1'h1;
-  assign \$361  = div_cnt == 5'h1f;
-  assign \$362  = ! next_pc[31:14];
-  assign \$363  = ! next_pc[1:0];
-  assign \$364  = \$362  & \$363 ;
-  assign \$365  = ~ run;
+  assign \$181  = \$180  & c_mret;
+  assign \$182  = ~ c_trap;
+  assign \$183  = trace_valid & \$182 ;
+  assign \$184  = \$183  & c_csr_we;
+  assign \$185  = ~ iload;
+  assign \$186  = f_slot & \$185 ;
+  assign \$187  = ! f_addr[31:14];
+  assign \$188  = ! f_addr[1:0];
+  assign \$189  = \$187  & \$188 ;
+  assign \$191  = flush | c_sleep;
+  assign \$192  = written >> d_word[19:15];
+  assign \$193  = \$192  ? \$signature__data  : 32'd0;
+  assign \$194  = written >> d_word[24:20];
+  assign \$195  = \$194  ? rf_rs2__data : 32'd0;
+  assign \$196  = | wb_rd;
+  assign \$197  = e_valid & \$196 ;
+  assign \$198  = wb_rd == d_word[19:15];
+  assign \$199  = \$197  & \$198 ;
+  assign \$200  = | wb_rd;
+  assign \$201  = e_valid & \$200 ;
+  assign \$202  = wb_rd == d_word[24:20];
+  assign \$203  = \$201  & \$202 ;
+  assign \$204  = ~ e_valid;
+  assign \$205  = ir[6:0] == 6'h33;
+  assign \$206  = ir[31:25] == 1'h1;
+  assign \$207  = \$205  & \$206 ;
+  assign \$208  = ~ ir[12];
+  assign \$209  = \$208  & rs1v[31];
+  assign \$210  = - rs1v;
+  assign \$211  = \$209  ? \$210  : { 1'h0, rs1v };
+  assign \$212  = ~ ir[12];
+  assign \$213  = \$212  & rs2v[31];
+  assign \$214  = - rs2v;
+  assign \$215  = \$213  ? \$214  : { 1'h0, rs2v };
+  assign \$216  = ! rs2v;
+  assign \$217  = ~ ir[12];
+  assign \$218  = \$217  & rs1v[31];
+  assign \$219  = ~ ir[12];
+  assign \$220  = \$219  & rs2v[31];
+  assign \$221  = \$218  ^ \$220 ;
+  assign \$222  = ~ ir[12];
+  assign \$223  = \$222  & rs1v[31];
+  assign \$224  = ir[6:0] == 6'h23;
+  assign \$225  = ! ir[14:12];
+  assign \$226  = ir[14:12] == 1'h1;
+  assign \$227  = \$225  | \$226 ;
+  assign \$228  = ir[14:12] == 2'h2;
+  assign \$229  = \$227  | \$228 ;
+  assign \$230  = ~ \$229 ;
+  assign \$231  = ir[14:12] != 2'h3;
+  assign \$232  = ir[14:12] != 3'h6;
+  assign \$233  = \$231  & \$232 ;
+  assign \$234  = ir[14:12] != 3'h7;
+  assign \$235  = \$233  & \$234 ;
+  assign \$236  = ~ \$235 ;
+  assign \$237  = \$224  ? \$230  : \$236 ;
+  assign \$238  = ls_misaligned | ls_fault;
+  assign \$239  = ir[6:0] == 6'h23;
+  assign \$240  = ~ c_jump;
+  assign \$241  = trace_valid & \$240 ;
+  assign \$242  = ~ c_trap;
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
+  assign \$245  = $signed(mul_ra) * $signed(mul_rb[32:17]);
+  assign \$246  = div_cnt + 1'h1;
+  assign \$247  = div_cnt == 5'h1f;
+  assign \$248  = ~ run;
   always @(posedge clk)
-    x1 <= \$366 ;
+    d_ir <= \$249 ;
   always @(posedge clk)
-    x2 <= \$367 ;
+    written <= \$250 ;
   always @(posedge clk)
-    x3 <= \$368 ;
+    mepc <= \$251 ;
   always @(posedge clk)
-    x4 <= \$369 ;
+    mcause <= \$252 ;
   always @(posedge clk)
-    x5 <= \$370 ;
+    mtval <= \$253 ;
   always @(posedge clk)
-    x6 <= \$371 ;
+    st_mpie <= \$254 ;
   always @(posedge clk)
-    x7 <= \$372 ;
+    \$signal  <= \$255 ;
   always @(posedge clk)
-    x8 <= \$373 ;
+    mcycle <= \$256 ;
   always @(posedge clk)
-    x9 <= \$374 ;
+    minstret <= \$257 ;
   always @(posedge clk)
-    x10 <= \$375 ;
+    ie_mtie <= \$258 ;
   always @(posedge clk)
-    x11 <= \$376 ;
+    \$signal$38  <= \$259 ;
   always @(posedge clk)
-    x12 <= \$377 ;
+    mtvec <= \$260 ;
   always @(posedge clk)
-    x13 <= \$378 ;
+    mscratch <= \$261 ;
   always @(posedge clk)
-    x14 <= \$379 ;
+    f_last <= \$262 ;
   always @(posedge clk)
-    x15 <= \$380 ;
+    d_valid <= \$263 ;
   always @(posedge clk)
-    x16 <= \$381 ;
+    d_fresh <= \$264 ;
   always @(posedge clk)
-    x17 <= \$382 ;
+    d_fault <= \$265 ;
   always @(posedge clk)
-    x18 <= \$383 ;
+    d_pc <= \$266 ;
   always @(posedge clk)
-    x19 <= \$384 ;
+    f_again <= \$267 ;
   always @(posedge clk)
-    x20 <= \$385 ;
+    e_valid <= \$268 ;
   always @(posedge clk)
-    x21 <= \$386 ;
+    pc <= \$269 ;
   always @(posedge clk)
-    x22 <= \$387 ;
+    ir <= \$270 ;
   always @(posedge clk)
-    x23 <= \$388 ;
+    e_fault <= \$271 ;
   always @(posedge clk)
-    x24 <= \$389 ;
+    e_rs1_read <= \$272 ;
   always @(posedge clk)
-    x25 <= \$390 ;
+    e_rs2_read <= \$273 ;
   always @(posedge clk)
-    x26 <= \$391 ;
+    e_byp1 <= \$274 ;
   always @(posedge clk)
-    x27 <= \$392 ;
+    e_byp2 <= \$275 ;
   always @(posedge clk)
-    x28 <= \$393 ;
+    fw_val <= \$276 ;
   always @(posedge clk)
-    x29 <= \$394 ;
+    div_quo <= \$277 ;
   always @(posedge clk)
-    x30 <= \$395 ;
+    div_rem <= \$278 ;
   always @(posedge clk)
-    x31 <= \$396 ;
+    div_den <= \$279 ;
   always @(posedge clk)
-    pc <= \$397 ;
+    div_cnt <= \$280 ;
   always @(posedge clk)
-    mepc <= \$398 ;
+    div_a <= \$281 ;
   always @(posedge clk)
-    mcause <= \$399 ;
+    div_zero <= \$282 ;
   always @(posedge clk)
-    mtval <= \$400 ;
+    div_negq <= \$283 ;
   always @(posedge clk)
-    st_mpie <= \$401 ;
+    div_negr <= \$284 ;
   always @(posedge clk)
-    \$signal  <= \$402 ;
+    core_fsm_state <= \$285 ;
   always @(posedge clk)
-    mcycle <= \$403 ;
+    mul_ra <= \$286 ;
   always @(posedge clk)
-    minstret <= \$404 ;
+    mul_rb <= \$287 ;
   always @(posedge clk)
-    ie_mtie <= \$405 ;
+    ls_addr_r <= \$288 ;
   always @(posedge clk)
-    \$signal$61  <= \$406 ;
+    ls_misaligned_r <= \$289 ;
   always @(posedge clk)
-    mtvec <= \$407 ;
+    ld_off <= \$290 ;
   always @(posedge clk)
-    mscratch <= \$408 ;
+    dbus__en <= \$291 ;
   always @(posedge clk)
-    core_fsm_state <= \$409 ;
+    dbus__we <= \$292 ;
   always @(posedge clk)
-    ir <= \$410 ;
+    dbus__wdata <= \$293 ;
   always @(posedge clk)
-    div_quo <= \$411 ;
+    dbus__wstrb <= \$294 ;
   always @(posedge clk)
-    div_rem <= \$412 ;
+    mul_lo <= \$295 ;
   always @(posedge clk)
-    div_den <= \$413 ;
-  always @(posedge clk)
-    div_cnt <= \$414 ;
-  always @(posedge clk)
-    div_a <= \$415 ;
-  always @(posedge clk)
-    div_zero <= \$416 ;
-  always @(posedge clk)
-    div_negq <= \$417 ;
-  always @(posedge clk)
-    div_negr <= \$418 ;
-  always @(posedge clk)
-    mul_ra <= \$419 ;
-  always @(posedge clk)
-    mul_rb <= \$420 ;
-  always @(posedge clk)
-    dbus__addr <= \$421 ;
-  always @(posedge clk)
-    ld_off <= \$422 ;
-  always @(posedge clk)
-    dbus__en <= \$423 ;
-  always @(posedge clk)
-    dbus__we <= \$424 ;
-  always @(posedge clk)
-    dbus__wdata <= \$425 ;
-  always @(posedge clk)
-    dbus__wstrb <= \$426 ;
-  always @(posedge clk)
-    mul_lo <= \$427 ;
-  always @(posedge clk)
-    mul_hi <= \$428 ;
+    mul_hi <= \$296 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
-    casez (insn[19:15])
-      5'h00:
-          rs1v = 32'd0;
-      5'h01:
-          rs1v = x1;
-      5'h02:
-          rs1v = x2;
-      5'h03:
-          rs1v = x3;
-      5'h04:
-          rs1v = x4;
-      5'h05:
-          rs1v = x5;
-      5'h06:
-          rs1v = x6;
-      5'h07:
-          rs1v = x7;
-      5'h08:
-          rs1v = x8;
-      5'h09:
-          rs1v = x9;
-      5'h0a:
-          rs1v = x10;
-      5'h0b:
-          rs1v = x11;
-      5'h0c:
-          rs1v = x12;
-      5'h0d:
-          rs1v = x13;
-      5'h0e:
-          rs1v = x14;
-      5'h0f:
-          rs1v = x15;
-      5'h10:
-          rs1v = x16;
-      5'h11:
-          rs1v = x17;
-      5'h12:
-          rs1v = x18;
-      5'h13:
-          rs1v = x19;
-      5'h14:
-          rs1v = x20;
-      5'h15:
-          rs1v = x21;
-      5'h16:
-          rs1v = x22;
-      5'h17:
-          rs1v = x23;
-      5'h18:
-          rs1v = x24;
-      5'h19:
-          rs1v = x25;
-      5'h1a:
-          rs1v = x26;
-      5'h1b:
-          rs1v = x27;
-      5'h1c:
-          rs1v = x28;
-      5'h1d:
-          rs1v = x29;
-      5'h1e:
-          rs1v = x30;
-      5'h1f:
-          rs1v = x31;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (insn[24:20])
-      5'h00:
-          rs2v = 32'd0;
-      5'h01:
-          rs2v = x1;
-      5'h02:
-          rs2v = x2;
-      5'h03:
-          rs2v = x3;
-      5'h04:
-          rs2v = x4;
-      5'h05:
-          rs2v = x5;
-      5'h06:
-          rs2v = x6;
-      5'h07:
-          rs2v = x7;
-      5'h08:
-          rs2v = x8;
-      5'h09:
-          rs2v = x9;
-      5'h0a:
-          rs2v = x10;
-      5'h0b:
-          rs2v = x11;
-      5'h0c:
-          rs2v = x12;
-      5'h0d:
-          rs2v = x13;
-      5'h0e:
-          rs2v = x14;
-      5'h0f:
-          rs2v = x15;
-      5'h10:
-          rs2v = x16;
-      5'h11:
-          rs2v = x17;
-      5'h12:
-          rs2v = x18;
-      5'h13:
-          rs2v = x19;
-      5'h14:
-          rs2v = x20;
-      5'h15:
-          rs2v = x21;
-      5'h16:
-          rs2v = x22;
-      5'h17:
-          rs2v = x23;
-      5'h18:
-          rs2v = x24;
-      5'h19:
-          rs2v = x25;
-      5'h1a:
-          rs2v = x26;
-      5'h1b:
-          rs2v = x27;
-      5'h1c:
-          rs2v = x28;
-      5'h1d:
-          rs2v = x29;
-      5'h1e:
-          rs2v = x30;
-      5'h1f:
-          rs2v = x31;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (insn[14:12])
+    casez (ir[14:12])
       3'h0:
-          alu_res = \$7 [31:0];
+          alu_res = \$9 [31:0];
       3'h1:
-          alu_res = \$8 [31:0];
+          alu_res = \$10 [31:0];
       3'h2:
-          alu_res = { 31'h00000000, \$9  };
+          alu_res = { 31'h00000000, \$11  };
       3'h3:
-          alu_res = { 31'h00000000, \$10  };
+          alu_res = { 31'h00000000, \$12  };
       3'h4:
-          alu_res = \$11 ;
+          alu_res = \$13 ;
       3'h5:
-          alu_res = \$14 ;
-      3'h6:
-          alu_res = \$15 ;
-      3'h7:
           alu_res = \$16 ;
+      3'h6:
+          alu_res = \$17 ;
+      3'h7:
+          alu_res = \$18 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     br_taken = 1'h0;
-    casez (insn[14:12])
+    casez (ir[14:12])
       3'h0:
-          br_taken = \$39 ;
-      3'h1:
           br_taken = \$41 ;
+      3'h1:
+          br_taken = \$43 ;
       3'h4:
-          br_taken = \$42 ;
-      3'h5:
           br_taken = \$44 ;
+      3'h5:
+          br_taken = \$46 ;
       3'h6:
-          br_taken = \$45 ;
-      3'h7:
           br_taken = \$47 ;
+      3'h7:
+          br_taken = \$49 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     csr_old = 32'd0;
-    casez (insn[31:20])
+    casez (ir[31:20])
       12'h300:
           csr_old = { 24'h000018, st_mpie, 3'h0, \$signal , 3'h0 };
       12'h301:
           csr_old = 32'd1073746176;
       12'h304:
-          csr_old = { 20'h00000, \$signal$61 , 3'h0, ie_mtie, 7'h00 };
+          csr_old = { 20'h00000, \$signal$38 , 3'h0, ie_mtie, 7'h00 };
       12'h305:
           csr_old = { mtvec, 2'h0 };
       12'h340:
@@ -7431,7 +7064,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     csr_known = 1'h0;
-    casez (insn[31:20])
+    casez (ir[31:20])
       12'h300:
           csr_known = 1'h1;
       12'h301:
@@ -7473,7 +7106,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     csr_ro = 1'h0;
-    casez (insn[31:20])
+    casez (ir[31:20])
       12'h300:
           csr_ro = 1'h0;
       12'h301:
@@ -7515,23 +7148,23 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     csr_wval = 32'd0;
-    casez (insn[13:12])
+    casez (ir[13:12])
       2'h1:
           csr_wval = csr_src;
       2'h2:
-          csr_wval = \$52 ;
-      2'h3:
           csr_wval = \$54 ;
+      2'h3:
+          csr_wval = \$56 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
-    casez (insn[13:12])
+    casez (ir[13:12])
       2'h0:
-          ls_strb = \$71 [3:0];
+          ls_strb = \$73 [3:0];
       2'h1:
-          ls_strb = \$72 ;
+          ls_strb = \$74 ;
       default:
           ls_strb = 4'hf;
     endcase
@@ -7539,7 +7172,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
-    casez (insn[13:12])
+    casez (ir[13:12])
       2'h0:
           st_data = { rs2v[7:0], rs2v[7:0], rs2v[7:0], rs2v[7:0] };
       2'h1:
@@ -7551,7 +7184,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
-    casez (insn[14:12])
+    casez (ir[14:12])
       3'h0:
           ld_val = { ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7], ld_shift[7:0] };
       3'h1:
@@ -7567,119 +7200,71 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__en = 1'h0;
+    if (\$109 ) begin
+      imem__en = f_slot;
+    end
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$91 ) begin
-            imem__en = 1'h1;
-          end else begin
-            if (c_sleep) begin
-            end else if (\$95 ) begin
-              imem__en = 1'h1;
-            end
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-            if (c_sleep) begin
-            end else if (\$98 ) begin
-              imem__en = 1'h1;
-            end
-          end else begin
-            if (trace_valid) begin
-              if (c_sleep) begin
-              end else if (\$139 ) begin
-                imem__en = 1'h1;
-              end
-            end
-          end
-      4'h6:
-          if (dbus__ack) begin
-            if (c_sleep) begin
-            end else if (\$144 ) begin
-              imem__en = 1'h1;
-            end
-          end
-      4'h5:
-          imem__en = 1'h1;
-      4'h7:
-          if (c_sleep) begin
-          end else if (\$147 ) begin
-            imem__en = 1'h1;
-          end
-      4'h4:
           /* empty */;
-      4'h8:
-          if (c_sleep) begin
-          end else if (\$150 ) begin
-            imem__en = 1'h1;
-          end
+      4'h5:
+          /* empty */;
       4'h3:
           /* empty */;
-      4'h9:
-          if (c_sleep) begin
-          end else if (\$160 ) begin
-            imem__en = 1'h1;
-          end
+      4'h4:
+          imem__en = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__addr = 12'h000;
+    if (\$109 ) begin
+      imem__addr = f_addr[13:2];
+    end
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          imem__addr = ls_addr_r[13:2];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    e_free = 1'h0;
     casez (core_fsm_state)
       4'h0:
           (* full_case = 32'd1 *)
-          if (\$91 ) begin
-            imem__addr = pc[13:2];
+          if (\$110 ) begin
+            e_free = 1'h1;
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
             if (c_sleep) begin
-            end else if (\$95 ) begin
-              imem__addr = next_pc[13:2];
-            end
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-            if (c_sleep) begin
-            end else if (\$98 ) begin
-              imem__addr = next_pc[13:2];
-            end
-          end else begin
-            if (trace_valid) begin
-              if (c_sleep) begin
-              end else if (\$139 ) begin
-                imem__addr = next_pc[13:2];
-              end
-            end
-          end
-      4'h6:
-          if (dbus__ack) begin
-            if (c_sleep) begin
-            end else if (\$144 ) begin
-              imem__addr = next_pc[13:2];
+            end else if (\$150 ) begin
+              e_free = 1'h1;
             end
           end
       4'h5:
-          imem__addr = dbus__addr[13:2];
-      4'h7:
-          if (c_sleep) begin
-          end else if (\$147 ) begin
-            imem__addr = next_pc[13:2];
-          end
-      4'h4:
-          /* empty */;
-      4'h8:
-          if (c_sleep) begin
-          end else if (\$150 ) begin
-            imem__addr = next_pc[13:2];
+          if (dbus__ack) begin
+            e_free = 1'h1;
           end
       4'h3:
           /* empty */;
+      4'h4:
+          /* empty */;
+      4'h7:
+          e_free = 1'h1;
+      4'h2:
+          /* empty */;
+      4'h8:
+          e_free = 1'h1;
+      4'h1:
+          /* empty */;
       4'h9:
-          if (c_sleep) begin
-          end else if (\$160 ) begin
-            imem__addr = next_pc[13:2];
-          end
+          e_free = 1'h1;
     endcase
   end
   always @* begin
@@ -7688,24 +7273,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     casez (core_fsm_state)
       4'h0:
           (* full_case = 32'd1 *)
-          if (\$91 ) begin
-          end else begin
-            (* full_case = 32'd1 *)
-            if (irq_take) begin
-              trace_valid = 1'h1;
-            end else if (\$92 ) begin
-              trace_valid = 1'h1;
-            end else begin
-              trace_valid = 1'h1;
-            end
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
+            trace_valid = 1'h1;
+          end else if (e_fault) begin
             trace_valid = 1'h1;
           end else begin
             (* full_case = 32'd1 *)
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   trace_valid = 1'h1;
               7'h17:
@@ -7714,14 +7289,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_valid = 1'h1;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$100 ) begin
+                  if (\$115 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$103 ) begin
+                  if (\$118 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
@@ -7735,38 +7310,34 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$107 ) begin
+                  if (\$121 ) begin
                   end else if (op_alu_legal) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h03, 7'h23:
-                  if (\$121 ) begin
-                    trace_valid = 1'h1;
-                  end else if (ls_misaligned) begin
-                    trace_valid = 1'h1;
-                  end else if (ls_fault) begin
+                  if (\$135 ) begin
                     trace_valid = 1'h1;
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$128 ) begin
+                  if (\$138 ) begin
                     trace_valid = 1'h1;
                   end else begin
                     trace_valid = 1'h1;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$129 ) begin
+                  if (\$139 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$130 ) begin
+                    if (\$140 ) begin
                       trace_valid = 1'h1;
-                    end else if (\$131 ) begin
+                    end else if (\$141 ) begin
                       trace_valid = 1'h1;
-                    end else if (\$132 ) begin
+                    end else if (\$142 ) begin
                       trace_valid = 1'h1;
-                    end else if (\$133 ) begin
+                    end else if (\$143 ) begin
                       trace_valid = 1'h1;
                     end else begin
                       trace_valid = 1'h1;
@@ -7780,19 +7351,26 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   trace_valid = 1'h1;
             endcase
           end
-      4'h6:
+      4'h5:
           if (dbus__ack) begin
             trace_valid = 1'h1;
           end
-      4'h5:
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (ls_misaligned_r) begin
+            trace_valid = 1'h1;
+          end else begin
+            trace_valid = 1'h1;
+          end
+      4'h4:
           /* empty */;
       4'h7:
           trace_valid = 1'h1;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h8:
           trace_valid = 1'h1;
-      4'h3:
+      4'h1:
           /* empty */;
       4'h9:
           trace_valid = 1'h1;
@@ -7804,24 +7382,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     casez (core_fsm_state)
       4'h0:
           (* full_case = 32'd1 *)
-          if (\$91 ) begin
-          end else begin
-            (* full_case = 32'd1 *)
-            if (irq_take) begin
-              c_trap = 1'h1;
-            end else if (\$92 ) begin
-              c_trap = 1'h1;
-            end else begin
-              c_trap = 1'h1;
-            end
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
+            c_trap = 1'h1;
+          end else if (e_fault) begin
             c_trap = 1'h1;
           end else begin
             (* full_case = 32'd1 *)
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -7830,13 +7398,13 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$100 ) begin
+                  if (\$115 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$103 ) begin
+                  if (\$118 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
@@ -7848,34 +7416,30 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$107 ) begin
+                  if (\$121 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h03, 7'h23:
-                  if (\$121 ) begin
-                    c_trap = 1'h1;
-                  end else if (ls_misaligned) begin
-                    c_trap = 1'h1;
-                  end else if (ls_fault) begin
+                  if (\$135 ) begin
                     c_trap = 1'h1;
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$128 ) begin
+                  if (\$138 ) begin
                   end else begin
                     c_trap = 1'h1;
                   end
               7'h73:
-                  if (\$129 ) begin
+                  if (\$139 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$130 ) begin
+                    if (\$140 ) begin
                       c_trap = 1'h1;
-                    end else if (\$131 ) begin
+                    end else if (\$141 ) begin
                       c_trap = 1'h1;
-                    end else if (\$132 ) begin
-                    end else if (\$133 ) begin
+                    end else if (\$142 ) begin
+                    end else if (\$143 ) begin
                     end else begin
                       c_trap = 1'h1;
                     end
@@ -7886,6 +7450,15 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   c_trap = 1'h1;
             endcase
           end
+      4'h5:
+          /* empty */;
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (ls_misaligned_r) begin
+            c_trap = 1'h1;
+          end else begin
+            c_trap = 1'h1;
+          end
     endcase
   end
   always @* begin
@@ -7894,24 +7467,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     casez (core_fsm_state)
       4'h0:
           (* full_case = 32'd1 *)
-          if (\$91 ) begin
-          end else begin
-            (* full_case = 32'd1 *)
-            if (irq_take) begin
-              c_cause = 32'd2147483659;
-            end else if (\$92 ) begin
-              c_cause = 32'd0;
-            end else begin
-              c_cause = 32'd1;
-            end
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
             c_cause = 32'd2147483659;
+          end else if (e_fault) begin
+            c_cause = { 31'h00000000, \$113  };
           end else begin
             (* full_case = 32'd1 *)
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -7920,13 +7483,13 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$100 ) begin
+                  if (\$115 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$103 ) begin
+                  if (\$118 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
@@ -7938,34 +7501,30 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$107 ) begin
+                  if (\$121 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h03, 7'h23:
-                  if (\$121 ) begin
+                  if (\$135 ) begin
                     c_cause = 32'd2;
-                  end else if (ls_misaligned) begin
-                    c_cause = { 29'h00000000, \$123  };
-                  end else if (ls_fault) begin
-                    c_cause = { 29'h00000000, \$125  };
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$128 ) begin
+                  if (\$138 ) begin
                   end else begin
                     c_cause = 32'd2;
                   end
               7'h73:
-                  if (\$129 ) begin
+                  if (\$139 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$130 ) begin
+                    if (\$140 ) begin
                       c_cause = 32'd11;
-                    end else if (\$131 ) begin
+                    end else if (\$141 ) begin
                       c_cause = 32'd3;
-                    end else if (\$132 ) begin
-                    end else if (\$133 ) begin
+                    end else if (\$142 ) begin
+                    end else if (\$143 ) begin
                     end else begin
                       c_cause = 32'd2;
                     end
@@ -7976,6 +7535,15 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   c_cause = 32'd2;
             endcase
           end
+      4'h5:
+          /* empty */;
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (ls_misaligned_r) begin
+            c_cause = { 29'h00000000, \$154  };
+          end else begin
+            c_cause = { 29'h00000000, \$156  };
+          end
     endcase
   end
   always @* begin
@@ -7984,24 +7552,14 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     casez (core_fsm_state)
       4'h0:
           (* full_case = 32'd1 *)
-          if (\$91 ) begin
-          end else begin
-            (* full_case = 32'd1 *)
-            if (irq_take) begin
-              c_tval = 32'd0;
-            end else if (\$92 ) begin
-              c_tval = pc;
-            end else begin
-              c_tval = pc;
-            end
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
             c_tval = 32'd0;
+          end else if (e_fault) begin
+            c_tval = pc;
           end else begin
             (* full_case = 32'd1 *)
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -8010,72 +7568,67 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$100 ) begin
+                  if (\$115 ) begin
                   end else begin
-                    c_tval = insn;
+                    c_tval = ir;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$103 ) begin
+                  if (\$118 ) begin
                   end else begin
-                    c_tval = insn;
+                    c_tval = ir;
                   end
               7'h13:
                   (* full_case = 32'd1 *)
                   if (op_imm_legal) begin
                   end else begin
-                    c_tval = insn;
+                    c_tval = ir;
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$107 ) begin
+                  if (\$121 ) begin
                   end else if (op_alu_legal) begin
                   end else begin
-                    c_tval = insn;
+                    c_tval = ir;
                   end
               7'h03, 7'h23:
-                  if (\$121 ) begin
-                    c_tval = insn;
-                  end else if (ls_misaligned) begin
-                    c_tval = \$65 [31:0];
-                  end else if (ls_fault) begin
-                    c_tval = \$65 [31:0];
+                  if (\$135 ) begin
+                    c_tval = ir;
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$128 ) begin
+                  if (\$138 ) begin
                   end else begin
-                    c_tval = insn;
+                    c_tval = ir;
                   end
               7'h73:
-                  if (\$129 ) begin
+                  if (\$139 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$130 ) begin
+                    if (\$140 ) begin
                       c_tval = 32'd0;
-                    end else if (\$131 ) begin
+                    end else if (\$141 ) begin
                       c_tval = 32'd0;
-                    end else if (\$132 ) begin
-                    end else if (\$133 ) begin
+                    end else if (\$142 ) begin
+                    end else if (\$143 ) begin
                     end else begin
-                      c_tval = insn;
+                      c_tval = ir;
                     end
                   end else if (csr_illegal) begin
-                    c_tval = insn;
+                    c_tval = ir;
                   end
               default:
-                  c_tval = insn;
+                  c_tval = ir;
             endcase
           end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    in_exec = 1'h0;
-    casez (core_fsm_state)
-      4'h0:
+      4'h5:
           /* empty */;
-      4'h1:
-          in_exec = 1'h1;
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (ls_misaligned_r) begin
+            c_tval = ls_addr_r;
+          end else begin
+            c_tval = ls_addr_r;
+          end
     endcase
   end
   always @* begin
@@ -8083,104 +7636,107 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     trace_insn = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
-            trace_insn = imem__data;
+          if (\$110 ) begin
+          end else if (irq_take) begin
+            trace_insn = \$111 ;
+          end else if (e_fault) begin
           end else begin
             (* full_case = 32'd1 *)
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
-                  trace_insn = insn;
+                  trace_insn = ir;
               7'h17:
-                  trace_insn = insn;
+                  trace_insn = ir;
               7'h6f:
-                  trace_insn = insn;
+                  trace_insn = ir;
               7'h67:
                   (* full_case = 32'd1 *)
-                  if (\$100 ) begin
-                    trace_insn = insn;
+                  if (\$115 ) begin
+                    trace_insn = ir;
                   end else begin
-                    trace_insn = insn;
+                    trace_insn = ir;
                   end
               7'h63:
                   (* full_case = 32'd1 *)
-                  if (\$103 ) begin
-                    trace_insn = insn;
+                  if (\$118 ) begin
+                    trace_insn = ir;
                   end else begin
-                    trace_insn = insn;
+                    trace_insn = ir;
                   end
               7'h13:
                   (* full_case = 32'd1 *)
                   if (op_imm_legal) begin
-                    trace_insn = insn;
+                    trace_insn = ir;
                   end else begin
-                    trace_insn = insn;
+                    trace_insn = ir;
                   end
               7'h33:
                   (* full_case = 32'd1 *)
-                  if (\$107 ) begin
+                  if (\$121 ) begin
                   end else if (op_alu_legal) begin
-                    trace_insn = insn;
+                    trace_insn = ir;
                   end else begin
-                    trace_insn = insn;
+                    trace_insn = ir;
                   end
               7'h03, 7'h23:
-                  if (\$121 ) begin
-                    trace_insn = insn;
-                  end else if (ls_misaligned) begin
-                    trace_insn = insn;
-                  end else if (ls_fault) begin
-                    trace_insn = insn;
+                  if (\$135 ) begin
+                    trace_insn = ir;
                   end
               7'h0f:
                   (* full_case = 32'd1 *)
-                  if (\$128 ) begin
-                    trace_insn = insn;
+                  if (\$138 ) begin
+                    trace_insn = ir;
                   end else begin
-                    trace_insn = insn;
+                    trace_insn = ir;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$129 ) begin
+                  if (\$139 ) begin
                     (* full_case = 32'd1 *)
-                    if (\$130 ) begin
-                      trace_insn = insn;
-                    end else if (\$131 ) begin
-                      trace_insn = insn;
-                    end else if (\$132 ) begin
-                      trace_insn = insn;
-                    end else if (\$133 ) begin
-                      trace_insn = insn;
+                    if (\$140 ) begin
+                      trace_insn = ir;
+                    end else if (\$141 ) begin
+                      trace_insn = ir;
+                    end else if (\$142 ) begin
+                      trace_insn = ir;
+                    end else if (\$143 ) begin
+                      trace_insn = ir;
                     end else begin
-                      trace_insn = insn;
+                      trace_insn = ir;
                     end
                   end else if (csr_illegal) begin
-                    trace_insn = insn;
+                    trace_insn = ir;
                   end else begin
-                    trace_insn = insn;
+                    trace_insn = ir;
                   end
               default:
-                  trace_insn = insn;
+                  trace_insn = ir;
             endcase
           end
-      4'h6:
-          if (dbus__ack) begin
-            trace_insn = insn;
-          end
       4'h5:
-          /* empty */;
-      4'h7:
-          trace_insn = insn;
+          if (dbus__ack) begin
+            trace_insn = ir;
+          end
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (ls_misaligned_r) begin
+            trace_insn = ir;
+          end else begin
+            trace_insn = ir;
+          end
       4'h4:
           /* empty */;
+      4'h7:
+          trace_insn = ir;
+      4'h2:
+          /* empty */;
       4'h8:
-          trace_insn = insn;
-      4'h3:
+          trace_insn = ir;
+      4'h1:
           /* empty */;
       4'h9:
-          trace_insn = insn;
+          trace_insn = ir;
     endcase
   end
   always @* begin
@@ -8188,73 +7744,75 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_rd = 5'h00;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
-                  c_rd = insn[11:7];
+                  c_rd = ir[11:7];
               7'h17:
-                  c_rd = insn[11:7];
+                  c_rd = ir[11:7];
               7'h6f:
-                  c_rd = insn[11:7];
+                  c_rd = ir[11:7];
               7'h67:
-                  if (\$100 ) begin
-                    c_rd = insn[11:7];
+                  if (\$115 ) begin
+                    c_rd = ir[11:7];
                   end
               7'h63:
-                  if (\$103 ) begin
+                  if (\$118 ) begin
                     c_rd = 5'h00;
                   end
               7'h13:
                   if (op_imm_legal) begin
-                    c_rd = insn[11:7];
+                    c_rd = ir[11:7];
                   end
               7'h33:
-                  if (\$107 ) begin
+                  if (\$121 ) begin
                   end else if (op_alu_legal) begin
-                    c_rd = insn[11:7];
+                    c_rd = ir[11:7];
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$128 ) begin
+                  if (\$138 ) begin
                     c_rd = 5'h00;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$129 ) begin
-                    if (\$130 ) begin
-                    end else if (\$131 ) begin
-                    end else if (\$132 ) begin
+                  if (\$139 ) begin
+                    if (\$140 ) begin
+                    end else if (\$141 ) begin
+                    end else if (\$142 ) begin
                       c_rd = 5'h00;
-                    end else if (\$133 ) begin
+                    end else if (\$143 ) begin
                       c_rd = 5'h00;
                     end
                   end else if (csr_illegal) begin
                   end else begin
-                    c_rd = insn[11:7];
+                    c_rd = ir[11:7];
                   end
             endcase
           end
-      4'h6:
-          if (dbus__ack) begin
-            c_rd = \$141 ;
-          end
       4'h5:
-          /* empty */;
-      4'h7:
-          c_rd = insn[11:7];
-      4'h4:
-          /* empty */;
-      4'h8:
-          c_rd = insn[11:7];
+          if (dbus__ack) begin
+            c_rd = \$152 ;
+          end
       4'h3:
           /* empty */;
+      4'h4:
+          /* empty */;
+      4'h7:
+          c_rd = ir[11:7];
+      4'h2:
+          /* empty */;
+      4'h8:
+          c_rd = ir[11:7];
+      4'h1:
+          /* empty */;
       4'h9:
-          c_rd = insn[11:7];
+          c_rd = ir[11:7];
     endcase
   end
   always @* begin
@@ -8262,24 +7820,24 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_value = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
-                  c_value = { insn[31:12], 12'h000 };
+                  c_value = { ir[31:12], 12'h000 };
               7'h17:
-                  c_value = \$99 [31:0];
+                  c_value = \$114 [31:0];
               7'h6f:
-                  c_value = \$1 [31:0];
+                  c_value = \$3 [31:0];
               7'h67:
-                  if (\$100 ) begin
-                    c_value = \$1 [31:0];
+                  if (\$115 ) begin
+                    c_value = \$3 [31:0];
                   end
               7'h63:
-                  if (\$103 ) begin
+                  if (\$118 ) begin
                     c_value = 32'd0;
                   end
               7'h13:
@@ -8287,24 +7845,24 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                     c_value = alu_res;
                   end
               7'h33:
-                  if (\$107 ) begin
+                  if (\$121 ) begin
                   end else if (op_alu_legal) begin
                     c_value = alu_res;
                   end
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$128 ) begin
+                  if (\$138 ) begin
                     c_value = 32'd0;
                   end
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$129 ) begin
-                    if (\$130 ) begin
-                    end else if (\$131 ) begin
-                    end else if (\$132 ) begin
+                  if (\$139 ) begin
+                    if (\$140 ) begin
+                    end else if (\$141 ) begin
+                    end else if (\$142 ) begin
                       c_value = 32'd0;
-                    end else if (\$133 ) begin
+                    end else if (\$143 ) begin
                       c_value = 32'd0;
                     end
                   end else if (csr_illegal) begin
@@ -8313,22 +7871,24 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   end
             endcase
           end
-      4'h6:
+      4'h5:
           if (dbus__ack) begin
             c_value = ld_val;
           end
-      4'h5:
+      4'h3:
+          /* empty */;
+      4'h4:
           /* empty */;
       4'h7:
           c_value = ld_val;
-      4'h4:
+      4'h2:
           /* empty */;
       4'h8:
           c_value = mul_res;
-      4'h3:
+      4'h1:
           /* empty */;
       4'h9:
-          c_value = \$157 [31:0];
+          c_value = \$163 [31:0];
     endcase
   end
   always @* begin
@@ -8336,73 +7896,89 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_npc = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
-                  c_npc = \$1 [31:0];
+                  /* empty */;
               7'h17:
-                  c_npc = \$1 [31:0];
+                  /* empty */;
               7'h6f:
-                  c_npc = \$49 [31:0];
+                  c_npc = \$51 [31:0];
               7'h67:
-                  if (\$100 ) begin
-                    c_npc = \$51 [31:0];
+                  if (\$115 ) begin
+                    c_npc = \$53 [31:0];
                   end
               7'h63:
-                  if (\$103 ) begin
-                    c_npc = \$104 ;
+                  if (\$118 ) begin
+                    c_npc = \$50 [31:0];
                   end
               7'h13:
-                  if (op_imm_legal) begin
-                    c_npc = \$1 [31:0];
-                  end
+                  /* empty */;
               7'h33:
-                  if (\$107 ) begin
-                  end else if (op_alu_legal) begin
-                    c_npc = \$1 [31:0];
-                  end
+                  /* empty */;
               7'h03, 7'h23:
                   /* empty */;
               7'h0f:
-                  if (\$128 ) begin
-                    c_npc = \$1 [31:0];
-                  end
+                  /* empty */;
               7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$129 ) begin
-                    if (\$130 ) begin
-                    end else if (\$131 ) begin
-                    end else if (\$132 ) begin
+                  if (\$139 ) begin
+                    if (\$140 ) begin
+                    end else if (\$141 ) begin
+                    end else if (\$142 ) begin
                       c_npc = { mepc, 2'h0 };
-                    end else if (\$133 ) begin
-                      c_npc = \$1 [31:0];
                     end
-                  end else if (csr_illegal) begin
-                  end else begin
-                    c_npc = \$1 [31:0];
                   end
             endcase
           end
-      4'h6:
-          if (dbus__ack) begin
-            c_npc = \$1 [31:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    c_jump = 1'h0;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$110 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  c_jump = 1'h1;
+              7'h67:
+                  if (\$115 ) begin
+                    c_jump = 1'h1;
+                  end
+              7'h63:
+                  if (\$118 ) begin
+                    c_jump = br_taken;
+                  end
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  /* empty */;
+              7'h0f:
+                  /* empty */;
+              7'h73:
+                  if (\$139 ) begin
+                    if (\$140 ) begin
+                    end else if (\$141 ) begin
+                    end else if (\$142 ) begin
+                      c_jump = 1'h1;
+                    end
+                  end
+            endcase
           end
-      4'h5:
-          /* empty */;
-      4'h7:
-          c_npc = \$1 [31:0];
-      4'h4:
-          /* empty */;
-      4'h8:
-          c_npc = \$1 [31:0];
-      4'h3:
-          /* empty */;
-      4'h9:
-          c_npc = \$1 [31:0];
     endcase
   end
   always @* begin
@@ -8410,12 +7986,12 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_mret = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -8435,10 +8011,10 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h0f:
                   /* empty */;
               7'h73:
-                  if (\$129 ) begin
-                    if (\$130 ) begin
-                    end else if (\$131 ) begin
-                    end else if (\$132 ) begin
+                  if (\$139 ) begin
+                    if (\$140 ) begin
+                    end else if (\$141 ) begin
+                    end else if (\$142 ) begin
                       c_mret = 1'h1;
                     end
                   end
@@ -8451,12 +8027,12 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_sleep = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -8476,11 +8052,11 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h0f:
                   /* empty */;
               7'h73:
-                  if (\$129 ) begin
-                    if (\$130 ) begin
-                    end else if (\$131 ) begin
-                    end else if (\$132 ) begin
-                    end else if (\$133 ) begin
+                  if (\$139 ) begin
+                    if (\$140 ) begin
+                    end else if (\$141 ) begin
+                    end else if (\$142 ) begin
+                    end else if (\$143 ) begin
                       c_sleep = 1'h1;
                     end
                   end
@@ -8493,12 +8069,12 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_csr_we = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$110 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -8519,10 +8095,10 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h73:
                   (* full_case = 32'd1 *)
-                  if (\$129 ) begin
+                  if (\$139 ) begin
                   end else if (csr_illegal) begin
                   end else begin
-                    c_csr_we = \$136 ;
+                    c_csr_we = \$146 ;
                   end
             endcase
           end
@@ -8534,14 +8110,28 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     casez (core_fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h6:
-          ld_word = dbus__rdata;
       4'h5:
+          ld_word = dbus__rdata;
+      4'h3:
+          /* empty */;
+      4'h4:
           /* empty */;
       4'h7:
           ld_word = imem__data;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    iload = 1'h0;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          iload = 1'h1;
     endcase
   end
   always @* begin
@@ -8550,450 +8140,123 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     casez (core_fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h6:
-          /* empty */;
       4'h5:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h8:
           /* empty */;
       4'h3:
           /* empty */;
-      4'h9:
+      4'h4:
+          /* empty */;
+      4'h7:
           /* empty */;
       4'h2:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h6:
           sleeping = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$366  = x1;
-    if (\$174 ) begin
-      \$366  = c_value;
-    end
-    if (\$365 ) begin
-      \$366  = 32'd0;
+    \$249  = d_word;
+    if (\$248 ) begin
+      \$249  = 32'd0;
     end
     if (rst) begin
-      \$366  = 32'd0;
+      \$249  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$367  = x2;
+    \$250  = written;
+    if (\$177 ) begin
+      (* full_case = 32'd1 *)
+      casez (c_rd)
+        5'h00:
+            \$250 [0] = 1'h1;
+        5'h01:
+            \$250 [1] = 1'h1;
+        5'h02:
+            \$250 [2] = 1'h1;
+        5'h03:
+            \$250 [3] = 1'h1;
+        5'h04:
+            \$250 [4] = 1'h1;
+        5'h05:
+            \$250 [5] = 1'h1;
+        5'h06:
+            \$250 [6] = 1'h1;
+        5'h07:
+            \$250 [7] = 1'h1;
+        5'h08:
+            \$250 [8] = 1'h1;
+        5'h09:
+            \$250 [9] = 1'h1;
+        5'h0a:
+            \$250 [10] = 1'h1;
+        5'h0b:
+            \$250 [11] = 1'h1;
+        5'h0c:
+            \$250 [12] = 1'h1;
+        5'h0d:
+            \$250 [13] = 1'h1;
+        5'h0e:
+            \$250 [14] = 1'h1;
+        5'h0f:
+            \$250 [15] = 1'h1;
+        5'h10:
+            \$250 [16] = 1'h1;
+        5'h11:
+            \$250 [17] = 1'h1;
+        5'h12:
+            \$250 [18] = 1'h1;
+        5'h13:
+            \$250 [19] = 1'h1;
+        5'h14:
+            \$250 [20] = 1'h1;
+        5'h15:
+            \$250 [21] = 1'h1;
+        5'h16:
+            \$250 [22] = 1'h1;
+        5'h17:
+            \$250 [23] = 1'h1;
+        5'h18:
+            \$250 [24] = 1'h1;
+        5'h19:
+            \$250 [25] = 1'h1;
+        5'h1a:
+            \$250 [26] = 1'h1;
+        5'h1b:
+            \$250 [27] = 1'h1;
+        5'h1c:
+            \$250 [28] = 1'h1;
+        5'h1d:
+            \$250 [29] = 1'h1;
+        5'h1e:
+            \$250 [30] = 1'h1;
+        5'h1f:
+            \$250 [31] = 1'h1;
+      endcase
+    end
+    if (\$248 ) begin
+      \$250  = 32'd0;
+    end
+    if (rst) begin
+      \$250  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$251  = mepc;
     if (\$178 ) begin
-      \$367  = c_value;
+      \$251  = pc[31:2];
     end
-    if (\$365 ) begin
-      \$367  = 32'd0;
-    end
-    if (rst) begin
-      \$367  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$368  = x3;
-    if (\$182 ) begin
-      \$368  = c_value;
-    end
-    if (\$365 ) begin
-      \$368  = 32'd0;
-    end
-    if (rst) begin
-      \$368  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$369  = x4;
-    if (\$186 ) begin
-      \$369  = c_value;
-    end
-    if (\$365 ) begin
-      \$369  = 32'd0;
-    end
-    if (rst) begin
-      \$369  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$370  = x5;
-    if (\$190 ) begin
-      \$370  = c_value;
-    end
-    if (\$365 ) begin
-      \$370  = 32'd0;
-    end
-    if (rst) begin
-      \$370  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$371  = x6;
-    if (\$194 ) begin
-      \$371  = c_value;
-    end
-    if (\$365 ) begin
-      \$371  = 32'd0;
-    end
-    if (rst) begin
-      \$371  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$372  = x7;
-    if (\$198 ) begin
-      \$372  = c_value;
-    end
-    if (\$365 ) begin
-      \$372  = 32'd0;
-    end
-    if (rst) begin
-      \$372  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$373  = x8;
-    if (\$202 ) begin
-      \$373  = c_value;
-    end
-    if (\$365 ) begin
-      \$373  = 32'd0;
-    end
-    if (rst) begin
-      \$373  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$374  = x9;
-    if (\$206 ) begin
-      \$374  = c_value;
-    end
-    if (\$365 ) begin
-      \$374  = 32'd0;
-    end
-    if (rst) begin
-      \$374  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$375  = x10;
-    if (\$210 ) begin
-      \$375  = c_value;
-    end
-    if (\$365 ) begin
-      \$375  = 32'd0;
-    end
-    if (rst) begin
-      \$375  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$376  = x11;
-    if (\$214 ) begin
-      \$376  = c_value;
-    end
-    if (\$365 ) begin
-      \$376  = 32'd0;
-    end
-    if (rst) begin
-      \$376  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$377  = x12;
-    if (\$218 ) begin
-      \$377  = c_value;
-    end
-    if (\$365 ) begin
-      \$377  = 32'd0;
-    end
-    if (rst) begin
-      \$377  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$378  = x13;
-    if (\$222 ) begin
-      \$378  = c_value;
-    end
-    if (\$365 ) begin
-      \$378  = 32'd0;
-    end
-    if (rst) begin
-      \$378  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$379  = x14;
-    if (\$226 ) begin
-      \$379  = c_value;
-    end
-    if (\$365 ) begin
-      \$379  = 32'd0;
-    end
-    if (rst) begin
-      \$379  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$380  = x15;
-    if (\$230 ) begin
-      \$380  = c_value;
-    end
-    if (\$365 ) begin
-      \$380  = 32'd0;
-    end
-    if (rst) begin
-      \$380  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$381  = x16;
-    if (\$234 ) begin
-      \$381  = c_value;
-    end
-    if (\$365 ) begin
-      \$381  = 32'd0;
-    end
-    if (rst) begin
-      \$381  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$382  = x17;
-    if (\$238 ) begin
-      \$382  = c_value;
-    end
-    if (\$365 ) begin
-      \$382  = 32'd0;
-    end
-    if (rst) begin
-      \$382  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$383  = x18;
-    if (\$242 ) begin
-      \$383  = c_value;
-    end
-    if (\$365 ) begin
-      \$383  = 32'd0;
-    end
-    if (rst) begin
-      \$383  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$384  = x19;
-    if (\$246 ) begin
-      \$384  = c_value;
-    end
-    if (\$365 ) begin
-      \$384  = 32'd0;
-    end
-    if (rst) begin
-      \$384  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$385  = x20;
-    if (\$250 ) begin
-      \$385  = c_value;
-    end
-    if (\$365 ) begin
-      \$385  = 32'd0;
-    end
-    if (rst) begin
-      \$385  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$386  = x21;
-    if (\$254 ) begin
-      \$386  = c_value;
-    end
-    if (\$365 ) begin
-      \$386  = 32'd0;
-    end
-    if (rst) begin
-      \$386  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$387  = x22;
-    if (\$258 ) begin
-      \$387  = c_value;
-    end
-    if (\$365 ) begin
-      \$387  = 32'd0;
-    end
-    if (rst) begin
-      \$387  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$388  = x23;
-    if (\$262 ) begin
-      \$388  = c_value;
-    end
-    if (\$365 ) begin
-      \$388  = 32'd0;
-    end
-    if (rst) begin
-      \$388  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$389  = x24;
-    if (\$266 ) begin
-      \$389  = c_value;
-    end
-    if (\$365 ) begin
-      \$389  = 32'd0;
-    end
-    if (rst) begin
-      \$389  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$390  = x25;
-    if (\$270 ) begin
-      \$390  = c_value;
-    end
-    if (\$365 ) begin
-      \$390  = 32'd0;
-    end
-    if (rst) begin
-      \$390  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$391  = x26;
-    if (\$274 ) begin
-      \$391  = c_value;
-    end
-    if (\$365 ) begin
-      \$391  = 32'd0;
-    end
-    if (rst) begin
-      \$391  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$392  = x27;
-    if (\$278 ) begin
-      \$392  = c_value;
-    end
-    if (\$365 ) begin
-      \$392  = 32'd0;
-    end
-    if (rst) begin
-      \$392  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$393  = x28;
-    if (\$282 ) begin
-      \$393  = c_value;
-    end
-    if (\$365 ) begin
-      \$393  = 32'd0;
-    end
-    if (rst) begin
-      \$393  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$394  = x29;
-    if (\$286 ) begin
-      \$394  = c_value;
-    end
-    if (\$365 ) begin
-      \$394  = 32'd0;
-    end
-    if (rst) begin
-      \$394  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$395  = x30;
-    if (\$290 ) begin
-      \$395  = c_value;
-    end
-    if (\$365 ) begin
-      \$395  = 32'd0;
-    end
-    if (rst) begin
-      \$395  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$396  = x31;
-    if (\$294 ) begin
-      \$396  = c_value;
-    end
-    if (\$365 ) begin
-      \$396  = 32'd0;
-    end
-    if (rst) begin
-      \$396  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$397  = pc;
-    if (trace_valid) begin
-      \$397  = \$295 ;
-    end
-    if (\$365 ) begin
-      \$397  = 32'd0;
-    end
-    if (rst) begin
-      \$397  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$398  = mepc;
-    if (\$296 ) begin
-      \$398  = pc[31:2];
-    end
-    if (\$302 ) begin
-      casez (insn[31:20])
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
@@ -9003,24 +8266,24 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h340:
             /* empty */;
         12'h341:
-            \$398  = csr_wval[31:2];
+            \$251  = csr_wval[31:2];
       endcase
     end
-    if (\$365 ) begin
-      \$398  = 30'h00000000;
+    if (\$248 ) begin
+      \$251  = 30'h00000000;
     end
     if (rst) begin
-      \$398  = 30'h00000000;
+      \$251  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$399  = mcause;
-    if (\$296 ) begin
-      \$399  = c_cause;
+    \$252  = mcause;
+    if (\$178 ) begin
+      \$252  = c_cause;
     end
-    if (\$302 ) begin
-      casez (insn[31:20])
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
@@ -9032,24 +8295,24 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h341:
             /* empty */;
         12'h342:
-            \$399  = csr_wval;
+            \$252  = csr_wval;
       endcase
     end
-    if (\$365 ) begin
-      \$399  = 32'd0;
+    if (\$248 ) begin
+      \$252  = 32'd0;
     end
     if (rst) begin
-      \$399  = 32'd0;
+      \$252  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$400  = mtval;
-    if (\$296 ) begin
-      \$400  = c_tval;
+    \$253  = mtval;
+    if (\$178 ) begin
+      \$253  = c_tval;
     end
-    if (\$302 ) begin
-      casez (insn[31:20])
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
@@ -9063,65 +8326,65 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h342:
             /* empty */;
         12'h343:
-            \$400  = csr_wval;
+            \$253  = csr_wval;
       endcase
     end
-    if (\$365 ) begin
-      \$400  = 32'd0;
+    if (\$248 ) begin
+      \$253  = 32'd0;
     end
     if (rst) begin
-      \$400  = 32'd0;
+      \$253  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$401  = st_mpie;
-    if (\$296 ) begin
-      \$401  = \$signal ;
+    \$254  = st_mpie;
+    if (\$178 ) begin
+      \$254  = \$signal ;
     end
-    if (\$299 ) begin
-      \$401  = 1'h1;
+    if (\$181 ) begin
+      \$254  = 1'h1;
     end
-    if (\$302 ) begin
-      casez (insn[31:20])
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
-            \$401  = csr_wval[7];
+            \$254  = csr_wval[7];
       endcase
     end
-    if (\$365 ) begin
-      \$401  = 1'h0;
+    if (\$248 ) begin
+      \$254  = 1'h0;
     end
     if (rst) begin
-      \$401  = 1'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$402  = \$signal ;
-    if (\$296 ) begin
-      \$402  = 1'h0;
+    \$255  = \$signal ;
+    if (\$178 ) begin
+      \$255  = 1'h0;
     end
-    if (\$299 ) begin
-      \$402  = st_mpie;
+    if (\$181 ) begin
+      \$255  = st_mpie;
     end
-    if (\$302 ) begin
-      casez (insn[31:20])
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
-            \$402  = csr_wval[3];
+            \$255  = csr_wval[3];
       endcase
     end
-    if (\$365 ) begin
-      \$402  = 1'h0;
+    if (\$248 ) begin
+      \$255  = 1'h0;
     end
     if (rst) begin
-      \$402  = 1'h0;
+      \$255  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$403  = \$85 [63:0];
-    if (\$302 ) begin
-      casez (insn[31:20])
+    \$256  = \$102 [63:0];
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
@@ -9137,23 +8400,23 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h343:
             /* empty */;
         12'hb00:
-            \$403  = { \$85 [63:32], csr_wval };
+            \$256  = { \$102 [63:32], csr_wval };
         12'hb80:
-            \$403  = { csr_wval, \$85 [31:0] };
+            \$256  = { csr_wval, \$102 [31:0] };
       endcase
     end
-    if (\$365 ) begin
-      \$403  = 64'h0000000000000000;
+    if (\$248 ) begin
+      \$256  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$403  = 64'h0000000000000000;
+      \$256  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$404  = \$88 [63:0];
-    if (\$302 ) begin
-      casez (insn[31:20])
+    \$257  = \$105 [63:0];
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
@@ -9173,79 +8436,79 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'hb80:
             /* empty */;
         12'hb02:
-            \$404  = { \$88 [63:32], csr_wval };
+            \$257  = { \$105 [63:32], csr_wval };
         12'hb82:
-            \$404  = { csr_wval, \$88 [31:0] };
+            \$257  = { csr_wval, \$105 [31:0] };
       endcase
     end
-    if (\$365 ) begin
-      \$404  = 64'h0000000000000000;
+    if (\$248 ) begin
+      \$257  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$404  = 64'h0000000000000000;
+      \$257  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$405  = ie_mtie;
-    if (\$302 ) begin
-      casez (insn[31:20])
+    \$258  = ie_mtie;
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$405  = csr_wval[7];
+            \$258  = csr_wval[7];
       endcase
     end
-    if (\$365 ) begin
-      \$405  = 1'h0;
+    if (\$248 ) begin
+      \$258  = 1'h0;
     end
     if (rst) begin
-      \$405  = 1'h0;
+      \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$406  = \$signal$61 ;
-    if (\$302 ) begin
-      casez (insn[31:20])
+    \$259  = \$signal$38 ;
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$406  = csr_wval[11];
+            \$259  = csr_wval[11];
       endcase
     end
-    if (\$365 ) begin
-      \$406  = 1'h0;
+    if (\$248 ) begin
+      \$259  = 1'h0;
     end
     if (rst) begin
-      \$406  = 1'h0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$407  = mtvec;
-    if (\$302 ) begin
-      casez (insn[31:20])
+    \$260  = mtvec;
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
             /* empty */;
         12'h305:
-            \$407  = csr_wval[31:2];
+            \$260  = csr_wval[31:2];
       endcase
     end
-    if (\$365 ) begin
-      \$407  = 30'h00000000;
+    if (\$248 ) begin
+      \$260  = 30'h00000000;
     end
     if (rst) begin
-      \$407  = 30'h00000000;
+      \$260  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$408  = mscratch;
-    if (\$302 ) begin
-      casez (insn[31:20])
+    \$261  = mscratch;
+    if (\$184 ) begin
+      casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
@@ -9253,47 +8516,261 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h305:
             /* empty */;
         12'h340:
-            \$408  = csr_wval;
+            \$261  = csr_wval;
       endcase
     end
-    if (\$365 ) begin
-      \$408  = 32'd0;
+    if (\$248 ) begin
+      \$261  = 32'd0;
     end
     if (rst) begin
-      \$408  = 32'd0;
+      \$261  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$409  = core_fsm_state;
+    \$262  = f_last;
+    if (f_slot) begin
+      \$262  = f_addr;
+    end
+    if (\$248 ) begin
+      \$262  = 32'd0;
+    end
+    if (rst) begin
+      \$262  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$263  = d_valid;
+    if (\$186 ) begin
+      (* full_case = 32'd1 *)
+      if (\$189 ) begin
+        \$263  = 1'h1;
+      end else begin
+        \$263  = 1'h1;
+      end
+    end else if (f_slot) begin
+      \$263  = 1'h0;
+    end
+    if (\$248 ) begin
+      \$263  = 1'h0;
+    end
+    if (rst) begin
+      \$263  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$186 ) begin
+      (* full_case = 32'd1 *)
+      if (\$189 ) begin
+        \$264  = 1'h1;
+      end else begin
+        \$264  = 1'h0;
+      end
+    end else if (f_slot) begin
+      \$264  = 1'h0;
+    end else begin
+      \$264  = 1'h0;
+    end
+    if (\$248 ) begin
+      \$264  = 1'h0;
+    end
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$265  = d_fault;
+    if (\$186 ) begin
+      (* full_case = 32'd1 *)
+      if (\$189 ) begin
+        \$265  = 1'h0;
+      end else begin
+        \$265  = 1'h1;
+      end
+    end
+    if (\$248 ) begin
+      \$265  = 1'h0;
+    end
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$266  = d_pc;
+    if (\$186 ) begin
+      (* full_case = 32'd1 *)
+      if (\$189 ) begin
+        \$266  = f_addr;
+      end else begin
+        \$266  = f_addr;
+      end
+    end
+    if (\$248 ) begin
+      \$266  = 32'd0;
+    end
+    if (rst) begin
+      \$266  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$267  = f_again;
+    if (\$186 ) begin
+      (* full_case = 32'd1 *)
+      if (\$189 ) begin
+        \$267  = \$190 ;
+      end else begin
+        \$267  = 1'h1;
+      end
+    end else if (f_slot) begin
+      \$267  = 1'h1;
+    end
+    if (\$248 ) begin
+      \$267  = 1'h1;
+    end
+    if (rst) begin
+      \$267  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$268  = e_valid;
+    if (\$191 ) begin
+      \$268  = 1'h0;
+    end else if (e_free) begin
+      \$268  = d_valid;
+    end
+    if (\$248 ) begin
+      \$268  = 1'h0;
+    end
+    if (rst) begin
+      \$268  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$269  = pc;
+    if (\$191 ) begin
+    end else if (e_free) begin
+      \$269  = d_pc;
+    end
+    if (\$248 ) begin
+      \$269  = 32'd0;
+    end
+    if (rst) begin
+      \$269  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$270  = ir;
+    if (\$191 ) begin
+    end else if (e_free) begin
+      \$270  = d_word;
+    end
+    if (\$248 ) begin
+      \$270  = 32'd0;
+    end
+    if (rst) begin
+      \$270  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$271  = e_fault;
+    if (\$191 ) begin
+    end else if (e_free) begin
+      \$271  = d_fault;
+    end
+    if (\$248 ) begin
+      \$271  = 1'h0;
+    end
+    if (rst) begin
+      \$271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$272  = e_rs1_read;
+    if (\$191 ) begin
+    end else if (e_free) begin
+      \$272  = \$193 ;
+    end
+    if (\$248 ) begin
+      \$272  = 32'd0;
+    end
+    if (rst) begin
+      \$272  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$273  = e_rs2_read;
+    if (\$191 ) begin
+    end else if (e_free) begin
+      \$273  = \$195 ;
+    end
+    if (\$248 ) begin
+      \$273  = 32'd0;
+    end
+    if (rst) begin
+      \$273  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$274  = e_byp1;
+    if (\$191 ) begin
+    end else if (e_free) begin
+      \$274  = \$199 ;
+    end
+    if (\$248 ) begin
+      \$274  = 1'h0;
+    end
+    if (rst) begin
+      \$274  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$275  = e_byp2;
+    if (\$191 ) begin
+    end else if (e_free) begin
+      \$275  = \$203 ;
+    end
+    if (\$248 ) begin
+      \$275  = 1'h0;
+    end
+    if (rst) begin
+      \$275  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$276  = c_value;
+    if (\$248 ) begin
+      \$276  = 32'd0;
+    end
+    if (rst) begin
+      \$276  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$277  = div_quo;
     casez (core_fsm_state)
       4'h0:
           (* full_case = 32'd1 *)
-          if (\$305 ) begin
-            \$409  = 4'h1;
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            (* full_case = 32'd1 *)
-            if (c_sleep) begin
-              \$409  = 4'h2;
-            end else if (\$308 ) begin
-              \$409  = 4'h1;
-            end else begin
-              \$409  = 4'h0;
-            end
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-            (* full_case = 32'd1 *)
-            if (c_sleep) begin
-              \$409  = 4'h2;
-            end else if (\$311 ) begin
-              \$409  = 4'h1;
-            end else begin
-              \$409  = 4'h0;
-            end
-          end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -9307,121 +8784,439 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$314 ) begin
+                  if (\$207 ) begin
+                    if (ir[14]) begin
+                      \$277  = \$211 [31:0];
+                    end
+                  end
+            endcase
+          end
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$84 [32]) begin
+            \$277  = { div_quo[30:0], 1'h0 };
+          end else begin
+            \$277  = { div_quo[30:0], 1'h1 };
+          end
+    endcase
+    if (\$248 ) begin
+      \$277  = 32'd0;
+    end
+    if (rst) begin
+      \$277  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$278  = div_rem;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$207 ) begin
+                    if (ir[14]) begin
+                      \$278  = 32'd0;
+                    end
+                  end
+            endcase
+          end
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$84 [32]) begin
+            \$278  = { div_rem[30:0], div_quo[31] };
+          end else begin
+            \$278  = \$84 [31:0];
+          end
+    endcase
+    if (\$248 ) begin
+      \$278  = 32'd0;
+    end
+    if (rst) begin
+      \$278  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$279  = div_den;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$207 ) begin
+                    if (ir[14]) begin
+                      \$279  = \$215 [31:0];
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$248 ) begin
+      \$279  = 32'd0;
+    end
+    if (rst) begin
+      \$279  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$280  = div_cnt;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$207 ) begin
+                    if (ir[14]) begin
+                      \$280  = 5'h00;
+                    end
+                  end
+            endcase
+          end
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h1:
+          \$280  = \$246 [4:0];
+    endcase
+    if (\$248 ) begin
+      \$280  = 5'h00;
+    end
+    if (rst) begin
+      \$280  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$281  = div_a;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$207 ) begin
+                    if (ir[14]) begin
+                      \$281  = rs1v;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$248 ) begin
+      \$281  = 32'd0;
+    end
+    if (rst) begin
+      \$281  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$282  = div_zero;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$207 ) begin
+                    if (ir[14]) begin
+                      \$282  = \$216 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$248 ) begin
+      \$282  = 1'h0;
+    end
+    if (rst) begin
+      \$282  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$283  = div_negq;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$207 ) begin
+                    if (ir[14]) begin
+                      \$283  = \$221 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$248 ) begin
+      \$283  = 1'h0;
+    end
+    if (rst) begin
+      \$283  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$284  = div_negr;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$207 ) begin
+                    if (ir[14]) begin
+                      \$284  = \$223 ;
+                    end
+                  end
+            endcase
+          end
+    endcase
+    if (\$248 ) begin
+      \$284  = 1'h0;
+    end
+    if (rst) begin
+      \$284  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$285  = core_fsm_state;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  if (\$207 ) begin
                     (* full_case = 32'd1 *)
-                    if (insn[14]) begin
-                      \$409  = 4'h3;
+                    if (ir[14]) begin
+                      \$285  = 4'h1;
                     end else begin
-                      \$409  = 4'h4;
+                      \$285  = 4'h2;
                     end
                   end
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$344 ) begin
-                  end else if (ls_misaligned) begin
-                  end else if (ls_fault) begin
-                  end else if (ls_to_imem) begin
-                    \$409  = 4'h5;
+                  if (\$237 ) begin
                   end else begin
-                    \$409  = 4'h6;
+                    (* full_case = 32'd1 *)
+                    if (\$238 ) begin
+                      \$285  = 4'h3;
+                    end else if (ls_to_imem) begin
+                      \$285  = 4'h4;
+                    end else begin
+                      \$285  = 4'h5;
+                    end
                   end
             endcase
-            if (trace_valid) begin
-              (* full_case = 32'd1 *)
-              if (c_sleep) begin
-                \$409  = 4'h2;
-              end else if (\$348 ) begin
-                \$409  = 4'h1;
-              end else begin
-                \$409  = 4'h0;
-              end
-            end
-          end
-      4'h6:
-          if (dbus__ack) begin
-            (* full_case = 32'd1 *)
             if (c_sleep) begin
-              \$409  = 4'h2;
-            end else if (\$351 ) begin
-              \$409  = 4'h1;
-            end else begin
-              \$409  = 4'h0;
+              \$285  = 4'h6;
             end
           end
       4'h5:
-          \$409  = 4'h7;
-      4'h7:
-          (* full_case = 32'd1 *)
-          if (c_sleep) begin
-            \$409  = 4'h2;
-          end else if (\$354 ) begin
-            \$409  = 4'h1;
-          end else begin
-            \$409  = 4'h0;
-          end
-      4'h4:
-          \$409  = 4'h8;
-      4'h8:
-          (* full_case = 32'd1 *)
-          if (c_sleep) begin
-            \$409  = 4'h2;
-          end else if (\$359 ) begin
-            \$409  = 4'h1;
-          end else begin
-            \$409  = 4'h0;
+          if (dbus__ack) begin
+            \$285  = 4'h0;
           end
       4'h3:
-          if (\$361 ) begin
-            \$409  = 4'h9;
+          \$285  = 4'h0;
+      4'h4:
+          \$285  = 4'h7;
+      4'h7:
+          \$285  = 4'h0;
+      4'h2:
+          \$285  = 4'h8;
+      4'h8:
+          \$285  = 4'h0;
+      4'h1:
+          if (\$247 ) begin
+            \$285  = 4'h9;
           end
       4'h9:
-          (* full_case = 32'd1 *)
-          if (c_sleep) begin
-            \$409  = 4'h2;
-          end else if (\$364 ) begin
-            \$409  = 4'h1;
-          end else begin
-            \$409  = 4'h0;
-          end
-      4'h2:
+          \$285  = 4'h0;
+      4'h6:
           if (wake) begin
-            \$409  = 4'h0;
+            \$285  = 4'h0;
           end
     endcase
-    if (\$365 ) begin
-      \$409  = 4'h0;
+    if (\$248 ) begin
+      \$285  = 4'h0;
     end
     if (rst) begin
-      \$409  = 4'h0;
+      \$285  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$410  = ir;
+    \$286  = mul_ra;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
-          \$410  = imem__data;
-    endcase
-    if (\$365 ) begin
-      \$410  = 32'd0;
-    end
-    if (rst) begin
-      \$410  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$411  = div_quo;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -9435,392 +9230,34 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$314 ) begin
-                    if (insn[14]) begin
-                      \$411  = \$318 [31:0];
-                    end
-                  end
-            endcase
-          end
-      4'h6:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h3:
-          (* full_case = 32'd1 *)
-          if (\$82 [32]) begin
-            \$411  = { div_quo[30:0], 1'h0 };
-          end else begin
-            \$411  = { div_quo[30:0], 1'h1 };
-          end
-    endcase
-    if (\$365 ) begin
-      \$411  = 32'd0;
-    end
-    if (rst) begin
-      \$411  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$412  = div_rem;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$314 ) begin
-                    if (insn[14]) begin
-                      \$412  = 32'd0;
-                    end
-                  end
-            endcase
-          end
-      4'h6:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h3:
-          (* full_case = 32'd1 *)
-          if (\$82 [32]) begin
-            \$412  = { div_rem[30:0], div_quo[31] };
-          end else begin
-            \$412  = \$82 [31:0];
-          end
-    endcase
-    if (\$365 ) begin
-      \$412  = 32'd0;
-    end
-    if (rst) begin
-      \$412  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$413  = div_den;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$314 ) begin
-                    if (insn[14]) begin
-                      \$413  = \$322 [31:0];
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$365 ) begin
-      \$413  = 32'd0;
-    end
-    if (rst) begin
-      \$413  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$414  = div_cnt;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$314 ) begin
-                    if (insn[14]) begin
-                      \$414  = 5'h00;
-                    end
-                  end
-            endcase
-          end
-      4'h6:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h3:
-          \$414  = \$360 [4:0];
-    endcase
-    if (\$365 ) begin
-      \$414  = 5'h00;
-    end
-    if (rst) begin
-      \$414  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$415  = div_a;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$314 ) begin
-                    if (insn[14]) begin
-                      \$415  = rs1v;
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$365 ) begin
-      \$415  = 32'd0;
-    end
-    if (rst) begin
-      \$415  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$416  = div_zero;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$314 ) begin
-                    if (insn[14]) begin
-                      \$416  = \$323 ;
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$365 ) begin
-      \$416  = 1'h0;
-    end
-    if (rst) begin
-      \$416  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$417  = div_negq;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$314 ) begin
-                    if (insn[14]) begin
-                      \$417  = \$328 ;
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$365 ) begin
-      \$417  = 1'h0;
-    end
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$418  = div_negr;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$314 ) begin
-                    if (insn[14]) begin
-                      \$418  = \$330 ;
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$365 ) begin
-      \$418  = 1'h0;
-    end
-    if (rst) begin
-      \$418  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$419  = mul_ra;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (irq_take) begin
-          end else begin
-            casez (insn[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$314 ) begin
+                  if (\$207 ) begin
                     (* full_case = 32'd1 *)
-                    if (insn[14]) begin
+                    if (ir[14]) begin
                     end else begin
-                      \$419  = { \$33 , rs1v };
+                      \$286  = { \$35 , rs1v };
                     end
                   end
             endcase
           end
     endcase
-    if (\$365 ) begin
-      \$419  = 33'h000000000;
+    if (\$248 ) begin
+      \$286  = 33'h000000000;
     end
     if (rst) begin
-      \$419  = 33'h000000000;
+      \$286  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$420  = mul_rb;
+    \$287  = mul_rb;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -9834,34 +9271,34 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
               7'h13:
                   /* empty */;
               7'h33:
-                  if (\$314 ) begin
+                  if (\$207 ) begin
                     (* full_case = 32'd1 *)
-                    if (insn[14]) begin
+                    if (ir[14]) begin
                     end else begin
-                      \$420  = { \$35 , rs2v };
+                      \$287  = { \$37 , rs2v };
                     end
                   end
             endcase
           end
     endcase
-    if (\$365 ) begin
-      \$420  = 33'h000000000;
+    if (\$248 ) begin
+      \$287  = 33'h000000000;
     end
     if (rst) begin
-      \$420  = 33'h000000000;
+      \$287  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$421  = dbus__addr;
+    \$288  = ls_addr_r;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -9878,35 +9315,31 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$344 ) begin
-                  end else if (ls_misaligned) begin
-                  end else if (ls_fault) begin
-                  end else if (ls_to_imem) begin
-                    \$421  = { \$65 [31:2], 2'h0 };
+                  if (\$237 ) begin
                   end else begin
-                    \$421  = { \$65 [31:2], 2'h0 };
+                    \$288  = \$67 [31:0];
                   end
             endcase
           end
     endcase
-    if (\$365 ) begin
-      \$421  = 32'd0;
+    if (\$248 ) begin
+      \$288  = 32'd0;
     end
     if (rst) begin
-      \$421  = 32'd0;
+      \$288  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$422  = ld_off;
+    \$289  = ls_misaligned_r;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -9923,35 +9356,31 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$344 ) begin
-                  end else if (ls_misaligned) begin
-                  end else if (ls_fault) begin
-                  end else if (ls_to_imem) begin
-                    \$422  = \$65 [1:0];
+                  if (\$237 ) begin
                   end else begin
-                    \$422  = \$65 [1:0];
+                    \$289  = ls_misaligned;
                   end
             endcase
           end
     endcase
-    if (\$365 ) begin
-      \$422  = 2'h0;
+    if (\$248 ) begin
+      \$289  = 1'h0;
     end
     if (rst) begin
-      \$422  = 2'h0;
+      \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$423  = dbus__en;
+    \$290  = ld_off;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -9968,38 +9397,81 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$344 ) begin
-                  end else if (ls_misaligned) begin
-                  end else if (ls_fault) begin
-                  end else if (ls_to_imem) begin
+                  if (\$237 ) begin
                   end else begin
-                    \$423  = 1'h1;
+                    \$290  = \$67 [1:0];
                   end
             endcase
           end
-      4'h6:
+    endcase
+    if (\$248 ) begin
+      \$290  = 2'h0;
+    end
+    if (rst) begin
+      \$290  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$291  = dbus__en;
+    casez (core_fsm_state)
+      4'h0:
+          (* full_case = 32'd1 *)
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
+          end else begin
+            casez (ir[6:0])
+              7'h37:
+                  /* empty */;
+              7'h17:
+                  /* empty */;
+              7'h6f:
+                  /* empty */;
+              7'h67:
+                  /* empty */;
+              7'h63:
+                  /* empty */;
+              7'h13:
+                  /* empty */;
+              7'h33:
+                  /* empty */;
+              7'h03, 7'h23:
+                  (* full_case = 32'd1 *)
+                  if (\$237 ) begin
+                  end else begin
+                    (* full_case = 32'd1 *)
+                    if (\$238 ) begin
+                    end else if (ls_to_imem) begin
+                    end else begin
+                      \$291  = 1'h1;
+                    end
+                  end
+            endcase
+          end
+      4'h5:
           if (dbus__ack) begin
-            \$423  = 1'h0;
+            \$291  = 1'h0;
           end
     endcase
-    if (\$365 ) begin
-      \$423  = 1'h0;
+    if (\$248 ) begin
+      \$291  = 1'h0;
     end
     if (rst) begin
-      \$423  = 1'h0;
+      \$291  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$424  = dbus__we;
+    \$292  = dbus__we;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -10016,34 +9488,36 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$344 ) begin
-                  end else if (ls_misaligned) begin
-                  end else if (ls_fault) begin
-                  end else if (ls_to_imem) begin
+                  if (\$237 ) begin
                   end else begin
-                    \$424  = \$345 ;
+                    (* full_case = 32'd1 *)
+                    if (\$238 ) begin
+                    end else if (ls_to_imem) begin
+                    end else begin
+                      \$292  = \$239 ;
+                    end
                   end
             endcase
           end
     endcase
-    if (\$365 ) begin
-      \$424  = 1'h0;
+    if (\$248 ) begin
+      \$292  = 1'h0;
     end
     if (rst) begin
-      \$424  = 1'h0;
+      \$292  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$425  = dbus__wdata;
+    \$293  = dbus__wdata;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -10060,34 +9534,36 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$344 ) begin
-                  end else if (ls_misaligned) begin
-                  end else if (ls_fault) begin
-                  end else if (ls_to_imem) begin
+                  if (\$237 ) begin
                   end else begin
-                    \$425  = st_data;
+                    (* full_case = 32'd1 *)
+                    if (\$238 ) begin
+                    end else if (ls_to_imem) begin
+                    end else begin
+                      \$293  = st_data;
+                    end
                   end
             endcase
           end
     endcase
-    if (\$365 ) begin
-      \$425  = 32'd0;
+    if (\$248 ) begin
+      \$293  = 32'd0;
     end
     if (rst) begin
-      \$425  = 32'd0;
+      \$293  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$426  = dbus__wstrb;
+    \$294  = dbus__wstrb;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
           (* full_case = 32'd1 *)
-          if (irq_take) begin
+          if (\$204 ) begin
+          end else if (irq_take) begin
+          end else if (e_fault) begin
           end else begin
-            casez (insn[6:0])
+            casez (ir[6:0])
               7'h37:
                   /* empty */;
               7'h17:
@@ -10104,97 +9580,106 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
                   /* empty */;
               7'h03, 7'h23:
                   (* full_case = 32'd1 *)
-                  if (\$344 ) begin
-                  end else if (ls_misaligned) begin
-                  end else if (ls_fault) begin
-                  end else if (ls_to_imem) begin
+                  if (\$237 ) begin
                   end else begin
-                    \$426  = ls_strb;
+                    (* full_case = 32'd1 *)
+                    if (\$238 ) begin
+                    end else if (ls_to_imem) begin
+                    end else begin
+                      \$294  = ls_strb;
+                    end
                   end
             endcase
           end
     endcase
-    if (\$365 ) begin
-      \$426  = 4'h0;
+    if (\$248 ) begin
+      \$294  = 4'h0;
     end
     if (rst) begin
-      \$426  = 4'h0;
+      \$294  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$427  = mul_lo;
+    \$295  = mul_lo;
     casez (core_fsm_state)
       4'h0:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h6:
           /* empty */;
       4'h5:
           /* empty */;
-      4'h7:
+      4'h3:
           /* empty */;
       4'h4:
-          \$427  = { \$355 [49], \$355  };
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          \$295  = { \$244 [49], \$244  };
     endcase
-    if (\$365 ) begin
-      \$427  = 51'h0000000000000;
+    if (\$248 ) begin
+      \$295  = 51'h0000000000000;
     end
     if (rst) begin
-      \$427  = 51'h0000000000000;
+      \$295  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$428  = mul_hi;
+    \$296  = mul_hi;
     casez (core_fsm_state)
       4'h0:
           /* empty */;
-      4'h1:
-          /* empty */;
-      4'h6:
-          /* empty */;
       4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
           /* empty */;
       4'h7:
           /* empty */;
-      4'h4:
-          \$428  = { \$356 [48], \$356  };
+      4'h2:
+          \$296  = { \$245 [48], \$245  };
     endcase
-    if (\$365 ) begin
-      \$428  = 50'h0000000000000;
+    if (\$248 ) begin
+      \$296  = 50'h0000000000000;
     end
     if (rst) begin
-      \$428  = 50'h0000000000000;
+      \$296  = 50'h0000000000000;
     end
   end
-  assign x0 = 32'd0;
-  assign pc4 = \$1 [31:0];
-  assign mul_a = { \$33 , rs1v };
-  assign mul_b = { \$35 , rs2v };
-  assign product = \$37 [65:0];
-  assign br_target = \$48 [31:0];
-  assign jal_target = \$49 [31:0];
-  assign jalr_target = \$51 [31:0];
-  assign ls_addr = \$65 [31:0];
-  assign bus_addr = dbus__addr;
+  assign f_pc = \$2 [31:0];
+  assign pc4 = \$3 [31:0];
+  assign mul_a = { \$35 , rs1v };
+  assign mul_b = { \$37 , rs2v };
+  assign product = \$39 [65:0];
+  assign br_target = \$50 [31:0];
+  assign jal_target = \$51 [31:0];
+  assign jalr_target = \$53 [31:0];
+  assign ls_addr = \$67 [31:0];
+  assign bus_addr = { ls_addr_r[31:2], 2'h0 };
+  assign dbus__addr = { ls_addr_r[31:2], 2'h0 };
   assign bus_en = dbus__en;
   assign bus_we = dbus__we;
   assign bus_wdata = dbus__wdata;
   assign bus_wstrb = dbus__wstrb;
   assign div_rem_sh = { div_rem, div_quo[31] };
-  assign div_diff = \$82 [32:0];
+  assign div_diff = \$84 [32:0];
   assign c_valid = trace_valid;
   assign trace_pc = pc;
   assign c_insn = trace_insn;
   assign trace_trap = c_trap;
-  assign mcycle_inc = \$85 [63:0];
-  assign minstret_inc = \$88 [63:0];
+  assign rf_wr__addr = c_rd;
+  assign rf_wr__data = c_value;
+  assign mcycle_inc = \$102 [63:0];
+  assign minstret_inc = \$105 [63:0];
+  assign \$signature__addr  = d_word[19:15];
+  assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \$36  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
-  assign { \$51 [32], \$51 [0] } = 2'h0;
-  assign \$51 [31:1] = \$50 [31:1];
+  assign \port$8966$2  = ls_addr_r[31:2];
+  assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
+  assign { \$53 [32], \$53 [0] } = 2'h0;
+  assign \$53 [31:1] = \$52 [31:1];
+  assign \$190  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10359,10 +9844,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes
-, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$9047$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9258$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9391$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9405$0 , q_status0_resetting, q_consumer1_index, \port$9417$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9431$0 , q_status1_resetting, q_consumer2_index, \port$9443$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9457$0 , q_status2_resetting, q_consumer3_index, \port$9469$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9483$0 , q_status3_resetting, \port$9595$0 , \port$9603$0 , \port$9611$0 , \port$9619$0 , bus__awaddr);
+, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8807$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8990$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9125$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9139$0 , q_status0_resetting, q_consumer1_index, \port$9151$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9165$0 , q_status1_resetting, q_consumer2_index, \port$9177$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9191$0 , q_status2_resetting, q_consumer3_index, \port$9203$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9217$0 , q_status3_resetting, \port$9329$0 , \port$9337$0 , \port$9345$0 , \port$9353$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11610,34 +11095,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$9047$0 ;
-  wire [3:0] \port$9047$0 ;
-  input [3:0] \port$9258$0 ;
-  wire [3:0] \port$9258$0 ;
-  input \port$9391$0 ;
-  wire \port$9391$0 ;
-  input \port$9405$0 ;
-  wire \port$9405$0 ;
-  input \port$9417$0 ;
-  wire \port$9417$0 ;
-  input \port$9431$0 ;
-  wire \port$9431$0 ;
-  input \port$9443$0 ;
-  wire \port$9443$0 ;
-  input \port$9457$0 ;
-  wire \port$9457$0 ;
-  input \port$9469$0 ;
-  wire \port$9469$0 ;
-  input \port$9483$0 ;
-  wire \port$9483$0 ;
-  input [2:0] \port$9595$0 ;
-  wire [2:0] \port$9595$0 ;
-  input [2:0] \port$9603$0 ;
-  wire [2:0] \port$9603$0 ;
-  input [2:0] \port$9611$0 ;
-  wire [2:0] \port$9611$0 ;
-  input [2:0] \port$9619$0 ;
-  wire [2:0] \port$9619$0 ;
+  input [3:0] \port$8807$0 ;
+  wire [3:0] \port$8807$0 ;
+  input [3:0] \port$8990$0 ;
+  wire [3:0] \port$8990$0 ;
+  input \port$9125$0 ;
+  wire \port$9125$0 ;
+  input \port$9139$0 ;
+  wire \port$9139$0 ;
+  input \port$9151$0 ;
+  wire \port$9151$0 ;
+  input \port$9165$0 ;
+  wire \port$9165$0 ;
+  input \port$9177$0 ;
+  wire \port$9177$0 ;
+  input \port$9191$0 ;
+  wire \port$9191$0 ;
+  input \port$9203$0 ;
+  wire \port$9203$0 ;
+  input \port$9217$0 ;
+  wire \port$9217$0 ;
+  input [2:0] \port$9329$0 ;
+  wire [2:0] \port$9329$0 ;
+  input [2:0] \port$9337$0 ;
+  wire [2:0] \port$9337$0 ;
+  input [2:0] \port$9345$0 ;
+  wire [2:0] \port$9345$0 ;
+  input [2:0] \port$9353$0 ;
+  wire [2:0] \port$9353$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12270,10 +11755,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$268  = \$267  | irq_status_error_set;
   assign \$269  = ~ clr_irq_status_queue_cpl;
   assign \$270  = irq_status_queue_cpl & \$269 ;
-  assign \$271  = \$270  | { \port$9469$0 , \port$9443$0 , \port$9417$0 , \port$9391$0  };
+  assign \$271  = \$270  | { \port$9203$0 , \port$9177$0 , \port$9151$0 , \port$9125$0  };
   assign \$272  = ~ clr_irq_status_queue_error;
   assign \$273  = irq_status_queue_error & \$272 ;
-  assign \$274  = \$273  | { \port$9483$0 , \port$9457$0 , \port$9431$0 , \port$9405$0  };
+  assign \$274  = \$273  | { \port$9217$0 , \port$9191$0 , \port$9165$0 , \port$9139$0  };
   assign \$275  = ~ clr_irq_status_fw_msg;
   assign \$276  = irq_status_fw_msg & \$275 ;
   assign \$277  = \$276  | irq_status_fw_msg_set;
@@ -14583,20 +14068,20 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9258$0 [0];
-  assign status_dma_store_busy = \port$9258$0 [1];
-  assign status_gemm_busy = \port$9258$0 [2];
-  assign status_vec_busy = \port$9258$0 [3];
-  assign irq_status_queue_cpl_set = { \port$9469$0 , \port$9443$0 , \port$9417$0 , \port$9391$0  };
-  assign irq_status_queue_error_set = { \port$9483$0 , \port$9457$0 , \port$9431$0 , \port$9405$0  };
-  assign q_status0_waiting = \port$9047$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9595$0  };
-  assign q_status1_waiting = \port$9047$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9603$0  };
-  assign q_status2_waiting = \port$9047$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9611$0  };
-  assign q_status3_waiting = \port$9047$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9619$0  };
+  assign status_dma_load_busy = \port$8990$0 [0];
+  assign status_dma_store_busy = \port$8990$0 [1];
+  assign status_gemm_busy = \port$8990$0 [2];
+  assign status_vec_busy = \port$8990$0 [3];
+  assign irq_status_queue_cpl_set = { \port$9203$0 , \port$9177$0 , \port$9151$0 , \port$9125$0  };
+  assign irq_status_queue_error_set = { \port$9217$0 , \port$9191$0 , \port$9165$0 , \port$9139$0  };
+  assign q_status0_waiting = \port$8807$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9329$0  };
+  assign q_status1_waiting = \port$8807$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9337$0  };
+  assign q_status2_waiting = \port$8807$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9345$0  };
+  assign q_status3_waiting = \port$8807$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9353$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$136  = 33'h04b414b49;
@@ -14641,11 +14126,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$237  = \$236 ;
   assign \$240  = 2'h0;
   assign \$241  = { 30'h00000000, \$240  };
-  assign \$244  = { 1'h0, \port$9258$0 [0] };
+  assign \$244  = { 1'h0, \port$8990$0 [0] };
   assign \$245  = { 30'h00000000, \$244  };
-  assign \$246  = { \port$9258$0 [1], 1'h0 };
-  assign \$248  = { 1'h0, \port$9258$0 [2], 2'h0 };
-  assign \$250  = { \port$9258$0 [3], 3'h0 };
+  assign \$246  = { \port$8990$0 [1], 1'h0 };
+  assign \$248  = { 1'h0, \port$8990$0 [2], 2'h0 };
+  assign \$250  = { \port$8990$0 [3], 3'h0 };
   assign \$252  = { 3'h0, status_idle, 4'h0 };
   assign \$280  = { 1'h0, irq_status_dma_load_done };
   assign \$281  = { 30'h00000000, \$280  };
@@ -14802,26 +14287,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$709  = { 30'h00000000, \$708  };
   assign \$710  = { q_status0_halted, 1'h0 };
   assign \$712  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$714  = { \port$9047$0 [0], 3'h0 };
-  assign \$716  = { 12'h000, \port$9595$0 , 8'h00 };
+  assign \$714  = { \port$8807$0 [0], 3'h0 };
+  assign \$716  = { 12'h000, \port$9329$0 , 8'h00 };
   assign \$720  = { 1'h0, q_status1_active };
   assign \$721  = { 30'h00000000, \$720  };
   assign \$722  = { q_status1_halted, 1'h0 };
   assign \$724  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$726  = { \port$9047$0 [1], 3'h0 };
-  assign \$728  = { 12'h000, \port$9603$0 , 8'h00 };
+  assign \$726  = { \port$8807$0 [1], 3'h0 };
+  assign \$728  = { 12'h000, \port$9337$0 , 8'h00 };
   assign \$732  = { 1'h0, q_status2_active };
   assign \$733  = { 30'h00000000, \$732  };
   assign \$734  = { q_status2_halted, 1'h0 };
   assign \$736  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$738  = { \port$9047$0 [2], 3'h0 };
-  assign \$740  = { 12'h000, \port$9611$0 , 8'h00 };
+  assign \$738  = { \port$8807$0 [2], 3'h0 };
+  assign \$740  = { 12'h000, \port$9345$0 , 8'h00 };
   assign \$744  = { 1'h0, q_status3_active };
   assign \$745  = { 30'h00000000, \$744  };
   assign \$746  = { q_status3_halted, 1'h0 };
   assign \$748  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$750  = { \port$9047$0 [3], 3'h0 };
-  assign \$752  = { 12'h000, \port$9619$0 , 8'h00 };
+  assign \$750  = { \port$8807$0 [3], 3'h0 };
+  assign \$752  = { 12'h000, \port$9353$0 , 8'h00 };
   assign \$756  = { 1'h0, q_error0_code };
   assign \$757  = { 23'h000000, \$756  };
   assign \$760  = { 1'h0, q_error1_code };
@@ -14928,7 +14413,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$9260$0 , retire__0__tag, \port$9262$0 , retire__1__tag, \port$9264$0 , retire__2__tag, \port$9266$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8992$0 , retire__0__tag, \port$8994$0 , retire__1__tag, \port$8996$0 , retire__2__tag, \port$8998$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15543,14 +15028,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9260$0 ;
-  wire [8:0] \port$9260$0 ;
-  output [8:0] \port$9262$0 ;
-  wire [8:0] \port$9262$0 ;
-  output [8:0] \port$9264$0 ;
-  wire [8:0] \port$9264$0 ;
-  output [8:0] \port$9266$0 ;
-  wire [8:0] \port$9266$0 ;
+  output [8:0] \port$8992$0 ;
+  wire [8:0] \port$8992$0 ;
+  output [8:0] \port$8994$0 ;
+  wire [8:0] \port$8994$0 ;
+  output [8:0] \port$8996$0 ;
+  wire [8:0] \port$8996$0 ;
+  output [8:0] \port$8998$0 ;
+  wire [8:0] \port$8998$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -16002,9 +15487,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8766$0 (desc),
-    .\port$8768$0 (queue),
-    .\port$8769$0 (windowed),
+    .\port$8526$0 (desc),
+    .\port$8528$0 (queue),
+    .\port$8529$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -16014,9 +15499,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8766$0 (desc),
-    .\port$8768$0 (queue),
-    .\port$8769$0 (windowed),
+    .\port$8526$0 (desc),
+    .\port$8528$0 (queue),
+    .\port$8529$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -16026,9 +15511,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8766$0 (desc),
-    .\port$8768$0 (queue),
-    .\port$8769$0 (windowed),
+    .\port$8526$0 (desc),
+    .\port$8528$0 (queue),
+    .\port$8529$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -16038,9 +15523,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8766$0 (desc),
-    .\port$8768$0 (queue),
-    .\port$8769$0 (windowed),
+    .\port$8526$0 (desc),
+    .\port$8528$0 (queue),
+    .\port$8529$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -16225,13 +15710,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9260$0  = dma_load_held[8:0];
+  assign \port$8992$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9262$0  = dma_store_held[8:0];
+  assign \port$8994$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9264$0  = gemm_held[8:0];
+  assign \port$8996$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9266$0  = vec_held[8:0];
+  assign \port$8998$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16732,7 +16217,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8766$0 , \port$8768$0 , \port$8769$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8526$0 , \port$8528$0 , \port$8529$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16774,12 +16259,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8766$0 ;
-  wire [255:0] \port$8766$0 ;
-  input [1:0] \port$8768$0 ;
-  wire [1:0] \port$8768$0 ;
-  input \port$8769$0 ;
-  wire \port$8769$0 ;
+  input [255:0] \port$8526$0 ;
+  wire [255:0] \port$8526$0 ;
+  input [1:0] \port$8528$0 ;
+  wire [1:0] \port$8528$0 ;
+  input \port$8529$0 ;
+  wire \port$8529$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16811,7 +16296,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8769$0 , \port$8768$0 , \port$8766$0  };
+      storage[w_port__addr] <= { \port$8529$0 , \port$8528$0 , \port$8526$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16910,14 +16395,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8769$0 , \port$8768$0 , \port$8766$0  };
-  assign w_data = { \port$8769$0 , \port$8768$0 , \port$8766$0  };
+  assign w_port__data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+  assign w_data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8766$0 , \port$8768$0 , \port$8769$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8526$0 , \port$8528$0 , \port$8529$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16959,12 +16444,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8766$0 ;
-  wire [255:0] \port$8766$0 ;
-  input [1:0] \port$8768$0 ;
-  wire [1:0] \port$8768$0 ;
-  input \port$8769$0 ;
-  wire \port$8769$0 ;
+  input [255:0] \port$8526$0 ;
+  wire [255:0] \port$8526$0 ;
+  input [1:0] \port$8528$0 ;
+  wire [1:0] \port$8528$0 ;
+  input \port$8529$0 ;
+  wire \port$8529$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16996,7 +16481,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8769$0 , \port$8768$0 , \port$8766$0  };
+      storage[w_port__addr] <= { \port$8529$0 , \port$8528$0 , \port$8526$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17095,14 +16580,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8769$0 , \port$8768$0 , \port$8766$0  };
-  assign w_data = { \port$8769$0 , \port$8768$0 , \port$8766$0  };
+  assign w_port__data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+  assign w_data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8766$0 , \port$8768$0 , \port$8769$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8526$0 , \port$8528$0 , \port$8529$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17144,12 +16629,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8766$0 ;
-  wire [255:0] \port$8766$0 ;
-  input [1:0] \port$8768$0 ;
-  wire [1:0] \port$8768$0 ;
-  input \port$8769$0 ;
-  wire \port$8769$0 ;
+  input [255:0] \port$8526$0 ;
+  wire [255:0] \port$8526$0 ;
+  input [1:0] \port$8528$0 ;
+  wire [1:0] \port$8528$0 ;
+  input \port$8529$0 ;
+  wire \port$8529$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17181,7 +16666,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8769$0 , \port$8768$0 , \port$8766$0  };
+      storage[w_port__addr] <= { \port$8529$0 , \port$8528$0 , \port$8526$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17280,14 +16765,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8769$0 , \port$8768$0 , \port$8766$0  };
-  assign w_data = { \port$8769$0 , \port$8768$0 , \port$8766$0  };
+  assign w_port__data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+  assign w_data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8766$0 , \port$8768$0 , \port$8769$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8526$0 , \port$8528$0 , \port$8529$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17329,12 +16814,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8766$0 ;
-  wire [255:0] \port$8766$0 ;
-  input [1:0] \port$8768$0 ;
-  wire [1:0] \port$8768$0 ;
-  input \port$8769$0 ;
-  wire \port$8769$0 ;
+  input [255:0] \port$8526$0 ;
+  wire [255:0] \port$8526$0 ;
+  input [1:0] \port$8528$0 ;
+  wire [1:0] \port$8528$0 ;
+  input \port$8529$0 ;
+  wire \port$8529$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17366,7 +16851,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8769$0 , \port$8768$0 , \port$8766$0  };
+      storage[w_port__addr] <= { \port$8529$0 , \port$8528$0 , \port$8526$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17465,8 +16950,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8769$0 , \port$8768$0 , \port$8766$0  };
-  assign w_data = { \port$8769$0 , \port$8768$0 , \port$8766$0  };
+  assign w_port__data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+  assign w_data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22315,8 +21800,8 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_8x8.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5950$0 (aw_hs_id),
-    .\port$5964$0 (down__awlen),
+    .\port$5710$0 (aw_hs_id),
+    .\port$5724$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -22661,7 +22146,7 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5950$0 , w_en, \port$5964$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$5724$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22689,10 +22174,10 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5950$0 , w_en, \port$59
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5950$0 ;
-  wire [2:0] \port$5950$0 ;
-  input [7:0] \port$5964$0 ;
-  wire [7:0] \port$5964$0 ;
+  input [2:0] \port$5710$0 ;
+  wire [2:0] \port$5710$0 ;
+  input [7:0] \port$5724$0 ;
+  wire [7:0] \port$5724$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -22727,7 +22212,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5950$0 , w_en, \port$59
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5950$0 , \port$5964$0  };
+      storage[w_port__addr] <= { \port$5710$0 , \port$5724$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -22793,14 +22278,14 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5950$0 , w_en, \port$59
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5950$0 , \port$5964$0  };
-  assign w_data = { \port$5950$0 , \port$5964$0  };
+  assign w_port__data = { \port$5710$0 , \port$5724$0  };
+  assign w_data = { \port$5710$0 , \port$5724$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9260$16 , \port$9818$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8992$16 , \port$9552$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22844,10 +22329,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9260$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9260$16 ;
-  wire [15:0] \port$9260$16 ;
-  input [7:0] \port$9818$0 ;
-  wire [7:0] \port$9818$0 ;
+  input [15:0] \port$8992$16 ;
+  wire [15:0] \port$8992$16 ;
+  input [7:0] \port$9552$0 ;
+  wire [7:0] \port$9552$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22882,7 +22367,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9260$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9260$16 , \port$9818$0  };
+      storage[w_port__addr] <= { \port$8992$16 , \port$9552$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22993,14 +22478,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9260$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9260$16 , \port$9818$0  };
-  assign w_data = { \port$9260$16 , \port$9818$0  };
+  assign w_port__data = { \port$8992$16 , \port$9552$0  };
+  assign w_data = { \port$8992$16 , \port$9552$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9262$16 , \port$9934$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8994$16 , \port$9668$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23044,10 +22529,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9262
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9262$16 ;
-  wire [15:0] \port$9262$16 ;
-  input [7:0] \port$9934$0 ;
-  wire [7:0] \port$9934$0 ;
+  input [15:0] \port$8994$16 ;
+  wire [15:0] \port$8994$16 ;
+  input [7:0] \port$9668$0 ;
+  wire [7:0] \port$9668$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23082,7 +22567,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9262
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9262$16 , \port$9934$0  };
+      storage[w_port__addr] <= { \port$8994$16 , \port$9668$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23193,16 +22678,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9262
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9262$16 , \port$9934$0  };
-  assign w_data = { \port$9262$16 , \port$9934$0  };
+  assign w_port__data = { \port$8994$16 , \port$9668$0  };
+  assign w_data = { \port$8994$16 , \port$9668$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4487$0 , \port$4489$0 , q_head_index1_index, \port$4497$0 , \port$4499$0 , q_head_index2_index, \port$4507$0 , \port$4509$0 , q_head_index3_index, \port$4517$0 , \port$4519$0 , cpl_status_free, \port$5547$0 , \port$5577$0 , \port$5607$0 
-, \port$5637$0 , \port$8612$0 , \port$8662$0 , \port$8712$0 , \port$8762$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, bus__addr, bus__we, bus__wdata
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4247$0 , \port$4249$0 , q_head_index1_index, \port$4257$0 , \port$4259$0 , q_head_index2_index, \port$4267$0 , \port$4269$0 , q_head_index3_index, \port$4277$0 , \port$4279$0 , cpl_status_free, \port$5307$0 , \port$5337$0 , \port$5367$0 
+, \port$5397$0 , \port$8372$0 , \port$8422$0 , \port$8472$0 , \port$8522$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8966$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24043,7 +23528,6 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg ack = 1'h0;
   (* init = 1'h0 *)
   wire bus__ack;
-  input [31:0] bus__addr;
   wire [31:0] bus__addr;
   input bus__en;
   wire bus__en;
@@ -24123,38 +23607,40 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4487$0 ;
-  wire \port$4487$0 ;
-  input \port$4489$0 ;
-  wire \port$4489$0 ;
-  input \port$4497$0 ;
-  wire \port$4497$0 ;
-  input \port$4499$0 ;
-  wire \port$4499$0 ;
-  input \port$4507$0 ;
-  wire \port$4507$0 ;
-  input \port$4509$0 ;
-  wire \port$4509$0 ;
-  input \port$4517$0 ;
-  wire \port$4517$0 ;
-  input \port$4519$0 ;
-  wire \port$4519$0 ;
-  input [255:0] \port$5547$0 ;
-  wire [255:0] \port$5547$0 ;
-  input [255:0] \port$5577$0 ;
-  wire [255:0] \port$5577$0 ;
-  input [255:0] \port$5607$0 ;
-  wire [255:0] \port$5607$0 ;
-  input [255:0] \port$5637$0 ;
-  wire [255:0] \port$5637$0 ;
-  input [23:0] \port$8612$0 ;
-  wire [23:0] \port$8612$0 ;
-  input [23:0] \port$8662$0 ;
-  wire [23:0] \port$8662$0 ;
-  input [23:0] \port$8712$0 ;
-  wire [23:0] \port$8712$0 ;
-  input [23:0] \port$8762$0 ;
-  wire [23:0] \port$8762$0 ;
+  input \port$4247$0 ;
+  wire \port$4247$0 ;
+  input \port$4249$0 ;
+  wire \port$4249$0 ;
+  input \port$4257$0 ;
+  wire \port$4257$0 ;
+  input \port$4259$0 ;
+  wire \port$4259$0 ;
+  input \port$4267$0 ;
+  wire \port$4267$0 ;
+  input \port$4269$0 ;
+  wire \port$4269$0 ;
+  input \port$4277$0 ;
+  wire \port$4277$0 ;
+  input \port$4279$0 ;
+  wire \port$4279$0 ;
+  input [255:0] \port$5307$0 ;
+  wire [255:0] \port$5307$0 ;
+  input [255:0] \port$5337$0 ;
+  wire [255:0] \port$5337$0 ;
+  input [255:0] \port$5367$0 ;
+  wire [255:0] \port$5367$0 ;
+  input [255:0] \port$5397$0 ;
+  wire [255:0] \port$5397$0 ;
+  input [23:0] \port$8372$0 ;
+  wire [23:0] \port$8372$0 ;
+  input [23:0] \port$8422$0 ;
+  wire [23:0] \port$8422$0 ;
+  input [23:0] \port$8472$0 ;
+  wire [23:0] \port$8472$0 ;
+  input [23:0] \port$8522$0 ;
+  wire [23:0] \port$8522$0 ;
+  input [29:0] \port$8966$2 ;
+  wire [29:0] \port$8966$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24318,129 +23804,129 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = bus__addr[11:2] == 6'h39;
+  assign \$111  = \port$8966$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = bus__addr[11:2] == 6'h3a;
+  assign \$113  = \port$8966$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = bus__addr[11:2] == 6'h3b;
+  assign \$115  = \port$8966$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = bus__addr[11:2] == 6'h3c;
+  assign \$117  = \port$8966$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = bus__addr[11:2] == 6'h3d;
+  assign \$119  = \port$8966$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = bus__addr[11:2] == 6'h3e;
+  assign \$121  = \port$8966$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = bus__addr[11:2] == 6'h3f;
+  assign \$123  = \port$8966$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = bus__addr[11:2] == 7'h40;
+  assign \$125  = \port$8966$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = bus__addr[11:2] == 7'h41;
+  assign \$127  = \port$8966$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = bus__addr[11:2] == 7'h42;
+  assign \$129  = \port$8966$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = bus__addr[11:2] == 7'h43;
+  assign \$131  = \port$8966$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = bus__addr[11:2] == 7'h44;
+  assign \$133  = \port$8966$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = bus__addr[11:2] == 7'h45;
+  assign \$135  = \port$8966$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = bus__addr[11:2] == 7'h46;
+  assign \$137  = \port$8966$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = bus__addr[11:2] == 7'h47;
+  assign \$139  = \port$8966$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = bus__addr[11:2] == 7'h48;
+  assign \$141  = \port$8966$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = bus__addr[11:2] == 7'h49;
+  assign \$143  = \port$8966$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = bus__addr[11:2] == 7'h4a;
+  assign \$145  = \port$8966$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = bus__addr[11:2] == 7'h4b;
+  assign \$147  = \port$8966$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = bus__addr[11:2] == 7'h4c;
+  assign \$149  = \port$8966$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = bus__addr[11:2] == 7'h4d;
+  assign \$151  = \port$8966$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = bus__addr[11:2] == 7'h4e;
+  assign \$153  = \port$8966$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = bus__addr[11:2] == 7'h4f;
+  assign \$155  = \port$8966$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = bus__addr[11:2] == 7'h50;
+  assign \$157  = \port$8966$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = bus__addr[11:2] == 7'h51;
+  assign \$159  = \port$8966$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
   assign \$162  = \$161  | wdata;
   assign \$163  = ~ bus__we;
   assign \$164  = \new  & \$163 ;
-  assign \$165  = ! bus__addr[11:2];
+  assign \$165  = ! \port$8966$2 [9:0];
   assign \$166  = \$164  & \$165 ;
   assign \$169  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$170  = fw_status_state & \$169 ;
   assign \$171  = \$170  | wdata[7:0];
   assign \$172  = ~ bus__we;
   assign \$173  = \new  & \$172 ;
-  assign \$174  = bus__addr[11:2] == 1'h1;
+  assign \$174  = \port$8966$2 [9:0] == 1'h1;
   assign \$175  = \$173  & \$174 ;
   assign \$178  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$179  = fw_fault_pc_pc & \$178 ;
   assign \$180  = \$179  | wdata;
   assign \$181  = ~ bus__we;
   assign \$182  = \new  & \$181 ;
-  assign \$183  = bus__addr[11:2] == 2'h2;
+  assign \$183  = \port$8966$2 [9:0] == 2'h2;
   assign \$184  = \$182  & \$183 ;
   assign \$187  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$188  = fw_fault_cause_cause & \$187 ;
   assign \$189  = \$188  | wdata;
   assign \$190  = ~ bus__we;
   assign \$191  = \new  & \$190 ;
-  assign \$192  = bus__addr[11:2] == 2'h3;
+  assign \$192  = \port$8966$2 [9:0] == 2'h3;
   assign \$193  = \$191  & \$192 ;
   assign \$196  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$197  = fw_fault_tval_tval & \$196 ;
   assign \$198  = \$197  | wdata;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = bus__addr[11:2] == 3'h4;
+  assign \$201  = \port$8966$2 [9:0] == 3'h4;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$206  = fw_msg_value & \$205 ;
   assign \$207  = \$206  | wdata;
   assign \$208  = ~ bus__we;
   assign \$209  = \new  & \$208 ;
-  assign \$210  = bus__addr[11:2] == 3'h5;
+  assign \$210  = \port$8966$2 [9:0] == 3'h5;
   assign \$211  = \$209  & \$210 ;
   assign \$214  = ~ bus__we;
   assign \$215  = \new  & \$214 ;
-  assign \$216  = bus__addr[11:2] == 3'h6;
+  assign \$216  = \port$8966$2 [9:0] == 3'h6;
   assign \$217  = \$215  & \$216 ;
   assign \$220  = ~ bus__we;
   assign \$221  = \new  & \$220 ;
-  assign \$222  = bus__addr[11:2] == 4'h8;
+  assign \$222  = \port$8966$2 [9:0] == 4'h8;
   assign \$223  = \$221  & \$222 ;
   assign \$227  = \$225  | { 13'h0000, \$226  };
   assign \$229  = { 3'h0, \$227  } | \$228 ;
@@ -24453,7 +23939,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$237  = \$236  | wdata[24];
   assign \$238  = ~ bus__we;
   assign \$239  = \new  & \$238 ;
-  assign \$240  = bus__addr[11:2] == 4'h9;
+  assign \$240  = \port$8966$2 [9:0] == 4'h9;
   assign \$241  = \$239  & \$240 ;
   assign \$245  = \$243  | \$244 ;
   assign \$246  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
@@ -24461,7 +23947,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$248  = \$247  | wdata[3:0];
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = bus__addr[11:2] == 4'ha;
+  assign \$251  = \port$8966$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$255  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$256  = forward_queue & \$255 ;
@@ -24471,30 +23957,30 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$260  = \$259  | wdata[31:16];
   assign \$261  = ~ bus__we;
   assign \$262  = \new  & \$261 ;
-  assign \$263  = bus__addr[11:2] == 4'hb;
+  assign \$263  = \port$8966$2 [9:0] == 4'hb;
   assign \$264  = \$262  & \$263 ;
   assign \$268  = { 15'h0000, \$266  } | \$267 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = bus__addr[11:2] == 4'hc;
+  assign \$271  = \port$8966$2 [9:0] == 4'hc;
   assign \$272  = \$270  & \$271 ;
   assign \$276  = \$274  | { 9'h000, \$275  };
   assign \$278  = { 15'h0000, \$276  } | \$277 ;
   assign \$279  = ~ bus__we;
   assign \$280  = \new  & \$279 ;
-  assign \$281  = bus__addr[11:2] == 4'hd;
+  assign \$281  = \port$8966$2 [9:0] == 4'hd;
   assign \$282  = \$280  & \$281 ;
   assign \$286  = \$284  | { 9'h000, \$285  };
   assign \$288  = { 15'h0000, \$286  } | \$287 ;
   assign \$289  = ~ bus__we;
   assign \$290  = \new  & \$289 ;
-  assign \$291  = bus__addr[11:2] == 4'he;
+  assign \$291  = \port$8966$2 [9:0] == 4'he;
   assign \$292  = \$290  & \$291 ;
   assign \$296  = \$294  | { 9'h000, \$295  };
   assign \$298  = { 15'h0000, \$296  } | \$297 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = bus__addr[11:2] == 4'hf;
+  assign \$301  = \port$8966$2 [9:0] == 4'hf;
   assign \$302  = \$300  & \$301 ;
   assign \$306  = \$304  | { 9'h000, \$305  };
   assign \$308  = { 15'h0000, \$306  } | \$307 ;
@@ -24503,7 +23989,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$311  = \$310  | wdata[3:0];
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = bus__addr[11:2] == 5'h10;
+  assign \$314  = \port$8966$2 [9:0] == 5'h10;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$319  = cpl_queue & \$318 ;
@@ -24525,7 +24011,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$335  = \$334  | wdata[31:24];
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = bus__addr[11:2] == 5'h11;
+  assign \$338  = \port$8966$2 [9:0] == 5'h11;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | { 28'h0000000, \$342  };
   assign \$345  = \$343  | { 28'h0000000, \$344  };
@@ -24537,314 +24023,314 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$354  = \$353  | wdata[15:0];
   assign \$355  = ~ bus__we;
   assign \$356  = \new  & \$355 ;
-  assign \$357  = bus__addr[11:2] == 5'h12;
+  assign \$357  = \port$8966$2 [9:0] == 5'h12;
   assign \$358  = \$356  & \$357 ;
   assign \$361  = ~ bus__we;
   assign \$362  = \new  & \$361 ;
-  assign \$363  = bus__addr[11:2] == 5'h13;
+  assign \$363  = \port$8966$2 [9:0] == 5'h13;
   assign \$364  = \$362  & \$363 ;
   assign \$367  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$368  = qreset_ack_queue & \$367 ;
   assign \$369  = \$368  | wdata[3:0];
   assign \$370  = ~ bus__we;
   assign \$371  = \new  & \$370 ;
-  assign \$372  = bus__addr[11:2] == 5'h14;
+  assign \$372  = \port$8966$2 [9:0] == 5'h14;
   assign \$373  = \$371  & \$372 ;
   assign \$376  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$377  = engine_reset_engine & \$376 ;
   assign \$378  = \$377  | wdata[3:0];
   assign \$379  = ~ bus__we;
   assign \$380  = \new  & \$379 ;
-  assign \$381  = bus__addr[11:2] == 5'h15;
+  assign \$381  = \port$8966$2 [9:0] == 5'h15;
   assign \$382  = \$380  & \$381 ;
   assign \$385  = ~ bus__we;
   assign \$386  = \new  & \$385 ;
-  assign \$387  = bus__addr[11:2] == 5'h16;
+  assign \$387  = \port$8966$2 [9:0] == 5'h16;
   assign \$388  = \$386  & \$387 ;
   assign \$391  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$392  = q_wait_queue & \$391 ;
   assign \$393  = \$392  | wdata[3:0];
   assign \$394  = ~ bus__we;
   assign \$395  = \new  & \$394 ;
-  assign \$396  = bus__addr[11:2] == 5'h17;
+  assign \$396  = \port$8966$2 [9:0] == 5'h17;
   assign \$397  = \$395  & \$396 ;
   assign \$400  = ~ bus__we;
   assign \$401  = \new  & \$400 ;
-  assign \$402  = bus__addr[11:2] == 5'h18;
+  assign \$402  = \port$8966$2 [9:0] == 5'h18;
   assign \$403  = \$401  & \$402 ;
   assign \$406  = ~ bus__we;
   assign \$407  = \new  & \$406 ;
-  assign \$408  = bus__addr[11:2] == 5'h19;
+  assign \$408  = \port$8966$2 [9:0] == 5'h19;
   assign \$409  = \$407  & \$408 ;
   assign \$412  = ~ bus__we;
   assign \$413  = \new  & \$412 ;
-  assign \$414  = bus__addr[11:2] == 5'h1a;
+  assign \$414  = \port$8966$2 [9:0] == 5'h1a;
   assign \$415  = \$413  & \$414 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = bus__addr[11:2] == 5'h1b;
+  assign \$420  = \port$8966$2 [9:0] == 5'h1b;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = bus__addr[11:2] == 5'h1c;
+  assign \$426  = \port$8966$2 [9:0] == 5'h1c;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$431  = timer_cycles & \$430 ;
   assign \$432  = \$431  | wdata;
   assign \$433  = ~ bus__we;
   assign \$434  = \new  & \$433 ;
-  assign \$435  = bus__addr[11:2] == 5'h1d;
+  assign \$435  = \port$8966$2 [9:0] == 5'h1d;
   assign \$436  = \$434  & \$435 ;
   assign \$439  = ~ bus__we;
   assign \$440  = \new  & \$439 ;
-  assign \$441  = bus__addr[11:2] == 6'h20;
+  assign \$441  = \port$8966$2 [9:0] == 6'h20;
   assign \$442  = \$440  & \$441 ;
   assign \$445  = ~ bus__we;
   assign \$446  = \new  & \$445 ;
-  assign \$447  = bus__addr[11:2] == 6'h21;
+  assign \$447  = \port$8966$2 [9:0] == 6'h21;
   assign \$448  = \$446  & \$447 ;
   assign \$451  = ~ bus__we;
   assign \$452  = \new  & \$451 ;
-  assign \$453  = bus__addr[11:2] == 6'h22;
+  assign \$453  = \port$8966$2 [9:0] == 6'h22;
   assign \$454  = \$452  & \$453 ;
   assign \$457  = ~ bus__we;
   assign \$458  = \new  & \$457 ;
-  assign \$459  = bus__addr[11:2] == 6'h23;
+  assign \$459  = \port$8966$2 [9:0] == 6'h23;
   assign \$460  = \$458  & \$459 ;
   assign \$463  = ~ bus__we;
   assign \$464  = \new  & \$463 ;
-  assign \$465  = bus__addr[11:2] == 6'h24;
+  assign \$465  = \port$8966$2 [9:0] == 6'h24;
   assign \$466  = \$464  & \$465 ;
   assign \$469  = ~ bus__we;
   assign \$470  = \new  & \$469 ;
-  assign \$471  = bus__addr[11:2] == 6'h25;
+  assign \$471  = \port$8966$2 [9:0] == 6'h25;
   assign \$472  = \$470  & \$471 ;
   assign \$475  = ~ bus__we;
   assign \$476  = \new  & \$475 ;
-  assign \$477  = bus__addr[11:2] == 6'h26;
+  assign \$477  = \port$8966$2 [9:0] == 6'h26;
   assign \$478  = \$476  & \$477 ;
   assign \$481  = ~ bus__we;
   assign \$482  = \new  & \$481 ;
-  assign \$483  = bus__addr[11:2] == 6'h27;
+  assign \$483  = \port$8966$2 [9:0] == 6'h27;
   assign \$484  = \$482  & \$483 ;
   assign \$487  = ~ bus__we;
   assign \$488  = \new  & \$487 ;
-  assign \$489  = bus__addr[11:2] == 6'h28;
+  assign \$489  = \port$8966$2 [9:0] == 6'h28;
   assign \$490  = \$488  & \$489 ;
   assign \$493  = ~ bus__we;
   assign \$494  = \new  & \$493 ;
-  assign \$495  = bus__addr[11:2] == 6'h29;
+  assign \$495  = \port$8966$2 [9:0] == 6'h29;
   assign \$496  = \$494  & \$495 ;
   assign \$499  = ~ bus__we;
   assign \$500  = \new  & \$499 ;
-  assign \$501  = bus__addr[11:2] == 6'h2a;
+  assign \$501  = \port$8966$2 [9:0] == 6'h2a;
   assign \$502  = \$500  & \$501 ;
   assign \$505  = ~ bus__we;
   assign \$506  = \new  & \$505 ;
-  assign \$507  = bus__addr[11:2] == 6'h2b;
+  assign \$507  = \port$8966$2 [9:0] == 6'h2b;
   assign \$508  = \$506  & \$507 ;
   assign \$511  = ~ bus__we;
   assign \$512  = \new  & \$511 ;
-  assign \$513  = bus__addr[11:2] == 6'h2c;
+  assign \$513  = \port$8966$2 [9:0] == 6'h2c;
   assign \$514  = \$512  & \$513 ;
   assign \$517  = ~ bus__we;
   assign \$518  = \new  & \$517 ;
-  assign \$519  = bus__addr[11:2] == 6'h2d;
+  assign \$519  = \port$8966$2 [9:0] == 6'h2d;
   assign \$520  = \$518  & \$519 ;
   assign \$523  = ~ bus__we;
   assign \$524  = \new  & \$523 ;
-  assign \$525  = bus__addr[11:2] == 6'h2e;
+  assign \$525  = \port$8966$2 [9:0] == 6'h2e;
   assign \$526  = \$524  & \$525 ;
   assign \$529  = ~ bus__we;
   assign \$530  = \new  & \$529 ;
-  assign \$531  = bus__addr[11:2] == 6'h2f;
+  assign \$531  = \port$8966$2 [9:0] == 6'h2f;
   assign \$532  = \$530  & \$531 ;
   assign \$535  = ~ bus__we;
   assign \$536  = \new  & \$535 ;
-  assign \$537  = bus__addr[11:2] == 6'h30;
+  assign \$537  = \port$8966$2 [9:0] == 6'h30;
   assign \$538  = \$536  & \$537 ;
   assign \$541  = ~ bus__we;
   assign \$542  = \new  & \$541 ;
-  assign \$543  = bus__addr[11:2] == 6'h31;
+  assign \$543  = \port$8966$2 [9:0] == 6'h31;
   assign \$544  = \$542  & \$543 ;
   assign \$547  = ~ bus__we;
   assign \$548  = \new  & \$547 ;
-  assign \$549  = bus__addr[11:2] == 6'h32;
+  assign \$549  = \port$8966$2 [9:0] == 6'h32;
   assign \$550  = \$548  & \$549 ;
   assign \$553  = ~ bus__we;
   assign \$554  = \new  & \$553 ;
-  assign \$555  = bus__addr[11:2] == 6'h33;
+  assign \$555  = \port$8966$2 [9:0] == 6'h33;
   assign \$556  = \$554  & \$555 ;
   assign \$559  = ~ bus__we;
   assign \$560  = \new  & \$559 ;
-  assign \$561  = bus__addr[11:2] == 6'h34;
+  assign \$561  = \port$8966$2 [9:0] == 6'h34;
   assign \$562  = \$560  & \$561 ;
   assign \$565  = ~ bus__we;
   assign \$566  = \new  & \$565 ;
-  assign \$567  = bus__addr[11:2] == 6'h35;
+  assign \$567  = \port$8966$2 [9:0] == 6'h35;
   assign \$568  = \$566  & \$567 ;
   assign \$571  = ~ bus__we;
   assign \$572  = \new  & \$571 ;
-  assign \$573  = bus__addr[11:2] == 6'h36;
+  assign \$573  = \port$8966$2 [9:0] == 6'h36;
   assign \$574  = \$572  & \$573 ;
   assign \$577  = ~ bus__we;
   assign \$578  = \new  & \$577 ;
-  assign \$579  = bus__addr[11:2] == 6'h37;
+  assign \$579  = \port$8966$2 [9:0] == 6'h37;
   assign \$580  = \$578  & \$579 ;
   assign \$583  = ~ bus__we;
   assign \$584  = \new  & \$583 ;
-  assign \$585  = bus__addr[11:2] == 6'h38;
+  assign \$585  = \port$8966$2 [9:0] == 6'h38;
   assign \$586  = \$584  & \$585 ;
   assign \$589  = ~ bus__we;
   assign \$590  = \new  & \$589 ;
-  assign \$591  = bus__addr[11:2] == 6'h39;
+  assign \$591  = \port$8966$2 [9:0] == 6'h39;
   assign \$592  = \$590  & \$591 ;
   assign \$595  = ~ bus__we;
   assign \$596  = \new  & \$595 ;
-  assign \$597  = bus__addr[11:2] == 6'h3a;
+  assign \$597  = \port$8966$2 [9:0] == 6'h3a;
   assign \$598  = \$596  & \$597 ;
   assign \$601  = ~ bus__we;
   assign \$602  = \new  & \$601 ;
-  assign \$603  = bus__addr[11:2] == 6'h3b;
+  assign \$603  = \port$8966$2 [9:0] == 6'h3b;
   assign \$604  = \$602  & \$603 ;
   assign \$607  = ~ bus__we;
   assign \$608  = \new  & \$607 ;
-  assign \$609  = bus__addr[11:2] == 6'h3c;
+  assign \$609  = \port$8966$2 [9:0] == 6'h3c;
   assign \$610  = \$608  & \$609 ;
   assign \$613  = ~ bus__we;
   assign \$614  = \new  & \$613 ;
-  assign \$615  = bus__addr[11:2] == 6'h3d;
+  assign \$615  = \port$8966$2 [9:0] == 6'h3d;
   assign \$616  = \$614  & \$615 ;
   assign \$619  = ~ bus__we;
   assign \$620  = \new  & \$619 ;
-  assign \$621  = bus__addr[11:2] == 6'h3e;
+  assign \$621  = \port$8966$2 [9:0] == 6'h3e;
   assign \$622  = \$620  & \$621 ;
   assign \$625  = ~ bus__we;
   assign \$626  = \new  & \$625 ;
-  assign \$627  = bus__addr[11:2] == 6'h3f;
+  assign \$627  = \port$8966$2 [9:0] == 6'h3f;
   assign \$628  = \$626  & \$627 ;
   assign \$631  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$632  = event0_value & \$631 ;
   assign \$633  = \$632  | wdata;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = bus__addr[11:2] == 7'h40;
+  assign \$636  = \port$8966$2 [9:0] == 7'h40;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$641  = event1_value & \$640 ;
   assign \$642  = \$641  | wdata;
   assign \$643  = ~ bus__we;
   assign \$644  = \new  & \$643 ;
-  assign \$645  = bus__addr[11:2] == 7'h41;
+  assign \$645  = \port$8966$2 [9:0] == 7'h41;
   assign \$646  = \$644  & \$645 ;
   assign \$649  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$650  = event2_value & \$649 ;
   assign \$651  = \$650  | wdata;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = bus__addr[11:2] == 7'h42;
+  assign \$654  = \port$8966$2 [9:0] == 7'h42;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$659  = event3_value & \$658 ;
   assign \$660  = \$659  | wdata;
   assign \$661  = ~ bus__we;
   assign \$662  = \new  & \$661 ;
-  assign \$663  = bus__addr[11:2] == 7'h43;
+  assign \$663  = \port$8966$2 [9:0] == 7'h43;
   assign \$664  = \$662  & \$663 ;
   assign \$667  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$668  = event4_value & \$667 ;
   assign \$669  = \$668  | wdata;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = bus__addr[11:2] == 7'h44;
+  assign \$672  = \port$8966$2 [9:0] == 7'h44;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$677  = event5_value & \$676 ;
   assign \$678  = \$677  | wdata;
   assign \$679  = ~ bus__we;
   assign \$680  = \new  & \$679 ;
-  assign \$681  = bus__addr[11:2] == 7'h45;
+  assign \$681  = \port$8966$2 [9:0] == 7'h45;
   assign \$682  = \$680  & \$681 ;
   assign \$685  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$686  = event6_value & \$685 ;
   assign \$687  = \$686  | wdata;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = bus__addr[11:2] == 7'h46;
+  assign \$690  = \port$8966$2 [9:0] == 7'h46;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$695  = event7_value & \$694 ;
   assign \$696  = \$695  | wdata;
   assign \$697  = ~ bus__we;
   assign \$698  = \new  & \$697 ;
-  assign \$699  = bus__addr[11:2] == 7'h47;
+  assign \$699  = \port$8966$2 [9:0] == 7'h47;
   assign \$700  = \$698  & \$699 ;
   assign \$703  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$704  = event8_value & \$703 ;
   assign \$705  = \$704  | wdata;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = bus__addr[11:2] == 7'h48;
+  assign \$708  = \port$8966$2 [9:0] == 7'h48;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$713  = event9_value & \$712 ;
   assign \$714  = \$713  | wdata;
   assign \$715  = ~ bus__we;
   assign \$716  = \new  & \$715 ;
-  assign \$717  = bus__addr[11:2] == 7'h49;
+  assign \$717  = \port$8966$2 [9:0] == 7'h49;
   assign \$718  = \$716  & \$717 ;
   assign \$721  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$722  = event10_value & \$721 ;
   assign \$723  = \$722  | wdata;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = bus__addr[11:2] == 7'h4a;
+  assign \$726  = \port$8966$2 [9:0] == 7'h4a;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$731  = event11_value & \$730 ;
   assign \$732  = \$731  | wdata;
   assign \$733  = ~ bus__we;
   assign \$734  = \new  & \$733 ;
-  assign \$735  = bus__addr[11:2] == 7'h4b;
+  assign \$735  = \port$8966$2 [9:0] == 7'h4b;
   assign \$736  = \$734  & \$735 ;
   assign \$739  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$740  = event12_value & \$739 ;
   assign \$741  = \$740  | wdata;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = bus__addr[11:2] == 7'h4c;
+  assign \$744  = \port$8966$2 [9:0] == 7'h4c;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$749  = event13_value & \$748 ;
   assign \$750  = \$749  | wdata;
   assign \$751  = ~ bus__we;
   assign \$752  = \new  & \$751 ;
-  assign \$753  = bus__addr[11:2] == 7'h4d;
+  assign \$753  = \port$8966$2 [9:0] == 7'h4d;
   assign \$754  = \$752  & \$753 ;
   assign \$757  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$758  = event14_value & \$757 ;
   assign \$759  = \$758  | wdata;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = bus__addr[11:2] == 7'h4e;
+  assign \$762  = \port$8966$2 [9:0] == 7'h4e;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$767  = event15_value & \$766 ;
   assign \$768  = \$767  | wdata;
   assign \$769  = ~ bus__we;
   assign \$770  = \new  & \$769 ;
-  assign \$771  = bus__addr[11:2] == 7'h4f;
+  assign \$771  = \port$8966$2 [9:0] == 7'h4f;
   assign \$772  = \$770  & \$771 ;
   assign \$775  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$776  = perf_sel_addr & \$775 ;
   assign \$777  = \$776  | wdata[11:0];
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = bus__addr[11:2] == 7'h50;
+  assign \$780  = \port$8966$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = bus__addr[11:2] == 7'h51;
+  assign \$786  = \port$8966$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24938,167 +24424,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! bus__addr[11:2];
+  assign \$3  = ! \port$8966$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = bus__addr[11:2] == 1'h1;
+  assign \$5  = \port$8966$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = bus__addr[11:2] == 2'h2;
+  assign \$7  = \port$8966$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = bus__addr[11:2] == 2'h3;
+  assign \$9  = \port$8966$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = bus__addr[11:2] == 3'h4;
+  assign \$11  = \port$8966$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = bus__addr[11:2] == 3'h5;
+  assign \$13  = \port$8966$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = bus__addr[11:2] == 3'h6;
+  assign \$15  = \port$8966$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = bus__addr[11:2] == 4'h8;
+  assign \$17  = \port$8966$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = bus__addr[11:2] == 4'h9;
+  assign \$19  = \port$8966$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = bus__addr[11:2] == 4'ha;
+  assign \$21  = \port$8966$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = bus__addr[11:2] == 4'hb;
+  assign \$23  = \port$8966$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = bus__addr[11:2] == 4'hc;
+  assign \$25  = \port$8966$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = bus__addr[11:2] == 4'hd;
+  assign \$27  = \port$8966$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = bus__addr[11:2] == 4'he;
+  assign \$29  = \port$8966$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = bus__addr[11:2] == 4'hf;
+  assign \$31  = \port$8966$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = bus__addr[11:2] == 5'h10;
+  assign \$33  = \port$8966$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = bus__addr[11:2] == 5'h11;
+  assign \$35  = \port$8966$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = bus__addr[11:2] == 5'h12;
+  assign \$37  = \port$8966$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = bus__addr[11:2] == 5'h13;
+  assign \$39  = \port$8966$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = bus__addr[11:2] == 5'h14;
+  assign \$41  = \port$8966$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = bus__addr[11:2] == 5'h15;
+  assign \$43  = \port$8966$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = bus__addr[11:2] == 5'h16;
+  assign \$45  = \port$8966$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = bus__addr[11:2] == 5'h17;
+  assign \$47  = \port$8966$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = bus__addr[11:2] == 5'h18;
+  assign \$49  = \port$8966$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = bus__addr[11:2] == 5'h19;
+  assign \$51  = \port$8966$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = bus__addr[11:2] == 5'h1a;
+  assign \$53  = \port$8966$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = bus__addr[11:2] == 5'h1b;
+  assign \$55  = \port$8966$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = bus__addr[11:2] == 5'h1c;
+  assign \$57  = \port$8966$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = bus__addr[11:2] == 5'h1d;
+  assign \$59  = \port$8966$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = bus__addr[11:2] == 6'h20;
+  assign \$61  = \port$8966$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = bus__addr[11:2] == 6'h21;
+  assign \$63  = \port$8966$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = bus__addr[11:2] == 6'h22;
+  assign \$65  = \port$8966$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = bus__addr[11:2] == 6'h23;
+  assign \$67  = \port$8966$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = bus__addr[11:2] == 6'h24;
+  assign \$69  = \port$8966$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = bus__addr[11:2] == 6'h25;
+  assign \$71  = \port$8966$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = bus__addr[11:2] == 6'h26;
+  assign \$73  = \port$8966$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = bus__addr[11:2] == 6'h27;
+  assign \$75  = \port$8966$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = bus__addr[11:2] == 6'h28;
+  assign \$77  = \port$8966$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = bus__addr[11:2] == 6'h29;
+  assign \$79  = \port$8966$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = bus__addr[11:2] == 6'h2a;
+  assign \$81  = \port$8966$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = bus__addr[11:2] == 6'h2b;
+  assign \$83  = \port$8966$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = bus__addr[11:2] == 6'h2c;
+  assign \$85  = \port$8966$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = bus__addr[11:2] == 6'h2d;
+  assign \$87  = \port$8966$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = bus__addr[11:2] == 6'h2e;
+  assign \$89  = \port$8966$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = bus__addr[11:2] == 6'h2f;
+  assign \$91  = \port$8966$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = bus__addr[11:2] == 6'h30;
+  assign \$93  = \port$8966$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = bus__addr[11:2] == 6'h31;
+  assign \$95  = \port$8966$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = bus__addr[11:2] == 6'h32;
+  assign \$97  = \port$8966$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = bus__addr[11:2] == 6'h33;
+  assign \$99  = \port$8966$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = bus__addr[11:2] == 6'h34;
+  assign \$101  = \port$8966$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = bus__addr[11:2] == 6'h35;
+  assign \$103  = \port$8966$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = bus__addr[11:2] == 6'h36;
+  assign \$105  = \port$8966$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = bus__addr[11:2] == 6'h37;
+  assign \$107  = \port$8966$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = bus__addr[11:2] == 6'h38;
+  assign \$109  = \port$8966$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26376,48 +25862,49 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign work_qready = { \port$4517$0 , \port$4507$0 , \port$4497$0 , \port$4487$0  };
-  assign work_qreset = { \port$4519$0 , \port$4509$0 , \port$4499$0 , \port$4489$0  };
-  assign retire0_error = \port$8612$0 [7:0];
-  assign retire0_tag = \port$8612$0 [23:8];
-  assign retire1_error = \port$8662$0 [7:0];
-  assign retire1_tag = \port$8662$0 [23:8];
-  assign retire2_error = \port$8712$0 [7:0];
-  assign retire2_tag = \port$8712$0 [23:8];
-  assign retire3_error = \port$8762$0 [7:0];
-  assign retire3_tag = \port$8762$0 [23:8];
-  assign q_head0_word = \port$5547$0 [31:0];
-  assign q_head1_word = \port$5547$0 [63:32];
-  assign q_head2_word = \port$5547$0 [95:64];
-  assign q_head3_word = \port$5547$0 [127:96];
-  assign q_head4_word = \port$5547$0 [159:128];
-  assign q_head5_word = \port$5547$0 [191:160];
-  assign q_head6_word = \port$5547$0 [223:192];
-  assign q_head7_word = \port$5547$0 [255:224];
-  assign q_head8_word = \port$5577$0 [31:0];
-  assign q_head9_word = \port$5577$0 [63:32];
-  assign q_head10_word = \port$5577$0 [95:64];
-  assign q_head11_word = \port$5577$0 [127:96];
-  assign q_head12_word = \port$5577$0 [159:128];
-  assign q_head13_word = \port$5577$0 [191:160];
-  assign q_head14_word = \port$5577$0 [223:192];
-  assign q_head15_word = \port$5577$0 [255:224];
-  assign q_head16_word = \port$5607$0 [31:0];
-  assign q_head17_word = \port$5607$0 [63:32];
-  assign q_head18_word = \port$5607$0 [95:64];
-  assign q_head19_word = \port$5607$0 [127:96];
-  assign q_head20_word = \port$5607$0 [159:128];
-  assign q_head21_word = \port$5607$0 [191:160];
-  assign q_head22_word = \port$5607$0 [223:192];
-  assign q_head23_word = \port$5607$0 [255:224];
-  assign q_head24_word = \port$5637$0 [31:0];
-  assign q_head25_word = \port$5637$0 [63:32];
-  assign q_head26_word = \port$5637$0 [95:64];
-  assign q_head27_word = \port$5637$0 [127:96];
-  assign q_head28_word = \port$5637$0 [159:128];
-  assign q_head29_word = \port$5637$0 [191:160];
-  assign q_head30_word = \port$5637$0 [223:192];
-  assign q_head31_word = \port$5637$0 [255:224];
+  assign bus__addr = { \port$8966$2 , 2'h0 };
+  assign work_qready = { \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
+  assign work_qreset = { \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0  };
+  assign retire0_error = \port$8372$0 [7:0];
+  assign retire0_tag = \port$8372$0 [23:8];
+  assign retire1_error = \port$8422$0 [7:0];
+  assign retire1_tag = \port$8422$0 [23:8];
+  assign retire2_error = \port$8472$0 [7:0];
+  assign retire2_tag = \port$8472$0 [23:8];
+  assign retire3_error = \port$8522$0 [7:0];
+  assign retire3_tag = \port$8522$0 [23:8];
+  assign q_head0_word = \port$5307$0 [31:0];
+  assign q_head1_word = \port$5307$0 [63:32];
+  assign q_head2_word = \port$5307$0 [95:64];
+  assign q_head3_word = \port$5307$0 [127:96];
+  assign q_head4_word = \port$5307$0 [159:128];
+  assign q_head5_word = \port$5307$0 [191:160];
+  assign q_head6_word = \port$5307$0 [223:192];
+  assign q_head7_word = \port$5307$0 [255:224];
+  assign q_head8_word = \port$5337$0 [31:0];
+  assign q_head9_word = \port$5337$0 [63:32];
+  assign q_head10_word = \port$5337$0 [95:64];
+  assign q_head11_word = \port$5337$0 [127:96];
+  assign q_head12_word = \port$5337$0 [159:128];
+  assign q_head13_word = \port$5337$0 [191:160];
+  assign q_head14_word = \port$5337$0 [223:192];
+  assign q_head15_word = \port$5337$0 [255:224];
+  assign q_head16_word = \port$5367$0 [31:0];
+  assign q_head17_word = \port$5367$0 [63:32];
+  assign q_head18_word = \port$5367$0 [95:64];
+  assign q_head19_word = \port$5367$0 [127:96];
+  assign q_head20_word = \port$5367$0 [159:128];
+  assign q_head21_word = \port$5367$0 [191:160];
+  assign q_head22_word = \port$5367$0 [223:192];
+  assign q_head23_word = \port$5367$0 [255:224];
+  assign q_head24_word = \port$5397$0 [31:0];
+  assign q_head25_word = \port$5397$0 [63:32];
+  assign q_head26_word = \port$5397$0 [95:64];
+  assign q_head27_word = \port$5397$0 [127:96];
+  assign q_head28_word = \port$5397$0 [159:128];
+  assign q_head29_word = \port$5397$0 [191:160];
+  assign q_head30_word = \port$5397$0 [223:192];
+  assign q_head31_word = \port$5397$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -26432,10 +25919,10 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4517$0 , \port$4507$0 , \port$4497$0 , \port$4487$0  };
+  assign \$224  = { 1'h0, \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4519$0 , \port$4509$0 , \port$4499$0 , \port$4489$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -26447,20 +25934,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$8612$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$8612$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$8372$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$8372$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$8662$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$8662$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$8422$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$8422$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$8712$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$8712$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$8472$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$8472$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$8762$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$8762$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$8522$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$8522$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -26494,69 +25981,69 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5547$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5307$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5547$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5307$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5547$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5307$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5547$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5307$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5547$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5307$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5547$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5307$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5547$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5307$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5547$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5307$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5577$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5337$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5577$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5337$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5577$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5337$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5577$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5337$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5577$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5337$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5577$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5337$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5577$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5337$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5577$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5337$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5607$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5367$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5607$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5367$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5607$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5367$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5607$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5367$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5607$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5367$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5607$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5367$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5607$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5367$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5607$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5367$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5637$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5397$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5637$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5397$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5637$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5397$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5637$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5397$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5637$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5397$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5637$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5397$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5637$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5397$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5637$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5397$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -35563,7 +35050,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9264$16 , \port$10012$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8996$16 , \port$9746$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35607,10 +35094,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9264$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10012$0 ;
-  wire [7:0] \port$10012$0 ;
-  input [15:0] \port$9264$16 ;
-  wire [15:0] \port$9264$16 ;
+  input [15:0] \port$8996$16 ;
+  wire [15:0] \port$8996$16 ;
+  input [7:0] \port$9746$0 ;
+  wire [7:0] \port$9746$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -35645,7 +35132,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9264$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9264$16 , \port$10012$0  };
+      storage[w_port__addr] <= { \port$8996$16 , \port$9746$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -35756,8 +35243,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9264$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9264$16 , \port$10012$0  };
-  assign w_data = { \port$9264$16 , \port$10012$0  };
+  assign w_port__data = { \port$8996$16 , \port$9746$0  };
+  assign w_data = { \port$8996$16 , \port$9746$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -35767,7 +35254,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
 , q__0__qreset_req, q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot
 , axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we
 , q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell, q__3__doorbell, q__0__enable
-, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$9244$0 , \port$9244$8 , q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
+, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$8976$0 , \port$8976$8 , q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
@@ -36152,74 +35639,75 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$44 ;
   reg [75:0] \$440 ;
   reg [2:0] \$441 ;
-  reg [31:0] \$442 ;
+  reg \$442 ;
   reg [31:0] \$443 ;
   reg [31:0] \$444 ;
-  reg [7:0] \$445 ;
-  reg [127:0] \$446 ;
-  reg [7:0] \$447 ;
-  reg [1:0] \$448 ;
-  reg \$449 ;
+  reg [31:0] \$445 ;
+  reg [7:0] \$446 ;
+  reg [127:0] \$447 ;
+  reg [7:0] \$448 ;
+  reg [1:0] \$449 ;
   wire \$45 ;
-  reg [7:0] \$450 ;
-  reg [31:0] \$451 ;
-  reg \$452 ;
+  reg \$450 ;
+  reg [7:0] \$451 ;
+  reg [31:0] \$452 ;
   reg \$453 ;
-  reg [2:0] \$454 ;
-  reg \$455 ;
-  reg [31:0] \$456 ;
-  reg \$457 ;
-  reg [7:0] \$458 ;
-  reg [31:0] \$459 ;
+  reg \$454 ;
+  reg [2:0] \$455 ;
+  reg \$456 ;
+  reg [31:0] \$457 ;
+  reg \$458 ;
+  reg [7:0] \$459 ;
   wire \$46 ;
-  reg \$460 ;
+  reg [31:0] \$460 ;
   reg \$461 ;
   reg \$462 ;
   reg \$463 ;
-  reg [31:0] \$464 ;
-  reg \$465 ;
+  reg \$464 ;
+  reg [31:0] \$465 ;
   reg \$466 ;
-  reg [2:0] \$467 ;
-  reg \$468 ;
-  reg [31:0] \$469 ;
+  reg \$467 ;
+  reg [2:0] \$468 ;
+  reg \$469 ;
   wire \$47 ;
-  reg \$470 ;
-  reg [7:0] \$471 ;
-  reg [31:0] \$472 ;
-  reg \$473 ;
+  reg [31:0] \$470 ;
+  reg \$471 ;
+  reg [7:0] \$472 ;
+  reg [31:0] \$473 ;
   reg \$474 ;
   reg \$475 ;
   reg \$476 ;
-  reg [31:0] \$477 ;
-  reg \$478 ;
+  reg \$477 ;
+  reg [31:0] \$478 ;
   reg \$479 ;
   wire \$48 ;
-  reg [2:0] \$480 ;
-  reg \$481 ;
-  reg [31:0] \$482 ;
-  reg \$483 ;
-  reg [7:0] \$484 ;
-  reg [31:0] \$485 ;
-  reg \$486 ;
+  reg \$480 ;
+  reg [2:0] \$481 ;
+  reg \$482 ;
+  reg [31:0] \$483 ;
+  reg \$484 ;
+  reg [7:0] \$485 ;
+  reg [31:0] \$486 ;
   reg \$487 ;
   reg \$488 ;
   reg \$489 ;
   wire \$49 ;
-  reg [31:0] \$490 ;
-  reg \$491 ;
+  reg \$490 ;
+  reg [31:0] \$491 ;
   reg \$492 ;
-  reg [2:0] \$493 ;
-  reg \$494 ;
-  reg [31:0] \$495 ;
-  reg \$496 ;
-  reg [7:0] \$497 ;
-  reg [31:0] \$498 ;
-  reg \$499 ;
+  reg \$493 ;
+  reg [2:0] \$494 ;
+  reg \$495 ;
+  reg [31:0] \$496 ;
+  reg \$497 ;
+  reg [7:0] \$498 ;
+  reg [31:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
   reg \$500 ;
   reg \$501 ;
   reg \$502 ;
+  reg \$503 ;
   wire [14:0] \$51 ;
   wire [21:0] \$52 ;
   wire [32:0] \$53 ;
@@ -36242,7 +35730,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [7:0] \$704 ;
+  wire [7:0] \$705 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
@@ -36348,6 +35836,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [3:0] cpl_free;
   reg [2:0] cpl_fsm_state = 3'h0;
   wire cpl_halt;
+  reg cpl_idx_sent = 1'h0;
   wire cpl_irq;
   wire [7:0] cpl_opcode;
   reg cpl_overflow = 1'h0;
@@ -36478,10 +35967,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$115$0 ;
   wire [3:0] \port$115$0 ;
-  input [3:0] \port$9244$0 ;
-  wire [3:0] \port$9244$0 ;
-  input [23:0] \port$9244$8 ;
-  wire [23:0] \port$9244$8 ;
+  input [3:0] \port$8976$0 ;
+  wire [3:0] \port$8976$0 ;
+  input [23:0] \port$8976$8 ;
+  wire [23:0] \port$8976$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -36802,7 +36291,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [255:0] \r_data$123 ;
   wire [255:0] \r_data$155 ;
   wire [255:0] \r_data$187 ;
-  wire [75:0] \r_data$374 ;
+  wire [75:0] \r_data$375 ;
   input r_en;
   wire r_en;
   input \r_en$129 ;
@@ -36816,7 +36305,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \r_rdy$126 ;
   wire \r_rdy$158 ;
   wire \r_rdy$190 ;
-  wire \r_rdy$373 ;
+  wire \r_rdy$374 ;
   input rst;
   wire rst;
   wire timeout;
@@ -36900,127 +36389,129 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   always @(posedge clk)
     cpl_fsm_state <= \$441 ;
   always @(posedge clk)
-    cpl_rec_index <= \$442 ;
+    cpl_idx_sent <= \$442 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$443 ;
+    cpl_rec_index <= \$443 ;
   always @(posedge clk)
-    up__awaddr <= \$444 ;
+    cpl_cons_addr <= \$444 ;
   always @(posedge clk)
-    up__awlen <= \$445 ;
+    up__awaddr <= \$445 ;
   always @(posedge clk)
-    cpl_w_buf <= \$446 ;
+    up__awlen <= \$446 ;
   always @(posedge clk)
-    up__wstrb <= \$447 ;
+    cpl_w_buf <= \$447 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$448 ;
+    up__wstrb <= \$448 ;
   always @(posedge clk)
-    cpl_wr_err <= \$449 ;
+    cpl_w_nbeats <= \$449 ;
   always @(posedge clk)
-    cpl_wr_code <= \$450 ;
+    cpl_wr_err <= \$450 ;
   always @(posedge clk)
-    q__0__consumer <= \$451 ;
+    cpl_wr_code <= \$451 ;
   always @(posedge clk)
-    q__0__retired <= \$452 ;
+    q__0__consumer <= \$452 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$453 ;
+    q__0__retired <= \$453 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$454 ;
+    q__0__cpl_irq <= \$454 ;
   always @(posedge clk)
-    q0_checked <= \$455 ;
+    q0_cpl_pending <= \$455 ;
   always @(posedge clk)
-    q__0__producer <= \$456 ;
+    q0_checked <= \$456 ;
   always @(posedge clk)
-    q0_halted <= \$457 ;
+    q__0__producer <= \$457 ;
   always @(posedge clk)
-    q__0__error <= \$458 ;
+    q0_halted <= \$458 ;
   always @(posedge clk)
-    q__0__error_index <= \$459 ;
+    q__0__error <= \$459 ;
   always @(posedge clk)
-    q__0__error_irq <= \$460 ;
+    q__0__error_index <= \$460 ;
   always @(posedge clk)
-    q0_resetting <= \$461 ;
+    q__0__error_irq <= \$461 ;
   always @(posedge clk)
-    q0_acked <= \$462 ;
+    q0_resetting <= \$462 ;
   always @(posedge clk)
-    q0_cpl_dead <= \$463 ;
+    q0_acked <= \$463 ;
   always @(posedge clk)
-    q__1__consumer <= \$464 ;
+    q0_cpl_dead <= \$464 ;
   always @(posedge clk)
-    q__1__retired <= \$465 ;
+    q__1__consumer <= \$465 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$466 ;
+    q__1__retired <= \$466 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$467 ;
+    q__1__cpl_irq <= \$467 ;
   always @(posedge clk)
-    q1_checked <= \$468 ;
+    q1_cpl_pending <= \$468 ;
   always @(posedge clk)
-    q__1__producer <= \$469 ;
+    q1_checked <= \$469 ;
   always @(posedge clk)
-    q1_halted <= \$470 ;
+    q__1__producer <= \$470 ;
   always @(posedge clk)
-    q__1__error <= \$471 ;
+    q1_halted <= \$471 ;
   always @(posedge clk)
-    q__1__error_index <= \$472 ;
+    q__1__error <= \$472 ;
   always @(posedge clk)
-    q__1__error_irq <= \$473 ;
+    q__1__error_index <= \$473 ;
   always @(posedge clk)
-    q1_resetting <= \$474 ;
+    q__1__error_irq <= \$474 ;
   always @(posedge clk)
-    q1_acked <= \$475 ;
+    q1_resetting <= \$475 ;
   always @(posedge clk)
-    q1_cpl_dead <= \$476 ;
+    q1_acked <= \$476 ;
   always @(posedge clk)
-    q__2__consumer <= \$477 ;
+    q1_cpl_dead <= \$477 ;
   always @(posedge clk)
-    q__2__retired <= \$478 ;
+    q__2__consumer <= \$478 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$479 ;
+    q__2__retired <= \$479 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$480 ;
+    q__2__cpl_irq <= \$480 ;
   always @(posedge clk)
-    q2_checked <= \$481 ;
+    q2_cpl_pending <= \$481 ;
   always @(posedge clk)
-    q__2__producer <= \$482 ;
+    q2_checked <= \$482 ;
   always @(posedge clk)
-    q2_halted <= \$483 ;
+    q__2__producer <= \$483 ;
   always @(posedge clk)
-    q__2__error <= \$484 ;
+    q2_halted <= \$484 ;
   always @(posedge clk)
-    q__2__error_index <= \$485 ;
+    q__2__error <= \$485 ;
   always @(posedge clk)
-    q__2__error_irq <= \$486 ;
+    q__2__error_index <= \$486 ;
   always @(posedge clk)
-    q2_resetting <= \$487 ;
+    q__2__error_irq <= \$487 ;
   always @(posedge clk)
-    q2_acked <= \$488 ;
+    q2_resetting <= \$488 ;
   always @(posedge clk)
-    q2_cpl_dead <= \$489 ;
+    q2_acked <= \$489 ;
   always @(posedge clk)
-    q__3__consumer <= \$490 ;
+    q2_cpl_dead <= \$490 ;
   always @(posedge clk)
-    q__3__retired <= \$491 ;
+    q__3__consumer <= \$491 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$492 ;
+    q__3__retired <= \$492 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$493 ;
+    q__3__cpl_irq <= \$493 ;
   always @(posedge clk)
-    q3_checked <= \$494 ;
+    q3_cpl_pending <= \$494 ;
   always @(posedge clk)
-    q__3__producer <= \$495 ;
+    q3_checked <= \$495 ;
   always @(posedge clk)
-    q3_halted <= \$496 ;
+    q__3__producer <= \$496 ;
   always @(posedge clk)
-    q__3__error <= \$497 ;
+    q3_halted <= \$497 ;
   always @(posedge clk)
-    q__3__error_index <= \$498 ;
+    q__3__error <= \$498 ;
   always @(posedge clk)
-    q__3__error_irq <= \$499 ;
+    q__3__error_index <= \$499 ;
   always @(posedge clk)
-    q3_resetting <= \$500 ;
+    q__3__error_irq <= \$500 ;
   always @(posedge clk)
-    q3_acked <= \$501 ;
+    q3_resetting <= \$501 ;
   always @(posedge clk)
-    q3_cpl_dead <= \$502 ;
+    q3_acked <= \$502 ;
+  always @(posedge clk)
+    q3_cpl_dead <= \$503 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -37204,13 +36695,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$9244$0 [1:0] < 3'h4;
+  assign \$165  = \port$8976$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
   assign cpl_w_last = cpl_w_beat == \$166 ;
-  assign \$704  = cpl_w_beat * 7'h40;
-  assign up__wdata = cpl_w_buf >> \$704 ;
+  assign \$705  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$705 ;
   assign cpl_aw_hs = up__awvalid & up__awready;
   assign cpl_w_hs = up__wvalid & up__wready;
   assign \$167  = ~ up__awvalid;
@@ -37412,7 +36903,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$9244$0 [1:0];
+  assign \$344  = ! \port$8976$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -37432,7 +36923,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$9244$0 [1:0] == 1'h1;
+  assign \$364  = \port$8976$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -37452,7 +36943,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$9244$0 [1:0] == 2'h2;
+  assign \$384  = \port$8976$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -37472,7 +36963,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$9244$0 [1:0] == 2'h3;
+  assign \$404  = \port$8976$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -37493,9 +36984,9 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   \kaki_soc_8x8.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
     .level(\level$272 ),
-    .r_data(\r_data$374 ),
+    .r_data(\r_data$375 ),
     .r_en(\r_en$312 ),
-    .r_rdy(\r_rdy$373 ),
+    .r_rdy(\r_rdy$374 ),
     .rst(rst),
     .w_en(cpl_push_ok),
     .w_port__data(\w_data$258 ),
@@ -37565,7 +37056,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9345$0 (fetch_r_buf),
+    .\port$9077$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -37577,7 +37068,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9345$0 (fetch_r_buf),
+    .\port$9077$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -37589,7 +37080,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9345$0 (fetch_r_buf),
+    .\port$9077$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -37601,7 +37092,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9345$0 (fetch_r_buf),
+    .\port$9077$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -37681,6 +37172,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           cpl_cons_busy = 1'h1;
       3'h6:
           cpl_cons_busy = 1'h1;
+      3'h2:
+          cpl_cons_busy = cpl_idx_sent;
     endcase
   end
   always @* begin
@@ -38172,8 +37665,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     \$440  = cpl_req;
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$373 ) begin
-            \$440  = \r_data$374 ;
+          if (\r_rdy$374 ) begin
+            \$440  = \r_data$375 ;
           end
     endcase
     if (rst) begin
@@ -38185,7 +37678,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     \$441  = cpl_fsm_state;
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$373 ) begin
+          if (\r_rdy$374 ) begin
             \$441  = 3'h1;
           end
       3'h1:
@@ -38228,25 +37721,31 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$442  = cpl_rec_index;
+    \$442  = cpl_idx_sent;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$442  = cpl_sel_c;
+          \$442  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$442  = 1'h1;
+          end
     endcase
     if (rst) begin
-      \$442  = 32'd0;
+      \$442  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$443  = cpl_cons_addr;
+    \$443  = cpl_rec_index;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$443  = cpl_sel_base;
+          \$443  = cpl_sel_c;
     endcase
     if (rst) begin
       \$443  = 32'd0;
@@ -38254,18 +37753,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$444  = up__awaddr;
+    \$444  = cpl_cons_addr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$444  = \$336 [31:0];
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$444  = cpl_cons_addr;
-          end
+          \$444  = cpl_sel_base;
     endcase
     if (rst) begin
       \$444  = 32'd0;
@@ -38273,254 +37766,258 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$445  = up__awlen;
+    \$445  = up__awaddr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$445  = 8'h01;
+          \$445  = \$336 [31:0];
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
-            \$445  = 8'h00;
+            \$445  = cpl_cons_addr;
           end
     endcase
     if (rst) begin
-      \$445  = 8'h00;
+      \$445  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$446  = cpl_w_buf;
+    \$446  = up__awlen;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$446  = cpl_rec;
+          \$446  = 8'h01;
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
-            \$446  = { 95'h000000000000000000000000, \$340  };
+            \$446  = 8'h00;
           end
     endcase
     if (rst) begin
-      \$446  = 128'h00000000000000000000000000000000;
+      \$446  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$447  = up__wstrb;
+    \$447  = cpl_w_buf;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$447  = 8'hff;
+          \$447  = cpl_rec;
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
-            \$447  = 8'h0f;
+            \$447  = { 95'h000000000000000000000000, \$340  };
           end
     endcase
     if (rst) begin
-      \$447  = 8'h00;
+      \$447  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$448  = cpl_w_nbeats;
+    \$448  = up__wstrb;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$448  = 2'h2;
+          \$448  = 8'hff;
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
-            \$448  = 2'h1;
+            \$448  = 8'h0f;
           end
     endcase
     if (rst) begin
-      \$448  = 2'h0;
+      \$448  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$449  = cpl_wr_err;
+    \$449  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$449  = 2'h2;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$449  = 2'h1;
+          end
+    endcase
+    if (rst) begin
+      \$449  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$450  = cpl_wr_err;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
           if (\$337 ) begin
-            \$449  = 1'h1;
+            \$450  = 1'h1;
           end else begin
-            \$449  = 1'h0;
+            \$450  = 1'h0;
           end
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$449  = 1'h1;
+              \$450  = 1'h1;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$449  = 1'h1;
+      \$450  = 1'h1;
     end
     if (rst) begin
-      \$449  = 1'h0;
+      \$450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$450  = cpl_wr_code;
+    \$451  = cpl_wr_code;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           if (\$337 ) begin
-            \$450  = 8'h10;
+            \$451  = 8'h10;
           end
       3'h3:
           /* empty */;
       3'h4:
           if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$450  = \$339 ;
+              \$451  = \$339 ;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$450  = \$341 ;
+      \$451  = \$341 ;
     end
     if (rst) begin
-      \$450  = 8'h00;
+      \$451  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$451  = q__0__consumer;
+    \$452  = q__0__consumer;
     if (q0_cpl_done) begin
-      \$451  = \$342 [31:0];
+      \$452  = \$342 [31:0];
     end
     if (q0_reset_done) begin
-      \$451  = 32'd0;
+      \$452  = 32'd0;
     end
     if (rst) begin
-      \$451  = 32'd0;
+      \$452  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$452  = q0_cpl_done;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$453  = \$343 ;
+    \$453  = q0_cpl_done;
     if (rst) begin
       \$453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$454  = \$347 [2:0];
+    \$454  = \$343 ;
     if (rst) begin
-      \$454  = 3'h0;
+      \$454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$455  = \$350 ;
+    \$455  = \$347 [2:0];
     if (rst) begin
-      \$455  = 1'h0;
+      \$455  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$456  = q__0__producer;
+    \$456  = \$350 ;
+    if (rst) begin
+      \$456  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$457  = q__0__producer;
     if (\$352 ) begin
-      \$456  = q__0__doorbell;
+      \$457  = q__0__doorbell;
     end
     if (q0_reset_done) begin
-      \$456  = 32'd0;
+      \$457  = 32'd0;
     end
     if (rst) begin
-      \$456  = 32'd0;
+      \$457  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$457  = q0_halted;
+    \$458  = q0_halted;
     if (\$354 ) begin
-      \$457  = 1'h1;
+      \$458  = 1'h1;
     end
     if (q0_reset_done) begin
-      \$457  = 1'h0;
+      \$458  = 1'h0;
     end
     if (rst) begin
-      \$457  = 1'h0;
+      \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$458  = q__0__error;
+    \$459  = q__0__error;
     if (\$354 ) begin
-      \$458  = q0_halt_code;
+      \$459  = q0_halt_code;
     end
     if (q0_reset_done) begin
-      \$458  = 8'h00;
+      \$459  = 8'h00;
     end
     if (rst) begin
-      \$458  = 8'h00;
+      \$459  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$459  = q__0__error_index;
+    \$460  = q__0__error_index;
     if (\$354 ) begin
-      \$459  = q0_halt_index;
+      \$460  = q0_halt_index;
     end
     if (q0_reset_done) begin
-      \$459  = 32'd0;
+      \$460  = 32'd0;
     end
     if (rst) begin
-      \$459  = 32'd0;
+      \$460  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$460  = q0_halt_any;
-    if (rst) begin
-      \$460  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$461  = q0_resetting;
-    if (\$356 ) begin
-      \$461  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$461  = 1'h0;
-    end
+    \$461  = q0_halt_any;
     if (rst) begin
       \$461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$462  = q0_acked;
+    \$462  = q0_resetting;
     if (\$356 ) begin
-      \$462  = 1'h0;
-    end else if (\$359 ) begin
       \$462  = 1'h1;
     end
     if (q0_reset_done) begin
@@ -38532,8 +38029,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$463  = q0_cpl_dead;
-    if (\$361 ) begin
+    \$463  = q0_acked;
+    if (\$356 ) begin
+      \$463  = 1'h0;
+    end else if (\$359 ) begin
       \$463  = 1'h1;
     end
     if (q0_reset_done) begin
@@ -38545,123 +38044,121 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$464  = q__1__consumer;
+    \$464  = q0_cpl_dead;
+    if (\$361 ) begin
+      \$464  = 1'h1;
+    end
+    if (q0_reset_done) begin
+      \$464  = 1'h0;
+    end
+    if (rst) begin
+      \$464  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$465  = q__1__consumer;
     if (q1_cpl_done) begin
-      \$464  = \$362 [31:0];
+      \$465  = \$362 [31:0];
     end
     if (q1_reset_done) begin
-      \$464  = 32'd0;
+      \$465  = 32'd0;
     end
     if (rst) begin
-      \$464  = 32'd0;
+      \$465  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$465  = q1_cpl_done;
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$466  = \$363 ;
+    \$466  = q1_cpl_done;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$467  = \$367 [2:0];
+    \$467  = \$363 ;
     if (rst) begin
-      \$467  = 3'h0;
+      \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$468  = \$370 ;
+    \$468  = \$367 [2:0];
     if (rst) begin
-      \$468  = 1'h0;
+      \$468  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$469  = q__1__producer;
+    \$469  = \$370 ;
+    if (rst) begin
+      \$469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$470  = q__1__producer;
     if (\$372 ) begin
-      \$469  = q__1__doorbell;
+      \$470  = q__1__doorbell;
     end
     if (q1_reset_done) begin
-      \$469  = 32'd0;
+      \$470  = 32'd0;
     end
     if (rst) begin
-      \$469  = 32'd0;
+      \$470  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$470  = q1_halted;
+    \$471  = q1_halted;
     if (\$374 ) begin
-      \$470  = 1'h1;
+      \$471  = 1'h1;
     end
     if (q1_reset_done) begin
-      \$470  = 1'h0;
+      \$471  = 1'h0;
     end
     if (rst) begin
-      \$470  = 1'h0;
+      \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$471  = q__1__error;
+    \$472  = q__1__error;
     if (\$374 ) begin
-      \$471  = q1_halt_code;
+      \$472  = q1_halt_code;
     end
     if (q1_reset_done) begin
-      \$471  = 8'h00;
+      \$472  = 8'h00;
     end
     if (rst) begin
-      \$471  = 8'h00;
+      \$472  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$472  = q__1__error_index;
+    \$473  = q__1__error_index;
     if (\$374 ) begin
-      \$472  = q1_halt_index;
+      \$473  = q1_halt_index;
     end
     if (q1_reset_done) begin
-      \$472  = 32'd0;
+      \$473  = 32'd0;
     end
     if (rst) begin
-      \$472  = 32'd0;
+      \$473  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$473  = q1_halt_any;
-    if (rst) begin
-      \$473  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$474  = q1_resetting;
-    if (\$376 ) begin
-      \$474  = 1'h1;
-    end
-    if (q1_reset_done) begin
-      \$474  = 1'h0;
-    end
+    \$474  = q1_halt_any;
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$475  = q1_acked;
+    \$475  = q1_resetting;
     if (\$376 ) begin
-      \$475  = 1'h0;
-    end else if (\$379 ) begin
       \$475  = 1'h1;
     end
     if (q1_reset_done) begin
@@ -38673,8 +38170,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$476  = q1_cpl_dead;
-    if (\$381 ) begin
+    \$476  = q1_acked;
+    if (\$376 ) begin
+      \$476  = 1'h0;
+    end else if (\$379 ) begin
       \$476  = 1'h1;
     end
     if (q1_reset_done) begin
@@ -38686,123 +38185,121 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$477  = q__2__consumer;
+    \$477  = q1_cpl_dead;
+    if (\$381 ) begin
+      \$477  = 1'h1;
+    end
+    if (q1_reset_done) begin
+      \$477  = 1'h0;
+    end
+    if (rst) begin
+      \$477  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$478  = q__2__consumer;
     if (q2_cpl_done) begin
-      \$477  = \$382 [31:0];
+      \$478  = \$382 [31:0];
     end
     if (q2_reset_done) begin
-      \$477  = 32'd0;
+      \$478  = 32'd0;
     end
     if (rst) begin
-      \$477  = 32'd0;
+      \$478  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$478  = q2_cpl_done;
-    if (rst) begin
-      \$478  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$479  = \$383 ;
+    \$479  = q2_cpl_done;
     if (rst) begin
       \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$480  = \$387 [2:0];
+    \$480  = \$383 ;
     if (rst) begin
-      \$480  = 3'h0;
+      \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$481  = \$390 ;
+    \$481  = \$387 [2:0];
     if (rst) begin
-      \$481  = 1'h0;
+      \$481  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$482  = q__2__producer;
+    \$482  = \$390 ;
+    if (rst) begin
+      \$482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$483  = q__2__producer;
     if (\$392 ) begin
-      \$482  = q__2__doorbell;
+      \$483  = q__2__doorbell;
     end
     if (q2_reset_done) begin
-      \$482  = 32'd0;
+      \$483  = 32'd0;
     end
     if (rst) begin
-      \$482  = 32'd0;
+      \$483  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$483  = q2_halted;
+    \$484  = q2_halted;
     if (\$394 ) begin
-      \$483  = 1'h1;
+      \$484  = 1'h1;
     end
     if (q2_reset_done) begin
-      \$483  = 1'h0;
+      \$484  = 1'h0;
     end
     if (rst) begin
-      \$483  = 1'h0;
+      \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$484  = q__2__error;
+    \$485  = q__2__error;
     if (\$394 ) begin
-      \$484  = q2_halt_code;
+      \$485  = q2_halt_code;
     end
     if (q2_reset_done) begin
-      \$484  = 8'h00;
+      \$485  = 8'h00;
     end
     if (rst) begin
-      \$484  = 8'h00;
+      \$485  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$485  = q__2__error_index;
+    \$486  = q__2__error_index;
     if (\$394 ) begin
-      \$485  = q2_halt_index;
+      \$486  = q2_halt_index;
     end
     if (q2_reset_done) begin
-      \$485  = 32'd0;
+      \$486  = 32'd0;
     end
     if (rst) begin
-      \$485  = 32'd0;
+      \$486  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$486  = q2_halt_any;
-    if (rst) begin
-      \$486  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$487  = q2_resetting;
-    if (\$396 ) begin
-      \$487  = 1'h1;
-    end
-    if (q2_reset_done) begin
-      \$487  = 1'h0;
-    end
+    \$487  = q2_halt_any;
     if (rst) begin
       \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$488  = q2_acked;
+    \$488  = q2_resetting;
     if (\$396 ) begin
-      \$488  = 1'h0;
-    end else if (\$399 ) begin
       \$488  = 1'h1;
     end
     if (q2_reset_done) begin
@@ -38814,8 +38311,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$489  = q2_cpl_dead;
-    if (\$401 ) begin
+    \$489  = q2_acked;
+    if (\$396 ) begin
+      \$489  = 1'h0;
+    end else if (\$399 ) begin
       \$489  = 1'h1;
     end
     if (q2_reset_done) begin
@@ -38827,123 +38326,121 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$490  = q__3__consumer;
+    \$490  = q2_cpl_dead;
+    if (\$401 ) begin
+      \$490  = 1'h1;
+    end
+    if (q2_reset_done) begin
+      \$490  = 1'h0;
+    end
+    if (rst) begin
+      \$490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$491  = q__3__consumer;
     if (q3_cpl_done) begin
-      \$490  = \$402 [31:0];
+      \$491  = \$402 [31:0];
     end
     if (q3_reset_done) begin
-      \$490  = 32'd0;
+      \$491  = 32'd0;
     end
     if (rst) begin
-      \$490  = 32'd0;
+      \$491  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$491  = q3_cpl_done;
-    if (rst) begin
-      \$491  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$492  = \$403 ;
+    \$492  = q3_cpl_done;
     if (rst) begin
       \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$493  = \$407 [2:0];
+    \$493  = \$403 ;
     if (rst) begin
-      \$493  = 3'h0;
+      \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$494  = \$410 ;
+    \$494  = \$407 [2:0];
     if (rst) begin
-      \$494  = 1'h0;
+      \$494  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$495  = q__3__producer;
+    \$495  = \$410 ;
+    if (rst) begin
+      \$495  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$496  = q__3__producer;
     if (\$412 ) begin
-      \$495  = q__3__doorbell;
+      \$496  = q__3__doorbell;
     end
     if (q3_reset_done) begin
-      \$495  = 32'd0;
+      \$496  = 32'd0;
     end
     if (rst) begin
-      \$495  = 32'd0;
+      \$496  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$496  = q3_halted;
+    \$497  = q3_halted;
     if (\$414 ) begin
-      \$496  = 1'h1;
+      \$497  = 1'h1;
     end
     if (q3_reset_done) begin
-      \$496  = 1'h0;
+      \$497  = 1'h0;
     end
     if (rst) begin
-      \$496  = 1'h0;
+      \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$497  = q__3__error;
+    \$498  = q__3__error;
     if (\$414 ) begin
-      \$497  = q3_halt_code;
+      \$498  = q3_halt_code;
     end
     if (q3_reset_done) begin
-      \$497  = 8'h00;
+      \$498  = 8'h00;
     end
     if (rst) begin
-      \$497  = 8'h00;
+      \$498  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$498  = q__3__error_index;
+    \$499  = q__3__error_index;
     if (\$414 ) begin
-      \$498  = q3_halt_index;
+      \$499  = q3_halt_index;
     end
     if (q3_reset_done) begin
-      \$498  = 32'd0;
+      \$499  = 32'd0;
     end
     if (rst) begin
-      \$498  = 32'd0;
+      \$499  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$499  = q3_halt_any;
-    if (rst) begin
-      \$499  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$500  = q3_resetting;
-    if (\$416 ) begin
-      \$500  = 1'h1;
-    end
-    if (q3_reset_done) begin
-      \$500  = 1'h0;
-    end
+    \$500  = q3_halt_any;
     if (rst) begin
       \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$501  = q3_acked;
+    \$501  = q3_resetting;
     if (\$416 ) begin
-      \$501  = 1'h0;
-    end else if (\$419 ) begin
       \$501  = 1'h1;
     end
     if (q3_reset_done) begin
@@ -38955,8 +38452,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$502  = q3_cpl_dead;
-    if (\$421 ) begin
+    \$502  = q3_acked;
+    if (\$416 ) begin
+      \$502  = 1'h0;
+    end else if (\$419 ) begin
       \$502  = 1'h1;
     end
     if (q3_reset_done) begin
@@ -38964,6 +38463,19 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     end
     if (rst) begin
       \$502  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$503  = q3_cpl_dead;
+    if (\$421 ) begin
+      \$503  = 1'h1;
+    end
+    if (q3_reset_done) begin
+      \$503  = 1'h0;
+    end
+    if (rst) begin
+      \$503  = 1'h0;
     end
   end
   always @* begin
@@ -39278,12 +38790,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$9244$0 [1:0];
-  assign cpl_irq = \port$9244$0 [2];
-  assign cpl_halt = \port$9244$0 [3];
-  assign cpl_flags = \port$9244$8 [7:0];
-  assign cpl_status = \port$9244$8 [15:8];
-  assign cpl_opcode = \port$9244$8 [23:16];
+  assign cpl_queue = \port$8976$0 [1:0];
+  assign cpl_irq = \port$8976$0 [2];
+  assign cpl_halt = \port$8976$0 [3];
+  assign cpl_flags = \port$8976$8 [7:0];
+  assign cpl_status = \port$8976$8 [15:8];
+  assign cpl_opcode = \port$8976$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -39334,12 +38846,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$9244$8 [23:16];
-  assign \w_data$258 [19:12] = \port$9244$8 [15:8];
-  assign \w_data$258 [11:4] = \port$9244$8 [7:0];
-  assign \w_data$258 [3] = \port$9244$0 [3];
-  assign \w_data$258 [2] = \port$9244$0 [2];
-  assign \w_data$258 [1:0] = \port$9244$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8976$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8976$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8976$8 [7:0];
+  assign \w_data$258 [3] = \port$8976$0 [3];
+  assign \w_data$258 [2] = \port$8976$0 [2];
+  assign \w_data$258 [1:0] = \port$8976$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -39892,8 +39404,8 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_8x8.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5339$0 (aw_hs_id),
-    .\port$5353$0 (down__awlen),
+    .\port$5099$0 (aw_hs_id),
+    .\port$5113$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -40236,7 +39748,7 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5339$0 , w_en, \port$5353$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5099$0 , w_en, \port$5113$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40260,10 +39772,10 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5339$0 , w_en, \port$5353$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5339$0 ;
-  wire [2:0] \port$5339$0 ;
-  input [7:0] \port$5353$0 ;
-  wire [7:0] \port$5353$0 ;
+  input [2:0] \port$5099$0 ;
+  wire [2:0] \port$5099$0 ;
+  input [7:0] \port$5113$0 ;
+  wire [7:0] \port$5113$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -40295,7 +39807,7 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5339$0 , w_en, \port$5353$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5339$0 , \port$5353$0  };
+      storage[w_port__addr] <= { \port$5099$0 , \port$5113$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -40357,8 +39869,8 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5339$0 , w_en, \port$5353$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5339$0 , \port$5353$0  };
-  assign w_data = { \port$5339$0 , \port$5353$0  };
+  assign w_port__data = { \port$5099$0 , \port$5113$0  };
+  assign w_data = { \port$5099$0 , \port$5113$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -40925,7 +40437,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9345$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9077$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40952,8 +40464,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9345$0 ;
-  wire [191:0] \port$9345$0 ;
+  input [191:0] \port$9077$0 ;
+  wire [191:0] \port$9077$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -40988,7 +40500,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9345$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9077$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41059,14 +40571,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9345$0  };
-  assign w_data = { \port$0$87 , \port$9345$0  };
+  assign w_port__data = { \port$0$87 , \port$9077$0  };
+  assign w_data = { \port$0$87 , \port$9077$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9345$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9077$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41093,8 +40605,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9345$0 ;
-  wire [191:0] \port$9345$0 ;
+  input [191:0] \port$9077$0 ;
+  wire [191:0] \port$9077$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -41129,7 +40641,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9345$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9077$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41200,14 +40712,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9345$0  };
-  assign w_data = { \port$0$87 , \port$9345$0  };
+  assign w_port__data = { \port$0$87 , \port$9077$0  };
+  assign w_data = { \port$0$87 , \port$9077$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9345$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9077$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41234,8 +40746,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9345$0 ;
-  wire [191:0] \port$9345$0 ;
+  input [191:0] \port$9077$0 ;
+  wire [191:0] \port$9077$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -41270,7 +40782,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9345$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9077$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41341,14 +40853,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9345$0  };
-  assign w_data = { \port$0$87 , \port$9345$0  };
+  assign w_port__data = { \port$0$87 , \port$9077$0  };
+  assign w_data = { \port$0$87 , \port$9077$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9345$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9077$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41375,8 +40887,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9345$0 ;
-  wire [191:0] \port$9345$0 ;
+  input [191:0] \port$9077$0 ;
+  wire [191:0] \port$9077$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -41411,7 +40923,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9345$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9077$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41482,8 +40994,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9345$0  };
-  assign w_data = { \port$0$87 , \port$9345$0  };
+  assign w_port__data = { \port$0$87 , \port$9077$0  };
+  assign w_data = { \port$0$87 , \port$9077$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46697,7 +46209,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9266$16 , \port$11040$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8998$16 , \port$10774$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46741,10 +46253,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9266$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$11040$0 ;
-  wire [7:0] \port$11040$0 ;
-  input [15:0] \port$9266$16 ;
-  wire [15:0] \port$9266$16 ;
+  input [7:0] \port$10774$0 ;
+  wire [7:0] \port$10774$0 ;
+  input [15:0] \port$8998$16 ;
+  wire [15:0] \port$8998$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -46779,7 +46291,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9266$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9266$16 , \port$11040$0  };
+      storage[w_port__addr] <= { \port$8998$16 , \port$10774$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46890,8 +46402,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9266$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9266$16 , \port$11040$0  };
-  assign w_data = { \port$9266$16 , \port$11040$0  };
+  assign w_port__data = { \port$8998$16 , \port$10774$0  };
+  assign w_data = { \port$8998$16 , \port$10774$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

