@@ -39,6 +39,7 @@ from hdl_gen.config import KakiConfig
 
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 HALT = A.HALT_INSN
+IMEM_BYTES = 0x4000            # IMEM is 0..0x3FFF: fetches and loads beyond it fault
 DMEM = 0x1000_0000
 MMIO = 0x2000_0000
 IRQ_ACK = 0x2000_0100          # a write here drops irq in the directed interrupt tests
@@ -493,16 +494,23 @@ async def t_loads_stores(dut):
         p.ref(lambda a: A.lh(27, a + 2, 0), target="data", absolute=True)
         p.ref(lambda a: A.lbu(28, a, 0), target="data", absolute=True)
         p(A.lw(29, 0, 0))                            # the first instruction word
+        # the last IMEM word is fetched and loaded like the first (a narrower IMEM decode faults)
+        p.ref(A.jal, 19, target="top")
+        p(A.li(4, IMEM_BYTES - 4), A.lw(4, 0, 4))
         p.halt()
         p.label("data")
         p(0x8081_C2E3)
+        p.org(IMEM_BYTES - 4)
+        p.label("top")
+        p(A.jalr(0, 19, 0))
         return p
     w0 = build().assemble()[0]
     expect = {5: 0xFFFF_FFC4, 6: 0xFFFF_FFD3, 7: 0xFFFF_FFE2, 8: 0xFFFF_FFF1, 9: 0xF1, 10: 0x44,
               11: 0xFFFF_D3C4, 12: 0xFFFF_F1E2, 13: 0xF1E2, 14: 0x1122, 15: 0x1122_3344,
               16: 0xF1E2_44C4, 17: 0x3344_3344, 18: 0xC444_3344, 20: 0xF1E2_44C4,
               22: 0x1122_3344, 23: 0x11, 31: 0xD3C4, 30: 0x1122_D3C4,
-              24: 0x8081_C2E3, 25: 0xFFFF_FFC2, 26: 0x8081, 27: 0xFFFF_8081, 28: 0xE3, 29: w0}
+              24: 0x8081_C2E3, 25: 0xFFFF_FFC2, 26: 0x8081, 27: 0xFFFF_8081, 28: 0xE3, 29: w0,
+              4: A.jalr(0, 19, 0) & MASK32}
     await run_both(dut, build, expect, "t_loads_stores")
     # backdoor check of DMEM after the last (stalled) run
     tb = Tb(dut, random.Random(0))
@@ -746,7 +754,7 @@ async def t_fetch_faults(dut):
     p = Prog()
     p(A.li(2, TRAP_HANDLER), A.csrw("mtvec", 2))
     cases = []   # (label of the jump, its rd, expected fault pc or None = misaligned)
-    for i, t in enumerate([0x4000, DMEM, MMIO, 0xFFFF_FFFC, 0x3FFC + 4]):
+    for i, t in enumerate([IMEM_BYTES, DMEM, MMIO, 0xFFFF_FFFC, 0x3FFC + 4]):
         p(A.li(10, t))
         p.ref(A.jal, 31, target=f"r{i}")            # x31 = address of r{i}
         p.label(f"r{i}")
