@@ -798,7 +798,20 @@ def _read(path):
 #: Surviving behaviour-changing mutants that no test can observe, with the reason, keyed by
 #: :meth:`Mutation.key` (file, function, source line, operator, text before, text after: no line
 #: numbers).
-EXPLAINED = {}
+EXPLAINED = {
+    ("hdl_gen/axi_arbiter.py", "Axi4Arbiter.elaborate", "ptr_bits = max(1, (depth - 1).bit_length())",
+     "arith", "depth - 1", "(depth + 1)"):
+        "changes no behaviour: only widens the W-order FIFO pointers, which bump() wraps at "
+        "depth - 1, so they never hold a value the narrower ones could not; the induction fails "
+        "on the unreachable states of the extra bits (undecided, not a hole)",
+    ("hdl_gen/gemm_engine.py", "GemmEngine.elaborate",
+     "& (Mux(bank, bank_cnt[1], bank_cnt[0]) + idx[:kb] <= d + 1))", "arith",
+     "Mux(bank, bank_cnt[1], bank_cnt[0]) + idx[:kb]", "(Mux(bank, bank_cnt[1], bank_cnt[0]) - idx[:kb])"):
+        "changes no behaviour: counter - kk <= dim + 1 holds whenever counter + kk <= dim + 1 does, "
+        "and with the one-port issue order the original never stalls a B row (class docstring; "
+        "the GEMM bench checks the exact busy cycles and w_conflict), so neither does this weaker "
+        "guard; it could only matter under an issue order the sequencer cannot produce",
+}
 
 
 #: What can happen to a mutant: killed by a test (or a timeout); survived every tier; survived
