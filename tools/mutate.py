@@ -676,7 +676,7 @@ design -stash {name}
 _PAIR = _LOAD.format(il="gold.il", name="gold") + _LOAD.format(il="gate.il", name="gate") + \
     "design -copy-from gold -as gold gold\ndesign -copy-from gate -as gate gate\n"
 #: Bounded search, from reset, for an input sequence on which the outputs differ.
-_BMC = _PAIR + """miter -equiv -flatten -make_outputs -ignore_gold_x gold gate miter
+_BMC = _PAIR + """miter -equiv -flatten -make_outputs gold gate miter
 hierarchy -top miter
 sat -seq {steps} {reset} -prove trigger 0 -set-init-zero -show-inputs -dump_vcd cex.vcd miter
 """
