@@ -346,6 +346,8 @@ async def queue_perf_counters(dut):
     assert await tb.read(R.EVENT3) == 1
     for eng in ("DMA_LOAD", "DMA_STORE"):
         assert 0 < perf[f"PERF_{eng}_STALL"] <= perf[f"PERF_{eng}_BUSY"] <= perf["PERF_CYCLES"], (eng, perf)
+    # no command went to these engines: their FIFOs stayed empty, never full
+    assert perf["PERF_GEMM_FULL"] == perf["PERF_VEC_FULL"] == 0, perf
     await tb.write(R.PERF_CTRL, R.PERF_CTRL.FREEZE.put(1))
     frozen = {name: await tb.read(R.REGISTERS[name]) for name in perf}
     await qs.submit(0, encode(Opcode.DMA_LOAD, host_addr=lb, row_bytes=dim, rows=1, planes=1))
