@@ -44,11 +44,13 @@ read ahead of the ALU do not fit one 20 ns cycle with the execution behind them
   requested: D gets a fault entry instead, which traps (cause 1 / 0, ``mtval`` = pc) only if it
   reaches E — a sequential prefetch past a jump never traps.
 * D has the word on ``imem.data`` (held in a register while E is busy) and reads ``rs1``/``rs2``
-  from the register file (flip-flops); E takes the word and the two values when it is free. A
+  from the register file (LUT RAM, read without a clock); E takes the word and the two values when it is free. A
   register written by the instruction that commits in that same cycle is bypassed into E.
 * E decodes and executes: ALU, shift, LUI/AUIPC, branch, jump, CSR, FENCE, ECALL/EBREAK/MRET/WFI
   and illegal instructions commit in **1 cycle** each. A taken branch, a jump, MRET or a trap
-  flushes D and fetches the target in the same cycle: **2 cycles** for taken branches and jumps.
+  empties D and E and registers its target, fetched in the next cycle (the branch compare and the
+  jump adder feed only flip-flops, not the block RAM's address): **3 cycles** for taken branches
+  and jumps, traps and MRET.
   A pending, enabled external interrupt is taken in E instead of executing the word.
 * Loads/stores to DMEM/MMIO: ``EXEC`` checks alignment and the memory map, registers the request,
   ``MEM`` holds it on ``dbus`` until ``ack``; commit happens in the ``ack`` cycle. A store acked at
@@ -520,26 +522,34 @@ class RV32Core(wiring.Component):
                 m.d.comb += [c_npc.eq(target), c_jump.eq(taken)]
 
         # ---------------------------------------------------------------- pipeline control
-        # A trap or a jump flushes D and fetches its target at once; E takes D's instruction
-        # when it is free at the end of the cycle (empty, or committing without leaving pc + 4).
+        # A trap or a jump (flush) empties D and E at the end of its cycle and registers its
+        # target (redirect); F fetches the target in the next cycle. The branch compare and the
+        # jump adder so feed only a few flip-flops, never the block RAM's address. E takes D's
+        # instruction whenever it is done with its own (e_adv: empty, committing or trapping),
+        # which does not depend on whether the commit jumps.
         flush = Signal()
         next_pc = Signal(32)
-        e_free = Signal()
+        redirect = Signal()
+        redirect_pc = Signal(32)
+        e_adv = Signal()
         iload = Signal()                      # E reads IMEM this cycle: no fetch
         m.d.comb += [flush.eq(c_valid & (c_trap | c_jump)),
                      next_pc.eq(Mux(c_trap, Cat(Const(0, 2), mtvec), c_npc))]
+        m.d.sync += [redirect.eq(flush), redirect_pc.eq(next_pc)]
 
         f_addr = Signal(32)
         f_slot = Signal()                     # D is free at the end of this cycle
-        m.d.comb += [f_addr.eq(Mux(flush, next_pc, f_pc)),
-                     f_slot.eq(flush | ~d_valid | e_free)]
+        m.d.comb += [f_addr.eq(Mux(redirect, redirect_pc, f_pc)),
+                     f_slot.eq(~d_valid | e_adv)]
         # The port reads at f_addr whenever E does not use it: which word D keeps is decided
         # from registers, off the block RAM's address path.
         with m.If(~iload):
             m.d.comb += [self.imem.en.eq(f_slot), self.imem.addr.eq(f_addr[2:14])]
         with m.If(f_slot):
             m.d.sync += f_last.eq(f_addr)
-        with m.If(f_slot & ~iload):
+        with m.If(flush):                     # what F fetched in this cycle is on the old path
+            m.d.sync += [d_valid.eq(0), d_fresh.eq(0)]
+        with m.Elif(f_slot & ~iload):
             with m.If(_in_imem(f_addr) & (f_addr[0:2] == 0)):
                 m.d.sync += [d_valid.eq(self.imem.gnt), d_fresh.eq(self.imem.gnt), d_fault.eq(0),
                              d_pc.eq(f_addr), f_again.eq(~self.imem.gnt)]
@@ -551,14 +561,15 @@ class RV32Core(wiring.Component):
         with m.Else():
             m.d.sync += d_fresh.eq(0)
 
-        with m.If(flush | c_sleep):
+        with m.If(c_sleep):
             m.d.sync += e_valid.eq(0)
-        with m.Elif(e_free):
+        with m.Elif(e_adv):
             d_rs1, d_rs2 = d_word[15:20], d_word[20:25]
-            m.d.sync += [e_valid.eq(d_valid), pc.eq(d_pc), ir.eq(d_word), e_fault.eq(d_fault),
+            m.d.sync += [e_valid.eq(d_valid & ~flush), pc.eq(d_pc), ir.eq(d_word),
+                         e_fault.eq(d_fault),
                          e_rs1_read.eq(Mux(written.bit_select(d_rs1, 1), rf_rs1.data, 0)),
                          e_rs2_read.eq(Mux(written.bit_select(d_rs2, 1), rf_rs2.data, 0)),
-                         # E frees itself with a valid instruction only when it retires it
+                         # a valid instruction in E that is done retires (or traps and flushes)
                          e_byp1.eq(e_valid & (wb_rd != 0) & (wb_rd == d_rs1)),
                          e_byp2.eq(e_valid & (wb_rd != 0) & (wb_rd == d_rs2))]
         m.d.comb += [rf_rs1.addr.eq(d_word[15:20]), rf_rs2.addr.eq(d_word[20:25])]
@@ -566,7 +577,7 @@ class RV32Core(wiring.Component):
 
         def after_commit():
             """In a multi-cycle state's commit cycle: E is free again."""
-            m.d.comb += e_free.eq(1)
+            m.d.comb += e_adv.eq(1)
             m.next = "EXEC"
 
         def exec_body():
@@ -660,20 +671,19 @@ class RV32Core(wiring.Component):
             # every path above commits in this cycle except MUL, DIV and the memory accesses
             with m.If(c_sleep):
                 m.next = "SLEEP"
-            with m.Elif(c_valid & ~c_jump & ~c_trap):
-                m.d.comb += e_free.eq(1)
 
         # ---------------------------------------------------------------- control FSM (stage E)
         with m.FSM(init="EXEC", name="core_fsm"):
             with m.State("EXEC"):
-                with m.If(~e_valid):
-                    m.d.comb += e_free.eq(1)
-                with m.Elif(irq_take):
-                    trap(CAUSE["m_external_irq"], 0, Mux(e_fault, 0, insn))
-                with m.Elif(e_fault):
-                    trap(Mux(pc[0:2] != 0, CAUSE["insn_misaligned"], CAUSE["insn_access"]), pc)
-                with m.Else():
-                    exec_body()
+                # done unless it starts a multi-cycle state or sleeps (WFI keeps D for the wake)
+                m.d.comb += e_adv.eq(~e_valid | (c_valid & ~c_sleep))
+                with m.If(e_valid):
+                    with m.If(irq_take):
+                        trap(CAUSE["m_external_irq"], 0, Mux(e_fault, 0, insn))
+                    with m.Elif(e_fault):
+                        trap(Mux(pc[0:2] != 0, CAUSE["insn_misaligned"], CAUSE["insn_access"]), pc)
+                    with m.Else():
+                        exec_body()
 
             with m.State("MEM"):
                 m.d.comb += ld_word.eq(self.dbus.rdata)
@@ -689,6 +699,7 @@ class RV32Core(wiring.Component):
                 with m.Else():
                     trap(Mux(is_store, CAUSE["store_access"], CAUSE["load_access"]),
                          ls_addr_r, insn)
+                m.d.comb += e_adv.eq(1)
                 m.next = "EXEC"
 
             with m.State("ILOAD"):

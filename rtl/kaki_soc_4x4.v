@@ -2258,7 +2258,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8092$2 (\$242 ),
+    .\port$8083$2 (\$242 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2377,20 +2377,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$7933$0 (q_wait_queue),
-    .\port$8116$0 (inflight),
-    .\port$8251$0 (q__0__cpl_irq),
-    .\port$8265$0 (q__0__error_irq),
-    .\port$8277$0 (q__1__cpl_irq),
-    .\port$8291$0 (q__1__error_irq),
-    .\port$8303$0 (q__2__cpl_irq),
-    .\port$8317$0 (q__2__error_irq),
-    .\port$8329$0 (q__3__cpl_irq),
-    .\port$8343$0 (q__3__error_irq),
-    .\port$8455$0 (\$247 ),
-    .\port$8463$0 (\$248 ),
-    .\port$8471$0 (\$249 ),
-    .\port$8479$0 (\$250 ),
+    .\port$7920$0 (q_wait_queue),
+    .\port$8107$0 (inflight),
+    .\port$8242$0 (q__0__cpl_irq),
+    .\port$8256$0 (q__0__error_irq),
+    .\port$8268$0 (q__1__cpl_irq),
+    .\port$8282$0 (q__1__error_irq),
+    .\port$8294$0 (q__2__cpl_irq),
+    .\port$8308$0 (q__2__error_irq),
+    .\port$8320$0 (q__3__cpl_irq),
+    .\port$8334$0 (q__3__error_irq),
+    .\port$8446$0 (\$247 ),
+    .\port$8454$0 (\$248 ),
+    .\port$8462$0 (\$249 ),
+    .\port$8470$0 (\$250 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2478,10 +2478,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8118$0 (\$243 ),
-    .\port$8120$0 (\$244 ),
-    .\port$8122$0 (\$245 ),
-    .\port$8124$0 (\$246 ),
+    .\port$8109$0 (\$243 ),
+    .\port$8111$0 (\$244 ),
+    .\port$8113$0 (\$245 ),
+    .\port$8115$0 (\$246 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2577,8 +2577,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8118$16 (retire__0__tag),
-    .\port$8678$0 (dma_load_error),
+    .\port$8109$16 (retire__0__tag),
+    .\port$8669$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2588,8 +2588,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8120$16 (retire__1__tag),
-    .\port$8794$0 (dma_store_error),
+    .\port$8111$16 (retire__1__tag),
+    .\port$8785$0 (dma_store_error),
     .r_data(\r_data$492 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$489 ),
@@ -2632,23 +2632,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4247$0 (q__0__ready),
-    .\port$4249$0 (q__0__qreset_req),
-    .\port$4257$0 (q__1__ready),
-    .\port$4259$0 (q__1__qreset_req),
-    .\port$4267$0 (q__2__ready),
-    .\port$4269$0 (q__2__qreset_req),
-    .\port$4277$0 (q__3__ready),
-    .\port$4279$0 (q__3__qreset_req),
-    .\port$5307$0 (q__0__head),
-    .\port$5337$0 (q__1__head),
-    .\port$5367$0 (q__2__head),
-    .\port$5397$0 (q__3__head),
-    .\port$7498$0 (r_data),
-    .\port$7548$0 (\r_data$492 ),
-    .\port$7598$0 (\r_data$503 ),
-    .\port$7648$0 (\r_data$514 ),
-    .\port$8092$2 (\$242 ),
+    .\port$4234$0 (q__0__ready),
+    .\port$4236$0 (q__0__qreset_req),
+    .\port$4244$0 (q__1__ready),
+    .\port$4246$0 (q__1__qreset_req),
+    .\port$4254$0 (q__2__ready),
+    .\port$4256$0 (q__2__qreset_req),
+    .\port$4264$0 (q__3__ready),
+    .\port$4266$0 (q__3__qreset_req),
+    .\port$5294$0 (q__0__head),
+    .\port$5324$0 (q__1__head),
+    .\port$5354$0 (q__2__head),
+    .\port$5384$0 (q__3__head),
+    .\port$7485$0 (r_data),
+    .\port$7535$0 (\r_data$492 ),
+    .\port$7585$0 (\r_data$503 ),
+    .\port$7635$0 (\r_data$514 ),
+    .\port$8083$2 (\$242 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2694,8 +2694,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8122$16 (retire__2__tag),
-    .\port$8856$0 (gemm_error),
+    .\port$8113$16 (retire__2__tag),
+    .\port$8847$0 (gemm_error),
     .r_data(\r_data$503 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$500 ),
@@ -2746,8 +2746,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$250 ),
     .limit(bus_timeout),
     .\port$115$0 (fw_write_qreset_ack_queue),
-    .\port$8102$0 (bus__wdata[3:0]),
-    .\port$8102$8 (bus__wdata[31:8]),
+    .\port$8093$0 (bus__wdata[3:0]),
+    .\port$8093$8 (bus__wdata[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2889,8 +2889,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8124$16 (retire__3__tag),
-    .\port$9132$0 (vec_error),
+    .\port$8115$16 (retire__3__tag),
+    .\port$9123$0 (vec_error),
     .r_data(\r_data$514 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$511 ),
@@ -5669,7 +5669,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, irq, load_addr_we, load_data_we, mmio__en, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8092$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, irq, load_addr_we, load_data_we, mmio__en, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8083$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5813,8 +5813,8 @@ module \kaki_soc_4x4.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8092$2 ;
-  wire [29:0] \port$8092$2 ;
+  output [29:0] \port$8083$2 ;
+  wire [29:0] \port$8083$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -5994,7 +5994,7 @@ module \kaki_soc_4x4.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8092$2 (\$99 ),
+    .\port$8083$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6112,11 +6112,11 @@ module \kaki_soc_4x4.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8092$2  = \$99 ;
+  assign \port$8083$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8092$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8083$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6132,12 +6132,12 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire [31:0] \$111 ;
+  wire \$111 ;
   wire \$112 ;
-  wire \$113 ;
-  wire [32:0] \$114 ;
+  wire [31:0] \$113 ;
+  wire \$114 ;
   wire \$115 ;
-  wire \$116 ;
+  wire [32:0] \$116 ;
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
@@ -6175,21 +6175,21 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$148 ;
   wire \$149 ;
   wire [31:0] \$15 ;
-  wire \$150 ;
+  wire [4:0] \$150 ;
   wire \$151 ;
-  wire [4:0] \$152 ;
+  wire [2:0] \$152 ;
   wire \$153 ;
   wire [2:0] \$154 ;
-  wire \$155 ;
-  wire [2:0] \$156 ;
+  wire [32:0] \$155 ;
+  wire [32:0] \$156 ;
   wire [32:0] \$157 ;
   wire [32:0] \$158 ;
   wire [32:0] \$159 ;
   wire [31:0] \$16 ;
   wire [32:0] \$160 ;
   wire [32:0] \$161 ;
-  wire [32:0] \$162 ;
-  wire [32:0] \$163 ;
+  wire \$162 ;
+  wire \$163 ;
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
@@ -6221,10 +6221,10 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$19 ;
   wire \$190 ;
   wire \$191 ;
-  wire \$192 ;
-  wire [31:0] \$193 ;
-  wire \$194 ;
-  wire [31:0] \$195 ;
+  wire [31:0] \$192 ;
+  wire \$193 ;
+  wire [31:0] \$194 ;
+  wire \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
@@ -6239,15 +6239,15 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$205 ;
   wire \$206 ;
   wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [32:0] \$208 ;
+  wire [32:0] \$209 ;
   wire \$21 ;
-  wire [32:0] \$210 ;
-  wire [32:0] \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire [32:0] \$214 ;
-  wire [32:0] \$215 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire [32:0] \$212 ;
+  wire [32:0] \$213 ;
+  wire \$214 ;
+  wire \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
@@ -6272,71 +6272,67 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$235 ;
   wire \$236 ;
   wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [49:0] \$238 ;
+  wire [48:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
+  wire [5:0] \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire \$243 ;
-  wire [49:0] \$244 ;
-  wire [48:0] \$245 ;
-  wire [5:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  reg [31:0] \$249 ;
+  reg [31:0] \$243 ;
+  reg [31:0] \$244 ;
+  reg [29:0] \$245 ;
+  reg [31:0] \$246 ;
+  reg [31:0] \$247 ;
+  reg \$248 ;
+  reg \$249 ;
   wire \$25 ;
-  reg [31:0] \$250 ;
-  reg [29:0] \$251 ;
-  reg [31:0] \$252 ;
-  reg [31:0] \$253 ;
-  reg \$254 ;
-  reg \$255 ;
-  reg [63:0] \$256 ;
-  reg [63:0] \$257 ;
-  reg \$258 ;
+  reg [63:0] \$250 ;
+  reg [63:0] \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg [29:0] \$254 ;
+  reg [31:0] \$255 ;
+  reg \$256 ;
+  reg [31:0] \$257 ;
+  reg [31:0] \$258 ;
   reg \$259 ;
   wire \$26 ;
-  reg [29:0] \$260 ;
-  reg [31:0] \$261 ;
+  reg \$260 ;
+  reg \$261 ;
   reg [31:0] \$262 ;
   reg \$263 ;
   reg \$264 ;
-  reg \$265 ;
+  reg [31:0] \$265 ;
   reg [31:0] \$266 ;
   reg \$267 ;
-  reg \$268 ;
+  reg [31:0] \$268 ;
   reg [31:0] \$269 ;
   wire \$27 ;
-  reg [31:0] \$270 ;
+  reg \$270 ;
   reg \$271 ;
   reg [31:0] \$272 ;
   reg [31:0] \$273 ;
-  reg \$274 ;
-  reg \$275 ;
-  reg [31:0] \$276 ;
+  reg [31:0] \$274 ;
+  reg [31:0] \$275 ;
+  reg [4:0] \$276 ;
   reg [31:0] \$277 ;
-  reg [31:0] \$278 ;
-  reg [31:0] \$279 ;
+  reg \$278 ;
+  reg \$279 ;
   wire \$28 ;
-  reg [4:0] \$280 ;
-  reg [31:0] \$281 ;
-  reg \$282 ;
-  reg \$283 ;
-  reg \$284 ;
-  reg [3:0] \$285 ;
-  reg [32:0] \$286 ;
-  reg [32:0] \$287 ;
-  reg [31:0] \$288 ;
-  reg \$289 ;
+  reg \$280 ;
+  reg [3:0] \$281 ;
+  reg [32:0] \$282 ;
+  reg [32:0] \$283 ;
+  reg [31:0] \$284 ;
+  reg \$285 ;
+  reg [1:0] \$286 ;
+  reg \$287 ;
+  reg \$288 ;
+  reg [31:0] \$289 ;
   wire \$29 ;
-  reg [1:0] \$290 ;
-  reg \$291 ;
-  reg \$292 ;
-  reg [31:0] \$293 ;
-  reg [3:0] \$294 ;
-  reg [50:0] \$295 ;
-  reg [49:0] \$296 ;
+  reg [3:0] \$290 ;
+  reg [50:0] \$291 ;
+  reg [49:0] \$292 ;
   wire [32:0] \$3 ;
   wire \$30 ;
   wire \$31 ;
@@ -6481,10 +6477,10 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [31:0] div_rem = 32'd0;
   wire [32:0] div_rem_sh;
   reg div_zero = 1'h0;
+  reg e_adv;
   reg e_byp1 = 1'h0;
   reg e_byp2 = 1'h0;
   reg e_fault = 1'h0;
-  reg e_free;
   reg [31:0] e_rs1_read = 32'd0;
   reg [31:0] e_rs2_read = 32'd0;
   reg e_valid = 1'h0;
@@ -6543,9 +6539,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8092$2 ;
-  wire [29:0] \port$8092$2 ;
+  output [29:0] \port$8083$2 ;
+  wire [29:0] \port$8083$2 ;
   wire [65:0] product;
+  reg redirect = 1'h0;
+  reg [31:0] redirect_pc = 32'd0;
   wire [4:0] rf_rs2__addr;
   wire [31:0] rf_rs2__data;
   wire [4:0] rf_wr__addr;
@@ -6740,245 +6738,243 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   assign \$106  = c_trap | c_jump;
   assign flush = trace_valid & \$106 ;
   assign next_pc = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign f_addr = flush ? next_pc : \$2 [31:0];
+  assign f_addr = redirect ? redirect_pc : \$2 [31:0];
   assign \$107  = ~ d_valid;
-  assign \$108  = flush | \$107 ;
-  assign f_slot = \$108  | e_free;
-  assign \$109  = ~ iload;
-  assign \$110  = ~ e_valid;
-  assign \$111  = e_fault ? 32'd0 : ir;
-  assign \$112  = | pc[1:0];
-  assign \$113  = \$112  ? 1'h0 : 1'h1;
-  assign \$114  = pc + { ir[31:12], 12'h000 };
-  assign \$115  = ! ir[14:12];
-  assign \$116  = ir[14:12] != 2'h2;
-  assign \$117  = ir[14:12] != 2'h3;
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = ir[6:0] == 6'h33;
-  assign \$120  = ir[31:25] == 1'h1;
-  assign \$121  = \$119  & \$120 ;
-  assign \$122  = ir[6:0] == 6'h23;
-  assign \$123  = ! ir[14:12];
-  assign \$124  = ir[14:12] == 1'h1;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = ir[14:12] == 2'h2;
+  assign f_slot = \$107  | e_adv;
+  assign \$108  = ~ iload;
+  assign \$109  = ~ e_valid;
+  assign \$110  = ~ c_sleep;
+  assign \$111  = trace_valid & \$110 ;
+  assign \$112  = \$109  | \$111 ;
+  assign \$113  = e_fault ? 32'd0 : ir;
+  assign \$114  = | pc[1:0];
+  assign \$115  = \$114  ? 1'h0 : 1'h1;
+  assign \$116  = pc + { ir[31:12], 12'h000 };
+  assign \$117  = ! ir[14:12];
+  assign \$118  = ir[14:12] != 2'h2;
+  assign \$119  = ir[14:12] != 2'h3;
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = ir[6:0] == 6'h33;
+  assign \$122  = ir[31:25] == 1'h1;
+  assign \$123  = \$121  & \$122 ;
+  assign \$124  = ir[6:0] == 6'h23;
+  assign \$125  = ! ir[14:12];
+  assign \$126  = ir[14:12] == 1'h1;
   assign \$127  = \$125  | \$126 ;
-  assign \$128  = ~ \$127 ;
-  assign \$129  = ir[14:12] != 2'h3;
-  assign \$130  = ir[14:12] != 3'h6;
-  assign \$131  = \$129  & \$130 ;
-  assign \$132  = ir[14:12] != 3'h7;
+  assign \$128  = ir[14:12] == 2'h2;
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = ~ \$129 ;
+  assign \$131  = ir[14:12] != 2'h3;
+  assign \$132  = ir[14:12] != 3'h6;
   assign \$133  = \$131  & \$132 ;
-  assign \$134  = ~ \$133 ;
-  assign \$135  = \$122  ? \$128  : \$134 ;
-  assign \$136  = ! ir[14:12];
-  assign \$137  = ir[14:12] == 1'h1;
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = ! ir[14:12];
-  assign \$140  = ir == 7'h73;
-  assign \$141  = ir == 21'h100073;
-  assign \$142  = ir == 30'h30200073;
-  assign \$143  = ir == 29'h10500073;
-  assign \$144  = ir[13:12] == 1'h1;
-  assign \$145  = | ir[19:15];
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = ~ c_jump;
-  assign \$148  = trace_valid & \$147 ;
-  assign \$149  = ~ c_trap;
-  assign \$150  = \$148  & \$149 ;
+  assign \$134  = ir[14:12] != 3'h7;
+  assign \$135  = \$133  & \$134 ;
+  assign \$136  = ~ \$135 ;
+  assign \$137  = \$124  ? \$130  : \$136 ;
+  assign \$138  = ! ir[14:12];
+  assign \$139  = ir[14:12] == 1'h1;
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = ! ir[14:12];
+  assign \$142  = ir == 7'h73;
+  assign \$143  = ir == 21'h100073;
+  assign \$144  = ir == 30'h30200073;
+  assign \$145  = ir == 29'h10500073;
+  assign \$146  = ir[13:12] == 1'h1;
+  assign \$147  = | ir[19:15];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = ir[6:0] == 6'h23;
+  assign \$150  = \$149  ? 5'h00 : ir[11:7];
   assign \$151  = ir[6:0] == 6'h23;
-  assign \$152  = \$151  ? 5'h00 : ir[11:7];
+  assign \$152  = \$151  ? 3'h6 : 3'h4;
   assign \$153  = ir[6:0] == 6'h23;
-  assign \$154  = \$153  ? 3'h6 : 3'h4;
-  assign \$155  = ir[6:0] == 6'h23;
-  assign \$156  = \$155  ? 3'h7 : 3'h5;
-  assign \$157  = - div_rem;
-  assign \$158  = div_negr ? \$157  : { 1'h0, div_rem };
-  assign \$159  = div_zero ? { 1'h0, div_a } : \$158 ;
-  assign \$160  = - div_quo;
-  assign \$161  = div_negq ? \$160  : { 1'h0, div_quo };
-  assign \$162  = div_zero ? 33'h0ffffffff : \$161 ;
-  assign \$163  = ir[13] ? \$159  : \$162 ;
-  assign \$164  = ! core_fsm_state;
-  assign \$165  = core_fsm_state == 1'h1;
-  assign \$166  = core_fsm_state == 2'h2;
-  assign \$167  = core_fsm_state == 2'h3;
-  assign \$168  = core_fsm_state == 3'h4;
-  assign \$169  = core_fsm_state == 3'h5;
-  assign \$170  = core_fsm_state == 3'h6;
-  assign \$171  = core_fsm_state == 3'h7;
-  assign \$172  = core_fsm_state == 4'h8;
-  assign \$173  = core_fsm_state == 4'h9;
-  assign \$174  = ~ c_trap;
-  assign \$175  = trace_valid & \$174 ;
-  assign \$176  = | c_rd;
-  assign \$177  = \$175  & \$176 ;
-  assign \$178  = trace_valid & c_trap;
-  assign \$179  = ~ c_trap;
-  assign \$180  = trace_valid & \$179 ;
-  assign \$181  = \$180  & c_mret;
-  assign \$182  = ~ c_trap;
-  assign \$183  = trace_valid & \$182 ;
-  assign \$184  = \$183  & c_csr_we;
-  assign \$185  = ~ iload;
-  assign \$186  = f_slot & \$185 ;
-  assign \$187  = ! f_addr[31:14];
-  assign \$188  = ! f_addr[1:0];
-  assign \$189  = \$187  & \$188 ;
-  assign \$191  = flush | c_sleep;
-  assign \$192  = written >> d_word[19:15];
-  assign \$193  = \$192  ? \$signature__data  : 32'd0;
-  assign \$194  = written >> d_word[24:20];
-  assign \$195  = \$194  ? rf_rs2__data : 32'd0;
-  assign \$196  = | wb_rd;
-  assign \$197  = e_valid & \$196 ;
-  assign \$198  = wb_rd == d_word[19:15];
-  assign \$199  = \$197  & \$198 ;
-  assign \$200  = | wb_rd;
-  assign \$201  = e_valid & \$200 ;
-  assign \$202  = wb_rd == d_word[24:20];
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = ~ e_valid;
-  assign \$205  = ir[6:0] == 6'h33;
-  assign \$206  = ir[31:25] == 1'h1;
-  assign \$207  = \$205  & \$206 ;
-  assign \$208  = ~ ir[12];
-  assign \$209  = \$208  & rs1v[31];
-  assign \$210  = - rs1v;
-  assign \$211  = \$209  ? \$210  : { 1'h0, rs1v };
-  assign \$212  = ~ ir[12];
-  assign \$213  = \$212  & rs2v[31];
-  assign \$214  = - rs2v;
-  assign \$215  = \$213  ? \$214  : { 1'h0, rs2v };
-  assign \$216  = ! rs2v;
+  assign \$154  = \$153  ? 3'h7 : 3'h5;
+  assign \$155  = - div_rem;
+  assign \$156  = div_negr ? \$155  : { 1'h0, div_rem };
+  assign \$157  = div_zero ? { 1'h0, div_a } : \$156 ;
+  assign \$158  = - div_quo;
+  assign \$159  = div_negq ? \$158  : { 1'h0, div_quo };
+  assign \$160  = div_zero ? 33'h0ffffffff : \$159 ;
+  assign \$161  = ir[13] ? \$157  : \$160 ;
+  assign \$162  = ! core_fsm_state;
+  assign \$163  = core_fsm_state == 1'h1;
+  assign \$164  = core_fsm_state == 2'h2;
+  assign \$165  = core_fsm_state == 2'h3;
+  assign \$166  = core_fsm_state == 3'h4;
+  assign \$167  = core_fsm_state == 3'h5;
+  assign \$168  = core_fsm_state == 3'h6;
+  assign \$169  = core_fsm_state == 3'h7;
+  assign \$170  = core_fsm_state == 4'h8;
+  assign \$171  = core_fsm_state == 4'h9;
+  assign \$172  = ~ c_trap;
+  assign \$173  = trace_valid & \$172 ;
+  assign \$174  = | c_rd;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = trace_valid & c_trap;
+  assign \$177  = ~ c_trap;
+  assign \$178  = trace_valid & \$177 ;
+  assign \$179  = \$178  & c_mret;
+  assign \$180  = ~ c_trap;
+  assign \$181  = trace_valid & \$180 ;
+  assign \$182  = \$181  & c_csr_we;
+  assign \$183  = ~ iload;
+  assign \$184  = f_slot & \$183 ;
+  assign \$185  = ! f_addr[31:14];
+  assign \$186  = ! f_addr[1:0];
+  assign \$187  = \$185  & \$186 ;
+  assign \$189  = ~ flush;
+  assign \$190  = d_valid & \$189 ;
+  assign \$191  = written >> d_word[19:15];
+  assign \$192  = \$191  ? \$signature__data  : 32'd0;
+  assign \$193  = written >> d_word[24:20];
+  assign \$194  = \$193  ? rf_rs2__data : 32'd0;
+  assign \$195  = | wb_rd;
+  assign \$196  = e_valid & \$195 ;
+  assign \$197  = wb_rd == d_word[19:15];
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = | wb_rd;
+  assign \$200  = e_valid & \$199 ;
+  assign \$201  = wb_rd == d_word[24:20];
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = ir[6:0] == 6'h33;
+  assign \$204  = ir[31:25] == 1'h1;
+  assign \$205  = \$203  & \$204 ;
+  assign \$206  = ~ ir[12];
+  assign \$207  = \$206  & rs1v[31];
+  assign \$208  = - rs1v;
+  assign \$209  = \$207  ? \$208  : { 1'h0, rs1v };
+  assign \$210  = ~ ir[12];
+  assign \$211  = \$210  & rs2v[31];
+  assign \$212  = - rs2v;
+  assign \$213  = \$211  ? \$212  : { 1'h0, rs2v };
+  assign \$214  = ! rs2v;
+  assign \$215  = ~ ir[12];
+  assign \$216  = \$215  & rs1v[31];
   assign \$217  = ~ ir[12];
-  assign \$218  = \$217  & rs1v[31];
-  assign \$219  = ~ ir[12];
-  assign \$220  = \$219  & rs2v[31];
-  assign \$221  = \$218  ^ \$220 ;
-  assign \$222  = ~ ir[12];
-  assign \$223  = \$222  & rs1v[31];
-  assign \$224  = ir[6:0] == 6'h23;
-  assign \$225  = ! ir[14:12];
-  assign \$226  = ir[14:12] == 1'h1;
+  assign \$218  = \$217  & rs2v[31];
+  assign \$219  = \$216  ^ \$218 ;
+  assign \$220  = ~ ir[12];
+  assign \$221  = \$220  & rs1v[31];
+  assign \$222  = ir[6:0] == 6'h23;
+  assign \$223  = ! ir[14:12];
+  assign \$224  = ir[14:12] == 1'h1;
+  assign \$225  = \$223  | \$224 ;
+  assign \$226  = ir[14:12] == 2'h2;
   assign \$227  = \$225  | \$226 ;
-  assign \$228  = ir[14:12] == 2'h2;
-  assign \$229  = \$227  | \$228 ;
-  assign \$230  = ~ \$229 ;
-  assign \$231  = ir[14:12] != 2'h3;
-  assign \$232  = ir[14:12] != 3'h6;
+  assign \$228  = ~ \$227 ;
+  assign \$229  = ir[14:12] != 2'h3;
+  assign \$230  = ir[14:12] != 3'h6;
+  assign \$231  = \$229  & \$230 ;
+  assign \$232  = ir[14:12] != 3'h7;
   assign \$233  = \$231  & \$232 ;
-  assign \$234  = ir[14:12] != 3'h7;
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = ~ \$235 ;
-  assign \$237  = \$224  ? \$230  : \$236 ;
-  assign \$238  = ls_misaligned | ls_fault;
-  assign \$239  = ir[6:0] == 6'h23;
-  assign \$240  = ~ c_jump;
-  assign \$241  = trace_valid & \$240 ;
-  assign \$242  = ~ c_trap;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
-  assign \$245  = $signed(mul_ra) * $signed(mul_rb[32:17]);
-  assign \$246  = div_cnt + 1'h1;
-  assign \$247  = div_cnt == 5'h1f;
-  assign \$248  = ~ run;
+  assign \$234  = ~ \$233 ;
+  assign \$235  = \$222  ? \$228  : \$234 ;
+  assign \$236  = ls_misaligned | ls_fault;
+  assign \$237  = ir[6:0] == 6'h23;
+  assign \$238  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
+  assign \$239  = $signed(mul_ra) * $signed(mul_rb[32:17]);
+  assign \$240  = div_cnt + 1'h1;
+  assign \$241  = div_cnt == 5'h1f;
+  assign \$242  = ~ run;
   always @(posedge clk)
-    d_ir <= \$249 ;
+    d_ir <= \$243 ;
   always @(posedge clk)
-    written <= \$250 ;
+    written <= \$244 ;
   always @(posedge clk)
-    mepc <= \$251 ;
+    mepc <= \$245 ;
   always @(posedge clk)
-    mcause <= \$252 ;
+    mcause <= \$246 ;
   always @(posedge clk)
-    mtval <= \$253 ;
+    mtval <= \$247 ;
   always @(posedge clk)
-    st_mpie <= \$254 ;
+    st_mpie <= \$248 ;
   always @(posedge clk)
-    \$signal  <= \$255 ;
+    \$signal  <= \$249 ;
   always @(posedge clk)
-    mcycle <= \$256 ;
+    mcycle <= \$250 ;
   always @(posedge clk)
-    minstret <= \$257 ;
+    minstret <= \$251 ;
   always @(posedge clk)
-    ie_mtie <= \$258 ;
+    ie_mtie <= \$252 ;
   always @(posedge clk)
-    \$signal$38  <= \$259 ;
+    \$signal$38  <= \$253 ;
   always @(posedge clk)
-    mtvec <= \$260 ;
+    mtvec <= \$254 ;
   always @(posedge clk)
-    mscratch <= \$261 ;
+    mscratch <= \$255 ;
   always @(posedge clk)
-    f_last <= \$262 ;
+    redirect <= \$256 ;
   always @(posedge clk)
-    d_valid <= \$263 ;
+    redirect_pc <= \$257 ;
   always @(posedge clk)
-    d_fresh <= \$264 ;
+    f_last <= \$258 ;
   always @(posedge clk)
-    d_fault <= \$265 ;
+    d_valid <= \$259 ;
   always @(posedge clk)
-    d_pc <= \$266 ;
+    d_fresh <= \$260 ;
   always @(posedge clk)
-    f_again <= \$267 ;
+    d_fault <= \$261 ;
   always @(posedge clk)
-    e_valid <= \$268 ;
+    d_pc <= \$262 ;
   always @(posedge clk)
-    pc <= \$269 ;
+    f_again <= \$263 ;
   always @(posedge clk)
-    ir <= \$270 ;
+    e_valid <= \$264 ;
   always @(posedge clk)
-    e_fault <= \$271 ;
+    pc <= \$265 ;
   always @(posedge clk)
-    e_rs1_read <= \$272 ;
+    ir <= \$266 ;
   always @(posedge clk)
-    e_rs2_read <= \$273 ;
+    e_fault <= \$267 ;
   always @(posedge clk)
-    e_byp1 <= \$274 ;
+    e_rs1_read <= \$268 ;
   always @(posedge clk)
-    e_byp2 <= \$275 ;
+    e_rs2_read <= \$269 ;
   always @(posedge clk)
-    fw_val <= \$276 ;
+    e_byp1 <= \$270 ;
   always @(posedge clk)
-    div_quo <= \$277 ;
+    e_byp2 <= \$271 ;
   always @(posedge clk)
-    div_rem <= \$278 ;
+    fw_val <= \$272 ;
   always @(posedge clk)
-    div_den <= \$279 ;
+    div_quo <= \$273 ;
   always @(posedge clk)
-    div_cnt <= \$280 ;
+    div_rem <= \$274 ;
   always @(posedge clk)
-    div_a <= \$281 ;
+    div_den <= \$275 ;
   always @(posedge clk)
-    div_zero <= \$282 ;
+    div_cnt <= \$276 ;
   always @(posedge clk)
-    div_negq <= \$283 ;
+    div_a <= \$277 ;
   always @(posedge clk)
-    div_negr <= \$284 ;
+    div_zero <= \$278 ;
   always @(posedge clk)
-    core_fsm_state <= \$285 ;
+    div_negq <= \$279 ;
   always @(posedge clk)
-    mul_ra <= \$286 ;
+    div_negr <= \$280 ;
   always @(posedge clk)
-    mul_rb <= \$287 ;
+    core_fsm_state <= \$281 ;
   always @(posedge clk)
-    ls_addr_r <= \$288 ;
+    mul_ra <= \$282 ;
   always @(posedge clk)
-    ls_misaligned_r <= \$289 ;
+    mul_rb <= \$283 ;
   always @(posedge clk)
-    ld_off <= \$290 ;
+    ls_addr_r <= \$284 ;
   always @(posedge clk)
-    dbus__en <= \$291 ;
+    ls_misaligned_r <= \$285 ;
   always @(posedge clk)
-    dbus__we <= \$292 ;
+    ld_off <= \$286 ;
   always @(posedge clk)
-    dbus__wdata <= \$293 ;
+    dbus__en <= \$287 ;
   always @(posedge clk)
-    dbus__wstrb <= \$294 ;
+    dbus__we <= \$288 ;
   always @(posedge clk)
-    mul_lo <= \$295 ;
+    dbus__wdata <= \$289 ;
   always @(posedge clk)
-    mul_hi <= \$296 ;
+    dbus__wstrb <= \$290 ;
+  always @(posedge clk)
+    mul_lo <= \$291 ;
+  always @(posedge clk)
+    mul_hi <= \$292 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
@@ -7200,7 +7196,7 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__en = 1'h0;
-    if (\$109 ) begin
+    if (\$108 ) begin
       imem__en = f_slot;
     end
     casez (core_fsm_state)
@@ -7217,7 +7213,7 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__addr = 12'h000;
-    if (\$109 ) begin
+    if (\$108 ) begin
       imem__addr = f_addr[13:2];
     end
     casez (core_fsm_state)
@@ -7233,38 +7229,28 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    e_free = 1'h0;
+    e_adv = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-            e_free = 1'h1;
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            if (c_sleep) begin
-            end else if (\$150 ) begin
-              e_free = 1'h1;
-            end
-          end
+          e_adv = \$112 ;
       4'h5:
           if (dbus__ack) begin
-            e_free = 1'h1;
+            e_adv = 1'h1;
           end
       4'h3:
-          /* empty */;
+          e_adv = 1'h1;
       4'h4:
           /* empty */;
       4'h7:
-          e_free = 1'h1;
+          e_adv = 1'h1;
       4'h2:
           /* empty */;
       4'h8:
-          e_free = 1'h1;
+          e_adv = 1'h1;
       4'h1:
           /* empty */;
       4'h9:
-          e_free = 1'h1;
+          e_adv = 1'h1;
     endcase
   end
   always @* begin
@@ -7272,84 +7258,85 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     trace_valid = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            trace_valid = 1'h1;
-          end else if (e_fault) begin
-            trace_valid = 1'h1;
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  trace_valid = 1'h1;
-              7'h17:
-                  trace_valid = 1'h1;
-              7'h6f:
-                  trace_valid = 1'h1;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
+            if (irq_take) begin
+              trace_valid = 1'h1;
+            end else if (e_fault) begin
+              trace_valid = 1'h1;
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
                     trace_valid = 1'h1;
-                  end else begin
+                7'h17:
                     trace_valid = 1'h1;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
+                7'h6f:
                     trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                    trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                    trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    trace_valid = 1'h1;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                    trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$141 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$142 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                       trace_valid = 1'h1;
                     end else begin
                       trace_valid = 1'h1;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      trace_valid = 1'h1;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                7'h73:
+                    (* full_case = 32'd1 *)
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        trace_valid = 1'h1;
+                      end else if (\$143 ) begin
+                        trace_valid = 1'h1;
+                      end else if (\$144 ) begin
+                        trace_valid = 1'h1;
+                      end else if (\$145 ) begin
+                        trace_valid = 1'h1;
+                      end else begin
+                        trace_valid = 1'h1;
+                      end
+                    end else if (csr_illegal) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                default:
                     trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              default:
-                  trace_valid = 1'h1;
-            endcase
+              endcase
+            end
           end
       4'h5:
           if (dbus__ack) begin
@@ -7381,74 +7368,75 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_trap = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            c_trap = 1'h1;
-          end else if (e_fault) begin
-            c_trap = 1'h1;
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    c_trap = 1'h1;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h73:
-                  if (\$139 ) begin
+            if (irq_take) begin
+              c_trap = 1'h1;
+            end else if (e_fault) begin
+              c_trap = 1'h1;
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      c_trap = 1'h1;
-                    end else if (\$141 ) begin
-                      c_trap = 1'h1;
-                    end else if (\$142 ) begin
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                     end else begin
                       c_trap = 1'h1;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      c_trap = 1'h1;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                7'h73:
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        c_trap = 1'h1;
+                      end else if (\$143 ) begin
+                        c_trap = 1'h1;
+                      end else if (\$144 ) begin
+                      end else if (\$145 ) begin
+                      end else begin
+                        c_trap = 1'h1;
+                      end
+                    end else if (csr_illegal) begin
+                      c_trap = 1'h1;
+                    end
+                default:
                     c_trap = 1'h1;
-                  end
-              default:
-                  c_trap = 1'h1;
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
@@ -7466,83 +7454,84 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_cause = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            c_cause = 32'd2147483659;
-          end else if (e_fault) begin
-            c_cause = { 31'h00000000, \$113  };
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    c_cause = 32'd2;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h73:
-                  if (\$139 ) begin
+            if (irq_take) begin
+              c_cause = 32'd2147483659;
+            end else if (e_fault) begin
+              c_cause = { 31'h00000000, \$115  };
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      c_cause = 32'd11;
-                    end else if (\$141 ) begin
-                      c_cause = 32'd3;
-                    end else if (\$142 ) begin
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                     end else begin
                       c_cause = 32'd2;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      c_cause = 32'd2;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                7'h73:
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        c_cause = 32'd11;
+                      end else if (\$143 ) begin
+                        c_cause = 32'd3;
+                      end else if (\$144 ) begin
+                      end else if (\$145 ) begin
+                      end else begin
+                        c_cause = 32'd2;
+                      end
+                    end else if (csr_illegal) begin
+                      c_cause = 32'd2;
+                    end
+                default:
                     c_cause = 32'd2;
-                  end
-              default:
-                  c_cause = 32'd2;
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
       4'h3:
           (* full_case = 32'd1 *)
           if (ls_misaligned_r) begin
-            c_cause = { 29'h00000000, \$154  };
+            c_cause = { 29'h00000000, \$152  };
           end else begin
-            c_cause = { 29'h00000000, \$156  };
+            c_cause = { 29'h00000000, \$154  };
           end
     endcase
   end
@@ -7551,74 +7540,75 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_tval = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            c_tval = 32'd0;
-          end else if (e_fault) begin
-            c_tval = pc;
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    c_tval = ir;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h73:
-                  if (\$139 ) begin
+            if (irq_take) begin
+              c_tval = 32'd0;
+            end else if (e_fault) begin
+              c_tval = pc;
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      c_tval = 32'd0;
-                    end else if (\$141 ) begin
-                      c_tval = 32'd0;
-                    end else if (\$142 ) begin
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                     end else begin
                       c_tval = ir;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                    end else begin
+                      c_tval = ir;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                    end else begin
+                      c_tval = ir;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                    end else begin
+                      c_tval = ir;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      c_tval = ir;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                    end else begin
+                      c_tval = ir;
+                    end
+                7'h73:
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        c_tval = 32'd0;
+                      end else if (\$143 ) begin
+                        c_tval = 32'd0;
+                      end else if (\$144 ) begin
+                      end else if (\$145 ) begin
+                      end else begin
+                        c_tval = ir;
+                      end
+                    end else if (csr_illegal) begin
+                      c_tval = ir;
+                    end
+                default:
                     c_tval = ir;
-                  end
-              default:
-                  c_tval = ir;
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
@@ -7636,83 +7626,84 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     trace_insn = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            trace_insn = \$111 ;
-          end else if (e_fault) begin
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  trace_insn = ir;
-              7'h17:
-                  trace_insn = ir;
-              7'h6f:
-                  trace_insn = ir;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
+            if (irq_take) begin
+              trace_insn = \$113 ;
+            end else if (e_fault) begin
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
                     trace_insn = ir;
-                  end else begin
+                7'h17:
                     trace_insn = ir;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
+                7'h6f:
                     trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                    trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                    trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    trace_insn = ir;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                    trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      trace_insn = ir;
-                    end else if (\$141 ) begin
-                      trace_insn = ir;
-                    end else if (\$142 ) begin
-                      trace_insn = ir;
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                       trace_insn = ir;
                     end else begin
                       trace_insn = ir;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      trace_insn = ir;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                7'h73:
+                    (* full_case = 32'd1 *)
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        trace_insn = ir;
+                      end else if (\$143 ) begin
+                        trace_insn = ir;
+                      end else if (\$144 ) begin
+                        trace_insn = ir;
+                      end else if (\$145 ) begin
+                        trace_insn = ir;
+                      end else begin
+                        trace_insn = ir;
+                      end
+                    end else if (csr_illegal) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                default:
                     trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              default:
-                  trace_insn = ir;
-            endcase
+              endcase
+            end
           end
       4'h5:
           if (dbus__ack) begin
@@ -7744,60 +7735,61 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_rd = 5'h00;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  c_rd = ir[11:7];
-              7'h17:
-                  c_rd = ir[11:7];
-              7'h6f:
-                  c_rd = ir[11:7];
-              7'h67:
-                  if (\$115 ) begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
                     c_rd = ir[11:7];
-                  end
-              7'h63:
-                  if (\$118 ) begin
-                    c_rd = 5'h00;
-                  end
-              7'h13:
-                  if (op_imm_legal) begin
+                7'h17:
                     c_rd = ir[11:7];
-                  end
-              7'h33:
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
+                7'h6f:
                     c_rd = ir[11:7];
-                  end
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  if (\$138 ) begin
-                    c_rd = 5'h00;
-                  end
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                      c_rd = 5'h00;
-                    end else if (\$143 ) begin
+                7'h67:
+                    if (\$117 ) begin
+                      c_rd = ir[11:7];
+                    end
+                7'h63:
+                    if (\$120 ) begin
                       c_rd = 5'h00;
                     end
-                  end else if (csr_illegal) begin
-                  end else begin
-                    c_rd = ir[11:7];
-                  end
-            endcase
+                7'h13:
+                    if (op_imm_legal) begin
+                      c_rd = ir[11:7];
+                    end
+                7'h33:
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                      c_rd = ir[11:7];
+                    end
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    if (\$140 ) begin
+                      c_rd = 5'h00;
+                    end
+                7'h73:
+                    (* full_case = 32'd1 *)
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                        c_rd = 5'h00;
+                      end else if (\$145 ) begin
+                        c_rd = 5'h00;
+                      end
+                    end else if (csr_illegal) begin
+                    end else begin
+                      c_rd = ir[11:7];
+                    end
+              endcase
+            end
           end
       4'h5:
           if (dbus__ack) begin
-            c_rd = \$152 ;
+            c_rd = \$150 ;
           end
       4'h3:
           /* empty */;
@@ -7820,56 +7812,57 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_value = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  c_value = { ir[31:12], 12'h000 };
-              7'h17:
-                  c_value = \$114 [31:0];
-              7'h6f:
-                  c_value = \$3 [31:0];
-              7'h67:
-                  if (\$115 ) begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    c_value = { ir[31:12], 12'h000 };
+                7'h17:
+                    c_value = \$116 [31:0];
+                7'h6f:
                     c_value = \$3 [31:0];
-                  end
-              7'h63:
-                  if (\$118 ) begin
-                    c_value = 32'd0;
-                  end
-              7'h13:
-                  if (op_imm_legal) begin
-                    c_value = alu_res;
-                  end
-              7'h33:
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                    c_value = alu_res;
-                  end
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  if (\$138 ) begin
-                    c_value = 32'd0;
-                  end
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                      c_value = 32'd0;
-                    end else if (\$143 ) begin
+                7'h67:
+                    if (\$117 ) begin
+                      c_value = \$3 [31:0];
+                    end
+                7'h63:
+                    if (\$120 ) begin
                       c_value = 32'd0;
                     end
-                  end else if (csr_illegal) begin
-                  end else begin
-                    c_value = csr_old;
-                  end
-            endcase
+                7'h13:
+                    if (op_imm_legal) begin
+                      c_value = alu_res;
+                    end
+                7'h33:
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                      c_value = alu_res;
+                    end
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    if (\$140 ) begin
+                      c_value = 32'd0;
+                    end
+                7'h73:
+                    (* full_case = 32'd1 *)
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                        c_value = 32'd0;
+                      end else if (\$145 ) begin
+                        c_value = 32'd0;
+                      end
+                    end else if (csr_illegal) begin
+                    end else begin
+                      c_value = csr_old;
+                    end
+              endcase
+            end
           end
       4'h5:
           if (dbus__ack) begin
@@ -7888,7 +7881,7 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       4'h1:
           /* empty */;
       4'h9:
-          c_value = \$163 [31:0];
+          c_value = \$161 [31:0];
     endcase
   end
   always @* begin
@@ -7896,43 +7889,44 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_npc = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  c_npc = \$51 [31:0];
-              7'h67:
-                  if (\$115 ) begin
-                    c_npc = \$53 [31:0];
-                  end
-              7'h63:
-                  if (\$118 ) begin
-                    c_npc = \$50 [31:0];
-                  end
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                      c_npc = { mepc, 2'h0 };
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    c_npc = \$51 [31:0];
+                7'h67:
+                    if (\$117 ) begin
+                      c_npc = \$53 [31:0];
                     end
-                  end
-            endcase
+                7'h63:
+                    if (\$120 ) begin
+                      c_npc = \$50 [31:0];
+                    end
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                        c_npc = { mepc, 2'h0 };
+                      end
+                    end
+              endcase
+            end
           end
     endcase
   end
@@ -7941,43 +7935,44 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_jump = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  c_jump = 1'h1;
-              7'h67:
-                  if (\$115 ) begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
                     c_jump = 1'h1;
-                  end
-              7'h63:
-                  if (\$118 ) begin
-                    c_jump = br_taken;
-                  end
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
+                7'h67:
+                    if (\$117 ) begin
                       c_jump = 1'h1;
                     end
-                  end
-            endcase
+                7'h63:
+                    if (\$120 ) begin
+                      c_jump = br_taken;
+                    end
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                        c_jump = 1'h1;
+                      end
+                    end
+              endcase
+            end
           end
     endcase
   end
@@ -7986,39 +7981,40 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_mret = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                      c_mret = 1'h1;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                        c_mret = 1'h1;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
   end
@@ -8027,40 +8023,41 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_sleep = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                    end else if (\$143 ) begin
-                      c_sleep = 1'h1;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                      end else if (\$145 ) begin
+                        c_sleep = 1'h1;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
   end
@@ -8069,38 +8066,39 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_csr_we = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
-                  end else if (csr_illegal) begin
-                  end else begin
-                    c_csr_we = \$146 ;
-                  end
-            endcase
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    (* full_case = 32'd1 *)
+                    if (\$141 ) begin
+                    end else if (csr_illegal) begin
+                    end else begin
+                      c_csr_we = \$148 ;
+                    end
+              endcase
+            end
           end
     endcase
   end
@@ -8162,100 +8160,100 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$249  = d_word;
-    if (\$248 ) begin
-      \$249  = 32'd0;
+    \$243  = d_word;
+    if (\$242 ) begin
+      \$243  = 32'd0;
     end
     if (rst) begin
-      \$249  = 32'd0;
+      \$243  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$250  = written;
-    if (\$177 ) begin
+    \$244  = written;
+    if (\$175 ) begin
       (* full_case = 32'd1 *)
       casez (c_rd)
         5'h00:
-            \$250 [0] = 1'h1;
+            \$244 [0] = 1'h1;
         5'h01:
-            \$250 [1] = 1'h1;
+            \$244 [1] = 1'h1;
         5'h02:
-            \$250 [2] = 1'h1;
+            \$244 [2] = 1'h1;
         5'h03:
-            \$250 [3] = 1'h1;
+            \$244 [3] = 1'h1;
         5'h04:
-            \$250 [4] = 1'h1;
+            \$244 [4] = 1'h1;
         5'h05:
-            \$250 [5] = 1'h1;
+            \$244 [5] = 1'h1;
         5'h06:
-            \$250 [6] = 1'h1;
+            \$244 [6] = 1'h1;
         5'h07:
-            \$250 [7] = 1'h1;
+            \$244 [7] = 1'h1;
         5'h08:
-            \$250 [8] = 1'h1;
+            \$244 [8] = 1'h1;
         5'h09:
-            \$250 [9] = 1'h1;
+            \$244 [9] = 1'h1;
         5'h0a:
-            \$250 [10] = 1'h1;
+            \$244 [10] = 1'h1;
         5'h0b:
-            \$250 [11] = 1'h1;
+            \$244 [11] = 1'h1;
         5'h0c:
-            \$250 [12] = 1'h1;
+            \$244 [12] = 1'h1;
         5'h0d:
-            \$250 [13] = 1'h1;
+            \$244 [13] = 1'h1;
         5'h0e:
-            \$250 [14] = 1'h1;
+            \$244 [14] = 1'h1;
         5'h0f:
-            \$250 [15] = 1'h1;
+            \$244 [15] = 1'h1;
         5'h10:
-            \$250 [16] = 1'h1;
+            \$244 [16] = 1'h1;
         5'h11:
-            \$250 [17] = 1'h1;
+            \$244 [17] = 1'h1;
         5'h12:
-            \$250 [18] = 1'h1;
+            \$244 [18] = 1'h1;
         5'h13:
-            \$250 [19] = 1'h1;
+            \$244 [19] = 1'h1;
         5'h14:
-            \$250 [20] = 1'h1;
+            \$244 [20] = 1'h1;
         5'h15:
-            \$250 [21] = 1'h1;
+            \$244 [21] = 1'h1;
         5'h16:
-            \$250 [22] = 1'h1;
+            \$244 [22] = 1'h1;
         5'h17:
-            \$250 [23] = 1'h1;
+            \$244 [23] = 1'h1;
         5'h18:
-            \$250 [24] = 1'h1;
+            \$244 [24] = 1'h1;
         5'h19:
-            \$250 [25] = 1'h1;
+            \$244 [25] = 1'h1;
         5'h1a:
-            \$250 [26] = 1'h1;
+            \$244 [26] = 1'h1;
         5'h1b:
-            \$250 [27] = 1'h1;
+            \$244 [27] = 1'h1;
         5'h1c:
-            \$250 [28] = 1'h1;
+            \$244 [28] = 1'h1;
         5'h1d:
-            \$250 [29] = 1'h1;
+            \$244 [29] = 1'h1;
         5'h1e:
-            \$250 [30] = 1'h1;
+            \$244 [30] = 1'h1;
         5'h1f:
-            \$250 [31] = 1'h1;
+            \$244 [31] = 1'h1;
       endcase
     end
-    if (\$248 ) begin
-      \$250  = 32'd0;
+    if (\$242 ) begin
+      \$244  = 32'd0;
     end
     if (rst) begin
-      \$250  = 32'd0;
+      \$244  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$251  = mepc;
-    if (\$178 ) begin
-      \$251  = pc[31:2];
+    \$245  = mepc;
+    if (\$176 ) begin
+      \$245  = pc[31:2];
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8266,23 +8264,23 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h340:
             /* empty */;
         12'h341:
-            \$251  = csr_wval[31:2];
+            \$245  = csr_wval[31:2];
       endcase
     end
-    if (\$248 ) begin
-      \$251  = 30'h00000000;
+    if (\$242 ) begin
+      \$245  = 30'h00000000;
     end
     if (rst) begin
-      \$251  = 30'h00000000;
+      \$245  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$252  = mcause;
-    if (\$178 ) begin
-      \$252  = c_cause;
+    \$246  = mcause;
+    if (\$176 ) begin
+      \$246  = c_cause;
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8295,23 +8293,23 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h341:
             /* empty */;
         12'h342:
-            \$252  = csr_wval;
+            \$246  = csr_wval;
       endcase
     end
-    if (\$248 ) begin
-      \$252  = 32'd0;
+    if (\$242 ) begin
+      \$246  = 32'd0;
     end
     if (rst) begin
-      \$252  = 32'd0;
+      \$246  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$253  = mtval;
-    if (\$178 ) begin
-      \$253  = c_tval;
+    \$247  = mtval;
+    if (\$176 ) begin
+      \$247  = c_tval;
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8326,64 +8324,64 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h342:
             /* empty */;
         12'h343:
-            \$253  = csr_wval;
+            \$247  = csr_wval;
       endcase
     end
-    if (\$248 ) begin
-      \$253  = 32'd0;
+    if (\$242 ) begin
+      \$247  = 32'd0;
     end
     if (rst) begin
-      \$253  = 32'd0;
+      \$247  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$254  = st_mpie;
-    if (\$178 ) begin
-      \$254  = \$signal ;
+    \$248  = st_mpie;
+    if (\$176 ) begin
+      \$248  = \$signal ;
     end
-    if (\$181 ) begin
-      \$254  = 1'h1;
+    if (\$179 ) begin
+      \$248  = 1'h1;
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
-            \$254  = csr_wval[7];
+            \$248  = csr_wval[7];
       endcase
     end
-    if (\$248 ) begin
-      \$254  = 1'h0;
+    if (\$242 ) begin
+      \$248  = 1'h0;
     end
     if (rst) begin
-      \$254  = 1'h0;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$255  = \$signal ;
-    if (\$178 ) begin
-      \$255  = 1'h0;
+    \$249  = \$signal ;
+    if (\$176 ) begin
+      \$249  = 1'h0;
     end
-    if (\$181 ) begin
-      \$255  = st_mpie;
+    if (\$179 ) begin
+      \$249  = st_mpie;
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
-            \$255  = csr_wval[3];
+            \$249  = csr_wval[3];
       endcase
     end
-    if (\$248 ) begin
-      \$255  = 1'h0;
+    if (\$242 ) begin
+      \$249  = 1'h0;
     end
     if (rst) begin
-      \$255  = 1'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$256  = \$102 [63:0];
-    if (\$184 ) begin
+    \$250  = \$102 [63:0];
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8400,22 +8398,22 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h343:
             /* empty */;
         12'hb00:
-            \$256  = { \$102 [63:32], csr_wval };
+            \$250  = { \$102 [63:32], csr_wval };
         12'hb80:
-            \$256  = { csr_wval, \$102 [31:0] };
+            \$250  = { csr_wval, \$102 [31:0] };
       endcase
     end
-    if (\$248 ) begin
-      \$256  = 64'h0000000000000000;
+    if (\$242 ) begin
+      \$250  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$256  = 64'h0000000000000000;
+      \$250  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$257  = \$105 [63:0];
-    if (\$184 ) begin
+    \$251  = \$105 [63:0];
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8436,78 +8434,78 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'hb80:
             /* empty */;
         12'hb02:
-            \$257  = { \$105 [63:32], csr_wval };
+            \$251  = { \$105 [63:32], csr_wval };
         12'hb82:
-            \$257  = { csr_wval, \$105 [31:0] };
+            \$251  = { csr_wval, \$105 [31:0] };
       endcase
     end
-    if (\$248 ) begin
-      \$257  = 64'h0000000000000000;
+    if (\$242 ) begin
+      \$251  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$257  = 64'h0000000000000000;
+      \$251  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$258  = ie_mtie;
-    if (\$184 ) begin
+    \$252  = ie_mtie;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$258  = csr_wval[7];
+            \$252  = csr_wval[7];
       endcase
     end
-    if (\$248 ) begin
-      \$258  = 1'h0;
+    if (\$242 ) begin
+      \$252  = 1'h0;
     end
     if (rst) begin
-      \$258  = 1'h0;
+      \$252  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$259  = \$signal$38 ;
-    if (\$184 ) begin
+    \$253  = \$signal$38 ;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$259  = csr_wval[11];
+            \$253  = csr_wval[11];
       endcase
     end
-    if (\$248 ) begin
-      \$259  = 1'h0;
+    if (\$242 ) begin
+      \$253  = 1'h0;
     end
     if (rst) begin
-      \$259  = 1'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$260  = mtvec;
-    if (\$184 ) begin
+    \$254  = mtvec;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
             /* empty */;
         12'h305:
-            \$260  = csr_wval[31:2];
+            \$254  = csr_wval[31:2];
       endcase
     end
-    if (\$248 ) begin
-      \$260  = 30'h00000000;
+    if (\$242 ) begin
+      \$254  = 30'h00000000;
     end
     if (rst) begin
-      \$260  = 30'h00000000;
+      \$254  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$261  = mscratch;
-    if (\$184 ) begin
+    \$255  = mscratch;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8516,150 +8514,233 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h305:
             /* empty */;
         12'h340:
-            \$261  = csr_wval;
+            \$255  = csr_wval;
       endcase
     end
-    if (\$248 ) begin
-      \$261  = 32'd0;
+    if (\$242 ) begin
+      \$255  = 32'd0;
     end
     if (rst) begin
-      \$261  = 32'd0;
+      \$255  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$262  = f_last;
+    \$256  = flush;
+    if (\$242 ) begin
+      \$256  = 1'h0;
+    end
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$257  = next_pc;
+    if (\$242 ) begin
+      \$257  = 32'd0;
+    end
+    if (rst) begin
+      \$257  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$258  = f_last;
     if (f_slot) begin
-      \$262  = f_addr;
+      \$258  = f_addr;
     end
-    if (\$248 ) begin
-      \$262  = 32'd0;
+    if (\$242 ) begin
+      \$258  = 32'd0;
     end
     if (rst) begin
-      \$262  = 32'd0;
+      \$258  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$263  = d_valid;
-    if (\$186 ) begin
+    \$259  = d_valid;
+    if (flush) begin
+      \$259  = 1'h0;
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$263  = 1'h1;
+      if (\$187 ) begin
+        \$259  = 1'h1;
       end else begin
-        \$263  = 1'h1;
+        \$259  = 1'h1;
       end
     end else if (f_slot) begin
-      \$263  = 1'h0;
+      \$259  = 1'h0;
     end
-    if (\$248 ) begin
-      \$263  = 1'h0;
+    if (\$242 ) begin
+      \$259  = 1'h0;
     end
     if (rst) begin
-      \$263  = 1'h0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
-    if (\$186 ) begin
+    if (flush) begin
+      \$260  = 1'h0;
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$264  = 1'h1;
+      if (\$187 ) begin
+        \$260  = 1'h1;
       end else begin
-        \$264  = 1'h0;
+        \$260  = 1'h0;
       end
     end else if (f_slot) begin
-      \$264  = 1'h0;
+      \$260  = 1'h0;
     end else begin
-      \$264  = 1'h0;
+      \$260  = 1'h0;
     end
-    if (\$248 ) begin
-      \$264  = 1'h0;
+    if (\$242 ) begin
+      \$260  = 1'h0;
     end
     if (rst) begin
-      \$264  = 1'h0;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$265  = d_fault;
-    if (\$186 ) begin
+    \$261  = d_fault;
+    if (flush) begin
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$265  = 1'h0;
+      if (\$187 ) begin
+        \$261  = 1'h0;
       end else begin
-        \$265  = 1'h1;
+        \$261  = 1'h1;
       end
     end
-    if (\$248 ) begin
-      \$265  = 1'h0;
+    if (\$242 ) begin
+      \$261  = 1'h0;
     end
     if (rst) begin
-      \$265  = 1'h0;
+      \$261  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$266  = d_pc;
-    if (\$186 ) begin
+    \$262  = d_pc;
+    if (flush) begin
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$266  = f_addr;
+      if (\$187 ) begin
+        \$262  = f_addr;
       end else begin
-        \$266  = f_addr;
+        \$262  = f_addr;
       end
     end
-    if (\$248 ) begin
-      \$266  = 32'd0;
+    if (\$242 ) begin
+      \$262  = 32'd0;
     end
     if (rst) begin
-      \$266  = 32'd0;
+      \$262  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$267  = f_again;
-    if (\$186 ) begin
+    \$263  = f_again;
+    if (flush) begin
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$267  = \$190 ;
+      if (\$187 ) begin
+        \$263  = \$188 ;
       end else begin
-        \$267  = 1'h1;
+        \$263  = 1'h1;
       end
     end else if (f_slot) begin
-      \$267  = 1'h1;
+      \$263  = 1'h1;
     end
-    if (\$248 ) begin
-      \$267  = 1'h1;
+    if (\$242 ) begin
+      \$263  = 1'h1;
     end
     if (rst) begin
-      \$267  = 1'h1;
+      \$263  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$268  = e_valid;
-    if (\$191 ) begin
-      \$268  = 1'h0;
-    end else if (e_free) begin
-      \$268  = d_valid;
+    \$264  = e_valid;
+    if (c_sleep) begin
+      \$264  = 1'h0;
+    end else if (e_adv) begin
+      \$264  = \$190 ;
     end
-    if (\$248 ) begin
-      \$268  = 1'h0;
+    if (\$242 ) begin
+      \$264  = 1'h0;
     end
     if (rst) begin
-      \$268  = 1'h0;
+      \$264  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$269  = pc;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$269  = d_pc;
+    \$265  = pc;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$265  = d_pc;
     end
-    if (\$248 ) begin
+    if (\$242 ) begin
+      \$265  = 32'd0;
+    end
+    if (rst) begin
+      \$265  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$266  = ir;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$266  = d_word;
+    end
+    if (\$242 ) begin
+      \$266  = 32'd0;
+    end
+    if (rst) begin
+      \$266  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$267  = e_fault;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$267  = d_fault;
+    end
+    if (\$242 ) begin
+      \$267  = 1'h0;
+    end
+    if (rst) begin
+      \$267  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$268  = e_rs1_read;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$268  = \$192 ;
+    end
+    if (\$242 ) begin
+      \$268  = 32'd0;
+    end
+    if (rst) begin
+      \$268  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$269  = e_rs2_read;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$269  = \$194 ;
+    end
+    if (\$242 ) begin
       \$269  = 32'd0;
     end
     if (rst) begin
@@ -8668,26 +8749,26 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$270  = ir;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$270  = d_word;
+    \$270  = e_byp1;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$270  = \$198 ;
     end
-    if (\$248 ) begin
-      \$270  = 32'd0;
+    if (\$242 ) begin
+      \$270  = 1'h0;
     end
     if (rst) begin
-      \$270  = 32'd0;
+      \$270  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$271  = e_fault;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$271  = d_fault;
+    \$271  = e_byp2;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$271  = \$202 ;
     end
-    if (\$248 ) begin
+    if (\$242 ) begin
       \$271  = 1'h0;
     end
     if (rst) begin
@@ -8696,12 +8777,8 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$272  = e_rs1_read;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$272  = \$193 ;
-    end
-    if (\$248 ) begin
+    \$272  = c_value;
+    if (\$242 ) begin
       \$272  = 32'd0;
     end
     if (rst) begin
@@ -8710,86 +8787,35 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$273  = e_rs2_read;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$273  = \$195 ;
-    end
-    if (\$248 ) begin
-      \$273  = 32'd0;
-    end
-    if (rst) begin
-      \$273  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$274  = e_byp1;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$274  = \$199 ;
-    end
-    if (\$248 ) begin
-      \$274  = 1'h0;
-    end
-    if (rst) begin
-      \$274  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$275  = e_byp2;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$275  = \$203 ;
-    end
-    if (\$248 ) begin
-      \$275  = 1'h0;
-    end
-    if (rst) begin
-      \$275  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$276  = c_value;
-    if (\$248 ) begin
-      \$276  = 32'd0;
-    end
-    if (rst) begin
-      \$276  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$277  = div_quo;
+    \$273  = div_quo;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$277  = \$211 [31:0];
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$273  = \$209 [31:0];
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
@@ -8806,48 +8832,49 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       4'h1:
           (* full_case = 32'd1 *)
           if (\$84 [32]) begin
-            \$277  = { div_quo[30:0], 1'h0 };
+            \$273  = { div_quo[30:0], 1'h0 };
           end else begin
-            \$277  = { div_quo[30:0], 1'h1 };
+            \$273  = { div_quo[30:0], 1'h1 };
           end
     endcase
-    if (\$248 ) begin
-      \$277  = 32'd0;
+    if (\$242 ) begin
+      \$273  = 32'd0;
     end
     if (rst) begin
-      \$277  = 32'd0;
+      \$273  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$278  = div_rem;
+    \$274  = div_rem;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$278  = 32'd0;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$274  = 32'd0;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
@@ -8864,87 +8891,89 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       4'h1:
           (* full_case = 32'd1 *)
           if (\$84 [32]) begin
-            \$278  = { div_rem[30:0], div_quo[31] };
+            \$274  = { div_rem[30:0], div_quo[31] };
           end else begin
-            \$278  = \$84 [31:0];
+            \$274  = \$84 [31:0];
           end
     endcase
-    if (\$248 ) begin
-      \$278  = 32'd0;
+    if (\$242 ) begin
+      \$274  = 32'd0;
     end
     if (rst) begin
-      \$278  = 32'd0;
+      \$274  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$279  = div_den;
+    \$275  = div_den;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$279  = \$215 [31:0];
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$275  = \$213 [31:0];
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$279  = 32'd0;
+    if (\$242 ) begin
+      \$275  = 32'd0;
     end
     if (rst) begin
-      \$279  = 32'd0;
+      \$275  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$280  = div_cnt;
+    \$276  = div_cnt;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$280  = 5'h00;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$276  = 5'h00;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
@@ -8959,649 +8988,663 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       4'h8:
           /* empty */;
       4'h1:
-          \$280  = \$246 [4:0];
+          \$276  = \$240 [4:0];
     endcase
-    if (\$248 ) begin
-      \$280  = 5'h00;
+    if (\$242 ) begin
+      \$276  = 5'h00;
     end
     if (rst) begin
-      \$280  = 5'h00;
+      \$276  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$281  = div_a;
+    \$277  = div_a;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$281  = rs1v;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$277  = rs1v;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$281  = 32'd0;
+    if (\$242 ) begin
+      \$277  = 32'd0;
     end
     if (rst) begin
-      \$281  = 32'd0;
+      \$277  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$282  = div_zero;
+    \$278  = div_zero;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$282  = \$216 ;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$278  = \$214 ;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$282  = 1'h0;
+    if (\$242 ) begin
+      \$278  = 1'h0;
     end
     if (rst) begin
-      \$282  = 1'h0;
+      \$278  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$283  = div_negq;
+    \$279  = div_negq;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$283  = \$221 ;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$279  = \$219 ;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$283  = 1'h0;
+    if (\$242 ) begin
+      \$279  = 1'h0;
     end
     if (rst) begin
-      \$283  = 1'h0;
+      \$279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$284  = div_negr;
+    \$280  = div_negr;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$284  = \$223 ;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$280  = \$221 ;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$284  = 1'h0;
+    if (\$242 ) begin
+      \$280  = 1'h0;
     end
     if (rst) begin
-      \$284  = 1'h0;
+      \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$285  = core_fsm_state;
+    \$281  = core_fsm_state;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      (* full_case = 32'd1 *)
+                      if (ir[14]) begin
+                        \$281  = 4'h1;
+                      end else begin
+                        \$281  = 4'h2;
+                      end
+                    end
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (ir[14]) begin
-                      \$285  = 4'h1;
+                    if (\$235 ) begin
                     end else begin
-                      \$285  = 4'h2;
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                        \$281  = 4'h3;
+                      end else if (ls_to_imem) begin
+                        \$281  = 4'h4;
+                      end else begin
+                        \$281  = 4'h5;
+                      end
                     end
-                  end
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
-                    (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                      \$285  = 4'h3;
-                    end else if (ls_to_imem) begin
-                      \$285  = 4'h4;
-                    end else begin
-                      \$285  = 4'h5;
-                    end
-                  end
-            endcase
-            if (c_sleep) begin
-              \$285  = 4'h6;
+              endcase
+              if (c_sleep) begin
+                \$281  = 4'h6;
+              end
             end
           end
       4'h5:
           if (dbus__ack) begin
-            \$285  = 4'h0;
+            \$281  = 4'h0;
           end
       4'h3:
-          \$285  = 4'h0;
+          \$281  = 4'h0;
       4'h4:
-          \$285  = 4'h7;
+          \$281  = 4'h7;
       4'h7:
-          \$285  = 4'h0;
+          \$281  = 4'h0;
       4'h2:
-          \$285  = 4'h8;
+          \$281  = 4'h8;
       4'h8:
-          \$285  = 4'h0;
+          \$281  = 4'h0;
       4'h1:
-          if (\$247 ) begin
-            \$285  = 4'h9;
+          if (\$241 ) begin
+            \$281  = 4'h9;
           end
       4'h9:
-          \$285  = 4'h0;
+          \$281  = 4'h0;
       4'h6:
           if (wake) begin
-            \$285  = 4'h0;
+            \$281  = 4'h0;
           end
     endcase
-    if (\$248 ) begin
-      \$285  = 4'h0;
+    if (\$242 ) begin
+      \$281  = 4'h0;
     end
     if (rst) begin
-      \$285  = 4'h0;
+      \$281  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$286  = mul_ra;
+    \$282  = mul_ra;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    (* full_case = 32'd1 *)
-                    if (ir[14]) begin
-                    end else begin
-                      \$286  = { \$35 , rs1v };
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      (* full_case = 32'd1 *)
+                      if (ir[14]) begin
+                      end else begin
+                        \$282  = { \$35 , rs1v };
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$286  = 33'h000000000;
+    if (\$242 ) begin
+      \$282  = 33'h000000000;
     end
     if (rst) begin
-      \$286  = 33'h000000000;
+      \$282  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$287  = mul_rb;
+    \$283  = mul_rb;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    (* full_case = 32'd1 *)
-                    if (ir[14]) begin
-                    end else begin
-                      \$287  = { \$37 , rs2v };
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      (* full_case = 32'd1 *)
+                      if (ir[14]) begin
+                      end else begin
+                        \$283  = { \$37 , rs2v };
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$287  = 33'h000000000;
+    if (\$242 ) begin
+      \$283  = 33'h000000000;
     end
     if (rst) begin
-      \$287  = 33'h000000000;
+      \$283  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$288  = ls_addr_r;
+    \$284  = ls_addr_r;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
-                    \$288  = \$67 [31:0];
-                  end
-            endcase
-          end
-    endcase
-    if (\$248 ) begin
-      \$288  = 32'd0;
-    end
-    if (rst) begin
-      \$288  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$289  = ls_misaligned_r;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
-                    \$289  = ls_misaligned;
-                  end
-            endcase
-          end
-    endcase
-    if (\$248 ) begin
-      \$289  = 1'h0;
-    end
-    if (rst) begin
-      \$289  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$290  = ld_off;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
-                    \$290  = \$67 [1:0];
-                  end
-            endcase
-          end
-    endcase
-    if (\$248 ) begin
-      \$290  = 2'h0;
-    end
-    if (rst) begin
-      \$290  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$291  = dbus__en;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                    end else if (ls_to_imem) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$291  = 1'h1;
+                      \$284  = \$67 [31:0];
                     end
-                  end
-            endcase
+              endcase
+            end
+          end
+    endcase
+    if (\$242 ) begin
+      \$284  = 32'd0;
+    end
+    if (rst) begin
+      \$284  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$285  = ls_misaligned_r;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    (* full_case = 32'd1 *)
+                    if (\$235 ) begin
+                    end else begin
+                      \$285  = ls_misaligned;
+                    end
+              endcase
+            end
+          end
+    endcase
+    if (\$242 ) begin
+      \$285  = 1'h0;
+    end
+    if (rst) begin
+      \$285  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$286  = ld_off;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    (* full_case = 32'd1 *)
+                    if (\$235 ) begin
+                    end else begin
+                      \$286  = \$67 [1:0];
+                    end
+              endcase
+            end
+          end
+    endcase
+    if (\$242 ) begin
+      \$286  = 2'h0;
+    end
+    if (rst) begin
+      \$286  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$287  = dbus__en;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    (* full_case = 32'd1 *)
+                    if (\$235 ) begin
+                    end else begin
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                      end else if (ls_to_imem) begin
+                      end else begin
+                        \$287  = 1'h1;
+                      end
+                    end
+              endcase
+            end
           end
       4'h5:
           if (dbus__ack) begin
-            \$291  = 1'h0;
+            \$287  = 1'h0;
           end
     endcase
-    if (\$248 ) begin
-      \$291  = 1'h0;
+    if (\$242 ) begin
+      \$287  = 1'h0;
     end
     if (rst) begin
-      \$291  = 1'h0;
+      \$287  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$292  = dbus__we;
+    \$288  = dbus__we;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                    end else if (ls_to_imem) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$292  = \$239 ;
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                      end else if (ls_to_imem) begin
+                      end else begin
+                        \$288  = \$237 ;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$292  = 1'h0;
+    if (\$242 ) begin
+      \$288  = 1'h0;
     end
     if (rst) begin
-      \$292  = 1'h0;
+      \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$293  = dbus__wdata;
+    \$289  = dbus__wdata;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                    end else if (ls_to_imem) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$293  = st_data;
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                      end else if (ls_to_imem) begin
+                      end else begin
+                        \$289  = st_data;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$293  = 32'd0;
+    if (\$242 ) begin
+      \$289  = 32'd0;
     end
     if (rst) begin
-      \$293  = 32'd0;
+      \$289  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$294  = dbus__wstrb;
+    \$290  = dbus__wstrb;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                    end else if (ls_to_imem) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$294  = ls_strb;
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                      end else if (ls_to_imem) begin
+                      end else begin
+                        \$290  = ls_strb;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$294  = 4'h0;
+    if (\$242 ) begin
+      \$290  = 4'h0;
     end
     if (rst) begin
-      \$294  = 4'h0;
+      \$290  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$295  = mul_lo;
+    \$291  = mul_lo;
     casez (core_fsm_state)
       4'h0:
           /* empty */;
@@ -9614,18 +9657,18 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       4'h7:
           /* empty */;
       4'h2:
-          \$295  = { \$244 [49], \$244  };
+          \$291  = { \$238 [49], \$238  };
     endcase
-    if (\$248 ) begin
-      \$295  = 51'h0000000000000;
+    if (\$242 ) begin
+      \$291  = 51'h0000000000000;
     end
     if (rst) begin
-      \$295  = 51'h0000000000000;
+      \$291  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$296  = mul_hi;
+    \$292  = mul_hi;
     casez (core_fsm_state)
       4'h0:
           /* empty */;
@@ -9638,13 +9681,13 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
       4'h7:
           /* empty */;
       4'h2:
-          \$296  = { \$245 [48], \$245  };
+          \$292  = { \$239 [48], \$239  };
     endcase
-    if (\$248 ) begin
-      \$296  = 50'h0000000000000;
+    if (\$242 ) begin
+      \$292  = 50'h0000000000000;
     end
     if (rst) begin
-      \$296  = 50'h0000000000000;
+      \$292  = 50'h0000000000000;
     end
   end
   assign f_pc = \$2 [31:0];
@@ -9675,11 +9718,11 @@ module \kaki_soc_4x4.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8092$2  = ls_addr_r[31:2];
+  assign \port$8083$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
-  assign \$190  = 1'h0;
+  assign \$188  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9844,10 +9887,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes
-, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7933$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8116$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8251$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8265$0 , q_status0_resetting, q_consumer1_index, \port$8277$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8291$0 , q_status1_resetting, q_consumer2_index, \port$8303$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8317$0 , q_status2_resetting, q_consumer3_index, \port$8329$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8343$0 , q_status3_resetting, \port$8455$0 , \port$8463$0 , \port$8471$0 , \port$8479$0 , bus__awaddr);
+, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7920$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8107$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8242$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8256$0 , q_status0_resetting, q_consumer1_index, \port$8268$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8282$0 , q_status1_resetting, q_consumer2_index, \port$8294$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8308$0 , q_status2_resetting, q_consumer3_index, \port$8320$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8334$0 , q_status3_resetting, \port$8446$0 , \port$8454$0 , \port$8462$0 , \port$8470$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11095,34 +11138,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$7933$0 ;
-  wire [3:0] \port$7933$0 ;
-  input [3:0] \port$8116$0 ;
-  wire [3:0] \port$8116$0 ;
-  input \port$8251$0 ;
-  wire \port$8251$0 ;
-  input \port$8265$0 ;
-  wire \port$8265$0 ;
-  input \port$8277$0 ;
-  wire \port$8277$0 ;
-  input \port$8291$0 ;
-  wire \port$8291$0 ;
-  input \port$8303$0 ;
-  wire \port$8303$0 ;
-  input \port$8317$0 ;
-  wire \port$8317$0 ;
-  input \port$8329$0 ;
-  wire \port$8329$0 ;
-  input \port$8343$0 ;
-  wire \port$8343$0 ;
-  input [2:0] \port$8455$0 ;
-  wire [2:0] \port$8455$0 ;
-  input [2:0] \port$8463$0 ;
-  wire [2:0] \port$8463$0 ;
-  input [2:0] \port$8471$0 ;
-  wire [2:0] \port$8471$0 ;
-  input [2:0] \port$8479$0 ;
-  wire [2:0] \port$8479$0 ;
+  input [3:0] \port$7920$0 ;
+  wire [3:0] \port$7920$0 ;
+  input [3:0] \port$8107$0 ;
+  wire [3:0] \port$8107$0 ;
+  input \port$8242$0 ;
+  wire \port$8242$0 ;
+  input \port$8256$0 ;
+  wire \port$8256$0 ;
+  input \port$8268$0 ;
+  wire \port$8268$0 ;
+  input \port$8282$0 ;
+  wire \port$8282$0 ;
+  input \port$8294$0 ;
+  wire \port$8294$0 ;
+  input \port$8308$0 ;
+  wire \port$8308$0 ;
+  input \port$8320$0 ;
+  wire \port$8320$0 ;
+  input \port$8334$0 ;
+  wire \port$8334$0 ;
+  input [2:0] \port$8446$0 ;
+  wire [2:0] \port$8446$0 ;
+  input [2:0] \port$8454$0 ;
+  wire [2:0] \port$8454$0 ;
+  input [2:0] \port$8462$0 ;
+  wire [2:0] \port$8462$0 ;
+  input [2:0] \port$8470$0 ;
+  wire [2:0] \port$8470$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -11755,10 +11798,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$268  = \$267  | irq_status_error_set;
   assign \$269  = ~ clr_irq_status_queue_cpl;
   assign \$270  = irq_status_queue_cpl & \$269 ;
-  assign \$271  = \$270  | { \port$8329$0 , \port$8303$0 , \port$8277$0 , \port$8251$0  };
+  assign \$271  = \$270  | { \port$8320$0 , \port$8294$0 , \port$8268$0 , \port$8242$0  };
   assign \$272  = ~ clr_irq_status_queue_error;
   assign \$273  = irq_status_queue_error & \$272 ;
-  assign \$274  = \$273  | { \port$8343$0 , \port$8317$0 , \port$8291$0 , \port$8265$0  };
+  assign \$274  = \$273  | { \port$8334$0 , \port$8308$0 , \port$8282$0 , \port$8256$0  };
   assign \$275  = ~ clr_irq_status_fw_msg;
   assign \$276  = irq_status_fw_msg & \$275 ;
   assign \$277  = \$276  | irq_status_fw_msg_set;
@@ -14068,20 +14111,20 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8116$0 [0];
-  assign status_dma_store_busy = \port$8116$0 [1];
-  assign status_gemm_busy = \port$8116$0 [2];
-  assign status_vec_busy = \port$8116$0 [3];
-  assign irq_status_queue_cpl_set = { \port$8329$0 , \port$8303$0 , \port$8277$0 , \port$8251$0  };
-  assign irq_status_queue_error_set = { \port$8343$0 , \port$8317$0 , \port$8291$0 , \port$8265$0  };
-  assign q_status0_waiting = \port$7933$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8455$0  };
-  assign q_status1_waiting = \port$7933$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8463$0  };
-  assign q_status2_waiting = \port$7933$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8471$0  };
-  assign q_status3_waiting = \port$7933$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8479$0  };
+  assign status_dma_load_busy = \port$8107$0 [0];
+  assign status_dma_store_busy = \port$8107$0 [1];
+  assign status_gemm_busy = \port$8107$0 [2];
+  assign status_vec_busy = \port$8107$0 [3];
+  assign irq_status_queue_cpl_set = { \port$8320$0 , \port$8294$0 , \port$8268$0 , \port$8242$0  };
+  assign irq_status_queue_error_set = { \port$8334$0 , \port$8308$0 , \port$8282$0 , \port$8256$0  };
+  assign q_status0_waiting = \port$7920$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8446$0  };
+  assign q_status1_waiting = \port$7920$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8454$0  };
+  assign q_status2_waiting = \port$7920$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8462$0  };
+  assign q_status3_waiting = \port$7920$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8470$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$136  = 33'h04b414b49;
@@ -14126,11 +14169,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$237  = \$236 ;
   assign \$240  = 2'h0;
   assign \$241  = { 30'h00000000, \$240  };
-  assign \$244  = { 1'h0, \port$8116$0 [0] };
+  assign \$244  = { 1'h0, \port$8107$0 [0] };
   assign \$245  = { 30'h00000000, \$244  };
-  assign \$246  = { \port$8116$0 [1], 1'h0 };
-  assign \$248  = { 1'h0, \port$8116$0 [2], 2'h0 };
-  assign \$250  = { \port$8116$0 [3], 3'h0 };
+  assign \$246  = { \port$8107$0 [1], 1'h0 };
+  assign \$248  = { 1'h0, \port$8107$0 [2], 2'h0 };
+  assign \$250  = { \port$8107$0 [3], 3'h0 };
   assign \$252  = { 3'h0, status_idle, 4'h0 };
   assign \$280  = { 1'h0, irq_status_dma_load_done };
   assign \$281  = { 30'h00000000, \$280  };
@@ -14287,26 +14330,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$709  = { 30'h00000000, \$708  };
   assign \$710  = { q_status0_halted, 1'h0 };
   assign \$712  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$714  = { \port$7933$0 [0], 3'h0 };
-  assign \$716  = { 12'h000, \port$8455$0 , 8'h00 };
+  assign \$714  = { \port$7920$0 [0], 3'h0 };
+  assign \$716  = { 12'h000, \port$8446$0 , 8'h00 };
   assign \$720  = { 1'h0, q_status1_active };
   assign \$721  = { 30'h00000000, \$720  };
   assign \$722  = { q_status1_halted, 1'h0 };
   assign \$724  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$726  = { \port$7933$0 [1], 3'h0 };
-  assign \$728  = { 12'h000, \port$8463$0 , 8'h00 };
+  assign \$726  = { \port$7920$0 [1], 3'h0 };
+  assign \$728  = { 12'h000, \port$8454$0 , 8'h00 };
   assign \$732  = { 1'h0, q_status2_active };
   assign \$733  = { 30'h00000000, \$732  };
   assign \$734  = { q_status2_halted, 1'h0 };
   assign \$736  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$738  = { \port$7933$0 [2], 3'h0 };
-  assign \$740  = { 12'h000, \port$8471$0 , 8'h00 };
+  assign \$738  = { \port$7920$0 [2], 3'h0 };
+  assign \$740  = { 12'h000, \port$8462$0 , 8'h00 };
   assign \$744  = { 1'h0, q_status3_active };
   assign \$745  = { 30'h00000000, \$744  };
   assign \$746  = { q_status3_halted, 1'h0 };
   assign \$748  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$750  = { \port$7933$0 [3], 3'h0 };
-  assign \$752  = { 12'h000, \port$8479$0 , 8'h00 };
+  assign \$750  = { \port$7920$0 [3], 3'h0 };
+  assign \$752  = { 12'h000, \port$8470$0 , 8'h00 };
   assign \$756  = { 1'h0, q_error0_code };
   assign \$757  = { 23'h000000, \$756  };
   assign \$760  = { 1'h0, q_error1_code };
@@ -14413,7 +14456,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$8118$0 , retire__0__tag, \port$8120$0 , retire__1__tag, \port$8122$0 , retire__2__tag, \port$8124$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8109$0 , retire__0__tag, \port$8111$0 , retire__1__tag, \port$8113$0 , retire__2__tag, \port$8115$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15028,14 +15071,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8118$0 ;
-  wire [8:0] \port$8118$0 ;
-  output [8:0] \port$8120$0 ;
-  wire [8:0] \port$8120$0 ;
-  output [8:0] \port$8122$0 ;
-  wire [8:0] \port$8122$0 ;
-  output [8:0] \port$8124$0 ;
-  wire [8:0] \port$8124$0 ;
+  output [8:0] \port$8109$0 ;
+  wire [8:0] \port$8109$0 ;
+  output [8:0] \port$8111$0 ;
+  wire [8:0] \port$8111$0 ;
+  output [8:0] \port$8113$0 ;
+  wire [8:0] \port$8113$0 ;
+  output [8:0] \port$8115$0 ;
+  wire [8:0] \port$8115$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15487,9 +15530,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7652$0 (desc),
-    .\port$7654$0 (queue),
-    .\port$7655$0 (windowed),
+    .\port$7639$0 (desc),
+    .\port$7641$0 (queue),
+    .\port$7642$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15499,9 +15542,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7652$0 (desc),
-    .\port$7654$0 (queue),
-    .\port$7655$0 (windowed),
+    .\port$7639$0 (desc),
+    .\port$7641$0 (queue),
+    .\port$7642$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15511,9 +15554,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7652$0 (desc),
-    .\port$7654$0 (queue),
-    .\port$7655$0 (windowed),
+    .\port$7639$0 (desc),
+    .\port$7641$0 (queue),
+    .\port$7642$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15523,9 +15566,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7652$0 (desc),
-    .\port$7654$0 (queue),
-    .\port$7655$0 (windowed),
+    .\port$7639$0 (desc),
+    .\port$7641$0 (queue),
+    .\port$7642$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15710,13 +15753,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8118$0  = dma_load_held[8:0];
+  assign \port$8109$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8120$0  = dma_store_held[8:0];
+  assign \port$8111$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8122$0  = gemm_held[8:0];
+  assign \port$8113$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8124$0  = vec_held[8:0];
+  assign \port$8115$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16217,7 +16260,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7652$0 , \port$7654$0 , \port$7655$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7639$0 , \port$7641$0 , \port$7642$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16259,12 +16302,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7652$0 ;
-  wire [255:0] \port$7652$0 ;
-  input [1:0] \port$7654$0 ;
-  wire [1:0] \port$7654$0 ;
-  input \port$7655$0 ;
-  wire \port$7655$0 ;
+  input [255:0] \port$7639$0 ;
+  wire [255:0] \port$7639$0 ;
+  input [1:0] \port$7641$0 ;
+  wire [1:0] \port$7641$0 ;
+  input \port$7642$0 ;
+  wire \port$7642$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16296,7 +16339,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7655$0 , \port$7654$0 , \port$7652$0  };
+      storage[w_port__addr] <= { \port$7642$0 , \port$7641$0 , \port$7639$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16395,14 +16438,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7655$0 , \port$7654$0 , \port$7652$0  };
-  assign w_data = { \port$7655$0 , \port$7654$0 , \port$7652$0  };
+  assign w_port__data = { \port$7642$0 , \port$7641$0 , \port$7639$0  };
+  assign w_data = { \port$7642$0 , \port$7641$0 , \port$7639$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7652$0 , \port$7654$0 , \port$7655$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7639$0 , \port$7641$0 , \port$7642$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16444,12 +16487,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7652$0 ;
-  wire [255:0] \port$7652$0 ;
-  input [1:0] \port$7654$0 ;
-  wire [1:0] \port$7654$0 ;
-  input \port$7655$0 ;
-  wire \port$7655$0 ;
+  input [255:0] \port$7639$0 ;
+  wire [255:0] \port$7639$0 ;
+  input [1:0] \port$7641$0 ;
+  wire [1:0] \port$7641$0 ;
+  input \port$7642$0 ;
+  wire \port$7642$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16481,7 +16524,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7655$0 , \port$7654$0 , \port$7652$0  };
+      storage[w_port__addr] <= { \port$7642$0 , \port$7641$0 , \port$7639$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16580,14 +16623,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7655$0 , \port$7654$0 , \port$7652$0  };
-  assign w_data = { \port$7655$0 , \port$7654$0 , \port$7652$0  };
+  assign w_port__data = { \port$7642$0 , \port$7641$0 , \port$7639$0  };
+  assign w_data = { \port$7642$0 , \port$7641$0 , \port$7639$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7652$0 , \port$7654$0 , \port$7655$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7639$0 , \port$7641$0 , \port$7642$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16629,12 +16672,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7652$0 ;
-  wire [255:0] \port$7652$0 ;
-  input [1:0] \port$7654$0 ;
-  wire [1:0] \port$7654$0 ;
-  input \port$7655$0 ;
-  wire \port$7655$0 ;
+  input [255:0] \port$7639$0 ;
+  wire [255:0] \port$7639$0 ;
+  input [1:0] \port$7641$0 ;
+  wire [1:0] \port$7641$0 ;
+  input \port$7642$0 ;
+  wire \port$7642$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16666,7 +16709,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7655$0 , \port$7654$0 , \port$7652$0  };
+      storage[w_port__addr] <= { \port$7642$0 , \port$7641$0 , \port$7639$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16765,14 +16808,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7655$0 , \port$7654$0 , \port$7652$0  };
-  assign w_data = { \port$7655$0 , \port$7654$0 , \port$7652$0  };
+  assign w_port__data = { \port$7642$0 , \port$7641$0 , \port$7639$0  };
+  assign w_data = { \port$7642$0 , \port$7641$0 , \port$7639$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7652$0 , \port$7654$0 , \port$7655$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7639$0 , \port$7641$0 , \port$7642$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16814,12 +16857,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7652$0 ;
-  wire [255:0] \port$7652$0 ;
-  input [1:0] \port$7654$0 ;
-  wire [1:0] \port$7654$0 ;
-  input \port$7655$0 ;
-  wire \port$7655$0 ;
+  input [255:0] \port$7639$0 ;
+  wire [255:0] \port$7639$0 ;
+  input [1:0] \port$7641$0 ;
+  wire [1:0] \port$7641$0 ;
+  input \port$7642$0 ;
+  wire \port$7642$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16851,7 +16894,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7655$0 , \port$7654$0 , \port$7652$0  };
+      storage[w_port__addr] <= { \port$7642$0 , \port$7641$0 , \port$7639$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16950,8 +16993,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7655$0 , \port$7654$0 , \port$7652$0  };
-  assign w_data = { \port$7655$0 , \port$7654$0 , \port$7652$0  };
+  assign w_port__data = { \port$7642$0 , \port$7641$0 , \port$7639$0  };
+  assign w_data = { \port$7642$0 , \port$7641$0 , \port$7639$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -21732,8 +21775,8 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_4x4.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5710$0 (aw_hs_id),
-    .\port$5724$0 (down__awlen),
+    .\port$5697$0 (aw_hs_id),
+    .\port$5711$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -22078,7 +22121,7 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$5724$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5697$0 , w_en, \port$5711$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22106,10 +22149,10 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5710$0 ;
-  wire [2:0] \port$5710$0 ;
-  input [7:0] \port$5724$0 ;
-  wire [7:0] \port$5724$0 ;
+  input [2:0] \port$5697$0 ;
+  wire [2:0] \port$5697$0 ;
+  input [7:0] \port$5711$0 ;
+  wire [7:0] \port$5711$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -22144,7 +22187,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5710$0 , \port$5724$0  };
+      storage[w_port__addr] <= { \port$5697$0 , \port$5711$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -22210,14 +22253,14 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5710$0 , \port$5724$0  };
-  assign w_data = { \port$5710$0 , \port$5724$0  };
+  assign w_port__data = { \port$5697$0 , \port$5711$0  };
+  assign w_data = { \port$5697$0 , \port$5711$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8118$16 , \port$8678$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8109$16 , \port$8669$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22261,10 +22304,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8118$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8118$16 ;
-  wire [15:0] \port$8118$16 ;
-  input [7:0] \port$8678$0 ;
-  wire [7:0] \port$8678$0 ;
+  input [15:0] \port$8109$16 ;
+  wire [15:0] \port$8109$16 ;
+  input [7:0] \port$8669$0 ;
+  wire [7:0] \port$8669$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22299,7 +22342,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8118$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8118$16 , \port$8678$0  };
+      storage[w_port__addr] <= { \port$8109$16 , \port$8669$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22410,14 +22453,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8118$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8118$16 , \port$8678$0  };
-  assign w_data = { \port$8118$16 , \port$8678$0  };
+  assign w_port__data = { \port$8109$16 , \port$8669$0  };
+  assign w_data = { \port$8109$16 , \port$8669$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8120$16 , \port$8794$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8111$16 , \port$8785$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22461,10 +22504,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8120
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8120$16 ;
-  wire [15:0] \port$8120$16 ;
-  input [7:0] \port$8794$0 ;
-  wire [7:0] \port$8794$0 ;
+  input [15:0] \port$8111$16 ;
+  wire [15:0] \port$8111$16 ;
+  input [7:0] \port$8785$0 ;
+  wire [7:0] \port$8785$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22499,7 +22542,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8120
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8120$16 , \port$8794$0  };
+      storage[w_port__addr] <= { \port$8111$16 , \port$8785$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22610,16 +22653,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8120
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8120$16 , \port$8794$0  };
-  assign w_data = { \port$8120$16 , \port$8794$0  };
+  assign w_port__data = { \port$8111$16 , \port$8785$0  };
+  assign w_data = { \port$8111$16 , \port$8785$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4247$0 , \port$4249$0 , q_head_index1_index, \port$4257$0 , \port$4259$0 , q_head_index2_index, \port$4267$0 , \port$4269$0 , q_head_index3_index, \port$4277$0 , \port$4279$0 , cpl_status_free, \port$5307$0 , \port$5337$0 , \port$5367$0 
-, \port$5397$0 , \port$7498$0 , \port$7548$0 , \port$7598$0 , \port$7648$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8092$2 , bus__we, bus__wdata
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4234$0 , \port$4236$0 , q_head_index1_index, \port$4244$0 , \port$4246$0 , q_head_index2_index, \port$4254$0 , \port$4256$0 , q_head_index3_index, \port$4264$0 , \port$4266$0 , cpl_status_free, \port$5294$0 , \port$5324$0 , \port$5354$0 
+, \port$5384$0 , \port$7485$0 , \port$7535$0 , \port$7585$0 , \port$7635$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8083$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23539,40 +23582,40 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4247$0 ;
-  wire \port$4247$0 ;
-  input \port$4249$0 ;
-  wire \port$4249$0 ;
-  input \port$4257$0 ;
-  wire \port$4257$0 ;
-  input \port$4259$0 ;
-  wire \port$4259$0 ;
-  input \port$4267$0 ;
-  wire \port$4267$0 ;
-  input \port$4269$0 ;
-  wire \port$4269$0 ;
-  input \port$4277$0 ;
-  wire \port$4277$0 ;
-  input \port$4279$0 ;
-  wire \port$4279$0 ;
-  input [255:0] \port$5307$0 ;
-  wire [255:0] \port$5307$0 ;
-  input [255:0] \port$5337$0 ;
-  wire [255:0] \port$5337$0 ;
-  input [255:0] \port$5367$0 ;
-  wire [255:0] \port$5367$0 ;
-  input [255:0] \port$5397$0 ;
-  wire [255:0] \port$5397$0 ;
-  input [23:0] \port$7498$0 ;
-  wire [23:0] \port$7498$0 ;
-  input [23:0] \port$7548$0 ;
-  wire [23:0] \port$7548$0 ;
-  input [23:0] \port$7598$0 ;
-  wire [23:0] \port$7598$0 ;
-  input [23:0] \port$7648$0 ;
-  wire [23:0] \port$7648$0 ;
-  input [29:0] \port$8092$2 ;
-  wire [29:0] \port$8092$2 ;
+  input \port$4234$0 ;
+  wire \port$4234$0 ;
+  input \port$4236$0 ;
+  wire \port$4236$0 ;
+  input \port$4244$0 ;
+  wire \port$4244$0 ;
+  input \port$4246$0 ;
+  wire \port$4246$0 ;
+  input \port$4254$0 ;
+  wire \port$4254$0 ;
+  input \port$4256$0 ;
+  wire \port$4256$0 ;
+  input \port$4264$0 ;
+  wire \port$4264$0 ;
+  input \port$4266$0 ;
+  wire \port$4266$0 ;
+  input [255:0] \port$5294$0 ;
+  wire [255:0] \port$5294$0 ;
+  input [255:0] \port$5324$0 ;
+  wire [255:0] \port$5324$0 ;
+  input [255:0] \port$5354$0 ;
+  wire [255:0] \port$5354$0 ;
+  input [255:0] \port$5384$0 ;
+  wire [255:0] \port$5384$0 ;
+  input [23:0] \port$7485$0 ;
+  wire [23:0] \port$7485$0 ;
+  input [23:0] \port$7535$0 ;
+  wire [23:0] \port$7535$0 ;
+  input [23:0] \port$7585$0 ;
+  wire [23:0] \port$7585$0 ;
+  input [23:0] \port$7635$0 ;
+  wire [23:0] \port$7635$0 ;
+  input [29:0] \port$8083$2 ;
+  wire [29:0] \port$8083$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -23736,129 +23779,129 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8092$2 [9:0] == 6'h39;
+  assign \$111  = \port$8083$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8092$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8083$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8092$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8083$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8092$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8083$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8092$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8083$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8092$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8083$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8092$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8083$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8092$2 [9:0] == 7'h40;
+  assign \$125  = \port$8083$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8092$2 [9:0] == 7'h41;
+  assign \$127  = \port$8083$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8092$2 [9:0] == 7'h42;
+  assign \$129  = \port$8083$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8092$2 [9:0] == 7'h43;
+  assign \$131  = \port$8083$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8092$2 [9:0] == 7'h44;
+  assign \$133  = \port$8083$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8092$2 [9:0] == 7'h45;
+  assign \$135  = \port$8083$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8092$2 [9:0] == 7'h46;
+  assign \$137  = \port$8083$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8092$2 [9:0] == 7'h47;
+  assign \$139  = \port$8083$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8092$2 [9:0] == 7'h48;
+  assign \$141  = \port$8083$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8092$2 [9:0] == 7'h49;
+  assign \$143  = \port$8083$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8092$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8083$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8092$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8083$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8092$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8083$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8092$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8083$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8092$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8083$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8092$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8083$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8092$2 [9:0] == 7'h50;
+  assign \$157  = \port$8083$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8092$2 [9:0] == 7'h51;
+  assign \$159  = \port$8083$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
   assign \$162  = \$161  | wdata;
   assign \$163  = ~ bus__we;
   assign \$164  = \new  & \$163 ;
-  assign \$165  = ! \port$8092$2 [9:0];
+  assign \$165  = ! \port$8083$2 [9:0];
   assign \$166  = \$164  & \$165 ;
   assign \$169  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$170  = fw_status_state & \$169 ;
   assign \$171  = \$170  | wdata[7:0];
   assign \$172  = ~ bus__we;
   assign \$173  = \new  & \$172 ;
-  assign \$174  = \port$8092$2 [9:0] == 1'h1;
+  assign \$174  = \port$8083$2 [9:0] == 1'h1;
   assign \$175  = \$173  & \$174 ;
   assign \$178  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$179  = fw_fault_pc_pc & \$178 ;
   assign \$180  = \$179  | wdata;
   assign \$181  = ~ bus__we;
   assign \$182  = \new  & \$181 ;
-  assign \$183  = \port$8092$2 [9:0] == 2'h2;
+  assign \$183  = \port$8083$2 [9:0] == 2'h2;
   assign \$184  = \$182  & \$183 ;
   assign \$187  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$188  = fw_fault_cause_cause & \$187 ;
   assign \$189  = \$188  | wdata;
   assign \$190  = ~ bus__we;
   assign \$191  = \new  & \$190 ;
-  assign \$192  = \port$8092$2 [9:0] == 2'h3;
+  assign \$192  = \port$8083$2 [9:0] == 2'h3;
   assign \$193  = \$191  & \$192 ;
   assign \$196  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$197  = fw_fault_tval_tval & \$196 ;
   assign \$198  = \$197  | wdata;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$8092$2 [9:0] == 3'h4;
+  assign \$201  = \port$8083$2 [9:0] == 3'h4;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$206  = fw_msg_value & \$205 ;
   assign \$207  = \$206  | wdata;
   assign \$208  = ~ bus__we;
   assign \$209  = \new  & \$208 ;
-  assign \$210  = \port$8092$2 [9:0] == 3'h5;
+  assign \$210  = \port$8083$2 [9:0] == 3'h5;
   assign \$211  = \$209  & \$210 ;
   assign \$214  = ~ bus__we;
   assign \$215  = \new  & \$214 ;
-  assign \$216  = \port$8092$2 [9:0] == 3'h6;
+  assign \$216  = \port$8083$2 [9:0] == 3'h6;
   assign \$217  = \$215  & \$216 ;
   assign \$220  = ~ bus__we;
   assign \$221  = \new  & \$220 ;
-  assign \$222  = \port$8092$2 [9:0] == 4'h8;
+  assign \$222  = \port$8083$2 [9:0] == 4'h8;
   assign \$223  = \$221  & \$222 ;
   assign \$227  = \$225  | { 13'h0000, \$226  };
   assign \$229  = { 3'h0, \$227  } | \$228 ;
@@ -23871,7 +23914,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$237  = \$236  | wdata[24];
   assign \$238  = ~ bus__we;
   assign \$239  = \new  & \$238 ;
-  assign \$240  = \port$8092$2 [9:0] == 4'h9;
+  assign \$240  = \port$8083$2 [9:0] == 4'h9;
   assign \$241  = \$239  & \$240 ;
   assign \$245  = \$243  | \$244 ;
   assign \$246  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
@@ -23879,7 +23922,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$248  = \$247  | wdata[3:0];
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$8092$2 [9:0] == 4'ha;
+  assign \$251  = \port$8083$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$255  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$256  = forward_queue & \$255 ;
@@ -23889,30 +23932,30 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$260  = \$259  | wdata[31:16];
   assign \$261  = ~ bus__we;
   assign \$262  = \new  & \$261 ;
-  assign \$263  = \port$8092$2 [9:0] == 4'hb;
+  assign \$263  = \port$8083$2 [9:0] == 4'hb;
   assign \$264  = \$262  & \$263 ;
   assign \$268  = { 15'h0000, \$266  } | \$267 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$8092$2 [9:0] == 4'hc;
+  assign \$271  = \port$8083$2 [9:0] == 4'hc;
   assign \$272  = \$270  & \$271 ;
   assign \$276  = \$274  | { 9'h000, \$275  };
   assign \$278  = { 15'h0000, \$276  } | \$277 ;
   assign \$279  = ~ bus__we;
   assign \$280  = \new  & \$279 ;
-  assign \$281  = \port$8092$2 [9:0] == 4'hd;
+  assign \$281  = \port$8083$2 [9:0] == 4'hd;
   assign \$282  = \$280  & \$281 ;
   assign \$286  = \$284  | { 9'h000, \$285  };
   assign \$288  = { 15'h0000, \$286  } | \$287 ;
   assign \$289  = ~ bus__we;
   assign \$290  = \new  & \$289 ;
-  assign \$291  = \port$8092$2 [9:0] == 4'he;
+  assign \$291  = \port$8083$2 [9:0] == 4'he;
   assign \$292  = \$290  & \$291 ;
   assign \$296  = \$294  | { 9'h000, \$295  };
   assign \$298  = { 15'h0000, \$296  } | \$297 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$8092$2 [9:0] == 4'hf;
+  assign \$301  = \port$8083$2 [9:0] == 4'hf;
   assign \$302  = \$300  & \$301 ;
   assign \$306  = \$304  | { 9'h000, \$305  };
   assign \$308  = { 15'h0000, \$306  } | \$307 ;
@@ -23921,7 +23964,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$311  = \$310  | wdata[3:0];
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$8092$2 [9:0] == 5'h10;
+  assign \$314  = \port$8083$2 [9:0] == 5'h10;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$319  = cpl_queue & \$318 ;
@@ -23943,7 +23986,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$335  = \$334  | wdata[31:24];
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$8092$2 [9:0] == 5'h11;
+  assign \$338  = \port$8083$2 [9:0] == 5'h11;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | { 28'h0000000, \$342  };
   assign \$345  = \$343  | { 28'h0000000, \$344  };
@@ -23955,314 +23998,314 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$354  = \$353  | wdata[15:0];
   assign \$355  = ~ bus__we;
   assign \$356  = \new  & \$355 ;
-  assign \$357  = \port$8092$2 [9:0] == 5'h12;
+  assign \$357  = \port$8083$2 [9:0] == 5'h12;
   assign \$358  = \$356  & \$357 ;
   assign \$361  = ~ bus__we;
   assign \$362  = \new  & \$361 ;
-  assign \$363  = \port$8092$2 [9:0] == 5'h13;
+  assign \$363  = \port$8083$2 [9:0] == 5'h13;
   assign \$364  = \$362  & \$363 ;
   assign \$367  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$368  = qreset_ack_queue & \$367 ;
   assign \$369  = \$368  | wdata[3:0];
   assign \$370  = ~ bus__we;
   assign \$371  = \new  & \$370 ;
-  assign \$372  = \port$8092$2 [9:0] == 5'h14;
+  assign \$372  = \port$8083$2 [9:0] == 5'h14;
   assign \$373  = \$371  & \$372 ;
   assign \$376  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$377  = engine_reset_engine & \$376 ;
   assign \$378  = \$377  | wdata[3:0];
   assign \$379  = ~ bus__we;
   assign \$380  = \new  & \$379 ;
-  assign \$381  = \port$8092$2 [9:0] == 5'h15;
+  assign \$381  = \port$8083$2 [9:0] == 5'h15;
   assign \$382  = \$380  & \$381 ;
   assign \$385  = ~ bus__we;
   assign \$386  = \new  & \$385 ;
-  assign \$387  = \port$8092$2 [9:0] == 5'h16;
+  assign \$387  = \port$8083$2 [9:0] == 5'h16;
   assign \$388  = \$386  & \$387 ;
   assign \$391  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$392  = q_wait_queue & \$391 ;
   assign \$393  = \$392  | wdata[3:0];
   assign \$394  = ~ bus__we;
   assign \$395  = \new  & \$394 ;
-  assign \$396  = \port$8092$2 [9:0] == 5'h17;
+  assign \$396  = \port$8083$2 [9:0] == 5'h17;
   assign \$397  = \$395  & \$396 ;
   assign \$400  = ~ bus__we;
   assign \$401  = \new  & \$400 ;
-  assign \$402  = \port$8092$2 [9:0] == 5'h18;
+  assign \$402  = \port$8083$2 [9:0] == 5'h18;
   assign \$403  = \$401  & \$402 ;
   assign \$406  = ~ bus__we;
   assign \$407  = \new  & \$406 ;
-  assign \$408  = \port$8092$2 [9:0] == 5'h19;
+  assign \$408  = \port$8083$2 [9:0] == 5'h19;
   assign \$409  = \$407  & \$408 ;
   assign \$412  = ~ bus__we;
   assign \$413  = \new  & \$412 ;
-  assign \$414  = \port$8092$2 [9:0] == 5'h1a;
+  assign \$414  = \port$8083$2 [9:0] == 5'h1a;
   assign \$415  = \$413  & \$414 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8092$2 [9:0] == 5'h1b;
+  assign \$420  = \port$8083$2 [9:0] == 5'h1b;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8092$2 [9:0] == 5'h1c;
+  assign \$426  = \port$8083$2 [9:0] == 5'h1c;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$431  = timer_cycles & \$430 ;
   assign \$432  = \$431  | wdata;
   assign \$433  = ~ bus__we;
   assign \$434  = \new  & \$433 ;
-  assign \$435  = \port$8092$2 [9:0] == 5'h1d;
+  assign \$435  = \port$8083$2 [9:0] == 5'h1d;
   assign \$436  = \$434  & \$435 ;
   assign \$439  = ~ bus__we;
   assign \$440  = \new  & \$439 ;
-  assign \$441  = \port$8092$2 [9:0] == 6'h20;
+  assign \$441  = \port$8083$2 [9:0] == 6'h20;
   assign \$442  = \$440  & \$441 ;
   assign \$445  = ~ bus__we;
   assign \$446  = \new  & \$445 ;
-  assign \$447  = \port$8092$2 [9:0] == 6'h21;
+  assign \$447  = \port$8083$2 [9:0] == 6'h21;
   assign \$448  = \$446  & \$447 ;
   assign \$451  = ~ bus__we;
   assign \$452  = \new  & \$451 ;
-  assign \$453  = \port$8092$2 [9:0] == 6'h22;
+  assign \$453  = \port$8083$2 [9:0] == 6'h22;
   assign \$454  = \$452  & \$453 ;
   assign \$457  = ~ bus__we;
   assign \$458  = \new  & \$457 ;
-  assign \$459  = \port$8092$2 [9:0] == 6'h23;
+  assign \$459  = \port$8083$2 [9:0] == 6'h23;
   assign \$460  = \$458  & \$459 ;
   assign \$463  = ~ bus__we;
   assign \$464  = \new  & \$463 ;
-  assign \$465  = \port$8092$2 [9:0] == 6'h24;
+  assign \$465  = \port$8083$2 [9:0] == 6'h24;
   assign \$466  = \$464  & \$465 ;
   assign \$469  = ~ bus__we;
   assign \$470  = \new  & \$469 ;
-  assign \$471  = \port$8092$2 [9:0] == 6'h25;
+  assign \$471  = \port$8083$2 [9:0] == 6'h25;
   assign \$472  = \$470  & \$471 ;
   assign \$475  = ~ bus__we;
   assign \$476  = \new  & \$475 ;
-  assign \$477  = \port$8092$2 [9:0] == 6'h26;
+  assign \$477  = \port$8083$2 [9:0] == 6'h26;
   assign \$478  = \$476  & \$477 ;
   assign \$481  = ~ bus__we;
   assign \$482  = \new  & \$481 ;
-  assign \$483  = \port$8092$2 [9:0] == 6'h27;
+  assign \$483  = \port$8083$2 [9:0] == 6'h27;
   assign \$484  = \$482  & \$483 ;
   assign \$487  = ~ bus__we;
   assign \$488  = \new  & \$487 ;
-  assign \$489  = \port$8092$2 [9:0] == 6'h28;
+  assign \$489  = \port$8083$2 [9:0] == 6'h28;
   assign \$490  = \$488  & \$489 ;
   assign \$493  = ~ bus__we;
   assign \$494  = \new  & \$493 ;
-  assign \$495  = \port$8092$2 [9:0] == 6'h29;
+  assign \$495  = \port$8083$2 [9:0] == 6'h29;
   assign \$496  = \$494  & \$495 ;
   assign \$499  = ~ bus__we;
   assign \$500  = \new  & \$499 ;
-  assign \$501  = \port$8092$2 [9:0] == 6'h2a;
+  assign \$501  = \port$8083$2 [9:0] == 6'h2a;
   assign \$502  = \$500  & \$501 ;
   assign \$505  = ~ bus__we;
   assign \$506  = \new  & \$505 ;
-  assign \$507  = \port$8092$2 [9:0] == 6'h2b;
+  assign \$507  = \port$8083$2 [9:0] == 6'h2b;
   assign \$508  = \$506  & \$507 ;
   assign \$511  = ~ bus__we;
   assign \$512  = \new  & \$511 ;
-  assign \$513  = \port$8092$2 [9:0] == 6'h2c;
+  assign \$513  = \port$8083$2 [9:0] == 6'h2c;
   assign \$514  = \$512  & \$513 ;
   assign \$517  = ~ bus__we;
   assign \$518  = \new  & \$517 ;
-  assign \$519  = \port$8092$2 [9:0] == 6'h2d;
+  assign \$519  = \port$8083$2 [9:0] == 6'h2d;
   assign \$520  = \$518  & \$519 ;
   assign \$523  = ~ bus__we;
   assign \$524  = \new  & \$523 ;
-  assign \$525  = \port$8092$2 [9:0] == 6'h2e;
+  assign \$525  = \port$8083$2 [9:0] == 6'h2e;
   assign \$526  = \$524  & \$525 ;
   assign \$529  = ~ bus__we;
   assign \$530  = \new  & \$529 ;
-  assign \$531  = \port$8092$2 [9:0] == 6'h2f;
+  assign \$531  = \port$8083$2 [9:0] == 6'h2f;
   assign \$532  = \$530  & \$531 ;
   assign \$535  = ~ bus__we;
   assign \$536  = \new  & \$535 ;
-  assign \$537  = \port$8092$2 [9:0] == 6'h30;
+  assign \$537  = \port$8083$2 [9:0] == 6'h30;
   assign \$538  = \$536  & \$537 ;
   assign \$541  = ~ bus__we;
   assign \$542  = \new  & \$541 ;
-  assign \$543  = \port$8092$2 [9:0] == 6'h31;
+  assign \$543  = \port$8083$2 [9:0] == 6'h31;
   assign \$544  = \$542  & \$543 ;
   assign \$547  = ~ bus__we;
   assign \$548  = \new  & \$547 ;
-  assign \$549  = \port$8092$2 [9:0] == 6'h32;
+  assign \$549  = \port$8083$2 [9:0] == 6'h32;
   assign \$550  = \$548  & \$549 ;
   assign \$553  = ~ bus__we;
   assign \$554  = \new  & \$553 ;
-  assign \$555  = \port$8092$2 [9:0] == 6'h33;
+  assign \$555  = \port$8083$2 [9:0] == 6'h33;
   assign \$556  = \$554  & \$555 ;
   assign \$559  = ~ bus__we;
   assign \$560  = \new  & \$559 ;
-  assign \$561  = \port$8092$2 [9:0] == 6'h34;
+  assign \$561  = \port$8083$2 [9:0] == 6'h34;
   assign \$562  = \$560  & \$561 ;
   assign \$565  = ~ bus__we;
   assign \$566  = \new  & \$565 ;
-  assign \$567  = \port$8092$2 [9:0] == 6'h35;
+  assign \$567  = \port$8083$2 [9:0] == 6'h35;
   assign \$568  = \$566  & \$567 ;
   assign \$571  = ~ bus__we;
   assign \$572  = \new  & \$571 ;
-  assign \$573  = \port$8092$2 [9:0] == 6'h36;
+  assign \$573  = \port$8083$2 [9:0] == 6'h36;
   assign \$574  = \$572  & \$573 ;
   assign \$577  = ~ bus__we;
   assign \$578  = \new  & \$577 ;
-  assign \$579  = \port$8092$2 [9:0] == 6'h37;
+  assign \$579  = \port$8083$2 [9:0] == 6'h37;
   assign \$580  = \$578  & \$579 ;
   assign \$583  = ~ bus__we;
   assign \$584  = \new  & \$583 ;
-  assign \$585  = \port$8092$2 [9:0] == 6'h38;
+  assign \$585  = \port$8083$2 [9:0] == 6'h38;
   assign \$586  = \$584  & \$585 ;
   assign \$589  = ~ bus__we;
   assign \$590  = \new  & \$589 ;
-  assign \$591  = \port$8092$2 [9:0] == 6'h39;
+  assign \$591  = \port$8083$2 [9:0] == 6'h39;
   assign \$592  = \$590  & \$591 ;
   assign \$595  = ~ bus__we;
   assign \$596  = \new  & \$595 ;
-  assign \$597  = \port$8092$2 [9:0] == 6'h3a;
+  assign \$597  = \port$8083$2 [9:0] == 6'h3a;
   assign \$598  = \$596  & \$597 ;
   assign \$601  = ~ bus__we;
   assign \$602  = \new  & \$601 ;
-  assign \$603  = \port$8092$2 [9:0] == 6'h3b;
+  assign \$603  = \port$8083$2 [9:0] == 6'h3b;
   assign \$604  = \$602  & \$603 ;
   assign \$607  = ~ bus__we;
   assign \$608  = \new  & \$607 ;
-  assign \$609  = \port$8092$2 [9:0] == 6'h3c;
+  assign \$609  = \port$8083$2 [9:0] == 6'h3c;
   assign \$610  = \$608  & \$609 ;
   assign \$613  = ~ bus__we;
   assign \$614  = \new  & \$613 ;
-  assign \$615  = \port$8092$2 [9:0] == 6'h3d;
+  assign \$615  = \port$8083$2 [9:0] == 6'h3d;
   assign \$616  = \$614  & \$615 ;
   assign \$619  = ~ bus__we;
   assign \$620  = \new  & \$619 ;
-  assign \$621  = \port$8092$2 [9:0] == 6'h3e;
+  assign \$621  = \port$8083$2 [9:0] == 6'h3e;
   assign \$622  = \$620  & \$621 ;
   assign \$625  = ~ bus__we;
   assign \$626  = \new  & \$625 ;
-  assign \$627  = \port$8092$2 [9:0] == 6'h3f;
+  assign \$627  = \port$8083$2 [9:0] == 6'h3f;
   assign \$628  = \$626  & \$627 ;
   assign \$631  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$632  = event0_value & \$631 ;
   assign \$633  = \$632  | wdata;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8092$2 [9:0] == 7'h40;
+  assign \$636  = \port$8083$2 [9:0] == 7'h40;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$641  = event1_value & \$640 ;
   assign \$642  = \$641  | wdata;
   assign \$643  = ~ bus__we;
   assign \$644  = \new  & \$643 ;
-  assign \$645  = \port$8092$2 [9:0] == 7'h41;
+  assign \$645  = \port$8083$2 [9:0] == 7'h41;
   assign \$646  = \$644  & \$645 ;
   assign \$649  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$650  = event2_value & \$649 ;
   assign \$651  = \$650  | wdata;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8092$2 [9:0] == 7'h42;
+  assign \$654  = \port$8083$2 [9:0] == 7'h42;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$659  = event3_value & \$658 ;
   assign \$660  = \$659  | wdata;
   assign \$661  = ~ bus__we;
   assign \$662  = \new  & \$661 ;
-  assign \$663  = \port$8092$2 [9:0] == 7'h43;
+  assign \$663  = \port$8083$2 [9:0] == 7'h43;
   assign \$664  = \$662  & \$663 ;
   assign \$667  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$668  = event4_value & \$667 ;
   assign \$669  = \$668  | wdata;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8092$2 [9:0] == 7'h44;
+  assign \$672  = \port$8083$2 [9:0] == 7'h44;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$677  = event5_value & \$676 ;
   assign \$678  = \$677  | wdata;
   assign \$679  = ~ bus__we;
   assign \$680  = \new  & \$679 ;
-  assign \$681  = \port$8092$2 [9:0] == 7'h45;
+  assign \$681  = \port$8083$2 [9:0] == 7'h45;
   assign \$682  = \$680  & \$681 ;
   assign \$685  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$686  = event6_value & \$685 ;
   assign \$687  = \$686  | wdata;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8092$2 [9:0] == 7'h46;
+  assign \$690  = \port$8083$2 [9:0] == 7'h46;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$695  = event7_value & \$694 ;
   assign \$696  = \$695  | wdata;
   assign \$697  = ~ bus__we;
   assign \$698  = \new  & \$697 ;
-  assign \$699  = \port$8092$2 [9:0] == 7'h47;
+  assign \$699  = \port$8083$2 [9:0] == 7'h47;
   assign \$700  = \$698  & \$699 ;
   assign \$703  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$704  = event8_value & \$703 ;
   assign \$705  = \$704  | wdata;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8092$2 [9:0] == 7'h48;
+  assign \$708  = \port$8083$2 [9:0] == 7'h48;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$713  = event9_value & \$712 ;
   assign \$714  = \$713  | wdata;
   assign \$715  = ~ bus__we;
   assign \$716  = \new  & \$715 ;
-  assign \$717  = \port$8092$2 [9:0] == 7'h49;
+  assign \$717  = \port$8083$2 [9:0] == 7'h49;
   assign \$718  = \$716  & \$717 ;
   assign \$721  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$722  = event10_value & \$721 ;
   assign \$723  = \$722  | wdata;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8092$2 [9:0] == 7'h4a;
+  assign \$726  = \port$8083$2 [9:0] == 7'h4a;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$731  = event11_value & \$730 ;
   assign \$732  = \$731  | wdata;
   assign \$733  = ~ bus__we;
   assign \$734  = \new  & \$733 ;
-  assign \$735  = \port$8092$2 [9:0] == 7'h4b;
+  assign \$735  = \port$8083$2 [9:0] == 7'h4b;
   assign \$736  = \$734  & \$735 ;
   assign \$739  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$740  = event12_value & \$739 ;
   assign \$741  = \$740  | wdata;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8092$2 [9:0] == 7'h4c;
+  assign \$744  = \port$8083$2 [9:0] == 7'h4c;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$749  = event13_value & \$748 ;
   assign \$750  = \$749  | wdata;
   assign \$751  = ~ bus__we;
   assign \$752  = \new  & \$751 ;
-  assign \$753  = \port$8092$2 [9:0] == 7'h4d;
+  assign \$753  = \port$8083$2 [9:0] == 7'h4d;
   assign \$754  = \$752  & \$753 ;
   assign \$757  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$758  = event14_value & \$757 ;
   assign \$759  = \$758  | wdata;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8092$2 [9:0] == 7'h4e;
+  assign \$762  = \port$8083$2 [9:0] == 7'h4e;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$767  = event15_value & \$766 ;
   assign \$768  = \$767  | wdata;
   assign \$769  = ~ bus__we;
   assign \$770  = \new  & \$769 ;
-  assign \$771  = \port$8092$2 [9:0] == 7'h4f;
+  assign \$771  = \port$8083$2 [9:0] == 7'h4f;
   assign \$772  = \$770  & \$771 ;
   assign \$775  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$776  = perf_sel_addr & \$775 ;
   assign \$777  = \$776  | wdata[11:0];
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8092$2 [9:0] == 7'h50;
+  assign \$780  = \port$8083$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8092$2 [9:0] == 7'h51;
+  assign \$786  = \port$8083$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24356,167 +24399,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8092$2 [9:0];
+  assign \$3  = ! \port$8083$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8092$2 [9:0] == 1'h1;
+  assign \$5  = \port$8083$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8092$2 [9:0] == 2'h2;
+  assign \$7  = \port$8083$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8092$2 [9:0] == 2'h3;
+  assign \$9  = \port$8083$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8092$2 [9:0] == 3'h4;
+  assign \$11  = \port$8083$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8092$2 [9:0] == 3'h5;
+  assign \$13  = \port$8083$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8092$2 [9:0] == 3'h6;
+  assign \$15  = \port$8083$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8092$2 [9:0] == 4'h8;
+  assign \$17  = \port$8083$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8092$2 [9:0] == 4'h9;
+  assign \$19  = \port$8083$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8092$2 [9:0] == 4'ha;
+  assign \$21  = \port$8083$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8092$2 [9:0] == 4'hb;
+  assign \$23  = \port$8083$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8092$2 [9:0] == 4'hc;
+  assign \$25  = \port$8083$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8092$2 [9:0] == 4'hd;
+  assign \$27  = \port$8083$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8092$2 [9:0] == 4'he;
+  assign \$29  = \port$8083$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8092$2 [9:0] == 4'hf;
+  assign \$31  = \port$8083$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8092$2 [9:0] == 5'h10;
+  assign \$33  = \port$8083$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8092$2 [9:0] == 5'h11;
+  assign \$35  = \port$8083$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8092$2 [9:0] == 5'h12;
+  assign \$37  = \port$8083$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8092$2 [9:0] == 5'h13;
+  assign \$39  = \port$8083$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8092$2 [9:0] == 5'h14;
+  assign \$41  = \port$8083$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8092$2 [9:0] == 5'h15;
+  assign \$43  = \port$8083$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8092$2 [9:0] == 5'h16;
+  assign \$45  = \port$8083$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8092$2 [9:0] == 5'h17;
+  assign \$47  = \port$8083$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8092$2 [9:0] == 5'h18;
+  assign \$49  = \port$8083$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8092$2 [9:0] == 5'h19;
+  assign \$51  = \port$8083$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8092$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8083$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8092$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8083$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8092$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8083$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8092$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8083$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8092$2 [9:0] == 6'h20;
+  assign \$61  = \port$8083$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8092$2 [9:0] == 6'h21;
+  assign \$63  = \port$8083$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8092$2 [9:0] == 6'h22;
+  assign \$65  = \port$8083$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8092$2 [9:0] == 6'h23;
+  assign \$67  = \port$8083$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8092$2 [9:0] == 6'h24;
+  assign \$69  = \port$8083$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8092$2 [9:0] == 6'h25;
+  assign \$71  = \port$8083$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8092$2 [9:0] == 6'h26;
+  assign \$73  = \port$8083$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8092$2 [9:0] == 6'h27;
+  assign \$75  = \port$8083$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8092$2 [9:0] == 6'h28;
+  assign \$77  = \port$8083$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8092$2 [9:0] == 6'h29;
+  assign \$79  = \port$8083$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8092$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8083$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8092$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8083$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8092$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8083$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8092$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8083$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8092$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8083$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8092$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8083$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8092$2 [9:0] == 6'h30;
+  assign \$93  = \port$8083$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8092$2 [9:0] == 6'h31;
+  assign \$95  = \port$8083$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8092$2 [9:0] == 6'h32;
+  assign \$97  = \port$8083$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8092$2 [9:0] == 6'h33;
+  assign \$99  = \port$8083$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8092$2 [9:0] == 6'h34;
+  assign \$101  = \port$8083$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8092$2 [9:0] == 6'h35;
+  assign \$103  = \port$8083$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8092$2 [9:0] == 6'h36;
+  assign \$105  = \port$8083$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8092$2 [9:0] == 6'h37;
+  assign \$107  = \port$8083$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8092$2 [9:0] == 6'h38;
+  assign \$109  = \port$8083$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -25794,49 +25837,49 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8092$2 , 2'h0 };
-  assign work_qready = { \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
-  assign work_qreset = { \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0  };
-  assign retire0_error = \port$7498$0 [7:0];
-  assign retire0_tag = \port$7498$0 [23:8];
-  assign retire1_error = \port$7548$0 [7:0];
-  assign retire1_tag = \port$7548$0 [23:8];
-  assign retire2_error = \port$7598$0 [7:0];
-  assign retire2_tag = \port$7598$0 [23:8];
-  assign retire3_error = \port$7648$0 [7:0];
-  assign retire3_tag = \port$7648$0 [23:8];
-  assign q_head0_word = \port$5307$0 [31:0];
-  assign q_head1_word = \port$5307$0 [63:32];
-  assign q_head2_word = \port$5307$0 [95:64];
-  assign q_head3_word = \port$5307$0 [127:96];
-  assign q_head4_word = \port$5307$0 [159:128];
-  assign q_head5_word = \port$5307$0 [191:160];
-  assign q_head6_word = \port$5307$0 [223:192];
-  assign q_head7_word = \port$5307$0 [255:224];
-  assign q_head8_word = \port$5337$0 [31:0];
-  assign q_head9_word = \port$5337$0 [63:32];
-  assign q_head10_word = \port$5337$0 [95:64];
-  assign q_head11_word = \port$5337$0 [127:96];
-  assign q_head12_word = \port$5337$0 [159:128];
-  assign q_head13_word = \port$5337$0 [191:160];
-  assign q_head14_word = \port$5337$0 [223:192];
-  assign q_head15_word = \port$5337$0 [255:224];
-  assign q_head16_word = \port$5367$0 [31:0];
-  assign q_head17_word = \port$5367$0 [63:32];
-  assign q_head18_word = \port$5367$0 [95:64];
-  assign q_head19_word = \port$5367$0 [127:96];
-  assign q_head20_word = \port$5367$0 [159:128];
-  assign q_head21_word = \port$5367$0 [191:160];
-  assign q_head22_word = \port$5367$0 [223:192];
-  assign q_head23_word = \port$5367$0 [255:224];
-  assign q_head24_word = \port$5397$0 [31:0];
-  assign q_head25_word = \port$5397$0 [63:32];
-  assign q_head26_word = \port$5397$0 [95:64];
-  assign q_head27_word = \port$5397$0 [127:96];
-  assign q_head28_word = \port$5397$0 [159:128];
-  assign q_head29_word = \port$5397$0 [191:160];
-  assign q_head30_word = \port$5397$0 [223:192];
-  assign q_head31_word = \port$5397$0 [255:224];
+  assign bus__addr = { \port$8083$2 , 2'h0 };
+  assign work_qready = { \port$4264$0 , \port$4254$0 , \port$4244$0 , \port$4234$0  };
+  assign work_qreset = { \port$4266$0 , \port$4256$0 , \port$4246$0 , \port$4236$0  };
+  assign retire0_error = \port$7485$0 [7:0];
+  assign retire0_tag = \port$7485$0 [23:8];
+  assign retire1_error = \port$7535$0 [7:0];
+  assign retire1_tag = \port$7535$0 [23:8];
+  assign retire2_error = \port$7585$0 [7:0];
+  assign retire2_tag = \port$7585$0 [23:8];
+  assign retire3_error = \port$7635$0 [7:0];
+  assign retire3_tag = \port$7635$0 [23:8];
+  assign q_head0_word = \port$5294$0 [31:0];
+  assign q_head1_word = \port$5294$0 [63:32];
+  assign q_head2_word = \port$5294$0 [95:64];
+  assign q_head3_word = \port$5294$0 [127:96];
+  assign q_head4_word = \port$5294$0 [159:128];
+  assign q_head5_word = \port$5294$0 [191:160];
+  assign q_head6_word = \port$5294$0 [223:192];
+  assign q_head7_word = \port$5294$0 [255:224];
+  assign q_head8_word = \port$5324$0 [31:0];
+  assign q_head9_word = \port$5324$0 [63:32];
+  assign q_head10_word = \port$5324$0 [95:64];
+  assign q_head11_word = \port$5324$0 [127:96];
+  assign q_head12_word = \port$5324$0 [159:128];
+  assign q_head13_word = \port$5324$0 [191:160];
+  assign q_head14_word = \port$5324$0 [223:192];
+  assign q_head15_word = \port$5324$0 [255:224];
+  assign q_head16_word = \port$5354$0 [31:0];
+  assign q_head17_word = \port$5354$0 [63:32];
+  assign q_head18_word = \port$5354$0 [95:64];
+  assign q_head19_word = \port$5354$0 [127:96];
+  assign q_head20_word = \port$5354$0 [159:128];
+  assign q_head21_word = \port$5354$0 [191:160];
+  assign q_head22_word = \port$5354$0 [223:192];
+  assign q_head23_word = \port$5354$0 [255:224];
+  assign q_head24_word = \port$5384$0 [31:0];
+  assign q_head25_word = \port$5384$0 [63:32];
+  assign q_head26_word = \port$5384$0 [95:64];
+  assign q_head27_word = \port$5384$0 [127:96];
+  assign q_head28_word = \port$5384$0 [159:128];
+  assign q_head29_word = \port$5384$0 [191:160];
+  assign q_head30_word = \port$5384$0 [223:192];
+  assign q_head31_word = \port$5384$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -25851,10 +25894,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
+  assign \$224  = { 1'h0, \port$4264$0 , \port$4254$0 , \port$4244$0 , \port$4234$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4266$0 , \port$4256$0 , \port$4246$0 , \port$4236$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -25866,20 +25909,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$7498$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$7498$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$7485$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$7485$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$7548$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$7548$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$7535$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$7535$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$7598$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$7598$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$7585$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$7585$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$7648$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$7648$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$7635$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$7635$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -25913,69 +25956,69 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5307$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5294$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5307$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5294$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5307$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5294$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5307$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5294$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5307$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5294$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5307$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5294$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5307$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5294$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5307$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5294$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5337$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5324$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5337$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5324$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5337$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5324$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5337$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5324$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5337$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5324$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5337$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5324$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5337$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5324$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5337$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5324$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5367$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5354$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5367$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5354$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5367$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5354$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5367$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5354$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5367$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5354$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5367$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5354$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5367$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5354$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5367$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5354$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5397$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5384$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5397$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5384$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5397$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5384$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5397$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5384$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5397$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5384$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5397$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5384$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5397$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5384$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5397$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5384$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -29162,7 +29205,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8122$16 , \port$8856$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8113$16 , \port$8847$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29206,10 +29249,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8122$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8122$16 ;
-  wire [15:0] \port$8122$16 ;
-  input [7:0] \port$8856$0 ;
-  wire [7:0] \port$8856$0 ;
+  input [15:0] \port$8113$16 ;
+  wire [15:0] \port$8113$16 ;
+  input [7:0] \port$8847$0 ;
+  wire [7:0] \port$8847$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29244,7 +29287,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8122$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8122$16 , \port$8856$0  };
+      storage[w_port__addr] <= { \port$8113$16 , \port$8847$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29355,8 +29398,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8122$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8122$16 , \port$8856$0  };
-  assign w_data = { \port$8122$16 , \port$8856$0  };
+  assign w_port__data = { \port$8113$16 , \port$8847$0  };
+  assign w_data = { \port$8113$16 , \port$8847$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29366,7 +29409,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
 , q__0__qreset_req, q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot
 , axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we
 , q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell, q__3__doorbell, q__0__enable
-, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$8102$0 , \port$8102$8 , q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
+, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$8093$0 , \port$8093$8 , q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
@@ -30079,10 +30122,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$115$0 ;
   wire [3:0] \port$115$0 ;
-  input [3:0] \port$8102$0 ;
-  wire [3:0] \port$8102$0 ;
-  input [23:0] \port$8102$8 ;
-  wire [23:0] \port$8102$8 ;
+  input [3:0] \port$8093$0 ;
+  wire [3:0] \port$8093$0 ;
+  input [23:0] \port$8093$8 ;
+  wire [23:0] \port$8093$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -30807,7 +30850,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$8102$0 [1:0] < 3'h4;
+  assign \$165  = \port$8093$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -31015,7 +31058,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$8102$0 [1:0];
+  assign \$344  = ! \port$8093$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -31035,7 +31078,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$8102$0 [1:0] == 1'h1;
+  assign \$364  = \port$8093$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -31055,7 +31098,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$8102$0 [1:0] == 2'h2;
+  assign \$384  = \port$8093$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -31075,7 +31118,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$8102$0 [1:0] == 2'h3;
+  assign \$404  = \port$8093$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -31168,7 +31211,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8203$0 (fetch_r_buf),
+    .\port$8194$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -31180,7 +31223,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8203$0 (fetch_r_buf),
+    .\port$8194$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -31192,7 +31235,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8203$0 (fetch_r_buf),
+    .\port$8194$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -31204,7 +31247,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8203$0 (fetch_r_buf),
+    .\port$8194$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -32902,12 +32945,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8102$0 [1:0];
-  assign cpl_irq = \port$8102$0 [2];
-  assign cpl_halt = \port$8102$0 [3];
-  assign cpl_flags = \port$8102$8 [7:0];
-  assign cpl_status = \port$8102$8 [15:8];
-  assign cpl_opcode = \port$8102$8 [23:16];
+  assign cpl_queue = \port$8093$0 [1:0];
+  assign cpl_irq = \port$8093$0 [2];
+  assign cpl_halt = \port$8093$0 [3];
+  assign cpl_flags = \port$8093$8 [7:0];
+  assign cpl_status = \port$8093$8 [15:8];
+  assign cpl_opcode = \port$8093$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -32958,12 +33001,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$8102$8 [23:16];
-  assign \w_data$258 [19:12] = \port$8102$8 [15:8];
-  assign \w_data$258 [11:4] = \port$8102$8 [7:0];
-  assign \w_data$258 [3] = \port$8102$0 [3];
-  assign \w_data$258 [2] = \port$8102$0 [2];
-  assign \w_data$258 [1:0] = \port$8102$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8093$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8093$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8093$8 [7:0];
+  assign \w_data$258 [3] = \port$8093$0 [3];
+  assign \w_data$258 [2] = \port$8093$0 [2];
+  assign \w_data$258 [1:0] = \port$8093$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -33516,8 +33559,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5099$0 (aw_hs_id),
-    .\port$5113$0 (down__awlen),
+    .\port$5086$0 (aw_hs_id),
+    .\port$5100$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -33860,7 +33903,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5099$0 , w_en, \port$5113$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5086$0 , w_en, \port$5100$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33884,10 +33927,10 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5099$0 , w_en, \port$5113$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5099$0 ;
-  wire [2:0] \port$5099$0 ;
-  input [7:0] \port$5113$0 ;
-  wire [7:0] \port$5113$0 ;
+  input [2:0] \port$5086$0 ;
+  wire [2:0] \port$5086$0 ;
+  input [7:0] \port$5100$0 ;
+  wire [7:0] \port$5100$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -33919,7 +33962,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5099$0 , w_en, \port$5113$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5099$0 , \port$5113$0  };
+      storage[w_port__addr] <= { \port$5086$0 , \port$5100$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -33981,8 +34024,8 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5099$0 , w_en, \port$5113$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5099$0 , \port$5113$0  };
-  assign w_data = { \port$5099$0 , \port$5113$0  };
+  assign w_port__data = { \port$5086$0 , \port$5100$0  };
+  assign w_data = { \port$5086$0 , \port$5100$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -34549,7 +34592,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8203$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8194$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34576,8 +34619,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8203$0 ;
-  wire [191:0] \port$8203$0 ;
+  input [191:0] \port$8194$0 ;
+  wire [191:0] \port$8194$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34612,7 +34655,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8203$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8194$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34683,14 +34726,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8203$0  };
-  assign w_data = { \port$0$87 , \port$8203$0  };
+  assign w_port__data = { \port$0$87 , \port$8194$0  };
+  assign w_data = { \port$0$87 , \port$8194$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8203$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8194$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34717,8 +34760,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8203$0 ;
-  wire [191:0] \port$8203$0 ;
+  input [191:0] \port$8194$0 ;
+  wire [191:0] \port$8194$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -34753,7 +34796,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8203$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8194$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34824,14 +34867,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8203$0  };
-  assign w_data = { \port$0$87 , \port$8203$0  };
+  assign w_port__data = { \port$0$87 , \port$8194$0  };
+  assign w_data = { \port$0$87 , \port$8194$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8203$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8194$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34858,8 +34901,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8203$0 ;
-  wire [191:0] \port$8203$0 ;
+  input [191:0] \port$8194$0 ;
+  wire [191:0] \port$8194$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -34894,7 +34937,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8203$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8194$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34965,14 +35008,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8203$0  };
-  assign w_data = { \port$0$87 , \port$8203$0  };
+  assign w_port__data = { \port$0$87 , \port$8194$0  };
+  assign w_data = { \port$0$87 , \port$8194$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8203$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8194$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34999,8 +35042,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8203$0 ;
-  wire [191:0] \port$8203$0 ;
+  input [191:0] \port$8194$0 ;
+  wire [191:0] \port$8194$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -35035,7 +35078,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8203$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8194$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35106,8 +35149,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8203$0  };
-  assign w_data = { \port$0$87 , \port$8203$0  };
+  assign w_port__data = { \port$0$87 , \port$8194$0  };
+  assign w_data = { \port$0$87 , \port$8194$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38477,7 +38520,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8124$16 , \port$9132$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8115$16 , \port$9123$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38521,10 +38564,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8124$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8124$16 ;
-  wire [15:0] \port$8124$16 ;
-  input [7:0] \port$9132$0 ;
-  wire [7:0] \port$9132$0 ;
+  input [15:0] \port$8115$16 ;
+  wire [15:0] \port$8115$16 ;
+  input [7:0] \port$9123$0 ;
+  wire [7:0] \port$9123$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38559,7 +38602,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8124$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8124$16 , \port$9132$0  };
+      storage[w_port__addr] <= { \port$8115$16 , \port$9123$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38670,8 +38713,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8124$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8124$16 , \port$9132$0  };
-  assign w_data = { \port$8124$16 , \port$9132$0  };
+  assign w_port__data = { \port$8115$16 , \port$9123$0  };
+  assign w_data = { \port$8115$16 , \port$9123$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
