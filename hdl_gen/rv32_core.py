@@ -474,6 +474,20 @@ class RV32Core(wiring.Component):
         m.d.comb += wb_rd.eq(Mux(opcode.matches(OP_LUI, OP_AUIPC, OP_JAL, OP_JALR, OP_OP_IMM, OP_OP,
                                                 OP_LOAD) | ((opcode == OP_SYSTEM) & (f3 != 0)),
                                  rd, 0))
+        # The value a single-cycle instruction writes, by opcode (the multi-cycle states override
+        # c_value with their result in their commit cycle)
+        m.d.comb += c_rd.eq(wb_rd)
+        with m.Switch(opcode):
+            with m.Case(OP_LUI):
+                m.d.comb += c_value.eq(imm_u)
+            with m.Case(OP_AUIPC):
+                m.d.comb += c_value.eq((pc + imm_u)[0:32])
+            with m.Case(OP_JAL, OP_JALR):
+                m.d.comb += c_value.eq(pc4)
+            with m.Case(OP_SYSTEM):
+                m.d.comb += c_value.eq(csr_old)
+            with m.Default():
+                m.d.comb += c_value.eq(alu_res)
         with m.If(c_valid & c_trap):
             m.d.sync += [mepc.eq(pc[2:32]), mcause.eq(c_cause), mtval.eq(c_tval),
                          st_mpie.eq(st_mie), st_mie.eq(0)]
@@ -516,8 +530,11 @@ class RV32Core(wiring.Component):
             if insn_word is not None:
                 m.d.comb += c_insn.eq(insn_word)
 
-        def retire_insn(rd_idx=0, value=0, target=None, taken=1):
-            m.d.comb += [c_valid.eq(1), c_rd.eq(rd_idx), c_value.eq(value), c_insn.eq(insn)]
+        def retire_insn(target=None, taken=1):
+            """Commit the instruction in E: it writes ``wb_rd`` with ``c_value`` (both chosen by
+            opcode and state alone, below, so that no legality or trap condition lengthens the
+            path into the register file) and jumps to ``target`` if ``taken``."""
+            m.d.comb += [c_valid.eq(1), c_insn.eq(insn)]
             if target is not None:
                 m.d.comb += [c_npc.eq(target), c_jump.eq(taken)]
 
@@ -587,24 +604,24 @@ class RV32Core(wiring.Component):
 
             with m.Switch(opcode):
                 with m.Case(OP_LUI):
-                    retire_insn(rd, imm_u)
+                    retire_insn()
                 with m.Case(OP_AUIPC):
-                    retire_insn(rd, (pc + imm_u)[0:32])
+                    retire_insn()
                 with m.Case(OP_JAL):
-                    retire_insn(rd, pc4, jal_target)
+                    retire_insn(jal_target)
                 with m.Case(OP_JALR):
                     with m.If(f3 == 0):
-                        retire_insn(rd, pc4, jalr_target)
+                        retire_insn(jalr_target)
                     with m.Else():
                         illegal()
                 with m.Case(OP_BRANCH):
                     with m.If(br_legal):
-                        retire_insn(0, 0, br_target, br_taken)
+                        retire_insn(br_target, br_taken)
                     with m.Else():
                         illegal()
                 with m.Case(OP_OP_IMM):
                     with m.If(op_imm_legal):
-                        retire_insn(rd, alu_res)
+                        retire_insn()
                     with m.Else():
                         illegal()
                 with m.Case(OP_OP):
@@ -623,7 +640,7 @@ class RV32Core(wiring.Component):
                             m.d.sync += [mul_ra.eq(mul_a), mul_rb.eq(mul_b)]
                             m.next = "MUL"
                     with m.Elif(op_alu_legal):
-                        retire_insn(rd, alu_res)
+                        retire_insn()
                     with m.Else():
                         illegal()
                 with m.Case(OP_LOAD, OP_STORE):
@@ -644,7 +661,7 @@ class RV32Core(wiring.Component):
                             m.next = "MEM"
                 with m.Case(OP_MISC_MEM):
                     with m.If((f3 == 0) | (f3 == 1)):         # FENCE / FENCE.I: no-ops
-                        retire_insn(0, 0)
+                        retire_insn()
                     with m.Else():
                         illegal()
                 with m.Case(OP_SYSTEM):
@@ -655,17 +672,17 @@ class RV32Core(wiring.Component):
                             trap(CAUSE["breakpoint"], 0, insn)
                         with m.Elif(insn == INSN_MRET):
                             m.d.comb += c_mret.eq(1)
-                            retire_insn(0, 0, Cat(Const(0, 2), mepc))
+                            retire_insn(Cat(Const(0, 2), mepc))
                         with m.Elif(insn == INSN_WFI):
                             m.d.comb += c_sleep.eq(1)
-                            retire_insn(0, 0)
+                            retire_insn()
                         with m.Else():
                             illegal()
                     with m.Elif(csr_illegal):
                         illegal()
                     with m.Else():
                         m.d.comb += c_csr_we.eq(csr_writes)
-                        retire_insn(rd, csr_old)
+                        retire_insn()
                 with m.Default():
                     illegal()
             # every path above commits in this cycle except MUL, DIV and the memory accesses
@@ -689,7 +706,8 @@ class RV32Core(wiring.Component):
                 m.d.comb += ld_word.eq(self.dbus.rdata)
                 with m.If(self.dbus.ack):
                     m.d.sync += bus_en.eq(0)
-                    retire_insn(Mux(is_store, 0, rd), ld_val)
+                    m.d.comb += c_value.eq(ld_val)
+                    retire_insn()
                     after_commit()
 
             with m.State("LS_TRAP"):
@@ -709,7 +727,8 @@ class RV32Core(wiring.Component):
 
             with m.State("ILOAD_W"):
                 m.d.comb += ld_word.eq(self.imem.data)
-                retire_insn(rd, ld_val)
+                m.d.comb += c_value.eq(ld_val)
+                retire_insn()
                 after_commit()
 
             with m.State("MUL"):
@@ -718,7 +737,8 @@ class RV32Core(wiring.Component):
                 m.next = "MUL_FIN"
 
             with m.State("MUL_FIN"):
-                retire_insn(rd, mul_res)
+                m.d.comb += c_value.eq(mul_res)
+                retire_insn()
                 after_commit()
 
             with m.State("DIV"):
@@ -733,7 +753,8 @@ class RV32Core(wiring.Component):
             with m.State("DIV_FIN"):
                 q = Mux(div_zero, 0xFFFF_FFFF, Mux(div_negq, -div_quo, div_quo))
                 r = Mux(div_zero, div_a, Mux(div_negr, -div_rem, div_rem))
-                retire_insn(rd, Mux(f3[1], r, q)[0:32])
+                m.d.comb += c_value.eq(Mux(f3[1], r, q)[0:32])
+                retire_insn()
                 after_commit()
 
             with m.State("SLEEP"):
