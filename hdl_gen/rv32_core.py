@@ -53,12 +53,13 @@ read ahead of the ALU do not fit one 20 ns cycle with the execution behind them
   and jumps, traps and MRET.
   A pending, enabled external interrupt is taken in E instead of executing the word.
 * Loads/stores to DMEM/MMIO: ``EXEC`` checks alignment and the memory map, registers the request,
-  ``MEM`` holds it on ``dbus`` until ``ack``; commit happens in the ``ack`` cycle. A store acked at
-  once takes 2 cycles, a DMEM load (1-cycle SRAM) 3 cycles.
+  ``MEM`` holds it on ``dbus`` until ``ack``; a store commits in the ``ack`` cycle, a load
+  registers the word and commits in ``LD_FIN`` (extraction and write-back from the register). A
+  store acked at once takes 2 cycles, a DMEM load (1-cycle SRAM) 4 cycles.
   A misaligned or unmapped access goes to ``LS_TRAP`` instead, which traps one cycle later (so
   the address adder and map compares do not feed the flush of the same cycle).
-* Loads from IMEM: ``ILOAD`` requests the word on ``imem`` (retries), ``ILOAD_W`` takes it and
-  commits: 3 cycles.
+* Loads from IMEM: ``ILOAD`` requests the word on ``imem`` (retries), ``ILOAD_W`` registers it,
+  ``LD_FIN`` commits: 4 cycles.
 * MUL/MULH/MULHSU/MULHU: ``EXEC`` registers the 33-bit operands, ``MUL`` multiplies them as
   two 33x17 halves into registers, ``MUL_FIN`` adds the halves and commits: 3 cycles (a one-cycle
   33x33 multiply behind the register file does not fit the clock, docs/synthesis.md).
@@ -394,7 +395,8 @@ class RV32Core(wiring.Component):
             ls_to_imem.eq(~is_store & _in_imem(ls_addr)),
             ls_fault.eq(~(ls_to_imem | _in_dmem(ls_addr) | (_in_mmio(ls_addr) & (ls_size == 2)))),
         ]
-        # load data extraction (from the word and the registered byte offset)
+        # load data extraction, from the word registered as it leaves the memory (the block RAM's
+        # clock-to-output and the extraction do not fit one cycle with the register-file write)
         ld_word = Signal(32)
         ld_off = Signal(2)                                # byte offset of the pending access
         ld_shift = Signal(32)
@@ -703,12 +705,13 @@ class RV32Core(wiring.Component):
                         exec_body()
 
             with m.State("MEM"):
-                m.d.comb += ld_word.eq(self.dbus.rdata)
                 with m.If(self.dbus.ack):
-                    m.d.sync += bus_en.eq(0)
-                    m.d.comb += c_value.eq(ld_val)
-                    retire_insn()
-                    after_commit()
+                    m.d.sync += [bus_en.eq(0), ld_word.eq(self.dbus.rdata)]
+                    with m.If(is_store):
+                        retire_insn()
+                        after_commit()
+                    with m.Else():
+                        m.next = "LD_FIN"
 
             with m.State("LS_TRAP"):
                 with m.If(ls_misaligned_r):
@@ -726,7 +729,10 @@ class RV32Core(wiring.Component):
                     m.next = "ILOAD_W"
 
             with m.State("ILOAD_W"):
-                m.d.comb += ld_word.eq(self.imem.data)
+                m.d.sync += ld_word.eq(self.imem.data)
+                m.next = "LD_FIN"
+
+            with m.State("LD_FIN"):
                 m.d.comb += c_value.eq(ld_val)
                 retire_insn()
                 after_commit()

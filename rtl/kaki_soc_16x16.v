@@ -2258,7 +2258,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11763$2 (\$242 ),
+    .\port$11770$2 (\$242 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2377,20 +2377,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11601$0 (q_wait_queue),
-    .\port$11787$0 (inflight),
-    .\port$11922$0 (q__0__cpl_irq),
-    .\port$11936$0 (q__0__error_irq),
-    .\port$11948$0 (q__1__cpl_irq),
-    .\port$11962$0 (q__1__error_irq),
-    .\port$11974$0 (q__2__cpl_irq),
-    .\port$11988$0 (q__2__error_irq),
-    .\port$12000$0 (q__3__cpl_irq),
-    .\port$12014$0 (q__3__error_irq),
-    .\port$12126$0 (\$247 ),
-    .\port$12134$0 (\$248 ),
-    .\port$12142$0 (\$249 ),
-    .\port$12150$0 (\$250 ),
+    .\port$11609$0 (q_wait_queue),
+    .\port$11796$0 (inflight),
+    .\port$11931$0 (q__0__cpl_irq),
+    .\port$11945$0 (q__0__error_irq),
+    .\port$11957$0 (q__1__cpl_irq),
+    .\port$11971$0 (q__1__error_irq),
+    .\port$11983$0 (q__2__cpl_irq),
+    .\port$11997$0 (q__2__error_irq),
+    .\port$12009$0 (q__3__cpl_irq),
+    .\port$12023$0 (q__3__error_irq),
+    .\port$12135$0 (\$247 ),
+    .\port$12143$0 (\$248 ),
+    .\port$12151$0 (\$249 ),
+    .\port$12159$0 (\$250 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2478,10 +2478,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11789$0 (\$243 ),
-    .\port$11791$0 (\$244 ),
-    .\port$11793$0 (\$245 ),
-    .\port$11795$0 (\$246 ),
+    .\port$11798$0 (\$243 ),
+    .\port$11800$0 (\$244 ),
+    .\port$11802$0 (\$245 ),
+    .\port$11804$0 (\$246 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2577,8 +2577,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11789$16 (retire__0__tag),
-    .\port$12349$0 (dma_load_error),
+    .\port$11798$16 (retire__0__tag),
+    .\port$12358$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2588,8 +2588,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11791$16 (retire__1__tag),
-    .\port$12465$0 (dma_store_error),
+    .\port$11800$16 (retire__1__tag),
+    .\port$12474$0 (dma_store_error),
     .r_data(\r_data$492 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$489 ),
@@ -2632,23 +2632,23 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11166$0 (r_data),
-    .\port$11216$0 (\r_data$492 ),
-    .\port$11266$0 (\r_data$503 ),
-    .\port$11316$0 (\r_data$514 ),
-    .\port$11763$2 (\$242 ),
-    .\port$4237$0 (q__0__ready),
-    .\port$4239$0 (q__0__qreset_req),
-    .\port$4247$0 (q__1__ready),
-    .\port$4249$0 (q__1__qreset_req),
-    .\port$4257$0 (q__2__ready),
-    .\port$4259$0 (q__2__qreset_req),
-    .\port$4267$0 (q__3__ready),
-    .\port$4269$0 (q__3__qreset_req),
-    .\port$5297$0 (q__0__head),
-    .\port$5327$0 (q__1__head),
-    .\port$5357$0 (q__2__head),
-    .\port$5387$0 (q__3__head),
+    .\port$11174$0 (r_data),
+    .\port$11224$0 (\r_data$492 ),
+    .\port$11274$0 (\r_data$503 ),
+    .\port$11324$0 (\r_data$514 ),
+    .\port$11770$2 (\$242 ),
+    .\port$4245$0 (q__0__ready),
+    .\port$4247$0 (q__0__qreset_req),
+    .\port$4255$0 (q__1__ready),
+    .\port$4257$0 (q__1__qreset_req),
+    .\port$4265$0 (q__2__ready),
+    .\port$4267$0 (q__2__qreset_req),
+    .\port$4275$0 (q__3__ready),
+    .\port$4277$0 (q__3__qreset_req),
+    .\port$5305$0 (q__0__head),
+    .\port$5335$0 (q__1__head),
+    .\port$5365$0 (q__2__head),
+    .\port$5395$0 (q__3__head),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2694,8 +2694,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11793$16 (retire__2__tag),
-    .\port$12575$0 (gemm_error),
+    .\port$11802$16 (retire__2__tag),
+    .\port$12584$0 (gemm_error),
     .r_data(\r_data$503 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$500 ),
@@ -2746,8 +2746,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$181 (\$250 ),
     .limit(bus_timeout),
     .\port$115$0 (fw_write_qreset_ack_queue),
-    .\port$11773$0 (bus__wdata[3:0]),
-    .\port$11773$8 (bus__wdata[31:8]),
+    .\port$11780$0 (bus__wdata[3:0]),
+    .\port$11780$8 (bus__wdata[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2889,8 +2889,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11795$16 (retire__3__tag),
-    .\port$16643$0 (vec_error),
+    .\port$11804$16 (retire__3__tag),
+    .\port$16652$0 (vec_error),
     .r_data(\r_data$514 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$511 ),
@@ -5669,7 +5669,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11763$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11770$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5813,8 +5813,8 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11763$2 ;
-  wire [29:0] \port$11763$2 ;
+  output [29:0] \port$11770$2 ;
+  wire [29:0] \port$11770$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -5994,7 +5994,7 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11763$2 (\$99 ),
+    .\port$11770$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6112,11 +6112,11 @@ module \kaki_soc_16x16.control (rst, irq, load_addr_we, load_data_we, mmio__en, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11763$2  = \$99 ;
+  assign \port$11770$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11763$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11770$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6175,10 +6175,10 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$148 ;
   wire \$149 ;
   wire [31:0] \$15 ;
-  wire [2:0] \$150 ;
-  wire \$151 ;
-  wire [2:0] \$152 ;
-  wire [32:0] \$153 ;
+  wire \$150 ;
+  wire [2:0] \$151 ;
+  wire \$152 ;
+  wire [2:0] \$153 ;
   wire [32:0] \$154 ;
   wire [32:0] \$155 ;
   wire [32:0] \$156 ;
@@ -6186,7 +6186,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire [32:0] \$158 ;
   wire [32:0] \$159 ;
   wire [31:0] \$16 ;
-  wire \$160 ;
+  wire [32:0] \$160 ;
   wire \$161 ;
   wire \$162 ;
   wire \$163 ;
@@ -6219,11 +6219,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$188 ;
   wire \$189 ;
   wire \$19 ;
-  wire [31:0] \$190 ;
+  wire \$190 ;
   wire \$191 ;
   wire [31:0] \$192 ;
   wire \$193 ;
-  wire \$194 ;
+  wire [31:0] \$194 ;
   wire \$195 ;
   wire \$196 ;
   wire \$197 ;
@@ -6237,15 +6237,15 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
-  wire [32:0] \$206 ;
-  wire [32:0] \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire [32:0] \$208 ;
+  wire [32:0] \$209 ;
   wire \$21 ;
-  wire [32:0] \$210 ;
-  wire [32:0] \$211 ;
-  wire \$212 ;
-  wire \$213 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire [32:0] \$212 ;
+  wire [32:0] \$213 ;
   wire \$214 ;
   wire \$215 ;
   wire \$216 ;
@@ -6270,67 +6270,71 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   wire \$233 ;
   wire \$234 ;
   wire \$235 ;
-  wire [49:0] \$236 ;
-  wire [48:0] \$237 ;
-  wire [5:0] \$238 ;
-  wire \$239 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire [49:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  reg [31:0] \$241 ;
-  reg [31:0] \$242 ;
-  reg [29:0] \$243 ;
+  wire [48:0] \$240 ;
+  wire [5:0] \$241 ;
+  wire \$242 ;
+  wire \$243 ;
   reg [31:0] \$244 ;
   reg [31:0] \$245 ;
-  reg \$246 ;
-  reg \$247 ;
-  reg [63:0] \$248 ;
-  reg [63:0] \$249 ;
+  reg [29:0] \$246 ;
+  reg [31:0] \$247 ;
+  reg [31:0] \$248 ;
+  reg \$249 ;
   wire \$25 ;
   reg \$250 ;
-  reg \$251 ;
-  reg [29:0] \$252 ;
-  reg [31:0] \$253 ;
+  reg [63:0] \$251 ;
+  reg [63:0] \$252 ;
+  reg \$253 ;
   reg \$254 ;
-  reg [31:0] \$255 ;
+  reg [29:0] \$255 ;
   reg [31:0] \$256 ;
   reg \$257 ;
-  reg \$258 ;
-  reg \$259 ;
+  reg [31:0] \$258 ;
+  reg [31:0] \$259 ;
   wire \$26 ;
-  reg [31:0] \$260 ;
+  reg \$260 ;
   reg \$261 ;
   reg \$262 ;
   reg [31:0] \$263 ;
-  reg [31:0] \$264 ;
+  reg \$264 ;
   reg \$265 ;
   reg [31:0] \$266 ;
   reg [31:0] \$267 ;
   reg \$268 ;
-  reg \$269 ;
+  reg [31:0] \$269 ;
   wire \$27 ;
   reg [31:0] \$270 ;
-  reg [31:0] \$271 ;
-  reg [31:0] \$272 ;
+  reg \$271 ;
+  reg \$272 ;
   reg [31:0] \$273 ;
-  reg [4:0] \$274 ;
+  reg [31:0] \$274 ;
   reg [31:0] \$275 ;
-  reg \$276 ;
-  reg \$277 ;
-  reg \$278 ;
-  reg [3:0] \$279 ;
+  reg [31:0] \$276 ;
+  reg [4:0] \$277 ;
+  reg [31:0] \$278 ;
+  reg \$279 ;
   wire \$28 ;
-  reg [32:0] \$280 ;
-  reg [32:0] \$281 ;
-  reg [31:0] \$282 ;
-  reg \$283 ;
-  reg [1:0] \$284 ;
-  reg \$285 ;
+  reg \$280 ;
+  reg \$281 ;
+  reg [3:0] \$282 ;
+  reg [32:0] \$283 ;
+  reg [32:0] \$284 ;
+  reg [31:0] \$285 ;
   reg \$286 ;
-  reg [31:0] \$287 ;
-  reg [3:0] \$288 ;
-  reg [50:0] \$289 ;
+  reg [1:0] \$287 ;
+  reg \$288 ;
+  reg \$289 ;
   wire \$29 ;
-  reg [49:0] \$290 ;
+  reg [31:0] \$290 ;
+  reg [3:0] \$291 ;
+  reg [31:0] \$292 ;
+  reg [50:0] \$293 ;
+  reg [49:0] \$294 ;
   wire [32:0] \$3 ;
   wire \$30 ;
   wire \$31 ;
@@ -6507,7 +6511,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   reg [1:0] ld_off = 2'h0;
   wire [31:0] ld_shift;
   reg [31:0] ld_val;
-  reg [31:0] ld_word;
+  reg [31:0] ld_word = 32'd0;
   wire [31:0] ls_addr;
   reg [31:0] ls_addr_r = 32'd0;
   wire ls_fault;
@@ -6537,8 +6541,8 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11763$2 ;
-  wire [29:0] \port$11763$2 ;
+  output [29:0] \port$11770$2 ;
+  wire [29:0] \port$11770$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -6781,196 +6785,201 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   assign \$147  = | ir[19:15];
   assign \$148  = \$146  | \$147 ;
   assign \$149  = ir[6:0] == 6'h23;
-  assign \$150  = \$149  ? 3'h6 : 3'h4;
-  assign \$151  = ir[6:0] == 6'h23;
-  assign \$152  = \$151  ? 3'h7 : 3'h5;
-  assign \$153  = - div_rem;
-  assign \$154  = div_negr ? \$153  : { 1'h0, div_rem };
-  assign \$155  = div_zero ? { 1'h0, div_a } : \$154 ;
-  assign \$156  = - div_quo;
-  assign \$157  = div_negq ? \$156  : { 1'h0, div_quo };
-  assign \$158  = div_zero ? 33'h0ffffffff : \$157 ;
-  assign \$159  = ir[13] ? \$155  : \$158 ;
-  assign \$160  = ! core_fsm_state;
-  assign \$161  = core_fsm_state == 1'h1;
-  assign \$162  = core_fsm_state == 2'h2;
-  assign \$163  = core_fsm_state == 2'h3;
-  assign \$164  = core_fsm_state == 3'h4;
-  assign \$165  = core_fsm_state == 3'h5;
-  assign \$166  = core_fsm_state == 3'h6;
-  assign \$167  = core_fsm_state == 3'h7;
-  assign \$168  = core_fsm_state == 4'h8;
-  assign \$169  = core_fsm_state == 4'h9;
-  assign \$170  = ~ c_trap;
-  assign \$171  = trace_valid & \$170 ;
-  assign \$172  = | c_rd;
-  assign \$173  = \$171  & \$172 ;
-  assign \$174  = trace_valid & c_trap;
-  assign \$175  = ~ c_trap;
-  assign \$176  = trace_valid & \$175 ;
-  assign \$177  = \$176  & c_mret;
-  assign \$178  = ~ c_trap;
-  assign \$179  = trace_valid & \$178 ;
-  assign \$180  = \$179  & c_csr_we;
-  assign \$181  = ~ iload;
-  assign \$182  = f_slot & \$181 ;
-  assign \$183  = ! f_addr[31:14];
-  assign \$184  = ! f_addr[1:0];
-  assign \$185  = \$183  & \$184 ;
-  assign \$187  = ~ flush;
-  assign \$188  = d_valid & \$187 ;
-  assign \$189  = written >> d_word[19:15];
-  assign \$190  = \$189  ? \$signature__data  : 32'd0;
-  assign \$191  = written >> d_word[24:20];
-  assign \$192  = \$191  ? rf_rs2__data : 32'd0;
-  assign \$193  = | c_rd;
-  assign \$194  = e_valid & \$193 ;
-  assign \$195  = c_rd == d_word[19:15];
-  assign \$196  = \$194  & \$195 ;
-  assign \$197  = | c_rd;
-  assign \$198  = e_valid & \$197 ;
-  assign \$199  = c_rd == d_word[24:20];
-  assign \$200  = \$198  & \$199 ;
-  assign \$201  = ir[6:0] == 6'h33;
-  assign \$202  = ir[31:25] == 1'h1;
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = ~ ir[12];
-  assign \$205  = \$204  & rs1v[31];
-  assign \$206  = - rs1v;
-  assign \$207  = \$205  ? \$206  : { 1'h0, rs1v };
-  assign \$208  = ~ ir[12];
-  assign \$209  = \$208  & rs2v[31];
-  assign \$210  = - rs2v;
-  assign \$211  = \$209  ? \$210  : { 1'h0, rs2v };
-  assign \$212  = ! rs2v;
-  assign \$213  = ~ ir[12];
-  assign \$214  = \$213  & rs1v[31];
+  assign \$150  = ir[6:0] == 6'h23;
+  assign \$151  = \$150  ? 3'h6 : 3'h4;
+  assign \$152  = ir[6:0] == 6'h23;
+  assign \$153  = \$152  ? 3'h7 : 3'h5;
+  assign \$154  = - div_rem;
+  assign \$155  = div_negr ? \$154  : { 1'h0, div_rem };
+  assign \$156  = div_zero ? { 1'h0, div_a } : \$155 ;
+  assign \$157  = - div_quo;
+  assign \$158  = div_negq ? \$157  : { 1'h0, div_quo };
+  assign \$159  = div_zero ? 33'h0ffffffff : \$158 ;
+  assign \$160  = ir[13] ? \$156  : \$159 ;
+  assign \$161  = ! core_fsm_state;
+  assign \$162  = core_fsm_state == 1'h1;
+  assign \$163  = core_fsm_state == 2'h2;
+  assign \$164  = core_fsm_state == 2'h3;
+  assign \$165  = core_fsm_state == 3'h4;
+  assign \$166  = core_fsm_state == 3'h5;
+  assign \$167  = core_fsm_state == 3'h6;
+  assign \$168  = core_fsm_state == 3'h7;
+  assign \$169  = core_fsm_state == 4'h8;
+  assign \$170  = core_fsm_state == 4'h9;
+  assign \$171  = core_fsm_state == 4'ha;
+  assign \$172  = ~ c_trap;
+  assign \$173  = trace_valid & \$172 ;
+  assign \$174  = | c_rd;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = trace_valid & c_trap;
+  assign \$177  = ~ c_trap;
+  assign \$178  = trace_valid & \$177 ;
+  assign \$179  = \$178  & c_mret;
+  assign \$180  = ~ c_trap;
+  assign \$181  = trace_valid & \$180 ;
+  assign \$182  = \$181  & c_csr_we;
+  assign \$183  = ~ iload;
+  assign \$184  = f_slot & \$183 ;
+  assign \$185  = ! f_addr[31:14];
+  assign \$186  = ! f_addr[1:0];
+  assign \$187  = \$185  & \$186 ;
+  assign \$189  = ~ flush;
+  assign \$190  = d_valid & \$189 ;
+  assign \$191  = written >> d_word[19:15];
+  assign \$192  = \$191  ? \$signature__data  : 32'd0;
+  assign \$193  = written >> d_word[24:20];
+  assign \$194  = \$193  ? rf_rs2__data : 32'd0;
+  assign \$195  = | c_rd;
+  assign \$196  = e_valid & \$195 ;
+  assign \$197  = c_rd == d_word[19:15];
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = | c_rd;
+  assign \$200  = e_valid & \$199 ;
+  assign \$201  = c_rd == d_word[24:20];
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = ir[6:0] == 6'h33;
+  assign \$204  = ir[31:25] == 1'h1;
+  assign \$205  = \$203  & \$204 ;
+  assign \$206  = ~ ir[12];
+  assign \$207  = \$206  & rs1v[31];
+  assign \$208  = - rs1v;
+  assign \$209  = \$207  ? \$208  : { 1'h0, rs1v };
+  assign \$210  = ~ ir[12];
+  assign \$211  = \$210  & rs2v[31];
+  assign \$212  = - rs2v;
+  assign \$213  = \$211  ? \$212  : { 1'h0, rs2v };
+  assign \$214  = ! rs2v;
   assign \$215  = ~ ir[12];
-  assign \$216  = \$215  & rs2v[31];
-  assign \$217  = \$214  ^ \$216 ;
-  assign \$218  = ~ ir[12];
-  assign \$219  = \$218  & rs1v[31];
-  assign \$220  = ir[6:0] == 6'h23;
-  assign \$221  = ! ir[14:12];
-  assign \$222  = ir[14:12] == 1'h1;
-  assign \$223  = \$221  | \$222 ;
-  assign \$224  = ir[14:12] == 2'h2;
+  assign \$216  = \$215  & rs1v[31];
+  assign \$217  = ~ ir[12];
+  assign \$218  = \$217  & rs2v[31];
+  assign \$219  = \$216  ^ \$218 ;
+  assign \$220  = ~ ir[12];
+  assign \$221  = \$220  & rs1v[31];
+  assign \$222  = ir[6:0] == 6'h23;
+  assign \$223  = ! ir[14:12];
+  assign \$224  = ir[14:12] == 1'h1;
   assign \$225  = \$223  | \$224 ;
-  assign \$226  = ~ \$225 ;
-  assign \$227  = ir[14:12] != 2'h3;
-  assign \$228  = ir[14:12] != 3'h6;
-  assign \$229  = \$227  & \$228 ;
-  assign \$230  = ir[14:12] != 3'h7;
+  assign \$226  = ir[14:12] == 2'h2;
+  assign \$227  = \$225  | \$226 ;
+  assign \$228  = ~ \$227 ;
+  assign \$229  = ir[14:12] != 2'h3;
+  assign \$230  = ir[14:12] != 3'h6;
   assign \$231  = \$229  & \$230 ;
-  assign \$232  = ~ \$231 ;
-  assign \$233  = \$220  ? \$226  : \$232 ;
-  assign \$234  = ls_misaligned | ls_fault;
-  assign \$235  = ir[6:0] == 6'h23;
-  assign \$236  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
-  assign \$237  = $signed(mul_ra) * $signed(mul_rb[32:17]);
-  assign \$238  = div_cnt + 1'h1;
-  assign \$239  = div_cnt == 5'h1f;
-  assign \$240  = ~ run;
+  assign \$232  = ir[14:12] != 3'h7;
+  assign \$233  = \$231  & \$232 ;
+  assign \$234  = ~ \$233 ;
+  assign \$235  = \$222  ? \$228  : \$234 ;
+  assign \$236  = ls_misaligned | ls_fault;
+  assign \$237  = ir[6:0] == 6'h23;
+  assign \$238  = ir[6:0] == 6'h23;
+  assign \$239  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
+  assign \$240  = $signed(mul_ra) * $signed(mul_rb[32:17]);
+  assign \$241  = div_cnt + 1'h1;
+  assign \$242  = div_cnt == 5'h1f;
+  assign \$243  = ~ run;
   always @(posedge clk)
-    d_ir <= \$241 ;
+    d_ir <= \$244 ;
   always @(posedge clk)
-    written <= \$242 ;
+    written <= \$245 ;
   always @(posedge clk)
-    mepc <= \$243 ;
+    mepc <= \$246 ;
   always @(posedge clk)
-    mcause <= \$244 ;
+    mcause <= \$247 ;
   always @(posedge clk)
-    mtval <= \$245 ;
+    mtval <= \$248 ;
   always @(posedge clk)
-    st_mpie <= \$246 ;
+    st_mpie <= \$249 ;
   always @(posedge clk)
-    \$signal  <= \$247 ;
+    \$signal  <= \$250 ;
   always @(posedge clk)
-    mcycle <= \$248 ;
+    mcycle <= \$251 ;
   always @(posedge clk)
-    minstret <= \$249 ;
+    minstret <= \$252 ;
   always @(posedge clk)
-    ie_mtie <= \$250 ;
+    ie_mtie <= \$253 ;
   always @(posedge clk)
-    \$signal$38  <= \$251 ;
+    \$signal$38  <= \$254 ;
   always @(posedge clk)
-    mtvec <= \$252 ;
+    mtvec <= \$255 ;
   always @(posedge clk)
-    mscratch <= \$253 ;
+    mscratch <= \$256 ;
   always @(posedge clk)
-    redirect <= \$254 ;
+    redirect <= \$257 ;
   always @(posedge clk)
-    redirect_pc <= \$255 ;
+    redirect_pc <= \$258 ;
   always @(posedge clk)
-    f_last <= \$256 ;
+    f_last <= \$259 ;
   always @(posedge clk)
-    d_valid <= \$257 ;
+    d_valid <= \$260 ;
   always @(posedge clk)
-    d_fresh <= \$258 ;
+    d_fresh <= \$261 ;
   always @(posedge clk)
-    d_fault <= \$259 ;
+    d_fault <= \$262 ;
   always @(posedge clk)
-    d_pc <= \$260 ;
+    d_pc <= \$263 ;
   always @(posedge clk)
-    f_again <= \$261 ;
+    f_again <= \$264 ;
   always @(posedge clk)
-    e_valid <= \$262 ;
+    e_valid <= \$265 ;
   always @(posedge clk)
-    pc <= \$263 ;
+    pc <= \$266 ;
   always @(posedge clk)
-    ir <= \$264 ;
+    ir <= \$267 ;
   always @(posedge clk)
-    e_fault <= \$265 ;
+    e_fault <= \$268 ;
   always @(posedge clk)
-    e_rs1_read <= \$266 ;
+    e_rs1_read <= \$269 ;
   always @(posedge clk)
-    e_rs2_read <= \$267 ;
+    e_rs2_read <= \$270 ;
   always @(posedge clk)
-    e_byp1 <= \$268 ;
+    e_byp1 <= \$271 ;
   always @(posedge clk)
-    e_byp2 <= \$269 ;
+    e_byp2 <= \$272 ;
   always @(posedge clk)
-    fw_val <= \$270 ;
+    fw_val <= \$273 ;
   always @(posedge clk)
-    div_quo <= \$271 ;
+    div_quo <= \$274 ;
   always @(posedge clk)
-    div_rem <= \$272 ;
+    div_rem <= \$275 ;
   always @(posedge clk)
-    div_den <= \$273 ;
+    div_den <= \$276 ;
   always @(posedge clk)
-    div_cnt <= \$274 ;
+    div_cnt <= \$277 ;
   always @(posedge clk)
-    div_a <= \$275 ;
+    div_a <= \$278 ;
   always @(posedge clk)
-    div_zero <= \$276 ;
+    div_zero <= \$279 ;
   always @(posedge clk)
-    div_negq <= \$277 ;
+    div_negq <= \$280 ;
   always @(posedge clk)
-    div_negr <= \$278 ;
+    div_negr <= \$281 ;
   always @(posedge clk)
-    core_fsm_state <= \$279 ;
+    core_fsm_state <= \$282 ;
   always @(posedge clk)
-    mul_ra <= \$280 ;
+    mul_ra <= \$283 ;
   always @(posedge clk)
-    mul_rb <= \$281 ;
+    mul_rb <= \$284 ;
   always @(posedge clk)
-    ls_addr_r <= \$282 ;
+    ls_addr_r <= \$285 ;
   always @(posedge clk)
-    ls_misaligned_r <= \$283 ;
+    ls_misaligned_r <= \$286 ;
   always @(posedge clk)
-    ld_off <= \$284 ;
+    ld_off <= \$287 ;
   always @(posedge clk)
-    dbus__en <= \$285 ;
+    dbus__en <= \$288 ;
   always @(posedge clk)
-    dbus__we <= \$286 ;
+    dbus__we <= \$289 ;
   always @(posedge clk)
-    dbus__wdata <= \$287 ;
+    dbus__wdata <= \$290 ;
   always @(posedge clk)
-    dbus__wstrb <= \$288 ;
+    dbus__wstrb <= \$291 ;
   always @(posedge clk)
-    mul_lo <= \$289 ;
+    ld_word <= \$292 ;
   always @(posedge clk)
-    mul_hi <= \$290 ;
+    mul_lo <= \$293 ;
+  always @(posedge clk)
+    mul_hi <= \$294 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
@@ -7208,23 +7217,23 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
       4'h0:
           /* empty */;
       4'h5:
-          if (dbus__ack) begin
-            c_value = ld_val;
-          end
+          /* empty */;
       4'h3:
           /* empty */;
       4'h4:
+          /* empty */;
+      4'h8:
           /* empty */;
       4'h7:
           c_value = ld_val;
       4'h2:
           /* empty */;
-      4'h8:
+      4'h9:
           c_value = mul_res;
       4'h1:
           /* empty */;
-      4'h9:
-          c_value = \$159 [31:0];
+      4'ha:
+          c_value = \$160 [31:0];
     endcase
   end
   always @* begin
@@ -7269,21 +7278,25 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           e_adv = \$113 ;
       4'h5:
           if (dbus__ack) begin
-            e_adv = 1'h1;
+            if (\$149 ) begin
+              e_adv = 1'h1;
+            end
           end
       4'h3:
           e_adv = 1'h1;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           e_adv = 1'h1;
       4'h2:
           /* empty */;
-      4'h8:
+      4'h9:
           e_adv = 1'h1;
       4'h1:
           /* empty */;
-      4'h9:
+      4'ha:
           e_adv = 1'h1;
     endcase
   end
@@ -7374,7 +7387,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           end
       4'h5:
           if (dbus__ack) begin
-            trace_valid = 1'h1;
+            if (\$149 ) begin
+              trace_valid = 1'h1;
+            end
           end
       4'h3:
           (* full_case = 32'd1 *)
@@ -7385,15 +7400,17 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           end
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           trace_valid = 1'h1;
       4'h2:
           /* empty */;
-      4'h8:
+      4'h9:
           trace_valid = 1'h1;
       4'h1:
           /* empty */;
-      4'h9:
+      4'ha:
           trace_valid = 1'h1;
     endcase
   end
@@ -7563,9 +7580,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
       4'h3:
           (* full_case = 32'd1 *)
           if (ls_misaligned_r) begin
-            c_cause = { 29'h00000000, \$150  };
+            c_cause = { 29'h00000000, \$151  };
           end else begin
-            c_cause = { 29'h00000000, \$152  };
+            c_cause = { 29'h00000000, \$153  };
           end
     endcase
   end
@@ -7741,7 +7758,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           end
       4'h5:
           if (dbus__ack) begin
-            trace_insn = ir;
+            if (\$149 ) begin
+              trace_insn = ir;
+            end
           end
       4'h3:
           (* full_case = 32'd1 *)
@@ -7752,15 +7771,17 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           end
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           trace_insn = ir;
       4'h2:
           /* empty */;
-      4'h8:
+      4'h9:
           trace_insn = ir;
       4'h1:
           /* empty */;
-      4'h9:
+      4'ha:
           trace_insn = ir;
     endcase
   end
@@ -7984,22 +8005,6 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    ld_word = 32'd0;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h5:
-          ld_word = dbus__rdata;
-      4'h3:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h7:
-          ld_word = imem__data;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     iload = 1'h0;
     casez (core_fsm_state)
       4'h0:
@@ -8024,15 +8029,17 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           /* empty */;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           /* empty */;
       4'h2:
           /* empty */;
-      4'h8:
+      4'h9:
           /* empty */;
       4'h1:
           /* empty */;
-      4'h9:
+      4'ha:
           /* empty */;
       4'h6:
           sleeping = 1'h1;
@@ -8040,100 +8047,100 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$241  = d_word;
-    if (\$240 ) begin
-      \$241  = 32'd0;
+    \$244  = d_word;
+    if (\$243 ) begin
+      \$244  = 32'd0;
     end
     if (rst) begin
-      \$241  = 32'd0;
+      \$244  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$242  = written;
-    if (\$173 ) begin
+    \$245  = written;
+    if (\$175 ) begin
       (* full_case = 32'd1 *)
       casez (c_rd)
         5'h00:
-            \$242 [0] = 1'h1;
+            \$245 [0] = 1'h1;
         5'h01:
-            \$242 [1] = 1'h1;
+            \$245 [1] = 1'h1;
         5'h02:
-            \$242 [2] = 1'h1;
+            \$245 [2] = 1'h1;
         5'h03:
-            \$242 [3] = 1'h1;
+            \$245 [3] = 1'h1;
         5'h04:
-            \$242 [4] = 1'h1;
+            \$245 [4] = 1'h1;
         5'h05:
-            \$242 [5] = 1'h1;
+            \$245 [5] = 1'h1;
         5'h06:
-            \$242 [6] = 1'h1;
+            \$245 [6] = 1'h1;
         5'h07:
-            \$242 [7] = 1'h1;
+            \$245 [7] = 1'h1;
         5'h08:
-            \$242 [8] = 1'h1;
+            \$245 [8] = 1'h1;
         5'h09:
-            \$242 [9] = 1'h1;
+            \$245 [9] = 1'h1;
         5'h0a:
-            \$242 [10] = 1'h1;
+            \$245 [10] = 1'h1;
         5'h0b:
-            \$242 [11] = 1'h1;
+            \$245 [11] = 1'h1;
         5'h0c:
-            \$242 [12] = 1'h1;
+            \$245 [12] = 1'h1;
         5'h0d:
-            \$242 [13] = 1'h1;
+            \$245 [13] = 1'h1;
         5'h0e:
-            \$242 [14] = 1'h1;
+            \$245 [14] = 1'h1;
         5'h0f:
-            \$242 [15] = 1'h1;
+            \$245 [15] = 1'h1;
         5'h10:
-            \$242 [16] = 1'h1;
+            \$245 [16] = 1'h1;
         5'h11:
-            \$242 [17] = 1'h1;
+            \$245 [17] = 1'h1;
         5'h12:
-            \$242 [18] = 1'h1;
+            \$245 [18] = 1'h1;
         5'h13:
-            \$242 [19] = 1'h1;
+            \$245 [19] = 1'h1;
         5'h14:
-            \$242 [20] = 1'h1;
+            \$245 [20] = 1'h1;
         5'h15:
-            \$242 [21] = 1'h1;
+            \$245 [21] = 1'h1;
         5'h16:
-            \$242 [22] = 1'h1;
+            \$245 [22] = 1'h1;
         5'h17:
-            \$242 [23] = 1'h1;
+            \$245 [23] = 1'h1;
         5'h18:
-            \$242 [24] = 1'h1;
+            \$245 [24] = 1'h1;
         5'h19:
-            \$242 [25] = 1'h1;
+            \$245 [25] = 1'h1;
         5'h1a:
-            \$242 [26] = 1'h1;
+            \$245 [26] = 1'h1;
         5'h1b:
-            \$242 [27] = 1'h1;
+            \$245 [27] = 1'h1;
         5'h1c:
-            \$242 [28] = 1'h1;
+            \$245 [28] = 1'h1;
         5'h1d:
-            \$242 [29] = 1'h1;
+            \$245 [29] = 1'h1;
         5'h1e:
-            \$242 [30] = 1'h1;
+            \$245 [30] = 1'h1;
         5'h1f:
-            \$242 [31] = 1'h1;
+            \$245 [31] = 1'h1;
       endcase
     end
-    if (\$240 ) begin
-      \$242  = 32'd0;
+    if (\$243 ) begin
+      \$245  = 32'd0;
     end
     if (rst) begin
-      \$242  = 32'd0;
+      \$245  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$243  = mepc;
-    if (\$174 ) begin
-      \$243  = pc[31:2];
+    \$246  = mepc;
+    if (\$176 ) begin
+      \$246  = pc[31:2];
     end
-    if (\$180 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8144,23 +8151,23 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h340:
             /* empty */;
         12'h341:
-            \$243  = csr_wval[31:2];
+            \$246  = csr_wval[31:2];
       endcase
     end
-    if (\$240 ) begin
-      \$243  = 30'h00000000;
+    if (\$243 ) begin
+      \$246  = 30'h00000000;
     end
     if (rst) begin
-      \$243  = 30'h00000000;
+      \$246  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$244  = mcause;
-    if (\$174 ) begin
-      \$244  = c_cause;
+    \$247  = mcause;
+    if (\$176 ) begin
+      \$247  = c_cause;
     end
-    if (\$180 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8173,23 +8180,23 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h341:
             /* empty */;
         12'h342:
-            \$244  = csr_wval;
+            \$247  = csr_wval;
       endcase
     end
-    if (\$240 ) begin
-      \$244  = 32'd0;
+    if (\$243 ) begin
+      \$247  = 32'd0;
     end
     if (rst) begin
-      \$244  = 32'd0;
+      \$247  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$245  = mtval;
-    if (\$174 ) begin
-      \$245  = c_tval;
+    \$248  = mtval;
+    if (\$176 ) begin
+      \$248  = c_tval;
     end
-    if (\$180 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8204,64 +8211,64 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h342:
             /* empty */;
         12'h343:
-            \$245  = csr_wval;
+            \$248  = csr_wval;
       endcase
     end
-    if (\$240 ) begin
-      \$245  = 32'd0;
+    if (\$243 ) begin
+      \$248  = 32'd0;
     end
     if (rst) begin
-      \$245  = 32'd0;
+      \$248  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$246  = st_mpie;
-    if (\$174 ) begin
-      \$246  = \$signal ;
+    \$249  = st_mpie;
+    if (\$176 ) begin
+      \$249  = \$signal ;
     end
-    if (\$177 ) begin
-      \$246  = 1'h1;
+    if (\$179 ) begin
+      \$249  = 1'h1;
     end
-    if (\$180 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
-            \$246  = csr_wval[7];
+            \$249  = csr_wval[7];
       endcase
     end
-    if (\$240 ) begin
-      \$246  = 1'h0;
+    if (\$243 ) begin
+      \$249  = 1'h0;
     end
     if (rst) begin
-      \$246  = 1'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$247  = \$signal ;
-    if (\$174 ) begin
-      \$247  = 1'h0;
+    \$250  = \$signal ;
+    if (\$176 ) begin
+      \$250  = 1'h0;
     end
-    if (\$177 ) begin
-      \$247  = st_mpie;
+    if (\$179 ) begin
+      \$250  = st_mpie;
     end
-    if (\$180 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
-            \$247  = csr_wval[3];
+            \$250  = csr_wval[3];
       endcase
     end
-    if (\$240 ) begin
-      \$247  = 1'h0;
+    if (\$243 ) begin
+      \$250  = 1'h0;
     end
     if (rst) begin
-      \$247  = 1'h0;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$248  = \$103 [63:0];
-    if (\$180 ) begin
+    \$251  = \$103 [63:0];
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8278,22 +8285,22 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h343:
             /* empty */;
         12'hb00:
-            \$248  = { \$103 [63:32], csr_wval };
+            \$251  = { \$103 [63:32], csr_wval };
         12'hb80:
-            \$248  = { csr_wval, \$103 [31:0] };
+            \$251  = { csr_wval, \$103 [31:0] };
       endcase
     end
-    if (\$240 ) begin
-      \$248  = 64'h0000000000000000;
+    if (\$243 ) begin
+      \$251  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$248  = 64'h0000000000000000;
+      \$251  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$249  = \$106 [63:0];
-    if (\$180 ) begin
+    \$252  = \$106 [63:0];
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8314,78 +8321,78 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'hb80:
             /* empty */;
         12'hb02:
-            \$249  = { \$106 [63:32], csr_wval };
+            \$252  = { \$106 [63:32], csr_wval };
         12'hb82:
-            \$249  = { csr_wval, \$106 [31:0] };
+            \$252  = { csr_wval, \$106 [31:0] };
       endcase
     end
-    if (\$240 ) begin
-      \$249  = 64'h0000000000000000;
+    if (\$243 ) begin
+      \$252  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$249  = 64'h0000000000000000;
+      \$252  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$250  = ie_mtie;
-    if (\$180 ) begin
+    \$253  = ie_mtie;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$250  = csr_wval[7];
+            \$253  = csr_wval[7];
       endcase
     end
-    if (\$240 ) begin
-      \$250  = 1'h0;
+    if (\$243 ) begin
+      \$253  = 1'h0;
     end
     if (rst) begin
-      \$250  = 1'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$251  = \$signal$38 ;
-    if (\$180 ) begin
+    \$254  = \$signal$38 ;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$251  = csr_wval[11];
+            \$254  = csr_wval[11];
       endcase
     end
-    if (\$240 ) begin
-      \$251  = 1'h0;
+    if (\$243 ) begin
+      \$254  = 1'h0;
     end
     if (rst) begin
-      \$251  = 1'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$252  = mtvec;
-    if (\$180 ) begin
+    \$255  = mtvec;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
             /* empty */;
         12'h305:
-            \$252  = csr_wval[31:2];
+            \$255  = csr_wval[31:2];
       endcase
     end
-    if (\$240 ) begin
-      \$252  = 30'h00000000;
+    if (\$243 ) begin
+      \$255  = 30'h00000000;
     end
     if (rst) begin
-      \$252  = 30'h00000000;
+      \$255  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$253  = mscratch;
-    if (\$180 ) begin
+    \$256  = mscratch;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8394,43 +8401,10 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
         12'h305:
             /* empty */;
         12'h340:
-            \$253  = csr_wval;
+            \$256  = csr_wval;
       endcase
     end
-    if (\$240 ) begin
-      \$253  = 32'd0;
-    end
-    if (rst) begin
-      \$253  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$254  = flush;
-    if (\$240 ) begin
-      \$254  = 1'h0;
-    end
-    if (rst) begin
-      \$254  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$255  = next_pc;
-    if (\$240 ) begin
-      \$255  = 32'd0;
-    end
-    if (rst) begin
-      \$255  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$256  = f_last;
-    if (f_slot) begin
-      \$256  = f_addr;
-    end
-    if (\$240 ) begin
+    if (\$243 ) begin
       \$256  = 32'd0;
     end
     if (rst) begin
@@ -8439,118 +8413,96 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$257  = d_valid;
-    if (flush) begin
+    \$257  = flush;
+    if (\$243 ) begin
       \$257  = 1'h0;
-    end else if (\$182 ) begin
+    end
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$258  = next_pc;
+    if (\$243 ) begin
+      \$258  = 32'd0;
+    end
+    if (rst) begin
+      \$258  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$259  = f_last;
+    if (f_slot) begin
+      \$259  = f_addr;
+    end
+    if (\$243 ) begin
+      \$259  = 32'd0;
+    end
+    if (rst) begin
+      \$259  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$260  = d_valid;
+    if (flush) begin
+      \$260  = 1'h0;
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$185 ) begin
-        \$257  = 1'h1;
+      if (\$187 ) begin
+        \$260  = 1'h1;
       end else begin
-        \$257  = 1'h1;
+        \$260  = 1'h1;
       end
     end else if (f_slot) begin
-      \$257  = 1'h0;
+      \$260  = 1'h0;
     end
-    if (\$240 ) begin
-      \$257  = 1'h0;
+    if (\$243 ) begin
+      \$260  = 1'h0;
     end
     if (rst) begin
-      \$257  = 1'h0;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
     if (flush) begin
-      \$258  = 1'h0;
-    end else if (\$182 ) begin
+      \$261  = 1'h0;
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$185 ) begin
-        \$258  = 1'h1;
-      end else begin
-        \$258  = 1'h0;
-      end
-    end else if (f_slot) begin
-      \$258  = 1'h0;
-    end else begin
-      \$258  = 1'h0;
-    end
-    if (\$240 ) begin
-      \$258  = 1'h0;
-    end
-    if (rst) begin
-      \$258  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$259  = d_fault;
-    if (flush) begin
-    end else if (\$182 ) begin
-      (* full_case = 32'd1 *)
-      if (\$185 ) begin
-        \$259  = 1'h0;
-      end else begin
-        \$259  = 1'h1;
-      end
-    end
-    if (\$240 ) begin
-      \$259  = 1'h0;
-    end
-    if (rst) begin
-      \$259  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$260  = d_pc;
-    if (flush) begin
-    end else if (\$182 ) begin
-      (* full_case = 32'd1 *)
-      if (\$185 ) begin
-        \$260  = f_addr;
-      end else begin
-        \$260  = f_addr;
-      end
-    end
-    if (\$240 ) begin
-      \$260  = 32'd0;
-    end
-    if (rst) begin
-      \$260  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$261  = f_again;
-    if (flush) begin
-    end else if (\$182 ) begin
-      (* full_case = 32'd1 *)
-      if (\$185 ) begin
-        \$261  = \$186 ;
-      end else begin
+      if (\$187 ) begin
         \$261  = 1'h1;
+      end else begin
+        \$261  = 1'h0;
       end
     end else if (f_slot) begin
-      \$261  = 1'h1;
+      \$261  = 1'h0;
+    end else begin
+      \$261  = 1'h0;
     end
-    if (\$240 ) begin
-      \$261  = 1'h1;
+    if (\$243 ) begin
+      \$261  = 1'h0;
     end
     if (rst) begin
-      \$261  = 1'h1;
+      \$261  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$262  = e_valid;
-    if (c_sleep) begin
-      \$262  = 1'h0;
-    end else if (e_adv) begin
-      \$262  = \$188 ;
+    \$262  = d_fault;
+    if (flush) begin
+    end else if (\$184 ) begin
+      (* full_case = 32'd1 *)
+      if (\$187 ) begin
+        \$262  = 1'h0;
+      end else begin
+        \$262  = 1'h1;
+      end
     end
-    if (\$240 ) begin
+    if (\$243 ) begin
       \$262  = 1'h0;
     end
     if (rst) begin
@@ -8559,12 +8511,17 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$263  = pc;
-    if (c_sleep) begin
-    end else if (e_adv) begin
-      \$263  = d_pc;
+    \$263  = d_pc;
+    if (flush) begin
+    end else if (\$184 ) begin
+      (* full_case = 32'd1 *)
+      if (\$187 ) begin
+        \$263  = f_addr;
+      end else begin
+        \$263  = f_addr;
+      end
     end
-    if (\$240 ) begin
+    if (\$243 ) begin
       \$263  = 32'd0;
     end
     if (rst) begin
@@ -8573,26 +8530,34 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$264  = ir;
-    if (c_sleep) begin
-    end else if (e_adv) begin
-      \$264  = d_word;
+    \$264  = f_again;
+    if (flush) begin
+    end else if (\$184 ) begin
+      (* full_case = 32'd1 *)
+      if (\$187 ) begin
+        \$264  = \$188 ;
+      end else begin
+        \$264  = 1'h1;
+      end
+    end else if (f_slot) begin
+      \$264  = 1'h1;
     end
-    if (\$240 ) begin
-      \$264  = 32'd0;
+    if (\$243 ) begin
+      \$264  = 1'h1;
     end
     if (rst) begin
-      \$264  = 32'd0;
+      \$264  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$265  = e_fault;
+    \$265  = e_valid;
     if (c_sleep) begin
+      \$265  = 1'h0;
     end else if (e_adv) begin
-      \$265  = d_fault;
+      \$265  = \$190 ;
     end
-    if (\$240 ) begin
+    if (\$243 ) begin
       \$265  = 1'h0;
     end
     if (rst) begin
@@ -8601,12 +8566,12 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$266  = e_rs1_read;
+    \$266  = pc;
     if (c_sleep) begin
     end else if (e_adv) begin
-      \$266  = \$190 ;
+      \$266  = d_pc;
     end
-    if (\$240 ) begin
+    if (\$243 ) begin
       \$266  = 32'd0;
     end
     if (rst) begin
@@ -8615,12 +8580,12 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$267  = e_rs2_read;
+    \$267  = ir;
     if (c_sleep) begin
     end else if (e_adv) begin
-      \$267  = \$192 ;
+      \$267  = d_word;
     end
-    if (\$240 ) begin
+    if (\$243 ) begin
       \$267  = 32'd0;
     end
     if (rst) begin
@@ -8629,12 +8594,12 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$268  = e_byp1;
+    \$268  = e_fault;
     if (c_sleep) begin
     end else if (e_adv) begin
-      \$268  = \$196 ;
+      \$268  = d_fault;
     end
-    if (\$240 ) begin
+    if (\$243 ) begin
       \$268  = 1'h0;
     end
     if (rst) begin
@@ -8643,22 +8608,26 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$269  = e_byp2;
+    \$269  = e_rs1_read;
     if (c_sleep) begin
     end else if (e_adv) begin
-      \$269  = \$200 ;
+      \$269  = \$192 ;
     end
-    if (\$240 ) begin
-      \$269  = 1'h0;
+    if (\$243 ) begin
+      \$269  = 32'd0;
     end
     if (rst) begin
-      \$269  = 1'h0;
+      \$269  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$270  = c_value;
-    if (\$240 ) begin
+    \$270  = e_rs2_read;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$270  = \$194 ;
+    end
+    if (\$243 ) begin
       \$270  = 32'd0;
     end
     if (rst) begin
@@ -8667,156 +8636,36 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$271  = div_quo;
-    casez (core_fsm_state)
-      4'h0:
-          if (e_valid) begin
-            (* full_case = 32'd1 *)
-            if (irq_take) begin
-            end else if (e_fault) begin
-            end else begin
-              casez (ir[6:0])
-                7'h37:
-                    /* empty */;
-                7'h17:
-                    /* empty */;
-                7'h6f:
-                    /* empty */;
-                7'h67:
-                    /* empty */;
-                7'h63:
-                    /* empty */;
-                7'h13:
-                    /* empty */;
-                7'h33:
-                    if (\$203 ) begin
-                      if (ir[14]) begin
-                        \$271  = \$207 [31:0];
-                      end
-                    end
-              endcase
-            end
-          end
-      4'h5:
-          /* empty */;
-      4'h3:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (\$84 [32]) begin
-            \$271  = { div_quo[30:0], 1'h0 };
-          end else begin
-            \$271  = { div_quo[30:0], 1'h1 };
-          end
-    endcase
-    if (\$240 ) begin
-      \$271  = 32'd0;
+    \$271  = e_byp1;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$271  = \$198 ;
+    end
+    if (\$243 ) begin
+      \$271  = 1'h0;
     end
     if (rst) begin
-      \$271  = 32'd0;
+      \$271  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$272  = div_rem;
-    casez (core_fsm_state)
-      4'h0:
-          if (e_valid) begin
-            (* full_case = 32'd1 *)
-            if (irq_take) begin
-            end else if (e_fault) begin
-            end else begin
-              casez (ir[6:0])
-                7'h37:
-                    /* empty */;
-                7'h17:
-                    /* empty */;
-                7'h6f:
-                    /* empty */;
-                7'h67:
-                    /* empty */;
-                7'h63:
-                    /* empty */;
-                7'h13:
-                    /* empty */;
-                7'h33:
-                    if (\$203 ) begin
-                      if (ir[14]) begin
-                        \$272  = 32'd0;
-                      end
-                    end
-              endcase
-            end
-          end
-      4'h5:
-          /* empty */;
-      4'h3:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (\$84 [32]) begin
-            \$272  = { div_rem[30:0], div_quo[31] };
-          end else begin
-            \$272  = \$84 [31:0];
-          end
-    endcase
-    if (\$240 ) begin
-      \$272  = 32'd0;
+    \$272  = e_byp2;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$272  = \$202 ;
+    end
+    if (\$243 ) begin
+      \$272  = 1'h0;
     end
     if (rst) begin
-      \$272  = 32'd0;
+      \$272  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$273  = div_den;
-    casez (core_fsm_state)
-      4'h0:
-          if (e_valid) begin
-            (* full_case = 32'd1 *)
-            if (irq_take) begin
-            end else if (e_fault) begin
-            end else begin
-              casez (ir[6:0])
-                7'h37:
-                    /* empty */;
-                7'h17:
-                    /* empty */;
-                7'h6f:
-                    /* empty */;
-                7'h67:
-                    /* empty */;
-                7'h63:
-                    /* empty */;
-                7'h13:
-                    /* empty */;
-                7'h33:
-                    if (\$203 ) begin
-                      if (ir[14]) begin
-                        \$273  = \$211 [31:0];
-                      end
-                    end
-              endcase
-            end
-          end
-    endcase
-    if (\$240 ) begin
+    \$273  = c_value;
+    if (\$243 ) begin
       \$273  = 32'd0;
     end
     if (rst) begin
@@ -8825,7 +8674,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$274  = div_cnt;
+    \$274  = div_quo;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -8847,9 +8696,9 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                 7'h13:
                     /* empty */;
                 7'h33:
-                    if (\$203 ) begin
+                    if (\$205 ) begin
                       if (ir[14]) begin
-                        \$274  = 5'h00;
+                        \$274  = \$209 [31:0];
                       end
                     end
               endcase
@@ -8861,25 +8710,32 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           /* empty */;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           /* empty */;
       4'h2:
           /* empty */;
-      4'h8:
+      4'h9:
           /* empty */;
       4'h1:
-          \$274  = \$238 [4:0];
+          (* full_case = 32'd1 *)
+          if (\$84 [32]) begin
+            \$274  = { div_quo[30:0], 1'h0 };
+          end else begin
+            \$274  = { div_quo[30:0], 1'h1 };
+          end
     endcase
-    if (\$240 ) begin
-      \$274  = 5'h00;
+    if (\$243 ) begin
+      \$274  = 32'd0;
     end
     if (rst) begin
-      \$274  = 5'h00;
+      \$274  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$275  = div_a;
+    \$275  = div_rem;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -8901,16 +8757,37 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                 7'h13:
                     /* empty */;
                 7'h33:
-                    if (\$203 ) begin
+                    if (\$205 ) begin
                       if (ir[14]) begin
-                        \$275  = rs1v;
+                        \$275  = 32'd0;
                       end
                     end
               endcase
             end
           end
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$84 [32]) begin
+            \$275  = { div_rem[30:0], div_quo[31] };
+          end else begin
+            \$275  = \$84 [31:0];
+          end
     endcase
-    if (\$240 ) begin
+    if (\$243 ) begin
       \$275  = 32'd0;
     end
     if (rst) begin
@@ -8919,7 +8796,7 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$276  = div_zero;
+    \$276  = div_den;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -8941,25 +8818,25 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                 7'h13:
                     /* empty */;
                 7'h33:
-                    if (\$203 ) begin
+                    if (\$205 ) begin
                       if (ir[14]) begin
-                        \$276  = \$212 ;
+                        \$276  = \$213 [31:0];
                       end
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$276  = 1'h0;
+    if (\$243 ) begin
+      \$276  = 32'd0;
     end
     if (rst) begin
-      \$276  = 1'h0;
+      \$276  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$277  = div_negq;
+    \$277  = div_cnt;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -8981,25 +8858,81 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                 7'h13:
                     /* empty */;
                 7'h33:
-                    if (\$203 ) begin
+                    if (\$205 ) begin
                       if (ir[14]) begin
-                        \$277  = \$217 ;
+                        \$277  = 5'h00;
+                      end
+                    end
+              endcase
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h1:
+          \$277  = \$241 [4:0];
+    endcase
+    if (\$243 ) begin
+      \$277  = 5'h00;
+    end
+    if (rst) begin
+      \$277  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$278  = div_a;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$278  = rs1v;
                       end
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$277  = 1'h0;
+    if (\$243 ) begin
+      \$278  = 32'd0;
     end
     if (rst) begin
-      \$277  = 1'h0;
+      \$278  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$278  = div_negr;
+    \$279  = div_zero;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9021,25 +8954,25 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                 7'h13:
                     /* empty */;
                 7'h33:
-                    if (\$203 ) begin
+                    if (\$205 ) begin
                       if (ir[14]) begin
-                        \$278  = \$219 ;
+                        \$279  = \$214 ;
                       end
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$278  = 1'h0;
+    if (\$243 ) begin
+      \$279  = 1'h0;
     end
     if (rst) begin
-      \$278  = 1'h0;
+      \$279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$279  = core_fsm_state;
+    \$280  = div_negq;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9061,68 +8994,155 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                 7'h13:
                     /* empty */;
                 7'h33:
-                    if (\$203 ) begin
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$280  = \$219 ;
+                      end
+                    end
+              endcase
+            end
+          end
+    endcase
+    if (\$243 ) begin
+      \$280  = 1'h0;
+    end
+    if (rst) begin
+      \$280  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$281  = div_negr;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$281  = \$221 ;
+                      end
+                    end
+              endcase
+            end
+          end
+    endcase
+    if (\$243 ) begin
+      \$281  = 1'h0;
+    end
+    if (rst) begin
+      \$281  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$282  = core_fsm_state;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
                       (* full_case = 32'd1 *)
                       if (ir[14]) begin
-                        \$279  = 4'h1;
+                        \$282  = 4'h1;
                       end else begin
-                        \$279  = 4'h2;
+                        \$282  = 4'h2;
                       end
                     end
                 7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$233 ) begin
+                    if (\$235 ) begin
                     end else begin
                       (* full_case = 32'd1 *)
-                      if (\$234 ) begin
-                        \$279  = 4'h3;
+                      if (\$236 ) begin
+                        \$282  = 4'h3;
                       end else if (ls_to_imem) begin
-                        \$279  = 4'h4;
+                        \$282  = 4'h4;
                       end else begin
-                        \$279  = 4'h5;
+                        \$282  = 4'h5;
                       end
                     end
               endcase
               if (c_sleep) begin
-                \$279  = 4'h6;
+                \$282  = 4'h6;
               end
             end
           end
       4'h5:
           if (dbus__ack) begin
-            \$279  = 4'h0;
+            (* full_case = 32'd1 *)
+            if (\$238 ) begin
+              \$282  = 4'h0;
+            end else begin
+              \$282  = 4'h7;
+            end
           end
       4'h3:
-          \$279  = 4'h0;
+          \$282  = 4'h0;
       4'h4:
-          \$279  = 4'h7;
-      4'h7:
-          \$279  = 4'h0;
-      4'h2:
-          \$279  = 4'h8;
+          \$282  = 4'h8;
       4'h8:
-          \$279  = 4'h0;
-      4'h1:
-          if (\$239 ) begin
-            \$279  = 4'h9;
-          end
+          \$282  = 4'h7;
+      4'h7:
+          \$282  = 4'h0;
+      4'h2:
+          \$282  = 4'h9;
       4'h9:
-          \$279  = 4'h0;
+          \$282  = 4'h0;
+      4'h1:
+          if (\$242 ) begin
+            \$282  = 4'ha;
+          end
+      4'ha:
+          \$282  = 4'h0;
       4'h6:
           if (wake) begin
-            \$279  = 4'h0;
+            \$282  = 4'h0;
           end
     endcase
-    if (\$240 ) begin
-      \$279  = 4'h0;
+    if (\$243 ) begin
+      \$282  = 4'h0;
     end
     if (rst) begin
-      \$279  = 4'h0;
+      \$282  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$280  = mul_ra;
+    \$283  = mul_ra;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9144,27 +9164,27 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                 7'h13:
                     /* empty */;
                 7'h33:
-                    if (\$203 ) begin
+                    if (\$205 ) begin
                       (* full_case = 32'd1 *)
                       if (ir[14]) begin
                       end else begin
-                        \$280  = { \$35 , rs1v };
+                        \$283  = { \$35 , rs1v };
                       end
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$280  = 33'h000000000;
+    if (\$243 ) begin
+      \$283  = 33'h000000000;
     end
     if (rst) begin
-      \$280  = 33'h000000000;
+      \$283  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$281  = mul_rb;
+    \$284  = mul_rb;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9186,27 +9206,27 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                 7'h13:
                     /* empty */;
                 7'h33:
-                    if (\$203 ) begin
+                    if (\$205 ) begin
                       (* full_case = 32'd1 *)
                       if (ir[14]) begin
                       end else begin
-                        \$281  = { \$37 , rs2v };
+                        \$284  = { \$37 , rs2v };
                       end
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$281  = 33'h000000000;
+    if (\$243 ) begin
+      \$284  = 33'h000000000;
     end
     if (rst) begin
-      \$281  = 33'h000000000;
+      \$284  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$282  = ls_addr_r;
+    \$285  = ls_addr_r;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9231,24 +9251,24 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                     /* empty */;
                 7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$233 ) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$282  = \$67 [31:0];
+                      \$285  = \$67 [31:0];
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$282  = 32'd0;
+    if (\$243 ) begin
+      \$285  = 32'd0;
     end
     if (rst) begin
-      \$282  = 32'd0;
+      \$285  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$283  = ls_misaligned_r;
+    \$286  = ls_misaligned_r;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9273,24 +9293,24 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                     /* empty */;
                 7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$233 ) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$283  = ls_misaligned;
+                      \$286  = ls_misaligned;
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$283  = 1'h0;
+    if (\$243 ) begin
+      \$286  = 1'h0;
     end
     if (rst) begin
-      \$283  = 1'h0;
+      \$286  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$284  = ld_off;
+    \$287  = ld_off;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9315,24 +9335,24 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                     /* empty */;
                 7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$233 ) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$284  = \$67 [1:0];
+                      \$287  = \$67 [1:0];
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$284  = 2'h0;
+    if (\$243 ) begin
+      \$287  = 2'h0;
     end
     if (rst) begin
-      \$284  = 2'h0;
+      \$287  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$285  = dbus__en;
+    \$288  = dbus__en;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9357,13 +9377,13 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                     /* empty */;
                 7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$233 ) begin
+                    if (\$235 ) begin
                     end else begin
                       (* full_case = 32'd1 *)
-                      if (\$234 ) begin
+                      if (\$236 ) begin
                       end else if (ls_to_imem) begin
                       end else begin
-                        \$285  = 1'h1;
+                        \$288  = 1'h1;
                       end
                     end
               endcase
@@ -9371,19 +9391,19 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           end
       4'h5:
           if (dbus__ack) begin
-            \$285  = 1'h0;
+            \$288  = 1'h0;
           end
     endcase
-    if (\$240 ) begin
-      \$285  = 1'h0;
+    if (\$243 ) begin
+      \$288  = 1'h0;
     end
     if (rst) begin
-      \$285  = 1'h0;
+      \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$286  = dbus__we;
+    \$289  = dbus__we;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9408,29 +9428,29 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                     /* empty */;
                 7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$233 ) begin
+                    if (\$235 ) begin
                     end else begin
                       (* full_case = 32'd1 *)
-                      if (\$234 ) begin
+                      if (\$236 ) begin
                       end else if (ls_to_imem) begin
                       end else begin
-                        \$286  = \$235 ;
+                        \$289  = \$237 ;
                       end
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$286  = 1'h0;
+    if (\$243 ) begin
+      \$289  = 1'h0;
     end
     if (rst) begin
-      \$286  = 1'h0;
+      \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$287  = dbus__wdata;
+    \$290  = dbus__wdata;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9455,29 +9475,29 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                     /* empty */;
                 7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$233 ) begin
+                    if (\$235 ) begin
                     end else begin
                       (* full_case = 32'd1 *)
-                      if (\$234 ) begin
+                      if (\$236 ) begin
                       end else if (ls_to_imem) begin
                       end else begin
-                        \$287  = st_data;
+                        \$290  = st_data;
                       end
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$287  = 32'd0;
+    if (\$243 ) begin
+      \$290  = 32'd0;
     end
     if (rst) begin
-      \$287  = 32'd0;
+      \$290  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$288  = dbus__wstrb;
+    \$291  = dbus__wstrb;
     casez (core_fsm_state)
       4'h0:
           if (e_valid) begin
@@ -9502,29 +9522,53 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
                     /* empty */;
                 7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$233 ) begin
+                    if (\$235 ) begin
                     end else begin
                       (* full_case = 32'd1 *)
-                      if (\$234 ) begin
+                      if (\$236 ) begin
                       end else if (ls_to_imem) begin
                       end else begin
-                        \$288  = ls_strb;
+                        \$291  = ls_strb;
                       end
                     end
               endcase
             end
           end
     endcase
-    if (\$240 ) begin
-      \$288  = 4'h0;
+    if (\$243 ) begin
+      \$291  = 4'h0;
     end
     if (rst) begin
-      \$288  = 4'h0;
+      \$291  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$289  = mul_lo;
+    \$292  = ld_word;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h5:
+          if (dbus__ack) begin
+            \$292  = dbus__rdata;
+          end
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          \$292  = imem__data;
+    endcase
+    if (\$243 ) begin
+      \$292  = 32'd0;
+    end
+    if (rst) begin
+      \$292  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$293  = mul_lo;
     casez (core_fsm_state)
       4'h0:
           /* empty */;
@@ -9534,21 +9578,23 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           /* empty */;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           /* empty */;
       4'h2:
-          \$289  = { \$236 [49], \$236  };
+          \$293  = { \$239 [49], \$239  };
     endcase
-    if (\$240 ) begin
-      \$289  = 51'h0000000000000;
+    if (\$243 ) begin
+      \$293  = 51'h0000000000000;
     end
     if (rst) begin
-      \$289  = 51'h0000000000000;
+      \$293  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$290  = mul_hi;
+    \$294  = mul_hi;
     casez (core_fsm_state)
       4'h0:
           /* empty */;
@@ -9558,16 +9604,18 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
           /* empty */;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           /* empty */;
       4'h2:
-          \$290  = { \$237 [48], \$237  };
+          \$294  = { \$240 [48], \$240  };
     endcase
-    if (\$240 ) begin
-      \$290  = 50'h0000000000000;
+    if (\$243 ) begin
+      \$294  = 50'h0000000000000;
     end
     if (rst) begin
-      \$290  = 50'h0000000000000;
+      \$294  = 50'h0000000000000;
     end
   end
   assign f_pc = \$2 [31:0];
@@ -9599,11 +9647,11 @@ module \kaki_soc_16x16.control.core (rst, irq, dbus__ack, dbus__rdata, imem__dat
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11763$2  = ls_addr_r[31:2];
+  assign \port$11770$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
-  assign \$186  = 1'h0;
+  assign \$188  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9768,10 +9816,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes
-, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11601$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11787$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11922$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$11936$0 , q_status0_resetting, q_consumer1_index, \port$11948$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$11962$0 , q_status1_resetting, q_consumer2_index, \port$11974$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11988$0 , q_status2_resetting, q_consumer3_index, \port$12000$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$12014$0 , q_status3_resetting, \port$12126$0 , \port$12134$0 , \port$12142$0 , \port$12150$0 , bus__awaddr);
+, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11609$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11796$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11931$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$11945$0 , q_status0_resetting, q_consumer1_index, \port$11957$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$11971$0 , q_status1_resetting, q_consumer2_index, \port$11983$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11997$0 , q_status2_resetting, q_consumer3_index, \port$12009$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$12023$0 , q_status3_resetting, \port$12135$0 , \port$12143$0 , \port$12151$0 , \port$12159$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11019,34 +11067,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$11601$0 ;
-  wire [3:0] \port$11601$0 ;
-  input [3:0] \port$11787$0 ;
-  wire [3:0] \port$11787$0 ;
-  input \port$11922$0 ;
-  wire \port$11922$0 ;
-  input \port$11936$0 ;
-  wire \port$11936$0 ;
-  input \port$11948$0 ;
-  wire \port$11948$0 ;
-  input \port$11962$0 ;
-  wire \port$11962$0 ;
-  input \port$11974$0 ;
-  wire \port$11974$0 ;
-  input \port$11988$0 ;
-  wire \port$11988$0 ;
-  input \port$12000$0 ;
-  wire \port$12000$0 ;
-  input \port$12014$0 ;
-  wire \port$12014$0 ;
-  input [2:0] \port$12126$0 ;
-  wire [2:0] \port$12126$0 ;
-  input [2:0] \port$12134$0 ;
-  wire [2:0] \port$12134$0 ;
-  input [2:0] \port$12142$0 ;
-  wire [2:0] \port$12142$0 ;
-  input [2:0] \port$12150$0 ;
-  wire [2:0] \port$12150$0 ;
+  input [3:0] \port$11609$0 ;
+  wire [3:0] \port$11609$0 ;
+  input [3:0] \port$11796$0 ;
+  wire [3:0] \port$11796$0 ;
+  input \port$11931$0 ;
+  wire \port$11931$0 ;
+  input \port$11945$0 ;
+  wire \port$11945$0 ;
+  input \port$11957$0 ;
+  wire \port$11957$0 ;
+  input \port$11971$0 ;
+  wire \port$11971$0 ;
+  input \port$11983$0 ;
+  wire \port$11983$0 ;
+  input \port$11997$0 ;
+  wire \port$11997$0 ;
+  input \port$12009$0 ;
+  wire \port$12009$0 ;
+  input \port$12023$0 ;
+  wire \port$12023$0 ;
+  input [2:0] \port$12135$0 ;
+  wire [2:0] \port$12135$0 ;
+  input [2:0] \port$12143$0 ;
+  wire [2:0] \port$12143$0 ;
+  input [2:0] \port$12151$0 ;
+  wire [2:0] \port$12151$0 ;
+  input [2:0] \port$12159$0 ;
+  wire [2:0] \port$12159$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -11679,10 +11727,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$268  = \$267  | irq_status_error_set;
   assign \$269  = ~ clr_irq_status_queue_cpl;
   assign \$270  = irq_status_queue_cpl & \$269 ;
-  assign \$271  = \$270  | { \port$12000$0 , \port$11974$0 , \port$11948$0 , \port$11922$0  };
+  assign \$271  = \$270  | { \port$12009$0 , \port$11983$0 , \port$11957$0 , \port$11931$0  };
   assign \$272  = ~ clr_irq_status_queue_error;
   assign \$273  = irq_status_queue_error & \$272 ;
-  assign \$274  = \$273  | { \port$12014$0 , \port$11988$0 , \port$11962$0 , \port$11936$0  };
+  assign \$274  = \$273  | { \port$12023$0 , \port$11997$0 , \port$11971$0 , \port$11945$0  };
   assign \$275  = ~ clr_irq_status_fw_msg;
   assign \$276  = irq_status_fw_msg & \$275 ;
   assign \$277  = \$276  | irq_status_fw_msg_set;
@@ -13992,20 +14040,20 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11787$0 [0];
-  assign status_dma_store_busy = \port$11787$0 [1];
-  assign status_gemm_busy = \port$11787$0 [2];
-  assign status_vec_busy = \port$11787$0 [3];
-  assign irq_status_queue_cpl_set = { \port$12000$0 , \port$11974$0 , \port$11948$0 , \port$11922$0  };
-  assign irq_status_queue_error_set = { \port$12014$0 , \port$11988$0 , \port$11962$0 , \port$11936$0  };
-  assign q_status0_waiting = \port$11601$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$12126$0  };
-  assign q_status1_waiting = \port$11601$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$12134$0  };
-  assign q_status2_waiting = \port$11601$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$12142$0  };
-  assign q_status3_waiting = \port$11601$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$12150$0  };
+  assign status_dma_load_busy = \port$11796$0 [0];
+  assign status_dma_store_busy = \port$11796$0 [1];
+  assign status_gemm_busy = \port$11796$0 [2];
+  assign status_vec_busy = \port$11796$0 [3];
+  assign irq_status_queue_cpl_set = { \port$12009$0 , \port$11983$0 , \port$11957$0 , \port$11931$0  };
+  assign irq_status_queue_error_set = { \port$12023$0 , \port$11997$0 , \port$11971$0 , \port$11945$0  };
+  assign q_status0_waiting = \port$11609$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$12135$0  };
+  assign q_status1_waiting = \port$11609$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$12143$0  };
+  assign q_status2_waiting = \port$11609$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$12151$0  };
+  assign q_status3_waiting = \port$11609$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$12159$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$136  = 33'h04b414b49;
@@ -14050,11 +14098,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$237  = \$236 ;
   assign \$240  = 2'h0;
   assign \$241  = { 30'h00000000, \$240  };
-  assign \$244  = { 1'h0, \port$11787$0 [0] };
+  assign \$244  = { 1'h0, \port$11796$0 [0] };
   assign \$245  = { 30'h00000000, \$244  };
-  assign \$246  = { \port$11787$0 [1], 1'h0 };
-  assign \$248  = { 1'h0, \port$11787$0 [2], 2'h0 };
-  assign \$250  = { \port$11787$0 [3], 3'h0 };
+  assign \$246  = { \port$11796$0 [1], 1'h0 };
+  assign \$248  = { 1'h0, \port$11796$0 [2], 2'h0 };
+  assign \$250  = { \port$11796$0 [3], 3'h0 };
   assign \$252  = { 3'h0, status_idle, 4'h0 };
   assign \$280  = { 1'h0, irq_status_dma_load_done };
   assign \$281  = { 30'h00000000, \$280  };
@@ -14211,26 +14259,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$709  = { 30'h00000000, \$708  };
   assign \$710  = { q_status0_halted, 1'h0 };
   assign \$712  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$714  = { \port$11601$0 [0], 3'h0 };
-  assign \$716  = { 12'h000, \port$12126$0 , 8'h00 };
+  assign \$714  = { \port$11609$0 [0], 3'h0 };
+  assign \$716  = { 12'h000, \port$12135$0 , 8'h00 };
   assign \$720  = { 1'h0, q_status1_active };
   assign \$721  = { 30'h00000000, \$720  };
   assign \$722  = { q_status1_halted, 1'h0 };
   assign \$724  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$726  = { \port$11601$0 [1], 3'h0 };
-  assign \$728  = { 12'h000, \port$12134$0 , 8'h00 };
+  assign \$726  = { \port$11609$0 [1], 3'h0 };
+  assign \$728  = { 12'h000, \port$12143$0 , 8'h00 };
   assign \$732  = { 1'h0, q_status2_active };
   assign \$733  = { 30'h00000000, \$732  };
   assign \$734  = { q_status2_halted, 1'h0 };
   assign \$736  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$738  = { \port$11601$0 [2], 3'h0 };
-  assign \$740  = { 12'h000, \port$12142$0 , 8'h00 };
+  assign \$738  = { \port$11609$0 [2], 3'h0 };
+  assign \$740  = { 12'h000, \port$12151$0 , 8'h00 };
   assign \$744  = { 1'h0, q_status3_active };
   assign \$745  = { 30'h00000000, \$744  };
   assign \$746  = { q_status3_halted, 1'h0 };
   assign \$748  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$750  = { \port$11601$0 [3], 3'h0 };
-  assign \$752  = { 12'h000, \port$12150$0 , 8'h00 };
+  assign \$750  = { \port$11609$0 [3], 3'h0 };
+  assign \$752  = { 12'h000, \port$12159$0 , 8'h00 };
   assign \$756  = { 1'h0, q_error0_code };
   assign \$757  = { 23'h000000, \$756  };
   assign \$760  = { 1'h0, q_error1_code };
@@ -14337,7 +14385,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$11789$0 , retire__0__tag, \port$11791$0 , retire__1__tag, \port$11793$0 , retire__2__tag, \port$11795$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$11798$0 , retire__0__tag, \port$11800$0 , retire__1__tag, \port$11802$0 , retire__2__tag, \port$11804$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -14952,14 +15000,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$11789$0 ;
-  wire [8:0] \port$11789$0 ;
-  output [8:0] \port$11791$0 ;
-  wire [8:0] \port$11791$0 ;
-  output [8:0] \port$11793$0 ;
-  wire [8:0] \port$11793$0 ;
-  output [8:0] \port$11795$0 ;
-  wire [8:0] \port$11795$0 ;
+  output [8:0] \port$11798$0 ;
+  wire [8:0] \port$11798$0 ;
+  output [8:0] \port$11800$0 ;
+  wire [8:0] \port$11800$0 ;
+  output [8:0] \port$11802$0 ;
+  wire [8:0] \port$11802$0 ;
+  output [8:0] \port$11804$0 ;
+  wire [8:0] \port$11804$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15411,9 +15459,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11320$0 (desc),
-    .\port$11322$0 (queue),
-    .\port$11323$0 (windowed),
+    .\port$11328$0 (desc),
+    .\port$11330$0 (queue),
+    .\port$11331$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15423,9 +15471,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11320$0 (desc),
-    .\port$11322$0 (queue),
-    .\port$11323$0 (windowed),
+    .\port$11328$0 (desc),
+    .\port$11330$0 (queue),
+    .\port$11331$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15435,9 +15483,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11320$0 (desc),
-    .\port$11322$0 (queue),
-    .\port$11323$0 (windowed),
+    .\port$11328$0 (desc),
+    .\port$11330$0 (queue),
+    .\port$11331$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15447,9 +15495,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11320$0 (desc),
-    .\port$11322$0 (queue),
-    .\port$11323$0 (windowed),
+    .\port$11328$0 (desc),
+    .\port$11330$0 (queue),
+    .\port$11331$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15634,13 +15682,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$11789$0  = dma_load_held[8:0];
+  assign \port$11798$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11791$0  = dma_store_held[8:0];
+  assign \port$11800$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11793$0  = gemm_held[8:0];
+  assign \port$11802$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11795$0  = vec_held[8:0];
+  assign \port$11804$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16141,7 +16189,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11320$0 , \port$11322$0 , \port$11323$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11328$0 , \port$11330$0 , \port$11331$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16183,12 +16231,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11320$0 ;
-  wire [255:0] \port$11320$0 ;
-  input [1:0] \port$11322$0 ;
-  wire [1:0] \port$11322$0 ;
-  input \port$11323$0 ;
-  wire \port$11323$0 ;
+  input [255:0] \port$11328$0 ;
+  wire [255:0] \port$11328$0 ;
+  input [1:0] \port$11330$0 ;
+  wire [1:0] \port$11330$0 ;
+  input \port$11331$0 ;
+  wire \port$11331$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16220,7 +16268,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11323$0 , \port$11322$0 , \port$11320$0  };
+      storage[w_port__addr] <= { \port$11331$0 , \port$11330$0 , \port$11328$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16319,14 +16367,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11323$0 , \port$11322$0 , \port$11320$0  };
-  assign w_data = { \port$11323$0 , \port$11322$0 , \port$11320$0  };
+  assign w_port__data = { \port$11331$0 , \port$11330$0 , \port$11328$0  };
+  assign w_data = { \port$11331$0 , \port$11330$0 , \port$11328$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11320$0 , \port$11322$0 , \port$11323$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11328$0 , \port$11330$0 , \port$11331$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16368,12 +16416,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11320$0 ;
-  wire [255:0] \port$11320$0 ;
-  input [1:0] \port$11322$0 ;
-  wire [1:0] \port$11322$0 ;
-  input \port$11323$0 ;
-  wire \port$11323$0 ;
+  input [255:0] \port$11328$0 ;
+  wire [255:0] \port$11328$0 ;
+  input [1:0] \port$11330$0 ;
+  wire [1:0] \port$11330$0 ;
+  input \port$11331$0 ;
+  wire \port$11331$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16405,7 +16453,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11323$0 , \port$11322$0 , \port$11320$0  };
+      storage[w_port__addr] <= { \port$11331$0 , \port$11330$0 , \port$11328$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16504,14 +16552,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11323$0 , \port$11322$0 , \port$11320$0  };
-  assign w_data = { \port$11323$0 , \port$11322$0 , \port$11320$0  };
+  assign w_port__data = { \port$11331$0 , \port$11330$0 , \port$11328$0  };
+  assign w_data = { \port$11331$0 , \port$11330$0 , \port$11328$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11320$0 , \port$11322$0 , \port$11323$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11328$0 , \port$11330$0 , \port$11331$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16553,12 +16601,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11320$0 ;
-  wire [255:0] \port$11320$0 ;
-  input [1:0] \port$11322$0 ;
-  wire [1:0] \port$11322$0 ;
-  input \port$11323$0 ;
-  wire \port$11323$0 ;
+  input [255:0] \port$11328$0 ;
+  wire [255:0] \port$11328$0 ;
+  input [1:0] \port$11330$0 ;
+  wire [1:0] \port$11330$0 ;
+  input \port$11331$0 ;
+  wire \port$11331$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16590,7 +16638,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11323$0 , \port$11322$0 , \port$11320$0  };
+      storage[w_port__addr] <= { \port$11331$0 , \port$11330$0 , \port$11328$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16689,14 +16737,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11323$0 , \port$11322$0 , \port$11320$0  };
-  assign w_data = { \port$11323$0 , \port$11322$0 , \port$11320$0  };
+  assign w_port__data = { \port$11331$0 , \port$11330$0 , \port$11328$0  };
+  assign w_data = { \port$11331$0 , \port$11330$0 , \port$11328$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11320$0 , \port$11322$0 , \port$11323$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11328$0 , \port$11330$0 , \port$11331$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16738,12 +16786,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11320$0 ;
-  wire [255:0] \port$11320$0 ;
-  input [1:0] \port$11322$0 ;
-  wire [1:0] \port$11322$0 ;
-  input \port$11323$0 ;
-  wire \port$11323$0 ;
+  input [255:0] \port$11328$0 ;
+  wire [255:0] \port$11328$0 ;
+  input [1:0] \port$11330$0 ;
+  wire [1:0] \port$11330$0 ;
+  input \port$11331$0 ;
+  wire \port$11331$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16775,7 +16823,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11323$0 , \port$11322$0 , \port$11320$0  };
+      storage[w_port__addr] <= { \port$11331$0 , \port$11330$0 , \port$11328$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16874,8 +16922,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11323$0 , \port$11322$0 , \port$11320$0  };
-  assign w_data = { \port$11323$0 , \port$11322$0 , \port$11320$0  };
+  assign w_port__data = { \port$11331$0 , \port$11330$0 , \port$11328$0  };
+  assign w_data = { \port$11331$0 , \port$11330$0 , \port$11328$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -21860,8 +21908,8 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
     aw_timer <= \$126 ;
   \kaki_soc_16x16.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5700$0 (aw_hs_id),
-    .\port$5714$0 (down__awlen),
+    .\port$5708$0 (aw_hs_id),
+    .\port$5722$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -22206,7 +22254,7 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5700$0 , w_en, \port$5714$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$5722$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22234,10 +22282,10 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5700$0 , w_en, \port$
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5700$0 ;
-  wire [2:0] \port$5700$0 ;
-  input [7:0] \port$5714$0 ;
-  wire [7:0] \port$5714$0 ;
+  input [2:0] \port$5708$0 ;
+  wire [2:0] \port$5708$0 ;
+  input [7:0] \port$5722$0 ;
+  wire [7:0] \port$5722$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -22272,7 +22320,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5700$0 , w_en, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5700$0 , \port$5714$0  };
+      storage[w_port__addr] <= { \port$5708$0 , \port$5722$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -22338,14 +22386,14 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5700$0 , w_en, \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5700$0 , \port$5714$0  };
-  assign w_data = { \port$5700$0 , \port$5714$0  };
+  assign w_port__data = { \port$5708$0 , \port$5722$0  };
+  assign w_data = { \port$5708$0 , \port$5722$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11789$16 , \port$12349$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11798$16 , \port$12358$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22389,10 +22437,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$117
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11789$16 ;
-  wire [15:0] \port$11789$16 ;
-  input [7:0] \port$12349$0 ;
-  wire [7:0] \port$12349$0 ;
+  input [15:0] \port$11798$16 ;
+  wire [15:0] \port$11798$16 ;
+  input [7:0] \port$12358$0 ;
+  wire [7:0] \port$12358$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22427,7 +22475,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$117
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11789$16 , \port$12349$0  };
+      storage[w_port__addr] <= { \port$11798$16 , \port$12358$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22538,14 +22586,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$117
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11789$16 , \port$12349$0  };
-  assign w_data = { \port$11789$16 , \port$12349$0  };
+  assign w_port__data = { \port$11798$16 , \port$12358$0  };
+  assign w_data = { \port$11798$16 , \port$12358$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11791$16 , \port$12465$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11800$16 , \port$12474$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22589,10 +22637,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11791$16 ;
-  wire [15:0] \port$11791$16 ;
-  input [7:0] \port$12465$0 ;
-  wire [7:0] \port$12465$0 ;
+  input [15:0] \port$11800$16 ;
+  wire [15:0] \port$11800$16 ;
+  input [7:0] \port$12474$0 ;
+  wire [7:0] \port$12474$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22627,7 +22675,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11791$16 , \port$12465$0  };
+      storage[w_port__addr] <= { \port$11800$16 , \port$12474$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22738,16 +22786,16 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11791$16 , \port$12465$0  };
-  assign w_data = { \port$11791$16 , \port$12465$0  };
+  assign w_port__data = { \port$11800$16 , \port$12474$0  };
+  assign w_data = { \port$11800$16 , \port$12474$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4237$0 , \port$4239$0 , q_head_index1_index, \port$4247$0 , \port$4249$0 , q_head_index2_index, \port$4257$0 , \port$4259$0 , q_head_index3_index, \port$4267$0 , \port$4269$0 , cpl_status_free, \port$5297$0 , \port$5327$0 , \port$5357$0 
-, \port$5387$0 , \port$11166$0 , \port$11216$0 , \port$11266$0 , \port$11316$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11763$2 , bus__we, bus__wdata
+module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4245$0 , \port$4247$0 , q_head_index1_index, \port$4255$0 , \port$4257$0 , q_head_index2_index, \port$4265$0 , \port$4267$0 , q_head_index3_index, \port$4275$0 , \port$4277$0 , cpl_status_free, \port$5305$0 , \port$5335$0 , \port$5365$0 
+, \port$5395$0 , \port$11174$0 , \port$11224$0 , \port$11274$0 , \port$11324$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11770$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23667,40 +23715,40 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$11166$0 ;
-  wire [23:0] \port$11166$0 ;
-  input [23:0] \port$11216$0 ;
-  wire [23:0] \port$11216$0 ;
-  input [23:0] \port$11266$0 ;
-  wire [23:0] \port$11266$0 ;
-  input [23:0] \port$11316$0 ;
-  wire [23:0] \port$11316$0 ;
-  input [29:0] \port$11763$2 ;
-  wire [29:0] \port$11763$2 ;
-  input \port$4237$0 ;
-  wire \port$4237$0 ;
-  input \port$4239$0 ;
-  wire \port$4239$0 ;
+  input [23:0] \port$11174$0 ;
+  wire [23:0] \port$11174$0 ;
+  input [23:0] \port$11224$0 ;
+  wire [23:0] \port$11224$0 ;
+  input [23:0] \port$11274$0 ;
+  wire [23:0] \port$11274$0 ;
+  input [23:0] \port$11324$0 ;
+  wire [23:0] \port$11324$0 ;
+  input [29:0] \port$11770$2 ;
+  wire [29:0] \port$11770$2 ;
+  input \port$4245$0 ;
+  wire \port$4245$0 ;
   input \port$4247$0 ;
   wire \port$4247$0 ;
-  input \port$4249$0 ;
-  wire \port$4249$0 ;
+  input \port$4255$0 ;
+  wire \port$4255$0 ;
   input \port$4257$0 ;
   wire \port$4257$0 ;
-  input \port$4259$0 ;
-  wire \port$4259$0 ;
+  input \port$4265$0 ;
+  wire \port$4265$0 ;
   input \port$4267$0 ;
   wire \port$4267$0 ;
-  input \port$4269$0 ;
-  wire \port$4269$0 ;
-  input [255:0] \port$5297$0 ;
-  wire [255:0] \port$5297$0 ;
-  input [255:0] \port$5327$0 ;
-  wire [255:0] \port$5327$0 ;
-  input [255:0] \port$5357$0 ;
-  wire [255:0] \port$5357$0 ;
-  input [255:0] \port$5387$0 ;
-  wire [255:0] \port$5387$0 ;
+  input \port$4275$0 ;
+  wire \port$4275$0 ;
+  input \port$4277$0 ;
+  wire \port$4277$0 ;
+  input [255:0] \port$5305$0 ;
+  wire [255:0] \port$5305$0 ;
+  input [255:0] \port$5335$0 ;
+  wire [255:0] \port$5335$0 ;
+  input [255:0] \port$5365$0 ;
+  wire [255:0] \port$5365$0 ;
+  input [255:0] \port$5395$0 ;
+  wire [255:0] \port$5395$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -23864,129 +23912,129 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11763$2 [9:0] == 6'h39;
+  assign \$111  = \port$11770$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11763$2 [9:0] == 6'h3a;
+  assign \$113  = \port$11770$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11763$2 [9:0] == 6'h3b;
+  assign \$115  = \port$11770$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11763$2 [9:0] == 6'h3c;
+  assign \$117  = \port$11770$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11763$2 [9:0] == 6'h3d;
+  assign \$119  = \port$11770$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11763$2 [9:0] == 6'h3e;
+  assign \$121  = \port$11770$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11763$2 [9:0] == 6'h3f;
+  assign \$123  = \port$11770$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11763$2 [9:0] == 7'h40;
+  assign \$125  = \port$11770$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11763$2 [9:0] == 7'h41;
+  assign \$127  = \port$11770$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11763$2 [9:0] == 7'h42;
+  assign \$129  = \port$11770$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11763$2 [9:0] == 7'h43;
+  assign \$131  = \port$11770$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11763$2 [9:0] == 7'h44;
+  assign \$133  = \port$11770$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11763$2 [9:0] == 7'h45;
+  assign \$135  = \port$11770$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11763$2 [9:0] == 7'h46;
+  assign \$137  = \port$11770$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11763$2 [9:0] == 7'h47;
+  assign \$139  = \port$11770$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11763$2 [9:0] == 7'h48;
+  assign \$141  = \port$11770$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$11763$2 [9:0] == 7'h49;
+  assign \$143  = \port$11770$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$11763$2 [9:0] == 7'h4a;
+  assign \$145  = \port$11770$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$11763$2 [9:0] == 7'h4b;
+  assign \$147  = \port$11770$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$11763$2 [9:0] == 7'h4c;
+  assign \$149  = \port$11770$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$11763$2 [9:0] == 7'h4d;
+  assign \$151  = \port$11770$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$11763$2 [9:0] == 7'h4e;
+  assign \$153  = \port$11770$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$11763$2 [9:0] == 7'h4f;
+  assign \$155  = \port$11770$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$11763$2 [9:0] == 7'h50;
+  assign \$157  = \port$11770$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$11763$2 [9:0] == 7'h51;
+  assign \$159  = \port$11770$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
   assign \$162  = \$161  | wdata;
   assign \$163  = ~ bus__we;
   assign \$164  = \new  & \$163 ;
-  assign \$165  = ! \port$11763$2 [9:0];
+  assign \$165  = ! \port$11770$2 [9:0];
   assign \$166  = \$164  & \$165 ;
   assign \$169  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$170  = fw_status_state & \$169 ;
   assign \$171  = \$170  | wdata[7:0];
   assign \$172  = ~ bus__we;
   assign \$173  = \new  & \$172 ;
-  assign \$174  = \port$11763$2 [9:0] == 1'h1;
+  assign \$174  = \port$11770$2 [9:0] == 1'h1;
   assign \$175  = \$173  & \$174 ;
   assign \$178  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$179  = fw_fault_pc_pc & \$178 ;
   assign \$180  = \$179  | wdata;
   assign \$181  = ~ bus__we;
   assign \$182  = \new  & \$181 ;
-  assign \$183  = \port$11763$2 [9:0] == 2'h2;
+  assign \$183  = \port$11770$2 [9:0] == 2'h2;
   assign \$184  = \$182  & \$183 ;
   assign \$187  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$188  = fw_fault_cause_cause & \$187 ;
   assign \$189  = \$188  | wdata;
   assign \$190  = ~ bus__we;
   assign \$191  = \new  & \$190 ;
-  assign \$192  = \port$11763$2 [9:0] == 2'h3;
+  assign \$192  = \port$11770$2 [9:0] == 2'h3;
   assign \$193  = \$191  & \$192 ;
   assign \$196  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$197  = fw_fault_tval_tval & \$196 ;
   assign \$198  = \$197  | wdata;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$11763$2 [9:0] == 3'h4;
+  assign \$201  = \port$11770$2 [9:0] == 3'h4;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$206  = fw_msg_value & \$205 ;
   assign \$207  = \$206  | wdata;
   assign \$208  = ~ bus__we;
   assign \$209  = \new  & \$208 ;
-  assign \$210  = \port$11763$2 [9:0] == 3'h5;
+  assign \$210  = \port$11770$2 [9:0] == 3'h5;
   assign \$211  = \$209  & \$210 ;
   assign \$214  = ~ bus__we;
   assign \$215  = \new  & \$214 ;
-  assign \$216  = \port$11763$2 [9:0] == 3'h6;
+  assign \$216  = \port$11770$2 [9:0] == 3'h6;
   assign \$217  = \$215  & \$216 ;
   assign \$220  = ~ bus__we;
   assign \$221  = \new  & \$220 ;
-  assign \$222  = \port$11763$2 [9:0] == 4'h8;
+  assign \$222  = \port$11770$2 [9:0] == 4'h8;
   assign \$223  = \$221  & \$222 ;
   assign \$227  = \$225  | { 13'h0000, \$226  };
   assign \$229  = { 3'h0, \$227  } | \$228 ;
@@ -23999,7 +24047,7 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$237  = \$236  | wdata[24];
   assign \$238  = ~ bus__we;
   assign \$239  = \new  & \$238 ;
-  assign \$240  = \port$11763$2 [9:0] == 4'h9;
+  assign \$240  = \port$11770$2 [9:0] == 4'h9;
   assign \$241  = \$239  & \$240 ;
   assign \$245  = \$243  | \$244 ;
   assign \$246  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
@@ -24007,7 +24055,7 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$248  = \$247  | wdata[3:0];
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$11763$2 [9:0] == 4'ha;
+  assign \$251  = \port$11770$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$255  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$256  = forward_queue & \$255 ;
@@ -24017,30 +24065,30 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$260  = \$259  | wdata[31:16];
   assign \$261  = ~ bus__we;
   assign \$262  = \new  & \$261 ;
-  assign \$263  = \port$11763$2 [9:0] == 4'hb;
+  assign \$263  = \port$11770$2 [9:0] == 4'hb;
   assign \$264  = \$262  & \$263 ;
   assign \$268  = { 15'h0000, \$266  } | \$267 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$11763$2 [9:0] == 4'hc;
+  assign \$271  = \port$11770$2 [9:0] == 4'hc;
   assign \$272  = \$270  & \$271 ;
   assign \$276  = \$274  | { 9'h000, \$275  };
   assign \$278  = { 15'h0000, \$276  } | \$277 ;
   assign \$279  = ~ bus__we;
   assign \$280  = \new  & \$279 ;
-  assign \$281  = \port$11763$2 [9:0] == 4'hd;
+  assign \$281  = \port$11770$2 [9:0] == 4'hd;
   assign \$282  = \$280  & \$281 ;
   assign \$286  = \$284  | { 9'h000, \$285  };
   assign \$288  = { 15'h0000, \$286  } | \$287 ;
   assign \$289  = ~ bus__we;
   assign \$290  = \new  & \$289 ;
-  assign \$291  = \port$11763$2 [9:0] == 4'he;
+  assign \$291  = \port$11770$2 [9:0] == 4'he;
   assign \$292  = \$290  & \$291 ;
   assign \$296  = \$294  | { 9'h000, \$295  };
   assign \$298  = { 15'h0000, \$296  } | \$297 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$11763$2 [9:0] == 4'hf;
+  assign \$301  = \port$11770$2 [9:0] == 4'hf;
   assign \$302  = \$300  & \$301 ;
   assign \$306  = \$304  | { 9'h000, \$305  };
   assign \$308  = { 15'h0000, \$306  } | \$307 ;
@@ -24049,7 +24097,7 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$311  = \$310  | wdata[3:0];
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$11763$2 [9:0] == 5'h10;
+  assign \$314  = \port$11770$2 [9:0] == 5'h10;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$319  = cpl_queue & \$318 ;
@@ -24071,7 +24119,7 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$335  = \$334  | wdata[31:24];
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$11763$2 [9:0] == 5'h11;
+  assign \$338  = \port$11770$2 [9:0] == 5'h11;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | { 28'h0000000, \$342  };
   assign \$345  = \$343  | { 28'h0000000, \$344  };
@@ -24083,314 +24131,314 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$354  = \$353  | wdata[15:0];
   assign \$355  = ~ bus__we;
   assign \$356  = \new  & \$355 ;
-  assign \$357  = \port$11763$2 [9:0] == 5'h12;
+  assign \$357  = \port$11770$2 [9:0] == 5'h12;
   assign \$358  = \$356  & \$357 ;
   assign \$361  = ~ bus__we;
   assign \$362  = \new  & \$361 ;
-  assign \$363  = \port$11763$2 [9:0] == 5'h13;
+  assign \$363  = \port$11770$2 [9:0] == 5'h13;
   assign \$364  = \$362  & \$363 ;
   assign \$367  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$368  = qreset_ack_queue & \$367 ;
   assign \$369  = \$368  | wdata[3:0];
   assign \$370  = ~ bus__we;
   assign \$371  = \new  & \$370 ;
-  assign \$372  = \port$11763$2 [9:0] == 5'h14;
+  assign \$372  = \port$11770$2 [9:0] == 5'h14;
   assign \$373  = \$371  & \$372 ;
   assign \$376  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$377  = engine_reset_engine & \$376 ;
   assign \$378  = \$377  | wdata[3:0];
   assign \$379  = ~ bus__we;
   assign \$380  = \new  & \$379 ;
-  assign \$381  = \port$11763$2 [9:0] == 5'h15;
+  assign \$381  = \port$11770$2 [9:0] == 5'h15;
   assign \$382  = \$380  & \$381 ;
   assign \$385  = ~ bus__we;
   assign \$386  = \new  & \$385 ;
-  assign \$387  = \port$11763$2 [9:0] == 5'h16;
+  assign \$387  = \port$11770$2 [9:0] == 5'h16;
   assign \$388  = \$386  & \$387 ;
   assign \$391  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$392  = q_wait_queue & \$391 ;
   assign \$393  = \$392  | wdata[3:0];
   assign \$394  = ~ bus__we;
   assign \$395  = \new  & \$394 ;
-  assign \$396  = \port$11763$2 [9:0] == 5'h17;
+  assign \$396  = \port$11770$2 [9:0] == 5'h17;
   assign \$397  = \$395  & \$396 ;
   assign \$400  = ~ bus__we;
   assign \$401  = \new  & \$400 ;
-  assign \$402  = \port$11763$2 [9:0] == 5'h18;
+  assign \$402  = \port$11770$2 [9:0] == 5'h18;
   assign \$403  = \$401  & \$402 ;
   assign \$406  = ~ bus__we;
   assign \$407  = \new  & \$406 ;
-  assign \$408  = \port$11763$2 [9:0] == 5'h19;
+  assign \$408  = \port$11770$2 [9:0] == 5'h19;
   assign \$409  = \$407  & \$408 ;
   assign \$412  = ~ bus__we;
   assign \$413  = \new  & \$412 ;
-  assign \$414  = \port$11763$2 [9:0] == 5'h1a;
+  assign \$414  = \port$11770$2 [9:0] == 5'h1a;
   assign \$415  = \$413  & \$414 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$11763$2 [9:0] == 5'h1b;
+  assign \$420  = \port$11770$2 [9:0] == 5'h1b;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$11763$2 [9:0] == 5'h1c;
+  assign \$426  = \port$11770$2 [9:0] == 5'h1c;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$431  = timer_cycles & \$430 ;
   assign \$432  = \$431  | wdata;
   assign \$433  = ~ bus__we;
   assign \$434  = \new  & \$433 ;
-  assign \$435  = \port$11763$2 [9:0] == 5'h1d;
+  assign \$435  = \port$11770$2 [9:0] == 5'h1d;
   assign \$436  = \$434  & \$435 ;
   assign \$439  = ~ bus__we;
   assign \$440  = \new  & \$439 ;
-  assign \$441  = \port$11763$2 [9:0] == 6'h20;
+  assign \$441  = \port$11770$2 [9:0] == 6'h20;
   assign \$442  = \$440  & \$441 ;
   assign \$445  = ~ bus__we;
   assign \$446  = \new  & \$445 ;
-  assign \$447  = \port$11763$2 [9:0] == 6'h21;
+  assign \$447  = \port$11770$2 [9:0] == 6'h21;
   assign \$448  = \$446  & \$447 ;
   assign \$451  = ~ bus__we;
   assign \$452  = \new  & \$451 ;
-  assign \$453  = \port$11763$2 [9:0] == 6'h22;
+  assign \$453  = \port$11770$2 [9:0] == 6'h22;
   assign \$454  = \$452  & \$453 ;
   assign \$457  = ~ bus__we;
   assign \$458  = \new  & \$457 ;
-  assign \$459  = \port$11763$2 [9:0] == 6'h23;
+  assign \$459  = \port$11770$2 [9:0] == 6'h23;
   assign \$460  = \$458  & \$459 ;
   assign \$463  = ~ bus__we;
   assign \$464  = \new  & \$463 ;
-  assign \$465  = \port$11763$2 [9:0] == 6'h24;
+  assign \$465  = \port$11770$2 [9:0] == 6'h24;
   assign \$466  = \$464  & \$465 ;
   assign \$469  = ~ bus__we;
   assign \$470  = \new  & \$469 ;
-  assign \$471  = \port$11763$2 [9:0] == 6'h25;
+  assign \$471  = \port$11770$2 [9:0] == 6'h25;
   assign \$472  = \$470  & \$471 ;
   assign \$475  = ~ bus__we;
   assign \$476  = \new  & \$475 ;
-  assign \$477  = \port$11763$2 [9:0] == 6'h26;
+  assign \$477  = \port$11770$2 [9:0] == 6'h26;
   assign \$478  = \$476  & \$477 ;
   assign \$481  = ~ bus__we;
   assign \$482  = \new  & \$481 ;
-  assign \$483  = \port$11763$2 [9:0] == 6'h27;
+  assign \$483  = \port$11770$2 [9:0] == 6'h27;
   assign \$484  = \$482  & \$483 ;
   assign \$487  = ~ bus__we;
   assign \$488  = \new  & \$487 ;
-  assign \$489  = \port$11763$2 [9:0] == 6'h28;
+  assign \$489  = \port$11770$2 [9:0] == 6'h28;
   assign \$490  = \$488  & \$489 ;
   assign \$493  = ~ bus__we;
   assign \$494  = \new  & \$493 ;
-  assign \$495  = \port$11763$2 [9:0] == 6'h29;
+  assign \$495  = \port$11770$2 [9:0] == 6'h29;
   assign \$496  = \$494  & \$495 ;
   assign \$499  = ~ bus__we;
   assign \$500  = \new  & \$499 ;
-  assign \$501  = \port$11763$2 [9:0] == 6'h2a;
+  assign \$501  = \port$11770$2 [9:0] == 6'h2a;
   assign \$502  = \$500  & \$501 ;
   assign \$505  = ~ bus__we;
   assign \$506  = \new  & \$505 ;
-  assign \$507  = \port$11763$2 [9:0] == 6'h2b;
+  assign \$507  = \port$11770$2 [9:0] == 6'h2b;
   assign \$508  = \$506  & \$507 ;
   assign \$511  = ~ bus__we;
   assign \$512  = \new  & \$511 ;
-  assign \$513  = \port$11763$2 [9:0] == 6'h2c;
+  assign \$513  = \port$11770$2 [9:0] == 6'h2c;
   assign \$514  = \$512  & \$513 ;
   assign \$517  = ~ bus__we;
   assign \$518  = \new  & \$517 ;
-  assign \$519  = \port$11763$2 [9:0] == 6'h2d;
+  assign \$519  = \port$11770$2 [9:0] == 6'h2d;
   assign \$520  = \$518  & \$519 ;
   assign \$523  = ~ bus__we;
   assign \$524  = \new  & \$523 ;
-  assign \$525  = \port$11763$2 [9:0] == 6'h2e;
+  assign \$525  = \port$11770$2 [9:0] == 6'h2e;
   assign \$526  = \$524  & \$525 ;
   assign \$529  = ~ bus__we;
   assign \$530  = \new  & \$529 ;
-  assign \$531  = \port$11763$2 [9:0] == 6'h2f;
+  assign \$531  = \port$11770$2 [9:0] == 6'h2f;
   assign \$532  = \$530  & \$531 ;
   assign \$535  = ~ bus__we;
   assign \$536  = \new  & \$535 ;
-  assign \$537  = \port$11763$2 [9:0] == 6'h30;
+  assign \$537  = \port$11770$2 [9:0] == 6'h30;
   assign \$538  = \$536  & \$537 ;
   assign \$541  = ~ bus__we;
   assign \$542  = \new  & \$541 ;
-  assign \$543  = \port$11763$2 [9:0] == 6'h31;
+  assign \$543  = \port$11770$2 [9:0] == 6'h31;
   assign \$544  = \$542  & \$543 ;
   assign \$547  = ~ bus__we;
   assign \$548  = \new  & \$547 ;
-  assign \$549  = \port$11763$2 [9:0] == 6'h32;
+  assign \$549  = \port$11770$2 [9:0] == 6'h32;
   assign \$550  = \$548  & \$549 ;
   assign \$553  = ~ bus__we;
   assign \$554  = \new  & \$553 ;
-  assign \$555  = \port$11763$2 [9:0] == 6'h33;
+  assign \$555  = \port$11770$2 [9:0] == 6'h33;
   assign \$556  = \$554  & \$555 ;
   assign \$559  = ~ bus__we;
   assign \$560  = \new  & \$559 ;
-  assign \$561  = \port$11763$2 [9:0] == 6'h34;
+  assign \$561  = \port$11770$2 [9:0] == 6'h34;
   assign \$562  = \$560  & \$561 ;
   assign \$565  = ~ bus__we;
   assign \$566  = \new  & \$565 ;
-  assign \$567  = \port$11763$2 [9:0] == 6'h35;
+  assign \$567  = \port$11770$2 [9:0] == 6'h35;
   assign \$568  = \$566  & \$567 ;
   assign \$571  = ~ bus__we;
   assign \$572  = \new  & \$571 ;
-  assign \$573  = \port$11763$2 [9:0] == 6'h36;
+  assign \$573  = \port$11770$2 [9:0] == 6'h36;
   assign \$574  = \$572  & \$573 ;
   assign \$577  = ~ bus__we;
   assign \$578  = \new  & \$577 ;
-  assign \$579  = \port$11763$2 [9:0] == 6'h37;
+  assign \$579  = \port$11770$2 [9:0] == 6'h37;
   assign \$580  = \$578  & \$579 ;
   assign \$583  = ~ bus__we;
   assign \$584  = \new  & \$583 ;
-  assign \$585  = \port$11763$2 [9:0] == 6'h38;
+  assign \$585  = \port$11770$2 [9:0] == 6'h38;
   assign \$586  = \$584  & \$585 ;
   assign \$589  = ~ bus__we;
   assign \$590  = \new  & \$589 ;
-  assign \$591  = \port$11763$2 [9:0] == 6'h39;
+  assign \$591  = \port$11770$2 [9:0] == 6'h39;
   assign \$592  = \$590  & \$591 ;
   assign \$595  = ~ bus__we;
   assign \$596  = \new  & \$595 ;
-  assign \$597  = \port$11763$2 [9:0] == 6'h3a;
+  assign \$597  = \port$11770$2 [9:0] == 6'h3a;
   assign \$598  = \$596  & \$597 ;
   assign \$601  = ~ bus__we;
   assign \$602  = \new  & \$601 ;
-  assign \$603  = \port$11763$2 [9:0] == 6'h3b;
+  assign \$603  = \port$11770$2 [9:0] == 6'h3b;
   assign \$604  = \$602  & \$603 ;
   assign \$607  = ~ bus__we;
   assign \$608  = \new  & \$607 ;
-  assign \$609  = \port$11763$2 [9:0] == 6'h3c;
+  assign \$609  = \port$11770$2 [9:0] == 6'h3c;
   assign \$610  = \$608  & \$609 ;
   assign \$613  = ~ bus__we;
   assign \$614  = \new  & \$613 ;
-  assign \$615  = \port$11763$2 [9:0] == 6'h3d;
+  assign \$615  = \port$11770$2 [9:0] == 6'h3d;
   assign \$616  = \$614  & \$615 ;
   assign \$619  = ~ bus__we;
   assign \$620  = \new  & \$619 ;
-  assign \$621  = \port$11763$2 [9:0] == 6'h3e;
+  assign \$621  = \port$11770$2 [9:0] == 6'h3e;
   assign \$622  = \$620  & \$621 ;
   assign \$625  = ~ bus__we;
   assign \$626  = \new  & \$625 ;
-  assign \$627  = \port$11763$2 [9:0] == 6'h3f;
+  assign \$627  = \port$11770$2 [9:0] == 6'h3f;
   assign \$628  = \$626  & \$627 ;
   assign \$631  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$632  = event0_value & \$631 ;
   assign \$633  = \$632  | wdata;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$11763$2 [9:0] == 7'h40;
+  assign \$636  = \port$11770$2 [9:0] == 7'h40;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$641  = event1_value & \$640 ;
   assign \$642  = \$641  | wdata;
   assign \$643  = ~ bus__we;
   assign \$644  = \new  & \$643 ;
-  assign \$645  = \port$11763$2 [9:0] == 7'h41;
+  assign \$645  = \port$11770$2 [9:0] == 7'h41;
   assign \$646  = \$644  & \$645 ;
   assign \$649  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$650  = event2_value & \$649 ;
   assign \$651  = \$650  | wdata;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$11763$2 [9:0] == 7'h42;
+  assign \$654  = \port$11770$2 [9:0] == 7'h42;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$659  = event3_value & \$658 ;
   assign \$660  = \$659  | wdata;
   assign \$661  = ~ bus__we;
   assign \$662  = \new  & \$661 ;
-  assign \$663  = \port$11763$2 [9:0] == 7'h43;
+  assign \$663  = \port$11770$2 [9:0] == 7'h43;
   assign \$664  = \$662  & \$663 ;
   assign \$667  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$668  = event4_value & \$667 ;
   assign \$669  = \$668  | wdata;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$11763$2 [9:0] == 7'h44;
+  assign \$672  = \port$11770$2 [9:0] == 7'h44;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$677  = event5_value & \$676 ;
   assign \$678  = \$677  | wdata;
   assign \$679  = ~ bus__we;
   assign \$680  = \new  & \$679 ;
-  assign \$681  = \port$11763$2 [9:0] == 7'h45;
+  assign \$681  = \port$11770$2 [9:0] == 7'h45;
   assign \$682  = \$680  & \$681 ;
   assign \$685  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$686  = event6_value & \$685 ;
   assign \$687  = \$686  | wdata;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$11763$2 [9:0] == 7'h46;
+  assign \$690  = \port$11770$2 [9:0] == 7'h46;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$695  = event7_value & \$694 ;
   assign \$696  = \$695  | wdata;
   assign \$697  = ~ bus__we;
   assign \$698  = \new  & \$697 ;
-  assign \$699  = \port$11763$2 [9:0] == 7'h47;
+  assign \$699  = \port$11770$2 [9:0] == 7'h47;
   assign \$700  = \$698  & \$699 ;
   assign \$703  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$704  = event8_value & \$703 ;
   assign \$705  = \$704  | wdata;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$11763$2 [9:0] == 7'h48;
+  assign \$708  = \port$11770$2 [9:0] == 7'h48;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$713  = event9_value & \$712 ;
   assign \$714  = \$713  | wdata;
   assign \$715  = ~ bus__we;
   assign \$716  = \new  & \$715 ;
-  assign \$717  = \port$11763$2 [9:0] == 7'h49;
+  assign \$717  = \port$11770$2 [9:0] == 7'h49;
   assign \$718  = \$716  & \$717 ;
   assign \$721  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$722  = event10_value & \$721 ;
   assign \$723  = \$722  | wdata;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$11763$2 [9:0] == 7'h4a;
+  assign \$726  = \port$11770$2 [9:0] == 7'h4a;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$731  = event11_value & \$730 ;
   assign \$732  = \$731  | wdata;
   assign \$733  = ~ bus__we;
   assign \$734  = \new  & \$733 ;
-  assign \$735  = \port$11763$2 [9:0] == 7'h4b;
+  assign \$735  = \port$11770$2 [9:0] == 7'h4b;
   assign \$736  = \$734  & \$735 ;
   assign \$739  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$740  = event12_value & \$739 ;
   assign \$741  = \$740  | wdata;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$11763$2 [9:0] == 7'h4c;
+  assign \$744  = \port$11770$2 [9:0] == 7'h4c;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$749  = event13_value & \$748 ;
   assign \$750  = \$749  | wdata;
   assign \$751  = ~ bus__we;
   assign \$752  = \new  & \$751 ;
-  assign \$753  = \port$11763$2 [9:0] == 7'h4d;
+  assign \$753  = \port$11770$2 [9:0] == 7'h4d;
   assign \$754  = \$752  & \$753 ;
   assign \$757  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$758  = event14_value & \$757 ;
   assign \$759  = \$758  | wdata;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$11763$2 [9:0] == 7'h4e;
+  assign \$762  = \port$11770$2 [9:0] == 7'h4e;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$767  = event15_value & \$766 ;
   assign \$768  = \$767  | wdata;
   assign \$769  = ~ bus__we;
   assign \$770  = \new  & \$769 ;
-  assign \$771  = \port$11763$2 [9:0] == 7'h4f;
+  assign \$771  = \port$11770$2 [9:0] == 7'h4f;
   assign \$772  = \$770  & \$771 ;
   assign \$775  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$776  = perf_sel_addr & \$775 ;
   assign \$777  = \$776  | wdata[11:0];
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$11763$2 [9:0] == 7'h50;
+  assign \$780  = \port$11770$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$11763$2 [9:0] == 7'h51;
+  assign \$786  = \port$11770$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24484,167 +24532,167 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11763$2 [9:0];
+  assign \$3  = ! \port$11770$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11763$2 [9:0] == 1'h1;
+  assign \$5  = \port$11770$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11763$2 [9:0] == 2'h2;
+  assign \$7  = \port$11770$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11763$2 [9:0] == 2'h3;
+  assign \$9  = \port$11770$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11763$2 [9:0] == 3'h4;
+  assign \$11  = \port$11770$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11763$2 [9:0] == 3'h5;
+  assign \$13  = \port$11770$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11763$2 [9:0] == 3'h6;
+  assign \$15  = \port$11770$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11763$2 [9:0] == 4'h8;
+  assign \$17  = \port$11770$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11763$2 [9:0] == 4'h9;
+  assign \$19  = \port$11770$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11763$2 [9:0] == 4'ha;
+  assign \$21  = \port$11770$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11763$2 [9:0] == 4'hb;
+  assign \$23  = \port$11770$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11763$2 [9:0] == 4'hc;
+  assign \$25  = \port$11770$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11763$2 [9:0] == 4'hd;
+  assign \$27  = \port$11770$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11763$2 [9:0] == 4'he;
+  assign \$29  = \port$11770$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11763$2 [9:0] == 4'hf;
+  assign \$31  = \port$11770$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11763$2 [9:0] == 5'h10;
+  assign \$33  = \port$11770$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11763$2 [9:0] == 5'h11;
+  assign \$35  = \port$11770$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11763$2 [9:0] == 5'h12;
+  assign \$37  = \port$11770$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11763$2 [9:0] == 5'h13;
+  assign \$39  = \port$11770$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11763$2 [9:0] == 5'h14;
+  assign \$41  = \port$11770$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11763$2 [9:0] == 5'h15;
+  assign \$43  = \port$11770$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11763$2 [9:0] == 5'h16;
+  assign \$45  = \port$11770$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11763$2 [9:0] == 5'h17;
+  assign \$47  = \port$11770$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11763$2 [9:0] == 5'h18;
+  assign \$49  = \port$11770$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11763$2 [9:0] == 5'h19;
+  assign \$51  = \port$11770$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11763$2 [9:0] == 5'h1a;
+  assign \$53  = \port$11770$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11763$2 [9:0] == 5'h1b;
+  assign \$55  = \port$11770$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11763$2 [9:0] == 5'h1c;
+  assign \$57  = \port$11770$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11763$2 [9:0] == 5'h1d;
+  assign \$59  = \port$11770$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11763$2 [9:0] == 6'h20;
+  assign \$61  = \port$11770$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11763$2 [9:0] == 6'h21;
+  assign \$63  = \port$11770$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11763$2 [9:0] == 6'h22;
+  assign \$65  = \port$11770$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11763$2 [9:0] == 6'h23;
+  assign \$67  = \port$11770$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11763$2 [9:0] == 6'h24;
+  assign \$69  = \port$11770$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11763$2 [9:0] == 6'h25;
+  assign \$71  = \port$11770$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11763$2 [9:0] == 6'h26;
+  assign \$73  = \port$11770$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11763$2 [9:0] == 6'h27;
+  assign \$75  = \port$11770$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11763$2 [9:0] == 6'h28;
+  assign \$77  = \port$11770$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11763$2 [9:0] == 6'h29;
+  assign \$79  = \port$11770$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11763$2 [9:0] == 6'h2a;
+  assign \$81  = \port$11770$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11763$2 [9:0] == 6'h2b;
+  assign \$83  = \port$11770$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11763$2 [9:0] == 6'h2c;
+  assign \$85  = \port$11770$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11763$2 [9:0] == 6'h2d;
+  assign \$87  = \port$11770$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11763$2 [9:0] == 6'h2e;
+  assign \$89  = \port$11770$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11763$2 [9:0] == 6'h2f;
+  assign \$91  = \port$11770$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11763$2 [9:0] == 6'h30;
+  assign \$93  = \port$11770$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11763$2 [9:0] == 6'h31;
+  assign \$95  = \port$11770$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11763$2 [9:0] == 6'h32;
+  assign \$97  = \port$11770$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11763$2 [9:0] == 6'h33;
+  assign \$99  = \port$11770$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11763$2 [9:0] == 6'h34;
+  assign \$101  = \port$11770$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11763$2 [9:0] == 6'h35;
+  assign \$103  = \port$11770$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11763$2 [9:0] == 6'h36;
+  assign \$105  = \port$11770$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11763$2 [9:0] == 6'h37;
+  assign \$107  = \port$11770$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11763$2 [9:0] == 6'h38;
+  assign \$109  = \port$11770$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -25922,49 +25970,49 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11763$2 , 2'h0 };
-  assign work_qready = { \port$4267$0 , \port$4257$0 , \port$4247$0 , \port$4237$0  };
-  assign work_qreset = { \port$4269$0 , \port$4259$0 , \port$4249$0 , \port$4239$0  };
-  assign retire0_error = \port$11166$0 [7:0];
-  assign retire0_tag = \port$11166$0 [23:8];
-  assign retire1_error = \port$11216$0 [7:0];
-  assign retire1_tag = \port$11216$0 [23:8];
-  assign retire2_error = \port$11266$0 [7:0];
-  assign retire2_tag = \port$11266$0 [23:8];
-  assign retire3_error = \port$11316$0 [7:0];
-  assign retire3_tag = \port$11316$0 [23:8];
-  assign q_head0_word = \port$5297$0 [31:0];
-  assign q_head1_word = \port$5297$0 [63:32];
-  assign q_head2_word = \port$5297$0 [95:64];
-  assign q_head3_word = \port$5297$0 [127:96];
-  assign q_head4_word = \port$5297$0 [159:128];
-  assign q_head5_word = \port$5297$0 [191:160];
-  assign q_head6_word = \port$5297$0 [223:192];
-  assign q_head7_word = \port$5297$0 [255:224];
-  assign q_head8_word = \port$5327$0 [31:0];
-  assign q_head9_word = \port$5327$0 [63:32];
-  assign q_head10_word = \port$5327$0 [95:64];
-  assign q_head11_word = \port$5327$0 [127:96];
-  assign q_head12_word = \port$5327$0 [159:128];
-  assign q_head13_word = \port$5327$0 [191:160];
-  assign q_head14_word = \port$5327$0 [223:192];
-  assign q_head15_word = \port$5327$0 [255:224];
-  assign q_head16_word = \port$5357$0 [31:0];
-  assign q_head17_word = \port$5357$0 [63:32];
-  assign q_head18_word = \port$5357$0 [95:64];
-  assign q_head19_word = \port$5357$0 [127:96];
-  assign q_head20_word = \port$5357$0 [159:128];
-  assign q_head21_word = \port$5357$0 [191:160];
-  assign q_head22_word = \port$5357$0 [223:192];
-  assign q_head23_word = \port$5357$0 [255:224];
-  assign q_head24_word = \port$5387$0 [31:0];
-  assign q_head25_word = \port$5387$0 [63:32];
-  assign q_head26_word = \port$5387$0 [95:64];
-  assign q_head27_word = \port$5387$0 [127:96];
-  assign q_head28_word = \port$5387$0 [159:128];
-  assign q_head29_word = \port$5387$0 [191:160];
-  assign q_head30_word = \port$5387$0 [223:192];
-  assign q_head31_word = \port$5387$0 [255:224];
+  assign bus__addr = { \port$11770$2 , 2'h0 };
+  assign work_qready = { \port$4275$0 , \port$4265$0 , \port$4255$0 , \port$4245$0  };
+  assign work_qreset = { \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
+  assign retire0_error = \port$11174$0 [7:0];
+  assign retire0_tag = \port$11174$0 [23:8];
+  assign retire1_error = \port$11224$0 [7:0];
+  assign retire1_tag = \port$11224$0 [23:8];
+  assign retire2_error = \port$11274$0 [7:0];
+  assign retire2_tag = \port$11274$0 [23:8];
+  assign retire3_error = \port$11324$0 [7:0];
+  assign retire3_tag = \port$11324$0 [23:8];
+  assign q_head0_word = \port$5305$0 [31:0];
+  assign q_head1_word = \port$5305$0 [63:32];
+  assign q_head2_word = \port$5305$0 [95:64];
+  assign q_head3_word = \port$5305$0 [127:96];
+  assign q_head4_word = \port$5305$0 [159:128];
+  assign q_head5_word = \port$5305$0 [191:160];
+  assign q_head6_word = \port$5305$0 [223:192];
+  assign q_head7_word = \port$5305$0 [255:224];
+  assign q_head8_word = \port$5335$0 [31:0];
+  assign q_head9_word = \port$5335$0 [63:32];
+  assign q_head10_word = \port$5335$0 [95:64];
+  assign q_head11_word = \port$5335$0 [127:96];
+  assign q_head12_word = \port$5335$0 [159:128];
+  assign q_head13_word = \port$5335$0 [191:160];
+  assign q_head14_word = \port$5335$0 [223:192];
+  assign q_head15_word = \port$5335$0 [255:224];
+  assign q_head16_word = \port$5365$0 [31:0];
+  assign q_head17_word = \port$5365$0 [63:32];
+  assign q_head18_word = \port$5365$0 [95:64];
+  assign q_head19_word = \port$5365$0 [127:96];
+  assign q_head20_word = \port$5365$0 [159:128];
+  assign q_head21_word = \port$5365$0 [191:160];
+  assign q_head22_word = \port$5365$0 [223:192];
+  assign q_head23_word = \port$5365$0 [255:224];
+  assign q_head24_word = \port$5395$0 [31:0];
+  assign q_head25_word = \port$5395$0 [63:32];
+  assign q_head26_word = \port$5395$0 [95:64];
+  assign q_head27_word = \port$5395$0 [127:96];
+  assign q_head28_word = \port$5395$0 [159:128];
+  assign q_head29_word = \port$5395$0 [191:160];
+  assign q_head30_word = \port$5395$0 [223:192];
+  assign q_head31_word = \port$5395$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -25979,10 +26027,10 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4267$0 , \port$4257$0 , \port$4247$0 , \port$4237$0  };
+  assign \$224  = { 1'h0, \port$4275$0 , \port$4265$0 , \port$4255$0 , \port$4245$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4269$0 , \port$4259$0 , \port$4249$0 , \port$4239$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -25994,20 +26042,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$11166$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$11166$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$11174$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$11174$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$11216$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$11216$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$11224$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$11224$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$11266$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$11266$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$11274$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$11274$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$11316$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$11316$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$11324$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$11324$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -26041,69 +26089,69 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5297$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5305$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5297$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5305$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5297$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5305$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5297$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5305$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5297$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5305$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5297$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5305$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5297$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5305$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5297$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5305$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5327$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5335$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5327$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5335$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5327$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5335$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5327$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5335$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5327$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5335$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5327$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5335$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5327$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5335$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5327$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5335$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5357$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5365$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5357$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5365$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5357$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5365$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5357$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5365$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5357$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5365$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5357$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5365$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5357$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5365$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5357$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5365$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5387$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5395$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5387$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5395$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5387$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5395$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5387$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5395$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5387$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5395$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5387$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5395$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5387$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5395$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5387$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5395$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -58559,7 +58607,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11793$16 , \port$12575$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11802$16 , \port$12584$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -58603,10 +58651,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11793$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11793$16 ;
-  wire [15:0] \port$11793$16 ;
-  input [7:0] \port$12575$0 ;
-  wire [7:0] \port$12575$0 ;
+  input [15:0] \port$11802$16 ;
+  wire [15:0] \port$11802$16 ;
+  input [7:0] \port$12584$0 ;
+  wire [7:0] \port$12584$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -58641,7 +58689,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11793$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11793$16 , \port$12575$0  };
+      storage[w_port__addr] <= { \port$11802$16 , \port$12584$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -58752,8 +58800,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11793$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11793$16 , \port$12575$0  };
-  assign w_data = { \port$11793$16 , \port$12575$0  };
+  assign w_port__data = { \port$11802$16 , \port$12584$0  };
+  assign w_data = { \port$11802$16 , \port$12584$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -58763,7 +58811,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
 , q__0__qreset_req, q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot
 , axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we
 , q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell, q__3__doorbell, q__0__enable
-, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$11773$0 , \port$11773$8 , q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
+, q__1__enable, q__2__enable, q__3__enable, cpl_tag, \port$11780$0 , \port$11780$8 , q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
@@ -59476,10 +59524,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [31:0] \limit$66 ;
   input [3:0] \port$115$0 ;
   wire [3:0] \port$115$0 ;
-  input [3:0] \port$11773$0 ;
-  wire [3:0] \port$11773$0 ;
-  input [23:0] \port$11773$8 ;
-  wire [23:0] \port$11773$8 ;
+  input [3:0] \port$11780$0 ;
+  wire [3:0] \port$11780$0 ;
+  input [23:0] \port$11780$8 ;
+  wire [23:0] \port$11780$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -60204,7 +60252,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$11773$0 [1:0] < 3'h4;
+  assign \$165  = \port$11780$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -60412,7 +60460,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$11773$0 [1:0];
+  assign \$344  = ! \port$11780$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -60432,7 +60480,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$11773$0 [1:0] == 1'h1;
+  assign \$364  = \port$11780$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -60452,7 +60500,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$11773$0 [1:0] == 2'h2;
+  assign \$384  = \port$11780$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -60472,7 +60520,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$11773$0 [1:0] == 2'h3;
+  assign \$404  = \port$11780$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -60565,7 +60613,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$11874$0 (fetch_r_buf),
+    .\port$11883$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -60577,7 +60625,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$11874$0 (fetch_r_buf),
+    .\port$11883$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -60589,7 +60637,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$11874$0 (fetch_r_buf),
+    .\port$11883$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -60601,7 +60649,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$11874$0 (fetch_r_buf),
+    .\port$11883$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -62299,12 +62347,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$11773$0 [1:0];
-  assign cpl_irq = \port$11773$0 [2];
-  assign cpl_halt = \port$11773$0 [3];
-  assign cpl_flags = \port$11773$8 [7:0];
-  assign cpl_status = \port$11773$8 [15:8];
-  assign cpl_opcode = \port$11773$8 [23:16];
+  assign cpl_queue = \port$11780$0 [1:0];
+  assign cpl_irq = \port$11780$0 [2];
+  assign cpl_halt = \port$11780$0 [3];
+  assign cpl_flags = \port$11780$8 [7:0];
+  assign cpl_status = \port$11780$8 [15:8];
+  assign cpl_opcode = \port$11780$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -62355,12 +62403,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$11773$8 [23:16];
-  assign \w_data$258 [19:12] = \port$11773$8 [15:8];
-  assign \w_data$258 [11:4] = \port$11773$8 [7:0];
-  assign \w_data$258 [3] = \port$11773$0 [3];
-  assign \w_data$258 [2] = \port$11773$0 [2];
-  assign \w_data$258 [1:0] = \port$11773$0 [1:0];
+  assign \w_data$258 [27:20] = \port$11780$8 [23:16];
+  assign \w_data$258 [19:12] = \port$11780$8 [15:8];
+  assign \w_data$258 [11:4] = \port$11780$8 [7:0];
+  assign \w_data$258 [3] = \port$11780$0 [3];
+  assign \w_data$258 [2] = \port$11780$0 [2];
+  assign \w_data$258 [1:0] = \port$11780$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -62913,8 +62961,8 @@ module \kaki_soc_16x16.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awval
     aw_timer <= \$126 ;
   \kaki_soc_16x16.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5089$0 (aw_hs_id),
-    .\port$5103$0 (down__awlen),
+    .\port$5097$0 (aw_hs_id),
+    .\port$5111$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -63257,7 +63305,7 @@ module \kaki_soc_16x16.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awval
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5089$0 , w_en, \port$5103$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -63281,10 +63329,10 @@ module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5089$0 , w_en, \port$510
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5089$0 ;
-  wire [2:0] \port$5089$0 ;
-  input [7:0] \port$5103$0 ;
-  wire [7:0] \port$5103$0 ;
+  input [2:0] \port$5097$0 ;
+  wire [2:0] \port$5097$0 ;
+  input [7:0] \port$5111$0 ;
+  wire [7:0] \port$5111$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -63316,7 +63364,7 @@ module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5089$0 , w_en, \port$510
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5089$0 , \port$5103$0  };
+      storage[w_port__addr] <= { \port$5097$0 , \port$5111$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -63378,8 +63426,8 @@ module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5089$0 , w_en, \port$510
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5089$0 , \port$5103$0  };
-  assign w_data = { \port$5089$0 , \port$5103$0  };
+  assign w_port__data = { \port$5097$0 , \port$5111$0  };
+  assign w_data = { \port$5097$0 , \port$5111$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -63946,7 +63994,7 @@ module \kaki_soc_16x16.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11874$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11883$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -63973,8 +64021,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11874$0 ;
-  wire [191:0] \port$11874$0 ;
+  input [191:0] \port$11883$0 ;
+  wire [191:0] \port$11883$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -64009,7 +64057,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11874$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11883$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64080,14 +64128,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11874$0  };
-  assign w_data = { \port$0$87 , \port$11874$0  };
+  assign w_port__data = { \port$0$87 , \port$11883$0  };
+  assign w_data = { \port$0$87 , \port$11883$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11874$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11883$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64114,8 +64162,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11874$0 ;
-  wire [191:0] \port$11874$0 ;
+  input [191:0] \port$11883$0 ;
+  wire [191:0] \port$11883$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -64150,7 +64198,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11874$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11883$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64221,14 +64269,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11874$0  };
-  assign w_data = { \port$0$87 , \port$11874$0  };
+  assign w_port__data = { \port$0$87 , \port$11883$0  };
+  assign w_data = { \port$0$87 , \port$11883$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11874$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11883$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64255,8 +64303,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11874$0 ;
-  wire [191:0] \port$11874$0 ;
+  input [191:0] \port$11883$0 ;
+  wire [191:0] \port$11883$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -64291,7 +64339,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11874$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11883$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64362,14 +64410,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11874$0  };
-  assign w_data = { \port$0$87 , \port$11874$0  };
+  assign w_port__data = { \port$0$87 , \port$11883$0  };
+  assign w_data = { \port$0$87 , \port$11883$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11874$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11883$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64396,8 +64444,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11874$0 ;
-  wire [191:0] \port$11874$0 ;
+  input [191:0] \port$11883$0 ;
+  wire [191:0] \port$11883$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -64432,7 +64480,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11874$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11883$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64503,8 +64551,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11874$0  };
-  assign w_data = { \port$0$87 , \port$11874$0  };
+  assign w_port__data = { \port$0$87 , \port$11883$0  };
+  assign w_data = { \port$0$87 , \port$11883$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -73406,7 +73454,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11795$16 , \port$16643$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11804$16 , \port$16652$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -73450,10 +73498,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11795$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11795$16 ;
-  wire [15:0] \port$11795$16 ;
-  input [7:0] \port$16643$0 ;
-  wire [7:0] \port$16643$0 ;
+  input [15:0] \port$11804$16 ;
+  wire [15:0] \port$11804$16 ;
+  input [7:0] \port$16652$0 ;
+  wire [7:0] \port$16652$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -73488,7 +73536,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11795$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11795$16 , \port$16643$0  };
+      storage[w_port__addr] <= { \port$11804$16 , \port$16652$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -73599,8 +73647,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11795$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11795$16 , \port$16643$0  };
-  assign w_data = { \port$11795$16 , \port$16643$0  };
+  assign w_port__data = { \port$11804$16 , \port$16652$0  };
+  assign w_data = { \port$11804$16 , \port$16652$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
