@@ -114,6 +114,52 @@ async def errors_are_precise_and_isolated(dut):
 
 
 @cocotb.test()
+async def dma_bus_timeouts_in_a_row(dut):
+    """Seven bus timeouts in a row on each DMA channel, the host memory's black hole keeping every
+    abandoned burst parked: each abandon leaves orphans on the guard's current AXI ID, so the
+    channel's next burst takes the next free ID (hdl_gen/axi_guard.py), through all eight. Each
+    command fails with BUS_TIMEOUT and its own tag; on the last free ID a load and a store outside
+    the black hole still work, and again once the black hole has answered the orphans. Data
+    checked bit-exactly against what the host wrote."""
+    tb = ChipTB(dut)
+    caps = await _reset(tb)
+    await tb.enable_irqs()
+    rng = np.random.default_rng(tb.seed)
+    hole = (0xE_0000, 0xE_1000)
+    tb.host.set_blackhole(*hole)
+    await tb.write(R.BUS_TIMEOUT, 300)
+    row = caps.dim
+
+    async def round_trip(what, src, dst):
+        data = rng.integers(0, 256, 4 * row, dtype=np.uint8).tobytes()
+        await tb.host.load(src, data)
+        await tb.run_phases([[encode(Opcode.DMA_LOAD, irq=True, host_addr=src, row_bytes=row,
+                                     rows=4, planes=1, host_row_stride=row, local_row_stride=1,
+                                     local_addr=16)],
+                             [encode(Opcode.DMA_STORE, irq=True, host_addr=dst, row_bytes=row,
+                                     rows=4, planes=1, host_row_stride=row, local_row_stride=1,
+                                     local_addr=16)]], timeout_cycles=20_000)
+        assert await tb.host.read(dst, len(data)) == data, f"{what}: the stored rows differ"
+
+    for opcode in (Opcode.DMA_LOAD, Opcode.DMA_STORE):
+        for i in range(7):
+            tag = 0x40 + 8 * (opcode == Opcode.DMA_STORE) + i
+            await tb.submit(encode(opcode, irq=True, tag=tag, host_addr=hole[0] + 64 * i,
+                                   row_bytes=row, rows=1, planes=1, local_addr=i))
+            try:
+                await tb.wait_irq(20_000, f"the bus timeout of {opcode.name} {i}")
+            except CommandFailed as e:
+                assert (e.code, e.opcode, e.tag) == (ErrorCode.BUS_TIMEOUT, opcode, tag), e
+            else:
+                raise AssertionError(f"{opcode.name} {i} into the black hole did not time out")
+    await round_trip("on the last free IDs", 0x2000, 0x6000)
+    tb.host.clear_blackhole()
+    await ClockCycles(dut.clk, 200)
+    await round_trip("after the orphans were answered", 0x2400, 0x6400)
+    await tb.write(R.BUS_TIMEOUT, R.BUS_TIMEOUT.CYCLES.reset)
+
+
+@cocotb.test()
 async def direct_submission_overflow(dut):
     """A direct submission to an engine whose command FIFO is full retires at once with
     CMD_OVERFLOW (hdl_gen/dispatcher.py): ERROR_INFO names the refused command, the accepted ones
@@ -300,3 +346,103 @@ async def firmware_reads_perf(dut):
     assert R.IRQ_STATUS.FW_MSG.get(status), f"IRQ_STATUS {status:#x}"
     msg = await tb.read(R.FW_MSG)
     assert msg == expect, f"firmware read PERF_DMA_LOAD_BYTES as {msg:#x}, CSR says {expect:#x}"
+
+
+async def run_core_program(tb, words, budget, what):
+    """Hold the control core, load ``words`` into IMEM through CORE_MEM_ADDR/DATA (the driver's
+    bring-up path), release it and return once CORE_PC shows its last word, a jump to itself,
+    committed; fail after ``budget`` cycles."""
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+    await tb.write(R.CORE_MEM_ADDR, 0)
+    for w in words:
+        await tb.write(R.CORE_MEM_DATA, w)
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(1))
+    halt_pc = 4 * (len(words) - 1)
+    for _ in range(budget // 200 + 1):
+        await ClockCycles(tb.dut.clk, 200)
+        if await tb.read(R.CORE_PC) == halt_pc:
+            return
+    raise AssertionError(f"{what}: the core did not reach its final jump at {halt_pc:#x} within "
+                         f"{budget} cycles (CORE_PC {await tb.read(R.CORE_PC):#x})")
+
+
+#: MMIO words a program on the control core writes and the host reads back in the registers of
+#: the same names (kaki_mmio.rdl, kaki_regs.rdl): the signatures of core_random_programs
+SIGNATURE_REGS = (("FW_VERSION", "FW_VERSION"), ("FW_FAULT_PC", "FW_FAULT_PC"),
+                  ("FW_FAULT_CAUSE", "FW_FAULT_CAUSE"), ("FW_FAULT_TVAL", "FW_FAULT_TVAL"))
+
+
+@cocotb.test()
+async def core_random_programs(dut):
+    """Random RV32IM programs on the chip's control core (the block test's generator, with a
+    signature: verif.rv32_random.signed_program), loaded and started through CORE_CTRL and
+    CORE_MEM_ADDR/DATA as the driver's bring-up does. The signatures the program stores to MMIO,
+    read back through the host's FW_* registers once CORE_PC stays on the final jump-to-self,
+    must equal the ISS's for the same words. KAKI_CORE_PROGRAMS programs of KAKI_CORE_INSNS body
+    instructions."""
+    import random
+
+    from golden.rv32_asm import is_terminator
+    from golden.rv32_iss import MMIO_BASE, RV32ISS
+    from spec import mmio_registers as MR
+    from verif.rv32_random import signed_program
+
+    tb = ChipTB(dut)
+    await _reset(tb)
+    rng = random.Random(tb.seed)
+    addrs = [MMIO_BASE + MR.REGISTERS[m].addr for m, _ in SIGNATURE_REGS]
+    for n in range(int(os.environ.get("KAKI_CORE_PROGRAMS", "3"))):
+        words = signed_program(rng, int(os.environ.get("KAKI_CORE_INSNS", "400")), addrs)
+        iss = RV32ISS(words)
+        # (the pipeline takes a few cycles per instruction at most: 8 per ISS step is generous)
+        steps = iss.run(50 * len(words), until=is_terminator)
+        expected = {a: v for a, v, _ in iss.mmio.writes}
+        assert all(a in expected for a in addrs), f"the ISS did not reach the signature ({steps} steps)"
+        await run_core_program(tb, words, 8 * steps, f"program {n} ({steps} ISS steps)")
+        got = {m: await tb.read(getattr(R, h)) for m, h in SIGNATURE_REGS}
+        want = {m: expected[MMIO_BASE + MR.REGISTERS[m].addr] for m, _ in SIGNATURE_REGS}
+        assert got == want, (f"program {n} ({len(words)} words, {steps} ISS steps): signatures "
+                             f"{ {k: hex(v) for k, v in got.items()} } != ISS "
+                             f"{ {k: hex(v) for k, v in want.items()} }")
+        tb.log.info(f"program {n}: {len(words)} words, {steps} steps, signatures match")
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+
+
+@cocotb.test()
+async def core_reads_every_perf_counter(dut):
+    """The control core reads every PERF_* counter through PERF_SEL/PERF_VALUE (and a host
+    address that is no counter, which reads 0) while PERF_CTRL.FREEZE holds them, folding the
+    values into a signature it stores to FW_VERSION; the host folds its own reads of the same
+    registers the same way. Some DMA and GEMM work first, so that the counters are not all 0."""
+    from golden import rv32_asm as A
+    from golden.rv32_iss import MMIO_BASE
+    from spec import mmio_registers as MR
+    from verif.rv32_random import SIGNATURE_MULTIPLIER
+
+    tb = ChipTB(dut)
+    caps = await _reset(tb)
+    await tb.enable_irqs()
+    rng = np.random.default_rng(tb.seed)
+    await tb.gemm_epilogue(random_gemm_case(rng, caps.dim, caps.dim, caps.dim))
+    await tb.write(R.PERF_CTRL, R.PERF_CTRL.FREEZE.put(1))
+    perf = [r for name, r in sorted(R.REGISTERS.items(), key=lambda kv: kv[1].addr)
+            if name.startswith("PERF_") and name != "PERF_CTRL"]
+    addrs = [r.addr for r in perf] + [R.ID.addr]
+    sel, value, out, mult, acc, t, v = 5, 6, 7, 8, 9, 10, 11
+    words = (A.li(sel, MMIO_BASE + MR.PERF_SEL.addr) + A.li(value, MMIO_BASE + MR.PERF_VALUE.addr)
+             + A.li(mult, SIGNATURE_MULTIPLIER) + [A.addi(acc, 0, 0)])
+    for a in addrs:
+        words += A.li(t, a) + [A.sw(t, 0, sel), A.lw(v, 0, value), A.R_ENC["mul"](acc, acc, mult),
+                               A.R_ENC["xor"](acc, acc, v)]
+    words += A.li(out, MMIO_BASE + MR.FW_VERSION.addr) + [A.sw(acc, 0, out), A.HALT_INSN]
+    await run_core_program(tb, words, 20 * len(words), "PERF_SEL walk")
+    want = 0
+    for r in perf:
+        want = (want * SIGNATURE_MULTIPLIER ^ await tb.read(r)) & 0xFFFF_FFFF
+    want = want * SIGNATURE_MULTIPLIER & 0xFFFF_FFFF       # the last address is no counter: 0
+    got = await tb.read(R.FW_VERSION)
+    assert got == want, (f"the core's fold of PERF_VALUE over {len(addrs)} addresses is {got:#x}, "
+                         f"the host's reads fold to {want:#x}")
+    tb.log.info(f"PERF_SEL walk: {len(perf)} counters read by the core match the host's")
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+    await tb.write(R.PERF_CTRL, 0)
