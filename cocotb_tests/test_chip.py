@@ -10,12 +10,14 @@ from tools.simbuild import soc_target
 
 MODULE = "cocotb_tests.cocotb_chip"
 #: programs on the chip's control core written by the test, not the firmware
-CORE_PROGRAMS = ("core_random_programs", "core_reads_every_perf_counter")
+CORE_PROGRAMS = ("core_random_programs", "core_reads_every_perf_counter",
+                 "core_fetch_faults_and_interrupt")
 ERRORS_AND_INTERRUPTS = ("errors_are_precise_and_isolated", "direct_submission_overflow",
                          "interrupt_mask_and_ack", "dma_overlaps_gemm", "dma_bus_timeouts_in_a_row")
 #: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
 COCOTB_RUNS = {MODULE: ("random_gemms", "firmware_boots_faults_and_reloads", "firmware_reads_perf",
-                       *CORE_PROGRAMS, *ERRORS_AND_INTERRUPTS)}
+                       "host_registers_hold_what_is_written", *CORE_PROGRAMS,
+                       *ERRORS_AND_INTERRUPTS)}
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 
 
@@ -39,6 +41,12 @@ def test_chip_firmware_reads_perf():
                                 [fw_build.FW / "probes" / "perf_probe.c"])
     simbuild.run(soc_target(8), MODULE, testcase="firmware_reads_perf",
                  tag="firmware_perf", extra_env={"KAKI_PROBE_ELF": str(elf)})
+
+
+@pytest.mark.sim
+def test_chip_host_registers():
+    simbuild.run(soc_target(8), MODULE, testcase="host_registers_hold_what_is_written",
+                 tag="host_registers")
 
 
 @pytest.mark.sim
