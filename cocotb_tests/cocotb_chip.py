@@ -544,8 +544,11 @@ async def host_registers_hold_what_is_written(dut):
     core or a queue), walked with a one and a zero through each field bit over a random
     background (bits outside the fields set at random too): each write reads back as written,
     masked to the fields, and a final sweep finds every register holding its last value (no
-    write reached another register). The core is held and the queues are disabled, so the values
-    configure nothing that runs."""
+    write reached another register). Then every register without a writable field (const, ro)
+    takes a random write and its complement and must read as before: with the core held, the
+    engines idle and the PERF_* counters frozen they all hold still, except TIMESTAMP, which
+    counts on. The core is held and the queues are disabled, so the values configure nothing
+    that runs."""
     import random
 
     tb = ChipTB(dut)
@@ -569,5 +572,19 @@ async def host_registers_hold_what_is_written(dut):
     for reg in regs:
         got = await tb.read(reg)
         assert got == last[reg.name], f"{reg.name} reads {got:#x}, last written {last[reg.name]:#x}"
+    await tb.write(R.PERF_CTRL, R.PERF_CTRL.FREEZE.put(1))
+    fixed = [r for r in R.REGISTERS.values() if all(f.kind in ("ro", "const") for f in r.fields)]
+    for reg in fixed:
+        before = await tb.read(reg)
+        junk = rng.getrandbits(32)
+        for value in (junk, ~junk & 0xFFFF_FFFF):
+            await tb.write(reg, value)
+            after = await tb.read(reg)
+            if reg is R.TIMESTAMP:
+                assert (after - before) & 0xFFFF_FFFF < 1000, f"TIMESTAMP jumped to {after:#x}"
+            else:
+                assert after == before, f"a write of {value:#x} changed {reg.name}: {before:#x} -> {after:#x}"
+            before = after
+    await tb.write(R.PERF_CTRL, 0)
     tb.log.info(f"{len(regs)} registers, {sum(bin(sum(f.mask for f in r.fields)).count('1') for r in regs)} "
-                f"bits walked")
+                f"bits walked; writes to {len(fixed)} read-only registers ignored")
