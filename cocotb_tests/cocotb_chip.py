@@ -547,8 +547,8 @@ async def host_registers_hold_what_is_written(dut):
     write reached another register). Then every register without a writable field (const, ro)
     takes a random write and its complement and must read as before: with the core held, the
     engines idle and the PERF_* counters frozen they all hold still, except TIMESTAMP, which
-    counts on. The core is held and the queues are disabled, so the values configure nothing
-    that runs."""
+    counts on. Last, every register is read once and pulse fields must read 0. The core is held
+    and the queues are disabled, so the values configure nothing that runs."""
     import random
 
     tb = ChipTB(dut)
@@ -586,5 +586,45 @@ async def host_registers_hold_what_is_written(dut):
                 assert after == before, f"a write of {value:#x} changed {reg.name}: {before:#x} -> {after:#x}"
             before = after
     await tb.write(R.PERF_CTRL, 0)
+    # the rest (strobes, pulses, CORE_CTRL, Q_CTRL*, IRQ_STATUS) read once too: pulses read 0
+    for reg in R.REGISTERS.values():
+        value = await tb.read(reg)
+        pulses = [f.name for f in reg.fields if f.kind == "pulse" and f.get(value)]
+        assert not pulses, f"{reg.name} reads {value:#x}: pulse fields {pulses} are not 0"
     tb.log.info(f"{len(regs)} registers, {sum(bin(sum(f.mask for f in r.fields)).count('1') for r in regs)} "
                 f"bits walked; writes to {len(fixed)} read-only registers ignored")
+
+
+@cocotb.test()
+async def core_mmio_read_only_registers_ignore_writes(dut):
+    """The control core reads every MMIO register, and writes the complement of what it read to
+    every one without a writable field: a second read must give the first value again (the
+    difference of each is OR-ed into FW_FAULT_TVAL, which must read 0, and FW_VERSION gets the
+    number of registers checked). TIMESTAMP, which counts on, takes the write unchecked. With
+    the queues disabled and the engines idle nothing else moves them."""
+    from golden import rv32_asm as A
+    from golden.rv32_iss import MMIO_BASE
+    from spec import mmio_registers as MR
+
+    tb = ChipTB(dut)
+    await _reset(tb)
+    mmio, acc, first, second, t = 20, 21, 5, 6, 7
+    words = A.li(mmio, MMIO_BASE) + [A.addi(acc, 0, 0)]
+    checked = 0
+    for reg in sorted(MR.REGISTERS.values(), key=lambda r: r.addr):
+        if not all(f.kind == "ro" for f in reg.fields):
+            words += [A.lw(first, reg.addr, mmio)]          # a read, no write
+            continue
+        words += [A.lw(first, reg.addr, mmio), A.xori(t, first, -1), A.sw(t, reg.addr, mmio),
+                  A.lw(second, reg.addr, mmio)]
+        if reg is not MR.TIMESTAMP:
+            words += [A.R_ENC["xor"](t, first, second), A.R_ENC["or"](acc, acc, t)]
+            checked += 1
+    words += [A.sw(acc, MR.FW_FAULT_TVAL.addr, mmio), A.addi(t, 0, checked),
+              A.sw(t, MR.FW_VERSION.addr, mmio), A.HALT_INSN]
+    await run_core_program(tb, words, 20 * len(words), "MMIO read-only writes")
+    assert await tb.read(R.FW_VERSION) == checked, "the program did not finish its checks"
+    diff = await tb.read(R.FW_FAULT_TVAL)
+    assert diff == 0, f"writes changed bits {diff:#x} of read-only MMIO registers"
+    tb.log.info(f"{checked} read-only MMIO registers ignored the core's writes")
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))

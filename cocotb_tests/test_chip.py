@@ -11,7 +11,7 @@ from tools.simbuild import soc_target
 MODULE = "cocotb_tests.cocotb_chip"
 #: programs on the chip's control core written by the test, not the firmware
 CORE_PROGRAMS = ("core_random_programs", "core_reads_every_perf_counter",
-                 "core_fetch_faults_and_interrupt")
+                 "core_fetch_faults_and_interrupt", "core_mmio_read_only_registers_ignore_writes")
 ERRORS_AND_INTERRUPTS = ("errors_are_precise_and_isolated", "direct_submission_overflow",
                          "interrupt_mask_and_ack", "dma_overlaps_gemm", "dma_bus_timeouts_in_a_row")
 #: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
