@@ -114,6 +114,80 @@ async def errors_are_precise_and_isolated(dut):
 
 
 @cocotb.test()
+async def dma_bus_timeouts_in_a_row(dut):
+    """Bus timeouts on each DMA channel (hdl_gen/axi_guard.py). First the host memory's black
+    hole refuses the bursts' addresses: the guard keeps offering the abandoned address (and a
+    store's W beat) from its hold registers until the black hole lets go. Then seven timeouts in a row
+    with every abandoned burst accepted and parked: each abandon leaves orphans on the guard's
+    current AXI ID, so the channel's next burst takes the next free ID, through all eight. Each
+    command fails with BUS_TIMEOUT and its own tag. Behind each parked one a good command of the
+    same channel waits in the FIFO and runs on the next free ID; their data is checked
+    bit-exactly, and a load-store round trip again once the black hole has answered the orphans."""
+    tb = ChipTB(dut)
+    caps = await _reset(tb)
+    await tb.enable_irqs()
+    rng = np.random.default_rng(tb.seed)
+    hole = (0xE_0000, 0xE_1000)
+    await tb.write(R.BUS_TIMEOUT, 300)
+    row, rounds, src, dst = caps.dim, 7, 0x2000, 0x6000
+    data = rng.integers(0, 256, (rounds, row), dtype=np.uint8)
+    await tb.host.load(src, data.tobytes())
+    spad_rows = rng.integers(0, 256, (rounds, row), dtype=np.uint8)
+    await tb.host.load(src + rounds * row, spad_rows.tobytes())
+    # spad rows 32.. hold what the stores behind the store timeouts write back
+    await tb.run_phases([[encode(Opcode.DMA_LOAD, irq=True, host_addr=src + rounds * row,
+                                 row_bytes=row, rows=rounds, planes=1, host_row_stride=row,
+                                 local_row_stride=1, local_addr=32)]], timeout_cycles=20_000)
+
+    async def timeout(opcode, tag, host_addr):
+        try:
+            await tb.wait_irq(20_000, f"the bus timeout of {opcode.name} tag {tag:#x}")
+        except CommandFailed as e:
+            assert (e.code, e.opcode, e.tag) == (ErrorCode.BUS_TIMEOUT, opcode, tag), e
+        else:
+            raise AssertionError(f"{opcode.name} to the black hole at {host_addr:#x} did not time out")
+
+    tb.host.set_blackhole(*hole, refuse=True, swallow=False)
+    for tag, opcode in enumerate((Opcode.DMA_LOAD, Opcode.DMA_STORE), start=0x30):
+        # four bursts (one per row): the arbiter's buffer takes one, the guard holds the next
+        await tb.submit(encode(opcode, irq=True, tag=tag, host_addr=hole[1] - 256, row_bytes=row,
+                               rows=4, planes=1, host_row_stride=64, local_row_stride=1,
+                               local_addr=4 * (tag - 0x30) + 56))
+        await timeout(opcode, tag, hole[1] - 256)
+    tb.host.clear_blackhole()
+    await ClockCycles(dut.clk, 200)
+    tb.host.set_blackhole(*hole)
+    for opcode in (Opcode.DMA_LOAD, Opcode.DMA_STORE):
+        for i in range(rounds):
+            tag = 0x40 + 8 * (opcode == Opcode.DMA_STORE) + i
+            await tb.submit(encode(opcode, irq=True, tag=tag, host_addr=hole[0] + 64 * i,
+                                   row_bytes=row, rows=1, planes=1, local_addr=i))
+            good = (dict(host_addr=src + i * row, local_addr=16 + i) if opcode == Opcode.DMA_LOAD
+                    else dict(host_addr=dst + i * row, local_addr=32 + i))
+            await tb.submit(encode(opcode, row_bytes=row, rows=1, planes=1, **good))
+            await timeout(opcode, tag, hole[0] + 64 * i)
+    # the loads behind the timeouts, stored back after the stores behind them
+    await tb.run_phases([[encode(Opcode.DMA_STORE, irq=True, host_addr=dst + rounds * row,
+                                 row_bytes=row, rows=rounds, planes=1, host_row_stride=row,
+                                 local_row_stride=1, local_addr=16)]], timeout_cycles=20_000)
+    got = np.frombuffer(await tb.host.read(dst, 2 * rounds * row), np.uint8).reshape(2 * rounds, row)
+    assert (got[:rounds] == spad_rows).all(), "a store behind a bus timeout wrote wrong data"
+    assert (got[rounds:] == data).all(), "a load behind a bus timeout read wrong data"
+    tb.host.clear_blackhole()
+    await ClockCycles(dut.clk, 200)
+    back = rng.integers(0, 256, 4 * row, dtype=np.uint8).tobytes()
+    await tb.host.load(0x2400, back)
+    await tb.run_phases([[encode(Opcode.DMA_LOAD, irq=True, host_addr=0x2400, row_bytes=row,
+                                 rows=4, planes=1, host_row_stride=row, local_row_stride=1,
+                                 local_addr=48)],
+                         [encode(Opcode.DMA_STORE, irq=True, host_addr=0x6400, row_bytes=row,
+                                 rows=4, planes=1, host_row_stride=row, local_row_stride=1,
+                                 local_addr=48)]], timeout_cycles=20_000)
+    assert await tb.host.read(0x6400, len(back)) == back, "a round trip after the orphans differs"
+    await tb.write(R.BUS_TIMEOUT, R.BUS_TIMEOUT.CYCLES.reset)
+
+
+@cocotb.test()
 async def direct_submission_overflow(dut):
     """A direct submission to an engine whose command FIFO is full retires at once with
     CMD_OVERFLOW (hdl_gen/dispatcher.py): ERROR_INFO names the refused command, the accepted ones
@@ -300,3 +374,257 @@ async def firmware_reads_perf(dut):
     assert R.IRQ_STATUS.FW_MSG.get(status), f"IRQ_STATUS {status:#x}"
     msg = await tb.read(R.FW_MSG)
     assert msg == expect, f"firmware read PERF_DMA_LOAD_BYTES as {msg:#x}, CSR says {expect:#x}"
+
+
+async def run_core_program(tb, words, budget, what):
+    """Hold the control core, load ``words`` into IMEM through CORE_MEM_ADDR/DATA (the driver's
+    bring-up path), release it and return once CORE_PC shows its last word, a jump to itself,
+    committed; fail after ``budget`` cycles."""
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+    await tb.write(R.CORE_MEM_ADDR, 0)
+    for w in words:
+        await tb.write(R.CORE_MEM_DATA, w)
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(1))
+    halt_pc = 4 * (len(words) - 1)
+    for _ in range(budget // 200 + 1):
+        await ClockCycles(tb.dut.clk, 200)
+        if await tb.read(R.CORE_PC) == halt_pc:
+            return
+    raise AssertionError(f"{what}: the core did not reach its final jump at {halt_pc:#x} within "
+                         f"{budget} cycles (CORE_PC {await tb.read(R.CORE_PC):#x})")
+
+
+#: MMIO words a program on the control core writes and the host reads back in the registers of
+#: the same names (kaki_mmio.rdl, kaki_regs.rdl): the signatures of core_random_programs
+SIGNATURE_REGS = (("FW_VERSION", "FW_VERSION"), ("FW_FAULT_PC", "FW_FAULT_PC"),
+                  ("FW_FAULT_CAUSE", "FW_FAULT_CAUSE"), ("FW_FAULT_TVAL", "FW_FAULT_TVAL"))
+
+
+@cocotb.test()
+async def core_random_programs(dut):
+    """Random RV32IM programs on the chip's control core (the block test's generator, with a
+    signature: verif.rv32_random.signed_program), loaded and started through CORE_CTRL and
+    CORE_MEM_ADDR/DATA as the driver's bring-up does. The signatures the program stores to MMIO,
+    read back through the host's FW_* registers once CORE_PC stays on the final jump-to-self,
+    must equal the ISS's for the same words. KAKI_CORE_PROGRAMS programs of KAKI_CORE_INSNS body
+    instructions."""
+    import random
+
+    from golden.rv32_asm import is_terminator
+    from golden.rv32_iss import MMIO_BASE, RV32ISS
+    from spec import mmio_registers as MR
+    from verif.rv32_random import signed_program
+
+    tb = ChipTB(dut)
+    await _reset(tb)
+    rng = random.Random(tb.seed)
+    addrs = [MMIO_BASE + MR.REGISTERS[m].addr for m, _ in SIGNATURE_REGS]
+    for n in range(int(os.environ.get("KAKI_CORE_PROGRAMS", "3"))):
+        words = signed_program(rng, int(os.environ.get("KAKI_CORE_INSNS", "400")), addrs)
+        iss = RV32ISS(words)
+        # (the pipeline takes a few cycles per instruction at most: 8 per ISS step is generous)
+        steps = iss.run(50 * len(words), until=is_terminator)
+        expected = {a: v for a, v, _ in iss.mmio.writes}
+        assert all(a in expected for a in addrs), f"the ISS did not reach the signature ({steps} steps)"
+        await run_core_program(tb, words, 8 * steps, f"program {n} ({steps} ISS steps)")
+        got = {m: await tb.read(getattr(R, h)) for m, h in SIGNATURE_REGS}
+        want = {m: expected[MMIO_BASE + MR.REGISTERS[m].addr] for m, _ in SIGNATURE_REGS}
+        assert got == want, (f"program {n} ({len(words)} words, {steps} ISS steps): signatures "
+                             f"{ {k: hex(v) for k, v in got.items()} } != ISS "
+                             f"{ {k: hex(v) for k, v in want.items()} }")
+        tb.log.info(f"program {n}: {len(words)} words, {steps} steps, signatures match")
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+
+
+@cocotb.test()
+async def core_reads_every_perf_counter(dut):
+    """The control core reads every PERF_* counter through PERF_SEL/PERF_VALUE (and a host
+    address that is no counter, which reads 0) while PERF_CTRL.FREEZE holds them, folding the
+    values into a signature it stores to FW_VERSION; the host folds its own reads of the same
+    registers the same way. Some DMA and GEMM work first, so that the counters are not all 0."""
+    from golden import rv32_asm as A
+    from golden.rv32_iss import MMIO_BASE
+    from spec import mmio_registers as MR
+    from verif.rv32_random import SIGNATURE_MULTIPLIER
+
+    tb = ChipTB(dut)
+    caps = await _reset(tb)
+    await tb.enable_irqs()
+    rng = np.random.default_rng(tb.seed)
+    await tb.gemm_epilogue(random_gemm_case(rng, caps.dim, caps.dim, caps.dim))
+    await tb.write(R.PERF_CTRL, R.PERF_CTRL.FREEZE.put(1))
+    perf = [r for name, r in sorted(R.REGISTERS.items(), key=lambda kv: kv[1].addr)
+            if name.startswith("PERF_") and name != "PERF_CTRL"]
+    addrs = [r.addr for r in perf] + [R.ID.addr]
+    sel, value, out, mult, acc, t, v = 5, 6, 7, 8, 9, 10, 11
+    words = (A.li(sel, MMIO_BASE + MR.PERF_SEL.addr) + A.li(value, MMIO_BASE + MR.PERF_VALUE.addr)
+             + A.li(mult, SIGNATURE_MULTIPLIER) + [A.addi(acc, 0, 0)])
+    for a in addrs:
+        words += A.li(t, a) + [A.sw(t, 0, sel), A.lw(v, 0, value), A.R_ENC["mul"](acc, acc, mult),
+                               A.R_ENC["xor"](acc, acc, v)]
+    words += A.li(out, MMIO_BASE + MR.FW_VERSION.addr) + [A.sw(acc, 0, out), A.HALT_INSN]
+    await run_core_program(tb, words, 20 * len(words), "PERF_SEL walk")
+    want = 0
+    for r in perf:
+        want = (want * SIGNATURE_MULTIPLIER ^ await tb.read(r)) & 0xFFFF_FFFF
+    want = want * SIGNATURE_MULTIPLIER & 0xFFFF_FFFF       # the last address is no counter: 0
+    got = await tb.read(R.FW_VERSION)
+    assert got == want, (f"the core's fold of PERF_VALUE over {len(addrs)} addresses is {got:#x}, "
+                         f"the host's reads fold to {want:#x}")
+    tb.log.info(f"PERF_SEL walk: {len(perf)} counters read by the core match the host's")
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+    await tb.write(R.PERF_CTRL, 0)
+
+
+@cocotb.test()
+async def core_fetch_faults_and_interrupt(dut):
+    """Traps the random programs never raise, on the chip's core. First, jumps to addresses no
+    instruction can be fetched from (DMEM, MMIO, past IMEM, the top of the address space, a
+    half-word target): the handler folds mcause, mtval and mepc into a signature, stores it to
+    FW_VERSION and returns through ra; the host's read must equal the ISS's. Then the external
+    interrupt, from the MMIO timer (WORK.TIMER, unmasked in WORK_MASK, mie.MEIE and mstatus.MIE
+    set) while the core counts in a loop: the handler reports mcause and mepc in FW_FAULT_CAUSE
+    and FW_FAULT_PC, masks the timer and returns; the count runs to its end."""
+    from golden import rv32_asm as A
+    from golden.rv32_asm import is_terminator
+    from golden.rv32_iss import CAUSE_FETCH_FAULT, MMIO_BASE, RV32ISS
+    from spec import mmio_registers as MR
+    from verif.rv32_random import SIGNATURE_MULTIPLIER
+
+    tb = ChipTB(dut)
+    await _reset(tb)
+    mmio, mult, acc, t, ra = 20, 21, 22, 6, 1
+    # 0x0: jump to the start; 0x4: the handler (every trap returns to ra)
+    handler = []
+    for csr in ("mcause", "mtval", "mepc"):
+        handler += [A.csrr(t, csr), A.R_ENC["mul"](acc, acc, mult), A.R_ENC["xor"](acc, acc, t)]
+    handler += [A.csrw("mepc", ra), A.mret()]
+    words = [A.jal(0, 4 * (1 + len(handler)))] + handler
+    words += A.li(t, 4) + [A.csrw("mtvec", t)] + A.li(mult, SIGNATURE_MULTIPLIER) + [A.addi(acc, 0, 1)]
+    for target in (0x1000_0000, MMIO_BASE, 0x4000, 0xFFFF_FFF0, None):
+        if target is None:          # a half-word target inside IMEM (jalr clears only bit 0)
+            words += [A.auipc(t, 0), A.jalr(ra, t, 10)]
+        else:
+            words += A.li(t, target) + [A.jalr(ra, t, 0)]
+    words += A.li(mmio, MMIO_BASE) + [A.sw(acc, MR.FW_VERSION.addr, mmio), A.HALT_INSN]
+    iss = RV32ISS(words)
+    trace = []
+    steps = iss.run(10 * len(words), until=is_terminator, trace=trace)
+    assert sum(r.trap for r in trace) == 5 and any(r.cause == CAUSE_FETCH_FAULT for r in trace)
+    (want,) = [v for a, v, _ in iss.mmio.writes if a == MMIO_BASE + MR.FW_VERSION.addr]
+    await run_core_program(tb, words, 50 * steps, "fetch faults")
+    got = await tb.read(R.FW_VERSION)
+    assert got == want, f"fetch-fault signature {got:#x}, the ISS's {want:#x}"
+
+    # The interrupt: the timer fires 200 cycles after the program reads TIMESTAMP.
+    count = 3000
+    handler = [A.csrr(t, "mcause"), A.sw(t, MR.FW_FAULT_CAUSE.addr, mmio),
+               A.csrr(t, "mepc"), A.sw(t, MR.FW_FAULT_PC.addr, mmio)]
+    handler += A.li(t, MR.WORK_MASK.TIMER.mask) + [A.sw(t, MR.WORK_MASK.addr, mmio), A.mret()]
+    words = [A.jal(0, 4 * (1 + len(handler)))] + handler
+    words += A.li(mmio, MMIO_BASE) + A.li(t, 4) + [A.csrw("mtvec", t), A.addi(8, 0, 0)]
+    words += [A.lw(t, MR.TIMESTAMP.addr, mmio), A.addi(t, t, 200), A.sw(t, MR.TIMER.addr, mmio),
+              A.sw(0, MR.WORK_MASK.addr, mmio)]
+    words += A.li(t, 1 << 11) + [A.csrs("mie", t), A.csrrsi(0, "mstatus", 8)] + A.li(9, count)
+    loop = 4 * len(words)
+    words += [A.addi(8, 8, 1), A.bne(8, 9, -4)]
+    words += [A.sw(8, MR.FW_VERSION.addr, mmio), A.HALT_INSN]
+    await run_core_program(tb, words, 20 * count, "timer interrupt")
+    cause, epc = await tb.read(R.FW_FAULT_CAUSE), await tb.read(R.FW_FAULT_PC)
+    assert cause == 0x8000_000B, f"mcause {cause:#x}: not the machine external interrupt"
+    assert epc in (loop, loop + 4), f"mepc {epc:#x} is not in the counting loop at {loop:#x}"
+    assert await tb.read(R.FW_VERSION) == count, "the loop did not run to its end after the mret"
+    tb.log.info(f"fetch faults match the ISS; the timer interrupt came at pc {epc:#x}")
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+
+
+@cocotb.test()
+async def host_registers_hold_what_is_written(dut):
+    """Every host register made only of rw fields, except CORE_CTRL and Q_CTRL* (they start the
+    core or a queue), walked with a one and a zero through each field bit over a random
+    background (bits outside the fields set at random too): each write reads back as written,
+    masked to the fields, and a final sweep finds every register holding its last value (no
+    write reached another register). Then every register without a writable field (const, ro)
+    takes a random write and its complement and must read as before: with the core held, the
+    engines idle and the PERF_* counters frozen they all hold still, except TIMESTAMP, which
+    counts on. Last, every register is read once and pulse fields must read 0. The core is held
+    and the queues are disabled, so the values configure nothing that runs."""
+    import random
+
+    tb = ChipTB(dut)
+    await _reset(tb)
+    rng = random.Random(tb.seed)
+    regs = [r for r in R.REGISTERS.values()
+            if r.fields and all(f.kind == "rw" for f in r.fields)
+            and r.name != "CORE_CTRL" and not r.name.startswith("Q_CTRL")]
+    last = {}
+    for reg in regs:
+        mask = sum(f.mask for f in reg.fields)
+        for bit in (b for b in range(32) if mask >> b & 1):
+            background = rng.getrandbits(32)
+            for level in (1, 0):
+                value = (background & ~(1 << bit)) | level << bit
+                await tb.write(reg, value)
+                got = await tb.read(reg)
+                assert got == value & mask, (f"{reg.name} bit {bit} = {level}: wrote {value:#x}, "
+                                             f"read {got:#x} (fields {mask:#x})")
+                last[reg.name] = got
+    for reg in regs:
+        got = await tb.read(reg)
+        assert got == last[reg.name], f"{reg.name} reads {got:#x}, last written {last[reg.name]:#x}"
+    await tb.write(R.PERF_CTRL, R.PERF_CTRL.FREEZE.put(1))
+    fixed = [r for r in R.REGISTERS.values() if all(f.kind in ("ro", "const") for f in r.fields)]
+    for reg in fixed:
+        before = await tb.read(reg)
+        junk = rng.getrandbits(32)
+        for value in (junk, ~junk & 0xFFFF_FFFF):
+            await tb.write(reg, value)
+            after = await tb.read(reg)
+            if reg is R.TIMESTAMP:
+                assert (after - before) & 0xFFFF_FFFF < 1000, f"TIMESTAMP jumped to {after:#x}"
+            else:
+                assert after == before, f"a write of {value:#x} changed {reg.name}: {before:#x} -> {after:#x}"
+            before = after
+    await tb.write(R.PERF_CTRL, 0)
+    # the rest (strobes, pulses, CORE_CTRL, Q_CTRL*, IRQ_STATUS) read once too: pulses read 0
+    for reg in R.REGISTERS.values():
+        value = await tb.read(reg)
+        pulses = [f.name for f in reg.fields if f.kind == "pulse" and f.get(value)]
+        assert not pulses, f"{reg.name} reads {value:#x}: pulse fields {pulses} are not 0"
+    tb.log.info(f"{len(regs)} registers, {sum(bin(sum(f.mask for f in r.fields)).count('1') for r in regs)} "
+                f"bits walked; writes to {len(fixed)} read-only registers ignored")
+
+
+@cocotb.test()
+async def core_mmio_read_only_registers_ignore_writes(dut):
+    """The control core reads every MMIO register, and writes the complement of what it read to
+    every one without a writable field: a second read must give the first value again (the
+    difference of each is OR-ed into FW_FAULT_TVAL, which must read 0, and FW_VERSION gets the
+    number of registers checked). TIMESTAMP, which counts on, takes the write unchecked. With
+    the queues disabled and the engines idle nothing else moves them."""
+    from golden import rv32_asm as A
+    from golden.rv32_iss import MMIO_BASE
+    from spec import mmio_registers as MR
+
+    tb = ChipTB(dut)
+    await _reset(tb)
+    mmio, acc, first, second, t = 20, 21, 5, 6, 7
+    words = A.li(mmio, MMIO_BASE) + [A.addi(acc, 0, 0)]
+    checked = 0
+    for reg in sorted(MR.REGISTERS.values(), key=lambda r: r.addr):
+        if not all(f.kind == "ro" for f in reg.fields):
+            words += [A.lw(first, reg.addr, mmio)]          # a read, no write
+            continue
+        words += [A.lw(first, reg.addr, mmio), A.xori(t, first, -1), A.sw(t, reg.addr, mmio),
+                  A.lw(second, reg.addr, mmio)]
+        if reg is not MR.TIMESTAMP:
+            words += [A.R_ENC["xor"](t, first, second), A.R_ENC["or"](acc, acc, t)]
+            checked += 1
+    words += [A.sw(acc, MR.FW_FAULT_TVAL.addr, mmio), A.addi(t, 0, checked),
+              A.sw(t, MR.FW_VERSION.addr, mmio), A.HALT_INSN]
+    await run_core_program(tb, words, 20 * len(words), "MMIO read-only writes")
+    assert await tb.read(R.FW_VERSION) == checked, "the program did not finish its checks"
+    diff = await tb.read(R.FW_FAULT_TVAL)
+    assert diff == 0, f"writes changed bits {diff:#x} of read-only MMIO registers"
+    tb.log.info(f"{checked} read-only MMIO registers ignored the core's writes")
+    await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))

@@ -940,10 +940,10 @@ async def t_cpi(dut):
     N = 40
     classes = {   # name: (instruction, bound on cycles per instruction)
         "alu": (A.addi(5, 5, 1), 1), "mul": (A.mul(6, 5, 5), 3),
-        "branch_not_taken": (A.bne(0, 0, 8), 1), "branch_taken": (A.beq(0, 0, 4), 2),
-        "jal": (A.jal(0, 4), 2), "csr": (A.csrr(7, "mscratch"), 1),
-        "lw_dmem": (A.lw(8, 0, 1), 3), "sw_dmem": (A.sw(8, 0, 1), 2),
-        "lw_imem": (A.lw(8, 0, 0), 3), "lw_mmio": (A.lw(8, 0, 2), 3),
+        "branch_not_taken": (A.bne(0, 0, 8), 1), "branch_taken": (A.beq(0, 0, 4), 3),
+        "jal": (A.jal(0, 4), 3), "csr": (A.csrr(7, "mscratch"), 1),
+        "lw_dmem": (A.lw(8, 0, 1), 4), "sw_dmem": (A.sw(8, 0, 1), 2),
+        "lw_imem": (A.lw(8, 0, 0), 4), "lw_mmio": (A.lw(8, 0, 2), 4),
         "sw_mmio": (A.sw(8, 0, 2), 3), "div": (A.div(9, 5, 4), 34),
     }
     tb = Tb(dut, random.Random(0))

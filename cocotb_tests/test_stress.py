@@ -1,9 +1,10 @@
 """The long random stress and the malformed-descriptor fuzzing on the RTL chip
 (cocotb_tests/cocotb_stress.py; docs/verification.md "Stress and fuzzing").
 
-`make test` runs a scaled-down stress (4 queues x 200 descriptors) so the code path stays
-exercised; `make regress` (KAKI_REGRESS=1) runs the full 4 x 10,000 stress and 500 malformed
-descriptors, per seed.
+`make test` runs a scaled-down stress (4 queues x 200 descriptors) and fuzzing (100 faults) so the
+code paths stay exercised (the fuzzing reaches the engines' own payload checks, which the chip's
+other tests do not); `make regress` (KAKI_REGRESS=1) runs the full 4 x 10,000 stress and 500
+malformed descriptors, per seed.
 """
 import os
 
@@ -19,8 +20,8 @@ COCOTB_RUNS = {MODULE: ("queue_stress", "queue_fuzz")}
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 #: Descriptors per queue: the full stress (make regress) and its scaled-down version (make test).
 STRESS_COMMANDS, SMALL_COMMANDS = 10_000, 200
-#: Malformed descriptors and configuration faults per regression seed.
-FUZZ_FAULTS = 500
+#: Malformed descriptors and configuration faults per regression seed, and in make test.
+FUZZ_FAULTS, SMALL_FAULTS = 500, 100
 
 
 def _run(testcase, tag, regress=False, **env):
@@ -40,6 +41,11 @@ def test_queue_stress_small():
 @pytest.mark.skipif(not REGRESS, reason="4 x 10,000 descriptors: make regress (KAKI_REGRESS=1) only")
 def test_queue_stress():
     _run("queue_stress", "queue_stress", regress=True, KAKI_STRESS_COMMANDS=str(STRESS_COMMANDS))
+
+
+@pytest.mark.sim
+def test_queue_fuzz_small():
+    _run("queue_fuzz", "queue_fuzz_small", KAKI_FUZZ_FAULTS=str(SMALL_FAULTS))
 
 
 @pytest.mark.sim

@@ -10,7 +10,7 @@
 * VECTOR: ``VEC_SETUP + rows`` (one accumulator row per cycle) ``+ VEC_PIPE`` (the unit's
   pipeline latency and its done cycle; matches make sim's PERF_VEC_BUSY within 1%).
 * SIGNAL_EVENT / WAIT_EVENT / BARRIER / NOP: ``FW_EVENT`` cycles of firmware time (docs/queues.md
-  "Costs": ~129 cycles per firmware-only descriptor); engine commands additionally pay
+  "Costs": ~170 cycles per firmware-only descriptor); engine commands additionally pay
   ``DISPATCH`` cycles of firmware forwarding, reported separately by :func:`summary`.
 
 :func:`simulate` predicts a whole program's run time from these: the firmware's dispatch loop
@@ -29,8 +29,8 @@ DMA_SETUP = 16
 GEMM_SETUP = 2
 VEC_SETUP = 4
 VEC_PIPE = VEC_PIPELINE_LATENCY + 1
-FW_EVENT = 129
-DISPATCH = 260
+FW_EVENT = 170
+DISPATCH = 311
 
 
 #: measured DMA rates (least-squares fit of PERF_DMA_LOAD_BUSY / PERF_DMA_STORE_BUSY over the
@@ -74,7 +74,7 @@ def program_cycles(program, caps):
 #: firmware / control-path latencies (docs/queues.md "Costs", make sim): forward -> engine start,
 #: engine done -> completion record requested (what a SIGNAL_EVENT waits for)
 START_LAT = 30
-RETIRE_LAT = 240
+RETIRE_LAT = 303
 
 def simulate(commands, cycles, fifo_depth=FIFO_DEPTH, timeline=None):
     """Predicted run time (cycles from the first dispatch to the last completion record) of

@@ -44,19 +44,22 @@ read ahead of the ALU do not fit one 20 ns cycle with the execution behind them
   requested: D gets a fault entry instead, which traps (cause 1 / 0, ``mtval`` = pc) only if it
   reaches E — a sequential prefetch past a jump never traps.
 * D has the word on ``imem.data`` (held in a register while E is busy) and reads ``rs1``/``rs2``
-  from the register file (flip-flops); E takes the word and the two values when it is free. A
+  from the register file (LUT RAM, read without a clock); E takes the word and the two values when it is free. A
   register written by the instruction that commits in that same cycle is bypassed into E.
 * E decodes and executes: ALU, shift, LUI/AUIPC, branch, jump, CSR, FENCE, ECALL/EBREAK/MRET/WFI
   and illegal instructions commit in **1 cycle** each. A taken branch, a jump, MRET or a trap
-  flushes D and fetches the target in the same cycle: **2 cycles** for taken branches and jumps.
+  empties D and E and registers its target, fetched in the next cycle (the branch compare and the
+  jump adder feed only flip-flops, not the block RAM's address): **3 cycles** for taken branches
+  and jumps, traps and MRET.
   A pending, enabled external interrupt is taken in E instead of executing the word.
 * Loads/stores to DMEM/MMIO: ``EXEC`` checks alignment and the memory map, registers the request,
-  ``MEM`` holds it on ``dbus`` until ``ack``; commit happens in the ``ack`` cycle. A store acked at
-  once takes 2 cycles, a DMEM load (1-cycle SRAM) 3 cycles.
+  ``MEM`` holds it on ``dbus`` until ``ack``; a store commits in the ``ack`` cycle, a load
+  registers the word and commits in ``LD_FIN`` (extraction and write-back from the register). A
+  store acked at once takes 2 cycles, a DMEM load (1-cycle SRAM) 4 cycles.
   A misaligned or unmapped access goes to ``LS_TRAP`` instead, which traps one cycle later (so
   the address adder and map compares do not feed the flush of the same cycle).
-* Loads from IMEM: ``ILOAD`` requests the word on ``imem`` (retries), ``ILOAD_W`` takes it and
-  commits: 3 cycles.
+* Loads from IMEM: ``ILOAD`` requests the word on ``imem`` (retries), ``ILOAD_W`` registers it,
+  ``LD_FIN`` commits: 4 cycles.
 * MUL/MULH/MULHSU/MULHU: ``EXEC`` registers the 33-bit operands, ``MUL`` multiplies them as
   two 33x17 halves into registers, ``MUL_FIN`` adds the halves and commits: 3 cycles (a one-cycle
   33x33 multiply behind the register file does not fit the clock, docs/synthesis.md).
@@ -392,7 +395,8 @@ class RV32Core(wiring.Component):
             ls_to_imem.eq(~is_store & _in_imem(ls_addr)),
             ls_fault.eq(~(ls_to_imem | _in_dmem(ls_addr) | (_in_mmio(ls_addr) & (ls_size == 2)))),
         ]
-        # load data extraction (from the word and the registered byte offset)
+        # load data extraction, from the word registered as it leaves the memory (the block RAM's
+        # clock-to-output and the extraction do not fit one cycle with the register-file write)
         ld_word = Signal(32)
         ld_off = Signal(2)                                # byte offset of the pending access
         ld_shift = Signal(32)
@@ -472,6 +476,20 @@ class RV32Core(wiring.Component):
         m.d.comb += wb_rd.eq(Mux(opcode.matches(OP_LUI, OP_AUIPC, OP_JAL, OP_JALR, OP_OP_IMM, OP_OP,
                                                 OP_LOAD) | ((opcode == OP_SYSTEM) & (f3 != 0)),
                                  rd, 0))
+        # The value a single-cycle instruction writes, by opcode (the multi-cycle states override
+        # c_value with their result in their commit cycle)
+        m.d.comb += c_rd.eq(wb_rd)
+        with m.Switch(opcode):
+            with m.Case(OP_LUI):
+                m.d.comb += c_value.eq(imm_u)
+            with m.Case(OP_AUIPC):
+                m.d.comb += c_value.eq((pc + imm_u)[0:32])
+            with m.Case(OP_JAL, OP_JALR):
+                m.d.comb += c_value.eq(pc4)
+            with m.Case(OP_SYSTEM):
+                m.d.comb += c_value.eq(csr_old)
+            with m.Default():
+                m.d.comb += c_value.eq(alu_res)
         with m.If(c_valid & c_trap):
             m.d.sync += [mepc.eq(pc[2:32]), mcause.eq(c_cause), mtval.eq(c_tval),
                          st_mpie.eq(st_mie), st_mie.eq(0)]
@@ -514,32 +532,43 @@ class RV32Core(wiring.Component):
             if insn_word is not None:
                 m.d.comb += c_insn.eq(insn_word)
 
-        def retire_insn(rd_idx=0, value=0, target=None, taken=1):
-            m.d.comb += [c_valid.eq(1), c_rd.eq(rd_idx), c_value.eq(value), c_insn.eq(insn)]
+        def retire_insn(target=None, taken=1):
+            """Commit the instruction in E: it writes ``wb_rd`` with ``c_value`` (both chosen by
+            opcode and state alone, below, so that no legality or trap condition lengthens the
+            path into the register file) and jumps to ``target`` if ``taken``."""
+            m.d.comb += [c_valid.eq(1), c_insn.eq(insn)]
             if target is not None:
                 m.d.comb += [c_npc.eq(target), c_jump.eq(taken)]
 
         # ---------------------------------------------------------------- pipeline control
-        # A trap or a jump flushes D and fetches its target at once; E takes D's instruction
-        # when it is free at the end of the cycle (empty, or committing without leaving pc + 4).
+        # A trap or a jump (flush) empties D and E at the end of its cycle and registers its
+        # target (redirect); F fetches the target in the next cycle. The branch compare and the
+        # jump adder so feed only a few flip-flops, never the block RAM's address. E takes D's
+        # instruction whenever it is done with its own (e_adv: empty, committing or trapping),
+        # which does not depend on whether the commit jumps.
         flush = Signal()
         next_pc = Signal(32)
-        e_free = Signal()
+        redirect = Signal()
+        redirect_pc = Signal(32)
+        e_adv = Signal()
         iload = Signal()                      # E reads IMEM this cycle: no fetch
         m.d.comb += [flush.eq(c_valid & (c_trap | c_jump)),
                      next_pc.eq(Mux(c_trap, Cat(Const(0, 2), mtvec), c_npc))]
+        m.d.sync += [redirect.eq(flush), redirect_pc.eq(next_pc)]
 
         f_addr = Signal(32)
         f_slot = Signal()                     # D is free at the end of this cycle
-        m.d.comb += [f_addr.eq(Mux(flush, next_pc, f_pc)),
-                     f_slot.eq(flush | ~d_valid | e_free)]
+        m.d.comb += [f_addr.eq(Mux(redirect, redirect_pc, f_pc)),
+                     f_slot.eq(~d_valid | e_adv)]
         # The port reads at f_addr whenever E does not use it: which word D keeps is decided
         # from registers, off the block RAM's address path.
         with m.If(~iload):
             m.d.comb += [self.imem.en.eq(f_slot), self.imem.addr.eq(f_addr[2:14])]
         with m.If(f_slot):
             m.d.sync += f_last.eq(f_addr)
-        with m.If(f_slot & ~iload):
+        with m.If(flush):                     # what F fetched in this cycle is on the old path
+            m.d.sync += [d_valid.eq(0), d_fresh.eq(0)]
+        with m.Elif(f_slot & ~iload):
             with m.If(_in_imem(f_addr) & (f_addr[0:2] == 0)):
                 m.d.sync += [d_valid.eq(self.imem.gnt), d_fresh.eq(self.imem.gnt), d_fault.eq(0),
                              d_pc.eq(f_addr), f_again.eq(~self.imem.gnt)]
@@ -551,14 +580,15 @@ class RV32Core(wiring.Component):
         with m.Else():
             m.d.sync += d_fresh.eq(0)
 
-        with m.If(flush | c_sleep):
+        with m.If(c_sleep):
             m.d.sync += e_valid.eq(0)
-        with m.Elif(e_free):
+        with m.Elif(e_adv):
             d_rs1, d_rs2 = d_word[15:20], d_word[20:25]
-            m.d.sync += [e_valid.eq(d_valid), pc.eq(d_pc), ir.eq(d_word), e_fault.eq(d_fault),
+            m.d.sync += [e_valid.eq(d_valid & ~flush), pc.eq(d_pc), ir.eq(d_word),
+                         e_fault.eq(d_fault),
                          e_rs1_read.eq(Mux(written.bit_select(d_rs1, 1), rf_rs1.data, 0)),
                          e_rs2_read.eq(Mux(written.bit_select(d_rs2, 1), rf_rs2.data, 0)),
-                         # E frees itself with a valid instruction only when it retires it
+                         # a valid instruction in E that is done retires (or traps and flushes)
                          e_byp1.eq(e_valid & (wb_rd != 0) & (wb_rd == d_rs1)),
                          e_byp2.eq(e_valid & (wb_rd != 0) & (wb_rd == d_rs2))]
         m.d.comb += [rf_rs1.addr.eq(d_word[15:20]), rf_rs2.addr.eq(d_word[20:25])]
@@ -566,7 +596,7 @@ class RV32Core(wiring.Component):
 
         def after_commit():
             """In a multi-cycle state's commit cycle: E is free again."""
-            m.d.comb += e_free.eq(1)
+            m.d.comb += e_adv.eq(1)
             m.next = "EXEC"
 
         def exec_body():
@@ -576,24 +606,24 @@ class RV32Core(wiring.Component):
 
             with m.Switch(opcode):
                 with m.Case(OP_LUI):
-                    retire_insn(rd, imm_u)
+                    retire_insn()
                 with m.Case(OP_AUIPC):
-                    retire_insn(rd, (pc + imm_u)[0:32])
+                    retire_insn()
                 with m.Case(OP_JAL):
-                    retire_insn(rd, pc4, jal_target)
+                    retire_insn(jal_target)
                 with m.Case(OP_JALR):
                     with m.If(f3 == 0):
-                        retire_insn(rd, pc4, jalr_target)
+                        retire_insn(jalr_target)
                     with m.Else():
                         illegal()
                 with m.Case(OP_BRANCH):
                     with m.If(br_legal):
-                        retire_insn(0, 0, br_target, br_taken)
+                        retire_insn(br_target, br_taken)
                     with m.Else():
                         illegal()
                 with m.Case(OP_OP_IMM):
                     with m.If(op_imm_legal):
-                        retire_insn(rd, alu_res)
+                        retire_insn()
                     with m.Else():
                         illegal()
                 with m.Case(OP_OP):
@@ -612,7 +642,7 @@ class RV32Core(wiring.Component):
                             m.d.sync += [mul_ra.eq(mul_a), mul_rb.eq(mul_b)]
                             m.next = "MUL"
                     with m.Elif(op_alu_legal):
-                        retire_insn(rd, alu_res)
+                        retire_insn()
                     with m.Else():
                         illegal()
                 with m.Case(OP_LOAD, OP_STORE):
@@ -633,7 +663,7 @@ class RV32Core(wiring.Component):
                             m.next = "MEM"
                 with m.Case(OP_MISC_MEM):
                     with m.If((f3 == 0) | (f3 == 1)):         # FENCE / FENCE.I: no-ops
-                        retire_insn(0, 0)
+                        retire_insn()
                     with m.Else():
                         illegal()
                 with m.Case(OP_SYSTEM):
@@ -644,43 +674,44 @@ class RV32Core(wiring.Component):
                             trap(CAUSE["breakpoint"], 0, insn)
                         with m.Elif(insn == INSN_MRET):
                             m.d.comb += c_mret.eq(1)
-                            retire_insn(0, 0, Cat(Const(0, 2), mepc))
+                            retire_insn(Cat(Const(0, 2), mepc))
                         with m.Elif(insn == INSN_WFI):
                             m.d.comb += c_sleep.eq(1)
-                            retire_insn(0, 0)
+                            retire_insn()
                         with m.Else():
                             illegal()
                     with m.Elif(csr_illegal):
                         illegal()
                     with m.Else():
                         m.d.comb += c_csr_we.eq(csr_writes)
-                        retire_insn(rd, csr_old)
+                        retire_insn()
                 with m.Default():
                     illegal()
             # every path above commits in this cycle except MUL, DIV and the memory accesses
             with m.If(c_sleep):
                 m.next = "SLEEP"
-            with m.Elif(c_valid & ~c_jump & ~c_trap):
-                m.d.comb += e_free.eq(1)
 
         # ---------------------------------------------------------------- control FSM (stage E)
         with m.FSM(init="EXEC", name="core_fsm"):
             with m.State("EXEC"):
-                with m.If(~e_valid):
-                    m.d.comb += e_free.eq(1)
-                with m.Elif(irq_take):
-                    trap(CAUSE["m_external_irq"], 0, Mux(e_fault, 0, insn))
-                with m.Elif(e_fault):
-                    trap(Mux(pc[0:2] != 0, CAUSE["insn_misaligned"], CAUSE["insn_access"]), pc)
-                with m.Else():
-                    exec_body()
+                # done unless it starts a multi-cycle state or sleeps (WFI keeps D for the wake)
+                m.d.comb += e_adv.eq(~e_valid | (c_valid & ~c_sleep))
+                with m.If(e_valid):
+                    with m.If(irq_take):
+                        trap(CAUSE["m_external_irq"], 0, Mux(e_fault, 0, insn))
+                    with m.Elif(e_fault):
+                        trap(Mux(pc[0:2] != 0, CAUSE["insn_misaligned"], CAUSE["insn_access"]), pc)
+                    with m.Else():
+                        exec_body()
 
             with m.State("MEM"):
-                m.d.comb += ld_word.eq(self.dbus.rdata)
                 with m.If(self.dbus.ack):
-                    m.d.sync += bus_en.eq(0)
-                    retire_insn(Mux(is_store, 0, rd), ld_val)
-                    after_commit()
+                    m.d.sync += [bus_en.eq(0), ld_word.eq(self.dbus.rdata)]
+                    with m.If(is_store):
+                        retire_insn()
+                        after_commit()
+                    with m.Else():
+                        m.next = "LD_FIN"
 
             with m.State("LS_TRAP"):
                 with m.If(ls_misaligned_r):
@@ -689,6 +720,7 @@ class RV32Core(wiring.Component):
                 with m.Else():
                     trap(Mux(is_store, CAUSE["store_access"], CAUSE["load_access"]),
                          ls_addr_r, insn)
+                m.d.comb += e_adv.eq(1)
                 m.next = "EXEC"
 
             with m.State("ILOAD"):
@@ -697,8 +729,12 @@ class RV32Core(wiring.Component):
                     m.next = "ILOAD_W"
 
             with m.State("ILOAD_W"):
-                m.d.comb += ld_word.eq(self.imem.data)
-                retire_insn(rd, ld_val)
+                m.d.sync += ld_word.eq(self.imem.data)
+                m.next = "LD_FIN"
+
+            with m.State("LD_FIN"):
+                m.d.comb += c_value.eq(ld_val)
+                retire_insn()
                 after_commit()
 
             with m.State("MUL"):
@@ -707,7 +743,8 @@ class RV32Core(wiring.Component):
                 m.next = "MUL_FIN"
 
             with m.State("MUL_FIN"):
-                retire_insn(rd, mul_res)
+                m.d.comb += c_value.eq(mul_res)
+                retire_insn()
                 after_commit()
 
             with m.State("DIV"):
@@ -722,7 +759,8 @@ class RV32Core(wiring.Component):
             with m.State("DIV_FIN"):
                 q = Mux(div_zero, 0xFFFF_FFFF, Mux(div_negq, -div_quo, div_quo))
                 r = Mux(div_zero, div_a, Mux(div_negr, -div_rem, div_rem))
-                retire_insn(rd, Mux(f3[1], r, q)[0:32])
+                m.d.comb += c_value.eq(Mux(f3[1], r, q)[0:32])
+                retire_insn()
                 after_commit()
 
             with m.State("SLEEP"):

@@ -2377,20 +2377,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8807$0 (q_wait_queue),
-    .\port$8990$0 (inflight),
-    .\port$9125$0 (q__0__cpl_irq),
-    .\port$9139$0 (q__0__error_irq),
-    .\port$9151$0 (q__1__cpl_irq),
-    .\port$9165$0 (q__1__error_irq),
-    .\port$9177$0 (q__2__cpl_irq),
-    .\port$9191$0 (q__2__error_irq),
-    .\port$9203$0 (q__3__cpl_irq),
-    .\port$9217$0 (q__3__error_irq),
-    .\port$9329$0 (\$247 ),
-    .\port$9337$0 (\$248 ),
-    .\port$9345$0 (\$249 ),
-    .\port$9353$0 (\$250 ),
+    .\port$8805$0 (q_wait_queue),
+    .\port$8992$0 (inflight),
+    .\port$9127$0 (q__0__cpl_irq),
+    .\port$9141$0 (q__0__error_irq),
+    .\port$9153$0 (q__1__cpl_irq),
+    .\port$9167$0 (q__1__error_irq),
+    .\port$9179$0 (q__2__cpl_irq),
+    .\port$9193$0 (q__2__error_irq),
+    .\port$9205$0 (q__3__cpl_irq),
+    .\port$9219$0 (q__3__error_irq),
+    .\port$9331$0 (\$247 ),
+    .\port$9339$0 (\$248 ),
+    .\port$9347$0 (\$249 ),
+    .\port$9355$0 (\$250 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2478,10 +2478,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8992$0 (\$243 ),
-    .\port$8994$0 (\$244 ),
-    .\port$8996$0 (\$245 ),
-    .\port$8998$0 (\$246 ),
+    .\port$8994$0 (\$243 ),
+    .\port$8996$0 (\$244 ),
+    .\port$8998$0 (\$245 ),
+    .\port$9000$0 (\$246 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2577,8 +2577,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8992$16 (retire__0__tag),
-    .\port$9552$0 (dma_load_error),
+    .\port$8994$16 (retire__0__tag),
+    .\port$9554$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2588,8 +2588,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8994$16 (retire__1__tag),
-    .\port$9668$0 (dma_store_error),
+    .\port$8996$16 (retire__1__tag),
+    .\port$9670$0 (dma_store_error),
     .r_data(\r_data$492 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$489 ),
@@ -2632,22 +2632,22 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4247$0 (q__0__ready),
-    .\port$4249$0 (q__0__qreset_req),
-    .\port$4257$0 (q__1__ready),
-    .\port$4259$0 (q__1__qreset_req),
-    .\port$4267$0 (q__2__ready),
-    .\port$4269$0 (q__2__qreset_req),
-    .\port$4277$0 (q__3__ready),
-    .\port$4279$0 (q__3__qreset_req),
-    .\port$5307$0 (q__0__head),
-    .\port$5337$0 (q__1__head),
-    .\port$5367$0 (q__2__head),
-    .\port$5397$0 (q__3__head),
-    .\port$8372$0 (r_data),
-    .\port$8422$0 (\r_data$492 ),
-    .\port$8472$0 (\r_data$503 ),
-    .\port$8522$0 (\r_data$514 ),
+    .\port$4245$0 (q__0__ready),
+    .\port$4247$0 (q__0__qreset_req),
+    .\port$4255$0 (q__1__ready),
+    .\port$4257$0 (q__1__qreset_req),
+    .\port$4265$0 (q__2__ready),
+    .\port$4267$0 (q__2__qreset_req),
+    .\port$4275$0 (q__3__ready),
+    .\port$4277$0 (q__3__qreset_req),
+    .\port$5305$0 (q__0__head),
+    .\port$5335$0 (q__1__head),
+    .\port$5365$0 (q__2__head),
+    .\port$5395$0 (q__3__head),
+    .\port$8370$0 (r_data),
+    .\port$8420$0 (\r_data$492 ),
+    .\port$8470$0 (\r_data$503 ),
+    .\port$8520$0 (\r_data$514 ),
     .\port$8966$2 (\$242 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
@@ -2694,8 +2694,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8996$16 (retire__2__tag),
-    .\port$9746$0 (gemm_error),
+    .\port$8998$16 (retire__2__tag),
+    .\port$9748$0 (gemm_error),
     .r_data(\r_data$503 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$500 ),
@@ -2889,8 +2889,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10774$0 (vec_error),
-    .\port$8998$16 (retire__3__tag),
+    .\port$10776$0 (vec_error),
+    .\port$9000$16 (retire__3__tag),
     .r_data(\r_data$514 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$511 ),
@@ -6122,20 +6122,20 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire [62:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [64:0] \$102 ;
-  wire \$103 ;
+  wire [32:0] \$102 ;
+  wire [64:0] \$103 ;
   wire \$104 ;
-  wire [64:0] \$105 ;
-  wire \$106 ;
+  wire \$105 ;
+  wire [64:0] \$106 ;
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire [31:0] \$111 ;
+  wire \$111 ;
   wire \$112 ;
   wire \$113 ;
-  wire [32:0] \$114 ;
+  wire [31:0] \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
@@ -6176,20 +6176,20 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$149 ;
   wire [31:0] \$15 ;
   wire \$150 ;
-  wire \$151 ;
-  wire [4:0] \$152 ;
-  wire \$153 ;
-  wire [2:0] \$154 ;
-  wire \$155 ;
-  wire [2:0] \$156 ;
+  wire [2:0] \$151 ;
+  wire \$152 ;
+  wire [2:0] \$153 ;
+  wire [32:0] \$154 ;
+  wire [32:0] \$155 ;
+  wire [32:0] \$156 ;
   wire [32:0] \$157 ;
   wire [32:0] \$158 ;
   wire [32:0] \$159 ;
   wire [31:0] \$16 ;
   wire [32:0] \$160 ;
-  wire [32:0] \$161 ;
-  wire [32:0] \$162 ;
-  wire [32:0] \$163 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
@@ -6221,10 +6221,10 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$19 ;
   wire \$190 ;
   wire \$191 ;
-  wire \$192 ;
-  wire [31:0] \$193 ;
-  wire \$194 ;
-  wire [31:0] \$195 ;
+  wire [31:0] \$192 ;
+  wire \$193 ;
+  wire [31:0] \$194 ;
+  wire \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
@@ -6239,15 +6239,15 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$205 ;
   wire \$206 ;
   wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [32:0] \$208 ;
+  wire [32:0] \$209 ;
   wire \$21 ;
-  wire [32:0] \$210 ;
-  wire [32:0] \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire [32:0] \$214 ;
-  wire [32:0] \$215 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire [32:0] \$212 ;
+  wire [32:0] \$213 ;
+  wire \$214 ;
+  wire \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
@@ -6273,70 +6273,68 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   wire \$236 ;
   wire \$237 ;
   wire \$238 ;
-  wire \$239 ;
+  wire [49:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
+  wire [48:0] \$240 ;
+  wire [5:0] \$241 ;
   wire \$242 ;
   wire \$243 ;
-  wire [49:0] \$244 ;
-  wire [48:0] \$245 ;
-  wire [5:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  reg [31:0] \$249 ;
+  reg [31:0] \$244 ;
+  reg [31:0] \$245 ;
+  reg [29:0] \$246 ;
+  reg [31:0] \$247 ;
+  reg [31:0] \$248 ;
+  reg \$249 ;
   wire \$25 ;
-  reg [31:0] \$250 ;
-  reg [29:0] \$251 ;
-  reg [31:0] \$252 ;
-  reg [31:0] \$253 ;
+  reg \$250 ;
+  reg [63:0] \$251 ;
+  reg [63:0] \$252 ;
+  reg \$253 ;
   reg \$254 ;
-  reg \$255 ;
-  reg [63:0] \$256 ;
-  reg [63:0] \$257 ;
-  reg \$258 ;
-  reg \$259 ;
+  reg [29:0] \$255 ;
+  reg [31:0] \$256 ;
+  reg \$257 ;
+  reg [31:0] \$258 ;
+  reg [31:0] \$259 ;
   wire \$26 ;
-  reg [29:0] \$260 ;
-  reg [31:0] \$261 ;
-  reg [31:0] \$262 ;
-  reg \$263 ;
+  reg \$260 ;
+  reg \$261 ;
+  reg \$262 ;
+  reg [31:0] \$263 ;
   reg \$264 ;
   reg \$265 ;
   reg [31:0] \$266 ;
-  reg \$267 ;
+  reg [31:0] \$267 ;
   reg \$268 ;
   reg [31:0] \$269 ;
   wire \$27 ;
   reg [31:0] \$270 ;
   reg \$271 ;
-  reg [31:0] \$272 ;
+  reg \$272 ;
   reg [31:0] \$273 ;
-  reg \$274 ;
-  reg \$275 ;
+  reg [31:0] \$274 ;
+  reg [31:0] \$275 ;
   reg [31:0] \$276 ;
-  reg [31:0] \$277 ;
+  reg [4:0] \$277 ;
   reg [31:0] \$278 ;
-  reg [31:0] \$279 ;
+  reg \$279 ;
   wire \$28 ;
-  reg [4:0] \$280 ;
-  reg [31:0] \$281 ;
-  reg \$282 ;
-  reg \$283 ;
-  reg \$284 ;
-  reg [3:0] \$285 ;
-  reg [32:0] \$286 ;
-  reg [32:0] \$287 ;
-  reg [31:0] \$288 ;
+  reg \$280 ;
+  reg \$281 ;
+  reg [3:0] \$282 ;
+  reg [32:0] \$283 ;
+  reg [32:0] \$284 ;
+  reg [31:0] \$285 ;
+  reg \$286 ;
+  reg [1:0] \$287 ;
+  reg \$288 ;
   reg \$289 ;
   wire \$29 ;
-  reg [1:0] \$290 ;
-  reg \$291 ;
-  reg \$292 ;
-  reg [31:0] \$293 ;
-  reg [3:0] \$294 ;
-  reg [50:0] \$295 ;
-  reg [49:0] \$296 ;
+  reg [31:0] \$290 ;
+  reg [3:0] \$291 ;
+  reg [31:0] \$292 ;
+  reg [50:0] \$293 ;
+  reg [49:0] \$294 ;
   wire [32:0] \$3 ;
   wire \$30 ;
   wire \$31 ;
@@ -6437,7 +6435,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg c_jump;
   reg c_mret;
   reg [31:0] c_npc;
-  reg [4:0] c_rd;
+  wire [4:0] c_rd;
   reg c_sleep;
   reg c_trap;
   reg [31:0] c_tval;
@@ -6481,10 +6479,10 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [31:0] div_rem = 32'd0;
   wire [32:0] div_rem_sh;
   reg div_zero = 1'h0;
+  reg e_adv;
   reg e_byp1 = 1'h0;
   reg e_byp2 = 1'h0;
   reg e_fault = 1'h0;
-  reg e_free;
   reg [31:0] e_rs1_read = 32'd0;
   reg [31:0] e_rs2_read = 32'd0;
   reg e_valid = 1'h0;
@@ -6513,7 +6511,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   reg [1:0] ld_off = 2'h0;
   wire [31:0] ld_shift;
   reg [31:0] ld_val;
-  reg [31:0] ld_word;
+  reg [31:0] ld_word = 32'd0;
   wire [31:0] ls_addr;
   reg [31:0] ls_addr_r = 32'd0;
   wire ls_fault;
@@ -6546,6 +6544,8 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   output [29:0] \port$8966$2 ;
   wire [29:0] \port$8966$2 ;
   wire [65:0] product;
+  reg redirect = 1'h0;
+  reg [31:0] redirect_pc = 32'd0;
   wire [4:0] rf_rs2__addr;
   wire [31:0] rf_rs2__data;
   wire [4:0] rf_wr__addr;
@@ -6732,253 +6732,254 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   assign \$99  = | ir[14:12];
   assign \$100  = \$98  & \$99 ;
   assign \$101  = \$97  | \$100 ;
-  assign wb_rd = \$101  ? ir[11:7] : 5'h00;
-  assign \$102  = mcycle + 1'h1;
-  assign \$103  = ~ c_trap;
-  assign \$104  = trace_valid & \$103 ;
-  assign \$105  = minstret + \$104 ;
-  assign \$106  = c_trap | c_jump;
-  assign flush = trace_valid & \$106 ;
+  assign c_rd = \$101  ? ir[11:7] : 5'h00;
+  assign \$102  = pc + { ir[31:12], 12'h000 };
+  assign \$103  = mcycle + 1'h1;
+  assign \$104  = ~ c_trap;
+  assign \$105  = trace_valid & \$104 ;
+  assign \$106  = minstret + \$105 ;
+  assign \$107  = c_trap | c_jump;
+  assign flush = trace_valid & \$107 ;
   assign next_pc = c_trap ? { mtvec, 2'h0 } : c_npc;
-  assign f_addr = flush ? next_pc : \$2 [31:0];
-  assign \$107  = ~ d_valid;
-  assign \$108  = flush | \$107 ;
-  assign f_slot = \$108  | e_free;
+  assign f_addr = redirect ? redirect_pc : \$2 [31:0];
+  assign \$108  = ~ d_valid;
+  assign f_slot = \$108  | e_adv;
   assign \$109  = ~ iload;
   assign \$110  = ~ e_valid;
-  assign \$111  = e_fault ? 32'd0 : ir;
-  assign \$112  = | pc[1:0];
-  assign \$113  = \$112  ? 1'h0 : 1'h1;
-  assign \$114  = pc + { ir[31:12], 12'h000 };
-  assign \$115  = ! ir[14:12];
-  assign \$116  = ir[14:12] != 2'h2;
-  assign \$117  = ir[14:12] != 2'h3;
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = ir[6:0] == 6'h33;
-  assign \$120  = ir[31:25] == 1'h1;
-  assign \$121  = \$119  & \$120 ;
-  assign \$122  = ir[6:0] == 6'h23;
-  assign \$123  = ! ir[14:12];
-  assign \$124  = ir[14:12] == 1'h1;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = ir[14:12] == 2'h2;
+  assign \$111  = ~ c_sleep;
+  assign \$112  = trace_valid & \$111 ;
+  assign \$113  = \$110  | \$112 ;
+  assign \$114  = e_fault ? 32'd0 : ir;
+  assign \$115  = | pc[1:0];
+  assign \$116  = \$115  ? 1'h0 : 1'h1;
+  assign \$117  = ! ir[14:12];
+  assign \$118  = ir[14:12] != 2'h2;
+  assign \$119  = ir[14:12] != 2'h3;
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = ir[6:0] == 6'h33;
+  assign \$122  = ir[31:25] == 1'h1;
+  assign \$123  = \$121  & \$122 ;
+  assign \$124  = ir[6:0] == 6'h23;
+  assign \$125  = ! ir[14:12];
+  assign \$126  = ir[14:12] == 1'h1;
   assign \$127  = \$125  | \$126 ;
-  assign \$128  = ~ \$127 ;
-  assign \$129  = ir[14:12] != 2'h3;
-  assign \$130  = ir[14:12] != 3'h6;
-  assign \$131  = \$129  & \$130 ;
-  assign \$132  = ir[14:12] != 3'h7;
+  assign \$128  = ir[14:12] == 2'h2;
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = ~ \$129 ;
+  assign \$131  = ir[14:12] != 2'h3;
+  assign \$132  = ir[14:12] != 3'h6;
   assign \$133  = \$131  & \$132 ;
-  assign \$134  = ~ \$133 ;
-  assign \$135  = \$122  ? \$128  : \$134 ;
-  assign \$136  = ! ir[14:12];
-  assign \$137  = ir[14:12] == 1'h1;
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = ! ir[14:12];
-  assign \$140  = ir == 7'h73;
-  assign \$141  = ir == 21'h100073;
-  assign \$142  = ir == 30'h30200073;
-  assign \$143  = ir == 29'h10500073;
-  assign \$144  = ir[13:12] == 1'h1;
-  assign \$145  = | ir[19:15];
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = ~ c_jump;
-  assign \$148  = trace_valid & \$147 ;
-  assign \$149  = ~ c_trap;
-  assign \$150  = \$148  & \$149 ;
-  assign \$151  = ir[6:0] == 6'h23;
-  assign \$152  = \$151  ? 5'h00 : ir[11:7];
-  assign \$153  = ir[6:0] == 6'h23;
-  assign \$154  = \$153  ? 3'h6 : 3'h4;
-  assign \$155  = ir[6:0] == 6'h23;
-  assign \$156  = \$155  ? 3'h7 : 3'h5;
-  assign \$157  = - div_rem;
-  assign \$158  = div_negr ? \$157  : { 1'h0, div_rem };
-  assign \$159  = div_zero ? { 1'h0, div_a } : \$158 ;
-  assign \$160  = - div_quo;
-  assign \$161  = div_negq ? \$160  : { 1'h0, div_quo };
-  assign \$162  = div_zero ? 33'h0ffffffff : \$161 ;
-  assign \$163  = ir[13] ? \$159  : \$162 ;
-  assign \$164  = ! core_fsm_state;
-  assign \$165  = core_fsm_state == 1'h1;
-  assign \$166  = core_fsm_state == 2'h2;
-  assign \$167  = core_fsm_state == 2'h3;
-  assign \$168  = core_fsm_state == 3'h4;
-  assign \$169  = core_fsm_state == 3'h5;
-  assign \$170  = core_fsm_state == 3'h6;
-  assign \$171  = core_fsm_state == 3'h7;
-  assign \$172  = core_fsm_state == 4'h8;
-  assign \$173  = core_fsm_state == 4'h9;
-  assign \$174  = ~ c_trap;
-  assign \$175  = trace_valid & \$174 ;
-  assign \$176  = | c_rd;
-  assign \$177  = \$175  & \$176 ;
-  assign \$178  = trace_valid & c_trap;
-  assign \$179  = ~ c_trap;
-  assign \$180  = trace_valid & \$179 ;
-  assign \$181  = \$180  & c_mret;
-  assign \$182  = ~ c_trap;
-  assign \$183  = trace_valid & \$182 ;
-  assign \$184  = \$183  & c_csr_we;
-  assign \$185  = ~ iload;
-  assign \$186  = f_slot & \$185 ;
-  assign \$187  = ! f_addr[31:14];
-  assign \$188  = ! f_addr[1:0];
-  assign \$189  = \$187  & \$188 ;
-  assign \$191  = flush | c_sleep;
-  assign \$192  = written >> d_word[19:15];
-  assign \$193  = \$192  ? \$signature__data  : 32'd0;
-  assign \$194  = written >> d_word[24:20];
-  assign \$195  = \$194  ? rf_rs2__data : 32'd0;
-  assign \$196  = | wb_rd;
-  assign \$197  = e_valid & \$196 ;
-  assign \$198  = wb_rd == d_word[19:15];
-  assign \$199  = \$197  & \$198 ;
-  assign \$200  = | wb_rd;
-  assign \$201  = e_valid & \$200 ;
-  assign \$202  = wb_rd == d_word[24:20];
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = ~ e_valid;
-  assign \$205  = ir[6:0] == 6'h33;
-  assign \$206  = ir[31:25] == 1'h1;
-  assign \$207  = \$205  & \$206 ;
-  assign \$208  = ~ ir[12];
-  assign \$209  = \$208  & rs1v[31];
-  assign \$210  = - rs1v;
-  assign \$211  = \$209  ? \$210  : { 1'h0, rs1v };
-  assign \$212  = ~ ir[12];
-  assign \$213  = \$212  & rs2v[31];
-  assign \$214  = - rs2v;
-  assign \$215  = \$213  ? \$214  : { 1'h0, rs2v };
-  assign \$216  = ! rs2v;
+  assign \$134  = ir[14:12] != 3'h7;
+  assign \$135  = \$133  & \$134 ;
+  assign \$136  = ~ \$135 ;
+  assign \$137  = \$124  ? \$130  : \$136 ;
+  assign \$138  = ! ir[14:12];
+  assign \$139  = ir[14:12] == 1'h1;
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = ! ir[14:12];
+  assign \$142  = ir == 7'h73;
+  assign \$143  = ir == 21'h100073;
+  assign \$144  = ir == 30'h30200073;
+  assign \$145  = ir == 29'h10500073;
+  assign \$146  = ir[13:12] == 1'h1;
+  assign \$147  = | ir[19:15];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = ir[6:0] == 6'h23;
+  assign \$150  = ir[6:0] == 6'h23;
+  assign \$151  = \$150  ? 3'h6 : 3'h4;
+  assign \$152  = ir[6:0] == 6'h23;
+  assign \$153  = \$152  ? 3'h7 : 3'h5;
+  assign \$154  = - div_rem;
+  assign \$155  = div_negr ? \$154  : { 1'h0, div_rem };
+  assign \$156  = div_zero ? { 1'h0, div_a } : \$155 ;
+  assign \$157  = - div_quo;
+  assign \$158  = div_negq ? \$157  : { 1'h0, div_quo };
+  assign \$159  = div_zero ? 33'h0ffffffff : \$158 ;
+  assign \$160  = ir[13] ? \$156  : \$159 ;
+  assign \$161  = ! core_fsm_state;
+  assign \$162  = core_fsm_state == 1'h1;
+  assign \$163  = core_fsm_state == 2'h2;
+  assign \$164  = core_fsm_state == 2'h3;
+  assign \$165  = core_fsm_state == 3'h4;
+  assign \$166  = core_fsm_state == 3'h5;
+  assign \$167  = core_fsm_state == 3'h6;
+  assign \$168  = core_fsm_state == 3'h7;
+  assign \$169  = core_fsm_state == 4'h8;
+  assign \$170  = core_fsm_state == 4'h9;
+  assign \$171  = core_fsm_state == 4'ha;
+  assign \$172  = ~ c_trap;
+  assign \$173  = trace_valid & \$172 ;
+  assign \$174  = | c_rd;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = trace_valid & c_trap;
+  assign \$177  = ~ c_trap;
+  assign \$178  = trace_valid & \$177 ;
+  assign \$179  = \$178  & c_mret;
+  assign \$180  = ~ c_trap;
+  assign \$181  = trace_valid & \$180 ;
+  assign \$182  = \$181  & c_csr_we;
+  assign \$183  = ~ iload;
+  assign \$184  = f_slot & \$183 ;
+  assign \$185  = ! f_addr[31:14];
+  assign \$186  = ! f_addr[1:0];
+  assign \$187  = \$185  & \$186 ;
+  assign \$189  = ~ flush;
+  assign \$190  = d_valid & \$189 ;
+  assign \$191  = written >> d_word[19:15];
+  assign \$192  = \$191  ? \$signature__data  : 32'd0;
+  assign \$193  = written >> d_word[24:20];
+  assign \$194  = \$193  ? rf_rs2__data : 32'd0;
+  assign \$195  = | c_rd;
+  assign \$196  = e_valid & \$195 ;
+  assign \$197  = c_rd == d_word[19:15];
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = | c_rd;
+  assign \$200  = e_valid & \$199 ;
+  assign \$201  = c_rd == d_word[24:20];
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = ir[6:0] == 6'h33;
+  assign \$204  = ir[31:25] == 1'h1;
+  assign \$205  = \$203  & \$204 ;
+  assign \$206  = ~ ir[12];
+  assign \$207  = \$206  & rs1v[31];
+  assign \$208  = - rs1v;
+  assign \$209  = \$207  ? \$208  : { 1'h0, rs1v };
+  assign \$210  = ~ ir[12];
+  assign \$211  = \$210  & rs2v[31];
+  assign \$212  = - rs2v;
+  assign \$213  = \$211  ? \$212  : { 1'h0, rs2v };
+  assign \$214  = ! rs2v;
+  assign \$215  = ~ ir[12];
+  assign \$216  = \$215  & rs1v[31];
   assign \$217  = ~ ir[12];
-  assign \$218  = \$217  & rs1v[31];
-  assign \$219  = ~ ir[12];
-  assign \$220  = \$219  & rs2v[31];
-  assign \$221  = \$218  ^ \$220 ;
-  assign \$222  = ~ ir[12];
-  assign \$223  = \$222  & rs1v[31];
-  assign \$224  = ir[6:0] == 6'h23;
-  assign \$225  = ! ir[14:12];
-  assign \$226  = ir[14:12] == 1'h1;
+  assign \$218  = \$217  & rs2v[31];
+  assign \$219  = \$216  ^ \$218 ;
+  assign \$220  = ~ ir[12];
+  assign \$221  = \$220  & rs1v[31];
+  assign \$222  = ir[6:0] == 6'h23;
+  assign \$223  = ! ir[14:12];
+  assign \$224  = ir[14:12] == 1'h1;
+  assign \$225  = \$223  | \$224 ;
+  assign \$226  = ir[14:12] == 2'h2;
   assign \$227  = \$225  | \$226 ;
-  assign \$228  = ir[14:12] == 2'h2;
-  assign \$229  = \$227  | \$228 ;
-  assign \$230  = ~ \$229 ;
-  assign \$231  = ir[14:12] != 2'h3;
-  assign \$232  = ir[14:12] != 3'h6;
+  assign \$228  = ~ \$227 ;
+  assign \$229  = ir[14:12] != 2'h3;
+  assign \$230  = ir[14:12] != 3'h6;
+  assign \$231  = \$229  & \$230 ;
+  assign \$232  = ir[14:12] != 3'h7;
   assign \$233  = \$231  & \$232 ;
-  assign \$234  = ir[14:12] != 3'h7;
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = ~ \$235 ;
-  assign \$237  = \$224  ? \$230  : \$236 ;
-  assign \$238  = ls_misaligned | ls_fault;
-  assign \$239  = ir[6:0] == 6'h23;
-  assign \$240  = ~ c_jump;
-  assign \$241  = trace_valid & \$240 ;
-  assign \$242  = ~ c_trap;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
-  assign \$245  = $signed(mul_ra) * $signed(mul_rb[32:17]);
-  assign \$246  = div_cnt + 1'h1;
-  assign \$247  = div_cnt == 5'h1f;
-  assign \$248  = ~ run;
+  assign \$234  = ~ \$233 ;
+  assign \$235  = \$222  ? \$228  : \$234 ;
+  assign \$236  = ls_misaligned | ls_fault;
+  assign \$237  = ir[6:0] == 6'h23;
+  assign \$238  = ir[6:0] == 6'h23;
+  assign \$239  = $signed(mul_ra) * $signed({ 1'h0, mul_rb[16:0] });
+  assign \$240  = $signed(mul_ra) * $signed(mul_rb[32:17]);
+  assign \$241  = div_cnt + 1'h1;
+  assign \$242  = div_cnt == 5'h1f;
+  assign \$243  = ~ run;
   always @(posedge clk)
-    d_ir <= \$249 ;
+    d_ir <= \$244 ;
   always @(posedge clk)
-    written <= \$250 ;
+    written <= \$245 ;
   always @(posedge clk)
-    mepc <= \$251 ;
+    mepc <= \$246 ;
   always @(posedge clk)
-    mcause <= \$252 ;
+    mcause <= \$247 ;
   always @(posedge clk)
-    mtval <= \$253 ;
+    mtval <= \$248 ;
   always @(posedge clk)
-    st_mpie <= \$254 ;
+    st_mpie <= \$249 ;
   always @(posedge clk)
-    \$signal  <= \$255 ;
+    \$signal  <= \$250 ;
   always @(posedge clk)
-    mcycle <= \$256 ;
+    mcycle <= \$251 ;
   always @(posedge clk)
-    minstret <= \$257 ;
+    minstret <= \$252 ;
   always @(posedge clk)
-    ie_mtie <= \$258 ;
+    ie_mtie <= \$253 ;
   always @(posedge clk)
-    \$signal$38  <= \$259 ;
+    \$signal$38  <= \$254 ;
   always @(posedge clk)
-    mtvec <= \$260 ;
+    mtvec <= \$255 ;
   always @(posedge clk)
-    mscratch <= \$261 ;
+    mscratch <= \$256 ;
   always @(posedge clk)
-    f_last <= \$262 ;
+    redirect <= \$257 ;
   always @(posedge clk)
-    d_valid <= \$263 ;
+    redirect_pc <= \$258 ;
   always @(posedge clk)
-    d_fresh <= \$264 ;
+    f_last <= \$259 ;
   always @(posedge clk)
-    d_fault <= \$265 ;
+    d_valid <= \$260 ;
   always @(posedge clk)
-    d_pc <= \$266 ;
+    d_fresh <= \$261 ;
   always @(posedge clk)
-    f_again <= \$267 ;
+    d_fault <= \$262 ;
   always @(posedge clk)
-    e_valid <= \$268 ;
+    d_pc <= \$263 ;
   always @(posedge clk)
-    pc <= \$269 ;
+    f_again <= \$264 ;
   always @(posedge clk)
-    ir <= \$270 ;
+    e_valid <= \$265 ;
   always @(posedge clk)
-    e_fault <= \$271 ;
+    pc <= \$266 ;
   always @(posedge clk)
-    e_rs1_read <= \$272 ;
+    ir <= \$267 ;
   always @(posedge clk)
-    e_rs2_read <= \$273 ;
+    e_fault <= \$268 ;
   always @(posedge clk)
-    e_byp1 <= \$274 ;
+    e_rs1_read <= \$269 ;
   always @(posedge clk)
-    e_byp2 <= \$275 ;
+    e_rs2_read <= \$270 ;
   always @(posedge clk)
-    fw_val <= \$276 ;
+    e_byp1 <= \$271 ;
   always @(posedge clk)
-    div_quo <= \$277 ;
+    e_byp2 <= \$272 ;
   always @(posedge clk)
-    div_rem <= \$278 ;
+    fw_val <= \$273 ;
   always @(posedge clk)
-    div_den <= \$279 ;
+    div_quo <= \$274 ;
   always @(posedge clk)
-    div_cnt <= \$280 ;
+    div_rem <= \$275 ;
   always @(posedge clk)
-    div_a <= \$281 ;
+    div_den <= \$276 ;
   always @(posedge clk)
-    div_zero <= \$282 ;
+    div_cnt <= \$277 ;
   always @(posedge clk)
-    div_negq <= \$283 ;
+    div_a <= \$278 ;
   always @(posedge clk)
-    div_negr <= \$284 ;
+    div_zero <= \$279 ;
   always @(posedge clk)
-    core_fsm_state <= \$285 ;
+    div_negq <= \$280 ;
   always @(posedge clk)
-    mul_ra <= \$286 ;
+    div_negr <= \$281 ;
   always @(posedge clk)
-    mul_rb <= \$287 ;
+    core_fsm_state <= \$282 ;
   always @(posedge clk)
-    ls_addr_r <= \$288 ;
+    mul_ra <= \$283 ;
   always @(posedge clk)
-    ls_misaligned_r <= \$289 ;
+    mul_rb <= \$284 ;
   always @(posedge clk)
-    ld_off <= \$290 ;
+    ls_addr_r <= \$285 ;
   always @(posedge clk)
-    dbus__en <= \$291 ;
+    ls_misaligned_r <= \$286 ;
   always @(posedge clk)
-    dbus__we <= \$292 ;
+    ld_off <= \$287 ;
   always @(posedge clk)
-    dbus__wdata <= \$293 ;
+    dbus__en <= \$288 ;
   always @(posedge clk)
-    dbus__wstrb <= \$294 ;
+    dbus__we <= \$289 ;
   always @(posedge clk)
-    mul_lo <= \$295 ;
+    dbus__wdata <= \$290 ;
   always @(posedge clk)
-    mul_hi <= \$296 ;
+    dbus__wstrb <= \$291 ;
+  always @(posedge clk)
+    ld_word <= \$292 ;
+  always @(posedge clk)
+    mul_lo <= \$293 ;
+  always @(posedge clk)
+    mul_hi <= \$294 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
@@ -7199,6 +7200,44 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ir[6:0])
+      7'h37:
+          c_value = { ir[31:12], 12'h000 };
+      7'h17:
+          c_value = \$102 [31:0];
+      7'h6f, 7'h67:
+          c_value = \$3 [31:0];
+      7'h73:
+          c_value = csr_old;
+      default:
+          c_value = alu_res;
+    endcase
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h7:
+          c_value = ld_val;
+      4'h2:
+          /* empty */;
+      4'h9:
+          c_value = mul_res;
+      4'h1:
+          /* empty */;
+      4'ha:
+          c_value = \$160 [31:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     imem__en = 1'h0;
     if (\$109 ) begin
       imem__en = f_slot;
@@ -7233,38 +7272,32 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    e_free = 1'h0;
+    e_adv = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-            e_free = 1'h1;
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            if (c_sleep) begin
-            end else if (\$150 ) begin
-              e_free = 1'h1;
-            end
-          end
+          e_adv = \$113 ;
       4'h5:
           if (dbus__ack) begin
-            e_free = 1'h1;
+            if (\$149 ) begin
+              e_adv = 1'h1;
+            end
           end
       4'h3:
-          /* empty */;
+          e_adv = 1'h1;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
-          e_free = 1'h1;
+          e_adv = 1'h1;
       4'h2:
           /* empty */;
-      4'h8:
-          e_free = 1'h1;
+      4'h9:
+          e_adv = 1'h1;
       4'h1:
           /* empty */;
-      4'h9:
-          e_free = 1'h1;
+      4'ha:
+          e_adv = 1'h1;
     endcase
   end
   always @* begin
@@ -7272,88 +7305,91 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     trace_valid = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            trace_valid = 1'h1;
-          end else if (e_fault) begin
-            trace_valid = 1'h1;
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  trace_valid = 1'h1;
-              7'h17:
-                  trace_valid = 1'h1;
-              7'h6f:
-                  trace_valid = 1'h1;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
+            if (irq_take) begin
+              trace_valid = 1'h1;
+            end else if (e_fault) begin
+              trace_valid = 1'h1;
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
                     trace_valid = 1'h1;
-                  end else begin
+                7'h17:
                     trace_valid = 1'h1;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
+                7'h6f:
                     trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                    trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                    trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    trace_valid = 1'h1;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                    trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$141 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$142 ) begin
-                      trace_valid = 1'h1;
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                       trace_valid = 1'h1;
                     end else begin
                       trace_valid = 1'h1;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      trace_valid = 1'h1;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                7'h73:
+                    (* full_case = 32'd1 *)
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        trace_valid = 1'h1;
+                      end else if (\$143 ) begin
+                        trace_valid = 1'h1;
+                      end else if (\$144 ) begin
+                        trace_valid = 1'h1;
+                      end else if (\$145 ) begin
+                        trace_valid = 1'h1;
+                      end else begin
+                        trace_valid = 1'h1;
+                      end
+                    end else if (csr_illegal) begin
+                      trace_valid = 1'h1;
+                    end else begin
+                      trace_valid = 1'h1;
+                    end
+                default:
                     trace_valid = 1'h1;
-                  end else begin
-                    trace_valid = 1'h1;
-                  end
-              default:
-                  trace_valid = 1'h1;
-            endcase
+              endcase
+            end
           end
       4'h5:
           if (dbus__ack) begin
-            trace_valid = 1'h1;
+            if (\$149 ) begin
+              trace_valid = 1'h1;
+            end
           end
       4'h3:
           (* full_case = 32'd1 *)
@@ -7364,15 +7400,17 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
           end
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           trace_valid = 1'h1;
       4'h2:
           /* empty */;
-      4'h8:
+      4'h9:
           trace_valid = 1'h1;
       4'h1:
           /* empty */;
-      4'h9:
+      4'ha:
           trace_valid = 1'h1;
     endcase
   end
@@ -7381,74 +7419,75 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_trap = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            c_trap = 1'h1;
-          end else if (e_fault) begin
-            c_trap = 1'h1;
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    c_trap = 1'h1;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                  end else begin
-                    c_trap = 1'h1;
-                  end
-              7'h73:
-                  if (\$139 ) begin
+            if (irq_take) begin
+              c_trap = 1'h1;
+            end else if (e_fault) begin
+              c_trap = 1'h1;
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      c_trap = 1'h1;
-                    end else if (\$141 ) begin
-                      c_trap = 1'h1;
-                    end else if (\$142 ) begin
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                     end else begin
                       c_trap = 1'h1;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      c_trap = 1'h1;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                    end else begin
+                      c_trap = 1'h1;
+                    end
+                7'h73:
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        c_trap = 1'h1;
+                      end else if (\$143 ) begin
+                        c_trap = 1'h1;
+                      end else if (\$144 ) begin
+                      end else if (\$145 ) begin
+                      end else begin
+                        c_trap = 1'h1;
+                      end
+                    end else if (csr_illegal) begin
+                      c_trap = 1'h1;
+                    end
+                default:
                     c_trap = 1'h1;
-                  end
-              default:
-                  c_trap = 1'h1;
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
@@ -7466,83 +7505,84 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_cause = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            c_cause = 32'd2147483659;
-          end else if (e_fault) begin
-            c_cause = { 31'h00000000, \$113  };
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    c_cause = 32'd2;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                  end else begin
-                    c_cause = 32'd2;
-                  end
-              7'h73:
-                  if (\$139 ) begin
+            if (irq_take) begin
+              c_cause = 32'd2147483659;
+            end else if (e_fault) begin
+              c_cause = { 31'h00000000, \$116  };
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      c_cause = 32'd11;
-                    end else if (\$141 ) begin
-                      c_cause = 32'd3;
-                    end else if (\$142 ) begin
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                     end else begin
                       c_cause = 32'd2;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      c_cause = 32'd2;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                    end else begin
+                      c_cause = 32'd2;
+                    end
+                7'h73:
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        c_cause = 32'd11;
+                      end else if (\$143 ) begin
+                        c_cause = 32'd3;
+                      end else if (\$144 ) begin
+                      end else if (\$145 ) begin
+                      end else begin
+                        c_cause = 32'd2;
+                      end
+                    end else if (csr_illegal) begin
+                      c_cause = 32'd2;
+                    end
+                default:
                     c_cause = 32'd2;
-                  end
-              default:
-                  c_cause = 32'd2;
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
       4'h3:
           (* full_case = 32'd1 *)
           if (ls_misaligned_r) begin
-            c_cause = { 29'h00000000, \$154  };
+            c_cause = { 29'h00000000, \$151  };
           end else begin
-            c_cause = { 29'h00000000, \$156  };
+            c_cause = { 29'h00000000, \$153  };
           end
     endcase
   end
@@ -7551,74 +7591,75 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_tval = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            c_tval = 32'd0;
-          end else if (e_fault) begin
-            c_tval = pc;
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    c_tval = ir;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                  end else begin
-                    c_tval = ir;
-                  end
-              7'h73:
-                  if (\$139 ) begin
+            if (irq_take) begin
+              c_tval = 32'd0;
+            end else if (e_fault) begin
+              c_tval = pc;
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      c_tval = 32'd0;
-                    end else if (\$141 ) begin
-                      c_tval = 32'd0;
-                    end else if (\$142 ) begin
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                     end else begin
                       c_tval = ir;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                    end else begin
+                      c_tval = ir;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                    end else begin
+                      c_tval = ir;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                    end else begin
+                      c_tval = ir;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      c_tval = ir;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                    end else begin
+                      c_tval = ir;
+                    end
+                7'h73:
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        c_tval = 32'd0;
+                      end else if (\$143 ) begin
+                        c_tval = 32'd0;
+                      end else if (\$144 ) begin
+                      end else if (\$145 ) begin
+                      end else begin
+                        c_tval = ir;
+                      end
+                    end else if (csr_illegal) begin
+                      c_tval = ir;
+                    end
+                default:
                     c_tval = ir;
-                  end
-              default:
-                  c_tval = ir;
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
@@ -7636,87 +7677,90 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     trace_insn = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-            trace_insn = \$111 ;
-          end else if (e_fault) begin
-          end else begin
+          if (e_valid) begin
             (* full_case = 32'd1 *)
-            casez (ir[6:0])
-              7'h37:
-                  trace_insn = ir;
-              7'h17:
-                  trace_insn = ir;
-              7'h6f:
-                  trace_insn = ir;
-              7'h67:
-                  (* full_case = 32'd1 *)
-                  if (\$115 ) begin
+            if (irq_take) begin
+              trace_insn = \$114 ;
+            end else if (e_fault) begin
+            end else begin
+              (* full_case = 32'd1 *)
+              casez (ir[6:0])
+                7'h37:
                     trace_insn = ir;
-                  end else begin
+                7'h17:
                     trace_insn = ir;
-                  end
-              7'h63:
-                  (* full_case = 32'd1 *)
-                  if (\$118 ) begin
+                7'h6f:
                     trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              7'h13:
-                  (* full_case = 32'd1 *)
-                  if (op_imm_legal) begin
-                    trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              7'h33:
-                  (* full_case = 32'd1 *)
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                    trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              7'h03, 7'h23:
-                  if (\$135 ) begin
-                    trace_insn = ir;
-                  end
-              7'h0f:
-                  (* full_case = 32'd1 *)
-                  if (\$138 ) begin
-                    trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
+                7'h67:
                     (* full_case = 32'd1 *)
-                    if (\$140 ) begin
-                      trace_insn = ir;
-                    end else if (\$141 ) begin
-                      trace_insn = ir;
-                    end else if (\$142 ) begin
-                      trace_insn = ir;
-                    end else if (\$143 ) begin
+                    if (\$117 ) begin
                       trace_insn = ir;
                     end else begin
                       trace_insn = ir;
                     end
-                  end else if (csr_illegal) begin
+                7'h63:
+                    (* full_case = 32'd1 *)
+                    if (\$120 ) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                7'h13:
+                    (* full_case = 32'd1 *)
+                    if (op_imm_legal) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                7'h33:
+                    (* full_case = 32'd1 *)
+                    if (\$123 ) begin
+                    end else if (op_alu_legal) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                7'h03, 7'h23:
+                    if (\$137 ) begin
+                      trace_insn = ir;
+                    end
+                7'h0f:
+                    (* full_case = 32'd1 *)
+                    if (\$140 ) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                7'h73:
+                    (* full_case = 32'd1 *)
+                    if (\$141 ) begin
+                      (* full_case = 32'd1 *)
+                      if (\$142 ) begin
+                        trace_insn = ir;
+                      end else if (\$143 ) begin
+                        trace_insn = ir;
+                      end else if (\$144 ) begin
+                        trace_insn = ir;
+                      end else if (\$145 ) begin
+                        trace_insn = ir;
+                      end else begin
+                        trace_insn = ir;
+                      end
+                    end else if (csr_illegal) begin
+                      trace_insn = ir;
+                    end else begin
+                      trace_insn = ir;
+                    end
+                default:
                     trace_insn = ir;
-                  end else begin
-                    trace_insn = ir;
-                  end
-              default:
-                  trace_insn = ir;
-            endcase
+              endcase
+            end
           end
       4'h5:
           if (dbus__ack) begin
-            trace_insn = ir;
+            if (\$149 ) begin
+              trace_insn = ir;
+            end
           end
       4'h3:
           (* full_case = 32'd1 *)
@@ -7727,168 +7771,18 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
           end
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           trace_insn = ir;
       4'h2:
           /* empty */;
-      4'h8:
-          trace_insn = ir;
-      4'h1:
-          /* empty */;
       4'h9:
           trace_insn = ir;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c_rd = 5'h00;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  c_rd = ir[11:7];
-              7'h17:
-                  c_rd = ir[11:7];
-              7'h6f:
-                  c_rd = ir[11:7];
-              7'h67:
-                  if (\$115 ) begin
-                    c_rd = ir[11:7];
-                  end
-              7'h63:
-                  if (\$118 ) begin
-                    c_rd = 5'h00;
-                  end
-              7'h13:
-                  if (op_imm_legal) begin
-                    c_rd = ir[11:7];
-                  end
-              7'h33:
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                    c_rd = ir[11:7];
-                  end
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  if (\$138 ) begin
-                    c_rd = 5'h00;
-                  end
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                      c_rd = 5'h00;
-                    end else if (\$143 ) begin
-                      c_rd = 5'h00;
-                    end
-                  end else if (csr_illegal) begin
-                  end else begin
-                    c_rd = ir[11:7];
-                  end
-            endcase
-          end
-      4'h5:
-          if (dbus__ack) begin
-            c_rd = \$152 ;
-          end
-      4'h3:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h7:
-          c_rd = ir[11:7];
-      4'h2:
-          /* empty */;
-      4'h8:
-          c_rd = ir[11:7];
       4'h1:
           /* empty */;
-      4'h9:
-          c_rd = ir[11:7];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c_value = 32'd0;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  c_value = { ir[31:12], 12'h000 };
-              7'h17:
-                  c_value = \$114 [31:0];
-              7'h6f:
-                  c_value = \$3 [31:0];
-              7'h67:
-                  if (\$115 ) begin
-                    c_value = \$3 [31:0];
-                  end
-              7'h63:
-                  if (\$118 ) begin
-                    c_value = 32'd0;
-                  end
-              7'h13:
-                  if (op_imm_legal) begin
-                    c_value = alu_res;
-                  end
-              7'h33:
-                  if (\$121 ) begin
-                  end else if (op_alu_legal) begin
-                    c_value = alu_res;
-                  end
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  if (\$138 ) begin
-                    c_value = 32'd0;
-                  end
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                      c_value = 32'd0;
-                    end else if (\$143 ) begin
-                      c_value = 32'd0;
-                    end
-                  end else if (csr_illegal) begin
-                  end else begin
-                    c_value = csr_old;
-                  end
-            endcase
-          end
-      4'h5:
-          if (dbus__ack) begin
-            c_value = ld_val;
-          end
-      4'h3:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h7:
-          c_value = ld_val;
-      4'h2:
-          /* empty */;
-      4'h8:
-          c_value = mul_res;
-      4'h1:
-          /* empty */;
-      4'h9:
-          c_value = \$163 [31:0];
+      4'ha:
+          trace_insn = ir;
     endcase
   end
   always @* begin
@@ -7896,43 +7790,44 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_npc = 32'd0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  c_npc = \$51 [31:0];
-              7'h67:
-                  if (\$115 ) begin
-                    c_npc = \$53 [31:0];
-                  end
-              7'h63:
-                  if (\$118 ) begin
-                    c_npc = \$50 [31:0];
-                  end
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                      c_npc = { mepc, 2'h0 };
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    c_npc = \$51 [31:0];
+                7'h67:
+                    if (\$117 ) begin
+                      c_npc = \$53 [31:0];
                     end
-                  end
-            endcase
+                7'h63:
+                    if (\$120 ) begin
+                      c_npc = \$50 [31:0];
+                    end
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                        c_npc = { mepc, 2'h0 };
+                      end
+                    end
+              endcase
+            end
           end
     endcase
   end
@@ -7941,43 +7836,44 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_jump = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  c_jump = 1'h1;
-              7'h67:
-                  if (\$115 ) begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
                     c_jump = 1'h1;
-                  end
-              7'h63:
-                  if (\$118 ) begin
-                    c_jump = br_taken;
-                  end
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
+                7'h67:
+                    if (\$117 ) begin
                       c_jump = 1'h1;
                     end
-                  end
-            endcase
+                7'h63:
+                    if (\$120 ) begin
+                      c_jump = br_taken;
+                    end
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                        c_jump = 1'h1;
+                      end
+                    end
+              endcase
+            end
           end
     endcase
   end
@@ -7986,39 +7882,40 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_mret = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                      c_mret = 1'h1;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                        c_mret = 1'h1;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
   end
@@ -8027,40 +7924,41 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_sleep = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  if (\$139 ) begin
-                    if (\$140 ) begin
-                    end else if (\$141 ) begin
-                    end else if (\$142 ) begin
-                    end else if (\$143 ) begin
-                      c_sleep = 1'h1;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    if (\$141 ) begin
+                      if (\$142 ) begin
+                      end else if (\$143 ) begin
+                      end else if (\$144 ) begin
+                      end else if (\$145 ) begin
+                        c_sleep = 1'h1;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
   end
@@ -8069,55 +7967,40 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
     c_csr_we = 1'h0;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$110 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  /* empty */;
-              7'h0f:
-                  /* empty */;
-              7'h73:
-                  (* full_case = 32'd1 *)
-                  if (\$139 ) begin
-                  end else if (csr_illegal) begin
-                  end else begin
-                    c_csr_we = \$146 ;
-                  end
-            endcase
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    /* empty */;
+                7'h0f:
+                    /* empty */;
+                7'h73:
+                    (* full_case = 32'd1 *)
+                    if (\$141 ) begin
+                    end else if (csr_illegal) begin
+                    end else begin
+                      c_csr_we = \$148 ;
+                    end
+              endcase
+            end
           end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    ld_word = 32'd0;
-    casez (core_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h5:
-          ld_word = dbus__rdata;
-      4'h3:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h7:
-          ld_word = imem__data;
     endcase
   end
   always @* begin
@@ -8146,15 +8029,17 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
           /* empty */;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           /* empty */;
       4'h2:
           /* empty */;
-      4'h8:
+      4'h9:
           /* empty */;
       4'h1:
           /* empty */;
-      4'h9:
+      4'ha:
           /* empty */;
       4'h6:
           sleeping = 1'h1;
@@ -8162,100 +8047,100 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$249  = d_word;
-    if (\$248 ) begin
-      \$249  = 32'd0;
+    \$244  = d_word;
+    if (\$243 ) begin
+      \$244  = 32'd0;
     end
     if (rst) begin
-      \$249  = 32'd0;
+      \$244  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$250  = written;
-    if (\$177 ) begin
+    \$245  = written;
+    if (\$175 ) begin
       (* full_case = 32'd1 *)
       casez (c_rd)
         5'h00:
-            \$250 [0] = 1'h1;
+            \$245 [0] = 1'h1;
         5'h01:
-            \$250 [1] = 1'h1;
+            \$245 [1] = 1'h1;
         5'h02:
-            \$250 [2] = 1'h1;
+            \$245 [2] = 1'h1;
         5'h03:
-            \$250 [3] = 1'h1;
+            \$245 [3] = 1'h1;
         5'h04:
-            \$250 [4] = 1'h1;
+            \$245 [4] = 1'h1;
         5'h05:
-            \$250 [5] = 1'h1;
+            \$245 [5] = 1'h1;
         5'h06:
-            \$250 [6] = 1'h1;
+            \$245 [6] = 1'h1;
         5'h07:
-            \$250 [7] = 1'h1;
+            \$245 [7] = 1'h1;
         5'h08:
-            \$250 [8] = 1'h1;
+            \$245 [8] = 1'h1;
         5'h09:
-            \$250 [9] = 1'h1;
+            \$245 [9] = 1'h1;
         5'h0a:
-            \$250 [10] = 1'h1;
+            \$245 [10] = 1'h1;
         5'h0b:
-            \$250 [11] = 1'h1;
+            \$245 [11] = 1'h1;
         5'h0c:
-            \$250 [12] = 1'h1;
+            \$245 [12] = 1'h1;
         5'h0d:
-            \$250 [13] = 1'h1;
+            \$245 [13] = 1'h1;
         5'h0e:
-            \$250 [14] = 1'h1;
+            \$245 [14] = 1'h1;
         5'h0f:
-            \$250 [15] = 1'h1;
+            \$245 [15] = 1'h1;
         5'h10:
-            \$250 [16] = 1'h1;
+            \$245 [16] = 1'h1;
         5'h11:
-            \$250 [17] = 1'h1;
+            \$245 [17] = 1'h1;
         5'h12:
-            \$250 [18] = 1'h1;
+            \$245 [18] = 1'h1;
         5'h13:
-            \$250 [19] = 1'h1;
+            \$245 [19] = 1'h1;
         5'h14:
-            \$250 [20] = 1'h1;
+            \$245 [20] = 1'h1;
         5'h15:
-            \$250 [21] = 1'h1;
+            \$245 [21] = 1'h1;
         5'h16:
-            \$250 [22] = 1'h1;
+            \$245 [22] = 1'h1;
         5'h17:
-            \$250 [23] = 1'h1;
+            \$245 [23] = 1'h1;
         5'h18:
-            \$250 [24] = 1'h1;
+            \$245 [24] = 1'h1;
         5'h19:
-            \$250 [25] = 1'h1;
+            \$245 [25] = 1'h1;
         5'h1a:
-            \$250 [26] = 1'h1;
+            \$245 [26] = 1'h1;
         5'h1b:
-            \$250 [27] = 1'h1;
+            \$245 [27] = 1'h1;
         5'h1c:
-            \$250 [28] = 1'h1;
+            \$245 [28] = 1'h1;
         5'h1d:
-            \$250 [29] = 1'h1;
+            \$245 [29] = 1'h1;
         5'h1e:
-            \$250 [30] = 1'h1;
+            \$245 [30] = 1'h1;
         5'h1f:
-            \$250 [31] = 1'h1;
+            \$245 [31] = 1'h1;
       endcase
     end
-    if (\$248 ) begin
-      \$250  = 32'd0;
+    if (\$243 ) begin
+      \$245  = 32'd0;
     end
     if (rst) begin
-      \$250  = 32'd0;
+      \$245  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$251  = mepc;
-    if (\$178 ) begin
-      \$251  = pc[31:2];
+    \$246  = mepc;
+    if (\$176 ) begin
+      \$246  = pc[31:2];
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8266,23 +8151,23 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h340:
             /* empty */;
         12'h341:
-            \$251  = csr_wval[31:2];
+            \$246  = csr_wval[31:2];
       endcase
     end
-    if (\$248 ) begin
-      \$251  = 30'h00000000;
+    if (\$243 ) begin
+      \$246  = 30'h00000000;
     end
     if (rst) begin
-      \$251  = 30'h00000000;
+      \$246  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$252  = mcause;
-    if (\$178 ) begin
-      \$252  = c_cause;
+    \$247  = mcause;
+    if (\$176 ) begin
+      \$247  = c_cause;
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8295,23 +8180,23 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h341:
             /* empty */;
         12'h342:
-            \$252  = csr_wval;
+            \$247  = csr_wval;
       endcase
     end
-    if (\$248 ) begin
-      \$252  = 32'd0;
+    if (\$243 ) begin
+      \$247  = 32'd0;
     end
     if (rst) begin
-      \$252  = 32'd0;
+      \$247  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$253  = mtval;
-    if (\$178 ) begin
-      \$253  = c_tval;
+    \$248  = mtval;
+    if (\$176 ) begin
+      \$248  = c_tval;
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8326,64 +8211,64 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h342:
             /* empty */;
         12'h343:
-            \$253  = csr_wval;
+            \$248  = csr_wval;
       endcase
     end
-    if (\$248 ) begin
-      \$253  = 32'd0;
+    if (\$243 ) begin
+      \$248  = 32'd0;
     end
     if (rst) begin
-      \$253  = 32'd0;
+      \$248  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$254  = st_mpie;
-    if (\$178 ) begin
-      \$254  = \$signal ;
+    \$249  = st_mpie;
+    if (\$176 ) begin
+      \$249  = \$signal ;
     end
-    if (\$181 ) begin
-      \$254  = 1'h1;
+    if (\$179 ) begin
+      \$249  = 1'h1;
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
-            \$254  = csr_wval[7];
+            \$249  = csr_wval[7];
       endcase
     end
-    if (\$248 ) begin
-      \$254  = 1'h0;
+    if (\$243 ) begin
+      \$249  = 1'h0;
     end
     if (rst) begin
-      \$254  = 1'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$255  = \$signal ;
-    if (\$178 ) begin
-      \$255  = 1'h0;
+    \$250  = \$signal ;
+    if (\$176 ) begin
+      \$250  = 1'h0;
     end
-    if (\$181 ) begin
-      \$255  = st_mpie;
+    if (\$179 ) begin
+      \$250  = st_mpie;
     end
-    if (\$184 ) begin
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
-            \$255  = csr_wval[3];
+            \$250  = csr_wval[3];
       endcase
     end
-    if (\$248 ) begin
-      \$255  = 1'h0;
+    if (\$243 ) begin
+      \$250  = 1'h0;
     end
     if (rst) begin
-      \$255  = 1'h0;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$256  = \$102 [63:0];
-    if (\$184 ) begin
+    \$251  = \$103 [63:0];
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8400,22 +8285,22 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h343:
             /* empty */;
         12'hb00:
-            \$256  = { \$102 [63:32], csr_wval };
+            \$251  = { \$103 [63:32], csr_wval };
         12'hb80:
-            \$256  = { csr_wval, \$102 [31:0] };
+            \$251  = { csr_wval, \$103 [31:0] };
       endcase
     end
-    if (\$248 ) begin
-      \$256  = 64'h0000000000000000;
+    if (\$243 ) begin
+      \$251  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$256  = 64'h0000000000000000;
+      \$251  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$257  = \$105 [63:0];
-    if (\$184 ) begin
+    \$252  = \$106 [63:0];
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8436,78 +8321,78 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'hb80:
             /* empty */;
         12'hb02:
-            \$257  = { \$105 [63:32], csr_wval };
+            \$252  = { \$106 [63:32], csr_wval };
         12'hb82:
-            \$257  = { csr_wval, \$105 [31:0] };
+            \$252  = { csr_wval, \$106 [31:0] };
       endcase
     end
-    if (\$248 ) begin
-      \$257  = 64'h0000000000000000;
+    if (\$243 ) begin
+      \$252  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$257  = 64'h0000000000000000;
+      \$252  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$258  = ie_mtie;
-    if (\$184 ) begin
+    \$253  = ie_mtie;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$258  = csr_wval[7];
+            \$253  = csr_wval[7];
       endcase
     end
-    if (\$248 ) begin
-      \$258  = 1'h0;
+    if (\$243 ) begin
+      \$253  = 1'h0;
     end
     if (rst) begin
-      \$258  = 1'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$259  = \$signal$38 ;
-    if (\$184 ) begin
+    \$254  = \$signal$38 ;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
-            \$259  = csr_wval[11];
+            \$254  = csr_wval[11];
       endcase
     end
-    if (\$248 ) begin
-      \$259  = 1'h0;
+    if (\$243 ) begin
+      \$254  = 1'h0;
     end
     if (rst) begin
-      \$259  = 1'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$260  = mtvec;
-    if (\$184 ) begin
+    \$255  = mtvec;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
         12'h304:
             /* empty */;
         12'h305:
-            \$260  = csr_wval[31:2];
+            \$255  = csr_wval[31:2];
       endcase
     end
-    if (\$248 ) begin
-      \$260  = 30'h00000000;
+    if (\$243 ) begin
+      \$255  = 30'h00000000;
     end
     if (rst) begin
-      \$260  = 30'h00000000;
+      \$255  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$261  = mscratch;
-    if (\$184 ) begin
+    \$256  = mscratch;
+    if (\$182 ) begin
       casez (ir[31:20])
         12'h300:
             /* empty */;
@@ -8516,136 +8401,205 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
         12'h305:
             /* empty */;
         12'h340:
-            \$261  = csr_wval;
+            \$256  = csr_wval;
       endcase
     end
-    if (\$248 ) begin
-      \$261  = 32'd0;
+    if (\$243 ) begin
+      \$256  = 32'd0;
     end
     if (rst) begin
-      \$261  = 32'd0;
+      \$256  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$262  = f_last;
+    \$257  = flush;
+    if (\$243 ) begin
+      \$257  = 1'h0;
+    end
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$258  = next_pc;
+    if (\$243 ) begin
+      \$258  = 32'd0;
+    end
+    if (rst) begin
+      \$258  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$259  = f_last;
     if (f_slot) begin
-      \$262  = f_addr;
+      \$259  = f_addr;
     end
-    if (\$248 ) begin
-      \$262  = 32'd0;
+    if (\$243 ) begin
+      \$259  = 32'd0;
     end
     if (rst) begin
-      \$262  = 32'd0;
+      \$259  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$263  = d_valid;
-    if (\$186 ) begin
+    \$260  = d_valid;
+    if (flush) begin
+      \$260  = 1'h0;
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$263  = 1'h1;
+      if (\$187 ) begin
+        \$260  = 1'h1;
       end else begin
-        \$263  = 1'h1;
+        \$260  = 1'h1;
       end
     end else if (f_slot) begin
-      \$263  = 1'h0;
+      \$260  = 1'h0;
     end
-    if (\$248 ) begin
-      \$263  = 1'h0;
+    if (\$243 ) begin
+      \$260  = 1'h0;
     end
     if (rst) begin
-      \$263  = 1'h0;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
-    if (\$186 ) begin
+    if (flush) begin
+      \$261  = 1'h0;
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$264  = 1'h1;
+      if (\$187 ) begin
+        \$261  = 1'h1;
       end else begin
-        \$264  = 1'h0;
+        \$261  = 1'h0;
       end
     end else if (f_slot) begin
-      \$264  = 1'h0;
+      \$261  = 1'h0;
     end else begin
-      \$264  = 1'h0;
+      \$261  = 1'h0;
     end
-    if (\$248 ) begin
-      \$264  = 1'h0;
+    if (\$243 ) begin
+      \$261  = 1'h0;
     end
     if (rst) begin
-      \$264  = 1'h0;
+      \$261  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$265  = d_fault;
-    if (\$186 ) begin
+    \$262  = d_fault;
+    if (flush) begin
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$265  = 1'h0;
+      if (\$187 ) begin
+        \$262  = 1'h0;
       end else begin
-        \$265  = 1'h1;
+        \$262  = 1'h1;
       end
     end
-    if (\$248 ) begin
-      \$265  = 1'h0;
+    if (\$243 ) begin
+      \$262  = 1'h0;
     end
     if (rst) begin
-      \$265  = 1'h0;
+      \$262  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$266  = d_pc;
-    if (\$186 ) begin
+    \$263  = d_pc;
+    if (flush) begin
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$266  = f_addr;
+      if (\$187 ) begin
+        \$263  = f_addr;
       end else begin
-        \$266  = f_addr;
+        \$263  = f_addr;
       end
     end
-    if (\$248 ) begin
-      \$266  = 32'd0;
+    if (\$243 ) begin
+      \$263  = 32'd0;
     end
     if (rst) begin
-      \$266  = 32'd0;
+      \$263  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$267  = f_again;
-    if (\$186 ) begin
+    \$264  = f_again;
+    if (flush) begin
+    end else if (\$184 ) begin
       (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$267  = \$190 ;
+      if (\$187 ) begin
+        \$264  = \$188 ;
       end else begin
-        \$267  = 1'h1;
+        \$264  = 1'h1;
       end
     end else if (f_slot) begin
-      \$267  = 1'h1;
+      \$264  = 1'h1;
     end
-    if (\$248 ) begin
-      \$267  = 1'h1;
+    if (\$243 ) begin
+      \$264  = 1'h1;
     end
     if (rst) begin
-      \$267  = 1'h1;
+      \$264  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$268  = e_valid;
-    if (\$191 ) begin
-      \$268  = 1'h0;
-    end else if (e_free) begin
-      \$268  = d_valid;
+    \$265  = e_valid;
+    if (c_sleep) begin
+      \$265  = 1'h0;
+    end else if (e_adv) begin
+      \$265  = \$190 ;
     end
-    if (\$248 ) begin
+    if (\$243 ) begin
+      \$265  = 1'h0;
+    end
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$266  = pc;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$266  = d_pc;
+    end
+    if (\$243 ) begin
+      \$266  = 32'd0;
+    end
+    if (rst) begin
+      \$266  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$267  = ir;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$267  = d_word;
+    end
+    if (\$243 ) begin
+      \$267  = 32'd0;
+    end
+    if (rst) begin
+      \$267  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$268  = e_fault;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$268  = d_fault;
+    end
+    if (\$243 ) begin
       \$268  = 1'h0;
     end
     if (rst) begin
@@ -8654,12 +8608,12 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$269  = pc;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$269  = d_pc;
+    \$269  = e_rs1_read;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$269  = \$192 ;
     end
-    if (\$248 ) begin
+    if (\$243 ) begin
       \$269  = 32'd0;
     end
     if (rst) begin
@@ -8668,12 +8622,12 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$270  = ir;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$270  = d_word;
+    \$270  = e_rs2_read;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$270  = \$194 ;
     end
-    if (\$248 ) begin
+    if (\$243 ) begin
       \$270  = 32'd0;
     end
     if (rst) begin
@@ -8682,12 +8636,12 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$271  = e_fault;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$271  = d_fault;
+    \$271  = e_byp1;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$271  = \$198 ;
     end
-    if (\$248 ) begin
+    if (\$243 ) begin
       \$271  = 1'h0;
     end
     if (rst) begin
@@ -8696,26 +8650,22 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$272  = e_rs1_read;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$272  = \$193 ;
+    \$272  = e_byp2;
+    if (c_sleep) begin
+    end else if (e_adv) begin
+      \$272  = \$202 ;
     end
-    if (\$248 ) begin
-      \$272  = 32'd0;
+    if (\$243 ) begin
+      \$272  = 1'h0;
     end
     if (rst) begin
-      \$272  = 32'd0;
+      \$272  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$273  = e_rs2_read;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$273  = \$195 ;
-    end
-    if (\$248 ) begin
+    \$273  = c_value;
+    if (\$243 ) begin
       \$273  = 32'd0;
     end
     if (rst) begin
@@ -8724,36 +8674,160 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$274  = e_byp1;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$274  = \$199 ;
-    end
-    if (\$248 ) begin
-      \$274  = 1'h0;
+    \$274  = div_quo;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$274  = \$209 [31:0];
+                      end
+                    end
+              endcase
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$84 [32]) begin
+            \$274  = { div_quo[30:0], 1'h0 };
+          end else begin
+            \$274  = { div_quo[30:0], 1'h1 };
+          end
+    endcase
+    if (\$243 ) begin
+      \$274  = 32'd0;
     end
     if (rst) begin
-      \$274  = 1'h0;
+      \$274  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$275  = e_byp2;
-    if (\$191 ) begin
-    end else if (e_free) begin
-      \$275  = \$203 ;
-    end
-    if (\$248 ) begin
-      \$275  = 1'h0;
+    \$275  = div_rem;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$275  = 32'd0;
+                      end
+                    end
+              endcase
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$84 [32]) begin
+            \$275  = { div_rem[30:0], div_quo[31] };
+          end else begin
+            \$275  = \$84 [31:0];
+          end
+    endcase
+    if (\$243 ) begin
+      \$275  = 32'd0;
     end
     if (rst) begin
-      \$275  = 1'h0;
+      \$275  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$276  = c_value;
-    if (\$248 ) begin
+    \$276  = div_den;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$276  = \$213 [31:0];
+                      end
+                    end
+              endcase
+            end
+          end
+    endcase
+    if (\$243 ) begin
       \$276  = 32'd0;
     end
     if (rst) begin
@@ -8762,34 +8836,35 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$277  = div_quo;
+    \$277  = div_cnt;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$277  = \$211 [31:0];
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$277  = 5'h00;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
       4'h5:
           /* empty */;
@@ -8797,79 +8872,58 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
           /* empty */;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           /* empty */;
       4'h2:
           /* empty */;
-      4'h8:
+      4'h9:
           /* empty */;
       4'h1:
-          (* full_case = 32'd1 *)
-          if (\$84 [32]) begin
-            \$277  = { div_quo[30:0], 1'h0 };
-          end else begin
-            \$277  = { div_quo[30:0], 1'h1 };
-          end
+          \$277  = \$241 [4:0];
     endcase
-    if (\$248 ) begin
-      \$277  = 32'd0;
+    if (\$243 ) begin
+      \$277  = 5'h00;
     end
     if (rst) begin
-      \$277  = 32'd0;
+      \$277  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$278  = div_rem;
+    \$278  = div_a;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$278  = 32'd0;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$278  = rs1v;
+                      end
                     end
-                  end
-            endcase
-          end
-      4'h5:
-          /* empty */;
-      4'h3:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (\$84 [32]) begin
-            \$278  = { div_rem[30:0], div_quo[31] };
-          end else begin
-            \$278  = \$84 [31:0];
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
+    if (\$243 ) begin
       \$278  = 32'd0;
     end
     if (rst) begin
@@ -8878,730 +8932,643 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$279  = div_den;
+    \$279  = div_zero;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$279  = \$215 [31:0];
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$279  = \$214 ;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$279  = 32'd0;
+    if (\$243 ) begin
+      \$279  = 1'h0;
     end
     if (rst) begin
-      \$279  = 32'd0;
+      \$279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$280  = div_cnt;
+    \$280  = div_negq;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$280  = 5'h00;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$280  = \$219 ;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
-      4'h5:
-          /* empty */;
-      4'h3:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h1:
-          \$280  = \$246 [4:0];
     endcase
-    if (\$248 ) begin
-      \$280  = 5'h00;
+    if (\$243 ) begin
+      \$280  = 1'h0;
     end
     if (rst) begin
-      \$280  = 5'h00;
+      \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$281  = div_a;
+    \$281  = div_negr;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$281  = rs1v;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      if (ir[14]) begin
+                        \$281  = \$221 ;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$281  = 32'd0;
+    if (\$243 ) begin
+      \$281  = 1'h0;
     end
     if (rst) begin
-      \$281  = 32'd0;
+      \$281  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$282  = div_zero;
+    \$282  = core_fsm_state;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$282  = \$216 ;
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      (* full_case = 32'd1 *)
+                      if (ir[14]) begin
+                        \$282  = 4'h1;
+                      end else begin
+                        \$282  = 4'h2;
+                      end
                     end
-                  end
-            endcase
-          end
-    endcase
-    if (\$248 ) begin
-      \$282  = 1'h0;
-    end
-    if (rst) begin
-      \$282  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$283  = div_negq;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$283  = \$221 ;
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$248 ) begin
-      \$283  = 1'h0;
-    end
-    if (rst) begin
-      \$283  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$284  = div_negr;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    if (ir[14]) begin
-                      \$284  = \$223 ;
-                    end
-                  end
-            endcase
-          end
-    endcase
-    if (\$248 ) begin
-      \$284  = 1'h0;
-    end
-    if (rst) begin
-      \$284  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$285  = core_fsm_state;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (ir[14]) begin
-                      \$285  = 4'h1;
+                    if (\$235 ) begin
                     end else begin
-                      \$285  = 4'h2;
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                        \$282  = 4'h3;
+                      end else if (ls_to_imem) begin
+                        \$282  = 4'h4;
+                      end else begin
+                        \$282  = 4'h5;
+                      end
                     end
-                  end
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
-                    (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                      \$285  = 4'h3;
-                    end else if (ls_to_imem) begin
-                      \$285  = 4'h4;
-                    end else begin
-                      \$285  = 4'h5;
-                    end
-                  end
-            endcase
-            if (c_sleep) begin
-              \$285  = 4'h6;
+              endcase
+              if (c_sleep) begin
+                \$282  = 4'h6;
+              end
             end
           end
       4'h5:
           if (dbus__ack) begin
-            \$285  = 4'h0;
+            (* full_case = 32'd1 *)
+            if (\$238 ) begin
+              \$282  = 4'h0;
+            end else begin
+              \$282  = 4'h7;
+            end
           end
       4'h3:
-          \$285  = 4'h0;
+          \$282  = 4'h0;
       4'h4:
-          \$285  = 4'h7;
-      4'h7:
-          \$285  = 4'h0;
-      4'h2:
-          \$285  = 4'h8;
+          \$282  = 4'h8;
       4'h8:
-          \$285  = 4'h0;
-      4'h1:
-          if (\$247 ) begin
-            \$285  = 4'h9;
-          end
+          \$282  = 4'h7;
+      4'h7:
+          \$282  = 4'h0;
+      4'h2:
+          \$282  = 4'h9;
       4'h9:
-          \$285  = 4'h0;
+          \$282  = 4'h0;
+      4'h1:
+          if (\$242 ) begin
+            \$282  = 4'ha;
+          end
+      4'ha:
+          \$282  = 4'h0;
       4'h6:
           if (wake) begin
-            \$285  = 4'h0;
+            \$282  = 4'h0;
           end
     endcase
-    if (\$248 ) begin
-      \$285  = 4'h0;
+    if (\$243 ) begin
+      \$282  = 4'h0;
     end
     if (rst) begin
-      \$285  = 4'h0;
+      \$282  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$286  = mul_ra;
+    \$283  = mul_ra;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    (* full_case = 32'd1 *)
-                    if (ir[14]) begin
-                    end else begin
-                      \$286  = { \$35 , rs1v };
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      (* full_case = 32'd1 *)
+                      if (ir[14]) begin
+                      end else begin
+                        \$283  = { \$35 , rs1v };
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$286  = 33'h000000000;
+    if (\$243 ) begin
+      \$283  = 33'h000000000;
     end
     if (rst) begin
-      \$286  = 33'h000000000;
+      \$283  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$287  = mul_rb;
+    \$284  = mul_rb;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  if (\$207 ) begin
-                    (* full_case = 32'd1 *)
-                    if (ir[14]) begin
-                    end else begin
-                      \$287  = { \$37 , rs2v };
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    if (\$205 ) begin
+                      (* full_case = 32'd1 *)
+                      if (ir[14]) begin
+                      end else begin
+                        \$284  = { \$37 , rs2v };
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$287  = 33'h000000000;
+    if (\$243 ) begin
+      \$284  = 33'h000000000;
     end
     if (rst) begin
-      \$287  = 33'h000000000;
+      \$284  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$288  = ls_addr_r;
+    \$285  = ls_addr_r;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
-                    \$288  = \$67 [31:0];
-                  end
-            endcase
-          end
-    endcase
-    if (\$248 ) begin
-      \$288  = 32'd0;
-    end
-    if (rst) begin
-      \$288  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$289  = ls_misaligned_r;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
-                    \$289  = ls_misaligned;
-                  end
-            endcase
-          end
-    endcase
-    if (\$248 ) begin
-      \$289  = 1'h0;
-    end
-    if (rst) begin
-      \$289  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$290  = ld_off;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
-                    \$290  = \$67 [1:0];
-                  end
-            endcase
-          end
-    endcase
-    if (\$248 ) begin
-      \$290  = 2'h0;
-    end
-    if (rst) begin
-      \$290  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$291  = dbus__en;
-    casez (core_fsm_state)
-      4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                    end else if (ls_to_imem) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$291  = 1'h1;
+                      \$285  = \$67 [31:0];
                     end
-                  end
-            endcase
+              endcase
+            end
+          end
+    endcase
+    if (\$243 ) begin
+      \$285  = 32'd0;
+    end
+    if (rst) begin
+      \$285  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$286  = ls_misaligned_r;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    (* full_case = 32'd1 *)
+                    if (\$235 ) begin
+                    end else begin
+                      \$286  = ls_misaligned;
+                    end
+              endcase
+            end
+          end
+    endcase
+    if (\$243 ) begin
+      \$286  = 1'h0;
+    end
+    if (rst) begin
+      \$286  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$287  = ld_off;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    (* full_case = 32'd1 *)
+                    if (\$235 ) begin
+                    end else begin
+                      \$287  = \$67 [1:0];
+                    end
+              endcase
+            end
+          end
+    endcase
+    if (\$243 ) begin
+      \$287  = 2'h0;
+    end
+    if (rst) begin
+      \$287  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$288  = dbus__en;
+    casez (core_fsm_state)
+      4'h0:
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
+                    (* full_case = 32'd1 *)
+                    if (\$235 ) begin
+                    end else begin
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                      end else if (ls_to_imem) begin
+                      end else begin
+                        \$288  = 1'h1;
+                      end
+                    end
+              endcase
+            end
           end
       4'h5:
           if (dbus__ack) begin
-            \$291  = 1'h0;
+            \$288  = 1'h0;
           end
     endcase
-    if (\$248 ) begin
-      \$291  = 1'h0;
+    if (\$243 ) begin
+      \$288  = 1'h0;
     end
     if (rst) begin
-      \$291  = 1'h0;
+      \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$292  = dbus__we;
+    \$289  = dbus__we;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                    end else if (ls_to_imem) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$292  = \$239 ;
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                      end else if (ls_to_imem) begin
+                      end else begin
+                        \$289  = \$237 ;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$292  = 1'h0;
+    if (\$243 ) begin
+      \$289  = 1'h0;
     end
     if (rst) begin
-      \$292  = 1'h0;
+      \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$293  = dbus__wdata;
+    \$290  = dbus__wdata;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                    end else if (ls_to_imem) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$293  = st_data;
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                      end else if (ls_to_imem) begin
+                      end else begin
+                        \$290  = st_data;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$293  = 32'd0;
+    if (\$243 ) begin
+      \$290  = 32'd0;
     end
     if (rst) begin
-      \$293  = 32'd0;
+      \$290  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$294  = dbus__wstrb;
+    \$291  = dbus__wstrb;
     casez (core_fsm_state)
       4'h0:
-          (* full_case = 32'd1 *)
-          if (\$204 ) begin
-          end else if (irq_take) begin
-          end else if (e_fault) begin
-          end else begin
-            casez (ir[6:0])
-              7'h37:
-                  /* empty */;
-              7'h17:
-                  /* empty */;
-              7'h6f:
-                  /* empty */;
-              7'h67:
-                  /* empty */;
-              7'h63:
-                  /* empty */;
-              7'h13:
-                  /* empty */;
-              7'h33:
-                  /* empty */;
-              7'h03, 7'h23:
-                  (* full_case = 32'd1 *)
-                  if (\$237 ) begin
-                  end else begin
+          if (e_valid) begin
+            (* full_case = 32'd1 *)
+            if (irq_take) begin
+            end else if (e_fault) begin
+            end else begin
+              casez (ir[6:0])
+                7'h37:
+                    /* empty */;
+                7'h17:
+                    /* empty */;
+                7'h6f:
+                    /* empty */;
+                7'h67:
+                    /* empty */;
+                7'h63:
+                    /* empty */;
+                7'h13:
+                    /* empty */;
+                7'h33:
+                    /* empty */;
+                7'h03, 7'h23:
                     (* full_case = 32'd1 *)
-                    if (\$238 ) begin
-                    end else if (ls_to_imem) begin
+                    if (\$235 ) begin
                     end else begin
-                      \$294  = ls_strb;
+                      (* full_case = 32'd1 *)
+                      if (\$236 ) begin
+                      end else if (ls_to_imem) begin
+                      end else begin
+                        \$291  = ls_strb;
+                      end
                     end
-                  end
-            endcase
+              endcase
+            end
           end
     endcase
-    if (\$248 ) begin
-      \$294  = 4'h0;
+    if (\$243 ) begin
+      \$291  = 4'h0;
     end
     if (rst) begin
-      \$294  = 4'h0;
+      \$291  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$295  = mul_lo;
+    \$292  = ld_word;
+    casez (core_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h5:
+          if (dbus__ack) begin
+            \$292  = dbus__rdata;
+          end
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h8:
+          \$292  = imem__data;
+    endcase
+    if (\$243 ) begin
+      \$292  = 32'd0;
+    end
+    if (rst) begin
+      \$292  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$293  = mul_lo;
     casez (core_fsm_state)
       4'h0:
           /* empty */;
@@ -9611,21 +9578,23 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
           /* empty */;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           /* empty */;
       4'h2:
-          \$295  = { \$244 [49], \$244  };
+          \$293  = { \$239 [49], \$239  };
     endcase
-    if (\$248 ) begin
-      \$295  = 51'h0000000000000;
+    if (\$243 ) begin
+      \$293  = 51'h0000000000000;
     end
     if (rst) begin
-      \$295  = 51'h0000000000000;
+      \$293  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$296  = mul_hi;
+    \$294  = mul_hi;
     casez (core_fsm_state)
       4'h0:
           /* empty */;
@@ -9635,16 +9604,18 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
           /* empty */;
       4'h4:
           /* empty */;
+      4'h8:
+          /* empty */;
       4'h7:
           /* empty */;
       4'h2:
-          \$296  = { \$245 [48], \$245  };
+          \$294  = { \$240 [48], \$240  };
     endcase
-    if (\$248 ) begin
-      \$296  = 50'h0000000000000;
+    if (\$243 ) begin
+      \$294  = 50'h0000000000000;
     end
     if (rst) begin
-      \$296  = 50'h0000000000000;
+      \$294  = 50'h0000000000000;
     end
   end
   assign f_pc = \$2 [31:0];
@@ -9670,8 +9641,9 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   assign trace_trap = c_trap;
   assign rf_wr__addr = c_rd;
   assign rf_wr__data = c_value;
-  assign mcycle_inc = \$102 [63:0];
-  assign minstret_inc = \$105 [63:0];
+  assign wb_rd = c_rd;
+  assign mcycle_inc = \$103 [63:0];
+  assign minstret_inc = \$106 [63:0];
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
@@ -9679,7 +9651,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
-  assign \$190  = 1'h0;
+  assign \$188  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9844,10 +9816,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes
-, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8807$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8990$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9125$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9139$0 , q_status0_resetting, q_consumer1_index, \port$9151$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9165$0 , q_status1_resetting, q_consumer2_index, \port$9177$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9191$0 , q_status2_resetting, q_consumer3_index, \port$9203$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9217$0 , q_status3_resetting, \port$9329$0 , \port$9337$0 , \port$9345$0 , \port$9353$0 , bus__awaddr);
+, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8805$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8992$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9127$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9141$0 , q_status0_resetting, q_consumer1_index, \port$9153$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9167$0 , q_status1_resetting, q_consumer2_index, \port$9179$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9193$0 , q_status2_resetting, q_consumer3_index, \port$9205$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9219$0 , q_status3_resetting, \port$9331$0 , \port$9339$0 , \port$9347$0 , \port$9355$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11095,34 +11067,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8807$0 ;
-  wire [3:0] \port$8807$0 ;
-  input [3:0] \port$8990$0 ;
-  wire [3:0] \port$8990$0 ;
-  input \port$9125$0 ;
-  wire \port$9125$0 ;
-  input \port$9139$0 ;
-  wire \port$9139$0 ;
-  input \port$9151$0 ;
-  wire \port$9151$0 ;
-  input \port$9165$0 ;
-  wire \port$9165$0 ;
-  input \port$9177$0 ;
-  wire \port$9177$0 ;
-  input \port$9191$0 ;
-  wire \port$9191$0 ;
-  input \port$9203$0 ;
-  wire \port$9203$0 ;
-  input \port$9217$0 ;
-  wire \port$9217$0 ;
-  input [2:0] \port$9329$0 ;
-  wire [2:0] \port$9329$0 ;
-  input [2:0] \port$9337$0 ;
-  wire [2:0] \port$9337$0 ;
-  input [2:0] \port$9345$0 ;
-  wire [2:0] \port$9345$0 ;
-  input [2:0] \port$9353$0 ;
-  wire [2:0] \port$9353$0 ;
+  input [3:0] \port$8805$0 ;
+  wire [3:0] \port$8805$0 ;
+  input [3:0] \port$8992$0 ;
+  wire [3:0] \port$8992$0 ;
+  input \port$9127$0 ;
+  wire \port$9127$0 ;
+  input \port$9141$0 ;
+  wire \port$9141$0 ;
+  input \port$9153$0 ;
+  wire \port$9153$0 ;
+  input \port$9167$0 ;
+  wire \port$9167$0 ;
+  input \port$9179$0 ;
+  wire \port$9179$0 ;
+  input \port$9193$0 ;
+  wire \port$9193$0 ;
+  input \port$9205$0 ;
+  wire \port$9205$0 ;
+  input \port$9219$0 ;
+  wire \port$9219$0 ;
+  input [2:0] \port$9331$0 ;
+  wire [2:0] \port$9331$0 ;
+  input [2:0] \port$9339$0 ;
+  wire [2:0] \port$9339$0 ;
+  input [2:0] \port$9347$0 ;
+  wire [2:0] \port$9347$0 ;
+  input [2:0] \port$9355$0 ;
+  wire [2:0] \port$9355$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -11755,10 +11727,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$268  = \$267  | irq_status_error_set;
   assign \$269  = ~ clr_irq_status_queue_cpl;
   assign \$270  = irq_status_queue_cpl & \$269 ;
-  assign \$271  = \$270  | { \port$9203$0 , \port$9177$0 , \port$9151$0 , \port$9125$0  };
+  assign \$271  = \$270  | { \port$9205$0 , \port$9179$0 , \port$9153$0 , \port$9127$0  };
   assign \$272  = ~ clr_irq_status_queue_error;
   assign \$273  = irq_status_queue_error & \$272 ;
-  assign \$274  = \$273  | { \port$9217$0 , \port$9191$0 , \port$9165$0 , \port$9139$0  };
+  assign \$274  = \$273  | { \port$9219$0 , \port$9193$0 , \port$9167$0 , \port$9141$0  };
   assign \$275  = ~ clr_irq_status_fw_msg;
   assign \$276  = irq_status_fw_msg & \$275 ;
   assign \$277  = \$276  | irq_status_fw_msg_set;
@@ -14068,20 +14040,20 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8990$0 [0];
-  assign status_dma_store_busy = \port$8990$0 [1];
-  assign status_gemm_busy = \port$8990$0 [2];
-  assign status_vec_busy = \port$8990$0 [3];
-  assign irq_status_queue_cpl_set = { \port$9203$0 , \port$9177$0 , \port$9151$0 , \port$9125$0  };
-  assign irq_status_queue_error_set = { \port$9217$0 , \port$9191$0 , \port$9165$0 , \port$9139$0  };
-  assign q_status0_waiting = \port$8807$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9329$0  };
-  assign q_status1_waiting = \port$8807$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9337$0  };
-  assign q_status2_waiting = \port$8807$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9345$0  };
-  assign q_status3_waiting = \port$8807$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9353$0  };
+  assign status_dma_load_busy = \port$8992$0 [0];
+  assign status_dma_store_busy = \port$8992$0 [1];
+  assign status_gemm_busy = \port$8992$0 [2];
+  assign status_vec_busy = \port$8992$0 [3];
+  assign irq_status_queue_cpl_set = { \port$9205$0 , \port$9179$0 , \port$9153$0 , \port$9127$0  };
+  assign irq_status_queue_error_set = { \port$9219$0 , \port$9193$0 , \port$9167$0 , \port$9141$0  };
+  assign q_status0_waiting = \port$8805$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9331$0  };
+  assign q_status1_waiting = \port$8805$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9339$0  };
+  assign q_status2_waiting = \port$8805$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9347$0  };
+  assign q_status3_waiting = \port$8805$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9355$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$136  = 33'h04b414b49;
@@ -14126,11 +14098,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$237  = \$236 ;
   assign \$240  = 2'h0;
   assign \$241  = { 30'h00000000, \$240  };
-  assign \$244  = { 1'h0, \port$8990$0 [0] };
+  assign \$244  = { 1'h0, \port$8992$0 [0] };
   assign \$245  = { 30'h00000000, \$244  };
-  assign \$246  = { \port$8990$0 [1], 1'h0 };
-  assign \$248  = { 1'h0, \port$8990$0 [2], 2'h0 };
-  assign \$250  = { \port$8990$0 [3], 3'h0 };
+  assign \$246  = { \port$8992$0 [1], 1'h0 };
+  assign \$248  = { 1'h0, \port$8992$0 [2], 2'h0 };
+  assign \$250  = { \port$8992$0 [3], 3'h0 };
   assign \$252  = { 3'h0, status_idle, 4'h0 };
   assign \$280  = { 1'h0, irq_status_dma_load_done };
   assign \$281  = { 30'h00000000, \$280  };
@@ -14287,26 +14259,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$709  = { 30'h00000000, \$708  };
   assign \$710  = { q_status0_halted, 1'h0 };
   assign \$712  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$714  = { \port$8807$0 [0], 3'h0 };
-  assign \$716  = { 12'h000, \port$9329$0 , 8'h00 };
+  assign \$714  = { \port$8805$0 [0], 3'h0 };
+  assign \$716  = { 12'h000, \port$9331$0 , 8'h00 };
   assign \$720  = { 1'h0, q_status1_active };
   assign \$721  = { 30'h00000000, \$720  };
   assign \$722  = { q_status1_halted, 1'h0 };
   assign \$724  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$726  = { \port$8807$0 [1], 3'h0 };
-  assign \$728  = { 12'h000, \port$9337$0 , 8'h00 };
+  assign \$726  = { \port$8805$0 [1], 3'h0 };
+  assign \$728  = { 12'h000, \port$9339$0 , 8'h00 };
   assign \$732  = { 1'h0, q_status2_active };
   assign \$733  = { 30'h00000000, \$732  };
   assign \$734  = { q_status2_halted, 1'h0 };
   assign \$736  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$738  = { \port$8807$0 [2], 3'h0 };
-  assign \$740  = { 12'h000, \port$9345$0 , 8'h00 };
+  assign \$738  = { \port$8805$0 [2], 3'h0 };
+  assign \$740  = { 12'h000, \port$9347$0 , 8'h00 };
   assign \$744  = { 1'h0, q_status3_active };
   assign \$745  = { 30'h00000000, \$744  };
   assign \$746  = { q_status3_halted, 1'h0 };
   assign \$748  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$750  = { \port$8807$0 [3], 3'h0 };
-  assign \$752  = { 12'h000, \port$9353$0 , 8'h00 };
+  assign \$750  = { \port$8805$0 [3], 3'h0 };
+  assign \$752  = { 12'h000, \port$9355$0 , 8'h00 };
   assign \$756  = { 1'h0, q_error0_code };
   assign \$757  = { 23'h000000, \$756  };
   assign \$760  = { 1'h0, q_error1_code };
@@ -14413,7 +14385,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$8992$0 , retire__0__tag, \port$8994$0 , retire__1__tag, \port$8996$0 , retire__2__tag, \port$8998$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8994$0 , retire__0__tag, \port$8996$0 , retire__1__tag, \port$8998$0 , retire__2__tag, \port$9000$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15028,14 +15000,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8992$0 ;
-  wire [8:0] \port$8992$0 ;
   output [8:0] \port$8994$0 ;
   wire [8:0] \port$8994$0 ;
   output [8:0] \port$8996$0 ;
   wire [8:0] \port$8996$0 ;
   output [8:0] \port$8998$0 ;
   wire [8:0] \port$8998$0 ;
+  output [8:0] \port$9000$0 ;
+  wire [8:0] \port$9000$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15487,9 +15459,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8526$0 (desc),
-    .\port$8528$0 (queue),
-    .\port$8529$0 (windowed),
+    .\port$8524$0 (desc),
+    .\port$8526$0 (queue),
+    .\port$8527$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15499,9 +15471,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8526$0 (desc),
-    .\port$8528$0 (queue),
-    .\port$8529$0 (windowed),
+    .\port$8524$0 (desc),
+    .\port$8526$0 (queue),
+    .\port$8527$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15511,9 +15483,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8526$0 (desc),
-    .\port$8528$0 (queue),
-    .\port$8529$0 (windowed),
+    .\port$8524$0 (desc),
+    .\port$8526$0 (queue),
+    .\port$8527$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15523,9 +15495,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8526$0 (desc),
-    .\port$8528$0 (queue),
-    .\port$8529$0 (windowed),
+    .\port$8524$0 (desc),
+    .\port$8526$0 (queue),
+    .\port$8527$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15710,13 +15682,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8992$0  = dma_load_held[8:0];
+  assign \port$8994$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8994$0  = dma_store_held[8:0];
+  assign \port$8996$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8996$0  = gemm_held[8:0];
+  assign \port$8998$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8998$0  = vec_held[8:0];
+  assign \port$9000$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16217,7 +16189,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8526$0 , \port$8528$0 , \port$8529$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8524$0 , \port$8526$0 , \port$8527$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16259,12 +16231,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8526$0 ;
-  wire [255:0] \port$8526$0 ;
-  input [1:0] \port$8528$0 ;
-  wire [1:0] \port$8528$0 ;
-  input \port$8529$0 ;
-  wire \port$8529$0 ;
+  input [255:0] \port$8524$0 ;
+  wire [255:0] \port$8524$0 ;
+  input [1:0] \port$8526$0 ;
+  wire [1:0] \port$8526$0 ;
+  input \port$8527$0 ;
+  wire \port$8527$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16296,7 +16268,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+      storage[w_port__addr] <= { \port$8527$0 , \port$8526$0 , \port$8524$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16395,14 +16367,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
-  assign w_data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+  assign w_port__data = { \port$8527$0 , \port$8526$0 , \port$8524$0  };
+  assign w_data = { \port$8527$0 , \port$8526$0 , \port$8524$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8526$0 , \port$8528$0 , \port$8529$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8524$0 , \port$8526$0 , \port$8527$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16444,12 +16416,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8526$0 ;
-  wire [255:0] \port$8526$0 ;
-  input [1:0] \port$8528$0 ;
-  wire [1:0] \port$8528$0 ;
-  input \port$8529$0 ;
-  wire \port$8529$0 ;
+  input [255:0] \port$8524$0 ;
+  wire [255:0] \port$8524$0 ;
+  input [1:0] \port$8526$0 ;
+  wire [1:0] \port$8526$0 ;
+  input \port$8527$0 ;
+  wire \port$8527$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16481,7 +16453,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+      storage[w_port__addr] <= { \port$8527$0 , \port$8526$0 , \port$8524$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16580,14 +16552,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
-  assign w_data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+  assign w_port__data = { \port$8527$0 , \port$8526$0 , \port$8524$0  };
+  assign w_data = { \port$8527$0 , \port$8526$0 , \port$8524$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8526$0 , \port$8528$0 , \port$8529$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8524$0 , \port$8526$0 , \port$8527$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16629,12 +16601,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8526$0 ;
-  wire [255:0] \port$8526$0 ;
-  input [1:0] \port$8528$0 ;
-  wire [1:0] \port$8528$0 ;
-  input \port$8529$0 ;
-  wire \port$8529$0 ;
+  input [255:0] \port$8524$0 ;
+  wire [255:0] \port$8524$0 ;
+  input [1:0] \port$8526$0 ;
+  wire [1:0] \port$8526$0 ;
+  input \port$8527$0 ;
+  wire \port$8527$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16666,7 +16638,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+      storage[w_port__addr] <= { \port$8527$0 , \port$8526$0 , \port$8524$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16765,14 +16737,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
-  assign w_data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+  assign w_port__data = { \port$8527$0 , \port$8526$0 , \port$8524$0  };
+  assign w_data = { \port$8527$0 , \port$8526$0 , \port$8524$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8526$0 , \port$8528$0 , \port$8529$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8524$0 , \port$8526$0 , \port$8527$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16814,12 +16786,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8526$0 ;
-  wire [255:0] \port$8526$0 ;
-  input [1:0] \port$8528$0 ;
-  wire [1:0] \port$8528$0 ;
-  input \port$8529$0 ;
-  wire \port$8529$0 ;
+  input [255:0] \port$8524$0 ;
+  wire [255:0] \port$8524$0 ;
+  input [1:0] \port$8526$0 ;
+  wire [1:0] \port$8526$0 ;
+  input \port$8527$0 ;
+  wire \port$8527$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16851,7 +16823,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+      storage[w_port__addr] <= { \port$8527$0 , \port$8526$0 , \port$8524$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16950,8 +16922,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
-  assign w_data = { \port$8529$0 , \port$8528$0 , \port$8526$0  };
+  assign w_port__data = { \port$8527$0 , \port$8526$0 , \port$8524$0  };
+  assign w_data = { \port$8527$0 , \port$8526$0 , \port$8524$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -21800,8 +21772,8 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_8x8.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5710$0 (aw_hs_id),
-    .\port$5724$0 (down__awlen),
+    .\port$5708$0 (aw_hs_id),
+    .\port$5722$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -22146,7 +22118,7 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$5724$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$5722$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22174,10 +22146,10 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5710$0 ;
-  wire [2:0] \port$5710$0 ;
-  input [7:0] \port$5724$0 ;
-  wire [7:0] \port$5724$0 ;
+  input [2:0] \port$5708$0 ;
+  wire [2:0] \port$5708$0 ;
+  input [7:0] \port$5722$0 ;
+  wire [7:0] \port$5722$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -22212,7 +22184,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5710$0 , \port$5724$0  };
+      storage[w_port__addr] <= { \port$5708$0 , \port$5722$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -22278,215 +22250,15 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5710$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5710$0 , \port$5724$0  };
-  assign w_data = { \port$5710$0 , \port$5724$0  };
+  assign w_port__data = { \port$5708$0 , \port$5722$0  };
+  assign w_data = { \port$5708$0 , \port$5722$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8992$16 , \port$9552$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8994$16 , \port$9554$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  input held;
-  wire held;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$8992$16 ;
-  wire [15:0] \port$8992$16 ;
-  input [7:0] \port$9552$0 ;
-  wire [7:0] \port$9552$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$8992$16 , \port$9552$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (held) begin
-      \$30  = 3'h0;
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (held) begin
-      \$32  = 3'h0;
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (held) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$8992$16 , \port$9552$0  };
-  assign w_data = { \port$8992$16 , \port$9552$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8994$16 , \port$9668$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -22531,8 +22303,8 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8994
   wire [3:0] level;
   input [15:0] \port$8994$16 ;
   wire [15:0] \port$8994$16 ;
-  input [7:0] \port$9668$0 ;
-  wire [7:0] \port$9668$0 ;
+  input [7:0] \port$9554$0 ;
+  wire [7:0] \port$9554$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22567,7 +22339,207 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8994
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8994$16 , \port$9668$0  };
+      storage[w_port__addr] <= { \port$8994$16 , \port$9554$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (held) begin
+      \$30  = 3'h0;
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (held) begin
+      \$31  = 3'h0;
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (held) begin
+      \$32  = 3'h0;
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (held) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$8994$16 , \port$9554$0  };
+  assign w_data = { \port$8994$16 , \port$9554$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8996$16 , \port$9670$0 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  input held;
+  wire held;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$8996$16 ;
+  wire [15:0] \port$8996$16 ;
+  input [7:0] \port$9670$0 ;
+  wire [7:0] \port$9670$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$8996$16 , \port$9670$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22678,15 +22650,15 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8994
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8994$16 , \port$9668$0  };
-  assign w_data = { \port$8994$16 , \port$9668$0  };
+  assign w_port__data = { \port$8996$16 , \port$9670$0  };
+  assign w_data = { \port$8996$16 , \port$9670$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4247$0 , \port$4249$0 , q_head_index1_index, \port$4257$0 , \port$4259$0 , q_head_index2_index, \port$4267$0 , \port$4269$0 , q_head_index3_index, \port$4277$0 , \port$4279$0 , cpl_status_free, \port$5307$0 , \port$5337$0 , \port$5367$0 
-, \port$5397$0 , \port$8372$0 , \port$8422$0 , \port$8472$0 , \port$8522$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4245$0 , \port$4247$0 , q_head_index1_index, \port$4255$0 , \port$4257$0 , q_head_index2_index, \port$4265$0 , \port$4267$0 , q_head_index3_index, \port$4275$0 , \port$4277$0 , cpl_status_free, \port$5305$0 , \port$5335$0 , \port$5365$0 
+, \port$5395$0 , \port$8370$0 , \port$8420$0 , \port$8470$0 , \port$8520$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
 , timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8966$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
@@ -23607,38 +23579,38 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
+  input \port$4245$0 ;
+  wire \port$4245$0 ;
   input \port$4247$0 ;
   wire \port$4247$0 ;
-  input \port$4249$0 ;
-  wire \port$4249$0 ;
+  input \port$4255$0 ;
+  wire \port$4255$0 ;
   input \port$4257$0 ;
   wire \port$4257$0 ;
-  input \port$4259$0 ;
-  wire \port$4259$0 ;
+  input \port$4265$0 ;
+  wire \port$4265$0 ;
   input \port$4267$0 ;
   wire \port$4267$0 ;
-  input \port$4269$0 ;
-  wire \port$4269$0 ;
+  input \port$4275$0 ;
+  wire \port$4275$0 ;
   input \port$4277$0 ;
   wire \port$4277$0 ;
-  input \port$4279$0 ;
-  wire \port$4279$0 ;
-  input [255:0] \port$5307$0 ;
-  wire [255:0] \port$5307$0 ;
-  input [255:0] \port$5337$0 ;
-  wire [255:0] \port$5337$0 ;
-  input [255:0] \port$5367$0 ;
-  wire [255:0] \port$5367$0 ;
-  input [255:0] \port$5397$0 ;
-  wire [255:0] \port$5397$0 ;
-  input [23:0] \port$8372$0 ;
-  wire [23:0] \port$8372$0 ;
-  input [23:0] \port$8422$0 ;
-  wire [23:0] \port$8422$0 ;
-  input [23:0] \port$8472$0 ;
-  wire [23:0] \port$8472$0 ;
-  input [23:0] \port$8522$0 ;
-  wire [23:0] \port$8522$0 ;
+  input [255:0] \port$5305$0 ;
+  wire [255:0] \port$5305$0 ;
+  input [255:0] \port$5335$0 ;
+  wire [255:0] \port$5335$0 ;
+  input [255:0] \port$5365$0 ;
+  wire [255:0] \port$5365$0 ;
+  input [255:0] \port$5395$0 ;
+  wire [255:0] \port$5395$0 ;
+  input [23:0] \port$8370$0 ;
+  wire [23:0] \port$8370$0 ;
+  input [23:0] \port$8420$0 ;
+  wire [23:0] \port$8420$0 ;
+  input [23:0] \port$8470$0 ;
+  wire [23:0] \port$8470$0 ;
+  input [23:0] \port$8520$0 ;
+  wire [23:0] \port$8520$0 ;
   input [29:0] \port$8966$2 ;
   wire [29:0] \port$8966$2 ;
   wire [31:0] q_head0_word;
@@ -25863,48 +25835,48 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign bus__ack = ack;
   assign rdata = bus__rdata;
   assign bus__addr = { \port$8966$2 , 2'h0 };
-  assign work_qready = { \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
-  assign work_qreset = { \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0  };
-  assign retire0_error = \port$8372$0 [7:0];
-  assign retire0_tag = \port$8372$0 [23:8];
-  assign retire1_error = \port$8422$0 [7:0];
-  assign retire1_tag = \port$8422$0 [23:8];
-  assign retire2_error = \port$8472$0 [7:0];
-  assign retire2_tag = \port$8472$0 [23:8];
-  assign retire3_error = \port$8522$0 [7:0];
-  assign retire3_tag = \port$8522$0 [23:8];
-  assign q_head0_word = \port$5307$0 [31:0];
-  assign q_head1_word = \port$5307$0 [63:32];
-  assign q_head2_word = \port$5307$0 [95:64];
-  assign q_head3_word = \port$5307$0 [127:96];
-  assign q_head4_word = \port$5307$0 [159:128];
-  assign q_head5_word = \port$5307$0 [191:160];
-  assign q_head6_word = \port$5307$0 [223:192];
-  assign q_head7_word = \port$5307$0 [255:224];
-  assign q_head8_word = \port$5337$0 [31:0];
-  assign q_head9_word = \port$5337$0 [63:32];
-  assign q_head10_word = \port$5337$0 [95:64];
-  assign q_head11_word = \port$5337$0 [127:96];
-  assign q_head12_word = \port$5337$0 [159:128];
-  assign q_head13_word = \port$5337$0 [191:160];
-  assign q_head14_word = \port$5337$0 [223:192];
-  assign q_head15_word = \port$5337$0 [255:224];
-  assign q_head16_word = \port$5367$0 [31:0];
-  assign q_head17_word = \port$5367$0 [63:32];
-  assign q_head18_word = \port$5367$0 [95:64];
-  assign q_head19_word = \port$5367$0 [127:96];
-  assign q_head20_word = \port$5367$0 [159:128];
-  assign q_head21_word = \port$5367$0 [191:160];
-  assign q_head22_word = \port$5367$0 [223:192];
-  assign q_head23_word = \port$5367$0 [255:224];
-  assign q_head24_word = \port$5397$0 [31:0];
-  assign q_head25_word = \port$5397$0 [63:32];
-  assign q_head26_word = \port$5397$0 [95:64];
-  assign q_head27_word = \port$5397$0 [127:96];
-  assign q_head28_word = \port$5397$0 [159:128];
-  assign q_head29_word = \port$5397$0 [191:160];
-  assign q_head30_word = \port$5397$0 [223:192];
-  assign q_head31_word = \port$5397$0 [255:224];
+  assign work_qready = { \port$4275$0 , \port$4265$0 , \port$4255$0 , \port$4245$0  };
+  assign work_qreset = { \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
+  assign retire0_error = \port$8370$0 [7:0];
+  assign retire0_tag = \port$8370$0 [23:8];
+  assign retire1_error = \port$8420$0 [7:0];
+  assign retire1_tag = \port$8420$0 [23:8];
+  assign retire2_error = \port$8470$0 [7:0];
+  assign retire2_tag = \port$8470$0 [23:8];
+  assign retire3_error = \port$8520$0 [7:0];
+  assign retire3_tag = \port$8520$0 [23:8];
+  assign q_head0_word = \port$5305$0 [31:0];
+  assign q_head1_word = \port$5305$0 [63:32];
+  assign q_head2_word = \port$5305$0 [95:64];
+  assign q_head3_word = \port$5305$0 [127:96];
+  assign q_head4_word = \port$5305$0 [159:128];
+  assign q_head5_word = \port$5305$0 [191:160];
+  assign q_head6_word = \port$5305$0 [223:192];
+  assign q_head7_word = \port$5305$0 [255:224];
+  assign q_head8_word = \port$5335$0 [31:0];
+  assign q_head9_word = \port$5335$0 [63:32];
+  assign q_head10_word = \port$5335$0 [95:64];
+  assign q_head11_word = \port$5335$0 [127:96];
+  assign q_head12_word = \port$5335$0 [159:128];
+  assign q_head13_word = \port$5335$0 [191:160];
+  assign q_head14_word = \port$5335$0 [223:192];
+  assign q_head15_word = \port$5335$0 [255:224];
+  assign q_head16_word = \port$5365$0 [31:0];
+  assign q_head17_word = \port$5365$0 [63:32];
+  assign q_head18_word = \port$5365$0 [95:64];
+  assign q_head19_word = \port$5365$0 [127:96];
+  assign q_head20_word = \port$5365$0 [159:128];
+  assign q_head21_word = \port$5365$0 [191:160];
+  assign q_head22_word = \port$5365$0 [223:192];
+  assign q_head23_word = \port$5365$0 [255:224];
+  assign q_head24_word = \port$5395$0 [31:0];
+  assign q_head25_word = \port$5395$0 [63:32];
+  assign q_head26_word = \port$5395$0 [95:64];
+  assign q_head27_word = \port$5395$0 [127:96];
+  assign q_head28_word = \port$5395$0 [159:128];
+  assign q_head29_word = \port$5395$0 [191:160];
+  assign q_head30_word = \port$5395$0 [223:192];
+  assign q_head31_word = \port$5395$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -25919,10 +25891,10 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
+  assign \$224  = { 1'h0, \port$4275$0 , \port$4265$0 , \port$4255$0 , \port$4245$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -25934,20 +25906,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$8372$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$8372$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$8370$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$8370$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$8422$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$8422$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$8420$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$8420$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$8472$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$8472$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$8470$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$8470$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$8522$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$8522$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$8520$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$8520$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -25981,69 +25953,69 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5307$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5305$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5307$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5305$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5307$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5305$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5307$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5305$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5307$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5305$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5307$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5305$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5307$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5305$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5307$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5305$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5337$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5335$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5337$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5335$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5337$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5335$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5337$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5335$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5337$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5335$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5337$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5335$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5337$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5335$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5337$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5335$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5367$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5365$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5367$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5365$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5367$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5365$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5367$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5365$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5367$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5365$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5367$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5365$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5367$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5365$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5367$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5365$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5397$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5395$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5397$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5395$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5397$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5395$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5397$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5395$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5397$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5395$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5397$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5395$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5397$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5395$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5397$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5395$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -35050,7 +35022,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8996$16 , \port$9746$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8998$16 , \port$9748$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35094,10 +35066,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8996$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8996$16 ;
-  wire [15:0] \port$8996$16 ;
-  input [7:0] \port$9746$0 ;
-  wire [7:0] \port$9746$0 ;
+  input [15:0] \port$8998$16 ;
+  wire [15:0] \port$8998$16 ;
+  input [7:0] \port$9748$0 ;
+  wire [7:0] \port$9748$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -35132,7 +35104,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8996$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8996$16 , \port$9746$0  };
+      storage[w_port__addr] <= { \port$8998$16 , \port$9748$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -35243,8 +35215,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$8996$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8996$16 , \port$9746$0  };
-  assign w_data = { \port$8996$16 , \port$9746$0  };
+  assign w_port__data = { \port$8998$16 , \port$9748$0  };
+  assign w_data = { \port$8998$16 , \port$9748$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -37056,7 +37028,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9077$0 (fetch_r_buf),
+    .\port$9079$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -37068,7 +37040,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9077$0 (fetch_r_buf),
+    .\port$9079$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -37080,7 +37052,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9077$0 (fetch_r_buf),
+    .\port$9079$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -37092,7 +37064,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9077$0 (fetch_r_buf),
+    .\port$9079$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -39404,8 +39376,8 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_8x8.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5099$0 (aw_hs_id),
-    .\port$5113$0 (down__awlen),
+    .\port$5097$0 (aw_hs_id),
+    .\port$5111$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -39748,7 +39720,7 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5099$0 , w_en, \port$5113$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -39772,10 +39744,10 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5099$0 , w_en, \port$5113$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5099$0 ;
-  wire [2:0] \port$5099$0 ;
-  input [7:0] \port$5113$0 ;
-  wire [7:0] \port$5113$0 ;
+  input [2:0] \port$5097$0 ;
+  wire [2:0] \port$5097$0 ;
+  input [7:0] \port$5111$0 ;
+  wire [7:0] \port$5111$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -39807,7 +39779,7 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5099$0 , w_en, \port$5113$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5099$0 , \port$5113$0  };
+      storage[w_port__addr] <= { \port$5097$0 , \port$5111$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -39869,8 +39841,8 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5099$0 , w_en, \port$5113$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5099$0 , \port$5113$0  };
-  assign w_data = { \port$5099$0 , \port$5113$0  };
+  assign w_port__data = { \port$5097$0 , \port$5111$0  };
+  assign w_data = { \port$5097$0 , \port$5111$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -40437,7 +40409,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9077$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9079$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40464,8 +40436,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9077$0 ;
-  wire [191:0] \port$9077$0 ;
+  input [191:0] \port$9079$0 ;
+  wire [191:0] \port$9079$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -40500,7 +40472,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9077$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9079$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40571,14 +40543,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9077$0  };
-  assign w_data = { \port$0$87 , \port$9077$0  };
+  assign w_port__data = { \port$0$87 , \port$9079$0  };
+  assign w_data = { \port$0$87 , \port$9079$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9077$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9079$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40605,8 +40577,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9077$0 ;
-  wire [191:0] \port$9077$0 ;
+  input [191:0] \port$9079$0 ;
+  wire [191:0] \port$9079$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -40641,7 +40613,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9077$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9079$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40712,14 +40684,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9077$0  };
-  assign w_data = { \port$0$87 , \port$9077$0  };
+  assign w_port__data = { \port$0$87 , \port$9079$0  };
+  assign w_data = { \port$0$87 , \port$9079$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9077$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9079$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40746,8 +40718,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9077$0 ;
-  wire [191:0] \port$9077$0 ;
+  input [191:0] \port$9079$0 ;
+  wire [191:0] \port$9079$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -40782,7 +40754,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9077$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9079$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40853,14 +40825,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9077$0  };
-  assign w_data = { \port$0$87 , \port$9077$0  };
+  assign w_port__data = { \port$0$87 , \port$9079$0  };
+  assign w_data = { \port$0$87 , \port$9079$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9077$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9079$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40887,8 +40859,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9077$0 ;
-  wire [191:0] \port$9077$0 ;
+  input [191:0] \port$9079$0 ;
+  wire [191:0] \port$9079$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -40923,7 +40895,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9077$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9079$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40994,8 +40966,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9077$0  };
-  assign w_data = { \port$0$87 , \port$9077$0  };
+  assign w_port__data = { \port$0$87 , \port$9079$0  };
+  assign w_data = { \port$0$87 , \port$9079$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46209,7 +46181,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8998$16 , \port$10774$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9000$16 , \port$10776$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46253,10 +46225,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8998$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10774$0 ;
-  wire [7:0] \port$10774$0 ;
-  input [15:0] \port$8998$16 ;
-  wire [15:0] \port$8998$16 ;
+  input [7:0] \port$10776$0 ;
+  wire [7:0] \port$10776$0 ;
+  input [15:0] \port$9000$16 ;
+  wire [15:0] \port$9000$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -46291,7 +46263,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8998$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8998$16 , \port$10774$0  };
+      storage[w_port__addr] <= { \port$9000$16 , \port$10776$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46402,8 +46374,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$8998$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8998$16 , \port$10774$0  };
-  assign w_data = { \port$8998$16 , \port$10774$0  };
+  assign w_port__data = { \port$9000$16 , \port$10776$0  };
+  assign w_data = { \port$9000$16 , \port$10776$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -650,6 +650,44 @@ def test_random_program_accepts_seeds_and_rejects_oversize():
         RND.random_program(seeded(2), 5000)
 
 
+def test_signed_program_signs_every_register_and_the_window():
+    """signed_program = random_program up to its end, then the signature block: the ISS writes the
+    signature words to the given addresses in order just before the END_OF_TEST store, and one
+    register or DMEM window bit changed before the block changes a signature."""
+    addrs = [0x2000_0000, 0x2000_0008, 0x2000_000C]
+    rng = seeded(3)
+    for i in range(6):
+        seed = int(rng.integers(1 << 30))
+        prog = RND.signed_program(seed, 300, addrs)
+        plain = RND.random_program(seed, 300)
+        start = next(k for k, (a, b) in enumerate(zip(prog, plain)) if a != b)   # the block
+        assert prog[-(len(plain) - start):] == plain[start:], "the same end follows the block"
+
+        def run(corrupt=None):
+            iss = RV32ISS(prog)
+            for _ in range(8 * len(prog)):
+                if iss.pc == 4 * start:
+                    break
+                iss.step()
+            assert iss.pc == 4 * start
+            if corrupt:
+                corrupt(iss)
+            iss.run(8 * len(prog), until=A.is_terminator)
+            return iss.mmio.writes
+
+        writes = run()
+        assert [a for a, _, _ in writes] == [*addrs, RND.END_OF_TEST_ADDR]
+        reg, bit = int(rng.integers(1, 32)), int(rng.integers(32))
+
+        def flip_reg(iss):
+            iss.regs[reg] ^= 1 << bit
+
+        def flip_dmem(iss):
+            iss.dmem[int(rng.integers(256))] ^= 1 << (bit % 8)
+        for corrupt in (flip_reg, flip_dmem):
+            assert run(corrupt)[:3] != writes[:3], f"program {i}: {corrupt.__name__} not signed"
+
+
 def test_decode_cache_follows_imem_writes():
     """A word rewritten through load_imem executes as the new instruction: the handler decoded
     for that pc, and the (insn, rd) its commit record is made of, are dropped."""

@@ -56,3 +56,23 @@ def test_place_and_route_reports_the_routed_clock_and_path(tmp_path):
     assert [step for step in res.critical_path if step[0] == "routing"]
     md = synth.markdown([synth.asdict(res)])
     assert f"{res.fmax_mhz:.1f} | routed" in md
+
+
+def test_block_of_the_chip_is_a_target_of_its_own():
+    chip = synth.Target.for_dim(4)
+    assert {"control", "gemm", "vec", "dma", "qc"} <= set(chip.blocks())
+    block = chip.block("control")
+    assert block.top == f"{chip.top}.control" and block.config == f"{chip.config}.control"
+    assert block.srams is None                       # counted from the mapping log instead
+    assert f"synth_ecp5 -top \\{block.top}" in synth.yosys_script(block, full=True)
+    with pytest.raises(synth.SynthError, match=r"no block 'nope' in kaki_soc_4x4: choose one of .*control"):
+        chip.block("nope")
+
+
+def test_critical_path_folds_by_signal():
+    path = [("clk-to-q", 0.5, "core.ir_TRELLIS_FF_Q.Q"), ("routing", 1.0, "core.x_LUT4_Z.A"),
+            ("logic", 0.25, "core.x_LUT4_Z.F"), ("routing", 0.0, "core.x_CCU2C_COUT$CCU2_COMB0.FCI"),
+            ("logic", 0.5, "$nextpnr_CCU2C_3$CCU2_COMB0.F"), ("routing", 0.75, "$nextpnr_CCU2C_4$CCU2_COMB1.A"),
+            ("setup", 0.0, "core.y_TRELLIS_FF_Q.M")]
+    assert synth.path_summary(path) == [("core.ir", 0.5, 1), ("core.x", 1.25, 3),
+                                         ("nextpnr carry", 1.25, 2), ("core.y", 0.0, 1)]

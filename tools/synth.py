@@ -230,6 +230,24 @@ def critical_path(report):
             for step in worst]
 
 
+_CELL_SUFFIX = re.compile(r"(_TRELLIS|_LUT4|_CCU2C|_PFUMX|_L6MUX|_DP16KD|_MULT18|\$).*$")
+
+
+def path_summary(path):
+    """The critical path folded by signal: consecutive steps through cells Yosys named after the
+    same signal (a carry chain, a LUT tree) become one line, [(signal, ns, steps), ...]."""
+    folded = []
+    for _kind, ns, where in path:
+        cell = where.rsplit(".", 1)[0]
+        # cells nextpnr made itself ($nextpnr_CCU2C_18$CCU2_COMB0) fold into their chain
+        signal = "nextpnr carry" if cell.startswith("$nextpnr") else _CELL_SUFFIX.sub("", cell) or cell
+        if folded and folded[-1][0] == signal:
+            folded[-1] = (signal, round(folded[-1][1] + ns, 2), folded[-1][2] + 1)
+        else:
+            folded.append((signal, ns, 1))
+    return folded
+
+
 def place_and_route(target, res, budget_s, seed):
     d = target.workdir()
     for stale in ("pnr.log", "pnr.json"):
@@ -364,9 +382,10 @@ def main(argv=None):
         if args.block:
             for dim in args.dims:
                 res = build(dim, args.budget * 60, args.seed, args.block)
-                print(f"{res.config}: critical path ({res.timing})")
-                for kind, ns, where in res.critical_path:
-                    print(f"  {kind:<8} {ns:6.2f} ns  {where}")
+                print(f"{res.config}: critical path ({res.timing}), folded by signal "
+                      f"(full path: build/synth/{res.config}/pnr.json)")
+                for signal, ns, steps in path_summary(res.critical_path):
+                    print(f"  {ns:6.2f} ns  {steps:3d} steps  {signal}")
             return 0
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed), args.dims))

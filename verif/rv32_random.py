@@ -8,6 +8,10 @@ ISS and RTL commit traces. It ends with ``sw x?, -4(x?)`` of :data:`END_OF_TEST_
 :data:`HALT_INSN` (``jal x0, 0``, a jump to itself). A test stops when the trace commits
 ``HALT_INSN`` (:func:`golden.rv32_asm.is_terminator`); the store is a bus-visible marker one instruction earlier.
 ``jal x0, 0`` never appears elsewhere in a random program (every other jump is forward).
+
+:func:`signed_program` is the same program with a signature before that end, for a core whose
+commit trace is out of sight (the chip's, seen from the host): it folds every register and the
+DMEM window into a few words stored to MMIO addresses, which the ISS predicts from the same words.
 """
 import random as _random
 
@@ -16,7 +20,8 @@ from golden.rv32_asm import (HALT_INSN, I_OPS, M32, R_ENC, R_OPS, SHIFT_OPS, add
                              csrrwi, csrw, ebreak, ecall, fence, fence_i, jal, jalr, lb, lbu, lh,
                              lhu, li, lui, lw, mret, sb, sh, sw)
 
-__all__ = ["END_OF_TEST_ADDR", "END_OF_TEST_VALUE", "CORNERS", "ILLEGAL_WORDS", "random_program"]
+__all__ = ["END_OF_TEST_ADDR", "END_OF_TEST_VALUE", "CORNERS", "ILLEGAL_WORDS", "random_program",
+           "signed_program"]
 
 END_OF_TEST_ADDR = 0x2000_FFFC
 END_OF_TEST_VALUE = 0x600D_0001
@@ -266,9 +271,51 @@ def random_program(rng, n_insns, *, dmem_base=0x1000_0000, dmem_size=16384) -> l
             body += mret_fwd()
         else:
             body += pick_simple()
+    return _fits(prog + body + _epilogue())
+
+
+def _epilogue():
+    """The end of every program: the END_OF_TEST store, then HALT_INSN."""
     t = 5
-    epilogue = li(t, END_OF_TEST_ADDR + 4) + li(6, END_OF_TEST_VALUE) + [sw(6, -4, t), HALT_INSN]
-    prog += body + epilogue
+    return li(t, END_OF_TEST_ADDR + 4) + li(6, END_OF_TEST_VALUE) + [sw(6, -4, t), HALT_INSN]
+
+
+def _fits(prog):
     if 4 * len(prog) > 0x4000:
         raise ValueError(f"random program of {len(prog)} words does not fit the 16 KiB IMEM")
     return prog
+
+
+#: odd, so that each multiply of the signature is a bijection: one differing word always shows
+SIGNATURE_MULTIPLIER = 0x9E37_79B1
+
+
+def signed_program(rng, n_insns, signature_addrs, *, dmem_base=0x1000_0000, dmem_size=16384):
+    """:func:`random_program` that, before its end, stores x1..x31 after the 256-byte DMEM window
+    (at ``x3 + 256``, x3 being inside the window) and folds the window and those words into
+    ``len(signature_addrs)`` signatures, word ``i`` into signature ``i % n`` as
+    ``s = s * SIGNATURE_MULTIPLIER ^ word`` (a multiply and an xor of the M and I extensions),
+    each stored with ``sw`` to its address in ``signature_addrs`` (MMIO words the observer reads).
+    The ISS run of the same words predicts them; a wrong register, DMEM byte or instruction
+    result anywhere before shows in at least one of them."""
+    n = len(signature_addrs)
+    if not 1 <= n <= 8:
+        raise ValueError(f"1 to 8 signature words, not {n}")
+    if dmem_size < 256 + 256 + 4 * 31:
+        raise ValueError(f"dmem_size {dmem_size} leaves no room after the window for x1..x31")
+    prog = random_program(rng, n_insns, dmem_base=dmem_base, dmem_size=dmem_size)
+    end = _epilogue()
+    B = 3
+    sig = [sw(rd, 256 + 4 * (rd - 1), B) for rd in range(1, 32)]   # every register is now free
+    window, saved, mult, word = 4, 7, 5, 6
+    accs = list(range(10, 10 + n))
+    sig += li(window, dmem_base) + [addi(saved, B, 256)] + li(mult, SIGNATURE_MULTIPLIER)
+    sig += [addi(a, 0, 0) for a in accs]
+    words = [(window, 4 * i) for i in range(64)] + [(saved, 4 * i) for i in range(31)]
+    for i, (base, off) in enumerate(words):
+        a = accs[i % n]
+        sig += [lw(word, off, base), R_ENC["mul"](a, a, mult), R_ENC["xor"](a, a, word)]
+    t = 8
+    for a, addr in zip(accs, signature_addrs):
+        sig += li(t, addr) + [sw(a, 0, t)]
+    return _fits(prog[:-len(end)] + sig + end)
