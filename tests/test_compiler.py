@@ -304,7 +304,9 @@ def test_steps_alternate_between_two_compute_queues():
 
 def test_gemm_engine_never_waits_for_a_signal_in_steady_state():
     """cost.simulate's timeline of the 256^3 make bench GEMM: after the first tile's ramp the
-    GEMMs follow each other without a gap (the other compute queue's GEMM covers each SIGNAL)."""
+    GEMMs follow each other (the other compute queue's GEMM covers each SIGNAL) but for at most
+    one firmware dispatch in all (the pipelined control core's firmware leaves one SIGNAL
+    uncovered: a 106-cycle gap)."""
     from tools.bench import gemm_graph
     g, _ = gemm_graph(256)
     cm = compile_graph(g, caps_for(8))
@@ -312,10 +314,11 @@ def test_gemm_engine_never_waits_for_a_signal_in_steady_state():
     cost.simulate(cm.program.commands, cm.cycles, timeline=timeline)
     spans = sorted(timeline[i] for i, c in enumerate(cm.program.commands) if c.opcode == Opcode.GEMM)
     first = len(cm.tiled.gemms[0].tiles[0].steps)
-    assert all(b[0] == a[1] for a, b in zip(spans[first:], spans[first + 1:]))
-    # the make bench goal (PE utilization >= 90% of the whole run; measured 94.4% on the RTL,
-    # 277818 cycles, predicted within 0.1%)
-    assert 256 ** 3 / (8 * 8 * cm.report()["bound"]) > 0.94
+    gaps = [b[0] - a[1] for a, b in zip(spans[first:], spans[first + 1:])]
+    assert min(gaps) >= 0 and sum(gaps) <= cost.DISPATCH, gaps
+    # the make bench goal (PE utilization >= 90% of the whole run; measured 93.7% on the RTL,
+    # 279624 cycles, predicted 279192)
+    assert 256 ** 3 / (8 * 8 * cm.report()["bound"]) > 0.93
 
 
 def _vectors(cm):
@@ -433,7 +436,9 @@ def test_ramp_shortens_the_pipeline_fill():
     assert k_steps(200, 16, 8, [1, 3]) == [0, 8, 32, 120, 200]
     caps = caps_for(8)
     ramp = cost.ramp(16, 32, 256, 4, caps)                # the make bench 256^3 GEMM's first tile
-    assert ramp[0] <= 2 and all(a < b for a, b in zip(ramp, ramp[1:4])) and max(ramp) <= 16
+    # the first step a quarter of the longest at most (its length grows with the firmware's
+    # dispatch cost, which the ramp hides behind it)
+    assert ramp[0] <= max(ramp) // 4 and all(a < b for a, b in zip(ramp, ramp[1:4])) and max(ramp) <= 16
     from tools.bench import gemm_graph
     g, feeds = gemm_graph(128)
     cm = compile_graph(g, caps)
