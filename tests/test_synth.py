@@ -76,3 +76,20 @@ def test_critical_path_folds_by_signal():
             ("setup", 0.0, "core.y_TRELLIS_FF_Q.M")]
     assert synth.path_summary(path) == [("core.ir", 0.5, 1), ("core.x", 1.25, 3),
                                          ("nextpnr carry", 1.25, 2), ("core.y", 0.0, 1)]
+
+
+def test_collect_reads_an_earlier_runs_folder(tmp_path, monkeypatch):
+    chip = synth.Target.for_dim(4)
+    moved = synth.Target(chip.config, chip.top, chip.sources, chip.variant, chip.srams, tmp_path)
+    monkeypatch.setattr(synth.Target, "for_dim", classmethod(lambda cls, dim: moved))
+    with pytest.raises(synth.SynthError, match=r"4x4: no synthesis in .* to collect: run make synth"):
+        synth.collect(4)
+    d = tmp_path / "4x4"
+    d.mkdir()
+    cells = {"LUT4": 10, "CCU2C": 2, "TRELLIS_FF": 7, "DP16KD": chip.srams, "MULT18X18D": 1}
+    (d / "stat.json").write_text(synth.json.dumps({"modules": {f"\\{chip.top}": {"num_cells_by_type": cells}}}))
+    (d / "synth.log").write_text("".join(f"mapping memory top.m{i}.macro.mem via $__DP16KD_\n"
+                                         for i in range(chip.srams)))
+    (d / "pnr.log").write_text("Info: Max frequency for clock 'clk': 31.50 MHz (FAIL at 50.00 MHz)\n")
+    res = synth.collect(4)
+    assert (res.luts, res.ffs, res.fmax_mhz, res.timing) == (14, 7, 31.5, "placed")

@@ -205,13 +205,18 @@ def synthesize(target, full=True):
     res = Result(target.config, target.variant, f"{DEVICE['name']}-{DEVICE['speed']}",
                  srams_in_bram=srams, synth_s=round(secs, 1))
     if full:
-        cells = json.loads((d / "stat.json").read_text())["modules"][f"\\{target.top}"]["num_cells_by_type"]
-        res.lut4, res.carry = cells.get("LUT4", 0), cells.get("CCU2C", 0)
-        res.luts = res.lut4 + 2 * res.carry
-        res.ffs = cells.get("TRELLIS_FF", 0)
-        res.brams, res.dsps = cells.get("DP16KD", 0), cells.get("MULT18X18D", 0)
-        res.lutram = cells.get("TRELLIS_DPR16X4", 0)
+        read_counts(d, target, res)
     return res
+
+
+def read_counts(d, target, res):
+    """The cell counts of ``synth_ecp5``'s ``stat -json`` in work folder ``d``."""
+    cells = json.loads((d / "stat.json").read_text())["modules"][f"\\{target.top}"]["num_cells_by_type"]
+    res.lut4, res.carry = cells.get("LUT4", 0), cells.get("CCU2C", 0)
+    res.luts = res.lut4 + 2 * res.carry
+    res.ffs = cells.get("TRELLIS_FF", 0)
+    res.brams, res.dsps = cells.get("DP16KD", 0), cells.get("MULT18X18D", 0)
+    res.lutram = cells.get("TRELLIS_DPR16X4", 0)
 
 
 def post_placement_fmax(log_text):
@@ -258,6 +263,12 @@ def place_and_route(target, res, budget_s, seed):
            "--report", "pnr.json", "--seed", str(seed), "-l", "pnr.log"]
     done, secs = _run(cmd, d, "pnr.out", timeout=budget_s)
     res.pnr_s = round(secs, 1)
+    return read_timing(d, res, done, f"placement did not finish in {budget_s / 60:.0f} min")
+
+
+def read_timing(d, res, done, unplaced):
+    """Fmax and critical path from nextpnr's files in ``d``: routed when routing completed, else
+    the post-placement estimate (``placed``), else ``none`` with the reason ``unplaced``."""
     log = (d / "pnr.log").read_text() if (d / "pnr.log").exists() else ""
     if done and "Routing complete" in log:
         report = json.loads((d / "pnr.json").read_text())
@@ -270,9 +281,21 @@ def place_and_route(target, res, budget_s, seed):
         res.critical_to = res.critical_path[-1][2] if res.critical_path else ""
     else:
         res.fmax_mhz = post_placement_fmax(log)
-        res.timing = ("placed" if res.fmax_mhz else
-                      f"none: placement did not finish in {budget_s / 60:.0f} min")
+        res.timing = "placed" if res.fmax_mhz else f"none: {unplaced}"
     return res
+
+
+def collect(dim):
+    """The result of an earlier run's work folder (a run stopped by hand or cut short), without
+    running any tool."""
+    target = Target.for_dim(dim)
+    d = target.root / target.config
+    if not (d / "stat.json").exists():
+        raise SynthError(f"{target.config}: no synthesis in {d} to collect: run make synth")
+    res = Result(target.config, target.variant, f"{DEVICE['name']}-{DEVICE['speed']}",
+                 srams_in_bram=check_memories((d / "synth.log").read_text(), target))
+    read_counts(d, target, res)
+    return read_timing(d, res, True, "place and route was stopped before placement finished")
 
 
 def markdown(results):
@@ -300,10 +323,11 @@ def _commit():
         return "unknown"
 
 
-def write_report(results):
+def write_report(results, collected=False):
     OUT.mkdir(parents=True, exist_ok=True)
     data = {"device": DEVICE, "target_mhz": TARGET_MHZ, "commit": _commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}
+            "date": time.strftime("%Y-%m-%d %H:%M"), "results": results,
+            "collected": collected}         # from the work folders of an earlier run (--collect)
     REPORT_JSON.write_text(json.dumps(data, indent=2) + "\n")
     REPORT_MD.write_text("# Synthesis report (`make synth`)\n\n" + markdown(results))
 
@@ -320,7 +344,8 @@ def summary(report):
     """Lines for `make bench`: the last report's Fmax and area per configuration, or how to get one."""
     if not report:
         return "  synthesis: no report yet (run `make synth`)"
-    lines = [f"  synthesis (make synth of {report['commit']}, {report['date']}; "
+    how = "collected from an earlier run's logs at" if report.get("collected") else "make synth of"
+    lines = [f"  synthesis ({how} {report['commit']}, {report['date']}; "
              f"{report['device']['name']}-{report['device']['speed']}, goal {report['target_mhz']:.0f} MHz):"]
     for r in report["results"]:
         mark = "met" if r["fmax_mhz"] >= report["target_mhz"] else "NOT met"
@@ -365,6 +390,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2, help="configurations built at once (each tool is "
                     "single-threaded)")
     ap.add_argument("--check", type=int, choices=ARRAY_SIZES, help="only the structural check of one size")
+    ap.add_argument("--collect", action="store_true", help="write the report from the work folders "
+                    "of an earlier run (stopped or cut short) without running any tool")
     ap.add_argument("--block", help="only this submodule of the chip (e.g. control, vec, gemm, dma); "
                     "prints its figures and critical path, leaves the report alone")
     args = ap.parse_args(argv)
@@ -386,6 +413,10 @@ def main(argv=None):
                       f"(full path: build/synth/{res.config}/pnr.json)")
                 for signal, ns, steps in path_summary(res.critical_path):
                     print(f"  {ns:6.2f} ns  {steps:3d} steps  {signal}")
+            return 0
+        if args.collect:
+            write_report([asdict(collect(dim)) for dim in args.dims], collected=True)
+            print(REPORT_MD.read_text())
             return 0
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed), args.dims))
