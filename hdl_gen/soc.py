@@ -185,20 +185,24 @@ class KakiSoc(wiring.Component):
     def _fw_write(self, m, ctl, ident, field=None):
         """Decode a firmware write to MMIO register ``ident`` from the core's bus.
 
-        Returns the written value of ``field`` (or the whole word) in the cycle the write
-        reaches the register block, else 0, and the write strobe. Acting on the bus write itself,
-        not on the register a cycle later, makes the effect (a pop, a push) visible to the very
-        next MMIO access.
+        Returns the written value of ``field`` (or the whole word) for one cycle, the cycle after
+        the write reached the register block (the one it is acknowledged in), else 0, and the
+        write strobe. Registered so that the decode does not sit in front of what the write acts
+        on (the dispatcher's FIFOs, the queue controller's pops: docs/synthesis.md); the core's
+        next MMIO access reaches the bus two cycles after the acknowledge at the earliest, so the
+        effect (a pop, a push) is still visible to it.
         """
         bus = ctl.mmio
         reg = regmap.by_ident(MMIO_RDL)[ident]
         strobe = Signal(name=f"fw_write_{ident.lower()}")
-        m.d.comb += strobe.eq(bus.en & ~bus.ack & bus.we
+        m.d.sync += strobe.eq(bus.en & ~bus.ack & bus.we
                               & (bus.addr[2:MMIO_ADDR_BITS] == reg.addr >> 2))
+        word = Signal(32, name=f"fw_write_{ident.lower()}_word")
+        m.d.sync += word.eq(bus.wdata)
         if field is None:
-            return strobe, bus.wdata
+            return strobe, word
         value = Signal(reg.field(field).width, name=f"fw_write_{ident.lower()}_{field.lower()}")
-        m.d.comb += value.eq(_mmio_field(ident, field, bus.wdata) & strobe.replicate(len(value)))
+        m.d.comb += value.eq(_mmio_field(ident, field, word) & strobe.replicate(len(value)))
         return strobe, value
 
     def _control_core(self, m, csr, fw, ctl, held):
