@@ -599,6 +599,12 @@ class RV32Core(wiring.Component):
             m.d.comb += e_adv.eq(1)
             m.next = "EXEC"
 
+        def finish(value):
+            """A multi-cycle state's commit: write ``value`` (to ``wb_rd``), E is free again."""
+            m.d.comb += c_value.eq(value)
+            retire_insn()
+            after_commit()
+
         def exec_body():
             """EXEC state body: decode and execute the word on ``imem.data``."""
             def illegal():
@@ -733,9 +739,7 @@ class RV32Core(wiring.Component):
                 m.next = "LD_FIN"
 
             with m.State("LD_FIN"):
-                m.d.comb += c_value.eq(ld_val)
-                retire_insn()
-                after_commit()
+                finish(ld_val)
 
             with m.State("MUL"):
                 m.d.sync += [mul_lo.eq(mul_ra.as_signed() * mul_rb[0:17]),
@@ -743,9 +747,7 @@ class RV32Core(wiring.Component):
                 m.next = "MUL_FIN"
 
             with m.State("MUL_FIN"):
-                m.d.comb += c_value.eq(mul_res)
-                retire_insn()
-                after_commit()
+                finish(mul_res)
 
             with m.State("DIV"):
                 with m.If(div_diff[32]):             # borrow: keep the shifted remainder
@@ -759,9 +761,7 @@ class RV32Core(wiring.Component):
             with m.State("DIV_FIN"):
                 q = Mux(div_zero, 0xFFFF_FFFF, Mux(div_negq, -div_quo, div_quo))
                 r = Mux(div_zero, div_a, Mux(div_negr, -div_rem, div_rem))
-                m.d.comb += c_value.eq(Mux(f3[1], r, q)[0:32])
-                retire_insn()
-                after_commit()
+                finish(Mux(f3[1], r, q)[0:32])
 
             with m.State("SLEEP"):
                 m.d.comb += self.sleeping.eq(1)
