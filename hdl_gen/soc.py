@@ -110,13 +110,18 @@ class KakiSoc(wiring.Component):
         qreset = Cat(*[qc.q[i].qreset_req for i in range(self.config.queues)])
         timer = Signal(name="fw_timer_due")
         diff = Signal(32, name="fw_timer_diff")
+        fw_irq = Signal(name="fw_irq")
         m.d.comb += [
             diff.eq(fw.timestamp_cycles - fw.timer_cycles), timer.eq(~diff[31]),
             fw.work_qready.eq(qready), fw.work_retire.eq(retire_valid), fw.work_qreset.eq(qreset),
             fw.work_timer.eq(timer),
-            ctl.irq.eq((qready & ~fw.work_mask_qready).any() | retire_valid.any() | qreset.any()
-                       | (timer & ~fw.work_mask_timer)),
+            ctl.irq.eq(fw_irq),
         ]
+        # Registered: the work flags come from every block (queue controller, retire FIFOs, timer)
+        # and would otherwise reach the core's fetch enable (the WFI wake-up) in the same cycle.
+        # A stale level after the firmware consumed the work only ends one WFI early.
+        m.d.sync += fw_irq.eq((qready & ~fw.work_mask_qready).any() | retire_valid.any() | qreset.any()
+                              | (timer & ~fw.work_mask_timer))
         self._status(m, csr, disp)
         self._interrupts(m, csr, fw, disp, qc)
         self._perf_counters(m, csr, fw, disp, qc, dma, gemm, vec)

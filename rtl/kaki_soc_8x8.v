@@ -10,9 +10,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [3:0] \$102 ;
+  wire \$102 ;
   wire \$103 ;
-  wire [3:0] \$104 ;
+  wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
@@ -25,7 +25,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire \$116 ;
+  wire [32:0] \$116 ;
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
@@ -35,7 +35,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
-  wire [32:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
@@ -43,8 +43,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [1:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
+  wire [3:0] \$132 ;
+  wire [3:0] \$133 ;
   wire \$134 ;
   wire \$135 ;
   wire \$136 ;
@@ -53,112 +53,112 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$139 ;
   wire [1:0] \$14 ;
   wire \$140 ;
-  wire [32:0] \$141 ;
+  wire \$141 ;
   wire [32:0] \$142 ;
   wire [32:0] \$143 ;
   wire [32:0] \$144 ;
-  wire \$145 ;
+  wire [32:0] \$145 ;
   wire \$146 ;
   wire \$147 ;
-  wire [32:0] \$148 ;
-  wire \$149 ;
+  wire \$148 ;
+  wire [32:0] \$149 ;
   wire \$15 ;
-  wire [32:0] \$150 ;
-  wire \$151 ;
-  wire [32:0] \$152 ;
-  wire \$153 ;
-  wire [32:0] \$154 ;
-  wire \$155 ;
-  wire [32:0] \$156 ;
-  wire \$157 ;
-  wire [32:0] \$158 ;
-  wire \$159 ;
+  wire \$150 ;
+  wire [32:0] \$151 ;
+  wire \$152 ;
+  wire [32:0] \$153 ;
+  wire \$154 ;
+  wire [32:0] \$155 ;
+  wire \$156 ;
+  wire [32:0] \$157 ;
+  wire \$158 ;
+  wire [32:0] \$159 ;
   wire \$16 ;
-  wire [32:0] \$160 ;
-  wire \$161 ;
-  wire [32:0] \$162 ;
-  wire \$163 ;
-  wire [32:0] \$164 ;
-  wire \$165 ;
-  wire [32:0] \$166 ;
-  wire \$167 ;
+  wire \$160 ;
+  wire [32:0] \$161 ;
+  wire \$162 ;
+  wire [32:0] \$163 ;
+  wire \$164 ;
+  wire [32:0] \$165 ;
+  wire \$166 ;
+  wire [32:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire [1:0] \$17 ;
   wire \$170 ;
-  wire [32:0] \$171 ;
-  wire \$172 ;
+  wire \$171 ;
+  wire [32:0] \$172 ;
   wire \$173 ;
   wire \$174 ;
   wire \$175 ;
-  wire [32:0] \$176 ;
-  wire \$177 ;
+  wire \$176 ;
+  wire [32:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [1:0] \$18 ;
-  wire [32:0] \$180 ;
-  wire \$181 ;
-  wire [32:0] \$182 ;
-  wire \$183 ;
-  wire [32:0] \$184 ;
-  wire \$185 ;
-  wire [32:0] \$186 ;
-  wire \$187 ;
-  wire [32:0] \$188 ;
-  wire \$189 ;
+  wire \$180 ;
+  wire [32:0] \$181 ;
+  wire \$182 ;
+  wire [32:0] \$183 ;
+  wire \$184 ;
+  wire [32:0] \$185 ;
+  wire \$186 ;
+  wire [32:0] \$187 ;
+  wire \$188 ;
+  wire [32:0] \$189 ;
   wire \$19 ;
-  wire [32:0] \$190 ;
-  wire \$191 ;
-  wire [32:0] \$192 ;
-  wire \$193 ;
-  wire [32:0] \$194 ;
-  wire \$195 ;
-  wire [32:0] \$196 ;
-  wire \$197 ;
-  wire [32:0] \$198 ;
-  wire \$199 ;
+  wire \$190 ;
+  wire [32:0] \$191 ;
+  wire \$192 ;
+  wire [32:0] \$193 ;
+  wire \$194 ;
+  wire [32:0] \$195 ;
+  wire \$196 ;
+  wire [32:0] \$197 ;
+  wire \$198 ;
+  wire [32:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [32:0] \$200 ;
-  wire \$201 ;
-  wire [32:0] \$202 ;
-  wire \$203 ;
-  wire [32:0] \$204 ;
-  reg \$205 ;
+  wire \$200 ;
+  wire [32:0] \$201 ;
+  wire \$202 ;
+  wire [32:0] \$203 ;
+  wire \$204 ;
+  wire [32:0] \$205 ;
   reg \$206 ;
   reg \$207 ;
   reg \$208 ;
-  reg [31:0] \$209 ;
+  reg \$209 ;
   wire \$21 ;
-  reg \$210 ;
-  reg [31:0] \$211 ;
-  reg \$212 ;
-  reg [31:0] \$213 ;
-  reg \$214 ;
-  reg [31:0] \$215 ;
+  reg [31:0] \$210 ;
+  reg \$211 ;
+  reg [31:0] \$212 ;
+  reg \$213 ;
+  reg [31:0] \$214 ;
+  reg \$215 ;
   reg [31:0] \$216 ;
-  reg \$217 ;
-  reg [31:0] \$218 ;
-  reg \$219 ;
+  reg [31:0] \$217 ;
+  reg \$218 ;
+  reg [31:0] \$219 ;
   wire \$22 ;
   reg \$220 ;
   reg \$221 ;
   reg \$222 ;
   reg \$223 ;
-  reg [31:0] \$224 ;
-  reg \$225 ;
-  reg [31:0] \$226 ;
+  reg \$224 ;
+  reg [31:0] \$225 ;
+  reg \$226 ;
   reg [31:0] \$227 ;
-  reg [31:0] \$228 ;
+  reg \$228 ;
   reg [31:0] \$229 ;
   wire [1:0] \$23 ;
   reg [31:0] \$230 ;
-  reg [7:0] \$231 ;
-  reg [7:0] \$232 ;
-  reg [15:0] \$233 ;
-  reg \$234 ;
-  reg [31:0] \$235 ;
-  reg [31:0] \$236 ;
+  reg [31:0] \$231 ;
+  reg [31:0] \$232 ;
+  reg [7:0] \$233 ;
+  reg [7:0] \$234 ;
+  reg [15:0] \$235 ;
+  reg \$236 ;
   reg [31:0] \$237 ;
   reg [31:0] \$238 ;
   reg [31:0] \$239 ;
@@ -185,16 +185,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg [31:0] \$258 ;
   reg [31:0] \$259 ;
   wire \$26 ;
-  wire [29:0] \$260 ;
-  wire [8:0] \$261 ;
-  wire [8:0] \$262 ;
+  reg [31:0] \$260 ;
+  reg [31:0] \$261 ;
+  wire [29:0] \$262 ;
   wire [8:0] \$263 ;
   wire [8:0] \$264 ;
-  wire [2:0] \$265 ;
-  wire [2:0] \$266 ;
+  wire [8:0] \$265 ;
+  wire [8:0] \$266 ;
   wire [2:0] \$267 ;
   wire [2:0] \$268 ;
+  wire [2:0] \$269 ;
   wire [1:0] \$27 ;
+  wire [2:0] \$270 ;
   wire [1:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
@@ -216,8 +218,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$44 ;
   wire \$45 ;
   wire [32:0] \$46 ;
-  wire [3:0] \$47 ;
-  wire [3:0] \$48 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
@@ -267,15 +269,15 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
-  wire \$93 ;
+  wire [3:0] \$93 ;
   wire \$94 ;
-  wire \$95 ;
+  wire [3:0] \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$767 ;
+  reg [7:0] \$signal$766 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$185 ;
   wire [12:0] \acc_rd__addr$193 ;
@@ -297,7 +299,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire acc_wr__gnt;
   wire \acc_wr__gnt$212 ;
   wire active;
-  wire \active$878 ;
+  wire \active$879 ;
   wire [31:0] axi__araddr;
   wire [31:0] \axi__araddr$315 ;
   wire [1:0] axi__arburst;
@@ -472,7 +474,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$863 ;
+  wire \ctl__busy$862 ;
   wire [175:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$128 ;
   wire [19:0] \ctl__cmd__payload$128.bias_addr ;
@@ -792,9 +794,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] fw_fault_pc_value;
   wire [31:0] fw_fault_tval_tval;
   wire [31:0] fw_fault_tval_value;
+  (* init = 1'h0 *)
+  wire fw_irq;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$866 ;
+  wire [31:0] \fw_msg_value$865 ;
   wire fw_running;
   wire fw_status_sleeping;
   wire [7:0] fw_status_state;
@@ -915,7 +919,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] inflight;
   output irq;
   reg irq = 1'h0;
-  wire \irq$724 ;
+  reg \irq$724  = 1'h0;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1888,10 +1892,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \wr__0__en$202  = acc_wr__en & \$25 ;
   assign \$26  = ~ gemm_frozen;
   assign acc_wr__gnt = \wr__0__gnt$205  & \$26 ;
-  assign \$29  = | \$265 ;
-  assign \$30  = | \$266 ;
-  assign \$31  = | \$267 ;
-  assign \$32  = | \$268 ;
+  assign \$29  = | \$267 ;
+  assign \$30  = | \$268 ;
+  assign \$31  = | \$269 ;
+  assign \$32  = | \$270 ;
   assign forward = fw_write_forward & forward_nonempty;
   assign \$33  = cmd_submit_go & held;
   assign fw_write_q_pop_queue = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
@@ -1916,275 +1920,277 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign reset = fw_write_engine_reset_word[3:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
   assign \$46  = timestamp_cycles - timer_cycles;
   assign fw_timer_due = ~ \$46 [31];
-  assign \$47  = ~ work_mask_qready;
-  assign \$48  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$47 ;
-  assign \$49  = | \$48 ;
-  assign \$50  = | retire_valid;
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = ~ work_mask_timer;
-  assign \$55  = fw_timer_due & \$54 ;
-  assign \irq$724  = \$53  | \$55 ;
-  assign \$56  = retire__0__done & \$261 [8];
-  assign \$57  = ! dma_load_error;
-  assign \$58  = \$56  & \$57 ;
-  assign \$59  = ~ core_ctrl_run;
-  assign irq_status_dma_load_done_set = \$58  & \$59 ;
-  assign \$60  = retire__1__done & \$262 [8];
-  assign \$61  = ! dma_store_error;
-  assign \$62  = \$60  & \$61 ;
-  assign \$63  = ~ core_ctrl_run;
-  assign irq_status_dma_store_done_set = \$62  & \$63 ;
-  assign \$64  = retire__2__done & \$263 [8];
-  assign \$65  = ! gemm_error;
-  assign \$66  = \$64  & \$65 ;
-  assign \$67  = ~ core_ctrl_run;
-  assign irq_status_gemm_done_set = \$66  & \$67 ;
-  assign \$68  = retire__3__done & \$264 [8];
-  assign \$69  = ! vec_error;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = ~ core_ctrl_run;
-  assign irq_status_vec_done_set = \$70  & \$71 ;
+  assign \$47  = retire__0__done & \$263 [8];
+  assign \$48  = ! dma_load_error;
+  assign \$49  = \$47  & \$48 ;
+  assign \$50  = ~ core_ctrl_run;
+  assign irq_status_dma_load_done_set = \$49  & \$50 ;
+  assign \$51  = retire__1__done & \$264 [8];
+  assign \$52  = ! dma_store_error;
+  assign \$53  = \$51  & \$52 ;
+  assign \$54  = ~ core_ctrl_run;
+  assign irq_status_dma_store_done_set = \$53  & \$54 ;
+  assign \$55  = retire__2__done & \$265 [8];
+  assign \$56  = ! gemm_error;
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = ~ core_ctrl_run;
+  assign irq_status_gemm_done_set = \$57  & \$58 ;
+  assign \$59  = retire__3__done & \$266 [8];
+  assign \$60  = ! vec_error;
+  assign \$61  = \$59  & \$60 ;
+  assign \$62  = ~ core_ctrl_run;
+  assign irq_status_vec_done_set = \$61  & \$62 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
-  assign \$72  = | vec_error;
-  assign \$73  = retire__3__done & \$72 ;
-  assign \$74  = ~ core_ctrl_run;
-  assign \$75  = \$73  & \$74 ;
-  assign \$76  = | gemm_error;
-  assign \$77  = retire__2__done & \$76 ;
-  assign \$78  = ~ core_ctrl_run;
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = | dma_store_error;
-  assign \$81  = retire__1__done & \$80 ;
-  assign \$82  = ~ core_ctrl_run;
-  assign \$83  = \$81  & \$82 ;
-  assign \$84  = | dma_load_error;
-  assign \$85  = retire__0__done & \$84 ;
-  assign \$86  = ~ core_ctrl_run;
-  assign \$87  = \$85  & \$86 ;
-  assign \$88  = | reject__error;
-  assign \$89  = reject__done & \$88 ;
-  assign \$90  = ~ core_ctrl_run;
-  assign \$91  = \$89  & \$90 ;
-  assign \$92  = irq_status_dma_load_done & irq_enable_dma_load_done;
-  assign \$94  = irq_status_dma_store_done & irq_enable_dma_store_done;
-  assign \$96  = irq_status_gemm_done & irq_enable_gemm_done;
-  assign \$98  = irq_status_vec_done & irq_enable_vec_done;
-  assign \$100  = irq_status_error & irq_enable_error;
-  assign \$102  = irq_status_queue_cpl & irq_enable_queue_cpl;
-  assign \$103  = | \$102 ;
-  assign \$104  = irq_status_queue_error & irq_enable_queue_error;
-  assign \$105  = | \$104 ;
-  assign \$106  = irq_status_fw_msg & irq_enable_fw_msg;
-  assign pending = | { \$107 , \$105 , \$103 , \$101 , \$99 , \$97 , \$95 , \$93  };
-  assign \$108  = gemm_hang_armed & ctl__busy;
-  assign \$109  = vec_hang_armed & \ctl__busy$863 ;
-  assign \$110  = ~ mmio__ack;
-  assign \$111  = bus__en & \$110 ;
-  assign \$112  = \$111  & bus__we;
-  assign \$113  = \$260 [9:0] == 4'hb;
-  assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ mmio__ack;
-  assign \$116  = bus__en & \$115 ;
-  assign \$117  = \$116  & bus__we;
-  assign \$118  = \$260 [9:0] == 4'ha;
-  assign \$119  = \$117  & \$118 ;
-  assign \$120  = ~ mmio__ack;
-  assign \$121  = bus__en & \$120 ;
-  assign \$122  = \$121  & bus__we;
-  assign \$123  = \$260 [9:0] == 5'h10;
-  assign \$124  = \$122  & \$123 ;
-  assign \$125  = timestamp_cycles + 1'h1;
-  assign \$126  = ~ mmio__ack;
-  assign \$127  = bus__en & \$126 ;
-  assign \$128  = \$127  & bus__we;
-  assign \$129  = \$260 [9:0] == 5'h14;
-  assign \$130  = \$128  & \$129 ;
-  assign \$131  = ~ mmio__ack;
-  assign \$132  = bus__en & \$131 ;
-  assign \$133  = \$132  & bus__we;
-  assign \$134  = \$260 [9:0] == 5'h11;
-  assign \$135  = \$133  & \$134 ;
-  assign \$136  = ~ mmio__ack;
-  assign \$137  = bus__en & \$136 ;
-  assign \$138  = \$137  & bus__we;
-  assign \$139  = \$260 [9:0] == 5'h15;
-  assign \$140  = \$138  & \$139 ;
-  assign \$141  = done_dma_load_count + 1'h1;
-  assign \$142  = done_dma_store_count + 1'h1;
-  assign \$143  = done_gemm_count + 1'h1;
-  assign \$144  = done_vec_count + 1'h1;
-  assign \$145  = ~ irq_status_error;
-  assign \$146  = failing & \$145 ;
-  assign \$147  = ~ perf_ctrl_freeze;
-  assign \$148  = perf_cycles_count + 1'h1;
-  assign \$149  = ~ perf_ctrl_freeze;
-  assign \$150  = perf_gemm_busy_count + ctl__busy;
-  assign \$151  = ~ perf_ctrl_freeze;
-  assign \$152  = perf_gemm_active_count + active;
-  assign \$153  = ~ perf_ctrl_freeze;
-  assign \$154  = perf_gemm_stall_count + stall;
-  assign \$155  = ~ perf_ctrl_freeze;
-  assign \$156  = perf_vec_busy_count + \ctl__busy$863 ;
-  assign \$157  = ~ perf_ctrl_freeze;
-  assign \$158  = perf_vec_active_count + \active$878 ;
-  assign \$159  = ~ perf_ctrl_freeze;
-  assign \$160  = perf_dma_load_busy_count + load__busy;
-  assign \$161  = ~ perf_ctrl_freeze;
-  assign \$162  = perf_dma_store_busy_count + store__busy;
-  assign \$163  = ~ perf_ctrl_freeze;
-  assign \$164  = perf_dma_load_bytes_count + load_bytes;
-  assign \$165  = ~ perf_ctrl_freeze;
-  assign \$166  = perf_dma_store_bytes_count + store_bytes;
-  assign \$167  = ~ perf_ctrl_freeze;
-  assign \$168  = axi__rvalid & m__0__rready;
-  assign \$169  = ~ \$168 ;
-  assign \$170  = load__busy & \$169 ;
-  assign \$171  = perf_dma_load_stall_count + \$170 ;
-  assign \$172  = ~ perf_ctrl_freeze;
-  assign \$173  = m__0__wvalid & axi__wready;
-  assign \$174  = ~ \$173 ;
-  assign \$175  = store__busy & \$174 ;
-  assign \$176  = perf_dma_store_stall_count + \$175 ;
-  assign \$177  = ~ perf_ctrl_freeze;
-  assign \$178  = ~ \active$878 ;
-  assign \$179  = \ctl__busy$863  & \$178 ;
-  assign \$180  = perf_vec_stall_count + \$179 ;
-  assign \$181  = ~ perf_ctrl_freeze;
-  assign \$182  = perf_dma_load_full_count + full[0];
-  assign \$183  = ~ perf_ctrl_freeze;
-  assign \$184  = perf_dma_store_full_count + full[1];
-  assign \$185  = ~ perf_ctrl_freeze;
-  assign \$186  = perf_gemm_full_count + full[2];
-  assign \$187  = ~ perf_ctrl_freeze;
-  assign \$188  = perf_vec_full_count + full[3];
-  assign \$189  = ~ perf_ctrl_freeze;
-  assign \$190  = perf_q_retired0_count + q__0__retired;
-  assign \$191  = ~ perf_ctrl_freeze;
-  assign \$192  = perf_q_event_stall0_count + q_wait_queue[0];
-  assign \$193  = ~ perf_ctrl_freeze;
-  assign \$194  = perf_q_retired1_count + q__1__retired;
-  assign \$195  = ~ perf_ctrl_freeze;
-  assign \$196  = perf_q_event_stall1_count + q_wait_queue[1];
-  assign \$197  = ~ perf_ctrl_freeze;
-  assign \$198  = perf_q_retired2_count + q__2__retired;
-  assign \$199  = ~ perf_ctrl_freeze;
-  assign \$200  = perf_q_event_stall2_count + q_wait_queue[2];
-  assign \$201  = ~ perf_ctrl_freeze;
-  assign \$202  = perf_q_retired3_count + q__3__retired;
-  assign \$203  = ~ perf_ctrl_freeze;
-  assign \$204  = perf_q_event_stall3_count + q_wait_queue[3];
+  assign \$63  = | vec_error;
+  assign \$64  = retire__3__done & \$63 ;
+  assign \$65  = ~ core_ctrl_run;
+  assign \$66  = \$64  & \$65 ;
+  assign \$67  = | gemm_error;
+  assign \$68  = retire__2__done & \$67 ;
+  assign \$69  = ~ core_ctrl_run;
+  assign \$70  = \$68  & \$69 ;
+  assign \$71  = | dma_store_error;
+  assign \$72  = retire__1__done & \$71 ;
+  assign \$73  = ~ core_ctrl_run;
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = | dma_load_error;
+  assign \$76  = retire__0__done & \$75 ;
+  assign \$77  = ~ core_ctrl_run;
+  assign \$78  = \$76  & \$77 ;
+  assign \$79  = | reject__error;
+  assign \$80  = reject__done & \$79 ;
+  assign \$81  = ~ core_ctrl_run;
+  assign \$82  = \$80  & \$81 ;
+  assign \$83  = irq_status_dma_load_done & irq_enable_dma_load_done;
+  assign \$85  = irq_status_dma_store_done & irq_enable_dma_store_done;
+  assign \$87  = irq_status_gemm_done & irq_enable_gemm_done;
+  assign \$89  = irq_status_vec_done & irq_enable_vec_done;
+  assign \$91  = irq_status_error & irq_enable_error;
+  assign \$93  = irq_status_queue_cpl & irq_enable_queue_cpl;
+  assign \$94  = | \$93 ;
+  assign \$95  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$96  = | \$95 ;
+  assign \$97  = irq_status_fw_msg & irq_enable_fw_msg;
+  assign pending = | { \$98 , \$96 , \$94 , \$92 , \$90 , \$88 , \$86 , \$84  };
+  assign \$99  = gemm_hang_armed & ctl__busy;
+  assign \$100  = vec_hang_armed & \ctl__busy$862 ;
+  assign \$101  = ~ mmio__ack;
+  assign \$102  = bus__en & \$101 ;
+  assign \$103  = \$102  & bus__we;
+  assign \$104  = \$262 [9:0] == 4'hb;
+  assign \$105  = \$103  & \$104 ;
+  assign \$106  = ~ mmio__ack;
+  assign \$107  = bus__en & \$106 ;
+  assign \$108  = \$107  & bus__we;
+  assign \$109  = \$262 [9:0] == 4'ha;
+  assign \$110  = \$108  & \$109 ;
+  assign \$111  = ~ mmio__ack;
+  assign \$112  = bus__en & \$111 ;
+  assign \$113  = \$112  & bus__we;
+  assign \$114  = \$262 [9:0] == 5'h10;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = timestamp_cycles + 1'h1;
+  assign \$117  = ~ mmio__ack;
+  assign \$118  = bus__en & \$117 ;
+  assign \$119  = \$118  & bus__we;
+  assign \$120  = \$262 [9:0] == 5'h14;
+  assign \$121  = \$119  & \$120 ;
+  assign \$122  = ~ mmio__ack;
+  assign \$123  = bus__en & \$122 ;
+  assign \$124  = \$123  & bus__we;
+  assign \$125  = \$262 [9:0] == 5'h11;
+  assign \$126  = \$124  & \$125 ;
+  assign \$127  = ~ mmio__ack;
+  assign \$128  = bus__en & \$127 ;
+  assign \$129  = \$128  & bus__we;
+  assign \$130  = \$262 [9:0] == 5'h15;
+  assign \$131  = \$129  & \$130 ;
+  assign \$132  = ~ work_mask_qready;
+  assign \$133  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$132 ;
+  assign \$134  = | \$133 ;
+  assign \$135  = | retire_valid;
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = ~ work_mask_timer;
+  assign \$140  = fw_timer_due & \$139 ;
+  assign \$141  = \$138  | \$140 ;
+  assign \$142  = done_dma_load_count + 1'h1;
+  assign \$143  = done_dma_store_count + 1'h1;
+  assign \$144  = done_gemm_count + 1'h1;
+  assign \$145  = done_vec_count + 1'h1;
+  assign \$146  = ~ irq_status_error;
+  assign \$147  = failing & \$146 ;
+  assign \$148  = ~ perf_ctrl_freeze;
+  assign \$149  = perf_cycles_count + 1'h1;
+  assign \$150  = ~ perf_ctrl_freeze;
+  assign \$151  = perf_gemm_busy_count + ctl__busy;
+  assign \$152  = ~ perf_ctrl_freeze;
+  assign \$153  = perf_gemm_active_count + active;
+  assign \$154  = ~ perf_ctrl_freeze;
+  assign \$155  = perf_gemm_stall_count + stall;
+  assign \$156  = ~ perf_ctrl_freeze;
+  assign \$157  = perf_vec_busy_count + \ctl__busy$862 ;
+  assign \$158  = ~ perf_ctrl_freeze;
+  assign \$159  = perf_vec_active_count + \active$879 ;
+  assign \$160  = ~ perf_ctrl_freeze;
+  assign \$161  = perf_dma_load_busy_count + load__busy;
+  assign \$162  = ~ perf_ctrl_freeze;
+  assign \$163  = perf_dma_store_busy_count + store__busy;
+  assign \$164  = ~ perf_ctrl_freeze;
+  assign \$165  = perf_dma_load_bytes_count + load_bytes;
+  assign \$166  = ~ perf_ctrl_freeze;
+  assign \$167  = perf_dma_store_bytes_count + store_bytes;
+  assign \$168  = ~ perf_ctrl_freeze;
+  assign \$169  = axi__rvalid & m__0__rready;
+  assign \$170  = ~ \$169 ;
+  assign \$171  = load__busy & \$170 ;
+  assign \$172  = perf_dma_load_stall_count + \$171 ;
+  assign \$173  = ~ perf_ctrl_freeze;
+  assign \$174  = m__0__wvalid & axi__wready;
+  assign \$175  = ~ \$174 ;
+  assign \$176  = store__busy & \$175 ;
+  assign \$177  = perf_dma_store_stall_count + \$176 ;
+  assign \$178  = ~ perf_ctrl_freeze;
+  assign \$179  = ~ \active$879 ;
+  assign \$180  = \ctl__busy$862  & \$179 ;
+  assign \$181  = perf_vec_stall_count + \$180 ;
+  assign \$182  = ~ perf_ctrl_freeze;
+  assign \$183  = perf_dma_load_full_count + full[0];
+  assign \$184  = ~ perf_ctrl_freeze;
+  assign \$185  = perf_dma_store_full_count + full[1];
+  assign \$186  = ~ perf_ctrl_freeze;
+  assign \$187  = perf_gemm_full_count + full[2];
+  assign \$188  = ~ perf_ctrl_freeze;
+  assign \$189  = perf_vec_full_count + full[3];
+  assign \$190  = ~ perf_ctrl_freeze;
+  assign \$191  = perf_q_retired0_count + q__0__retired;
+  assign \$192  = ~ perf_ctrl_freeze;
+  assign \$193  = perf_q_event_stall0_count + q_wait_queue[0];
+  assign \$194  = ~ perf_ctrl_freeze;
+  assign \$195  = perf_q_retired1_count + q__1__retired;
+  assign \$196  = ~ perf_ctrl_freeze;
+  assign \$197  = perf_q_event_stall1_count + q_wait_queue[1];
+  assign \$198  = ~ perf_ctrl_freeze;
+  assign \$199  = perf_q_retired2_count + q__2__retired;
+  assign \$200  = ~ perf_ctrl_freeze;
+  assign \$201  = perf_q_event_stall2_count + q_wait_queue[2];
+  assign \$202  = ~ perf_ctrl_freeze;
+  assign \$203  = perf_q_retired3_count + q__3__retired;
+  assign \$204  = ~ perf_ctrl_freeze;
+  assign \$205  = perf_q_event_stall3_count + q_wait_queue[3];
   always @(posedge clk)
-    gemm_hang_armed <= \$205 ;
+    gemm_hang_armed <= \$206 ;
   always @(posedge clk)
-    gemm_frozen <= \$206 ;
+    gemm_frozen <= \$207 ;
   always @(posedge clk)
-    vec_hang_armed <= \$207 ;
+    vec_hang_armed <= \$208 ;
   always @(posedge clk)
-    vec_frozen <= \$208 ;
+    vec_frozen <= \$209 ;
   always @(posedge clk)
-    fw_msg_value <= \$209 ;
+    fw_msg_value <= \$210 ;
   always @(posedge clk)
-    fw_write_forward <= \$210 ;
+    fw_write_forward <= \$211 ;
   always @(posedge clk)
-    fw_write_forward_word <= \$211 ;
+    fw_write_forward_word <= \$212 ;
   always @(posedge clk)
-    fw_write_q_pop <= \$212 ;
+    fw_write_q_pop <= \$213 ;
   always @(posedge clk)
-    fw_write_q_pop_word <= \$213 ;
+    fw_write_q_pop_word <= \$214 ;
   always @(posedge clk)
-    fw_write_retire_pop <= \$214 ;
+    fw_write_retire_pop <= \$215 ;
   always @(posedge clk)
-    fw_write_retire_pop_word <= \$215 ;
+    fw_write_retire_pop_word <= \$216 ;
   always @(posedge clk)
-    timestamp_cycles <= \$216 ;
+    timestamp_cycles <= \$217 ;
   always @(posedge clk)
-    fw_write_qreset_ack <= \$217 ;
+    fw_write_qreset_ack <= \$218 ;
   always @(posedge clk)
-    fw_write_qreset_ack_word <= \$218 ;
+    fw_write_qreset_ack_word <= \$219 ;
   always @(posedge clk)
-    q__0__doorbell_we <= \$219 ;
+    q__0__doorbell_we <= \$220 ;
   always @(posedge clk)
-    q__1__doorbell_we <= \$220 ;
+    q__1__doorbell_we <= \$221 ;
   always @(posedge clk)
-    q__2__doorbell_we <= \$221 ;
+    q__2__doorbell_we <= \$222 ;
   always @(posedge clk)
-    q__3__doorbell_we <= \$222 ;
+    q__3__doorbell_we <= \$223 ;
   always @(posedge clk)
-    cpl_valid <= \$223 ;
+    cpl_valid <= \$224 ;
   always @(posedge clk)
-    fw_write_cpl_word <= \$224 ;
+    fw_write_cpl_word <= \$225 ;
   always @(posedge clk)
-    fw_write_engine_reset <= \$225 ;
+    fw_write_engine_reset <= \$226 ;
   always @(posedge clk)
-    fw_write_engine_reset_word <= \$226 ;
+    fw_write_engine_reset_word <= \$227 ;
   always @(posedge clk)
-    done_dma_load_count <= \$227 ;
+    \irq$724  <= \$228 ;
   always @(posedge clk)
-    done_dma_store_count <= \$228 ;
+    done_dma_load_count <= \$229 ;
   always @(posedge clk)
-    done_gemm_count <= \$229 ;
+    done_dma_store_count <= \$230 ;
   always @(posedge clk)
-    done_vec_count <= \$230 ;
+    done_gemm_count <= \$231 ;
   always @(posedge clk)
-    error_info_code <= \$231 ;
+    done_vec_count <= \$232 ;
   always @(posedge clk)
-    error_info_opcode <= \$232 ;
+    error_info_code <= \$233 ;
   always @(posedge clk)
-    error_info_tag <= \$233 ;
+    error_info_opcode <= \$234 ;
   always @(posedge clk)
-    irq <= \$234 ;
+    error_info_tag <= \$235 ;
   always @(posedge clk)
-    perf_cycles_count <= \$235 ;
+    irq <= \$236 ;
   always @(posedge clk)
-    perf_gemm_busy_count <= \$236 ;
+    perf_cycles_count <= \$237 ;
   always @(posedge clk)
-    perf_gemm_active_count <= \$237 ;
+    perf_gemm_busy_count <= \$238 ;
   always @(posedge clk)
-    perf_gemm_stall_count <= \$238 ;
+    perf_gemm_active_count <= \$239 ;
   always @(posedge clk)
-    perf_vec_busy_count <= \$239 ;
+    perf_gemm_stall_count <= \$240 ;
   always @(posedge clk)
-    perf_vec_active_count <= \$240 ;
+    perf_vec_busy_count <= \$241 ;
   always @(posedge clk)
-    perf_dma_load_busy_count <= \$241 ;
+    perf_vec_active_count <= \$242 ;
   always @(posedge clk)
-    perf_dma_store_busy_count <= \$242 ;
+    perf_dma_load_busy_count <= \$243 ;
   always @(posedge clk)
-    perf_dma_load_bytes_count <= \$243 ;
+    perf_dma_store_busy_count <= \$244 ;
   always @(posedge clk)
-    perf_dma_store_bytes_count <= \$244 ;
+    perf_dma_load_bytes_count <= \$245 ;
   always @(posedge clk)
-    perf_dma_load_stall_count <= \$245 ;
+    perf_dma_store_bytes_count <= \$246 ;
   always @(posedge clk)
-    perf_dma_store_stall_count <= \$246 ;
+    perf_dma_load_stall_count <= \$247 ;
   always @(posedge clk)
-    perf_vec_stall_count <= \$247 ;
+    perf_dma_store_stall_count <= \$248 ;
   always @(posedge clk)
-    perf_dma_load_full_count <= \$248 ;
+    perf_vec_stall_count <= \$249 ;
   always @(posedge clk)
-    perf_dma_store_full_count <= \$249 ;
+    perf_dma_load_full_count <= \$250 ;
   always @(posedge clk)
-    perf_gemm_full_count <= \$250 ;
+    perf_dma_store_full_count <= \$251 ;
   always @(posedge clk)
-    perf_vec_full_count <= \$251 ;
+    perf_gemm_full_count <= \$252 ;
   always @(posedge clk)
-    perf_q_retired0_count <= \$252 ;
+    perf_vec_full_count <= \$253 ;
   always @(posedge clk)
-    perf_q_event_stall0_count <= \$253 ;
+    perf_q_retired0_count <= \$254 ;
   always @(posedge clk)
-    perf_q_retired1_count <= \$254 ;
+    perf_q_event_stall0_count <= \$255 ;
   always @(posedge clk)
-    perf_q_event_stall1_count <= \$255 ;
+    perf_q_retired1_count <= \$256 ;
   always @(posedge clk)
-    perf_q_retired2_count <= \$256 ;
+    perf_q_event_stall1_count <= \$257 ;
   always @(posedge clk)
-    perf_q_event_stall2_count <= \$257 ;
+    perf_q_retired2_count <= \$258 ;
   always @(posedge clk)
-    perf_q_retired3_count <= \$258 ;
+    perf_q_event_stall2_count <= \$259 ;
   always @(posedge clk)
-    perf_q_event_stall3_count <= \$259 ;
+    perf_q_retired3_count <= \$260 ;
+  always @(posedge clk)
+    perf_q_event_stall3_count <= \$261 ;
   \kaki_soc_8x8.acc  acc (
     .clk(clk),
     .rd__0__addr(\rd__0__addr$176 ),
@@ -2307,7 +2313,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8990$2 (\$260 ),
+    .\port$8992$2 (\$262 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2426,20 +2432,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8829$0 (q_wait_queue),
-    .\port$9016$0 (inflight),
-    .\port$9151$0 (q__0__cpl_irq),
-    .\port$9165$0 (q__0__error_irq),
-    .\port$9177$0 (q__1__cpl_irq),
-    .\port$9191$0 (q__1__error_irq),
-    .\port$9203$0 (q__2__cpl_irq),
-    .\port$9217$0 (q__2__error_irq),
-    .\port$9229$0 (q__3__cpl_irq),
-    .\port$9243$0 (q__3__error_irq),
-    .\port$9355$0 (\$265 ),
-    .\port$9363$0 (\$266 ),
-    .\port$9371$0 (\$267 ),
-    .\port$9379$0 (\$268 ),
+    .\port$8831$0 (q_wait_queue),
+    .\port$9018$0 (inflight),
+    .\port$9153$0 (q__0__cpl_irq),
+    .\port$9167$0 (q__0__error_irq),
+    .\port$9179$0 (q__1__cpl_irq),
+    .\port$9193$0 (q__1__error_irq),
+    .\port$9205$0 (q__2__cpl_irq),
+    .\port$9219$0 (q__2__error_irq),
+    .\port$9231$0 (q__3__cpl_irq),
+    .\port$9245$0 (q__3__error_irq),
+    .\port$9357$0 (\$267 ),
+    .\port$9365$0 (\$268 ),
+    .\port$9373$0 (\$269 ),
+    .\port$9381$0 (\$270 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2527,10 +2533,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9018$0 (\$261 ),
-    .\port$9020$0 (\$262 ),
-    .\port$9022$0 (\$263 ),
-    .\port$9024$0 (\$264 ),
+    .\port$9020$0 (\$263 ),
+    .\port$9022$0 (\$264 ),
+    .\port$9024$0 (\$265 ),
+    .\port$9026$0 (\$266 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2626,8 +2632,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9018$16 (retire__0__tag),
-    .\port$9578$0 (dma_load_error),
+    .\port$9020$16 (retire__0__tag),
+    .\port$9580$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2637,8 +2643,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9020$16 (retire__1__tag),
-    .\port$9694$0 (dma_store_error),
+    .\port$9022$16 (retire__1__tag),
+    .\port$9696$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2675,7 +2681,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$866 ),
+    .fw_msg_value(\fw_msg_value$865 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
@@ -2697,7 +2703,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$8420$0 (\r_data$495 ),
     .\port$8470$0 (\r_data$506 ),
     .\port$8520$0 (\r_data$517 ),
-    .\port$8990$2 (\$260 ),
+    .\port$8992$2 (\$262 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2743,8 +2749,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$9022$16 (retire__2__tag),
-    .\port$9772$0 (gemm_error),
+    .\port$9024$16 (retire__2__tag),
+    .\port$9774$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2789,10 +2795,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .down__rvalid(\axi__rvalid$336 ),
     .down__wready(\axi__wready$302 ),
     .fw_running(fw_running),
-    .level(\$265 ),
-    .\level$117 (\$266 ),
-    .\level$149 (\$267 ),
-    .\level$181 (\$268 ),
+    .level(\$267 ),
+    .\level$117 (\$268 ),
+    .\level$149 (\$269 ),
+    .\level$181 (\$270 ),
     .limit(bus_timeout),
     .\port$8577$0 (fw_write_cpl_word[3:0]),
     .\port$8577$8 (fw_write_cpl_word[31:8]),
@@ -2917,13 +2923,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__en(\acc_rd__en$187 ),
     .acc_rd__gnt(\acc_rd__gnt$188 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$863 ),
+    .ctl__busy(\ctl__busy$862 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$127 ),
     .ctl__cmd__valid(\ctl__cmd__valid$124 ),
     .ctl__done(vec_done),
     .err(vec_error),
-    .fire(\active$878 ),
+    .fire(\active$879 ),
     .reset(reset),
     .rst(rst),
     .spad_rd__addr(rd__1__addr),
@@ -2938,8 +2944,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10800$0 (vec_error),
-    .\port$9024$16 (retire__3__tag),
+    .\port$10802$0 (vec_error),
+    .\port$9026$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -3067,19 +3073,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     failing = 1'h0;
-    if (\$75 ) begin
+    if (\$66 ) begin
       failing = 1'h1;
     end
-    if (\$79 ) begin
+    if (\$70 ) begin
       failing = 1'h1;
     end
-    if (\$83 ) begin
+    if (\$74 ) begin
       failing = 1'h1;
     end
-    if (\$87 ) begin
+    if (\$78 ) begin
       failing = 1'h1;
     end
-    if (\$91 ) begin
+    if (\$82 ) begin
       failing = 1'h1;
     end
     if (direct_busy) begin
@@ -3089,19 +3095,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal  = 8'h00;
-    if (\$75 ) begin
+    if (\$66 ) begin
       \$signal  = vec_error;
     end
-    if (\$79 ) begin
+    if (\$70 ) begin
       \$signal  = gemm_error;
     end
-    if (\$83 ) begin
+    if (\$74 ) begin
       \$signal  = dma_store_error;
     end
-    if (\$87 ) begin
+    if (\$78 ) begin
       \$signal  = dma_load_error;
     end
-    if (\$91 ) begin
+    if (\$82 ) begin
       \$signal  = reject__error;
     end
     if (direct_busy) begin
@@ -3110,42 +3116,42 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$767  = 8'h00;
-    if (\$75 ) begin
-      \$signal$767  = \$264 [7:0];
+    \$signal$766  = 8'h00;
+    if (\$66 ) begin
+      \$signal$766  = \$266 [7:0];
     end
-    if (\$79 ) begin
-      \$signal$767  = \$263 [7:0];
+    if (\$70 ) begin
+      \$signal$766  = \$265 [7:0];
     end
-    if (\$83 ) begin
-      \$signal$767  = \$262 [7:0];
+    if (\$74 ) begin
+      \$signal$766  = \$264 [7:0];
     end
-    if (\$87 ) begin
-      \$signal$767  = \$261 [7:0];
+    if (\$78 ) begin
+      \$signal$766  = \$263 [7:0];
     end
-    if (\$91 ) begin
-      \$signal$767  = desc[7:0];
+    if (\$82 ) begin
+      \$signal$766  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$767  = cmd0_word[7:0];
+      \$signal$766  = cmd0_word[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tag = 16'h0000;
-    if (\$75 ) begin
+    if (\$66 ) begin
       tag = retire__3__tag;
     end
-    if (\$79 ) begin
+    if (\$70 ) begin
       tag = retire__2__tag;
     end
-    if (\$83 ) begin
+    if (\$74 ) begin
       tag = retire__1__tag;
     end
-    if (\$87 ) begin
+    if (\$78 ) begin
       tag = retire__0__tag;
     end
-    if (\$91 ) begin
+    if (\$82 ) begin
       tag = desc[31:16];
     end
     if (direct_busy) begin
@@ -3210,24 +3216,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$205  = gemm_hang_armed;
-    if (reset[2]) begin
-      \$205  = 1'h0;
-    end else if (\$108 ) begin
-      \$205  = 1'h0;
-    end else if (debug_hang_gemm) begin
-      \$205  = 1'h1;
-    end
-    if (rst) begin
-      \$205  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = gemm_frozen;
+    \$206  = gemm_hang_armed;
     if (reset[2]) begin
       \$206  = 1'h0;
-    end else if (\$108 ) begin
+    end else if (\$99 ) begin
+      \$206  = 1'h0;
+    end else if (debug_hang_gemm) begin
       \$206  = 1'h1;
     end
     if (rst) begin
@@ -3236,12 +3230,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = vec_hang_armed;
-    if (reset[3]) begin
+    \$207  = gemm_frozen;
+    if (reset[2]) begin
       \$207  = 1'h0;
-    end else if (\$109 ) begin
-      \$207  = 1'h0;
-    end else if (debug_hang_vec) begin
+    end else if (\$99 ) begin
       \$207  = 1'h1;
     end
     if (rst) begin
@@ -3250,10 +3242,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = vec_frozen;
+    \$208  = vec_hang_armed;
     if (reset[3]) begin
       \$208  = 1'h0;
-    end else if (\$109 ) begin
+    end else if (\$100 ) begin
+      \$208  = 1'h0;
+    end else if (debug_hang_vec) begin
       \$208  = 1'h1;
     end
     if (rst) begin
@@ -3262,158 +3256,157 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = fw_msg_value;
+    \$209  = vec_frozen;
+    if (reset[3]) begin
+      \$209  = 1'h0;
+    end else if (\$100 ) begin
+      \$209  = 1'h1;
+    end
+    if (rst) begin
+      \$209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$210  = fw_msg_value;
     if (irq_status_fw_msg_set) begin
-      \$209  = \fw_msg_value$866 ;
+      \$210  = \fw_msg_value$865 ;
     end
     if (rst) begin
-      \$209  = 32'd0;
+      \$210  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$210  = \$114 ;
+    \$211  = \$105 ;
     if (rst) begin
-      \$210  = 1'h0;
+      \$211  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = bus__wdata;
+    \$212  = bus__wdata;
     if (rst) begin
-      \$211  = 32'd0;
+      \$212  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = \$119 ;
+    \$213  = \$110 ;
     if (rst) begin
-      \$212  = 1'h0;
+      \$213  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = bus__wdata;
+    \$214  = bus__wdata;
     if (rst) begin
-      \$213  = 32'd0;
+      \$214  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = \$124 ;
+    \$215  = \$115 ;
     if (rst) begin
-      \$214  = 1'h0;
+      \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = bus__wdata;
-    if (rst) begin
-      \$215  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = \$125 [31:0];
+    \$216  = bus__wdata;
     if (rst) begin
       \$216  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = \$130 ;
+    \$217  = \$116 [31:0];
     if (rst) begin
-      \$217  = 1'h0;
+      \$217  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = bus__wdata;
+    \$218  = \$121 ;
     if (rst) begin
-      \$218  = 32'd0;
+      \$218  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = q_doorbell0_producer_swmod;
+    \$219  = bus__wdata;
     if (rst) begin
-      \$219  = 1'h0;
+      \$219  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = q_doorbell1_producer_swmod;
+    \$220  = q_doorbell0_producer_swmod;
     if (rst) begin
       \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$221  = q_doorbell2_producer_swmod;
+    \$221  = q_doorbell1_producer_swmod;
     if (rst) begin
       \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = q_doorbell3_producer_swmod;
+    \$222  = q_doorbell2_producer_swmod;
     if (rst) begin
       \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = \$135 ;
+    \$223  = q_doorbell3_producer_swmod;
     if (rst) begin
       \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = bus__wdata;
+    \$224  = \$126 ;
     if (rst) begin
-      \$224  = 32'd0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = \$140 ;
+    \$225  = bus__wdata;
     if (rst) begin
-      \$225  = 1'h0;
+      \$225  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = bus__wdata;
+    \$226  = \$131 ;
     if (rst) begin
-      \$226  = 32'd0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = done_dma_load_count;
-    if (retire__0__done) begin
-      \$227  = \$141 [31:0];
-    end
+    \$227  = bus__wdata;
     if (rst) begin
       \$227  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = done_dma_store_count;
-    if (retire__1__done) begin
-      \$228  = \$142 [31:0];
-    end
+    \$228  = \$141 ;
     if (rst) begin
-      \$228  = 32'd0;
+      \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = done_gemm_count;
-    if (retire__2__done) begin
-      \$229  = \$143 [31:0];
+    \$229  = done_dma_load_count;
+    if (retire__0__done) begin
+      \$229  = \$142 [31:0];
     end
     if (rst) begin
       \$229  = 32'd0;
@@ -3421,9 +3414,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = done_vec_count;
-    if (retire__3__done) begin
-      \$230  = \$144 [31:0];
+    \$230  = done_dma_store_count;
+    if (retire__1__done) begin
+      \$230  = \$143 [31:0];
     end
     if (rst) begin
       \$230  = 32'd0;
@@ -3431,72 +3424,68 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = error_info_code;
-    if (\$146 ) begin
-      \$231  = \$signal ;
+    \$231  = done_gemm_count;
+    if (retire__2__done) begin
+      \$231  = \$144 [31:0];
     end
     if (rst) begin
-      \$231  = 8'h00;
+      \$231  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = error_info_opcode;
-    if (\$146 ) begin
-      \$232  = \$signal$767 ;
+    \$232  = done_vec_count;
+    if (retire__3__done) begin
+      \$232  = \$145 [31:0];
     end
     if (rst) begin
-      \$232  = 8'h00;
+      \$232  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = error_info_tag;
-    if (\$146 ) begin
-      \$233  = tag;
+    \$233  = error_info_code;
+    if (\$147 ) begin
+      \$233  = \$signal ;
     end
     if (rst) begin
-      \$233  = 16'h0000;
+      \$233  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = pending;
+    \$234  = error_info_opcode;
+    if (\$147 ) begin
+      \$234  = \$signal$766 ;
+    end
     if (rst) begin
-      \$234  = 1'h0;
+      \$234  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = perf_cycles_count;
-    if (perf_ctrl_clear) begin
-      \$235  = 32'd0;
-    end else if (\$147 ) begin
-      \$235  = \$148 [31:0];
+    \$235  = error_info_tag;
+    if (\$147 ) begin
+      \$235  = tag;
     end
     if (rst) begin
-      \$235  = 32'd0;
+      \$235  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = perf_gemm_busy_count;
-    if (perf_ctrl_clear) begin
-      \$236  = 32'd0;
-    end else if (\$149 ) begin
-      \$236  = \$150 [31:0];
-    end
+    \$236  = pending;
     if (rst) begin
-      \$236  = 32'd0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = perf_gemm_active_count;
+    \$237  = perf_cycles_count;
     if (perf_ctrl_clear) begin
       \$237  = 32'd0;
-    end else if (\$151 ) begin
-      \$237  = \$152 [31:0];
+    end else if (\$148 ) begin
+      \$237  = \$149 [31:0];
     end
     if (rst) begin
       \$237  = 32'd0;
@@ -3504,11 +3493,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = perf_gemm_stall_count;
+    \$238  = perf_gemm_busy_count;
     if (perf_ctrl_clear) begin
       \$238  = 32'd0;
-    end else if (\$153 ) begin
-      \$238  = \$154 [31:0];
+    end else if (\$150 ) begin
+      \$238  = \$151 [31:0];
     end
     if (rst) begin
       \$238  = 32'd0;
@@ -3516,11 +3505,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = perf_vec_busy_count;
+    \$239  = perf_gemm_active_count;
     if (perf_ctrl_clear) begin
       \$239  = 32'd0;
-    end else if (\$155 ) begin
-      \$239  = \$156 [31:0];
+    end else if (\$152 ) begin
+      \$239  = \$153 [31:0];
     end
     if (rst) begin
       \$239  = 32'd0;
@@ -3528,11 +3517,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$240  = perf_vec_active_count;
+    \$240  = perf_gemm_stall_count;
     if (perf_ctrl_clear) begin
       \$240  = 32'd0;
-    end else if (\$157 ) begin
-      \$240  = \$158 [31:0];
+    end else if (\$154 ) begin
+      \$240  = \$155 [31:0];
     end
     if (rst) begin
       \$240  = 32'd0;
@@ -3540,11 +3529,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = perf_dma_load_busy_count;
+    \$241  = perf_vec_busy_count;
     if (perf_ctrl_clear) begin
       \$241  = 32'd0;
-    end else if (\$159 ) begin
-      \$241  = \$160 [31:0];
+    end else if (\$156 ) begin
+      \$241  = \$157 [31:0];
     end
     if (rst) begin
       \$241  = 32'd0;
@@ -3552,11 +3541,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = perf_dma_store_busy_count;
+    \$242  = perf_vec_active_count;
     if (perf_ctrl_clear) begin
       \$242  = 32'd0;
-    end else if (\$161 ) begin
-      \$242  = \$162 [31:0];
+    end else if (\$158 ) begin
+      \$242  = \$159 [31:0];
     end
     if (rst) begin
       \$242  = 32'd0;
@@ -3564,11 +3553,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = perf_dma_load_bytes_count;
+    \$243  = perf_dma_load_busy_count;
     if (perf_ctrl_clear) begin
       \$243  = 32'd0;
-    end else if (\$163 ) begin
-      \$243  = \$164 [31:0];
+    end else if (\$160 ) begin
+      \$243  = \$161 [31:0];
     end
     if (rst) begin
       \$243  = 32'd0;
@@ -3576,11 +3565,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = perf_dma_store_bytes_count;
+    \$244  = perf_dma_store_busy_count;
     if (perf_ctrl_clear) begin
       \$244  = 32'd0;
-    end else if (\$165 ) begin
-      \$244  = \$166 [31:0];
+    end else if (\$162 ) begin
+      \$244  = \$163 [31:0];
     end
     if (rst) begin
       \$244  = 32'd0;
@@ -3588,11 +3577,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = perf_dma_load_stall_count;
+    \$245  = perf_dma_load_bytes_count;
     if (perf_ctrl_clear) begin
       \$245  = 32'd0;
-    end else if (\$167 ) begin
-      \$245  = \$171 [31:0];
+    end else if (\$164 ) begin
+      \$245  = \$165 [31:0];
     end
     if (rst) begin
       \$245  = 32'd0;
@@ -3600,11 +3589,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = perf_dma_store_stall_count;
+    \$246  = perf_dma_store_bytes_count;
     if (perf_ctrl_clear) begin
       \$246  = 32'd0;
-    end else if (\$172 ) begin
-      \$246  = \$176 [31:0];
+    end else if (\$166 ) begin
+      \$246  = \$167 [31:0];
     end
     if (rst) begin
       \$246  = 32'd0;
@@ -3612,11 +3601,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = perf_vec_stall_count;
+    \$247  = perf_dma_load_stall_count;
     if (perf_ctrl_clear) begin
       \$247  = 32'd0;
-    end else if (\$177 ) begin
-      \$247  = \$180 [31:0];
+    end else if (\$168 ) begin
+      \$247  = \$172 [31:0];
     end
     if (rst) begin
       \$247  = 32'd0;
@@ -3624,11 +3613,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = perf_dma_load_full_count;
+    \$248  = perf_dma_store_stall_count;
     if (perf_ctrl_clear) begin
       \$248  = 32'd0;
-    end else if (\$181 ) begin
-      \$248  = \$182 [31:0];
+    end else if (\$173 ) begin
+      \$248  = \$177 [31:0];
     end
     if (rst) begin
       \$248  = 32'd0;
@@ -3636,11 +3625,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = perf_dma_store_full_count;
+    \$249  = perf_vec_stall_count;
     if (perf_ctrl_clear) begin
       \$249  = 32'd0;
-    end else if (\$183 ) begin
-      \$249  = \$184 [31:0];
+    end else if (\$178 ) begin
+      \$249  = \$181 [31:0];
     end
     if (rst) begin
       \$249  = 32'd0;
@@ -3648,11 +3637,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = perf_gemm_full_count;
+    \$250  = perf_dma_load_full_count;
     if (perf_ctrl_clear) begin
       \$250  = 32'd0;
-    end else if (\$185 ) begin
-      \$250  = \$186 [31:0];
+    end else if (\$182 ) begin
+      \$250  = \$183 [31:0];
     end
     if (rst) begin
       \$250  = 32'd0;
@@ -3660,11 +3649,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = perf_vec_full_count;
+    \$251  = perf_dma_store_full_count;
     if (perf_ctrl_clear) begin
       \$251  = 32'd0;
-    end else if (\$187 ) begin
-      \$251  = \$188 [31:0];
+    end else if (\$184 ) begin
+      \$251  = \$185 [31:0];
     end
     if (rst) begin
       \$251  = 32'd0;
@@ -3672,11 +3661,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = perf_q_retired0_count;
+    \$252  = perf_gemm_full_count;
     if (perf_ctrl_clear) begin
       \$252  = 32'd0;
-    end else if (\$189 ) begin
-      \$252  = \$190 [31:0];
+    end else if (\$186 ) begin
+      \$252  = \$187 [31:0];
     end
     if (rst) begin
       \$252  = 32'd0;
@@ -3684,11 +3673,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = perf_q_event_stall0_count;
+    \$253  = perf_vec_full_count;
     if (perf_ctrl_clear) begin
       \$253  = 32'd0;
-    end else if (\$191 ) begin
-      \$253  = \$192 [31:0];
+    end else if (\$188 ) begin
+      \$253  = \$189 [31:0];
     end
     if (rst) begin
       \$253  = 32'd0;
@@ -3696,11 +3685,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = perf_q_retired1_count;
+    \$254  = perf_q_retired0_count;
     if (perf_ctrl_clear) begin
       \$254  = 32'd0;
-    end else if (\$193 ) begin
-      \$254  = \$194 [31:0];
+    end else if (\$190 ) begin
+      \$254  = \$191 [31:0];
     end
     if (rst) begin
       \$254  = 32'd0;
@@ -3708,11 +3697,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = perf_q_event_stall1_count;
+    \$255  = perf_q_event_stall0_count;
     if (perf_ctrl_clear) begin
       \$255  = 32'd0;
-    end else if (\$195 ) begin
-      \$255  = \$196 [31:0];
+    end else if (\$192 ) begin
+      \$255  = \$193 [31:0];
     end
     if (rst) begin
       \$255  = 32'd0;
@@ -3720,11 +3709,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = perf_q_retired2_count;
+    \$256  = perf_q_retired1_count;
     if (perf_ctrl_clear) begin
       \$256  = 32'd0;
-    end else if (\$197 ) begin
-      \$256  = \$198 [31:0];
+    end else if (\$194 ) begin
+      \$256  = \$195 [31:0];
     end
     if (rst) begin
       \$256  = 32'd0;
@@ -3732,11 +3721,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = perf_q_event_stall2_count;
+    \$257  = perf_q_event_stall1_count;
     if (perf_ctrl_clear) begin
       \$257  = 32'd0;
-    end else if (\$199 ) begin
-      \$257  = \$200 [31:0];
+    end else if (\$196 ) begin
+      \$257  = \$197 [31:0];
     end
     if (rst) begin
       \$257  = 32'd0;
@@ -3744,11 +3733,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$258  = perf_q_retired3_count;
+    \$258  = perf_q_retired2_count;
     if (perf_ctrl_clear) begin
       \$258  = 32'd0;
-    end else if (\$201 ) begin
-      \$258  = \$202 [31:0];
+    end else if (\$198 ) begin
+      \$258  = \$199 [31:0];
     end
     if (rst) begin
       \$258  = 32'd0;
@@ -3756,19 +3745,43 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = perf_q_event_stall3_count;
+    \$259  = perf_q_event_stall2_count;
     if (perf_ctrl_clear) begin
       \$259  = 32'd0;
-    end else if (\$203 ) begin
-      \$259  = \$204 [31:0];
+    end else if (\$200 ) begin
+      \$259  = \$201 [31:0];
     end
     if (rst) begin
       \$259  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$260  = perf_q_retired3_count;
+    if (perf_ctrl_clear) begin
+      \$260  = 32'd0;
+    end else if (\$202 ) begin
+      \$260  = \$203 [31:0];
+    end
+    if (rst) begin
+      \$260  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$261  = perf_q_event_stall3_count;
+    if (perf_ctrl_clear) begin
+      \$261  = 32'd0;
+    end else if (\$204 ) begin
+      \$261  = \$205 [31:0];
+    end
+    if (rst) begin
+      \$261  = 32'd0;
     end
   end
   assign bus__ack = mmio__ack;
-  assign bus__addr = { \$260 , 2'h0 };
-  assign mmio__addr = { \$260 , 2'h0 };
+  assign bus__addr = { \$262 , 2'h0 };
+  assign mmio__addr = { \$262 , 2'h0 };
   assign mmio__en = bus__en;
   assign bus__rdata = mmio__rdata;
   assign mmio__wdata = bus__wdata;
@@ -3973,10 +3986,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \event13_value$423  = event13_value;
   assign \event14_value$425  = event14_value;
   assign \event15_value$427  = event15_value;
-  assign q__0__prefetched = { 5'h00, \$265  };
-  assign q__1__prefetched = { 5'h00, \$266  };
-  assign q__2__prefetched = { 5'h00, \$267  };
-  assign q__3__prefetched = { 5'h00, \$268  };
+  assign q__0__prefetched = { 5'h00, \$267  };
+  assign q__1__prefetched = { 5'h00, \$268  };
+  assign q__2__prefetched = { 5'h00, \$269  };
+  assign q__3__prefetched = { 5'h00, \$270  };
   assign w_data = { retire__0__tag, dma_load_error };
   assign retire__0__error = dma_load_error;
   assign r_en = fw_write_retire_pop_engine[0];
@@ -4017,7 +4030,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q_status0_waiting = q_wait_queue[0];
-  assign q_status0_prefetched = { 5'h00, \$265  };
+  assign q_status0_prefetched = { 5'h00, \$267  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
@@ -4043,7 +4056,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q_status1_waiting = q_wait_queue[1];
-  assign q_status1_prefetched = { 5'h00, \$266  };
+  assign q_status1_prefetched = { 5'h00, \$268  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
@@ -4069,7 +4082,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q_status2_waiting = q_wait_queue[2];
-  assign q_status2_prefetched = { 5'h00, \$267  };
+  assign q_status2_prefetched = { 5'h00, \$269  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
@@ -4095,7 +4108,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q_status3_waiting = q_wait_queue[3];
-  assign q_status3_prefetched = { 5'h00, \$268  };
+  assign q_status3_prefetched = { 5'h00, \$270  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
@@ -4124,6 +4137,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign work_retire = retire_valid;
   assign work_qreset = { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
   assign work_timer = fw_timer_due;
+  assign fw_irq = \irq$724 ;
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -4147,14 +4161,14 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_dma_store = done_dma_store_count;
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
-  assign retire__0__irq = \$261 [8];
-  assign retire__1__irq = \$262 [8];
-  assign retire__2__irq = \$263 [8];
-  assign retire__3__irq = \$264 [8];
-  assign retire__3__opcode = \$264 [7:0];
-  assign retire__2__opcode = \$263 [7:0];
-  assign retire__1__opcode = \$262 [7:0];
-  assign retire__0__opcode = \$261 [7:0];
+  assign retire__0__irq = \$263 [8];
+  assign retire__1__irq = \$264 [8];
+  assign retire__2__irq = \$265 [8];
+  assign retire__3__irq = \$266 [8];
+  assign retire__3__opcode = \$266 [7:0];
+  assign retire__2__opcode = \$265 [7:0];
+  assign retire__1__opcode = \$264 [7:0];
+  assign retire__0__opcode = \$263 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -4488,12 +4502,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$44  = core_ctrl_run;
   assign \$45  = core_ctrl_run;
   assign fw_running = core_ctrl_run;
-  assign \$93  = \$92 ;
-  assign \$95  = \$94 ;
-  assign \$97  = \$96 ;
-  assign \$99  = \$98 ;
-  assign \$101  = \$100 ;
-  assign \$107  = \$106 ;
+  assign \$84  = \$83 ;
+  assign \$86  = \$85 ;
+  assign \$88  = \$87 ;
+  assign \$90  = \$89 ;
+  assign \$92  = \$91 ;
+  assign \$98  = \$97 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5802,7 +5816,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8990$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8992$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5946,8 +5960,8 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8990$2 ;
-  wire [29:0] \port$8990$2 ;
+  output [29:0] \port$8992$2 ;
+  wire [29:0] \port$8992$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6127,7 +6141,7 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8990$2 (\$99 ),
+    .\port$8992$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6245,11 +6259,11 @@ module \kaki_soc_8x8.control (rst, irq, load_addr_we, load_data_we, mmio__en, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8990$2  = \$99 ;
+  assign \port$8992$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8990$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8992$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6674,8 +6688,8 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8990$2 ;
-  wire [29:0] \port$8990$2 ;
+  output [29:0] \port$8992$2 ;
+  wire [29:0] \port$8992$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9780,7 +9794,7 @@ module \kaki_soc_8x8.control.core (rst, irq, dbus__ack, dbus__rdata, imem__data,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8990$2  = ls_addr_r[31:2];
+  assign \port$8992$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9949,10 +9963,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes
-, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8829$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9016$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9151$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9165$0 , q_status0_resetting, q_consumer1_index, \port$9177$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9191$0 , q_status1_resetting, q_consumer2_index, \port$9203$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9217$0 , q_status2_resetting, q_consumer3_index, \port$9229$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9243$0 , q_status3_resetting, \port$9355$0 , \port$9363$0 , \port$9371$0 , \port$9379$0 , bus__awaddr);
+, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8831$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9018$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9153$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9167$0 , q_status0_resetting, q_consumer1_index, \port$9179$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9193$0 , q_status1_resetting, q_consumer2_index, \port$9205$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9219$0 , q_status2_resetting, q_consumer3_index, \port$9231$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9245$0 , q_status3_resetting, \port$9357$0 , \port$9365$0 , \port$9373$0 , \port$9381$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11200,34 +11214,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8829$0 ;
-  wire [3:0] \port$8829$0 ;
-  input [3:0] \port$9016$0 ;
-  wire [3:0] \port$9016$0 ;
-  input \port$9151$0 ;
-  wire \port$9151$0 ;
-  input \port$9165$0 ;
-  wire \port$9165$0 ;
-  input \port$9177$0 ;
-  wire \port$9177$0 ;
-  input \port$9191$0 ;
-  wire \port$9191$0 ;
-  input \port$9203$0 ;
-  wire \port$9203$0 ;
-  input \port$9217$0 ;
-  wire \port$9217$0 ;
-  input \port$9229$0 ;
-  wire \port$9229$0 ;
-  input \port$9243$0 ;
-  wire \port$9243$0 ;
-  input [2:0] \port$9355$0 ;
-  wire [2:0] \port$9355$0 ;
-  input [2:0] \port$9363$0 ;
-  wire [2:0] \port$9363$0 ;
-  input [2:0] \port$9371$0 ;
-  wire [2:0] \port$9371$0 ;
-  input [2:0] \port$9379$0 ;
-  wire [2:0] \port$9379$0 ;
+  input [3:0] \port$8831$0 ;
+  wire [3:0] \port$8831$0 ;
+  input [3:0] \port$9018$0 ;
+  wire [3:0] \port$9018$0 ;
+  input \port$9153$0 ;
+  wire \port$9153$0 ;
+  input \port$9167$0 ;
+  wire \port$9167$0 ;
+  input \port$9179$0 ;
+  wire \port$9179$0 ;
+  input \port$9193$0 ;
+  wire \port$9193$0 ;
+  input \port$9205$0 ;
+  wire \port$9205$0 ;
+  input \port$9219$0 ;
+  wire \port$9219$0 ;
+  input \port$9231$0 ;
+  wire \port$9231$0 ;
+  input \port$9245$0 ;
+  wire \port$9245$0 ;
+  input [2:0] \port$9357$0 ;
+  wire [2:0] \port$9357$0 ;
+  input [2:0] \port$9365$0 ;
+  wire [2:0] \port$9365$0 ;
+  input [2:0] \port$9373$0 ;
+  wire [2:0] \port$9373$0 ;
+  input [2:0] \port$9381$0 ;
+  wire [2:0] \port$9381$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -11860,10 +11874,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$268  = \$267  | irq_status_error_set;
   assign \$269  = ~ clr_irq_status_queue_cpl;
   assign \$270  = irq_status_queue_cpl & \$269 ;
-  assign \$271  = \$270  | { \port$9229$0 , \port$9203$0 , \port$9177$0 , \port$9151$0  };
+  assign \$271  = \$270  | { \port$9231$0 , \port$9205$0 , \port$9179$0 , \port$9153$0  };
   assign \$272  = ~ clr_irq_status_queue_error;
   assign \$273  = irq_status_queue_error & \$272 ;
-  assign \$274  = \$273  | { \port$9243$0 , \port$9217$0 , \port$9191$0 , \port$9165$0  };
+  assign \$274  = \$273  | { \port$9245$0 , \port$9219$0 , \port$9193$0 , \port$9167$0  };
   assign \$275  = ~ clr_irq_status_fw_msg;
   assign \$276  = irq_status_fw_msg & \$275 ;
   assign \$277  = \$276  | irq_status_fw_msg_set;
@@ -14173,20 +14187,20 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9016$0 [0];
-  assign status_dma_store_busy = \port$9016$0 [1];
-  assign status_gemm_busy = \port$9016$0 [2];
-  assign status_vec_busy = \port$9016$0 [3];
-  assign irq_status_queue_cpl_set = { \port$9229$0 , \port$9203$0 , \port$9177$0 , \port$9151$0  };
-  assign irq_status_queue_error_set = { \port$9243$0 , \port$9217$0 , \port$9191$0 , \port$9165$0  };
-  assign q_status0_waiting = \port$8829$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9355$0  };
-  assign q_status1_waiting = \port$8829$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9363$0  };
-  assign q_status2_waiting = \port$8829$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9371$0  };
-  assign q_status3_waiting = \port$8829$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9379$0  };
+  assign status_dma_load_busy = \port$9018$0 [0];
+  assign status_dma_store_busy = \port$9018$0 [1];
+  assign status_gemm_busy = \port$9018$0 [2];
+  assign status_vec_busy = \port$9018$0 [3];
+  assign irq_status_queue_cpl_set = { \port$9231$0 , \port$9205$0 , \port$9179$0 , \port$9153$0  };
+  assign irq_status_queue_error_set = { \port$9245$0 , \port$9219$0 , \port$9193$0 , \port$9167$0  };
+  assign q_status0_waiting = \port$8831$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9357$0  };
+  assign q_status1_waiting = \port$8831$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9365$0  };
+  assign q_status2_waiting = \port$8831$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9373$0  };
+  assign q_status3_waiting = \port$8831$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9381$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$14 ;
   assign \$136  = 33'h04b414b49;
@@ -14231,11 +14245,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$237  = \$236 ;
   assign \$240  = 2'h0;
   assign \$241  = { 30'h00000000, \$240  };
-  assign \$244  = { 1'h0, \port$9016$0 [0] };
+  assign \$244  = { 1'h0, \port$9018$0 [0] };
   assign \$245  = { 30'h00000000, \$244  };
-  assign \$246  = { \port$9016$0 [1], 1'h0 };
-  assign \$248  = { 1'h0, \port$9016$0 [2], 2'h0 };
-  assign \$250  = { \port$9016$0 [3], 3'h0 };
+  assign \$246  = { \port$9018$0 [1], 1'h0 };
+  assign \$248  = { 1'h0, \port$9018$0 [2], 2'h0 };
+  assign \$250  = { \port$9018$0 [3], 3'h0 };
   assign \$252  = { 3'h0, status_idle, 4'h0 };
   assign \$280  = { 1'h0, irq_status_dma_load_done };
   assign \$281  = { 30'h00000000, \$280  };
@@ -14392,26 +14406,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$709  = { 30'h00000000, \$708  };
   assign \$710  = { q_status0_halted, 1'h0 };
   assign \$712  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$714  = { \port$8829$0 [0], 3'h0 };
-  assign \$716  = { 12'h000, \port$9355$0 , 8'h00 };
+  assign \$714  = { \port$8831$0 [0], 3'h0 };
+  assign \$716  = { 12'h000, \port$9357$0 , 8'h00 };
   assign \$720  = { 1'h0, q_status1_active };
   assign \$721  = { 30'h00000000, \$720  };
   assign \$722  = { q_status1_halted, 1'h0 };
   assign \$724  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$726  = { \port$8829$0 [1], 3'h0 };
-  assign \$728  = { 12'h000, \port$9363$0 , 8'h00 };
+  assign \$726  = { \port$8831$0 [1], 3'h0 };
+  assign \$728  = { 12'h000, \port$9365$0 , 8'h00 };
   assign \$732  = { 1'h0, q_status2_active };
   assign \$733  = { 30'h00000000, \$732  };
   assign \$734  = { q_status2_halted, 1'h0 };
   assign \$736  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$738  = { \port$8829$0 [2], 3'h0 };
-  assign \$740  = { 12'h000, \port$9371$0 , 8'h00 };
+  assign \$738  = { \port$8831$0 [2], 3'h0 };
+  assign \$740  = { 12'h000, \port$9373$0 , 8'h00 };
   assign \$744  = { 1'h0, q_status3_active };
   assign \$745  = { 30'h00000000, \$744  };
   assign \$746  = { q_status3_halted, 1'h0 };
   assign \$748  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$750  = { \port$8829$0 [3], 3'h0 };
-  assign \$752  = { 12'h000, \port$9379$0 , 8'h00 };
+  assign \$750  = { \port$8831$0 [3], 3'h0 };
+  assign \$752  = { 12'h000, \port$9381$0 , 8'h00 };
   assign \$756  = { 1'h0, q_error0_code };
   assign \$757  = { 23'h000000, \$756  };
   assign \$760  = { 1'h0, q_error1_code };
@@ -14518,7 +14532,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$9018$0 , retire__0__tag, \port$9020$0 , retire__1__tag, \port$9022$0 , retire__2__tag, \port$9024$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$9020$0 , retire__0__tag, \port$9022$0 , retire__1__tag, \port$9024$0 , retire__2__tag, \port$9026$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15133,14 +15147,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9018$0 ;
-  wire [8:0] \port$9018$0 ;
   output [8:0] \port$9020$0 ;
   wire [8:0] \port$9020$0 ;
   output [8:0] \port$9022$0 ;
   wire [8:0] \port$9022$0 ;
   output [8:0] \port$9024$0 ;
   wire [8:0] \port$9024$0 ;
+  output [8:0] \port$9026$0 ;
+  wire [8:0] \port$9026$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15815,13 +15829,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9018$0  = dma_load_held[8:0];
+  assign \port$9020$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9020$0  = dma_store_held[8:0];
+  assign \port$9022$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9022$0  = gemm_held[8:0];
+  assign \port$9024$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9024$0  = vec_held[8:0];
+  assign \port$9026$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -22390,208 +22404,8 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9018$16 , \port$9578$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9020$16 , \port$9580$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  input held;
-  wire held;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$9018$16 ;
-  wire [15:0] \port$9018$16 ;
-  input [7:0] \port$9578$0 ;
-  wire [7:0] \port$9578$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$9018$16 , \port$9578$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (held) begin
-      \$30  = 3'h0;
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (held) begin
-      \$32  = 3'h0;
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (held) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$9018$16 , \port$9578$0  };
-  assign w_data = { \port$9018$16 , \port$9578$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9020$16 , \port$9694$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -22636,8 +22450,8 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9020
   wire [3:0] level;
   input [15:0] \port$9020$16 ;
   wire [15:0] \port$9020$16 ;
-  input [7:0] \port$9694$0 ;
-  wire [7:0] \port$9694$0 ;
+  input [7:0] \port$9580$0 ;
+  wire [7:0] \port$9580$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22672,7 +22486,207 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9020
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9020$16 , \port$9694$0  };
+      storage[w_port__addr] <= { \port$9020$16 , \port$9580$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (held) begin
+      \$30  = 3'h0;
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (held) begin
+      \$31  = 3'h0;
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (held) begin
+      \$32  = 3'h0;
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (held) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$9020$16 , \port$9580$0  };
+  assign w_data = { \port$9020$16 , \port$9580$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9022$16 , \port$9696$0 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  input held;
+  wire held;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$9022$16 ;
+  wire [15:0] \port$9022$16 ;
+  input [7:0] \port$9696$0 ;
+  wire [7:0] \port$9696$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$9022$16 , \port$9696$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22783,8 +22797,8 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9020
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9020$16 , \port$9694$0  };
-  assign w_data = { \port$9020$16 , \port$9694$0  };
+  assign w_port__data = { \port$9022$16 , \port$9696$0  };
+  assign w_data = { \port$9022$16 , \port$9696$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22792,7 +22806,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4245$0 , \port$4247$0 , q_head_index1_index, \port$4255$0 , \port$4257$0 , q_head_index2_index, \port$4265$0 , \port$4267$0 , q_head_index3_index, \port$4275$0 , \port$4277$0 , cpl_status_free, \port$5305$0 , \port$5335$0 , \port$5365$0 
 , \port$5395$0 , \port$8370$0 , \port$8420$0 , \port$8470$0 , \port$8520$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8990$2 , bus__we, bus__wdata
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8992$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23744,8 +23758,8 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [23:0] \port$8470$0 ;
   input [23:0] \port$8520$0 ;
   wire [23:0] \port$8520$0 ;
-  input [29:0] \port$8990$2 ;
-  wire [29:0] \port$8990$2 ;
+  input [29:0] \port$8992$2 ;
+  wire [29:0] \port$8992$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -23909,129 +23923,129 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8990$2 [9:0] == 6'h39;
+  assign \$111  = \port$8992$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8990$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8992$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8990$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8992$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8990$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8992$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8990$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8992$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8990$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8992$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8990$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8992$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8990$2 [9:0] == 7'h40;
+  assign \$125  = \port$8992$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8990$2 [9:0] == 7'h41;
+  assign \$127  = \port$8992$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8990$2 [9:0] == 7'h42;
+  assign \$129  = \port$8992$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8990$2 [9:0] == 7'h43;
+  assign \$131  = \port$8992$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8990$2 [9:0] == 7'h44;
+  assign \$133  = \port$8992$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8990$2 [9:0] == 7'h45;
+  assign \$135  = \port$8992$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8990$2 [9:0] == 7'h46;
+  assign \$137  = \port$8992$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8990$2 [9:0] == 7'h47;
+  assign \$139  = \port$8992$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8990$2 [9:0] == 7'h48;
+  assign \$141  = \port$8992$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8990$2 [9:0] == 7'h49;
+  assign \$143  = \port$8992$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8990$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8992$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8990$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8992$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8990$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8992$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8990$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8992$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8990$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8992$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8990$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8992$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8990$2 [9:0] == 7'h50;
+  assign \$157  = \port$8992$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8990$2 [9:0] == 7'h51;
+  assign \$159  = \port$8992$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
   assign \$162  = \$161  | wdata;
   assign \$163  = ~ bus__we;
   assign \$164  = \new  & \$163 ;
-  assign \$165  = ! \port$8990$2 [9:0];
+  assign \$165  = ! \port$8992$2 [9:0];
   assign \$166  = \$164  & \$165 ;
   assign \$169  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$170  = fw_status_state & \$169 ;
   assign \$171  = \$170  | wdata[7:0];
   assign \$172  = ~ bus__we;
   assign \$173  = \new  & \$172 ;
-  assign \$174  = \port$8990$2 [9:0] == 1'h1;
+  assign \$174  = \port$8992$2 [9:0] == 1'h1;
   assign \$175  = \$173  & \$174 ;
   assign \$178  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$179  = fw_fault_pc_pc & \$178 ;
   assign \$180  = \$179  | wdata;
   assign \$181  = ~ bus__we;
   assign \$182  = \new  & \$181 ;
-  assign \$183  = \port$8990$2 [9:0] == 2'h2;
+  assign \$183  = \port$8992$2 [9:0] == 2'h2;
   assign \$184  = \$182  & \$183 ;
   assign \$187  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$188  = fw_fault_cause_cause & \$187 ;
   assign \$189  = \$188  | wdata;
   assign \$190  = ~ bus__we;
   assign \$191  = \new  & \$190 ;
-  assign \$192  = \port$8990$2 [9:0] == 2'h3;
+  assign \$192  = \port$8992$2 [9:0] == 2'h3;
   assign \$193  = \$191  & \$192 ;
   assign \$196  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$197  = fw_fault_tval_tval & \$196 ;
   assign \$198  = \$197  | wdata;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$8990$2 [9:0] == 3'h4;
+  assign \$201  = \port$8992$2 [9:0] == 3'h4;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$206  = fw_msg_value & \$205 ;
   assign \$207  = \$206  | wdata;
   assign \$208  = ~ bus__we;
   assign \$209  = \new  & \$208 ;
-  assign \$210  = \port$8990$2 [9:0] == 3'h5;
+  assign \$210  = \port$8992$2 [9:0] == 3'h5;
   assign \$211  = \$209  & \$210 ;
   assign \$214  = ~ bus__we;
   assign \$215  = \new  & \$214 ;
-  assign \$216  = \port$8990$2 [9:0] == 3'h6;
+  assign \$216  = \port$8992$2 [9:0] == 3'h6;
   assign \$217  = \$215  & \$216 ;
   assign \$220  = ~ bus__we;
   assign \$221  = \new  & \$220 ;
-  assign \$222  = \port$8990$2 [9:0] == 4'h8;
+  assign \$222  = \port$8992$2 [9:0] == 4'h8;
   assign \$223  = \$221  & \$222 ;
   assign \$227  = \$225  | { 13'h0000, \$226  };
   assign \$229  = { 3'h0, \$227  } | \$228 ;
@@ -24044,7 +24058,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$237  = \$236  | wdata[24];
   assign \$238  = ~ bus__we;
   assign \$239  = \new  & \$238 ;
-  assign \$240  = \port$8990$2 [9:0] == 4'h9;
+  assign \$240  = \port$8992$2 [9:0] == 4'h9;
   assign \$241  = \$239  & \$240 ;
   assign \$245  = \$243  | \$244 ;
   assign \$246  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
@@ -24052,7 +24066,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$248  = \$247  | wdata[3:0];
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$8990$2 [9:0] == 4'ha;
+  assign \$251  = \port$8992$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$255  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$256  = forward_queue & \$255 ;
@@ -24062,30 +24076,30 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$260  = \$259  | wdata[31:16];
   assign \$261  = ~ bus__we;
   assign \$262  = \new  & \$261 ;
-  assign \$263  = \port$8990$2 [9:0] == 4'hb;
+  assign \$263  = \port$8992$2 [9:0] == 4'hb;
   assign \$264  = \$262  & \$263 ;
   assign \$268  = { 15'h0000, \$266  } | \$267 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$8990$2 [9:0] == 4'hc;
+  assign \$271  = \port$8992$2 [9:0] == 4'hc;
   assign \$272  = \$270  & \$271 ;
   assign \$276  = \$274  | { 9'h000, \$275  };
   assign \$278  = { 15'h0000, \$276  } | \$277 ;
   assign \$279  = ~ bus__we;
   assign \$280  = \new  & \$279 ;
-  assign \$281  = \port$8990$2 [9:0] == 4'hd;
+  assign \$281  = \port$8992$2 [9:0] == 4'hd;
   assign \$282  = \$280  & \$281 ;
   assign \$286  = \$284  | { 9'h000, \$285  };
   assign \$288  = { 15'h0000, \$286  } | \$287 ;
   assign \$289  = ~ bus__we;
   assign \$290  = \new  & \$289 ;
-  assign \$291  = \port$8990$2 [9:0] == 4'he;
+  assign \$291  = \port$8992$2 [9:0] == 4'he;
   assign \$292  = \$290  & \$291 ;
   assign \$296  = \$294  | { 9'h000, \$295  };
   assign \$298  = { 15'h0000, \$296  } | \$297 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$8990$2 [9:0] == 4'hf;
+  assign \$301  = \port$8992$2 [9:0] == 4'hf;
   assign \$302  = \$300  & \$301 ;
   assign \$306  = \$304  | { 9'h000, \$305  };
   assign \$308  = { 15'h0000, \$306  } | \$307 ;
@@ -24094,7 +24108,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$311  = \$310  | wdata[3:0];
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$8990$2 [9:0] == 5'h10;
+  assign \$314  = \port$8992$2 [9:0] == 5'h10;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$319  = cpl_queue & \$318 ;
@@ -24116,7 +24130,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$335  = \$334  | wdata[31:24];
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$8990$2 [9:0] == 5'h11;
+  assign \$338  = \port$8992$2 [9:0] == 5'h11;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | { 28'h0000000, \$342  };
   assign \$345  = \$343  | { 28'h0000000, \$344  };
@@ -24128,314 +24142,314 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$354  = \$353  | wdata[15:0];
   assign \$355  = ~ bus__we;
   assign \$356  = \new  & \$355 ;
-  assign \$357  = \port$8990$2 [9:0] == 5'h12;
+  assign \$357  = \port$8992$2 [9:0] == 5'h12;
   assign \$358  = \$356  & \$357 ;
   assign \$361  = ~ bus__we;
   assign \$362  = \new  & \$361 ;
-  assign \$363  = \port$8990$2 [9:0] == 5'h13;
+  assign \$363  = \port$8992$2 [9:0] == 5'h13;
   assign \$364  = \$362  & \$363 ;
   assign \$367  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$368  = qreset_ack_queue & \$367 ;
   assign \$369  = \$368  | wdata[3:0];
   assign \$370  = ~ bus__we;
   assign \$371  = \new  & \$370 ;
-  assign \$372  = \port$8990$2 [9:0] == 5'h14;
+  assign \$372  = \port$8992$2 [9:0] == 5'h14;
   assign \$373  = \$371  & \$372 ;
   assign \$376  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$377  = engine_reset_engine & \$376 ;
   assign \$378  = \$377  | wdata[3:0];
   assign \$379  = ~ bus__we;
   assign \$380  = \new  & \$379 ;
-  assign \$381  = \port$8990$2 [9:0] == 5'h15;
+  assign \$381  = \port$8992$2 [9:0] == 5'h15;
   assign \$382  = \$380  & \$381 ;
   assign \$385  = ~ bus__we;
   assign \$386  = \new  & \$385 ;
-  assign \$387  = \port$8990$2 [9:0] == 5'h16;
+  assign \$387  = \port$8992$2 [9:0] == 5'h16;
   assign \$388  = \$386  & \$387 ;
   assign \$391  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$392  = q_wait_queue & \$391 ;
   assign \$393  = \$392  | wdata[3:0];
   assign \$394  = ~ bus__we;
   assign \$395  = \new  & \$394 ;
-  assign \$396  = \port$8990$2 [9:0] == 5'h17;
+  assign \$396  = \port$8992$2 [9:0] == 5'h17;
   assign \$397  = \$395  & \$396 ;
   assign \$400  = ~ bus__we;
   assign \$401  = \new  & \$400 ;
-  assign \$402  = \port$8990$2 [9:0] == 5'h18;
+  assign \$402  = \port$8992$2 [9:0] == 5'h18;
   assign \$403  = \$401  & \$402 ;
   assign \$406  = ~ bus__we;
   assign \$407  = \new  & \$406 ;
-  assign \$408  = \port$8990$2 [9:0] == 5'h19;
+  assign \$408  = \port$8992$2 [9:0] == 5'h19;
   assign \$409  = \$407  & \$408 ;
   assign \$412  = ~ bus__we;
   assign \$413  = \new  & \$412 ;
-  assign \$414  = \port$8990$2 [9:0] == 5'h1a;
+  assign \$414  = \port$8992$2 [9:0] == 5'h1a;
   assign \$415  = \$413  & \$414 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8990$2 [9:0] == 5'h1b;
+  assign \$420  = \port$8992$2 [9:0] == 5'h1b;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8990$2 [9:0] == 5'h1c;
+  assign \$426  = \port$8992$2 [9:0] == 5'h1c;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$431  = timer_cycles & \$430 ;
   assign \$432  = \$431  | wdata;
   assign \$433  = ~ bus__we;
   assign \$434  = \new  & \$433 ;
-  assign \$435  = \port$8990$2 [9:0] == 5'h1d;
+  assign \$435  = \port$8992$2 [9:0] == 5'h1d;
   assign \$436  = \$434  & \$435 ;
   assign \$439  = ~ bus__we;
   assign \$440  = \new  & \$439 ;
-  assign \$441  = \port$8990$2 [9:0] == 6'h20;
+  assign \$441  = \port$8992$2 [9:0] == 6'h20;
   assign \$442  = \$440  & \$441 ;
   assign \$445  = ~ bus__we;
   assign \$446  = \new  & \$445 ;
-  assign \$447  = \port$8990$2 [9:0] == 6'h21;
+  assign \$447  = \port$8992$2 [9:0] == 6'h21;
   assign \$448  = \$446  & \$447 ;
   assign \$451  = ~ bus__we;
   assign \$452  = \new  & \$451 ;
-  assign \$453  = \port$8990$2 [9:0] == 6'h22;
+  assign \$453  = \port$8992$2 [9:0] == 6'h22;
   assign \$454  = \$452  & \$453 ;
   assign \$457  = ~ bus__we;
   assign \$458  = \new  & \$457 ;
-  assign \$459  = \port$8990$2 [9:0] == 6'h23;
+  assign \$459  = \port$8992$2 [9:0] == 6'h23;
   assign \$460  = \$458  & \$459 ;
   assign \$463  = ~ bus__we;
   assign \$464  = \new  & \$463 ;
-  assign \$465  = \port$8990$2 [9:0] == 6'h24;
+  assign \$465  = \port$8992$2 [9:0] == 6'h24;
   assign \$466  = \$464  & \$465 ;
   assign \$469  = ~ bus__we;
   assign \$470  = \new  & \$469 ;
-  assign \$471  = \port$8990$2 [9:0] == 6'h25;
+  assign \$471  = \port$8992$2 [9:0] == 6'h25;
   assign \$472  = \$470  & \$471 ;
   assign \$475  = ~ bus__we;
   assign \$476  = \new  & \$475 ;
-  assign \$477  = \port$8990$2 [9:0] == 6'h26;
+  assign \$477  = \port$8992$2 [9:0] == 6'h26;
   assign \$478  = \$476  & \$477 ;
   assign \$481  = ~ bus__we;
   assign \$482  = \new  & \$481 ;
-  assign \$483  = \port$8990$2 [9:0] == 6'h27;
+  assign \$483  = \port$8992$2 [9:0] == 6'h27;
   assign \$484  = \$482  & \$483 ;
   assign \$487  = ~ bus__we;
   assign \$488  = \new  & \$487 ;
-  assign \$489  = \port$8990$2 [9:0] == 6'h28;
+  assign \$489  = \port$8992$2 [9:0] == 6'h28;
   assign \$490  = \$488  & \$489 ;
   assign \$493  = ~ bus__we;
   assign \$494  = \new  & \$493 ;
-  assign \$495  = \port$8990$2 [9:0] == 6'h29;
+  assign \$495  = \port$8992$2 [9:0] == 6'h29;
   assign \$496  = \$494  & \$495 ;
   assign \$499  = ~ bus__we;
   assign \$500  = \new  & \$499 ;
-  assign \$501  = \port$8990$2 [9:0] == 6'h2a;
+  assign \$501  = \port$8992$2 [9:0] == 6'h2a;
   assign \$502  = \$500  & \$501 ;
   assign \$505  = ~ bus__we;
   assign \$506  = \new  & \$505 ;
-  assign \$507  = \port$8990$2 [9:0] == 6'h2b;
+  assign \$507  = \port$8992$2 [9:0] == 6'h2b;
   assign \$508  = \$506  & \$507 ;
   assign \$511  = ~ bus__we;
   assign \$512  = \new  & \$511 ;
-  assign \$513  = \port$8990$2 [9:0] == 6'h2c;
+  assign \$513  = \port$8992$2 [9:0] == 6'h2c;
   assign \$514  = \$512  & \$513 ;
   assign \$517  = ~ bus__we;
   assign \$518  = \new  & \$517 ;
-  assign \$519  = \port$8990$2 [9:0] == 6'h2d;
+  assign \$519  = \port$8992$2 [9:0] == 6'h2d;
   assign \$520  = \$518  & \$519 ;
   assign \$523  = ~ bus__we;
   assign \$524  = \new  & \$523 ;
-  assign \$525  = \port$8990$2 [9:0] == 6'h2e;
+  assign \$525  = \port$8992$2 [9:0] == 6'h2e;
   assign \$526  = \$524  & \$525 ;
   assign \$529  = ~ bus__we;
   assign \$530  = \new  & \$529 ;
-  assign \$531  = \port$8990$2 [9:0] == 6'h2f;
+  assign \$531  = \port$8992$2 [9:0] == 6'h2f;
   assign \$532  = \$530  & \$531 ;
   assign \$535  = ~ bus__we;
   assign \$536  = \new  & \$535 ;
-  assign \$537  = \port$8990$2 [9:0] == 6'h30;
+  assign \$537  = \port$8992$2 [9:0] == 6'h30;
   assign \$538  = \$536  & \$537 ;
   assign \$541  = ~ bus__we;
   assign \$542  = \new  & \$541 ;
-  assign \$543  = \port$8990$2 [9:0] == 6'h31;
+  assign \$543  = \port$8992$2 [9:0] == 6'h31;
   assign \$544  = \$542  & \$543 ;
   assign \$547  = ~ bus__we;
   assign \$548  = \new  & \$547 ;
-  assign \$549  = \port$8990$2 [9:0] == 6'h32;
+  assign \$549  = \port$8992$2 [9:0] == 6'h32;
   assign \$550  = \$548  & \$549 ;
   assign \$553  = ~ bus__we;
   assign \$554  = \new  & \$553 ;
-  assign \$555  = \port$8990$2 [9:0] == 6'h33;
+  assign \$555  = \port$8992$2 [9:0] == 6'h33;
   assign \$556  = \$554  & \$555 ;
   assign \$559  = ~ bus__we;
   assign \$560  = \new  & \$559 ;
-  assign \$561  = \port$8990$2 [9:0] == 6'h34;
+  assign \$561  = \port$8992$2 [9:0] == 6'h34;
   assign \$562  = \$560  & \$561 ;
   assign \$565  = ~ bus__we;
   assign \$566  = \new  & \$565 ;
-  assign \$567  = \port$8990$2 [9:0] == 6'h35;
+  assign \$567  = \port$8992$2 [9:0] == 6'h35;
   assign \$568  = \$566  & \$567 ;
   assign \$571  = ~ bus__we;
   assign \$572  = \new  & \$571 ;
-  assign \$573  = \port$8990$2 [9:0] == 6'h36;
+  assign \$573  = \port$8992$2 [9:0] == 6'h36;
   assign \$574  = \$572  & \$573 ;
   assign \$577  = ~ bus__we;
   assign \$578  = \new  & \$577 ;
-  assign \$579  = \port$8990$2 [9:0] == 6'h37;
+  assign \$579  = \port$8992$2 [9:0] == 6'h37;
   assign \$580  = \$578  & \$579 ;
   assign \$583  = ~ bus__we;
   assign \$584  = \new  & \$583 ;
-  assign \$585  = \port$8990$2 [9:0] == 6'h38;
+  assign \$585  = \port$8992$2 [9:0] == 6'h38;
   assign \$586  = \$584  & \$585 ;
   assign \$589  = ~ bus__we;
   assign \$590  = \new  & \$589 ;
-  assign \$591  = \port$8990$2 [9:0] == 6'h39;
+  assign \$591  = \port$8992$2 [9:0] == 6'h39;
   assign \$592  = \$590  & \$591 ;
   assign \$595  = ~ bus__we;
   assign \$596  = \new  & \$595 ;
-  assign \$597  = \port$8990$2 [9:0] == 6'h3a;
+  assign \$597  = \port$8992$2 [9:0] == 6'h3a;
   assign \$598  = \$596  & \$597 ;
   assign \$601  = ~ bus__we;
   assign \$602  = \new  & \$601 ;
-  assign \$603  = \port$8990$2 [9:0] == 6'h3b;
+  assign \$603  = \port$8992$2 [9:0] == 6'h3b;
   assign \$604  = \$602  & \$603 ;
   assign \$607  = ~ bus__we;
   assign \$608  = \new  & \$607 ;
-  assign \$609  = \port$8990$2 [9:0] == 6'h3c;
+  assign \$609  = \port$8992$2 [9:0] == 6'h3c;
   assign \$610  = \$608  & \$609 ;
   assign \$613  = ~ bus__we;
   assign \$614  = \new  & \$613 ;
-  assign \$615  = \port$8990$2 [9:0] == 6'h3d;
+  assign \$615  = \port$8992$2 [9:0] == 6'h3d;
   assign \$616  = \$614  & \$615 ;
   assign \$619  = ~ bus__we;
   assign \$620  = \new  & \$619 ;
-  assign \$621  = \port$8990$2 [9:0] == 6'h3e;
+  assign \$621  = \port$8992$2 [9:0] == 6'h3e;
   assign \$622  = \$620  & \$621 ;
   assign \$625  = ~ bus__we;
   assign \$626  = \new  & \$625 ;
-  assign \$627  = \port$8990$2 [9:0] == 6'h3f;
+  assign \$627  = \port$8992$2 [9:0] == 6'h3f;
   assign \$628  = \$626  & \$627 ;
   assign \$631  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$632  = event0_value & \$631 ;
   assign \$633  = \$632  | wdata;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8990$2 [9:0] == 7'h40;
+  assign \$636  = \port$8992$2 [9:0] == 7'h40;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$641  = event1_value & \$640 ;
   assign \$642  = \$641  | wdata;
   assign \$643  = ~ bus__we;
   assign \$644  = \new  & \$643 ;
-  assign \$645  = \port$8990$2 [9:0] == 7'h41;
+  assign \$645  = \port$8992$2 [9:0] == 7'h41;
   assign \$646  = \$644  & \$645 ;
   assign \$649  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$650  = event2_value & \$649 ;
   assign \$651  = \$650  | wdata;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8990$2 [9:0] == 7'h42;
+  assign \$654  = \port$8992$2 [9:0] == 7'h42;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$659  = event3_value & \$658 ;
   assign \$660  = \$659  | wdata;
   assign \$661  = ~ bus__we;
   assign \$662  = \new  & \$661 ;
-  assign \$663  = \port$8990$2 [9:0] == 7'h43;
+  assign \$663  = \port$8992$2 [9:0] == 7'h43;
   assign \$664  = \$662  & \$663 ;
   assign \$667  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$668  = event4_value & \$667 ;
   assign \$669  = \$668  | wdata;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8990$2 [9:0] == 7'h44;
+  assign \$672  = \port$8992$2 [9:0] == 7'h44;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$677  = event5_value & \$676 ;
   assign \$678  = \$677  | wdata;
   assign \$679  = ~ bus__we;
   assign \$680  = \new  & \$679 ;
-  assign \$681  = \port$8990$2 [9:0] == 7'h45;
+  assign \$681  = \port$8992$2 [9:0] == 7'h45;
   assign \$682  = \$680  & \$681 ;
   assign \$685  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$686  = event6_value & \$685 ;
   assign \$687  = \$686  | wdata;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8990$2 [9:0] == 7'h46;
+  assign \$690  = \port$8992$2 [9:0] == 7'h46;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$695  = event7_value & \$694 ;
   assign \$696  = \$695  | wdata;
   assign \$697  = ~ bus__we;
   assign \$698  = \new  & \$697 ;
-  assign \$699  = \port$8990$2 [9:0] == 7'h47;
+  assign \$699  = \port$8992$2 [9:0] == 7'h47;
   assign \$700  = \$698  & \$699 ;
   assign \$703  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$704  = event8_value & \$703 ;
   assign \$705  = \$704  | wdata;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8990$2 [9:0] == 7'h48;
+  assign \$708  = \port$8992$2 [9:0] == 7'h48;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$713  = event9_value & \$712 ;
   assign \$714  = \$713  | wdata;
   assign \$715  = ~ bus__we;
   assign \$716  = \new  & \$715 ;
-  assign \$717  = \port$8990$2 [9:0] == 7'h49;
+  assign \$717  = \port$8992$2 [9:0] == 7'h49;
   assign \$718  = \$716  & \$717 ;
   assign \$721  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$722  = event10_value & \$721 ;
   assign \$723  = \$722  | wdata;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8990$2 [9:0] == 7'h4a;
+  assign \$726  = \port$8992$2 [9:0] == 7'h4a;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$731  = event11_value & \$730 ;
   assign \$732  = \$731  | wdata;
   assign \$733  = ~ bus__we;
   assign \$734  = \new  & \$733 ;
-  assign \$735  = \port$8990$2 [9:0] == 7'h4b;
+  assign \$735  = \port$8992$2 [9:0] == 7'h4b;
   assign \$736  = \$734  & \$735 ;
   assign \$739  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$740  = event12_value & \$739 ;
   assign \$741  = \$740  | wdata;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8990$2 [9:0] == 7'h4c;
+  assign \$744  = \port$8992$2 [9:0] == 7'h4c;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$749  = event13_value & \$748 ;
   assign \$750  = \$749  | wdata;
   assign \$751  = ~ bus__we;
   assign \$752  = \new  & \$751 ;
-  assign \$753  = \port$8990$2 [9:0] == 7'h4d;
+  assign \$753  = \port$8992$2 [9:0] == 7'h4d;
   assign \$754  = \$752  & \$753 ;
   assign \$757  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$758  = event14_value & \$757 ;
   assign \$759  = \$758  | wdata;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8990$2 [9:0] == 7'h4e;
+  assign \$762  = \port$8992$2 [9:0] == 7'h4e;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$767  = event15_value & \$766 ;
   assign \$768  = \$767  | wdata;
   assign \$769  = ~ bus__we;
   assign \$770  = \new  & \$769 ;
-  assign \$771  = \port$8990$2 [9:0] == 7'h4f;
+  assign \$771  = \port$8992$2 [9:0] == 7'h4f;
   assign \$772  = \$770  & \$771 ;
   assign \$775  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$776  = perf_sel_addr & \$775 ;
   assign \$777  = \$776  | wdata[11:0];
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8990$2 [9:0] == 7'h50;
+  assign \$780  = \port$8992$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8990$2 [9:0] == 7'h51;
+  assign \$786  = \port$8992$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24529,167 +24543,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8990$2 [9:0];
+  assign \$3  = ! \port$8992$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8990$2 [9:0] == 1'h1;
+  assign \$5  = \port$8992$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8990$2 [9:0] == 2'h2;
+  assign \$7  = \port$8992$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8990$2 [9:0] == 2'h3;
+  assign \$9  = \port$8992$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8990$2 [9:0] == 3'h4;
+  assign \$11  = \port$8992$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8990$2 [9:0] == 3'h5;
+  assign \$13  = \port$8992$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8990$2 [9:0] == 3'h6;
+  assign \$15  = \port$8992$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8990$2 [9:0] == 4'h8;
+  assign \$17  = \port$8992$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8990$2 [9:0] == 4'h9;
+  assign \$19  = \port$8992$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8990$2 [9:0] == 4'ha;
+  assign \$21  = \port$8992$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8990$2 [9:0] == 4'hb;
+  assign \$23  = \port$8992$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8990$2 [9:0] == 4'hc;
+  assign \$25  = \port$8992$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8990$2 [9:0] == 4'hd;
+  assign \$27  = \port$8992$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8990$2 [9:0] == 4'he;
+  assign \$29  = \port$8992$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8990$2 [9:0] == 4'hf;
+  assign \$31  = \port$8992$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8990$2 [9:0] == 5'h10;
+  assign \$33  = \port$8992$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8990$2 [9:0] == 5'h11;
+  assign \$35  = \port$8992$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8990$2 [9:0] == 5'h12;
+  assign \$37  = \port$8992$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8990$2 [9:0] == 5'h13;
+  assign \$39  = \port$8992$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8990$2 [9:0] == 5'h14;
+  assign \$41  = \port$8992$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8990$2 [9:0] == 5'h15;
+  assign \$43  = \port$8992$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8990$2 [9:0] == 5'h16;
+  assign \$45  = \port$8992$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8990$2 [9:0] == 5'h17;
+  assign \$47  = \port$8992$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8990$2 [9:0] == 5'h18;
+  assign \$49  = \port$8992$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8990$2 [9:0] == 5'h19;
+  assign \$51  = \port$8992$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8990$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8992$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8990$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8992$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8990$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8992$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8990$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8992$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8990$2 [9:0] == 6'h20;
+  assign \$61  = \port$8992$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8990$2 [9:0] == 6'h21;
+  assign \$63  = \port$8992$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8990$2 [9:0] == 6'h22;
+  assign \$65  = \port$8992$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8990$2 [9:0] == 6'h23;
+  assign \$67  = \port$8992$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8990$2 [9:0] == 6'h24;
+  assign \$69  = \port$8992$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8990$2 [9:0] == 6'h25;
+  assign \$71  = \port$8992$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8990$2 [9:0] == 6'h26;
+  assign \$73  = \port$8992$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8990$2 [9:0] == 6'h27;
+  assign \$75  = \port$8992$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8990$2 [9:0] == 6'h28;
+  assign \$77  = \port$8992$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8990$2 [9:0] == 6'h29;
+  assign \$79  = \port$8992$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8990$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8992$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8990$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8992$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8990$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8992$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8990$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8992$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8990$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8992$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8990$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8992$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8990$2 [9:0] == 6'h30;
+  assign \$93  = \port$8992$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8990$2 [9:0] == 6'h31;
+  assign \$95  = \port$8992$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8990$2 [9:0] == 6'h32;
+  assign \$97  = \port$8992$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8990$2 [9:0] == 6'h33;
+  assign \$99  = \port$8992$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8990$2 [9:0] == 6'h34;
+  assign \$101  = \port$8992$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8990$2 [9:0] == 6'h35;
+  assign \$103  = \port$8992$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8990$2 [9:0] == 6'h36;
+  assign \$105  = \port$8992$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8990$2 [9:0] == 6'h37;
+  assign \$107  = \port$8992$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8990$2 [9:0] == 6'h38;
+  assign \$109  = \port$8992$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -25967,7 +25981,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8990$2 , 2'h0 };
+  assign bus__addr = { \port$8992$2 , 2'h0 };
   assign work_qready = { \port$4275$0 , \port$4265$0 , \port$4255$0 , \port$4245$0  };
   assign work_qreset = { \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
   assign retire0_error = \port$8370$0 [7:0];
@@ -35155,7 +35169,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9022$16 , \port$9772$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9024$16 , \port$9774$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35199,10 +35213,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9022$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9022$16 ;
-  wire [15:0] \port$9022$16 ;
-  input [7:0] \port$9772$0 ;
-  wire [7:0] \port$9772$0 ;
+  input [15:0] \port$9024$16 ;
+  wire [15:0] \port$9024$16 ;
+  input [7:0] \port$9774$0 ;
+  wire [7:0] \port$9774$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -35237,7 +35251,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9022$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9022$16 , \port$9772$0  };
+      storage[w_port__addr] <= { \port$9024$16 , \port$9774$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -35348,8 +35362,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9022$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9022$16 , \port$9772$0  };
-  assign w_data = { \port$9022$16 , \port$9772$0  };
+  assign w_port__data = { \port$9024$16 , \port$9774$0  };
+  assign w_data = { \port$9024$16 , \port$9774$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -37161,7 +37175,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9103$0 (fetch_r_buf),
+    .\port$9105$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -37173,7 +37187,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9103$0 (fetch_r_buf),
+    .\port$9105$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -37185,7 +37199,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9103$0 (fetch_r_buf),
+    .\port$9105$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -37197,7 +37211,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9103$0 (fetch_r_buf),
+    .\port$9105$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -40542,7 +40556,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9103$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9105$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40569,8 +40583,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9103$0 ;
-  wire [191:0] \port$9103$0 ;
+  input [191:0] \port$9105$0 ;
+  wire [191:0] \port$9105$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -40605,7 +40619,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9103$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9105$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40676,14 +40690,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9103$0  };
-  assign w_data = { \port$0$87 , \port$9103$0  };
+  assign w_port__data = { \port$0$87 , \port$9105$0  };
+  assign w_data = { \port$0$87 , \port$9105$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9103$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9105$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40710,8 +40724,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9103$0 ;
-  wire [191:0] \port$9103$0 ;
+  input [191:0] \port$9105$0 ;
+  wire [191:0] \port$9105$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -40746,7 +40760,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9103$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9105$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40817,14 +40831,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9103$0  };
-  assign w_data = { \port$0$87 , \port$9103$0  };
+  assign w_port__data = { \port$0$87 , \port$9105$0  };
+  assign w_data = { \port$0$87 , \port$9105$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9103$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9105$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40851,8 +40865,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9103$0 ;
-  wire [191:0] \port$9103$0 ;
+  input [191:0] \port$9105$0 ;
+  wire [191:0] \port$9105$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -40887,7 +40901,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9103$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9105$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40958,14 +40972,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9103$0  };
-  assign w_data = { \port$0$87 , \port$9103$0  };
+  assign w_port__data = { \port$0$87 , \port$9105$0  };
+  assign w_data = { \port$0$87 , \port$9105$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9103$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9105$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40992,8 +41006,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9103$0 ;
-  wire [191:0] \port$9103$0 ;
+  input [191:0] \port$9105$0 ;
+  wire [191:0] \port$9105$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -41028,7 +41042,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9103$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9105$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41099,8 +41113,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9103$0  };
-  assign w_data = { \port$0$87 , \port$9103$0  };
+  assign w_port__data = { \port$0$87 , \port$9105$0  };
+  assign w_data = { \port$0$87 , \port$9105$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46314,7 +46328,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9024$16 , \port$10800$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9026$16 , \port$10802$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46358,10 +46372,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9024$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10800$0 ;
-  wire [7:0] \port$10800$0 ;
-  input [15:0] \port$9024$16 ;
-  wire [15:0] \port$9024$16 ;
+  input [7:0] \port$10802$0 ;
+  wire [7:0] \port$10802$0 ;
+  input [15:0] \port$9026$16 ;
+  wire [15:0] \port$9026$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -46396,7 +46410,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9024$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9024$16 , \port$10800$0  };
+      storage[w_port__addr] <= { \port$9026$16 , \port$10802$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46507,8 +46521,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9024$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9024$16 , \port$10800$0  };
-  assign w_data = { \port$9024$16 , \port$10800$0  };
+  assign w_port__data = { \port$9026$16 , \port$10802$0  };
+  assign w_data = { \port$9026$16 , \port$10802$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
