@@ -20,10 +20,12 @@ WAVES ?= 0
 START ?=
 STOP ?=
 # make synth: array sizes (comma list) and minutes of place and route per size; BLOCK=control
-# (or vec, gemm, dma, qc, ...) builds only that block of the chip, to see what limits its clock
+# (or vec, gemm, dma, qc, ...) builds only that block of the chip, to see what limits its clock;
+# KEEP=dma,arb the chip with only those blocks and the glue between them (the paths across blocks)
 DIMS ?= 4,8,16
 BUDGET ?= 45
 BLOCK ?=
+KEEP ?=
 # make regress: SHARD=i/n runs one of n slices (several CI machines split one regression)
 SHARD ?=
 # make formal: PROOFS="arbiter dma" runs only those, DEPTH=n overrides every depth, REGRESS=1 the
@@ -53,7 +55,7 @@ endif
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, SEEDS=n SHARD=i/n (regress), DIMS=4,8,16 BUDGET=minutes BLOCK=name (synth), PYTEST_ARGS=..."
+	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, SEEDS=n SHARD=i/n (regress), DIMS=4,8,16 BUDGET=minutes BLOCK=name KEEP=a,b (synth), PYTEST_ARGS=..."
 	@echo "  make formal [PROOFS=\"name ...\"] [DEPTH=n] [REGRESS=1]   (python -m tools.formal --list names the proofs)"
 	@echo "  make mutate [MUTANTS=10] [BLOCK=dma_engine,gemm_engine,...] [SEED=n] [SCOPE=all|bench (block benches only)] [JOBS=2]  (docs/mutate.md)"
 	@echo "  make sim [DIM=4|8|16] [MODEL=mlp|conv|all|torch_mlp|torch_conv|path/to/file.py:function (your own model, README.md)] [SEED=n >= 0] [WAVES=0|1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
@@ -91,7 +93,7 @@ bench: $(STAMP) firmware ## compiled GEMMs driver -> firmware -> RTL: PE utiliza
 	$(PY) -m tools.bench --dim $(DIM)
 
 synth: $(STAMP) ## synthesize, place and route each chip for an ECP5 FPGA (Yosys + nextpnr): LUTs, FFs, block RAM, DSP, Fmax, critical path (build/synth/report.md)
-	$(PY) -m tools.synth --dims "$(DIMS)" --budget "$(BUDGET)" $(if $(BLOCK),--block "$(BLOCK)")
+	$(PY) -m tools.synth --dims "$(DIMS)" --budget "$(BUDGET)" $(if $(BLOCK),--block "$(BLOCK)") $(if $(KEEP),--keep "$(KEEP)")
 
 coverage: $(STAMP) $(TORCH_STAMP) firmware ## the suite with functional, Verilator line/toggle and Python coverage: build/coverage/{functional.md,rtl/index.html,python/index.html}
 	rm -rf build/coverage/functional build/coverage/python build/coverage/verilator build/coverage/rtl

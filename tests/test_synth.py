@@ -4,6 +4,8 @@ The full flow (synth_ecp5, place and route of every configuration) is `make synt
 4x4 chip goes through elaboration, ``proc``, memory inference and the loop check (~25 s), and tiny
 designs show each rule catches what it is for.
 """
+import json
+
 import pytest
 
 from tools import synth
@@ -67,6 +69,32 @@ def test_block_of_the_chip_is_a_target_of_its_own():
     assert f"synth_ecp5 -top \\{block.top}" in synth.yosys_script(block, full=True)
     with pytest.raises(synth.SynthError, match=r"no block 'nope' in kaki_soc_4x4: choose one of .*control"):
         chip.block("nope")
+
+
+def test_keep_cuts_the_other_blocks_out(tmp_path):
+    # Two blocks: a wide multiplier (cut out) and a counter (kept); the top's glue adds their outputs.
+    blocks = {"mul": "reg [31:0] p; always @(posedge clk) p <= {a, a, a, a, a, a, a, a} * {a, a, a, a, a, a, a, a}; "
+                     "assign y = p[31:28];",
+              "cnt": "reg [3:0] c; always @(posedge clk) c <= c + a; assign y = c;"}
+    top = "tiny_keep"
+    text = "".join(f"module \\{top}.{n} (input clk, input [3:0] a, output [3:0] y);\n{b}\nendmodule\n"
+                   for n, b in blocks.items())
+    text += (f"module {top}(input clk, input [3:0] a, output reg [3:0] q);\nwire [3:0] m, c;\n"
+             f"\\{top}.mul mul (.clk(clk), .a(a), .y(m));\n\\{top}.cnt cnt (.clk(clk), .a(a), .y(c));\n"
+             "always @(posedge clk) q <= m + c;\nendmodule\n")
+    chip = synth.Target("test_keep", top, {f"{top}.v": text}, "", 0, tmp_path)
+    assert chip.blocks() == ["cnt", "mul"]
+    kept = chip.keep(("cnt",))
+    assert kept.cut == ("mul",) and kept.config == "test_keep.keep-cnt" and kept.srams is None
+    script = synth.yosys_script(kept, full=True)
+    assert f"blackbox \\{top}.mul" in script and f"expose -evert t:\\{top}.mul" in script
+    res = synth.synthesize(kept)
+    assert res.dsps == 0 and res.ffs >= 8             # the multiplier is gone, counter and q are left
+    netlist = json.loads((tmp_path / kept.config / f"{top}.json").read_text())
+    ports = netlist["modules"][top]["ports"]
+    assert any(name.startswith("mul.") for name in ports), sorted(ports)   # its pins are top ports now
+    with pytest.raises(synth.SynthError, match=r"\['nope'\] not blocks of tiny_keep: choose among cnt, mul"):
+        chip.keep(("nope",))
 
 
 def test_critical_path_folds_by_signal():

@@ -76,6 +76,7 @@ class Target:
     variant: str = ""        # empty for the committed rtl/, else what was changed to fit the device
     srams: int | None = 0    # SRAM macro instances the design holds (None: a block, not counted)
     root: Path = OUT         # its work folder is root/<config>
+    cut: tuple = ()          # submodules cut out of the top: black boxes whose ports become top ports
 
     @classmethod
     def for_dim(cls, dim):
@@ -99,6 +100,17 @@ class Target:
             raise SynthError(f"no block {name!r} in {self.top}: choose one of "
                              + ", ".join(self.blocks()))
         return Target(f"{self.config}.{name}", sub, self.sources, self.variant, None, self.root)
+
+    def keep(self, names):
+        """The top with only the submodules ``names`` and its own logic (the glue between them): every
+        other block is cut out, so that the paths between the kept blocks can be timed alone."""
+        unknown = sorted(set(names) - set(self.blocks()))
+        if unknown or not names:
+            raise SynthError(f"--keep {','.join(names)!r}: {unknown or 'nothing'} not blocks of "
+                             f"{self.top}: choose among " + ", ".join(self.blocks()))
+        cut = tuple(b for b in self.blocks() if b not in names)
+        return Target(f"{self.config}.keep-{'+'.join(sorted(names))}", self.top, self.sources,
+                      self.variant, None, self.root, cut)
 
     def blocks(self):
         """Instance names of the top's direct submodules."""
@@ -168,13 +180,18 @@ def yosys_script(target, full):
     """Structural checks, then (``full``) the whole ECP5 synthesis with a JSON netlist and stats."""
     files = " ".join(target.sources)
     stop = "" if full else " -run begin:map_ffram"
-    lines = [f"read_verilog -sv {files}",
-             # A submodule's name holds dots: Yosys wants it escaped.
-             f"synth_ecp5 -top \\{target.top}{stop}" + (f" -json {target.top}.json" if full else ""),
-             # Loops and multiple drivers: synth_ecp5 only warns about them.
-             "check -assert"]
+    # A submodule's name holds dots: Yosys wants it escaped.
+    cut = [f"\\{target.top}.{b}" for b in target.cut]
+    lines = [f"read_verilog -sv {files}"]
+    if cut:
+        lines.append("blackbox " + " ".join(cut))
+    lines += [f"synth_ecp5 -top \\{target.top}{stop}",
+              # Loops and multiple drivers: synth_ecp5 only warns about them.
+              "check -assert"]
     if full:
-        lines.append("tee -q -o stat.json stat -json")
+        if cut:      # the cut blocks' instances become ports of the top, so nextpnr can place the rest
+            lines.append("expose -evert " + " ".join(f"t:{c}" for c in cut))
+        lines += [f"write_json {target.top}.json", "tee -q -o stat.json stat -json"]
     return "\n".join(lines) + "\n"
 
 
@@ -366,11 +383,14 @@ def _dims(text):
     return dims
 
 
-def build(dim, budget_s, seed, block=None):
-    """Synthesize, place and route one array size (or one block of it); progress lines go to stdout."""
+def build(dim, budget_s, seed, block=None, keep=()):
+    """Synthesize, place and route one array size (or one block of it, or the top with only the
+    blocks ``keep``); progress lines go to stdout."""
     target = Target.for_dim(dim)
     if block:
         target = target.block(block)
+    elif keep:
+        target = target.keep(keep)
     print(f"[synth] {target.config}: synth_ecp5 ...", flush=True)
     res = synthesize(target)
     print(f"[synth] {target.config}: {res.luts:,} LUTs, {res.ffs:,} FFs, {res.brams} DP16KD, "
@@ -394,6 +414,9 @@ def main(argv=None):
                     "of an earlier run (stopped or cut short) without running any tool")
     ap.add_argument("--block", help="only this submodule of the chip (e.g. control, vec, gemm, dma); "
                     "prints its figures and critical path, leaves the report alone")
+    ap.add_argument("--keep", type=lambda t: tuple(n for n in t.split(",") if n),
+                    help="the chip with only these blocks (comma list) and the glue between them, "
+                    "the other blocks cut out: prints figures and critical path, leaves the report alone")
     args = ap.parse_args(argv)
     if args.budget <= 0:
         ap.error(f"--budget must be positive, not {args.budget}")
@@ -406,9 +429,11 @@ def main(argv=None):
             print(f"{res.config}: no latches, no loops, {res.srams_in_bram} SRAM macros in DP16KD "
                   f"({res.synth_s:.0f} s)")
             return 0
-        if args.block:
+        if args.block and args.keep:
+            ap.error("--block and --keep exclude each other")
+        if args.block or args.keep:
             for dim in args.dims:
-                res = build(dim, args.budget * 60, args.seed, args.block)
+                res = build(dim, args.budget * 60, args.seed, args.block, args.keep)
                 print(f"{res.config}: critical path ({res.timing}), folded by signal "
                       f"(full path: build/synth/{res.config}/pnr.json)")
                 for signal, ns, steps in path_summary(res.critical_path):
