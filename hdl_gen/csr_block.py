@@ -22,8 +22,9 @@ class CsrBlock(wiring.Component):
     """Register file generated from a SystemRDL register map, behind an AXI4-Lite or simple bus.
 
     AXI4-Lite (``bus_kind="axi4lite"``): one write and one read are served at a time (AW and W
-    are taken together); each answers in one cycle; unmapped addresses answer SLVERR (reads return
-    0). Simple bus (``bus_kind="simple"``, :class:`SimpleBusSignature`): every request is
+    are taken together); a write answers in the next cycle, a read in the cycle after (its address
+    is registered first: the read multiplexer spans every register of the chip, and the AR
+    handshake must not sit in front of it); unmapped addresses answer SLVERR (reads return 0). Simple bus (``bus_kind="simple"``, :class:`SimpleBusSignature`): every request is
     acknowledged one cycle later; unmapped reads return 0 and unmapped writes are ignored. Byte
     strobes apply to RW fields. Only the low ``addr_bits`` address bits are decoded.
 
@@ -66,7 +67,7 @@ class CsrBlock(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         port = self._axi_frontend(m) if self.bus_kind == "axi4lite" else self._simple_frontend(m)
-        do_write, waddr, wdata, bytemask, do_read, raddr, rdata, mapped_w, mapped_r = port
+        do_write, waddr, wdata, bytemask, do_read, raddr, rdata, mapped_w, mapped_r, rpend = port
         for reg in self.regs:
             word = reg.addr >> 2
             hit = Signal(name=f"wr_{reg.ident.lower()}")
@@ -79,28 +80,30 @@ class CsrBlock(wiring.Component):
             with m.If(do_read & (raddr == word)):
                 m.d.sync += [rdata.eq(value), mapped_r.eq(1)]
         if self.bus_kind == "axi4lite" and contract_for(platform, self):
-            self._formal_contract(m, platform)
+            self._formal_contract(m, platform, rpend)
         return m
 
-    def _formal_contract(self, m, platform):
+    def _formal_contract(self, m, platform, rpend):
         """The AXI4-Lite port's contract (docs/formal.md): the subordinate-side rules of
         :class:`~hdl_gen.formal.Axi4LiteSubordinate` (one request of each kind at a time);
-        ``b.latency`` / ``r.latency``: the response follows in the cycle after the request is
-        accepted; ``b.decode`` / ``r.decode``: OKAY exactly for a mapped register address,
-        SLVERR (and read data 0) otherwise; ``lite.open``: a request is open exactly while its
+        ``b.latency`` / ``r.latency``: the write response follows in the cycle after the request
+        is accepted, the read response in the second cycle after; ``b.decode`` / ``r.decode``:
+        OKAY exactly for a mapped register address, SLVERR (and read data 0) otherwise;
+        ``lite.open``: a request is open exactly while it is being read (``rpend``) or its
         response is offered."""
         bus = self.bus
         m.submodules.formal_bus = mon = Axi4LiteSubordinate(bus, max_outstanding=1, name="csr")
         rules = Rules(m, platform, "axi")
         # what is open is exactly what is being answered (the induction's invariant)
         rules.guarantee("lite.open", (mon.open["aw"] == bus.bvalid) & (mon.open["w"] == bus.bvalid)
-                        & (mon.open["ar"] == bus.rvalid))
+                        & (mon.open["ar"] == (bus.rvalid | rpend)) & ~(bus.rvalid & rpend))
         words = {r.addr >> 2 for r in self.regs}
-        for ch, resp, addr in (("aw", "b", bus.awaddr), ("ar", "r", bus.araddr)):
-            accepted = past(m, getattr(bus, f"{ch}valid") & getattr(bus, f"{ch}ready"),
-                            f"formal_{ch}_accepted")
-            mapped = past(m, Cat(*[addr[2:self.addr_bits] == w for w in sorted(words)]).any(),
-                          f"formal_{ch}_mapped")
+        for ch, resp, addr, delay in (("aw", "b", bus.awaddr, 1), ("ar", "r", bus.araddr, 2)):
+            accepted = getattr(bus, f"{ch}valid") & getattr(bus, f"{ch}ready")
+            mapped = Cat(*[addr[2:self.addr_bits] == w for w in sorted(words)]).any()
+            for k in range(delay):
+                accepted = past(m, accepted, f"formal_{ch}_accepted{k}")
+                mapped = past(m, mapped, f"formal_{ch}_mapped{k}")
             valid, code = getattr(bus, f"{resp}valid"), getattr(bus, f"{resp}resp")
             rules.guarantee(f"{resp}.latency", implies(accepted, valid))
             rules.guarantee(f"{resp}.decode", implies(accepted, code == Mux(mapped, RESP_OKAY,
@@ -131,19 +134,20 @@ class CsrBlock(wiring.Component):
 
         rvalid, rok = Signal(), Signal()
         rdata = Signal(32)
-        do_read = Signal()
+        rpend = Signal(name="read_pending")         # address taken, the registers are read now
+        raddr = Signal(len(bus.araddr) - 2, name="read_word")
         m.d.comb += [
-            do_read.eq(bus.arvalid & ~rvalid),
-            bus.arready.eq(do_read),
+            bus.arready.eq(~rvalid & ~rpend),
             bus.rvalid.eq(rvalid), bus.rdata.eq(rdata),
             bus.rresp.eq(Mux(rok, RESP_OKAY, RESP_SLVERR)),
         ]
         with m.If(rvalid & bus.rready):
             m.d.sync += rvalid.eq(0)
-        with m.If(do_read):
-            m.d.sync += [rvalid.eq(1), rdata.eq(0), rok.eq(0)]
-        return (do_write, bus.awaddr[2:], wdata, bytemask, do_read, bus.araddr[2:], rdata,
-                bok, rok)
+        with m.If(bus.arvalid & bus.arready):
+            m.d.sync += [rpend.eq(1), raddr.eq(bus.araddr[2:])]
+        with m.If(rpend):
+            m.d.sync += [rpend.eq(0), rvalid.eq(1), rdata.eq(0), rok.eq(0)]
+        return (do_write, bus.awaddr[2:], wdata, bytemask, rpend, raddr, rdata, bok, rok, rpend)
 
     def _simple_frontend(self, m):
         """Simple-bus target: acknowledge every request one cycle later."""
@@ -161,7 +165,7 @@ class CsrBlock(wiring.Component):
         word = bus.addr[2:self.addr_bits]
         unused_w, unused_r = Signal(), Signal()   # the simple bus has no error response
         return (new & bus.we, word, wdata, bytemask, new & ~bus.we, word, rdata,
-                unused_w, unused_r)
+                unused_w, unused_r, None)
 
     def _field_logic(self, m, reg, f, hit, wdata, bytemask):
         """Drive the field's port from bus writes; return the value a read sees."""

@@ -2313,7 +2313,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8118$2 (\$262 ),
+    .\port$8126$2 (\$262 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2321,6 +2321,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.csr  csr (
     .bus__araddr(csr__araddr),
+    .bus__arready(csr__arready),
     .bus__arvalid(csr__arvalid),
     .bus__awaddr(csr__awaddr),
     .bus__awvalid(csr__awvalid),
@@ -2351,7 +2352,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .core_pc_pc(core_pc_pc),
     .debug_hang_gemm(debug_hang_gemm),
     .debug_hang_vec(debug_hang_vec),
-    .do_read(csr__arready),
     .do_write(csr__awready),
     .done_dma_load_count(done_dma_load_count),
     .done_dma_store_count(done_dma_store_count),
@@ -2432,20 +2432,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$7957$0 (q_wait_queue),
-    .\port$8144$0 (inflight),
-    .\port$8279$0 (q__0__cpl_irq),
-    .\port$8293$0 (q__0__error_irq),
-    .\port$8305$0 (q__1__cpl_irq),
-    .\port$8319$0 (q__1__error_irq),
-    .\port$8331$0 (q__2__cpl_irq),
-    .\port$8345$0 (q__2__error_irq),
-    .\port$8357$0 (q__3__cpl_irq),
-    .\port$8371$0 (q__3__error_irq),
-    .\port$8483$0 (\$267 ),
-    .\port$8491$0 (\$268 ),
-    .\port$8499$0 (\$269 ),
-    .\port$8507$0 (\$270 ),
+    .\port$7965$0 (q_wait_queue),
+    .\port$8152$0 (inflight),
+    .\port$8287$0 (q__0__cpl_irq),
+    .\port$8301$0 (q__0__error_irq),
+    .\port$8313$0 (q__1__cpl_irq),
+    .\port$8327$0 (q__1__error_irq),
+    .\port$8339$0 (q__2__cpl_irq),
+    .\port$8353$0 (q__2__error_irq),
+    .\port$8365$0 (q__3__cpl_irq),
+    .\port$8379$0 (q__3__error_irq),
+    .\port$8491$0 (\$267 ),
+    .\port$8499$0 (\$268 ),
+    .\port$8507$0 (\$269 ),
+    .\port$8515$0 (\$270 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2533,10 +2533,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8146$0 (\$263 ),
-    .\port$8148$0 (\$264 ),
-    .\port$8150$0 (\$265 ),
-    .\port$8152$0 (\$266 ),
+    .\port$8154$0 (\$263 ),
+    .\port$8156$0 (\$264 ),
+    .\port$8158$0 (\$265 ),
+    .\port$8160$0 (\$266 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2632,8 +2632,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8146$16 (retire__0__tag),
-    .\port$8706$0 (dma_load_error),
+    .\port$8154$16 (retire__0__tag),
+    .\port$8714$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2643,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8148$16 (retire__1__tag),
-    .\port$8822$0 (dma_store_error),
+    .\port$8156$16 (retire__1__tag),
+    .\port$8830$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2687,23 +2687,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4245$0 (q__0__ready),
-    .\port$4247$0 (q__0__qreset_req),
-    .\port$4255$0 (q__1__ready),
-    .\port$4257$0 (q__1__qreset_req),
-    .\port$4265$0 (q__2__ready),
-    .\port$4267$0 (q__2__qreset_req),
-    .\port$4275$0 (q__3__ready),
-    .\port$4277$0 (q__3__qreset_req),
-    .\port$5305$0 (q__0__head),
-    .\port$5335$0 (q__1__head),
-    .\port$5365$0 (q__2__head),
-    .\port$5395$0 (q__3__head),
-    .\port$7496$0 (r_data),
-    .\port$7546$0 (\r_data$495 ),
-    .\port$7596$0 (\r_data$506 ),
-    .\port$7646$0 (\r_data$517 ),
-    .\port$8118$2 (\$262 ),
+    .\port$4249$0 (q__0__ready),
+    .\port$4251$0 (q__0__qreset_req),
+    .\port$4259$0 (q__1__ready),
+    .\port$4261$0 (q__1__qreset_req),
+    .\port$4269$0 (q__2__ready),
+    .\port$4271$0 (q__2__qreset_req),
+    .\port$4279$0 (q__3__ready),
+    .\port$4281$0 (q__3__qreset_req),
+    .\port$5309$0 (q__0__head),
+    .\port$5339$0 (q__1__head),
+    .\port$5369$0 (q__2__head),
+    .\port$5399$0 (q__3__head),
+    .\port$7500$0 (r_data),
+    .\port$7550$0 (\r_data$495 ),
+    .\port$7600$0 (\r_data$506 ),
+    .\port$7650$0 (\r_data$517 ),
+    .\port$8126$2 (\$262 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2749,8 +2749,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8150$16 (retire__2__tag),
-    .\port$8884$0 (gemm_error),
+    .\port$8158$16 (retire__2__tag),
+    .\port$8892$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2800,8 +2800,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$149 (\$269 ),
     .\level$181 (\$270 ),
     .limit(bus_timeout),
-    .\port$7703$0 (fw_write_cpl_word[3:0]),
-    .\port$7703$8 (fw_write_cpl_word[31:8]),
+    .\port$7707$0 (fw_write_cpl_word[3:0]),
+    .\port$7707$8 (fw_write_cpl_word[31:8]),
     .\port$95$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2944,8 +2944,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8152$16 (retire__3__tag),
-    .\port$9160$0 (vec_error),
+    .\port$8160$16 (retire__3__tag),
+    .\port$9168$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5816,7 +5816,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8118$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8126$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +5960,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8118$2 ;
-  wire [29:0] \port$8118$2 ;
+  output [29:0] \port$8126$2 ;
+  wire [29:0] \port$8126$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6141,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8118$2 (\$99 ),
+    .\port$8126$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6259,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8118$2  = \$99 ;
+  assign \port$8126$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8118$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8126$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6688,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8118$2 ;
-  wire [29:0] \port$8118$2 ;
+  output [29:0] \port$8126$2 ;
+  wire [29:0] \port$8126$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9794,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8118$2  = ls_addr_r[31:2];
+  assign \port$8126$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9957,16 +9957,16 @@ module \kaki_soc_4x4.control.imem (wen, rdata, wdata, waddr, ren, raddr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, bus__bresp, do_read, bus__rresp, cmd_submit_go, perf_ctrl_clear, wr_core_mem_addr
+module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, bus__bresp, bus__arready, bus__rresp, cmd_submit_go, perf_ctrl_clear, wr_core_mem_addr
 , wr_core_mem_data, debug_hang_gemm, debug_hang_vec, wr_q_doorbell0, wr_q_doorbell1, wr_q_doorbell2, wr_q_doorbell3, q_ctrl0_reset, q_ctrl1_reset, q_ctrl2_reset, q_ctrl3_reset, irq_status_fw_msg_set, status_idle, q_status0_active, q_status1_active, q_status2_active, q_status3_active, irq_status_error_set, fw_msg_value, timestamp_cycles, done_dma_load_count
 , done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, perf_dma_load_stall_count, perf_dma_store_stall_count, perf_vec_stall_count, perf_dma_load_full_count, perf_dma_store_full_count
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
 , irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
 , bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes
-, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7957$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8144$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8279$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8293$0 , q_status0_resetting, q_consumer1_index, \port$8305$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8319$0 , q_status1_resetting, q_consumer2_index, \port$8331$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8345$0 , q_status2_resetting, q_consumer3_index, \port$8357$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8371$0 , q_status3_resetting, \port$8483$0 , \port$8491$0 , \port$8499$0 , \port$8507$0 , bus__awaddr);
+, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7965$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8152$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8287$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8301$0 , q_status0_resetting, q_consumer1_index, \port$8313$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8327$0 , q_status1_resetting, q_consumer2_index, \port$8339$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8353$0 , q_status2_resetting, q_consumer3_index, \port$8365$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8379$0 , q_status3_resetting, \port$8491$0 , \port$8499$0 , \port$8507$0 , \port$8515$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10009,139 +10009,139 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$133 ;
   wire \$134 ;
   wire \$135 ;
-  wire [32:0] \$136 ;
-  wire [32:0] \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire [32:0] \$138 ;
+  wire [32:0] \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [31:0] \$141 ;
-  wire [46:0] \$142 ;
-  wire [46:0] \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire [8:0] \$146 ;
-  wire [31:0] \$147 ;
-  wire [22:0] \$148 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire [16:0] \$142 ;
+  wire [31:0] \$143 ;
+  wire [46:0] \$144 ;
+  wire [46:0] \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire [8:0] \$148 ;
   wire [31:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire [8:0] \$152 ;
-  wire [31:0] \$153 ;
-  wire [38:0] \$154 ;
-  wire [38:0] \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire [8:0] \$158 ;
-  wire [31:0] \$159 ;
+  wire [22:0] \$150 ;
+  wire [31:0] \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire [8:0] \$154 ;
+  wire [31:0] \$155 ;
+  wire [38:0] \$156 ;
+  wire [38:0] \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  wire [38:0] \$160 ;
-  wire [38:0] \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire [8:0] \$164 ;
-  wire [31:0] \$165 ;
-  wire [22:0] \$166 ;
+  wire [8:0] \$160 ;
+  wire [31:0] \$161 ;
+  wire [38:0] \$162 ;
+  wire [38:0] \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [8:0] \$166 ;
   wire [31:0] \$167 ;
-  wire [38:0] \$168 ;
-  wire [38:0] \$169 ;
+  wire [22:0] \$168 ;
+  wire [31:0] \$169 ;
   wire \$17 ;
   wire [38:0] \$170 ;
   wire [38:0] \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [8:0] \$174 ;
-  wire [31:0] \$175 ;
-  wire [22:0] \$176 ;
+  wire [38:0] \$172 ;
+  wire [38:0] \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire [8:0] \$176 ;
   wire [31:0] \$177 ;
-  wire [38:0] \$178 ;
-  wire [38:0] \$179 ;
+  wire [22:0] \$178 ;
+  wire [31:0] \$179 ;
   wire \$18 ;
   wire [38:0] \$180 ;
   wire [38:0] \$181 ;
-  wire [31:0] \$182 ;
-  wire [31:0] \$183 ;
+  wire [38:0] \$182 ;
+  wire [38:0] \$183 ;
   wire [31:0] \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [32:0] \$187 ;
-  wire [32:0] \$188 ;
-  wire [31:0] \$189 ;
+  wire [31:0] \$185 ;
+  wire [31:0] \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire [32:0] \$189 ;
   wire \$19 ;
-  wire [31:0] \$190 ;
+  wire [32:0] \$190 ;
   wire [31:0] \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire [32:0] \$194 ;
-  wire [32:0] \$195 ;
-  wire [31:0] \$196 ;
-  wire [31:0] \$197 ;
+  wire [31:0] \$192 ;
+  wire [31:0] \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire [32:0] \$196 ;
+  wire [32:0] \$197 ;
   wire [31:0] \$198 ;
-  wire \$199 ;
+  wire [31:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire [32:0] \$201 ;
-  wire [32:0] \$202 ;
-  wire [31:0] \$203 ;
-  wire [31:0] \$204 ;
+  wire [31:0] \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire [32:0] \$203 ;
+  wire [32:0] \$204 ;
   wire [31:0] \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire [32:0] \$208 ;
-  wire [32:0] \$209 ;
+  wire [31:0] \$206 ;
+  wire [31:0] \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire \$21 ;
-  wire [31:0] \$210 ;
-  wire [31:0] \$211 ;
+  wire [32:0] \$210 ;
+  wire [32:0] \$211 ;
   wire [31:0] \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire [32:0] \$215 ;
-  wire [32:0] \$216 ;
-  wire [31:0] \$217 ;
-  wire [31:0] \$218 ;
+  wire [31:0] \$213 ;
+  wire [31:0] \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire [32:0] \$217 ;
+  wire [32:0] \$218 ;
   wire [31:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire [32:0] \$222 ;
-  wire [32:0] \$223 ;
-  wire [31:0] \$224 ;
-  wire [31:0] \$225 ;
+  wire [31:0] \$220 ;
+  wire [31:0] \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire [32:0] \$224 ;
+  wire [32:0] \$225 ;
   wire [31:0] \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire [32:0] \$229 ;
+  wire [31:0] \$227 ;
+  wire [31:0] \$228 ;
+  wire \$229 ;
   wire \$23 ;
-  wire [32:0] \$230 ;
-  wire [31:0] \$231 ;
-  wire [31:0] \$232 ;
+  wire \$230 ;
+  wire [32:0] \$231 ;
+  wire [32:0] \$232 ;
   wire [31:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire [32:0] \$236 ;
-  wire [32:0] \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [31:0] \$234 ;
+  wire [31:0] \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire [32:0] \$238 ;
+  wire [32:0] \$239 ;
   wire \$24 ;
-  wire [1:0] \$240 ;
-  wire [31:0] \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire [1:0] \$244 ;
-  wire [31:0] \$245 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire [1:0] \$242 ;
+  wire [31:0] \$243 ;
+  wire \$244 ;
+  wire \$245 ;
   wire [1:0] \$246 ;
   wire [31:0] \$247 ;
-  wire [3:0] \$248 ;
+  wire [1:0] \$248 ;
   wire [31:0] \$249 ;
   wire \$25 ;
   wire [3:0] \$250 ;
   wire [31:0] \$251 ;
-  wire [7:0] \$252 ;
+  wire [3:0] \$252 ;
   wire [31:0] \$253 ;
-  wire \$254 ;
-  wire \$255 ;
+  wire [7:0] \$254 ;
+  wire [31:0] \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
@@ -10156,38 +10156,38 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$266 ;
   wire \$267 ;
   wire \$268 ;
-  wire [3:0] \$269 ;
+  wire \$269 ;
   wire \$27 ;
-  wire [3:0] \$270 ;
+  wire \$270 ;
   wire [3:0] \$271 ;
   wire [3:0] \$272 ;
   wire [3:0] \$273 ;
   wire [3:0] \$274 ;
-  wire \$275 ;
-  wire \$276 ;
+  wire [3:0] \$275 ;
+  wire [3:0] \$276 ;
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
   wire \$28 ;
-  wire [1:0] \$280 ;
-  wire [31:0] \$281 ;
+  wire \$280 ;
+  wire \$281 ;
   wire [1:0] \$282 ;
   wire [31:0] \$283 ;
-  wire [3:0] \$284 ;
+  wire [1:0] \$284 ;
   wire [31:0] \$285 ;
   wire [3:0] \$286 ;
   wire [31:0] \$287 ;
-  wire [7:0] \$288 ;
+  wire [3:0] \$288 ;
   wire [31:0] \$289 ;
   wire \$29 ;
-  wire [18:0] \$290 ;
+  wire [7:0] \$290 ;
   wire [31:0] \$291 ;
   wire [18:0] \$292 ;
   wire [31:0] \$293 ;
-  wire [31:0] \$294 ;
+  wire [18:0] \$294 ;
   wire [31:0] \$295 ;
-  wire \$296 ;
-  wire \$297 ;
+  wire [31:0] \$296 ;
+  wire [31:0] \$297 ;
   wire \$298 ;
   wire \$299 ;
   wire \$3 ;
@@ -10204,740 +10204,740 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$309 ;
   wire \$31 ;
   wire \$310 ;
-  wire [3:0] \$311 ;
-  wire [3:0] \$312 ;
+  wire \$311 ;
+  wire \$312 ;
   wire [3:0] \$313 ;
   wire [3:0] \$314 ;
   wire [3:0] \$315 ;
   wire [3:0] \$316 ;
-  wire \$317 ;
-  wire \$318 ;
+  wire [3:0] \$317 ;
+  wire [3:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
   wire \$321 ;
-  wire [1:0] \$322 ;
-  wire [31:0] \$323 ;
+  wire \$322 ;
+  wire \$323 ;
   wire [1:0] \$324 ;
   wire [31:0] \$325 ;
-  wire [3:0] \$326 ;
+  wire [1:0] \$326 ;
   wire [31:0] \$327 ;
   wire [3:0] \$328 ;
   wire [31:0] \$329 ;
   wire \$33 ;
-  wire [7:0] \$330 ;
+  wire [3:0] \$330 ;
   wire [31:0] \$331 ;
-  wire [18:0] \$332 ;
+  wire [7:0] \$332 ;
   wire [31:0] \$333 ;
   wire [18:0] \$334 ;
   wire [31:0] \$335 ;
-  wire [31:0] \$336 ;
+  wire [18:0] \$336 ;
   wire [31:0] \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire [31:0] \$338 ;
+  wire [31:0] \$339 ;
   wire \$34 ;
-  wire [8:0] \$340 ;
-  wire [31:0] \$341 ;
-  wire [22:0] \$342 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire [8:0] \$342 ;
   wire [31:0] \$343 ;
-  wire [46:0] \$344 ;
-  wire [46:0] \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire [32:0] \$348 ;
-  wire [32:0] \$349 ;
+  wire [22:0] \$344 ;
+  wire [31:0] \$345 ;
+  wire [46:0] \$346 ;
+  wire [46:0] \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire [32:0] \$352 ;
-  wire [32:0] \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire [32:0] \$356 ;
-  wire [32:0] \$357 ;
-  wire \$358 ;
-  wire \$359 ;
+  wire [32:0] \$350 ;
+  wire [32:0] \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire [32:0] \$354 ;
+  wire [32:0] \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire [32:0] \$358 ;
+  wire [32:0] \$359 ;
   wire \$36 ;
-  wire [32:0] \$360 ;
-  wire [32:0] \$361 ;
-  wire \$362 ;
-  wire \$363 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire [32:0] \$362 ;
+  wire [32:0] \$363 ;
   wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire [1:0] \$367 ;
-  wire [31:0] \$368 ;
+  wire \$367 ;
+  wire \$368 ;
   wire [1:0] \$369 ;
   wire \$37 ;
   wire [31:0] \$370 ;
-  wire \$371 ;
-  wire \$372 ;
-  wire [32:0] \$373 ;
-  wire [32:0] \$374 ;
-  wire \$375 ;
-  wire \$376 ;
-  wire [32:0] \$377 ;
-  wire [32:0] \$378 ;
-  wire \$379 ;
+  wire [1:0] \$371 ;
+  wire [31:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire [32:0] \$375 ;
+  wire [32:0] \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire [32:0] \$379 ;
   wire \$38 ;
-  wire \$380 ;
-  wire [32:0] \$381 ;
-  wire [32:0] \$382 ;
-  wire \$383 ;
-  wire \$384 ;
-  wire [32:0] \$385 ;
-  wire [32:0] \$386 ;
-  wire \$387 ;
-  wire \$388 ;
-  wire [32:0] \$389 ;
+  wire [32:0] \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire [32:0] \$383 ;
+  wire [32:0] \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire [32:0] \$387 ;
+  wire [32:0] \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  wire [32:0] \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  wire [32:0] \$393 ;
-  wire [32:0] \$394 ;
-  wire \$395 ;
-  wire \$396 ;
-  wire [32:0] \$397 ;
-  wire [32:0] \$398 ;
-  wire \$399 ;
+  wire \$390 ;
+  wire [32:0] \$391 ;
+  wire [32:0] \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire [32:0] \$395 ;
+  wire [32:0] \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire [32:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
-  wire [32:0] \$401 ;
-  wire [32:0] \$402 ;
-  wire \$403 ;
-  wire \$404 ;
-  wire [32:0] \$405 ;
-  wire [32:0] \$406 ;
-  wire \$407 ;
-  wire \$408 ;
-  wire [32:0] \$409 ;
+  wire [32:0] \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire [32:0] \$403 ;
+  wire [32:0] \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire [32:0] \$407 ;
+  wire [32:0] \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [32:0] \$410 ;
-  wire \$411 ;
-  wire \$412 ;
+  wire \$410 ;
+  wire [32:0] \$411 ;
+  wire [32:0] \$412 ;
   wire \$413 ;
   wire \$414 ;
   wire \$415 ;
-  wire [1:0] \$416 ;
-  wire [31:0] \$417 ;
-  wire [31:0] \$418 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire [1:0] \$418 ;
   wire [31:0] \$419 ;
   wire \$42 ;
   wire [31:0] \$420 ;
-  wire \$421 ;
-  wire \$422 ;
-  wire [32:0] \$423 ;
-  wire [32:0] \$424 ;
-  wire [31:0] \$425 ;
-  wire [31:0] \$426 ;
+  wire [31:0] \$421 ;
+  wire [31:0] \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire [32:0] \$425 ;
+  wire [32:0] \$426 ;
   wire [31:0] \$427 ;
-  wire \$428 ;
-  wire \$429 ;
+  wire [31:0] \$428 ;
+  wire [31:0] \$429 ;
   wire \$43 ;
-  wire [32:0] \$430 ;
-  wire [32:0] \$431 ;
-  wire \$432 ;
-  wire \$433 ;
-  wire [32:0] \$434 ;
-  wire [32:0] \$435 ;
-  wire \$436 ;
-  wire \$437 ;
-  wire [32:0] \$438 ;
-  wire [32:0] \$439 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire [32:0] \$432 ;
+  wire [32:0] \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire [32:0] \$436 ;
+  wire [32:0] \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  wire \$440 ;
-  wire \$441 ;
-  wire [8:0] \$442 ;
-  wire [31:0] \$443 ;
-  wire [15:0] \$444 ;
+  wire [32:0] \$440 ;
+  wire [32:0] \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire [8:0] \$444 ;
   wire [31:0] \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire [32:0] \$448 ;
-  wire [32:0] \$449 ;
+  wire [15:0] \$446 ;
+  wire [31:0] \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  wire [32:0] \$452 ;
-  wire [32:0] \$453 ;
-  wire \$454 ;
-  wire \$455 ;
-  wire [32:0] \$456 ;
-  wire [32:0] \$457 ;
-  wire [31:0] \$458 ;
-  wire [31:0] \$459 ;
+  wire [32:0] \$450 ;
+  wire [32:0] \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire [32:0] \$454 ;
+  wire [32:0] \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire [32:0] \$458 ;
+  wire [32:0] \$459 ;
   wire \$46 ;
   wire [31:0] \$460 ;
-  wire \$461 ;
-  wire \$462 ;
-  wire [32:0] \$463 ;
-  wire [32:0] \$464 ;
-  wire \$465 ;
-  wire \$466 ;
-  wire [3:0] \$467 ;
-  wire [31:0] \$468 ;
+  wire [31:0] \$461 ;
+  wire [31:0] \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire [32:0] \$465 ;
+  wire [32:0] \$466 ;
+  wire \$467 ;
+  wire \$468 ;
   wire [3:0] \$469 ;
   wire \$47 ;
   wire [31:0] \$470 ;
-  wire \$471 ;
-  wire \$472 ;
-  wire [32:0] \$473 ;
-  wire [32:0] \$474 ;
-  wire \$475 ;
-  wire \$476 ;
-  wire [32:0] \$477 ;
-  wire [32:0] \$478 ;
-  wire [31:0] \$479 ;
+  wire [3:0] \$471 ;
+  wire [31:0] \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire [32:0] \$475 ;
+  wire [32:0] \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire [32:0] \$479 ;
   wire \$48 ;
-  wire [31:0] \$480 ;
+  wire [32:0] \$480 ;
   wire [31:0] \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire [32:0] \$484 ;
-  wire [32:0] \$485 ;
-  wire [31:0] \$486 ;
-  wire [31:0] \$487 ;
+  wire [31:0] \$482 ;
+  wire [31:0] \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire [32:0] \$486 ;
+  wire [32:0] \$487 ;
   wire [31:0] \$488 ;
-  wire \$489 ;
+  wire [31:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire [32:0] \$491 ;
-  wire [32:0] \$492 ;
-  wire [31:0] \$493 ;
-  wire [31:0] \$494 ;
+  wire [31:0] \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire [32:0] \$493 ;
+  wire [32:0] \$494 ;
   wire [31:0] \$495 ;
-  wire \$496 ;
-  wire \$497 ;
-  wire [32:0] \$498 ;
-  wire [32:0] \$499 ;
+  wire [31:0] \$496 ;
+  wire [31:0] \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [31:0] \$500 ;
-  wire [31:0] \$501 ;
+  wire [32:0] \$500 ;
+  wire [32:0] \$501 ;
   wire [31:0] \$502 ;
-  wire \$503 ;
-  wire \$504 ;
-  wire [32:0] \$505 ;
-  wire [32:0] \$506 ;
-  wire [31:0] \$507 ;
-  wire [31:0] \$508 ;
+  wire [31:0] \$503 ;
+  wire [31:0] \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire [32:0] \$507 ;
+  wire [32:0] \$508 ;
   wire [31:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
-  wire [32:0] \$512 ;
-  wire [32:0] \$513 ;
-  wire [3:0] \$514 ;
-  wire [3:0] \$515 ;
+  wire [31:0] \$510 ;
+  wire [31:0] \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire [32:0] \$514 ;
+  wire [32:0] \$515 ;
   wire [3:0] \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire [4:0] \$519 ;
+  wire [3:0] \$517 ;
+  wire [3:0] \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  wire [31:0] \$520 ;
-  wire [3:0] \$521 ;
-  wire [3:0] \$522 ;
+  wire \$520 ;
+  wire [4:0] \$521 ;
+  wire [31:0] \$522 ;
   wire [3:0] \$523 ;
-  wire \$524 ;
-  wire \$525 ;
-  wire [4:0] \$526 ;
-  wire [31:0] \$527 ;
-  wire [3:0] \$528 ;
-  wire [3:0] \$529 ;
+  wire [3:0] \$524 ;
+  wire [3:0] \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire [4:0] \$528 ;
+  wire [31:0] \$529 ;
   wire \$53 ;
   wire [3:0] \$530 ;
-  wire \$531 ;
-  wire \$532 ;
-  wire [4:0] \$533 ;
-  wire [31:0] \$534 ;
-  wire [3:0] \$535 ;
-  wire [3:0] \$536 ;
+  wire [3:0] \$531 ;
+  wire [3:0] \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire [4:0] \$535 ;
+  wire [31:0] \$536 ;
   wire [3:0] \$537 ;
-  wire \$538 ;
-  wire \$539 ;
+  wire [3:0] \$538 ;
+  wire [3:0] \$539 ;
   wire \$54 ;
-  wire [4:0] \$540 ;
-  wire [31:0] \$541 ;
-  wire [31:0] \$542 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire [4:0] \$542 ;
   wire [31:0] \$543 ;
   wire [31:0] \$544 ;
-  wire \$545 ;
-  wire \$546 ;
-  wire [32:0] \$547 ;
-  wire [32:0] \$548 ;
-  wire [31:0] \$549 ;
+  wire [31:0] \$545 ;
+  wire [31:0] \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire [32:0] \$549 ;
   wire \$55 ;
-  wire [31:0] \$550 ;
+  wire [32:0] \$550 ;
   wire [31:0] \$551 ;
-  wire \$552 ;
-  wire \$553 ;
-  wire [32:0] \$554 ;
-  wire [32:0] \$555 ;
-  wire [31:0] \$556 ;
-  wire [31:0] \$557 ;
+  wire [31:0] \$552 ;
+  wire [31:0] \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire [32:0] \$556 ;
+  wire [32:0] \$557 ;
   wire [31:0] \$558 ;
-  wire \$559 ;
+  wire [31:0] \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire [32:0] \$561 ;
-  wire [32:0] \$562 ;
-  wire [31:0] \$563 ;
-  wire [31:0] \$564 ;
+  wire [31:0] \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire [32:0] \$563 ;
+  wire [32:0] \$564 ;
   wire [31:0] \$565 ;
-  wire \$566 ;
-  wire \$567 ;
-  wire [32:0] \$568 ;
-  wire [32:0] \$569 ;
+  wire [31:0] \$566 ;
+  wire [31:0] \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  wire [31:0] \$570 ;
-  wire [31:0] \$571 ;
+  wire [32:0] \$570 ;
+  wire [32:0] \$571 ;
   wire [31:0] \$572 ;
-  wire \$573 ;
-  wire \$574 ;
-  wire [32:0] \$575 ;
-  wire [32:0] \$576 ;
-  wire [31:0] \$577 ;
-  wire [31:0] \$578 ;
+  wire [31:0] \$573 ;
+  wire [31:0] \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire [32:0] \$577 ;
+  wire [32:0] \$578 ;
   wire [31:0] \$579 ;
   wire \$58 ;
-  wire \$580 ;
-  wire \$581 ;
-  wire [32:0] \$582 ;
-  wire [32:0] \$583 ;
-  wire [31:0] \$584 ;
-  wire [31:0] \$585 ;
+  wire [31:0] \$580 ;
+  wire [31:0] \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire [32:0] \$584 ;
+  wire [32:0] \$585 ;
   wire [31:0] \$586 ;
-  wire \$587 ;
-  wire \$588 ;
-  wire [32:0] \$589 ;
+  wire [31:0] \$587 ;
+  wire [31:0] \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [32:0] \$590 ;
-  wire [31:0] \$591 ;
-  wire [31:0] \$592 ;
+  wire \$590 ;
+  wire [32:0] \$591 ;
+  wire [32:0] \$592 ;
   wire [31:0] \$593 ;
-  wire \$594 ;
-  wire \$595 ;
-  wire [32:0] \$596 ;
-  wire [32:0] \$597 ;
-  wire [31:0] \$598 ;
-  wire [31:0] \$599 ;
+  wire [31:0] \$594 ;
+  wire [31:0] \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire [32:0] \$598 ;
+  wire [32:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire [31:0] \$600 ;
-  wire \$601 ;
-  wire \$602 ;
-  wire [32:0] \$603 ;
-  wire [32:0] \$604 ;
-  wire [31:0] \$605 ;
-  wire [31:0] \$606 ;
+  wire [31:0] \$601 ;
+  wire [31:0] \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire [32:0] \$605 ;
+  wire [32:0] \$606 ;
   wire [31:0] \$607 ;
-  wire \$608 ;
-  wire \$609 ;
+  wire [31:0] \$608 ;
+  wire [31:0] \$609 ;
   wire \$61 ;
-  wire [32:0] \$610 ;
-  wire [32:0] \$611 ;
-  wire [31:0] \$612 ;
-  wire [31:0] \$613 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire [32:0] \$612 ;
+  wire [32:0] \$613 ;
   wire [31:0] \$614 ;
-  wire \$615 ;
-  wire \$616 ;
-  wire [32:0] \$617 ;
-  wire [32:0] \$618 ;
-  wire [31:0] \$619 ;
+  wire [31:0] \$615 ;
+  wire [31:0] \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire [32:0] \$619 ;
   wire \$62 ;
-  wire [31:0] \$620 ;
+  wire [32:0] \$620 ;
   wire [31:0] \$621 ;
-  wire \$622 ;
-  wire \$623 ;
-  wire [32:0] \$624 ;
-  wire [32:0] \$625 ;
-  wire [31:0] \$626 ;
-  wire [31:0] \$627 ;
+  wire [31:0] \$622 ;
+  wire [31:0] \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire [32:0] \$626 ;
+  wire [32:0] \$627 ;
   wire [31:0] \$628 ;
-  wire \$629 ;
+  wire [31:0] \$629 ;
   wire \$63 ;
-  wire \$630 ;
-  wire [32:0] \$631 ;
-  wire [32:0] \$632 ;
-  wire [31:0] \$633 ;
-  wire [31:0] \$634 ;
+  wire [31:0] \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire [32:0] \$633 ;
+  wire [32:0] \$634 ;
   wire [31:0] \$635 ;
-  wire \$636 ;
-  wire \$637 ;
-  wire [32:0] \$638 ;
-  wire [32:0] \$639 ;
+  wire [31:0] \$636 ;
+  wire [31:0] \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
-  wire [31:0] \$640 ;
-  wire [31:0] \$641 ;
+  wire [32:0] \$640 ;
+  wire [32:0] \$641 ;
   wire [31:0] \$642 ;
-  wire \$643 ;
-  wire \$644 ;
-  wire [32:0] \$645 ;
-  wire [32:0] \$646 ;
-  wire [31:0] \$647 ;
-  wire [31:0] \$648 ;
+  wire [31:0] \$643 ;
+  wire [31:0] \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire [32:0] \$647 ;
+  wire [32:0] \$648 ;
   wire [31:0] \$649 ;
   wire \$65 ;
-  wire \$650 ;
-  wire \$651 ;
-  wire [32:0] \$652 ;
-  wire [32:0] \$653 ;
-  wire \$654 ;
-  wire \$655 ;
-  wire [32:0] \$656 ;
-  wire [32:0] \$657 ;
-  wire \$658 ;
-  wire \$659 ;
+  wire [31:0] \$650 ;
+  wire [31:0] \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire [32:0] \$654 ;
+  wire [32:0] \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire [32:0] \$658 ;
+  wire [32:0] \$659 ;
   wire \$66 ;
-  wire [32:0] \$660 ;
-  wire [32:0] \$661 ;
-  wire \$662 ;
-  wire \$663 ;
-  wire [32:0] \$664 ;
-  wire [32:0] \$665 ;
-  wire \$666 ;
-  wire \$667 ;
-  wire [32:0] \$668 ;
-  wire [32:0] \$669 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [32:0] \$662 ;
+  wire [32:0] \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire [32:0] \$666 ;
+  wire [32:0] \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire \$670 ;
-  wire \$671 ;
+  wire [32:0] \$670 ;
+  wire [32:0] \$671 ;
   wire \$672 ;
   wire \$673 ;
   wire \$674 ;
-  wire [1:0] \$675 ;
-  wire [31:0] \$676 ;
+  wire \$675 ;
+  wire \$676 ;
   wire [1:0] \$677 ;
   wire [31:0] \$678 ;
-  wire \$679 ;
+  wire [1:0] \$679 ;
   wire \$68 ;
-  wire \$680 ;
+  wire [31:0] \$680 ;
   wire \$681 ;
   wire \$682 ;
   wire \$683 ;
-  wire [1:0] \$684 ;
-  wire [31:0] \$685 ;
+  wire \$684 ;
+  wire \$685 ;
   wire [1:0] \$686 ;
   wire [31:0] \$687 ;
-  wire \$688 ;
-  wire \$689 ;
+  wire [1:0] \$688 ;
+  wire [31:0] \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
-  wire [1:0] \$693 ;
-  wire [31:0] \$694 ;
+  wire \$693 ;
+  wire \$694 ;
   wire [1:0] \$695 ;
   wire [31:0] \$696 ;
-  wire \$697 ;
-  wire \$698 ;
+  wire [1:0] \$697 ;
+  wire [31:0] \$698 ;
   wire \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$700 ;
   wire \$701 ;
-  wire [1:0] \$702 ;
-  wire [31:0] \$703 ;
+  wire \$702 ;
+  wire \$703 ;
   wire [1:0] \$704 ;
   wire [31:0] \$705 ;
-  wire \$706 ;
-  wire \$707 ;
-  wire [1:0] \$708 ;
-  wire [31:0] \$709 ;
+  wire [1:0] \$706 ;
+  wire [31:0] \$707 ;
+  wire \$708 ;
+  wire \$709 ;
   wire \$71 ;
   wire [1:0] \$710 ;
   wire [31:0] \$711 ;
-  wire [3:0] \$712 ;
+  wire [1:0] \$712 ;
   wire [31:0] \$713 ;
   wire [3:0] \$714 ;
   wire [31:0] \$715 ;
-  wire [22:0] \$716 ;
+  wire [3:0] \$716 ;
   wire [31:0] \$717 ;
-  wire \$718 ;
-  wire \$719 ;
+  wire [22:0] \$718 ;
+  wire [31:0] \$719 ;
   wire \$72 ;
-  wire [1:0] \$720 ;
-  wire [31:0] \$721 ;
+  wire \$720 ;
+  wire \$721 ;
   wire [1:0] \$722 ;
   wire [31:0] \$723 ;
-  wire [3:0] \$724 ;
+  wire [1:0] \$724 ;
   wire [31:0] \$725 ;
   wire [3:0] \$726 ;
   wire [31:0] \$727 ;
-  wire [22:0] \$728 ;
+  wire [3:0] \$728 ;
   wire [31:0] \$729 ;
   wire \$73 ;
-  wire \$730 ;
-  wire \$731 ;
-  wire [1:0] \$732 ;
-  wire [31:0] \$733 ;
+  wire [22:0] \$730 ;
+  wire [31:0] \$731 ;
+  wire \$732 ;
+  wire \$733 ;
   wire [1:0] \$734 ;
   wire [31:0] \$735 ;
-  wire [3:0] \$736 ;
+  wire [1:0] \$736 ;
   wire [31:0] \$737 ;
   wire [3:0] \$738 ;
   wire [31:0] \$739 ;
   wire \$74 ;
-  wire [22:0] \$740 ;
+  wire [3:0] \$740 ;
   wire [31:0] \$741 ;
-  wire \$742 ;
-  wire \$743 ;
-  wire [1:0] \$744 ;
-  wire [31:0] \$745 ;
+  wire [22:0] \$742 ;
+  wire [31:0] \$743 ;
+  wire \$744 ;
+  wire \$745 ;
   wire [1:0] \$746 ;
   wire [31:0] \$747 ;
-  wire [3:0] \$748 ;
+  wire [1:0] \$748 ;
   wire [31:0] \$749 ;
   wire \$75 ;
   wire [3:0] \$750 ;
   wire [31:0] \$751 ;
-  wire [22:0] \$752 ;
+  wire [3:0] \$752 ;
   wire [31:0] \$753 ;
-  wire \$754 ;
-  wire \$755 ;
-  wire [8:0] \$756 ;
-  wire [31:0] \$757 ;
-  wire \$758 ;
-  wire \$759 ;
+  wire [22:0] \$754 ;
+  wire [31:0] \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire [8:0] \$758 ;
+  wire [31:0] \$759 ;
   wire \$76 ;
-  wire [8:0] \$760 ;
-  wire [31:0] \$761 ;
-  wire \$762 ;
-  wire \$763 ;
-  wire [8:0] \$764 ;
-  wire [31:0] \$765 ;
-  wire \$766 ;
-  wire \$767 ;
-  wire [8:0] \$768 ;
-  wire [31:0] \$769 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire [8:0] \$762 ;
+  wire [31:0] \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire [8:0] \$766 ;
+  wire [31:0] \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
-  wire \$770 ;
-  wire \$771 ;
-  wire [32:0] \$772 ;
-  wire [32:0] \$773 ;
-  wire \$774 ;
-  wire \$775 ;
-  wire [32:0] \$776 ;
-  wire [32:0] \$777 ;
-  wire \$778 ;
-  wire \$779 ;
+  wire [8:0] \$770 ;
+  wire [31:0] \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire [32:0] \$774 ;
+  wire [32:0] \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire [32:0] \$778 ;
+  wire [32:0] \$779 ;
   wire \$78 ;
-  wire [32:0] \$780 ;
-  wire [32:0] \$781 ;
-  wire \$782 ;
-  wire \$783 ;
-  wire [32:0] \$784 ;
-  wire [32:0] \$785 ;
-  wire \$786 ;
-  wire \$787 ;
-  wire [32:0] \$788 ;
-  wire [32:0] \$789 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire [32:0] \$782 ;
+  wire [32:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire [32:0] \$786 ;
+  wire [32:0] \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire \$790 ;
-  wire \$791 ;
-  wire [32:0] \$792 ;
-  wire [32:0] \$793 ;
-  wire \$794 ;
-  wire \$795 ;
-  wire [32:0] \$796 ;
-  wire [32:0] \$797 ;
-  wire \$798 ;
-  wire \$799 ;
+  wire [32:0] \$790 ;
+  wire [32:0] \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire [32:0] \$794 ;
+  wire [32:0] \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire [32:0] \$798 ;
+  wire [32:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire [32:0] \$800 ;
-  wire [32:0] \$801 ;
-  wire \$802 ;
-  wire \$803 ;
-  wire [32:0] \$804 ;
-  wire [32:0] \$805 ;
-  wire \$806 ;
-  wire \$807 ;
-  wire [32:0] \$808 ;
-  wire [32:0] \$809 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire [32:0] \$802 ;
+  wire [32:0] \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire [32:0] \$806 ;
+  wire [32:0] \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire \$810 ;
-  wire \$811 ;
-  wire [32:0] \$812 ;
-  wire [32:0] \$813 ;
-  wire \$814 ;
-  wire \$815 ;
-  wire [32:0] \$816 ;
-  wire [32:0] \$817 ;
-  wire \$818 ;
-  wire \$819 ;
+  wire [32:0] \$810 ;
+  wire [32:0] \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire [32:0] \$814 ;
+  wire [32:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire [32:0] \$818 ;
+  wire [32:0] \$819 ;
   wire \$82 ;
-  wire [32:0] \$820 ;
-  wire [32:0] \$821 ;
-  wire \$822 ;
-  wire \$823 ;
-  wire [32:0] \$824 ;
-  wire [32:0] \$825 ;
-  wire \$826 ;
-  wire \$827 ;
-  wire [32:0] \$828 ;
-  wire [32:0] \$829 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire [32:0] \$822 ;
+  wire [32:0] \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire [32:0] \$826 ;
+  wire [32:0] \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
-  wire \$830 ;
-  wire \$831 ;
-  wire [32:0] \$832 ;
-  wire [32:0] \$833 ;
-  wire \$834 ;
-  wire \$835 ;
-  wire [32:0] \$836 ;
-  wire [32:0] \$837 ;
-  wire \$838 ;
-  wire \$839 ;
+  wire [32:0] \$830 ;
+  wire [32:0] \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire [32:0] \$834 ;
+  wire [32:0] \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire [32:0] \$838 ;
+  wire [32:0] \$839 ;
   wire \$84 ;
-  wire [32:0] \$840 ;
-  wire [32:0] \$841 ;
-  wire \$842 ;
-  wire \$843 ;
-  wire [32:0] \$844 ;
-  wire [32:0] \$845 ;
-  wire \$846 ;
-  wire \$847 ;
-  wire [32:0] \$848 ;
-  wire [32:0] \$849 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire [32:0] \$842 ;
+  wire [32:0] \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire [32:0] \$846 ;
+  wire [32:0] \$847 ;
+  wire \$848 ;
+  wire \$849 ;
   wire \$85 ;
-  wire \$850 ;
-  wire \$851 ;
-  wire [32:0] \$852 ;
-  wire [32:0] \$853 ;
-  wire \$854 ;
-  wire \$855 ;
-  wire [32:0] \$856 ;
-  wire [32:0] \$857 ;
-  wire \$858 ;
-  wire \$859 ;
+  wire [32:0] \$850 ;
+  wire [32:0] \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire [32:0] \$854 ;
+  wire [32:0] \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire [32:0] \$858 ;
+  wire [32:0] \$859 ;
   wire \$86 ;
-  wire [32:0] \$860 ;
-  wire [32:0] \$861 ;
-  wire \$862 ;
-  wire \$863 ;
-  wire [32:0] \$864 ;
-  wire [32:0] \$865 ;
-  wire \$866 ;
-  wire \$867 ;
-  wire [32:0] \$868 ;
-  wire [32:0] \$869 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire [32:0] \$862 ;
+  wire [32:0] \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire [32:0] \$866 ;
+  wire [32:0] \$867 ;
+  wire \$868 ;
+  wire \$869 ;
   wire \$87 ;
-  wire \$870 ;
-  wire \$871 ;
-  wire [32:0] \$872 ;
-  wire [32:0] \$873 ;
-  wire \$874 ;
-  wire \$875 ;
-  wire [32:0] \$876 ;
-  wire [32:0] \$877 ;
-  wire \$878 ;
-  wire \$879 ;
+  wire [32:0] \$870 ;
+  wire [32:0] \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire [32:0] \$874 ;
+  wire [32:0] \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire [32:0] \$878 ;
+  wire [32:0] \$879 ;
   wire \$88 ;
-  wire [32:0] \$880 ;
-  wire [32:0] \$881 ;
-  wire \$882 ;
-  wire \$883 ;
-  wire [32:0] \$884 ;
-  wire [32:0] \$885 ;
-  wire \$886 ;
-  wire \$887 ;
-  wire [32:0] \$888 ;
-  wire [32:0] \$889 ;
+  wire \$880 ;
+  wire \$881 ;
+  wire [32:0] \$882 ;
+  wire [32:0] \$883 ;
+  wire \$884 ;
+  wire \$885 ;
+  wire [32:0] \$886 ;
+  wire [32:0] \$887 ;
+  wire \$888 ;
+  wire \$889 ;
   wire \$89 ;
-  wire \$890 ;
-  wire \$891 ;
-  wire [32:0] \$892 ;
-  wire [32:0] \$893 ;
-  wire \$894 ;
-  wire \$895 ;
-  wire [32:0] \$896 ;
-  wire [32:0] \$897 ;
-  wire \$898 ;
-  wire \$899 ;
+  wire [32:0] \$890 ;
+  wire [32:0] \$891 ;
+  wire \$892 ;
+  wire \$893 ;
+  wire [32:0] \$894 ;
+  wire [32:0] \$895 ;
+  wire \$896 ;
+  wire \$897 ;
+  wire [32:0] \$898 ;
+  wire [32:0] \$899 ;
   wire \$9 ;
   wire \$90 ;
-  wire [32:0] \$900 ;
-  wire [32:0] \$901 ;
-  wire \$902 ;
-  wire \$903 ;
-  wire [32:0] \$904 ;
-  wire [32:0] \$905 ;
-  wire \$906 ;
-  wire \$907 ;
-  wire [32:0] \$908 ;
-  wire [32:0] \$909 ;
+  wire \$900 ;
+  wire \$901 ;
+  wire [32:0] \$902 ;
+  wire [32:0] \$903 ;
+  wire \$904 ;
+  wire \$905 ;
+  wire [32:0] \$906 ;
+  wire [32:0] \$907 ;
+  wire \$908 ;
+  wire \$909 ;
   wire \$91 ;
-  wire \$910 ;
-  wire \$911 ;
-  wire [32:0] \$912 ;
-  wire [32:0] \$913 ;
-  wire \$914 ;
-  wire \$915 ;
-  wire [32:0] \$916 ;
-  wire [32:0] \$917 ;
-  wire \$918 ;
-  wire \$919 ;
+  wire [32:0] \$910 ;
+  wire [32:0] \$911 ;
+  wire \$912 ;
+  wire \$913 ;
+  wire [32:0] \$914 ;
+  wire [32:0] \$915 ;
+  wire \$916 ;
+  wire \$917 ;
+  wire [32:0] \$918 ;
+  wire [32:0] \$919 ;
   wire \$92 ;
-  wire [32:0] \$920 ;
-  wire [32:0] \$921 ;
-  wire \$922 ;
-  wire \$923 ;
-  wire [32:0] \$924 ;
-  wire [32:0] \$925 ;
-  reg \$926 ;
-  reg \$927 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire [32:0] \$922 ;
+  wire [32:0] \$923 ;
+  wire \$924 ;
+  wire \$925 ;
+  wire [32:0] \$926 ;
+  wire [32:0] \$927 ;
   reg \$928 ;
-  reg [31:0] \$929 ;
+  reg \$929 ;
   wire \$93 ;
   reg \$930 ;
-  reg [31:0] \$931 ;
-  reg [31:0] \$932 ;
+  reg \$931 ;
+  reg [9:0] \$932 ;
   reg [31:0] \$933 ;
-  reg [31:0] \$934 ;
+  reg \$934 ;
   reg [31:0] \$935 ;
   reg [31:0] \$936 ;
   reg [31:0] \$937 ;
   reg [31:0] \$938 ;
-  reg \$939 ;
+  reg [31:0] \$939 ;
   wire \$94 ;
-  reg \$940 ;
-  reg \$941 ;
-  reg \$942 ;
+  reg [31:0] \$940 ;
+  reg [31:0] \$941 ;
+  reg [31:0] \$942 ;
   reg \$943 ;
-  reg [3:0] \$944 ;
-  reg [3:0] \$945 ;
+  reg \$944 ;
+  reg \$945 ;
   reg \$946 ;
   reg \$947 ;
-  reg \$948 ;
-  reg \$949 ;
+  reg [3:0] \$948 ;
+  reg [3:0] \$949 ;
   wire \$95 ;
   reg \$950 ;
   reg \$951 ;
-  reg [3:0] \$952 ;
-  reg [3:0] \$953 ;
+  reg \$952 ;
+  reg \$953 ;
   reg \$954 ;
   reg \$955 ;
-  reg \$956 ;
-  reg [31:0] \$957 ;
-  reg [31:0] \$958 ;
-  reg [31:0] \$959 ;
+  reg [3:0] \$956 ;
+  reg [3:0] \$957 ;
+  reg \$958 ;
+  reg \$959 ;
   wire \$96 ;
-  reg [31:0] \$960 ;
+  reg \$960 ;
   reg [31:0] \$961 ;
   reg [31:0] \$962 ;
   reg [31:0] \$963 ;
   reg [31:0] \$964 ;
-  reg [3:0] \$965 ;
-  reg [3:0] \$966 ;
-  reg [3:0] \$967 ;
-  reg [3:0] \$968 ;
-  reg [31:0] \$969 ;
+  reg [31:0] \$965 ;
+  reg [31:0] \$966 ;
+  reg [31:0] \$967 ;
+  reg [31:0] \$968 ;
+  reg [3:0] \$969 ;
   wire \$97 ;
-  reg [31:0] \$970 ;
-  reg [31:0] \$971 ;
-  reg [31:0] \$972 ;
+  reg [3:0] \$970 ;
+  reg [3:0] \$971 ;
+  reg [3:0] \$972 ;
   reg [31:0] \$973 ;
   reg [31:0] \$974 ;
   reg [31:0] \$975 ;
@@ -10951,16 +10951,21 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   reg [31:0] \$982 ;
   reg [31:0] \$983 ;
   reg [31:0] \$984 ;
-  reg \$985 ;
-  reg \$986 ;
-  reg \$987 ;
-  reg \$988 ;
+  reg [31:0] \$985 ;
+  reg [31:0] \$986 ;
+  reg [31:0] \$987 ;
+  reg [31:0] \$988 ;
+  reg \$989 ;
   wire \$99 ;
+  reg \$990 ;
+  reg \$991 ;
+  reg \$992 ;
   reg \$signal  = 1'h0;
-  reg \$signal$14  = 1'h0;
+  reg \$signal$13  = 1'h0;
   reg bok = 1'h0;
   input [11:0] bus__araddr;
   wire [11:0] bus__araddr;
+  output bus__arready;
   wire bus__arready;
   input bus__arvalid;
   wire bus__arvalid;
@@ -11050,8 +11055,6 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire debug_hang_gemm;
   output debug_hang_vec;
   wire debug_hang_vec;
-  output do_read;
-  wire do_read;
   output do_write;
   wire do_write;
   input [31:0] done_dma_load_count;
@@ -11214,34 +11217,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$7957$0 ;
-  wire [3:0] \port$7957$0 ;
-  input [3:0] \port$8144$0 ;
-  wire [3:0] \port$8144$0 ;
-  input \port$8279$0 ;
-  wire \port$8279$0 ;
-  input \port$8293$0 ;
-  wire \port$8293$0 ;
-  input \port$8305$0 ;
-  wire \port$8305$0 ;
-  input \port$8319$0 ;
-  wire \port$8319$0 ;
-  input \port$8331$0 ;
-  wire \port$8331$0 ;
-  input \port$8345$0 ;
-  wire \port$8345$0 ;
-  input \port$8357$0 ;
-  wire \port$8357$0 ;
-  input \port$8371$0 ;
-  wire \port$8371$0 ;
-  input [2:0] \port$8483$0 ;
-  wire [2:0] \port$8483$0 ;
+  input [3:0] \port$7965$0 ;
+  wire [3:0] \port$7965$0 ;
+  input [3:0] \port$8152$0 ;
+  wire [3:0] \port$8152$0 ;
+  input \port$8287$0 ;
+  wire \port$8287$0 ;
+  input \port$8301$0 ;
+  wire \port$8301$0 ;
+  input \port$8313$0 ;
+  wire \port$8313$0 ;
+  input \port$8327$0 ;
+  wire \port$8327$0 ;
+  input \port$8339$0 ;
+  wire \port$8339$0 ;
+  input \port$8353$0 ;
+  wire \port$8353$0 ;
+  input \port$8365$0 ;
+  wire \port$8365$0 ;
+  input \port$8379$0 ;
+  wire \port$8379$0 ;
   input [2:0] \port$8491$0 ;
   wire [2:0] \port$8491$0 ;
   input [2:0] \port$8499$0 ;
   wire [2:0] \port$8499$0 ;
   input [2:0] \port$8507$0 ;
   wire [2:0] \port$8507$0 ;
+  input [2:0] \port$8515$0 ;
+  wire [2:0] \port$8515$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -11376,6 +11379,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   reg [31:0] q_window_size3_bytes = 32'd0;
   (* init = 32'd0 *)
   wire [31:0] rdata;
+  reg read_pending = 1'h0;
+  reg [9:0] read_word = 10'h000;
   reg rok = 1'h0;
   input rst;
   wire rst;
@@ -11524,40 +11529,45 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire wr_timestamp;
   wire wr_version;
   wire wr_watchdog;
-  assign wr_version = do_write & \$5 ;
-  assign \$6  = bus__awaddr[11:2] == 2'h2;
-  assign wr_cap_array = do_write & \$6 ;
-  assign \$7  = bus__awaddr[11:2] == 2'h3;
-  assign wr_cap_spad = do_write & \$7 ;
-  assign \$8  = bus__awaddr[11:2] == 3'h4;
-  assign wr_cap_acc = do_write & \$8 ;
-  assign \$9  = bus__awaddr[11:2] == 3'h5;
-  assign wr_cap_dma = do_write & \$9 ;
-  assign \$10  = bus__awaddr[11:2] == 3'h6;
-  assign wr_cap_queues = do_write & \$10 ;
-  assign \$11  = bus__awaddr[11:2] == 4'h8;
-  assign wr_cmd0 = do_write & \$11 ;
-  assign \$12  = bus__awaddr[11:2] == 4'h9;
-  assign wr_cmd1 = do_write & \$12 ;
-  assign \$13  = bus__awaddr[11:2] == 4'ha;
-  assign wr_cmd2 = do_write & \$13 ;
-  assign \$14  = bus__awaddr[11:2] == 4'hb;
-  assign wr_cmd3 = do_write & \$14 ;
-  assign \$15  = bus__awaddr[11:2] == 4'hc;
-  assign wr_cmd4 = do_write & \$15 ;
-  assign \$16  = bus__awaddr[11:2] == 4'hd;
-  assign wr_cmd5 = do_write & \$16 ;
-  assign \$17  = bus__awaddr[11:2] == 4'he;
-  assign wr_cmd6 = do_write & \$17 ;
-  assign \$18  = bus__awaddr[11:2] == 4'hf;
-  assign wr_cmd7 = do_write & \$18 ;
-  assign \$19  = bus__awaddr[11:2] == 5'h10;
-  assign wr_cmd_submit = do_write & \$19 ;
+  assign bus__arready = \$3  & \$4 ;
+  assign bus__rresp = rok ? 2'h0 : 2'h2;
+  assign \$5  = ! bus__awaddr[11:2];
+  assign wr_id = do_write & \$5 ;
+  assign \$6  = bus__awaddr[11:2] == 1'h1;
+  assign wr_version = do_write & \$6 ;
+  assign \$7  = bus__awaddr[11:2] == 2'h2;
+  assign wr_cap_array = do_write & \$7 ;
+  assign \$8  = bus__awaddr[11:2] == 2'h3;
+  assign wr_cap_spad = do_write & \$8 ;
+  assign \$9  = bus__awaddr[11:2] == 3'h4;
+  assign wr_cap_acc = do_write & \$9 ;
+  assign \$10  = bus__awaddr[11:2] == 3'h5;
+  assign wr_cap_dma = do_write & \$10 ;
+  assign \$11  = bus__awaddr[11:2] == 3'h6;
+  assign wr_cap_queues = do_write & \$11 ;
+  assign \$12  = bus__awaddr[11:2] == 4'h8;
+  assign wr_cmd0 = do_write & \$12 ;
+  assign \$13  = bus__awaddr[11:2] == 4'h9;
+  assign wr_cmd1 = do_write & \$13 ;
+  assign \$14  = bus__awaddr[11:2] == 4'ha;
+  assign wr_cmd2 = do_write & \$14 ;
+  assign \$15  = bus__awaddr[11:2] == 4'hb;
+  assign wr_cmd3 = do_write & \$15 ;
+  assign \$16  = bus__awaddr[11:2] == 4'hc;
+  assign wr_cmd4 = do_write & \$16 ;
+  assign \$17  = bus__awaddr[11:2] == 4'hd;
+  assign wr_cmd5 = do_write & \$17 ;
+  assign \$18  = bus__awaddr[11:2] == 4'he;
+  assign wr_cmd6 = do_write & \$18 ;
+  assign \$19  = bus__awaddr[11:2] == 4'hf;
+  assign wr_cmd7 = do_write & \$19 ;
+  assign \$20  = bus__awaddr[11:2] == 5'h10;
+  assign wr_cmd_submit = do_write & \$20 ;
   assign cmd_submit_go = wr_cmd_submit & wdata[0];
-  assign \$20  = bus__awaddr[11:2] == 5'h11;
-  assign wr_status = do_write & \$20 ;
-  assign \$21  = bus__awaddr[11:2] == 5'h12;
-  assign wr_irq_status = do_write & \$21 ;
+  assign \$21  = bus__awaddr[11:2] == 5'h11;
+  assign wr_status = do_write & \$21 ;
+  assign \$22  = bus__awaddr[11:2] == 5'h12;
+  assign wr_irq_status = do_write & \$22 ;
   assign clr_irq_status_dma_load_done = wr_irq_status & wdata[0];
   assign clr_irq_status_dma_store_done = wr_irq_status & wdata[1];
   assign clr_irq_status_gemm_done = wr_irq_status & wdata[2];
@@ -11566,1253 +11576,847 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign clr_irq_status_queue_cpl = { wr_irq_status, wr_irq_status, wr_irq_status, wr_irq_status } & wdata[11:8];
   assign clr_irq_status_queue_error = { wr_irq_status, wr_irq_status, wr_irq_status, wr_irq_status } & wdata[15:12];
   assign clr_irq_status_fw_msg = wr_irq_status & wdata[16];
-  assign \$22  = bus__awaddr[11:2] == 5'h13;
-  assign wr_irq_enable = do_write & \$22 ;
-  assign \$23  = bus__awaddr[11:2] == 5'h14;
-  assign wr_error_info = do_write & \$23 ;
-  assign \$24  = bus__awaddr[11:2] == 5'h18;
-  assign wr_done_dma_load = do_write & \$24 ;
-  assign \$25  = bus__awaddr[11:2] == 5'h19;
-  assign wr_done_dma_store = do_write & \$25 ;
-  assign \$26  = bus__awaddr[11:2] == 5'h1a;
-  assign wr_done_gemm = do_write & \$26 ;
-  assign \$27  = bus__awaddr[11:2] == 5'h1b;
-  assign wr_done_vec = do_write & \$27 ;
-  assign \$28  = bus__awaddr[11:2] == 6'h20;
-  assign wr_perf_ctrl = do_write & \$28 ;
+  assign \$23  = bus__awaddr[11:2] == 5'h13;
+  assign wr_irq_enable = do_write & \$23 ;
+  assign \$24  = bus__awaddr[11:2] == 5'h14;
+  assign wr_error_info = do_write & \$24 ;
+  assign \$25  = bus__awaddr[11:2] == 5'h18;
+  assign wr_done_dma_load = do_write & \$25 ;
+  assign \$26  = bus__awaddr[11:2] == 5'h19;
+  assign wr_done_dma_store = do_write & \$26 ;
+  assign \$27  = bus__awaddr[11:2] == 5'h1a;
+  assign wr_done_gemm = do_write & \$27 ;
+  assign \$28  = bus__awaddr[11:2] == 5'h1b;
+  assign wr_done_vec = do_write & \$28 ;
+  assign \$29  = bus__awaddr[11:2] == 6'h20;
+  assign wr_perf_ctrl = do_write & \$29 ;
   assign perf_ctrl_clear = wr_perf_ctrl & wdata[0];
-  assign \$29  = bus__awaddr[11:2] == 6'h21;
-  assign wr_perf_cycles = do_write & \$29 ;
-  assign \$30  = bus__awaddr[11:2] == 6'h22;
-  assign wr_perf_gemm_busy = do_write & \$30 ;
-  assign \$31  = bus__awaddr[11:2] == 6'h23;
-  assign wr_perf_gemm_active = do_write & \$31 ;
-  assign \$32  = bus__awaddr[11:2] == 6'h24;
-  assign wr_perf_gemm_stall = do_write & \$32 ;
-  assign \$33  = bus__awaddr[11:2] == 6'h25;
-  assign wr_perf_vec_busy = do_write & \$33 ;
-  assign \$34  = bus__awaddr[11:2] == 6'h26;
-  assign wr_perf_vec_active = do_write & \$34 ;
-  assign \$35  = bus__awaddr[11:2] == 6'h27;
-  assign wr_perf_dma_load_busy = do_write & \$35 ;
-  assign \$36  = bus__awaddr[11:2] == 6'h28;
-  assign wr_perf_dma_store_busy = do_write & \$36 ;
-  assign \$37  = bus__awaddr[11:2] == 6'h29;
-  assign wr_perf_dma_load_bytes = do_write & \$37 ;
-  assign \$38  = bus__awaddr[11:2] == 6'h2a;
-  assign wr_perf_dma_store_bytes = do_write & \$38 ;
-  assign \$39  = bus__awaddr[11:2] == 6'h30;
-  assign wr_core_ctrl = do_write & \$39 ;
-  assign \$40  = bus__awaddr[11:2] == 6'h31;
-  assign wr_core_mem_addr = do_write & \$40 ;
-  assign \$41  = bus__awaddr[11:2] == 6'h32;
-  assign wr_core_mem_data = do_write & \$41 ;
-  assign \$42  = bus__awaddr[11:2] == 6'h33;
-  assign wr_core_pc = do_write & \$42 ;
-  assign \$43  = bus__awaddr[11:2] == 6'h34;
-  assign wr_fw_version = do_write & \$43 ;
-  assign \$44  = bus__awaddr[11:2] == 6'h35;
-  assign wr_fw_status = do_write & \$44 ;
-  assign \$45  = bus__awaddr[11:2] == 6'h36;
-  assign wr_fw_fault_pc = do_write & \$45 ;
-  assign \$46  = bus__awaddr[11:2] == 6'h37;
-  assign wr_fw_fault_cause = do_write & \$46 ;
-  assign \$47  = bus__awaddr[11:2] == 6'h38;
-  assign wr_fw_fault_tval = do_write & \$47 ;
-  assign \$48  = bus__awaddr[11:2] == 6'h39;
-  assign wr_watchdog = do_write & \$48 ;
-  assign \$49  = bus__awaddr[11:2] == 6'h3a;
-  assign wr_debug_hang = do_write & \$49 ;
+  assign \$30  = bus__awaddr[11:2] == 6'h21;
+  assign wr_perf_cycles = do_write & \$30 ;
+  assign \$31  = bus__awaddr[11:2] == 6'h22;
+  assign wr_perf_gemm_busy = do_write & \$31 ;
+  assign \$32  = bus__awaddr[11:2] == 6'h23;
+  assign wr_perf_gemm_active = do_write & \$32 ;
+  assign \$33  = bus__awaddr[11:2] == 6'h24;
+  assign wr_perf_gemm_stall = do_write & \$33 ;
+  assign \$34  = bus__awaddr[11:2] == 6'h25;
+  assign wr_perf_vec_busy = do_write & \$34 ;
+  assign \$35  = bus__awaddr[11:2] == 6'h26;
+  assign wr_perf_vec_active = do_write & \$35 ;
+  assign \$36  = bus__awaddr[11:2] == 6'h27;
+  assign wr_perf_dma_load_busy = do_write & \$36 ;
+  assign \$37  = bus__awaddr[11:2] == 6'h28;
+  assign wr_perf_dma_store_busy = do_write & \$37 ;
+  assign \$38  = bus__awaddr[11:2] == 6'h29;
+  assign wr_perf_dma_load_bytes = do_write & \$38 ;
+  assign \$39  = bus__awaddr[11:2] == 6'h2a;
+  assign wr_perf_dma_store_bytes = do_write & \$39 ;
+  assign \$40  = bus__awaddr[11:2] == 6'h30;
+  assign wr_core_ctrl = do_write & \$40 ;
+  assign \$41  = bus__awaddr[11:2] == 6'h31;
+  assign wr_core_mem_addr = do_write & \$41 ;
+  assign \$42  = bus__awaddr[11:2] == 6'h32;
+  assign wr_core_mem_data = do_write & \$42 ;
+  assign \$43  = bus__awaddr[11:2] == 6'h33;
+  assign wr_core_pc = do_write & \$43 ;
+  assign \$44  = bus__awaddr[11:2] == 6'h34;
+  assign wr_fw_version = do_write & \$44 ;
+  assign \$45  = bus__awaddr[11:2] == 6'h35;
+  assign wr_fw_status = do_write & \$45 ;
+  assign \$46  = bus__awaddr[11:2] == 6'h36;
+  assign wr_fw_fault_pc = do_write & \$46 ;
+  assign \$47  = bus__awaddr[11:2] == 6'h37;
+  assign wr_fw_fault_cause = do_write & \$47 ;
+  assign \$48  = bus__awaddr[11:2] == 6'h38;
+  assign wr_fw_fault_tval = do_write & \$48 ;
+  assign \$49  = bus__awaddr[11:2] == 6'h39;
+  assign wr_watchdog = do_write & \$49 ;
+  assign \$50  = bus__awaddr[11:2] == 6'h3a;
+  assign wr_debug_hang = do_write & \$50 ;
   assign debug_hang_gemm = wr_debug_hang & wdata[2];
   assign debug_hang_vec = wr_debug_hang & wdata[3];
-  assign \$50  = bus__awaddr[11:2] == 6'h3b;
-  assign wr_fw_msg = do_write & \$50 ;
-  assign \$51  = bus__awaddr[11:2] == 6'h3c;
-  assign wr_timestamp = do_write & \$51 ;
-  assign \$52  = bus__awaddr[11:2] == 6'h3d;
-  assign wr_bus_timeout = do_write & \$52 ;
-  assign \$53  = bus__awaddr[11:2] == 7'h40;
-  assign wr_q_ring_base0 = do_write & \$53 ;
-  assign \$54  = bus__awaddr[11:2] == 7'h41;
-  assign wr_q_ring_base1 = do_write & \$54 ;
-  assign \$55  = bus__awaddr[11:2] == 7'h42;
-  assign wr_q_ring_base2 = do_write & \$55 ;
-  assign \$56  = bus__awaddr[11:2] == 7'h43;
-  assign wr_q_ring_base3 = do_write & \$56 ;
-  assign \$57  = bus__awaddr[11:2] == 7'h44;
-  assign wr_q_ring_size0 = do_write & \$57 ;
-  assign \$58  = bus__awaddr[11:2] == 7'h45;
-  assign wr_q_ring_size1 = do_write & \$58 ;
-  assign \$59  = bus__awaddr[11:2] == 7'h46;
-  assign wr_q_ring_size2 = do_write & \$59 ;
-  assign \$60  = bus__awaddr[11:2] == 7'h47;
-  assign wr_q_ring_size3 = do_write & \$60 ;
-  assign \$61  = bus__awaddr[11:2] == 7'h48;
-  assign wr_q_cpl_base0 = do_write & \$61 ;
-  assign \$62  = bus__awaddr[11:2] == 7'h49;
-  assign wr_q_cpl_base1 = do_write & \$62 ;
-  assign \$63  = bus__awaddr[11:2] == 7'h4a;
-  assign wr_q_cpl_base2 = do_write & \$63 ;
-  assign \$64  = bus__awaddr[11:2] == 7'h4b;
-  assign wr_q_cpl_base3 = do_write & \$64 ;
-  assign \$65  = bus__awaddr[11:2] == 7'h4c;
-  assign wr_q_window_base0 = do_write & \$65 ;
-  assign \$66  = bus__awaddr[11:2] == 7'h4d;
-  assign wr_q_window_base1 = do_write & \$66 ;
-  assign \$67  = bus__awaddr[11:2] == 7'h4e;
-  assign wr_q_window_base2 = do_write & \$67 ;
-  assign \$68  = bus__awaddr[11:2] == 7'h4f;
-  assign wr_q_window_base3 = do_write & \$68 ;
-  assign \$69  = bus__awaddr[11:2] == 7'h50;
-  assign wr_q_window_size0 = do_write & \$69 ;
-  assign \$70  = bus__awaddr[11:2] == 7'h51;
-  assign wr_q_window_size1 = do_write & \$70 ;
-  assign \$71  = bus__awaddr[11:2] == 7'h52;
-  assign wr_q_window_size2 = do_write & \$71 ;
-  assign \$72  = bus__awaddr[11:2] == 7'h53;
-  assign wr_q_window_size3 = do_write & \$72 ;
-  assign \$73  = bus__awaddr[11:2] == 7'h54;
-  assign wr_q_doorbell0 = do_write & \$73 ;
-  assign \$74  = bus__awaddr[11:2] == 7'h55;
-  assign wr_q_doorbell1 = do_write & \$74 ;
-  assign \$75  = bus__awaddr[11:2] == 7'h56;
-  assign wr_q_doorbell2 = do_write & \$75 ;
-  assign \$76  = bus__awaddr[11:2] == 7'h57;
-  assign wr_q_doorbell3 = do_write & \$76 ;
-  assign \$77  = bus__awaddr[11:2] == 7'h58;
-  assign wr_q_consumer0 = do_write & \$77 ;
-  assign \$78  = bus__awaddr[11:2] == 7'h59;
-  assign wr_q_consumer1 = do_write & \$78 ;
-  assign \$79  = bus__awaddr[11:2] == 7'h5a;
-  assign wr_q_consumer2 = do_write & \$79 ;
-  assign \$80  = bus__awaddr[11:2] == 7'h5b;
-  assign wr_q_consumer3 = do_write & \$80 ;
-  assign \$81  = bus__awaddr[11:2] == 7'h5c;
-  assign wr_q_ctrl0 = do_write & \$81 ;
+  assign \$51  = bus__awaddr[11:2] == 6'h3b;
+  assign wr_fw_msg = do_write & \$51 ;
+  assign \$52  = bus__awaddr[11:2] == 6'h3c;
+  assign wr_timestamp = do_write & \$52 ;
+  assign \$53  = bus__awaddr[11:2] == 6'h3d;
+  assign wr_bus_timeout = do_write & \$53 ;
+  assign \$54  = bus__awaddr[11:2] == 7'h40;
+  assign wr_q_ring_base0 = do_write & \$54 ;
+  assign \$55  = bus__awaddr[11:2] == 7'h41;
+  assign wr_q_ring_base1 = do_write & \$55 ;
+  assign \$56  = bus__awaddr[11:2] == 7'h42;
+  assign wr_q_ring_base2 = do_write & \$56 ;
+  assign \$57  = bus__awaddr[11:2] == 7'h43;
+  assign wr_q_ring_base3 = do_write & \$57 ;
+  assign \$58  = bus__awaddr[11:2] == 7'h44;
+  assign wr_q_ring_size0 = do_write & \$58 ;
+  assign \$59  = bus__awaddr[11:2] == 7'h45;
+  assign wr_q_ring_size1 = do_write & \$59 ;
+  assign \$60  = bus__awaddr[11:2] == 7'h46;
+  assign wr_q_ring_size2 = do_write & \$60 ;
+  assign \$61  = bus__awaddr[11:2] == 7'h47;
+  assign wr_q_ring_size3 = do_write & \$61 ;
+  assign \$62  = bus__awaddr[11:2] == 7'h48;
+  assign wr_q_cpl_base0 = do_write & \$62 ;
+  assign \$63  = bus__awaddr[11:2] == 7'h49;
+  assign wr_q_cpl_base1 = do_write & \$63 ;
+  assign \$64  = bus__awaddr[11:2] == 7'h4a;
+  assign wr_q_cpl_base2 = do_write & \$64 ;
+  assign \$65  = bus__awaddr[11:2] == 7'h4b;
+  assign wr_q_cpl_base3 = do_write & \$65 ;
+  assign \$66  = bus__awaddr[11:2] == 7'h4c;
+  assign wr_q_window_base0 = do_write & \$66 ;
+  assign \$67  = bus__awaddr[11:2] == 7'h4d;
+  assign wr_q_window_base1 = do_write & \$67 ;
+  assign \$68  = bus__awaddr[11:2] == 7'h4e;
+  assign wr_q_window_base2 = do_write & \$68 ;
+  assign \$69  = bus__awaddr[11:2] == 7'h4f;
+  assign wr_q_window_base3 = do_write & \$69 ;
+  assign \$70  = bus__awaddr[11:2] == 7'h50;
+  assign wr_q_window_size0 = do_write & \$70 ;
+  assign \$71  = bus__awaddr[11:2] == 7'h51;
+  assign wr_q_window_size1 = do_write & \$71 ;
+  assign \$72  = bus__awaddr[11:2] == 7'h52;
+  assign wr_q_window_size2 = do_write & \$72 ;
+  assign \$73  = bus__awaddr[11:2] == 7'h53;
+  assign wr_q_window_size3 = do_write & \$73 ;
+  assign \$74  = bus__awaddr[11:2] == 7'h54;
+  assign wr_q_doorbell0 = do_write & \$74 ;
+  assign \$75  = bus__awaddr[11:2] == 7'h55;
+  assign wr_q_doorbell1 = do_write & \$75 ;
+  assign \$76  = bus__awaddr[11:2] == 7'h56;
+  assign wr_q_doorbell2 = do_write & \$76 ;
+  assign \$77  = bus__awaddr[11:2] == 7'h57;
+  assign wr_q_doorbell3 = do_write & \$77 ;
+  assign \$78  = bus__awaddr[11:2] == 7'h58;
+  assign wr_q_consumer0 = do_write & \$78 ;
+  assign \$79  = bus__awaddr[11:2] == 7'h59;
+  assign wr_q_consumer1 = do_write & \$79 ;
+  assign \$80  = bus__awaddr[11:2] == 7'h5a;
+  assign wr_q_consumer2 = do_write & \$80 ;
+  assign \$81  = bus__awaddr[11:2] == 7'h5b;
+  assign wr_q_consumer3 = do_write & \$81 ;
+  assign \$82  = bus__awaddr[11:2] == 7'h5c;
+  assign wr_q_ctrl0 = do_write & \$82 ;
   assign q_ctrl0_reset = wr_q_ctrl0 & wdata[1];
-  assign \$82  = bus__awaddr[11:2] == 7'h5d;
-  assign wr_q_ctrl1 = do_write & \$82 ;
+  assign \$83  = bus__awaddr[11:2] == 7'h5d;
+  assign wr_q_ctrl1 = do_write & \$83 ;
   assign q_ctrl1_reset = wr_q_ctrl1 & wdata[1];
-  assign \$83  = bus__awaddr[11:2] == 7'h5e;
-  assign wr_q_ctrl2 = do_write & \$83 ;
+  assign \$84  = bus__awaddr[11:2] == 7'h5e;
+  assign wr_q_ctrl2 = do_write & \$84 ;
   assign q_ctrl2_reset = wr_q_ctrl2 & wdata[1];
-  assign \$84  = bus__awaddr[11:2] == 7'h5f;
-  assign wr_q_ctrl3 = do_write & \$84 ;
+  assign \$85  = bus__awaddr[11:2] == 7'h5f;
+  assign wr_q_ctrl3 = do_write & \$85 ;
   assign q_ctrl3_reset = wr_q_ctrl3 & wdata[1];
-  assign \$85  = bus__awaddr[11:2] == 7'h60;
-  assign wr_q_status0 = do_write & \$85 ;
-  assign \$86  = bus__awaddr[11:2] == 7'h61;
-  assign wr_q_status1 = do_write & \$86 ;
-  assign \$87  = bus__awaddr[11:2] == 7'h62;
-  assign wr_q_status2 = do_write & \$87 ;
-  assign \$88  = bus__awaddr[11:2] == 7'h63;
-  assign wr_q_status3 = do_write & \$88 ;
-  assign \$89  = bus__awaddr[11:2] == 7'h64;
-  assign wr_q_error0 = do_write & \$89 ;
-  assign \$90  = bus__awaddr[11:2] == 7'h65;
-  assign wr_q_error1 = do_write & \$90 ;
-  assign \$91  = bus__awaddr[11:2] == 7'h66;
-  assign wr_q_error2 = do_write & \$91 ;
-  assign \$92  = bus__awaddr[11:2] == 7'h67;
-  assign wr_q_error3 = do_write & \$92 ;
-  assign \$93  = bus__awaddr[11:2] == 7'h68;
-  assign wr_q_error_index0 = do_write & \$93 ;
-  assign \$94  = bus__awaddr[11:2] == 7'h69;
-  assign wr_q_error_index1 = do_write & \$94 ;
-  assign \$95  = bus__awaddr[11:2] == 7'h6a;
-  assign wr_q_error_index2 = do_write & \$95 ;
-  assign \$96  = bus__awaddr[11:2] == 7'h6b;
-  assign wr_q_error_index3 = do_write & \$96 ;
-  assign \$97  = bus__awaddr[11:2] == 7'h6c;
-  assign wr_q_fetch0 = do_write & \$97 ;
-  assign \$98  = bus__awaddr[11:2] == 7'h6d;
-  assign wr_q_fetch1 = do_write & \$98 ;
-  assign \$99  = bus__awaddr[11:2] == 7'h6e;
-  assign wr_q_fetch2 = do_write & \$99 ;
-  assign \$100  = bus__awaddr[11:2] == 7'h6f;
-  assign wr_q_fetch3 = do_write & \$100 ;
-  assign \$101  = bus__awaddr[11:2] == 7'h70;
-  assign wr_perf_q_retired0 = do_write & \$101 ;
-  assign \$102  = bus__awaddr[11:2] == 7'h71;
-  assign wr_perf_q_retired1 = do_write & \$102 ;
-  assign \$103  = bus__awaddr[11:2] == 7'h72;
-  assign wr_perf_q_retired2 = do_write & \$103 ;
-  assign \$104  = bus__awaddr[11:2] == 7'h73;
-  assign wr_perf_q_retired3 = do_write & \$104 ;
-  assign \$105  = bus__awaddr[11:2] == 7'h74;
-  assign wr_perf_q_event_stall0 = do_write & \$105 ;
-  assign \$106  = bus__awaddr[11:2] == 7'h75;
-  assign wr_perf_q_event_stall1 = do_write & \$106 ;
-  assign \$107  = bus__awaddr[11:2] == 7'h76;
-  assign wr_perf_q_event_stall2 = do_write & \$107 ;
-  assign \$108  = bus__awaddr[11:2] == 7'h77;
-  assign wr_perf_q_event_stall3 = do_write & \$108 ;
-  assign \$109  = bus__awaddr[11:2] == 8'h80;
-  assign wr_event0 = do_write & \$109 ;
-  assign \$110  = bus__awaddr[11:2] == 8'h81;
-  assign wr_event1 = do_write & \$110 ;
-  assign \$111  = bus__awaddr[11:2] == 8'h82;
-  assign wr_event2 = do_write & \$111 ;
-  assign \$112  = bus__awaddr[11:2] == 8'h83;
-  assign wr_event3 = do_write & \$112 ;
-  assign \$113  = bus__awaddr[11:2] == 8'h84;
-  assign wr_event4 = do_write & \$113 ;
-  assign \$114  = bus__awaddr[11:2] == 8'h85;
-  assign wr_event5 = do_write & \$114 ;
-  assign \$115  = bus__awaddr[11:2] == 8'h86;
-  assign wr_event6 = do_write & \$115 ;
-  assign \$116  = bus__awaddr[11:2] == 8'h87;
-  assign wr_event7 = do_write & \$116 ;
-  assign \$117  = bus__awaddr[11:2] == 8'h88;
-  assign wr_event8 = do_write & \$117 ;
-  assign \$118  = bus__awaddr[11:2] == 8'h89;
-  assign wr_event9 = do_write & \$118 ;
-  assign \$119  = bus__awaddr[11:2] == 8'h8a;
-  assign wr_event10 = do_write & \$119 ;
-  assign \$120  = bus__awaddr[11:2] == 8'h8b;
-  assign wr_event11 = do_write & \$120 ;
-  assign \$121  = bus__awaddr[11:2] == 8'h8c;
-  assign wr_event12 = do_write & \$121 ;
-  assign \$122  = bus__awaddr[11:2] == 8'h8d;
-  assign wr_event13 = do_write & \$122 ;
-  assign \$123  = bus__awaddr[11:2] == 8'h8e;
-  assign wr_event14 = do_write & \$123 ;
-  assign \$124  = bus__awaddr[11:2] == 8'h8f;
-  assign wr_event15 = do_write & \$124 ;
-  assign \$125  = bus__awaddr[11:2] == 8'h90;
-  assign wr_perf_dma_load_stall = do_write & \$125 ;
-  assign \$126  = bus__awaddr[11:2] == 8'h91;
-  assign wr_perf_dma_store_stall = do_write & \$126 ;
-  assign \$127  = bus__awaddr[11:2] == 8'h92;
-  assign wr_perf_vec_stall = do_write & \$127 ;
-  assign \$128  = bus__awaddr[11:2] == 8'h93;
-  assign wr_perf_dma_load_full = do_write & \$128 ;
-  assign \$129  = bus__awaddr[11:2] == 8'h94;
-  assign wr_perf_dma_store_full = do_write & \$129 ;
-  assign \$130  = bus__awaddr[11:2] == 8'h95;
-  assign wr_perf_gemm_full = do_write & \$130 ;
-  assign \$131  = bus__awaddr[11:2] == 8'h96;
-  assign wr_perf_vec_full = do_write & \$131 ;
-  assign \$132  = \$signal  & bus__bready;
-  assign \$133  = \$signal$14  & bus__rready;
-  assign \$134  = ! bus__araddr[11:2];
-  assign \$135  = do_read & \$134 ;
-  assign \$138  = bus__araddr[11:2] == 1'h1;
-  assign \$139  = do_read & \$138 ;
-  assign \$144  = bus__araddr[11:2] == 2'h2;
-  assign \$145  = do_read & \$144 ;
-  assign \$150  = bus__araddr[11:2] == 2'h3;
-  assign \$151  = do_read & \$150 ;
-  assign \$156  = bus__araddr[11:2] == 3'h4;
-  assign \$157  = do_read & \$156 ;
-  assign \$162  = bus__araddr[11:2] == 3'h5;
-  assign \$163  = do_read & \$162 ;
-  assign \$172  = bus__araddr[11:2] == 3'h6;
-  assign \$173  = do_read & \$172 ;
-  assign \$182  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$183  = cmd0_word & \$182 ;
-  assign \$184  = \$183  | wdata;
-  assign \$185  = bus__araddr[11:2] == 4'h8;
-  assign \$186  = do_read & \$185 ;
-  assign \$189  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$190  = cmd1_word & \$189 ;
-  assign \$191  = \$190  | wdata;
-  assign \$192  = bus__araddr[11:2] == 4'h9;
-  assign \$193  = do_read & \$192 ;
-  assign \$196  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$197  = cmd2_word & \$196 ;
-  assign \$198  = \$197  | wdata;
-  assign \$199  = bus__araddr[11:2] == 4'ha;
-  assign \$200  = do_read & \$199 ;
-  assign \$203  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$204  = cmd3_word & \$203 ;
-  assign \$205  = \$204  | wdata;
-  assign \$206  = bus__araddr[11:2] == 4'hb;
-  assign \$207  = do_read & \$206 ;
-  assign \$210  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$211  = cmd4_word & \$210 ;
-  assign \$212  = \$211  | wdata;
-  assign \$213  = bus__araddr[11:2] == 4'hc;
-  assign \$214  = do_read & \$213 ;
-  assign \$217  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$218  = cmd5_word & \$217 ;
-  assign \$219  = \$218  | wdata;
-  assign \$220  = bus__araddr[11:2] == 4'hd;
-  assign \$221  = do_read & \$220 ;
-  assign \$224  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$225  = cmd6_word & \$224 ;
-  assign \$226  = \$225  | wdata;
-  assign \$227  = bus__araddr[11:2] == 4'he;
-  assign \$228  = do_read & \$227 ;
-  assign \$231  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$232  = cmd7_word & \$231 ;
-  assign \$233  = \$232  | wdata;
-  assign \$234  = bus__araddr[11:2] == 4'hf;
-  assign \$235  = do_read & \$234 ;
-  assign \$238  = bus__araddr[11:2] == 5'h10;
-  assign \$239  = do_read & \$238 ;
-  assign \$242  = bus__araddr[11:2] == 5'h11;
-  assign \$243  = do_read & \$242 ;
-  assign \$247  = \$245  | { 30'h00000000, \$246  };
-  assign \$249  = \$247  | { 28'h0000000, \$248  };
+  assign \$86  = bus__awaddr[11:2] == 7'h60;
+  assign wr_q_status0 = do_write & \$86 ;
+  assign \$87  = bus__awaddr[11:2] == 7'h61;
+  assign wr_q_status1 = do_write & \$87 ;
+  assign \$88  = bus__awaddr[11:2] == 7'h62;
+  assign wr_q_status2 = do_write & \$88 ;
+  assign \$89  = bus__awaddr[11:2] == 7'h63;
+  assign wr_q_status3 = do_write & \$89 ;
+  assign \$90  = bus__awaddr[11:2] == 7'h64;
+  assign wr_q_error0 = do_write & \$90 ;
+  assign \$91  = bus__awaddr[11:2] == 7'h65;
+  assign wr_q_error1 = do_write & \$91 ;
+  assign \$92  = bus__awaddr[11:2] == 7'h66;
+  assign wr_q_error2 = do_write & \$92 ;
+  assign \$93  = bus__awaddr[11:2] == 7'h67;
+  assign wr_q_error3 = do_write & \$93 ;
+  assign \$94  = bus__awaddr[11:2] == 7'h68;
+  assign wr_q_error_index0 = do_write & \$94 ;
+  assign \$95  = bus__awaddr[11:2] == 7'h69;
+  assign wr_q_error_index1 = do_write & \$95 ;
+  assign \$96  = bus__awaddr[11:2] == 7'h6a;
+  assign wr_q_error_index2 = do_write & \$96 ;
+  assign \$97  = bus__awaddr[11:2] == 7'h6b;
+  assign wr_q_error_index3 = do_write & \$97 ;
+  assign \$98  = bus__awaddr[11:2] == 7'h6c;
+  assign wr_q_fetch0 = do_write & \$98 ;
+  assign \$99  = bus__awaddr[11:2] == 7'h6d;
+  assign wr_q_fetch1 = do_write & \$99 ;
+  assign \$100  = bus__awaddr[11:2] == 7'h6e;
+  assign wr_q_fetch2 = do_write & \$100 ;
+  assign \$101  = bus__awaddr[11:2] == 7'h6f;
+  assign wr_q_fetch3 = do_write & \$101 ;
+  assign \$102  = bus__awaddr[11:2] == 7'h70;
+  assign wr_perf_q_retired0 = do_write & \$102 ;
+  assign \$103  = bus__awaddr[11:2] == 7'h71;
+  assign wr_perf_q_retired1 = do_write & \$103 ;
+  assign \$104  = bus__awaddr[11:2] == 7'h72;
+  assign wr_perf_q_retired2 = do_write & \$104 ;
+  assign \$105  = bus__awaddr[11:2] == 7'h73;
+  assign wr_perf_q_retired3 = do_write & \$105 ;
+  assign \$106  = bus__awaddr[11:2] == 7'h74;
+  assign wr_perf_q_event_stall0 = do_write & \$106 ;
+  assign \$107  = bus__awaddr[11:2] == 7'h75;
+  assign wr_perf_q_event_stall1 = do_write & \$107 ;
+  assign \$108  = bus__awaddr[11:2] == 7'h76;
+  assign wr_perf_q_event_stall2 = do_write & \$108 ;
+  assign \$109  = bus__awaddr[11:2] == 7'h77;
+  assign wr_perf_q_event_stall3 = do_write & \$109 ;
+  assign \$110  = bus__awaddr[11:2] == 8'h80;
+  assign wr_event0 = do_write & \$110 ;
+  assign \$111  = bus__awaddr[11:2] == 8'h81;
+  assign wr_event1 = do_write & \$111 ;
+  assign \$112  = bus__awaddr[11:2] == 8'h82;
+  assign wr_event2 = do_write & \$112 ;
+  assign \$113  = bus__awaddr[11:2] == 8'h83;
+  assign wr_event3 = do_write & \$113 ;
+  assign \$114  = bus__awaddr[11:2] == 8'h84;
+  assign wr_event4 = do_write & \$114 ;
+  assign \$115  = bus__awaddr[11:2] == 8'h85;
+  assign wr_event5 = do_write & \$115 ;
+  assign \$116  = bus__awaddr[11:2] == 8'h86;
+  assign wr_event6 = do_write & \$116 ;
+  assign \$117  = bus__awaddr[11:2] == 8'h87;
+  assign wr_event7 = do_write & \$117 ;
+  assign \$118  = bus__awaddr[11:2] == 8'h88;
+  assign wr_event8 = do_write & \$118 ;
+  assign \$119  = bus__awaddr[11:2] == 8'h89;
+  assign wr_event9 = do_write & \$119 ;
+  assign \$120  = bus__awaddr[11:2] == 8'h8a;
+  assign wr_event10 = do_write & \$120 ;
+  assign \$121  = bus__awaddr[11:2] == 8'h8b;
+  assign wr_event11 = do_write & \$121 ;
+  assign \$122  = bus__awaddr[11:2] == 8'h8c;
+  assign wr_event12 = do_write & \$122 ;
+  assign \$123  = bus__awaddr[11:2] == 8'h8d;
+  assign wr_event13 = do_write & \$123 ;
+  assign \$124  = bus__awaddr[11:2] == 8'h8e;
+  assign wr_event14 = do_write & \$124 ;
+  assign \$125  = bus__awaddr[11:2] == 8'h8f;
+  assign wr_event15 = do_write & \$125 ;
+  assign \$126  = bus__awaddr[11:2] == 8'h90;
+  assign wr_perf_dma_load_stall = do_write & \$126 ;
+  assign \$127  = bus__awaddr[11:2] == 8'h91;
+  assign wr_perf_dma_store_stall = do_write & \$127 ;
+  assign \$128  = bus__awaddr[11:2] == 8'h92;
+  assign wr_perf_vec_stall = do_write & \$128 ;
+  assign \$129  = bus__awaddr[11:2] == 8'h93;
+  assign wr_perf_dma_load_full = do_write & \$129 ;
+  assign \$130  = bus__awaddr[11:2] == 8'h94;
+  assign wr_perf_dma_store_full = do_write & \$130 ;
+  assign \$131  = bus__awaddr[11:2] == 8'h95;
+  assign wr_perf_gemm_full = do_write & \$131 ;
+  assign \$132  = bus__awaddr[11:2] == 8'h96;
+  assign wr_perf_vec_full = do_write & \$132 ;
+  assign \$133  = \$signal  & bus__bready;
+  assign \$134  = \$signal$13  & bus__rready;
+  assign \$135  = bus__arvalid & bus__arready;
+  assign \$136  = ! read_word;
+  assign \$137  = read_pending & \$136 ;
+  assign \$140  = read_word == 1'h1;
+  assign \$141  = read_pending & \$140 ;
+  assign \$146  = read_word == 2'h2;
+  assign \$147  = read_pending & \$146 ;
+  assign \$152  = read_word == 2'h3;
+  assign \$153  = read_pending & \$152 ;
+  assign \$158  = read_word == 3'h4;
+  assign \$159  = read_pending & \$158 ;
+  assign \$164  = read_word == 3'h5;
+  assign \$165  = read_pending & \$164 ;
+  assign \$174  = read_word == 3'h6;
+  assign \$175  = read_pending & \$174 ;
+  assign \$184  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$185  = cmd0_word & \$184 ;
+  assign \$186  = \$185  | wdata;
+  assign \$187  = read_word == 4'h8;
+  assign \$188  = read_pending & \$187 ;
+  assign \$191  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$192  = cmd1_word & \$191 ;
+  assign \$193  = \$192  | wdata;
+  assign \$194  = read_word == 4'h9;
+  assign \$195  = read_pending & \$194 ;
+  assign \$198  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$199  = cmd2_word & \$198 ;
+  assign \$200  = \$199  | wdata;
+  assign \$201  = read_word == 4'ha;
+  assign \$202  = read_pending & \$201 ;
+  assign \$205  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$206  = cmd3_word & \$205 ;
+  assign \$207  = \$206  | wdata;
+  assign \$208  = read_word == 4'hb;
+  assign \$209  = read_pending & \$208 ;
+  assign \$212  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$213  = cmd4_word & \$212 ;
+  assign \$214  = \$213  | wdata;
+  assign \$215  = read_word == 4'hc;
+  assign \$216  = read_pending & \$215 ;
+  assign \$219  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$220  = cmd5_word & \$219 ;
+  assign \$221  = \$220  | wdata;
+  assign \$222  = read_word == 4'hd;
+  assign \$223  = read_pending & \$222 ;
+  assign \$226  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$227  = cmd6_word & \$226 ;
+  assign \$228  = \$227  | wdata;
+  assign \$229  = read_word == 4'he;
+  assign \$230  = read_pending & \$229 ;
+  assign \$233  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$234  = cmd7_word & \$233 ;
+  assign \$235  = \$234  | wdata;
+  assign \$236  = read_word == 4'hf;
+  assign \$237  = read_pending & \$236 ;
+  assign \$240  = read_word == 5'h10;
+  assign \$241  = read_pending & \$240 ;
+  assign \$244  = read_word == 5'h11;
+  assign \$245  = read_pending & \$244 ;
+  assign \$249  = \$247  | { 30'h00000000, \$248  };
   assign \$251  = \$249  | { 28'h0000000, \$250  };
-  assign \$253  = \$251  | { 24'h000000, \$252  };
-  assign \$254  = ~ clr_irq_status_dma_load_done;
-  assign \$255  = irq_status_dma_load_done & \$254 ;
-  assign \$256  = \$255  | irq_status_dma_load_done_set;
-  assign \$257  = ~ clr_irq_status_dma_store_done;
-  assign \$258  = irq_status_dma_store_done & \$257 ;
-  assign \$259  = \$258  | irq_status_dma_store_done_set;
-  assign \$260  = ~ clr_irq_status_gemm_done;
-  assign \$261  = irq_status_gemm_done & \$260 ;
-  assign \$262  = \$261  | irq_status_gemm_done_set;
-  assign \$263  = ~ clr_irq_status_vec_done;
-  assign \$264  = irq_status_vec_done & \$263 ;
-  assign \$265  = \$264  | irq_status_vec_done_set;
-  assign \$266  = ~ clr_irq_status_error;
-  assign \$267  = irq_status_error & \$266 ;
-  assign \$268  = \$267  | irq_status_error_set;
-  assign \$269  = ~ clr_irq_status_queue_cpl;
-  assign \$270  = irq_status_queue_cpl & \$269 ;
-  assign \$271  = \$270  | { \port$8357$0 , \port$8331$0 , \port$8305$0 , \port$8279$0  };
-  assign \$272  = ~ clr_irq_status_queue_error;
-  assign \$273  = irq_status_queue_error & \$272 ;
-  assign \$274  = \$273  | { \port$8371$0 , \port$8345$0 , \port$8319$0 , \port$8293$0  };
-  assign \$275  = ~ clr_irq_status_fw_msg;
-  assign \$276  = irq_status_fw_msg & \$275 ;
-  assign \$277  = \$276  | irq_status_fw_msg_set;
-  assign \$278  = bus__araddr[11:2] == 5'h12;
-  assign \$279  = do_read & \$278 ;
-  assign \$283  = \$281  | { 30'h00000000, \$282  };
-  assign \$285  = \$283  | { 28'h0000000, \$284  };
+  assign \$253  = \$251  | { 28'h0000000, \$252  };
+  assign \$255  = \$253  | { 24'h000000, \$254  };
+  assign \$256  = ~ clr_irq_status_dma_load_done;
+  assign \$257  = irq_status_dma_load_done & \$256 ;
+  assign \$258  = \$257  | irq_status_dma_load_done_set;
+  assign \$259  = ~ clr_irq_status_dma_store_done;
+  assign \$260  = irq_status_dma_store_done & \$259 ;
+  assign \$261  = \$260  | irq_status_dma_store_done_set;
+  assign \$262  = ~ clr_irq_status_gemm_done;
+  assign \$263  = irq_status_gemm_done & \$262 ;
+  assign \$264  = \$263  | irq_status_gemm_done_set;
+  assign \$265  = ~ clr_irq_status_vec_done;
+  assign \$266  = irq_status_vec_done & \$265 ;
+  assign \$267  = \$266  | irq_status_vec_done_set;
+  assign \$268  = ~ clr_irq_status_error;
+  assign \$269  = irq_status_error & \$268 ;
+  assign \$270  = \$269  | irq_status_error_set;
+  assign \$271  = ~ clr_irq_status_queue_cpl;
+  assign \$272  = irq_status_queue_cpl & \$271 ;
+  assign \$273  = \$272  | { \port$8365$0 , \port$8339$0 , \port$8313$0 , \port$8287$0  };
+  assign \$274  = ~ clr_irq_status_queue_error;
+  assign \$275  = irq_status_queue_error & \$274 ;
+  assign \$276  = \$275  | { \port$8379$0 , \port$8353$0 , \port$8327$0 , \port$8301$0  };
+  assign \$277  = ~ clr_irq_status_fw_msg;
+  assign \$278  = irq_status_fw_msg & \$277 ;
+  assign \$279  = \$278  | irq_status_fw_msg_set;
+  assign \$280  = read_word == 5'h12;
+  assign \$281  = read_pending & \$280 ;
+  assign \$285  = \$283  | { 30'h00000000, \$284  };
   assign \$287  = \$285  | { 28'h0000000, \$286  };
-  assign \$289  = \$287  | { 24'h000000, \$288  };
-  assign \$291  = \$289  | { 13'h0000, \$290  };
+  assign \$289  = \$287  | { 28'h0000000, \$288  };
+  assign \$291  = \$289  | { 24'h000000, \$290  };
   assign \$293  = \$291  | { 13'h0000, \$292  };
-  assign \$295  = \$293  | \$294 ;
-  assign \$296  = ~ bus__wstrb[0];
-  assign \$297  = irq_enable_dma_load_done & \$296 ;
-  assign \$298  = \$297  | wdata[0];
-  assign \$299  = ~ bus__wstrb[0];
-  assign \$300  = irq_enable_dma_store_done & \$299 ;
-  assign \$301  = \$300  | wdata[1];
-  assign \$302  = ~ bus__wstrb[0];
-  assign \$303  = irq_enable_gemm_done & \$302 ;
-  assign \$304  = \$303  | wdata[2];
-  assign \$305  = ~ bus__wstrb[0];
-  assign \$306  = irq_enable_vec_done & \$305 ;
-  assign \$307  = \$306  | wdata[3];
-  assign \$308  = ~ bus__wstrb[0];
-  assign \$309  = irq_enable_error & \$308 ;
-  assign \$310  = \$309  | wdata[4];
-  assign \$311  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$312  = irq_enable_queue_cpl & \$311 ;
-  assign \$313  = \$312  | wdata[11:8];
-  assign \$314  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$315  = irq_enable_queue_error & \$314 ;
-  assign \$316  = \$315  | wdata[15:12];
-  assign \$317  = ~ bus__wstrb[2];
-  assign \$318  = irq_enable_fw_msg & \$317 ;
-  assign \$319  = \$318  | wdata[16];
-  assign \$320  = bus__araddr[11:2] == 5'h13;
-  assign \$321  = do_read & \$320 ;
-  assign \$325  = \$323  | { 30'h00000000, \$324  };
-  assign \$327  = \$325  | { 28'h0000000, \$326  };
+  assign \$295  = \$293  | { 13'h0000, \$294  };
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = ~ bus__wstrb[0];
+  assign \$299  = irq_enable_dma_load_done & \$298 ;
+  assign \$300  = \$299  | wdata[0];
+  assign \$301  = ~ bus__wstrb[0];
+  assign \$302  = irq_enable_dma_store_done & \$301 ;
+  assign \$303  = \$302  | wdata[1];
+  assign \$304  = ~ bus__wstrb[0];
+  assign \$305  = irq_enable_gemm_done & \$304 ;
+  assign \$306  = \$305  | wdata[2];
+  assign \$307  = ~ bus__wstrb[0];
+  assign \$308  = irq_enable_vec_done & \$307 ;
+  assign \$309  = \$308  | wdata[3];
+  assign \$310  = ~ bus__wstrb[0];
+  assign \$311  = irq_enable_error & \$310 ;
+  assign \$312  = \$311  | wdata[4];
+  assign \$313  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$314  = irq_enable_queue_cpl & \$313 ;
+  assign \$315  = \$314  | wdata[11:8];
+  assign \$316  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$317  = irq_enable_queue_error & \$316 ;
+  assign \$318  = \$317  | wdata[15:12];
+  assign \$319  = ~ bus__wstrb[2];
+  assign \$320  = irq_enable_fw_msg & \$319 ;
+  assign \$321  = \$320  | wdata[16];
+  assign \$322  = read_word == 5'h13;
+  assign \$323  = read_pending & \$322 ;
+  assign \$327  = \$325  | { 30'h00000000, \$326  };
   assign \$329  = \$327  | { 28'h0000000, \$328  };
-  assign \$331  = \$329  | { 24'h000000, \$330  };
-  assign \$333  = \$331  | { 13'h0000, \$332  };
+  assign \$331  = \$329  | { 28'h0000000, \$330  };
+  assign \$333  = \$331  | { 24'h000000, \$332  };
   assign \$335  = \$333  | { 13'h0000, \$334  };
-  assign \$337  = \$335  | \$336 ;
-  assign \$338  = bus__araddr[11:2] == 5'h14;
-  assign \$339  = do_read & \$338 ;
-  assign \$343  = \$341  | { 9'h000, \$342  };
-  assign \$345  = { 15'h0000, \$343  } | \$344 ;
-  assign \$346  = bus__araddr[11:2] == 5'h18;
-  assign \$347  = do_read & \$346 ;
-  assign \$350  = bus__araddr[11:2] == 5'h19;
-  assign \$351  = do_read & \$350 ;
-  assign \$354  = bus__araddr[11:2] == 5'h1a;
-  assign \$355  = do_read & \$354 ;
-  assign \$358  = bus__araddr[11:2] == 5'h1b;
-  assign \$359  = do_read & \$358 ;
-  assign \$362  = ~ bus__wstrb[0];
-  assign \$363  = perf_ctrl_freeze & \$362 ;
-  assign \$364  = \$363  | wdata[1];
-  assign \$365  = bus__araddr[11:2] == 6'h20;
-  assign \$366  = do_read & \$365 ;
-  assign \$371  = bus__araddr[11:2] == 6'h21;
-  assign \$372  = do_read & \$371 ;
-  assign \$375  = bus__araddr[11:2] == 6'h22;
-  assign \$376  = do_read & \$375 ;
-  assign \$379  = bus__araddr[11:2] == 6'h23;
-  assign \$380  = do_read & \$379 ;
-  assign \$383  = bus__araddr[11:2] == 6'h24;
-  assign \$384  = do_read & \$383 ;
-  assign \$387  = bus__araddr[11:2] == 6'h25;
-  assign \$388  = do_read & \$387 ;
-  assign \$391  = bus__araddr[11:2] == 6'h26;
-  assign \$392  = do_read & \$391 ;
-  assign \$395  = bus__araddr[11:2] == 6'h27;
-  assign \$396  = do_read & \$395 ;
-  assign \$399  = bus__araddr[11:2] == 6'h28;
-  assign \$400  = do_read & \$399 ;
-  assign \$403  = bus__araddr[11:2] == 6'h29;
-  assign \$404  = do_read & \$403 ;
-  assign \$407  = bus__araddr[11:2] == 6'h2a;
-  assign \$408  = do_read & \$407 ;
-  assign \$411  = ~ bus__wstrb[0];
-  assign \$412  = core_ctrl_run & \$411 ;
-  assign \$413  = \$412  | wdata[0];
-  assign \$414  = bus__araddr[11:2] == 6'h30;
-  assign \$415  = do_read & \$414 ;
-  assign \$418  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$419  = core_mem_addr_addr & \$418 ;
-  assign \$420  = \$419  | wdata;
-  assign \$421  = bus__araddr[11:2] == 6'h31;
-  assign \$422  = do_read & \$421 ;
-  assign \$425  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$426  = core_mem_data_data & \$425 ;
-  assign \$427  = \$426  | wdata;
-  assign \$428  = bus__araddr[11:2] == 6'h32;
-  assign \$429  = do_read & \$428 ;
-  assign \$432  = bus__araddr[11:2] == 6'h33;
-  assign \$433  = do_read & \$432 ;
-  assign \$436  = bus__araddr[11:2] == 6'h34;
-  assign \$437  = do_read & \$436 ;
-  assign \$440  = bus__araddr[11:2] == 6'h35;
-  assign \$441  = do_read & \$440 ;
-  assign \$445  = \$443  | { 16'h0000, \$444  };
-  assign \$446  = bus__araddr[11:2] == 6'h36;
-  assign \$447  = do_read & \$446 ;
-  assign \$450  = bus__araddr[11:2] == 6'h37;
-  assign \$451  = do_read & \$450 ;
-  assign \$454  = bus__araddr[11:2] == 6'h38;
-  assign \$455  = do_read & \$454 ;
-  assign \$458  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$459  = watchdog_cycles & \$458 ;
-  assign \$460  = \$459  | wdata;
-  assign \$461  = bus__araddr[11:2] == 6'h39;
-  assign \$462  = do_read & \$461 ;
-  assign \$465  = bus__araddr[11:2] == 6'h3a;
-  assign \$466  = do_read & \$465 ;
-  assign \$471  = bus__araddr[11:2] == 6'h3b;
-  assign \$472  = do_read & \$471 ;
-  assign \$475  = bus__araddr[11:2] == 6'h3c;
-  assign \$476  = do_read & \$475 ;
-  assign \$479  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$480  = bus_timeout_cycles & \$479 ;
-  assign \$481  = \$480  | wdata;
-  assign \$482  = bus__araddr[11:2] == 6'h3d;
-  assign \$483  = do_read & \$482 ;
-  assign \$486  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$487  = q_ring_base0_addr & \$486 ;
-  assign \$488  = \$487  | wdata;
-  assign \$489  = bus__araddr[11:2] == 7'h40;
-  assign \$490  = do_read & \$489 ;
-  assign \$493  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$494  = q_ring_base1_addr & \$493 ;
-  assign \$495  = \$494  | wdata;
-  assign \$496  = bus__araddr[11:2] == 7'h41;
-  assign \$497  = do_read & \$496 ;
-  assign \$500  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$501  = q_ring_base2_addr & \$500 ;
-  assign \$502  = \$501  | wdata;
-  assign \$503  = bus__araddr[11:2] == 7'h42;
-  assign \$504  = do_read & \$503 ;
-  assign \$507  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$508  = q_ring_base3_addr & \$507 ;
-  assign \$509  = \$508  | wdata;
-  assign \$510  = bus__araddr[11:2] == 7'h43;
-  assign \$511  = do_read & \$510 ;
-  assign \$514  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$515  = q_ring_size0_log2 & \$514 ;
-  assign \$516  = \$515  | wdata[3:0];
-  assign \$517  = bus__araddr[11:2] == 7'h44;
-  assign \$518  = do_read & \$517 ;
-  assign \$521  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$522  = q_ring_size1_log2 & \$521 ;
-  assign \$523  = \$522  | wdata[3:0];
-  assign \$524  = bus__araddr[11:2] == 7'h45;
-  assign \$525  = do_read & \$524 ;
-  assign \$528  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$529  = q_ring_size2_log2 & \$528 ;
-  assign \$530  = \$529  | wdata[3:0];
-  assign \$531  = bus__araddr[11:2] == 7'h46;
-  assign \$532  = do_read & \$531 ;
-  assign \$535  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$536  = q_ring_size3_log2 & \$535 ;
-  assign \$537  = \$536  | wdata[3:0];
-  assign \$538  = bus__araddr[11:2] == 7'h47;
-  assign \$539  = do_read & \$538 ;
-  assign \$542  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$543  = q_cpl_base0_addr & \$542 ;
-  assign \$544  = \$543  | wdata;
-  assign \$545  = bus__araddr[11:2] == 7'h48;
-  assign \$546  = do_read & \$545 ;
-  assign \$549  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$550  = q_cpl_base1_addr & \$549 ;
-  assign \$551  = \$550  | wdata;
-  assign \$552  = bus__araddr[11:2] == 7'h49;
-  assign \$553  = do_read & \$552 ;
-  assign \$556  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$557  = q_cpl_base2_addr & \$556 ;
-  assign \$558  = \$557  | wdata;
-  assign \$559  = bus__araddr[11:2] == 7'h4a;
-  assign \$560  = do_read & \$559 ;
-  assign \$563  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$564  = q_cpl_base3_addr & \$563 ;
-  assign \$565  = \$564  | wdata;
-  assign \$566  = bus__araddr[11:2] == 7'h4b;
-  assign \$567  = do_read & \$566 ;
-  assign \$570  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$571  = q_window_base0_addr & \$570 ;
-  assign \$572  = \$571  | wdata;
-  assign \$573  = bus__araddr[11:2] == 7'h4c;
-  assign \$574  = do_read & \$573 ;
-  assign \$577  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$578  = q_window_base1_addr & \$577 ;
-  assign \$579  = \$578  | wdata;
-  assign \$580  = bus__araddr[11:2] == 7'h4d;
-  assign \$581  = do_read & \$580 ;
-  assign \$584  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$585  = q_window_base2_addr & \$584 ;
-  assign \$586  = \$585  | wdata;
-  assign \$587  = bus__araddr[11:2] == 7'h4e;
-  assign \$588  = do_read & \$587 ;
-  assign \$591  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$592  = q_window_base3_addr & \$591 ;
-  assign \$593  = \$592  | wdata;
-  assign \$594  = bus__araddr[11:2] == 7'h4f;
-  assign \$595  = do_read & \$594 ;
-  assign \$598  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$599  = q_window_size0_bytes & \$598 ;
-  assign \$600  = \$599  | wdata;
-  assign \$601  = bus__araddr[11:2] == 7'h50;
-  assign \$602  = do_read & \$601 ;
-  assign \$605  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$606  = q_window_size1_bytes & \$605 ;
-  assign \$607  = \$606  | wdata;
-  assign \$608  = bus__araddr[11:2] == 7'h51;
-  assign \$609  = do_read & \$608 ;
-  assign \$612  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$613  = q_window_size2_bytes & \$612 ;
-  assign \$614  = \$613  | wdata;
-  assign \$615  = bus__araddr[11:2] == 7'h52;
-  assign \$616  = do_read & \$615 ;
-  assign \$619  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$620  = q_window_size3_bytes & \$619 ;
-  assign \$621  = \$620  | wdata;
-  assign \$622  = bus__araddr[11:2] == 7'h53;
-  assign \$623  = do_read & \$622 ;
-  assign \$626  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$627  = q_doorbell0_producer & \$626 ;
-  assign \$628  = \$627  | wdata;
-  assign \$629  = bus__araddr[11:2] == 7'h54;
-  assign \$630  = do_read & \$629 ;
-  assign \$633  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$634  = q_doorbell1_producer & \$633 ;
-  assign \$635  = \$634  | wdata;
-  assign \$636  = bus__araddr[11:2] == 7'h55;
-  assign \$637  = do_read & \$636 ;
-  assign \$640  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$641  = q_doorbell2_producer & \$640 ;
-  assign \$642  = \$641  | wdata;
-  assign \$643  = bus__araddr[11:2] == 7'h56;
-  assign \$644  = do_read & \$643 ;
-  assign \$647  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$648  = q_doorbell3_producer & \$647 ;
-  assign \$649  = \$648  | wdata;
-  assign \$650  = bus__araddr[11:2] == 7'h57;
-  assign \$651  = do_read & \$650 ;
-  assign \$654  = bus__araddr[11:2] == 7'h58;
-  assign \$655  = do_read & \$654 ;
-  assign \$658  = bus__araddr[11:2] == 7'h59;
-  assign \$659  = do_read & \$658 ;
-  assign \$662  = bus__araddr[11:2] == 7'h5a;
-  assign \$663  = do_read & \$662 ;
-  assign \$666  = bus__araddr[11:2] == 7'h5b;
-  assign \$667  = do_read & \$666 ;
-  assign \$670  = ~ bus__wstrb[0];
-  assign \$671  = q_ctrl0_enable & \$670 ;
-  assign \$672  = \$671  | wdata[0];
-  assign \$673  = bus__araddr[11:2] == 7'h5c;
-  assign \$674  = do_read & \$673 ;
-  assign \$679  = ~ bus__wstrb[0];
-  assign \$680  = q_ctrl1_enable & \$679 ;
-  assign \$681  = \$680  | wdata[0];
-  assign \$682  = bus__araddr[11:2] == 7'h5d;
-  assign \$683  = do_read & \$682 ;
-  assign \$688  = ~ bus__wstrb[0];
-  assign \$689  = q_ctrl2_enable & \$688 ;
-  assign \$690  = \$689  | wdata[0];
-  assign \$691  = bus__araddr[11:2] == 7'h5e;
-  assign \$692  = do_read & \$691 ;
-  assign \$697  = ~ bus__wstrb[0];
-  assign \$698  = q_ctrl3_enable & \$697 ;
-  assign \$699  = \$698  | wdata[0];
-  assign \$700  = bus__araddr[11:2] == 7'h5f;
-  assign \$701  = do_read & \$700 ;
-  assign \$706  = bus__araddr[11:2] == 7'h60;
-  assign \$707  = do_read & \$706 ;
-  assign \$711  = \$709  | { 30'h00000000, \$710  };
-  assign \$713  = \$711  | { 28'h0000000, \$712  };
+  assign \$337  = \$335  | { 13'h0000, \$336  };
+  assign \$339  = \$337  | \$338 ;
+  assign \$340  = read_word == 5'h14;
+  assign \$341  = read_pending & \$340 ;
+  assign \$345  = \$343  | { 9'h000, \$344  };
+  assign \$347  = { 15'h0000, \$345  } | \$346 ;
+  assign \$348  = read_word == 5'h18;
+  assign \$349  = read_pending & \$348 ;
+  assign \$352  = read_word == 5'h19;
+  assign \$353  = read_pending & \$352 ;
+  assign \$356  = read_word == 5'h1a;
+  assign \$357  = read_pending & \$356 ;
+  assign \$360  = read_word == 5'h1b;
+  assign \$361  = read_pending & \$360 ;
+  assign \$364  = ~ bus__wstrb[0];
+  assign \$365  = perf_ctrl_freeze & \$364 ;
+  assign \$366  = \$365  | wdata[1];
+  assign \$367  = read_word == 6'h20;
+  assign \$368  = read_pending & \$367 ;
+  assign \$373  = read_word == 6'h21;
+  assign \$374  = read_pending & \$373 ;
+  assign \$377  = read_word == 6'h22;
+  assign \$378  = read_pending & \$377 ;
+  assign \$381  = read_word == 6'h23;
+  assign \$382  = read_pending & \$381 ;
+  assign \$385  = read_word == 6'h24;
+  assign \$386  = read_pending & \$385 ;
+  assign \$389  = read_word == 6'h25;
+  assign \$390  = read_pending & \$389 ;
+  assign \$393  = read_word == 6'h26;
+  assign \$394  = read_pending & \$393 ;
+  assign \$397  = read_word == 6'h27;
+  assign \$398  = read_pending & \$397 ;
+  assign \$401  = read_word == 6'h28;
+  assign \$402  = read_pending & \$401 ;
+  assign \$405  = read_word == 6'h29;
+  assign \$406  = read_pending & \$405 ;
+  assign \$409  = read_word == 6'h2a;
+  assign \$410  = read_pending & \$409 ;
+  assign \$413  = ~ bus__wstrb[0];
+  assign \$414  = core_ctrl_run & \$413 ;
+  assign \$415  = \$414  | wdata[0];
+  assign \$416  = read_word == 6'h30;
+  assign \$417  = read_pending & \$416 ;
+  assign \$420  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$421  = core_mem_addr_addr & \$420 ;
+  assign \$422  = \$421  | wdata;
+  assign \$423  = read_word == 6'h31;
+  assign \$424  = read_pending & \$423 ;
+  assign \$427  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$428  = core_mem_data_data & \$427 ;
+  assign \$429  = \$428  | wdata;
+  assign \$430  = read_word == 6'h32;
+  assign \$431  = read_pending & \$430 ;
+  assign \$434  = read_word == 6'h33;
+  assign \$435  = read_pending & \$434 ;
+  assign \$438  = read_word == 6'h34;
+  assign \$439  = read_pending & \$438 ;
+  assign \$442  = read_word == 6'h35;
+  assign \$443  = read_pending & \$442 ;
+  assign \$447  = \$445  | { 16'h0000, \$446  };
+  assign \$448  = read_word == 6'h36;
+  assign \$449  = read_pending & \$448 ;
+  assign \$452  = read_word == 6'h37;
+  assign \$453  = read_pending & \$452 ;
+  assign \$456  = read_word == 6'h38;
+  assign \$457  = read_pending & \$456 ;
+  assign \$460  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$461  = watchdog_cycles & \$460 ;
+  assign \$462  = \$461  | wdata;
+  assign \$463  = read_word == 6'h39;
+  assign \$464  = read_pending & \$463 ;
+  assign \$467  = read_word == 6'h3a;
+  assign \$468  = read_pending & \$467 ;
+  assign \$473  = read_word == 6'h3b;
+  assign \$474  = read_pending & \$473 ;
+  assign \$477  = read_word == 6'h3c;
+  assign \$478  = read_pending & \$477 ;
+  assign \$481  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$482  = bus_timeout_cycles & \$481 ;
+  assign \$483  = \$482  | wdata;
+  assign \$484  = read_word == 6'h3d;
+  assign \$485  = read_pending & \$484 ;
+  assign \$488  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$489  = q_ring_base0_addr & \$488 ;
+  assign \$490  = \$489  | wdata;
+  assign \$491  = read_word == 7'h40;
+  assign \$492  = read_pending & \$491 ;
+  assign \$495  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$496  = q_ring_base1_addr & \$495 ;
+  assign \$497  = \$496  | wdata;
+  assign \$498  = read_word == 7'h41;
+  assign \$499  = read_pending & \$498 ;
+  assign \$502  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$503  = q_ring_base2_addr & \$502 ;
+  assign \$504  = \$503  | wdata;
+  assign \$505  = read_word == 7'h42;
+  assign \$506  = read_pending & \$505 ;
+  assign \$509  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$510  = q_ring_base3_addr & \$509 ;
+  assign \$511  = \$510  | wdata;
+  assign \$512  = read_word == 7'h43;
+  assign \$513  = read_pending & \$512 ;
+  assign \$516  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$517  = q_ring_size0_log2 & \$516 ;
+  assign \$518  = \$517  | wdata[3:0];
+  assign \$519  = read_word == 7'h44;
+  assign \$520  = read_pending & \$519 ;
+  assign \$523  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$524  = q_ring_size1_log2 & \$523 ;
+  assign \$525  = \$524  | wdata[3:0];
+  assign \$526  = read_word == 7'h45;
+  assign \$527  = read_pending & \$526 ;
+  assign \$530  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$531  = q_ring_size2_log2 & \$530 ;
+  assign \$532  = \$531  | wdata[3:0];
+  assign \$533  = read_word == 7'h46;
+  assign \$534  = read_pending & \$533 ;
+  assign \$537  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$538  = q_ring_size3_log2 & \$537 ;
+  assign \$539  = \$538  | wdata[3:0];
+  assign \$540  = read_word == 7'h47;
+  assign \$541  = read_pending & \$540 ;
+  assign \$544  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$545  = q_cpl_base0_addr & \$544 ;
+  assign \$546  = \$545  | wdata;
+  assign \$547  = read_word == 7'h48;
+  assign \$548  = read_pending & \$547 ;
+  assign \$551  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$552  = q_cpl_base1_addr & \$551 ;
+  assign \$553  = \$552  | wdata;
+  assign \$554  = read_word == 7'h49;
+  assign \$555  = read_pending & \$554 ;
+  assign \$558  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$559  = q_cpl_base2_addr & \$558 ;
+  assign \$560  = \$559  | wdata;
+  assign \$561  = read_word == 7'h4a;
+  assign \$562  = read_pending & \$561 ;
+  assign \$565  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$566  = q_cpl_base3_addr & \$565 ;
+  assign \$567  = \$566  | wdata;
+  assign \$568  = read_word == 7'h4b;
+  assign \$569  = read_pending & \$568 ;
+  assign \$572  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$573  = q_window_base0_addr & \$572 ;
+  assign \$574  = \$573  | wdata;
+  assign \$575  = read_word == 7'h4c;
+  assign \$576  = read_pending & \$575 ;
+  assign \$579  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$580  = q_window_base1_addr & \$579 ;
+  assign \$581  = \$580  | wdata;
+  assign \$582  = read_word == 7'h4d;
+  assign \$583  = read_pending & \$582 ;
+  assign \$586  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$587  = q_window_base2_addr & \$586 ;
+  assign \$588  = \$587  | wdata;
+  assign \$589  = read_word == 7'h4e;
+  assign \$590  = read_pending & \$589 ;
+  assign \$593  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$594  = q_window_base3_addr & \$593 ;
+  assign \$595  = \$594  | wdata;
+  assign \$596  = read_word == 7'h4f;
+  assign \$597  = read_pending & \$596 ;
+  assign \$600  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$601  = q_window_size0_bytes & \$600 ;
+  assign \$602  = \$601  | wdata;
+  assign \$603  = read_word == 7'h50;
+  assign \$604  = read_pending & \$603 ;
+  assign \$607  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$608  = q_window_size1_bytes & \$607 ;
+  assign \$609  = \$608  | wdata;
+  assign \$610  = read_word == 7'h51;
+  assign \$611  = read_pending & \$610 ;
+  assign \$614  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$615  = q_window_size2_bytes & \$614 ;
+  assign \$616  = \$615  | wdata;
+  assign \$617  = read_word == 7'h52;
+  assign \$618  = read_pending & \$617 ;
+  assign \$621  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$622  = q_window_size3_bytes & \$621 ;
+  assign \$623  = \$622  | wdata;
+  assign \$624  = read_word == 7'h53;
+  assign \$625  = read_pending & \$624 ;
+  assign \$628  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$629  = q_doorbell0_producer & \$628 ;
+  assign \$630  = \$629  | wdata;
+  assign \$631  = read_word == 7'h54;
+  assign \$632  = read_pending & \$631 ;
+  assign \$635  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$636  = q_doorbell1_producer & \$635 ;
+  assign \$637  = \$636  | wdata;
+  assign \$638  = read_word == 7'h55;
+  assign \$639  = read_pending & \$638 ;
+  assign \$642  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$643  = q_doorbell2_producer & \$642 ;
+  assign \$644  = \$643  | wdata;
+  assign \$645  = read_word == 7'h56;
+  assign \$646  = read_pending & \$645 ;
+  assign \$649  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$650  = q_doorbell3_producer & \$649 ;
+  assign \$651  = \$650  | wdata;
+  assign \$652  = read_word == 7'h57;
+  assign \$653  = read_pending & \$652 ;
+  assign \$656  = read_word == 7'h58;
+  assign \$657  = read_pending & \$656 ;
+  assign \$660  = read_word == 7'h59;
+  assign \$661  = read_pending & \$660 ;
+  assign \$664  = read_word == 7'h5a;
+  assign \$665  = read_pending & \$664 ;
+  assign \$668  = read_word == 7'h5b;
+  assign \$669  = read_pending & \$668 ;
+  assign \$672  = ~ bus__wstrb[0];
+  assign \$673  = q_ctrl0_enable & \$672 ;
+  assign \$674  = \$673  | wdata[0];
+  assign \$675  = read_word == 7'h5c;
+  assign \$676  = read_pending & \$675 ;
+  assign \$681  = ~ bus__wstrb[0];
+  assign \$682  = q_ctrl1_enable & \$681 ;
+  assign \$683  = \$682  | wdata[0];
+  assign \$684  = read_word == 7'h5d;
+  assign \$685  = read_pending & \$684 ;
+  assign \$690  = ~ bus__wstrb[0];
+  assign \$691  = q_ctrl2_enable & \$690 ;
+  assign \$692  = \$691  | wdata[0];
+  assign \$693  = read_word == 7'h5e;
+  assign \$694  = read_pending & \$693 ;
+  assign \$699  = ~ bus__wstrb[0];
+  assign \$700  = q_ctrl3_enable & \$699 ;
+  assign \$701  = \$700  | wdata[0];
+  assign \$702  = read_word == 7'h5f;
+  assign \$703  = read_pending & \$702 ;
+  assign \$708  = read_word == 7'h60;
+  assign \$709  = read_pending & \$708 ;
+  assign \$713  = \$711  | { 30'h00000000, \$712  };
   assign \$715  = \$713  | { 28'h0000000, \$714  };
-  assign \$717  = \$715  | { 9'h000, \$716  };
-  assign \$718  = bus__araddr[11:2] == 7'h61;
-  assign \$719  = do_read & \$718 ;
-  assign \$723  = \$721  | { 30'h00000000, \$722  };
-  assign \$725  = \$723  | { 28'h0000000, \$724  };
+  assign \$717  = \$715  | { 28'h0000000, \$716  };
+  assign \$719  = \$717  | { 9'h000, \$718  };
+  assign \$720  = read_word == 7'h61;
+  assign \$721  = read_pending & \$720 ;
+  assign \$725  = \$723  | { 30'h00000000, \$724  };
   assign \$727  = \$725  | { 28'h0000000, \$726  };
-  assign \$729  = \$727  | { 9'h000, \$728  };
-  assign \$730  = bus__araddr[11:2] == 7'h62;
-  assign \$731  = do_read & \$730 ;
-  assign \$735  = \$733  | { 30'h00000000, \$734  };
-  assign \$737  = \$735  | { 28'h0000000, \$736  };
+  assign \$729  = \$727  | { 28'h0000000, \$728  };
+  assign \$731  = \$729  | { 9'h000, \$730  };
+  assign \$732  = read_word == 7'h62;
+  assign \$733  = read_pending & \$732 ;
+  assign \$737  = \$735  | { 30'h00000000, \$736  };
   assign \$739  = \$737  | { 28'h0000000, \$738  };
-  assign \$741  = \$739  | { 9'h000, \$740  };
-  assign \$742  = bus__araddr[11:2] == 7'h63;
-  assign \$743  = do_read & \$742 ;
-  assign \$747  = \$745  | { 30'h00000000, \$746  };
-  assign \$749  = \$747  | { 28'h0000000, \$748  };
+  assign \$741  = \$739  | { 28'h0000000, \$740  };
+  assign \$743  = \$741  | { 9'h000, \$742  };
+  assign \$744  = read_word == 7'h63;
+  assign \$745  = read_pending & \$744 ;
+  assign \$749  = \$747  | { 30'h00000000, \$748  };
   assign \$751  = \$749  | { 28'h0000000, \$750  };
-  assign \$753  = \$751  | { 9'h000, \$752  };
-  assign \$754  = bus__araddr[11:2] == 7'h64;
-  assign \$755  = do_read & \$754 ;
-  assign \$758  = bus__araddr[11:2] == 7'h65;
-  assign \$759  = do_read & \$758 ;
-  assign \$762  = bus__araddr[11:2] == 7'h66;
-  assign \$763  = do_read & \$762 ;
-  assign \$766  = bus__araddr[11:2] == 7'h67;
-  assign \$767  = do_read & \$766 ;
-  assign \$770  = bus__araddr[11:2] == 7'h68;
-  assign \$771  = do_read & \$770 ;
-  assign \$774  = bus__araddr[11:2] == 7'h69;
-  assign \$775  = do_read & \$774 ;
-  assign \$778  = bus__araddr[11:2] == 7'h6a;
-  assign \$779  = do_read & \$778 ;
-  assign \$782  = bus__araddr[11:2] == 7'h6b;
-  assign \$783  = do_read & \$782 ;
-  assign \$786  = bus__araddr[11:2] == 7'h6c;
-  assign \$787  = do_read & \$786 ;
-  assign \$790  = bus__araddr[11:2] == 7'h6d;
-  assign \$791  = do_read & \$790 ;
-  assign \$794  = bus__araddr[11:2] == 7'h6e;
-  assign \$795  = do_read & \$794 ;
-  assign \$798  = bus__araddr[11:2] == 7'h6f;
-  assign \$799  = do_read & \$798 ;
-  assign \$802  = bus__araddr[11:2] == 7'h70;
-  assign \$803  = do_read & \$802 ;
-  assign \$806  = bus__araddr[11:2] == 7'h71;
-  assign \$807  = do_read & \$806 ;
-  assign \$810  = bus__araddr[11:2] == 7'h72;
-  assign \$811  = do_read & \$810 ;
-  assign \$814  = bus__araddr[11:2] == 7'h73;
-  assign \$815  = do_read & \$814 ;
-  assign \$818  = bus__araddr[11:2] == 7'h74;
-  assign \$819  = do_read & \$818 ;
-  assign \$822  = bus__araddr[11:2] == 7'h75;
-  assign \$823  = do_read & \$822 ;
-  assign \$826  = bus__araddr[11:2] == 7'h76;
-  assign \$827  = do_read & \$826 ;
-  assign \$830  = bus__araddr[11:2] == 7'h77;
-  assign \$831  = do_read & \$830 ;
-  assign \$834  = bus__araddr[11:2] == 8'h80;
-  assign \$835  = do_read & \$834 ;
-  assign \$838  = bus__araddr[11:2] == 8'h81;
-  assign \$839  = do_read & \$838 ;
-  assign \$842  = bus__araddr[11:2] == 8'h82;
-  assign \$843  = do_read & \$842 ;
-  assign \$846  = bus__araddr[11:2] == 8'h83;
-  assign \$847  = do_read & \$846 ;
-  assign \$850  = bus__araddr[11:2] == 8'h84;
-  assign \$851  = do_read & \$850 ;
-  assign \$854  = bus__araddr[11:2] == 8'h85;
-  assign \$855  = do_read & \$854 ;
-  assign \$858  = bus__araddr[11:2] == 8'h86;
-  assign \$859  = do_read & \$858 ;
-  assign \$862  = bus__araddr[11:2] == 8'h87;
-  assign \$863  = do_read & \$862 ;
-  assign \$866  = bus__araddr[11:2] == 8'h88;
-  assign \$867  = do_read & \$866 ;
-  assign \$870  = bus__araddr[11:2] == 8'h89;
-  assign \$871  = do_read & \$870 ;
-  assign \$874  = bus__araddr[11:2] == 8'h8a;
-  assign \$875  = do_read & \$874 ;
-  assign \$878  = bus__araddr[11:2] == 8'h8b;
-  assign \$879  = do_read & \$878 ;
-  assign \$882  = bus__araddr[11:2] == 8'h8c;
-  assign \$883  = do_read & \$882 ;
-  assign \$886  = bus__araddr[11:2] == 8'h8d;
-  assign \$887  = do_read & \$886 ;
-  assign \$890  = bus__araddr[11:2] == 8'h8e;
-  assign \$891  = do_read & \$890 ;
-  assign \$894  = bus__araddr[11:2] == 8'h8f;
-  assign \$895  = do_read & \$894 ;
-  assign \$898  = bus__araddr[11:2] == 8'h90;
-  assign \$899  = do_read & \$898 ;
-  assign \$902  = bus__araddr[11:2] == 8'h91;
-  assign \$903  = do_read & \$902 ;
-  assign \$906  = bus__araddr[11:2] == 8'h92;
-  assign \$907  = do_read & \$906 ;
-  assign \$910  = bus__araddr[11:2] == 8'h93;
-  assign \$911  = do_read & \$910 ;
-  assign \$914  = bus__araddr[11:2] == 8'h94;
-  assign \$915  = do_read & \$914 ;
-  assign \$918  = bus__araddr[11:2] == 8'h95;
-  assign \$919  = do_read & \$918 ;
-  assign \$922  = bus__araddr[11:2] == 8'h96;
-  assign \$923  = do_read & \$922 ;
+  assign \$753  = \$751  | { 28'h0000000, \$752  };
+  assign \$755  = \$753  | { 9'h000, \$754  };
+  assign \$756  = read_word == 7'h64;
+  assign \$757  = read_pending & \$756 ;
+  assign \$760  = read_word == 7'h65;
+  assign \$761  = read_pending & \$760 ;
+  assign \$764  = read_word == 7'h66;
+  assign \$765  = read_pending & \$764 ;
+  assign \$768  = read_word == 7'h67;
+  assign \$769  = read_pending & \$768 ;
+  assign \$772  = read_word == 7'h68;
+  assign \$773  = read_pending & \$772 ;
+  assign \$776  = read_word == 7'h69;
+  assign \$777  = read_pending & \$776 ;
+  assign \$780  = read_word == 7'h6a;
+  assign \$781  = read_pending & \$780 ;
+  assign \$784  = read_word == 7'h6b;
+  assign \$785  = read_pending & \$784 ;
+  assign \$788  = read_word == 7'h6c;
+  assign \$789  = read_pending & \$788 ;
+  assign \$792  = read_word == 7'h6d;
+  assign \$793  = read_pending & \$792 ;
+  assign \$796  = read_word == 7'h6e;
+  assign \$797  = read_pending & \$796 ;
+  assign \$800  = read_word == 7'h6f;
+  assign \$801  = read_pending & \$800 ;
+  assign \$804  = read_word == 7'h70;
+  assign \$805  = read_pending & \$804 ;
+  assign \$808  = read_word == 7'h71;
+  assign \$809  = read_pending & \$808 ;
+  assign \$812  = read_word == 7'h72;
+  assign \$813  = read_pending & \$812 ;
+  assign \$816  = read_word == 7'h73;
+  assign \$817  = read_pending & \$816 ;
+  assign \$820  = read_word == 7'h74;
+  assign \$821  = read_pending & \$820 ;
+  assign \$824  = read_word == 7'h75;
+  assign \$825  = read_pending & \$824 ;
+  assign \$828  = read_word == 7'h76;
+  assign \$829  = read_pending & \$828 ;
+  assign \$832  = read_word == 7'h77;
+  assign \$833  = read_pending & \$832 ;
+  assign \$836  = read_word == 8'h80;
+  assign \$837  = read_pending & \$836 ;
+  assign \$840  = read_word == 8'h81;
+  assign \$841  = read_pending & \$840 ;
+  assign \$844  = read_word == 8'h82;
+  assign \$845  = read_pending & \$844 ;
+  assign \$848  = read_word == 8'h83;
+  assign \$849  = read_pending & \$848 ;
+  assign \$852  = read_word == 8'h84;
+  assign \$853  = read_pending & \$852 ;
+  assign \$856  = read_word == 8'h85;
+  assign \$857  = read_pending & \$856 ;
+  assign \$860  = read_word == 8'h86;
+  assign \$861  = read_pending & \$860 ;
+  assign \$864  = read_word == 8'h87;
+  assign \$865  = read_pending & \$864 ;
+  assign \$868  = read_word == 8'h88;
+  assign \$869  = read_pending & \$868 ;
+  assign \$872  = read_word == 8'h89;
+  assign \$873  = read_pending & \$872 ;
+  assign \$876  = read_word == 8'h8a;
+  assign \$877  = read_pending & \$876 ;
+  assign \$880  = read_word == 8'h8b;
+  assign \$881  = read_pending & \$880 ;
+  assign \$884  = read_word == 8'h8c;
+  assign \$885  = read_pending & \$884 ;
+  assign \$888  = read_word == 8'h8d;
+  assign \$889  = read_pending & \$888 ;
+  assign \$892  = read_word == 8'h8e;
+  assign \$893  = read_pending & \$892 ;
+  assign \$896  = read_word == 8'h8f;
+  assign \$897  = read_pending & \$896 ;
+  assign \$900  = read_word == 8'h90;
+  assign \$901  = read_pending & \$900 ;
+  assign \$904  = read_word == 8'h91;
+  assign \$905  = read_pending & \$904 ;
+  assign \$908  = read_word == 8'h92;
+  assign \$909  = read_pending & \$908 ;
+  assign \$912  = read_word == 8'h93;
+  assign \$913  = read_pending & \$912 ;
+  assign \$916  = read_word == 8'h94;
+  assign \$917  = read_pending & \$916 ;
+  assign \$920  = read_word == 8'h95;
+  assign \$921  = read_pending & \$920 ;
+  assign \$924  = read_word == 8'h96;
+  assign \$925  = read_pending & \$924 ;
   always @(posedge clk)
-    \$signal  <= \$926 ;
+    \$signal  <= \$928 ;
   always @(posedge clk)
-    bok <= \$927 ;
+    bok <= \$929 ;
   always @(posedge clk)
-    \$signal$14  <= \$928 ;
+    \$signal$13  <= \$930 ;
   always @(posedge clk)
-    bus__rdata <= \$929 ;
+    read_pending <= \$931 ;
   always @(posedge clk)
-    rok <= \$930 ;
+    read_word <= \$932 ;
   always @(posedge clk)
-    cmd0_word <= \$931 ;
+    bus__rdata <= \$933 ;
   always @(posedge clk)
-    cmd1_word <= \$932 ;
+    rok <= \$934 ;
   always @(posedge clk)
-    cmd2_word <= \$933 ;
+    cmd0_word <= \$935 ;
   always @(posedge clk)
-    cmd3_word <= \$934 ;
+    cmd1_word <= \$936 ;
   always @(posedge clk)
-    cmd4_word <= \$935 ;
+    cmd2_word <= \$937 ;
   always @(posedge clk)
-    cmd5_word <= \$936 ;
+    cmd3_word <= \$938 ;
   always @(posedge clk)
-    cmd6_word <= \$937 ;
+    cmd4_word <= \$939 ;
   always @(posedge clk)
-    cmd7_word <= \$938 ;
+    cmd5_word <= \$940 ;
   always @(posedge clk)
-    irq_status_dma_load_done <= \$939 ;
+    cmd6_word <= \$941 ;
   always @(posedge clk)
-    irq_status_dma_store_done <= \$940 ;
+    cmd7_word <= \$942 ;
   always @(posedge clk)
-    irq_status_gemm_done <= \$941 ;
+    irq_status_dma_load_done <= \$943 ;
   always @(posedge clk)
-    irq_status_vec_done <= \$942 ;
+    irq_status_dma_store_done <= \$944 ;
   always @(posedge clk)
-    irq_status_error <= \$943 ;
+    irq_status_gemm_done <= \$945 ;
   always @(posedge clk)
-    irq_status_queue_cpl <= \$944 ;
+    irq_status_vec_done <= \$946 ;
   always @(posedge clk)
-    irq_status_queue_error <= \$945 ;
+    irq_status_error <= \$947 ;
   always @(posedge clk)
-    irq_status_fw_msg <= \$946 ;
+    irq_status_queue_cpl <= \$948 ;
   always @(posedge clk)
-    irq_enable_dma_load_done <= \$947 ;
+    irq_status_queue_error <= \$949 ;
   always @(posedge clk)
-    irq_enable_dma_store_done <= \$948 ;
+    irq_status_fw_msg <= \$950 ;
   always @(posedge clk)
-    irq_enable_gemm_done <= \$949 ;
+    irq_enable_dma_load_done <= \$951 ;
   always @(posedge clk)
-    irq_enable_vec_done <= \$950 ;
+    irq_enable_dma_store_done <= \$952 ;
   always @(posedge clk)
-    irq_enable_error <= \$951 ;
+    irq_enable_gemm_done <= \$953 ;
   always @(posedge clk)
-    irq_enable_queue_cpl <= \$952 ;
+    irq_enable_vec_done <= \$954 ;
   always @(posedge clk)
-    irq_enable_queue_error <= \$953 ;
+    irq_enable_error <= \$955 ;
   always @(posedge clk)
-    irq_enable_fw_msg <= \$954 ;
+    irq_enable_queue_cpl <= \$956 ;
   always @(posedge clk)
-    perf_ctrl_freeze <= \$955 ;
+    irq_enable_queue_error <= \$957 ;
   always @(posedge clk)
-    core_ctrl_run <= \$956 ;
+    irq_enable_fw_msg <= \$958 ;
   always @(posedge clk)
-    core_mem_addr_addr <= \$957 ;
+    perf_ctrl_freeze <= \$959 ;
   always @(posedge clk)
-    core_mem_data_data <= \$958 ;
+    core_ctrl_run <= \$960 ;
   always @(posedge clk)
-    watchdog_cycles <= \$959 ;
+    core_mem_addr_addr <= \$961 ;
   always @(posedge clk)
-    bus_timeout_cycles <= \$960 ;
+    core_mem_data_data <= \$962 ;
   always @(posedge clk)
-    q_ring_base0_addr <= \$961 ;
+    watchdog_cycles <= \$963 ;
   always @(posedge clk)
-    q_ring_base1_addr <= \$962 ;
+    bus_timeout_cycles <= \$964 ;
   always @(posedge clk)
-    q_ring_base2_addr <= \$963 ;
+    q_ring_base0_addr <= \$965 ;
   always @(posedge clk)
-    q_ring_base3_addr <= \$964 ;
+    q_ring_base1_addr <= \$966 ;
   always @(posedge clk)
-    q_ring_size0_log2 <= \$965 ;
+    q_ring_base2_addr <= \$967 ;
   always @(posedge clk)
-    q_ring_size1_log2 <= \$966 ;
+    q_ring_base3_addr <= \$968 ;
   always @(posedge clk)
-    q_ring_size2_log2 <= \$967 ;
+    q_ring_size0_log2 <= \$969 ;
   always @(posedge clk)
-    q_ring_size3_log2 <= \$968 ;
+    q_ring_size1_log2 <= \$970 ;
   always @(posedge clk)
-    q_cpl_base0_addr <= \$969 ;
+    q_ring_size2_log2 <= \$971 ;
   always @(posedge clk)
-    q_cpl_base1_addr <= \$970 ;
+    q_ring_size3_log2 <= \$972 ;
   always @(posedge clk)
-    q_cpl_base2_addr <= \$971 ;
+    q_cpl_base0_addr <= \$973 ;
   always @(posedge clk)
-    q_cpl_base3_addr <= \$972 ;
+    q_cpl_base1_addr <= \$974 ;
   always @(posedge clk)
-    q_window_base0_addr <= \$973 ;
+    q_cpl_base2_addr <= \$975 ;
   always @(posedge clk)
-    q_window_base1_addr <= \$974 ;
+    q_cpl_base3_addr <= \$976 ;
   always @(posedge clk)
-    q_window_base2_addr <= \$975 ;
+    q_window_base0_addr <= \$977 ;
   always @(posedge clk)
-    q_window_base3_addr <= \$976 ;
+    q_window_base1_addr <= \$978 ;
   always @(posedge clk)
-    q_window_size0_bytes <= \$977 ;
+    q_window_base2_addr <= \$979 ;
   always @(posedge clk)
-    q_window_size1_bytes <= \$978 ;
+    q_window_base3_addr <= \$980 ;
   always @(posedge clk)
-    q_window_size2_bytes <= \$979 ;
+    q_window_size0_bytes <= \$981 ;
   always @(posedge clk)
-    q_window_size3_bytes <= \$980 ;
+    q_window_size1_bytes <= \$982 ;
   always @(posedge clk)
-    q_doorbell0_producer <= \$981 ;
+    q_window_size2_bytes <= \$983 ;
   always @(posedge clk)
-    q_doorbell1_producer <= \$982 ;
+    q_window_size3_bytes <= \$984 ;
   always @(posedge clk)
-    q_doorbell2_producer <= \$983 ;
+    q_doorbell0_producer <= \$985 ;
   always @(posedge clk)
-    q_doorbell3_producer <= \$984 ;
+    q_doorbell1_producer <= \$986 ;
   always @(posedge clk)
-    q_ctrl0_enable <= \$985 ;
+    q_doorbell2_producer <= \$987 ;
   always @(posedge clk)
-    q_ctrl1_enable <= \$986 ;
+    q_doorbell3_producer <= \$988 ;
   always @(posedge clk)
-    q_ctrl2_enable <= \$987 ;
+    q_ctrl0_enable <= \$989 ;
   always @(posedge clk)
-    q_ctrl3_enable <= \$988 ;
+    q_ctrl1_enable <= \$990 ;
+  always @(posedge clk)
+    q_ctrl2_enable <= \$991 ;
+  always @(posedge clk)
+    q_ctrl3_enable <= \$992 ;
   assign \$1  = bus__awvalid & bus__wvalid;
   assign \$2  = ~ \$signal ;
   assign do_write = \$1  & \$2 ;
   assign bus__bresp = bok ? 2'h0 : 2'h2;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$3  = ~ \$signal$14 ;
-  assign do_read = bus__arvalid & \$3 ;
-  assign bus__rresp = rok ? 2'h0 : 2'h2;
-  assign \$4  = ! bus__awaddr[11:2];
-  assign wr_id = do_write & \$4 ;
-  assign \$5  = bus__awaddr[11:2] == 1'h1;
+  assign \$3  = ~ \$signal$13 ;
+  assign \$4  = ~ read_pending;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$926  = \$signal ;
-    if (\$132 ) begin
-      \$926  = 1'h0;
-    end
-    if (do_write) begin
-      \$926  = 1'h1;
-    end
-    if (rst) begin
-      \$926  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$927  = bok;
-    if (do_write) begin
-      \$927  = 1'h0;
-    end
-    if (wr_id) begin
-      \$927  = 1'h1;
-    end
-    if (wr_version) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cap_array) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cap_spad) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cap_acc) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cap_dma) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cap_queues) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cmd0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cmd1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cmd2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cmd3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cmd4) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cmd5) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cmd6) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cmd7) begin
-      \$927  = 1'h1;
-    end
-    if (wr_cmd_submit) begin
-      \$927  = 1'h1;
-    end
-    if (wr_status) begin
-      \$927  = 1'h1;
-    end
-    if (wr_irq_status) begin
-      \$927  = 1'h1;
-    end
-    if (wr_irq_enable) begin
-      \$927  = 1'h1;
-    end
-    if (wr_error_info) begin
-      \$927  = 1'h1;
-    end
-    if (wr_done_dma_load) begin
-      \$927  = 1'h1;
-    end
-    if (wr_done_dma_store) begin
-      \$927  = 1'h1;
-    end
-    if (wr_done_gemm) begin
-      \$927  = 1'h1;
-    end
-    if (wr_done_vec) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_ctrl) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_cycles) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_gemm_busy) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_gemm_active) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_gemm_stall) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_vec_busy) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_vec_active) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_dma_load_busy) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_dma_store_busy) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_dma_load_bytes) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_dma_store_bytes) begin
-      \$927  = 1'h1;
-    end
-    if (wr_core_ctrl) begin
-      \$927  = 1'h1;
-    end
-    if (wr_core_mem_addr) begin
-      \$927  = 1'h1;
-    end
-    if (wr_core_mem_data) begin
-      \$927  = 1'h1;
-    end
-    if (wr_core_pc) begin
-      \$927  = 1'h1;
-    end
-    if (wr_fw_version) begin
-      \$927  = 1'h1;
-    end
-    if (wr_fw_status) begin
-      \$927  = 1'h1;
-    end
-    if (wr_fw_fault_pc) begin
-      \$927  = 1'h1;
-    end
-    if (wr_fw_fault_cause) begin
-      \$927  = 1'h1;
-    end
-    if (wr_fw_fault_tval) begin
-      \$927  = 1'h1;
-    end
-    if (wr_watchdog) begin
-      \$927  = 1'h1;
-    end
-    if (wr_debug_hang) begin
-      \$927  = 1'h1;
-    end
-    if (wr_fw_msg) begin
-      \$927  = 1'h1;
-    end
-    if (wr_timestamp) begin
-      \$927  = 1'h1;
-    end
-    if (wr_bus_timeout) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ring_base0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ring_base1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ring_base2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ring_base3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ring_size0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ring_size1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ring_size2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ring_size3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_cpl_base0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_cpl_base1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_cpl_base2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_cpl_base3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_window_base0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_window_base1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_window_base2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_window_base3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_window_size0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_window_size1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_window_size2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_window_size3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_doorbell0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_doorbell1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_doorbell2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_doorbell3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_consumer0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_consumer1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_consumer2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_consumer3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ctrl0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ctrl1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ctrl2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_ctrl3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_status0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_status1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_status2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_status3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_error0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_error1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_error2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_error3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_error_index0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_error_index1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_error_index2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_error_index3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_fetch0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_fetch1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_fetch2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_q_fetch3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_q_retired0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_q_retired1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_q_retired2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_q_retired3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_q_event_stall0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_q_event_stall1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_q_event_stall2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_q_event_stall3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event0) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event1) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event2) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event3) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event4) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event5) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event6) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event7) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event8) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event9) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event10) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event11) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event12) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event13) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event14) begin
-      \$927  = 1'h1;
-    end
-    if (wr_event15) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_dma_load_stall) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_dma_store_stall) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_vec_stall) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_dma_load_full) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_dma_store_full) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_gemm_full) begin
-      \$927  = 1'h1;
-    end
-    if (wr_perf_vec_full) begin
-      \$927  = 1'h1;
-    end
-    if (rst) begin
-      \$927  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$928  = \$signal$14 ;
+    \$928  = \$signal ;
     if (\$133 ) begin
       \$928  = 1'h0;
     end
-    if (do_read) begin
+    if (do_write) begin
       \$928  = 1'h1;
     end
     if (rst) begin
@@ -12821,817 +12425,823 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$929  = bus__rdata;
-    if (do_read) begin
-      \$929  = 32'd0;
+    \$929  = bok;
+    if (do_write) begin
+      \$929  = 1'h0;
     end
-    if (\$135 ) begin
-      \$929  = \$137 [31:0];
+    if (wr_id) begin
+      \$929  = 1'h1;
     end
-    if (\$139 ) begin
-      \$929  = \$143 [31:0];
+    if (wr_version) begin
+      \$929  = 1'h1;
     end
-    if (\$145 ) begin
-      \$929  = \$149 ;
+    if (wr_cap_array) begin
+      \$929  = 1'h1;
     end
-    if (\$151 ) begin
-      \$929  = \$155 [31:0];
+    if (wr_cap_spad) begin
+      \$929  = 1'h1;
     end
-    if (\$157 ) begin
-      \$929  = \$161 [31:0];
+    if (wr_cap_acc) begin
+      \$929  = 1'h1;
     end
-    if (\$163 ) begin
-      \$929  = \$171 [31:0];
+    if (wr_cap_dma) begin
+      \$929  = 1'h1;
     end
-    if (\$173 ) begin
-      \$929  = \$181 [31:0];
+    if (wr_cap_queues) begin
+      \$929  = 1'h1;
     end
-    if (\$186 ) begin
-      \$929  = \$188 [31:0];
-    end
-    if (\$193 ) begin
-      \$929  = \$195 [31:0];
-    end
-    if (\$200 ) begin
-      \$929  = \$202 [31:0];
-    end
-    if (\$207 ) begin
-      \$929  = \$209 [31:0];
-    end
-    if (\$214 ) begin
-      \$929  = \$216 [31:0];
-    end
-    if (\$221 ) begin
-      \$929  = \$223 [31:0];
-    end
-    if (\$228 ) begin
-      \$929  = \$230 [31:0];
-    end
-    if (\$235 ) begin
-      \$929  = \$237 [31:0];
-    end
-    if (\$239 ) begin
-      \$929  = \$241 ;
-    end
-    if (\$243 ) begin
-      \$929  = \$253 ;
-    end
-    if (\$279 ) begin
-      \$929  = \$295 ;
-    end
-    if (\$321 ) begin
-      \$929  = \$337 ;
-    end
-    if (\$339 ) begin
-      \$929  = \$345 [31:0];
-    end
-    if (\$347 ) begin
-      \$929  = \$349 [31:0];
-    end
-    if (\$351 ) begin
-      \$929  = \$353 [31:0];
-    end
-    if (\$355 ) begin
-      \$929  = \$357 [31:0];
-    end
-    if (\$359 ) begin
-      \$929  = \$361 [31:0];
-    end
-    if (\$366 ) begin
-      \$929  = \$370 ;
-    end
-    if (\$372 ) begin
-      \$929  = \$374 [31:0];
-    end
-    if (\$376 ) begin
-      \$929  = \$378 [31:0];
-    end
-    if (\$380 ) begin
-      \$929  = \$382 [31:0];
-    end
-    if (\$384 ) begin
-      \$929  = \$386 [31:0];
-    end
-    if (\$388 ) begin
-      \$929  = \$390 [31:0];
-    end
-    if (\$392 ) begin
-      \$929  = \$394 [31:0];
-    end
-    if (\$396 ) begin
-      \$929  = \$398 [31:0];
-    end
-    if (\$400 ) begin
-      \$929  = \$402 [31:0];
-    end
-    if (\$404 ) begin
-      \$929  = \$406 [31:0];
-    end
-    if (\$408 ) begin
-      \$929  = \$410 [31:0];
-    end
-    if (\$415 ) begin
-      \$929  = \$417 ;
-    end
-    if (\$422 ) begin
-      \$929  = \$424 [31:0];
-    end
-    if (\$429 ) begin
-      \$929  = \$431 [31:0];
-    end
-    if (\$433 ) begin
-      \$929  = \$435 [31:0];
-    end
-    if (\$437 ) begin
-      \$929  = \$439 [31:0];
-    end
-    if (\$441 ) begin
-      \$929  = \$445 ;
-    end
-    if (\$447 ) begin
-      \$929  = \$449 [31:0];
-    end
-    if (\$451 ) begin
-      \$929  = \$453 [31:0];
-    end
-    if (\$455 ) begin
-      \$929  = \$457 [31:0];
-    end
-    if (\$462 ) begin
-      \$929  = \$464 [31:0];
-    end
-    if (\$466 ) begin
-      \$929  = \$470 ;
-    end
-    if (\$472 ) begin
-      \$929  = \$474 [31:0];
-    end
-    if (\$476 ) begin
-      \$929  = \$478 [31:0];
-    end
-    if (\$483 ) begin
-      \$929  = \$485 [31:0];
-    end
-    if (\$490 ) begin
-      \$929  = \$492 [31:0];
-    end
-    if (\$497 ) begin
-      \$929  = \$499 [31:0];
-    end
-    if (\$504 ) begin
-      \$929  = \$506 [31:0];
-    end
-    if (\$511 ) begin
-      \$929  = \$513 [31:0];
-    end
-    if (\$518 ) begin
-      \$929  = \$520 ;
-    end
-    if (\$525 ) begin
-      \$929  = \$527 ;
-    end
-    if (\$532 ) begin
-      \$929  = \$534 ;
-    end
-    if (\$539 ) begin
-      \$929  = \$541 ;
-    end
-    if (\$546 ) begin
-      \$929  = \$548 [31:0];
-    end
-    if (\$553 ) begin
-      \$929  = \$555 [31:0];
-    end
-    if (\$560 ) begin
-      \$929  = \$562 [31:0];
-    end
-    if (\$567 ) begin
-      \$929  = \$569 [31:0];
-    end
-    if (\$574 ) begin
-      \$929  = \$576 [31:0];
-    end
-    if (\$581 ) begin
-      \$929  = \$583 [31:0];
-    end
-    if (\$588 ) begin
-      \$929  = \$590 [31:0];
-    end
-    if (\$595 ) begin
-      \$929  = \$597 [31:0];
-    end
-    if (\$602 ) begin
-      \$929  = \$604 [31:0];
-    end
-    if (\$609 ) begin
-      \$929  = \$611 [31:0];
-    end
-    if (\$616 ) begin
-      \$929  = \$618 [31:0];
-    end
-    if (\$623 ) begin
-      \$929  = \$625 [31:0];
-    end
-    if (\$630 ) begin
-      \$929  = \$632 [31:0];
-    end
-    if (\$637 ) begin
-      \$929  = \$639 [31:0];
-    end
-    if (\$644 ) begin
-      \$929  = \$646 [31:0];
-    end
-    if (\$651 ) begin
-      \$929  = \$653 [31:0];
-    end
-    if (\$655 ) begin
-      \$929  = \$657 [31:0];
-    end
-    if (\$659 ) begin
-      \$929  = \$661 [31:0];
-    end
-    if (\$663 ) begin
-      \$929  = \$665 [31:0];
-    end
-    if (\$667 ) begin
-      \$929  = \$669 [31:0];
-    end
-    if (\$674 ) begin
-      \$929  = \$678 ;
-    end
-    if (\$683 ) begin
-      \$929  = \$687 ;
-    end
-    if (\$692 ) begin
-      \$929  = \$696 ;
-    end
-    if (\$701 ) begin
-      \$929  = \$705 ;
-    end
-    if (\$707 ) begin
-      \$929  = \$717 ;
-    end
-    if (\$719 ) begin
-      \$929  = \$729 ;
-    end
-    if (\$731 ) begin
-      \$929  = \$741 ;
-    end
-    if (\$743 ) begin
-      \$929  = \$753 ;
-    end
-    if (\$755 ) begin
-      \$929  = \$757 ;
-    end
-    if (\$759 ) begin
-      \$929  = \$761 ;
-    end
-    if (\$763 ) begin
-      \$929  = \$765 ;
-    end
-    if (\$767 ) begin
-      \$929  = \$769 ;
-    end
-    if (\$771 ) begin
-      \$929  = \$773 [31:0];
-    end
-    if (\$775 ) begin
-      \$929  = \$777 [31:0];
-    end
-    if (\$779 ) begin
-      \$929  = \$781 [31:0];
-    end
-    if (\$783 ) begin
-      \$929  = \$785 [31:0];
-    end
-    if (\$787 ) begin
-      \$929  = \$789 [31:0];
-    end
-    if (\$791 ) begin
-      \$929  = \$793 [31:0];
-    end
-    if (\$795 ) begin
-      \$929  = \$797 [31:0];
-    end
-    if (\$799 ) begin
-      \$929  = \$801 [31:0];
-    end
-    if (\$803 ) begin
-      \$929  = \$805 [31:0];
-    end
-    if (\$807 ) begin
-      \$929  = \$809 [31:0];
-    end
-    if (\$811 ) begin
-      \$929  = \$813 [31:0];
-    end
-    if (\$815 ) begin
-      \$929  = \$817 [31:0];
-    end
-    if (\$819 ) begin
-      \$929  = \$821 [31:0];
-    end
-    if (\$823 ) begin
-      \$929  = \$825 [31:0];
-    end
-    if (\$827 ) begin
-      \$929  = \$829 [31:0];
-    end
-    if (\$831 ) begin
-      \$929  = \$833 [31:0];
-    end
-    if (\$835 ) begin
-      \$929  = \$837 [31:0];
-    end
-    if (\$839 ) begin
-      \$929  = \$841 [31:0];
-    end
-    if (\$843 ) begin
-      \$929  = \$845 [31:0];
-    end
-    if (\$847 ) begin
-      \$929  = \$849 [31:0];
-    end
-    if (\$851 ) begin
-      \$929  = \$853 [31:0];
-    end
-    if (\$855 ) begin
-      \$929  = \$857 [31:0];
-    end
-    if (\$859 ) begin
-      \$929  = \$861 [31:0];
-    end
-    if (\$863 ) begin
-      \$929  = \$865 [31:0];
-    end
-    if (\$867 ) begin
-      \$929  = \$869 [31:0];
-    end
-    if (\$871 ) begin
-      \$929  = \$873 [31:0];
-    end
-    if (\$875 ) begin
-      \$929  = \$877 [31:0];
-    end
-    if (\$879 ) begin
-      \$929  = \$881 [31:0];
-    end
-    if (\$883 ) begin
-      \$929  = \$885 [31:0];
-    end
-    if (\$887 ) begin
-      \$929  = \$889 [31:0];
-    end
-    if (\$891 ) begin
-      \$929  = \$893 [31:0];
-    end
-    if (\$895 ) begin
-      \$929  = \$897 [31:0];
-    end
-    if (\$899 ) begin
-      \$929  = \$901 [31:0];
-    end
-    if (\$903 ) begin
-      \$929  = \$905 [31:0];
-    end
-    if (\$907 ) begin
-      \$929  = \$909 [31:0];
-    end
-    if (\$911 ) begin
-      \$929  = \$913 [31:0];
-    end
-    if (\$915 ) begin
-      \$929  = \$917 [31:0];
-    end
-    if (\$919 ) begin
-      \$929  = \$921 [31:0];
-    end
-    if (\$923 ) begin
-      \$929  = \$925 [31:0];
-    end
-    if (rst) begin
-      \$929  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$930  = rok;
-    if (do_read) begin
-      \$930  = 1'h0;
-    end
-    if (\$135 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$139 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$145 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$151 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$157 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$163 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$173 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$186 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$193 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$200 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$207 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$214 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$221 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$228 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$235 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$239 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$243 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$279 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$321 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$339 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$347 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$351 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$355 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$359 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$366 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$372 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$376 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$380 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$384 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$388 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$392 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$396 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$400 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$404 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$408 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$415 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$422 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$429 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$433 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$437 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$441 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$447 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$451 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$455 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$462 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$466 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$472 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$476 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$483 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$490 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$497 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$504 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$511 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$518 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$525 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$532 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$539 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$546 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$553 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$560 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$567 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$574 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$581 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$588 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$595 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$602 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$609 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$616 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$623 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$630 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$637 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$644 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$651 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$655 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$659 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$663 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$667 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$674 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$683 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$692 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$701 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$707 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$719 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$731 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$743 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$755 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$759 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$763 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$767 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$771 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$775 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$779 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$783 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$787 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$791 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$795 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$799 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$803 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$807 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$811 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$815 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$819 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$823 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$827 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$831 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$835 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$839 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$843 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$847 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$851 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$855 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$859 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$863 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$867 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$871 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$875 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$879 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$883 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$887 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$891 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$895 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$899 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$903 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$907 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$911 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$915 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$919 ) begin
-      \$930  = 1'h1;
-    end
-    if (\$923 ) begin
-      \$930  = 1'h1;
-    end
-    if (rst) begin
-      \$930  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$931  = cmd0_word;
     if (wr_cmd0) begin
-      \$931  = \$184 ;
+      \$929  = 1'h1;
     end
-    if (rst) begin
-      \$931  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$932  = cmd1_word;
     if (wr_cmd1) begin
-      \$932  = \$191 ;
+      \$929  = 1'h1;
+    end
+    if (wr_cmd2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_cmd3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_cmd4) begin
+      \$929  = 1'h1;
+    end
+    if (wr_cmd5) begin
+      \$929  = 1'h1;
+    end
+    if (wr_cmd6) begin
+      \$929  = 1'h1;
+    end
+    if (wr_cmd7) begin
+      \$929  = 1'h1;
+    end
+    if (wr_cmd_submit) begin
+      \$929  = 1'h1;
+    end
+    if (wr_status) begin
+      \$929  = 1'h1;
+    end
+    if (wr_irq_status) begin
+      \$929  = 1'h1;
+    end
+    if (wr_irq_enable) begin
+      \$929  = 1'h1;
+    end
+    if (wr_error_info) begin
+      \$929  = 1'h1;
+    end
+    if (wr_done_dma_load) begin
+      \$929  = 1'h1;
+    end
+    if (wr_done_dma_store) begin
+      \$929  = 1'h1;
+    end
+    if (wr_done_gemm) begin
+      \$929  = 1'h1;
+    end
+    if (wr_done_vec) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_ctrl) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_cycles) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_gemm_busy) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_gemm_active) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_gemm_stall) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_vec_busy) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_vec_active) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_dma_load_busy) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_dma_store_busy) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_dma_load_bytes) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_dma_store_bytes) begin
+      \$929  = 1'h1;
+    end
+    if (wr_core_ctrl) begin
+      \$929  = 1'h1;
+    end
+    if (wr_core_mem_addr) begin
+      \$929  = 1'h1;
+    end
+    if (wr_core_mem_data) begin
+      \$929  = 1'h1;
+    end
+    if (wr_core_pc) begin
+      \$929  = 1'h1;
+    end
+    if (wr_fw_version) begin
+      \$929  = 1'h1;
+    end
+    if (wr_fw_status) begin
+      \$929  = 1'h1;
+    end
+    if (wr_fw_fault_pc) begin
+      \$929  = 1'h1;
+    end
+    if (wr_fw_fault_cause) begin
+      \$929  = 1'h1;
+    end
+    if (wr_fw_fault_tval) begin
+      \$929  = 1'h1;
+    end
+    if (wr_watchdog) begin
+      \$929  = 1'h1;
+    end
+    if (wr_debug_hang) begin
+      \$929  = 1'h1;
+    end
+    if (wr_fw_msg) begin
+      \$929  = 1'h1;
+    end
+    if (wr_timestamp) begin
+      \$929  = 1'h1;
+    end
+    if (wr_bus_timeout) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ring_base0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ring_base1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ring_base2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ring_base3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ring_size0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ring_size1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ring_size2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ring_size3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_cpl_base0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_cpl_base1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_cpl_base2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_cpl_base3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_window_base0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_window_base1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_window_base2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_window_base3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_window_size0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_window_size1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_window_size2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_window_size3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_doorbell0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_doorbell1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_doorbell2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_doorbell3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_consumer0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_consumer1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_consumer2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_consumer3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ctrl0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ctrl1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ctrl2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_ctrl3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_status0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_status1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_status2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_status3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_error0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_error1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_error2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_error3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_error_index0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_error_index1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_error_index2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_error_index3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_fetch0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_fetch1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_fetch2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_q_fetch3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_q_retired0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_q_retired1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_q_retired2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_q_retired3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_q_event_stall0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_q_event_stall1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_q_event_stall2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_q_event_stall3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event0) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event1) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event2) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event3) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event4) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event5) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event6) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event7) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event8) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event9) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event10) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event11) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event12) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event13) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event14) begin
+      \$929  = 1'h1;
+    end
+    if (wr_event15) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_dma_load_stall) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_dma_store_stall) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_vec_stall) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_dma_load_full) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_dma_store_full) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_gemm_full) begin
+      \$929  = 1'h1;
+    end
+    if (wr_perf_vec_full) begin
+      \$929  = 1'h1;
     end
     if (rst) begin
-      \$932  = 32'd0;
+      \$929  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$933  = cmd2_word;
-    if (wr_cmd2) begin
-      \$933  = \$198 ;
+    \$930  = \$signal$13 ;
+    if (\$134 ) begin
+      \$930  = 1'h0;
+    end
+    if (read_pending) begin
+      \$930  = 1'h1;
+    end
+    if (rst) begin
+      \$930  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$931  = read_pending;
+    if (\$135 ) begin
+      \$931  = 1'h1;
+    end
+    if (read_pending) begin
+      \$931  = 1'h0;
+    end
+    if (rst) begin
+      \$931  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$932  = read_word;
+    if (\$135 ) begin
+      \$932  = bus__araddr[11:2];
+    end
+    if (rst) begin
+      \$932  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$933  = bus__rdata;
+    if (read_pending) begin
+      \$933  = 32'd0;
+    end
+    if (\$137 ) begin
+      \$933  = \$139 [31:0];
+    end
+    if (\$141 ) begin
+      \$933  = \$145 [31:0];
+    end
+    if (\$147 ) begin
+      \$933  = \$151 ;
+    end
+    if (\$153 ) begin
+      \$933  = \$157 [31:0];
+    end
+    if (\$159 ) begin
+      \$933  = \$163 [31:0];
+    end
+    if (\$165 ) begin
+      \$933  = \$173 [31:0];
+    end
+    if (\$175 ) begin
+      \$933  = \$183 [31:0];
+    end
+    if (\$188 ) begin
+      \$933  = \$190 [31:0];
+    end
+    if (\$195 ) begin
+      \$933  = \$197 [31:0];
+    end
+    if (\$202 ) begin
+      \$933  = \$204 [31:0];
+    end
+    if (\$209 ) begin
+      \$933  = \$211 [31:0];
+    end
+    if (\$216 ) begin
+      \$933  = \$218 [31:0];
+    end
+    if (\$223 ) begin
+      \$933  = \$225 [31:0];
+    end
+    if (\$230 ) begin
+      \$933  = \$232 [31:0];
+    end
+    if (\$237 ) begin
+      \$933  = \$239 [31:0];
+    end
+    if (\$241 ) begin
+      \$933  = \$243 ;
+    end
+    if (\$245 ) begin
+      \$933  = \$255 ;
+    end
+    if (\$281 ) begin
+      \$933  = \$297 ;
+    end
+    if (\$323 ) begin
+      \$933  = \$339 ;
+    end
+    if (\$341 ) begin
+      \$933  = \$347 [31:0];
+    end
+    if (\$349 ) begin
+      \$933  = \$351 [31:0];
+    end
+    if (\$353 ) begin
+      \$933  = \$355 [31:0];
+    end
+    if (\$357 ) begin
+      \$933  = \$359 [31:0];
+    end
+    if (\$361 ) begin
+      \$933  = \$363 [31:0];
+    end
+    if (\$368 ) begin
+      \$933  = \$372 ;
+    end
+    if (\$374 ) begin
+      \$933  = \$376 [31:0];
+    end
+    if (\$378 ) begin
+      \$933  = \$380 [31:0];
+    end
+    if (\$382 ) begin
+      \$933  = \$384 [31:0];
+    end
+    if (\$386 ) begin
+      \$933  = \$388 [31:0];
+    end
+    if (\$390 ) begin
+      \$933  = \$392 [31:0];
+    end
+    if (\$394 ) begin
+      \$933  = \$396 [31:0];
+    end
+    if (\$398 ) begin
+      \$933  = \$400 [31:0];
+    end
+    if (\$402 ) begin
+      \$933  = \$404 [31:0];
+    end
+    if (\$406 ) begin
+      \$933  = \$408 [31:0];
+    end
+    if (\$410 ) begin
+      \$933  = \$412 [31:0];
+    end
+    if (\$417 ) begin
+      \$933  = \$419 ;
+    end
+    if (\$424 ) begin
+      \$933  = \$426 [31:0];
+    end
+    if (\$431 ) begin
+      \$933  = \$433 [31:0];
+    end
+    if (\$435 ) begin
+      \$933  = \$437 [31:0];
+    end
+    if (\$439 ) begin
+      \$933  = \$441 [31:0];
+    end
+    if (\$443 ) begin
+      \$933  = \$447 ;
+    end
+    if (\$449 ) begin
+      \$933  = \$451 [31:0];
+    end
+    if (\$453 ) begin
+      \$933  = \$455 [31:0];
+    end
+    if (\$457 ) begin
+      \$933  = \$459 [31:0];
+    end
+    if (\$464 ) begin
+      \$933  = \$466 [31:0];
+    end
+    if (\$468 ) begin
+      \$933  = \$472 ;
+    end
+    if (\$474 ) begin
+      \$933  = \$476 [31:0];
+    end
+    if (\$478 ) begin
+      \$933  = \$480 [31:0];
+    end
+    if (\$485 ) begin
+      \$933  = \$487 [31:0];
+    end
+    if (\$492 ) begin
+      \$933  = \$494 [31:0];
+    end
+    if (\$499 ) begin
+      \$933  = \$501 [31:0];
+    end
+    if (\$506 ) begin
+      \$933  = \$508 [31:0];
+    end
+    if (\$513 ) begin
+      \$933  = \$515 [31:0];
+    end
+    if (\$520 ) begin
+      \$933  = \$522 ;
+    end
+    if (\$527 ) begin
+      \$933  = \$529 ;
+    end
+    if (\$534 ) begin
+      \$933  = \$536 ;
+    end
+    if (\$541 ) begin
+      \$933  = \$543 ;
+    end
+    if (\$548 ) begin
+      \$933  = \$550 [31:0];
+    end
+    if (\$555 ) begin
+      \$933  = \$557 [31:0];
+    end
+    if (\$562 ) begin
+      \$933  = \$564 [31:0];
+    end
+    if (\$569 ) begin
+      \$933  = \$571 [31:0];
+    end
+    if (\$576 ) begin
+      \$933  = \$578 [31:0];
+    end
+    if (\$583 ) begin
+      \$933  = \$585 [31:0];
+    end
+    if (\$590 ) begin
+      \$933  = \$592 [31:0];
+    end
+    if (\$597 ) begin
+      \$933  = \$599 [31:0];
+    end
+    if (\$604 ) begin
+      \$933  = \$606 [31:0];
+    end
+    if (\$611 ) begin
+      \$933  = \$613 [31:0];
+    end
+    if (\$618 ) begin
+      \$933  = \$620 [31:0];
+    end
+    if (\$625 ) begin
+      \$933  = \$627 [31:0];
+    end
+    if (\$632 ) begin
+      \$933  = \$634 [31:0];
+    end
+    if (\$639 ) begin
+      \$933  = \$641 [31:0];
+    end
+    if (\$646 ) begin
+      \$933  = \$648 [31:0];
+    end
+    if (\$653 ) begin
+      \$933  = \$655 [31:0];
+    end
+    if (\$657 ) begin
+      \$933  = \$659 [31:0];
+    end
+    if (\$661 ) begin
+      \$933  = \$663 [31:0];
+    end
+    if (\$665 ) begin
+      \$933  = \$667 [31:0];
+    end
+    if (\$669 ) begin
+      \$933  = \$671 [31:0];
+    end
+    if (\$676 ) begin
+      \$933  = \$680 ;
+    end
+    if (\$685 ) begin
+      \$933  = \$689 ;
+    end
+    if (\$694 ) begin
+      \$933  = \$698 ;
+    end
+    if (\$703 ) begin
+      \$933  = \$707 ;
+    end
+    if (\$709 ) begin
+      \$933  = \$719 ;
+    end
+    if (\$721 ) begin
+      \$933  = \$731 ;
+    end
+    if (\$733 ) begin
+      \$933  = \$743 ;
+    end
+    if (\$745 ) begin
+      \$933  = \$755 ;
+    end
+    if (\$757 ) begin
+      \$933  = \$759 ;
+    end
+    if (\$761 ) begin
+      \$933  = \$763 ;
+    end
+    if (\$765 ) begin
+      \$933  = \$767 ;
+    end
+    if (\$769 ) begin
+      \$933  = \$771 ;
+    end
+    if (\$773 ) begin
+      \$933  = \$775 [31:0];
+    end
+    if (\$777 ) begin
+      \$933  = \$779 [31:0];
+    end
+    if (\$781 ) begin
+      \$933  = \$783 [31:0];
+    end
+    if (\$785 ) begin
+      \$933  = \$787 [31:0];
+    end
+    if (\$789 ) begin
+      \$933  = \$791 [31:0];
+    end
+    if (\$793 ) begin
+      \$933  = \$795 [31:0];
+    end
+    if (\$797 ) begin
+      \$933  = \$799 [31:0];
+    end
+    if (\$801 ) begin
+      \$933  = \$803 [31:0];
+    end
+    if (\$805 ) begin
+      \$933  = \$807 [31:0];
+    end
+    if (\$809 ) begin
+      \$933  = \$811 [31:0];
+    end
+    if (\$813 ) begin
+      \$933  = \$815 [31:0];
+    end
+    if (\$817 ) begin
+      \$933  = \$819 [31:0];
+    end
+    if (\$821 ) begin
+      \$933  = \$823 [31:0];
+    end
+    if (\$825 ) begin
+      \$933  = \$827 [31:0];
+    end
+    if (\$829 ) begin
+      \$933  = \$831 [31:0];
+    end
+    if (\$833 ) begin
+      \$933  = \$835 [31:0];
+    end
+    if (\$837 ) begin
+      \$933  = \$839 [31:0];
+    end
+    if (\$841 ) begin
+      \$933  = \$843 [31:0];
+    end
+    if (\$845 ) begin
+      \$933  = \$847 [31:0];
+    end
+    if (\$849 ) begin
+      \$933  = \$851 [31:0];
+    end
+    if (\$853 ) begin
+      \$933  = \$855 [31:0];
+    end
+    if (\$857 ) begin
+      \$933  = \$859 [31:0];
+    end
+    if (\$861 ) begin
+      \$933  = \$863 [31:0];
+    end
+    if (\$865 ) begin
+      \$933  = \$867 [31:0];
+    end
+    if (\$869 ) begin
+      \$933  = \$871 [31:0];
+    end
+    if (\$873 ) begin
+      \$933  = \$875 [31:0];
+    end
+    if (\$877 ) begin
+      \$933  = \$879 [31:0];
+    end
+    if (\$881 ) begin
+      \$933  = \$883 [31:0];
+    end
+    if (\$885 ) begin
+      \$933  = \$887 [31:0];
+    end
+    if (\$889 ) begin
+      \$933  = \$891 [31:0];
+    end
+    if (\$893 ) begin
+      \$933  = \$895 [31:0];
+    end
+    if (\$897 ) begin
+      \$933  = \$899 [31:0];
+    end
+    if (\$901 ) begin
+      \$933  = \$903 [31:0];
+    end
+    if (\$905 ) begin
+      \$933  = \$907 [31:0];
+    end
+    if (\$909 ) begin
+      \$933  = \$911 [31:0];
+    end
+    if (\$913 ) begin
+      \$933  = \$915 [31:0];
+    end
+    if (\$917 ) begin
+      \$933  = \$919 [31:0];
+    end
+    if (\$921 ) begin
+      \$933  = \$923 [31:0];
+    end
+    if (\$925 ) begin
+      \$933  = \$927 [31:0];
     end
     if (rst) begin
       \$933  = 32'd0;
@@ -13639,19 +13249,403 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$934  = cmd3_word;
-    if (wr_cmd3) begin
-      \$934  = \$205 ;
+    \$934  = rok;
+    if (read_pending) begin
+      \$934  = 1'h0;
+    end
+    if (\$137 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$141 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$147 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$153 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$159 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$165 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$175 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$188 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$195 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$202 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$209 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$216 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$223 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$230 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$237 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$241 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$245 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$281 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$323 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$341 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$349 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$353 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$357 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$361 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$368 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$374 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$378 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$382 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$386 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$390 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$394 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$398 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$402 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$406 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$410 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$417 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$424 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$431 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$435 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$439 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$443 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$449 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$453 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$457 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$464 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$468 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$474 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$478 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$485 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$492 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$499 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$506 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$513 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$520 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$527 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$534 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$541 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$548 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$555 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$562 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$569 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$576 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$583 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$590 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$597 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$604 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$611 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$618 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$625 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$632 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$639 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$646 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$653 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$657 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$661 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$665 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$669 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$676 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$685 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$694 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$703 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$709 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$721 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$733 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$745 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$757 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$761 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$765 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$769 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$773 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$777 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$781 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$785 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$789 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$793 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$797 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$801 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$805 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$809 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$813 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$817 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$821 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$825 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$829 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$833 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$837 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$841 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$845 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$849 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$853 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$857 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$861 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$865 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$869 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$873 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$877 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$881 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$885 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$889 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$893 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$897 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$901 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$905 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$909 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$913 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$917 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$921 ) begin
+      \$934  = 1'h1;
+    end
+    if (\$925 ) begin
+      \$934  = 1'h1;
     end
     if (rst) begin
-      \$934  = 32'd0;
+      \$934  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$935  = cmd4_word;
-    if (wr_cmd4) begin
-      \$935  = \$212 ;
+    \$935  = cmd0_word;
+    if (wr_cmd0) begin
+      \$935  = \$186 ;
     end
     if (rst) begin
       \$935  = 32'd0;
@@ -13659,9 +13653,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$936  = cmd5_word;
-    if (wr_cmd5) begin
-      \$936  = \$219 ;
+    \$936  = cmd1_word;
+    if (wr_cmd1) begin
+      \$936  = \$193 ;
     end
     if (rst) begin
       \$936  = 32'd0;
@@ -13669,9 +13663,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$937  = cmd6_word;
-    if (wr_cmd6) begin
-      \$937  = \$226 ;
+    \$937  = cmd2_word;
+    if (wr_cmd2) begin
+      \$937  = \$200 ;
     end
     if (rst) begin
       \$937  = 32'd0;
@@ -13679,9 +13673,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$938  = cmd7_word;
-    if (wr_cmd7) begin
-      \$938  = \$233 ;
+    \$938  = cmd3_word;
+    if (wr_cmd3) begin
+      \$938  = \$207 ;
     end
     if (rst) begin
       \$938  = 32'd0;
@@ -13689,105 +13683,105 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$939  = \$256 ;
+    \$939  = cmd4_word;
+    if (wr_cmd4) begin
+      \$939  = \$214 ;
+    end
     if (rst) begin
-      \$939  = 1'h0;
+      \$939  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$940  = \$259 ;
+    \$940  = cmd5_word;
+    if (wr_cmd5) begin
+      \$940  = \$221 ;
+    end
     if (rst) begin
-      \$940  = 1'h0;
+      \$940  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$941  = \$262 ;
+    \$941  = cmd6_word;
+    if (wr_cmd6) begin
+      \$941  = \$228 ;
+    end
     if (rst) begin
-      \$941  = 1'h0;
+      \$941  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$942  = \$265 ;
+    \$942  = cmd7_word;
+    if (wr_cmd7) begin
+      \$942  = \$235 ;
+    end
     if (rst) begin
-      \$942  = 1'h0;
+      \$942  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$943  = \$268 ;
+    \$943  = \$258 ;
     if (rst) begin
       \$943  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$944  = \$271 ;
+    \$944  = \$261 ;
     if (rst) begin
-      \$944  = 4'h0;
+      \$944  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$945  = \$274 ;
+    \$945  = \$264 ;
     if (rst) begin
-      \$945  = 4'h0;
+      \$945  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$946  = \$277 ;
+    \$946  = \$267 ;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$947  = irq_enable_dma_load_done;
-    if (wr_irq_enable) begin
-      \$947  = \$298 ;
-    end
+    \$947  = \$270 ;
     if (rst) begin
       \$947  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$948  = irq_enable_dma_store_done;
-    if (wr_irq_enable) begin
-      \$948  = \$301 ;
-    end
+    \$948  = \$273 ;
     if (rst) begin
-      \$948  = 1'h0;
+      \$948  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$949  = irq_enable_gemm_done;
-    if (wr_irq_enable) begin
-      \$949  = \$304 ;
-    end
+    \$949  = \$276 ;
     if (rst) begin
-      \$949  = 1'h0;
+      \$949  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$950  = irq_enable_vec_done;
-    if (wr_irq_enable) begin
-      \$950  = \$307 ;
-    end
+    \$950  = \$279 ;
     if (rst) begin
       \$950  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$951  = irq_enable_error;
+    \$951  = irq_enable_dma_load_done;
     if (wr_irq_enable) begin
-      \$951  = \$310 ;
+      \$951  = \$300 ;
     end
     if (rst) begin
       \$951  = 1'h0;
@@ -13795,29 +13789,29 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$952  = irq_enable_queue_cpl;
+    \$952  = irq_enable_dma_store_done;
     if (wr_irq_enable) begin
-      \$952  = \$313 ;
+      \$952  = \$303 ;
     end
     if (rst) begin
-      \$952  = 4'h0;
+      \$952  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$953  = irq_enable_queue_error;
+    \$953  = irq_enable_gemm_done;
     if (wr_irq_enable) begin
-      \$953  = \$316 ;
+      \$953  = \$306 ;
     end
     if (rst) begin
-      \$953  = 4'h0;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$954  = irq_enable_fw_msg;
+    \$954  = irq_enable_vec_done;
     if (wr_irq_enable) begin
-      \$954  = \$319 ;
+      \$954  = \$309 ;
     end
     if (rst) begin
       \$954  = 1'h0;
@@ -13825,9 +13819,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$955  = perf_ctrl_freeze;
-    if (wr_perf_ctrl) begin
-      \$955  = \$364 ;
+    \$955  = irq_enable_error;
+    if (wr_irq_enable) begin
+      \$955  = \$312 ;
     end
     if (rst) begin
       \$955  = 1'h0;
@@ -13835,59 +13829,59 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$956  = core_ctrl_run;
+    \$956  = irq_enable_queue_cpl;
+    if (wr_irq_enable) begin
+      \$956  = \$315 ;
+    end
+    if (rst) begin
+      \$956  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$957  = irq_enable_queue_error;
+    if (wr_irq_enable) begin
+      \$957  = \$318 ;
+    end
+    if (rst) begin
+      \$957  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$958  = irq_enable_fw_msg;
+    if (wr_irq_enable) begin
+      \$958  = \$321 ;
+    end
+    if (rst) begin
+      \$958  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$959  = perf_ctrl_freeze;
+    if (wr_perf_ctrl) begin
+      \$959  = \$366 ;
+    end
+    if (rst) begin
+      \$959  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$960  = core_ctrl_run;
     if (wr_core_ctrl) begin
-      \$956  = \$413 ;
+      \$960  = \$415 ;
     end
     if (rst) begin
-      \$956  = 1'h0;
+      \$960  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$957  = core_mem_addr_addr;
+    \$961  = core_mem_addr_addr;
     if (wr_core_mem_addr) begin
-      \$957  = \$420 ;
-    end
-    if (rst) begin
-      \$957  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$958  = core_mem_data_data;
-    if (wr_core_mem_data) begin
-      \$958  = \$427 ;
-    end
-    if (rst) begin
-      \$958  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$959  = watchdog_cycles;
-    if (wr_watchdog) begin
-      \$959  = \$460 ;
-    end
-    if (rst) begin
-      \$959  = 32'd1000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$960  = bus_timeout_cycles;
-    if (wr_bus_timeout) begin
-      \$960  = \$481 ;
-    end
-    if (rst) begin
-      \$960  = 32'd65536;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$961  = q_ring_base0_addr;
-    if (wr_q_ring_base0) begin
-      \$961  = \$488 ;
+      \$961  = \$422 ;
     end
     if (rst) begin
       \$961  = 32'd0;
@@ -13895,9 +13889,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$962  = q_ring_base1_addr;
-    if (wr_q_ring_base1) begin
-      \$962  = \$495 ;
+    \$962  = core_mem_data_data;
+    if (wr_core_mem_data) begin
+      \$962  = \$429 ;
     end
     if (rst) begin
       \$962  = 32'd0;
@@ -13905,109 +13899,109 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$963  = q_ring_base2_addr;
+    \$963  = watchdog_cycles;
+    if (wr_watchdog) begin
+      \$963  = \$462 ;
+    end
+    if (rst) begin
+      \$963  = 32'd1000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$964  = bus_timeout_cycles;
+    if (wr_bus_timeout) begin
+      \$964  = \$483 ;
+    end
+    if (rst) begin
+      \$964  = 32'd65536;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$965  = q_ring_base0_addr;
+    if (wr_q_ring_base0) begin
+      \$965  = \$490 ;
+    end
+    if (rst) begin
+      \$965  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$966  = q_ring_base1_addr;
+    if (wr_q_ring_base1) begin
+      \$966  = \$497 ;
+    end
+    if (rst) begin
+      \$966  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$967  = q_ring_base2_addr;
     if (wr_q_ring_base2) begin
-      \$963  = \$502 ;
+      \$967  = \$504 ;
     end
     if (rst) begin
-      \$963  = 32'd0;
+      \$967  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$964  = q_ring_base3_addr;
+    \$968  = q_ring_base3_addr;
     if (wr_q_ring_base3) begin
-      \$964  = \$509 ;
+      \$968  = \$511 ;
     end
     if (rst) begin
-      \$964  = 32'd0;
+      \$968  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$965  = q_ring_size0_log2;
+    \$969  = q_ring_size0_log2;
     if (wr_q_ring_size0) begin
-      \$965  = \$516 ;
+      \$969  = \$518 ;
     end
     if (rst) begin
-      \$965  = 4'h0;
+      \$969  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$966  = q_ring_size1_log2;
+    \$970  = q_ring_size1_log2;
     if (wr_q_ring_size1) begin
-      \$966  = \$523 ;
+      \$970  = \$525 ;
     end
     if (rst) begin
-      \$966  = 4'h0;
+      \$970  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$967  = q_ring_size2_log2;
+    \$971  = q_ring_size2_log2;
     if (wr_q_ring_size2) begin
-      \$967  = \$530 ;
+      \$971  = \$532 ;
     end
     if (rst) begin
-      \$967  = 4'h0;
+      \$971  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$968  = q_ring_size3_log2;
+    \$972  = q_ring_size3_log2;
     if (wr_q_ring_size3) begin
-      \$968  = \$537 ;
+      \$972  = \$539 ;
     end
     if (rst) begin
-      \$968  = 4'h0;
+      \$972  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$969  = q_cpl_base0_addr;
+    \$973  = q_cpl_base0_addr;
     if (wr_q_cpl_base0) begin
-      \$969  = \$544 ;
-    end
-    if (rst) begin
-      \$969  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$970  = q_cpl_base1_addr;
-    if (wr_q_cpl_base1) begin
-      \$970  = \$551 ;
-    end
-    if (rst) begin
-      \$970  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$971  = q_cpl_base2_addr;
-    if (wr_q_cpl_base2) begin
-      \$971  = \$558 ;
-    end
-    if (rst) begin
-      \$971  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$972  = q_cpl_base3_addr;
-    if (wr_q_cpl_base3) begin
-      \$972  = \$565 ;
-    end
-    if (rst) begin
-      \$972  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$973  = q_window_base0_addr;
-    if (wr_q_window_base0) begin
-      \$973  = \$572 ;
+      \$973  = \$546 ;
     end
     if (rst) begin
       \$973  = 32'd0;
@@ -14015,9 +14009,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$974  = q_window_base1_addr;
-    if (wr_q_window_base1) begin
-      \$974  = \$579 ;
+    \$974  = q_cpl_base1_addr;
+    if (wr_q_cpl_base1) begin
+      \$974  = \$553 ;
     end
     if (rst) begin
       \$974  = 32'd0;
@@ -14025,9 +14019,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$975  = q_window_base2_addr;
-    if (wr_q_window_base2) begin
-      \$975  = \$586 ;
+    \$975  = q_cpl_base2_addr;
+    if (wr_q_cpl_base2) begin
+      \$975  = \$560 ;
     end
     if (rst) begin
       \$975  = 32'd0;
@@ -14035,9 +14029,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$976  = q_window_base3_addr;
-    if (wr_q_window_base3) begin
-      \$976  = \$593 ;
+    \$976  = q_cpl_base3_addr;
+    if (wr_q_cpl_base3) begin
+      \$976  = \$567 ;
     end
     if (rst) begin
       \$976  = 32'd0;
@@ -14045,9 +14039,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$977  = q_window_size0_bytes;
-    if (wr_q_window_size0) begin
-      \$977  = \$600 ;
+    \$977  = q_window_base0_addr;
+    if (wr_q_window_base0) begin
+      \$977  = \$574 ;
     end
     if (rst) begin
       \$977  = 32'd0;
@@ -14055,9 +14049,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$978  = q_window_size1_bytes;
-    if (wr_q_window_size1) begin
-      \$978  = \$607 ;
+    \$978  = q_window_base1_addr;
+    if (wr_q_window_base1) begin
+      \$978  = \$581 ;
     end
     if (rst) begin
       \$978  = 32'd0;
@@ -14065,9 +14059,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$979  = q_window_size2_bytes;
-    if (wr_q_window_size2) begin
-      \$979  = \$614 ;
+    \$979  = q_window_base2_addr;
+    if (wr_q_window_base2) begin
+      \$979  = \$588 ;
     end
     if (rst) begin
       \$979  = 32'd0;
@@ -14075,9 +14069,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$980  = q_window_size3_bytes;
-    if (wr_q_window_size3) begin
-      \$980  = \$621 ;
+    \$980  = q_window_base3_addr;
+    if (wr_q_window_base3) begin
+      \$980  = \$595 ;
     end
     if (rst) begin
       \$980  = 32'd0;
@@ -14085,9 +14079,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$981  = q_doorbell0_producer;
-    if (wr_q_doorbell0) begin
-      \$981  = \$628 ;
+    \$981  = q_window_size0_bytes;
+    if (wr_q_window_size0) begin
+      \$981  = \$602 ;
     end
     if (rst) begin
       \$981  = 32'd0;
@@ -14095,9 +14089,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$982  = q_doorbell1_producer;
-    if (wr_q_doorbell1) begin
-      \$982  = \$635 ;
+    \$982  = q_window_size1_bytes;
+    if (wr_q_window_size1) begin
+      \$982  = \$609 ;
     end
     if (rst) begin
       \$982  = 32'd0;
@@ -14105,9 +14099,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$983  = q_doorbell2_producer;
-    if (wr_q_doorbell2) begin
-      \$983  = \$642 ;
+    \$983  = q_window_size2_bytes;
+    if (wr_q_window_size2) begin
+      \$983  = \$616 ;
     end
     if (rst) begin
       \$983  = 32'd0;
@@ -14115,9 +14109,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$984  = q_doorbell3_producer;
-    if (wr_q_doorbell3) begin
-      \$984  = \$649 ;
+    \$984  = q_window_size3_bytes;
+    if (wr_q_window_size3) begin
+      \$984  = \$623 ;
     end
     if (rst) begin
       \$984  = 32'd0;
@@ -14125,47 +14119,86 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$985  = q_ctrl0_enable;
+    \$985  = q_doorbell0_producer;
+    if (wr_q_doorbell0) begin
+      \$985  = \$630 ;
+    end
+    if (rst) begin
+      \$985  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$986  = q_doorbell1_producer;
+    if (wr_q_doorbell1) begin
+      \$986  = \$637 ;
+    end
+    if (rst) begin
+      \$986  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$987  = q_doorbell2_producer;
+    if (wr_q_doorbell2) begin
+      \$987  = \$644 ;
+    end
+    if (rst) begin
+      \$987  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$988  = q_doorbell3_producer;
+    if (wr_q_doorbell3) begin
+      \$988  = \$651 ;
+    end
+    if (rst) begin
+      \$988  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$989  = q_ctrl0_enable;
     if (wr_q_ctrl0) begin
-      \$985  = \$672 ;
+      \$989  = \$674 ;
     end
     if (rst) begin
-      \$985  = 1'h0;
+      \$989  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$986  = q_ctrl1_enable;
+    \$990  = q_ctrl1_enable;
     if (wr_q_ctrl1) begin
-      \$986  = \$681 ;
+      \$990  = \$683 ;
     end
     if (rst) begin
-      \$986  = 1'h0;
+      \$990  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$987  = q_ctrl2_enable;
+    \$991  = q_ctrl2_enable;
     if (wr_q_ctrl2) begin
-      \$987  = \$690 ;
+      \$991  = \$692 ;
     end
     if (rst) begin
-      \$987  = 1'h0;
+      \$991  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$988  = q_ctrl3_enable;
+    \$992  = q_ctrl3_enable;
     if (wr_q_ctrl3) begin
-      \$988  = \$699 ;
+      \$992  = \$701 ;
     end
     if (rst) begin
-      \$988  = 1'h0;
+      \$992  = 1'h0;
     end
   end
   assign bus__awready = do_write;
   assign bus__wready = do_write;
-  assign bus__arready = do_read;
   assign rdata = bus__rdata;
   assign core_mem_addr_addr_swmod = wr_core_mem_addr;
   assign core_mem_data_data_swmod = wr_core_mem_data;
@@ -14187,352 +14220,352 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8144$0 [0];
-  assign status_dma_store_busy = \port$8144$0 [1];
-  assign status_gemm_busy = \port$8144$0 [2];
-  assign status_vec_busy = \port$8144$0 [3];
-  assign irq_status_queue_cpl_set = { \port$8357$0 , \port$8331$0 , \port$8305$0 , \port$8279$0  };
-  assign irq_status_queue_error_set = { \port$8371$0 , \port$8345$0 , \port$8319$0 , \port$8293$0  };
-  assign q_status0_waiting = \port$7957$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8483$0  };
-  assign q_status1_waiting = \port$7957$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8491$0  };
-  assign q_status2_waiting = \port$7957$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8499$0  };
-  assign q_status3_waiting = \port$7957$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8507$0  };
+  assign status_dma_load_busy = \port$8152$0 [0];
+  assign status_dma_store_busy = \port$8152$0 [1];
+  assign status_gemm_busy = \port$8152$0 [2];
+  assign status_vec_busy = \port$8152$0 [3];
+  assign irq_status_queue_cpl_set = { \port$8365$0 , \port$8339$0 , \port$8313$0 , \port$8287$0  };
+  assign irq_status_queue_error_set = { \port$8379$0 , \port$8353$0 , \port$8327$0 , \port$8301$0  };
+  assign q_status0_waiting = \port$7965$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8491$0  };
+  assign q_status1_waiting = \port$7965$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8499$0  };
+  assign q_status2_waiting = \port$7965$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8507$0  };
+  assign q_status3_waiting = \port$7965$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8515$0  };
   assign bus__bvalid = \$signal ;
-  assign bus__rvalid = \$signal$14 ;
-  assign \$136  = 33'h04b414b49;
-  assign \$137  = \$136 ;
-  assign \$140  = 17'h00002;
-  assign \$141  = { 15'h0000, \$140  };
-  assign \$142  = 47'h000000000000;
-  assign \$146  = 9'h004;
-  assign \$147  = { 23'h000000, \$146  };
-  assign \$148  = 23'h000400;
-  assign \$152  = 9'h004;
-  assign \$153  = { 23'h000000, \$152  };
-  assign \$154  = 39'h0000100000;
-  assign \$158  = 9'h002;
-  assign \$159  = { 23'h000000, \$158  };
-  assign \$160  = 39'h0000100000;
-  assign \$164  = 9'h008;
-  assign \$165  = { 23'h000000, \$164  };
-  assign \$166  = 23'h001000;
-  assign \$168  = 39'h0000040000;
-  assign \$170  = 39'h0020000000;
-  assign \$174  = 9'h004;
-  assign \$175  = { 23'h000000, \$174  };
-  assign \$176  = 23'h000400;
-  assign \$178  = 39'h0000040000;
-  assign \$180  = 39'h0010000000;
-  assign \$187  = { 1'h0, cmd0_word };
-  assign \$188  = \$187 ;
-  assign \$194  = { 1'h0, cmd1_word };
-  assign \$195  = \$194 ;
-  assign \$201  = { 1'h0, cmd2_word };
-  assign \$202  = \$201 ;
-  assign \$208  = { 1'h0, cmd3_word };
-  assign \$209  = \$208 ;
-  assign \$215  = { 1'h0, cmd4_word };
-  assign \$216  = \$215 ;
-  assign \$222  = { 1'h0, cmd5_word };
-  assign \$223  = \$222 ;
-  assign \$229  = { 1'h0, cmd6_word };
-  assign \$230  = \$229 ;
-  assign \$236  = { 1'h0, cmd7_word };
-  assign \$237  = \$236 ;
-  assign \$240  = 2'h0;
-  assign \$241  = { 30'h00000000, \$240  };
-  assign \$244  = { 1'h0, \port$8144$0 [0] };
-  assign \$245  = { 30'h00000000, \$244  };
-  assign \$246  = { \port$8144$0 [1], 1'h0 };
-  assign \$248  = { 1'h0, \port$8144$0 [2], 2'h0 };
-  assign \$250  = { \port$8144$0 [3], 3'h0 };
-  assign \$252  = { 3'h0, status_idle, 4'h0 };
-  assign \$280  = { 1'h0, irq_status_dma_load_done };
-  assign \$281  = { 30'h00000000, \$280  };
-  assign \$282  = { irq_status_dma_store_done, 1'h0 };
-  assign \$284  = { 1'h0, irq_status_gemm_done, 2'h0 };
-  assign \$286  = { irq_status_vec_done, 3'h0 };
-  assign \$288  = { 3'h0, irq_status_error, 4'h0 };
-  assign \$290  = { 7'h00, irq_status_queue_cpl, 8'h00 };
-  assign \$292  = { 3'h0, irq_status_queue_error, 12'h000 };
-  assign \$294  = { 15'h0000, irq_status_fw_msg, 16'h0000 };
-  assign \$322  = { 1'h0, irq_enable_dma_load_done };
-  assign \$323  = { 30'h00000000, \$322  };
-  assign \$324  = { irq_enable_dma_store_done, 1'h0 };
-  assign \$326  = { 1'h0, irq_enable_gemm_done, 2'h0 };
-  assign \$328  = { irq_enable_vec_done, 3'h0 };
-  assign \$330  = { 3'h0, irq_enable_error, 4'h0 };
-  assign \$332  = { 7'h00, irq_enable_queue_cpl, 8'h00 };
-  assign \$334  = { 3'h0, irq_enable_queue_error, 12'h000 };
-  assign \$336  = { 15'h0000, irq_enable_fw_msg, 16'h0000 };
-  assign \$340  = { 1'h0, error_info_code };
-  assign \$341  = { 23'h000000, \$340  };
-  assign \$342  = { 7'h00, error_info_opcode, 8'h00 };
-  assign \$344  = { 15'h0000, error_info_tag, 16'h0000 };
-  assign \$348  = { 1'h0, done_dma_load_count };
-  assign \$349  = \$348 ;
-  assign \$352  = { 1'h0, done_dma_store_count };
-  assign \$353  = \$352 ;
-  assign \$356  = { 1'h0, done_gemm_count };
-  assign \$357  = \$356 ;
-  assign \$360  = { 1'h0, done_vec_count };
-  assign \$361  = \$360 ;
-  assign \$367  = 2'h0;
-  assign \$368  = { 30'h00000000, \$367  };
-  assign \$369  = { perf_ctrl_freeze, 1'h0 };
-  assign \$373  = { 1'h0, perf_cycles_count };
-  assign \$374  = \$373 ;
-  assign \$377  = { 1'h0, perf_gemm_busy_count };
-  assign \$378  = \$377 ;
-  assign \$381  = { 1'h0, perf_gemm_active_count };
-  assign \$382  = \$381 ;
-  assign \$385  = { 1'h0, perf_gemm_stall_count };
-  assign \$386  = \$385 ;
-  assign \$389  = { 1'h0, perf_vec_busy_count };
-  assign \$390  = \$389 ;
-  assign \$393  = { 1'h0, perf_vec_active_count };
-  assign \$394  = \$393 ;
-  assign \$397  = { 1'h0, perf_dma_load_busy_count };
-  assign \$398  = \$397 ;
-  assign \$401  = { 1'h0, perf_dma_store_busy_count };
-  assign \$402  = \$401 ;
-  assign \$405  = { 1'h0, perf_dma_load_bytes_count };
-  assign \$406  = \$405 ;
-  assign \$409  = { 1'h0, perf_dma_store_bytes_count };
-  assign \$410  = \$409 ;
-  assign \$416  = { 1'h0, core_ctrl_run };
-  assign \$417  = { 30'h00000000, \$416  };
-  assign \$423  = { 1'h0, core_mem_addr_addr };
-  assign \$424  = \$423 ;
-  assign \$430  = { 1'h0, core_mem_data_data };
-  assign \$431  = \$430 ;
-  assign \$434  = { 1'h0, core_pc_pc };
-  assign \$435  = \$434 ;
-  assign \$438  = { 1'h0, fw_version_version };
-  assign \$439  = \$438 ;
-  assign \$442  = { 1'h0, fw_status_state };
-  assign \$443  = { 23'h000000, \$442  };
-  assign \$444  = { 7'h00, fw_status_sleeping, 8'h00 };
-  assign \$448  = { 1'h0, fw_fault_pc_value };
-  assign \$449  = \$448 ;
-  assign \$452  = { 1'h0, fw_fault_cause_value };
-  assign \$453  = \$452 ;
-  assign \$456  = { 1'h0, fw_fault_tval_value };
-  assign \$457  = \$456 ;
-  assign \$463  = { 1'h0, watchdog_cycles };
-  assign \$464  = \$463 ;
-  assign \$467  = 4'h0;
-  assign \$468  = { 28'h0000000, \$467  };
+  assign bus__rvalid = \$signal$13 ;
+  assign \$138  = 33'h04b414b49;
+  assign \$139  = \$138 ;
+  assign \$142  = 17'h00002;
+  assign \$143  = { 15'h0000, \$142  };
+  assign \$144  = 47'h000000000000;
+  assign \$148  = 9'h004;
+  assign \$149  = { 23'h000000, \$148  };
+  assign \$150  = 23'h000400;
+  assign \$154  = 9'h004;
+  assign \$155  = { 23'h000000, \$154  };
+  assign \$156  = 39'h0000100000;
+  assign \$160  = 9'h002;
+  assign \$161  = { 23'h000000, \$160  };
+  assign \$162  = 39'h0000100000;
+  assign \$166  = 9'h008;
+  assign \$167  = { 23'h000000, \$166  };
+  assign \$168  = 23'h001000;
+  assign \$170  = 39'h0000040000;
+  assign \$172  = 39'h0020000000;
+  assign \$176  = 9'h004;
+  assign \$177  = { 23'h000000, \$176  };
+  assign \$178  = 23'h000400;
+  assign \$180  = 39'h0000040000;
+  assign \$182  = 39'h0010000000;
+  assign \$189  = { 1'h0, cmd0_word };
+  assign \$190  = \$189 ;
+  assign \$196  = { 1'h0, cmd1_word };
+  assign \$197  = \$196 ;
+  assign \$203  = { 1'h0, cmd2_word };
+  assign \$204  = \$203 ;
+  assign \$210  = { 1'h0, cmd3_word };
+  assign \$211  = \$210 ;
+  assign \$217  = { 1'h0, cmd4_word };
+  assign \$218  = \$217 ;
+  assign \$224  = { 1'h0, cmd5_word };
+  assign \$225  = \$224 ;
+  assign \$231  = { 1'h0, cmd6_word };
+  assign \$232  = \$231 ;
+  assign \$238  = { 1'h0, cmd7_word };
+  assign \$239  = \$238 ;
+  assign \$242  = 2'h0;
+  assign \$243  = { 30'h00000000, \$242  };
+  assign \$246  = { 1'h0, \port$8152$0 [0] };
+  assign \$247  = { 30'h00000000, \$246  };
+  assign \$248  = { \port$8152$0 [1], 1'h0 };
+  assign \$250  = { 1'h0, \port$8152$0 [2], 2'h0 };
+  assign \$252  = { \port$8152$0 [3], 3'h0 };
+  assign \$254  = { 3'h0, status_idle, 4'h0 };
+  assign \$282  = { 1'h0, irq_status_dma_load_done };
+  assign \$283  = { 30'h00000000, \$282  };
+  assign \$284  = { irq_status_dma_store_done, 1'h0 };
+  assign \$286  = { 1'h0, irq_status_gemm_done, 2'h0 };
+  assign \$288  = { irq_status_vec_done, 3'h0 };
+  assign \$290  = { 3'h0, irq_status_error, 4'h0 };
+  assign \$292  = { 7'h00, irq_status_queue_cpl, 8'h00 };
+  assign \$294  = { 3'h0, irq_status_queue_error, 12'h000 };
+  assign \$296  = { 15'h0000, irq_status_fw_msg, 16'h0000 };
+  assign \$324  = { 1'h0, irq_enable_dma_load_done };
+  assign \$325  = { 30'h00000000, \$324  };
+  assign \$326  = { irq_enable_dma_store_done, 1'h0 };
+  assign \$328  = { 1'h0, irq_enable_gemm_done, 2'h0 };
+  assign \$330  = { irq_enable_vec_done, 3'h0 };
+  assign \$332  = { 3'h0, irq_enable_error, 4'h0 };
+  assign \$334  = { 7'h00, irq_enable_queue_cpl, 8'h00 };
+  assign \$336  = { 3'h0, irq_enable_queue_error, 12'h000 };
+  assign \$338  = { 15'h0000, irq_enable_fw_msg, 16'h0000 };
+  assign \$342  = { 1'h0, error_info_code };
+  assign \$343  = { 23'h000000, \$342  };
+  assign \$344  = { 7'h00, error_info_opcode, 8'h00 };
+  assign \$346  = { 15'h0000, error_info_tag, 16'h0000 };
+  assign \$350  = { 1'h0, done_dma_load_count };
+  assign \$351  = \$350 ;
+  assign \$354  = { 1'h0, done_dma_store_count };
+  assign \$355  = \$354 ;
+  assign \$358  = { 1'h0, done_gemm_count };
+  assign \$359  = \$358 ;
+  assign \$362  = { 1'h0, done_vec_count };
+  assign \$363  = \$362 ;
+  assign \$369  = 2'h0;
+  assign \$370  = { 30'h00000000, \$369  };
+  assign \$371  = { perf_ctrl_freeze, 1'h0 };
+  assign \$375  = { 1'h0, perf_cycles_count };
+  assign \$376  = \$375 ;
+  assign \$379  = { 1'h0, perf_gemm_busy_count };
+  assign \$380  = \$379 ;
+  assign \$383  = { 1'h0, perf_gemm_active_count };
+  assign \$384  = \$383 ;
+  assign \$387  = { 1'h0, perf_gemm_stall_count };
+  assign \$388  = \$387 ;
+  assign \$391  = { 1'h0, perf_vec_busy_count };
+  assign \$392  = \$391 ;
+  assign \$395  = { 1'h0, perf_vec_active_count };
+  assign \$396  = \$395 ;
+  assign \$399  = { 1'h0, perf_dma_load_busy_count };
+  assign \$400  = \$399 ;
+  assign \$403  = { 1'h0, perf_dma_store_busy_count };
+  assign \$404  = \$403 ;
+  assign \$407  = { 1'h0, perf_dma_load_bytes_count };
+  assign \$408  = \$407 ;
+  assign \$411  = { 1'h0, perf_dma_store_bytes_count };
+  assign \$412  = \$411 ;
+  assign \$418  = { 1'h0, core_ctrl_run };
+  assign \$419  = { 30'h00000000, \$418  };
+  assign \$425  = { 1'h0, core_mem_addr_addr };
+  assign \$426  = \$425 ;
+  assign \$432  = { 1'h0, core_mem_data_data };
+  assign \$433  = \$432 ;
+  assign \$436  = { 1'h0, core_pc_pc };
+  assign \$437  = \$436 ;
+  assign \$440  = { 1'h0, fw_version_version };
+  assign \$441  = \$440 ;
+  assign \$444  = { 1'h0, fw_status_state };
+  assign \$445  = { 23'h000000, \$444  };
+  assign \$446  = { 7'h00, fw_status_sleeping, 8'h00 };
+  assign \$450  = { 1'h0, fw_fault_pc_value };
+  assign \$451  = \$450 ;
+  assign \$454  = { 1'h0, fw_fault_cause_value };
+  assign \$455  = \$454 ;
+  assign \$458  = { 1'h0, fw_fault_tval_value };
+  assign \$459  = \$458 ;
+  assign \$465  = { 1'h0, watchdog_cycles };
+  assign \$466  = \$465 ;
   assign \$469  = 4'h0;
-  assign \$473  = { 1'h0, fw_msg_value };
-  assign \$474  = \$473 ;
-  assign \$477  = { 1'h0, timestamp_cycles };
-  assign \$478  = \$477 ;
-  assign \$484  = { 1'h0, bus_timeout_cycles };
-  assign \$485  = \$484 ;
-  assign \$491  = { 1'h0, q_ring_base0_addr };
-  assign \$492  = \$491 ;
-  assign \$498  = { 1'h0, q_ring_base1_addr };
-  assign \$499  = \$498 ;
-  assign \$505  = { 1'h0, q_ring_base2_addr };
-  assign \$506  = \$505 ;
-  assign \$512  = { 1'h0, q_ring_base3_addr };
-  assign \$513  = \$512 ;
-  assign \$519  = { 1'h0, q_ring_size0_log2 };
-  assign \$520  = { 27'h0000000, \$519  };
-  assign \$526  = { 1'h0, q_ring_size1_log2 };
-  assign \$527  = { 27'h0000000, \$526  };
-  assign \$533  = { 1'h0, q_ring_size2_log2 };
-  assign \$534  = { 27'h0000000, \$533  };
-  assign \$540  = { 1'h0, q_ring_size3_log2 };
-  assign \$541  = { 27'h0000000, \$540  };
-  assign \$547  = { 1'h0, q_cpl_base0_addr };
-  assign \$548  = \$547 ;
-  assign \$554  = { 1'h0, q_cpl_base1_addr };
-  assign \$555  = \$554 ;
-  assign \$561  = { 1'h0, q_cpl_base2_addr };
-  assign \$562  = \$561 ;
-  assign \$568  = { 1'h0, q_cpl_base3_addr };
-  assign \$569  = \$568 ;
-  assign \$575  = { 1'h0, q_window_base0_addr };
-  assign \$576  = \$575 ;
-  assign \$582  = { 1'h0, q_window_base1_addr };
-  assign \$583  = \$582 ;
-  assign \$589  = { 1'h0, q_window_base2_addr };
-  assign \$590  = \$589 ;
-  assign \$596  = { 1'h0, q_window_base3_addr };
-  assign \$597  = \$596 ;
-  assign \$603  = { 1'h0, q_window_size0_bytes };
-  assign \$604  = \$603 ;
-  assign \$610  = { 1'h0, q_window_size1_bytes };
-  assign \$611  = \$610 ;
-  assign \$617  = { 1'h0, q_window_size2_bytes };
-  assign \$618  = \$617 ;
-  assign \$624  = { 1'h0, q_window_size3_bytes };
-  assign \$625  = \$624 ;
-  assign \$631  = { 1'h0, q_doorbell0_producer };
-  assign \$632  = \$631 ;
-  assign \$638  = { 1'h0, q_doorbell1_producer };
-  assign \$639  = \$638 ;
-  assign \$645  = { 1'h0, q_doorbell2_producer };
-  assign \$646  = \$645 ;
-  assign \$652  = { 1'h0, q_doorbell3_producer };
-  assign \$653  = \$652 ;
-  assign \$656  = { 1'h0, q_consumer0_index };
-  assign \$657  = \$656 ;
-  assign \$660  = { 1'h0, q_consumer1_index };
-  assign \$661  = \$660 ;
-  assign \$664  = { 1'h0, q_consumer2_index };
-  assign \$665  = \$664 ;
-  assign \$668  = { 1'h0, q_consumer3_index };
-  assign \$669  = \$668 ;
-  assign \$675  = { 1'h0, q_ctrl0_enable };
-  assign \$676  = { 30'h00000000, \$675  };
-  assign \$677  = 2'h0;
-  assign \$684  = { 1'h0, q_ctrl1_enable };
-  assign \$685  = { 30'h00000000, \$684  };
-  assign \$686  = 2'h0;
-  assign \$693  = { 1'h0, q_ctrl2_enable };
-  assign \$694  = { 30'h00000000, \$693  };
-  assign \$695  = 2'h0;
-  assign \$702  = { 1'h0, q_ctrl3_enable };
-  assign \$703  = { 30'h00000000, \$702  };
-  assign \$704  = 2'h0;
-  assign \$708  = { 1'h0, q_status0_active };
-  assign \$709  = { 30'h00000000, \$708  };
-  assign \$710  = { q_status0_halted, 1'h0 };
-  assign \$712  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$714  = { \port$7957$0 [0], 3'h0 };
-  assign \$716  = { 12'h000, \port$8483$0 , 8'h00 };
-  assign \$720  = { 1'h0, q_status1_active };
-  assign \$721  = { 30'h00000000, \$720  };
-  assign \$722  = { q_status1_halted, 1'h0 };
-  assign \$724  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$726  = { \port$7957$0 [1], 3'h0 };
-  assign \$728  = { 12'h000, \port$8491$0 , 8'h00 };
-  assign \$732  = { 1'h0, q_status2_active };
-  assign \$733  = { 30'h00000000, \$732  };
-  assign \$734  = { q_status2_halted, 1'h0 };
-  assign \$736  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$738  = { \port$7957$0 [2], 3'h0 };
-  assign \$740  = { 12'h000, \port$8499$0 , 8'h00 };
-  assign \$744  = { 1'h0, q_status3_active };
-  assign \$745  = { 30'h00000000, \$744  };
-  assign \$746  = { q_status3_halted, 1'h0 };
-  assign \$748  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$750  = { \port$7957$0 [3], 3'h0 };
-  assign \$752  = { 12'h000, \port$8507$0 , 8'h00 };
-  assign \$756  = { 1'h0, q_error0_code };
-  assign \$757  = { 23'h000000, \$756  };
-  assign \$760  = { 1'h0, q_error1_code };
-  assign \$761  = { 23'h000000, \$760  };
-  assign \$764  = { 1'h0, q_error2_code };
-  assign \$765  = { 23'h000000, \$764  };
-  assign \$768  = { 1'h0, q_error3_code };
-  assign \$769  = { 23'h000000, \$768  };
-  assign \$772  = { 1'h0, q_error_index0_index };
-  assign \$773  = \$772 ;
-  assign \$776  = { 1'h0, q_error_index1_index };
-  assign \$777  = \$776 ;
-  assign \$780  = { 1'h0, q_error_index2_index };
-  assign \$781  = \$780 ;
-  assign \$784  = { 1'h0, q_error_index3_index };
-  assign \$785  = \$784 ;
-  assign \$788  = { 1'h0, q_fetch0_index };
-  assign \$789  = \$788 ;
-  assign \$792  = { 1'h0, q_fetch1_index };
-  assign \$793  = \$792 ;
-  assign \$796  = { 1'h0, q_fetch2_index };
-  assign \$797  = \$796 ;
-  assign \$800  = { 1'h0, q_fetch3_index };
-  assign \$801  = \$800 ;
-  assign \$804  = { 1'h0, perf_q_retired0_count };
-  assign \$805  = \$804 ;
-  assign \$808  = { 1'h0, perf_q_retired1_count };
-  assign \$809  = \$808 ;
-  assign \$812  = { 1'h0, perf_q_retired2_count };
-  assign \$813  = \$812 ;
-  assign \$816  = { 1'h0, perf_q_retired3_count };
-  assign \$817  = \$816 ;
-  assign \$820  = { 1'h0, perf_q_event_stall0_count };
-  assign \$821  = \$820 ;
-  assign \$824  = { 1'h0, perf_q_event_stall1_count };
-  assign \$825  = \$824 ;
-  assign \$828  = { 1'h0, perf_q_event_stall2_count };
-  assign \$829  = \$828 ;
-  assign \$832  = { 1'h0, perf_q_event_stall3_count };
-  assign \$833  = \$832 ;
-  assign \$836  = { 1'h0, event0_value };
-  assign \$837  = \$836 ;
-  assign \$840  = { 1'h0, event1_value };
-  assign \$841  = \$840 ;
-  assign \$844  = { 1'h0, event2_value };
-  assign \$845  = \$844 ;
-  assign \$848  = { 1'h0, event3_value };
-  assign \$849  = \$848 ;
-  assign \$852  = { 1'h0, event4_value };
-  assign \$853  = \$852 ;
-  assign \$856  = { 1'h0, event5_value };
-  assign \$857  = \$856 ;
-  assign \$860  = { 1'h0, event6_value };
-  assign \$861  = \$860 ;
-  assign \$864  = { 1'h0, event7_value };
-  assign \$865  = \$864 ;
-  assign \$868  = { 1'h0, event8_value };
-  assign \$869  = \$868 ;
-  assign \$872  = { 1'h0, event9_value };
-  assign \$873  = \$872 ;
-  assign \$876  = { 1'h0, event10_value };
-  assign \$877  = \$876 ;
-  assign \$880  = { 1'h0, event11_value };
-  assign \$881  = \$880 ;
-  assign \$884  = { 1'h0, event12_value };
-  assign \$885  = \$884 ;
-  assign \$888  = { 1'h0, event13_value };
-  assign \$889  = \$888 ;
-  assign \$892  = { 1'h0, event14_value };
-  assign \$893  = \$892 ;
-  assign \$896  = { 1'h0, event15_value };
-  assign \$897  = \$896 ;
-  assign \$900  = { 1'h0, perf_dma_load_stall_count };
-  assign \$901  = \$900 ;
-  assign \$904  = { 1'h0, perf_dma_store_stall_count };
-  assign \$905  = \$904 ;
-  assign \$908  = { 1'h0, perf_vec_stall_count };
-  assign \$909  = \$908 ;
-  assign \$912  = { 1'h0, perf_dma_load_full_count };
-  assign \$913  = \$912 ;
-  assign \$916  = { 1'h0, perf_dma_store_full_count };
-  assign \$917  = \$916 ;
-  assign \$920  = { 1'h0, perf_gemm_full_count };
-  assign \$921  = \$920 ;
-  assign \$924  = { 1'h0, perf_vec_full_count };
-  assign \$925  = \$924 ;
-  assign \$143  = 47'h000000000002;
-  assign \$149  = 32'd1028;
-  assign \$155  = 39'h0000100004;
-  assign \$161  = 39'h0000100002;
-  assign \$167  = 32'd4104;
-  assign \$169  = 39'h0000041008;
-  assign \$171  = 39'h0020041008;
-  assign \$177  = 32'd1028;
-  assign \$179  = 39'h0000040404;
-  assign \$181  = 39'h0010040404;
-  assign \$370  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
-  assign \$470  = 32'd0;
-  assign \$678  = { 31'h00000000, q_ctrl0_enable };
-  assign \$687  = { 31'h00000000, q_ctrl1_enable };
-  assign \$696  = { 31'h00000000, q_ctrl2_enable };
-  assign \$705  = { 31'h00000000, q_ctrl3_enable };
+  assign \$470  = { 28'h0000000, \$469  };
+  assign \$471  = 4'h0;
+  assign \$475  = { 1'h0, fw_msg_value };
+  assign \$476  = \$475 ;
+  assign \$479  = { 1'h0, timestamp_cycles };
+  assign \$480  = \$479 ;
+  assign \$486  = { 1'h0, bus_timeout_cycles };
+  assign \$487  = \$486 ;
+  assign \$493  = { 1'h0, q_ring_base0_addr };
+  assign \$494  = \$493 ;
+  assign \$500  = { 1'h0, q_ring_base1_addr };
+  assign \$501  = \$500 ;
+  assign \$507  = { 1'h0, q_ring_base2_addr };
+  assign \$508  = \$507 ;
+  assign \$514  = { 1'h0, q_ring_base3_addr };
+  assign \$515  = \$514 ;
+  assign \$521  = { 1'h0, q_ring_size0_log2 };
+  assign \$522  = { 27'h0000000, \$521  };
+  assign \$528  = { 1'h0, q_ring_size1_log2 };
+  assign \$529  = { 27'h0000000, \$528  };
+  assign \$535  = { 1'h0, q_ring_size2_log2 };
+  assign \$536  = { 27'h0000000, \$535  };
+  assign \$542  = { 1'h0, q_ring_size3_log2 };
+  assign \$543  = { 27'h0000000, \$542  };
+  assign \$549  = { 1'h0, q_cpl_base0_addr };
+  assign \$550  = \$549 ;
+  assign \$556  = { 1'h0, q_cpl_base1_addr };
+  assign \$557  = \$556 ;
+  assign \$563  = { 1'h0, q_cpl_base2_addr };
+  assign \$564  = \$563 ;
+  assign \$570  = { 1'h0, q_cpl_base3_addr };
+  assign \$571  = \$570 ;
+  assign \$577  = { 1'h0, q_window_base0_addr };
+  assign \$578  = \$577 ;
+  assign \$584  = { 1'h0, q_window_base1_addr };
+  assign \$585  = \$584 ;
+  assign \$591  = { 1'h0, q_window_base2_addr };
+  assign \$592  = \$591 ;
+  assign \$598  = { 1'h0, q_window_base3_addr };
+  assign \$599  = \$598 ;
+  assign \$605  = { 1'h0, q_window_size0_bytes };
+  assign \$606  = \$605 ;
+  assign \$612  = { 1'h0, q_window_size1_bytes };
+  assign \$613  = \$612 ;
+  assign \$619  = { 1'h0, q_window_size2_bytes };
+  assign \$620  = \$619 ;
+  assign \$626  = { 1'h0, q_window_size3_bytes };
+  assign \$627  = \$626 ;
+  assign \$633  = { 1'h0, q_doorbell0_producer };
+  assign \$634  = \$633 ;
+  assign \$640  = { 1'h0, q_doorbell1_producer };
+  assign \$641  = \$640 ;
+  assign \$647  = { 1'h0, q_doorbell2_producer };
+  assign \$648  = \$647 ;
+  assign \$654  = { 1'h0, q_doorbell3_producer };
+  assign \$655  = \$654 ;
+  assign \$658  = { 1'h0, q_consumer0_index };
+  assign \$659  = \$658 ;
+  assign \$662  = { 1'h0, q_consumer1_index };
+  assign \$663  = \$662 ;
+  assign \$666  = { 1'h0, q_consumer2_index };
+  assign \$667  = \$666 ;
+  assign \$670  = { 1'h0, q_consumer3_index };
+  assign \$671  = \$670 ;
+  assign \$677  = { 1'h0, q_ctrl0_enable };
+  assign \$678  = { 30'h00000000, \$677  };
+  assign \$679  = 2'h0;
+  assign \$686  = { 1'h0, q_ctrl1_enable };
+  assign \$687  = { 30'h00000000, \$686  };
+  assign \$688  = 2'h0;
+  assign \$695  = { 1'h0, q_ctrl2_enable };
+  assign \$696  = { 30'h00000000, \$695  };
+  assign \$697  = 2'h0;
+  assign \$704  = { 1'h0, q_ctrl3_enable };
+  assign \$705  = { 30'h00000000, \$704  };
+  assign \$706  = 2'h0;
+  assign \$710  = { 1'h0, q_status0_active };
+  assign \$711  = { 30'h00000000, \$710  };
+  assign \$712  = { q_status0_halted, 1'h0 };
+  assign \$714  = { 1'h0, q_status0_resetting, 2'h0 };
+  assign \$716  = { \port$7965$0 [0], 3'h0 };
+  assign \$718  = { 12'h000, \port$8491$0 , 8'h00 };
+  assign \$722  = { 1'h0, q_status1_active };
+  assign \$723  = { 30'h00000000, \$722  };
+  assign \$724  = { q_status1_halted, 1'h0 };
+  assign \$726  = { 1'h0, q_status1_resetting, 2'h0 };
+  assign \$728  = { \port$7965$0 [1], 3'h0 };
+  assign \$730  = { 12'h000, \port$8499$0 , 8'h00 };
+  assign \$734  = { 1'h0, q_status2_active };
+  assign \$735  = { 30'h00000000, \$734  };
+  assign \$736  = { q_status2_halted, 1'h0 };
+  assign \$738  = { 1'h0, q_status2_resetting, 2'h0 };
+  assign \$740  = { \port$7965$0 [2], 3'h0 };
+  assign \$742  = { 12'h000, \port$8507$0 , 8'h00 };
+  assign \$746  = { 1'h0, q_status3_active };
+  assign \$747  = { 30'h00000000, \$746  };
+  assign \$748  = { q_status3_halted, 1'h0 };
+  assign \$750  = { 1'h0, q_status3_resetting, 2'h0 };
+  assign \$752  = { \port$7965$0 [3], 3'h0 };
+  assign \$754  = { 12'h000, \port$8515$0 , 8'h00 };
+  assign \$758  = { 1'h0, q_error0_code };
+  assign \$759  = { 23'h000000, \$758  };
+  assign \$762  = { 1'h0, q_error1_code };
+  assign \$763  = { 23'h000000, \$762  };
+  assign \$766  = { 1'h0, q_error2_code };
+  assign \$767  = { 23'h000000, \$766  };
+  assign \$770  = { 1'h0, q_error3_code };
+  assign \$771  = { 23'h000000, \$770  };
+  assign \$774  = { 1'h0, q_error_index0_index };
+  assign \$775  = \$774 ;
+  assign \$778  = { 1'h0, q_error_index1_index };
+  assign \$779  = \$778 ;
+  assign \$782  = { 1'h0, q_error_index2_index };
+  assign \$783  = \$782 ;
+  assign \$786  = { 1'h0, q_error_index3_index };
+  assign \$787  = \$786 ;
+  assign \$790  = { 1'h0, q_fetch0_index };
+  assign \$791  = \$790 ;
+  assign \$794  = { 1'h0, q_fetch1_index };
+  assign \$795  = \$794 ;
+  assign \$798  = { 1'h0, q_fetch2_index };
+  assign \$799  = \$798 ;
+  assign \$802  = { 1'h0, q_fetch3_index };
+  assign \$803  = \$802 ;
+  assign \$806  = { 1'h0, perf_q_retired0_count };
+  assign \$807  = \$806 ;
+  assign \$810  = { 1'h0, perf_q_retired1_count };
+  assign \$811  = \$810 ;
+  assign \$814  = { 1'h0, perf_q_retired2_count };
+  assign \$815  = \$814 ;
+  assign \$818  = { 1'h0, perf_q_retired3_count };
+  assign \$819  = \$818 ;
+  assign \$822  = { 1'h0, perf_q_event_stall0_count };
+  assign \$823  = \$822 ;
+  assign \$826  = { 1'h0, perf_q_event_stall1_count };
+  assign \$827  = \$826 ;
+  assign \$830  = { 1'h0, perf_q_event_stall2_count };
+  assign \$831  = \$830 ;
+  assign \$834  = { 1'h0, perf_q_event_stall3_count };
+  assign \$835  = \$834 ;
+  assign \$838  = { 1'h0, event0_value };
+  assign \$839  = \$838 ;
+  assign \$842  = { 1'h0, event1_value };
+  assign \$843  = \$842 ;
+  assign \$846  = { 1'h0, event2_value };
+  assign \$847  = \$846 ;
+  assign \$850  = { 1'h0, event3_value };
+  assign \$851  = \$850 ;
+  assign \$854  = { 1'h0, event4_value };
+  assign \$855  = \$854 ;
+  assign \$858  = { 1'h0, event5_value };
+  assign \$859  = \$858 ;
+  assign \$862  = { 1'h0, event6_value };
+  assign \$863  = \$862 ;
+  assign \$866  = { 1'h0, event7_value };
+  assign \$867  = \$866 ;
+  assign \$870  = { 1'h0, event8_value };
+  assign \$871  = \$870 ;
+  assign \$874  = { 1'h0, event9_value };
+  assign \$875  = \$874 ;
+  assign \$878  = { 1'h0, event10_value };
+  assign \$879  = \$878 ;
+  assign \$882  = { 1'h0, event11_value };
+  assign \$883  = \$882 ;
+  assign \$886  = { 1'h0, event12_value };
+  assign \$887  = \$886 ;
+  assign \$890  = { 1'h0, event13_value };
+  assign \$891  = \$890 ;
+  assign \$894  = { 1'h0, event14_value };
+  assign \$895  = \$894 ;
+  assign \$898  = { 1'h0, event15_value };
+  assign \$899  = \$898 ;
+  assign \$902  = { 1'h0, perf_dma_load_stall_count };
+  assign \$903  = \$902 ;
+  assign \$906  = { 1'h0, perf_dma_store_stall_count };
+  assign \$907  = \$906 ;
+  assign \$910  = { 1'h0, perf_vec_stall_count };
+  assign \$911  = \$910 ;
+  assign \$914  = { 1'h0, perf_dma_load_full_count };
+  assign \$915  = \$914 ;
+  assign \$918  = { 1'h0, perf_dma_store_full_count };
+  assign \$919  = \$918 ;
+  assign \$922  = { 1'h0, perf_gemm_full_count };
+  assign \$923  = \$922 ;
+  assign \$926  = { 1'h0, perf_vec_full_count };
+  assign \$927  = \$926 ;
+  assign \$145  = 47'h000000000002;
+  assign \$151  = 32'd1028;
+  assign \$157  = 39'h0000100004;
+  assign \$163  = 39'h0000100002;
+  assign \$169  = 32'd4104;
+  assign \$171  = 39'h0000041008;
+  assign \$173  = 39'h0020041008;
+  assign \$179  = 32'd1028;
+  assign \$181  = 39'h0000040404;
+  assign \$183  = 39'h0010040404;
+  assign \$372  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
+  assign \$472  = 32'd0;
+  assign \$680  = { 31'h00000000, q_ctrl0_enable };
+  assign \$689  = { 31'h00000000, q_ctrl1_enable };
+  assign \$698  = { 31'h00000000, q_ctrl2_enable };
+  assign \$707  = { 31'h00000000, q_ctrl3_enable };
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$8146$0 , retire__0__tag, \port$8148$0 , retire__1__tag, \port$8150$0 , retire__2__tag, \port$8152$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8154$0 , retire__0__tag, \port$8156$0 , retire__1__tag, \port$8158$0 , retire__2__tag, \port$8160$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15147,14 +15180,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8146$0 ;
-  wire [8:0] \port$8146$0 ;
-  output [8:0] \port$8148$0 ;
-  wire [8:0] \port$8148$0 ;
-  output [8:0] \port$8150$0 ;
-  wire [8:0] \port$8150$0 ;
-  output [8:0] \port$8152$0 ;
-  wire [8:0] \port$8152$0 ;
+  output [8:0] \port$8154$0 ;
+  wire [8:0] \port$8154$0 ;
+  output [8:0] \port$8156$0 ;
+  wire [8:0] \port$8156$0 ;
+  output [8:0] \port$8158$0 ;
+  wire [8:0] \port$8158$0 ;
+  output [8:0] \port$8160$0 ;
+  wire [8:0] \port$8160$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15606,9 +15639,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7650$0 (desc),
-    .\port$7652$0 (queue),
-    .\port$7653$0 (windowed),
+    .\port$7654$0 (desc),
+    .\port$7656$0 (queue),
+    .\port$7657$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15618,9 +15651,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7650$0 (desc),
-    .\port$7652$0 (queue),
-    .\port$7653$0 (windowed),
+    .\port$7654$0 (desc),
+    .\port$7656$0 (queue),
+    .\port$7657$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15630,9 +15663,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7650$0 (desc),
-    .\port$7652$0 (queue),
-    .\port$7653$0 (windowed),
+    .\port$7654$0 (desc),
+    .\port$7656$0 (queue),
+    .\port$7657$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15642,9 +15675,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7650$0 (desc),
-    .\port$7652$0 (queue),
-    .\port$7653$0 (windowed),
+    .\port$7654$0 (desc),
+    .\port$7656$0 (queue),
+    .\port$7657$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15829,13 +15862,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8146$0  = dma_load_held[8:0];
+  assign \port$8154$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8148$0  = dma_store_held[8:0];
+  assign \port$8156$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8150$0  = gemm_held[8:0];
+  assign \port$8158$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8152$0  = vec_held[8:0];
+  assign \port$8160$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16336,7 +16369,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7650$0 , \port$7652$0 , \port$7653$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16378,12 +16411,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7650$0 ;
-  wire [255:0] \port$7650$0 ;
-  input [1:0] \port$7652$0 ;
-  wire [1:0] \port$7652$0 ;
-  input \port$7653$0 ;
-  wire \port$7653$0 ;
+  input [255:0] \port$7654$0 ;
+  wire [255:0] \port$7654$0 ;
+  input [1:0] \port$7656$0 ;
+  wire [1:0] \port$7656$0 ;
+  input \port$7657$0 ;
+  wire \port$7657$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16415,7 +16448,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7653$0 , \port$7652$0 , \port$7650$0  };
+      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16514,14 +16547,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7653$0 , \port$7652$0 , \port$7650$0  };
-  assign w_data = { \port$7653$0 , \port$7652$0 , \port$7650$0  };
+  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7650$0 , \port$7652$0 , \port$7653$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16563,12 +16596,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7650$0 ;
-  wire [255:0] \port$7650$0 ;
-  input [1:0] \port$7652$0 ;
-  wire [1:0] \port$7652$0 ;
-  input \port$7653$0 ;
-  wire \port$7653$0 ;
+  input [255:0] \port$7654$0 ;
+  wire [255:0] \port$7654$0 ;
+  input [1:0] \port$7656$0 ;
+  wire [1:0] \port$7656$0 ;
+  input \port$7657$0 ;
+  wire \port$7657$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16600,7 +16633,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7653$0 , \port$7652$0 , \port$7650$0  };
+      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16699,14 +16732,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7653$0 , \port$7652$0 , \port$7650$0  };
-  assign w_data = { \port$7653$0 , \port$7652$0 , \port$7650$0  };
+  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7650$0 , \port$7652$0 , \port$7653$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16748,12 +16781,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7650$0 ;
-  wire [255:0] \port$7650$0 ;
-  input [1:0] \port$7652$0 ;
-  wire [1:0] \port$7652$0 ;
-  input \port$7653$0 ;
-  wire \port$7653$0 ;
+  input [255:0] \port$7654$0 ;
+  wire [255:0] \port$7654$0 ;
+  input [1:0] \port$7656$0 ;
+  wire [1:0] \port$7656$0 ;
+  input \port$7657$0 ;
+  wire \port$7657$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16785,7 +16818,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7653$0 , \port$7652$0 , \port$7650$0  };
+      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16884,14 +16917,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7653$0 , \port$7652$0 , \port$7650$0  };
-  assign w_data = { \port$7653$0 , \port$7652$0 , \port$7650$0  };
+  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7650$0 , \port$7652$0 , \port$7653$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16933,12 +16966,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7650$0 ;
-  wire [255:0] \port$7650$0 ;
-  input [1:0] \port$7652$0 ;
-  wire [1:0] \port$7652$0 ;
-  input \port$7653$0 ;
-  wire \port$7653$0 ;
+  input [255:0] \port$7654$0 ;
+  wire [255:0] \port$7654$0 ;
+  input [1:0] \port$7656$0 ;
+  wire [1:0] \port$7656$0 ;
+  input \port$7657$0 ;
+  wire \port$7657$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16970,7 +17003,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7653$0 , \port$7652$0 , \port$7650$0  };
+      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17069,8 +17102,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7653$0 , \port$7652$0 , \port$7650$0  };
-  assign w_data = { \port$7653$0 , \port$7652$0 , \port$7650$0  };
+  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -21851,8 +21884,8 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_4x4.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5708$0 (aw_hs_id),
-    .\port$5722$0 (down__awlen),
+    .\port$5712$0 (aw_hs_id),
+    .\port$5726$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -22197,7 +22230,7 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$5722$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5712$0 , w_en, \port$5726$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22225,10 +22258,10 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5708$0 ;
-  wire [2:0] \port$5708$0 ;
-  input [7:0] \port$5722$0 ;
-  wire [7:0] \port$5722$0 ;
+  input [2:0] \port$5712$0 ;
+  wire [2:0] \port$5712$0 ;
+  input [7:0] \port$5726$0 ;
+  wire [7:0] \port$5726$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -22263,7 +22296,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5708$0 , \port$5722$0  };
+      storage[w_port__addr] <= { \port$5712$0 , \port$5726$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -22329,14 +22362,14 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5708$0 , \port$5722$0  };
-  assign w_data = { \port$5708$0 , \port$5722$0  };
+  assign w_port__data = { \port$5712$0 , \port$5726$0  };
+  assign w_data = { \port$5712$0 , \port$5726$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8146$16 , \port$8706$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8154$16 , \port$8714$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22380,10 +22413,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8146$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8146$16 ;
-  wire [15:0] \port$8146$16 ;
-  input [7:0] \port$8706$0 ;
-  wire [7:0] \port$8706$0 ;
+  input [15:0] \port$8154$16 ;
+  wire [15:0] \port$8154$16 ;
+  input [7:0] \port$8714$0 ;
+  wire [7:0] \port$8714$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22418,7 +22451,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8146$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8146$16 , \port$8706$0  };
+      storage[w_port__addr] <= { \port$8154$16 , \port$8714$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22529,14 +22562,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8146$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8146$16 , \port$8706$0  };
-  assign w_data = { \port$8146$16 , \port$8706$0  };
+  assign w_port__data = { \port$8154$16 , \port$8714$0  };
+  assign w_data = { \port$8154$16 , \port$8714$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8148$16 , \port$8822$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8156$16 , \port$8830$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22580,10 +22613,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8148
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8148$16 ;
-  wire [15:0] \port$8148$16 ;
-  input [7:0] \port$8822$0 ;
-  wire [7:0] \port$8822$0 ;
+  input [15:0] \port$8156$16 ;
+  wire [15:0] \port$8156$16 ;
+  input [7:0] \port$8830$0 ;
+  wire [7:0] \port$8830$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22618,7 +22651,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8148
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8148$16 , \port$8822$0  };
+      storage[w_port__addr] <= { \port$8156$16 , \port$8830$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22729,16 +22762,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8148
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8148$16 , \port$8822$0  };
-  assign w_data = { \port$8148$16 , \port$8822$0  };
+  assign w_port__data = { \port$8156$16 , \port$8830$0  };
+  assign w_data = { \port$8156$16 , \port$8830$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4245$0 , \port$4247$0 , q_head_index1_index, \port$4255$0 , \port$4257$0 , q_head_index2_index, \port$4265$0 , \port$4267$0 , q_head_index3_index, \port$4275$0 , \port$4277$0 , cpl_status_free, \port$5305$0 , \port$5335$0 , \port$5365$0 
-, \port$5395$0 , \port$7496$0 , \port$7546$0 , \port$7596$0 , \port$7646$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8118$2 , bus__we, bus__wdata
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4249$0 , \port$4251$0 , q_head_index1_index, \port$4259$0 , \port$4261$0 , q_head_index2_index, \port$4269$0 , \port$4271$0 , q_head_index3_index, \port$4279$0 , \port$4281$0 , cpl_status_free, \port$5309$0 , \port$5339$0 , \port$5369$0 
+, \port$5399$0 , \port$7500$0 , \port$7550$0 , \port$7600$0 , \port$7650$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8126$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23658,40 +23691,40 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4245$0 ;
-  wire \port$4245$0 ;
-  input \port$4247$0 ;
-  wire \port$4247$0 ;
-  input \port$4255$0 ;
-  wire \port$4255$0 ;
-  input \port$4257$0 ;
-  wire \port$4257$0 ;
-  input \port$4265$0 ;
-  wire \port$4265$0 ;
-  input \port$4267$0 ;
-  wire \port$4267$0 ;
-  input \port$4275$0 ;
-  wire \port$4275$0 ;
-  input \port$4277$0 ;
-  wire \port$4277$0 ;
-  input [255:0] \port$5305$0 ;
-  wire [255:0] \port$5305$0 ;
-  input [255:0] \port$5335$0 ;
-  wire [255:0] \port$5335$0 ;
-  input [255:0] \port$5365$0 ;
-  wire [255:0] \port$5365$0 ;
-  input [255:0] \port$5395$0 ;
-  wire [255:0] \port$5395$0 ;
-  input [23:0] \port$7496$0 ;
-  wire [23:0] \port$7496$0 ;
-  input [23:0] \port$7546$0 ;
-  wire [23:0] \port$7546$0 ;
-  input [23:0] \port$7596$0 ;
-  wire [23:0] \port$7596$0 ;
-  input [23:0] \port$7646$0 ;
-  wire [23:0] \port$7646$0 ;
-  input [29:0] \port$8118$2 ;
-  wire [29:0] \port$8118$2 ;
+  input \port$4249$0 ;
+  wire \port$4249$0 ;
+  input \port$4251$0 ;
+  wire \port$4251$0 ;
+  input \port$4259$0 ;
+  wire \port$4259$0 ;
+  input \port$4261$0 ;
+  wire \port$4261$0 ;
+  input \port$4269$0 ;
+  wire \port$4269$0 ;
+  input \port$4271$0 ;
+  wire \port$4271$0 ;
+  input \port$4279$0 ;
+  wire \port$4279$0 ;
+  input \port$4281$0 ;
+  wire \port$4281$0 ;
+  input [255:0] \port$5309$0 ;
+  wire [255:0] \port$5309$0 ;
+  input [255:0] \port$5339$0 ;
+  wire [255:0] \port$5339$0 ;
+  input [255:0] \port$5369$0 ;
+  wire [255:0] \port$5369$0 ;
+  input [255:0] \port$5399$0 ;
+  wire [255:0] \port$5399$0 ;
+  input [23:0] \port$7500$0 ;
+  wire [23:0] \port$7500$0 ;
+  input [23:0] \port$7550$0 ;
+  wire [23:0] \port$7550$0 ;
+  input [23:0] \port$7600$0 ;
+  wire [23:0] \port$7600$0 ;
+  input [23:0] \port$7650$0 ;
+  wire [23:0] \port$7650$0 ;
+  input [29:0] \port$8126$2 ;
+  wire [29:0] \port$8126$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -23855,129 +23888,129 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8118$2 [9:0] == 6'h39;
+  assign \$111  = \port$8126$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8118$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8126$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8118$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8126$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8118$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8126$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8118$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8126$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8118$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8126$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8118$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8126$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8118$2 [9:0] == 7'h40;
+  assign \$125  = \port$8126$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8118$2 [9:0] == 7'h41;
+  assign \$127  = \port$8126$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8118$2 [9:0] == 7'h42;
+  assign \$129  = \port$8126$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8118$2 [9:0] == 7'h43;
+  assign \$131  = \port$8126$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8118$2 [9:0] == 7'h44;
+  assign \$133  = \port$8126$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8118$2 [9:0] == 7'h45;
+  assign \$135  = \port$8126$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8118$2 [9:0] == 7'h46;
+  assign \$137  = \port$8126$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8118$2 [9:0] == 7'h47;
+  assign \$139  = \port$8126$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8118$2 [9:0] == 7'h48;
+  assign \$141  = \port$8126$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8118$2 [9:0] == 7'h49;
+  assign \$143  = \port$8126$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8118$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8126$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8118$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8126$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8118$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8126$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8118$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8126$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8118$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8126$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8118$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8126$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8118$2 [9:0] == 7'h50;
+  assign \$157  = \port$8126$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8118$2 [9:0] == 7'h51;
+  assign \$159  = \port$8126$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
   assign \$162  = \$161  | wdata;
   assign \$163  = ~ bus__we;
   assign \$164  = \new  & \$163 ;
-  assign \$165  = ! \port$8118$2 [9:0];
+  assign \$165  = ! \port$8126$2 [9:0];
   assign \$166  = \$164  & \$165 ;
   assign \$169  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$170  = fw_status_state & \$169 ;
   assign \$171  = \$170  | wdata[7:0];
   assign \$172  = ~ bus__we;
   assign \$173  = \new  & \$172 ;
-  assign \$174  = \port$8118$2 [9:0] == 1'h1;
+  assign \$174  = \port$8126$2 [9:0] == 1'h1;
   assign \$175  = \$173  & \$174 ;
   assign \$178  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$179  = fw_fault_pc_pc & \$178 ;
   assign \$180  = \$179  | wdata;
   assign \$181  = ~ bus__we;
   assign \$182  = \new  & \$181 ;
-  assign \$183  = \port$8118$2 [9:0] == 2'h2;
+  assign \$183  = \port$8126$2 [9:0] == 2'h2;
   assign \$184  = \$182  & \$183 ;
   assign \$187  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$188  = fw_fault_cause_cause & \$187 ;
   assign \$189  = \$188  | wdata;
   assign \$190  = ~ bus__we;
   assign \$191  = \new  & \$190 ;
-  assign \$192  = \port$8118$2 [9:0] == 2'h3;
+  assign \$192  = \port$8126$2 [9:0] == 2'h3;
   assign \$193  = \$191  & \$192 ;
   assign \$196  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$197  = fw_fault_tval_tval & \$196 ;
   assign \$198  = \$197  | wdata;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$8118$2 [9:0] == 3'h4;
+  assign \$201  = \port$8126$2 [9:0] == 3'h4;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$206  = fw_msg_value & \$205 ;
   assign \$207  = \$206  | wdata;
   assign \$208  = ~ bus__we;
   assign \$209  = \new  & \$208 ;
-  assign \$210  = \port$8118$2 [9:0] == 3'h5;
+  assign \$210  = \port$8126$2 [9:0] == 3'h5;
   assign \$211  = \$209  & \$210 ;
   assign \$214  = ~ bus__we;
   assign \$215  = \new  & \$214 ;
-  assign \$216  = \port$8118$2 [9:0] == 3'h6;
+  assign \$216  = \port$8126$2 [9:0] == 3'h6;
   assign \$217  = \$215  & \$216 ;
   assign \$220  = ~ bus__we;
   assign \$221  = \new  & \$220 ;
-  assign \$222  = \port$8118$2 [9:0] == 4'h8;
+  assign \$222  = \port$8126$2 [9:0] == 4'h8;
   assign \$223  = \$221  & \$222 ;
   assign \$227  = \$225  | { 13'h0000, \$226  };
   assign \$229  = { 3'h0, \$227  } | \$228 ;
@@ -23990,7 +24023,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$237  = \$236  | wdata[24];
   assign \$238  = ~ bus__we;
   assign \$239  = \new  & \$238 ;
-  assign \$240  = \port$8118$2 [9:0] == 4'h9;
+  assign \$240  = \port$8126$2 [9:0] == 4'h9;
   assign \$241  = \$239  & \$240 ;
   assign \$245  = \$243  | \$244 ;
   assign \$246  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
@@ -23998,7 +24031,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$248  = \$247  | wdata[3:0];
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$8118$2 [9:0] == 4'ha;
+  assign \$251  = \port$8126$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$255  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$256  = forward_queue & \$255 ;
@@ -24008,30 +24041,30 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$260  = \$259  | wdata[31:16];
   assign \$261  = ~ bus__we;
   assign \$262  = \new  & \$261 ;
-  assign \$263  = \port$8118$2 [9:0] == 4'hb;
+  assign \$263  = \port$8126$2 [9:0] == 4'hb;
   assign \$264  = \$262  & \$263 ;
   assign \$268  = { 15'h0000, \$266  } | \$267 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$8118$2 [9:0] == 4'hc;
+  assign \$271  = \port$8126$2 [9:0] == 4'hc;
   assign \$272  = \$270  & \$271 ;
   assign \$276  = \$274  | { 9'h000, \$275  };
   assign \$278  = { 15'h0000, \$276  } | \$277 ;
   assign \$279  = ~ bus__we;
   assign \$280  = \new  & \$279 ;
-  assign \$281  = \port$8118$2 [9:0] == 4'hd;
+  assign \$281  = \port$8126$2 [9:0] == 4'hd;
   assign \$282  = \$280  & \$281 ;
   assign \$286  = \$284  | { 9'h000, \$285  };
   assign \$288  = { 15'h0000, \$286  } | \$287 ;
   assign \$289  = ~ bus__we;
   assign \$290  = \new  & \$289 ;
-  assign \$291  = \port$8118$2 [9:0] == 4'he;
+  assign \$291  = \port$8126$2 [9:0] == 4'he;
   assign \$292  = \$290  & \$291 ;
   assign \$296  = \$294  | { 9'h000, \$295  };
   assign \$298  = { 15'h0000, \$296  } | \$297 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$8118$2 [9:0] == 4'hf;
+  assign \$301  = \port$8126$2 [9:0] == 4'hf;
   assign \$302  = \$300  & \$301 ;
   assign \$306  = \$304  | { 9'h000, \$305  };
   assign \$308  = { 15'h0000, \$306  } | \$307 ;
@@ -24040,7 +24073,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$311  = \$310  | wdata[3:0];
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$8118$2 [9:0] == 5'h10;
+  assign \$314  = \port$8126$2 [9:0] == 5'h10;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ { bus__wstrb[0], bus__wstrb[0] };
   assign \$319  = cpl_queue & \$318 ;
@@ -24062,7 +24095,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$335  = \$334  | wdata[31:24];
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$8118$2 [9:0] == 5'h11;
+  assign \$338  = \port$8126$2 [9:0] == 5'h11;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | { 28'h0000000, \$342  };
   assign \$345  = \$343  | { 28'h0000000, \$344  };
@@ -24074,314 +24107,314 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$354  = \$353  | wdata[15:0];
   assign \$355  = ~ bus__we;
   assign \$356  = \new  & \$355 ;
-  assign \$357  = \port$8118$2 [9:0] == 5'h12;
+  assign \$357  = \port$8126$2 [9:0] == 5'h12;
   assign \$358  = \$356  & \$357 ;
   assign \$361  = ~ bus__we;
   assign \$362  = \new  & \$361 ;
-  assign \$363  = \port$8118$2 [9:0] == 5'h13;
+  assign \$363  = \port$8126$2 [9:0] == 5'h13;
   assign \$364  = \$362  & \$363 ;
   assign \$367  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$368  = qreset_ack_queue & \$367 ;
   assign \$369  = \$368  | wdata[3:0];
   assign \$370  = ~ bus__we;
   assign \$371  = \new  & \$370 ;
-  assign \$372  = \port$8118$2 [9:0] == 5'h14;
+  assign \$372  = \port$8126$2 [9:0] == 5'h14;
   assign \$373  = \$371  & \$372 ;
   assign \$376  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$377  = engine_reset_engine & \$376 ;
   assign \$378  = \$377  | wdata[3:0];
   assign \$379  = ~ bus__we;
   assign \$380  = \new  & \$379 ;
-  assign \$381  = \port$8118$2 [9:0] == 5'h15;
+  assign \$381  = \port$8126$2 [9:0] == 5'h15;
   assign \$382  = \$380  & \$381 ;
   assign \$385  = ~ bus__we;
   assign \$386  = \new  & \$385 ;
-  assign \$387  = \port$8118$2 [9:0] == 5'h16;
+  assign \$387  = \port$8126$2 [9:0] == 5'h16;
   assign \$388  = \$386  & \$387 ;
   assign \$391  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$392  = q_wait_queue & \$391 ;
   assign \$393  = \$392  | wdata[3:0];
   assign \$394  = ~ bus__we;
   assign \$395  = \new  & \$394 ;
-  assign \$396  = \port$8118$2 [9:0] == 5'h17;
+  assign \$396  = \port$8126$2 [9:0] == 5'h17;
   assign \$397  = \$395  & \$396 ;
   assign \$400  = ~ bus__we;
   assign \$401  = \new  & \$400 ;
-  assign \$402  = \port$8118$2 [9:0] == 5'h18;
+  assign \$402  = \port$8126$2 [9:0] == 5'h18;
   assign \$403  = \$401  & \$402 ;
   assign \$406  = ~ bus__we;
   assign \$407  = \new  & \$406 ;
-  assign \$408  = \port$8118$2 [9:0] == 5'h19;
+  assign \$408  = \port$8126$2 [9:0] == 5'h19;
   assign \$409  = \$407  & \$408 ;
   assign \$412  = ~ bus__we;
   assign \$413  = \new  & \$412 ;
-  assign \$414  = \port$8118$2 [9:0] == 5'h1a;
+  assign \$414  = \port$8126$2 [9:0] == 5'h1a;
   assign \$415  = \$413  & \$414 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8118$2 [9:0] == 5'h1b;
+  assign \$420  = \port$8126$2 [9:0] == 5'h1b;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8118$2 [9:0] == 5'h1c;
+  assign \$426  = \port$8126$2 [9:0] == 5'h1c;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$431  = timer_cycles & \$430 ;
   assign \$432  = \$431  | wdata;
   assign \$433  = ~ bus__we;
   assign \$434  = \new  & \$433 ;
-  assign \$435  = \port$8118$2 [9:0] == 5'h1d;
+  assign \$435  = \port$8126$2 [9:0] == 5'h1d;
   assign \$436  = \$434  & \$435 ;
   assign \$439  = ~ bus__we;
   assign \$440  = \new  & \$439 ;
-  assign \$441  = \port$8118$2 [9:0] == 6'h20;
+  assign \$441  = \port$8126$2 [9:0] == 6'h20;
   assign \$442  = \$440  & \$441 ;
   assign \$445  = ~ bus__we;
   assign \$446  = \new  & \$445 ;
-  assign \$447  = \port$8118$2 [9:0] == 6'h21;
+  assign \$447  = \port$8126$2 [9:0] == 6'h21;
   assign \$448  = \$446  & \$447 ;
   assign \$451  = ~ bus__we;
   assign \$452  = \new  & \$451 ;
-  assign \$453  = \port$8118$2 [9:0] == 6'h22;
+  assign \$453  = \port$8126$2 [9:0] == 6'h22;
   assign \$454  = \$452  & \$453 ;
   assign \$457  = ~ bus__we;
   assign \$458  = \new  & \$457 ;
-  assign \$459  = \port$8118$2 [9:0] == 6'h23;
+  assign \$459  = \port$8126$2 [9:0] == 6'h23;
   assign \$460  = \$458  & \$459 ;
   assign \$463  = ~ bus__we;
   assign \$464  = \new  & \$463 ;
-  assign \$465  = \port$8118$2 [9:0] == 6'h24;
+  assign \$465  = \port$8126$2 [9:0] == 6'h24;
   assign \$466  = \$464  & \$465 ;
   assign \$469  = ~ bus__we;
   assign \$470  = \new  & \$469 ;
-  assign \$471  = \port$8118$2 [9:0] == 6'h25;
+  assign \$471  = \port$8126$2 [9:0] == 6'h25;
   assign \$472  = \$470  & \$471 ;
   assign \$475  = ~ bus__we;
   assign \$476  = \new  & \$475 ;
-  assign \$477  = \port$8118$2 [9:0] == 6'h26;
+  assign \$477  = \port$8126$2 [9:0] == 6'h26;
   assign \$478  = \$476  & \$477 ;
   assign \$481  = ~ bus__we;
   assign \$482  = \new  & \$481 ;
-  assign \$483  = \port$8118$2 [9:0] == 6'h27;
+  assign \$483  = \port$8126$2 [9:0] == 6'h27;
   assign \$484  = \$482  & \$483 ;
   assign \$487  = ~ bus__we;
   assign \$488  = \new  & \$487 ;
-  assign \$489  = \port$8118$2 [9:0] == 6'h28;
+  assign \$489  = \port$8126$2 [9:0] == 6'h28;
   assign \$490  = \$488  & \$489 ;
   assign \$493  = ~ bus__we;
   assign \$494  = \new  & \$493 ;
-  assign \$495  = \port$8118$2 [9:0] == 6'h29;
+  assign \$495  = \port$8126$2 [9:0] == 6'h29;
   assign \$496  = \$494  & \$495 ;
   assign \$499  = ~ bus__we;
   assign \$500  = \new  & \$499 ;
-  assign \$501  = \port$8118$2 [9:0] == 6'h2a;
+  assign \$501  = \port$8126$2 [9:0] == 6'h2a;
   assign \$502  = \$500  & \$501 ;
   assign \$505  = ~ bus__we;
   assign \$506  = \new  & \$505 ;
-  assign \$507  = \port$8118$2 [9:0] == 6'h2b;
+  assign \$507  = \port$8126$2 [9:0] == 6'h2b;
   assign \$508  = \$506  & \$507 ;
   assign \$511  = ~ bus__we;
   assign \$512  = \new  & \$511 ;
-  assign \$513  = \port$8118$2 [9:0] == 6'h2c;
+  assign \$513  = \port$8126$2 [9:0] == 6'h2c;
   assign \$514  = \$512  & \$513 ;
   assign \$517  = ~ bus__we;
   assign \$518  = \new  & \$517 ;
-  assign \$519  = \port$8118$2 [9:0] == 6'h2d;
+  assign \$519  = \port$8126$2 [9:0] == 6'h2d;
   assign \$520  = \$518  & \$519 ;
   assign \$523  = ~ bus__we;
   assign \$524  = \new  & \$523 ;
-  assign \$525  = \port$8118$2 [9:0] == 6'h2e;
+  assign \$525  = \port$8126$2 [9:0] == 6'h2e;
   assign \$526  = \$524  & \$525 ;
   assign \$529  = ~ bus__we;
   assign \$530  = \new  & \$529 ;
-  assign \$531  = \port$8118$2 [9:0] == 6'h2f;
+  assign \$531  = \port$8126$2 [9:0] == 6'h2f;
   assign \$532  = \$530  & \$531 ;
   assign \$535  = ~ bus__we;
   assign \$536  = \new  & \$535 ;
-  assign \$537  = \port$8118$2 [9:0] == 6'h30;
+  assign \$537  = \port$8126$2 [9:0] == 6'h30;
   assign \$538  = \$536  & \$537 ;
   assign \$541  = ~ bus__we;
   assign \$542  = \new  & \$541 ;
-  assign \$543  = \port$8118$2 [9:0] == 6'h31;
+  assign \$543  = \port$8126$2 [9:0] == 6'h31;
   assign \$544  = \$542  & \$543 ;
   assign \$547  = ~ bus__we;
   assign \$548  = \new  & \$547 ;
-  assign \$549  = \port$8118$2 [9:0] == 6'h32;
+  assign \$549  = \port$8126$2 [9:0] == 6'h32;
   assign \$550  = \$548  & \$549 ;
   assign \$553  = ~ bus__we;
   assign \$554  = \new  & \$553 ;
-  assign \$555  = \port$8118$2 [9:0] == 6'h33;
+  assign \$555  = \port$8126$2 [9:0] == 6'h33;
   assign \$556  = \$554  & \$555 ;
   assign \$559  = ~ bus__we;
   assign \$560  = \new  & \$559 ;
-  assign \$561  = \port$8118$2 [9:0] == 6'h34;
+  assign \$561  = \port$8126$2 [9:0] == 6'h34;
   assign \$562  = \$560  & \$561 ;
   assign \$565  = ~ bus__we;
   assign \$566  = \new  & \$565 ;
-  assign \$567  = \port$8118$2 [9:0] == 6'h35;
+  assign \$567  = \port$8126$2 [9:0] == 6'h35;
   assign \$568  = \$566  & \$567 ;
   assign \$571  = ~ bus__we;
   assign \$572  = \new  & \$571 ;
-  assign \$573  = \port$8118$2 [9:0] == 6'h36;
+  assign \$573  = \port$8126$2 [9:0] == 6'h36;
   assign \$574  = \$572  & \$573 ;
   assign \$577  = ~ bus__we;
   assign \$578  = \new  & \$577 ;
-  assign \$579  = \port$8118$2 [9:0] == 6'h37;
+  assign \$579  = \port$8126$2 [9:0] == 6'h37;
   assign \$580  = \$578  & \$579 ;
   assign \$583  = ~ bus__we;
   assign \$584  = \new  & \$583 ;
-  assign \$585  = \port$8118$2 [9:0] == 6'h38;
+  assign \$585  = \port$8126$2 [9:0] == 6'h38;
   assign \$586  = \$584  & \$585 ;
   assign \$589  = ~ bus__we;
   assign \$590  = \new  & \$589 ;
-  assign \$591  = \port$8118$2 [9:0] == 6'h39;
+  assign \$591  = \port$8126$2 [9:0] == 6'h39;
   assign \$592  = \$590  & \$591 ;
   assign \$595  = ~ bus__we;
   assign \$596  = \new  & \$595 ;
-  assign \$597  = \port$8118$2 [9:0] == 6'h3a;
+  assign \$597  = \port$8126$2 [9:0] == 6'h3a;
   assign \$598  = \$596  & \$597 ;
   assign \$601  = ~ bus__we;
   assign \$602  = \new  & \$601 ;
-  assign \$603  = \port$8118$2 [9:0] == 6'h3b;
+  assign \$603  = \port$8126$2 [9:0] == 6'h3b;
   assign \$604  = \$602  & \$603 ;
   assign \$607  = ~ bus__we;
   assign \$608  = \new  & \$607 ;
-  assign \$609  = \port$8118$2 [9:0] == 6'h3c;
+  assign \$609  = \port$8126$2 [9:0] == 6'h3c;
   assign \$610  = \$608  & \$609 ;
   assign \$613  = ~ bus__we;
   assign \$614  = \new  & \$613 ;
-  assign \$615  = \port$8118$2 [9:0] == 6'h3d;
+  assign \$615  = \port$8126$2 [9:0] == 6'h3d;
   assign \$616  = \$614  & \$615 ;
   assign \$619  = ~ bus__we;
   assign \$620  = \new  & \$619 ;
-  assign \$621  = \port$8118$2 [9:0] == 6'h3e;
+  assign \$621  = \port$8126$2 [9:0] == 6'h3e;
   assign \$622  = \$620  & \$621 ;
   assign \$625  = ~ bus__we;
   assign \$626  = \new  & \$625 ;
-  assign \$627  = \port$8118$2 [9:0] == 6'h3f;
+  assign \$627  = \port$8126$2 [9:0] == 6'h3f;
   assign \$628  = \$626  & \$627 ;
   assign \$631  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$632  = event0_value & \$631 ;
   assign \$633  = \$632  | wdata;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8118$2 [9:0] == 7'h40;
+  assign \$636  = \port$8126$2 [9:0] == 7'h40;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$641  = event1_value & \$640 ;
   assign \$642  = \$641  | wdata;
   assign \$643  = ~ bus__we;
   assign \$644  = \new  & \$643 ;
-  assign \$645  = \port$8118$2 [9:0] == 7'h41;
+  assign \$645  = \port$8126$2 [9:0] == 7'h41;
   assign \$646  = \$644  & \$645 ;
   assign \$649  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$650  = event2_value & \$649 ;
   assign \$651  = \$650  | wdata;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8118$2 [9:0] == 7'h42;
+  assign \$654  = \port$8126$2 [9:0] == 7'h42;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$659  = event3_value & \$658 ;
   assign \$660  = \$659  | wdata;
   assign \$661  = ~ bus__we;
   assign \$662  = \new  & \$661 ;
-  assign \$663  = \port$8118$2 [9:0] == 7'h43;
+  assign \$663  = \port$8126$2 [9:0] == 7'h43;
   assign \$664  = \$662  & \$663 ;
   assign \$667  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$668  = event4_value & \$667 ;
   assign \$669  = \$668  | wdata;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8118$2 [9:0] == 7'h44;
+  assign \$672  = \port$8126$2 [9:0] == 7'h44;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$677  = event5_value & \$676 ;
   assign \$678  = \$677  | wdata;
   assign \$679  = ~ bus__we;
   assign \$680  = \new  & \$679 ;
-  assign \$681  = \port$8118$2 [9:0] == 7'h45;
+  assign \$681  = \port$8126$2 [9:0] == 7'h45;
   assign \$682  = \$680  & \$681 ;
   assign \$685  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$686  = event6_value & \$685 ;
   assign \$687  = \$686  | wdata;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8118$2 [9:0] == 7'h46;
+  assign \$690  = \port$8126$2 [9:0] == 7'h46;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$695  = event7_value & \$694 ;
   assign \$696  = \$695  | wdata;
   assign \$697  = ~ bus__we;
   assign \$698  = \new  & \$697 ;
-  assign \$699  = \port$8118$2 [9:0] == 7'h47;
+  assign \$699  = \port$8126$2 [9:0] == 7'h47;
   assign \$700  = \$698  & \$699 ;
   assign \$703  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$704  = event8_value & \$703 ;
   assign \$705  = \$704  | wdata;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8118$2 [9:0] == 7'h48;
+  assign \$708  = \port$8126$2 [9:0] == 7'h48;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$713  = event9_value & \$712 ;
   assign \$714  = \$713  | wdata;
   assign \$715  = ~ bus__we;
   assign \$716  = \new  & \$715 ;
-  assign \$717  = \port$8118$2 [9:0] == 7'h49;
+  assign \$717  = \port$8126$2 [9:0] == 7'h49;
   assign \$718  = \$716  & \$717 ;
   assign \$721  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$722  = event10_value & \$721 ;
   assign \$723  = \$722  | wdata;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8118$2 [9:0] == 7'h4a;
+  assign \$726  = \port$8126$2 [9:0] == 7'h4a;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$731  = event11_value & \$730 ;
   assign \$732  = \$731  | wdata;
   assign \$733  = ~ bus__we;
   assign \$734  = \new  & \$733 ;
-  assign \$735  = \port$8118$2 [9:0] == 7'h4b;
+  assign \$735  = \port$8126$2 [9:0] == 7'h4b;
   assign \$736  = \$734  & \$735 ;
   assign \$739  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$740  = event12_value & \$739 ;
   assign \$741  = \$740  | wdata;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8118$2 [9:0] == 7'h4c;
+  assign \$744  = \port$8126$2 [9:0] == 7'h4c;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$749  = event13_value & \$748 ;
   assign \$750  = \$749  | wdata;
   assign \$751  = ~ bus__we;
   assign \$752  = \new  & \$751 ;
-  assign \$753  = \port$8118$2 [9:0] == 7'h4d;
+  assign \$753  = \port$8126$2 [9:0] == 7'h4d;
   assign \$754  = \$752  & \$753 ;
   assign \$757  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$758  = event14_value & \$757 ;
   assign \$759  = \$758  | wdata;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8118$2 [9:0] == 7'h4e;
+  assign \$762  = \port$8126$2 [9:0] == 7'h4e;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$767  = event15_value & \$766 ;
   assign \$768  = \$767  | wdata;
   assign \$769  = ~ bus__we;
   assign \$770  = \new  & \$769 ;
-  assign \$771  = \port$8118$2 [9:0] == 7'h4f;
+  assign \$771  = \port$8126$2 [9:0] == 7'h4f;
   assign \$772  = \$770  & \$771 ;
   assign \$775  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$776  = perf_sel_addr & \$775 ;
   assign \$777  = \$776  | wdata[11:0];
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8118$2 [9:0] == 7'h50;
+  assign \$780  = \port$8126$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8118$2 [9:0] == 7'h51;
+  assign \$786  = \port$8126$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24475,167 +24508,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8118$2 [9:0];
+  assign \$3  = ! \port$8126$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8118$2 [9:0] == 1'h1;
+  assign \$5  = \port$8126$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8118$2 [9:0] == 2'h2;
+  assign \$7  = \port$8126$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8118$2 [9:0] == 2'h3;
+  assign \$9  = \port$8126$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8118$2 [9:0] == 3'h4;
+  assign \$11  = \port$8126$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8118$2 [9:0] == 3'h5;
+  assign \$13  = \port$8126$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8118$2 [9:0] == 3'h6;
+  assign \$15  = \port$8126$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8118$2 [9:0] == 4'h8;
+  assign \$17  = \port$8126$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8118$2 [9:0] == 4'h9;
+  assign \$19  = \port$8126$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8118$2 [9:0] == 4'ha;
+  assign \$21  = \port$8126$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8118$2 [9:0] == 4'hb;
+  assign \$23  = \port$8126$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8118$2 [9:0] == 4'hc;
+  assign \$25  = \port$8126$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8118$2 [9:0] == 4'hd;
+  assign \$27  = \port$8126$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8118$2 [9:0] == 4'he;
+  assign \$29  = \port$8126$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8118$2 [9:0] == 4'hf;
+  assign \$31  = \port$8126$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8118$2 [9:0] == 5'h10;
+  assign \$33  = \port$8126$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8118$2 [9:0] == 5'h11;
+  assign \$35  = \port$8126$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8118$2 [9:0] == 5'h12;
+  assign \$37  = \port$8126$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8118$2 [9:0] == 5'h13;
+  assign \$39  = \port$8126$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8118$2 [9:0] == 5'h14;
+  assign \$41  = \port$8126$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8118$2 [9:0] == 5'h15;
+  assign \$43  = \port$8126$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8118$2 [9:0] == 5'h16;
+  assign \$45  = \port$8126$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8118$2 [9:0] == 5'h17;
+  assign \$47  = \port$8126$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8118$2 [9:0] == 5'h18;
+  assign \$49  = \port$8126$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8118$2 [9:0] == 5'h19;
+  assign \$51  = \port$8126$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8118$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8126$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8118$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8126$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8118$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8126$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8118$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8126$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8118$2 [9:0] == 6'h20;
+  assign \$61  = \port$8126$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8118$2 [9:0] == 6'h21;
+  assign \$63  = \port$8126$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8118$2 [9:0] == 6'h22;
+  assign \$65  = \port$8126$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8118$2 [9:0] == 6'h23;
+  assign \$67  = \port$8126$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8118$2 [9:0] == 6'h24;
+  assign \$69  = \port$8126$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8118$2 [9:0] == 6'h25;
+  assign \$71  = \port$8126$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8118$2 [9:0] == 6'h26;
+  assign \$73  = \port$8126$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8118$2 [9:0] == 6'h27;
+  assign \$75  = \port$8126$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8118$2 [9:0] == 6'h28;
+  assign \$77  = \port$8126$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8118$2 [9:0] == 6'h29;
+  assign \$79  = \port$8126$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8118$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8126$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8118$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8126$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8118$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8126$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8118$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8126$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8118$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8126$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8118$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8126$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8118$2 [9:0] == 6'h30;
+  assign \$93  = \port$8126$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8118$2 [9:0] == 6'h31;
+  assign \$95  = \port$8126$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8118$2 [9:0] == 6'h32;
+  assign \$97  = \port$8126$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8118$2 [9:0] == 6'h33;
+  assign \$99  = \port$8126$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8118$2 [9:0] == 6'h34;
+  assign \$101  = \port$8126$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8118$2 [9:0] == 6'h35;
+  assign \$103  = \port$8126$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8118$2 [9:0] == 6'h36;
+  assign \$105  = \port$8126$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8118$2 [9:0] == 6'h37;
+  assign \$107  = \port$8126$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8118$2 [9:0] == 6'h38;
+  assign \$109  = \port$8126$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -25913,49 +25946,49 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8118$2 , 2'h0 };
-  assign work_qready = { \port$4275$0 , \port$4265$0 , \port$4255$0 , \port$4245$0  };
-  assign work_qreset = { \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0  };
-  assign retire0_error = \port$7496$0 [7:0];
-  assign retire0_tag = \port$7496$0 [23:8];
-  assign retire1_error = \port$7546$0 [7:0];
-  assign retire1_tag = \port$7546$0 [23:8];
-  assign retire2_error = \port$7596$0 [7:0];
-  assign retire2_tag = \port$7596$0 [23:8];
-  assign retire3_error = \port$7646$0 [7:0];
-  assign retire3_tag = \port$7646$0 [23:8];
-  assign q_head0_word = \port$5305$0 [31:0];
-  assign q_head1_word = \port$5305$0 [63:32];
-  assign q_head2_word = \port$5305$0 [95:64];
-  assign q_head3_word = \port$5305$0 [127:96];
-  assign q_head4_word = \port$5305$0 [159:128];
-  assign q_head5_word = \port$5305$0 [191:160];
-  assign q_head6_word = \port$5305$0 [223:192];
-  assign q_head7_word = \port$5305$0 [255:224];
-  assign q_head8_word = \port$5335$0 [31:0];
-  assign q_head9_word = \port$5335$0 [63:32];
-  assign q_head10_word = \port$5335$0 [95:64];
-  assign q_head11_word = \port$5335$0 [127:96];
-  assign q_head12_word = \port$5335$0 [159:128];
-  assign q_head13_word = \port$5335$0 [191:160];
-  assign q_head14_word = \port$5335$0 [223:192];
-  assign q_head15_word = \port$5335$0 [255:224];
-  assign q_head16_word = \port$5365$0 [31:0];
-  assign q_head17_word = \port$5365$0 [63:32];
-  assign q_head18_word = \port$5365$0 [95:64];
-  assign q_head19_word = \port$5365$0 [127:96];
-  assign q_head20_word = \port$5365$0 [159:128];
-  assign q_head21_word = \port$5365$0 [191:160];
-  assign q_head22_word = \port$5365$0 [223:192];
-  assign q_head23_word = \port$5365$0 [255:224];
-  assign q_head24_word = \port$5395$0 [31:0];
-  assign q_head25_word = \port$5395$0 [63:32];
-  assign q_head26_word = \port$5395$0 [95:64];
-  assign q_head27_word = \port$5395$0 [127:96];
-  assign q_head28_word = \port$5395$0 [159:128];
-  assign q_head29_word = \port$5395$0 [191:160];
-  assign q_head30_word = \port$5395$0 [223:192];
-  assign q_head31_word = \port$5395$0 [255:224];
+  assign bus__addr = { \port$8126$2 , 2'h0 };
+  assign work_qready = { \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0  };
+  assign work_qreset = { \port$4281$0 , \port$4271$0 , \port$4261$0 , \port$4251$0  };
+  assign retire0_error = \port$7500$0 [7:0];
+  assign retire0_tag = \port$7500$0 [23:8];
+  assign retire1_error = \port$7550$0 [7:0];
+  assign retire1_tag = \port$7550$0 [23:8];
+  assign retire2_error = \port$7600$0 [7:0];
+  assign retire2_tag = \port$7600$0 [23:8];
+  assign retire3_error = \port$7650$0 [7:0];
+  assign retire3_tag = \port$7650$0 [23:8];
+  assign q_head0_word = \port$5309$0 [31:0];
+  assign q_head1_word = \port$5309$0 [63:32];
+  assign q_head2_word = \port$5309$0 [95:64];
+  assign q_head3_word = \port$5309$0 [127:96];
+  assign q_head4_word = \port$5309$0 [159:128];
+  assign q_head5_word = \port$5309$0 [191:160];
+  assign q_head6_word = \port$5309$0 [223:192];
+  assign q_head7_word = \port$5309$0 [255:224];
+  assign q_head8_word = \port$5339$0 [31:0];
+  assign q_head9_word = \port$5339$0 [63:32];
+  assign q_head10_word = \port$5339$0 [95:64];
+  assign q_head11_word = \port$5339$0 [127:96];
+  assign q_head12_word = \port$5339$0 [159:128];
+  assign q_head13_word = \port$5339$0 [191:160];
+  assign q_head14_word = \port$5339$0 [223:192];
+  assign q_head15_word = \port$5339$0 [255:224];
+  assign q_head16_word = \port$5369$0 [31:0];
+  assign q_head17_word = \port$5369$0 [63:32];
+  assign q_head18_word = \port$5369$0 [95:64];
+  assign q_head19_word = \port$5369$0 [127:96];
+  assign q_head20_word = \port$5369$0 [159:128];
+  assign q_head21_word = \port$5369$0 [191:160];
+  assign q_head22_word = \port$5369$0 [223:192];
+  assign q_head23_word = \port$5369$0 [255:224];
+  assign q_head24_word = \port$5399$0 [31:0];
+  assign q_head25_word = \port$5399$0 [63:32];
+  assign q_head26_word = \port$5399$0 [95:64];
+  assign q_head27_word = \port$5399$0 [127:96];
+  assign q_head28_word = \port$5399$0 [159:128];
+  assign q_head29_word = \port$5399$0 [191:160];
+  assign q_head30_word = \port$5399$0 [223:192];
+  assign q_head31_word = \port$5399$0 [255:224];
   assign \$167  = { 1'h0, fw_version_version };
   assign \$168  = \$167 ;
   assign \$176  = { 1'h0, fw_status_state };
@@ -25970,10 +26003,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$213  = \$212 ;
   assign \$218  = 2'h0;
   assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4275$0 , \port$4265$0 , \port$4255$0 , \port$4245$0  };
+  assign \$224  = { 1'h0, \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0  };
   assign \$225  = { 27'h0000000, \$224  };
   assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4277$0 , \port$4267$0 , \port$4257$0 , \port$4247$0 , 16'h0000 };
+  assign \$228  = { 15'h0000, \port$4281$0 , \port$4271$0 , \port$4261$0 , \port$4251$0 , 16'h0000 };
   assign \$230  = { 7'h00, work_timer, 24'h000000 };
   assign \$242  = { 1'h0, work_mask_qready };
   assign \$243  = { 27'h0000000, \$242  };
@@ -25985,20 +26018,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
   assign \$273  = { 1'h0, retire0_valid };
   assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$7496$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$7496$0 [23:8], 16'h0000 };
+  assign \$275  = { 7'h00, \port$7500$0 [7:0], 8'h00 };
+  assign \$277  = { 15'h0000, \port$7500$0 [23:8], 16'h0000 };
   assign \$283  = { 1'h0, retire1_valid };
   assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$7546$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$7546$0 [23:8], 16'h0000 };
+  assign \$285  = { 7'h00, \port$7550$0 [7:0], 8'h00 };
+  assign \$287  = { 15'h0000, \port$7550$0 [23:8], 16'h0000 };
   assign \$293  = { 1'h0, retire2_valid };
   assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$7596$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$7596$0 [23:8], 16'h0000 };
+  assign \$295  = { 7'h00, \port$7600$0 [7:0], 8'h00 };
+  assign \$297  = { 15'h0000, \port$7600$0 [23:8], 16'h0000 };
   assign \$303  = { 1'h0, retire3_valid };
   assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$7646$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$7646$0 [23:8], 16'h0000 };
+  assign \$305  = { 7'h00, \port$7650$0 [7:0], 8'h00 };
+  assign \$307  = { 15'h0000, \port$7650$0 [23:8], 16'h0000 };
   assign \$316  = { 1'h0, retire_pop_engine };
   assign \$317  = { 27'h0000000, \$316  };
   assign \$340  = { 1'h0, cpl_queue };
@@ -26032,69 +26065,69 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$429  = \$428 ;
   assign \$437  = { 1'h0, timer_cycles };
   assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5305$0 [31:0] };
+  assign \$443  = { 1'h0, \port$5309$0 [31:0] };
   assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5305$0 [63:32] };
+  assign \$449  = { 1'h0, \port$5309$0 [63:32] };
   assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5305$0 [95:64] };
+  assign \$455  = { 1'h0, \port$5309$0 [95:64] };
   assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5305$0 [127:96] };
+  assign \$461  = { 1'h0, \port$5309$0 [127:96] };
   assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5305$0 [159:128] };
+  assign \$467  = { 1'h0, \port$5309$0 [159:128] };
   assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5305$0 [191:160] };
+  assign \$473  = { 1'h0, \port$5309$0 [191:160] };
   assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5305$0 [223:192] };
+  assign \$479  = { 1'h0, \port$5309$0 [223:192] };
   assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5305$0 [255:224] };
+  assign \$485  = { 1'h0, \port$5309$0 [255:224] };
   assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5335$0 [31:0] };
+  assign \$491  = { 1'h0, \port$5339$0 [31:0] };
   assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5335$0 [63:32] };
+  assign \$497  = { 1'h0, \port$5339$0 [63:32] };
   assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5335$0 [95:64] };
+  assign \$503  = { 1'h0, \port$5339$0 [95:64] };
   assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5335$0 [127:96] };
+  assign \$509  = { 1'h0, \port$5339$0 [127:96] };
   assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5335$0 [159:128] };
+  assign \$515  = { 1'h0, \port$5339$0 [159:128] };
   assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5335$0 [191:160] };
+  assign \$521  = { 1'h0, \port$5339$0 [191:160] };
   assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5335$0 [223:192] };
+  assign \$527  = { 1'h0, \port$5339$0 [223:192] };
   assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5335$0 [255:224] };
+  assign \$533  = { 1'h0, \port$5339$0 [255:224] };
   assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5365$0 [31:0] };
+  assign \$539  = { 1'h0, \port$5369$0 [31:0] };
   assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5365$0 [63:32] };
+  assign \$545  = { 1'h0, \port$5369$0 [63:32] };
   assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5365$0 [95:64] };
+  assign \$551  = { 1'h0, \port$5369$0 [95:64] };
   assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5365$0 [127:96] };
+  assign \$557  = { 1'h0, \port$5369$0 [127:96] };
   assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5365$0 [159:128] };
+  assign \$563  = { 1'h0, \port$5369$0 [159:128] };
   assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5365$0 [191:160] };
+  assign \$569  = { 1'h0, \port$5369$0 [191:160] };
   assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5365$0 [223:192] };
+  assign \$575  = { 1'h0, \port$5369$0 [223:192] };
   assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5365$0 [255:224] };
+  assign \$581  = { 1'h0, \port$5369$0 [255:224] };
   assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5395$0 [31:0] };
+  assign \$587  = { 1'h0, \port$5399$0 [31:0] };
   assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5395$0 [63:32] };
+  assign \$593  = { 1'h0, \port$5399$0 [63:32] };
   assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5395$0 [95:64] };
+  assign \$599  = { 1'h0, \port$5399$0 [95:64] };
   assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5395$0 [127:96] };
+  assign \$605  = { 1'h0, \port$5399$0 [127:96] };
   assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5395$0 [159:128] };
+  assign \$611  = { 1'h0, \port$5399$0 [159:128] };
   assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5395$0 [191:160] };
+  assign \$617  = { 1'h0, \port$5399$0 [191:160] };
   assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5395$0 [223:192] };
+  assign \$623  = { 1'h0, \port$5399$0 [223:192] };
   assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5395$0 [255:224] };
+  assign \$629  = { 1'h0, \port$5399$0 [255:224] };
   assign \$630  = \$629 ;
   assign \$638  = { 1'h0, event0_value };
   assign \$639  = \$638 ;
@@ -29281,7 +29314,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8150$16 , \port$8884$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8158$16 , \port$8892$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29325,10 +29358,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8150$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8150$16 ;
-  wire [15:0] \port$8150$16 ;
-  input [7:0] \port$8884$0 ;
-  wire [7:0] \port$8884$0 ;
+  input [15:0] \port$8158$16 ;
+  wire [15:0] \port$8158$16 ;
+  input [7:0] \port$8892$0 ;
+  wire [7:0] \port$8892$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29363,7 +29396,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8150$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8150$16 , \port$8884$0  };
+      storage[w_port__addr] <= { \port$8158$16 , \port$8892$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29474,8 +29507,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8150$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8150$16 , \port$8884$0  };
-  assign w_data = { \port$8150$16 , \port$8884$0  };
+  assign w_port__data = { \port$8158$16 , \port$8892$0  };
+  assign w_data = { \port$8158$16 , \port$8892$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29484,7 +29517,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7703$0 , \port$7703$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7707$0 , \port$7707$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -30196,10 +30229,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$7703$0 ;
-  wire [3:0] \port$7703$0 ;
-  input [23:0] \port$7703$8 ;
-  wire [23:0] \port$7703$8 ;
+  input [3:0] \port$7707$0 ;
+  wire [3:0] \port$7707$0 ;
+  input [23:0] \port$7707$8 ;
+  wire [23:0] \port$7707$8 ;
   input [3:0] \port$95$0 ;
   wire [3:0] \port$95$0 ;
   reg q0_acked = 1'h0;
@@ -30926,7 +30959,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7703$0 [1:0] < 3'h4;
+  assign \$165  = \port$7707$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -31134,7 +31167,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7703$0 [1:0];
+  assign \$344  = ! \port$7707$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -31154,7 +31187,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7703$0 [1:0] == 1'h1;
+  assign \$364  = \port$7707$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -31174,7 +31207,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7703$0 [1:0] == 2'h2;
+  assign \$384  = \port$7707$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -31194,7 +31227,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7703$0 [1:0] == 2'h3;
+  assign \$404  = \port$7707$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -31287,7 +31320,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8231$0 (fetch_r_buf),
+    .\port$8239$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -31299,7 +31332,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8231$0 (fetch_r_buf),
+    .\port$8239$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -31311,7 +31344,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8231$0 (fetch_r_buf),
+    .\port$8239$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -31323,7 +31356,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8231$0 (fetch_r_buf),
+    .\port$8239$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -33021,12 +33054,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7703$0 [1:0];
-  assign cpl_irq = \port$7703$0 [2];
-  assign cpl_halt = \port$7703$0 [3];
-  assign cpl_flags = \port$7703$8 [7:0];
-  assign cpl_status = \port$7703$8 [15:8];
-  assign cpl_opcode = \port$7703$8 [23:16];
+  assign cpl_queue = \port$7707$0 [1:0];
+  assign cpl_irq = \port$7707$0 [2];
+  assign cpl_halt = \port$7707$0 [3];
+  assign cpl_flags = \port$7707$8 [7:0];
+  assign cpl_status = \port$7707$8 [15:8];
+  assign cpl_opcode = \port$7707$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -33077,12 +33110,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7703$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7703$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7703$8 [7:0];
-  assign \w_data$258 [3] = \port$7703$0 [3];
-  assign \w_data$258 [2] = \port$7703$0 [2];
-  assign \w_data$258 [1:0] = \port$7703$0 [1:0];
+  assign \w_data$258 [27:20] = \port$7707$8 [23:16];
+  assign \w_data$258 [19:12] = \port$7707$8 [15:8];
+  assign \w_data$258 [11:4] = \port$7707$8 [7:0];
+  assign \w_data$258 [3] = \port$7707$0 [3];
+  assign \w_data$258 [2] = \port$7707$0 [2];
+  assign \w_data$258 [1:0] = \port$7707$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -33635,8 +33668,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5097$0 (aw_hs_id),
-    .\port$5111$0 (down__awlen),
+    .\port$5101$0 (aw_hs_id),
+    .\port$5115$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -33979,7 +34012,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5101$0 , w_en, \port$5115$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34003,10 +34036,10 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5097$0 ;
-  wire [2:0] \port$5097$0 ;
-  input [7:0] \port$5111$0 ;
-  wire [7:0] \port$5111$0 ;
+  input [2:0] \port$5101$0 ;
+  wire [2:0] \port$5101$0 ;
+  input [7:0] \port$5115$0 ;
+  wire [7:0] \port$5115$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -34038,7 +34071,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5097$0 , \port$5111$0  };
+      storage[w_port__addr] <= { \port$5101$0 , \port$5115$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -34100,8 +34133,8 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5097$0 , \port$5111$0  };
-  assign w_data = { \port$5097$0 , \port$5111$0  };
+  assign w_port__data = { \port$5101$0 , \port$5115$0  };
+  assign w_data = { \port$5101$0 , \port$5115$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -34668,7 +34701,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8231$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8239$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34695,8 +34728,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8231$0 ;
-  wire [191:0] \port$8231$0 ;
+  input [191:0] \port$8239$0 ;
+  wire [191:0] \port$8239$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34731,7 +34764,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8231$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8239$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34802,14 +34835,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8231$0  };
-  assign w_data = { \port$0$87 , \port$8231$0  };
+  assign w_port__data = { \port$0$87 , \port$8239$0  };
+  assign w_data = { \port$0$87 , \port$8239$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8231$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8239$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34836,8 +34869,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8231$0 ;
-  wire [191:0] \port$8231$0 ;
+  input [191:0] \port$8239$0 ;
+  wire [191:0] \port$8239$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -34872,7 +34905,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8231$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8239$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34943,14 +34976,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8231$0  };
-  assign w_data = { \port$0$87 , \port$8231$0  };
+  assign w_port__data = { \port$0$87 , \port$8239$0  };
+  assign w_data = { \port$0$87 , \port$8239$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8231$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8239$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34977,8 +35010,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8231$0 ;
-  wire [191:0] \port$8231$0 ;
+  input [191:0] \port$8239$0 ;
+  wire [191:0] \port$8239$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -35013,7 +35046,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8231$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8239$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35084,14 +35117,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8231$0  };
-  assign w_data = { \port$0$87 , \port$8231$0  };
+  assign w_port__data = { \port$0$87 , \port$8239$0  };
+  assign w_data = { \port$0$87 , \port$8239$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8231$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8239$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35118,8 +35151,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8231$0 ;
-  wire [191:0] \port$8231$0 ;
+  input [191:0] \port$8239$0 ;
+  wire [191:0] \port$8239$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -35154,7 +35187,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8231$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8239$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35225,8 +35258,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8231$0  };
-  assign w_data = { \port$0$87 , \port$8231$0  };
+  assign w_port__data = { \port$0$87 , \port$8239$0  };
+  assign w_data = { \port$0$87 , \port$8239$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38596,7 +38629,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8152$16 , \port$9160$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8160$16 , \port$9168$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38640,10 +38673,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8152$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8152$16 ;
-  wire [15:0] \port$8152$16 ;
-  input [7:0] \port$9160$0 ;
-  wire [7:0] \port$9160$0 ;
+  input [15:0] \port$8160$16 ;
+  wire [15:0] \port$8160$16 ;
+  input [7:0] \port$9168$0 ;
+  wire [7:0] \port$9168$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38678,7 +38711,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8152$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8152$16 , \port$9160$0  };
+      storage[w_port__addr] <= { \port$8160$16 , \port$9168$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38789,8 +38822,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8152$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8152$16 , \port$9160$0  };
-  assign w_data = { \port$8152$16 , \port$9160$0  };
+  assign w_port__data = { \port$8160$16 , \port$9168$0  };
+  assign w_data = { \port$8160$16 , \port$9168$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
