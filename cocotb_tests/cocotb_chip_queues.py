@@ -108,14 +108,16 @@ async def queue_dma_watchdog(dut):
     with the bus timeout off, a DMA command of one queue hangs on the black hole while another
     queue runs a chain of commands on the other channel; the reset hits the chain with a command
     in flight, which completes bit-exactly. The load channel hung, then (chip reset) the store
-    channel."""
+    channel. The chain (~16 x 450 cycles) outlasts the watchdog's limit and its check period
+    (3000 + 3000/16 cycles) whenever the hang starts in it: with 8 commands the hung command
+    started late enough in the chain for SEED=2718 that the chain ended first."""
     tb = ChipTB(dut)
     for i, hung in enumerate(("load", "store")):
         _, dev = await _boot(dut, tb=tb, seed=tb.seed + i)
         misbehave(tb)
         report = await run_async(S.dma_watchdog_scenario(
             tb.caps, tb.seed + i, host_bytes=HOST_BYTES, blackhole=BLACKHOLE, hung=hung,
-            commands=8, rows=128, watchdog=3000), dev)
+            commands=16, rows=128, watchdog=3000), dev)
         tb.log.info(f"{report.name}: {report.descriptors} descriptors retired in {report.cycles} "
                     f"cycles, then {report.phases[0].descriptors} after the queue's reset")
 

@@ -21,7 +21,7 @@ from hdl_gen import regmap
 #: Field kinds software can change (regmap.KINDS); "const" and "ro" ignore writes.
 WRITABLE = ("rw", "wstrobe", "pulse", "w1c")
 #: Cycles one AXI4-Lite access may take, with the random pauses on every channel, before the
-#: block counts as hung (a write answers in one cycle once AW and W are both there, a read in two).
+#: block counts as hung (a write answers in one cycle once AW and W are both there, a read in three).
 ACCESS_CYCLES = 100
 CLK_NS = 10
 

@@ -1,4 +1,7 @@
 """The CSR block: an AXI4-Lite target over the registers of ``kaki_regs.rdl``."""
+import functools
+import operator
+
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -17,14 +20,21 @@ class SimpleBusSignature(wiring.Signature):
         super().__init__({"addr": Out(32), "en": Out(1), "we": Out(1), "wdata": Out(32),
                           "wstrb": Out(4), "rdata": In(32), "ack": In(1)})
 
+#: Registers per first-stage group of the AXI4-Lite read multiplexer (CsrBlock._grouped_read).
+READ_GROUP = 16
+
+
+def _or(items):
+    return functools.reduce(operator.or_, items)
+
 
 class CsrBlock(wiring.Component):
     """Register file generated from a SystemRDL register map, behind an AXI4-Lite or simple bus.
 
     AXI4-Lite (``bus_kind="axi4lite"``): one write and one read are served at a time (AW and W
-    are taken together); a write answers in the next cycle, a read in the cycle after (its address
-    is registered first: the read multiplexer spans every register of the chip, and the AR
-    handshake must not sit in front of it); unmapped addresses answer SLVERR (reads return 0). Simple bus (``bus_kind="simple"``, :class:`SimpleBusSignature`): every request is
+    are taken together); a write answers in the next cycle, a read in the third (its address is
+    registered, then the read multiplexer, which spans every register of the chip, runs in two
+    registered stages); unmapped addresses answer SLVERR (reads return 0). Simple bus (``bus_kind="simple"``, :class:`SimpleBusSignature`): every request is
     acknowledged one cycle later; unmapped reads return 0 and unmapped writes are ignored. Byte
     strobes apply to RW fields. Only the low ``addr_bits`` address bits are decoded.
 
@@ -67,7 +77,8 @@ class CsrBlock(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         port = self._axi_frontend(m) if self.bus_kind == "axi4lite" else self._simple_frontend(m)
-        do_write, waddr, wdata, bytemask, do_read, raddr, rdata, mapped_w, mapped_r, rpend = port
+        do_write, waddr, wdata, bytemask, do_read, raddr, rdata, mapped_w, mapped_r, stages = port
+        reads = []
         for reg in self.regs:
             word = reg.addr >> 2
             hit = Signal(name=f"wr_{reg.ident.lower()}")
@@ -77,28 +88,51 @@ class CsrBlock(wiring.Component):
             value = Const(0, 32)
             for f in reg.fields:
                 value = value | (self._field_logic(m, reg, f, hit, wdata, bytemask) << f.lsb)
-            with m.If(do_read & (raddr == word)):
-                m.d.sync += [rdata.eq(value), mapped_r.eq(1)]
+            reads.append((word, value))
+        if stages is None:
+            for word, value in reads:
+                with m.If(do_read & (raddr == word)):
+                    m.d.sync += [rdata.eq(value), mapped_r.eq(1)]
+        else:
+            self._grouped_read(m, reads, raddr, rdata, mapped_r, *stages)
         if self.bus_kind == "axi4lite" and contract_for(platform, self):
-            self._formal_contract(m, platform, rpend)
+            self._formal_contract(m, platform, stages)
         return m
 
-    def _formal_contract(self, m, platform, rpend):
+    def _grouped_read(self, m, reads, raddr, rdata, mapped, rpend, rgroup):
+        """The read multiplexer in two registered stages: while ``rpend`` each group of
+        READ_GROUP registers (in address order) registers its selected value, while ``rgroup`` the
+        groups are ORed into ``rdata``. The chip's registers sit next to the blocks they describe,
+        all over the die; one multiplexer over all of them was the host CSR port's critical path."""
+        values, hits = [], []
+        for i in range(0, len(reads), READ_GROUP):
+            val, hit = Signal(32, name=f"read_group{len(values)}"), Signal(name=f"read_group{len(values)}_hit")
+            sel = [(raddr == word, value) for word, value in reads[i:i + READ_GROUP]]
+            with m.If(rpend):
+                m.d.sync += [val.eq(_or(Mux(h, v, 0) for h, v in sel)),
+                             hit.eq(Cat(*[h for h, _ in sel]).any())]
+            values.append(val)
+            hits.append(hit)
+        with m.If(rgroup):
+            m.d.sync += [rdata.eq(_or(values)), mapped.eq(Cat(*hits).any())]
+
+    def _formal_contract(self, m, platform, stages):
         """The AXI4-Lite port's contract (docs/formal.md): the subordinate-side rules of
         :class:`~hdl_gen.formal.Axi4LiteSubordinate` (one request of each kind at a time);
         ``b.latency`` / ``r.latency``: the write response follows in the cycle after the request
-        is accepted, the read response in the second cycle after; ``b.decode`` / ``r.decode``:
+        is accepted, the read response in the third cycle after; ``b.decode`` / ``r.decode``:
         OKAY exactly for a mapped register address, SLVERR (and read data 0) otherwise;
-        ``lite.open``: a request is open exactly while it is being read (``rpend``) or its
-        response is offered."""
+        ``lite.open``: a request is open exactly while it is in one of the read stages or its
+        response is offered, and a read is in one stage at a time."""
         bus = self.bus
         m.submodules.formal_bus = mon = Axi4LiteSubordinate(bus, max_outstanding=1, name="csr")
         rules = Rules(m, platform, "axi")
         # what is open is exactly what is being answered (the induction's invariant)
         rules.guarantee("lite.open", (mon.open["aw"] == bus.bvalid) & (mon.open["w"] == bus.bvalid)
-                        & (mon.open["ar"] == (bus.rvalid | rpend)) & ~(bus.rvalid & rpend))
+                        & (mon.open["ar"] == Cat(bus.rvalid, *stages).any())
+                        & (Cat(bus.rvalid, *stages) & (Cat(bus.rvalid, *stages) - 1) == 0))
         words = {r.addr >> 2 for r in self.regs}
-        for ch, resp, addr, delay in (("aw", "b", bus.awaddr, 1), ("ar", "r", bus.araddr, 2)):
+        for ch, resp, addr, delay in (("aw", "b", bus.awaddr, 1), ("ar", "r", bus.araddr, 3)):
             accepted = getattr(bus, f"{ch}valid") & getattr(bus, f"{ch}ready")
             mapped = Cat(*[addr[2:self.addr_bits] == w for w in sorted(words)]).any()
             for k in range(delay):
@@ -132,12 +166,15 @@ class CsrBlock(wiring.Component):
         wdata = Signal(32)
         m.d.comb += wdata.eq(bus.wdata & bytemask)
 
+        # A read takes three cycles: the address is registered, then each group of registers
+        # registers its value, then the groups are combined into rdata (_grouped_read).
         rvalid, rok = Signal(), Signal()
         rdata = Signal(32)
-        rpend = Signal(name="read_pending")         # address taken, the registers are read now
+        rpend = Signal(name="read_pending")         # address registered: the groups read now
+        rgroup = Signal(name="read_grouped")        # the groups' values registered: combine them
         raddr = Signal(len(bus.araddr) - 2, name="read_word")
         m.d.comb += [
-            bus.arready.eq(~rvalid & ~rpend),
+            bus.arready.eq(~rvalid & ~rpend & ~rgroup),
             bus.rvalid.eq(rvalid), bus.rdata.eq(rdata),
             bus.rresp.eq(Mux(rok, RESP_OKAY, RESP_SLVERR)),
         ]
@@ -146,8 +183,11 @@ class CsrBlock(wiring.Component):
         with m.If(bus.arvalid & bus.arready):
             m.d.sync += [rpend.eq(1), raddr.eq(bus.araddr[2:])]
         with m.If(rpend):
-            m.d.sync += [rpend.eq(0), rvalid.eq(1), rdata.eq(0), rok.eq(0)]
-        return (do_write, bus.awaddr[2:], wdata, bytemask, rpend, raddr, rdata, bok, rok, rpend)
+            m.d.sync += [rpend.eq(0), rgroup.eq(1)]
+        with m.If(rgroup):
+            m.d.sync += [rgroup.eq(0), rvalid.eq(1)]
+        return (do_write, bus.awaddr[2:], wdata, bytemask, rpend, raddr, rdata, bok, rok,
+                (rpend, rgroup))
 
     def _simple_frontend(self, m):
         """Simple-bus target: acknowledge every request one cycle later."""

@@ -2313,7 +2313,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8126$2 (\$262 ),
+    .\port$8176$2 (\$262 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2432,20 +2432,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$7965$0 (q_wait_queue),
-    .\port$8152$0 (inflight),
-    .\port$8287$0 (q__0__cpl_irq),
-    .\port$8301$0 (q__0__error_irq),
-    .\port$8313$0 (q__1__cpl_irq),
-    .\port$8327$0 (q__1__error_irq),
-    .\port$8339$0 (q__2__cpl_irq),
-    .\port$8353$0 (q__2__error_irq),
-    .\port$8365$0 (q__3__cpl_irq),
-    .\port$8379$0 (q__3__error_irq),
-    .\port$8491$0 (\$267 ),
-    .\port$8499$0 (\$268 ),
-    .\port$8507$0 (\$269 ),
-    .\port$8515$0 (\$270 ),
+    .\port$8013$0 (q_wait_queue),
+    .\port$8202$0 (inflight),
+    .\port$8337$0 (q__0__cpl_irq),
+    .\port$8351$0 (q__0__error_irq),
+    .\port$8363$0 (q__1__cpl_irq),
+    .\port$8377$0 (q__1__error_irq),
+    .\port$8389$0 (q__2__cpl_irq),
+    .\port$8403$0 (q__2__error_irq),
+    .\port$8415$0 (q__3__cpl_irq),
+    .\port$8429$0 (q__3__error_irq),
+    .\port$8541$0 (\$267 ),
+    .\port$8549$0 (\$268 ),
+    .\port$8557$0 (\$269 ),
+    .\port$8565$0 (\$270 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2533,10 +2533,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8154$0 (\$263 ),
-    .\port$8156$0 (\$264 ),
-    .\port$8158$0 (\$265 ),
-    .\port$8160$0 (\$266 ),
+    .\port$8204$0 (\$263 ),
+    .\port$8206$0 (\$264 ),
+    .\port$8208$0 (\$265 ),
+    .\port$8210$0 (\$266 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2632,8 +2632,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8154$16 (retire__0__tag),
-    .\port$8714$0 (dma_load_error),
+    .\port$8204$16 (retire__0__tag),
+    .\port$8764$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2643,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8156$16 (retire__1__tag),
-    .\port$8830$0 (dma_store_error),
+    .\port$8206$16 (retire__1__tag),
+    .\port$8880$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2687,23 +2687,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4249$0 (q__0__ready),
-    .\port$4251$0 (q__0__qreset_req),
-    .\port$4259$0 (q__1__ready),
-    .\port$4261$0 (q__1__qreset_req),
-    .\port$4269$0 (q__2__ready),
-    .\port$4271$0 (q__2__qreset_req),
-    .\port$4279$0 (q__3__ready),
-    .\port$4281$0 (q__3__qreset_req),
-    .\port$5309$0 (q__0__head),
-    .\port$5339$0 (q__1__head),
-    .\port$5369$0 (q__2__head),
-    .\port$5399$0 (q__3__head),
-    .\port$7500$0 (r_data),
-    .\port$7550$0 (\r_data$495 ),
-    .\port$7600$0 (\r_data$506 ),
-    .\port$7650$0 (\r_data$517 ),
-    .\port$8126$2 (\$262 ),
+    .\port$4265$0 (q__0__ready),
+    .\port$4267$0 (q__0__qreset_req),
+    .\port$4275$0 (q__1__ready),
+    .\port$4277$0 (q__1__qreset_req),
+    .\port$4285$0 (q__2__ready),
+    .\port$4287$0 (q__2__qreset_req),
+    .\port$4295$0 (q__3__ready),
+    .\port$4297$0 (q__3__qreset_req),
+    .\port$5325$0 (q__0__head),
+    .\port$5355$0 (q__1__head),
+    .\port$5385$0 (q__2__head),
+    .\port$5415$0 (q__3__head),
+    .\port$7516$0 (r_data),
+    .\port$7566$0 (\r_data$495 ),
+    .\port$7616$0 (\r_data$506 ),
+    .\port$7666$0 (\r_data$517 ),
+    .\port$8176$2 (\$262 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2749,8 +2749,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8158$16 (retire__2__tag),
-    .\port$8892$0 (gemm_error),
+    .\port$8208$16 (retire__2__tag),
+    .\port$8942$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2800,8 +2800,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$149 (\$269 ),
     .\level$181 (\$270 ),
     .limit(bus_timeout),
-    .\port$7707$0 (fw_write_cpl_word[3:0]),
-    .\port$7707$8 (fw_write_cpl_word[31:8]),
+    .\port$7723$0 (fw_write_cpl_word[3:0]),
+    .\port$7723$8 (fw_write_cpl_word[31:8]),
     .\port$95$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2944,8 +2944,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8160$16 (retire__3__tag),
-    .\port$9168$0 (vec_error),
+    .\port$8210$16 (retire__3__tag),
+    .\port$9218$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5816,7 +5816,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8126$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8176$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +5960,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8126$2 ;
-  wire [29:0] \port$8126$2 ;
+  output [29:0] \port$8176$2 ;
+  wire [29:0] \port$8176$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6141,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8126$2 (\$99 ),
+    .\port$8176$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6259,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8126$2  = \$99 ;
+  assign \port$8176$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8126$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8176$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6688,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8126$2 ;
-  wire [29:0] \port$8126$2 ;
+  output [29:0] \port$8176$2 ;
+  wire [29:0] \port$8176$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9794,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8126$2  = ls_addr_r[31:2];
+  assign \port$8176$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9960,46 +9960,322 @@ endmodule
 module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, do_write, bus__bresp, bus__arready, bus__rresp, cmd_submit_go, perf_ctrl_clear, wr_core_mem_addr
 , wr_core_mem_data, debug_hang_gemm, debug_hang_vec, wr_q_doorbell0, wr_q_doorbell1, wr_q_doorbell2, wr_q_doorbell3, q_ctrl0_reset, q_ctrl1_reset, q_ctrl2_reset, q_ctrl3_reset, irq_status_fw_msg_set, status_idle, q_status0_active, q_status1_active, q_status2_active, q_status3_active, irq_status_error_set, fw_msg_value, timestamp_cycles, done_dma_load_count
 , done_dma_store_count, done_gemm_count, done_vec_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, perf_dma_load_stall_count, perf_dma_store_stall_count, perf_vec_stall_count, perf_dma_load_full_count, perf_dma_store_full_count
-, perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, bus__rdata, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word
-, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles
-, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes
-, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$7965$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8152$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8287$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8301$0 , q_status0_resetting, q_consumer1_index, \port$8313$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8327$0 , q_status1_resetting, q_consumer2_index, \port$8339$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8353$0 , q_status2_resetting, q_consumer3_index, \port$8365$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8379$0 , q_status3_resetting, \port$8491$0 , \port$8499$0 , \port$8507$0 , \port$8515$0 , bus__awaddr);
+, perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
+, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
+, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8013$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8202$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8337$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8351$0 , q_status0_resetting, q_consumer1_index, \port$8363$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8377$0 , q_status1_resetting, q_consumer2_index, \port$8389$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8403$0 , q_status2_resetting, q_consumer3_index, \port$8415$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8429$0 , q_status3_resetting, \port$8541$0 , \port$8549$0 , \port$8557$0 , \port$8565$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
+  wire [32:0] \$1000 ;
+  wire [32:0] \$1001 ;
+  wire [32:0] \$1002 ;
+  wire \$1003 ;
+  wire [32:0] \$1004 ;
+  wire [32:0] \$1005 ;
+  wire [32:0] \$1006 ;
+  wire [32:0] \$1007 ;
+  wire \$1008 ;
+  wire [32:0] \$1009 ;
   wire \$101 ;
+  wire [32:0] \$1010 ;
+  wire [32:0] \$1011 ;
+  wire [32:0] \$1012 ;
+  wire \$1013 ;
+  wire [32:0] \$1014 ;
+  wire [32:0] \$1015 ;
+  wire [32:0] \$1016 ;
+  wire [32:0] \$1017 ;
+  wire \$1018 ;
+  wire [32:0] \$1019 ;
   wire \$102 ;
+  wire [32:0] \$1020 ;
+  wire [32:0] \$1021 ;
+  wire [32:0] \$1022 ;
+  wire \$1023 ;
+  wire [32:0] \$1024 ;
+  wire [32:0] \$1025 ;
+  wire [32:0] \$1026 ;
+  wire [32:0] \$1027 ;
+  wire \$1028 ;
+  wire [32:0] \$1029 ;
   wire \$103 ;
+  wire [32:0] \$1030 ;
+  wire [32:0] \$1031 ;
+  wire [32:0] \$1032 ;
+  wire \$1033 ;
+  wire [32:0] \$1034 ;
+  wire [32:0] \$1035 ;
+  wire [32:0] \$1036 ;
+  wire [32:0] \$1037 ;
+  wire \$1038 ;
+  wire [32:0] \$1039 ;
   wire \$104 ;
+  wire [32:0] \$1040 ;
+  wire [32:0] \$1041 ;
+  wire [32:0] \$1042 ;
+  wire \$1043 ;
+  wire [32:0] \$1044 ;
+  wire [32:0] \$1045 ;
+  wire [32:0] \$1046 ;
+  wire [32:0] \$1047 ;
+  wire \$1048 ;
+  wire [32:0] \$1049 ;
   wire \$105 ;
+  wire [32:0] \$1050 ;
+  wire [32:0] \$1051 ;
+  wire [32:0] \$1052 ;
+  wire \$1053 ;
+  wire [32:0] \$1054 ;
+  wire [32:0] \$1055 ;
+  wire [32:0] \$1056 ;
+  wire [32:0] \$1057 ;
+  wire \$1058 ;
+  wire [32:0] \$1059 ;
   wire \$106 ;
+  wire [32:0] \$1060 ;
+  wire [32:0] \$1061 ;
+  wire [32:0] \$1062 ;
+  wire \$1063 ;
+  wire [32:0] \$1064 ;
+  wire [32:0] \$1065 ;
+  wire [32:0] \$1066 ;
+  wire [32:0] \$1067 ;
+  wire \$1068 ;
+  wire [32:0] \$1069 ;
   wire \$107 ;
+  wire [32:0] \$1070 ;
+  wire [32:0] \$1071 ;
+  wire [32:0] \$1072 ;
+  wire \$1073 ;
+  wire \$1074 ;
+  wire \$1075 ;
+  wire \$1076 ;
+  wire \$1077 ;
+  wire \$1078 ;
+  wire \$1079 ;
   wire \$108 ;
+  wire \$1080 ;
+  wire \$1081 ;
+  wire \$1082 ;
+  wire \$1083 ;
+  wire \$1084 ;
+  wire \$1085 ;
+  wire \$1086 ;
+  wire \$1087 ;
+  wire \$1088 ;
+  wire \$1089 ;
   wire \$109 ;
+  wire \$1090 ;
+  wire [32:0] \$1091 ;
+  wire [32:0] \$1092 ;
+  wire [32:0] \$1093 ;
+  wire \$1094 ;
+  wire [32:0] \$1095 ;
+  wire [32:0] \$1096 ;
+  wire [32:0] \$1097 ;
+  wire [32:0] \$1098 ;
+  wire \$1099 ;
   wire \$11 ;
   wire \$110 ;
+  wire [32:0] \$1100 ;
+  wire [32:0] \$1101 ;
+  wire [32:0] \$1102 ;
+  wire [32:0] \$1103 ;
+  wire \$1104 ;
+  wire [32:0] \$1105 ;
+  wire [32:0] \$1106 ;
+  wire [32:0] \$1107 ;
+  wire [32:0] \$1108 ;
+  wire \$1109 ;
   wire \$111 ;
+  wire [32:0] \$1110 ;
+  wire [32:0] \$1111 ;
+  wire [32:0] \$1112 ;
+  wire [32:0] \$1113 ;
+  wire \$1114 ;
+  wire [32:0] \$1115 ;
+  wire [32:0] \$1116 ;
+  wire [32:0] \$1117 ;
+  wire [32:0] \$1118 ;
+  wire \$1119 ;
   wire \$112 ;
+  wire [32:0] \$1120 ;
+  wire [32:0] \$1121 ;
+  wire [32:0] \$1122 ;
+  wire [32:0] \$1123 ;
+  wire \$1124 ;
+  wire [32:0] \$1125 ;
+  wire [32:0] \$1126 ;
+  wire [32:0] \$1127 ;
+  wire [32:0] \$1128 ;
+  wire \$1129 ;
   wire \$113 ;
+  wire [32:0] \$1130 ;
+  wire [32:0] \$1131 ;
+  wire [32:0] \$1132 ;
+  wire [32:0] \$1133 ;
+  wire \$1134 ;
+  wire [32:0] \$1135 ;
+  wire [32:0] \$1136 ;
+  wire [32:0] \$1137 ;
+  wire [32:0] \$1138 ;
+  wire \$1139 ;
   wire \$114 ;
+  wire [32:0] \$1140 ;
+  wire [32:0] \$1141 ;
+  wire [32:0] \$1142 ;
+  wire [32:0] \$1143 ;
+  wire \$1144 ;
+  wire [32:0] \$1145 ;
+  wire [32:0] \$1146 ;
+  wire [32:0] \$1147 ;
+  wire [32:0] \$1148 ;
+  wire \$1149 ;
   wire \$115 ;
+  wire [32:0] \$1150 ;
+  wire [32:0] \$1151 ;
+  wire [32:0] \$1152 ;
+  wire [32:0] \$1153 ;
+  wire \$1154 ;
+  wire [32:0] \$1155 ;
+  wire [32:0] \$1156 ;
+  wire [32:0] \$1157 ;
+  wire [32:0] \$1158 ;
+  wire \$1159 ;
   wire \$116 ;
+  wire [32:0] \$1160 ;
+  wire [32:0] \$1161 ;
+  wire [32:0] \$1162 ;
+  wire [32:0] \$1163 ;
+  wire \$1164 ;
+  wire [32:0] \$1165 ;
+  wire [32:0] \$1166 ;
+  wire [32:0] \$1167 ;
+  wire [32:0] \$1168 ;
+  wire \$1169 ;
   wire \$117 ;
+  wire \$1170 ;
+  wire \$1171 ;
+  wire \$1172 ;
+  wire \$1173 ;
+  wire \$1174 ;
+  wire \$1175 ;
+  wire \$1176 ;
+  wire \$1177 ;
+  wire \$1178 ;
+  wire \$1179 ;
   wire \$118 ;
+  wire \$1180 ;
+  wire \$1181 ;
+  wire \$1182 ;
+  wire \$1183 ;
+  wire \$1184 ;
+  wire \$1185 ;
+  wire [31:0] \$1186 ;
+  wire [31:0] \$1187 ;
+  wire [31:0] \$1188 ;
+  wire [31:0] \$1189 ;
   wire \$119 ;
+  wire [31:0] \$1190 ;
+  wire [31:0] \$1191 ;
+  wire [31:0] \$1192 ;
+  wire \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg [9:0] \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg [31:0] \$1200 ;
+  reg [31:0] \$1201 ;
+  reg [31:0] \$1202 ;
+  reg [31:0] \$1203 ;
+  reg [31:0] \$1204 ;
+  reg [31:0] \$1205 ;
+  reg [31:0] \$1206 ;
+  reg [31:0] \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg \$1210 ;
+  reg \$1211 ;
+  reg \$1212 ;
+  reg [3:0] \$1213 ;
+  reg [3:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg \$1217 ;
+  reg \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg [3:0] \$1221 ;
+  reg [3:0] \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg [31:0] \$1226 ;
+  reg [31:0] \$1227 ;
+  reg [31:0] \$1228 ;
+  reg [31:0] \$1229 ;
   wire \$123 ;
+  reg [31:0] \$1230 ;
+  reg [31:0] \$1231 ;
+  reg [31:0] \$1232 ;
+  reg [31:0] \$1233 ;
+  reg [3:0] \$1234 ;
+  reg [3:0] \$1235 ;
+  reg [3:0] \$1236 ;
+  reg [3:0] \$1237 ;
+  reg [31:0] \$1238 ;
+  reg [31:0] \$1239 ;
   wire \$124 ;
+  reg [31:0] \$1240 ;
+  reg [31:0] \$1241 ;
+  reg [31:0] \$1242 ;
+  reg [31:0] \$1243 ;
+  reg [31:0] \$1244 ;
+  reg [31:0] \$1245 ;
+  reg [31:0] \$1246 ;
+  reg [31:0] \$1247 ;
+  reg [31:0] \$1248 ;
+  reg [31:0] \$1249 ;
   wire \$125 ;
+  reg [31:0] \$1250 ;
+  reg [31:0] \$1251 ;
+  reg [31:0] \$1252 ;
+  reg [31:0] \$1253 ;
+  reg \$1254 ;
+  reg \$1255 ;
+  reg \$1256 ;
+  reg \$1257 ;
+  reg [31:0] \$1258 ;
+  reg \$1259 ;
   wire \$126 ;
+  reg [31:0] \$1260 ;
+  reg \$1261 ;
+  reg [31:0] \$1262 ;
+  reg \$1263 ;
+  reg [31:0] \$1264 ;
+  reg \$1265 ;
+  reg [31:0] \$1266 ;
+  reg \$1267 ;
+  reg [31:0] \$1268 ;
+  reg \$1269 ;
   wire \$127 ;
+  reg [31:0] \$1270 ;
+  reg \$1271 ;
+  reg [31:0] \$1272 ;
+  reg \$1273 ;
+  reg [31:0] \$1274 ;
+  reg \$1275 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
@@ -10011,185 +10287,185 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire [32:0] \$138 ;
-  wire [32:0] \$139 ;
+  wire [31:0] \$138 ;
+  wire [31:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [16:0] \$142 ;
+  wire [31:0] \$140 ;
+  wire [31:0] \$141 ;
+  wire [31:0] \$142 ;
   wire [31:0] \$143 ;
-  wire [46:0] \$144 ;
-  wire [46:0] \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire [8:0] \$148 ;
+  wire [31:0] \$144 ;
+  wire [31:0] \$145 ;
+  wire [31:0] \$146 ;
+  wire [31:0] \$147 ;
+  wire [31:0] \$148 ;
   wire [31:0] \$149 ;
   wire \$15 ;
-  wire [22:0] \$150 ;
+  wire [31:0] \$150 ;
   wire [31:0] \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire [8:0] \$154 ;
+  wire [31:0] \$152 ;
+  wire [31:0] \$153 ;
+  wire [31:0] \$154 ;
   wire [31:0] \$155 ;
-  wire [38:0] \$156 ;
-  wire [38:0] \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [31:0] \$156 ;
+  wire [31:0] \$157 ;
+  wire [31:0] \$158 ;
+  wire [31:0] \$159 ;
   wire \$16 ;
-  wire [8:0] \$160 ;
+  wire [31:0] \$160 ;
   wire [31:0] \$161 ;
-  wire [38:0] \$162 ;
-  wire [38:0] \$163 ;
+  wire \$162 ;
+  wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [8:0] \$166 ;
-  wire [31:0] \$167 ;
-  wire [22:0] \$168 ;
-  wire [31:0] \$169 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [38:0] \$170 ;
-  wire [38:0] \$171 ;
-  wire [38:0] \$172 ;
-  wire [38:0] \$173 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
   wire \$174 ;
   wire \$175 ;
-  wire [8:0] \$176 ;
-  wire [31:0] \$177 ;
-  wire [22:0] \$178 ;
-  wire [31:0] \$179 ;
+  wire \$176 ;
+  wire [3:0] \$177 ;
+  wire [3:0] \$178 ;
+  wire [3:0] \$179 ;
   wire \$18 ;
-  wire [38:0] \$180 ;
-  wire [38:0] \$181 ;
-  wire [38:0] \$182 ;
-  wire [38:0] \$183 ;
-  wire [31:0] \$184 ;
-  wire [31:0] \$185 ;
-  wire [31:0] \$186 ;
+  wire [3:0] \$180 ;
+  wire [3:0] \$181 ;
+  wire [3:0] \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire [32:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [32:0] \$190 ;
-  wire [31:0] \$191 ;
-  wire [31:0] \$192 ;
-  wire [31:0] \$193 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
   wire \$194 ;
   wire \$195 ;
-  wire [32:0] \$196 ;
-  wire [32:0] \$197 ;
-  wire [31:0] \$198 ;
-  wire [31:0] \$199 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [31:0] \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire [32:0] \$203 ;
-  wire [32:0] \$204 ;
-  wire [31:0] \$205 ;
-  wire [31:0] \$206 ;
-  wire [31:0] \$207 ;
+  wire \$200 ;
+  wire [3:0] \$201 ;
+  wire [3:0] \$202 ;
+  wire [3:0] \$203 ;
+  wire [3:0] \$204 ;
+  wire [3:0] \$205 ;
+  wire [3:0] \$206 ;
+  wire \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
-  wire [32:0] \$210 ;
-  wire [32:0] \$211 ;
-  wire [31:0] \$212 ;
-  wire [31:0] \$213 ;
-  wire [31:0] \$214 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
   wire \$215 ;
-  wire \$216 ;
-  wire [32:0] \$217 ;
-  wire [32:0] \$218 ;
+  wire [31:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [31:0] \$218 ;
   wire [31:0] \$219 ;
   wire \$22 ;
   wire [31:0] \$220 ;
   wire [31:0] \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire [32:0] \$224 ;
-  wire [32:0] \$225 ;
+  wire [31:0] \$222 ;
+  wire [31:0] \$223 ;
+  wire [31:0] \$224 ;
+  wire [31:0] \$225 ;
   wire [31:0] \$226 ;
   wire [31:0] \$227 ;
   wire [31:0] \$228 ;
-  wire \$229 ;
+  wire [31:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire [32:0] \$231 ;
-  wire [32:0] \$232 ;
+  wire [31:0] \$230 ;
+  wire [31:0] \$231 ;
+  wire [31:0] \$232 ;
   wire [31:0] \$233 ;
   wire [31:0] \$234 ;
   wire [31:0] \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire [32:0] \$238 ;
-  wire [32:0] \$239 ;
+  wire [31:0] \$236 ;
+  wire [31:0] \$237 ;
+  wire [31:0] \$238 ;
+  wire [31:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire [1:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire [1:0] \$246 ;
-  wire [31:0] \$247 ;
-  wire [1:0] \$248 ;
-  wire [31:0] \$249 ;
+  wire [3:0] \$240 ;
+  wire [3:0] \$241 ;
+  wire [3:0] \$242 ;
+  wire [3:0] \$243 ;
+  wire [3:0] \$244 ;
+  wire [3:0] \$245 ;
+  wire [3:0] \$246 ;
+  wire [3:0] \$247 ;
+  wire [3:0] \$248 ;
+  wire [3:0] \$249 ;
   wire \$25 ;
   wire [3:0] \$250 ;
-  wire [31:0] \$251 ;
-  wire [3:0] \$252 ;
+  wire [3:0] \$251 ;
+  wire [31:0] \$252 ;
   wire [31:0] \$253 ;
-  wire [7:0] \$254 ;
+  wire [31:0] \$254 ;
   wire [31:0] \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [31:0] \$256 ;
+  wire [31:0] \$257 ;
+  wire [31:0] \$258 ;
+  wire [31:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  wire [31:0] \$260 ;
+  wire [31:0] \$261 ;
+  wire [31:0] \$262 ;
+  wire [31:0] \$263 ;
+  wire [31:0] \$264 ;
+  wire [31:0] \$265 ;
+  wire [31:0] \$266 ;
+  wire [31:0] \$267 ;
+  wire [31:0] \$268 ;
+  wire [31:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire [3:0] \$271 ;
-  wire [3:0] \$272 ;
-  wire [3:0] \$273 ;
-  wire [3:0] \$274 ;
-  wire [3:0] \$275 ;
-  wire [3:0] \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
+  wire [31:0] \$270 ;
+  wire [31:0] \$271 ;
+  wire [31:0] \$272 ;
+  wire [31:0] \$273 ;
+  wire [31:0] \$274 ;
+  wire [31:0] \$275 ;
+  wire [31:0] \$276 ;
+  wire [31:0] \$277 ;
+  wire [31:0] \$278 ;
+  wire [31:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire [1:0] \$282 ;
+  wire [31:0] \$280 ;
+  wire [31:0] \$281 ;
+  wire [31:0] \$282 ;
   wire [31:0] \$283 ;
-  wire [1:0] \$284 ;
+  wire [31:0] \$284 ;
   wire [31:0] \$285 ;
-  wire [3:0] \$286 ;
+  wire [31:0] \$286 ;
   wire [31:0] \$287 ;
-  wire [3:0] \$288 ;
+  wire [31:0] \$288 ;
   wire [31:0] \$289 ;
   wire \$29 ;
-  wire [7:0] \$290 ;
+  wire [31:0] \$290 ;
   wire [31:0] \$291 ;
-  wire [18:0] \$292 ;
+  wire [31:0] \$292 ;
   wire [31:0] \$293 ;
-  wire [18:0] \$294 ;
+  wire [31:0] \$294 ;
   wire [31:0] \$295 ;
   wire [31:0] \$296 ;
   wire [31:0] \$297 ;
-  wire \$298 ;
-  wire \$299 ;
+  wire [31:0] \$298 ;
+  wire [31:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
   wire \$300 ;
@@ -10206,760 +10482,767 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \$310 ;
   wire \$311 ;
   wire \$312 ;
-  wire [3:0] \$313 ;
-  wire [3:0] \$314 ;
-  wire [3:0] \$315 ;
-  wire [3:0] \$316 ;
-  wire [3:0] \$317 ;
-  wire [3:0] \$318 ;
-  wire \$319 ;
+  wire [32:0] \$313 ;
+  wire [32:0] \$314 ;
+  wire [32:0] \$315 ;
+  wire \$316 ;
+  wire [16:0] \$317 ;
+  wire [31:0] \$318 ;
+  wire [46:0] \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
+  wire [46:0] \$320 ;
+  wire [46:0] \$321 ;
+  wire [46:0] \$322 ;
   wire \$323 ;
-  wire [1:0] \$324 ;
+  wire [8:0] \$324 ;
   wire [31:0] \$325 ;
-  wire [1:0] \$326 ;
+  wire [22:0] \$326 ;
   wire [31:0] \$327 ;
-  wire [3:0] \$328 ;
-  wire [31:0] \$329 ;
+  wire [31:0] \$328 ;
+  wire [46:0] \$329 ;
   wire \$33 ;
-  wire [3:0] \$330 ;
-  wire [31:0] \$331 ;
-  wire [7:0] \$332 ;
-  wire [31:0] \$333 ;
-  wire [18:0] \$334 ;
-  wire [31:0] \$335 ;
-  wire [18:0] \$336 ;
-  wire [31:0] \$337 ;
-  wire [31:0] \$338 ;
+  wire \$330 ;
+  wire [8:0] \$331 ;
+  wire [31:0] \$332 ;
+  wire [38:0] \$333 ;
+  wire [38:0] \$334 ;
+  wire [38:0] \$335 ;
+  wire [46:0] \$336 ;
+  wire \$337 ;
+  wire [8:0] \$338 ;
   wire [31:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire [8:0] \$342 ;
-  wire [31:0] \$343 ;
-  wire [22:0] \$344 ;
-  wire [31:0] \$345 ;
-  wire [46:0] \$346 ;
-  wire [46:0] \$347 ;
-  wire \$348 ;
-  wire \$349 ;
+  wire [38:0] \$340 ;
+  wire [38:0] \$341 ;
+  wire [38:0] \$342 ;
+  wire [46:0] \$343 ;
+  wire \$344 ;
+  wire [8:0] \$345 ;
+  wire [31:0] \$346 ;
+  wire [22:0] \$347 ;
+  wire [31:0] \$348 ;
+  wire [38:0] \$349 ;
   wire \$35 ;
-  wire [32:0] \$350 ;
-  wire [32:0] \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire [32:0] \$354 ;
-  wire [32:0] \$355 ;
-  wire \$356 ;
-  wire \$357 ;
-  wire [32:0] \$358 ;
-  wire [32:0] \$359 ;
+  wire [38:0] \$350 ;
+  wire [38:0] \$351 ;
+  wire [38:0] \$352 ;
+  wire [38:0] \$353 ;
+  wire [46:0] \$354 ;
+  wire \$355 ;
+  wire [8:0] \$356 ;
+  wire [31:0] \$357 ;
+  wire [22:0] \$358 ;
+  wire [31:0] \$359 ;
   wire \$36 ;
-  wire \$360 ;
-  wire \$361 ;
-  wire [32:0] \$362 ;
-  wire [32:0] \$363 ;
-  wire \$364 ;
-  wire \$365 ;
+  wire [38:0] \$360 ;
+  wire [38:0] \$361 ;
+  wire [38:0] \$362 ;
+  wire [38:0] \$363 ;
+  wire [38:0] \$364 ;
+  wire [46:0] \$365 ;
   wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
-  wire [1:0] \$369 ;
+  wire [32:0] \$367 ;
+  wire [32:0] \$368 ;
+  wire [32:0] \$369 ;
   wire \$37 ;
-  wire [31:0] \$370 ;
-  wire [1:0] \$371 ;
-  wire [31:0] \$372 ;
-  wire \$373 ;
-  wire \$374 ;
-  wire [32:0] \$375 ;
-  wire [32:0] \$376 ;
-  wire \$377 ;
-  wire \$378 ;
+  wire [46:0] \$370 ;
+  wire \$371 ;
+  wire [32:0] \$372 ;
+  wire [32:0] \$373 ;
+  wire [32:0] \$374 ;
+  wire [46:0] \$375 ;
+  wire \$376 ;
+  wire [32:0] \$377 ;
+  wire [32:0] \$378 ;
   wire [32:0] \$379 ;
   wire \$38 ;
-  wire [32:0] \$380 ;
+  wire [46:0] \$380 ;
   wire \$381 ;
-  wire \$382 ;
+  wire [32:0] \$382 ;
   wire [32:0] \$383 ;
   wire [32:0] \$384 ;
-  wire \$385 ;
+  wire [46:0] \$385 ;
   wire \$386 ;
   wire [32:0] \$387 ;
   wire [32:0] \$388 ;
-  wire \$389 ;
+  wire [32:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire [32:0] \$391 ;
+  wire [46:0] \$390 ;
+  wire \$391 ;
   wire [32:0] \$392 ;
-  wire \$393 ;
-  wire \$394 ;
-  wire [32:0] \$395 ;
-  wire [32:0] \$396 ;
-  wire \$397 ;
-  wire \$398 ;
+  wire [32:0] \$393 ;
+  wire [32:0] \$394 ;
+  wire [46:0] \$395 ;
+  wire \$396 ;
+  wire [32:0] \$397 ;
+  wire [32:0] \$398 ;
   wire [32:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [32:0] \$400 ;
+  wire [46:0] \$400 ;
   wire \$401 ;
-  wire \$402 ;
+  wire [32:0] \$402 ;
   wire [32:0] \$403 ;
   wire [32:0] \$404 ;
-  wire \$405 ;
+  wire [46:0] \$405 ;
   wire \$406 ;
-  wire [32:0] \$407 ;
-  wire [32:0] \$408 ;
-  wire \$409 ;
+  wire [1:0] \$407 ;
+  wire [31:0] \$408 ;
+  wire [31:0] \$409 ;
   wire \$41 ;
-  wire \$410 ;
-  wire [32:0] \$411 ;
-  wire [32:0] \$412 ;
+  wire [46:0] \$410 ;
+  wire \$411 ;
+  wire \$412 ;
   wire \$413 ;
   wire \$414 ;
   wire \$415 ;
   wire \$416 ;
   wire \$417 ;
-  wire [1:0] \$418 ;
-  wire [31:0] \$419 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  wire [31:0] \$420 ;
-  wire [31:0] \$421 ;
-  wire [31:0] \$422 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
   wire \$423 ;
   wire \$424 ;
-  wire [32:0] \$425 ;
-  wire [32:0] \$426 ;
-  wire [31:0] \$427 ;
-  wire [31:0] \$428 ;
-  wire [31:0] \$429 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire [1:0] \$429 ;
   wire \$43 ;
-  wire \$430 ;
-  wire \$431 ;
-  wire [32:0] \$432 ;
-  wire [32:0] \$433 ;
-  wire \$434 ;
-  wire \$435 ;
-  wire [32:0] \$436 ;
-  wire [32:0] \$437 ;
-  wire \$438 ;
-  wire \$439 ;
+  wire [31:0] \$430 ;
+  wire [1:0] \$431 ;
+  wire [31:0] \$432 ;
+  wire [3:0] \$433 ;
+  wire [31:0] \$434 ;
+  wire [3:0] \$435 ;
+  wire [31:0] \$436 ;
+  wire [7:0] \$437 ;
+  wire [31:0] \$438 ;
+  wire [31:0] \$439 ;
   wire \$44 ;
-  wire [32:0] \$440 ;
-  wire [32:0] \$441 ;
-  wire \$442 ;
-  wire \$443 ;
-  wire [8:0] \$444 ;
-  wire [31:0] \$445 ;
-  wire [15:0] \$446 ;
-  wire [31:0] \$447 ;
-  wire \$448 ;
-  wire \$449 ;
+  wire \$440 ;
+  wire [1:0] \$441 ;
+  wire [31:0] \$442 ;
+  wire [1:0] \$443 ;
+  wire [31:0] \$444 ;
+  wire [3:0] \$445 ;
+  wire [31:0] \$446 ;
+  wire [3:0] \$447 ;
+  wire [31:0] \$448 ;
+  wire [7:0] \$449 ;
   wire \$45 ;
-  wire [32:0] \$450 ;
-  wire [32:0] \$451 ;
-  wire \$452 ;
-  wire \$453 ;
-  wire [32:0] \$454 ;
-  wire [32:0] \$455 ;
-  wire \$456 ;
-  wire \$457 ;
-  wire [32:0] \$458 ;
-  wire [32:0] \$459 ;
+  wire [31:0] \$450 ;
+  wire [18:0] \$451 ;
+  wire [31:0] \$452 ;
+  wire [18:0] \$453 ;
+  wire [31:0] \$454 ;
+  wire [31:0] \$455 ;
+  wire [31:0] \$456 ;
+  wire [31:0] \$457 ;
+  wire [31:0] \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [31:0] \$460 ;
+  wire [1:0] \$460 ;
   wire [31:0] \$461 ;
-  wire [31:0] \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire [32:0] \$465 ;
-  wire [32:0] \$466 ;
-  wire \$467 ;
-  wire \$468 ;
-  wire [3:0] \$469 ;
+  wire [1:0] \$462 ;
+  wire [31:0] \$463 ;
+  wire [3:0] \$464 ;
+  wire [31:0] \$465 ;
+  wire [3:0] \$466 ;
+  wire [31:0] \$467 ;
+  wire [7:0] \$468 ;
+  wire [31:0] \$469 ;
   wire \$47 ;
-  wire [31:0] \$470 ;
-  wire [3:0] \$471 ;
-  wire [31:0] \$472 ;
-  wire \$473 ;
-  wire \$474 ;
-  wire [32:0] \$475 ;
-  wire [32:0] \$476 ;
-  wire \$477 ;
+  wire [18:0] \$470 ;
+  wire [31:0] \$471 ;
+  wire [18:0] \$472 ;
+  wire [31:0] \$473 ;
+  wire [31:0] \$474 ;
+  wire [31:0] \$475 ;
+  wire [31:0] \$476 ;
+  wire [31:0] \$477 ;
   wire \$478 ;
-  wire [32:0] \$479 ;
+  wire [8:0] \$479 ;
   wire \$48 ;
-  wire [32:0] \$480 ;
-  wire [31:0] \$481 ;
+  wire [31:0] \$480 ;
+  wire [22:0] \$481 ;
   wire [31:0] \$482 ;
-  wire [31:0] \$483 ;
-  wire \$484 ;
-  wire \$485 ;
-  wire [32:0] \$486 ;
-  wire [32:0] \$487 ;
-  wire [31:0] \$488 ;
-  wire [31:0] \$489 ;
+  wire [46:0] \$483 ;
+  wire [46:0] \$484 ;
+  wire [46:0] \$485 ;
+  wire [46:0] \$486 ;
+  wire \$487 ;
+  wire [32:0] \$488 ;
+  wire [32:0] \$489 ;
   wire \$49 ;
-  wire [31:0] \$490 ;
-  wire \$491 ;
+  wire [32:0] \$490 ;
+  wire [46:0] \$491 ;
   wire \$492 ;
   wire [32:0] \$493 ;
   wire [32:0] \$494 ;
-  wire [31:0] \$495 ;
-  wire [31:0] \$496 ;
-  wire [31:0] \$497 ;
-  wire \$498 ;
-  wire \$499 ;
+  wire [32:0] \$495 ;
+  wire [46:0] \$496 ;
+  wire \$497 ;
+  wire [32:0] \$498 ;
+  wire [32:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
   wire [32:0] \$500 ;
-  wire [32:0] \$501 ;
-  wire [31:0] \$502 ;
-  wire [31:0] \$503 ;
-  wire [31:0] \$504 ;
-  wire \$505 ;
-  wire \$506 ;
-  wire [32:0] \$507 ;
-  wire [32:0] \$508 ;
+  wire [46:0] \$501 ;
+  wire \$502 ;
+  wire [32:0] \$503 ;
+  wire [32:0] \$504 ;
+  wire [32:0] \$505 ;
+  wire [46:0] \$506 ;
+  wire \$507 ;
+  wire [1:0] \$508 ;
   wire [31:0] \$509 ;
   wire \$51 ;
-  wire [31:0] \$510 ;
+  wire [1:0] \$510 ;
   wire [31:0] \$511 ;
-  wire \$512 ;
-  wire \$513 ;
-  wire [32:0] \$514 ;
+  wire [31:0] \$512 ;
+  wire [46:0] \$513 ;
+  wire \$514 ;
   wire [32:0] \$515 ;
-  wire [3:0] \$516 ;
-  wire [3:0] \$517 ;
-  wire [3:0] \$518 ;
+  wire [32:0] \$516 ;
+  wire [32:0] \$517 ;
+  wire [46:0] \$518 ;
   wire \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  wire [4:0] \$521 ;
-  wire [31:0] \$522 ;
-  wire [3:0] \$523 ;
-  wire [3:0] \$524 ;
-  wire [3:0] \$525 ;
-  wire \$526 ;
-  wire \$527 ;
-  wire [4:0] \$528 ;
-  wire [31:0] \$529 ;
+  wire [32:0] \$520 ;
+  wire [32:0] \$521 ;
+  wire [32:0] \$522 ;
+  wire [46:0] \$523 ;
+  wire \$524 ;
+  wire [32:0] \$525 ;
+  wire [32:0] \$526 ;
+  wire [32:0] \$527 ;
+  wire [46:0] \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  wire [3:0] \$530 ;
-  wire [3:0] \$531 ;
-  wire [3:0] \$532 ;
-  wire \$533 ;
+  wire [32:0] \$530 ;
+  wire [32:0] \$531 ;
+  wire [32:0] \$532 ;
+  wire [46:0] \$533 ;
   wire \$534 ;
-  wire [4:0] \$535 ;
-  wire [31:0] \$536 ;
-  wire [3:0] \$537 ;
-  wire [3:0] \$538 ;
-  wire [3:0] \$539 ;
+  wire [32:0] \$535 ;
+  wire [32:0] \$536 ;
+  wire [32:0] \$537 ;
+  wire [46:0] \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
-  wire [4:0] \$542 ;
-  wire [31:0] \$543 ;
-  wire [31:0] \$544 ;
-  wire [31:0] \$545 ;
-  wire [31:0] \$546 ;
-  wire \$547 ;
-  wire \$548 ;
-  wire [32:0] \$549 ;
+  wire [32:0] \$540 ;
+  wire [32:0] \$541 ;
+  wire [32:0] \$542 ;
+  wire [46:0] \$543 ;
+  wire \$544 ;
+  wire [32:0] \$545 ;
+  wire [32:0] \$546 ;
+  wire [32:0] \$547 ;
+  wire [46:0] \$548 ;
+  wire \$549 ;
   wire \$55 ;
-  wire [32:0] \$550 ;
-  wire [31:0] \$551 ;
-  wire [31:0] \$552 ;
-  wire [31:0] \$553 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
   wire \$554 ;
   wire \$555 ;
-  wire [32:0] \$556 ;
-  wire [32:0] \$557 ;
-  wire [31:0] \$558 ;
-  wire [31:0] \$559 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
-  wire [31:0] \$560 ;
+  wire \$560 ;
   wire \$561 ;
   wire \$562 ;
-  wire [32:0] \$563 ;
-  wire [32:0] \$564 ;
-  wire [31:0] \$565 ;
-  wire [31:0] \$566 ;
-  wire [31:0] \$567 ;
-  wire \$568 ;
-  wire \$569 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire [32:0] \$567 ;
+  wire [32:0] \$568 ;
+  wire [32:0] \$569 ;
   wire \$57 ;
-  wire [32:0] \$570 ;
+  wire \$570 ;
   wire [32:0] \$571 ;
-  wire [31:0] \$572 ;
-  wire [31:0] \$573 ;
-  wire [31:0] \$574 ;
+  wire [32:0] \$572 ;
+  wire [32:0] \$573 ;
+  wire [32:0] \$574 ;
   wire \$575 ;
-  wire \$576 ;
+  wire [32:0] \$576 ;
   wire [32:0] \$577 ;
   wire [32:0] \$578 ;
-  wire [31:0] \$579 ;
+  wire [32:0] \$579 ;
   wire \$58 ;
-  wire [31:0] \$580 ;
-  wire [31:0] \$581 ;
-  wire \$582 ;
-  wire \$583 ;
+  wire \$580 ;
+  wire [1:0] \$581 ;
+  wire [31:0] \$582 ;
+  wire [31:0] \$583 ;
   wire [32:0] \$584 ;
-  wire [32:0] \$585 ;
-  wire [31:0] \$586 ;
-  wire [31:0] \$587 ;
-  wire [31:0] \$588 ;
-  wire \$589 ;
+  wire \$585 ;
+  wire [32:0] \$586 ;
+  wire [32:0] \$587 ;
+  wire [32:0] \$588 ;
+  wire [32:0] \$589 ;
   wire \$59 ;
   wire \$590 ;
   wire [32:0] \$591 ;
   wire [32:0] \$592 ;
-  wire [31:0] \$593 ;
-  wire [31:0] \$594 ;
-  wire [31:0] \$595 ;
-  wire \$596 ;
-  wire \$597 ;
+  wire [32:0] \$593 ;
+  wire [32:0] \$594 ;
+  wire \$595 ;
+  wire [32:0] \$596 ;
+  wire [32:0] \$597 ;
   wire [32:0] \$598 ;
   wire [32:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [31:0] \$600 ;
-  wire [31:0] \$601 ;
-  wire [31:0] \$602 ;
-  wire \$603 ;
-  wire \$604 ;
-  wire [32:0] \$605 ;
-  wire [32:0] \$606 ;
+  wire \$600 ;
+  wire [32:0] \$601 ;
+  wire [32:0] \$602 ;
+  wire [32:0] \$603 ;
+  wire [32:0] \$604 ;
+  wire \$605 ;
+  wire [8:0] \$606 ;
   wire [31:0] \$607 ;
-  wire [31:0] \$608 ;
+  wire [15:0] \$608 ;
   wire [31:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
-  wire \$611 ;
-  wire [32:0] \$612 ;
+  wire [31:0] \$610 ;
+  wire [32:0] \$611 ;
+  wire \$612 ;
   wire [32:0] \$613 ;
-  wire [31:0] \$614 ;
-  wire [31:0] \$615 ;
-  wire [31:0] \$616 ;
+  wire [32:0] \$614 ;
+  wire [32:0] \$615 ;
+  wire [32:0] \$616 ;
   wire \$617 ;
-  wire \$618 ;
+  wire [32:0] \$618 ;
   wire [32:0] \$619 ;
   wire \$62 ;
   wire [32:0] \$620 ;
-  wire [31:0] \$621 ;
-  wire [31:0] \$622 ;
-  wire [31:0] \$623 ;
-  wire \$624 ;
-  wire \$625 ;
+  wire [32:0] \$621 ;
+  wire \$622 ;
+  wire [32:0] \$623 ;
+  wire [32:0] \$624 ;
+  wire [32:0] \$625 ;
   wire [32:0] \$626 ;
-  wire [32:0] \$627 ;
-  wire [31:0] \$628 ;
-  wire [31:0] \$629 ;
+  wire \$627 ;
+  wire [32:0] \$628 ;
+  wire [32:0] \$629 ;
   wire \$63 ;
-  wire [31:0] \$630 ;
-  wire \$631 ;
+  wire [32:0] \$630 ;
+  wire [32:0] \$631 ;
   wire \$632 ;
-  wire [32:0] \$633 ;
-  wire [32:0] \$634 ;
-  wire [31:0] \$635 ;
+  wire [3:0] \$633 ;
+  wire [31:0] \$634 ;
+  wire [3:0] \$635 ;
   wire [31:0] \$636 ;
   wire [31:0] \$637 ;
-  wire \$638 ;
+  wire [32:0] \$638 ;
   wire \$639 ;
   wire \$64 ;
   wire [32:0] \$640 ;
   wire [32:0] \$641 ;
-  wire [31:0] \$642 ;
-  wire [31:0] \$643 ;
-  wire [31:0] \$644 ;
-  wire \$645 ;
-  wire \$646 ;
+  wire [32:0] \$642 ;
+  wire [32:0] \$643 ;
+  wire \$644 ;
+  wire [32:0] \$645 ;
+  wire [32:0] \$646 ;
   wire [32:0] \$647 ;
   wire [32:0] \$648 ;
-  wire [31:0] \$649 ;
+  wire \$649 ;
   wire \$65 ;
-  wire [31:0] \$650 ;
-  wire [31:0] \$651 ;
+  wire \$650 ;
+  wire \$651 ;
   wire \$652 ;
   wire \$653 ;
-  wire [32:0] \$654 ;
-  wire [32:0] \$655 ;
+  wire \$654 ;
+  wire \$655 ;
   wire \$656 ;
   wire \$657 ;
-  wire [32:0] \$658 ;
-  wire [32:0] \$659 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
   wire \$660 ;
   wire \$661 ;
-  wire [32:0] \$662 ;
-  wire [32:0] \$663 ;
+  wire \$662 ;
+  wire \$663 ;
   wire \$664 ;
   wire \$665 ;
-  wire [32:0] \$666 ;
+  wire \$666 ;
   wire [32:0] \$667 ;
-  wire \$668 ;
-  wire \$669 ;
+  wire [32:0] \$668 ;
+  wire [32:0] \$669 ;
   wire \$67 ;
-  wire [32:0] \$670 ;
+  wire \$670 ;
   wire [32:0] \$671 ;
-  wire \$672 ;
-  wire \$673 ;
-  wire \$674 ;
+  wire [32:0] \$672 ;
+  wire [32:0] \$673 ;
+  wire [32:0] \$674 ;
   wire \$675 ;
-  wire \$676 ;
-  wire [1:0] \$677 ;
-  wire [31:0] \$678 ;
-  wire [1:0] \$679 ;
+  wire [32:0] \$676 ;
+  wire [32:0] \$677 ;
+  wire [32:0] \$678 ;
+  wire [32:0] \$679 ;
   wire \$68 ;
-  wire [31:0] \$680 ;
-  wire \$681 ;
-  wire \$682 ;
-  wire \$683 ;
-  wire \$684 ;
+  wire \$680 ;
+  wire [32:0] \$681 ;
+  wire [32:0] \$682 ;
+  wire [32:0] \$683 ;
+  wire [32:0] \$684 ;
   wire \$685 ;
-  wire [1:0] \$686 ;
-  wire [31:0] \$687 ;
-  wire [1:0] \$688 ;
-  wire [31:0] \$689 ;
+  wire [32:0] \$686 ;
+  wire [32:0] \$687 ;
+  wire [32:0] \$688 ;
+  wire [32:0] \$689 ;
   wire \$69 ;
   wire \$690 ;
-  wire \$691 ;
-  wire \$692 ;
-  wire \$693 ;
-  wire \$694 ;
-  wire [1:0] \$695 ;
-  wire [31:0] \$696 ;
-  wire [1:0] \$697 ;
+  wire [4:0] \$691 ;
+  wire [31:0] \$692 ;
+  wire [31:0] \$693 ;
+  wire [32:0] \$694 ;
+  wire \$695 ;
+  wire [4:0] \$696 ;
+  wire [31:0] \$697 ;
   wire [31:0] \$698 ;
-  wire \$699 ;
+  wire [32:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$700 ;
-  wire \$701 ;
-  wire \$702 ;
-  wire \$703 ;
-  wire [1:0] \$704 ;
-  wire [31:0] \$705 ;
-  wire [1:0] \$706 ;
+  wire [4:0] \$701 ;
+  wire [31:0] \$702 ;
+  wire [31:0] \$703 ;
+  wire [32:0] \$704 ;
+  wire \$705 ;
+  wire [4:0] \$706 ;
   wire [31:0] \$707 ;
-  wire \$708 ;
-  wire \$709 ;
+  wire [31:0] \$708 ;
+  wire [32:0] \$709 ;
   wire \$71 ;
-  wire [1:0] \$710 ;
-  wire [31:0] \$711 ;
-  wire [1:0] \$712 ;
-  wire [31:0] \$713 ;
-  wire [3:0] \$714 ;
-  wire [31:0] \$715 ;
-  wire [3:0] \$716 ;
-  wire [31:0] \$717 ;
-  wire [22:0] \$718 ;
-  wire [31:0] \$719 ;
+  wire \$710 ;
+  wire [32:0] \$711 ;
+  wire [32:0] \$712 ;
+  wire [32:0] \$713 ;
+  wire [32:0] \$714 ;
+  wire \$715 ;
+  wire [32:0] \$716 ;
+  wire [32:0] \$717 ;
+  wire [32:0] \$718 ;
+  wire [32:0] \$719 ;
   wire \$72 ;
   wire \$720 ;
-  wire \$721 ;
-  wire [1:0] \$722 ;
-  wire [31:0] \$723 ;
-  wire [1:0] \$724 ;
-  wire [31:0] \$725 ;
-  wire [3:0] \$726 ;
-  wire [31:0] \$727 ;
-  wire [3:0] \$728 ;
-  wire [31:0] \$729 ;
+  wire [32:0] \$721 ;
+  wire [32:0] \$722 ;
+  wire [32:0] \$723 ;
+  wire [32:0] \$724 ;
+  wire \$725 ;
+  wire [32:0] \$726 ;
+  wire [32:0] \$727 ;
+  wire [32:0] \$728 ;
+  wire [32:0] \$729 ;
   wire \$73 ;
-  wire [22:0] \$730 ;
-  wire [31:0] \$731 ;
-  wire \$732 ;
-  wire \$733 ;
-  wire [1:0] \$734 ;
-  wire [31:0] \$735 ;
-  wire [1:0] \$736 ;
-  wire [31:0] \$737 ;
-  wire [3:0] \$738 ;
-  wire [31:0] \$739 ;
+  wire \$730 ;
+  wire [32:0] \$731 ;
+  wire [32:0] \$732 ;
+  wire [32:0] \$733 ;
+  wire [32:0] \$734 ;
+  wire \$735 ;
+  wire [32:0] \$736 ;
+  wire [32:0] \$737 ;
+  wire [32:0] \$738 ;
+  wire [32:0] \$739 ;
   wire \$74 ;
-  wire [3:0] \$740 ;
-  wire [31:0] \$741 ;
-  wire [22:0] \$742 ;
-  wire [31:0] \$743 ;
-  wire \$744 ;
+  wire \$740 ;
+  wire [32:0] \$741 ;
+  wire [32:0] \$742 ;
+  wire [32:0] \$743 ;
+  wire [32:0] \$744 ;
   wire \$745 ;
-  wire [1:0] \$746 ;
-  wire [31:0] \$747 ;
-  wire [1:0] \$748 ;
-  wire [31:0] \$749 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
-  wire [3:0] \$750 ;
-  wire [31:0] \$751 ;
-  wire [3:0] \$752 ;
-  wire [31:0] \$753 ;
-  wire [22:0] \$754 ;
-  wire [31:0] \$755 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
   wire \$756 ;
   wire \$757 ;
-  wire [8:0] \$758 ;
-  wire [31:0] \$759 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
   wire \$760 ;
   wire \$761 ;
-  wire [8:0] \$762 ;
-  wire [31:0] \$763 ;
-  wire \$764 ;
-  wire \$765 ;
-  wire [8:0] \$766 ;
-  wire [31:0] \$767 ;
-  wire \$768 ;
-  wire \$769 ;
+  wire \$762 ;
+  wire [32:0] \$763 ;
+  wire [32:0] \$764 ;
+  wire [32:0] \$765 ;
+  wire \$766 ;
+  wire [32:0] \$767 ;
+  wire [32:0] \$768 ;
+  wire [32:0] \$769 ;
   wire \$77 ;
-  wire [8:0] \$770 ;
-  wire [31:0] \$771 ;
-  wire \$772 ;
-  wire \$773 ;
+  wire [32:0] \$770 ;
+  wire \$771 ;
+  wire [32:0] \$772 ;
+  wire [32:0] \$773 ;
   wire [32:0] \$774 ;
   wire [32:0] \$775 ;
   wire \$776 ;
-  wire \$777 ;
+  wire [32:0] \$777 ;
   wire [32:0] \$778 ;
   wire [32:0] \$779 ;
   wire \$78 ;
-  wire \$780 ;
+  wire [32:0] \$780 ;
   wire \$781 ;
   wire [32:0] \$782 ;
   wire [32:0] \$783 ;
-  wire \$784 ;
-  wire \$785 ;
-  wire [32:0] \$786 ;
+  wire [32:0] \$784 ;
+  wire [32:0] \$785 ;
+  wire \$786 ;
   wire [32:0] \$787 ;
-  wire \$788 ;
-  wire \$789 ;
+  wire [32:0] \$788 ;
+  wire [32:0] \$789 ;
   wire \$79 ;
   wire [32:0] \$790 ;
-  wire [32:0] \$791 ;
-  wire \$792 ;
-  wire \$793 ;
+  wire \$791 ;
+  wire [32:0] \$792 ;
+  wire [32:0] \$793 ;
   wire [32:0] \$794 ;
   wire [32:0] \$795 ;
   wire \$796 ;
-  wire \$797 ;
+  wire [32:0] \$797 ;
   wire [32:0] \$798 ;
   wire [32:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire \$800 ;
+  wire [32:0] \$800 ;
   wire \$801 ;
   wire [32:0] \$802 ;
   wire [32:0] \$803 ;
-  wire \$804 ;
-  wire \$805 ;
-  wire [32:0] \$806 ;
+  wire [32:0] \$804 ;
+  wire [32:0] \$805 ;
+  wire \$806 ;
   wire [32:0] \$807 ;
-  wire \$808 ;
-  wire \$809 ;
+  wire [32:0] \$808 ;
+  wire [32:0] \$809 ;
   wire \$81 ;
   wire [32:0] \$810 ;
-  wire [32:0] \$811 ;
-  wire \$812 ;
-  wire \$813 ;
+  wire \$811 ;
+  wire [32:0] \$812 ;
+  wire [32:0] \$813 ;
   wire [32:0] \$814 ;
   wire [32:0] \$815 ;
   wire \$816 ;
-  wire \$817 ;
+  wire [32:0] \$817 ;
   wire [32:0] \$818 ;
   wire [32:0] \$819 ;
   wire \$82 ;
-  wire \$820 ;
+  wire [32:0] \$820 ;
   wire \$821 ;
   wire [32:0] \$822 ;
   wire [32:0] \$823 ;
-  wire \$824 ;
-  wire \$825 ;
-  wire [32:0] \$826 ;
-  wire [32:0] \$827 ;
-  wire \$828 ;
-  wire \$829 ;
+  wire [32:0] \$824 ;
+  wire [32:0] \$825 ;
+  wire \$826 ;
+  wire [1:0] \$827 ;
+  wire [31:0] \$828 ;
+  wire [1:0] \$829 ;
   wire \$83 ;
-  wire [32:0] \$830 ;
-  wire [32:0] \$831 ;
-  wire \$832 ;
+  wire [31:0] \$830 ;
+  wire [31:0] \$831 ;
+  wire [32:0] \$832 ;
   wire \$833 ;
-  wire [32:0] \$834 ;
-  wire [32:0] \$835 ;
-  wire \$836 ;
-  wire \$837 ;
-  wire [32:0] \$838 ;
+  wire [1:0] \$834 ;
+  wire [31:0] \$835 ;
+  wire [1:0] \$836 ;
+  wire [31:0] \$837 ;
+  wire [31:0] \$838 ;
   wire [32:0] \$839 ;
   wire \$84 ;
   wire \$840 ;
-  wire \$841 ;
-  wire [32:0] \$842 ;
-  wire [32:0] \$843 ;
-  wire \$844 ;
-  wire \$845 ;
+  wire [1:0] \$841 ;
+  wire [31:0] \$842 ;
+  wire [1:0] \$843 ;
+  wire [31:0] \$844 ;
+  wire [31:0] \$845 ;
   wire [32:0] \$846 ;
-  wire [32:0] \$847 ;
+  wire \$847 ;
   wire \$848 ;
   wire \$849 ;
   wire \$85 ;
-  wire [32:0] \$850 ;
-  wire [32:0] \$851 ;
+  wire \$850 ;
+  wire \$851 ;
   wire \$852 ;
   wire \$853 ;
-  wire [32:0] \$854 ;
-  wire [32:0] \$855 ;
+  wire \$854 ;
+  wire \$855 ;
   wire \$856 ;
   wire \$857 ;
-  wire [32:0] \$858 ;
-  wire [32:0] \$859 ;
+  wire \$858 ;
+  wire \$859 ;
   wire \$86 ;
   wire \$860 ;
   wire \$861 ;
-  wire [32:0] \$862 ;
-  wire [32:0] \$863 ;
+  wire \$862 ;
+  wire \$863 ;
   wire \$864 ;
-  wire \$865 ;
-  wire [32:0] \$866 ;
-  wire [32:0] \$867 ;
-  wire \$868 ;
-  wire \$869 ;
+  wire [1:0] \$865 ;
+  wire [31:0] \$866 ;
+  wire [1:0] \$867 ;
+  wire [31:0] \$868 ;
+  wire [31:0] \$869 ;
   wire \$87 ;
-  wire [32:0] \$870 ;
-  wire [32:0] \$871 ;
-  wire \$872 ;
-  wire \$873 ;
-  wire [32:0] \$874 ;
-  wire [32:0] \$875 ;
-  wire \$876 ;
-  wire \$877 ;
-  wire [32:0] \$878 ;
-  wire [32:0] \$879 ;
+  wire \$870 ;
+  wire [1:0] \$871 ;
+  wire [31:0] \$872 ;
+  wire [1:0] \$873 ;
+  wire [31:0] \$874 ;
+  wire [3:0] \$875 ;
+  wire [31:0] \$876 ;
+  wire [3:0] \$877 ;
+  wire [31:0] \$878 ;
+  wire [22:0] \$879 ;
   wire \$88 ;
-  wire \$880 ;
-  wire \$881 ;
-  wire [32:0] \$882 ;
-  wire [32:0] \$883 ;
-  wire \$884 ;
-  wire \$885 ;
-  wire [32:0] \$886 ;
-  wire [32:0] \$887 ;
-  wire \$888 ;
-  wire \$889 ;
+  wire [31:0] \$880 ;
+  wire [31:0] \$881 ;
+  wire [31:0] \$882 ;
+  wire \$883 ;
+  wire [1:0] \$884 ;
+  wire [31:0] \$885 ;
+  wire [1:0] \$886 ;
+  wire [31:0] \$887 ;
+  wire [3:0] \$888 ;
+  wire [31:0] \$889 ;
   wire \$89 ;
-  wire [32:0] \$890 ;
-  wire [32:0] \$891 ;
-  wire \$892 ;
-  wire \$893 ;
-  wire [32:0] \$894 ;
-  wire [32:0] \$895 ;
+  wire [3:0] \$890 ;
+  wire [31:0] \$891 ;
+  wire [22:0] \$892 ;
+  wire [31:0] \$893 ;
+  wire [31:0] \$894 ;
+  wire [31:0] \$895 ;
   wire \$896 ;
-  wire \$897 ;
-  wire [32:0] \$898 ;
-  wire [32:0] \$899 ;
+  wire [1:0] \$897 ;
+  wire [31:0] \$898 ;
+  wire [1:0] \$899 ;
   wire \$9 ;
   wire \$90 ;
-  wire \$900 ;
-  wire \$901 ;
-  wire [32:0] \$902 ;
-  wire [32:0] \$903 ;
-  wire \$904 ;
-  wire \$905 ;
-  wire [32:0] \$906 ;
-  wire [32:0] \$907 ;
-  wire \$908 ;
+  wire [31:0] \$900 ;
+  wire [3:0] \$901 ;
+  wire [31:0] \$902 ;
+  wire [3:0] \$903 ;
+  wire [31:0] \$904 ;
+  wire [22:0] \$905 ;
+  wire [31:0] \$906 ;
+  wire [31:0] \$907 ;
+  wire [31:0] \$908 ;
   wire \$909 ;
   wire \$91 ;
-  wire [32:0] \$910 ;
-  wire [32:0] \$911 ;
-  wire \$912 ;
-  wire \$913 ;
-  wire [32:0] \$914 ;
-  wire [32:0] \$915 ;
-  wire \$916 ;
-  wire \$917 ;
-  wire [32:0] \$918 ;
-  wire [32:0] \$919 ;
+  wire [1:0] \$910 ;
+  wire [31:0] \$911 ;
+  wire [1:0] \$912 ;
+  wire [31:0] \$913 ;
+  wire [3:0] \$914 ;
+  wire [31:0] \$915 ;
+  wire [3:0] \$916 ;
+  wire [31:0] \$917 ;
+  wire [22:0] \$918 ;
+  wire [31:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire \$921 ;
-  wire [32:0] \$922 ;
-  wire [32:0] \$923 ;
-  wire \$924 ;
-  wire \$925 ;
-  wire [32:0] \$926 ;
-  wire [32:0] \$927 ;
-  reg \$928 ;
-  reg \$929 ;
+  wire [31:0] \$920 ;
+  wire [31:0] \$921 ;
+  wire \$922 ;
+  wire [8:0] \$923 ;
+  wire [31:0] \$924 ;
+  wire [31:0] \$925 ;
+  wire [31:0] \$926 ;
+  wire \$927 ;
+  wire [8:0] \$928 ;
+  wire [31:0] \$929 ;
   wire \$93 ;
-  reg \$930 ;
-  reg \$931 ;
-  reg [9:0] \$932 ;
-  reg [31:0] \$933 ;
-  reg \$934 ;
-  reg [31:0] \$935 ;
-  reg [31:0] \$936 ;
-  reg [31:0] \$937 ;
-  reg [31:0] \$938 ;
-  reg [31:0] \$939 ;
+  wire [31:0] \$930 ;
+  wire [31:0] \$931 ;
+  wire \$932 ;
+  wire [8:0] \$933 ;
+  wire [31:0] \$934 ;
+  wire [31:0] \$935 ;
+  wire [31:0] \$936 ;
+  wire \$937 ;
+  wire [8:0] \$938 ;
+  wire [31:0] \$939 ;
   wire \$94 ;
-  reg [31:0] \$940 ;
-  reg [31:0] \$941 ;
-  reg [31:0] \$942 ;
-  reg \$943 ;
-  reg \$944 ;
-  reg \$945 ;
-  reg \$946 ;
-  reg \$947 ;
-  reg [3:0] \$948 ;
-  reg [3:0] \$949 ;
+  wire [31:0] \$940 ;
+  wire [31:0] \$941 ;
+  wire \$942 ;
+  wire [32:0] \$943 ;
+  wire [32:0] \$944 ;
+  wire [32:0] \$945 ;
+  wire [32:0] \$946 ;
+  wire \$947 ;
+  wire [32:0] \$948 ;
+  wire [32:0] \$949 ;
   wire \$95 ;
-  reg \$950 ;
-  reg \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg \$954 ;
-  reg \$955 ;
-  reg [3:0] \$956 ;
-  reg [3:0] \$957 ;
-  reg \$958 ;
-  reg \$959 ;
+  wire [32:0] \$950 ;
+  wire [32:0] \$951 ;
+  wire \$952 ;
+  wire [32:0] \$953 ;
+  wire [32:0] \$954 ;
+  wire [32:0] \$955 ;
+  wire [32:0] \$956 ;
+  wire \$957 ;
+  wire [32:0] \$958 ;
+  wire [32:0] \$959 ;
   wire \$96 ;
-  reg \$960 ;
-  reg [31:0] \$961 ;
-  reg [31:0] \$962 ;
-  reg [31:0] \$963 ;
-  reg [31:0] \$964 ;
-  reg [31:0] \$965 ;
-  reg [31:0] \$966 ;
-  reg [31:0] \$967 ;
-  reg [31:0] \$968 ;
-  reg [3:0] \$969 ;
+  wire [32:0] \$960 ;
+  wire [32:0] \$961 ;
+  wire \$962 ;
+  wire [32:0] \$963 ;
+  wire [32:0] \$964 ;
+  wire [32:0] \$965 ;
+  wire [32:0] \$966 ;
+  wire \$967 ;
+  wire [32:0] \$968 ;
+  wire [32:0] \$969 ;
   wire \$97 ;
-  reg [3:0] \$970 ;
-  reg [3:0] \$971 ;
-  reg [3:0] \$972 ;
-  reg [31:0] \$973 ;
-  reg [31:0] \$974 ;
-  reg [31:0] \$975 ;
-  reg [31:0] \$976 ;
-  reg [31:0] \$977 ;
-  reg [31:0] \$978 ;
-  reg [31:0] \$979 ;
+  wire [32:0] \$970 ;
+  wire [32:0] \$971 ;
+  wire \$972 ;
+  wire [32:0] \$973 ;
+  wire [32:0] \$974 ;
+  wire [32:0] \$975 ;
+  wire [32:0] \$976 ;
+  wire \$977 ;
+  wire \$978 ;
+  wire \$979 ;
   wire \$98 ;
-  reg [31:0] \$980 ;
-  reg [31:0] \$981 ;
-  reg [31:0] \$982 ;
-  reg [31:0] \$983 ;
-  reg [31:0] \$984 ;
-  reg [31:0] \$985 ;
-  reg [31:0] \$986 ;
-  reg [31:0] \$987 ;
-  reg [31:0] \$988 ;
-  reg \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire \$985 ;
+  wire \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg \$990 ;
-  reg \$991 ;
-  reg \$992 ;
+  wire \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire \$993 ;
+  wire \$994 ;
+  wire [32:0] \$995 ;
+  wire [32:0] \$996 ;
+  wire [32:0] \$997 ;
+  wire \$998 ;
+  wire [32:0] \$999 ;
   reg \$signal  = 1'h0;
   reg \$signal$13  = 1'h0;
   reg bok = 1'h0;
@@ -11217,34 +11500,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$7965$0 ;
-  wire [3:0] \port$7965$0 ;
-  input [3:0] \port$8152$0 ;
-  wire [3:0] \port$8152$0 ;
-  input \port$8287$0 ;
-  wire \port$8287$0 ;
-  input \port$8301$0 ;
-  wire \port$8301$0 ;
-  input \port$8313$0 ;
-  wire \port$8313$0 ;
-  input \port$8327$0 ;
-  wire \port$8327$0 ;
-  input \port$8339$0 ;
-  wire \port$8339$0 ;
-  input \port$8353$0 ;
-  wire \port$8353$0 ;
-  input \port$8365$0 ;
-  wire \port$8365$0 ;
-  input \port$8379$0 ;
-  wire \port$8379$0 ;
-  input [2:0] \port$8491$0 ;
-  wire [2:0] \port$8491$0 ;
-  input [2:0] \port$8499$0 ;
-  wire [2:0] \port$8499$0 ;
-  input [2:0] \port$8507$0 ;
-  wire [2:0] \port$8507$0 ;
-  input [2:0] \port$8515$0 ;
-  wire [2:0] \port$8515$0 ;
+  input [3:0] \port$8013$0 ;
+  wire [3:0] \port$8013$0 ;
+  input [3:0] \port$8202$0 ;
+  wire [3:0] \port$8202$0 ;
+  input \port$8337$0 ;
+  wire \port$8337$0 ;
+  input \port$8351$0 ;
+  wire \port$8351$0 ;
+  input \port$8363$0 ;
+  wire \port$8363$0 ;
+  input \port$8377$0 ;
+  wire \port$8377$0 ;
+  input \port$8389$0 ;
+  wire \port$8389$0 ;
+  input \port$8403$0 ;
+  wire \port$8403$0 ;
+  input \port$8415$0 ;
+  wire \port$8415$0 ;
+  input \port$8429$0 ;
+  wire \port$8429$0 ;
+  input [2:0] \port$8541$0 ;
+  wire [2:0] \port$8541$0 ;
+  input [2:0] \port$8549$0 ;
+  wire [2:0] \port$8549$0 ;
+  input [2:0] \port$8557$0 ;
+  wire [2:0] \port$8557$0 ;
+  input [2:0] \port$8565$0 ;
+  wire [2:0] \port$8565$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -11379,6 +11662,23 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   reg [31:0] q_window_size3_bytes = 32'd0;
   (* init = 32'd0 *)
   wire [31:0] rdata;
+  reg [31:0] read_group0 = 32'd0;
+  reg read_group0_hit = 1'h0;
+  reg [31:0] read_group1 = 32'd0;
+  reg read_group1_hit = 1'h0;
+  reg [31:0] read_group2 = 32'd0;
+  reg read_group2_hit = 1'h0;
+  reg [31:0] read_group3 = 32'd0;
+  reg read_group3_hit = 1'h0;
+  reg [31:0] read_group4 = 32'd0;
+  reg read_group4_hit = 1'h0;
+  reg [31:0] read_group5 = 32'd0;
+  reg read_group5_hit = 1'h0;
+  reg [31:0] read_group6 = 32'd0;
+  reg read_group6_hit = 1'h0;
+  reg [31:0] read_group7 = 32'd0;
+  reg read_group7_hit = 1'h0;
+  reg read_grouped = 1'h0;
   reg read_pending = 1'h0;
   reg [9:0] read_word = 10'h000;
   reg rok = 1'h0;
@@ -11529,45 +11829,54 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire wr_timestamp;
   wire wr_version;
   wire wr_watchdog;
-  assign bus__arready = \$3  & \$4 ;
+  assign \$1  = bus__awvalid & bus__wvalid;
+  assign \$2  = ~ \$signal ;
+  assign do_write = \$1  & \$2 ;
+  assign bus__bresp = bok ? 2'h0 : 2'h2;
+  assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$3  = ~ \$signal$13 ;
+  assign \$4  = ~ read_pending;
+  assign \$5  = \$3  & \$4 ;
+  assign \$6  = ~ read_grouped;
+  assign bus__arready = \$5  & \$6 ;
   assign bus__rresp = rok ? 2'h0 : 2'h2;
-  assign \$5  = ! bus__awaddr[11:2];
-  assign wr_id = do_write & \$5 ;
-  assign \$6  = bus__awaddr[11:2] == 1'h1;
-  assign wr_version = do_write & \$6 ;
-  assign \$7  = bus__awaddr[11:2] == 2'h2;
-  assign wr_cap_array = do_write & \$7 ;
-  assign \$8  = bus__awaddr[11:2] == 2'h3;
-  assign wr_cap_spad = do_write & \$8 ;
-  assign \$9  = bus__awaddr[11:2] == 3'h4;
-  assign wr_cap_acc = do_write & \$9 ;
-  assign \$10  = bus__awaddr[11:2] == 3'h5;
-  assign wr_cap_dma = do_write & \$10 ;
-  assign \$11  = bus__awaddr[11:2] == 3'h6;
-  assign wr_cap_queues = do_write & \$11 ;
-  assign \$12  = bus__awaddr[11:2] == 4'h8;
-  assign wr_cmd0 = do_write & \$12 ;
-  assign \$13  = bus__awaddr[11:2] == 4'h9;
-  assign wr_cmd1 = do_write & \$13 ;
-  assign \$14  = bus__awaddr[11:2] == 4'ha;
-  assign wr_cmd2 = do_write & \$14 ;
-  assign \$15  = bus__awaddr[11:2] == 4'hb;
-  assign wr_cmd3 = do_write & \$15 ;
-  assign \$16  = bus__awaddr[11:2] == 4'hc;
-  assign wr_cmd4 = do_write & \$16 ;
-  assign \$17  = bus__awaddr[11:2] == 4'hd;
-  assign wr_cmd5 = do_write & \$17 ;
-  assign \$18  = bus__awaddr[11:2] == 4'he;
-  assign wr_cmd6 = do_write & \$18 ;
-  assign \$19  = bus__awaddr[11:2] == 4'hf;
-  assign wr_cmd7 = do_write & \$19 ;
-  assign \$20  = bus__awaddr[11:2] == 5'h10;
-  assign wr_cmd_submit = do_write & \$20 ;
+  assign \$7  = ! bus__awaddr[11:2];
+  assign wr_id = do_write & \$7 ;
+  assign \$8  = bus__awaddr[11:2] == 1'h1;
+  assign wr_version = do_write & \$8 ;
+  assign \$9  = bus__awaddr[11:2] == 2'h2;
+  assign wr_cap_array = do_write & \$9 ;
+  assign \$10  = bus__awaddr[11:2] == 2'h3;
+  assign wr_cap_spad = do_write & \$10 ;
+  assign \$11  = bus__awaddr[11:2] == 3'h4;
+  assign wr_cap_acc = do_write & \$11 ;
+  assign \$12  = bus__awaddr[11:2] == 3'h5;
+  assign wr_cap_dma = do_write & \$12 ;
+  assign \$13  = bus__awaddr[11:2] == 3'h6;
+  assign wr_cap_queues = do_write & \$13 ;
+  assign \$14  = bus__awaddr[11:2] == 4'h8;
+  assign wr_cmd0 = do_write & \$14 ;
+  assign \$15  = bus__awaddr[11:2] == 4'h9;
+  assign wr_cmd1 = do_write & \$15 ;
+  assign \$16  = bus__awaddr[11:2] == 4'ha;
+  assign wr_cmd2 = do_write & \$16 ;
+  assign \$17  = bus__awaddr[11:2] == 4'hb;
+  assign wr_cmd3 = do_write & \$17 ;
+  assign \$18  = bus__awaddr[11:2] == 4'hc;
+  assign wr_cmd4 = do_write & \$18 ;
+  assign \$19  = bus__awaddr[11:2] == 4'hd;
+  assign wr_cmd5 = do_write & \$19 ;
+  assign \$20  = bus__awaddr[11:2] == 4'he;
+  assign wr_cmd6 = do_write & \$20 ;
+  assign \$21  = bus__awaddr[11:2] == 4'hf;
+  assign wr_cmd7 = do_write & \$21 ;
+  assign \$22  = bus__awaddr[11:2] == 5'h10;
+  assign wr_cmd_submit = do_write & \$22 ;
   assign cmd_submit_go = wr_cmd_submit & wdata[0];
-  assign \$21  = bus__awaddr[11:2] == 5'h11;
-  assign wr_status = do_write & \$21 ;
-  assign \$22  = bus__awaddr[11:2] == 5'h12;
-  assign wr_irq_status = do_write & \$22 ;
+  assign \$23  = bus__awaddr[11:2] == 5'h11;
+  assign wr_status = do_write & \$23 ;
+  assign \$24  = bus__awaddr[11:2] == 5'h12;
+  assign wr_irq_status = do_write & \$24 ;
   assign clr_irq_status_dma_load_done = wr_irq_status & wdata[0];
   assign clr_irq_status_dma_store_done = wr_irq_status & wdata[1];
   assign clr_irq_status_gemm_done = wr_irq_status & wdata[2];
@@ -11576,2625 +11885,2317 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign clr_irq_status_queue_cpl = { wr_irq_status, wr_irq_status, wr_irq_status, wr_irq_status } & wdata[11:8];
   assign clr_irq_status_queue_error = { wr_irq_status, wr_irq_status, wr_irq_status, wr_irq_status } & wdata[15:12];
   assign clr_irq_status_fw_msg = wr_irq_status & wdata[16];
-  assign \$23  = bus__awaddr[11:2] == 5'h13;
-  assign wr_irq_enable = do_write & \$23 ;
-  assign \$24  = bus__awaddr[11:2] == 5'h14;
-  assign wr_error_info = do_write & \$24 ;
-  assign \$25  = bus__awaddr[11:2] == 5'h18;
-  assign wr_done_dma_load = do_write & \$25 ;
-  assign \$26  = bus__awaddr[11:2] == 5'h19;
-  assign wr_done_dma_store = do_write & \$26 ;
-  assign \$27  = bus__awaddr[11:2] == 5'h1a;
-  assign wr_done_gemm = do_write & \$27 ;
-  assign \$28  = bus__awaddr[11:2] == 5'h1b;
-  assign wr_done_vec = do_write & \$28 ;
-  assign \$29  = bus__awaddr[11:2] == 6'h20;
-  assign wr_perf_ctrl = do_write & \$29 ;
+  assign \$25  = bus__awaddr[11:2] == 5'h13;
+  assign wr_irq_enable = do_write & \$25 ;
+  assign \$26  = bus__awaddr[11:2] == 5'h14;
+  assign wr_error_info = do_write & \$26 ;
+  assign \$27  = bus__awaddr[11:2] == 5'h18;
+  assign wr_done_dma_load = do_write & \$27 ;
+  assign \$28  = bus__awaddr[11:2] == 5'h19;
+  assign wr_done_dma_store = do_write & \$28 ;
+  assign \$29  = bus__awaddr[11:2] == 5'h1a;
+  assign wr_done_gemm = do_write & \$29 ;
+  assign \$30  = bus__awaddr[11:2] == 5'h1b;
+  assign wr_done_vec = do_write & \$30 ;
+  assign \$31  = bus__awaddr[11:2] == 6'h20;
+  assign wr_perf_ctrl = do_write & \$31 ;
   assign perf_ctrl_clear = wr_perf_ctrl & wdata[0];
-  assign \$30  = bus__awaddr[11:2] == 6'h21;
-  assign wr_perf_cycles = do_write & \$30 ;
-  assign \$31  = bus__awaddr[11:2] == 6'h22;
-  assign wr_perf_gemm_busy = do_write & \$31 ;
-  assign \$32  = bus__awaddr[11:2] == 6'h23;
-  assign wr_perf_gemm_active = do_write & \$32 ;
-  assign \$33  = bus__awaddr[11:2] == 6'h24;
-  assign wr_perf_gemm_stall = do_write & \$33 ;
-  assign \$34  = bus__awaddr[11:2] == 6'h25;
-  assign wr_perf_vec_busy = do_write & \$34 ;
-  assign \$35  = bus__awaddr[11:2] == 6'h26;
-  assign wr_perf_vec_active = do_write & \$35 ;
-  assign \$36  = bus__awaddr[11:2] == 6'h27;
-  assign wr_perf_dma_load_busy = do_write & \$36 ;
-  assign \$37  = bus__awaddr[11:2] == 6'h28;
-  assign wr_perf_dma_store_busy = do_write & \$37 ;
-  assign \$38  = bus__awaddr[11:2] == 6'h29;
-  assign wr_perf_dma_load_bytes = do_write & \$38 ;
-  assign \$39  = bus__awaddr[11:2] == 6'h2a;
-  assign wr_perf_dma_store_bytes = do_write & \$39 ;
-  assign \$40  = bus__awaddr[11:2] == 6'h30;
-  assign wr_core_ctrl = do_write & \$40 ;
-  assign \$41  = bus__awaddr[11:2] == 6'h31;
-  assign wr_core_mem_addr = do_write & \$41 ;
-  assign \$42  = bus__awaddr[11:2] == 6'h32;
-  assign wr_core_mem_data = do_write & \$42 ;
-  assign \$43  = bus__awaddr[11:2] == 6'h33;
-  assign wr_core_pc = do_write & \$43 ;
-  assign \$44  = bus__awaddr[11:2] == 6'h34;
-  assign wr_fw_version = do_write & \$44 ;
-  assign \$45  = bus__awaddr[11:2] == 6'h35;
-  assign wr_fw_status = do_write & \$45 ;
-  assign \$46  = bus__awaddr[11:2] == 6'h36;
-  assign wr_fw_fault_pc = do_write & \$46 ;
-  assign \$47  = bus__awaddr[11:2] == 6'h37;
-  assign wr_fw_fault_cause = do_write & \$47 ;
-  assign \$48  = bus__awaddr[11:2] == 6'h38;
-  assign wr_fw_fault_tval = do_write & \$48 ;
-  assign \$49  = bus__awaddr[11:2] == 6'h39;
-  assign wr_watchdog = do_write & \$49 ;
-  assign \$50  = bus__awaddr[11:2] == 6'h3a;
-  assign wr_debug_hang = do_write & \$50 ;
+  assign \$32  = bus__awaddr[11:2] == 6'h21;
+  assign wr_perf_cycles = do_write & \$32 ;
+  assign \$33  = bus__awaddr[11:2] == 6'h22;
+  assign wr_perf_gemm_busy = do_write & \$33 ;
+  assign \$34  = bus__awaddr[11:2] == 6'h23;
+  assign wr_perf_gemm_active = do_write & \$34 ;
+  assign \$35  = bus__awaddr[11:2] == 6'h24;
+  assign wr_perf_gemm_stall = do_write & \$35 ;
+  assign \$36  = bus__awaddr[11:2] == 6'h25;
+  assign wr_perf_vec_busy = do_write & \$36 ;
+  assign \$37  = bus__awaddr[11:2] == 6'h26;
+  assign wr_perf_vec_active = do_write & \$37 ;
+  assign \$38  = bus__awaddr[11:2] == 6'h27;
+  assign wr_perf_dma_load_busy = do_write & \$38 ;
+  assign \$39  = bus__awaddr[11:2] == 6'h28;
+  assign wr_perf_dma_store_busy = do_write & \$39 ;
+  assign \$40  = bus__awaddr[11:2] == 6'h29;
+  assign wr_perf_dma_load_bytes = do_write & \$40 ;
+  assign \$41  = bus__awaddr[11:2] == 6'h2a;
+  assign wr_perf_dma_store_bytes = do_write & \$41 ;
+  assign \$42  = bus__awaddr[11:2] == 6'h30;
+  assign wr_core_ctrl = do_write & \$42 ;
+  assign \$43  = bus__awaddr[11:2] == 6'h31;
+  assign wr_core_mem_addr = do_write & \$43 ;
+  assign \$44  = bus__awaddr[11:2] == 6'h32;
+  assign wr_core_mem_data = do_write & \$44 ;
+  assign \$45  = bus__awaddr[11:2] == 6'h33;
+  assign wr_core_pc = do_write & \$45 ;
+  assign \$46  = bus__awaddr[11:2] == 6'h34;
+  assign wr_fw_version = do_write & \$46 ;
+  assign \$47  = bus__awaddr[11:2] == 6'h35;
+  assign wr_fw_status = do_write & \$47 ;
+  assign \$48  = bus__awaddr[11:2] == 6'h36;
+  assign wr_fw_fault_pc = do_write & \$48 ;
+  assign \$49  = bus__awaddr[11:2] == 6'h37;
+  assign wr_fw_fault_cause = do_write & \$49 ;
+  assign \$50  = bus__awaddr[11:2] == 6'h38;
+  assign wr_fw_fault_tval = do_write & \$50 ;
+  assign \$51  = bus__awaddr[11:2] == 6'h39;
+  assign wr_watchdog = do_write & \$51 ;
+  assign \$52  = bus__awaddr[11:2] == 6'h3a;
+  assign wr_debug_hang = do_write & \$52 ;
   assign debug_hang_gemm = wr_debug_hang & wdata[2];
   assign debug_hang_vec = wr_debug_hang & wdata[3];
-  assign \$51  = bus__awaddr[11:2] == 6'h3b;
-  assign wr_fw_msg = do_write & \$51 ;
-  assign \$52  = bus__awaddr[11:2] == 6'h3c;
-  assign wr_timestamp = do_write & \$52 ;
-  assign \$53  = bus__awaddr[11:2] == 6'h3d;
-  assign wr_bus_timeout = do_write & \$53 ;
-  assign \$54  = bus__awaddr[11:2] == 7'h40;
-  assign wr_q_ring_base0 = do_write & \$54 ;
-  assign \$55  = bus__awaddr[11:2] == 7'h41;
-  assign wr_q_ring_base1 = do_write & \$55 ;
-  assign \$56  = bus__awaddr[11:2] == 7'h42;
-  assign wr_q_ring_base2 = do_write & \$56 ;
-  assign \$57  = bus__awaddr[11:2] == 7'h43;
-  assign wr_q_ring_base3 = do_write & \$57 ;
-  assign \$58  = bus__awaddr[11:2] == 7'h44;
-  assign wr_q_ring_size0 = do_write & \$58 ;
-  assign \$59  = bus__awaddr[11:2] == 7'h45;
-  assign wr_q_ring_size1 = do_write & \$59 ;
-  assign \$60  = bus__awaddr[11:2] == 7'h46;
-  assign wr_q_ring_size2 = do_write & \$60 ;
-  assign \$61  = bus__awaddr[11:2] == 7'h47;
-  assign wr_q_ring_size3 = do_write & \$61 ;
-  assign \$62  = bus__awaddr[11:2] == 7'h48;
-  assign wr_q_cpl_base0 = do_write & \$62 ;
-  assign \$63  = bus__awaddr[11:2] == 7'h49;
-  assign wr_q_cpl_base1 = do_write & \$63 ;
-  assign \$64  = bus__awaddr[11:2] == 7'h4a;
-  assign wr_q_cpl_base2 = do_write & \$64 ;
-  assign \$65  = bus__awaddr[11:2] == 7'h4b;
-  assign wr_q_cpl_base3 = do_write & \$65 ;
-  assign \$66  = bus__awaddr[11:2] == 7'h4c;
-  assign wr_q_window_base0 = do_write & \$66 ;
-  assign \$67  = bus__awaddr[11:2] == 7'h4d;
-  assign wr_q_window_base1 = do_write & \$67 ;
-  assign \$68  = bus__awaddr[11:2] == 7'h4e;
-  assign wr_q_window_base2 = do_write & \$68 ;
-  assign \$69  = bus__awaddr[11:2] == 7'h4f;
-  assign wr_q_window_base3 = do_write & \$69 ;
-  assign \$70  = bus__awaddr[11:2] == 7'h50;
-  assign wr_q_window_size0 = do_write & \$70 ;
-  assign \$71  = bus__awaddr[11:2] == 7'h51;
-  assign wr_q_window_size1 = do_write & \$71 ;
-  assign \$72  = bus__awaddr[11:2] == 7'h52;
-  assign wr_q_window_size2 = do_write & \$72 ;
-  assign \$73  = bus__awaddr[11:2] == 7'h53;
-  assign wr_q_window_size3 = do_write & \$73 ;
-  assign \$74  = bus__awaddr[11:2] == 7'h54;
-  assign wr_q_doorbell0 = do_write & \$74 ;
-  assign \$75  = bus__awaddr[11:2] == 7'h55;
-  assign wr_q_doorbell1 = do_write & \$75 ;
-  assign \$76  = bus__awaddr[11:2] == 7'h56;
-  assign wr_q_doorbell2 = do_write & \$76 ;
-  assign \$77  = bus__awaddr[11:2] == 7'h57;
-  assign wr_q_doorbell3 = do_write & \$77 ;
-  assign \$78  = bus__awaddr[11:2] == 7'h58;
-  assign wr_q_consumer0 = do_write & \$78 ;
-  assign \$79  = bus__awaddr[11:2] == 7'h59;
-  assign wr_q_consumer1 = do_write & \$79 ;
-  assign \$80  = bus__awaddr[11:2] == 7'h5a;
-  assign wr_q_consumer2 = do_write & \$80 ;
-  assign \$81  = bus__awaddr[11:2] == 7'h5b;
-  assign wr_q_consumer3 = do_write & \$81 ;
-  assign \$82  = bus__awaddr[11:2] == 7'h5c;
-  assign wr_q_ctrl0 = do_write & \$82 ;
+  assign \$53  = bus__awaddr[11:2] == 6'h3b;
+  assign wr_fw_msg = do_write & \$53 ;
+  assign \$54  = bus__awaddr[11:2] == 6'h3c;
+  assign wr_timestamp = do_write & \$54 ;
+  assign \$55  = bus__awaddr[11:2] == 6'h3d;
+  assign wr_bus_timeout = do_write & \$55 ;
+  assign \$56  = bus__awaddr[11:2] == 7'h40;
+  assign wr_q_ring_base0 = do_write & \$56 ;
+  assign \$57  = bus__awaddr[11:2] == 7'h41;
+  assign wr_q_ring_base1 = do_write & \$57 ;
+  assign \$58  = bus__awaddr[11:2] == 7'h42;
+  assign wr_q_ring_base2 = do_write & \$58 ;
+  assign \$59  = bus__awaddr[11:2] == 7'h43;
+  assign wr_q_ring_base3 = do_write & \$59 ;
+  assign \$60  = bus__awaddr[11:2] == 7'h44;
+  assign wr_q_ring_size0 = do_write & \$60 ;
+  assign \$61  = bus__awaddr[11:2] == 7'h45;
+  assign wr_q_ring_size1 = do_write & \$61 ;
+  assign \$62  = bus__awaddr[11:2] == 7'h46;
+  assign wr_q_ring_size2 = do_write & \$62 ;
+  assign \$63  = bus__awaddr[11:2] == 7'h47;
+  assign wr_q_ring_size3 = do_write & \$63 ;
+  assign \$64  = bus__awaddr[11:2] == 7'h48;
+  assign wr_q_cpl_base0 = do_write & \$64 ;
+  assign \$65  = bus__awaddr[11:2] == 7'h49;
+  assign wr_q_cpl_base1 = do_write & \$65 ;
+  assign \$66  = bus__awaddr[11:2] == 7'h4a;
+  assign wr_q_cpl_base2 = do_write & \$66 ;
+  assign \$67  = bus__awaddr[11:2] == 7'h4b;
+  assign wr_q_cpl_base3 = do_write & \$67 ;
+  assign \$68  = bus__awaddr[11:2] == 7'h4c;
+  assign wr_q_window_base0 = do_write & \$68 ;
+  assign \$69  = bus__awaddr[11:2] == 7'h4d;
+  assign wr_q_window_base1 = do_write & \$69 ;
+  assign \$70  = bus__awaddr[11:2] == 7'h4e;
+  assign wr_q_window_base2 = do_write & \$70 ;
+  assign \$71  = bus__awaddr[11:2] == 7'h4f;
+  assign wr_q_window_base3 = do_write & \$71 ;
+  assign \$72  = bus__awaddr[11:2] == 7'h50;
+  assign wr_q_window_size0 = do_write & \$72 ;
+  assign \$73  = bus__awaddr[11:2] == 7'h51;
+  assign wr_q_window_size1 = do_write & \$73 ;
+  assign \$74  = bus__awaddr[11:2] == 7'h52;
+  assign wr_q_window_size2 = do_write & \$74 ;
+  assign \$75  = bus__awaddr[11:2] == 7'h53;
+  assign wr_q_window_size3 = do_write & \$75 ;
+  assign \$76  = bus__awaddr[11:2] == 7'h54;
+  assign wr_q_doorbell0 = do_write & \$76 ;
+  assign \$77  = bus__awaddr[11:2] == 7'h55;
+  assign wr_q_doorbell1 = do_write & \$77 ;
+  assign \$78  = bus__awaddr[11:2] == 7'h56;
+  assign wr_q_doorbell2 = do_write & \$78 ;
+  assign \$79  = bus__awaddr[11:2] == 7'h57;
+  assign wr_q_doorbell3 = do_write & \$79 ;
+  assign \$80  = bus__awaddr[11:2] == 7'h58;
+  assign wr_q_consumer0 = do_write & \$80 ;
+  assign \$81  = bus__awaddr[11:2] == 7'h59;
+  assign wr_q_consumer1 = do_write & \$81 ;
+  assign \$82  = bus__awaddr[11:2] == 7'h5a;
+  assign wr_q_consumer2 = do_write & \$82 ;
+  assign \$83  = bus__awaddr[11:2] == 7'h5b;
+  assign wr_q_consumer3 = do_write & \$83 ;
+  assign \$84  = bus__awaddr[11:2] == 7'h5c;
+  assign wr_q_ctrl0 = do_write & \$84 ;
   assign q_ctrl0_reset = wr_q_ctrl0 & wdata[1];
-  assign \$83  = bus__awaddr[11:2] == 7'h5d;
-  assign wr_q_ctrl1 = do_write & \$83 ;
+  assign \$85  = bus__awaddr[11:2] == 7'h5d;
+  assign wr_q_ctrl1 = do_write & \$85 ;
   assign q_ctrl1_reset = wr_q_ctrl1 & wdata[1];
-  assign \$84  = bus__awaddr[11:2] == 7'h5e;
-  assign wr_q_ctrl2 = do_write & \$84 ;
+  assign \$86  = bus__awaddr[11:2] == 7'h5e;
+  assign wr_q_ctrl2 = do_write & \$86 ;
   assign q_ctrl2_reset = wr_q_ctrl2 & wdata[1];
-  assign \$85  = bus__awaddr[11:2] == 7'h5f;
-  assign wr_q_ctrl3 = do_write & \$85 ;
+  assign \$87  = bus__awaddr[11:2] == 7'h5f;
+  assign wr_q_ctrl3 = do_write & \$87 ;
   assign q_ctrl3_reset = wr_q_ctrl3 & wdata[1];
-  assign \$86  = bus__awaddr[11:2] == 7'h60;
-  assign wr_q_status0 = do_write & \$86 ;
-  assign \$87  = bus__awaddr[11:2] == 7'h61;
-  assign wr_q_status1 = do_write & \$87 ;
-  assign \$88  = bus__awaddr[11:2] == 7'h62;
-  assign wr_q_status2 = do_write & \$88 ;
-  assign \$89  = bus__awaddr[11:2] == 7'h63;
-  assign wr_q_status3 = do_write & \$89 ;
-  assign \$90  = bus__awaddr[11:2] == 7'h64;
-  assign wr_q_error0 = do_write & \$90 ;
-  assign \$91  = bus__awaddr[11:2] == 7'h65;
-  assign wr_q_error1 = do_write & \$91 ;
-  assign \$92  = bus__awaddr[11:2] == 7'h66;
-  assign wr_q_error2 = do_write & \$92 ;
-  assign \$93  = bus__awaddr[11:2] == 7'h67;
-  assign wr_q_error3 = do_write & \$93 ;
-  assign \$94  = bus__awaddr[11:2] == 7'h68;
-  assign wr_q_error_index0 = do_write & \$94 ;
-  assign \$95  = bus__awaddr[11:2] == 7'h69;
-  assign wr_q_error_index1 = do_write & \$95 ;
-  assign \$96  = bus__awaddr[11:2] == 7'h6a;
-  assign wr_q_error_index2 = do_write & \$96 ;
-  assign \$97  = bus__awaddr[11:2] == 7'h6b;
-  assign wr_q_error_index3 = do_write & \$97 ;
-  assign \$98  = bus__awaddr[11:2] == 7'h6c;
-  assign wr_q_fetch0 = do_write & \$98 ;
-  assign \$99  = bus__awaddr[11:2] == 7'h6d;
-  assign wr_q_fetch1 = do_write & \$99 ;
-  assign \$100  = bus__awaddr[11:2] == 7'h6e;
-  assign wr_q_fetch2 = do_write & \$100 ;
-  assign \$101  = bus__awaddr[11:2] == 7'h6f;
-  assign wr_q_fetch3 = do_write & \$101 ;
-  assign \$102  = bus__awaddr[11:2] == 7'h70;
-  assign wr_perf_q_retired0 = do_write & \$102 ;
-  assign \$103  = bus__awaddr[11:2] == 7'h71;
-  assign wr_perf_q_retired1 = do_write & \$103 ;
-  assign \$104  = bus__awaddr[11:2] == 7'h72;
-  assign wr_perf_q_retired2 = do_write & \$104 ;
-  assign \$105  = bus__awaddr[11:2] == 7'h73;
-  assign wr_perf_q_retired3 = do_write & \$105 ;
-  assign \$106  = bus__awaddr[11:2] == 7'h74;
-  assign wr_perf_q_event_stall0 = do_write & \$106 ;
-  assign \$107  = bus__awaddr[11:2] == 7'h75;
-  assign wr_perf_q_event_stall1 = do_write & \$107 ;
-  assign \$108  = bus__awaddr[11:2] == 7'h76;
-  assign wr_perf_q_event_stall2 = do_write & \$108 ;
-  assign \$109  = bus__awaddr[11:2] == 7'h77;
-  assign wr_perf_q_event_stall3 = do_write & \$109 ;
-  assign \$110  = bus__awaddr[11:2] == 8'h80;
-  assign wr_event0 = do_write & \$110 ;
-  assign \$111  = bus__awaddr[11:2] == 8'h81;
-  assign wr_event1 = do_write & \$111 ;
-  assign \$112  = bus__awaddr[11:2] == 8'h82;
-  assign wr_event2 = do_write & \$112 ;
-  assign \$113  = bus__awaddr[11:2] == 8'h83;
-  assign wr_event3 = do_write & \$113 ;
-  assign \$114  = bus__awaddr[11:2] == 8'h84;
-  assign wr_event4 = do_write & \$114 ;
-  assign \$115  = bus__awaddr[11:2] == 8'h85;
-  assign wr_event5 = do_write & \$115 ;
-  assign \$116  = bus__awaddr[11:2] == 8'h86;
-  assign wr_event6 = do_write & \$116 ;
-  assign \$117  = bus__awaddr[11:2] == 8'h87;
-  assign wr_event7 = do_write & \$117 ;
-  assign \$118  = bus__awaddr[11:2] == 8'h88;
-  assign wr_event8 = do_write & \$118 ;
-  assign \$119  = bus__awaddr[11:2] == 8'h89;
-  assign wr_event9 = do_write & \$119 ;
-  assign \$120  = bus__awaddr[11:2] == 8'h8a;
-  assign wr_event10 = do_write & \$120 ;
-  assign \$121  = bus__awaddr[11:2] == 8'h8b;
-  assign wr_event11 = do_write & \$121 ;
-  assign \$122  = bus__awaddr[11:2] == 8'h8c;
-  assign wr_event12 = do_write & \$122 ;
-  assign \$123  = bus__awaddr[11:2] == 8'h8d;
-  assign wr_event13 = do_write & \$123 ;
-  assign \$124  = bus__awaddr[11:2] == 8'h8e;
-  assign wr_event14 = do_write & \$124 ;
-  assign \$125  = bus__awaddr[11:2] == 8'h8f;
-  assign wr_event15 = do_write & \$125 ;
-  assign \$126  = bus__awaddr[11:2] == 8'h90;
-  assign wr_perf_dma_load_stall = do_write & \$126 ;
-  assign \$127  = bus__awaddr[11:2] == 8'h91;
-  assign wr_perf_dma_store_stall = do_write & \$127 ;
-  assign \$128  = bus__awaddr[11:2] == 8'h92;
-  assign wr_perf_vec_stall = do_write & \$128 ;
-  assign \$129  = bus__awaddr[11:2] == 8'h93;
-  assign wr_perf_dma_load_full = do_write & \$129 ;
-  assign \$130  = bus__awaddr[11:2] == 8'h94;
-  assign wr_perf_dma_store_full = do_write & \$130 ;
-  assign \$131  = bus__awaddr[11:2] == 8'h95;
-  assign wr_perf_gemm_full = do_write & \$131 ;
-  assign \$132  = bus__awaddr[11:2] == 8'h96;
-  assign wr_perf_vec_full = do_write & \$132 ;
-  assign \$133  = \$signal  & bus__bready;
-  assign \$134  = \$signal$13  & bus__rready;
-  assign \$135  = bus__arvalid & bus__arready;
-  assign \$136  = ! read_word;
-  assign \$137  = read_pending & \$136 ;
-  assign \$140  = read_word == 1'h1;
-  assign \$141  = read_pending & \$140 ;
-  assign \$146  = read_word == 2'h2;
-  assign \$147  = read_pending & \$146 ;
-  assign \$152  = read_word == 2'h3;
-  assign \$153  = read_pending & \$152 ;
-  assign \$158  = read_word == 3'h4;
-  assign \$159  = read_pending & \$158 ;
-  assign \$164  = read_word == 3'h5;
-  assign \$165  = read_pending & \$164 ;
-  assign \$174  = read_word == 3'h6;
-  assign \$175  = read_pending & \$174 ;
-  assign \$184  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$185  = cmd0_word & \$184 ;
-  assign \$186  = \$185  | wdata;
-  assign \$187  = read_word == 4'h8;
-  assign \$188  = read_pending & \$187 ;
-  assign \$191  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$192  = cmd1_word & \$191 ;
-  assign \$193  = \$192  | wdata;
-  assign \$194  = read_word == 4'h9;
-  assign \$195  = read_pending & \$194 ;
-  assign \$198  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$199  = cmd2_word & \$198 ;
-  assign \$200  = \$199  | wdata;
-  assign \$201  = read_word == 4'ha;
-  assign \$202  = read_pending & \$201 ;
-  assign \$205  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$206  = cmd3_word & \$205 ;
-  assign \$207  = \$206  | wdata;
-  assign \$208  = read_word == 4'hb;
-  assign \$209  = read_pending & \$208 ;
-  assign \$212  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$213  = cmd4_word & \$212 ;
-  assign \$214  = \$213  | wdata;
-  assign \$215  = read_word == 4'hc;
-  assign \$216  = read_pending & \$215 ;
+  assign \$88  = bus__awaddr[11:2] == 7'h60;
+  assign wr_q_status0 = do_write & \$88 ;
+  assign \$89  = bus__awaddr[11:2] == 7'h61;
+  assign wr_q_status1 = do_write & \$89 ;
+  assign \$90  = bus__awaddr[11:2] == 7'h62;
+  assign wr_q_status2 = do_write & \$90 ;
+  assign \$91  = bus__awaddr[11:2] == 7'h63;
+  assign wr_q_status3 = do_write & \$91 ;
+  assign \$92  = bus__awaddr[11:2] == 7'h64;
+  assign wr_q_error0 = do_write & \$92 ;
+  assign \$93  = bus__awaddr[11:2] == 7'h65;
+  assign wr_q_error1 = do_write & \$93 ;
+  assign \$94  = bus__awaddr[11:2] == 7'h66;
+  assign wr_q_error2 = do_write & \$94 ;
+  assign \$95  = bus__awaddr[11:2] == 7'h67;
+  assign wr_q_error3 = do_write & \$95 ;
+  assign \$96  = bus__awaddr[11:2] == 7'h68;
+  assign wr_q_error_index0 = do_write & \$96 ;
+  assign \$97  = bus__awaddr[11:2] == 7'h69;
+  assign wr_q_error_index1 = do_write & \$97 ;
+  assign \$98  = bus__awaddr[11:2] == 7'h6a;
+  assign wr_q_error_index2 = do_write & \$98 ;
+  assign \$99  = bus__awaddr[11:2] == 7'h6b;
+  assign wr_q_error_index3 = do_write & \$99 ;
+  assign \$100  = bus__awaddr[11:2] == 7'h6c;
+  assign wr_q_fetch0 = do_write & \$100 ;
+  assign \$101  = bus__awaddr[11:2] == 7'h6d;
+  assign wr_q_fetch1 = do_write & \$101 ;
+  assign \$102  = bus__awaddr[11:2] == 7'h6e;
+  assign wr_q_fetch2 = do_write & \$102 ;
+  assign \$103  = bus__awaddr[11:2] == 7'h6f;
+  assign wr_q_fetch3 = do_write & \$103 ;
+  assign \$104  = bus__awaddr[11:2] == 7'h70;
+  assign wr_perf_q_retired0 = do_write & \$104 ;
+  assign \$105  = bus__awaddr[11:2] == 7'h71;
+  assign wr_perf_q_retired1 = do_write & \$105 ;
+  assign \$106  = bus__awaddr[11:2] == 7'h72;
+  assign wr_perf_q_retired2 = do_write & \$106 ;
+  assign \$107  = bus__awaddr[11:2] == 7'h73;
+  assign wr_perf_q_retired3 = do_write & \$107 ;
+  assign \$108  = bus__awaddr[11:2] == 7'h74;
+  assign wr_perf_q_event_stall0 = do_write & \$108 ;
+  assign \$109  = bus__awaddr[11:2] == 7'h75;
+  assign wr_perf_q_event_stall1 = do_write & \$109 ;
+  assign \$110  = bus__awaddr[11:2] == 7'h76;
+  assign wr_perf_q_event_stall2 = do_write & \$110 ;
+  assign \$111  = bus__awaddr[11:2] == 7'h77;
+  assign wr_perf_q_event_stall3 = do_write & \$111 ;
+  assign \$112  = bus__awaddr[11:2] == 8'h80;
+  assign wr_event0 = do_write & \$112 ;
+  assign \$113  = bus__awaddr[11:2] == 8'h81;
+  assign wr_event1 = do_write & \$113 ;
+  assign \$114  = bus__awaddr[11:2] == 8'h82;
+  assign wr_event2 = do_write & \$114 ;
+  assign \$115  = bus__awaddr[11:2] == 8'h83;
+  assign wr_event3 = do_write & \$115 ;
+  assign \$116  = bus__awaddr[11:2] == 8'h84;
+  assign wr_event4 = do_write & \$116 ;
+  assign \$117  = bus__awaddr[11:2] == 8'h85;
+  assign wr_event5 = do_write & \$117 ;
+  assign \$118  = bus__awaddr[11:2] == 8'h86;
+  assign wr_event6 = do_write & \$118 ;
+  assign \$119  = bus__awaddr[11:2] == 8'h87;
+  assign wr_event7 = do_write & \$119 ;
+  assign \$120  = bus__awaddr[11:2] == 8'h88;
+  assign wr_event8 = do_write & \$120 ;
+  assign \$121  = bus__awaddr[11:2] == 8'h89;
+  assign wr_event9 = do_write & \$121 ;
+  assign \$122  = bus__awaddr[11:2] == 8'h8a;
+  assign wr_event10 = do_write & \$122 ;
+  assign \$123  = bus__awaddr[11:2] == 8'h8b;
+  assign wr_event11 = do_write & \$123 ;
+  assign \$124  = bus__awaddr[11:2] == 8'h8c;
+  assign wr_event12 = do_write & \$124 ;
+  assign \$125  = bus__awaddr[11:2] == 8'h8d;
+  assign wr_event13 = do_write & \$125 ;
+  assign \$126  = bus__awaddr[11:2] == 8'h8e;
+  assign wr_event14 = do_write & \$126 ;
+  assign \$127  = bus__awaddr[11:2] == 8'h8f;
+  assign wr_event15 = do_write & \$127 ;
+  assign \$128  = bus__awaddr[11:2] == 8'h90;
+  assign wr_perf_dma_load_stall = do_write & \$128 ;
+  assign \$129  = bus__awaddr[11:2] == 8'h91;
+  assign wr_perf_dma_store_stall = do_write & \$129 ;
+  assign \$130  = bus__awaddr[11:2] == 8'h92;
+  assign wr_perf_vec_stall = do_write & \$130 ;
+  assign \$131  = bus__awaddr[11:2] == 8'h93;
+  assign wr_perf_dma_load_full = do_write & \$131 ;
+  assign \$132  = bus__awaddr[11:2] == 8'h94;
+  assign wr_perf_dma_store_full = do_write & \$132 ;
+  assign \$133  = bus__awaddr[11:2] == 8'h95;
+  assign wr_perf_gemm_full = do_write & \$133 ;
+  assign \$134  = bus__awaddr[11:2] == 8'h96;
+  assign wr_perf_vec_full = do_write & \$134 ;
+  assign \$135  = \$signal  & bus__bready;
+  assign \$136  = \$signal$13  & bus__rready;
+  assign \$137  = bus__arvalid & bus__arready;
+  assign \$138  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$139  = cmd0_word & \$138 ;
+  assign \$140  = \$139  | wdata;
+  assign \$141  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$142  = cmd1_word & \$141 ;
+  assign \$143  = \$142  | wdata;
+  assign \$144  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$145  = cmd2_word & \$144 ;
+  assign \$146  = \$145  | wdata;
+  assign \$147  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$148  = cmd3_word & \$147 ;
+  assign \$149  = \$148  | wdata;
+  assign \$150  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$151  = cmd4_word & \$150 ;
+  assign \$152  = \$151  | wdata;
+  assign \$153  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$154  = cmd5_word & \$153 ;
+  assign \$155  = \$154  | wdata;
+  assign \$156  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$157  = cmd6_word & \$156 ;
+  assign \$158  = \$157  | wdata;
+  assign \$159  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$160  = cmd7_word & \$159 ;
+  assign \$161  = \$160  | wdata;
+  assign \$162  = ~ clr_irq_status_dma_load_done;
+  assign \$163  = irq_status_dma_load_done & \$162 ;
+  assign \$164  = \$163  | irq_status_dma_load_done_set;
+  assign \$165  = ~ clr_irq_status_dma_store_done;
+  assign \$166  = irq_status_dma_store_done & \$165 ;
+  assign \$167  = \$166  | irq_status_dma_store_done_set;
+  assign \$168  = ~ clr_irq_status_gemm_done;
+  assign \$169  = irq_status_gemm_done & \$168 ;
+  assign \$170  = \$169  | irq_status_gemm_done_set;
+  assign \$171  = ~ clr_irq_status_vec_done;
+  assign \$172  = irq_status_vec_done & \$171 ;
+  assign \$173  = \$172  | irq_status_vec_done_set;
+  assign \$174  = ~ clr_irq_status_error;
+  assign \$175  = irq_status_error & \$174 ;
+  assign \$176  = \$175  | irq_status_error_set;
+  assign \$177  = ~ clr_irq_status_queue_cpl;
+  assign \$178  = irq_status_queue_cpl & \$177 ;
+  assign \$179  = \$178  | { \port$8415$0 , \port$8389$0 , \port$8363$0 , \port$8337$0  };
+  assign \$180  = ~ clr_irq_status_queue_error;
+  assign \$181  = irq_status_queue_error & \$180 ;
+  assign \$182  = \$181  | { \port$8429$0 , \port$8403$0 , \port$8377$0 , \port$8351$0  };
+  assign \$183  = ~ clr_irq_status_fw_msg;
+  assign \$184  = irq_status_fw_msg & \$183 ;
+  assign \$185  = \$184  | irq_status_fw_msg_set;
+  assign \$186  = ~ bus__wstrb[0];
+  assign \$187  = irq_enable_dma_load_done & \$186 ;
+  assign \$188  = \$187  | wdata[0];
+  assign \$189  = ~ bus__wstrb[0];
+  assign \$190  = irq_enable_dma_store_done & \$189 ;
+  assign \$191  = \$190  | wdata[1];
+  assign \$192  = ~ bus__wstrb[0];
+  assign \$193  = irq_enable_gemm_done & \$192 ;
+  assign \$194  = \$193  | wdata[2];
+  assign \$195  = ~ bus__wstrb[0];
+  assign \$196  = irq_enable_vec_done & \$195 ;
+  assign \$197  = \$196  | wdata[3];
+  assign \$198  = ~ bus__wstrb[0];
+  assign \$199  = irq_enable_error & \$198 ;
+  assign \$200  = \$199  | wdata[4];
+  assign \$201  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$202  = irq_enable_queue_cpl & \$201 ;
+  assign \$203  = \$202  | wdata[11:8];
+  assign \$204  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$205  = irq_enable_queue_error & \$204 ;
+  assign \$206  = \$205  | wdata[15:12];
+  assign \$207  = ~ bus__wstrb[2];
+  assign \$208  = irq_enable_fw_msg & \$207 ;
+  assign \$209  = \$208  | wdata[16];
+  assign \$210  = ~ bus__wstrb[0];
+  assign \$211  = perf_ctrl_freeze & \$210 ;
+  assign \$212  = \$211  | wdata[1];
+  assign \$213  = ~ bus__wstrb[0];
+  assign \$214  = core_ctrl_run & \$213 ;
+  assign \$215  = \$214  | wdata[0];
+  assign \$216  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$217  = core_mem_addr_addr & \$216 ;
+  assign \$218  = \$217  | wdata;
   assign \$219  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$220  = cmd5_word & \$219 ;
+  assign \$220  = core_mem_data_data & \$219 ;
   assign \$221  = \$220  | wdata;
-  assign \$222  = read_word == 4'hd;
-  assign \$223  = read_pending & \$222 ;
-  assign \$226  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$227  = cmd6_word & \$226 ;
-  assign \$228  = \$227  | wdata;
-  assign \$229  = read_word == 4'he;
-  assign \$230  = read_pending & \$229 ;
-  assign \$233  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$234  = cmd7_word & \$233 ;
-  assign \$235  = \$234  | wdata;
-  assign \$236  = read_word == 4'hf;
-  assign \$237  = read_pending & \$236 ;
-  assign \$240  = read_word == 5'h10;
-  assign \$241  = read_pending & \$240 ;
-  assign \$244  = read_word == 5'h11;
-  assign \$245  = read_pending & \$244 ;
-  assign \$249  = \$247  | { 30'h00000000, \$248  };
-  assign \$251  = \$249  | { 28'h0000000, \$250  };
-  assign \$253  = \$251  | { 28'h0000000, \$252  };
-  assign \$255  = \$253  | { 24'h000000, \$254  };
-  assign \$256  = ~ clr_irq_status_dma_load_done;
-  assign \$257  = irq_status_dma_load_done & \$256 ;
-  assign \$258  = \$257  | irq_status_dma_load_done_set;
-  assign \$259  = ~ clr_irq_status_dma_store_done;
-  assign \$260  = irq_status_dma_store_done & \$259 ;
-  assign \$261  = \$260  | irq_status_dma_store_done_set;
-  assign \$262  = ~ clr_irq_status_gemm_done;
-  assign \$263  = irq_status_gemm_done & \$262 ;
-  assign \$264  = \$263  | irq_status_gemm_done_set;
-  assign \$265  = ~ clr_irq_status_vec_done;
-  assign \$266  = irq_status_vec_done & \$265 ;
-  assign \$267  = \$266  | irq_status_vec_done_set;
-  assign \$268  = ~ clr_irq_status_error;
-  assign \$269  = irq_status_error & \$268 ;
-  assign \$270  = \$269  | irq_status_error_set;
-  assign \$271  = ~ clr_irq_status_queue_cpl;
-  assign \$272  = irq_status_queue_cpl & \$271 ;
-  assign \$273  = \$272  | { \port$8365$0 , \port$8339$0 , \port$8313$0 , \port$8287$0  };
-  assign \$274  = ~ clr_irq_status_queue_error;
-  assign \$275  = irq_status_queue_error & \$274 ;
-  assign \$276  = \$275  | { \port$8379$0 , \port$8353$0 , \port$8327$0 , \port$8301$0  };
-  assign \$277  = ~ clr_irq_status_fw_msg;
-  assign \$278  = irq_status_fw_msg & \$277 ;
-  assign \$279  = \$278  | irq_status_fw_msg_set;
-  assign \$280  = read_word == 5'h12;
-  assign \$281  = read_pending & \$280 ;
-  assign \$285  = \$283  | { 30'h00000000, \$284  };
-  assign \$287  = \$285  | { 28'h0000000, \$286  };
-  assign \$289  = \$287  | { 28'h0000000, \$288  };
-  assign \$291  = \$289  | { 24'h000000, \$290  };
-  assign \$293  = \$291  | { 13'h0000, \$292  };
-  assign \$295  = \$293  | { 13'h0000, \$294  };
-  assign \$297  = \$295  | \$296 ;
-  assign \$298  = ~ bus__wstrb[0];
-  assign \$299  = irq_enable_dma_load_done & \$298 ;
-  assign \$300  = \$299  | wdata[0];
-  assign \$301  = ~ bus__wstrb[0];
-  assign \$302  = irq_enable_dma_store_done & \$301 ;
-  assign \$303  = \$302  | wdata[1];
-  assign \$304  = ~ bus__wstrb[0];
-  assign \$305  = irq_enable_gemm_done & \$304 ;
-  assign \$306  = \$305  | wdata[2];
-  assign \$307  = ~ bus__wstrb[0];
-  assign \$308  = irq_enable_vec_done & \$307 ;
-  assign \$309  = \$308  | wdata[3];
-  assign \$310  = ~ bus__wstrb[0];
-  assign \$311  = irq_enable_error & \$310 ;
-  assign \$312  = \$311  | wdata[4];
-  assign \$313  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$314  = irq_enable_queue_cpl & \$313 ;
-  assign \$315  = \$314  | wdata[11:8];
-  assign \$316  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$317  = irq_enable_queue_error & \$316 ;
-  assign \$318  = \$317  | wdata[15:12];
-  assign \$319  = ~ bus__wstrb[2];
-  assign \$320  = irq_enable_fw_msg & \$319 ;
-  assign \$321  = \$320  | wdata[16];
-  assign \$322  = read_word == 5'h13;
-  assign \$323  = read_pending & \$322 ;
-  assign \$327  = \$325  | { 30'h00000000, \$326  };
-  assign \$329  = \$327  | { 28'h0000000, \$328  };
-  assign \$331  = \$329  | { 28'h0000000, \$330  };
-  assign \$333  = \$331  | { 24'h000000, \$332  };
-  assign \$335  = \$333  | { 13'h0000, \$334  };
-  assign \$337  = \$335  | { 13'h0000, \$336  };
-  assign \$339  = \$337  | \$338 ;
-  assign \$340  = read_word == 5'h14;
-  assign \$341  = read_pending & \$340 ;
-  assign \$345  = \$343  | { 9'h000, \$344  };
-  assign \$347  = { 15'h0000, \$345  } | \$346 ;
-  assign \$348  = read_word == 5'h18;
-  assign \$349  = read_pending & \$348 ;
-  assign \$352  = read_word == 5'h19;
-  assign \$353  = read_pending & \$352 ;
-  assign \$356  = read_word == 5'h1a;
-  assign \$357  = read_pending & \$356 ;
-  assign \$360  = read_word == 5'h1b;
-  assign \$361  = read_pending & \$360 ;
-  assign \$364  = ~ bus__wstrb[0];
-  assign \$365  = perf_ctrl_freeze & \$364 ;
-  assign \$366  = \$365  | wdata[1];
-  assign \$367  = read_word == 6'h20;
-  assign \$368  = read_pending & \$367 ;
-  assign \$373  = read_word == 6'h21;
-  assign \$374  = read_pending & \$373 ;
-  assign \$377  = read_word == 6'h22;
-  assign \$378  = read_pending & \$377 ;
-  assign \$381  = read_word == 6'h23;
-  assign \$382  = read_pending & \$381 ;
-  assign \$385  = read_word == 6'h24;
-  assign \$386  = read_pending & \$385 ;
-  assign \$389  = read_word == 6'h25;
-  assign \$390  = read_pending & \$389 ;
-  assign \$393  = read_word == 6'h26;
-  assign \$394  = read_pending & \$393 ;
-  assign \$397  = read_word == 6'h27;
-  assign \$398  = read_pending & \$397 ;
-  assign \$401  = read_word == 6'h28;
-  assign \$402  = read_pending & \$401 ;
-  assign \$405  = read_word == 6'h29;
-  assign \$406  = read_pending & \$405 ;
-  assign \$409  = read_word == 6'h2a;
-  assign \$410  = read_pending & \$409 ;
-  assign \$413  = ~ bus__wstrb[0];
-  assign \$414  = core_ctrl_run & \$413 ;
-  assign \$415  = \$414  | wdata[0];
-  assign \$416  = read_word == 6'h30;
-  assign \$417  = read_pending & \$416 ;
-  assign \$420  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$421  = core_mem_addr_addr & \$420 ;
-  assign \$422  = \$421  | wdata;
-  assign \$423  = read_word == 6'h31;
-  assign \$424  = read_pending & \$423 ;
-  assign \$427  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$428  = core_mem_data_data & \$427 ;
-  assign \$429  = \$428  | wdata;
-  assign \$430  = read_word == 6'h32;
-  assign \$431  = read_pending & \$430 ;
-  assign \$434  = read_word == 6'h33;
-  assign \$435  = read_pending & \$434 ;
-  assign \$438  = read_word == 6'h34;
-  assign \$439  = read_pending & \$438 ;
-  assign \$442  = read_word == 6'h35;
-  assign \$443  = read_pending & \$442 ;
-  assign \$447  = \$445  | { 16'h0000, \$446  };
-  assign \$448  = read_word == 6'h36;
-  assign \$449  = read_pending & \$448 ;
-  assign \$452  = read_word == 6'h37;
-  assign \$453  = read_pending & \$452 ;
-  assign \$456  = read_word == 6'h38;
-  assign \$457  = read_pending & \$456 ;
-  assign \$460  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$461  = watchdog_cycles & \$460 ;
-  assign \$462  = \$461  | wdata;
-  assign \$463  = read_word == 6'h39;
-  assign \$464  = read_pending & \$463 ;
-  assign \$467  = read_word == 6'h3a;
-  assign \$468  = read_pending & \$467 ;
-  assign \$473  = read_word == 6'h3b;
-  assign \$474  = read_pending & \$473 ;
-  assign \$477  = read_word == 6'h3c;
-  assign \$478  = read_pending & \$477 ;
-  assign \$481  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$482  = bus_timeout_cycles & \$481 ;
-  assign \$483  = \$482  | wdata;
-  assign \$484  = read_word == 6'h3d;
-  assign \$485  = read_pending & \$484 ;
-  assign \$488  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$489  = q_ring_base0_addr & \$488 ;
-  assign \$490  = \$489  | wdata;
-  assign \$491  = read_word == 7'h40;
-  assign \$492  = read_pending & \$491 ;
-  assign \$495  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$496  = q_ring_base1_addr & \$495 ;
-  assign \$497  = \$496  | wdata;
-  assign \$498  = read_word == 7'h41;
-  assign \$499  = read_pending & \$498 ;
-  assign \$502  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$503  = q_ring_base2_addr & \$502 ;
-  assign \$504  = \$503  | wdata;
-  assign \$505  = read_word == 7'h42;
-  assign \$506  = read_pending & \$505 ;
-  assign \$509  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$510  = q_ring_base3_addr & \$509 ;
-  assign \$511  = \$510  | wdata;
-  assign \$512  = read_word == 7'h43;
-  assign \$513  = read_pending & \$512 ;
-  assign \$516  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$517  = q_ring_size0_log2 & \$516 ;
-  assign \$518  = \$517  | wdata[3:0];
-  assign \$519  = read_word == 7'h44;
-  assign \$520  = read_pending & \$519 ;
-  assign \$523  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$524  = q_ring_size1_log2 & \$523 ;
-  assign \$525  = \$524  | wdata[3:0];
-  assign \$526  = read_word == 7'h45;
-  assign \$527  = read_pending & \$526 ;
-  assign \$530  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$531  = q_ring_size2_log2 & \$530 ;
-  assign \$532  = \$531  | wdata[3:0];
-  assign \$533  = read_word == 7'h46;
-  assign \$534  = read_pending & \$533 ;
-  assign \$537  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$538  = q_ring_size3_log2 & \$537 ;
-  assign \$539  = \$538  | wdata[3:0];
-  assign \$540  = read_word == 7'h47;
-  assign \$541  = read_pending & \$540 ;
-  assign \$544  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$545  = q_cpl_base0_addr & \$544 ;
-  assign \$546  = \$545  | wdata;
-  assign \$547  = read_word == 7'h48;
-  assign \$548  = read_pending & \$547 ;
-  assign \$551  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$552  = q_cpl_base1_addr & \$551 ;
-  assign \$553  = \$552  | wdata;
-  assign \$554  = read_word == 7'h49;
-  assign \$555  = read_pending & \$554 ;
-  assign \$558  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$559  = q_cpl_base2_addr & \$558 ;
-  assign \$560  = \$559  | wdata;
-  assign \$561  = read_word == 7'h4a;
-  assign \$562  = read_pending & \$561 ;
-  assign \$565  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$566  = q_cpl_base3_addr & \$565 ;
-  assign \$567  = \$566  | wdata;
-  assign \$568  = read_word == 7'h4b;
-  assign \$569  = read_pending & \$568 ;
-  assign \$572  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$573  = q_window_base0_addr & \$572 ;
-  assign \$574  = \$573  | wdata;
-  assign \$575  = read_word == 7'h4c;
-  assign \$576  = read_pending & \$575 ;
-  assign \$579  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$580  = q_window_base1_addr & \$579 ;
-  assign \$581  = \$580  | wdata;
-  assign \$582  = read_word == 7'h4d;
-  assign \$583  = read_pending & \$582 ;
-  assign \$586  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$587  = q_window_base2_addr & \$586 ;
-  assign \$588  = \$587  | wdata;
-  assign \$589  = read_word == 7'h4e;
-  assign \$590  = read_pending & \$589 ;
-  assign \$593  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$594  = q_window_base3_addr & \$593 ;
-  assign \$595  = \$594  | wdata;
-  assign \$596  = read_word == 7'h4f;
-  assign \$597  = read_pending & \$596 ;
-  assign \$600  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$601  = q_window_size0_bytes & \$600 ;
-  assign \$602  = \$601  | wdata;
-  assign \$603  = read_word == 7'h50;
-  assign \$604  = read_pending & \$603 ;
-  assign \$607  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$608  = q_window_size1_bytes & \$607 ;
-  assign \$609  = \$608  | wdata;
-  assign \$610  = read_word == 7'h51;
-  assign \$611  = read_pending & \$610 ;
-  assign \$614  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$615  = q_window_size2_bytes & \$614 ;
-  assign \$616  = \$615  | wdata;
-  assign \$617  = read_word == 7'h52;
-  assign \$618  = read_pending & \$617 ;
-  assign \$621  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$622  = q_window_size3_bytes & \$621 ;
-  assign \$623  = \$622  | wdata;
-  assign \$624  = read_word == 7'h53;
-  assign \$625  = read_pending & \$624 ;
-  assign \$628  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$629  = q_doorbell0_producer & \$628 ;
-  assign \$630  = \$629  | wdata;
-  assign \$631  = read_word == 7'h54;
-  assign \$632  = read_pending & \$631 ;
-  assign \$635  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$636  = q_doorbell1_producer & \$635 ;
-  assign \$637  = \$636  | wdata;
-  assign \$638  = read_word == 7'h55;
-  assign \$639  = read_pending & \$638 ;
-  assign \$642  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$643  = q_doorbell2_producer & \$642 ;
-  assign \$644  = \$643  | wdata;
-  assign \$645  = read_word == 7'h56;
-  assign \$646  = read_pending & \$645 ;
-  assign \$649  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$650  = q_doorbell3_producer & \$649 ;
-  assign \$651  = \$650  | wdata;
-  assign \$652  = read_word == 7'h57;
-  assign \$653  = read_pending & \$652 ;
-  assign \$656  = read_word == 7'h58;
-  assign \$657  = read_pending & \$656 ;
-  assign \$660  = read_word == 7'h59;
-  assign \$661  = read_pending & \$660 ;
-  assign \$664  = read_word == 7'h5a;
-  assign \$665  = read_pending & \$664 ;
-  assign \$668  = read_word == 7'h5b;
-  assign \$669  = read_pending & \$668 ;
-  assign \$672  = ~ bus__wstrb[0];
-  assign \$673  = q_ctrl0_enable & \$672 ;
-  assign \$674  = \$673  | wdata[0];
-  assign \$675  = read_word == 7'h5c;
-  assign \$676  = read_pending & \$675 ;
-  assign \$681  = ~ bus__wstrb[0];
-  assign \$682  = q_ctrl1_enable & \$681 ;
-  assign \$683  = \$682  | wdata[0];
-  assign \$684  = read_word == 7'h5d;
-  assign \$685  = read_pending & \$684 ;
-  assign \$690  = ~ bus__wstrb[0];
-  assign \$691  = q_ctrl2_enable & \$690 ;
-  assign \$692  = \$691  | wdata[0];
-  assign \$693  = read_word == 7'h5e;
-  assign \$694  = read_pending & \$693 ;
-  assign \$699  = ~ bus__wstrb[0];
-  assign \$700  = q_ctrl3_enable & \$699 ;
-  assign \$701  = \$700  | wdata[0];
-  assign \$702  = read_word == 7'h5f;
-  assign \$703  = read_pending & \$702 ;
-  assign \$708  = read_word == 7'h60;
-  assign \$709  = read_pending & \$708 ;
-  assign \$713  = \$711  | { 30'h00000000, \$712  };
-  assign \$715  = \$713  | { 28'h0000000, \$714  };
-  assign \$717  = \$715  | { 28'h0000000, \$716  };
-  assign \$719  = \$717  | { 9'h000, \$718  };
-  assign \$720  = read_word == 7'h61;
-  assign \$721  = read_pending & \$720 ;
-  assign \$725  = \$723  | { 30'h00000000, \$724  };
-  assign \$727  = \$725  | { 28'h0000000, \$726  };
-  assign \$729  = \$727  | { 28'h0000000, \$728  };
-  assign \$731  = \$729  | { 9'h000, \$730  };
-  assign \$732  = read_word == 7'h62;
-  assign \$733  = read_pending & \$732 ;
-  assign \$737  = \$735  | { 30'h00000000, \$736  };
-  assign \$739  = \$737  | { 28'h0000000, \$738  };
-  assign \$741  = \$739  | { 28'h0000000, \$740  };
-  assign \$743  = \$741  | { 9'h000, \$742  };
-  assign \$744  = read_word == 7'h63;
-  assign \$745  = read_pending & \$744 ;
-  assign \$749  = \$747  | { 30'h00000000, \$748  };
-  assign \$751  = \$749  | { 28'h0000000, \$750  };
-  assign \$753  = \$751  | { 28'h0000000, \$752  };
-  assign \$755  = \$753  | { 9'h000, \$754  };
-  assign \$756  = read_word == 7'h64;
-  assign \$757  = read_pending & \$756 ;
-  assign \$760  = read_word == 7'h65;
-  assign \$761  = read_pending & \$760 ;
-  assign \$764  = read_word == 7'h66;
-  assign \$765  = read_pending & \$764 ;
-  assign \$768  = read_word == 7'h67;
-  assign \$769  = read_pending & \$768 ;
-  assign \$772  = read_word == 7'h68;
-  assign \$773  = read_pending & \$772 ;
-  assign \$776  = read_word == 7'h69;
-  assign \$777  = read_pending & \$776 ;
-  assign \$780  = read_word == 7'h6a;
-  assign \$781  = read_pending & \$780 ;
-  assign \$784  = read_word == 7'h6b;
-  assign \$785  = read_pending & \$784 ;
-  assign \$788  = read_word == 7'h6c;
-  assign \$789  = read_pending & \$788 ;
-  assign \$792  = read_word == 7'h6d;
-  assign \$793  = read_pending & \$792 ;
-  assign \$796  = read_word == 7'h6e;
-  assign \$797  = read_pending & \$796 ;
-  assign \$800  = read_word == 7'h6f;
-  assign \$801  = read_pending & \$800 ;
-  assign \$804  = read_word == 7'h70;
-  assign \$805  = read_pending & \$804 ;
-  assign \$808  = read_word == 7'h71;
-  assign \$809  = read_pending & \$808 ;
-  assign \$812  = read_word == 7'h72;
-  assign \$813  = read_pending & \$812 ;
-  assign \$816  = read_word == 7'h73;
-  assign \$817  = read_pending & \$816 ;
-  assign \$820  = read_word == 7'h74;
-  assign \$821  = read_pending & \$820 ;
-  assign \$824  = read_word == 7'h75;
-  assign \$825  = read_pending & \$824 ;
-  assign \$828  = read_word == 7'h76;
-  assign \$829  = read_pending & \$828 ;
-  assign \$832  = read_word == 7'h77;
-  assign \$833  = read_pending & \$832 ;
-  assign \$836  = read_word == 8'h80;
-  assign \$837  = read_pending & \$836 ;
-  assign \$840  = read_word == 8'h81;
-  assign \$841  = read_pending & \$840 ;
-  assign \$844  = read_word == 8'h82;
-  assign \$845  = read_pending & \$844 ;
-  assign \$848  = read_word == 8'h83;
-  assign \$849  = read_pending & \$848 ;
-  assign \$852  = read_word == 8'h84;
-  assign \$853  = read_pending & \$852 ;
-  assign \$856  = read_word == 8'h85;
-  assign \$857  = read_pending & \$856 ;
-  assign \$860  = read_word == 8'h86;
-  assign \$861  = read_pending & \$860 ;
-  assign \$864  = read_word == 8'h87;
-  assign \$865  = read_pending & \$864 ;
-  assign \$868  = read_word == 8'h88;
-  assign \$869  = read_pending & \$868 ;
-  assign \$872  = read_word == 8'h89;
-  assign \$873  = read_pending & \$872 ;
-  assign \$876  = read_word == 8'h8a;
-  assign \$877  = read_pending & \$876 ;
-  assign \$880  = read_word == 8'h8b;
-  assign \$881  = read_pending & \$880 ;
-  assign \$884  = read_word == 8'h8c;
-  assign \$885  = read_pending & \$884 ;
-  assign \$888  = read_word == 8'h8d;
-  assign \$889  = read_pending & \$888 ;
-  assign \$892  = read_word == 8'h8e;
-  assign \$893  = read_pending & \$892 ;
-  assign \$896  = read_word == 8'h8f;
-  assign \$897  = read_pending & \$896 ;
-  assign \$900  = read_word == 8'h90;
-  assign \$901  = read_pending & \$900 ;
-  assign \$904  = read_word == 8'h91;
-  assign \$905  = read_pending & \$904 ;
-  assign \$908  = read_word == 8'h92;
-  assign \$909  = read_pending & \$908 ;
-  assign \$912  = read_word == 8'h93;
-  assign \$913  = read_pending & \$912 ;
-  assign \$916  = read_word == 8'h94;
-  assign \$917  = read_pending & \$916 ;
-  assign \$920  = read_word == 8'h95;
-  assign \$921  = read_pending & \$920 ;
-  assign \$924  = read_word == 8'h96;
-  assign \$925  = read_pending & \$924 ;
-  always @(posedge clk)
-    \$signal  <= \$928 ;
-  always @(posedge clk)
-    bok <= \$929 ;
-  always @(posedge clk)
-    \$signal$13  <= \$930 ;
-  always @(posedge clk)
-    read_pending <= \$931 ;
-  always @(posedge clk)
-    read_word <= \$932 ;
-  always @(posedge clk)
-    bus__rdata <= \$933 ;
-  always @(posedge clk)
-    rok <= \$934 ;
-  always @(posedge clk)
-    cmd0_word <= \$935 ;
-  always @(posedge clk)
-    cmd1_word <= \$936 ;
-  always @(posedge clk)
-    cmd2_word <= \$937 ;
-  always @(posedge clk)
-    cmd3_word <= \$938 ;
-  always @(posedge clk)
-    cmd4_word <= \$939 ;
-  always @(posedge clk)
-    cmd5_word <= \$940 ;
-  always @(posedge clk)
-    cmd6_word <= \$941 ;
-  always @(posedge clk)
-    cmd7_word <= \$942 ;
-  always @(posedge clk)
-    irq_status_dma_load_done <= \$943 ;
-  always @(posedge clk)
-    irq_status_dma_store_done <= \$944 ;
-  always @(posedge clk)
-    irq_status_gemm_done <= \$945 ;
-  always @(posedge clk)
-    irq_status_vec_done <= \$946 ;
-  always @(posedge clk)
-    irq_status_error <= \$947 ;
-  always @(posedge clk)
-    irq_status_queue_cpl <= \$948 ;
-  always @(posedge clk)
-    irq_status_queue_error <= \$949 ;
-  always @(posedge clk)
-    irq_status_fw_msg <= \$950 ;
-  always @(posedge clk)
-    irq_enable_dma_load_done <= \$951 ;
-  always @(posedge clk)
-    irq_enable_dma_store_done <= \$952 ;
-  always @(posedge clk)
-    irq_enable_gemm_done <= \$953 ;
-  always @(posedge clk)
-    irq_enable_vec_done <= \$954 ;
-  always @(posedge clk)
-    irq_enable_error <= \$955 ;
-  always @(posedge clk)
-    irq_enable_queue_cpl <= \$956 ;
-  always @(posedge clk)
-    irq_enable_queue_error <= \$957 ;
-  always @(posedge clk)
-    irq_enable_fw_msg <= \$958 ;
-  always @(posedge clk)
-    perf_ctrl_freeze <= \$959 ;
-  always @(posedge clk)
-    core_ctrl_run <= \$960 ;
-  always @(posedge clk)
-    core_mem_addr_addr <= \$961 ;
-  always @(posedge clk)
-    core_mem_data_data <= \$962 ;
-  always @(posedge clk)
-    watchdog_cycles <= \$963 ;
-  always @(posedge clk)
-    bus_timeout_cycles <= \$964 ;
-  always @(posedge clk)
-    q_ring_base0_addr <= \$965 ;
-  always @(posedge clk)
-    q_ring_base1_addr <= \$966 ;
-  always @(posedge clk)
-    q_ring_base2_addr <= \$967 ;
-  always @(posedge clk)
-    q_ring_base3_addr <= \$968 ;
-  always @(posedge clk)
-    q_ring_size0_log2 <= \$969 ;
-  always @(posedge clk)
-    q_ring_size1_log2 <= \$970 ;
-  always @(posedge clk)
-    q_ring_size2_log2 <= \$971 ;
-  always @(posedge clk)
-    q_ring_size3_log2 <= \$972 ;
-  always @(posedge clk)
-    q_cpl_base0_addr <= \$973 ;
-  always @(posedge clk)
-    q_cpl_base1_addr <= \$974 ;
-  always @(posedge clk)
-    q_cpl_base2_addr <= \$975 ;
-  always @(posedge clk)
-    q_cpl_base3_addr <= \$976 ;
-  always @(posedge clk)
-    q_window_base0_addr <= \$977 ;
-  always @(posedge clk)
-    q_window_base1_addr <= \$978 ;
-  always @(posedge clk)
-    q_window_base2_addr <= \$979 ;
-  always @(posedge clk)
-    q_window_base3_addr <= \$980 ;
-  always @(posedge clk)
-    q_window_size0_bytes <= \$981 ;
-  always @(posedge clk)
-    q_window_size1_bytes <= \$982 ;
-  always @(posedge clk)
-    q_window_size2_bytes <= \$983 ;
-  always @(posedge clk)
-    q_window_size3_bytes <= \$984 ;
-  always @(posedge clk)
-    q_doorbell0_producer <= \$985 ;
-  always @(posedge clk)
-    q_doorbell1_producer <= \$986 ;
-  always @(posedge clk)
-    q_doorbell2_producer <= \$987 ;
-  always @(posedge clk)
-    q_doorbell3_producer <= \$988 ;
-  always @(posedge clk)
-    q_ctrl0_enable <= \$989 ;
-  always @(posedge clk)
-    q_ctrl1_enable <= \$990 ;
-  always @(posedge clk)
-    q_ctrl2_enable <= \$991 ;
-  always @(posedge clk)
-    q_ctrl3_enable <= \$992 ;
-  assign \$1  = bus__awvalid & bus__wvalid;
-  assign \$2  = ~ \$signal ;
-  assign do_write = \$1  & \$2 ;
-  assign bus__bresp = bok ? 2'h0 : 2'h2;
-  assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$3  = ~ \$signal$13 ;
-  assign \$4  = ~ read_pending;
+  assign \$222  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$223  = watchdog_cycles & \$222 ;
+  assign \$224  = \$223  | wdata;
+  assign \$225  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$226  = bus_timeout_cycles & \$225 ;
+  assign \$227  = \$226  | wdata;
+  assign \$228  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$229  = q_ring_base0_addr & \$228 ;
+  assign \$230  = \$229  | wdata;
+  assign \$231  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$232  = q_ring_base1_addr & \$231 ;
+  assign \$233  = \$232  | wdata;
+  assign \$234  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$235  = q_ring_base2_addr & \$234 ;
+  assign \$236  = \$235  | wdata;
+  assign \$237  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$238  = q_ring_base3_addr & \$237 ;
+  assign \$239  = \$238  | wdata;
+  assign \$240  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$241  = q_ring_size0_log2 & \$240 ;
+  assign \$242  = \$241  | wdata[3:0];
+  assign \$243  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$244  = q_ring_size1_log2 & \$243 ;
+  assign \$245  = \$244  | wdata[3:0];
+  assign \$246  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$247  = q_ring_size2_log2 & \$246 ;
+  assign \$248  = \$247  | wdata[3:0];
+  assign \$249  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$250  = q_ring_size3_log2 & \$249 ;
+  assign \$251  = \$250  | wdata[3:0];
+  assign \$252  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$253  = q_cpl_base0_addr & \$252 ;
+  assign \$254  = \$253  | wdata;
+  assign \$255  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$256  = q_cpl_base1_addr & \$255 ;
+  assign \$257  = \$256  | wdata;
+  assign \$258  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$259  = q_cpl_base2_addr & \$258 ;
+  assign \$260  = \$259  | wdata;
+  assign \$261  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$262  = q_cpl_base3_addr & \$261 ;
+  assign \$263  = \$262  | wdata;
+  assign \$264  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$265  = q_window_base0_addr & \$264 ;
+  assign \$266  = \$265  | wdata;
+  assign \$267  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$268  = q_window_base1_addr & \$267 ;
+  assign \$269  = \$268  | wdata;
+  assign \$270  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$271  = q_window_base2_addr & \$270 ;
+  assign \$272  = \$271  | wdata;
+  assign \$273  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$274  = q_window_base3_addr & \$273 ;
+  assign \$275  = \$274  | wdata;
+  assign \$276  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$277  = q_window_size0_bytes & \$276 ;
+  assign \$278  = \$277  | wdata;
+  assign \$279  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$280  = q_window_size1_bytes & \$279 ;
+  assign \$281  = \$280  | wdata;
+  assign \$282  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$283  = q_window_size2_bytes & \$282 ;
+  assign \$284  = \$283  | wdata;
+  assign \$285  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$286  = q_window_size3_bytes & \$285 ;
+  assign \$287  = \$286  | wdata;
+  assign \$288  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$289  = q_doorbell0_producer & \$288 ;
+  assign \$290  = \$289  | wdata;
+  assign \$291  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$292  = q_doorbell1_producer & \$291 ;
+  assign \$293  = \$292  | wdata;
+  assign \$294  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$295  = q_doorbell2_producer & \$294 ;
+  assign \$296  = \$295  | wdata;
+  assign \$297  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$298  = q_doorbell3_producer & \$297 ;
+  assign \$299  = \$298  | wdata;
+  assign \$300  = ~ bus__wstrb[0];
+  assign \$301  = q_ctrl0_enable & \$300 ;
+  assign \$302  = \$301  | wdata[0];
+  assign \$303  = ~ bus__wstrb[0];
+  assign \$304  = q_ctrl1_enable & \$303 ;
+  assign \$305  = \$304  | wdata[0];
+  assign \$306  = ~ bus__wstrb[0];
+  assign \$307  = q_ctrl2_enable & \$306 ;
+  assign \$308  = \$307  | wdata[0];
+  assign \$309  = ~ bus__wstrb[0];
+  assign \$310  = q_ctrl3_enable & \$309 ;
+  assign \$311  = \$310  | wdata[0];
+  assign \$312  = ! read_word;
+  assign \$315  = \$312  ? 33'h04b414b49 : 33'h000000000;
+  assign \$316  = read_word == 1'h1;
+  assign \$321  = \$316  ? 47'h000000000002 : 47'h000000000000;
+  assign \$322  = { 14'h0000, \$315  } | \$321 ;
+  assign \$323  = read_word == 2'h2;
+  assign \$328  = \$323  ? 32'd1028 : 32'd0;
+  assign \$329  = \$322  | { 15'h0000, \$328  };
+  assign \$330  = read_word == 2'h3;
+  assign \$335  = \$330  ? 39'h0000100004 : 39'h0000000000;
+  assign \$336  = \$329  | { 8'h00, \$335  };
+  assign \$337  = read_word == 3'h4;
+  assign \$342  = \$337  ? 39'h0000100002 : 39'h0000000000;
+  assign \$343  = \$336  | { 8'h00, \$342  };
+  assign \$344  = read_word == 3'h5;
+  assign \$353  = \$344  ? 39'h0020041008 : 39'h0000000000;
+  assign \$354  = \$343  | { 8'h00, \$353  };
+  assign \$355  = read_word == 3'h6;
+  assign \$364  = \$355  ? 39'h0010040404 : 39'h0000000000;
+  assign \$365  = \$354  | { 8'h00, \$364  };
+  assign \$366  = read_word == 4'h8;
+  assign \$369  = \$366  ? \$368  : 33'h000000000;
+  assign \$370  = \$365  | { 14'h0000, \$369  };
+  assign \$371  = read_word == 4'h9;
+  assign \$374  = \$371  ? \$373  : 33'h000000000;
+  assign \$375  = \$370  | { 14'h0000, \$374  };
+  assign \$376  = read_word == 4'ha;
+  assign \$379  = \$376  ? \$378  : 33'h000000000;
+  assign \$380  = \$375  | { 14'h0000, \$379  };
+  assign \$381  = read_word == 4'hb;
+  assign \$384  = \$381  ? \$383  : 33'h000000000;
+  assign \$385  = \$380  | { 14'h0000, \$384  };
+  assign \$386  = read_word == 4'hc;
+  assign \$389  = \$386  ? \$388  : 33'h000000000;
+  assign \$390  = \$385  | { 14'h0000, \$389  };
+  assign \$391  = read_word == 4'hd;
+  assign \$394  = \$391  ? \$393  : 33'h000000000;
+  assign \$395  = \$390  | { 14'h0000, \$394  };
+  assign \$396  = read_word == 4'he;
+  assign \$399  = \$396  ? \$398  : 33'h000000000;
+  assign \$400  = \$395  | { 14'h0000, \$399  };
+  assign \$401  = read_word == 4'hf;
+  assign \$404  = \$401  ? \$403  : 33'h000000000;
+  assign \$405  = \$400  | { 14'h0000, \$404  };
+  assign \$406  = read_word == 5'h10;
+  assign \$411  = ! read_word;
+  assign \$412  = read_word == 1'h1;
+  assign \$413  = read_word == 2'h2;
+  assign \$414  = read_word == 2'h3;
+  assign \$415  = read_word == 3'h4;
+  assign \$416  = read_word == 3'h5;
+  assign \$417  = read_word == 3'h6;
+  assign \$418  = read_word == 4'h8;
+  assign \$419  = read_word == 4'h9;
+  assign \$420  = read_word == 4'ha;
+  assign \$421  = read_word == 4'hb;
+  assign \$422  = read_word == 4'hc;
+  assign \$423  = read_word == 4'hd;
+  assign \$424  = read_word == 4'he;
+  assign \$425  = read_word == 4'hf;
+  assign \$426  = read_word == 5'h10;
+  assign \$427  = | { \$426 , \$425 , \$424 , \$423 , \$422 , \$421 , \$420 , \$419 , \$418 , \$417 , \$416 , \$415 , \$414 , \$413 , \$412 , \$411  };
+  assign \$428  = read_word == 5'h11;
+  assign \$432  = \$430  | { 30'h00000000, \$431  };
+  assign \$434  = \$432  | { 28'h0000000, \$433  };
+  assign \$436  = \$434  | { 28'h0000000, \$435  };
+  assign \$438  = \$436  | { 24'h000000, \$437  };
+  assign \$439  = \$428  ? \$438  : 32'd0;
+  assign \$440  = read_word == 5'h12;
+  assign \$444  = \$442  | { 30'h00000000, \$443  };
+  assign \$446  = \$444  | { 28'h0000000, \$445  };
+  assign \$448  = \$446  | { 28'h0000000, \$447  };
+  assign \$450  = \$448  | { 24'h000000, \$449  };
+  assign \$452  = \$450  | { 13'h0000, \$451  };
+  assign \$454  = \$452  | { 13'h0000, \$453  };
+  assign \$456  = \$454  | \$455 ;
+  assign \$457  = \$440  ? \$456  : 32'd0;
+  assign \$458  = \$439  | \$457 ;
+  assign \$459  = read_word == 5'h13;
+  assign \$463  = \$461  | { 30'h00000000, \$462  };
+  assign \$465  = \$463  | { 28'h0000000, \$464  };
+  assign \$467  = \$465  | { 28'h0000000, \$466  };
+  assign \$469  = \$467  | { 24'h000000, \$468  };
+  assign \$471  = \$469  | { 13'h0000, \$470  };
+  assign \$473  = \$471  | { 13'h0000, \$472  };
+  assign \$475  = \$473  | \$474 ;
+  assign \$476  = \$459  ? \$475  : 32'd0;
+  assign \$477  = \$458  | \$476 ;
+  assign \$478  = read_word == 5'h14;
+  assign \$482  = \$480  | { 9'h000, \$481  };
+  assign \$484  = { 15'h0000, \$482  } | \$483 ;
+  assign \$485  = \$478  ? \$484  : 47'h000000000000;
+  assign \$486  = { 15'h0000, \$477  } | \$485 ;
+  assign \$487  = read_word == 5'h18;
+  assign \$490  = \$487  ? \$489  : 33'h000000000;
+  assign \$491  = \$486  | { 14'h0000, \$490  };
+  assign \$492  = read_word == 5'h19;
+  assign \$495  = \$492  ? \$494  : 33'h000000000;
+  assign \$496  = \$491  | { 14'h0000, \$495  };
+  assign \$497  = read_word == 5'h1a;
+  assign \$500  = \$497  ? \$499  : 33'h000000000;
+  assign \$501  = \$496  | { 14'h0000, \$500  };
+  assign \$502  = read_word == 5'h1b;
+  assign \$505  = \$502  ? \$504  : 33'h000000000;
+  assign \$506  = \$501  | { 14'h0000, \$505  };
+  assign \$507  = read_word == 6'h20;
+  assign \$512  = \$507  ? \$511  : 32'd0;
+  assign \$513  = \$506  | { 15'h0000, \$512  };
+  assign \$514  = read_word == 6'h21;
+  assign \$517  = \$514  ? \$516  : 33'h000000000;
+  assign \$518  = \$513  | { 14'h0000, \$517  };
+  assign \$519  = read_word == 6'h22;
+  assign \$522  = \$519  ? \$521  : 33'h000000000;
+  assign \$523  = \$518  | { 14'h0000, \$522  };
+  assign \$524  = read_word == 6'h23;
+  assign \$527  = \$524  ? \$526  : 33'h000000000;
+  assign \$528  = \$523  | { 14'h0000, \$527  };
+  assign \$529  = read_word == 6'h24;
+  assign \$532  = \$529  ? \$531  : 33'h000000000;
+  assign \$533  = \$528  | { 14'h0000, \$532  };
+  assign \$534  = read_word == 6'h25;
+  assign \$537  = \$534  ? \$536  : 33'h000000000;
+  assign \$538  = \$533  | { 14'h0000, \$537  };
+  assign \$539  = read_word == 6'h26;
+  assign \$542  = \$539  ? \$541  : 33'h000000000;
+  assign \$543  = \$538  | { 14'h0000, \$542  };
+  assign \$544  = read_word == 6'h27;
+  assign \$547  = \$544  ? \$546  : 33'h000000000;
+  assign \$548  = \$543  | { 14'h0000, \$547  };
+  assign \$549  = read_word == 5'h11;
+  assign \$550  = read_word == 5'h12;
+  assign \$551  = read_word == 5'h13;
+  assign \$552  = read_word == 5'h14;
+  assign \$553  = read_word == 5'h18;
+  assign \$554  = read_word == 5'h19;
+  assign \$555  = read_word == 5'h1a;
+  assign \$556  = read_word == 5'h1b;
+  assign \$557  = read_word == 6'h20;
+  assign \$558  = read_word == 6'h21;
+  assign \$559  = read_word == 6'h22;
+  assign \$560  = read_word == 6'h23;
+  assign \$561  = read_word == 6'h24;
+  assign \$562  = read_word == 6'h25;
+  assign \$563  = read_word == 6'h26;
+  assign \$564  = read_word == 6'h27;
+  assign \$565  = | { \$564 , \$563 , \$562 , \$561 , \$560 , \$559 , \$558 , \$557 , \$556 , \$555 , \$554 , \$553 , \$552 , \$551 , \$550 , \$549  };
+  assign \$566  = read_word == 6'h28;
+  assign \$569  = \$566  ? \$568  : 33'h000000000;
+  assign \$570  = read_word == 6'h29;
+  assign \$573  = \$570  ? \$572  : 33'h000000000;
+  assign \$574  = \$569  | \$573 ;
+  assign \$575  = read_word == 6'h2a;
+  assign \$578  = \$575  ? \$577  : 33'h000000000;
+  assign \$579  = \$574  | \$578 ;
+  assign \$580  = read_word == 6'h30;
+  assign \$583  = \$580  ? \$582  : 32'd0;
+  assign \$584  = \$579  | { 1'h0, \$583  };
+  assign \$585  = read_word == 6'h31;
+  assign \$588  = \$585  ? \$587  : 33'h000000000;
+  assign \$589  = \$584  | \$588 ;
+  assign \$590  = read_word == 6'h32;
+  assign \$593  = \$590  ? \$592  : 33'h000000000;
+  assign \$594  = \$589  | \$593 ;
+  assign \$595  = read_word == 6'h33;
+  assign \$598  = \$595  ? \$597  : 33'h000000000;
+  assign \$599  = \$594  | \$598 ;
+  assign \$600  = read_word == 6'h34;
+  assign \$603  = \$600  ? \$602  : 33'h000000000;
+  assign \$604  = \$599  | \$603 ;
+  assign \$605  = read_word == 6'h35;
+  assign \$609  = \$607  | { 16'h0000, \$608  };
+  assign \$610  = \$605  ? \$609  : 32'd0;
+  assign \$611  = \$604  | { 1'h0, \$610  };
+  assign \$612  = read_word == 6'h36;
+  assign \$615  = \$612  ? \$614  : 33'h000000000;
+  assign \$616  = \$611  | \$615 ;
+  assign \$617  = read_word == 6'h37;
+  assign \$620  = \$617  ? \$619  : 33'h000000000;
+  assign \$621  = \$616  | \$620 ;
+  assign \$622  = read_word == 6'h38;
+  assign \$625  = \$622  ? \$624  : 33'h000000000;
+  assign \$626  = \$621  | \$625 ;
+  assign \$627  = read_word == 6'h39;
+  assign \$630  = \$627  ? \$629  : 33'h000000000;
+  assign \$631  = \$626  | \$630 ;
+  assign \$632  = read_word == 6'h3a;
+  assign \$639  = read_word == 6'h3b;
+  assign \$642  = \$639  ? \$641  : 33'h000000000;
+  assign \$643  = \$638  | \$642 ;
+  assign \$644  = read_word == 6'h3c;
+  assign \$647  = \$644  ? \$646  : 33'h000000000;
+  assign \$648  = \$643  | \$647 ;
+  assign \$649  = read_word == 6'h28;
+  assign \$650  = read_word == 6'h29;
+  assign \$651  = read_word == 6'h2a;
+  assign \$652  = read_word == 6'h30;
+  assign \$653  = read_word == 6'h31;
+  assign \$654  = read_word == 6'h32;
+  assign \$655  = read_word == 6'h33;
+  assign \$656  = read_word == 6'h34;
+  assign \$657  = read_word == 6'h35;
+  assign \$658  = read_word == 6'h36;
+  assign \$659  = read_word == 6'h37;
+  assign \$660  = read_word == 6'h38;
+  assign \$661  = read_word == 6'h39;
+  assign \$662  = read_word == 6'h3a;
+  assign \$663  = read_word == 6'h3b;
+  assign \$664  = read_word == 6'h3c;
+  assign \$665  = | { \$664 , \$663 , \$662 , \$661 , \$660 , \$659 , \$658 , \$657 , \$656 , \$655 , \$654 , \$653 , \$652 , \$651 , \$650 , \$649  };
+  assign \$666  = read_word == 6'h3d;
+  assign \$669  = \$666  ? \$668  : 33'h000000000;
+  assign \$670  = read_word == 7'h40;
+  assign \$673  = \$670  ? \$672  : 33'h000000000;
+  assign \$674  = \$669  | \$673 ;
+  assign \$675  = read_word == 7'h41;
+  assign \$678  = \$675  ? \$677  : 33'h000000000;
+  assign \$679  = \$674  | \$678 ;
+  assign \$680  = read_word == 7'h42;
+  assign \$683  = \$680  ? \$682  : 33'h000000000;
+  assign \$684  = \$679  | \$683 ;
+  assign \$685  = read_word == 7'h43;
+  assign \$688  = \$685  ? \$687  : 33'h000000000;
+  assign \$689  = \$684  | \$688 ;
+  assign \$690  = read_word == 7'h44;
+  assign \$693  = \$690  ? \$692  : 32'd0;
+  assign \$694  = \$689  | { 1'h0, \$693  };
+  assign \$695  = read_word == 7'h45;
+  assign \$698  = \$695  ? \$697  : 32'd0;
+  assign \$699  = \$694  | { 1'h0, \$698  };
+  assign \$700  = read_word == 7'h46;
+  assign \$703  = \$700  ? \$702  : 32'd0;
+  assign \$704  = \$699  | { 1'h0, \$703  };
+  assign \$705  = read_word == 7'h47;
+  assign \$708  = \$705  ? \$707  : 32'd0;
+  assign \$709  = \$704  | { 1'h0, \$708  };
+  assign \$710  = read_word == 7'h48;
+  assign \$713  = \$710  ? \$712  : 33'h000000000;
+  assign \$714  = \$709  | \$713 ;
+  assign \$715  = read_word == 7'h49;
+  assign \$718  = \$715  ? \$717  : 33'h000000000;
+  assign \$719  = \$714  | \$718 ;
+  assign \$720  = read_word == 7'h4a;
+  assign \$723  = \$720  ? \$722  : 33'h000000000;
+  assign \$724  = \$719  | \$723 ;
+  assign \$725  = read_word == 7'h4b;
+  assign \$728  = \$725  ? \$727  : 33'h000000000;
+  assign \$729  = \$724  | \$728 ;
+  assign \$730  = read_word == 7'h4c;
+  assign \$733  = \$730  ? \$732  : 33'h000000000;
+  assign \$734  = \$729  | \$733 ;
+  assign \$735  = read_word == 7'h4d;
+  assign \$738  = \$735  ? \$737  : 33'h000000000;
+  assign \$739  = \$734  | \$738 ;
+  assign \$740  = read_word == 7'h4e;
+  assign \$743  = \$740  ? \$742  : 33'h000000000;
+  assign \$744  = \$739  | \$743 ;
+  assign \$745  = read_word == 6'h3d;
+  assign \$746  = read_word == 7'h40;
+  assign \$747  = read_word == 7'h41;
+  assign \$748  = read_word == 7'h42;
+  assign \$749  = read_word == 7'h43;
+  assign \$750  = read_word == 7'h44;
+  assign \$751  = read_word == 7'h45;
+  assign \$752  = read_word == 7'h46;
+  assign \$753  = read_word == 7'h47;
+  assign \$754  = read_word == 7'h48;
+  assign \$755  = read_word == 7'h49;
+  assign \$756  = read_word == 7'h4a;
+  assign \$757  = read_word == 7'h4b;
+  assign \$758  = read_word == 7'h4c;
+  assign \$759  = read_word == 7'h4d;
+  assign \$760  = read_word == 7'h4e;
+  assign \$761  = | { \$760 , \$759 , \$758 , \$757 , \$756 , \$755 , \$754 , \$753 , \$752 , \$751 , \$750 , \$749 , \$748 , \$747 , \$746 , \$745  };
+  assign \$762  = read_word == 7'h4f;
+  assign \$765  = \$762  ? \$764  : 33'h000000000;
+  assign \$766  = read_word == 7'h50;
+  assign \$769  = \$766  ? \$768  : 33'h000000000;
+  assign \$770  = \$765  | \$769 ;
+  assign \$771  = read_word == 7'h51;
+  assign \$774  = \$771  ? \$773  : 33'h000000000;
+  assign \$775  = \$770  | \$774 ;
+  assign \$776  = read_word == 7'h52;
+  assign \$779  = \$776  ? \$778  : 33'h000000000;
+  assign \$780  = \$775  | \$779 ;
+  assign \$781  = read_word == 7'h53;
+  assign \$784  = \$781  ? \$783  : 33'h000000000;
+  assign \$785  = \$780  | \$784 ;
+  assign \$786  = read_word == 7'h54;
+  assign \$789  = \$786  ? \$788  : 33'h000000000;
+  assign \$790  = \$785  | \$789 ;
+  assign \$791  = read_word == 7'h55;
+  assign \$794  = \$791  ? \$793  : 33'h000000000;
+  assign \$795  = \$790  | \$794 ;
+  assign \$796  = read_word == 7'h56;
+  assign \$799  = \$796  ? \$798  : 33'h000000000;
+  assign \$800  = \$795  | \$799 ;
+  assign \$801  = read_word == 7'h57;
+  assign \$804  = \$801  ? \$803  : 33'h000000000;
+  assign \$805  = \$800  | \$804 ;
+  assign \$806  = read_word == 7'h58;
+  assign \$809  = \$806  ? \$808  : 33'h000000000;
+  assign \$810  = \$805  | \$809 ;
+  assign \$811  = read_word == 7'h59;
+  assign \$814  = \$811  ? \$813  : 33'h000000000;
+  assign \$815  = \$810  | \$814 ;
+  assign \$816  = read_word == 7'h5a;
+  assign \$819  = \$816  ? \$818  : 33'h000000000;
+  assign \$820  = \$815  | \$819 ;
+  assign \$821  = read_word == 7'h5b;
+  assign \$824  = \$821  ? \$823  : 33'h000000000;
+  assign \$825  = \$820  | \$824 ;
+  assign \$826  = read_word == 7'h5c;
+  assign \$831  = \$826  ? \$830  : 32'd0;
+  assign \$832  = \$825  | { 1'h0, \$831  };
+  assign \$833  = read_word == 7'h5d;
+  assign \$838  = \$833  ? \$837  : 32'd0;
+  assign \$839  = \$832  | { 1'h0, \$838  };
+  assign \$840  = read_word == 7'h5e;
+  assign \$845  = \$840  ? \$844  : 32'd0;
+  assign \$846  = \$839  | { 1'h0, \$845  };
+  assign \$847  = read_word == 7'h4f;
+  assign \$848  = read_word == 7'h50;
+  assign \$849  = read_word == 7'h51;
+  assign \$850  = read_word == 7'h52;
+  assign \$851  = read_word == 7'h53;
+  assign \$852  = read_word == 7'h54;
+  assign \$853  = read_word == 7'h55;
+  assign \$854  = read_word == 7'h56;
+  assign \$855  = read_word == 7'h57;
+  assign \$856  = read_word == 7'h58;
+  assign \$857  = read_word == 7'h59;
+  assign \$858  = read_word == 7'h5a;
+  assign \$859  = read_word == 7'h5b;
+  assign \$860  = read_word == 7'h5c;
+  assign \$861  = read_word == 7'h5d;
+  assign \$862  = read_word == 7'h5e;
+  assign \$863  = | { \$862 , \$861 , \$860 , \$859 , \$858 , \$857 , \$856 , \$855 , \$854 , \$853 , \$852 , \$851 , \$850 , \$849 , \$848 , \$847  };
+  assign \$864  = read_word == 7'h5f;
+  assign \$869  = \$864  ? \$868  : 32'd0;
+  assign \$870  = read_word == 7'h60;
+  assign \$874  = \$872  | { 30'h00000000, \$873  };
+  assign \$876  = \$874  | { 28'h0000000, \$875  };
+  assign \$878  = \$876  | { 28'h0000000, \$877  };
+  assign \$880  = \$878  | { 9'h000, \$879  };
+  assign \$881  = \$870  ? \$880  : 32'd0;
+  assign \$882  = \$869  | \$881 ;
+  assign \$883  = read_word == 7'h61;
+  assign \$887  = \$885  | { 30'h00000000, \$886  };
+  assign \$889  = \$887  | { 28'h0000000, \$888  };
+  assign \$891  = \$889  | { 28'h0000000, \$890  };
+  assign \$893  = \$891  | { 9'h000, \$892  };
+  assign \$894  = \$883  ? \$893  : 32'd0;
+  assign \$895  = \$882  | \$894 ;
+  assign \$896  = read_word == 7'h62;
+  assign \$900  = \$898  | { 30'h00000000, \$899  };
+  assign \$902  = \$900  | { 28'h0000000, \$901  };
+  assign \$904  = \$902  | { 28'h0000000, \$903  };
+  assign \$906  = \$904  | { 9'h000, \$905  };
+  assign \$907  = \$896  ? \$906  : 32'd0;
+  assign \$908  = \$895  | \$907 ;
+  assign \$909  = read_word == 7'h63;
+  assign \$913  = \$911  | { 30'h00000000, \$912  };
+  assign \$915  = \$913  | { 28'h0000000, \$914  };
+  assign \$917  = \$915  | { 28'h0000000, \$916  };
+  assign \$919  = \$917  | { 9'h000, \$918  };
+  assign \$920  = \$909  ? \$919  : 32'd0;
+  assign \$921  = \$908  | \$920 ;
+  assign \$922  = read_word == 7'h64;
+  assign \$925  = \$922  ? \$924  : 32'd0;
+  assign \$926  = \$921  | \$925 ;
+  assign \$927  = read_word == 7'h65;
+  assign \$930  = \$927  ? \$929  : 32'd0;
+  assign \$931  = \$926  | \$930 ;
+  assign \$932  = read_word == 7'h66;
+  assign \$935  = \$932  ? \$934  : 32'd0;
+  assign \$936  = \$931  | \$935 ;
+  assign \$937  = read_word == 7'h67;
+  assign \$940  = \$937  ? \$939  : 32'd0;
+  assign \$941  = \$936  | \$940 ;
+  assign \$942  = read_word == 7'h68;
+  assign \$945  = \$942  ? \$944  : 33'h000000000;
+  assign \$946  = { 1'h0, \$941  } | \$945 ;
+  assign \$947  = read_word == 7'h69;
+  assign \$950  = \$947  ? \$949  : 33'h000000000;
+  assign \$951  = \$946  | \$950 ;
+  assign \$952  = read_word == 7'h6a;
+  assign \$955  = \$952  ? \$954  : 33'h000000000;
+  assign \$956  = \$951  | \$955 ;
+  assign \$957  = read_word == 7'h6b;
+  assign \$960  = \$957  ? \$959  : 33'h000000000;
+  assign \$961  = \$956  | \$960 ;
+  assign \$962  = read_word == 7'h6c;
+  assign \$965  = \$962  ? \$964  : 33'h000000000;
+  assign \$966  = \$961  | \$965 ;
+  assign \$967  = read_word == 7'h6d;
+  assign \$970  = \$967  ? \$969  : 33'h000000000;
+  assign \$971  = \$966  | \$970 ;
+  assign \$972  = read_word == 7'h6e;
+  assign \$975  = \$972  ? \$974  : 33'h000000000;
+  assign \$976  = \$971  | \$975 ;
+  assign \$977  = read_word == 7'h5f;
+  assign \$978  = read_word == 7'h60;
+  assign \$979  = read_word == 7'h61;
+  assign \$980  = read_word == 7'h62;
+  assign \$981  = read_word == 7'h63;
+  assign \$982  = read_word == 7'h64;
+  assign \$983  = read_word == 7'h65;
+  assign \$984  = read_word == 7'h66;
+  assign \$985  = read_word == 7'h67;
+  assign \$986  = read_word == 7'h68;
+  assign \$987  = read_word == 7'h69;
+  assign \$988  = read_word == 7'h6a;
+  assign \$989  = read_word == 7'h6b;
+  assign \$990  = read_word == 7'h6c;
+  assign \$991  = read_word == 7'h6d;
+  assign \$992  = read_word == 7'h6e;
+  assign \$993  = | { \$992 , \$991 , \$990 , \$989 , \$988 , \$987 , \$986 , \$985 , \$984 , \$983 , \$982 , \$981 , \$980 , \$979 , \$978 , \$977  };
+  assign \$994  = read_word == 7'h6f;
+  assign \$997  = \$994  ? \$996  : 33'h000000000;
+  assign \$998  = read_word == 7'h70;
+  assign \$1001  = \$998  ? \$1000  : 33'h000000000;
+  assign \$1002  = \$997  | \$1001 ;
+  assign \$1003  = read_word == 7'h71;
+  assign \$1006  = \$1003  ? \$1005  : 33'h000000000;
+  assign \$1007  = \$1002  | \$1006 ;
+  assign \$1008  = read_word == 7'h72;
+  assign \$1011  = \$1008  ? \$1010  : 33'h000000000;
+  assign \$1012  = \$1007  | \$1011 ;
+  assign \$1013  = read_word == 7'h73;
+  assign \$1016  = \$1013  ? \$1015  : 33'h000000000;
+  assign \$1017  = \$1012  | \$1016 ;
+  assign \$1018  = read_word == 7'h74;
+  assign \$1021  = \$1018  ? \$1020  : 33'h000000000;
+  assign \$1022  = \$1017  | \$1021 ;
+  assign \$1023  = read_word == 7'h75;
+  assign \$1026  = \$1023  ? \$1025  : 33'h000000000;
+  assign \$1027  = \$1022  | \$1026 ;
+  assign \$1028  = read_word == 7'h76;
+  assign \$1031  = \$1028  ? \$1030  : 33'h000000000;
+  assign \$1032  = \$1027  | \$1031 ;
+  assign \$1033  = read_word == 7'h77;
+  assign \$1036  = \$1033  ? \$1035  : 33'h000000000;
+  assign \$1037  = \$1032  | \$1036 ;
+  assign \$1038  = read_word == 8'h80;
+  assign \$1041  = \$1038  ? \$1040  : 33'h000000000;
+  assign \$1042  = \$1037  | \$1041 ;
+  assign \$1043  = read_word == 8'h81;
+  assign \$1046  = \$1043  ? \$1045  : 33'h000000000;
+  assign \$1047  = \$1042  | \$1046 ;
+  assign \$1048  = read_word == 8'h82;
+  assign \$1051  = \$1048  ? \$1050  : 33'h000000000;
+  assign \$1052  = \$1047  | \$1051 ;
+  assign \$1053  = read_word == 8'h83;
+  assign \$1056  = \$1053  ? \$1055  : 33'h000000000;
+  assign \$1057  = \$1052  | \$1056 ;
+  assign \$1058  = read_word == 8'h84;
+  assign \$1061  = \$1058  ? \$1060  : 33'h000000000;
+  assign \$1062  = \$1057  | \$1061 ;
+  assign \$1063  = read_word == 8'h85;
+  assign \$1066  = \$1063  ? \$1065  : 33'h000000000;
+  assign \$1067  = \$1062  | \$1066 ;
+  assign \$1068  = read_word == 8'h86;
+  assign \$1071  = \$1068  ? \$1070  : 33'h000000000;
+  assign \$1072  = \$1067  | \$1071 ;
+  assign \$1073  = read_word == 7'h6f;
+  assign \$1074  = read_word == 7'h70;
+  assign \$1075  = read_word == 7'h71;
+  assign \$1076  = read_word == 7'h72;
+  assign \$1077  = read_word == 7'h73;
+  assign \$1078  = read_word == 7'h74;
+  assign \$1079  = read_word == 7'h75;
+  assign \$1080  = read_word == 7'h76;
+  assign \$1081  = read_word == 7'h77;
+  assign \$1082  = read_word == 8'h80;
+  assign \$1083  = read_word == 8'h81;
+  assign \$1084  = read_word == 8'h82;
+  assign \$1085  = read_word == 8'h83;
+  assign \$1086  = read_word == 8'h84;
+  assign \$1087  = read_word == 8'h85;
+  assign \$1088  = read_word == 8'h86;
+  assign \$1089  = | { \$1088 , \$1087 , \$1086 , \$1085 , \$1084 , \$1083 , \$1082 , \$1081 , \$1080 , \$1079 , \$1078 , \$1077 , \$1076 , \$1075 , \$1074 , \$1073  };
+  assign \$1090  = read_word == 8'h87;
+  assign \$1093  = \$1090  ? \$1092  : 33'h000000000;
+  assign \$1094  = read_word == 8'h88;
+  assign \$1097  = \$1094  ? \$1096  : 33'h000000000;
+  assign \$1098  = \$1093  | \$1097 ;
+  assign \$1099  = read_word == 8'h89;
+  assign \$1102  = \$1099  ? \$1101  : 33'h000000000;
+  assign \$1103  = \$1098  | \$1102 ;
+  assign \$1104  = read_word == 8'h8a;
+  assign \$1107  = \$1104  ? \$1106  : 33'h000000000;
+  assign \$1108  = \$1103  | \$1107 ;
+  assign \$1109  = read_word == 8'h8b;
+  assign \$1112  = \$1109  ? \$1111  : 33'h000000000;
+  assign \$1113  = \$1108  | \$1112 ;
+  assign \$1114  = read_word == 8'h8c;
+  assign \$1117  = \$1114  ? \$1116  : 33'h000000000;
+  assign \$1118  = \$1113  | \$1117 ;
+  assign \$1119  = read_word == 8'h8d;
+  assign \$1122  = \$1119  ? \$1121  : 33'h000000000;
+  assign \$1123  = \$1118  | \$1122 ;
+  assign \$1124  = read_word == 8'h8e;
+  assign \$1127  = \$1124  ? \$1126  : 33'h000000000;
+  assign \$1128  = \$1123  | \$1127 ;
+  assign \$1129  = read_word == 8'h8f;
+  assign \$1132  = \$1129  ? \$1131  : 33'h000000000;
+  assign \$1133  = \$1128  | \$1132 ;
+  assign \$1134  = read_word == 8'h90;
+  assign \$1137  = \$1134  ? \$1136  : 33'h000000000;
+  assign \$1138  = \$1133  | \$1137 ;
+  assign \$1139  = read_word == 8'h91;
+  assign \$1142  = \$1139  ? \$1141  : 33'h000000000;
+  assign \$1143  = \$1138  | \$1142 ;
+  assign \$1144  = read_word == 8'h92;
+  assign \$1147  = \$1144  ? \$1146  : 33'h000000000;
+  assign \$1148  = \$1143  | \$1147 ;
+  assign \$1149  = read_word == 8'h93;
+  assign \$1152  = \$1149  ? \$1151  : 33'h000000000;
+  assign \$1153  = \$1148  | \$1152 ;
+  assign \$1154  = read_word == 8'h94;
+  assign \$1157  = \$1154  ? \$1156  : 33'h000000000;
+  assign \$1158  = \$1153  | \$1157 ;
+  assign \$1159  = read_word == 8'h95;
+  assign \$1162  = \$1159  ? \$1161  : 33'h000000000;
+  assign \$1163  = \$1158  | \$1162 ;
+  assign \$1164  = read_word == 8'h96;
+  assign \$1167  = \$1164  ? \$1166  : 33'h000000000;
+  assign \$1168  = \$1163  | \$1167 ;
+  assign \$1169  = read_word == 8'h87;
+  assign \$1170  = read_word == 8'h88;
+  assign \$1171  = read_word == 8'h89;
+  assign \$1172  = read_word == 8'h8a;
+  assign \$1173  = read_word == 8'h8b;
+  assign \$1174  = read_word == 8'h8c;
+  assign \$1175  = read_word == 8'h8d;
+  assign \$1176  = read_word == 8'h8e;
+  assign \$1177  = read_word == 8'h8f;
+  assign \$1178  = read_word == 8'h90;
+  assign \$1179  = read_word == 8'h91;
+  assign \$1180  = read_word == 8'h92;
+  assign \$1181  = read_word == 8'h93;
+  assign \$1182  = read_word == 8'h94;
+  assign \$1183  = read_word == 8'h95;
+  assign \$1184  = read_word == 8'h96;
+  assign \$1185  = | { \$1184 , \$1183 , \$1182 , \$1181 , \$1180 , \$1179 , \$1178 , \$1177 , \$1176 , \$1175 , \$1174 , \$1173 , \$1172 , \$1171 , \$1170 , \$1169  };
+  assign \$1186  = read_group0 | read_group1;
+  assign \$1187  = \$1186  | read_group2;
+  assign \$1188  = \$1187  | read_group3;
+  assign \$1189  = \$1188  | read_group4;
+  assign \$1190  = \$1189  | read_group5;
+  assign \$1191  = \$1190  | read_group6;
+  assign \$1192  = \$1191  | read_group7;
+  assign \$1193  = | { read_group7_hit, read_group6_hit, read_group5_hit, read_group4_hit, read_group3_hit, read_group2_hit, read_group1_hit, read_group0_hit };
+  always @(posedge clk)
+    \$signal  <= \$1194 ;
+  always @(posedge clk)
+    bok <= \$1195 ;
+  always @(posedge clk)
+    \$signal$13  <= \$1196 ;
+  always @(posedge clk)
+    read_pending <= \$1197 ;
+  always @(posedge clk)
+    read_word <= \$1198 ;
+  always @(posedge clk)
+    read_grouped <= \$1199 ;
+  always @(posedge clk)
+    cmd0_word <= \$1200 ;
+  always @(posedge clk)
+    cmd1_word <= \$1201 ;
+  always @(posedge clk)
+    cmd2_word <= \$1202 ;
+  always @(posedge clk)
+    cmd3_word <= \$1203 ;
+  always @(posedge clk)
+    cmd4_word <= \$1204 ;
+  always @(posedge clk)
+    cmd5_word <= \$1205 ;
+  always @(posedge clk)
+    cmd6_word <= \$1206 ;
+  always @(posedge clk)
+    cmd7_word <= \$1207 ;
+  always @(posedge clk)
+    irq_status_dma_load_done <= \$1208 ;
+  always @(posedge clk)
+    irq_status_dma_store_done <= \$1209 ;
+  always @(posedge clk)
+    irq_status_gemm_done <= \$1210 ;
+  always @(posedge clk)
+    irq_status_vec_done <= \$1211 ;
+  always @(posedge clk)
+    irq_status_error <= \$1212 ;
+  always @(posedge clk)
+    irq_status_queue_cpl <= \$1213 ;
+  always @(posedge clk)
+    irq_status_queue_error <= \$1214 ;
+  always @(posedge clk)
+    irq_status_fw_msg <= \$1215 ;
+  always @(posedge clk)
+    irq_enable_dma_load_done <= \$1216 ;
+  always @(posedge clk)
+    irq_enable_dma_store_done <= \$1217 ;
+  always @(posedge clk)
+    irq_enable_gemm_done <= \$1218 ;
+  always @(posedge clk)
+    irq_enable_vec_done <= \$1219 ;
+  always @(posedge clk)
+    irq_enable_error <= \$1220 ;
+  always @(posedge clk)
+    irq_enable_queue_cpl <= \$1221 ;
+  always @(posedge clk)
+    irq_enable_queue_error <= \$1222 ;
+  always @(posedge clk)
+    irq_enable_fw_msg <= \$1223 ;
+  always @(posedge clk)
+    perf_ctrl_freeze <= \$1224 ;
+  always @(posedge clk)
+    core_ctrl_run <= \$1225 ;
+  always @(posedge clk)
+    core_mem_addr_addr <= \$1226 ;
+  always @(posedge clk)
+    core_mem_data_data <= \$1227 ;
+  always @(posedge clk)
+    watchdog_cycles <= \$1228 ;
+  always @(posedge clk)
+    bus_timeout_cycles <= \$1229 ;
+  always @(posedge clk)
+    q_ring_base0_addr <= \$1230 ;
+  always @(posedge clk)
+    q_ring_base1_addr <= \$1231 ;
+  always @(posedge clk)
+    q_ring_base2_addr <= \$1232 ;
+  always @(posedge clk)
+    q_ring_base3_addr <= \$1233 ;
+  always @(posedge clk)
+    q_ring_size0_log2 <= \$1234 ;
+  always @(posedge clk)
+    q_ring_size1_log2 <= \$1235 ;
+  always @(posedge clk)
+    q_ring_size2_log2 <= \$1236 ;
+  always @(posedge clk)
+    q_ring_size3_log2 <= \$1237 ;
+  always @(posedge clk)
+    q_cpl_base0_addr <= \$1238 ;
+  always @(posedge clk)
+    q_cpl_base1_addr <= \$1239 ;
+  always @(posedge clk)
+    q_cpl_base2_addr <= \$1240 ;
+  always @(posedge clk)
+    q_cpl_base3_addr <= \$1241 ;
+  always @(posedge clk)
+    q_window_base0_addr <= \$1242 ;
+  always @(posedge clk)
+    q_window_base1_addr <= \$1243 ;
+  always @(posedge clk)
+    q_window_base2_addr <= \$1244 ;
+  always @(posedge clk)
+    q_window_base3_addr <= \$1245 ;
+  always @(posedge clk)
+    q_window_size0_bytes <= \$1246 ;
+  always @(posedge clk)
+    q_window_size1_bytes <= \$1247 ;
+  always @(posedge clk)
+    q_window_size2_bytes <= \$1248 ;
+  always @(posedge clk)
+    q_window_size3_bytes <= \$1249 ;
+  always @(posedge clk)
+    q_doorbell0_producer <= \$1250 ;
+  always @(posedge clk)
+    q_doorbell1_producer <= \$1251 ;
+  always @(posedge clk)
+    q_doorbell2_producer <= \$1252 ;
+  always @(posedge clk)
+    q_doorbell3_producer <= \$1253 ;
+  always @(posedge clk)
+    q_ctrl0_enable <= \$1254 ;
+  always @(posedge clk)
+    q_ctrl1_enable <= \$1255 ;
+  always @(posedge clk)
+    q_ctrl2_enable <= \$1256 ;
+  always @(posedge clk)
+    q_ctrl3_enable <= \$1257 ;
+  always @(posedge clk)
+    read_group0 <= \$1258 ;
+  always @(posedge clk)
+    read_group0_hit <= \$1259 ;
+  always @(posedge clk)
+    read_group1 <= \$1260 ;
+  always @(posedge clk)
+    read_group1_hit <= \$1261 ;
+  always @(posedge clk)
+    read_group2 <= \$1262 ;
+  always @(posedge clk)
+    read_group2_hit <= \$1263 ;
+  always @(posedge clk)
+    read_group3 <= \$1264 ;
+  always @(posedge clk)
+    read_group3_hit <= \$1265 ;
+  always @(posedge clk)
+    read_group4 <= \$1266 ;
+  always @(posedge clk)
+    read_group4_hit <= \$1267 ;
+  always @(posedge clk)
+    read_group5 <= \$1268 ;
+  always @(posedge clk)
+    read_group5_hit <= \$1269 ;
+  always @(posedge clk)
+    read_group6 <= \$1270 ;
+  always @(posedge clk)
+    read_group6_hit <= \$1271 ;
+  always @(posedge clk)
+    read_group7 <= \$1272 ;
+  always @(posedge clk)
+    read_group7_hit <= \$1273 ;
+  always @(posedge clk)
+    bus__rdata <= \$1274 ;
+  always @(posedge clk)
+    rok <= \$1275 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$928  = \$signal ;
-    if (\$133 ) begin
-      \$928  = 1'h0;
+    \$1194  = \$signal ;
+    if (\$135 ) begin
+      \$1194  = 1'h0;
     end
     if (do_write) begin
-      \$928  = 1'h1;
+      \$1194  = 1'h1;
     end
     if (rst) begin
-      \$928  = 1'h0;
+      \$1194  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$929  = bok;
+    \$1195  = bok;
     if (do_write) begin
-      \$929  = 1'h0;
+      \$1195  = 1'h0;
     end
     if (wr_id) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_version) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cap_array) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cap_spad) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cap_acc) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cap_dma) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cap_queues) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cmd0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cmd1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cmd2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cmd3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cmd4) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cmd5) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cmd6) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cmd7) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_cmd_submit) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_status) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_irq_status) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_irq_enable) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_error_info) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_done_dma_load) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_done_dma_store) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_done_gemm) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_done_vec) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_ctrl) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_cycles) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_gemm_busy) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_gemm_active) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_gemm_stall) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_vec_busy) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_vec_active) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_dma_load_busy) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_dma_store_busy) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_dma_load_bytes) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_dma_store_bytes) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_core_ctrl) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_core_mem_addr) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_core_mem_data) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_core_pc) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_fw_version) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_fw_status) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_fw_fault_pc) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_fw_fault_cause) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_fw_fault_tval) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_watchdog) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_debug_hang) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_fw_msg) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_timestamp) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_bus_timeout) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ring_base0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ring_base1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ring_base2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ring_base3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ring_size0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ring_size1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ring_size2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ring_size3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_cpl_base0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_cpl_base1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_cpl_base2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_cpl_base3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_window_base0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_window_base1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_window_base2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_window_base3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_window_size0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_window_size1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_window_size2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_window_size3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_doorbell0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_doorbell1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_doorbell2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_doorbell3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_consumer0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_consumer1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_consumer2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_consumer3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ctrl0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ctrl1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ctrl2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_ctrl3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_status0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_status1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_status2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_status3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_error0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_error1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_error2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_error3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_error_index0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_error_index1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_error_index2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_error_index3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_fetch0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_fetch1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_fetch2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_q_fetch3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_q_retired0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_q_retired1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_q_retired2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_q_retired3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_q_event_stall0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_q_event_stall1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_q_event_stall2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_q_event_stall3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event0) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event1) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event2) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event3) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event4) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event5) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event6) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event7) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event8) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event9) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event10) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event11) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event12) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event13) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event14) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_event15) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_dma_load_stall) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_dma_store_stall) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_vec_stall) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_dma_load_full) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_dma_store_full) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_gemm_full) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (wr_perf_vec_full) begin
-      \$929  = 1'h1;
+      \$1195  = 1'h1;
     end
     if (rst) begin
-      \$929  = 1'h0;
+      \$1195  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$930  = \$signal$13 ;
-    if (\$134 ) begin
-      \$930  = 1'h0;
+    \$1196  = \$signal$13 ;
+    if (\$136 ) begin
+      \$1196  = 1'h0;
     end
-    if (read_pending) begin
-      \$930  = 1'h1;
+    if (read_grouped) begin
+      \$1196  = 1'h1;
     end
     if (rst) begin
-      \$930  = 1'h0;
+      \$1196  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$931  = read_pending;
-    if (\$135 ) begin
-      \$931  = 1'h1;
-    end
-    if (read_pending) begin
-      \$931  = 1'h0;
-    end
-    if (rst) begin
-      \$931  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$932  = read_word;
-    if (\$135 ) begin
-      \$932  = bus__araddr[11:2];
-    end
-    if (rst) begin
-      \$932  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$933  = bus__rdata;
-    if (read_pending) begin
-      \$933  = 32'd0;
-    end
+    \$1197  = read_pending;
     if (\$137 ) begin
-      \$933  = \$139 [31:0];
+      \$1197  = 1'h1;
     end
-    if (\$141 ) begin
-      \$933  = \$145 [31:0];
-    end
-    if (\$147 ) begin
-      \$933  = \$151 ;
-    end
-    if (\$153 ) begin
-      \$933  = \$157 [31:0];
-    end
-    if (\$159 ) begin
-      \$933  = \$163 [31:0];
-    end
-    if (\$165 ) begin
-      \$933  = \$173 [31:0];
-    end
-    if (\$175 ) begin
-      \$933  = \$183 [31:0];
-    end
-    if (\$188 ) begin
-      \$933  = \$190 [31:0];
-    end
-    if (\$195 ) begin
-      \$933  = \$197 [31:0];
-    end
-    if (\$202 ) begin
-      \$933  = \$204 [31:0];
-    end
-    if (\$209 ) begin
-      \$933  = \$211 [31:0];
-    end
-    if (\$216 ) begin
-      \$933  = \$218 [31:0];
-    end
-    if (\$223 ) begin
-      \$933  = \$225 [31:0];
-    end
-    if (\$230 ) begin
-      \$933  = \$232 [31:0];
-    end
-    if (\$237 ) begin
-      \$933  = \$239 [31:0];
-    end
-    if (\$241 ) begin
-      \$933  = \$243 ;
-    end
-    if (\$245 ) begin
-      \$933  = \$255 ;
-    end
-    if (\$281 ) begin
-      \$933  = \$297 ;
-    end
-    if (\$323 ) begin
-      \$933  = \$339 ;
-    end
-    if (\$341 ) begin
-      \$933  = \$347 [31:0];
-    end
-    if (\$349 ) begin
-      \$933  = \$351 [31:0];
-    end
-    if (\$353 ) begin
-      \$933  = \$355 [31:0];
-    end
-    if (\$357 ) begin
-      \$933  = \$359 [31:0];
-    end
-    if (\$361 ) begin
-      \$933  = \$363 [31:0];
-    end
-    if (\$368 ) begin
-      \$933  = \$372 ;
-    end
-    if (\$374 ) begin
-      \$933  = \$376 [31:0];
-    end
-    if (\$378 ) begin
-      \$933  = \$380 [31:0];
-    end
-    if (\$382 ) begin
-      \$933  = \$384 [31:0];
-    end
-    if (\$386 ) begin
-      \$933  = \$388 [31:0];
-    end
-    if (\$390 ) begin
-      \$933  = \$392 [31:0];
-    end
-    if (\$394 ) begin
-      \$933  = \$396 [31:0];
-    end
-    if (\$398 ) begin
-      \$933  = \$400 [31:0];
-    end
-    if (\$402 ) begin
-      \$933  = \$404 [31:0];
-    end
-    if (\$406 ) begin
-      \$933  = \$408 [31:0];
-    end
-    if (\$410 ) begin
-      \$933  = \$412 [31:0];
-    end
-    if (\$417 ) begin
-      \$933  = \$419 ;
-    end
-    if (\$424 ) begin
-      \$933  = \$426 [31:0];
-    end
-    if (\$431 ) begin
-      \$933  = \$433 [31:0];
-    end
-    if (\$435 ) begin
-      \$933  = \$437 [31:0];
-    end
-    if (\$439 ) begin
-      \$933  = \$441 [31:0];
-    end
-    if (\$443 ) begin
-      \$933  = \$447 ;
-    end
-    if (\$449 ) begin
-      \$933  = \$451 [31:0];
-    end
-    if (\$453 ) begin
-      \$933  = \$455 [31:0];
-    end
-    if (\$457 ) begin
-      \$933  = \$459 [31:0];
-    end
-    if (\$464 ) begin
-      \$933  = \$466 [31:0];
-    end
-    if (\$468 ) begin
-      \$933  = \$472 ;
-    end
-    if (\$474 ) begin
-      \$933  = \$476 [31:0];
-    end
-    if (\$478 ) begin
-      \$933  = \$480 [31:0];
-    end
-    if (\$485 ) begin
-      \$933  = \$487 [31:0];
-    end
-    if (\$492 ) begin
-      \$933  = \$494 [31:0];
-    end
-    if (\$499 ) begin
-      \$933  = \$501 [31:0];
-    end
-    if (\$506 ) begin
-      \$933  = \$508 [31:0];
-    end
-    if (\$513 ) begin
-      \$933  = \$515 [31:0];
-    end
-    if (\$520 ) begin
-      \$933  = \$522 ;
-    end
-    if (\$527 ) begin
-      \$933  = \$529 ;
-    end
-    if (\$534 ) begin
-      \$933  = \$536 ;
-    end
-    if (\$541 ) begin
-      \$933  = \$543 ;
-    end
-    if (\$548 ) begin
-      \$933  = \$550 [31:0];
-    end
-    if (\$555 ) begin
-      \$933  = \$557 [31:0];
-    end
-    if (\$562 ) begin
-      \$933  = \$564 [31:0];
-    end
-    if (\$569 ) begin
-      \$933  = \$571 [31:0];
-    end
-    if (\$576 ) begin
-      \$933  = \$578 [31:0];
-    end
-    if (\$583 ) begin
-      \$933  = \$585 [31:0];
-    end
-    if (\$590 ) begin
-      \$933  = \$592 [31:0];
-    end
-    if (\$597 ) begin
-      \$933  = \$599 [31:0];
-    end
-    if (\$604 ) begin
-      \$933  = \$606 [31:0];
-    end
-    if (\$611 ) begin
-      \$933  = \$613 [31:0];
-    end
-    if (\$618 ) begin
-      \$933  = \$620 [31:0];
-    end
-    if (\$625 ) begin
-      \$933  = \$627 [31:0];
-    end
-    if (\$632 ) begin
-      \$933  = \$634 [31:0];
-    end
-    if (\$639 ) begin
-      \$933  = \$641 [31:0];
-    end
-    if (\$646 ) begin
-      \$933  = \$648 [31:0];
-    end
-    if (\$653 ) begin
-      \$933  = \$655 [31:0];
-    end
-    if (\$657 ) begin
-      \$933  = \$659 [31:0];
-    end
-    if (\$661 ) begin
-      \$933  = \$663 [31:0];
-    end
-    if (\$665 ) begin
-      \$933  = \$667 [31:0];
-    end
-    if (\$669 ) begin
-      \$933  = \$671 [31:0];
-    end
-    if (\$676 ) begin
-      \$933  = \$680 ;
-    end
-    if (\$685 ) begin
-      \$933  = \$689 ;
-    end
-    if (\$694 ) begin
-      \$933  = \$698 ;
-    end
-    if (\$703 ) begin
-      \$933  = \$707 ;
-    end
-    if (\$709 ) begin
-      \$933  = \$719 ;
-    end
-    if (\$721 ) begin
-      \$933  = \$731 ;
-    end
-    if (\$733 ) begin
-      \$933  = \$743 ;
-    end
-    if (\$745 ) begin
-      \$933  = \$755 ;
-    end
-    if (\$757 ) begin
-      \$933  = \$759 ;
-    end
-    if (\$761 ) begin
-      \$933  = \$763 ;
-    end
-    if (\$765 ) begin
-      \$933  = \$767 ;
-    end
-    if (\$769 ) begin
-      \$933  = \$771 ;
-    end
-    if (\$773 ) begin
-      \$933  = \$775 [31:0];
-    end
-    if (\$777 ) begin
-      \$933  = \$779 [31:0];
-    end
-    if (\$781 ) begin
-      \$933  = \$783 [31:0];
-    end
-    if (\$785 ) begin
-      \$933  = \$787 [31:0];
-    end
-    if (\$789 ) begin
-      \$933  = \$791 [31:0];
-    end
-    if (\$793 ) begin
-      \$933  = \$795 [31:0];
-    end
-    if (\$797 ) begin
-      \$933  = \$799 [31:0];
-    end
-    if (\$801 ) begin
-      \$933  = \$803 [31:0];
-    end
-    if (\$805 ) begin
-      \$933  = \$807 [31:0];
-    end
-    if (\$809 ) begin
-      \$933  = \$811 [31:0];
-    end
-    if (\$813 ) begin
-      \$933  = \$815 [31:0];
-    end
-    if (\$817 ) begin
-      \$933  = \$819 [31:0];
-    end
-    if (\$821 ) begin
-      \$933  = \$823 [31:0];
-    end
-    if (\$825 ) begin
-      \$933  = \$827 [31:0];
-    end
-    if (\$829 ) begin
-      \$933  = \$831 [31:0];
-    end
-    if (\$833 ) begin
-      \$933  = \$835 [31:0];
-    end
-    if (\$837 ) begin
-      \$933  = \$839 [31:0];
-    end
-    if (\$841 ) begin
-      \$933  = \$843 [31:0];
-    end
-    if (\$845 ) begin
-      \$933  = \$847 [31:0];
-    end
-    if (\$849 ) begin
-      \$933  = \$851 [31:0];
-    end
-    if (\$853 ) begin
-      \$933  = \$855 [31:0];
-    end
-    if (\$857 ) begin
-      \$933  = \$859 [31:0];
-    end
-    if (\$861 ) begin
-      \$933  = \$863 [31:0];
-    end
-    if (\$865 ) begin
-      \$933  = \$867 [31:0];
-    end
-    if (\$869 ) begin
-      \$933  = \$871 [31:0];
-    end
-    if (\$873 ) begin
-      \$933  = \$875 [31:0];
-    end
-    if (\$877 ) begin
-      \$933  = \$879 [31:0];
-    end
-    if (\$881 ) begin
-      \$933  = \$883 [31:0];
-    end
-    if (\$885 ) begin
-      \$933  = \$887 [31:0];
-    end
-    if (\$889 ) begin
-      \$933  = \$891 [31:0];
-    end
-    if (\$893 ) begin
-      \$933  = \$895 [31:0];
-    end
-    if (\$897 ) begin
-      \$933  = \$899 [31:0];
-    end
-    if (\$901 ) begin
-      \$933  = \$903 [31:0];
-    end
-    if (\$905 ) begin
-      \$933  = \$907 [31:0];
-    end
-    if (\$909 ) begin
-      \$933  = \$911 [31:0];
-    end
-    if (\$913 ) begin
-      \$933  = \$915 [31:0];
-    end
-    if (\$917 ) begin
-      \$933  = \$919 [31:0];
-    end
-    if (\$921 ) begin
-      \$933  = \$923 [31:0];
-    end
-    if (\$925 ) begin
-      \$933  = \$927 [31:0];
-    end
-    if (rst) begin
-      \$933  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$934  = rok;
     if (read_pending) begin
-      \$934  = 1'h0;
-    end
-    if (\$137 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$141 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$147 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$153 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$159 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$165 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$175 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$188 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$195 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$202 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$209 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$216 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$223 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$230 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$237 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$241 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$245 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$281 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$323 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$341 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$349 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$353 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$357 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$361 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$368 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$374 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$378 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$382 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$386 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$390 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$394 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$398 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$402 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$406 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$410 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$417 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$424 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$431 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$435 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$439 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$443 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$449 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$453 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$457 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$464 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$468 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$474 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$478 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$485 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$492 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$499 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$506 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$513 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$520 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$527 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$534 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$541 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$548 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$555 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$562 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$569 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$576 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$583 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$590 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$597 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$604 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$611 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$618 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$625 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$632 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$639 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$646 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$653 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$657 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$661 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$665 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$669 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$676 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$685 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$694 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$703 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$709 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$721 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$733 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$745 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$757 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$761 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$765 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$769 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$773 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$777 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$781 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$785 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$789 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$793 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$797 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$801 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$805 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$809 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$813 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$817 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$821 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$825 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$829 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$833 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$837 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$841 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$845 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$849 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$853 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$857 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$861 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$865 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$869 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$873 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$877 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$881 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$885 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$889 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$893 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$897 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$901 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$905 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$909 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$913 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$917 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$921 ) begin
-      \$934  = 1'h1;
-    end
-    if (\$925 ) begin
-      \$934  = 1'h1;
+      \$1197  = 1'h0;
     end
     if (rst) begin
-      \$934  = 1'h0;
+      \$1197  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$935  = cmd0_word;
+    \$1198  = read_word;
+    if (\$137 ) begin
+      \$1198  = bus__araddr[11:2];
+    end
+    if (rst) begin
+      \$1198  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1199  = read_grouped;
+    if (read_pending) begin
+      \$1199  = 1'h1;
+    end
+    if (read_grouped) begin
+      \$1199  = 1'h0;
+    end
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1200  = cmd0_word;
     if (wr_cmd0) begin
-      \$935  = \$186 ;
+      \$1200  = \$140 ;
     end
     if (rst) begin
-      \$935  = 32'd0;
+      \$1200  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$936  = cmd1_word;
+    \$1201  = cmd1_word;
     if (wr_cmd1) begin
-      \$936  = \$193 ;
+      \$1201  = \$143 ;
     end
     if (rst) begin
-      \$936  = 32'd0;
+      \$1201  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$937  = cmd2_word;
+    \$1202  = cmd2_word;
     if (wr_cmd2) begin
-      \$937  = \$200 ;
+      \$1202  = \$146 ;
     end
     if (rst) begin
-      \$937  = 32'd0;
+      \$1202  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$938  = cmd3_word;
+    \$1203  = cmd3_word;
     if (wr_cmd3) begin
-      \$938  = \$207 ;
+      \$1203  = \$149 ;
     end
     if (rst) begin
-      \$938  = 32'd0;
+      \$1203  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$939  = cmd4_word;
+    \$1204  = cmd4_word;
     if (wr_cmd4) begin
-      \$939  = \$214 ;
+      \$1204  = \$152 ;
     end
     if (rst) begin
-      \$939  = 32'd0;
+      \$1204  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$940  = cmd5_word;
+    \$1205  = cmd5_word;
     if (wr_cmd5) begin
-      \$940  = \$221 ;
+      \$1205  = \$155 ;
     end
     if (rst) begin
-      \$940  = 32'd0;
+      \$1205  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$941  = cmd6_word;
+    \$1206  = cmd6_word;
     if (wr_cmd6) begin
-      \$941  = \$228 ;
+      \$1206  = \$158 ;
     end
     if (rst) begin
-      \$941  = 32'd0;
+      \$1206  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$942  = cmd7_word;
+    \$1207  = cmd7_word;
     if (wr_cmd7) begin
-      \$942  = \$235 ;
+      \$1207  = \$161 ;
     end
     if (rst) begin
-      \$942  = 32'd0;
+      \$1207  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$943  = \$258 ;
+    \$1208  = \$164 ;
     if (rst) begin
-      \$943  = 1'h0;
+      \$1208  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$944  = \$261 ;
+    \$1209  = \$167 ;
     if (rst) begin
-      \$944  = 1'h0;
+      \$1209  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$945  = \$264 ;
+    \$1210  = \$170 ;
     if (rst) begin
-      \$945  = 1'h0;
+      \$1210  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$946  = \$267 ;
+    \$1211  = \$173 ;
     if (rst) begin
-      \$946  = 1'h0;
+      \$1211  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$947  = \$270 ;
+    \$1212  = \$176 ;
     if (rst) begin
-      \$947  = 1'h0;
+      \$1212  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$948  = \$273 ;
+    \$1213  = \$179 ;
     if (rst) begin
-      \$948  = 4'h0;
+      \$1213  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$949  = \$276 ;
+    \$1214  = \$182 ;
     if (rst) begin
-      \$949  = 4'h0;
+      \$1214  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$950  = \$279 ;
+    \$1215  = \$185 ;
     if (rst) begin
-      \$950  = 1'h0;
+      \$1215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$951  = irq_enable_dma_load_done;
+    \$1216  = irq_enable_dma_load_done;
     if (wr_irq_enable) begin
-      \$951  = \$300 ;
+      \$1216  = \$188 ;
     end
     if (rst) begin
-      \$951  = 1'h0;
+      \$1216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$952  = irq_enable_dma_store_done;
+    \$1217  = irq_enable_dma_store_done;
     if (wr_irq_enable) begin
-      \$952  = \$303 ;
+      \$1217  = \$191 ;
     end
     if (rst) begin
-      \$952  = 1'h0;
+      \$1217  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$953  = irq_enable_gemm_done;
+    \$1218  = irq_enable_gemm_done;
     if (wr_irq_enable) begin
-      \$953  = \$306 ;
+      \$1218  = \$194 ;
     end
     if (rst) begin
-      \$953  = 1'h0;
+      \$1218  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$954  = irq_enable_vec_done;
+    \$1219  = irq_enable_vec_done;
     if (wr_irq_enable) begin
-      \$954  = \$309 ;
+      \$1219  = \$197 ;
     end
     if (rst) begin
-      \$954  = 1'h0;
+      \$1219  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$955  = irq_enable_error;
+    \$1220  = irq_enable_error;
     if (wr_irq_enable) begin
-      \$955  = \$312 ;
+      \$1220  = \$200 ;
     end
     if (rst) begin
-      \$955  = 1'h0;
+      \$1220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$956  = irq_enable_queue_cpl;
+    \$1221  = irq_enable_queue_cpl;
     if (wr_irq_enable) begin
-      \$956  = \$315 ;
+      \$1221  = \$203 ;
     end
     if (rst) begin
-      \$956  = 4'h0;
+      \$1221  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$957  = irq_enable_queue_error;
+    \$1222  = irq_enable_queue_error;
     if (wr_irq_enable) begin
-      \$957  = \$318 ;
+      \$1222  = \$206 ;
     end
     if (rst) begin
-      \$957  = 4'h0;
+      \$1222  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$958  = irq_enable_fw_msg;
+    \$1223  = irq_enable_fw_msg;
     if (wr_irq_enable) begin
-      \$958  = \$321 ;
+      \$1223  = \$209 ;
     end
     if (rst) begin
-      \$958  = 1'h0;
+      \$1223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$959  = perf_ctrl_freeze;
+    \$1224  = perf_ctrl_freeze;
     if (wr_perf_ctrl) begin
-      \$959  = \$366 ;
+      \$1224  = \$212 ;
     end
     if (rst) begin
-      \$959  = 1'h0;
+      \$1224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$960  = core_ctrl_run;
+    \$1225  = core_ctrl_run;
     if (wr_core_ctrl) begin
-      \$960  = \$415 ;
+      \$1225  = \$215 ;
     end
     if (rst) begin
-      \$960  = 1'h0;
+      \$1225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$961  = core_mem_addr_addr;
+    \$1226  = core_mem_addr_addr;
     if (wr_core_mem_addr) begin
-      \$961  = \$422 ;
+      \$1226  = \$218 ;
     end
     if (rst) begin
-      \$961  = 32'd0;
+      \$1226  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$962  = core_mem_data_data;
+    \$1227  = core_mem_data_data;
     if (wr_core_mem_data) begin
-      \$962  = \$429 ;
+      \$1227  = \$221 ;
     end
     if (rst) begin
-      \$962  = 32'd0;
+      \$1227  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$963  = watchdog_cycles;
+    \$1228  = watchdog_cycles;
     if (wr_watchdog) begin
-      \$963  = \$462 ;
+      \$1228  = \$224 ;
     end
     if (rst) begin
-      \$963  = 32'd1000000;
+      \$1228  = 32'd1000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$964  = bus_timeout_cycles;
+    \$1229  = bus_timeout_cycles;
     if (wr_bus_timeout) begin
-      \$964  = \$483 ;
+      \$1229  = \$227 ;
     end
     if (rst) begin
-      \$964  = 32'd65536;
+      \$1229  = 32'd65536;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$965  = q_ring_base0_addr;
+    \$1230  = q_ring_base0_addr;
     if (wr_q_ring_base0) begin
-      \$965  = \$490 ;
+      \$1230  = \$230 ;
     end
     if (rst) begin
-      \$965  = 32'd0;
+      \$1230  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$966  = q_ring_base1_addr;
+    \$1231  = q_ring_base1_addr;
     if (wr_q_ring_base1) begin
-      \$966  = \$497 ;
+      \$1231  = \$233 ;
     end
     if (rst) begin
-      \$966  = 32'd0;
+      \$1231  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$967  = q_ring_base2_addr;
+    \$1232  = q_ring_base2_addr;
     if (wr_q_ring_base2) begin
-      \$967  = \$504 ;
+      \$1232  = \$236 ;
     end
     if (rst) begin
-      \$967  = 32'd0;
+      \$1232  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$968  = q_ring_base3_addr;
+    \$1233  = q_ring_base3_addr;
     if (wr_q_ring_base3) begin
-      \$968  = \$511 ;
+      \$1233  = \$239 ;
     end
     if (rst) begin
-      \$968  = 32'd0;
+      \$1233  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$969  = q_ring_size0_log2;
+    \$1234  = q_ring_size0_log2;
     if (wr_q_ring_size0) begin
-      \$969  = \$518 ;
+      \$1234  = \$242 ;
     end
     if (rst) begin
-      \$969  = 4'h0;
+      \$1234  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$970  = q_ring_size1_log2;
+    \$1235  = q_ring_size1_log2;
     if (wr_q_ring_size1) begin
-      \$970  = \$525 ;
+      \$1235  = \$245 ;
     end
     if (rst) begin
-      \$970  = 4'h0;
+      \$1235  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$971  = q_ring_size2_log2;
+    \$1236  = q_ring_size2_log2;
     if (wr_q_ring_size2) begin
-      \$971  = \$532 ;
+      \$1236  = \$248 ;
     end
     if (rst) begin
-      \$971  = 4'h0;
+      \$1236  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$972  = q_ring_size3_log2;
+    \$1237  = q_ring_size3_log2;
     if (wr_q_ring_size3) begin
-      \$972  = \$539 ;
+      \$1237  = \$251 ;
     end
     if (rst) begin
-      \$972  = 4'h0;
+      \$1237  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$973  = q_cpl_base0_addr;
+    \$1238  = q_cpl_base0_addr;
     if (wr_q_cpl_base0) begin
-      \$973  = \$546 ;
+      \$1238  = \$254 ;
     end
     if (rst) begin
-      \$973  = 32'd0;
+      \$1238  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$974  = q_cpl_base1_addr;
+    \$1239  = q_cpl_base1_addr;
     if (wr_q_cpl_base1) begin
-      \$974  = \$553 ;
+      \$1239  = \$257 ;
     end
     if (rst) begin
-      \$974  = 32'd0;
+      \$1239  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$975  = q_cpl_base2_addr;
+    \$1240  = q_cpl_base2_addr;
     if (wr_q_cpl_base2) begin
-      \$975  = \$560 ;
+      \$1240  = \$260 ;
     end
     if (rst) begin
-      \$975  = 32'd0;
+      \$1240  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$976  = q_cpl_base3_addr;
+    \$1241  = q_cpl_base3_addr;
     if (wr_q_cpl_base3) begin
-      \$976  = \$567 ;
+      \$1241  = \$263 ;
     end
     if (rst) begin
-      \$976  = 32'd0;
+      \$1241  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$977  = q_window_base0_addr;
+    \$1242  = q_window_base0_addr;
     if (wr_q_window_base0) begin
-      \$977  = \$574 ;
+      \$1242  = \$266 ;
     end
     if (rst) begin
-      \$977  = 32'd0;
+      \$1242  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$978  = q_window_base1_addr;
+    \$1243  = q_window_base1_addr;
     if (wr_q_window_base1) begin
-      \$978  = \$581 ;
+      \$1243  = \$269 ;
     end
     if (rst) begin
-      \$978  = 32'd0;
+      \$1243  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$979  = q_window_base2_addr;
+    \$1244  = q_window_base2_addr;
     if (wr_q_window_base2) begin
-      \$979  = \$588 ;
+      \$1244  = \$272 ;
     end
     if (rst) begin
-      \$979  = 32'd0;
+      \$1244  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$980  = q_window_base3_addr;
+    \$1245  = q_window_base3_addr;
     if (wr_q_window_base3) begin
-      \$980  = \$595 ;
+      \$1245  = \$275 ;
     end
     if (rst) begin
-      \$980  = 32'd0;
+      \$1245  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$981  = q_window_size0_bytes;
+    \$1246  = q_window_size0_bytes;
     if (wr_q_window_size0) begin
-      \$981  = \$602 ;
+      \$1246  = \$278 ;
     end
     if (rst) begin
-      \$981  = 32'd0;
+      \$1246  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$982  = q_window_size1_bytes;
+    \$1247  = q_window_size1_bytes;
     if (wr_q_window_size1) begin
-      \$982  = \$609 ;
+      \$1247  = \$281 ;
     end
     if (rst) begin
-      \$982  = 32'd0;
+      \$1247  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$983  = q_window_size2_bytes;
+    \$1248  = q_window_size2_bytes;
     if (wr_q_window_size2) begin
-      \$983  = \$616 ;
+      \$1248  = \$284 ;
     end
     if (rst) begin
-      \$983  = 32'd0;
+      \$1248  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$984  = q_window_size3_bytes;
+    \$1249  = q_window_size3_bytes;
     if (wr_q_window_size3) begin
-      \$984  = \$623 ;
+      \$1249  = \$287 ;
     end
     if (rst) begin
-      \$984  = 32'd0;
+      \$1249  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$985  = q_doorbell0_producer;
+    \$1250  = q_doorbell0_producer;
     if (wr_q_doorbell0) begin
-      \$985  = \$630 ;
+      \$1250  = \$290 ;
     end
     if (rst) begin
-      \$985  = 32'd0;
+      \$1250  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$986  = q_doorbell1_producer;
+    \$1251  = q_doorbell1_producer;
     if (wr_q_doorbell1) begin
-      \$986  = \$637 ;
+      \$1251  = \$293 ;
     end
     if (rst) begin
-      \$986  = 32'd0;
+      \$1251  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$987  = q_doorbell2_producer;
+    \$1252  = q_doorbell2_producer;
     if (wr_q_doorbell2) begin
-      \$987  = \$644 ;
+      \$1252  = \$296 ;
     end
     if (rst) begin
-      \$987  = 32'd0;
+      \$1252  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$988  = q_doorbell3_producer;
+    \$1253  = q_doorbell3_producer;
     if (wr_q_doorbell3) begin
-      \$988  = \$651 ;
+      \$1253  = \$299 ;
     end
     if (rst) begin
-      \$988  = 32'd0;
+      \$1253  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$989  = q_ctrl0_enable;
+    \$1254  = q_ctrl0_enable;
     if (wr_q_ctrl0) begin
-      \$989  = \$674 ;
+      \$1254  = \$302 ;
     end
     if (rst) begin
-      \$989  = 1'h0;
+      \$1254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$990  = q_ctrl1_enable;
+    \$1255  = q_ctrl1_enable;
     if (wr_q_ctrl1) begin
-      \$990  = \$683 ;
+      \$1255  = \$305 ;
     end
     if (rst) begin
-      \$990  = 1'h0;
+      \$1255  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$991  = q_ctrl2_enable;
+    \$1256  = q_ctrl2_enable;
     if (wr_q_ctrl2) begin
-      \$991  = \$692 ;
+      \$1256  = \$308 ;
     end
     if (rst) begin
-      \$991  = 1'h0;
+      \$1256  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$992  = q_ctrl3_enable;
+    \$1257  = q_ctrl3_enable;
     if (wr_q_ctrl3) begin
-      \$992  = \$701 ;
+      \$1257  = \$311 ;
     end
     if (rst) begin
-      \$992  = 1'h0;
+      \$1257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1258  = read_group0;
+    if (read_pending) begin
+      \$1258  = \$410 [31:0];
+    end
+    if (rst) begin
+      \$1258  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1259  = read_group0_hit;
+    if (read_pending) begin
+      \$1259  = \$427 ;
+    end
+    if (rst) begin
+      \$1259  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1260  = read_group1;
+    if (read_pending) begin
+      \$1260  = \$548 [31:0];
+    end
+    if (rst) begin
+      \$1260  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1261  = read_group1_hit;
+    if (read_pending) begin
+      \$1261  = \$565 ;
+    end
+    if (rst) begin
+      \$1261  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1262  = read_group2;
+    if (read_pending) begin
+      \$1262  = \$648 [31:0];
+    end
+    if (rst) begin
+      \$1262  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1263  = read_group2_hit;
+    if (read_pending) begin
+      \$1263  = \$665 ;
+    end
+    if (rst) begin
+      \$1263  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1264  = read_group3;
+    if (read_pending) begin
+      \$1264  = \$744 [31:0];
+    end
+    if (rst) begin
+      \$1264  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1265  = read_group3_hit;
+    if (read_pending) begin
+      \$1265  = \$761 ;
+    end
+    if (rst) begin
+      \$1265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1266  = read_group4;
+    if (read_pending) begin
+      \$1266  = \$846 [31:0];
+    end
+    if (rst) begin
+      \$1266  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1267  = read_group4_hit;
+    if (read_pending) begin
+      \$1267  = \$863 ;
+    end
+    if (rst) begin
+      \$1267  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1268  = read_group5;
+    if (read_pending) begin
+      \$1268  = \$976 [31:0];
+    end
+    if (rst) begin
+      \$1268  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1269  = read_group5_hit;
+    if (read_pending) begin
+      \$1269  = \$993 ;
+    end
+    if (rst) begin
+      \$1269  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1270  = read_group6;
+    if (read_pending) begin
+      \$1270  = \$1072 [31:0];
+    end
+    if (rst) begin
+      \$1270  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1271  = read_group6_hit;
+    if (read_pending) begin
+      \$1271  = \$1089 ;
+    end
+    if (rst) begin
+      \$1271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1272  = read_group7;
+    if (read_pending) begin
+      \$1272  = \$1168 [31:0];
+    end
+    if (rst) begin
+      \$1272  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1273  = read_group7_hit;
+    if (read_pending) begin
+      \$1273  = \$1185 ;
+    end
+    if (rst) begin
+      \$1273  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1274  = bus__rdata;
+    if (read_grouped) begin
+      \$1274  = \$1192 ;
+    end
+    if (rst) begin
+      \$1274  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$1275  = rok;
+    if (read_grouped) begin
+      \$1275  = \$1193 ;
+    end
+    if (rst) begin
+      \$1275  = 1'h0;
     end
   end
   assign bus__awready = do_write;
@@ -14206,6 +14207,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
+  assign irq_status_queue_cpl_set = { \port$8415$0 , \port$8389$0 , \port$8363$0 , \port$8337$0  };
+  assign irq_status_queue_error_set = { \port$8429$0 , \port$8403$0 , \port$8377$0 , \port$8351$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -14220,352 +14223,354 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8152$0 [0];
-  assign status_dma_store_busy = \port$8152$0 [1];
-  assign status_gemm_busy = \port$8152$0 [2];
-  assign status_vec_busy = \port$8152$0 [3];
-  assign irq_status_queue_cpl_set = { \port$8365$0 , \port$8339$0 , \port$8313$0 , \port$8287$0  };
-  assign irq_status_queue_error_set = { \port$8379$0 , \port$8353$0 , \port$8327$0 , \port$8301$0  };
-  assign q_status0_waiting = \port$7965$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8491$0  };
-  assign q_status1_waiting = \port$7965$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8499$0  };
-  assign q_status2_waiting = \port$7965$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8507$0  };
-  assign q_status3_waiting = \port$7965$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8515$0  };
+  assign status_dma_load_busy = \port$8202$0 [0];
+  assign status_dma_store_busy = \port$8202$0 [1];
+  assign status_gemm_busy = \port$8202$0 [2];
+  assign status_vec_busy = \port$8202$0 [3];
+  assign q_status0_waiting = \port$8013$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8541$0  };
+  assign q_status1_waiting = \port$8013$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8549$0  };
+  assign q_status2_waiting = \port$8013$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8557$0  };
+  assign q_status3_waiting = \port$8013$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8565$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
-  assign \$138  = 33'h04b414b49;
-  assign \$139  = \$138 ;
-  assign \$142  = 17'h00002;
-  assign \$143  = { 15'h0000, \$142  };
-  assign \$144  = 47'h000000000000;
-  assign \$148  = 9'h004;
-  assign \$149  = { 23'h000000, \$148  };
-  assign \$150  = 23'h000400;
-  assign \$154  = 9'h004;
-  assign \$155  = { 23'h000000, \$154  };
-  assign \$156  = 39'h0000100000;
-  assign \$160  = 9'h002;
-  assign \$161  = { 23'h000000, \$160  };
-  assign \$162  = 39'h0000100000;
-  assign \$166  = 9'h008;
-  assign \$167  = { 23'h000000, \$166  };
-  assign \$168  = 23'h001000;
-  assign \$170  = 39'h0000040000;
-  assign \$172  = 39'h0020000000;
-  assign \$176  = 9'h004;
-  assign \$177  = { 23'h000000, \$176  };
-  assign \$178  = 23'h000400;
-  assign \$180  = 39'h0000040000;
-  assign \$182  = 39'h0010000000;
-  assign \$189  = { 1'h0, cmd0_word };
-  assign \$190  = \$189 ;
-  assign \$196  = { 1'h0, cmd1_word };
-  assign \$197  = \$196 ;
-  assign \$203  = { 1'h0, cmd2_word };
-  assign \$204  = \$203 ;
-  assign \$210  = { 1'h0, cmd3_word };
-  assign \$211  = \$210 ;
-  assign \$217  = { 1'h0, cmd4_word };
-  assign \$218  = \$217 ;
-  assign \$224  = { 1'h0, cmd5_word };
-  assign \$225  = \$224 ;
-  assign \$231  = { 1'h0, cmd6_word };
-  assign \$232  = \$231 ;
-  assign \$238  = { 1'h0, cmd7_word };
-  assign \$239  = \$238 ;
-  assign \$242  = 2'h0;
-  assign \$243  = { 30'h00000000, \$242  };
-  assign \$246  = { 1'h0, \port$8152$0 [0] };
-  assign \$247  = { 30'h00000000, \$246  };
-  assign \$248  = { \port$8152$0 [1], 1'h0 };
-  assign \$250  = { 1'h0, \port$8152$0 [2], 2'h0 };
-  assign \$252  = { \port$8152$0 [3], 3'h0 };
-  assign \$254  = { 3'h0, status_idle, 4'h0 };
-  assign \$282  = { 1'h0, irq_status_dma_load_done };
-  assign \$283  = { 30'h00000000, \$282  };
-  assign \$284  = { irq_status_dma_store_done, 1'h0 };
-  assign \$286  = { 1'h0, irq_status_gemm_done, 2'h0 };
-  assign \$288  = { irq_status_vec_done, 3'h0 };
-  assign \$290  = { 3'h0, irq_status_error, 4'h0 };
-  assign \$292  = { 7'h00, irq_status_queue_cpl, 8'h00 };
-  assign \$294  = { 3'h0, irq_status_queue_error, 12'h000 };
-  assign \$296  = { 15'h0000, irq_status_fw_msg, 16'h0000 };
-  assign \$324  = { 1'h0, irq_enable_dma_load_done };
-  assign \$325  = { 30'h00000000, \$324  };
-  assign \$326  = { irq_enable_dma_store_done, 1'h0 };
-  assign \$328  = { 1'h0, irq_enable_gemm_done, 2'h0 };
-  assign \$330  = { irq_enable_vec_done, 3'h0 };
-  assign \$332  = { 3'h0, irq_enable_error, 4'h0 };
-  assign \$334  = { 7'h00, irq_enable_queue_cpl, 8'h00 };
-  assign \$336  = { 3'h0, irq_enable_queue_error, 12'h000 };
-  assign \$338  = { 15'h0000, irq_enable_fw_msg, 16'h0000 };
-  assign \$342  = { 1'h0, error_info_code };
-  assign \$343  = { 23'h000000, \$342  };
-  assign \$344  = { 7'h00, error_info_opcode, 8'h00 };
-  assign \$346  = { 15'h0000, error_info_tag, 16'h0000 };
-  assign \$350  = { 1'h0, done_dma_load_count };
-  assign \$351  = \$350 ;
-  assign \$354  = { 1'h0, done_dma_store_count };
-  assign \$355  = \$354 ;
-  assign \$358  = { 1'h0, done_gemm_count };
-  assign \$359  = \$358 ;
-  assign \$362  = { 1'h0, done_vec_count };
-  assign \$363  = \$362 ;
-  assign \$369  = 2'h0;
-  assign \$370  = { 30'h00000000, \$369  };
-  assign \$371  = { perf_ctrl_freeze, 1'h0 };
-  assign \$375  = { 1'h0, perf_cycles_count };
-  assign \$376  = \$375 ;
-  assign \$379  = { 1'h0, perf_gemm_busy_count };
-  assign \$380  = \$379 ;
-  assign \$383  = { 1'h0, perf_gemm_active_count };
-  assign \$384  = \$383 ;
-  assign \$387  = { 1'h0, perf_gemm_stall_count };
+  assign \$313  = 33'h04b414b49;
+  assign \$314  = \$313 ;
+  assign \$317  = 17'h00002;
+  assign \$318  = { 15'h0000, \$317  };
+  assign \$319  = 47'h000000000000;
+  assign \$324  = 9'h004;
+  assign \$325  = { 23'h000000, \$324  };
+  assign \$326  = 23'h000400;
+  assign \$331  = 9'h004;
+  assign \$332  = { 23'h000000, \$331  };
+  assign \$333  = 39'h0000100000;
+  assign \$338  = 9'h002;
+  assign \$339  = { 23'h000000, \$338  };
+  assign \$340  = 39'h0000100000;
+  assign \$345  = 9'h008;
+  assign \$346  = { 23'h000000, \$345  };
+  assign \$347  = 23'h001000;
+  assign \$349  = 39'h0000040000;
+  assign \$351  = 39'h0020000000;
+  assign \$356  = 9'h004;
+  assign \$357  = { 23'h000000, \$356  };
+  assign \$358  = 23'h000400;
+  assign \$360  = 39'h0000040000;
+  assign \$362  = 39'h0010000000;
+  assign \$367  = { 1'h0, cmd0_word };
+  assign \$368  = \$367 ;
+  assign \$372  = { 1'h0, cmd1_word };
+  assign \$373  = \$372 ;
+  assign \$377  = { 1'h0, cmd2_word };
+  assign \$378  = \$377 ;
+  assign \$382  = { 1'h0, cmd3_word };
+  assign \$383  = \$382 ;
+  assign \$387  = { 1'h0, cmd4_word };
   assign \$388  = \$387 ;
-  assign \$391  = { 1'h0, perf_vec_busy_count };
-  assign \$392  = \$391 ;
-  assign \$395  = { 1'h0, perf_vec_active_count };
-  assign \$396  = \$395 ;
-  assign \$399  = { 1'h0, perf_dma_load_busy_count };
-  assign \$400  = \$399 ;
-  assign \$403  = { 1'h0, perf_dma_store_busy_count };
-  assign \$404  = \$403 ;
-  assign \$407  = { 1'h0, perf_dma_load_bytes_count };
-  assign \$408  = \$407 ;
-  assign \$411  = { 1'h0, perf_dma_store_bytes_count };
-  assign \$412  = \$411 ;
-  assign \$418  = { 1'h0, core_ctrl_run };
-  assign \$419  = { 30'h00000000, \$418  };
-  assign \$425  = { 1'h0, core_mem_addr_addr };
-  assign \$426  = \$425 ;
-  assign \$432  = { 1'h0, core_mem_data_data };
-  assign \$433  = \$432 ;
-  assign \$436  = { 1'h0, core_pc_pc };
-  assign \$437  = \$436 ;
-  assign \$440  = { 1'h0, fw_version_version };
-  assign \$441  = \$440 ;
-  assign \$444  = { 1'h0, fw_status_state };
-  assign \$445  = { 23'h000000, \$444  };
-  assign \$446  = { 7'h00, fw_status_sleeping, 8'h00 };
-  assign \$450  = { 1'h0, fw_fault_pc_value };
-  assign \$451  = \$450 ;
-  assign \$454  = { 1'h0, fw_fault_cause_value };
-  assign \$455  = \$454 ;
-  assign \$458  = { 1'h0, fw_fault_tval_value };
-  assign \$459  = \$458 ;
-  assign \$465  = { 1'h0, watchdog_cycles };
-  assign \$466  = \$465 ;
-  assign \$469  = 4'h0;
-  assign \$470  = { 28'h0000000, \$469  };
-  assign \$471  = 4'h0;
-  assign \$475  = { 1'h0, fw_msg_value };
-  assign \$476  = \$475 ;
-  assign \$479  = { 1'h0, timestamp_cycles };
-  assign \$480  = \$479 ;
-  assign \$486  = { 1'h0, bus_timeout_cycles };
-  assign \$487  = \$486 ;
-  assign \$493  = { 1'h0, q_ring_base0_addr };
+  assign \$392  = { 1'h0, cmd5_word };
+  assign \$393  = \$392 ;
+  assign \$397  = { 1'h0, cmd6_word };
+  assign \$398  = \$397 ;
+  assign \$402  = { 1'h0, cmd7_word };
+  assign \$403  = \$402 ;
+  assign \$407  = 2'h0;
+  assign \$408  = { 30'h00000000, \$407  };
+  assign \$429  = { 1'h0, \port$8202$0 [0] };
+  assign \$430  = { 30'h00000000, \$429  };
+  assign \$431  = { \port$8202$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$8202$0 [2], 2'h0 };
+  assign \$435  = { \port$8202$0 [3], 3'h0 };
+  assign \$437  = { 3'h0, status_idle, 4'h0 };
+  assign \$441  = { 1'h0, irq_status_dma_load_done };
+  assign \$442  = { 30'h00000000, \$441  };
+  assign \$443  = { irq_status_dma_store_done, 1'h0 };
+  assign \$445  = { 1'h0, irq_status_gemm_done, 2'h0 };
+  assign \$447  = { irq_status_vec_done, 3'h0 };
+  assign \$449  = { 3'h0, irq_status_error, 4'h0 };
+  assign \$451  = { 7'h00, irq_status_queue_cpl, 8'h00 };
+  assign \$453  = { 3'h0, irq_status_queue_error, 12'h000 };
+  assign \$455  = { 15'h0000, irq_status_fw_msg, 16'h0000 };
+  assign \$460  = { 1'h0, irq_enable_dma_load_done };
+  assign \$461  = { 30'h00000000, \$460  };
+  assign \$462  = { irq_enable_dma_store_done, 1'h0 };
+  assign \$464  = { 1'h0, irq_enable_gemm_done, 2'h0 };
+  assign \$466  = { irq_enable_vec_done, 3'h0 };
+  assign \$468  = { 3'h0, irq_enable_error, 4'h0 };
+  assign \$470  = { 7'h00, irq_enable_queue_cpl, 8'h00 };
+  assign \$472  = { 3'h0, irq_enable_queue_error, 12'h000 };
+  assign \$474  = { 15'h0000, irq_enable_fw_msg, 16'h0000 };
+  assign \$479  = { 1'h0, error_info_code };
+  assign \$480  = { 23'h000000, \$479  };
+  assign \$481  = { 7'h00, error_info_opcode, 8'h00 };
+  assign \$483  = { 15'h0000, error_info_tag, 16'h0000 };
+  assign \$488  = { 1'h0, done_dma_load_count };
+  assign \$489  = \$488 ;
+  assign \$493  = { 1'h0, done_dma_store_count };
   assign \$494  = \$493 ;
-  assign \$500  = { 1'h0, q_ring_base1_addr };
-  assign \$501  = \$500 ;
-  assign \$507  = { 1'h0, q_ring_base2_addr };
-  assign \$508  = \$507 ;
-  assign \$514  = { 1'h0, q_ring_base3_addr };
-  assign \$515  = \$514 ;
-  assign \$521  = { 1'h0, q_ring_size0_log2 };
-  assign \$522  = { 27'h0000000, \$521  };
-  assign \$528  = { 1'h0, q_ring_size1_log2 };
-  assign \$529  = { 27'h0000000, \$528  };
-  assign \$535  = { 1'h0, q_ring_size2_log2 };
-  assign \$536  = { 27'h0000000, \$535  };
-  assign \$542  = { 1'h0, q_ring_size3_log2 };
-  assign \$543  = { 27'h0000000, \$542  };
-  assign \$549  = { 1'h0, q_cpl_base0_addr };
-  assign \$550  = \$549 ;
-  assign \$556  = { 1'h0, q_cpl_base1_addr };
-  assign \$557  = \$556 ;
-  assign \$563  = { 1'h0, q_cpl_base2_addr };
-  assign \$564  = \$563 ;
-  assign \$570  = { 1'h0, q_cpl_base3_addr };
-  assign \$571  = \$570 ;
-  assign \$577  = { 1'h0, q_window_base0_addr };
-  assign \$578  = \$577 ;
-  assign \$584  = { 1'h0, q_window_base1_addr };
-  assign \$585  = \$584 ;
-  assign \$591  = { 1'h0, q_window_base2_addr };
+  assign \$498  = { 1'h0, done_gemm_count };
+  assign \$499  = \$498 ;
+  assign \$503  = { 1'h0, done_vec_count };
+  assign \$504  = \$503 ;
+  assign \$508  = 2'h0;
+  assign \$509  = { 30'h00000000, \$508  };
+  assign \$510  = { perf_ctrl_freeze, 1'h0 };
+  assign \$515  = { 1'h0, perf_cycles_count };
+  assign \$516  = \$515 ;
+  assign \$520  = { 1'h0, perf_gemm_busy_count };
+  assign \$521  = \$520 ;
+  assign \$525  = { 1'h0, perf_gemm_active_count };
+  assign \$526  = \$525 ;
+  assign \$530  = { 1'h0, perf_gemm_stall_count };
+  assign \$531  = \$530 ;
+  assign \$535  = { 1'h0, perf_vec_busy_count };
+  assign \$536  = \$535 ;
+  assign \$540  = { 1'h0, perf_vec_active_count };
+  assign \$541  = \$540 ;
+  assign \$545  = { 1'h0, perf_dma_load_busy_count };
+  assign \$546  = \$545 ;
+  assign \$567  = { 1'h0, perf_dma_store_busy_count };
+  assign \$568  = \$567 ;
+  assign \$571  = { 1'h0, perf_dma_load_bytes_count };
+  assign \$572  = \$571 ;
+  assign \$576  = { 1'h0, perf_dma_store_bytes_count };
+  assign \$577  = \$576 ;
+  assign \$581  = { 1'h0, core_ctrl_run };
+  assign \$582  = { 30'h00000000, \$581  };
+  assign \$586  = { 1'h0, core_mem_addr_addr };
+  assign \$587  = \$586 ;
+  assign \$591  = { 1'h0, core_mem_data_data };
   assign \$592  = \$591 ;
-  assign \$598  = { 1'h0, q_window_base3_addr };
-  assign \$599  = \$598 ;
-  assign \$605  = { 1'h0, q_window_size0_bytes };
-  assign \$606  = \$605 ;
-  assign \$612  = { 1'h0, q_window_size1_bytes };
-  assign \$613  = \$612 ;
-  assign \$619  = { 1'h0, q_window_size2_bytes };
-  assign \$620  = \$619 ;
-  assign \$626  = { 1'h0, q_window_size3_bytes };
-  assign \$627  = \$626 ;
-  assign \$633  = { 1'h0, q_doorbell0_producer };
-  assign \$634  = \$633 ;
-  assign \$640  = { 1'h0, q_doorbell1_producer };
+  assign \$596  = { 1'h0, core_pc_pc };
+  assign \$597  = \$596 ;
+  assign \$601  = { 1'h0, fw_version_version };
+  assign \$602  = \$601 ;
+  assign \$606  = { 1'h0, fw_status_state };
+  assign \$607  = { 23'h000000, \$606  };
+  assign \$608  = { 7'h00, fw_status_sleeping, 8'h00 };
+  assign \$613  = { 1'h0, fw_fault_pc_value };
+  assign \$614  = \$613 ;
+  assign \$618  = { 1'h0, fw_fault_cause_value };
+  assign \$619  = \$618 ;
+  assign \$623  = { 1'h0, fw_fault_tval_value };
+  assign \$624  = \$623 ;
+  assign \$628  = { 1'h0, watchdog_cycles };
+  assign \$629  = \$628 ;
+  assign \$633  = 4'h0;
+  assign \$634  = { 28'h0000000, \$633  };
+  assign \$635  = 4'h0;
+  assign \$640  = { 1'h0, fw_msg_value };
   assign \$641  = \$640 ;
-  assign \$647  = { 1'h0, q_doorbell2_producer };
-  assign \$648  = \$647 ;
-  assign \$654  = { 1'h0, q_doorbell3_producer };
-  assign \$655  = \$654 ;
-  assign \$658  = { 1'h0, q_consumer0_index };
-  assign \$659  = \$658 ;
-  assign \$662  = { 1'h0, q_consumer1_index };
-  assign \$663  = \$662 ;
-  assign \$666  = { 1'h0, q_consumer2_index };
-  assign \$667  = \$666 ;
-  assign \$670  = { 1'h0, q_consumer3_index };
-  assign \$671  = \$670 ;
-  assign \$677  = { 1'h0, q_ctrl0_enable };
-  assign \$678  = { 30'h00000000, \$677  };
-  assign \$679  = 2'h0;
-  assign \$686  = { 1'h0, q_ctrl1_enable };
-  assign \$687  = { 30'h00000000, \$686  };
-  assign \$688  = 2'h0;
-  assign \$695  = { 1'h0, q_ctrl2_enable };
-  assign \$696  = { 30'h00000000, \$695  };
-  assign \$697  = 2'h0;
-  assign \$704  = { 1'h0, q_ctrl3_enable };
-  assign \$705  = { 30'h00000000, \$704  };
-  assign \$706  = 2'h0;
-  assign \$710  = { 1'h0, q_status0_active };
-  assign \$711  = { 30'h00000000, \$710  };
-  assign \$712  = { q_status0_halted, 1'h0 };
-  assign \$714  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$716  = { \port$7965$0 [0], 3'h0 };
-  assign \$718  = { 12'h000, \port$8491$0 , 8'h00 };
-  assign \$722  = { 1'h0, q_status1_active };
-  assign \$723  = { 30'h00000000, \$722  };
-  assign \$724  = { q_status1_halted, 1'h0 };
-  assign \$726  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$728  = { \port$7965$0 [1], 3'h0 };
-  assign \$730  = { 12'h000, \port$8499$0 , 8'h00 };
-  assign \$734  = { 1'h0, q_status2_active };
-  assign \$735  = { 30'h00000000, \$734  };
-  assign \$736  = { q_status2_halted, 1'h0 };
-  assign \$738  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$740  = { \port$7965$0 [2], 3'h0 };
-  assign \$742  = { 12'h000, \port$8507$0 , 8'h00 };
-  assign \$746  = { 1'h0, q_status3_active };
-  assign \$747  = { 30'h00000000, \$746  };
-  assign \$748  = { q_status3_halted, 1'h0 };
-  assign \$750  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$752  = { \port$7965$0 [3], 3'h0 };
-  assign \$754  = { 12'h000, \port$8515$0 , 8'h00 };
-  assign \$758  = { 1'h0, q_error0_code };
-  assign \$759  = { 23'h000000, \$758  };
-  assign \$762  = { 1'h0, q_error1_code };
-  assign \$763  = { 23'h000000, \$762  };
-  assign \$766  = { 1'h0, q_error2_code };
-  assign \$767  = { 23'h000000, \$766  };
-  assign \$770  = { 1'h0, q_error3_code };
-  assign \$771  = { 23'h000000, \$770  };
-  assign \$774  = { 1'h0, q_error_index0_index };
-  assign \$775  = \$774 ;
-  assign \$778  = { 1'h0, q_error_index1_index };
-  assign \$779  = \$778 ;
-  assign \$782  = { 1'h0, q_error_index2_index };
+  assign \$645  = { 1'h0, timestamp_cycles };
+  assign \$646  = \$645 ;
+  assign \$667  = { 1'h0, bus_timeout_cycles };
+  assign \$668  = \$667 ;
+  assign \$671  = { 1'h0, q_ring_base0_addr };
+  assign \$672  = \$671 ;
+  assign \$676  = { 1'h0, q_ring_base1_addr };
+  assign \$677  = \$676 ;
+  assign \$681  = { 1'h0, q_ring_base2_addr };
+  assign \$682  = \$681 ;
+  assign \$686  = { 1'h0, q_ring_base3_addr };
+  assign \$687  = \$686 ;
+  assign \$691  = { 1'h0, q_ring_size0_log2 };
+  assign \$692  = { 27'h0000000, \$691  };
+  assign \$696  = { 1'h0, q_ring_size1_log2 };
+  assign \$697  = { 27'h0000000, \$696  };
+  assign \$701  = { 1'h0, q_ring_size2_log2 };
+  assign \$702  = { 27'h0000000, \$701  };
+  assign \$706  = { 1'h0, q_ring_size3_log2 };
+  assign \$707  = { 27'h0000000, \$706  };
+  assign \$711  = { 1'h0, q_cpl_base0_addr };
+  assign \$712  = \$711 ;
+  assign \$716  = { 1'h0, q_cpl_base1_addr };
+  assign \$717  = \$716 ;
+  assign \$721  = { 1'h0, q_cpl_base2_addr };
+  assign \$722  = \$721 ;
+  assign \$726  = { 1'h0, q_cpl_base3_addr };
+  assign \$727  = \$726 ;
+  assign \$731  = { 1'h0, q_window_base0_addr };
+  assign \$732  = \$731 ;
+  assign \$736  = { 1'h0, q_window_base1_addr };
+  assign \$737  = \$736 ;
+  assign \$741  = { 1'h0, q_window_base2_addr };
+  assign \$742  = \$741 ;
+  assign \$763  = { 1'h0, q_window_base3_addr };
+  assign \$764  = \$763 ;
+  assign \$767  = { 1'h0, q_window_size0_bytes };
+  assign \$768  = \$767 ;
+  assign \$772  = { 1'h0, q_window_size1_bytes };
+  assign \$773  = \$772 ;
+  assign \$777  = { 1'h0, q_window_size2_bytes };
+  assign \$778  = \$777 ;
+  assign \$782  = { 1'h0, q_window_size3_bytes };
   assign \$783  = \$782 ;
-  assign \$786  = { 1'h0, q_error_index3_index };
-  assign \$787  = \$786 ;
-  assign \$790  = { 1'h0, q_fetch0_index };
-  assign \$791  = \$790 ;
-  assign \$794  = { 1'h0, q_fetch1_index };
-  assign \$795  = \$794 ;
-  assign \$798  = { 1'h0, q_fetch2_index };
-  assign \$799  = \$798 ;
-  assign \$802  = { 1'h0, q_fetch3_index };
+  assign \$787  = { 1'h0, q_doorbell0_producer };
+  assign \$788  = \$787 ;
+  assign \$792  = { 1'h0, q_doorbell1_producer };
+  assign \$793  = \$792 ;
+  assign \$797  = { 1'h0, q_doorbell2_producer };
+  assign \$798  = \$797 ;
+  assign \$802  = { 1'h0, q_doorbell3_producer };
   assign \$803  = \$802 ;
-  assign \$806  = { 1'h0, perf_q_retired0_count };
-  assign \$807  = \$806 ;
-  assign \$810  = { 1'h0, perf_q_retired1_count };
-  assign \$811  = \$810 ;
-  assign \$814  = { 1'h0, perf_q_retired2_count };
-  assign \$815  = \$814 ;
-  assign \$818  = { 1'h0, perf_q_retired3_count };
-  assign \$819  = \$818 ;
-  assign \$822  = { 1'h0, perf_q_event_stall0_count };
+  assign \$807  = { 1'h0, q_consumer0_index };
+  assign \$808  = \$807 ;
+  assign \$812  = { 1'h0, q_consumer1_index };
+  assign \$813  = \$812 ;
+  assign \$817  = { 1'h0, q_consumer2_index };
+  assign \$818  = \$817 ;
+  assign \$822  = { 1'h0, q_consumer3_index };
   assign \$823  = \$822 ;
-  assign \$826  = { 1'h0, perf_q_event_stall1_count };
-  assign \$827  = \$826 ;
-  assign \$830  = { 1'h0, perf_q_event_stall2_count };
-  assign \$831  = \$830 ;
-  assign \$834  = { 1'h0, perf_q_event_stall3_count };
-  assign \$835  = \$834 ;
-  assign \$838  = { 1'h0, event0_value };
-  assign \$839  = \$838 ;
-  assign \$842  = { 1'h0, event1_value };
-  assign \$843  = \$842 ;
-  assign \$846  = { 1'h0, event2_value };
-  assign \$847  = \$846 ;
-  assign \$850  = { 1'h0, event3_value };
-  assign \$851  = \$850 ;
-  assign \$854  = { 1'h0, event4_value };
-  assign \$855  = \$854 ;
-  assign \$858  = { 1'h0, event5_value };
-  assign \$859  = \$858 ;
-  assign \$862  = { 1'h0, event6_value };
-  assign \$863  = \$862 ;
-  assign \$866  = { 1'h0, event7_value };
-  assign \$867  = \$866 ;
-  assign \$870  = { 1'h0, event8_value };
-  assign \$871  = \$870 ;
-  assign \$874  = { 1'h0, event9_value };
-  assign \$875  = \$874 ;
-  assign \$878  = { 1'h0, event10_value };
-  assign \$879  = \$878 ;
-  assign \$882  = { 1'h0, event11_value };
-  assign \$883  = \$882 ;
-  assign \$886  = { 1'h0, event12_value };
-  assign \$887  = \$886 ;
-  assign \$890  = { 1'h0, event13_value };
-  assign \$891  = \$890 ;
-  assign \$894  = { 1'h0, event14_value };
-  assign \$895  = \$894 ;
-  assign \$898  = { 1'h0, event15_value };
-  assign \$899  = \$898 ;
-  assign \$902  = { 1'h0, perf_dma_load_stall_count };
-  assign \$903  = \$902 ;
-  assign \$906  = { 1'h0, perf_dma_store_stall_count };
-  assign \$907  = \$906 ;
-  assign \$910  = { 1'h0, perf_vec_stall_count };
-  assign \$911  = \$910 ;
-  assign \$914  = { 1'h0, perf_dma_load_full_count };
-  assign \$915  = \$914 ;
-  assign \$918  = { 1'h0, perf_dma_store_full_count };
-  assign \$919  = \$918 ;
-  assign \$922  = { 1'h0, perf_gemm_full_count };
-  assign \$923  = \$922 ;
-  assign \$926  = { 1'h0, perf_vec_full_count };
-  assign \$927  = \$926 ;
-  assign \$145  = 47'h000000000002;
-  assign \$151  = 32'd1028;
-  assign \$157  = 39'h0000100004;
-  assign \$163  = 39'h0000100002;
-  assign \$169  = 32'd4104;
-  assign \$171  = 39'h0000041008;
-  assign \$173  = 39'h0020041008;
-  assign \$179  = 32'd1028;
-  assign \$181  = 39'h0000040404;
-  assign \$183  = 39'h0010040404;
-  assign \$372  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
-  assign \$472  = 32'd0;
-  assign \$680  = { 31'h00000000, q_ctrl0_enable };
-  assign \$689  = { 31'h00000000, q_ctrl1_enable };
-  assign \$698  = { 31'h00000000, q_ctrl2_enable };
-  assign \$707  = { 31'h00000000, q_ctrl3_enable };
+  assign \$827  = { 1'h0, q_ctrl0_enable };
+  assign \$828  = { 30'h00000000, \$827  };
+  assign \$829  = 2'h0;
+  assign \$834  = { 1'h0, q_ctrl1_enable };
+  assign \$835  = { 30'h00000000, \$834  };
+  assign \$836  = 2'h0;
+  assign \$841  = { 1'h0, q_ctrl2_enable };
+  assign \$842  = { 30'h00000000, \$841  };
+  assign \$843  = 2'h0;
+  assign \$865  = { 1'h0, q_ctrl3_enable };
+  assign \$866  = { 30'h00000000, \$865  };
+  assign \$867  = 2'h0;
+  assign \$871  = { 1'h0, q_status0_active };
+  assign \$872  = { 30'h00000000, \$871  };
+  assign \$873  = { q_status0_halted, 1'h0 };
+  assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
+  assign \$877  = { \port$8013$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$8541$0 , 8'h00 };
+  assign \$884  = { 1'h0, q_status1_active };
+  assign \$885  = { 30'h00000000, \$884  };
+  assign \$886  = { q_status1_halted, 1'h0 };
+  assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
+  assign \$890  = { \port$8013$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$8549$0 , 8'h00 };
+  assign \$897  = { 1'h0, q_status2_active };
+  assign \$898  = { 30'h00000000, \$897  };
+  assign \$899  = { q_status2_halted, 1'h0 };
+  assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
+  assign \$903  = { \port$8013$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$8557$0 , 8'h00 };
+  assign \$910  = { 1'h0, q_status3_active };
+  assign \$911  = { 30'h00000000, \$910  };
+  assign \$912  = { q_status3_halted, 1'h0 };
+  assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
+  assign \$916  = { \port$8013$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$8565$0 , 8'h00 };
+  assign \$923  = { 1'h0, q_error0_code };
+  assign \$924  = { 23'h000000, \$923  };
+  assign \$928  = { 1'h0, q_error1_code };
+  assign \$929  = { 23'h000000, \$928  };
+  assign \$933  = { 1'h0, q_error2_code };
+  assign \$934  = { 23'h000000, \$933  };
+  assign \$938  = { 1'h0, q_error3_code };
+  assign \$939  = { 23'h000000, \$938  };
+  assign \$943  = { 1'h0, q_error_index0_index };
+  assign \$944  = \$943 ;
+  assign \$948  = { 1'h0, q_error_index1_index };
+  assign \$949  = \$948 ;
+  assign \$953  = { 1'h0, q_error_index2_index };
+  assign \$954  = \$953 ;
+  assign \$958  = { 1'h0, q_error_index3_index };
+  assign \$959  = \$958 ;
+  assign \$963  = { 1'h0, q_fetch0_index };
+  assign \$964  = \$963 ;
+  assign \$968  = { 1'h0, q_fetch1_index };
+  assign \$969  = \$968 ;
+  assign \$973  = { 1'h0, q_fetch2_index };
+  assign \$974  = \$973 ;
+  assign \$995  = { 1'h0, q_fetch3_index };
+  assign \$996  = \$995 ;
+  assign \$999  = { 1'h0, perf_q_retired0_count };
+  assign \$1000  = \$999 ;
+  assign \$1004  = { 1'h0, perf_q_retired1_count };
+  assign \$1005  = \$1004 ;
+  assign \$1009  = { 1'h0, perf_q_retired2_count };
+  assign \$1010  = \$1009 ;
+  assign \$1014  = { 1'h0, perf_q_retired3_count };
+  assign \$1015  = \$1014 ;
+  assign \$1019  = { 1'h0, perf_q_event_stall0_count };
+  assign \$1020  = \$1019 ;
+  assign \$1024  = { 1'h0, perf_q_event_stall1_count };
+  assign \$1025  = \$1024 ;
+  assign \$1029  = { 1'h0, perf_q_event_stall2_count };
+  assign \$1030  = \$1029 ;
+  assign \$1034  = { 1'h0, perf_q_event_stall3_count };
+  assign \$1035  = \$1034 ;
+  assign \$1039  = { 1'h0, event0_value };
+  assign \$1040  = \$1039 ;
+  assign \$1044  = { 1'h0, event1_value };
+  assign \$1045  = \$1044 ;
+  assign \$1049  = { 1'h0, event2_value };
+  assign \$1050  = \$1049 ;
+  assign \$1054  = { 1'h0, event3_value };
+  assign \$1055  = \$1054 ;
+  assign \$1059  = { 1'h0, event4_value };
+  assign \$1060  = \$1059 ;
+  assign \$1064  = { 1'h0, event5_value };
+  assign \$1065  = \$1064 ;
+  assign \$1069  = { 1'h0, event6_value };
+  assign \$1070  = \$1069 ;
+  assign \$1091  = { 1'h0, event7_value };
+  assign \$1092  = \$1091 ;
+  assign \$1095  = { 1'h0, event8_value };
+  assign \$1096  = \$1095 ;
+  assign \$1100  = { 1'h0, event9_value };
+  assign \$1101  = \$1100 ;
+  assign \$1105  = { 1'h0, event10_value };
+  assign \$1106  = \$1105 ;
+  assign \$1110  = { 1'h0, event11_value };
+  assign \$1111  = \$1110 ;
+  assign \$1115  = { 1'h0, event12_value };
+  assign \$1116  = \$1115 ;
+  assign \$1120  = { 1'h0, event13_value };
+  assign \$1121  = \$1120 ;
+  assign \$1125  = { 1'h0, event14_value };
+  assign \$1126  = \$1125 ;
+  assign \$1130  = { 1'h0, event15_value };
+  assign \$1131  = \$1130 ;
+  assign \$1135  = { 1'h0, perf_dma_load_stall_count };
+  assign \$1136  = \$1135 ;
+  assign \$1140  = { 1'h0, perf_dma_store_stall_count };
+  assign \$1141  = \$1140 ;
+  assign \$1145  = { 1'h0, perf_vec_stall_count };
+  assign \$1146  = \$1145 ;
+  assign \$1150  = { 1'h0, perf_dma_load_full_count };
+  assign \$1151  = \$1150 ;
+  assign \$1155  = { 1'h0, perf_dma_store_full_count };
+  assign \$1156  = \$1155 ;
+  assign \$1160  = { 1'h0, perf_gemm_full_count };
+  assign \$1161  = \$1160 ;
+  assign \$1165  = { 1'h0, perf_vec_full_count };
+  assign \$1166  = \$1165 ;
+  assign \$320  = 47'h000000000002;
+  assign \$327  = 32'd1028;
+  assign \$334  = 39'h0000100004;
+  assign \$341  = 39'h0000100002;
+  assign \$348  = 32'd4104;
+  assign \$350  = 39'h0000041008;
+  assign \$352  = 39'h0020041008;
+  assign \$359  = 32'd1028;
+  assign \$361  = 39'h0000040404;
+  assign \$363  = 39'h0010040404;
+  assign \$409  = 32'd0;
+  assign \$410  = \$405 ;
+  assign \$511  = { 30'h00000000, perf_ctrl_freeze, 1'h0 };
+  assign \$636  = 32'd0;
+  assign \$637  = 32'd0;
+  assign \$638  = \$631 ;
+  assign \$830  = { 31'h00000000, q_ctrl0_enable };
+  assign \$837  = { 31'h00000000, q_ctrl1_enable };
+  assign \$844  = { 31'h00000000, q_ctrl2_enable };
+  assign \$868  = { 31'h00000000, q_ctrl3_enable };
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$8154$0 , retire__0__tag, \port$8156$0 , retire__1__tag, \port$8158$0 , retire__2__tag, \port$8160$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8204$0 , retire__0__tag, \port$8206$0 , retire__1__tag, \port$8208$0 , retire__2__tag, \port$8210$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15180,14 +15185,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8154$0 ;
-  wire [8:0] \port$8154$0 ;
-  output [8:0] \port$8156$0 ;
-  wire [8:0] \port$8156$0 ;
-  output [8:0] \port$8158$0 ;
-  wire [8:0] \port$8158$0 ;
-  output [8:0] \port$8160$0 ;
-  wire [8:0] \port$8160$0 ;
+  output [8:0] \port$8204$0 ;
+  wire [8:0] \port$8204$0 ;
+  output [8:0] \port$8206$0 ;
+  wire [8:0] \port$8206$0 ;
+  output [8:0] \port$8208$0 ;
+  wire [8:0] \port$8208$0 ;
+  output [8:0] \port$8210$0 ;
+  wire [8:0] \port$8210$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15639,9 +15644,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7654$0 (desc),
-    .\port$7656$0 (queue),
-    .\port$7657$0 (windowed),
+    .\port$7670$0 (desc),
+    .\port$7672$0 (queue),
+    .\port$7673$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15651,9 +15656,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7654$0 (desc),
-    .\port$7656$0 (queue),
-    .\port$7657$0 (windowed),
+    .\port$7670$0 (desc),
+    .\port$7672$0 (queue),
+    .\port$7673$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15663,9 +15668,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7654$0 (desc),
-    .\port$7656$0 (queue),
-    .\port$7657$0 (windowed),
+    .\port$7670$0 (desc),
+    .\port$7672$0 (queue),
+    .\port$7673$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15675,9 +15680,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7654$0 (desc),
-    .\port$7656$0 (queue),
-    .\port$7657$0 (windowed),
+    .\port$7670$0 (desc),
+    .\port$7672$0 (queue),
+    .\port$7673$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15862,13 +15867,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8154$0  = dma_load_held[8:0];
+  assign \port$8204$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8156$0  = dma_store_held[8:0];
+  assign \port$8206$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8158$0  = gemm_held[8:0];
+  assign \port$8208$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8160$0  = vec_held[8:0];
+  assign \port$8210$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16369,7 +16374,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7670$0 , \port$7672$0 , \port$7673$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16411,12 +16416,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7654$0 ;
-  wire [255:0] \port$7654$0 ;
-  input [1:0] \port$7656$0 ;
-  wire [1:0] \port$7656$0 ;
-  input \port$7657$0 ;
-  wire \port$7657$0 ;
+  input [255:0] \port$7670$0 ;
+  wire [255:0] \port$7670$0 ;
+  input [1:0] \port$7672$0 ;
+  wire [1:0] \port$7672$0 ;
+  input \port$7673$0 ;
+  wire \port$7673$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16448,7 +16453,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+      storage[w_port__addr] <= { \port$7673$0 , \port$7672$0 , \port$7670$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16547,14 +16552,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
-  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_port__data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+  assign w_data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7670$0 , \port$7672$0 , \port$7673$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16596,12 +16601,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7654$0 ;
-  wire [255:0] \port$7654$0 ;
-  input [1:0] \port$7656$0 ;
-  wire [1:0] \port$7656$0 ;
-  input \port$7657$0 ;
-  wire \port$7657$0 ;
+  input [255:0] \port$7670$0 ;
+  wire [255:0] \port$7670$0 ;
+  input [1:0] \port$7672$0 ;
+  wire [1:0] \port$7672$0 ;
+  input \port$7673$0 ;
+  wire \port$7673$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16633,7 +16638,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+      storage[w_port__addr] <= { \port$7673$0 , \port$7672$0 , \port$7670$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16732,14 +16737,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
-  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_port__data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+  assign w_data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7670$0 , \port$7672$0 , \port$7673$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16781,12 +16786,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7654$0 ;
-  wire [255:0] \port$7654$0 ;
-  input [1:0] \port$7656$0 ;
-  wire [1:0] \port$7656$0 ;
-  input \port$7657$0 ;
-  wire \port$7657$0 ;
+  input [255:0] \port$7670$0 ;
+  wire [255:0] \port$7670$0 ;
+  input [1:0] \port$7672$0 ;
+  wire [1:0] \port$7672$0 ;
+  input \port$7673$0 ;
+  wire \port$7673$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16818,7 +16823,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+      storage[w_port__addr] <= { \port$7673$0 , \port$7672$0 , \port$7670$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16917,14 +16922,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
-  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_port__data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+  assign w_data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7654$0 , \port$7656$0 , \port$7657$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7670$0 , \port$7672$0 , \port$7673$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16966,12 +16971,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7654$0 ;
-  wire [255:0] \port$7654$0 ;
-  input [1:0] \port$7656$0 ;
-  wire [1:0] \port$7656$0 ;
-  input \port$7657$0 ;
-  wire \port$7657$0 ;
+  input [255:0] \port$7670$0 ;
+  wire [255:0] \port$7670$0 ;
+  input [1:0] \port$7672$0 ;
+  wire [1:0] \port$7672$0 ;
+  input \port$7673$0 ;
+  wire \port$7673$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17003,7 +17008,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+      storage[w_port__addr] <= { \port$7673$0 , \port$7672$0 , \port$7670$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17102,8 +17107,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
-  assign w_data = { \port$7657$0 , \port$7656$0 , \port$7654$0  };
+  assign w_port__data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+  assign w_data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -21884,8 +21889,8 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_4x4.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5712$0 (aw_hs_id),
-    .\port$5726$0 (down__awlen),
+    .\port$5728$0 (aw_hs_id),
+    .\port$5742$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -22230,7 +22235,7 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5712$0 , w_en, \port$5726$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$5742$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22258,10 +22263,10 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5712$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5712$0 ;
-  wire [2:0] \port$5712$0 ;
-  input [7:0] \port$5726$0 ;
-  wire [7:0] \port$5726$0 ;
+  input [2:0] \port$5728$0 ;
+  wire [2:0] \port$5728$0 ;
+  input [7:0] \port$5742$0 ;
+  wire [7:0] \port$5742$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -22296,7 +22301,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5712$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5712$0 , \port$5726$0  };
+      storage[w_port__addr] <= { \port$5728$0 , \port$5742$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -22362,14 +22367,14 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5712$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5712$0 , \port$5726$0  };
-  assign w_data = { \port$5712$0 , \port$5726$0  };
+  assign w_port__data = { \port$5728$0 , \port$5742$0  };
+  assign w_data = { \port$5728$0 , \port$5742$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8154$16 , \port$8714$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8204$16 , \port$8764$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22413,10 +22418,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8154$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8154$16 ;
-  wire [15:0] \port$8154$16 ;
-  input [7:0] \port$8714$0 ;
-  wire [7:0] \port$8714$0 ;
+  input [15:0] \port$8204$16 ;
+  wire [15:0] \port$8204$16 ;
+  input [7:0] \port$8764$0 ;
+  wire [7:0] \port$8764$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22451,7 +22456,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8154$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8154$16 , \port$8714$0  };
+      storage[w_port__addr] <= { \port$8204$16 , \port$8764$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22562,14 +22567,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8154$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8154$16 , \port$8714$0  };
-  assign w_data = { \port$8154$16 , \port$8714$0  };
+  assign w_port__data = { \port$8204$16 , \port$8764$0  };
+  assign w_data = { \port$8204$16 , \port$8764$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8156$16 , \port$8830$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206$16 , \port$8880$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22613,10 +22618,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8156
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8156$16 ;
-  wire [15:0] \port$8156$16 ;
-  input [7:0] \port$8830$0 ;
-  wire [7:0] \port$8830$0 ;
+  input [15:0] \port$8206$16 ;
+  wire [15:0] \port$8206$16 ;
+  input [7:0] \port$8880$0 ;
+  wire [7:0] \port$8880$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22651,7 +22656,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8156
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8156$16 , \port$8830$0  };
+      storage[w_port__addr] <= { \port$8206$16 , \port$8880$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22762,16 +22767,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8156
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8156$16 , \port$8830$0  };
-  assign w_data = { \port$8156$16 , \port$8830$0  };
+  assign w_port__data = { \port$8206$16 , \port$8880$0  };
+  assign w_data = { \port$8206$16 , \port$8880$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4249$0 , \port$4251$0 , q_head_index1_index, \port$4259$0 , \port$4261$0 , q_head_index2_index, \port$4269$0 , \port$4271$0 , q_head_index3_index, \port$4279$0 , \port$4281$0 , cpl_status_free, \port$5309$0 , \port$5339$0 , \port$5369$0 
-, \port$5399$0 , \port$7500$0 , \port$7550$0 , \port$7600$0 , \port$7650$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8126$2 , bus__we, bus__wdata
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4265$0 , \port$4267$0 , q_head_index1_index, \port$4275$0 , \port$4277$0 , q_head_index2_index, \port$4285$0 , \port$4287$0 , q_head_index3_index, \port$4295$0 , \port$4297$0 , cpl_status_free, \port$5325$0 , \port$5355$0 , \port$5385$0 
+, \port$5415$0 , \port$7516$0 , \port$7566$0 , \port$7616$0 , \port$7666$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8176$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -22845,529 +22850,529 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [31:0] \$160 ;
   wire [31:0] \$161 ;
   wire [31:0] \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire [32:0] \$167 ;
-  wire [32:0] \$168 ;
-  wire [7:0] \$169 ;
+  wire [7:0] \$163 ;
+  wire [7:0] \$164 ;
+  wire [7:0] \$165 ;
+  wire [31:0] \$166 ;
+  wire [31:0] \$167 ;
+  wire [31:0] \$168 ;
+  wire [31:0] \$169 ;
   wire \$17 ;
-  wire [7:0] \$170 ;
-  wire [7:0] \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire [8:0] \$176 ;
+  wire [31:0] \$170 ;
+  wire [31:0] \$171 ;
+  wire [31:0] \$172 ;
+  wire [31:0] \$173 ;
+  wire [31:0] \$174 ;
+  wire [31:0] \$175 ;
+  wire [31:0] \$176 ;
   wire [31:0] \$177 ;
-  wire [31:0] \$178 ;
-  wire [31:0] \$179 ;
+  wire [3:0] \$178 ;
+  wire [3:0] \$179 ;
   wire \$18 ;
-  wire [31:0] \$180 ;
+  wire [3:0] \$180 ;
   wire \$181 ;
   wire \$182 ;
   wire \$183 ;
-  wire \$184 ;
-  wire [32:0] \$185 ;
-  wire [32:0] \$186 ;
-  wire [31:0] \$187 ;
-  wire [31:0] \$188 ;
-  wire [31:0] \$189 ;
+  wire [3:0] \$184 ;
+  wire [3:0] \$185 ;
+  wire [3:0] \$186 ;
+  wire [1:0] \$187 ;
+  wire [1:0] \$188 ;
+  wire [1:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire [32:0] \$194 ;
-  wire [32:0] \$195 ;
-  wire [31:0] \$196 ;
-  wire [31:0] \$197 ;
-  wire [31:0] \$198 ;
+  wire [15:0] \$190 ;
+  wire [15:0] \$191 ;
+  wire [15:0] \$192 ;
+  wire [3:0] \$193 ;
+  wire [3:0] \$194 ;
+  wire [3:0] \$195 ;
+  wire [1:0] \$196 ;
+  wire [1:0] \$197 ;
+  wire [1:0] \$198 ;
   wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
   wire \$202 ;
-  wire [32:0] \$203 ;
-  wire [32:0] \$204 ;
-  wire [31:0] \$205 ;
-  wire [31:0] \$206 ;
-  wire [31:0] \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [7:0] \$205 ;
+  wire [7:0] \$206 ;
+  wire [7:0] \$207 ;
+  wire [7:0] \$208 ;
+  wire [7:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire [32:0] \$212 ;
-  wire [32:0] \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire [1:0] \$218 ;
-  wire [31:0] \$219 ;
+  wire [7:0] \$210 ;
+  wire [7:0] \$211 ;
+  wire [7:0] \$212 ;
+  wire [7:0] \$213 ;
+  wire [15:0] \$214 ;
+  wire [15:0] \$215 ;
+  wire [15:0] \$216 ;
+  wire [3:0] \$217 ;
+  wire [3:0] \$218 ;
+  wire [3:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire [4:0] \$224 ;
-  wire [31:0] \$225 ;
-  wire [18:0] \$226 ;
+  wire [3:0] \$220 ;
+  wire [3:0] \$221 ;
+  wire [3:0] \$222 ;
+  wire [3:0] \$223 ;
+  wire [3:0] \$224 ;
+  wire [3:0] \$225 ;
+  wire [31:0] \$226 ;
   wire [31:0] \$227 ;
-  wire [34:0] \$228 ;
-  wire [34:0] \$229 ;
+  wire [31:0] \$228 ;
+  wire [31:0] \$229 ;
   wire \$23 ;
   wire [31:0] \$230 ;
-  wire [34:0] \$231 ;
-  wire [3:0] \$232 ;
-  wire [3:0] \$233 ;
-  wire [3:0] \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [31:0] \$231 ;
+  wire [31:0] \$232 ;
+  wire [31:0] \$233 ;
+  wire [31:0] \$234 ;
+  wire [31:0] \$235 ;
+  wire [31:0] \$236 ;
+  wire [31:0] \$237 ;
+  wire [31:0] \$238 ;
+  wire [31:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire [4:0] \$242 ;
+  wire [31:0] \$240 ;
+  wire [31:0] \$241 ;
+  wire [31:0] \$242 ;
   wire [31:0] \$243 ;
   wire [31:0] \$244 ;
   wire [31:0] \$245 ;
-  wire [3:0] \$246 ;
-  wire [3:0] \$247 ;
-  wire [3:0] \$248 ;
-  wire \$249 ;
+  wire [31:0] \$246 ;
+  wire [31:0] \$247 ;
+  wire [31:0] \$248 ;
+  wire [31:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire [4:0] \$253 ;
+  wire [31:0] \$250 ;
+  wire [31:0] \$251 ;
+  wire [31:0] \$252 ;
+  wire [31:0] \$253 ;
   wire [31:0] \$254 ;
-  wire [1:0] \$255 ;
-  wire [1:0] \$256 ;
-  wire [1:0] \$257 ;
-  wire [15:0] \$258 ;
-  wire [15:0] \$259 ;
+  wire [31:0] \$255 ;
+  wire [31:0] \$256 ;
+  wire [31:0] \$257 ;
+  wire [31:0] \$258 ;
+  wire [31:0] \$259 ;
   wire \$26 ;
-  wire [15:0] \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire [2:0] \$265 ;
+  wire [31:0] \$260 ;
+  wire [31:0] \$261 ;
+  wire [31:0] \$262 ;
+  wire [31:0] \$263 ;
+  wire [31:0] \$264 ;
+  wire [31:0] \$265 ;
   wire [31:0] \$266 ;
-  wire [46:0] \$267 ;
-  wire [46:0] \$268 ;
-  wire \$269 ;
+  wire [31:0] \$267 ;
+  wire [31:0] \$268 ;
+  wire [31:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire [1:0] \$273 ;
+  wire [31:0] \$270 ;
+  wire [31:0] \$271 ;
+  wire [31:0] \$272 ;
+  wire [31:0] \$273 ;
   wire [31:0] \$274 ;
-  wire [22:0] \$275 ;
+  wire [31:0] \$275 ;
   wire [31:0] \$276 ;
-  wire [46:0] \$277 ;
-  wire [46:0] \$278 ;
-  wire \$279 ;
+  wire [11:0] \$277 ;
+  wire [11:0] \$278 ;
+  wire [11:0] \$279 ;
   wire \$28 ;
   wire \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire [1:0] \$283 ;
-  wire [31:0] \$284 ;
-  wire [22:0] \$285 ;
-  wire [31:0] \$286 ;
-  wire [46:0] \$287 ;
-  wire [46:0] \$288 ;
+  wire \$283 ;
+  wire [32:0] \$284 ;
+  wire [32:0] \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire \$291 ;
+  wire [8:0] \$290 ;
+  wire [31:0] \$291 ;
   wire \$292 ;
-  wire [1:0] \$293 ;
-  wire [31:0] \$294 ;
-  wire [22:0] \$295 ;
-  wire [31:0] \$296 ;
-  wire [46:0] \$297 ;
-  wire [46:0] \$298 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire [32:0] \$296 ;
+  wire [32:0] \$297 ;
+  wire \$298 ;
   wire \$299 ;
   wire \$3 ;
   wire \$30 ;
   wire \$300 ;
   wire \$301 ;
-  wire \$302 ;
-  wire [1:0] \$303 ;
-  wire [31:0] \$304 ;
-  wire [22:0] \$305 ;
-  wire [31:0] \$306 ;
-  wire [46:0] \$307 ;
-  wire [46:0] \$308 ;
-  wire [3:0] \$309 ;
+  wire [32:0] \$302 ;
+  wire [32:0] \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire [32:0] \$308 ;
+  wire [32:0] \$309 ;
   wire \$31 ;
-  wire [3:0] \$310 ;
-  wire [3:0] \$311 ;
+  wire \$310 ;
+  wire \$311 ;
   wire \$312 ;
   wire \$313 ;
-  wire \$314 ;
-  wire \$315 ;
-  wire [4:0] \$316 ;
-  wire [31:0] \$317 ;
-  wire [1:0] \$318 ;
-  wire [1:0] \$319 ;
+  wire [32:0] \$314 ;
+  wire [32:0] \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
   wire [1:0] \$320 ;
-  wire \$321 ;
+  wire [31:0] \$321 ;
   wire \$322 ;
   wire \$323 ;
   wire \$324 ;
   wire \$325 ;
-  wire \$326 ;
-  wire [7:0] \$327 ;
-  wire [7:0] \$328 ;
-  wire [7:0] \$329 ;
+  wire [4:0] \$326 ;
+  wire [31:0] \$327 ;
+  wire [18:0] \$328 ;
+  wire [31:0] \$329 ;
   wire \$33 ;
-  wire [7:0] \$330 ;
-  wire [7:0] \$331 ;
-  wire [7:0] \$332 ;
-  wire [7:0] \$333 ;
-  wire [7:0] \$334 ;
-  wire [7:0] \$335 ;
+  wire [34:0] \$330 ;
+  wire [34:0] \$331 ;
+  wire [31:0] \$332 ;
+  wire [34:0] \$333 ;
+  wire \$334 ;
+  wire \$335 ;
   wire \$336 ;
   wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire [4:0] \$338 ;
+  wire [31:0] \$339 ;
   wire \$34 ;
-  wire [2:0] \$340 ;
+  wire [31:0] \$340 ;
   wire [31:0] \$341 ;
-  wire [3:0] \$342 ;
-  wire [31:0] \$343 ;
-  wire [3:0] \$344 ;
-  wire [31:0] \$345 ;
-  wire [22:0] \$346 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire [4:0] \$346 ;
   wire [31:0] \$347 ;
-  wire [38:0] \$348 ;
-  wire [38:0] \$349 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  wire [38:0] \$350 ;
-  wire [38:0] \$351 ;
-  wire [15:0] \$352 ;
-  wire [15:0] \$353 ;
-  wire [15:0] \$354 ;
-  wire \$355 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire [2:0] \$352 ;
+  wire [31:0] \$353 ;
+  wire [46:0] \$354 ;
+  wire [46:0] \$355 ;
   wire \$356 ;
   wire \$357 ;
   wire \$358 ;
-  wire [16:0] \$359 ;
+  wire \$359 ;
   wire \$36 ;
-  wire [31:0] \$360 ;
-  wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire \$364 ;
-  wire [4:0] \$365 ;
-  wire [31:0] \$366 ;
-  wire [3:0] \$367 ;
-  wire [3:0] \$368 ;
-  wire [3:0] \$369 ;
+  wire [1:0] \$360 ;
+  wire [31:0] \$361 ;
+  wire [22:0] \$362 ;
+  wire [31:0] \$363 ;
+  wire [46:0] \$364 ;
+  wire [46:0] \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire \$370 ;
-  wire \$371 ;
-  wire \$372 ;
-  wire \$373 ;
-  wire [4:0] \$374 ;
-  wire [31:0] \$375 ;
-  wire [3:0] \$376 ;
-  wire [3:0] \$377 ;
-  wire [3:0] \$378 ;
+  wire [1:0] \$370 ;
+  wire [31:0] \$371 ;
+  wire [22:0] \$372 ;
+  wire [31:0] \$373 ;
+  wire [46:0] \$374 ;
+  wire [46:0] \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
   wire \$379 ;
   wire \$38 ;
-  wire \$380 ;
-  wire \$381 ;
-  wire \$382 ;
-  wire [4:0] \$383 ;
-  wire [31:0] \$384 ;
-  wire \$385 ;
+  wire [1:0] \$380 ;
+  wire [31:0] \$381 ;
+  wire [22:0] \$382 ;
+  wire [31:0] \$383 ;
+  wire [46:0] \$384 ;
+  wire [46:0] \$385 ;
   wire \$386 ;
   wire \$387 ;
   wire \$388 ;
-  wire [32:0] \$389 ;
+  wire \$389 ;
   wire \$39 ;
-  wire [32:0] \$390 ;
-  wire [3:0] \$391 ;
-  wire [3:0] \$392 ;
-  wire [3:0] \$393 ;
-  wire \$394 ;
-  wire \$395 ;
+  wire [1:0] \$390 ;
+  wire [31:0] \$391 ;
+  wire [22:0] \$392 ;
+  wire [31:0] \$393 ;
+  wire [46:0] \$394 ;
+  wire [46:0] \$395 ;
   wire \$396 ;
   wire \$397 ;
-  wire [4:0] \$398 ;
-  wire [31:0] \$399 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
-  wire \$401 ;
+  wire [4:0] \$400 ;
+  wire [31:0] \$401 ;
   wire \$402 ;
   wire \$403 ;
-  wire [32:0] \$404 ;
-  wire [32:0] \$405 ;
-  wire \$406 ;
-  wire \$407 ;
-  wire \$408 ;
-  wire \$409 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire [2:0] \$406 ;
+  wire [31:0] \$407 ;
+  wire [3:0] \$408 ;
+  wire [31:0] \$409 ;
   wire \$41 ;
-  wire [32:0] \$410 ;
-  wire [32:0] \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
-  wire \$415 ;
-  wire [32:0] \$416 ;
-  wire [32:0] \$417 ;
+  wire [3:0] \$410 ;
+  wire [31:0] \$411 ;
+  wire [22:0] \$412 ;
+  wire [31:0] \$413 ;
+  wire [38:0] \$414 ;
+  wire [38:0] \$415 ;
+  wire [38:0] \$416 ;
+  wire [38:0] \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
   wire \$421 ;
-  wire [32:0] \$422 ;
-  wire [32:0] \$423 ;
+  wire [16:0] \$422 ;
+  wire [31:0] \$423 ;
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
   wire \$427 ;
-  wire [32:0] \$428 ;
-  wire [32:0] \$429 ;
+  wire [4:0] \$428 ;
+  wire [31:0] \$429 ;
   wire \$43 ;
-  wire [31:0] \$430 ;
-  wire [31:0] \$431 ;
-  wire [31:0] \$432 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
   wire \$433 ;
-  wire \$434 ;
-  wire \$435 ;
+  wire [4:0] \$434 ;
+  wire [31:0] \$435 ;
   wire \$436 ;
-  wire [32:0] \$437 ;
-  wire [32:0] \$438 ;
+  wire \$437 ;
+  wire \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire \$440 ;
-  wire \$441 ;
+  wire [4:0] \$440 ;
+  wire [31:0] \$441 ;
   wire \$442 ;
-  wire [32:0] \$443 ;
-  wire [32:0] \$444 ;
+  wire \$443 ;
+  wire \$444 ;
   wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
+  wire [32:0] \$446 ;
+  wire [32:0] \$447 ;
   wire \$448 ;
-  wire [32:0] \$449 ;
+  wire \$449 ;
   wire \$45 ;
-  wire [32:0] \$450 ;
+  wire \$450 ;
   wire \$451 ;
-  wire \$452 ;
-  wire \$453 ;
+  wire [4:0] \$452 ;
+  wire [31:0] \$453 ;
   wire \$454 ;
-  wire [32:0] \$455 ;
-  wire [32:0] \$456 ;
+  wire \$455 ;
+  wire \$456 ;
   wire \$457 ;
-  wire \$458 ;
-  wire \$459 ;
+  wire [32:0] \$458 ;
+  wire [32:0] \$459 ;
   wire \$46 ;
   wire \$460 ;
-  wire [32:0] \$461 ;
-  wire [32:0] \$462 ;
+  wire \$461 ;
+  wire \$462 ;
   wire \$463 ;
-  wire \$464 ;
-  wire \$465 ;
+  wire [32:0] \$464 ;
+  wire [32:0] \$465 ;
   wire \$466 ;
-  wire [32:0] \$467 ;
-  wire [32:0] \$468 ;
+  wire \$467 ;
+  wire \$468 ;
   wire \$469 ;
   wire \$47 ;
-  wire \$470 ;
-  wire \$471 ;
+  wire [32:0] \$470 ;
+  wire [32:0] \$471 ;
   wire \$472 ;
-  wire [32:0] \$473 ;
-  wire [32:0] \$474 ;
+  wire \$473 ;
+  wire \$474 ;
   wire \$475 ;
-  wire \$476 ;
-  wire \$477 ;
+  wire [32:0] \$476 ;
+  wire [32:0] \$477 ;
   wire \$478 ;
-  wire [32:0] \$479 ;
+  wire \$479 ;
   wire \$48 ;
-  wire [32:0] \$480 ;
+  wire \$480 ;
   wire \$481 ;
-  wire \$482 ;
-  wire \$483 ;
+  wire [32:0] \$482 ;
+  wire [32:0] \$483 ;
   wire \$484 ;
-  wire [32:0] \$485 ;
-  wire [32:0] \$486 ;
+  wire \$485 ;
+  wire \$486 ;
   wire \$487 ;
-  wire \$488 ;
-  wire \$489 ;
+  wire [32:0] \$488 ;
+  wire [32:0] \$489 ;
   wire \$49 ;
   wire \$490 ;
-  wire [32:0] \$491 ;
-  wire [32:0] \$492 ;
+  wire \$491 ;
+  wire \$492 ;
   wire \$493 ;
-  wire \$494 ;
-  wire \$495 ;
+  wire [32:0] \$494 ;
+  wire [32:0] \$495 ;
   wire \$496 ;
-  wire [32:0] \$497 ;
-  wire [32:0] \$498 ;
+  wire \$497 ;
+  wire \$498 ;
   wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$500 ;
-  wire \$501 ;
+  wire [32:0] \$500 ;
+  wire [32:0] \$501 ;
   wire \$502 ;
-  wire [32:0] \$503 ;
-  wire [32:0] \$504 ;
+  wire \$503 ;
+  wire \$504 ;
   wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
+  wire [32:0] \$506 ;
+  wire [32:0] \$507 ;
   wire \$508 ;
-  wire [32:0] \$509 ;
+  wire \$509 ;
   wire \$51 ;
-  wire [32:0] \$510 ;
+  wire \$510 ;
   wire \$511 ;
-  wire \$512 ;
-  wire \$513 ;
+  wire [32:0] \$512 ;
+  wire [32:0] \$513 ;
   wire \$514 ;
-  wire [32:0] \$515 ;
-  wire [32:0] \$516 ;
+  wire \$515 ;
+  wire \$516 ;
   wire \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire [32:0] \$518 ;
+  wire [32:0] \$519 ;
   wire \$52 ;
   wire \$520 ;
-  wire [32:0] \$521 ;
-  wire [32:0] \$522 ;
+  wire \$521 ;
+  wire \$522 ;
   wire \$523 ;
-  wire \$524 ;
-  wire \$525 ;
+  wire [32:0] \$524 ;
+  wire [32:0] \$525 ;
   wire \$526 ;
-  wire [32:0] \$527 ;
-  wire [32:0] \$528 ;
+  wire \$527 ;
+  wire \$528 ;
   wire \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  wire \$531 ;
+  wire [32:0] \$530 ;
+  wire [32:0] \$531 ;
   wire \$532 ;
-  wire [32:0] \$533 ;
-  wire [32:0] \$534 ;
+  wire \$533 ;
+  wire \$534 ;
   wire \$535 ;
-  wire \$536 ;
-  wire \$537 ;
+  wire [32:0] \$536 ;
+  wire [32:0] \$537 ;
   wire \$538 ;
-  wire [32:0] \$539 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [32:0] \$540 ;
+  wire \$540 ;
   wire \$541 ;
-  wire \$542 ;
-  wire \$543 ;
+  wire [32:0] \$542 ;
+  wire [32:0] \$543 ;
   wire \$544 ;
-  wire [32:0] \$545 ;
-  wire [32:0] \$546 ;
+  wire \$545 ;
+  wire \$546 ;
   wire \$547 ;
-  wire \$548 ;
-  wire \$549 ;
+  wire [32:0] \$548 ;
+  wire [32:0] \$549 ;
   wire \$55 ;
   wire \$550 ;
-  wire [32:0] \$551 ;
-  wire [32:0] \$552 ;
+  wire \$551 ;
+  wire \$552 ;
   wire \$553 ;
-  wire \$554 ;
-  wire \$555 ;
+  wire [32:0] \$554 ;
+  wire [32:0] \$555 ;
   wire \$556 ;
-  wire [32:0] \$557 ;
-  wire [32:0] \$558 ;
+  wire \$557 ;
+  wire \$558 ;
   wire \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
+  wire [32:0] \$560 ;
+  wire [32:0] \$561 ;
   wire \$562 ;
-  wire [32:0] \$563 ;
-  wire [32:0] \$564 ;
+  wire \$563 ;
+  wire \$564 ;
   wire \$565 ;
-  wire \$566 ;
-  wire \$567 ;
+  wire [32:0] \$566 ;
+  wire [32:0] \$567 ;
   wire \$568 ;
-  wire [32:0] \$569 ;
+  wire \$569 ;
   wire \$57 ;
-  wire [32:0] \$570 ;
+  wire \$570 ;
   wire \$571 ;
-  wire \$572 ;
-  wire \$573 ;
+  wire [32:0] \$572 ;
+  wire [32:0] \$573 ;
   wire \$574 ;
-  wire [32:0] \$575 ;
-  wire [32:0] \$576 ;
+  wire \$575 ;
+  wire \$576 ;
   wire \$577 ;
-  wire \$578 ;
-  wire \$579 ;
+  wire [32:0] \$578 ;
+  wire [32:0] \$579 ;
   wire \$58 ;
   wire \$580 ;
-  wire [32:0] \$581 ;
-  wire [32:0] \$582 ;
+  wire \$581 ;
+  wire \$582 ;
   wire \$583 ;
-  wire \$584 ;
-  wire \$585 ;
+  wire [32:0] \$584 ;
+  wire [32:0] \$585 ;
   wire \$586 ;
-  wire [32:0] \$587 ;
-  wire [32:0] \$588 ;
+  wire \$587 ;
+  wire \$588 ;
   wire \$589 ;
   wire \$59 ;
-  wire \$590 ;
-  wire \$591 ;
+  wire [32:0] \$590 ;
+  wire [32:0] \$591 ;
   wire \$592 ;
-  wire [32:0] \$593 ;
-  wire [32:0] \$594 ;
+  wire \$593 ;
+  wire \$594 ;
   wire \$595 ;
-  wire \$596 ;
-  wire \$597 ;
+  wire [32:0] \$596 ;
+  wire [32:0] \$597 ;
   wire \$598 ;
-  wire [32:0] \$599 ;
+  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [32:0] \$600 ;
+  wire \$600 ;
   wire \$601 ;
-  wire \$602 ;
-  wire \$603 ;
+  wire [32:0] \$602 ;
+  wire [32:0] \$603 ;
   wire \$604 ;
-  wire [32:0] \$605 ;
-  wire [32:0] \$606 ;
+  wire \$605 ;
+  wire \$606 ;
   wire \$607 ;
-  wire \$608 ;
-  wire \$609 ;
+  wire [32:0] \$608 ;
+  wire [32:0] \$609 ;
   wire \$61 ;
   wire \$610 ;
-  wire [32:0] \$611 ;
-  wire [32:0] \$612 ;
+  wire \$611 ;
+  wire \$612 ;
   wire \$613 ;
-  wire \$614 ;
-  wire \$615 ;
+  wire [32:0] \$614 ;
+  wire [32:0] \$615 ;
   wire \$616 ;
-  wire [32:0] \$617 ;
-  wire [32:0] \$618 ;
+  wire \$617 ;
+  wire \$618 ;
   wire \$619 ;
   wire \$62 ;
-  wire \$620 ;
-  wire \$621 ;
+  wire [32:0] \$620 ;
+  wire [32:0] \$621 ;
   wire \$622 ;
-  wire [32:0] \$623 ;
-  wire [32:0] \$624 ;
+  wire \$623 ;
+  wire \$624 ;
   wire \$625 ;
-  wire \$626 ;
-  wire \$627 ;
+  wire [32:0] \$626 ;
+  wire [32:0] \$627 ;
   wire \$628 ;
-  wire [32:0] \$629 ;
+  wire \$629 ;
   wire \$63 ;
-  wire [32:0] \$630 ;
-  wire [31:0] \$631 ;
-  wire [31:0] \$632 ;
-  wire [31:0] \$633 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire [32:0] \$632 ;
+  wire [32:0] \$633 ;
   wire \$634 ;
   wire \$635 ;
   wire \$636 ;
@@ -23375,38 +23380,38 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [32:0] \$638 ;
   wire [32:0] \$639 ;
   wire \$64 ;
-  wire [31:0] \$640 ;
-  wire [31:0] \$641 ;
-  wire [31:0] \$642 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
   wire \$643 ;
-  wire \$644 ;
-  wire \$645 ;
+  wire [32:0] \$644 ;
+  wire [32:0] \$645 ;
   wire \$646 ;
-  wire [32:0] \$647 ;
-  wire [32:0] \$648 ;
-  wire [31:0] \$649 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
-  wire [31:0] \$650 ;
-  wire [31:0] \$651 ;
+  wire [32:0] \$650 ;
+  wire [32:0] \$651 ;
   wire \$652 ;
   wire \$653 ;
   wire \$654 ;
   wire \$655 ;
   wire [32:0] \$656 ;
   wire [32:0] \$657 ;
-  wire [31:0] \$658 ;
-  wire [31:0] \$659 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
-  wire [31:0] \$660 ;
+  wire \$660 ;
   wire \$661 ;
-  wire \$662 ;
-  wire \$663 ;
+  wire [32:0] \$662 ;
+  wire [32:0] \$663 ;
   wire \$664 ;
-  wire [32:0] \$665 ;
-  wire [32:0] \$666 ;
-  wire [31:0] \$667 ;
-  wire [31:0] \$668 ;
-  wire [31:0] \$669 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire [32:0] \$668 ;
+  wire [32:0] \$669 ;
   wire \$67 ;
   wire \$670 ;
   wire \$671 ;
@@ -23414,19 +23419,19 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \$673 ;
   wire [32:0] \$674 ;
   wire [32:0] \$675 ;
-  wire [31:0] \$676 ;
-  wire [31:0] \$677 ;
-  wire [31:0] \$678 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
   wire \$679 ;
   wire \$68 ;
-  wire \$680 ;
-  wire \$681 ;
+  wire [32:0] \$680 ;
+  wire [32:0] \$681 ;
   wire \$682 ;
-  wire [32:0] \$683 ;
-  wire [32:0] \$684 ;
-  wire [31:0] \$685 ;
-  wire [31:0] \$686 ;
-  wire [31:0] \$687 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire [32:0] \$686 ;
+  wire [32:0] \$687 ;
   wire \$688 ;
   wire \$689 ;
   wire \$69 ;
@@ -23434,20 +23439,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \$691 ;
   wire [32:0] \$692 ;
   wire [32:0] \$693 ;
-  wire [31:0] \$694 ;
-  wire [31:0] \$695 ;
-  wire [31:0] \$696 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
   wire \$697 ;
-  wire \$698 ;
-  wire \$699 ;
+  wire [32:0] \$698 ;
+  wire [32:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$700 ;
-  wire [32:0] \$701 ;
-  wire [32:0] \$702 ;
-  wire [31:0] \$703 ;
-  wire [31:0] \$704 ;
-  wire [31:0] \$705 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire [32:0] \$704 ;
+  wire [32:0] \$705 ;
   wire \$706 ;
   wire \$707 ;
   wire \$708 ;
@@ -23455,19 +23460,19 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \$71 ;
   wire [32:0] \$710 ;
   wire [32:0] \$711 ;
-  wire [31:0] \$712 ;
-  wire [31:0] \$713 ;
-  wire [31:0] \$714 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
   wire \$715 ;
-  wire \$716 ;
-  wire \$717 ;
+  wire [32:0] \$716 ;
+  wire [32:0] \$717 ;
   wire \$718 ;
-  wire [32:0] \$719 ;
+  wire \$719 ;
   wire \$72 ;
-  wire [32:0] \$720 ;
-  wire [31:0] \$721 ;
-  wire [31:0] \$722 ;
-  wire [31:0] \$723 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire [32:0] \$722 ;
+  wire [32:0] \$723 ;
   wire \$724 ;
   wire \$725 ;
   wire \$726 ;
@@ -23475,38 +23480,38 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [32:0] \$728 ;
   wire [32:0] \$729 ;
   wire \$73 ;
-  wire [31:0] \$730 ;
-  wire [31:0] \$731 ;
-  wire [31:0] \$732 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
   wire \$733 ;
-  wire \$734 ;
-  wire \$735 ;
+  wire [32:0] \$734 ;
+  wire [32:0] \$735 ;
   wire \$736 ;
-  wire [32:0] \$737 ;
-  wire [32:0] \$738 ;
-  wire [31:0] \$739 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
   wire \$74 ;
-  wire [31:0] \$740 ;
-  wire [31:0] \$741 ;
+  wire [32:0] \$740 ;
+  wire [32:0] \$741 ;
   wire \$742 ;
   wire \$743 ;
   wire \$744 ;
   wire \$745 ;
   wire [32:0] \$746 ;
   wire [32:0] \$747 ;
-  wire [31:0] \$748 ;
-  wire [31:0] \$749 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
-  wire [31:0] \$750 ;
+  wire \$750 ;
   wire \$751 ;
-  wire \$752 ;
-  wire \$753 ;
+  wire [32:0] \$752 ;
+  wire [32:0] \$753 ;
   wire \$754 ;
-  wire [32:0] \$755 ;
-  wire [32:0] \$756 ;
-  wire [31:0] \$757 ;
-  wire [31:0] \$758 ;
-  wire [31:0] \$759 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire [32:0] \$758 ;
+  wire [32:0] \$759 ;
   wire \$76 ;
   wire \$760 ;
   wire \$761 ;
@@ -23514,19 +23519,19 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \$763 ;
   wire [32:0] \$764 ;
   wire [32:0] \$765 ;
-  wire [31:0] \$766 ;
-  wire [31:0] \$767 ;
-  wire [31:0] \$768 ;
+  wire \$766 ;
+  wire \$767 ;
+  wire \$768 ;
   wire \$769 ;
   wire \$77 ;
-  wire \$770 ;
-  wire \$771 ;
+  wire [32:0] \$770 ;
+  wire [32:0] \$771 ;
   wire \$772 ;
-  wire [32:0] \$773 ;
-  wire [32:0] \$774 ;
-  wire [11:0] \$775 ;
-  wire [11:0] \$776 ;
-  wire [11:0] \$777 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire [32:0] \$776 ;
+  wire [32:0] \$777 ;
   wire \$778 ;
   wire \$779 ;
   wire \$78 ;
@@ -23545,31 +23550,31 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [31:0] \$791 ;
   reg \$792 ;
   reg [31:0] \$793 ;
-  reg \$794 ;
-  reg [7:0] \$795 ;
+  reg [7:0] \$794 ;
+  reg [31:0] \$795 ;
   reg [31:0] \$796 ;
   reg [31:0] \$797 ;
   reg [31:0] \$798 ;
-  reg [31:0] \$799 ;
+  reg [3:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  reg [3:0] \$800 ;
-  reg \$801 ;
-  reg [3:0] \$802 ;
-  reg [1:0] \$803 ;
-  reg [15:0] \$804 ;
-  reg [3:0] \$805 ;
-  reg [1:0] \$806 ;
+  reg \$800 ;
+  reg [3:0] \$801 ;
+  reg [1:0] \$802 ;
+  reg [15:0] \$803 ;
+  reg [3:0] \$804 ;
+  reg [1:0] \$805 ;
+  reg \$806 ;
   reg \$807 ;
-  reg \$808 ;
+  reg [7:0] \$808 ;
   reg [7:0] \$809 ;
   wire \$81 ;
   reg [7:0] \$810 ;
-  reg [7:0] \$811 ;
-  reg [15:0] \$812 ;
+  reg [15:0] \$811 ;
+  reg [3:0] \$812 ;
   reg [3:0] \$813 ;
   reg [3:0] \$814 ;
-  reg [3:0] \$815 ;
+  reg [31:0] \$815 ;
   reg [31:0] \$816 ;
   reg [31:0] \$817 ;
   reg [31:0] \$818 ;
@@ -23588,8 +23593,8 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \$83 ;
   reg [31:0] \$830 ;
   reg [31:0] \$831 ;
-  reg [31:0] \$832 ;
-  reg [11:0] \$833 ;
+  reg [11:0] \$832 ;
+  reg \$833 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
@@ -23691,40 +23696,40 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4249$0 ;
-  wire \port$4249$0 ;
-  input \port$4251$0 ;
-  wire \port$4251$0 ;
-  input \port$4259$0 ;
-  wire \port$4259$0 ;
-  input \port$4261$0 ;
-  wire \port$4261$0 ;
-  input \port$4269$0 ;
-  wire \port$4269$0 ;
-  input \port$4271$0 ;
-  wire \port$4271$0 ;
-  input \port$4279$0 ;
-  wire \port$4279$0 ;
-  input \port$4281$0 ;
-  wire \port$4281$0 ;
-  input [255:0] \port$5309$0 ;
-  wire [255:0] \port$5309$0 ;
-  input [255:0] \port$5339$0 ;
-  wire [255:0] \port$5339$0 ;
-  input [255:0] \port$5369$0 ;
-  wire [255:0] \port$5369$0 ;
-  input [255:0] \port$5399$0 ;
-  wire [255:0] \port$5399$0 ;
-  input [23:0] \port$7500$0 ;
-  wire [23:0] \port$7500$0 ;
-  input [23:0] \port$7550$0 ;
-  wire [23:0] \port$7550$0 ;
-  input [23:0] \port$7600$0 ;
-  wire [23:0] \port$7600$0 ;
-  input [23:0] \port$7650$0 ;
-  wire [23:0] \port$7650$0 ;
-  input [29:0] \port$8126$2 ;
-  wire [29:0] \port$8126$2 ;
+  input \port$4265$0 ;
+  wire \port$4265$0 ;
+  input \port$4267$0 ;
+  wire \port$4267$0 ;
+  input \port$4275$0 ;
+  wire \port$4275$0 ;
+  input \port$4277$0 ;
+  wire \port$4277$0 ;
+  input \port$4285$0 ;
+  wire \port$4285$0 ;
+  input \port$4287$0 ;
+  wire \port$4287$0 ;
+  input \port$4295$0 ;
+  wire \port$4295$0 ;
+  input \port$4297$0 ;
+  wire \port$4297$0 ;
+  input [255:0] \port$5325$0 ;
+  wire [255:0] \port$5325$0 ;
+  input [255:0] \port$5355$0 ;
+  wire [255:0] \port$5355$0 ;
+  input [255:0] \port$5385$0 ;
+  wire [255:0] \port$5385$0 ;
+  input [255:0] \port$5415$0 ;
+  wire [255:0] \port$5415$0 ;
+  input [23:0] \port$7516$0 ;
+  wire [23:0] \port$7516$0 ;
+  input [23:0] \port$7566$0 ;
+  wire [23:0] \port$7566$0 ;
+  input [23:0] \port$7616$0 ;
+  wire [23:0] \port$7616$0 ;
+  input [23:0] \port$7666$0 ;
+  wire [23:0] \port$7666$0 ;
+  input [29:0] \port$8176$2 ;
+  wire [29:0] \port$8176$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -23888,533 +23893,533 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8126$2 [9:0] == 6'h39;
+  assign \$111  = \port$8176$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8126$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8176$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8126$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8176$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8126$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8176$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8126$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8176$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8126$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8176$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8126$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8176$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8126$2 [9:0] == 7'h40;
+  assign \$125  = \port$8176$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8126$2 [9:0] == 7'h41;
+  assign \$127  = \port$8176$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8126$2 [9:0] == 7'h42;
+  assign \$129  = \port$8176$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8126$2 [9:0] == 7'h43;
+  assign \$131  = \port$8176$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8126$2 [9:0] == 7'h44;
+  assign \$133  = \port$8176$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8126$2 [9:0] == 7'h45;
+  assign \$135  = \port$8176$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8126$2 [9:0] == 7'h46;
+  assign \$137  = \port$8176$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8126$2 [9:0] == 7'h47;
+  assign \$139  = \port$8176$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8126$2 [9:0] == 7'h48;
+  assign \$141  = \port$8176$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8126$2 [9:0] == 7'h49;
+  assign \$143  = \port$8176$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8126$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8176$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8126$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8176$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8126$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8176$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8126$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8176$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8126$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8176$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8126$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8176$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8126$2 [9:0] == 7'h50;
+  assign \$157  = \port$8176$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8126$2 [9:0] == 7'h51;
+  assign \$159  = \port$8176$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
   assign \$162  = \$161  | wdata;
-  assign \$163  = ~ bus__we;
-  assign \$164  = \new  & \$163 ;
-  assign \$165  = ! \port$8126$2 [9:0];
-  assign \$166  = \$164  & \$165 ;
-  assign \$169  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$170  = fw_status_state & \$169 ;
-  assign \$171  = \$170  | wdata[7:0];
-  assign \$172  = ~ bus__we;
-  assign \$173  = \new  & \$172 ;
-  assign \$174  = \port$8126$2 [9:0] == 1'h1;
-  assign \$175  = \$173  & \$174 ;
-  assign \$178  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$179  = fw_fault_pc_pc & \$178 ;
-  assign \$180  = \$179  | wdata;
-  assign \$181  = ~ bus__we;
-  assign \$182  = \new  & \$181 ;
-  assign \$183  = \port$8126$2 [9:0] == 2'h2;
-  assign \$184  = \$182  & \$183 ;
-  assign \$187  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$188  = fw_fault_cause_cause & \$187 ;
-  assign \$189  = \$188  | wdata;
-  assign \$190  = ~ bus__we;
-  assign \$191  = \new  & \$190 ;
-  assign \$192  = \port$8126$2 [9:0] == 2'h3;
-  assign \$193  = \$191  & \$192 ;
-  assign \$196  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$197  = fw_fault_tval_tval & \$196 ;
-  assign \$198  = \$197  | wdata;
-  assign \$199  = ~ bus__we;
-  assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$8126$2 [9:0] == 3'h4;
-  assign \$202  = \$200  & \$201 ;
-  assign \$205  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$206  = fw_msg_value & \$205 ;
-  assign \$207  = \$206  | wdata;
-  assign \$208  = ~ bus__we;
-  assign \$209  = \new  & \$208 ;
-  assign \$210  = \port$8126$2 [9:0] == 3'h5;
-  assign \$211  = \$209  & \$210 ;
-  assign \$214  = ~ bus__we;
-  assign \$215  = \new  & \$214 ;
-  assign \$216  = \port$8126$2 [9:0] == 3'h6;
-  assign \$217  = \$215  & \$216 ;
-  assign \$220  = ~ bus__we;
-  assign \$221  = \new  & \$220 ;
-  assign \$222  = \port$8126$2 [9:0] == 4'h8;
-  assign \$223  = \$221  & \$222 ;
-  assign \$227  = \$225  | { 13'h0000, \$226  };
-  assign \$229  = { 3'h0, \$227  } | \$228 ;
-  assign \$231  = \$229  | { 3'h0, \$230  };
-  assign \$232  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$233  = work_mask_qready & \$232 ;
-  assign \$234  = \$233  | wdata[3:0];
-  assign \$235  = ~ bus__wstrb[3];
-  assign \$236  = work_mask_timer & \$235 ;
-  assign \$237  = \$236  | wdata[24];
-  assign \$238  = ~ bus__we;
-  assign \$239  = \new  & \$238 ;
-  assign \$240  = \port$8126$2 [9:0] == 4'h9;
-  assign \$241  = \$239  & \$240 ;
-  assign \$245  = \$243  | \$244 ;
-  assign \$246  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$247  = q_pop_queue & \$246 ;
-  assign \$248  = \$247  | wdata[3:0];
-  assign \$249  = ~ bus__we;
-  assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$8126$2 [9:0] == 4'ha;
-  assign \$252  = \$250  & \$251 ;
-  assign \$255  = ~ { bus__wstrb[0], bus__wstrb[0] };
-  assign \$256  = forward_queue & \$255 ;
-  assign \$257  = \$256  | wdata[1:0];
-  assign \$258  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
-  assign \$259  = forward_tag & \$258 ;
-  assign \$260  = \$259  | wdata[31:16];
-  assign \$261  = ~ bus__we;
-  assign \$262  = \new  & \$261 ;
-  assign \$263  = \port$8126$2 [9:0] == 4'hb;
-  assign \$264  = \$262  & \$263 ;
-  assign \$268  = { 15'h0000, \$266  } | \$267 ;
-  assign \$269  = ~ bus__we;
-  assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$8126$2 [9:0] == 4'hc;
-  assign \$272  = \$270  & \$271 ;
-  assign \$276  = \$274  | { 9'h000, \$275  };
-  assign \$278  = { 15'h0000, \$276  } | \$277 ;
-  assign \$279  = ~ bus__we;
-  assign \$280  = \new  & \$279 ;
-  assign \$281  = \port$8126$2 [9:0] == 4'hd;
-  assign \$282  = \$280  & \$281 ;
-  assign \$286  = \$284  | { 9'h000, \$285  };
-  assign \$288  = { 15'h0000, \$286  } | \$287 ;
-  assign \$289  = ~ bus__we;
-  assign \$290  = \new  & \$289 ;
-  assign \$291  = \port$8126$2 [9:0] == 4'he;
-  assign \$292  = \$290  & \$291 ;
-  assign \$296  = \$294  | { 9'h000, \$295  };
-  assign \$298  = { 15'h0000, \$296  } | \$297 ;
-  assign \$299  = ~ bus__we;
-  assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$8126$2 [9:0] == 4'hf;
-  assign \$302  = \$300  & \$301 ;
-  assign \$306  = \$304  | { 9'h000, \$305  };
-  assign \$308  = { 15'h0000, \$306  } | \$307 ;
-  assign \$309  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$310  = retire_pop_engine & \$309 ;
-  assign \$311  = \$310  | wdata[3:0];
-  assign \$312  = ~ bus__we;
-  assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$8126$2 [9:0] == 5'h10;
-  assign \$315  = \$313  & \$314 ;
-  assign \$318  = ~ { bus__wstrb[0], bus__wstrb[0] };
-  assign \$319  = cpl_queue & \$318 ;
-  assign \$320  = \$319  | wdata[1:0];
-  assign \$321  = ~ bus__wstrb[0];
-  assign \$322  = cpl_irq & \$321 ;
-  assign \$323  = \$322  | wdata[2];
-  assign \$324  = ~ bus__wstrb[0];
-  assign \$325  = cpl_halt & \$324 ;
-  assign \$326  = \$325  | wdata[3];
-  assign \$327  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$328  = cpl_flags & \$327 ;
-  assign \$329  = \$328  | wdata[15:8];
-  assign \$330  = ~ { bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
-  assign \$331  = cpl_status & \$330 ;
-  assign \$332  = \$331  | wdata[23:16];
-  assign \$333  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3] };
-  assign \$334  = cpl_opcode & \$333 ;
-  assign \$335  = \$334  | wdata[31:24];
-  assign \$336  = ~ bus__we;
-  assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$8126$2 [9:0] == 5'h11;
-  assign \$339  = \$337  & \$338 ;
-  assign \$343  = \$341  | { 28'h0000000, \$342  };
-  assign \$345  = \$343  | { 28'h0000000, \$344  };
-  assign \$347  = \$345  | { 9'h000, \$346  };
-  assign \$349  = { 7'h00, \$347  } | \$348 ;
-  assign \$351  = \$349  | \$350 ;
-  assign \$352  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$353  = cpl_tag_tag & \$352 ;
-  assign \$354  = \$353  | wdata[15:0];
-  assign \$355  = ~ bus__we;
-  assign \$356  = \new  & \$355 ;
-  assign \$357  = \port$8126$2 [9:0] == 5'h12;
-  assign \$358  = \$356  & \$357 ;
-  assign \$361  = ~ bus__we;
-  assign \$362  = \new  & \$361 ;
-  assign \$363  = \port$8126$2 [9:0] == 5'h13;
-  assign \$364  = \$362  & \$363 ;
-  assign \$367  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$368  = qreset_ack_queue & \$367 ;
-  assign \$369  = \$368  | wdata[3:0];
-  assign \$370  = ~ bus__we;
-  assign \$371  = \new  & \$370 ;
-  assign \$372  = \port$8126$2 [9:0] == 5'h14;
-  assign \$373  = \$371  & \$372 ;
-  assign \$376  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$377  = engine_reset_engine & \$376 ;
-  assign \$378  = \$377  | wdata[3:0];
-  assign \$379  = ~ bus__we;
-  assign \$380  = \new  & \$379 ;
-  assign \$381  = \port$8126$2 [9:0] == 5'h15;
-  assign \$382  = \$380  & \$381 ;
-  assign \$385  = ~ bus__we;
-  assign \$386  = \new  & \$385 ;
-  assign \$387  = \port$8126$2 [9:0] == 5'h16;
-  assign \$388  = \$386  & \$387 ;
-  assign \$391  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$392  = q_wait_queue & \$391 ;
-  assign \$393  = \$392  | wdata[3:0];
-  assign \$394  = ~ bus__we;
-  assign \$395  = \new  & \$394 ;
-  assign \$396  = \port$8126$2 [9:0] == 5'h17;
-  assign \$397  = \$395  & \$396 ;
-  assign \$400  = ~ bus__we;
-  assign \$401  = \new  & \$400 ;
-  assign \$402  = \port$8126$2 [9:0] == 5'h18;
-  assign \$403  = \$401  & \$402 ;
-  assign \$406  = ~ bus__we;
-  assign \$407  = \new  & \$406 ;
-  assign \$408  = \port$8126$2 [9:0] == 5'h19;
-  assign \$409  = \$407  & \$408 ;
-  assign \$412  = ~ bus__we;
-  assign \$413  = \new  & \$412 ;
-  assign \$414  = \port$8126$2 [9:0] == 5'h1a;
-  assign \$415  = \$413  & \$414 ;
+  assign \$163  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$164  = fw_status_state & \$163 ;
+  assign \$165  = \$164  | wdata[7:0];
+  assign \$166  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$167  = fw_fault_pc_pc & \$166 ;
+  assign \$168  = \$167  | wdata;
+  assign \$169  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$170  = fw_fault_cause_cause & \$169 ;
+  assign \$171  = \$170  | wdata;
+  assign \$172  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$173  = fw_fault_tval_tval & \$172 ;
+  assign \$174  = \$173  | wdata;
+  assign \$175  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$176  = fw_msg_value & \$175 ;
+  assign \$177  = \$176  | wdata;
+  assign \$178  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$179  = work_mask_qready & \$178 ;
+  assign \$180  = \$179  | wdata[3:0];
+  assign \$181  = ~ bus__wstrb[3];
+  assign \$182  = work_mask_timer & \$181 ;
+  assign \$183  = \$182  | wdata[24];
+  assign \$184  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$185  = q_pop_queue & \$184 ;
+  assign \$186  = \$185  | wdata[3:0];
+  assign \$187  = ~ { bus__wstrb[0], bus__wstrb[0] };
+  assign \$188  = forward_queue & \$187 ;
+  assign \$189  = \$188  | wdata[1:0];
+  assign \$190  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
+  assign \$191  = forward_tag & \$190 ;
+  assign \$192  = \$191  | wdata[31:16];
+  assign \$193  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$194  = retire_pop_engine & \$193 ;
+  assign \$195  = \$194  | wdata[3:0];
+  assign \$196  = ~ { bus__wstrb[0], bus__wstrb[0] };
+  assign \$197  = cpl_queue & \$196 ;
+  assign \$198  = \$197  | wdata[1:0];
+  assign \$199  = ~ bus__wstrb[0];
+  assign \$200  = cpl_irq & \$199 ;
+  assign \$201  = \$200  | wdata[2];
+  assign \$202  = ~ bus__wstrb[0];
+  assign \$203  = cpl_halt & \$202 ;
+  assign \$204  = \$203  | wdata[3];
+  assign \$205  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$206  = cpl_flags & \$205 ;
+  assign \$207  = \$206  | wdata[15:8];
+  assign \$208  = ~ { bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
+  assign \$209  = cpl_status & \$208 ;
+  assign \$210  = \$209  | wdata[23:16];
+  assign \$211  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3] };
+  assign \$212  = cpl_opcode & \$211 ;
+  assign \$213  = \$212  | wdata[31:24];
+  assign \$214  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$215  = cpl_tag_tag & \$214 ;
+  assign \$216  = \$215  | wdata[15:0];
+  assign \$217  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$218  = qreset_ack_queue & \$217 ;
+  assign \$219  = \$218  | wdata[3:0];
+  assign \$220  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$221  = engine_reset_engine & \$220 ;
+  assign \$222  = \$221  | wdata[3:0];
+  assign \$223  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$224  = q_wait_queue & \$223 ;
+  assign \$225  = \$224  | wdata[3:0];
+  assign \$226  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$227  = timer_cycles & \$226 ;
+  assign \$228  = \$227  | wdata;
+  assign \$229  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$230  = event0_value & \$229 ;
+  assign \$231  = \$230  | wdata;
+  assign \$232  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$233  = event1_value & \$232 ;
+  assign \$234  = \$233  | wdata;
+  assign \$235  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$236  = event2_value & \$235 ;
+  assign \$237  = \$236  | wdata;
+  assign \$238  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$239  = event3_value & \$238 ;
+  assign \$240  = \$239  | wdata;
+  assign \$241  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$242  = event4_value & \$241 ;
+  assign \$243  = \$242  | wdata;
+  assign \$244  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$245  = event5_value & \$244 ;
+  assign \$246  = \$245  | wdata;
+  assign \$247  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$248  = event6_value & \$247 ;
+  assign \$249  = \$248  | wdata;
+  assign \$250  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$251  = event7_value & \$250 ;
+  assign \$252  = \$251  | wdata;
+  assign \$253  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$254  = event8_value & \$253 ;
+  assign \$255  = \$254  | wdata;
+  assign \$256  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$257  = event9_value & \$256 ;
+  assign \$258  = \$257  | wdata;
+  assign \$259  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$260  = event10_value & \$259 ;
+  assign \$261  = \$260  | wdata;
+  assign \$262  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$263  = event11_value & \$262 ;
+  assign \$264  = \$263  | wdata;
+  assign \$265  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$266  = event12_value & \$265 ;
+  assign \$267  = \$266  | wdata;
+  assign \$268  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$269  = event13_value & \$268 ;
+  assign \$270  = \$269  | wdata;
+  assign \$271  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$272  = event14_value & \$271 ;
+  assign \$273  = \$272  | wdata;
+  assign \$274  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$275  = event15_value & \$274 ;
+  assign \$276  = \$275  | wdata;
+  assign \$277  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$278  = perf_sel_addr & \$277 ;
+  assign \$279  = \$278  | wdata[11:0];
+  assign \$280  = ~ bus__we;
+  assign \$281  = \new  & \$280 ;
+  assign \$282  = ! \port$8176$2 [9:0];
+  assign \$283  = \$281  & \$282 ;
+  assign \$286  = ~ bus__we;
+  assign \$287  = \new  & \$286 ;
+  assign \$288  = \port$8176$2 [9:0] == 1'h1;
+  assign \$289  = \$287  & \$288 ;
+  assign \$292  = ~ bus__we;
+  assign \$293  = \new  & \$292 ;
+  assign \$294  = \port$8176$2 [9:0] == 2'h2;
+  assign \$295  = \$293  & \$294 ;
+  assign \$298  = ~ bus__we;
+  assign \$299  = \new  & \$298 ;
+  assign \$300  = \port$8176$2 [9:0] == 2'h3;
+  assign \$301  = \$299  & \$300 ;
+  assign \$304  = ~ bus__we;
+  assign \$305  = \new  & \$304 ;
+  assign \$306  = \port$8176$2 [9:0] == 3'h4;
+  assign \$307  = \$305  & \$306 ;
+  assign \$310  = ~ bus__we;
+  assign \$311  = \new  & \$310 ;
+  assign \$312  = \port$8176$2 [9:0] == 3'h5;
+  assign \$313  = \$311  & \$312 ;
+  assign \$316  = ~ bus__we;
+  assign \$317  = \new  & \$316 ;
+  assign \$318  = \port$8176$2 [9:0] == 3'h6;
+  assign \$319  = \$317  & \$318 ;
+  assign \$322  = ~ bus__we;
+  assign \$323  = \new  & \$322 ;
+  assign \$324  = \port$8176$2 [9:0] == 4'h8;
+  assign \$325  = \$323  & \$324 ;
+  assign \$329  = \$327  | { 13'h0000, \$328  };
+  assign \$331  = { 3'h0, \$329  } | \$330 ;
+  assign \$333  = \$331  | { 3'h0, \$332  };
+  assign \$334  = ~ bus__we;
+  assign \$335  = \new  & \$334 ;
+  assign \$336  = \port$8176$2 [9:0] == 4'h9;
+  assign \$337  = \$335  & \$336 ;
+  assign \$341  = \$339  | \$340 ;
+  assign \$342  = ~ bus__we;
+  assign \$343  = \new  & \$342 ;
+  assign \$344  = \port$8176$2 [9:0] == 4'ha;
+  assign \$345  = \$343  & \$344 ;
+  assign \$348  = ~ bus__we;
+  assign \$349  = \new  & \$348 ;
+  assign \$350  = \port$8176$2 [9:0] == 4'hb;
+  assign \$351  = \$349  & \$350 ;
+  assign \$355  = { 15'h0000, \$353  } | \$354 ;
+  assign \$356  = ~ bus__we;
+  assign \$357  = \new  & \$356 ;
+  assign \$358  = \port$8176$2 [9:0] == 4'hc;
+  assign \$359  = \$357  & \$358 ;
+  assign \$363  = \$361  | { 9'h000, \$362  };
+  assign \$365  = { 15'h0000, \$363  } | \$364 ;
+  assign \$366  = ~ bus__we;
+  assign \$367  = \new  & \$366 ;
+  assign \$368  = \port$8176$2 [9:0] == 4'hd;
+  assign \$369  = \$367  & \$368 ;
+  assign \$373  = \$371  | { 9'h000, \$372  };
+  assign \$375  = { 15'h0000, \$373  } | \$374 ;
+  assign \$376  = ~ bus__we;
+  assign \$377  = \new  & \$376 ;
+  assign \$378  = \port$8176$2 [9:0] == 4'he;
+  assign \$379  = \$377  & \$378 ;
+  assign \$383  = \$381  | { 9'h000, \$382  };
+  assign \$385  = { 15'h0000, \$383  } | \$384 ;
+  assign \$386  = ~ bus__we;
+  assign \$387  = \new  & \$386 ;
+  assign \$388  = \port$8176$2 [9:0] == 4'hf;
+  assign \$389  = \$387  & \$388 ;
+  assign \$393  = \$391  | { 9'h000, \$392  };
+  assign \$395  = { 15'h0000, \$393  } | \$394 ;
+  assign \$396  = ~ bus__we;
+  assign \$397  = \new  & \$396 ;
+  assign \$398  = \port$8176$2 [9:0] == 5'h10;
+  assign \$399  = \$397  & \$398 ;
+  assign \$402  = ~ bus__we;
+  assign \$403  = \new  & \$402 ;
+  assign \$404  = \port$8176$2 [9:0] == 5'h11;
+  assign \$405  = \$403  & \$404 ;
+  assign \$409  = \$407  | { 28'h0000000, \$408  };
+  assign \$411  = \$409  | { 28'h0000000, \$410  };
+  assign \$413  = \$411  | { 9'h000, \$412  };
+  assign \$415  = { 7'h00, \$413  } | \$414 ;
+  assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8126$2 [9:0] == 5'h1b;
+  assign \$420  = \port$8176$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8126$2 [9:0] == 5'h1c;
+  assign \$426  = \port$8176$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
-  assign \$430  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$431  = timer_cycles & \$430 ;
-  assign \$432  = \$431  | wdata;
-  assign \$433  = ~ bus__we;
-  assign \$434  = \new  & \$433 ;
-  assign \$435  = \port$8126$2 [9:0] == 5'h1d;
-  assign \$436  = \$434  & \$435 ;
-  assign \$439  = ~ bus__we;
-  assign \$440  = \new  & \$439 ;
-  assign \$441  = \port$8126$2 [9:0] == 6'h20;
-  assign \$442  = \$440  & \$441 ;
-  assign \$445  = ~ bus__we;
-  assign \$446  = \new  & \$445 ;
-  assign \$447  = \port$8126$2 [9:0] == 6'h21;
-  assign \$448  = \$446  & \$447 ;
-  assign \$451  = ~ bus__we;
-  assign \$452  = \new  & \$451 ;
-  assign \$453  = \port$8126$2 [9:0] == 6'h22;
-  assign \$454  = \$452  & \$453 ;
-  assign \$457  = ~ bus__we;
-  assign \$458  = \new  & \$457 ;
-  assign \$459  = \port$8126$2 [9:0] == 6'h23;
-  assign \$460  = \$458  & \$459 ;
-  assign \$463  = ~ bus__we;
-  assign \$464  = \new  & \$463 ;
-  assign \$465  = \port$8126$2 [9:0] == 6'h24;
-  assign \$466  = \$464  & \$465 ;
-  assign \$469  = ~ bus__we;
-  assign \$470  = \new  & \$469 ;
-  assign \$471  = \port$8126$2 [9:0] == 6'h25;
-  assign \$472  = \$470  & \$471 ;
-  assign \$475  = ~ bus__we;
-  assign \$476  = \new  & \$475 ;
-  assign \$477  = \port$8126$2 [9:0] == 6'h26;
-  assign \$478  = \$476  & \$477 ;
-  assign \$481  = ~ bus__we;
-  assign \$482  = \new  & \$481 ;
-  assign \$483  = \port$8126$2 [9:0] == 6'h27;
-  assign \$484  = \$482  & \$483 ;
-  assign \$487  = ~ bus__we;
-  assign \$488  = \new  & \$487 ;
-  assign \$489  = \port$8126$2 [9:0] == 6'h28;
-  assign \$490  = \$488  & \$489 ;
-  assign \$493  = ~ bus__we;
-  assign \$494  = \new  & \$493 ;
-  assign \$495  = \port$8126$2 [9:0] == 6'h29;
-  assign \$496  = \$494  & \$495 ;
-  assign \$499  = ~ bus__we;
-  assign \$500  = \new  & \$499 ;
-  assign \$501  = \port$8126$2 [9:0] == 6'h2a;
-  assign \$502  = \$500  & \$501 ;
-  assign \$505  = ~ bus__we;
-  assign \$506  = \new  & \$505 ;
-  assign \$507  = \port$8126$2 [9:0] == 6'h2b;
-  assign \$508  = \$506  & \$507 ;
-  assign \$511  = ~ bus__we;
-  assign \$512  = \new  & \$511 ;
-  assign \$513  = \port$8126$2 [9:0] == 6'h2c;
-  assign \$514  = \$512  & \$513 ;
-  assign \$517  = ~ bus__we;
-  assign \$518  = \new  & \$517 ;
-  assign \$519  = \port$8126$2 [9:0] == 6'h2d;
-  assign \$520  = \$518  & \$519 ;
-  assign \$523  = ~ bus__we;
-  assign \$524  = \new  & \$523 ;
-  assign \$525  = \port$8126$2 [9:0] == 6'h2e;
-  assign \$526  = \$524  & \$525 ;
-  assign \$529  = ~ bus__we;
-  assign \$530  = \new  & \$529 ;
-  assign \$531  = \port$8126$2 [9:0] == 6'h2f;
-  assign \$532  = \$530  & \$531 ;
-  assign \$535  = ~ bus__we;
-  assign \$536  = \new  & \$535 ;
-  assign \$537  = \port$8126$2 [9:0] == 6'h30;
-  assign \$538  = \$536  & \$537 ;
-  assign \$541  = ~ bus__we;
-  assign \$542  = \new  & \$541 ;
-  assign \$543  = \port$8126$2 [9:0] == 6'h31;
-  assign \$544  = \$542  & \$543 ;
-  assign \$547  = ~ bus__we;
-  assign \$548  = \new  & \$547 ;
-  assign \$549  = \port$8126$2 [9:0] == 6'h32;
-  assign \$550  = \$548  & \$549 ;
-  assign \$553  = ~ bus__we;
-  assign \$554  = \new  & \$553 ;
-  assign \$555  = \port$8126$2 [9:0] == 6'h33;
-  assign \$556  = \$554  & \$555 ;
-  assign \$559  = ~ bus__we;
-  assign \$560  = \new  & \$559 ;
-  assign \$561  = \port$8126$2 [9:0] == 6'h34;
-  assign \$562  = \$560  & \$561 ;
-  assign \$565  = ~ bus__we;
-  assign \$566  = \new  & \$565 ;
-  assign \$567  = \port$8126$2 [9:0] == 6'h35;
-  assign \$568  = \$566  & \$567 ;
-  assign \$571  = ~ bus__we;
-  assign \$572  = \new  & \$571 ;
-  assign \$573  = \port$8126$2 [9:0] == 6'h36;
-  assign \$574  = \$572  & \$573 ;
-  assign \$577  = ~ bus__we;
-  assign \$578  = \new  & \$577 ;
-  assign \$579  = \port$8126$2 [9:0] == 6'h37;
-  assign \$580  = \$578  & \$579 ;
-  assign \$583  = ~ bus__we;
-  assign \$584  = \new  & \$583 ;
-  assign \$585  = \port$8126$2 [9:0] == 6'h38;
-  assign \$586  = \$584  & \$585 ;
-  assign \$589  = ~ bus__we;
-  assign \$590  = \new  & \$589 ;
-  assign \$591  = \port$8126$2 [9:0] == 6'h39;
-  assign \$592  = \$590  & \$591 ;
-  assign \$595  = ~ bus__we;
-  assign \$596  = \new  & \$595 ;
-  assign \$597  = \port$8126$2 [9:0] == 6'h3a;
-  assign \$598  = \$596  & \$597 ;
-  assign \$601  = ~ bus__we;
-  assign \$602  = \new  & \$601 ;
-  assign \$603  = \port$8126$2 [9:0] == 6'h3b;
-  assign \$604  = \$602  & \$603 ;
-  assign \$607  = ~ bus__we;
-  assign \$608  = \new  & \$607 ;
-  assign \$609  = \port$8126$2 [9:0] == 6'h3c;
-  assign \$610  = \$608  & \$609 ;
-  assign \$613  = ~ bus__we;
-  assign \$614  = \new  & \$613 ;
-  assign \$615  = \port$8126$2 [9:0] == 6'h3d;
-  assign \$616  = \$614  & \$615 ;
-  assign \$619  = ~ bus__we;
-  assign \$620  = \new  & \$619 ;
-  assign \$621  = \port$8126$2 [9:0] == 6'h3e;
-  assign \$622  = \$620  & \$621 ;
-  assign \$625  = ~ bus__we;
-  assign \$626  = \new  & \$625 ;
-  assign \$627  = \port$8126$2 [9:0] == 6'h3f;
-  assign \$628  = \$626  & \$627 ;
-  assign \$631  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$632  = event0_value & \$631 ;
-  assign \$633  = \$632  | wdata;
+  assign \$430  = ~ bus__we;
+  assign \$431  = \new  & \$430 ;
+  assign \$432  = \port$8176$2 [9:0] == 5'h14;
+  assign \$433  = \$431  & \$432 ;
+  assign \$436  = ~ bus__we;
+  assign \$437  = \new  & \$436 ;
+  assign \$438  = \port$8176$2 [9:0] == 5'h15;
+  assign \$439  = \$437  & \$438 ;
+  assign \$442  = ~ bus__we;
+  assign \$443  = \new  & \$442 ;
+  assign \$444  = \port$8176$2 [9:0] == 5'h16;
+  assign \$445  = \$443  & \$444 ;
+  assign \$448  = ~ bus__we;
+  assign \$449  = \new  & \$448 ;
+  assign \$450  = \port$8176$2 [9:0] == 5'h17;
+  assign \$451  = \$449  & \$450 ;
+  assign \$454  = ~ bus__we;
+  assign \$455  = \new  & \$454 ;
+  assign \$456  = \port$8176$2 [9:0] == 5'h18;
+  assign \$457  = \$455  & \$456 ;
+  assign \$460  = ~ bus__we;
+  assign \$461  = \new  & \$460 ;
+  assign \$462  = \port$8176$2 [9:0] == 5'h19;
+  assign \$463  = \$461  & \$462 ;
+  assign \$466  = ~ bus__we;
+  assign \$467  = \new  & \$466 ;
+  assign \$468  = \port$8176$2 [9:0] == 5'h1a;
+  assign \$469  = \$467  & \$468 ;
+  assign \$472  = ~ bus__we;
+  assign \$473  = \new  & \$472 ;
+  assign \$474  = \port$8176$2 [9:0] == 5'h1b;
+  assign \$475  = \$473  & \$474 ;
+  assign \$478  = ~ bus__we;
+  assign \$479  = \new  & \$478 ;
+  assign \$480  = \port$8176$2 [9:0] == 5'h1c;
+  assign \$481  = \$479  & \$480 ;
+  assign \$484  = ~ bus__we;
+  assign \$485  = \new  & \$484 ;
+  assign \$486  = \port$8176$2 [9:0] == 5'h1d;
+  assign \$487  = \$485  & \$486 ;
+  assign \$490  = ~ bus__we;
+  assign \$491  = \new  & \$490 ;
+  assign \$492  = \port$8176$2 [9:0] == 6'h20;
+  assign \$493  = \$491  & \$492 ;
+  assign \$496  = ~ bus__we;
+  assign \$497  = \new  & \$496 ;
+  assign \$498  = \port$8176$2 [9:0] == 6'h21;
+  assign \$499  = \$497  & \$498 ;
+  assign \$502  = ~ bus__we;
+  assign \$503  = \new  & \$502 ;
+  assign \$504  = \port$8176$2 [9:0] == 6'h22;
+  assign \$505  = \$503  & \$504 ;
+  assign \$508  = ~ bus__we;
+  assign \$509  = \new  & \$508 ;
+  assign \$510  = \port$8176$2 [9:0] == 6'h23;
+  assign \$511  = \$509  & \$510 ;
+  assign \$514  = ~ bus__we;
+  assign \$515  = \new  & \$514 ;
+  assign \$516  = \port$8176$2 [9:0] == 6'h24;
+  assign \$517  = \$515  & \$516 ;
+  assign \$520  = ~ bus__we;
+  assign \$521  = \new  & \$520 ;
+  assign \$522  = \port$8176$2 [9:0] == 6'h25;
+  assign \$523  = \$521  & \$522 ;
+  assign \$526  = ~ bus__we;
+  assign \$527  = \new  & \$526 ;
+  assign \$528  = \port$8176$2 [9:0] == 6'h26;
+  assign \$529  = \$527  & \$528 ;
+  assign \$532  = ~ bus__we;
+  assign \$533  = \new  & \$532 ;
+  assign \$534  = \port$8176$2 [9:0] == 6'h27;
+  assign \$535  = \$533  & \$534 ;
+  assign \$538  = ~ bus__we;
+  assign \$539  = \new  & \$538 ;
+  assign \$540  = \port$8176$2 [9:0] == 6'h28;
+  assign \$541  = \$539  & \$540 ;
+  assign \$544  = ~ bus__we;
+  assign \$545  = \new  & \$544 ;
+  assign \$546  = \port$8176$2 [9:0] == 6'h29;
+  assign \$547  = \$545  & \$546 ;
+  assign \$550  = ~ bus__we;
+  assign \$551  = \new  & \$550 ;
+  assign \$552  = \port$8176$2 [9:0] == 6'h2a;
+  assign \$553  = \$551  & \$552 ;
+  assign \$556  = ~ bus__we;
+  assign \$557  = \new  & \$556 ;
+  assign \$558  = \port$8176$2 [9:0] == 6'h2b;
+  assign \$559  = \$557  & \$558 ;
+  assign \$562  = ~ bus__we;
+  assign \$563  = \new  & \$562 ;
+  assign \$564  = \port$8176$2 [9:0] == 6'h2c;
+  assign \$565  = \$563  & \$564 ;
+  assign \$568  = ~ bus__we;
+  assign \$569  = \new  & \$568 ;
+  assign \$570  = \port$8176$2 [9:0] == 6'h2d;
+  assign \$571  = \$569  & \$570 ;
+  assign \$574  = ~ bus__we;
+  assign \$575  = \new  & \$574 ;
+  assign \$576  = \port$8176$2 [9:0] == 6'h2e;
+  assign \$577  = \$575  & \$576 ;
+  assign \$580  = ~ bus__we;
+  assign \$581  = \new  & \$580 ;
+  assign \$582  = \port$8176$2 [9:0] == 6'h2f;
+  assign \$583  = \$581  & \$582 ;
+  assign \$586  = ~ bus__we;
+  assign \$587  = \new  & \$586 ;
+  assign \$588  = \port$8176$2 [9:0] == 6'h30;
+  assign \$589  = \$587  & \$588 ;
+  assign \$592  = ~ bus__we;
+  assign \$593  = \new  & \$592 ;
+  assign \$594  = \port$8176$2 [9:0] == 6'h31;
+  assign \$595  = \$593  & \$594 ;
+  assign \$598  = ~ bus__we;
+  assign \$599  = \new  & \$598 ;
+  assign \$600  = \port$8176$2 [9:0] == 6'h32;
+  assign \$601  = \$599  & \$600 ;
+  assign \$604  = ~ bus__we;
+  assign \$605  = \new  & \$604 ;
+  assign \$606  = \port$8176$2 [9:0] == 6'h33;
+  assign \$607  = \$605  & \$606 ;
+  assign \$610  = ~ bus__we;
+  assign \$611  = \new  & \$610 ;
+  assign \$612  = \port$8176$2 [9:0] == 6'h34;
+  assign \$613  = \$611  & \$612 ;
+  assign \$616  = ~ bus__we;
+  assign \$617  = \new  & \$616 ;
+  assign \$618  = \port$8176$2 [9:0] == 6'h35;
+  assign \$619  = \$617  & \$618 ;
+  assign \$622  = ~ bus__we;
+  assign \$623  = \new  & \$622 ;
+  assign \$624  = \port$8176$2 [9:0] == 6'h36;
+  assign \$625  = \$623  & \$624 ;
+  assign \$628  = ~ bus__we;
+  assign \$629  = \new  & \$628 ;
+  assign \$630  = \port$8176$2 [9:0] == 6'h37;
+  assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8126$2 [9:0] == 7'h40;
+  assign \$636  = \port$8176$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
-  assign \$640  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$641  = event1_value & \$640 ;
-  assign \$642  = \$641  | wdata;
-  assign \$643  = ~ bus__we;
-  assign \$644  = \new  & \$643 ;
-  assign \$645  = \port$8126$2 [9:0] == 7'h41;
-  assign \$646  = \$644  & \$645 ;
-  assign \$649  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$650  = event2_value & \$649 ;
-  assign \$651  = \$650  | wdata;
+  assign \$640  = ~ bus__we;
+  assign \$641  = \new  & \$640 ;
+  assign \$642  = \port$8176$2 [9:0] == 6'h39;
+  assign \$643  = \$641  & \$642 ;
+  assign \$646  = ~ bus__we;
+  assign \$647  = \new  & \$646 ;
+  assign \$648  = \port$8176$2 [9:0] == 6'h3a;
+  assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8126$2 [9:0] == 7'h42;
+  assign \$654  = \port$8176$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
-  assign \$658  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$659  = event3_value & \$658 ;
-  assign \$660  = \$659  | wdata;
-  assign \$661  = ~ bus__we;
-  assign \$662  = \new  & \$661 ;
-  assign \$663  = \port$8126$2 [9:0] == 7'h43;
-  assign \$664  = \$662  & \$663 ;
-  assign \$667  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$668  = event4_value & \$667 ;
-  assign \$669  = \$668  | wdata;
+  assign \$658  = ~ bus__we;
+  assign \$659  = \new  & \$658 ;
+  assign \$660  = \port$8176$2 [9:0] == 6'h3c;
+  assign \$661  = \$659  & \$660 ;
+  assign \$664  = ~ bus__we;
+  assign \$665  = \new  & \$664 ;
+  assign \$666  = \port$8176$2 [9:0] == 6'h3d;
+  assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8126$2 [9:0] == 7'h44;
+  assign \$672  = \port$8176$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
-  assign \$676  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$677  = event5_value & \$676 ;
-  assign \$678  = \$677  | wdata;
-  assign \$679  = ~ bus__we;
-  assign \$680  = \new  & \$679 ;
-  assign \$681  = \port$8126$2 [9:0] == 7'h45;
-  assign \$682  = \$680  & \$681 ;
-  assign \$685  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$686  = event6_value & \$685 ;
-  assign \$687  = \$686  | wdata;
+  assign \$676  = ~ bus__we;
+  assign \$677  = \new  & \$676 ;
+  assign \$678  = \port$8176$2 [9:0] == 6'h3f;
+  assign \$679  = \$677  & \$678 ;
+  assign \$682  = ~ bus__we;
+  assign \$683  = \new  & \$682 ;
+  assign \$684  = \port$8176$2 [9:0] == 7'h40;
+  assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8126$2 [9:0] == 7'h46;
+  assign \$690  = \port$8176$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
-  assign \$694  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$695  = event7_value & \$694 ;
-  assign \$696  = \$695  | wdata;
-  assign \$697  = ~ bus__we;
-  assign \$698  = \new  & \$697 ;
-  assign \$699  = \port$8126$2 [9:0] == 7'h47;
-  assign \$700  = \$698  & \$699 ;
-  assign \$703  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$704  = event8_value & \$703 ;
-  assign \$705  = \$704  | wdata;
+  assign \$694  = ~ bus__we;
+  assign \$695  = \new  & \$694 ;
+  assign \$696  = \port$8176$2 [9:0] == 7'h42;
+  assign \$697  = \$695  & \$696 ;
+  assign \$700  = ~ bus__we;
+  assign \$701  = \new  & \$700 ;
+  assign \$702  = \port$8176$2 [9:0] == 7'h43;
+  assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8126$2 [9:0] == 7'h48;
+  assign \$708  = \port$8176$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
-  assign \$712  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$713  = event9_value & \$712 ;
-  assign \$714  = \$713  | wdata;
-  assign \$715  = ~ bus__we;
-  assign \$716  = \new  & \$715 ;
-  assign \$717  = \port$8126$2 [9:0] == 7'h49;
-  assign \$718  = \$716  & \$717 ;
-  assign \$721  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$722  = event10_value & \$721 ;
-  assign \$723  = \$722  | wdata;
+  assign \$712  = ~ bus__we;
+  assign \$713  = \new  & \$712 ;
+  assign \$714  = \port$8176$2 [9:0] == 7'h45;
+  assign \$715  = \$713  & \$714 ;
+  assign \$718  = ~ bus__we;
+  assign \$719  = \new  & \$718 ;
+  assign \$720  = \port$8176$2 [9:0] == 7'h46;
+  assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8126$2 [9:0] == 7'h4a;
+  assign \$726  = \port$8176$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
-  assign \$730  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$731  = event11_value & \$730 ;
-  assign \$732  = \$731  | wdata;
-  assign \$733  = ~ bus__we;
-  assign \$734  = \new  & \$733 ;
-  assign \$735  = \port$8126$2 [9:0] == 7'h4b;
-  assign \$736  = \$734  & \$735 ;
-  assign \$739  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$740  = event12_value & \$739 ;
-  assign \$741  = \$740  | wdata;
+  assign \$730  = ~ bus__we;
+  assign \$731  = \new  & \$730 ;
+  assign \$732  = \port$8176$2 [9:0] == 7'h48;
+  assign \$733  = \$731  & \$732 ;
+  assign \$736  = ~ bus__we;
+  assign \$737  = \new  & \$736 ;
+  assign \$738  = \port$8176$2 [9:0] == 7'h49;
+  assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8126$2 [9:0] == 7'h4c;
+  assign \$744  = \port$8176$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
-  assign \$748  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$749  = event13_value & \$748 ;
-  assign \$750  = \$749  | wdata;
-  assign \$751  = ~ bus__we;
-  assign \$752  = \new  & \$751 ;
-  assign \$753  = \port$8126$2 [9:0] == 7'h4d;
-  assign \$754  = \$752  & \$753 ;
-  assign \$757  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$758  = event14_value & \$757 ;
-  assign \$759  = \$758  | wdata;
+  assign \$748  = ~ bus__we;
+  assign \$749  = \new  & \$748 ;
+  assign \$750  = \port$8176$2 [9:0] == 7'h4b;
+  assign \$751  = \$749  & \$750 ;
+  assign \$754  = ~ bus__we;
+  assign \$755  = \new  & \$754 ;
+  assign \$756  = \port$8176$2 [9:0] == 7'h4c;
+  assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8126$2 [9:0] == 7'h4e;
+  assign \$762  = \port$8176$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
-  assign \$766  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$767  = event15_value & \$766 ;
-  assign \$768  = \$767  | wdata;
-  assign \$769  = ~ bus__we;
-  assign \$770  = \new  & \$769 ;
-  assign \$771  = \port$8126$2 [9:0] == 7'h4f;
-  assign \$772  = \$770  & \$771 ;
-  assign \$775  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$776  = perf_sel_addr & \$775 ;
-  assign \$777  = \$776  | wdata[11:0];
+  assign \$766  = ~ bus__we;
+  assign \$767  = \new  & \$766 ;
+  assign \$768  = \port$8176$2 [9:0] == 7'h4e;
+  assign \$769  = \$767  & \$768 ;
+  assign \$772  = ~ bus__we;
+  assign \$773  = \new  & \$772 ;
+  assign \$774  = \port$8176$2 [9:0] == 7'h4f;
+  assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8126$2 [9:0] == 7'h50;
+  assign \$780  = \port$8176$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8126$2 [9:0] == 7'h51;
+  assign \$786  = \port$8176$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24425,250 +24430,250 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   always @(posedge clk)
     fw_version_version <= \$793 ;
   always @(posedge clk)
-    unused_r <= \$794 ;
+    fw_status_state <= \$794 ;
   always @(posedge clk)
-    fw_status_state <= \$795 ;
+    fw_fault_pc_pc <= \$795 ;
   always @(posedge clk)
-    fw_fault_pc_pc <= \$796 ;
+    fw_fault_cause_cause <= \$796 ;
   always @(posedge clk)
-    fw_fault_cause_cause <= \$797 ;
+    fw_fault_tval_tval <= \$797 ;
   always @(posedge clk)
-    fw_fault_tval_tval <= \$798 ;
+    fw_msg_value <= \$798 ;
   always @(posedge clk)
-    fw_msg_value <= \$799 ;
+    work_mask_qready <= \$799 ;
   always @(posedge clk)
-    work_mask_qready <= \$800 ;
+    work_mask_timer <= \$800 ;
   always @(posedge clk)
-    work_mask_timer <= \$801 ;
+    q_pop_queue <= \$801 ;
   always @(posedge clk)
-    q_pop_queue <= \$802 ;
+    forward_queue <= \$802 ;
   always @(posedge clk)
-    forward_queue <= \$803 ;
+    forward_tag <= \$803 ;
   always @(posedge clk)
-    forward_tag <= \$804 ;
+    retire_pop_engine <= \$804 ;
   always @(posedge clk)
-    retire_pop_engine <= \$805 ;
+    cpl_queue <= \$805 ;
   always @(posedge clk)
-    cpl_queue <= \$806 ;
+    cpl_irq <= \$806 ;
   always @(posedge clk)
-    cpl_irq <= \$807 ;
+    cpl_halt <= \$807 ;
   always @(posedge clk)
-    cpl_halt <= \$808 ;
+    cpl_flags <= \$808 ;
   always @(posedge clk)
-    cpl_flags <= \$809 ;
+    cpl_status <= \$809 ;
   always @(posedge clk)
-    cpl_status <= \$810 ;
+    cpl_opcode <= \$810 ;
   always @(posedge clk)
-    cpl_opcode <= \$811 ;
+    cpl_tag_tag <= \$811 ;
   always @(posedge clk)
-    cpl_tag_tag <= \$812 ;
+    qreset_ack_queue <= \$812 ;
   always @(posedge clk)
-    qreset_ack_queue <= \$813 ;
+    engine_reset_engine <= \$813 ;
   always @(posedge clk)
-    engine_reset_engine <= \$814 ;
+    q_wait_queue <= \$814 ;
   always @(posedge clk)
-    q_wait_queue <= \$815 ;
+    timer_cycles <= \$815 ;
   always @(posedge clk)
-    timer_cycles <= \$816 ;
+    event0_value <= \$816 ;
   always @(posedge clk)
-    event0_value <= \$817 ;
+    event1_value <= \$817 ;
   always @(posedge clk)
-    event1_value <= \$818 ;
+    event2_value <= \$818 ;
   always @(posedge clk)
-    event2_value <= \$819 ;
+    event3_value <= \$819 ;
   always @(posedge clk)
-    event3_value <= \$820 ;
+    event4_value <= \$820 ;
   always @(posedge clk)
-    event4_value <= \$821 ;
+    event5_value <= \$821 ;
   always @(posedge clk)
-    event5_value <= \$822 ;
+    event6_value <= \$822 ;
   always @(posedge clk)
-    event6_value <= \$823 ;
+    event7_value <= \$823 ;
   always @(posedge clk)
-    event7_value <= \$824 ;
+    event8_value <= \$824 ;
   always @(posedge clk)
-    event8_value <= \$825 ;
+    event9_value <= \$825 ;
   always @(posedge clk)
-    event9_value <= \$826 ;
+    event10_value <= \$826 ;
   always @(posedge clk)
-    event10_value <= \$827 ;
+    event11_value <= \$827 ;
   always @(posedge clk)
-    event11_value <= \$828 ;
+    event12_value <= \$828 ;
   always @(posedge clk)
-    event12_value <= \$829 ;
+    event13_value <= \$829 ;
   always @(posedge clk)
-    event13_value <= \$830 ;
+    event14_value <= \$830 ;
   always @(posedge clk)
-    event14_value <= \$831 ;
+    event15_value <= \$831 ;
   always @(posedge clk)
-    event15_value <= \$832 ;
+    perf_sel_addr <= \$832 ;
   always @(posedge clk)
-    perf_sel_addr <= \$833 ;
+    unused_r <= \$833 ;
   assign \$1  = ~ ack;
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8126$2 [9:0];
+  assign \$3  = ! \port$8176$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8126$2 [9:0] == 1'h1;
+  assign \$5  = \port$8176$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8126$2 [9:0] == 2'h2;
+  assign \$7  = \port$8176$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8126$2 [9:0] == 2'h3;
+  assign \$9  = \port$8176$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8126$2 [9:0] == 3'h4;
+  assign \$11  = \port$8176$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8126$2 [9:0] == 3'h5;
+  assign \$13  = \port$8176$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8126$2 [9:0] == 3'h6;
+  assign \$15  = \port$8176$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8126$2 [9:0] == 4'h8;
+  assign \$17  = \port$8176$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8126$2 [9:0] == 4'h9;
+  assign \$19  = \port$8176$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8126$2 [9:0] == 4'ha;
+  assign \$21  = \port$8176$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8126$2 [9:0] == 4'hb;
+  assign \$23  = \port$8176$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8126$2 [9:0] == 4'hc;
+  assign \$25  = \port$8176$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8126$2 [9:0] == 4'hd;
+  assign \$27  = \port$8176$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8126$2 [9:0] == 4'he;
+  assign \$29  = \port$8176$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8126$2 [9:0] == 4'hf;
+  assign \$31  = \port$8176$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8126$2 [9:0] == 5'h10;
+  assign \$33  = \port$8176$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8126$2 [9:0] == 5'h11;
+  assign \$35  = \port$8176$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8126$2 [9:0] == 5'h12;
+  assign \$37  = \port$8176$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8126$2 [9:0] == 5'h13;
+  assign \$39  = \port$8176$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8126$2 [9:0] == 5'h14;
+  assign \$41  = \port$8176$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8126$2 [9:0] == 5'h15;
+  assign \$43  = \port$8176$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8126$2 [9:0] == 5'h16;
+  assign \$45  = \port$8176$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8126$2 [9:0] == 5'h17;
+  assign \$47  = \port$8176$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8126$2 [9:0] == 5'h18;
+  assign \$49  = \port$8176$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8126$2 [9:0] == 5'h19;
+  assign \$51  = \port$8176$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8126$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8176$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8126$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8176$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8126$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8176$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8126$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8176$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8126$2 [9:0] == 6'h20;
+  assign \$61  = \port$8176$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8126$2 [9:0] == 6'h21;
+  assign \$63  = \port$8176$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8126$2 [9:0] == 6'h22;
+  assign \$65  = \port$8176$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8126$2 [9:0] == 6'h23;
+  assign \$67  = \port$8176$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8126$2 [9:0] == 6'h24;
+  assign \$69  = \port$8176$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8126$2 [9:0] == 6'h25;
+  assign \$71  = \port$8176$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8126$2 [9:0] == 6'h26;
+  assign \$73  = \port$8176$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8126$2 [9:0] == 6'h27;
+  assign \$75  = \port$8176$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8126$2 [9:0] == 6'h28;
+  assign \$77  = \port$8176$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8126$2 [9:0] == 6'h29;
+  assign \$79  = \port$8176$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8126$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8176$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8126$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8176$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8126$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8176$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8126$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8176$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8126$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8176$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8126$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8176$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8126$2 [9:0] == 6'h30;
+  assign \$93  = \port$8176$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8126$2 [9:0] == 6'h31;
+  assign \$95  = \port$8176$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8126$2 [9:0] == 6'h32;
+  assign \$97  = \port$8176$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8126$2 [9:0] == 6'h33;
+  assign \$99  = \port$8176$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8126$2 [9:0] == 6'h34;
+  assign \$101  = \port$8176$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8126$2 [9:0] == 6'h35;
+  assign \$103  = \port$8176$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8126$2 [9:0] == 6'h36;
+  assign \$105  = \port$8176$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8126$2 [9:0] == 6'h37;
+  assign \$107  = \port$8176$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8126$2 [9:0] == 6'h38;
+  assign \$109  = \port$8176$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -24686,236 +24691,236 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
     if (\new ) begin
       \$791  = 32'd0;
     end
-    if (\$166 ) begin
-      \$791  = \$168 [31:0];
+    if (\$283 ) begin
+      \$791  = \$285 [31:0];
     end
-    if (\$175 ) begin
-      \$791  = \$177 ;
+    if (\$289 ) begin
+      \$791  = \$291 ;
     end
-    if (\$184 ) begin
-      \$791  = \$186 [31:0];
+    if (\$295 ) begin
+      \$791  = \$297 [31:0];
     end
-    if (\$193 ) begin
-      \$791  = \$195 [31:0];
+    if (\$301 ) begin
+      \$791  = \$303 [31:0];
     end
-    if (\$202 ) begin
-      \$791  = \$204 [31:0];
+    if (\$307 ) begin
+      \$791  = \$309 [31:0];
     end
-    if (\$211 ) begin
-      \$791  = \$213 [31:0];
+    if (\$313 ) begin
+      \$791  = \$315 [31:0];
     end
-    if (\$217 ) begin
-      \$791  = \$219 ;
+    if (\$319 ) begin
+      \$791  = \$321 ;
     end
-    if (\$223 ) begin
-      \$791  = \$231 [31:0];
+    if (\$325 ) begin
+      \$791  = \$333 [31:0];
     end
-    if (\$241 ) begin
-      \$791  = \$245 ;
+    if (\$337 ) begin
+      \$791  = \$341 ;
     end
-    if (\$252 ) begin
-      \$791  = \$254 ;
+    if (\$345 ) begin
+      \$791  = \$347 ;
     end
-    if (\$264 ) begin
-      \$791  = \$268 [31:0];
+    if (\$351 ) begin
+      \$791  = \$355 [31:0];
     end
-    if (\$272 ) begin
-      \$791  = \$278 [31:0];
+    if (\$359 ) begin
+      \$791  = \$365 [31:0];
     end
-    if (\$282 ) begin
-      \$791  = \$288 [31:0];
+    if (\$369 ) begin
+      \$791  = \$375 [31:0];
     end
-    if (\$292 ) begin
-      \$791  = \$298 [31:0];
+    if (\$379 ) begin
+      \$791  = \$385 [31:0];
     end
-    if (\$302 ) begin
-      \$791  = \$308 [31:0];
+    if (\$389 ) begin
+      \$791  = \$395 [31:0];
     end
-    if (\$315 ) begin
-      \$791  = \$317 ;
+    if (\$399 ) begin
+      \$791  = \$401 ;
     end
-    if (\$339 ) begin
-      \$791  = \$351 [31:0];
-    end
-    if (\$358 ) begin
-      \$791  = \$360 ;
-    end
-    if (\$364 ) begin
-      \$791  = \$366 ;
-    end
-    if (\$373 ) begin
-      \$791  = \$375 ;
-    end
-    if (\$382 ) begin
-      \$791  = \$384 ;
-    end
-    if (\$388 ) begin
-      \$791  = \$390 [31:0];
-    end
-    if (\$397 ) begin
-      \$791  = \$399 ;
-    end
-    if (\$403 ) begin
-      \$791  = \$405 [31:0];
-    end
-    if (\$409 ) begin
-      \$791  = \$411 [31:0];
-    end
-    if (\$415 ) begin
+    if (\$405 ) begin
       \$791  = \$417 [31:0];
     end
     if (\$421 ) begin
-      \$791  = \$423 [31:0];
+      \$791  = \$423 ;
     end
     if (\$427 ) begin
-      \$791  = \$429 [31:0];
+      \$791  = \$429 ;
     end
-    if (\$436 ) begin
-      \$791  = \$438 [31:0];
+    if (\$433 ) begin
+      \$791  = \$435 ;
     end
-    if (\$442 ) begin
-      \$791  = \$444 [31:0];
+    if (\$439 ) begin
+      \$791  = \$441 ;
     end
-    if (\$448 ) begin
-      \$791  = \$450 [31:0];
+    if (\$445 ) begin
+      \$791  = \$447 [31:0];
     end
-    if (\$454 ) begin
-      \$791  = \$456 [31:0];
+    if (\$451 ) begin
+      \$791  = \$453 ;
     end
-    if (\$460 ) begin
-      \$791  = \$462 [31:0];
+    if (\$457 ) begin
+      \$791  = \$459 [31:0];
     end
-    if (\$466 ) begin
-      \$791  = \$468 [31:0];
+    if (\$463 ) begin
+      \$791  = \$465 [31:0];
     end
-    if (\$472 ) begin
-      \$791  = \$474 [31:0];
+    if (\$469 ) begin
+      \$791  = \$471 [31:0];
     end
-    if (\$478 ) begin
-      \$791  = \$480 [31:0];
+    if (\$475 ) begin
+      \$791  = \$477 [31:0];
     end
-    if (\$484 ) begin
-      \$791  = \$486 [31:0];
+    if (\$481 ) begin
+      \$791  = \$483 [31:0];
     end
-    if (\$490 ) begin
-      \$791  = \$492 [31:0];
+    if (\$487 ) begin
+      \$791  = \$489 [31:0];
     end
-    if (\$496 ) begin
-      \$791  = \$498 [31:0];
+    if (\$493 ) begin
+      \$791  = \$495 [31:0];
     end
-    if (\$502 ) begin
-      \$791  = \$504 [31:0];
+    if (\$499 ) begin
+      \$791  = \$501 [31:0];
     end
-    if (\$508 ) begin
-      \$791  = \$510 [31:0];
+    if (\$505 ) begin
+      \$791  = \$507 [31:0];
     end
-    if (\$514 ) begin
-      \$791  = \$516 [31:0];
+    if (\$511 ) begin
+      \$791  = \$513 [31:0];
     end
-    if (\$520 ) begin
-      \$791  = \$522 [31:0];
+    if (\$517 ) begin
+      \$791  = \$519 [31:0];
     end
-    if (\$526 ) begin
-      \$791  = \$528 [31:0];
+    if (\$523 ) begin
+      \$791  = \$525 [31:0];
     end
-    if (\$532 ) begin
-      \$791  = \$534 [31:0];
+    if (\$529 ) begin
+      \$791  = \$531 [31:0];
     end
-    if (\$538 ) begin
-      \$791  = \$540 [31:0];
+    if (\$535 ) begin
+      \$791  = \$537 [31:0];
     end
-    if (\$544 ) begin
-      \$791  = \$546 [31:0];
+    if (\$541 ) begin
+      \$791  = \$543 [31:0];
     end
-    if (\$550 ) begin
-      \$791  = \$552 [31:0];
+    if (\$547 ) begin
+      \$791  = \$549 [31:0];
     end
-    if (\$556 ) begin
-      \$791  = \$558 [31:0];
+    if (\$553 ) begin
+      \$791  = \$555 [31:0];
     end
-    if (\$562 ) begin
-      \$791  = \$564 [31:0];
+    if (\$559 ) begin
+      \$791  = \$561 [31:0];
     end
-    if (\$568 ) begin
-      \$791  = \$570 [31:0];
+    if (\$565 ) begin
+      \$791  = \$567 [31:0];
     end
-    if (\$574 ) begin
-      \$791  = \$576 [31:0];
+    if (\$571 ) begin
+      \$791  = \$573 [31:0];
     end
-    if (\$580 ) begin
-      \$791  = \$582 [31:0];
+    if (\$577 ) begin
+      \$791  = \$579 [31:0];
     end
-    if (\$586 ) begin
-      \$791  = \$588 [31:0];
+    if (\$583 ) begin
+      \$791  = \$585 [31:0];
     end
-    if (\$592 ) begin
-      \$791  = \$594 [31:0];
+    if (\$589 ) begin
+      \$791  = \$591 [31:0];
     end
-    if (\$598 ) begin
-      \$791  = \$600 [31:0];
+    if (\$595 ) begin
+      \$791  = \$597 [31:0];
     end
-    if (\$604 ) begin
-      \$791  = \$606 [31:0];
+    if (\$601 ) begin
+      \$791  = \$603 [31:0];
     end
-    if (\$610 ) begin
-      \$791  = \$612 [31:0];
+    if (\$607 ) begin
+      \$791  = \$609 [31:0];
     end
-    if (\$616 ) begin
-      \$791  = \$618 [31:0];
+    if (\$613 ) begin
+      \$791  = \$615 [31:0];
     end
-    if (\$622 ) begin
-      \$791  = \$624 [31:0];
+    if (\$619 ) begin
+      \$791  = \$621 [31:0];
     end
-    if (\$628 ) begin
-      \$791  = \$630 [31:0];
+    if (\$625 ) begin
+      \$791  = \$627 [31:0];
+    end
+    if (\$631 ) begin
+      \$791  = \$633 [31:0];
     end
     if (\$637 ) begin
       \$791  = \$639 [31:0];
     end
-    if (\$646 ) begin
-      \$791  = \$648 [31:0];
+    if (\$643 ) begin
+      \$791  = \$645 [31:0];
+    end
+    if (\$649 ) begin
+      \$791  = \$651 [31:0];
     end
     if (\$655 ) begin
       \$791  = \$657 [31:0];
     end
-    if (\$664 ) begin
-      \$791  = \$666 [31:0];
+    if (\$661 ) begin
+      \$791  = \$663 [31:0];
+    end
+    if (\$667 ) begin
+      \$791  = \$669 [31:0];
     end
     if (\$673 ) begin
       \$791  = \$675 [31:0];
     end
-    if (\$682 ) begin
-      \$791  = \$684 [31:0];
+    if (\$679 ) begin
+      \$791  = \$681 [31:0];
+    end
+    if (\$685 ) begin
+      \$791  = \$687 [31:0];
     end
     if (\$691 ) begin
       \$791  = \$693 [31:0];
     end
-    if (\$700 ) begin
-      \$791  = \$702 [31:0];
+    if (\$697 ) begin
+      \$791  = \$699 [31:0];
+    end
+    if (\$703 ) begin
+      \$791  = \$705 [31:0];
     end
     if (\$709 ) begin
       \$791  = \$711 [31:0];
     end
-    if (\$718 ) begin
-      \$791  = \$720 [31:0];
+    if (\$715 ) begin
+      \$791  = \$717 [31:0];
+    end
+    if (\$721 ) begin
+      \$791  = \$723 [31:0];
     end
     if (\$727 ) begin
       \$791  = \$729 [31:0];
     end
-    if (\$736 ) begin
-      \$791  = \$738 [31:0];
+    if (\$733 ) begin
+      \$791  = \$735 [31:0];
+    end
+    if (\$739 ) begin
+      \$791  = \$741 [31:0];
     end
     if (\$745 ) begin
       \$791  = \$747 [31:0];
     end
-    if (\$754 ) begin
-      \$791  = \$756 [31:0];
+    if (\$751 ) begin
+      \$791  = \$753 [31:0];
+    end
+    if (\$757 ) begin
+      \$791  = \$759 [31:0];
     end
     if (\$763 ) begin
       \$791  = \$765 [31:0];
     end
-    if (\$772 ) begin
-      \$791  = \$774 [31:0];
+    if (\$769 ) begin
+      \$791  = \$771 [31:0];
+    end
+    if (\$775 ) begin
+      \$791  = \$777 [31:0];
     end
     if (\$781 ) begin
       \$791  = \$783 ;
@@ -25192,975 +25197,975 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$794  = unused_r;
-    if (\$166 ) begin
-      \$794  = 1'h1;
+    \$794  = fw_status_state;
+    if (wr_fw_status) begin
+      \$794  = \$165 ;
     end
-    if (\$175 ) begin
-      \$794  = 1'h1;
+    if (held) begin
+      \$794  = 8'h00;
     end
-    if (\$184 ) begin
-      \$794  = 1'h1;
+    if (rst) begin
+      \$794  = 8'h00;
     end
-    if (\$193 ) begin
-      \$794  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$795  = fw_fault_pc_pc;
+    if (wr_fw_fault_pc) begin
+      \$795  = \$168 ;
     end
-    if (\$202 ) begin
-      \$794  = 1'h1;
+    if (held) begin
+      \$795  = 32'd0;
     end
-    if (\$211 ) begin
-      \$794  = 1'h1;
+    if (rst) begin
+      \$795  = 32'd0;
     end
-    if (\$217 ) begin
-      \$794  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$796  = fw_fault_cause_cause;
+    if (wr_fw_fault_cause) begin
+      \$796  = \$171 ;
     end
-    if (\$223 ) begin
-      \$794  = 1'h1;
+    if (held) begin
+      \$796  = 32'd0;
     end
-    if (\$241 ) begin
-      \$794  = 1'h1;
+    if (rst) begin
+      \$796  = 32'd0;
     end
-    if (\$252 ) begin
-      \$794  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$797  = fw_fault_tval_tval;
+    if (wr_fw_fault_tval) begin
+      \$797  = \$174 ;
     end
-    if (\$264 ) begin
-      \$794  = 1'h1;
+    if (held) begin
+      \$797  = 32'd0;
     end
-    if (\$272 ) begin
-      \$794  = 1'h1;
+    if (rst) begin
+      \$797  = 32'd0;
     end
-    if (\$282 ) begin
-      \$794  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$798  = fw_msg_value;
+    if (wr_fw_msg) begin
+      \$798  = \$177 ;
     end
-    if (\$292 ) begin
-      \$794  = 1'h1;
+    if (held) begin
+      \$798  = 32'd0;
     end
-    if (\$302 ) begin
-      \$794  = 1'h1;
+    if (rst) begin
+      \$798  = 32'd0;
     end
-    if (\$315 ) begin
-      \$794  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$799  = work_mask_qready;
+    if (wr_work_mask) begin
+      \$799  = \$180 ;
     end
-    if (\$339 ) begin
-      \$794  = 1'h1;
+    if (held) begin
+      \$799  = 4'h0;
     end
-    if (\$358 ) begin
-      \$794  = 1'h1;
+    if (rst) begin
+      \$799  = 4'h0;
     end
-    if (\$364 ) begin
-      \$794  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$800  = work_mask_timer;
+    if (wr_work_mask) begin
+      \$800  = \$183 ;
     end
-    if (\$373 ) begin
-      \$794  = 1'h1;
+    if (held) begin
+      \$800  = 1'h1;
     end
-    if (\$382 ) begin
-      \$794  = 1'h1;
+    if (rst) begin
+      \$800  = 1'h1;
     end
-    if (\$388 ) begin
-      \$794  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$801  = q_pop_queue;
+    if (wr_q_pop) begin
+      \$801  = \$186 ;
     end
-    if (\$397 ) begin
-      \$794  = 1'h1;
+    if (held) begin
+      \$801  = 4'h0;
     end
-    if (\$403 ) begin
-      \$794  = 1'h1;
+    if (rst) begin
+      \$801  = 4'h0;
     end
-    if (\$409 ) begin
-      \$794  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$802  = forward_queue;
+    if (wr_forward) begin
+      \$802  = \$189 ;
     end
-    if (\$415 ) begin
-      \$794  = 1'h1;
+    if (held) begin
+      \$802  = 2'h0;
+    end
+    if (rst) begin
+      \$802  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$803  = forward_tag;
+    if (wr_forward) begin
+      \$803  = \$192 ;
+    end
+    if (held) begin
+      \$803  = 16'h0000;
+    end
+    if (rst) begin
+      \$803  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$804  = retire_pop_engine;
+    if (wr_retire_pop) begin
+      \$804  = \$195 ;
+    end
+    if (held) begin
+      \$804  = 4'h0;
+    end
+    if (rst) begin
+      \$804  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$805  = cpl_queue;
+    if (wr_cpl) begin
+      \$805  = \$198 ;
+    end
+    if (held) begin
+      \$805  = 2'h0;
+    end
+    if (rst) begin
+      \$805  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$806  = cpl_irq;
+    if (wr_cpl) begin
+      \$806  = \$201 ;
+    end
+    if (held) begin
+      \$806  = 1'h0;
+    end
+    if (rst) begin
+      \$806  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$807  = cpl_halt;
+    if (wr_cpl) begin
+      \$807  = \$204 ;
+    end
+    if (held) begin
+      \$807  = 1'h0;
+    end
+    if (rst) begin
+      \$807  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$808  = cpl_flags;
+    if (wr_cpl) begin
+      \$808  = \$207 ;
+    end
+    if (held) begin
+      \$808  = 8'h00;
+    end
+    if (rst) begin
+      \$808  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$809  = cpl_status;
+    if (wr_cpl) begin
+      \$809  = \$210 ;
+    end
+    if (held) begin
+      \$809  = 8'h00;
+    end
+    if (rst) begin
+      \$809  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$810  = cpl_opcode;
+    if (wr_cpl) begin
+      \$810  = \$213 ;
+    end
+    if (held) begin
+      \$810  = 8'h00;
+    end
+    if (rst) begin
+      \$810  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$811  = cpl_tag_tag;
+    if (wr_cpl_tag) begin
+      \$811  = \$216 ;
+    end
+    if (held) begin
+      \$811  = 16'h0000;
+    end
+    if (rst) begin
+      \$811  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$812  = qreset_ack_queue;
+    if (wr_qreset_ack) begin
+      \$812  = \$219 ;
+    end
+    if (held) begin
+      \$812  = 4'h0;
+    end
+    if (rst) begin
+      \$812  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$813  = engine_reset_engine;
+    if (wr_engine_reset) begin
+      \$813  = \$222 ;
+    end
+    if (held) begin
+      \$813  = 4'h0;
+    end
+    if (rst) begin
+      \$813  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$814  = q_wait_queue;
+    if (wr_q_wait) begin
+      \$814  = \$225 ;
+    end
+    if (held) begin
+      \$814  = 4'h0;
+    end
+    if (rst) begin
+      \$814  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$815  = timer_cycles;
+    if (wr_timer) begin
+      \$815  = \$228 ;
+    end
+    if (held) begin
+      \$815  = 32'd0;
+    end
+    if (rst) begin
+      \$815  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$816  = event0_value;
+    if (wr_event0) begin
+      \$816  = \$231 ;
+    end
+    if (held) begin
+      \$816  = 32'd0;
+    end
+    if (rst) begin
+      \$816  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$817  = event1_value;
+    if (wr_event1) begin
+      \$817  = \$234 ;
+    end
+    if (held) begin
+      \$817  = 32'd0;
+    end
+    if (rst) begin
+      \$817  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$818  = event2_value;
+    if (wr_event2) begin
+      \$818  = \$237 ;
+    end
+    if (held) begin
+      \$818  = 32'd0;
+    end
+    if (rst) begin
+      \$818  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$819  = event3_value;
+    if (wr_event3) begin
+      \$819  = \$240 ;
+    end
+    if (held) begin
+      \$819  = 32'd0;
+    end
+    if (rst) begin
+      \$819  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$820  = event4_value;
+    if (wr_event4) begin
+      \$820  = \$243 ;
+    end
+    if (held) begin
+      \$820  = 32'd0;
+    end
+    if (rst) begin
+      \$820  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$821  = event5_value;
+    if (wr_event5) begin
+      \$821  = \$246 ;
+    end
+    if (held) begin
+      \$821  = 32'd0;
+    end
+    if (rst) begin
+      \$821  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$822  = event6_value;
+    if (wr_event6) begin
+      \$822  = \$249 ;
+    end
+    if (held) begin
+      \$822  = 32'd0;
+    end
+    if (rst) begin
+      \$822  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$823  = event7_value;
+    if (wr_event7) begin
+      \$823  = \$252 ;
+    end
+    if (held) begin
+      \$823  = 32'd0;
+    end
+    if (rst) begin
+      \$823  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$824  = event8_value;
+    if (wr_event8) begin
+      \$824  = \$255 ;
+    end
+    if (held) begin
+      \$824  = 32'd0;
+    end
+    if (rst) begin
+      \$824  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$825  = event9_value;
+    if (wr_event9) begin
+      \$825  = \$258 ;
+    end
+    if (held) begin
+      \$825  = 32'd0;
+    end
+    if (rst) begin
+      \$825  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$826  = event10_value;
+    if (wr_event10) begin
+      \$826  = \$261 ;
+    end
+    if (held) begin
+      \$826  = 32'd0;
+    end
+    if (rst) begin
+      \$826  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$827  = event11_value;
+    if (wr_event11) begin
+      \$827  = \$264 ;
+    end
+    if (held) begin
+      \$827  = 32'd0;
+    end
+    if (rst) begin
+      \$827  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$828  = event12_value;
+    if (wr_event12) begin
+      \$828  = \$267 ;
+    end
+    if (held) begin
+      \$828  = 32'd0;
+    end
+    if (rst) begin
+      \$828  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$829  = event13_value;
+    if (wr_event13) begin
+      \$829  = \$270 ;
+    end
+    if (held) begin
+      \$829  = 32'd0;
+    end
+    if (rst) begin
+      \$829  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$830  = event14_value;
+    if (wr_event14) begin
+      \$830  = \$273 ;
+    end
+    if (held) begin
+      \$830  = 32'd0;
+    end
+    if (rst) begin
+      \$830  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$831  = event15_value;
+    if (wr_event15) begin
+      \$831  = \$276 ;
+    end
+    if (held) begin
+      \$831  = 32'd0;
+    end
+    if (rst) begin
+      \$831  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$832  = perf_sel_addr;
+    if (wr_perf_sel) begin
+      \$832  = \$279 ;
+    end
+    if (held) begin
+      \$832  = 12'h000;
+    end
+    if (rst) begin
+      \$832  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$833  = unused_r;
+    if (\$283 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$289 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$295 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$301 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$307 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$313 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$319 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$325 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$337 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$345 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$351 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$359 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$369 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$379 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$389 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$399 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$405 ) begin
+      \$833  = 1'h1;
     end
     if (\$421 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
     if (\$427 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
-    if (\$436 ) begin
-      \$794  = 1'h1;
+    if (\$433 ) begin
+      \$833  = 1'h1;
     end
-    if (\$442 ) begin
-      \$794  = 1'h1;
+    if (\$439 ) begin
+      \$833  = 1'h1;
     end
-    if (\$448 ) begin
-      \$794  = 1'h1;
+    if (\$445 ) begin
+      \$833  = 1'h1;
     end
-    if (\$454 ) begin
-      \$794  = 1'h1;
+    if (\$451 ) begin
+      \$833  = 1'h1;
     end
-    if (\$460 ) begin
-      \$794  = 1'h1;
+    if (\$457 ) begin
+      \$833  = 1'h1;
     end
-    if (\$466 ) begin
-      \$794  = 1'h1;
+    if (\$463 ) begin
+      \$833  = 1'h1;
     end
-    if (\$472 ) begin
-      \$794  = 1'h1;
+    if (\$469 ) begin
+      \$833  = 1'h1;
     end
-    if (\$478 ) begin
-      \$794  = 1'h1;
+    if (\$475 ) begin
+      \$833  = 1'h1;
     end
-    if (\$484 ) begin
-      \$794  = 1'h1;
+    if (\$481 ) begin
+      \$833  = 1'h1;
     end
-    if (\$490 ) begin
-      \$794  = 1'h1;
+    if (\$487 ) begin
+      \$833  = 1'h1;
     end
-    if (\$496 ) begin
-      \$794  = 1'h1;
+    if (\$493 ) begin
+      \$833  = 1'h1;
     end
-    if (\$502 ) begin
-      \$794  = 1'h1;
+    if (\$499 ) begin
+      \$833  = 1'h1;
     end
-    if (\$508 ) begin
-      \$794  = 1'h1;
+    if (\$505 ) begin
+      \$833  = 1'h1;
     end
-    if (\$514 ) begin
-      \$794  = 1'h1;
+    if (\$511 ) begin
+      \$833  = 1'h1;
     end
-    if (\$520 ) begin
-      \$794  = 1'h1;
+    if (\$517 ) begin
+      \$833  = 1'h1;
     end
-    if (\$526 ) begin
-      \$794  = 1'h1;
+    if (\$523 ) begin
+      \$833  = 1'h1;
     end
-    if (\$532 ) begin
-      \$794  = 1'h1;
+    if (\$529 ) begin
+      \$833  = 1'h1;
     end
-    if (\$538 ) begin
-      \$794  = 1'h1;
+    if (\$535 ) begin
+      \$833  = 1'h1;
     end
-    if (\$544 ) begin
-      \$794  = 1'h1;
+    if (\$541 ) begin
+      \$833  = 1'h1;
     end
-    if (\$550 ) begin
-      \$794  = 1'h1;
+    if (\$547 ) begin
+      \$833  = 1'h1;
     end
-    if (\$556 ) begin
-      \$794  = 1'h1;
+    if (\$553 ) begin
+      \$833  = 1'h1;
     end
-    if (\$562 ) begin
-      \$794  = 1'h1;
+    if (\$559 ) begin
+      \$833  = 1'h1;
     end
-    if (\$568 ) begin
-      \$794  = 1'h1;
+    if (\$565 ) begin
+      \$833  = 1'h1;
     end
-    if (\$574 ) begin
-      \$794  = 1'h1;
+    if (\$571 ) begin
+      \$833  = 1'h1;
     end
-    if (\$580 ) begin
-      \$794  = 1'h1;
+    if (\$577 ) begin
+      \$833  = 1'h1;
     end
-    if (\$586 ) begin
-      \$794  = 1'h1;
+    if (\$583 ) begin
+      \$833  = 1'h1;
     end
-    if (\$592 ) begin
-      \$794  = 1'h1;
+    if (\$589 ) begin
+      \$833  = 1'h1;
     end
-    if (\$598 ) begin
-      \$794  = 1'h1;
+    if (\$595 ) begin
+      \$833  = 1'h1;
     end
-    if (\$604 ) begin
-      \$794  = 1'h1;
+    if (\$601 ) begin
+      \$833  = 1'h1;
     end
-    if (\$610 ) begin
-      \$794  = 1'h1;
+    if (\$607 ) begin
+      \$833  = 1'h1;
     end
-    if (\$616 ) begin
-      \$794  = 1'h1;
+    if (\$613 ) begin
+      \$833  = 1'h1;
     end
-    if (\$622 ) begin
-      \$794  = 1'h1;
+    if (\$619 ) begin
+      \$833  = 1'h1;
     end
-    if (\$628 ) begin
-      \$794  = 1'h1;
+    if (\$625 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$631 ) begin
+      \$833  = 1'h1;
     end
     if (\$637 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
-    if (\$646 ) begin
-      \$794  = 1'h1;
+    if (\$643 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$649 ) begin
+      \$833  = 1'h1;
     end
     if (\$655 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
-    if (\$664 ) begin
-      \$794  = 1'h1;
+    if (\$661 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$667 ) begin
+      \$833  = 1'h1;
     end
     if (\$673 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
-    if (\$682 ) begin
-      \$794  = 1'h1;
+    if (\$679 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$685 ) begin
+      \$833  = 1'h1;
     end
     if (\$691 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
-    if (\$700 ) begin
-      \$794  = 1'h1;
+    if (\$697 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$703 ) begin
+      \$833  = 1'h1;
     end
     if (\$709 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
-    if (\$718 ) begin
-      \$794  = 1'h1;
+    if (\$715 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$721 ) begin
+      \$833  = 1'h1;
     end
     if (\$727 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
-    if (\$736 ) begin
-      \$794  = 1'h1;
+    if (\$733 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$739 ) begin
+      \$833  = 1'h1;
     end
     if (\$745 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
-    if (\$754 ) begin
-      \$794  = 1'h1;
+    if (\$751 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$757 ) begin
+      \$833  = 1'h1;
     end
     if (\$763 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
-    if (\$772 ) begin
-      \$794  = 1'h1;
+    if (\$769 ) begin
+      \$833  = 1'h1;
+    end
+    if (\$775 ) begin
+      \$833  = 1'h1;
     end
     if (\$781 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
     if (\$787 ) begin
-      \$794  = 1'h1;
+      \$833  = 1'h1;
     end
     if (held) begin
-      \$794  = 1'h0;
+      \$833  = 1'h0;
     end
     if (rst) begin
-      \$794  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$795  = fw_status_state;
-    if (wr_fw_status) begin
-      \$795  = \$171 ;
-    end
-    if (held) begin
-      \$795  = 8'h00;
-    end
-    if (rst) begin
-      \$795  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$796  = fw_fault_pc_pc;
-    if (wr_fw_fault_pc) begin
-      \$796  = \$180 ;
-    end
-    if (held) begin
-      \$796  = 32'd0;
-    end
-    if (rst) begin
-      \$796  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$797  = fw_fault_cause_cause;
-    if (wr_fw_fault_cause) begin
-      \$797  = \$189 ;
-    end
-    if (held) begin
-      \$797  = 32'd0;
-    end
-    if (rst) begin
-      \$797  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$798  = fw_fault_tval_tval;
-    if (wr_fw_fault_tval) begin
-      \$798  = \$198 ;
-    end
-    if (held) begin
-      \$798  = 32'd0;
-    end
-    if (rst) begin
-      \$798  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$799  = fw_msg_value;
-    if (wr_fw_msg) begin
-      \$799  = \$207 ;
-    end
-    if (held) begin
-      \$799  = 32'd0;
-    end
-    if (rst) begin
-      \$799  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$800  = work_mask_qready;
-    if (wr_work_mask) begin
-      \$800  = \$234 ;
-    end
-    if (held) begin
-      \$800  = 4'h0;
-    end
-    if (rst) begin
-      \$800  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$801  = work_mask_timer;
-    if (wr_work_mask) begin
-      \$801  = \$237 ;
-    end
-    if (held) begin
-      \$801  = 1'h1;
-    end
-    if (rst) begin
-      \$801  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$802  = q_pop_queue;
-    if (wr_q_pop) begin
-      \$802  = \$248 ;
-    end
-    if (held) begin
-      \$802  = 4'h0;
-    end
-    if (rst) begin
-      \$802  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$803  = forward_queue;
-    if (wr_forward) begin
-      \$803  = \$257 ;
-    end
-    if (held) begin
-      \$803  = 2'h0;
-    end
-    if (rst) begin
-      \$803  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$804  = forward_tag;
-    if (wr_forward) begin
-      \$804  = \$260 ;
-    end
-    if (held) begin
-      \$804  = 16'h0000;
-    end
-    if (rst) begin
-      \$804  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$805  = retire_pop_engine;
-    if (wr_retire_pop) begin
-      \$805  = \$311 ;
-    end
-    if (held) begin
-      \$805  = 4'h0;
-    end
-    if (rst) begin
-      \$805  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$806  = cpl_queue;
-    if (wr_cpl) begin
-      \$806  = \$320 ;
-    end
-    if (held) begin
-      \$806  = 2'h0;
-    end
-    if (rst) begin
-      \$806  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$807  = cpl_irq;
-    if (wr_cpl) begin
-      \$807  = \$323 ;
-    end
-    if (held) begin
-      \$807  = 1'h0;
-    end
-    if (rst) begin
-      \$807  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$808  = cpl_halt;
-    if (wr_cpl) begin
-      \$808  = \$326 ;
-    end
-    if (held) begin
-      \$808  = 1'h0;
-    end
-    if (rst) begin
-      \$808  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$809  = cpl_flags;
-    if (wr_cpl) begin
-      \$809  = \$329 ;
-    end
-    if (held) begin
-      \$809  = 8'h00;
-    end
-    if (rst) begin
-      \$809  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$810  = cpl_status;
-    if (wr_cpl) begin
-      \$810  = \$332 ;
-    end
-    if (held) begin
-      \$810  = 8'h00;
-    end
-    if (rst) begin
-      \$810  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$811  = cpl_opcode;
-    if (wr_cpl) begin
-      \$811  = \$335 ;
-    end
-    if (held) begin
-      \$811  = 8'h00;
-    end
-    if (rst) begin
-      \$811  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$812  = cpl_tag_tag;
-    if (wr_cpl_tag) begin
-      \$812  = \$354 ;
-    end
-    if (held) begin
-      \$812  = 16'h0000;
-    end
-    if (rst) begin
-      \$812  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$813  = qreset_ack_queue;
-    if (wr_qreset_ack) begin
-      \$813  = \$369 ;
-    end
-    if (held) begin
-      \$813  = 4'h0;
-    end
-    if (rst) begin
-      \$813  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$814  = engine_reset_engine;
-    if (wr_engine_reset) begin
-      \$814  = \$378 ;
-    end
-    if (held) begin
-      \$814  = 4'h0;
-    end
-    if (rst) begin
-      \$814  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$815  = q_wait_queue;
-    if (wr_q_wait) begin
-      \$815  = \$393 ;
-    end
-    if (held) begin
-      \$815  = 4'h0;
-    end
-    if (rst) begin
-      \$815  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$816  = timer_cycles;
-    if (wr_timer) begin
-      \$816  = \$432 ;
-    end
-    if (held) begin
-      \$816  = 32'd0;
-    end
-    if (rst) begin
-      \$816  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$817  = event0_value;
-    if (wr_event0) begin
-      \$817  = \$633 ;
-    end
-    if (held) begin
-      \$817  = 32'd0;
-    end
-    if (rst) begin
-      \$817  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$818  = event1_value;
-    if (wr_event1) begin
-      \$818  = \$642 ;
-    end
-    if (held) begin
-      \$818  = 32'd0;
-    end
-    if (rst) begin
-      \$818  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$819  = event2_value;
-    if (wr_event2) begin
-      \$819  = \$651 ;
-    end
-    if (held) begin
-      \$819  = 32'd0;
-    end
-    if (rst) begin
-      \$819  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$820  = event3_value;
-    if (wr_event3) begin
-      \$820  = \$660 ;
-    end
-    if (held) begin
-      \$820  = 32'd0;
-    end
-    if (rst) begin
-      \$820  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$821  = event4_value;
-    if (wr_event4) begin
-      \$821  = \$669 ;
-    end
-    if (held) begin
-      \$821  = 32'd0;
-    end
-    if (rst) begin
-      \$821  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$822  = event5_value;
-    if (wr_event5) begin
-      \$822  = \$678 ;
-    end
-    if (held) begin
-      \$822  = 32'd0;
-    end
-    if (rst) begin
-      \$822  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$823  = event6_value;
-    if (wr_event6) begin
-      \$823  = \$687 ;
-    end
-    if (held) begin
-      \$823  = 32'd0;
-    end
-    if (rst) begin
-      \$823  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$824  = event7_value;
-    if (wr_event7) begin
-      \$824  = \$696 ;
-    end
-    if (held) begin
-      \$824  = 32'd0;
-    end
-    if (rst) begin
-      \$824  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$825  = event8_value;
-    if (wr_event8) begin
-      \$825  = \$705 ;
-    end
-    if (held) begin
-      \$825  = 32'd0;
-    end
-    if (rst) begin
-      \$825  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$826  = event9_value;
-    if (wr_event9) begin
-      \$826  = \$714 ;
-    end
-    if (held) begin
-      \$826  = 32'd0;
-    end
-    if (rst) begin
-      \$826  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$827  = event10_value;
-    if (wr_event10) begin
-      \$827  = \$723 ;
-    end
-    if (held) begin
-      \$827  = 32'd0;
-    end
-    if (rst) begin
-      \$827  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$828  = event11_value;
-    if (wr_event11) begin
-      \$828  = \$732 ;
-    end
-    if (held) begin
-      \$828  = 32'd0;
-    end
-    if (rst) begin
-      \$828  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$829  = event12_value;
-    if (wr_event12) begin
-      \$829  = \$741 ;
-    end
-    if (held) begin
-      \$829  = 32'd0;
-    end
-    if (rst) begin
-      \$829  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$830  = event13_value;
-    if (wr_event13) begin
-      \$830  = \$750 ;
-    end
-    if (held) begin
-      \$830  = 32'd0;
-    end
-    if (rst) begin
-      \$830  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$831  = event14_value;
-    if (wr_event14) begin
-      \$831  = \$759 ;
-    end
-    if (held) begin
-      \$831  = 32'd0;
-    end
-    if (rst) begin
-      \$831  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$832  = event15_value;
-    if (wr_event15) begin
-      \$832  = \$768 ;
-    end
-    if (held) begin
-      \$832  = 32'd0;
-    end
-    if (rst) begin
-      \$832  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$833  = perf_sel_addr;
-    if (wr_perf_sel) begin
-      \$833  = \$777 ;
-    end
-    if (held) begin
-      \$833  = 12'h000;
-    end
-    if (rst) begin
-      \$833  = 12'h000;
+      \$833  = 1'h0;
     end
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8126$2 , 2'h0 };
-  assign work_qready = { \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0  };
-  assign work_qreset = { \port$4281$0 , \port$4271$0 , \port$4261$0 , \port$4251$0  };
-  assign retire0_error = \port$7500$0 [7:0];
-  assign retire0_tag = \port$7500$0 [23:8];
-  assign retire1_error = \port$7550$0 [7:0];
-  assign retire1_tag = \port$7550$0 [23:8];
-  assign retire2_error = \port$7600$0 [7:0];
-  assign retire2_tag = \port$7600$0 [23:8];
-  assign retire3_error = \port$7650$0 [7:0];
-  assign retire3_tag = \port$7650$0 [23:8];
-  assign q_head0_word = \port$5309$0 [31:0];
-  assign q_head1_word = \port$5309$0 [63:32];
-  assign q_head2_word = \port$5309$0 [95:64];
-  assign q_head3_word = \port$5309$0 [127:96];
-  assign q_head4_word = \port$5309$0 [159:128];
-  assign q_head5_word = \port$5309$0 [191:160];
-  assign q_head6_word = \port$5309$0 [223:192];
-  assign q_head7_word = \port$5309$0 [255:224];
-  assign q_head8_word = \port$5339$0 [31:0];
-  assign q_head9_word = \port$5339$0 [63:32];
-  assign q_head10_word = \port$5339$0 [95:64];
-  assign q_head11_word = \port$5339$0 [127:96];
-  assign q_head12_word = \port$5339$0 [159:128];
-  assign q_head13_word = \port$5339$0 [191:160];
-  assign q_head14_word = \port$5339$0 [223:192];
-  assign q_head15_word = \port$5339$0 [255:224];
-  assign q_head16_word = \port$5369$0 [31:0];
-  assign q_head17_word = \port$5369$0 [63:32];
-  assign q_head18_word = \port$5369$0 [95:64];
-  assign q_head19_word = \port$5369$0 [127:96];
-  assign q_head20_word = \port$5369$0 [159:128];
-  assign q_head21_word = \port$5369$0 [191:160];
-  assign q_head22_word = \port$5369$0 [223:192];
-  assign q_head23_word = \port$5369$0 [255:224];
-  assign q_head24_word = \port$5399$0 [31:0];
-  assign q_head25_word = \port$5399$0 [63:32];
-  assign q_head26_word = \port$5399$0 [95:64];
-  assign q_head27_word = \port$5399$0 [127:96];
-  assign q_head28_word = \port$5399$0 [159:128];
-  assign q_head29_word = \port$5399$0 [191:160];
-  assign q_head30_word = \port$5399$0 [223:192];
-  assign q_head31_word = \port$5399$0 [255:224];
-  assign \$167  = { 1'h0, fw_version_version };
-  assign \$168  = \$167 ;
-  assign \$176  = { 1'h0, fw_status_state };
-  assign \$177  = { 23'h000000, \$176  };
-  assign \$185  = { 1'h0, fw_fault_pc_pc };
-  assign \$186  = \$185 ;
-  assign \$194  = { 1'h0, fw_fault_cause_cause };
-  assign \$195  = \$194 ;
-  assign \$203  = { 1'h0, fw_fault_tval_tval };
-  assign \$204  = \$203 ;
-  assign \$212  = { 1'h0, fw_msg_value };
-  assign \$213  = \$212 ;
-  assign \$218  = 2'h0;
-  assign \$219  = { 30'h00000000, \$218  };
-  assign \$224  = { 1'h0, \port$4279$0 , \port$4269$0 , \port$4259$0 , \port$4249$0  };
-  assign \$225  = { 27'h0000000, \$224  };
-  assign \$226  = { 7'h00, work_retire, 8'h00 };
-  assign \$228  = { 15'h0000, \port$4281$0 , \port$4271$0 , \port$4261$0 , \port$4251$0 , 16'h0000 };
-  assign \$230  = { 7'h00, work_timer, 24'h000000 };
-  assign \$242  = { 1'h0, work_mask_qready };
-  assign \$243  = { 27'h0000000, \$242  };
-  assign \$244  = { 7'h00, work_mask_timer, 24'h000000 };
-  assign \$253  = { 1'h0, q_pop_queue };
-  assign \$254  = { 27'h0000000, \$253  };
-  assign \$265  = { 1'h0, forward_queue };
-  assign \$266  = { 29'h00000000, \$265  };
-  assign \$267  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$273  = { 1'h0, retire0_valid };
-  assign \$274  = { 30'h00000000, \$273  };
-  assign \$275  = { 7'h00, \port$7500$0 [7:0], 8'h00 };
-  assign \$277  = { 15'h0000, \port$7500$0 [23:8], 16'h0000 };
-  assign \$283  = { 1'h0, retire1_valid };
-  assign \$284  = { 30'h00000000, \$283  };
-  assign \$285  = { 7'h00, \port$7550$0 [7:0], 8'h00 };
-  assign \$287  = { 15'h0000, \port$7550$0 [23:8], 16'h0000 };
-  assign \$293  = { 1'h0, retire2_valid };
-  assign \$294  = { 30'h00000000, \$293  };
-  assign \$295  = { 7'h00, \port$7600$0 [7:0], 8'h00 };
-  assign \$297  = { 15'h0000, \port$7600$0 [23:8], 16'h0000 };
-  assign \$303  = { 1'h0, retire3_valid };
-  assign \$304  = { 30'h00000000, \$303  };
-  assign \$305  = { 7'h00, \port$7650$0 [7:0], 8'h00 };
-  assign \$307  = { 15'h0000, \port$7650$0 [23:8], 16'h0000 };
-  assign \$316  = { 1'h0, retire_pop_engine };
-  assign \$317  = { 27'h0000000, \$316  };
-  assign \$340  = { 1'h0, cpl_queue };
-  assign \$341  = { 29'h00000000, \$340  };
-  assign \$342  = { 1'h0, cpl_irq, 2'h0 };
-  assign \$344  = { cpl_halt, 3'h0 };
-  assign \$346  = { 7'h00, cpl_flags, 8'h00 };
-  assign \$348  = { 15'h0000, cpl_status, 16'h0000 };
-  assign \$350  = { 7'h00, cpl_opcode, 24'h000000 };
-  assign \$359  = { 1'h0, cpl_tag_tag };
-  assign \$360  = { 15'h0000, \$359  };
-  assign \$365  = { 1'h0, cpl_status_free };
-  assign \$366  = { 27'h0000000, \$365  };
-  assign \$374  = { 1'h0, qreset_ack_queue };
-  assign \$375  = { 27'h0000000, \$374  };
-  assign \$383  = { 1'h0, engine_reset_engine };
-  assign \$384  = { 27'h0000000, \$383  };
-  assign \$389  = { 1'h0, watchdog_cycles };
-  assign \$390  = \$389 ;
-  assign \$398  = { 1'h0, q_wait_queue };
-  assign \$399  = { 27'h0000000, \$398  };
-  assign \$404  = { 1'h0, q_head_index0_index };
-  assign \$405  = \$404 ;
-  assign \$410  = { 1'h0, q_head_index1_index };
-  assign \$411  = \$410 ;
-  assign \$416  = { 1'h0, q_head_index2_index };
-  assign \$417  = \$416 ;
-  assign \$422  = { 1'h0, q_head_index3_index };
-  assign \$423  = \$422 ;
-  assign \$428  = { 1'h0, timestamp_cycles };
-  assign \$429  = \$428 ;
-  assign \$437  = { 1'h0, timer_cycles };
-  assign \$438  = \$437 ;
-  assign \$443  = { 1'h0, \port$5309$0 [31:0] };
-  assign \$444  = \$443 ;
-  assign \$449  = { 1'h0, \port$5309$0 [63:32] };
-  assign \$450  = \$449 ;
-  assign \$455  = { 1'h0, \port$5309$0 [95:64] };
-  assign \$456  = \$455 ;
-  assign \$461  = { 1'h0, \port$5309$0 [127:96] };
-  assign \$462  = \$461 ;
-  assign \$467  = { 1'h0, \port$5309$0 [159:128] };
-  assign \$468  = \$467 ;
-  assign \$473  = { 1'h0, \port$5309$0 [191:160] };
-  assign \$474  = \$473 ;
-  assign \$479  = { 1'h0, \port$5309$0 [223:192] };
-  assign \$480  = \$479 ;
-  assign \$485  = { 1'h0, \port$5309$0 [255:224] };
-  assign \$486  = \$485 ;
-  assign \$491  = { 1'h0, \port$5339$0 [31:0] };
-  assign \$492  = \$491 ;
-  assign \$497  = { 1'h0, \port$5339$0 [63:32] };
-  assign \$498  = \$497 ;
-  assign \$503  = { 1'h0, \port$5339$0 [95:64] };
-  assign \$504  = \$503 ;
-  assign \$509  = { 1'h0, \port$5339$0 [127:96] };
-  assign \$510  = \$509 ;
-  assign \$515  = { 1'h0, \port$5339$0 [159:128] };
-  assign \$516  = \$515 ;
-  assign \$521  = { 1'h0, \port$5339$0 [191:160] };
-  assign \$522  = \$521 ;
-  assign \$527  = { 1'h0, \port$5339$0 [223:192] };
-  assign \$528  = \$527 ;
-  assign \$533  = { 1'h0, \port$5339$0 [255:224] };
-  assign \$534  = \$533 ;
-  assign \$539  = { 1'h0, \port$5369$0 [31:0] };
-  assign \$540  = \$539 ;
-  assign \$545  = { 1'h0, \port$5369$0 [63:32] };
-  assign \$546  = \$545 ;
-  assign \$551  = { 1'h0, \port$5369$0 [95:64] };
-  assign \$552  = \$551 ;
-  assign \$557  = { 1'h0, \port$5369$0 [127:96] };
-  assign \$558  = \$557 ;
-  assign \$563  = { 1'h0, \port$5369$0 [159:128] };
-  assign \$564  = \$563 ;
-  assign \$569  = { 1'h0, \port$5369$0 [191:160] };
-  assign \$570  = \$569 ;
-  assign \$575  = { 1'h0, \port$5369$0 [223:192] };
-  assign \$576  = \$575 ;
-  assign \$581  = { 1'h0, \port$5369$0 [255:224] };
-  assign \$582  = \$581 ;
-  assign \$587  = { 1'h0, \port$5399$0 [31:0] };
-  assign \$588  = \$587 ;
-  assign \$593  = { 1'h0, \port$5399$0 [63:32] };
-  assign \$594  = \$593 ;
-  assign \$599  = { 1'h0, \port$5399$0 [95:64] };
-  assign \$600  = \$599 ;
-  assign \$605  = { 1'h0, \port$5399$0 [127:96] };
-  assign \$606  = \$605 ;
-  assign \$611  = { 1'h0, \port$5399$0 [159:128] };
-  assign \$612  = \$611 ;
-  assign \$617  = { 1'h0, \port$5399$0 [191:160] };
-  assign \$618  = \$617 ;
-  assign \$623  = { 1'h0, \port$5399$0 [223:192] };
-  assign \$624  = \$623 ;
-  assign \$629  = { 1'h0, \port$5399$0 [255:224] };
-  assign \$630  = \$629 ;
-  assign \$638  = { 1'h0, event0_value };
+  assign bus__addr = { \port$8176$2 , 2'h0 };
+  assign work_qready = { \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
+  assign work_qreset = { \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0  };
+  assign retire0_error = \port$7516$0 [7:0];
+  assign retire0_tag = \port$7516$0 [23:8];
+  assign retire1_error = \port$7566$0 [7:0];
+  assign retire1_tag = \port$7566$0 [23:8];
+  assign retire2_error = \port$7616$0 [7:0];
+  assign retire2_tag = \port$7616$0 [23:8];
+  assign retire3_error = \port$7666$0 [7:0];
+  assign retire3_tag = \port$7666$0 [23:8];
+  assign q_head0_word = \port$5325$0 [31:0];
+  assign q_head1_word = \port$5325$0 [63:32];
+  assign q_head2_word = \port$5325$0 [95:64];
+  assign q_head3_word = \port$5325$0 [127:96];
+  assign q_head4_word = \port$5325$0 [159:128];
+  assign q_head5_word = \port$5325$0 [191:160];
+  assign q_head6_word = \port$5325$0 [223:192];
+  assign q_head7_word = \port$5325$0 [255:224];
+  assign q_head8_word = \port$5355$0 [31:0];
+  assign q_head9_word = \port$5355$0 [63:32];
+  assign q_head10_word = \port$5355$0 [95:64];
+  assign q_head11_word = \port$5355$0 [127:96];
+  assign q_head12_word = \port$5355$0 [159:128];
+  assign q_head13_word = \port$5355$0 [191:160];
+  assign q_head14_word = \port$5355$0 [223:192];
+  assign q_head15_word = \port$5355$0 [255:224];
+  assign q_head16_word = \port$5385$0 [31:0];
+  assign q_head17_word = \port$5385$0 [63:32];
+  assign q_head18_word = \port$5385$0 [95:64];
+  assign q_head19_word = \port$5385$0 [127:96];
+  assign q_head20_word = \port$5385$0 [159:128];
+  assign q_head21_word = \port$5385$0 [191:160];
+  assign q_head22_word = \port$5385$0 [223:192];
+  assign q_head23_word = \port$5385$0 [255:224];
+  assign q_head24_word = \port$5415$0 [31:0];
+  assign q_head25_word = \port$5415$0 [63:32];
+  assign q_head26_word = \port$5415$0 [95:64];
+  assign q_head27_word = \port$5415$0 [127:96];
+  assign q_head28_word = \port$5415$0 [159:128];
+  assign q_head29_word = \port$5415$0 [191:160];
+  assign q_head30_word = \port$5415$0 [223:192];
+  assign q_head31_word = \port$5415$0 [255:224];
+  assign \$360  = { 1'h0, retire0_valid };
+  assign \$361  = { 30'h00000000, \$360  };
+  assign \$284  = { 1'h0, fw_version_version };
+  assign \$285  = \$284 ;
+  assign \$290  = { 1'h0, fw_status_state };
+  assign \$291  = { 23'h000000, \$290  };
+  assign \$296  = { 1'h0, fw_fault_pc_pc };
+  assign \$297  = \$296 ;
+  assign \$302  = { 1'h0, fw_fault_cause_cause };
+  assign \$303  = \$302 ;
+  assign \$308  = { 1'h0, fw_fault_tval_tval };
+  assign \$309  = \$308 ;
+  assign \$314  = { 1'h0, fw_msg_value };
+  assign \$315  = \$314 ;
+  assign \$320  = 2'h0;
+  assign \$321  = { 30'h00000000, \$320  };
+  assign \$326  = { 1'h0, \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
+  assign \$327  = { 27'h0000000, \$326  };
+  assign \$328  = { 7'h00, work_retire, 8'h00 };
+  assign \$330  = { 15'h0000, \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0 , 16'h0000 };
+  assign \$332  = { 7'h00, work_timer, 24'h000000 };
+  assign \$338  = { 1'h0, work_mask_qready };
+  assign \$339  = { 27'h0000000, \$338  };
+  assign \$340  = { 7'h00, work_mask_timer, 24'h000000 };
+  assign \$346  = { 1'h0, q_pop_queue };
+  assign \$347  = { 27'h0000000, \$346  };
+  assign \$352  = { 1'h0, forward_queue };
+  assign \$353  = { 29'h00000000, \$352  };
+  assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
+  assign \$362  = { 7'h00, \port$7516$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$7516$0 [23:8], 16'h0000 };
+  assign \$370  = { 1'h0, retire1_valid };
+  assign \$371  = { 30'h00000000, \$370  };
+  assign \$372  = { 7'h00, \port$7566$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$7566$0 [23:8], 16'h0000 };
+  assign \$380  = { 1'h0, retire2_valid };
+  assign \$381  = { 30'h00000000, \$380  };
+  assign \$382  = { 7'h00, \port$7616$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$7616$0 [23:8], 16'h0000 };
+  assign \$390  = { 1'h0, retire3_valid };
+  assign \$391  = { 30'h00000000, \$390  };
+  assign \$392  = { 7'h00, \port$7666$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$7666$0 [23:8], 16'h0000 };
+  assign \$400  = { 1'h0, retire_pop_engine };
+  assign \$401  = { 27'h0000000, \$400  };
+  assign \$406  = { 1'h0, cpl_queue };
+  assign \$407  = { 29'h00000000, \$406  };
+  assign \$408  = { 1'h0, cpl_irq, 2'h0 };
+  assign \$410  = { cpl_halt, 3'h0 };
+  assign \$412  = { 7'h00, cpl_flags, 8'h00 };
+  assign \$414  = { 15'h0000, cpl_status, 16'h0000 };
+  assign \$416  = { 7'h00, cpl_opcode, 24'h000000 };
+  assign \$422  = { 1'h0, cpl_tag_tag };
+  assign \$423  = { 15'h0000, \$422  };
+  assign \$428  = { 1'h0, cpl_status_free };
+  assign \$429  = { 27'h0000000, \$428  };
+  assign \$434  = { 1'h0, qreset_ack_queue };
+  assign \$435  = { 27'h0000000, \$434  };
+  assign \$440  = { 1'h0, engine_reset_engine };
+  assign \$441  = { 27'h0000000, \$440  };
+  assign \$446  = { 1'h0, watchdog_cycles };
+  assign \$447  = \$446 ;
+  assign \$452  = { 1'h0, q_wait_queue };
+  assign \$453  = { 27'h0000000, \$452  };
+  assign \$458  = { 1'h0, q_head_index0_index };
+  assign \$459  = \$458 ;
+  assign \$464  = { 1'h0, q_head_index1_index };
+  assign \$465  = \$464 ;
+  assign \$470  = { 1'h0, q_head_index2_index };
+  assign \$471  = \$470 ;
+  assign \$476  = { 1'h0, q_head_index3_index };
+  assign \$477  = \$476 ;
+  assign \$482  = { 1'h0, timestamp_cycles };
+  assign \$483  = \$482 ;
+  assign \$488  = { 1'h0, timer_cycles };
+  assign \$489  = \$488 ;
+  assign \$494  = { 1'h0, \port$5325$0 [31:0] };
+  assign \$495  = \$494 ;
+  assign \$500  = { 1'h0, \port$5325$0 [63:32] };
+  assign \$501  = \$500 ;
+  assign \$506  = { 1'h0, \port$5325$0 [95:64] };
+  assign \$507  = \$506 ;
+  assign \$512  = { 1'h0, \port$5325$0 [127:96] };
+  assign \$513  = \$512 ;
+  assign \$518  = { 1'h0, \port$5325$0 [159:128] };
+  assign \$519  = \$518 ;
+  assign \$524  = { 1'h0, \port$5325$0 [191:160] };
+  assign \$525  = \$524 ;
+  assign \$530  = { 1'h0, \port$5325$0 [223:192] };
+  assign \$531  = \$530 ;
+  assign \$536  = { 1'h0, \port$5325$0 [255:224] };
+  assign \$537  = \$536 ;
+  assign \$542  = { 1'h0, \port$5355$0 [31:0] };
+  assign \$543  = \$542 ;
+  assign \$548  = { 1'h0, \port$5355$0 [63:32] };
+  assign \$549  = \$548 ;
+  assign \$554  = { 1'h0, \port$5355$0 [95:64] };
+  assign \$555  = \$554 ;
+  assign \$560  = { 1'h0, \port$5355$0 [127:96] };
+  assign \$561  = \$560 ;
+  assign \$566  = { 1'h0, \port$5355$0 [159:128] };
+  assign \$567  = \$566 ;
+  assign \$572  = { 1'h0, \port$5355$0 [191:160] };
+  assign \$573  = \$572 ;
+  assign \$578  = { 1'h0, \port$5355$0 [223:192] };
+  assign \$579  = \$578 ;
+  assign \$584  = { 1'h0, \port$5355$0 [255:224] };
+  assign \$585  = \$584 ;
+  assign \$590  = { 1'h0, \port$5385$0 [31:0] };
+  assign \$591  = \$590 ;
+  assign \$596  = { 1'h0, \port$5385$0 [63:32] };
+  assign \$597  = \$596 ;
+  assign \$602  = { 1'h0, \port$5385$0 [95:64] };
+  assign \$603  = \$602 ;
+  assign \$608  = { 1'h0, \port$5385$0 [127:96] };
+  assign \$609  = \$608 ;
+  assign \$614  = { 1'h0, \port$5385$0 [159:128] };
+  assign \$615  = \$614 ;
+  assign \$620  = { 1'h0, \port$5385$0 [191:160] };
+  assign \$621  = \$620 ;
+  assign \$626  = { 1'h0, \port$5385$0 [223:192] };
+  assign \$627  = \$626 ;
+  assign \$632  = { 1'h0, \port$5385$0 [255:224] };
+  assign \$633  = \$632 ;
+  assign \$638  = { 1'h0, \port$5415$0 [31:0] };
   assign \$639  = \$638 ;
-  assign \$647  = { 1'h0, event1_value };
-  assign \$648  = \$647 ;
-  assign \$656  = { 1'h0, event2_value };
+  assign \$644  = { 1'h0, \port$5415$0 [63:32] };
+  assign \$645  = \$644 ;
+  assign \$650  = { 1'h0, \port$5415$0 [95:64] };
+  assign \$651  = \$650 ;
+  assign \$656  = { 1'h0, \port$5415$0 [127:96] };
   assign \$657  = \$656 ;
-  assign \$665  = { 1'h0, event3_value };
-  assign \$666  = \$665 ;
-  assign \$674  = { 1'h0, event4_value };
+  assign \$662  = { 1'h0, \port$5415$0 [159:128] };
+  assign \$663  = \$662 ;
+  assign \$668  = { 1'h0, \port$5415$0 [191:160] };
+  assign \$669  = \$668 ;
+  assign \$674  = { 1'h0, \port$5415$0 [223:192] };
   assign \$675  = \$674 ;
-  assign \$683  = { 1'h0, event5_value };
-  assign \$684  = \$683 ;
-  assign \$692  = { 1'h0, event6_value };
+  assign \$680  = { 1'h0, \port$5415$0 [255:224] };
+  assign \$681  = \$680 ;
+  assign \$686  = { 1'h0, event0_value };
+  assign \$687  = \$686 ;
+  assign \$692  = { 1'h0, event1_value };
   assign \$693  = \$692 ;
-  assign \$701  = { 1'h0, event7_value };
-  assign \$702  = \$701 ;
-  assign \$710  = { 1'h0, event8_value };
+  assign \$698  = { 1'h0, event2_value };
+  assign \$699  = \$698 ;
+  assign \$704  = { 1'h0, event3_value };
+  assign \$705  = \$704 ;
+  assign \$710  = { 1'h0, event4_value };
   assign \$711  = \$710 ;
-  assign \$719  = { 1'h0, event9_value };
-  assign \$720  = \$719 ;
-  assign \$728  = { 1'h0, event10_value };
+  assign \$716  = { 1'h0, event5_value };
+  assign \$717  = \$716 ;
+  assign \$722  = { 1'h0, event6_value };
+  assign \$723  = \$722 ;
+  assign \$728  = { 1'h0, event7_value };
   assign \$729  = \$728 ;
-  assign \$737  = { 1'h0, event11_value };
-  assign \$738  = \$737 ;
-  assign \$746  = { 1'h0, event12_value };
+  assign \$734  = { 1'h0, event8_value };
+  assign \$735  = \$734 ;
+  assign \$740  = { 1'h0, event9_value };
+  assign \$741  = \$740 ;
+  assign \$746  = { 1'h0, event10_value };
   assign \$747  = \$746 ;
-  assign \$755  = { 1'h0, event13_value };
-  assign \$756  = \$755 ;
-  assign \$764  = { 1'h0, event14_value };
+  assign \$752  = { 1'h0, event11_value };
+  assign \$753  = \$752 ;
+  assign \$758  = { 1'h0, event12_value };
+  assign \$759  = \$758 ;
+  assign \$764  = { 1'h0, event13_value };
   assign \$765  = \$764 ;
-  assign \$773  = { 1'h0, event15_value };
-  assign \$774  = \$773 ;
+  assign \$770  = { 1'h0, event14_value };
+  assign \$771  = \$770 ;
+  assign \$776  = { 1'h0, event15_value };
+  assign \$777  = \$776 ;
   assign \$782  = { 1'h0, perf_sel_addr };
   assign \$783  = { 19'h00000, \$782  };
   assign \$788  = { 1'h0, perf_value_value };
@@ -29314,7 +29319,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8158$16 , \port$8892$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 , \port$8942$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29358,10 +29363,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8158$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8158$16 ;
-  wire [15:0] \port$8158$16 ;
-  input [7:0] \port$8892$0 ;
-  wire [7:0] \port$8892$0 ;
+  input [15:0] \port$8208$16 ;
+  wire [15:0] \port$8208$16 ;
+  input [7:0] \port$8942$0 ;
+  wire [7:0] \port$8942$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29396,7 +29401,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8158$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8158$16 , \port$8892$0  };
+      storage[w_port__addr] <= { \port$8208$16 , \port$8942$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29507,8 +29512,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8158$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8158$16 , \port$8892$0  };
-  assign w_data = { \port$8158$16 , \port$8892$0  };
+  assign w_port__data = { \port$8208$16 , \port$8942$0  };
+  assign w_data = { \port$8208$16 , \port$8942$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29517,7 +29522,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7707$0 , \port$7707$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7723$0 , \port$7723$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -30229,10 +30234,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$7707$0 ;
-  wire [3:0] \port$7707$0 ;
-  input [23:0] \port$7707$8 ;
-  wire [23:0] \port$7707$8 ;
+  input [3:0] \port$7723$0 ;
+  wire [3:0] \port$7723$0 ;
+  input [23:0] \port$7723$8 ;
+  wire [23:0] \port$7723$8 ;
   input [3:0] \port$95$0 ;
   wire [3:0] \port$95$0 ;
   reg q0_acked = 1'h0;
@@ -30959,7 +30964,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7707$0 [1:0] < 3'h4;
+  assign \$165  = \port$7723$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -31167,7 +31172,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7707$0 [1:0];
+  assign \$344  = ! \port$7723$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -31187,7 +31192,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7707$0 [1:0] == 1'h1;
+  assign \$364  = \port$7723$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -31207,7 +31212,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7707$0 [1:0] == 2'h2;
+  assign \$384  = \port$7723$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -31227,7 +31232,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7707$0 [1:0] == 2'h3;
+  assign \$404  = \port$7723$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -31320,7 +31325,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8239$0 (fetch_r_buf),
+    .\port$8289$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -31332,7 +31337,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8239$0 (fetch_r_buf),
+    .\port$8289$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -31344,7 +31349,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8239$0 (fetch_r_buf),
+    .\port$8289$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -31356,7 +31361,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8239$0 (fetch_r_buf),
+    .\port$8289$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -33054,12 +33059,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7707$0 [1:0];
-  assign cpl_irq = \port$7707$0 [2];
-  assign cpl_halt = \port$7707$0 [3];
-  assign cpl_flags = \port$7707$8 [7:0];
-  assign cpl_status = \port$7707$8 [15:8];
-  assign cpl_opcode = \port$7707$8 [23:16];
+  assign cpl_queue = \port$7723$0 [1:0];
+  assign cpl_irq = \port$7723$0 [2];
+  assign cpl_halt = \port$7723$0 [3];
+  assign cpl_flags = \port$7723$8 [7:0];
+  assign cpl_status = \port$7723$8 [15:8];
+  assign cpl_opcode = \port$7723$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -33110,12 +33115,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7707$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7707$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7707$8 [7:0];
-  assign \w_data$258 [3] = \port$7707$0 [3];
-  assign \w_data$258 [2] = \port$7707$0 [2];
-  assign \w_data$258 [1:0] = \port$7707$0 [1:0];
+  assign \w_data$258 [27:20] = \port$7723$8 [23:16];
+  assign \w_data$258 [19:12] = \port$7723$8 [15:8];
+  assign \w_data$258 [11:4] = \port$7723$8 [7:0];
+  assign \w_data$258 [3] = \port$7723$0 [3];
+  assign \w_data$258 [2] = \port$7723$0 [2];
+  assign \w_data$258 [1:0] = \port$7723$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -33668,8 +33673,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5101$0 (aw_hs_id),
-    .\port$5115$0 (down__awlen),
+    .\port$5117$0 (aw_hs_id),
+    .\port$5131$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -34012,7 +34017,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5101$0 , w_en, \port$5115$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5117$0 , w_en, \port$5131$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34036,10 +34041,10 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5101$0 , w_en, \port$5115$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5101$0 ;
-  wire [2:0] \port$5101$0 ;
-  input [7:0] \port$5115$0 ;
-  wire [7:0] \port$5115$0 ;
+  input [2:0] \port$5117$0 ;
+  wire [2:0] \port$5117$0 ;
+  input [7:0] \port$5131$0 ;
+  wire [7:0] \port$5131$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -34071,7 +34076,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5101$0 , w_en, \port$5115$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5101$0 , \port$5115$0  };
+      storage[w_port__addr] <= { \port$5117$0 , \port$5131$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -34133,8 +34138,8 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5101$0 , w_en, \port$5115$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5101$0 , \port$5115$0  };
-  assign w_data = { \port$5101$0 , \port$5115$0  };
+  assign w_port__data = { \port$5117$0 , \port$5131$0  };
+  assign w_data = { \port$5117$0 , \port$5131$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -34701,7 +34706,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8239$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8289$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34728,8 +34733,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8239$0 ;
-  wire [191:0] \port$8239$0 ;
+  input [191:0] \port$8289$0 ;
+  wire [191:0] \port$8289$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34764,7 +34769,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8239$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8289$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34835,14 +34840,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8239$0  };
-  assign w_data = { \port$0$87 , \port$8239$0  };
+  assign w_port__data = { \port$0$87 , \port$8289$0  };
+  assign w_data = { \port$0$87 , \port$8289$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8239$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8289$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34869,8 +34874,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8239$0 ;
-  wire [191:0] \port$8239$0 ;
+  input [191:0] \port$8289$0 ;
+  wire [191:0] \port$8289$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -34905,7 +34910,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8239$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8289$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34976,14 +34981,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8239$0  };
-  assign w_data = { \port$0$87 , \port$8239$0  };
+  assign w_port__data = { \port$0$87 , \port$8289$0  };
+  assign w_data = { \port$0$87 , \port$8289$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8239$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8289$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35010,8 +35015,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8239$0 ;
-  wire [191:0] \port$8239$0 ;
+  input [191:0] \port$8289$0 ;
+  wire [191:0] \port$8289$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -35046,7 +35051,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8239$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8289$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35117,14 +35122,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8239$0  };
-  assign w_data = { \port$0$87 , \port$8239$0  };
+  assign w_port__data = { \port$0$87 , \port$8289$0  };
+  assign w_data = { \port$0$87 , \port$8289$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8239$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8289$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35151,8 +35156,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8239$0 ;
-  wire [191:0] \port$8239$0 ;
+  input [191:0] \port$8289$0 ;
+  wire [191:0] \port$8289$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -35187,7 +35192,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8239$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8289$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35258,8 +35263,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8239$0  };
-  assign w_data = { \port$0$87 , \port$8239$0  };
+  assign w_port__data = { \port$0$87 , \port$8289$0  };
+  assign w_data = { \port$0$87 , \port$8289$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38629,7 +38634,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8160$16 , \port$9168$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , \port$9218$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38673,10 +38678,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8160$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8160$16 ;
-  wire [15:0] \port$8160$16 ;
-  input [7:0] \port$9168$0 ;
-  wire [7:0] \port$9168$0 ;
+  input [15:0] \port$8210$16 ;
+  wire [15:0] \port$8210$16 ;
+  input [7:0] \port$9218$0 ;
+  wire [7:0] \port$9218$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38711,7 +38716,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8160$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8160$16 , \port$9168$0  };
+      storage[w_port__addr] <= { \port$8210$16 , \port$9218$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38822,8 +38827,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8160$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8160$16 , \port$9168$0  };
-  assign w_data = { \port$8160$16 , \port$9168$0  };
+  assign w_port__data = { \port$8210$16 , \port$9218$0  };
+  assign w_data = { \port$8210$16 , \port$9218$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
