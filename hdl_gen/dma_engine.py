@@ -182,8 +182,8 @@ class DmaEngine(wiring.Component):
 
     Design notes
     ------------
-    * Validation takes two cycles (CHECK: products and sums in 40/52-bit arithmetic; CHECK2:
-      compare), so a command costs 4 cycles of overhead (accept, CHECK, CHECK2, DONE) plus its
+    * Validation takes two cycles (CHECK: the stride products; CHECK2: sums in 40/52-bit
+      arithmetic and compares), so a command costs 4 cycles of overhead (accept, CHECK, CHECK2, DONE) plus its
       transfer.
     * Load: the AR issuer walks the rows (running sums, no multipliers) and keeps up to
       ``dma_outstanding`` bursts in flight. The R side collects a row's beats into a buffer of
@@ -252,8 +252,10 @@ class DmaEngine(wiring.Component):
     def _validate(self, m, name, cmd, window, fsm_check2_err):
         """Two-cycle command check.
 
-        Returns the statements of the first cycle (products and sums, for ``m.d.sync``); drives
-        ``fsm_check2_err`` combinationally from their registered results in the second cycle.
+        Returns the statements of the first cycle (the stride products, for ``m.d.sync``); drives
+        ``fsm_check2_err`` combinationally from their registered results in the second cycle (the
+        sums and compares). Products and sums in one cycle were the chip's longest path through
+        the DMA (a 16x32 multiply and three 52-bit adds, 21 ns on ECP5).
         """
         cfg = self.config
         aab = cfg.axi_addr_bits
@@ -262,11 +264,17 @@ class DmaEngine(wiring.Component):
         m.d.comb += [rows_m1.eq(cmd.rows - 1), planes_m1.eq(cmd.planes - 1)]
         last_local = Signal(40, name=f"{name}_last_local")
         host_end = Signal(52, name=f"{name}_host_end")    # one past the last host byte
-        stage1 = [
-            last_local.eq(cmd.local_addr + planes_m1 * cmd.local_plane_stride
-                          + rows_m1 * cmd.local_row_stride),
-            host_end.eq(cmd.host_addr + planes_m1 * cmd.host_plane_stride
-                        + rows_m1 * cmd.host_row_stride + cmd.row_bytes),
+        stage1, products = [], {}
+        for count, field in ((planes_m1, "local_plane_stride"), (rows_m1, "local_row_stride"),
+                             (planes_m1, "host_plane_stride"), (rows_m1, "host_row_stride")):
+            stride = getattr(cmd, field)
+            products[field] = p = Signal(len(count) + len(stride), name=f"{name}_{field}_x")
+            stage1.append(p.eq(count * stride))
+        m.d.comb += [
+            last_local.eq(cmd.local_addr + products["local_plane_stride"]
+                          + products["local_row_stride"]),
+            host_end.eq(cmd.host_addr + products["host_plane_stride"] + products["host_row_stride"]
+                        + cmd.row_bytes),
         ]
         lrb = Mux(cmd.acc, cfg.acc_row_bytes, cfg.spad_row_bytes)
         mem_rows = Mux(cmd.acc, cfg.acc_rows, cfg.spad_rows)

@@ -2644,7 +2644,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .clk(clk),
     .held(held),
     .\port$11884$16 (retire__1__tag),
-    .\port$12558$0 (dma_store_error),
+    .\port$12562$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2750,7 +2750,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .clk(clk),
     .held(held),
     .\port$11886$16 (retire__2__tag),
-    .\port$12668$0 (gemm_error),
+    .\port$12676$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2945,7 +2945,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .clk(clk),
     .held(held),
     .\port$11888$16 (retire__3__tag),
-    .\port$16736$0 (vec_error),
+    .\port$16744$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -17603,7 +17603,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [14:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -17614,7 +17614,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire \$12 ;
+  wire [8:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -17625,26 +17625,26 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
-  wire [6:0] \$130 ;
-  wire [511:0] \$131 ;
-  wire [7:0] \$132 ;
-  wire [10:0] \$133 ;
-  wire [1023:0] \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  wire [6:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [6:0] \$135 ;
+  wire [511:0] \$136 ;
+  wire [7:0] \$137 ;
+  wire [10:0] \$138 ;
+  wire [1023:0] \$139 ;
   wire \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire [4:0] \$142 ;
+  wire \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
+  wire [4:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
@@ -17656,56 +17656,56 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire \$155 ;
   wire \$156 ;
   wire \$157 ;
-  wire [5:0] \$158 ;
+  wire \$158 ;
   wire \$159 ;
-  wire \$16 ;
+  wire [14:0] \$16 ;
   wire \$160 ;
-  wire [16:0] \$161 ;
-  wire [16:0] \$162 ;
-  wire [31:0] \$163 ;
-  wire [31:0] \$164 ;
-  wire [8:0] \$165 ;
-  wire [9:0] \$166 ;
-  wire [9:0] \$167 ;
-  wire [7:0] \$168 ;
-  wire [32:0] \$169 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire [5:0] \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [16:0] \$166 ;
+  wire [16:0] \$167 ;
+  wire [31:0] \$168 ;
+  wire [31:0] \$169 ;
   wire \$17 ;
-  wire [5:0] \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
+  wire [8:0] \$170 ;
+  wire [9:0] \$171 ;
+  wire [9:0] \$172 ;
+  wire [7:0] \$173 ;
+  wire [32:0] \$174 ;
+  wire [5:0] \$175 ;
   wire \$176 ;
   wire \$177 ;
-  wire [4:0] \$178 ;
+  wire \$178 ;
   wire \$179 ;
   wire \$18 ;
-  wire [4:0] \$180 ;
+  wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire \$183 ;
-  wire [7:0] \$184 ;
-  wire \$185 ;
+  wire [4:0] \$183 ;
+  wire \$184 ;
+  wire [4:0] \$185 ;
   wire \$186 ;
-  wire [3:0] \$187 ;
-  wire [4:0] \$188 ;
-  wire [3:0] \$189 ;
-  wire [32:0] \$19 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire [7:0] \$189 ;
+  wire \$19 ;
   wire \$190 ;
-  wire [16:0] \$191 ;
-  wire [16:0] \$192 ;
-  wire [35:0] \$193 ;
-  wire [36:0] \$194 ;
-  wire [31:0] \$195 ;
-  wire [37:0] \$196 ;
-  wire [47:0] \$197 ;
-  wire [48:0] \$198 ;
-  wire [47:0] \$199 ;
+  wire \$191 ;
+  wire [3:0] \$192 ;
+  wire [4:0] \$193 ;
+  wire [3:0] \$194 ;
+  wire \$195 ;
+  wire [16:0] \$196 ;
+  wire [16:0] \$197 ;
+  wire [35:0] \$198 ;
+  wire [31:0] \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [49:0] \$200 ;
-  wire [50:0] \$201 ;
+  wire [47:0] \$200 ;
+  wire [47:0] \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire [31:0] \$204 ;
@@ -17749,58 +17749,60 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   reg [64:0] \$239 ;
   wire [32:0] \$24 ;
   reg [2:0] \$240 ;
-  reg [39:0] \$241 ;
-  reg [51:0] \$242 ;
-  wire [32:0] \$25 ;
-  wire [32:0] \$26 ;
+  reg [35:0] \$241 ;
+  reg [31:0] \$242 ;
+  reg [47:0] \$243 ;
+  reg [47:0] \$244 ;
+  wire \$25 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
-  wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire [4:0] \$32 ;
+  wire [32:0] \$29 ;
+  wire [36:0] \$3 ;
+  wire [32:0] \$30 ;
+  wire [32:0] \$31 ;
+  wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
-  wire [4:0] \$35 ;
-  wire [9:0] \$36 ;
-  wire \$37 ;
+  wire [13:0] \$34 ;
+  wire [13:0] \$35 ;
+  wire \$36 ;
+  wire [4:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  wire [37:0] \$4 ;
+  wire [4:0] \$40 ;
+  wire [9:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [3:0] \$45 ;
-  wire [3:0] \$46 ;
-  wire [3:0] \$47 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
   wire \$48 ;
-  wire [16:0] \$49 ;
-  wire \$5 ;
-  wire [20:0] \$50 ;
-  wire [20:0] \$51 ;
-  wire \$52 ;
+  wire \$49 ;
+  wire [48:0] \$5 ;
+  wire [3:0] \$50 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire [8:0] \$55 ;
-  wire [9:0] \$56 ;
-  wire [9:0] \$57 ;
-  wire [9:0] \$58 ;
+  wire [16:0] \$54 ;
+  wire [20:0] \$55 ;
+  wire [20:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
+  wire [49:0] \$6 ;
+  wire [8:0] \$60 ;
+  wire [9:0] \$61 ;
+  wire [9:0] \$62 ;
+  wire [9:0] \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [8:0] \$7 ;
+  wire [50:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -17811,7 +17813,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [6:0] \$8 ;
+  wire \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -17923,8 +17925,12 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire [511:0] ld_extracted;
   wire ld_finished;
   reg ld_full = 1'h0;
-  reg [51:0] ld_host_end = 52'h0000000000000;
-  reg [39:0] ld_last_local = 40'h0000000000;
+  wire [51:0] ld_host_end;
+  reg [47:0] ld_host_plane_stride_x = 48'h000000000000;
+  reg [47:0] ld_host_row_stride_x = 48'h000000000000;
+  wire [39:0] ld_last_local;
+  reg [35:0] ld_local_plane_stride_x = 36'h000000000;
+  reg [31:0] ld_local_row_stride_x = 32'd0;
   reg [2:0] ld_outstanding = 3'h0;
   wire [6:0] ld_place;
   wire [15:0] ld_planes_m1;
@@ -18041,211 +18047,211 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire up__rvalid;
   assign \$1  = ld_cmd[199:184] - 1'h1;
   assign \$2  = ld_cmd[215:200] - 1'h1;
-  assign \$3  = | ld_cmd[223:217];
-  assign \$4  = ! ld_cmd[199:184];
-  assign \$5  = ! ld_cmd[215:200];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = ld_cmd[175:168] + ld_cmd[183:176];
-  assign \$8  = ld_cmd[216] ? 7'h40 : 7'h10;
-  assign \$9  = \$7  > \$8 ;
-  assign \$10  = \$6  | \$9 ;
-  assign \$11  = ld_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$12  = ld_last_local >= \$11 ;
-  assign \$13  = | ld_cmd[175:168];
-  assign \$14  = ld_host_end > 33'h100000000;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = | ld_cmd[175:168];
-  assign \$17  = ld_window[64] & \$16 ;
-  assign \$18  = ld_cmd[47:0] < ld_window[31:0];
-  assign \$19  = ld_window[31:0] + ld_window[63:32];
-  assign \$20  = ld_host_end > \$19 ;
-  assign \$21  = \$18  | \$20 ;
-  assign \$22  = \$17  & \$21 ;
-  assign \$23  = ld_ar_it_r > 1'h1;
-  assign \$24  = ld_ar_it_row0 + ld_cmd[79:48];
-  assign \$25  = ld_ar_it_plane0 + ld_cmd[111:80];
-  assign \$26  = \$23  ? \$24  : \$25 ;
-  assign \$27  = ld_ar_it_r == 1'h1;
-  assign \$28  = ld_ar_it_p == 1'h1;
-  assign ld_ar_it_last = \$27  & \$28 ;
-  assign \$29  = 13'h1000 - ld_ar_beat_addr[11:0];
-  assign \$31  = ld_ar_beats_left < 5'h10;
-  assign \$32  = \$31  ? { 1'h0, ld_ar_beats_left } : 5'h10;
-  assign \$33  = \$32  < \$30 [9:0];
-  assign \$34  = ld_ar_beats_left < 5'h10;
-  assign \$35  = \$34  ? { 1'h0, ld_ar_beats_left } : 5'h10;
-  assign \$36  = \$33  ? { 5'h00, \$35  } : \$30 [9:0];
-  assign \$37  = ~ ld_drain;
-  assign \$38  = ld_run & \$37 ;
-  assign \$39  = ld_outstanding < 3'h4;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = \$40  & ld_ar_it_active;
-  assign \$42  = ~ ld_ar_valid;
-  assign \$43  = \$42  | up__arready;
-  assign ld_ar_issue = \$41  & \$43 ;
-  assign \$44  = ld_rx_r > 1'h1;
-  assign \$45  = ld_rx_row0 + ld_cmd[50:48];
-  assign \$46  = ld_rx_plane0 + ld_cmd[82:80];
-  assign \$47  = \$44  ? \$45  : \$46 ;
-  assign \$48  = ld_rx_r > 1'h1;
-  assign \$49  = ld_rx_row1 + ld_cmd[147:132];
-  assign \$50  = ld_rx_plane1 + ld_cmd[167:148];
-  assign \$51  = \$48  ? { 4'h0, \$49  } : \$50 ;
-  assign \$52  = ld_rx_r == 1'h1;
-  assign \$53  = ld_rx_p == 1'h1;
-  assign ld_rx_last = \$52  & \$53 ;
-  assign \$54  = ! ld_cmd[175:168];
-  assign \$55  = ld_rx_row0 + ld_cmd[175:168];
-  assign \$56  = \$55  + 3'h7;
-  assign \$58  = \$54  ? 10'h000 : \$57 ;
-  assign \$59  = ld_cmd[175:168] > 1'h0;
-  assign \$60  = ld_cmd[175:168] > 1'h1;
-  assign \$61  = ld_cmd[175:168] > 2'h2;
-  assign \$62  = ld_cmd[175:168] > 2'h3;
-  assign \$63  = ld_cmd[175:168] > 3'h4;
-  assign \$64  = ld_cmd[175:168] > 3'h5;
-  assign \$65  = ld_cmd[175:168] > 3'h6;
-  assign \$66  = ld_cmd[175:168] > 3'h7;
-  assign \$67  = ld_cmd[175:168] > 4'h8;
-  assign \$68  = ld_cmd[175:168] > 4'h9;
-  assign \$69  = ld_cmd[175:168] > 4'ha;
-  assign \$70  = ld_cmd[175:168] > 4'hb;
-  assign \$71  = ld_cmd[175:168] > 4'hc;
-  assign \$72  = ld_cmd[175:168] > 4'hd;
-  assign \$73  = ld_cmd[175:168] > 4'he;
-  assign \$74  = ld_cmd[175:168] > 4'hf;
-  assign \$75  = ld_cmd[175:168] > 5'h10;
-  assign \$76  = ld_cmd[175:168] > 5'h11;
-  assign \$77  = ld_cmd[175:168] > 5'h12;
-  assign \$78  = ld_cmd[175:168] > 5'h13;
-  assign \$79  = ld_cmd[175:168] > 5'h14;
-  assign \$80  = ld_cmd[175:168] > 5'h15;
-  assign \$81  = ld_cmd[175:168] > 5'h16;
-  assign \$82  = ld_cmd[175:168] > 5'h17;
-  assign \$83  = ld_cmd[175:168] > 5'h18;
-  assign \$84  = ld_cmd[175:168] > 5'h19;
-  assign \$85  = ld_cmd[175:168] > 5'h1a;
-  assign \$86  = ld_cmd[175:168] > 5'h1b;
-  assign \$87  = ld_cmd[175:168] > 5'h1c;
-  assign \$88  = ld_cmd[175:168] > 5'h1d;
-  assign \$89  = ld_cmd[175:168] > 5'h1e;
-  assign \$90  = ld_cmd[175:168] > 5'h1f;
-  assign \$91  = ld_cmd[175:168] > 6'h20;
-  assign \$92  = ld_cmd[175:168] > 6'h21;
-  assign \$93  = ld_cmd[175:168] > 6'h22;
-  assign \$94  = ld_cmd[175:168] > 6'h23;
-  assign \$95  = ld_cmd[175:168] > 6'h24;
-  assign \$96  = ld_cmd[175:168] > 6'h25;
-  assign \$97  = ld_cmd[175:168] > 6'h26;
-  assign \$98  = ld_cmd[175:168] > 6'h27;
-  assign \$99  = ld_cmd[175:168] > 6'h28;
-  assign \$100  = ld_cmd[175:168] > 6'h29;
-  assign \$101  = ld_cmd[175:168] > 6'h2a;
-  assign \$102  = ld_cmd[175:168] > 6'h2b;
-  assign \$103  = ld_cmd[175:168] > 6'h2c;
-  assign \$104  = ld_cmd[175:168] > 6'h2d;
-  assign \$105  = ld_cmd[175:168] > 6'h2e;
-  assign \$106  = ld_cmd[175:168] > 6'h2f;
-  assign \$107  = ld_cmd[175:168] > 6'h30;
-  assign \$108  = ld_cmd[175:168] > 6'h31;
-  assign \$109  = ld_cmd[175:168] > 6'h32;
-  assign \$110  = ld_cmd[175:168] > 6'h33;
-  assign \$111  = ld_cmd[175:168] > 6'h34;
-  assign \$112  = ld_cmd[175:168] > 6'h35;
-  assign \$113  = ld_cmd[175:168] > 6'h36;
-  assign \$114  = ld_cmd[175:168] > 6'h37;
-  assign \$115  = ld_cmd[175:168] > 6'h38;
-  assign \$116  = ld_cmd[175:168] > 6'h39;
-  assign \$117  = ld_cmd[175:168] > 6'h3a;
-  assign \$118  = ld_cmd[175:168] > 6'h3b;
-  assign \$119  = ld_cmd[175:168] > 6'h3c;
-  assign \$120  = ld_cmd[175:168] > 6'h3d;
-  assign \$121  = ld_cmd[175:168] > 6'h3e;
-  assign \$122  = ld_cmd[175:168] > 6'h3f;
-  assign \$123  = ld_cmd[216] ? acc_wr__gnt : spad_wr__gnt;
-  assign ld_wb_done = ld_wb_valid & \$123 ;
-  assign \$124  = ~ ld_wb_valid;
-  assign \$125  = \$124  | ld_wb_done;
-  assign ld_wb_load = ld_full & \$125 ;
-  assign \$126  = ~ ld_full;
-  assign ld_can_accept = \$126  | ld_wb_load;
-  assign \$127  = ld_run & ld_rx_active;
-  assign \$128  = \$127  & ld_can_accept;
-  assign up__rready = ld_drain | \$128 ;
-  assign \$129  = ~ ld_cmd[216];
-  assign spad_wr__en = ld_wb_valid & \$129 ;
+  assign \$3  = ld_cmd[131:112] + ld_local_plane_stride_x;
+  assign \$4  = \$3  + ld_local_row_stride_x;
+  assign \$5  = ld_cmd[47:0] + ld_host_plane_stride_x;
+  assign \$6  = \$5  + ld_host_row_stride_x;
+  assign \$7  = \$6  + ld_cmd[175:168];
+  assign \$8  = | ld_cmd[223:217];
+  assign \$9  = ! ld_cmd[199:184];
+  assign \$10  = ! ld_cmd[215:200];
+  assign \$11  = \$9  | \$10 ;
+  assign \$12  = ld_cmd[175:168] + ld_cmd[183:176];
+  assign \$13  = ld_cmd[216] ? 7'h40 : 7'h10;
+  assign \$14  = \$12  > \$13 ;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = ld_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$17  = \$4  >= \$16 ;
+  assign \$18  = | ld_cmd[175:168];
+  assign \$19  = \$7  > 33'h100000000;
+  assign \$20  = \$18  & \$19 ;
+  assign \$21  = | ld_cmd[175:168];
+  assign \$22  = ld_window[64] & \$21 ;
+  assign \$23  = ld_cmd[47:0] < ld_window[31:0];
+  assign \$24  = ld_window[31:0] + ld_window[63:32];
+  assign \$25  = \$7  > \$24 ;
+  assign \$26  = \$23  | \$25 ;
+  assign \$27  = \$22  & \$26 ;
+  assign \$28  = ld_ar_it_r > 1'h1;
+  assign \$29  = ld_ar_it_row0 + ld_cmd[79:48];
+  assign \$30  = ld_ar_it_plane0 + ld_cmd[111:80];
+  assign \$31  = \$28  ? \$29  : \$30 ;
+  assign \$32  = ld_ar_it_r == 1'h1;
+  assign \$33  = ld_ar_it_p == 1'h1;
+  assign ld_ar_it_last = \$32  & \$33 ;
+  assign \$34  = 13'h1000 - ld_ar_beat_addr[11:0];
+  assign \$36  = ld_ar_beats_left < 5'h10;
+  assign \$37  = \$36  ? { 1'h0, ld_ar_beats_left } : 5'h10;
+  assign \$38  = \$37  < \$35 [9:0];
+  assign \$39  = ld_ar_beats_left < 5'h10;
+  assign \$40  = \$39  ? { 1'h0, ld_ar_beats_left } : 5'h10;
+  assign \$41  = \$38  ? { 5'h00, \$40  } : \$35 [9:0];
+  assign \$42  = ~ ld_drain;
+  assign \$43  = ld_run & \$42 ;
+  assign \$44  = ld_outstanding < 3'h4;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = \$45  & ld_ar_it_active;
+  assign \$47  = ~ ld_ar_valid;
+  assign \$48  = \$47  | up__arready;
+  assign ld_ar_issue = \$46  & \$48 ;
+  assign \$49  = ld_rx_r > 1'h1;
+  assign \$50  = ld_rx_row0 + ld_cmd[50:48];
+  assign \$51  = ld_rx_plane0 + ld_cmd[82:80];
+  assign \$52  = \$49  ? \$50  : \$51 ;
+  assign \$53  = ld_rx_r > 1'h1;
+  assign \$54  = ld_rx_row1 + ld_cmd[147:132];
+  assign \$55  = ld_rx_plane1 + ld_cmd[167:148];
+  assign \$56  = \$53  ? { 4'h0, \$54  } : \$55 ;
+  assign \$57  = ld_rx_r == 1'h1;
+  assign \$58  = ld_rx_p == 1'h1;
+  assign ld_rx_last = \$57  & \$58 ;
+  assign \$59  = ! ld_cmd[175:168];
+  assign \$60  = ld_rx_row0 + ld_cmd[175:168];
+  assign \$61  = \$60  + 3'h7;
+  assign \$63  = \$59  ? 10'h000 : \$62 ;
+  assign \$64  = ld_cmd[175:168] > 1'h0;
+  assign \$65  = ld_cmd[175:168] > 1'h1;
+  assign \$66  = ld_cmd[175:168] > 2'h2;
+  assign \$67  = ld_cmd[175:168] > 2'h3;
+  assign \$68  = ld_cmd[175:168] > 3'h4;
+  assign \$69  = ld_cmd[175:168] > 3'h5;
+  assign \$70  = ld_cmd[175:168] > 3'h6;
+  assign \$71  = ld_cmd[175:168] > 3'h7;
+  assign \$72  = ld_cmd[175:168] > 4'h8;
+  assign \$73  = ld_cmd[175:168] > 4'h9;
+  assign \$74  = ld_cmd[175:168] > 4'ha;
+  assign \$75  = ld_cmd[175:168] > 4'hb;
+  assign \$76  = ld_cmd[175:168] > 4'hc;
+  assign \$77  = ld_cmd[175:168] > 4'hd;
+  assign \$78  = ld_cmd[175:168] > 4'he;
+  assign \$79  = ld_cmd[175:168] > 4'hf;
+  assign \$80  = ld_cmd[175:168] > 5'h10;
+  assign \$81  = ld_cmd[175:168] > 5'h11;
+  assign \$82  = ld_cmd[175:168] > 5'h12;
+  assign \$83  = ld_cmd[175:168] > 5'h13;
+  assign \$84  = ld_cmd[175:168] > 5'h14;
+  assign \$85  = ld_cmd[175:168] > 5'h15;
+  assign \$86  = ld_cmd[175:168] > 5'h16;
+  assign \$87  = ld_cmd[175:168] > 5'h17;
+  assign \$88  = ld_cmd[175:168] > 5'h18;
+  assign \$89  = ld_cmd[175:168] > 5'h19;
+  assign \$90  = ld_cmd[175:168] > 5'h1a;
+  assign \$91  = ld_cmd[175:168] > 5'h1b;
+  assign \$92  = ld_cmd[175:168] > 5'h1c;
+  assign \$93  = ld_cmd[175:168] > 5'h1d;
+  assign \$94  = ld_cmd[175:168] > 5'h1e;
+  assign \$95  = ld_cmd[175:168] > 5'h1f;
+  assign \$96  = ld_cmd[175:168] > 6'h20;
+  assign \$97  = ld_cmd[175:168] > 6'h21;
+  assign \$98  = ld_cmd[175:168] > 6'h22;
+  assign \$99  = ld_cmd[175:168] > 6'h23;
+  assign \$100  = ld_cmd[175:168] > 6'h24;
+  assign \$101  = ld_cmd[175:168] > 6'h25;
+  assign \$102  = ld_cmd[175:168] > 6'h26;
+  assign \$103  = ld_cmd[175:168] > 6'h27;
+  assign \$104  = ld_cmd[175:168] > 6'h28;
+  assign \$105  = ld_cmd[175:168] > 6'h29;
+  assign \$106  = ld_cmd[175:168] > 6'h2a;
+  assign \$107  = ld_cmd[175:168] > 6'h2b;
+  assign \$108  = ld_cmd[175:168] > 6'h2c;
+  assign \$109  = ld_cmd[175:168] > 6'h2d;
+  assign \$110  = ld_cmd[175:168] > 6'h2e;
+  assign \$111  = ld_cmd[175:168] > 6'h2f;
+  assign \$112  = ld_cmd[175:168] > 6'h30;
+  assign \$113  = ld_cmd[175:168] > 6'h31;
+  assign \$114  = ld_cmd[175:168] > 6'h32;
+  assign \$115  = ld_cmd[175:168] > 6'h33;
+  assign \$116  = ld_cmd[175:168] > 6'h34;
+  assign \$117  = ld_cmd[175:168] > 6'h35;
+  assign \$118  = ld_cmd[175:168] > 6'h36;
+  assign \$119  = ld_cmd[175:168] > 6'h37;
+  assign \$120  = ld_cmd[175:168] > 6'h38;
+  assign \$121  = ld_cmd[175:168] > 6'h39;
+  assign \$122  = ld_cmd[175:168] > 6'h3a;
+  assign \$123  = ld_cmd[175:168] > 6'h3b;
+  assign \$124  = ld_cmd[175:168] > 6'h3c;
+  assign \$125  = ld_cmd[175:168] > 6'h3d;
+  assign \$126  = ld_cmd[175:168] > 6'h3e;
+  assign \$127  = ld_cmd[175:168] > 6'h3f;
+  assign \$128  = ld_cmd[216] ? acc_wr__gnt : spad_wr__gnt;
+  assign ld_wb_done = ld_wb_valid & \$128 ;
+  assign \$129  = ~ ld_wb_valid;
+  assign \$130  = \$129  | ld_wb_done;
+  assign ld_wb_load = ld_full & \$130 ;
+  assign \$131  = ~ ld_full;
+  assign ld_can_accept = \$131  | ld_wb_load;
+  assign \$132  = ld_run & ld_rx_active;
+  assign \$133  = \$132  & ld_can_accept;
+  assign up__rready = ld_drain | \$133 ;
+  assign \$134  = ~ ld_cmd[216];
+  assign spad_wr__en = ld_wb_valid & \$134 ;
   assign acc_wr__en = ld_wb_valid & ld_cmd[216];
   assign load_bytes = ld_wb_done ? ld_cmd[175:168] : 8'h00;
-  assign \$130  = ld_ext_off * 4'h8;
-  assign \$131  = ld_buf >> \$130 ;
-  assign ld_raw = \$131  & { \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59  };
-  assign \$132  = 7'h40 - ld_cmd[182:176];
-  assign \$133  = \$132 [6:0] * 4'h8;
-  assign \$134  = { ld_raw, 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 } >> \$133 ;
-  assign \$135  = ~ ld_drain;
-  assign \$136  = ld_run & \$135 ;
-  assign \$137  = \$136  & ld_rx_active;
-  assign \$138  = ! \$58 [3:0];
-  assign \$139  = up__rvalid & up__rready;
-  assign \$140  = ~ up__rresp[1];
-  assign \$141  = \$139  & \$140 ;
-  assign \$142  = \$58 [3:0] - 1'h1;
-  assign \$143  = ld_rx_beat == \$142 ;
-  assign \$144  = ! ld_outstanding;
-  assign \$145  = ~ ld_ar_valid;
+  assign \$135  = ld_ext_off * 4'h8;
+  assign \$136  = ld_buf >> \$135 ;
+  assign ld_raw = \$136  & { \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64  };
+  assign \$137  = 7'h40 - ld_cmd[182:176];
+  assign \$138  = \$137 [6:0] * 4'h8;
+  assign \$139  = { ld_raw, 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 } >> \$138 ;
+  assign \$140  = ~ ld_drain;
+  assign \$141  = ld_run & \$140 ;
+  assign \$142  = \$141  & ld_rx_active;
+  assign \$143  = ! \$63 [3:0];
+  assign \$144  = up__rvalid & up__rready;
+  assign \$145  = ~ up__rresp[1];
   assign \$146  = \$144  & \$145 ;
-  assign \$147  = ~ ld_full;
-  assign \$148  = \$146  & \$147 ;
-  assign \$149  = ~ ld_wb_valid;
-  assign \$150  = \$148  & \$149 ;
-  assign \$151  = ~ ld_rx_active;
-  assign \$152  = ld_drain | \$151 ;
-  assign ld_finished = \$150  & \$152 ;
-  assign \$153  = ! dma_load_fsm_state;
-  assign \$154  = dma_load_fsm_state == 1'h1;
-  assign \$155  = dma_load_fsm_state == 2'h2;
-  assign \$156  = dma_load_fsm_state == 2'h3;
-  assign \$157  = dma_load_fsm_state == 3'h4;
-  assign \$158  = \$36 [4:0] - 1'h1;
-  assign \$159  = ld_ar_beats_left == \$36 [4:0];
-  assign \$160  = ld_ar_it_r > 1'h1;
-  assign \$161  = ld_ar_it_r - 1'h1;
-  assign \$162  = ld_ar_it_p - 1'h1;
-  assign \$165  = \$26 [2:0] + ld_cmd[175:168];
-  assign \$166  = \$165  + 3'h7;
-  assign \$169  = ld_ar_beat_addr + \$168 ;
-  assign \$170  = ld_ar_beats_left - \$36 [4:0];
-  assign \$171  = ~ ld_drain;
-  assign \$172  = ld_run & \$171 ;
-  assign \$173  = \$172  & ld_rx_active;
-  assign \$174  = ! \$58 [3:0];
-  assign \$175  = up__rvalid & up__rready;
-  assign \$176  = ~ up__rresp[1];
-  assign \$177  = \$175  & \$176 ;
-  assign \$178  = \$58 [3:0] - 1'h1;
-  assign \$179  = ld_rx_beat == \$178 ;
-  assign \$180  = ld_rx_beat + 1'h1;
-  assign \$181  = up__rvalid & up__rready;
-  assign \$182  = \$181  & up__rresp[1];
-  assign \$183  = up__rresp == 2'h3;
-  assign \$184  = \$183  ? 8'h07 : 8'h06;
-  assign \$185  = up__rvalid & up__rready;
-  assign \$186  = \$185  & up__rlast;
-  assign \$187  = ld_outstanding + ld_ar_issue;
-  assign \$188  = \$187  - 1'h1;
-  assign \$189  = ld_outstanding + ld_ar_issue;
-  assign \$190  = ld_rx_r > 1'h1;
-  assign \$191  = ld_rx_r - 1'h1;
-  assign \$192  = ld_rx_p - 1'h1;
-  assign \$193  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$194  = ld_cmd[131:112] + \$193 ;
-  assign \$195  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$196  = \$194  + \$195 ;
-  assign \$197  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$198  = ld_cmd[47:0] + \$197 ;
-  assign \$199  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$200  = \$198  + \$199 ;
-  assign \$201  = \$200  + ld_cmd[175:168];
+  assign \$147  = \$63 [3:0] - 1'h1;
+  assign \$148  = ld_rx_beat == \$147 ;
+  assign \$149  = ! ld_outstanding;
+  assign \$150  = ~ ld_ar_valid;
+  assign \$151  = \$149  & \$150 ;
+  assign \$152  = ~ ld_full;
+  assign \$153  = \$151  & \$152 ;
+  assign \$154  = ~ ld_wb_valid;
+  assign \$155  = \$153  & \$154 ;
+  assign \$156  = ~ ld_rx_active;
+  assign \$157  = ld_drain | \$156 ;
+  assign ld_finished = \$155  & \$157 ;
+  assign \$158  = ! dma_load_fsm_state;
+  assign \$159  = dma_load_fsm_state == 1'h1;
+  assign \$160  = dma_load_fsm_state == 2'h2;
+  assign \$161  = dma_load_fsm_state == 2'h3;
+  assign \$162  = dma_load_fsm_state == 3'h4;
+  assign \$163  = \$41 [4:0] - 1'h1;
+  assign \$164  = ld_ar_beats_left == \$41 [4:0];
+  assign \$165  = ld_ar_it_r > 1'h1;
+  assign \$166  = ld_ar_it_r - 1'h1;
+  assign \$167  = ld_ar_it_p - 1'h1;
+  assign \$170  = \$31 [2:0] + ld_cmd[175:168];
+  assign \$171  = \$170  + 3'h7;
+  assign \$174  = ld_ar_beat_addr + \$173 ;
+  assign \$175  = ld_ar_beats_left - \$41 [4:0];
+  assign \$176  = ~ ld_drain;
+  assign \$177  = ld_run & \$176 ;
+  assign \$178  = \$177  & ld_rx_active;
+  assign \$179  = ! \$63 [3:0];
+  assign \$180  = up__rvalid & up__rready;
+  assign \$181  = ~ up__rresp[1];
+  assign \$182  = \$180  & \$181 ;
+  assign \$183  = \$63 [3:0] - 1'h1;
+  assign \$184  = ld_rx_beat == \$183 ;
+  assign \$185  = ld_rx_beat + 1'h1;
+  assign \$186  = up__rvalid & up__rready;
+  assign \$187  = \$186  & up__rresp[1];
+  assign \$188  = up__rresp == 2'h3;
+  assign \$189  = \$188  ? 8'h07 : 8'h06;
+  assign \$190  = up__rvalid & up__rready;
+  assign \$191  = \$190  & up__rlast;
+  assign \$192  = ld_outstanding + ld_ar_issue;
+  assign \$193  = \$192  - 1'h1;
+  assign \$194  = ld_outstanding + ld_ar_issue;
+  assign \$195  = ld_rx_r > 1'h1;
+  assign \$196  = ld_rx_r - 1'h1;
+  assign \$197  = ld_rx_p - 1'h1;
+  assign \$198  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$199  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$200  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$201  = \$1 [15:0] * ld_cmd[79:48];
   assign \$202  = ! ld_chk_err;
   assign \$203  = | ld_cmd[175:168];
   assign \$206  = ld_cmd[2:0] + ld_cmd[175:168];
@@ -18314,21 +18320,25 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   always @(posedge clk)
     dma_load_fsm_state <= \$240 ;
   always @(posedge clk)
-    ld_last_local <= \$241 ;
+    ld_local_plane_stride_x <= \$241 ;
   always @(posedge clk)
-    ld_host_end <= \$242 ;
+    ld_local_row_stride_x <= \$242 ;
+  always @(posedge clk)
+    ld_host_plane_stride_x <= \$243 ;
+  always @(posedge clk)
+    ld_host_row_stride_x <= \$244 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    if (\$3 ) begin
+    if (\$8 ) begin
       ld_chk_err = 8'h02;
-    end else if (\$10 ) begin
-      ld_chk_err = 8'h03;
-    end else if (\$12 ) begin
-      ld_chk_err = 8'h04;
     end else if (\$15 ) begin
+      ld_chk_err = 8'h03;
+    end else if (\$17 ) begin
+      ld_chk_err = 8'h04;
+    end else if (\$20 ) begin
       ld_chk_err = 8'h05;
-    end else if (\$22 ) begin
+    end else if (\$27 ) begin
       ld_chk_err = 8'h0a;
     end else begin
       ld_chk_err = 8'h00;
@@ -18337,11 +18347,11 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     ld_row_done = 1'h0;
-    if (\$137 ) begin
-      if (\$138 ) begin
+    if (\$142 ) begin
+      if (\$143 ) begin
         ld_row_done = ld_can_accept;
-      end else if (\$141 ) begin
-        if (\$143 ) begin
+      end else if (\$146 ) begin
+        if (\$148 ) begin
           ld_row_done = 1'h1;
         end
       end
@@ -18435,7 +18445,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$211  = up__arlen;
     if (ld_ar_issue) begin
-      \$211  = { \$158 [5], \$158 [5], \$158  };
+      \$211  = { \$163 [5], \$163 [5], \$163  };
     end
     if (load_reset) begin
       \$211  = 8'h00;
@@ -18478,8 +18488,8 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$213  = ld_ar_it_row0;
     if (ld_ar_issue) begin
-      if (\$159 ) begin
-        \$213  = \$26 [31:0];
+      if (\$164 ) begin
+        \$213  = \$31 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18503,10 +18513,10 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$214  = ld_ar_it_r;
     if (ld_ar_issue) begin
-      if (\$159 ) begin
+      if (\$164 ) begin
         (* full_case = 32'd1 *)
-        if (\$160 ) begin
-          \$214  = \$161 [15:0];
+        if (\$165 ) begin
+          \$214  = \$166 [15:0];
         end else begin
           \$214  = ld_cmd[199:184];
         end
@@ -18533,11 +18543,11 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$215  = ld_ar_it_p;
     if (ld_ar_issue) begin
-      if (\$159 ) begin
+      if (\$164 ) begin
         (* full_case = 32'd1 *)
-        if (\$160 ) begin
+        if (\$165 ) begin
         end else begin
-          \$215  = \$162 [15:0];
+          \$215  = \$167 [15:0];
         end
       end
     end
@@ -18562,11 +18572,11 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$216  = ld_ar_it_plane0;
     if (ld_ar_issue) begin
-      if (\$159 ) begin
+      if (\$164 ) begin
         (* full_case = 32'd1 *)
-        if (\$160 ) begin
+        if (\$165 ) begin
         end else begin
-          \$216  = \$26 [31:0];
+          \$216  = \$31 [31:0];
         end
       end
     end
@@ -18591,7 +18601,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$217  = ld_ar_it_active;
     if (ld_ar_issue) begin
-      if (\$159 ) begin
+      if (\$164 ) begin
         if (ld_ar_it_last) begin
           \$217  = 1'h0;
         end
@@ -18619,10 +18629,10 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     \$218  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$159 ) begin
-        \$218  = \$164 ;
+      if (\$164 ) begin
+        \$218  = \$169 ;
       end else begin
-        \$218  = \$169 [31:0];
+        \$218  = \$174 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18647,10 +18657,10 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     \$219  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$159 ) begin
-        \$219  = \$167 [3:0];
+      if (\$164 ) begin
+        \$219  = \$172 [3:0];
       end else begin
-        \$219  = \$170 [3:0];
+        \$219  = \$175 [3:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18673,9 +18683,9 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$220  = ld_buf;
-    if (\$173 ) begin
-      if (\$174 ) begin
-      end else if (\$177 ) begin
+    if (\$178 ) begin
+      if (\$179 ) begin
+      end else if (\$182 ) begin
         casez (ld_rx_beat)
           4'h0:
               \$220 [63:0] = up__rdata;
@@ -18708,13 +18718,13 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$221  = ld_rx_beat;
-    if (\$173 ) begin
-      if (\$174 ) begin
-      end else if (\$177 ) begin
+    if (\$178 ) begin
+      if (\$179 ) begin
+      end else if (\$182 ) begin
         (* full_case = 32'd1 *)
-        if (\$179 ) begin
+        if (\$184 ) begin
         end else begin
-          \$221  = \$180 [3:0];
+          \$221  = \$185 [3:0];
         end
       end
     end
@@ -18739,8 +18749,8 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$222  = ld_drain;
-    if (\$173 ) begin
-      if (\$182 ) begin
+    if (\$178 ) begin
+      if (\$187 ) begin
         \$222  = 1'h1;
       end
     end
@@ -18762,9 +18772,9 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$223  = load__error;
-    if (\$173 ) begin
-      if (\$182 ) begin
-        \$223  = \$184 ;
+    if (\$178 ) begin
+      if (\$187 ) begin
+        \$223  = \$189 ;
       end
     end
     casez (dma_load_fsm_state)
@@ -18790,10 +18800,10 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    if (\$186 ) begin
-      \$224  = \$188 [2:0];
+    if (\$191 ) begin
+      \$224  = \$193 [2:0];
     end else begin
-      \$224  = \$189 [2:0];
+      \$224  = \$194 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18819,7 +18829,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$225  = ld_wb_data;
     if (ld_wb_load) begin
-      \$225  = \$134 [511:0];
+      \$225  = \$139 [511:0];
     end
     if (load_reset) begin
       \$225  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -18928,7 +18938,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$231  = ld_rx_row0;
     if (ld_row_done) begin
-      \$231  = \$47 [2:0];
+      \$231  = \$52 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18951,7 +18961,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$232  = ld_rx_row1;
     if (ld_row_done) begin
-      \$232  = \$51 [13:0];
+      \$232  = \$56 [13:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18975,8 +18985,8 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     \$233  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$190 ) begin
-        \$233  = \$191 [15:0];
+      if (\$195 ) begin
+        \$233  = \$196 [15:0];
       end else begin
         \$233  = ld_cmd[199:184];
       end
@@ -19003,9 +19013,9 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     \$234  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$190 ) begin
+      if (\$195 ) begin
       end else begin
-        \$234  = \$192 [15:0];
+        \$234  = \$197 [15:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -19030,9 +19040,9 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     \$235  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$190 ) begin
+      if (\$195 ) begin
       end else begin
-        \$235  = \$47 [2:0];
+        \$235  = \$52 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -19057,9 +19067,9 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     \$236  = ld_rx_plane1;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$190 ) begin
+      if (\$195 ) begin
       end else begin
-        \$236  = \$51 [13:0];
+        \$236  = \$56 [13:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -19171,57 +19181,91 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$241  = ld_last_local;
+    \$241  = ld_local_plane_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$241  = { 2'h0, \$196  };
+          \$241  = \$198 ;
     endcase
     if (load_reset) begin
-      \$241  = 40'h0000000000;
+      \$241  = 36'h000000000;
     end
     if (rst) begin
-      \$241  = 40'h0000000000;
+      \$241  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$242  = ld_host_end;
+    \$242  = ld_local_row_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$242  = { 1'h0, \$201  };
+          \$242  = \$199 ;
     endcase
     if (load_reset) begin
-      \$242  = 52'h0000000000000;
+      \$242  = 32'd0;
     end
     if (rst) begin
-      \$242  = 52'h0000000000000;
+      \$242  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$243  = ld_host_plane_stride_x;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$243  = \$200 ;
+    endcase
+    if (load_reset) begin
+      \$243  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$243  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$244  = ld_host_row_stride_x;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$244  = \$201 ;
+    endcase
+    if (load_reset) begin
+      \$244  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$244  = 48'h000000000000;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
   assign ld_planes_m1 = \$2 [15:0];
-  assign ld_ar_it_nxt0 = \$26 [31:0];
-  assign ld_ar_to4k = \$30 [9:0];
-  assign ld_ar_blen = \$36 [4:0];
+  assign ld_last_local = { 2'h0, \$4  };
+  assign ld_host_end = { 1'h0, \$7  };
+  assign ld_ar_it_nxt0 = \$31 [31:0];
+  assign ld_ar_to4k = \$35 [9:0];
+  assign ld_ar_blen = \$41 [4:0];
   assign up__arvalid = ld_ar_valid;
   assign ld_ar_addr = up__araddr;
   assign ld_ar_len_m1 = up__arlen;
   assign up__arsize = 3'h3;
   assign up__arburst = 2'h1;
   assign up__arprot = 3'h0;
-  assign ld_rx_nxt0 = \$47 [2:0];
-  assign ld_rx_nxt1 = \$51 [13:0];
-  assign ld_rx_beats = \$58 [3:0];
-  assign ld_rb_mask = { \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59  };
+  assign ld_rx_nxt0 = \$52 [2:0];
+  assign ld_rx_nxt1 = \$56 [13:0];
+  assign ld_rx_beats = \$63 [3:0];
+  assign ld_rb_mask = { \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64  };
   assign ld_wb_addr = spad_wr__addr;
   assign spad_wr__data = ld_wb_data[127:0];
   assign acc_wr__addr = spad_wr__addr[12:0];
   assign acc_wr__data = ld_wb_data;
-  assign ld_place = \$132 [6:0];
-  assign ld_extracted = \$134 [511:0];
+  assign ld_place = \$137 [6:0];
+  assign ld_extracted = \$139 [511:0];
   assign ld_err = load__error;
   assign \ld_cmd.host_addr  = ld_cmd[47:0];
   assign \ld_cmd.host_row_stride  = ld_cmd[79:48];
@@ -19253,13 +19297,13 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   assign \load_window.base  = load_window[31:0];
   assign \load_window.size  = load_window[63:32];
   assign \load_window.check  = load_window[64];
-  assign \$30  = { \$29 [13], \$29 [13], \$29 [13], \$29 [13:3] };
-  assign \$57  = { 3'h0, \$56 [9:3] };
-  assign \$163  = 32'd4294967288;
-  assign \$164 [2:0] = 3'h0;
-  assign \$164 [31:3] = \$26 [31:3];
-  assign \$167  = { 3'h0, \$166 [9:3] };
-  assign \$168  = { \$36 [4:0], 3'h0 };
+  assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
+  assign \$62  = { 3'h0, \$61 [9:3] };
+  assign \$168  = 32'd4294967288;
+  assign \$169 [2:0] = 3'h0;
+  assign \$169 [31:3] = \$31 [31:3];
+  assign \$172  = { 3'h0, \$171 [9:3] };
+  assign \$173  = { \$41 [4:0], 3'h0 };
   assign \$204  = 32'd4294967288;
   assign \$205 [2:0] = 3'h0;
   assign \$205 [31:3] = ld_cmd[31:3];
@@ -19843,7 +19887,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [14:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -19854,7 +19898,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire \$12 ;
+  wire [8:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -19862,34 +19906,34 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire [4:0] \$127 ;
+  wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
+  wire [6:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
+  wire [4:0] \$132 ;
   wire \$133 ;
   wire \$134 ;
   wire \$135 ;
-  wire [1:0] \$136 ;
-  wire [2:0] \$137 ;
-  wire [3:0] \$138 ;
-  wire [4:0] \$139 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [5:0] \$140 ;
-  wire [6:0] \$141 ;
-  wire [7:0] \$142 ;
-  wire [8:0] \$143 ;
-  wire [8:0] \$144 ;
-  wire [10:0] \$145 ;
-  wire [511:0] \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire \$140 ;
+  wire [1:0] \$141 ;
+  wire [2:0] \$142 ;
+  wire [3:0] \$143 ;
+  wire [4:0] \$144 ;
+  wire [5:0] \$145 ;
+  wire [6:0] \$146 ;
+  wire [7:0] \$147 ;
+  wire [8:0] \$148 ;
+  wire [8:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
+  wire [10:0] \$150 ;
+  wire [511:0] \$151 ;
   wire \$152 ;
   wire \$153 ;
   wire \$154 ;
@@ -19898,80 +19942,80 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire \$16 ;
+  wire [14:0] \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
-  wire [5:0] \$163 ;
+  wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [16:0] \$166 ;
-  wire [16:0] \$167 ;
-  wire [31:0] \$168 ;
-  wire [31:0] \$169 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire [5:0] \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [8:0] \$170 ;
-  wire [9:0] \$171 ;
-  wire [9:0] \$172 ;
-  wire [7:0] \$173 ;
-  wire [32:0] \$174 ;
-  wire [5:0] \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire [2:0] \$178 ;
-  wire [3:0] \$179 ;
+  wire \$170 ;
+  wire [16:0] \$171 ;
+  wire [16:0] \$172 ;
+  wire [31:0] \$173 ;
+  wire [31:0] \$174 ;
+  wire [8:0] \$175 ;
+  wire [9:0] \$176 ;
+  wire [9:0] \$177 ;
+  wire [7:0] \$178 ;
+  wire [32:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [5:0] \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire [16:0] \$183 ;
-  wire [16:0] \$184 ;
-  wire [2:0] \$185 ;
+  wire [2:0] \$183 ;
+  wire [3:0] \$184 ;
+  wire \$185 ;
   wire \$186 ;
-  wire [511:0] \$187 ;
-  wire [511:0] \$188 ;
-  wire [4:0] \$189 ;
-  wire [32:0] \$19 ;
-  wire [12:0] \$190 ;
-  wire [4:0] \$191 ;
-  wire [4:0] \$192 ;
-  wire [6:0] \$193 ;
-  wire [638:0] \$194 ;
-  wire [70:0] \$195 ;
-  wire [8:0] \$196 ;
-  wire [9:0] \$197 ;
-  wire [9:0] \$198 ;
-  wire [11:0] \$199 ;
+  wire \$187 ;
+  wire [16:0] \$188 ;
+  wire [16:0] \$189 ;
+  wire \$19 ;
+  wire [2:0] \$190 ;
+  wire \$191 ;
+  wire [511:0] \$192 ;
+  wire [511:0] \$193 ;
+  wire [4:0] \$194 ;
+  wire [12:0] \$195 ;
+  wire [4:0] \$196 ;
+  wire [4:0] \$197 ;
+  wire [6:0] \$198 ;
+  wire [638:0] \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [11:0] \$200 ;
-  wire \$201 ;
-  wire [16:0] \$202 ;
-  wire [16:0] \$203 ;
-  wire [3:0] \$204 ;
-  wire \$205 ;
-  wire [4:0] \$206 ;
-  wire [3:0] \$207 ;
-  wire \$208 ;
-  wire [4:0] \$209 ;
+  wire [70:0] \$200 ;
+  wire [8:0] \$201 ;
+  wire [9:0] \$202 ;
+  wire [9:0] \$203 ;
+  wire [11:0] \$204 ;
+  wire [11:0] \$205 ;
+  wire \$206 ;
+  wire [16:0] \$207 ;
+  wire [16:0] \$208 ;
+  wire [3:0] \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
+  wire [4:0] \$211 ;
+  wire [3:0] \$212 ;
   wire \$213 ;
-  wire \$214 ;
+  wire [4:0] \$214 ;
   wire \$215 ;
-  wire [7:0] \$216 ;
-  wire [35:0] \$217 ;
-  wire [36:0] \$218 ;
-  wire [31:0] \$219 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [37:0] \$220 ;
-  wire [47:0] \$221 ;
-  wire [48:0] \$222 ;
-  wire [47:0] \$223 ;
-  wire [49:0] \$224 ;
-  wire [50:0] \$225 ;
+  wire \$220 ;
+  wire [7:0] \$221 ;
+  wire [35:0] \$222 ;
+  wire [31:0] \$223 ;
+  wire [47:0] \$224 ;
+  wire [47:0] \$225 ;
   wire \$226 ;
   wire \$227 ;
   wire \$228 ;
@@ -19998,7 +20042,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   reg [1:0] \$247 ;
   reg [13:0] \$248 ;
   reg [15:0] \$249 ;
-  wire [32:0] \$25 ;
+  wire \$25 ;
   reg [15:0] \$250 ;
   reg [13:0] \$251 ;
   reg \$252 ;
@@ -20009,7 +20053,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   reg [3:0] \$257 ;
   reg \$258 ;
   reg [575:0] \$259 ;
-  wire [32:0] \$26 ;
+  wire \$26 ;
   reg [71:0] \$260 ;
   reg [3:0] \$261 ;
   reg [11:0] \$262 ;
@@ -20025,57 +20069,59 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   reg [223:0] \$271 ;
   reg [64:0] \$272 ;
   reg [2:0] \$273 ;
-  reg [39:0] \$274 ;
-  reg [51:0] \$275 ;
+  reg [35:0] \$274 ;
+  reg [31:0] \$275 ;
+  reg [47:0] \$276 ;
+  reg [47:0] \$277 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
-  wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire [4:0] \$32 ;
+  wire [32:0] \$29 ;
+  wire [36:0] \$3 ;
+  wire [32:0] \$30 ;
+  wire [32:0] \$31 ;
+  wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
-  wire [4:0] \$35 ;
-  wire [9:0] \$36 ;
-  wire \$37 ;
+  wire [13:0] \$34 ;
+  wire [13:0] \$35 ;
+  wire \$36 ;
+  wire [4:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  wire [37:0] \$4 ;
+  wire [4:0] \$40 ;
+  wire [9:0] \$41 ;
   wire \$42 ;
-  wire [10:0] \$424 ;
-  wire [7:0] \$427 ;
   wire \$43 ;
+  wire [10:0] \$431 ;
+  wire [7:0] \$434 ;
   wire \$44 ;
-  wire [16:0] \$45 ;
-  wire [20:0] \$46 ;
-  wire [20:0] \$47 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire [2:0] \$51 ;
-  wire [3:0] \$52 ;
+  wire [48:0] \$5 ;
+  wire [16:0] \$50 ;
+  wire [20:0] \$51 ;
+  wire [20:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire [12:0] \$56 ;
-  wire [12:0] \$57 ;
-  wire [12:0] \$58 ;
+  wire [2:0] \$56 ;
+  wire [3:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [49:0] \$6 ;
   wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
+  wire [12:0] \$61 ;
+  wire [12:0] \$62 ;
+  wire [12:0] \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [8:0] \$7 ;
+  wire [50:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -20086,7 +20132,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [6:0] \$8 ;
+  wire \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -20203,8 +20249,12 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   (* init = 8'h00 *)
   wire [7:0] st_err;
   wire st_finished;
-  reg [51:0] st_host_end = 52'h0000000000000;
-  reg [39:0] st_last_local = 40'h0000000000;
+  wire [51:0] st_host_end;
+  reg [47:0] st_host_plane_stride_x = 48'h000000000000;
+  reg [47:0] st_host_row_stride_x = 48'h000000000000;
+  wire [39:0] st_last_local;
+  reg [35:0] st_local_plane_stride_x = 36'h000000000;
+  reg [31:0] st_local_row_stride_x = 32'd0;
   wire [15:0] st_planes_m1;
   wire [63:0] st_rb_mask;
   wire st_rbuf_valid;
@@ -20328,238 +20378,238 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire up__wvalid;
   assign \$1  = st_cmd[199:184] - 1'h1;
   assign \$2  = st_cmd[215:200] - 1'h1;
-  assign \$3  = | st_cmd[223:217];
-  assign \$4  = ! st_cmd[199:184];
-  assign \$5  = ! st_cmd[215:200];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = st_cmd[175:168] + st_cmd[183:176];
-  assign \$8  = st_cmd[216] ? 7'h40 : 7'h10;
-  assign \$9  = \$7  > \$8 ;
-  assign \$10  = \$6  | \$9 ;
-  assign \$11  = st_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$12  = st_last_local >= \$11 ;
-  assign \$13  = | st_cmd[175:168];
-  assign \$14  = st_host_end > 33'h100000000;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = | st_cmd[175:168];
-  assign \$17  = st_window[64] & \$16 ;
-  assign \$18  = st_cmd[47:0] < st_window[31:0];
-  assign \$19  = st_window[31:0] + st_window[63:32];
-  assign \$20  = st_host_end > \$19 ;
-  assign \$21  = \$18  | \$20 ;
-  assign \$22  = \$17  & \$21 ;
-  assign \$23  = st_aw_it_r > 1'h1;
-  assign \$24  = st_aw_it_row0 + st_cmd[79:48];
-  assign \$25  = st_aw_it_plane0 + st_cmd[111:80];
-  assign \$26  = \$23  ? \$24  : \$25 ;
-  assign \$27  = st_aw_it_r == 1'h1;
-  assign \$28  = st_aw_it_p == 1'h1;
-  assign st_aw_it_last = \$27  & \$28 ;
-  assign \$29  = 13'h1000 - st_aw_beat_addr[11:0];
-  assign \$31  = st_aw_beats_left < 5'h10;
-  assign \$32  = \$31  ? { 1'h0, st_aw_beats_left } : 5'h10;
-  assign \$33  = \$32  < \$30 [9:0];
-  assign \$34  = st_aw_beats_left < 5'h10;
-  assign \$35  = \$34  ? { 1'h0, st_aw_beats_left } : 5'h10;
-  assign \$36  = \$33  ? { 5'h00, \$35  } : \$30 [9:0];
-  assign \$37  = ~ st_drain;
-  assign \$38  = st_run & \$37 ;
-  assign \$39  = st_b_out < 3'h4;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = \$40  & st_aw_it_active;
-  assign \$42  = ~ st_aw_valid;
-  assign \$43  = \$42  | up__awready;
-  assign st_aw_issue = \$41  & \$43 ;
-  assign \$44  = st_rd_r > 1'h1;
-  assign \$45  = st_rd_row0 + st_cmd[147:132];
-  assign \$46  = st_rd_plane0 + st_cmd[167:148];
-  assign \$47  = \$44  ? { 4'h0, \$45  } : \$46 ;
-  assign \$48  = st_rd_r == 1'h1;
-  assign \$49  = st_rd_p == 1'h1;
-  assign st_rd_last = \$48  & \$49 ;
+  assign \$3  = st_cmd[131:112] + st_local_plane_stride_x;
+  assign \$4  = \$3  + st_local_row_stride_x;
+  assign \$5  = st_cmd[47:0] + st_host_plane_stride_x;
+  assign \$6  = \$5  + st_host_row_stride_x;
+  assign \$7  = \$6  + st_cmd[175:168];
+  assign \$8  = | st_cmd[223:217];
+  assign \$9  = ! st_cmd[199:184];
+  assign \$10  = ! st_cmd[215:200];
+  assign \$11  = \$9  | \$10 ;
+  assign \$12  = st_cmd[175:168] + st_cmd[183:176];
+  assign \$13  = st_cmd[216] ? 7'h40 : 7'h10;
+  assign \$14  = \$12  > \$13 ;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = st_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$17  = \$4  >= \$16 ;
+  assign \$18  = | st_cmd[175:168];
+  assign \$19  = \$7  > 33'h100000000;
+  assign \$20  = \$18  & \$19 ;
+  assign \$21  = | st_cmd[175:168];
+  assign \$22  = st_window[64] & \$21 ;
+  assign \$23  = st_cmd[47:0] < st_window[31:0];
+  assign \$24  = st_window[31:0] + st_window[63:32];
+  assign \$25  = \$7  > \$24 ;
+  assign \$26  = \$23  | \$25 ;
+  assign \$27  = \$22  & \$26 ;
+  assign \$28  = st_aw_it_r > 1'h1;
+  assign \$29  = st_aw_it_row0 + st_cmd[79:48];
+  assign \$30  = st_aw_it_plane0 + st_cmd[111:80];
+  assign \$31  = \$28  ? \$29  : \$30 ;
+  assign \$32  = st_aw_it_r == 1'h1;
+  assign \$33  = st_aw_it_p == 1'h1;
+  assign st_aw_it_last = \$32  & \$33 ;
+  assign \$34  = 13'h1000 - st_aw_beat_addr[11:0];
+  assign \$36  = st_aw_beats_left < 5'h10;
+  assign \$37  = \$36  ? { 1'h0, st_aw_beats_left } : 5'h10;
+  assign \$38  = \$37  < \$35 [9:0];
+  assign \$39  = st_aw_beats_left < 5'h10;
+  assign \$40  = \$39  ? { 1'h0, st_aw_beats_left } : 5'h10;
+  assign \$41  = \$38  ? { 5'h00, \$40  } : \$35 [9:0];
+  assign \$42  = ~ st_drain;
+  assign \$43  = st_run & \$42 ;
+  assign \$44  = st_b_out < 3'h4;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = \$45  & st_aw_it_active;
+  assign \$47  = ~ st_aw_valid;
+  assign \$48  = \$47  | up__awready;
+  assign st_aw_issue = \$46  & \$48 ;
+  assign \$49  = st_rd_r > 1'h1;
+  assign \$50  = st_rd_row0 + st_cmd[147:132];
+  assign \$51  = st_rd_plane0 + st_cmd[167:148];
+  assign \$52  = \$49  ? { 4'h0, \$50  } : \$51 ;
+  assign \$53  = st_rd_r == 1'h1;
+  assign \$54  = st_rd_p == 1'h1;
+  assign st_rd_last = \$53  & \$54 ;
   assign st_rbuf_valid = | st_rq_n;
-  assign \$50  = st_run & st_rd_active;
-  assign \$51  = st_rq_n + st_rd_inflight;
-  assign \$52  = \$51  - st_w_take;
-  assign \$53  = $signed(\$52 ) < $signed(3'h2);
-  assign st_rd_en = \$50  & \$53 ;
-  assign \$54  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$54 ;
+  assign \$55  = st_run & st_rd_active;
+  assign \$56  = st_rq_n + st_rd_inflight;
+  assign \$57  = \$56  - st_w_take;
+  assign \$58  = $signed(\$57 ) < $signed(3'h2);
+  assign st_rd_en = \$55  & \$58 ;
+  assign \$59  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$59 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$55  = st_w_r > 1'h1;
-  assign \$56  = st_w_row0 + st_cmd[59:48];
-  assign \$57  = st_w_plane0 + st_cmd[91:80];
-  assign \$58  = \$55  ? \$56  : \$57 ;
-  assign \$59  = st_w_r == 1'h1;
-  assign \$60  = st_w_p == 1'h1;
-  assign st_w_last = \$59  & \$60 ;
-  assign \$61  = st_cmd[175:168] > 1'h0;
-  assign \$62  = st_cmd[175:168] > 1'h1;
-  assign \$63  = st_cmd[175:168] > 2'h2;
-  assign \$64  = st_cmd[175:168] > 2'h3;
-  assign \$65  = st_cmd[175:168] > 3'h4;
-  assign \$66  = st_cmd[175:168] > 3'h5;
-  assign \$67  = st_cmd[175:168] > 3'h6;
-  assign \$68  = st_cmd[175:168] > 3'h7;
-  assign \$69  = st_cmd[175:168] > 4'h8;
-  assign \$70  = st_cmd[175:168] > 4'h9;
-  assign \$71  = st_cmd[175:168] > 4'ha;
-  assign \$72  = st_cmd[175:168] > 4'hb;
-  assign \$73  = st_cmd[175:168] > 4'hc;
-  assign \$74  = st_cmd[175:168] > 4'hd;
-  assign \$75  = st_cmd[175:168] > 4'he;
-  assign \$76  = st_cmd[175:168] > 4'hf;
-  assign \$77  = st_cmd[175:168] > 5'h10;
-  assign \$78  = st_cmd[175:168] > 5'h11;
-  assign \$79  = st_cmd[175:168] > 5'h12;
-  assign \$80  = st_cmd[175:168] > 5'h13;
-  assign \$81  = st_cmd[175:168] > 5'h14;
-  assign \$82  = st_cmd[175:168] > 5'h15;
-  assign \$83  = st_cmd[175:168] > 5'h16;
-  assign \$84  = st_cmd[175:168] > 5'h17;
-  assign \$85  = st_cmd[175:168] > 5'h18;
-  assign \$86  = st_cmd[175:168] > 5'h19;
-  assign \$87  = st_cmd[175:168] > 5'h1a;
-  assign \$88  = st_cmd[175:168] > 5'h1b;
-  assign \$89  = st_cmd[175:168] > 5'h1c;
-  assign \$90  = st_cmd[175:168] > 5'h1d;
-  assign \$91  = st_cmd[175:168] > 5'h1e;
-  assign \$92  = st_cmd[175:168] > 5'h1f;
-  assign \$93  = st_cmd[175:168] > 6'h20;
-  assign \$94  = st_cmd[175:168] > 6'h21;
-  assign \$95  = st_cmd[175:168] > 6'h22;
-  assign \$96  = st_cmd[175:168] > 6'h23;
-  assign \$97  = st_cmd[175:168] > 6'h24;
-  assign \$98  = st_cmd[175:168] > 6'h25;
-  assign \$99  = st_cmd[175:168] > 6'h26;
-  assign \$100  = st_cmd[175:168] > 6'h27;
-  assign \$101  = st_cmd[175:168] > 6'h28;
-  assign \$102  = st_cmd[175:168] > 6'h29;
-  assign \$103  = st_cmd[175:168] > 6'h2a;
-  assign \$104  = st_cmd[175:168] > 6'h2b;
-  assign \$105  = st_cmd[175:168] > 6'h2c;
-  assign \$106  = st_cmd[175:168] > 6'h2d;
-  assign \$107  = st_cmd[175:168] > 6'h2e;
-  assign \$108  = st_cmd[175:168] > 6'h2f;
-  assign \$109  = st_cmd[175:168] > 6'h30;
-  assign \$110  = st_cmd[175:168] > 6'h31;
-  assign \$111  = st_cmd[175:168] > 6'h32;
-  assign \$112  = st_cmd[175:168] > 6'h33;
-  assign \$113  = st_cmd[175:168] > 6'h34;
-  assign \$114  = st_cmd[175:168] > 6'h35;
-  assign \$115  = st_cmd[175:168] > 6'h36;
-  assign \$116  = st_cmd[175:168] > 6'h37;
-  assign \$117  = st_cmd[175:168] > 6'h38;
-  assign \$118  = st_cmd[175:168] > 6'h39;
-  assign \$119  = st_cmd[175:168] > 6'h3a;
-  assign \$120  = st_cmd[175:168] > 6'h3b;
-  assign \$121  = st_cmd[175:168] > 6'h3c;
-  assign \$122  = st_cmd[175:168] > 6'h3d;
-  assign \$123  = st_cmd[175:168] > 6'h3e;
-  assign \$124  = st_cmd[175:168] > 6'h3f;
-  assign \$125  = st_run & st_w_row_valid;
-  assign \$126  = | st_w_credit;
-  assign st_wvalid = \$125  & \$126 ;
-  assign \$127  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$127 ;
-  assign \$128  = st_w_addr12 == 12'hff8;
-  assign \$129  = st_w_row_end | \$128 ;
-  assign \$130  = st_w_bib == 4'hf;
-  assign st_wlast = \$129  | \$130 ;
+  assign \$60  = st_w_r > 1'h1;
+  assign \$61  = st_w_row0 + st_cmd[59:48];
+  assign \$62  = st_w_plane0 + st_cmd[91:80];
+  assign \$63  = \$60  ? \$61  : \$62 ;
+  assign \$64  = st_w_r == 1'h1;
+  assign \$65  = st_w_p == 1'h1;
+  assign st_w_last = \$64  & \$65 ;
+  assign \$66  = st_cmd[175:168] > 1'h0;
+  assign \$67  = st_cmd[175:168] > 1'h1;
+  assign \$68  = st_cmd[175:168] > 2'h2;
+  assign \$69  = st_cmd[175:168] > 2'h3;
+  assign \$70  = st_cmd[175:168] > 3'h4;
+  assign \$71  = st_cmd[175:168] > 3'h5;
+  assign \$72  = st_cmd[175:168] > 3'h6;
+  assign \$73  = st_cmd[175:168] > 3'h7;
+  assign \$74  = st_cmd[175:168] > 4'h8;
+  assign \$75  = st_cmd[175:168] > 4'h9;
+  assign \$76  = st_cmd[175:168] > 4'ha;
+  assign \$77  = st_cmd[175:168] > 4'hb;
+  assign \$78  = st_cmd[175:168] > 4'hc;
+  assign \$79  = st_cmd[175:168] > 4'hd;
+  assign \$80  = st_cmd[175:168] > 4'he;
+  assign \$81  = st_cmd[175:168] > 4'hf;
+  assign \$82  = st_cmd[175:168] > 5'h10;
+  assign \$83  = st_cmd[175:168] > 5'h11;
+  assign \$84  = st_cmd[175:168] > 5'h12;
+  assign \$85  = st_cmd[175:168] > 5'h13;
+  assign \$86  = st_cmd[175:168] > 5'h14;
+  assign \$87  = st_cmd[175:168] > 5'h15;
+  assign \$88  = st_cmd[175:168] > 5'h16;
+  assign \$89  = st_cmd[175:168] > 5'h17;
+  assign \$90  = st_cmd[175:168] > 5'h18;
+  assign \$91  = st_cmd[175:168] > 5'h19;
+  assign \$92  = st_cmd[175:168] > 5'h1a;
+  assign \$93  = st_cmd[175:168] > 5'h1b;
+  assign \$94  = st_cmd[175:168] > 5'h1c;
+  assign \$95  = st_cmd[175:168] > 5'h1d;
+  assign \$96  = st_cmd[175:168] > 5'h1e;
+  assign \$97  = st_cmd[175:168] > 5'h1f;
+  assign \$98  = st_cmd[175:168] > 6'h20;
+  assign \$99  = st_cmd[175:168] > 6'h21;
+  assign \$100  = st_cmd[175:168] > 6'h22;
+  assign \$101  = st_cmd[175:168] > 6'h23;
+  assign \$102  = st_cmd[175:168] > 6'h24;
+  assign \$103  = st_cmd[175:168] > 6'h25;
+  assign \$104  = st_cmd[175:168] > 6'h26;
+  assign \$105  = st_cmd[175:168] > 6'h27;
+  assign \$106  = st_cmd[175:168] > 6'h28;
+  assign \$107  = st_cmd[175:168] > 6'h29;
+  assign \$108  = st_cmd[175:168] > 6'h2a;
+  assign \$109  = st_cmd[175:168] > 6'h2b;
+  assign \$110  = st_cmd[175:168] > 6'h2c;
+  assign \$111  = st_cmd[175:168] > 6'h2d;
+  assign \$112  = st_cmd[175:168] > 6'h2e;
+  assign \$113  = st_cmd[175:168] > 6'h2f;
+  assign \$114  = st_cmd[175:168] > 6'h30;
+  assign \$115  = st_cmd[175:168] > 6'h31;
+  assign \$116  = st_cmd[175:168] > 6'h32;
+  assign \$117  = st_cmd[175:168] > 6'h33;
+  assign \$118  = st_cmd[175:168] > 6'h34;
+  assign \$119  = st_cmd[175:168] > 6'h35;
+  assign \$120  = st_cmd[175:168] > 6'h36;
+  assign \$121  = st_cmd[175:168] > 6'h37;
+  assign \$122  = st_cmd[175:168] > 6'h38;
+  assign \$123  = st_cmd[175:168] > 6'h39;
+  assign \$124  = st_cmd[175:168] > 6'h3a;
+  assign \$125  = st_cmd[175:168] > 6'h3b;
+  assign \$126  = st_cmd[175:168] > 6'h3c;
+  assign \$127  = st_cmd[175:168] > 6'h3d;
+  assign \$128  = st_cmd[175:168] > 6'h3e;
+  assign \$129  = st_cmd[175:168] > 6'h3f;
+  assign \$130  = st_run & st_w_row_valid;
+  assign \$131  = | st_w_credit;
+  assign st_wvalid = \$130  & \$131 ;
+  assign \$132  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$132 ;
+  assign \$133  = st_w_addr12 == 12'hff8;
+  assign \$134  = st_w_row_end | \$133 ;
+  assign \$135  = st_w_bib == 4'hf;
+  assign st_wlast = \$134  | \$135 ;
   assign st_whs = st_wvalid & up__wready;
-  assign \$131  = st_run & st_w_active;
-  assign \$132  = \$131  & st_rbuf_valid;
-  assign \$133  = ~ st_w_row_valid;
-  assign \$134  = st_whs & st_w_row_end;
-  assign \$135  = \$133  | \$134 ;
-  assign st_w_take = \$132  & \$135 ;
-  assign \$424  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$424 ;
-  assign \$427  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$427 ;
-  assign \$136  = 1'h0 + up__wstrb[0];
-  assign \$137  = \$136  + up__wstrb[1];
-  assign \$138  = \$137  + up__wstrb[2];
-  assign \$139  = \$138  + up__wstrb[3];
-  assign \$140  = \$139  + up__wstrb[4];
-  assign \$141  = \$140  + up__wstrb[5];
-  assign \$142  = \$141  + up__wstrb[6];
-  assign \$143  = \$142  + up__wstrb[7];
-  assign \$144  = st_whs ? \$143  : 9'h000;
-  assign \$145  = st_cmd[182:176] * 4'h8;
-  assign \$146  = st_rq0 >> \$145 ;
-  assign st_shifted = \$146  & { \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61  };
-  assign \$147  = ~ st_aw_valid;
-  assign \$148  = ! st_w_credit;
-  assign \$149  = \$147  & \$148 ;
-  assign \$150  = ! st_b_out;
-  assign \$151  = \$149  & \$150 ;
-  assign \$152  = ~ st_aw_it_active;
-  assign \$153  = ~ st_w_active;
+  assign \$136  = st_run & st_w_active;
+  assign \$137  = \$136  & st_rbuf_valid;
+  assign \$138  = ~ st_w_row_valid;
+  assign \$139  = st_whs & st_w_row_end;
+  assign \$140  = \$138  | \$139 ;
+  assign st_w_take = \$137  & \$140 ;
+  assign \$431  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$431 ;
+  assign \$434  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$434 ;
+  assign \$141  = 1'h0 + up__wstrb[0];
+  assign \$142  = \$141  + up__wstrb[1];
+  assign \$143  = \$142  + up__wstrb[2];
+  assign \$144  = \$143  + up__wstrb[3];
+  assign \$145  = \$144  + up__wstrb[4];
+  assign \$146  = \$145  + up__wstrb[5];
+  assign \$147  = \$146  + up__wstrb[6];
+  assign \$148  = \$147  + up__wstrb[7];
+  assign \$149  = st_whs ? \$148  : 9'h000;
+  assign \$150  = st_cmd[182:176] * 4'h8;
+  assign \$151  = st_rq0 >> \$150 ;
+  assign st_shifted = \$151  & { \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66  };
+  assign \$152  = ~ st_aw_valid;
+  assign \$153  = ! st_w_credit;
   assign \$154  = \$152  & \$153 ;
-  assign \$155  = ~ st_w_row_valid;
+  assign \$155  = ! st_b_out;
   assign \$156  = \$154  & \$155 ;
-  assign \$157  = st_drain | \$156 ;
-  assign st_finished = \$151  & \$157 ;
-  assign \$158  = ! dma_store_fsm_state;
-  assign \$159  = dma_store_fsm_state == 1'h1;
-  assign \$160  = dma_store_fsm_state == 2'h2;
-  assign \$161  = dma_store_fsm_state == 2'h3;
-  assign \$162  = dma_store_fsm_state == 3'h4;
-  assign \$163  = \$36 [4:0] - 1'h1;
-  assign \$164  = st_aw_beats_left == \$36 [4:0];
-  assign \$165  = st_aw_it_r > 1'h1;
-  assign \$166  = st_aw_it_r - 1'h1;
-  assign \$167  = st_aw_it_p - 1'h1;
-  assign \$170  = \$26 [2:0] + st_cmd[175:168];
-  assign \$171  = \$170  + 3'h7;
-  assign \$174  = st_aw_beat_addr + \$173 ;
-  assign \$175  = st_aw_beats_left - \$36 [4:0];
-  assign \$176  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$177  = st_rd_en & \$176 ;
-  assign \$178  = st_rq_n + st_rd_inflight;
-  assign \$179  = \$178  - st_w_take;
-  assign \$180  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$181  = st_rd_en & \$180 ;
-  assign \$182  = st_rd_r > 1'h1;
-  assign \$183  = st_rd_r - 1'h1;
-  assign \$184  = st_rd_p - 1'h1;
-  assign \$185  = st_rq_n - st_w_take;
-  assign \$186  = ! \$185 ;
-  assign \$187  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$188  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$189  = st_w_beat + 1'h1;
-  assign \$190  = st_w_addr12 + 4'h8;
-  assign \$191  = st_w_bib + 1'h1;
-  assign \$192  = st_wlast ? 5'h00 : \$191 ;
-  assign \$193  = st_w_row0[2:0] * 4'h8;
-  assign \$194  = st_shifted << \$193 ;
-  assign \$195  = { \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61  } << st_w_row0[2:0];
-  assign \$196  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$197  = \$196  + 3'h7;
-  assign \$201  = st_w_r > 1'h1;
-  assign \$202  = st_w_r - 1'h1;
-  assign \$203  = st_w_p - 1'h1;
-  assign \$204  = st_w_credit + st_aw_issue;
-  assign \$205  = st_whs & st_wlast;
-  assign \$206  = \$204  - \$205 ;
-  assign \$207  = st_b_out + st_aw_issue;
-  assign \$209  = \$207  - \$208 ;
-  assign \$211  = st_run & \$210 ;
-  assign \$212  = \$211  & up__bresp[1];
-  assign \$213  = ~ st_drain;
-  assign \$214  = \$212  & \$213 ;
-  assign \$215  = up__bresp == 2'h3;
-  assign \$216  = \$215  ? 8'h07 : 8'h06;
-  assign \$217  = \$2 [15:0] * st_cmd[167:148];
-  assign \$218  = st_cmd[131:112] + \$217 ;
-  assign \$219  = \$1 [15:0] * st_cmd[147:132];
-  assign \$220  = \$218  + \$219 ;
-  assign \$221  = \$2 [15:0] * st_cmd[111:80];
-  assign \$222  = st_cmd[47:0] + \$221 ;
-  assign \$223  = \$1 [15:0] * st_cmd[79:48];
-  assign \$224  = \$222  + \$223 ;
-  assign \$225  = \$224  + st_cmd[175:168];
+  assign \$157  = ~ st_aw_it_active;
+  assign \$158  = ~ st_w_active;
+  assign \$159  = \$157  & \$158 ;
+  assign \$160  = ~ st_w_row_valid;
+  assign \$161  = \$159  & \$160 ;
+  assign \$162  = st_drain | \$161 ;
+  assign st_finished = \$156  & \$162 ;
+  assign \$163  = ! dma_store_fsm_state;
+  assign \$164  = dma_store_fsm_state == 1'h1;
+  assign \$165  = dma_store_fsm_state == 2'h2;
+  assign \$166  = dma_store_fsm_state == 2'h3;
+  assign \$167  = dma_store_fsm_state == 3'h4;
+  assign \$168  = \$41 [4:0] - 1'h1;
+  assign \$169  = st_aw_beats_left == \$41 [4:0];
+  assign \$170  = st_aw_it_r > 1'h1;
+  assign \$171  = st_aw_it_r - 1'h1;
+  assign \$172  = st_aw_it_p - 1'h1;
+  assign \$175  = \$31 [2:0] + st_cmd[175:168];
+  assign \$176  = \$175  + 3'h7;
+  assign \$179  = st_aw_beat_addr + \$178 ;
+  assign \$180  = st_aw_beats_left - \$41 [4:0];
+  assign \$181  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$182  = st_rd_en & \$181 ;
+  assign \$183  = st_rq_n + st_rd_inflight;
+  assign \$184  = \$183  - st_w_take;
+  assign \$185  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$186  = st_rd_en & \$185 ;
+  assign \$187  = st_rd_r > 1'h1;
+  assign \$188  = st_rd_r - 1'h1;
+  assign \$189  = st_rd_p - 1'h1;
+  assign \$190  = st_rq_n - st_w_take;
+  assign \$191  = ! \$190 ;
+  assign \$192  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$193  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$194  = st_w_beat + 1'h1;
+  assign \$195  = st_w_addr12 + 4'h8;
+  assign \$196  = st_w_bib + 1'h1;
+  assign \$197  = st_wlast ? 5'h00 : \$196 ;
+  assign \$198  = st_w_row0[2:0] * 4'h8;
+  assign \$199  = st_shifted << \$198 ;
+  assign \$200  = { \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
+  assign \$201  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$202  = \$201  + 3'h7;
+  assign \$206  = st_w_r > 1'h1;
+  assign \$207  = st_w_r - 1'h1;
+  assign \$208  = st_w_p - 1'h1;
+  assign \$209  = st_w_credit + st_aw_issue;
+  assign \$210  = st_whs & st_wlast;
+  assign \$211  = \$209  - \$210 ;
+  assign \$212  = st_b_out + st_aw_issue;
+  assign \$214  = \$212  - \$213 ;
+  assign \$216  = st_run & \$215 ;
+  assign \$217  = \$216  & up__bresp[1];
+  assign \$218  = ~ st_drain;
+  assign \$219  = \$217  & \$218 ;
+  assign \$220  = up__bresp == 2'h3;
+  assign \$221  = \$220  ? 8'h07 : 8'h06;
+  assign \$222  = \$2 [15:0] * st_cmd[167:148];
+  assign \$223  = \$1 [15:0] * st_cmd[147:132];
+  assign \$224  = \$2 [15:0] * st_cmd[111:80];
+  assign \$225  = \$1 [15:0] * st_cmd[79:48];
   assign \$226  = ! st_chk_err;
   assign \$227  = | st_cmd[175:168];
   assign \$228  = \$226  & \$227 ;
@@ -20644,21 +20694,25 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   always @(posedge clk)
     dma_store_fsm_state <= \$273 ;
   always @(posedge clk)
-    st_last_local <= \$274 ;
+    st_local_plane_stride_x <= \$274 ;
   always @(posedge clk)
-    st_host_end <= \$275 ;
+    st_local_row_stride_x <= \$275 ;
+  always @(posedge clk)
+    st_host_plane_stride_x <= \$276 ;
+  always @(posedge clk)
+    st_host_row_stride_x <= \$277 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
-    if (\$3 ) begin
+    if (\$8 ) begin
       st_chk_err = 8'h02;
-    end else if (\$10 ) begin
-      st_chk_err = 8'h03;
-    end else if (\$12 ) begin
-      st_chk_err = 8'h04;
     end else if (\$15 ) begin
+      st_chk_err = 8'h03;
+    end else if (\$17 ) begin
+      st_chk_err = 8'h04;
+    end else if (\$20 ) begin
       st_chk_err = 8'h05;
-    end else if (\$22 ) begin
+    end else if (\$27 ) begin
       st_chk_err = 8'h0a;
     end else begin
       st_chk_err = 8'h00;
@@ -20752,7 +20806,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$237  = up__awlen;
     if (st_aw_issue) begin
-      \$237  = { \$163 [5], \$163 [5], \$163  };
+      \$237  = { \$168 [5], \$168 [5], \$168  };
     end
     if (store_reset) begin
       \$237  = 8'h00;
@@ -20795,8 +20849,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$239  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$164 ) begin
-        \$239  = \$26 [31:0];
+      if (\$169 ) begin
+        \$239  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20820,10 +20874,10 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$240  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$164 ) begin
+      if (\$169 ) begin
         (* full_case = 32'd1 *)
-        if (\$165 ) begin
-          \$240  = \$166 [15:0];
+        if (\$170 ) begin
+          \$240  = \$171 [15:0];
         end else begin
           \$240  = st_cmd[199:184];
         end
@@ -20850,11 +20904,11 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$241  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$164 ) begin
+      if (\$169 ) begin
         (* full_case = 32'd1 *)
-        if (\$165 ) begin
+        if (\$170 ) begin
         end else begin
-          \$241  = \$167 [15:0];
+          \$241  = \$172 [15:0];
         end
       end
     end
@@ -20879,11 +20933,11 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$242  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$164 ) begin
+      if (\$169 ) begin
         (* full_case = 32'd1 *)
-        if (\$165 ) begin
+        if (\$170 ) begin
         end else begin
-          \$242  = \$26 [31:0];
+          \$242  = \$31 [31:0];
         end
       end
     end
@@ -20908,7 +20962,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$243  = st_aw_it_active;
     if (st_aw_issue) begin
-      if (\$164 ) begin
+      if (\$169 ) begin
         if (st_aw_it_last) begin
           \$243  = 1'h0;
         end
@@ -20936,10 +20990,10 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     \$244  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$164 ) begin
-        \$244  = \$169 ;
+      if (\$169 ) begin
+        \$244  = \$174 ;
       end else begin
-        \$244  = \$174 [31:0];
+        \$244  = \$179 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20964,10 +21018,10 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     \$245  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$164 ) begin
-        \$245  = \$172 [3:0];
+      if (\$169 ) begin
+        \$245  = \$177 [3:0];
       end else begin
-        \$245  = \$175 [3:0];
+        \$245  = \$180 [3:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20989,7 +21043,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$246  = \$177 ;
+    \$246  = \$182 ;
     if (store_reset) begin
       \$246  = 1'h0;
     end
@@ -20999,7 +21053,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$247  = \$179 [1:0];
+    \$247  = \$184 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21018,8 +21072,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$248  = st_rd_row0;
-    if (\$181 ) begin
-      \$248  = \$47 [13:0];
+    if (\$186 ) begin
+      \$248  = \$52 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21041,10 +21095,10 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$249  = st_rd_r;
-    if (\$181 ) begin
+    if (\$186 ) begin
       (* full_case = 32'd1 *)
-      if (\$182 ) begin
-        \$249  = \$183 [15:0];
+      if (\$187 ) begin
+        \$249  = \$188 [15:0];
       end else begin
         \$249  = st_cmd[199:184];
       end
@@ -21069,11 +21123,11 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$250  = st_rd_p;
-    if (\$181 ) begin
+    if (\$186 ) begin
       (* full_case = 32'd1 *)
-      if (\$182 ) begin
+      if (\$187 ) begin
       end else begin
-        \$250  = \$184 [15:0];
+        \$250  = \$189 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21096,11 +21150,11 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$251  = st_rd_plane0;
-    if (\$181 ) begin
+    if (\$186 ) begin
       (* full_case = 32'd1 *)
-      if (\$182 ) begin
+      if (\$187 ) begin
       end else begin
-        \$251  = \$47 [13:0];
+        \$251  = \$52 [13:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21123,7 +21177,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$252  = st_rd_active;
-    if (\$181 ) begin
+    if (\$186 ) begin
       if (st_rd_last) begin
         \$252  = 1'h0;
       end
@@ -21152,8 +21206,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       \$253  = st_rq1;
     end
     if (st_rd_inflight) begin
-      if (\$186 ) begin
-        \$253  = \$187 ;
+      if (\$191 ) begin
+        \$253  = \$192 ;
       end
     end
     if (store_reset) begin
@@ -21168,9 +21222,9 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     \$254  = st_rq1;
     if (st_rd_inflight) begin
       (* full_case = 32'd1 *)
-      if (\$186 ) begin
+      if (\$191 ) begin
       end else begin
-        \$254  = \$188 ;
+        \$254  = \$193 ;
       end
     end
     if (store_reset) begin
@@ -21184,7 +21238,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$255  = st_w_beat;
     if (st_whs) begin
-      \$255  = \$189 [3:0];
+      \$255  = \$194 [3:0];
     end
     if (st_w_take) begin
       \$255  = 4'h0;
@@ -21200,10 +21254,10 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$256  = st_w_addr12;
     if (st_whs) begin
-      \$256  = \$190 [11:0];
+      \$256  = \$195 [11:0];
     end
     if (st_w_take) begin
-      \$256  = \$200 ;
+      \$256  = \$205 ;
     end
     if (store_reset) begin
       \$256  = 12'h000;
@@ -21216,7 +21270,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$257  = st_w_bib;
     if (st_whs) begin
-      \$257  = \$192 [3:0];
+      \$257  = \$197 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21268,7 +21322,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$259  = st_wbuf;
     if (st_w_take) begin
-      \$259  = \$194 [575:0];
+      \$259  = \$199 [575:0];
     end
     if (store_reset) begin
       \$259  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -21281,7 +21335,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$260  = st_wstrb_buf;
     if (st_w_take) begin
-      \$260  = { 1'h0, \$195  };
+      \$260  = { 1'h0, \$200  };
     end
     if (store_reset) begin
       \$260  = 72'h000000000000000000;
@@ -21294,7 +21348,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$261  = st_w_nbeats;
     if (st_w_take) begin
-      \$261  = \$198 [3:0];
+      \$261  = \$203 [3:0];
     end
     if (store_reset) begin
       \$261  = 4'h0;
@@ -21307,7 +21361,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$262  = st_w_row0;
     if (st_w_take) begin
-      \$262  = \$58 [11:0];
+      \$262  = \$63 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21331,8 +21385,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     \$263  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$201 ) begin
-        \$263  = \$202 [15:0];
+      if (\$206 ) begin
+        \$263  = \$207 [15:0];
       end else begin
         \$263  = st_cmd[199:184];
       end
@@ -21359,9 +21413,9 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     \$264  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$201 ) begin
+      if (\$206 ) begin
       end else begin
-        \$264  = \$203 [15:0];
+        \$264  = \$208 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21386,9 +21440,9 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     \$265  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$201 ) begin
+      if (\$206 ) begin
       end else begin
-        \$265  = \$58 [11:0];
+        \$265  = \$63 [11:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21435,7 +21489,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$267  = \$206 [2:0];
+    \$267  = \$211 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21458,7 +21512,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$268  = \$209 [2:0];
+    \$268  = \$214 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21482,7 +21536,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$269  = st_drain;
-    if (\$214 ) begin
+    if (\$219 ) begin
       \$269  = 1'h1;
     end
     casez (dma_store_fsm_state)
@@ -21503,8 +21557,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$270  = store__error;
-    if (\$214 ) begin
-      \$270  = \$216 ;
+    if (\$219 ) begin
+      \$270  = \$221 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21593,57 +21647,91 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$274  = st_last_local;
+    \$274  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$274  = { 2'h0, \$220  };
+          \$274  = \$222 ;
     endcase
     if (store_reset) begin
-      \$274  = 40'h0000000000;
+      \$274  = 36'h000000000;
     end
     if (rst) begin
-      \$274  = 40'h0000000000;
+      \$274  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$275  = st_host_end;
+    \$275  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$275  = { 1'h0, \$225  };
+          \$275  = \$223 ;
     endcase
     if (store_reset) begin
-      \$275  = 52'h0000000000000;
+      \$275  = 32'd0;
     end
     if (rst) begin
-      \$275  = 52'h0000000000000;
+      \$275  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$276  = st_host_plane_stride_x;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$276  = \$224 ;
+    endcase
+    if (store_reset) begin
+      \$276  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$276  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$277  = st_host_row_stride_x;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$277  = \$225 ;
+    endcase
+    if (store_reset) begin
+      \$277  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$277  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
   assign st_planes_m1 = \$2 [15:0];
-  assign st_aw_it_nxt0 = \$26 [31:0];
-  assign st_aw_to4k = \$30 [9:0];
-  assign st_aw_blen = \$36 [4:0];
+  assign st_last_local = { 2'h0, \$4  };
+  assign st_host_end = { 1'h0, \$7  };
+  assign st_aw_it_nxt0 = \$31 [31:0];
+  assign st_aw_to4k = \$35 [9:0];
+  assign st_aw_blen = \$41 [4:0];
   assign up__awvalid = st_aw_valid;
   assign st_aw_addr = up__awaddr;
   assign st_aw_len_m1 = up__awlen;
   assign up__awsize = 3'h3;
   assign up__awburst = 2'h1;
   assign up__awprot = 3'h0;
-  assign st_rd_nxt0 = \$47 [13:0];
+  assign st_rd_nxt0 = \$52 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$58 [11:0];
-  assign st_rb_mask = { \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61  };
+  assign st_w_nxt0 = \$63 [11:0];
+  assign st_rb_mask = { \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  };
   assign up__wvalid = st_wvalid;
   assign up__wlast = st_wlast;
   assign up__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$144 [7:0];
+  assign store_bytes = \$149 [7:0];
   assign \st_cmd.host_addr  = st_cmd[47:0];
   assign \st_cmd.host_row_stride  = st_cmd[79:48];
   assign \st_cmd.host_plane_stride  = st_cmd[111:80];
@@ -21674,18 +21762,18 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign \store_window.base  = store_window[31:0];
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
-  assign \$30  = { \$29 [13], \$29 [13], \$29 [13], \$29 [13:3] };
-  assign \$168  = 32'd4294967288;
-  assign \$169 [2:0] = 3'h0;
-  assign \$169 [31:3] = \$26 [31:3];
-  assign \$172  = { 3'h0, \$171 [9:3] };
-  assign \$173  = { \$36 [4:0], 3'h0 };
-  assign \$198  = { 3'h0, \$197 [9:3] };
-  assign \$199  = 12'hff8;
-  assign \$200 [2:0] = 3'h0;
-  assign \$200 [11:3] = st_w_row0[11:3];
-  assign \$208  = up__bvalid;
-  assign \$210  = up__bvalid;
+  assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
+  assign \$173  = 32'd4294967288;
+  assign \$174 [2:0] = 3'h0;
+  assign \$174 [31:3] = \$31 [31:3];
+  assign \$177  = { 3'h0, \$176 [9:3] };
+  assign \$178  = { \$41 [4:0], 3'h0 };
+  assign \$203  = { 3'h0, \$202 [9:3] };
+  assign \$204  = 12'hff8;
+  assign \$205 [2:0] = 3'h0;
+  assign \$205 [11:3] = st_w_row0[11:3];
+  assign \$213  = up__bvalid;
+  assign \$215  = up__bvalid;
   assign \$230  = 32'd4294967288;
   assign \$231 [2:0] = 3'h0;
   assign \$231 [31:3] = st_cmd[31:3];
@@ -22778,7 +22866,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$118
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11884$16 , \port$12558$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11884$16 , \port$12562$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22824,8 +22912,8 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   wire [3:0] level;
   input [15:0] \port$11884$16 ;
   wire [15:0] \port$11884$16 ;
-  input [7:0] \port$12558$0 ;
-  wire [7:0] \port$12558$0 ;
+  input [7:0] \port$12562$0 ;
+  wire [7:0] \port$12562$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22860,7 +22948,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11884$16 , \port$12558$0  };
+      storage[w_port__addr] <= { \port$11884$16 , \port$12562$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22971,8 +23059,8 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11884$16 , \port$12558$0  };
-  assign w_data = { \port$11884$16 , \port$12558$0  };
+  assign w_port__data = { \port$11884$16 , \port$12562$0  };
+  assign w_data = { \port$11884$16 , \port$12562$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -58792,7 +58880,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11886$16 , \port$12668$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11886$16 , \port$12676$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -58838,8 +58926,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11886$1
   wire [3:0] level;
   input [15:0] \port$11886$16 ;
   wire [15:0] \port$11886$16 ;
-  input [7:0] \port$12668$0 ;
-  wire [7:0] \port$12668$0 ;
+  input [7:0] \port$12676$0 ;
+  wire [7:0] \port$12676$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -58874,7 +58962,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11886$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11886$16 , \port$12668$0  };
+      storage[w_port__addr] <= { \port$11886$16 , \port$12676$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -58985,8 +59073,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11886$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11886$16 , \port$12668$0  };
-  assign w_data = { \port$11886$16 , \port$12668$0  };
+  assign w_port__data = { \port$11886$16 , \port$12676$0  };
+  assign w_data = { \port$11886$16 , \port$12676$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -73639,7 +73727,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11888$16 , \port$16736$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11888$16 , \port$16744$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -73685,8 +73773,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11888$16
   wire [3:0] level;
   input [15:0] \port$11888$16 ;
   wire [15:0] \port$11888$16 ;
-  input [7:0] \port$16736$0 ;
-  wire [7:0] \port$16736$0 ;
+  input [7:0] \port$16744$0 ;
+  wire [7:0] \port$16744$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -73721,7 +73809,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11888$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11888$16 , \port$16736$0  };
+      storage[w_port__addr] <= { \port$11888$16 , \port$16744$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -73832,8 +73920,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11888$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11888$16 , \port$16736$0  };
-  assign w_data = { \port$11888$16 , \port$16736$0  };
+  assign w_port__data = { \port$11888$16 , \port$16744$0  };
+  assign w_data = { \port$11888$16 , \port$16744$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

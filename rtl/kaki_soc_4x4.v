@@ -2644,7 +2644,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .held(held),
     .\port$8206$16 (retire__1__tag),
-    .\port$8880$0 (dma_store_error),
+    .\port$8884$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2750,7 +2750,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .held(held),
     .\port$8208$16 (retire__2__tag),
-    .\port$8942$0 (gemm_error),
+    .\port$8950$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2945,7 +2945,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .held(held),
     .\port$8210$16 (retire__3__tag),
-    .\port$9218$0 (vec_error),
+    .\port$9226$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -17603,62 +17603,62 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [14:0] \$11 ;
-  wire [5:0] \$110 ;
+  wire \$11 ;
+  wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire [16:0] \$113 ;
-  wire [16:0] \$114 ;
-  wire [31:0] \$115 ;
-  wire [31:0] \$116 ;
-  wire [8:0] \$117 ;
-  wire [9:0] \$118 ;
-  wire [9:0] \$119 ;
-  wire \$12 ;
-  wire [7:0] \$120 ;
-  wire [32:0] \$121 ;
-  wire [5:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire [5:0] \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire [16:0] \$118 ;
+  wire [16:0] \$119 ;
+  wire [8:0] \$12 ;
+  wire [31:0] \$120 ;
+  wire [31:0] \$121 ;
+  wire [8:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire [9:0] \$124 ;
+  wire [7:0] \$125 ;
+  wire [32:0] \$126 ;
+  wire [5:0] \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
-  wire [2:0] \$130 ;
+  wire [4:0] \$13 ;
+  wire \$130 ;
   wire \$131 ;
-  wire [2:0] \$132 ;
+  wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire \$135 ;
-  wire [7:0] \$136 ;
-  wire \$137 ;
+  wire [2:0] \$135 ;
+  wire \$136 ;
+  wire [2:0] \$137 ;
   wire \$138 ;
-  wire [3:0] \$139 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [4:0] \$140 ;
-  wire [3:0] \$141 ;
+  wire \$140 ;
+  wire [7:0] \$141 ;
   wire \$142 ;
-  wire [16:0] \$143 ;
-  wire [16:0] \$144 ;
-  wire [35:0] \$145 ;
-  wire [36:0] \$146 ;
-  wire [31:0] \$147 ;
-  wire [37:0] \$148 ;
-  wire [47:0] \$149 ;
+  wire \$143 ;
+  wire [3:0] \$144 ;
+  wire [4:0] \$145 ;
+  wire [3:0] \$146 ;
+  wire \$147 ;
+  wire [16:0] \$148 ;
+  wire [16:0] \$149 ;
   wire \$15 ;
-  wire [48:0] \$150 ;
-  wire [47:0] \$151 ;
-  wire [49:0] \$152 ;
-  wire [50:0] \$153 ;
+  wire [35:0] \$150 ;
+  wire [31:0] \$151 ;
+  wire [47:0] \$152 ;
+  wire [47:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
   wire [31:0] \$156 ;
   wire [31:0] \$157 ;
   wire [8:0] \$158 ;
   wire [9:0] \$159 ;
-  wire \$16 ;
+  wire [14:0] \$16 ;
   wire [9:0] \$160 ;
   wire [7:0] \$161 ;
   reg [31:0] \$162 ;
@@ -17691,68 +17691,70 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   reg [2:0] \$187 ;
   reg [13:0] \$188 ;
   reg \$189 ;
-  wire [32:0] \$19 ;
+  wire \$19 ;
   reg [223:0] \$190 ;
   reg [64:0] \$191 ;
   reg [2:0] \$192 ;
-  reg [39:0] \$193 ;
-  reg [51:0] \$194 ;
+  reg [35:0] \$193 ;
+  reg [31:0] \$194 ;
+  reg [47:0] \$195 ;
+  reg [47:0] \$196 ;
   wire [16:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire [32:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire [32:0] \$26 ;
+  wire \$25 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
-  wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire [4:0] \$32 ;
+  wire [32:0] \$29 ;
+  wire [36:0] \$3 ;
+  wire [32:0] \$30 ;
+  wire [32:0] \$31 ;
+  wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
-  wire [4:0] \$35 ;
-  wire [9:0] \$36 ;
-  wire \$37 ;
+  wire [13:0] \$34 ;
+  wire [13:0] \$35 ;
+  wire \$36 ;
+  wire [4:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  wire [37:0] \$4 ;
+  wire [4:0] \$40 ;
+  wire [9:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [3:0] \$45 ;
-  wire [3:0] \$46 ;
-  wire [3:0] \$47 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
   wire \$48 ;
-  wire [16:0] \$49 ;
-  wire \$5 ;
-  wire [20:0] \$50 ;
-  wire [20:0] \$51 ;
-  wire \$52 ;
+  wire \$49 ;
+  wire [48:0] \$5 ;
+  wire [3:0] \$50 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire [8:0] \$55 ;
-  wire [9:0] \$56 ;
-  wire [9:0] \$57 ;
-  wire [9:0] \$58 ;
+  wire [16:0] \$54 ;
+  wire [20:0] \$55 ;
+  wire [20:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
+  wire [49:0] \$6 ;
+  wire [8:0] \$60 ;
+  wire [9:0] \$61 ;
+  wire [9:0] \$62 ;
+  wire [9:0] \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [8:0] \$7 ;
+  wire [50:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -17763,28 +17765,28 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [4:0] \$8 ;
+  wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [6:0] \$82 ;
-  wire [127:0] \$83 ;
-  wire [5:0] \$84 ;
-  wire [8:0] \$85 ;
-  wire [255:0] \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire [6:0] \$87 ;
+  wire [127:0] \$88 ;
+  wire [5:0] \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire \$91 ;
+  wire [8:0] \$90 ;
+  wire [255:0] \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire [2:0] \$94 ;
+  wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [2:0] \$99 ;
   wire [12:0] acc_wr__addr;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] acc_wr__data;
@@ -17875,8 +17877,12 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire [127:0] ld_extracted;
   wire ld_finished;
   reg ld_full = 1'h0;
-  reg [51:0] ld_host_end = 52'h0000000000000;
-  reg [39:0] ld_last_local = 40'h0000000000;
+  wire [51:0] ld_host_end;
+  reg [47:0] ld_host_plane_stride_x = 48'h000000000000;
+  reg [47:0] ld_host_row_stride_x = 48'h000000000000;
+  wire [39:0] ld_last_local;
+  reg [35:0] ld_local_plane_stride_x = 36'h000000000;
+  reg [31:0] ld_local_row_stride_x = 32'd0;
   reg [2:0] ld_outstanding = 3'h0;
   wire [4:0] ld_place;
   wire [15:0] ld_planes_m1;
@@ -17993,163 +17999,163 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire up__rvalid;
   assign \$1  = ld_cmd[199:184] - 1'h1;
   assign \$2  = ld_cmd[215:200] - 1'h1;
-  assign \$3  = | ld_cmd[223:217];
-  assign \$4  = ! ld_cmd[199:184];
-  assign \$5  = ! ld_cmd[215:200];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = ld_cmd[175:168] + ld_cmd[183:176];
-  assign \$8  = ld_cmd[216] ? 5'h10 : 5'h04;
-  assign \$9  = \$7  > \$8 ;
-  assign \$10  = \$6  | \$9 ;
-  assign \$11  = ld_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$12  = ld_last_local >= \$11 ;
-  assign \$13  = | ld_cmd[175:168];
-  assign \$14  = ld_host_end > 33'h100000000;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = | ld_cmd[175:168];
-  assign \$17  = ld_window[64] & \$16 ;
-  assign \$18  = ld_cmd[47:0] < ld_window[31:0];
-  assign \$19  = ld_window[31:0] + ld_window[63:32];
-  assign \$20  = ld_host_end > \$19 ;
-  assign \$21  = \$18  | \$20 ;
-  assign \$22  = \$17  & \$21 ;
-  assign \$23  = ld_ar_it_r > 1'h1;
-  assign \$24  = ld_ar_it_row0 + ld_cmd[79:48];
-  assign \$25  = ld_ar_it_plane0 + ld_cmd[111:80];
-  assign \$26  = \$23  ? \$24  : \$25 ;
-  assign \$27  = ld_ar_it_r == 1'h1;
-  assign \$28  = ld_ar_it_p == 1'h1;
-  assign ld_ar_it_last = \$27  & \$28 ;
-  assign \$29  = 13'h1000 - ld_ar_beat_addr[11:0];
-  assign \$31  = ld_ar_beats_left < 5'h10;
-  assign \$32  = \$31  ? { 3'h0, ld_ar_beats_left } : 5'h10;
-  assign \$33  = \$32  < \$30 [9:0];
-  assign \$34  = ld_ar_beats_left < 5'h10;
-  assign \$35  = \$34  ? { 3'h0, ld_ar_beats_left } : 5'h10;
-  assign \$36  = \$33  ? { 5'h00, \$35  } : \$30 [9:0];
-  assign \$37  = ~ ld_drain;
-  assign \$38  = ld_run & \$37 ;
-  assign \$39  = ld_outstanding < 3'h4;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = \$40  & ld_ar_it_active;
-  assign \$42  = ~ ld_ar_valid;
-  assign \$43  = \$42  | up__arready;
-  assign ld_ar_issue = \$41  & \$43 ;
-  assign \$44  = ld_rx_r > 1'h1;
-  assign \$45  = ld_rx_row0 + ld_cmd[50:48];
-  assign \$46  = ld_rx_plane0 + ld_cmd[82:80];
-  assign \$47  = \$44  ? \$45  : \$46 ;
-  assign \$48  = ld_rx_r > 1'h1;
-  assign \$49  = ld_rx_row1 + ld_cmd[147:132];
-  assign \$50  = ld_rx_plane1 + ld_cmd[167:148];
-  assign \$51  = \$48  ? { 4'h0, \$49  } : \$50 ;
-  assign \$52  = ld_rx_r == 1'h1;
-  assign \$53  = ld_rx_p == 1'h1;
-  assign ld_rx_last = \$52  & \$53 ;
-  assign \$54  = ! ld_cmd[175:168];
-  assign \$55  = ld_rx_row0 + ld_cmd[175:168];
-  assign \$56  = \$55  + 3'h7;
-  assign \$58  = \$54  ? 10'h000 : \$57 ;
-  assign \$59  = ld_cmd[175:168] > 1'h0;
-  assign \$60  = ld_cmd[175:168] > 1'h1;
-  assign \$61  = ld_cmd[175:168] > 2'h2;
-  assign \$62  = ld_cmd[175:168] > 2'h3;
-  assign \$63  = ld_cmd[175:168] > 3'h4;
-  assign \$64  = ld_cmd[175:168] > 3'h5;
-  assign \$65  = ld_cmd[175:168] > 3'h6;
-  assign \$66  = ld_cmd[175:168] > 3'h7;
-  assign \$67  = ld_cmd[175:168] > 4'h8;
-  assign \$68  = ld_cmd[175:168] > 4'h9;
-  assign \$69  = ld_cmd[175:168] > 4'ha;
-  assign \$70  = ld_cmd[175:168] > 4'hb;
-  assign \$71  = ld_cmd[175:168] > 4'hc;
-  assign \$72  = ld_cmd[175:168] > 4'hd;
-  assign \$73  = ld_cmd[175:168] > 4'he;
-  assign \$74  = ld_cmd[175:168] > 4'hf;
-  assign \$75  = ld_cmd[216] ? acc_wr__gnt : spad_wr__gnt;
-  assign ld_wb_done = ld_wb_valid & \$75 ;
-  assign \$76  = ~ ld_wb_valid;
-  assign \$77  = \$76  | ld_wb_done;
-  assign ld_wb_load = ld_full & \$77 ;
-  assign \$78  = ~ ld_full;
-  assign ld_can_accept = \$78  | ld_wb_load;
-  assign \$79  = ld_run & ld_rx_active;
-  assign \$80  = \$79  & ld_can_accept;
-  assign up__rready = ld_drain | \$80 ;
-  assign \$81  = ~ ld_cmd[216];
-  assign spad_wr__en = ld_wb_valid & \$81 ;
+  assign \$3  = ld_cmd[131:112] + ld_local_plane_stride_x;
+  assign \$4  = \$3  + ld_local_row_stride_x;
+  assign \$5  = ld_cmd[47:0] + ld_host_plane_stride_x;
+  assign \$6  = \$5  + ld_host_row_stride_x;
+  assign \$7  = \$6  + ld_cmd[175:168];
+  assign \$8  = | ld_cmd[223:217];
+  assign \$9  = ! ld_cmd[199:184];
+  assign \$10  = ! ld_cmd[215:200];
+  assign \$11  = \$9  | \$10 ;
+  assign \$12  = ld_cmd[175:168] + ld_cmd[183:176];
+  assign \$13  = ld_cmd[216] ? 5'h10 : 5'h04;
+  assign \$14  = \$12  > \$13 ;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = ld_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$17  = \$4  >= \$16 ;
+  assign \$18  = | ld_cmd[175:168];
+  assign \$19  = \$7  > 33'h100000000;
+  assign \$20  = \$18  & \$19 ;
+  assign \$21  = | ld_cmd[175:168];
+  assign \$22  = ld_window[64] & \$21 ;
+  assign \$23  = ld_cmd[47:0] < ld_window[31:0];
+  assign \$24  = ld_window[31:0] + ld_window[63:32];
+  assign \$25  = \$7  > \$24 ;
+  assign \$26  = \$23  | \$25 ;
+  assign \$27  = \$22  & \$26 ;
+  assign \$28  = ld_ar_it_r > 1'h1;
+  assign \$29  = ld_ar_it_row0 + ld_cmd[79:48];
+  assign \$30  = ld_ar_it_plane0 + ld_cmd[111:80];
+  assign \$31  = \$28  ? \$29  : \$30 ;
+  assign \$32  = ld_ar_it_r == 1'h1;
+  assign \$33  = ld_ar_it_p == 1'h1;
+  assign ld_ar_it_last = \$32  & \$33 ;
+  assign \$34  = 13'h1000 - ld_ar_beat_addr[11:0];
+  assign \$36  = ld_ar_beats_left < 5'h10;
+  assign \$37  = \$36  ? { 3'h0, ld_ar_beats_left } : 5'h10;
+  assign \$38  = \$37  < \$35 [9:0];
+  assign \$39  = ld_ar_beats_left < 5'h10;
+  assign \$40  = \$39  ? { 3'h0, ld_ar_beats_left } : 5'h10;
+  assign \$41  = \$38  ? { 5'h00, \$40  } : \$35 [9:0];
+  assign \$42  = ~ ld_drain;
+  assign \$43  = ld_run & \$42 ;
+  assign \$44  = ld_outstanding < 3'h4;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = \$45  & ld_ar_it_active;
+  assign \$47  = ~ ld_ar_valid;
+  assign \$48  = \$47  | up__arready;
+  assign ld_ar_issue = \$46  & \$48 ;
+  assign \$49  = ld_rx_r > 1'h1;
+  assign \$50  = ld_rx_row0 + ld_cmd[50:48];
+  assign \$51  = ld_rx_plane0 + ld_cmd[82:80];
+  assign \$52  = \$49  ? \$50  : \$51 ;
+  assign \$53  = ld_rx_r > 1'h1;
+  assign \$54  = ld_rx_row1 + ld_cmd[147:132];
+  assign \$55  = ld_rx_plane1 + ld_cmd[167:148];
+  assign \$56  = \$53  ? { 4'h0, \$54  } : \$55 ;
+  assign \$57  = ld_rx_r == 1'h1;
+  assign \$58  = ld_rx_p == 1'h1;
+  assign ld_rx_last = \$57  & \$58 ;
+  assign \$59  = ! ld_cmd[175:168];
+  assign \$60  = ld_rx_row0 + ld_cmd[175:168];
+  assign \$61  = \$60  + 3'h7;
+  assign \$63  = \$59  ? 10'h000 : \$62 ;
+  assign \$64  = ld_cmd[175:168] > 1'h0;
+  assign \$65  = ld_cmd[175:168] > 1'h1;
+  assign \$66  = ld_cmd[175:168] > 2'h2;
+  assign \$67  = ld_cmd[175:168] > 2'h3;
+  assign \$68  = ld_cmd[175:168] > 3'h4;
+  assign \$69  = ld_cmd[175:168] > 3'h5;
+  assign \$70  = ld_cmd[175:168] > 3'h6;
+  assign \$71  = ld_cmd[175:168] > 3'h7;
+  assign \$72  = ld_cmd[175:168] > 4'h8;
+  assign \$73  = ld_cmd[175:168] > 4'h9;
+  assign \$74  = ld_cmd[175:168] > 4'ha;
+  assign \$75  = ld_cmd[175:168] > 4'hb;
+  assign \$76  = ld_cmd[175:168] > 4'hc;
+  assign \$77  = ld_cmd[175:168] > 4'hd;
+  assign \$78  = ld_cmd[175:168] > 4'he;
+  assign \$79  = ld_cmd[175:168] > 4'hf;
+  assign \$80  = ld_cmd[216] ? acc_wr__gnt : spad_wr__gnt;
+  assign ld_wb_done = ld_wb_valid & \$80 ;
+  assign \$81  = ~ ld_wb_valid;
+  assign \$82  = \$81  | ld_wb_done;
+  assign ld_wb_load = ld_full & \$82 ;
+  assign \$83  = ~ ld_full;
+  assign ld_can_accept = \$83  | ld_wb_load;
+  assign \$84  = ld_run & ld_rx_active;
+  assign \$85  = \$84  & ld_can_accept;
+  assign up__rready = ld_drain | \$85 ;
+  assign \$86  = ~ ld_cmd[216];
+  assign spad_wr__en = ld_wb_valid & \$86 ;
   assign acc_wr__en = ld_wb_valid & ld_cmd[216];
   assign load_bytes = ld_wb_done ? ld_cmd[175:168] : 8'h00;
-  assign \$82  = ld_ext_off * 4'h8;
-  assign \$83  = ld_buf >> \$82 ;
-  assign ld_raw = \$83  & { \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59  };
-  assign \$84  = 5'h10 - ld_cmd[180:176];
-  assign \$85  = \$84 [4:0] * 4'h8;
-  assign \$86  = { ld_raw, 128'h00000000000000000000000000000000 } >> \$85 ;
-  assign \$87  = ~ ld_drain;
-  assign \$88  = ld_run & \$87 ;
-  assign \$89  = \$88  & ld_rx_active;
-  assign \$90  = ! \$58 [1:0];
-  assign \$91  = up__rvalid & up__rready;
-  assign \$92  = ~ up__rresp[1];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = \$58 [1:0] - 1'h1;
-  assign \$95  = ld_rx_beat == \$94 ;
-  assign \$96  = ! ld_outstanding;
-  assign \$97  = ~ ld_ar_valid;
+  assign \$87  = ld_ext_off * 4'h8;
+  assign \$88  = ld_buf >> \$87 ;
+  assign ld_raw = \$88  & { \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64  };
+  assign \$89  = 5'h10 - ld_cmd[180:176];
+  assign \$90  = \$89 [4:0] * 4'h8;
+  assign \$91  = { ld_raw, 128'h00000000000000000000000000000000 } >> \$90 ;
+  assign \$92  = ~ ld_drain;
+  assign \$93  = ld_run & \$92 ;
+  assign \$94  = \$93  & ld_rx_active;
+  assign \$95  = ! \$63 [1:0];
+  assign \$96  = up__rvalid & up__rready;
+  assign \$97  = ~ up__rresp[1];
   assign \$98  = \$96  & \$97 ;
-  assign \$99  = ~ ld_full;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = ~ ld_wb_valid;
-  assign \$102  = \$100  & \$101 ;
-  assign \$103  = ~ ld_rx_active;
-  assign \$104  = ld_drain | \$103 ;
-  assign ld_finished = \$102  & \$104 ;
-  assign \$105  = ! dma_load_fsm_state;
-  assign \$106  = dma_load_fsm_state == 1'h1;
-  assign \$107  = dma_load_fsm_state == 2'h2;
-  assign \$108  = dma_load_fsm_state == 2'h3;
-  assign \$109  = dma_load_fsm_state == 3'h4;
-  assign \$110  = \$36 [4:0] - 1'h1;
-  assign \$111  = ld_ar_beats_left == \$36 [4:0];
-  assign \$112  = ld_ar_it_r > 1'h1;
-  assign \$113  = ld_ar_it_r - 1'h1;
-  assign \$114  = ld_ar_it_p - 1'h1;
-  assign \$117  = \$26 [2:0] + ld_cmd[175:168];
-  assign \$118  = \$117  + 3'h7;
-  assign \$121  = ld_ar_beat_addr + \$120 ;
-  assign \$122  = ld_ar_beats_left - \$36 [4:0];
-  assign \$123  = ~ ld_drain;
-  assign \$124  = ld_run & \$123 ;
-  assign \$125  = \$124  & ld_rx_active;
-  assign \$126  = ! \$58 [1:0];
-  assign \$127  = up__rvalid & up__rready;
-  assign \$128  = ~ up__rresp[1];
-  assign \$129  = \$127  & \$128 ;
-  assign \$130  = \$58 [1:0] - 1'h1;
-  assign \$131  = ld_rx_beat == \$130 ;
-  assign \$132  = ld_rx_beat + 1'h1;
-  assign \$133  = up__rvalid & up__rready;
-  assign \$134  = \$133  & up__rresp[1];
-  assign \$135  = up__rresp == 2'h3;
-  assign \$136  = \$135  ? 8'h07 : 8'h06;
-  assign \$137  = up__rvalid & up__rready;
-  assign \$138  = \$137  & up__rlast;
-  assign \$139  = ld_outstanding + ld_ar_issue;
-  assign \$140  = \$139  - 1'h1;
-  assign \$141  = ld_outstanding + ld_ar_issue;
-  assign \$142  = ld_rx_r > 1'h1;
-  assign \$143  = ld_rx_r - 1'h1;
-  assign \$144  = ld_rx_p - 1'h1;
-  assign \$145  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$146  = ld_cmd[131:112] + \$145 ;
-  assign \$147  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$148  = \$146  + \$147 ;
-  assign \$149  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$150  = ld_cmd[47:0] + \$149 ;
-  assign \$151  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$152  = \$150  + \$151 ;
-  assign \$153  = \$152  + ld_cmd[175:168];
+  assign \$99  = \$63 [1:0] - 1'h1;
+  assign \$100  = ld_rx_beat == \$99 ;
+  assign \$101  = ! ld_outstanding;
+  assign \$102  = ~ ld_ar_valid;
+  assign \$103  = \$101  & \$102 ;
+  assign \$104  = ~ ld_full;
+  assign \$105  = \$103  & \$104 ;
+  assign \$106  = ~ ld_wb_valid;
+  assign \$107  = \$105  & \$106 ;
+  assign \$108  = ~ ld_rx_active;
+  assign \$109  = ld_drain | \$108 ;
+  assign ld_finished = \$107  & \$109 ;
+  assign \$110  = ! dma_load_fsm_state;
+  assign \$111  = dma_load_fsm_state == 1'h1;
+  assign \$112  = dma_load_fsm_state == 2'h2;
+  assign \$113  = dma_load_fsm_state == 2'h3;
+  assign \$114  = dma_load_fsm_state == 3'h4;
+  assign \$115  = \$41 [4:0] - 1'h1;
+  assign \$116  = ld_ar_beats_left == \$41 [4:0];
+  assign \$117  = ld_ar_it_r > 1'h1;
+  assign \$118  = ld_ar_it_r - 1'h1;
+  assign \$119  = ld_ar_it_p - 1'h1;
+  assign \$122  = \$31 [2:0] + ld_cmd[175:168];
+  assign \$123  = \$122  + 3'h7;
+  assign \$126  = ld_ar_beat_addr + \$125 ;
+  assign \$127  = ld_ar_beats_left - \$41 [4:0];
+  assign \$128  = ~ ld_drain;
+  assign \$129  = ld_run & \$128 ;
+  assign \$130  = \$129  & ld_rx_active;
+  assign \$131  = ! \$63 [1:0];
+  assign \$132  = up__rvalid & up__rready;
+  assign \$133  = ~ up__rresp[1];
+  assign \$134  = \$132  & \$133 ;
+  assign \$135  = \$63 [1:0] - 1'h1;
+  assign \$136  = ld_rx_beat == \$135 ;
+  assign \$137  = ld_rx_beat + 1'h1;
+  assign \$138  = up__rvalid & up__rready;
+  assign \$139  = \$138  & up__rresp[1];
+  assign \$140  = up__rresp == 2'h3;
+  assign \$141  = \$140  ? 8'h07 : 8'h06;
+  assign \$142  = up__rvalid & up__rready;
+  assign \$143  = \$142  & up__rlast;
+  assign \$144  = ld_outstanding + ld_ar_issue;
+  assign \$145  = \$144  - 1'h1;
+  assign \$146  = ld_outstanding + ld_ar_issue;
+  assign \$147  = ld_rx_r > 1'h1;
+  assign \$148  = ld_rx_r - 1'h1;
+  assign \$149  = ld_rx_p - 1'h1;
+  assign \$150  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$151  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$152  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$153  = \$1 [15:0] * ld_cmd[79:48];
   assign \$154  = ! ld_chk_err;
   assign \$155  = | ld_cmd[175:168];
   assign \$158  = ld_cmd[2:0] + ld_cmd[175:168];
@@ -18218,21 +18224,25 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @(posedge clk)
     dma_load_fsm_state <= \$192 ;
   always @(posedge clk)
-    ld_last_local <= \$193 ;
+    ld_local_plane_stride_x <= \$193 ;
   always @(posedge clk)
-    ld_host_end <= \$194 ;
+    ld_local_row_stride_x <= \$194 ;
+  always @(posedge clk)
+    ld_host_plane_stride_x <= \$195 ;
+  always @(posedge clk)
+    ld_host_row_stride_x <= \$196 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    if (\$3 ) begin
+    if (\$8 ) begin
       ld_chk_err = 8'h02;
-    end else if (\$10 ) begin
-      ld_chk_err = 8'h03;
-    end else if (\$12 ) begin
-      ld_chk_err = 8'h04;
     end else if (\$15 ) begin
+      ld_chk_err = 8'h03;
+    end else if (\$17 ) begin
+      ld_chk_err = 8'h04;
+    end else if (\$20 ) begin
       ld_chk_err = 8'h05;
-    end else if (\$22 ) begin
+    end else if (\$27 ) begin
       ld_chk_err = 8'h0a;
     end else begin
       ld_chk_err = 8'h00;
@@ -18241,11 +18251,11 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     ld_row_done = 1'h0;
-    if (\$89 ) begin
-      if (\$90 ) begin
+    if (\$94 ) begin
+      if (\$95 ) begin
         ld_row_done = ld_can_accept;
-      end else if (\$93 ) begin
-        if (\$95 ) begin
+      end else if (\$98 ) begin
+        if (\$100 ) begin
           ld_row_done = 1'h1;
         end
       end
@@ -18339,7 +18349,7 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$163  = up__arlen;
     if (ld_ar_issue) begin
-      \$163  = { \$110 [5], \$110 [5], \$110  };
+      \$163  = { \$115 [5], \$115 [5], \$115  };
     end
     if (load_reset) begin
       \$163  = 8'h00;
@@ -18382,8 +18392,8 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$165  = ld_ar_it_row0;
     if (ld_ar_issue) begin
-      if (\$111 ) begin
-        \$165  = \$26 [31:0];
+      if (\$116 ) begin
+        \$165  = \$31 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18407,10 +18417,10 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$166  = ld_ar_it_r;
     if (ld_ar_issue) begin
-      if (\$111 ) begin
+      if (\$116 ) begin
         (* full_case = 32'd1 *)
-        if (\$112 ) begin
-          \$166  = \$113 [15:0];
+        if (\$117 ) begin
+          \$166  = \$118 [15:0];
         end else begin
           \$166  = ld_cmd[199:184];
         end
@@ -18437,11 +18447,11 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$167  = ld_ar_it_p;
     if (ld_ar_issue) begin
-      if (\$111 ) begin
+      if (\$116 ) begin
         (* full_case = 32'd1 *)
-        if (\$112 ) begin
+        if (\$117 ) begin
         end else begin
-          \$167  = \$114 [15:0];
+          \$167  = \$119 [15:0];
         end
       end
     end
@@ -18466,11 +18476,11 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$168  = ld_ar_it_plane0;
     if (ld_ar_issue) begin
-      if (\$111 ) begin
+      if (\$116 ) begin
         (* full_case = 32'd1 *)
-        if (\$112 ) begin
+        if (\$117 ) begin
         end else begin
-          \$168  = \$26 [31:0];
+          \$168  = \$31 [31:0];
         end
       end
     end
@@ -18495,7 +18505,7 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$169  = ld_ar_it_active;
     if (ld_ar_issue) begin
-      if (\$111 ) begin
+      if (\$116 ) begin
         if (ld_ar_it_last) begin
           \$169  = 1'h0;
         end
@@ -18523,10 +18533,10 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$170  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$111 ) begin
-        \$170  = \$116 ;
+      if (\$116 ) begin
+        \$170  = \$121 ;
       end else begin
-        \$170  = \$121 [31:0];
+        \$170  = \$126 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18551,10 +18561,10 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$171  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$111 ) begin
-        \$171  = \$119 [1:0];
+      if (\$116 ) begin
+        \$171  = \$124 [1:0];
       end else begin
-        \$171  = \$122 [1:0];
+        \$171  = \$127 [1:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18577,9 +18587,9 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$172  = ld_buf;
-    if (\$125 ) begin
-      if (\$126 ) begin
-      end else if (\$129 ) begin
+    if (\$130 ) begin
+      if (\$131 ) begin
+      end else if (\$134 ) begin
         casez (ld_rx_beat)
           2'h0:
               \$172 [63:0] = up__rdata;
@@ -18600,13 +18610,13 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$173  = ld_rx_beat;
-    if (\$125 ) begin
-      if (\$126 ) begin
-      end else if (\$129 ) begin
+    if (\$130 ) begin
+      if (\$131 ) begin
+      end else if (\$134 ) begin
         (* full_case = 32'd1 *)
-        if (\$131 ) begin
+        if (\$136 ) begin
         end else begin
-          \$173  = \$132 [1:0];
+          \$173  = \$137 [1:0];
         end
       end
     end
@@ -18631,8 +18641,8 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$174  = ld_drain;
-    if (\$125 ) begin
-      if (\$134 ) begin
+    if (\$130 ) begin
+      if (\$139 ) begin
         \$174  = 1'h1;
       end
     end
@@ -18654,9 +18664,9 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$175  = load__error;
-    if (\$125 ) begin
-      if (\$134 ) begin
-        \$175  = \$136 ;
+    if (\$130 ) begin
+      if (\$139 ) begin
+        \$175  = \$141 ;
       end
     end
     casez (dma_load_fsm_state)
@@ -18682,10 +18692,10 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    if (\$138 ) begin
-      \$176  = \$140 [2:0];
+    if (\$143 ) begin
+      \$176  = \$145 [2:0];
     end else begin
-      \$176  = \$141 [2:0];
+      \$176  = \$146 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18711,7 +18721,7 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$177  = ld_wb_data;
     if (ld_wb_load) begin
-      \$177  = \$86 [127:0];
+      \$177  = \$91 [127:0];
     end
     if (load_reset) begin
       \$177  = 128'h00000000000000000000000000000000;
@@ -18820,7 +18830,7 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$183  = ld_rx_row0;
     if (ld_row_done) begin
-      \$183  = \$47 [2:0];
+      \$183  = \$52 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18843,7 +18853,7 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$184  = ld_rx_row1;
     if (ld_row_done) begin
-      \$184  = \$51 [13:0];
+      \$184  = \$56 [13:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18867,8 +18877,8 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$185  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$142 ) begin
-        \$185  = \$143 [15:0];
+      if (\$147 ) begin
+        \$185  = \$148 [15:0];
       end else begin
         \$185  = ld_cmd[199:184];
       end
@@ -18895,9 +18905,9 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$186  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$142 ) begin
+      if (\$147 ) begin
       end else begin
-        \$186  = \$144 [15:0];
+        \$186  = \$149 [15:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18922,9 +18932,9 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$187  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$142 ) begin
+      if (\$147 ) begin
       end else begin
-        \$187  = \$47 [2:0];
+        \$187  = \$52 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18949,9 +18959,9 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$188  = ld_rx_plane1;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$142 ) begin
+      if (\$147 ) begin
       end else begin
-        \$188  = \$51 [13:0];
+        \$188  = \$56 [13:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -19063,57 +19073,91 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$193  = ld_last_local;
+    \$193  = ld_local_plane_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$193  = { 2'h0, \$148  };
+          \$193  = \$150 ;
     endcase
     if (load_reset) begin
-      \$193  = 40'h0000000000;
+      \$193  = 36'h000000000;
     end
     if (rst) begin
-      \$193  = 40'h0000000000;
+      \$193  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$194  = ld_host_end;
+    \$194  = ld_local_row_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$194  = { 1'h0, \$153  };
+          \$194  = \$151 ;
     endcase
     if (load_reset) begin
-      \$194  = 52'h0000000000000;
+      \$194  = 32'd0;
     end
     if (rst) begin
-      \$194  = 52'h0000000000000;
+      \$194  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$195  = ld_host_plane_stride_x;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$195  = \$152 ;
+    endcase
+    if (load_reset) begin
+      \$195  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$195  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$196  = ld_host_row_stride_x;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$196  = \$153 ;
+    endcase
+    if (load_reset) begin
+      \$196  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$196  = 48'h000000000000;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
   assign ld_planes_m1 = \$2 [15:0];
-  assign ld_ar_it_nxt0 = \$26 [31:0];
-  assign ld_ar_to4k = \$30 [9:0];
-  assign ld_ar_blen = \$36 [4:0];
+  assign ld_last_local = { 2'h0, \$4  };
+  assign ld_host_end = { 1'h0, \$7  };
+  assign ld_ar_it_nxt0 = \$31 [31:0];
+  assign ld_ar_to4k = \$35 [9:0];
+  assign ld_ar_blen = \$41 [4:0];
   assign up__arvalid = ld_ar_valid;
   assign ld_ar_addr = up__araddr;
   assign ld_ar_len_m1 = up__arlen;
   assign up__arsize = 3'h3;
   assign up__arburst = 2'h1;
   assign up__arprot = 3'h0;
-  assign ld_rx_nxt0 = \$47 [2:0];
-  assign ld_rx_nxt1 = \$51 [13:0];
-  assign ld_rx_beats = \$58 [1:0];
-  assign ld_rb_mask = { \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59  };
+  assign ld_rx_nxt0 = \$52 [2:0];
+  assign ld_rx_nxt1 = \$56 [13:0];
+  assign ld_rx_beats = \$63 [1:0];
+  assign ld_rb_mask = { \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64  };
   assign ld_wb_addr = spad_wr__addr;
   assign spad_wr__data = ld_wb_data[31:0];
   assign acc_wr__addr = spad_wr__addr[12:0];
   assign acc_wr__data = ld_wb_data;
-  assign ld_place = \$84 [4:0];
-  assign ld_extracted = \$86 [127:0];
+  assign ld_place = \$89 [4:0];
+  assign ld_extracted = \$91 [127:0];
   assign ld_err = load__error;
   assign \ld_cmd.host_addr  = ld_cmd[47:0];
   assign \ld_cmd.host_row_stride  = ld_cmd[79:48];
@@ -19145,13 +19189,13 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   assign \load_window.base  = load_window[31:0];
   assign \load_window.size  = load_window[63:32];
   assign \load_window.check  = load_window[64];
-  assign \$30  = { \$29 [13], \$29 [13], \$29 [13], \$29 [13:3] };
-  assign \$57  = { 3'h0, \$56 [9:3] };
-  assign \$115  = 32'd4294967288;
-  assign \$116 [2:0] = 3'h0;
-  assign \$116 [31:3] = \$26 [31:3];
-  assign \$119  = { 3'h0, \$118 [9:3] };
-  assign \$120  = { \$36 [4:0], 3'h0 };
+  assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
+  assign \$62  = { 3'h0, \$61 [9:3] };
+  assign \$120  = 32'd4294967288;
+  assign \$121 [2:0] = 3'h0;
+  assign \$121 [31:3] = \$31 [31:3];
+  assign \$124  = { 3'h0, \$123 [9:3] };
+  assign \$125  = { \$41 [4:0], 3'h0 };
   assign \$156  = 32'd4294967288;
   assign \$157 [2:0] = 3'h0;
   assign \$157 [31:3] = ld_cmd[31:3];
@@ -19725,91 +19769,91 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [16:0] \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
+  wire [8:0] \$100 ;
+  wire [8:0] \$101 ;
+  wire [8:0] \$102 ;
+  wire [127:0] \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [14:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire [5:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [16:0] \$118 ;
-  wire [16:0] \$119 ;
-  wire \$12 ;
-  wire [31:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [8:0] \$122 ;
-  wire [9:0] \$123 ;
-  wire [9:0] \$124 ;
-  wire [7:0] \$125 ;
-  wire [32:0] \$126 ;
-  wire [5:0] \$127 ;
-  wire \$128 ;
-  wire \$129 ;
-  wire \$13 ;
-  wire [2:0] \$130 ;
-  wire [3:0] \$131 ;
-  wire \$132 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [8:0] \$12 ;
+  wire [5:0] \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire [16:0] \$123 ;
+  wire [16:0] \$124 ;
+  wire [31:0] \$125 ;
+  wire [31:0] \$126 ;
+  wire [8:0] \$127 ;
+  wire [9:0] \$128 ;
+  wire [9:0] \$129 ;
+  wire [4:0] \$13 ;
+  wire [7:0] \$130 ;
+  wire [32:0] \$131 ;
+  wire [5:0] \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire [16:0] \$135 ;
-  wire [16:0] \$136 ;
-  wire [2:0] \$137 ;
+  wire [2:0] \$135 ;
+  wire [3:0] \$136 ;
+  wire \$137 ;
   wire \$138 ;
-  wire [127:0] \$139 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [127:0] \$140 ;
-  wire [2:0] \$141 ;
-  wire [12:0] \$142 ;
-  wire [4:0] \$143 ;
-  wire [4:0] \$144 ;
-  wire [6:0] \$145 ;
-  wire [254:0] \$146 ;
-  wire [22:0] \$147 ;
-  wire [8:0] \$148 ;
-  wire [9:0] \$149 ;
+  wire [16:0] \$140 ;
+  wire [16:0] \$141 ;
+  wire [2:0] \$142 ;
+  wire \$143 ;
+  wire [127:0] \$144 ;
+  wire [127:0] \$145 ;
+  wire [2:0] \$146 ;
+  wire [12:0] \$147 ;
+  wire [4:0] \$148 ;
+  wire [4:0] \$149 ;
   wire \$15 ;
-  wire [9:0] \$150 ;
-  wire [11:0] \$151 ;
-  wire [11:0] \$152 ;
-  wire \$153 ;
-  wire [16:0] \$154 ;
-  wire [16:0] \$155 ;
-  wire [3:0] \$156 ;
-  wire \$157 ;
-  wire [4:0] \$158 ;
-  wire [3:0] \$159 ;
-  wire \$16 ;
-  wire \$160 ;
-  wire [4:0] \$161 ;
+  wire [6:0] \$150 ;
+  wire [254:0] \$151 ;
+  wire [22:0] \$152 ;
+  wire [8:0] \$153 ;
+  wire [9:0] \$154 ;
+  wire [9:0] \$155 ;
+  wire [11:0] \$156 ;
+  wire [11:0] \$157 ;
+  wire \$158 ;
+  wire [16:0] \$159 ;
+  wire [14:0] \$16 ;
+  wire [16:0] \$160 ;
+  wire [3:0] \$161 ;
   wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
+  wire [4:0] \$163 ;
+  wire [3:0] \$164 ;
   wire \$165 ;
-  wire \$166 ;
+  wire [4:0] \$166 ;
   wire \$167 ;
-  wire [7:0] \$168 ;
-  wire [35:0] \$169 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [36:0] \$170 ;
-  wire [31:0] \$171 ;
-  wire [37:0] \$172 ;
-  wire [47:0] \$173 ;
-  wire [48:0] \$174 ;
-  wire [47:0] \$175 ;
-  wire [49:0] \$176 ;
-  wire [50:0] \$177 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire [7:0] \$173 ;
+  wire [35:0] \$174 ;
+  wire [31:0] \$175 ;
+  wire [47:0] \$176 ;
+  wire [47:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
@@ -19823,7 +19867,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [7:0] \$187 ;
   reg [31:0] \$188 ;
   reg [7:0] \$189 ;
-  wire [32:0] \$19 ;
+  wire \$19 ;
   reg \$190 ;
   reg [31:0] \$191 ;
   reg [15:0] \$192 ;
@@ -19864,62 +19908,64 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   reg [223:0] \$223 ;
   reg [64:0] \$224 ;
   reg [2:0] \$225 ;
-  reg [39:0] \$226 ;
-  reg [51:0] \$227 ;
+  reg [35:0] \$226 ;
+  reg [31:0] \$227 ;
+  reg [47:0] \$228 ;
+  reg [47:0] \$229 ;
   wire \$23 ;
   wire [32:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire [32:0] \$26 ;
+  wire \$25 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
-  wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire [4:0] \$32 ;
-  wire [8:0] \$328 ;
+  wire [32:0] \$29 ;
+  wire [36:0] \$3 ;
+  wire [32:0] \$30 ;
+  wire [32:0] \$31 ;
+  wire \$32 ;
   wire \$33 ;
-  wire [5:0] \$331 ;
-  wire \$34 ;
-  wire [4:0] \$35 ;
-  wire [9:0] \$36 ;
-  wire \$37 ;
+  wire [8:0] \$335 ;
+  wire [5:0] \$338 ;
+  wire [13:0] \$34 ;
+  wire [13:0] \$35 ;
+  wire \$36 ;
+  wire [4:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  wire [37:0] \$4 ;
+  wire [4:0] \$40 ;
+  wire [9:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [16:0] \$45 ;
-  wire [20:0] \$46 ;
-  wire [20:0] \$47 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire [2:0] \$51 ;
-  wire [3:0] \$52 ;
+  wire [48:0] \$5 ;
+  wire [16:0] \$50 ;
+  wire [20:0] \$51 ;
+  wire [20:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire [12:0] \$56 ;
-  wire [12:0] \$57 ;
-  wire [12:0] \$58 ;
+  wire [2:0] \$56 ;
+  wire [3:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [49:0] \$6 ;
   wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
+  wire [12:0] \$61 ;
+  wire [12:0] \$62 ;
+  wire [12:0] \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [8:0] \$7 ;
+  wire [50:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -19929,29 +19975,29 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire [2:0] \$79 ;
-  wire [4:0] \$8 ;
+  wire \$79 ;
+  wire \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
   wire \$83 ;
-  wire \$84 ;
+  wire [2:0] \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire [1:0] \$88 ;
-  wire [2:0] \$89 ;
+  wire \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  wire [3:0] \$90 ;
-  wire [4:0] \$91 ;
-  wire [5:0] \$92 ;
-  wire [6:0] \$93 ;
-  wire [7:0] \$94 ;
-  wire [8:0] \$95 ;
-  wire [8:0] \$96 ;
-  wire [8:0] \$97 ;
-  wire [127:0] \$98 ;
-  wire \$99 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire [1:0] \$93 ;
+  wire [2:0] \$94 ;
+  wire [3:0] \$95 ;
+  wire [4:0] \$96 ;
+  wire [5:0] \$97 ;
+  wire [6:0] \$98 ;
+  wire [7:0] \$99 ;
   wire [12:0] acc_rd__addr;
   input [127:0] acc_rd__data;
   wire [127:0] acc_rd__data;
@@ -20047,8 +20093,12 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   (* init = 8'h00 *)
   wire [7:0] st_err;
   wire st_finished;
-  reg [51:0] st_host_end = 52'h0000000000000;
-  reg [39:0] st_last_local = 40'h0000000000;
+  wire [51:0] st_host_end;
+  reg [47:0] st_host_plane_stride_x = 48'h000000000000;
+  reg [47:0] st_host_row_stride_x = 48'h000000000000;
+  wire [39:0] st_last_local;
+  reg [35:0] st_local_plane_stride_x = 36'h000000000;
+  reg [31:0] st_local_row_stride_x = 32'd0;
   wire [15:0] st_planes_m1;
   wire [15:0] st_rb_mask;
   wire st_rbuf_valid;
@@ -20172,190 +20222,190 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire up__wvalid;
   assign \$1  = st_cmd[199:184] - 1'h1;
   assign \$2  = st_cmd[215:200] - 1'h1;
-  assign \$3  = | st_cmd[223:217];
-  assign \$4  = ! st_cmd[199:184];
-  assign \$5  = ! st_cmd[215:200];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = st_cmd[175:168] + st_cmd[183:176];
-  assign \$8  = st_cmd[216] ? 5'h10 : 5'h04;
-  assign \$9  = \$7  > \$8 ;
-  assign \$10  = \$6  | \$9 ;
-  assign \$11  = st_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$12  = st_last_local >= \$11 ;
-  assign \$13  = | st_cmd[175:168];
-  assign \$14  = st_host_end > 33'h100000000;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = | st_cmd[175:168];
-  assign \$17  = st_window[64] & \$16 ;
-  assign \$18  = st_cmd[47:0] < st_window[31:0];
-  assign \$19  = st_window[31:0] + st_window[63:32];
-  assign \$20  = st_host_end > \$19 ;
-  assign \$21  = \$18  | \$20 ;
-  assign \$22  = \$17  & \$21 ;
-  assign \$23  = st_aw_it_r > 1'h1;
-  assign \$24  = st_aw_it_row0 + st_cmd[79:48];
-  assign \$25  = st_aw_it_plane0 + st_cmd[111:80];
-  assign \$26  = \$23  ? \$24  : \$25 ;
-  assign \$27  = st_aw_it_r == 1'h1;
-  assign \$28  = st_aw_it_p == 1'h1;
-  assign st_aw_it_last = \$27  & \$28 ;
-  assign \$29  = 13'h1000 - st_aw_beat_addr[11:0];
-  assign \$31  = st_aw_beats_left < 5'h10;
-  assign \$32  = \$31  ? { 3'h0, st_aw_beats_left } : 5'h10;
-  assign \$33  = \$32  < \$30 [9:0];
-  assign \$34  = st_aw_beats_left < 5'h10;
-  assign \$35  = \$34  ? { 3'h0, st_aw_beats_left } : 5'h10;
-  assign \$36  = \$33  ? { 5'h00, \$35  } : \$30 [9:0];
-  assign \$37  = ~ st_drain;
-  assign \$38  = st_run & \$37 ;
-  assign \$39  = st_b_out < 3'h4;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = \$40  & st_aw_it_active;
-  assign \$42  = ~ st_aw_valid;
-  assign \$43  = \$42  | up__awready;
-  assign st_aw_issue = \$41  & \$43 ;
-  assign \$44  = st_rd_r > 1'h1;
-  assign \$45  = st_rd_row0 + st_cmd[147:132];
-  assign \$46  = st_rd_plane0 + st_cmd[167:148];
-  assign \$47  = \$44  ? { 4'h0, \$45  } : \$46 ;
-  assign \$48  = st_rd_r == 1'h1;
-  assign \$49  = st_rd_p == 1'h1;
-  assign st_rd_last = \$48  & \$49 ;
+  assign \$3  = st_cmd[131:112] + st_local_plane_stride_x;
+  assign \$4  = \$3  + st_local_row_stride_x;
+  assign \$5  = st_cmd[47:0] + st_host_plane_stride_x;
+  assign \$6  = \$5  + st_host_row_stride_x;
+  assign \$7  = \$6  + st_cmd[175:168];
+  assign \$8  = | st_cmd[223:217];
+  assign \$9  = ! st_cmd[199:184];
+  assign \$10  = ! st_cmd[215:200];
+  assign \$11  = \$9  | \$10 ;
+  assign \$12  = st_cmd[175:168] + st_cmd[183:176];
+  assign \$13  = st_cmd[216] ? 5'h10 : 5'h04;
+  assign \$14  = \$12  > \$13 ;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = st_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$17  = \$4  >= \$16 ;
+  assign \$18  = | st_cmd[175:168];
+  assign \$19  = \$7  > 33'h100000000;
+  assign \$20  = \$18  & \$19 ;
+  assign \$21  = | st_cmd[175:168];
+  assign \$22  = st_window[64] & \$21 ;
+  assign \$23  = st_cmd[47:0] < st_window[31:0];
+  assign \$24  = st_window[31:0] + st_window[63:32];
+  assign \$25  = \$7  > \$24 ;
+  assign \$26  = \$23  | \$25 ;
+  assign \$27  = \$22  & \$26 ;
+  assign \$28  = st_aw_it_r > 1'h1;
+  assign \$29  = st_aw_it_row0 + st_cmd[79:48];
+  assign \$30  = st_aw_it_plane0 + st_cmd[111:80];
+  assign \$31  = \$28  ? \$29  : \$30 ;
+  assign \$32  = st_aw_it_r == 1'h1;
+  assign \$33  = st_aw_it_p == 1'h1;
+  assign st_aw_it_last = \$32  & \$33 ;
+  assign \$34  = 13'h1000 - st_aw_beat_addr[11:0];
+  assign \$36  = st_aw_beats_left < 5'h10;
+  assign \$37  = \$36  ? { 3'h0, st_aw_beats_left } : 5'h10;
+  assign \$38  = \$37  < \$35 [9:0];
+  assign \$39  = st_aw_beats_left < 5'h10;
+  assign \$40  = \$39  ? { 3'h0, st_aw_beats_left } : 5'h10;
+  assign \$41  = \$38  ? { 5'h00, \$40  } : \$35 [9:0];
+  assign \$42  = ~ st_drain;
+  assign \$43  = st_run & \$42 ;
+  assign \$44  = st_b_out < 3'h4;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = \$45  & st_aw_it_active;
+  assign \$47  = ~ st_aw_valid;
+  assign \$48  = \$47  | up__awready;
+  assign st_aw_issue = \$46  & \$48 ;
+  assign \$49  = st_rd_r > 1'h1;
+  assign \$50  = st_rd_row0 + st_cmd[147:132];
+  assign \$51  = st_rd_plane0 + st_cmd[167:148];
+  assign \$52  = \$49  ? { 4'h0, \$50  } : \$51 ;
+  assign \$53  = st_rd_r == 1'h1;
+  assign \$54  = st_rd_p == 1'h1;
+  assign st_rd_last = \$53  & \$54 ;
   assign st_rbuf_valid = | st_rq_n;
-  assign \$50  = st_run & st_rd_active;
-  assign \$51  = st_rq_n + st_rd_inflight;
-  assign \$52  = \$51  - st_w_take;
-  assign \$53  = $signed(\$52 ) < $signed(3'h2);
-  assign st_rd_en = \$50  & \$53 ;
-  assign \$54  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$54 ;
+  assign \$55  = st_run & st_rd_active;
+  assign \$56  = st_rq_n + st_rd_inflight;
+  assign \$57  = \$56  - st_w_take;
+  assign \$58  = $signed(\$57 ) < $signed(3'h2);
+  assign st_rd_en = \$55  & \$58 ;
+  assign \$59  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$59 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$55  = st_w_r > 1'h1;
-  assign \$56  = st_w_row0 + st_cmd[59:48];
-  assign \$57  = st_w_plane0 + st_cmd[91:80];
-  assign \$58  = \$55  ? \$56  : \$57 ;
-  assign \$59  = st_w_r == 1'h1;
-  assign \$60  = st_w_p == 1'h1;
-  assign st_w_last = \$59  & \$60 ;
-  assign \$61  = st_cmd[175:168] > 1'h0;
-  assign \$62  = st_cmd[175:168] > 1'h1;
-  assign \$63  = st_cmd[175:168] > 2'h2;
-  assign \$64  = st_cmd[175:168] > 2'h3;
-  assign \$65  = st_cmd[175:168] > 3'h4;
-  assign \$66  = st_cmd[175:168] > 3'h5;
-  assign \$67  = st_cmd[175:168] > 3'h6;
-  assign \$68  = st_cmd[175:168] > 3'h7;
-  assign \$69  = st_cmd[175:168] > 4'h8;
-  assign \$70  = st_cmd[175:168] > 4'h9;
-  assign \$71  = st_cmd[175:168] > 4'ha;
-  assign \$72  = st_cmd[175:168] > 4'hb;
-  assign \$73  = st_cmd[175:168] > 4'hc;
-  assign \$74  = st_cmd[175:168] > 4'hd;
-  assign \$75  = st_cmd[175:168] > 4'he;
-  assign \$76  = st_cmd[175:168] > 4'hf;
-  assign \$77  = st_run & st_w_row_valid;
-  assign \$78  = | st_w_credit;
-  assign st_wvalid = \$77  & \$78 ;
-  assign \$79  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$79 ;
-  assign \$80  = st_w_addr12 == 12'hff8;
-  assign \$81  = st_w_row_end | \$80 ;
-  assign \$82  = st_w_bib == 4'hf;
-  assign st_wlast = \$81  | \$82 ;
+  assign \$60  = st_w_r > 1'h1;
+  assign \$61  = st_w_row0 + st_cmd[59:48];
+  assign \$62  = st_w_plane0 + st_cmd[91:80];
+  assign \$63  = \$60  ? \$61  : \$62 ;
+  assign \$64  = st_w_r == 1'h1;
+  assign \$65  = st_w_p == 1'h1;
+  assign st_w_last = \$64  & \$65 ;
+  assign \$66  = st_cmd[175:168] > 1'h0;
+  assign \$67  = st_cmd[175:168] > 1'h1;
+  assign \$68  = st_cmd[175:168] > 2'h2;
+  assign \$69  = st_cmd[175:168] > 2'h3;
+  assign \$70  = st_cmd[175:168] > 3'h4;
+  assign \$71  = st_cmd[175:168] > 3'h5;
+  assign \$72  = st_cmd[175:168] > 3'h6;
+  assign \$73  = st_cmd[175:168] > 3'h7;
+  assign \$74  = st_cmd[175:168] > 4'h8;
+  assign \$75  = st_cmd[175:168] > 4'h9;
+  assign \$76  = st_cmd[175:168] > 4'ha;
+  assign \$77  = st_cmd[175:168] > 4'hb;
+  assign \$78  = st_cmd[175:168] > 4'hc;
+  assign \$79  = st_cmd[175:168] > 4'hd;
+  assign \$80  = st_cmd[175:168] > 4'he;
+  assign \$81  = st_cmd[175:168] > 4'hf;
+  assign \$82  = st_run & st_w_row_valid;
+  assign \$83  = | st_w_credit;
+  assign st_wvalid = \$82  & \$83 ;
+  assign \$84  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$84 ;
+  assign \$85  = st_w_addr12 == 12'hff8;
+  assign \$86  = st_w_row_end | \$85 ;
+  assign \$87  = st_w_bib == 4'hf;
+  assign st_wlast = \$86  | \$87 ;
   assign st_whs = st_wvalid & up__wready;
-  assign \$83  = st_run & st_w_active;
-  assign \$84  = \$83  & st_rbuf_valid;
-  assign \$85  = ~ st_w_row_valid;
-  assign \$86  = st_whs & st_w_row_end;
-  assign \$87  = \$85  | \$86 ;
-  assign st_w_take = \$84  & \$87 ;
-  assign \$328  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$328 ;
-  assign \$331  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$331 ;
-  assign \$88  = 1'h0 + up__wstrb[0];
-  assign \$89  = \$88  + up__wstrb[1];
-  assign \$90  = \$89  + up__wstrb[2];
-  assign \$91  = \$90  + up__wstrb[3];
-  assign \$92  = \$91  + up__wstrb[4];
-  assign \$93  = \$92  + up__wstrb[5];
-  assign \$94  = \$93  + up__wstrb[6];
-  assign \$95  = \$94  + up__wstrb[7];
-  assign \$96  = st_whs ? \$95  : 9'h000;
-  assign \$97  = st_cmd[180:176] * 4'h8;
-  assign \$98  = st_rq0 >> \$97 ;
-  assign st_shifted = \$98  & { \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61  };
-  assign \$99  = ~ st_aw_valid;
-  assign \$100  = ! st_w_credit;
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = ! st_b_out;
-  assign \$103  = \$101  & \$102 ;
-  assign \$104  = ~ st_aw_it_active;
-  assign \$105  = ~ st_w_active;
+  assign \$88  = st_run & st_w_active;
+  assign \$89  = \$88  & st_rbuf_valid;
+  assign \$90  = ~ st_w_row_valid;
+  assign \$91  = st_whs & st_w_row_end;
+  assign \$92  = \$90  | \$91 ;
+  assign st_w_take = \$89  & \$92 ;
+  assign \$335  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$335 ;
+  assign \$338  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$338 ;
+  assign \$93  = 1'h0 + up__wstrb[0];
+  assign \$94  = \$93  + up__wstrb[1];
+  assign \$95  = \$94  + up__wstrb[2];
+  assign \$96  = \$95  + up__wstrb[3];
+  assign \$97  = \$96  + up__wstrb[4];
+  assign \$98  = \$97  + up__wstrb[5];
+  assign \$99  = \$98  + up__wstrb[6];
+  assign \$100  = \$99  + up__wstrb[7];
+  assign \$101  = st_whs ? \$100  : 9'h000;
+  assign \$102  = st_cmd[180:176] * 4'h8;
+  assign \$103  = st_rq0 >> \$102 ;
+  assign st_shifted = \$103  & { \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66  };
+  assign \$104  = ~ st_aw_valid;
+  assign \$105  = ! st_w_credit;
   assign \$106  = \$104  & \$105 ;
-  assign \$107  = ~ st_w_row_valid;
+  assign \$107  = ! st_b_out;
   assign \$108  = \$106  & \$107 ;
-  assign \$109  = st_drain | \$108 ;
-  assign st_finished = \$103  & \$109 ;
-  assign \$110  = ! dma_store_fsm_state;
-  assign \$111  = dma_store_fsm_state == 1'h1;
-  assign \$112  = dma_store_fsm_state == 2'h2;
-  assign \$113  = dma_store_fsm_state == 2'h3;
-  assign \$114  = dma_store_fsm_state == 3'h4;
-  assign \$115  = \$36 [4:0] - 1'h1;
-  assign \$116  = st_aw_beats_left == \$36 [4:0];
-  assign \$117  = st_aw_it_r > 1'h1;
-  assign \$118  = st_aw_it_r - 1'h1;
-  assign \$119  = st_aw_it_p - 1'h1;
-  assign \$122  = \$26 [2:0] + st_cmd[175:168];
-  assign \$123  = \$122  + 3'h7;
-  assign \$126  = st_aw_beat_addr + \$125 ;
-  assign \$127  = st_aw_beats_left - \$36 [4:0];
-  assign \$128  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$129  = st_rd_en & \$128 ;
-  assign \$130  = st_rq_n + st_rd_inflight;
-  assign \$131  = \$130  - st_w_take;
-  assign \$132  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$133  = st_rd_en & \$132 ;
-  assign \$134  = st_rd_r > 1'h1;
-  assign \$135  = st_rd_r - 1'h1;
-  assign \$136  = st_rd_p - 1'h1;
-  assign \$137  = st_rq_n - st_w_take;
-  assign \$138  = ! \$137 ;
-  assign \$139  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$140  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$141  = st_w_beat + 1'h1;
-  assign \$142  = st_w_addr12 + 4'h8;
-  assign \$143  = st_w_bib + 1'h1;
-  assign \$144  = st_wlast ? 5'h00 : \$143 ;
-  assign \$145  = st_w_row0[2:0] * 4'h8;
-  assign \$146  = st_shifted << \$145 ;
-  assign \$147  = { \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61  } << st_w_row0[2:0];
-  assign \$148  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$149  = \$148  + 3'h7;
-  assign \$153  = st_w_r > 1'h1;
-  assign \$154  = st_w_r - 1'h1;
-  assign \$155  = st_w_p - 1'h1;
-  assign \$156  = st_w_credit + st_aw_issue;
-  assign \$157  = st_whs & st_wlast;
-  assign \$158  = \$156  - \$157 ;
-  assign \$159  = st_b_out + st_aw_issue;
-  assign \$161  = \$159  - \$160 ;
-  assign \$163  = st_run & \$162 ;
-  assign \$164  = \$163  & up__bresp[1];
-  assign \$165  = ~ st_drain;
-  assign \$166  = \$164  & \$165 ;
-  assign \$167  = up__bresp == 2'h3;
-  assign \$168  = \$167  ? 8'h07 : 8'h06;
-  assign \$169  = \$2 [15:0] * st_cmd[167:148];
-  assign \$170  = st_cmd[131:112] + \$169 ;
-  assign \$171  = \$1 [15:0] * st_cmd[147:132];
-  assign \$172  = \$170  + \$171 ;
-  assign \$173  = \$2 [15:0] * st_cmd[111:80];
-  assign \$174  = st_cmd[47:0] + \$173 ;
-  assign \$175  = \$1 [15:0] * st_cmd[79:48];
-  assign \$176  = \$174  + \$175 ;
-  assign \$177  = \$176  + st_cmd[175:168];
+  assign \$109  = ~ st_aw_it_active;
+  assign \$110  = ~ st_w_active;
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = ~ st_w_row_valid;
+  assign \$113  = \$111  & \$112 ;
+  assign \$114  = st_drain | \$113 ;
+  assign st_finished = \$108  & \$114 ;
+  assign \$115  = ! dma_store_fsm_state;
+  assign \$116  = dma_store_fsm_state == 1'h1;
+  assign \$117  = dma_store_fsm_state == 2'h2;
+  assign \$118  = dma_store_fsm_state == 2'h3;
+  assign \$119  = dma_store_fsm_state == 3'h4;
+  assign \$120  = \$41 [4:0] - 1'h1;
+  assign \$121  = st_aw_beats_left == \$41 [4:0];
+  assign \$122  = st_aw_it_r > 1'h1;
+  assign \$123  = st_aw_it_r - 1'h1;
+  assign \$124  = st_aw_it_p - 1'h1;
+  assign \$127  = \$31 [2:0] + st_cmd[175:168];
+  assign \$128  = \$127  + 3'h7;
+  assign \$131  = st_aw_beat_addr + \$130 ;
+  assign \$132  = st_aw_beats_left - \$41 [4:0];
+  assign \$133  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$134  = st_rd_en & \$133 ;
+  assign \$135  = st_rq_n + st_rd_inflight;
+  assign \$136  = \$135  - st_w_take;
+  assign \$137  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$138  = st_rd_en & \$137 ;
+  assign \$139  = st_rd_r > 1'h1;
+  assign \$140  = st_rd_r - 1'h1;
+  assign \$141  = st_rd_p - 1'h1;
+  assign \$142  = st_rq_n - st_w_take;
+  assign \$143  = ! \$142 ;
+  assign \$144  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$145  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$146  = st_w_beat + 1'h1;
+  assign \$147  = st_w_addr12 + 4'h8;
+  assign \$148  = st_w_bib + 1'h1;
+  assign \$149  = st_wlast ? 5'h00 : \$148 ;
+  assign \$150  = st_w_row0[2:0] * 4'h8;
+  assign \$151  = st_shifted << \$150 ;
+  assign \$152  = { \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
+  assign \$153  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$154  = \$153  + 3'h7;
+  assign \$158  = st_w_r > 1'h1;
+  assign \$159  = st_w_r - 1'h1;
+  assign \$160  = st_w_p - 1'h1;
+  assign \$161  = st_w_credit + st_aw_issue;
+  assign \$162  = st_whs & st_wlast;
+  assign \$163  = \$161  - \$162 ;
+  assign \$164  = st_b_out + st_aw_issue;
+  assign \$166  = \$164  - \$165 ;
+  assign \$168  = st_run & \$167 ;
+  assign \$169  = \$168  & up__bresp[1];
+  assign \$170  = ~ st_drain;
+  assign \$171  = \$169  & \$170 ;
+  assign \$172  = up__bresp == 2'h3;
+  assign \$173  = \$172  ? 8'h07 : 8'h06;
+  assign \$174  = \$2 [15:0] * st_cmd[167:148];
+  assign \$175  = \$1 [15:0] * st_cmd[147:132];
+  assign \$176  = \$2 [15:0] * st_cmd[111:80];
+  assign \$177  = \$1 [15:0] * st_cmd[79:48];
   assign \$178  = ! st_chk_err;
   assign \$179  = | st_cmd[175:168];
   assign \$180  = \$178  & \$179 ;
@@ -20440,21 +20490,25 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @(posedge clk)
     dma_store_fsm_state <= \$225 ;
   always @(posedge clk)
-    st_last_local <= \$226 ;
+    st_local_plane_stride_x <= \$226 ;
   always @(posedge clk)
-    st_host_end <= \$227 ;
+    st_local_row_stride_x <= \$227 ;
+  always @(posedge clk)
+    st_host_plane_stride_x <= \$228 ;
+  always @(posedge clk)
+    st_host_row_stride_x <= \$229 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
-    if (\$3 ) begin
+    if (\$8 ) begin
       st_chk_err = 8'h02;
-    end else if (\$10 ) begin
-      st_chk_err = 8'h03;
-    end else if (\$12 ) begin
-      st_chk_err = 8'h04;
     end else if (\$15 ) begin
+      st_chk_err = 8'h03;
+    end else if (\$17 ) begin
+      st_chk_err = 8'h04;
+    end else if (\$20 ) begin
       st_chk_err = 8'h05;
-    end else if (\$22 ) begin
+    end else if (\$27 ) begin
       st_chk_err = 8'h0a;
     end else begin
       st_chk_err = 8'h00;
@@ -20548,7 +20602,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$189  = up__awlen;
     if (st_aw_issue) begin
-      \$189  = { \$115 [5], \$115 [5], \$115  };
+      \$189  = { \$120 [5], \$120 [5], \$120  };
     end
     if (store_reset) begin
       \$189  = 8'h00;
@@ -20591,8 +20645,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$191  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$116 ) begin
-        \$191  = \$26 [31:0];
+      if (\$121 ) begin
+        \$191  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20616,10 +20670,10 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$192  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$116 ) begin
+      if (\$121 ) begin
         (* full_case = 32'd1 *)
-        if (\$117 ) begin
-          \$192  = \$118 [15:0];
+        if (\$122 ) begin
+          \$192  = \$123 [15:0];
         end else begin
           \$192  = st_cmd[199:184];
         end
@@ -20646,11 +20700,11 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$193  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$116 ) begin
+      if (\$121 ) begin
         (* full_case = 32'd1 *)
-        if (\$117 ) begin
+        if (\$122 ) begin
         end else begin
-          \$193  = \$119 [15:0];
+          \$193  = \$124 [15:0];
         end
       end
     end
@@ -20675,11 +20729,11 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$194  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$116 ) begin
+      if (\$121 ) begin
         (* full_case = 32'd1 *)
-        if (\$117 ) begin
+        if (\$122 ) begin
         end else begin
-          \$194  = \$26 [31:0];
+          \$194  = \$31 [31:0];
         end
       end
     end
@@ -20704,7 +20758,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$195  = st_aw_it_active;
     if (st_aw_issue) begin
-      if (\$116 ) begin
+      if (\$121 ) begin
         if (st_aw_it_last) begin
           \$195  = 1'h0;
         end
@@ -20732,10 +20786,10 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$196  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$116 ) begin
-        \$196  = \$121 ;
+      if (\$121 ) begin
+        \$196  = \$126 ;
       end else begin
-        \$196  = \$126 [31:0];
+        \$196  = \$131 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20760,10 +20814,10 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$197  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$116 ) begin
-        \$197  = \$124 [1:0];
+      if (\$121 ) begin
+        \$197  = \$129 [1:0];
       end else begin
-        \$197  = \$127 [1:0];
+        \$197  = \$132 [1:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20785,7 +20839,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$198  = \$129 ;
+    \$198  = \$134 ;
     if (store_reset) begin
       \$198  = 1'h0;
     end
@@ -20795,7 +20849,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$199  = \$131 [1:0];
+    \$199  = \$136 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -20814,8 +20868,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$200  = st_rd_row0;
-    if (\$133 ) begin
-      \$200  = \$47 [13:0];
+    if (\$138 ) begin
+      \$200  = \$52 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20837,10 +20891,10 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$201  = st_rd_r;
-    if (\$133 ) begin
+    if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\$134 ) begin
-        \$201  = \$135 [15:0];
+      if (\$139 ) begin
+        \$201  = \$140 [15:0];
       end else begin
         \$201  = st_cmd[199:184];
       end
@@ -20865,11 +20919,11 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$202  = st_rd_p;
-    if (\$133 ) begin
+    if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\$134 ) begin
+      if (\$139 ) begin
       end else begin
-        \$202  = \$136 [15:0];
+        \$202  = \$141 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20892,11 +20946,11 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$203  = st_rd_plane0;
-    if (\$133 ) begin
+    if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\$134 ) begin
+      if (\$139 ) begin
       end else begin
-        \$203  = \$47 [13:0];
+        \$203  = \$52 [13:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20919,7 +20973,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$204  = st_rd_active;
-    if (\$133 ) begin
+    if (\$138 ) begin
       if (st_rd_last) begin
         \$204  = 1'h0;
       end
@@ -20948,8 +21002,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       \$205  = st_rq1;
     end
     if (st_rd_inflight) begin
-      if (\$138 ) begin
-        \$205  = \$139 ;
+      if (\$143 ) begin
+        \$205  = \$144 ;
       end
     end
     if (store_reset) begin
@@ -20964,9 +21018,9 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$206  = st_rq1;
     if (st_rd_inflight) begin
       (* full_case = 32'd1 *)
-      if (\$138 ) begin
+      if (\$143 ) begin
       end else begin
-        \$206  = \$140 ;
+        \$206  = \$145 ;
       end
     end
     if (store_reset) begin
@@ -20980,7 +21034,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$207  = st_w_beat;
     if (st_whs) begin
-      \$207  = \$141 [1:0];
+      \$207  = \$146 [1:0];
     end
     if (st_w_take) begin
       \$207  = 2'h0;
@@ -20996,10 +21050,10 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$208  = st_w_addr12;
     if (st_whs) begin
-      \$208  = \$142 [11:0];
+      \$208  = \$147 [11:0];
     end
     if (st_w_take) begin
-      \$208  = \$152 ;
+      \$208  = \$157 ;
     end
     if (store_reset) begin
       \$208  = 12'h000;
@@ -21012,7 +21066,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$209  = st_w_bib;
     if (st_whs) begin
-      \$209  = \$144 [3:0];
+      \$209  = \$149 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21064,7 +21118,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$211  = st_wbuf;
     if (st_w_take) begin
-      \$211  = \$146 [191:0];
+      \$211  = \$151 [191:0];
     end
     if (store_reset) begin
       \$211  = 192'h000000000000000000000000000000000000000000000000;
@@ -21077,7 +21131,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$212  = st_wstrb_buf;
     if (st_w_take) begin
-      \$212  = { 1'h0, \$147  };
+      \$212  = { 1'h0, \$152  };
     end
     if (store_reset) begin
       \$212  = 24'h000000;
@@ -21090,7 +21144,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$213  = st_w_nbeats;
     if (st_w_take) begin
-      \$213  = \$150 [1:0];
+      \$213  = \$155 [1:0];
     end
     if (store_reset) begin
       \$213  = 2'h0;
@@ -21103,7 +21157,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$214  = st_w_row0;
     if (st_w_take) begin
-      \$214  = \$58 [11:0];
+      \$214  = \$63 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21127,8 +21181,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$215  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$153 ) begin
-        \$215  = \$154 [15:0];
+      if (\$158 ) begin
+        \$215  = \$159 [15:0];
       end else begin
         \$215  = st_cmd[199:184];
       end
@@ -21155,9 +21209,9 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$216  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$153 ) begin
+      if (\$158 ) begin
       end else begin
-        \$216  = \$155 [15:0];
+        \$216  = \$160 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21182,9 +21236,9 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$217  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$153 ) begin
+      if (\$158 ) begin
       end else begin
-        \$217  = \$58 [11:0];
+        \$217  = \$63 [11:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21231,7 +21285,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$219  = \$158 [2:0];
+    \$219  = \$163 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21254,7 +21308,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$220  = \$161 [2:0];
+    \$220  = \$166 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21278,7 +21332,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$221  = st_drain;
-    if (\$166 ) begin
+    if (\$171 ) begin
       \$221  = 1'h1;
     end
     casez (dma_store_fsm_state)
@@ -21299,8 +21353,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$222  = store__error;
-    if (\$166 ) begin
-      \$222  = \$168 ;
+    if (\$171 ) begin
+      \$222  = \$173 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21389,57 +21443,91 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$226  = st_last_local;
+    \$226  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$226  = { 2'h0, \$172  };
+          \$226  = \$174 ;
     endcase
     if (store_reset) begin
-      \$226  = 40'h0000000000;
+      \$226  = 36'h000000000;
     end
     if (rst) begin
-      \$226  = 40'h0000000000;
+      \$226  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$227  = st_host_end;
+    \$227  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$227  = { 1'h0, \$177  };
+          \$227  = \$175 ;
     endcase
     if (store_reset) begin
-      \$227  = 52'h0000000000000;
+      \$227  = 32'd0;
     end
     if (rst) begin
-      \$227  = 52'h0000000000000;
+      \$227  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$228  = st_host_plane_stride_x;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$228  = \$176 ;
+    endcase
+    if (store_reset) begin
+      \$228  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$228  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$229  = st_host_row_stride_x;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$229  = \$177 ;
+    endcase
+    if (store_reset) begin
+      \$229  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$229  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
   assign st_planes_m1 = \$2 [15:0];
-  assign st_aw_it_nxt0 = \$26 [31:0];
-  assign st_aw_to4k = \$30 [9:0];
-  assign st_aw_blen = \$36 [4:0];
+  assign st_last_local = { 2'h0, \$4  };
+  assign st_host_end = { 1'h0, \$7  };
+  assign st_aw_it_nxt0 = \$31 [31:0];
+  assign st_aw_to4k = \$35 [9:0];
+  assign st_aw_blen = \$41 [4:0];
   assign up__awvalid = st_aw_valid;
   assign st_aw_addr = up__awaddr;
   assign st_aw_len_m1 = up__awlen;
   assign up__awsize = 3'h3;
   assign up__awburst = 2'h1;
   assign up__awprot = 3'h0;
-  assign st_rd_nxt0 = \$47 [13:0];
+  assign st_rd_nxt0 = \$52 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$58 [11:0];
-  assign st_rb_mask = { \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61  };
+  assign st_w_nxt0 = \$63 [11:0];
+  assign st_rb_mask = { \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  };
   assign up__wvalid = st_wvalid;
   assign up__wlast = st_wlast;
   assign up__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$96 [7:0];
+  assign store_bytes = \$101 [7:0];
   assign \st_cmd.host_addr  = st_cmd[47:0];
   assign \st_cmd.host_row_stride  = st_cmd[79:48];
   assign \st_cmd.host_plane_stride  = st_cmd[111:80];
@@ -21470,18 +21558,18 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \store_window.base  = store_window[31:0];
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
-  assign \$30  = { \$29 [13], \$29 [13], \$29 [13], \$29 [13:3] };
-  assign \$120  = 32'd4294967288;
-  assign \$121 [2:0] = 3'h0;
-  assign \$121 [31:3] = \$26 [31:3];
-  assign \$124  = { 3'h0, \$123 [9:3] };
-  assign \$125  = { \$36 [4:0], 3'h0 };
-  assign \$150  = { 3'h0, \$149 [9:3] };
-  assign \$151  = 12'hff8;
-  assign \$152 [2:0] = 3'h0;
-  assign \$152 [11:3] = st_w_row0[11:3];
-  assign \$160  = up__bvalid;
-  assign \$162  = up__bvalid;
+  assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
+  assign \$125  = 32'd4294967288;
+  assign \$126 [2:0] = 3'h0;
+  assign \$126 [31:3] = \$31 [31:3];
+  assign \$129  = { 3'h0, \$128 [9:3] };
+  assign \$130  = { \$41 [4:0], 3'h0 };
+  assign \$155  = { 3'h0, \$154 [9:3] };
+  assign \$156  = 12'hff8;
+  assign \$157 [2:0] = 3'h0;
+  assign \$157 [11:3] = st_w_row0[11:3];
+  assign \$165  = up__bvalid;
+  assign \$167  = up__bvalid;
   assign \$182  = 32'd4294967288;
   assign \$183 [2:0] = 3'h0;
   assign \$183 [31:3] = st_cmd[31:3];
@@ -22574,7 +22662,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8204$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206$16 , \port$8880$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206$16 , \port$8884$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22620,8 +22708,8 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206
   wire [3:0] level;
   input [15:0] \port$8206$16 ;
   wire [15:0] \port$8206$16 ;
-  input [7:0] \port$8880$0 ;
-  wire [7:0] \port$8880$0 ;
+  input [7:0] \port$8884$0 ;
+  wire [7:0] \port$8884$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22656,7 +22744,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8206$16 , \port$8880$0  };
+      storage[w_port__addr] <= { \port$8206$16 , \port$8884$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22767,8 +22855,8 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8206$16 , \port$8880$0  };
-  assign w_data = { \port$8206$16 , \port$8880$0  };
+  assign w_port__data = { \port$8206$16 , \port$8884$0  };
+  assign w_data = { \port$8206$16 , \port$8884$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29319,7 +29407,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 , \port$8942$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 , \port$8950$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29365,8 +29453,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 ,
   wire [3:0] level;
   input [15:0] \port$8208$16 ;
   wire [15:0] \port$8208$16 ;
-  input [7:0] \port$8942$0 ;
-  wire [7:0] \port$8942$0 ;
+  input [7:0] \port$8950$0 ;
+  wire [7:0] \port$8950$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29401,7 +29489,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8208$16 , \port$8942$0  };
+      storage[w_port__addr] <= { \port$8208$16 , \port$8950$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29512,8 +29600,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8208$16 , \port$8942$0  };
-  assign w_data = { \port$8208$16 , \port$8942$0  };
+  assign w_port__data = { \port$8208$16 , \port$8950$0  };
+  assign w_data = { \port$8208$16 , \port$8950$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38634,7 +38722,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , \port$9218$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , \port$9226$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38680,8 +38768,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , 
   wire [3:0] level;
   input [15:0] \port$8210$16 ;
   wire [15:0] \port$8210$16 ;
-  input [7:0] \port$9218$0 ;
-  wire [7:0] \port$9218$0 ;
+  input [7:0] \port$9226$0 ;
+  wire [7:0] \port$9226$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38716,7 +38804,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8210$16 , \port$9218$0  };
+      storage[w_port__addr] <= { \port$8210$16 , \port$9226$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38827,8 +38915,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8210$16 , \port$9218$0  };
-  assign w_data = { \port$8210$16 , \port$9218$0  };
+  assign w_port__data = { \port$8210$16 , \port$9226$0  };
+  assign w_data = { \port$8210$16 , \port$9226$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

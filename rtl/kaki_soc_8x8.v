@@ -2644,7 +2644,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .held(held),
     .\port$9080$16 (retire__1__tag),
-    .\port$9754$0 (dma_store_error),
+    .\port$9758$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2750,7 +2750,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .held(held),
     .\port$9082$16 (retire__2__tag),
-    .\port$9832$0 (gemm_error),
+    .\port$9840$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2944,7 +2944,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10860$0 (vec_error),
+    .\port$10868$0 (vec_error),
     .\port$9084$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
@@ -17593,82 +17593,82 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [16:0] \$1 ;
   wire \$10 ;
-  wire [6:0] \$100 ;
-  wire [9:0] \$101 ;
-  wire [511:0] \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [6:0] \$103 ;
+  wire [255:0] \$104 ;
+  wire [6:0] \$105 ;
+  wire [9:0] \$106 ;
+  wire [511:0] \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [14:0] \$11 ;
-  wire [3:0] \$110 ;
+  wire \$11 ;
+  wire \$110 ;
   wire \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire \$115 ;
+  wire [3:0] \$115 ;
   wire \$116 ;
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire \$12 ;
+  wire [8:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire [5:0] \$126 ;
+  wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [16:0] \$129 ;
-  wire \$13 ;
-  wire [16:0] \$130 ;
-  wire [31:0] \$131 ;
-  wire [31:0] \$132 ;
-  wire [8:0] \$133 ;
-  wire [9:0] \$134 ;
-  wire [9:0] \$135 ;
-  wire [7:0] \$136 ;
-  wire [32:0] \$137 ;
-  wire [5:0] \$138 ;
-  wire \$139 ;
+  wire \$129 ;
+  wire [5:0] \$13 ;
+  wire \$130 ;
+  wire [5:0] \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [16:0] \$134 ;
+  wire [16:0] \$135 ;
+  wire [31:0] \$136 ;
+  wire [31:0] \$137 ;
+  wire [8:0] \$138 ;
+  wire [9:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
+  wire [9:0] \$140 ;
+  wire [7:0] \$141 ;
+  wire [32:0] \$142 ;
+  wire [5:0] \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [3:0] \$146 ;
+  wire \$146 ;
   wire \$147 ;
-  wire [3:0] \$148 ;
+  wire \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire \$151 ;
-  wire [7:0] \$152 ;
-  wire \$153 ;
+  wire [3:0] \$151 ;
+  wire \$152 ;
+  wire [3:0] \$153 ;
   wire \$154 ;
-  wire [3:0] \$155 ;
-  wire [4:0] \$156 ;
-  wire [3:0] \$157 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire [7:0] \$157 ;
   wire \$158 ;
-  wire [16:0] \$159 ;
-  wire \$16 ;
-  wire [16:0] \$160 ;
-  wire [35:0] \$161 ;
-  wire [36:0] \$162 ;
-  wire [31:0] \$163 ;
-  wire [37:0] \$164 ;
-  wire [47:0] \$165 ;
-  wire [48:0] \$166 ;
-  wire [47:0] \$167 ;
-  wire [49:0] \$168 ;
-  wire [50:0] \$169 ;
+  wire \$159 ;
+  wire [14:0] \$16 ;
+  wire [3:0] \$160 ;
+  wire [4:0] \$161 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire [16:0] \$164 ;
+  wire [16:0] \$165 ;
+  wire [35:0] \$166 ;
+  wire [31:0] \$167 ;
+  wire [47:0] \$168 ;
+  wire [47:0] \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
@@ -17691,7 +17691,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   reg [2:0] \$187 ;
   reg [319:0] \$188 ;
   reg [2:0] \$189 ;
-  wire [32:0] \$19 ;
+  wire \$19 ;
   reg \$190 ;
   reg [7:0] \$191 ;
   reg [2:0] \$192 ;
@@ -17713,62 +17713,64 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   reg [223:0] \$206 ;
   reg [64:0] \$207 ;
   reg [2:0] \$208 ;
-  reg [39:0] \$209 ;
+  reg [35:0] \$209 ;
   wire \$21 ;
-  reg [51:0] \$210 ;
+  reg [31:0] \$210 ;
+  reg [47:0] \$211 ;
+  reg [47:0] \$212 ;
   wire \$22 ;
   wire \$23 ;
   wire [32:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire [32:0] \$26 ;
+  wire \$25 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
-  wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire [4:0] \$32 ;
+  wire [32:0] \$29 ;
+  wire [36:0] \$3 ;
+  wire [32:0] \$30 ;
+  wire [32:0] \$31 ;
+  wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
-  wire [4:0] \$35 ;
-  wire [9:0] \$36 ;
-  wire \$37 ;
+  wire [13:0] \$34 ;
+  wire [13:0] \$35 ;
+  wire \$36 ;
+  wire [4:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  wire [37:0] \$4 ;
+  wire [4:0] \$40 ;
+  wire [9:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [3:0] \$45 ;
-  wire [3:0] \$46 ;
-  wire [3:0] \$47 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
   wire \$48 ;
-  wire [16:0] \$49 ;
-  wire \$5 ;
-  wire [20:0] \$50 ;
-  wire [20:0] \$51 ;
-  wire \$52 ;
+  wire \$49 ;
+  wire [48:0] \$5 ;
+  wire [3:0] \$50 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire [8:0] \$55 ;
-  wire [9:0] \$56 ;
-  wire [9:0] \$57 ;
-  wire [9:0] \$58 ;
+  wire [16:0] \$54 ;
+  wire [20:0] \$55 ;
+  wire [20:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
+  wire [49:0] \$6 ;
+  wire [8:0] \$60 ;
+  wire [9:0] \$61 ;
+  wire [9:0] \$62 ;
+  wire [9:0] \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [8:0] \$7 ;
+  wire [50:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -17779,7 +17781,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [5:0] \$8 ;
+  wire \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -17799,8 +17801,8 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
-  wire [6:0] \$98 ;
-  wire [255:0] \$99 ;
+  wire \$98 ;
+  wire \$99 ;
   wire [12:0] acc_wr__addr;
   (* init = 256'h0000000000000000000000000000000000000000000000000000000000000000 *)
   wire [255:0] acc_wr__data;
@@ -17891,8 +17893,12 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire [255:0] ld_extracted;
   wire ld_finished;
   reg ld_full = 1'h0;
-  reg [51:0] ld_host_end = 52'h0000000000000;
-  reg [39:0] ld_last_local = 40'h0000000000;
+  wire [51:0] ld_host_end;
+  reg [47:0] ld_host_plane_stride_x = 48'h000000000000;
+  reg [47:0] ld_host_row_stride_x = 48'h000000000000;
+  wire [39:0] ld_last_local;
+  reg [35:0] ld_local_plane_stride_x = 36'h000000000;
+  reg [31:0] ld_local_row_stride_x = 32'd0;
   reg [2:0] ld_outstanding = 3'h0;
   wire [5:0] ld_place;
   wire [15:0] ld_planes_m1;
@@ -18009,179 +18015,179 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire up__rvalid;
   assign \$1  = ld_cmd[199:184] - 1'h1;
   assign \$2  = ld_cmd[215:200] - 1'h1;
-  assign \$3  = | ld_cmd[223:217];
-  assign \$4  = ! ld_cmd[199:184];
-  assign \$5  = ! ld_cmd[215:200];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = ld_cmd[175:168] + ld_cmd[183:176];
-  assign \$8  = ld_cmd[216] ? 6'h20 : 6'h08;
-  assign \$9  = \$7  > \$8 ;
-  assign \$10  = \$6  | \$9 ;
-  assign \$11  = ld_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$12  = ld_last_local >= \$11 ;
-  assign \$13  = | ld_cmd[175:168];
-  assign \$14  = ld_host_end > 33'h100000000;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = | ld_cmd[175:168];
-  assign \$17  = ld_window[64] & \$16 ;
-  assign \$18  = ld_cmd[47:0] < ld_window[31:0];
-  assign \$19  = ld_window[31:0] + ld_window[63:32];
-  assign \$20  = ld_host_end > \$19 ;
-  assign \$21  = \$18  | \$20 ;
-  assign \$22  = \$17  & \$21 ;
-  assign \$23  = ld_ar_it_r > 1'h1;
-  assign \$24  = ld_ar_it_row0 + ld_cmd[79:48];
-  assign \$25  = ld_ar_it_plane0 + ld_cmd[111:80];
-  assign \$26  = \$23  ? \$24  : \$25 ;
-  assign \$27  = ld_ar_it_r == 1'h1;
-  assign \$28  = ld_ar_it_p == 1'h1;
-  assign ld_ar_it_last = \$27  & \$28 ;
-  assign \$29  = 13'h1000 - ld_ar_beat_addr[11:0];
-  assign \$31  = ld_ar_beats_left < 5'h10;
-  assign \$32  = \$31  ? { 2'h0, ld_ar_beats_left } : 5'h10;
-  assign \$33  = \$32  < \$30 [9:0];
-  assign \$34  = ld_ar_beats_left < 5'h10;
-  assign \$35  = \$34  ? { 2'h0, ld_ar_beats_left } : 5'h10;
-  assign \$36  = \$33  ? { 5'h00, \$35  } : \$30 [9:0];
-  assign \$37  = ~ ld_drain;
-  assign \$38  = ld_run & \$37 ;
-  assign \$39  = ld_outstanding < 3'h4;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = \$40  & ld_ar_it_active;
-  assign \$42  = ~ ld_ar_valid;
-  assign \$43  = \$42  | up__arready;
-  assign ld_ar_issue = \$41  & \$43 ;
-  assign \$44  = ld_rx_r > 1'h1;
-  assign \$45  = ld_rx_row0 + ld_cmd[50:48];
-  assign \$46  = ld_rx_plane0 + ld_cmd[82:80];
-  assign \$47  = \$44  ? \$45  : \$46 ;
-  assign \$48  = ld_rx_r > 1'h1;
-  assign \$49  = ld_rx_row1 + ld_cmd[147:132];
-  assign \$50  = ld_rx_plane1 + ld_cmd[167:148];
-  assign \$51  = \$48  ? { 4'h0, \$49  } : \$50 ;
-  assign \$52  = ld_rx_r == 1'h1;
-  assign \$53  = ld_rx_p == 1'h1;
-  assign ld_rx_last = \$52  & \$53 ;
-  assign \$54  = ! ld_cmd[175:168];
-  assign \$55  = ld_rx_row0 + ld_cmd[175:168];
-  assign \$56  = \$55  + 3'h7;
-  assign \$58  = \$54  ? 10'h000 : \$57 ;
-  assign \$59  = ld_cmd[175:168] > 1'h0;
-  assign \$60  = ld_cmd[175:168] > 1'h1;
-  assign \$61  = ld_cmd[175:168] > 2'h2;
-  assign \$62  = ld_cmd[175:168] > 2'h3;
-  assign \$63  = ld_cmd[175:168] > 3'h4;
-  assign \$64  = ld_cmd[175:168] > 3'h5;
-  assign \$65  = ld_cmd[175:168] > 3'h6;
-  assign \$66  = ld_cmd[175:168] > 3'h7;
-  assign \$67  = ld_cmd[175:168] > 4'h8;
-  assign \$68  = ld_cmd[175:168] > 4'h9;
-  assign \$69  = ld_cmd[175:168] > 4'ha;
-  assign \$70  = ld_cmd[175:168] > 4'hb;
-  assign \$71  = ld_cmd[175:168] > 4'hc;
-  assign \$72  = ld_cmd[175:168] > 4'hd;
-  assign \$73  = ld_cmd[175:168] > 4'he;
-  assign \$74  = ld_cmd[175:168] > 4'hf;
-  assign \$75  = ld_cmd[175:168] > 5'h10;
-  assign \$76  = ld_cmd[175:168] > 5'h11;
-  assign \$77  = ld_cmd[175:168] > 5'h12;
-  assign \$78  = ld_cmd[175:168] > 5'h13;
-  assign \$79  = ld_cmd[175:168] > 5'h14;
-  assign \$80  = ld_cmd[175:168] > 5'h15;
-  assign \$81  = ld_cmd[175:168] > 5'h16;
-  assign \$82  = ld_cmd[175:168] > 5'h17;
-  assign \$83  = ld_cmd[175:168] > 5'h18;
-  assign \$84  = ld_cmd[175:168] > 5'h19;
-  assign \$85  = ld_cmd[175:168] > 5'h1a;
-  assign \$86  = ld_cmd[175:168] > 5'h1b;
-  assign \$87  = ld_cmd[175:168] > 5'h1c;
-  assign \$88  = ld_cmd[175:168] > 5'h1d;
-  assign \$89  = ld_cmd[175:168] > 5'h1e;
-  assign \$90  = ld_cmd[175:168] > 5'h1f;
-  assign \$91  = ld_cmd[216] ? acc_wr__gnt : spad_wr__gnt;
-  assign ld_wb_done = ld_wb_valid & \$91 ;
-  assign \$92  = ~ ld_wb_valid;
-  assign \$93  = \$92  | ld_wb_done;
-  assign ld_wb_load = ld_full & \$93 ;
-  assign \$94  = ~ ld_full;
-  assign ld_can_accept = \$94  | ld_wb_load;
-  assign \$95  = ld_run & ld_rx_active;
-  assign \$96  = \$95  & ld_can_accept;
-  assign up__rready = ld_drain | \$96 ;
-  assign \$97  = ~ ld_cmd[216];
-  assign spad_wr__en = ld_wb_valid & \$97 ;
+  assign \$3  = ld_cmd[131:112] + ld_local_plane_stride_x;
+  assign \$4  = \$3  + ld_local_row_stride_x;
+  assign \$5  = ld_cmd[47:0] + ld_host_plane_stride_x;
+  assign \$6  = \$5  + ld_host_row_stride_x;
+  assign \$7  = \$6  + ld_cmd[175:168];
+  assign \$8  = | ld_cmd[223:217];
+  assign \$9  = ! ld_cmd[199:184];
+  assign \$10  = ! ld_cmd[215:200];
+  assign \$11  = \$9  | \$10 ;
+  assign \$12  = ld_cmd[175:168] + ld_cmd[183:176];
+  assign \$13  = ld_cmd[216] ? 6'h20 : 6'h08;
+  assign \$14  = \$12  > \$13 ;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = ld_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$17  = \$4  >= \$16 ;
+  assign \$18  = | ld_cmd[175:168];
+  assign \$19  = \$7  > 33'h100000000;
+  assign \$20  = \$18  & \$19 ;
+  assign \$21  = | ld_cmd[175:168];
+  assign \$22  = ld_window[64] & \$21 ;
+  assign \$23  = ld_cmd[47:0] < ld_window[31:0];
+  assign \$24  = ld_window[31:0] + ld_window[63:32];
+  assign \$25  = \$7  > \$24 ;
+  assign \$26  = \$23  | \$25 ;
+  assign \$27  = \$22  & \$26 ;
+  assign \$28  = ld_ar_it_r > 1'h1;
+  assign \$29  = ld_ar_it_row0 + ld_cmd[79:48];
+  assign \$30  = ld_ar_it_plane0 + ld_cmd[111:80];
+  assign \$31  = \$28  ? \$29  : \$30 ;
+  assign \$32  = ld_ar_it_r == 1'h1;
+  assign \$33  = ld_ar_it_p == 1'h1;
+  assign ld_ar_it_last = \$32  & \$33 ;
+  assign \$34  = 13'h1000 - ld_ar_beat_addr[11:0];
+  assign \$36  = ld_ar_beats_left < 5'h10;
+  assign \$37  = \$36  ? { 2'h0, ld_ar_beats_left } : 5'h10;
+  assign \$38  = \$37  < \$35 [9:0];
+  assign \$39  = ld_ar_beats_left < 5'h10;
+  assign \$40  = \$39  ? { 2'h0, ld_ar_beats_left } : 5'h10;
+  assign \$41  = \$38  ? { 5'h00, \$40  } : \$35 [9:0];
+  assign \$42  = ~ ld_drain;
+  assign \$43  = ld_run & \$42 ;
+  assign \$44  = ld_outstanding < 3'h4;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = \$45  & ld_ar_it_active;
+  assign \$47  = ~ ld_ar_valid;
+  assign \$48  = \$47  | up__arready;
+  assign ld_ar_issue = \$46  & \$48 ;
+  assign \$49  = ld_rx_r > 1'h1;
+  assign \$50  = ld_rx_row0 + ld_cmd[50:48];
+  assign \$51  = ld_rx_plane0 + ld_cmd[82:80];
+  assign \$52  = \$49  ? \$50  : \$51 ;
+  assign \$53  = ld_rx_r > 1'h1;
+  assign \$54  = ld_rx_row1 + ld_cmd[147:132];
+  assign \$55  = ld_rx_plane1 + ld_cmd[167:148];
+  assign \$56  = \$53  ? { 4'h0, \$54  } : \$55 ;
+  assign \$57  = ld_rx_r == 1'h1;
+  assign \$58  = ld_rx_p == 1'h1;
+  assign ld_rx_last = \$57  & \$58 ;
+  assign \$59  = ! ld_cmd[175:168];
+  assign \$60  = ld_rx_row0 + ld_cmd[175:168];
+  assign \$61  = \$60  + 3'h7;
+  assign \$63  = \$59  ? 10'h000 : \$62 ;
+  assign \$64  = ld_cmd[175:168] > 1'h0;
+  assign \$65  = ld_cmd[175:168] > 1'h1;
+  assign \$66  = ld_cmd[175:168] > 2'h2;
+  assign \$67  = ld_cmd[175:168] > 2'h3;
+  assign \$68  = ld_cmd[175:168] > 3'h4;
+  assign \$69  = ld_cmd[175:168] > 3'h5;
+  assign \$70  = ld_cmd[175:168] > 3'h6;
+  assign \$71  = ld_cmd[175:168] > 3'h7;
+  assign \$72  = ld_cmd[175:168] > 4'h8;
+  assign \$73  = ld_cmd[175:168] > 4'h9;
+  assign \$74  = ld_cmd[175:168] > 4'ha;
+  assign \$75  = ld_cmd[175:168] > 4'hb;
+  assign \$76  = ld_cmd[175:168] > 4'hc;
+  assign \$77  = ld_cmd[175:168] > 4'hd;
+  assign \$78  = ld_cmd[175:168] > 4'he;
+  assign \$79  = ld_cmd[175:168] > 4'hf;
+  assign \$80  = ld_cmd[175:168] > 5'h10;
+  assign \$81  = ld_cmd[175:168] > 5'h11;
+  assign \$82  = ld_cmd[175:168] > 5'h12;
+  assign \$83  = ld_cmd[175:168] > 5'h13;
+  assign \$84  = ld_cmd[175:168] > 5'h14;
+  assign \$85  = ld_cmd[175:168] > 5'h15;
+  assign \$86  = ld_cmd[175:168] > 5'h16;
+  assign \$87  = ld_cmd[175:168] > 5'h17;
+  assign \$88  = ld_cmd[175:168] > 5'h18;
+  assign \$89  = ld_cmd[175:168] > 5'h19;
+  assign \$90  = ld_cmd[175:168] > 5'h1a;
+  assign \$91  = ld_cmd[175:168] > 5'h1b;
+  assign \$92  = ld_cmd[175:168] > 5'h1c;
+  assign \$93  = ld_cmd[175:168] > 5'h1d;
+  assign \$94  = ld_cmd[175:168] > 5'h1e;
+  assign \$95  = ld_cmd[175:168] > 5'h1f;
+  assign \$96  = ld_cmd[216] ? acc_wr__gnt : spad_wr__gnt;
+  assign ld_wb_done = ld_wb_valid & \$96 ;
+  assign \$97  = ~ ld_wb_valid;
+  assign \$98  = \$97  | ld_wb_done;
+  assign ld_wb_load = ld_full & \$98 ;
+  assign \$99  = ~ ld_full;
+  assign ld_can_accept = \$99  | ld_wb_load;
+  assign \$100  = ld_run & ld_rx_active;
+  assign \$101  = \$100  & ld_can_accept;
+  assign up__rready = ld_drain | \$101 ;
+  assign \$102  = ~ ld_cmd[216];
+  assign spad_wr__en = ld_wb_valid & \$102 ;
   assign acc_wr__en = ld_wb_valid & ld_cmd[216];
   assign load_bytes = ld_wb_done ? ld_cmd[175:168] : 8'h00;
-  assign \$98  = ld_ext_off * 4'h8;
-  assign \$99  = ld_buf >> \$98 ;
-  assign ld_raw = \$99  & { \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$60 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59 , \$59  };
-  assign \$100  = 6'h20 - ld_cmd[181:176];
-  assign \$101  = \$100 [5:0] * 4'h8;
-  assign \$102  = { ld_raw, 256'h0000000000000000000000000000000000000000000000000000000000000000 } >> \$101 ;
-  assign \$103  = ~ ld_drain;
-  assign \$104  = ld_run & \$103 ;
-  assign \$105  = \$104  & ld_rx_active;
-  assign \$106  = ! \$58 [2:0];
-  assign \$107  = up__rvalid & up__rready;
-  assign \$108  = ~ up__rresp[1];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$58 [2:0] - 1'h1;
-  assign \$111  = ld_rx_beat == \$110 ;
-  assign \$112  = ! ld_outstanding;
-  assign \$113  = ~ ld_ar_valid;
+  assign \$103  = ld_ext_off * 4'h8;
+  assign \$104  = ld_buf >> \$103 ;
+  assign ld_raw = \$104  & { \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64  };
+  assign \$105  = 6'h20 - ld_cmd[181:176];
+  assign \$106  = \$105 [5:0] * 4'h8;
+  assign \$107  = { ld_raw, 256'h0000000000000000000000000000000000000000000000000000000000000000 } >> \$106 ;
+  assign \$108  = ~ ld_drain;
+  assign \$109  = ld_run & \$108 ;
+  assign \$110  = \$109  & ld_rx_active;
+  assign \$111  = ! \$63 [2:0];
+  assign \$112  = up__rvalid & up__rready;
+  assign \$113  = ~ up__rresp[1];
   assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ ld_full;
-  assign \$116  = \$114  & \$115 ;
-  assign \$117  = ~ ld_wb_valid;
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = ~ ld_rx_active;
-  assign \$120  = ld_drain | \$119 ;
-  assign ld_finished = \$118  & \$120 ;
-  assign \$121  = ! dma_load_fsm_state;
-  assign \$122  = dma_load_fsm_state == 1'h1;
-  assign \$123  = dma_load_fsm_state == 2'h2;
-  assign \$124  = dma_load_fsm_state == 2'h3;
-  assign \$125  = dma_load_fsm_state == 3'h4;
-  assign \$126  = \$36 [4:0] - 1'h1;
-  assign \$127  = ld_ar_beats_left == \$36 [4:0];
-  assign \$128  = ld_ar_it_r > 1'h1;
-  assign \$129  = ld_ar_it_r - 1'h1;
-  assign \$130  = ld_ar_it_p - 1'h1;
-  assign \$133  = \$26 [2:0] + ld_cmd[175:168];
-  assign \$134  = \$133  + 3'h7;
-  assign \$137  = ld_ar_beat_addr + \$136 ;
-  assign \$138  = ld_ar_beats_left - \$36 [4:0];
-  assign \$139  = ~ ld_drain;
-  assign \$140  = ld_run & \$139 ;
-  assign \$141  = \$140  & ld_rx_active;
-  assign \$142  = ! \$58 [2:0];
-  assign \$143  = up__rvalid & up__rready;
-  assign \$144  = ~ up__rresp[1];
-  assign \$145  = \$143  & \$144 ;
-  assign \$146  = \$58 [2:0] - 1'h1;
-  assign \$147  = ld_rx_beat == \$146 ;
-  assign \$148  = ld_rx_beat + 1'h1;
-  assign \$149  = up__rvalid & up__rready;
-  assign \$150  = \$149  & up__rresp[1];
-  assign \$151  = up__rresp == 2'h3;
-  assign \$152  = \$151  ? 8'h07 : 8'h06;
-  assign \$153  = up__rvalid & up__rready;
-  assign \$154  = \$153  & up__rlast;
-  assign \$155  = ld_outstanding + ld_ar_issue;
-  assign \$156  = \$155  - 1'h1;
-  assign \$157  = ld_outstanding + ld_ar_issue;
-  assign \$158  = ld_rx_r > 1'h1;
-  assign \$159  = ld_rx_r - 1'h1;
-  assign \$160  = ld_rx_p - 1'h1;
-  assign \$161  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$162  = ld_cmd[131:112] + \$161 ;
-  assign \$163  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$164  = \$162  + \$163 ;
-  assign \$165  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$166  = ld_cmd[47:0] + \$165 ;
-  assign \$167  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$168  = \$166  + \$167 ;
-  assign \$169  = \$168  + ld_cmd[175:168];
+  assign \$115  = \$63 [2:0] - 1'h1;
+  assign \$116  = ld_rx_beat == \$115 ;
+  assign \$117  = ! ld_outstanding;
+  assign \$118  = ~ ld_ar_valid;
+  assign \$119  = \$117  & \$118 ;
+  assign \$120  = ~ ld_full;
+  assign \$121  = \$119  & \$120 ;
+  assign \$122  = ~ ld_wb_valid;
+  assign \$123  = \$121  & \$122 ;
+  assign \$124  = ~ ld_rx_active;
+  assign \$125  = ld_drain | \$124 ;
+  assign ld_finished = \$123  & \$125 ;
+  assign \$126  = ! dma_load_fsm_state;
+  assign \$127  = dma_load_fsm_state == 1'h1;
+  assign \$128  = dma_load_fsm_state == 2'h2;
+  assign \$129  = dma_load_fsm_state == 2'h3;
+  assign \$130  = dma_load_fsm_state == 3'h4;
+  assign \$131  = \$41 [4:0] - 1'h1;
+  assign \$132  = ld_ar_beats_left == \$41 [4:0];
+  assign \$133  = ld_ar_it_r > 1'h1;
+  assign \$134  = ld_ar_it_r - 1'h1;
+  assign \$135  = ld_ar_it_p - 1'h1;
+  assign \$138  = \$31 [2:0] + ld_cmd[175:168];
+  assign \$139  = \$138  + 3'h7;
+  assign \$142  = ld_ar_beat_addr + \$141 ;
+  assign \$143  = ld_ar_beats_left - \$41 [4:0];
+  assign \$144  = ~ ld_drain;
+  assign \$145  = ld_run & \$144 ;
+  assign \$146  = \$145  & ld_rx_active;
+  assign \$147  = ! \$63 [2:0];
+  assign \$148  = up__rvalid & up__rready;
+  assign \$149  = ~ up__rresp[1];
+  assign \$150  = \$148  & \$149 ;
+  assign \$151  = \$63 [2:0] - 1'h1;
+  assign \$152  = ld_rx_beat == \$151 ;
+  assign \$153  = ld_rx_beat + 1'h1;
+  assign \$154  = up__rvalid & up__rready;
+  assign \$155  = \$154  & up__rresp[1];
+  assign \$156  = up__rresp == 2'h3;
+  assign \$157  = \$156  ? 8'h07 : 8'h06;
+  assign \$158  = up__rvalid & up__rready;
+  assign \$159  = \$158  & up__rlast;
+  assign \$160  = ld_outstanding + ld_ar_issue;
+  assign \$161  = \$160  - 1'h1;
+  assign \$162  = ld_outstanding + ld_ar_issue;
+  assign \$163  = ld_rx_r > 1'h1;
+  assign \$164  = ld_rx_r - 1'h1;
+  assign \$165  = ld_rx_p - 1'h1;
+  assign \$166  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$167  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$168  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$169  = \$1 [15:0] * ld_cmd[79:48];
   assign \$170  = ! ld_chk_err;
   assign \$171  = | ld_cmd[175:168];
   assign \$174  = ld_cmd[2:0] + ld_cmd[175:168];
@@ -18250,21 +18256,25 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @(posedge clk)
     dma_load_fsm_state <= \$208 ;
   always @(posedge clk)
-    ld_last_local <= \$209 ;
+    ld_local_plane_stride_x <= \$209 ;
   always @(posedge clk)
-    ld_host_end <= \$210 ;
+    ld_local_row_stride_x <= \$210 ;
+  always @(posedge clk)
+    ld_host_plane_stride_x <= \$211 ;
+  always @(posedge clk)
+    ld_host_row_stride_x <= \$212 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    if (\$3 ) begin
+    if (\$8 ) begin
       ld_chk_err = 8'h02;
-    end else if (\$10 ) begin
-      ld_chk_err = 8'h03;
-    end else if (\$12 ) begin
-      ld_chk_err = 8'h04;
     end else if (\$15 ) begin
+      ld_chk_err = 8'h03;
+    end else if (\$17 ) begin
+      ld_chk_err = 8'h04;
+    end else if (\$20 ) begin
       ld_chk_err = 8'h05;
-    end else if (\$22 ) begin
+    end else if (\$27 ) begin
       ld_chk_err = 8'h0a;
     end else begin
       ld_chk_err = 8'h00;
@@ -18273,11 +18283,11 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     ld_row_done = 1'h0;
-    if (\$105 ) begin
-      if (\$106 ) begin
+    if (\$110 ) begin
+      if (\$111 ) begin
         ld_row_done = ld_can_accept;
-      end else if (\$109 ) begin
-        if (\$111 ) begin
+      end else if (\$114 ) begin
+        if (\$116 ) begin
           ld_row_done = 1'h1;
         end
       end
@@ -18371,7 +18381,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$179  = up__arlen;
     if (ld_ar_issue) begin
-      \$179  = { \$126 [5], \$126 [5], \$126  };
+      \$179  = { \$131 [5], \$131 [5], \$131  };
     end
     if (load_reset) begin
       \$179  = 8'h00;
@@ -18414,8 +18424,8 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$181  = ld_ar_it_row0;
     if (ld_ar_issue) begin
-      if (\$127 ) begin
-        \$181  = \$26 [31:0];
+      if (\$132 ) begin
+        \$181  = \$31 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18439,10 +18449,10 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$182  = ld_ar_it_r;
     if (ld_ar_issue) begin
-      if (\$127 ) begin
+      if (\$132 ) begin
         (* full_case = 32'd1 *)
-        if (\$128 ) begin
-          \$182  = \$129 [15:0];
+        if (\$133 ) begin
+          \$182  = \$134 [15:0];
         end else begin
           \$182  = ld_cmd[199:184];
         end
@@ -18469,11 +18479,11 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$183  = ld_ar_it_p;
     if (ld_ar_issue) begin
-      if (\$127 ) begin
+      if (\$132 ) begin
         (* full_case = 32'd1 *)
-        if (\$128 ) begin
+        if (\$133 ) begin
         end else begin
-          \$183  = \$130 [15:0];
+          \$183  = \$135 [15:0];
         end
       end
     end
@@ -18498,11 +18508,11 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$184  = ld_ar_it_plane0;
     if (ld_ar_issue) begin
-      if (\$127 ) begin
+      if (\$132 ) begin
         (* full_case = 32'd1 *)
-        if (\$128 ) begin
+        if (\$133 ) begin
         end else begin
-          \$184  = \$26 [31:0];
+          \$184  = \$31 [31:0];
         end
       end
     end
@@ -18527,7 +18537,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$185  = ld_ar_it_active;
     if (ld_ar_issue) begin
-      if (\$127 ) begin
+      if (\$132 ) begin
         if (ld_ar_it_last) begin
           \$185  = 1'h0;
         end
@@ -18555,10 +18565,10 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$186  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$127 ) begin
-        \$186  = \$132 ;
+      if (\$132 ) begin
+        \$186  = \$137 ;
       end else begin
-        \$186  = \$137 [31:0];
+        \$186  = \$142 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18583,10 +18593,10 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$187  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$127 ) begin
-        \$187  = \$135 [2:0];
+      if (\$132 ) begin
+        \$187  = \$140 [2:0];
       end else begin
-        \$187  = \$138 [2:0];
+        \$187  = \$143 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18609,9 +18619,9 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$188  = ld_buf;
-    if (\$141 ) begin
-      if (\$142 ) begin
-      end else if (\$145 ) begin
+    if (\$146 ) begin
+      if (\$147 ) begin
+      end else if (\$150 ) begin
         casez (ld_rx_beat)
           3'h0:
               \$188 [63:0] = up__rdata;
@@ -18636,13 +18646,13 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$189  = ld_rx_beat;
-    if (\$141 ) begin
-      if (\$142 ) begin
-      end else if (\$145 ) begin
+    if (\$146 ) begin
+      if (\$147 ) begin
+      end else if (\$150 ) begin
         (* full_case = 32'd1 *)
-        if (\$147 ) begin
+        if (\$152 ) begin
         end else begin
-          \$189  = \$148 [2:0];
+          \$189  = \$153 [2:0];
         end
       end
     end
@@ -18667,8 +18677,8 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$190  = ld_drain;
-    if (\$141 ) begin
-      if (\$150 ) begin
+    if (\$146 ) begin
+      if (\$155 ) begin
         \$190  = 1'h1;
       end
     end
@@ -18690,9 +18700,9 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$191  = load__error;
-    if (\$141 ) begin
-      if (\$150 ) begin
-        \$191  = \$152 ;
+    if (\$146 ) begin
+      if (\$155 ) begin
+        \$191  = \$157 ;
       end
     end
     casez (dma_load_fsm_state)
@@ -18718,10 +18728,10 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    if (\$154 ) begin
-      \$192  = \$156 [2:0];
+    if (\$159 ) begin
+      \$192  = \$161 [2:0];
     end else begin
-      \$192  = \$157 [2:0];
+      \$192  = \$162 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18747,7 +18757,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$193  = ld_wb_data;
     if (ld_wb_load) begin
-      \$193  = \$102 [255:0];
+      \$193  = \$107 [255:0];
     end
     if (load_reset) begin
       \$193  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -18856,7 +18866,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$199  = ld_rx_row0;
     if (ld_row_done) begin
-      \$199  = \$47 [2:0];
+      \$199  = \$52 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18879,7 +18889,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$200  = ld_rx_row1;
     if (ld_row_done) begin
-      \$200  = \$51 [13:0];
+      \$200  = \$56 [13:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18903,8 +18913,8 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$201  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$158 ) begin
-        \$201  = \$159 [15:0];
+      if (\$163 ) begin
+        \$201  = \$164 [15:0];
       end else begin
         \$201  = ld_cmd[199:184];
       end
@@ -18931,9 +18941,9 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$202  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$158 ) begin
+      if (\$163 ) begin
       end else begin
-        \$202  = \$160 [15:0];
+        \$202  = \$165 [15:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18958,9 +18968,9 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$203  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$158 ) begin
+      if (\$163 ) begin
       end else begin
-        \$203  = \$47 [2:0];
+        \$203  = \$52 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18985,9 +18995,9 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     \$204  = ld_rx_plane1;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$158 ) begin
+      if (\$163 ) begin
       end else begin
-        \$204  = \$51 [13:0];
+        \$204  = \$56 [13:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -19099,57 +19109,91 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$209  = ld_last_local;
+    \$209  = ld_local_plane_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$209  = { 2'h0, \$164  };
+          \$209  = \$166 ;
     endcase
     if (load_reset) begin
-      \$209  = 40'h0000000000;
+      \$209  = 36'h000000000;
     end
     if (rst) begin
-      \$209  = 40'h0000000000;
+      \$209  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$210  = ld_host_end;
+    \$210  = ld_local_row_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$210  = { 1'h0, \$169  };
+          \$210  = \$167 ;
     endcase
     if (load_reset) begin
-      \$210  = 52'h0000000000000;
+      \$210  = 32'd0;
     end
     if (rst) begin
-      \$210  = 52'h0000000000000;
+      \$210  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$211  = ld_host_plane_stride_x;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$211  = \$168 ;
+    endcase
+    if (load_reset) begin
+      \$211  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$211  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$212  = ld_host_row_stride_x;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$212  = \$169 ;
+    endcase
+    if (load_reset) begin
+      \$212  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$212  = 48'h000000000000;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
   assign ld_planes_m1 = \$2 [15:0];
-  assign ld_ar_it_nxt0 = \$26 [31:0];
-  assign ld_ar_to4k = \$30 [9:0];
-  assign ld_ar_blen = \$36 [4:0];
+  assign ld_last_local = { 2'h0, \$4  };
+  assign ld_host_end = { 1'h0, \$7  };
+  assign ld_ar_it_nxt0 = \$31 [31:0];
+  assign ld_ar_to4k = \$35 [9:0];
+  assign ld_ar_blen = \$41 [4:0];
   assign up__arvalid = ld_ar_valid;
   assign ld_ar_addr = up__araddr;
   assign ld_ar_len_m1 = up__arlen;
   assign up__arsize = 3'h3;
   assign up__arburst = 2'h1;
   assign up__arprot = 3'h0;
-  assign ld_rx_nxt0 = \$47 [2:0];
-  assign ld_rx_nxt1 = \$51 [13:0];
-  assign ld_rx_beats = \$58 [2:0];
-  assign ld_rb_mask = { \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59  };
+  assign ld_rx_nxt0 = \$52 [2:0];
+  assign ld_rx_nxt1 = \$56 [13:0];
+  assign ld_rx_beats = \$63 [2:0];
+  assign ld_rb_mask = { \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64  };
   assign ld_wb_addr = spad_wr__addr;
   assign spad_wr__data = ld_wb_data[63:0];
   assign acc_wr__addr = spad_wr__addr[12:0];
   assign acc_wr__data = ld_wb_data;
-  assign ld_place = \$100 [5:0];
-  assign ld_extracted = \$102 [255:0];
+  assign ld_place = \$105 [5:0];
+  assign ld_extracted = \$107 [255:0];
   assign ld_err = load__error;
   assign \ld_cmd.host_addr  = ld_cmd[47:0];
   assign \ld_cmd.host_row_stride  = ld_cmd[79:48];
@@ -19181,13 +19225,13 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   assign \load_window.base  = load_window[31:0];
   assign \load_window.size  = load_window[63:32];
   assign \load_window.check  = load_window[64];
-  assign \$30  = { \$29 [13], \$29 [13], \$29 [13], \$29 [13:3] };
-  assign \$57  = { 3'h0, \$56 [9:3] };
-  assign \$131  = 32'd4294967288;
-  assign \$132 [2:0] = 3'h0;
-  assign \$132 [31:3] = \$26 [31:3];
-  assign \$135  = { 3'h0, \$134 [9:3] };
-  assign \$136  = { \$36 [4:0], 3'h0 };
+  assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
+  assign \$62  = { 3'h0, \$61 [9:3] };
+  assign \$136  = 32'd4294967288;
+  assign \$137 [2:0] = 3'h0;
+  assign \$137 [31:3] = \$31 [31:3];
+  assign \$140  = { 3'h0, \$139 [9:3] };
+  assign \$141  = { \$41 [4:0], 3'h0 };
   assign \$172  = 32'd4294967288;
   assign \$173 [2:0] = 3'h0;
   assign \$173 [31:3] = ld_cmd[31:3];
@@ -19761,28 +19805,28 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [16:0] \$1 ;
   wire \$10 ;
-  wire \$100 ;
+  wire [3:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
-  wire [1:0] \$104 ;
-  wire [2:0] \$105 ;
-  wire [3:0] \$106 ;
-  wire [4:0] \$107 ;
-  wire [5:0] \$108 ;
-  wire [6:0] \$109 ;
-  wire [14:0] \$11 ;
-  wire [7:0] \$110 ;
-  wire [8:0] \$111 ;
-  wire [8:0] \$112 ;
-  wire [9:0] \$113 ;
-  wire [255:0] \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire \$12 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire [1:0] \$109 ;
+  wire \$11 ;
+  wire [2:0] \$110 ;
+  wire [3:0] \$111 ;
+  wire [4:0] \$112 ;
+  wire [5:0] \$113 ;
+  wire [6:0] \$114 ;
+  wire [7:0] \$115 ;
+  wire [8:0] \$116 ;
+  wire [8:0] \$117 ;
+  wire [9:0] \$118 ;
+  wire [255:0] \$119 ;
+  wire [8:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -19793,77 +19837,77 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
+  wire [5:0] \$13 ;
   wire \$130 ;
-  wire [5:0] \$131 ;
+  wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [16:0] \$134 ;
-  wire [16:0] \$135 ;
-  wire [31:0] \$136 ;
-  wire [31:0] \$137 ;
-  wire [8:0] \$138 ;
-  wire [9:0] \$139 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [5:0] \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire [16:0] \$139 ;
   wire \$14 ;
-  wire [9:0] \$140 ;
-  wire [7:0] \$141 ;
-  wire [32:0] \$142 ;
-  wire [5:0] \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire [2:0] \$146 ;
-  wire [3:0] \$147 ;
-  wire \$148 ;
+  wire [16:0] \$140 ;
+  wire [31:0] \$141 ;
+  wire [31:0] \$142 ;
+  wire [8:0] \$143 ;
+  wire [9:0] \$144 ;
+  wire [9:0] \$145 ;
+  wire [7:0] \$146 ;
+  wire [32:0] \$147 ;
+  wire [5:0] \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [16:0] \$151 ;
-  wire [16:0] \$152 ;
-  wire [2:0] \$153 ;
+  wire [2:0] \$151 ;
+  wire [3:0] \$152 ;
+  wire \$153 ;
   wire \$154 ;
-  wire [255:0] \$155 ;
-  wire [255:0] \$156 ;
-  wire [3:0] \$157 ;
-  wire [12:0] \$158 ;
-  wire [4:0] \$159 ;
-  wire \$16 ;
-  wire [4:0] \$160 ;
-  wire [6:0] \$161 ;
-  wire [382:0] \$162 ;
-  wire [38:0] \$163 ;
-  wire [8:0] \$164 ;
-  wire [9:0] \$165 ;
-  wire [9:0] \$166 ;
-  wire [11:0] \$167 ;
-  wire [11:0] \$168 ;
-  wire \$169 ;
+  wire \$155 ;
+  wire [16:0] \$156 ;
+  wire [16:0] \$157 ;
+  wire [2:0] \$158 ;
+  wire \$159 ;
+  wire [14:0] \$16 ;
+  wire [255:0] \$160 ;
+  wire [255:0] \$161 ;
+  wire [3:0] \$162 ;
+  wire [12:0] \$163 ;
+  wire [4:0] \$164 ;
+  wire [4:0] \$165 ;
+  wire [6:0] \$166 ;
+  wire [382:0] \$167 ;
+  wire [38:0] \$168 ;
+  wire [8:0] \$169 ;
   wire \$17 ;
-  wire [16:0] \$170 ;
-  wire [16:0] \$171 ;
-  wire [3:0] \$172 ;
-  wire \$173 ;
-  wire [4:0] \$174 ;
-  wire [3:0] \$175 ;
-  wire \$176 ;
-  wire [4:0] \$177 ;
+  wire [9:0] \$170 ;
+  wire [9:0] \$171 ;
+  wire [11:0] \$172 ;
+  wire [11:0] \$173 ;
+  wire \$174 ;
+  wire [16:0] \$175 ;
+  wire [16:0] \$176 ;
+  wire [3:0] \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [4:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [3:0] \$180 ;
   wire \$181 ;
-  wire \$182 ;
+  wire [4:0] \$182 ;
   wire \$183 ;
-  wire [7:0] \$184 ;
-  wire [35:0] \$185 ;
-  wire [36:0] \$186 ;
-  wire [31:0] \$187 ;
-  wire [37:0] \$188 ;
-  wire [47:0] \$189 ;
-  wire [32:0] \$19 ;
-  wire [48:0] \$190 ;
-  wire [47:0] \$191 ;
-  wire [49:0] \$192 ;
-  wire [50:0] \$193 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire [7:0] \$189 ;
+  wire \$19 ;
+  wire [35:0] \$190 ;
+  wire [31:0] \$191 ;
+  wire [47:0] \$192 ;
+  wire [47:0] \$193 ;
   wire \$194 ;
   wire \$195 ;
   wire \$196 ;
@@ -19918,60 +19962,62 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [32:0] \$24 ;
   reg [64:0] \$240 ;
   reg [2:0] \$241 ;
-  reg [39:0] \$242 ;
-  reg [51:0] \$243 ;
-  wire [32:0] \$25 ;
-  wire [32:0] \$26 ;
+  reg [35:0] \$242 ;
+  reg [31:0] \$243 ;
+  reg [47:0] \$244 ;
+  reg [47:0] \$245 ;
+  wire \$25 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
-  wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire [4:0] \$32 ;
+  wire [32:0] \$29 ;
+  wire [36:0] \$3 ;
+  wire [32:0] \$30 ;
+  wire [32:0] \$31 ;
+  wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
-  wire [4:0] \$35 ;
-  wire [9:0] \$36 ;
-  wire [9:0] \$360 ;
-  wire [6:0] \$363 ;
-  wire \$37 ;
+  wire [13:0] \$34 ;
+  wire [13:0] \$35 ;
+  wire \$36 ;
+  wire [9:0] \$367 ;
+  wire [4:0] \$37 ;
+  wire [6:0] \$370 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  wire [37:0] \$4 ;
+  wire [4:0] \$40 ;
+  wire [9:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [16:0] \$45 ;
-  wire [20:0] \$46 ;
-  wire [20:0] \$47 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire [2:0] \$51 ;
-  wire [3:0] \$52 ;
+  wire [48:0] \$5 ;
+  wire [16:0] \$50 ;
+  wire [20:0] \$51 ;
+  wire [20:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire [12:0] \$56 ;
-  wire [12:0] \$57 ;
-  wire [12:0] \$58 ;
+  wire [2:0] \$56 ;
+  wire [3:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [49:0] \$6 ;
   wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
+  wire [12:0] \$61 ;
+  wire [12:0] \$62 ;
+  wire [12:0] \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [8:0] \$7 ;
+  wire [50:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -19982,7 +20028,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [5:0] \$8 ;
+  wire \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -19999,7 +20045,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
-  wire [3:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
@@ -20099,8 +20145,12 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   (* init = 8'h00 *)
   wire [7:0] st_err;
   wire st_finished;
-  reg [51:0] st_host_end = 52'h0000000000000;
-  reg [39:0] st_last_local = 40'h0000000000;
+  wire [51:0] st_host_end;
+  reg [47:0] st_host_plane_stride_x = 48'h000000000000;
+  reg [47:0] st_host_row_stride_x = 48'h000000000000;
+  wire [39:0] st_last_local;
+  reg [35:0] st_local_plane_stride_x = 36'h000000000;
+  reg [31:0] st_local_row_stride_x = 32'd0;
   wire [15:0] st_planes_m1;
   wire [31:0] st_rb_mask;
   wire st_rbuf_valid;
@@ -20224,206 +20274,206 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire up__wvalid;
   assign \$1  = st_cmd[199:184] - 1'h1;
   assign \$2  = st_cmd[215:200] - 1'h1;
-  assign \$3  = | st_cmd[223:217];
-  assign \$4  = ! st_cmd[199:184];
-  assign \$5  = ! st_cmd[215:200];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = st_cmd[175:168] + st_cmd[183:176];
-  assign \$8  = st_cmd[216] ? 6'h20 : 6'h08;
-  assign \$9  = \$7  > \$8 ;
-  assign \$10  = \$6  | \$9 ;
-  assign \$11  = st_cmd[216] ? 15'h2000 : 15'h4000;
-  assign \$12  = st_last_local >= \$11 ;
-  assign \$13  = | st_cmd[175:168];
-  assign \$14  = st_host_end > 33'h100000000;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = | st_cmd[175:168];
-  assign \$17  = st_window[64] & \$16 ;
-  assign \$18  = st_cmd[47:0] < st_window[31:0];
-  assign \$19  = st_window[31:0] + st_window[63:32];
-  assign \$20  = st_host_end > \$19 ;
-  assign \$21  = \$18  | \$20 ;
-  assign \$22  = \$17  & \$21 ;
-  assign \$23  = st_aw_it_r > 1'h1;
-  assign \$24  = st_aw_it_row0 + st_cmd[79:48];
-  assign \$25  = st_aw_it_plane0 + st_cmd[111:80];
-  assign \$26  = \$23  ? \$24  : \$25 ;
-  assign \$27  = st_aw_it_r == 1'h1;
-  assign \$28  = st_aw_it_p == 1'h1;
-  assign st_aw_it_last = \$27  & \$28 ;
-  assign \$29  = 13'h1000 - st_aw_beat_addr[11:0];
-  assign \$31  = st_aw_beats_left < 5'h10;
-  assign \$32  = \$31  ? { 2'h0, st_aw_beats_left } : 5'h10;
-  assign \$33  = \$32  < \$30 [9:0];
-  assign \$34  = st_aw_beats_left < 5'h10;
-  assign \$35  = \$34  ? { 2'h0, st_aw_beats_left } : 5'h10;
-  assign \$36  = \$33  ? { 5'h00, \$35  } : \$30 [9:0];
-  assign \$37  = ~ st_drain;
-  assign \$38  = st_run & \$37 ;
-  assign \$39  = st_b_out < 3'h4;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = \$40  & st_aw_it_active;
-  assign \$42  = ~ st_aw_valid;
-  assign \$43  = \$42  | up__awready;
-  assign st_aw_issue = \$41  & \$43 ;
-  assign \$44  = st_rd_r > 1'h1;
-  assign \$45  = st_rd_row0 + st_cmd[147:132];
-  assign \$46  = st_rd_plane0 + st_cmd[167:148];
-  assign \$47  = \$44  ? { 4'h0, \$45  } : \$46 ;
-  assign \$48  = st_rd_r == 1'h1;
-  assign \$49  = st_rd_p == 1'h1;
-  assign st_rd_last = \$48  & \$49 ;
+  assign \$3  = st_cmd[131:112] + st_local_plane_stride_x;
+  assign \$4  = \$3  + st_local_row_stride_x;
+  assign \$5  = st_cmd[47:0] + st_host_plane_stride_x;
+  assign \$6  = \$5  + st_host_row_stride_x;
+  assign \$7  = \$6  + st_cmd[175:168];
+  assign \$8  = | st_cmd[223:217];
+  assign \$9  = ! st_cmd[199:184];
+  assign \$10  = ! st_cmd[215:200];
+  assign \$11  = \$9  | \$10 ;
+  assign \$12  = st_cmd[175:168] + st_cmd[183:176];
+  assign \$13  = st_cmd[216] ? 6'h20 : 6'h08;
+  assign \$14  = \$12  > \$13 ;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = st_cmd[216] ? 15'h2000 : 15'h4000;
+  assign \$17  = \$4  >= \$16 ;
+  assign \$18  = | st_cmd[175:168];
+  assign \$19  = \$7  > 33'h100000000;
+  assign \$20  = \$18  & \$19 ;
+  assign \$21  = | st_cmd[175:168];
+  assign \$22  = st_window[64] & \$21 ;
+  assign \$23  = st_cmd[47:0] < st_window[31:0];
+  assign \$24  = st_window[31:0] + st_window[63:32];
+  assign \$25  = \$7  > \$24 ;
+  assign \$26  = \$23  | \$25 ;
+  assign \$27  = \$22  & \$26 ;
+  assign \$28  = st_aw_it_r > 1'h1;
+  assign \$29  = st_aw_it_row0 + st_cmd[79:48];
+  assign \$30  = st_aw_it_plane0 + st_cmd[111:80];
+  assign \$31  = \$28  ? \$29  : \$30 ;
+  assign \$32  = st_aw_it_r == 1'h1;
+  assign \$33  = st_aw_it_p == 1'h1;
+  assign st_aw_it_last = \$32  & \$33 ;
+  assign \$34  = 13'h1000 - st_aw_beat_addr[11:0];
+  assign \$36  = st_aw_beats_left < 5'h10;
+  assign \$37  = \$36  ? { 2'h0, st_aw_beats_left } : 5'h10;
+  assign \$38  = \$37  < \$35 [9:0];
+  assign \$39  = st_aw_beats_left < 5'h10;
+  assign \$40  = \$39  ? { 2'h0, st_aw_beats_left } : 5'h10;
+  assign \$41  = \$38  ? { 5'h00, \$40  } : \$35 [9:0];
+  assign \$42  = ~ st_drain;
+  assign \$43  = st_run & \$42 ;
+  assign \$44  = st_b_out < 3'h4;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = \$45  & st_aw_it_active;
+  assign \$47  = ~ st_aw_valid;
+  assign \$48  = \$47  | up__awready;
+  assign st_aw_issue = \$46  & \$48 ;
+  assign \$49  = st_rd_r > 1'h1;
+  assign \$50  = st_rd_row0 + st_cmd[147:132];
+  assign \$51  = st_rd_plane0 + st_cmd[167:148];
+  assign \$52  = \$49  ? { 4'h0, \$50  } : \$51 ;
+  assign \$53  = st_rd_r == 1'h1;
+  assign \$54  = st_rd_p == 1'h1;
+  assign st_rd_last = \$53  & \$54 ;
   assign st_rbuf_valid = | st_rq_n;
-  assign \$50  = st_run & st_rd_active;
-  assign \$51  = st_rq_n + st_rd_inflight;
-  assign \$52  = \$51  - st_w_take;
-  assign \$53  = $signed(\$52 ) < $signed(3'h2);
-  assign st_rd_en = \$50  & \$53 ;
-  assign \$54  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$54 ;
+  assign \$55  = st_run & st_rd_active;
+  assign \$56  = st_rq_n + st_rd_inflight;
+  assign \$57  = \$56  - st_w_take;
+  assign \$58  = $signed(\$57 ) < $signed(3'h2);
+  assign st_rd_en = \$55  & \$58 ;
+  assign \$59  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$59 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$55  = st_w_r > 1'h1;
-  assign \$56  = st_w_row0 + st_cmd[59:48];
-  assign \$57  = st_w_plane0 + st_cmd[91:80];
-  assign \$58  = \$55  ? \$56  : \$57 ;
-  assign \$59  = st_w_r == 1'h1;
-  assign \$60  = st_w_p == 1'h1;
-  assign st_w_last = \$59  & \$60 ;
-  assign \$61  = st_cmd[175:168] > 1'h0;
-  assign \$62  = st_cmd[175:168] > 1'h1;
-  assign \$63  = st_cmd[175:168] > 2'h2;
-  assign \$64  = st_cmd[175:168] > 2'h3;
-  assign \$65  = st_cmd[175:168] > 3'h4;
-  assign \$66  = st_cmd[175:168] > 3'h5;
-  assign \$67  = st_cmd[175:168] > 3'h6;
-  assign \$68  = st_cmd[175:168] > 3'h7;
-  assign \$69  = st_cmd[175:168] > 4'h8;
-  assign \$70  = st_cmd[175:168] > 4'h9;
-  assign \$71  = st_cmd[175:168] > 4'ha;
-  assign \$72  = st_cmd[175:168] > 4'hb;
-  assign \$73  = st_cmd[175:168] > 4'hc;
-  assign \$74  = st_cmd[175:168] > 4'hd;
-  assign \$75  = st_cmd[175:168] > 4'he;
-  assign \$76  = st_cmd[175:168] > 4'hf;
-  assign \$77  = st_cmd[175:168] > 5'h10;
-  assign \$78  = st_cmd[175:168] > 5'h11;
-  assign \$79  = st_cmd[175:168] > 5'h12;
-  assign \$80  = st_cmd[175:168] > 5'h13;
-  assign \$81  = st_cmd[175:168] > 5'h14;
-  assign \$82  = st_cmd[175:168] > 5'h15;
-  assign \$83  = st_cmd[175:168] > 5'h16;
-  assign \$84  = st_cmd[175:168] > 5'h17;
-  assign \$85  = st_cmd[175:168] > 5'h18;
-  assign \$86  = st_cmd[175:168] > 5'h19;
-  assign \$87  = st_cmd[175:168] > 5'h1a;
-  assign \$88  = st_cmd[175:168] > 5'h1b;
-  assign \$89  = st_cmd[175:168] > 5'h1c;
-  assign \$90  = st_cmd[175:168] > 5'h1d;
-  assign \$91  = st_cmd[175:168] > 5'h1e;
-  assign \$92  = st_cmd[175:168] > 5'h1f;
-  assign \$93  = st_run & st_w_row_valid;
-  assign \$94  = | st_w_credit;
-  assign st_wvalid = \$93  & \$94 ;
-  assign \$95  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$95 ;
-  assign \$96  = st_w_addr12 == 12'hff8;
-  assign \$97  = st_w_row_end | \$96 ;
-  assign \$98  = st_w_bib == 4'hf;
-  assign st_wlast = \$97  | \$98 ;
+  assign \$60  = st_w_r > 1'h1;
+  assign \$61  = st_w_row0 + st_cmd[59:48];
+  assign \$62  = st_w_plane0 + st_cmd[91:80];
+  assign \$63  = \$60  ? \$61  : \$62 ;
+  assign \$64  = st_w_r == 1'h1;
+  assign \$65  = st_w_p == 1'h1;
+  assign st_w_last = \$64  & \$65 ;
+  assign \$66  = st_cmd[175:168] > 1'h0;
+  assign \$67  = st_cmd[175:168] > 1'h1;
+  assign \$68  = st_cmd[175:168] > 2'h2;
+  assign \$69  = st_cmd[175:168] > 2'h3;
+  assign \$70  = st_cmd[175:168] > 3'h4;
+  assign \$71  = st_cmd[175:168] > 3'h5;
+  assign \$72  = st_cmd[175:168] > 3'h6;
+  assign \$73  = st_cmd[175:168] > 3'h7;
+  assign \$74  = st_cmd[175:168] > 4'h8;
+  assign \$75  = st_cmd[175:168] > 4'h9;
+  assign \$76  = st_cmd[175:168] > 4'ha;
+  assign \$77  = st_cmd[175:168] > 4'hb;
+  assign \$78  = st_cmd[175:168] > 4'hc;
+  assign \$79  = st_cmd[175:168] > 4'hd;
+  assign \$80  = st_cmd[175:168] > 4'he;
+  assign \$81  = st_cmd[175:168] > 4'hf;
+  assign \$82  = st_cmd[175:168] > 5'h10;
+  assign \$83  = st_cmd[175:168] > 5'h11;
+  assign \$84  = st_cmd[175:168] > 5'h12;
+  assign \$85  = st_cmd[175:168] > 5'h13;
+  assign \$86  = st_cmd[175:168] > 5'h14;
+  assign \$87  = st_cmd[175:168] > 5'h15;
+  assign \$88  = st_cmd[175:168] > 5'h16;
+  assign \$89  = st_cmd[175:168] > 5'h17;
+  assign \$90  = st_cmd[175:168] > 5'h18;
+  assign \$91  = st_cmd[175:168] > 5'h19;
+  assign \$92  = st_cmd[175:168] > 5'h1a;
+  assign \$93  = st_cmd[175:168] > 5'h1b;
+  assign \$94  = st_cmd[175:168] > 5'h1c;
+  assign \$95  = st_cmd[175:168] > 5'h1d;
+  assign \$96  = st_cmd[175:168] > 5'h1e;
+  assign \$97  = st_cmd[175:168] > 5'h1f;
+  assign \$98  = st_run & st_w_row_valid;
+  assign \$99  = | st_w_credit;
+  assign st_wvalid = \$98  & \$99 ;
+  assign \$100  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$100 ;
+  assign \$101  = st_w_addr12 == 12'hff8;
+  assign \$102  = st_w_row_end | \$101 ;
+  assign \$103  = st_w_bib == 4'hf;
+  assign st_wlast = \$102  | \$103 ;
   assign st_whs = st_wvalid & up__wready;
-  assign \$99  = st_run & st_w_active;
-  assign \$100  = \$99  & st_rbuf_valid;
-  assign \$101  = ~ st_w_row_valid;
-  assign \$102  = st_whs & st_w_row_end;
-  assign \$103  = \$101  | \$102 ;
-  assign st_w_take = \$100  & \$103 ;
-  assign \$360  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$360 ;
-  assign \$363  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$363 ;
-  assign \$104  = 1'h0 + up__wstrb[0];
-  assign \$105  = \$104  + up__wstrb[1];
-  assign \$106  = \$105  + up__wstrb[2];
-  assign \$107  = \$106  + up__wstrb[3];
-  assign \$108  = \$107  + up__wstrb[4];
-  assign \$109  = \$108  + up__wstrb[5];
-  assign \$110  = \$109  + up__wstrb[6];
-  assign \$111  = \$110  + up__wstrb[7];
-  assign \$112  = st_whs ? \$111  : 9'h000;
-  assign \$113  = st_cmd[181:176] * 4'h8;
-  assign \$114  = st_rq0 >> \$113 ;
-  assign st_shifted = \$114  & { \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$65 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$64 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$63 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$62 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61 , \$61  };
-  assign \$115  = ~ st_aw_valid;
-  assign \$116  = ! st_w_credit;
-  assign \$117  = \$115  & \$116 ;
-  assign \$118  = ! st_b_out;
-  assign \$119  = \$117  & \$118 ;
-  assign \$120  = ~ st_aw_it_active;
-  assign \$121  = ~ st_w_active;
+  assign \$104  = st_run & st_w_active;
+  assign \$105  = \$104  & st_rbuf_valid;
+  assign \$106  = ~ st_w_row_valid;
+  assign \$107  = st_whs & st_w_row_end;
+  assign \$108  = \$106  | \$107 ;
+  assign st_w_take = \$105  & \$108 ;
+  assign \$367  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$367 ;
+  assign \$370  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$370 ;
+  assign \$109  = 1'h0 + up__wstrb[0];
+  assign \$110  = \$109  + up__wstrb[1];
+  assign \$111  = \$110  + up__wstrb[2];
+  assign \$112  = \$111  + up__wstrb[3];
+  assign \$113  = \$112  + up__wstrb[4];
+  assign \$114  = \$113  + up__wstrb[5];
+  assign \$115  = \$114  + up__wstrb[6];
+  assign \$116  = \$115  + up__wstrb[7];
+  assign \$117  = st_whs ? \$116  : 9'h000;
+  assign \$118  = st_cmd[181:176] * 4'h8;
+  assign \$119  = st_rq0 >> \$118 ;
+  assign st_shifted = \$119  & { \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66  };
+  assign \$120  = ~ st_aw_valid;
+  assign \$121  = ! st_w_credit;
   assign \$122  = \$120  & \$121 ;
-  assign \$123  = ~ st_w_row_valid;
+  assign \$123  = ! st_b_out;
   assign \$124  = \$122  & \$123 ;
-  assign \$125  = st_drain | \$124 ;
-  assign st_finished = \$119  & \$125 ;
-  assign \$126  = ! dma_store_fsm_state;
-  assign \$127  = dma_store_fsm_state == 1'h1;
-  assign \$128  = dma_store_fsm_state == 2'h2;
-  assign \$129  = dma_store_fsm_state == 2'h3;
-  assign \$130  = dma_store_fsm_state == 3'h4;
-  assign \$131  = \$36 [4:0] - 1'h1;
-  assign \$132  = st_aw_beats_left == \$36 [4:0];
-  assign \$133  = st_aw_it_r > 1'h1;
-  assign \$134  = st_aw_it_r - 1'h1;
-  assign \$135  = st_aw_it_p - 1'h1;
-  assign \$138  = \$26 [2:0] + st_cmd[175:168];
-  assign \$139  = \$138  + 3'h7;
-  assign \$142  = st_aw_beat_addr + \$141 ;
-  assign \$143  = st_aw_beats_left - \$36 [4:0];
-  assign \$144  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$145  = st_rd_en & \$144 ;
-  assign \$146  = st_rq_n + st_rd_inflight;
-  assign \$147  = \$146  - st_w_take;
-  assign \$148  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$149  = st_rd_en & \$148 ;
-  assign \$150  = st_rd_r > 1'h1;
-  assign \$151  = st_rd_r - 1'h1;
-  assign \$152  = st_rd_p - 1'h1;
-  assign \$153  = st_rq_n - st_w_take;
-  assign \$154  = ! \$153 ;
-  assign \$155  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$156  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$157  = st_w_beat + 1'h1;
-  assign \$158  = st_w_addr12 + 4'h8;
-  assign \$159  = st_w_bib + 1'h1;
-  assign \$160  = st_wlast ? 5'h00 : \$159 ;
-  assign \$161  = st_w_row0[2:0] * 4'h8;
-  assign \$162  = st_shifted << \$161 ;
-  assign \$163  = { \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61  } << st_w_row0[2:0];
-  assign \$164  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$165  = \$164  + 3'h7;
-  assign \$169  = st_w_r > 1'h1;
-  assign \$170  = st_w_r - 1'h1;
-  assign \$171  = st_w_p - 1'h1;
-  assign \$172  = st_w_credit + st_aw_issue;
-  assign \$173  = st_whs & st_wlast;
-  assign \$174  = \$172  - \$173 ;
-  assign \$175  = st_b_out + st_aw_issue;
-  assign \$177  = \$175  - \$176 ;
-  assign \$179  = st_run & \$178 ;
-  assign \$180  = \$179  & up__bresp[1];
-  assign \$181  = ~ st_drain;
-  assign \$182  = \$180  & \$181 ;
-  assign \$183  = up__bresp == 2'h3;
-  assign \$184  = \$183  ? 8'h07 : 8'h06;
-  assign \$185  = \$2 [15:0] * st_cmd[167:148];
-  assign \$186  = st_cmd[131:112] + \$185 ;
-  assign \$187  = \$1 [15:0] * st_cmd[147:132];
-  assign \$188  = \$186  + \$187 ;
-  assign \$189  = \$2 [15:0] * st_cmd[111:80];
-  assign \$190  = st_cmd[47:0] + \$189 ;
-  assign \$191  = \$1 [15:0] * st_cmd[79:48];
-  assign \$192  = \$190  + \$191 ;
-  assign \$193  = \$192  + st_cmd[175:168];
+  assign \$125  = ~ st_aw_it_active;
+  assign \$126  = ~ st_w_active;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = ~ st_w_row_valid;
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = st_drain | \$129 ;
+  assign st_finished = \$124  & \$130 ;
+  assign \$131  = ! dma_store_fsm_state;
+  assign \$132  = dma_store_fsm_state == 1'h1;
+  assign \$133  = dma_store_fsm_state == 2'h2;
+  assign \$134  = dma_store_fsm_state == 2'h3;
+  assign \$135  = dma_store_fsm_state == 3'h4;
+  assign \$136  = \$41 [4:0] - 1'h1;
+  assign \$137  = st_aw_beats_left == \$41 [4:0];
+  assign \$138  = st_aw_it_r > 1'h1;
+  assign \$139  = st_aw_it_r - 1'h1;
+  assign \$140  = st_aw_it_p - 1'h1;
+  assign \$143  = \$31 [2:0] + st_cmd[175:168];
+  assign \$144  = \$143  + 3'h7;
+  assign \$147  = st_aw_beat_addr + \$146 ;
+  assign \$148  = st_aw_beats_left - \$41 [4:0];
+  assign \$149  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$150  = st_rd_en & \$149 ;
+  assign \$151  = st_rq_n + st_rd_inflight;
+  assign \$152  = \$151  - st_w_take;
+  assign \$153  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$154  = st_rd_en & \$153 ;
+  assign \$155  = st_rd_r > 1'h1;
+  assign \$156  = st_rd_r - 1'h1;
+  assign \$157  = st_rd_p - 1'h1;
+  assign \$158  = st_rq_n - st_w_take;
+  assign \$159  = ! \$158 ;
+  assign \$160  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$161  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$162  = st_w_beat + 1'h1;
+  assign \$163  = st_w_addr12 + 4'h8;
+  assign \$164  = st_w_bib + 1'h1;
+  assign \$165  = st_wlast ? 5'h00 : \$164 ;
+  assign \$166  = st_w_row0[2:0] * 4'h8;
+  assign \$167  = st_shifted << \$166 ;
+  assign \$168  = { \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
+  assign \$169  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$170  = \$169  + 3'h7;
+  assign \$174  = st_w_r > 1'h1;
+  assign \$175  = st_w_r - 1'h1;
+  assign \$176  = st_w_p - 1'h1;
+  assign \$177  = st_w_credit + st_aw_issue;
+  assign \$178  = st_whs & st_wlast;
+  assign \$179  = \$177  - \$178 ;
+  assign \$180  = st_b_out + st_aw_issue;
+  assign \$182  = \$180  - \$181 ;
+  assign \$184  = st_run & \$183 ;
+  assign \$185  = \$184  & up__bresp[1];
+  assign \$186  = ~ st_drain;
+  assign \$187  = \$185  & \$186 ;
+  assign \$188  = up__bresp == 2'h3;
+  assign \$189  = \$188  ? 8'h07 : 8'h06;
+  assign \$190  = \$2 [15:0] * st_cmd[167:148];
+  assign \$191  = \$1 [15:0] * st_cmd[147:132];
+  assign \$192  = \$2 [15:0] * st_cmd[111:80];
+  assign \$193  = \$1 [15:0] * st_cmd[79:48];
   assign \$194  = ! st_chk_err;
   assign \$195  = | st_cmd[175:168];
   assign \$196  = \$194  & \$195 ;
@@ -20508,21 +20558,25 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @(posedge clk)
     dma_store_fsm_state <= \$241 ;
   always @(posedge clk)
-    st_last_local <= \$242 ;
+    st_local_plane_stride_x <= \$242 ;
   always @(posedge clk)
-    st_host_end <= \$243 ;
+    st_local_row_stride_x <= \$243 ;
+  always @(posedge clk)
+    st_host_plane_stride_x <= \$244 ;
+  always @(posedge clk)
+    st_host_row_stride_x <= \$245 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
-    if (\$3 ) begin
+    if (\$8 ) begin
       st_chk_err = 8'h02;
-    end else if (\$10 ) begin
-      st_chk_err = 8'h03;
-    end else if (\$12 ) begin
-      st_chk_err = 8'h04;
     end else if (\$15 ) begin
+      st_chk_err = 8'h03;
+    end else if (\$17 ) begin
+      st_chk_err = 8'h04;
+    end else if (\$20 ) begin
       st_chk_err = 8'h05;
-    end else if (\$22 ) begin
+    end else if (\$27 ) begin
       st_chk_err = 8'h0a;
     end else begin
       st_chk_err = 8'h00;
@@ -20616,7 +20670,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$205  = up__awlen;
     if (st_aw_issue) begin
-      \$205  = { \$131 [5], \$131 [5], \$131  };
+      \$205  = { \$136 [5], \$136 [5], \$136  };
     end
     if (store_reset) begin
       \$205  = 8'h00;
@@ -20659,8 +20713,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$207  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$132 ) begin
-        \$207  = \$26 [31:0];
+      if (\$137 ) begin
+        \$207  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20684,10 +20738,10 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$208  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$132 ) begin
+      if (\$137 ) begin
         (* full_case = 32'd1 *)
-        if (\$133 ) begin
-          \$208  = \$134 [15:0];
+        if (\$138 ) begin
+          \$208  = \$139 [15:0];
         end else begin
           \$208  = st_cmd[199:184];
         end
@@ -20714,11 +20768,11 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$209  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$132 ) begin
+      if (\$137 ) begin
         (* full_case = 32'd1 *)
-        if (\$133 ) begin
+        if (\$138 ) begin
         end else begin
-          \$209  = \$135 [15:0];
+          \$209  = \$140 [15:0];
         end
       end
     end
@@ -20743,11 +20797,11 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$210  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$132 ) begin
+      if (\$137 ) begin
         (* full_case = 32'd1 *)
-        if (\$133 ) begin
+        if (\$138 ) begin
         end else begin
-          \$210  = \$26 [31:0];
+          \$210  = \$31 [31:0];
         end
       end
     end
@@ -20772,7 +20826,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$211  = st_aw_it_active;
     if (st_aw_issue) begin
-      if (\$132 ) begin
+      if (\$137 ) begin
         if (st_aw_it_last) begin
           \$211  = 1'h0;
         end
@@ -20800,10 +20854,10 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$212  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$132 ) begin
-        \$212  = \$137 ;
+      if (\$137 ) begin
+        \$212  = \$142 ;
       end else begin
-        \$212  = \$142 [31:0];
+        \$212  = \$147 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20828,10 +20882,10 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$213  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$132 ) begin
-        \$213  = \$140 [2:0];
+      if (\$137 ) begin
+        \$213  = \$145 [2:0];
       end else begin
-        \$213  = \$143 [2:0];
+        \$213  = \$148 [2:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20853,7 +20907,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$214  = \$145 ;
+    \$214  = \$150 ;
     if (store_reset) begin
       \$214  = 1'h0;
     end
@@ -20863,7 +20917,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$215  = \$147 [1:0];
+    \$215  = \$152 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -20882,8 +20936,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$216  = st_rd_row0;
-    if (\$149 ) begin
-      \$216  = \$47 [13:0];
+    if (\$154 ) begin
+      \$216  = \$52 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20905,10 +20959,10 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$217  = st_rd_r;
-    if (\$149 ) begin
+    if (\$154 ) begin
       (* full_case = 32'd1 *)
-      if (\$150 ) begin
-        \$217  = \$151 [15:0];
+      if (\$155 ) begin
+        \$217  = \$156 [15:0];
       end else begin
         \$217  = st_cmd[199:184];
       end
@@ -20933,11 +20987,11 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$218  = st_rd_p;
-    if (\$149 ) begin
+    if (\$154 ) begin
       (* full_case = 32'd1 *)
-      if (\$150 ) begin
+      if (\$155 ) begin
       end else begin
-        \$218  = \$152 [15:0];
+        \$218  = \$157 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20960,11 +21014,11 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$219  = st_rd_plane0;
-    if (\$149 ) begin
+    if (\$154 ) begin
       (* full_case = 32'd1 *)
-      if (\$150 ) begin
+      if (\$155 ) begin
       end else begin
-        \$219  = \$47 [13:0];
+        \$219  = \$52 [13:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20987,7 +21041,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$220  = st_rd_active;
-    if (\$149 ) begin
+    if (\$154 ) begin
       if (st_rd_last) begin
         \$220  = 1'h0;
       end
@@ -21016,8 +21070,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       \$221  = st_rq1;
     end
     if (st_rd_inflight) begin
-      if (\$154 ) begin
-        \$221  = \$155 ;
+      if (\$159 ) begin
+        \$221  = \$160 ;
       end
     end
     if (store_reset) begin
@@ -21032,9 +21086,9 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$222  = st_rq1;
     if (st_rd_inflight) begin
       (* full_case = 32'd1 *)
-      if (\$154 ) begin
+      if (\$159 ) begin
       end else begin
-        \$222  = \$156 ;
+        \$222  = \$161 ;
       end
     end
     if (store_reset) begin
@@ -21048,7 +21102,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$223  = st_w_beat;
     if (st_whs) begin
-      \$223  = \$157 [2:0];
+      \$223  = \$162 [2:0];
     end
     if (st_w_take) begin
       \$223  = 3'h0;
@@ -21064,10 +21118,10 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$224  = st_w_addr12;
     if (st_whs) begin
-      \$224  = \$158 [11:0];
+      \$224  = \$163 [11:0];
     end
     if (st_w_take) begin
-      \$224  = \$168 ;
+      \$224  = \$173 ;
     end
     if (store_reset) begin
       \$224  = 12'h000;
@@ -21080,7 +21134,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$225  = st_w_bib;
     if (st_whs) begin
-      \$225  = \$160 [3:0];
+      \$225  = \$165 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21132,7 +21186,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$227  = st_wbuf;
     if (st_w_take) begin
-      \$227  = \$162 [319:0];
+      \$227  = \$167 [319:0];
     end
     if (store_reset) begin
       \$227  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -21145,7 +21199,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$228  = st_wstrb_buf;
     if (st_w_take) begin
-      \$228  = { 1'h0, \$163  };
+      \$228  = { 1'h0, \$168  };
     end
     if (store_reset) begin
       \$228  = 40'h0000000000;
@@ -21158,7 +21212,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$229  = st_w_nbeats;
     if (st_w_take) begin
-      \$229  = \$166 [2:0];
+      \$229  = \$171 [2:0];
     end
     if (store_reset) begin
       \$229  = 3'h0;
@@ -21171,7 +21225,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$230  = st_w_row0;
     if (st_w_take) begin
-      \$230  = \$58 [11:0];
+      \$230  = \$63 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21195,8 +21249,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$231  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$169 ) begin
-        \$231  = \$170 [15:0];
+      if (\$174 ) begin
+        \$231  = \$175 [15:0];
       end else begin
         \$231  = st_cmd[199:184];
       end
@@ -21223,9 +21277,9 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$232  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$169 ) begin
+      if (\$174 ) begin
       end else begin
-        \$232  = \$171 [15:0];
+        \$232  = \$176 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21250,9 +21304,9 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     \$233  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$169 ) begin
+      if (\$174 ) begin
       end else begin
-        \$233  = \$58 [11:0];
+        \$233  = \$63 [11:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21299,7 +21353,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$235  = \$174 [2:0];
+    \$235  = \$179 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21322,7 +21376,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$236  = \$177 [2:0];
+    \$236  = \$182 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21346,7 +21400,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$237  = st_drain;
-    if (\$182 ) begin
+    if (\$187 ) begin
       \$237  = 1'h1;
     end
     casez (dma_store_fsm_state)
@@ -21367,8 +21421,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$238  = store__error;
-    if (\$182 ) begin
-      \$238  = \$184 ;
+    if (\$187 ) begin
+      \$238  = \$189 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21457,57 +21511,91 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$242  = st_last_local;
+    \$242  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$242  = { 2'h0, \$188  };
+          \$242  = \$190 ;
     endcase
     if (store_reset) begin
-      \$242  = 40'h0000000000;
+      \$242  = 36'h000000000;
     end
     if (rst) begin
-      \$242  = 40'h0000000000;
+      \$242  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$243  = st_host_end;
+    \$243  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$243  = { 1'h0, \$193  };
+          \$243  = \$191 ;
     endcase
     if (store_reset) begin
-      \$243  = 52'h0000000000000;
+      \$243  = 32'd0;
     end
     if (rst) begin
-      \$243  = 52'h0000000000000;
+      \$243  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$244  = st_host_plane_stride_x;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$244  = \$192 ;
+    endcase
+    if (store_reset) begin
+      \$244  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$244  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$245  = st_host_row_stride_x;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$245  = \$193 ;
+    endcase
+    if (store_reset) begin
+      \$245  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$245  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
   assign st_planes_m1 = \$2 [15:0];
-  assign st_aw_it_nxt0 = \$26 [31:0];
-  assign st_aw_to4k = \$30 [9:0];
-  assign st_aw_blen = \$36 [4:0];
+  assign st_last_local = { 2'h0, \$4  };
+  assign st_host_end = { 1'h0, \$7  };
+  assign st_aw_it_nxt0 = \$31 [31:0];
+  assign st_aw_to4k = \$35 [9:0];
+  assign st_aw_blen = \$41 [4:0];
   assign up__awvalid = st_aw_valid;
   assign st_aw_addr = up__awaddr;
   assign st_aw_len_m1 = up__awlen;
   assign up__awsize = 3'h3;
   assign up__awburst = 2'h1;
   assign up__awprot = 3'h0;
-  assign st_rd_nxt0 = \$47 [13:0];
+  assign st_rd_nxt0 = \$52 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$58 [11:0];
-  assign st_rb_mask = { \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61  };
+  assign st_w_nxt0 = \$63 [11:0];
+  assign st_rb_mask = { \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  };
   assign up__wvalid = st_wvalid;
   assign up__wlast = st_wlast;
   assign up__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$112 [7:0];
+  assign store_bytes = \$117 [7:0];
   assign \st_cmd.host_addr  = st_cmd[47:0];
   assign \st_cmd.host_row_stride  = st_cmd[79:48];
   assign \st_cmd.host_plane_stride  = st_cmd[111:80];
@@ -21538,18 +21626,18 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \store_window.base  = store_window[31:0];
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
-  assign \$30  = { \$29 [13], \$29 [13], \$29 [13], \$29 [13:3] };
-  assign \$136  = 32'd4294967288;
-  assign \$137 [2:0] = 3'h0;
-  assign \$137 [31:3] = \$26 [31:3];
-  assign \$140  = { 3'h0, \$139 [9:3] };
-  assign \$141  = { \$36 [4:0], 3'h0 };
-  assign \$166  = { 3'h0, \$165 [9:3] };
-  assign \$167  = 12'hff8;
-  assign \$168 [2:0] = 3'h0;
-  assign \$168 [11:3] = st_w_row0[11:3];
-  assign \$176  = up__bvalid;
-  assign \$178  = up__bvalid;
+  assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
+  assign \$141  = 32'd4294967288;
+  assign \$142 [2:0] = 3'h0;
+  assign \$142 [31:3] = \$31 [31:3];
+  assign \$145  = { 3'h0, \$144 [9:3] };
+  assign \$146  = { \$41 [4:0], 3'h0 };
+  assign \$171  = { 3'h0, \$170 [9:3] };
+  assign \$172  = 12'hff8;
+  assign \$173 [2:0] = 3'h0;
+  assign \$173 [11:3] = st_w_row0[11:3];
+  assign \$181  = up__bvalid;
+  assign \$183  = up__bvalid;
   assign \$198  = 32'd4294967288;
   assign \$199 [2:0] = 3'h0;
   assign \$199 [31:3] = st_cmd[31:3];
@@ -22642,7 +22730,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9078$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9080$16 , \port$9754$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9080$16 , \port$9758$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22688,8 +22776,8 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9080
   wire [3:0] level;
   input [15:0] \port$9080$16 ;
   wire [15:0] \port$9080$16 ;
-  input [7:0] \port$9754$0 ;
-  wire [7:0] \port$9754$0 ;
+  input [7:0] \port$9758$0 ;
+  wire [7:0] \port$9758$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22724,7 +22812,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9080
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9080$16 , \port$9754$0  };
+      storage[w_port__addr] <= { \port$9080$16 , \port$9758$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22835,8 +22923,8 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9080
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9080$16 , \port$9754$0  };
-  assign w_data = { \port$9080$16 , \port$9754$0  };
+  assign w_port__data = { \port$9080$16 , \port$9758$0  };
+  assign w_data = { \port$9080$16 , \port$9758$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -35207,7 +35295,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9082$16 , \port$9832$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9082$16 , \port$9840$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35253,8 +35341,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9082$16 ,
   wire [3:0] level;
   input [15:0] \port$9082$16 ;
   wire [15:0] \port$9082$16 ;
-  input [7:0] \port$9832$0 ;
-  wire [7:0] \port$9832$0 ;
+  input [7:0] \port$9840$0 ;
+  wire [7:0] \port$9840$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -35289,7 +35377,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9082$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9082$16 , \port$9832$0  };
+      storage[w_port__addr] <= { \port$9082$16 , \port$9840$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -35400,8 +35488,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9082$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9082$16 , \port$9832$0  };
-  assign w_data = { \port$9082$16 , \port$9832$0  };
+  assign w_port__data = { \port$9082$16 , \port$9840$0  };
+  assign w_data = { \port$9082$16 , \port$9840$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46366,7 +46454,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , \port$10860$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , \port$10868$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46410,8 +46498,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10860$0 ;
-  wire [7:0] \port$10860$0 ;
+  input [7:0] \port$10868$0 ;
+  wire [7:0] \port$10868$0 ;
   input [15:0] \port$9084$16 ;
   wire [15:0] \port$9084$16 ;
   (* init = 3'h0 *)
@@ -46448,7 +46536,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9084$16 , \port$10860$0  };
+      storage[w_port__addr] <= { \port$9084$16 , \port$10868$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46559,8 +46647,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9084$16 , \port$10860$0  };
-  assign w_data = { \port$9084$16 , \port$10860$0  };
+  assign w_port__data = { \port$9084$16 , \port$10868$0  };
+  assign w_data = { \port$9084$16 , \port$10868$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
