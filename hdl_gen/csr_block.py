@@ -34,8 +34,9 @@ class CsrBlock(wiring.Component):
     AXI4-Lite (``bus_kind="axi4lite"``): one write and one read are served at a time (AW and W
     are taken together); a write answers in the next cycle, a read in the third (its address is
     registered, then the read multiplexer, which spans every register of the chip, runs in two
-    registered stages); unmapped addresses answer SLVERR (reads return 0). Simple bus (``bus_kind="simple"``, :class:`SimpleBusSignature`): every request is
-    acknowledged one cycle later; unmapped reads return 0 and unmapped writes are ignored. Byte
+    registered stages); unmapped addresses answer SLVERR (reads return 0). Simple bus
+    (``bus_kind="simple"``, :class:`SimpleBusSignature`): every request is acknowledged one cycle
+    later; unmapped reads return 0 and unmapped writes are ignored. Byte
     strobes apply to RW fields. Only the low ``addr_bits`` address bits are decoded.
 
     Ports
@@ -105,8 +106,8 @@ class CsrBlock(wiring.Component):
         groups are ORed into ``rdata``. The chip's registers sit next to the blocks they describe,
         all over the die; one multiplexer over all of them was the host CSR port's critical path."""
         values, hits = [], []
-        for i in range(0, len(reads), READ_GROUP):
-            val, hit = Signal(32, name=f"read_group{len(values)}"), Signal(name=f"read_group{len(values)}_hit")
+        for g, i in enumerate(range(0, len(reads), READ_GROUP)):
+            val, hit = Signal(32, name=f"read_group{g}"), Signal(name=f"read_group{g}_hit")
             sel = [(raddr == word, value) for word, value in reads[i:i + READ_GROUP]]
             with m.If(rpend):
                 m.d.sync += [val.eq(_or(Mux(h, v, 0) for h, v in sel)),
@@ -127,10 +128,11 @@ class CsrBlock(wiring.Component):
         bus = self.bus
         m.submodules.formal_bus = mon = Axi4LiteSubordinate(bus, max_outstanding=1, name="csr")
         rules = Rules(m, platform, "axi")
-        # what is open is exactly what is being answered (the induction's invariant)
+        # what is open is exactly what is being answered (the induction's invariant); a read is
+        # in at most one of its stages (x & (x - 1) == 0: at most one bit set)
+        reading = Cat(*stages, bus.rvalid)
         rules.guarantee("lite.open", (mon.open["aw"] == bus.bvalid) & (mon.open["w"] == bus.bvalid)
-                        & (mon.open["ar"] == Cat(bus.rvalid, *stages).any())
-                        & (Cat(bus.rvalid, *stages) & (Cat(bus.rvalid, *stages) - 1) == 0))
+                        & (mon.open["ar"] == reading.any()) & ((reading & (reading - 1)) == 0))
         words = {r.addr >> 2 for r in self.regs}
         for ch, resp, addr, delay in (("aw", "b", bus.awaddr, 1), ("ar", "r", bus.araddr, 3)):
             accepted = getattr(bus, f"{ch}valid") & getattr(bus, f"{ch}ready")

@@ -222,7 +222,8 @@ PROOFS = {p.name: p for p in [
           "write stored in that row (one arbitrary row followed)",
           lambda: _self(_banked()), "bmc", 10, 12, _MEM_CFG, groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
-    Proof("csr_block", "CSR block: AXI4-Lite subordinate rules, write response in the next cycle, read response in the third, "
+    Proof("csr_block", "CSR block: AXI4-Lite subordinate rules, write response in the next cycle, "
+          "read response in the third, "
           "OKAY for mapped and SLVERR for unmapped addresses",
           lambda: _self(CsrBlock()), "prove", 3, 6, "the chip's register map (kaki_regs.rdl)",
           cover_depth=4),
