@@ -2313,7 +2313,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11854$2 (\$262 ),
+    .\port$11858$2 (\$262 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2432,20 +2432,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11691$0 (q_wait_queue),
-    .\port$11880$0 (inflight),
-    .\port$12015$0 (q__0__cpl_irq),
-    .\port$12029$0 (q__0__error_irq),
-    .\port$12041$0 (q__1__cpl_irq),
-    .\port$12055$0 (q__1__error_irq),
-    .\port$12067$0 (q__2__cpl_irq),
-    .\port$12081$0 (q__2__error_irq),
-    .\port$12093$0 (q__3__cpl_irq),
-    .\port$12107$0 (q__3__error_irq),
-    .\port$12219$0 (\$267 ),
-    .\port$12227$0 (\$268 ),
-    .\port$12235$0 (\$269 ),
-    .\port$12243$0 (\$270 ),
+    .\port$11695$0 (q_wait_queue),
+    .\port$11884$0 (inflight),
+    .\port$12019$0 (q__0__cpl_irq),
+    .\port$12033$0 (q__0__error_irq),
+    .\port$12045$0 (q__1__cpl_irq),
+    .\port$12059$0 (q__1__error_irq),
+    .\port$12071$0 (q__2__cpl_irq),
+    .\port$12085$0 (q__2__error_irq),
+    .\port$12097$0 (q__3__cpl_irq),
+    .\port$12111$0 (q__3__error_irq),
+    .\port$12223$0 (\$267 ),
+    .\port$12231$0 (\$268 ),
+    .\port$12239$0 (\$269 ),
+    .\port$12247$0 (\$270 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2533,10 +2533,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11882$0 (\$263 ),
-    .\port$11884$0 (\$264 ),
-    .\port$11886$0 (\$265 ),
-    .\port$11888$0 (\$266 ),
+    .\port$11886$0 (\$263 ),
+    .\port$11888$0 (\$264 ),
+    .\port$11890$0 (\$265 ),
+    .\port$11892$0 (\$266 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2632,8 +2632,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11882$16 (retire__0__tag),
-    .\port$12442$0 (dma_load_error),
+    .\port$11886$16 (retire__0__tag),
+    .\port$12446$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2643,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11884$16 (retire__1__tag),
-    .\port$12562$0 (dma_store_error),
+    .\port$11888$16 (retire__1__tag),
+    .\port$12566$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2687,11 +2687,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11194$0 (r_data),
-    .\port$11244$0 (\r_data$495 ),
-    .\port$11294$0 (\r_data$506 ),
-    .\port$11344$0 (\r_data$517 ),
-    .\port$11854$2 (\$262 ),
+    .\port$11198$0 (r_data),
+    .\port$11248$0 (\r_data$495 ),
+    .\port$11298$0 (\r_data$506 ),
+    .\port$11348$0 (\r_data$517 ),
+    .\port$11858$2 (\$262 ),
     .\port$4265$0 (q__0__ready),
     .\port$4267$0 (q__0__qreset_req),
     .\port$4275$0 (q__1__ready),
@@ -2749,8 +2749,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11886$16 (retire__2__tag),
-    .\port$12676$0 (gemm_error),
+    .\port$11890$16 (retire__2__tag),
+    .\port$12680$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2800,8 +2800,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$149 (\$269 ),
     .\level$181 (\$270 ),
     .limit(bus_timeout),
-    .\port$11401$0 (fw_write_cpl_word[3:0]),
-    .\port$11401$8 (fw_write_cpl_word[31:8]),
+    .\port$11405$0 (fw_write_cpl_word[3:0]),
+    .\port$11405$8 (fw_write_cpl_word[31:8]),
     .\port$95$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2944,8 +2944,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11888$16 (retire__3__tag),
-    .\port$16744$0 (vec_error),
+    .\port$11892$16 (retire__3__tag),
+    .\port$16748$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5816,7 +5816,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11854$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11858$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +5960,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11854$2 ;
-  wire [29:0] \port$11854$2 ;
+  output [29:0] \port$11858$2 ;
+  wire [29:0] \port$11858$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6141,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11854$2 (\$99 ),
+    .\port$11858$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6259,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11854$2  = \$99 ;
+  assign \port$11858$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11854$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11858$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6688,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11854$2 ;
-  wire [29:0] \port$11854$2 ;
+  output [29:0] \port$11858$2 ;
+  wire [29:0] \port$11858$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9794,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11854$2  = ls_addr_r[31:2];
+  assign \port$11858$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9963,10 +9963,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11691$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11880$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12015$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$12029$0 , q_status0_resetting, q_consumer1_index, \port$12041$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12055$0 , q_status1_resetting, q_consumer2_index, \port$12067$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12081$0 , q_status2_resetting, q_consumer3_index, \port$12093$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$12107$0 , q_status3_resetting, \port$12219$0 , \port$12227$0 , \port$12235$0 , \port$12243$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11695$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11884$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12019$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$12033$0 , q_status0_resetting, q_consumer1_index, \port$12045$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12059$0 , q_status1_resetting, q_consumer2_index, \port$12071$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12085$0 , q_status2_resetting, q_consumer3_index, \port$12097$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$12111$0 , q_status3_resetting, \port$12223$0 , \port$12231$0 , \port$12239$0 , \port$12247$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11500,34 +11500,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$11691$0 ;
-  wire [3:0] \port$11691$0 ;
-  input [3:0] \port$11880$0 ;
-  wire [3:0] \port$11880$0 ;
-  input \port$12015$0 ;
-  wire \port$12015$0 ;
-  input \port$12029$0 ;
-  wire \port$12029$0 ;
-  input \port$12041$0 ;
-  wire \port$12041$0 ;
-  input \port$12055$0 ;
-  wire \port$12055$0 ;
-  input \port$12067$0 ;
-  wire \port$12067$0 ;
-  input \port$12081$0 ;
-  wire \port$12081$0 ;
-  input \port$12093$0 ;
-  wire \port$12093$0 ;
-  input \port$12107$0 ;
-  wire \port$12107$0 ;
-  input [2:0] \port$12219$0 ;
-  wire [2:0] \port$12219$0 ;
-  input [2:0] \port$12227$0 ;
-  wire [2:0] \port$12227$0 ;
-  input [2:0] \port$12235$0 ;
-  wire [2:0] \port$12235$0 ;
-  input [2:0] \port$12243$0 ;
-  wire [2:0] \port$12243$0 ;
+  input [3:0] \port$11695$0 ;
+  wire [3:0] \port$11695$0 ;
+  input [3:0] \port$11884$0 ;
+  wire [3:0] \port$11884$0 ;
+  input \port$12019$0 ;
+  wire \port$12019$0 ;
+  input \port$12033$0 ;
+  wire \port$12033$0 ;
+  input \port$12045$0 ;
+  wire \port$12045$0 ;
+  input \port$12059$0 ;
+  wire \port$12059$0 ;
+  input \port$12071$0 ;
+  wire \port$12071$0 ;
+  input \port$12085$0 ;
+  wire \port$12085$0 ;
+  input \port$12097$0 ;
+  wire \port$12097$0 ;
+  input \port$12111$0 ;
+  wire \port$12111$0 ;
+  input [2:0] \port$12223$0 ;
+  wire [2:0] \port$12223$0 ;
+  input [2:0] \port$12231$0 ;
+  wire [2:0] \port$12231$0 ;
+  input [2:0] \port$12239$0 ;
+  wire [2:0] \port$12239$0 ;
+  input [2:0] \port$12247$0 ;
+  wire [2:0] \port$12247$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12156,10 +12156,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$12093$0 , \port$12067$0 , \port$12041$0 , \port$12015$0  };
+  assign \$179  = \$178  | { \port$12097$0 , \port$12071$0 , \port$12045$0 , \port$12019$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$12107$0 , \port$12081$0 , \port$12055$0 , \port$12029$0  };
+  assign \$182  = \$181  | { \port$12111$0 , \port$12085$0 , \port$12059$0 , \port$12033$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14207,8 +14207,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12093$0 , \port$12067$0 , \port$12041$0 , \port$12015$0  };
-  assign irq_status_queue_error_set = { \port$12107$0 , \port$12081$0 , \port$12055$0 , \port$12029$0  };
+  assign irq_status_queue_cpl_set = { \port$12097$0 , \port$12071$0 , \port$12045$0 , \port$12019$0  };
+  assign irq_status_queue_error_set = { \port$12111$0 , \port$12085$0 , \port$12059$0 , \port$12033$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -14223,18 +14223,18 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11880$0 [0];
-  assign status_dma_store_busy = \port$11880$0 [1];
-  assign status_gemm_busy = \port$11880$0 [2];
-  assign status_vec_busy = \port$11880$0 [3];
-  assign q_status0_waiting = \port$11691$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$12219$0  };
-  assign q_status1_waiting = \port$11691$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$12227$0  };
-  assign q_status2_waiting = \port$11691$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$12235$0  };
-  assign q_status3_waiting = \port$11691$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$12243$0  };
+  assign status_dma_load_busy = \port$11884$0 [0];
+  assign status_dma_store_busy = \port$11884$0 [1];
+  assign status_gemm_busy = \port$11884$0 [2];
+  assign status_vec_busy = \port$11884$0 [3];
+  assign q_status0_waiting = \port$11695$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$12223$0  };
+  assign q_status1_waiting = \port$11695$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$12231$0  };
+  assign q_status2_waiting = \port$11695$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$12239$0  };
+  assign q_status3_waiting = \port$11695$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$12247$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14279,11 +14279,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$11880$0 [0] };
+  assign \$429  = { 1'h0, \port$11884$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$11880$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$11880$0 [2], 2'h0 };
-  assign \$435  = { \port$11880$0 [3], 3'h0 };
+  assign \$431  = { \port$11884$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$11884$0 [2], 2'h0 };
+  assign \$435  = { \port$11884$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14440,26 +14440,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$11691$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$12219$0 , 8'h00 };
+  assign \$877  = { \port$11695$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$12223$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$11691$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$12227$0 , 8'h00 };
+  assign \$890  = { \port$11695$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$12231$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$11691$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$12235$0 , 8'h00 };
+  assign \$903  = { \port$11695$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$12239$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$11691$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$12243$0 , 8'h00 };
+  assign \$916  = { \port$11695$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$12247$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14570,7 +14570,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$11882$0 , retire__0__tag, \port$11884$0 , retire__1__tag, \port$11886$0 , retire__2__tag, \port$11888$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$11886$0 , retire__0__tag, \port$11888$0 , retire__1__tag, \port$11890$0 , retire__2__tag, \port$11892$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15185,14 +15185,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$11882$0 ;
-  wire [8:0] \port$11882$0 ;
-  output [8:0] \port$11884$0 ;
-  wire [8:0] \port$11884$0 ;
   output [8:0] \port$11886$0 ;
   wire [8:0] \port$11886$0 ;
   output [8:0] \port$11888$0 ;
   wire [8:0] \port$11888$0 ;
+  output [8:0] \port$11890$0 ;
+  wire [8:0] \port$11890$0 ;
+  output [8:0] \port$11892$0 ;
+  wire [8:0] \port$11892$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15644,9 +15644,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11348$0 (desc),
-    .\port$11350$0 (queue),
-    .\port$11351$0 (windowed),
+    .\port$11352$0 (desc),
+    .\port$11354$0 (queue),
+    .\port$11355$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15656,9 +15656,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11348$0 (desc),
-    .\port$11350$0 (queue),
-    .\port$11351$0 (windowed),
+    .\port$11352$0 (desc),
+    .\port$11354$0 (queue),
+    .\port$11355$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15668,9 +15668,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11348$0 (desc),
-    .\port$11350$0 (queue),
-    .\port$11351$0 (windowed),
+    .\port$11352$0 (desc),
+    .\port$11354$0 (queue),
+    .\port$11355$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15680,9 +15680,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11348$0 (desc),
-    .\port$11350$0 (queue),
-    .\port$11351$0 (windowed),
+    .\port$11352$0 (desc),
+    .\port$11354$0 (queue),
+    .\port$11355$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15867,13 +15867,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$11882$0  = dma_load_held[8:0];
+  assign \port$11886$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11884$0  = dma_store_held[8:0];
+  assign \port$11888$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11886$0  = gemm_held[8:0];
+  assign \port$11890$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11888$0  = vec_held[8:0];
+  assign \port$11892$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16374,7 +16374,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11348$0 , \port$11350$0 , \port$11351$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11352$0 , \port$11354$0 , \port$11355$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16416,12 +16416,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11348$0 ;
-  wire [255:0] \port$11348$0 ;
-  input [1:0] \port$11350$0 ;
-  wire [1:0] \port$11350$0 ;
-  input \port$11351$0 ;
-  wire \port$11351$0 ;
+  input [255:0] \port$11352$0 ;
+  wire [255:0] \port$11352$0 ;
+  input [1:0] \port$11354$0 ;
+  wire [1:0] \port$11354$0 ;
+  input \port$11355$0 ;
+  wire \port$11355$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16453,7 +16453,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11351$0 , \port$11350$0 , \port$11348$0  };
+      storage[w_port__addr] <= { \port$11355$0 , \port$11354$0 , \port$11352$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16552,14 +16552,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11351$0 , \port$11350$0 , \port$11348$0  };
-  assign w_data = { \port$11351$0 , \port$11350$0 , \port$11348$0  };
+  assign w_port__data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+  assign w_data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11348$0 , \port$11350$0 , \port$11351$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11352$0 , \port$11354$0 , \port$11355$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16601,12 +16601,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11348$0 ;
-  wire [255:0] \port$11348$0 ;
-  input [1:0] \port$11350$0 ;
-  wire [1:0] \port$11350$0 ;
-  input \port$11351$0 ;
-  wire \port$11351$0 ;
+  input [255:0] \port$11352$0 ;
+  wire [255:0] \port$11352$0 ;
+  input [1:0] \port$11354$0 ;
+  wire [1:0] \port$11354$0 ;
+  input \port$11355$0 ;
+  wire \port$11355$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16638,7 +16638,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11351$0 , \port$11350$0 , \port$11348$0  };
+      storage[w_port__addr] <= { \port$11355$0 , \port$11354$0 , \port$11352$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16737,14 +16737,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11351$0 , \port$11350$0 , \port$11348$0  };
-  assign w_data = { \port$11351$0 , \port$11350$0 , \port$11348$0  };
+  assign w_port__data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+  assign w_data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11348$0 , \port$11350$0 , \port$11351$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11352$0 , \port$11354$0 , \port$11355$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16786,12 +16786,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11348$0 ;
-  wire [255:0] \port$11348$0 ;
-  input [1:0] \port$11350$0 ;
-  wire [1:0] \port$11350$0 ;
-  input \port$11351$0 ;
-  wire \port$11351$0 ;
+  input [255:0] \port$11352$0 ;
+  wire [255:0] \port$11352$0 ;
+  input [1:0] \port$11354$0 ;
+  wire [1:0] \port$11354$0 ;
+  input \port$11355$0 ;
+  wire \port$11355$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16823,7 +16823,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11351$0 , \port$11350$0 , \port$11348$0  };
+      storage[w_port__addr] <= { \port$11355$0 , \port$11354$0 , \port$11352$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16922,14 +16922,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11351$0 , \port$11350$0 , \port$11348$0  };
-  assign w_data = { \port$11351$0 , \port$11350$0 , \port$11348$0  };
+  assign w_port__data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+  assign w_data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11348$0 , \port$11350$0 , \port$11351$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11352$0 , \port$11354$0 , \port$11355$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16971,12 +16971,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11348$0 ;
-  wire [255:0] \port$11348$0 ;
-  input [1:0] \port$11350$0 ;
-  wire [1:0] \port$11350$0 ;
-  input \port$11351$0 ;
-  wire \port$11351$0 ;
+  input [255:0] \port$11352$0 ;
+  wire [255:0] \port$11352$0 ;
+  input [1:0] \port$11354$0 ;
+  wire [1:0] \port$11354$0 ;
+  input \port$11355$0 ;
+  wire \port$11355$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17008,7 +17008,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11351$0 , \port$11350$0 , \port$11348$0  };
+      storage[w_port__addr] <= { \port$11355$0 , \port$11354$0 , \port$11352$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17107,8 +17107,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11351$0 , \port$11350$0 , \port$11348$0  };
-  assign w_data = { \port$11351$0 , \port$11350$0 , \port$11348$0  };
+  assign w_port__data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+  assign w_data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -17662,21 +17662,21 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
-  wire [5:0] \$163 ;
-  wire \$164 ;
+  wire \$163 ;
+  wire [5:0] \$164 ;
   wire \$165 ;
-  wire [16:0] \$166 ;
+  wire \$166 ;
   wire [16:0] \$167 ;
-  wire [31:0] \$168 ;
+  wire [16:0] \$168 ;
   wire [31:0] \$169 ;
   wire \$17 ;
-  wire [8:0] \$170 ;
-  wire [9:0] \$171 ;
+  wire [31:0] \$170 ;
+  wire [8:0] \$171 ;
   wire [9:0] \$172 ;
-  wire [7:0] \$173 ;
-  wire [32:0] \$174 ;
-  wire [5:0] \$175 ;
-  wire \$176 ;
+  wire [9:0] \$173 ;
+  wire [7:0] \$174 ;
+  wire [32:0] \$175 ;
+  wire [5:0] \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
@@ -17684,75 +17684,76 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire [4:0] \$183 ;
-  wire \$184 ;
-  wire [4:0] \$185 ;
-  wire \$186 ;
+  wire \$183 ;
+  wire [4:0] \$184 ;
+  wire \$185 ;
+  wire [4:0] \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire [7:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
+  wire [7:0] \$190 ;
   wire \$191 ;
-  wire [3:0] \$192 ;
-  wire [4:0] \$193 ;
-  wire [3:0] \$194 ;
-  wire \$195 ;
-  wire [16:0] \$196 ;
+  wire \$192 ;
+  wire [3:0] \$193 ;
+  wire [4:0] \$194 ;
+  wire [3:0] \$195 ;
+  wire \$196 ;
   wire [16:0] \$197 ;
-  wire [35:0] \$198 ;
-  wire [31:0] \$199 ;
+  wire [16:0] \$198 ;
+  wire [35:0] \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [47:0] \$200 ;
+  wire [31:0] \$200 ;
   wire [47:0] \$201 ;
-  wire \$202 ;
+  wire [47:0] \$202 ;
   wire \$203 ;
-  wire [31:0] \$204 ;
+  wire \$204 ;
   wire [31:0] \$205 ;
-  wire [8:0] \$206 ;
-  wire [9:0] \$207 ;
+  wire [31:0] \$206 ;
+  wire [8:0] \$207 ;
   wire [9:0] \$208 ;
-  wire [7:0] \$209 ;
+  wire [9:0] \$209 ;
   wire \$21 ;
-  reg [31:0] \$210 ;
-  reg [7:0] \$211 ;
-  reg \$212 ;
-  reg [31:0] \$213 ;
-  reg [15:0] \$214 ;
+  wire [7:0] \$210 ;
+  reg [31:0] \$211 ;
+  reg [7:0] \$212 ;
+  reg \$213 ;
+  reg [31:0] \$214 ;
   reg [15:0] \$215 ;
-  reg [31:0] \$216 ;
-  reg \$217 ;
-  reg [31:0] \$218 ;
-  reg [3:0] \$219 ;
+  reg [15:0] \$216 ;
+  reg [31:0] \$217 ;
+  reg \$218 ;
+  reg [31:0] \$219 ;
   wire \$22 ;
-  reg [575:0] \$220 ;
-  reg [3:0] \$221 ;
-  reg \$222 ;
-  reg [7:0] \$223 ;
-  reg [2:0] \$224 ;
-  reg [511:0] \$225 ;
-  reg [13:0] \$226 ;
-  reg \$227 ;
+  reg [3:0] \$220 ;
+  reg [575:0] \$221 ;
+  reg [3:0] \$222 ;
+  reg \$223 ;
+  reg [7:0] \$224 ;
+  reg [2:0] \$225 ;
+  reg [511:0] \$226 ;
+  reg [13:0] \$227 ;
   reg \$228 ;
-  reg [2:0] \$229 ;
+  reg \$229 ;
   wire \$23 ;
-  reg [13:0] \$230 ;
-  reg [2:0] \$231 ;
-  reg [13:0] \$232 ;
-  reg [15:0] \$233 ;
+  reg [2:0] \$230 ;
+  reg [13:0] \$231 ;
+  reg [2:0] \$232 ;
+  reg [13:0] \$233 ;
   reg [15:0] \$234 ;
-  reg [2:0] \$235 ;
-  reg [13:0] \$236 ;
-  reg \$237 ;
-  reg [223:0] \$238 ;
-  reg [64:0] \$239 ;
+  reg [15:0] \$235 ;
+  reg [2:0] \$236 ;
+  reg [13:0] \$237 ;
+  reg \$238 ;
+  reg [223:0] \$239 ;
   wire [32:0] \$24 ;
-  reg [2:0] \$240 ;
-  reg [35:0] \$241 ;
-  reg [31:0] \$242 ;
-  reg [47:0] \$243 ;
+  reg [64:0] \$240 ;
+  reg [2:0] \$241 ;
+  reg [35:0] \$242 ;
+  reg [31:0] \$243 ;
   reg [47:0] \$244 ;
+  reg [47:0] \$245 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
@@ -18217,116 +18218,117 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   assign \$160  = dma_load_fsm_state == 2'h2;
   assign \$161  = dma_load_fsm_state == 2'h3;
   assign \$162  = dma_load_fsm_state == 3'h4;
-  assign \$163  = \$41 [4:0] - 1'h1;
-  assign \$164  = ld_ar_beats_left == \$41 [4:0];
-  assign \$165  = ld_ar_it_r > 1'h1;
-  assign \$166  = ld_ar_it_r - 1'h1;
-  assign \$167  = ld_ar_it_p - 1'h1;
-  assign \$170  = \$31 [2:0] + ld_cmd[175:168];
-  assign \$171  = \$170  + 3'h7;
-  assign \$174  = ld_ar_beat_addr + \$173 ;
-  assign \$175  = ld_ar_beats_left - \$41 [4:0];
-  assign \$176  = ~ ld_drain;
-  assign \$177  = ld_run & \$176 ;
-  assign \$178  = \$177  & ld_rx_active;
-  assign \$179  = ! \$63 [3:0];
-  assign \$180  = up__rvalid & up__rready;
-  assign \$181  = ~ up__rresp[1];
-  assign \$182  = \$180  & \$181 ;
-  assign \$183  = \$63 [3:0] - 1'h1;
-  assign \$184  = ld_rx_beat == \$183 ;
-  assign \$185  = ld_rx_beat + 1'h1;
-  assign \$186  = up__rvalid & up__rready;
-  assign \$187  = \$186  & up__rresp[1];
-  assign \$188  = up__rresp == 2'h3;
-  assign \$189  = \$188  ? 8'h07 : 8'h06;
-  assign \$190  = up__rvalid & up__rready;
-  assign \$191  = \$190  & up__rlast;
-  assign \$192  = ld_outstanding + ld_ar_issue;
-  assign \$193  = \$192  - 1'h1;
-  assign \$194  = ld_outstanding + ld_ar_issue;
-  assign \$195  = ld_rx_r > 1'h1;
-  assign \$196  = ld_rx_r - 1'h1;
-  assign \$197  = ld_rx_p - 1'h1;
-  assign \$198  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$199  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$200  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$201  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$202  = ! ld_chk_err;
-  assign \$203  = | ld_cmd[175:168];
-  assign \$206  = ld_cmd[2:0] + ld_cmd[175:168];
-  assign \$207  = \$206  + 3'h7;
-  assign \$209  = ld_drain ? load__error : 8'h10;
+  assign \$163  = dma_load_fsm_state == 3'h5;
+  assign \$164  = \$41 [4:0] - 1'h1;
+  assign \$165  = ld_ar_beats_left == \$41 [4:0];
+  assign \$166  = ld_ar_it_r > 1'h1;
+  assign \$167  = ld_ar_it_r - 1'h1;
+  assign \$168  = ld_ar_it_p - 1'h1;
+  assign \$171  = \$31 [2:0] + ld_cmd[175:168];
+  assign \$172  = \$171  + 3'h7;
+  assign \$175  = ld_ar_beat_addr + \$174 ;
+  assign \$176  = ld_ar_beats_left - \$41 [4:0];
+  assign \$177  = ~ ld_drain;
+  assign \$178  = ld_run & \$177 ;
+  assign \$179  = \$178  & ld_rx_active;
+  assign \$180  = ! \$63 [3:0];
+  assign \$181  = up__rvalid & up__rready;
+  assign \$182  = ~ up__rresp[1];
+  assign \$183  = \$181  & \$182 ;
+  assign \$184  = \$63 [3:0] - 1'h1;
+  assign \$185  = ld_rx_beat == \$184 ;
+  assign \$186  = ld_rx_beat + 1'h1;
+  assign \$187  = up__rvalid & up__rready;
+  assign \$188  = \$187  & up__rresp[1];
+  assign \$189  = up__rresp == 2'h3;
+  assign \$190  = \$189  ? 8'h07 : 8'h06;
+  assign \$191  = up__rvalid & up__rready;
+  assign \$192  = \$191  & up__rlast;
+  assign \$193  = ld_outstanding + ld_ar_issue;
+  assign \$194  = \$193  - 1'h1;
+  assign \$195  = ld_outstanding + ld_ar_issue;
+  assign \$196  = ld_rx_r > 1'h1;
+  assign \$197  = ld_rx_r - 1'h1;
+  assign \$198  = ld_rx_p - 1'h1;
+  assign \$199  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$200  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$201  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$202  = \$1 [15:0] * ld_cmd[79:48];
+  assign \$203  = ! load__error;
+  assign \$204  = | ld_cmd[175:168];
+  assign \$207  = ld_cmd[2:0] + ld_cmd[175:168];
+  assign \$208  = \$207  + 3'h7;
+  assign \$210  = ld_drain ? load__error : 8'h10;
   always @(posedge clk)
-    up__araddr <= \$210 ;
+    up__araddr <= \$211 ;
   always @(posedge clk)
-    up__arlen <= \$211 ;
+    up__arlen <= \$212 ;
   always @(posedge clk)
-    ld_ar_valid <= \$212 ;
+    ld_ar_valid <= \$213 ;
   always @(posedge clk)
-    ld_ar_it_row0 <= \$213 ;
+    ld_ar_it_row0 <= \$214 ;
   always @(posedge clk)
-    ld_ar_it_r <= \$214 ;
+    ld_ar_it_r <= \$215 ;
   always @(posedge clk)
-    ld_ar_it_p <= \$215 ;
+    ld_ar_it_p <= \$216 ;
   always @(posedge clk)
-    ld_ar_it_plane0 <= \$216 ;
+    ld_ar_it_plane0 <= \$217 ;
   always @(posedge clk)
-    ld_ar_it_active <= \$217 ;
+    ld_ar_it_active <= \$218 ;
   always @(posedge clk)
-    ld_ar_beat_addr <= \$218 ;
+    ld_ar_beat_addr <= \$219 ;
   always @(posedge clk)
-    ld_ar_beats_left <= \$219 ;
+    ld_ar_beats_left <= \$220 ;
   always @(posedge clk)
-    ld_buf <= \$220 ;
+    ld_buf <= \$221 ;
   always @(posedge clk)
-    ld_rx_beat <= \$221 ;
+    ld_rx_beat <= \$222 ;
   always @(posedge clk)
-    ld_drain <= \$222 ;
+    ld_drain <= \$223 ;
   always @(posedge clk)
-    load__error <= \$223 ;
+    load__error <= \$224 ;
   always @(posedge clk)
-    ld_outstanding <= \$224 ;
+    ld_outstanding <= \$225 ;
   always @(posedge clk)
-    ld_wb_data <= \$225 ;
+    ld_wb_data <= \$226 ;
   always @(posedge clk)
-    spad_wr__addr <= \$226 ;
+    spad_wr__addr <= \$227 ;
   always @(posedge clk)
-    ld_wb_valid <= \$227 ;
+    ld_wb_valid <= \$228 ;
   always @(posedge clk)
-    ld_full <= \$228 ;
+    ld_full <= \$229 ;
   always @(posedge clk)
-    ld_ext_off <= \$229 ;
+    ld_ext_off <= \$230 ;
   always @(posedge clk)
-    ld_ext_laddr <= \$230 ;
+    ld_ext_laddr <= \$231 ;
   always @(posedge clk)
-    ld_rx_row0 <= \$231 ;
+    ld_rx_row0 <= \$232 ;
   always @(posedge clk)
-    ld_rx_row1 <= \$232 ;
+    ld_rx_row1 <= \$233 ;
   always @(posedge clk)
-    ld_rx_r <= \$233 ;
+    ld_rx_r <= \$234 ;
   always @(posedge clk)
-    ld_rx_p <= \$234 ;
+    ld_rx_p <= \$235 ;
   always @(posedge clk)
-    ld_rx_plane0 <= \$235 ;
+    ld_rx_plane0 <= \$236 ;
   always @(posedge clk)
-    ld_rx_plane1 <= \$236 ;
+    ld_rx_plane1 <= \$237 ;
   always @(posedge clk)
-    ld_rx_active <= \$237 ;
+    ld_rx_active <= \$238 ;
   always @(posedge clk)
-    ld_cmd <= \$238 ;
+    ld_cmd <= \$239 ;
   always @(posedge clk)
-    ld_window <= \$239 ;
+    ld_window <= \$240 ;
   always @(posedge clk)
-    dma_load_fsm_state <= \$240 ;
+    dma_load_fsm_state <= \$241 ;
   always @(posedge clk)
-    ld_local_plane_stride_x <= \$241 ;
+    ld_local_plane_stride_x <= \$242 ;
   always @(posedge clk)
-    ld_local_row_stride_x <= \$242 ;
+    ld_local_row_stride_x <= \$243 ;
   always @(posedge clk)
-    ld_host_plane_stride_x <= \$243 ;
+    ld_host_plane_stride_x <= \$244 ;
   always @(posedge clk)
-    ld_host_row_stride_x <= \$244 ;
+    ld_host_row_stride_x <= \$245 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
@@ -18379,6 +18381,8 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
           load__busy = 1'h1;
       3'h4:
           load__busy = 1'h1;
+      3'h5:
+          load__busy = 1'h1;
     endcase
   end
   always @* begin
@@ -18392,6 +18396,8 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           ld_run = 1'h1;
     endcase
   end
@@ -18406,6 +18412,8 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
             ld_abort = 1'h1;
@@ -18425,42 +18433,44 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           load__done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$210  = up__araddr;
+    \$211  = up__araddr;
     if (ld_ar_issue) begin
-      \$210  = ld_ar_beat_addr;
+      \$211  = ld_ar_beat_addr;
     end
     if (load_reset) begin
-      \$210  = 32'd0;
+      \$211  = 32'd0;
     end
     if (rst) begin
-      \$210  = 32'd0;
+      \$211  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$211  = up__arlen;
+    \$212  = up__arlen;
     if (ld_ar_issue) begin
-      \$211  = { \$163 [5], \$163 [5], \$163  };
+      \$212  = { \$164 [5], \$164 [5], \$164  };
     end
     if (load_reset) begin
-      \$211  = 8'h00;
+      \$212  = 8'h00;
     end
     if (rst) begin
-      \$211  = 8'h00;
+      \$212  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$212  = ld_ar_valid;
+    \$213  = ld_ar_valid;
     if (ld_ar_issue) begin
-      \$212  = 1'h1;
+      \$213  = 1'h1;
     end else if (up__arready) begin
-      \$212  = 1'h0;
+      \$213  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18468,28 +18478,30 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$212  = 1'h0;
-          end
+          /* empty */;
       3'h3:
+          if (\$203 ) begin
+            \$213  = 1'h0;
+          end
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$212  = 1'h0;
+            \$213  = 1'h0;
           end
     endcase
     if (load_reset) begin
-      \$212  = 1'h0;
+      \$213  = 1'h0;
     end
     if (rst) begin
-      \$212  = 1'h0;
+      \$213  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$213  = ld_ar_it_row0;
+    \$214  = ld_ar_it_row0;
     if (ld_ar_issue) begin
-      if (\$164 ) begin
-        \$213  = \$31 [31:0];
+      if (\$165 ) begin
+        \$214  = \$31 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18498,85 +18510,29 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$213  = ld_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$214  = ld_cmd[31:0];
           end
     endcase
     if (load_reset) begin
-      \$213  = 32'd0;
+      \$214  = 32'd0;
     end
     if (rst) begin
-      \$213  = 32'd0;
+      \$214  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$214  = ld_ar_it_r;
+    \$215  = ld_ar_it_r;
     if (ld_ar_issue) begin
-      if (\$164 ) begin
+      if (\$165 ) begin
         (* full_case = 32'd1 *)
-        if (\$165 ) begin
-          \$214  = \$166 [15:0];
-        end else begin
-          \$214  = ld_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$202 ) begin
-            \$214  = ld_cmd[199:184];
-          end
-    endcase
-    if (load_reset) begin
-      \$214  = 16'h0000;
-    end
-    if (rst) begin
-      \$214  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$215  = ld_ar_it_p;
-    if (ld_ar_issue) begin
-      if (\$164 ) begin
-        (* full_case = 32'd1 *)
-        if (\$165 ) begin
-        end else begin
+        if (\$166 ) begin
           \$215  = \$167 [15:0];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$202 ) begin
-            \$215  = ld_cmd[215:200];
-          end
-    endcase
-    if (load_reset) begin
-      \$215  = 16'h0000;
-    end
-    if (rst) begin
-      \$215  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$216  = ld_ar_it_plane0;
-    if (ld_ar_issue) begin
-      if (\$164 ) begin
-        (* full_case = 32'd1 *)
-        if (\$165 ) begin
         end else begin
-          \$216  = \$31 [31:0];
+          \$215  = ld_cmd[199:184];
         end
       end
     end
@@ -18586,24 +18542,88 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$216  = ld_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$215  = ld_cmd[199:184];
           end
     endcase
     if (load_reset) begin
-      \$216  = 32'd0;
+      \$215  = 16'h0000;
     end
     if (rst) begin
-      \$216  = 32'd0;
+      \$215  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$217  = ld_ar_it_active;
+    \$216  = ld_ar_it_p;
     if (ld_ar_issue) begin
-      if (\$164 ) begin
+      if (\$165 ) begin
+        (* full_case = 32'd1 *)
+        if (\$166 ) begin
+        end else begin
+          \$216  = \$168 [15:0];
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$216  = ld_cmd[215:200];
+          end
+    endcase
+    if (load_reset) begin
+      \$216  = 16'h0000;
+    end
+    if (rst) begin
+      \$216  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$217  = ld_ar_it_plane0;
+    if (ld_ar_issue) begin
+      if (\$165 ) begin
+        (* full_case = 32'd1 *)
+        if (\$166 ) begin
+        end else begin
+          \$217  = \$31 [31:0];
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$217  = ld_cmd[31:0];
+          end
+    endcase
+    if (load_reset) begin
+      \$217  = 32'd0;
+    end
+    if (rst) begin
+      \$217  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$218  = ld_ar_it_active;
+    if (ld_ar_issue) begin
+      if (\$165 ) begin
         if (ld_ar_it_last) begin
-          \$217  = 1'h0;
+          \$218  = 1'h0;
         end
       end
     end
@@ -18613,26 +18633,28 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$217  = \$203 ;
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$218  = \$204 ;
           end
     endcase
     if (load_reset) begin
-      \$217  = 1'h0;
+      \$218  = 1'h0;
     end
     if (rst) begin
-      \$217  = 1'h0;
+      \$218  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$218  = ld_ar_beat_addr;
+    \$219  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$164 ) begin
-        \$218  = \$169 ;
+      if (\$165 ) begin
+        \$219  = \$170 ;
       end else begin
-        \$218  = \$174 [31:0];
+        \$219  = \$175 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18641,26 +18663,28 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$218  = \$205 ;
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$219  = \$206 ;
           end
     endcase
     if (load_reset) begin
-      \$218  = 32'd0;
+      \$219  = 32'd0;
     end
     if (rst) begin
-      \$218  = 32'd0;
+      \$219  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$219  = ld_ar_beats_left;
+    \$220  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$164 ) begin
-        \$219  = \$172 [3:0];
+      if (\$165 ) begin
+        \$220  = \$173 [3:0];
       end else begin
-        \$219  = \$175 [3:0];
+        \$220  = \$176 [3:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18669,67 +18693,69 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$219  = \$208 [3:0];
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$220  = \$209 [3:0];
           end
     endcase
     if (load_reset) begin
-      \$219  = 4'h0;
+      \$220  = 4'h0;
     end
     if (rst) begin
-      \$219  = 4'h0;
+      \$220  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$220  = ld_buf;
-    if (\$178 ) begin
-      if (\$179 ) begin
-      end else if (\$182 ) begin
+    \$221  = ld_buf;
+    if (\$179 ) begin
+      if (\$180 ) begin
+      end else if (\$183 ) begin
         casez (ld_rx_beat)
           4'h0:
-              \$220 [63:0] = up__rdata;
+              \$221 [63:0] = up__rdata;
           4'h1:
-              \$220 [127:64] = up__rdata;
+              \$221 [127:64] = up__rdata;
           4'h2:
-              \$220 [191:128] = up__rdata;
+              \$221 [191:128] = up__rdata;
           4'h3:
-              \$220 [255:192] = up__rdata;
+              \$221 [255:192] = up__rdata;
           4'h4:
-              \$220 [319:256] = up__rdata;
+              \$221 [319:256] = up__rdata;
           4'h5:
-              \$220 [383:320] = up__rdata;
+              \$221 [383:320] = up__rdata;
           4'h6:
-              \$220 [447:384] = up__rdata;
+              \$221 [447:384] = up__rdata;
           4'h7:
-              \$220 [511:448] = up__rdata;
+              \$221 [511:448] = up__rdata;
           4'h8:
-              \$220 [575:512] = up__rdata;
+              \$221 [575:512] = up__rdata;
         endcase
       end
     end
     if (load_reset) begin
-      \$220  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$221  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$220  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$221  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$221  = ld_rx_beat;
-    if (\$178 ) begin
-      if (\$179 ) begin
-      end else if (\$182 ) begin
+    \$222  = ld_rx_beat;
+    if (\$179 ) begin
+      if (\$180 ) begin
+      end else if (\$183 ) begin
         (* full_case = 32'd1 *)
-        if (\$184 ) begin
+        if (\$185 ) begin
         end else begin
-          \$221  = \$185 [3:0];
+          \$222  = \$186 [3:0];
         end
       end
     end
     if (ld_row_done) begin
-      \$221  = 4'h0;
+      \$222  = 4'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18737,73 +18763,79 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          \$221  = 4'h0;
-    endcase
-    if (load_reset) begin
-      \$221  = 4'h0;
-    end
-    if (rst) begin
-      \$221  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$222  = ld_drain;
-    if (\$178 ) begin
-      if (\$187 ) begin
-        \$222  = 1'h1;
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$222  = 1'h0;
-    endcase
-    if (load_reset) begin
-      \$222  = 1'h0;
-    end
-    if (rst) begin
-      \$222  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$223  = load__error;
-    if (\$178 ) begin
-      if (\$187 ) begin
-        \$223  = \$189 ;
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$223  = ld_chk_err;
       3'h3:
+          \$222  = 4'h0;
+    endcase
+    if (load_reset) begin
+      \$222  = 4'h0;
+    end
+    if (rst) begin
+      \$222  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$223  = ld_drain;
+    if (\$179 ) begin
+      if (\$188 ) begin
+        \$223  = 1'h1;
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$223  = 1'h0;
+    endcase
+    if (load_reset) begin
+      \$223  = 1'h0;
+    end
+    if (rst) begin
+      \$223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$224  = load__error;
+    if (\$179 ) begin
+      if (\$188 ) begin
+        \$224  = \$190 ;
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$224  = ld_chk_err;
+      3'h3:
+          /* empty */;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$223  = \$209 ;
+            \$224  = \$210 ;
           end
     endcase
     if (load_reset) begin
-      \$223  = 8'h00;
+      \$224  = 8'h00;
     end
     if (rst) begin
-      \$223  = 8'h00;
+      \$224  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    if (\$191 ) begin
-      \$224  = \$193 [2:0];
+    if (\$192 ) begin
+      \$225  = \$194 [2:0];
     end else begin
-      \$224  = \$194 [2:0];
+      \$225  = \$195 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18813,89 +18845,64 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$224  = 3'h0;
+            \$225  = 3'h0;
           end
     endcase
     if (load_reset) begin
-      \$224  = 3'h0;
+      \$225  = 3'h0;
     end
     if (rst) begin
-      \$224  = 3'h0;
+      \$225  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$225  = ld_wb_data;
+    \$226  = ld_wb_data;
     if (ld_wb_load) begin
-      \$225  = \$139 [511:0];
+      \$226  = \$139 [511:0];
     end
     if (load_reset) begin
-      \$225  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$226  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$225  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$226  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$226  = spad_wr__addr;
+    \$227  = spad_wr__addr;
     if (ld_wb_load) begin
-      \$226  = ld_ext_laddr;
+      \$227  = ld_ext_laddr;
     end
     if (load_reset) begin
-      \$226  = 14'h0000;
+      \$227  = 14'h0000;
     end
     if (rst) begin
-      \$226  = 14'h0000;
+      \$227  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$227  = ld_wb_valid;
+    \$228  = ld_wb_valid;
     if (ld_wb_load) begin
-      \$227  = 1'h1;
+      \$228  = 1'h1;
     end else if (ld_wb_done) begin
-      \$227  = 1'h0;
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$227  = 1'h0;
-      3'h3:
-          if (ld_finished) begin
-          end else if (timeout) begin
-            \$227  = 1'h0;
-          end
-    endcase
-    if (load_reset) begin
-      \$227  = 1'h0;
-    end
-    if (rst) begin
-      \$227  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$228  = ld_full;
-    if (ld_wb_load) begin
       \$228  = 1'h0;
     end
-    if (ld_row_done) begin
-      \$228  = 1'h1;
-    end
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$228  = 1'h0;
+          /* empty */;
       3'h3:
+          \$228  = 1'h0;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
             \$228  = 1'h0;
@@ -18910,35 +18917,12 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$229  = ld_ext_off;
+    \$229  = ld_full;
+    if (ld_wb_load) begin
+      \$229  = 1'h0;
+    end
     if (ld_row_done) begin
-      \$229  = ld_rx_row0;
-    end
-    if (load_reset) begin
-      \$229  = 3'h0;
-    end
-    if (rst) begin
-      \$229  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$230  = ld_ext_laddr;
-    if (ld_row_done) begin
-      \$230  = ld_rx_row1;
-    end
-    if (load_reset) begin
-      \$230  = 14'h0000;
-    end
-    if (rst) begin
-      \$230  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$231  = ld_rx_row0;
-    if (ld_row_done) begin
-      \$231  = \$52 [2:0];
+      \$229  = 1'h1;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18946,22 +18930,53 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$231  = ld_cmd[2:0];
+          /* empty */;
+      3'h3:
+          \$229  = 1'h0;
+      3'h4:
+          if (ld_finished) begin
+          end else if (timeout) begin
+            \$229  = 1'h0;
           end
     endcase
     if (load_reset) begin
-      \$231  = 3'h0;
+      \$229  = 1'h0;
     end
     if (rst) begin
-      \$231  = 3'h0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$232  = ld_rx_row1;
+    \$230  = ld_ext_off;
     if (ld_row_done) begin
-      \$232  = \$56 [13:0];
+      \$230  = ld_rx_row0;
+    end
+    if (load_reset) begin
+      \$230  = 3'h0;
+    end
+    if (rst) begin
+      \$230  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$231  = ld_ext_laddr;
+    if (ld_row_done) begin
+      \$231  = ld_rx_row1;
+    end
+    if (load_reset) begin
+      \$231  = 14'h0000;
+    end
+    if (rst) begin
+      \$231  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$232  = ld_rx_row0;
+    if (ld_row_done) begin
+      \$232  = \$52 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18969,53 +18984,53 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$232  = ld_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$232  = ld_cmd[2:0];
           end
     endcase
     if (load_reset) begin
-      \$232  = 14'h0000;
+      \$232  = 3'h0;
     end
     if (rst) begin
-      \$232  = 14'h0000;
+      \$232  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$233  = ld_rx_r;
+    \$233  = ld_rx_row1;
+    if (ld_row_done) begin
+      \$233  = \$56 [13:0];
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$233  = ld_cmd[125:112];
+          end
+    endcase
+    if (load_reset) begin
+      \$233  = 14'h0000;
+    end
+    if (rst) begin
+      \$233  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$234  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$195 ) begin
-        \$233  = \$196 [15:0];
-      end else begin
-        \$233  = ld_cmd[199:184];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$202 ) begin
-            \$233  = ld_cmd[199:184];
-          end
-    endcase
-    if (load_reset) begin
-      \$233  = 16'h0000;
-    end
-    if (rst) begin
-      \$233  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$234  = ld_rx_p;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$195 ) begin
-      end else begin
+      if (\$196 ) begin
         \$234  = \$197 [15:0];
+      end else begin
+        \$234  = ld_cmd[199:184];
       end
     end
     casez (dma_load_fsm_state)
@@ -19024,8 +19039,10 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$234  = ld_cmd[215:200];
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$234  = ld_cmd[199:184];
           end
     endcase
     if (load_reset) begin
@@ -19037,12 +19054,12 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$235  = ld_rx_plane0;
+    \$235  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$195 ) begin
+      if (\$196 ) begin
       end else begin
-        \$235  = \$52 [2:0];
+        \$235  = \$198 [15:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -19051,25 +19068,27 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$235  = ld_cmd[2:0];
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$235  = ld_cmd[215:200];
           end
     endcase
     if (load_reset) begin
-      \$235  = 3'h0;
+      \$235  = 16'h0000;
     end
     if (rst) begin
-      \$235  = 3'h0;
+      \$235  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$236  = ld_rx_plane1;
+    \$236  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$195 ) begin
+      if (\$196 ) begin
       end else begin
-        \$236  = \$56 [13:0];
+        \$236  = \$52 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -19078,23 +19097,54 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$236  = ld_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$236  = ld_cmd[2:0];
           end
     endcase
     if (load_reset) begin
-      \$236  = 14'h0000;
+      \$236  = 3'h0;
     end
     if (rst) begin
-      \$236  = 14'h0000;
+      \$236  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$237  = ld_rx_active;
+    \$237  = ld_rx_plane1;
+    if (ld_row_done) begin
+      (* full_case = 32'd1 *)
+      if (\$196 ) begin
+      end else begin
+        \$237  = \$56 [13:0];
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$237  = ld_cmd[125:112];
+          end
+    endcase
+    if (load_reset) begin
+      \$237  = 14'h0000;
+    end
+    if (rst) begin
+      \$237  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$238  = ld_rx_active;
     if (ld_row_done) begin
       if (ld_rx_last) begin
-        \$237  = 1'h0;
+        \$238  = 1'h0;
       end
     end
     casez (dma_load_fsm_state)
@@ -19103,101 +19153,89 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h1:
           /* empty */;
       3'h2:
-          if (\$202 ) begin
-            \$237  = 1'h1;
+          /* empty */;
+      3'h3:
+          if (\$203 ) begin
+            \$238  = 1'h1;
           end
     endcase
     if (load_reset) begin
-      \$237  = 1'h0;
+      \$238  = 1'h0;
     end
     if (rst) begin
-      \$237  = 1'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$238  = ld_cmd;
+    \$239  = ld_cmd;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$238  = load__cmd__payload;
+            \$239  = load__cmd__payload;
           end
     endcase
     if (load_reset) begin
-      \$238  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$239  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$238  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$239  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$239  = ld_window;
+    \$240  = ld_window;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$239  = load_window;
+            \$240  = load_window;
           end
     endcase
     if (load_reset) begin
-      \$239  = 65'h00000000000000000;
+      \$240  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$239  = 65'h00000000000000000;
+      \$240  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$240  = dma_load_fsm_state;
+    \$241  = dma_load_fsm_state;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$240  = 3'h1;
+            \$241  = 3'h1;
           end
       3'h1:
-          \$240  = 3'h2;
+          \$241  = 3'h2;
       3'h2:
-          (* full_case = 32'd1 *)
-          if (\$202 ) begin
-            \$240  = 3'h3;
-          end else begin
-            \$240  = 3'h4;
-          end
+          \$241  = 3'h3;
       3'h3:
-          if (ld_finished) begin
-            \$240  = 3'h4;
-          end else if (timeout) begin
-            \$240  = 3'h4;
+          (* full_case = 32'd1 *)
+          if (\$203 ) begin
+            \$241  = 3'h4;
+          end else begin
+            \$241  = 3'h5;
           end
       3'h4:
-          \$240  = 3'h0;
+          if (ld_finished) begin
+            \$241  = 3'h5;
+          end else if (timeout) begin
+            \$241  = 3'h5;
+          end
+      3'h5:
+          \$241  = 3'h0;
     endcase
     if (load_reset) begin
-      \$240  = 3'h0;
+      \$241  = 3'h0;
     end
     if (rst) begin
-      \$240  = 3'h0;
+      \$241  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$241  = ld_local_plane_stride_x;
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$241  = \$198 ;
-    endcase
-    if (load_reset) begin
-      \$241  = 36'h000000000;
-    end
-    if (rst) begin
-      \$241  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$242  = ld_local_row_stride_x;
+    \$242  = ld_local_plane_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
@@ -19205,15 +19243,15 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
           \$242  = \$199 ;
     endcase
     if (load_reset) begin
-      \$242  = 32'd0;
+      \$242  = 36'h000000000;
     end
     if (rst) begin
-      \$242  = 32'd0;
+      \$242  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$243  = ld_host_plane_stride_x;
+    \$243  = ld_local_row_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
@@ -19221,15 +19259,15 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
           \$243  = \$200 ;
     endcase
     if (load_reset) begin
-      \$243  = 48'h000000000000;
+      \$243  = 32'd0;
     end
     if (rst) begin
-      \$243  = 48'h000000000000;
+      \$243  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$244  = ld_host_row_stride_x;
+    \$244  = ld_host_plane_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
@@ -19241,6 +19279,22 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     end
     if (rst) begin
       \$244  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$245  = ld_host_row_stride_x;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$245  = \$202 ;
+    endcase
+    if (load_reset) begin
+      \$245  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$245  = 48'h000000000000;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
@@ -19299,15 +19353,15 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   assign \load_window.check  = load_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
   assign \$62  = { 3'h0, \$61 [9:3] };
-  assign \$168  = 32'd4294967288;
-  assign \$169 [2:0] = 3'h0;
-  assign \$169 [31:3] = \$31 [31:3];
-  assign \$172  = { 3'h0, \$171 [9:3] };
-  assign \$173  = { \$41 [4:0], 3'h0 };
-  assign \$204  = 32'd4294967288;
-  assign \$205 [2:0] = 3'h0;
-  assign \$205 [31:3] = ld_cmd[31:3];
-  assign \$208  = { 3'h0, \$207 [9:3] };
+  assign \$169  = 32'd4294967288;
+  assign \$170 [2:0] = 3'h0;
+  assign \$170 [31:3] = \$31 [31:3];
+  assign \$173  = { 3'h0, \$172 [9:3] };
+  assign \$174  = { \$41 [4:0], 3'h0 };
+  assign \$205  = 32'd4294967288;
+  assign \$206 [2:0] = 3'h0;
+  assign \$206 [31:3] = ld_cmd[31:3];
+  assign \$209  = { 3'h0, \$208 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -19951,128 +20005,129 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
-  wire [5:0] \$168 ;
-  wire \$169 ;
+  wire \$168 ;
+  wire [5:0] \$169 ;
   wire \$17 ;
   wire \$170 ;
-  wire [16:0] \$171 ;
+  wire \$171 ;
   wire [16:0] \$172 ;
-  wire [31:0] \$173 ;
+  wire [16:0] \$173 ;
   wire [31:0] \$174 ;
-  wire [8:0] \$175 ;
-  wire [9:0] \$176 ;
+  wire [31:0] \$175 ;
+  wire [8:0] \$176 ;
   wire [9:0] \$177 ;
-  wire [7:0] \$178 ;
-  wire [32:0] \$179 ;
+  wire [9:0] \$178 ;
+  wire [7:0] \$179 ;
   wire \$18 ;
-  wire [5:0] \$180 ;
-  wire \$181 ;
+  wire [32:0] \$180 ;
+  wire [5:0] \$181 ;
   wire \$182 ;
-  wire [2:0] \$183 ;
-  wire [3:0] \$184 ;
-  wire \$185 ;
+  wire \$183 ;
+  wire [2:0] \$184 ;
+  wire [3:0] \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire [16:0] \$188 ;
+  wire \$188 ;
   wire [16:0] \$189 ;
   wire \$19 ;
-  wire [2:0] \$190 ;
-  wire \$191 ;
-  wire [511:0] \$192 ;
+  wire [16:0] \$190 ;
+  wire [2:0] \$191 ;
+  wire \$192 ;
   wire [511:0] \$193 ;
-  wire [4:0] \$194 ;
-  wire [12:0] \$195 ;
-  wire [4:0] \$196 ;
+  wire [511:0] \$194 ;
+  wire [4:0] \$195 ;
+  wire [12:0] \$196 ;
   wire [4:0] \$197 ;
-  wire [6:0] \$198 ;
-  wire [638:0] \$199 ;
+  wire [4:0] \$198 ;
+  wire [6:0] \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [70:0] \$200 ;
-  wire [8:0] \$201 ;
-  wire [9:0] \$202 ;
+  wire [638:0] \$200 ;
+  wire [70:0] \$201 ;
+  wire [8:0] \$202 ;
   wire [9:0] \$203 ;
-  wire [11:0] \$204 ;
+  wire [9:0] \$204 ;
   wire [11:0] \$205 ;
-  wire \$206 ;
-  wire [16:0] \$207 ;
+  wire [11:0] \$206 ;
+  wire \$207 ;
   wire [16:0] \$208 ;
-  wire [3:0] \$209 ;
+  wire [16:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire [4:0] \$211 ;
-  wire [3:0] \$212 ;
-  wire \$213 ;
-  wire [4:0] \$214 ;
-  wire \$215 ;
+  wire [3:0] \$210 ;
+  wire \$211 ;
+  wire [4:0] \$212 ;
+  wire [3:0] \$213 ;
+  wire \$214 ;
+  wire [4:0] \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [7:0] \$221 ;
-  wire [35:0] \$222 ;
-  wire [31:0] \$223 ;
-  wire [47:0] \$224 ;
+  wire \$221 ;
+  wire [7:0] \$222 ;
+  wire [35:0] \$223 ;
+  wire [31:0] \$224 ;
   wire [47:0] \$225 ;
-  wire \$226 ;
+  wire [47:0] \$226 ;
   wire \$227 ;
   wire \$228 ;
   wire \$229 ;
   wire \$23 ;
-  wire [31:0] \$230 ;
+  wire \$230 ;
   wire [31:0] \$231 ;
-  wire [8:0] \$232 ;
-  wire [9:0] \$233 ;
+  wire [31:0] \$232 ;
+  wire [8:0] \$233 ;
   wire [9:0] \$234 ;
-  wire [7:0] \$235 ;
-  reg [31:0] \$236 ;
-  reg [7:0] \$237 ;
-  reg \$238 ;
-  reg [31:0] \$239 ;
+  wire [9:0] \$235 ;
+  wire [7:0] \$236 ;
+  reg [31:0] \$237 ;
+  reg [7:0] \$238 ;
+  reg \$239 ;
   wire [32:0] \$24 ;
-  reg [15:0] \$240 ;
+  reg [31:0] \$240 ;
   reg [15:0] \$241 ;
-  reg [31:0] \$242 ;
-  reg \$243 ;
-  reg [31:0] \$244 ;
-  reg [3:0] \$245 ;
-  reg \$246 ;
-  reg [1:0] \$247 ;
-  reg [13:0] \$248 ;
-  reg [15:0] \$249 ;
+  reg [15:0] \$242 ;
+  reg [31:0] \$243 ;
+  reg \$244 ;
+  reg [31:0] \$245 ;
+  reg [3:0] \$246 ;
+  reg \$247 ;
+  reg [1:0] \$248 ;
+  reg [13:0] \$249 ;
   wire \$25 ;
   reg [15:0] \$250 ;
-  reg [13:0] \$251 ;
-  reg \$252 ;
-  reg [511:0] \$253 ;
+  reg [15:0] \$251 ;
+  reg [13:0] \$252 ;
+  reg \$253 ;
   reg [511:0] \$254 ;
-  reg [3:0] \$255 ;
-  reg [11:0] \$256 ;
-  reg [3:0] \$257 ;
-  reg \$258 ;
-  reg [575:0] \$259 ;
+  reg [511:0] \$255 ;
+  reg [3:0] \$256 ;
+  reg [11:0] \$257 ;
+  reg [3:0] \$258 ;
+  reg \$259 ;
   wire \$26 ;
-  reg [71:0] \$260 ;
-  reg [3:0] \$261 ;
-  reg [11:0] \$262 ;
-  reg [15:0] \$263 ;
+  reg [575:0] \$260 ;
+  reg [71:0] \$261 ;
+  reg [3:0] \$262 ;
+  reg [11:0] \$263 ;
   reg [15:0] \$264 ;
-  reg [11:0] \$265 ;
-  reg \$266 ;
-  reg [2:0] \$267 ;
+  reg [15:0] \$265 ;
+  reg [11:0] \$266 ;
+  reg \$267 ;
   reg [2:0] \$268 ;
-  reg \$269 ;
+  reg [2:0] \$269 ;
   wire \$27 ;
-  reg [7:0] \$270 ;
-  reg [223:0] \$271 ;
-  reg [64:0] \$272 ;
-  reg [2:0] \$273 ;
-  reg [35:0] \$274 ;
-  reg [31:0] \$275 ;
-  reg [47:0] \$276 ;
+  reg \$270 ;
+  reg [7:0] \$271 ;
+  reg [223:0] \$272 ;
+  reg [64:0] \$273 ;
+  reg [2:0] \$274 ;
+  reg [35:0] \$275 ;
+  reg [31:0] \$276 ;
   reg [47:0] \$277 ;
+  reg [47:0] \$278 ;
   wire \$28 ;
   wire [32:0] \$29 ;
   wire [36:0] \$3 ;
@@ -20091,8 +20146,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire [9:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
-  wire [10:0] \$431 ;
-  wire [7:0] \$434 ;
+  wire [10:0] \$432 ;
+  wire [7:0] \$435 ;
   wire \$44 ;
   wire \$45 ;
   wire \$46 ;
@@ -20528,10 +20583,10 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign \$139  = st_whs & st_w_row_end;
   assign \$140  = \$138  | \$139 ;
   assign st_w_take = \$137  & \$140 ;
-  assign \$431  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$431 ;
-  assign \$434  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$434 ;
+  assign \$432  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$432 ;
+  assign \$435  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$435 ;
   assign \$141  = 1'h0 + up__wstrb[0];
   assign \$142  = \$141  + up__wstrb[1];
   assign \$143  = \$142  + up__wstrb[2];
@@ -20561,146 +20616,147 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign \$165  = dma_store_fsm_state == 2'h2;
   assign \$166  = dma_store_fsm_state == 2'h3;
   assign \$167  = dma_store_fsm_state == 3'h4;
-  assign \$168  = \$41 [4:0] - 1'h1;
-  assign \$169  = st_aw_beats_left == \$41 [4:0];
-  assign \$170  = st_aw_it_r > 1'h1;
-  assign \$171  = st_aw_it_r - 1'h1;
-  assign \$172  = st_aw_it_p - 1'h1;
-  assign \$175  = \$31 [2:0] + st_cmd[175:168];
-  assign \$176  = \$175  + 3'h7;
-  assign \$179  = st_aw_beat_addr + \$178 ;
-  assign \$180  = st_aw_beats_left - \$41 [4:0];
-  assign \$181  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$182  = st_rd_en & \$181 ;
-  assign \$183  = st_rq_n + st_rd_inflight;
-  assign \$184  = \$183  - st_w_take;
-  assign \$185  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$186  = st_rd_en & \$185 ;
-  assign \$187  = st_rd_r > 1'h1;
-  assign \$188  = st_rd_r - 1'h1;
-  assign \$189  = st_rd_p - 1'h1;
-  assign \$190  = st_rq_n - st_w_take;
-  assign \$191  = ! \$190 ;
-  assign \$192  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$168  = dma_store_fsm_state == 3'h5;
+  assign \$169  = \$41 [4:0] - 1'h1;
+  assign \$170  = st_aw_beats_left == \$41 [4:0];
+  assign \$171  = st_aw_it_r > 1'h1;
+  assign \$172  = st_aw_it_r - 1'h1;
+  assign \$173  = st_aw_it_p - 1'h1;
+  assign \$176  = \$31 [2:0] + st_cmd[175:168];
+  assign \$177  = \$176  + 3'h7;
+  assign \$180  = st_aw_beat_addr + \$179 ;
+  assign \$181  = st_aw_beats_left - \$41 [4:0];
+  assign \$182  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$183  = st_rd_en & \$182 ;
+  assign \$184  = st_rq_n + st_rd_inflight;
+  assign \$185  = \$184  - st_w_take;
+  assign \$186  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$187  = st_rd_en & \$186 ;
+  assign \$188  = st_rd_r > 1'h1;
+  assign \$189  = st_rd_r - 1'h1;
+  assign \$190  = st_rd_p - 1'h1;
+  assign \$191  = st_rq_n - st_w_take;
+  assign \$192  = ! \$191 ;
   assign \$193  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$194  = st_w_beat + 1'h1;
-  assign \$195  = st_w_addr12 + 4'h8;
-  assign \$196  = st_w_bib + 1'h1;
-  assign \$197  = st_wlast ? 5'h00 : \$196 ;
-  assign \$198  = st_w_row0[2:0] * 4'h8;
-  assign \$199  = st_shifted << \$198 ;
-  assign \$200  = { \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
-  assign \$201  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$202  = \$201  + 3'h7;
-  assign \$206  = st_w_r > 1'h1;
-  assign \$207  = st_w_r - 1'h1;
-  assign \$208  = st_w_p - 1'h1;
-  assign \$209  = st_w_credit + st_aw_issue;
-  assign \$210  = st_whs & st_wlast;
-  assign \$211  = \$209  - \$210 ;
-  assign \$212  = st_b_out + st_aw_issue;
-  assign \$214  = \$212  - \$213 ;
-  assign \$216  = st_run & \$215 ;
-  assign \$217  = \$216  & up__bresp[1];
-  assign \$218  = ~ st_drain;
-  assign \$219  = \$217  & \$218 ;
-  assign \$220  = up__bresp == 2'h3;
-  assign \$221  = \$220  ? 8'h07 : 8'h06;
-  assign \$222  = \$2 [15:0] * st_cmd[167:148];
-  assign \$223  = \$1 [15:0] * st_cmd[147:132];
-  assign \$224  = \$2 [15:0] * st_cmd[111:80];
-  assign \$225  = \$1 [15:0] * st_cmd[79:48];
-  assign \$226  = ! st_chk_err;
-  assign \$227  = | st_cmd[175:168];
-  assign \$228  = \$226  & \$227 ;
-  assign \$229  = | st_cmd[175:168];
-  assign \$232  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$233  = \$232  + 3'h7;
-  assign \$235  = st_drain ? store__error : 8'h10;
+  assign \$194  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$195  = st_w_beat + 1'h1;
+  assign \$196  = st_w_addr12 + 4'h8;
+  assign \$197  = st_w_bib + 1'h1;
+  assign \$198  = st_wlast ? 5'h00 : \$197 ;
+  assign \$199  = st_w_row0[2:0] * 4'h8;
+  assign \$200  = st_shifted << \$199 ;
+  assign \$201  = { \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
+  assign \$202  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$203  = \$202  + 3'h7;
+  assign \$207  = st_w_r > 1'h1;
+  assign \$208  = st_w_r - 1'h1;
+  assign \$209  = st_w_p - 1'h1;
+  assign \$210  = st_w_credit + st_aw_issue;
+  assign \$211  = st_whs & st_wlast;
+  assign \$212  = \$210  - \$211 ;
+  assign \$213  = st_b_out + st_aw_issue;
+  assign \$215  = \$213  - \$214 ;
+  assign \$217  = st_run & \$216 ;
+  assign \$218  = \$217  & up__bresp[1];
+  assign \$219  = ~ st_drain;
+  assign \$220  = \$218  & \$219 ;
+  assign \$221  = up__bresp == 2'h3;
+  assign \$222  = \$221  ? 8'h07 : 8'h06;
+  assign \$223  = \$2 [15:0] * st_cmd[167:148];
+  assign \$224  = \$1 [15:0] * st_cmd[147:132];
+  assign \$225  = \$2 [15:0] * st_cmd[111:80];
+  assign \$226  = \$1 [15:0] * st_cmd[79:48];
+  assign \$227  = ! store__error;
+  assign \$228  = | st_cmd[175:168];
+  assign \$229  = \$227  & \$228 ;
+  assign \$230  = | st_cmd[175:168];
+  assign \$233  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$234  = \$233  + 3'h7;
+  assign \$236  = st_drain ? store__error : 8'h10;
   always @(posedge clk)
-    up__awaddr <= \$236 ;
+    up__awaddr <= \$237 ;
   always @(posedge clk)
-    up__awlen <= \$237 ;
+    up__awlen <= \$238 ;
   always @(posedge clk)
-    st_aw_valid <= \$238 ;
+    st_aw_valid <= \$239 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$239 ;
+    st_aw_it_row0 <= \$240 ;
   always @(posedge clk)
-    st_aw_it_r <= \$240 ;
+    st_aw_it_r <= \$241 ;
   always @(posedge clk)
-    st_aw_it_p <= \$241 ;
+    st_aw_it_p <= \$242 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$242 ;
+    st_aw_it_plane0 <= \$243 ;
   always @(posedge clk)
-    st_aw_it_active <= \$243 ;
+    st_aw_it_active <= \$244 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$244 ;
+    st_aw_beat_addr <= \$245 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$245 ;
+    st_aw_beats_left <= \$246 ;
   always @(posedge clk)
-    st_rd_inflight <= \$246 ;
+    st_rd_inflight <= \$247 ;
   always @(posedge clk)
-    st_rq_n <= \$247 ;
+    st_rq_n <= \$248 ;
   always @(posedge clk)
-    st_rd_row0 <= \$248 ;
+    st_rd_row0 <= \$249 ;
   always @(posedge clk)
-    st_rd_r <= \$249 ;
+    st_rd_r <= \$250 ;
   always @(posedge clk)
-    st_rd_p <= \$250 ;
+    st_rd_p <= \$251 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$251 ;
+    st_rd_plane0 <= \$252 ;
   always @(posedge clk)
-    st_rd_active <= \$252 ;
+    st_rd_active <= \$253 ;
   always @(posedge clk)
-    st_rq0 <= \$253 ;
+    st_rq0 <= \$254 ;
   always @(posedge clk)
-    st_rq1 <= \$254 ;
+    st_rq1 <= \$255 ;
   always @(posedge clk)
-    st_w_beat <= \$255 ;
+    st_w_beat <= \$256 ;
   always @(posedge clk)
-    st_w_addr12 <= \$256 ;
+    st_w_addr12 <= \$257 ;
   always @(posedge clk)
-    st_w_bib <= \$257 ;
+    st_w_bib <= \$258 ;
   always @(posedge clk)
-    st_w_row_valid <= \$258 ;
+    st_w_row_valid <= \$259 ;
   always @(posedge clk)
-    st_wbuf <= \$259 ;
+    st_wbuf <= \$260 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$260 ;
+    st_wstrb_buf <= \$261 ;
   always @(posedge clk)
-    st_w_nbeats <= \$261 ;
+    st_w_nbeats <= \$262 ;
   always @(posedge clk)
-    st_w_row0 <= \$262 ;
+    st_w_row0 <= \$263 ;
   always @(posedge clk)
-    st_w_r <= \$263 ;
+    st_w_r <= \$264 ;
   always @(posedge clk)
-    st_w_p <= \$264 ;
+    st_w_p <= \$265 ;
   always @(posedge clk)
-    st_w_plane0 <= \$265 ;
+    st_w_plane0 <= \$266 ;
   always @(posedge clk)
-    st_w_active <= \$266 ;
+    st_w_active <= \$267 ;
   always @(posedge clk)
-    st_w_credit <= \$267 ;
+    st_w_credit <= \$268 ;
   always @(posedge clk)
-    st_b_out <= \$268 ;
+    st_b_out <= \$269 ;
   always @(posedge clk)
-    st_drain <= \$269 ;
+    st_drain <= \$270 ;
   always @(posedge clk)
-    store__error <= \$270 ;
+    store__error <= \$271 ;
   always @(posedge clk)
-    st_cmd <= \$271 ;
+    st_cmd <= \$272 ;
   always @(posedge clk)
-    st_window <= \$272 ;
+    st_window <= \$273 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$273 ;
+    dma_store_fsm_state <= \$274 ;
   always @(posedge clk)
-    st_local_plane_stride_x <= \$274 ;
+    st_local_plane_stride_x <= \$275 ;
   always @(posedge clk)
-    st_local_row_stride_x <= \$275 ;
+    st_local_row_stride_x <= \$276 ;
   always @(posedge clk)
-    st_host_plane_stride_x <= \$276 ;
+    st_host_plane_stride_x <= \$277 ;
   always @(posedge clk)
-    st_host_row_stride_x <= \$277 ;
+    st_host_row_stride_x <= \$278 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
@@ -20740,6 +20796,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
           store__busy = 1'h1;
       3'h4:
           store__busy = 1'h1;
+      3'h5:
+          store__busy = 1'h1;
     endcase
   end
   always @* begin
@@ -20753,6 +20811,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           st_run = 1'h1;
     endcase
   end
@@ -20767,6 +20827,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
             st_abort = 1'h1;
@@ -20786,42 +20848,44 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           store__done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$236  = up__awaddr;
+    \$237  = up__awaddr;
     if (st_aw_issue) begin
-      \$236  = st_aw_beat_addr;
+      \$237  = st_aw_beat_addr;
     end
     if (store_reset) begin
-      \$236  = 32'd0;
+      \$237  = 32'd0;
     end
     if (rst) begin
-      \$236  = 32'd0;
+      \$237  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$237  = up__awlen;
+    \$238  = up__awlen;
     if (st_aw_issue) begin
-      \$237  = { \$168 [5], \$168 [5], \$168  };
+      \$238  = { \$169 [5], \$169 [5], \$169  };
     end
     if (store_reset) begin
-      \$237  = 8'h00;
+      \$238  = 8'h00;
     end
     if (rst) begin
-      \$237  = 8'h00;
+      \$238  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$238  = st_aw_valid;
+    \$239  = st_aw_valid;
     if (st_aw_issue) begin
-      \$238  = 1'h1;
+      \$239  = 1'h1;
     end else if (up__awready) begin
-      \$238  = 1'h0;
+      \$239  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20829,28 +20893,30 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$238  = 1'h0;
-          end
+          /* empty */;
       3'h3:
+          if (\$229 ) begin
+            \$239  = 1'h0;
+          end
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$238  = 1'h0;
+            \$239  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$238  = 1'h0;
+      \$239  = 1'h0;
     end
     if (rst) begin
-      \$238  = 1'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$239  = st_aw_it_row0;
+    \$240  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$169 ) begin
-        \$239  = \$31 [31:0];
+      if (\$170 ) begin
+        \$240  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20859,85 +20925,29 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$239  = st_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$240  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$239  = 32'd0;
+      \$240  = 32'd0;
     end
     if (rst) begin
-      \$239  = 32'd0;
+      \$240  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$240  = st_aw_it_r;
+    \$241  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$169 ) begin
+      if (\$170 ) begin
         (* full_case = 32'd1 *)
-        if (\$170 ) begin
-          \$240  = \$171 [15:0];
-        end else begin
-          \$240  = st_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$228 ) begin
-            \$240  = st_cmd[199:184];
-          end
-    endcase
-    if (store_reset) begin
-      \$240  = 16'h0000;
-    end
-    if (rst) begin
-      \$240  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$241  = st_aw_it_p;
-    if (st_aw_issue) begin
-      if (\$169 ) begin
-        (* full_case = 32'd1 *)
-        if (\$170 ) begin
-        end else begin
+        if (\$171 ) begin
           \$241  = \$172 [15:0];
-        end
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$228 ) begin
-            \$241  = st_cmd[215:200];
-          end
-    endcase
-    if (store_reset) begin
-      \$241  = 16'h0000;
-    end
-    if (rst) begin
-      \$241  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$242  = st_aw_it_plane0;
-    if (st_aw_issue) begin
-      if (\$169 ) begin
-        (* full_case = 32'd1 *)
-        if (\$170 ) begin
         end else begin
-          \$242  = \$31 [31:0];
+          \$241  = st_cmd[199:184];
         end
       end
     end
@@ -20947,24 +20957,88 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$242  = st_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$241  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$242  = 32'd0;
+      \$241  = 16'h0000;
     end
     if (rst) begin
-      \$242  = 32'd0;
+      \$241  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$243  = st_aw_it_active;
+    \$242  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$169 ) begin
+      if (\$170 ) begin
+        (* full_case = 32'd1 *)
+        if (\$171 ) begin
+        end else begin
+          \$242  = \$173 [15:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$242  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$242  = 16'h0000;
+    end
+    if (rst) begin
+      \$242  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$243  = st_aw_it_plane0;
+    if (st_aw_issue) begin
+      if (\$170 ) begin
+        (* full_case = 32'd1 *)
+        if (\$171 ) begin
+        end else begin
+          \$243  = \$31 [31:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$243  = st_cmd[31:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$243  = 32'd0;
+    end
+    if (rst) begin
+      \$243  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$244  = st_aw_it_active;
+    if (st_aw_issue) begin
+      if (\$170 ) begin
         if (st_aw_it_last) begin
-          \$243  = 1'h0;
+          \$244  = 1'h0;
         end
       end
     end
@@ -20974,26 +21048,28 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$243  = \$229 ;
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$244  = \$230 ;
           end
     endcase
     if (store_reset) begin
-      \$243  = 1'h0;
+      \$244  = 1'h0;
     end
     if (rst) begin
-      \$243  = 1'h0;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$244  = st_aw_beat_addr;
+    \$245  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$169 ) begin
-        \$244  = \$174 ;
+      if (\$170 ) begin
+        \$245  = \$175 ;
       end else begin
-        \$244  = \$179 [31:0];
+        \$245  = \$180 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21002,26 +21078,28 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$244  = \$231 ;
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$245  = \$232 ;
           end
     endcase
     if (store_reset) begin
-      \$244  = 32'd0;
+      \$245  = 32'd0;
     end
     if (rst) begin
-      \$244  = 32'd0;
+      \$245  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$245  = st_aw_beats_left;
+    \$246  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$169 ) begin
-        \$245  = \$177 [3:0];
+      if (\$170 ) begin
+        \$246  = \$178 [3:0];
       end else begin
-        \$245  = \$180 [3:0];
+        \$246  = \$181 [3:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21030,50 +21108,54 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$245  = \$234 [3:0];
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$246  = \$235 [3:0];
           end
     endcase
     if (store_reset) begin
-      \$245  = 4'h0;
+      \$246  = 4'h0;
     end
     if (rst) begin
-      \$245  = 4'h0;
+      \$246  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$246  = \$182 ;
+    \$247  = \$183 ;
     if (store_reset) begin
-      \$246  = 1'h0;
+      \$247  = 1'h0;
     end
     if (rst) begin
-      \$246  = 1'h0;
+      \$247  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$247  = \$184 [1:0];
+    \$248  = \$185 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$247  = 2'h0;
+          /* empty */;
+      3'h3:
+          \$248  = 2'h0;
     endcase
     if (store_reset) begin
-      \$247  = 2'h0;
+      \$248  = 2'h0;
     end
     if (rst) begin
-      \$247  = 2'h0;
+      \$248  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$248  = st_rd_row0;
-    if (\$186 ) begin
-      \$248  = \$52 [13:0];
+    \$249  = st_rd_row0;
+    if (\$187 ) begin
+      \$249  = \$52 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21081,80 +21163,28 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$248  = st_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$249  = st_cmd[125:112];
           end
     endcase
     if (store_reset) begin
-      \$248  = 14'h0000;
+      \$249  = 14'h0000;
     end
     if (rst) begin
-      \$248  = 14'h0000;
+      \$249  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$249  = st_rd_r;
-    if (\$186 ) begin
+    \$250  = st_rd_r;
+    if (\$187 ) begin
       (* full_case = 32'd1 *)
-      if (\$187 ) begin
-        \$249  = \$188 [15:0];
-      end else begin
-        \$249  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$228 ) begin
-            \$249  = st_cmd[199:184];
-          end
-    endcase
-    if (store_reset) begin
-      \$249  = 16'h0000;
-    end
-    if (rst) begin
-      \$249  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$250  = st_rd_p;
-    if (\$186 ) begin
-      (* full_case = 32'd1 *)
-      if (\$187 ) begin
-      end else begin
+      if (\$188 ) begin
         \$250  = \$189 [15:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$228 ) begin
-            \$250  = st_cmd[215:200];
-          end
-    endcase
-    if (store_reset) begin
-      \$250  = 16'h0000;
-    end
-    if (rst) begin
-      \$250  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$251  = st_rd_plane0;
-    if (\$186 ) begin
-      (* full_case = 32'd1 *)
-      if (\$187 ) begin
       end else begin
-        \$251  = \$52 [13:0];
+        \$250  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21163,23 +21193,83 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$251  = st_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$250  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$251  = 14'h0000;
+      \$250  = 16'h0000;
     end
     if (rst) begin
-      \$251  = 14'h0000;
+      \$250  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$252  = st_rd_active;
-    if (\$186 ) begin
+    \$251  = st_rd_p;
+    if (\$187 ) begin
+      (* full_case = 32'd1 *)
+      if (\$188 ) begin
+      end else begin
+        \$251  = \$190 [15:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$251  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$251  = 16'h0000;
+    end
+    if (rst) begin
+      \$251  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$252  = st_rd_plane0;
+    if (\$187 ) begin
+      (* full_case = 32'd1 *)
+      if (\$188 ) begin
+      end else begin
+        \$252  = \$52 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$252  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$252  = 14'h0000;
+    end
+    if (rst) begin
+      \$252  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$253  = st_rd_active;
+    if (\$187 ) begin
       if (st_rd_last) begin
-        \$252  = 1'h0;
+        \$253  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21188,42 +21278,27 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$252  = 1'h1;
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$253  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$252  = 1'h0;
+      \$253  = 1'h0;
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$253  = st_rq0;
+    \$254  = st_rq0;
     if (st_w_take) begin
-      \$253  = st_rq1;
+      \$254  = st_rq1;
     end
     if (st_rd_inflight) begin
-      if (\$191 ) begin
-        \$253  = \$192 ;
-      end
-    end
-    if (store_reset) begin
-      \$253  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$253  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$254  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$191 ) begin
-      end else begin
+      if (\$192 ) begin
         \$254  = \$193 ;
       end
     end
@@ -21236,41 +21311,58 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$255  = st_w_beat;
-    if (st_whs) begin
-      \$255  = \$194 [3:0];
-    end
-    if (st_w_take) begin
-      \$255  = 4'h0;
+    \$255  = st_rq1;
+    if (st_rd_inflight) begin
+      (* full_case = 32'd1 *)
+      if (\$192 ) begin
+      end else begin
+        \$255  = \$194 ;
+      end
     end
     if (store_reset) begin
-      \$255  = 4'h0;
+      \$255  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$255  = 4'h0;
+      \$255  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$256  = st_w_addr12;
+    \$256  = st_w_beat;
     if (st_whs) begin
-      \$256  = \$195 [11:0];
+      \$256  = \$195 [3:0];
     end
     if (st_w_take) begin
-      \$256  = \$205 ;
+      \$256  = 4'h0;
     end
     if (store_reset) begin
-      \$256  = 12'h000;
+      \$256  = 4'h0;
     end
     if (rst) begin
-      \$256  = 12'h000;
+      \$256  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$257  = st_w_bib;
+    \$257  = st_w_addr12;
     if (st_whs) begin
-      \$257  = \$197 [3:0];
+      \$257  = \$196 [11:0];
+    end
+    if (st_w_take) begin
+      \$257  = \$206 ;
+    end
+    if (store_reset) begin
+      \$257  = 12'h000;
+    end
+    if (rst) begin
+      \$257  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$258  = st_w_bib;
+    if (st_whs) begin
+      \$258  = \$198 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21278,25 +21370,27 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          \$257  = 4'h0;
+          /* empty */;
+      3'h3:
+          \$258  = 4'h0;
     endcase
     if (store_reset) begin
-      \$257  = 4'h0;
+      \$258  = 4'h0;
     end
     if (rst) begin
-      \$257  = 4'h0;
+      \$258  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$258  = st_w_row_valid;
+    \$259  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$258  = 1'h0;
+        \$259  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$258  = 1'h1;
+      \$259  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21304,64 +21398,66 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          \$258  = 1'h0;
+          /* empty */;
       3'h3:
+          \$259  = 1'h0;
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$258  = 1'h0;
+            \$259  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$258  = 1'h0;
+      \$259  = 1'h0;
     end
     if (rst) begin
-      \$258  = 1'h0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$259  = st_wbuf;
+    \$260  = st_wbuf;
     if (st_w_take) begin
-      \$259  = \$199 [575:0];
+      \$260  = \$200 [575:0];
     end
     if (store_reset) begin
-      \$259  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$260  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$259  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$260  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$260  = st_wstrb_buf;
+    \$261  = st_wstrb_buf;
     if (st_w_take) begin
-      \$260  = { 1'h0, \$200  };
+      \$261  = { 1'h0, \$201  };
     end
     if (store_reset) begin
-      \$260  = 72'h000000000000000000;
+      \$261  = 72'h000000000000000000;
     end
     if (rst) begin
-      \$260  = 72'h000000000000000000;
+      \$261  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$261  = st_w_nbeats;
+    \$262  = st_w_nbeats;
     if (st_w_take) begin
-      \$261  = \$203 [3:0];
+      \$262  = \$204 [3:0];
     end
     if (store_reset) begin
-      \$261  = 4'h0;
+      \$262  = 4'h0;
     end
     if (rst) begin
-      \$261  = 4'h0;
+      \$262  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$262  = st_w_row0;
+    \$263  = st_w_row0;
     if (st_w_take) begin
-      \$262  = \$63 [11:0];
+      \$263  = \$63 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21369,53 +21465,28 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$262  = st_cmd[11:0];
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$263  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$262  = 12'h000;
+      \$263  = 12'h000;
     end
     if (rst) begin
-      \$262  = 12'h000;
+      \$263  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$263  = st_w_r;
+    \$264  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$206 ) begin
-        \$263  = \$207 [15:0];
-      end else begin
-        \$263  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$228 ) begin
-            \$263  = st_cmd[199:184];
-          end
-    endcase
-    if (store_reset) begin
-      \$263  = 16'h0000;
-    end
-    if (rst) begin
-      \$263  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$264  = st_w_p;
-    if (st_w_take) begin
-      (* full_case = 32'd1 *)
-      if (\$206 ) begin
-      end else begin
+      if (\$207 ) begin
         \$264  = \$208 [15:0];
+      end else begin
+        \$264  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21424,8 +21495,10 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$264  = st_cmd[215:200];
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$264  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
@@ -21437,12 +21510,12 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$265  = st_w_plane0;
+    \$265  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$206 ) begin
+      if (\$207 ) begin
       end else begin
-        \$265  = \$63 [11:0];
+        \$265  = \$209 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21451,23 +21524,54 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$265  = st_cmd[11:0];
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$265  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$265  = 12'h000;
+      \$265  = 16'h0000;
     end
     if (rst) begin
-      \$265  = 12'h000;
+      \$265  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$266  = st_w_active;
+    \$266  = st_w_plane0;
+    if (st_w_take) begin
+      (* full_case = 32'd1 *)
+      if (\$207 ) begin
+      end else begin
+        \$266  = \$63 [11:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$266  = st_cmd[11:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$266  = 12'h000;
+    end
+    if (rst) begin
+      \$266  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$267  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$266  = 1'h0;
+        \$267  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21476,20 +21580,22 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$228 ) begin
-            \$266  = 1'h1;
+          /* empty */;
+      3'h3:
+          if (\$229 ) begin
+            \$267  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$266  = 1'h0;
+      \$267  = 1'h0;
     end
     if (rst) begin
-      \$266  = 1'h0;
+      \$267  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$267  = \$211 [2:0];
+    \$268  = \$212 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21498,29 +21604,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (st_finished) begin
-          end else if (timeout) begin
-            \$267  = 3'h0;
-          end
-    endcase
-    if (store_reset) begin
-      \$267  = 3'h0;
-    end
-    if (rst) begin
-      \$267  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$268  = \$214 [2:0];
-    casez (dma_store_fsm_state)
-      3'h0:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
             \$268  = 3'h0;
@@ -21535,135 +21620,150 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$269  = st_drain;
-    if (\$219 ) begin
-      \$269  = 1'h1;
-    end
+    \$269  = \$215 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$269  = 1'h0;
-    endcase
-    if (store_reset) begin
-      \$269  = 1'h0;
-    end
-    if (rst) begin
-      \$269  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$270  = store__error;
-    if (\$219 ) begin
-      \$270  = \$221 ;
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$270  = st_chk_err;
       3'h3:
+          /* empty */;
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$270  = \$235 ;
+            \$269  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$270  = 8'h00;
+      \$269  = 3'h0;
     end
     if (rst) begin
-      \$270  = 8'h00;
+      \$269  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$271  = st_cmd;
+    \$270  = st_drain;
+    if (\$220 ) begin
+      \$270  = 1'h1;
+    end
     casez (dma_store_fsm_state)
       3'h0:
-          if (store__cmd__valid) begin
-            \$271  = store__cmd__payload;
-          end
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$270  = 1'h0;
     endcase
     if (store_reset) begin
-      \$271  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$270  = 1'h0;
     end
     if (rst) begin
-      \$271  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$270  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$272  = st_window;
+    \$271  = store__error;
+    if (\$220 ) begin
+      \$271  = \$222 ;
+    end
     casez (dma_store_fsm_state)
       3'h0:
-          if (store__cmd__valid) begin
-            \$272  = store_window;
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$271  = st_chk_err;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (st_finished) begin
+          end else if (timeout) begin
+            \$271  = \$236 ;
           end
     endcase
     if (store_reset) begin
-      \$272  = 65'h00000000000000000;
+      \$271  = 8'h00;
     end
     if (rst) begin
-      \$272  = 65'h00000000000000000;
+      \$271  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$273  = dma_store_fsm_state;
+    \$272  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$273  = 3'h1;
+            \$272  = store__cmd__payload;
+          end
+    endcase
+    if (store_reset) begin
+      \$272  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$272  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$273  = st_window;
+    casez (dma_store_fsm_state)
+      3'h0:
+          if (store__cmd__valid) begin
+            \$273  = store_window;
+          end
+    endcase
+    if (store_reset) begin
+      \$273  = 65'h00000000000000000;
+    end
+    if (rst) begin
+      \$273  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$274  = dma_store_fsm_state;
+    casez (dma_store_fsm_state)
+      3'h0:
+          if (store__cmd__valid) begin
+            \$274  = 3'h1;
           end
       3'h1:
-          \$273  = 3'h2;
+          \$274  = 3'h2;
       3'h2:
+          \$274  = 3'h3;
+      3'h3:
           (* full_case = 32'd1 *)
-          if (\$228 ) begin
-            \$273  = 3'h3;
+          if (\$229 ) begin
+            \$274  = 3'h4;
           end else begin
-            \$273  = 3'h4;
-          end
-      3'h3:
-          if (st_finished) begin
-            \$273  = 3'h4;
-          end else if (timeout) begin
-            \$273  = 3'h4;
+            \$274  = 3'h5;
           end
       3'h4:
-          \$273  = 3'h0;
+          if (st_finished) begin
+            \$274  = 3'h5;
+          end else if (timeout) begin
+            \$274  = 3'h5;
+          end
+      3'h5:
+          \$274  = 3'h0;
     endcase
     if (store_reset) begin
-      \$273  = 3'h0;
+      \$274  = 3'h0;
     end
     if (rst) begin
-      \$273  = 3'h0;
+      \$274  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$274  = st_local_plane_stride_x;
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$274  = \$222 ;
-    endcase
-    if (store_reset) begin
-      \$274  = 36'h000000000;
-    end
-    if (rst) begin
-      \$274  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$275  = st_local_row_stride_x;
+    \$275  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21671,15 +21771,15 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
           \$275  = \$223 ;
     endcase
     if (store_reset) begin
-      \$275  = 32'd0;
+      \$275  = 36'h000000000;
     end
     if (rst) begin
-      \$275  = 32'd0;
+      \$275  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$276  = st_host_plane_stride_x;
+    \$276  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21687,15 +21787,15 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
           \$276  = \$224 ;
     endcase
     if (store_reset) begin
-      \$276  = 48'h000000000000;
+      \$276  = 32'd0;
     end
     if (rst) begin
-      \$276  = 48'h000000000000;
+      \$276  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$277  = st_host_row_stride_x;
+    \$277  = st_host_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21707,6 +21807,22 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
     end
     if (rst) begin
       \$277  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$278  = st_host_row_stride_x;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$278  = \$226 ;
+    endcase
+    if (store_reset) begin
+      \$278  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$278  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
@@ -21763,21 +21879,21 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
-  assign \$173  = 32'd4294967288;
-  assign \$174 [2:0] = 3'h0;
-  assign \$174 [31:3] = \$31 [31:3];
-  assign \$177  = { 3'h0, \$176 [9:3] };
-  assign \$178  = { \$41 [4:0], 3'h0 };
-  assign \$203  = { 3'h0, \$202 [9:3] };
-  assign \$204  = 12'hff8;
-  assign \$205 [2:0] = 3'h0;
-  assign \$205 [11:3] = st_w_row0[11:3];
-  assign \$213  = up__bvalid;
-  assign \$215  = up__bvalid;
-  assign \$230  = 32'd4294967288;
-  assign \$231 [2:0] = 3'h0;
-  assign \$231 [31:3] = st_cmd[31:3];
-  assign \$234  = { 3'h0, \$233 [9:3] };
+  assign \$174  = 32'd4294967288;
+  assign \$175 [2:0] = 3'h0;
+  assign \$175 [31:3] = \$31 [31:3];
+  assign \$178  = { 3'h0, \$177 [9:3] };
+  assign \$179  = { \$41 [4:0], 3'h0 };
+  assign \$204  = { 3'h0, \$203 [9:3] };
+  assign \$205  = 12'hff8;
+  assign \$206 [2:0] = 3'h0;
+  assign \$206 [11:3] = st_w_row0[11:3];
+  assign \$214  = up__bvalid;
+  assign \$216  = up__bvalid;
+  assign \$231  = 32'd4294967288;
+  assign \$232 [2:0] = 3'h0;
+  assign \$232 [31:3] = st_cmd[31:3];
+  assign \$235  = { 3'h0, \$234 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22666,7 +22782,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11882$16 , \port$12442$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11886$16 , \port$12446$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22710,10 +22826,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$118
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11882$16 ;
-  wire [15:0] \port$11882$16 ;
-  input [7:0] \port$12442$0 ;
-  wire [7:0] \port$12442$0 ;
+  input [15:0] \port$11886$16 ;
+  wire [15:0] \port$11886$16 ;
+  input [7:0] \port$12446$0 ;
+  wire [7:0] \port$12446$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22748,7 +22864,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$118
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11882$16 , \port$12442$0  };
+      storage[w_port__addr] <= { \port$11886$16 , \port$12446$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22859,14 +22975,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$118
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11882$16 , \port$12442$0  };
-  assign w_data = { \port$11882$16 , \port$12442$0  };
+  assign w_port__data = { \port$11886$16 , \port$12446$0  };
+  assign w_data = { \port$11886$16 , \port$12446$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11884$16 , \port$12562$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11888$16 , \port$12566$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22910,10 +23026,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11884$16 ;
-  wire [15:0] \port$11884$16 ;
-  input [7:0] \port$12562$0 ;
-  wire [7:0] \port$12562$0 ;
+  input [15:0] \port$11888$16 ;
+  wire [15:0] \port$11888$16 ;
+  input [7:0] \port$12566$0 ;
+  wire [7:0] \port$12566$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22948,7 +23064,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11884$16 , \port$12562$0  };
+      storage[w_port__addr] <= { \port$11888$16 , \port$12566$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23059,16 +23175,16 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11884$16 , \port$12562$0  };
-  assign w_data = { \port$11884$16 , \port$12562$0  };
+  assign w_port__data = { \port$11888$16 , \port$12566$0  };
+  assign w_data = { \port$11888$16 , \port$12566$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4265$0 , \port$4267$0 , q_head_index1_index, \port$4275$0 , \port$4277$0 , q_head_index2_index, \port$4285$0 , \port$4287$0 , q_head_index3_index, \port$4295$0 , \port$4297$0 , cpl_status_free, \port$5325$0 , \port$5355$0 , \port$5385$0 
-, \port$5415$0 , \port$11194$0 , \port$11244$0 , \port$11294$0 , \port$11344$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11854$2 , bus__we, bus__wdata
+, \port$5415$0 , \port$11198$0 , \port$11248$0 , \port$11298$0 , \port$11348$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11858$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23988,16 +24104,16 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$11194$0 ;
-  wire [23:0] \port$11194$0 ;
-  input [23:0] \port$11244$0 ;
-  wire [23:0] \port$11244$0 ;
-  input [23:0] \port$11294$0 ;
-  wire [23:0] \port$11294$0 ;
-  input [23:0] \port$11344$0 ;
-  wire [23:0] \port$11344$0 ;
-  input [29:0] \port$11854$2 ;
-  wire [29:0] \port$11854$2 ;
+  input [23:0] \port$11198$0 ;
+  wire [23:0] \port$11198$0 ;
+  input [23:0] \port$11248$0 ;
+  wire [23:0] \port$11248$0 ;
+  input [23:0] \port$11298$0 ;
+  wire [23:0] \port$11298$0 ;
+  input [23:0] \port$11348$0 ;
+  wire [23:0] \port$11348$0 ;
+  input [29:0] \port$11858$2 ;
+  wire [29:0] \port$11858$2 ;
   input \port$4265$0 ;
   wire \port$4265$0 ;
   input \port$4267$0 ;
@@ -24185,79 +24301,79 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11854$2 [9:0] == 6'h39;
+  assign \$111  = \port$11858$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11854$2 [9:0] == 6'h3a;
+  assign \$113  = \port$11858$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11854$2 [9:0] == 6'h3b;
+  assign \$115  = \port$11858$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11854$2 [9:0] == 6'h3c;
+  assign \$117  = \port$11858$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11854$2 [9:0] == 6'h3d;
+  assign \$119  = \port$11858$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11854$2 [9:0] == 6'h3e;
+  assign \$121  = \port$11858$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11854$2 [9:0] == 6'h3f;
+  assign \$123  = \port$11858$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11854$2 [9:0] == 7'h40;
+  assign \$125  = \port$11858$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11854$2 [9:0] == 7'h41;
+  assign \$127  = \port$11858$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11854$2 [9:0] == 7'h42;
+  assign \$129  = \port$11858$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11854$2 [9:0] == 7'h43;
+  assign \$131  = \port$11858$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11854$2 [9:0] == 7'h44;
+  assign \$133  = \port$11858$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11854$2 [9:0] == 7'h45;
+  assign \$135  = \port$11858$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11854$2 [9:0] == 7'h46;
+  assign \$137  = \port$11858$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11854$2 [9:0] == 7'h47;
+  assign \$139  = \port$11858$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11854$2 [9:0] == 7'h48;
+  assign \$141  = \port$11858$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$11854$2 [9:0] == 7'h49;
+  assign \$143  = \port$11858$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$11854$2 [9:0] == 7'h4a;
+  assign \$145  = \port$11858$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$11854$2 [9:0] == 7'h4b;
+  assign \$147  = \port$11858$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$11854$2 [9:0] == 7'h4c;
+  assign \$149  = \port$11858$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$11854$2 [9:0] == 7'h4d;
+  assign \$151  = \port$11858$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$11854$2 [9:0] == 7'h4e;
+  assign \$153  = \port$11858$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$11854$2 [9:0] == 7'h4f;
+  assign \$155  = \port$11858$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$11854$2 [9:0] == 7'h50;
+  assign \$157  = \port$11858$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$11854$2 [9:0] == 7'h51;
+  assign \$159  = \port$11858$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24381,84 +24497,84 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$11854$2 [9:0];
+  assign \$282  = ! \port$11858$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$11854$2 [9:0] == 1'h1;
+  assign \$288  = \port$11858$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$11854$2 [9:0] == 2'h2;
+  assign \$294  = \port$11858$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$11854$2 [9:0] == 2'h3;
+  assign \$300  = \port$11858$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$11854$2 [9:0] == 3'h4;
+  assign \$306  = \port$11858$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$11854$2 [9:0] == 3'h5;
+  assign \$312  = \port$11858$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$11854$2 [9:0] == 3'h6;
+  assign \$318  = \port$11858$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$11854$2 [9:0] == 4'h8;
+  assign \$324  = \port$11858$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$11854$2 [9:0] == 4'h9;
+  assign \$336  = \port$11858$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$11854$2 [9:0] == 4'ha;
+  assign \$344  = \port$11858$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$11854$2 [9:0] == 4'hb;
+  assign \$350  = \port$11858$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$11854$2 [9:0] == 4'hc;
+  assign \$358  = \port$11858$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$11854$2 [9:0] == 4'hd;
+  assign \$368  = \port$11858$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$11854$2 [9:0] == 4'he;
+  assign \$378  = \port$11858$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$11854$2 [9:0] == 4'hf;
+  assign \$388  = \port$11858$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$11854$2 [9:0] == 5'h10;
+  assign \$398  = \port$11858$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$11854$2 [9:0] == 5'h11;
+  assign \$404  = \port$11858$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24467,251 +24583,251 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$11854$2 [9:0] == 5'h12;
+  assign \$420  = \port$11858$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$11854$2 [9:0] == 5'h13;
+  assign \$426  = \port$11858$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$11854$2 [9:0] == 5'h14;
+  assign \$432  = \port$11858$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$11854$2 [9:0] == 5'h15;
+  assign \$438  = \port$11858$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$11854$2 [9:0] == 5'h16;
+  assign \$444  = \port$11858$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$11854$2 [9:0] == 5'h17;
+  assign \$450  = \port$11858$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$11854$2 [9:0] == 5'h18;
+  assign \$456  = \port$11858$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$11854$2 [9:0] == 5'h19;
+  assign \$462  = \port$11858$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$11854$2 [9:0] == 5'h1a;
+  assign \$468  = \port$11858$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$11854$2 [9:0] == 5'h1b;
+  assign \$474  = \port$11858$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$11854$2 [9:0] == 5'h1c;
+  assign \$480  = \port$11858$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$11854$2 [9:0] == 5'h1d;
+  assign \$486  = \port$11858$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$11854$2 [9:0] == 6'h20;
+  assign \$492  = \port$11858$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$11854$2 [9:0] == 6'h21;
+  assign \$498  = \port$11858$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$11854$2 [9:0] == 6'h22;
+  assign \$504  = \port$11858$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$11854$2 [9:0] == 6'h23;
+  assign \$510  = \port$11858$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$11854$2 [9:0] == 6'h24;
+  assign \$516  = \port$11858$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$11854$2 [9:0] == 6'h25;
+  assign \$522  = \port$11858$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$11854$2 [9:0] == 6'h26;
+  assign \$528  = \port$11858$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$11854$2 [9:0] == 6'h27;
+  assign \$534  = \port$11858$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$11854$2 [9:0] == 6'h28;
+  assign \$540  = \port$11858$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$11854$2 [9:0] == 6'h29;
+  assign \$546  = \port$11858$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$11854$2 [9:0] == 6'h2a;
+  assign \$552  = \port$11858$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$11854$2 [9:0] == 6'h2b;
+  assign \$558  = \port$11858$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$11854$2 [9:0] == 6'h2c;
+  assign \$564  = \port$11858$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$11854$2 [9:0] == 6'h2d;
+  assign \$570  = \port$11858$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$11854$2 [9:0] == 6'h2e;
+  assign \$576  = \port$11858$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$11854$2 [9:0] == 6'h2f;
+  assign \$582  = \port$11858$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$11854$2 [9:0] == 6'h30;
+  assign \$588  = \port$11858$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$11854$2 [9:0] == 6'h31;
+  assign \$594  = \port$11858$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$11854$2 [9:0] == 6'h32;
+  assign \$600  = \port$11858$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$11854$2 [9:0] == 6'h33;
+  assign \$606  = \port$11858$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$11854$2 [9:0] == 6'h34;
+  assign \$612  = \port$11858$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$11854$2 [9:0] == 6'h35;
+  assign \$618  = \port$11858$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$11854$2 [9:0] == 6'h36;
+  assign \$624  = \port$11858$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$11854$2 [9:0] == 6'h37;
+  assign \$630  = \port$11858$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$11854$2 [9:0] == 6'h38;
+  assign \$636  = \port$11858$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$11854$2 [9:0] == 6'h39;
+  assign \$642  = \port$11858$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$11854$2 [9:0] == 6'h3a;
+  assign \$648  = \port$11858$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$11854$2 [9:0] == 6'h3b;
+  assign \$654  = \port$11858$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$11854$2 [9:0] == 6'h3c;
+  assign \$660  = \port$11858$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$11854$2 [9:0] == 6'h3d;
+  assign \$666  = \port$11858$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$11854$2 [9:0] == 6'h3e;
+  assign \$672  = \port$11858$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$11854$2 [9:0] == 6'h3f;
+  assign \$678  = \port$11858$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$11854$2 [9:0] == 7'h40;
+  assign \$684  = \port$11858$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$11854$2 [9:0] == 7'h41;
+  assign \$690  = \port$11858$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$11854$2 [9:0] == 7'h42;
+  assign \$696  = \port$11858$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$11854$2 [9:0] == 7'h43;
+  assign \$702  = \port$11858$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$11854$2 [9:0] == 7'h44;
+  assign \$708  = \port$11858$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$11854$2 [9:0] == 7'h45;
+  assign \$714  = \port$11858$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$11854$2 [9:0] == 7'h46;
+  assign \$720  = \port$11858$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$11854$2 [9:0] == 7'h47;
+  assign \$726  = \port$11858$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$11854$2 [9:0] == 7'h48;
+  assign \$732  = \port$11858$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$11854$2 [9:0] == 7'h49;
+  assign \$738  = \port$11858$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$11854$2 [9:0] == 7'h4a;
+  assign \$744  = \port$11858$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$11854$2 [9:0] == 7'h4b;
+  assign \$750  = \port$11858$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$11854$2 [9:0] == 7'h4c;
+  assign \$756  = \port$11858$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$11854$2 [9:0] == 7'h4d;
+  assign \$762  = \port$11858$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$11854$2 [9:0] == 7'h4e;
+  assign \$768  = \port$11858$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$11854$2 [9:0] == 7'h4f;
+  assign \$774  = \port$11858$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$11854$2 [9:0] == 7'h50;
+  assign \$780  = \port$11858$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$11854$2 [9:0] == 7'h51;
+  assign \$786  = \port$11858$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24805,167 +24921,167 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11854$2 [9:0];
+  assign \$3  = ! \port$11858$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11854$2 [9:0] == 1'h1;
+  assign \$5  = \port$11858$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11854$2 [9:0] == 2'h2;
+  assign \$7  = \port$11858$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11854$2 [9:0] == 2'h3;
+  assign \$9  = \port$11858$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11854$2 [9:0] == 3'h4;
+  assign \$11  = \port$11858$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11854$2 [9:0] == 3'h5;
+  assign \$13  = \port$11858$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11854$2 [9:0] == 3'h6;
+  assign \$15  = \port$11858$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11854$2 [9:0] == 4'h8;
+  assign \$17  = \port$11858$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11854$2 [9:0] == 4'h9;
+  assign \$19  = \port$11858$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11854$2 [9:0] == 4'ha;
+  assign \$21  = \port$11858$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11854$2 [9:0] == 4'hb;
+  assign \$23  = \port$11858$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11854$2 [9:0] == 4'hc;
+  assign \$25  = \port$11858$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11854$2 [9:0] == 4'hd;
+  assign \$27  = \port$11858$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11854$2 [9:0] == 4'he;
+  assign \$29  = \port$11858$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11854$2 [9:0] == 4'hf;
+  assign \$31  = \port$11858$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11854$2 [9:0] == 5'h10;
+  assign \$33  = \port$11858$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11854$2 [9:0] == 5'h11;
+  assign \$35  = \port$11858$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11854$2 [9:0] == 5'h12;
+  assign \$37  = \port$11858$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11854$2 [9:0] == 5'h13;
+  assign \$39  = \port$11858$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11854$2 [9:0] == 5'h14;
+  assign \$41  = \port$11858$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11854$2 [9:0] == 5'h15;
+  assign \$43  = \port$11858$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11854$2 [9:0] == 5'h16;
+  assign \$45  = \port$11858$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11854$2 [9:0] == 5'h17;
+  assign \$47  = \port$11858$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11854$2 [9:0] == 5'h18;
+  assign \$49  = \port$11858$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11854$2 [9:0] == 5'h19;
+  assign \$51  = \port$11858$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11854$2 [9:0] == 5'h1a;
+  assign \$53  = \port$11858$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11854$2 [9:0] == 5'h1b;
+  assign \$55  = \port$11858$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11854$2 [9:0] == 5'h1c;
+  assign \$57  = \port$11858$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11854$2 [9:0] == 5'h1d;
+  assign \$59  = \port$11858$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11854$2 [9:0] == 6'h20;
+  assign \$61  = \port$11858$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11854$2 [9:0] == 6'h21;
+  assign \$63  = \port$11858$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11854$2 [9:0] == 6'h22;
+  assign \$65  = \port$11858$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11854$2 [9:0] == 6'h23;
+  assign \$67  = \port$11858$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11854$2 [9:0] == 6'h24;
+  assign \$69  = \port$11858$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11854$2 [9:0] == 6'h25;
+  assign \$71  = \port$11858$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11854$2 [9:0] == 6'h26;
+  assign \$73  = \port$11858$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11854$2 [9:0] == 6'h27;
+  assign \$75  = \port$11858$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11854$2 [9:0] == 6'h28;
+  assign \$77  = \port$11858$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11854$2 [9:0] == 6'h29;
+  assign \$79  = \port$11858$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11854$2 [9:0] == 6'h2a;
+  assign \$81  = \port$11858$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11854$2 [9:0] == 6'h2b;
+  assign \$83  = \port$11858$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11854$2 [9:0] == 6'h2c;
+  assign \$85  = \port$11858$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11854$2 [9:0] == 6'h2d;
+  assign \$87  = \port$11858$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11854$2 [9:0] == 6'h2e;
+  assign \$89  = \port$11858$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11854$2 [9:0] == 6'h2f;
+  assign \$91  = \port$11858$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11854$2 [9:0] == 6'h30;
+  assign \$93  = \port$11858$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11854$2 [9:0] == 6'h31;
+  assign \$95  = \port$11858$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11854$2 [9:0] == 6'h32;
+  assign \$97  = \port$11858$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11854$2 [9:0] == 6'h33;
+  assign \$99  = \port$11858$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11854$2 [9:0] == 6'h34;
+  assign \$101  = \port$11858$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11854$2 [9:0] == 6'h35;
+  assign \$103  = \port$11858$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11854$2 [9:0] == 6'h36;
+  assign \$105  = \port$11858$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11854$2 [9:0] == 6'h37;
+  assign \$107  = \port$11858$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11854$2 [9:0] == 6'h38;
+  assign \$109  = \port$11858$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26243,17 +26359,17 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11854$2 , 2'h0 };
+  assign bus__addr = { \port$11858$2 , 2'h0 };
   assign work_qready = { \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
   assign work_qreset = { \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0  };
-  assign retire0_error = \port$11194$0 [7:0];
-  assign retire0_tag = \port$11194$0 [23:8];
-  assign retire1_error = \port$11244$0 [7:0];
-  assign retire1_tag = \port$11244$0 [23:8];
-  assign retire2_error = \port$11294$0 [7:0];
-  assign retire2_tag = \port$11294$0 [23:8];
-  assign retire3_error = \port$11344$0 [7:0];
-  assign retire3_tag = \port$11344$0 [23:8];
+  assign retire0_error = \port$11198$0 [7:0];
+  assign retire0_tag = \port$11198$0 [23:8];
+  assign retire1_error = \port$11248$0 [7:0];
+  assign retire1_tag = \port$11248$0 [23:8];
+  assign retire2_error = \port$11298$0 [7:0];
+  assign retire2_tag = \port$11298$0 [23:8];
+  assign retire3_error = \port$11348$0 [7:0];
+  assign retire3_tag = \port$11348$0 [23:8];
   assign q_head0_word = \port$5325$0 [31:0];
   assign q_head1_word = \port$5325$0 [63:32];
   assign q_head2_word = \port$5325$0 [95:64];
@@ -26315,20 +26431,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$11194$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$11194$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$11198$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$11198$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$11244$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$11244$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$11248$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$11248$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$11294$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$11294$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$11298$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$11298$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$11344$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$11344$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$11348$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$11348$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -58880,7 +58996,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11886$16 , \port$12676$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11890$16 , \port$12680$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -58924,10 +59040,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11886$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11886$16 ;
-  wire [15:0] \port$11886$16 ;
-  input [7:0] \port$12676$0 ;
-  wire [7:0] \port$12676$0 ;
+  input [15:0] \port$11890$16 ;
+  wire [15:0] \port$11890$16 ;
+  input [7:0] \port$12680$0 ;
+  wire [7:0] \port$12680$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -58962,7 +59078,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11886$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11886$16 , \port$12676$0  };
+      storage[w_port__addr] <= { \port$11890$16 , \port$12680$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -59073,8 +59189,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11886$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11886$16 , \port$12676$0  };
-  assign w_data = { \port$11886$16 , \port$12676$0  };
+  assign w_port__data = { \port$11890$16 , \port$12680$0  };
+  assign w_data = { \port$11890$16 , \port$12680$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -59083,7 +59199,7 @@ endmodule
 module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11401$0 , \port$11401$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11405$0 , \port$11405$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -59795,10 +59911,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$11401$0 ;
-  wire [3:0] \port$11401$0 ;
-  input [23:0] \port$11401$8 ;
-  wire [23:0] \port$11401$8 ;
+  input [3:0] \port$11405$0 ;
+  wire [3:0] \port$11405$0 ;
+  input [23:0] \port$11405$8 ;
+  wire [23:0] \port$11405$8 ;
   input [3:0] \port$95$0 ;
   wire [3:0] \port$95$0 ;
   reg q0_acked = 1'h0;
@@ -60525,7 +60641,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$11401$0 [1:0] < 3'h4;
+  assign \$165  = \port$11405$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -60733,7 +60849,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$11401$0 [1:0];
+  assign \$344  = ! \port$11405$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -60753,7 +60869,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$11401$0 [1:0] == 1'h1;
+  assign \$364  = \port$11405$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -60773,7 +60889,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$11401$0 [1:0] == 2'h2;
+  assign \$384  = \port$11405$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -60793,7 +60909,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$11401$0 [1:0] == 2'h3;
+  assign \$404  = \port$11405$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -60886,7 +61002,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$11967$0 (fetch_r_buf),
+    .\port$11971$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -60898,7 +61014,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$11967$0 (fetch_r_buf),
+    .\port$11971$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -60910,7 +61026,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$11967$0 (fetch_r_buf),
+    .\port$11971$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -60922,7 +61038,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$11967$0 (fetch_r_buf),
+    .\port$11971$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -62620,12 +62736,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$11401$0 [1:0];
-  assign cpl_irq = \port$11401$0 [2];
-  assign cpl_halt = \port$11401$0 [3];
-  assign cpl_flags = \port$11401$8 [7:0];
-  assign cpl_status = \port$11401$8 [15:8];
-  assign cpl_opcode = \port$11401$8 [23:16];
+  assign cpl_queue = \port$11405$0 [1:0];
+  assign cpl_irq = \port$11405$0 [2];
+  assign cpl_halt = \port$11405$0 [3];
+  assign cpl_flags = \port$11405$8 [7:0];
+  assign cpl_status = \port$11405$8 [15:8];
+  assign cpl_opcode = \port$11405$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -62676,12 +62792,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$11401$8 [23:16];
-  assign \w_data$258 [19:12] = \port$11401$8 [15:8];
-  assign \w_data$258 [11:4] = \port$11401$8 [7:0];
-  assign \w_data$258 [3] = \port$11401$0 [3];
-  assign \w_data$258 [2] = \port$11401$0 [2];
-  assign \w_data$258 [1:0] = \port$11401$0 [1:0];
+  assign \w_data$258 [27:20] = \port$11405$8 [23:16];
+  assign \w_data$258 [19:12] = \port$11405$8 [15:8];
+  assign \w_data$258 [11:4] = \port$11405$8 [7:0];
+  assign \w_data$258 [3] = \port$11405$0 [3];
+  assign \w_data$258 [2] = \port$11405$0 [2];
+  assign \w_data$258 [1:0] = \port$11405$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -64267,7 +64383,7 @@ module \kaki_soc_16x16.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11967$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11971$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64294,8 +64410,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11967$0 ;
-  wire [191:0] \port$11967$0 ;
+  input [191:0] \port$11971$0 ;
+  wire [191:0] \port$11971$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -64330,7 +64446,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11967$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11971$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64401,14 +64517,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11967$0  };
-  assign w_data = { \port$0$87 , \port$11967$0  };
+  assign w_port__data = { \port$0$87 , \port$11971$0  };
+  assign w_data = { \port$0$87 , \port$11971$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11967$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11971$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64435,8 +64551,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11967$0 ;
-  wire [191:0] \port$11967$0 ;
+  input [191:0] \port$11971$0 ;
+  wire [191:0] \port$11971$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -64471,7 +64587,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11967$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11971$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64542,14 +64658,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11967$0  };
-  assign w_data = { \port$0$87 , \port$11967$0  };
+  assign w_port__data = { \port$0$87 , \port$11971$0  };
+  assign w_data = { \port$0$87 , \port$11971$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11967$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11971$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64576,8 +64692,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11967$0 ;
-  wire [191:0] \port$11967$0 ;
+  input [191:0] \port$11971$0 ;
+  wire [191:0] \port$11971$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -64612,7 +64728,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11967$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11971$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64683,14 +64799,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11967$0  };
-  assign w_data = { \port$0$87 , \port$11967$0  };
+  assign w_port__data = { \port$0$87 , \port$11971$0  };
+  assign w_data = { \port$0$87 , \port$11971$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11967$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11971$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64717,8 +64833,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11967$0 ;
-  wire [191:0] \port$11967$0 ;
+  input [191:0] \port$11971$0 ;
+  wire [191:0] \port$11971$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -64753,7 +64869,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11967$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11971$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64824,8 +64940,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11967$0  };
-  assign w_data = { \port$0$87 , \port$11967$0  };
+  assign w_port__data = { \port$0$87 , \port$11971$0  };
+  assign w_data = { \port$0$87 , \port$11971$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -73727,7 +73843,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11888$16 , \port$16744$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11892$16 , \port$16748$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -73771,10 +73887,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11888$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11888$16 ;
-  wire [15:0] \port$11888$16 ;
-  input [7:0] \port$16744$0 ;
-  wire [7:0] \port$16744$0 ;
+  input [15:0] \port$11892$16 ;
+  wire [15:0] \port$11892$16 ;
+  input [7:0] \port$16748$0 ;
+  wire [7:0] \port$16748$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -73809,7 +73925,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11888$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11888$16 , \port$16744$0  };
+      storage[w_port__addr] <= { \port$11892$16 , \port$16748$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -73920,8 +74036,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11888$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11888$16 , \port$16744$0  };
-  assign w_data = { \port$11888$16 , \port$16744$0  };
+  assign w_port__data = { \port$11892$16 , \port$16748$0  };
+  assign w_data = { \port$11892$16 , \port$16748$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -2313,7 +2313,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8176$2 (\$262 ),
+    .\port$8180$2 (\$262 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2432,20 +2432,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8013$0 (q_wait_queue),
-    .\port$8202$0 (inflight),
-    .\port$8337$0 (q__0__cpl_irq),
-    .\port$8351$0 (q__0__error_irq),
-    .\port$8363$0 (q__1__cpl_irq),
-    .\port$8377$0 (q__1__error_irq),
-    .\port$8389$0 (q__2__cpl_irq),
-    .\port$8403$0 (q__2__error_irq),
-    .\port$8415$0 (q__3__cpl_irq),
-    .\port$8429$0 (q__3__error_irq),
-    .\port$8541$0 (\$267 ),
-    .\port$8549$0 (\$268 ),
-    .\port$8557$0 (\$269 ),
-    .\port$8565$0 (\$270 ),
+    .\port$8017$0 (q_wait_queue),
+    .\port$8206$0 (inflight),
+    .\port$8341$0 (q__0__cpl_irq),
+    .\port$8355$0 (q__0__error_irq),
+    .\port$8367$0 (q__1__cpl_irq),
+    .\port$8381$0 (q__1__error_irq),
+    .\port$8393$0 (q__2__cpl_irq),
+    .\port$8407$0 (q__2__error_irq),
+    .\port$8419$0 (q__3__cpl_irq),
+    .\port$8433$0 (q__3__error_irq),
+    .\port$8545$0 (\$267 ),
+    .\port$8553$0 (\$268 ),
+    .\port$8561$0 (\$269 ),
+    .\port$8569$0 (\$270 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2533,10 +2533,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8204$0 (\$263 ),
-    .\port$8206$0 (\$264 ),
-    .\port$8208$0 (\$265 ),
-    .\port$8210$0 (\$266 ),
+    .\port$8208$0 (\$263 ),
+    .\port$8210$0 (\$264 ),
+    .\port$8212$0 (\$265 ),
+    .\port$8214$0 (\$266 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2632,8 +2632,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8204$16 (retire__0__tag),
-    .\port$8764$0 (dma_load_error),
+    .\port$8208$16 (retire__0__tag),
+    .\port$8768$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2643,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8206$16 (retire__1__tag),
-    .\port$8884$0 (dma_store_error),
+    .\port$8210$16 (retire__1__tag),
+    .\port$8888$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2699,11 +2699,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5355$0 (q__1__head),
     .\port$5385$0 (q__2__head),
     .\port$5415$0 (q__3__head),
-    .\port$7516$0 (r_data),
-    .\port$7566$0 (\r_data$495 ),
-    .\port$7616$0 (\r_data$506 ),
-    .\port$7666$0 (\r_data$517 ),
-    .\port$8176$2 (\$262 ),
+    .\port$7520$0 (r_data),
+    .\port$7570$0 (\r_data$495 ),
+    .\port$7620$0 (\r_data$506 ),
+    .\port$7670$0 (\r_data$517 ),
+    .\port$8180$2 (\$262 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2749,8 +2749,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8208$16 (retire__2__tag),
-    .\port$8950$0 (gemm_error),
+    .\port$8212$16 (retire__2__tag),
+    .\port$8954$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2800,8 +2800,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$149 (\$269 ),
     .\level$181 (\$270 ),
     .limit(bus_timeout),
-    .\port$7723$0 (fw_write_cpl_word[3:0]),
-    .\port$7723$8 (fw_write_cpl_word[31:8]),
+    .\port$7727$0 (fw_write_cpl_word[3:0]),
+    .\port$7727$8 (fw_write_cpl_word[31:8]),
     .\port$95$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2944,8 +2944,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8210$16 (retire__3__tag),
-    .\port$9226$0 (vec_error),
+    .\port$8214$16 (retire__3__tag),
+    .\port$9230$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5816,7 +5816,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8176$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8180$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +5960,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8176$2 ;
-  wire [29:0] \port$8176$2 ;
+  output [29:0] \port$8180$2 ;
+  wire [29:0] \port$8180$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6141,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8176$2 (\$99 ),
+    .\port$8180$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6259,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8176$2  = \$99 ;
+  assign \port$8180$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8176$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8180$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6688,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8176$2 ;
-  wire [29:0] \port$8176$2 ;
+  output [29:0] \port$8180$2 ;
+  wire [29:0] \port$8180$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9794,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8176$2  = ls_addr_r[31:2];
+  assign \port$8180$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9963,10 +9963,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8013$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8202$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8337$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8351$0 , q_status0_resetting, q_consumer1_index, \port$8363$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8377$0 , q_status1_resetting, q_consumer2_index, \port$8389$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8403$0 , q_status2_resetting, q_consumer3_index, \port$8415$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8429$0 , q_status3_resetting, \port$8541$0 , \port$8549$0 , \port$8557$0 , \port$8565$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8017$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8206$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8341$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8355$0 , q_status0_resetting, q_consumer1_index, \port$8367$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8381$0 , q_status1_resetting, q_consumer2_index, \port$8393$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8407$0 , q_status2_resetting, q_consumer3_index, \port$8419$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8433$0 , q_status3_resetting, \port$8545$0 , \port$8553$0 , \port$8561$0 , \port$8569$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11500,34 +11500,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8013$0 ;
-  wire [3:0] \port$8013$0 ;
-  input [3:0] \port$8202$0 ;
-  wire [3:0] \port$8202$0 ;
-  input \port$8337$0 ;
-  wire \port$8337$0 ;
-  input \port$8351$0 ;
-  wire \port$8351$0 ;
-  input \port$8363$0 ;
-  wire \port$8363$0 ;
-  input \port$8377$0 ;
-  wire \port$8377$0 ;
-  input \port$8389$0 ;
-  wire \port$8389$0 ;
-  input \port$8403$0 ;
-  wire \port$8403$0 ;
-  input \port$8415$0 ;
-  wire \port$8415$0 ;
-  input \port$8429$0 ;
-  wire \port$8429$0 ;
-  input [2:0] \port$8541$0 ;
-  wire [2:0] \port$8541$0 ;
-  input [2:0] \port$8549$0 ;
-  wire [2:0] \port$8549$0 ;
-  input [2:0] \port$8557$0 ;
-  wire [2:0] \port$8557$0 ;
-  input [2:0] \port$8565$0 ;
-  wire [2:0] \port$8565$0 ;
+  input [3:0] \port$8017$0 ;
+  wire [3:0] \port$8017$0 ;
+  input [3:0] \port$8206$0 ;
+  wire [3:0] \port$8206$0 ;
+  input \port$8341$0 ;
+  wire \port$8341$0 ;
+  input \port$8355$0 ;
+  wire \port$8355$0 ;
+  input \port$8367$0 ;
+  wire \port$8367$0 ;
+  input \port$8381$0 ;
+  wire \port$8381$0 ;
+  input \port$8393$0 ;
+  wire \port$8393$0 ;
+  input \port$8407$0 ;
+  wire \port$8407$0 ;
+  input \port$8419$0 ;
+  wire \port$8419$0 ;
+  input \port$8433$0 ;
+  wire \port$8433$0 ;
+  input [2:0] \port$8545$0 ;
+  wire [2:0] \port$8545$0 ;
+  input [2:0] \port$8553$0 ;
+  wire [2:0] \port$8553$0 ;
+  input [2:0] \port$8561$0 ;
+  wire [2:0] \port$8561$0 ;
+  input [2:0] \port$8569$0 ;
+  wire [2:0] \port$8569$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12156,10 +12156,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$8415$0 , \port$8389$0 , \port$8363$0 , \port$8337$0  };
+  assign \$179  = \$178  | { \port$8419$0 , \port$8393$0 , \port$8367$0 , \port$8341$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$8429$0 , \port$8403$0 , \port$8377$0 , \port$8351$0  };
+  assign \$182  = \$181  | { \port$8433$0 , \port$8407$0 , \port$8381$0 , \port$8355$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14207,8 +14207,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$8415$0 , \port$8389$0 , \port$8363$0 , \port$8337$0  };
-  assign irq_status_queue_error_set = { \port$8429$0 , \port$8403$0 , \port$8377$0 , \port$8351$0  };
+  assign irq_status_queue_cpl_set = { \port$8419$0 , \port$8393$0 , \port$8367$0 , \port$8341$0  };
+  assign irq_status_queue_error_set = { \port$8433$0 , \port$8407$0 , \port$8381$0 , \port$8355$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -14223,18 +14223,18 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8202$0 [0];
-  assign status_dma_store_busy = \port$8202$0 [1];
-  assign status_gemm_busy = \port$8202$0 [2];
-  assign status_vec_busy = \port$8202$0 [3];
-  assign q_status0_waiting = \port$8013$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8541$0  };
-  assign q_status1_waiting = \port$8013$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8549$0  };
-  assign q_status2_waiting = \port$8013$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8557$0  };
-  assign q_status3_waiting = \port$8013$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8565$0  };
+  assign status_dma_load_busy = \port$8206$0 [0];
+  assign status_dma_store_busy = \port$8206$0 [1];
+  assign status_gemm_busy = \port$8206$0 [2];
+  assign status_vec_busy = \port$8206$0 [3];
+  assign q_status0_waiting = \port$8017$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8545$0  };
+  assign q_status1_waiting = \port$8017$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8553$0  };
+  assign q_status2_waiting = \port$8017$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8561$0  };
+  assign q_status3_waiting = \port$8017$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8569$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14279,11 +14279,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$8202$0 [0] };
+  assign \$429  = { 1'h0, \port$8206$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$8202$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$8202$0 [2], 2'h0 };
-  assign \$435  = { \port$8202$0 [3], 3'h0 };
+  assign \$431  = { \port$8206$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$8206$0 [2], 2'h0 };
+  assign \$435  = { \port$8206$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14440,26 +14440,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8013$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$8541$0 , 8'h00 };
+  assign \$877  = { \port$8017$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$8545$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8013$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$8549$0 , 8'h00 };
+  assign \$890  = { \port$8017$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$8553$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8013$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$8557$0 , 8'h00 };
+  assign \$903  = { \port$8017$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$8561$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8013$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$8565$0 , 8'h00 };
+  assign \$916  = { \port$8017$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$8569$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14570,7 +14570,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$8204$0 , retire__0__tag, \port$8206$0 , retire__1__tag, \port$8208$0 , retire__2__tag, \port$8210$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8208$0 , retire__0__tag, \port$8210$0 , retire__1__tag, \port$8212$0 , retire__2__tag, \port$8214$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15185,14 +15185,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8204$0 ;
-  wire [8:0] \port$8204$0 ;
-  output [8:0] \port$8206$0 ;
-  wire [8:0] \port$8206$0 ;
   output [8:0] \port$8208$0 ;
   wire [8:0] \port$8208$0 ;
   output [8:0] \port$8210$0 ;
   wire [8:0] \port$8210$0 ;
+  output [8:0] \port$8212$0 ;
+  wire [8:0] \port$8212$0 ;
+  output [8:0] \port$8214$0 ;
+  wire [8:0] \port$8214$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15644,9 +15644,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7670$0 (desc),
-    .\port$7672$0 (queue),
-    .\port$7673$0 (windowed),
+    .\port$7674$0 (desc),
+    .\port$7676$0 (queue),
+    .\port$7677$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15656,9 +15656,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7670$0 (desc),
-    .\port$7672$0 (queue),
-    .\port$7673$0 (windowed),
+    .\port$7674$0 (desc),
+    .\port$7676$0 (queue),
+    .\port$7677$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15668,9 +15668,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7670$0 (desc),
-    .\port$7672$0 (queue),
-    .\port$7673$0 (windowed),
+    .\port$7674$0 (desc),
+    .\port$7676$0 (queue),
+    .\port$7677$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15680,9 +15680,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7670$0 (desc),
-    .\port$7672$0 (queue),
-    .\port$7673$0 (windowed),
+    .\port$7674$0 (desc),
+    .\port$7676$0 (queue),
+    .\port$7677$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15867,13 +15867,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8204$0  = dma_load_held[8:0];
+  assign \port$8208$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8206$0  = dma_store_held[8:0];
+  assign \port$8210$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8208$0  = gemm_held[8:0];
+  assign \port$8212$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8210$0  = vec_held[8:0];
+  assign \port$8214$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16374,7 +16374,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7670$0 , \port$7672$0 , \port$7673$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7674$0 , \port$7676$0 , \port$7677$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16416,12 +16416,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7670$0 ;
-  wire [255:0] \port$7670$0 ;
-  input [1:0] \port$7672$0 ;
-  wire [1:0] \port$7672$0 ;
-  input \port$7673$0 ;
-  wire \port$7673$0 ;
+  input [255:0] \port$7674$0 ;
+  wire [255:0] \port$7674$0 ;
+  input [1:0] \port$7676$0 ;
+  wire [1:0] \port$7676$0 ;
+  input \port$7677$0 ;
+  wire \port$7677$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16453,7 +16453,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+      storage[w_port__addr] <= { \port$7677$0 , \port$7676$0 , \port$7674$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16552,14 +16552,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
-  assign w_data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+  assign w_port__data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+  assign w_data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7670$0 , \port$7672$0 , \port$7673$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7674$0 , \port$7676$0 , \port$7677$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16601,12 +16601,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7670$0 ;
-  wire [255:0] \port$7670$0 ;
-  input [1:0] \port$7672$0 ;
-  wire [1:0] \port$7672$0 ;
-  input \port$7673$0 ;
-  wire \port$7673$0 ;
+  input [255:0] \port$7674$0 ;
+  wire [255:0] \port$7674$0 ;
+  input [1:0] \port$7676$0 ;
+  wire [1:0] \port$7676$0 ;
+  input \port$7677$0 ;
+  wire \port$7677$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16638,7 +16638,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+      storage[w_port__addr] <= { \port$7677$0 , \port$7676$0 , \port$7674$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16737,14 +16737,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
-  assign w_data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+  assign w_port__data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+  assign w_data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7670$0 , \port$7672$0 , \port$7673$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7674$0 , \port$7676$0 , \port$7677$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16786,12 +16786,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7670$0 ;
-  wire [255:0] \port$7670$0 ;
-  input [1:0] \port$7672$0 ;
-  wire [1:0] \port$7672$0 ;
-  input \port$7673$0 ;
-  wire \port$7673$0 ;
+  input [255:0] \port$7674$0 ;
+  wire [255:0] \port$7674$0 ;
+  input [1:0] \port$7676$0 ;
+  wire [1:0] \port$7676$0 ;
+  input \port$7677$0 ;
+  wire \port$7677$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16823,7 +16823,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+      storage[w_port__addr] <= { \port$7677$0 , \port$7676$0 , \port$7674$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16922,14 +16922,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
-  assign w_data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+  assign w_port__data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+  assign w_data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7670$0 , \port$7672$0 , \port$7673$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7674$0 , \port$7676$0 , \port$7677$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16971,12 +16971,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7670$0 ;
-  wire [255:0] \port$7670$0 ;
-  input [1:0] \port$7672$0 ;
-  wire [1:0] \port$7672$0 ;
-  input \port$7673$0 ;
-  wire \port$7673$0 ;
+  input [255:0] \port$7674$0 ;
+  wire [255:0] \port$7674$0 ;
+  input [1:0] \port$7676$0 ;
+  wire [1:0] \port$7676$0 ;
+  input \port$7677$0 ;
+  wire \port$7677$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17008,7 +17008,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+      storage[w_port__addr] <= { \port$7677$0 , \port$7676$0 , \port$7674$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17107,8 +17107,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
-  assign w_data = { \port$7673$0 , \port$7672$0 , \port$7670$0  };
+  assign w_port__data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+  assign w_data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -17609,21 +17609,21 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire [5:0] \$115 ;
-  wire \$116 ;
+  wire \$115 ;
+  wire [5:0] \$116 ;
   wire \$117 ;
-  wire [16:0] \$118 ;
+  wire \$118 ;
   wire [16:0] \$119 ;
   wire [8:0] \$12 ;
-  wire [31:0] \$120 ;
+  wire [16:0] \$120 ;
   wire [31:0] \$121 ;
-  wire [8:0] \$122 ;
-  wire [9:0] \$123 ;
+  wire [31:0] \$122 ;
+  wire [8:0] \$123 ;
   wire [9:0] \$124 ;
-  wire [7:0] \$125 ;
-  wire [32:0] \$126 ;
-  wire [5:0] \$127 ;
-  wire \$128 ;
+  wire [9:0] \$125 ;
+  wire [7:0] \$126 ;
+  wire [32:0] \$127 ;
+  wire [5:0] \$128 ;
   wire \$129 ;
   wire [4:0] \$13 ;
   wire \$130 ;
@@ -17631,74 +17631,75 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire [2:0] \$135 ;
-  wire \$136 ;
-  wire [2:0] \$137 ;
-  wire \$138 ;
+  wire \$135 ;
+  wire [2:0] \$136 ;
+  wire \$137 ;
+  wire [2:0] \$138 ;
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire [7:0] \$141 ;
-  wire \$142 ;
+  wire \$141 ;
+  wire [7:0] \$142 ;
   wire \$143 ;
-  wire [3:0] \$144 ;
-  wire [4:0] \$145 ;
-  wire [3:0] \$146 ;
-  wire \$147 ;
-  wire [16:0] \$148 ;
+  wire \$144 ;
+  wire [3:0] \$145 ;
+  wire [4:0] \$146 ;
+  wire [3:0] \$147 ;
+  wire \$148 ;
   wire [16:0] \$149 ;
   wire \$15 ;
-  wire [35:0] \$150 ;
-  wire [31:0] \$151 ;
-  wire [47:0] \$152 ;
+  wire [16:0] \$150 ;
+  wire [35:0] \$151 ;
+  wire [31:0] \$152 ;
   wire [47:0] \$153 ;
-  wire \$154 ;
+  wire [47:0] \$154 ;
   wire \$155 ;
-  wire [31:0] \$156 ;
+  wire \$156 ;
   wire [31:0] \$157 ;
-  wire [8:0] \$158 ;
-  wire [9:0] \$159 ;
+  wire [31:0] \$158 ;
+  wire [8:0] \$159 ;
   wire [14:0] \$16 ;
   wire [9:0] \$160 ;
-  wire [7:0] \$161 ;
-  reg [31:0] \$162 ;
-  reg [7:0] \$163 ;
-  reg \$164 ;
-  reg [31:0] \$165 ;
-  reg [15:0] \$166 ;
+  wire [9:0] \$161 ;
+  wire [7:0] \$162 ;
+  reg [31:0] \$163 ;
+  reg [7:0] \$164 ;
+  reg \$165 ;
+  reg [31:0] \$166 ;
   reg [15:0] \$167 ;
-  reg [31:0] \$168 ;
-  reg \$169 ;
+  reg [15:0] \$168 ;
+  reg [31:0] \$169 ;
   wire \$17 ;
-  reg [31:0] \$170 ;
-  reg [1:0] \$171 ;
-  reg [191:0] \$172 ;
-  reg [1:0] \$173 ;
-  reg \$174 ;
-  reg [7:0] \$175 ;
-  reg [2:0] \$176 ;
-  reg [127:0] \$177 ;
-  reg [13:0] \$178 ;
-  reg \$179 ;
+  reg \$170 ;
+  reg [31:0] \$171 ;
+  reg [1:0] \$172 ;
+  reg [191:0] \$173 ;
+  reg [1:0] \$174 ;
+  reg \$175 ;
+  reg [7:0] \$176 ;
+  reg [2:0] \$177 ;
+  reg [127:0] \$178 ;
+  reg [13:0] \$179 ;
   wire \$18 ;
   reg \$180 ;
-  reg [2:0] \$181 ;
-  reg [13:0] \$182 ;
-  reg [2:0] \$183 ;
-  reg [13:0] \$184 ;
-  reg [15:0] \$185 ;
+  reg \$181 ;
+  reg [2:0] \$182 ;
+  reg [13:0] \$183 ;
+  reg [2:0] \$184 ;
+  reg [13:0] \$185 ;
   reg [15:0] \$186 ;
-  reg [2:0] \$187 ;
-  reg [13:0] \$188 ;
-  reg \$189 ;
+  reg [15:0] \$187 ;
+  reg [2:0] \$188 ;
+  reg [13:0] \$189 ;
   wire \$19 ;
-  reg [223:0] \$190 ;
-  reg [64:0] \$191 ;
-  reg [2:0] \$192 ;
-  reg [35:0] \$193 ;
-  reg [31:0] \$194 ;
-  reg [47:0] \$195 ;
+  reg \$190 ;
+  reg [223:0] \$191 ;
+  reg [64:0] \$192 ;
+  reg [2:0] \$193 ;
+  reg [35:0] \$194 ;
+  reg [31:0] \$195 ;
   reg [47:0] \$196 ;
+  reg [47:0] \$197 ;
   wire [16:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
@@ -18121,116 +18122,117 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   assign \$112  = dma_load_fsm_state == 2'h2;
   assign \$113  = dma_load_fsm_state == 2'h3;
   assign \$114  = dma_load_fsm_state == 3'h4;
-  assign \$115  = \$41 [4:0] - 1'h1;
-  assign \$116  = ld_ar_beats_left == \$41 [4:0];
-  assign \$117  = ld_ar_it_r > 1'h1;
-  assign \$118  = ld_ar_it_r - 1'h1;
-  assign \$119  = ld_ar_it_p - 1'h1;
-  assign \$122  = \$31 [2:0] + ld_cmd[175:168];
-  assign \$123  = \$122  + 3'h7;
-  assign \$126  = ld_ar_beat_addr + \$125 ;
-  assign \$127  = ld_ar_beats_left - \$41 [4:0];
-  assign \$128  = ~ ld_drain;
-  assign \$129  = ld_run & \$128 ;
-  assign \$130  = \$129  & ld_rx_active;
-  assign \$131  = ! \$63 [1:0];
-  assign \$132  = up__rvalid & up__rready;
-  assign \$133  = ~ up__rresp[1];
-  assign \$134  = \$132  & \$133 ;
-  assign \$135  = \$63 [1:0] - 1'h1;
-  assign \$136  = ld_rx_beat == \$135 ;
-  assign \$137  = ld_rx_beat + 1'h1;
-  assign \$138  = up__rvalid & up__rready;
-  assign \$139  = \$138  & up__rresp[1];
-  assign \$140  = up__rresp == 2'h3;
-  assign \$141  = \$140  ? 8'h07 : 8'h06;
-  assign \$142  = up__rvalid & up__rready;
-  assign \$143  = \$142  & up__rlast;
-  assign \$144  = ld_outstanding + ld_ar_issue;
-  assign \$145  = \$144  - 1'h1;
-  assign \$146  = ld_outstanding + ld_ar_issue;
-  assign \$147  = ld_rx_r > 1'h1;
-  assign \$148  = ld_rx_r - 1'h1;
-  assign \$149  = ld_rx_p - 1'h1;
-  assign \$150  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$151  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$152  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$153  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$154  = ! ld_chk_err;
-  assign \$155  = | ld_cmd[175:168];
-  assign \$158  = ld_cmd[2:0] + ld_cmd[175:168];
-  assign \$159  = \$158  + 3'h7;
-  assign \$161  = ld_drain ? load__error : 8'h10;
+  assign \$115  = dma_load_fsm_state == 3'h5;
+  assign \$116  = \$41 [4:0] - 1'h1;
+  assign \$117  = ld_ar_beats_left == \$41 [4:0];
+  assign \$118  = ld_ar_it_r > 1'h1;
+  assign \$119  = ld_ar_it_r - 1'h1;
+  assign \$120  = ld_ar_it_p - 1'h1;
+  assign \$123  = \$31 [2:0] + ld_cmd[175:168];
+  assign \$124  = \$123  + 3'h7;
+  assign \$127  = ld_ar_beat_addr + \$126 ;
+  assign \$128  = ld_ar_beats_left - \$41 [4:0];
+  assign \$129  = ~ ld_drain;
+  assign \$130  = ld_run & \$129 ;
+  assign \$131  = \$130  & ld_rx_active;
+  assign \$132  = ! \$63 [1:0];
+  assign \$133  = up__rvalid & up__rready;
+  assign \$134  = ~ up__rresp[1];
+  assign \$135  = \$133  & \$134 ;
+  assign \$136  = \$63 [1:0] - 1'h1;
+  assign \$137  = ld_rx_beat == \$136 ;
+  assign \$138  = ld_rx_beat + 1'h1;
+  assign \$139  = up__rvalid & up__rready;
+  assign \$140  = \$139  & up__rresp[1];
+  assign \$141  = up__rresp == 2'h3;
+  assign \$142  = \$141  ? 8'h07 : 8'h06;
+  assign \$143  = up__rvalid & up__rready;
+  assign \$144  = \$143  & up__rlast;
+  assign \$145  = ld_outstanding + ld_ar_issue;
+  assign \$146  = \$145  - 1'h1;
+  assign \$147  = ld_outstanding + ld_ar_issue;
+  assign \$148  = ld_rx_r > 1'h1;
+  assign \$149  = ld_rx_r - 1'h1;
+  assign \$150  = ld_rx_p - 1'h1;
+  assign \$151  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$152  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$153  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$154  = \$1 [15:0] * ld_cmd[79:48];
+  assign \$155  = ! load__error;
+  assign \$156  = | ld_cmd[175:168];
+  assign \$159  = ld_cmd[2:0] + ld_cmd[175:168];
+  assign \$160  = \$159  + 3'h7;
+  assign \$162  = ld_drain ? load__error : 8'h10;
   always @(posedge clk)
-    up__araddr <= \$162 ;
+    up__araddr <= \$163 ;
   always @(posedge clk)
-    up__arlen <= \$163 ;
+    up__arlen <= \$164 ;
   always @(posedge clk)
-    ld_ar_valid <= \$164 ;
+    ld_ar_valid <= \$165 ;
   always @(posedge clk)
-    ld_ar_it_row0 <= \$165 ;
+    ld_ar_it_row0 <= \$166 ;
   always @(posedge clk)
-    ld_ar_it_r <= \$166 ;
+    ld_ar_it_r <= \$167 ;
   always @(posedge clk)
-    ld_ar_it_p <= \$167 ;
+    ld_ar_it_p <= \$168 ;
   always @(posedge clk)
-    ld_ar_it_plane0 <= \$168 ;
+    ld_ar_it_plane0 <= \$169 ;
   always @(posedge clk)
-    ld_ar_it_active <= \$169 ;
+    ld_ar_it_active <= \$170 ;
   always @(posedge clk)
-    ld_ar_beat_addr <= \$170 ;
+    ld_ar_beat_addr <= \$171 ;
   always @(posedge clk)
-    ld_ar_beats_left <= \$171 ;
+    ld_ar_beats_left <= \$172 ;
   always @(posedge clk)
-    ld_buf <= \$172 ;
+    ld_buf <= \$173 ;
   always @(posedge clk)
-    ld_rx_beat <= \$173 ;
+    ld_rx_beat <= \$174 ;
   always @(posedge clk)
-    ld_drain <= \$174 ;
+    ld_drain <= \$175 ;
   always @(posedge clk)
-    load__error <= \$175 ;
+    load__error <= \$176 ;
   always @(posedge clk)
-    ld_outstanding <= \$176 ;
+    ld_outstanding <= \$177 ;
   always @(posedge clk)
-    ld_wb_data <= \$177 ;
+    ld_wb_data <= \$178 ;
   always @(posedge clk)
-    spad_wr__addr <= \$178 ;
+    spad_wr__addr <= \$179 ;
   always @(posedge clk)
-    ld_wb_valid <= \$179 ;
+    ld_wb_valid <= \$180 ;
   always @(posedge clk)
-    ld_full <= \$180 ;
+    ld_full <= \$181 ;
   always @(posedge clk)
-    ld_ext_off <= \$181 ;
+    ld_ext_off <= \$182 ;
   always @(posedge clk)
-    ld_ext_laddr <= \$182 ;
+    ld_ext_laddr <= \$183 ;
   always @(posedge clk)
-    ld_rx_row0 <= \$183 ;
+    ld_rx_row0 <= \$184 ;
   always @(posedge clk)
-    ld_rx_row1 <= \$184 ;
+    ld_rx_row1 <= \$185 ;
   always @(posedge clk)
-    ld_rx_r <= \$185 ;
+    ld_rx_r <= \$186 ;
   always @(posedge clk)
-    ld_rx_p <= \$186 ;
+    ld_rx_p <= \$187 ;
   always @(posedge clk)
-    ld_rx_plane0 <= \$187 ;
+    ld_rx_plane0 <= \$188 ;
   always @(posedge clk)
-    ld_rx_plane1 <= \$188 ;
+    ld_rx_plane1 <= \$189 ;
   always @(posedge clk)
-    ld_rx_active <= \$189 ;
+    ld_rx_active <= \$190 ;
   always @(posedge clk)
-    ld_cmd <= \$190 ;
+    ld_cmd <= \$191 ;
   always @(posedge clk)
-    ld_window <= \$191 ;
+    ld_window <= \$192 ;
   always @(posedge clk)
-    dma_load_fsm_state <= \$192 ;
+    dma_load_fsm_state <= \$193 ;
   always @(posedge clk)
-    ld_local_plane_stride_x <= \$193 ;
+    ld_local_plane_stride_x <= \$194 ;
   always @(posedge clk)
-    ld_local_row_stride_x <= \$194 ;
+    ld_local_row_stride_x <= \$195 ;
   always @(posedge clk)
-    ld_host_plane_stride_x <= \$195 ;
+    ld_host_plane_stride_x <= \$196 ;
   always @(posedge clk)
-    ld_host_row_stride_x <= \$196 ;
+    ld_host_row_stride_x <= \$197 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
@@ -18283,6 +18285,8 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
           load__busy = 1'h1;
       3'h4:
           load__busy = 1'h1;
+      3'h5:
+          load__busy = 1'h1;
     endcase
   end
   always @* begin
@@ -18296,6 +18300,8 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           ld_run = 1'h1;
     endcase
   end
@@ -18310,6 +18316,8 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
             ld_abort = 1'h1;
@@ -18329,42 +18337,44 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           load__done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$162  = up__araddr;
+    \$163  = up__araddr;
     if (ld_ar_issue) begin
-      \$162  = ld_ar_beat_addr;
+      \$163  = ld_ar_beat_addr;
     end
     if (load_reset) begin
-      \$162  = 32'd0;
+      \$163  = 32'd0;
     end
     if (rst) begin
-      \$162  = 32'd0;
+      \$163  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$163  = up__arlen;
+    \$164  = up__arlen;
     if (ld_ar_issue) begin
-      \$163  = { \$115 [5], \$115 [5], \$115  };
+      \$164  = { \$116 [5], \$116 [5], \$116  };
     end
     if (load_reset) begin
-      \$163  = 8'h00;
+      \$164  = 8'h00;
     end
     if (rst) begin
-      \$163  = 8'h00;
+      \$164  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$164  = ld_ar_valid;
+    \$165  = ld_ar_valid;
     if (ld_ar_issue) begin
-      \$164  = 1'h1;
+      \$165  = 1'h1;
     end else if (up__arready) begin
-      \$164  = 1'h0;
+      \$165  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18372,28 +18382,30 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$164  = 1'h0;
-          end
+          /* empty */;
       3'h3:
+          if (\$155 ) begin
+            \$165  = 1'h0;
+          end
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$164  = 1'h0;
+            \$165  = 1'h0;
           end
     endcase
     if (load_reset) begin
-      \$164  = 1'h0;
+      \$165  = 1'h0;
     end
     if (rst) begin
-      \$164  = 1'h0;
+      \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$165  = ld_ar_it_row0;
+    \$166  = ld_ar_it_row0;
     if (ld_ar_issue) begin
-      if (\$116 ) begin
-        \$165  = \$31 [31:0];
+      if (\$117 ) begin
+        \$166  = \$31 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18402,85 +18414,29 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$165  = ld_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$166  = ld_cmd[31:0];
           end
     endcase
     if (load_reset) begin
-      \$165  = 32'd0;
+      \$166  = 32'd0;
     end
     if (rst) begin
-      \$165  = 32'd0;
+      \$166  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$166  = ld_ar_it_r;
+    \$167  = ld_ar_it_r;
     if (ld_ar_issue) begin
-      if (\$116 ) begin
+      if (\$117 ) begin
         (* full_case = 32'd1 *)
-        if (\$117 ) begin
-          \$166  = \$118 [15:0];
-        end else begin
-          \$166  = ld_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$154 ) begin
-            \$166  = ld_cmd[199:184];
-          end
-    endcase
-    if (load_reset) begin
-      \$166  = 16'h0000;
-    end
-    if (rst) begin
-      \$166  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$167  = ld_ar_it_p;
-    if (ld_ar_issue) begin
-      if (\$116 ) begin
-        (* full_case = 32'd1 *)
-        if (\$117 ) begin
-        end else begin
+        if (\$118 ) begin
           \$167  = \$119 [15:0];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$154 ) begin
-            \$167  = ld_cmd[215:200];
-          end
-    endcase
-    if (load_reset) begin
-      \$167  = 16'h0000;
-    end
-    if (rst) begin
-      \$167  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$168  = ld_ar_it_plane0;
-    if (ld_ar_issue) begin
-      if (\$116 ) begin
-        (* full_case = 32'd1 *)
-        if (\$117 ) begin
         end else begin
-          \$168  = \$31 [31:0];
+          \$167  = ld_cmd[199:184];
         end
       end
     end
@@ -18490,24 +18446,88 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$168  = ld_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$167  = ld_cmd[199:184];
           end
     endcase
     if (load_reset) begin
-      \$168  = 32'd0;
+      \$167  = 16'h0000;
     end
     if (rst) begin
-      \$168  = 32'd0;
+      \$167  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$169  = ld_ar_it_active;
+    \$168  = ld_ar_it_p;
     if (ld_ar_issue) begin
-      if (\$116 ) begin
+      if (\$117 ) begin
+        (* full_case = 32'd1 *)
+        if (\$118 ) begin
+        end else begin
+          \$168  = \$120 [15:0];
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$168  = ld_cmd[215:200];
+          end
+    endcase
+    if (load_reset) begin
+      \$168  = 16'h0000;
+    end
+    if (rst) begin
+      \$168  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$169  = ld_ar_it_plane0;
+    if (ld_ar_issue) begin
+      if (\$117 ) begin
+        (* full_case = 32'd1 *)
+        if (\$118 ) begin
+        end else begin
+          \$169  = \$31 [31:0];
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$169  = ld_cmd[31:0];
+          end
+    endcase
+    if (load_reset) begin
+      \$169  = 32'd0;
+    end
+    if (rst) begin
+      \$169  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$170  = ld_ar_it_active;
+    if (ld_ar_issue) begin
+      if (\$117 ) begin
         if (ld_ar_it_last) begin
-          \$169  = 1'h0;
+          \$170  = 1'h0;
         end
       end
     end
@@ -18517,26 +18537,28 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$169  = \$155 ;
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$170  = \$156 ;
           end
     endcase
     if (load_reset) begin
-      \$169  = 1'h0;
+      \$170  = 1'h0;
     end
     if (rst) begin
-      \$169  = 1'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$170  = ld_ar_beat_addr;
+    \$171  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$116 ) begin
-        \$170  = \$121 ;
+      if (\$117 ) begin
+        \$171  = \$122 ;
       end else begin
-        \$170  = \$126 [31:0];
+        \$171  = \$127 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18545,26 +18567,28 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$170  = \$157 ;
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$171  = \$158 ;
           end
     endcase
     if (load_reset) begin
-      \$170  = 32'd0;
+      \$171  = 32'd0;
     end
     if (rst) begin
-      \$170  = 32'd0;
+      \$171  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$171  = ld_ar_beats_left;
+    \$172  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$116 ) begin
-        \$171  = \$124 [1:0];
+      if (\$117 ) begin
+        \$172  = \$125 [1:0];
       end else begin
-        \$171  = \$127 [1:0];
+        \$172  = \$128 [1:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18573,55 +18597,57 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$171  = \$160 [1:0];
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$172  = \$161 [1:0];
           end
     endcase
     if (load_reset) begin
-      \$171  = 2'h0;
+      \$172  = 2'h0;
     end
     if (rst) begin
-      \$171  = 2'h0;
+      \$172  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$172  = ld_buf;
-    if (\$130 ) begin
-      if (\$131 ) begin
-      end else if (\$134 ) begin
+    \$173  = ld_buf;
+    if (\$131 ) begin
+      if (\$132 ) begin
+      end else if (\$135 ) begin
         casez (ld_rx_beat)
           2'h0:
-              \$172 [63:0] = up__rdata;
+              \$173 [63:0] = up__rdata;
           2'h1:
-              \$172 [127:64] = up__rdata;
+              \$173 [127:64] = up__rdata;
           2'h2:
-              \$172 [191:128] = up__rdata;
+              \$173 [191:128] = up__rdata;
         endcase
       end
     end
     if (load_reset) begin
-      \$172  = 192'h000000000000000000000000000000000000000000000000;
+      \$173  = 192'h000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$172  = 192'h000000000000000000000000000000000000000000000000;
+      \$173  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$173  = ld_rx_beat;
-    if (\$130 ) begin
-      if (\$131 ) begin
-      end else if (\$134 ) begin
+    \$174  = ld_rx_beat;
+    if (\$131 ) begin
+      if (\$132 ) begin
+      end else if (\$135 ) begin
         (* full_case = 32'd1 *)
-        if (\$136 ) begin
+        if (\$137 ) begin
         end else begin
-          \$173  = \$137 [1:0];
+          \$174  = \$138 [1:0];
         end
       end
     end
     if (ld_row_done) begin
-      \$173  = 2'h0;
+      \$174  = 2'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18629,73 +18655,79 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          \$173  = 2'h0;
-    endcase
-    if (load_reset) begin
-      \$173  = 2'h0;
-    end
-    if (rst) begin
-      \$173  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$174  = ld_drain;
-    if (\$130 ) begin
-      if (\$139 ) begin
-        \$174  = 1'h1;
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$174  = 1'h0;
-    endcase
-    if (load_reset) begin
-      \$174  = 1'h0;
-    end
-    if (rst) begin
-      \$174  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$175  = load__error;
-    if (\$130 ) begin
-      if (\$139 ) begin
-        \$175  = \$141 ;
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$175  = ld_chk_err;
       3'h3:
+          \$174  = 2'h0;
+    endcase
+    if (load_reset) begin
+      \$174  = 2'h0;
+    end
+    if (rst) begin
+      \$174  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$175  = ld_drain;
+    if (\$131 ) begin
+      if (\$140 ) begin
+        \$175  = 1'h1;
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$175  = 1'h0;
+    endcase
+    if (load_reset) begin
+      \$175  = 1'h0;
+    end
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$176  = load__error;
+    if (\$131 ) begin
+      if (\$140 ) begin
+        \$176  = \$142 ;
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$176  = ld_chk_err;
+      3'h3:
+          /* empty */;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$175  = \$161 ;
+            \$176  = \$162 ;
           end
     endcase
     if (load_reset) begin
-      \$175  = 8'h00;
+      \$176  = 8'h00;
     end
     if (rst) begin
-      \$175  = 8'h00;
+      \$176  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    if (\$143 ) begin
-      \$176  = \$145 [2:0];
+    if (\$144 ) begin
+      \$177  = \$146 [2:0];
     end else begin
-      \$176  = \$146 [2:0];
+      \$177  = \$147 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18705,89 +18737,64 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$176  = 3'h0;
+            \$177  = 3'h0;
           end
     endcase
     if (load_reset) begin
-      \$176  = 3'h0;
+      \$177  = 3'h0;
     end
     if (rst) begin
-      \$176  = 3'h0;
+      \$177  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$177  = ld_wb_data;
+    \$178  = ld_wb_data;
     if (ld_wb_load) begin
-      \$177  = \$91 [127:0];
+      \$178  = \$91 [127:0];
     end
     if (load_reset) begin
-      \$177  = 128'h00000000000000000000000000000000;
+      \$178  = 128'h00000000000000000000000000000000;
     end
     if (rst) begin
-      \$177  = 128'h00000000000000000000000000000000;
+      \$178  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$178  = spad_wr__addr;
+    \$179  = spad_wr__addr;
     if (ld_wb_load) begin
-      \$178  = ld_ext_laddr;
+      \$179  = ld_ext_laddr;
     end
     if (load_reset) begin
-      \$178  = 14'h0000;
+      \$179  = 14'h0000;
     end
     if (rst) begin
-      \$178  = 14'h0000;
+      \$179  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$179  = ld_wb_valid;
+    \$180  = ld_wb_valid;
     if (ld_wb_load) begin
-      \$179  = 1'h1;
+      \$180  = 1'h1;
     end else if (ld_wb_done) begin
-      \$179  = 1'h0;
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$179  = 1'h0;
-      3'h3:
-          if (ld_finished) begin
-          end else if (timeout) begin
-            \$179  = 1'h0;
-          end
-    endcase
-    if (load_reset) begin
-      \$179  = 1'h0;
-    end
-    if (rst) begin
-      \$179  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$180  = ld_full;
-    if (ld_wb_load) begin
       \$180  = 1'h0;
     end
-    if (ld_row_done) begin
-      \$180  = 1'h1;
-    end
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$180  = 1'h0;
+          /* empty */;
       3'h3:
+          \$180  = 1'h0;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
             \$180  = 1'h0;
@@ -18802,35 +18809,12 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$181  = ld_ext_off;
+    \$181  = ld_full;
+    if (ld_wb_load) begin
+      \$181  = 1'h0;
+    end
     if (ld_row_done) begin
-      \$181  = ld_rx_row0;
-    end
-    if (load_reset) begin
-      \$181  = 3'h0;
-    end
-    if (rst) begin
-      \$181  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$182  = ld_ext_laddr;
-    if (ld_row_done) begin
-      \$182  = ld_rx_row1;
-    end
-    if (load_reset) begin
-      \$182  = 14'h0000;
-    end
-    if (rst) begin
-      \$182  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$183  = ld_rx_row0;
-    if (ld_row_done) begin
-      \$183  = \$52 [2:0];
+      \$181  = 1'h1;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18838,22 +18822,53 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$183  = ld_cmd[2:0];
+          /* empty */;
+      3'h3:
+          \$181  = 1'h0;
+      3'h4:
+          if (ld_finished) begin
+          end else if (timeout) begin
+            \$181  = 1'h0;
           end
     endcase
     if (load_reset) begin
-      \$183  = 3'h0;
+      \$181  = 1'h0;
     end
     if (rst) begin
-      \$183  = 3'h0;
+      \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$184  = ld_rx_row1;
+    \$182  = ld_ext_off;
     if (ld_row_done) begin
-      \$184  = \$56 [13:0];
+      \$182  = ld_rx_row0;
+    end
+    if (load_reset) begin
+      \$182  = 3'h0;
+    end
+    if (rst) begin
+      \$182  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$183  = ld_ext_laddr;
+    if (ld_row_done) begin
+      \$183  = ld_rx_row1;
+    end
+    if (load_reset) begin
+      \$183  = 14'h0000;
+    end
+    if (rst) begin
+      \$183  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$184  = ld_rx_row0;
+    if (ld_row_done) begin
+      \$184  = \$52 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18861,53 +18876,53 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$184  = ld_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$184  = ld_cmd[2:0];
           end
     endcase
     if (load_reset) begin
-      \$184  = 14'h0000;
+      \$184  = 3'h0;
     end
     if (rst) begin
-      \$184  = 14'h0000;
+      \$184  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$185  = ld_rx_r;
+    \$185  = ld_rx_row1;
+    if (ld_row_done) begin
+      \$185  = \$56 [13:0];
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$185  = ld_cmd[125:112];
+          end
+    endcase
+    if (load_reset) begin
+      \$185  = 14'h0000;
+    end
+    if (rst) begin
+      \$185  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$186  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$147 ) begin
-        \$185  = \$148 [15:0];
-      end else begin
-        \$185  = ld_cmd[199:184];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$154 ) begin
-            \$185  = ld_cmd[199:184];
-          end
-    endcase
-    if (load_reset) begin
-      \$185  = 16'h0000;
-    end
-    if (rst) begin
-      \$185  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$186  = ld_rx_p;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$147 ) begin
-      end else begin
+      if (\$148 ) begin
         \$186  = \$149 [15:0];
+      end else begin
+        \$186  = ld_cmd[199:184];
       end
     end
     casez (dma_load_fsm_state)
@@ -18916,8 +18931,10 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$186  = ld_cmd[215:200];
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$186  = ld_cmd[199:184];
           end
     endcase
     if (load_reset) begin
@@ -18929,12 +18946,12 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$187  = ld_rx_plane0;
+    \$187  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$147 ) begin
+      if (\$148 ) begin
       end else begin
-        \$187  = \$52 [2:0];
+        \$187  = \$150 [15:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18943,25 +18960,27 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$187  = ld_cmd[2:0];
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$187  = ld_cmd[215:200];
           end
     endcase
     if (load_reset) begin
-      \$187  = 3'h0;
+      \$187  = 16'h0000;
     end
     if (rst) begin
-      \$187  = 3'h0;
+      \$187  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$188  = ld_rx_plane1;
+    \$188  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$147 ) begin
+      if (\$148 ) begin
       end else begin
-        \$188  = \$56 [13:0];
+        \$188  = \$52 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18970,23 +18989,54 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$188  = ld_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$188  = ld_cmd[2:0];
           end
     endcase
     if (load_reset) begin
-      \$188  = 14'h0000;
+      \$188  = 3'h0;
     end
     if (rst) begin
-      \$188  = 14'h0000;
+      \$188  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$189  = ld_rx_active;
+    \$189  = ld_rx_plane1;
+    if (ld_row_done) begin
+      (* full_case = 32'd1 *)
+      if (\$148 ) begin
+      end else begin
+        \$189  = \$56 [13:0];
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$189  = ld_cmd[125:112];
+          end
+    endcase
+    if (load_reset) begin
+      \$189  = 14'h0000;
+    end
+    if (rst) begin
+      \$189  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$190  = ld_rx_active;
     if (ld_row_done) begin
       if (ld_rx_last) begin
-        \$189  = 1'h0;
+        \$190  = 1'h0;
       end
     end
     casez (dma_load_fsm_state)
@@ -18995,101 +19045,89 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$154 ) begin
-            \$189  = 1'h1;
+          /* empty */;
+      3'h3:
+          if (\$155 ) begin
+            \$190  = 1'h1;
           end
     endcase
     if (load_reset) begin
-      \$189  = 1'h0;
+      \$190  = 1'h0;
     end
     if (rst) begin
-      \$189  = 1'h0;
+      \$190  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$190  = ld_cmd;
+    \$191  = ld_cmd;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$190  = load__cmd__payload;
+            \$191  = load__cmd__payload;
           end
     endcase
     if (load_reset) begin
-      \$190  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$191  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$190  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$191  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$191  = ld_window;
+    \$192  = ld_window;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$191  = load_window;
+            \$192  = load_window;
           end
     endcase
     if (load_reset) begin
-      \$191  = 65'h00000000000000000;
+      \$192  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$191  = 65'h00000000000000000;
+      \$192  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$192  = dma_load_fsm_state;
+    \$193  = dma_load_fsm_state;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$192  = 3'h1;
+            \$193  = 3'h1;
           end
       3'h1:
-          \$192  = 3'h2;
+          \$193  = 3'h2;
       3'h2:
-          (* full_case = 32'd1 *)
-          if (\$154 ) begin
-            \$192  = 3'h3;
-          end else begin
-            \$192  = 3'h4;
-          end
+          \$193  = 3'h3;
       3'h3:
-          if (ld_finished) begin
-            \$192  = 3'h4;
-          end else if (timeout) begin
-            \$192  = 3'h4;
+          (* full_case = 32'd1 *)
+          if (\$155 ) begin
+            \$193  = 3'h4;
+          end else begin
+            \$193  = 3'h5;
           end
       3'h4:
-          \$192  = 3'h0;
+          if (ld_finished) begin
+            \$193  = 3'h5;
+          end else if (timeout) begin
+            \$193  = 3'h5;
+          end
+      3'h5:
+          \$193  = 3'h0;
     endcase
     if (load_reset) begin
-      \$192  = 3'h0;
+      \$193  = 3'h0;
     end
     if (rst) begin
-      \$192  = 3'h0;
+      \$193  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$193  = ld_local_plane_stride_x;
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$193  = \$150 ;
-    endcase
-    if (load_reset) begin
-      \$193  = 36'h000000000;
-    end
-    if (rst) begin
-      \$193  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$194  = ld_local_row_stride_x;
+    \$194  = ld_local_plane_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
@@ -19097,15 +19135,15 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
           \$194  = \$151 ;
     endcase
     if (load_reset) begin
-      \$194  = 32'd0;
+      \$194  = 36'h000000000;
     end
     if (rst) begin
-      \$194  = 32'd0;
+      \$194  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$195  = ld_host_plane_stride_x;
+    \$195  = ld_local_row_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
@@ -19113,15 +19151,15 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
           \$195  = \$152 ;
     endcase
     if (load_reset) begin
-      \$195  = 48'h000000000000;
+      \$195  = 32'd0;
     end
     if (rst) begin
-      \$195  = 48'h000000000000;
+      \$195  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$196  = ld_host_row_stride_x;
+    \$196  = ld_host_plane_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
@@ -19133,6 +19171,22 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     end
     if (rst) begin
       \$196  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$197  = ld_host_row_stride_x;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$197  = \$154 ;
+    endcase
+    if (load_reset) begin
+      \$197  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$197  = 48'h000000000000;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
@@ -19191,15 +19245,15 @@ module \kaki_soc_4x4.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   assign \load_window.check  = load_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
   assign \$62  = { 3'h0, \$61 [9:3] };
-  assign \$120  = 32'd4294967288;
-  assign \$121 [2:0] = 3'h0;
-  assign \$121 [31:3] = \$31 [31:3];
-  assign \$124  = { 3'h0, \$123 [9:3] };
-  assign \$125  = { \$41 [4:0], 3'h0 };
-  assign \$156  = 32'd4294967288;
-  assign \$157 [2:0] = 3'h0;
-  assign \$157 [31:3] = ld_cmd[31:3];
-  assign \$160  = { 3'h0, \$159 [9:3] };
+  assign \$121  = 32'd4294967288;
+  assign \$122 [2:0] = 3'h0;
+  assign \$122 [31:3] = \$31 [31:3];
+  assign \$125  = { 3'h0, \$124 [9:3] };
+  assign \$126  = { \$41 [4:0], 3'h0 };
+  assign \$157  = 32'd4294967288;
+  assign \$158 [2:0] = 3'h0;
+  assign \$158 [31:3] = ld_cmd[31:3];
+  assign \$161  = { 3'h0, \$160 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -19791,128 +19845,129 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$118 ;
   wire \$119 ;
   wire [8:0] \$12 ;
-  wire [5:0] \$120 ;
-  wire \$121 ;
+  wire \$120 ;
+  wire [5:0] \$121 ;
   wire \$122 ;
-  wire [16:0] \$123 ;
+  wire \$123 ;
   wire [16:0] \$124 ;
-  wire [31:0] \$125 ;
+  wire [16:0] \$125 ;
   wire [31:0] \$126 ;
-  wire [8:0] \$127 ;
-  wire [9:0] \$128 ;
+  wire [31:0] \$127 ;
+  wire [8:0] \$128 ;
   wire [9:0] \$129 ;
   wire [4:0] \$13 ;
-  wire [7:0] \$130 ;
-  wire [32:0] \$131 ;
-  wire [5:0] \$132 ;
-  wire \$133 ;
+  wire [9:0] \$130 ;
+  wire [7:0] \$131 ;
+  wire [32:0] \$132 ;
+  wire [5:0] \$133 ;
   wire \$134 ;
-  wire [2:0] \$135 ;
-  wire [3:0] \$136 ;
-  wire \$137 ;
+  wire \$135 ;
+  wire [2:0] \$136 ;
+  wire [3:0] \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
+  wire \$140 ;
   wire [16:0] \$141 ;
-  wire [2:0] \$142 ;
-  wire \$143 ;
-  wire [127:0] \$144 ;
+  wire [16:0] \$142 ;
+  wire [2:0] \$143 ;
+  wire \$144 ;
   wire [127:0] \$145 ;
-  wire [2:0] \$146 ;
-  wire [12:0] \$147 ;
-  wire [4:0] \$148 ;
+  wire [127:0] \$146 ;
+  wire [2:0] \$147 ;
+  wire [12:0] \$148 ;
   wire [4:0] \$149 ;
   wire \$15 ;
-  wire [6:0] \$150 ;
-  wire [254:0] \$151 ;
-  wire [22:0] \$152 ;
-  wire [8:0] \$153 ;
-  wire [9:0] \$154 ;
+  wire [4:0] \$150 ;
+  wire [6:0] \$151 ;
+  wire [254:0] \$152 ;
+  wire [22:0] \$153 ;
+  wire [8:0] \$154 ;
   wire [9:0] \$155 ;
-  wire [11:0] \$156 ;
+  wire [9:0] \$156 ;
   wire [11:0] \$157 ;
-  wire \$158 ;
-  wire [16:0] \$159 ;
+  wire [11:0] \$158 ;
+  wire \$159 ;
   wire [14:0] \$16 ;
   wire [16:0] \$160 ;
-  wire [3:0] \$161 ;
-  wire \$162 ;
-  wire [4:0] \$163 ;
-  wire [3:0] \$164 ;
-  wire \$165 ;
-  wire [4:0] \$166 ;
-  wire \$167 ;
+  wire [16:0] \$161 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire [4:0] \$164 ;
+  wire [3:0] \$165 ;
+  wire \$166 ;
+  wire [4:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
-  wire [7:0] \$173 ;
-  wire [35:0] \$174 ;
-  wire [31:0] \$175 ;
-  wire [47:0] \$176 ;
+  wire \$173 ;
+  wire [7:0] \$174 ;
+  wire [35:0] \$175 ;
+  wire [31:0] \$176 ;
   wire [47:0] \$177 ;
-  wire \$178 ;
+  wire [47:0] \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
   wire \$181 ;
-  wire [31:0] \$182 ;
+  wire \$182 ;
   wire [31:0] \$183 ;
-  wire [8:0] \$184 ;
-  wire [9:0] \$185 ;
+  wire [31:0] \$184 ;
+  wire [8:0] \$185 ;
   wire [9:0] \$186 ;
-  wire [7:0] \$187 ;
-  reg [31:0] \$188 ;
-  reg [7:0] \$189 ;
+  wire [9:0] \$187 ;
+  wire [7:0] \$188 ;
+  reg [31:0] \$189 ;
   wire \$19 ;
-  reg \$190 ;
-  reg [31:0] \$191 ;
-  reg [15:0] \$192 ;
+  reg [7:0] \$190 ;
+  reg \$191 ;
+  reg [31:0] \$192 ;
   reg [15:0] \$193 ;
-  reg [31:0] \$194 ;
-  reg \$195 ;
-  reg [31:0] \$196 ;
-  reg [1:0] \$197 ;
-  reg \$198 ;
-  reg [1:0] \$199 ;
+  reg [15:0] \$194 ;
+  reg [31:0] \$195 ;
+  reg \$196 ;
+  reg [31:0] \$197 ;
+  reg [1:0] \$198 ;
+  reg \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  reg [13:0] \$200 ;
-  reg [15:0] \$201 ;
+  reg [1:0] \$200 ;
+  reg [13:0] \$201 ;
   reg [15:0] \$202 ;
-  reg [13:0] \$203 ;
-  reg \$204 ;
-  reg [127:0] \$205 ;
+  reg [15:0] \$203 ;
+  reg [13:0] \$204 ;
+  reg \$205 ;
   reg [127:0] \$206 ;
-  reg [1:0] \$207 ;
-  reg [11:0] \$208 ;
-  reg [3:0] \$209 ;
+  reg [127:0] \$207 ;
+  reg [1:0] \$208 ;
+  reg [11:0] \$209 ;
   wire \$21 ;
-  reg \$210 ;
-  reg [191:0] \$211 ;
-  reg [23:0] \$212 ;
-  reg [1:0] \$213 ;
-  reg [11:0] \$214 ;
-  reg [15:0] \$215 ;
+  reg [3:0] \$210 ;
+  reg \$211 ;
+  reg [191:0] \$212 ;
+  reg [23:0] \$213 ;
+  reg [1:0] \$214 ;
+  reg [11:0] \$215 ;
   reg [15:0] \$216 ;
-  reg [11:0] \$217 ;
-  reg \$218 ;
-  reg [2:0] \$219 ;
+  reg [15:0] \$217 ;
+  reg [11:0] \$218 ;
+  reg \$219 ;
   wire \$22 ;
   reg [2:0] \$220 ;
-  reg \$221 ;
-  reg [7:0] \$222 ;
-  reg [223:0] \$223 ;
-  reg [64:0] \$224 ;
-  reg [2:0] \$225 ;
-  reg [35:0] \$226 ;
-  reg [31:0] \$227 ;
-  reg [47:0] \$228 ;
+  reg [2:0] \$221 ;
+  reg \$222 ;
+  reg [7:0] \$223 ;
+  reg [223:0] \$224 ;
+  reg [64:0] \$225 ;
+  reg [2:0] \$226 ;
+  reg [35:0] \$227 ;
+  reg [31:0] \$228 ;
   reg [47:0] \$229 ;
   wire \$23 ;
+  reg [47:0] \$230 ;
   wire [32:0] \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -19924,8 +19979,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [32:0] \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [8:0] \$335 ;
-  wire [5:0] \$338 ;
+  wire [8:0] \$336 ;
+  wire [5:0] \$339 ;
   wire [13:0] \$34 ;
   wire [13:0] \$35 ;
   wire \$36 ;
@@ -20324,10 +20379,10 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \$91  = st_whs & st_w_row_end;
   assign \$92  = \$90  | \$91 ;
   assign st_w_take = \$89  & \$92 ;
-  assign \$335  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$335 ;
-  assign \$338  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$338 ;
+  assign \$336  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$336 ;
+  assign \$339  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$339 ;
   assign \$93  = 1'h0 + up__wstrb[0];
   assign \$94  = \$93  + up__wstrb[1];
   assign \$95  = \$94  + up__wstrb[2];
@@ -20357,146 +20412,147 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \$117  = dma_store_fsm_state == 2'h2;
   assign \$118  = dma_store_fsm_state == 2'h3;
   assign \$119  = dma_store_fsm_state == 3'h4;
-  assign \$120  = \$41 [4:0] - 1'h1;
-  assign \$121  = st_aw_beats_left == \$41 [4:0];
-  assign \$122  = st_aw_it_r > 1'h1;
-  assign \$123  = st_aw_it_r - 1'h1;
-  assign \$124  = st_aw_it_p - 1'h1;
-  assign \$127  = \$31 [2:0] + st_cmd[175:168];
-  assign \$128  = \$127  + 3'h7;
-  assign \$131  = st_aw_beat_addr + \$130 ;
-  assign \$132  = st_aw_beats_left - \$41 [4:0];
-  assign \$133  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$134  = st_rd_en & \$133 ;
-  assign \$135  = st_rq_n + st_rd_inflight;
-  assign \$136  = \$135  - st_w_take;
-  assign \$137  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$138  = st_rd_en & \$137 ;
-  assign \$139  = st_rd_r > 1'h1;
-  assign \$140  = st_rd_r - 1'h1;
-  assign \$141  = st_rd_p - 1'h1;
-  assign \$142  = st_rq_n - st_w_take;
-  assign \$143  = ! \$142 ;
-  assign \$144  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$120  = dma_store_fsm_state == 3'h5;
+  assign \$121  = \$41 [4:0] - 1'h1;
+  assign \$122  = st_aw_beats_left == \$41 [4:0];
+  assign \$123  = st_aw_it_r > 1'h1;
+  assign \$124  = st_aw_it_r - 1'h1;
+  assign \$125  = st_aw_it_p - 1'h1;
+  assign \$128  = \$31 [2:0] + st_cmd[175:168];
+  assign \$129  = \$128  + 3'h7;
+  assign \$132  = st_aw_beat_addr + \$131 ;
+  assign \$133  = st_aw_beats_left - \$41 [4:0];
+  assign \$134  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$135  = st_rd_en & \$134 ;
+  assign \$136  = st_rq_n + st_rd_inflight;
+  assign \$137  = \$136  - st_w_take;
+  assign \$138  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$139  = st_rd_en & \$138 ;
+  assign \$140  = st_rd_r > 1'h1;
+  assign \$141  = st_rd_r - 1'h1;
+  assign \$142  = st_rd_p - 1'h1;
+  assign \$143  = st_rq_n - st_w_take;
+  assign \$144  = ! \$143 ;
   assign \$145  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$146  = st_w_beat + 1'h1;
-  assign \$147  = st_w_addr12 + 4'h8;
-  assign \$148  = st_w_bib + 1'h1;
-  assign \$149  = st_wlast ? 5'h00 : \$148 ;
-  assign \$150  = st_w_row0[2:0] * 4'h8;
-  assign \$151  = st_shifted << \$150 ;
-  assign \$152  = { \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
-  assign \$153  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$154  = \$153  + 3'h7;
-  assign \$158  = st_w_r > 1'h1;
-  assign \$159  = st_w_r - 1'h1;
-  assign \$160  = st_w_p - 1'h1;
-  assign \$161  = st_w_credit + st_aw_issue;
-  assign \$162  = st_whs & st_wlast;
-  assign \$163  = \$161  - \$162 ;
-  assign \$164  = st_b_out + st_aw_issue;
-  assign \$166  = \$164  - \$165 ;
-  assign \$168  = st_run & \$167 ;
-  assign \$169  = \$168  & up__bresp[1];
-  assign \$170  = ~ st_drain;
-  assign \$171  = \$169  & \$170 ;
-  assign \$172  = up__bresp == 2'h3;
-  assign \$173  = \$172  ? 8'h07 : 8'h06;
-  assign \$174  = \$2 [15:0] * st_cmd[167:148];
-  assign \$175  = \$1 [15:0] * st_cmd[147:132];
-  assign \$176  = \$2 [15:0] * st_cmd[111:80];
-  assign \$177  = \$1 [15:0] * st_cmd[79:48];
-  assign \$178  = ! st_chk_err;
-  assign \$179  = | st_cmd[175:168];
-  assign \$180  = \$178  & \$179 ;
-  assign \$181  = | st_cmd[175:168];
-  assign \$184  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$185  = \$184  + 3'h7;
-  assign \$187  = st_drain ? store__error : 8'h10;
+  assign \$146  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$147  = st_w_beat + 1'h1;
+  assign \$148  = st_w_addr12 + 4'h8;
+  assign \$149  = st_w_bib + 1'h1;
+  assign \$150  = st_wlast ? 5'h00 : \$149 ;
+  assign \$151  = st_w_row0[2:0] * 4'h8;
+  assign \$152  = st_shifted << \$151 ;
+  assign \$153  = { \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
+  assign \$154  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$155  = \$154  + 3'h7;
+  assign \$159  = st_w_r > 1'h1;
+  assign \$160  = st_w_r - 1'h1;
+  assign \$161  = st_w_p - 1'h1;
+  assign \$162  = st_w_credit + st_aw_issue;
+  assign \$163  = st_whs & st_wlast;
+  assign \$164  = \$162  - \$163 ;
+  assign \$165  = st_b_out + st_aw_issue;
+  assign \$167  = \$165  - \$166 ;
+  assign \$169  = st_run & \$168 ;
+  assign \$170  = \$169  & up__bresp[1];
+  assign \$171  = ~ st_drain;
+  assign \$172  = \$170  & \$171 ;
+  assign \$173  = up__bresp == 2'h3;
+  assign \$174  = \$173  ? 8'h07 : 8'h06;
+  assign \$175  = \$2 [15:0] * st_cmd[167:148];
+  assign \$176  = \$1 [15:0] * st_cmd[147:132];
+  assign \$177  = \$2 [15:0] * st_cmd[111:80];
+  assign \$178  = \$1 [15:0] * st_cmd[79:48];
+  assign \$179  = ! store__error;
+  assign \$180  = | st_cmd[175:168];
+  assign \$181  = \$179  & \$180 ;
+  assign \$182  = | st_cmd[175:168];
+  assign \$185  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$186  = \$185  + 3'h7;
+  assign \$188  = st_drain ? store__error : 8'h10;
   always @(posedge clk)
-    up__awaddr <= \$188 ;
+    up__awaddr <= \$189 ;
   always @(posedge clk)
-    up__awlen <= \$189 ;
+    up__awlen <= \$190 ;
   always @(posedge clk)
-    st_aw_valid <= \$190 ;
+    st_aw_valid <= \$191 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$191 ;
+    st_aw_it_row0 <= \$192 ;
   always @(posedge clk)
-    st_aw_it_r <= \$192 ;
+    st_aw_it_r <= \$193 ;
   always @(posedge clk)
-    st_aw_it_p <= \$193 ;
+    st_aw_it_p <= \$194 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$194 ;
+    st_aw_it_plane0 <= \$195 ;
   always @(posedge clk)
-    st_aw_it_active <= \$195 ;
+    st_aw_it_active <= \$196 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$196 ;
+    st_aw_beat_addr <= \$197 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$197 ;
+    st_aw_beats_left <= \$198 ;
   always @(posedge clk)
-    st_rd_inflight <= \$198 ;
+    st_rd_inflight <= \$199 ;
   always @(posedge clk)
-    st_rq_n <= \$199 ;
+    st_rq_n <= \$200 ;
   always @(posedge clk)
-    st_rd_row0 <= \$200 ;
+    st_rd_row0 <= \$201 ;
   always @(posedge clk)
-    st_rd_r <= \$201 ;
+    st_rd_r <= \$202 ;
   always @(posedge clk)
-    st_rd_p <= \$202 ;
+    st_rd_p <= \$203 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$203 ;
+    st_rd_plane0 <= \$204 ;
   always @(posedge clk)
-    st_rd_active <= \$204 ;
+    st_rd_active <= \$205 ;
   always @(posedge clk)
-    st_rq0 <= \$205 ;
+    st_rq0 <= \$206 ;
   always @(posedge clk)
-    st_rq1 <= \$206 ;
+    st_rq1 <= \$207 ;
   always @(posedge clk)
-    st_w_beat <= \$207 ;
+    st_w_beat <= \$208 ;
   always @(posedge clk)
-    st_w_addr12 <= \$208 ;
+    st_w_addr12 <= \$209 ;
   always @(posedge clk)
-    st_w_bib <= \$209 ;
+    st_w_bib <= \$210 ;
   always @(posedge clk)
-    st_w_row_valid <= \$210 ;
+    st_w_row_valid <= \$211 ;
   always @(posedge clk)
-    st_wbuf <= \$211 ;
+    st_wbuf <= \$212 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$212 ;
+    st_wstrb_buf <= \$213 ;
   always @(posedge clk)
-    st_w_nbeats <= \$213 ;
+    st_w_nbeats <= \$214 ;
   always @(posedge clk)
-    st_w_row0 <= \$214 ;
+    st_w_row0 <= \$215 ;
   always @(posedge clk)
-    st_w_r <= \$215 ;
+    st_w_r <= \$216 ;
   always @(posedge clk)
-    st_w_p <= \$216 ;
+    st_w_p <= \$217 ;
   always @(posedge clk)
-    st_w_plane0 <= \$217 ;
+    st_w_plane0 <= \$218 ;
   always @(posedge clk)
-    st_w_active <= \$218 ;
+    st_w_active <= \$219 ;
   always @(posedge clk)
-    st_w_credit <= \$219 ;
+    st_w_credit <= \$220 ;
   always @(posedge clk)
-    st_b_out <= \$220 ;
+    st_b_out <= \$221 ;
   always @(posedge clk)
-    st_drain <= \$221 ;
+    st_drain <= \$222 ;
   always @(posedge clk)
-    store__error <= \$222 ;
+    store__error <= \$223 ;
   always @(posedge clk)
-    st_cmd <= \$223 ;
+    st_cmd <= \$224 ;
   always @(posedge clk)
-    st_window <= \$224 ;
+    st_window <= \$225 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$225 ;
+    dma_store_fsm_state <= \$226 ;
   always @(posedge clk)
-    st_local_plane_stride_x <= \$226 ;
+    st_local_plane_stride_x <= \$227 ;
   always @(posedge clk)
-    st_local_row_stride_x <= \$227 ;
+    st_local_row_stride_x <= \$228 ;
   always @(posedge clk)
-    st_host_plane_stride_x <= \$228 ;
+    st_host_plane_stride_x <= \$229 ;
   always @(posedge clk)
-    st_host_row_stride_x <= \$229 ;
+    st_host_row_stride_x <= \$230 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
@@ -20536,6 +20592,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
           store__busy = 1'h1;
       3'h4:
           store__busy = 1'h1;
+      3'h5:
+          store__busy = 1'h1;
     endcase
   end
   always @* begin
@@ -20549,6 +20607,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           st_run = 1'h1;
     endcase
   end
@@ -20563,6 +20623,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
             st_abort = 1'h1;
@@ -20582,42 +20644,44 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           store__done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$188  = up__awaddr;
+    \$189  = up__awaddr;
     if (st_aw_issue) begin
-      \$188  = st_aw_beat_addr;
+      \$189  = st_aw_beat_addr;
     end
     if (store_reset) begin
-      \$188  = 32'd0;
+      \$189  = 32'd0;
     end
     if (rst) begin
-      \$188  = 32'd0;
+      \$189  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$189  = up__awlen;
+    \$190  = up__awlen;
     if (st_aw_issue) begin
-      \$189  = { \$120 [5], \$120 [5], \$120  };
+      \$190  = { \$121 [5], \$121 [5], \$121  };
     end
     if (store_reset) begin
-      \$189  = 8'h00;
+      \$190  = 8'h00;
     end
     if (rst) begin
-      \$189  = 8'h00;
+      \$190  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$190  = st_aw_valid;
+    \$191  = st_aw_valid;
     if (st_aw_issue) begin
-      \$190  = 1'h1;
+      \$191  = 1'h1;
     end else if (up__awready) begin
-      \$190  = 1'h0;
+      \$191  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20625,28 +20689,30 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$190  = 1'h0;
-          end
+          /* empty */;
       3'h3:
+          if (\$181 ) begin
+            \$191  = 1'h0;
+          end
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$190  = 1'h0;
+            \$191  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$190  = 1'h0;
+      \$191  = 1'h0;
     end
     if (rst) begin
-      \$190  = 1'h0;
+      \$191  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$191  = st_aw_it_row0;
+    \$192  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$121 ) begin
-        \$191  = \$31 [31:0];
+      if (\$122 ) begin
+        \$192  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20655,85 +20721,29 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$191  = st_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$192  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$191  = 32'd0;
+      \$192  = 32'd0;
     end
     if (rst) begin
-      \$191  = 32'd0;
+      \$192  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$192  = st_aw_it_r;
+    \$193  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$121 ) begin
+      if (\$122 ) begin
         (* full_case = 32'd1 *)
-        if (\$122 ) begin
-          \$192  = \$123 [15:0];
-        end else begin
-          \$192  = st_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$180 ) begin
-            \$192  = st_cmd[199:184];
-          end
-    endcase
-    if (store_reset) begin
-      \$192  = 16'h0000;
-    end
-    if (rst) begin
-      \$192  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$193  = st_aw_it_p;
-    if (st_aw_issue) begin
-      if (\$121 ) begin
-        (* full_case = 32'd1 *)
-        if (\$122 ) begin
-        end else begin
+        if (\$123 ) begin
           \$193  = \$124 [15:0];
-        end
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$180 ) begin
-            \$193  = st_cmd[215:200];
-          end
-    endcase
-    if (store_reset) begin
-      \$193  = 16'h0000;
-    end
-    if (rst) begin
-      \$193  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$194  = st_aw_it_plane0;
-    if (st_aw_issue) begin
-      if (\$121 ) begin
-        (* full_case = 32'd1 *)
-        if (\$122 ) begin
         end else begin
-          \$194  = \$31 [31:0];
+          \$193  = st_cmd[199:184];
         end
       end
     end
@@ -20743,24 +20753,88 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$194  = st_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$193  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$194  = 32'd0;
+      \$193  = 16'h0000;
     end
     if (rst) begin
-      \$194  = 32'd0;
+      \$193  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$195  = st_aw_it_active;
+    \$194  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$121 ) begin
+      if (\$122 ) begin
+        (* full_case = 32'd1 *)
+        if (\$123 ) begin
+        end else begin
+          \$194  = \$125 [15:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$194  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$194  = 16'h0000;
+    end
+    if (rst) begin
+      \$194  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$195  = st_aw_it_plane0;
+    if (st_aw_issue) begin
+      if (\$122 ) begin
+        (* full_case = 32'd1 *)
+        if (\$123 ) begin
+        end else begin
+          \$195  = \$31 [31:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$195  = st_cmd[31:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$195  = 32'd0;
+    end
+    if (rst) begin
+      \$195  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$196  = st_aw_it_active;
+    if (st_aw_issue) begin
+      if (\$122 ) begin
         if (st_aw_it_last) begin
-          \$195  = 1'h0;
+          \$196  = 1'h0;
         end
       end
     end
@@ -20770,26 +20844,28 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$195  = \$181 ;
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$196  = \$182 ;
           end
     endcase
     if (store_reset) begin
-      \$195  = 1'h0;
+      \$196  = 1'h0;
     end
     if (rst) begin
-      \$195  = 1'h0;
+      \$196  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$196  = st_aw_beat_addr;
+    \$197  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$121 ) begin
-        \$196  = \$126 ;
+      if (\$122 ) begin
+        \$197  = \$127 ;
       end else begin
-        \$196  = \$131 [31:0];
+        \$197  = \$132 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20798,26 +20874,28 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$196  = \$183 ;
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$197  = \$184 ;
           end
     endcase
     if (store_reset) begin
-      \$196  = 32'd0;
+      \$197  = 32'd0;
     end
     if (rst) begin
-      \$196  = 32'd0;
+      \$197  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$197  = st_aw_beats_left;
+    \$198  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$121 ) begin
-        \$197  = \$129 [1:0];
+      if (\$122 ) begin
+        \$198  = \$130 [1:0];
       end else begin
-        \$197  = \$132 [1:0];
+        \$198  = \$133 [1:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20826,50 +20904,54 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$197  = \$186 [1:0];
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$198  = \$187 [1:0];
           end
     endcase
     if (store_reset) begin
-      \$197  = 2'h0;
+      \$198  = 2'h0;
     end
     if (rst) begin
-      \$197  = 2'h0;
+      \$198  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$198  = \$134 ;
+    \$199  = \$135 ;
     if (store_reset) begin
-      \$198  = 1'h0;
+      \$199  = 1'h0;
     end
     if (rst) begin
-      \$198  = 1'h0;
+      \$199  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$199  = \$136 [1:0];
+    \$200  = \$137 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$199  = 2'h0;
+          /* empty */;
+      3'h3:
+          \$200  = 2'h0;
     endcase
     if (store_reset) begin
-      \$199  = 2'h0;
+      \$200  = 2'h0;
     end
     if (rst) begin
-      \$199  = 2'h0;
+      \$200  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$200  = st_rd_row0;
-    if (\$138 ) begin
-      \$200  = \$52 [13:0];
+    \$201  = st_rd_row0;
+    if (\$139 ) begin
+      \$201  = \$52 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20877,80 +20959,28 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$200  = st_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$201  = st_cmd[125:112];
           end
     endcase
     if (store_reset) begin
-      \$200  = 14'h0000;
+      \$201  = 14'h0000;
     end
     if (rst) begin
-      \$200  = 14'h0000;
+      \$201  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$201  = st_rd_r;
-    if (\$138 ) begin
+    \$202  = st_rd_r;
+    if (\$139 ) begin
       (* full_case = 32'd1 *)
-      if (\$139 ) begin
-        \$201  = \$140 [15:0];
-      end else begin
-        \$201  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$180 ) begin
-            \$201  = st_cmd[199:184];
-          end
-    endcase
-    if (store_reset) begin
-      \$201  = 16'h0000;
-    end
-    if (rst) begin
-      \$201  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$202  = st_rd_p;
-    if (\$138 ) begin
-      (* full_case = 32'd1 *)
-      if (\$139 ) begin
-      end else begin
+      if (\$140 ) begin
         \$202  = \$141 [15:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$180 ) begin
-            \$202  = st_cmd[215:200];
-          end
-    endcase
-    if (store_reset) begin
-      \$202  = 16'h0000;
-    end
-    if (rst) begin
-      \$202  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$203  = st_rd_plane0;
-    if (\$138 ) begin
-      (* full_case = 32'd1 *)
-      if (\$139 ) begin
       end else begin
-        \$203  = \$52 [13:0];
+        \$202  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -20959,23 +20989,83 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$203  = st_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$202  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$203  = 14'h0000;
+      \$202  = 16'h0000;
     end
     if (rst) begin
-      \$203  = 14'h0000;
+      \$202  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$204  = st_rd_active;
-    if (\$138 ) begin
+    \$203  = st_rd_p;
+    if (\$139 ) begin
+      (* full_case = 32'd1 *)
+      if (\$140 ) begin
+      end else begin
+        \$203  = \$142 [15:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$203  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$203  = 16'h0000;
+    end
+    if (rst) begin
+      \$203  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$204  = st_rd_plane0;
+    if (\$139 ) begin
+      (* full_case = 32'd1 *)
+      if (\$140 ) begin
+      end else begin
+        \$204  = \$52 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$204  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$204  = 14'h0000;
+    end
+    if (rst) begin
+      \$204  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$205  = st_rd_active;
+    if (\$139 ) begin
       if (st_rd_last) begin
-        \$204  = 1'h0;
+        \$205  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -20984,42 +21074,27 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$204  = 1'h1;
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$205  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$204  = 1'h0;
+      \$205  = 1'h0;
     end
     if (rst) begin
-      \$204  = 1'h0;
+      \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$205  = st_rq0;
+    \$206  = st_rq0;
     if (st_w_take) begin
-      \$205  = st_rq1;
+      \$206  = st_rq1;
     end
     if (st_rd_inflight) begin
-      if (\$143 ) begin
-        \$205  = \$144 ;
-      end
-    end
-    if (store_reset) begin
-      \$205  = 128'h00000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$205  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$206  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$143 ) begin
-      end else begin
+      if (\$144 ) begin
         \$206  = \$145 ;
       end
     end
@@ -21032,41 +21107,58 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$207  = st_w_beat;
-    if (st_whs) begin
-      \$207  = \$146 [1:0];
-    end
-    if (st_w_take) begin
-      \$207  = 2'h0;
+    \$207  = st_rq1;
+    if (st_rd_inflight) begin
+      (* full_case = 32'd1 *)
+      if (\$144 ) begin
+      end else begin
+        \$207  = \$146 ;
+      end
     end
     if (store_reset) begin
-      \$207  = 2'h0;
+      \$207  = 128'h00000000000000000000000000000000;
     end
     if (rst) begin
-      \$207  = 2'h0;
+      \$207  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$208  = st_w_addr12;
+    \$208  = st_w_beat;
     if (st_whs) begin
-      \$208  = \$147 [11:0];
+      \$208  = \$147 [1:0];
     end
     if (st_w_take) begin
-      \$208  = \$157 ;
+      \$208  = 2'h0;
     end
     if (store_reset) begin
-      \$208  = 12'h000;
+      \$208  = 2'h0;
     end
     if (rst) begin
-      \$208  = 12'h000;
+      \$208  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$209  = st_w_bib;
+    \$209  = st_w_addr12;
     if (st_whs) begin
-      \$209  = \$149 [3:0];
+      \$209  = \$148 [11:0];
+    end
+    if (st_w_take) begin
+      \$209  = \$158 ;
+    end
+    if (store_reset) begin
+      \$209  = 12'h000;
+    end
+    if (rst) begin
+      \$209  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$210  = st_w_bib;
+    if (st_whs) begin
+      \$210  = \$150 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21074,25 +21166,27 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          \$209  = 4'h0;
+          /* empty */;
+      3'h3:
+          \$210  = 4'h0;
     endcase
     if (store_reset) begin
-      \$209  = 4'h0;
+      \$210  = 4'h0;
     end
     if (rst) begin
-      \$209  = 4'h0;
+      \$210  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$210  = st_w_row_valid;
+    \$211  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$210  = 1'h0;
+        \$211  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$210  = 1'h1;
+      \$211  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21100,64 +21194,66 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          \$210  = 1'h0;
+          /* empty */;
       3'h3:
+          \$211  = 1'h0;
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$210  = 1'h0;
+            \$211  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$210  = 1'h0;
+      \$211  = 1'h0;
     end
     if (rst) begin
-      \$210  = 1'h0;
+      \$211  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$211  = st_wbuf;
+    \$212  = st_wbuf;
     if (st_w_take) begin
-      \$211  = \$151 [191:0];
+      \$212  = \$152 [191:0];
     end
     if (store_reset) begin
-      \$211  = 192'h000000000000000000000000000000000000000000000000;
+      \$212  = 192'h000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$211  = 192'h000000000000000000000000000000000000000000000000;
+      \$212  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$212  = st_wstrb_buf;
+    \$213  = st_wstrb_buf;
     if (st_w_take) begin
-      \$212  = { 1'h0, \$152  };
+      \$213  = { 1'h0, \$153  };
     end
     if (store_reset) begin
-      \$212  = 24'h000000;
+      \$213  = 24'h000000;
     end
     if (rst) begin
-      \$212  = 24'h000000;
+      \$213  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$213  = st_w_nbeats;
+    \$214  = st_w_nbeats;
     if (st_w_take) begin
-      \$213  = \$155 [1:0];
+      \$214  = \$156 [1:0];
     end
     if (store_reset) begin
-      \$213  = 2'h0;
+      \$214  = 2'h0;
     end
     if (rst) begin
-      \$213  = 2'h0;
+      \$214  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$214  = st_w_row0;
+    \$215  = st_w_row0;
     if (st_w_take) begin
-      \$214  = \$63 [11:0];
+      \$215  = \$63 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21165,53 +21261,28 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$214  = st_cmd[11:0];
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$215  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$214  = 12'h000;
+      \$215  = 12'h000;
     end
     if (rst) begin
-      \$214  = 12'h000;
+      \$215  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$215  = st_w_r;
+    \$216  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$158 ) begin
-        \$215  = \$159 [15:0];
-      end else begin
-        \$215  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$180 ) begin
-            \$215  = st_cmd[199:184];
-          end
-    endcase
-    if (store_reset) begin
-      \$215  = 16'h0000;
-    end
-    if (rst) begin
-      \$215  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$216  = st_w_p;
-    if (st_w_take) begin
-      (* full_case = 32'd1 *)
-      if (\$158 ) begin
-      end else begin
+      if (\$159 ) begin
         \$216  = \$160 [15:0];
+      end else begin
+        \$216  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21220,8 +21291,10 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$216  = st_cmd[215:200];
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$216  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
@@ -21233,12 +21306,12 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$217  = st_w_plane0;
+    \$217  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$158 ) begin
+      if (\$159 ) begin
       end else begin
-        \$217  = \$63 [11:0];
+        \$217  = \$161 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21247,23 +21320,54 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$217  = st_cmd[11:0];
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$217  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$217  = 12'h000;
+      \$217  = 16'h0000;
     end
     if (rst) begin
-      \$217  = 12'h000;
+      \$217  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$218  = st_w_active;
+    \$218  = st_w_plane0;
+    if (st_w_take) begin
+      (* full_case = 32'd1 *)
+      if (\$159 ) begin
+      end else begin
+        \$218  = \$63 [11:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$218  = st_cmd[11:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$218  = 12'h000;
+    end
+    if (rst) begin
+      \$218  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$219  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$218  = 1'h0;
+        \$219  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21272,20 +21376,22 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$180 ) begin
-            \$218  = 1'h1;
+          /* empty */;
+      3'h3:
+          if (\$181 ) begin
+            \$219  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$218  = 1'h0;
+      \$219  = 1'h0;
     end
     if (rst) begin
-      \$218  = 1'h0;
+      \$219  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$219  = \$163 [2:0];
+    \$220  = \$164 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21294,29 +21400,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (st_finished) begin
-          end else if (timeout) begin
-            \$219  = 3'h0;
-          end
-    endcase
-    if (store_reset) begin
-      \$219  = 3'h0;
-    end
-    if (rst) begin
-      \$219  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$220  = \$166 [2:0];
-    casez (dma_store_fsm_state)
-      3'h0:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
             \$220  = 3'h0;
@@ -21331,135 +21416,150 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$221  = st_drain;
-    if (\$171 ) begin
-      \$221  = 1'h1;
-    end
+    \$221  = \$167 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$221  = 1'h0;
-    endcase
-    if (store_reset) begin
-      \$221  = 1'h0;
-    end
-    if (rst) begin
-      \$221  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$222  = store__error;
-    if (\$171 ) begin
-      \$222  = \$173 ;
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$222  = st_chk_err;
       3'h3:
+          /* empty */;
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$222  = \$187 ;
+            \$221  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$222  = 8'h00;
+      \$221  = 3'h0;
     end
     if (rst) begin
-      \$222  = 8'h00;
+      \$221  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$223  = st_cmd;
+    \$222  = st_drain;
+    if (\$172 ) begin
+      \$222  = 1'h1;
+    end
     casez (dma_store_fsm_state)
       3'h0:
-          if (store__cmd__valid) begin
-            \$223  = store__cmd__payload;
-          end
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$222  = 1'h0;
     endcase
     if (store_reset) begin
-      \$223  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$222  = 1'h0;
     end
     if (rst) begin
-      \$223  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$224  = st_window;
+    \$223  = store__error;
+    if (\$172 ) begin
+      \$223  = \$174 ;
+    end
     casez (dma_store_fsm_state)
       3'h0:
-          if (store__cmd__valid) begin
-            \$224  = store_window;
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$223  = st_chk_err;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (st_finished) begin
+          end else if (timeout) begin
+            \$223  = \$188 ;
           end
     endcase
     if (store_reset) begin
-      \$224  = 65'h00000000000000000;
+      \$223  = 8'h00;
     end
     if (rst) begin
-      \$224  = 65'h00000000000000000;
+      \$223  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$225  = dma_store_fsm_state;
+    \$224  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$225  = 3'h1;
+            \$224  = store__cmd__payload;
+          end
+    endcase
+    if (store_reset) begin
+      \$224  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$224  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$225  = st_window;
+    casez (dma_store_fsm_state)
+      3'h0:
+          if (store__cmd__valid) begin
+            \$225  = store_window;
+          end
+    endcase
+    if (store_reset) begin
+      \$225  = 65'h00000000000000000;
+    end
+    if (rst) begin
+      \$225  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$226  = dma_store_fsm_state;
+    casez (dma_store_fsm_state)
+      3'h0:
+          if (store__cmd__valid) begin
+            \$226  = 3'h1;
           end
       3'h1:
-          \$225  = 3'h2;
+          \$226  = 3'h2;
       3'h2:
+          \$226  = 3'h3;
+      3'h3:
           (* full_case = 32'd1 *)
-          if (\$180 ) begin
-            \$225  = 3'h3;
+          if (\$181 ) begin
+            \$226  = 3'h4;
           end else begin
-            \$225  = 3'h4;
-          end
-      3'h3:
-          if (st_finished) begin
-            \$225  = 3'h4;
-          end else if (timeout) begin
-            \$225  = 3'h4;
+            \$226  = 3'h5;
           end
       3'h4:
-          \$225  = 3'h0;
+          if (st_finished) begin
+            \$226  = 3'h5;
+          end else if (timeout) begin
+            \$226  = 3'h5;
+          end
+      3'h5:
+          \$226  = 3'h0;
     endcase
     if (store_reset) begin
-      \$225  = 3'h0;
+      \$226  = 3'h0;
     end
     if (rst) begin
-      \$225  = 3'h0;
+      \$226  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$226  = st_local_plane_stride_x;
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$226  = \$174 ;
-    endcase
-    if (store_reset) begin
-      \$226  = 36'h000000000;
-    end
-    if (rst) begin
-      \$226  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$227  = st_local_row_stride_x;
+    \$227  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21467,15 +21567,15 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
           \$227  = \$175 ;
     endcase
     if (store_reset) begin
-      \$227  = 32'd0;
+      \$227  = 36'h000000000;
     end
     if (rst) begin
-      \$227  = 32'd0;
+      \$227  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$228  = st_host_plane_stride_x;
+    \$228  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21483,15 +21583,15 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
           \$228  = \$176 ;
     endcase
     if (store_reset) begin
-      \$228  = 48'h000000000000;
+      \$228  = 32'd0;
     end
     if (rst) begin
-      \$228  = 48'h000000000000;
+      \$228  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$229  = st_host_row_stride_x;
+    \$229  = st_host_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21503,6 +21603,22 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     end
     if (rst) begin
       \$229  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$230  = st_host_row_stride_x;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$230  = \$178 ;
+    endcase
+    if (store_reset) begin
+      \$230  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$230  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
@@ -21559,21 +21675,21 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
-  assign \$125  = 32'd4294967288;
-  assign \$126 [2:0] = 3'h0;
-  assign \$126 [31:3] = \$31 [31:3];
-  assign \$129  = { 3'h0, \$128 [9:3] };
-  assign \$130  = { \$41 [4:0], 3'h0 };
-  assign \$155  = { 3'h0, \$154 [9:3] };
-  assign \$156  = 12'hff8;
-  assign \$157 [2:0] = 3'h0;
-  assign \$157 [11:3] = st_w_row0[11:3];
-  assign \$165  = up__bvalid;
-  assign \$167  = up__bvalid;
-  assign \$182  = 32'd4294967288;
-  assign \$183 [2:0] = 3'h0;
-  assign \$183 [31:3] = st_cmd[31:3];
-  assign \$186  = { 3'h0, \$185 [9:3] };
+  assign \$126  = 32'd4294967288;
+  assign \$127 [2:0] = 3'h0;
+  assign \$127 [31:3] = \$31 [31:3];
+  assign \$130  = { 3'h0, \$129 [9:3] };
+  assign \$131  = { \$41 [4:0], 3'h0 };
+  assign \$156  = { 3'h0, \$155 [9:3] };
+  assign \$157  = 12'hff8;
+  assign \$158 [2:0] = 3'h0;
+  assign \$158 [11:3] = st_w_row0[11:3];
+  assign \$166  = up__bvalid;
+  assign \$168  = up__bvalid;
+  assign \$183  = 32'd4294967288;
+  assign \$184 [2:0] = 3'h0;
+  assign \$184 [31:3] = st_cmd[31:3];
+  assign \$187  = { 3'h0, \$186 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22462,7 +22578,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8204$16 , \port$8764$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8208$16 , \port$8768$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22506,10 +22622,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8204$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8204$16 ;
-  wire [15:0] \port$8204$16 ;
-  input [7:0] \port$8764$0 ;
-  wire [7:0] \port$8764$0 ;
+  input [15:0] \port$8208$16 ;
+  wire [15:0] \port$8208$16 ;
+  input [7:0] \port$8768$0 ;
+  wire [7:0] \port$8768$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22544,7 +22660,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8204$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8204$16 , \port$8764$0  };
+      storage[w_port__addr] <= { \port$8208$16 , \port$8768$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22655,14 +22771,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8204$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8204$16 , \port$8764$0  };
-  assign w_data = { \port$8204$16 , \port$8764$0  };
+  assign w_port__data = { \port$8208$16 , \port$8768$0  };
+  assign w_data = { \port$8208$16 , \port$8768$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206$16 , \port$8884$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , \port$8888$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22706,10 +22822,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8206$16 ;
-  wire [15:0] \port$8206$16 ;
-  input [7:0] \port$8884$0 ;
-  wire [7:0] \port$8884$0 ;
+  input [15:0] \port$8210$16 ;
+  wire [15:0] \port$8210$16 ;
+  input [7:0] \port$8888$0 ;
+  wire [7:0] \port$8888$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22744,7 +22860,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8206$16 , \port$8884$0  };
+      storage[w_port__addr] <= { \port$8210$16 , \port$8888$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22855,16 +22971,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8206
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8206$16 , \port$8884$0  };
-  assign w_data = { \port$8206$16 , \port$8884$0  };
+  assign w_port__data = { \port$8210$16 , \port$8888$0  };
+  assign w_data = { \port$8210$16 , \port$8888$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4265$0 , \port$4267$0 , q_head_index1_index, \port$4275$0 , \port$4277$0 , q_head_index2_index, \port$4285$0 , \port$4287$0 , q_head_index3_index, \port$4295$0 , \port$4297$0 , cpl_status_free, \port$5325$0 , \port$5355$0 , \port$5385$0 
-, \port$5415$0 , \port$7516$0 , \port$7566$0 , \port$7616$0 , \port$7666$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8176$2 , bus__we, bus__wdata
+, \port$5415$0 , \port$7520$0 , \port$7570$0 , \port$7620$0 , \port$7670$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8180$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23808,16 +23924,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5385$0 ;
   input [255:0] \port$5415$0 ;
   wire [255:0] \port$5415$0 ;
-  input [23:0] \port$7516$0 ;
-  wire [23:0] \port$7516$0 ;
-  input [23:0] \port$7566$0 ;
-  wire [23:0] \port$7566$0 ;
-  input [23:0] \port$7616$0 ;
-  wire [23:0] \port$7616$0 ;
-  input [23:0] \port$7666$0 ;
-  wire [23:0] \port$7666$0 ;
-  input [29:0] \port$8176$2 ;
-  wire [29:0] \port$8176$2 ;
+  input [23:0] \port$7520$0 ;
+  wire [23:0] \port$7520$0 ;
+  input [23:0] \port$7570$0 ;
+  wire [23:0] \port$7570$0 ;
+  input [23:0] \port$7620$0 ;
+  wire [23:0] \port$7620$0 ;
+  input [23:0] \port$7670$0 ;
+  wire [23:0] \port$7670$0 ;
+  input [29:0] \port$8180$2 ;
+  wire [29:0] \port$8180$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -23981,79 +24097,79 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8176$2 [9:0] == 6'h39;
+  assign \$111  = \port$8180$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8176$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8180$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8176$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8180$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8176$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8180$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8176$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8180$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8176$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8180$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8176$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8180$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8176$2 [9:0] == 7'h40;
+  assign \$125  = \port$8180$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8176$2 [9:0] == 7'h41;
+  assign \$127  = \port$8180$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8176$2 [9:0] == 7'h42;
+  assign \$129  = \port$8180$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8176$2 [9:0] == 7'h43;
+  assign \$131  = \port$8180$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8176$2 [9:0] == 7'h44;
+  assign \$133  = \port$8180$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8176$2 [9:0] == 7'h45;
+  assign \$135  = \port$8180$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8176$2 [9:0] == 7'h46;
+  assign \$137  = \port$8180$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8176$2 [9:0] == 7'h47;
+  assign \$139  = \port$8180$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8176$2 [9:0] == 7'h48;
+  assign \$141  = \port$8180$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8176$2 [9:0] == 7'h49;
+  assign \$143  = \port$8180$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8176$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8180$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8176$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8180$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8176$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8180$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8176$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8180$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8176$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8180$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8176$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8180$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8176$2 [9:0] == 7'h50;
+  assign \$157  = \port$8180$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8176$2 [9:0] == 7'h51;
+  assign \$159  = \port$8180$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24177,84 +24293,84 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$8176$2 [9:0];
+  assign \$282  = ! \port$8180$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$8176$2 [9:0] == 1'h1;
+  assign \$288  = \port$8180$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$8176$2 [9:0] == 2'h2;
+  assign \$294  = \port$8180$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$8176$2 [9:0] == 2'h3;
+  assign \$300  = \port$8180$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$8176$2 [9:0] == 3'h4;
+  assign \$306  = \port$8180$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$8176$2 [9:0] == 3'h5;
+  assign \$312  = \port$8180$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$8176$2 [9:0] == 3'h6;
+  assign \$318  = \port$8180$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$8176$2 [9:0] == 4'h8;
+  assign \$324  = \port$8180$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$8176$2 [9:0] == 4'h9;
+  assign \$336  = \port$8180$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$8176$2 [9:0] == 4'ha;
+  assign \$344  = \port$8180$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$8176$2 [9:0] == 4'hb;
+  assign \$350  = \port$8180$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$8176$2 [9:0] == 4'hc;
+  assign \$358  = \port$8180$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$8176$2 [9:0] == 4'hd;
+  assign \$368  = \port$8180$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$8176$2 [9:0] == 4'he;
+  assign \$378  = \port$8180$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$8176$2 [9:0] == 4'hf;
+  assign \$388  = \port$8180$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$8176$2 [9:0] == 5'h10;
+  assign \$398  = \port$8180$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$8176$2 [9:0] == 5'h11;
+  assign \$404  = \port$8180$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24263,251 +24379,251 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8176$2 [9:0] == 5'h12;
+  assign \$420  = \port$8180$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8176$2 [9:0] == 5'h13;
+  assign \$426  = \port$8180$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$8176$2 [9:0] == 5'h14;
+  assign \$432  = \port$8180$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$8176$2 [9:0] == 5'h15;
+  assign \$438  = \port$8180$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$8176$2 [9:0] == 5'h16;
+  assign \$444  = \port$8180$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$8176$2 [9:0] == 5'h17;
+  assign \$450  = \port$8180$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$8176$2 [9:0] == 5'h18;
+  assign \$456  = \port$8180$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$8176$2 [9:0] == 5'h19;
+  assign \$462  = \port$8180$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$8176$2 [9:0] == 5'h1a;
+  assign \$468  = \port$8180$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$8176$2 [9:0] == 5'h1b;
+  assign \$474  = \port$8180$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$8176$2 [9:0] == 5'h1c;
+  assign \$480  = \port$8180$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$8176$2 [9:0] == 5'h1d;
+  assign \$486  = \port$8180$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$8176$2 [9:0] == 6'h20;
+  assign \$492  = \port$8180$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$8176$2 [9:0] == 6'h21;
+  assign \$498  = \port$8180$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$8176$2 [9:0] == 6'h22;
+  assign \$504  = \port$8180$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$8176$2 [9:0] == 6'h23;
+  assign \$510  = \port$8180$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$8176$2 [9:0] == 6'h24;
+  assign \$516  = \port$8180$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$8176$2 [9:0] == 6'h25;
+  assign \$522  = \port$8180$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$8176$2 [9:0] == 6'h26;
+  assign \$528  = \port$8180$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$8176$2 [9:0] == 6'h27;
+  assign \$534  = \port$8180$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$8176$2 [9:0] == 6'h28;
+  assign \$540  = \port$8180$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$8176$2 [9:0] == 6'h29;
+  assign \$546  = \port$8180$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$8176$2 [9:0] == 6'h2a;
+  assign \$552  = \port$8180$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$8176$2 [9:0] == 6'h2b;
+  assign \$558  = \port$8180$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$8176$2 [9:0] == 6'h2c;
+  assign \$564  = \port$8180$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$8176$2 [9:0] == 6'h2d;
+  assign \$570  = \port$8180$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$8176$2 [9:0] == 6'h2e;
+  assign \$576  = \port$8180$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$8176$2 [9:0] == 6'h2f;
+  assign \$582  = \port$8180$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$8176$2 [9:0] == 6'h30;
+  assign \$588  = \port$8180$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$8176$2 [9:0] == 6'h31;
+  assign \$594  = \port$8180$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$8176$2 [9:0] == 6'h32;
+  assign \$600  = \port$8180$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$8176$2 [9:0] == 6'h33;
+  assign \$606  = \port$8180$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$8176$2 [9:0] == 6'h34;
+  assign \$612  = \port$8180$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$8176$2 [9:0] == 6'h35;
+  assign \$618  = \port$8180$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$8176$2 [9:0] == 6'h36;
+  assign \$624  = \port$8180$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$8176$2 [9:0] == 6'h37;
+  assign \$630  = \port$8180$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8176$2 [9:0] == 6'h38;
+  assign \$636  = \port$8180$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$8176$2 [9:0] == 6'h39;
+  assign \$642  = \port$8180$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$8176$2 [9:0] == 6'h3a;
+  assign \$648  = \port$8180$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8176$2 [9:0] == 6'h3b;
+  assign \$654  = \port$8180$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$8176$2 [9:0] == 6'h3c;
+  assign \$660  = \port$8180$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$8176$2 [9:0] == 6'h3d;
+  assign \$666  = \port$8180$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8176$2 [9:0] == 6'h3e;
+  assign \$672  = \port$8180$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$8176$2 [9:0] == 6'h3f;
+  assign \$678  = \port$8180$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$8176$2 [9:0] == 7'h40;
+  assign \$684  = \port$8180$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8176$2 [9:0] == 7'h41;
+  assign \$690  = \port$8180$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$8176$2 [9:0] == 7'h42;
+  assign \$696  = \port$8180$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$8176$2 [9:0] == 7'h43;
+  assign \$702  = \port$8180$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8176$2 [9:0] == 7'h44;
+  assign \$708  = \port$8180$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$8176$2 [9:0] == 7'h45;
+  assign \$714  = \port$8180$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$8176$2 [9:0] == 7'h46;
+  assign \$720  = \port$8180$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8176$2 [9:0] == 7'h47;
+  assign \$726  = \port$8180$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$8176$2 [9:0] == 7'h48;
+  assign \$732  = \port$8180$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$8176$2 [9:0] == 7'h49;
+  assign \$738  = \port$8180$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8176$2 [9:0] == 7'h4a;
+  assign \$744  = \port$8180$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$8176$2 [9:0] == 7'h4b;
+  assign \$750  = \port$8180$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$8176$2 [9:0] == 7'h4c;
+  assign \$756  = \port$8180$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8176$2 [9:0] == 7'h4d;
+  assign \$762  = \port$8180$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$8176$2 [9:0] == 7'h4e;
+  assign \$768  = \port$8180$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$8176$2 [9:0] == 7'h4f;
+  assign \$774  = \port$8180$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8176$2 [9:0] == 7'h50;
+  assign \$780  = \port$8180$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8176$2 [9:0] == 7'h51;
+  assign \$786  = \port$8180$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24601,167 +24717,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8176$2 [9:0];
+  assign \$3  = ! \port$8180$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8176$2 [9:0] == 1'h1;
+  assign \$5  = \port$8180$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8176$2 [9:0] == 2'h2;
+  assign \$7  = \port$8180$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8176$2 [9:0] == 2'h3;
+  assign \$9  = \port$8180$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8176$2 [9:0] == 3'h4;
+  assign \$11  = \port$8180$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8176$2 [9:0] == 3'h5;
+  assign \$13  = \port$8180$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8176$2 [9:0] == 3'h6;
+  assign \$15  = \port$8180$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8176$2 [9:0] == 4'h8;
+  assign \$17  = \port$8180$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8176$2 [9:0] == 4'h9;
+  assign \$19  = \port$8180$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8176$2 [9:0] == 4'ha;
+  assign \$21  = \port$8180$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8176$2 [9:0] == 4'hb;
+  assign \$23  = \port$8180$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8176$2 [9:0] == 4'hc;
+  assign \$25  = \port$8180$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8176$2 [9:0] == 4'hd;
+  assign \$27  = \port$8180$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8176$2 [9:0] == 4'he;
+  assign \$29  = \port$8180$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8176$2 [9:0] == 4'hf;
+  assign \$31  = \port$8180$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8176$2 [9:0] == 5'h10;
+  assign \$33  = \port$8180$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8176$2 [9:0] == 5'h11;
+  assign \$35  = \port$8180$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8176$2 [9:0] == 5'h12;
+  assign \$37  = \port$8180$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8176$2 [9:0] == 5'h13;
+  assign \$39  = \port$8180$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8176$2 [9:0] == 5'h14;
+  assign \$41  = \port$8180$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8176$2 [9:0] == 5'h15;
+  assign \$43  = \port$8180$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8176$2 [9:0] == 5'h16;
+  assign \$45  = \port$8180$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8176$2 [9:0] == 5'h17;
+  assign \$47  = \port$8180$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8176$2 [9:0] == 5'h18;
+  assign \$49  = \port$8180$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8176$2 [9:0] == 5'h19;
+  assign \$51  = \port$8180$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8176$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8180$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8176$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8180$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8176$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8180$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8176$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8180$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8176$2 [9:0] == 6'h20;
+  assign \$61  = \port$8180$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8176$2 [9:0] == 6'h21;
+  assign \$63  = \port$8180$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8176$2 [9:0] == 6'h22;
+  assign \$65  = \port$8180$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8176$2 [9:0] == 6'h23;
+  assign \$67  = \port$8180$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8176$2 [9:0] == 6'h24;
+  assign \$69  = \port$8180$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8176$2 [9:0] == 6'h25;
+  assign \$71  = \port$8180$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8176$2 [9:0] == 6'h26;
+  assign \$73  = \port$8180$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8176$2 [9:0] == 6'h27;
+  assign \$75  = \port$8180$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8176$2 [9:0] == 6'h28;
+  assign \$77  = \port$8180$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8176$2 [9:0] == 6'h29;
+  assign \$79  = \port$8180$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8176$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8180$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8176$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8180$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8176$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8180$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8176$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8180$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8176$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8180$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8176$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8180$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8176$2 [9:0] == 6'h30;
+  assign \$93  = \port$8180$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8176$2 [9:0] == 6'h31;
+  assign \$95  = \port$8180$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8176$2 [9:0] == 6'h32;
+  assign \$97  = \port$8180$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8176$2 [9:0] == 6'h33;
+  assign \$99  = \port$8180$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8176$2 [9:0] == 6'h34;
+  assign \$101  = \port$8180$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8176$2 [9:0] == 6'h35;
+  assign \$103  = \port$8180$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8176$2 [9:0] == 6'h36;
+  assign \$105  = \port$8180$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8176$2 [9:0] == 6'h37;
+  assign \$107  = \port$8180$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8176$2 [9:0] == 6'h38;
+  assign \$109  = \port$8180$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26039,17 +26155,17 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8176$2 , 2'h0 };
+  assign bus__addr = { \port$8180$2 , 2'h0 };
   assign work_qready = { \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
   assign work_qreset = { \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0  };
-  assign retire0_error = \port$7516$0 [7:0];
-  assign retire0_tag = \port$7516$0 [23:8];
-  assign retire1_error = \port$7566$0 [7:0];
-  assign retire1_tag = \port$7566$0 [23:8];
-  assign retire2_error = \port$7616$0 [7:0];
-  assign retire2_tag = \port$7616$0 [23:8];
-  assign retire3_error = \port$7666$0 [7:0];
-  assign retire3_tag = \port$7666$0 [23:8];
+  assign retire0_error = \port$7520$0 [7:0];
+  assign retire0_tag = \port$7520$0 [23:8];
+  assign retire1_error = \port$7570$0 [7:0];
+  assign retire1_tag = \port$7570$0 [23:8];
+  assign retire2_error = \port$7620$0 [7:0];
+  assign retire2_tag = \port$7620$0 [23:8];
+  assign retire3_error = \port$7670$0 [7:0];
+  assign retire3_tag = \port$7670$0 [23:8];
   assign q_head0_word = \port$5325$0 [31:0];
   assign q_head1_word = \port$5325$0 [63:32];
   assign q_head2_word = \port$5325$0 [95:64];
@@ -26111,20 +26227,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$7516$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$7516$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$7520$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$7520$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$7566$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$7566$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$7570$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$7570$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$7616$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$7616$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$7620$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$7620$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$7666$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$7666$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$7670$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$7670$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -29407,7 +29523,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 , \port$8950$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8212$16 , \port$8954$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29451,10 +29567,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8208$16 ;
-  wire [15:0] \port$8208$16 ;
-  input [7:0] \port$8950$0 ;
-  wire [7:0] \port$8950$0 ;
+  input [15:0] \port$8212$16 ;
+  wire [15:0] \port$8212$16 ;
+  input [7:0] \port$8954$0 ;
+  wire [7:0] \port$8954$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29489,7 +29605,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8208$16 , \port$8950$0  };
+      storage[w_port__addr] <= { \port$8212$16 , \port$8954$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29600,8 +29716,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8208$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8208$16 , \port$8950$0  };
-  assign w_data = { \port$8208$16 , \port$8950$0  };
+  assign w_port__data = { \port$8212$16 , \port$8954$0  };
+  assign w_data = { \port$8212$16 , \port$8954$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29610,7 +29726,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7723$0 , \port$7723$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7727$0 , \port$7727$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -30322,10 +30438,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$7723$0 ;
-  wire [3:0] \port$7723$0 ;
-  input [23:0] \port$7723$8 ;
-  wire [23:0] \port$7723$8 ;
+  input [3:0] \port$7727$0 ;
+  wire [3:0] \port$7727$0 ;
+  input [23:0] \port$7727$8 ;
+  wire [23:0] \port$7727$8 ;
   input [3:0] \port$95$0 ;
   wire [3:0] \port$95$0 ;
   reg q0_acked = 1'h0;
@@ -31052,7 +31168,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7723$0 [1:0] < 3'h4;
+  assign \$165  = \port$7727$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -31260,7 +31376,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7723$0 [1:0];
+  assign \$344  = ! \port$7727$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -31280,7 +31396,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7723$0 [1:0] == 1'h1;
+  assign \$364  = \port$7727$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -31300,7 +31416,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7723$0 [1:0] == 2'h2;
+  assign \$384  = \port$7727$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -31320,7 +31436,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7723$0 [1:0] == 2'h3;
+  assign \$404  = \port$7727$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -31413,7 +31529,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8289$0 (fetch_r_buf),
+    .\port$8293$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -31425,7 +31541,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8289$0 (fetch_r_buf),
+    .\port$8293$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -31437,7 +31553,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8289$0 (fetch_r_buf),
+    .\port$8293$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -31449,7 +31565,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8289$0 (fetch_r_buf),
+    .\port$8293$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -33147,12 +33263,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7723$0 [1:0];
-  assign cpl_irq = \port$7723$0 [2];
-  assign cpl_halt = \port$7723$0 [3];
-  assign cpl_flags = \port$7723$8 [7:0];
-  assign cpl_status = \port$7723$8 [15:8];
-  assign cpl_opcode = \port$7723$8 [23:16];
+  assign cpl_queue = \port$7727$0 [1:0];
+  assign cpl_irq = \port$7727$0 [2];
+  assign cpl_halt = \port$7727$0 [3];
+  assign cpl_flags = \port$7727$8 [7:0];
+  assign cpl_status = \port$7727$8 [15:8];
+  assign cpl_opcode = \port$7727$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -33203,12 +33319,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7723$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7723$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7723$8 [7:0];
-  assign \w_data$258 [3] = \port$7723$0 [3];
-  assign \w_data$258 [2] = \port$7723$0 [2];
-  assign \w_data$258 [1:0] = \port$7723$0 [1:0];
+  assign \w_data$258 [27:20] = \port$7727$8 [23:16];
+  assign \w_data$258 [19:12] = \port$7727$8 [15:8];
+  assign \w_data$258 [11:4] = \port$7727$8 [7:0];
+  assign \w_data$258 [3] = \port$7727$0 [3];
+  assign \w_data$258 [2] = \port$7727$0 [2];
+  assign \w_data$258 [1:0] = \port$7727$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -34794,7 +34910,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8289$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8293$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34821,8 +34937,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8289$0 ;
-  wire [191:0] \port$8289$0 ;
+  input [191:0] \port$8293$0 ;
+  wire [191:0] \port$8293$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34857,7 +34973,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8289$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8293$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34928,14 +35044,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8289$0  };
-  assign w_data = { \port$0$87 , \port$8289$0  };
+  assign w_port__data = { \port$0$87 , \port$8293$0  };
+  assign w_data = { \port$0$87 , \port$8293$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8289$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8293$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34962,8 +35078,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8289$0 ;
-  wire [191:0] \port$8289$0 ;
+  input [191:0] \port$8293$0 ;
+  wire [191:0] \port$8293$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -34998,7 +35114,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8289$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8293$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35069,14 +35185,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8289$0  };
-  assign w_data = { \port$0$87 , \port$8289$0  };
+  assign w_port__data = { \port$0$87 , \port$8293$0  };
+  assign w_data = { \port$0$87 , \port$8293$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8289$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8293$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35103,8 +35219,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8289$0 ;
-  wire [191:0] \port$8289$0 ;
+  input [191:0] \port$8293$0 ;
+  wire [191:0] \port$8293$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -35139,7 +35255,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8289$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8293$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35210,14 +35326,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8289$0  };
-  assign w_data = { \port$0$87 , \port$8289$0  };
+  assign w_port__data = { \port$0$87 , \port$8293$0  };
+  assign w_data = { \port$0$87 , \port$8293$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8289$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8293$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35244,8 +35360,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8289$0 ;
-  wire [191:0] \port$8289$0 ;
+  input [191:0] \port$8293$0 ;
+  wire [191:0] \port$8293$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -35280,7 +35396,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8289$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8293$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35351,8 +35467,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8289$0  };
-  assign w_data = { \port$0$87 , \port$8289$0  };
+  assign w_port__data = { \port$0$87 , \port$8293$0  };
+  assign w_data = { \port$0$87 , \port$8293$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38722,7 +38838,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , \port$9226$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8214$16 , \port$9230$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38766,10 +38882,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8210$16 ;
-  wire [15:0] \port$8210$16 ;
-  input [7:0] \port$9226$0 ;
-  wire [7:0] \port$9226$0 ;
+  input [15:0] \port$8214$16 ;
+  wire [15:0] \port$8214$16 ;
+  input [7:0] \port$9230$0 ;
+  wire [7:0] \port$9230$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38804,7 +38920,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8210$16 , \port$9226$0  };
+      storage[w_port__addr] <= { \port$8214$16 , \port$9230$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38915,8 +39031,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8210$16 , \port$9226$0  };
-  assign w_data = { \port$8210$16 , \port$9226$0  };
+  assign w_port__data = { \port$8214$16 , \port$9230$0  };
+  assign w_data = { \port$8214$16 , \port$9230$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -2313,7 +2313,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9050$2 (\$262 ),
+    .\port$9054$2 (\$262 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2432,20 +2432,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8887$0 (q_wait_queue),
-    .\port$9076$0 (inflight),
-    .\port$9211$0 (q__0__cpl_irq),
-    .\port$9225$0 (q__0__error_irq),
-    .\port$9237$0 (q__1__cpl_irq),
-    .\port$9251$0 (q__1__error_irq),
-    .\port$9263$0 (q__2__cpl_irq),
-    .\port$9277$0 (q__2__error_irq),
-    .\port$9289$0 (q__3__cpl_irq),
-    .\port$9303$0 (q__3__error_irq),
-    .\port$9415$0 (\$267 ),
-    .\port$9423$0 (\$268 ),
-    .\port$9431$0 (\$269 ),
-    .\port$9439$0 (\$270 ),
+    .\port$8891$0 (q_wait_queue),
+    .\port$9080$0 (inflight),
+    .\port$9215$0 (q__0__cpl_irq),
+    .\port$9229$0 (q__0__error_irq),
+    .\port$9241$0 (q__1__cpl_irq),
+    .\port$9255$0 (q__1__error_irq),
+    .\port$9267$0 (q__2__cpl_irq),
+    .\port$9281$0 (q__2__error_irq),
+    .\port$9293$0 (q__3__cpl_irq),
+    .\port$9307$0 (q__3__error_irq),
+    .\port$9419$0 (\$267 ),
+    .\port$9427$0 (\$268 ),
+    .\port$9435$0 (\$269 ),
+    .\port$9443$0 (\$270 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2533,10 +2533,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9078$0 (\$263 ),
-    .\port$9080$0 (\$264 ),
-    .\port$9082$0 (\$265 ),
-    .\port$9084$0 (\$266 ),
+    .\port$9082$0 (\$263 ),
+    .\port$9084$0 (\$264 ),
+    .\port$9086$0 (\$265 ),
+    .\port$9088$0 (\$266 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2632,8 +2632,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9078$16 (retire__0__tag),
-    .\port$9638$0 (dma_load_error),
+    .\port$9082$16 (retire__0__tag),
+    .\port$9642$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2643,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9080$16 (retire__1__tag),
-    .\port$9758$0 (dma_store_error),
+    .\port$9084$16 (retire__1__tag),
+    .\port$9762$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2699,11 +2699,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5355$0 (q__1__head),
     .\port$5385$0 (q__2__head),
     .\port$5415$0 (q__3__head),
-    .\port$8390$0 (r_data),
-    .\port$8440$0 (\r_data$495 ),
-    .\port$8490$0 (\r_data$506 ),
-    .\port$8540$0 (\r_data$517 ),
-    .\port$9050$2 (\$262 ),
+    .\port$8394$0 (r_data),
+    .\port$8444$0 (\r_data$495 ),
+    .\port$8494$0 (\r_data$506 ),
+    .\port$8544$0 (\r_data$517 ),
+    .\port$9054$2 (\$262 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2749,8 +2749,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$9082$16 (retire__2__tag),
-    .\port$9840$0 (gemm_error),
+    .\port$9086$16 (retire__2__tag),
+    .\port$9844$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2800,8 +2800,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$149 (\$269 ),
     .\level$181 (\$270 ),
     .limit(bus_timeout),
-    .\port$8597$0 (fw_write_cpl_word[3:0]),
-    .\port$8597$8 (fw_write_cpl_word[31:8]),
+    .\port$8601$0 (fw_write_cpl_word[3:0]),
+    .\port$8601$8 (fw_write_cpl_word[31:8]),
     .\port$95$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2944,8 +2944,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10868$0 (vec_error),
-    .\port$9084$16 (retire__3__tag),
+    .\port$10872$0 (vec_error),
+    .\port$9088$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5816,7 +5816,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9050$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9054$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +5960,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9050$2 ;
-  wire [29:0] \port$9050$2 ;
+  output [29:0] \port$9054$2 ;
+  wire [29:0] \port$9054$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6141,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9050$2 (\$99 ),
+    .\port$9054$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6259,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9050$2  = \$99 ;
+  assign \port$9054$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9050$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9054$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6688,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9050$2 ;
-  wire [29:0] \port$9050$2 ;
+  output [29:0] \port$9054$2 ;
+  wire [29:0] \port$9054$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9794,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9050$2  = ls_addr_r[31:2];
+  assign \port$9054$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9963,10 +9963,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8887$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9076$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9211$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9225$0 , q_status0_resetting, q_consumer1_index, \port$9237$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9251$0 , q_status1_resetting, q_consumer2_index, \port$9263$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9277$0 , q_status2_resetting, q_consumer3_index, \port$9289$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9303$0 , q_status3_resetting, \port$9415$0 , \port$9423$0 , \port$9431$0 , \port$9439$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8891$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9080$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9215$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9229$0 , q_status0_resetting, q_consumer1_index, \port$9241$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9255$0 , q_status1_resetting, q_consumer2_index, \port$9267$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9281$0 , q_status2_resetting, q_consumer3_index, \port$9293$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9307$0 , q_status3_resetting, \port$9419$0 , \port$9427$0 , \port$9435$0 , \port$9443$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11500,34 +11500,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8887$0 ;
-  wire [3:0] \port$8887$0 ;
-  input [3:0] \port$9076$0 ;
-  wire [3:0] \port$9076$0 ;
-  input \port$9211$0 ;
-  wire \port$9211$0 ;
-  input \port$9225$0 ;
-  wire \port$9225$0 ;
-  input \port$9237$0 ;
-  wire \port$9237$0 ;
-  input \port$9251$0 ;
-  wire \port$9251$0 ;
-  input \port$9263$0 ;
-  wire \port$9263$0 ;
-  input \port$9277$0 ;
-  wire \port$9277$0 ;
-  input \port$9289$0 ;
-  wire \port$9289$0 ;
-  input \port$9303$0 ;
-  wire \port$9303$0 ;
-  input [2:0] \port$9415$0 ;
-  wire [2:0] \port$9415$0 ;
-  input [2:0] \port$9423$0 ;
-  wire [2:0] \port$9423$0 ;
-  input [2:0] \port$9431$0 ;
-  wire [2:0] \port$9431$0 ;
-  input [2:0] \port$9439$0 ;
-  wire [2:0] \port$9439$0 ;
+  input [3:0] \port$8891$0 ;
+  wire [3:0] \port$8891$0 ;
+  input [3:0] \port$9080$0 ;
+  wire [3:0] \port$9080$0 ;
+  input \port$9215$0 ;
+  wire \port$9215$0 ;
+  input \port$9229$0 ;
+  wire \port$9229$0 ;
+  input \port$9241$0 ;
+  wire \port$9241$0 ;
+  input \port$9255$0 ;
+  wire \port$9255$0 ;
+  input \port$9267$0 ;
+  wire \port$9267$0 ;
+  input \port$9281$0 ;
+  wire \port$9281$0 ;
+  input \port$9293$0 ;
+  wire \port$9293$0 ;
+  input \port$9307$0 ;
+  wire \port$9307$0 ;
+  input [2:0] \port$9419$0 ;
+  wire [2:0] \port$9419$0 ;
+  input [2:0] \port$9427$0 ;
+  wire [2:0] \port$9427$0 ;
+  input [2:0] \port$9435$0 ;
+  wire [2:0] \port$9435$0 ;
+  input [2:0] \port$9443$0 ;
+  wire [2:0] \port$9443$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12156,10 +12156,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$9289$0 , \port$9263$0 , \port$9237$0 , \port$9211$0  };
+  assign \$179  = \$178  | { \port$9293$0 , \port$9267$0 , \port$9241$0 , \port$9215$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$9303$0 , \port$9277$0 , \port$9251$0 , \port$9225$0  };
+  assign \$182  = \$181  | { \port$9307$0 , \port$9281$0 , \port$9255$0 , \port$9229$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14207,8 +14207,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$9289$0 , \port$9263$0 , \port$9237$0 , \port$9211$0  };
-  assign irq_status_queue_error_set = { \port$9303$0 , \port$9277$0 , \port$9251$0 , \port$9225$0  };
+  assign irq_status_queue_cpl_set = { \port$9293$0 , \port$9267$0 , \port$9241$0 , \port$9215$0  };
+  assign irq_status_queue_error_set = { \port$9307$0 , \port$9281$0 , \port$9255$0 , \port$9229$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -14223,18 +14223,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9076$0 [0];
-  assign status_dma_store_busy = \port$9076$0 [1];
-  assign status_gemm_busy = \port$9076$0 [2];
-  assign status_vec_busy = \port$9076$0 [3];
-  assign q_status0_waiting = \port$8887$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9415$0  };
-  assign q_status1_waiting = \port$8887$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9423$0  };
-  assign q_status2_waiting = \port$8887$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9431$0  };
-  assign q_status3_waiting = \port$8887$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9439$0  };
+  assign status_dma_load_busy = \port$9080$0 [0];
+  assign status_dma_store_busy = \port$9080$0 [1];
+  assign status_gemm_busy = \port$9080$0 [2];
+  assign status_vec_busy = \port$9080$0 [3];
+  assign q_status0_waiting = \port$8891$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9419$0  };
+  assign q_status1_waiting = \port$8891$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9427$0  };
+  assign q_status2_waiting = \port$8891$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9435$0  };
+  assign q_status3_waiting = \port$8891$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9443$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14279,11 +14279,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$9076$0 [0] };
+  assign \$429  = { 1'h0, \port$9080$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$9076$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$9076$0 [2], 2'h0 };
-  assign \$435  = { \port$9076$0 [3], 3'h0 };
+  assign \$431  = { \port$9080$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$9080$0 [2], 2'h0 };
+  assign \$435  = { \port$9080$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14440,26 +14440,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8887$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$9415$0 , 8'h00 };
+  assign \$877  = { \port$8891$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$9419$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8887$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$9423$0 , 8'h00 };
+  assign \$890  = { \port$8891$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$9427$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8887$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$9431$0 , 8'h00 };
+  assign \$903  = { \port$8891$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$9435$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8887$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$9439$0 , 8'h00 };
+  assign \$916  = { \port$8891$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$9443$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14570,7 +14570,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$9078$0 , retire__0__tag, \port$9080$0 , retire__1__tag, \port$9082$0 , retire__2__tag, \port$9084$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$9082$0 , retire__0__tag, \port$9084$0 , retire__1__tag, \port$9086$0 , retire__2__tag, \port$9088$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15185,14 +15185,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9078$0 ;
-  wire [8:0] \port$9078$0 ;
-  output [8:0] \port$9080$0 ;
-  wire [8:0] \port$9080$0 ;
   output [8:0] \port$9082$0 ;
   wire [8:0] \port$9082$0 ;
   output [8:0] \port$9084$0 ;
   wire [8:0] \port$9084$0 ;
+  output [8:0] \port$9086$0 ;
+  wire [8:0] \port$9086$0 ;
+  output [8:0] \port$9088$0 ;
+  wire [8:0] \port$9088$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15644,9 +15644,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8544$0 (desc),
-    .\port$8546$0 (queue),
-    .\port$8547$0 (windowed),
+    .\port$8548$0 (desc),
+    .\port$8550$0 (queue),
+    .\port$8551$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15656,9 +15656,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8544$0 (desc),
-    .\port$8546$0 (queue),
-    .\port$8547$0 (windowed),
+    .\port$8548$0 (desc),
+    .\port$8550$0 (queue),
+    .\port$8551$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15668,9 +15668,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8544$0 (desc),
-    .\port$8546$0 (queue),
-    .\port$8547$0 (windowed),
+    .\port$8548$0 (desc),
+    .\port$8550$0 (queue),
+    .\port$8551$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15680,9 +15680,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8544$0 (desc),
-    .\port$8546$0 (queue),
-    .\port$8547$0 (windowed),
+    .\port$8548$0 (desc),
+    .\port$8550$0 (queue),
+    .\port$8551$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15867,13 +15867,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9078$0  = dma_load_held[8:0];
+  assign \port$9082$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9080$0  = dma_store_held[8:0];
+  assign \port$9084$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9082$0  = gemm_held[8:0];
+  assign \port$9086$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9084$0  = vec_held[8:0];
+  assign \port$9088$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16374,7 +16374,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8544$0 , \port$8546$0 , \port$8547$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8548$0 , \port$8550$0 , \port$8551$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16416,12 +16416,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8544$0 ;
-  wire [255:0] \port$8544$0 ;
-  input [1:0] \port$8546$0 ;
-  wire [1:0] \port$8546$0 ;
-  input \port$8547$0 ;
-  wire \port$8547$0 ;
+  input [255:0] \port$8548$0 ;
+  wire [255:0] \port$8548$0 ;
+  input [1:0] \port$8550$0 ;
+  wire [1:0] \port$8550$0 ;
+  input \port$8551$0 ;
+  wire \port$8551$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16453,7 +16453,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8547$0 , \port$8546$0 , \port$8544$0  };
+      storage[w_port__addr] <= { \port$8551$0 , \port$8550$0 , \port$8548$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16552,14 +16552,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8547$0 , \port$8546$0 , \port$8544$0  };
-  assign w_data = { \port$8547$0 , \port$8546$0 , \port$8544$0  };
+  assign w_port__data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+  assign w_data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8544$0 , \port$8546$0 , \port$8547$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8548$0 , \port$8550$0 , \port$8551$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16601,12 +16601,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8544$0 ;
-  wire [255:0] \port$8544$0 ;
-  input [1:0] \port$8546$0 ;
-  wire [1:0] \port$8546$0 ;
-  input \port$8547$0 ;
-  wire \port$8547$0 ;
+  input [255:0] \port$8548$0 ;
+  wire [255:0] \port$8548$0 ;
+  input [1:0] \port$8550$0 ;
+  wire [1:0] \port$8550$0 ;
+  input \port$8551$0 ;
+  wire \port$8551$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16638,7 +16638,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8547$0 , \port$8546$0 , \port$8544$0  };
+      storage[w_port__addr] <= { \port$8551$0 , \port$8550$0 , \port$8548$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16737,14 +16737,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8547$0 , \port$8546$0 , \port$8544$0  };
-  assign w_data = { \port$8547$0 , \port$8546$0 , \port$8544$0  };
+  assign w_port__data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+  assign w_data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8544$0 , \port$8546$0 , \port$8547$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8548$0 , \port$8550$0 , \port$8551$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16786,12 +16786,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8544$0 ;
-  wire [255:0] \port$8544$0 ;
-  input [1:0] \port$8546$0 ;
-  wire [1:0] \port$8546$0 ;
-  input \port$8547$0 ;
-  wire \port$8547$0 ;
+  input [255:0] \port$8548$0 ;
+  wire [255:0] \port$8548$0 ;
+  input [1:0] \port$8550$0 ;
+  wire [1:0] \port$8550$0 ;
+  input \port$8551$0 ;
+  wire \port$8551$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16823,7 +16823,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8547$0 , \port$8546$0 , \port$8544$0  };
+      storage[w_port__addr] <= { \port$8551$0 , \port$8550$0 , \port$8548$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16922,14 +16922,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8547$0 , \port$8546$0 , \port$8544$0  };
-  assign w_data = { \port$8547$0 , \port$8546$0 , \port$8544$0  };
+  assign w_port__data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+  assign w_data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8544$0 , \port$8546$0 , \port$8547$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8548$0 , \port$8550$0 , \port$8551$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16971,12 +16971,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8544$0 ;
-  wire [255:0] \port$8544$0 ;
-  input [1:0] \port$8546$0 ;
-  wire [1:0] \port$8546$0 ;
-  input \port$8547$0 ;
-  wire \port$8547$0 ;
+  input [255:0] \port$8548$0 ;
+  wire [255:0] \port$8548$0 ;
+  input [1:0] \port$8550$0 ;
+  wire [1:0] \port$8550$0 ;
+  input \port$8551$0 ;
+  wire \port$8551$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17008,7 +17008,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8547$0 , \port$8546$0 , \port$8544$0  };
+      storage[w_port__addr] <= { \port$8551$0 , \port$8550$0 , \port$8548$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17107,8 +17107,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8547$0 , \port$8546$0 , \port$8544$0  };
-  assign w_data = { \port$8547$0 , \port$8546$0 , \port$8544$0  };
+  assign w_port__data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+  assign w_data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -17627,21 +17627,21 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire \$129 ;
   wire [5:0] \$13 ;
   wire \$130 ;
-  wire [5:0] \$131 ;
-  wire \$132 ;
+  wire \$131 ;
+  wire [5:0] \$132 ;
   wire \$133 ;
-  wire [16:0] \$134 ;
+  wire \$134 ;
   wire [16:0] \$135 ;
-  wire [31:0] \$136 ;
+  wire [16:0] \$136 ;
   wire [31:0] \$137 ;
-  wire [8:0] \$138 ;
-  wire [9:0] \$139 ;
+  wire [31:0] \$138 ;
+  wire [8:0] \$139 ;
   wire \$14 ;
   wire [9:0] \$140 ;
-  wire [7:0] \$141 ;
-  wire [32:0] \$142 ;
-  wire [5:0] \$143 ;
-  wire \$144 ;
+  wire [9:0] \$141 ;
+  wire [7:0] \$142 ;
+  wire [32:0] \$143 ;
+  wire [5:0] \$144 ;
   wire \$145 ;
   wire \$146 ;
   wire \$147 ;
@@ -17649,75 +17649,76 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [3:0] \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
-  wire \$154 ;
+  wire \$151 ;
+  wire [3:0] \$152 ;
+  wire \$153 ;
+  wire [3:0] \$154 ;
   wire \$155 ;
   wire \$156 ;
-  wire [7:0] \$157 ;
-  wire \$158 ;
+  wire \$157 ;
+  wire [7:0] \$158 ;
   wire \$159 ;
   wire [14:0] \$16 ;
-  wire [3:0] \$160 ;
-  wire [4:0] \$161 ;
-  wire [3:0] \$162 ;
-  wire \$163 ;
-  wire [16:0] \$164 ;
+  wire \$160 ;
+  wire [3:0] \$161 ;
+  wire [4:0] \$162 ;
+  wire [3:0] \$163 ;
+  wire \$164 ;
   wire [16:0] \$165 ;
-  wire [35:0] \$166 ;
-  wire [31:0] \$167 ;
-  wire [47:0] \$168 ;
+  wire [16:0] \$166 ;
+  wire [35:0] \$167 ;
+  wire [31:0] \$168 ;
   wire [47:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
+  wire [47:0] \$170 ;
   wire \$171 ;
-  wire [31:0] \$172 ;
+  wire \$172 ;
   wire [31:0] \$173 ;
-  wire [8:0] \$174 ;
-  wire [9:0] \$175 ;
+  wire [31:0] \$174 ;
+  wire [8:0] \$175 ;
   wire [9:0] \$176 ;
-  wire [7:0] \$177 ;
-  reg [31:0] \$178 ;
-  reg [7:0] \$179 ;
+  wire [9:0] \$177 ;
+  wire [7:0] \$178 ;
+  reg [31:0] \$179 ;
   wire \$18 ;
-  reg \$180 ;
-  reg [31:0] \$181 ;
-  reg [15:0] \$182 ;
+  reg [7:0] \$180 ;
+  reg \$181 ;
+  reg [31:0] \$182 ;
   reg [15:0] \$183 ;
-  reg [31:0] \$184 ;
-  reg \$185 ;
-  reg [31:0] \$186 ;
-  reg [2:0] \$187 ;
-  reg [319:0] \$188 ;
-  reg [2:0] \$189 ;
+  reg [15:0] \$184 ;
+  reg [31:0] \$185 ;
+  reg \$186 ;
+  reg [31:0] \$187 ;
+  reg [2:0] \$188 ;
+  reg [319:0] \$189 ;
   wire \$19 ;
-  reg \$190 ;
-  reg [7:0] \$191 ;
-  reg [2:0] \$192 ;
-  reg [255:0] \$193 ;
-  reg [13:0] \$194 ;
-  reg \$195 ;
+  reg [2:0] \$190 ;
+  reg \$191 ;
+  reg [7:0] \$192 ;
+  reg [2:0] \$193 ;
+  reg [255:0] \$194 ;
+  reg [13:0] \$195 ;
   reg \$196 ;
-  reg [2:0] \$197 ;
-  reg [13:0] \$198 ;
-  reg [2:0] \$199 ;
+  reg \$197 ;
+  reg [2:0] \$198 ;
+  reg [13:0] \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  reg [13:0] \$200 ;
-  reg [15:0] \$201 ;
+  reg [2:0] \$200 ;
+  reg [13:0] \$201 ;
   reg [15:0] \$202 ;
-  reg [2:0] \$203 ;
-  reg [13:0] \$204 ;
-  reg \$205 ;
-  reg [223:0] \$206 ;
-  reg [64:0] \$207 ;
-  reg [2:0] \$208 ;
-  reg [35:0] \$209 ;
+  reg [15:0] \$203 ;
+  reg [2:0] \$204 ;
+  reg [13:0] \$205 ;
+  reg \$206 ;
+  reg [223:0] \$207 ;
+  reg [64:0] \$208 ;
+  reg [2:0] \$209 ;
   wire \$21 ;
-  reg [31:0] \$210 ;
-  reg [47:0] \$211 ;
+  reg [35:0] \$210 ;
+  reg [31:0] \$211 ;
   reg [47:0] \$212 ;
+  reg [47:0] \$213 ;
   wire \$22 ;
   wire \$23 ;
   wire [32:0] \$24 ;
@@ -18153,116 +18154,117 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   assign \$128  = dma_load_fsm_state == 2'h2;
   assign \$129  = dma_load_fsm_state == 2'h3;
   assign \$130  = dma_load_fsm_state == 3'h4;
-  assign \$131  = \$41 [4:0] - 1'h1;
-  assign \$132  = ld_ar_beats_left == \$41 [4:0];
-  assign \$133  = ld_ar_it_r > 1'h1;
-  assign \$134  = ld_ar_it_r - 1'h1;
-  assign \$135  = ld_ar_it_p - 1'h1;
-  assign \$138  = \$31 [2:0] + ld_cmd[175:168];
-  assign \$139  = \$138  + 3'h7;
-  assign \$142  = ld_ar_beat_addr + \$141 ;
-  assign \$143  = ld_ar_beats_left - \$41 [4:0];
-  assign \$144  = ~ ld_drain;
-  assign \$145  = ld_run & \$144 ;
-  assign \$146  = \$145  & ld_rx_active;
-  assign \$147  = ! \$63 [2:0];
-  assign \$148  = up__rvalid & up__rready;
-  assign \$149  = ~ up__rresp[1];
-  assign \$150  = \$148  & \$149 ;
-  assign \$151  = \$63 [2:0] - 1'h1;
-  assign \$152  = ld_rx_beat == \$151 ;
-  assign \$153  = ld_rx_beat + 1'h1;
-  assign \$154  = up__rvalid & up__rready;
-  assign \$155  = \$154  & up__rresp[1];
-  assign \$156  = up__rresp == 2'h3;
-  assign \$157  = \$156  ? 8'h07 : 8'h06;
-  assign \$158  = up__rvalid & up__rready;
-  assign \$159  = \$158  & up__rlast;
-  assign \$160  = ld_outstanding + ld_ar_issue;
-  assign \$161  = \$160  - 1'h1;
-  assign \$162  = ld_outstanding + ld_ar_issue;
-  assign \$163  = ld_rx_r > 1'h1;
-  assign \$164  = ld_rx_r - 1'h1;
-  assign \$165  = ld_rx_p - 1'h1;
-  assign \$166  = \$2 [15:0] * ld_cmd[167:148];
-  assign \$167  = \$1 [15:0] * ld_cmd[147:132];
-  assign \$168  = \$2 [15:0] * ld_cmd[111:80];
-  assign \$169  = \$1 [15:0] * ld_cmd[79:48];
-  assign \$170  = ! ld_chk_err;
-  assign \$171  = | ld_cmd[175:168];
-  assign \$174  = ld_cmd[2:0] + ld_cmd[175:168];
-  assign \$175  = \$174  + 3'h7;
-  assign \$177  = ld_drain ? load__error : 8'h10;
+  assign \$131  = dma_load_fsm_state == 3'h5;
+  assign \$132  = \$41 [4:0] - 1'h1;
+  assign \$133  = ld_ar_beats_left == \$41 [4:0];
+  assign \$134  = ld_ar_it_r > 1'h1;
+  assign \$135  = ld_ar_it_r - 1'h1;
+  assign \$136  = ld_ar_it_p - 1'h1;
+  assign \$139  = \$31 [2:0] + ld_cmd[175:168];
+  assign \$140  = \$139  + 3'h7;
+  assign \$143  = ld_ar_beat_addr + \$142 ;
+  assign \$144  = ld_ar_beats_left - \$41 [4:0];
+  assign \$145  = ~ ld_drain;
+  assign \$146  = ld_run & \$145 ;
+  assign \$147  = \$146  & ld_rx_active;
+  assign \$148  = ! \$63 [2:0];
+  assign \$149  = up__rvalid & up__rready;
+  assign \$150  = ~ up__rresp[1];
+  assign \$151  = \$149  & \$150 ;
+  assign \$152  = \$63 [2:0] - 1'h1;
+  assign \$153  = ld_rx_beat == \$152 ;
+  assign \$154  = ld_rx_beat + 1'h1;
+  assign \$155  = up__rvalid & up__rready;
+  assign \$156  = \$155  & up__rresp[1];
+  assign \$157  = up__rresp == 2'h3;
+  assign \$158  = \$157  ? 8'h07 : 8'h06;
+  assign \$159  = up__rvalid & up__rready;
+  assign \$160  = \$159  & up__rlast;
+  assign \$161  = ld_outstanding + ld_ar_issue;
+  assign \$162  = \$161  - 1'h1;
+  assign \$163  = ld_outstanding + ld_ar_issue;
+  assign \$164  = ld_rx_r > 1'h1;
+  assign \$165  = ld_rx_r - 1'h1;
+  assign \$166  = ld_rx_p - 1'h1;
+  assign \$167  = \$2 [15:0] * ld_cmd[167:148];
+  assign \$168  = \$1 [15:0] * ld_cmd[147:132];
+  assign \$169  = \$2 [15:0] * ld_cmd[111:80];
+  assign \$170  = \$1 [15:0] * ld_cmd[79:48];
+  assign \$171  = ! load__error;
+  assign \$172  = | ld_cmd[175:168];
+  assign \$175  = ld_cmd[2:0] + ld_cmd[175:168];
+  assign \$176  = \$175  + 3'h7;
+  assign \$178  = ld_drain ? load__error : 8'h10;
   always @(posedge clk)
-    up__araddr <= \$178 ;
+    up__araddr <= \$179 ;
   always @(posedge clk)
-    up__arlen <= \$179 ;
+    up__arlen <= \$180 ;
   always @(posedge clk)
-    ld_ar_valid <= \$180 ;
+    ld_ar_valid <= \$181 ;
   always @(posedge clk)
-    ld_ar_it_row0 <= \$181 ;
+    ld_ar_it_row0 <= \$182 ;
   always @(posedge clk)
-    ld_ar_it_r <= \$182 ;
+    ld_ar_it_r <= \$183 ;
   always @(posedge clk)
-    ld_ar_it_p <= \$183 ;
+    ld_ar_it_p <= \$184 ;
   always @(posedge clk)
-    ld_ar_it_plane0 <= \$184 ;
+    ld_ar_it_plane0 <= \$185 ;
   always @(posedge clk)
-    ld_ar_it_active <= \$185 ;
+    ld_ar_it_active <= \$186 ;
   always @(posedge clk)
-    ld_ar_beat_addr <= \$186 ;
+    ld_ar_beat_addr <= \$187 ;
   always @(posedge clk)
-    ld_ar_beats_left <= \$187 ;
+    ld_ar_beats_left <= \$188 ;
   always @(posedge clk)
-    ld_buf <= \$188 ;
+    ld_buf <= \$189 ;
   always @(posedge clk)
-    ld_rx_beat <= \$189 ;
+    ld_rx_beat <= \$190 ;
   always @(posedge clk)
-    ld_drain <= \$190 ;
+    ld_drain <= \$191 ;
   always @(posedge clk)
-    load__error <= \$191 ;
+    load__error <= \$192 ;
   always @(posedge clk)
-    ld_outstanding <= \$192 ;
+    ld_outstanding <= \$193 ;
   always @(posedge clk)
-    ld_wb_data <= \$193 ;
+    ld_wb_data <= \$194 ;
   always @(posedge clk)
-    spad_wr__addr <= \$194 ;
+    spad_wr__addr <= \$195 ;
   always @(posedge clk)
-    ld_wb_valid <= \$195 ;
+    ld_wb_valid <= \$196 ;
   always @(posedge clk)
-    ld_full <= \$196 ;
+    ld_full <= \$197 ;
   always @(posedge clk)
-    ld_ext_off <= \$197 ;
+    ld_ext_off <= \$198 ;
   always @(posedge clk)
-    ld_ext_laddr <= \$198 ;
+    ld_ext_laddr <= \$199 ;
   always @(posedge clk)
-    ld_rx_row0 <= \$199 ;
+    ld_rx_row0 <= \$200 ;
   always @(posedge clk)
-    ld_rx_row1 <= \$200 ;
+    ld_rx_row1 <= \$201 ;
   always @(posedge clk)
-    ld_rx_r <= \$201 ;
+    ld_rx_r <= \$202 ;
   always @(posedge clk)
-    ld_rx_p <= \$202 ;
+    ld_rx_p <= \$203 ;
   always @(posedge clk)
-    ld_rx_plane0 <= \$203 ;
+    ld_rx_plane0 <= \$204 ;
   always @(posedge clk)
-    ld_rx_plane1 <= \$204 ;
+    ld_rx_plane1 <= \$205 ;
   always @(posedge clk)
-    ld_rx_active <= \$205 ;
+    ld_rx_active <= \$206 ;
   always @(posedge clk)
-    ld_cmd <= \$206 ;
+    ld_cmd <= \$207 ;
   always @(posedge clk)
-    ld_window <= \$207 ;
+    ld_window <= \$208 ;
   always @(posedge clk)
-    dma_load_fsm_state <= \$208 ;
+    dma_load_fsm_state <= \$209 ;
   always @(posedge clk)
-    ld_local_plane_stride_x <= \$209 ;
+    ld_local_plane_stride_x <= \$210 ;
   always @(posedge clk)
-    ld_local_row_stride_x <= \$210 ;
+    ld_local_row_stride_x <= \$211 ;
   always @(posedge clk)
-    ld_host_plane_stride_x <= \$211 ;
+    ld_host_plane_stride_x <= \$212 ;
   always @(posedge clk)
-    ld_host_row_stride_x <= \$212 ;
+    ld_host_row_stride_x <= \$213 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
@@ -18315,6 +18317,8 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
           load__busy = 1'h1;
       3'h4:
           load__busy = 1'h1;
+      3'h5:
+          load__busy = 1'h1;
     endcase
   end
   always @* begin
@@ -18328,6 +18332,8 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           ld_run = 1'h1;
     endcase
   end
@@ -18342,6 +18348,8 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
             ld_abort = 1'h1;
@@ -18361,42 +18369,44 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           load__done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$178  = up__araddr;
+    \$179  = up__araddr;
     if (ld_ar_issue) begin
-      \$178  = ld_ar_beat_addr;
+      \$179  = ld_ar_beat_addr;
     end
     if (load_reset) begin
-      \$178  = 32'd0;
+      \$179  = 32'd0;
     end
     if (rst) begin
-      \$178  = 32'd0;
+      \$179  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$179  = up__arlen;
+    \$180  = up__arlen;
     if (ld_ar_issue) begin
-      \$179  = { \$131 [5], \$131 [5], \$131  };
+      \$180  = { \$132 [5], \$132 [5], \$132  };
     end
     if (load_reset) begin
-      \$179  = 8'h00;
+      \$180  = 8'h00;
     end
     if (rst) begin
-      \$179  = 8'h00;
+      \$180  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$180  = ld_ar_valid;
+    \$181  = ld_ar_valid;
     if (ld_ar_issue) begin
-      \$180  = 1'h1;
+      \$181  = 1'h1;
     end else if (up__arready) begin
-      \$180  = 1'h0;
+      \$181  = 1'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18404,28 +18414,30 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$180  = 1'h0;
-          end
+          /* empty */;
       3'h3:
+          if (\$171 ) begin
+            \$181  = 1'h0;
+          end
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$180  = 1'h0;
+            \$181  = 1'h0;
           end
     endcase
     if (load_reset) begin
-      \$180  = 1'h0;
+      \$181  = 1'h0;
     end
     if (rst) begin
-      \$180  = 1'h0;
+      \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$181  = ld_ar_it_row0;
+    \$182  = ld_ar_it_row0;
     if (ld_ar_issue) begin
-      if (\$132 ) begin
-        \$181  = \$31 [31:0];
+      if (\$133 ) begin
+        \$182  = \$31 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18434,85 +18446,29 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$181  = ld_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$182  = ld_cmd[31:0];
           end
     endcase
     if (load_reset) begin
-      \$181  = 32'd0;
+      \$182  = 32'd0;
     end
     if (rst) begin
-      \$181  = 32'd0;
+      \$182  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$182  = ld_ar_it_r;
+    \$183  = ld_ar_it_r;
     if (ld_ar_issue) begin
-      if (\$132 ) begin
+      if (\$133 ) begin
         (* full_case = 32'd1 *)
-        if (\$133 ) begin
-          \$182  = \$134 [15:0];
-        end else begin
-          \$182  = ld_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$170 ) begin
-            \$182  = ld_cmd[199:184];
-          end
-    endcase
-    if (load_reset) begin
-      \$182  = 16'h0000;
-    end
-    if (rst) begin
-      \$182  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$183  = ld_ar_it_p;
-    if (ld_ar_issue) begin
-      if (\$132 ) begin
-        (* full_case = 32'd1 *)
-        if (\$133 ) begin
-        end else begin
+        if (\$134 ) begin
           \$183  = \$135 [15:0];
-        end
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$170 ) begin
-            \$183  = ld_cmd[215:200];
-          end
-    endcase
-    if (load_reset) begin
-      \$183  = 16'h0000;
-    end
-    if (rst) begin
-      \$183  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$184  = ld_ar_it_plane0;
-    if (ld_ar_issue) begin
-      if (\$132 ) begin
-        (* full_case = 32'd1 *)
-        if (\$133 ) begin
         end else begin
-          \$184  = \$31 [31:0];
+          \$183  = ld_cmd[199:184];
         end
       end
     end
@@ -18522,24 +18478,88 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$184  = ld_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$183  = ld_cmd[199:184];
           end
     endcase
     if (load_reset) begin
-      \$184  = 32'd0;
+      \$183  = 16'h0000;
     end
     if (rst) begin
-      \$184  = 32'd0;
+      \$183  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$185  = ld_ar_it_active;
+    \$184  = ld_ar_it_p;
     if (ld_ar_issue) begin
-      if (\$132 ) begin
+      if (\$133 ) begin
+        (* full_case = 32'd1 *)
+        if (\$134 ) begin
+        end else begin
+          \$184  = \$136 [15:0];
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$184  = ld_cmd[215:200];
+          end
+    endcase
+    if (load_reset) begin
+      \$184  = 16'h0000;
+    end
+    if (rst) begin
+      \$184  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$185  = ld_ar_it_plane0;
+    if (ld_ar_issue) begin
+      if (\$133 ) begin
+        (* full_case = 32'd1 *)
+        if (\$134 ) begin
+        end else begin
+          \$185  = \$31 [31:0];
+        end
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$185  = ld_cmd[31:0];
+          end
+    endcase
+    if (load_reset) begin
+      \$185  = 32'd0;
+    end
+    if (rst) begin
+      \$185  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$186  = ld_ar_it_active;
+    if (ld_ar_issue) begin
+      if (\$133 ) begin
         if (ld_ar_it_last) begin
-          \$185  = 1'h0;
+          \$186  = 1'h0;
         end
       end
     end
@@ -18549,26 +18569,28 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$185  = \$171 ;
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$186  = \$172 ;
           end
     endcase
     if (load_reset) begin
-      \$185  = 1'h0;
+      \$186  = 1'h0;
     end
     if (rst) begin
-      \$185  = 1'h0;
+      \$186  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$186  = ld_ar_beat_addr;
+    \$187  = ld_ar_beat_addr;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$132 ) begin
-        \$186  = \$137 ;
+      if (\$133 ) begin
+        \$187  = \$138 ;
       end else begin
-        \$186  = \$142 [31:0];
+        \$187  = \$143 [31:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18577,26 +18599,28 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$186  = \$173 ;
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$187  = \$174 ;
           end
     endcase
     if (load_reset) begin
-      \$186  = 32'd0;
+      \$187  = 32'd0;
     end
     if (rst) begin
-      \$186  = 32'd0;
+      \$187  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$187  = ld_ar_beats_left;
+    \$188  = ld_ar_beats_left;
     if (ld_ar_issue) begin
       (* full_case = 32'd1 *)
-      if (\$132 ) begin
-        \$187  = \$140 [2:0];
+      if (\$133 ) begin
+        \$188  = \$141 [2:0];
       end else begin
-        \$187  = \$143 [2:0];
+        \$188  = \$144 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18605,59 +18629,61 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$187  = \$176 [2:0];
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$188  = \$177 [2:0];
           end
     endcase
     if (load_reset) begin
-      \$187  = 3'h0;
+      \$188  = 3'h0;
     end
     if (rst) begin
-      \$187  = 3'h0;
+      \$188  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$188  = ld_buf;
-    if (\$146 ) begin
-      if (\$147 ) begin
-      end else if (\$150 ) begin
+    \$189  = ld_buf;
+    if (\$147 ) begin
+      if (\$148 ) begin
+      end else if (\$151 ) begin
         casez (ld_rx_beat)
           3'h0:
-              \$188 [63:0] = up__rdata;
+              \$189 [63:0] = up__rdata;
           3'h1:
-              \$188 [127:64] = up__rdata;
+              \$189 [127:64] = up__rdata;
           3'h2:
-              \$188 [191:128] = up__rdata;
+              \$189 [191:128] = up__rdata;
           3'h3:
-              \$188 [255:192] = up__rdata;
+              \$189 [255:192] = up__rdata;
           3'h4:
-              \$188 [319:256] = up__rdata;
+              \$189 [319:256] = up__rdata;
         endcase
       end
     end
     if (load_reset) begin
-      \$188  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$189  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$188  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$189  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$189  = ld_rx_beat;
-    if (\$146 ) begin
-      if (\$147 ) begin
-      end else if (\$150 ) begin
+    \$190  = ld_rx_beat;
+    if (\$147 ) begin
+      if (\$148 ) begin
+      end else if (\$151 ) begin
         (* full_case = 32'd1 *)
-        if (\$152 ) begin
+        if (\$153 ) begin
         end else begin
-          \$189  = \$153 [2:0];
+          \$190  = \$154 [2:0];
         end
       end
     end
     if (ld_row_done) begin
-      \$189  = 3'h0;
+      \$190  = 3'h0;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18665,73 +18691,79 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          \$189  = 3'h0;
-    endcase
-    if (load_reset) begin
-      \$189  = 3'h0;
-    end
-    if (rst) begin
-      \$189  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$190  = ld_drain;
-    if (\$146 ) begin
-      if (\$155 ) begin
-        \$190  = 1'h1;
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$190  = 1'h0;
-    endcase
-    if (load_reset) begin
-      \$190  = 1'h0;
-    end
-    if (rst) begin
-      \$190  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$191  = load__error;
-    if (\$146 ) begin
-      if (\$155 ) begin
-        \$191  = \$157 ;
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$191  = ld_chk_err;
       3'h3:
+          \$190  = 3'h0;
+    endcase
+    if (load_reset) begin
+      \$190  = 3'h0;
+    end
+    if (rst) begin
+      \$190  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$191  = ld_drain;
+    if (\$147 ) begin
+      if (\$156 ) begin
+        \$191  = 1'h1;
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$191  = 1'h0;
+    endcase
+    if (load_reset) begin
+      \$191  = 1'h0;
+    end
+    if (rst) begin
+      \$191  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$192  = load__error;
+    if (\$147 ) begin
+      if (\$156 ) begin
+        \$192  = \$158 ;
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$192  = ld_chk_err;
+      3'h3:
+          /* empty */;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$191  = \$177 ;
+            \$192  = \$178 ;
           end
     endcase
     if (load_reset) begin
-      \$191  = 8'h00;
+      \$192  = 8'h00;
     end
     if (rst) begin
-      \$191  = 8'h00;
+      \$192  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    if (\$159 ) begin
-      \$192  = \$161 [2:0];
+    if (\$160 ) begin
+      \$193  = \$162 [2:0];
     end else begin
-      \$192  = \$162 [2:0];
+      \$193  = \$163 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18741,89 +18773,64 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$192  = 3'h0;
+            \$193  = 3'h0;
           end
     endcase
     if (load_reset) begin
-      \$192  = 3'h0;
+      \$193  = 3'h0;
     end
     if (rst) begin
-      \$192  = 3'h0;
+      \$193  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$193  = ld_wb_data;
+    \$194  = ld_wb_data;
     if (ld_wb_load) begin
-      \$193  = \$107 [255:0];
+      \$194  = \$107 [255:0];
     end
     if (load_reset) begin
-      \$193  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$194  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$193  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$194  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$194  = spad_wr__addr;
+    \$195  = spad_wr__addr;
     if (ld_wb_load) begin
-      \$194  = ld_ext_laddr;
+      \$195  = ld_ext_laddr;
     end
     if (load_reset) begin
-      \$194  = 14'h0000;
+      \$195  = 14'h0000;
     end
     if (rst) begin
-      \$194  = 14'h0000;
+      \$195  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$195  = ld_wb_valid;
+    \$196  = ld_wb_valid;
     if (ld_wb_load) begin
-      \$195  = 1'h1;
+      \$196  = 1'h1;
     end else if (ld_wb_done) begin
-      \$195  = 1'h0;
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$195  = 1'h0;
-      3'h3:
-          if (ld_finished) begin
-          end else if (timeout) begin
-            \$195  = 1'h0;
-          end
-    endcase
-    if (load_reset) begin
-      \$195  = 1'h0;
-    end
-    if (rst) begin
-      \$195  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$196  = ld_full;
-    if (ld_wb_load) begin
       \$196  = 1'h0;
     end
-    if (ld_row_done) begin
-      \$196  = 1'h1;
-    end
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$196  = 1'h0;
+          /* empty */;
       3'h3:
+          \$196  = 1'h0;
+      3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
             \$196  = 1'h0;
@@ -18838,35 +18845,12 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$197  = ld_ext_off;
+    \$197  = ld_full;
+    if (ld_wb_load) begin
+      \$197  = 1'h0;
+    end
     if (ld_row_done) begin
-      \$197  = ld_rx_row0;
-    end
-    if (load_reset) begin
-      \$197  = 3'h0;
-    end
-    if (rst) begin
-      \$197  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$198  = ld_ext_laddr;
-    if (ld_row_done) begin
-      \$198  = ld_rx_row1;
-    end
-    if (load_reset) begin
-      \$198  = 14'h0000;
-    end
-    if (rst) begin
-      \$198  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$199  = ld_rx_row0;
-    if (ld_row_done) begin
-      \$199  = \$52 [2:0];
+      \$197  = 1'h1;
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18874,22 +18858,53 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$199  = ld_cmd[2:0];
+          /* empty */;
+      3'h3:
+          \$197  = 1'h0;
+      3'h4:
+          if (ld_finished) begin
+          end else if (timeout) begin
+            \$197  = 1'h0;
           end
     endcase
     if (load_reset) begin
-      \$199  = 3'h0;
+      \$197  = 1'h0;
     end
     if (rst) begin
-      \$199  = 3'h0;
+      \$197  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$200  = ld_rx_row1;
+    \$198  = ld_ext_off;
     if (ld_row_done) begin
-      \$200  = \$56 [13:0];
+      \$198  = ld_rx_row0;
+    end
+    if (load_reset) begin
+      \$198  = 3'h0;
+    end
+    if (rst) begin
+      \$198  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$199  = ld_ext_laddr;
+    if (ld_row_done) begin
+      \$199  = ld_rx_row1;
+    end
+    if (load_reset) begin
+      \$199  = 14'h0000;
+    end
+    if (rst) begin
+      \$199  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$200  = ld_rx_row0;
+    if (ld_row_done) begin
+      \$200  = \$52 [2:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -18897,53 +18912,53 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$200  = ld_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$200  = ld_cmd[2:0];
           end
     endcase
     if (load_reset) begin
-      \$200  = 14'h0000;
+      \$200  = 3'h0;
     end
     if (rst) begin
-      \$200  = 14'h0000;
+      \$200  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$201  = ld_rx_r;
+    \$201  = ld_rx_row1;
+    if (ld_row_done) begin
+      \$201  = \$56 [13:0];
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$201  = ld_cmd[125:112];
+          end
+    endcase
+    if (load_reset) begin
+      \$201  = 14'h0000;
+    end
+    if (rst) begin
+      \$201  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$202  = ld_rx_r;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$163 ) begin
-        \$201  = \$164 [15:0];
-      end else begin
-        \$201  = ld_cmd[199:184];
-      end
-    end
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$170 ) begin
-            \$201  = ld_cmd[199:184];
-          end
-    endcase
-    if (load_reset) begin
-      \$201  = 16'h0000;
-    end
-    if (rst) begin
-      \$201  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$202  = ld_rx_p;
-    if (ld_row_done) begin
-      (* full_case = 32'd1 *)
-      if (\$163 ) begin
-      end else begin
+      if (\$164 ) begin
         \$202  = \$165 [15:0];
+      end else begin
+        \$202  = ld_cmd[199:184];
       end
     end
     casez (dma_load_fsm_state)
@@ -18952,8 +18967,10 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$202  = ld_cmd[215:200];
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$202  = ld_cmd[199:184];
           end
     endcase
     if (load_reset) begin
@@ -18965,12 +18982,12 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$203  = ld_rx_plane0;
+    \$203  = ld_rx_p;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$163 ) begin
+      if (\$164 ) begin
       end else begin
-        \$203  = \$52 [2:0];
+        \$203  = \$166 [15:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -18979,25 +18996,27 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$203  = ld_cmd[2:0];
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$203  = ld_cmd[215:200];
           end
     endcase
     if (load_reset) begin
-      \$203  = 3'h0;
+      \$203  = 16'h0000;
     end
     if (rst) begin
-      \$203  = 3'h0;
+      \$203  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$204  = ld_rx_plane1;
+    \$204  = ld_rx_plane0;
     if (ld_row_done) begin
       (* full_case = 32'd1 *)
-      if (\$163 ) begin
+      if (\$164 ) begin
       end else begin
-        \$204  = \$56 [13:0];
+        \$204  = \$52 [2:0];
       end
     end
     casez (dma_load_fsm_state)
@@ -19006,23 +19025,54 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$204  = ld_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$204  = ld_cmd[2:0];
           end
     endcase
     if (load_reset) begin
-      \$204  = 14'h0000;
+      \$204  = 3'h0;
     end
     if (rst) begin
-      \$204  = 14'h0000;
+      \$204  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$205  = ld_rx_active;
+    \$205  = ld_rx_plane1;
+    if (ld_row_done) begin
+      (* full_case = 32'd1 *)
+      if (\$164 ) begin
+      end else begin
+        \$205  = \$56 [13:0];
+      end
+    end
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$205  = ld_cmd[125:112];
+          end
+    endcase
+    if (load_reset) begin
+      \$205  = 14'h0000;
+    end
+    if (rst) begin
+      \$205  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$206  = ld_rx_active;
     if (ld_row_done) begin
       if (ld_rx_last) begin
-        \$205  = 1'h0;
+        \$206  = 1'h0;
       end
     end
     casez (dma_load_fsm_state)
@@ -19031,101 +19081,89 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
       3'h1:
           /* empty */;
       3'h2:
-          if (\$170 ) begin
-            \$205  = 1'h1;
+          /* empty */;
+      3'h3:
+          if (\$171 ) begin
+            \$206  = 1'h1;
           end
     endcase
     if (load_reset) begin
-      \$205  = 1'h0;
+      \$206  = 1'h0;
     end
     if (rst) begin
-      \$205  = 1'h0;
+      \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$206  = ld_cmd;
+    \$207  = ld_cmd;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$206  = load__cmd__payload;
+            \$207  = load__cmd__payload;
           end
     endcase
     if (load_reset) begin
-      \$206  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$207  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$206  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$207  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$207  = ld_window;
+    \$208  = ld_window;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$207  = load_window;
+            \$208  = load_window;
           end
     endcase
     if (load_reset) begin
-      \$207  = 65'h00000000000000000;
+      \$208  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$207  = 65'h00000000000000000;
+      \$208  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$208  = dma_load_fsm_state;
+    \$209  = dma_load_fsm_state;
     casez (dma_load_fsm_state)
       3'h0:
           if (load__cmd__valid) begin
-            \$208  = 3'h1;
+            \$209  = 3'h1;
           end
       3'h1:
-          \$208  = 3'h2;
+          \$209  = 3'h2;
       3'h2:
-          (* full_case = 32'd1 *)
-          if (\$170 ) begin
-            \$208  = 3'h3;
-          end else begin
-            \$208  = 3'h4;
-          end
+          \$209  = 3'h3;
       3'h3:
-          if (ld_finished) begin
-            \$208  = 3'h4;
-          end else if (timeout) begin
-            \$208  = 3'h4;
+          (* full_case = 32'd1 *)
+          if (\$171 ) begin
+            \$209  = 3'h4;
+          end else begin
+            \$209  = 3'h5;
           end
       3'h4:
-          \$208  = 3'h0;
+          if (ld_finished) begin
+            \$209  = 3'h5;
+          end else if (timeout) begin
+            \$209  = 3'h5;
+          end
+      3'h5:
+          \$209  = 3'h0;
     endcase
     if (load_reset) begin
-      \$208  = 3'h0;
+      \$209  = 3'h0;
     end
     if (rst) begin
-      \$208  = 3'h0;
+      \$209  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$209  = ld_local_plane_stride_x;
-    casez (dma_load_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$209  = \$166 ;
-    endcase
-    if (load_reset) begin
-      \$209  = 36'h000000000;
-    end
-    if (rst) begin
-      \$209  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$210  = ld_local_row_stride_x;
+    \$210  = ld_local_plane_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
@@ -19133,15 +19171,15 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
           \$210  = \$167 ;
     endcase
     if (load_reset) begin
-      \$210  = 32'd0;
+      \$210  = 36'h000000000;
     end
     if (rst) begin
-      \$210  = 32'd0;
+      \$210  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$211  = ld_host_plane_stride_x;
+    \$211  = ld_local_row_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
@@ -19149,15 +19187,15 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
           \$211  = \$168 ;
     endcase
     if (load_reset) begin
-      \$211  = 48'h000000000000;
+      \$211  = 32'd0;
     end
     if (rst) begin
-      \$211  = 48'h000000000000;
+      \$211  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$212  = ld_host_row_stride_x;
+    \$212  = ld_host_plane_stride_x;
     casez (dma_load_fsm_state)
       3'h0:
           /* empty */;
@@ -19169,6 +19207,22 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
     end
     if (rst) begin
       \$212  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$213  = ld_host_row_stride_x;
+    casez (dma_load_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$213  = \$170 ;
+    endcase
+    if (load_reset) begin
+      \$213  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$213  = 48'h000000000000;
     end
   end
   assign ld_rows_m1 = \$1 [15:0];
@@ -19227,15 +19281,15 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   assign \load_window.check  = load_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
   assign \$62  = { 3'h0, \$61 [9:3] };
-  assign \$136  = 32'd4294967288;
-  assign \$137 [2:0] = 3'h0;
-  assign \$137 [31:3] = \$31 [31:3];
-  assign \$140  = { 3'h0, \$139 [9:3] };
-  assign \$141  = { \$41 [4:0], 3'h0 };
-  assign \$172  = 32'd4294967288;
-  assign \$173 [2:0] = 3'h0;
-  assign \$173 [31:3] = ld_cmd[31:3];
-  assign \$176  = { 3'h0, \$175 [9:3] };
+  assign \$137  = 32'd4294967288;
+  assign \$138 [2:0] = 3'h0;
+  assign \$138 [31:3] = \$31 [31:3];
+  assign \$141  = { 3'h0, \$140 [9:3] };
+  assign \$142  = { \$41 [4:0], 3'h0 };
+  assign \$173  = 32'd4294967288;
+  assign \$174 [2:0] = 3'h0;
+  assign \$174 [31:3] = ld_cmd[31:3];
+  assign \$177  = { 3'h0, \$176 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -19844,128 +19898,129 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$133 ;
   wire \$134 ;
   wire \$135 ;
-  wire [5:0] \$136 ;
-  wire \$137 ;
+  wire \$136 ;
+  wire [5:0] \$137 ;
   wire \$138 ;
-  wire [16:0] \$139 ;
+  wire \$139 ;
   wire \$14 ;
   wire [16:0] \$140 ;
-  wire [31:0] \$141 ;
+  wire [16:0] \$141 ;
   wire [31:0] \$142 ;
-  wire [8:0] \$143 ;
-  wire [9:0] \$144 ;
+  wire [31:0] \$143 ;
+  wire [8:0] \$144 ;
   wire [9:0] \$145 ;
-  wire [7:0] \$146 ;
-  wire [32:0] \$147 ;
-  wire [5:0] \$148 ;
-  wire \$149 ;
+  wire [9:0] \$146 ;
+  wire [7:0] \$147 ;
+  wire [32:0] \$148 ;
+  wire [5:0] \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [2:0] \$151 ;
-  wire [3:0] \$152 ;
-  wire \$153 ;
+  wire \$151 ;
+  wire [2:0] \$152 ;
+  wire [3:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
-  wire [16:0] \$156 ;
+  wire \$156 ;
   wire [16:0] \$157 ;
-  wire [2:0] \$158 ;
-  wire \$159 ;
+  wire [16:0] \$158 ;
+  wire [2:0] \$159 ;
   wire [14:0] \$16 ;
-  wire [255:0] \$160 ;
+  wire \$160 ;
   wire [255:0] \$161 ;
-  wire [3:0] \$162 ;
-  wire [12:0] \$163 ;
-  wire [4:0] \$164 ;
+  wire [255:0] \$162 ;
+  wire [3:0] \$163 ;
+  wire [12:0] \$164 ;
   wire [4:0] \$165 ;
-  wire [6:0] \$166 ;
-  wire [382:0] \$167 ;
-  wire [38:0] \$168 ;
-  wire [8:0] \$169 ;
+  wire [4:0] \$166 ;
+  wire [6:0] \$167 ;
+  wire [382:0] \$168 ;
+  wire [38:0] \$169 ;
   wire \$17 ;
-  wire [9:0] \$170 ;
+  wire [8:0] \$170 ;
   wire [9:0] \$171 ;
-  wire [11:0] \$172 ;
+  wire [9:0] \$172 ;
   wire [11:0] \$173 ;
-  wire \$174 ;
-  wire [16:0] \$175 ;
+  wire [11:0] \$174 ;
+  wire \$175 ;
   wire [16:0] \$176 ;
-  wire [3:0] \$177 ;
-  wire \$178 ;
-  wire [4:0] \$179 ;
+  wire [16:0] \$177 ;
+  wire [3:0] \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [3:0] \$180 ;
-  wire \$181 ;
-  wire [4:0] \$182 ;
-  wire \$183 ;
+  wire [4:0] \$180 ;
+  wire [3:0] \$181 ;
+  wire \$182 ;
+  wire [4:0] \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire [7:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [35:0] \$190 ;
-  wire [31:0] \$191 ;
-  wire [47:0] \$192 ;
+  wire [7:0] \$190 ;
+  wire [35:0] \$191 ;
+  wire [31:0] \$192 ;
   wire [47:0] \$193 ;
-  wire \$194 ;
+  wire [47:0] \$194 ;
   wire \$195 ;
   wire \$196 ;
   wire \$197 ;
-  wire [31:0] \$198 ;
+  wire \$198 ;
   wire [31:0] \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [8:0] \$200 ;
-  wire [9:0] \$201 ;
+  wire [31:0] \$200 ;
+  wire [8:0] \$201 ;
   wire [9:0] \$202 ;
-  wire [7:0] \$203 ;
-  reg [31:0] \$204 ;
-  reg [7:0] \$205 ;
-  reg \$206 ;
-  reg [31:0] \$207 ;
-  reg [15:0] \$208 ;
+  wire [9:0] \$203 ;
+  wire [7:0] \$204 ;
+  reg [31:0] \$205 ;
+  reg [7:0] \$206 ;
+  reg \$207 ;
+  reg [31:0] \$208 ;
   reg [15:0] \$209 ;
   wire \$21 ;
-  reg [31:0] \$210 ;
-  reg \$211 ;
-  reg [31:0] \$212 ;
-  reg [2:0] \$213 ;
-  reg \$214 ;
-  reg [1:0] \$215 ;
-  reg [13:0] \$216 ;
-  reg [15:0] \$217 ;
+  reg [15:0] \$210 ;
+  reg [31:0] \$211 ;
+  reg \$212 ;
+  reg [31:0] \$213 ;
+  reg [2:0] \$214 ;
+  reg \$215 ;
+  reg [1:0] \$216 ;
+  reg [13:0] \$217 ;
   reg [15:0] \$218 ;
-  reg [13:0] \$219 ;
+  reg [15:0] \$219 ;
   wire \$22 ;
-  reg \$220 ;
-  reg [255:0] \$221 ;
+  reg [13:0] \$220 ;
+  reg \$221 ;
   reg [255:0] \$222 ;
-  reg [2:0] \$223 ;
-  reg [11:0] \$224 ;
-  reg [3:0] \$225 ;
-  reg \$226 ;
-  reg [319:0] \$227 ;
-  reg [39:0] \$228 ;
-  reg [2:0] \$229 ;
+  reg [255:0] \$223 ;
+  reg [2:0] \$224 ;
+  reg [11:0] \$225 ;
+  reg [3:0] \$226 ;
+  reg \$227 ;
+  reg [319:0] \$228 ;
+  reg [39:0] \$229 ;
   wire \$23 ;
-  reg [11:0] \$230 ;
-  reg [15:0] \$231 ;
+  reg [2:0] \$230 ;
+  reg [11:0] \$231 ;
   reg [15:0] \$232 ;
-  reg [11:0] \$233 ;
-  reg \$234 ;
-  reg [2:0] \$235 ;
+  reg [15:0] \$233 ;
+  reg [11:0] \$234 ;
+  reg \$235 ;
   reg [2:0] \$236 ;
-  reg \$237 ;
-  reg [7:0] \$238 ;
-  reg [223:0] \$239 ;
+  reg [2:0] \$237 ;
+  reg \$238 ;
+  reg [7:0] \$239 ;
   wire [32:0] \$24 ;
-  reg [64:0] \$240 ;
-  reg [2:0] \$241 ;
-  reg [35:0] \$242 ;
-  reg [31:0] \$243 ;
-  reg [47:0] \$244 ;
+  reg [223:0] \$240 ;
+  reg [64:0] \$241 ;
+  reg [2:0] \$242 ;
+  reg [35:0] \$243 ;
+  reg [31:0] \$244 ;
   reg [47:0] \$245 ;
+  reg [47:0] \$246 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
@@ -19979,9 +20034,9 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [13:0] \$34 ;
   wire [13:0] \$35 ;
   wire \$36 ;
-  wire [9:0] \$367 ;
+  wire [9:0] \$368 ;
   wire [4:0] \$37 ;
-  wire [6:0] \$370 ;
+  wire [6:0] \$371 ;
   wire \$38 ;
   wire \$39 ;
   wire [37:0] \$4 ;
@@ -20392,10 +20447,10 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \$107  = st_whs & st_w_row_end;
   assign \$108  = \$106  | \$107 ;
   assign st_w_take = \$105  & \$108 ;
-  assign \$367  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$367 ;
-  assign \$370  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$370 ;
+  assign \$368  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$368 ;
+  assign \$371  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$371 ;
   assign \$109  = 1'h0 + up__wstrb[0];
   assign \$110  = \$109  + up__wstrb[1];
   assign \$111  = \$110  + up__wstrb[2];
@@ -20425,146 +20480,147 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \$133  = dma_store_fsm_state == 2'h2;
   assign \$134  = dma_store_fsm_state == 2'h3;
   assign \$135  = dma_store_fsm_state == 3'h4;
-  assign \$136  = \$41 [4:0] - 1'h1;
-  assign \$137  = st_aw_beats_left == \$41 [4:0];
-  assign \$138  = st_aw_it_r > 1'h1;
-  assign \$139  = st_aw_it_r - 1'h1;
-  assign \$140  = st_aw_it_p - 1'h1;
-  assign \$143  = \$31 [2:0] + st_cmd[175:168];
-  assign \$144  = \$143  + 3'h7;
-  assign \$147  = st_aw_beat_addr + \$146 ;
-  assign \$148  = st_aw_beats_left - \$41 [4:0];
-  assign \$149  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$150  = st_rd_en & \$149 ;
-  assign \$151  = st_rq_n + st_rd_inflight;
-  assign \$152  = \$151  - st_w_take;
-  assign \$153  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$154  = st_rd_en & \$153 ;
-  assign \$155  = st_rd_r > 1'h1;
-  assign \$156  = st_rd_r - 1'h1;
-  assign \$157  = st_rd_p - 1'h1;
-  assign \$158  = st_rq_n - st_w_take;
-  assign \$159  = ! \$158 ;
-  assign \$160  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$136  = dma_store_fsm_state == 3'h5;
+  assign \$137  = \$41 [4:0] - 1'h1;
+  assign \$138  = st_aw_beats_left == \$41 [4:0];
+  assign \$139  = st_aw_it_r > 1'h1;
+  assign \$140  = st_aw_it_r - 1'h1;
+  assign \$141  = st_aw_it_p - 1'h1;
+  assign \$144  = \$31 [2:0] + st_cmd[175:168];
+  assign \$145  = \$144  + 3'h7;
+  assign \$148  = st_aw_beat_addr + \$147 ;
+  assign \$149  = st_aw_beats_left - \$41 [4:0];
+  assign \$150  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$151  = st_rd_en & \$150 ;
+  assign \$152  = st_rq_n + st_rd_inflight;
+  assign \$153  = \$152  - st_w_take;
+  assign \$154  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$155  = st_rd_en & \$154 ;
+  assign \$156  = st_rd_r > 1'h1;
+  assign \$157  = st_rd_r - 1'h1;
+  assign \$158  = st_rd_p - 1'h1;
+  assign \$159  = st_rq_n - st_w_take;
+  assign \$160  = ! \$159 ;
   assign \$161  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$162  = st_w_beat + 1'h1;
-  assign \$163  = st_w_addr12 + 4'h8;
-  assign \$164  = st_w_bib + 1'h1;
-  assign \$165  = st_wlast ? 5'h00 : \$164 ;
-  assign \$166  = st_w_row0[2:0] * 4'h8;
-  assign \$167  = st_shifted << \$166 ;
-  assign \$168  = { \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
-  assign \$169  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$170  = \$169  + 3'h7;
-  assign \$174  = st_w_r > 1'h1;
-  assign \$175  = st_w_r - 1'h1;
-  assign \$176  = st_w_p - 1'h1;
-  assign \$177  = st_w_credit + st_aw_issue;
-  assign \$178  = st_whs & st_wlast;
-  assign \$179  = \$177  - \$178 ;
-  assign \$180  = st_b_out + st_aw_issue;
-  assign \$182  = \$180  - \$181 ;
-  assign \$184  = st_run & \$183 ;
-  assign \$185  = \$184  & up__bresp[1];
-  assign \$186  = ~ st_drain;
-  assign \$187  = \$185  & \$186 ;
-  assign \$188  = up__bresp == 2'h3;
-  assign \$189  = \$188  ? 8'h07 : 8'h06;
-  assign \$190  = \$2 [15:0] * st_cmd[167:148];
-  assign \$191  = \$1 [15:0] * st_cmd[147:132];
-  assign \$192  = \$2 [15:0] * st_cmd[111:80];
-  assign \$193  = \$1 [15:0] * st_cmd[79:48];
-  assign \$194  = ! st_chk_err;
-  assign \$195  = | st_cmd[175:168];
-  assign \$196  = \$194  & \$195 ;
-  assign \$197  = | st_cmd[175:168];
-  assign \$200  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$201  = \$200  + 3'h7;
-  assign \$203  = st_drain ? store__error : 8'h10;
+  assign \$162  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$163  = st_w_beat + 1'h1;
+  assign \$164  = st_w_addr12 + 4'h8;
+  assign \$165  = st_w_bib + 1'h1;
+  assign \$166  = st_wlast ? 5'h00 : \$165 ;
+  assign \$167  = st_w_row0[2:0] * 4'h8;
+  assign \$168  = st_shifted << \$167 ;
+  assign \$169  = { \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
+  assign \$170  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$171  = \$170  + 3'h7;
+  assign \$175  = st_w_r > 1'h1;
+  assign \$176  = st_w_r - 1'h1;
+  assign \$177  = st_w_p - 1'h1;
+  assign \$178  = st_w_credit + st_aw_issue;
+  assign \$179  = st_whs & st_wlast;
+  assign \$180  = \$178  - \$179 ;
+  assign \$181  = st_b_out + st_aw_issue;
+  assign \$183  = \$181  - \$182 ;
+  assign \$185  = st_run & \$184 ;
+  assign \$186  = \$185  & up__bresp[1];
+  assign \$187  = ~ st_drain;
+  assign \$188  = \$186  & \$187 ;
+  assign \$189  = up__bresp == 2'h3;
+  assign \$190  = \$189  ? 8'h07 : 8'h06;
+  assign \$191  = \$2 [15:0] * st_cmd[167:148];
+  assign \$192  = \$1 [15:0] * st_cmd[147:132];
+  assign \$193  = \$2 [15:0] * st_cmd[111:80];
+  assign \$194  = \$1 [15:0] * st_cmd[79:48];
+  assign \$195  = ! store__error;
+  assign \$196  = | st_cmd[175:168];
+  assign \$197  = \$195  & \$196 ;
+  assign \$198  = | st_cmd[175:168];
+  assign \$201  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$202  = \$201  + 3'h7;
+  assign \$204  = st_drain ? store__error : 8'h10;
   always @(posedge clk)
-    up__awaddr <= \$204 ;
+    up__awaddr <= \$205 ;
   always @(posedge clk)
-    up__awlen <= \$205 ;
+    up__awlen <= \$206 ;
   always @(posedge clk)
-    st_aw_valid <= \$206 ;
+    st_aw_valid <= \$207 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$207 ;
+    st_aw_it_row0 <= \$208 ;
   always @(posedge clk)
-    st_aw_it_r <= \$208 ;
+    st_aw_it_r <= \$209 ;
   always @(posedge clk)
-    st_aw_it_p <= \$209 ;
+    st_aw_it_p <= \$210 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$210 ;
+    st_aw_it_plane0 <= \$211 ;
   always @(posedge clk)
-    st_aw_it_active <= \$211 ;
+    st_aw_it_active <= \$212 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$212 ;
+    st_aw_beat_addr <= \$213 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$213 ;
+    st_aw_beats_left <= \$214 ;
   always @(posedge clk)
-    st_rd_inflight <= \$214 ;
+    st_rd_inflight <= \$215 ;
   always @(posedge clk)
-    st_rq_n <= \$215 ;
+    st_rq_n <= \$216 ;
   always @(posedge clk)
-    st_rd_row0 <= \$216 ;
+    st_rd_row0 <= \$217 ;
   always @(posedge clk)
-    st_rd_r <= \$217 ;
+    st_rd_r <= \$218 ;
   always @(posedge clk)
-    st_rd_p <= \$218 ;
+    st_rd_p <= \$219 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$219 ;
+    st_rd_plane0 <= \$220 ;
   always @(posedge clk)
-    st_rd_active <= \$220 ;
+    st_rd_active <= \$221 ;
   always @(posedge clk)
-    st_rq0 <= \$221 ;
+    st_rq0 <= \$222 ;
   always @(posedge clk)
-    st_rq1 <= \$222 ;
+    st_rq1 <= \$223 ;
   always @(posedge clk)
-    st_w_beat <= \$223 ;
+    st_w_beat <= \$224 ;
   always @(posedge clk)
-    st_w_addr12 <= \$224 ;
+    st_w_addr12 <= \$225 ;
   always @(posedge clk)
-    st_w_bib <= \$225 ;
+    st_w_bib <= \$226 ;
   always @(posedge clk)
-    st_w_row_valid <= \$226 ;
+    st_w_row_valid <= \$227 ;
   always @(posedge clk)
-    st_wbuf <= \$227 ;
+    st_wbuf <= \$228 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$228 ;
+    st_wstrb_buf <= \$229 ;
   always @(posedge clk)
-    st_w_nbeats <= \$229 ;
+    st_w_nbeats <= \$230 ;
   always @(posedge clk)
-    st_w_row0 <= \$230 ;
+    st_w_row0 <= \$231 ;
   always @(posedge clk)
-    st_w_r <= \$231 ;
+    st_w_r <= \$232 ;
   always @(posedge clk)
-    st_w_p <= \$232 ;
+    st_w_p <= \$233 ;
   always @(posedge clk)
-    st_w_plane0 <= \$233 ;
+    st_w_plane0 <= \$234 ;
   always @(posedge clk)
-    st_w_active <= \$234 ;
+    st_w_active <= \$235 ;
   always @(posedge clk)
-    st_w_credit <= \$235 ;
+    st_w_credit <= \$236 ;
   always @(posedge clk)
-    st_b_out <= \$236 ;
+    st_b_out <= \$237 ;
   always @(posedge clk)
-    st_drain <= \$237 ;
+    st_drain <= \$238 ;
   always @(posedge clk)
-    store__error <= \$238 ;
+    store__error <= \$239 ;
   always @(posedge clk)
-    st_cmd <= \$239 ;
+    st_cmd <= \$240 ;
   always @(posedge clk)
-    st_window <= \$240 ;
+    st_window <= \$241 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$241 ;
+    dma_store_fsm_state <= \$242 ;
   always @(posedge clk)
-    st_local_plane_stride_x <= \$242 ;
+    st_local_plane_stride_x <= \$243 ;
   always @(posedge clk)
-    st_local_row_stride_x <= \$243 ;
+    st_local_row_stride_x <= \$244 ;
   always @(posedge clk)
-    st_host_plane_stride_x <= \$244 ;
+    st_host_plane_stride_x <= \$245 ;
   always @(posedge clk)
-    st_host_row_stride_x <= \$245 ;
+    st_host_row_stride_x <= \$246 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
@@ -20604,6 +20660,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
           store__busy = 1'h1;
       3'h4:
           store__busy = 1'h1;
+      3'h5:
+          store__busy = 1'h1;
     endcase
   end
   always @* begin
@@ -20617,6 +20675,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           st_run = 1'h1;
     endcase
   end
@@ -20631,6 +20691,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
             st_abort = 1'h1;
@@ -20650,42 +20712,44 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           store__done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$204  = up__awaddr;
+    \$205  = up__awaddr;
     if (st_aw_issue) begin
-      \$204  = st_aw_beat_addr;
+      \$205  = st_aw_beat_addr;
     end
     if (store_reset) begin
-      \$204  = 32'd0;
+      \$205  = 32'd0;
     end
     if (rst) begin
-      \$204  = 32'd0;
+      \$205  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$205  = up__awlen;
+    \$206  = up__awlen;
     if (st_aw_issue) begin
-      \$205  = { \$136 [5], \$136 [5], \$136  };
+      \$206  = { \$137 [5], \$137 [5], \$137  };
     end
     if (store_reset) begin
-      \$205  = 8'h00;
+      \$206  = 8'h00;
     end
     if (rst) begin
-      \$205  = 8'h00;
+      \$206  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$206  = st_aw_valid;
+    \$207  = st_aw_valid;
     if (st_aw_issue) begin
-      \$206  = 1'h1;
+      \$207  = 1'h1;
     end else if (up__awready) begin
-      \$206  = 1'h0;
+      \$207  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20693,28 +20757,30 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$206  = 1'h0;
-          end
+          /* empty */;
       3'h3:
+          if (\$197 ) begin
+            \$207  = 1'h0;
+          end
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$206  = 1'h0;
+            \$207  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$206  = 1'h0;
+      \$207  = 1'h0;
     end
     if (rst) begin
-      \$206  = 1'h0;
+      \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$207  = st_aw_it_row0;
+    \$208  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$137 ) begin
-        \$207  = \$31 [31:0];
+      if (\$138 ) begin
+        \$208  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20723,85 +20789,29 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$207  = st_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$208  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$207  = 32'd0;
+      \$208  = 32'd0;
     end
     if (rst) begin
-      \$207  = 32'd0;
+      \$208  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$208  = st_aw_it_r;
+    \$209  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$137 ) begin
+      if (\$138 ) begin
         (* full_case = 32'd1 *)
-        if (\$138 ) begin
-          \$208  = \$139 [15:0];
-        end else begin
-          \$208  = st_cmd[199:184];
-        end
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$196 ) begin
-            \$208  = st_cmd[199:184];
-          end
-    endcase
-    if (store_reset) begin
-      \$208  = 16'h0000;
-    end
-    if (rst) begin
-      \$208  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$209  = st_aw_it_p;
-    if (st_aw_issue) begin
-      if (\$137 ) begin
-        (* full_case = 32'd1 *)
-        if (\$138 ) begin
-        end else begin
+        if (\$139 ) begin
           \$209  = \$140 [15:0];
-        end
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$196 ) begin
-            \$209  = st_cmd[215:200];
-          end
-    endcase
-    if (store_reset) begin
-      \$209  = 16'h0000;
-    end
-    if (rst) begin
-      \$209  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$210  = st_aw_it_plane0;
-    if (st_aw_issue) begin
-      if (\$137 ) begin
-        (* full_case = 32'd1 *)
-        if (\$138 ) begin
         end else begin
-          \$210  = \$31 [31:0];
+          \$209  = st_cmd[199:184];
         end
       end
     end
@@ -20811,24 +20821,88 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$210  = st_cmd[31:0];
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$209  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$210  = 32'd0;
+      \$209  = 16'h0000;
     end
     if (rst) begin
-      \$210  = 32'd0;
+      \$209  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$211  = st_aw_it_active;
+    \$210  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$137 ) begin
+      if (\$138 ) begin
+        (* full_case = 32'd1 *)
+        if (\$139 ) begin
+        end else begin
+          \$210  = \$141 [15:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$210  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$210  = 16'h0000;
+    end
+    if (rst) begin
+      \$210  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$211  = st_aw_it_plane0;
+    if (st_aw_issue) begin
+      if (\$138 ) begin
+        (* full_case = 32'd1 *)
+        if (\$139 ) begin
+        end else begin
+          \$211  = \$31 [31:0];
+        end
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$211  = st_cmd[31:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$211  = 32'd0;
+    end
+    if (rst) begin
+      \$211  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$212  = st_aw_it_active;
+    if (st_aw_issue) begin
+      if (\$138 ) begin
         if (st_aw_it_last) begin
-          \$211  = 1'h0;
+          \$212  = 1'h0;
         end
       end
     end
@@ -20838,26 +20912,28 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$211  = \$197 ;
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$212  = \$198 ;
           end
     endcase
     if (store_reset) begin
-      \$211  = 1'h0;
+      \$212  = 1'h0;
     end
     if (rst) begin
-      \$211  = 1'h0;
+      \$212  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$212  = st_aw_beat_addr;
+    \$213  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$137 ) begin
-        \$212  = \$142 ;
+      if (\$138 ) begin
+        \$213  = \$143 ;
       end else begin
-        \$212  = \$147 [31:0];
+        \$213  = \$148 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20866,26 +20942,28 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$212  = \$199 ;
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$213  = \$200 ;
           end
     endcase
     if (store_reset) begin
-      \$212  = 32'd0;
+      \$213  = 32'd0;
     end
     if (rst) begin
-      \$212  = 32'd0;
+      \$213  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$213  = st_aw_beats_left;
+    \$214  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$137 ) begin
-        \$213  = \$145 [2:0];
+      if (\$138 ) begin
+        \$214  = \$146 [2:0];
       end else begin
-        \$213  = \$148 [2:0];
+        \$214  = \$149 [2:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20894,50 +20972,54 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$213  = \$202 [2:0];
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$214  = \$203 [2:0];
           end
     endcase
     if (store_reset) begin
-      \$213  = 3'h0;
+      \$214  = 3'h0;
     end
     if (rst) begin
-      \$213  = 3'h0;
+      \$214  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$214  = \$150 ;
+    \$215  = \$151 ;
     if (store_reset) begin
-      \$214  = 1'h0;
+      \$215  = 1'h0;
     end
     if (rst) begin
-      \$214  = 1'h0;
+      \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$215  = \$152 [1:0];
+    \$216  = \$153 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$215  = 2'h0;
+          /* empty */;
+      3'h3:
+          \$216  = 2'h0;
     endcase
     if (store_reset) begin
-      \$215  = 2'h0;
+      \$216  = 2'h0;
     end
     if (rst) begin
-      \$215  = 2'h0;
+      \$216  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$216  = st_rd_row0;
-    if (\$154 ) begin
-      \$216  = \$52 [13:0];
+    \$217  = st_rd_row0;
+    if (\$155 ) begin
+      \$217  = \$52 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20945,80 +21027,28 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$216  = st_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$217  = st_cmd[125:112];
           end
     endcase
     if (store_reset) begin
-      \$216  = 14'h0000;
+      \$217  = 14'h0000;
     end
     if (rst) begin
-      \$216  = 14'h0000;
+      \$217  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$217  = st_rd_r;
-    if (\$154 ) begin
+    \$218  = st_rd_r;
+    if (\$155 ) begin
       (* full_case = 32'd1 *)
-      if (\$155 ) begin
-        \$217  = \$156 [15:0];
-      end else begin
-        \$217  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$196 ) begin
-            \$217  = st_cmd[199:184];
-          end
-    endcase
-    if (store_reset) begin
-      \$217  = 16'h0000;
-    end
-    if (rst) begin
-      \$217  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$218  = st_rd_p;
-    if (\$154 ) begin
-      (* full_case = 32'd1 *)
-      if (\$155 ) begin
-      end else begin
+      if (\$156 ) begin
         \$218  = \$157 [15:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$196 ) begin
-            \$218  = st_cmd[215:200];
-          end
-    endcase
-    if (store_reset) begin
-      \$218  = 16'h0000;
-    end
-    if (rst) begin
-      \$218  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$219  = st_rd_plane0;
-    if (\$154 ) begin
-      (* full_case = 32'd1 *)
-      if (\$155 ) begin
       end else begin
-        \$219  = \$52 [13:0];
+        \$218  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21027,23 +21057,83 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$219  = st_cmd[125:112];
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$218  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$219  = 14'h0000;
+      \$218  = 16'h0000;
     end
     if (rst) begin
-      \$219  = 14'h0000;
+      \$218  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$220  = st_rd_active;
-    if (\$154 ) begin
+    \$219  = st_rd_p;
+    if (\$155 ) begin
+      (* full_case = 32'd1 *)
+      if (\$156 ) begin
+      end else begin
+        \$219  = \$158 [15:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$219  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$219  = 16'h0000;
+    end
+    if (rst) begin
+      \$219  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$220  = st_rd_plane0;
+    if (\$155 ) begin
+      (* full_case = 32'd1 *)
+      if (\$156 ) begin
+      end else begin
+        \$220  = \$52 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$220  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$220  = 14'h0000;
+    end
+    if (rst) begin
+      \$220  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$221  = st_rd_active;
+    if (\$155 ) begin
       if (st_rd_last) begin
-        \$220  = 1'h0;
+        \$221  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21052,42 +21142,27 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$220  = 1'h1;
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$221  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$220  = 1'h0;
+      \$221  = 1'h0;
     end
     if (rst) begin
-      \$220  = 1'h0;
+      \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$221  = st_rq0;
+    \$222  = st_rq0;
     if (st_w_take) begin
-      \$221  = st_rq1;
+      \$222  = st_rq1;
     end
     if (st_rd_inflight) begin
-      if (\$159 ) begin
-        \$221  = \$160 ;
-      end
-    end
-    if (store_reset) begin
-      \$221  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$221  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$222  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$159 ) begin
-      end else begin
+      if (\$160 ) begin
         \$222  = \$161 ;
       end
     end
@@ -21100,41 +21175,58 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$223  = st_w_beat;
-    if (st_whs) begin
-      \$223  = \$162 [2:0];
-    end
-    if (st_w_take) begin
-      \$223  = 3'h0;
+    \$223  = st_rq1;
+    if (st_rd_inflight) begin
+      (* full_case = 32'd1 *)
+      if (\$160 ) begin
+      end else begin
+        \$223  = \$162 ;
+      end
     end
     if (store_reset) begin
-      \$223  = 3'h0;
+      \$223  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$223  = 3'h0;
+      \$223  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$224  = st_w_addr12;
+    \$224  = st_w_beat;
     if (st_whs) begin
-      \$224  = \$163 [11:0];
+      \$224  = \$163 [2:0];
     end
     if (st_w_take) begin
-      \$224  = \$173 ;
+      \$224  = 3'h0;
     end
     if (store_reset) begin
-      \$224  = 12'h000;
+      \$224  = 3'h0;
     end
     if (rst) begin
-      \$224  = 12'h000;
+      \$224  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$225  = st_w_bib;
+    \$225  = st_w_addr12;
     if (st_whs) begin
-      \$225  = \$165 [3:0];
+      \$225  = \$164 [11:0];
+    end
+    if (st_w_take) begin
+      \$225  = \$174 ;
+    end
+    if (store_reset) begin
+      \$225  = 12'h000;
+    end
+    if (rst) begin
+      \$225  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$226  = st_w_bib;
+    if (st_whs) begin
+      \$226  = \$166 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21142,25 +21234,27 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          \$225  = 4'h0;
+          /* empty */;
+      3'h3:
+          \$226  = 4'h0;
     endcase
     if (store_reset) begin
-      \$225  = 4'h0;
+      \$226  = 4'h0;
     end
     if (rst) begin
-      \$225  = 4'h0;
+      \$226  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$226  = st_w_row_valid;
+    \$227  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$226  = 1'h0;
+        \$227  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$226  = 1'h1;
+      \$227  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21168,64 +21262,66 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          \$226  = 1'h0;
+          /* empty */;
       3'h3:
+          \$227  = 1'h0;
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$226  = 1'h0;
+            \$227  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$226  = 1'h0;
+      \$227  = 1'h0;
     end
     if (rst) begin
-      \$226  = 1'h0;
+      \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$227  = st_wbuf;
+    \$228  = st_wbuf;
     if (st_w_take) begin
-      \$227  = \$167 [319:0];
+      \$228  = \$168 [319:0];
     end
     if (store_reset) begin
-      \$227  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$228  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$227  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$228  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$228  = st_wstrb_buf;
+    \$229  = st_wstrb_buf;
     if (st_w_take) begin
-      \$228  = { 1'h0, \$168  };
+      \$229  = { 1'h0, \$169  };
     end
     if (store_reset) begin
-      \$228  = 40'h0000000000;
+      \$229  = 40'h0000000000;
     end
     if (rst) begin
-      \$228  = 40'h0000000000;
+      \$229  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$229  = st_w_nbeats;
+    \$230  = st_w_nbeats;
     if (st_w_take) begin
-      \$229  = \$171 [2:0];
+      \$230  = \$172 [2:0];
     end
     if (store_reset) begin
-      \$229  = 3'h0;
+      \$230  = 3'h0;
     end
     if (rst) begin
-      \$229  = 3'h0;
+      \$230  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$230  = st_w_row0;
+    \$231  = st_w_row0;
     if (st_w_take) begin
-      \$230  = \$63 [11:0];
+      \$231  = \$63 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21233,53 +21329,28 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$230  = st_cmd[11:0];
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$231  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$230  = 12'h000;
+      \$231  = 12'h000;
     end
     if (rst) begin
-      \$230  = 12'h000;
+      \$231  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$231  = st_w_r;
+    \$232  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$174 ) begin
-        \$231  = \$175 [15:0];
-      end else begin
-        \$231  = st_cmd[199:184];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (\$196 ) begin
-            \$231  = st_cmd[199:184];
-          end
-    endcase
-    if (store_reset) begin
-      \$231  = 16'h0000;
-    end
-    if (rst) begin
-      \$231  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$232  = st_w_p;
-    if (st_w_take) begin
-      (* full_case = 32'd1 *)
-      if (\$174 ) begin
-      end else begin
+      if (\$175 ) begin
         \$232  = \$176 [15:0];
+      end else begin
+        \$232  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21288,8 +21359,10 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$232  = st_cmd[215:200];
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$232  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
@@ -21301,12 +21374,12 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$233  = st_w_plane0;
+    \$233  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$174 ) begin
+      if (\$175 ) begin
       end else begin
-        \$233  = \$63 [11:0];
+        \$233  = \$177 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21315,23 +21388,54 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$233  = st_cmd[11:0];
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$233  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$233  = 12'h000;
+      \$233  = 16'h0000;
     end
     if (rst) begin
-      \$233  = 12'h000;
+      \$233  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$234  = st_w_active;
+    \$234  = st_w_plane0;
+    if (st_w_take) begin
+      (* full_case = 32'd1 *)
+      if (\$175 ) begin
+      end else begin
+        \$234  = \$63 [11:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$234  = st_cmd[11:0];
+          end
+    endcase
+    if (store_reset) begin
+      \$234  = 12'h000;
+    end
+    if (rst) begin
+      \$234  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$235  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$234  = 1'h0;
+        \$235  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21340,20 +21444,22 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          if (\$196 ) begin
-            \$234  = 1'h1;
+          /* empty */;
+      3'h3:
+          if (\$197 ) begin
+            \$235  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$234  = 1'h0;
+      \$235  = 1'h0;
     end
     if (rst) begin
-      \$234  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$235  = \$179 [2:0];
+    \$236  = \$180 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21362,29 +21468,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (st_finished) begin
-          end else if (timeout) begin
-            \$235  = 3'h0;
-          end
-    endcase
-    if (store_reset) begin
-      \$235  = 3'h0;
-    end
-    if (rst) begin
-      \$235  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$236  = \$182 [2:0];
-    casez (dma_store_fsm_state)
-      3'h0:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
             \$236  = 3'h0;
@@ -21399,135 +21484,150 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$237  = st_drain;
-    if (\$187 ) begin
-      \$237  = 1'h1;
-    end
+    \$237  = \$183 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          \$237  = 1'h0;
-    endcase
-    if (store_reset) begin
-      \$237  = 1'h0;
-    end
-    if (rst) begin
-      \$237  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$238  = store__error;
-    if (\$187 ) begin
-      \$238  = \$189 ;
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
           /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          \$238  = st_chk_err;
       3'h3:
+          /* empty */;
+      3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$238  = \$203 ;
+            \$237  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$238  = 8'h00;
+      \$237  = 3'h0;
     end
     if (rst) begin
-      \$238  = 8'h00;
+      \$237  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$239  = st_cmd;
+    \$238  = st_drain;
+    if (\$188 ) begin
+      \$238  = 1'h1;
+    end
     casez (dma_store_fsm_state)
       3'h0:
-          if (store__cmd__valid) begin
-            \$239  = store__cmd__payload;
-          end
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$238  = 1'h0;
     endcase
     if (store_reset) begin
-      \$239  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$238  = 1'h0;
     end
     if (rst) begin
-      \$239  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$240  = st_window;
+    \$239  = store__error;
+    if (\$188 ) begin
+      \$239  = \$190 ;
+    end
     casez (dma_store_fsm_state)
       3'h0:
-          if (store__cmd__valid) begin
-            \$240  = store_window;
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          \$239  = st_chk_err;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (st_finished) begin
+          end else if (timeout) begin
+            \$239  = \$204 ;
           end
     endcase
     if (store_reset) begin
-      \$240  = 65'h00000000000000000;
+      \$239  = 8'h00;
     end
     if (rst) begin
-      \$240  = 65'h00000000000000000;
+      \$239  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$241  = dma_store_fsm_state;
+    \$240  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$241  = 3'h1;
+            \$240  = store__cmd__payload;
+          end
+    endcase
+    if (store_reset) begin
+      \$240  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$240  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$241  = st_window;
+    casez (dma_store_fsm_state)
+      3'h0:
+          if (store__cmd__valid) begin
+            \$241  = store_window;
+          end
+    endcase
+    if (store_reset) begin
+      \$241  = 65'h00000000000000000;
+    end
+    if (rst) begin
+      \$241  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$242  = dma_store_fsm_state;
+    casez (dma_store_fsm_state)
+      3'h0:
+          if (store__cmd__valid) begin
+            \$242  = 3'h1;
           end
       3'h1:
-          \$241  = 3'h2;
+          \$242  = 3'h2;
       3'h2:
+          \$242  = 3'h3;
+      3'h3:
           (* full_case = 32'd1 *)
-          if (\$196 ) begin
-            \$241  = 3'h3;
+          if (\$197 ) begin
+            \$242  = 3'h4;
           end else begin
-            \$241  = 3'h4;
-          end
-      3'h3:
-          if (st_finished) begin
-            \$241  = 3'h4;
-          end else if (timeout) begin
-            \$241  = 3'h4;
+            \$242  = 3'h5;
           end
       3'h4:
-          \$241  = 3'h0;
+          if (st_finished) begin
+            \$242  = 3'h5;
+          end else if (timeout) begin
+            \$242  = 3'h5;
+          end
+      3'h5:
+          \$242  = 3'h0;
     endcase
     if (store_reset) begin
-      \$241  = 3'h0;
+      \$242  = 3'h0;
     end
     if (rst) begin
-      \$241  = 3'h0;
+      \$242  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$242  = st_local_plane_stride_x;
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$242  = \$190 ;
-    endcase
-    if (store_reset) begin
-      \$242  = 36'h000000000;
-    end
-    if (rst) begin
-      \$242  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$243  = st_local_row_stride_x;
+    \$243  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21535,15 +21635,15 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
           \$243  = \$191 ;
     endcase
     if (store_reset) begin
-      \$243  = 32'd0;
+      \$243  = 36'h000000000;
     end
     if (rst) begin
-      \$243  = 32'd0;
+      \$243  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$244  = st_host_plane_stride_x;
+    \$244  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21551,15 +21651,15 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
           \$244  = \$192 ;
     endcase
     if (store_reset) begin
-      \$244  = 48'h000000000000;
+      \$244  = 32'd0;
     end
     if (rst) begin
-      \$244  = 48'h000000000000;
+      \$244  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$245  = st_host_row_stride_x;
+    \$245  = st_host_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21571,6 +21671,22 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
     end
     if (rst) begin
       \$245  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$246  = st_host_row_stride_x;
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$246  = \$194 ;
+    endcase
+    if (store_reset) begin
+      \$246  = 48'h000000000000;
+    end
+    if (rst) begin
+      \$246  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
@@ -21627,21 +21743,21 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
-  assign \$141  = 32'd4294967288;
-  assign \$142 [2:0] = 3'h0;
-  assign \$142 [31:3] = \$31 [31:3];
-  assign \$145  = { 3'h0, \$144 [9:3] };
-  assign \$146  = { \$41 [4:0], 3'h0 };
-  assign \$171  = { 3'h0, \$170 [9:3] };
-  assign \$172  = 12'hff8;
-  assign \$173 [2:0] = 3'h0;
-  assign \$173 [11:3] = st_w_row0[11:3];
-  assign \$181  = up__bvalid;
-  assign \$183  = up__bvalid;
-  assign \$198  = 32'd4294967288;
-  assign \$199 [2:0] = 3'h0;
-  assign \$199 [31:3] = st_cmd[31:3];
-  assign \$202  = { 3'h0, \$201 [9:3] };
+  assign \$142  = 32'd4294967288;
+  assign \$143 [2:0] = 3'h0;
+  assign \$143 [31:3] = \$31 [31:3];
+  assign \$146  = { 3'h0, \$145 [9:3] };
+  assign \$147  = { \$41 [4:0], 3'h0 };
+  assign \$172  = { 3'h0, \$171 [9:3] };
+  assign \$173  = 12'hff8;
+  assign \$174 [2:0] = 3'h0;
+  assign \$174 [11:3] = st_w_row0[11:3];
+  assign \$182  = up__bvalid;
+  assign \$184  = up__bvalid;
+  assign \$199  = 32'd4294967288;
+  assign \$200 [2:0] = 3'h0;
+  assign \$200 [31:3] = st_cmd[31:3];
+  assign \$203  = { 3'h0, \$202 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22530,7 +22646,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9078$16 , \port$9638$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9082$16 , \port$9642$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22574,10 +22690,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9078$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9078$16 ;
-  wire [15:0] \port$9078$16 ;
-  input [7:0] \port$9638$0 ;
-  wire [7:0] \port$9638$0 ;
+  input [15:0] \port$9082$16 ;
+  wire [15:0] \port$9082$16 ;
+  input [7:0] \port$9642$0 ;
+  wire [7:0] \port$9642$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22612,7 +22728,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9078$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9078$16 , \port$9638$0  };
+      storage[w_port__addr] <= { \port$9082$16 , \port$9642$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22723,14 +22839,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9078$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9078$16 , \port$9638$0  };
-  assign w_data = { \port$9078$16 , \port$9638$0  };
+  assign w_port__data = { \port$9082$16 , \port$9642$0  };
+  assign w_data = { \port$9082$16 , \port$9642$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9080$16 , \port$9758$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , \port$9762$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22774,10 +22890,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9080
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9080$16 ;
-  wire [15:0] \port$9080$16 ;
-  input [7:0] \port$9758$0 ;
-  wire [7:0] \port$9758$0 ;
+  input [15:0] \port$9084$16 ;
+  wire [15:0] \port$9084$16 ;
+  input [7:0] \port$9762$0 ;
+  wire [7:0] \port$9762$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22812,7 +22928,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9080
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9080$16 , \port$9758$0  };
+      storage[w_port__addr] <= { \port$9084$16 , \port$9762$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22923,16 +23039,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9080
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9080$16 , \port$9758$0  };
-  assign w_data = { \port$9080$16 , \port$9758$0  };
+  assign w_port__data = { \port$9084$16 , \port$9762$0  };
+  assign w_data = { \port$9084$16 , \port$9762$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4265$0 , \port$4267$0 , q_head_index1_index, \port$4275$0 , \port$4277$0 , q_head_index2_index, \port$4285$0 , \port$4287$0 , q_head_index3_index, \port$4295$0 , \port$4297$0 , cpl_status_free, \port$5325$0 , \port$5355$0 , \port$5385$0 
-, \port$5415$0 , \port$8390$0 , \port$8440$0 , \port$8490$0 , \port$8540$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9050$2 , bus__we, bus__wdata
+, \port$5415$0 , \port$8394$0 , \port$8444$0 , \port$8494$0 , \port$8544$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9054$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23876,16 +23992,16 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5385$0 ;
   input [255:0] \port$5415$0 ;
   wire [255:0] \port$5415$0 ;
-  input [23:0] \port$8390$0 ;
-  wire [23:0] \port$8390$0 ;
-  input [23:0] \port$8440$0 ;
-  wire [23:0] \port$8440$0 ;
-  input [23:0] \port$8490$0 ;
-  wire [23:0] \port$8490$0 ;
-  input [23:0] \port$8540$0 ;
-  wire [23:0] \port$8540$0 ;
-  input [29:0] \port$9050$2 ;
-  wire [29:0] \port$9050$2 ;
+  input [23:0] \port$8394$0 ;
+  wire [23:0] \port$8394$0 ;
+  input [23:0] \port$8444$0 ;
+  wire [23:0] \port$8444$0 ;
+  input [23:0] \port$8494$0 ;
+  wire [23:0] \port$8494$0 ;
+  input [23:0] \port$8544$0 ;
+  wire [23:0] \port$8544$0 ;
+  input [29:0] \port$9054$2 ;
+  wire [29:0] \port$9054$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24049,79 +24165,79 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9050$2 [9:0] == 6'h39;
+  assign \$111  = \port$9054$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9050$2 [9:0] == 6'h3a;
+  assign \$113  = \port$9054$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9050$2 [9:0] == 6'h3b;
+  assign \$115  = \port$9054$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9050$2 [9:0] == 6'h3c;
+  assign \$117  = \port$9054$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9050$2 [9:0] == 6'h3d;
+  assign \$119  = \port$9054$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9050$2 [9:0] == 6'h3e;
+  assign \$121  = \port$9054$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9050$2 [9:0] == 6'h3f;
+  assign \$123  = \port$9054$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9050$2 [9:0] == 7'h40;
+  assign \$125  = \port$9054$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9050$2 [9:0] == 7'h41;
+  assign \$127  = \port$9054$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9050$2 [9:0] == 7'h42;
+  assign \$129  = \port$9054$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9050$2 [9:0] == 7'h43;
+  assign \$131  = \port$9054$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9050$2 [9:0] == 7'h44;
+  assign \$133  = \port$9054$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9050$2 [9:0] == 7'h45;
+  assign \$135  = \port$9054$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9050$2 [9:0] == 7'h46;
+  assign \$137  = \port$9054$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9050$2 [9:0] == 7'h47;
+  assign \$139  = \port$9054$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9050$2 [9:0] == 7'h48;
+  assign \$141  = \port$9054$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9050$2 [9:0] == 7'h49;
+  assign \$143  = \port$9054$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9050$2 [9:0] == 7'h4a;
+  assign \$145  = \port$9054$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9050$2 [9:0] == 7'h4b;
+  assign \$147  = \port$9054$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9050$2 [9:0] == 7'h4c;
+  assign \$149  = \port$9054$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9050$2 [9:0] == 7'h4d;
+  assign \$151  = \port$9054$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9050$2 [9:0] == 7'h4e;
+  assign \$153  = \port$9054$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9050$2 [9:0] == 7'h4f;
+  assign \$155  = \port$9054$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9050$2 [9:0] == 7'h50;
+  assign \$157  = \port$9054$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9050$2 [9:0] == 7'h51;
+  assign \$159  = \port$9054$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24245,84 +24361,84 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$9050$2 [9:0];
+  assign \$282  = ! \port$9054$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$9050$2 [9:0] == 1'h1;
+  assign \$288  = \port$9054$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$9050$2 [9:0] == 2'h2;
+  assign \$294  = \port$9054$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$9050$2 [9:0] == 2'h3;
+  assign \$300  = \port$9054$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$9050$2 [9:0] == 3'h4;
+  assign \$306  = \port$9054$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$9050$2 [9:0] == 3'h5;
+  assign \$312  = \port$9054$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$9050$2 [9:0] == 3'h6;
+  assign \$318  = \port$9054$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$9050$2 [9:0] == 4'h8;
+  assign \$324  = \port$9054$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$9050$2 [9:0] == 4'h9;
+  assign \$336  = \port$9054$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$9050$2 [9:0] == 4'ha;
+  assign \$344  = \port$9054$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$9050$2 [9:0] == 4'hb;
+  assign \$350  = \port$9054$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$9050$2 [9:0] == 4'hc;
+  assign \$358  = \port$9054$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$9050$2 [9:0] == 4'hd;
+  assign \$368  = \port$9054$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$9050$2 [9:0] == 4'he;
+  assign \$378  = \port$9054$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9050$2 [9:0] == 4'hf;
+  assign \$388  = \port$9054$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$9050$2 [9:0] == 5'h10;
+  assign \$398  = \port$9054$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$9050$2 [9:0] == 5'h11;
+  assign \$404  = \port$9054$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24331,251 +24447,251 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$9050$2 [9:0] == 5'h12;
+  assign \$420  = \port$9054$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$9050$2 [9:0] == 5'h13;
+  assign \$426  = \port$9054$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$9050$2 [9:0] == 5'h14;
+  assign \$432  = \port$9054$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$9050$2 [9:0] == 5'h15;
+  assign \$438  = \port$9054$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$9050$2 [9:0] == 5'h16;
+  assign \$444  = \port$9054$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$9050$2 [9:0] == 5'h17;
+  assign \$450  = \port$9054$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$9050$2 [9:0] == 5'h18;
+  assign \$456  = \port$9054$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$9050$2 [9:0] == 5'h19;
+  assign \$462  = \port$9054$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$9050$2 [9:0] == 5'h1a;
+  assign \$468  = \port$9054$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$9050$2 [9:0] == 5'h1b;
+  assign \$474  = \port$9054$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$9050$2 [9:0] == 5'h1c;
+  assign \$480  = \port$9054$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$9050$2 [9:0] == 5'h1d;
+  assign \$486  = \port$9054$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$9050$2 [9:0] == 6'h20;
+  assign \$492  = \port$9054$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$9050$2 [9:0] == 6'h21;
+  assign \$498  = \port$9054$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$9050$2 [9:0] == 6'h22;
+  assign \$504  = \port$9054$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$9050$2 [9:0] == 6'h23;
+  assign \$510  = \port$9054$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$9050$2 [9:0] == 6'h24;
+  assign \$516  = \port$9054$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$9050$2 [9:0] == 6'h25;
+  assign \$522  = \port$9054$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$9050$2 [9:0] == 6'h26;
+  assign \$528  = \port$9054$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$9050$2 [9:0] == 6'h27;
+  assign \$534  = \port$9054$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$9050$2 [9:0] == 6'h28;
+  assign \$540  = \port$9054$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$9050$2 [9:0] == 6'h29;
+  assign \$546  = \port$9054$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$9050$2 [9:0] == 6'h2a;
+  assign \$552  = \port$9054$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$9050$2 [9:0] == 6'h2b;
+  assign \$558  = \port$9054$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$9050$2 [9:0] == 6'h2c;
+  assign \$564  = \port$9054$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$9050$2 [9:0] == 6'h2d;
+  assign \$570  = \port$9054$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$9050$2 [9:0] == 6'h2e;
+  assign \$576  = \port$9054$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$9050$2 [9:0] == 6'h2f;
+  assign \$582  = \port$9054$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$9050$2 [9:0] == 6'h30;
+  assign \$588  = \port$9054$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$9050$2 [9:0] == 6'h31;
+  assign \$594  = \port$9054$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$9050$2 [9:0] == 6'h32;
+  assign \$600  = \port$9054$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$9050$2 [9:0] == 6'h33;
+  assign \$606  = \port$9054$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$9050$2 [9:0] == 6'h34;
+  assign \$612  = \port$9054$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$9050$2 [9:0] == 6'h35;
+  assign \$618  = \port$9054$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$9050$2 [9:0] == 6'h36;
+  assign \$624  = \port$9054$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$9050$2 [9:0] == 6'h37;
+  assign \$630  = \port$9054$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$9050$2 [9:0] == 6'h38;
+  assign \$636  = \port$9054$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$9050$2 [9:0] == 6'h39;
+  assign \$642  = \port$9054$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$9050$2 [9:0] == 6'h3a;
+  assign \$648  = \port$9054$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$9050$2 [9:0] == 6'h3b;
+  assign \$654  = \port$9054$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$9050$2 [9:0] == 6'h3c;
+  assign \$660  = \port$9054$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$9050$2 [9:0] == 6'h3d;
+  assign \$666  = \port$9054$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$9050$2 [9:0] == 6'h3e;
+  assign \$672  = \port$9054$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$9050$2 [9:0] == 6'h3f;
+  assign \$678  = \port$9054$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$9050$2 [9:0] == 7'h40;
+  assign \$684  = \port$9054$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$9050$2 [9:0] == 7'h41;
+  assign \$690  = \port$9054$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$9050$2 [9:0] == 7'h42;
+  assign \$696  = \port$9054$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$9050$2 [9:0] == 7'h43;
+  assign \$702  = \port$9054$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$9050$2 [9:0] == 7'h44;
+  assign \$708  = \port$9054$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$9050$2 [9:0] == 7'h45;
+  assign \$714  = \port$9054$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$9050$2 [9:0] == 7'h46;
+  assign \$720  = \port$9054$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$9050$2 [9:0] == 7'h47;
+  assign \$726  = \port$9054$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$9050$2 [9:0] == 7'h48;
+  assign \$732  = \port$9054$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$9050$2 [9:0] == 7'h49;
+  assign \$738  = \port$9054$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$9050$2 [9:0] == 7'h4a;
+  assign \$744  = \port$9054$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$9050$2 [9:0] == 7'h4b;
+  assign \$750  = \port$9054$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$9050$2 [9:0] == 7'h4c;
+  assign \$756  = \port$9054$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$9050$2 [9:0] == 7'h4d;
+  assign \$762  = \port$9054$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$9050$2 [9:0] == 7'h4e;
+  assign \$768  = \port$9054$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9050$2 [9:0] == 7'h4f;
+  assign \$774  = \port$9054$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$9050$2 [9:0] == 7'h50;
+  assign \$780  = \port$9054$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$9050$2 [9:0] == 7'h51;
+  assign \$786  = \port$9054$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24669,167 +24785,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9050$2 [9:0];
+  assign \$3  = ! \port$9054$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9050$2 [9:0] == 1'h1;
+  assign \$5  = \port$9054$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9050$2 [9:0] == 2'h2;
+  assign \$7  = \port$9054$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9050$2 [9:0] == 2'h3;
+  assign \$9  = \port$9054$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9050$2 [9:0] == 3'h4;
+  assign \$11  = \port$9054$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9050$2 [9:0] == 3'h5;
+  assign \$13  = \port$9054$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9050$2 [9:0] == 3'h6;
+  assign \$15  = \port$9054$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9050$2 [9:0] == 4'h8;
+  assign \$17  = \port$9054$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9050$2 [9:0] == 4'h9;
+  assign \$19  = \port$9054$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9050$2 [9:0] == 4'ha;
+  assign \$21  = \port$9054$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9050$2 [9:0] == 4'hb;
+  assign \$23  = \port$9054$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9050$2 [9:0] == 4'hc;
+  assign \$25  = \port$9054$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9050$2 [9:0] == 4'hd;
+  assign \$27  = \port$9054$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9050$2 [9:0] == 4'he;
+  assign \$29  = \port$9054$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9050$2 [9:0] == 4'hf;
+  assign \$31  = \port$9054$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9050$2 [9:0] == 5'h10;
+  assign \$33  = \port$9054$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9050$2 [9:0] == 5'h11;
+  assign \$35  = \port$9054$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9050$2 [9:0] == 5'h12;
+  assign \$37  = \port$9054$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9050$2 [9:0] == 5'h13;
+  assign \$39  = \port$9054$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9050$2 [9:0] == 5'h14;
+  assign \$41  = \port$9054$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9050$2 [9:0] == 5'h15;
+  assign \$43  = \port$9054$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9050$2 [9:0] == 5'h16;
+  assign \$45  = \port$9054$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9050$2 [9:0] == 5'h17;
+  assign \$47  = \port$9054$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9050$2 [9:0] == 5'h18;
+  assign \$49  = \port$9054$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9050$2 [9:0] == 5'h19;
+  assign \$51  = \port$9054$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9050$2 [9:0] == 5'h1a;
+  assign \$53  = \port$9054$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9050$2 [9:0] == 5'h1b;
+  assign \$55  = \port$9054$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9050$2 [9:0] == 5'h1c;
+  assign \$57  = \port$9054$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9050$2 [9:0] == 5'h1d;
+  assign \$59  = \port$9054$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9050$2 [9:0] == 6'h20;
+  assign \$61  = \port$9054$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9050$2 [9:0] == 6'h21;
+  assign \$63  = \port$9054$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9050$2 [9:0] == 6'h22;
+  assign \$65  = \port$9054$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9050$2 [9:0] == 6'h23;
+  assign \$67  = \port$9054$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9050$2 [9:0] == 6'h24;
+  assign \$69  = \port$9054$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9050$2 [9:0] == 6'h25;
+  assign \$71  = \port$9054$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9050$2 [9:0] == 6'h26;
+  assign \$73  = \port$9054$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9050$2 [9:0] == 6'h27;
+  assign \$75  = \port$9054$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9050$2 [9:0] == 6'h28;
+  assign \$77  = \port$9054$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9050$2 [9:0] == 6'h29;
+  assign \$79  = \port$9054$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9050$2 [9:0] == 6'h2a;
+  assign \$81  = \port$9054$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9050$2 [9:0] == 6'h2b;
+  assign \$83  = \port$9054$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9050$2 [9:0] == 6'h2c;
+  assign \$85  = \port$9054$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9050$2 [9:0] == 6'h2d;
+  assign \$87  = \port$9054$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9050$2 [9:0] == 6'h2e;
+  assign \$89  = \port$9054$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9050$2 [9:0] == 6'h2f;
+  assign \$91  = \port$9054$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9050$2 [9:0] == 6'h30;
+  assign \$93  = \port$9054$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9050$2 [9:0] == 6'h31;
+  assign \$95  = \port$9054$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9050$2 [9:0] == 6'h32;
+  assign \$97  = \port$9054$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9050$2 [9:0] == 6'h33;
+  assign \$99  = \port$9054$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9050$2 [9:0] == 6'h34;
+  assign \$101  = \port$9054$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9050$2 [9:0] == 6'h35;
+  assign \$103  = \port$9054$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9050$2 [9:0] == 6'h36;
+  assign \$105  = \port$9054$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9050$2 [9:0] == 6'h37;
+  assign \$107  = \port$9054$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9050$2 [9:0] == 6'h38;
+  assign \$109  = \port$9054$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26107,17 +26223,17 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9050$2 , 2'h0 };
+  assign bus__addr = { \port$9054$2 , 2'h0 };
   assign work_qready = { \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
   assign work_qreset = { \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0  };
-  assign retire0_error = \port$8390$0 [7:0];
-  assign retire0_tag = \port$8390$0 [23:8];
-  assign retire1_error = \port$8440$0 [7:0];
-  assign retire1_tag = \port$8440$0 [23:8];
-  assign retire2_error = \port$8490$0 [7:0];
-  assign retire2_tag = \port$8490$0 [23:8];
-  assign retire3_error = \port$8540$0 [7:0];
-  assign retire3_tag = \port$8540$0 [23:8];
+  assign retire0_error = \port$8394$0 [7:0];
+  assign retire0_tag = \port$8394$0 [23:8];
+  assign retire1_error = \port$8444$0 [7:0];
+  assign retire1_tag = \port$8444$0 [23:8];
+  assign retire2_error = \port$8494$0 [7:0];
+  assign retire2_tag = \port$8494$0 [23:8];
+  assign retire3_error = \port$8544$0 [7:0];
+  assign retire3_tag = \port$8544$0 [23:8];
   assign q_head0_word = \port$5325$0 [31:0];
   assign q_head1_word = \port$5325$0 [63:32];
   assign q_head2_word = \port$5325$0 [95:64];
@@ -26179,20 +26295,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$8390$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$8390$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$8394$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$8394$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$8440$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$8440$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$8444$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$8444$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$8490$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$8490$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$8494$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$8494$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$8540$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$8540$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$8544$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$8544$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -35295,7 +35411,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9082$16 , \port$9840$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9086$16 , \port$9844$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35339,10 +35455,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9082$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9082$16 ;
-  wire [15:0] \port$9082$16 ;
-  input [7:0] \port$9840$0 ;
-  wire [7:0] \port$9840$0 ;
+  input [15:0] \port$9086$16 ;
+  wire [15:0] \port$9086$16 ;
+  input [7:0] \port$9844$0 ;
+  wire [7:0] \port$9844$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -35377,7 +35493,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9082$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9082$16 , \port$9840$0  };
+      storage[w_port__addr] <= { \port$9086$16 , \port$9844$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -35488,8 +35604,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9082$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9082$16 , \port$9840$0  };
-  assign w_data = { \port$9082$16 , \port$9840$0  };
+  assign w_port__data = { \port$9086$16 , \port$9844$0  };
+  assign w_data = { \port$9086$16 , \port$9844$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -35498,7 +35614,7 @@ endmodule
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8597$0 , \port$8597$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8601$0 , \port$8601$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -36210,10 +36326,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$8597$0 ;
-  wire [3:0] \port$8597$0 ;
-  input [23:0] \port$8597$8 ;
-  wire [23:0] \port$8597$8 ;
+  input [3:0] \port$8601$0 ;
+  wire [3:0] \port$8601$0 ;
+  input [23:0] \port$8601$8 ;
+  wire [23:0] \port$8601$8 ;
   input [3:0] \port$95$0 ;
   wire [3:0] \port$95$0 ;
   reg q0_acked = 1'h0;
@@ -36940,7 +37056,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$8597$0 [1:0] < 3'h4;
+  assign \$165  = \port$8601$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -37148,7 +37264,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$8597$0 [1:0];
+  assign \$344  = ! \port$8601$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -37168,7 +37284,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$8597$0 [1:0] == 1'h1;
+  assign \$364  = \port$8601$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -37188,7 +37304,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$8597$0 [1:0] == 2'h2;
+  assign \$384  = \port$8601$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -37208,7 +37324,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$8597$0 [1:0] == 2'h3;
+  assign \$404  = \port$8601$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -37301,7 +37417,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9163$0 (fetch_r_buf),
+    .\port$9167$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -37313,7 +37429,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9163$0 (fetch_r_buf),
+    .\port$9167$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -37325,7 +37441,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9163$0 (fetch_r_buf),
+    .\port$9167$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -37337,7 +37453,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9163$0 (fetch_r_buf),
+    .\port$9167$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -39035,12 +39151,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8597$0 [1:0];
-  assign cpl_irq = \port$8597$0 [2];
-  assign cpl_halt = \port$8597$0 [3];
-  assign cpl_flags = \port$8597$8 [7:0];
-  assign cpl_status = \port$8597$8 [15:8];
-  assign cpl_opcode = \port$8597$8 [23:16];
+  assign cpl_queue = \port$8601$0 [1:0];
+  assign cpl_irq = \port$8601$0 [2];
+  assign cpl_halt = \port$8601$0 [3];
+  assign cpl_flags = \port$8601$8 [7:0];
+  assign cpl_status = \port$8601$8 [15:8];
+  assign cpl_opcode = \port$8601$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -39091,12 +39207,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$8597$8 [23:16];
-  assign \w_data$258 [19:12] = \port$8597$8 [15:8];
-  assign \w_data$258 [11:4] = \port$8597$8 [7:0];
-  assign \w_data$258 [3] = \port$8597$0 [3];
-  assign \w_data$258 [2] = \port$8597$0 [2];
-  assign \w_data$258 [1:0] = \port$8597$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8601$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8601$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8601$8 [7:0];
+  assign \w_data$258 [3] = \port$8601$0 [3];
+  assign \w_data$258 [2] = \port$8601$0 [2];
+  assign \w_data$258 [1:0] = \port$8601$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -40682,7 +40798,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9163$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9167$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40709,8 +40825,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9163$0 ;
-  wire [191:0] \port$9163$0 ;
+  input [191:0] \port$9167$0 ;
+  wire [191:0] \port$9167$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -40745,7 +40861,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9163$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9167$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40816,14 +40932,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9163$0  };
-  assign w_data = { \port$0$87 , \port$9163$0  };
+  assign w_port__data = { \port$0$87 , \port$9167$0  };
+  assign w_data = { \port$0$87 , \port$9167$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9163$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9167$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40850,8 +40966,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9163$0 ;
-  wire [191:0] \port$9163$0 ;
+  input [191:0] \port$9167$0 ;
+  wire [191:0] \port$9167$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -40886,7 +41002,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9163$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9167$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40957,14 +41073,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9163$0  };
-  assign w_data = { \port$0$87 , \port$9163$0  };
+  assign w_port__data = { \port$0$87 , \port$9167$0  };
+  assign w_data = { \port$0$87 , \port$9167$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9163$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9167$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40991,8 +41107,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9163$0 ;
-  wire [191:0] \port$9163$0 ;
+  input [191:0] \port$9167$0 ;
+  wire [191:0] \port$9167$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -41027,7 +41143,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9163$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9167$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41098,14 +41214,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9163$0  };
-  assign w_data = { \port$0$87 , \port$9163$0  };
+  assign w_port__data = { \port$0$87 , \port$9167$0  };
+  assign w_data = { \port$0$87 , \port$9167$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9163$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9167$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41132,8 +41248,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9163$0 ;
-  wire [191:0] \port$9163$0 ;
+  input [191:0] \port$9167$0 ;
+  wire [191:0] \port$9167$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -41168,7 +41284,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9163$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9167$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41239,8 +41355,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9163$0  };
-  assign w_data = { \port$0$87 , \port$9163$0  };
+  assign w_port__data = { \port$0$87 , \port$9167$0  };
+  assign w_data = { \port$0$87 , \port$9167$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46454,7 +46570,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , \port$10868$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9088$16 , \port$10872$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46498,10 +46614,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10868$0 ;
-  wire [7:0] \port$10868$0 ;
-  input [15:0] \port$9084$16 ;
-  wire [15:0] \port$9084$16 ;
+  input [7:0] \port$10872$0 ;
+  wire [7:0] \port$10872$0 ;
+  input [15:0] \port$9088$16 ;
+  wire [15:0] \port$9088$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -46536,7 +46652,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9084$16 , \port$10868$0  };
+      storage[w_port__addr] <= { \port$9088$16 , \port$10872$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46647,8 +46763,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9084$16 , \port$10868$0  };
-  assign w_data = { \port$9084$16 , \port$10868$0  };
+  assign w_port__data = { \port$9088$16 , \port$10872$0  };
+  assign w_data = { \port$9088$16 , \port$10872$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
