@@ -1205,7 +1205,13 @@ async def t_bus_timeouts(dut):
     await drain_cpl(tb, 1, 2, cycles=50)
     assert len(tb.aws) == aws + 1 and tb.out(1, "consumer") == 2, "the dead area saw a write"
     assert tb.counts[1]["error_irq"] == irqs + 2, "each failed record raises error_irq"
+    # The late B of the abandoned record is taken and dropped at once, though the writer is idle
+    # (its own bready low): held, it would block every other manager's B on the shared port.
+    bcount = tb.bcount
     tb.set_pauses(b=0.0)
+    await tb.wait_for(lambda: tb.bcount == bcount + 1, "the orphan B taken", cycles=20)
+    await tb.fe(2)
+    assert not int(dut.axi__bvalid.value), "a B is still offered after the orphan's"
     # --- record write, AW refused: q2's record times out; its data, sent late, writes nothing
     tb.set_pauses(aw=1.0)
     await tb.cpl(tb.next_cpl(2, tag=21, writes=()))

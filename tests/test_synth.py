@@ -121,3 +121,31 @@ def test_collect_reads_an_earlier_runs_folder(tmp_path, monkeypatch):
     (d / "pnr.log").write_text("Info: Max frequency for clock 'clk': 31.50 MHz (FAIL at 50.00 MHz)\n")
     res = synth.collect(4)
     assert (res.luts, res.ffs, res.fmax_mhz, res.timing) == (14, 7, 31.5, "placed")
+
+
+def _two_multipliers(tmp_path, soft_mul=()):
+    """A top whose blocks ``\\<top>.hard`` and ``\\<top>.soft`` each hold one registered 8x8 multiply."""
+    top = "tiny_mul"
+    block = ("reg [7:0] ra, rb; reg [15:0] p; always @(posedge clk) begin ra <= {ra[3:0], a}; rb <= {a, rb[7:4]}; "
+             "p <= $signed(ra) * $signed(rb); end assign y = p[15:12] ^ p[3:0];")
+    text = "".join(f"module \\{top}.{n} (input clk, input [3:0] a, output [3:0] y);\n{block}\nendmodule\n"
+                   for n in ("hard", "soft"))
+    text += (f"module {top}(input clk, input [3:0] a, output reg [3:0] q);\nwire [3:0] h, s;\n"
+             f"\\{top}.hard hard (.clk(clk), .a(a), .y(h));\n\\{top}.soft soft (.clk(clk), .a(a), .y(s));\n"
+             "always @(posedge clk) q <= h ^ s;\nendmodule\n")
+    return synth.Target("test_mul", top, {f"{top}.v": text}, "", 0, tmp_path,
+                        soft_mul=tuple(f"{top}.{b}" for b in soft_mul))
+
+
+def test_soft_multipliers_leave_the_dsps_to_the_other_blocks(tmp_path):
+    assert synth.synthesize(_two_multipliers(tmp_path)).dsps == 2
+    res = synth.synthesize(_two_multipliers(tmp_path, ("soft",)))
+    assert res.dsps == 1 and res.lut4 > 20          # one multiplier is logic now
+    sixteen = synth.Target.for_dim(16)
+    assert sixteen.soft_mul == ("kaki_soc_16x16.gemm.array",) and "in LUTs" in sixteen.variant
+
+
+def test_a_design_larger_than_the_device_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(synth.DEVICE, "MULT18X18D", 1)
+    with pytest.raises(synth.SynthError, match=r"test_mul does not fit the LFE5U-85F: 2 MULT18X18D of 1"):
+        synth.synthesize(_two_multipliers(tmp_path))

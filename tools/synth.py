@@ -9,7 +9,8 @@ copies its Verilog into ``build/synth/<config>/`` and works there with relative 
 
 For each configuration: the committed ``rtl/`` Verilog (or, for a configuration whose memories do
 not fit the device, the same chip generated with smaller memories, labelled as such — see
-:data:`FPGA_VARIANTS`) is
+:data:`FPGA_VARIANTS`; and where its multipliers do not fit the DSPs, some built from LUTs — see
+:data:`SOFT_MULTIPLIERS`) is
 
 1. checked structurally: no latches (``proc -latches error``), no combinational loop or multiple
    driver (``check -assert``), every SRAM macro (scratchpad, accumulator, IMEM, DMEM) mapped to
@@ -51,13 +52,18 @@ REPORT_MD = OUT / "report.md"
 BIN = Path(sys.executable).parent
 
 #: The FPGA every configuration is placed on: the largest ECP5 (nextpnr flag, speed grade, package).
-DEVICE = {"name": "LFE5U-85F", "flag": "--85k", "speed": 6, "package": "CABGA381"}
+DEVICE = {"name": "LFE5U-85F", "flag": "--85k", "speed": 6, "package": "CABGA381",
+          "DP16KD": 208, "MULT18X18D": 156}
 TARGET_MHZ = 50.0
 DEFAULT_BUDGET_MIN = 45
 
 #: Configurations whose memories exceed the device's 208 DP16KD (16x16: ~400) are placed with
 #: smaller scratchpad and accumulator banks; the logic, and so the timing, is the same chip's.
 FPGA_VARIANTS = {16: {"spad_bank_rows": 2048, "acc_bank_rows": 1024}}
+#: Configurations with more multipliers than the device's 156 MULT18X18D (16x16: 256 in the array
+#: alone, 88 DSPs elsewhere): the multipliers of these blocks are built from LUTs and carry
+#: chains (Yosys's own soft multiplier), the others keep their DSPs.
+SOFT_MULTIPLIERS = {16: ("gemm.array",)}
 
 _MEM_MAP = re.compile(r"^mapping memory (\S+) via (\S+)", re.M)
 _FMAX = re.compile(r"Max frequency for clock\s+'([^']+)': ([0-9.]+) MHz")
@@ -77,6 +83,7 @@ class Target:
     srams: int | None = 0    # SRAM macro instances the design holds (None: a block, not counted)
     root: Path = OUT         # its work folder is root/<config>
     cut: tuple = ()          # submodules cut out of the top: black boxes whose ports become top ports
+    soft_mul: tuple = ()     # modules whose multipliers are built from LUTs, not DSPs
 
     @classmethod
     def for_dim(cls, dim):
@@ -89,8 +96,12 @@ class Target:
         else:
             soc = (REPO / "rtl" / f"{soc_top(cfg)}.v").read_text()
             variant = ""
+        soft = SOFT_MULTIPLIERS.get(dim, ())
+        if soft:
+            variant = ", ".join(filter(None, [variant, "multipliers of " + ", ".join(soft) + " in LUTs"]))
         return cls(cfg.name, soc_top(cfg), {f"{SRAM_MODULE}.v": sram, f"{soc_top(cfg)}.v": soc},
-                   variant, soc.count(f"{SRAM_MODULE} #("))
+                   variant, soc.count(f"{SRAM_MODULE} #("),
+                   soft_mul=tuple(f"{soc_top(cfg)}.{b}" for b in soft))
 
     def block(self, name):
         """The same sources with one submodule of the chip as the top (its instance name)."""
@@ -99,7 +110,8 @@ class Target:
                    for text in self.sources.values()):
             raise SynthError(f"no block {name!r} in {self.top}: choose one of "
                              + ", ".join(self.blocks()))
-        return Target(f"{self.config}.{name}", sub, self.sources, self.variant, None, self.root)
+        return Target(f"{self.config}.{name}", sub, self.sources, self.variant, None, self.root,
+                      soft_mul=self.soft_mul)
 
     def keep(self, names):
         """The top with only the submodules ``names`` and its own logic (the glue between them): every
@@ -110,7 +122,7 @@ class Target:
                              f"{self.top}: choose among " + ", ".join(self.blocks()))
         cut = tuple(b for b in self.blocks() if b not in names)
         return Target(f"{self.config}.keep-{'+'.join(sorted(names))}", self.top, self.sources,
-                      self.variant, None, self.root, cut)
+                      self.variant, None, self.root, cut, self.soft_mul)
 
     def blocks(self):
         """Instance names of the top's direct submodules."""
@@ -179,15 +191,23 @@ def _run(cmd, cwd, log, timeout=None):
 def yosys_script(target, full):
     """Structural checks, then (``full``) the whole ECP5 synthesis with a JSON netlist and stats."""
     files = " ".join(target.sources)
-    stop = "" if full else " -run begin:map_ffram"
+    stop = "" if full else "map_ffram"      # the structural check ends before gate mapping
     # A submodule's name holds dots: Yosys wants it escaped.
     cut = [f"\\{target.top}.{b}" for b in target.cut]
     lines = [f"read_verilog -sv {files}"]
     if cut:
         lines.append("blackbox " + " ".join(cut))
-    lines += [f"synth_ecp5 -top \\{target.top}{stop}",
-              # Loops and multiple drivers: synth_ecp5 only warns about them.
-              "check -assert"]
+    synth = f"synth_ecp5 -top \\{target.top}"
+    if target.soft_mul:
+        # synth_ecp5 maps every $mul to DSPs and turns what does not fit one back from $__soft_mul
+        # into a $mul for LUTs: cells already of that type (set after its hierarchy check, which
+        # does not know the type) are left to LUTs.
+        lines += [f"{synth} -run begin:coarse"]
+        lines += [f"chtype -set $__soft_mul t:$mul \\{module} %i" for module in target.soft_mul]
+        lines += [f"{synth} -run coarse:{stop}"]
+    else:
+        lines += [f"{synth} -run begin:{stop}" if stop else synth]
+    lines.append("check -assert")       # loops and multiple drivers: synth_ecp5 only warns
     if full:
         if cut:      # the cut blocks' instances become ports of the top, so nextpnr can place the rest
             lines.append("expose -evert " + " ".join(f"t:{c}" for c in cut))
@@ -223,6 +243,12 @@ def synthesize(target, full=True):
                  srams_in_bram=srams, synth_s=round(secs, 1))
     if full:
         read_counts(d, target, res)
+        over = {cell: n for cell, n in (("DP16KD", res.brams), ("MULT18X18D", res.dsps))
+                if n > DEVICE[cell]}
+        if over:
+            raise SynthError(f"{target.config} does not fit the {DEVICE['name']}: " + ", ".join(
+                f"{n} {cell} of {DEVICE[cell]}" for cell, n in over.items())
+                + " (FPGA_VARIANTS and SOFT_MULTIPLIERS in tools/synth.py shrink a configuration)")
     return res
 
 
