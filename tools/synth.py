@@ -420,7 +420,7 @@ def summary(report):
                   else f"{'—':>6} MHz ({r['timing']})")
         lines.append(f"    {r['config']:<6} {timing}  {r['luts']:,} LUTs  "
                      f"{r['ffs']:,} FFs  {r['brams']} DP16KD  {r['dsps']} MULT18X18D"
-                     + ("  [smaller memories]" if r["variant"] else ""))
+                     + ("  [FPGA variant: see the report]" if r["variant"] else ""))
     return "\n".join(lines)
 
 
