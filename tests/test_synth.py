@@ -53,6 +53,8 @@ def test_place_and_route_reports_the_routed_clock_and_path(tmp_path):
     assert res.luts > 0 and res.ffs >= 24
     synth.place_and_route(target, res, budget_s=600, seed=1)
     assert res.timing == "routed", res.timing
+    log = (tmp_path / target.config / "pnr.log").read_text()
+    assert "clock net $iopadmap$clk to global network" in log, "the clock is not on a global network"
     assert 20 < res.fmax_mhz < 1000
     assert res.critical_from.endswith(".Q") and res.critical_to, res.critical_path
     assert [step for step in res.critical_path if step[0] == "routing"]
