@@ -977,6 +977,16 @@ async def t_bus_timeout(dut):
         await tb.local_randomize(acc)
     last = record_progress(tb)
     dut.bus_timeout.value = BUS_LIMIT
+    # Idle cycles are not waiting: a channel idle for several limits after a command (whose
+    # responses have all come) runs its next one without a timeout.
+    for ch in ("load", "store"):
+        host_lo = 0 if ch == "load" else half
+        for i in range(2):
+            c = rows_cmd(tb, ch, host_lo + i * 64 * 1024, 0, 0.5, 2)
+            err, _ = await tb.run_cmd(ch, c)
+            assert err == ErrorCode.OK, f"{ch} {describe(c)} after {3 * BUS_LIMIT} idle cycles: {err!r}"
+            (ref_load if ch == "load" else ref_store)(tb.host, tb.local[c["acc"]], c)
+            await ClockCycles(dut.clk, 3 * BUS_LIMIT)
     for ch, mode in itertools.product(("load", "store"), ("swallow", "refuse")):
         dut.blk_prob.value = r.choice((0, 100))
         host_lo = 0 if ch == "load" else half

@@ -11,7 +11,11 @@ from amaranth.lib.wiring import In, Out
 
 
 class ReadPortSignature(wiring.Signature):
-    """Read requester: ``addr`` Out(addr_bits), ``en`` Out(1), ``gnt`` In(1), ``data`` In(width)."""
+    """Read requester: ``addr`` Out(addr_bits), ``en`` Out(1), ``gnt`` In(1), ``data`` In(width).
+
+    ``data`` is the row at ``addr`` in the cycle after one with ``en`` and ``gnt`` high, and is
+    undefined in every other cycle: a requester that needs it later keeps its own copy (the
+    banked memory's ``rd.data`` proof)."""
 
     def __init__(self, addr_bits, width):
         self.addr_bits, self.width = addr_bits, width

@@ -811,6 +811,13 @@ EXPLAINED = {
         "and with the one-port issue order the original never stalls a B row (class docstring; "
         "the GEMM bench checks the exact busy cycles and w_conflict), so neither does this weaker "
         "guard; it could only matter under an issue order the sequencer cannot produce",
+    ("hdl_gen/banked_memory.py", "BankedMemory.elaborate", "with m.If(p.en & p.gnt):", "stuck",
+     "p.en & p.gnt", "1"):
+        "changes no behaviour a requester may rely on: the bank whose data a read port shows is "
+        "then updated every cycle instead of on a grant only, which changes ``data`` only in "
+        "cycles that do not follow a grant, where ReadPortSignature leaves it undefined (the "
+        "banked memory's rd.data proof guarantees it only the cycle after en & gnt; the DMA, GEMM "
+        "and vector benches, which read through it, all pass with the mutant)",
 }
 
 
