@@ -213,15 +213,32 @@ def yosys_script(target, full):
         lines += [f"{synth} -run begin:{stop}" if stop else synth]
     lines.append("check -assert")       # loops and multiple drivers: synth_ecp5 only warns
     if full:
-        # The clock enters through an input pin's buffer, which nextpnr promotes to a global clock
-        # network as in any real build; a bare out-of-context port would be routed through the
-        # fabric to every flip-flop and block RAM.
-        lines += [f"iopadmap -bits -inpad TRELLIS_IO O:B \\{target.top}/w:{CLOCK}",
-                  'setparam -set DIR "INPUT" t:TRELLIS_IO']
+        lines += clock_network(target.top)
         if cut:      # the cut blocks' instances become ports of the top, so nextpnr can place the rest
             lines.append("expose -evert " + " ".join(f"t:{c}" for c in cut))
         lines += [f"write_json {target.top}.json", "tee -q -o stat.json stat -json"]
     return "\n".join(lines) + "\n"
+
+
+#: Clock inputs of the ECP5 cells the chip maps to: clkbufmap buffers the nets that reach them.
+_CLOCK_PINS = ("TRELLIS_FF/w:CLK", "TRELLIS_DPR16X4/w:WCK", "DP16KD/w:CLKA", "DP16KD/w:CLKB",
+               "MULT18X18D/w:CLK0", "MULT18X18D/w:CLK1", "MULT18X18D/w:CLK2", "MULT18X18D/w:CLK3")
+
+
+def clock_network(top):
+    """Yosys commands that put the clock on a global clock network out of context.
+
+    The clock enters through an input pin's buffer (``TRELLIS_IO``) and a global buffer (``DCCA``)
+    whose net is marked ``ECP5_IS_GLOBAL``. Out of context, nextpnr-ecp5 (0.11) only flags the
+    clocks it would promote and clears the flag again before routing: the clock was then routed
+    through the general fabric to every flip-flop, block RAM and DSP, with nanoseconds of skew, and
+    crowded the routing. With its own DCCA, nextpnr routes it on a global network
+    (``routing clock net … using global N``) and leaves it to no other router.
+    """
+    return ["setattr -set clkbuf_sink 1 " + " ".join(f"={pin}" for pin in _CLOCK_PINS),
+            f"clkbufmap -buf DCCA CLKO:CLKI -inpad TRELLIS_IO O:B \\{top}/w:{CLOCK}",
+            'setparam -set DIR "INPUT" t:TRELLIS_IO',
+            "setattr -set ECP5_IS_GLOBAL 1 t:DCCA %co:+[CLKO] w:* %i"]
 
 
 def check_memories(log_text, target):
