@@ -31,11 +31,12 @@ class GemmEngine(wiring.Component):
     Timing. A command is accepted only when idle (``ctl.cmd.ready`` = not busy). Accept → 2 check
     cycles → the first scratchpad read. A scratchpad row read in cycle ``c`` enters the array in
     ``c+1``; its result leaves the array in ``c+1+L`` (``L = 2*dim-1``) and is written to the
-    accumulator in that same cycle (an accumulating row's old value is read one cycle earlier from
-    the address carried down a delay line next to the array). Rows are written in issue order and a
-    row's read and write are one cycle apart; a write to the same row in the read cycle is forwarded,
-    so even back-to-back RMW of one row would be hazard-free whatever the SRAM's read-during-write
-    behaviour. (With today's issue order a C row recurs at least ``dim + 1`` cycles later, e.g. the
+    accumulator in that same cycle (an accumulating row's old value is read two cycles earlier from
+    the address carried down a delay line next to the array, and registered: the adder sits
+    between registers, not between block RAMs). Rows are written in issue order and a row's read
+    and write are two cycles apart; a write to the same row in the read cycle or the cycle after is
+    forwarded, so even back-to-back RMW of one row would be hazard-free whatever the SRAM's
+    read-during-write behaviour. (With today's issue order a C row recurs at least ``dim + 1`` cycles later, e.g. the
     next k-tile with ``m = 1``, so the forward is a safeguard that does not fire.) ``done`` pulses
     the cycle after the last accumulator write, with ``busy`` already low, so the next command can
     be accepted in the ``done`` cycle. In steady state one A row (one MAC per PE) enters per cycle.
@@ -181,21 +182,30 @@ class GemmEngine(wiring.Component):
             q = Signal(len(meta), name=f"meta{k}")
             m.d.sync += q.eq(stages[-1])
             stages.append(q)
-        pre, out = stages[lat - 1], stages[lat]      # one cycle before / aligned with arr.out_*
-        pre_valid, pre_addr, pre_accum = pre[0], pre[1:1 + ca], pre[1 + ca]
+        # An accumulating row's old value is read two cycles before its sum is written and held in
+        # a register, so no path runs from a block RAM's output through the adder into a block
+        # RAM's input. Writes between the read and the register are forwarded.
+        rd, pre, out = stages[lat - 2], stages[lat - 1], stages[lat]
+        rd_valid, rd_addr, rd_accum = rd[0], rd[1:1 + ca], rd[1 + ca]
+        pre_addr = pre[1:1 + ca]
         out_addr, out_accum, out_last = out[1:1 + ca], out[1 + ca], out[2 + ca]
 
         m.d.comb += [
-            self.acc_rd.en.eq(pre_valid & pre_accum),
-            self.acc_rd.addr.eq(pre_addr),
+            self.acc_rd.en.eq(rd_valid & rd_accum),
+            self.acc_rd.addr.eq(rd_addr),
         ]
+        # Written in the read cycle (whatever the SRAM returns for it), or in the cycle after.
         fwd_hit = Signal()
         fwd_data = Signal(d * 32, reset_less=True)
         m.d.sync += [
-            fwd_hit.eq(self.acc_wr.en & (self.acc_wr.addr == pre_addr)),
+            fwd_hit.eq(self.acc_wr.en & (self.acc_wr.addr == rd_addr)),
             fwd_data.eq(self.acc_wr.data),
         ]
-        old = Mux(fwd_hit, fwd_data, self.acc_rd.data)
+        old = Signal(d * 32, reset_less=True)
+        with m.If(self.acc_wr.en & (self.acc_wr.addr == pre_addr)):
+            m.d.sync += old.eq(self.acc_wr.data)
+        with m.Else():
+            m.d.sync += old.eq(Mux(fwd_hit, fwd_data, self.acc_rd.data))
         total = Cat(*[(old[32 * n:32 * n + 32] + arr.out_data[32 * n:32 * n + 32])[:32]
                       for n in range(d)])
         m.d.comb += [

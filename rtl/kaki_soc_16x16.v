@@ -2313,7 +2313,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11858$2 (\$262 ),
+    .\port$11847$2 (\$262 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2432,20 +2432,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11695$0 (q_wait_queue),
-    .\port$11884$0 (inflight),
-    .\port$12019$0 (q__0__cpl_irq),
-    .\port$12033$0 (q__0__error_irq),
-    .\port$12045$0 (q__1__cpl_irq),
-    .\port$12059$0 (q__1__error_irq),
-    .\port$12071$0 (q__2__cpl_irq),
-    .\port$12085$0 (q__2__error_irq),
-    .\port$12097$0 (q__3__cpl_irq),
-    .\port$12111$0 (q__3__error_irq),
-    .\port$12223$0 (\$267 ),
-    .\port$12231$0 (\$268 ),
-    .\port$12239$0 (\$269 ),
-    .\port$12247$0 (\$270 ),
+    .\port$11684$0 (q_wait_queue),
+    .\port$11873$0 (inflight),
+    .\port$12008$0 (q__0__cpl_irq),
+    .\port$12022$0 (q__0__error_irq),
+    .\port$12034$0 (q__1__cpl_irq),
+    .\port$12048$0 (q__1__error_irq),
+    .\port$12060$0 (q__2__cpl_irq),
+    .\port$12074$0 (q__2__error_irq),
+    .\port$12086$0 (q__3__cpl_irq),
+    .\port$12100$0 (q__3__error_irq),
+    .\port$12212$0 (\$267 ),
+    .\port$12220$0 (\$268 ),
+    .\port$12228$0 (\$269 ),
+    .\port$12236$0 (\$270 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2533,10 +2533,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11886$0 (\$263 ),
-    .\port$11888$0 (\$264 ),
-    .\port$11890$0 (\$265 ),
-    .\port$11892$0 (\$266 ),
+    .\port$11875$0 (\$263 ),
+    .\port$11877$0 (\$264 ),
+    .\port$11879$0 (\$265 ),
+    .\port$11881$0 (\$266 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2632,8 +2632,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11886$16 (retire__0__tag),
-    .\port$12446$0 (dma_load_error),
+    .\port$11875$16 (retire__0__tag),
+    .\port$12435$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2643,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11888$16 (retire__1__tag),
-    .\port$12566$0 (dma_store_error),
+    .\port$11877$16 (retire__1__tag),
+    .\port$12555$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2687,11 +2687,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11198$0 (r_data),
-    .\port$11248$0 (\r_data$495 ),
-    .\port$11298$0 (\r_data$506 ),
-    .\port$11348$0 (\r_data$517 ),
-    .\port$11858$2 (\$262 ),
+    .\port$11187$0 (r_data),
+    .\port$11237$0 (\r_data$495 ),
+    .\port$11287$0 (\r_data$506 ),
+    .\port$11337$0 (\r_data$517 ),
+    .\port$11847$2 (\$262 ),
     .\port$4265$0 (q__0__ready),
     .\port$4267$0 (q__0__qreset_req),
     .\port$4275$0 (q__1__ready),
@@ -2749,8 +2749,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11890$16 (retire__2__tag),
-    .\port$12680$0 (gemm_error),
+    .\port$11879$16 (retire__2__tag),
+    .\port$12671$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2800,8 +2800,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$149 (\$269 ),
     .\level$181 (\$270 ),
     .limit(bus_timeout),
-    .\port$11405$0 (fw_write_cpl_word[3:0]),
-    .\port$11405$8 (fw_write_cpl_word[31:8]),
+    .\port$11394$0 (fw_write_cpl_word[3:0]),
+    .\port$11394$8 (fw_write_cpl_word[31:8]),
     .\port$95$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2944,8 +2944,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11892$16 (retire__3__tag),
-    .\port$16748$0 (vec_error),
+    .\port$11881$16 (retire__3__tag),
+    .\port$16739$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5816,7 +5816,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11858$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11847$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +5960,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11858$2 ;
-  wire [29:0] \port$11858$2 ;
+  output [29:0] \port$11847$2 ;
+  wire [29:0] \port$11847$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6141,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11858$2 (\$99 ),
+    .\port$11847$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6259,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11858$2  = \$99 ;
+  assign \port$11847$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11858$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11847$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6688,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11858$2 ;
-  wire [29:0] \port$11858$2 ;
+  output [29:0] \port$11847$2 ;
+  wire [29:0] \port$11847$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9794,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11858$2  = ls_addr_r[31:2];
+  assign \port$11847$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9963,10 +9963,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11695$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11884$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12019$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$12033$0 , q_status0_resetting, q_consumer1_index, \port$12045$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12059$0 , q_status1_resetting, q_consumer2_index, \port$12071$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12085$0 , q_status2_resetting, q_consumer3_index, \port$12097$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$12111$0 , q_status3_resetting, \port$12223$0 , \port$12231$0 , \port$12239$0 , \port$12247$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11684$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11873$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12008$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$12022$0 , q_status0_resetting, q_consumer1_index, \port$12034$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12048$0 , q_status1_resetting, q_consumer2_index, \port$12060$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12074$0 , q_status2_resetting, q_consumer3_index, \port$12086$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$12100$0 , q_status3_resetting, \port$12212$0 , \port$12220$0 , \port$12228$0 , \port$12236$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11500,34 +11500,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$11695$0 ;
-  wire [3:0] \port$11695$0 ;
-  input [3:0] \port$11884$0 ;
-  wire [3:0] \port$11884$0 ;
-  input \port$12019$0 ;
-  wire \port$12019$0 ;
-  input \port$12033$0 ;
-  wire \port$12033$0 ;
-  input \port$12045$0 ;
-  wire \port$12045$0 ;
-  input \port$12059$0 ;
-  wire \port$12059$0 ;
-  input \port$12071$0 ;
-  wire \port$12071$0 ;
-  input \port$12085$0 ;
-  wire \port$12085$0 ;
-  input \port$12097$0 ;
-  wire \port$12097$0 ;
-  input \port$12111$0 ;
-  wire \port$12111$0 ;
-  input [2:0] \port$12223$0 ;
-  wire [2:0] \port$12223$0 ;
-  input [2:0] \port$12231$0 ;
-  wire [2:0] \port$12231$0 ;
-  input [2:0] \port$12239$0 ;
-  wire [2:0] \port$12239$0 ;
-  input [2:0] \port$12247$0 ;
-  wire [2:0] \port$12247$0 ;
+  input [3:0] \port$11684$0 ;
+  wire [3:0] \port$11684$0 ;
+  input [3:0] \port$11873$0 ;
+  wire [3:0] \port$11873$0 ;
+  input \port$12008$0 ;
+  wire \port$12008$0 ;
+  input \port$12022$0 ;
+  wire \port$12022$0 ;
+  input \port$12034$0 ;
+  wire \port$12034$0 ;
+  input \port$12048$0 ;
+  wire \port$12048$0 ;
+  input \port$12060$0 ;
+  wire \port$12060$0 ;
+  input \port$12074$0 ;
+  wire \port$12074$0 ;
+  input \port$12086$0 ;
+  wire \port$12086$0 ;
+  input \port$12100$0 ;
+  wire \port$12100$0 ;
+  input [2:0] \port$12212$0 ;
+  wire [2:0] \port$12212$0 ;
+  input [2:0] \port$12220$0 ;
+  wire [2:0] \port$12220$0 ;
+  input [2:0] \port$12228$0 ;
+  wire [2:0] \port$12228$0 ;
+  input [2:0] \port$12236$0 ;
+  wire [2:0] \port$12236$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12156,10 +12156,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$12097$0 , \port$12071$0 , \port$12045$0 , \port$12019$0  };
+  assign \$179  = \$178  | { \port$12086$0 , \port$12060$0 , \port$12034$0 , \port$12008$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$12111$0 , \port$12085$0 , \port$12059$0 , \port$12033$0  };
+  assign \$182  = \$181  | { \port$12100$0 , \port$12074$0 , \port$12048$0 , \port$12022$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14207,8 +14207,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12097$0 , \port$12071$0 , \port$12045$0 , \port$12019$0  };
-  assign irq_status_queue_error_set = { \port$12111$0 , \port$12085$0 , \port$12059$0 , \port$12033$0  };
+  assign irq_status_queue_cpl_set = { \port$12086$0 , \port$12060$0 , \port$12034$0 , \port$12008$0  };
+  assign irq_status_queue_error_set = { \port$12100$0 , \port$12074$0 , \port$12048$0 , \port$12022$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -14223,18 +14223,18 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11884$0 [0];
-  assign status_dma_store_busy = \port$11884$0 [1];
-  assign status_gemm_busy = \port$11884$0 [2];
-  assign status_vec_busy = \port$11884$0 [3];
-  assign q_status0_waiting = \port$11695$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$12223$0  };
-  assign q_status1_waiting = \port$11695$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$12231$0  };
-  assign q_status2_waiting = \port$11695$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$12239$0  };
-  assign q_status3_waiting = \port$11695$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$12247$0  };
+  assign status_dma_load_busy = \port$11873$0 [0];
+  assign status_dma_store_busy = \port$11873$0 [1];
+  assign status_gemm_busy = \port$11873$0 [2];
+  assign status_vec_busy = \port$11873$0 [3];
+  assign q_status0_waiting = \port$11684$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$12212$0  };
+  assign q_status1_waiting = \port$11684$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$12220$0  };
+  assign q_status2_waiting = \port$11684$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$12228$0  };
+  assign q_status3_waiting = \port$11684$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$12236$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14279,11 +14279,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$11884$0 [0] };
+  assign \$429  = { 1'h0, \port$11873$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$11884$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$11884$0 [2], 2'h0 };
-  assign \$435  = { \port$11884$0 [3], 3'h0 };
+  assign \$431  = { \port$11873$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$11873$0 [2], 2'h0 };
+  assign \$435  = { \port$11873$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14440,26 +14440,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$11695$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$12223$0 , 8'h00 };
+  assign \$877  = { \port$11684$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$12212$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$11695$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$12231$0 , 8'h00 };
+  assign \$890  = { \port$11684$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$12220$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$11695$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$12239$0 , 8'h00 };
+  assign \$903  = { \port$11684$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$12228$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$11695$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$12247$0 , 8'h00 };
+  assign \$916  = { \port$11684$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$12236$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14570,7 +14570,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$11886$0 , retire__0__tag, \port$11888$0 , retire__1__tag, \port$11890$0 , retire__2__tag, \port$11892$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$11875$0 , retire__0__tag, \port$11877$0 , retire__1__tag, \port$11879$0 , retire__2__tag, \port$11881$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15185,14 +15185,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$11886$0 ;
-  wire [8:0] \port$11886$0 ;
-  output [8:0] \port$11888$0 ;
-  wire [8:0] \port$11888$0 ;
-  output [8:0] \port$11890$0 ;
-  wire [8:0] \port$11890$0 ;
-  output [8:0] \port$11892$0 ;
-  wire [8:0] \port$11892$0 ;
+  output [8:0] \port$11875$0 ;
+  wire [8:0] \port$11875$0 ;
+  output [8:0] \port$11877$0 ;
+  wire [8:0] \port$11877$0 ;
+  output [8:0] \port$11879$0 ;
+  wire [8:0] \port$11879$0 ;
+  output [8:0] \port$11881$0 ;
+  wire [8:0] \port$11881$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15644,9 +15644,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11352$0 (desc),
-    .\port$11354$0 (queue),
-    .\port$11355$0 (windowed),
+    .\port$11341$0 (desc),
+    .\port$11343$0 (queue),
+    .\port$11344$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15656,9 +15656,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11352$0 (desc),
-    .\port$11354$0 (queue),
-    .\port$11355$0 (windowed),
+    .\port$11341$0 (desc),
+    .\port$11343$0 (queue),
+    .\port$11344$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15668,9 +15668,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11352$0 (desc),
-    .\port$11354$0 (queue),
-    .\port$11355$0 (windowed),
+    .\port$11341$0 (desc),
+    .\port$11343$0 (queue),
+    .\port$11344$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15680,9 +15680,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11352$0 (desc),
-    .\port$11354$0 (queue),
-    .\port$11355$0 (windowed),
+    .\port$11341$0 (desc),
+    .\port$11343$0 (queue),
+    .\port$11344$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15867,13 +15867,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$11886$0  = dma_load_held[8:0];
+  assign \port$11875$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11888$0  = dma_store_held[8:0];
+  assign \port$11877$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11890$0  = gemm_held[8:0];
+  assign \port$11879$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11892$0  = vec_held[8:0];
+  assign \port$11881$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16374,7 +16374,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , r
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11352$0 , \port$11354$0 , \port$11355$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11341$0 , \port$11343$0 , \port$11344$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16416,12 +16416,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11352$0 ;
-  wire [255:0] \port$11352$0 ;
-  input [1:0] \port$11354$0 ;
-  wire [1:0] \port$11354$0 ;
-  input \port$11355$0 ;
-  wire \port$11355$0 ;
+  input [255:0] \port$11341$0 ;
+  wire [255:0] \port$11341$0 ;
+  input [1:0] \port$11343$0 ;
+  wire [1:0] \port$11343$0 ;
+  input \port$11344$0 ;
+  wire \port$11344$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16453,7 +16453,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+      storage[w_port__addr] <= { \port$11344$0 , \port$11343$0 , \port$11341$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16552,14 +16552,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
-  assign w_data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+  assign w_port__data = { \port$11344$0 , \port$11343$0 , \port$11341$0  };
+  assign w_data = { \port$11344$0 , \port$11343$0 , \port$11341$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11352$0 , \port$11354$0 , \port$11355$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11341$0 , \port$11343$0 , \port$11344$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16601,12 +16601,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11352$0 ;
-  wire [255:0] \port$11352$0 ;
-  input [1:0] \port$11354$0 ;
-  wire [1:0] \port$11354$0 ;
-  input \port$11355$0 ;
-  wire \port$11355$0 ;
+  input [255:0] \port$11341$0 ;
+  wire [255:0] \port$11341$0 ;
+  input [1:0] \port$11343$0 ;
+  wire [1:0] \port$11343$0 ;
+  input \port$11344$0 ;
+  wire \port$11344$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16638,7 +16638,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+      storage[w_port__addr] <= { \port$11344$0 , \port$11343$0 , \port$11341$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16737,14 +16737,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
-  assign w_data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+  assign w_port__data = { \port$11344$0 , \port$11343$0 , \port$11341$0  };
+  assign w_data = { \port$11344$0 , \port$11343$0 , \port$11341$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11352$0 , \port$11354$0 , \port$11355$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11341$0 , \port$11343$0 , \port$11344$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16786,12 +16786,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11352$0 ;
-  wire [255:0] \port$11352$0 ;
-  input [1:0] \port$11354$0 ;
-  wire [1:0] \port$11354$0 ;
-  input \port$11355$0 ;
-  wire \port$11355$0 ;
+  input [255:0] \port$11341$0 ;
+  wire [255:0] \port$11341$0 ;
+  input [1:0] \port$11343$0 ;
+  wire [1:0] \port$11343$0 ;
+  input \port$11344$0 ;
+  wire \port$11344$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16823,7 +16823,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+      storage[w_port__addr] <= { \port$11344$0 , \port$11343$0 , \port$11341$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16922,14 +16922,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
-  assign w_data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+  assign w_port__data = { \port$11344$0 , \port$11343$0 , \port$11341$0  };
+  assign w_data = { \port$11344$0 , \port$11343$0 , \port$11341$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11352$0 , \port$11354$0 , \port$11355$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11341$0 , \port$11343$0 , \port$11344$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16971,12 +16971,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11352$0 ;
-  wire [255:0] \port$11352$0 ;
-  input [1:0] \port$11354$0 ;
-  wire [1:0] \port$11354$0 ;
-  input \port$11355$0 ;
-  wire \port$11355$0 ;
+  input [255:0] \port$11341$0 ;
+  wire [255:0] \port$11341$0 ;
+  input [1:0] \port$11343$0 ;
+  wire [1:0] \port$11343$0 ;
+  input \port$11344$0 ;
+  wire \port$11344$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17008,7 +17008,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+      storage[w_port__addr] <= { \port$11344$0 , \port$11343$0 , \port$11341$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17107,8 +17107,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
-  assign w_data = { \port$11355$0 , \port$11354$0 , \port$11352$0  };
+  assign w_port__data = { \port$11344$0 , \port$11343$0 , \port$11341$0  };
+  assign w_data = { \port$11344$0 , \port$11343$0 , \port$11341$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22782,7 +22782,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11886$16 , \port$12446$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11875$16 , \port$12435$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22826,10 +22826,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$118
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11886$16 ;
-  wire [15:0] \port$11886$16 ;
-  input [7:0] \port$12446$0 ;
-  wire [7:0] \port$12446$0 ;
+  input [15:0] \port$11875$16 ;
+  wire [15:0] \port$11875$16 ;
+  input [7:0] \port$12435$0 ;
+  wire [7:0] \port$12435$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22864,7 +22864,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$118
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11886$16 , \port$12446$0  };
+      storage[w_port__addr] <= { \port$11875$16 , \port$12435$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22975,14 +22975,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$118
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11886$16 , \port$12446$0  };
-  assign w_data = { \port$11886$16 , \port$12446$0  };
+  assign w_port__data = { \port$11875$16 , \port$12435$0  };
+  assign w_data = { \port$11875$16 , \port$12435$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11888$16 , \port$12566$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11877$16 , \port$12555$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23026,10 +23026,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11888$16 ;
-  wire [15:0] \port$11888$16 ;
-  input [7:0] \port$12566$0 ;
-  wire [7:0] \port$12566$0 ;
+  input [15:0] \port$11877$16 ;
+  wire [15:0] \port$11877$16 ;
+  input [7:0] \port$12555$0 ;
+  wire [7:0] \port$12555$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23064,7 +23064,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11888$16 , \port$12566$0  };
+      storage[w_port__addr] <= { \port$11877$16 , \port$12555$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23175,16 +23175,16 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11888$16 , \port$12566$0  };
-  assign w_data = { \port$11888$16 , \port$12566$0  };
+  assign w_port__data = { \port$11877$16 , \port$12555$0  };
+  assign w_data = { \port$11877$16 , \port$12555$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4265$0 , \port$4267$0 , q_head_index1_index, \port$4275$0 , \port$4277$0 , q_head_index2_index, \port$4285$0 , \port$4287$0 , q_head_index3_index, \port$4295$0 , \port$4297$0 , cpl_status_free, \port$5325$0 , \port$5355$0 , \port$5385$0 
-, \port$5415$0 , \port$11198$0 , \port$11248$0 , \port$11298$0 , \port$11348$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11858$2 , bus__we, bus__wdata
+, \port$5415$0 , \port$11187$0 , \port$11237$0 , \port$11287$0 , \port$11337$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11847$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24104,16 +24104,16 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$11198$0 ;
-  wire [23:0] \port$11198$0 ;
-  input [23:0] \port$11248$0 ;
-  wire [23:0] \port$11248$0 ;
-  input [23:0] \port$11298$0 ;
-  wire [23:0] \port$11298$0 ;
-  input [23:0] \port$11348$0 ;
-  wire [23:0] \port$11348$0 ;
-  input [29:0] \port$11858$2 ;
-  wire [29:0] \port$11858$2 ;
+  input [23:0] \port$11187$0 ;
+  wire [23:0] \port$11187$0 ;
+  input [23:0] \port$11237$0 ;
+  wire [23:0] \port$11237$0 ;
+  input [23:0] \port$11287$0 ;
+  wire [23:0] \port$11287$0 ;
+  input [23:0] \port$11337$0 ;
+  wire [23:0] \port$11337$0 ;
+  input [29:0] \port$11847$2 ;
+  wire [29:0] \port$11847$2 ;
   input \port$4265$0 ;
   wire \port$4265$0 ;
   input \port$4267$0 ;
@@ -24301,79 +24301,79 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11858$2 [9:0] == 6'h39;
+  assign \$111  = \port$11847$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11858$2 [9:0] == 6'h3a;
+  assign \$113  = \port$11847$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11858$2 [9:0] == 6'h3b;
+  assign \$115  = \port$11847$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11858$2 [9:0] == 6'h3c;
+  assign \$117  = \port$11847$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11858$2 [9:0] == 6'h3d;
+  assign \$119  = \port$11847$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11858$2 [9:0] == 6'h3e;
+  assign \$121  = \port$11847$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11858$2 [9:0] == 6'h3f;
+  assign \$123  = \port$11847$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11858$2 [9:0] == 7'h40;
+  assign \$125  = \port$11847$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11858$2 [9:0] == 7'h41;
+  assign \$127  = \port$11847$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11858$2 [9:0] == 7'h42;
+  assign \$129  = \port$11847$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11858$2 [9:0] == 7'h43;
+  assign \$131  = \port$11847$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11858$2 [9:0] == 7'h44;
+  assign \$133  = \port$11847$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11858$2 [9:0] == 7'h45;
+  assign \$135  = \port$11847$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11858$2 [9:0] == 7'h46;
+  assign \$137  = \port$11847$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11858$2 [9:0] == 7'h47;
+  assign \$139  = \port$11847$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11858$2 [9:0] == 7'h48;
+  assign \$141  = \port$11847$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$11858$2 [9:0] == 7'h49;
+  assign \$143  = \port$11847$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$11858$2 [9:0] == 7'h4a;
+  assign \$145  = \port$11847$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$11858$2 [9:0] == 7'h4b;
+  assign \$147  = \port$11847$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$11858$2 [9:0] == 7'h4c;
+  assign \$149  = \port$11847$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$11858$2 [9:0] == 7'h4d;
+  assign \$151  = \port$11847$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$11858$2 [9:0] == 7'h4e;
+  assign \$153  = \port$11847$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$11858$2 [9:0] == 7'h4f;
+  assign \$155  = \port$11847$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$11858$2 [9:0] == 7'h50;
+  assign \$157  = \port$11847$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$11858$2 [9:0] == 7'h51;
+  assign \$159  = \port$11847$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24497,84 +24497,84 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$11858$2 [9:0];
+  assign \$282  = ! \port$11847$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$11858$2 [9:0] == 1'h1;
+  assign \$288  = \port$11847$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$11858$2 [9:0] == 2'h2;
+  assign \$294  = \port$11847$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$11858$2 [9:0] == 2'h3;
+  assign \$300  = \port$11847$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$11858$2 [9:0] == 3'h4;
+  assign \$306  = \port$11847$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$11858$2 [9:0] == 3'h5;
+  assign \$312  = \port$11847$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$11858$2 [9:0] == 3'h6;
+  assign \$318  = \port$11847$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$11858$2 [9:0] == 4'h8;
+  assign \$324  = \port$11847$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$11858$2 [9:0] == 4'h9;
+  assign \$336  = \port$11847$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$11858$2 [9:0] == 4'ha;
+  assign \$344  = \port$11847$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$11858$2 [9:0] == 4'hb;
+  assign \$350  = \port$11847$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$11858$2 [9:0] == 4'hc;
+  assign \$358  = \port$11847$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$11858$2 [9:0] == 4'hd;
+  assign \$368  = \port$11847$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$11858$2 [9:0] == 4'he;
+  assign \$378  = \port$11847$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$11858$2 [9:0] == 4'hf;
+  assign \$388  = \port$11847$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$11858$2 [9:0] == 5'h10;
+  assign \$398  = \port$11847$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$11858$2 [9:0] == 5'h11;
+  assign \$404  = \port$11847$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24583,251 +24583,251 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$11858$2 [9:0] == 5'h12;
+  assign \$420  = \port$11847$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$11858$2 [9:0] == 5'h13;
+  assign \$426  = \port$11847$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$11858$2 [9:0] == 5'h14;
+  assign \$432  = \port$11847$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$11858$2 [9:0] == 5'h15;
+  assign \$438  = \port$11847$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$11858$2 [9:0] == 5'h16;
+  assign \$444  = \port$11847$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$11858$2 [9:0] == 5'h17;
+  assign \$450  = \port$11847$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$11858$2 [9:0] == 5'h18;
+  assign \$456  = \port$11847$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$11858$2 [9:0] == 5'h19;
+  assign \$462  = \port$11847$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$11858$2 [9:0] == 5'h1a;
+  assign \$468  = \port$11847$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$11858$2 [9:0] == 5'h1b;
+  assign \$474  = \port$11847$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$11858$2 [9:0] == 5'h1c;
+  assign \$480  = \port$11847$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$11858$2 [9:0] == 5'h1d;
+  assign \$486  = \port$11847$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$11858$2 [9:0] == 6'h20;
+  assign \$492  = \port$11847$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$11858$2 [9:0] == 6'h21;
+  assign \$498  = \port$11847$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$11858$2 [9:0] == 6'h22;
+  assign \$504  = \port$11847$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$11858$2 [9:0] == 6'h23;
+  assign \$510  = \port$11847$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$11858$2 [9:0] == 6'h24;
+  assign \$516  = \port$11847$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$11858$2 [9:0] == 6'h25;
+  assign \$522  = \port$11847$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$11858$2 [9:0] == 6'h26;
+  assign \$528  = \port$11847$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$11858$2 [9:0] == 6'h27;
+  assign \$534  = \port$11847$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$11858$2 [9:0] == 6'h28;
+  assign \$540  = \port$11847$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$11858$2 [9:0] == 6'h29;
+  assign \$546  = \port$11847$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$11858$2 [9:0] == 6'h2a;
+  assign \$552  = \port$11847$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$11858$2 [9:0] == 6'h2b;
+  assign \$558  = \port$11847$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$11858$2 [9:0] == 6'h2c;
+  assign \$564  = \port$11847$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$11858$2 [9:0] == 6'h2d;
+  assign \$570  = \port$11847$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$11858$2 [9:0] == 6'h2e;
+  assign \$576  = \port$11847$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$11858$2 [9:0] == 6'h2f;
+  assign \$582  = \port$11847$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$11858$2 [9:0] == 6'h30;
+  assign \$588  = \port$11847$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$11858$2 [9:0] == 6'h31;
+  assign \$594  = \port$11847$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$11858$2 [9:0] == 6'h32;
+  assign \$600  = \port$11847$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$11858$2 [9:0] == 6'h33;
+  assign \$606  = \port$11847$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$11858$2 [9:0] == 6'h34;
+  assign \$612  = \port$11847$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$11858$2 [9:0] == 6'h35;
+  assign \$618  = \port$11847$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$11858$2 [9:0] == 6'h36;
+  assign \$624  = \port$11847$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$11858$2 [9:0] == 6'h37;
+  assign \$630  = \port$11847$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$11858$2 [9:0] == 6'h38;
+  assign \$636  = \port$11847$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$11858$2 [9:0] == 6'h39;
+  assign \$642  = \port$11847$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$11858$2 [9:0] == 6'h3a;
+  assign \$648  = \port$11847$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$11858$2 [9:0] == 6'h3b;
+  assign \$654  = \port$11847$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$11858$2 [9:0] == 6'h3c;
+  assign \$660  = \port$11847$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$11858$2 [9:0] == 6'h3d;
+  assign \$666  = \port$11847$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$11858$2 [9:0] == 6'h3e;
+  assign \$672  = \port$11847$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$11858$2 [9:0] == 6'h3f;
+  assign \$678  = \port$11847$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$11858$2 [9:0] == 7'h40;
+  assign \$684  = \port$11847$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$11858$2 [9:0] == 7'h41;
+  assign \$690  = \port$11847$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$11858$2 [9:0] == 7'h42;
+  assign \$696  = \port$11847$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$11858$2 [9:0] == 7'h43;
+  assign \$702  = \port$11847$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$11858$2 [9:0] == 7'h44;
+  assign \$708  = \port$11847$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$11858$2 [9:0] == 7'h45;
+  assign \$714  = \port$11847$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$11858$2 [9:0] == 7'h46;
+  assign \$720  = \port$11847$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$11858$2 [9:0] == 7'h47;
+  assign \$726  = \port$11847$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$11858$2 [9:0] == 7'h48;
+  assign \$732  = \port$11847$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$11858$2 [9:0] == 7'h49;
+  assign \$738  = \port$11847$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$11858$2 [9:0] == 7'h4a;
+  assign \$744  = \port$11847$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$11858$2 [9:0] == 7'h4b;
+  assign \$750  = \port$11847$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$11858$2 [9:0] == 7'h4c;
+  assign \$756  = \port$11847$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$11858$2 [9:0] == 7'h4d;
+  assign \$762  = \port$11847$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$11858$2 [9:0] == 7'h4e;
+  assign \$768  = \port$11847$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$11858$2 [9:0] == 7'h4f;
+  assign \$774  = \port$11847$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$11858$2 [9:0] == 7'h50;
+  assign \$780  = \port$11847$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$11858$2 [9:0] == 7'h51;
+  assign \$786  = \port$11847$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24921,167 +24921,167 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11858$2 [9:0];
+  assign \$3  = ! \port$11847$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11858$2 [9:0] == 1'h1;
+  assign \$5  = \port$11847$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11858$2 [9:0] == 2'h2;
+  assign \$7  = \port$11847$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11858$2 [9:0] == 2'h3;
+  assign \$9  = \port$11847$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11858$2 [9:0] == 3'h4;
+  assign \$11  = \port$11847$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11858$2 [9:0] == 3'h5;
+  assign \$13  = \port$11847$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11858$2 [9:0] == 3'h6;
+  assign \$15  = \port$11847$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11858$2 [9:0] == 4'h8;
+  assign \$17  = \port$11847$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11858$2 [9:0] == 4'h9;
+  assign \$19  = \port$11847$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11858$2 [9:0] == 4'ha;
+  assign \$21  = \port$11847$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11858$2 [9:0] == 4'hb;
+  assign \$23  = \port$11847$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11858$2 [9:0] == 4'hc;
+  assign \$25  = \port$11847$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11858$2 [9:0] == 4'hd;
+  assign \$27  = \port$11847$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11858$2 [9:0] == 4'he;
+  assign \$29  = \port$11847$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11858$2 [9:0] == 4'hf;
+  assign \$31  = \port$11847$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11858$2 [9:0] == 5'h10;
+  assign \$33  = \port$11847$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11858$2 [9:0] == 5'h11;
+  assign \$35  = \port$11847$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11858$2 [9:0] == 5'h12;
+  assign \$37  = \port$11847$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11858$2 [9:0] == 5'h13;
+  assign \$39  = \port$11847$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11858$2 [9:0] == 5'h14;
+  assign \$41  = \port$11847$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11858$2 [9:0] == 5'h15;
+  assign \$43  = \port$11847$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11858$2 [9:0] == 5'h16;
+  assign \$45  = \port$11847$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11858$2 [9:0] == 5'h17;
+  assign \$47  = \port$11847$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11858$2 [9:0] == 5'h18;
+  assign \$49  = \port$11847$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11858$2 [9:0] == 5'h19;
+  assign \$51  = \port$11847$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11858$2 [9:0] == 5'h1a;
+  assign \$53  = \port$11847$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11858$2 [9:0] == 5'h1b;
+  assign \$55  = \port$11847$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11858$2 [9:0] == 5'h1c;
+  assign \$57  = \port$11847$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11858$2 [9:0] == 5'h1d;
+  assign \$59  = \port$11847$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11858$2 [9:0] == 6'h20;
+  assign \$61  = \port$11847$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11858$2 [9:0] == 6'h21;
+  assign \$63  = \port$11847$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11858$2 [9:0] == 6'h22;
+  assign \$65  = \port$11847$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11858$2 [9:0] == 6'h23;
+  assign \$67  = \port$11847$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11858$2 [9:0] == 6'h24;
+  assign \$69  = \port$11847$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11858$2 [9:0] == 6'h25;
+  assign \$71  = \port$11847$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11858$2 [9:0] == 6'h26;
+  assign \$73  = \port$11847$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11858$2 [9:0] == 6'h27;
+  assign \$75  = \port$11847$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11858$2 [9:0] == 6'h28;
+  assign \$77  = \port$11847$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11858$2 [9:0] == 6'h29;
+  assign \$79  = \port$11847$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11858$2 [9:0] == 6'h2a;
+  assign \$81  = \port$11847$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11858$2 [9:0] == 6'h2b;
+  assign \$83  = \port$11847$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11858$2 [9:0] == 6'h2c;
+  assign \$85  = \port$11847$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11858$2 [9:0] == 6'h2d;
+  assign \$87  = \port$11847$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11858$2 [9:0] == 6'h2e;
+  assign \$89  = \port$11847$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11858$2 [9:0] == 6'h2f;
+  assign \$91  = \port$11847$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11858$2 [9:0] == 6'h30;
+  assign \$93  = \port$11847$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11858$2 [9:0] == 6'h31;
+  assign \$95  = \port$11847$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11858$2 [9:0] == 6'h32;
+  assign \$97  = \port$11847$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11858$2 [9:0] == 6'h33;
+  assign \$99  = \port$11847$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11858$2 [9:0] == 6'h34;
+  assign \$101  = \port$11847$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11858$2 [9:0] == 6'h35;
+  assign \$103  = \port$11847$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11858$2 [9:0] == 6'h36;
+  assign \$105  = \port$11847$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11858$2 [9:0] == 6'h37;
+  assign \$107  = \port$11847$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11858$2 [9:0] == 6'h38;
+  assign \$109  = \port$11847$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26359,17 +26359,17 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11858$2 , 2'h0 };
+  assign bus__addr = { \port$11847$2 , 2'h0 };
   assign work_qready = { \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
   assign work_qreset = { \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0  };
-  assign retire0_error = \port$11198$0 [7:0];
-  assign retire0_tag = \port$11198$0 [23:8];
-  assign retire1_error = \port$11248$0 [7:0];
-  assign retire1_tag = \port$11248$0 [23:8];
-  assign retire2_error = \port$11298$0 [7:0];
-  assign retire2_tag = \port$11298$0 [23:8];
-  assign retire3_error = \port$11348$0 [7:0];
-  assign retire3_tag = \port$11348$0 [23:8];
+  assign retire0_error = \port$11187$0 [7:0];
+  assign retire0_tag = \port$11187$0 [23:8];
+  assign retire1_error = \port$11237$0 [7:0];
+  assign retire1_tag = \port$11237$0 [23:8];
+  assign retire2_error = \port$11287$0 [7:0];
+  assign retire2_tag = \port$11287$0 [23:8];
+  assign retire3_error = \port$11337$0 [7:0];
+  assign retire3_tag = \port$11337$0 [23:8];
   assign q_head0_word = \port$5325$0 [31:0];
   assign q_head1_word = \port$5325$0 [63:32];
   assign q_head2_word = \port$5325$0 [95:64];
@@ -26431,20 +26431,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$11198$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$11198$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$11187$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$11187$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$11248$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$11248$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$11237$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$11237$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$11298$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$11298$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$11287$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$11287$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$11348$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$11348$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$11337$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$11337$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26586,55 +26586,55 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [511:0] \$100 ;
+  wire \$100 ;
   wire [32:0] \$101 ;
-  wire [511:0] \$102 ;
+  wire [32:0] \$102 ;
   wire [32:0] \$103 ;
-  wire [511:0] \$104 ;
+  wire [32:0] \$104 ;
   wire [32:0] \$105 ;
-  wire [511:0] \$106 ;
+  wire [32:0] \$106 ;
   wire [32:0] \$107 ;
-  wire [511:0] \$108 ;
+  wire [32:0] \$108 ;
   wire [32:0] \$109 ;
   wire \$11 ;
-  wire [511:0] \$110 ;
+  wire [32:0] \$110 ;
   wire [32:0] \$111 ;
-  wire [511:0] \$112 ;
+  wire [32:0] \$112 ;
   wire [32:0] \$113 ;
-  wire [511:0] \$114 ;
+  wire [32:0] \$114 ;
   wire [32:0] \$115 ;
-  wire [511:0] \$116 ;
-  wire [32:0] \$117 ;
-  wire [511:0] \$118 ;
-  wire [32:0] \$119 ;
+  wire [32:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire [5:0] \$12 ;
-  wire [511:0] \$120 ;
-  wire [32:0] \$121 ;
-  wire [511:0] \$122 ;
-  wire [32:0] \$123 ;
-  wire [511:0] \$124 ;
-  wire [32:0] \$125 ;
-  wire [511:0] \$126 ;
-  wire [32:0] \$127 ;
-  wire [511:0] \$128 ;
-  wire [32:0] \$129 ;
+  wire \$120 ;
+  wire \$121 ;
+  reg \$122 ;
+  reg [4:0] \$123 ;
+  reg [4:0] \$124 ;
+  reg \$125 ;
+  reg \$126 ;
+  reg [3:0] \$127 ;
+  reg \$128 ;
+  reg [12:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  reg \$135 ;
-  reg [4:0] \$136 ;
-  reg [4:0] \$137 ;
-  reg \$138 ;
-  reg \$139 ;
+  reg \$130 ;
+  reg \$131 ;
+  reg [15:0] \$132 ;
+  reg [15:0] \$133 ;
+  reg [15:0] \$134 ;
+  reg [15:0] \$135 ;
+  reg [15:0] \$136 ;
+  reg [15:0] \$137 ;
+  reg [15:0] \$138 ;
+  reg [15:0] \$139 ;
   wire \$14 ;
-  reg [3:0] \$140 ;
-  reg \$141 ;
-  reg [12:0] \$142 ;
-  reg \$143 ;
-  reg \$144 ;
+  reg [15:0] \$140 ;
+  reg [15:0] \$141 ;
+  reg [15:0] \$142 ;
+  reg [15:0] \$143 ;
+  reg [15:0] \$144 ;
   reg [15:0] \$145 ;
   reg [15:0] \$146 ;
   reg [15:0] \$147 ;
@@ -26655,60 +26655,48 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   reg [15:0] \$160 ;
   reg [15:0] \$161 ;
   reg [15:0] \$162 ;
-  reg [15:0] \$163 ;
-  reg [15:0] \$164 ;
-  reg [15:0] \$165 ;
-  reg [15:0] \$166 ;
-  reg [15:0] \$167 ;
-  reg [15:0] \$168 ;
-  reg [15:0] \$169 ;
+  reg \$163 ;
+  reg [511:0] \$164 ;
+  reg [511:0] \$165 ;
+  reg [175:0] \$166 ;
+  reg [2:0] \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire [12:0] \$17 ;
-  reg [15:0] \$170 ;
-  reg [15:0] \$171 ;
-  reg [15:0] \$172 ;
-  reg [15:0] \$173 ;
+  reg \$170 ;
+  reg [7:0] \$171 ;
+  reg [11:0] \$172 ;
+  reg [11:0] \$173 ;
   reg [15:0] \$174 ;
-  reg [15:0] \$175 ;
-  reg \$176 ;
-  reg [511:0] \$177 ;
-  reg [175:0] \$178 ;
-  reg [2:0] \$179 ;
+  reg \$175 ;
+  reg [13:0] \$176 ;
+  reg [13:0] \$177 ;
+  reg [13:0] \$178 ;
+  reg [13:0] \$179 ;
   wire \$18 ;
-  reg \$180 ;
-  reg \$181 ;
+  reg [12:0] \$180 ;
+  reg [12:0] \$181 ;
   reg \$182 ;
-  reg [7:0] \$183 ;
-  reg [11:0] \$184 ;
-  reg [11:0] \$185 ;
-  reg [15:0] \$186 ;
-  reg \$187 ;
-  reg [13:0] \$188 ;
-  reg [13:0] \$189 ;
+  wire [31:0] \$183 ;
+  wire [31:0] \$184 ;
+  wire [31:0] \$185 ;
+  wire [31:0] \$186 ;
+  wire [31:0] \$187 ;
+  wire [31:0] \$188 ;
+  wire [31:0] \$189 ;
   wire [12:0] \$19 ;
-  reg [13:0] \$190 ;
-  reg [13:0] \$191 ;
-  reg [12:0] \$192 ;
-  reg [12:0] \$193 ;
-  reg \$194 ;
+  wire [31:0] \$190 ;
+  wire [31:0] \$191 ;
+  wire [31:0] \$192 ;
+  wire [31:0] \$193 ;
+  wire [31:0] \$194 ;
   wire [31:0] \$195 ;
   wire [31:0] \$196 ;
   wire [31:0] \$197 ;
   wire [31:0] \$198 ;
-  wire [31:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [31:0] \$200 ;
-  wire [31:0] \$201 ;
-  wire [31:0] \$202 ;
-  wire [31:0] \$203 ;
-  wire [31:0] \$204 ;
-  wire [31:0] \$205 ;
-  wire [31:0] \$206 ;
-  wire [31:0] \$207 ;
-  wire [31:0] \$208 ;
-  wire [31:0] \$209 ;
   wire \$21 ;
-  wire [31:0] \$210 ;
   wire [16:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
@@ -26718,82 +26706,82 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [511:0] \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [12:0] \$34 ;
-  wire [31:0] \$35 ;
-  wire [32:0] \$36 ;
-  wire [16:0] \$37 ;
-  wire [33:0] \$38 ;
-  wire \$39 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [12:0] \$37 ;
+  wire [31:0] \$38 ;
+  wire [32:0] \$39 ;
   wire \$4 ;
-  wire [12:0] \$40 ;
-  wire [31:0] \$41 ;
-  wire [32:0] \$42 ;
+  wire [16:0] \$40 ;
+  wire [33:0] \$41 ;
+  wire \$42 ;
   wire [12:0] \$43 ;
-  wire [16:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire [12:0] \$49 ;
+  wire [31:0] \$44 ;
+  wire [32:0] \$45 ;
+  wire [12:0] \$46 ;
+  wire [16:0] \$47 ;
+  wire [33:0] \$48 ;
+  wire [34:0] \$49 ;
   wire \$5 ;
-  wire [31:0] \$50 ;
-  wire [32:0] \$51 ;
-  wire [16:0] \$52 ;
-  wire [33:0] \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [12:0] \$52 ;
+  wire [31:0] \$53 ;
+  wire [32:0] \$54 ;
+  wire [16:0] \$55 ;
+  wire [33:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [14:0] \$60 ;
-  wire [16:0] \$61 ;
+  wire \$60 ;
+  wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
+  wire [14:0] \$63 ;
+  wire [16:0] \$64 ;
   wire \$65 ;
-  wire [14:0] \$66 ;
-  wire [13:0] \$67 ;
-  wire [16:0] \$68 ;
-  wire [16:0] \$69 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [14:0] \$69 ;
   wire [5:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire [12:0] \$72 ;
+  wire [13:0] \$70 ;
+  wire [16:0] \$71 ;
+  wire [16:0] \$72 ;
   wire \$73 ;
-  wire [12:0] \$74 ;
-  wire \$75 ;
-  wire [12:0] \$76 ;
-  wire [20:0] \$77 ;
-  wire [20:0] \$78 ;
+  wire \$74 ;
+  wire [12:0] \$75 ;
+  wire \$76 ;
+  wire [12:0] \$77 ;
+  wire \$78 ;
   wire [12:0] \$79 ;
   wire \$8 ;
   wire [20:0] \$80 ;
   wire [20:0] \$81 ;
-  wire [20:0] \$82 ;
+  wire [12:0] \$82 ;
   wire [20:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
+  wire [20:0] \$84 ;
+  wire [20:0] \$85 ;
+  wire [20:0] \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [4:0] \$90 ;
-  wire [5:0] \$91 ;
+  wire \$90 ;
+  wire \$91 ;
   wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
+  wire [4:0] \$93 ;
+  wire [5:0] \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
-  wire [511:0] \$98 ;
-  wire [32:0] \$99 ;
+  wire \$98 ;
+  wire \$99 ;
   (* init = 1'h0 *)
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
@@ -26944,6 +26932,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   reg [15:0] meta8 = 16'h0000;
   reg [15:0] meta9 = 16'h0000;
   reg [11:0] nt = 12'h000;
+  reg [511:0] old = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [511:0] out_data;
   wire out_valid;
   input [3:0] reset;
@@ -26996,265 +26985,254 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$23  = idx == \$22 [15:0];
   assign \$24  = \$21  & \$23 ;
   assign \$25  = s1_valid & s1_is_a;
-  assign \$26  = meta31[13:1] == meta30[13:1];
+  assign \$26  = meta31[13:1] == meta29[13:1];
   assign \$27  = acc_wr__en & \$26 ;
-  assign \$28  = | cmd[175:161];
-  assign \$29  = ! cmd[75:60];
-  assign \$30  = ! cmd[87:76];
-  assign \$31  = \$29  | \$30 ;
-  assign \$32  = ! cmd[99:88];
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = cmd[87:76] - 1'h1;
-  assign \$35  = \$34 [11:0] * cmd[119:100];
-  assign \$36  = cmd[19:0] + \$35 ;
-  assign \$37  = cmd[75:60] - 1'h1;
-  assign \$38  = \$36  + \$37 [15:0];
-  assign \$39  = \$38  >= 15'h4000;
-  assign \$40  = cmd[99:88] - 1'h1;
-  assign \$41  = \$40 [11:0] * cmd[139:120];
-  assign \$42  = cmd[39:20] + \$41 ;
-  assign \$43  = cmd[87:76] - 1'h1;
-  assign \$44  = \$43 [11:0] * 5'h10;
-  assign \$45  = \$42  + \$44 ;
-  assign \$46  = \$45  + 4'hf;
-  assign \$47  = \$46  >= 15'h4000;
-  assign \$48  = \$39  | \$47 ;
-  assign \$49  = cmd[99:88] - 1'h1;
-  assign \$50  = \$49 [11:0] * cmd[159:140];
-  assign \$51  = cmd[59:40] + \$50 ;
-  assign \$52  = cmd[75:60] - 1'h1;
-  assign \$53  = \$51  + \$52 [15:0];
-  assign \$54  = \$53  >= 14'h2000;
-  assign \$55  = \$48  | \$54 ;
-  assign \$56  = err_reserved | err_shape;
-  assign \$57  = \$56  | err_range;
-  assign \$58  = spad_rd__en & spad_rd__gnt;
-  assign \$59  = \$58  & load_b;
-  assign \$60  = b_ptr + 1'h1;
-  assign \$61  = idx + 1'h1;
-  assign \$62  = idx[3:0] == 4'hf;
-  assign \$63  = spad_rd__en & spad_rd__gnt;
-  assign \$64  = ~ load_b;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = a_ptr + 1'h1;
-  assign \$67  = c_ptr + 1'h1;
-  assign \$68  = idx + 1'h1;
-  assign \$69  = cmd[75:60] - 1'h1;
-  assign \$70  = idx == \$69 [15:0];
-  assign \$71  = ~ bank;
-  assign \$72  = cmd[87:76] - 1'h1;
-  assign \$73  = kt != \$72 [11:0];
-  assign \$74  = cmd[99:88] - 1'h1;
-  assign \$75  = nt != \$74 [11:0];
-  assign \$76  = kt + 1'h1;
-  assign \$77  = a_base + cmd[119:100];
-  assign \$78  = a_base + cmd[119:100];
-  assign \$79  = nt + 1'h1;
-  assign \$80  = b_base + cmd[139:120];
-  assign \$81  = b_base + cmd[139:120];
-  assign \$82  = c_base + cmd[159:140];
-  assign \$83  = c_base + cmd[159:140];
-  assign \$84  = acc_wr__en & meta31[15];
-  assign \$85  = ~ load_b;
-  assign \$86  = s1_valid & s1_is_a;
-  assign \$87  = s1_bank == bank;
-  assign \$88  = \$86  & \$87 ;
-  assign \$89  = ~ \$88 ;
-  assign \$90  = bank ? bank1_busy_cnt : bank0_busy_cnt;
-  assign \$91  = \$90  + idx[3:0];
-  assign \$92  = \$91  <= 5'h11;
-  assign \$93  = \$89  & \$92 ;
-  assign \$94  = \$85  | \$93 ;
-  assign spad_rd__en = issuing & \$94 ;
+  assign \$28  = meta31[13:1] == meta30[13:1];
+  assign \$29  = acc_wr__en & \$28 ;
+  assign \$30  = fwd_hit ? fwd_data : acc_rd__data;
+  assign \$31  = | cmd[175:161];
+  assign \$32  = ! cmd[75:60];
+  assign \$33  = ! cmd[87:76];
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = ! cmd[99:88];
+  assign \$36  = \$34  | \$35 ;
+  assign \$37  = cmd[87:76] - 1'h1;
+  assign \$38  = \$37 [11:0] * cmd[119:100];
+  assign \$39  = cmd[19:0] + \$38 ;
+  assign \$40  = cmd[75:60] - 1'h1;
+  assign \$41  = \$39  + \$40 [15:0];
+  assign \$42  = \$41  >= 15'h4000;
+  assign \$43  = cmd[99:88] - 1'h1;
+  assign \$44  = \$43 [11:0] * cmd[139:120];
+  assign \$45  = cmd[39:20] + \$44 ;
+  assign \$46  = cmd[87:76] - 1'h1;
+  assign \$47  = \$46 [11:0] * 5'h10;
+  assign \$48  = \$45  + \$47 ;
+  assign \$49  = \$48  + 4'hf;
+  assign \$50  = \$49  >= 15'h4000;
+  assign \$51  = \$42  | \$50 ;
+  assign \$52  = cmd[99:88] - 1'h1;
+  assign \$53  = \$52 [11:0] * cmd[159:140];
+  assign \$54  = cmd[59:40] + \$53 ;
+  assign \$55  = cmd[75:60] - 1'h1;
+  assign \$56  = \$54  + \$55 [15:0];
+  assign \$57  = \$56  >= 14'h2000;
+  assign \$58  = \$51  | \$57 ;
+  assign \$59  = err_reserved | err_shape;
+  assign \$60  = \$59  | err_range;
+  assign \$61  = spad_rd__en & spad_rd__gnt;
+  assign \$62  = \$61  & load_b;
+  assign \$63  = b_ptr + 1'h1;
+  assign \$64  = idx + 1'h1;
+  assign \$65  = idx[3:0] == 4'hf;
+  assign \$66  = spad_rd__en & spad_rd__gnt;
+  assign \$67  = ~ load_b;
+  assign \$68  = \$66  & \$67 ;
+  assign \$69  = a_ptr + 1'h1;
+  assign \$70  = c_ptr + 1'h1;
+  assign \$71  = idx + 1'h1;
+  assign \$72  = cmd[75:60] - 1'h1;
+  assign \$73  = idx == \$72 [15:0];
+  assign \$74  = ~ bank;
+  assign \$75  = cmd[87:76] - 1'h1;
+  assign \$76  = kt != \$75 [11:0];
+  assign \$77  = cmd[99:88] - 1'h1;
+  assign \$78  = nt != \$77 [11:0];
+  assign \$79  = kt + 1'h1;
+  assign \$80  = a_base + cmd[119:100];
+  assign \$81  = a_base + cmd[119:100];
+  assign \$82  = nt + 1'h1;
+  assign \$83  = b_base + cmd[139:120];
+  assign \$84  = b_base + cmd[139:120];
+  assign \$85  = c_base + cmd[159:140];
+  assign \$86  = c_base + cmd[159:140];
+  assign \$87  = acc_wr__en & meta31[15];
+  assign \$88  = ~ load_b;
+  assign \$89  = s1_valid & s1_is_a;
+  assign \$90  = s1_bank == bank;
+  assign \$91  = \$89  & \$90 ;
+  assign \$92  = ~ \$91 ;
+  assign \$93  = bank ? bank1_busy_cnt : bank0_busy_cnt;
+  assign \$94  = \$93  + idx[3:0];
+  assign \$95  = \$94  <= 5'h11;
+  assign \$96  = \$92  & \$95 ;
+  assign \$97  = \$88  | \$96 ;
+  assign spad_rd__en = issuing & \$97 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
   assign a_valid = s1_valid & s1_is_a;
-  assign \$95  = ~ s1_is_a;
-  assign w_en = s1_valid & \$95 ;
+  assign \$98  = ~ s1_is_a;
+  assign w_en = s1_valid & \$98 ;
   assign active = s1_valid & s1_is_a;
-  assign \$96  = s1_valid & s1_is_a;
-  assign \$97  = ~ \$96 ;
-  assign stall = ctl__busy & \$97 ;
-  assign acc_rd__en = meta30[0] & meta30[14];
-  assign \$98  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$99  = \$98 [31:0] + \$196 ;
-  assign \$100  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$101  = \$100 [63:32] + \$197 ;
-  assign \$102  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$103  = \$102 [95:64] + \$198 ;
-  assign \$104  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$105  = \$104 [127:96] + \$199 ;
-  assign \$106  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$107  = \$106 [159:128] + \$200 ;
-  assign \$108  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$109  = \$108 [191:160] + \$201 ;
-  assign \$110  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$111  = \$110 [223:192] + \$202 ;
-  assign \$112  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$113  = \$112 [255:224] + \$203 ;
-  assign \$114  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$115  = \$114 [287:256] + \$204 ;
-  assign \$116  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$117  = \$116 [319:288] + \$205 ;
-  assign \$118  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$119  = \$118 [351:320] + \$206 ;
-  assign \$120  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$121  = \$120 [383:352] + \$207 ;
-  assign \$122  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$123  = \$122 [415:384] + \$208 ;
-  assign \$124  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$125  = \$124 [447:416] + \$209 ;
-  assign \$126  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$127  = \$126 [479:448] + \$210 ;
-  assign \$128  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$129  = \$128 [511:480] + \$195 ;
-  assign acc_wr__data = meta31[14] ? { \$129 [31:0], \$127 [31:0], \$125 [31:0], \$123 [31:0], \$121 [31:0], \$119 [31:0], \$117 [31:0], \$115 [31:0], \$113 [31:0], \$111 [31:0], \$109 [31:0], \$107 [31:0], \$105 [31:0], \$103 [31:0], \$101 [31:0], \$99 [31:0] } : { \$195 , \$210 , \$209 , \$208 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196  };
-  assign ctl__busy = ~ \$130 ;
-  assign \$130  = ! gemm_fsm_state;
-  assign \$131  = gemm_fsm_state == 1'h1;
-  assign \$132  = gemm_fsm_state == 2'h2;
-  assign \$133  = gemm_fsm_state == 2'h3;
-  assign \$134  = gemm_fsm_state == 3'h4;
+  assign \$99  = s1_valid & s1_is_a;
+  assign \$100  = ~ \$99 ;
+  assign stall = ctl__busy & \$100 ;
+  assign acc_rd__en = meta29[0] & meta29[14];
+  assign \$101  = old[31:0] + \$184 ;
+  assign \$102  = old[63:32] + \$185 ;
+  assign \$103  = old[95:64] + \$186 ;
+  assign \$104  = old[127:96] + \$187 ;
+  assign \$105  = old[159:128] + \$188 ;
+  assign \$106  = old[191:160] + \$189 ;
+  assign \$107  = old[223:192] + \$190 ;
+  assign \$108  = old[255:224] + \$191 ;
+  assign \$109  = old[287:256] + \$192 ;
+  assign \$110  = old[319:288] + \$193 ;
+  assign \$111  = old[351:320] + \$194 ;
+  assign \$112  = old[383:352] + \$195 ;
+  assign \$113  = old[415:384] + \$196 ;
+  assign \$114  = old[447:416] + \$197 ;
+  assign \$115  = old[479:448] + \$198 ;
+  assign \$116  = old[511:480] + \$183 ;
+  assign acc_wr__data = meta31[14] ? { \$116 [31:0], \$115 [31:0], \$114 [31:0], \$113 [31:0], \$112 [31:0], \$111 [31:0], \$110 [31:0], \$109 [31:0], \$108 [31:0], \$107 [31:0], \$106 [31:0], \$105 [31:0], \$104 [31:0], \$103 [31:0], \$102 [31:0], \$101 [31:0] } : { \$183 , \$198 , \$197 , \$196 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184  };
+  assign ctl__busy = ~ \$117 ;
+  assign \$117  = ! gemm_fsm_state;
+  assign \$118  = gemm_fsm_state == 1'h1;
+  assign \$119  = gemm_fsm_state == 2'h2;
+  assign \$120  = gemm_fsm_state == 2'h3;
+  assign \$121  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$135 ;
+    done <= \$122 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$136 ;
+    bank0_busy_cnt <= \$123 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$137 ;
+    bank1_busy_cnt <= \$124 ;
   always @(posedge clk)
-    s1_valid <= \$138 ;
+    s1_valid <= \$125 ;
   always @(posedge clk)
-    s1_is_a <= \$139 ;
+    s1_is_a <= \$126 ;
   always @(posedge clk)
-    s1_row <= \$140 ;
+    s1_row <= \$127 ;
   always @(posedge clk)
-    s1_bank <= \$141 ;
+    s1_bank <= \$128 ;
   always @(posedge clk)
-    s1_caddr <= \$142 ;
+    s1_caddr <= \$129 ;
   always @(posedge clk)
-    s1_accum <= \$143 ;
+    s1_accum <= \$130 ;
   always @(posedge clk)
-    s1_last <= \$144 ;
+    s1_last <= \$131 ;
   always @(posedge clk)
-    meta1 <= \$145 ;
+    meta1 <= \$132 ;
   always @(posedge clk)
-    meta2 <= \$146 ;
+    meta2 <= \$133 ;
   always @(posedge clk)
-    meta3 <= \$147 ;
+    meta3 <= \$134 ;
   always @(posedge clk)
-    meta4 <= \$148 ;
+    meta4 <= \$135 ;
   always @(posedge clk)
-    meta5 <= \$149 ;
+    meta5 <= \$136 ;
   always @(posedge clk)
-    meta6 <= \$150 ;
+    meta6 <= \$137 ;
   always @(posedge clk)
-    meta7 <= \$151 ;
+    meta7 <= \$138 ;
   always @(posedge clk)
-    meta8 <= \$152 ;
+    meta8 <= \$139 ;
   always @(posedge clk)
-    meta9 <= \$153 ;
+    meta9 <= \$140 ;
   always @(posedge clk)
-    meta10 <= \$154 ;
+    meta10 <= \$141 ;
   always @(posedge clk)
-    meta11 <= \$155 ;
+    meta11 <= \$142 ;
   always @(posedge clk)
-    meta12 <= \$156 ;
+    meta12 <= \$143 ;
   always @(posedge clk)
-    meta13 <= \$157 ;
+    meta13 <= \$144 ;
   always @(posedge clk)
-    meta14 <= \$158 ;
+    meta14 <= \$145 ;
   always @(posedge clk)
-    meta15 <= \$159 ;
+    meta15 <= \$146 ;
   always @(posedge clk)
-    meta16 <= \$160 ;
+    meta16 <= \$147 ;
   always @(posedge clk)
-    meta17 <= \$161 ;
+    meta17 <= \$148 ;
   always @(posedge clk)
-    meta18 <= \$162 ;
+    meta18 <= \$149 ;
   always @(posedge clk)
-    meta19 <= \$163 ;
+    meta19 <= \$150 ;
   always @(posedge clk)
-    meta20 <= \$164 ;
+    meta20 <= \$151 ;
   always @(posedge clk)
-    meta21 <= \$165 ;
+    meta21 <= \$152 ;
   always @(posedge clk)
-    meta22 <= \$166 ;
+    meta22 <= \$153 ;
   always @(posedge clk)
-    meta23 <= \$167 ;
+    meta23 <= \$154 ;
   always @(posedge clk)
-    meta24 <= \$168 ;
+    meta24 <= \$155 ;
   always @(posedge clk)
-    meta25 <= \$169 ;
+    meta25 <= \$156 ;
   always @(posedge clk)
-    meta26 <= \$170 ;
+    meta26 <= \$157 ;
   always @(posedge clk)
-    meta27 <= \$171 ;
+    meta27 <= \$158 ;
   always @(posedge clk)
-    meta28 <= \$172 ;
+    meta28 <= \$159 ;
   always @(posedge clk)
-    meta29 <= \$173 ;
+    meta29 <= \$160 ;
   always @(posedge clk)
-    meta30 <= \$174 ;
+    meta30 <= \$161 ;
   always @(posedge clk)
-    meta31 <= \$175 ;
+    meta31 <= \$162 ;
   always @(posedge clk)
-    fwd_hit <= \$176 ;
+    fwd_hit <= \$163 ;
   always @(posedge clk)
-    fwd_data <= \$177 ;
+    fwd_data <= \$164 ;
   always @(posedge clk)
-    cmd <= \$178 ;
+    old <= \$165 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$179 ;
+    cmd <= \$166 ;
   always @(posedge clk)
-    err_reserved <= \$180 ;
+    gemm_fsm_state <= \$167 ;
   always @(posedge clk)
-    err_shape <= \$181 ;
+    err_reserved <= \$168 ;
   always @(posedge clk)
-    err_range <= \$182 ;
+    err_shape <= \$169 ;
   always @(posedge clk)
-    error <= \$183 ;
+    err_range <= \$170 ;
   always @(posedge clk)
-    nt <= \$184 ;
+    error <= \$171 ;
   always @(posedge clk)
-    kt <= \$185 ;
+    nt <= \$172 ;
   always @(posedge clk)
-    idx <= \$186 ;
+    kt <= \$173 ;
   always @(posedge clk)
-    load_b <= \$187 ;
+    idx <= \$174 ;
   always @(posedge clk)
-    a_base <= \$188 ;
+    load_b <= \$175 ;
   always @(posedge clk)
-    a_ptr <= \$189 ;
+    a_base <= \$176 ;
   always @(posedge clk)
-    b_base <= \$190 ;
+    a_ptr <= \$177 ;
   always @(posedge clk)
-    b_ptr <= \$191 ;
+    b_base <= \$178 ;
   always @(posedge clk)
-    c_base <= \$192 ;
+    b_ptr <= \$179 ;
   always @(posedge clk)
-    c_ptr <= \$193 ;
+    c_base <= \$180 ;
   always @(posedge clk)
-    bank <= \$194 ;
+    c_ptr <= \$181 ;
+  always @(posedge clk)
+    bank <= \$182 ;
   \kaki_soc_16x16.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_14(\$196 ),
-    .deskew10_4(\$206 ),
-    .deskew11_3(\$207 ),
-    .deskew12_2(\$208 ),
-    .deskew13_1(\$209 ),
-    .deskew14_0(\$210 ),
-    .deskew1_13(\$197 ),
-    .deskew2_12(\$198 ),
-    .deskew3_11(\$199 ),
-    .deskew4_10(\$200 ),
-    .deskew5_9(\$201 ),
-    .deskew6_8(\$202 ),
-    .deskew7_7(\$203 ),
-    .deskew8_6(\$204 ),
-    .deskew9_5(\$205 ),
+    .deskew0_14(\$184 ),
+    .deskew10_4(\$194 ),
+    .deskew11_3(\$195 ),
+    .deskew12_2(\$196 ),
+    .deskew13_1(\$197 ),
+    .deskew14_0(\$198 ),
+    .deskew1_13(\$185 ),
+    .deskew2_12(\$186 ),
+    .deskew3_11(\$187 ),
+    .deskew4_10(\$188 ),
+    .deskew5_9(\$189 ),
+    .deskew6_8(\$190 ),
+    .deskew7_7(\$191 ),
+    .deskew8_6(\$192 ),
+    .deskew9_5(\$193 ),
     .gemm_frozen(gemm_frozen),
     .out_valid_q(acc_wr__en),
-    .pe15_15_psum(\$195 ),
+    .pe15_15_psum(\$183 ),
     .reset(reset),
     .rst(rst),
     .w_bank(s1_bank),
@@ -27264,163 +27242,332 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$135  = done;
+    \$122  = done;
     if (\$2 ) begin
-      \$135  = 1'h0;
+      \$122  = 1'h0;
       casez (gemm_fsm_state)
         3'h0:
             /* empty */;
         3'h1:
             /* empty */;
         3'h2:
-            if (\$57 ) begin
-              \$135  = 1'h1;
+            if (\$60 ) begin
+              \$122  = 1'h1;
             end
         3'h3:
             /* empty */;
         3'h4:
-            if (\$84 ) begin
-              \$135  = 1'h1;
+            if (\$87 ) begin
+              \$122  = 1'h1;
             end
       endcase
       if (reset[2]) begin
-        \$135  = 1'h0;
+        \$122  = 1'h0;
       end
     end
     if (rst) begin
-      \$135  = 1'h0;
+      \$122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = bank0_busy_cnt;
+    \$123  = bank0_busy_cnt;
     if (\$2 ) begin
       if (\$5 ) begin
-        \$136  = 5'h1e;
+        \$123  = 5'h1e;
       end else if (\$6 ) begin
-        \$136  = \$7 [4:0];
+        \$123  = \$7 [4:0];
       end
       if (reset[2]) begin
-        \$136  = 5'h00;
+        \$123  = 5'h00;
       end
     end
     if (rst) begin
-      \$136  = 5'h00;
+      \$123  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = bank1_busy_cnt;
+    \$124  = bank1_busy_cnt;
     if (\$2 ) begin
       if (\$10 ) begin
-        \$137  = 5'h1e;
+        \$124  = 5'h1e;
       end else if (\$11 ) begin
-        \$137  = \$12 [4:0];
+        \$124  = \$12 [4:0];
       end
       if (reset[2]) begin
-        \$137  = 5'h00;
+        \$124  = 5'h00;
       end
     end
     if (rst) begin
-      \$137  = 5'h00;
+      \$124  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$138  = s1_valid;
+    \$125  = s1_valid;
     if (\$2 ) begin
-      \$138  = \$13 ;
+      \$125  = \$13 ;
       if (reset[2]) begin
-        \$138  = 1'h0;
+        \$125  = 1'h0;
       end
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$139  = s1_is_a;
+    \$126  = s1_is_a;
     if (\$2 ) begin
-      \$139  = \$14 ;
+      \$126  = \$14 ;
       if (reset[2]) begin
-        \$139  = 1'h0;
+        \$126  = 1'h0;
       end
     end
     if (rst) begin
-      \$139  = 1'h0;
+      \$126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = s1_row;
+    \$127  = s1_row;
     if (\$2 ) begin
-      \$140  = idx[3:0];
+      \$127  = idx[3:0];
       if (reset[2]) begin
-        \$140  = 4'h0;
+        \$127  = 4'h0;
       end
     end
     if (rst) begin
-      \$140  = 4'h0;
+      \$127  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = s1_bank;
+    \$128  = s1_bank;
     if (\$2 ) begin
-      \$141  = bank;
+      \$128  = bank;
       if (reset[2]) begin
-        \$141  = 1'h0;
+        \$128  = 1'h0;
       end
     end
     if (rst) begin
-      \$141  = 1'h0;
+      \$128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142  = s1_caddr;
+    \$129  = s1_caddr;
     if (\$2 ) begin
-      \$142  = c_ptr;
+      \$129  = c_ptr;
       if (reset[2]) begin
-        \$142  = 13'h0000;
+        \$129  = 13'h0000;
       end
     end
     if (rst) begin
-      \$142  = 13'h0000;
+      \$129  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = s1_accum;
+    \$130  = s1_accum;
     if (\$2 ) begin
-      \$143  = \$16 ;
+      \$130  = \$16 ;
       if (reset[2]) begin
-        \$143  = 1'h0;
+        \$130  = 1'h0;
       end
     end
     if (rst) begin
-      \$143  = 1'h0;
+      \$130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = s1_last;
+    \$131  = s1_last;
     if (\$2 ) begin
-      \$144  = \$24 ;
+      \$131  = \$24 ;
       if (reset[2]) begin
-        \$144  = 1'h0;
+        \$131  = 1'h0;
       end
     end
     if (rst) begin
-      \$144  = 1'h0;
+      \$131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = meta1;
+    \$132  = meta1;
     if (\$2 ) begin
-      \$145  = { s1_last, s1_accum, s1_caddr, \$25  };
+      \$132  = { s1_last, s1_accum, s1_caddr, \$25  };
+      if (reset[2]) begin
+        \$132  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$132  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$133  = meta2;
+    if (\$2 ) begin
+      \$133  = meta1;
+      if (reset[2]) begin
+        \$133  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$133  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$134  = meta3;
+    if (\$2 ) begin
+      \$134  = meta2;
+      if (reset[2]) begin
+        \$134  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$134  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$135  = meta4;
+    if (\$2 ) begin
+      \$135  = meta3;
+      if (reset[2]) begin
+        \$135  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$135  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$136  = meta5;
+    if (\$2 ) begin
+      \$136  = meta4;
+      if (reset[2]) begin
+        \$136  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$136  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$137  = meta6;
+    if (\$2 ) begin
+      \$137  = meta5;
+      if (reset[2]) begin
+        \$137  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$137  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$138  = meta7;
+    if (\$2 ) begin
+      \$138  = meta6;
+      if (reset[2]) begin
+        \$138  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$138  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$139  = meta8;
+    if (\$2 ) begin
+      \$139  = meta7;
+      if (reset[2]) begin
+        \$139  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$139  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$140  = meta9;
+    if (\$2 ) begin
+      \$140  = meta8;
+      if (reset[2]) begin
+        \$140  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$140  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$141  = meta10;
+    if (\$2 ) begin
+      \$141  = meta9;
+      if (reset[2]) begin
+        \$141  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$141  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$142  = meta11;
+    if (\$2 ) begin
+      \$142  = meta10;
+      if (reset[2]) begin
+        \$142  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$142  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$143  = meta12;
+    if (\$2 ) begin
+      \$143  = meta11;
+      if (reset[2]) begin
+        \$143  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$143  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$144  = meta13;
+    if (\$2 ) begin
+      \$144  = meta12;
+      if (reset[2]) begin
+        \$144  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$144  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$145  = meta14;
+    if (\$2 ) begin
+      \$145  = meta13;
       if (reset[2]) begin
         \$145  = 16'h0000;
       end
@@ -27431,9 +27578,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = meta2;
+    \$146  = meta15;
     if (\$2 ) begin
-      \$146  = meta1;
+      \$146  = meta14;
       if (reset[2]) begin
         \$146  = 16'h0000;
       end
@@ -27444,9 +27591,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = meta3;
+    \$147  = meta16;
     if (\$2 ) begin
-      \$147  = meta2;
+      \$147  = meta15;
       if (reset[2]) begin
         \$147  = 16'h0000;
       end
@@ -27457,9 +27604,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = meta4;
+    \$148  = meta17;
     if (\$2 ) begin
-      \$148  = meta3;
+      \$148  = meta16;
       if (reset[2]) begin
         \$148  = 16'h0000;
       end
@@ -27470,9 +27617,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = meta5;
+    \$149  = meta18;
     if (\$2 ) begin
-      \$149  = meta4;
+      \$149  = meta17;
       if (reset[2]) begin
         \$149  = 16'h0000;
       end
@@ -27483,9 +27630,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = meta6;
+    \$150  = meta19;
     if (\$2 ) begin
-      \$150  = meta5;
+      \$150  = meta18;
       if (reset[2]) begin
         \$150  = 16'h0000;
       end
@@ -27496,9 +27643,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = meta7;
+    \$151  = meta20;
     if (\$2 ) begin
-      \$151  = meta6;
+      \$151  = meta19;
       if (reset[2]) begin
         \$151  = 16'h0000;
       end
@@ -27509,9 +27656,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = meta8;
+    \$152  = meta21;
     if (\$2 ) begin
-      \$152  = meta7;
+      \$152  = meta20;
       if (reset[2]) begin
         \$152  = 16'h0000;
       end
@@ -27522,9 +27669,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = meta9;
+    \$153  = meta22;
     if (\$2 ) begin
-      \$153  = meta8;
+      \$153  = meta21;
       if (reset[2]) begin
         \$153  = 16'h0000;
       end
@@ -27535,9 +27682,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = meta10;
+    \$154  = meta23;
     if (\$2 ) begin
-      \$154  = meta9;
+      \$154  = meta22;
       if (reset[2]) begin
         \$154  = 16'h0000;
       end
@@ -27548,9 +27695,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = meta11;
+    \$155  = meta24;
     if (\$2 ) begin
-      \$155  = meta10;
+      \$155  = meta23;
       if (reset[2]) begin
         \$155  = 16'h0000;
       end
@@ -27561,9 +27708,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = meta12;
+    \$156  = meta25;
     if (\$2 ) begin
-      \$156  = meta11;
+      \$156  = meta24;
       if (reset[2]) begin
         \$156  = 16'h0000;
       end
@@ -27574,9 +27721,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = meta13;
+    \$157  = meta26;
     if (\$2 ) begin
-      \$157  = meta12;
+      \$157  = meta25;
       if (reset[2]) begin
         \$157  = 16'h0000;
       end
@@ -27587,9 +27734,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = meta14;
+    \$158  = meta27;
     if (\$2 ) begin
-      \$158  = meta13;
+      \$158  = meta26;
       if (reset[2]) begin
         \$158  = 16'h0000;
       end
@@ -27600,9 +27747,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = meta15;
+    \$159  = meta28;
     if (\$2 ) begin
-      \$159  = meta14;
+      \$159  = meta27;
       if (reset[2]) begin
         \$159  = 16'h0000;
       end
@@ -27613,9 +27760,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = meta16;
+    \$160  = meta29;
     if (\$2 ) begin
-      \$160  = meta15;
+      \$160  = meta28;
       if (reset[2]) begin
         \$160  = 16'h0000;
       end
@@ -27626,9 +27773,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = meta17;
+    \$161  = meta30;
     if (\$2 ) begin
-      \$161  = meta16;
+      \$161  = meta29;
       if (reset[2]) begin
         \$161  = 16'h0000;
       end
@@ -27639,9 +27786,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = meta18;
+    \$162  = meta31;
     if (\$2 ) begin
-      \$162  = meta17;
+      \$162  = meta30;
       if (reset[2]) begin
         \$162  = 16'h0000;
       end
@@ -27652,152 +27799,283 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = meta19;
+    \$163  = fwd_hit;
     if (\$2 ) begin
-      \$163  = meta18;
+      \$163  = \$27 ;
       if (reset[2]) begin
-        \$163  = 16'h0000;
+        \$163  = 1'h0;
       end
     end
     if (rst) begin
-      \$163  = 16'h0000;
+      \$163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = meta20;
+    \$164  = fwd_data;
     if (\$2 ) begin
-      \$164  = meta19;
-      if (reset[2]) begin
-        \$164  = 16'h0000;
-      end
-    end
-    if (rst) begin
-      \$164  = 16'h0000;
+      \$164  = acc_wr__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = meta21;
+    \$165  = old;
     if (\$2 ) begin
-      \$165  = meta20;
-      if (reset[2]) begin
-        \$165  = 16'h0000;
+      (* full_case = 32'd1 *)
+      if (\$29 ) begin
+        \$165  = acc_wr__data;
+      end else begin
+        \$165  = \$30 ;
       end
-    end
-    if (rst) begin
-      \$165  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = meta22;
+    \$166  = cmd;
     if (\$2 ) begin
-      \$166  = meta21;
+      casez (gemm_fsm_state)
+        3'h0:
+            if (ctl__cmd__valid) begin
+              \$166  = ctl__cmd__payload;
+            end
+      endcase
       if (reset[2]) begin
-        \$166  = 16'h0000;
+        \$166  = 176'h00000000000000000000000000000000000000000000;
       end
     end
     if (rst) begin
-      \$166  = 16'h0000;
+      \$166  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = meta23;
+    \$167  = gemm_fsm_state;
     if (\$2 ) begin
-      \$167  = meta22;
+      casez (gemm_fsm_state)
+        3'h0:
+            if (ctl__cmd__valid) begin
+              \$167  = 3'h1;
+            end
+        3'h1:
+            \$167  = 3'h2;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+              \$167  = 3'h0;
+            end else begin
+              \$167  = 3'h3;
+            end
+        3'h3:
+            if (\$68 ) begin
+              if (\$73 ) begin
+                (* full_case = 32'd1 *)
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                end else begin
+                  \$167  = 3'h4;
+                end
+              end
+            end
+        3'h4:
+            if (\$87 ) begin
+              \$167  = 3'h0;
+            end
+      endcase
       if (reset[2]) begin
-        \$167  = 16'h0000;
+        \$167  = 3'h0;
       end
     end
     if (rst) begin
-      \$167  = 16'h0000;
+      \$167  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = meta24;
+    \$168  = err_reserved;
     if (\$2 ) begin
-      \$168  = meta23;
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            \$168  = \$31 ;
+      endcase
       if (reset[2]) begin
-        \$168  = 16'h0000;
+        \$168  = 1'h0;
       end
     end
     if (rst) begin
-      \$168  = 16'h0000;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = meta25;
+    \$169  = err_shape;
     if (\$2 ) begin
-      \$169  = meta24;
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            \$169  = \$36 ;
+      endcase
       if (reset[2]) begin
-        \$169  = 16'h0000;
+        \$169  = 1'h0;
       end
     end
     if (rst) begin
-      \$169  = 16'h0000;
+      \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = meta26;
+    \$170  = err_range;
     if (\$2 ) begin
-      \$170  = meta25;
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            \$170  = \$58 ;
+      endcase
       if (reset[2]) begin
-        \$170  = 16'h0000;
+        \$170  = 1'h0;
       end
     end
     if (rst) begin
-      \$170  = 16'h0000;
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = meta27;
+    \$171  = error;
     if (\$2 ) begin
-      \$171  = meta26;
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            if (\$60 ) begin
+              (* full_case = 32'd1 *)
+              if (err_reserved) begin
+                \$171  = 8'h02;
+              end else if (err_shape) begin
+                \$171  = 8'h03;
+              end else begin
+                \$171  = 8'h04;
+              end
+            end
+        3'h3:
+            /* empty */;
+        3'h4:
+            if (\$87 ) begin
+              \$171  = 8'h00;
+            end
+      endcase
       if (reset[2]) begin
-        \$171  = 16'h0000;
+        \$171  = 8'h00;
       end
     end
     if (rst) begin
-      \$171  = 16'h0000;
+      \$171  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$172  = meta28;
+    \$172  = nt;
     if (\$2 ) begin
-      \$172  = meta27;
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+            end else begin
+              \$172  = 12'h000;
+            end
+        3'h3:
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$172  = \$82 [11:0];
+                end
+              end
+            end
+      endcase
       if (reset[2]) begin
-        \$172  = 16'h0000;
+        \$172  = 12'h000;
       end
     end
     if (rst) begin
-      \$172  = 16'h0000;
+      \$172  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$173  = meta29;
+    \$173  = kt;
     if (\$2 ) begin
-      \$173  = meta28;
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+            end else begin
+              \$173  = 12'h000;
+            end
+        3'h3:
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$173  = \$79 [11:0];
+                end else if (\$78 ) begin
+                  \$173  = 12'h000;
+                end
+              end
+            end
+      endcase
       if (reset[2]) begin
-        \$173  = 16'h0000;
+        \$173  = 12'h000;
       end
     end
     if (rst) begin
-      \$173  = 16'h0000;
+      \$173  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$174  = meta30;
+    \$174  = idx;
     if (\$2 ) begin
-      \$174  = meta29;
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+            end else begin
+              \$174  = 16'h0000;
+            end
+        3'h3:
+          begin
+            if (\$62 ) begin
+              \$174  = \$64 [15:0];
+              if (\$65 ) begin
+                \$174  = 16'h0000;
+              end
+            end
+            if (\$68 ) begin
+              \$174  = \$71 [15:0];
+              if (\$73 ) begin
+                \$174  = 16'h0000;
+              end
+            end
+          end
+      endcase
       if (reset[2]) begin
         \$174  = 16'h0000;
       end
@@ -27808,142 +28086,266 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$175  = meta31;
-    if (\$2 ) begin
-      \$175  = meta30;
-      if (reset[2]) begin
-        \$175  = 16'h0000;
-      end
-    end
-    if (rst) begin
-      \$175  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$176  = fwd_hit;
-    if (\$2 ) begin
-      \$176  = \$27 ;
-      if (reset[2]) begin
-        \$176  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$176  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$177  = fwd_data;
-    if (\$2 ) begin
-      \$177  = acc_wr__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$178  = cmd;
+    \$175  = load_b;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
-            if (ctl__cmd__valid) begin
-              \$178  = ctl__cmd__payload;
-            end
-      endcase
-      if (reset[2]) begin
-        \$178  = 176'h00000000000000000000000000000000000000000000;
-      end
-    end
-    if (rst) begin
-      \$178  = 176'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$179  = gemm_fsm_state;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$179  = 3'h1;
-            end
+            /* empty */;
         3'h1:
-            \$179  = 3'h2;
+            /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
-              \$179  = 3'h0;
+            if (\$60 ) begin
             end else begin
-              \$179  = 3'h3;
+              \$175  = 1'h1;
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                (* full_case = 32'd1 *)
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                end else begin
-                  \$179  = 3'h4;
+          begin
+            if (\$62 ) begin
+              if (\$65 ) begin
+                \$175  = 1'h0;
+              end
+            end
+            if (\$68 ) begin
+              if (\$73 ) begin
+                \$175  = 1'h1;
+              end
+            end
+          end
+      endcase
+      if (reset[2]) begin
+        \$175  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$176  = a_base;
+    if (\$2 ) begin
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+            end else begin
+              \$176  = cmd[13:0];
+            end
+        3'h3:
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$176  = \$80 [13:0];
+                end else if (\$78 ) begin
+                  \$176  = cmd[13:0];
                 end
               end
             end
-        3'h4:
-            if (\$84 ) begin
-              \$179  = 3'h0;
+      endcase
+      if (reset[2]) begin
+        \$176  = 14'h0000;
+      end
+    end
+    if (rst) begin
+      \$176  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$177  = a_ptr;
+    if (\$2 ) begin
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+            end else begin
+              \$177  = cmd[13:0];
+            end
+        3'h3:
+            if (\$68 ) begin
+              \$177  = \$69 [13:0];
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$177  = \$81 [13:0];
+                end else if (\$78 ) begin
+                  \$177  = cmd[13:0];
+                end
+              end
             end
       endcase
       if (reset[2]) begin
-        \$179  = 3'h0;
+        \$177  = 14'h0000;
       end
     end
     if (rst) begin
-      \$179  = 3'h0;
+      \$177  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$180  = err_reserved;
+    \$178  = b_base;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
             /* empty */;
         3'h1:
-            \$180  = \$28 ;
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+            end else begin
+              \$178  = cmd[33:20];
+            end
+        3'h3:
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$178  = \$83 [13:0];
+                end
+              end
+            end
       endcase
       if (reset[2]) begin
-        \$180  = 1'h0;
+        \$178  = 14'h0000;
       end
     end
     if (rst) begin
-      \$180  = 1'h0;
+      \$178  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$181  = err_shape;
+    \$179  = b_ptr;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
             /* empty */;
         3'h1:
-            \$181  = \$33 ;
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+            end else begin
+              \$179  = cmd[33:20];
+            end
+        3'h3:
+          begin
+            if (\$62 ) begin
+              \$179  = \$63 [13:0];
+            end
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$179  = \$84 [13:0];
+                end
+              end
+            end
+          end
       endcase
       if (reset[2]) begin
-        \$181  = 1'h0;
+        \$179  = 14'h0000;
       end
     end
     if (rst) begin
-      \$181  = 1'h0;
+      \$179  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$182  = err_range;
+    \$180  = c_base;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
             /* empty */;
         3'h1:
-            \$182  = \$55 ;
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+            end else begin
+              \$180  = cmd[52:40];
+            end
+        3'h3:
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$180  = \$85 [12:0];
+                end
+              end
+            end
+      endcase
+      if (reset[2]) begin
+        \$180  = 13'h0000;
+      end
+    end
+    if (rst) begin
+      \$180  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$181  = c_ptr;
+    if (\$2 ) begin
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+            end else begin
+              \$181  = cmd[52:40];
+            end
+        3'h3:
+            if (\$68 ) begin
+              \$181  = \$70 [12:0];
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$181  = c_base;
+                end else if (\$78 ) begin
+                  \$181  = \$86 [12:0];
+                end
+              end
+            end
+      endcase
+      if (reset[2]) begin
+        \$181  = 13'h0000;
+      end
+    end
+    if (rst) begin
+      \$181  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$182  = bank;
+    if (\$2 ) begin
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            /* empty */;
+        3'h2:
+            /* empty */;
+        3'h3:
+            if (\$68 ) begin
+              if (\$73 ) begin
+                \$182  = \$74 ;
+              end
+            end
       endcase
       if (reset[2]) begin
         \$182  = 1'h0;
@@ -27951,418 +28353,6 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
     end
     if (rst) begin
       \$182  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$183  = error;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            if (\$57 ) begin
-              (* full_case = 32'd1 *)
-              if (err_reserved) begin
-                \$183  = 8'h02;
-              end else if (err_shape) begin
-                \$183  = 8'h03;
-              end else begin
-                \$183  = 8'h04;
-              end
-            end
-        3'h3:
-            /* empty */;
-        3'h4:
-            if (\$84 ) begin
-              \$183  = 8'h00;
-            end
-      endcase
-      if (reset[2]) begin
-        \$183  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$183  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$184  = nt;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$184  = 12'h000;
-            end
-        3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$184  = \$79 [11:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$184  = 12'h000;
-      end
-    end
-    if (rst) begin
-      \$184  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$185  = kt;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$185  = 12'h000;
-            end
-        3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$185  = \$76 [11:0];
-                end else if (\$75 ) begin
-                  \$185  = 12'h000;
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$185  = 12'h000;
-      end
-    end
-    if (rst) begin
-      \$185  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$186  = idx;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$186  = 16'h0000;
-            end
-        3'h3:
-          begin
-            if (\$59 ) begin
-              \$186  = \$61 [15:0];
-              if (\$62 ) begin
-                \$186  = 16'h0000;
-              end
-            end
-            if (\$65 ) begin
-              \$186  = \$68 [15:0];
-              if (\$70 ) begin
-                \$186  = 16'h0000;
-              end
-            end
-          end
-      endcase
-      if (reset[2]) begin
-        \$186  = 16'h0000;
-      end
-    end
-    if (rst) begin
-      \$186  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$187  = load_b;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$187  = 1'h1;
-            end
-        3'h3:
-          begin
-            if (\$59 ) begin
-              if (\$62 ) begin
-                \$187  = 1'h0;
-              end
-            end
-            if (\$65 ) begin
-              if (\$70 ) begin
-                \$187  = 1'h1;
-              end
-            end
-          end
-      endcase
-      if (reset[2]) begin
-        \$187  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$187  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$188  = a_base;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$188  = cmd[13:0];
-            end
-        3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$188  = \$77 [13:0];
-                end else if (\$75 ) begin
-                  \$188  = cmd[13:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$188  = 14'h0000;
-      end
-    end
-    if (rst) begin
-      \$188  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$189  = a_ptr;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$189  = cmd[13:0];
-            end
-        3'h3:
-            if (\$65 ) begin
-              \$189  = \$66 [13:0];
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$189  = \$78 [13:0];
-                end else if (\$75 ) begin
-                  \$189  = cmd[13:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$189  = 14'h0000;
-      end
-    end
-    if (rst) begin
-      \$189  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$190  = b_base;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$190  = cmd[33:20];
-            end
-        3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$190  = \$80 [13:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$190  = 14'h0000;
-      end
-    end
-    if (rst) begin
-      \$190  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$191  = b_ptr;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$191  = cmd[33:20];
-            end
-        3'h3:
-          begin
-            if (\$59 ) begin
-              \$191  = \$60 [13:0];
-            end
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$191  = \$81 [13:0];
-                end
-              end
-            end
-          end
-      endcase
-      if (reset[2]) begin
-        \$191  = 14'h0000;
-      end
-    end
-    if (rst) begin
-      \$191  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$192  = c_base;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$192  = cmd[52:40];
-            end
-        3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$192  = \$82 [12:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$192  = 13'h0000;
-      end
-    end
-    if (rst) begin
-      \$192  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$193  = c_ptr;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-            end else begin
-              \$193  = cmd[52:40];
-            end
-        3'h3:
-            if (\$65 ) begin
-              \$193  = \$67 [12:0];
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$193  = c_base;
-                end else if (\$75 ) begin
-                  \$193  = \$83 [12:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$193  = 13'h0000;
-      end
-    end
-    if (rst) begin
-      \$193  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$194  = bank;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            /* empty */;
-        3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                \$194  = \$71 ;
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$194  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$194  = 1'h0;
     end
   end
   always @* begin
@@ -28396,8 +28386,8 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign w_row = s1_row;
   assign w_bank = s1_bank;
   assign w_data = a_data;
-  assign out_data = { \$195 , \$210 , \$209 , \$208 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196  };
-  assign acc_rd__addr = meta30[13:1];
+  assign out_data = { \$183 , \$198 , \$197 , \$196 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184  };
+  assign acc_rd__addr = meta29[13:1];
   assign acc_wr__addr = meta31[13:1];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
@@ -58996,7 +58986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11890$16 , \port$12680$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11879$16 , \port$12671$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -59040,10 +59030,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11890$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11890$16 ;
-  wire [15:0] \port$11890$16 ;
-  input [7:0] \port$12680$0 ;
-  wire [7:0] \port$12680$0 ;
+  input [15:0] \port$11879$16 ;
+  wire [15:0] \port$11879$16 ;
+  input [7:0] \port$12671$0 ;
+  wire [7:0] \port$12671$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -59078,7 +59068,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11890$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11890$16 , \port$12680$0  };
+      storage[w_port__addr] <= { \port$11879$16 , \port$12671$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -59189,8 +59179,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11890$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11890$16 , \port$12680$0  };
-  assign w_data = { \port$11890$16 , \port$12680$0  };
+  assign w_port__data = { \port$11879$16 , \port$12671$0  };
+  assign w_data = { \port$11879$16 , \port$12671$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -59199,7 +59189,7 @@ endmodule
 module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11405$0 , \port$11405$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11394$0 , \port$11394$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -59911,10 +59901,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$11405$0 ;
-  wire [3:0] \port$11405$0 ;
-  input [23:0] \port$11405$8 ;
-  wire [23:0] \port$11405$8 ;
+  input [3:0] \port$11394$0 ;
+  wire [3:0] \port$11394$0 ;
+  input [23:0] \port$11394$8 ;
+  wire [23:0] \port$11394$8 ;
   input [3:0] \port$95$0 ;
   wire [3:0] \port$95$0 ;
   reg q0_acked = 1'h0;
@@ -60641,7 +60631,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$11405$0 [1:0] < 3'h4;
+  assign \$165  = \port$11394$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -60849,7 +60839,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$11405$0 [1:0];
+  assign \$344  = ! \port$11394$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -60869,7 +60859,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$11405$0 [1:0] == 1'h1;
+  assign \$364  = \port$11394$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -60889,7 +60879,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$11405$0 [1:0] == 2'h2;
+  assign \$384  = \port$11394$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -60909,7 +60899,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$11405$0 [1:0] == 2'h3;
+  assign \$404  = \port$11394$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -61002,7 +60992,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$11971$0 (fetch_r_buf),
+    .\port$11960$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -61014,7 +61004,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$11971$0 (fetch_r_buf),
+    .\port$11960$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -61026,7 +61016,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$11971$0 (fetch_r_buf),
+    .\port$11960$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -61038,7 +61028,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$11971$0 (fetch_r_buf),
+    .\port$11960$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -62736,12 +62726,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$11405$0 [1:0];
-  assign cpl_irq = \port$11405$0 [2];
-  assign cpl_halt = \port$11405$0 [3];
-  assign cpl_flags = \port$11405$8 [7:0];
-  assign cpl_status = \port$11405$8 [15:8];
-  assign cpl_opcode = \port$11405$8 [23:16];
+  assign cpl_queue = \port$11394$0 [1:0];
+  assign cpl_irq = \port$11394$0 [2];
+  assign cpl_halt = \port$11394$0 [3];
+  assign cpl_flags = \port$11394$8 [7:0];
+  assign cpl_status = \port$11394$8 [15:8];
+  assign cpl_opcode = \port$11394$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -62792,12 +62782,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$11405$8 [23:16];
-  assign \w_data$258 [19:12] = \port$11405$8 [15:8];
-  assign \w_data$258 [11:4] = \port$11405$8 [7:0];
-  assign \w_data$258 [3] = \port$11405$0 [3];
-  assign \w_data$258 [2] = \port$11405$0 [2];
-  assign \w_data$258 [1:0] = \port$11405$0 [1:0];
+  assign \w_data$258 [27:20] = \port$11394$8 [23:16];
+  assign \w_data$258 [19:12] = \port$11394$8 [15:8];
+  assign \w_data$258 [11:4] = \port$11394$8 [7:0];
+  assign \w_data$258 [3] = \port$11394$0 [3];
+  assign \w_data$258 [2] = \port$11394$0 [2];
+  assign \w_data$258 [1:0] = \port$11394$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -64383,7 +64373,7 @@ module \kaki_soc_16x16.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11971$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11960$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64410,8 +64400,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11971$0 ;
-  wire [191:0] \port$11971$0 ;
+  input [191:0] \port$11960$0 ;
+  wire [191:0] \port$11960$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -64446,7 +64436,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11971$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11960$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64517,14 +64507,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11971$0  };
-  assign w_data = { \port$0$87 , \port$11971$0  };
+  assign w_port__data = { \port$0$87 , \port$11960$0  };
+  assign w_data = { \port$0$87 , \port$11960$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11971$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11960$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64551,8 +64541,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11971$0 ;
-  wire [191:0] \port$11971$0 ;
+  input [191:0] \port$11960$0 ;
+  wire [191:0] \port$11960$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -64587,7 +64577,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11971$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11960$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64658,14 +64648,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11971$0  };
-  assign w_data = { \port$0$87 , \port$11971$0  };
+  assign w_port__data = { \port$0$87 , \port$11960$0  };
+  assign w_data = { \port$0$87 , \port$11960$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11971$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11960$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64692,8 +64682,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11971$0 ;
-  wire [191:0] \port$11971$0 ;
+  input [191:0] \port$11960$0 ;
+  wire [191:0] \port$11960$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -64728,7 +64718,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11971$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11960$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64799,14 +64789,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11971$0  };
-  assign w_data = { \port$0$87 , \port$11971$0  };
+  assign w_port__data = { \port$0$87 , \port$11960$0  };
+  assign w_data = { \port$0$87 , \port$11960$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11971$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11960$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -64833,8 +64823,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11971$0 ;
-  wire [191:0] \port$11971$0 ;
+  input [191:0] \port$11960$0 ;
+  wire [191:0] \port$11960$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -64869,7 +64859,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11971$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11960$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -64940,8 +64930,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11971$0  };
-  assign w_data = { \port$0$87 , \port$11971$0  };
+  assign w_port__data = { \port$0$87 , \port$11960$0  };
+  assign w_data = { \port$0$87 , \port$11960$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -73843,7 +73833,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11892$16 , \port$16748$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11881$16 , \port$16739$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -73887,10 +73877,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11892$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11892$16 ;
-  wire [15:0] \port$11892$16 ;
-  input [7:0] \port$16748$0 ;
-  wire [7:0] \port$16748$0 ;
+  input [15:0] \port$11881$16 ;
+  wire [15:0] \port$11881$16 ;
+  input [7:0] \port$16739$0 ;
+  wire [7:0] \port$16739$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -73925,7 +73915,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11892$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11892$16 , \port$16748$0  };
+      storage[w_port__addr] <= { \port$11881$16 , \port$16739$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -74036,8 +74026,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11892$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11892$16 , \port$16748$0  };
-  assign w_data = { \port$11892$16 , \port$16748$0  };
+  assign w_port__data = { \port$11881$16 , \port$16739$0  };
+  assign w_data = { \port$11881$16 , \port$16739$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

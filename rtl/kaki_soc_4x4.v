@@ -2313,7 +2313,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8180$2 (\$262 ),
+    .\port$8181$2 (\$262 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2432,20 +2432,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8017$0 (q_wait_queue),
-    .\port$8206$0 (inflight),
-    .\port$8341$0 (q__0__cpl_irq),
-    .\port$8355$0 (q__0__error_irq),
-    .\port$8367$0 (q__1__cpl_irq),
-    .\port$8381$0 (q__1__error_irq),
-    .\port$8393$0 (q__2__cpl_irq),
-    .\port$8407$0 (q__2__error_irq),
-    .\port$8419$0 (q__3__cpl_irq),
-    .\port$8433$0 (q__3__error_irq),
-    .\port$8545$0 (\$267 ),
-    .\port$8553$0 (\$268 ),
-    .\port$8561$0 (\$269 ),
-    .\port$8569$0 (\$270 ),
+    .\port$8018$0 (q_wait_queue),
+    .\port$8207$0 (inflight),
+    .\port$8342$0 (q__0__cpl_irq),
+    .\port$8356$0 (q__0__error_irq),
+    .\port$8368$0 (q__1__cpl_irq),
+    .\port$8382$0 (q__1__error_irq),
+    .\port$8394$0 (q__2__cpl_irq),
+    .\port$8408$0 (q__2__error_irq),
+    .\port$8420$0 (q__3__cpl_irq),
+    .\port$8434$0 (q__3__error_irq),
+    .\port$8546$0 (\$267 ),
+    .\port$8554$0 (\$268 ),
+    .\port$8562$0 (\$269 ),
+    .\port$8570$0 (\$270 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2533,10 +2533,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8208$0 (\$263 ),
-    .\port$8210$0 (\$264 ),
-    .\port$8212$0 (\$265 ),
-    .\port$8214$0 (\$266 ),
+    .\port$8209$0 (\$263 ),
+    .\port$8211$0 (\$264 ),
+    .\port$8213$0 (\$265 ),
+    .\port$8215$0 (\$266 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2632,8 +2632,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8208$16 (retire__0__tag),
-    .\port$8768$0 (dma_load_error),
+    .\port$8209$16 (retire__0__tag),
+    .\port$8769$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2643,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8210$16 (retire__1__tag),
-    .\port$8888$0 (dma_store_error),
+    .\port$8211$16 (retire__1__tag),
+    .\port$8889$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2699,11 +2699,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5355$0 (q__1__head),
     .\port$5385$0 (q__2__head),
     .\port$5415$0 (q__3__head),
-    .\port$7520$0 (r_data),
-    .\port$7570$0 (\r_data$495 ),
-    .\port$7620$0 (\r_data$506 ),
-    .\port$7670$0 (\r_data$517 ),
-    .\port$8180$2 (\$262 ),
+    .\port$7521$0 (r_data),
+    .\port$7571$0 (\r_data$495 ),
+    .\port$7621$0 (\r_data$506 ),
+    .\port$7671$0 (\r_data$517 ),
+    .\port$8181$2 (\$262 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2749,8 +2749,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8212$16 (retire__2__tag),
-    .\port$8954$0 (gemm_error),
+    .\port$8213$16 (retire__2__tag),
+    .\port$8957$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2800,8 +2800,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$149 (\$269 ),
     .\level$181 (\$270 ),
     .limit(bus_timeout),
-    .\port$7727$0 (fw_write_cpl_word[3:0]),
-    .\port$7727$8 (fw_write_cpl_word[31:8]),
+    .\port$7728$0 (fw_write_cpl_word[3:0]),
+    .\port$7728$8 (fw_write_cpl_word[31:8]),
     .\port$95$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2944,8 +2944,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8214$16 (retire__3__tag),
-    .\port$9230$0 (vec_error),
+    .\port$8215$16 (retire__3__tag),
+    .\port$9233$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5816,7 +5816,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8180$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8181$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +5960,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8180$2 ;
-  wire [29:0] \port$8180$2 ;
+  output [29:0] \port$8181$2 ;
+  wire [29:0] \port$8181$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6141,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8180$2 (\$99 ),
+    .\port$8181$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6259,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8180$2  = \$99 ;
+  assign \port$8181$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8180$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8181$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6688,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8180$2 ;
-  wire [29:0] \port$8180$2 ;
+  output [29:0] \port$8181$2 ;
+  wire [29:0] \port$8181$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9794,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8180$2  = ls_addr_r[31:2];
+  assign \port$8181$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9963,10 +9963,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8017$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8206$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8341$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8355$0 , q_status0_resetting, q_consumer1_index, \port$8367$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8381$0 , q_status1_resetting, q_consumer2_index, \port$8393$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8407$0 , q_status2_resetting, q_consumer3_index, \port$8419$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8433$0 , q_status3_resetting, \port$8545$0 , \port$8553$0 , \port$8561$0 , \port$8569$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8018$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8207$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8342$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8356$0 , q_status0_resetting, q_consumer1_index, \port$8368$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8382$0 , q_status1_resetting, q_consumer2_index, \port$8394$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8408$0 , q_status2_resetting, q_consumer3_index, \port$8420$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8434$0 , q_status3_resetting, \port$8546$0 , \port$8554$0 , \port$8562$0 , \port$8570$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11500,34 +11500,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8017$0 ;
-  wire [3:0] \port$8017$0 ;
-  input [3:0] \port$8206$0 ;
-  wire [3:0] \port$8206$0 ;
-  input \port$8341$0 ;
-  wire \port$8341$0 ;
-  input \port$8355$0 ;
-  wire \port$8355$0 ;
-  input \port$8367$0 ;
-  wire \port$8367$0 ;
-  input \port$8381$0 ;
-  wire \port$8381$0 ;
-  input \port$8393$0 ;
-  wire \port$8393$0 ;
-  input \port$8407$0 ;
-  wire \port$8407$0 ;
-  input \port$8419$0 ;
-  wire \port$8419$0 ;
-  input \port$8433$0 ;
-  wire \port$8433$0 ;
-  input [2:0] \port$8545$0 ;
-  wire [2:0] \port$8545$0 ;
-  input [2:0] \port$8553$0 ;
-  wire [2:0] \port$8553$0 ;
-  input [2:0] \port$8561$0 ;
-  wire [2:0] \port$8561$0 ;
-  input [2:0] \port$8569$0 ;
-  wire [2:0] \port$8569$0 ;
+  input [3:0] \port$8018$0 ;
+  wire [3:0] \port$8018$0 ;
+  input [3:0] \port$8207$0 ;
+  wire [3:0] \port$8207$0 ;
+  input \port$8342$0 ;
+  wire \port$8342$0 ;
+  input \port$8356$0 ;
+  wire \port$8356$0 ;
+  input \port$8368$0 ;
+  wire \port$8368$0 ;
+  input \port$8382$0 ;
+  wire \port$8382$0 ;
+  input \port$8394$0 ;
+  wire \port$8394$0 ;
+  input \port$8408$0 ;
+  wire \port$8408$0 ;
+  input \port$8420$0 ;
+  wire \port$8420$0 ;
+  input \port$8434$0 ;
+  wire \port$8434$0 ;
+  input [2:0] \port$8546$0 ;
+  wire [2:0] \port$8546$0 ;
+  input [2:0] \port$8554$0 ;
+  wire [2:0] \port$8554$0 ;
+  input [2:0] \port$8562$0 ;
+  wire [2:0] \port$8562$0 ;
+  input [2:0] \port$8570$0 ;
+  wire [2:0] \port$8570$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12156,10 +12156,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$8419$0 , \port$8393$0 , \port$8367$0 , \port$8341$0  };
+  assign \$179  = \$178  | { \port$8420$0 , \port$8394$0 , \port$8368$0 , \port$8342$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$8433$0 , \port$8407$0 , \port$8381$0 , \port$8355$0  };
+  assign \$182  = \$181  | { \port$8434$0 , \port$8408$0 , \port$8382$0 , \port$8356$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14207,8 +14207,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$8419$0 , \port$8393$0 , \port$8367$0 , \port$8341$0  };
-  assign irq_status_queue_error_set = { \port$8433$0 , \port$8407$0 , \port$8381$0 , \port$8355$0  };
+  assign irq_status_queue_cpl_set = { \port$8420$0 , \port$8394$0 , \port$8368$0 , \port$8342$0  };
+  assign irq_status_queue_error_set = { \port$8434$0 , \port$8408$0 , \port$8382$0 , \port$8356$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -14223,18 +14223,18 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8206$0 [0];
-  assign status_dma_store_busy = \port$8206$0 [1];
-  assign status_gemm_busy = \port$8206$0 [2];
-  assign status_vec_busy = \port$8206$0 [3];
-  assign q_status0_waiting = \port$8017$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8545$0  };
-  assign q_status1_waiting = \port$8017$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8553$0  };
-  assign q_status2_waiting = \port$8017$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8561$0  };
-  assign q_status3_waiting = \port$8017$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8569$0  };
+  assign status_dma_load_busy = \port$8207$0 [0];
+  assign status_dma_store_busy = \port$8207$0 [1];
+  assign status_gemm_busy = \port$8207$0 [2];
+  assign status_vec_busy = \port$8207$0 [3];
+  assign q_status0_waiting = \port$8018$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8546$0  };
+  assign q_status1_waiting = \port$8018$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8554$0  };
+  assign q_status2_waiting = \port$8018$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8562$0  };
+  assign q_status3_waiting = \port$8018$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8570$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14279,11 +14279,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$8206$0 [0] };
+  assign \$429  = { 1'h0, \port$8207$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$8206$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$8206$0 [2], 2'h0 };
-  assign \$435  = { \port$8206$0 [3], 3'h0 };
+  assign \$431  = { \port$8207$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$8207$0 [2], 2'h0 };
+  assign \$435  = { \port$8207$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14440,26 +14440,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8017$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$8545$0 , 8'h00 };
+  assign \$877  = { \port$8018$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$8546$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8017$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$8553$0 , 8'h00 };
+  assign \$890  = { \port$8018$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$8554$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8017$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$8561$0 , 8'h00 };
+  assign \$903  = { \port$8018$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$8562$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8017$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$8569$0 , 8'h00 };
+  assign \$916  = { \port$8018$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$8570$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14570,7 +14570,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$8208$0 , retire__0__tag, \port$8210$0 , retire__1__tag, \port$8212$0 , retire__2__tag, \port$8214$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$8209$0 , retire__0__tag, \port$8211$0 , retire__1__tag, \port$8213$0 , retire__2__tag, \port$8215$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15185,14 +15185,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8208$0 ;
-  wire [8:0] \port$8208$0 ;
-  output [8:0] \port$8210$0 ;
-  wire [8:0] \port$8210$0 ;
-  output [8:0] \port$8212$0 ;
-  wire [8:0] \port$8212$0 ;
-  output [8:0] \port$8214$0 ;
-  wire [8:0] \port$8214$0 ;
+  output [8:0] \port$8209$0 ;
+  wire [8:0] \port$8209$0 ;
+  output [8:0] \port$8211$0 ;
+  wire [8:0] \port$8211$0 ;
+  output [8:0] \port$8213$0 ;
+  wire [8:0] \port$8213$0 ;
+  output [8:0] \port$8215$0 ;
+  wire [8:0] \port$8215$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15644,9 +15644,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7674$0 (desc),
-    .\port$7676$0 (queue),
-    .\port$7677$0 (windowed),
+    .\port$7675$0 (desc),
+    .\port$7677$0 (queue),
+    .\port$7678$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15656,9 +15656,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7674$0 (desc),
-    .\port$7676$0 (queue),
-    .\port$7677$0 (windowed),
+    .\port$7675$0 (desc),
+    .\port$7677$0 (queue),
+    .\port$7678$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15668,9 +15668,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7674$0 (desc),
-    .\port$7676$0 (queue),
-    .\port$7677$0 (windowed),
+    .\port$7675$0 (desc),
+    .\port$7677$0 (queue),
+    .\port$7678$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15680,9 +15680,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7674$0 (desc),
-    .\port$7676$0 (queue),
-    .\port$7677$0 (windowed),
+    .\port$7675$0 (desc),
+    .\port$7677$0 (queue),
+    .\port$7678$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15867,13 +15867,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8208$0  = dma_load_held[8:0];
+  assign \port$8209$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8210$0  = dma_store_held[8:0];
+  assign \port$8211$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8212$0  = gemm_held[8:0];
+  assign \port$8213$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8214$0  = vec_held[8:0];
+  assign \port$8215$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16374,7 +16374,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7674$0 , \port$7676$0 , \port$7677$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7675$0 , \port$7677$0 , \port$7678$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16416,12 +16416,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7674$0 ;
-  wire [255:0] \port$7674$0 ;
-  input [1:0] \port$7676$0 ;
-  wire [1:0] \port$7676$0 ;
-  input \port$7677$0 ;
-  wire \port$7677$0 ;
+  input [255:0] \port$7675$0 ;
+  wire [255:0] \port$7675$0 ;
+  input [1:0] \port$7677$0 ;
+  wire [1:0] \port$7677$0 ;
+  input \port$7678$0 ;
+  wire \port$7678$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16453,7 +16453,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+      storage[w_port__addr] <= { \port$7678$0 , \port$7677$0 , \port$7675$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16552,14 +16552,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
-  assign w_data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+  assign w_port__data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+  assign w_data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7674$0 , \port$7676$0 , \port$7677$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7675$0 , \port$7677$0 , \port$7678$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16601,12 +16601,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7674$0 ;
-  wire [255:0] \port$7674$0 ;
-  input [1:0] \port$7676$0 ;
-  wire [1:0] \port$7676$0 ;
-  input \port$7677$0 ;
-  wire \port$7677$0 ;
+  input [255:0] \port$7675$0 ;
+  wire [255:0] \port$7675$0 ;
+  input [1:0] \port$7677$0 ;
+  wire [1:0] \port$7677$0 ;
+  input \port$7678$0 ;
+  wire \port$7678$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16638,7 +16638,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+      storage[w_port__addr] <= { \port$7678$0 , \port$7677$0 , \port$7675$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16737,14 +16737,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
-  assign w_data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+  assign w_port__data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+  assign w_data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7674$0 , \port$7676$0 , \port$7677$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7675$0 , \port$7677$0 , \port$7678$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16786,12 +16786,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7674$0 ;
-  wire [255:0] \port$7674$0 ;
-  input [1:0] \port$7676$0 ;
-  wire [1:0] \port$7676$0 ;
-  input \port$7677$0 ;
-  wire \port$7677$0 ;
+  input [255:0] \port$7675$0 ;
+  wire [255:0] \port$7675$0 ;
+  input [1:0] \port$7677$0 ;
+  wire [1:0] \port$7677$0 ;
+  input \port$7678$0 ;
+  wire \port$7678$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16823,7 +16823,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+      storage[w_port__addr] <= { \port$7678$0 , \port$7677$0 , \port$7675$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16922,14 +16922,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
-  assign w_data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+  assign w_port__data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+  assign w_data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7674$0 , \port$7676$0 , \port$7677$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7675$0 , \port$7677$0 , \port$7678$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16971,12 +16971,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7674$0 ;
-  wire [255:0] \port$7674$0 ;
-  input [1:0] \port$7676$0 ;
-  wire [1:0] \port$7676$0 ;
-  input \port$7677$0 ;
-  wire \port$7677$0 ;
+  input [255:0] \port$7675$0 ;
+  wire [255:0] \port$7675$0 ;
+  input [1:0] \port$7677$0 ;
+  wire [1:0] \port$7677$0 ;
+  input \port$7678$0 ;
+  wire \port$7678$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17008,7 +17008,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+      storage[w_port__addr] <= { \port$7678$0 , \port$7677$0 , \port$7675$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17107,8 +17107,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
-  assign w_data = { \port$7677$0 , \port$7676$0 , \port$7674$0  };
+  assign w_port__data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+  assign w_data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22578,7 +22578,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8208$16 , \port$8768$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8209$16 , \port$8769$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22622,10 +22622,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8208$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8208$16 ;
-  wire [15:0] \port$8208$16 ;
-  input [7:0] \port$8768$0 ;
-  wire [7:0] \port$8768$0 ;
+  input [15:0] \port$8209$16 ;
+  wire [15:0] \port$8209$16 ;
+  input [7:0] \port$8769$0 ;
+  wire [7:0] \port$8769$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22660,7 +22660,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8208$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8208$16 , \port$8768$0  };
+      storage[w_port__addr] <= { \port$8209$16 , \port$8769$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22771,14 +22771,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8208$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8208$16 , \port$8768$0  };
-  assign w_data = { \port$8208$16 , \port$8768$0  };
+  assign w_port__data = { \port$8209$16 , \port$8769$0  };
+  assign w_data = { \port$8209$16 , \port$8769$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8210$16 , \port$8888$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8211$16 , \port$8889$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22822,10 +22822,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8210
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8210$16 ;
-  wire [15:0] \port$8210$16 ;
-  input [7:0] \port$8888$0 ;
-  wire [7:0] \port$8888$0 ;
+  input [15:0] \port$8211$16 ;
+  wire [15:0] \port$8211$16 ;
+  input [7:0] \port$8889$0 ;
+  wire [7:0] \port$8889$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22860,7 +22860,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8210
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8210$16 , \port$8888$0  };
+      storage[w_port__addr] <= { \port$8211$16 , \port$8889$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22971,16 +22971,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8210
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8210$16 , \port$8888$0  };
-  assign w_data = { \port$8210$16 , \port$8888$0  };
+  assign w_port__data = { \port$8211$16 , \port$8889$0  };
+  assign w_data = { \port$8211$16 , \port$8889$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4265$0 , \port$4267$0 , q_head_index1_index, \port$4275$0 , \port$4277$0 , q_head_index2_index, \port$4285$0 , \port$4287$0 , q_head_index3_index, \port$4295$0 , \port$4297$0 , cpl_status_free, \port$5325$0 , \port$5355$0 , \port$5385$0 
-, \port$5415$0 , \port$7520$0 , \port$7570$0 , \port$7620$0 , \port$7670$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8180$2 , bus__we, bus__wdata
+, \port$5415$0 , \port$7521$0 , \port$7571$0 , \port$7621$0 , \port$7671$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8181$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23924,16 +23924,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5385$0 ;
   input [255:0] \port$5415$0 ;
   wire [255:0] \port$5415$0 ;
-  input [23:0] \port$7520$0 ;
-  wire [23:0] \port$7520$0 ;
-  input [23:0] \port$7570$0 ;
-  wire [23:0] \port$7570$0 ;
-  input [23:0] \port$7620$0 ;
-  wire [23:0] \port$7620$0 ;
-  input [23:0] \port$7670$0 ;
-  wire [23:0] \port$7670$0 ;
-  input [29:0] \port$8180$2 ;
-  wire [29:0] \port$8180$2 ;
+  input [23:0] \port$7521$0 ;
+  wire [23:0] \port$7521$0 ;
+  input [23:0] \port$7571$0 ;
+  wire [23:0] \port$7571$0 ;
+  input [23:0] \port$7621$0 ;
+  wire [23:0] \port$7621$0 ;
+  input [23:0] \port$7671$0 ;
+  wire [23:0] \port$7671$0 ;
+  input [29:0] \port$8181$2 ;
+  wire [29:0] \port$8181$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24097,79 +24097,79 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8180$2 [9:0] == 6'h39;
+  assign \$111  = \port$8181$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8180$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8181$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8180$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8181$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8180$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8181$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8180$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8181$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8180$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8181$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8180$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8181$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8180$2 [9:0] == 7'h40;
+  assign \$125  = \port$8181$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8180$2 [9:0] == 7'h41;
+  assign \$127  = \port$8181$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8180$2 [9:0] == 7'h42;
+  assign \$129  = \port$8181$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8180$2 [9:0] == 7'h43;
+  assign \$131  = \port$8181$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8180$2 [9:0] == 7'h44;
+  assign \$133  = \port$8181$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8180$2 [9:0] == 7'h45;
+  assign \$135  = \port$8181$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8180$2 [9:0] == 7'h46;
+  assign \$137  = \port$8181$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8180$2 [9:0] == 7'h47;
+  assign \$139  = \port$8181$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8180$2 [9:0] == 7'h48;
+  assign \$141  = \port$8181$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8180$2 [9:0] == 7'h49;
+  assign \$143  = \port$8181$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8180$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8181$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8180$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8181$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8180$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8181$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8180$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8181$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8180$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8181$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8180$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8181$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8180$2 [9:0] == 7'h50;
+  assign \$157  = \port$8181$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8180$2 [9:0] == 7'h51;
+  assign \$159  = \port$8181$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24293,84 +24293,84 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$8180$2 [9:0];
+  assign \$282  = ! \port$8181$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$8180$2 [9:0] == 1'h1;
+  assign \$288  = \port$8181$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$8180$2 [9:0] == 2'h2;
+  assign \$294  = \port$8181$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$8180$2 [9:0] == 2'h3;
+  assign \$300  = \port$8181$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$8180$2 [9:0] == 3'h4;
+  assign \$306  = \port$8181$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$8180$2 [9:0] == 3'h5;
+  assign \$312  = \port$8181$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$8180$2 [9:0] == 3'h6;
+  assign \$318  = \port$8181$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$8180$2 [9:0] == 4'h8;
+  assign \$324  = \port$8181$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$8180$2 [9:0] == 4'h9;
+  assign \$336  = \port$8181$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$8180$2 [9:0] == 4'ha;
+  assign \$344  = \port$8181$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$8180$2 [9:0] == 4'hb;
+  assign \$350  = \port$8181$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$8180$2 [9:0] == 4'hc;
+  assign \$358  = \port$8181$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$8180$2 [9:0] == 4'hd;
+  assign \$368  = \port$8181$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$8180$2 [9:0] == 4'he;
+  assign \$378  = \port$8181$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$8180$2 [9:0] == 4'hf;
+  assign \$388  = \port$8181$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$8180$2 [9:0] == 5'h10;
+  assign \$398  = \port$8181$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$8180$2 [9:0] == 5'h11;
+  assign \$404  = \port$8181$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24379,251 +24379,251 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8180$2 [9:0] == 5'h12;
+  assign \$420  = \port$8181$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8180$2 [9:0] == 5'h13;
+  assign \$426  = \port$8181$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$8180$2 [9:0] == 5'h14;
+  assign \$432  = \port$8181$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$8180$2 [9:0] == 5'h15;
+  assign \$438  = \port$8181$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$8180$2 [9:0] == 5'h16;
+  assign \$444  = \port$8181$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$8180$2 [9:0] == 5'h17;
+  assign \$450  = \port$8181$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$8180$2 [9:0] == 5'h18;
+  assign \$456  = \port$8181$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$8180$2 [9:0] == 5'h19;
+  assign \$462  = \port$8181$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$8180$2 [9:0] == 5'h1a;
+  assign \$468  = \port$8181$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$8180$2 [9:0] == 5'h1b;
+  assign \$474  = \port$8181$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$8180$2 [9:0] == 5'h1c;
+  assign \$480  = \port$8181$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$8180$2 [9:0] == 5'h1d;
+  assign \$486  = \port$8181$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$8180$2 [9:0] == 6'h20;
+  assign \$492  = \port$8181$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$8180$2 [9:0] == 6'h21;
+  assign \$498  = \port$8181$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$8180$2 [9:0] == 6'h22;
+  assign \$504  = \port$8181$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$8180$2 [9:0] == 6'h23;
+  assign \$510  = \port$8181$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$8180$2 [9:0] == 6'h24;
+  assign \$516  = \port$8181$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$8180$2 [9:0] == 6'h25;
+  assign \$522  = \port$8181$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$8180$2 [9:0] == 6'h26;
+  assign \$528  = \port$8181$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$8180$2 [9:0] == 6'h27;
+  assign \$534  = \port$8181$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$8180$2 [9:0] == 6'h28;
+  assign \$540  = \port$8181$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$8180$2 [9:0] == 6'h29;
+  assign \$546  = \port$8181$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$8180$2 [9:0] == 6'h2a;
+  assign \$552  = \port$8181$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$8180$2 [9:0] == 6'h2b;
+  assign \$558  = \port$8181$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$8180$2 [9:0] == 6'h2c;
+  assign \$564  = \port$8181$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$8180$2 [9:0] == 6'h2d;
+  assign \$570  = \port$8181$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$8180$2 [9:0] == 6'h2e;
+  assign \$576  = \port$8181$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$8180$2 [9:0] == 6'h2f;
+  assign \$582  = \port$8181$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$8180$2 [9:0] == 6'h30;
+  assign \$588  = \port$8181$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$8180$2 [9:0] == 6'h31;
+  assign \$594  = \port$8181$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$8180$2 [9:0] == 6'h32;
+  assign \$600  = \port$8181$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$8180$2 [9:0] == 6'h33;
+  assign \$606  = \port$8181$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$8180$2 [9:0] == 6'h34;
+  assign \$612  = \port$8181$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$8180$2 [9:0] == 6'h35;
+  assign \$618  = \port$8181$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$8180$2 [9:0] == 6'h36;
+  assign \$624  = \port$8181$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$8180$2 [9:0] == 6'h37;
+  assign \$630  = \port$8181$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8180$2 [9:0] == 6'h38;
+  assign \$636  = \port$8181$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$8180$2 [9:0] == 6'h39;
+  assign \$642  = \port$8181$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$8180$2 [9:0] == 6'h3a;
+  assign \$648  = \port$8181$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8180$2 [9:0] == 6'h3b;
+  assign \$654  = \port$8181$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$8180$2 [9:0] == 6'h3c;
+  assign \$660  = \port$8181$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$8180$2 [9:0] == 6'h3d;
+  assign \$666  = \port$8181$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8180$2 [9:0] == 6'h3e;
+  assign \$672  = \port$8181$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$8180$2 [9:0] == 6'h3f;
+  assign \$678  = \port$8181$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$8180$2 [9:0] == 7'h40;
+  assign \$684  = \port$8181$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8180$2 [9:0] == 7'h41;
+  assign \$690  = \port$8181$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$8180$2 [9:0] == 7'h42;
+  assign \$696  = \port$8181$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$8180$2 [9:0] == 7'h43;
+  assign \$702  = \port$8181$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8180$2 [9:0] == 7'h44;
+  assign \$708  = \port$8181$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$8180$2 [9:0] == 7'h45;
+  assign \$714  = \port$8181$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$8180$2 [9:0] == 7'h46;
+  assign \$720  = \port$8181$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8180$2 [9:0] == 7'h47;
+  assign \$726  = \port$8181$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$8180$2 [9:0] == 7'h48;
+  assign \$732  = \port$8181$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$8180$2 [9:0] == 7'h49;
+  assign \$738  = \port$8181$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8180$2 [9:0] == 7'h4a;
+  assign \$744  = \port$8181$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$8180$2 [9:0] == 7'h4b;
+  assign \$750  = \port$8181$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$8180$2 [9:0] == 7'h4c;
+  assign \$756  = \port$8181$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8180$2 [9:0] == 7'h4d;
+  assign \$762  = \port$8181$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$8180$2 [9:0] == 7'h4e;
+  assign \$768  = \port$8181$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$8180$2 [9:0] == 7'h4f;
+  assign \$774  = \port$8181$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8180$2 [9:0] == 7'h50;
+  assign \$780  = \port$8181$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8180$2 [9:0] == 7'h51;
+  assign \$786  = \port$8181$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24717,167 +24717,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8180$2 [9:0];
+  assign \$3  = ! \port$8181$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8180$2 [9:0] == 1'h1;
+  assign \$5  = \port$8181$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8180$2 [9:0] == 2'h2;
+  assign \$7  = \port$8181$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8180$2 [9:0] == 2'h3;
+  assign \$9  = \port$8181$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8180$2 [9:0] == 3'h4;
+  assign \$11  = \port$8181$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8180$2 [9:0] == 3'h5;
+  assign \$13  = \port$8181$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8180$2 [9:0] == 3'h6;
+  assign \$15  = \port$8181$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8180$2 [9:0] == 4'h8;
+  assign \$17  = \port$8181$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8180$2 [9:0] == 4'h9;
+  assign \$19  = \port$8181$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8180$2 [9:0] == 4'ha;
+  assign \$21  = \port$8181$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8180$2 [9:0] == 4'hb;
+  assign \$23  = \port$8181$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8180$2 [9:0] == 4'hc;
+  assign \$25  = \port$8181$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8180$2 [9:0] == 4'hd;
+  assign \$27  = \port$8181$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8180$2 [9:0] == 4'he;
+  assign \$29  = \port$8181$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8180$2 [9:0] == 4'hf;
+  assign \$31  = \port$8181$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8180$2 [9:0] == 5'h10;
+  assign \$33  = \port$8181$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8180$2 [9:0] == 5'h11;
+  assign \$35  = \port$8181$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8180$2 [9:0] == 5'h12;
+  assign \$37  = \port$8181$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8180$2 [9:0] == 5'h13;
+  assign \$39  = \port$8181$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8180$2 [9:0] == 5'h14;
+  assign \$41  = \port$8181$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8180$2 [9:0] == 5'h15;
+  assign \$43  = \port$8181$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8180$2 [9:0] == 5'h16;
+  assign \$45  = \port$8181$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8180$2 [9:0] == 5'h17;
+  assign \$47  = \port$8181$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8180$2 [9:0] == 5'h18;
+  assign \$49  = \port$8181$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8180$2 [9:0] == 5'h19;
+  assign \$51  = \port$8181$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8180$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8181$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8180$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8181$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8180$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8181$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8180$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8181$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8180$2 [9:0] == 6'h20;
+  assign \$61  = \port$8181$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8180$2 [9:0] == 6'h21;
+  assign \$63  = \port$8181$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8180$2 [9:0] == 6'h22;
+  assign \$65  = \port$8181$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8180$2 [9:0] == 6'h23;
+  assign \$67  = \port$8181$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8180$2 [9:0] == 6'h24;
+  assign \$69  = \port$8181$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8180$2 [9:0] == 6'h25;
+  assign \$71  = \port$8181$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8180$2 [9:0] == 6'h26;
+  assign \$73  = \port$8181$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8180$2 [9:0] == 6'h27;
+  assign \$75  = \port$8181$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8180$2 [9:0] == 6'h28;
+  assign \$77  = \port$8181$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8180$2 [9:0] == 6'h29;
+  assign \$79  = \port$8181$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8180$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8181$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8180$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8181$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8180$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8181$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8180$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8181$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8180$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8181$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8180$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8181$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8180$2 [9:0] == 6'h30;
+  assign \$93  = \port$8181$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8180$2 [9:0] == 6'h31;
+  assign \$95  = \port$8181$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8180$2 [9:0] == 6'h32;
+  assign \$97  = \port$8181$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8180$2 [9:0] == 6'h33;
+  assign \$99  = \port$8181$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8180$2 [9:0] == 6'h34;
+  assign \$101  = \port$8181$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8180$2 [9:0] == 6'h35;
+  assign \$103  = \port$8181$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8180$2 [9:0] == 6'h36;
+  assign \$105  = \port$8181$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8180$2 [9:0] == 6'h37;
+  assign \$107  = \port$8181$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8180$2 [9:0] == 6'h38;
+  assign \$109  = \port$8181$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26155,17 +26155,17 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8180$2 , 2'h0 };
+  assign bus__addr = { \port$8181$2 , 2'h0 };
   assign work_qready = { \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
   assign work_qreset = { \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0  };
-  assign retire0_error = \port$7520$0 [7:0];
-  assign retire0_tag = \port$7520$0 [23:8];
-  assign retire1_error = \port$7570$0 [7:0];
-  assign retire1_tag = \port$7570$0 [23:8];
-  assign retire2_error = \port$7620$0 [7:0];
-  assign retire2_tag = \port$7620$0 [23:8];
-  assign retire3_error = \port$7670$0 [7:0];
-  assign retire3_tag = \port$7670$0 [23:8];
+  assign retire0_error = \port$7521$0 [7:0];
+  assign retire0_tag = \port$7521$0 [23:8];
+  assign retire1_error = \port$7571$0 [7:0];
+  assign retire1_tag = \port$7571$0 [23:8];
+  assign retire2_error = \port$7621$0 [7:0];
+  assign retire2_tag = \port$7621$0 [23:8];
+  assign retire3_error = \port$7671$0 [7:0];
+  assign retire3_tag = \port$7671$0 [23:8];
   assign q_head0_word = \port$5325$0 [31:0];
   assign q_head1_word = \port$5325$0 [63:32];
   assign q_head2_word = \port$5325$0 [95:64];
@@ -26227,20 +26227,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$7520$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$7520$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$7521$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$7521$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$7570$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$7570$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$7571$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$7571$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$7620$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$7620$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$7621$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$7621$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$7670$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$7670$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$7671$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$7671$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26382,37 +26382,37 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [127:0] \$100 ;
+  wire \$100 ;
   wire [32:0] \$101 ;
-  wire [127:0] \$102 ;
+  wire [32:0] \$102 ;
   wire [32:0] \$103 ;
-  wire [127:0] \$104 ;
-  wire [32:0] \$105 ;
+  wire [32:0] \$104 ;
+  wire \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  reg \$111 ;
+  reg \$110 ;
+  reg [2:0] \$111 ;
   reg [2:0] \$112 ;
-  reg [2:0] \$113 ;
+  reg \$113 ;
   reg \$114 ;
-  reg \$115 ;
-  reg [1:0] \$116 ;
-  reg \$117 ;
-  reg [12:0] \$118 ;
+  reg [1:0] \$115 ;
+  reg \$116 ;
+  reg [12:0] \$117 ;
+  reg \$118 ;
   reg \$119 ;
   wire [3:0] \$12 ;
-  reg \$120 ;
+  reg [15:0] \$120 ;
   reg [15:0] \$121 ;
   reg [15:0] \$122 ;
   reg [15:0] \$123 ;
   reg [15:0] \$124 ;
   reg [15:0] \$125 ;
   reg [15:0] \$126 ;
-  reg [15:0] \$127 ;
-  reg \$128 ;
+  reg \$127 ;
+  reg [127:0] \$128 ;
   reg [127:0] \$129 ;
   wire \$13 ;
   reg [175:0] \$130 ;
@@ -26454,82 +26454,82 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [127:0] \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [12:0] \$34 ;
-  wire [31:0] \$35 ;
-  wire [32:0] \$36 ;
-  wire [16:0] \$37 ;
-  wire [33:0] \$38 ;
-  wire \$39 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [12:0] \$37 ;
+  wire [31:0] \$38 ;
+  wire [32:0] \$39 ;
   wire \$4 ;
-  wire [12:0] \$40 ;
-  wire [31:0] \$41 ;
-  wire [32:0] \$42 ;
+  wire [16:0] \$40 ;
+  wire [33:0] \$41 ;
+  wire \$42 ;
   wire [12:0] \$43 ;
-  wire [14:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire [12:0] \$49 ;
+  wire [31:0] \$44 ;
+  wire [32:0] \$45 ;
+  wire [12:0] \$46 ;
+  wire [14:0] \$47 ;
+  wire [33:0] \$48 ;
+  wire [34:0] \$49 ;
   wire \$5 ;
-  wire [31:0] \$50 ;
-  wire [32:0] \$51 ;
-  wire [16:0] \$52 ;
-  wire [33:0] \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [12:0] \$52 ;
+  wire [31:0] \$53 ;
+  wire [32:0] \$54 ;
+  wire [16:0] \$55 ;
+  wire [33:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [14:0] \$60 ;
-  wire [16:0] \$61 ;
+  wire \$60 ;
+  wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
+  wire [14:0] \$63 ;
+  wire [16:0] \$64 ;
   wire \$65 ;
-  wire [14:0] \$66 ;
-  wire [13:0] \$67 ;
-  wire [16:0] \$68 ;
-  wire [16:0] \$69 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [14:0] \$69 ;
   wire [3:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire [12:0] \$72 ;
+  wire [13:0] \$70 ;
+  wire [16:0] \$71 ;
+  wire [16:0] \$72 ;
   wire \$73 ;
-  wire [12:0] \$74 ;
-  wire \$75 ;
-  wire [12:0] \$76 ;
-  wire [20:0] \$77 ;
-  wire [20:0] \$78 ;
+  wire \$74 ;
+  wire [12:0] \$75 ;
+  wire \$76 ;
+  wire [12:0] \$77 ;
+  wire \$78 ;
   wire [12:0] \$79 ;
   wire \$8 ;
   wire [20:0] \$80 ;
   wire [20:0] \$81 ;
-  wire [20:0] \$82 ;
+  wire [12:0] \$82 ;
   wire [20:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
+  wire [20:0] \$84 ;
+  wire [20:0] \$85 ;
+  wire [20:0] \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [2:0] \$90 ;
-  wire [3:0] \$91 ;
+  wire \$90 ;
+  wire \$91 ;
   wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
+  wire [2:0] \$93 ;
+  wire [3:0] \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
-  wire [127:0] \$98 ;
-  wire [32:0] \$99 ;
+  wire \$98 ;
+  wire \$99 ;
   (* init = 1'h0 *)
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
@@ -26656,6 +26656,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [15:0] meta6 = 16'h0000;
   reg [15:0] meta7 = 16'h0000;
   reg [11:0] nt = 12'h000;
+  reg [127:0] old = 128'h00000000000000000000000000000000;
   wire [127:0] out_data;
   wire out_valid;
   input [3:0] reset;
@@ -26708,138 +26709,139 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$23  = idx == \$22 [15:0];
   assign \$24  = \$21  & \$23 ;
   assign \$25  = s1_valid & s1_is_a;
-  assign \$26  = meta7[13:1] == meta6[13:1];
+  assign \$26  = meta7[13:1] == meta5[13:1];
   assign \$27  = acc_wr__en & \$26 ;
-  assign \$28  = | cmd[175:161];
-  assign \$29  = ! cmd[75:60];
-  assign \$30  = ! cmd[87:76];
-  assign \$31  = \$29  | \$30 ;
-  assign \$32  = ! cmd[99:88];
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = cmd[87:76] - 1'h1;
-  assign \$35  = \$34 [11:0] * cmd[119:100];
-  assign \$36  = cmd[19:0] + \$35 ;
-  assign \$37  = cmd[75:60] - 1'h1;
-  assign \$38  = \$36  + \$37 [15:0];
-  assign \$39  = \$38  >= 15'h4000;
-  assign \$40  = cmd[99:88] - 1'h1;
-  assign \$41  = \$40 [11:0] * cmd[139:120];
-  assign \$42  = cmd[39:20] + \$41 ;
-  assign \$43  = cmd[87:76] - 1'h1;
-  assign \$44  = \$43 [11:0] * 3'h4;
-  assign \$45  = \$42  + \$44 ;
-  assign \$46  = \$45  + 2'h3;
-  assign \$47  = \$46  >= 15'h4000;
-  assign \$48  = \$39  | \$47 ;
-  assign \$49  = cmd[99:88] - 1'h1;
-  assign \$50  = \$49 [11:0] * cmd[159:140];
-  assign \$51  = cmd[59:40] + \$50 ;
-  assign \$52  = cmd[75:60] - 1'h1;
-  assign \$53  = \$51  + \$52 [15:0];
-  assign \$54  = \$53  >= 14'h2000;
-  assign \$55  = \$48  | \$54 ;
-  assign \$56  = err_reserved | err_shape;
-  assign \$57  = \$56  | err_range;
-  assign \$58  = spad_rd__en & spad_rd__gnt;
-  assign \$59  = \$58  & load_b;
-  assign \$60  = b_ptr + 1'h1;
-  assign \$61  = idx + 1'h1;
-  assign \$62  = idx[1:0] == 2'h3;
-  assign \$63  = spad_rd__en & spad_rd__gnt;
-  assign \$64  = ~ load_b;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = a_ptr + 1'h1;
-  assign \$67  = c_ptr + 1'h1;
-  assign \$68  = idx + 1'h1;
-  assign \$69  = cmd[75:60] - 1'h1;
-  assign \$70  = idx == \$69 [15:0];
-  assign \$71  = ~ bank;
-  assign \$72  = cmd[87:76] - 1'h1;
-  assign \$73  = kt != \$72 [11:0];
-  assign \$74  = cmd[99:88] - 1'h1;
-  assign \$75  = nt != \$74 [11:0];
-  assign \$76  = kt + 1'h1;
-  assign \$77  = a_base + cmd[119:100];
-  assign \$78  = a_base + cmd[119:100];
-  assign \$79  = nt + 1'h1;
-  assign \$80  = b_base + cmd[139:120];
-  assign \$81  = b_base + cmd[139:120];
-  assign \$82  = c_base + cmd[159:140];
-  assign \$83  = c_base + cmd[159:140];
-  assign \$84  = acc_wr__en & meta7[15];
-  assign \$85  = ~ load_b;
-  assign \$86  = s1_valid & s1_is_a;
-  assign \$87  = s1_bank == bank;
-  assign \$88  = \$86  & \$87 ;
-  assign \$89  = ~ \$88 ;
-  assign \$90  = bank ? bank1_busy_cnt : bank0_busy_cnt;
-  assign \$91  = \$90  + idx[1:0];
-  assign \$92  = \$91  <= 3'h5;
-  assign \$93  = \$89  & \$92 ;
-  assign \$94  = \$85  | \$93 ;
-  assign spad_rd__en = issuing & \$94 ;
+  assign \$28  = meta7[13:1] == meta6[13:1];
+  assign \$29  = acc_wr__en & \$28 ;
+  assign \$30  = fwd_hit ? fwd_data : acc_rd__data;
+  assign \$31  = | cmd[175:161];
+  assign \$32  = ! cmd[75:60];
+  assign \$33  = ! cmd[87:76];
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = ! cmd[99:88];
+  assign \$36  = \$34  | \$35 ;
+  assign \$37  = cmd[87:76] - 1'h1;
+  assign \$38  = \$37 [11:0] * cmd[119:100];
+  assign \$39  = cmd[19:0] + \$38 ;
+  assign \$40  = cmd[75:60] - 1'h1;
+  assign \$41  = \$39  + \$40 [15:0];
+  assign \$42  = \$41  >= 15'h4000;
+  assign \$43  = cmd[99:88] - 1'h1;
+  assign \$44  = \$43 [11:0] * cmd[139:120];
+  assign \$45  = cmd[39:20] + \$44 ;
+  assign \$46  = cmd[87:76] - 1'h1;
+  assign \$47  = \$46 [11:0] * 3'h4;
+  assign \$48  = \$45  + \$47 ;
+  assign \$49  = \$48  + 2'h3;
+  assign \$50  = \$49  >= 15'h4000;
+  assign \$51  = \$42  | \$50 ;
+  assign \$52  = cmd[99:88] - 1'h1;
+  assign \$53  = \$52 [11:0] * cmd[159:140];
+  assign \$54  = cmd[59:40] + \$53 ;
+  assign \$55  = cmd[75:60] - 1'h1;
+  assign \$56  = \$54  + \$55 [15:0];
+  assign \$57  = \$56  >= 14'h2000;
+  assign \$58  = \$51  | \$57 ;
+  assign \$59  = err_reserved | err_shape;
+  assign \$60  = \$59  | err_range;
+  assign \$61  = spad_rd__en & spad_rd__gnt;
+  assign \$62  = \$61  & load_b;
+  assign \$63  = b_ptr + 1'h1;
+  assign \$64  = idx + 1'h1;
+  assign \$65  = idx[1:0] == 2'h3;
+  assign \$66  = spad_rd__en & spad_rd__gnt;
+  assign \$67  = ~ load_b;
+  assign \$68  = \$66  & \$67 ;
+  assign \$69  = a_ptr + 1'h1;
+  assign \$70  = c_ptr + 1'h1;
+  assign \$71  = idx + 1'h1;
+  assign \$72  = cmd[75:60] - 1'h1;
+  assign \$73  = idx == \$72 [15:0];
+  assign \$74  = ~ bank;
+  assign \$75  = cmd[87:76] - 1'h1;
+  assign \$76  = kt != \$75 [11:0];
+  assign \$77  = cmd[99:88] - 1'h1;
+  assign \$78  = nt != \$77 [11:0];
+  assign \$79  = kt + 1'h1;
+  assign \$80  = a_base + cmd[119:100];
+  assign \$81  = a_base + cmd[119:100];
+  assign \$82  = nt + 1'h1;
+  assign \$83  = b_base + cmd[139:120];
+  assign \$84  = b_base + cmd[139:120];
+  assign \$85  = c_base + cmd[159:140];
+  assign \$86  = c_base + cmd[159:140];
+  assign \$87  = acc_wr__en & meta7[15];
+  assign \$88  = ~ load_b;
+  assign \$89  = s1_valid & s1_is_a;
+  assign \$90  = s1_bank == bank;
+  assign \$91  = \$89  & \$90 ;
+  assign \$92  = ~ \$91 ;
+  assign \$93  = bank ? bank1_busy_cnt : bank0_busy_cnt;
+  assign \$94  = \$93  + idx[1:0];
+  assign \$95  = \$94  <= 3'h5;
+  assign \$96  = \$92  & \$95 ;
+  assign \$97  = \$88  | \$96 ;
+  assign spad_rd__en = issuing & \$97 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
   assign a_valid = s1_valid & s1_is_a;
-  assign \$95  = ~ s1_is_a;
-  assign w_en = s1_valid & \$95 ;
+  assign \$98  = ~ s1_is_a;
+  assign w_en = s1_valid & \$98 ;
   assign active = s1_valid & s1_is_a;
-  assign \$96  = s1_valid & s1_is_a;
-  assign \$97  = ~ \$96 ;
-  assign stall = ctl__busy & \$97 ;
-  assign acc_rd__en = meta6[0] & meta6[14];
-  assign \$98  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$99  = \$98 [31:0] + \$148 ;
-  assign \$100  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$101  = \$100 [63:32] + \$149 ;
-  assign \$102  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$103  = \$102 [95:64] + \$150 ;
-  assign \$104  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$105  = \$104 [127:96] + \$147 ;
-  assign acc_wr__data = meta7[14] ? { \$105 [31:0], \$103 [31:0], \$101 [31:0], \$99 [31:0] } : { \$147 , \$150 , \$149 , \$148  };
-  assign ctl__busy = ~ \$106 ;
-  assign \$106  = ! gemm_fsm_state;
-  assign \$107  = gemm_fsm_state == 1'h1;
-  assign \$108  = gemm_fsm_state == 2'h2;
-  assign \$109  = gemm_fsm_state == 2'h3;
-  assign \$110  = gemm_fsm_state == 3'h4;
+  assign \$99  = s1_valid & s1_is_a;
+  assign \$100  = ~ \$99 ;
+  assign stall = ctl__busy & \$100 ;
+  assign acc_rd__en = meta5[0] & meta5[14];
+  assign \$101  = old[31:0] + \$148 ;
+  assign \$102  = old[63:32] + \$149 ;
+  assign \$103  = old[95:64] + \$150 ;
+  assign \$104  = old[127:96] + \$147 ;
+  assign acc_wr__data = meta7[14] ? { \$104 [31:0], \$103 [31:0], \$102 [31:0], \$101 [31:0] } : { \$147 , \$150 , \$149 , \$148  };
+  assign ctl__busy = ~ \$105 ;
+  assign \$105  = ! gemm_fsm_state;
+  assign \$106  = gemm_fsm_state == 1'h1;
+  assign \$107  = gemm_fsm_state == 2'h2;
+  assign \$108  = gemm_fsm_state == 2'h3;
+  assign \$109  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$111 ;
+    done <= \$110 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$112 ;
+    bank0_busy_cnt <= \$111 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$113 ;
+    bank1_busy_cnt <= \$112 ;
   always @(posedge clk)
-    s1_valid <= \$114 ;
+    s1_valid <= \$113 ;
   always @(posedge clk)
-    s1_is_a <= \$115 ;
+    s1_is_a <= \$114 ;
   always @(posedge clk)
-    s1_row <= \$116 ;
+    s1_row <= \$115 ;
   always @(posedge clk)
-    s1_bank <= \$117 ;
+    s1_bank <= \$116 ;
   always @(posedge clk)
-    s1_caddr <= \$118 ;
+    s1_caddr <= \$117 ;
   always @(posedge clk)
-    s1_accum <= \$119 ;
+    s1_accum <= \$118 ;
   always @(posedge clk)
-    s1_last <= \$120 ;
+    s1_last <= \$119 ;
   always @(posedge clk)
-    meta1 <= \$121 ;
+    meta1 <= \$120 ;
   always @(posedge clk)
-    meta2 <= \$122 ;
+    meta2 <= \$121 ;
   always @(posedge clk)
-    meta3 <= \$123 ;
+    meta3 <= \$122 ;
   always @(posedge clk)
-    meta4 <= \$124 ;
+    meta4 <= \$123 ;
   always @(posedge clk)
-    meta5 <= \$125 ;
+    meta5 <= \$124 ;
   always @(posedge clk)
-    meta6 <= \$126 ;
+    meta6 <= \$125 ;
   always @(posedge clk)
-    meta7 <= \$127 ;
+    meta7 <= \$126 ;
   always @(posedge clk)
-    fwd_hit <= \$128 ;
+    fwd_hit <= \$127 ;
   always @(posedge clk)
-    fwd_data <= \$129 ;
+    fwd_data <= \$128 ;
+  always @(posedge clk)
+    old <= \$129 ;
   always @(posedge clk)
     cmd <= \$130 ;
   always @(posedge clk)
@@ -26892,41 +26894,58 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$111  = done;
+    \$110  = done;
     if (\$2 ) begin
-      \$111  = 1'h0;
+      \$110  = 1'h0;
       casez (gemm_fsm_state)
         3'h0:
             /* empty */;
         3'h1:
             /* empty */;
         3'h2:
-            if (\$57 ) begin
-              \$111  = 1'h1;
+            if (\$60 ) begin
+              \$110  = 1'h1;
             end
         3'h3:
             /* empty */;
         3'h4:
-            if (\$84 ) begin
-              \$111  = 1'h1;
+            if (\$87 ) begin
+              \$110  = 1'h1;
             end
       endcase
       if (reset[2]) begin
-        \$111  = 1'h0;
+        \$110  = 1'h0;
       end
     end
     if (rst) begin
-      \$111  = 1'h0;
+      \$110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$112  = bank0_busy_cnt;
+    \$111  = bank0_busy_cnt;
     if (\$2 ) begin
       if (\$5 ) begin
-        \$112  = 3'h6;
+        \$111  = 3'h6;
       end else if (\$6 ) begin
-        \$112  = \$7 [2:0];
+        \$111  = \$7 [2:0];
+      end
+      if (reset[2]) begin
+        \$111  = 3'h0;
+      end
+    end
+    if (rst) begin
+      \$111  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$112  = bank1_busy_cnt;
+    if (\$2 ) begin
+      if (\$10 ) begin
+        \$112  = 3'h6;
+      end else if (\$11 ) begin
+        \$112  = \$12 [2:0];
       end
       if (reset[2]) begin
         \$112  = 3'h0;
@@ -26938,26 +26957,22 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$113  = bank1_busy_cnt;
+    \$113  = s1_valid;
     if (\$2 ) begin
-      if (\$10 ) begin
-        \$113  = 3'h6;
-      end else if (\$11 ) begin
-        \$113  = \$12 [2:0];
-      end
+      \$113  = \$13 ;
       if (reset[2]) begin
-        \$113  = 3'h0;
+        \$113  = 1'h0;
       end
     end
     if (rst) begin
-      \$113  = 3'h0;
+      \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$114  = s1_valid;
+    \$114  = s1_is_a;
     if (\$2 ) begin
-      \$114  = \$13 ;
+      \$114  = \$14 ;
       if (reset[2]) begin
         \$114  = 1'h0;
       end
@@ -26968,61 +26983,61 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$115  = s1_is_a;
+    \$115  = s1_row;
     if (\$2 ) begin
-      \$115  = \$14 ;
+      \$115  = idx[1:0];
       if (reset[2]) begin
-        \$115  = 1'h0;
+        \$115  = 2'h0;
       end
     end
     if (rst) begin
-      \$115  = 1'h0;
+      \$115  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$116  = s1_row;
+    \$116  = s1_bank;
     if (\$2 ) begin
-      \$116  = idx[1:0];
+      \$116  = bank;
       if (reset[2]) begin
-        \$116  = 2'h0;
+        \$116  = 1'h0;
       end
     end
     if (rst) begin
-      \$116  = 2'h0;
+      \$116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$117  = s1_bank;
+    \$117  = s1_caddr;
     if (\$2 ) begin
-      \$117  = bank;
+      \$117  = c_ptr;
       if (reset[2]) begin
-        \$117  = 1'h0;
+        \$117  = 13'h0000;
       end
     end
     if (rst) begin
-      \$117  = 1'h0;
+      \$117  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$118  = s1_caddr;
+    \$118  = s1_accum;
     if (\$2 ) begin
-      \$118  = c_ptr;
+      \$118  = \$16 ;
       if (reset[2]) begin
-        \$118  = 13'h0000;
+        \$118  = 1'h0;
       end
     end
     if (rst) begin
-      \$118  = 13'h0000;
+      \$118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$119  = s1_accum;
+    \$119  = s1_last;
     if (\$2 ) begin
-      \$119  = \$16 ;
+      \$119  = \$24 ;
       if (reset[2]) begin
         \$119  = 1'h0;
       end
@@ -27033,22 +27048,22 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$120  = s1_last;
+    \$120  = meta1;
     if (\$2 ) begin
-      \$120  = \$24 ;
+      \$120  = { s1_last, s1_accum, s1_caddr, \$25  };
       if (reset[2]) begin
-        \$120  = 1'h0;
+        \$120  = 16'h0000;
       end
     end
     if (rst) begin
-      \$120  = 1'h0;
+      \$120  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$121  = meta1;
+    \$121  = meta2;
     if (\$2 ) begin
-      \$121  = { s1_last, s1_accum, s1_caddr, \$25  };
+      \$121  = meta1;
       if (reset[2]) begin
         \$121  = 16'h0000;
       end
@@ -27059,9 +27074,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$122  = meta2;
+    \$122  = meta3;
     if (\$2 ) begin
-      \$122  = meta1;
+      \$122  = meta2;
       if (reset[2]) begin
         \$122  = 16'h0000;
       end
@@ -27072,9 +27087,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$123  = meta3;
+    \$123  = meta4;
     if (\$2 ) begin
-      \$123  = meta2;
+      \$123  = meta3;
       if (reset[2]) begin
         \$123  = 16'h0000;
       end
@@ -27085,9 +27100,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$124  = meta4;
+    \$124  = meta5;
     if (\$2 ) begin
-      \$124  = meta3;
+      \$124  = meta4;
       if (reset[2]) begin
         \$124  = 16'h0000;
       end
@@ -27098,9 +27113,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$125  = meta5;
+    \$125  = meta6;
     if (\$2 ) begin
-      \$125  = meta4;
+      \$125  = meta5;
       if (reset[2]) begin
         \$125  = 16'h0000;
       end
@@ -27111,9 +27126,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$126  = meta6;
+    \$126  = meta7;
     if (\$2 ) begin
-      \$126  = meta5;
+      \$126  = meta6;
       if (reset[2]) begin
         \$126  = 16'h0000;
       end
@@ -27124,35 +27139,34 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$127  = meta7;
+    \$127  = fwd_hit;
     if (\$2 ) begin
-      \$127  = meta6;
+      \$127  = \$27 ;
       if (reset[2]) begin
-        \$127  = 16'h0000;
+        \$127  = 1'h0;
       end
     end
     if (rst) begin
-      \$127  = 16'h0000;
+      \$127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$128  = fwd_hit;
+    \$128  = fwd_data;
     if (\$2 ) begin
-      \$128  = \$27 ;
-      if (reset[2]) begin
-        \$128  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$128  = 1'h0;
+      \$128  = acc_wr__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$129  = fwd_data;
+    \$129  = old;
     if (\$2 ) begin
-      \$129  = acc_wr__data;
+      (* full_case = 32'd1 *)
+      if (\$29 ) begin
+        \$129  = acc_wr__data;
+      end else begin
+        \$129  = \$30 ;
+      end
     end
   end
   always @* begin
@@ -27186,24 +27200,24 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             \$131  = 3'h2;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
               \$131  = 3'h0;
             end else begin
               \$131  = 3'h3;
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
+            if (\$68 ) begin
+              if (\$73 ) begin
                 (* full_case = 32'd1 *)
-                if (\$73 ) begin
-                end else if (\$75 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
                 end else begin
                   \$131  = 3'h4;
                 end
               end
             end
         3'h4:
-            if (\$84 ) begin
+            if (\$87 ) begin
               \$131  = 3'h0;
             end
       endcase
@@ -27223,7 +27237,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
         3'h0:
             /* empty */;
         3'h1:
-            \$132  = \$28 ;
+            \$132  = \$31 ;
       endcase
       if (reset[2]) begin
         \$132  = 1'h0;
@@ -27241,7 +27255,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
         3'h0:
             /* empty */;
         3'h1:
-            \$133  = \$33 ;
+            \$133  = \$36 ;
       endcase
       if (reset[2]) begin
         \$133  = 1'h0;
@@ -27259,7 +27273,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
         3'h0:
             /* empty */;
         3'h1:
-            \$134  = \$55 ;
+            \$134  = \$58 ;
       endcase
       if (reset[2]) begin
         \$134  = 1'h0;
@@ -27279,7 +27293,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
         3'h1:
             /* empty */;
         3'h2:
-            if (\$57 ) begin
+            if (\$60 ) begin
               (* full_case = 32'd1 *)
               if (err_reserved) begin
                 \$135  = 8'h02;
@@ -27292,7 +27306,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
         3'h3:
             /* empty */;
         3'h4:
-            if (\$84 ) begin
+            if (\$87 ) begin
               \$135  = 8'h00;
             end
       endcase
@@ -27315,16 +27329,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$136  = 12'h000;
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$136  = \$79 [11:0];
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$136  = \$82 [11:0];
                 end
               end
             end
@@ -27348,16 +27362,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$137  = 12'h000;
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$137  = \$76 [11:0];
-                end else if (\$75 ) begin
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$137  = \$79 [11:0];
+                end else if (\$78 ) begin
                   \$137  = 12'h000;
                 end
               end
@@ -27382,21 +27396,21 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$138  = 16'h0000;
             end
         3'h3:
           begin
-            if (\$59 ) begin
-              \$138  = \$61 [15:0];
-              if (\$62 ) begin
+            if (\$62 ) begin
+              \$138  = \$64 [15:0];
+              if (\$65 ) begin
                 \$138  = 16'h0000;
               end
             end
-            if (\$65 ) begin
-              \$138  = \$68 [15:0];
-              if (\$70 ) begin
+            if (\$68 ) begin
+              \$138  = \$71 [15:0];
+              if (\$73 ) begin
                 \$138  = 16'h0000;
               end
             end
@@ -27421,19 +27435,19 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$139  = 1'h1;
             end
         3'h3:
           begin
-            if (\$59 ) begin
-              if (\$62 ) begin
+            if (\$62 ) begin
+              if (\$65 ) begin
                 \$139  = 1'h0;
               end
             end
-            if (\$65 ) begin
-              if (\$70 ) begin
+            if (\$68 ) begin
+              if (\$73 ) begin
                 \$139  = 1'h1;
               end
             end
@@ -27458,16 +27472,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$140  = cmd[13:0];
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$140  = \$77 [13:0];
-                end else if (\$75 ) begin
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$140  = \$80 [13:0];
+                end else if (\$78 ) begin
                   \$140  = cmd[13:0];
                 end
               end
@@ -27492,17 +27506,17 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$141  = cmd[13:0];
             end
         3'h3:
-            if (\$65 ) begin
-              \$141  = \$66 [13:0];
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$141  = \$78 [13:0];
-                end else if (\$75 ) begin
+            if (\$68 ) begin
+              \$141  = \$69 [13:0];
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$141  = \$81 [13:0];
+                end else if (\$78 ) begin
                   \$141  = cmd[13:0];
                 end
               end
@@ -27527,16 +27541,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$142  = cmd[33:20];
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$142  = \$80 [13:0];
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$142  = \$83 [13:0];
                 end
               end
             end
@@ -27560,20 +27574,20 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$143  = cmd[33:20];
             end
         3'h3:
           begin
-            if (\$59 ) begin
-              \$143  = \$60 [13:0];
+            if (\$62 ) begin
+              \$143  = \$63 [13:0];
             end
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$143  = \$81 [13:0];
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$143  = \$84 [13:0];
                 end
               end
             end
@@ -27598,16 +27612,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$144  = cmd[52:40];
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$144  = \$82 [12:0];
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$144  = \$85 [12:0];
                 end
               end
             end
@@ -27631,18 +27645,18 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
               \$145  = cmd[52:40];
             end
         3'h3:
-            if (\$65 ) begin
-              \$145  = \$67 [12:0];
-              if (\$70 ) begin
-                if (\$73 ) begin
+            if (\$68 ) begin
+              \$145  = \$70 [12:0];
+              if (\$73 ) begin
+                if (\$76 ) begin
                   \$145  = c_base;
-                end else if (\$75 ) begin
-                  \$145  = \$83 [12:0];
+                end else if (\$78 ) begin
+                  \$145  = \$86 [12:0];
                 end
               end
             end
@@ -27667,9 +27681,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
         3'h2:
             /* empty */;
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                \$146  = \$71 ;
+            if (\$68 ) begin
+              if (\$73 ) begin
+                \$146  = \$74 ;
               end
             end
       endcase
@@ -27713,7 +27727,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign w_bank = s1_bank;
   assign w_data = a_data;
   assign out_data = { \$147 , \$150 , \$149 , \$148  };
-  assign acc_rd__addr = meta6[13:1];
+  assign acc_rd__addr = meta5[13:1];
   assign acc_wr__addr = meta7[13:1];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
@@ -29523,7 +29537,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8212$16 , \port$8954$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8213$16 , \port$8957$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29567,10 +29581,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8212$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8212$16 ;
-  wire [15:0] \port$8212$16 ;
-  input [7:0] \port$8954$0 ;
-  wire [7:0] \port$8954$0 ;
+  input [15:0] \port$8213$16 ;
+  wire [15:0] \port$8213$16 ;
+  input [7:0] \port$8957$0 ;
+  wire [7:0] \port$8957$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29605,7 +29619,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8212$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8212$16 , \port$8954$0  };
+      storage[w_port__addr] <= { \port$8213$16 , \port$8957$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29716,8 +29730,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8212$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8212$16 , \port$8954$0  };
-  assign w_data = { \port$8212$16 , \port$8954$0  };
+  assign w_port__data = { \port$8213$16 , \port$8957$0  };
+  assign w_data = { \port$8213$16 , \port$8957$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29726,7 +29740,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7727$0 , \port$7727$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7728$0 , \port$7728$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -30438,10 +30452,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$7727$0 ;
-  wire [3:0] \port$7727$0 ;
-  input [23:0] \port$7727$8 ;
-  wire [23:0] \port$7727$8 ;
+  input [3:0] \port$7728$0 ;
+  wire [3:0] \port$7728$0 ;
+  input [23:0] \port$7728$8 ;
+  wire [23:0] \port$7728$8 ;
   input [3:0] \port$95$0 ;
   wire [3:0] \port$95$0 ;
   reg q0_acked = 1'h0;
@@ -31168,7 +31182,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7727$0 [1:0] < 3'h4;
+  assign \$165  = \port$7728$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -31376,7 +31390,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7727$0 [1:0];
+  assign \$344  = ! \port$7728$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -31396,7 +31410,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7727$0 [1:0] == 1'h1;
+  assign \$364  = \port$7728$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -31416,7 +31430,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7727$0 [1:0] == 2'h2;
+  assign \$384  = \port$7728$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -31436,7 +31450,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7727$0 [1:0] == 2'h3;
+  assign \$404  = \port$7728$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -31529,7 +31543,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8293$0 (fetch_r_buf),
+    .\port$8294$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -31541,7 +31555,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8293$0 (fetch_r_buf),
+    .\port$8294$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -31553,7 +31567,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8293$0 (fetch_r_buf),
+    .\port$8294$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -31565,7 +31579,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8293$0 (fetch_r_buf),
+    .\port$8294$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -33263,12 +33277,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7727$0 [1:0];
-  assign cpl_irq = \port$7727$0 [2];
-  assign cpl_halt = \port$7727$0 [3];
-  assign cpl_flags = \port$7727$8 [7:0];
-  assign cpl_status = \port$7727$8 [15:8];
-  assign cpl_opcode = \port$7727$8 [23:16];
+  assign cpl_queue = \port$7728$0 [1:0];
+  assign cpl_irq = \port$7728$0 [2];
+  assign cpl_halt = \port$7728$0 [3];
+  assign cpl_flags = \port$7728$8 [7:0];
+  assign cpl_status = \port$7728$8 [15:8];
+  assign cpl_opcode = \port$7728$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -33319,12 +33333,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7727$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7727$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7727$8 [7:0];
-  assign \w_data$258 [3] = \port$7727$0 [3];
-  assign \w_data$258 [2] = \port$7727$0 [2];
-  assign \w_data$258 [1:0] = \port$7727$0 [1:0];
+  assign \w_data$258 [27:20] = \port$7728$8 [23:16];
+  assign \w_data$258 [19:12] = \port$7728$8 [15:8];
+  assign \w_data$258 [11:4] = \port$7728$8 [7:0];
+  assign \w_data$258 [3] = \port$7728$0 [3];
+  assign \w_data$258 [2] = \port$7728$0 [2];
+  assign \w_data$258 [1:0] = \port$7728$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -34910,7 +34924,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8293$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8294$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34937,8 +34951,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8293$0 ;
-  wire [191:0] \port$8293$0 ;
+  input [191:0] \port$8294$0 ;
+  wire [191:0] \port$8294$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34973,7 +34987,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8293$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8294$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35044,14 +35058,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8293$0  };
-  assign w_data = { \port$0$87 , \port$8293$0  };
+  assign w_port__data = { \port$0$87 , \port$8294$0  };
+  assign w_data = { \port$0$87 , \port$8294$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8293$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8294$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35078,8 +35092,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8293$0 ;
-  wire [191:0] \port$8293$0 ;
+  input [191:0] \port$8294$0 ;
+  wire [191:0] \port$8294$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -35114,7 +35128,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8293$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8294$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35185,14 +35199,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8293$0  };
-  assign w_data = { \port$0$87 , \port$8293$0  };
+  assign w_port__data = { \port$0$87 , \port$8294$0  };
+  assign w_data = { \port$0$87 , \port$8294$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8293$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8294$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35219,8 +35233,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8293$0 ;
-  wire [191:0] \port$8293$0 ;
+  input [191:0] \port$8294$0 ;
+  wire [191:0] \port$8294$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -35255,7 +35269,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8293$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8294$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35326,14 +35340,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8293$0  };
-  assign w_data = { \port$0$87 , \port$8293$0  };
+  assign w_port__data = { \port$0$87 , \port$8294$0  };
+  assign w_data = { \port$0$87 , \port$8294$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8293$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8294$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35360,8 +35374,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8293$0 ;
-  wire [191:0] \port$8293$0 ;
+  input [191:0] \port$8294$0 ;
+  wire [191:0] \port$8294$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -35396,7 +35410,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8293$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8294$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35467,8 +35481,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8293$0  };
-  assign w_data = { \port$0$87 , \port$8293$0  };
+  assign w_port__data = { \port$0$87 , \port$8294$0  };
+  assign w_data = { \port$0$87 , \port$8294$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38838,7 +38852,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8214$16 , \port$9230$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8215$16 , \port$9233$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38882,10 +38896,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8214$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8214$16 ;
-  wire [15:0] \port$8214$16 ;
-  input [7:0] \port$9230$0 ;
-  wire [7:0] \port$9230$0 ;
+  input [15:0] \port$8215$16 ;
+  wire [15:0] \port$8215$16 ;
+  input [7:0] \port$9233$0 ;
+  wire [7:0] \port$9233$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38920,7 +38934,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8214$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8214$16 , \port$9230$0  };
+      storage[w_port__addr] <= { \port$8215$16 , \port$9233$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -39031,8 +39045,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8214$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8214$16 , \port$9230$0  };
-  assign w_data = { \port$8214$16 , \port$9230$0  };
+  assign w_port__data = { \port$8215$16 , \port$9233$0  };
+  assign w_data = { \port$8215$16 , \port$9233$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -2313,7 +2313,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9054$2 (\$262 ),
+    .\port$9051$2 (\$262 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2432,20 +2432,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8891$0 (q_wait_queue),
-    .\port$9080$0 (inflight),
-    .\port$9215$0 (q__0__cpl_irq),
-    .\port$9229$0 (q__0__error_irq),
-    .\port$9241$0 (q__1__cpl_irq),
-    .\port$9255$0 (q__1__error_irq),
-    .\port$9267$0 (q__2__cpl_irq),
-    .\port$9281$0 (q__2__error_irq),
-    .\port$9293$0 (q__3__cpl_irq),
-    .\port$9307$0 (q__3__error_irq),
-    .\port$9419$0 (\$267 ),
-    .\port$9427$0 (\$268 ),
-    .\port$9435$0 (\$269 ),
-    .\port$9443$0 (\$270 ),
+    .\port$8888$0 (q_wait_queue),
+    .\port$9077$0 (inflight),
+    .\port$9212$0 (q__0__cpl_irq),
+    .\port$9226$0 (q__0__error_irq),
+    .\port$9238$0 (q__1__cpl_irq),
+    .\port$9252$0 (q__1__error_irq),
+    .\port$9264$0 (q__2__cpl_irq),
+    .\port$9278$0 (q__2__error_irq),
+    .\port$9290$0 (q__3__cpl_irq),
+    .\port$9304$0 (q__3__error_irq),
+    .\port$9416$0 (\$267 ),
+    .\port$9424$0 (\$268 ),
+    .\port$9432$0 (\$269 ),
+    .\port$9440$0 (\$270 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2533,10 +2533,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9082$0 (\$263 ),
-    .\port$9084$0 (\$264 ),
-    .\port$9086$0 (\$265 ),
-    .\port$9088$0 (\$266 ),
+    .\port$9079$0 (\$263 ),
+    .\port$9081$0 (\$264 ),
+    .\port$9083$0 (\$265 ),
+    .\port$9085$0 (\$266 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2632,8 +2632,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9082$16 (retire__0__tag),
-    .\port$9642$0 (dma_load_error),
+    .\port$9079$16 (retire__0__tag),
+    .\port$9639$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2643,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9084$16 (retire__1__tag),
-    .\port$9762$0 (dma_store_error),
+    .\port$9081$16 (retire__1__tag),
+    .\port$9759$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2699,11 +2699,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5355$0 (q__1__head),
     .\port$5385$0 (q__2__head),
     .\port$5415$0 (q__3__head),
-    .\port$8394$0 (r_data),
-    .\port$8444$0 (\r_data$495 ),
-    .\port$8494$0 (\r_data$506 ),
-    .\port$8544$0 (\r_data$517 ),
-    .\port$9054$2 (\$262 ),
+    .\port$8391$0 (r_data),
+    .\port$8441$0 (\r_data$495 ),
+    .\port$8491$0 (\r_data$506 ),
+    .\port$8541$0 (\r_data$517 ),
+    .\port$9051$2 (\$262 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2749,8 +2749,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$9086$16 (retire__2__tag),
-    .\port$9844$0 (gemm_error),
+    .\port$9083$16 (retire__2__tag),
+    .\port$9843$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2800,8 +2800,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$149 (\$269 ),
     .\level$181 (\$270 ),
     .limit(bus_timeout),
-    .\port$8601$0 (fw_write_cpl_word[3:0]),
-    .\port$8601$8 (fw_write_cpl_word[31:8]),
+    .\port$8598$0 (fw_write_cpl_word[3:0]),
+    .\port$8598$8 (fw_write_cpl_word[31:8]),
     .\port$95$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -2944,8 +2944,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10872$0 (vec_error),
-    .\port$9088$16 (retire__3__tag),
+    .\port$10871$0 (vec_error),
+    .\port$9085$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5816,7 +5816,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9054$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9051$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +5960,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9054$2 ;
-  wire [29:0] \port$9054$2 ;
+  output [29:0] \port$9051$2 ;
+  wire [29:0] \port$9051$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6141,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9054$2 (\$99 ),
+    .\port$9051$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6259,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9054$2  = \$99 ;
+  assign \port$9051$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9054$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9051$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6688,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9054$2 ;
-  wire [29:0] \port$9054$2 ;
+  output [29:0] \port$9051$2 ;
+  wire [29:0] \port$9051$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9794,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9054$2  = ls_addr_r[31:2];
+  assign \port$9051$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9963,10 +9963,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8891$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9080$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9215$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9229$0 , q_status0_resetting, q_consumer1_index, \port$9241$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9255$0 , q_status1_resetting, q_consumer2_index, \port$9267$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9281$0 , q_status2_resetting, q_consumer3_index, \port$9293$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9307$0 , q_status3_resetting, \port$9419$0 , \port$9427$0 , \port$9435$0 , \port$9443$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8888$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9077$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9212$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9226$0 , q_status0_resetting, q_consumer1_index, \port$9238$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9252$0 , q_status1_resetting, q_consumer2_index, \port$9264$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9278$0 , q_status2_resetting, q_consumer3_index, \port$9290$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9304$0 , q_status3_resetting, \port$9416$0 , \port$9424$0 , \port$9432$0 , \port$9440$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11500,34 +11500,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8891$0 ;
-  wire [3:0] \port$8891$0 ;
-  input [3:0] \port$9080$0 ;
-  wire [3:0] \port$9080$0 ;
-  input \port$9215$0 ;
-  wire \port$9215$0 ;
-  input \port$9229$0 ;
-  wire \port$9229$0 ;
-  input \port$9241$0 ;
-  wire \port$9241$0 ;
-  input \port$9255$0 ;
-  wire \port$9255$0 ;
-  input \port$9267$0 ;
-  wire \port$9267$0 ;
-  input \port$9281$0 ;
-  wire \port$9281$0 ;
-  input \port$9293$0 ;
-  wire \port$9293$0 ;
-  input \port$9307$0 ;
-  wire \port$9307$0 ;
-  input [2:0] \port$9419$0 ;
-  wire [2:0] \port$9419$0 ;
-  input [2:0] \port$9427$0 ;
-  wire [2:0] \port$9427$0 ;
-  input [2:0] \port$9435$0 ;
-  wire [2:0] \port$9435$0 ;
-  input [2:0] \port$9443$0 ;
-  wire [2:0] \port$9443$0 ;
+  input [3:0] \port$8888$0 ;
+  wire [3:0] \port$8888$0 ;
+  input [3:0] \port$9077$0 ;
+  wire [3:0] \port$9077$0 ;
+  input \port$9212$0 ;
+  wire \port$9212$0 ;
+  input \port$9226$0 ;
+  wire \port$9226$0 ;
+  input \port$9238$0 ;
+  wire \port$9238$0 ;
+  input \port$9252$0 ;
+  wire \port$9252$0 ;
+  input \port$9264$0 ;
+  wire \port$9264$0 ;
+  input \port$9278$0 ;
+  wire \port$9278$0 ;
+  input \port$9290$0 ;
+  wire \port$9290$0 ;
+  input \port$9304$0 ;
+  wire \port$9304$0 ;
+  input [2:0] \port$9416$0 ;
+  wire [2:0] \port$9416$0 ;
+  input [2:0] \port$9424$0 ;
+  wire [2:0] \port$9424$0 ;
+  input [2:0] \port$9432$0 ;
+  wire [2:0] \port$9432$0 ;
+  input [2:0] \port$9440$0 ;
+  wire [2:0] \port$9440$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12156,10 +12156,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$9293$0 , \port$9267$0 , \port$9241$0 , \port$9215$0  };
+  assign \$179  = \$178  | { \port$9290$0 , \port$9264$0 , \port$9238$0 , \port$9212$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$9307$0 , \port$9281$0 , \port$9255$0 , \port$9229$0  };
+  assign \$182  = \$181  | { \port$9304$0 , \port$9278$0 , \port$9252$0 , \port$9226$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14207,8 +14207,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$9293$0 , \port$9267$0 , \port$9241$0 , \port$9215$0  };
-  assign irq_status_queue_error_set = { \port$9307$0 , \port$9281$0 , \port$9255$0 , \port$9229$0  };
+  assign irq_status_queue_cpl_set = { \port$9290$0 , \port$9264$0 , \port$9238$0 , \port$9212$0  };
+  assign irq_status_queue_error_set = { \port$9304$0 , \port$9278$0 , \port$9252$0 , \port$9226$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -14223,18 +14223,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9080$0 [0];
-  assign status_dma_store_busy = \port$9080$0 [1];
-  assign status_gemm_busy = \port$9080$0 [2];
-  assign status_vec_busy = \port$9080$0 [3];
-  assign q_status0_waiting = \port$8891$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9419$0  };
-  assign q_status1_waiting = \port$8891$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9427$0  };
-  assign q_status2_waiting = \port$8891$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9435$0  };
-  assign q_status3_waiting = \port$8891$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9443$0  };
+  assign status_dma_load_busy = \port$9077$0 [0];
+  assign status_dma_store_busy = \port$9077$0 [1];
+  assign status_gemm_busy = \port$9077$0 [2];
+  assign status_vec_busy = \port$9077$0 [3];
+  assign q_status0_waiting = \port$8888$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9416$0  };
+  assign q_status1_waiting = \port$8888$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9424$0  };
+  assign q_status2_waiting = \port$8888$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9432$0  };
+  assign q_status3_waiting = \port$8888$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9440$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14279,11 +14279,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$9080$0 [0] };
+  assign \$429  = { 1'h0, \port$9077$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$9080$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$9080$0 [2], 2'h0 };
-  assign \$435  = { \port$9080$0 [3], 3'h0 };
+  assign \$431  = { \port$9077$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$9077$0 [2], 2'h0 };
+  assign \$435  = { \port$9077$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14440,26 +14440,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8891$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$9419$0 , 8'h00 };
+  assign \$877  = { \port$8888$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$9416$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8891$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$9427$0 , 8'h00 };
+  assign \$890  = { \port$8888$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$9424$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8891$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$9435$0 , 8'h00 };
+  assign \$903  = { \port$8888$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$9432$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8891$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$9443$0 , 8'h00 };
+  assign \$916  = { \port$8888$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$9440$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14570,7 +14570,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$9082$0 , retire__0__tag, \port$9084$0 , retire__1__tag, \port$9086$0 , retire__2__tag, \port$9088$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
+, full, inflight, \port$9079$0 , retire__0__tag, \port$9081$0 , retire__1__tag, \port$9083$0 , retire__2__tag, \port$9085$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
 , vec_done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15185,14 +15185,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9082$0 ;
-  wire [8:0] \port$9082$0 ;
-  output [8:0] \port$9084$0 ;
-  wire [8:0] \port$9084$0 ;
-  output [8:0] \port$9086$0 ;
-  wire [8:0] \port$9086$0 ;
-  output [8:0] \port$9088$0 ;
-  wire [8:0] \port$9088$0 ;
+  output [8:0] \port$9079$0 ;
+  wire [8:0] \port$9079$0 ;
+  output [8:0] \port$9081$0 ;
+  wire [8:0] \port$9081$0 ;
+  output [8:0] \port$9083$0 ;
+  wire [8:0] \port$9083$0 ;
+  output [8:0] \port$9085$0 ;
+  wire [8:0] \port$9085$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15644,9 +15644,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8548$0 (desc),
-    .\port$8550$0 (queue),
-    .\port$8551$0 (windowed),
+    .\port$8545$0 (desc),
+    .\port$8547$0 (queue),
+    .\port$8548$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15656,9 +15656,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8548$0 (desc),
-    .\port$8550$0 (queue),
-    .\port$8551$0 (windowed),
+    .\port$8545$0 (desc),
+    .\port$8547$0 (queue),
+    .\port$8548$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15668,9 +15668,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8548$0 (desc),
-    .\port$8550$0 (queue),
-    .\port$8551$0 (windowed),
+    .\port$8545$0 (desc),
+    .\port$8547$0 (queue),
+    .\port$8548$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15680,9 +15680,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8548$0 (desc),
-    .\port$8550$0 (queue),
-    .\port$8551$0 (windowed),
+    .\port$8545$0 (desc),
+    .\port$8547$0 (queue),
+    .\port$8548$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15867,13 +15867,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9082$0  = dma_load_held[8:0];
+  assign \port$9079$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9084$0  = dma_store_held[8:0];
+  assign \port$9081$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9086$0  = gemm_held[8:0];
+  assign \port$9083$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9088$0  = vec_held[8:0];
+  assign \port$9085$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16374,7 +16374,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8548$0 , \port$8550$0 , \port$8551$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8545$0 , \port$8547$0 , \port$8548$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16416,12 +16416,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8548$0 ;
-  wire [255:0] \port$8548$0 ;
-  input [1:0] \port$8550$0 ;
-  wire [1:0] \port$8550$0 ;
-  input \port$8551$0 ;
-  wire \port$8551$0 ;
+  input [255:0] \port$8545$0 ;
+  wire [255:0] \port$8545$0 ;
+  input [1:0] \port$8547$0 ;
+  wire [1:0] \port$8547$0 ;
+  input \port$8548$0 ;
+  wire \port$8548$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16453,7 +16453,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+      storage[w_port__addr] <= { \port$8548$0 , \port$8547$0 , \port$8545$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16552,14 +16552,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
-  assign w_data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+  assign w_port__data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+  assign w_data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8548$0 , \port$8550$0 , \port$8551$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8545$0 , \port$8547$0 , \port$8548$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16601,12 +16601,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8548$0 ;
-  wire [255:0] \port$8548$0 ;
-  input [1:0] \port$8550$0 ;
-  wire [1:0] \port$8550$0 ;
-  input \port$8551$0 ;
-  wire \port$8551$0 ;
+  input [255:0] \port$8545$0 ;
+  wire [255:0] \port$8545$0 ;
+  input [1:0] \port$8547$0 ;
+  wire [1:0] \port$8547$0 ;
+  input \port$8548$0 ;
+  wire \port$8548$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16638,7 +16638,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+      storage[w_port__addr] <= { \port$8548$0 , \port$8547$0 , \port$8545$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16737,14 +16737,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
-  assign w_data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+  assign w_port__data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+  assign w_data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8548$0 , \port$8550$0 , \port$8551$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8545$0 , \port$8547$0 , \port$8548$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16786,12 +16786,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8548$0 ;
-  wire [255:0] \port$8548$0 ;
-  input [1:0] \port$8550$0 ;
-  wire [1:0] \port$8550$0 ;
-  input \port$8551$0 ;
-  wire \port$8551$0 ;
+  input [255:0] \port$8545$0 ;
+  wire [255:0] \port$8545$0 ;
+  input [1:0] \port$8547$0 ;
+  wire [1:0] \port$8547$0 ;
+  input \port$8548$0 ;
+  wire \port$8548$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16823,7 +16823,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+      storage[w_port__addr] <= { \port$8548$0 , \port$8547$0 , \port$8545$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16922,14 +16922,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
-  assign w_data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+  assign w_port__data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+  assign w_data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8548$0 , \port$8550$0 , \port$8551$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8545$0 , \port$8547$0 , \port$8548$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16971,12 +16971,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8548$0 ;
-  wire [255:0] \port$8548$0 ;
-  input [1:0] \port$8550$0 ;
-  wire [1:0] \port$8550$0 ;
-  input \port$8551$0 ;
-  wire \port$8551$0 ;
+  input [255:0] \port$8545$0 ;
+  wire [255:0] \port$8545$0 ;
+  input [1:0] \port$8547$0 ;
+  wire [1:0] \port$8547$0 ;
+  input \port$8548$0 ;
+  wire \port$8548$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17008,7 +17008,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+      storage[w_port__addr] <= { \port$8548$0 , \port$8547$0 , \port$8545$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17107,8 +17107,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
-  assign w_data = { \port$8551$0 , \port$8550$0 , \port$8548$0  };
+  assign w_port__data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+  assign w_data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22646,7 +22646,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9082$16 , \port$9642$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9079$16 , \port$9639$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22690,10 +22690,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9082$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9082$16 ;
-  wire [15:0] \port$9082$16 ;
-  input [7:0] \port$9642$0 ;
-  wire [7:0] \port$9642$0 ;
+  input [15:0] \port$9079$16 ;
+  wire [15:0] \port$9079$16 ;
+  input [7:0] \port$9639$0 ;
+  wire [7:0] \port$9639$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22728,7 +22728,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9082$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9082$16 , \port$9642$0  };
+      storage[w_port__addr] <= { \port$9079$16 , \port$9639$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22839,14 +22839,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9082$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9082$16 , \port$9642$0  };
-  assign w_data = { \port$9082$16 , \port$9642$0  };
+  assign w_port__data = { \port$9079$16 , \port$9639$0  };
+  assign w_data = { \port$9079$16 , \port$9639$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9084$16 , \port$9762$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9081$16 , \port$9759$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22890,10 +22890,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9084
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9084$16 ;
-  wire [15:0] \port$9084$16 ;
-  input [7:0] \port$9762$0 ;
-  wire [7:0] \port$9762$0 ;
+  input [15:0] \port$9081$16 ;
+  wire [15:0] \port$9081$16 ;
+  input [7:0] \port$9759$0 ;
+  wire [7:0] \port$9759$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22928,7 +22928,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9084
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9084$16 , \port$9762$0  };
+      storage[w_port__addr] <= { \port$9081$16 , \port$9759$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23039,16 +23039,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9084
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9084$16 , \port$9762$0  };
-  assign w_data = { \port$9084$16 , \port$9762$0  };
+  assign w_port__data = { \port$9081$16 , \port$9759$0  };
+  assign w_data = { \port$9081$16 , \port$9759$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4265$0 , \port$4267$0 , q_head_index1_index, \port$4275$0 , \port$4277$0 , q_head_index2_index, \port$4285$0 , \port$4287$0 , q_head_index3_index, \port$4295$0 , \port$4297$0 , cpl_status_free, \port$5325$0 , \port$5355$0 , \port$5385$0 
-, \port$5415$0 , \port$8394$0 , \port$8444$0 , \port$8494$0 , \port$8544$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9054$2 , bus__we, bus__wdata
+, \port$5415$0 , \port$8391$0 , \port$8441$0 , \port$8491$0 , \port$8541$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9051$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23992,16 +23992,16 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5385$0 ;
   input [255:0] \port$5415$0 ;
   wire [255:0] \port$5415$0 ;
-  input [23:0] \port$8394$0 ;
-  wire [23:0] \port$8394$0 ;
-  input [23:0] \port$8444$0 ;
-  wire [23:0] \port$8444$0 ;
-  input [23:0] \port$8494$0 ;
-  wire [23:0] \port$8494$0 ;
-  input [23:0] \port$8544$0 ;
-  wire [23:0] \port$8544$0 ;
-  input [29:0] \port$9054$2 ;
-  wire [29:0] \port$9054$2 ;
+  input [23:0] \port$8391$0 ;
+  wire [23:0] \port$8391$0 ;
+  input [23:0] \port$8441$0 ;
+  wire [23:0] \port$8441$0 ;
+  input [23:0] \port$8491$0 ;
+  wire [23:0] \port$8491$0 ;
+  input [23:0] \port$8541$0 ;
+  wire [23:0] \port$8541$0 ;
+  input [29:0] \port$9051$2 ;
+  wire [29:0] \port$9051$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24165,79 +24165,79 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9054$2 [9:0] == 6'h39;
+  assign \$111  = \port$9051$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9054$2 [9:0] == 6'h3a;
+  assign \$113  = \port$9051$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9054$2 [9:0] == 6'h3b;
+  assign \$115  = \port$9051$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9054$2 [9:0] == 6'h3c;
+  assign \$117  = \port$9051$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9054$2 [9:0] == 6'h3d;
+  assign \$119  = \port$9051$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9054$2 [9:0] == 6'h3e;
+  assign \$121  = \port$9051$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9054$2 [9:0] == 6'h3f;
+  assign \$123  = \port$9051$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9054$2 [9:0] == 7'h40;
+  assign \$125  = \port$9051$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9054$2 [9:0] == 7'h41;
+  assign \$127  = \port$9051$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9054$2 [9:0] == 7'h42;
+  assign \$129  = \port$9051$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9054$2 [9:0] == 7'h43;
+  assign \$131  = \port$9051$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9054$2 [9:0] == 7'h44;
+  assign \$133  = \port$9051$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9054$2 [9:0] == 7'h45;
+  assign \$135  = \port$9051$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9054$2 [9:0] == 7'h46;
+  assign \$137  = \port$9051$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9054$2 [9:0] == 7'h47;
+  assign \$139  = \port$9051$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9054$2 [9:0] == 7'h48;
+  assign \$141  = \port$9051$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9054$2 [9:0] == 7'h49;
+  assign \$143  = \port$9051$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9054$2 [9:0] == 7'h4a;
+  assign \$145  = \port$9051$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9054$2 [9:0] == 7'h4b;
+  assign \$147  = \port$9051$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9054$2 [9:0] == 7'h4c;
+  assign \$149  = \port$9051$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9054$2 [9:0] == 7'h4d;
+  assign \$151  = \port$9051$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9054$2 [9:0] == 7'h4e;
+  assign \$153  = \port$9051$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9054$2 [9:0] == 7'h4f;
+  assign \$155  = \port$9051$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9054$2 [9:0] == 7'h50;
+  assign \$157  = \port$9051$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9054$2 [9:0] == 7'h51;
+  assign \$159  = \port$9051$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24361,84 +24361,84 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$9054$2 [9:0];
+  assign \$282  = ! \port$9051$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$9054$2 [9:0] == 1'h1;
+  assign \$288  = \port$9051$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$9054$2 [9:0] == 2'h2;
+  assign \$294  = \port$9051$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$9054$2 [9:0] == 2'h3;
+  assign \$300  = \port$9051$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$9054$2 [9:0] == 3'h4;
+  assign \$306  = \port$9051$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$9054$2 [9:0] == 3'h5;
+  assign \$312  = \port$9051$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$9054$2 [9:0] == 3'h6;
+  assign \$318  = \port$9051$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$9054$2 [9:0] == 4'h8;
+  assign \$324  = \port$9051$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$9054$2 [9:0] == 4'h9;
+  assign \$336  = \port$9051$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$9054$2 [9:0] == 4'ha;
+  assign \$344  = \port$9051$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$9054$2 [9:0] == 4'hb;
+  assign \$350  = \port$9051$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$9054$2 [9:0] == 4'hc;
+  assign \$358  = \port$9051$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$9054$2 [9:0] == 4'hd;
+  assign \$368  = \port$9051$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$9054$2 [9:0] == 4'he;
+  assign \$378  = \port$9051$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9054$2 [9:0] == 4'hf;
+  assign \$388  = \port$9051$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$9054$2 [9:0] == 5'h10;
+  assign \$398  = \port$9051$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$9054$2 [9:0] == 5'h11;
+  assign \$404  = \port$9051$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24447,251 +24447,251 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$9054$2 [9:0] == 5'h12;
+  assign \$420  = \port$9051$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$9054$2 [9:0] == 5'h13;
+  assign \$426  = \port$9051$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$9054$2 [9:0] == 5'h14;
+  assign \$432  = \port$9051$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$9054$2 [9:0] == 5'h15;
+  assign \$438  = \port$9051$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$9054$2 [9:0] == 5'h16;
+  assign \$444  = \port$9051$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$9054$2 [9:0] == 5'h17;
+  assign \$450  = \port$9051$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$9054$2 [9:0] == 5'h18;
+  assign \$456  = \port$9051$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$9054$2 [9:0] == 5'h19;
+  assign \$462  = \port$9051$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$9054$2 [9:0] == 5'h1a;
+  assign \$468  = \port$9051$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$9054$2 [9:0] == 5'h1b;
+  assign \$474  = \port$9051$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$9054$2 [9:0] == 5'h1c;
+  assign \$480  = \port$9051$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$9054$2 [9:0] == 5'h1d;
+  assign \$486  = \port$9051$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$9054$2 [9:0] == 6'h20;
+  assign \$492  = \port$9051$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$9054$2 [9:0] == 6'h21;
+  assign \$498  = \port$9051$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$9054$2 [9:0] == 6'h22;
+  assign \$504  = \port$9051$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$9054$2 [9:0] == 6'h23;
+  assign \$510  = \port$9051$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$9054$2 [9:0] == 6'h24;
+  assign \$516  = \port$9051$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$9054$2 [9:0] == 6'h25;
+  assign \$522  = \port$9051$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$9054$2 [9:0] == 6'h26;
+  assign \$528  = \port$9051$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$9054$2 [9:0] == 6'h27;
+  assign \$534  = \port$9051$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$9054$2 [9:0] == 6'h28;
+  assign \$540  = \port$9051$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$9054$2 [9:0] == 6'h29;
+  assign \$546  = \port$9051$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$9054$2 [9:0] == 6'h2a;
+  assign \$552  = \port$9051$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$9054$2 [9:0] == 6'h2b;
+  assign \$558  = \port$9051$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$9054$2 [9:0] == 6'h2c;
+  assign \$564  = \port$9051$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$9054$2 [9:0] == 6'h2d;
+  assign \$570  = \port$9051$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$9054$2 [9:0] == 6'h2e;
+  assign \$576  = \port$9051$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$9054$2 [9:0] == 6'h2f;
+  assign \$582  = \port$9051$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$9054$2 [9:0] == 6'h30;
+  assign \$588  = \port$9051$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$9054$2 [9:0] == 6'h31;
+  assign \$594  = \port$9051$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$9054$2 [9:0] == 6'h32;
+  assign \$600  = \port$9051$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$9054$2 [9:0] == 6'h33;
+  assign \$606  = \port$9051$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$9054$2 [9:0] == 6'h34;
+  assign \$612  = \port$9051$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$9054$2 [9:0] == 6'h35;
+  assign \$618  = \port$9051$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$9054$2 [9:0] == 6'h36;
+  assign \$624  = \port$9051$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$9054$2 [9:0] == 6'h37;
+  assign \$630  = \port$9051$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$9054$2 [9:0] == 6'h38;
+  assign \$636  = \port$9051$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$9054$2 [9:0] == 6'h39;
+  assign \$642  = \port$9051$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$9054$2 [9:0] == 6'h3a;
+  assign \$648  = \port$9051$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$9054$2 [9:0] == 6'h3b;
+  assign \$654  = \port$9051$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$9054$2 [9:0] == 6'h3c;
+  assign \$660  = \port$9051$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$9054$2 [9:0] == 6'h3d;
+  assign \$666  = \port$9051$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$9054$2 [9:0] == 6'h3e;
+  assign \$672  = \port$9051$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$9054$2 [9:0] == 6'h3f;
+  assign \$678  = \port$9051$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$9054$2 [9:0] == 7'h40;
+  assign \$684  = \port$9051$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$9054$2 [9:0] == 7'h41;
+  assign \$690  = \port$9051$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$9054$2 [9:0] == 7'h42;
+  assign \$696  = \port$9051$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$9054$2 [9:0] == 7'h43;
+  assign \$702  = \port$9051$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$9054$2 [9:0] == 7'h44;
+  assign \$708  = \port$9051$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$9054$2 [9:0] == 7'h45;
+  assign \$714  = \port$9051$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$9054$2 [9:0] == 7'h46;
+  assign \$720  = \port$9051$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$9054$2 [9:0] == 7'h47;
+  assign \$726  = \port$9051$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$9054$2 [9:0] == 7'h48;
+  assign \$732  = \port$9051$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$9054$2 [9:0] == 7'h49;
+  assign \$738  = \port$9051$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$9054$2 [9:0] == 7'h4a;
+  assign \$744  = \port$9051$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$9054$2 [9:0] == 7'h4b;
+  assign \$750  = \port$9051$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$9054$2 [9:0] == 7'h4c;
+  assign \$756  = \port$9051$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$9054$2 [9:0] == 7'h4d;
+  assign \$762  = \port$9051$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$9054$2 [9:0] == 7'h4e;
+  assign \$768  = \port$9051$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9054$2 [9:0] == 7'h4f;
+  assign \$774  = \port$9051$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$9054$2 [9:0] == 7'h50;
+  assign \$780  = \port$9051$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$9054$2 [9:0] == 7'h51;
+  assign \$786  = \port$9051$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24785,167 +24785,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9054$2 [9:0];
+  assign \$3  = ! \port$9051$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9054$2 [9:0] == 1'h1;
+  assign \$5  = \port$9051$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9054$2 [9:0] == 2'h2;
+  assign \$7  = \port$9051$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9054$2 [9:0] == 2'h3;
+  assign \$9  = \port$9051$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9054$2 [9:0] == 3'h4;
+  assign \$11  = \port$9051$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9054$2 [9:0] == 3'h5;
+  assign \$13  = \port$9051$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9054$2 [9:0] == 3'h6;
+  assign \$15  = \port$9051$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9054$2 [9:0] == 4'h8;
+  assign \$17  = \port$9051$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9054$2 [9:0] == 4'h9;
+  assign \$19  = \port$9051$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9054$2 [9:0] == 4'ha;
+  assign \$21  = \port$9051$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9054$2 [9:0] == 4'hb;
+  assign \$23  = \port$9051$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9054$2 [9:0] == 4'hc;
+  assign \$25  = \port$9051$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9054$2 [9:0] == 4'hd;
+  assign \$27  = \port$9051$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9054$2 [9:0] == 4'he;
+  assign \$29  = \port$9051$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9054$2 [9:0] == 4'hf;
+  assign \$31  = \port$9051$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9054$2 [9:0] == 5'h10;
+  assign \$33  = \port$9051$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9054$2 [9:0] == 5'h11;
+  assign \$35  = \port$9051$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9054$2 [9:0] == 5'h12;
+  assign \$37  = \port$9051$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9054$2 [9:0] == 5'h13;
+  assign \$39  = \port$9051$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9054$2 [9:0] == 5'h14;
+  assign \$41  = \port$9051$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9054$2 [9:0] == 5'h15;
+  assign \$43  = \port$9051$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9054$2 [9:0] == 5'h16;
+  assign \$45  = \port$9051$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9054$2 [9:0] == 5'h17;
+  assign \$47  = \port$9051$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9054$2 [9:0] == 5'h18;
+  assign \$49  = \port$9051$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9054$2 [9:0] == 5'h19;
+  assign \$51  = \port$9051$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9054$2 [9:0] == 5'h1a;
+  assign \$53  = \port$9051$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9054$2 [9:0] == 5'h1b;
+  assign \$55  = \port$9051$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9054$2 [9:0] == 5'h1c;
+  assign \$57  = \port$9051$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9054$2 [9:0] == 5'h1d;
+  assign \$59  = \port$9051$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9054$2 [9:0] == 6'h20;
+  assign \$61  = \port$9051$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9054$2 [9:0] == 6'h21;
+  assign \$63  = \port$9051$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9054$2 [9:0] == 6'h22;
+  assign \$65  = \port$9051$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9054$2 [9:0] == 6'h23;
+  assign \$67  = \port$9051$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9054$2 [9:0] == 6'h24;
+  assign \$69  = \port$9051$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9054$2 [9:0] == 6'h25;
+  assign \$71  = \port$9051$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9054$2 [9:0] == 6'h26;
+  assign \$73  = \port$9051$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9054$2 [9:0] == 6'h27;
+  assign \$75  = \port$9051$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9054$2 [9:0] == 6'h28;
+  assign \$77  = \port$9051$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9054$2 [9:0] == 6'h29;
+  assign \$79  = \port$9051$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9054$2 [9:0] == 6'h2a;
+  assign \$81  = \port$9051$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9054$2 [9:0] == 6'h2b;
+  assign \$83  = \port$9051$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9054$2 [9:0] == 6'h2c;
+  assign \$85  = \port$9051$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9054$2 [9:0] == 6'h2d;
+  assign \$87  = \port$9051$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9054$2 [9:0] == 6'h2e;
+  assign \$89  = \port$9051$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9054$2 [9:0] == 6'h2f;
+  assign \$91  = \port$9051$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9054$2 [9:0] == 6'h30;
+  assign \$93  = \port$9051$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9054$2 [9:0] == 6'h31;
+  assign \$95  = \port$9051$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9054$2 [9:0] == 6'h32;
+  assign \$97  = \port$9051$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9054$2 [9:0] == 6'h33;
+  assign \$99  = \port$9051$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9054$2 [9:0] == 6'h34;
+  assign \$101  = \port$9051$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9054$2 [9:0] == 6'h35;
+  assign \$103  = \port$9051$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9054$2 [9:0] == 6'h36;
+  assign \$105  = \port$9051$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9054$2 [9:0] == 6'h37;
+  assign \$107  = \port$9051$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9054$2 [9:0] == 6'h38;
+  assign \$109  = \port$9051$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26223,17 +26223,17 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9054$2 , 2'h0 };
+  assign bus__addr = { \port$9051$2 , 2'h0 };
   assign work_qready = { \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
   assign work_qreset = { \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0  };
-  assign retire0_error = \port$8394$0 [7:0];
-  assign retire0_tag = \port$8394$0 [23:8];
-  assign retire1_error = \port$8444$0 [7:0];
-  assign retire1_tag = \port$8444$0 [23:8];
-  assign retire2_error = \port$8494$0 [7:0];
-  assign retire2_tag = \port$8494$0 [23:8];
-  assign retire3_error = \port$8544$0 [7:0];
-  assign retire3_tag = \port$8544$0 [23:8];
+  assign retire0_error = \port$8391$0 [7:0];
+  assign retire0_tag = \port$8391$0 [23:8];
+  assign retire1_error = \port$8441$0 [7:0];
+  assign retire1_tag = \port$8441$0 [23:8];
+  assign retire2_error = \port$8491$0 [7:0];
+  assign retire2_tag = \port$8491$0 [23:8];
+  assign retire3_error = \port$8541$0 [7:0];
+  assign retire3_tag = \port$8541$0 [23:8];
   assign q_head0_word = \port$5325$0 [31:0];
   assign q_head1_word = \port$5325$0 [63:32];
   assign q_head2_word = \port$5325$0 [95:64];
@@ -26295,20 +26295,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$8394$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$8394$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$8391$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$8391$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$8444$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$8444$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$8441$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$8441$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$8494$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$8494$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$8491$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$8491$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$8544$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$8544$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$8541$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$8541$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26450,37 +26450,37 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [255:0] \$100 ;
+  wire \$100 ;
   wire [32:0] \$101 ;
-  wire [255:0] \$102 ;
+  wire [32:0] \$102 ;
   wire [32:0] \$103 ;
-  wire [255:0] \$104 ;
+  wire [32:0] \$104 ;
   wire [32:0] \$105 ;
-  wire [255:0] \$106 ;
+  wire [32:0] \$106 ;
   wire [32:0] \$107 ;
-  wire [255:0] \$108 ;
-  wire [32:0] \$109 ;
+  wire [32:0] \$108 ;
+  wire \$109 ;
   wire \$11 ;
-  wire [255:0] \$110 ;
-  wire [32:0] \$111 ;
-  wire [255:0] \$112 ;
-  wire [32:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  reg \$119 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  reg \$114 ;
+  reg [3:0] \$115 ;
+  reg [3:0] \$116 ;
+  reg \$117 ;
+  reg \$118 ;
+  reg [2:0] \$119 ;
   wire [4:0] \$12 ;
-  reg [3:0] \$120 ;
-  reg [3:0] \$121 ;
+  reg \$120 ;
+  reg [12:0] \$121 ;
   reg \$122 ;
   reg \$123 ;
-  reg [2:0] \$124 ;
-  reg \$125 ;
-  reg [12:0] \$126 ;
-  reg \$127 ;
-  reg \$128 ;
+  reg [15:0] \$124 ;
+  reg [15:0] \$125 ;
+  reg [15:0] \$126 ;
+  reg [15:0] \$127 ;
+  reg [15:0] \$128 ;
   reg [15:0] \$129 ;
   wire \$13 ;
   reg [15:0] \$130 ;
@@ -26492,42 +26492,38 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [15:0] \$136 ;
   reg [15:0] \$137 ;
   reg [15:0] \$138 ;
-  reg [15:0] \$139 ;
+  reg \$139 ;
   wire \$14 ;
-  reg [15:0] \$140 ;
-  reg [15:0] \$141 ;
-  reg [15:0] \$142 ;
-  reg [15:0] \$143 ;
+  reg [255:0] \$140 ;
+  reg [255:0] \$141 ;
+  reg [175:0] \$142 ;
+  reg [2:0] \$143 ;
   reg \$144 ;
-  reg [255:0] \$145 ;
-  reg [175:0] \$146 ;
-  reg [2:0] \$147 ;
-  reg \$148 ;
-  reg \$149 ;
+  reg \$145 ;
+  reg \$146 ;
+  reg [7:0] \$147 ;
+  reg [11:0] \$148 ;
+  reg [11:0] \$149 ;
   wire \$15 ;
-  reg \$150 ;
-  reg [7:0] \$151 ;
-  reg [11:0] \$152 ;
-  reg [11:0] \$153 ;
-  reg [15:0] \$154 ;
-  reg \$155 ;
-  reg [13:0] \$156 ;
-  reg [13:0] \$157 ;
-  reg [13:0] \$158 ;
-  reg [13:0] \$159 ;
+  reg [15:0] \$150 ;
+  reg \$151 ;
+  reg [13:0] \$152 ;
+  reg [13:0] \$153 ;
+  reg [13:0] \$154 ;
+  reg [13:0] \$155 ;
+  reg [12:0] \$156 ;
+  reg [12:0] \$157 ;
+  reg \$158 ;
+  wire [31:0] \$159 ;
   wire \$16 ;
-  reg [12:0] \$160 ;
-  reg [12:0] \$161 ;
-  reg \$162 ;
+  wire [31:0] \$160 ;
+  wire [31:0] \$161 ;
+  wire [31:0] \$162 ;
   wire [31:0] \$163 ;
   wire [31:0] \$164 ;
   wire [31:0] \$165 ;
   wire [31:0] \$166 ;
-  wire [31:0] \$167 ;
-  wire [31:0] \$168 ;
-  wire [31:0] \$169 ;
   wire [12:0] \$17 ;
-  wire [31:0] \$170 ;
   wire \$18 ;
   wire [12:0] \$19 ;
   wire \$2 ;
@@ -26542,82 +26538,82 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [255:0] \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [12:0] \$34 ;
-  wire [31:0] \$35 ;
-  wire [32:0] \$36 ;
-  wire [16:0] \$37 ;
-  wire [33:0] \$38 ;
-  wire \$39 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [12:0] \$37 ;
+  wire [31:0] \$38 ;
+  wire [32:0] \$39 ;
   wire \$4 ;
-  wire [12:0] \$40 ;
-  wire [31:0] \$41 ;
-  wire [32:0] \$42 ;
+  wire [16:0] \$40 ;
+  wire [33:0] \$41 ;
+  wire \$42 ;
   wire [12:0] \$43 ;
-  wire [15:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire [12:0] \$49 ;
+  wire [31:0] \$44 ;
+  wire [32:0] \$45 ;
+  wire [12:0] \$46 ;
+  wire [15:0] \$47 ;
+  wire [33:0] \$48 ;
+  wire [34:0] \$49 ;
   wire \$5 ;
-  wire [31:0] \$50 ;
-  wire [32:0] \$51 ;
-  wire [16:0] \$52 ;
-  wire [33:0] \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [12:0] \$52 ;
+  wire [31:0] \$53 ;
+  wire [32:0] \$54 ;
+  wire [16:0] \$55 ;
+  wire [33:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [14:0] \$60 ;
-  wire [16:0] \$61 ;
+  wire \$60 ;
+  wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
+  wire [14:0] \$63 ;
+  wire [16:0] \$64 ;
   wire \$65 ;
-  wire [14:0] \$66 ;
-  wire [13:0] \$67 ;
-  wire [16:0] \$68 ;
-  wire [16:0] \$69 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [14:0] \$69 ;
   wire [4:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire [12:0] \$72 ;
+  wire [13:0] \$70 ;
+  wire [16:0] \$71 ;
+  wire [16:0] \$72 ;
   wire \$73 ;
-  wire [12:0] \$74 ;
-  wire \$75 ;
-  wire [12:0] \$76 ;
-  wire [20:0] \$77 ;
-  wire [20:0] \$78 ;
+  wire \$74 ;
+  wire [12:0] \$75 ;
+  wire \$76 ;
+  wire [12:0] \$77 ;
+  wire \$78 ;
   wire [12:0] \$79 ;
   wire \$8 ;
   wire [20:0] \$80 ;
   wire [20:0] \$81 ;
-  wire [20:0] \$82 ;
+  wire [12:0] \$82 ;
   wire [20:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
+  wire [20:0] \$84 ;
+  wire [20:0] \$85 ;
+  wire [20:0] \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [3:0] \$90 ;
-  wire [4:0] \$91 ;
+  wire \$90 ;
+  wire \$91 ;
   wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
+  wire [3:0] \$93 ;
+  wire [4:0] \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
-  wire [255:0] \$98 ;
-  wire [32:0] \$99 ;
+  wire \$98 ;
+  wire \$99 ;
   (* init = 1'h0 *)
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
@@ -26752,6 +26748,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [15:0] meta8 = 16'h0000;
   reg [15:0] meta9 = 16'h0000;
   reg [11:0] nt = 12'h000;
+  reg [255:0] old = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [255:0] out_data;
   wire out_valid;
   input [3:0] reset;
@@ -26804,209 +26801,206 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$23  = idx == \$22 [15:0];
   assign \$24  = \$21  & \$23 ;
   assign \$25  = s1_valid & s1_is_a;
-  assign \$26  = meta15[13:1] == meta14[13:1];
+  assign \$26  = meta15[13:1] == meta13[13:1];
   assign \$27  = acc_wr__en & \$26 ;
-  assign \$28  = | cmd[175:161];
-  assign \$29  = ! cmd[75:60];
-  assign \$30  = ! cmd[87:76];
-  assign \$31  = \$29  | \$30 ;
-  assign \$32  = ! cmd[99:88];
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = cmd[87:76] - 1'h1;
-  assign \$35  = \$34 [11:0] * cmd[119:100];
-  assign \$36  = cmd[19:0] + \$35 ;
-  assign \$37  = cmd[75:60] - 1'h1;
-  assign \$38  = \$36  + \$37 [15:0];
-  assign \$39  = \$38  >= 15'h4000;
-  assign \$40  = cmd[99:88] - 1'h1;
-  assign \$41  = \$40 [11:0] * cmd[139:120];
-  assign \$42  = cmd[39:20] + \$41 ;
-  assign \$43  = cmd[87:76] - 1'h1;
-  assign \$44  = \$43 [11:0] * 4'h8;
-  assign \$45  = \$42  + \$44 ;
-  assign \$46  = \$45  + 3'h7;
-  assign \$47  = \$46  >= 15'h4000;
-  assign \$48  = \$39  | \$47 ;
-  assign \$49  = cmd[99:88] - 1'h1;
-  assign \$50  = \$49 [11:0] * cmd[159:140];
-  assign \$51  = cmd[59:40] + \$50 ;
-  assign \$52  = cmd[75:60] - 1'h1;
-  assign \$53  = \$51  + \$52 [15:0];
-  assign \$54  = \$53  >= 14'h2000;
-  assign \$55  = \$48  | \$54 ;
-  assign \$56  = err_reserved | err_shape;
-  assign \$57  = \$56  | err_range;
-  assign \$58  = spad_rd__en & spad_rd__gnt;
-  assign \$59  = \$58  & load_b;
-  assign \$60  = b_ptr + 1'h1;
-  assign \$61  = idx + 1'h1;
-  assign \$62  = idx[2:0] == 3'h7;
-  assign \$63  = spad_rd__en & spad_rd__gnt;
-  assign \$64  = ~ load_b;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = a_ptr + 1'h1;
-  assign \$67  = c_ptr + 1'h1;
-  assign \$68  = idx + 1'h1;
-  assign \$69  = cmd[75:60] - 1'h1;
-  assign \$70  = idx == \$69 [15:0];
-  assign \$71  = ~ bank;
-  assign \$72  = cmd[87:76] - 1'h1;
-  assign \$73  = kt != \$72 [11:0];
-  assign \$74  = cmd[99:88] - 1'h1;
-  assign \$75  = nt != \$74 [11:0];
-  assign \$76  = kt + 1'h1;
-  assign \$77  = a_base + cmd[119:100];
-  assign \$78  = a_base + cmd[119:100];
-  assign \$79  = nt + 1'h1;
-  assign \$80  = b_base + cmd[139:120];
-  assign \$81  = b_base + cmd[139:120];
-  assign \$82  = c_base + cmd[159:140];
-  assign \$83  = c_base + cmd[159:140];
-  assign \$84  = acc_wr__en & meta15[15];
-  assign \$85  = ~ load_b;
-  assign \$86  = s1_valid & s1_is_a;
-  assign \$87  = s1_bank == bank;
-  assign \$88  = \$86  & \$87 ;
-  assign \$89  = ~ \$88 ;
-  assign \$90  = bank ? bank1_busy_cnt : bank0_busy_cnt;
-  assign \$91  = \$90  + idx[2:0];
-  assign \$92  = \$91  <= 4'h9;
-  assign \$93  = \$89  & \$92 ;
-  assign \$94  = \$85  | \$93 ;
-  assign spad_rd__en = issuing & \$94 ;
+  assign \$28  = meta15[13:1] == meta14[13:1];
+  assign \$29  = acc_wr__en & \$28 ;
+  assign \$30  = fwd_hit ? fwd_data : acc_rd__data;
+  assign \$31  = | cmd[175:161];
+  assign \$32  = ! cmd[75:60];
+  assign \$33  = ! cmd[87:76];
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = ! cmd[99:88];
+  assign \$36  = \$34  | \$35 ;
+  assign \$37  = cmd[87:76] - 1'h1;
+  assign \$38  = \$37 [11:0] * cmd[119:100];
+  assign \$39  = cmd[19:0] + \$38 ;
+  assign \$40  = cmd[75:60] - 1'h1;
+  assign \$41  = \$39  + \$40 [15:0];
+  assign \$42  = \$41  >= 15'h4000;
+  assign \$43  = cmd[99:88] - 1'h1;
+  assign \$44  = \$43 [11:0] * cmd[139:120];
+  assign \$45  = cmd[39:20] + \$44 ;
+  assign \$46  = cmd[87:76] - 1'h1;
+  assign \$47  = \$46 [11:0] * 4'h8;
+  assign \$48  = \$45  + \$47 ;
+  assign \$49  = \$48  + 3'h7;
+  assign \$50  = \$49  >= 15'h4000;
+  assign \$51  = \$42  | \$50 ;
+  assign \$52  = cmd[99:88] - 1'h1;
+  assign \$53  = \$52 [11:0] * cmd[159:140];
+  assign \$54  = cmd[59:40] + \$53 ;
+  assign \$55  = cmd[75:60] - 1'h1;
+  assign \$56  = \$54  + \$55 [15:0];
+  assign \$57  = \$56  >= 14'h2000;
+  assign \$58  = \$51  | \$57 ;
+  assign \$59  = err_reserved | err_shape;
+  assign \$60  = \$59  | err_range;
+  assign \$61  = spad_rd__en & spad_rd__gnt;
+  assign \$62  = \$61  & load_b;
+  assign \$63  = b_ptr + 1'h1;
+  assign \$64  = idx + 1'h1;
+  assign \$65  = idx[2:0] == 3'h7;
+  assign \$66  = spad_rd__en & spad_rd__gnt;
+  assign \$67  = ~ load_b;
+  assign \$68  = \$66  & \$67 ;
+  assign \$69  = a_ptr + 1'h1;
+  assign \$70  = c_ptr + 1'h1;
+  assign \$71  = idx + 1'h1;
+  assign \$72  = cmd[75:60] - 1'h1;
+  assign \$73  = idx == \$72 [15:0];
+  assign \$74  = ~ bank;
+  assign \$75  = cmd[87:76] - 1'h1;
+  assign \$76  = kt != \$75 [11:0];
+  assign \$77  = cmd[99:88] - 1'h1;
+  assign \$78  = nt != \$77 [11:0];
+  assign \$79  = kt + 1'h1;
+  assign \$80  = a_base + cmd[119:100];
+  assign \$81  = a_base + cmd[119:100];
+  assign \$82  = nt + 1'h1;
+  assign \$83  = b_base + cmd[139:120];
+  assign \$84  = b_base + cmd[139:120];
+  assign \$85  = c_base + cmd[159:140];
+  assign \$86  = c_base + cmd[159:140];
+  assign \$87  = acc_wr__en & meta15[15];
+  assign \$88  = ~ load_b;
+  assign \$89  = s1_valid & s1_is_a;
+  assign \$90  = s1_bank == bank;
+  assign \$91  = \$89  & \$90 ;
+  assign \$92  = ~ \$91 ;
+  assign \$93  = bank ? bank1_busy_cnt : bank0_busy_cnt;
+  assign \$94  = \$93  + idx[2:0];
+  assign \$95  = \$94  <= 4'h9;
+  assign \$96  = \$92  & \$95 ;
+  assign \$97  = \$88  | \$96 ;
+  assign spad_rd__en = issuing & \$97 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
   assign a_valid = s1_valid & s1_is_a;
-  assign \$95  = ~ s1_is_a;
-  assign w_en = s1_valid & \$95 ;
+  assign \$98  = ~ s1_is_a;
+  assign w_en = s1_valid & \$98 ;
   assign active = s1_valid & s1_is_a;
-  assign \$96  = s1_valid & s1_is_a;
-  assign \$97  = ~ \$96 ;
-  assign stall = ctl__busy & \$97 ;
-  assign acc_rd__en = meta14[0] & meta14[14];
-  assign \$98  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$99  = \$98 [31:0] + \$164 ;
-  assign \$100  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$101  = \$100 [63:32] + \$165 ;
-  assign \$102  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$103  = \$102 [95:64] + \$166 ;
-  assign \$104  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$105  = \$104 [127:96] + \$167 ;
-  assign \$106  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$107  = \$106 [159:128] + \$168 ;
-  assign \$108  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$109  = \$108 [191:160] + \$169 ;
-  assign \$110  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$111  = \$110 [223:192] + \$170 ;
-  assign \$112  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$113  = \$112 [255:224] + \$163 ;
-  assign acc_wr__data = meta15[14] ? { \$113 [31:0], \$111 [31:0], \$109 [31:0], \$107 [31:0], \$105 [31:0], \$103 [31:0], \$101 [31:0], \$99 [31:0] } : { \$163 , \$170 , \$169 , \$168 , \$167 , \$166 , \$165 , \$164  };
-  assign ctl__busy = ~ \$114 ;
-  assign \$114  = ! gemm_fsm_state;
-  assign \$115  = gemm_fsm_state == 1'h1;
-  assign \$116  = gemm_fsm_state == 2'h2;
-  assign \$117  = gemm_fsm_state == 2'h3;
-  assign \$118  = gemm_fsm_state == 3'h4;
+  assign \$99  = s1_valid & s1_is_a;
+  assign \$100  = ~ \$99 ;
+  assign stall = ctl__busy & \$100 ;
+  assign acc_rd__en = meta13[0] & meta13[14];
+  assign \$101  = old[31:0] + \$160 ;
+  assign \$102  = old[63:32] + \$161 ;
+  assign \$103  = old[95:64] + \$162 ;
+  assign \$104  = old[127:96] + \$163 ;
+  assign \$105  = old[159:128] + \$164 ;
+  assign \$106  = old[191:160] + \$165 ;
+  assign \$107  = old[223:192] + \$166 ;
+  assign \$108  = old[255:224] + \$159 ;
+  assign acc_wr__data = meta15[14] ? { \$108 [31:0], \$107 [31:0], \$106 [31:0], \$105 [31:0], \$104 [31:0], \$103 [31:0], \$102 [31:0], \$101 [31:0] } : { \$159 , \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160  };
+  assign ctl__busy = ~ \$109 ;
+  assign \$109  = ! gemm_fsm_state;
+  assign \$110  = gemm_fsm_state == 1'h1;
+  assign \$111  = gemm_fsm_state == 2'h2;
+  assign \$112  = gemm_fsm_state == 2'h3;
+  assign \$113  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$119 ;
+    done <= \$114 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$120 ;
+    bank0_busy_cnt <= \$115 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$121 ;
+    bank1_busy_cnt <= \$116 ;
   always @(posedge clk)
-    s1_valid <= \$122 ;
+    s1_valid <= \$117 ;
   always @(posedge clk)
-    s1_is_a <= \$123 ;
+    s1_is_a <= \$118 ;
   always @(posedge clk)
-    s1_row <= \$124 ;
+    s1_row <= \$119 ;
   always @(posedge clk)
-    s1_bank <= \$125 ;
+    s1_bank <= \$120 ;
   always @(posedge clk)
-    s1_caddr <= \$126 ;
+    s1_caddr <= \$121 ;
   always @(posedge clk)
-    s1_accum <= \$127 ;
+    s1_accum <= \$122 ;
   always @(posedge clk)
-    s1_last <= \$128 ;
+    s1_last <= \$123 ;
   always @(posedge clk)
-    meta1 <= \$129 ;
+    meta1 <= \$124 ;
   always @(posedge clk)
-    meta2 <= \$130 ;
+    meta2 <= \$125 ;
   always @(posedge clk)
-    meta3 <= \$131 ;
+    meta3 <= \$126 ;
   always @(posedge clk)
-    meta4 <= \$132 ;
+    meta4 <= \$127 ;
   always @(posedge clk)
-    meta5 <= \$133 ;
+    meta5 <= \$128 ;
   always @(posedge clk)
-    meta6 <= \$134 ;
+    meta6 <= \$129 ;
   always @(posedge clk)
-    meta7 <= \$135 ;
+    meta7 <= \$130 ;
   always @(posedge clk)
-    meta8 <= \$136 ;
+    meta8 <= \$131 ;
   always @(posedge clk)
-    meta9 <= \$137 ;
+    meta9 <= \$132 ;
   always @(posedge clk)
-    meta10 <= \$138 ;
+    meta10 <= \$133 ;
   always @(posedge clk)
-    meta11 <= \$139 ;
+    meta11 <= \$134 ;
   always @(posedge clk)
-    meta12 <= \$140 ;
+    meta12 <= \$135 ;
   always @(posedge clk)
-    meta13 <= \$141 ;
+    meta13 <= \$136 ;
   always @(posedge clk)
-    meta14 <= \$142 ;
+    meta14 <= \$137 ;
   always @(posedge clk)
-    meta15 <= \$143 ;
+    meta15 <= \$138 ;
   always @(posedge clk)
-    fwd_hit <= \$144 ;
+    fwd_hit <= \$139 ;
   always @(posedge clk)
-    fwd_data <= \$145 ;
+    fwd_data <= \$140 ;
   always @(posedge clk)
-    cmd <= \$146 ;
+    old <= \$141 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$147 ;
+    cmd <= \$142 ;
   always @(posedge clk)
-    err_reserved <= \$148 ;
+    gemm_fsm_state <= \$143 ;
   always @(posedge clk)
-    err_shape <= \$149 ;
+    err_reserved <= \$144 ;
   always @(posedge clk)
-    err_range <= \$150 ;
+    err_shape <= \$145 ;
   always @(posedge clk)
-    error <= \$151 ;
+    err_range <= \$146 ;
   always @(posedge clk)
-    nt <= \$152 ;
+    error <= \$147 ;
   always @(posedge clk)
-    kt <= \$153 ;
+    nt <= \$148 ;
   always @(posedge clk)
-    idx <= \$154 ;
+    kt <= \$149 ;
   always @(posedge clk)
-    load_b <= \$155 ;
+    idx <= \$150 ;
   always @(posedge clk)
-    a_base <= \$156 ;
+    load_b <= \$151 ;
   always @(posedge clk)
-    a_ptr <= \$157 ;
+    a_base <= \$152 ;
   always @(posedge clk)
-    b_base <= \$158 ;
+    a_ptr <= \$153 ;
   always @(posedge clk)
-    b_ptr <= \$159 ;
+    b_base <= \$154 ;
   always @(posedge clk)
-    c_base <= \$160 ;
+    b_ptr <= \$155 ;
   always @(posedge clk)
-    c_ptr <= \$161 ;
+    c_base <= \$156 ;
   always @(posedge clk)
-    bank <= \$162 ;
+    c_ptr <= \$157 ;
+  always @(posedge clk)
+    bank <= \$158 ;
   \kaki_soc_8x8.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_6(\$164 ),
-    .deskew1_5(\$165 ),
-    .deskew2_4(\$166 ),
-    .deskew3_3(\$167 ),
-    .deskew4_2(\$168 ),
-    .deskew5_1(\$169 ),
-    .deskew6_0(\$170 ),
+    .deskew0_6(\$160 ),
+    .deskew1_5(\$161 ),
+    .deskew2_4(\$162 ),
+    .deskew3_3(\$163 ),
+    .deskew4_2(\$164 ),
+    .deskew5_1(\$165 ),
+    .deskew6_0(\$166 ),
     .gemm_frozen(gemm_frozen),
     .out_valid_q(acc_wr__en),
-    .pe7_7_psum(\$163 ),
+    .pe7_7_psum(\$159 ),
     .reset(reset),
     .rst(rst),
     .w_bank(s1_bank),
@@ -27016,72 +27010,137 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$119  = done;
+    \$114  = done;
     if (\$2 ) begin
-      \$119  = 1'h0;
+      \$114  = 1'h0;
       casez (gemm_fsm_state)
         3'h0:
             /* empty */;
         3'h1:
             /* empty */;
         3'h2:
-            if (\$57 ) begin
-              \$119  = 1'h1;
+            if (\$60 ) begin
+              \$114  = 1'h1;
             end
         3'h3:
             /* empty */;
         3'h4:
-            if (\$84 ) begin
-              \$119  = 1'h1;
+            if (\$87 ) begin
+              \$114  = 1'h1;
             end
       endcase
       if (reset[2]) begin
-        \$119  = 1'h0;
+        \$114  = 1'h0;
       end
     end
     if (rst) begin
-      \$119  = 1'h0;
+      \$114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$120  = bank0_busy_cnt;
+    \$115  = bank0_busy_cnt;
     if (\$2 ) begin
       if (\$5 ) begin
-        \$120  = 4'he;
+        \$115  = 4'he;
       end else if (\$6 ) begin
-        \$120  = \$7 [3:0];
+        \$115  = \$7 [3:0];
       end
       if (reset[2]) begin
-        \$120  = 4'h0;
+        \$115  = 4'h0;
       end
     end
     if (rst) begin
-      \$120  = 4'h0;
+      \$115  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$121  = bank1_busy_cnt;
+    \$116  = bank1_busy_cnt;
     if (\$2 ) begin
       if (\$10 ) begin
-        \$121  = 4'he;
+        \$116  = 4'he;
       end else if (\$11 ) begin
-        \$121  = \$12 [3:0];
+        \$116  = \$12 [3:0];
       end
       if (reset[2]) begin
-        \$121  = 4'h0;
+        \$116  = 4'h0;
       end
     end
     if (rst) begin
-      \$121  = 4'h0;
+      \$116  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$122  = s1_valid;
+    \$117  = s1_valid;
     if (\$2 ) begin
-      \$122  = \$13 ;
+      \$117  = \$13 ;
+      if (reset[2]) begin
+        \$117  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$117  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$118  = s1_is_a;
+    if (\$2 ) begin
+      \$118  = \$14 ;
+      if (reset[2]) begin
+        \$118  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$118  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$119  = s1_row;
+    if (\$2 ) begin
+      \$119  = idx[2:0];
+      if (reset[2]) begin
+        \$119  = 3'h0;
+      end
+    end
+    if (rst) begin
+      \$119  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$120  = s1_bank;
+    if (\$2 ) begin
+      \$120  = bank;
+      if (reset[2]) begin
+        \$120  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$121  = s1_caddr;
+    if (\$2 ) begin
+      \$121  = c_ptr;
+      if (reset[2]) begin
+        \$121  = 13'h0000;
+      end
+    end
+    if (rst) begin
+      \$121  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$122  = s1_accum;
+    if (\$2 ) begin
+      \$122  = \$16 ;
       if (reset[2]) begin
         \$122  = 1'h0;
       end
@@ -27092,9 +27151,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$123  = s1_is_a;
+    \$123  = s1_last;
     if (\$2 ) begin
-      \$123  = \$14 ;
+      \$123  = \$24 ;
       if (reset[2]) begin
         \$123  = 1'h0;
       end
@@ -27105,74 +27164,74 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$124  = s1_row;
+    \$124  = meta1;
     if (\$2 ) begin
-      \$124  = idx[2:0];
+      \$124  = { s1_last, s1_accum, s1_caddr, \$25  };
       if (reset[2]) begin
-        \$124  = 3'h0;
+        \$124  = 16'h0000;
       end
     end
     if (rst) begin
-      \$124  = 3'h0;
+      \$124  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$125  = s1_bank;
+    \$125  = meta2;
     if (\$2 ) begin
-      \$125  = bank;
+      \$125  = meta1;
       if (reset[2]) begin
-        \$125  = 1'h0;
+        \$125  = 16'h0000;
       end
     end
     if (rst) begin
-      \$125  = 1'h0;
+      \$125  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$126  = s1_caddr;
+    \$126  = meta3;
     if (\$2 ) begin
-      \$126  = c_ptr;
+      \$126  = meta2;
       if (reset[2]) begin
-        \$126  = 13'h0000;
+        \$126  = 16'h0000;
       end
     end
     if (rst) begin
-      \$126  = 13'h0000;
+      \$126  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$127  = s1_accum;
+    \$127  = meta4;
     if (\$2 ) begin
-      \$127  = \$16 ;
+      \$127  = meta3;
       if (reset[2]) begin
-        \$127  = 1'h0;
+        \$127  = 16'h0000;
       end
     end
     if (rst) begin
-      \$127  = 1'h0;
+      \$127  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$128  = s1_last;
+    \$128  = meta5;
     if (\$2 ) begin
-      \$128  = \$24 ;
+      \$128  = meta4;
       if (reset[2]) begin
-        \$128  = 1'h0;
+        \$128  = 16'h0000;
       end
     end
     if (rst) begin
-      \$128  = 1'h0;
+      \$128  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$129  = meta1;
+    \$129  = meta6;
     if (\$2 ) begin
-      \$129  = { s1_last, s1_accum, s1_caddr, \$25  };
+      \$129  = meta5;
       if (reset[2]) begin
         \$129  = 16'h0000;
       end
@@ -27183,9 +27242,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$130  = meta2;
+    \$130  = meta7;
     if (\$2 ) begin
-      \$130  = meta1;
+      \$130  = meta6;
       if (reset[2]) begin
         \$130  = 16'h0000;
       end
@@ -27196,9 +27255,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$131  = meta3;
+    \$131  = meta8;
     if (\$2 ) begin
-      \$131  = meta2;
+      \$131  = meta7;
       if (reset[2]) begin
         \$131  = 16'h0000;
       end
@@ -27209,9 +27268,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$132  = meta4;
+    \$132  = meta9;
     if (\$2 ) begin
-      \$132  = meta3;
+      \$132  = meta8;
       if (reset[2]) begin
         \$132  = 16'h0000;
       end
@@ -27222,9 +27281,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$133  = meta5;
+    \$133  = meta10;
     if (\$2 ) begin
-      \$133  = meta4;
+      \$133  = meta9;
       if (reset[2]) begin
         \$133  = 16'h0000;
       end
@@ -27235,9 +27294,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$134  = meta6;
+    \$134  = meta11;
     if (\$2 ) begin
-      \$134  = meta5;
+      \$134  = meta10;
       if (reset[2]) begin
         \$134  = 16'h0000;
       end
@@ -27248,9 +27307,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$135  = meta7;
+    \$135  = meta12;
     if (\$2 ) begin
-      \$135  = meta6;
+      \$135  = meta11;
       if (reset[2]) begin
         \$135  = 16'h0000;
       end
@@ -27261,9 +27320,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = meta8;
+    \$136  = meta13;
     if (\$2 ) begin
-      \$136  = meta7;
+      \$136  = meta12;
       if (reset[2]) begin
         \$136  = 16'h0000;
       end
@@ -27274,9 +27333,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = meta9;
+    \$137  = meta14;
     if (\$2 ) begin
-      \$137  = meta8;
+      \$137  = meta13;
       if (reset[2]) begin
         \$137  = 16'h0000;
       end
@@ -27287,9 +27346,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$138  = meta10;
+    \$138  = meta15;
     if (\$2 ) begin
-      \$138  = meta9;
+      \$138  = meta14;
       if (reset[2]) begin
         \$138  = 16'h0000;
       end
@@ -27300,74 +27359,106 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$139  = meta11;
+    \$139  = fwd_hit;
     if (\$2 ) begin
-      \$139  = meta10;
+      \$139  = \$27 ;
       if (reset[2]) begin
-        \$139  = 16'h0000;
+        \$139  = 1'h0;
       end
     end
     if (rst) begin
-      \$139  = 16'h0000;
+      \$139  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = meta12;
+    \$140  = fwd_data;
     if (\$2 ) begin
-      \$140  = meta11;
-      if (reset[2]) begin
-        \$140  = 16'h0000;
-      end
-    end
-    if (rst) begin
-      \$140  = 16'h0000;
+      \$140  = acc_wr__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = meta13;
+    \$141  = old;
     if (\$2 ) begin
-      \$141  = meta12;
-      if (reset[2]) begin
-        \$141  = 16'h0000;
+      (* full_case = 32'd1 *)
+      if (\$29 ) begin
+        \$141  = acc_wr__data;
+      end else begin
+        \$141  = \$30 ;
       end
-    end
-    if (rst) begin
-      \$141  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142  = meta14;
+    \$142  = cmd;
     if (\$2 ) begin
-      \$142  = meta13;
+      casez (gemm_fsm_state)
+        3'h0:
+            if (ctl__cmd__valid) begin
+              \$142  = ctl__cmd__payload;
+            end
+      endcase
       if (reset[2]) begin
-        \$142  = 16'h0000;
+        \$142  = 176'h00000000000000000000000000000000000000000000;
       end
     end
     if (rst) begin
-      \$142  = 16'h0000;
+      \$142  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = meta15;
+    \$143  = gemm_fsm_state;
     if (\$2 ) begin
-      \$143  = meta14;
+      casez (gemm_fsm_state)
+        3'h0:
+            if (ctl__cmd__valid) begin
+              \$143  = 3'h1;
+            end
+        3'h1:
+            \$143  = 3'h2;
+        3'h2:
+            (* full_case = 32'd1 *)
+            if (\$60 ) begin
+              \$143  = 3'h0;
+            end else begin
+              \$143  = 3'h3;
+            end
+        3'h3:
+            if (\$68 ) begin
+              if (\$73 ) begin
+                (* full_case = 32'd1 *)
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                end else begin
+                  \$143  = 3'h4;
+                end
+              end
+            end
+        3'h4:
+            if (\$87 ) begin
+              \$143  = 3'h0;
+            end
+      endcase
       if (reset[2]) begin
-        \$143  = 16'h0000;
+        \$143  = 3'h0;
       end
     end
     if (rst) begin
-      \$143  = 16'h0000;
+      \$143  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = fwd_hit;
+    \$144  = err_reserved;
     if (\$2 ) begin
-      \$144  = \$27 ;
+      casez (gemm_fsm_state)
+        3'h0:
+            /* empty */;
+        3'h1:
+            \$144  = \$31 ;
+      endcase
       if (reset[2]) begin
         \$144  = 1'h0;
       end
@@ -27378,128 +27469,43 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = fwd_data;
-    if (\$2 ) begin
-      \$145  = acc_wr__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = cmd;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$146  = ctl__cmd__payload;
-            end
-      endcase
-      if (reset[2]) begin
-        \$146  = 176'h00000000000000000000000000000000000000000000;
-      end
-    end
-    if (rst) begin
-      \$146  = 176'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = gemm_fsm_state;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$147  = 3'h1;
-            end
-        3'h1:
-            \$147  = 3'h2;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$57 ) begin
-              \$147  = 3'h0;
-            end else begin
-              \$147  = 3'h3;
-            end
-        3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                (* full_case = 32'd1 *)
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                end else begin
-                  \$147  = 3'h4;
-                end
-              end
-            end
-        3'h4:
-            if (\$84 ) begin
-              \$147  = 3'h0;
-            end
-      endcase
-      if (reset[2]) begin
-        \$147  = 3'h0;
-      end
-    end
-    if (rst) begin
-      \$147  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = err_reserved;
+    \$145  = err_shape;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
             /* empty */;
         3'h1:
-            \$148  = \$28 ;
+            \$145  = \$36 ;
       endcase
       if (reset[2]) begin
-        \$148  = 1'h0;
+        \$145  = 1'h0;
       end
     end
     if (rst) begin
-      \$148  = 1'h0;
+      \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = err_shape;
+    \$146  = err_range;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
             /* empty */;
         3'h1:
-            \$149  = \$33 ;
+            \$146  = \$58 ;
       endcase
       if (reset[2]) begin
-        \$149  = 1'h0;
+        \$146  = 1'h0;
       end
     end
     if (rst) begin
-      \$149  = 1'h0;
+      \$146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = err_range;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            \$150  = \$55 ;
-      endcase
-      if (reset[2]) begin
-        \$150  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$150  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = error;
+    \$147  = error;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27507,34 +27513,34 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
         3'h1:
             /* empty */;
         3'h2:
-            if (\$57 ) begin
+            if (\$60 ) begin
               (* full_case = 32'd1 *)
               if (err_reserved) begin
-                \$151  = 8'h02;
+                \$147  = 8'h02;
               end else if (err_shape) begin
-                \$151  = 8'h03;
+                \$147  = 8'h03;
               end else begin
-                \$151  = 8'h04;
+                \$147  = 8'h04;
               end
             end
         3'h3:
             /* empty */;
         3'h4:
-            if (\$84 ) begin
-              \$151  = 8'h00;
+            if (\$87 ) begin
+              \$147  = 8'h00;
             end
       endcase
       if (reset[2]) begin
-        \$151  = 8'h00;
+        \$147  = 8'h00;
       end
     end
     if (rst) begin
-      \$151  = 8'h00;
+      \$147  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = nt;
+    \$148  = nt;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27543,31 +27549,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$152  = 12'h000;
+              \$148  = 12'h000;
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$152  = \$79 [11:0];
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$148  = \$82 [11:0];
                 end
               end
             end
       endcase
       if (reset[2]) begin
-        \$152  = 12'h000;
+        \$148  = 12'h000;
       end
     end
     if (rst) begin
-      \$152  = 12'h000;
+      \$148  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = kt;
+    \$149  = kt;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27576,32 +27582,32 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$153  = 12'h000;
+              \$149  = 12'h000;
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$153  = \$76 [11:0];
-                end else if (\$75 ) begin
-                  \$153  = 12'h000;
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$149  = \$79 [11:0];
+                end else if (\$78 ) begin
+                  \$149  = 12'h000;
                 end
               end
             end
       endcase
       if (reset[2]) begin
-        \$153  = 12'h000;
+        \$149  = 12'h000;
       end
     end
     if (rst) begin
-      \$153  = 12'h000;
+      \$149  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = idx;
+    \$150  = idx;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27610,37 +27616,37 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$154  = 16'h0000;
+              \$150  = 16'h0000;
             end
         3'h3:
           begin
-            if (\$59 ) begin
-              \$154  = \$61 [15:0];
-              if (\$62 ) begin
-                \$154  = 16'h0000;
+            if (\$62 ) begin
+              \$150  = \$64 [15:0];
+              if (\$65 ) begin
+                \$150  = 16'h0000;
               end
             end
-            if (\$65 ) begin
-              \$154  = \$68 [15:0];
-              if (\$70 ) begin
-                \$154  = 16'h0000;
+            if (\$68 ) begin
+              \$150  = \$71 [15:0];
+              if (\$73 ) begin
+                \$150  = 16'h0000;
               end
             end
           end
       endcase
       if (reset[2]) begin
-        \$154  = 16'h0000;
+        \$150  = 16'h0000;
       end
     end
     if (rst) begin
-      \$154  = 16'h0000;
+      \$150  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = load_b;
+    \$151  = load_b;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27649,35 +27655,35 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$155  = 1'h1;
+              \$151  = 1'h1;
             end
         3'h3:
           begin
-            if (\$59 ) begin
-              if (\$62 ) begin
-                \$155  = 1'h0;
+            if (\$62 ) begin
+              if (\$65 ) begin
+                \$151  = 1'h0;
               end
             end
-            if (\$65 ) begin
-              if (\$70 ) begin
-                \$155  = 1'h1;
+            if (\$68 ) begin
+              if (\$73 ) begin
+                \$151  = 1'h1;
               end
             end
           end
       endcase
       if (reset[2]) begin
-        \$155  = 1'h0;
+        \$151  = 1'h0;
       end
     end
     if (rst) begin
-      \$155  = 1'h0;
+      \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = a_base;
+    \$152  = a_base;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27686,32 +27692,32 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$156  = cmd[13:0];
+              \$152  = cmd[13:0];
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$156  = \$77 [13:0];
-                end else if (\$75 ) begin
-                  \$156  = cmd[13:0];
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$152  = \$80 [13:0];
+                end else if (\$78 ) begin
+                  \$152  = cmd[13:0];
                 end
               end
             end
       endcase
       if (reset[2]) begin
-        \$156  = 14'h0000;
+        \$152  = 14'h0000;
       end
     end
     if (rst) begin
-      \$156  = 14'h0000;
+      \$152  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = a_ptr;
+    \$153  = a_ptr;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27720,33 +27726,33 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$157  = cmd[13:0];
+              \$153  = cmd[13:0];
             end
         3'h3:
-            if (\$65 ) begin
-              \$157  = \$66 [13:0];
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$157  = \$78 [13:0];
-                end else if (\$75 ) begin
-                  \$157  = cmd[13:0];
+            if (\$68 ) begin
+              \$153  = \$69 [13:0];
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$153  = \$81 [13:0];
+                end else if (\$78 ) begin
+                  \$153  = cmd[13:0];
                 end
               end
             end
       endcase
       if (reset[2]) begin
-        \$157  = 14'h0000;
+        \$153  = 14'h0000;
       end
     end
     if (rst) begin
-      \$157  = 14'h0000;
+      \$153  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = b_base;
+    \$154  = b_base;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27755,31 +27761,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$158  = cmd[33:20];
+              \$154  = cmd[33:20];
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$158  = \$80 [13:0];
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$154  = \$83 [13:0];
                 end
               end
             end
       endcase
       if (reset[2]) begin
-        \$158  = 14'h0000;
+        \$154  = 14'h0000;
       end
     end
     if (rst) begin
-      \$158  = 14'h0000;
+      \$154  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = b_ptr;
+    \$155  = b_ptr;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27788,36 +27794,36 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$159  = cmd[33:20];
+              \$155  = cmd[33:20];
             end
         3'h3:
           begin
-            if (\$59 ) begin
-              \$159  = \$60 [13:0];
+            if (\$62 ) begin
+              \$155  = \$63 [13:0];
             end
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$159  = \$81 [13:0];
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$155  = \$84 [13:0];
                 end
               end
             end
           end
       endcase
       if (reset[2]) begin
-        \$159  = 14'h0000;
+        \$155  = 14'h0000;
       end
     end
     if (rst) begin
-      \$159  = 14'h0000;
+      \$155  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = c_base;
+    \$156  = c_base;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27826,31 +27832,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$160  = cmd[52:40];
+              \$156  = cmd[52:40];
             end
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                if (\$73 ) begin
-                end else if (\$75 ) begin
-                  \$160  = \$82 [12:0];
+            if (\$68 ) begin
+              if (\$73 ) begin
+                if (\$76 ) begin
+                end else if (\$78 ) begin
+                  \$156  = \$85 [12:0];
                 end
               end
             end
       endcase
       if (reset[2]) begin
-        \$160  = 13'h0000;
+        \$156  = 13'h0000;
       end
     end
     if (rst) begin
-      \$160  = 13'h0000;
+      \$156  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = c_ptr;
+    \$157  = c_ptr;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27859,33 +27865,33 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
             /* empty */;
         3'h2:
             (* full_case = 32'd1 *)
-            if (\$57 ) begin
+            if (\$60 ) begin
             end else begin
-              \$161  = cmd[52:40];
+              \$157  = cmd[52:40];
             end
         3'h3:
-            if (\$65 ) begin
-              \$161  = \$67 [12:0];
-              if (\$70 ) begin
-                if (\$73 ) begin
-                  \$161  = c_base;
-                end else if (\$75 ) begin
-                  \$161  = \$83 [12:0];
+            if (\$68 ) begin
+              \$157  = \$70 [12:0];
+              if (\$73 ) begin
+                if (\$76 ) begin
+                  \$157  = c_base;
+                end else if (\$78 ) begin
+                  \$157  = \$86 [12:0];
                 end
               end
             end
       endcase
       if (reset[2]) begin
-        \$161  = 13'h0000;
+        \$157  = 13'h0000;
       end
     end
     if (rst) begin
-      \$161  = 13'h0000;
+      \$157  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = bank;
+    \$158  = bank;
     if (\$2 ) begin
       casez (gemm_fsm_state)
         3'h0:
@@ -27895,18 +27901,18 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
         3'h2:
             /* empty */;
         3'h3:
-            if (\$65 ) begin
-              if (\$70 ) begin
-                \$162  = \$71 ;
+            if (\$68 ) begin
+              if (\$73 ) begin
+                \$158  = \$74 ;
               end
             end
       endcase
       if (reset[2]) begin
-        \$162  = 1'h0;
+        \$158  = 1'h0;
       end
     end
     if (rst) begin
-      \$162  = 1'h0;
+      \$158  = 1'h0;
     end
   end
   always @* begin
@@ -27940,8 +27946,8 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign w_row = s1_row;
   assign w_bank = s1_bank;
   assign w_data = a_data;
-  assign out_data = { \$163 , \$170 , \$169 , \$168 , \$167 , \$166 , \$165 , \$164  };
-  assign acc_rd__addr = meta14[13:1];
+  assign out_data = { \$159 , \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160  };
+  assign acc_rd__addr = meta13[13:1];
   assign acc_wr__addr = meta15[13:1];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
@@ -35411,7 +35417,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9086$16 , \port$9844$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9083$16 , \port$9843$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35455,10 +35461,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9086$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9086$16 ;
-  wire [15:0] \port$9086$16 ;
-  input [7:0] \port$9844$0 ;
-  wire [7:0] \port$9844$0 ;
+  input [15:0] \port$9083$16 ;
+  wire [15:0] \port$9083$16 ;
+  input [7:0] \port$9843$0 ;
+  wire [7:0] \port$9843$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -35493,7 +35499,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9086$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9086$16 , \port$9844$0  };
+      storage[w_port__addr] <= { \port$9083$16 , \port$9843$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -35604,8 +35610,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9086$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9086$16 , \port$9844$0  };
-  assign w_data = { \port$9086$16 , \port$9844$0  };
+  assign w_port__data = { \port$9083$16 , \port$9843$0  };
+  assign w_data = { \port$9083$16 , \port$9843$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -35614,7 +35620,7 @@ endmodule
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8601$0 , \port$8601$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8598$0 , \port$8598$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -36326,10 +36332,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$8601$0 ;
-  wire [3:0] \port$8601$0 ;
-  input [23:0] \port$8601$8 ;
-  wire [23:0] \port$8601$8 ;
+  input [3:0] \port$8598$0 ;
+  wire [3:0] \port$8598$0 ;
+  input [23:0] \port$8598$8 ;
+  wire [23:0] \port$8598$8 ;
   input [3:0] \port$95$0 ;
   wire [3:0] \port$95$0 ;
   reg q0_acked = 1'h0;
@@ -37056,7 +37062,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$8601$0 [1:0] < 3'h4;
+  assign \$165  = \port$8598$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -37264,7 +37270,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$8601$0 [1:0];
+  assign \$344  = ! \port$8598$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -37284,7 +37290,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$8601$0 [1:0] == 1'h1;
+  assign \$364  = \port$8598$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -37304,7 +37310,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$8601$0 [1:0] == 2'h2;
+  assign \$384  = \port$8598$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -37324,7 +37330,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$8601$0 [1:0] == 2'h3;
+  assign \$404  = \port$8598$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -37417,7 +37423,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9167$0 (fetch_r_buf),
+    .\port$9164$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -37429,7 +37435,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9167$0 (fetch_r_buf),
+    .\port$9164$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -37441,7 +37447,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9167$0 (fetch_r_buf),
+    .\port$9164$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -37453,7 +37459,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9167$0 (fetch_r_buf),
+    .\port$9164$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -39151,12 +39157,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8601$0 [1:0];
-  assign cpl_irq = \port$8601$0 [2];
-  assign cpl_halt = \port$8601$0 [3];
-  assign cpl_flags = \port$8601$8 [7:0];
-  assign cpl_status = \port$8601$8 [15:8];
-  assign cpl_opcode = \port$8601$8 [23:16];
+  assign cpl_queue = \port$8598$0 [1:0];
+  assign cpl_irq = \port$8598$0 [2];
+  assign cpl_halt = \port$8598$0 [3];
+  assign cpl_flags = \port$8598$8 [7:0];
+  assign cpl_status = \port$8598$8 [15:8];
+  assign cpl_opcode = \port$8598$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -39207,12 +39213,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$8601$8 [23:16];
-  assign \w_data$258 [19:12] = \port$8601$8 [15:8];
-  assign \w_data$258 [11:4] = \port$8601$8 [7:0];
-  assign \w_data$258 [3] = \port$8601$0 [3];
-  assign \w_data$258 [2] = \port$8601$0 [2];
-  assign \w_data$258 [1:0] = \port$8601$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8598$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8598$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8598$8 [7:0];
+  assign \w_data$258 [3] = \port$8598$0 [3];
+  assign \w_data$258 [2] = \port$8598$0 [2];
+  assign \w_data$258 [1:0] = \port$8598$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -40798,7 +40804,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9167$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9164$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40825,8 +40831,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9167$0 ;
-  wire [191:0] \port$9167$0 ;
+  input [191:0] \port$9164$0 ;
+  wire [191:0] \port$9164$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -40861,7 +40867,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9167$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9164$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40932,14 +40938,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9167$0  };
-  assign w_data = { \port$0$87 , \port$9167$0  };
+  assign w_port__data = { \port$0$87 , \port$9164$0  };
+  assign w_data = { \port$0$87 , \port$9164$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9167$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9164$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40966,8 +40972,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9167$0 ;
-  wire [191:0] \port$9167$0 ;
+  input [191:0] \port$9164$0 ;
+  wire [191:0] \port$9164$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -41002,7 +41008,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9167$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9164$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41073,14 +41079,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9167$0  };
-  assign w_data = { \port$0$87 , \port$9167$0  };
+  assign w_port__data = { \port$0$87 , \port$9164$0  };
+  assign w_data = { \port$0$87 , \port$9164$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9167$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9164$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41107,8 +41113,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9167$0 ;
-  wire [191:0] \port$9167$0 ;
+  input [191:0] \port$9164$0 ;
+  wire [191:0] \port$9164$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -41143,7 +41149,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9167$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9164$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41214,14 +41220,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9167$0  };
-  assign w_data = { \port$0$87 , \port$9167$0  };
+  assign w_port__data = { \port$0$87 , \port$9164$0  };
+  assign w_data = { \port$0$87 , \port$9164$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9167$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9164$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41248,8 +41254,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9167$0 ;
-  wire [191:0] \port$9167$0 ;
+  input [191:0] \port$9164$0 ;
+  wire [191:0] \port$9164$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -41284,7 +41290,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9167$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9164$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41355,8 +41361,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9167$0  };
-  assign w_data = { \port$0$87 , \port$9167$0  };
+  assign w_port__data = { \port$0$87 , \port$9164$0  };
+  assign w_data = { \port$0$87 , \port$9164$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46570,7 +46576,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9088$16 , \port$10872$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9085$16 , \port$10871$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46614,10 +46620,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9088$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10872$0 ;
-  wire [7:0] \port$10872$0 ;
-  input [15:0] \port$9088$16 ;
-  wire [15:0] \port$9088$16 ;
+  input [7:0] \port$10871$0 ;
+  wire [7:0] \port$10871$0 ;
+  input [15:0] \port$9085$16 ;
+  wire [15:0] \port$9085$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -46652,7 +46658,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9088$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9088$16 , \port$10872$0  };
+      storage[w_port__addr] <= { \port$9085$16 , \port$10871$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46763,8 +46769,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9088$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9088$16 , \port$10872$0  };
-  assign w_data = { \port$9088$16 , \port$10872$0  };
+  assign w_port__data = { \port$9085$16 , \port$10871$0  };
+  assign w_data = { \port$9085$16 , \port$10871$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
